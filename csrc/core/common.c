@@ -1,0 +1,80 @@
+/*
+ * common.c - status strings, the default allocator, the monotonic clock and
+ * sleeping. Everything here is stateless and thread-safe.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include "prs_internal.h"
+
+#include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <time.h>
+
+const char *prs_strerror(int status) {
+    switch (status) {
+#define PRS__XX(name, value, msg) case PRS_##name: return msg;
+        PRS_ERRNO_MAP(PRS__XX)
+#undef PRS__XX
+    default: return "unknown status";
+    }
+}
+
+const char *prs_err_name(int status) {
+    switch (status) {
+#define PRS__XX(name, value, msg) case PRS_##name: return "PRS_" #name;
+        PRS_ERRNO_MAP(PRS__XX)
+#undef PRS__XX
+    default: return "PRS_UNKNOWN";
+    }
+}
+
+static void *default_malloc(void *ctx, size_t size) { (void)ctx; return malloc(size ? size : 1); }
+static void *default_calloc(void *ctx, size_t nmemb, size_t size) {
+    (void)ctx;
+    if (size && nmemb > SIZE_MAX / size) return NULL;
+    return calloc(nmemb ? nmemb : 1, size ? size : 1);
+}
+static void *default_realloc(void *ctx, void *p, size_t size) { (void)ctx; return realloc(p, size ? size : 1); }
+static void default_free(void *ctx, void *p) { (void)ctx; free(p); }
+
+static const prs_allocator default_allocator = {
+    default_malloc, default_calloc, default_realloc, default_free, NULL,
+};
+
+const prs_allocator *prs_default_allocator(void) { return &default_allocator; }
+
+int64_t prs_monotonic_ns(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * PRS_NS_PER_SEC + ts.tv_nsec;
+}
+
+void prs_sleep_ns(int64_t ns) {
+    if (ns <= 0) return;
+    struct timespec req, rem;
+    req.tv_sec = (time_t)(ns / PRS_NS_PER_SEC);
+    req.tv_nsec = (long)(ns % PRS_NS_PER_SEC);
+    while (nanosleep(&req, &rem) != 0 && errno == EINTR) req = rem;
+}
+
+int64_t prs_seconds_to_ns(double seconds) {
+    if (seconds != seconds) return 0;
+    double ns = seconds * 1e9;
+    if (ns >= 9.2233720368547758e18) return INT64_MAX;
+    if (ns <= -9.2233720368547758e18) return INT64_MIN;
+    return (int64_t)llround(ns);
+}
+
+void prs__spin_yield(unsigned spins) {
+    if (spins < 64) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#elif defined(__aarch64__)
+        __asm__ __volatile__("yield");
+#endif
+    } else {
+        sched_yield();
+    }
+}

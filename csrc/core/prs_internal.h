@@ -1,0 +1,92 @@
+/*
+ * prs_internal.h - helpers shared by the core's .c files; not installed.
+ * Saturating int64 arithmetic, allocation through a prs_allocator, and a
+ * tiny spinlock for state that does not fit one atomic word.
+ */
+#ifndef PRS_INTERNAL_H
+#define PRS_INTERNAL_H
+
+#include "prs_common.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+
+/* ---- saturating arithmetic (never wraps) ------------------------------ */
+
+static inline int64_t prs__min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t prs__max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+static inline int64_t prs__sat_add(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+static inline int64_t prs__sat_sub(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+static inline int64_t prs__sat_mul(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_mul_overflow(a, b, &r)) return ((a < 0) != (b < 0)) ? INT64_MIN : INT64_MAX;
+    return r;
+}
+/* A non-negative double to int64 rounding up, saturating at INT64_MAX (NaN -> INT64_MAX). */
+static inline int64_t prs__ceil_to_i64(double x) {
+    if (!(x < 9.2233720368547748e18)) return INT64_MAX;
+    if (x <= 0.0) return 0;
+    double c = ceil(x);
+    if (c >= 9.2233720368547748e18) return INT64_MAX;
+    return (int64_t)c;
+}
+/* A non-negative double to int64 rounding down, saturating. */
+static inline int64_t prs__floor_to_i64(double x) {
+    if (!(x < 9.2233720368547748e18)) return INT64_MAX;
+    if (x <= 0.0) return 0;
+    return (int64_t)floor(x);
+}
+
+/* ---- allocation ------------------------------------------------------- */
+
+static inline const prs_allocator *prs__alloc_or_default(const prs_allocator *a) {
+    return a ? a : prs_default_allocator();
+}
+static inline void *prs__malloc(const prs_allocator *a, size_t size) {
+    return a->malloc_fn(a->ctx, size);
+}
+static inline void *prs__calloc(const prs_allocator *a, size_t nmemb, size_t size) {
+    return a->calloc_fn(a->ctx, nmemb, size);
+}
+static inline void *prs__realloc(const prs_allocator *a, void *p, size_t size) {
+    return a->realloc_fn(a->ctx, p, size);
+}
+static inline void prs__free(const prs_allocator *a, void *p) {
+    if (p) a->free_fn(a->ctx, p);
+}
+
+/* ---- spinlock --------------------------------------------------------- *
+ * Held only around a few dozen nanoseconds of arithmetic, never around a call
+ * out, a sleep or I/O. Test-and-test-and-set; yields the CPU after a while so
+ * a preempted holder can finish. Uncontended cost: one atomic exchange + one
+ * release store. */
+typedef struct { atomic_int v; } prs__spinlock;
+#define PRS__SPINLOCK_INIT { 0 }
+
+void prs__spin_yield(unsigned spins); /* common.c: pause or sched_yield */
+
+static inline void prs__spin_lock(prs__spinlock *l) {
+    unsigned spins = 0;
+    for (;;) {
+        if (!atomic_exchange_explicit(&l->v, 1, memory_order_acquire)) return;
+        while (atomic_load_explicit(&l->v, memory_order_relaxed)) prs__spin_yield(++spins);
+    }
+}
+static inline void prs__spin_unlock(prs__spinlock *l) {
+    atomic_store_explicit(&l->v, 0, memory_order_release);
+}
+static inline void prs__spin_init(prs__spinlock *l) { atomic_init(&l->v, 0); }
+
+#endif /* PRS_INTERNAL_H */

@@ -1,0 +1,133 @@
+/*
+ * runner.c - main() of the pure-C suite. Runs every registered test (or the
+ * ones named on the command line) each in a forked child with a timeout, and
+ * ends with "N passed, N failed".
+ */
+#define _GNU_SOURCE
+#include "prs_test.h"
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_TESTS 2048
+
+static struct { const char *name; prs_test_fn fn; const char *file; } tests[MAX_TESTS];
+static int ntests;
+
+void prs_test_register(const char *name, prs_test_fn fn, const char *file) {
+    if (ntests == MAX_TESTS) { fprintf(stderr, "too many tests\n"); exit(2); }
+    tests[ntests].name = name; tests[ntests].fn = fn; tests[ntests].file = file;
+    ntests++;
+}
+
+
+static void *ta_malloc(void *ctx, size_t n) {
+    prs_test_alloc *ta = ctx;
+    ta->calls++;
+    if (ta->fail_after >= 0 && ta->calls > ta->fail_after) return NULL;
+    void *p = malloc(n ? n : 1);
+    if (p) ta->live++;
+    return p;
+}
+static void *ta_calloc(void *ctx, size_t m, size_t n) {
+    prs_test_alloc *ta = ctx;
+    ta->calls++;
+    if (ta->fail_after >= 0 && ta->calls > ta->fail_after) return NULL;
+    if (n && m > SIZE_MAX / n) return NULL;
+    void *p = calloc(m ? m : 1, n ? n : 1);
+    if (p) ta->live++;
+    return p;
+}
+static void *ta_realloc(void *ctx, void *old, size_t n) {
+    prs_test_alloc *ta = ctx;
+    ta->calls++;
+    if (ta->fail_after >= 0 && ta->calls > ta->fail_after) return NULL;
+    void *p = realloc(old, n ? n : 1);
+    if (p && !old) ta->live++;
+    return p;
+}
+static void ta_free(void *ctx, void *p) {
+    prs_test_alloc *ta = ctx;
+    if (p) { ta->live--; free(p); }
+}
+
+void prs_test_alloc_init(prs_test_alloc *ta, long fail_after) {
+    ta->base.malloc_fn = ta_malloc;
+    ta->base.calloc_fn = ta_calloc;
+    ta->base.realloc_fn = ta_realloc;
+    ta->base.free_fn = ta_free;
+    ta->base.ctx = ta;
+    ta->fail_after = fail_after;
+    ta->calls = 0;
+    ta->live = 0;
+}
+
+void prs_test_alloc_failures(prs_test_make_fn make, prs_test_destroy_fn destroy) {
+    for (long k = 0; k < 100000; k++) {
+        prs_test_alloc ta;
+        prs_test_alloc_init(&ta, k);
+        void *obj = NULL;
+        int rc = make(&ta.base, &obj);
+        if (rc == PRS_OK) {
+            ASSERT(obj != NULL);
+            ASSERT_GE_I64(k, 0);
+            destroy(obj);
+            ASSERT_EQ_I64(ta.live, 0);
+            if (k == 0 && ta.calls > 0) PRS__FAIL("constructor succeeded with no memory");
+            return;
+        }
+        ASSERT_STATUS(rc, PRS_ENOMEM);
+        ASSERT(obj == NULL);
+        ASSERT_EQ_I64(ta.live, 0);
+    }
+    PRS__FAIL("constructor never succeeded");
+}
+
+static int matches(const char *pattern, const char *name) {
+    size_t n = strlen(pattern);
+    if (n && pattern[n - 1] == '*') return strncmp(pattern, name, n - 1) == 0;
+    return strcmp(pattern, name) == 0;
+}
+
+static int run_one(int i, int timeout_s) {
+    fflush(stdout); fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); return 0; }
+    if (pid == 0) {
+        alarm((unsigned)timeout_s);
+        tests[i].fn();
+        fflush(stdout); fflush(stderr);
+        _exit(0);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0) {}
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+        printf("ok     %s\n", tests[i].name);
+        return 1;
+    }
+    if (WIFSIGNALED(status))
+        printf("FAILED %s (%s%s)\n", tests[i].name, strsignal(WTERMSIG(status)),
+               WTERMSIG(status) == SIGALRM ? ": timed out" : "");
+    else
+        printf("FAILED %s (%s)\n", tests[i].name, tests[i].file);
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    int timeout_s = 120;
+    const char *t = getenv("PRS_TEST_TIMEOUT");
+    if (t && atoi(t) > 0) timeout_s = atoi(t);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    int passed = 0, failed = 0;
+    for (int i = 0; i < ntests; i++) {
+        int selected = argc < 2;
+        for (int a = 1; a < argc && !selected; a++) selected = matches(argv[a], tests[i].name);
+        if (!selected) continue;
+        if (run_one(i, timeout_s)) passed++; else failed++;
+    }
+    if (passed + failed == 0) { fprintf(stderr, "no test matched\n"); return 2; }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}
