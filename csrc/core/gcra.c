@@ -1,0 +1,193 @@
+/*
+ * gcra.c - the Generic Cell Rate Algorithm, lock-free.
+ *
+ * State: one atomic int64, `tat`, the theoretical arrival time: the instant at
+ * which the limiter would be empty again if no more requests came. A request
+ * of weight n at `now` would move it to next = max(tat, now) + n*T, where T is
+ * the emission interval (ns per request). It is admitted when the limiter
+ * would hold no more than the tolerance: next - now <= tol, tol = burst * T.
+ * INT64_MIN means "never used" (full).
+ *
+ * Why it is exact: a denial at `now` means tat >= now and tat + n*T - now > tol,
+ * so retry_after = tat + n*T - tol - now; at now + retry_after the same formula
+ * gives exactly tol (admitted), and at any earlier instant more than tol.
+ *
+ * Clock going backwards: max(tat, now) keeps the later time, and an earlier
+ * `now` only makes next - now larger. GCRA cannot mint capacity from it.
+ *
+ * Saturation: when max(tat, now) + n*T would pass INT64_MAX the request is
+ * denied with retry_after PRS_NEVER (conservative: never over-admit).
+ *
+ * Concurrency: compare-and-swap loop; a lost race reloads `tat` and decides
+ * again. No lock, no allocation after prs_gcra_new().
+ */
+#include "prs_algo.h"
+#include "prs_gcra.h"
+#include "prs_internal.h"
+
+/* Immutable after prs_gcra_new(); also the params of prs_algo_gcra. */
+typedef struct gcra_params {
+    int64_t interval_ns;   /* T >= 1, ceil(1e9 / rate) */
+    int64_t tolerance_ns;  /* burst * T, no overflow (validated) */
+    int64_t burst;         /* >= 1 */
+    double rate;           /* as configured */
+} gcra_params;
+
+struct prs_gcra {
+    _Atomic int64_t tat;   /* INT64_MIN: unused/full; else the theoretical arrival time */
+    gcra_params p;
+    prs_allocator alloc;
+};
+
+void prs_gcra_config_init(prs_gcra_config *cfg) {
+    cfg->rate = 1.0;
+    cfg->burst = 1;
+    cfg->allocator = NULL;
+}
+
+static int64_t interval_for(double rate) { return prs__max64(1, prs__ceil_to_i64(1e9 / rate)); }
+
+int prs_gcra_config_validate(const prs_gcra_config *cfg) {
+    if (!cfg) return PRS_EINVAL;
+    if (!isfinite(cfg->rate) || cfg->rate <= 0.0 || cfg->burst < 1) return PRS_EINVAL;
+    int64_t t = interval_for(cfg->rate), tol;
+    if (t == INT64_MAX || __builtin_mul_overflow(t, cfg->burst, &tol)) return PRS_ERANGE;
+    return PRS_OK;
+}
+
+int prs_gcra_new(const prs_gcra_config *cfg, prs_gcra **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_gcra_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_gcra *g = prs__malloc(a, sizeof *g);
+    if (!g) return PRS_ENOMEM;
+    g->alloc = *a;
+    g->p.rate = cfg->rate;
+    g->p.burst = cfg->burst;
+    g->p.interval_ns = interval_for(cfg->rate);
+    g->p.tolerance_ns = g->p.interval_ns * cfg->burst;
+    atomic_init(&g->tat, INT64_MIN);
+    *out = g;
+    return PRS_OK;
+}
+
+void prs_gcra_free(prs_gcra *g) {
+    if (!g) return;
+    prs_allocator a = g->alloc;
+    prs__free(&a, g);
+}
+
+/* Capacity left at `now` given tat, in ns of tolerance (0..tol). */
+static int64_t slack_ns(const gcra_params *p, int64_t tat, int64_t now) {
+    int64_t used = tat == INT64_MIN ? 0 : prs__max64(0, prs__sat_sub(tat, now));
+    return prs__max64(0, p->tolerance_ns - prs__min64(used, p->tolerance_ns));
+}
+
+static void fill_denied(const gcra_params *p, int64_t tat, int64_t now, int64_t retry, prs_decision *d) {
+    d->allowed = 0;
+    d->limit = p->burst;
+    d->remaining = slack_ns(p, tat, now) / p->interval_ns;
+    d->retry_after_ns = retry;
+    d->reset_after_ns = tat == INT64_MIN ? 0 : prs__max64(0, prs__sat_sub(tat, now));
+}
+
+/* The decision for n at now given tat == seen; when allowed, *next is the tat
+ * after consuming. Pure: the caller stores *next (CAS or plain store). */
+static int eval(const gcra_params *p, int64_t seen, int64_t now, int64_t n, int consume,
+                int64_t *next, prs_decision *d) {
+    if (n > p->burst) {
+        fill_denied(p, seen, now, PRS_NEVER, d);
+        return 0;
+    }
+    int64_t inc = n * p->interval_ns; /* n <= burst: no overflow */
+    int64_t base = seen == INT64_MIN ? now : prs__max64(seen, now);
+    if (__builtin_add_overflow(base, inc, next)) {
+        fill_denied(p, seen, now, PRS_NEVER, d);
+        return 0;
+    }
+    int64_t ahead = prs__sat_sub(*next, now); /* >= inc > 0 */
+    if (ahead > p->tolerance_ns) {
+        fill_denied(p, seen, now, ahead - p->tolerance_ns, d);
+        return 0;
+    }
+    d->allowed = 1;
+    d->limit = p->burst;
+    d->retry_after_ns = 0;
+    if (consume) {
+        d->remaining = (p->tolerance_ns - ahead) / p->interval_ns;
+        d->reset_after_ns = ahead;
+    } else {
+        d->remaining = slack_ns(p, seen, now) / p->interval_ns - n;
+        d->reset_after_ns = seen == INT64_MIN ? 0 : prs__max64(0, prs__sat_sub(seen, now));
+    }
+    return 1;
+}
+
+static int decide(prs_gcra *g, int64_t now, int64_t n, int consume, prs_decision *d) {
+    if (!g || !d || n < 1) return PRS_EINVAL;
+    int64_t seen = atomic_load_explicit(&g->tat, memory_order_acquire), next;
+    while (eval(&g->p, seen, now, n, consume, &next, d) && consume &&
+           !atomic_compare_exchange_weak_explicit(&g->tat, &seen, next, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+        /* lost the race: `seen` was reloaded; decide again */
+    }
+    return PRS_OK;
+}
+
+int prs_gcra_check(prs_gcra *g, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(g, now_ns, n, 1, d);
+}
+
+int prs_gcra_peek(prs_gcra *g, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(g, now_ns, n, 0, d);
+}
+
+void prs_gcra_reset(prs_gcra *g) {
+    if (g) atomic_store_explicit(&g->tat, INT64_MIN, memory_order_release);
+}
+
+double prs_gcra_available(const prs_gcra *g, int64_t now_ns) {
+    if (!g) return 0.0;
+    int64_t tat = atomic_load_explicit(&((prs_gcra *)g)->tat, memory_order_acquire);
+    return (double)slack_ns(&g->p, tat, now_ns) / (double)g->p.interval_ns;
+}
+
+double prs_gcra_rate(const prs_gcra *g) { return g->p.rate; }
+int64_t prs_gcra_burst(const prs_gcra *g) { return g->p.burst; }
+int64_t prs_gcra_interval_ns(const prs_gcra *g) { return g->p.interval_ns; }
+const void *prs_gcra_params(const prs_gcra *g) { return &g->p; }
+
+/* ---- the descriptor: state is one int64 tat ---------------------------- */
+
+static size_t algo_state_size(const void *params) { (void)params; return sizeof(int64_t); }
+static void algo_state_init(const void *params, void *state) { (void)params; *(int64_t *)state = INT64_MIN; }
+static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
+                       prs_decision *d) {
+    if (!params || !state || !d || n < 1) return PRS_EINVAL;
+    int64_t next;
+    if (eval(params, *(int64_t *)state, now, n, consume, &next, d) && consume) *(int64_t *)state = next;
+    return PRS_OK;
+}
+static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
+    const gcra_params *p = params;
+    int64_t *tat = state;
+    if (*tat == INT64_MIN || n < 1) return;
+    int64_t back = prs__sat_mul(n, p->interval_ns);
+    int64_t t = prs__sat_sub(*tat, back);
+    *tat = t <= now ? INT64_MIN : t;
+}
+static int algo_is_fresh(const void *params, const void *state, int64_t now) {
+    int64_t tat = *(const int64_t *)state;
+    (void)params;
+    return tat == INT64_MIN || tat <= now;
+}
+static double algo_available(const void *params, const void *state, int64_t now) {
+    const gcra_params *p = params;
+    return (double)slack_ns(p, *(const int64_t *)state, now) / (double)p->interval_ns;
+}
+
+const prs_algo prs_algo_gcra = {
+    "gcra", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh, algo_available,
+};

@@ -1,0 +1,9 @@
+/* pyresilience.h - the umbrella header of the C core: include this one. */
+#ifndef PYRESILIENCE_H
+#define PYRESILIENCE_H
+#include "prs_common.h"
+#include "prs_algo.h"
+#include "prs_gcra.h"
+#include "prs_token_bucket.h"
+/* more modules: one include line each */
+#endif

@@ -1,0 +1,197 @@
+/*
+ * token_bucket.c - a token bucket with real-valued tokens.
+ *
+ * State (guarded by `lock`, held only around the arithmetic below):
+ *   tokens  tokens in the bucket at time `last` (0 <= tokens <= capacity)
+ *   last    the time of the last admitted request; INT64_MIN: never used (full)
+ *
+ * Decision at `now` for n tokens: now is clamped to `last` (a clock going
+ * backwards never creates tokens). The deficit n - tokens becomes an integer
+ * number of nanoseconds `need` = ceil(deficit * 1e9 / rate); the request is
+ * admitted iff now - last >= need. Denials change nothing, so both the verdict
+ * and retry_after = need - (now - last) come from one integer: a request denied
+ * at t is denied before t + retry_after and admitted at t + retry_after.
+ *
+ * Range: capacity and rate up to 1e15 (doubles hold such token counts exactly
+ * to the unit); elapsed times up to INT64_MAX ns multiply without overflow in
+ * double, and every ns result saturates at PRS_NEVER.
+ */
+#include "prs_algo.h"
+#include "prs_internal.h"
+#include "prs_token_bucket.h"
+
+#define PRS_TB_MAX 1e15
+
+/* Immutable after prs_token_bucket_new(); also the params of prs_algo_token_bucket. */
+typedef struct tb_params {
+    double capacity;  /* (0, 1e15] */
+    double rate;      /* [0, 1e15] tokens per second */
+} tb_params;
+
+/* The mutable state (16 bytes): what a keyed table keeps per key. */
+typedef struct tb_state {
+    double tokens;    /* at time `last`, 0 <= tokens <= capacity */
+    int64_t last;     /* INT64_MIN = unused (full) */
+} tb_state;
+
+struct prs_token_bucket {
+    prs__spinlock lock;  /* guards s */
+    tb_state s;
+    tb_params p;
+    prs_allocator alloc;
+};
+
+void prs_token_bucket_config_init(prs_token_bucket_config *cfg) {
+    cfg->capacity = 1.0;
+    cfg->refill_rate = 1.0;
+    cfg->allocator = NULL;
+}
+
+int prs_token_bucket_config_validate(const prs_token_bucket_config *cfg) {
+    if (!cfg) return PRS_EINVAL;
+    if (!isfinite(cfg->capacity) || cfg->capacity <= 0.0) return PRS_EINVAL;
+    if (!isfinite(cfg->refill_rate) || cfg->refill_rate < 0.0) return PRS_EINVAL;
+    if (cfg->capacity > PRS_TB_MAX || cfg->refill_rate > PRS_TB_MAX) return PRS_ERANGE;
+    return PRS_OK;
+}
+
+int prs_token_bucket_new(const prs_token_bucket_config *cfg, prs_token_bucket **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_token_bucket_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_token_bucket *tb = prs__malloc(a, sizeof *tb);
+    if (!tb) return PRS_ENOMEM;
+    prs__spin_init(&tb->lock);
+    tb->alloc = *a;
+    tb->p.capacity = cfg->capacity;
+    tb->p.rate = cfg->refill_rate;
+    tb->s.tokens = cfg->capacity;
+    tb->s.last = INT64_MIN;
+    *out = tb;
+    return PRS_OK;
+}
+
+void prs_token_bucket_free(prs_token_bucket *tb) {
+    if (!tb) return;
+    prs_allocator a = tb->alloc;
+    prs__free(&a, tb);
+}
+
+/* ns to accumulate `deficit` tokens (deficit > 0); PRS_NEVER when rate is 0. */
+static int64_t ns_for(const tb_params *p, double deficit) {
+    if (p->rate <= 0.0) return PRS_NEVER;
+    return prs__ceil_to_i64(deficit * 1e9 / p->rate);
+}
+
+static int64_t elapsed_since(const tb_state *s, int64_t now) {
+    return (s->last != INT64_MIN && now > s->last) ? now - s->last : 0;
+}
+
+/* Tokens at `elapsed` ns after `last`, capped. */
+static double tokens_after(const tb_params *p, const tb_state *s, int64_t elapsed) {
+    double t = s->tokens + (double)elapsed * (p->rate / 1e9);
+    return t < p->capacity ? t : p->capacity;
+}
+
+static void state_decide(const tb_params *p, tb_state *s, int64_t now, int64_t n, int consume,
+                         prs_decision *d) {
+    int64_t elapsed = elapsed_since(s, now);
+    double have = tokens_after(p, s, elapsed), left = have;
+    d->limit = prs__floor_to_i64(p->capacity);
+    if ((double)n > p->capacity) {
+        d->allowed = 0;
+        d->retry_after_ns = PRS_NEVER;
+    } else {
+        double deficit = (double)n - s->tokens;
+        int64_t need = deficit > 0.0 ? ns_for(p, deficit) : 0;
+        if (elapsed >= need) {
+            d->allowed = 1;
+            d->retry_after_ns = 0;
+            left = have - (double)n;
+            if (left < 0.0) left = 0.0; /* rounding at the boundary */
+            if (consume) {
+                s->tokens = left;
+                if (s->last == INT64_MIN || now > s->last) s->last = now;
+            }
+        } else {
+            d->allowed = 0;
+            d->retry_after_ns = need == PRS_NEVER ? PRS_NEVER : need - elapsed;
+        }
+    }
+    d->remaining = prs__floor_to_i64(left);
+    d->reset_after_ns = left >= p->capacity ? 0 : ns_for(p, p->capacity - left);
+}
+
+static int decide(prs_token_bucket *tb, int64_t now, int64_t n, int consume, prs_decision *d) {
+    if (!tb || !d || n < 1) return PRS_EINVAL;
+    prs__spin_lock(&tb->lock);
+    state_decide(&tb->p, &tb->s, now, n, consume, d);
+    prs__spin_unlock(&tb->lock);
+    return PRS_OK;
+}
+
+int prs_token_bucket_check(prs_token_bucket *tb, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(tb, now_ns, n, 1, d);
+}
+
+int prs_token_bucket_peek(prs_token_bucket *tb, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(tb, now_ns, n, 0, d);
+}
+
+void prs_token_bucket_reset(prs_token_bucket *tb) {
+    if (!tb) return;
+    prs__spin_lock(&tb->lock);
+    tb->s.tokens = tb->p.capacity;
+    tb->s.last = INT64_MIN;
+    prs__spin_unlock(&tb->lock);
+}
+
+double prs_token_bucket_available(prs_token_bucket *tb, int64_t now_ns) {
+    if (!tb) return 0.0;
+    prs__spin_lock(&tb->lock);
+    double have = tokens_after(&tb->p, &tb->s, elapsed_since(&tb->s, now_ns));
+    prs__spin_unlock(&tb->lock);
+    return have;
+}
+
+double prs_token_bucket_capacity(const prs_token_bucket *tb) { return tb->p.capacity; }
+double prs_token_bucket_refill_rate(const prs_token_bucket *tb) { return tb->p.rate; }
+const void *prs_token_bucket_params(const prs_token_bucket *tb) { return &tb->p; }
+
+/* ---- the descriptor: state is tb_state (16 bytes) ---------------------- */
+
+static size_t algo_state_size(const void *params) { (void)params; return sizeof(tb_state); }
+static void algo_state_init(const void *params, void *state) {
+    tb_state *s = state;
+    s->tokens = ((const tb_params *)params)->capacity;
+    s->last = INT64_MIN;
+}
+static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
+                       prs_decision *d) {
+    if (!params || !state || !d || n < 1) return PRS_EINVAL;
+    state_decide(params, state, now, n, consume, d);
+    return PRS_OK;
+}
+static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
+    const tb_params *p = params;
+    tb_state *s = state;
+    if (n < 1 || s->last == INT64_MIN) return;
+    double t = s->tokens + (double)n;
+    s->tokens = t < p->capacity ? t : p->capacity;
+}
+static int algo_is_fresh(const void *params, const void *state, int64_t now) {
+    const tb_state *s = state;
+    const tb_params *p = params;
+    return s->last == INT64_MIN || tokens_after(p, s, elapsed_since(s, now)) >= p->capacity;
+}
+static double algo_available(const void *params, const void *state, int64_t now) {
+    const tb_state *s = state;
+    return tokens_after(params, s, elapsed_since(s, now));
+}
+
+const prs_algo prs_algo_token_bucket = {
+    "token_bucket", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
+    algo_available,
+};

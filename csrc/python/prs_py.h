@@ -1,0 +1,225 @@
+/*
+ * prs_py.h - what the binding's files share: module state, clocks, argument
+ * parsing, status -> exception mapping, decisions, and the generic limiter
+ * object that every in-process rate limiter type is made of.
+ *
+ * Rules (DESIGN.md): parse arguments, read the clock once, call the core, map
+ * status codes to exceptions in prs_py_error() only. Never block with the GIL
+ * held; never hold a core lock while calling Python.
+ */
+#ifndef PRS_PY_H
+#define PRS_PY_H
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdatomic.h>
+
+#include "pyresilience.h"
+
+/* ---- module state ----------------------------------------------------- *
+ * Every type and exception class the binding needs, by slot. Types are heap
+ * types made in Py_mod_exec; exception classes are read from
+ * pyresilience.errors (pure Python, so users can subclass and construct them).
+ * Add a slot in your section; traverse/clear cover the whole array. */
+enum prs_py_slot {
+    /* foundation */
+    PRS_SLOT_ManualClock,
+    PRS_SLOT_MonotonicClock,
+    PRS_SLOT_Decision,
+    PRS_SLOT_TokenBucket,
+    PRS_SLOT_GCRA,
+    /* rate limiter family (issue 3) */
+    /* circuit breaker (issue 4) */
+    /* retry (issue 5) */
+    /* bulkhead and queues (issue 6) */
+    /* redis (issue 7) */
+    /* exception classes, from pyresilience.errors */
+    PRS_SLOT_ResilienceError,
+    PRS_SLOT_RateLimitExceeded,
+    PRS_SLOT_CircuitOpenError,
+    PRS_SLOT_BulkheadFullError,
+    PRS_SLOT_QueueFullError,
+    PRS_SLOT_QueueClosedError,
+    PRS_SLOT_QueueEmptyError,
+    PRS_SLOT_RetryExhausted,
+    PRS_SLOT_BackendError,
+    PRS_SLOT__COUNT
+};
+
+typedef struct prs_py_state {
+    PyObject *slots[PRS_SLOT__COUNT];
+} prs_py_state;
+
+#define PRS_PY_TYPE(st, name) ((PyTypeObject *)(st)->slots[PRS_SLOT_##name])
+#define PRS_PY_EXC(st, name) ((st)->slots[PRS_SLOT_##name])
+
+extern PyModuleDef prs_py_module_def;
+
+/* The module state from a type (also a Python subclass of one of ours). */
+static inline prs_py_state *prs_py_state_of_type(PyTypeObject *tp) {
+    PyObject *m = PyType_GetModuleByDef(tp, &prs_py_module_def);
+    return m ? (prs_py_state *)PyModule_GetState(m) : NULL;
+}
+static inline prs_py_state *prs_py_state_of(PyObject *self) {
+    return prs_py_state_of_type(Py_TYPE(self));
+}
+
+/* Adds a heap type made from `spec` (base may be NULL) to the module and stores it
+ * in slot `slot`. 0 or -1 with an exception. */
+int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base);
+
+/* Each binding file registers its types through one function called from
+ * module.c's table. 0 or -1 with an exception. */
+int prs_py_register_clock(PyObject *m, prs_py_state *st);
+int prs_py_register_decision(PyObject *m, prs_py_state *st);
+int prs_py_register_limiters(PyObject *m, prs_py_state *st);
+
+/* ---- errors ------------------------------------------------------------ */
+
+/* The one place a status becomes an exception. PRS_EINVAL/PRS_ERANGE ->
+ * ValueError(what), PRS_ENOMEM -> MemoryError, PRS_EBACKEND/ECONN/EPROTO/
+ * ENOSCRIPT -> BackendError, PRS_ETIMEDOUT -> TimeoutError, PRS_ECLOSED ->
+ * QueueClosedError, others -> RuntimeError. `what` may be NULL (the status's
+ * message is used). Always returns NULL. */
+PyObject *prs_py_error(prs_py_state *st, int status, const char *what);
+
+/* A fresh RateLimitExceeded(message, retry_after=..., decision=...) set as the
+ * current exception. Returns NULL. */
+PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, const char *message);
+
+/* ---- numbers and durations at the boundary ----------------------------- */
+
+#define PRS_PY_ZERO_OK 1u  /* accept 0 */
+#define PRS_PY_NEG_OK  2u  /* accept negatives */
+#define PRS_PY_INF_OK  4u  /* accept +inf */
+
+/* A real number (int or float or anything with __float__/__index__; never bool,
+ * never str). NaN always rejected; flags widen what is accepted. TypeError or
+ * ValueError naming `param` and the value. 0 or -1. */
+int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *out);
+/* An int (not bool) in [lo, hi]; TypeError/ValueError naming `param`. 0 or -1. */
+int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out);
+/* A request weight n: an int >= 1 (not bool). Ints beyond int64 saturate to
+ * INT64_MAX (such n can never be admitted: a decision, not an error). */
+int prs_py_parse_n(PyObject *o, const char *param, int64_t *out);
+/* A timeout in seconds: None or +inf -> PRS_NEVER (wait forever), else a finite
+ * number >= 0 converted to ns (saturating). */
+int prs_py_parse_timeout(PyObject *o, const char *param, int64_t *out_ns);
+/* Nanoseconds to float seconds; PRS_NEVER -> inf. */
+static inline double prs_py_ns_to_s(int64_t ns) {
+    return ns == PRS_NEVER ? Py_HUGE_VAL : (double)ns / 1e9;
+}
+
+/* Fastcall argument unpacking: fills out[0..nnames) with borrowed references
+ * (NULL when not given). names[] ends with NULL; the first `maxpos` may be
+ * passed positionally. Unknown or repeated keywords raise TypeError naming
+ * `fname`. 0 or -1. */
+int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                  const char *const *names, Py_ssize_t maxpos, PyObject **out);
+
+/* ---- clocks ------------------------------------------------------------ */
+
+enum { PRS_CLOCK_MONOTONIC = 0, PRS_CLOCK_MANUAL = 1, PRS_CLOCK_CALLABLE = 2 };
+
+typedef struct prs_py_manual_clock {
+    PyObject_HEAD
+    _Atomic int64_t now_ns;
+} prs_py_manual_clock;
+
+/* A primitive's clock: how it reads time and how it waits. */
+typedef struct prs_py_clock {
+    int kind;
+    PyObject *obj;                 /* strong: the clock object given (NULL: default) */
+    _Atomic int64_t *manual_ns;    /* kind MANUAL: the ManualClock's time */
+} prs_py_clock;
+
+/* From a `clock=` argument: NULL/None or a MonotonicClock -> monotonic, a
+ * ManualClock, or any callable returning float seconds. TypeError otherwise. */
+int prs_py_clock_init(prs_py_state *st, PyObject *arg, prs_py_clock *c);
+void prs_py_clock_clear(prs_py_clock *c);
+static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *arg) {
+    Py_VISIT(c->obj);
+    return 0;
+}
+/* The clock object for a `.clock` property (new reference; a MonotonicClock
+ * instance for the default). */
+PyObject *prs_py_clock_object(prs_py_state *st, prs_py_clock *c);
+
+int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now);
+/* Reads the clock once: 0, or -1 with an exception (a callable clock failed or
+ * returned something that is not a finite number). */
+static inline int prs_py_clock_now(prs_py_clock *c, int64_t *now) {
+    if (c->kind == PRS_CLOCK_MONOTONIC) { *now = prs_monotonic_ns(); return 0; }
+    if (c->kind == PRS_CLOCK_MANUAL) {
+        *now = atomic_load_explicit(c->manual_ns, memory_order_acquire);
+        return 0;
+    }
+    return prs_py_clock_now_callable(c, now);
+}
+
+/* Waits on this clock from `now` until `wake` (absolute, this clock's ns).
+ * A ManualClock is advanced to `wake` (never moved backwards) instead of
+ * sleeping. Otherwise sleeps with the GIL released for at most `slice_ns`
+ * (<= 50 ms used when slice_ns <= 0), then runs PyErr_CheckSignals().
+ * Returns 0 (the caller re-reads the clock and decides again) or -1 with an
+ * exception (KeyboardInterrupt, ...). Callers loop. */
+int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns);
+/* Sleep `ns` on this clock (advance a ManualClock by ns; else wait with the GIL
+ * released, in slices, checking signals). 0 or -1 with an exception. */
+int prs_py_clock_sleep(prs_py_clock *c, int64_t ns);
+
+/* ---- decisions --------------------------------------------------------- */
+
+typedef struct prs_py_decision {
+    PyObject_HEAD
+    prs_decision d;
+    PyObject *denied_by; /* None or an int (groups) */
+} prs_py_decision;
+
+/* A new Decision object (new reference) or NULL with an exception. */
+PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d);
+
+/* ---- the generic in-process limiter ------------------------------------ *
+ * Every in-process algorithm is a prs_py_limiter with its own ops table, its
+ * own __init__ (config parsing) and properties; allow/check/peek/acquire/reset/
+ * available are shared (limiters.c). */
+typedef struct prs_py_limiter_ops {
+    const char *name;                                            /* "TokenBucket" */
+    int (*check)(void *core, int64_t now, int64_t n, prs_decision *d);
+    int (*peek)(void *core, int64_t now, int64_t n, prs_decision *d);
+    void (*reset)(void *core);
+    double (*available)(void *core, int64_t now);
+    void (*free)(void *core);
+} prs_py_limiter_ops;
+
+typedef struct prs_py_limiter {
+    PyObject_HEAD
+    const prs_py_limiter_ops *ops; /* NULL until __init__ succeeded */
+    void *core;
+    prs_py_clock clock;
+    PyObject *weakreflist;
+} prs_py_limiter;
+
+/* Shared pieces for limiter types (defined in limiters.c). Put
+ * prs_py_limiter_methods / prs_py_limiter_getset in your spec's slots, and
+ * prs_py_limiter_dealloc/traverse/clear. Your tp_init parses the config, calls
+ * prs_py_limiter_setup(). */
+extern PyMethodDef prs_py_limiter_methods[];
+extern PyGetSetDef prs_py_limiter_getset[];
+void prs_py_limiter_dealloc(PyObject *self);
+int prs_py_limiter_traverse(PyObject *self, visitproc visit, void *arg);
+int prs_py_limiter_clear(PyObject *self);
+PyObject *prs_py_limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+/* Installs core + ops + clock on a limiter (re-__init__ frees the old core).
+ * Steals `core` (freed with ops->free on failure). 0 or -1. */
+int prs_py_limiter_setup(prs_py_limiter *self, const prs_py_limiter_ops *ops, void *core,
+                         PyObject *clock_arg);
+/* 1 if `o` is an initialised prs_py_limiter (of any algorithm), else 0. */
+int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
+/* Blocks until n is admitted on `self` (GIL released while waiting, signals
+ * checked), raising RateLimitExceeded at once when it cannot be admitted within
+ * timeout_ns (PRS_NEVER: no limit) and ValueError when n can never be admitted.
+ * 0 or -1 with an exception; nothing is consumed on failure. */
+int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns);
+
+#endif /* PRS_PY_H */
