@@ -1,0 +1,112 @@
+/*
+ * module.c - pyresilience._core: multi-phase init (PEP 489), module state
+ * (PEP 630), heap types only, and no GIL requirement (Py_mod_gil).
+ *
+ * Py_mod_exec loads the exception classes from pyresilience.errors into the
+ * state, then calls each binding file's register function from the table below.
+ */
+#include "prs_py.h"
+
+typedef int (*register_fn)(PyObject *m, prs_py_state *st);
+
+static const register_fn register_fns[] = {
+    prs_py_register_clock,
+    prs_py_register_decision,
+    prs_py_register_limiters,
+    /* issue 3: rate limiter family */
+    /* issue 4: circuit breaker */
+    /* issue 5: retry */
+    /* issue 6: bulkhead and queues */
+    /* issue 7: redis */
+    NULL,
+};
+
+static const struct { int slot; const char *name; } exception_slots[] = {
+    {PRS_SLOT_ResilienceError, "ResilienceError"},
+    {PRS_SLOT_RateLimitExceeded, "RateLimitExceeded"},
+    {PRS_SLOT_CircuitOpenError, "CircuitOpenError"},
+    {PRS_SLOT_BulkheadFullError, "BulkheadFullError"},
+    {PRS_SLOT_QueueFullError, "QueueFullError"},
+    {PRS_SLOT_QueueClosedError, "QueueClosedError"},
+    {PRS_SLOT_QueueEmptyError, "QueueEmptyError"},
+    {PRS_SLOT_RetryExhausted, "RetryExhausted"},
+    {PRS_SLOT_BackendError, "BackendError"},
+};
+
+int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base) {
+    PyObject *tp = PyType_FromModuleAndSpec(m, spec, base);
+    if (!tp) return -1;
+    if (PyModule_AddObjectRef(m, ((PyTypeObject *)tp)->tp_name + sizeof("pyresilience._core.") - 1,
+                              tp) < 0) {
+        Py_DECREF(tp);
+        return -1;
+    }
+    Py_XSETREF(st->slots[slot], tp);
+    return 0;
+}
+
+static int core_exec(PyObject *m) {
+    prs_py_state *st = PyModule_GetState(m);
+    PyObject *errors = PyImport_ImportModule("pyresilience.errors");
+    if (!errors) return -1;
+    for (size_t i = 0; i < sizeof exception_slots / sizeof exception_slots[0]; i++) {
+        PyObject *cls = PyObject_GetAttrString(errors, exception_slots[i].name);
+        if (!cls) { Py_DECREF(errors); return -1; }
+        if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_Exception)) {
+            Py_DECREF(cls);
+            Py_DECREF(errors);
+            PyErr_Format(PyExc_TypeError, "pyresilience.errors.%s is not an exception class",
+                         exception_slots[i].name);
+            return -1;
+        }
+        Py_XSETREF(st->slots[exception_slots[i].slot], cls);
+    }
+    Py_DECREF(errors);
+    for (const register_fn *f = register_fns; *f; f++)
+        if ((*f)(m, st) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "NEVER_NS", (long long)PRS_NEVER) < 0) return -1;
+#ifdef PRS_HAVE_HIREDIS
+    if (PyModule_AddIntConstant(m, "HAVE_REDIS", 1) < 0) return -1;
+#else
+    if (PyModule_AddIntConstant(m, "HAVE_REDIS", 0) < 0) return -1;
+#endif
+    return 0;
+}
+
+static int core_traverse(PyObject *m, visitproc visit, void *arg) {
+    prs_py_state *st = PyModule_GetState(m);
+    for (int i = 0; i < PRS_SLOT__COUNT; i++) Py_VISIT(st->slots[i]);
+    return 0;
+}
+
+static int core_clear(PyObject *m) {
+    prs_py_state *st = PyModule_GetState(m);
+    for (int i = 0; i < PRS_SLOT__COUNT; i++) Py_CLEAR(st->slots[i]);
+    return 0;
+}
+
+static void core_free(void *m) { core_clear((PyObject *)m); }
+
+static PyModuleDef_Slot core_slots[] = {
+    {Py_mod_exec, core_exec},
+#ifdef Py_mod_multiple_interpreters
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+#ifdef Py_mod_gil
+    {Py_mod_gil, Py_MOD_GIL_NOT_USED},
+#endif
+    {0, NULL},
+};
+
+PyModuleDef prs_py_module_def = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "pyresilience._core",
+    .m_doc = "The C core of pyresilience. Use the public names from the pyresilience package.",
+    .m_size = sizeof(prs_py_state),
+    .m_slots = core_slots,
+    .m_traverse = core_traverse,
+    .m_clear = core_clear,
+    .m_free = core_free,
+};
+
+PyMODINIT_FUNC PyInit__core(void) { return PyModuleDef_Init(&prs_py_module_def); }

@@ -1,0 +1,59 @@
+"""pyresilience: resilience patterns for Python services on a fast C core.
+
+Rate limiters (TokenBucket, GCRA, ...), circuit breakers, retries with backoff,
+bulkheads and backpressure queues. Every object is thread-safe; blocking calls
+release the GIL and are interrupted by Ctrl-C; async forms never block the loop.
+"""
+from __future__ import annotations
+
+from . import errors
+from ._core import Decision, ManualClock, MonotonicClock
+from .errors import (
+    BackendError,
+    BulkheadFullError,
+    CircuitBreakerOpen,
+    CircuitOpenError,
+    QueueClosedError,
+    QueueEmptyError,
+    QueueFullError,
+    RateLimitExceeded,
+    ResilienceError,
+    RetryExhausted,
+)
+from .limiters import GCRA, TokenBucket
+
+# -- rate limiter family (issue 3) --
+
+# -- circuit breaker (issue 4) --
+
+# -- retry (issue 5) --
+
+# -- bulkhead and queues (issue 6) --
+
+# -- redis (issue 7) --
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendError",
+    "BulkheadFullError",
+    "CircuitBreakerOpen",
+    "CircuitOpenError",
+    "Decision",
+    "GCRA",
+    "ManualClock",
+    "MonotonicClock",
+    "QueueClosedError",
+    "QueueEmptyError",
+    "QueueFullError",
+    "RateLimitExceeded",
+    "ResilienceError",
+    "RetryExhausted",
+    "TokenBucket",
+    "errors",
+    # -- rate limiter family (issue 3) --
+    # -- circuit breaker (issue 4) --
+    # -- retry (issue 5) --
+    # -- bulkhead and queues (issue 6) --
+    # -- redis (issue 7) --
+]
