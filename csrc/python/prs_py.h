@@ -13,6 +13,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdatomic.h>
+#include <structmember.h>
 
 #include "pyresilience.h"
 
@@ -26,6 +27,7 @@ enum prs_py_slot {
     PRS_SLOT_ManualClock,
     PRS_SLOT_MonotonicClock,
     PRS_SLOT_Decision,
+    PRS_SLOT_LimiterBase,   /* _Limiter: base type of every prs_py_limiter type */
     PRS_SLOT_TokenBucket,
     PRS_SLOT_GCRA,
     /* rate limiter family (issue 3) */
@@ -105,6 +107,16 @@ int prs_py_parse_n(PyObject *o, const char *param, int64_t *out);
 /* A timeout in seconds: None or +inf -> PRS_NEVER (wait forever), else a finite
  * number >= 0 converted to ns (saturating). */
 int prs_py_parse_timeout(PyObject *o, const char *param, int64_t *out_ns);
+static inline int64_t prs__sat_add_py(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
+static inline int64_t prs__sat_sub_py(int64_t a, int64_t b) {
+    int64_t r;
+    if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}
 /* Nanoseconds to float seconds; PRS_NEVER -> inf. */
 static inline double prs_py_ns_to_s(int64_t ns) {
     return ns == PRS_NEVER ? Py_HUGE_VAL : (double)ns / 1e9;
@@ -200,10 +212,11 @@ typedef struct prs_py_limiter {
     PyObject *weakreflist;
 } prs_py_limiter;
 
-/* Shared pieces for limiter types (defined in limiters.c). Put
- * prs_py_limiter_methods / prs_py_limiter_getset in your spec's slots, and
- * prs_py_limiter_dealloc/traverse/clear. Your tp_init parses the config, calls
- * prs_py_limiter_setup(). */
+/* Shared pieces for limiter types (defined in limiters.c). A new algorithm's
+ * type uses st->slots[PRS_SLOT_LimiterBase] as its base (which brings
+ * allow/check/peek/acquire/reset and the available/clock properties), sets
+ * prs_py_limiter_new/dealloc/traverse/clear, its own tp_init (parse config, then
+ * prs_py_limiter_setup()) and its own getset. See TokenBucket in limiters.c. */
 extern PyMethodDef prs_py_limiter_methods[];
 extern PyGetSetDef prs_py_limiter_getset[];
 void prs_py_limiter_dealloc(PyObject *self);

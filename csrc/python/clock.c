@@ -1,0 +1,158 @@
+/*
+ * clock.c - ManualClock and MonotonicClock.
+ *
+ * ManualClock holds int64 nanoseconds in an atomic, read by primitives without
+ * calling into Python. Waits of the library on a ManualClock advance it instead
+ * of sleeping (prs_py_clock_wait), so time-based tests are instant and exact.
+ */
+#include "prs_py.h"
+
+#include <math.h>
+
+/* ---- ManualClock -------------------------------------------------------- */
+
+static int manual_init(PyObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"start", NULL};
+    PyObject *start = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:ManualClock", kwlist, &start)) return -1;
+    double s = 0.0;
+    if (start && prs_py_parse_real(start, "start", PRS_PY_ZERO_OK | PRS_PY_NEG_OK, &s) < 0) return -1;
+    atomic_store(&((prs_py_manual_clock *)self)->now_ns, prs_seconds_to_ns(s));
+    return 0;
+}
+
+static PyObject *manual_now(PyObject *self, PyObject *unused) {
+    int64_t ns = atomic_load_explicit(&((prs_py_manual_clock *)self)->now_ns, memory_order_acquire);
+    return PyFloat_FromDouble((double)ns / 1e9);
+}
+
+static PyObject *manual_now_ns(PyObject *self, PyObject *unused) {
+    return PyLong_FromLongLong(atomic_load(&((prs_py_manual_clock *)self)->now_ns));
+}
+
+static PyObject *manual_advance(PyObject *self, PyObject *arg) {
+    double s;
+    if (prs_py_parse_real(arg, "seconds", PRS_PY_ZERO_OK, &s) < 0) return NULL;
+    int64_t ns = prs_seconds_to_ns(s);
+    _Atomic int64_t *t = &((prs_py_manual_clock *)self)->now_ns;
+    int64_t seen = atomic_load(t);
+    while (!atomic_compare_exchange_weak(t, &seen, prs__sat_add_py(seen, ns))) {
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *manual_set(PyObject *self, PyObject *arg) {
+    double s;
+    if (prs_py_parse_real(arg, "seconds", PRS_PY_ZERO_OK | PRS_PY_NEG_OK, &s) < 0) return NULL;
+    atomic_store(&((prs_py_manual_clock *)self)->now_ns, prs_seconds_to_ns(s));
+    Py_RETURN_NONE;
+}
+
+static PyObject *manual_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "ManualClock() takes no arguments when called");
+        return NULL;
+    }
+    return manual_now(self, NULL);
+}
+
+static PyObject *manual_repr(PyObject *self) {
+    int64_t ns = atomic_load(&((prs_py_manual_clock *)self)->now_ns);
+    PyObject *f = PyFloat_FromDouble((double)ns / 1e9);
+    if (!f) return NULL;
+    PyObject *r = PyUnicode_FromFormat("ManualClock(%R)", f);
+    Py_DECREF(f);
+    return r;
+}
+
+static void manual_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef manual_methods[] = {
+    {"now", manual_now, METH_NOARGS, "now($self, /)\n--\n\nThe clock's time in seconds (float)."},
+    {"now_ns", manual_now_ns, METH_NOARGS, "now_ns($self, /)\n--\n\nThe clock's time in integer nanoseconds."},
+    {"advance", manual_advance, METH_O,
+     "advance($self, seconds, /)\n--\n\nMove the clock forward by `seconds` (finite, >= 0)."},
+    {"sleep", manual_advance, METH_O,
+     "sleep($self, seconds, /)\n--\n\nSleeping on a ManualClock advances it by `seconds` at once."},
+    {"set", manual_set, METH_O,
+     "set($self, seconds, /)\n--\n\nSet the clock to `seconds` (finite; may move it backwards, "
+     "which primitives treat as no time passing)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot manual_slots[] = {
+    {Py_tp_doc, "ManualClock(start=0.0)\n--\n\n"
+                "A clock that moves only when told to: for deterministic tests. Every primitive\n"
+                "accepts clock=ManualClock(); waits of the library (acquire, retry sleeps, ...)\n"
+                "advance it by the wait instead of sleeping. Calling the clock returns now()."},
+    {Py_tp_init, manual_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_methods, manual_methods},
+    {Py_tp_call, manual_call},
+    {Py_tp_repr, manual_repr},
+    {Py_tp_dealloc, manual_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec manual_spec = {
+    "pyresilience._core.ManualClock", sizeof(prs_py_manual_clock), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, manual_slots,
+};
+
+/* ---- MonotonicClock ----------------------------------------------------- */
+
+static PyObject *mono_now(PyObject *self, PyObject *unused) {
+    return PyFloat_FromDouble((double)prs_monotonic_ns() / 1e9);
+}
+static PyObject *mono_now_ns(PyObject *self, PyObject *unused) {
+    return PyLong_FromLongLong(prs_monotonic_ns());
+}
+static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "MonotonicClock() takes no arguments when called");
+        return NULL;
+    }
+    return mono_now(self, NULL);
+}
+static PyObject *mono_repr(PyObject *self) { return PyUnicode_FromString("MonotonicClock()"); }
+
+static int mono_init(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "MonotonicClock() takes no arguments");
+        return -1;
+    }
+    return 0;
+}
+
+static PyMethodDef mono_methods[] = {
+    {"now", mono_now, METH_NOARGS, "now($self, /)\n--\n\nCLOCK_MONOTONIC in seconds (float)."},
+    {"now_ns", mono_now_ns, METH_NOARGS, "now_ns($self, /)\n--\n\nCLOCK_MONOTONIC in integer nanoseconds."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot mono_slots[] = {
+    {Py_tp_doc, "MonotonicClock()\n--\n\n"
+                "The default clock: CLOCK_MONOTONIC read in C. Passing clock=None is the same."},
+    {Py_tp_init, mono_init},
+    {Py_tp_new, PyType_GenericNew},
+    {Py_tp_methods, mono_methods},
+    {Py_tp_call, mono_call},
+    {Py_tp_repr, mono_repr},
+    {Py_tp_dealloc, manual_dealloc},
+    {0, NULL},
+};
+
+static PyType_Spec mono_spec = {
+    "pyresilience._core.MonotonicClock", sizeof(PyObject), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, mono_slots,
+};
+
+int prs_py_register_clock(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &manual_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &mono_spec, NULL) < 0) return -1;
+    return 0;
+}

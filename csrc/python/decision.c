@@ -1,0 +1,184 @@
+/*
+ * decision.c - Decision: the outcome of asking a limiter (allowed, limit,
+ * remaining, retry_after, reset_after, denied_by) and its HTTP headers.
+ * Made in C on every check(), so it is a small fixed-size object.
+ */
+#include "prs_py.h"
+
+#include <math.h>
+
+PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d) {
+    PyTypeObject *tp = PRS_PY_TYPE(st, Decision);
+    prs_py_decision *self = (prs_py_decision *)tp->tp_alloc(tp, 0);
+    if (!self) return NULL;
+    self->d = *d;
+    self->denied_by = Py_NewRef(Py_None);
+    return (PyObject *)self;
+}
+
+static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"allowed", "limit", "remaining", "retry_after", "reset_after",
+                             "denied_by", NULL};
+    int allowed;
+    long long limit, remaining;
+    PyObject *retry_o, *reset_o, *denied_by = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "pLLOO|O:Decision", kwlist, &allowed, &limit,
+                                     &remaining, &retry_o, &reset_o, &denied_by))
+        return NULL;
+    double retry, reset;
+    if (prs_py_parse_real(retry_o, "retry_after", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &retry) < 0) return NULL;
+    if (prs_py_parse_real(reset_o, "reset_after", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &reset) < 0) return NULL;
+    prs_py_decision *self = (prs_py_decision *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    self->d.allowed = allowed;
+    self->d.limit = limit;
+    self->d.remaining = remaining;
+    self->d.retry_after_ns = isinf(retry) ? PRS_NEVER : prs_seconds_to_ns(retry);
+    self->d.reset_after_ns = isinf(reset) ? PRS_NEVER : prs_seconds_to_ns(reset);
+    self->denied_by = Py_NewRef(denied_by);
+    return (PyObject *)self;
+}
+
+static void decision_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    Py_CLEAR(((prs_py_decision *)self)->denied_by);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int decision_traverse(PyObject *self, visitproc visit, void *arg) {
+    Py_VISIT(((prs_py_decision *)self)->denied_by);
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+
+static int decision_clear(PyObject *self) {
+    Py_CLEAR(((prs_py_decision *)self)->denied_by);
+    return 0;
+}
+
+#define D(self) (((prs_py_decision *)(self))->d)
+
+static PyObject *get_allowed(PyObject *self, void *c) { return PyBool_FromLong(D(self).allowed); }
+static PyObject *get_limit(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).limit); }
+static PyObject *get_remaining(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).remaining); }
+static PyObject *get_retry_after(PyObject *self, void *c) {
+    return PyFloat_FromDouble(prs_py_ns_to_s(D(self).retry_after_ns));
+}
+static PyObject *get_reset_after(PyObject *self, void *c) {
+    return PyFloat_FromDouble(prs_py_ns_to_s(D(self).reset_after_ns));
+}
+static PyObject *get_denied_by(PyObject *self, void *c) {
+    return Py_NewRef(((prs_py_decision *)self)->denied_by);
+}
+
+static PyGetSetDef decision_getset[] = {
+    {"allowed", get_allowed, NULL, "True when the request was admitted.", NULL},
+    {"limit", get_limit, NULL, "The limiter's capacity / limit / burst.", NULL},
+    {"remaining", get_remaining, NULL, "Requests of weight 1 still admissible now.", NULL},
+    {"retry_after", get_retry_after, NULL,
+     "Seconds until this request would be admitted: 0.0 when allowed, math.inf when never.", NULL},
+    {"reset_after", get_reset_after, NULL, "Seconds until the limiter is back to full.", NULL},
+    {"denied_by", get_denied_by, NULL, "For groups: the index of the member that denied, else None.", NULL},
+    {NULL},
+};
+
+/* Whole seconds, rounded up, for headers: ceil(ns / 1e9) without float error. */
+static long long ceil_seconds(int64_t ns) {
+    if (ns <= 0) return 0;
+    return (long long)(ns / PRS_NS_PER_SEC + (ns % PRS_NS_PER_SEC != 0));
+}
+
+static int set_item(PyObject *dict, const char *key, long long v) {
+    PyObject *s = PyUnicode_FromFormat("%lld", v);
+    if (!s) return -1;
+    int rc = PyDict_SetItemString(dict, key, s);
+    Py_DECREF(s);
+    return rc;
+}
+
+static PyObject *decision_headers(PyObject *self, PyObject *unused) {
+    const prs_decision *d = &D(self);
+    PyObject *h = PyDict_New();
+    if (!h) return NULL;
+    if (set_item(h, "X-RateLimit-Limit", d->limit) < 0 ||
+        set_item(h, "X-RateLimit-Remaining", d->remaining < 0 ? 0 : d->remaining) < 0 ||
+        set_item(h, "X-RateLimit-Reset", ceil_seconds(d->reset_after_ns)) < 0 ||
+        (!d->allowed && set_item(h, "Retry-After", ceil_seconds(d->retry_after_ns)) < 0)) {
+        Py_DECREF(h);
+        return NULL;
+    }
+    return h;
+}
+
+static int decision_bool(PyObject *self) { return D(self).allowed; }
+
+static PyObject *decision_repr(PyObject *self) {
+    PyObject *retry = get_retry_after(self, NULL), *reset = get_reset_after(self, NULL);
+    PyObject *r = NULL;
+    if (retry && reset) {
+        if (((prs_py_decision *)self)->denied_by != Py_None)
+            r = PyUnicode_FromFormat(
+                "Decision(allowed=%s, limit=%lld, remaining=%lld, retry_after=%R, reset_after=%R, "
+                "denied_by=%R)",
+                D(self).allowed ? "True" : "False", (long long)D(self).limit,
+                (long long)D(self).remaining, retry, reset, ((prs_py_decision *)self)->denied_by);
+        else
+            r = PyUnicode_FromFormat(
+                "Decision(allowed=%s, limit=%lld, remaining=%lld, retry_after=%R, reset_after=%R)",
+                D(self).allowed ? "True" : "False", (long long)D(self).limit,
+                (long long)D(self).remaining, retry, reset);
+    }
+    Py_XDECREF(retry);
+    Py_XDECREF(reset);
+    return r;
+}
+
+static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
+    if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b)) Py_RETURN_NOTIMPLEMENTED;
+    const prs_decision *x = &D(a), *y = &D(b);
+    int eq = x->allowed == y->allowed && x->limit == y->limit && x->remaining == y->remaining &&
+             x->retry_after_ns == y->retry_after_ns && x->reset_after_ns == y->reset_after_ns;
+    if (eq) {
+        eq = PyObject_RichCompareBool(((prs_py_decision *)a)->denied_by,
+                                      ((prs_py_decision *)b)->denied_by, Py_EQ);
+        if (eq < 0) return NULL;
+    }
+    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+}
+
+static PyMethodDef decision_methods[] = {
+    {"headers", decision_headers, METH_NOARGS,
+     "headers($self, /)\n--\n\n"
+     "HTTP headers for this decision: X-RateLimit-Limit, X-RateLimit-Remaining,\n"
+     "X-RateLimit-Reset (whole seconds, rounded up) and, when denied, Retry-After\n"
+     "(whole seconds, rounded up)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot decision_slots[] = {
+    {Py_tp_doc, "Decision(allowed, limit, remaining, retry_after, reset_after, denied_by=None)\n--\n\n"
+                "The outcome of asking a limiter. bool(decision) == decision.allowed.\n"
+                "retry_after and reset_after are float seconds (math.inf: never)."},
+    {Py_tp_new, decision_new},
+    {Py_tp_dealloc, decision_dealloc},
+    {Py_tp_traverse, decision_traverse},
+    {Py_tp_clear, decision_clear},
+    {Py_tp_getset, decision_getset},
+    {Py_tp_methods, decision_methods},
+    {Py_tp_repr, decision_repr},
+    {Py_tp_richcompare, decision_richcompare},
+    {Py_tp_hash, PyObject_HashNotImplemented},
+    {Py_nb_bool, decision_bool},
+    {0, NULL},
+};
+
+static PyType_Spec decision_spec = {
+    "pyresilience._core.Decision", sizeof(prs_py_decision), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, decision_slots,
+};
+
+int prs_py_register_decision(PyObject *m, prs_py_state *st) {
+    return prs_py_add_type(m, st, PRS_SLOT_Decision, &decision_spec, NULL);
+}

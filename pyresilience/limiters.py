@@ -1,0 +1,134 @@
+"""In-process rate limiters.
+
+Each class is a thin Python subclass of a C type from ``pyresilience._core``:
+``allow``/``check``/``peek``/``acquire``/``reset`` run in C; this module adds
+what is naturally Python - ``acquire_async``, ``with``/``async with`` and use
+as a decorator - through :class:`LimiterMixin`.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import math
+from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
+
+from . import _core
+from ._core import Decision, ManualClock
+from .errors import RateLimitExceeded
+
+__all__ = ["LimiterMixin", "TokenBucket", "GCRA"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _check_timeout(timeout: Optional[float]) -> float:
+    if timeout is None:
+        return math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}: {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    return float(timeout)
+
+
+class LimiterMixin:
+    """The Python conveniences shared by every limiter: async acquire, context
+    managers and decorators. The host class provides ``check(n)``, ``peek(n)``,
+    ``acquire(n, timeout)`` and ``clock`` (all in C for the built-in limiters)."""
+
+    __slots__ = ()
+
+    # provided by the C base
+    check: Callable[..., Decision]
+    acquire: Callable[..., None]
+    clock: Any
+
+    async def acquire_async(self, n: int = 1, timeout: Optional[float] = None, *,
+                            tokens_needed: Optional[int] = None) -> None:
+        """acquire_async(self, n=1, timeout=None, *, tokens_needed=None)
+
+        Wait until n is admitted without blocking the event loop. Raises
+        RateLimitExceeded at once when n cannot be admitted within ``timeout``
+        seconds, ValueError when n exceeds the limit. Cancellation consumes
+        nothing: n is taken only at the instant it is admitted. On a
+        ManualClock the wait advances the clock instead of sleeping."""
+        if tokens_needed is not None:
+            if n != 1:
+                raise TypeError("acquire_async() got both n and tokens_needed")
+            n = tokens_needed
+        limit = _check_timeout(timeout)
+        clock = self.clock
+        manual = isinstance(clock, ManualClock)
+        start = clock.now()
+        deadline = start + limit
+        while True:
+            d = self.check(n)
+            if d.allowed:
+                return
+            if math.isinf(d.retry_after):
+                raise ValueError(f"n={n!r} can never be admitted by this limiter (limit {d.limit})")
+            now = clock.now()
+            if now + d.retry_after > deadline:
+                raise RateLimitExceeded(
+                    "rate limit exceeded: not admissible within timeout",
+                    retry_after=d.retry_after, decision=d)
+            if manual:
+                clock.set(max(clock.now(), now + d.retry_after))
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(d.retry_after)
+
+    def __enter__(self) -> Any:
+        self.acquire(1)
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        return None
+
+    async def __aenter__(self) -> Any:
+        await self.acquire_async(1)
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        return None
+
+    def __call__(self, func: F) -> F:
+        """Use the limiter as a decorator: each call acquires 1 first (sync
+        functions block, coroutine functions await acquire_async)."""
+        if not callable(func):
+            raise TypeError(f"a limiter decorates callables, not {type(func).__name__}: {func!r}")
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                await self.acquire_async(1)
+                return await func(*args, **kwargs)
+            return cast(F, async_wrapper)
+
+        acquire = self.acquire
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            acquire()
+            return func(*args, **kwargs)
+        return cast(F, wrapper)
+
+
+class TokenBucket(_core.TokenBucket, LimiterMixin):
+    __doc__ = _core.TokenBucket.__doc__
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return (f"TokenBucket(capacity={self.capacity!r}, refill_rate={self.refill_rate!r}, "
+                f"available={self.available!r})")
+
+
+class GCRA(_core.GCRA, LimiterMixin):
+    __doc__ = _core.GCRA.__doc__
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"GCRA(rate={self.rate!r}, burst={self.burst!r}, available={self.available!r})"
+
+
+# -- more algorithms (issue 3) --
