@@ -38,15 +38,14 @@ static inline int64_t prs__sat_mul(int64_t a, int64_t b) {
 static inline int64_t prs__ceil_to_i64(double x) {
     if (!(x < 9.2233720368547748e18)) return INT64_MAX;
     if (x <= 0.0) return 0;
-    double c = ceil(x);
-    if (c >= 9.2233720368547748e18) return INT64_MAX;
-    return (int64_t)c;
+    int64_t t = (int64_t)x; /* truncation == floor for x >= 0; no libm call */
+    return (double)t < x ? t + 1 : t;
 }
 /* A non-negative double to int64 rounding down, saturating. */
 static inline int64_t prs__floor_to_i64(double x) {
     if (!(x < 9.2233720368547748e18)) return INT64_MAX;
     if (x <= 0.0) return 0;
-    return (int64_t)floor(x);
+    return (int64_t)x; /* truncation == floor for x >= 0 */
 }
 
 /* ---- allocation ------------------------------------------------------- */

@@ -24,8 +24,11 @@
 
 /* Immutable after prs_token_bucket_new(); also the params of prs_algo_token_bucket. */
 typedef struct tb_params {
-    double capacity;  /* (0, 1e15] */
-    double rate;      /* [0, 1e15] tokens per second */
+    double capacity;      /* (0, 1e15] */
+    double rate;          /* [0, 1e15] tokens per second */
+    double per_ns;        /* rate / 1e9: tokens per ns */
+    double ns_per_token;  /* 1e9 / rate; +inf when rate is 0 */
+    int64_t limit;        /* floor(capacity), for decisions */
 } tb_params;
 
 /* The mutable state (16 bytes): what a keyed table keeps per key. */
@@ -67,6 +70,9 @@ int prs_token_bucket_new(const prs_token_bucket_config *cfg, prs_token_bucket **
     tb->alloc = *a;
     tb->p.capacity = cfg->capacity;
     tb->p.rate = cfg->refill_rate;
+    tb->p.per_ns = cfg->refill_rate / 1e9;
+    tb->p.limit = prs__floor_to_i64(cfg->capacity);
+    tb->p.ns_per_token = cfg->refill_rate > 0.0 ? 1e9 / cfg->refill_rate : INFINITY;
     tb->s.tokens = cfg->capacity;
     tb->s.last = INT64_MIN;
     *out = tb;
@@ -81,8 +87,7 @@ void prs_token_bucket_free(prs_token_bucket *tb) {
 
 /* ns to accumulate `deficit` tokens (deficit > 0); PRS_NEVER when rate is 0. */
 static int64_t ns_for(const tb_params *p, double deficit) {
-    if (p->rate <= 0.0) return PRS_NEVER;
-    return prs__ceil_to_i64(deficit * 1e9 / p->rate);
+    return prs__ceil_to_i64(deficit * p->ns_per_token); /* inf -> PRS_NEVER */
 }
 
 static int64_t elapsed_since(const tb_state *s, int64_t now) {
@@ -91,7 +96,7 @@ static int64_t elapsed_since(const tb_state *s, int64_t now) {
 
 /* Tokens at `elapsed` ns after `last`, capped. */
 static double tokens_after(const tb_params *p, const tb_state *s, int64_t elapsed) {
-    double t = s->tokens + (double)elapsed * (p->rate / 1e9);
+    double t = s->tokens + (double)elapsed * p->per_ns;
     return t < p->capacity ? t : p->capacity;
 }
 
@@ -99,7 +104,7 @@ static void state_decide(const tb_params *p, tb_state *s, int64_t now, int64_t n
                          prs_decision *d) {
     int64_t elapsed = elapsed_since(s, now);
     double have = tokens_after(p, s, elapsed), left = have;
-    d->limit = prs__floor_to_i64(p->capacity);
+    d->limit = p->limit;
     if ((double)n > p->capacity) {
         d->allowed = 0;
         d->retry_after_ns = PRS_NEVER;
