@@ -42,6 +42,8 @@ typedef struct prs_algo {
 
 extern const prs_algo prs_algo_gcra;
 extern const prs_algo prs_algo_token_bucket;
+extern const prs_algo prs_algo_leaky_bucket, prs_algo_fixed_window, prs_algo_sliding_log,
+    prs_algo_sliding_counter;
 
 #ifdef __cplusplus
 }

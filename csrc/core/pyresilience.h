@@ -5,5 +5,9 @@
 #include "prs_algo.h"
 #include "prs_gcra.h"
 #include "prs_token_bucket.h"
+#include "prs_leaky_bucket.h"
+#include "prs_fixed_window.h"
+#include "prs_sliding_log.h"
+#include "prs_sliding_counter.h"
 /* more modules: one include line each */
 #endif

@@ -1,0 +1,205 @@
+/*
+ * fixed_window.c - a counter per aligned window.
+ *
+ * State (16 bytes, guarded by `lock`):
+ *   start   the start of the window `count` belongs to (a multiple of w)
+ *   count   units admitted in that window, 0 <= count <= limit;
+ *           count == 0 means "nothing remembered" (start is then meaningless)
+ *
+ * Decision at now for n: the window of now is floor(now / w) * w. If it is
+ * after `start`, the count starts again at 0; if it is `start` or earlier (a
+ * clock going backwards), the remembered count applies. Admitted iff
+ * count + n <= limit. A denial's retry_after is the end of that window minus
+ * now; there the count is 0 and n <= limit is admitted, and any earlier
+ * instant still sees the same count: exact.
+ *
+ * Saturation: a window whose end would pass INT64_MAX never ends (retry_after
+ * and reset_after PRS_NEVER); the window start of an instant near INT64_MIN
+ * saturates at INT64_MIN. Nothing wraps.
+ *
+ * Concurrency: a spinlock around a handful of integer operations.
+ */
+#include "prs_algo.h"
+#include "prs_fixed_window.h"
+#include "prs_internal.h"
+
+/* Immutable after prs_fixed_window_new(); also the params of prs_algo_fixed_window. */
+typedef struct fw_params {
+    int64_t limit;      /* >= 1 */
+    int64_t window_ns;  /* >= 1 */
+} fw_params;
+
+typedef struct fw_state {
+    int64_t start;      /* window start of `count`; meaningless when count == 0 */
+    int64_t count;      /* 0..limit */
+} fw_state;
+
+struct prs_fixed_window {
+    prs__spinlock lock;  /* guards s */
+    fw_state s;
+    fw_params p;
+    prs_allocator alloc;
+};
+
+void prs_fixed_window_config_init(prs_fixed_window_config *cfg) {
+    cfg->limit = 1;
+    cfg->window_ns = PRS_NS_PER_SEC;
+    cfg->allocator = NULL;
+}
+
+int prs_fixed_window_config_validate(const prs_fixed_window_config *cfg) {
+    if (!cfg || cfg->limit < 1 || cfg->window_ns < 1) return PRS_EINVAL;
+    return PRS_OK;
+}
+
+static void state_init(fw_state *s) {
+    s->start = 0;
+    s->count = 0;
+}
+
+int prs_fixed_window_new(const prs_fixed_window_config *cfg, prs_fixed_window **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_fixed_window_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_fixed_window *fw = prs__malloc(a, sizeof *fw);
+    if (!fw) return PRS_ENOMEM;
+    prs__spin_init(&fw->lock);
+    fw->alloc = *a;
+    fw->p.limit = cfg->limit;
+    fw->p.window_ns = cfg->window_ns;
+    state_init(&fw->s);
+    *out = fw;
+    return PRS_OK;
+}
+
+void prs_fixed_window_free(prs_fixed_window *fw) {
+    if (!fw) return;
+    prs_allocator a = fw->alloc;
+    prs__free(&a, fw);
+}
+
+/* The start of the aligned window holding `now` (floor division, saturating). */
+static int64_t align_down(int64_t now, int64_t w) {
+    int64_t mod = now % w;
+    if (mod < 0) mod += w;
+    return prs__sat_sub(now, mod);
+}
+
+/* The window in force at now and its count (clamped to the remembered one). */
+static void current(const fw_params *p, const fw_state *s, int64_t now, int64_t *start,
+                    int64_t *count) {
+    int64_t ws = align_down(now, p->window_ns);
+    if (s->count > 0 && ws <= s->start) {
+        *start = s->start;
+        *count = s->count;
+    } else {
+        *start = ws;
+        *count = 0;
+    }
+}
+
+/* ns from now to the end of the window starting at `start`; PRS_NEVER if it never ends. */
+static int64_t until_end(const fw_params *p, int64_t start, int64_t now) {
+    int64_t end;
+    if (__builtin_add_overflow(start, p->window_ns, &end)) return PRS_NEVER;
+    return prs__max64(0, prs__sat_sub(end, now));
+}
+
+static void state_decide(const fw_params *p, fw_state *s, int64_t now, int64_t n, int consume,
+                         prs_decision *d) {
+    int64_t start, count;
+    current(p, s, now, &start, &count);
+    int64_t after = count;
+    d->limit = p->limit;
+    if (n > p->limit) {
+        d->allowed = 0;
+        d->retry_after_ns = PRS_NEVER;
+    } else if (n <= p->limit - count) {
+        d->allowed = 1;
+        d->retry_after_ns = 0;
+        after = count + n;
+        if (consume) {
+            s->start = start;
+            s->count = after;
+        }
+    } else {
+        d->allowed = 0;
+        d->retry_after_ns = until_end(p, start, now);
+    }
+    d->remaining = p->limit - after;
+    d->reset_after_ns = after == 0 ? 0 : until_end(p, start, now);
+}
+
+static int decide(prs_fixed_window *fw, int64_t now, int64_t n, int consume, prs_decision *d) {
+    if (!fw || !d || n < 1) return PRS_EINVAL;
+    prs__spin_lock(&fw->lock);
+    state_decide(&fw->p, &fw->s, now, n, consume, d);
+    prs__spin_unlock(&fw->lock);
+    return PRS_OK;
+}
+
+int prs_fixed_window_check(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(fw, now_ns, n, 1, d);
+}
+
+int prs_fixed_window_peek(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(fw, now_ns, n, 0, d);
+}
+
+void prs_fixed_window_reset(prs_fixed_window *fw) {
+    if (!fw) return;
+    prs__spin_lock(&fw->lock);
+    state_init(&fw->s);
+    prs__spin_unlock(&fw->lock);
+}
+
+static double avail(const fw_params *p, const fw_state *s, int64_t now) {
+    int64_t start, count;
+    current(p, s, now, &start, &count);
+    return (double)(p->limit - count);
+}
+
+double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns) {
+    if (!fw) return 0.0;
+    prs__spin_lock(&fw->lock);
+    double a = avail(&fw->p, &fw->s, now_ns);
+    prs__spin_unlock(&fw->lock);
+    return a;
+}
+
+int64_t prs_fixed_window_limit(const prs_fixed_window *fw) { return fw->p.limit; }
+int64_t prs_fixed_window_window_ns(const prs_fixed_window *fw) { return fw->p.window_ns; }
+const void *prs_fixed_window_params(const prs_fixed_window *fw) { return &fw->p; }
+
+/* ---- the descriptor: state is fw_state (16 bytes) ---------------------- */
+
+static size_t algo_state_size(const void *params) { (void)params; return sizeof(fw_state); }
+static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
+static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
+                       prs_decision *d) {
+    if (!params || !state || !d || n < 1) return PRS_EINVAL;
+    state_decide(params, state, now, n, consume, d);
+    return PRS_OK;
+}
+/* Only the window still in force can give back; a past window is gone. */
+static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
+    const fw_params *p = params;
+    fw_state *s = state;
+    if (n < 1 || s->count == 0 || align_down(now, p->window_ns) > s->start) return;
+    s->count = n >= s->count ? 0 : s->count - n;
+}
+static int algo_is_fresh(const void *params, const void *state, int64_t now) {
+    const fw_params *p = params;
+    const fw_state *s = state;
+    return s->count == 0 || align_down(now, p->window_ns) > s->start;
+}
+static double algo_available(const void *params, const void *state, int64_t now) {
+    return avail(params, state, now);
+}
+
+const prs_algo prs_algo_fixed_window = {
+    "fixed_window", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
+    algo_available,
+};

@@ -1,0 +1,63 @@
+/*
+ * prs_fixed_window.h - a fixed-window counter: at most `limit` units per
+ * window of `window_ns` nanoseconds, windows aligned to multiples of
+ * window_ns on the caller's clock ([k*w, (k+1)*w)).
+ *
+ * Bound: at most `limit` units are admitted in each aligned window. An
+ * interval of length window_ns that straddles a boundary can see up to
+ * 2*limit (the end of one window and the start of the next): that is the
+ * price of O(1) state; use the sliding log (exact) or the sliding counter
+ * (approximate, smoother) when it matters.
+ *
+ * Exactness: a denial's retry_after is the time to the next window, where the
+ * count starts at 0: the request is denied before it and admitted at it.
+ */
+#ifndef PRS_FIXED_WINDOW_H
+#define PRS_FIXED_WINDOW_H
+
+#include "prs_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct prs_fixed_window prs_fixed_window;
+
+typedef struct prs_fixed_window_config {
+    int64_t limit;                   /* units per window, >= 1 */
+    int64_t window_ns;               /* window length, >= 1 ns */
+    const prs_allocator *allocator;  /* NULL: the default allocator */
+} prs_fixed_window_config;
+
+/* Defaults: limit 1, window 1 s, default allocator. */
+void prs_fixed_window_config_init(prs_fixed_window_config *cfg);
+/* PRS_OK or PRS_EINVAL (NULL, limit < 1, window_ns < 1). */
+int prs_fixed_window_config_validate(const prs_fixed_window_config *cfg);
+
+/* Makes an empty limiter in *out; on error *out is NULL and nothing is
+ * allocated: PRS_EINVAL (see validate), PRS_ENOMEM. */
+int prs_fixed_window_new(const prs_fixed_window_config *cfg, prs_fixed_window **out);
+void prs_fixed_window_free(prs_fixed_window *fw); /* NULL-safe */
+
+/* Asks for n (>= 1) at now_ns; counts it only when allowed. Thread-safe.
+ * n > limit: denied with retry_after_ns == PRS_NEVER. A now_ns in a window
+ * earlier than the one last counted is taken as that one (a clock going
+ * backwards never opens a fresh window). PRS_OK with *d filled, or PRS_EINVAL
+ * (n < 1, NULL arguments). */
+int prs_fixed_window_check(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d);
+/* The same decision without counting. */
+int prs_fixed_window_peek(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d);
+/* Back to an empty window. */
+void prs_fixed_window_reset(prs_fixed_window *fw);
+/* Units still admissible in the window of now_ns, in [0, limit]. */
+double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns);
+
+int64_t prs_fixed_window_limit(const prs_fixed_window *fw);
+int64_t prs_fixed_window_window_ns(const prs_fixed_window *fw);
+/* This limiter's params for prs_algo_fixed_window (prs_algo.h); valid while fw lives. */
+const void *prs_fixed_window_params(const prs_fixed_window *fw);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

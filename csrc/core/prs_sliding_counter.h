@@ -1,0 +1,72 @@
+/*
+ * prs_sliding_counter.h - the sliding window counter: two counters over
+ * windows aligned like the fixed window's ([k*w, (k+1)*w)); the previous
+ * window's count is weighted by how much of it the sliding window
+ * (now - w, now] still overlaps. At e ns into the current window a request of
+ * weight n is admitted iff
+ *
+ *     prev * (w - e) / w + cur + n <= limit
+ *
+ * evaluated exactly in integers (prev * (w - e) + (cur + n) * w <= limit * w,
+ * 128-bit). O(1) state: 24 bytes.
+ *
+ * Bound (the approximation): at most `limit` units in each aligned window
+ * (the estimate is never below cur). In any interval of length w that
+ * straddles a boundary, at most limit + prev * x units, x being the fraction
+ * of the interval inside the later window: always fewer than 2 * limit, and
+ * exactly the sliding log's count when the previous window's units were spread
+ * evenly over it. Units bunched at the end of a window are under-weighted;
+ * use the sliding log when the bound must be exact.
+ *
+ * Exactness of retry_after: the estimate never grows while nothing is
+ * admitted, so a denial's retry_after is the first nanosecond at which the
+ * inequality holds (computed in integers): denied before it, admitted at it.
+ */
+#ifndef PRS_SLIDING_COUNTER_H
+#define PRS_SLIDING_COUNTER_H
+
+#include "prs_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct prs_sliding_counter prs_sliding_counter;
+
+typedef struct prs_sliding_counter_config {
+    int64_t limit;                   /* units per sliding window, >= 1 */
+    int64_t window_ns;               /* window length, >= 1 ns */
+    const prs_allocator *allocator;  /* NULL: the default allocator */
+} prs_sliding_counter_config;
+
+/* Defaults: limit 1, window 1 s, default allocator. */
+void prs_sliding_counter_config_init(prs_sliding_counter_config *cfg);
+/* PRS_OK or PRS_EINVAL (NULL, limit < 1, window_ns < 1). */
+int prs_sliding_counter_config_validate(const prs_sliding_counter_config *cfg);
+
+/* Makes an empty limiter in *out; on error *out is NULL and nothing is
+ * allocated: PRS_EINVAL (see validate), PRS_ENOMEM. */
+int prs_sliding_counter_new(const prs_sliding_counter_config *cfg, prs_sliding_counter **out);
+void prs_sliding_counter_free(prs_sliding_counter *sc); /* NULL-safe */
+
+/* Asks for n (>= 1) at now_ns; counts it only when allowed. Thread-safe.
+ * n > limit: denied with retry_after_ns == PRS_NEVER. A now_ns in a window
+ * earlier than the one last counted is taken as the start of that one (the
+ * most restrictive instant of it). PRS_OK with *d filled, or PRS_EINVAL. */
+int prs_sliding_counter_check(prs_sliding_counter *sc, int64_t now_ns, int64_t n, prs_decision *d);
+/* The same decision without counting. */
+int prs_sliding_counter_peek(prs_sliding_counter *sc, int64_t now_ns, int64_t n, prs_decision *d);
+/* Back to empty windows. */
+void prs_sliding_counter_reset(prs_sliding_counter *sc);
+/* limit minus the weighted estimate at now_ns, in [0, limit]. */
+double prs_sliding_counter_available(prs_sliding_counter *sc, int64_t now_ns);
+
+int64_t prs_sliding_counter_limit(const prs_sliding_counter *sc);
+int64_t prs_sliding_counter_window_ns(const prs_sliding_counter *sc);
+/* This limiter's params for prs_algo_sliding_counter (prs_algo.h); valid while sc lives. */
+const void *prs_sliding_counter_params(const prs_sliding_counter *sc);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

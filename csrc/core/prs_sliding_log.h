@@ -1,0 +1,68 @@
+/*
+ * prs_sliding_log.h - an exact sliding-window limiter: at most `limit` units
+ * in any interval of `window_ns` nanoseconds. It keeps the time of every
+ * admitted unit in a ring of `limit` int64 timestamps (a request of weight n
+ * takes n slots), so memory is O(limit): 24 + 8 * limit bytes of state.
+ *
+ * Bound: a unit admitted at t counts against every request in [t, t + w);
+ * for every half-open interval [a, a + w) at most `limit` units are admitted
+ * in it. Exact, not approximate.
+ *
+ * Exactness of retry_after: when denied, retry_after is the instant the
+ * oldest unit that must leave does leave (its time + w): denied before it,
+ * admitted at it (with nothing admitted in between).
+ */
+#ifndef PRS_SLIDING_LOG_H
+#define PRS_SLIDING_LOG_H
+
+#include "prs_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The largest limit accepted (a ring of 2^27 timestamps is 1 GiB). */
+#define PRS_SLIDING_LOG_MAX_LIMIT (INT64_C(1) << 27)
+
+typedef struct prs_sliding_log prs_sliding_log;
+
+typedef struct prs_sliding_log_config {
+    int64_t limit;                   /* units per window, 1..PRS_SLIDING_LOG_MAX_LIMIT */
+    int64_t window_ns;               /* window length, >= 1 ns */
+    const prs_allocator *allocator;  /* NULL: the default allocator */
+} prs_sliding_log_config;
+
+/* Defaults: limit 1, window 1 s, default allocator. */
+void prs_sliding_log_config_init(prs_sliding_log_config *cfg);
+/* PRS_OK, PRS_EINVAL (NULL, limit < 1, window_ns < 1) or PRS_ERANGE
+ * (limit > PRS_SLIDING_LOG_MAX_LIMIT). */
+int prs_sliding_log_config_validate(const prs_sliding_log_config *cfg);
+
+/* Makes an empty log in *out (one allocation of about 8 * limit bytes); on
+ * error *out is NULL and nothing is allocated: PRS_EINVAL/PRS_ERANGE (see
+ * validate), PRS_ENOMEM. */
+int prs_sliding_log_new(const prs_sliding_log_config *cfg, prs_sliding_log **out);
+void prs_sliding_log_free(prs_sliding_log *sl); /* NULL-safe */
+
+/* Asks for n (>= 1) at now_ns; records it only when allowed. Thread-safe.
+ * n > limit: denied with retry_after_ns == PRS_NEVER. A now_ns earlier than one
+ * already seen is taken as that one. Cost: O(n) to record, amortized O(1) to
+ * forget expired entries. PRS_OK with *d filled, or PRS_EINVAL (n < 1, NULL). */
+int prs_sliding_log_check(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d);
+/* The same decision without recording. */
+int prs_sliding_log_peek(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d);
+/* Forgets everything. */
+void prs_sliding_log_reset(prs_sliding_log *sl);
+/* Units admissible at now_ns, in [0, limit]. */
+double prs_sliding_log_available(prs_sliding_log *sl, int64_t now_ns);
+
+int64_t prs_sliding_log_limit(const prs_sliding_log *sl);
+int64_t prs_sliding_log_window_ns(const prs_sliding_log *sl);
+/* This log's params for prs_algo_sliding_log (prs_algo.h); valid while sl lives.
+ * The descriptor's state_size(params) is 24 + 8 * limit bytes. */
+const void *prs_sliding_log_params(const prs_sliding_log *sl);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

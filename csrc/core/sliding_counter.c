@@ -1,0 +1,249 @@
+/*
+ * sliding_counter.c - the sliding window counter (two aligned counters).
+ *
+ * State (24 bytes, guarded by `lock`):
+ *   start   the start of the current window (a multiple of w)
+ *   cur     units admitted in [start, start + w), 0 <= cur <= limit
+ *   prev    units admitted in [start - w, start), 0 <= prev <= limit
+ *   cur == prev == 0 means "nothing remembered" (start is then meaningless).
+ *
+ * At now, with ws = floor(now / w) * w, the state seen is: (start, cur, prev)
+ * when ws == start; (ws, 0, cur) when ws == start + w; (ws, 0, 0) later; and
+ * (start, cur, prev) at e = 0 when ws < start (a clock going backwards sees the
+ * most restrictive instant of the remembered window, never a fresh one).
+ * With e = now - start, a request of weight n is admitted iff
+ *     prev * (w - e) + (cur + n) * w <= limit * w          (128-bit integers)
+ *
+ * retry_after, exact to the ns (the left side only falls as time passes):
+ *   - cur + n <= limit: the first e' with prev * (w - e') <= X,
+ *     X = (limit - cur - n) * w, is e' = w - floor(X / prev);
+ *   - cur + n > limit: not in this window; in the next one prev' = cur, and
+ *     e' = w - floor((limit - n) * w / cur) into it (e' = w: the window after,
+ *     where both counters are 0).
+ *
+ * Saturation: instants whose window end passes INT64_MAX give PRS_NEVER.
+ */
+#include "prs_algo.h"
+#include "prs_internal.h"
+#include "prs_sliding_counter.h"
+
+__extension__ typedef __int128 i128;
+
+/* Immutable after prs_sliding_counter_new(); also the params of prs_algo_sliding_counter. */
+typedef struct sc_params {
+    int64_t limit;      /* >= 1 */
+    int64_t window_ns;  /* >= 1 */
+} sc_params;
+
+typedef struct sc_state {
+    int64_t start;      /* current window start; meaningless when cur == prev == 0 */
+    int64_t cur;        /* 0..limit */
+    int64_t prev;       /* 0..limit */
+} sc_state;
+
+struct prs_sliding_counter {
+    prs__spinlock lock;  /* guards s */
+    sc_state s;
+    sc_params p;
+    prs_allocator alloc;
+};
+
+void prs_sliding_counter_config_init(prs_sliding_counter_config *cfg) {
+    cfg->limit = 1;
+    cfg->window_ns = PRS_NS_PER_SEC;
+    cfg->allocator = NULL;
+}
+
+int prs_sliding_counter_config_validate(const prs_sliding_counter_config *cfg) {
+    if (!cfg || cfg->limit < 1 || cfg->window_ns < 1) return PRS_EINVAL;
+    return PRS_OK;
+}
+
+static void state_init(sc_state *s) {
+    s->start = 0;
+    s->cur = 0;
+    s->prev = 0;
+}
+
+int prs_sliding_counter_new(const prs_sliding_counter_config *cfg, prs_sliding_counter **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_sliding_counter_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_sliding_counter *sc = prs__malloc(a, sizeof *sc);
+    if (!sc) return PRS_ENOMEM;
+    prs__spin_init(&sc->lock);
+    sc->alloc = *a;
+    sc->p.limit = cfg->limit;
+    sc->p.window_ns = cfg->window_ns;
+    state_init(&sc->s);
+    *out = sc;
+    return PRS_OK;
+}
+
+void prs_sliding_counter_free(prs_sliding_counter *sc) {
+    if (!sc) return;
+    prs_allocator a = sc->alloc;
+    prs__free(&a, sc);
+}
+
+static int64_t align_down(int64_t now, int64_t w) {
+    int64_t mod = now % w;
+    if (mod < 0) mod += w;
+    return prs__sat_sub(now, mod);
+}
+
+/* The state as seen at now: window start, counters, and e in [0, w). */
+typedef struct sc_view {
+    int64_t start, cur, prev, e;
+} sc_view;
+
+static sc_view view_at(const sc_params *p, const sc_state *s, int64_t now) {
+    int64_t w = p->window_ns, ws = align_down(now, w), gap;
+    sc_view v = {ws, 0, 0, prs__sat_sub(now, ws)};
+    if (s->cur == 0 && s->prev == 0) return v;
+    if (ws <= s->start) {
+        v.start = s->start;
+        v.cur = s->cur;
+        v.prev = s->prev;
+        v.e = ws == s->start ? now - ws : 0;
+    } else if (!__builtin_sub_overflow(ws, s->start, &gap) && gap == w) {
+        v.prev = s->cur;
+    }
+    return v;
+}
+
+/* start + off - now, or PRS_NEVER if start + off passes INT64_MAX. */
+static int64_t ns_until(int64_t start, int64_t off, int64_t now) {
+    int64_t at;
+    if (__builtin_add_overflow(start, off, &at)) return PRS_NEVER;
+    return prs__max64(0, prs__sat_sub(at, now));
+}
+
+/* Weight-1 units admissible on top of `cur` in view v. */
+static int64_t room(const sc_params *p, const sc_view *v, int64_t cur) {
+    i128 w = p->window_ns;
+    i128 num = (i128)p->limit * w - (i128)v->prev * (w - v->e);
+    if (num <= 0) return 0;
+    i128 r = num / w - cur;
+    return r > 0 ? (int64_t)r : 0;
+}
+
+static void state_decide(const sc_params *p, sc_state *s, int64_t now, int64_t n, int consume,
+                         prs_decision *d) {
+    sc_view v = view_at(p, s, now);
+    int64_t w = p->window_ns, after = v.cur;
+    d->limit = p->limit;
+    if (n > p->limit) {
+        d->allowed = 0;
+        d->retry_after_ns = PRS_NEVER;
+    } else if (n > p->limit - v.cur) {
+        /* Not in this window (v.cur > 0 here): e' into the next one. */
+        i128 x = (i128)(p->limit - n) * w;
+        int64_t e2 = w - (int64_t)(x / v.cur);
+        int64_t off;
+        d->allowed = 0;
+        d->retry_after_ns = __builtin_add_overflow(w, e2, &off) ? PRS_NEVER : ns_until(v.start, off, now);
+    } else {
+        i128 lhs = (i128)v.prev * (w - v.e) + (i128)(v.cur + n) * w;
+        if (lhs <= (i128)p->limit * w) {
+            d->allowed = 1;
+            d->retry_after_ns = 0;
+            after = v.cur + n;
+            if (consume) {
+                s->start = v.start;
+                s->cur = after;
+                s->prev = v.prev;
+            }
+        } else {
+            /* v.prev > 0 here: the first e' with prev * (w - e') <= X. */
+            i128 x = (i128)(p->limit - v.cur - n) * w;
+            int64_t e2 = w - (int64_t)(x / v.prev);
+            d->allowed = 0;
+            d->retry_after_ns = ns_until(v.start, e2, now);
+        }
+    }
+    d->remaining = room(p, &v, after);
+    if (after > 0) {
+        int64_t off;
+        d->reset_after_ns = __builtin_add_overflow(w, w, &off) ? PRS_NEVER : ns_until(v.start, off, now);
+    } else {
+        d->reset_after_ns = v.prev > 0 ? ns_until(v.start, w, now) : 0;
+    }
+}
+
+static int decide(prs_sliding_counter *sc, int64_t now, int64_t n, int consume, prs_decision *d) {
+    if (!sc || !d || n < 1) return PRS_EINVAL;
+    prs__spin_lock(&sc->lock);
+    state_decide(&sc->p, &sc->s, now, n, consume, d);
+    prs__spin_unlock(&sc->lock);
+    return PRS_OK;
+}
+
+int prs_sliding_counter_check(prs_sliding_counter *sc, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(sc, now_ns, n, 1, d);
+}
+
+int prs_sliding_counter_peek(prs_sliding_counter *sc, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(sc, now_ns, n, 0, d);
+}
+
+void prs_sliding_counter_reset(prs_sliding_counter *sc) {
+    if (!sc) return;
+    prs__spin_lock(&sc->lock);
+    state_init(&sc->s);
+    prs__spin_unlock(&sc->lock);
+}
+
+static double avail(const sc_params *p, const sc_state *s, int64_t now) {
+    sc_view v = view_at(p, s, now);
+    double w = (double)p->window_ns;
+    double est = (double)v.prev * ((w - (double)v.e) / w) + (double)v.cur;
+    double a = (double)p->limit - est;
+    return a > 0.0 ? a : 0.0;
+}
+
+double prs_sliding_counter_available(prs_sliding_counter *sc, int64_t now_ns) {
+    if (!sc) return 0.0;
+    prs__spin_lock(&sc->lock);
+    double a = avail(&sc->p, &sc->s, now_ns);
+    prs__spin_unlock(&sc->lock);
+    return a;
+}
+
+int64_t prs_sliding_counter_limit(const prs_sliding_counter *sc) { return sc->p.limit; }
+int64_t prs_sliding_counter_window_ns(const prs_sliding_counter *sc) { return sc->p.window_ns; }
+const void *prs_sliding_counter_params(const prs_sliding_counter *sc) { return &sc->p; }
+
+/* ---- the descriptor: state is sc_state (24 bytes) ---------------------- */
+
+static size_t algo_state_size(const void *params) { (void)params; return sizeof(sc_state); }
+static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
+static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
+                       prs_decision *d) {
+    if (!params || !state || !d || n < 1) return PRS_EINVAL;
+    state_decide(params, state, now, n, consume, d);
+    return PRS_OK;
+}
+/* Gives back from the remembered current window (which becomes `prev` in the
+ * next one, so this is right there too; further on it no longer counts). */
+static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
+    sc_state *s = state;
+    (void)params;
+    (void)now;
+    if (n < 1) return;
+    s->cur = n >= s->cur ? 0 : s->cur - n;
+}
+static int algo_is_fresh(const void *params, const void *state, int64_t now) {
+    sc_view v = view_at(params, state, now);
+    return v.cur == 0 && v.prev == 0;
+}
+static double algo_available(const void *params, const void *state, int64_t now) {
+    return avail(params, state, now);
+}
+
+const prs_algo prs_algo_sliding_counter = {
+    "sliding_counter", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
+    algo_available,
+};

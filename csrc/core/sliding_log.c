@@ -1,0 +1,236 @@
+/*
+ * sliding_log.c - the exact sliding window: a ring of admission times.
+ *
+ * State (guarded by `lock`): a 24-byte header followed by a ring of `limit`
+ * int64 timestamps.
+ *   last    the latest instant seen (INT64_MIN: none); earlier instants are
+ *           taken as `last`, so a clock going backwards never un-expires
+ *           nothing and never frees a slot
+ *   head    index of the oldest entry, 0 <= head < limit
+ *   count   entries in the ring, 0 <= count <= limit; entry i (0 = oldest) is
+ *           ring[(head + i) % limit]; entries are non-decreasing in i
+ * An entry e is live at t while t < e + w; it expires at e + w.
+ *
+ * Decision at now for n: t = max(now, last); expired entries (e <= t - w) are
+ * dropped from the head (amortized O(1): each entry is written once and
+ * dropped once); admitted iff count + n <= limit, and then n copies of t are
+ * appended. When denied, k = count + n - limit entries must expire first; the
+ * k-th oldest, e_k, leaves at e_k + w, so retry_after = e_k + w - now, exact
+ * (entries only leave in order, and nothing else changes the count).
+ *
+ * Dropping expired entries and moving `last` forward happen on peek too: they
+ * change no decision, now or later.
+ *
+ * The same code serves the prs_algo descriptor: its state is this header and
+ * ring, laid out contiguously (state_size = 24 + 8 * limit).
+ */
+#include "prs_algo.h"
+#include "prs_internal.h"
+#include "prs_sliding_log.h"
+
+/* Immutable after prs_sliding_log_new(); also the params of prs_algo_sliding_log. */
+typedef struct sl_params {
+    int64_t limit;      /* 1..PRS_SLIDING_LOG_MAX_LIMIT: ring length */
+    int64_t window_ns;  /* >= 1 */
+} sl_params;
+
+typedef struct sl_hdr {
+    int64_t last;       /* latest instant seen; INT64_MIN: none */
+    int64_t head;       /* 0..limit-1 */
+    int64_t count;      /* 0..limit */
+    /* followed by int64_t ring[limit] */
+} sl_hdr;
+
+struct prs_sliding_log {
+    prs__spinlock lock;  /* guards the state */
+    sl_params p;
+    prs_allocator alloc;
+    int64_t state[];     /* sl_hdr then the ring */
+};
+
+static int64_t *ring_of(sl_hdr *h) { return (int64_t *)(h + 1); }
+static const int64_t *cring_of(const sl_hdr *h) { return (const int64_t *)(h + 1); }
+
+/* The i-th oldest entry (0 <= i < count). */
+static int64_t entry(const sl_params *p, const sl_hdr *h, int64_t i) {
+    int64_t k = h->head + i;
+    if (k >= p->limit) k -= p->limit;
+    return cring_of(h)[k];
+}
+
+static size_t state_bytes(const sl_params *p) {
+    return sizeof(sl_hdr) + (size_t)p->limit * sizeof(int64_t);
+}
+
+static void state_init(sl_hdr *h) {
+    h->last = INT64_MIN;
+    h->head = 0;
+    h->count = 0;
+}
+
+void prs_sliding_log_config_init(prs_sliding_log_config *cfg) {
+    cfg->limit = 1;
+    cfg->window_ns = PRS_NS_PER_SEC;
+    cfg->allocator = NULL;
+}
+
+int prs_sliding_log_config_validate(const prs_sliding_log_config *cfg) {
+    if (!cfg || cfg->limit < 1 || cfg->window_ns < 1) return PRS_EINVAL;
+    if (cfg->limit > PRS_SLIDING_LOG_MAX_LIMIT) return PRS_ERANGE;
+    return PRS_OK;
+}
+
+int prs_sliding_log_new(const prs_sliding_log_config *cfg, prs_sliding_log **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_sliding_log_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    sl_params p = {cfg->limit, cfg->window_ns};
+    prs_sliding_log *sl = prs__malloc(a, sizeof *sl + state_bytes(&p));
+    if (!sl) return PRS_ENOMEM;
+    prs__spin_init(&sl->lock);
+    sl->alloc = *a;
+    sl->p = p;
+    state_init((sl_hdr *)sl->state);
+    *out = sl;
+    return PRS_OK;
+}
+
+void prs_sliding_log_free(prs_sliding_log *sl) {
+    if (!sl) return;
+    prs_allocator a = sl->alloc;
+    prs__free(&a, sl);
+}
+
+/* Number of entries expired at t (e <= t - w), by binary search (entries sorted). */
+static int64_t expired_at(const sl_params *p, const sl_hdr *h, int64_t t) {
+    int64_t cutoff = prs__sat_sub(t, p->window_ns), lo = 0, hi = h->count;
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (entry(p, h, mid) <= cutoff) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+/* ns from now until entry e expires (> 0 for a live entry); saturating. */
+static int64_t until_expiry(const sl_params *p, int64_t e, int64_t now) {
+    int64_t end;
+    if (__builtin_add_overflow(e, p->window_ns, &end)) return PRS_NEVER;
+    return prs__max64(0, prs__sat_sub(end, now));
+}
+
+static void state_decide(const sl_params *p, sl_hdr *h, int64_t now, int64_t n, int consume,
+                         prs_decision *d) {
+    int64_t t = prs__max64(now, h->last);
+    int64_t cutoff = prs__sat_sub(t, p->window_ns);
+    int64_t *ring = ring_of(h);
+    h->last = t;
+    while (h->count > 0 && ring[h->head] <= cutoff) { /* drop expired entries */
+        if (++h->head == p->limit) h->head = 0;
+        h->count--;
+    }
+    if (h->count == 0) h->head = 0;
+    int64_t after = h->count;
+    d->limit = p->limit;
+    if (n > p->limit) {
+        d->allowed = 0;
+        d->retry_after_ns = PRS_NEVER;
+    } else if (n <= p->limit - h->count) {
+        d->allowed = 1;
+        d->retry_after_ns = 0;
+        after = h->count + n;
+        if (consume) {
+            int64_t k = h->head + h->count;
+            if (k >= p->limit) k -= p->limit;
+            for (int64_t i = 0; i < n; i++) {
+                ring[k] = t;
+                if (++k == p->limit) k = 0;
+            }
+            h->count = after;
+        }
+    } else {
+        d->allowed = 0;
+        d->retry_after_ns = until_expiry(p, entry(p, h, h->count + n - p->limit - 1), now);
+    }
+    d->remaining = p->limit - after;
+    if (after == 0) d->reset_after_ns = 0;
+    else if (after > h->count) d->reset_after_ns = until_expiry(p, t, now); /* newest would be t */
+    else d->reset_after_ns = until_expiry(p, entry(p, h, h->count - 1), now);
+}
+
+static int decide(prs_sliding_log *sl, int64_t now, int64_t n, int consume, prs_decision *d) {
+    if (!sl || !d || n < 1) return PRS_EINVAL;
+    prs__spin_lock(&sl->lock);
+    state_decide(&sl->p, (sl_hdr *)sl->state, now, n, consume, d);
+    prs__spin_unlock(&sl->lock);
+    return PRS_OK;
+}
+
+int prs_sliding_log_check(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(sl, now_ns, n, 1, d);
+}
+
+int prs_sliding_log_peek(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d) {
+    return decide(sl, now_ns, n, 0, d);
+}
+
+void prs_sliding_log_reset(prs_sliding_log *sl) {
+    if (!sl) return;
+    prs__spin_lock(&sl->lock);
+    state_init((sl_hdr *)sl->state);
+    prs__spin_unlock(&sl->lock);
+}
+
+static double avail(const sl_params *p, const sl_hdr *h, int64_t now) {
+    int64_t t = prs__max64(now, h->last);
+    return (double)(p->limit - (h->count - expired_at(p, h, t)));
+}
+
+double prs_sliding_log_available(prs_sliding_log *sl, int64_t now_ns) {
+    if (!sl) return 0.0;
+    prs__spin_lock(&sl->lock);
+    double a = avail(&sl->p, (const sl_hdr *)sl->state, now_ns);
+    prs__spin_unlock(&sl->lock);
+    return a;
+}
+
+int64_t prs_sliding_log_limit(const prs_sliding_log *sl) { return sl->p.limit; }
+int64_t prs_sliding_log_window_ns(const prs_sliding_log *sl) { return sl->p.window_ns; }
+const void *prs_sliding_log_params(const prs_sliding_log *sl) { return &sl->p; }
+
+/* ---- the descriptor: state is sl_hdr + ring (24 + 8 * limit bytes) ----- */
+
+static size_t algo_state_size(const void *params) { return state_bytes(params); }
+static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
+static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
+                       prs_decision *d) {
+    if (!params || !state || !d || n < 1) return PRS_EINVAL;
+    state_decide(params, state, now, n, consume, d);
+    return PRS_OK;
+}
+/* Forgets the n newest entries (what a group rolling back just admitted). */
+static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
+    sl_hdr *h = state;
+    (void)params;
+    (void)now;
+    if (n < 1) return;
+    h->count = n >= h->count ? 0 : h->count - n;
+    if (h->count == 0) h->head = 0;
+}
+static int algo_is_fresh(const void *params, const void *state, int64_t now) {
+    const sl_params *p = params;
+    const sl_hdr *h = state;
+    if (h->count == 0) return 1;
+    int64_t t = prs__max64(now, h->last);
+    return entry(p, h, h->count - 1) <= prs__sat_sub(t, p->window_ns);
+}
+static double algo_available(const void *params, const void *state, int64_t now) {
+    return avail(params, state, now);
+}
+
+const prs_algo prs_algo_sliding_log = {
+    "sliding_log", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
+    algo_available,
+};
