@@ -9,5 +9,6 @@
 #include "prs_fixed_window.h"
 #include "prs_sliding_log.h"
 #include "prs_sliding_counter.h"
+#include "prs_retry.h"
 /* more modules: one include line each */
 #endif
