@@ -197,6 +197,15 @@ def _section(h, prs, admit):
             r = h.ratio(f"{name}.allow() vs the fastest peer, {label}", ns, fastest)
             h.target(f"{name}.allow() >= 50x faster than the fastest peer "
                      f"({r:.1f}x)", r >= 50)
+    # Per peer package: ours vs that package's fastest row.
+    packages = {}
+    for label, pns in peer_ns.items():
+        pkg = label.split(" ", 1)[0]
+        if pkg not in packages or pns < packages[pkg][1]:
+            packages[pkg] = (label, pns)
+    for name, ns in ours.items():
+        for pkg, (label, pns) in packages.items():
+            h.ratio(f"{name}.allow() vs {pkg} (its fastest: {label})", ns, pns)
 
 
 def run(h) -> None:
