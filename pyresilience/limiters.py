@@ -58,23 +58,22 @@ class LimiterMixin:
                 raise TypeError("acquire_async() got both n and tokens_needed")
             n = tokens_needed
         limit = _check_timeout(timeout)
-        clock = self.clock
+        clock = self.clock  # every clock is callable and returns float seconds
         manual = isinstance(clock, ManualClock)
-        start = clock.now()
-        deadline = start + limit
+        deadline = clock() + limit
         while True:
             d = self.check(n)
             if d.allowed:
                 return
-            if math.isinf(d.retry_after):
+            if math.isinf(d.retry_after) and n > d.limit:
                 raise ValueError(f"n={n!r} can never be admitted by this limiter (limit {d.limit})")
-            now = clock.now()
+            now = clock()
             if now + d.retry_after > deadline:
                 raise RateLimitExceeded(
                     "rate limit exceeded: not admissible within timeout",
                     retry_after=d.retry_after, decision=d)
             if manual:
-                clock.set(max(clock.now(), now + d.retry_after))
+                clock.set(max(clock(), now + d.retry_after))
                 await asyncio.sleep(0)
             else:
                 await asyncio.sleep(d.retry_after)

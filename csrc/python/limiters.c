@@ -147,7 +147,7 @@ int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns) 
         int rc = self->ops->check(self->core, now, n, &d);
         if (rc) { prs_py_error(st, rc, NULL); return -1; }
         if (d.allowed) return 0;
-        if (d.retry_after_ns == PRS_NEVER) {
+        if (d.retry_after_ns == PRS_NEVER && n > d.limit) {
             PyErr_Format(PyExc_ValueError,
                          "n=%lld can never be admitted by this %s (limit %lld)", (long long)n,
                          self->ops->name, (long long)d.limit);
