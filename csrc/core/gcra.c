@@ -107,7 +107,13 @@ static int eval(const gcra_params *p, int64_t seen, int64_t now, int64_t n, int 
         fill_denied(p, seen, now, PRS_NEVER, d);
         return 0;
     }
-    int64_t ahead = prs__sat_sub(*next, now); /* >= inc > 0 */
+    int64_t ahead; /* >= inc > 0 */
+    if (__builtin_sub_overflow(*next, now, &ahead)) {
+        /* tat near INT64_MAX, now near INT64_MIN: the wait is beyond int64 ns.
+         * A saturated `ahead` would give a finite retry_after that is wrong. */
+        fill_denied(p, seen, now, PRS_NEVER, d);
+        return 0;
+    }
     if (ahead > p->tolerance_ns) {
         fill_denied(p, seen, now, ahead - p->tolerance_ns, d);
         return 0;
