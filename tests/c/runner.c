@@ -3,7 +3,9 @@
  * ones named on the command line) each in a forked child with a timeout, and
  * ends with "N passed, N failed".
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include "prs_test.h"
 
 #include <signal.h>
