@@ -1,0 +1,197 @@
+/*
+ * test_common.c - what every module leans on: the status list and its
+ * strings, seconds -> nanoseconds conversion, the monotonic clock, the
+ * default allocator.
+ */
+#include "prs_test.h"
+
+#include <limits.h>
+#include <stdint.h>
+
+/* ---- status codes ------------------------------------------------------ */
+
+TEST(common_strerror_every_code) {
+    int count = 0;
+#define XX(name, value, msg)                                                 \
+    ASSERT_EQ_I64(PRS_##name, value);                                        \
+    ASSERT_STREQ(prs_strerror(PRS_##name), msg);                             \
+    ASSERT_STREQ(prs_err_name(PRS_##name), "PRS_" #name);                    \
+    count++;
+    PRS_ERRNO_MAP(XX)
+#undef XX
+    ASSERT_EQ_I64(count, 18);
+    ASSERT_STREQ(prs_strerror(PRS_OK), "success");
+    ASSERT_STREQ(prs_err_name(PRS_EINVAL), "PRS_EINVAL");
+    ASSERT_STREQ(prs_err_name(PRS_ENEVER), "PRS_ENEVER");
+}
+
+TEST(common_status_codes_dense_and_distinct) {
+    /* The codes are 0, -1, ..., down to one above PRS__STATUS_MIN: each has a
+     * name of its own, and nothing in that range is "unknown". */
+    for (int s = 0; s > PRS__STATUS_MIN; s--) {
+        ASSERT(strcmp(prs_err_name(s), "PRS_UNKNOWN") != 0);
+        ASSERT(strcmp(prs_strerror(s), "unknown status") != 0);
+        for (int t = s - 1; t > PRS__STATUS_MIN; t--)
+            ASSERT(strcmp(prs_err_name(s), prs_err_name(t)) != 0);
+    }
+}
+
+TEST(common_strerror_unknown) {
+    const int unknown[] = {1, 2, 100, PRS__STATUS_MIN, PRS__STATUS_MIN - 1, -1000, INT_MIN, INT_MAX};
+    for (size_t i = 0; i < sizeof unknown / sizeof unknown[0]; i++) {
+        ASSERT_STREQ(prs_strerror(unknown[i]), "unknown status");
+        ASSERT_STREQ(prs_err_name(unknown[i]), "PRS_UNKNOWN");
+    }
+}
+
+/* ---- seconds to nanoseconds -------------------------------------------- */
+
+TEST(common_seconds_to_ns_exact) {
+    ASSERT_EQ_I64(prs_seconds_to_ns(0.0), 0);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-0.0), 0);
+    ASSERT_EQ_I64(prs_seconds_to_ns(1.0), PRS_NS_PER_SEC);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-1.0), -PRS_NS_PER_SEC);
+    ASSERT_EQ_I64(prs_seconds_to_ns(0.5), 500000000);
+    ASSERT_EQ_I64(prs_seconds_to_ns(0.1), 100000000);
+    ASSERT_EQ_I64(prs_seconds_to_ns(0.001), PRS_NS_PER_MS);
+    ASSERT_EQ_I64(prs_seconds_to_ns(1e-6), PRS_NS_PER_US);
+    ASSERT_EQ_I64(prs_seconds_to_ns(1e-9), 1);
+    ASSERT_EQ_I64(prs_seconds_to_ns(86400.0), INT64_C(86400) * PRS_NS_PER_SEC);
+    ASSERT_EQ_I64(prs_seconds_to_ns(1e9), INT64_C(1000000000) * PRS_NS_PER_SEC);
+}
+
+TEST(common_seconds_to_ns_rounds_to_nearest) {
+    ASSERT_EQ_I64(prs_seconds_to_ns(0.4e-9), 0);
+    ASSERT_EQ_I64(prs_seconds_to_ns(0.6e-9), 1);
+    ASSERT_EQ_I64(prs_seconds_to_ns(1.4e-9), 1);
+    ASSERT_EQ_I64(prs_seconds_to_ns(1.6e-9), 2);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-0.4e-9), 0);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-0.6e-9), -1);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-1.6e-9), -2);
+    ASSERT_EQ_I64(prs_seconds_to_ns(2.5e-9), 3); /* 2.5000000000000004: up */
+    ASSERT_EQ_I64(prs_seconds_to_ns(1e-12), 0);
+    ASSERT_EQ_I64(prs_seconds_to_ns(5e-324), 0); /* smallest subnormal */
+}
+
+TEST(common_seconds_to_ns_saturates) {
+    ASSERT_EQ_I64(prs_seconds_to_ns(NAN), 0);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-NAN), 0);
+    ASSERT_EQ_I64(prs_seconds_to_ns(INFINITY), INT64_MAX);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-INFINITY), INT64_MIN);
+    ASSERT_EQ_I64(prs_seconds_to_ns(1e300), INT64_MAX);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-1e300), INT64_MIN);
+    ASSERT_EQ_I64(prs_seconds_to_ns(1e10), INT64_MAX);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-1e10), INT64_MIN);
+    /* 2^63 ns exactly is one past INT64_MAX: saturates. */
+    ASSERT_EQ_I64(prs_seconds_to_ns(9223372036.854775808), INT64_MAX);
+    ASSERT_EQ_I64(prs_seconds_to_ns(-9223372036.854775808), INT64_MIN);
+    /* Just inside the range: a finite value, positive and below the limit,
+     * converted without undefined behaviour (UBSan checks the cast). */
+    int64_t big = prs_seconds_to_ns(9223372036.0);
+    ASSERT_GT_I64(big, INT64_C(9223372035) * PRS_NS_PER_SEC);
+    ASSERT_LT_I64(big, INT64_MAX);
+    int64_t small = prs_seconds_to_ns(-9223372036.0);
+    ASSERT_LT_I64(small, INT64_C(-9223372035) * PRS_NS_PER_SEC);
+    ASSERT_GT_I64(small, INT64_MIN);
+    /* Monotone and odd over a sweep of magnitudes (1e-12 s .. 1e11 s). */
+    int64_t prev = -1;
+    for (double m = 1e-12; m < 1e11; m *= 3.0) {
+        int64_t ns = prs_seconds_to_ns(m);
+        ASSERT_GE_I64(ns, prev);
+        ASSERT_EQ_I64(prs_seconds_to_ns(-m), ns == INT64_MAX ? INT64_MIN : -ns);
+        prev = ns;
+    }
+    ASSERT_EQ_I64(prev, INT64_MAX);
+}
+
+/* ---- the clock ---------------------------------------------------------- */
+
+TEST(common_monotonic_non_decreasing) {
+    int64_t prev = prs_monotonic_ns();
+    ASSERT_GT_I64(prev, 0);
+    for (int i = 0; i < 100000; i++) {
+        int64_t now = prs_monotonic_ns();
+        ASSERT_GE_I64(now, prev);
+        prev = now;
+    }
+}
+
+TEST(common_sleep_ns_waits) {
+    int64_t t0 = prs_monotonic_ns();
+    prs_sleep_ns(2 * PRS_NS_PER_MS);
+    int64_t t1 = prs_monotonic_ns();
+    /* A lower bound only (behaviour, not timing): the sleep is at least as long
+     * as asked. Zero and negative durations return at once. */
+    ASSERT_GE_I64(t1 - t0, 2 * PRS_NS_PER_MS);
+    prs_sleep_ns(0);
+    prs_sleep_ns(-1);
+    prs_sleep_ns(INT64_MIN);
+}
+
+/* ---- the default allocator ---------------------------------------------- */
+
+TEST(common_default_allocator) {
+    const prs_allocator *a = prs_default_allocator();
+    ASSERT(a != NULL);
+    ASSERT(a == prs_default_allocator());
+    ASSERT(a->malloc_fn && a->calloc_fn && a->realloc_fn && a->free_fn);
+
+    unsigned char *p = a->malloc_fn(a->ctx, 64);
+    ASSERT(p != NULL);
+    memset(p, 0xAB, 64);
+    p = a->realloc_fn(a->ctx, p, 4096);
+    ASSERT(p != NULL);
+    ASSERT_EQ_I64(p[63], 0xAB);
+    a->free_fn(a->ctx, p);
+    a->free_fn(a->ctx, NULL); /* NULL-safe */
+
+    unsigned char *z = a->calloc_fn(a->ctx, 16, 8);
+    ASSERT(z != NULL);
+    for (int i = 0; i < 128; i++) ASSERT_EQ_I64(z[i], 0);
+    a->free_fn(a->ctx, z);
+
+    /* Zero sizes still give a block that can be freed. */
+    void *m0 = a->malloc_fn(a->ctx, 0);
+    void *c0 = a->calloc_fn(a->ctx, 0, 8);
+    void *c1 = a->calloc_fn(a->ctx, 8, 0);
+    ASSERT(m0 && c0 && c1);
+    a->free_fn(a->ctx, m0);
+    a->free_fn(a->ctx, c0);
+    a->free_fn(a->ctx, c1);
+}
+
+TEST(common_default_calloc_overflow) {
+    const prs_allocator *a = prs_default_allocator();
+    ASSERT(a->calloc_fn(a->ctx, SIZE_MAX, 2) == NULL);
+    ASSERT(a->calloc_fn(a->ctx, 2, SIZE_MAX) == NULL);
+    ASSERT(a->calloc_fn(a->ctx, SIZE_MAX / 2 + 1, 2) == NULL);
+    ASSERT(a->calloc_fn(a->ctx, (SIZE_MAX >> 16) + 1, (size_t)1 << 16) == NULL);
+}
+
+/* ---- the test allocator itself (the harness other tests trust) ---------- */
+
+TEST(common_test_alloc_counts_and_fails) {
+    prs_test_alloc ta;
+    prs_test_alloc_init(&ta, 2);
+    void *a = ta.base.malloc_fn(ta.base.ctx, 8);
+    void *b = ta.base.calloc_fn(ta.base.ctx, 2, 8);
+    ASSERT(a && b);
+    ASSERT_EQ_I64(ta.live, 2);
+    ASSERT(ta.base.malloc_fn(ta.base.ctx, 8) == NULL);
+    ASSERT(ta.base.realloc_fn(ta.base.ctx, NULL, 8) == NULL);
+    ASSERT_EQ_I64(ta.live, 2);
+    ta.base.free_fn(ta.base.ctx, a);
+    ta.base.free_fn(ta.base.ctx, b);
+    ta.base.free_fn(ta.base.ctx, NULL);
+    ASSERT_EQ_I64(ta.live, 0);
+
+    prs_test_alloc never;
+    prs_test_alloc_init(&never, -1);
+    void *r = never.base.realloc_fn(never.base.ctx, NULL, 8);
+    r = never.base.realloc_fn(never.base.ctx, r, 64);
+    ASSERT(r != NULL);
+    ASSERT_EQ_I64(never.live, 1);
+    never.base.free_fn(never.base.ctx, r);
+    ASSERT_EQ_I64(never.live, 0);
+    ASSERT(never.base.calloc_fn(never.base.ctx, SIZE_MAX, 2) == NULL);
+}
