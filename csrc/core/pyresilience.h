@@ -9,6 +9,7 @@
 #include "prs_fixed_window.h"
 #include "prs_sliding_log.h"
 #include "prs_sliding_counter.h"
+#include "prs_breaker.h"
 #include "prs_retry.h"
 /* more modules: one include line each */
 #endif

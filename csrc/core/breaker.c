@@ -1,0 +1,514 @@
+/*
+ * breaker.c - the circuit breaker's state machine, windows and counters.
+ *
+ * Workload. A breaker sits in front of every call to one dependency, so the
+ * common case - CLOSED, the dependency healthy - must cost next to nothing:
+ * admission is one atomic load of `word`, and recording an outcome is a few
+ * dozen nanoseconds of arithmetic under a spinlock. OPEN and HALF_OPEN are rare
+ * and take the lock for admission too.
+ *
+ * State layout.
+ *   word    epoch << 4 | mode << 2 | state. Written only with `lock` held, read
+ *           without it by the CLOSED fast path of acquire() and by get_state().
+ *           Every transition (and every manual state call) bumps the epoch, so a
+ *           permit (epoch << 1 | trial-slot bit) names the state that admitted it.
+ *   Everything else below `lock` is guarded by it.
+ *
+ * The window. The same sliding window runs in both modes (consecutive mode
+ * uses it only for the metrics): a ring of the last window_size outcomes (one
+ * byte each: bit 0 failure, bit 1 slow), or window_size per-second buckets for
+ * a time window. Aggregates (w_calls, w_failures, w_slow) are kept up to date
+ * on every push and eviction, so a decision never scans the window; a time
+ * window rolls forward by clearing the buckets of the seconds that passed
+ * (at most window_size of them; a jump of a whole window clears it at once).
+ * The window is cleared whenever the breaker (re-)enters CLOSED through a
+ * transition, so a recovered dependency starts from a clean slate.
+ *
+ * Time. now_ns is clamped to the largest time seen: a clock stepping back can
+ * neither re-open a window's old seconds nor shorten the open timeout.
+ *
+ * Concurrency of half-open. `in_flight` counts trial calls admitted in the
+ * current HALF_OPEN epoch and not yet recorded; acquire admits only while
+ * in_flight < half_open_max, under the lock, so no crowd of callers released at
+ * once can get more than half_open_max trials. Outcomes of stale permits never
+ * touch in_flight, so a slot is freed exactly once, by the call that took it.
+ */
+#include "prs_breaker.h"
+#include "prs_internal.h"
+
+#define W_STATE(w) ((prs_breaker_state)((w) & 3u))
+#define W_MODE(w) ((prs_breaker_mode)(((w) >> 2) & 3u))
+#define W_EPOCH(w) ((w) >> 4)
+#define W_MAKE(epoch, mode, state) (((uint64_t)(epoch) << 4) | ((uint64_t)(mode) << 2) | (uint64_t)(state))
+
+#define OUT_FAIL 1u
+#define OUT_SLOW 2u
+
+typedef struct tw_bucket {
+    int64_t calls, failures, slow;
+} tw_bucket;
+
+struct prs_breaker {
+    _Atomic uint64_t word;      /* see above; written under lock */
+    prs__spinlock lock;
+
+    /* ---- guarded by lock ---- */
+    int64_t last_now;           /* largest now_ns seen; INT64_MIN before any */
+    int64_t opened_at;          /* OPEN: when it (last) opened */
+    int64_t consec_fail;        /* CLOSED: failures since the last success */
+    int64_t consec_succ;        /* CLOSED: successes since the last failure;
+                                   HALF_OPEN: trial successes in this epoch */
+    int64_t in_flight;          /* HALF_OPEN: 0 <= in_flight <= half_open_max; else 0 */
+    int64_t calls, failures, slow_calls, rejected, ignored; /* totals */
+
+    int64_t w_calls, w_failures, w_slow;  /* window aggregates, 0 <= w_failures <= w_calls */
+    uint8_t *ring;              /* count window: window_size bytes */
+    int64_t ring_n;             /* outcomes in the ring, <= window_size (== w_calls) */
+    int64_t ring_head;          /* next slot to write */
+    tw_bucket *buckets;         /* time window: window_size buckets, second s at s mod size */
+    int64_t head_sec;           /* newest second the time window covers; INT64_MIN: empty */
+
+    /* ---- immutable after new() ---- */
+    prs_breaker_config cfg;     /* allocator field NULL */
+    int64_t half_open_max;      /* >= 1 */
+    int64_t min_calls;          /* effective minimum_calls */
+    int rate_mode;              /* a failure or slow-call rate threshold is set */
+    prs_allocator alloc;
+};
+
+void prs_breaker_config_init(prs_breaker_config *cfg) {
+    cfg->failure_threshold = 5;
+    cfg->success_threshold = 2;
+    cfg->open_timeout_ns = 30 * PRS_NS_PER_SEC;
+    cfg->half_open_max_calls = 0;
+    cfg->failure_rate_threshold = 0.0;
+    cfg->slow_call_rate_threshold = 0.0;
+    cfg->slow_call_ns = 0;
+    cfg->window_type = PRS_BREAKER_WINDOW_COUNT;
+    cfg->window_size = 100;
+    cfg->minimum_calls = 10;
+    cfg->allocator = NULL;
+}
+
+static int rate_ok(double r) { return r == 0.0 || (r > 0.0 && r <= 1.0); } /* NaN fails */
+
+int prs_breaker_config_validate(const prs_breaker_config *cfg) {
+    if (!cfg) return PRS_EINVAL;
+    if (cfg->failure_threshold < 1 || cfg->success_threshold < 1) return PRS_EINVAL;
+    if (cfg->open_timeout_ns < 0 || cfg->half_open_max_calls < 0) return PRS_EINVAL;
+    if (!rate_ok(cfg->failure_rate_threshold) || !rate_ok(cfg->slow_call_rate_threshold))
+        return PRS_EINVAL;
+    if (cfg->slow_call_ns < 0) return PRS_EINVAL;
+    if (cfg->slow_call_rate_threshold > 0.0 && cfg->slow_call_ns == 0) return PRS_EINVAL;
+    if (cfg->window_size < 1 || cfg->minimum_calls < 1) return PRS_EINVAL;
+    if (cfg->window_type == PRS_BREAKER_WINDOW_COUNT) {
+        if (cfg->window_size > PRS_BREAKER_MAX_COUNT_WINDOW) return PRS_ERANGE;
+    } else if (cfg->window_type == PRS_BREAKER_WINDOW_TIME) {
+        if (cfg->window_size > PRS_BREAKER_MAX_TIME_WINDOW) return PRS_ERANGE;
+    } else {
+        return PRS_EINVAL;
+    }
+    return PRS_OK;
+}
+
+int prs_breaker_new(const prs_breaker_config *cfg, prs_breaker **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_breaker_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_breaker *b = prs__calloc(a, 1, sizeof *b);
+    if (!b) return PRS_ENOMEM;
+    size_t n = (size_t)cfg->window_size;
+    if (cfg->window_type == PRS_BREAKER_WINDOW_COUNT)
+        b->ring = prs__calloc(a, n, 1);
+    else
+        b->buckets = prs__calloc(a, n, sizeof(tw_bucket));
+    if (!b->ring && !b->buckets) {
+        prs__free(a, b);
+        return PRS_ENOMEM;
+    }
+    atomic_init(&b->word, W_MAKE(0, PRS_BREAKER_NORMAL, PRS_BREAKER_CLOSED));
+    prs__spin_init(&b->lock);
+    b->last_now = INT64_MIN;
+    b->head_sec = INT64_MIN;
+    b->cfg = *cfg;
+    b->cfg.allocator = NULL;
+    b->half_open_max = cfg->half_open_max_calls ? cfg->half_open_max_calls : cfg->success_threshold;
+    b->min_calls = cfg->minimum_calls;
+    if (cfg->window_type == PRS_BREAKER_WINDOW_COUNT && b->min_calls > cfg->window_size)
+        b->min_calls = cfg->window_size;
+    b->rate_mode = cfg->failure_rate_threshold > 0.0 || cfg->slow_call_rate_threshold > 0.0;
+    b->alloc = *a;
+    *out = b;
+    return PRS_OK;
+}
+
+void prs_breaker_free(prs_breaker *b) {
+    if (!b) return;
+    prs_allocator a = b->alloc;
+    prs__free(&a, b->ring);
+    prs__free(&a, b->buckets);
+    prs__free(&a, b);
+}
+
+/* ---- helpers (lock held) ------------------------------------------------ */
+
+static int64_t clamp_now(prs_breaker *b, int64_t now) {
+    if (now < b->last_now) return b->last_now;
+    b->last_now = now;
+    return now;
+}
+
+static int64_t floor_div(int64_t a, int64_t d) {
+    int64_t q = a / d;
+    return (a % d != 0 && a < 0) ? q - 1 : q;
+}
+
+static int64_t floor_mod(int64_t a, int64_t d) {
+    int64_t r = a % d;
+    return r < 0 ? r + d : r;
+}
+
+static void window_clear(prs_breaker *b) {
+    b->w_calls = b->w_failures = b->w_slow = 0;
+    if (b->ring) {
+        b->ring_n = 0;
+        b->ring_head = 0;
+    } else {
+        memset(b->buckets, 0, (size_t)b->cfg.window_size * sizeof(tw_bucket));
+        b->head_sec = INT64_MIN;
+    }
+}
+
+/* Moves a time window forward to second `sec` (never backwards: now is clamped). */
+static void window_roll(prs_breaker *b, int64_t now) {
+    if (!b->buckets) return;
+    int64_t sec = floor_div(now, PRS_NS_PER_SEC), size = b->cfg.window_size;
+    if (b->head_sec == INT64_MIN) {
+        b->head_sec = sec;
+        return;
+    }
+    if (sec <= b->head_sec) return;
+    if (sec - b->head_sec >= size) {
+        memset(b->buckets, 0, (size_t)size * sizeof(tw_bucket));
+        b->w_calls = b->w_failures = b->w_slow = 0;
+    } else {
+        for (int64_t s = b->head_sec + 1; s <= sec; s++) {
+            tw_bucket *k = &b->buckets[floor_mod(s, size)];
+            b->w_calls -= k->calls;
+            b->w_failures -= k->failures;
+            b->w_slow -= k->slow;
+            k->calls = k->failures = k->slow = 0;
+        }
+    }
+    b->head_sec = sec;
+}
+
+static void window_push(prs_breaker *b, int64_t now, unsigned flags) {
+    int64_t fail = (flags & OUT_FAIL) != 0, slow = (flags & OUT_SLOW) != 0;
+    if (b->ring) {
+        int64_t size = b->cfg.window_size;
+        if (b->ring_n == size) {
+            unsigned old = b->ring[b->ring_head];
+            b->w_calls--;
+            b->w_failures -= (old & OUT_FAIL) != 0;
+            b->w_slow -= (old & OUT_SLOW) != 0;
+        } else {
+            b->ring_n++;
+        }
+        b->ring[b->ring_head] = (uint8_t)flags;
+        if (++b->ring_head == size) b->ring_head = 0;
+    } else {
+        window_roll(b, now);
+        tw_bucket *k = &b->buckets[floor_mod(b->head_sec, b->cfg.window_size)];
+        k->calls++;
+        k->failures += fail;
+        k->slow += slow;
+    }
+    b->w_calls++;
+    b->w_failures += fail;
+    b->w_slow += slow;
+    assert(b->w_failures >= 0 && b->w_failures <= b->w_calls && b->w_slow <= b->w_calls);
+}
+
+static double rate_of(int64_t part, int64_t whole) {
+    return whole > 0 ? (double)part / (double)whole : 0.0;
+}
+
+static int window_trips(const prs_breaker *b) {
+    if (b->w_calls < b->min_calls) return 0;
+    double frt = b->cfg.failure_rate_threshold, srt = b->cfg.slow_call_rate_threshold;
+    if (frt > 0.0 && rate_of(b->w_failures, b->w_calls) >= frt) return 1;
+    if (srt > 0.0 && rate_of(b->w_slow, b->w_calls) >= srt) return 1;
+    return 0;
+}
+
+/* Stores a new word (epoch + 1) and reports the transition, if the state changed. */
+static void set_state(prs_breaker *b, prs_breaker_state to, prs_breaker_mode mode,
+                      prs_breaker_transition *tr) {
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    prs_breaker_state from = W_STATE(w);
+    atomic_store_explicit(&b->word, W_MAKE(W_EPOCH(w) + 1, mode, to), memory_order_release);
+    if (to != PRS_BREAKER_HALF_OPEN) b->in_flight = 0;
+    if (tr) {
+        tr->happened = from != to;
+        tr->from = from;
+        tr->to = to;
+    }
+}
+
+static void enter_open(prs_breaker *b, int64_t now, prs_breaker_mode mode,
+                       prs_breaker_transition *tr) {
+    set_state(b, PRS_BREAKER_OPEN, mode, tr);
+    b->opened_at = now;
+    b->consec_succ = 0;
+}
+
+static void enter_half_open(prs_breaker *b, prs_breaker_transition *tr) {
+    set_state(b, PRS_BREAKER_HALF_OPEN, PRS_BREAKER_NORMAL, tr);
+    b->in_flight = 0;
+    b->consec_succ = 0;
+    b->consec_fail = 0;
+}
+
+static void enter_closed(prs_breaker *b, prs_breaker_mode mode, int clear,
+                         prs_breaker_transition *tr) {
+    set_state(b, PRS_BREAKER_CLOSED, mode, tr);
+    if (clear) {
+        window_clear(b);
+        b->consec_succ = 0;
+        b->consec_fail = 0;
+    }
+}
+
+static int64_t open_retry_after(const prs_breaker *b, uint64_t w, int64_t now) {
+    if (W_MODE(w) == PRS_BREAKER_FORCED_OPEN || b->cfg.open_timeout_ns == PRS_NEVER)
+        return PRS_NEVER;
+    int64_t at = prs__sat_add(b->opened_at, b->cfg.open_timeout_ns);
+    return at > now ? prs__sat_sub(at, now) : 0;
+}
+
+static void no_transition(prs_breaker_transition *tr) {
+    if (tr) {
+        tr->happened = 0;
+        tr->from = tr->to = PRS_BREAKER_CLOSED;
+    }
+}
+
+/* ---- admission ----------------------------------------------------------- */
+
+int prs_breaker_acquire(prs_breaker *b, int64_t now, prs_breaker_decision *d) {
+    if (!b || !d) return PRS_EINVAL;
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
+    d->transition.happened = 0;
+    d->transition.from = d->transition.to = W_STATE(w);
+    if (W_STATE(w) == PRS_BREAKER_CLOSED) { /* fast path, also DISABLED (always CLOSED) */
+        d->allowed = 1;
+        d->permit = W_EPOCH(w) << 1;
+        d->retry_after_ns = 0;
+        return PRS_OK;
+    }
+    prs__spin_lock(&b->lock);
+    now = clamp_now(b, now);
+    w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    if (W_STATE(w) == PRS_BREAKER_OPEN) {
+        int64_t retry = open_retry_after(b, w, now);
+        if (retry > 0) {
+            b->rejected++;
+            prs__spin_unlock(&b->lock);
+            d->allowed = 0;
+            d->permit = PRS_BREAKER_NO_PERMIT;
+            d->retry_after_ns = retry;
+            d->transition.from = d->transition.to = PRS_BREAKER_OPEN;
+            return PRS_OK;
+        }
+        enter_half_open(b, &d->transition);
+        w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    }
+    if (W_STATE(w) == PRS_BREAKER_HALF_OPEN) {
+        if (b->in_flight < b->half_open_max) {
+            b->in_flight++;
+            d->allowed = 1;
+            d->permit = (W_EPOCH(w) << 1) | 1u;
+            d->retry_after_ns = 0;
+        } else {
+            b->rejected++;
+            d->allowed = 0;
+            d->permit = PRS_BREAKER_NO_PERMIT;
+            d->retry_after_ns = 0;
+        }
+    } else { /* closed since the fast path looked */
+        d->allowed = 1;
+        d->permit = W_EPOCH(w) << 1;
+        d->retry_after_ns = 0;
+    }
+    prs__spin_unlock(&b->lock);
+    return PRS_OK;
+}
+
+/* ---- outcomes ------------------------------------------------------------- */
+
+int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
+                       prs_breaker_outcome outcome, int64_t duration_ns,
+                       prs_breaker_transition *tr) {
+    no_transition(tr);
+    if (!b) return PRS_EINVAL;
+    if (outcome != PRS_BREAKER_SUCCESS && outcome != PRS_BREAKER_FAILURE &&
+        outcome != PRS_BREAKER_IGNORED)
+        return PRS_EINVAL;
+    int slow = outcome != PRS_BREAKER_IGNORED && b->cfg.slow_call_ns > 0 &&
+               duration_ns >= b->cfg.slow_call_ns;
+    int fail = outcome == PRS_BREAKER_FAILURE;
+
+    prs__spin_lock(&b->lock);
+    now = clamp_now(b, now);
+    if (outcome == PRS_BREAKER_IGNORED) {
+        b->ignored++;
+    } else {
+        b->calls++;
+        b->failures += fail;
+        b->slow_calls += slow;
+    }
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    prs_breaker_state state = W_STATE(w);
+    if (permit != PRS_BREAKER_NO_PERMIT && (permit >> 1) != W_EPOCH(w)) {
+        prs__spin_unlock(&b->lock); /* stale: admitted before a transition */
+        return PRS_OK;
+    }
+    if (state == PRS_BREAKER_CLOSED) {
+        if (outcome != PRS_BREAKER_IGNORED) {
+            window_push(b, now, (fail ? OUT_FAIL : 0u) | (slow ? OUT_SLOW : 0u));
+            if (fail) {
+                b->consec_fail++;
+                b->consec_succ = 0;
+            } else {
+                b->consec_succ++;
+                b->consec_fail = 0;
+            }
+            if (W_MODE(w) == PRS_BREAKER_NORMAL &&
+                (b->rate_mode ? window_trips(b) : b->consec_fail >= b->cfg.failure_threshold))
+                enter_open(b, now, PRS_BREAKER_NORMAL, tr);
+        }
+    } else if (state == PRS_BREAKER_HALF_OPEN) {
+        int has_slot = permit == PRS_BREAKER_NO_PERMIT ? b->in_flight > 0 : (int)(permit & 1u);
+        if (has_slot) b->in_flight--;
+        assert(b->in_flight >= 0);
+        if (outcome == PRS_BREAKER_IGNORED) {
+            /* neither: the slot is free again */
+        } else if (fail || (slow && b->cfg.slow_call_rate_threshold > 0.0)) {
+            enter_open(b, now, PRS_BREAKER_NORMAL, tr);
+        } else if (++b->consec_succ >= b->cfg.success_threshold) {
+            enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
+        }
+    }
+    /* OPEN: an outcome without a permit only counts in the totals. */
+    prs__spin_unlock(&b->lock);
+    return PRS_OK;
+}
+
+/* ---- manual states ---------------------------------------------------------- */
+
+void prs_breaker_open(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
+    no_transition(tr);
+    if (!b) return;
+    prs__spin_lock(&b->lock);
+    enter_open(b, clamp_now(b, now), PRS_BREAKER_NORMAL, tr);
+    prs__spin_unlock(&b->lock);
+}
+
+void prs_breaker_force_open(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
+    no_transition(tr);
+    if (!b) return;
+    prs__spin_lock(&b->lock);
+    enter_open(b, clamp_now(b, now), PRS_BREAKER_FORCED_OPEN, tr);
+    prs__spin_unlock(&b->lock);
+}
+
+void prs_breaker_half_open(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
+    no_transition(tr);
+    if (!b) return;
+    prs__spin_lock(&b->lock);
+    clamp_now(b, now);
+    enter_half_open(b, tr);
+    prs__spin_unlock(&b->lock);
+}
+
+void prs_breaker_close(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
+    no_transition(tr);
+    if (!b) return;
+    prs__spin_lock(&b->lock);
+    clamp_now(b, now);
+    enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
+    prs__spin_unlock(&b->lock);
+}
+
+void prs_breaker_reset(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
+    no_transition(tr);
+    if (!b) return;
+    prs__spin_lock(&b->lock);
+    clamp_now(b, now);
+    enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
+    b->calls = b->failures = b->slow_calls = b->rejected = b->ignored = 0;
+    prs__spin_unlock(&b->lock);
+}
+
+void prs_breaker_disable(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
+    no_transition(tr);
+    if (!b) return;
+    prs__spin_lock(&b->lock);
+    clamp_now(b, now);
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    /* from CLOSED the window and counts go on; from elsewhere start clean */
+    enter_closed(b, PRS_BREAKER_DISABLED, W_STATE(w) != PRS_BREAKER_CLOSED, tr);
+    prs__spin_unlock(&b->lock);
+}
+
+/* ---- reading ----------------------------------------------------------------- */
+
+prs_breaker_state prs_breaker_get_state(const prs_breaker *b) {
+    return W_STATE(atomic_load_explicit(&((prs_breaker *)b)->word, memory_order_acquire));
+}
+
+prs_breaker_mode prs_breaker_get_mode(const prs_breaker *b) {
+    return W_MODE(atomic_load_explicit(&((prs_breaker *)b)->word, memory_order_acquire));
+}
+
+void prs_breaker_get_metrics(prs_breaker *b, int64_t now, prs_breaker_metrics *m) {
+    memset(m, 0, sizeof *m);
+    if (!b) return;
+    prs__spin_lock(&b->lock);
+    now = clamp_now(b, now);
+    window_roll(b, now);
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    m->state = W_STATE(w);
+    m->mode = W_MODE(w);
+    m->consecutive_failures = b->consec_fail;
+    m->consecutive_successes = b->consec_succ;
+    m->calls = b->calls;
+    m->failures = b->failures;
+    m->slow_calls = b->slow_calls;
+    m->rejected = b->rejected;
+    m->ignored = b->ignored;
+    m->window_calls = b->w_calls;
+    m->window_failures = b->w_failures;
+    m->window_slow_calls = b->w_slow;
+    m->failure_rate = rate_of(b->w_failures, b->w_calls);
+    m->slow_call_rate = rate_of(b->w_slow, b->w_calls);
+    m->retry_after_ns = m->state == PRS_BREAKER_OPEN ? open_retry_after(b, w, now) : 0;
+    m->half_open_in_flight = b->in_flight;
+    prs__spin_unlock(&b->lock);
+}
+
+void prs_breaker_get_config(const prs_breaker *b, prs_breaker_config *cfg) {
+    *cfg = b->cfg;
+}
+
+const char *prs_breaker_state_name(int state) {
+    switch (state) {
+    case PRS_BREAKER_CLOSED: return "closed";
+    case PRS_BREAKER_OPEN: return "open";
+    case PRS_BREAKER_HALF_OPEN: return "half_open";
+    default: return "unknown";
+    }
+}
