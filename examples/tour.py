@@ -13,6 +13,25 @@ def section(title: str) -> None:
 
 
 # -- rate limiters (issue 2) --
+def tour_limiters() -> None:
+    section("TokenBucket and GCRA")
+    clock = pr.ManualClock()
+    bucket = pr.TokenBucket(capacity=3, refill_rate=1, clock=clock)
+    print("token bucket, 5 requests at t=0:", [bucket.allow() for _ in range(5)])
+    d = bucket.check()
+    print(f"  denied: retry_after={d.retry_after}s headers={d.headers()}")
+    bucket.acquire()  # waits 1 s: on a ManualClock that advances the clock
+    print(f"  acquire() waited until t={clock.now()}s")
+
+    gcra = pr.GCRA(rate=10, burst=2, clock=clock)
+    print("gcra 10/s burst 2, 4 requests:", [gcra.allow() for _ in range(4)])
+    clock.advance(0.1)
+    print("  0.1 s later:", gcra.check())
+    try:
+        gcra.acquire(n=3)
+    except ValueError as e:
+        print("  n > burst:", e)
+
 
 # -- rate limiter family (issue 3) --
 
@@ -26,6 +45,7 @@ def section(title: str) -> None:
 def main() -> None:
     print(f"pyresilience {pr.__version__}")
     # -- calls (one line per section, in issue order) --
+    tour_limiters()
     print("\ntour done")
 
 
