@@ -586,3 +586,25 @@ def test_mypy_passes_on_example():
                         "--cache-dir", os.devnull, str(example)],
                        capture_output=True, text=True, cwd=example.parent)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- fork ------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_limiter_keeps_working_in_a_forked_child(clock):
+    tb = pr.TokenBucket(3, 1, clock=clock)
+    g = pr.GCRA(1, 3, clock=clock)
+    assert tb.allow() and g.allow()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: its own copy of the state
+        try:
+            ok = tb.allow(2) and not tb.allow() and g.allow(2) and not g.allow()
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    assert os.read(r, 1) == b"1"
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert tb.available == 2.0 and g.available == 2.0  # the parent's state is its own
