@@ -121,13 +121,11 @@ static int eval(const gcra_params *p, int64_t seen, int64_t now, int64_t n, int 
     d->allowed = 1;
     d->limit = p->burst;
     d->retry_after_ns = 0;
-    if (consume) {
-        d->remaining = (p->tolerance_ns - ahead) / p->interval_ns;
-        d->reset_after_ns = ahead;
-    } else {
-        d->remaining = slack_ns(p, seen, now) / p->interval_ns - n;
-        d->reset_after_ns = seen == INT64_MIN ? 0 : prs__max64(0, prs__sat_sub(seen, now));
-    }
+    /* peek reports the decision check would make: the state after this request
+     * (as the token bucket does), for remaining and reset_after alike. */
+    (void)consume;
+    d->remaining = (p->tolerance_ns - ahead) / p->interval_ns;
+    d->reset_after_ns = ahead;
     return 1;
 }
 
