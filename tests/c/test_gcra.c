@@ -250,8 +250,10 @@ TEST(gcra_table_full_exhaust_refill) {
     sane(&d, 5);
     ASSERT(d.allowed);
     ASSERT_EQ_I64(d.remaining, 4);
-    ASSERT_EQ_I64(d.reset_after_ns, 0);
+    ASSERT_EQ_I64(d.reset_after_ns, T); /* as check would say */
     ASSERT(peek(g, t0, 5).allowed);
+    ASSERT_EQ_I64(peek(g, t0, 5).reset_after_ns, 5 * T);
+    ASSERT_EQ_I64(peek(g, t0, 5).remaining, 0);
 
     /* Exhaust: five admitted at the same instant. */
     for (int k = 1; k <= 5; k++) {
@@ -555,7 +557,7 @@ static prs_decision model_decide(model *m, int64_t now, int64_t n, int consume) 
     if (level + n * m->T <= tol) {
         d.allowed = 1;
         d.remaining = (free_ns - n * m->T) / m->T;
-        d.reset_after_ns = consume ? level + n * m->T : level;
+        d.reset_after_ns = level + n * m->T; /* peek too: the state check would leave */
         if (consume) m->tat = now + level + n * m->T;
     } else {
         d.remaining = free_ns / m->T;
@@ -604,9 +606,11 @@ TEST(gcra_random_vs_model_and_exactness) {
             }
             int consume = op >= 25;
             prs_decision want = model_decide(&m, now, n, consume);
+            const prs_decision before = peek(g, now, n);
             prs_decision got = consume ? check(g, now, n) : peek(g, now, n);
             sane(&got, burst);
             assert_same(&got, &want, step);
+            assert_same(&before, &got, step); /* peek says what check then does */
             ASSERT_NEAR(prs_gcra_available(g, now),
                         (double)(burst * T - (m.tat == INT64_MIN || m.tat <= now ? 0
                                               : min64(m.tat - now, burst * T))) / (double)T,
