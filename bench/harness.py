@@ -65,7 +65,10 @@ no peer, the fastest peer of the whole section is used.
 How a row is measured
 ---------------------
 Raw: ``timeit.Timer(fn).timeit(number)`` (garbage collector off while timing,
-as timeit does) divided by ``number``.  Nothing is subtracted, so every figure
+as timeit does) divided by ``number``.  A repeat during which the process was
+descheduled (thread CPU time < 95% of wall time: the machine was busy) is
+retried, up to 3 x ``repeat`` attempts, so best and median come from
+undisturbed repeats when there are enough of them.  Nothing is subtracted, so every figure
 includes the cost of the timing loop and of one call of ``fn`` from Python;
 the floor rows show how much that is ("empty C method call" is exactly that
 overhead for a C-level callable).  Pass bound methods, or ``functools.partial``
@@ -125,6 +128,7 @@ class H:
         self.module = ""               # set by run.py while a module runs
         self._floor: Optional[dict] = None
         self._target_s = (0.02, 0.04) if quick else (0.1, 0.2)
+        self.load_start = 0.0          # 1-min load average when the run began (run.py)
 
     # -- sections and annotations ------------------------------------------
 
@@ -198,6 +202,28 @@ class H:
             number = max(1, int(number * ((lo + hi) / 2) / t))
         return number
 
+    @staticmethod
+    def _repeats(run_n: Callable[[int], float], number: int, repeat: int) -> list:
+        """ns/op of `repeat` repeats that ran on the CPU, when possible.
+
+        A repeat whose thread CPU time is under 95% of its wall time was
+        descheduled (another process took the core) and is retried, up to
+        3 * repeat attempts; if none of the first `repeat` attempts ran
+        undisturbed, the callable itself waits (sleep, I/O, other threads)
+        and every attempt is kept."""
+        clean, every = [], []
+        for attempt in range(3 * repeat):
+            c0 = time.thread_time()
+            wall = run_n(number)
+            cpu = time.thread_time() - c0
+            ns = wall * 1e9 / number
+            every.append(ns)
+            if cpu >= 0.95 * wall:
+                clean.append(ns)
+            if len(clean) >= repeat or (attempt + 1 == repeat and not clean):
+                break
+        return clean if len(clean) >= max(1, repeat // 2 + 1) else every
+
     def _measure(self, label: str, run_n: Callable[[int], float], number: Optional[int],
                  repeat: int, group: Optional[str], peer: bool) -> float:
         sec = self._current()
@@ -210,7 +236,7 @@ class H:
         try:
             if number is None:
                 number = self._calibrate(run_n)
-            per_op = [run_n(number) * 1e9 / number for _ in range(repeat)]
+            per_op = self._repeats(run_n, number, repeat)
         except Exception as exc:
             err = f"{type(exc).__name__}: {exc}"
             sec.rows.append(Row(label, math.nan, math.nan, number or 0, repeat,

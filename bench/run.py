@@ -42,6 +42,13 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def _load1() -> float:
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
 def load_module(name: str):
     path = HERE / f"bench_{name}.py"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
@@ -60,6 +67,8 @@ def header(h: H, names: list, elapsed: float, args: argparse.Namespace) -> str:
         load = " / ".join(f"{x:.2f}" for x in os.getloadavg())
     except OSError:
         load = "n/a"
+    # The run itself adds about 1 to the load average by its end.
+    busy = max(h.load_start, _load1() - 1.0) > 0.5 * (os.cpu_count() or 1)
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     peers = ", ".join(f"{k} {v}" if v else f"{k} (not installed)"
                       for k, v in sorted(h.peers.items())) or "none"
@@ -73,15 +82,24 @@ def header(h: H, names: list, elapsed: float, args: argparse.Namespace) -> str:
         "",
         f"- Date: {now}",
         f"- Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, {platform.system()} "
-        f"{platform.release()} {platform.machine()}; load average at the end: {load}",
+        f"{platform.release()} {platform.machine()}; 1-min load average at the start: "
+        f"{h.load_start:.2f}; load averages at the end: {load}",
         f"- Python: {platform.python_implementation()} {platform.python_version()}"
         f" ({sys.executable})",
         f"- pyresilience: {ours}; peers: {peers}",
         f"- Command: `{cmd}`; modules: {', '.join(names) or 'none'}; run took {elapsed:.0f} s",
         "",
+    ]
+    if busy:
+        lines += ["**Warning: the machine was busy during this run (load average above half"
+                  " the CPUs); the figures are noisier and slower than on a quiet machine.**",
+                  ""]
+    lines += [
         "How a figure is measured: each row times a zero-argument callable with"
         " `timeit.Timer(fn).timeit(number)` (garbage collector off while timing),"
-        " `number` calibrated so one repeat lasts 0.1-0.2 s, five repeats;"
+        " `number` calibrated so one repeat lasts 0.1-0.2 s, five repeats"
+        " (a repeat during which the process was descheduled - thread CPU time under"
+        " 95% of wall time - is retried, up to 15 attempts);"
         " *best* is the lowest ns per call, *median* the median of the repeats."
         " Nothing is subtracted: each figure includes the timing loop and one call"
         " from Python, which is what the floor table measures. Methods are timed as"
@@ -114,6 +132,7 @@ def main(argv=None) -> int:
         names = [n for n in available if n in args.only]
 
     h = H(quick=args.quick, verbose=not args.quiet)
+    h.load_start = _load1()
     t0 = time.monotonic()
     h.floor()
     failed = []
