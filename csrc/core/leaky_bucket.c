@@ -118,7 +118,7 @@ static void state_decide(const lb_params *p, lb_state *s, int64_t now, int64_t n
     } else {
         double excess = s->level + (double)n - p->capacity;
         int64_t need = excess > 0.0 ? ns_for(p, excess) : 0;
-        if (elapsed >= need) {
+        if (need != PRS_NEVER && elapsed >= need) {
             d->allowed = 1;
             d->retry_after_ns = 0;
             after = lvl + (double)n;
@@ -129,9 +129,11 @@ static void state_decide(const lb_params *p, lb_state *s, int64_t now, int64_t n
             }
         } else {
             /* need > elapsed >= 0, so s->last != INT64_MIN (an empty bucket has no excess) */
+            int64_t at;
             d->allowed = 0;
-            d->retry_after_ns = need == PRS_NEVER ? PRS_NEVER
-                                                  : prs__sat_sub(prs__sat_add(s->last, need), now);
+            d->retry_after_ns = (need == PRS_NEVER || __builtin_add_overflow(s->last, need, &at))
+                                    ? PRS_NEVER
+                                    : prs__sat_sub(at, now);
         }
     }
     double room = p->capacity - after;

@@ -9,7 +9,8 @@
  *   head    index of the oldest entry, 0 <= head < limit
  *   count   entries in the ring, 0 <= count <= limit; entry i (0 = oldest) is
  *           ring[(head + i) % limit]; entries are non-decreasing in i
- * An entry e is live at t while t < e + w; it expires at e + w.
+ * An entry e is live at t while t < e + w; it expires at e + w (when t - w
+ * is below INT64_MIN nothing has expired: no saturation there).
  *
  * Decision at now for n: t = max(now, last); expired entries (e <= t - w) are
  * dropped from the head (amortized O(1): each entry is written once and
@@ -105,7 +106,8 @@ void prs_sliding_log_free(prs_sliding_log *sl) {
 
 /* Number of entries expired at t (e <= t - w), by binary search (entries sorted). */
 static int64_t expired_at(const sl_params *p, const sl_hdr *h, int64_t t) {
-    int64_t cutoff = prs__sat_sub(t, p->window_ns), lo = 0, hi = h->count;
+    int64_t cutoff, lo = 0, hi = h->count;
+    if (__builtin_sub_overflow(t, p->window_ns, &cutoff)) return 0; /* t - w < any instant */
     while (lo < hi) {
         int64_t mid = lo + (hi - lo) / 2;
         if (entry(p, h, mid) <= cutoff) lo = mid + 1;
@@ -123,13 +125,14 @@ static int64_t until_expiry(const sl_params *p, int64_t e, int64_t now) {
 
 static void state_decide(const sl_params *p, sl_hdr *h, int64_t now, int64_t n, int consume,
                          prs_decision *d) {
-    int64_t t = prs__max64(now, h->last);
-    int64_t cutoff = prs__sat_sub(t, p->window_ns);
+    int64_t t = prs__max64(now, h->last), cutoff;
     int64_t *ring = ring_of(h);
     h->last = t;
-    while (h->count > 0 && ring[h->head] <= cutoff) { /* drop expired entries */
-        if (++h->head == p->limit) h->head = 0;
-        h->count--;
+    if (!__builtin_sub_overflow(t, p->window_ns, &cutoff)) { /* else nothing can have expired */
+        while (h->count > 0 && ring[h->head] <= cutoff) { /* drop expired entries */
+            if (++h->head == p->limit) h->head = 0;
+            h->count--;
+        }
     }
     if (h->count == 0) h->head = 0;
     int64_t after = h->count;
@@ -223,8 +226,9 @@ static int algo_is_fresh(const void *params, const void *state, int64_t now) {
     const sl_params *p = params;
     const sl_hdr *h = state;
     if (h->count == 0) return 1;
-    int64_t t = prs__max64(now, h->last);
-    return entry(p, h, h->count - 1) <= prs__sat_sub(t, p->window_ns);
+    int64_t t = prs__max64(now, h->last), cutoff;
+    if (__builtin_sub_overflow(t, p->window_ns, &cutoff)) return 0;
+    return entry(p, h, h->count - 1) <= cutoff;
 }
 static double algo_available(const void *params, const void *state, int64_t now) {
     return avail(params, state, now);
