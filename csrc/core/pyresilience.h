@@ -11,5 +11,7 @@
 #include "prs_sliding_counter.h"
 #include "prs_breaker.h"
 #include "prs_retry.h"
+#include "prs_bulkhead.h"
+#include "prs_ring.h"
 /* more modules: one include line each */
 #endif

@@ -1,0 +1,341 @@
+/*
+ * bulkhead.c - a permit pool with a FIFO queue of waiters.
+ *
+ * State (all guarded by `mu`, held only around the bookkeeping below and by
+ * pthread_cond_timedwait while a blocking waiter sleeps):
+ *   active     permits held, 0 <= active <= max; includes permits handed to
+ *              waiters that have not settled yet
+ *   head/tail  the waiter queue, oldest first
+ *   nwaiting   its length
+ *
+ * Invariant: nwaiting > 0  =>  active == max. A release while someone waits
+ * hands the permit over (active unchanged) instead of freeing it, and a try
+ * refuses while someone waits, so no arrival can overtake a waiter: service is
+ * strictly first come, first served, whoever the waiters are (threads blocked in
+ * prs_bulkhead_wait() or futures of an event loop).
+ *
+ * Waiters are caller-owned memory. The bulkhead touches a waiter only while it
+ * is queued or being settled, always under `mu`; a BLOCKING waiter is signalled
+ * under `mu` (its owner re-checks the state under `mu` before it returns, so it
+ * can never free a waiter the signaller still uses). A NOTIFY waiter is handed
+ * back through *woken; after that the bulkhead never touches it again.
+ *
+ * Statistics: `area` integrates active over time (ns * permits) at every
+ * change; mean hold = area / released (Little's law), the basis of
+ * prs_bulkhead_estimate_wait_ns(). `now` is clamped to the last time seen.
+ *
+ * Expected workload: millions of uncontended acquire/release pairs (one mutex
+ * round trip each, no allocation), occasional queues of thousands of waiters.
+ */
+#include "prs_bulkhead.h"
+#include "prs_internal.h"
+
+#include <errno.h>
+#include <time.h>
+
+struct prs_bulkhead {
+    pthread_mutex_t mu;
+    int64_t max;                 /* immutable, 1..PRS_BULKHEAD_MAX */
+    int64_t active;              /* 0..max */
+    prs_bulkhead_waiter *head;   /* oldest waiter, or NULL */
+    prs_bulkhead_waiter *tail;   /* newest waiter, or NULL */
+    int64_t nwaiting;            /* length of the queue */
+    uint64_t next_ticket;
+    int64_t acquired, released, rejected, cancelled;
+    double area;                 /* integral of active dt, permit*ns */
+    int64_t last_ns;             /* INT64_MIN until the first timed call */
+    prs_allocator alloc;
+};
+
+/* ---- condition variables on the monotonic clock ------------------------ */
+
+static int cond_init_monotonic(pthread_cond_t *c) {
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) return PRS_ENOMEM;
+    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    if (rc == 0) rc = pthread_cond_init(c, &attr);
+    pthread_condattr_destroy(&attr);
+    if (rc == ENOMEM) return PRS_ENOMEM;
+    return rc == 0 ? PRS_OK : PRS_EAGAIN;
+}
+
+/* One wait on `c` until deadline_ns (PRS_NEVER: untimed). Spurious wakeups are
+ * fine: callers loop on their predicate. Returns 1 when the deadline passed. */
+static int cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadline_ns) {
+    if (deadline_ns == PRS_NEVER) {
+        pthread_cond_wait(c, mu);
+        return 0;
+    }
+    if (deadline_ns <= prs_monotonic_ns()) return 1;
+    struct timespec ts;
+    ts.tv_sec = (time_t)(deadline_ns / PRS_NS_PER_SEC);
+    ts.tv_nsec = (long)(deadline_ns % PRS_NS_PER_SEC);
+    return pthread_cond_timedwait(c, mu, &ts) == ETIMEDOUT;
+}
+
+/* ---- lifecycle ----------------------------------------------------------- */
+
+void prs_bulkhead_config_init(prs_bulkhead_config *cfg) {
+    cfg->max_concurrent = 1;
+    cfg->allocator = NULL;
+}
+
+int prs_bulkhead_config_validate(const prs_bulkhead_config *cfg) {
+    if (!cfg || cfg->max_concurrent < 1) return PRS_EINVAL;
+    if (cfg->max_concurrent > PRS_BULKHEAD_MAX) return PRS_ERANGE;
+    return PRS_OK;
+}
+
+int prs_bulkhead_new(const prs_bulkhead_config *cfg, prs_bulkhead **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_bulkhead_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_bulkhead *b = prs__calloc(a, 1, sizeof *b);
+    if (!b) return PRS_ENOMEM;
+    if (pthread_mutex_init(&b->mu, NULL) != 0) {
+        prs__free(a, b);
+        return PRS_ENOMEM;
+    }
+    b->alloc = *a;
+    b->max = cfg->max_concurrent;
+    b->last_ns = INT64_MIN;
+    *out = b;
+    return PRS_OK;
+}
+
+void prs_bulkhead_free(prs_bulkhead *b) {
+    if (!b) return;
+    assert(b->head == NULL);
+    pthread_mutex_destroy(&b->mu);
+    prs_allocator a = b->alloc;
+    prs__free(&a, b);
+}
+
+int prs_bulkhead_waiter_init(prs_bulkhead_waiter *w, int blocking, void *data) {
+    if (!w) return PRS_EINVAL;
+    memset(w, 0, sizeof *w);
+    w->state = PRS_WAITER_IDLE;
+    w->data = data;
+    if (blocking) {
+        int rc = cond_init_monotonic(&w->cond);
+        if (rc) return rc;
+        w->blocking = 1;
+    }
+    return PRS_OK;
+}
+
+void prs_bulkhead_waiter_destroy(prs_bulkhead_waiter *w) {
+    if (!w) return;
+    assert(w->state != PRS_WAITER_WAITING);
+    if (w->blocking) pthread_cond_destroy(&w->cond);
+    w->blocking = 0;
+}
+
+int prs_bulkhead_waiter_state(prs_bulkhead *b, const prs_bulkhead_waiter *w) {
+    pthread_mutex_lock(&b->mu);
+    int s = w->state;
+    pthread_mutex_unlock(&b->mu);
+    return s;
+}
+
+/* ---- internals (mu held) ------------------------------------------------- */
+
+static void advance(prs_bulkhead *b, int64_t now) {
+    if (b->last_ns != INT64_MIN && now > b->last_ns)
+        b->area += (double)b->active * (double)(now - b->last_ns);
+    if (b->last_ns == INT64_MIN || now > b->last_ns) b->last_ns = now;
+}
+
+static void unlink_waiter(prs_bulkhead *b, prs_bulkhead_waiter *w) {
+    if (w->prev) w->prev->next = w->next; else b->head = w->next;
+    if (w->next) w->next->prev = w->prev; else b->tail = w->prev;
+    w->prev = w->next = NULL;
+    b->nwaiting--;
+}
+
+/* A permit is free (active was just decremented, or one is given back): hand
+ * it to the oldest waiter if any. Returns the served NOTIFY waiter, or NULL. */
+static prs_bulkhead_waiter *hand_over(prs_bulkhead *b) {
+    prs_bulkhead_waiter *w = b->head;
+    if (!w) return NULL;
+    assert(b->active < b->max);
+    unlink_waiter(b, w);
+    b->active++;
+    b->acquired++;
+    w->state = PRS_WAITER_GRANTED;
+    if (w->blocking) {
+        pthread_cond_signal(&w->cond);
+        return NULL;
+    }
+    return w;
+}
+
+/* ---- operations ----------------------------------------------------------- */
+
+int prs_bulkhead_try_acquire(prs_bulkhead *b, int64_t now_ns, int count_rejection, int *acquired) {
+    if (!b || !acquired) return PRS_EINVAL;
+    pthread_mutex_lock(&b->mu);
+    advance(b, now_ns);
+    if (b->active < b->max && b->nwaiting == 0) {
+        b->active++;
+        b->acquired++;
+        *acquired = 1;
+    } else {
+        if (count_rejection) b->rejected++;
+        *acquired = 0;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return PRS_OK;
+}
+
+int prs_bulkhead_acquire(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter *w, int *outcome) {
+    if (!b || !w || !outcome || w->state == PRS_WAITER_WAITING) return PRS_EINVAL;
+    pthread_mutex_lock(&b->mu);
+    advance(b, now_ns);
+    if (b->active < b->max && b->nwaiting == 0) {
+        b->active++;
+        b->acquired++;
+        w->state = PRS_WAITER_IDLE;
+        *outcome = PRS_BULKHEAD_ACQUIRED;
+    } else {
+        w->state = PRS_WAITER_WAITING;
+        w->ticket = b->next_ticket++;
+        w->next = NULL;
+        w->prev = b->tail;
+        if (b->tail) b->tail->next = w; else b->head = w;
+        b->tail = w;
+        b->nwaiting++;
+        *outcome = PRS_BULKHEAD_WAITING;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return PRS_OK;
+}
+
+int prs_bulkhead_release(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter **woken) {
+    if (woken) *woken = NULL;
+    if (!b) return PRS_EINVAL;
+    pthread_mutex_lock(&b->mu);
+    if (b->active <= 0) {
+        pthread_mutex_unlock(&b->mu);
+        return PRS_ESTATE;
+    }
+    advance(b, now_ns);
+    b->active--;
+    b->released++;
+    prs_bulkhead_waiter *w = hand_over(b);
+    pthread_mutex_unlock(&b->mu);
+    assert(w == NULL || woken != NULL);
+    if (woken) *woken = w;
+    return PRS_OK;
+}
+
+int prs_bulkhead_wait(prs_bulkhead *b, prs_bulkhead_waiter *w, int64_t deadline_ns) {
+    if (!b || !w || !w->blocking) return PRS_EINVAL;
+    int rc = PRS_OK;
+    pthread_mutex_lock(&b->mu);
+    while (w->state == PRS_WAITER_WAITING) {
+        if (cond_wait_until(&w->cond, &b->mu, deadline_ns)) {
+            if (w->state == PRS_WAITER_WAITING) rc = PRS_ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
+int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64_t now_ns,
+                        int *outcome, prs_bulkhead_waiter **woken) {
+    if (woken) *woken = NULL;
+    if (!b || !w || !outcome) return PRS_EINVAL;
+    if (mode != PRS_BULKHEAD_FINISH_ACCEPT && mode != PRS_BULKHEAD_FINISH_CANCEL) return PRS_EINVAL;
+    prs_bulkhead_waiter *next = NULL;
+    pthread_mutex_lock(&b->mu);
+    advance(b, now_ns);
+    if (w->state == PRS_WAITER_WAITING) {
+        unlink_waiter(b, w);
+        if (mode == PRS_BULKHEAD_FINISH_ACCEPT) {
+            b->rejected++;
+            *outcome = PRS_BULKHEAD_REJECTED;
+        } else {
+            b->cancelled++;
+            *outcome = PRS_BULKHEAD_CANCELLED;
+        }
+    } else if (w->state == PRS_WAITER_GRANTED) {
+        if (mode == PRS_BULKHEAD_FINISH_ACCEPT) {
+            *outcome = PRS_BULKHEAD_ACQUIRED;
+        } else {
+            /* Handed a permit it will not use: not a completed hold, so it
+             * leaves the hold statistics alone (acquired/released both undone). */
+            b->active--;
+            b->acquired--;
+            b->cancelled++;
+            next = hand_over(b);
+            *outcome = PRS_BULKHEAD_CANCELLED;
+        }
+    } else {
+        *outcome = PRS_BULKHEAD_CANCELLED;
+    }
+    w->state = PRS_WAITER_IDLE;
+    pthread_mutex_unlock(&b->mu);
+    assert(next == NULL || woken != NULL);
+    if (woken) *woken = next;
+    return PRS_OK;
+}
+
+void prs_bulkhead_note_rejected(prs_bulkhead *b) {
+    if (!b) return;
+    pthread_mutex_lock(&b->mu);
+    b->rejected++;
+    pthread_mutex_unlock(&b->mu);
+}
+
+int prs_bulkhead_acquire_blocking(prs_bulkhead *b, int64_t deadline_ns) {
+    if (!b) return PRS_EINVAL;
+    int got = 0, outcome;
+    prs_bulkhead_try_acquire(b, prs_monotonic_ns(), 0, &got);
+    if (got) return PRS_OK;
+    prs_bulkhead_waiter w;
+    int rc = prs_bulkhead_waiter_init(&w, 1, NULL);
+    if (rc) return rc;
+    prs_bulkhead_acquire(b, prs_monotonic_ns(), &w, &outcome);
+    if (outcome == PRS_BULKHEAD_WAITING) {
+        prs_bulkhead_wait(b, &w, deadline_ns);
+        prs_bulkhead_finish(b, &w, PRS_BULKHEAD_FINISH_ACCEPT, prs_monotonic_ns(), &outcome, NULL);
+    }
+    prs_bulkhead_waiter_destroy(&w);
+    return outcome == PRS_BULKHEAD_ACQUIRED ? PRS_OK : PRS_ETIMEDOUT;
+}
+
+void prs_bulkhead_stats_get(prs_bulkhead *b, prs_bulkhead_stats *s) {
+    pthread_mutex_lock(&b->mu);
+    s->max_concurrent = b->max;
+    s->active = b->active;
+    s->available = b->max - b->active;
+    s->waiting = b->nwaiting;
+    s->acquired_total = b->acquired;
+    s->released_total = b->released;
+    s->rejected_total = b->rejected;
+    s->cancelled_total = b->cancelled;
+    s->avg_hold_ns = b->released > 0 ? prs__ceil_to_i64(b->area / (double)b->released) : -1;
+    pthread_mutex_unlock(&b->mu);
+}
+
+int64_t prs_bulkhead_max_concurrent(const prs_bulkhead *b) { return b->max; }
+
+int64_t prs_bulkhead_estimate_wait_ns(prs_bulkhead *b, int64_t now_ns) {
+    int64_t est;
+    pthread_mutex_lock(&b->mu);
+    advance(b, now_ns);
+    if (b->active < b->max && b->nwaiting == 0) {
+        est = 0;
+    } else if (b->released == 0) {
+        est = -1;
+    } else {
+        double hold = b->area / (double)b->released;
+        est = prs__ceil_to_i64(hold * (double)(b->nwaiting + 1) / (double)b->max);
+    }
+    pthread_mutex_unlock(&b->mu);
+    return est;
+}

@@ -1,0 +1,153 @@
+/*
+ * prs_bulkhead.h - a bulkhead: a pool of `max_concurrent` permits with a FIFO
+ * queue of waiters. A permit freed while someone waits is handed to the oldest
+ * waiter directly, so waiters are served first come, first served and a caller
+ * arriving later never overtakes them.
+ *
+ * The core never blocks except in prs_bulkhead_wait()/prs_bulkhead_acquire_blocking()
+ * (for C users and for bindings that have released their interpreter lock):
+ *
+ *   prs_bulkhead_try_acquire()   take a permit now, or not
+ *   prs_bulkhead_acquire()       take a permit now, or enqueue a caller-owned waiter
+ *   prs_bulkhead_wait()          block until the waiter is served or a deadline
+ *   prs_bulkhead_finish()        settle a waiter: keep the permit it was handed,
+ *                                or leave the queue / give the permit back
+ *   prs_bulkhead_release()       give a permit back (to the oldest waiter if any)
+ *
+ * Waiters are intrusive (the caller embeds a prs_bulkhead_waiter) so waiting
+ * allocates nothing. A BLOCKING waiter owns a condition variable that the
+ * serving thread signals; a NOTIFY waiter (an event-loop future, say) is
+ * returned to the thread that served it, which wakes it its own way after the
+ * call returns (no lock is held then).
+ *
+ * Time: now_ns feeds the hold-time statistics only (Little's law: the integral
+ * of active permits over time divided by completed holds), from which
+ * prs_bulkhead_estimate_wait_ns() guesses when a permit may free.
+ * Deadlines are absolute CLOCK_MONOTONIC nanoseconds (prs_monotonic_ns()).
+ */
+#ifndef PRS_BULKHEAD_H
+#define PRS_BULKHEAD_H
+
+#include <pthread.h>
+
+#include "prs_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct prs_bulkhead prs_bulkhead;
+
+#define PRS_BULKHEAD_MAX INT64_C(1000000000) /* max_concurrent bound */
+
+typedef struct prs_bulkhead_config {
+    int64_t max_concurrent;          /* 1 .. PRS_BULKHEAD_MAX */
+    const prs_allocator *allocator;  /* NULL: the default allocator */
+} prs_bulkhead_config;
+
+/* A waiter, embedded by the caller. Fields other than `data` are private to
+ * the bulkhead; read the state with prs_bulkhead_waiter_state(). */
+typedef struct prs_bulkhead_waiter {
+    struct prs_bulkhead_waiter *prev, *next; /* queue links (guarded by the bulkhead) */
+    int state;                               /* PRS_WAITER_* (guarded by the bulkhead) */
+    int blocking;                            /* 1: `cond` is initialised */
+    uint64_t ticket;                         /* arrival order, for diagnostics */
+    pthread_cond_t cond;                     /* blocking waiters only */
+    void *data;                              /* the caller's */
+} prs_bulkhead_waiter;
+
+/* Waiter states. */
+enum {
+    PRS_WAITER_IDLE = 0,    /* not queued (initialised, or settled) */
+    PRS_WAITER_WAITING = 1, /* queued */
+    PRS_WAITER_GRANTED = 2, /* served: it holds what it waited for */
+    PRS_WAITER_CLOSED = 3   /* woken because the object was closed (queues) */
+};
+
+/* Outcomes of acquire/finish. */
+enum {
+    PRS_BULKHEAD_ACQUIRED = 1,  /* the caller holds a permit */
+    PRS_BULKHEAD_WAITING = 2,   /* the waiter was queued */
+    PRS_BULKHEAD_REJECTED = 3,  /* no permit: a timeout (counted in rejected) */
+    PRS_BULKHEAD_CANCELLED = 4  /* no permit: left the queue or gave it back */
+};
+
+/* finish() modes. */
+enum {
+    PRS_BULKHEAD_FINISH_ACCEPT = 0, /* keep a permit handed meanwhile; else a timeout */
+    PRS_BULKHEAD_FINISH_CANCEL = 1  /* nothing may be kept: a handed permit goes back */
+};
+
+typedef struct prs_bulkhead_stats {
+    int64_t max_concurrent;
+    int64_t active;          /* permits held (including handed to waiters) */
+    int64_t available;       /* max_concurrent - active */
+    int64_t waiting;         /* queued waiters */
+    int64_t acquired_total;  /* permits taken, directly or by waiting */
+    int64_t released_total;  /* permits given back */
+    int64_t rejected_total;  /* timeouts and fast failures */
+    int64_t cancelled_total; /* waits cancelled (including handed permits given back) */
+    int64_t avg_hold_ns;     /* mean time a permit is held; -1 before the first release */
+} prs_bulkhead_stats;
+
+/* Defaults: max_concurrent 1, default allocator. */
+void prs_bulkhead_config_init(prs_bulkhead_config *cfg);
+/* PRS_OK, PRS_EINVAL (NULL or max_concurrent < 1), PRS_ERANGE (> PRS_BULKHEAD_MAX). */
+int prs_bulkhead_config_validate(const prs_bulkhead_config *cfg);
+/* A bulkhead with every permit free in *out; on error *out is NULL and
+ * nothing is allocated (PRS_ENOMEM, PRS_EINVAL, PRS_ERANGE). */
+int prs_bulkhead_new(const prs_bulkhead_config *cfg, prs_bulkhead **out);
+/* NULL-safe. No waiter may be queued any more. */
+void prs_bulkhead_free(prs_bulkhead *b);
+
+/* Prepares a waiter. blocking=1 initialises its condition variable (on
+ * CLOCK_MONOTONIC) so prs_bulkhead_wait() can be used: PRS_ENOMEM/PRS_EAGAIN
+ * when the system refuses. Destroy it with prs_bulkhead_waiter_destroy() once
+ * it is settled (IDLE). */
+int prs_bulkhead_waiter_init(prs_bulkhead_waiter *w, int blocking, void *data);
+void prs_bulkhead_waiter_destroy(prs_bulkhead_waiter *w);
+/* The state (PRS_WAITER_*); a snapshot unless the caller serialises. */
+int prs_bulkhead_waiter_state(prs_bulkhead *b, const prs_bulkhead_waiter *w);
+
+/* Takes a permit when one is free and nobody waits: *acquired = 1, else 0
+ * (counted as a rejection when count_rejection). PRS_OK or PRS_EINVAL. */
+int prs_bulkhead_try_acquire(prs_bulkhead *b, int64_t now_ns, int count_rejection, int *acquired);
+/* Takes a permit (*outcome = ACQUIRED) or queues `w` (WAITING; w must be
+ * IDLE). PRS_OK or PRS_EINVAL. */
+int prs_bulkhead_acquire(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter *w, int *outcome);
+/* Gives a permit back. If a waiter is queued the permit goes to it; a NOTIFY
+ * waiter served so is stored in *woken (else *woken = NULL; woken may be NULL
+ * only if the caller never queues NOTIFY waiters). PRS_OK, or PRS_ESTATE when
+ * no permit is held (nothing changes). */
+int prs_bulkhead_release(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter **woken);
+/* Blocks until `w` (a queued BLOCKING waiter) is no longer WAITING or until
+ * deadline_ns (absolute monotonic; PRS_NEVER: no limit). PRS_OK when served,
+ * PRS_ETIMEDOUT when still queued (it stays queued: call again or finish).
+ * Never touches anything but the bulkhead and w. */
+int prs_bulkhead_wait(prs_bulkhead *b, prs_bulkhead_waiter *w, int64_t deadline_ns);
+/* Settles a waiter (any state) and leaves it IDLE. *outcome:
+ *   ACCEPT: ACQUIRED if it was served, else REJECTED (it leaves the queue; counted).
+ *   CANCEL: CANCELLED; a permit it was handed goes back (to the next waiter,
+ *           stored in *woken as for release()).
+ * PRS_OK or PRS_EINVAL. */
+int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64_t now_ns,
+                        int *outcome, prs_bulkhead_waiter **woken);
+/* Counts a rejection decided by the caller (e.g. a fast failure). */
+void prs_bulkhead_note_rejected(prs_bulkhead *b);
+
+/* For C users: takes a permit, waiting until deadline_ns (absolute monotonic,
+ * PRS_NEVER: forever) on a waiter of its own. PRS_OK (acquired), PRS_ETIMEDOUT
+ * (rejected, counted), PRS_ENOMEM/PRS_EAGAIN (no condition variable). */
+int prs_bulkhead_acquire_blocking(prs_bulkhead *b, int64_t deadline_ns);
+
+void prs_bulkhead_stats_get(prs_bulkhead *b, prs_bulkhead_stats *s);
+int64_t prs_bulkhead_max_concurrent(const prs_bulkhead *b);
+/* A guess of how long a new arrival would wait for a permit at now_ns: 0 when
+ * one is free, else mean hold * (waiting + 1) / max_concurrent; -1 when no
+ * permit has been released yet (nothing to estimate from). */
+int64_t prs_bulkhead_estimate_wait_ns(prs_bulkhead *b, int64_t now_ns);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,189 @@
+/*
+ * prs_ring.h - a bounded queue of opaque pointers with backpressure.
+ *
+ * The ring never owns what its pointers point to: whoever puts a pointer gives
+ * it to the ring, and the ring gives it back exactly once - to a getter, as an
+ * evicted item, or with the dropped item of a put. (The Python binding keeps a
+ * strong reference per pointer.)
+ *
+ * When full, a put follows the ring's strategy:
+ *   PRS_RING_BLOCK        the producer waits for space (a caller-owned waiter),
+ *                         or, without a waiter, the item is refused (FULL)
+ *   PRS_RING_DROP_OLDEST  the oldest stored item is evicted, the new one stored
+ *   PRS_RING_DROP_NEWEST  the new item is refused (DROPPED)
+ *   PRS_RING_ERROR        the new item is refused (FULL)
+ *
+ * Waiters are served first come, first served, by direct hand-off: an item put
+ * while consumers wait goes to the oldest consumer; space freed while producers
+ * wait takes the oldest producer's item. An item handed to a waiter still
+ * occupies its slot until the waiter settles it (prs_ring_finish), so a waiter
+ * that gives up after it was served can always give the item back to the front.
+ *
+ * Watermarks (optional): fractions 0 <= low < high <= 1 of the capacity. The
+ * call whose change makes size >= ceil(high * capacity) reports
+ * PRS_RING_EV_HIGH; later, the call that makes size <= floor(low * capacity)
+ * reports PRS_RING_EV_LOW; and so on, once per crossing. The caller runs its
+ * callbacks after the call returned (no lock held).
+ *
+ * Counters: received (puts accepted for processing, i.e. not on a closed ring),
+ * processed (items taken by getters), dropped (evicted, refused, or producers
+ * that gave up or were closed out), blocked (puts that had to wait). At every
+ * quiescent point: received == processed + dropped + size + producers waiting.
+ */
+#ifndef PRS_RING_H
+#define PRS_RING_H
+
+#include <pthread.h>
+
+#include "prs_bulkhead.h" /* PRS_WAITER_* states */
+#include "prs_common.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct prs_ring prs_ring;
+
+#define PRS_RING_MAX INT64_C(1073741824) /* capacity bound (2^30) */
+
+typedef enum prs_ring_strategy {
+    PRS_RING_BLOCK = 0,
+    PRS_RING_DROP_OLDEST = 1,
+    PRS_RING_DROP_NEWEST = 2,
+    PRS_RING_ERROR = 3
+} prs_ring_strategy;
+
+typedef struct prs_ring_config {
+    int64_t capacity;                /* 1 .. PRS_RING_MAX */
+    prs_ring_strategy strategy;
+    int watermarks;                  /* 1: use high/low below */
+    double high_watermark;           /* (0, 1] */
+    double low_watermark;            /* [0, high) */
+    const prs_allocator *allocator;  /* NULL: the default allocator */
+} prs_ring_config;
+
+/* A waiter, embedded by the caller; fields other than `data` are private.
+ * States are the PRS_WAITER_* of prs_bulkhead.h. */
+typedef struct prs_ring_waiter {
+    struct prs_ring_waiter *prev, *next; /* queue links; also the woken list */
+    int state;                           /* PRS_WAITER_* (guarded by the ring) */
+    int blocking;                        /* 1: `cond` is initialised */
+    int producer;                        /* 1: waits for space, 0: for an item */
+    void *item;                          /* producer: its item; consumer: the one handed */
+    pthread_cond_t cond;
+    void *data;                          /* the caller's */
+} prs_ring_waiter;
+
+/* Outcomes (prs_ring_result.outcome). */
+enum {
+    PRS_RING_STORED = 1,    /* put: the item is in the ring (or was handed to a consumer) */
+    PRS_RING_EVICTED = 2,   /* put: stored; the oldest item is in result.evicted */
+    PRS_RING_DROPPED = 3,   /* put: refused (DROP_NEWEST, or DROP_OLDEST with every
+                               slot handed to waiters); the caller keeps its item */
+    PRS_RING_FULL = 4,      /* put: refused (ERROR, or BLOCK without a waiter) */
+    PRS_RING_WAITING = 5,   /* put/get: the waiter was queued */
+    PRS_RING_GOT = 6,       /* get/finish: *item is the caller's now */
+    PRS_RING_TIMED_OUT = 7, /* finish: left the queue unserved (a producer's item
+                               comes back in *item, counted dropped) */
+    PRS_RING_GAVE_BACK = 8, /* finish(CANCEL): a handed item went back to the front */
+    PRS_RING_CLOSED = 9     /* finish: woken by close (a producer's item comes back) */
+};
+
+#define PRS_RING_EV_HIGH 1u
+#define PRS_RING_EV_LOW  2u
+
+typedef struct prs_ring_result {
+    int outcome;
+    unsigned events;          /* PRS_RING_EV_* crossed by this call */
+    void *evicted;            /* PRS_RING_EVICTED: the caller's to release */
+    prs_ring_waiter *woken;   /* NOTIFY waiters served by this call, linked by
+                                 `next`; the ring no longer touches them */
+} prs_ring_result;
+
+enum { PRS_RING_FINISH_ACCEPT = 0, PRS_RING_FINISH_CANCEL = 1 };
+
+typedef struct prs_ring_stats {
+    int64_t capacity;
+    int64_t size;         /* stored + handed to waiters not yet settled */
+    int64_t received, processed, dropped, blocked;
+    int64_t high_events, low_events;
+    int64_t producers_waiting, consumers_waiting;
+    int closed;
+    int above_high;       /* 1 between a high and the next low event */
+} prs_ring_stats;
+
+/* Defaults: capacity 1, BLOCK, no watermarks, default allocator. */
+void prs_ring_config_init(prs_ring_config *cfg);
+/* PRS_OK, PRS_EINVAL (capacity < 1, unknown strategy, watermarks not
+ * 0 <= low < high <= 1 or NaN), PRS_ERANGE (capacity > PRS_RING_MAX). */
+int prs_ring_config_validate(const prs_ring_config *cfg);
+/* An empty open ring in *out; on error *out is NULL and nothing is allocated. */
+int prs_ring_new(const prs_ring_config *cfg, prs_ring **out);
+/* NULL-safe. Items still stored are not released (drain first); no waiter may
+ * be queued. */
+void prs_ring_free(prs_ring *r);
+
+/* Prepares a waiter (producer: 1 waits to put, 0 to get). blocking=1
+ * initialises a condition variable for prs_ring_wait(). PRS_OK, PRS_ENOMEM,
+ * PRS_EAGAIN. Destroy once settled. */
+int prs_ring_waiter_init(prs_ring_waiter *w, int producer, int blocking, void *data);
+void prs_ring_waiter_destroy(prs_ring_waiter *w);
+
+/* Puts `item`. w (a producer waiter, IDLE) is queued only when the ring is full
+ * with the BLOCK strategy; with w NULL that case is FULL. Outcomes STORED,
+ * EVICTED, DROPPED, FULL, WAITING. Returns PRS_OK; PRS_ECLOSED when closed
+ * (nothing counted, the caller keeps its item); PRS_EINVAL. */
+int prs_ring_put(prs_ring *r, void *item, prs_ring_waiter *w, prs_ring_result *res);
+/* Gets the oldest item into *item (GOT). When none is stored: with w (a
+ * consumer waiter, IDLE) queues it (WAITING) and returns PRS_OK; without,
+ * returns PRS_EEMPTY; on a closed ring PRS_ECLOSED. */
+int prs_ring_get(prs_ring *r, prs_ring_waiter *w, void **item, prs_ring_result *res);
+/* Blocks until the queued BLOCKING waiter `w` is served or woken by close, or
+ * until deadline_ns (absolute monotonic; PRS_NEVER: no limit). PRS_OK or
+ * PRS_ETIMEDOUT (still queued). */
+int prs_ring_wait(prs_ring *r, prs_ring_waiter *w, int64_t deadline_ns);
+/* Settles a waiter and leaves it IDLE:
+ *   served consumer: ACCEPT -> GOT (*item), CANCEL -> GAVE_BACK (the item goes
+ *                    back to the front, or to the next waiting consumer)
+ *   served producer: STORED (its item is in the ring; nothing to undo)
+ *   still queued:    TIMED_OUT (producer: *item returned, counted dropped)
+ *   woken by close:  CLOSED (producer: *item returned)
+ *   IDLE:            TIMED_OUT, nothing changes.
+ * PRS_OK or PRS_EINVAL. */
+int prs_ring_finish(prs_ring *r, prs_ring_waiter *w, int mode, void **item, prs_ring_result *res);
+/* Closes the ring: later puts fail with PRS_ECLOSED, gets drain what is left,
+ * then fail with PRS_ECLOSED; every queued waiter is woken (CLOSED). NOTIFY
+ * waiters come back in res->woken. Idempotent. */
+int prs_ring_close(prs_ring *r, prs_ring_result *res);
+
+/* Removes every stored item, calling fn(item, arg) on each after the ring's
+ * lock is released (for teardown: releases the ring's references). Counts
+ * nothing. Returns how many. */
+int64_t prs_ring_drain(prs_ring *r, void (*fn)(void *item, void *arg), void *arg);
+/* Calls fn on every stored item (not those handed to waiters), oldest first, under the ring's
+ * lock: fn must not call the ring (for a garbage collector's traversal). Stops
+ * at the first non-zero return, which it returns. */
+int prs_ring_foreach(prs_ring *r, int (*fn)(void *item, void *arg), void *arg);
+
+void prs_ring_stats_get(prs_ring *r, prs_ring_stats *s);
+int64_t prs_ring_size(prs_ring *r);
+int64_t prs_ring_capacity(const prs_ring *r);
+prs_ring_strategy prs_ring_strategy_of(const prs_ring *r);
+int prs_ring_is_closed(prs_ring *r);
+/* "block", "drop_oldest", "drop_newest", "error"; NULL for other values. */
+const char *prs_ring_strategy_name(int strategy);
+/* The strategy named `name` into *out: PRS_OK or PRS_EINVAL. */
+int prs_ring_strategy_parse(const char *name, prs_ring_strategy *out);
+
+/* For C users: put/get waiting until deadline_ns (absolute monotonic) when the
+ * ring is full (BLOCK) / empty. put: PRS_OK with res->outcome as for
+ * prs_ring_put (never WAITING; a producer that timed out gets TIMED_OUT and
+ * keeps its item), PRS_ECLOSED. get: PRS_OK (*item), PRS_ETIMEDOUT, PRS_ECLOSED.
+ * NOTIFY waiters served meanwhile come back in res->woken. */
+int prs_ring_put_blocking(prs_ring *r, void *item, int64_t deadline_ns, prs_ring_result *res);
+int prs_ring_get_blocking(prs_ring *r, int64_t deadline_ns, void **item, prs_ring_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,282 @@
+/* test_bulkhead.c - the permit pool: tables, FIFO hand-over, finish modes,
+ * hold estimates, real threads (time frozen), allocation failure. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "prs_bulkhead.h"
+#include "prs_test.h"
+
+static prs_bulkhead *make(int64_t max) {
+    prs_bulkhead_config cfg;
+    prs_bulkhead_config_init(&cfg);
+    cfg.max_concurrent = max;
+    prs_bulkhead *b = NULL;
+    ASSERT_OK(prs_bulkhead_new(&cfg, &b));
+    return b;
+}
+
+TEST(bulkhead_config) {
+    static const struct { int64_t max; int want; } rows[] = {
+        {1, PRS_OK}, {64, PRS_OK}, {PRS_BULKHEAD_MAX, PRS_OK},
+        {0, PRS_EINVAL}, {-5, PRS_EINVAL}, {PRS_BULKHEAD_MAX + 1, PRS_ERANGE},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        prs_bulkhead_config cfg;
+        prs_bulkhead_config_init(&cfg);
+        cfg.max_concurrent = rows[i].max;
+        ASSERT_STATUS(prs_bulkhead_config_validate(&cfg), rows[i].want);
+        prs_bulkhead *b = (prs_bulkhead *)&cfg;
+        ASSERT_STATUS(prs_bulkhead_new(&cfg, &b), rows[i].want);
+        ASSERT(rows[i].want == PRS_OK ? b != NULL : b == NULL);
+        prs_bulkhead_free(b);
+    }
+    ASSERT_STATUS(prs_bulkhead_config_validate(NULL), PRS_EINVAL);
+    ASSERT_STATUS(prs_bulkhead_new(NULL, NULL), PRS_EINVAL);
+    prs_bulkhead_free(NULL);
+}
+
+TEST(bulkhead_try_release_table) {
+    prs_bulkhead *b = make(3);
+    /* op: 't' try (expect got), 'r' release (expect status), then active/available */
+    static const struct { char op; int want; int64_t active; } rows[] = {
+        {'t', 1, 1}, {'t', 1, 2}, {'t', 1, 3}, {'t', 0, 3}, {'r', PRS_OK, 2},
+        {'t', 1, 3}, {'r', PRS_OK, 2}, {'r', PRS_OK, 1}, {'r', PRS_OK, 0},
+        {'r', PRS_ESTATE, 0}, {'t', 1, 1}, {'r', PRS_OK, 0},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        if (rows[i].op == 't') {
+            int got = -1;
+            ASSERT_OK(prs_bulkhead_try_acquire(b, (int64_t)i, 1, &got));
+            ASSERT_EQ(got, rows[i].want);
+        } else {
+            ASSERT_STATUS(prs_bulkhead_release(b, (int64_t)i, NULL), rows[i].want);
+        }
+        prs_bulkhead_stats s;
+        prs_bulkhead_stats_get(b, &s);
+        ASSERT_EQ(s.active, rows[i].active);
+        ASSERT_EQ(s.available, 3 - rows[i].active);
+    }
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.acquired_total, 5);
+    ASSERT_EQ(s.released_total, 5);
+    ASSERT_EQ(s.rejected_total, 1);
+    ASSERT_EQ(s.waiting, 0);
+    prs_bulkhead_free(b);
+}
+
+TEST(bulkhead_fifo_handover) {
+    prs_bulkhead *b = make(2);
+    int got, outcome;
+    prs_bulkhead_waiter w[4];
+    for (int i = 0; i < 4; i++) ASSERT_OK(prs_bulkhead_waiter_init(&w[i], 0, NULL));
+    ASSERT_OK(prs_bulkhead_acquire(b, 0, &w[0], &outcome));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
+    ASSERT_OK(prs_bulkhead_try_acquire(b, 0, 0, &got));
+    ASSERT_EQ(got, 1);
+    for (int i = 1; i < 4; i++) {
+        ASSERT_OK(prs_bulkhead_acquire(b, 0, &w[i], &outcome));
+        ASSERT_EQ(outcome, PRS_BULKHEAD_WAITING);
+        ASSERT_EQ(prs_bulkhead_waiter_state(b, &w[i]), PRS_WAITER_WAITING);
+    }
+    ASSERT_STATUS(prs_bulkhead_acquire(b, 0, &w[1], &outcome), PRS_EINVAL); /* already queued */
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.waiting, 3);
+    /* a release hands the permit to the oldest waiter; nobody can overtake */
+    prs_bulkhead_waiter *woken = NULL;
+    ASSERT_OK(prs_bulkhead_release(b, 10, &woken));
+    ASSERT(woken == &w[1]);
+    ASSERT_EQ(prs_bulkhead_waiter_state(b, &w[1]), PRS_WAITER_GRANTED);
+    ASSERT_OK(prs_bulkhead_try_acquire(b, 10, 0, &got));
+    ASSERT_EQ(got, 0);
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.active, 2);
+    ASSERT_EQ(s.waiting, 2);
+    /* w[1] keeps its permit */
+    ASSERT_OK(prs_bulkhead_finish(b, &w[1], PRS_BULKHEAD_FINISH_ACCEPT, 10, &outcome, &woken));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
+    ASSERT(woken == NULL);
+    /* w[3] gives up while queued (timeout: counted as rejected) */
+    ASSERT_OK(prs_bulkhead_finish(b, &w[3], PRS_BULKHEAD_FINISH_ACCEPT, 10, &outcome, &woken));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_REJECTED);
+    /* next release goes to w[2], which cancels: the permit moves on (nobody) */
+    ASSERT_OK(prs_bulkhead_release(b, 20, &woken));
+    ASSERT(woken == &w[2]);
+    ASSERT_OK(prs_bulkhead_finish(b, &w[2], PRS_BULKHEAD_FINISH_CANCEL, 20, &outcome, &woken));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_CANCELLED);
+    ASSERT(woken == NULL);
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.active, 1);
+    ASSERT_EQ(s.waiting, 0);
+    ASSERT_EQ(s.rejected_total, 1);
+    ASSERT_EQ(s.cancelled_total, 1);
+    ASSERT_OK(prs_bulkhead_release(b, 30, &woken));
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.available, 2);
+    ASSERT_EQ(s.acquired_total, s.released_total);
+    /* finishing an idle waiter changes nothing */
+    ASSERT_OK(prs_bulkhead_finish(b, &w[0], PRS_BULKHEAD_FINISH_CANCEL, 30, &outcome, &woken));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_CANCELLED);
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.available, 2);
+    for (int i = 0; i < 4; i++) prs_bulkhead_waiter_destroy(&w[i]);
+    prs_bulkhead_free(b);
+}
+
+TEST(bulkhead_cancel_granted_passes_on) {
+    prs_bulkhead *b = make(1);
+    int got, outcome;
+    prs_bulkhead_waiter a, c;
+    prs_bulkhead_waiter_init(&a, 0, NULL);
+    prs_bulkhead_waiter_init(&c, 0, NULL);
+    ASSERT_OK(prs_bulkhead_try_acquire(b, 0, 0, &got));
+    prs_bulkhead_acquire(b, 0, &a, &outcome);
+    prs_bulkhead_acquire(b, 0, &c, &outcome);
+    prs_bulkhead_waiter *woken;
+    prs_bulkhead_release(b, 5, &woken);
+    ASSERT(woken == &a);
+    ASSERT_OK(prs_bulkhead_finish(b, &a, PRS_BULKHEAD_FINISH_CANCEL, 5, &outcome, &woken));
+    ASSERT(woken == &c); /* the permit a gave back went straight to c */
+    ASSERT_EQ(prs_bulkhead_waiter_state(b, &c), PRS_WAITER_GRANTED);
+    ASSERT_OK(prs_bulkhead_finish(b, &c, PRS_BULKHEAD_FINISH_ACCEPT, 5, &outcome, &woken));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
+    prs_bulkhead_release(b, 6, &woken);
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.available, 1);
+    ASSERT_EQ(s.acquired_total, 2);
+    ASSERT_EQ(s.released_total, 2);
+    prs_bulkhead_free(b);
+}
+
+TEST(bulkhead_estimate) {
+    prs_bulkhead *b = make(2);
+    int got;
+    ASSERT_EQ(prs_bulkhead_estimate_wait_ns(b, 0), 0); /* free */
+    prs_bulkhead_try_acquire(b, 0, 0, &got);
+    prs_bulkhead_try_acquire(b, 0, 0, &got);
+    ASSERT_EQ(prs_bulkhead_estimate_wait_ns(b, 0), -1); /* full, nothing known */
+    prs_bulkhead_release(b, 100, NULL);                 /* area 200, 1 release */
+    prs_bulkhead_try_acquire(b, 100, 0, &got);
+    prs_bulkhead_release(b, 300, NULL);                 /* area 200+400, 2 releases */
+    prs_bulkhead_try_acquire(b, 300, 0, &got);
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.avg_hold_ns, 300);
+    /* full, nobody waiting: 300 * 1 / 2 */
+    ASSERT_EQ(prs_bulkhead_estimate_wait_ns(b, 300), 150);
+    /* time going backwards changes nothing */
+    ASSERT_EQ(prs_bulkhead_estimate_wait_ns(b, 10), 150);
+    prs_bulkhead_free(b);
+}
+
+TEST(bulkhead_blocking_timeout) {
+    prs_bulkhead *b = make(1);
+    ASSERT_OK(prs_bulkhead_acquire_blocking(b, 0));            /* free: no wait */
+    ASSERT_STATUS(prs_bulkhead_acquire_blocking(b, 0), PRS_ETIMEDOUT); /* past deadline */
+    ASSERT_STATUS(prs_bulkhead_acquire_blocking(b, prs_monotonic_ns() + 2 * PRS_NS_PER_MS),
+                  PRS_ETIMEDOUT);
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.rejected_total, 2);
+    ASSERT_EQ(s.waiting, 0);
+    ASSERT_EQ(s.active, 1);
+    ASSERT_OK(prs_bulkhead_release(b, 0, NULL));
+    prs_bulkhead_free(b);
+}
+
+/* ---- threads, time frozen at 0 ------------------------------------------ */
+
+typedef struct {
+    prs_bulkhead *b;
+    atomic_int inside;
+    atomic_int max_inside;
+    int iters;
+} th_ctx;
+
+static void *worker(void *arg) {
+    th_ctx *c = arg;
+    for (int i = 0; i < c->iters; i++) {
+        if (prs_bulkhead_acquire_blocking(c->b, PRS_NEVER) != PRS_OK) abort();
+        int now = atomic_fetch_add(&c->inside, 1) + 1;
+        int seen = atomic_load(&c->max_inside);
+        while (now > seen && !atomic_compare_exchange_weak(&c->max_inside, &seen, now)) {}
+        atomic_fetch_sub(&c->inside, 1);
+        if (prs_bulkhead_release(c->b, 0, NULL) != PRS_OK) abort();
+    }
+    return NULL;
+}
+
+TEST(bulkhead_threads_exact) {
+    th_ctx c;
+    c.b = make(3);
+    atomic_init(&c.inside, 0);
+    atomic_init(&c.max_inside, 0);
+    c.iters = 20000;
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++) pthread_create(&t[i], NULL, worker, &c);
+    for (int i = 0; i < 8; i++) pthread_join(t[i], NULL);
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(c.b, &s);
+    ASSERT_LE_I64(atomic_load(&c.max_inside), 3);
+    ASSERT_EQ(s.available, 3);
+    ASSERT_EQ(s.waiting, 0);
+    ASSERT_EQ(s.acquired_total, 8 * 20000);
+    ASSERT_EQ(s.released_total, 8 * 20000);
+    ASSERT_EQ(s.rejected_total, 0);
+    prs_bulkhead_free(c.b);
+}
+
+typedef struct {
+    prs_bulkhead *b;
+    prs_bulkhead_waiter w;
+    int rc;
+} blocked_ctx;
+
+static void *blocked_waiter(void *arg) {
+    blocked_ctx *c = arg;
+    c->rc = prs_bulkhead_wait(c->b, &c->w, PRS_NEVER);
+    return NULL;
+}
+
+TEST(bulkhead_threads_fifo_blocking) {
+    prs_bulkhead *b = make(1);
+    int got, outcome;
+    prs_bulkhead_try_acquire(b, 0, 0, &got);
+    blocked_ctx c[3];
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) {
+        c[i].b = b;
+        ASSERT_OK(prs_bulkhead_waiter_init(&c[i].w, 1, NULL));
+        ASSERT_OK(prs_bulkhead_acquire(b, 0, &c[i].w, &outcome)); /* queued in order 0,1,2 */
+        ASSERT_EQ(outcome, PRS_BULKHEAD_WAITING);
+        pthread_create(&t[i], NULL, blocked_waiter, &c[i]);
+    }
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(prs_bulkhead_release(b, 0, NULL)); /* to c[i], in order */
+        pthread_join(t[i], NULL);
+        ASSERT_OK(c[i].rc);
+        ASSERT_OK(prs_bulkhead_finish(b, &c[i].w, PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
+        ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
+        for (int j = i + 1; j < 3; j++)
+            ASSERT_EQ(prs_bulkhead_waiter_state(b, &c[j].w), PRS_WAITER_WAITING);
+        prs_bulkhead_waiter_destroy(&c[i].w);
+    }
+    ASSERT_OK(prs_bulkhead_release(b, 0, NULL));
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.available, 1);
+    prs_bulkhead_free(b);
+}
+
+static int make_bh(const prs_allocator *a, void **obj) {
+    prs_bulkhead_config cfg;
+    prs_bulkhead_config_init(&cfg);
+    cfg.max_concurrent = 4;
+    cfg.allocator = a;
+    return prs_bulkhead_new(&cfg, (prs_bulkhead **)obj);
+}
+static void destroy_bh(void *obj) { prs_bulkhead_free(obj); }
+
+TEST(bulkhead_alloc_failure) { prs_test_alloc_failures(make_bh, destroy_bh); }

@@ -1,0 +1,469 @@
+/* test_ring.c - the bounded ring: config table, every strategy, waiters on
+ * both sides, close, watermarks, producer/consumer threads with exact
+ * accounting, allocation failure. */
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "prs_ring.h"
+#include "prs_test.h"
+
+#define P(i) ((void *)(uintptr_t)(i))
+#define I(p) ((int64_t)(uintptr_t)(p))
+
+static prs_ring *make_ring(int64_t cap, prs_ring_strategy st) {
+    prs_ring_config cfg;
+    prs_ring_config_init(&cfg);
+    cfg.capacity = cap;
+    cfg.strategy = st;
+    prs_ring *r = NULL;
+    ASSERT_OK(prs_ring_new(&cfg, &r));
+    return r;
+}
+
+static int64_t get_one(prs_ring *r) {
+    void *item = NULL;
+    prs_ring_result res;
+    ASSERT_OK(prs_ring_get(r, NULL, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_GOT);
+    return I(item);
+}
+
+TEST(ring_config) {
+    static const struct { int64_t cap; int st; int wm; double hi, lo; int want; } rows[] = {
+        {1, PRS_RING_BLOCK, 0, 0, 0, PRS_OK},
+        {10, PRS_RING_ERROR, 1, 0.8, 0.2, PRS_OK},
+        {10, PRS_RING_DROP_OLDEST, 1, 1.0, 0.0, PRS_OK},
+        {0, PRS_RING_BLOCK, 0, 0, 0, PRS_EINVAL},
+        {-1, PRS_RING_BLOCK, 0, 0, 0, PRS_EINVAL},
+        {PRS_RING_MAX + 1, PRS_RING_BLOCK, 0, 0, 0, PRS_ERANGE},
+        {4, 7, 0, 0, 0, PRS_EINVAL},
+        {4, -1, 0, 0, 0, PRS_EINVAL},
+        {4, PRS_RING_BLOCK, 1, 0.5, 0.5, PRS_EINVAL},
+        {4, PRS_RING_BLOCK, 1, 0.2, 0.8, PRS_EINVAL},
+        {4, PRS_RING_BLOCK, 1, 1.5, 0.1, PRS_EINVAL},
+        {4, PRS_RING_BLOCK, 1, 0.5, -0.1, PRS_EINVAL},
+        {4, PRS_RING_BLOCK, 1, NAN, 0.1, PRS_EINVAL},
+        {4, PRS_RING_BLOCK, 1, 0.9, NAN, PRS_EINVAL},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        prs_ring_config cfg;
+        prs_ring_config_init(&cfg);
+        cfg.capacity = rows[i].cap;
+        cfg.strategy = (prs_ring_strategy)rows[i].st;
+        cfg.watermarks = rows[i].wm;
+        cfg.high_watermark = rows[i].hi;
+        cfg.low_watermark = rows[i].lo;
+        ASSERT_STATUS(prs_ring_config_validate(&cfg), rows[i].want);
+        prs_ring *r = (prs_ring *)&cfg;
+        ASSERT_STATUS(prs_ring_new(&cfg, &r), rows[i].want);
+        ASSERT(rows[i].want == PRS_OK ? r != NULL : r == NULL);
+        prs_ring_free(r);
+    }
+    prs_ring_strategy st;
+    ASSERT_OK(prs_ring_strategy_parse("drop_newest", &st));
+    ASSERT_EQ(st, PRS_RING_DROP_NEWEST);
+    ASSERT_STATUS(prs_ring_strategy_parse("drop", &st), PRS_EINVAL);
+    ASSERT_STREQ(prs_ring_strategy_name(PRS_RING_DROP_OLDEST), "drop_oldest");
+    ASSERT(prs_ring_strategy_name(9) == NULL);
+}
+
+/* Puts 1..5 into a ring of 3 with each strategy; expected outcomes, evicted
+ * items, and what the getters see afterwards. */
+TEST(ring_strategies_table) {
+    static const struct {
+        prs_ring_strategy st;
+        int outcomes[5];
+        int64_t evicted[5];
+        int64_t contents[3];
+        int64_t dropped;
+    } rows[] = {
+        {PRS_RING_BLOCK,
+         {PRS_RING_STORED, PRS_RING_STORED, PRS_RING_STORED, PRS_RING_FULL, PRS_RING_FULL},
+         {0, 0, 0, 0, 0}, {1, 2, 3}, 2},
+        {PRS_RING_DROP_OLDEST,
+         {PRS_RING_STORED, PRS_RING_STORED, PRS_RING_STORED, PRS_RING_EVICTED, PRS_RING_EVICTED},
+         {0, 0, 0, 1, 2}, {3, 4, 5}, 2},
+        {PRS_RING_DROP_NEWEST,
+         {PRS_RING_STORED, PRS_RING_STORED, PRS_RING_STORED, PRS_RING_DROPPED, PRS_RING_DROPPED},
+         {0, 0, 0, 0, 0}, {1, 2, 3}, 2},
+        {PRS_RING_ERROR,
+         {PRS_RING_STORED, PRS_RING_STORED, PRS_RING_STORED, PRS_RING_FULL, PRS_RING_FULL},
+         {0, 0, 0, 0, 0}, {1, 2, 3}, 2},
+    };
+    for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
+        prs_ring *r = make_ring(3, rows[k].st);
+        for (int i = 0; i < 5; i++) {
+            prs_ring_result res;
+            ASSERT_OK(prs_ring_put(r, P(i + 1), NULL, &res));
+            ASSERT_EQ(res.outcome, rows[k].outcomes[i]);
+            ASSERT_EQ(I(res.evicted), rows[k].evicted[i]);
+        }
+        ASSERT_EQ(prs_ring_size(r), 3);
+        for (int i = 0; i < 3; i++) ASSERT_EQ(get_one(r), rows[k].contents[i]);
+        void *item;
+        prs_ring_result res;
+        ASSERT_STATUS(prs_ring_get(r, NULL, &item, &res), PRS_EEMPTY);
+        prs_ring_stats s;
+        prs_ring_stats_get(r, &s);
+        ASSERT_EQ(s.received, 5);
+        ASSERT_EQ(s.processed, 3);
+        ASSERT_EQ(s.dropped, rows[k].dropped);
+        ASSERT_EQ(s.blocked, 0);
+        prs_ring_free(r);
+    }
+}
+
+TEST(ring_wraparound) {
+    prs_ring *r = make_ring(4, PRS_RING_ERROR);
+    int64_t next_in = 1, next_out = 1;
+    for (int round = 0; round < 1000; round++) {
+        int n = 1 + round % 4;
+        prs_ring_result res;
+        for (int i = 0; i < n; i++) ASSERT_OK(prs_ring_put(r, P(next_in++), NULL, &res));
+        for (int i = 0; i < n; i++) ASSERT_EQ(get_one(r), next_out++);
+    }
+    ASSERT_EQ(prs_ring_size(r), 0);
+    prs_ring_free(r);
+}
+
+TEST(ring_block_producer_waiters) {
+    prs_ring *r = make_ring(2, PRS_RING_BLOCK);
+    prs_ring_result res;
+    prs_ring_waiter p[3];
+    for (int i = 0; i < 3; i++) ASSERT_OK(prs_ring_waiter_init(&p[i], 1, 0, NULL));
+    ASSERT_OK(prs_ring_put(r, P(1), &p[0], &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT_OK(prs_ring_put(r, P(2), NULL, &res));
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(prs_ring_put(r, P(10 + i), &p[i], &res));
+        ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+    }
+    /* a get frees a slot: the oldest producer's item moves in */
+    ASSERT_EQ(get_one(r), 1);
+    void *item;
+    ASSERT_OK(prs_ring_get(r, NULL, &item, &res));
+    ASSERT_EQ(I(item), 2);
+    ASSERT(res.woken == &p[1]);
+    ASSERT(res.woken->next == NULL);
+    /* the first get woke p[0]; both settle as STORED */
+    ASSERT_OK(prs_ring_finish(r, &p[0], PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT_OK(prs_ring_finish(r, &p[1], PRS_RING_FINISH_CANCEL, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED); /* too late to undo a stored put */
+    /* p[2] times out: its item comes back, counted dropped */
+    ASSERT_OK(prs_ring_finish(r, &p[2], PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    ASSERT_EQ(I(item), 12);
+    ASSERT_EQ(get_one(r), 10);
+    ASSERT_EQ(get_one(r), 11);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.received, 5);
+    ASSERT_EQ(s.processed, 4);
+    ASSERT_EQ(s.dropped, 1);
+    ASSERT_EQ(s.blocked, 3);
+    ASSERT_EQ(s.producers_waiting, 0);
+    for (int i = 0; i < 3; i++) prs_ring_waiter_destroy(&p[i]);
+    prs_ring_free(r);
+}
+
+TEST(ring_consumer_handoff_and_give_back) {
+    prs_ring *r = make_ring(2, PRS_RING_DROP_NEWEST);
+    prs_ring_result res;
+    prs_ring_waiter c[2];
+    void *item;
+    for (int i = 0; i < 2; i++) {
+        ASSERT_OK(prs_ring_waiter_init(&c[i], 0, 0, NULL));
+        ASSERT_OK(prs_ring_get(r, &c[i], &item, &res));
+        ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+    }
+    ASSERT_OK(prs_ring_put(r, P(1), NULL, &res));
+    ASSERT(res.woken == &c[0]);
+    ASSERT_OK(prs_ring_put(r, P(2), NULL, &res));
+    ASSERT(res.woken == &c[1]);
+    /* handed items keep their slots */
+    ASSERT_EQ(prs_ring_size(r), 2);
+    ASSERT_OK(prs_ring_put(r, P(3), NULL, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_DROPPED);
+    /* c[0] is cancelled after it was served: item 1 goes back to the front */
+    ASSERT_OK(prs_ring_finish(r, &c[0], PRS_RING_FINISH_CANCEL, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_GAVE_BACK);
+    ASSERT_OK(prs_ring_finish(r, &c[1], PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_GOT);
+    ASSERT_EQ(I(item), 2);
+    ASSERT_OK(prs_ring_put(r, P(4), NULL, &res));
+    ASSERT_EQ(get_one(r), 1);
+    ASSERT_EQ(get_one(r), 4);
+    /* a queued consumer that gives up takes nothing */
+    ASSERT_OK(prs_ring_get(r, &c[0], &item, &res));
+    ASSERT_OK(prs_ring_finish(r, &c[0], PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.received, 4);
+    ASSERT_EQ(s.processed, 3);
+    ASSERT_EQ(s.dropped, 1);
+    ASSERT_EQ(s.size, 0);
+    ASSERT_EQ(s.consumers_waiting, 0);
+    prs_ring_free(r);
+}
+
+TEST(ring_drop_oldest_all_handed) {
+    prs_ring *r = make_ring(1, PRS_RING_DROP_OLDEST);
+    prs_ring_waiter c;
+    prs_ring_result res;
+    void *item;
+    prs_ring_waiter_init(&c, 0, 0, NULL);
+    prs_ring_get(r, &c, &item, &res);
+    prs_ring_put(r, P(1), NULL, &res); /* handed to c */
+    ASSERT_OK(prs_ring_put(r, P(2), NULL, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_DROPPED); /* nothing stored to evict */
+    prs_ring_finish(r, &c, PRS_RING_FINISH_ACCEPT, &item, &res);
+    ASSERT_EQ(I(item), 1);
+    prs_ring_free(r);
+}
+
+TEST(ring_close) {
+    prs_ring *r = make_ring(2, PRS_RING_BLOCK);
+    prs_ring_result res;
+    prs_ring_waiter p;
+    void *item;
+    prs_ring_waiter_init(&p, 1, 0, NULL);
+    prs_ring_put(r, P(1), NULL, &res);
+    prs_ring_put(r, P(2), NULL, &res);
+    ASSERT_OK(prs_ring_put(r, P(3), &p, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+    ASSERT_OK(prs_ring_close(r, &res));
+    ASSERT(res.woken == &p);
+    ASSERT_OK(prs_ring_close(r, &res)); /* idempotent */
+    ASSERT(res.woken == NULL);
+    ASSERT_OK(prs_ring_finish(r, &p, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_CLOSED);
+    ASSERT_EQ(I(item), 3);
+    ASSERT_STATUS(prs_ring_put(r, P(4), NULL, &res), PRS_ECLOSED);
+    ASSERT_EQ(get_one(r), 1); /* drains */
+    ASSERT_EQ(get_one(r), 2);
+    ASSERT_STATUS(prs_ring_get(r, NULL, &item, &res), PRS_ECLOSED);
+    prs_ring_waiter c;
+    prs_ring_waiter_init(&c, 0, 0, NULL);
+    ASSERT_STATUS(prs_ring_get(r, &c, &item, &res), PRS_ECLOSED);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.received, 3);
+    ASSERT_EQ(s.processed, 2);
+    ASSERT_EQ(s.dropped, 1);
+    ASSERT_EQ(s.closed, 1);
+    prs_ring_free(r);
+}
+
+TEST(ring_close_wakes_consumers) {
+    prs_ring *r = make_ring(2, PRS_RING_BLOCK);
+    prs_ring_result res;
+    prs_ring_waiter c[2];
+    void *item;
+    for (int i = 0; i < 2; i++) {
+        prs_ring_waiter_init(&c[i], 0, 0, NULL);
+        prs_ring_get(r, &c[i], &item, &res);
+    }
+    prs_ring_close(r, &res);
+    ASSERT(res.woken == &c[0]);
+    ASSERT(res.woken->next == &c[1]);
+    for (int i = 0; i < 2; i++) {
+        prs_ring_finish(r, &c[i], PRS_RING_FINISH_ACCEPT, &item, &res);
+        ASSERT_EQ(res.outcome, PRS_RING_CLOSED);
+    }
+    prs_ring_free(r);
+}
+
+TEST(ring_watermarks_table) {
+    prs_ring_config cfg;
+    prs_ring_config_init(&cfg);
+    cfg.capacity = 10;
+    cfg.strategy = PRS_RING_DROP_NEWEST;
+    cfg.watermarks = 1;
+    cfg.high_watermark = 0.75; /* size >= 8 */
+    cfg.low_watermark = 0.25;  /* size <= 2 */
+    prs_ring *r;
+    ASSERT_OK(prs_ring_new(&cfg, &r));
+    /* +1 put, -1 get; expected events after the op, and size */
+    static const struct { int op; unsigned ev; int64_t size; } rows[] = {
+        {+1, 0, 1}, {+1, 0, 2}, {+1, 0, 3}, {+1, 0, 4}, {+1, 0, 5}, {+1, 0, 6}, {+1, 0, 7},
+        {+1, PRS_RING_EV_HIGH, 8}, {+1, 0, 9}, {-1, 0, 8}, {-1, 0, 7}, {+1, 0, 8},
+        {+1, 0, 9}, {+1, 0, 10}, {+1, 0, 10}, {-1, 0, 9}, {-1, 0, 8}, {-1, 0, 7}, {-1, 0, 6},
+        {-1, 0, 5}, {-1, 0, 4}, {-1, 0, 3}, {-1, PRS_RING_EV_LOW, 2}, {-1, 0, 1},
+        {+1, 0, 2}, {+1, 0, 3}, {-1, 0, 2}, {+1, 0, 3}, {+1, 0, 4}, {+1, 0, 5}, {+1, 0, 6},
+        {+1, 0, 7}, {+1, PRS_RING_EV_HIGH, 8},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        prs_ring_result res;
+        void *item;
+        if (rows[i].op > 0) ASSERT_OK(prs_ring_put(r, P(i + 1), NULL, &res));
+        else ASSERT_OK(prs_ring_get(r, NULL, &item, &res));
+        if (res.events != rows[i].ev) PRS__FAIL("row %zu: events %u, want %u", i, res.events, rows[i].ev);
+        ASSERT_EQ(prs_ring_size(r), rows[i].size);
+    }
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.high_events, 2);
+    ASSERT_EQ(s.low_events, 1);
+    prs_ring_drain(r, NULL, NULL);
+    prs_ring_free(r);
+}
+
+TEST(ring_watermark_rounding) {
+    /* capacity 3, high 0.5 -> size >= 2; low 0.4 -> size <= 1 */
+    prs_ring_config cfg;
+    prs_ring_config_init(&cfg);
+    cfg.capacity = 3;
+    cfg.watermarks = 1;
+    cfg.high_watermark = 0.5;
+    cfg.low_watermark = 0.4;
+    prs_ring *r;
+    ASSERT_OK(prs_ring_new(&cfg, &r));
+    prs_ring_result res;
+    void *item;
+    prs_ring_put(r, P(1), NULL, &res);
+    ASSERT_EQ(res.events, 0);
+    prs_ring_put(r, P(2), NULL, &res);
+    ASSERT_EQ(res.events, PRS_RING_EV_HIGH);
+    prs_ring_get(r, NULL, &item, &res);
+    ASSERT_EQ(res.events, PRS_RING_EV_LOW);
+    prs_ring_drain(r, NULL, NULL);
+    prs_ring_free(r);
+}
+
+static int count_fn(void *item, void *arg) {
+    (*(int64_t *)arg) += I(item);
+    return 0;
+}
+static void sum_fn(void *item, void *arg) { (*(int64_t *)arg) += I(item); }
+
+TEST(ring_foreach_drain) {
+    prs_ring *r = make_ring(5, PRS_RING_DROP_OLDEST);
+    prs_ring_result res;
+    for (int i = 1; i <= 7; i++) prs_ring_put(r, P(i), NULL, &res);
+    int64_t sum = 0;
+    ASSERT_EQ(prs_ring_foreach(r, count_fn, &sum), 0);
+    ASSERT_EQ(sum, 3 + 4 + 5 + 6 + 7);
+    sum = 0;
+    ASSERT_EQ(prs_ring_drain(r, sum_fn, &sum), 5);
+    ASSERT_EQ(sum, 25);
+    ASSERT_EQ(prs_ring_size(r), 0);
+    prs_ring_free(r);
+}
+
+TEST(ring_blocking_forms) {
+    prs_ring *r = make_ring(1, PRS_RING_BLOCK);
+    prs_ring_result res;
+    void *item;
+    ASSERT_STATUS(prs_ring_get_blocking(r, 0, &item, &res), PRS_ETIMEDOUT);
+    ASSERT_OK(prs_ring_put_blocking(r, P(1), 0, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT_OK(prs_ring_put_blocking(r, P(2), prs_monotonic_ns() + PRS_NS_PER_MS, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    ASSERT_OK(prs_ring_get_blocking(r, PRS_NEVER, &item, &res));
+    ASSERT_EQ(I(item), 1);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.received, 2);
+    ASSERT_EQ(s.dropped, 1);
+    ASSERT_EQ(s.blocked, 1);
+    ASSERT_EQ(s.producers_waiting + s.consumers_waiting, 0);
+    prs_ring_free(r);
+}
+
+/* ---- threads: 4 producers x 4 consumers, every item exactly once -------- */
+
+#define NPROD 4
+#define NCONS 4
+#define PER_PRODUCER 100000
+
+typedef struct {
+    prs_ring *r;
+    atomic_uchar *seen;        /* per item: 1 processed, 2 dropped */
+    atomic_long processed, dropped_back;
+    int id;
+} mt_ctx;
+
+typedef struct { mt_ctx *c; int id; } mt_arg;
+
+static void mark(mt_ctx *c, int64_t item, unsigned char how) {
+    unsigned char want = 0;
+    if (!atomic_compare_exchange_strong(&c->seen[item - 1], &want, how)) abort(); /* twice */
+}
+
+static void *producer(void *arg) {
+    mt_arg *a = arg;
+    mt_ctx *c = a->c;
+    for (int64_t k = 0; k < PER_PRODUCER; k++) {
+        int64_t id = (int64_t)a->id * PER_PRODUCER + k + 1;
+        prs_ring_result res;
+        if (prs_ring_put_blocking(c->r, P(id), PRS_NEVER, &res) != PRS_OK) abort();
+        switch (res.outcome) {
+        case PRS_RING_STORED: break;
+        case PRS_RING_EVICTED: mark(c, I(res.evicted), 2); atomic_fetch_add(&c->dropped_back, 1); break;
+        case PRS_RING_DROPPED: case PRS_RING_FULL: case PRS_RING_TIMED_OUT:
+            mark(c, id, 2); atomic_fetch_add(&c->dropped_back, 1); break;
+        default: abort();
+        }
+    }
+    return NULL;
+}
+
+static void *consumer(void *arg) {
+    mt_ctx *c = ((mt_arg *)arg)->c;
+    for (;;) {
+        void *item;
+        prs_ring_result res;
+        int rc = prs_ring_get_blocking(c->r, PRS_NEVER, &item, &res);
+        if (rc == PRS_ECLOSED) break;
+        if (rc != PRS_OK) abort();
+        mark(c, I(item), 1);
+        atomic_fetch_add(&c->processed, 1);
+    }
+    return NULL;
+}
+
+static void run_mt(prs_ring_strategy st, int64_t cap) {
+    mt_ctx c;
+    c.r = make_ring(cap, st);
+    int64_t total = (int64_t)NPROD * PER_PRODUCER;
+    c.seen = calloc((size_t)total, 1);
+    atomic_init(&c.processed, 0);
+    atomic_init(&c.dropped_back, 0);
+    pthread_t tp[NPROD], tc[NCONS];
+    mt_arg ap[NPROD], ac[NCONS];
+    for (int i = 0; i < NCONS; i++) { ac[i].c = &c; ac[i].id = i; pthread_create(&tc[i], NULL, consumer, &ac[i]); }
+    for (int i = 0; i < NPROD; i++) { ap[i].c = &c; ap[i].id = i; pthread_create(&tp[i], NULL, producer, &ap[i]); }
+    for (int i = 0; i < NPROD; i++) pthread_join(tp[i], NULL);
+    prs_ring_result res;
+    prs_ring_close(c.r, &res);
+    for (int i = 0; i < NCONS; i++) pthread_join(tc[i], NULL);
+    prs_ring_stats s;
+    prs_ring_stats_get(c.r, &s);
+    ASSERT_EQ(s.received, total);
+    ASSERT_EQ(s.processed, atomic_load(&c.processed));
+    ASSERT_EQ(s.dropped, atomic_load(&c.dropped_back));
+    ASSERT_EQ(s.processed + s.dropped, total);
+    ASSERT_EQ(s.size, 0);
+    for (int64_t i = 0; i < total; i++) ASSERT(c.seen[i] == 1 || c.seen[i] == 2);
+    if (st == PRS_RING_BLOCK) ASSERT_EQ(s.dropped, 0);
+    free(c.seen);
+    prs_ring_free(c.r);
+}
+
+TEST(ring_threads_block) { run_mt(PRS_RING_BLOCK, 64); }
+TEST(ring_threads_drop_oldest) { run_mt(PRS_RING_DROP_OLDEST, 16); }
+TEST(ring_threads_drop_newest) { run_mt(PRS_RING_DROP_NEWEST, 16); }
+TEST(ring_threads_error) { run_mt(PRS_RING_ERROR, 16); }
+
+static int make_r(const prs_allocator *a, void **obj) {
+    prs_ring_config cfg;
+    prs_ring_config_init(&cfg);
+    cfg.capacity = 100;
+    cfg.allocator = a;
+    return prs_ring_new(&cfg, (prs_ring **)obj);
+}
+static void destroy_r(void *obj) { prs_ring_free(obj); }
+
+TEST(ring_alloc_failure) { prs_test_alloc_failures(make_r, destroy_r); }
