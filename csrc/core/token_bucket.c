@@ -91,7 +91,19 @@ static int64_t ns_for(const tb_params *p, double deficit) {
 }
 
 static int64_t elapsed_since(const tb_state *s, int64_t now) {
-    return (s->last != INT64_MIN && now > s->last) ? now - s->last : 0;
+    /* saturating: a span past INT64_MAX ns (far past to far future) must not wrap */
+    return (s->last != INT64_MIN && now > s->last) ? prs__sat_sub(now, s->last) : 0;
+}
+
+/* The wait from `now` until last + need, when the refill covers the request.
+ * Counted from `now` itself, not from `now` clamped to `last`, so it stays
+ * exact after the clock stepped back; PRS_NEVER past INT64_MAX. */
+static int64_t wait_from(const tb_state *s, int64_t need, int64_t now) {
+    int64_t from = s->last == INT64_MIN ? now : s->last, at, wait;
+    if (need == PRS_NEVER || __builtin_add_overflow(from, need, &at) ||
+        __builtin_sub_overflow(at, now, &wait))
+        return PRS_NEVER;
+    return wait;
 }
 
 /* Tokens at `elapsed` ns after `last`, capped. */
@@ -117,12 +129,15 @@ static void state_decide(const tb_params *p, tb_state *s, int64_t now, int64_t n
             left = have - (double)n;
             if (left < 0.0) left = 0.0; /* rounding at the boundary */
             if (consume) {
+                /* INT64_MIN marks "never used": an admission at that very
+                 * instant is recorded 1 ns later (1 ns less refill, never more). */
+                int64_t at = now == INT64_MIN ? INT64_MIN + 1 : now;
                 s->tokens = left;
-                if (s->last == INT64_MIN || now > s->last) s->last = now;
+                if (s->last == INT64_MIN || at > s->last) s->last = at;
             }
         } else {
             d->allowed = 0;
-            d->retry_after_ns = need == PRS_NEVER ? PRS_NEVER : need - elapsed;
+            d->retry_after_ns = wait_from(s, need, now);
         }
     }
     d->remaining = prs__floor_to_i64(left);
