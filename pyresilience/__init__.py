@@ -27,6 +27,15 @@ from .limiters import GCRA, TokenBucket
 # -- circuit breaker (issue 4) --
 
 # -- retry (issue 5) --
+from .retry import (
+    Retry,
+    RetryBudget,
+    RetryConfig,
+    RetryState,
+    calculate_delay,
+    retry_async,
+    retry_with_backoff,
+)
 
 # -- bulkhead and queues (issue 6) --
 
@@ -54,6 +63,13 @@ __all__ = [
     # -- rate limiter family (issue 3) --
     # -- circuit breaker (issue 4) --
     # -- retry (issue 5) --
+    "Retry",
+    "RetryBudget",
+    "RetryConfig",
+    "RetryState",
+    "calculate_delay",
+    "retry_async",
+    "retry_with_backoff",
     # -- bulkhead and queues (issue 6) --
     # -- redis (issue 7) --
 ]

@@ -131,3 +131,40 @@ class GCRA(_core.GCRA, LimiterMixin):
 
 
 # -- more algorithms (issue 3) --
+
+class LeakyBucket(_core.LeakyBucket, LimiterMixin):
+    __doc__ = _core.LeakyBucket.__doc__
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return (f"LeakyBucket(capacity={self.capacity!r}, leak_rate={self.leak_rate!r}, "
+                f"level={self.level!r})")
+
+
+class FixedWindow(_core.FixedWindow, LimiterMixin):
+    __doc__ = _core.FixedWindow.__doc__
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"FixedWindow(limit={self.limit!r}, window={self.window!r}, available={self.available!r})"
+
+
+class SlidingWindowLog(_core.SlidingWindowLog, LimiterMixin):
+    __doc__ = _core.SlidingWindowLog.__doc__
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return (f"SlidingWindowLog(limit={self.limit!r}, window={self.window!r}, "
+                f"available={self.available!r})")
+
+
+class SlidingWindowCounter(_core.SlidingWindowCounter, LimiterMixin):
+    __doc__ = _core.SlidingWindowCounter.__doc__
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return (f"SlidingWindowCounter(limit={self.limit!r}, window={self.window!r}, "
+                f"available={self.available!r})")
+
+
+__all__ += ["LeakyBucket", "FixedWindow", "SlidingWindowLog", "SlidingWindowCounter"]

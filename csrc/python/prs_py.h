@@ -33,6 +33,9 @@ enum prs_py_slot {
     /* rate limiter family (issue 3) */
     /* circuit breaker (issue 4) */
     /* retry (issue 5) */
+    PRS_SLOT_RetryPolicy,
+    PRS_SLOT_RetryBudget,
+    PRS_SLOT_RetryCall,
     /* bulkhead and queues (issue 6) */
     /* redis (issue 7) */
     /* exception classes, from pyresilience.errors */
@@ -75,6 +78,7 @@ int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, 
 int prs_py_register_clock(PyObject *m, prs_py_state *st);
 int prs_py_register_decision(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters(PyObject *m, prs_py_state *st);
+int prs_py_register_retry(PyObject *m, prs_py_state *st);
 
 /* ---- errors ------------------------------------------------------------ */
 
