@@ -23,6 +23,7 @@ from .errors import (
 from .limiters import GCRA, TokenBucket
 
 # -- rate limiter family (issue 3) --
+from .limiters import FixedWindow, LeakyBucket, SlidingWindowCounter, SlidingWindowLog
 
 # -- circuit breaker (issue 4) --
 
@@ -61,6 +62,10 @@ __all__ = [
     "TokenBucket",
     "errors",
     # -- rate limiter family (issue 3) --
+    "FixedWindow",
+    "LeakyBucket",
+    "SlidingWindowCounter",
+    "SlidingWindowLog",
     # -- circuit breaker (issue 4) --
     # -- retry (issue 5) --
     "Retry",

@@ -14,6 +14,7 @@ static const register_fn register_fns[] = {
     prs_py_register_decision,
     prs_py_register_limiters,
     /* issue 3: rate limiter family */
+    prs_py_register_limiters_family,
     /* issue 4: circuit breaker */
     /* issue 5: retry */
     prs_py_register_retry,

@@ -31,6 +31,10 @@ enum prs_py_slot {
     PRS_SLOT_TokenBucket,
     PRS_SLOT_GCRA,
     /* rate limiter family (issue 3) */
+    PRS_SLOT_LeakyBucket,
+    PRS_SLOT_FixedWindow,
+    PRS_SLOT_SlidingWindowLog,
+    PRS_SLOT_SlidingWindowCounter,
     /* circuit breaker (issue 4) */
     /* retry (issue 5) */
     PRS_SLOT_RetryPolicy,
@@ -79,6 +83,7 @@ int prs_py_register_clock(PyObject *m, prs_py_state *st);
 int prs_py_register_decision(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters(PyObject *m, prs_py_state *st);
 int prs_py_register_retry(PyObject *m, prs_py_state *st);
+int prs_py_register_limiters_family(PyObject *m, prs_py_state *st);
 
 /* ---- errors ------------------------------------------------------------ */
 

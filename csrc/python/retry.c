@@ -1,0 +1,811 @@
+/*
+ * retry.c (binding) - RetryPolicy (delays and jitter), RetryBudget, RetryCall
+ * (the C fast path of a retry-wrapped function) and two clock helpers for the
+ * Python retry loop.
+ *
+ * The split with pyresilience/retry.py: everything per attempt that is
+ * arithmetic (the delay, the jitter draw, Retry-After and deadline capping,
+ * the budget) is C; the loop that sleeps, calls on_retry and re-raises is
+ * Python, and runs only after a failure. A call that succeeds at once never
+ * leaves C: RetryCall reads the clock, deposits in the budget, calls the
+ * function and returns its result.
+ */
+#include "prs_py.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <structmember.h>
+
+/* ---- shared parsing ------------------------------------------------------ */
+
+/* An attempt index: an int >= 0 (not bool); ints past int64 saturate. */
+static int parse_attempt(PyObject *o, int64_t *out) {
+    if (PyBool_Check(o) || !PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "attempt must be an int, not %.200s: %R", Py_TYPE(o)->tp_name, o);
+        return -1;
+    }
+    int overflow = 0;
+    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    if (overflow > 0) { *out = INT64_MAX; return 0; }
+    if (overflow < 0 || v < 0) {
+        PyErr_Format(PyExc_ValueError, "attempt must be >= 0, got %R", o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* previous=None -> 0 (no previous delay). */
+static int parse_previous(PyObject *o, double *out) {
+    *out = 0.0;
+    if (!o || o == Py_None) return 0;
+    return prs_py_parse_real(o, "previous", PRS_PY_ZERO_OK, out);
+}
+
+/* An int64 passed by the facade (ns values); TypeError otherwise. */
+static int parse_i64(PyObject *o, const char *param, int64_t *out) {
+    return prs_py_parse_int(o, param, INT64_MIN, INT64_MAX, out);
+}
+
+/* ======================================================================== */
+/* RetryPolicy                                                              */
+/* ======================================================================== */
+
+typedef struct {
+    PyObject_HEAD
+    prs_retry *core;   /* NULL until __init__ succeeded */
+    PyObject *seed;    /* None or the int given */
+} policy_obj;
+
+#define POLICY(o) ((policy_obj *)(o))
+
+static int policy_ready(policy_obj *p) {
+    if (p->core) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "RetryPolicy is not initialised");
+    return -1;
+}
+
+static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    policy_obj *p = (policy_obj *)type->tp_alloc(type, 0);
+    if (!p) return NULL;
+    p->core = NULL;
+    p->seed = Py_NewRef(Py_None);
+    return (PyObject *)p;
+}
+
+static int parse_jitter(PyObject *o, int *out) {
+    if (!o || o == Py_True) { *out = PRS_JITTER_PROPORTIONAL; return 0; }
+    if (o == Py_False || o == Py_None) { *out = PRS_JITTER_NONE; return 0; }
+    if (PyUnicode_Check(o)) {
+        const char *name = PyUnicode_AsUTF8(o);
+        if (!name) return -1;
+        prs_jitter j;
+        if (prs_jitter_parse(name, &j) == PRS_OK) { *out = (int)j; return 0; }
+        PyErr_Format(PyExc_ValueError,
+                     "jitter must be True, False or one of 'none', 'full', 'equal', "
+                     "'decorrelated', 'proportional', got %R", o);
+        return -1;
+    }
+    PyErr_Format(PyExc_TypeError, "jitter must be a bool or a strategy name (str), not %.200s: %R",
+                 Py_TYPE(o)->tp_name, o);
+    return -1;
+}
+
+static int parse_seed(PyObject *o, int *has, uint64_t *seed) {
+    *has = 0;
+    *seed = 0;
+    if (!o || o == Py_None) return 0;
+    if (PyBool_Check(o) || !PyLong_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "seed must be an int or None, not %.200s: %R", Py_TYPE(o)->tp_name, o);
+        return -1;
+    }
+    unsigned long long v = PyLong_AsUnsignedLongLongMask(o); /* the low 64 bits */
+    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
+    *has = 1;
+    *seed = v;
+    return 0;
+}
+
+static int policy_init(PyObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"max_attempts", "base_delay", "max_delay", "exponential_base",
+                             "jitter", "seed", NULL};
+    PyObject *att_o = NULL, *base_o = NULL, *max_o = NULL, *exp_o = NULL, *jit_o = NULL, *seed_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOOOO:RetryPolicy", kwlist, &att_o, &base_o,
+                                     &max_o, &exp_o, &jit_o, &seed_o))
+        return -1;
+    prs_retry_config cfg;
+    prs_retry_config_init(&cfg);
+    if (att_o && prs_py_parse_int(att_o, "max_attempts", 1, INT64_MAX, &cfg.max_attempts) < 0) return -1;
+    if (base_o && prs_py_parse_real(base_o, "base_delay", PRS_PY_ZERO_OK, &cfg.base_delay) < 0) return -1;
+    if (max_o && prs_py_parse_real(max_o, "max_delay", PRS_PY_ZERO_OK, &cfg.max_delay) < 0) return -1;
+    if (exp_o && prs_py_parse_real(exp_o, "exponential_base", PRS_PY_ZERO_OK, &cfg.exponential_base) < 0)
+        return -1;
+    if (cfg.max_delay < cfg.base_delay) {
+        PyObject *mx = PyFloat_FromDouble(cfg.max_delay), *bs = PyFloat_FromDouble(cfg.base_delay);
+        if (mx && bs)
+            PyErr_Format(PyExc_ValueError, "max_delay must be >= base_delay, got max_delay=%R, base_delay=%R",
+                         mx, bs);
+        Py_XDECREF(mx);
+        Py_XDECREF(bs);
+        return -1;
+    }
+    if (parse_jitter(jit_o, &cfg.jitter) < 0) return -1;
+    if (parse_seed(seed_o, &cfg.has_seed, &cfg.seed) < 0) return -1;
+    prs_retry *core;
+    int rc = prs_retry_new(&cfg, &core);
+    if (rc) { prs_py_error(prs_py_state_of(self), rc, "invalid retry configuration"); return -1; }
+    prs_retry_free(POLICY(self)->core);
+    POLICY(self)->core = core;
+    Py_XSETREF(POLICY(self)->seed, Py_NewRef(seed_o ? seed_o : Py_None));
+    return 0;
+}
+
+static void policy_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    prs_retry_free(POLICY(self)->core);
+    Py_CLEAR(POLICY(self)->seed);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"attempt", "previous", NULL};
+    PyObject *a[2];
+    if (prs_py_unpack("delay", args, nargs, kwnames, names, 2, a) < 0) return NULL;
+    if (policy_ready(POLICY(self)) < 0) return NULL;
+    if (!a[0]) { PyErr_SetString(PyExc_TypeError, "delay() missing required argument 'attempt'"); return NULL; }
+    int64_t attempt;
+    double prev;
+    if (parse_attempt(a[0], &attempt) < 0 || parse_previous(a[1], &prev) < 0) return NULL;
+    return PyFloat_FromDouble(prs_retry_delay(POLICY(self)->core, attempt, prev));
+}
+
+static PyObject *policy_base(PyObject *self, PyObject *arg) {
+    if (policy_ready(POLICY(self)) < 0) return NULL;
+    int64_t attempt;
+    if (parse_attempt(arg, &attempt) < 0) return NULL;
+    return PyFloat_FromDouble(prs_retry_base_delay(POLICY(self)->core, attempt));
+}
+
+static PyObject *policy_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"attempt", "n", "previous", NULL};
+    PyObject *a[3];
+    if (prs_py_unpack("sample", args, nargs, kwnames, names, 3, a) < 0) return NULL;
+    if (policy_ready(POLICY(self)) < 0) return NULL;
+    if (!a[0] || !a[1]) {
+        PyErr_SetString(PyExc_TypeError, "sample() takes attempt and n");
+        return NULL;
+    }
+    int64_t attempt, n;
+    double prev;
+    if (parse_attempt(a[0], &attempt) < 0 || prs_py_parse_int(a[1], "n", 0, 100000000, &n) < 0 ||
+        parse_previous(a[2], &prev) < 0)
+        return NULL;
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    if (!list) return NULL;
+    for (Py_ssize_t i = 0; i < (Py_ssize_t)n; i++) {
+        PyObject *f = PyFloat_FromDouble(prs_retry_delay(POLICY(self)->core, attempt, prev));
+        if (!f) { Py_DECREF(list); return NULL; }
+        PyList_SET_ITEM(list, i, f);
+    }
+    return list;
+}
+
+/* _next(attempt, previous, retry_after_ns, remaining_ns) -> (verdict, delay_s, delay_ns) */
+static PyObject *policy_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "_next() takes attempt, previous, retry_after_ns, remaining_ns");
+        return NULL;
+    }
+    if (policy_ready(POLICY(self)) < 0) return NULL;
+    int64_t attempt, ra, rem;
+    double prev;
+    if (parse_attempt(args[0], &attempt) < 0 || parse_previous(args[1], &prev) < 0 ||
+        parse_i64(args[2], "retry_after_ns", &ra) < 0 || parse_i64(args[3], "remaining_ns", &rem) < 0)
+        return NULL;
+    prs_retry_step s;
+    int rc = prs_retry_next(POLICY(self)->core, attempt, prev, ra, rem, &s);
+    if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+    return Py_BuildValue("(idL)", s.verdict, s.delay, (long long)s.delay_ns);
+}
+
+static PyObject *policy_reseed(PyObject *self, PyObject *arg) {
+    if (policy_ready(POLICY(self)) < 0) return NULL;
+    int has;
+    uint64_t seed;
+    if (parse_seed(arg, &has, &seed) < 0) return NULL;
+    prs_retry_seed(POLICY(self)->core, has ? seed : prs_random_seed());
+    Py_RETURN_NONE;
+}
+
+static PyObject *policy_random(PyObject *self, PyObject *unused) {
+    if (policy_ready(POLICY(self)) < 0) return NULL;
+    return PyFloat_FromDouble(prs_retry_uniform(POLICY(self)->core));
+}
+
+static PyMethodDef policy_methods[] = {
+    {"delay", (PyCFunction)(void (*)(void))policy_delay, METH_FASTCALL | METH_KEYWORDS,
+     "delay($self, /, attempt, previous=None)\n--\n\n"
+     "The delay in seconds after failed attempt `attempt` (0-based), with this policy's\n"
+     "jitter. `previous` is the delay slept last by the same retry loop (only the\n"
+     "decorrelated strategy reads it; None: the first sleep). Thread-safe."},
+    {"base", policy_base, METH_O,
+     "base($self, attempt, /)\n--\n\n"
+     "min(base_delay * exponential_base ** attempt, max_delay): the delay without jitter."},
+    {"sample", (PyCFunction)(void (*)(void))policy_sample, METH_FASTCALL | METH_KEYWORDS,
+     "sample($self, /, attempt, n, previous=None)\n--\n\n"
+     "A list of n delays for the same attempt (statistics and tests)."},
+    {"_next", (PyCFunction)(void (*)(void))policy_next, METH_FASTCALL,
+     "_next($self, attempt, previous, retry_after_ns, remaining_ns, /)\n--\n\n"
+     "The retry loop's step: (verdict, delay_s, delay_ns). verdict is one of RETRY_SLEEP,\n"
+     "RETRY_GIVE_UP_ATTEMPTS, RETRY_GIVE_UP_DEADLINE, RETRY_GIVE_UP_RETRY_AFTER.\n"
+     "retry_after_ns < 0: none; remaining_ns == NEVER_NS: no deadline."},
+    {"reseed", policy_reseed, METH_O,
+     "reseed($self, seed, /)\n--\n\nRestart the jitter generator from `seed` (None: a random seed)."},
+    {"random", policy_random, METH_NOARGS,
+     "random($self, /)\n--\n\nA uniform draw in [0, 1) from this policy's generator."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyObject *policy_get_max_attempts(PyObject *self, void *c) {
+    if (policy_ready(POLICY(self)) < 0) return NULL;
+    return PyLong_FromLongLong(prs_retry_max_attempts(POLICY(self)->core));
+}
+
+static PyObject *policy_get_field(PyObject *self, void *c) {
+    if (policy_ready(POLICY(self)) < 0) return NULL;
+    prs_retry_config cfg;
+    prs_retry_get_config(POLICY(self)->core, &cfg);
+    switch ((int)(intptr_t)c) {
+    case 0: return PyFloat_FromDouble(cfg.base_delay);
+    case 1: return PyFloat_FromDouble(cfg.max_delay);
+    case 2: return PyFloat_FromDouble(cfg.exponential_base);
+    default: return PyUnicode_FromString(prs_jitter_name(cfg.jitter));
+    }
+}
+
+static PyObject *policy_get_seed(PyObject *self, void *c) { return Py_NewRef(POLICY(self)->seed); }
+
+static PyGetSetDef policy_getset[] = {
+    {"max_attempts", policy_get_max_attempts, NULL, "Attempts in all, the first included.", NULL},
+    {"base_delay", policy_get_field, NULL, "Seconds before the first retry (before jitter).", (void *)0},
+    {"max_delay", policy_get_field, NULL, "The cap of the exponential delay, seconds.", (void *)1},
+    {"exponential_base", policy_get_field, NULL, "The growth factor per attempt.", (void *)2},
+    {"jitter", policy_get_field, NULL, "The jitter strategy's name.", (void *)3},
+    {"seed", policy_get_seed, NULL, "The seed given (None: random).", NULL},
+    {NULL},
+};
+
+static PyObject *policy_repr(PyObject *self) {
+    if (!POLICY(self)->core) return PyUnicode_FromString("RetryPolicy(<uninitialised>)");
+    prs_retry_config cfg;
+    prs_retry_get_config(POLICY(self)->core, &cfg);
+    PyObject *b = PyFloat_FromDouble(cfg.base_delay), *m = PyFloat_FromDouble(cfg.max_delay),
+             *e = PyFloat_FromDouble(cfg.exponential_base);
+    PyObject *r = NULL;
+    if (b && m && e)
+        r = PyUnicode_FromFormat("RetryPolicy(max_attempts=%lld, base_delay=%R, max_delay=%R, "
+                                 "exponential_base=%R, jitter='%s', seed=%R)",
+                                 (long long)cfg.max_attempts, b, m, e, prs_jitter_name(cfg.jitter),
+                                 POLICY(self)->seed);
+    Py_XDECREF(b); Py_XDECREF(m); Py_XDECREF(e);
+    return r;
+}
+
+static PyType_Slot policy_slots[] = {
+    {Py_tp_doc, "RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=60.0, exponential_base=2.0, "
+                "jitter=True, seed=None)\n--\n\n"
+                "The arithmetic of a retry configuration: exponential delays capped at max_delay,\n"
+                "a jitter strategy (True = 'proportional', False = 'none', or 'full', 'equal',\n"
+                "'decorrelated') and its thread-safe, seedable generator (SplitMix64). Holds\n"
+                "no per-call state. Used by RetryConfig; rarely needed directly."},
+    {Py_tp_new, policy_new},
+    {Py_tp_init, policy_init},
+    {Py_tp_dealloc, policy_dealloc},
+    {Py_tp_methods, policy_methods},
+    {Py_tp_getset, policy_getset},
+    {Py_tp_repr, policy_repr},
+    {0, NULL},
+};
+
+static PyType_Spec policy_spec = {
+    "pyresilience._core.RetryPolicy", sizeof(policy_obj), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, policy_slots,
+};
+
+/* ======================================================================== */
+/* RetryBudget                                                              */
+/* ======================================================================== */
+
+typedef struct {
+    PyObject_HEAD
+    prs_retry_budget *core;  /* NULL until __init__ succeeded */
+    prs_py_clock clock;
+    PyObject *weakreflist;
+} budget_obj;
+
+#define BUDGET(o) ((budget_obj *)(o))
+
+static int budget_ready(budget_obj *b) {
+    if (b->core) return 0;
+    PyErr_SetString(PyExc_RuntimeError, "RetryBudget is not initialised (call __init__)");
+    return -1;
+}
+
+static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    budget_obj *b = (budget_obj *)type->tp_alloc(type, 0);
+    if (!b) return NULL;
+    b->core = NULL;
+    b->clock.kind = PRS_CLOCK_MONOTONIC;
+    b->clock.obj = NULL;
+    b->clock.manual_ns = NULL;
+    b->weakreflist = NULL;
+    return (PyObject *)b;
+}
+
+static int budget_init(PyObject *self, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"ratio", "min_retries_per_second", "window", "clock", NULL};
+    PyObject *ratio_o = NULL, *floor_o = NULL, *window_o = NULL, *clock_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOO$O:RetryBudget", kwlist, &ratio_o, &floor_o,
+                                     &window_o, &clock_o))
+        return -1;
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st) return -1;
+    prs_retry_budget_config cfg;
+    prs_retry_budget_config_init(&cfg);
+    if (ratio_o && prs_py_parse_real(ratio_o, "ratio", PRS_PY_ZERO_OK, &cfg.ratio) < 0) return -1;
+    if (floor_o && prs_py_parse_real(floor_o, "min_retries_per_second", PRS_PY_ZERO_OK,
+                                     &cfg.min_retries_per_second) < 0)
+        return -1;
+    if (window_o && prs_py_parse_real(window_o, "window", 0, &cfg.window) < 0) return -1;
+    if (cfg.ratio > 1e6) {
+        PyErr_Format(PyExc_ValueError, "ratio must be <= 1e6, got %R", ratio_o);
+        return -1;
+    }
+    if (cfg.min_retries_per_second > 1e9) {
+        PyErr_Format(PyExc_ValueError, "min_retries_per_second must be <= 1e9, got %R", floor_o);
+        return -1;
+    }
+    if (cfg.window < 1e-3 || cfg.window > 3600.0) {
+        PyErr_Format(PyExc_ValueError, "window must be between 0.001 and 3600 seconds, got %R", window_o);
+        return -1;
+    }
+    prs_py_clock clock;
+    if (prs_py_clock_init(st, clock_o, &clock) < 0) return -1;
+    prs_retry_budget *core;
+    int rc = prs_retry_budget_new(&cfg, &core);
+    if (rc) {
+        prs_py_clock_clear(&clock);
+        prs_py_error(st, rc, "invalid RetryBudget configuration");
+        return -1;
+    }
+    prs_retry_budget_free(BUDGET(self)->core);
+    prs_py_clock_clear(&BUDGET(self)->clock);
+    BUDGET(self)->core = core;
+    BUDGET(self)->clock = clock;
+    return 0;
+}
+
+static int budget_traverse(PyObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    return prs_py_clock_traverse(&BUDGET(self)->clock, visit, arg);
+}
+
+static int budget_clear(PyObject *self) {
+    prs_py_clock_clear(&BUDGET(self)->clock);
+    return 0;
+}
+
+static void budget_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (BUDGET(self)->weakreflist) PyObject_ClearWeakRefs(self);
+    budget_clear(self);
+    prs_retry_budget_free(BUDGET(self)->core);
+    BUDGET(self)->core = NULL;
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* Deposits one first attempt at the budget's clock's now. 0 or -1. */
+static int budget_deposit_now(budget_obj *b) {
+    int64_t now;
+    if (budget_ready(b) < 0 || prs_py_clock_now(&b->clock, &now) < 0) return -1;
+    prs_retry_budget_deposit(b->core, now);
+    return 0;
+}
+
+static PyObject *budget_deposit(PyObject *self, PyObject *unused) {
+    if (budget_deposit_now(BUDGET(self)) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *budget_withdraw(PyObject *self, PyObject *unused) {
+    int64_t now;
+    if (budget_ready(BUDGET(self)) < 0 || prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
+    int ok = 0;
+    prs_retry_budget_withdraw(BUDGET(self)->core, now, &ok);
+    return PyBool_FromLong(ok);
+}
+
+static PyObject *budget_reset(PyObject *self, PyObject *unused) {
+    if (budget_ready(BUDGET(self)) < 0) return NULL;
+    prs_retry_budget_reset(BUDGET(self)->core);
+    Py_RETURN_NONE;
+}
+
+static PyObject *budget_get_metrics(PyObject *self, void *c) {
+    int64_t now;
+    if (budget_ready(BUDGET(self)) < 0 || prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
+    prs_retry_budget_metrics m;
+    prs_retry_budget_metrics_get(BUDGET(self)->core, now, &m);
+    return Py_BuildValue("{sLsLsLsLsLsd}", "attempts", (long long)m.attempts, "retries_allowed",
+                         (long long)m.retries_allowed, "retries_denied", (long long)m.retries_denied,
+                         "window_attempts", (long long)m.window_attempts, "window_retries",
+                         (long long)m.window_retries, "available", m.available);
+}
+
+static PyObject *budget_get_field(PyObject *self, void *c) {
+    if (budget_ready(BUDGET(self)) < 0) return NULL;
+    prs_retry_budget *b = BUDGET(self)->core;
+    switch ((int)(intptr_t)c) {
+    case 0: return PyFloat_FromDouble(prs_retry_budget_ratio(b));
+    case 1: return PyFloat_FromDouble(prs_retry_budget_min_per_second(b));
+    default: return PyFloat_FromDouble(prs_retry_budget_window(b));
+    }
+}
+
+static PyObject *budget_get_clock(PyObject *self, void *c) {
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st) return NULL;
+    return prs_py_clock_object(st, &BUDGET(self)->clock);
+}
+
+static PyObject *budget_repr(PyObject *self) {
+    if (!BUDGET(self)->core) return PyUnicode_FromString("RetryBudget(<uninitialised>)");
+    prs_retry_budget *b = BUDGET(self)->core;
+    PyObject *r = PyFloat_FromDouble(prs_retry_budget_ratio(b)),
+             *f = PyFloat_FromDouble(prs_retry_budget_min_per_second(b)),
+             *w = PyFloat_FromDouble(prs_retry_budget_window(b));
+    PyObject *s = NULL;
+    if (r && f && w)
+        s = PyUnicode_FromFormat("RetryBudget(ratio=%R, min_retries_per_second=%R, window=%R)", r, f, w);
+    Py_XDECREF(r); Py_XDECREF(f); Py_XDECREF(w);
+    return s;
+}
+
+static PyMethodDef budget_methods[] = {
+    {"deposit", budget_deposit, METH_NOARGS,
+     "deposit($self, /)\n--\n\nRecord a first attempt (a new request). Retry wrappers do this for you."},
+    {"withdraw", budget_withdraw, METH_NOARGS,
+     "withdraw($self, /)\n--\n\n"
+     "Ask for one retry: True (counted) while retries in the window stay within\n"
+     "ratio x first attempts + min_retries_per_second x window, else False (counted\n"
+     "as denied). Retry wrappers call it before each retry and give up on False."},
+    {"reset", budget_reset, METH_NOARGS, "reset($self, /)\n--\n\nEmpty the window and zero the metrics."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef budget_getset[] = {
+    {"metrics", budget_get_metrics, NULL,
+     "A dict: attempts (first attempts), retries_allowed, retries_denied (lifetime), and\n"
+     "window_attempts, window_retries, available (retries a withdrawal could take now).", NULL},
+    {"ratio", budget_get_field, NULL, "Retries allowed per first attempt.", (void *)0},
+    {"min_retries_per_second", budget_get_field, NULL, "The floor: retries per second always allowed.",
+     (void *)1},
+    {"window", budget_get_field, NULL, "The sliding window, seconds.", (void *)2},
+    {"clock", budget_get_clock, NULL, "The clock the budget reads.", NULL},
+    {NULL},
+};
+
+static PyMemberDef budget_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(budget_obj, weakreflist), READONLY, NULL},
+    {NULL},
+};
+
+static PyType_Slot budget_slots[] = {
+    {Py_tp_doc, "RetryBudget(ratio=0.1, min_retries_per_second=10.0, window=10.0, *, clock=None)\n--\n\n"
+                "A retry budget shared by many call sites (as in gRPC, Finagle and tower): a retry\n"
+                "is allowed only while retries over the last `window` seconds stay within\n"
+                "`ratio` x first attempts plus `min_retries_per_second` x window. Stops retry\n"
+                "storms: under total failure, attempts stay near (1 + ratio) x requests.\n"
+                "Pass it as RetryConfig(budget=...). Thread-safe."},
+    {Py_tp_new, budget_new},
+    {Py_tp_init, budget_init},
+    {Py_tp_dealloc, budget_dealloc},
+    {Py_tp_traverse, budget_traverse},
+    {Py_tp_clear, budget_clear},
+    {Py_tp_methods, budget_methods},
+    {Py_tp_getset, budget_getset},
+    {Py_tp_members, budget_members},
+    {Py_tp_repr, budget_repr},
+    {0, NULL},
+};
+
+static PyType_Spec budget_spec = {
+    "pyresilience._core.RetryBudget", sizeof(budget_obj), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, budget_slots,
+};
+
+/* ======================================================================== */
+/* RetryCall: the fast path                                                 */
+/* ======================================================================== */
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *func;          /* the wrapped callable */
+    PyObject *handler;       /* handler(func, args, kwargs, exc, result, start_ns): the Python loop */
+    PyObject *check_result;  /* NULL or retry_on_result */
+    PyObject *budget;        /* NULL or a RetryBudget */
+    prs_py_clock clock;
+    PyObject *dict;          /* __dict__ (functools.wraps writes there) */
+    PyObject *weakreflist;
+} call_obj;
+
+#define CALL(o) ((call_obj *)(o))
+
+/* The current exception, normalised, with its traceback attached; cleared. */
+static PyObject *take_exception(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb && v) PyException_SetTraceback(v, tb);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    return v;
+#endif
+}
+
+/* Hands a failed first attempt to the Python loop. Steals exc and result. */
+static PyObject *call_slow(call_obj *c, PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                           PyObject *exc, PyObject *result, int64_t start) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = PyDict_New(), *start_o = PyLong_FromLongLong(start);
+    PyObject *out = NULL;
+    if (!tuple || !kwargs || !start_o) goto done;
+    for (Py_ssize_t i = 0; i < nargs; i++) PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    for (Py_ssize_t k = 0; k < nkw; k++)
+        if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, k), args[nargs + k]) < 0) goto done;
+    PyObject *hargs[6] = {c->func, tuple, kwargs, exc ? exc : Py_None, result ? result : Py_None, start_o};
+    out = PyObject_Vectorcall(c->handler, hargs, 6, NULL);
+done:
+    Py_XDECREF(tuple);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(start_o);
+    Py_XDECREF(exc);
+    Py_XDECREF(result);
+    return out;
+}
+
+static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    call_obj *c = CALL(self);
+    int64_t start;
+    if (prs_py_clock_now(&c->clock, &start) < 0) return NULL;
+    if (c->budget && budget_deposit_now(BUDGET(c->budget)) < 0) return NULL;
+    PyObject *res = PyObject_Vectorcall(c->func, args, nargsf, kwnames);
+    if (res) {
+        if (!c->check_result) return res;
+        PyObject *r = PyObject_CallOneArg(c->check_result, res);
+        if (!r) { Py_DECREF(res); return NULL; }
+        int retry = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (retry < 0) { Py_DECREF(res); return NULL; }
+        if (!retry) return res;
+        return call_slow(c, args, nargsf, kwnames, NULL, res, start);
+    }
+    /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
+     * GeneratorExit, CancelledError) are never retried. */
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
+    PyObject *exc = take_exception();
+    if (!exc) return NULL;
+    return call_slow(c, args, nargsf, kwnames, exc, NULL, start);
+}
+
+static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"func", "handler", "budget", "clock", "retry_on_result", NULL};
+    PyObject *func, *handler, *budget = NULL, *clock = NULL, *check = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$OOO:RetryCall", kwlist, &func, &handler, &budget,
+                                     &clock, &check))
+        return NULL;
+    prs_py_state *st = prs_py_state_of_type(type);
+    if (!st) return NULL;
+    if (!PyCallable_Check(func)) {
+        PyErr_Format(PyExc_TypeError, "func must be callable, not %.200s: %R", Py_TYPE(func)->tp_name, func);
+        return NULL;
+    }
+    if (!PyCallable_Check(handler)) {
+        PyErr_Format(PyExc_TypeError, "handler must be callable, not %.200s", Py_TYPE(handler)->tp_name);
+        return NULL;
+    }
+    if (budget == Py_None) budget = NULL;
+    if (budget && !PyObject_TypeCheck(budget, PRS_PY_TYPE(st, RetryBudget))) {
+        PyErr_Format(PyExc_TypeError, "budget must be a RetryBudget or None, not %.200s: %R",
+                     Py_TYPE(budget)->tp_name, budget);
+        return NULL;
+    }
+    if (check == Py_None) check = NULL;
+    if (check && !PyCallable_Check(check)) {
+        PyErr_Format(PyExc_TypeError, "retry_on_result must be callable or None, not %.200s: %R",
+                     Py_TYPE(check)->tp_name, check);
+        return NULL;
+    }
+    prs_py_clock ck;
+    if (prs_py_clock_init(st, clock, &ck) < 0) return NULL;
+    call_obj *c = (call_obj *)type->tp_alloc(type, 0);
+    if (!c) { prs_py_clock_clear(&ck); return NULL; }
+    c->vectorcall = call_vectorcall;
+    c->func = Py_NewRef(func);
+    c->handler = Py_NewRef(handler);
+    c->check_result = Py_XNewRef(check);
+    c->budget = Py_XNewRef(budget);
+    c->clock = ck;
+    c->dict = NULL;
+    c->weakreflist = NULL;
+    return (PyObject *)c;
+}
+
+static int call_traverse(PyObject *self, visitproc visit, void *arg) {
+    call_obj *c = CALL(self);
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(c->func);
+    Py_VISIT(c->handler);
+    Py_VISIT(c->check_result);
+    Py_VISIT(c->budget);
+    Py_VISIT(c->dict);
+    return prs_py_clock_traverse(&c->clock, visit, arg);
+}
+
+static int call_clear(PyObject *self) {
+    call_obj *c = CALL(self);
+    Py_CLEAR(c->func);
+    Py_CLEAR(c->handler);
+    Py_CLEAR(c->check_result);
+    Py_CLEAR(c->budget);
+    Py_CLEAR(c->dict);
+    prs_py_clock_clear(&c->clock);
+    return 0;
+}
+
+static void call_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (CALL(self)->weakreflist) PyObject_ClearWeakRefs(self);
+    call_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* A method: bind like a function does. */
+static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *call_safe_call(PyObject *self, PyObject *args, PyObject *kwargs) {
+    return PyVectorcall_Call(self, args, kwargs);
+}
+
+static PyObject *call_repr(PyObject *self) {
+    if (!CALL(self)->func) return PyUnicode_FromString("<retrying wrapper (cleared)>");
+    return PyUnicode_FromFormat("<retrying wrapper of %R>", CALL(self)->func);
+}
+
+static PyObject *call_get_func(PyObject *self, void *c) {
+    PyObject *f = c ? CALL(self)->handler : CALL(self)->func;
+    if (!f) Py_RETURN_NONE;
+    return Py_NewRef(f);
+}
+
+static PyGetSetDef call_getset[] = {
+    {"__func__", call_get_func, NULL, "The wrapped callable.", NULL},
+    {"_handler", call_get_func, NULL, "The Python retry loop taking over after a failure.", (void *)1},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL},
+};
+
+static PyMemberDef call_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(call_obj, vectorcall), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(call_obj, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(call_obj, weakreflist), READONLY, NULL},
+    {NULL},
+};
+
+static PyType_Slot call_slots[] = {
+    {Py_tp_doc, "RetryCall(func, handler, *, budget=None, clock=None, retry_on_result=None)\n--\n\n"
+                "A callable wrapping `func` with the C fast path of a retry loop: it reads the\n"
+                "clock, deposits a first attempt in `budget`, calls func and returns its result\n"
+                "unless it raised an Exception or retry_on_result(result) is true; then\n"
+                "handler(func, args, kwargs, exception_or_None, result_or_None, start_ns) takes\n"
+                "over (the Python loop of Retry). Made by Retry as a decorator."},
+    {Py_tp_new, call_new},
+    {Py_tp_dealloc, call_dealloc},
+    {Py_tp_traverse, call_traverse},
+    {Py_tp_clear, call_clear},
+    {Py_tp_call, call_safe_call},
+    {Py_tp_descr_get, call_descr_get},
+    {Py_tp_repr, call_repr},
+    {Py_tp_getset, call_getset},
+    {Py_tp_members, call_members},
+    {0, NULL},
+};
+
+static PyType_Spec call_spec = {
+    "pyresilience._core.RetryCall", sizeof(call_obj), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE |
+        Py_TPFLAGS_METHOD_DESCRIPTOR,
+    call_slots,
+};
+
+/* ======================================================================== */
+/* Clock helpers for the Python loop                                        */
+/* ======================================================================== */
+
+static PyObject *mod_retry_now_ns(PyObject *m, PyObject *arg) {
+    prs_py_state *st = PyModule_GetState(m);
+    prs_py_clock c;
+    if (prs_py_clock_init(st, arg, &c) < 0) return NULL;
+    int64_t now;
+    int rc = prs_py_clock_now(&c, &now);
+    prs_py_clock_clear(&c);
+    if (rc < 0) return NULL;
+    return PyLong_FromLongLong(now);
+}
+
+/* retry_sleep(clock, ns): a ManualClock is advanced by ns at once; any other
+ * clock sleeps ns of real (monotonic) time with the GIL released, in slices
+ * of <= 50 ms, running signal handlers between slices. */
+static PyObject *mod_retry_sleep(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "retry_sleep() takes clock and ns");
+        return NULL;
+    }
+    prs_py_state *st = PyModule_GetState(m);
+    int64_t ns;
+    if (prs_py_parse_int(args[1], "ns", 0, INT64_MAX, &ns) < 0) return NULL;
+    prs_py_clock c;
+    if (prs_py_clock_init(st, args[0], &c) < 0) return NULL;
+    int rc = 0;
+    if (c.kind == PRS_CLOCK_MANUAL) {
+        rc = prs_py_clock_sleep(&c, ns);
+    } else {
+        prs_py_clock mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
+        int64_t now = prs_monotonic_ns(), wake = prs__sat_add_py(now, ns);
+        rc = PyErr_CheckSignals();
+        while (rc == 0 && now < wake) {
+            rc = prs_py_clock_wait(&mono, now, wake, 0);
+            now = prs_monotonic_ns();
+        }
+    }
+    prs_py_clock_clear(&c);
+    if (rc < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef retry_functions[] = {
+    {"retry_now_ns", mod_retry_now_ns, METH_O,
+     "retry_now_ns(clock, /)\n--\n\nThe time of `clock` (None: monotonic) in integer nanoseconds."},
+    {"retry_sleep", (PyCFunction)(void (*)(void))mod_retry_sleep, METH_FASTCALL,
+     "retry_sleep(clock, ns, /)\n--\n\n"
+     "Sleep `ns` nanoseconds for a retry: advances a ManualClock at once; otherwise sleeps\n"
+     "with the GIL released, interruptible by signals (Ctrl-C)."},
+    {NULL, NULL, 0, NULL},
+};
+
+int prs_py_register_retry(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &policy_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &budget_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &call_spec, NULL) < 0) return -1;
+    if (PyModule_AddFunctions(m, retry_functions) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "RETRY_SLEEP", PRS_RETRY_SLEEP) < 0 ||
+        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_ATTEMPTS", PRS_RETRY_GIVE_UP_ATTEMPTS) < 0 ||
+        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_DEADLINE", PRS_RETRY_GIVE_UP_DEADLINE) < 0 ||
+        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_RETRY_AFTER", PRS_RETRY_GIVE_UP_RETRY_AFTER) < 0)
+        return -1;
+    return 0;
+}

@@ -1,0 +1,554 @@
+"""Retries with exponential backoff.
+
+The reference API, unchanged: :class:`RetryConfig`, :func:`calculate_delay`,
+:func:`retry_with_backoff` and :func:`retry_async`; plus :class:`Retry` (an
+object with ``call``/``call_async``/decorator/``delays()``), :class:`RetryState`
+(what ``on_retry`` receives) and :class:`RetryBudget` (from the C core).
+
+Where the work happens: the delay, the jitter draw, the Retry-After and deadline
+capping and the budget are C (``pyresilience._core.RetryPolicy`` and
+``RetryBudget``). A decorated synchronous function is a C ``RetryCall``: a call
+that succeeds at once never runs Python code of ours. Only after a failure does
+the loop below take over: it sleeps (advancing a ManualClock instead), calls
+``on_retry`` and re-raises.
+
+Semantics that hold whatever the configuration:
+
+- BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
+  GeneratorExit, asyncio.CancelledError) are never retried, and a cancellation
+  during an async backoff sleep propagates at once.
+- The loop never sleeps past ``deadline``: when the next delay would reach it,
+  it gives up and re-raises the last exception.
+- Per-call state (attempt number, previous delay, start time) lives in the call;
+  concurrent calls through one decorated function never share it.
+- When attempts are exhausted by exceptions, the exception re-raised carries a
+  note (PEP 678) saying how many attempts were made over how long.
+"""
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import math
+from typing import (Any, Awaitable, Callable, Coroutine, Iterator, Optional, Tuple, Type,
+                    TypeVar, Union, cast, overload)
+
+from . import _core
+from ._core import ManualClock, MonotonicClock, RetryBudget, RetryPolicy
+from .errors import RetryExhausted
+
+__all__ = [
+    "RetryConfig",
+    "RetryState",
+    "RetryBudget",
+    "Retry",
+    "calculate_delay",
+    "retry_with_backoff",
+    "retry_async",
+]
+
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+JitterArg = Union[bool, str]
+ExceptionTypes = Union[Type[BaseException], Tuple[Type[BaseException], ...]]
+ClockArg = Union[None, ManualClock, MonotonicClock, Callable[[], float]]
+
+_NEVER = _core.NEVER_NS
+_SLEEP = _core.RETRY_SLEEP
+_GIVE_UP_ATTEMPTS = _core.RETRY_GIVE_UP_ATTEMPTS
+_GIVE_UP_DEADLINE = _core.RETRY_GIVE_UP_DEADLINE
+_GIVE_UP_RETRY_AFTER = _core.RETRY_GIVE_UP_RETRY_AFTER
+_GIVE_UP_BUDGET = -1  # decided here: the budget said no
+
+_POLICY_FIELDS = ("max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed")
+_FIELDS = _POLICY_FIELDS[:5] + ("retryable_exceptions", "deadline", "retry_on_result", "on_retry",
+                                "budget", "respect_retry_after", "seed", "clock")
+
+
+def _check_exceptions(value: Any) -> Tuple[Type[BaseException], ...]:
+    if isinstance(value, type):
+        value = (value,)
+    elif isinstance(value, (list, frozenset, set)):
+        value = tuple(value)
+    if not isinstance(value, tuple):
+        raise TypeError("retryable_exceptions must be an exception class or a tuple of them, "
+                        f"not {type(value).__name__}: {value!r}")
+    for cls in value:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TypeError(f"retryable_exceptions must hold exception classes, got {cls!r}")
+    return value
+
+
+def _check_deadline(value: Any) -> Optional[float]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"deadline must be a number of seconds or None, not {type(value).__name__}: {value!r}")
+    value = float(value)
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"deadline must be > 0 seconds (or None), got {value!r}")
+    return None if math.isinf(value) else value
+
+
+def _check_callable(name: str, value: Any) -> Any:
+    if value is not None and not callable(value):
+        raise TypeError(f"{name} must be callable or None, not {type(value).__name__}: {value!r}")
+    return value
+
+
+def _check_clock(value: Any) -> Any:
+    if value is None or isinstance(value, (ManualClock, MonotonicClock)):
+        return value
+    if callable(value) and not isinstance(value, type):
+        return value
+    raise TypeError("clock must be None, a ManualClock, a MonotonicClock or a zero-argument callable "
+                    f"returning seconds, not {type(value).__name__}: {value!r}")
+
+
+class RetryConfig:
+    """RetryConfig(max_attempts=3, base_delay=1.0, max_delay=60.0, exponential_base=2.0, jitter=True, retryable_exceptions=(Exception,), *, deadline=None, retry_on_result=None, on_retry=None, budget=None, respect_retry_after=True, seed=None, clock=None)
+
+    How to retry. ``max_attempts`` counts every attempt (the first included).
+    After failed attempt ``a`` (from 0) the delay is ``base_delay *
+    exponential_base ** a`` capped at ``max_delay``, then jittered:
+
+    - ``True`` / ``"proportional"``: +/-50% uniform (the reference behaviour);
+    - ``False`` / ``"none"``: no jitter;
+    - ``"full"``: uniform in [0, d]; ``"equal"``: d/2 + uniform in [0, d/2];
+    - ``"decorrelated"``: min(max_delay, uniform(base_delay, 3 x previous delay)).
+
+    Only exceptions matching ``retryable_exceptions`` are retried, never a
+    BaseException that is not an Exception. Keyword-only additions:
+    ``deadline`` (seconds across all attempts and sleeps; never slept past),
+    ``retry_on_result`` (a predicate: True means retry this result; exhausted ->
+    :class:`RetryExhausted`), ``on_retry`` (called with a :class:`RetryState`
+    before each sleep), ``budget`` (a shared :class:`RetryBudget`),
+    ``respect_retry_after`` (wait at least an exception's ``retry_after``,
+    capped by max_delay; give up at once when it passes the deadline),
+    ``seed`` (reproducible jitter) and ``clock`` (a ManualClock makes sleeps
+    advance it instantly).
+
+    Attributes may be changed after construction (values are re-validated);
+    a decorator reads ``budget``, ``clock`` and ``retry_on_result`` when it
+    wraps, the rest at every call."""
+
+    __slots__ = ("_policy", "retryable_exceptions", "deadline", "retry_on_result", "on_retry",
+                 "budget", "respect_retry_after", "clock", "_jitter", "_seed", "_deadline_ns")
+
+    _policy: RetryPolicy
+    retryable_exceptions: Tuple[Type[BaseException], ...]
+    deadline: Optional[float]
+    retry_on_result: Optional[Callable[[Any], Any]]
+    on_retry: Optional[Callable[["RetryState"], Any]]
+    budget: Optional[RetryBudget]
+    respect_retry_after: bool
+    clock: ClockArg
+
+    def __init__(self, max_attempts: int = 3, base_delay: float = 1.0, max_delay: float = 60.0,
+                 exponential_base: float = 2.0, jitter: JitterArg = True,
+                 retryable_exceptions: ExceptionTypes = (Exception,), *,
+                 deadline: Optional[float] = None,
+                 retry_on_result: Optional[Callable[[Any], Any]] = None,
+                 on_retry: Optional[Callable[["RetryState"], Any]] = None,
+                 budget: Optional[RetryBudget] = None,
+                 respect_retry_after: bool = True,
+                 seed: Optional[int] = None,
+                 clock: ClockArg = None) -> None:
+        object.__setattr__(self, "_jitter", jitter)
+        object.__setattr__(self, "_seed", seed)
+        object.__setattr__(self, "_policy",
+                           RetryPolicy(max_attempts, base_delay, max_delay, exponential_base, jitter, seed))
+        self.retryable_exceptions = retryable_exceptions  # type: ignore[assignment]
+        self.deadline = deadline
+        self.retry_on_result = retry_on_result
+        self.on_retry = on_retry
+        self.budget = budget
+        self.respect_retry_after = respect_retry_after
+        self.clock = clock
+
+    # -- the policy's fields: read from the C policy, rebuilt on change --
+
+    @property
+    def max_attempts(self) -> int:
+        return self._policy.max_attempts
+
+    @max_attempts.setter
+    def max_attempts(self, value: int) -> None:
+        self._rebuild(max_attempts=value)
+
+    @property
+    def base_delay(self) -> float:
+        return self._policy.base_delay
+
+    @base_delay.setter
+    def base_delay(self, value: float) -> None:
+        self._rebuild(base_delay=value)
+
+    @property
+    def max_delay(self) -> float:
+        return self._policy.max_delay
+
+    @max_delay.setter
+    def max_delay(self, value: float) -> None:
+        self._rebuild(max_delay=value)
+
+    @property
+    def exponential_base(self) -> float:
+        return self._policy.exponential_base
+
+    @exponential_base.setter
+    def exponential_base(self, value: float) -> None:
+        self._rebuild(exponential_base=value)
+
+    @property
+    def jitter(self) -> JitterArg:
+        """As given: True, False or a strategy name (``jitter_strategy`` is the name)."""
+        return cast(JitterArg, self._jitter)
+
+    @jitter.setter
+    def jitter(self, value: JitterArg) -> None:
+        self._rebuild(jitter=value)
+
+    @property
+    def jitter_strategy(self) -> str:
+        """The jitter strategy's name: 'none', 'full', 'equal', 'decorrelated' or 'proportional'."""
+        return self._policy.jitter
+
+    @property
+    def seed(self) -> Optional[int]:
+        return cast(Optional[int], self._seed)
+
+    @seed.setter
+    def seed(self, value: Optional[int]) -> None:
+        self._rebuild(seed=value)
+
+    def _rebuild(self, **change: Any) -> None:
+        p = self._policy
+        args = dict(max_attempts=p.max_attempts, base_delay=p.base_delay, max_delay=p.max_delay,
+                    exponential_base=p.exponential_base, jitter=self._jitter, seed=self._seed)
+        args.update(change)
+        policy = RetryPolicy(**args)
+        object.__setattr__(self, "_policy", policy)
+        object.__setattr__(self, "_jitter", args["jitter"])
+        object.__setattr__(self, "_seed", args["seed"])
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "retryable_exceptions":
+            value = _check_exceptions(value)
+        elif name == "deadline":
+            value = _check_deadline(value)
+            object.__setattr__(self, "_deadline_ns",
+                               _NEVER if value is None else min(round(value * 1e9), _NEVER - 1))
+        elif name in ("retry_on_result", "on_retry"):
+            value = _check_callable(name, value)
+        elif name == "budget":
+            if value is not None and not isinstance(value, RetryBudget):
+                raise TypeError(f"budget must be a RetryBudget or None, not {type(value).__name__}: {value!r}")
+        elif name == "respect_retry_after":
+            value = bool(value)
+        elif name == "clock":
+            value = _check_clock(value)
+        object.__setattr__(self, name, value)
+
+    def replace(self, **changes: Any) -> "RetryConfig":
+        """replace(self, **changes)
+
+        A copy with some fields changed (like dataclasses.replace)."""
+        args = {name: getattr(self, name) for name in _FIELDS}
+        unknown = set(changes) - set(args)
+        if unknown:
+            raise TypeError(f"RetryConfig has no field {sorted(unknown)[0]!r}")
+        args.update(changes)
+        return RetryConfig(**args)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
+        return f"RetryConfig({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RetryConfig):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+class RetryState:
+    """RetryState(attempt, delay, exception, result, elapsed)
+
+    What ``on_retry`` receives before each sleep: ``attempt`` (0-based index of
+    the attempt that just failed), ``delay`` (seconds about to be slept),
+    ``exception`` (or None), ``result`` (the rejected result, or None) and
+    ``elapsed`` (seconds since the first attempt started)."""
+
+    __slots__ = ("attempt", "delay", "exception", "result", "elapsed")
+
+    def __init__(self, attempt: int, delay: float, exception: Optional[BaseException],
+                 result: Any, elapsed: float) -> None:
+        self.attempt = attempt
+        self.delay = delay
+        self.exception = exception
+        self.result = result
+        self.elapsed = elapsed
+
+    def __repr__(self) -> str:
+        return (f"RetryState(attempt={self.attempt}, delay={self.delay!r}, exception={self.exception!r}, "
+                f"result={self.result!r}, elapsed={self.elapsed!r})")
+
+
+def calculate_delay(attempt: int, config: RetryConfig, previous: Optional[float] = None) -> float:
+    """calculate_delay(attempt, config, previous=None)
+
+    The delay in seconds after failed attempt ``attempt`` (counting from 0):
+    ``base_delay * exponential_base ** attempt`` capped at ``max_delay``, then
+    jittered by ``config.jitter`` (True: +/-50% uniform); never negative, and
+    no OverflowError for any attempt. ``previous`` (the delay slept last) is
+    read by the decorrelated strategy only."""
+    if not isinstance(config, RetryConfig):
+        raise TypeError(f"config must be a RetryConfig, not {type(config).__name__}: {config!r}")
+    return config._policy.delay(attempt, previous)
+
+
+def _retry_after_ns(exc: Optional[BaseException]) -> int:
+    """The exception's retry_after in ns: -1 when it has none, NEVER for inf."""
+    ra = getattr(exc, "retry_after", None)
+    if ra is None or isinstance(ra, bool) or not isinstance(ra, (int, float)):
+        return -1
+    ra = float(ra)
+    if math.isnan(ra) or ra < 0:
+        return -1
+    if ra * 1e9 >= _NEVER:
+        return _NEVER
+    return round(ra * 1e9)
+
+
+_REASONS = {
+    _GIVE_UP_ATTEMPTS: "attempts exhausted",
+    _GIVE_UP_DEADLINE: "the next delay would pass the deadline",
+    _GIVE_UP_RETRY_AFTER: "the server's Retry-After passes the deadline",
+    _GIVE_UP_BUDGET: "the retry budget is exhausted",
+}
+
+
+def _give_up(exc: Optional[BaseException], result: Any, attempts: int, elapsed_ns: int,
+             verdict: int) -> Any:
+    """Raise what the caller sees when the loop stops."""
+    how = (f"{attempts} attempt{'s' if attempts != 1 else ''} over {elapsed_ns / 1e9:.3f} s "
+           f"({_REASONS.get(verdict, 'gave up')})")
+    if exc is not None:
+        add_note = getattr(exc, "add_note", None)
+        if add_note is not None:
+            add_note(f"pyresilience: gave up after {how}")
+        raise exc
+    raise RetryExhausted(f"retries exhausted after {how}: retry_on_result rejected the last result",
+                         last_result=result, attempts=attempts)
+
+
+class _Loop:
+    """The per-call state of one retry loop (never shared between calls)."""
+
+    __slots__ = ("cfg", "start", "attempt", "previous")
+
+    def __init__(self, cfg: RetryConfig, start: int) -> None:
+        self.cfg = cfg
+        self.start = start
+        self.attempt = 0
+        self.previous = 0.0
+
+    def step(self, exc: Optional[BaseException], result: Any) -> int:
+        """After a failure: the ns to sleep before the next attempt; raises when giving up."""
+        cfg = self.cfg
+        if exc is not None and not isinstance(exc, cfg.retryable_exceptions):
+            raise exc
+        clock = cfg.clock
+        elapsed = _core.retry_now_ns(clock) - self.start
+        deadline = cfg._deadline_ns
+        remaining = _NEVER if deadline == _NEVER else deadline - elapsed
+        ra = _retry_after_ns(exc) if cfg.respect_retry_after else -1
+        verdict, delay, delay_ns = cfg._policy._next(self.attempt, self.previous, ra, remaining)
+        if verdict == _SLEEP and cfg.budget is not None and not cfg.budget.withdraw():
+            verdict = _GIVE_UP_BUDGET
+        if verdict != _SLEEP:
+            _give_up(exc, result, self.attempt + 1, elapsed, verdict)
+        if cfg.on_retry is not None:
+            cfg.on_retry(RetryState(self.attempt, delay, exc, result, elapsed / 1e9))
+            if deadline != _NEVER:  # on_retry took time: still never sleep past the deadline
+                elapsed = _core.retry_now_ns(clock) - self.start
+                if delay_ns >= deadline - elapsed:
+                    _give_up(exc, result, self.attempt + 1, elapsed, _GIVE_UP_DEADLINE)
+        self.attempt += 1
+        self.previous = delay
+        return cast(int, delay_ns)
+
+
+class Retry:
+    """Retry(config=None, **config_kwargs)
+
+    A reusable retry policy. ``config`` is a :class:`RetryConfig` (keyword
+    arguments build one, or override fields of ``config``). Use it as
+
+    - ``retry.call(func, *args, **kwargs)`` and ``await retry.call_async(func, ...)``;
+    - a decorator on sync and async functions (``@Retry(max_attempts=5)``);
+    - ``retry.delays()``: the delays it would sleep, for inspection.
+
+    Per-call state is never shared: one Retry serves any number of concurrent
+    calls (threads or tasks)."""
+
+    __slots__ = ("config", "__weakref__")
+
+    config: RetryConfig
+
+    def __init__(self, config: Optional[RetryConfig] = None, **config_kwargs: Any) -> None:
+        if config is None:
+            config = RetryConfig(**config_kwargs)
+        elif not isinstance(config, RetryConfig):
+            raise TypeError(f"config must be a RetryConfig or None, not {type(config).__name__}: {config!r}")
+        elif config_kwargs:
+            config = config.replace(**config_kwargs)
+        self.config = config
+
+    def __repr__(self) -> str:
+        return f"Retry({self.config!r})"
+
+    # -- the loops --
+
+    def _resume(self, func: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any,
+                exc: Optional[BaseException], result: Any, start: int) -> Any:
+        """Continue a call whose first attempt failed (called by the C fast path)."""
+        cfg = self.config
+        loop = _Loop(cfg, start)
+        clock = cfg.clock
+        while True:
+            _core.retry_sleep(clock, loop.step(exc, result))
+            exc = result = None
+            try:
+                result = func(*args, **kwargs)
+            except Exception as e:  # BaseExceptions propagate: never retried
+                exc = e
+                continue
+            predicate = cfg.retry_on_result
+            if predicate is None or not predicate(result):
+                return result
+
+    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """call(self, func, /, *args, **kwargs)
+
+        Call ``func(*args, **kwargs)`` with retries; return its first accepted
+        result, or re-raise the last exception (with a note) when giving up."""
+        cfg = self.config
+        start = _core.retry_now_ns(cfg.clock)
+        if cfg.budget is not None:
+            cfg.budget.deposit()
+        try:
+            result = func(*args, **kwargs)
+        except Exception as e:
+            exc: Optional[BaseException] = e
+            result = None
+        else:
+            predicate = cfg.retry_on_result
+            if predicate is None or not predicate(result):
+                return result
+            exc = None
+        return cast(T, self._resume(func, args, kwargs, exc, result, start))
+
+    async def call_async(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+        """call_async(self, func, /, *args, **kwargs)
+
+        Await ``func(*args, **kwargs)`` with retries, sleeping with asyncio (a
+        ManualClock is advanced instead). A cancellation - also during a
+        backoff sleep - propagates at once and is never retried."""
+        cfg = self.config
+        clock = cfg.clock
+        loop = _Loop(cfg, _core.retry_now_ns(clock))
+        if cfg.budget is not None:
+            cfg.budget.deposit()
+        while True:
+            exc: Optional[BaseException] = None
+            result: Any = None
+            try:
+                result = await func(*args, **kwargs)
+            except Exception as e:
+                exc = e
+            else:
+                predicate = cfg.retry_on_result
+                if predicate is None or not predicate(result):
+                    return cast(T, result)
+            delay_ns = loop.step(exc, result)
+            exc = result = None
+            if isinstance(clock, ManualClock):
+                _core.retry_sleep(clock, delay_ns)
+                await asyncio.sleep(0)
+            else:
+                await asyncio.sleep(delay_ns / 1e9)
+
+    # -- decorator --
+
+    @overload
+    def __call__(self, func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]: ...
+    @overload
+    def __call__(self, func: F) -> F: ...
+
+    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        """__call__(self, func)
+
+        Decorate ``func`` (sync or async) so that every call is retried."""
+        if not callable(func):
+            raise TypeError(f"Retry() decorates callables, not {type(func).__name__}: {func!r}")
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await self.call_async(func, *args, **kwargs)
+            async_wrapper.retry = self  # type: ignore[attr-defined]
+            return async_wrapper
+        cfg = self.config
+        wrapper = _core.RetryCall(func, self._resume, budget=cfg.budget, clock=cfg.clock,
+                                  retry_on_result=cfg.retry_on_result)
+        try:
+            functools.update_wrapper(wrapper, func)
+        except (AttributeError, TypeError):  # a callable object without the usual attributes
+            wrapper.__wrapped__ = func
+        wrapper.retry = self
+        return wrapper
+
+    # -- inspection --
+
+    def delays(self) -> Iterator[float]:
+        """delays(self)
+
+        The delays a call would sleep if every attempt failed at once (without
+        Retry-After): ``max_attempts - 1`` of them, fewer when the deadline
+        would be reached first. Jitter is drawn from the configured generator."""
+        cfg = self.config
+        policy = cfg._policy
+        previous = 0.0
+        spent = 0
+        attempt = 0
+        while True:
+            remaining = _NEVER if cfg._deadline_ns == _NEVER else cfg._deadline_ns - spent
+            verdict, delay, delay_ns = policy._next(attempt, previous, -1, remaining)
+            if verdict != _SLEEP:
+                return
+            yield delay
+            spent += delay_ns
+            previous = delay
+            attempt += 1
+
+
+def retry_with_backoff(config: Optional[RetryConfig] = None) -> Retry:
+    """retry_with_backoff(config=None)
+
+    Decorator: call the function up to ``config.max_attempts`` times, sleeping
+    ``calculate_delay(attempt, config)`` after each retryable failure, and
+    re-raise the last exception when attempts run out. Works on sync and async
+    functions; a succeeding call goes through C only."""
+    return Retry(config)
+
+
+async def retry_async(func: Callable[..., Awaitable[T]], config: Optional[RetryConfig] = None,
+                      *args: Any, **kwargs: Any) -> T:
+    """retry_async(func, config=None, *args, **kwargs)
+
+    Await ``func(*args, **kwargs)`` with retries per ``config``, sleeping with
+    asyncio. Cancellation propagates at once and is never retried."""
+    return await Retry(config).call_async(func, *args, **kwargs)
