@@ -34,6 +34,21 @@ def tour_limiters() -> None:
 
 
 # -- rate limiter family (issue 3) --
+def tour_limiter_family() -> None:
+    section("LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter")
+    clock = pr.ManualClock()
+    limiters = [pr.LeakyBucket(capacity=3, leak_rate=1, clock=clock),
+                pr.FixedWindow(limit=3, window=10, clock=clock),
+                pr.SlidingWindowLog(limit=3, window=10, clock=clock),
+                pr.SlidingWindowCounter(limit=3, window=10, clock=clock)]
+    clock.set(9.0)
+    for lim in limiters:
+        got = [lim.allow() for _ in range(4)]
+        print(f"{type(lim).__name__:>20}: 4 requests at t=9 -> {got}, "
+              f"retry_after={lim.check().retry_after:.3f}s")
+    clock.set(10.0)  # a new fixed window: the fixed window admits a second burst at once
+    print("  at t=10, 3 more:", {type(lim).__name__: lim.allow(3) for lim in limiters})
+
 
 # -- circuit breaker (issue 4) --
 
@@ -46,6 +61,7 @@ def main() -> None:
     print(f"pyresilience {pr.__version__}")
     # -- calls (one line per section, in issue order) --
     tour_limiters()
+    tour_limiter_family()
     print("\ntour done")
 
 
