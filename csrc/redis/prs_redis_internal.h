@@ -1,0 +1,61 @@
+/*
+ * prs_redis_internal.h - what the csrc/redis files share; not installed.
+ * Includes hiredis (the public prs_redis.h never does).
+ */
+#ifndef PRS_REDIS_INTERNAL_H
+#define PRS_REDIS_INTERNAL_H
+
+#include <hiredis/hiredis.h>
+#include <stdarg.h>
+
+#include "prs_internal.h"
+#include "prs_redis.h"
+
+/* ---- scripts (redis_scripts.c) ---------------------------------------- */
+
+/* Script slots: one per algorithm (same numbers as prs_redis_algorithm), the
+ * group script, and the empty script used as the benchmark floor. */
+enum { PRS_REDIS__SCRIPT_GROUP = PRS_REDIS__ALGORITHM_COUNT, PRS_REDIS__SCRIPT_NOOP,
+       PRS_REDIS__NSCRIPTS };
+
+typedef struct prs_redis__script {
+    const char *body;
+    size_t len;
+    char sha[41];  /* lowercase hex SHA1 of body, NUL-terminated */
+} prs_redis__script;
+
+/* The scripts, with their SHA1s computed once (thread-safe, idempotent). */
+const prs_redis__script *prs_redis__scripts(void);
+/* SHA1 of data as 40 lowercase hex digits + NUL. */
+void prs_redis__sha1_hex(const void *data, size_t len, char out[41]);
+
+/* ---- the backend (redis.c) -------------------------------------------- */
+
+/* Sets this thread's last error message (printf-style). */
+void prs_redis__set_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* One round trip on a pooled connection: send `ncmds` commands (pipelined),
+ * read their replies into replies[0..ncmds) (the caller frees each with
+ * freeReplyObject). A script command is EVALSHA with its sha in argv[1]; a
+ * NOSCRIPT reply is retried once with EVAL of the body (script index in
+ * scripts[i], or -1 for a plain command). Applies the deadline, the retry on
+ * a stale connection and the circuit. PRS_OK when every reply was read
+ * (individual replies may be errors), else a failure status and no replies. */
+typedef struct prs_redis__cmd {
+    int argc;
+    const char **argv;
+    size_t *argvlen;
+    int script;     /* -1 or the script slot (then argv[0..1] are EVALSHA, sha) */
+} prs_redis__cmd;
+
+int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies);
+const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b);
+
+/* The generation of this process (bumped in every forked child). */
+uint64_t prs_redis__fork_gen(void);
+void prs_redis__fork_init(void);
+
+/* 64-bit keyed hash (SipHash-2-4). */
+uint64_t prs_redis__siphash(const void *data, size_t len, uint64_t k0, uint64_t k1);
+
+#endif /* PRS_REDIS_INTERNAL_H */

@@ -1,0 +1,714 @@
+/*
+ * redis.c - the Redis backend: URL parsing, a small connection pool, timeouts,
+ * reconnection, a circuit that stops hammering a dead server, and fork safety.
+ *
+ * Pool. `mu` guards idle[], nidle, nopen and closed; it is held only to pop or
+ * push a connection, never across I/O. A connection belongs to one thread from
+ * checkout to give-back. At most max_connections are open; a caller finding
+ * none idle and the pool at its cap waits on `cv` (CLOCK_MONOTONIC) until its
+ * deadline. Connections are opened lazily, inside the call that needs one.
+ *
+ * Deadlines. A call has a budget of `timeout` from its start. Dialing uses
+ * min(connect_timeout, what is left), and a freshly dialed connection gets
+ * the remaining budget as its socket timeout for this call (the full timeout
+ * is restored when it is given back), so one call never waits much longer
+ * than `timeout` in total. A pooled connection that fails at once with EOF or
+ * a reset (the server restarted) is dropped with every other idle one, and
+ * the call retries once on a fresh connection; a timeout is never retried.
+ *
+ * Circuit. `failures` counts consecutive connection-level failures (refused,
+ * reset, timed out). At PRS_REDIS_TRIP_FAILURES the circuit opens for
+ * PRS_REDIS_OPEN_NS: calls fail at once instead of waiting out a timeout each.
+ * After that, a single call (the probe, `probing`) tries again while the
+ * others keep failing fast; its success closes the circuit, its failure
+ * re-opens it. With Redis back, decisions resume within OPEN_NS + one dial.
+ * Error replies from a healthy server (a script error) do not count.
+ *
+ * Fork. A global generation is bumped in every forked child (pthread_atfork).
+ * Each backend remembers the generation it belongs to; the first call in a
+ * child sees the mismatch and re-initialises the pool: locks re-made, inherited
+ * connections closed locally (close(2) only, never a QUIT: the parent's
+ * sessions are untouched), counters reset. Exactly one thread does it
+ * (`resetting`); the others wait for it.
+ */
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "prs_redis_internal.h"
+
+#define PRS_REDIS_TRIP_FAILURES 3
+#define PRS_REDIS_OPEN_NS (200 * PRS_NS_PER_MS)
+#define PRS_REDIS_MAX_CONNECTIONS 1024
+
+struct prs_redis_backend {
+    prs_allocator alloc;
+    prs_redis_url url;
+    int64_t connect_timeout_ns;
+    int64_t timeout_ns;
+    int max_connections;
+
+    pthread_mutex_t mu;        /* guards the four fields below */
+    pthread_cond_t cv;         /* signalled when a connection is given back */
+    redisContext **idle;       /* [max_connections]; idle[0..nidle) ready to use */
+    int nidle;
+    int nopen;                 /* idle + checked out, <= max_connections */
+    int closed;                /* 1 after prs_redis_backend_close() */
+
+    _Atomic int failures;      /* consecutive connection-level failures */
+    _Atomic int64_t open_until;/* 0: circuit closed; else fail fast until then */
+    _Atomic int probing;       /* 1 while one call probes a half-open circuit */
+
+    _Atomic uint64_t gen;      /* the fork generation the pool belongs to */
+    _Atomic int resetting;     /* 1 while a child re-initialises the pool */
+};
+
+/* ---- errors ---------------------------------------------------------------- */
+
+static _Thread_local char last_error[256];
+
+void prs_redis__set_error(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    va_end(ap);
+}
+
+const char *prs_redis_last_error(void) { return last_error; }
+
+/* ---- fork generation ---------------------------------------------------------- */
+
+static _Atomic uint64_t fork_gen = 1;
+static pthread_once_t fork_once = PTHREAD_ONCE_INIT;
+
+static void on_fork_child(void) { atomic_fetch_add(&fork_gen, 1); }
+static void fork_register(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
+void prs_redis__fork_init(void) { pthread_once(&fork_once, fork_register); }
+uint64_t prs_redis__fork_gen(void) { return atomic_load_explicit(&fork_gen, memory_order_acquire); }
+
+/* ---- URLs ------------------------------------------------------------------ */
+
+static char *dup_range(const prs_allocator *a, const char *s, size_t n, int decode) {
+    char *out = prs__malloc(a, n + 1);
+    if (!out) return NULL;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (decode && s[i] == '%') {
+            int hi, lo;
+            char c1 = i + 1 < n ? s[i + 1] : 0, c2 = i + 2 < n ? s[i + 2] : 0;
+            hi = (c1 >= '0' && c1 <= '9') ? c1 - '0' : (c1 >= 'a' && c1 <= 'f') ? c1 - 'a' + 10
+               : (c1 >= 'A' && c1 <= 'F') ? c1 - 'A' + 10 : -1;
+            lo = (c2 >= '0' && c2 <= '9') ? c2 - '0' : (c2 >= 'a' && c2 <= 'f') ? c2 - 'a' + 10
+               : (c2 >= 'A' && c2 <= 'F') ? c2 - 'A' + 10 : -1;
+            if (hi < 0 || lo < 0) { prs__free(a, out); errno = EINVAL; return NULL; }
+            out[j++] = (char)(hi * 16 + lo);
+            i += 2;
+            continue;
+        }
+        out[j++] = s[i];
+    }
+    out[j] = '\0';
+    return out;
+}
+
+/* A decimal in [lo, hi] spanning exactly s[0..n). */
+static int parse_num(const char *s, size_t n, int64_t lo, int64_t hi, int64_t *out) {
+    if (n == 0 || n > 18) return -1;
+    int64_t v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    if (v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+void prs_redis_url_clear(prs_redis_url *u, const prs_allocator *alloc) {
+    if (!u) return;
+    const prs_allocator *a = prs__alloc_or_default(alloc);
+    prs__free(a, u->host);
+    prs__free(a, u->path);
+    prs__free(a, u->user);
+    prs__free(a, u->password);
+    memset(u, 0, sizeof *u);
+}
+
+static int url_fail(prs_redis_url *u, const prs_allocator *a, int status, const char *url, const char *why) {
+    prs_redis_url_clear(u, a);
+    if (status == PRS_EINVAL) prs_redis__set_error("invalid Redis URL %.120s: %s", url, why);
+    else prs_redis__set_error("out of memory parsing a Redis URL");
+    return status;
+}
+
+#define URL_DUP(dst, s, n, dec)                                                              \
+    do {                                                                                     \
+        errno = 0;                                                                           \
+        (dst) = dup_range(a, (s), (n), (dec));                                               \
+        if (!(dst)) return url_fail(out, a, errno == EINVAL ? PRS_EINVAL : PRS_ENOMEM, url,  \
+                                    "bad percent-escape");                                   \
+    } while (0)
+
+static int parse_query(prs_redis_url *out, const prs_allocator *a, const char *url, const char *q) {
+    while (*q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        const char *eq = memchr(q, '=', len);
+        if (!eq) return url_fail(out, a, PRS_EINVAL, url, "query parameter without '='");
+        size_t klen = (size_t)(eq - q), vlen = len - klen - 1;
+        const char *v = eq + 1;
+        if (klen == 2 && !memcmp(q, "db", 2)) {
+            if (parse_num(v, vlen, 0, INT32_MAX, &out->db)) return url_fail(out, a, PRS_EINVAL, url, "bad db number");
+        } else if (klen == 8 && !memcmp(q, "password", 8)) {
+            prs__free(a, out->password);
+            URL_DUP(out->password, v, vlen, 1);
+        } else if (klen == 4 && !memcmp(q, "user", 4)) {
+            prs__free(a, out->user);
+            URL_DUP(out->user, v, vlen, 1);
+        } else {
+            return url_fail(out, a, PRS_EINVAL, url, "unknown query parameter");
+        }
+        q += len + (amp ? 1 : 0);
+    }
+    return PRS_OK;
+}
+
+int prs_redis_url_parse(const char *url, const prs_allocator *alloc, prs_redis_url *out) {
+    const prs_allocator *a = prs__alloc_or_default(alloc);
+    if (!out) return PRS_EINVAL;
+    memset(out, 0, sizeof *out);
+    out->port = 6379;
+    if (!url) return url_fail(out, a, PRS_EINVAL, "(null)", "no URL");
+    for (const char *c = url; *c; c++)
+        if ((unsigned char)*c <= ' ' || *c == 0x7f) return url_fail(out, a, PRS_EINVAL, url, "control character or space");
+    if (!strncmp(url, "unix://", 7)) {
+        const char *p = url + 7;
+        const char *at = strchr(p, '@');
+        const char *qm = strchr(p, '?');
+        if (at && (!qm || at < qm)) {
+            const char *colon = memchr(p, ':', (size_t)(at - p));
+            if (colon) {
+                if (colon > p) URL_DUP(out->user, p, (size_t)(colon - p), 1);
+                URL_DUP(out->password, colon + 1, (size_t)(at - colon - 1), 1);
+            } else if (at > p) {
+                URL_DUP(out->password, p, (size_t)(at - p), 1);
+            }
+            p = at + 1;
+        }
+        size_t plen = qm ? (size_t)(qm - p) : strlen(p);
+        if (plen == 0 || p[0] != '/') return url_fail(out, a, PRS_EINVAL, url, "unix:// needs an absolute socket path");
+        if (plen >= 108) return url_fail(out, a, PRS_EINVAL, url, "socket path too long");
+        URL_DUP(out->path, p, plen, 1);
+        out->is_unix = 1;
+        return qm ? parse_query(out, a, url, qm + 1) : PRS_OK;
+    }
+    if (strncmp(url, "redis://", 8)) return url_fail(out, a, PRS_EINVAL, url, "scheme must be redis:// or unix://");
+    const char *p = url + 8;
+    const char *slash = strchr(p, '/'), *qm = strchr(p, '?');
+    const char *end_auth = slash ? slash : (qm ? qm : p + strlen(p));
+    if (qm && qm < end_auth) end_auth = qm;
+    const char *at = NULL;
+    for (const char *c = p; c < end_auth; c++) if (*c == '@') at = c; /* the last '@' */
+    if (at) {
+        const char *colon = memchr(p, ':', (size_t)(at - p));
+        if (colon) {
+            if (colon > p) URL_DUP(out->user, p, (size_t)(colon - p), 1);
+            URL_DUP(out->password, colon + 1, (size_t)(at - colon - 1), 1);
+        } else if (at > p) {
+            /* redis://password@host is a common spelling: a lone value is the password */
+            URL_DUP(out->password, p, (size_t)(at - p), 1);
+        }
+        p = at + 1;
+    }
+    const char *host = p, *host_end, *port_s = NULL;
+    if (*p == '[') {
+        const char *rb = memchr(p, ']', (size_t)(end_auth - p));
+        if (!rb) return url_fail(out, a, PRS_EINVAL, url, "unclosed [ in host");
+        host = p + 1;
+        host_end = rb;
+        if (rb + 1 < end_auth) {
+            if (rb[1] != ':') return url_fail(out, a, PRS_EINVAL, url, "junk after ]");
+            port_s = rb + 2;
+        }
+    } else {
+        const char *colon = memchr(p, ':', (size_t)(end_auth - p));
+        host_end = colon ? colon : end_auth;
+        if (colon) port_s = colon + 1;
+    }
+    if (host_end == host) return url_fail(out, a, PRS_EINVAL, url, "no host");
+    for (const char *c = host; c < host_end; c++)
+        if (*c == '@' || *c == '%' || *c == '[' || *c == ']' || *c == '/')
+            return url_fail(out, a, PRS_EINVAL, url, "bad character in host");
+    if (port_s) {
+        int64_t port;
+        if (parse_num(port_s, (size_t)(end_auth - port_s), 1, 65535, &port))
+            return url_fail(out, a, PRS_EINVAL, url, "port must be 1..65535");
+        out->port = (int)port;
+    }
+    URL_DUP(out->host, host, (size_t)(host_end - host), 0);
+    if (slash && (!qm || slash < qm)) {
+        const char *db = slash + 1;
+        size_t dlen = qm ? (size_t)(qm - db) : strlen(db);
+        if (dlen && parse_num(db, dlen, 0, INT32_MAX, &out->db))
+            return url_fail(out, a, PRS_EINVAL, url, "db must be a number 0..2147483647");
+    }
+    return qm ? parse_query(out, a, url, qm + 1) : PRS_OK;
+}
+
+/* ---- the backend ---------------------------------------------------------------- */
+
+void prs_redis_config_init(prs_redis_config *cfg) {
+    cfg->url = "redis://127.0.0.1:6379/0";
+    cfg->connect_timeout_ns = 250 * PRS_NS_PER_MS;
+    cfg->timeout_ns = 250 * PRS_NS_PER_MS;
+    cfg->max_connections = 8;
+    cfg->allocator = NULL;
+}
+
+static int init_sync(prs_redis_backend *b) {
+    pthread_condattr_t ca;
+    if (pthread_condattr_init(&ca)) return PRS_ENOMEM;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    int rc = pthread_cond_init(&b->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    if (rc) return PRS_ENOMEM;
+    if (pthread_mutex_init(&b->mu, NULL)) { pthread_cond_destroy(&b->cv); return PRS_ENOMEM; }
+    return PRS_OK;
+}
+
+int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    if (!cfg) return PRS_EINVAL;
+    if (cfg->connect_timeout_ns <= 0 || cfg->timeout_ns <= 0) {
+        prs_redis__set_error("timeouts must be > 0");
+        return PRS_EINVAL;
+    }
+    if (cfg->max_connections < 1 || cfg->max_connections > PRS_REDIS_MAX_CONNECTIONS) {
+        prs_redis__set_error("max_connections must be 1..%d", PRS_REDIS_MAX_CONNECTIONS);
+        return PRS_EINVAL;
+    }
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_redis__fork_init();
+    (void)prs_redis__scripts();
+    prs_redis_backend *b = prs__calloc(a, 1, sizeof *b);
+    if (!b) return PRS_ENOMEM;
+    b->alloc = *a;
+    int rc = prs_redis_url_parse(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0", a, &b->url);
+    if (rc) { prs__free(a, b); return rc; }
+    b->idle = prs__calloc(a, (size_t)cfg->max_connections, sizeof *b->idle);
+    if (!b->idle || init_sync(b)) {
+        prs__free(a, b->idle);
+        prs_redis_url_clear(&b->url, a);
+        prs__free(a, b);
+        return PRS_ENOMEM;
+    }
+    b->connect_timeout_ns = cfg->connect_timeout_ns;
+    b->timeout_ns = cfg->timeout_ns;
+    b->max_connections = cfg->max_connections;
+    atomic_init(&b->failures, 0);
+    atomic_init(&b->open_until, 0);
+    atomic_init(&b->probing, 0);
+    atomic_init(&b->gen, prs_redis__fork_gen());
+    atomic_init(&b->resetting, 0);
+    *out = b;
+    return PRS_OK;
+}
+
+const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b) { return &b->alloc; }
+
+/* In a forked child: forget the parent's pool (see the top of the file). */
+static void after_fork(prs_redis_backend *b) {
+    uint64_t g = prs_redis__fork_gen();
+    if (atomic_load_explicit(&b->gen, memory_order_acquire) == g) return;
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&b->resetting, &expected, 1)) {
+        if (atomic_load(&b->gen) != g) {
+            init_sync(b); /* the parent's lock state may have been copied mid-use */
+            for (int i = 0; i < b->nidle; i++) redisFree(b->idle[i]); /* close(2) only */
+            b->nidle = 0;
+            b->nopen = 0;
+            atomic_store(&b->failures, 0);
+            atomic_store(&b->open_until, 0);
+            atomic_store(&b->probing, 0);
+            atomic_store_explicit(&b->gen, g, memory_order_release);
+        }
+        atomic_store(&b->resetting, 0);
+    } else {
+        while (atomic_load(&b->resetting)) sched_yield();
+    }
+}
+
+void prs_redis_backend_close(prs_redis_backend *b) {
+    if (!b) return;
+    after_fork(b);
+    pthread_mutex_lock(&b->mu);
+    b->closed = 1;
+    for (int i = 0; i < b->nidle; i++) redisFree(b->idle[i]);
+    b->nopen -= b->nidle;
+    b->nidle = 0;
+    pthread_cond_broadcast(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+int prs_redis_backend_closed(const prs_redis_backend *b) {
+    prs_redis_backend *mb = (prs_redis_backend *)b;
+    pthread_mutex_lock(&mb->mu);
+    int c = mb->closed;
+    pthread_mutex_unlock(&mb->mu);
+    return c;
+}
+
+void prs_redis_backend_free(prs_redis_backend *b) {
+    if (!b) return;
+    prs_redis_backend_close(b);
+    pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->cv);
+    prs_allocator a = b->alloc;
+    prs__free(&a, b->idle);
+    prs_redis_url_clear(&b->url, &a);
+    prs__free(&a, b);
+}
+
+int prs_redis_backend_connections(prs_redis_backend *b) {
+    after_fork(b);
+    pthread_mutex_lock(&b->mu);
+    int n = b->nopen;
+    pthread_mutex_unlock(&b->mu);
+    return n;
+}
+
+/* ---- connections ------------------------------------------------------------ */
+
+static struct timeval tv_of(int64_t ns) {
+    if (ns < PRS_NS_PER_US) ns = PRS_NS_PER_US;
+    struct timeval tv;
+    tv.tv_sec = (time_t)(ns / PRS_NS_PER_SEC);
+    tv.tv_usec = (suseconds_t)((ns % PRS_NS_PER_SEC) / PRS_NS_PER_US);
+    return tv;
+}
+
+static int is_timeout_err(const redisContext *c, int saved_errno) {
+#ifdef REDIS_ERR_TIMEOUT
+    if (c->err == REDIS_ERR_TIMEOUT) return 1;
+#endif
+    if (c->err != REDIS_ERR_IO) return 0;
+    return saved_errno == EAGAIN || saved_errno == EWOULDBLOCK || saved_errno == ETIMEDOUT ||
+           saved_errno == EINPROGRESS || strstr(c->errstr, "timed out") != NULL ||
+           strstr(c->errstr, "temporarily unavailable") != NULL;
+}
+
+/* A simple command on a fresh connection during setup (AUTH, SELECT). */
+static int setup_cmd(redisContext *c, int argc, const char **argv, const char *what) {
+    size_t lens[3];
+    for (int i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
+    redisReply *r = redisCommandArgv(c, argc, argv, lens);
+    if (!r) {
+        prs_redis__set_error("redis: %s failed: %s", what, c->errstr);
+        return is_timeout_err(c, errno) ? PRS_ETIMEDOUT : PRS_ECONN;
+    }
+    int bad = r->type == REDIS_REPLY_ERROR;
+    if (bad) prs_redis__set_error("redis: %s failed: %.200s", what, r->str);
+    freeReplyObject(r);
+    return bad ? PRS_EBACKEND : PRS_OK;
+}
+
+/* Opens a connection within `budget_ns`; sets its socket timeout to
+ * min(timeout, budget). NULL with *status on failure. */
+static redisContext *dial(prs_redis_backend *b, int64_t budget_ns, int *status) {
+    int64_t ct = prs__min64(b->connect_timeout_ns, budget_ns);
+    if (ct <= 0) {
+        prs_redis__set_error("redis: timed out before connecting");
+        *status = PRS_ETIMEDOUT;
+        return NULL;
+    }
+    redisContext *c = b->url.is_unix ? redisConnectUnixWithTimeout(b->url.path, tv_of(ct))
+                                     : redisConnectWithTimeout(b->url.host, b->url.port, tv_of(ct));
+    int saved = errno;
+    if (!c) {
+        prs_redis__set_error("redis: out of memory connecting");
+        *status = PRS_ENOMEM;
+        return NULL;
+    }
+    if (c->err) {
+        if (b->url.is_unix) prs_redis__set_error("redis: cannot connect to %s: %s", b->url.path, c->errstr);
+        else prs_redis__set_error("redis: cannot connect to %s:%d: %s", b->url.host, b->url.port, c->errstr);
+        *status = is_timeout_err(c, saved) ? PRS_ETIMEDOUT : PRS_ECONN;
+        redisFree(c);
+        return NULL;
+    }
+    redisSetTimeout(c, tv_of(prs__min64(b->timeout_ns, budget_ns)));
+    int rc = PRS_OK;
+    if (b->url.password) {
+        const char *argv[3] = {"AUTH", b->url.user ? b->url.user : b->url.password, b->url.password};
+        rc = setup_cmd(c, b->url.user ? 3 : 2, argv, "AUTH");
+    }
+    if (rc == PRS_OK && b->url.db) {
+        char db[24];
+        snprintf(db, sizeof db, "%lld", (long long)b->url.db);
+        const char *argv[2] = {"SELECT", db};
+        rc = setup_cmd(c, 2, argv, "SELECT");
+    }
+    if (rc) {
+        redisFree(c);
+        *status = rc;
+        return NULL;
+    }
+    return c;
+}
+
+/* Checks a connection out: an idle one (*fresh = 0), or a new one dialed
+ * within the deadline (*fresh = 1), or waits for one to be given back. */
+static redisContext *checkout(prs_redis_backend *b, int64_t deadline, int *fresh, int *status) {
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        if (b->closed) {
+            pthread_mutex_unlock(&b->mu);
+            prs_redis__set_error("redis: backend is closed");
+            *status = PRS_ECLOSED;
+            return NULL;
+        }
+        if (b->nidle > 0) {
+            redisContext *c = b->idle[--b->nidle];
+            pthread_mutex_unlock(&b->mu);
+            *fresh = 0;
+            return c;
+        }
+        if (b->nopen < b->max_connections) {
+            b->nopen++;
+            pthread_mutex_unlock(&b->mu);
+            redisContext *c = dial(b, deadline - prs_monotonic_ns(), status);
+            if (!c) {
+                pthread_mutex_lock(&b->mu);
+                b->nopen--;
+                pthread_cond_signal(&b->cv);
+                pthread_mutex_unlock(&b->mu);
+            }
+            *fresh = 1;
+            return c;
+        }
+        int64_t now = prs_monotonic_ns();
+        if (now >= deadline) {
+            pthread_mutex_unlock(&b->mu);
+            prs_redis__set_error("redis: no free connection within the timeout (max_connections=%d)",
+                                 b->max_connections);
+            *status = PRS_ETIMEDOUT;
+            return NULL;
+        }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        int64_t wake = (int64_t)ts.tv_sec * PRS_NS_PER_SEC + ts.tv_nsec + (deadline - now);
+        ts.tv_sec = (time_t)(wake / PRS_NS_PER_SEC);
+        ts.tv_nsec = (long)(wake % PRS_NS_PER_SEC);
+        pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+    }
+}
+
+/* Gives a connection back (broken ones are closed). With drop_idle, every idle
+ * connection is closed too (the server probably restarted). */
+static void give_back(prs_redis_backend *b, redisContext *c, int broken, int fresh, int drop_idle) {
+    if (c && !broken && fresh) redisSetTimeout(c, tv_of(b->timeout_ns));
+    redisContext *dropped[PRS_REDIS_MAX_CONNECTIONS];
+    int ndropped = 0;
+    pthread_mutex_lock(&b->mu);
+    if (drop_idle) {
+        for (int i = 0; i < b->nidle; i++) dropped[ndropped++] = b->idle[i];
+        b->nopen -= b->nidle;
+        b->nidle = 0;
+    }
+    if (c) {
+        if (broken || b->closed) {
+            dropped[ndropped++] = c;
+            b->nopen--;
+        } else {
+            b->idle[b->nidle++] = c;
+        }
+    }
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    for (int i = 0; i < ndropped; i++) redisFree(dropped[i]); /* close outside the lock */
+}
+
+/* ---- the circuit ---------------------------------------------------------------- */
+
+/* 0: fail fast; 1: go; 2: go as the probe of a half-open circuit. */
+static int circuit_admit(prs_redis_backend *b, int64_t now) {
+    int64_t until = atomic_load_explicit(&b->open_until, memory_order_acquire);
+    if (until == 0) return 1;
+    if (now < until) return 0;
+    int expected = 0;
+    return atomic_compare_exchange_strong(&b->probing, &expected, 1) ? 2 : 0;
+}
+
+static void circuit_result(prs_redis_backend *b, int admit, int conn_failure, int64_t now) {
+    if (!conn_failure) {
+        if (atomic_load_explicit(&b->failures, memory_order_relaxed) != 0) atomic_store(&b->failures, 0);
+        if (admit == 2 || atomic_load_explicit(&b->open_until, memory_order_relaxed) != 0) {
+            atomic_store(&b->open_until, 0);
+            atomic_store(&b->probing, 0);
+        }
+        return;
+    }
+    int f = atomic_fetch_add(&b->failures, 1) + 1;
+    if (admit == 2 || f >= PRS_REDIS_TRIP_FAILURES) {
+        atomic_store(&b->open_until, now + PRS_REDIS_OPEN_NS);
+        atomic_store(&b->probing, 0);
+    }
+}
+
+static int is_conn_failure(int status) {
+    return status == PRS_ECONN || status == PRS_ETIMEDOUT || status == PRS_EPROTO;
+}
+
+/* ---- one round trip --------------------------------------------------------- */
+
+static int is_noscript(const redisReply *r) {
+    return r && r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8);
+}
+
+/* Sends cmds and reads the replies on c. Returns PRS_OK, or a connection
+ * failure (c is then broken) with *instant set when it failed without waiting
+ * (EOF/reset: a stale pooled connection). */
+static int exchange(redisContext *c, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies,
+                    const prs_redis__script *scripts, int *instant) {
+    *instant = 0;
+    for (size_t i = 0; i < ncmds; i++) {
+        if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK) {
+            prs_redis__set_error("redis: cannot format a command: %s", c->errstr);
+            return PRS_ENOMEM;
+        }
+    }
+    size_t got = 0;
+    int rc = PRS_OK;
+    for (; got < ncmds; got++) {
+        void *r = NULL;
+        if (redisGetReply(c, &r) != REDIS_OK || !r) { rc = -1; break; }
+        replies[got] = r;
+    }
+    if (rc == PRS_OK) {
+        /* NOSCRIPT: the server lost its script cache (restart, SCRIPT FLUSH,
+         * failover). Send those again as EVAL with the body, pipelined. */
+        size_t nretry = 0;
+        for (size_t i = 0; i < ncmds; i++) {
+            if (cmds[i].script >= 0 && is_noscript(replies[i])) {
+                const char *a0 = cmds[i].argv[0], *a1 = cmds[i].argv[1];
+                size_t l0 = cmds[i].argvlen[0], l1 = cmds[i].argvlen[1];
+                cmds[i].argv[0] = "EVAL";
+                cmds[i].argvlen[0] = 4;
+                cmds[i].argv[1] = scripts[cmds[i].script].body;
+                cmds[i].argvlen[1] = scripts[cmds[i].script].len;
+                int ok = redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen);
+                cmds[i].argv[0] = a0; cmds[i].argvlen[0] = l0;
+                cmds[i].argv[1] = a1; cmds[i].argvlen[1] = l1;
+                if (ok != REDIS_OK) { rc = PRS_ENOMEM; break; }
+                nretry++;
+            }
+        }
+        for (size_t i = 0; i < ncmds && nretry && rc == PRS_OK; i++) {
+            if (cmds[i].script >= 0 && is_noscript(replies[i])) {
+                void *r = NULL;
+                if (redisGetReply(c, &r) != REDIS_OK || !r) { rc = -1; break; }
+                freeReplyObject(replies[i]);
+                replies[i] = r;
+                nretry--;
+            }
+        }
+        if (rc == PRS_OK) return PRS_OK;
+        got = ncmds;
+    }
+    int saved = errno;
+    for (size_t i = 0; i < got; i++) { freeReplyObject(replies[i]); replies[i] = NULL; }
+    if (rc == PRS_ENOMEM) return rc;
+    if (is_timeout_err(c, saved)) {
+        prs_redis__set_error("redis: timed out waiting for a reply");
+        return PRS_ETIMEDOUT;
+    }
+    *instant = c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (saved == ECONNRESET || saved == EPIPE));
+    if (c->err == REDIS_ERR_PROTOCOL) {
+        prs_redis__set_error("redis: protocol error: %s", c->errstr);
+        return PRS_EPROTO;
+    }
+    prs_redis__set_error("redis: connection lost: %s", c->err ? c->errstr : "no reply");
+    return PRS_ECONN;
+}
+
+int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies) {
+    after_fork(b);
+    int64_t start = prs_monotonic_ns(), deadline = prs__sat_add(start, b->timeout_ns);
+    int admit = circuit_admit(b, start);
+    if (!admit) {
+        int64_t until = atomic_load(&b->open_until);
+        prs_redis__set_error("redis: unavailable after %d consecutive failures; next attempt in %lld ms",
+                             atomic_load(&b->failures),
+                             (long long)(prs__max64(0, until - start) / PRS_NS_PER_MS));
+        return PRS_EBACKEND;
+    }
+    const prs_redis__script *scripts = prs_redis__scripts();
+    int rc = PRS_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int fresh = 0, instant = 0;
+        redisContext *c = checkout(b, deadline, &fresh, &rc);
+        if (!c) break;
+        rc = exchange(c, ncmds, cmds, replies, scripts, &instant);
+        int broken = rc != PRS_OK;
+        int retry = broken && instant && !fresh && prs_monotonic_ns() < deadline;
+        give_back(b, c, broken, fresh, retry);
+        if (!retry) break;
+    }
+    if (rc == PRS_ECLOSED || rc == PRS_ENOMEM) {
+        if (admit == 2) atomic_store(&b->probing, 0);
+        return rc;
+    }
+    circuit_result(b, admit, is_conn_failure(rc), prs_monotonic_ns());
+    return rc;
+}
+
+/* ---- commands ----------------------------------------------------------------- */
+
+int prs_redis_command(prs_redis_backend *b, int argc, const char *const *argv, const size_t *argvlen,
+                      char *buf, size_t bufsize) {
+    if (!b || argc < 1 || !argv || !argvlen) return PRS_EINVAL;
+    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1};
+    redisReply *r = NULL;
+    int rc = prs_redis__roundtrip(b, 1, &cmd, &r);
+    if (rc) return rc;
+    char tmp[32];
+    const char *s = tmp;
+    size_t len;
+    switch (r->type) {
+    case REDIS_REPLY_INTEGER: len = (size_t)snprintf(tmp, sizeof tmp, "%lld", (long long)r->integer); break;
+    case REDIS_REPLY_NIL: s = "(nil)"; len = 5; break;
+    case REDIS_REPLY_ARRAY: len = (size_t)snprintf(tmp, sizeof tmp, "*%zu", (size_t)r->elements); break;
+    case REDIS_REPLY_ERROR:
+        prs_redis__set_error("redis: %.200s", r->str);
+        freeReplyObject(r);
+        return PRS_EBACKEND;
+    default: s = r->str ? r->str : ""; len = r->str ? (size_t)r->len : 0; break;
+    }
+    if (buf && bufsize) {
+        size_t k = len < bufsize - 1 ? len : bufsize - 1;
+        memcpy(buf, s, k);
+        buf[k] = '\0';
+    }
+    freeReplyObject(r);
+    return PRS_OK;
+}
+
+int prs_redis_ping(prs_redis_backend *b) {
+    if (!b) return PRS_EINVAL;
+    static const char *const argv[] = {"PING"};
+    static const size_t lens[] = {4};
+    char buf[16];
+    int rc = prs_redis_command(b, 1, argv, lens, buf, sizeof buf);
+    if (rc == PRS_OK && strcmp(buf, "PONG")) {
+        prs_redis__set_error("redis: unexpected PING reply %s", buf);
+        return PRS_EPROTO;
+    }
+    return rc;
+}

@@ -1,0 +1,788 @@
+/*
+ * redis_limiter.c - rate limiters whose state lives in Redis, one Lua script
+ * per algorithm (redis_scripts.c), plus local leases and all-or-nothing groups.
+ *
+ * Keys. A user key K (any bytes) is stored under
+ *     <prefix>{K}:<s>            when K has no brace and is not empty
+ *     <prefix>{T}K:<s>           otherwise, T = K's own hash tag if it has one
+ *                                (the text between its first '{' and the next
+ *                                '}', non-empty), else 16 hex digits of a fixed
+ *                                hash of K
+ * where <s> names the algorithm ("g", "t", "f", "c"; the sliding log uses
+ * "l" and "s"). The prefix may not contain braces, so the first '{' is ours
+ * and every key of one decision has the same hash tag: one Cluster slot. The
+ * forms are unambiguous (the part after the tag holds a brace only in the
+ * second form), so distinct user keys never share a Redis key. A user who
+ * wants several keys in one slot (a group on Cluster) gives them the same
+ * hash tag: "{acct42}user", "{acct42}global".
+ *
+ * Leases (gcra, token_bucket). `lmu` guards the table; it is held only for a
+ * lookup and a few integer updates, never across I/O. An entry holds `left`
+ * permits already taken from Redis, spendable until `expires_ns` (local
+ * monotonic time). A check first spends from the entry; when it is empty,
+ * expired or short, one script call gives back what is left and takes up to
+ * `batch` new permits (at least n). Permits are consumed in Redis when taken,
+ * so the shared limit is never exceeded; what a process holds unspent is the
+ * under-admission (at most processes x batch), bounded in time by max_hold.
+ * Concurrent takers for one key may both succeed; their permits add up and
+ * keep the earlier expiry (never held longer than max_hold). The table holds
+ * at most lease_max_keys entries; when it is full of live leases a new key's
+ * extra permits lapse (given to nobody: under-admission only).
+ *
+ * Fork: a child drops the leases it inherited (parent and child spending the
+ * same permits would over-admit) and re-makes the lock, once, like the pool.
+ */
+#include <pthread.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "prs_redis_internal.h"
+
+#define MAX_PREFIX 1024
+#define STACK_KEY 256
+
+typedef struct lease {
+    struct lease *next;
+    uint64_t hash;
+    int64_t left;        /* permits taken from Redis and not yet spent */
+    int64_t expires_ns;  /* spendable before this (monotonic); then given back */
+    int64_t denied_n;    /* Redis denied this many (0: no cached denial) ... */
+    int64_t denied_until;/* ... until then: any n >= denied_n is denied locally */
+    size_t keylen;
+    unsigned char key[];
+} lease;
+
+struct prs_redis_limiter {
+    prs_redis_backend *b;          /* not owned */
+    prs_allocator alloc;
+    int algorithm;
+    int nkeys;                     /* Redis keys per decision: 1, or 2 (log) */
+    int64_t limit;                 /* burst or limit, for decisions */
+    char *prefix;
+    size_t prefix_len;
+    char p1[32], p2[32];           /* the script's two parameters, %.17g */
+    size_t p1len, p2len;
+
+    int64_t lease_batch;           /* 0: no leases */
+    int64_t lease_max_hold_ns;
+    int lease_max_keys;
+    pthread_mutex_t lmu;           /* guards buckets[], nleases, every lease */
+    lease **buckets;               /* [nbuckets], chained */
+    size_t nbuckets;               /* a power of two */
+    int nleases;
+    uint64_t k0, k1;               /* per-limiter random hash seed */
+    _Atomic uint64_t gen;          /* fork generation of the lease table */
+    _Atomic int resetting;
+};
+
+static const char *const algo_names[PRS_REDIS__ALGORITHM_COUNT] = {
+    "gcra", "token_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log",
+};
+static const char algo_suffix[PRS_REDIS__ALGORITHM_COUNT] = {'g', 't', 'f', 'c', 'l'};
+
+const char *prs_redis_algorithm_name(int algorithm) {
+    return algorithm >= 0 && algorithm < PRS_REDIS__ALGORITHM_COUNT ? algo_names[algorithm] : NULL;
+}
+
+int prs_redis_algorithm_from_name(const char *name) {
+    for (int i = 0; name && i < PRS_REDIS__ALGORITHM_COUNT; i++)
+        if (!strcmp(name, algo_names[i])) return i;
+    return -1;
+}
+
+static int uses_rate(int algorithm) {
+    return algorithm == PRS_REDIS_GCRA || algorithm == PRS_REDIS_TOKEN_BUCKET;
+}
+
+void prs_redis_limiter_config_init(prs_redis_limiter_config *cfg) {
+    memset(cfg, 0, sizeof *cfg);
+    cfg->algorithm = PRS_REDIS_GCRA;
+    cfg->rate = 1.0;
+    cfg->burst = 1;
+    cfg->limit = 1;
+    cfg->window_ns = PRS_NS_PER_SEC;
+    cfg->key_prefix = "prs:";
+    cfg->lease_max_keys = 4096;
+}
+
+#define BAD(...) do { prs_redis__set_error(__VA_ARGS__); return PRS_EINVAL; } while (0)
+
+int prs_redis_limiter_config_validate(const prs_redis_limiter_config *cfg) {
+    if (!cfg) BAD("no config");
+    if (!prs_redis_algorithm_name(cfg->algorithm)) BAD("unknown algorithm %d", cfg->algorithm);
+    if (uses_rate(cfg->algorithm)) {
+        if (!isfinite(cfg->rate) || !(cfg->rate > 0.0)) BAD("rate must be a finite number > 0");
+        if (cfg->rate < 1e-9 || cfg->rate > 1e12) {
+            prs_redis__set_error("rate must be in [1e-9, 1e12]");
+            return PRS_ERANGE;
+        }
+        if (cfg->burst < 1) BAD("burst must be >= 1");
+        if (cfg->burst > (INT64_C(1) << 50)) { prs_redis__set_error("burst must be <= 2**50"); return PRS_ERANGE; }
+        if (cfg->lease_batch < 0 || cfg->lease_batch > cfg->burst) BAD("lease batch must be in [1, burst]");
+        if (cfg->lease_batch > 0 && cfg->lease_max_hold_ns <= 0) BAD("lease max_hold must be > 0");
+        if (cfg->lease_batch > 0 && (cfg->lease_max_keys < 1 || cfg->lease_max_keys > (1 << 24)))
+            BAD("lease max keys must be in [1, 2**24]");
+    } else {
+        if (cfg->limit < 1) BAD("limit must be >= 1");
+        int64_t cap = cfg->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG ? 1000000 : (INT64_C(1) << 50);
+        if (cfg->limit > cap) {
+            prs_redis__set_error("limit must be <= %lld for %s", (long long)cap, algo_names[cfg->algorithm]);
+            return PRS_ERANGE;
+        }
+        if (cfg->window_ns < PRS_NS_PER_US) BAD("window must be >= 1 microsecond");
+        if (cfg->window_ns > 10 * 366 * 86400 * PRS_NS_PER_SEC) {
+            prs_redis__set_error("window must be <= 10 years");
+            return PRS_ERANGE;
+        }
+        if (cfg->lease_batch != 0) BAD("leases need gcra or token_bucket");
+    }
+    const char *p = cfg->key_prefix ? cfg->key_prefix : "";
+    if (strlen(p) > MAX_PREFIX) BAD("key_prefix longer than %d bytes", MAX_PREFIX);
+    if (strchr(p, '{') || strchr(p, '}')) BAD("key_prefix may not contain '{' or '}'");
+    return PRS_OK;
+}
+
+static uint64_t random_u64(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)(uintptr_t)&ts;
+    FILE *f = fopen("/dev/urandom", "rb");
+    if (f) {
+        uint64_t r;
+        if (fread(&r, sizeof r, 1, f) == 1) x ^= r;
+        fclose(f);
+    }
+    return x;
+}
+
+int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *cfg, prs_redis_limiter **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    if (!b) return PRS_EINVAL;
+    int rc = prs_redis_limiter_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_redis_limiter *l = prs__calloc(a, 1, sizeof *l);
+    if (!l) return PRS_ENOMEM;
+    l->alloc = *a;
+    const char *p = cfg->key_prefix ? cfg->key_prefix : "";
+    l->prefix_len = strlen(p);
+    l->prefix = prs__malloc(a, l->prefix_len + 1);
+    if (!l->prefix) { prs__free(a, l); return PRS_ENOMEM; }
+    memcpy(l->prefix, p, l->prefix_len + 1);
+    l->b = b;
+    l->algorithm = cfg->algorithm;
+    l->nkeys = cfg->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG ? 2 : 1;
+    if (cfg->algorithm == PRS_REDIS_GCRA) {
+        l->limit = cfg->burst;
+        snprintf(l->p1, sizeof l->p1, "%.17g", 1e6 / cfg->rate);
+        snprintf(l->p2, sizeof l->p2, "%lld", (long long)cfg->burst);
+    } else if (cfg->algorithm == PRS_REDIS_TOKEN_BUCKET) {
+        l->limit = cfg->burst;
+        snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->burst);
+        snprintf(l->p2, sizeof l->p2, "%.17g", cfg->rate / 1e6);
+    } else {
+        l->limit = cfg->limit;
+        snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->limit);
+        snprintf(l->p2, sizeof l->p2, "%.17g", (double)cfg->window_ns / 1e3);
+    }
+    l->p1len = strlen(l->p1);
+    l->p2len = strlen(l->p2);
+    l->lease_batch = cfg->lease_batch;
+    l->lease_max_hold_ns = cfg->lease_max_hold_ns;
+    l->lease_max_keys = cfg->lease_max_keys;
+    if (l->lease_batch > 0) {
+        size_t nb = 16;
+        while (nb < (size_t)l->lease_max_keys) nb <<= 1;
+        l->buckets = prs__calloc(a, nb, sizeof *l->buckets);
+        if (!l->buckets || pthread_mutex_init(&l->lmu, NULL)) {
+            prs__free(a, l->buckets);
+            prs__free(a, l->prefix);
+            prs__free(a, l);
+            return PRS_ENOMEM;
+        }
+        l->nbuckets = nb;
+        l->k0 = random_u64();
+        l->k1 = random_u64();
+        prs_redis__fork_init();
+        atomic_init(&l->gen, prs_redis__fork_gen());
+        atomic_init(&l->resetting, 0);
+    }
+    *out = l;
+    return PRS_OK;
+}
+
+static void drop_all_leases(prs_redis_limiter *l) {
+    for (size_t i = 0; i < l->nbuckets; i++) {
+        lease *e = l->buckets[i];
+        while (e) { lease *nx = e->next; prs__free(&l->alloc, e); e = nx; }
+        l->buckets[i] = NULL;
+    }
+    l->nleases = 0;
+}
+
+void prs_redis_limiter_free(prs_redis_limiter *l) {
+    if (!l) return;
+    prs_allocator a = l->alloc;
+    if (l->buckets) {
+        drop_all_leases(l);
+        pthread_mutex_destroy(&l->lmu);
+        prs__free(&a, l->buckets);
+    }
+    prs__free(&a, l->prefix);
+    prs__free(&a, l);
+}
+
+/* ---- keys ------------------------------------------------------------------ */
+
+/* The hash tag Redis would use for K alone: [*off, *off + *len) when K has a
+ * non-empty one. */
+static int own_tag(const unsigned char *k, size_t n, size_t *off, size_t *len) {
+    const unsigned char *o = memchr(k, '{', n);
+    if (!o) return 0;
+    size_t s = (size_t)(o - k) + 1;
+    const unsigned char *c = memchr(k + s, '}', n - s);
+    if (!c || (size_t)(c - k) == s) return 0;
+    *off = s;
+    *len = (size_t)(c - k) - s;
+    return 1;
+}
+
+/* Writes the Redis key of (key, suffix) into buf (cap bytes) and returns its
+ * length (which may exceed cap: then nothing useful was written). */
+static size_t make_key(const prs_redis_limiter *l, const unsigned char *key, size_t n, char sfx,
+                       char *buf, size_t cap) {
+    int plain = n > 0 && !memchr(key, '{', n) && !memchr(key, '}', n);
+    char hex[17];
+    const unsigned char *tag;
+    size_t taglen, off = 0;
+    if (plain) {
+        tag = key;
+        taglen = n;
+    } else if (own_tag(key, n, &off, &taglen)) {
+        tag = key + off;
+    } else {
+        uint64_t h = prs_redis__siphash(key, n, 0x7072735f72656469ull, 0x735f6b65795f7461ull);
+        static const char digits[] = "0123456789abcdef";
+        for (int i = 0; i < 16; i++) hex[i] = digits[(h >> (60 - 4 * i)) & 15];
+        tag = (const unsigned char *)hex;
+        taglen = 16;
+    }
+    size_t total = l->prefix_len + 1 + taglen + 1 + (plain ? 0 : n) + 2;
+    if (total > cap) return total;
+    char *p = buf;
+    memcpy(p, l->prefix, l->prefix_len); p += l->prefix_len;
+    *p++ = '{';
+    memcpy(p, tag, taglen); p += taglen;
+    *p++ = '}';
+    if (!plain) { memcpy(p, key, n); p += n; }
+    *p++ = ':';
+    *p++ = sfx;
+    return total;
+}
+
+size_t prs_redis_limiter_redis_key(const prs_redis_limiter *l, const void *key, size_t keylen, char *buf,
+                                   size_t cap) {
+    return make_key(l, key, keylen, algo_suffix[l->algorithm], buf, cap);
+}
+
+/* Keys of one decision, in caller-provided small buffers or on the heap. */
+typedef struct keyset {
+    char *k[2];
+    size_t len[2];
+    char small[2][STACK_KEY];
+    int heap[2];
+} keyset;
+
+static int keyset_make(const prs_redis_limiter *l, const void *key, size_t n, keyset *ks) {
+    for (int i = 0; i < l->nkeys; i++) {
+        char sfx = i == 0 ? algo_suffix[l->algorithm] : 's';
+        size_t need = make_key(l, key, n, sfx, ks->small[i], STACK_KEY);
+        ks->heap[i] = need > STACK_KEY;
+        if (ks->heap[i]) {
+            ks->k[i] = prs__malloc(&l->alloc, need);
+            if (!ks->k[i]) {
+                if (i == 1 && ks->heap[0]) prs__free(&l->alloc, ks->k[0]);
+                prs_redis__set_error("out of memory");
+                return PRS_ENOMEM;
+            }
+            make_key(l, key, n, sfx, ks->k[i], need);
+        } else {
+            ks->k[i] = ks->small[i];
+        }
+        ks->len[i] = need;
+    }
+    return PRS_OK;
+}
+
+static void keyset_free(const prs_redis_limiter *l, keyset *ks) {
+    for (int i = 0; i < l->nkeys; i++)
+        if (ks->heap[i]) prs__free(&l->alloc, ks->k[i]);
+}
+
+/* CRC16-CCITT (XMODEM), the Cluster's key hash. */
+static uint16_t crc16(const unsigned char *p, size_t n) {
+    uint16_t crc = 0;
+    for (size_t i = 0; i < n; i++) {
+        crc ^= (uint16_t)(p[i] << 8);
+        for (int b = 0; b < 8; b++) crc = (uint16_t)(crc & 0x8000 ? (crc << 1) ^ 0x1021 : crc << 1);
+    }
+    return crc;
+}
+
+int prs_redis_key_slot(const void *key, size_t len) {
+    size_t off, tl;
+    if (own_tag(key, len, &off, &tl)) return crc16((const unsigned char *)key + off, tl) & 16383;
+    return crc16(key, len) & 16383;
+}
+
+/* ---- calls ------------------------------------------------------------------ */
+
+typedef struct call {
+    const char *argv[12];
+    size_t lens[12];
+    char nbuf[3][24];
+    keyset ks;
+    prs_redis__cmd cmd;
+} call;
+
+static size_t fmt_i64(char *buf, int64_t v) { return (size_t)snprintf(buf, 24, "%lld", (long long)v); }
+
+/* Prepares EVALSHA for one decision. mode: 'c', 'p', 'l'. */
+static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keylen, char mode, int64_t n,
+                     int64_t want, int64_t give, int64_t now_us) {
+    const prs_redis__script *s = &prs_redis__scripts()[l->algorithm];
+    int rc = keyset_make(l, key, keylen, &c->ks);
+    if (rc) return rc;
+    static const char modes[3][2] = {"c", "p", "l"};
+    static char nk[3][2] = {"0", "1", "2"};
+    int i = 0;
+    c->argv[i] = "EVALSHA"; c->lens[i++] = 7;
+    c->argv[i] = s->sha; c->lens[i++] = 40;
+    c->argv[i] = nk[l->nkeys]; c->lens[i++] = 1;
+    for (int k = 0; k < l->nkeys; k++) { c->argv[i] = c->ks.k[k]; c->lens[i++] = c->ks.len[k]; }
+    char *ov = c->nbuf[0];
+    size_t ovlen = 0;
+    if (now_us >= 0) ovlen = fmt_i64(ov, now_us);
+    c->argv[i] = ov; c->lens[i++] = ovlen;
+    c->argv[i] = modes[mode == 'c' ? 0 : mode == 'p' ? 1 : 2]; c->lens[i++] = 1;
+    c->argv[i] = c->nbuf[1]; c->lens[i++] = fmt_i64(c->nbuf[1], n);
+    /* want and give share one buffer pair: "want\0give" */
+    char *wg = c->nbuf[2];
+    size_t wl = (size_t)snprintf(wg, 12, "%lld", (long long)(want < 0 ? 0 : want > 99999999999 ? 99999999999 : want));
+    size_t gl = (size_t)snprintf(wg + 12, 12, "%lld", (long long)(give < 0 ? 0 : give > 99999999999 ? 99999999999 : give));
+    c->argv[i] = wg; c->lens[i++] = wl;
+    c->argv[i] = wg + 12; c->lens[i++] = gl;
+    c->argv[i] = l->p1; c->lens[i++] = l->p1len;
+    c->argv[i] = l->p2; c->lens[i++] = l->p2len;
+    c->cmd.argc = i;
+    c->cmd.argv = c->argv;
+    c->cmd.argvlen = c->lens;
+    c->cmd.script = l->algorithm;
+    return PRS_OK;
+}
+
+static int64_t us_to_ns(const redisReply *r) {
+    if (!r) return 0;
+    double us;
+    if (r->type == REDIS_REPLY_INTEGER) us = (double)r->integer;
+    else if (r->type == REDIS_REPLY_STRING && r->str) us = strtod(r->str, NULL);
+    else return 0;
+    if (us < 0) return PRS_NEVER;
+    return prs__ceil_to_i64(us * 1e3);
+}
+
+static int reply_error(const redisReply *r) {
+    if (r->type == REDIS_REPLY_ERROR) {
+        prs_redis__set_error("redis: %.200s", r->str ? r->str : "error");
+        return PRS_EBACKEND;
+    }
+    prs_redis__set_error("redis: unexpected reply type %d", r->type);
+    return PRS_EPROTO;
+}
+
+/* Reads the 6 decision fields at r->element[off..off+6). */
+static int parse_decision(const redisReply *r, size_t off, prs_decision *d, int64_t *granted) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < off + 6) return reply_error(r);
+    redisReply **e = r->element + off;
+    if (e[0]->type != REDIS_REPLY_INTEGER || e[1]->type != REDIS_REPLY_INTEGER ||
+        e[2]->type != REDIS_REPLY_INTEGER || e[5]->type != REDIS_REPLY_INTEGER) {
+        prs_redis__set_error("redis: malformed script reply");
+        return PRS_EPROTO;
+    }
+    d->allowed = e[0]->integer != 0;
+    d->limit = e[1]->integer;
+    d->remaining = e[2]->integer < 0 ? 0 : e[2]->integer;
+    d->retry_after_ns = d->allowed ? 0 : us_to_ns(e[3]);
+    d->reset_after_ns = us_to_ns(e[4]);
+    if (d->reset_after_ns == PRS_NEVER) d->reset_after_ns = 0;
+    if (granted) *granted = e[5]->integer;
+    return PRS_OK;
+}
+
+static int run_one(prs_redis_limiter *l, const void *key, size_t keylen, char mode, int64_t n, int64_t want,
+                   int64_t give, int64_t now_us, prs_decision *d, int64_t *granted) {
+    call c;
+    int rc = call_init(l, &c, key, keylen, mode, n, want, give, now_us);
+    if (rc) return rc;
+    redisReply *r = NULL;
+    rc = prs_redis__roundtrip(l->b, 1, &c.cmd, &r);
+    keyset_free(l, &c.ks);
+    if (rc) return rc;
+    rc = parse_decision(r, 0, d, granted);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* ---- leases ------------------------------------------------------------------ */
+
+static void leases_after_fork(prs_redis_limiter *l) {
+    uint64_t g = prs_redis__fork_gen();
+    if (atomic_load_explicit(&l->gen, memory_order_acquire) == g) return;
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&l->resetting, &expected, 1)) {
+        if (atomic_load(&l->gen) != g) {
+            pthread_mutex_init(&l->lmu, NULL);
+            drop_all_leases(l); /* the parent keeps spending these; we must not */
+            atomic_store_explicit(&l->gen, g, memory_order_release);
+        }
+        atomic_store(&l->resetting, 0);
+    } else {
+        while (atomic_load(&l->resetting)) sched_yield();
+    }
+}
+
+static lease *lease_find(prs_redis_limiter *l, uint64_t h, const void *key, size_t n, lease ***slot) {
+    lease **pp = &l->buckets[h & (l->nbuckets - 1)];
+    for (; *pp; pp = &(*pp)->next) {
+        lease *e = *pp;
+        if (e->hash == h && e->keylen == n && !memcmp(e->key, key, n)) {
+            if (slot) *slot = pp;
+            return e;
+        }
+    }
+    if (slot) *slot = pp;
+    return NULL;
+}
+
+/* Frees one lease that holds nothing usable (empty or expired); 1 if one was freed. */
+static int lease_evict_one(prs_redis_limiter *l, int64_t now) {
+    for (size_t i = 0; i < l->nbuckets; i++) {
+        for (lease **pp = &l->buckets[i]; *pp; pp = &(*pp)->next) {
+            lease *e = *pp;
+            if (e->left == 0 || now >= e->expires_ns) {
+                *pp = e->next;
+                prs__free(&l->alloc, e);
+                l->nleases--;
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Adds `extra` permits to key's lease (creating it). Caller holds lmu.
+ * Returns the permits stored (0 when the table is full of live leases). */
+static int64_t lease_add(prs_redis_limiter *l, uint64_t h, const void *key, size_t n, int64_t extra, int64_t now) {
+    lease **slot;
+    lease *e = lease_find(l, h, key, n, &slot);
+    if (!e) {
+        if (l->nleases >= l->lease_max_keys && !lease_evict_one(l, now)) return 0;
+        e = prs__malloc(&l->alloc, sizeof *e + n);
+        if (!e) return 0;
+        lease_find(l, h, key, n, &slot); /* eviction may have changed the chain */
+        e->next = NULL;
+        e->hash = h;
+        e->left = 0;
+        e->expires_ns = 0;
+        e->denied_n = 0;
+        e->denied_until = 0;
+        e->keylen = n;
+        memcpy(e->key, key, n);
+        *slot = e;
+        l->nleases++;
+    }
+    int64_t until = prs__sat_add(now, l->lease_max_hold_ns);
+    e->denied_n = 0;
+    if (e->left <= 0 || now >= e->expires_ns) {
+        e->left = extra;
+        e->expires_ns = until;
+    } else {
+        e->left = prs__sat_add(e->left, extra);
+        if (until < e->expires_ns) e->expires_ns = until;
+    }
+    return extra;
+}
+
+static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d) {
+    leases_after_fork(l);
+    int64_t now = prs_monotonic_ns();
+    uint64_t h = prs_redis__siphash(key, keylen, l->k0, l->k1);
+    int64_t give = 0;
+    pthread_mutex_lock(&l->lmu);
+    lease *e = lease_find(l, h, key, keylen, NULL);
+    if (e && e->denied_n && e->left == 0 && n >= e->denied_n && now < e->denied_until) {
+        /* Redis said no until then (its retry_after is exact when nobody gives
+         * permits back): deny without a round trip. Under-admission only. */
+        d->allowed = 0;
+        d->limit = l->limit;
+        d->remaining = 0;
+        d->retry_after_ns = e->denied_until - now;
+        d->reset_after_ns = 0;
+        pthread_mutex_unlock(&l->lmu);
+        return PRS_OK;
+    }
+    if (e && e->left > 0) {
+        if (now < e->expires_ns && e->left >= n) {
+            e->left -= n;
+            d->allowed = 1;
+            d->limit = l->limit;
+            d->remaining = e->left;
+            d->retry_after_ns = 0;
+            d->reset_after_ns = 0;
+            pthread_mutex_unlock(&l->lmu);
+            return PRS_OK;
+        }
+        give = e->left; /* expired or short: give it back with this round trip */
+        e->left = 0;
+    }
+    pthread_mutex_unlock(&l->lmu);
+    int64_t want = l->lease_batch > n ? l->lease_batch : n, granted = 0;
+    int rc = run_one(l, key, keylen, 'l', n, want, give, -1, d, &granted);
+    if (rc) return rc;
+    if (!d->allowed) {
+        if (d->retry_after_ns != PRS_NEVER) {
+            pthread_mutex_lock(&l->lmu);
+            lease *f = lease_find(l, h, key, keylen, NULL);
+            if (!f) { lease_add(l, h, key, keylen, 0, now); f = lease_find(l, h, key, keylen, NULL); }
+            if (f && f->left == 0) {
+                f->denied_n = n;
+                f->denied_until = prs__sat_add(now, d->retry_after_ns);
+            }
+            pthread_mutex_unlock(&l->lmu);
+        }
+        return PRS_OK;
+    }
+    if (granted <= n) return PRS_OK;
+    pthread_mutex_lock(&l->lmu);
+    int64_t kept = lease_add(l, h, key, keylen, granted - n, now);
+    pthread_mutex_unlock(&l->lmu);
+    d->remaining = prs__sat_add(d->remaining, kept);
+    return PRS_OK;
+}
+
+int prs_redis_limiter_release_leases(prs_redis_limiter *l) {
+    if (!l || !l->buckets) return PRS_OK;
+    leases_after_fork(l);
+    /* Detach every lease with permits left, then give them back pipelined. */
+    pthread_mutex_lock(&l->lmu);
+    lease *list = NULL;
+    size_t count = 0;
+    for (size_t i = 0; i < l->nbuckets; i++) {
+        lease *e = l->buckets[i];
+        l->buckets[i] = NULL;
+        while (e) {
+            lease *nx = e->next;
+            if (e->left > 0) { e->next = list; list = e; count++; }
+            else prs__free(&l->alloc, e);
+            e = nx;
+        }
+    }
+    l->nleases = 0;
+    pthread_mutex_unlock(&l->lmu);
+    if (!count) return PRS_OK;
+    int rc = PRS_OK;
+    call *calls = prs__calloc(&l->alloc, count, sizeof *calls);
+    prs_redis__cmd *cmds = prs__calloc(&l->alloc, count, sizeof *cmds);
+    redisReply **replies = prs__calloc(&l->alloc, count, sizeof *replies);
+    size_t made = 0;
+    if (!calls || !cmds || !replies) rc = PRS_ENOMEM;
+    for (lease *e = list; e && rc == PRS_OK; e = e->next, made++) {
+        rc = call_init(l, &calls[made], e->key, e->keylen, 'l', 0, 0, e->left, -1);
+        if (rc == PRS_OK) cmds[made] = calls[made].cmd;
+        else break;
+    }
+    if (rc == PRS_OK) {
+        for (size_t i = 0; i < count; i++) cmds[i].argv = calls[i].argv, cmds[i].argvlen = calls[i].lens;
+        rc = prs_redis__roundtrip(l->b, count, cmds, replies);
+        if (rc == PRS_OK)
+            for (size_t i = 0; i < count; i++) freeReplyObject(replies[i]);
+    }
+    for (size_t i = 0; calls && i < made; i++) keyset_free(l, &calls[i].ks);
+    prs__free(&l->alloc, calls);
+    prs__free(&l->alloc, cmds);
+    prs__free(&l->alloc, replies);
+    while (list) { lease *nx = list->next; prs__free(&l->alloc, list); list = nx; }
+    return rc;
+}
+
+/* ---- the public calls -------------------------------------------------------- */
+
+int prs_redis_limiter_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d) {
+    if (!l || !d || (!key && keylen) || n < 1) return PRS_EINVAL;
+    if (l->lease_batch > 0 && n <= l->limit) return lease_check(l, key ? key : "", keylen, n, d);
+    return run_one(l, key ? key : "", keylen, 'c', n, 0, 0, -1, d, NULL);
+}
+
+int prs_redis_limiter_peek(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d) {
+    if (!l || !d || (!key && keylen) || n < 1) return PRS_EINVAL;
+    return run_one(l, key ? key : "", keylen, 'p', n, 0, 0, -1, d, NULL);
+}
+
+int prs_redis_limiter_check_at(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, int64_t now_us,
+                               prs_decision *d) {
+    if (!l || !d || (!key && keylen) || n < 1 || now_us < 0) return PRS_EINVAL;
+    return run_one(l, key ? key : "", keylen, 'c', n, 0, 0, now_us, d, NULL);
+}
+
+int prs_redis_limiter_reset(prs_redis_limiter *l, const void *key, size_t keylen) {
+    if (!l || (!key && keylen)) return PRS_EINVAL;
+    if (!key) key = "";
+    if (l->buckets) {
+        leases_after_fork(l);
+        uint64_t h = prs_redis__siphash(key, keylen, l->k0, l->k1);
+        pthread_mutex_lock(&l->lmu);
+        lease **slot;
+        lease *e = lease_find(l, h, key, keylen, &slot);
+        if (e) { *slot = e->next; prs__free(&l->alloc, e); l->nleases--; }
+        pthread_mutex_unlock(&l->lmu);
+    }
+    keyset ks;
+    int rc = keyset_make(l, key, keylen, &ks);
+    if (rc) return rc;
+    const char *argv[3] = {"DEL", ks.k[0], l->nkeys > 1 ? ks.k[1] : NULL};
+    size_t lens[3] = {3, ks.len[0], l->nkeys > 1 ? ks.len[1] : 0};
+    prs_redis__cmd cmd = {1 + l->nkeys, argv, lens, -1};
+    redisReply *r = NULL;
+    rc = prs_redis__roundtrip(l->b, 1, &cmd, &r);
+    keyset_free(l, &ks);
+    if (rc) return rc;
+    if (r->type == REDIS_REPLY_ERROR) rc = reply_error(r);
+    freeReplyObject(r);
+    return rc;
+}
+
+int prs_redis_limiter_check_many(prs_redis_limiter *l, size_t count, const prs_redis_request *reqs,
+                                 prs_decision *d, int *status) {
+    if (!l || (count && (!reqs || !d || !status))) return PRS_EINVAL;
+    if (count == 0) return PRS_OK;
+    for (size_t i = 0; i < count; i++)
+        if (reqs[i].n < 1 || (!reqs[i].key && reqs[i].keylen)) return PRS_EINVAL;
+    call *calls = prs__calloc(&l->alloc, count, sizeof *calls);
+    prs_redis__cmd *cmds = prs__calloc(&l->alloc, count, sizeof *cmds);
+    redisReply **replies = prs__calloc(&l->alloc, count, sizeof *replies);
+    int rc = (!calls || !cmds || !replies) ? PRS_ENOMEM : PRS_OK;
+    size_t made = 0;
+    for (; rc == PRS_OK && made < count; made++) {
+        rc = call_init(l, &calls[made], reqs[made].key ? reqs[made].key : "", reqs[made].keylen, 'c',
+                       reqs[made].n, 0, 0, -1);
+        if (rc) break;
+        cmds[made] = calls[made].cmd;
+        cmds[made].argv = calls[made].argv;
+        cmds[made].argvlen = calls[made].lens;
+    }
+    if (rc == PRS_OK) rc = prs_redis__roundtrip(l->b, count, cmds, replies);
+    int first = PRS_OK;
+    for (size_t i = 0; i < count; i++) {
+        if (rc) { status[i] = rc; continue; }
+        status[i] = parse_decision(replies[i], 0, &d[i], NULL);
+        if (status[i] && first == PRS_OK) first = status[i];
+        freeReplyObject(replies[i]);
+    }
+    for (size_t i = 0; calls && i < made; i++) keyset_free(l, &calls[i].ks);
+    prs__free(&l->alloc, calls);
+    prs__free(&l->alloc, cmds);
+    prs__free(&l->alloc, replies);
+    return rc ? rc : first;
+}
+
+/* ---- groups ------------------------------------------------------------------ */
+
+int prs_redis_group_check(size_t count, const prs_redis_member *m, int64_t now_us, prs_decision *d,
+                          int *denied_by) {
+    if (!count || !m || !d || !denied_by || count > 10000) return PRS_EINVAL;
+    prs_redis_backend *b = m[0].limiter ? m[0].limiter->b : NULL;
+    if (!b) return PRS_EINVAL;
+    size_t nkeys = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (!m[i].limiter || m[i].n < 1 || (!m[i].key && m[i].keylen)) return PRS_EINVAL;
+        if (m[i].limiter->b != b) {
+            prs_redis__set_error("every member of a group must use the same backend");
+            return PRS_EINVAL;
+        }
+        nkeys += (size_t)m[i].limiter->nkeys;
+    }
+    const prs_allocator *a = prs_redis__backend_alloc(b);
+    size_t argc = 3 + nkeys + 2 + 4 * count;
+    const char **argv = prs__calloc(a, argc, sizeof *argv);
+    size_t *lens = prs__calloc(a, argc, sizeof *lens);
+    keyset *ks = prs__calloc(a, count, sizeof *ks);
+    char (*nums)[24] = prs__calloc(a, count + 2, 24);
+    int rc = (!argv || !lens || !ks || !nums) ? PRS_ENOMEM : PRS_OK;
+    size_t made = 0;
+    for (; rc == PRS_OK && made < count; made++) {
+        rc = keyset_make(m[made].limiter, m[made].key ? m[made].key : "", m[made].keylen, &ks[made]);
+        if (rc) break;
+    }
+    redisReply *r = NULL;
+    if (rc == PRS_OK) {
+        const prs_redis__script *s = &prs_redis__scripts()[PRS_REDIS__SCRIPT_GROUP];
+        static const char *const algo_digit[] = {"0", "1", "2", "3", "4"};
+        size_t i = 0;
+        argv[i] = "EVALSHA"; lens[i++] = 7;
+        argv[i] = s->sha; lens[i++] = 40;
+        argv[i] = nums[count]; lens[i++] = fmt_i64(nums[count], (int64_t)nkeys);
+        for (size_t k = 0; k < count; k++)
+            for (int j = 0; j < m[k].limiter->nkeys; j++) { argv[i] = ks[k].k[j]; lens[i++] = ks[k].len[j]; }
+        argv[i] = nums[count + 1];
+        lens[i++] = now_us >= 0 ? fmt_i64(nums[count + 1], now_us) : 0;
+        char mstr[24];
+        argv[i] = mstr; lens[i++] = fmt_i64(mstr, (int64_t)count);
+        for (size_t k = 0; k < count; k++) {
+            const prs_redis_limiter *l = m[k].limiter;
+            argv[i] = algo_digit[l->algorithm]; lens[i++] = 1;
+            argv[i] = nums[k]; lens[i++] = fmt_i64(nums[k], m[k].n);
+            argv[i] = l->p1; lens[i++] = l->p1len;
+            argv[i] = l->p2; lens[i++] = l->p2len;
+        }
+        prs_redis__cmd cmd = {(int)i, argv, lens, PRS_REDIS__SCRIPT_GROUP};
+        rc = prs_redis__roundtrip(b, 1, &cmd, &r);
+    }
+    if (rc == PRS_OK) {
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 + 6 * count ||
+            r->element[0]->type != REDIS_REPLY_INTEGER) {
+            rc = reply_error(r);
+        } else {
+            long long denied = r->element[0]->integer;
+            *denied_by = (int)denied;
+            prs_decision best, cur;
+            int have = 0;
+            for (size_t k = 0; k < count && rc == PRS_OK; k++) {
+                rc = parse_decision(r, 1 + 6 * k, &cur, NULL);
+                if (rc) break;
+                int better;
+                if (!have) better = 1;
+                else if (denied >= 0) better = !cur.allowed && (best.allowed || cur.retry_after_ns > best.retry_after_ns);
+                else better = cur.remaining < best.remaining;
+                int64_t reset = have ? prs__max64(best.reset_after_ns, cur.reset_after_ns) : cur.reset_after_ns;
+                if (better) best = cur;
+                best.reset_after_ns = reset;
+                have = 1;
+            }
+            if (rc == PRS_OK) {
+                best.allowed = denied < 0;
+                if (best.allowed) best.retry_after_ns = 0;
+                *d = best;
+            }
+        }
+        freeReplyObject(r);
+    }
+    for (size_t k = 0; k < made; k++) keyset_free(m[k].limiter, &ks[k]);
+    prs__free(a, argv);
+    prs__free(a, lens);
+    prs__free(a, ks);
+    prs__free(a, nums);
+    return rc;
+}

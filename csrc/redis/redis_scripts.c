@@ -1,0 +1,398 @@
+/*
+ * redis_scripts.c - the Lua scripts of the Redis limiters, their SHA1s, and a
+ * keyed hash for the lease table.
+ *
+ * One script per algorithm plus one for groups. Each script is assembled from
+ * shared pieces: a prelude (clock, number formatting, TTLs), the algorithm's
+ * three functions, and a dispatcher. The algorithm functions never touch
+ * Redis in `decide`: state is loaded once, decided on as a Lua table, and
+ * stored only when the call changed it. That is what lets the group script
+ * evaluate every member against an overlay of pending writes and commit all
+ * of them or none.
+ *
+ * Units inside the scripts: time in microseconds (Redis's TIME, or the
+ * caller's override in tests), held in Lua doubles (exact up to 2^53 us, far
+ * past any epoch). Fractional state (GCRA's theoretical arrival time, a
+ * bucket's tokens) is stored with %.17g so it round-trips exactly; fractional
+ * results (retry/reset times) are returned as strings for the same reason
+ * (Lua numbers would be truncated to integers on the way back).
+ *
+ * Keys: every key written gets a PEXPIRE covering exactly the time after
+ * which its state equals "no state" (plus 1 ms); state that already equals
+ * "no state" is deleted instead. The seconds-old partial state a crash could
+ * leave behind therefore always expires.
+ *
+ * Decision array returned per limiter:
+ *   {allowed, limit, remaining, retry_after_us, reset_after_us, granted}
+ * retry_after_us is "-1" for never. granted is the number of permits taken
+ * (n, or up to the lease batch).
+ */
+#include <pthread.h>
+#include <stdio.h>
+
+#include "prs_redis_internal.h"
+
+/* ---- Lua ----------------------------------------------------------------- */
+
+#define LUA_PRELUDE                                                                      \
+    "if redis.replicate_commands then pcall(redis.replicate_commands) end\n"             \
+    "local NEVER = -1\n"                                                                 \
+    "local EPS = 1e-9\n"                                                                 \
+    "local floor = math.floor\n"                                                         \
+    "local function fmt(x) return string.format('%.17g', x) end\n"                       \
+    "local function clock(ov)\n"                                                         \
+    "  if ov ~= '' then return tonumber(ov) end\n"                                       \
+    "  local t = redis.call('TIME')\n"                                                   \
+    "  return tonumber(t[1]) * 1000000 + tonumber(t[2])\n"                               \
+    "end\n"                                                                              \
+    "local function ms(us)\n"                                                            \
+    "  local m = math.ceil(us / 1000) + 1\n"                                             \
+    "  if m < 1 then m = 1 end\n"                                                        \
+    "  return m\n"                                                                       \
+    "end\n"                                                                              \
+    "local function nonneg(x) if x < 0 then return 0 end return x end\n"
+
+/* GCRA: state {tat} in us; T = emission interval (us), burst. Capacity left
+ * at now, in permits: burst - (tat - now)/T. */
+#define LUA_GCRA                                                                         \
+    "local GCRA = {nkeys = 1}\n"                                                         \
+    "function GCRA.load(k, T, burst, now)\n"                                             \
+    "  return {tat = tonumber(redis.call('GET', k[1]))}\n"                               \
+    "end\n"                                                                              \
+    "function GCRA.decide(st, n, mode, want, give, T, burst, now)\n"                     \
+    "  local tat = st.tat\n"                                                             \
+    "  if tat == nil or tat < now then tat = now end\n"                                  \
+    "  local dirty = false\n"                                                            \
+    "  if give > 0 then tat = math.max(now, tat - give * T); dirty = true end\n"         \
+    "  local fits = burst - (tat - now) / T\n"                                           \
+    "  local left = nonneg(floor(fits + EPS))\n"                                         \
+    "  if n > burst then return {0, burst, left, NEVER, tat - now, 0}, {tat = tat}, dirty end\n" \
+    "  local take = n\n"                                                                 \
+    "  if mode == 'l' then\n"                                                            \
+    "    local k = left\n"                                                               \
+    "    if want < k then k = want end\n"                                                \
+    "    if k > take then take = k end\n"                                                \
+    "  end\n"                                                                            \
+    "  if take > fits + EPS then\n"                                                      \
+    "    return {0, burst, left, nonneg((n - fits) * T), tat - now, 0}, {tat = tat}, dirty\n" \
+    "  end\n"                                                                            \
+    "  if mode == 'p' then return {1, burst, nonneg(floor(fits - n + EPS)), 0, tat - now, 0}, st, false end\n" \
+    "  local nxt = tat + take * T\n"                                                     \
+    "  return {1, burst, nonneg(floor(fits - take + EPS)), 0, nxt - now, take}, {tat = nxt}, true\n" \
+    "end\n"                                                                              \
+    "function GCRA.store(k, st, T, burst, now)\n"                                        \
+    "  local ahead = st.tat - now\n"                                                     \
+    "  if ahead <= 0 then redis.call('DEL', k[1])\n"                                     \
+    "  else redis.call('SET', k[1], fmt(st.tat), 'PX', ms(ahead)) end\n"                 \
+    "end\n"
+
+/* Token bucket: state {t = tokens at l, l = time}; cap, r = tokens per us. */
+#define LUA_TOKEN_BUCKET                                                                 \
+    "local TB = {nkeys = 1}\n"                                                           \
+    "function TB.load(k, cap, r, now)\n"                                                 \
+    "  local v = redis.call('HMGET', k[1], 't', 'l')\n"                                  \
+    "  return {t = tonumber(v[1]), l = tonumber(v[2])}\n"                                \
+    "end\n"                                                                              \
+    "function TB.decide(st, n, mode, want, give, cap, r, now)\n"                         \
+    "  local tokens, last = st.t, st.l\n"                                                \
+    "  if tokens == nil or last == nil then tokens = cap; last = now end\n"              \
+    "  if now > last then tokens = math.min(cap, tokens + (now - last) * r); last = now end\n" \
+    "  local dirty = false\n"                                                            \
+    "  if give > 0 then tokens = math.min(cap, tokens + give); dirty = true end\n"       \
+    "  local left = nonneg(floor(tokens + EPS))\n"                                       \
+    "  local full = (cap - tokens) / r\n"                                                \
+    "  local nst = {t = tokens, l = last}\n"                                             \
+    "  if n > cap then return {0, cap, left, NEVER, full, 0}, nst, dirty end\n"          \
+    "  local take = n\n"                                                                 \
+    "  if mode == 'l' then\n"                                                            \
+    "    local k = left\n"                                                               \
+    "    if want < k then k = want end\n"                                                \
+    "    if k > take then take = k end\n"                                                \
+    "  end\n"                                                                            \
+    "  if take > tokens + EPS then\n"                                                    \
+    "    return {0, cap, left, nonneg((n - tokens) / r), full, 0}, nst, dirty\n"         \
+    "  end\n"                                                                            \
+    "  if mode == 'p' then return {1, cap, nonneg(floor(tokens - n + EPS)), 0, full, 0}, st, false end\n" \
+    "  tokens = nonneg(tokens - take)\n"                                                 \
+    "  return {1, cap, nonneg(floor(tokens + EPS)), 0, (cap - tokens) / r, take}, {t = tokens, l = last}, true\n" \
+    "end\n"                                                                              \
+    "function TB.store(k, st, cap, r, now)\n"                                            \
+    "  if st.t >= cap then redis.call('DEL', k[1]) return end\n"                         \
+    "  redis.call('HMSET', k[1], 't', fmt(st.t), 'l', fmt(st.l))\n"                      \
+    "  redis.call('PEXPIRE', k[1], ms((cap - st.t) / r + nonneg(st.l - now)))\n"         \
+    "end\n"
+
+/* Fixed window: state {w = window index, c = count}; windows aligned to
+ * multiples of W us on Redis's clock. */
+#define LUA_FIXED_WINDOW                                                                 \
+    "local FW = {nkeys = 1}\n"                                                           \
+    "function FW.load(k, limit, W, now)\n"                                               \
+    "  local v = redis.call('HMGET', k[1], 'w', 'c')\n"                                  \
+    "  return {w = tonumber(v[1]), c = tonumber(v[2])}\n"                                \
+    "end\n"                                                                              \
+    "function FW.decide(st, n, mode, want, give, limit, W, now)\n"                       \
+    "  local idx = floor(now / W)\n"                                                     \
+    "  local c = 0\n"                                                                    \
+    "  if st.w == idx and st.c then c = st.c end\n"                                      \
+    "  local wend = (idx + 1) * W - now\n"                                               \
+    "  local reset = 0\n"                                                                \
+    "  if c > 0 then reset = wend end\n"                                                 \
+    "  if n > limit then return {0, limit, nonneg(limit - c), NEVER, reset, 0}, st, false end\n" \
+    "  if c + n > limit then return {0, limit, nonneg(limit - c), wend, reset, 0}, st, false end\n" \
+    "  if mode == 'p' then return {1, limit, limit - c - n, 0, reset, 0}, st, false end\n" \
+    "  return {1, limit, limit - c - n, 0, wend, n}, {w = idx, c = c + n}, true\n"       \
+    "end\n"                                                                              \
+    "function FW.store(k, st, limit, W, now)\n"                                          \
+    "  redis.call('HMSET', k[1], 'w', fmt(st.w), 'c', fmt(st.c))\n"                      \
+    "  redis.call('PEXPIRE', k[1], ms((st.w + 1) * W - now))\n"                          \
+    "end\n"
+
+/* Sliding window counter: state {w, c = count in window w, p = count in w-1};
+ * estimate = p * (W - elapsed) / W + c. */
+#define LUA_SLIDING_WINDOW_COUNTER                                                       \
+    "local SWC = {nkeys = 1}\n"                                                          \
+    "function SWC.load(k, limit, W, now)\n"                                              \
+    "  local v = redis.call('HMGET', k[1], 'w', 'c', 'p')\n"                             \
+    "  return {w = tonumber(v[1]), c = tonumber(v[2]), p = tonumber(v[3])}\n"            \
+    "end\n"                                                                              \
+    "function SWC.decide(st, n, mode, want, give, limit, W, now)\n"                      \
+    "  local idx = floor(now / W)\n"                                                     \
+    "  local s = idx * W\n"                                                              \
+    "  local cur, prev = 0, 0\n"                                                         \
+    "  if st.w == idx then cur = st.c or 0; prev = st.p or 0\n"                          \
+    "  elseif st.w == idx - 1 then prev = st.c or 0 end\n"                               \
+    "  local est = prev * (W - (now - s)) / W + cur\n"                                   \
+    "  local function reset_of(c, p)\n"                                                  \
+    "    if c > 0 then return s + 2 * W - now elseif p > 0 then return s + W - now end\n" \
+    "    return 0\n"                                                                     \
+    "  end\n"                                                                            \
+    "  local function rem(x) return nonneg(floor(limit - x + EPS)) end\n"                \
+    "  local nst = {w = idx, c = cur, p = prev}\n"                                       \
+    "  if n > limit then return {0, limit, rem(est), NEVER, reset_of(cur, prev), 0}, nst, false end\n" \
+    "  if est + n > limit + EPS then\n"                                                  \
+    "    local retry\n"                                                                  \
+    "    if cur + n <= limit then retry = s + W * (1 - (limit - n - cur) / prev) - now\n" \
+    "    else retry = s + W + W * (1 - (limit - n) / cur) - now end\n"                    \
+    "    return {0, limit, rem(est), nonneg(retry), reset_of(cur, prev), 0}, nst, false\n" \
+    "  end\n"                                                                            \
+    "  if mode == 'p' then return {1, limit, rem(est + n), 0, reset_of(cur, prev), 0}, nst, false end\n" \
+    "  return {1, limit, rem(est + n), 0, reset_of(cur + n, prev), n}, {w = idx, c = cur + n, p = prev}, true\n" \
+    "end\n"                                                                              \
+    "function SWC.store(k, st, limit, W, now)\n"                                         \
+    "  redis.call('HMSET', k[1], 'w', fmt(st.w), 'c', fmt(st.c), 'p', fmt(st.p))\n"      \
+    "  redis.call('PEXPIRE', k[1], ms((st.w + 2) * W - now))\n"                          \
+    "end\n"
+
+/* Sliding window log: k[1] a sorted set of admission times (one member per
+ * permit, named by a sequence number from k[2]); an entry at t counts while
+ * now - t < W. Loading drops expired entries (a harmless write). */
+#define LUA_SLIDING_WINDOW_LOG                                                           \
+    "local LOG = {nkeys = 2}\n"                                                          \
+    "function LOG.load(k, limit, W, now)\n"                                              \
+    "  redis.call('ZREMRANGEBYSCORE', k[1], '-inf', fmt(now - W))\n"                     \
+    "  return {n = redis.call('ZCARD', k[1]), add = 0, k = k}\n"                         \
+    "end\n"                                                                              \
+    "function LOG.decide(st, n, mode, want, give, limit, W, now)\n"                      \
+    "  local cnt = st.n + st.add\n"                                                      \
+    "  local function reset_of(adding)\n"                                                \
+    "    if st.add > 0 or adding then return W end\n"                                    \
+    "    if st.n == 0 then return 0 end\n"                                               \
+    "    local r = redis.call('ZRANGE', st.k[1], -1, -1, 'WITHSCORES')\n"                \
+    "    return nonneg(tonumber(r[2]) + W - now)\n"                                      \
+    "  end\n"                                                                            \
+    "  if n > limit then return {0, limit, nonneg(limit - cnt), NEVER, reset_of(false), 0}, st, false end\n" \
+    "  if cnt + n > limit then\n"                                                        \
+    "    local j = cnt + n - limit\n"                                                    \
+    "    local retry = W\n"                                                              \
+    "    if j <= st.n then\n"                                                            \
+    "      local r = redis.call('ZRANGE', st.k[1], j - 1, j - 1, 'WITHSCORES')\n"        \
+    "      retry = nonneg(tonumber(r[2]) + W - now)\n"                                   \
+    "    end\n"                                                                          \
+    "    return {0, limit, nonneg(limit - cnt), retry, reset_of(false), 0}, st, false\n" \
+    "  end\n"                                                                            \
+    "  if mode == 'p' then return {1, limit, limit - cnt - n, 0, reset_of(false), 0}, st, false end\n" \
+    "  st.add = st.add + n\n"                                                            \
+    "  return {1, limit, limit - cnt - n, 0, W, n}, st, true\n"                          \
+    "end\n"                                                                              \
+    "function LOG.store(k, st, limit, W, now)\n"                                         \
+    "  if st.add <= 0 then return end\n"                                                 \
+    "  local seq = redis.call('INCRBY', k[2], st.add)\n"                                 \
+    "  local args = {}\n"                                                                \
+    "  local t = fmt(now)\n"                                                             \
+    "  for i = seq - st.add + 1, seq do\n"                                               \
+    "    args[#args + 1] = t\n"                                                          \
+    "    args[#args + 1] = fmt(i)\n"                                                     \
+    "    if #args >= 1000 then redis.call('ZADD', k[1], unpack(args)); args = {} end\n"  \
+    "  end\n"                                                                            \
+    "  if #args > 0 then redis.call('ZADD', k[1], unpack(args)) end\n"                   \
+    "  redis.call('PEXPIRE', k[1], ms(W))\n"                                             \
+    "  redis.call('PEXPIRE', k[2], ms(W))\n"                                             \
+    "  st.add = 0\n"                                                                     \
+    "end\n"
+
+#define LUA_ENCODE                                                                       \
+    "local function encode(out, r)\n"                                                    \
+    "  out[#out + 1] = r[1]; out[#out + 1] = r[2]; out[#out + 1] = r[3]\n"               \
+    "  out[#out + 1] = fmt(r[4]); out[#out + 1] = fmt(r[5]); out[#out + 1] = r[6]\n"     \
+    "end\n"
+
+/* KEYS: the algorithm's keys. ARGV: now override ('' = TIME), mode ('c' check,
+ * 'p' peek, 'l' lease), n, want (lease batch), give (permits given back), p1, p2. */
+#define LUA_SINGLE                                                                       \
+    LUA_ENCODE                                                                           \
+    "local now = clock(ARGV[1])\n"                                                       \
+    "local mode = ARGV[2]\n"                                                             \
+    "local n, want, give = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"    \
+    "local p1, p2 = tonumber(ARGV[6]), tonumber(ARGV[7])\n"                              \
+    "local st = A.load(KEYS, p1, p2, now)\n"                                             \
+    "local r, nst, dirty = A.decide(st, n, mode, want, give, p1, p2, now)\n"             \
+    "if dirty and mode ~= 'p' then A.store(KEYS, nst, p1, p2, now) end\n"                \
+    "local out = {}\n"                                                                   \
+    "encode(out, r)\n"                                                                   \
+    "return out\n"
+
+/* KEYS: each member's keys in order. ARGV: now override, member count m, then
+ * per member: algorithm number, n, p1, p2. Every member decides against the
+ * overlay of the earlier members' pending writes; all are stored only when
+ * all admit. Returns {denied_by (0-based, -1 when admitted), decision x m}. */
+#define LUA_GROUP                                                                        \
+    LUA_ENCODE                                                                           \
+    "local ALGOS = {[0] = GCRA, [1] = TB, [2] = FW, [3] = SWC, [4] = LOG}\n"             \
+    "local now = clock(ARGV[1])\n"                                                       \
+    "local m = tonumber(ARGV[2])\n"                                                      \
+    "local overlay, members, out = {}, {}, {-1}\n"                                       \
+    "local ki = 1\n"                                                                     \
+    "for i = 1, m do\n"                                                                  \
+    "  local base = 3 + (i - 1) * 4\n"                                                   \
+    "  local A = ALGOS[tonumber(ARGV[base])]\n"                                          \
+    "  local n, p1, p2 = tonumber(ARGV[base + 1]), tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])\n" \
+    "  local keys = {}\n"                                                                \
+    "  for j = 1, A.nkeys do keys[j] = KEYS[ki]; ki = ki + 1 end\n"                      \
+    "  local st = overlay[keys[1]]\n"                                                    \
+    "  if st == nil then st = A.load(keys, p1, p2, now) end\n"                           \
+    "  local r, nst, dirty = A.decide(st, n, 'c', 0, 0, p1, p2, now)\n"                  \
+    "  if r[1] == 1 then overlay[keys[1]] = nst\n"                                       \
+    "  elseif out[1] < 0 then out[1] = i - 1 end\n"                                      \
+    "  members[i] = {A, keys, p1, p2}\n"                                                 \
+    "  encode(out, r)\n"                                                                 \
+    "end\n"                                                                              \
+    "if out[1] < 0 then\n"                                                               \
+    "  local done = {}\n"                                                                \
+    "  for i = 1, m do\n"                                                                \
+    "    local A, keys = members[i][1], members[i][2]\n"                                 \
+    "    if not done[keys[1]] then\n"                                                    \
+    "      done[keys[1]] = true\n"                                                       \
+    "      A.store(keys, overlay[keys[1]], members[i][3], members[i][4], now)\n"         \
+    "    end\n"                                                                          \
+    "  end\n"                                                                            \
+    "end\n"                                                                              \
+    "return out\n"
+
+static const char script_gcra[] = LUA_PRELUDE LUA_GCRA "local A = GCRA\n" LUA_SINGLE;
+static const char script_tb[] = LUA_PRELUDE LUA_TOKEN_BUCKET "local A = TB\n" LUA_SINGLE;
+static const char script_fw[] = LUA_PRELUDE LUA_FIXED_WINDOW "local A = FW\n" LUA_SINGLE;
+static const char script_swc[] = LUA_PRELUDE LUA_SLIDING_WINDOW_COUNTER "local A = SWC\n" LUA_SINGLE;
+static const char script_log[] = LUA_PRELUDE LUA_SLIDING_WINDOW_LOG "local A = LOG\n" LUA_SINGLE;
+static const char script_group[] = LUA_PRELUDE LUA_GCRA LUA_TOKEN_BUCKET LUA_FIXED_WINDOW
+    LUA_SLIDING_WINDOW_COUNTER LUA_SLIDING_WINDOW_LOG LUA_GROUP;
+static const char script_noop[] = "return 0";
+
+static prs_redis__script scripts[PRS_REDIS__NSCRIPTS] = {
+    {script_gcra, sizeof script_gcra - 1, ""},
+    {script_tb, sizeof script_tb - 1, ""},
+    {script_fw, sizeof script_fw - 1, ""},
+    {script_swc, sizeof script_swc - 1, ""},
+    {script_log, sizeof script_log - 1, ""},
+    {script_group, sizeof script_group - 1, ""},
+    {script_noop, sizeof script_noop - 1, ""},
+};
+
+static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
+
+static void scripts_init(void) {
+    for (int i = 0; i < PRS_REDIS__NSCRIPTS; i++)
+        prs_redis__sha1_hex(scripts[i].body, scripts[i].len, scripts[i].sha);
+}
+
+const prs_redis__script *prs_redis__scripts(void) {
+    pthread_once(&scripts_once, scripts_init);
+    return scripts;
+}
+
+/* ---- SHA1 (FIPS 180-4), for EVALSHA -------------------------------------- */
+
+static uint32_t rol32(uint32_t x, int k) { return (x << k) | (x >> (32 - k)); }
+
+static void sha1_block(uint32_t h[5], const unsigned char *p) {
+    uint32_t w[80];
+    for (int i = 0; i < 16; i++)
+        w[i] = (uint32_t)p[4 * i] << 24 | (uint32_t)p[4 * i + 1] << 16 | (uint32_t)p[4 * i + 2] << 8 |
+               (uint32_t)p[4 * i + 3];
+    for (int i = 16; i < 80; i++) w[i] = rol32(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int i = 0; i < 80; i++) {
+        uint32_t f, k;
+        if (i < 20) { f = (b & c) | (~b & d); k = 0x5A827999u; }
+        else if (i < 40) { f = b ^ c ^ d; k = 0x6ED9EBA1u; }
+        else if (i < 60) { f = (b & c) | (b & d) | (c & d); k = 0x8F1BBCDCu; }
+        else { f = b ^ c ^ d; k = 0xCA62C1D6u; }
+        uint32_t t = rol32(a, 5) + f + e + k + w[i];
+        e = d; d = c; c = rol32(b, 30); b = a; a = t;
+    }
+    h[0] += a; h[1] += b; h[2] += c; h[3] += d; h[4] += e;
+}
+
+void prs_redis__sha1_hex(const void *data, size_t len, char out[41]) {
+    uint32_t h[5] = {0x67452301u, 0xEFCDAB89u, 0x98BADCFEu, 0x10325476u, 0xC3D2E1F0u};
+    const unsigned char *p = data;
+    size_t full = len / 64;
+    for (size_t i = 0; i < full; i++) sha1_block(h, p + 64 * i);
+    unsigned char tail[128];
+    size_t rem = len % 64;
+    memcpy(tail, p + 64 * full, rem);
+    tail[rem] = 0x80;
+    size_t tlen = rem + 1 + 8 <= 64 ? 64 : 128;
+    memset(tail + rem + 1, 0, tlen - rem - 1);
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++) tail[tlen - 1 - i] = (unsigned char)(bits >> (8 * i));
+    for (size_t off = 0; off < tlen; off += 64) sha1_block(h, tail + off);
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < 20; i++) {
+        unsigned char byte = (unsigned char)(h[i / 4] >> (24 - 8 * (i % 4)));
+        out[2 * i] = hex[byte >> 4];
+        out[2 * i + 1] = hex[byte & 15];
+    }
+    out[40] = '\0';
+}
+
+/* ---- SipHash-2-4 (Aumasson & Bernstein) ----------------------------------- */
+
+#define SIPROUND                                                                         \
+    do {                                                                                 \
+        v0 += v1; v1 = (v1 << 13) | (v1 >> 51); v1 ^= v0; v0 = (v0 << 32) | (v0 >> 32); \
+        v2 += v3; v3 = (v3 << 16) | (v3 >> 48); v3 ^= v2;                                \
+        v0 += v3; v3 = (v3 << 21) | (v3 >> 43); v3 ^= v0;                                \
+        v2 += v1; v1 = (v1 << 17) | (v1 >> 47); v1 ^= v2; v2 = (v2 << 32) | (v2 >> 32); \
+    } while (0)
+
+uint64_t prs_redis__siphash(const void *data, size_t len, uint64_t k0, uint64_t k1) {
+    uint64_t v0 = k0 ^ 0x736f6d6570736575ull, v1 = k1 ^ 0x646f72616e646f6dull;
+    uint64_t v2 = k0 ^ 0x6c7967656e657261ull, v3 = k1 ^ 0x7465646279746573ull;
+    const unsigned char *p = data;
+    size_t blocks = len / 8;
+    for (size_t i = 0; i < blocks; i++) {
+        uint64_t m = 0;
+        for (int j = 0; j < 8; j++) m |= (uint64_t)p[8 * i + j] << (8 * j);
+        v3 ^= m;
+        SIPROUND; SIPROUND;
+        v0 ^= m;
+    }
+    uint64_t last = (uint64_t)len << 56;
+    for (size_t j = 0; j < len % 8; j++) last |= (uint64_t)p[8 * blocks + j] << (8 * j);
+    v3 ^= last;
+    SIPROUND; SIPROUND;
+    v0 ^= last;
+    v2 ^= 0xff;
+    SIPROUND; SIPROUND; SIPROUND; SIPROUND;
+    return v0 ^ v1 ^ v2 ^ v3;
+}

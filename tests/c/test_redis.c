@@ -1,0 +1,697 @@
+/*
+ * test_redis.c - the Redis backend against a real, throwaway redis-server
+ * (started per test on a free port and a unix socket in a temp dir, killed at
+ * the end; PR_SET_PDEATHSIG makes it die with the test even on a timeout).
+ * Compiled only with hiredis (PRS_HAVE_HIREDIS). When redis-server is missing
+ * the tests fail (set PRS_SKIP_REDIS=1 to skip them explicitly).
+ */
+#ifdef PRS_HAVE_HIREDIS
+#include "prs_test.h"
+#include "prs_redis_internal.h"
+#include "prs_gcra.h"
+#include "prs_token_bucket.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdarg.h>
+#include <unistd.h>
+
+/* ---- the throwaway server ------------------------------------------------ */
+
+typedef struct server {
+    pid_t pid;
+    int port;
+    char dir[64];
+    char sock[128];
+    char url[160];
+    char unix_url[200];
+} server;
+
+static server *current;
+
+static int free_port(void) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    socklen_t len = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &len);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+static void server_spawn(server *s) {
+    char port[16];
+    snprintf(port, sizeof port, "%d", s->port);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int devnull = open("/dev/null", 1);
+        if (devnull >= 0) { dup2(devnull, 1); dup2(devnull, 2); }
+        execlp("redis-server", "redis-server", "--port", port, "--bind", "127.0.0.1", "--unixsocket", s->sock,
+               "--dir", s->dir, "--save", "", "--appendonly", "no", "--databases", "4", (char *)NULL);
+        _exit(127);
+    }
+    s->pid = pid;
+}
+
+static int server_ready(server *s, int tries) {
+    prs_redis_config cfg;
+    prs_redis_config_init(&cfg);
+    cfg.url = s->url;
+    prs_redis_backend *b;
+    ASSERT_OK(prs_redis_backend_new(&cfg, &b));
+    int ok = 0;
+    for (int i = 0; i < tries && !ok; i++) {
+        ok = prs_redis_ping(b) == PRS_OK;
+        if (!ok) prs_sleep_ns(10 * PRS_NS_PER_MS);
+    }
+    prs_redis_backend_free(b);
+    return ok;
+}
+
+static void server_stop(void) {
+    if (current && current->pid > 0) {
+        kill(current->pid, SIGKILL);
+        waitpid(current->pid, NULL, 0);
+        current->pid = 0;
+    }
+}
+
+static void server_cleanup(void) {
+    server_stop();
+    if (current) {
+        unlink(current->sock);
+        rmdir(current->dir);
+    }
+}
+
+static server *server_start(void) {
+    if (getenv("PRS_SKIP_REDIS")) exit(0);
+    static server s;
+    memset(&s, 0, sizeof s);
+    snprintf(s.dir, sizeof s.dir, "/tmp/prs-redis-XXXXXX");
+    ASSERT(mkdtemp(s.dir) != NULL);
+    snprintf(s.sock, sizeof s.sock, "%s/redis.sock", s.dir);
+    s.port = free_port();
+    snprintf(s.url, sizeof s.url, "redis://127.0.0.1:%d/0", s.port);
+    snprintf(s.unix_url, sizeof s.unix_url, "unix://%s?db=1", s.sock);
+    current = &s;
+    atexit(server_cleanup);
+    server_spawn(&s);
+    if (!server_ready(&s, 300)) PRS__FAIL("redis-server did not start (is it installed? make deps)");
+    return &s;
+}
+
+static prs_redis_backend *backend_for(const char *url, int64_t timeout_ms) {
+    prs_redis_config cfg;
+    prs_redis_config_init(&cfg);
+    cfg.url = url;
+    cfg.timeout_ns = timeout_ms * PRS_NS_PER_MS;
+    cfg.connect_timeout_ns = timeout_ms * PRS_NS_PER_MS;
+    prs_redis_backend *b;
+    ASSERT_OK(prs_redis_backend_new(&cfg, &b));
+    return b;
+}
+
+static prs_redis_limiter *limiter_for(prs_redis_backend *b, int algo, double rate_or_limit, double burst_or_window_s) {
+    prs_redis_limiter_config cfg;
+    prs_redis_limiter_config_init(&cfg);
+    cfg.algorithm = algo;
+    if (algo == PRS_REDIS_GCRA || algo == PRS_REDIS_TOKEN_BUCKET) {
+        cfg.rate = rate_or_limit;
+        cfg.burst = (int64_t)burst_or_window_s;
+    } else {
+        cfg.limit = (int64_t)rate_or_limit;
+        cfg.window_ns = (int64_t)(burst_or_window_s * 1e9);
+    }
+    prs_redis_limiter *l;
+    ASSERT_OK(prs_redis_limiter_new(b, &cfg, &l));
+    return l;
+}
+
+static void cmd(prs_redis_backend *b, char *out, size_t cap, int argc, ...) {
+    const char *argv[8];
+    size_t lens[8];
+    va_list ap;
+    va_start(ap, argc);
+    for (int i = 0; i < argc; i++) { argv[i] = va_arg(ap, const char *); lens[i] = strlen(argv[i]); }
+    va_end(ap);
+    ASSERT_OK(prs_redis_command(b, argc, argv, lens, out, cap));
+}
+
+/* ---- URLs, hashes ------------------------------------------------------------ */
+
+TEST(redis_url_parse) {
+    prs_redis_url u;
+    ASSERT_OK(prs_redis_url_parse("redis://127.0.0.1:6380/3", NULL, &u));
+    ASSERT_STREQ(u.host, "127.0.0.1");
+    ASSERT_EQ(u.port, 6380);
+    ASSERT_EQ(u.db, 3);
+    ASSERT(u.user == NULL && u.password == NULL && !u.is_unix);
+    prs_redis_url_clear(&u, NULL);
+    ASSERT_OK(prs_redis_url_parse("redis://al%40ice:p%3Ass@[::1]:7000", NULL, &u));
+    ASSERT_STREQ(u.user, "al@ice");
+    ASSERT_STREQ(u.password, "p:ss");
+    ASSERT_STREQ(u.host, "::1");
+    ASSERT_EQ(u.port, 7000);
+    ASSERT_EQ(u.db, 0);
+    prs_redis_url_clear(&u, NULL);
+    ASSERT_OK(prs_redis_url_parse("redis://:secret@localhost", NULL, &u));
+    ASSERT(u.user == NULL);
+    ASSERT_STREQ(u.password, "secret");
+    ASSERT_EQ(u.port, 6379);
+    prs_redis_url_clear(&u, NULL);
+    ASSERT_OK(prs_redis_url_parse("unix:///tmp/r.sock?db=2", NULL, &u));
+    ASSERT(u.is_unix);
+    ASSERT_STREQ(u.path, "/tmp/r.sock");
+    ASSERT_EQ(u.db, 2);
+    prs_redis_url_clear(&u, NULL);
+    const char *bad[] = {"", "http://x", "redis://", "redis://:6379", "redis://h:0", "redis://h:65536",
+                         "redis://h:12x", "redis://h/abc", "redis://h/-1", "unix://", "unix://rel/path",
+                         "unix:///s?db=x", "unix:///s?foo=1", "redis://h /0", "redis://u:%zz@h", "redis://[::1"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        if (prs_redis_url_parse(bad[i], NULL, &u) != PRS_EINVAL) PRS__FAIL("accepted %s", bad[i]);
+        ASSERT(strlen(prs_redis_last_error()) > 0);
+    }
+}
+
+TEST(redis_sha1_and_slots) {
+    char hex[41];
+    prs_redis__sha1_hex("abc", 3, hex);
+    ASSERT_STREQ(hex, "a9993e364706816aba3e25717850c26c9cd0d89d");
+    prs_redis__sha1_hex("", 0, hex);
+    ASSERT_STREQ(hex, "da39a3ee5e6b4b0d3255bfef95601890afd80709");
+    char big[200];
+    memset(big, 'a', sizeof big);
+    prs_redis__sha1_hex(big, 56, hex); /* padding spills into a second block */
+    ASSERT_EQ(strlen(hex), 40);
+    ASSERT_EQ(prs_redis_key_slot("123456789", 9), 12739); /* the Cluster spec's example */
+    ASSERT_EQ(prs_redis_key_slot("{user1000}.following", 20), prs_redis_key_slot("user1000", 8));
+}
+
+TEST(redis_config_validate) {
+    prs_redis_limiter_config c;
+    prs_redis_limiter_config_init(&c);
+    ASSERT_OK(prs_redis_limiter_config_validate(&c));
+    c.algorithm = 9; ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL);
+    prs_redis_limiter_config_init(&c);
+    c.rate = NAN; ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL);
+    c.rate = -1; ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL);
+    c.rate = 1; c.burst = 0; ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL);
+    c.burst = 5; c.lease_batch = 6; ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL);
+    c.lease_batch = 5; ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL); /* no max_hold */
+    c.lease_max_hold_ns = PRS_NS_PER_SEC; ASSERT_OK(prs_redis_limiter_config_validate(&c));
+    c.key_prefix = "a{b"; ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL);
+    prs_redis_limiter_config_init(&c);
+    c.algorithm = PRS_REDIS_FIXED_WINDOW;
+    c.limit = 0; ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL);
+    c.limit = 5; c.window_ns = 10; ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL);
+    c.window_ns = PRS_NS_PER_SEC; c.lease_batch = 2; c.lease_max_hold_ns = 1;
+    ASSERT_STATUS(prs_redis_limiter_config_validate(&c), PRS_EINVAL);
+    prs_redis_config bc;
+    prs_redis_config_init(&bc);
+    prs_redis_backend *b;
+    bc.max_connections = 0; ASSERT_STATUS(prs_redis_backend_new(&bc, &b), PRS_EINVAL);
+    bc.max_connections = 2; bc.timeout_ns = 0; ASSERT_STATUS(prs_redis_backend_new(&bc, &b), PRS_EINVAL);
+    bc.timeout_ns = 1; bc.url = "nope://"; ASSERT_STATUS(prs_redis_backend_new(&bc, &b), PRS_EINVAL);
+    ASSERT(b == NULL);
+}
+
+static int make_backend(const prs_allocator *a, void **obj) {
+    prs_redis_config cfg;
+    prs_redis_config_init(&cfg);
+    cfg.url = "redis://u:p@127.0.0.1:1/2";
+    cfg.allocator = a;
+    return prs_redis_backend_new(&cfg, (prs_redis_backend **)obj);
+}
+static void free_backend(void *o) { prs_redis_backend_free(o); }
+
+static prs_redis_backend *alloc_test_backend;
+static int make_limiter(const prs_allocator *a, void **obj) {
+    prs_redis_limiter_config cfg;
+    prs_redis_limiter_config_init(&cfg);
+    cfg.burst = 10;
+    cfg.lease_batch = 5;
+    cfg.lease_max_hold_ns = PRS_NS_PER_SEC;
+    cfg.allocator = a;
+    return prs_redis_limiter_new(alloc_test_backend, &cfg, (prs_redis_limiter **)obj);
+}
+static void free_limiter(void *o) { prs_redis_limiter_free(o); }
+
+TEST(redis_alloc_failures) {
+    prs_test_alloc_failures(make_backend, free_backend);
+    alloc_test_backend = backend_for("redis://127.0.0.1:1", 50);
+    prs_test_alloc_failures(make_limiter, free_limiter);
+    prs_redis_backend_free(alloc_test_backend);
+}
+
+/* ---- against the server --------------------------------------------------- */
+
+TEST(redis_ping_tcp_unix_db) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500), *u = backend_for(s->unix_url, 500);
+    ASSERT_OK(prs_redis_ping(b));
+    ASSERT_OK(prs_redis_ping(u));
+    char out[64];
+    cmd(b, out, sizeof out, 3, "SET", "where", "db0");
+    cmd(u, out, sizeof out, 3, "SET", "where", "db1");
+    cmd(b, out, sizeof out, 2, "GET", "where");
+    ASSERT_STREQ(out, "db0");
+    cmd(u, out, sizeof out, 2, "GET", "where");
+    ASSERT_STREQ(out, "db1");
+    ASSERT_EQ(prs_redis_backend_connections(b), 1);
+    /* the noop script's SHA1 is the server's */
+    const prs_redis__script *sc = &prs_redis__scripts()[PRS_REDIS__SCRIPT_NOOP];
+    cmd(b, out, sizeof out, 3, "SCRIPT", "LOAD", sc->body);
+    ASSERT_STREQ(out, sc->sha);
+    /* a wrong password is a clear failure, not a hang */
+    char url[200];
+    snprintf(url, sizeof url, "redis://:wrong@127.0.0.1:%d", s->port);
+    prs_redis_backend *w = backend_for(url, 500);
+    ASSERT_STATUS(prs_redis_ping(w), PRS_EBACKEND);
+    ASSERT(strstr(prs_redis_last_error(), "AUTH") != NULL);
+    prs_redis_backend_close(b);
+    ASSERT_STATUS(prs_redis_ping(b), PRS_ECLOSED);
+    prs_redis_backend_free(w);
+    prs_redis_backend_free(b);
+    prs_redis_backend_free(u);
+}
+
+/* GCRA and token bucket at explicit times (us) against the in-process core:
+ * the same verdicts and retry times on the same schedule. */
+TEST(redis_rate_matches_core) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    prs_redis_limiter *rg = limiter_for(b, PRS_REDIS_GCRA, 10, 5), *rt = limiter_for(b, PRS_REDIS_TOKEN_BUCKET, 10, 5);
+    prs_gcra_config gc; prs_gcra_config_init(&gc); gc.rate = 10; gc.burst = 5;
+    prs_token_bucket_config tc; prs_token_bucket_config_init(&tc); tc.capacity = 5; tc.refill_rate = 10;
+    prs_gcra *g; prs_token_bucket *t;
+    ASSERT_OK(prs_gcra_new(&gc, &g));
+    ASSERT_OK(prs_token_bucket_new(&tc, &t));
+    uint64_t x = 12345;
+    int64_t now_us = 1000000;
+    int admitted = 0;
+    for (int i = 0; i < 300; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        now_us += (int64_t)((x >> 33) % 4) * 25000; /* steps of 0, 25, 50, 75 ms */
+        int64_t n = 1 + (int64_t)((x >> 20) % 3);
+        prs_decision dr, dc;
+        ASSERT_OK(prs_redis_limiter_check_at(rg, "k", 1, n, now_us, &dr));
+        ASSERT_OK(prs_gcra_check(g, now_us * 1000, n, &dc));
+        ASSERT_EQ(dr.allowed, dc.allowed);
+        ASSERT_EQ(dr.remaining, dc.remaining);
+        ASSERT_EQ(dr.retry_after_ns, dc.retry_after_ns);
+        ASSERT_OK(prs_redis_limiter_check_at(rt, "k", 1, n, now_us, &dr));
+        ASSERT_OK(prs_token_bucket_check(t, now_us * 1000, n, &dc));
+        ASSERT_EQ(dr.allowed, dc.allowed);
+        ASSERT_EQ(dr.remaining, dc.remaining);
+        ASSERT_NEAR(dr.retry_after_ns, dc.retry_after_ns, 1000);
+        admitted += dr.allowed;
+    }
+    ASSERT(admitted > 20 && admitted < 300);
+    prs_decision d;
+    ASSERT_OK(prs_redis_limiter_check_at(rg, "k", 1, 6, now_us, &d)); /* n > burst: never */
+    ASSERT(!d.allowed && d.retry_after_ns == PRS_NEVER);
+    prs_gcra_free(g);
+    prs_token_bucket_free(t);
+    prs_redis_limiter_free(rg);
+    prs_redis_limiter_free(rt);
+    prs_redis_backend_free(b);
+}
+
+/* Window algorithms on a table of explicit times (limit 3 per 1 s). */
+TEST(redis_windows_table) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    prs_redis_limiter *fw = limiter_for(b, PRS_REDIS_FIXED_WINDOW, 3, 1.0);
+    prs_redis_limiter *sl = limiter_for(b, PRS_REDIS_SLIDING_WINDOW_LOG, 3, 1.0);
+    prs_redis_limiter *sc = limiter_for(b, PRS_REDIS_SLIDING_WINDOW_COUNTER, 4, 1.0);
+    prs_decision d;
+    int64_t base = 5000000000; /* window-aligned, in us */
+    /* fixed window */
+    for (int i = 0; i < 3; i++) { ASSERT_OK(prs_redis_limiter_check_at(fw, "a", 1, 1, base + 100000, &d)); ASSERT(d.allowed); }
+    ASSERT_OK(prs_redis_limiter_check_at(fw, "a", 1, 1, base + 600000, &d));
+    ASSERT(!d.allowed);
+    ASSERT_EQ(d.retry_after_ns, 400 * PRS_NS_PER_MS);
+    ASSERT_OK(prs_redis_limiter_check_at(fw, "a", 1, 3, base + 1000000, &d));
+    ASSERT(d.allowed);
+    ASSERT_EQ(d.remaining, 0);
+    /* sliding log: times 0, 0.2, 0.4 admitted; 0.5 denied until 1.0; at 1.0 admitted */
+    int64_t ts[] = {0, 200000, 400000};
+    for (int i = 0; i < 3; i++) { ASSERT_OK(prs_redis_limiter_check_at(sl, "a", 1, 1, base + ts[i], &d)); ASSERT(d.allowed); }
+    ASSERT_OK(prs_redis_limiter_check_at(sl, "a", 1, 1, base + 500000, &d));
+    ASSERT(!d.allowed);
+    ASSERT_EQ(d.retry_after_ns, 500 * PRS_NS_PER_MS);
+    ASSERT_OK(prs_redis_limiter_check_at(sl, "a", 1, 2, base + 1000000, &d));
+    ASSERT(!d.allowed);
+    ASSERT_EQ(d.retry_after_ns, 200 * PRS_NS_PER_MS);
+    ASSERT_OK(prs_redis_limiter_check_at(sl, "a", 1, 1, base + 1000000, &d));
+    ASSERT(d.allowed);
+    /* sliding counter: 4 in window 0; at 1.25 the estimate is 4*0.75 = 3 -> 1 more */
+    ASSERT_OK(prs_redis_limiter_check_at(sc, "a", 1, 4, base + 900000, &d));
+    ASSERT(d.allowed);
+    ASSERT_OK(prs_redis_limiter_check_at(sc, "a", 1, 1, base + 1250000, &d));
+    ASSERT(d.allowed);
+    ASSERT_OK(prs_redis_limiter_check_at(sc, "a", 1, 1, base + 1250000, &d));
+    ASSERT(!d.allowed);
+    /* est = 4*(1 - e) + 1 <= 3 when e >= 0.5: at 1.5 s */
+    ASSERT_EQ(d.retry_after_ns, 250 * PRS_NS_PER_MS);
+    ASSERT_OK(prs_redis_limiter_check_at(sc, "a", 1, 1, base + 1500000, &d));
+    ASSERT(d.allowed);
+    prs_redis_limiter_free(fw);
+    prs_redis_limiter_free(sl);
+    prs_redis_limiter_free(sc);
+    prs_redis_backend_free(b);
+}
+
+/* Random schedules: each algorithm's bound holds on what Redis admitted. */
+TEST(redis_bounds_random) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo <= 1;
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, 20, 5) : limiter_for(b, algo, 5, 0.25);
+        enum { N = 400 };
+        int64_t when[N], size[N];
+        int na = 0;
+        uint64_t x = 99 + (uint64_t)algo;
+        int64_t now = 7000000000;
+        for (int i = 0; i < N; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            now += (int64_t)((x >> 33) % 20000);
+            int64_t n = 1 + (int64_t)((x >> 17) % 2);
+            prs_decision d;
+            ASSERT_OK(prs_redis_limiter_check_at(l, "bound", 5, n, now, &d));
+            if (d.allowed) { when[na] = now; size[na] = n; na++; }
+        }
+        ASSERT(na > 10);
+        for (int i = 0; i < na; i++) {
+            int64_t sum = 0;
+            if (algo == PRS_REDIS_FIXED_WINDOW || algo == PRS_REDIS_SLIDING_WINDOW_COUNTER) {
+                for (int j = 0; j < na; j++) if (when[j] / 250000 == when[i] / 250000) sum += size[j];
+                ASSERT_LE_I64(sum, 5);
+            } else if (algo == PRS_REDIS_SLIDING_WINDOW_LOG) {
+                for (int j = i; j < na && when[j] - when[i] < 250000; j++) sum += size[j];
+                ASSERT_LE_I64(sum, 5);
+            } else {
+                for (int j = i; j < na; j++) {
+                    sum += size[j];
+                    double bound = 5 + 20.0 * (double)(when[j] - when[i]) / 1e6;
+                    ASSERT(sum <= bound + 1e-9);
+                }
+            }
+        }
+        prs_redis_limiter_free(l);
+    }
+    prs_redis_backend_free(b);
+}
+
+typedef struct thr_arg { prs_redis_limiter *l; int admitted; } thr_arg;
+static void *hammer(void *p) {
+    thr_arg *a = p;
+    for (int i = 0; i < 200; i++) {
+        prs_decision d;
+        ASSERT_OK(prs_redis_limiter_check(a->l, "shared", 6, 1, &d));
+        a->admitted += d.allowed;
+    }
+    return NULL;
+}
+
+/* 8 threads share a pool of 3 connections; a long window admits exactly its limit. */
+TEST(redis_threads_exact) {
+    server *s = server_start();
+    prs_redis_config cfg;
+    prs_redis_config_init(&cfg);
+    cfg.url = s->url;
+    cfg.max_connections = 3;
+    cfg.timeout_ns = 2 * PRS_NS_PER_SEC;
+    prs_redis_backend *b;
+    ASSERT_OK(prs_redis_backend_new(&cfg, &b));
+    prs_redis_limiter *l = limiter_for(b, PRS_REDIS_FIXED_WINDOW, 777, 3600);
+    pthread_t t[8];
+    thr_arg args[8];
+    for (int i = 0; i < 8; i++) { args[i].l = l; args[i].admitted = 0; pthread_create(&t[i], NULL, hammer, &args[i]); }
+    int total = 0;
+    for (int i = 0; i < 8; i++) { pthread_join(t[i], NULL); total += args[i].admitted; }
+    /* the window may roll over once (aligned to the hour): allow one extra window */
+    ASSERT(total == 777 || (total > 777 && total <= 1554));
+    ASSERT(prs_redis_backend_connections(b) <= 3);
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+}
+
+/* Every key written has a TTL; hostile keys are distinct and binary-safe. */
+TEST(redis_keys_ttl_hostile) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 2000);
+    static char big[1 << 20];
+    memset(big, 'x', sizeof big);
+    big[5] = '\0'; big[6] = '\r'; big[7] = '\n'; big[8] = '{'; big[10] = '}';
+    struct { const char *k; size_t n; } keys[] = {
+        {"plain", 5}, {"with space", 10}, {"cr\r\nlf", 6}, {"100%", 4}, {"{tag}a", 6}, {"{tag}b", 6},
+        {"}{", 2}, {"{}", 2}, {"nul\0x", 5}, {"nul\0y", 5}, {"", 0}, {"*3\r\n$3\r\nDEL", 12}, {big, sizeof big},
+    };
+    size_t nk = sizeof keys / sizeof keys[0];
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo <= 1;
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, 1, 2) : limiter_for(b, algo, 2, 60);
+        for (size_t i = 0; i < nk; i++) {
+            prs_decision d;
+            ASSERT_OK(prs_redis_limiter_check(l, keys[i].k, keys[i].n, 2, &d));
+            if (!d.allowed) PRS__FAIL("algo %d key %zu: first check denied (keys collide?)", algo, i);
+            ASSERT_OK(prs_redis_limiter_check(l, keys[i].k, keys[i].n, 1, &d));
+            ASSERT(!d.allowed);
+            ASSERT_OK(prs_redis_limiter_peek(l, keys[i].k, keys[i].n, 1, &d));
+            ASSERT(!d.allowed);
+            /* both keys of a decision live in one slot */
+            char k1[300];
+            size_t len = prs_redis_limiter_redis_key(l, keys[i].k, keys[i].n, k1, sizeof k1);
+            if (len <= sizeof k1 && algo == PRS_REDIS_SLIDING_WINDOW_LOG) {
+                char k2[300];
+                memcpy(k2, k1, len);
+                k2[len - 1] = 's';
+                ASSERT_EQ(prs_redis_key_slot(k1, len), prs_redis_key_slot(k2, len));
+            }
+        }
+        ASSERT_OK(prs_redis_limiter_reset(l, keys[1].k, keys[1].n));
+        prs_decision d;
+        ASSERT_OK(prs_redis_limiter_check(l, keys[1].k, keys[1].n, 2, &d));
+        ASSERT(d.allowed);
+        prs_redis_limiter_free(l);
+    }
+    /* the "{tag}" keys share a slot */
+    prs_redis_limiter *l = limiter_for(b, PRS_REDIS_GCRA, 1, 2);
+    char a[64], c[64];
+    size_t la = prs_redis_limiter_redis_key(l, "{tag}a", 6, a, sizeof a);
+    size_t lc = prs_redis_limiter_redis_key(l, "{tag}b", 6, c, sizeof c);
+    ASSERT_EQ(prs_redis_key_slot(a, la), prs_redis_key_slot(c, lc));
+    prs_redis_limiter_free(l);
+    /* TTL scan: every key has one */
+    char out[64];
+    cmd(b, out, sizeof out, 1, "DBSIZE");
+    int nkeys = atoi(out);
+    ASSERT(nkeys >= 20);
+    /* SCAN through the raw command API is awkward; use KEYS via a script */
+    cmd(b, out, sizeof out, 3, "EVAL",
+        "local bad = 0 for _, k in ipairs(redis.call('KEYS', '*')) do "
+        "if redis.call('PTTL', k) < 0 and k ~= 'where' then bad = bad + 1 end end return bad", "0");
+    ASSERT_STREQ(out, "0");
+    prs_redis_backend_free(b);
+}
+
+TEST(redis_noscript_reload) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    prs_redis_limiter *l = limiter_for(b, PRS_REDIS_SLIDING_WINDOW_LOG, 100, 10);
+    char out[64];
+    for (int i = 0; i < 20; i++) {
+        if (i % 5 == 0) cmd(b, out, sizeof out, 2, "SCRIPT", "FLUSH");
+        prs_decision d;
+        ASSERT_OK(prs_redis_limiter_check(l, "k", 1, 1, &d));
+        ASSERT(d.allowed);
+        ASSERT_EQ(d.remaining, 100 - i - 1);
+    }
+    prs_redis_request reqs[3] = {{"a", 1, 1}, {"b", 1, 2}, {"a", 1, 1}};
+    prs_decision ds[3];
+    int st[3];
+    cmd(b, out, sizeof out, 2, "SCRIPT", "FLUSH");
+    ASSERT_OK(prs_redis_limiter_check_many(l, 3, reqs, ds, st));
+    ASSERT(ds[0].allowed && ds[1].allowed && ds[2].allowed);
+    ASSERT_EQ(ds[2].remaining, 98);
+    ASSERT_EQ(ds[1].remaining, 98);
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+}
+
+TEST(redis_group_all_or_nothing) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    prs_redis_limiter *user = limiter_for(b, PRS_REDIS_TOKEN_BUCKET, 1, 3);
+    prs_redis_limiter *global = limiter_for(b, PRS_REDIS_FIXED_WINDOW, 5, 3600);
+    prs_redis_limiter *log = limiter_for(b, PRS_REDIS_SLIDING_WINDOW_LOG, 4, 3600);
+    prs_redis_member m[3] = {{user, "{t}u1", 5, 1}, {global, "{t}all", 6, 1}, {log, "{t}all", 6, 1}};
+    prs_decision d;
+    int denied;
+    int64_t now = 1000000000;
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(prs_redis_group_check(3, m, now, &d, &denied));
+        ASSERT(d.allowed);
+        ASSERT_EQ(denied, -1);
+    }
+    ASSERT_OK(prs_redis_group_check(3, m, now, &d, &denied)); /* user bucket empty */
+    ASSERT(!d.allowed);
+    ASSERT_EQ(denied, 0);
+    ASSERT_EQ(d.retry_after_ns, PRS_NS_PER_SEC);
+    m[0].key = "{t}u2";
+    ASSERT_OK(prs_redis_group_check(3, m, now, &d, &denied)); /* log has 1 left */
+    ASSERT(d.allowed);
+    ASSERT_OK(prs_redis_group_check(3, m, now, &d, &denied));
+    ASSERT(!d.allowed);
+    ASSERT_EQ(denied, 2);
+    /* the denied groups consumed nothing: global used 4 of 5 */
+    ASSERT_OK(prs_redis_limiter_check_at(global, "{t}all", 6, 1, now, &d));
+    ASSERT(d.allowed);
+    ASSERT_EQ(d.remaining, 0);
+    /* the same key twice in one group counts twice */
+    prs_redis_member twice[2] = {{user, "{t}u3", 5, 2}, {user, "{t}u3", 5, 2}};
+    ASSERT_OK(prs_redis_group_check(2, twice, now, &d, &denied));
+    ASSERT(!d.allowed);
+    ASSERT_EQ(denied, 1);
+    twice[1].n = 1;
+    ASSERT_OK(prs_redis_group_check(2, twice, now, &d, &denied));
+    ASSERT(d.allowed);
+    ASSERT_EQ(d.remaining, 0);
+    prs_redis_limiter_free(user);
+    prs_redis_limiter_free(global);
+    prs_redis_limiter_free(log);
+    prs_redis_backend_free(b);
+}
+
+static int64_t server_calls(prs_redis_backend *b) {
+    char out[64];
+    const char *argv[2] = {"EVAL", "local s = redis.call('INFO', 'commandstats') "
+                                   "local n = string.match(s, 'cmdstat_evalsha:calls=(%d+)') return tonumber(n or '0')"};
+    size_t lens[3] = {4, strlen(argv[1]), 1};
+    const char *argv3[3] = {argv[0], argv[1], "0"};
+    ASSERT_OK(prs_redis_command(b, 3, argv3, lens, out, sizeof out));
+    return atoll(out);
+}
+
+TEST(redis_leases) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    prs_redis_limiter_config cfg;
+    prs_redis_limiter_config_init(&cfg);
+    cfg.algorithm = PRS_REDIS_GCRA;
+    cfg.rate = 1000;
+    cfg.burst = 200;
+    cfg.lease_batch = 50;
+    cfg.lease_max_hold_ns = 50 * PRS_NS_PER_MS;
+    prs_redis_limiter *l, *strict;
+    ASSERT_OK(prs_redis_limiter_new(b, &cfg, &l));
+    cfg.lease_batch = 0;
+    ASSERT_OK(prs_redis_limiter_new(b, &cfg, &strict));
+    int64_t calls0 = server_calls(b);
+    int64_t t0 = prs_monotonic_ns();
+    int admitted = 0;
+    for (int i = 0; i < 2000; i++) {
+        prs_decision d;
+        ASSERT_OK(prs_redis_limiter_check(l, "lk", 2, 1, &d));
+        admitted += d.allowed;
+    }
+    double elapsed = (double)(prs_monotonic_ns() - t0) / 1e9;
+    int64_t trips = server_calls(b) - calls0;
+    /* never more than the shared limit */
+    ASSERT(admitted <= 200 + 1000 * elapsed + 1);
+    ASSERT(admitted >= 200);
+    ASSERT(trips * 10 <= 2000);
+    /* what the lease holds is visible to a strict limiter on the same key only
+     * after it is given back */
+    prs_decision d;
+    ASSERT_OK(prs_redis_limiter_release_leases(l));
+    ASSERT_OK(prs_redis_limiter_peek(strict, "lk", 2, 1, &d));
+    ASSERT_OK(prs_redis_limiter_reset(l, "lk", 2));
+    ASSERT_OK(prs_redis_limiter_check(strict, "lk", 2, 200, &d));
+    ASSERT(d.allowed);
+    prs_redis_limiter_free(l);
+    prs_redis_limiter_free(strict);
+    prs_redis_backend_free(b);
+}
+
+/* Kill the server mid-load: every call fails fast with a status; restart it:
+ * decisions resume within 1 s; no connection growth. */
+TEST(redis_kill_restart) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 100);
+    prs_redis_limiter *l = limiter_for(b, PRS_REDIS_GCRA, 1e6, 1000000);
+    prs_decision d;
+    for (int i = 0; i < 50; i++) ASSERT_OK(prs_redis_limiter_check(l, "k", 1, 1, &d));
+    server_stop();
+    int64_t worst = 0;
+    int fails = 0;
+    for (int i = 0; i < 200; i++) {
+        int64_t t = prs_monotonic_ns();
+        int rc = prs_redis_limiter_check(l, "k", 1, 1, &d);
+        worst = prs__max64(worst, prs_monotonic_ns() - t);
+        if (rc != PRS_OK) fails++;
+        ASSERT(rc == PRS_OK || rc == PRS_ECONN || rc == PRS_EBACKEND || rc == PRS_ETIMEDOUT);
+    }
+    ASSERT_EQ(fails, 200);
+    ASSERT(worst < 150 * PRS_NS_PER_MS);
+    ASSERT(strlen(prs_redis_last_error()) > 0);
+    server_spawn(s);
+    ASSERT(server_ready(s, 300));
+    int64_t back = prs_monotonic_ns();
+    while (prs_redis_limiter_check(l, "k", 1, 1, &d) != PRS_OK) {
+        ASSERT(prs_monotonic_ns() - back < PRS_NS_PER_SEC);
+        prs_sleep_ns(5 * PRS_NS_PER_MS);
+    }
+    ASSERT(prs_redis_backend_connections(b) <= 1);
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+}
+
+TEST(redis_fork) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    prs_redis_limiter_config cfg;
+    prs_redis_limiter_config_init(&cfg);
+    cfg.rate = 1;
+    cfg.burst = 100;
+    cfg.lease_batch = 10;
+    cfg.lease_max_hold_ns = 10 * PRS_NS_PER_SEC;
+    prs_redis_limiter *l;
+    ASSERT_OK(prs_redis_limiter_new(b, &cfg, &l));
+    prs_decision d;
+    ASSERT_OK(prs_redis_limiter_check(l, "f", 1, 1, &d)); /* parent holds 9 leased */
+    ASSERT_EQ(prs_redis_backend_connections(b), 1);
+    pid_t pid = fork();
+    if (pid == 0) {
+        int ok = prs_redis_backend_connections(b) == 0; /* the parent's socket is not ours */
+        for (int i = 0; i < 5 && ok; i++) ok = prs_redis_limiter_check(l, "f", 1, 1, &d) == PRS_OK && d.allowed;
+        /* the child took its own lease: the shared state shows 10 + 10 taken */
+        ok = ok && prs_redis_limiter_peek(l, "f", 1, 1, &d) == PRS_OK && d.remaining >= 79 && d.remaining <= 80;
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    waitpid(pid, &status, 0);
+    ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    for (int i = 0; i < 9; i++) { ASSERT_OK(prs_redis_limiter_check(l, "f", 1, 1, &d)); ASSERT(d.allowed); }
+    ASSERT_OK(prs_redis_ping(b));
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+}
+
+#endif /* PRS_HAVE_HIREDIS */
