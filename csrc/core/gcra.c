@@ -19,8 +19,12 @@
  * denied with retry_after PRS_NEVER (conservative: never over-admit).
  *
  * Concurrency: compare-and-swap loop; a lost race reloads `tat` and decides
- * again. No lock, no allocation after prs_gcra_new().
+ * again. No lock, no allocation after prs_gcra_new(). A limiter group
+ * (group.c) that includes this limiter takes the word itself as a lock
+ * (PRS__GCRA_LOCKED, see group_internal.h) for the few nanoseconds of its
+ * decision; every call here waits while it sees that value.
  */
+#include "group_internal.h"
 #include "prs_algo.h"
 #include "prs_gcra.h"
 #include "prs_internal.h"
@@ -129,12 +133,28 @@ static int eval(const gcra_params *p, int64_t seen, int64_t now, int64_t n, int 
     return 1;
 }
 
+/* The tat, waiting while a group (group.c) holds the word as a lock. */
+static int64_t load_tat(prs_gcra *g) {
+    unsigned spins = 0;
+    int64_t v;
+    while ((v = atomic_load_explicit(&g->tat, memory_order_acquire)) == PRS__GCRA_LOCKED)
+        prs__spin_yield(++spins);
+    return v;
+}
+
 static int decide(prs_gcra *g, int64_t now, int64_t n, int consume, prs_decision *d) {
     if (!g || !d || n < 1) return PRS_EINVAL;
-    int64_t seen = atomic_load_explicit(&g->tat, memory_order_acquire), next;
-    while (eval(&g->p, seen, now, n, consume, &next, d) && consume &&
-           !atomic_compare_exchange_weak_explicit(&g->tat, &seen, next, memory_order_acq_rel,
-                                                  memory_order_acquire)) {
+    int64_t seen = load_tat(g), next;
+    for (;;) {
+        if (seen == PRS__GCRA_LOCKED) { /* a group took the word: wait for it */
+            seen = load_tat(g);
+            continue;
+        }
+        if (!eval(&g->p, seen, now, n, consume, &next, d) || !consume) break;
+        if (next == PRS__GCRA_LOCKED) next++; /* one ns later: never the lock value */
+        if (atomic_compare_exchange_weak_explicit(&g->tat, &seen, next, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            break;
         /* lost the race: `seen` was reloaded; decide again */
     }
     return PRS_OK;
@@ -149,12 +169,17 @@ int prs_gcra_peek(prs_gcra *g, int64_t now_ns, int64_t n, prs_decision *d) {
 }
 
 void prs_gcra_reset(prs_gcra *g) {
-    if (g) atomic_store_explicit(&g->tat, INT64_MIN, memory_order_release);
+    if (!g) return;
+    int64_t seen = load_tat(g);
+    while (!atomic_compare_exchange_weak_explicit(&g->tat, &seen, INT64_MIN, memory_order_acq_rel,
+                                                  memory_order_acquire)) {
+        if (seen == PRS__GCRA_LOCKED) seen = load_tat(g);
+    }
 }
 
 double prs_gcra_available(const prs_gcra *g, int64_t now_ns) {
     if (!g) return 0.0;
-    int64_t tat = atomic_load_explicit(&((prs_gcra *)g)->tat, memory_order_acquire);
+    int64_t tat = load_tat((prs_gcra *)g);
     return (double)slack_ns(&g->p, tat, now_ns) / (double)g->p.interval_ns;
 }
 
@@ -162,6 +187,26 @@ double prs_gcra_rate(const prs_gcra *g) { return g->p.rate; }
 int64_t prs_gcra_burst(const prs_gcra *g) { return g->p.burst; }
 int64_t prs_gcra_interval_ns(const prs_gcra *g) { return g->p.interval_ns; }
 const void *prs_gcra_params(const prs_gcra *g) { return &g->p; }
+
+/* ---- groups (group_internal.h): the tat word doubles as a lock ---------- */
+
+int64_t prs__gcra_lock(prs_gcra *g) {
+    int64_t seen = load_tat(g);
+    for (;;) {
+        if (seen == PRS__GCRA_LOCKED) {
+            seen = load_tat(g);
+            continue;
+        }
+        if (atomic_compare_exchange_weak_explicit(&g->tat, &seen, PRS__GCRA_LOCKED,
+                                                  memory_order_acquire, memory_order_acquire))
+            return seen;
+    }
+}
+
+void prs__gcra_unlock(prs_gcra *g, int64_t tat) {
+    if (tat == PRS__GCRA_LOCKED) tat++;
+    atomic_store_explicit(&g->tat, tat, memory_order_release);
+}
 
 /* ---- the descriptor: state is one int64 tat ---------------------------- */
 

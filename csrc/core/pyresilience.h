@@ -9,9 +9,14 @@
 #include "prs_fixed_window.h"
 #include "prs_sliding_log.h"
 #include "prs_sliding_counter.h"
+#include "prs_keyed.h"
+#include "prs_group.h"
 #include "prs_breaker.h"
 #include "prs_retry.h"
 #include "prs_bulkhead.h"
 #include "prs_ring.h"
+#ifdef PRS_HAVE_HIREDIS
+#include "prs_redis.h"
+#endif
 /* more modules: one include line each */
 #endif

@@ -16,6 +16,7 @@
  * to the unit); elapsed times up to INT64_MAX ns multiply without overflow in
  * double, and every ns result saturates at PRS_NEVER.
  */
+#include "group_internal.h"
 #include "prs_algo.h"
 #include "prs_internal.h"
 #include "prs_token_bucket.h"
@@ -179,6 +180,12 @@ double prs_token_bucket_available(prs_token_bucket *tb, int64_t now_ns) {
 double prs_token_bucket_capacity(const prs_token_bucket *tb) { return tb->p.capacity; }
 double prs_token_bucket_refill_rate(const prs_token_bucket *tb) { return tb->p.rate; }
 const void *prs_token_bucket_params(const prs_token_bucket *tb) { return &tb->p; }
+
+/* For limiter groups (group_internal.h). */
+void prs__token_bucket_parts(prs_token_bucket *tb, prs__spinlock **lock, void **state) {
+    *lock = &tb->lock;
+    *state = &tb->s;
+}
 
 /* ---- the descriptor: state is tb_state (16 bytes) ---------------------- */
 

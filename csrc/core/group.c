@@ -1,0 +1,450 @@
+/*
+ * group.c - all-or-nothing checks over several limiters.
+ *
+ * Why ordered locking rather than decide-then-refund: see prs_group.h. In
+ * short, a refund after time has moved is not exact, and in-between readers
+ * see capacity that is about to come back. Here a check is:
+ *
+ *   1. take every distinct lock in ascending address order (`locks`, sorted
+ *      once in prs_group_new; a GCRA's word is swapped with a marker and its
+ *      tat kept in tat[] on the stack meanwhile);
+ *   2. find each keyed member's state; for absent keys reserve room in their
+ *      shard (evicting fresh keys that are not the group's own), then find the
+ *      present ones again (a reservation may have moved them) and give the
+ *      absent ones a fresh state in `scratch`;
+ *   3. decide each member in the caller's order, consuming, after saving a
+ *      snapshot of its state (states up to SNAP bytes; larger ones are rolled
+ *      back with algo->refund, exact here since nothing else ran in between);
+ *      at the first denial restore every snapshot in reverse order and go on
+ *      deciding the remaining members without consuming, to report the
+ *      largest retry_after;
+ *   4. admitted: insert the absent keys with their new states (room was
+ *      reserved, key blocks allocated in step 2: this cannot fail);
+ *   5. unlock in reverse order (a GCRA's word gets its new tat).
+ *
+ * Invariants: members[i].lock indexes locks[]; locks[] is sorted by address
+ * with no duplicates; for a keyed member `first` is the lowest index with the
+ * same table and key (duplicates share one state); the keyed members of one
+ * table are contiguous in excl[] (excl_first, excl_count), which is what a
+ * reservation must not evict.
+ */
+#include "group_internal.h"
+#include "prs_group.h"
+#include "prs_internal.h"
+
+#include <stdalign.h>
+#include <stdlib.h>
+
+enum { KIND_NONE = 0, KIND_SPIN = 1, KIND_GCRA = 2, KIND_KEYED = 3 };
+
+#define SNAP 64            /* bytes of state snapshot kept on the stack */
+#define STACK_SCRATCH 2048 /* absent keyed states on the stack up to this */
+
+typedef struct gmember {
+    prs_group_member m;  /* m.key points into g->keys */
+    uint64_t h;          /* keyed: the key's hash in its table */
+    uint32_t lock;       /* index into locks[] */
+    uint32_t first;      /* keyed: first member with the same table and key */
+    uint32_t excl_first; /* keyed: this table's keys in excl[] */
+    uint32_t excl_count;
+    size_t scratch_off;  /* keyed first: offset of its fresh state in scratch */
+} gmember;
+
+typedef struct glock {
+    void *addr;          /* prs__spinlock* or prs_gcra* */
+    int gcra;
+} glock;
+
+struct prs_group {
+    size_t n, nlocks;
+    gmember *members;
+    glock *locks;
+    prs__keyref *excl;
+    unsigned char *keys;     /* copies of the keys */
+    size_t scratch_bytes;    /* fresh states of the distinct keyed members */
+    prs_allocator alloc;
+};
+
+/* ---- members ---------------------------------------------------------------- */
+
+void prs__group_member_spin(prs_group_member *m, const prs_algo *algo, const void *params,
+                            void *state, prs__spinlock *lock) {
+    memset(m, 0, sizeof *m);
+    m->kind = KIND_SPIN;
+    m->algo = algo;
+    m->params = params;
+    m->state = state;
+    m->obj = lock;
+}
+
+void prs_group_member_token_bucket(prs_group_member *m, prs_token_bucket *tb) {
+    prs__spinlock *lock;
+    void *state;
+    prs__token_bucket_parts(tb, &lock, &state);
+    prs__group_member_spin(m, &prs_algo_token_bucket, prs_token_bucket_params(tb), state, lock);
+}
+
+void prs_group_member_gcra(prs_group_member *m, prs_gcra *g) {
+    memset(m, 0, sizeof *m);
+    m->kind = KIND_GCRA;
+    m->algo = &prs_algo_gcra;
+    m->params = prs_gcra_params(g);
+    m->obj = g;
+}
+
+void prs_group_member_keyed(prs_group_member *m, prs_keyed *t, const void *key, size_t key_len) {
+    memset(m, 0, sizeof *m);
+    m->kind = KIND_KEYED;
+    m->algo = prs_keyed_algo(t);
+    m->params = prs_keyed_params(t);
+    m->obj = t;
+    m->key = key ? key : "";
+    m->key_len = key_len;
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+static void *lock_addr(const gmember *gm) {
+    if (gm->m.kind == KIND_KEYED) return prs__keyed_lock(gm->m.obj, gm->h);
+    return gm->m.obj;
+}
+
+static int cmp_lock(const void *a, const void *b) {
+    uintptr_t x = (uintptr_t)((const glock *)a)->addr, y = (uintptr_t)((const glock *)b)->addr;
+    return x < y ? -1 : x > y;
+}
+
+int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator *allocator,
+                  prs_group **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    if (!members || n < 1 || n > PRS_GROUP_MAX_MEMBERS) return PRS_EINVAL;
+    size_t key_bytes = 0;
+    for (size_t i = 0; i < n; i++) {
+        const prs_group_member *m = &members[i];
+        if (m->kind < KIND_SPIN || m->kind > KIND_KEYED || !m->algo || !m->params || !m->obj)
+            return PRS_EINVAL;
+        if (m->kind == KIND_SPIN && !m->state) return PRS_EINVAL;
+        if (m->kind == KIND_KEYED) {
+            if (!m->key && m->key_len) return PRS_EINVAL;
+            if (m->key_len > SIZE_MAX / 2 - key_bytes) return PRS_ENOMEM;
+            key_bytes += m->key_len;
+        }
+    }
+    const prs_allocator *a = prs__alloc_or_default(allocator);
+    prs_group *g = prs__calloc(a, 1, sizeof *g);
+    if (!g) return PRS_ENOMEM;
+    g->alloc = *a;
+    g->n = n;
+    g->members = prs__calloc(a, n, sizeof *g->members);
+    g->locks = prs__calloc(a, n, sizeof *g->locks);
+    g->excl = prs__calloc(a, n, sizeof *g->excl);
+    g->keys = prs__malloc(a, key_bytes ? key_bytes : 1);
+    if (!g->members || !g->locks || !g->excl || !g->keys) {
+        prs_group_free(g);
+        return PRS_ENOMEM;
+    }
+    size_t koff = 0;
+    for (size_t i = 0; i < n; i++) {
+        gmember *gm = &g->members[i];
+        gm->m = members[i];
+        gm->first = (uint32_t)i;
+        if (gm->m.kind != KIND_KEYED) continue;
+        if (gm->m.key_len) memcpy(g->keys + koff, gm->m.key, gm->m.key_len);
+        gm->m.key = g->keys + koff;
+        koff += gm->m.key_len;
+        gm->h = prs__keyed_hash(gm->m.obj, gm->m.key, gm->m.key_len);
+        for (size_t j = 0; j < i; j++) {
+            const gmember *o = &g->members[j];
+            if (o->m.kind == KIND_KEYED && o->m.obj == gm->m.obj && o->m.key_len == gm->m.key_len &&
+                memcmp(o->m.key, gm->m.key, gm->m.key_len) == 0) {
+                gm->first = (uint32_t)j;
+                break;
+            }
+        }
+    }
+    /* excl[]: the distinct keys of each table, contiguous per table */
+    size_t ne = 0;
+    for (size_t i = 0; i < n; i++) {
+        gmember *gm = &g->members[i];
+        if (gm->m.kind != KIND_KEYED) continue;
+        size_t j;
+        for (j = 0; j < i; j++)
+            if (g->members[j].m.kind == KIND_KEYED && g->members[j].m.obj == gm->m.obj) break;
+        if (j < i) { /* table seen: share its run */
+            gm->excl_first = g->members[j].excl_first;
+            gm->excl_count = g->members[j].excl_count;
+            continue;
+        }
+        gm->excl_first = (uint32_t)ne;
+        for (size_t k = i; k < n; k++) {
+            gmember *o = &g->members[k];
+            if (o->m.kind != KIND_KEYED || o->m.obj != gm->m.obj || o->first != k) continue;
+            g->excl[ne].key = o->m.key;
+            g->excl[ne].len = o->m.key_len;
+            g->excl[ne].h = o->h;
+            ne++;
+        }
+        gm->excl_count = (uint32_t)(ne - gm->excl_first);
+    }
+    /* scratch: one fresh state per distinct keyed member */
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        gmember *gm = &g->members[i];
+        if (gm->m.kind != KIND_KEYED || gm->first != i) continue;
+        gm->scratch_off = off;
+        off += (prs__keyed_state_size(gm->m.obj) + 15) & ~(size_t)15;
+    }
+    g->scratch_bytes = off;
+    /* locks[]: distinct, ascending */
+    size_t nl = 0;
+    for (size_t i = 0; i < n; i++) {
+        void *addr = lock_addr(&g->members[i]);
+        size_t j;
+        for (j = 0; j < nl && g->locks[j].addr != addr; j++) {}
+        if (j == nl) {
+            g->locks[nl].addr = addr;
+            g->locks[nl].gcra = g->members[i].m.kind == KIND_GCRA;
+            nl++;
+        }
+    }
+    qsort(g->locks, nl, sizeof *g->locks, cmp_lock);
+    g->nlocks = nl;
+    for (size_t i = 0; i < n; i++) {
+        void *addr = lock_addr(&g->members[i]);
+        for (size_t j = 0; j < nl; j++)
+            if (g->locks[j].addr == addr) g->members[i].lock = (uint32_t)j;
+    }
+    *out = g;
+    return PRS_OK;
+}
+
+void prs_group_free(prs_group *g) {
+    if (!g) return;
+    prs_allocator a = g->alloc;
+    prs__free(&a, g->members);
+    prs__free(&a, g->locks);
+    prs__free(&a, g->excl);
+    prs__free(&a, g->keys);
+    prs__free(&a, g);
+}
+
+size_t prs_group_size(const prs_group *g) { return g ? g->n : 0; }
+
+/* ---- deciding --------------------------------------------------------------------- */
+
+static void lock_all(prs_group *g, int64_t *tat) {
+    for (size_t j = 0; j < g->nlocks; j++) {
+        if (g->locks[j].gcra) tat[j] = prs__gcra_lock(g->locks[j].addr);
+        else prs__spin_lock(g->locks[j].addr);
+    }
+}
+
+static void unlock_all(prs_group *g, const int64_t *tat) {
+    for (size_t j = g->nlocks; j-- > 0;) {
+        if (g->locks[j].gcra) prs__gcra_unlock(g->locks[j].addr, tat[j]);
+        else prs__spin_unlock(g->locks[j].addr);
+    }
+}
+
+static size_t state_size_of(const gmember *gm) {
+    if (gm->m.kind == KIND_KEYED) return prs__keyed_state_size(gm->m.obj);
+    return gm->m.algo->state_size(gm->m.params);
+}
+
+static int group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_decision *out,
+                        int *denied_by) {
+    if (!g || !out || n < 1) return PRS_EINVAL;
+    size_t cnt = g->n;
+    int64_t tat[PRS_GROUP_MAX_MEMBERS];
+    void *state[PRS_GROUP_MAX_MEMBERS];
+    void *block[PRS_GROUP_MAX_MEMBERS];
+    int64_t full[PRS_GROUP_MAX_MEMBERS]; /* -1, or a table-full retry_after */
+    unsigned char absent[PRS_GROUP_MAX_MEMBERS];
+    alignas(16) unsigned char snap[PRS_GROUP_MAX_MEMBERS][SNAP];
+    alignas(16) unsigned char stack_scratch[STACK_SCRATCH];
+    unsigned char *scratch = stack_scratch;
+    if (g->scratch_bytes > STACK_SCRATCH) {
+        scratch = prs__malloc(&g->alloc, g->scratch_bytes);
+        if (!scratch) return PRS_ENOMEM;
+    }
+    int rc = PRS_OK;
+    for (size_t i = 0; i < cnt; i++) {
+        block[i] = NULL;
+        full[i] = -1;
+        absent[i] = 0;
+    }
+
+    lock_all(g, tat);
+
+    /* 2. resolve states; reserve room for absent keys */
+    int any_absent = 0;
+    for (size_t i = 0; i < cnt; i++) {
+        gmember *gm = &g->members[i];
+        if (gm->m.kind == KIND_SPIN) state[i] = gm->m.state;
+        else if (gm->m.kind == KIND_GCRA) state[i] = &tat[gm->lock];
+        else if (gm->first == i) {
+            state[i] = prs__keyed_find_locked(gm->m.obj, gm->h, gm->m.key, gm->m.key_len);
+            absent[i] = state[i] == NULL;
+            any_absent |= absent[i];
+        }
+    }
+    if (any_absent) {
+        /* one reservation per shard (members sharing a lock share the shard) */
+        for (size_t i = 0; i < cnt; i++) {
+            gmember *gm = &g->members[i];
+            if (!absent[i] || full[i] != -1) continue;
+            int done = 0;
+            for (size_t k = 0; k < i; k++)
+                if (absent[k] && g->members[k].lock == gm->lock) done = 1;
+            if (done) continue;
+            uint32_t need = 0;
+            for (size_t k = i; k < cnt; k++)
+                if (absent[k] && g->members[k].lock == gm->lock) need++;
+            int64_t retry;
+            int r = prs__keyed_room_locked(gm->m.obj, gm->h, need, now, g->excl + gm->excl_first,
+                                           gm->excl_count, consume, &retry);
+            if (r == PRS_EFULL) {
+                for (size_t k = i; k < cnt; k++)
+                    if (absent[k] && g->members[k].lock == gm->lock) full[k] = retry;
+            } else if (r) {
+                rc = r;
+                goto unlock;
+            }
+        }
+        for (size_t i = 0; i < cnt; i++) {
+            gmember *gm = &g->members[i];
+            if (gm->m.kind != KIND_KEYED || gm->first != i) continue;
+            if (absent[i]) {
+                state[i] = scratch + gm->scratch_off;
+                gm->m.algo->state_init(gm->m.params, state[i]);
+                if (consume && full[i] == -1) {
+                    rc = prs__keyed_key_block(gm->m.obj, gm->m.key, gm->m.key_len, &block[i]);
+                    if (rc) goto unlock;
+                }
+            } else { /* a reservation may have moved it */
+                state[i] = prs__keyed_find_locked(gm->m.obj, gm->h, gm->m.key, gm->m.key_len);
+            }
+        }
+    }
+    for (size_t i = 0; i < cnt; i++) {
+        gmember *gm = &g->members[i];
+        if (gm->m.kind == KIND_KEYED && gm->first != i) {
+            state[i] = state[gm->first];
+            full[i] = full[gm->first];
+        }
+    }
+
+    /* 3. decide, in the caller's order */
+    int all = 1, first_denied = -1;
+    prs_decision agg = {0};
+    for (size_t i = 0; i < cnt; i++) {
+        gmember *gm = &g->members[i];
+        const prs_algo *al = gm->m.algo;
+        prs_decision d;
+        int take = all && consume && full[i] == -1;
+        if (take && state_size_of(gm) <= SNAP) memcpy(snap[i], state[i], state_size_of(gm));
+        rc = al->decide(gm->m.params, state[i], now, n, take, &d);
+        if (rc) { /* cannot happen with validated members; undo what was taken */
+            for (size_t j = i; consume && all && j-- > 0;) {
+                const gmember *o = &g->members[j];
+                size_t sz = state_size_of(o);
+                if (sz <= SNAP) memcpy(state[j], snap[j], sz);
+                else o->m.algo->refund(o->m.params, state[j], now, n);
+            }
+            goto unlock;
+        }
+        if (full[i] != -1 && d.allowed) { /* its table has no room for it */
+            d.allowed = 0;
+            d.remaining = 0;
+            d.retry_after_ns = full[i];
+        }
+        if (!d.allowed && all) {
+            all = 0;
+            first_denied = (int)i;
+            if (consume) {
+                for (size_t j = i; j-- > 0;) {
+                    const gmember *o = &g->members[j];
+                    size_t sz = state_size_of(o);
+                    if (sz <= SNAP) memcpy(state[j], snap[j], sz);
+                    else o->m.algo->refund(o->m.params, state[j], now, n);
+                }
+            }
+        }
+        if (i == 0) {
+            agg = d;
+        } else {
+            if (d.remaining < agg.remaining) {
+                agg.remaining = d.remaining;
+                agg.limit = d.limit;
+            }
+            if (d.retry_after_ns > agg.retry_after_ns) agg.retry_after_ns = d.retry_after_ns;
+            if (d.reset_after_ns > agg.reset_after_ns) agg.reset_after_ns = d.reset_after_ns;
+        }
+    }
+    agg.allowed = all;
+    if (all) agg.retry_after_ns = 0;
+    *out = agg;
+    if (denied_by) *denied_by = first_denied;
+
+    /* 4. commit the new keys */
+    if (all && consume) {
+        for (size_t i = 0; i < cnt; i++) {
+            gmember *gm = &g->members[i];
+            if (!absent[i]) continue;
+            prs__keyed_insert_locked(gm->m.obj, gm->h, gm->m.key, gm->m.key_len, block[i], state[i]);
+            block[i] = NULL;
+        }
+    }
+
+unlock:
+    unlock_all(g, tat);
+    for (size_t i = 0; i < cnt; i++)
+        if (block[i]) prs__keyed_free_block(g->members[i].m.obj, block[i]);
+    if (scratch != stack_scratch) prs__free(&g->alloc, scratch);
+    return rc;
+}
+
+int prs_group_check(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by) {
+    return group_decide(g, now_ns, n, 1, d, denied_by);
+}
+
+int prs_group_peek(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by) {
+    return group_decide(g, now_ns, n, 0, d, denied_by);
+}
+
+void prs_group_reset(prs_group *g) {
+    if (!g) return;
+    for (size_t i = 0; i < g->n; i++) {
+        gmember *gm = &g->members[i];
+        switch (gm->m.kind) {
+        case KIND_SPIN:
+            prs__spin_lock(gm->m.obj);
+            gm->m.algo->state_init(gm->m.params, gm->m.state);
+            prs__spin_unlock(gm->m.obj);
+            break;
+        case KIND_GCRA: prs_gcra_reset(gm->m.obj); break;
+        default: prs_keyed_reset_key(gm->m.obj, gm->m.key, gm->m.key_len); break;
+        }
+    }
+}
+
+double prs_group_available(prs_group *g, int64_t now_ns) {
+    if (!g) return 0.0;
+    double best = 0.0;
+    for (size_t i = 0; i < g->n; i++) {
+        gmember *gm = &g->members[i];
+        double a;
+        switch (gm->m.kind) {
+        case KIND_SPIN:
+            prs__spin_lock(gm->m.obj);
+            a = gm->m.algo->available(gm->m.params, gm->m.state, now_ns);
+            prs__spin_unlock(gm->m.obj);
+            break;
+        case KIND_GCRA: a = prs_gcra_available(gm->m.obj, now_ns); break;
+        default: a = prs_keyed_available(gm->m.obj, gm->m.key, gm->m.key_len, now_ns); break;
+        }
+        if (i == 0 || a < best) best = a;
+    }
+    return best;
+}

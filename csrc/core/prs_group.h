@@ -1,0 +1,103 @@
+/*
+ * prs_group.h - several limiters checked as one, all or nothing.
+ *
+ *   prs_group_member m[3];
+ *   prs_group_member_gcra(&m[0], global);                  // a plain limiter
+ *   prs_group_member_keyed(&m[1], per_user, "u42", 3);      // a key of a table
+ *   prs_group_member_keyed(&m[2], per_path, "/search", 7);
+ *   prs_group *g;
+ *   prs_group_new(m, 3, NULL, &g);
+ *   prs_group_check(g, now_ns, 1, &d, &denied_by);
+ *
+ * A request is admitted only when every member admits it, and then it is
+ * taken from every member; a denied request takes from none. The decision is
+ * the most restrictive member's: the smallest remaining (with that member's
+ * limit), the largest retry_after and reset_after; `denied_by` is the index of
+ * the first member that denied (-1 when admitted).
+ *
+ * Concurrency (the design choice): a check locks every member, in one global
+ * order (ascending address of each member's lock, each distinct lock once),
+ * decides on each member's state directly, and unlocks. Ordered locking can
+ * neither deadlock (every thread takes locks in the same order, whatever order
+ * the groups list their members in) nor over-admit (no member's state changes
+ * between the decision and the commit). The alternative, deciding member by
+ * member and refunding on a later denial, lets another thread see - and be
+ * denied by - capacity that is about to be given back, and a refund cannot be
+ * exact once time has moved (a token bucket refilled meanwhile, a GCRA tat
+ * that the clock overtook). The cost of ordered locking is that a group holds
+ * k locks for the k decisions, a few tens of nanoseconds each.
+ *
+ * Members and their locks:
+ *   - a token bucket (and any spinlocked limiter): its spinlock;
+ *   - a GCRA: its lock-free word `tat` is taken as a lock (swapped with a
+ *     marker value); plain GCRA calls wait while they see the marker, so they
+ *     stay exact next to groups;
+ *   - a key of a keyed table: the key's shard lock. An absent key is decided
+ *     on a fresh state and inserted only when the whole group admits; room is
+ *     reserved (fresh keys evicted, never the group's own) before deciding, and
+ *     a shard full of limited keys denies the group (retry_after = when a slot
+ *     frees) without taking anything from any member.
+ * The same limiter (or the same key) may appear twice: its lock is taken once
+ * and it is asked twice, in turn.
+ *
+ * Members are borrowed: each limiter or table must outlive the group. Keys are
+ * copied. No allocation per check unless the keyed states are large (a sliding
+ * log's), then one.
+ */
+#ifndef PRS_GROUP_H
+#define PRS_GROUP_H
+
+#include "prs_algo.h"
+#include "prs_common.h"
+#include "prs_gcra.h"
+#include "prs_keyed.h"
+#include "prs_token_bucket.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define PRS_GROUP_MAX_MEMBERS 32
+
+/* Filled by the prs_group_member_* functions; the fields are private. */
+typedef struct prs_group_member {
+    int kind;
+    const prs_algo *algo;
+    const void *params;
+    void *obj;          /* the lock, the GCRA object or the keyed table */
+    void *state;        /* spinlocked limiters: the state the lock guards */
+    const void *key;    /* keyed: the key (copied by prs_group_new) */
+    size_t key_len;
+} prs_group_member;
+
+void prs_group_member_token_bucket(prs_group_member *m, prs_token_bucket *tb);
+void prs_group_member_gcra(prs_group_member *m, prs_gcra *g);
+/* `key` may be NULL when key_len is 0; it only needs to live until prs_group_new. */
+void prs_group_member_keyed(prs_group_member *m, prs_keyed *t, const void *key, size_t key_len);
+
+typedef struct prs_group prs_group;
+
+/* Makes a group of members[0..n) (1 <= n <= PRS_GROUP_MAX_MEMBERS). On error
+ * *out is NULL and nothing is allocated: PRS_EINVAL (bad count, a member not
+ * filled in), PRS_ENOMEM. */
+int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator *allocator,
+                  prs_group **out);
+void prs_group_free(prs_group *g); /* NULL-safe */
+
+/* Asks every member for n at now_ns; takes from all or from none. *denied_by
+ * (may be NULL) is the first denying member's index, -1 when admitted.
+ * PRS_OK with *d filled, PRS_EINVAL (n < 1, NULL), PRS_ENOMEM (a new key could
+ * not be stored: nothing was taken). */
+int prs_group_check(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by);
+/* The same decision without taking anything. */
+int prs_group_peek(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by);
+/* Resets every member (one after the other, not atomically). */
+void prs_group_reset(prs_group *g);
+/* The smallest of the members' available amounts at now_ns. */
+double prs_group_available(prs_group *g, int64_t now_ns);
+size_t prs_group_size(const prs_group *g);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* PRS_GROUP_H */

@@ -1,0 +1,372 @@
+/*
+ * test_group.c - all-or-nothing groups: tables at explicit times, the most
+ * restrictive member's decision, keyed members (present, absent, table full),
+ * the same member twice, big keyed states (refund path), threads mixing group
+ * and plain calls in opposite member orders with time frozen, allocation
+ * failure, bad input.
+ */
+#include "prs_test.h"
+
+#include "prs_gcra.h"
+#include "prs_group.h"
+#include "prs_keyed.h"
+#include "prs_sliding_log.h"
+#include "prs_token_bucket.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#define SEC PRS_NS_PER_SEC
+#define MS PRS_NS_PER_MS
+
+static prs_token_bucket *tb_new(double cap, double rate) {
+    prs_token_bucket_config c;
+    prs_token_bucket_config_init(&c);
+    c.capacity = cap;
+    c.refill_rate = rate;
+    prs_token_bucket *tb;
+    ASSERT_OK(prs_token_bucket_new(&c, &tb));
+    return tb;
+}
+
+static prs_gcra *gcra_new(double rate, int64_t burst) {
+    prs_gcra_config c;
+    prs_gcra_config_init(&c);
+    c.rate = rate;
+    c.burst = burst;
+    prs_gcra *g;
+    ASSERT_OK(prs_gcra_new(&c, &g));
+    return g;
+}
+
+static prs_keyed *table_new(const prs_algo *algo, const void *params, int64_t max_keys) {
+    prs_keyed_config c;
+    prs_keyed_config_init(&c);
+    c.algo = algo;
+    c.params = params;
+    c.max_keys = max_keys;
+    prs_keyed *t;
+    ASSERT_OK(prs_keyed_new(&c, &t));
+    return t;
+}
+
+static int gcheck(prs_group *g, int64_t now, int64_t n, prs_decision *d, int *by) {
+    ASSERT_OK(prs_group_check(g, now, n, d, by));
+    return d->allowed;
+}
+
+TEST(group_table) {
+    prs_token_bucket *tb = tb_new(5, 1);
+    prs_gcra *gc = gcra_new(1, 3);
+    prs_group_member m[2];
+    prs_group_member_token_bucket(&m[0], tb);
+    prs_group_member_gcra(&m[1], gc);
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 2, NULL, &g));
+    ASSERT_EQ_I64(prs_group_size(g), 2);
+    prs_decision d;
+    int by = 7;
+    ASSERT(gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(by, -1);
+    ASSERT_EQ_I64(d.remaining, 2); /* gcra: 2 left, token bucket: 4 */
+    ASSERT_EQ_I64(d.limit, 3);
+    ASSERT_EQ_I64(d.retry_after_ns, 0);
+    ASSERT(gcheck(g, 0, 2, &d, &by));
+    ASSERT_EQ_I64(d.remaining, 0);
+    ASSERT_EQ_I64(d.reset_after_ns, 3 * SEC);
+    ASSERT(!gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(by, 1);
+    ASSERT_EQ_I64(d.retry_after_ns, SEC);
+    /* the denial took nothing from the token bucket: 2 left */
+    ASSERT_NEAR(prs_token_bucket_available(tb, 0), 2.0, 1e-9);
+    /* peek changes nothing */
+    ASSERT_OK(prs_group_peek(g, SEC, 1, &d, &by));
+    ASSERT(d.allowed);
+    ASSERT_OK(prs_group_peek(g, SEC, 1, &d, &by));
+    ASSERT(d.allowed);
+    ASSERT(gcheck(g, SEC, 1, &d, &by));
+    ASSERT(!gcheck(g, SEC, 1, &d, &by));
+    ASSERT_EQ_I64(by, 1);
+    /* drain the bucket by itself: now the bucket (index 0) denies first */
+    ASSERT_OK(prs_token_bucket_check(tb, SEC, 2, &d));
+    ASSERT(d.allowed);
+    ASSERT(!gcheck(g, 2 * SEC, 2, &d, &by));
+    ASSERT_EQ_I64(by, 0);
+    /* the largest retry_after over the members: bucket has 1, needs 2 -> 1 s;
+     * gcra needs 2 at 2 s: tat 4 s + 2 s - 3 s = 3 s -> 1 s */
+    ASSERT_EQ_I64(d.retry_after_ns, SEC);
+    ASSERT_NEAR(prs_group_available(g, 2 * SEC), 1.0, 1e-9);
+    prs_group_reset(g);
+    ASSERT_NEAR(prs_group_available(g, 2 * SEC), 3.0, 1e-9);
+    ASSERT(gcheck(g, 2 * SEC, 3, &d, &by));
+    /* n beyond every capacity: never */
+    ASSERT(!gcheck(g, 2 * SEC, 9, &d, &by));
+    ASSERT_EQ_I64(d.retry_after_ns, PRS_NEVER);
+    ASSERT_EQ_I64(by, 0);
+    prs_group_free(g);
+    prs_group_free(NULL);
+    prs_token_bucket_free(tb);
+    prs_gcra_free(gc);
+}
+
+TEST(group_keyed_members) {
+    prs_token_bucket *global = tb_new(10, 0);
+    prs_token_bucket *tmpl = tb_new(2, 0);
+    prs_keyed *users = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 1000);
+    prs_group_member m[2];
+    prs_group_member_token_bucket(&m[0], global);
+    prs_group_member_keyed(&m[1], users, "u1", 2);
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 2, NULL, &g));
+    prs_decision d;
+    int by;
+    ASSERT_OK(prs_group_peek(g, 0, 1, &d, &by)); /* peeking stores no key */
+    ASSERT_EQ_I64(prs_keyed_len(users), 0);
+    ASSERT(gcheck(g, 0, 1, &d, &by)); /* absent key: inserted on admission */
+    ASSERT_EQ_I64(prs_keyed_len(users), 1);
+    ASSERT(gcheck(g, 0, 1, &d, &by));
+    ASSERT(!gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(by, 1);
+    ASSERT_EQ_I64(d.retry_after_ns, PRS_NEVER);
+    ASSERT_NEAR(prs_token_bucket_available(global, 0), 8.0, 1e-9);
+    /* the same key outside the group sees the group's consumption */
+    ASSERT_OK(prs_keyed_check(users, "u1", 2, 0, 1, &d));
+    ASSERT(!d.allowed);
+    /* a denied absent key is not stored */
+    prs_group_member_keyed(&m[1], users, "u2", 2);
+    prs_group *g2;
+    ASSERT_OK(prs_group_new(m, 2, NULL, &g2));
+    ASSERT(!gcheck(g2, 0, 3, &d, &by));
+    ASSERT_EQ_I64(by, 1);
+    ASSERT_EQ_I64(prs_keyed_len(users), 1);
+    prs_group_reset(g);
+    ASSERT_EQ_I64(prs_keyed_len(users), 0);
+    ASSERT_NEAR(prs_token_bucket_available(global, 0), 10.0, 1e-9);
+    prs_group_free(g);
+    prs_group_free(g2);
+    prs_keyed_free(users);
+    prs_token_bucket_free(tmpl);
+    prs_token_bucket_free(global);
+}
+
+/* A table full of limited keys denies the group; no member gives anything. */
+TEST(group_keyed_table_full) {
+    prs_token_bucket *global = tb_new(10, 0);
+    prs_token_bucket *tmpl = tb_new(1, 1);
+    prs_keyed *users = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 2);
+    prs_decision d;
+    ASSERT_OK(prs_keyed_check(users, "a", 1, 0, 1, &d));
+    ASSERT_OK(prs_keyed_check(users, "b", 1, 300 * MS, 1, &d));
+    prs_group_member m[2];
+    prs_group_member_token_bucket(&m[0], global);
+    prs_group_member_keyed(&m[1], users, "c", 1);
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 2, NULL, &g));
+    int by;
+    ASSERT(!gcheck(g, 500 * MS, 1, &d, &by));
+    ASSERT_EQ_I64(by, 1);
+    ASSERT_EQ_I64(d.retry_after_ns, 500 * MS); /* "a" is fresh at 1 s */
+    ASSERT_NEAR(prs_token_bucket_available(global, 0), 10.0, 1e-9);
+    ASSERT_OK(prs_group_peek(g, 500 * MS, 1, &d, &by));
+    ASSERT(!d.allowed);
+    ASSERT_EQ_I64(by, 1);
+    /* at 1 s "a" is fresh: evicted for "c" */
+    ASSERT(gcheck(g, SEC, 1, &d, &by));
+    ASSERT_EQ_I64(prs_keyed_len(users), 2);
+    ASSERT(prs_keyed_contains(users, "c", 1, SEC));
+    ASSERT(prs_keyed_contains(users, "b", 1, SEC));
+    ASSERT_NEAR(prs_token_bucket_available(global, 0), 9.0, 1e-9);
+    prs_group_free(g);
+
+    /* two new keys of one group and one free slot: denied, nothing taken */
+    prs_keyed_reset_all(users);
+    ASSERT_OK(prs_keyed_check(users, "a", 1, 0, 1, &d));
+    prs_group_member m3[3];
+    prs_group_member_token_bucket(&m3[0], global);
+    prs_group_member_keyed(&m3[1], users, "x", 1);
+    prs_group_member_keyed(&m3[2], users, "y", 1);
+    ASSERT_OK(prs_group_new(m3, 3, NULL, &g));
+    ASSERT(!gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(by, 1);
+    ASSERT_EQ_I64(d.retry_after_ns, SEC);
+    ASSERT_EQ_I64(prs_keyed_len(users), 1);
+    ASSERT(gcheck(g, SEC, 1, &d, &by)); /* "a" fresh: evicted, both fit */
+    ASSERT_EQ_I64(prs_keyed_len(users), 2);
+    ASSERT(!prs_keyed_contains(users, "a", 1, SEC));
+    prs_group_free(g);
+    prs_keyed_free(users);
+    prs_token_bucket_free(tmpl);
+    prs_token_bucket_free(global);
+}
+
+TEST(group_same_member_twice) {
+    prs_token_bucket *tb = tb_new(4, 0);
+    prs_token_bucket *tmpl = tb_new(3, 0);
+    prs_keyed *t = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 100);
+    prs_group_member m[4];
+    prs_group_member_token_bucket(&m[0], tb);
+    prs_group_member_keyed(&m[1], t, "k", 1);
+    prs_group_member_token_bucket(&m[2], tb);
+    prs_group_member_keyed(&m[3], t, "k", 1);
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 4, NULL, &g));
+    prs_decision d;
+    int by;
+    /* each check takes 2 from the bucket and 2 from key k (capacity 3) */
+    ASSERT(gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(d.remaining, 1);
+    ASSERT(!gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(by, 3);
+    ASSERT_NEAR(prs_token_bucket_available(tb, 0), 2.0, 1e-9);
+    ASSERT_NEAR(prs_keyed_available(t, "k", 1, 0), 1.0, 1e-9);
+    prs_group_free(g);
+    prs_keyed_free(t);
+    prs_token_bucket_free(tmpl);
+    prs_token_bucket_free(tb);
+}
+
+/* A keyed sliding log (state bigger than the snapshot buffer): a denial is
+ * rolled back with algo->refund. */
+TEST(group_big_state_rollback) {
+    prs_sliding_log_config c;
+    prs_sliding_log_config_init(&c);
+    c.limit = 50;
+    c.window_ns = SEC;
+    prs_sliding_log *sl;
+    ASSERT_OK(prs_sliding_log_new(&c, &sl));
+    prs_keyed *t = table_new(&prs_algo_sliding_log, prs_sliding_log_params(sl), 100);
+    prs_gcra *gc = gcra_new(1, 2);
+    prs_group_member m[2];
+    prs_group_member_keyed(&m[0], t, "a", 1);
+    prs_group_member_gcra(&m[1], gc);
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 2, NULL, &g));
+    prs_decision d;
+    int by;
+    ASSERT(gcheck(g, 0, 1, &d, &by));
+    ASSERT(gcheck(g, 0, 1, &d, &by));
+    ASSERT(!gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(by, 1);
+    ASSERT_NEAR(prs_keyed_available(t, "a", 1, 0), 48.0, 1e-9);
+    prs_group_free(g);
+    prs_gcra_free(gc);
+    prs_keyed_free(t);
+    prs_sliding_log_free(sl);
+}
+
+/* ---- threads: groups in both member orders + plain calls, time frozen ---- */
+
+#define NTHREADS 8
+#define PER_THREAD 20000
+
+typedef struct {
+    prs_token_bucket *a; /* capacity 1000 */
+    prs_gcra *b;         /* burst 500 */
+    prs_keyed *k;        /* key "k": capacity 800 */
+    prs_group *g1, *g2;  /* (a, b, k) and (k, b, a) */
+    atomic_long group_ok, a_ok, b_ok, errors;
+} mt_ctx;
+
+static mt_ctx mt;
+
+static void *mt_worker(void *arg) {
+    long id = (long)(intptr_t)arg;
+    prs_decision d;
+    for (int i = 0; i < PER_THREAD; i++) {
+        int rc;
+        if (id < 4) {
+            int by;
+            rc = prs_group_check((i + id) & 1 ? mt.g1 : mt.g2, 1000, 1, &d, &by);
+            if (d.allowed) atomic_fetch_add(&mt.group_ok, 1);
+        } else if (id < 6) {
+            rc = prs_token_bucket_check(mt.a, 1000, 1, &d);
+            if (d.allowed) atomic_fetch_add(&mt.a_ok, 1);
+        } else {
+            rc = prs_gcra_check(mt.b, 1000, 1, &d);
+            if (d.allowed) atomic_fetch_add(&mt.b_ok, 1);
+        }
+        if (rc) atomic_fetch_add(&mt.errors, 1);
+    }
+    return NULL;
+}
+
+TEST(group_threads_exact) {
+    mt.a = tb_new(1000, 0);
+    mt.b = gcra_new(1, 500);
+    prs_token_bucket *tmpl = tb_new(800, 0);
+    mt.k = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 1000);
+    prs_group_member m[3];
+    prs_group_member_token_bucket(&m[0], mt.a);
+    prs_group_member_gcra(&m[1], mt.b);
+    prs_group_member_keyed(&m[2], mt.k, "k", 1);
+    ASSERT_OK(prs_group_new(m, 3, NULL, &mt.g1));
+    prs_group_member r[3] = {m[2], m[1], m[0]};
+    ASSERT_OK(prs_group_new(r, 3, NULL, &mt.g2));
+    pthread_t th[NTHREADS];
+    for (long i = 0; i < NTHREADS; i++)
+        ASSERT_EQ(pthread_create(&th[i], NULL, mt_worker, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    long G = atomic_load(&mt.group_ok);
+    ASSERT_EQ_I64(atomic_load(&mt.errors), 0);
+    /* every member admitted exactly its capacity, counting group and plain calls */
+    ASSERT_EQ_I64(G + atomic_load(&mt.a_ok), 1000);
+    ASSERT_EQ_I64(G + atomic_load(&mt.b_ok), 500);
+    ASSERT_LE_I64(G, 500);
+    ASSERT_NEAR(prs_keyed_available(mt.k, "k", 1, 1000), (double)(800 - G), 1e-9);
+    prs_decision d;
+    ASSERT_OK(prs_token_bucket_peek(mt.a, 1000, 1, &d));
+    ASSERT(!d.allowed);
+    ASSERT_OK(prs_gcra_peek(mt.b, 1000, 1, &d));
+    ASSERT(!d.allowed);
+    prs_group_free(mt.g1);
+    prs_group_free(mt.g2);
+    prs_keyed_free(mt.k);
+    prs_token_bucket_free(tmpl);
+    prs_token_bucket_free(mt.a);
+    prs_gcra_free(mt.b);
+}
+
+/* ---- allocation failure and bad input -------------------------------------- */
+
+static prs_group_member alloc_members[2];
+
+static int make_group(const prs_allocator *a, void **obj) {
+    return prs_group_new(alloc_members, 2, a, (prs_group **)obj);
+}
+static void destroy_group(void *obj) { prs_group_free(obj); }
+
+TEST(group_alloc_failure) {
+    prs_token_bucket *tb = tb_new(1, 1);
+    prs_token_bucket *tmpl = tb_new(1, 1);
+    prs_keyed *t = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 10);
+    prs_group_member_token_bucket(&alloc_members[0], tb);
+    prs_group_member_keyed(&alloc_members[1], t, "a long key, longer than the inline bytes", 40);
+    prs_test_alloc_failures(make_group, destroy_group);
+    prs_keyed_free(t);
+    prs_token_bucket_free(tmpl);
+    prs_token_bucket_free(tb);
+}
+
+TEST(group_bad_input) {
+    prs_token_bucket *tb = tb_new(1, 1);
+    prs_group_member m[PRS_GROUP_MAX_MEMBERS + 1];
+    for (int i = 0; i <= PRS_GROUP_MAX_MEMBERS; i++) prs_group_member_token_bucket(&m[i], tb);
+    prs_group *g = (prs_group *)m;
+    ASSERT_STATUS(prs_group_new(m, 0, NULL, &g), PRS_EINVAL);
+    ASSERT(g == NULL);
+    ASSERT_STATUS(prs_group_new(m, PRS_GROUP_MAX_MEMBERS + 1, NULL, &g), PRS_EINVAL);
+    ASSERT_STATUS(prs_group_new(NULL, 1, NULL, &g), PRS_EINVAL);
+    ASSERT_STATUS(prs_group_new(m, 1, NULL, NULL), PRS_EINVAL);
+    prs_group_member bad;
+    memset(&bad, 0, sizeof bad);
+    ASSERT_STATUS(prs_group_new(&bad, 1, NULL, &g), PRS_EINVAL);
+    ASSERT_OK(prs_group_new(m, PRS_GROUP_MAX_MEMBERS, NULL, &g));
+    prs_decision d;
+    ASSERT_STATUS(prs_group_check(g, 0, 0, &d, NULL), PRS_EINVAL);
+    ASSERT_STATUS(prs_group_check(g, 0, 1, NULL, NULL), PRS_EINVAL);
+    ASSERT_STATUS(prs_group_check(NULL, 0, 1, &d, NULL), PRS_EINVAL);
+    ASSERT_OK(prs_group_check(g, 0, 1, &d, NULL)); /* 32 x the same bucket of 1 */
+    ASSERT(!d.allowed);
+    prs_group_free(g);
+    prs_token_bucket_free(tb);
+}
