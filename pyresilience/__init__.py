@@ -26,6 +26,7 @@ from .limiters import GCRA, TokenBucket
 from .limiters import FixedWindow, LeakyBucket, SlidingWindowCounter, SlidingWindowLog
 
 # -- circuit breaker (issue 4) --
+from .breaker import CircuitBreaker, CircuitBreakerMetrics, CircuitState
 
 # -- retry (issue 5) --
 from .retry import (
@@ -67,6 +68,9 @@ __all__ = [
     "SlidingWindowCounter",
     "SlidingWindowLog",
     # -- circuit breaker (issue 4) --
+    "CircuitBreaker",
+    "CircuitBreakerMetrics",
+    "CircuitState",
     # -- retry (issue 5) --
     "Retry",
     "RetryBudget",

@@ -347,7 +347,20 @@ int prs_breaker_acquire(prs_breaker *b, int64_t now, prs_breaker_decision *d) {
     return PRS_OK;
 }
 
+int prs_breaker_try_acquire_closed(const prs_breaker *b, prs_breaker_permit *permit) {
+    uint64_t w = atomic_load_explicit(&((prs_breaker *)b)->word, memory_order_acquire);
+    if (W_STATE(w) != PRS_BREAKER_CLOSED) return 0;
+    *permit = W_EPOCH(w) << 1;
+    return 1;
+}
+
 /* ---- outcomes ------------------------------------------------------------- */
+
+int prs_breaker_outcome_needs_time(const prs_breaker *b, prs_breaker_outcome outcome) {
+    /* A success never trips a consecutive-mode breaker, a half-open success
+     * closes without a time, and a count window ignores time. */
+    return outcome == PRS_BREAKER_FAILURE || b->rate_mode || b->buckets != NULL;
+}
 
 int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
                        prs_breaker_outcome outcome, int64_t duration_ns,

@@ -138,6 +138,17 @@ void prs_breaker_free(prs_breaker *b); /* NULL-safe */
  * for NULL arguments). A rejection counts in `rejected`. */
 int prs_breaker_acquire(prs_breaker *b, int64_t now_ns, prs_breaker_decision *d);
 
+/* The fast path alone: when the breaker is CLOSED (or disabled), stores a permit
+ * in *permit and returns 1 without reading any time; else returns 0 and the
+ * caller reads its clock and calls prs_breaker_acquire(). */
+int prs_breaker_try_acquire_closed(const prs_breaker *b, prs_breaker_permit *permit);
+
+/* 1 when recording `outcome` may depend on now_ns; 0 when it never does
+ * (successes and ignored outcomes in consecutive mode with a count window), so
+ * a caller may pass any now_ns (e.g. INT64_MIN, which is taken as the latest
+ * time seen) and skip reading its clock. */
+int prs_breaker_outcome_needs_time(const prs_breaker *b, prs_breaker_outcome outcome);
+
 /* Records the outcome of a call admitted with `permit` (or
  * PRS_BREAKER_NO_PERMIT), that lasted duration_ns (slow-call detection; < 0 is
  * taken as 0). `tr` (may be NULL) tells the transition it caused. PRS_EINVAL for

@@ -16,6 +16,7 @@ static const register_fn register_fns[] = {
     /* issue 3: rate limiter family */
     prs_py_register_limiters_family,
     /* issue 4: circuit breaker */
+    prs_py_register_breaker,
     /* issue 5: retry */
     prs_py_register_retry,
     /* issue 6: bulkhead and queues */

@@ -36,6 +36,8 @@ enum prs_py_slot {
     PRS_SLOT_SlidingWindowLog,
     PRS_SLOT_SlidingWindowCounter,
     /* circuit breaker (issue 4) */
+    PRS_SLOT_CircuitBreaker,
+    PRS_SLOT_CircuitBreakerMetrics,
     /* retry (issue 5) */
     PRS_SLOT_RetryPolicy,
     PRS_SLOT_RetryBudget,
@@ -82,6 +84,7 @@ int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, 
 int prs_py_register_clock(PyObject *m, prs_py_state *st);
 int prs_py_register_decision(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters(PyObject *m, prs_py_state *st);
+int prs_py_register_breaker(PyObject *m, prs_py_state *st);
 int prs_py_register_retry(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters_family(PyObject *m, prs_py_state *st);
 

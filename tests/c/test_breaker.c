@@ -853,3 +853,37 @@ TEST(breaker_threads_exact_counts) {
     ASSERT_LE_I64(m.half_open_in_flight, 2);
     prs_breaker_free(b);
 }
+
+/* ---- the binding's fast path ---------------------------------------------------- */
+
+TEST(breaker_fast_path_helpers) {
+    prs_breaker *b = make_consecutive(2, 1, 10 * SEC);
+    prs_breaker_permit p = 12345;
+    ASSERT_EQ(prs_breaker_try_acquire_closed(b, &p), 1);
+    ASSERT(p != 12345 && (p & 1u) == 0);
+    ASSERT_EQ(prs_breaker_outcome_needs_time(b, PRS_BREAKER_SUCCESS), 0);
+    ASSERT_EQ(prs_breaker_outcome_needs_time(b, PRS_BREAKER_IGNORED), 0);
+    ASSERT_EQ(prs_breaker_outcome_needs_time(b, PRS_BREAKER_FAILURE), 1);
+    /* a success without a time keeps the breaker exact */
+    ASSERT_NO_TR(record(b, INT64_MIN, p, S, 0));
+    call(b, 5 * SEC, F);
+    ASSERT_TR(call(b, 5 * SEC, F), C, O);
+    ASSERT_EQ(prs_breaker_try_acquire_closed(b, &p), 0);
+    prs_breaker_decision d = acquire(b, 15 * SEC);
+    ASSERT(d.allowed);
+    ASSERT_TR(record(b, INT64_MIN, d.permit, S, 0), H, C);
+    ASSERT_EQ(metrics(b, INT64_MIN).retry_after_ns, 0);
+    prs_breaker_free(b);
+
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    cfg.failure_rate_threshold = 0.5;
+    b = make(&cfg);
+    ASSERT_EQ(prs_breaker_outcome_needs_time(b, PRS_BREAKER_SUCCESS), 1);
+    prs_breaker_free(b);
+    prs_breaker_config_init(&cfg);
+    cfg.window_type = PRS_BREAKER_WINDOW_TIME;
+    b = make(&cfg);
+    ASSERT_EQ(prs_breaker_outcome_needs_time(b, PRS_BREAKER_SUCCESS), 1);
+    prs_breaker_free(b);
+}

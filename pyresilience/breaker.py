@@ -1,0 +1,218 @@
+"""Circuit breakers.
+
+:class:`CircuitBreaker` is a thin Python subclass of the C type
+``pyresilience._core.CircuitBreaker``: the state machine, the windows, the
+counters and the whole of ``call()`` run in C. This module adds what is
+naturally Python: ``call_async``, use as a decorator on sync and async
+functions, ``with`` / ``async with`` blocks whose outcome is recorded, the
+:class:`CircuitState` enum and a readable ``repr``.
+
+Listeners (``on_state_change``) run in C right after each transition, with no
+core lock held; an exception in a listener is reported as a ``RuntimeWarning``
+and never reaches the caller.
+"""
+from __future__ import annotations
+
+import contextvars
+import enum
+import functools
+import inspect
+from typing import Any, Awaitable, Callable, Iterable, Optional, Tuple, Type, TypeVar, Union, cast
+
+from . import _core
+
+__all__ = ["CircuitBreaker", "CircuitState", "CircuitBreakerMetrics"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+CircuitBreakerMetrics = _core.CircuitBreakerMetrics
+
+
+class CircuitState(str, enum.Enum):
+    """The state of a circuit breaker. A ``str`` enum: ``state == "open"`` works."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+ExcTypes = Union[Type[BaseException], Tuple[Type[BaseException], ...]]
+Listener = Callable[["CircuitBreaker", CircuitState, CircuitState], Any]
+
+# The permits of the with-blocks running in this context (thread or task):
+# a tuple of (breaker, token) pairs, replaced (never mutated) on enter and exit,
+# so nested blocks, threads and asyncio tasks each record with their own permit.
+_blocks: contextvars.ContextVar[Tuple[Tuple[Any, Any], ...]] = contextvars.ContextVar(
+    "pyresilience_breaker_blocks", default=())
+
+
+def _push(breaker: Any, token: Any) -> None:
+    _blocks.set(_blocks.get() + ((breaker, token),))
+
+
+def _pop(breaker: Any) -> Any:
+    stack = _blocks.get()
+    for i in range(len(stack) - 1, -1, -1):
+        if stack[i][0] is breaker:
+            _blocks.set(stack[:i] + stack[i + 1:])
+            return stack[i][1]
+    return None  # entered elsewhere: recorded without a permit
+
+
+class CircuitBreaker(_core.CircuitBreaker):
+    """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None)
+
+    Stops calling a dependency that keeps failing, and lets it recover.
+
+    CLOSED: calls run. ``failure_threshold`` consecutive failures open the
+    circuit (a success resets the count). With ``failure_rate_threshold``
+    (0 < x <= 1) the circuit opens instead when, over a window of the last
+    ``window_size`` calls (``window_type="count"``) or seconds (``"time"``)
+    holding at least ``minimum_calls`` outcomes, the failure rate, or the rate
+    of calls lasting ``slow_call_duration`` seconds or more, reaches its
+    threshold (``slow_call_rate_threshold``).
+
+    OPEN: calls are rejected - ``fallback()`` is returned when a fallback was
+    given, else a fresh :class:`~pyresilience.CircuitOpenError` (with
+    ``retry_after`` and ``name``) is raised - until ``timeout_seconds`` have
+    passed; the next call then moves it to HALF_OPEN.
+
+    HALF_OPEN: at most ``half_open_max_calls`` (default ``success_threshold``)
+    trial calls run at once, the rest are rejected; ``success_threshold``
+    successes close the circuit, any failure re-opens it.
+
+    Outcomes: exceptions matching ``ignore_exceptions`` count as neither, those
+    matching ``record_exceptions`` are failures, others are successes (they
+    propagate either way); ``is_failure(result)`` marks returned values as
+    failures. KeyboardInterrupt, SystemExit, GeneratorExit and
+    asyncio.CancelledError are never failures and always free a trial slot.
+
+    ``on_state_change(breaker, old_state, new_state)`` (a callable or a list of
+    them) is called once per transition, after it. ``clock``: None (monotonic),
+    a :class:`~pyresilience.ManualClock`, or a callable returning seconds.
+    """
+
+    __slots__ = ()
+
+    def __init__(
+        self,
+        failure_threshold: int = 5,
+        success_threshold: int = 2,
+        timeout_seconds: float = 30.0,
+        fallback: Optional[Callable[[], Any]] = None,
+        *,
+        name: Optional[str] = None,
+        failure_rate_threshold: Optional[float] = None,
+        window_type: str = "count",
+        window_size: int = 100,
+        minimum_calls: int = 10,
+        slow_call_duration: Optional[float] = None,
+        slow_call_rate_threshold: Optional[float] = None,
+        half_open_max_calls: Optional[int] = None,
+        record_exceptions: ExcTypes = (Exception,),
+        ignore_exceptions: ExcTypes = (),
+        is_failure: Optional[Callable[[Any], bool]] = None,
+        on_state_change: Union[None, Listener, Iterable[Listener]] = None,
+        clock: Any = None,
+    ) -> None:
+        super().__init__(
+            failure_threshold, success_threshold, timeout_seconds, fallback,
+            name=name, failure_rate_threshold=failure_rate_threshold,
+            window_type=window_type, window_size=window_size, minimum_calls=minimum_calls,
+            slow_call_duration=slow_call_duration,
+            slow_call_rate_threshold=slow_call_rate_threshold,
+            half_open_max_calls=half_open_max_calls, record_exceptions=record_exceptions,
+            ignore_exceptions=ignore_exceptions, is_failure=is_failure,
+            on_state_change=on_state_change, clock=clock)
+
+    # -- async ----------------------------------------------------------------
+
+    async def call_async(self, func: Callable[..., Awaitable[T]], /, *args: Any,
+                         **kwargs: Any) -> T:
+        """call_async(self, func, /, *args, **kwargs)
+
+        ``await func(*args, **kwargs)`` through the breaker, as :meth:`call`
+        does for sync functions. When rejected, returns ``fallback()`` (awaited
+        if it returns an awaitable) or raises CircuitOpenError. A cancelled call
+        is never a failure and frees its trial slot."""
+        token = self._acquire()
+        if not isinstance(token, tuple):
+            fallback = self.fallback
+            if fallback is None:
+                raise token
+            result = fallback()
+            if inspect.isawaitable(result):
+                result = await result
+            return cast(T, result)
+        try:
+            result = await func(*args, **kwargs)
+        except BaseException as exc:
+            self._record(token, exc)
+            raise
+        self._record(token, None, result)
+        return result
+
+    # -- decorator -------------------------------------------------------------
+
+    def __call__(self, func: F) -> F:
+        """Use the breaker as a decorator on a sync or async function."""
+        if not callable(func):
+            raise TypeError(f"a CircuitBreaker decorates callables, not {type(func).__name__}: {func!r}")
+        if inspect.iscoroutinefunction(func):
+            call_async = self.call_async
+
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await call_async(func, *args, **kwargs)
+            return cast(F, async_wrapper)
+
+        call = self.call
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return call(func, *args, **kwargs)
+        return cast(F, wrapper)
+
+    # -- context managers --------------------------------------------------------
+
+    def _enter(self) -> None:
+        token = self._acquire()
+        if not isinstance(token, tuple):
+            raise token  # a with-block cannot be replaced by a fallback
+        _push(self, token)
+
+    def _exit(self, exc: Optional[BaseException]) -> None:
+        self._record(_pop(self), exc)
+
+    def __enter__(self) -> "CircuitBreaker":
+        """Admit the block or raise CircuitOpenError; its outcome is recorded on exit."""
+        self._enter()
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        self._exit(exc)
+
+    async def __aenter__(self) -> "CircuitBreaker":
+        self._enter()
+        return self
+
+    async def __aexit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> None:
+        self._exit(exc)
+
+    # -- display -------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        try:
+            m = self.metrics
+        except RuntimeError:
+            return f"<{type(self).__name__} (not initialised)>"
+        mode = "" if m.mode == "normal" else f", mode={m.mode!r}"
+        how = (f"failure_rate_threshold={self.failure_rate_threshold!r}"
+               if self.failure_rate_threshold is not None or self.slow_call_rate_threshold is not None
+               else f"failure_threshold={self.failure_threshold!r}")
+        return (f"{type(self).__name__}(name={self.name!r}, state={m.state.value!r}{mode}, {how}, "
+                f"calls={m.calls}, failures={m.failures}, rejected={m.rejected})")
