@@ -59,7 +59,7 @@ $(LIB): $(LIB_OBJ)
 # The public headers, gathered beside the library for a C user.
 headers: $(LIB)
 	@mkdir -p $(BUILD)/include/pyresilience
-	cp csrc/core/prs*.h $(BUILD)/include/pyresilience/
+	cp csrc/core/*.h $(BUILD)/include/pyresilience/
 	@rm -f $(BUILD)/include/pyresilience/prs_internal.h
 
 $(EXAMPLE_BIN): examples/c/limiter.c $(LIB)
