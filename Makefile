@@ -60,7 +60,7 @@ $(LIB): $(LIB_OBJ)
 headers: $(LIB)
 	@mkdir -p $(BUILD)/include/pyresilience
 	cp csrc/core/*.h $(BUILD)/include/pyresilience/
-	@rm -f $(BUILD)/include/pyresilience/prs_internal.h
+	@rm -f $(BUILD)/include/pyresilience/*internal.h
 
 $(EXAMPLE_BIN): examples/c/limiter.c $(LIB)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LIB) $(LDLIBS)
