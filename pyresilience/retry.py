@@ -459,21 +459,28 @@ class Retry:
         ManualClock is advanced instead). A cancellation - also during a
         backoff sleep - propagates at once and is never retried."""
         cfg = self.config
-        clock = cfg.clock
-        loop = _Loop(cfg, _core.retry_now_ns(clock))
+        start = _core.retry_now_ns(cfg.clock)
         if cfg.budget is not None:
             cfg.budget.deposit()
+        try:
+            result = await func(*args, **kwargs)
+        except Exception as e:
+            exc: Optional[BaseException] = e
+            result = None
+        else:
+            predicate = cfg.retry_on_result
+            if predicate is None or not predicate(result):
+                return result
+            exc = None
+        return cast(T, await self._resume_async(func, args, kwargs, exc, result, start))
+
+    async def _resume_async(self, func: Callable[..., Awaitable[Any]], args: Tuple[Any, ...],
+                            kwargs: Any, exc: Optional[BaseException], result: Any, start: int) -> Any:
+        """Continue an async call whose first attempt failed."""
+        cfg = self.config
+        loop = _Loop(cfg, start)
+        clock = cfg.clock
         while True:
-            exc: Optional[BaseException] = None
-            result: Any = None
-            try:
-                result = await func(*args, **kwargs)
-            except Exception as e:
-                exc = e
-            else:
-                predicate = cfg.retry_on_result
-                if predicate is None or not predicate(result):
-                    return cast(T, result)
             delay_ns = loop.step(exc, result)
             exc = result = None
             if isinstance(clock, ManualClock):
@@ -481,6 +488,14 @@ class Retry:
                 await asyncio.sleep(0)
             else:
                 await asyncio.sleep(delay_ns / 1e9)
+            try:
+                result = await func(*args, **kwargs)
+            except Exception as e:  # BaseExceptions (CancelledError) propagate: never retried
+                exc = e
+                continue
+            predicate = cfg.retry_on_result
+            if predicate is None or not predicate(result):
+                return result
 
     # -- decorator --
 
@@ -496,9 +511,11 @@ class Retry:
         if not callable(func):
             raise TypeError(f"Retry() decorates callables, not {type(func).__name__}: {func!r}")
         if inspect.iscoroutinefunction(func):
+            call_async = self.call_async
+
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await self.call_async(func, *args, **kwargs)
+                return await call_async(func, *args, **kwargs)
             async_wrapper.retry = self  # type: ignore[attr-defined]
             return async_wrapper
         cfg = self.config
