@@ -53,6 +53,59 @@ def tour_limiter_family() -> None:
 # -- circuit breaker (issue 4) --
 
 # -- retry (issue 5) --
+def tour_retry() -> None:
+    section("Retries: backoff, jitter, deadlines, Retry-After, budgets")
+    clock = pr.ManualClock()
+    calls = []
+
+    @pr.retry_with_backoff(pr.RetryConfig(max_attempts=4, base_delay=0.5, jitter="full", seed=7,
+                                          clock=clock,
+                                          on_retry=lambda s: print(f"  attempt {s.attempt} failed "
+                                                                   f"({s.exception}), sleeping "
+                                                                   f"{s.delay:.3f}s")))
+    def flaky() -> str:
+        calls.append(clock.now())
+        if len(calls) < 3:
+            raise ConnectionError(f"try {len(calls)}")
+        return "ok"
+
+    print(f"flaky() -> {flaky()!r} after {len(calls)} attempts, t={clock.now():.3f}s")
+
+    r = pr.Retry(max_attempts=10, base_delay=1.0, jitter=False, deadline=10.0, clock=clock)
+    print("delays with a 10 s deadline:", list(r.delays()))
+    clock.set(0)
+    try:
+        r.call(lambda: 1 / 0)
+    except ZeroDivisionError as e:
+        print(f"  gave up at t={clock.now()}s:", getattr(e, "__notes__", ["(notes need 3.11)"])[-1])
+
+    clock.set(0)
+    limiter = pr.TokenBucket(capacity=1, refill_rate=0.25, clock=clock)  # one call per 4 s
+
+    def call_api() -> str:
+        if not limiter.allow():
+            raise pr.RateLimitExceeded("429", retry_after=limiter.check().retry_after)
+        return "200"
+
+    api = pr.Retry(max_attempts=3, base_delay=0.1, clock=clock)
+    print("api:", api.call(call_api), api.call(call_api), f"(waited Retry-After: t={clock.now()}s)")
+
+    budget = pr.RetryBudget(ratio=0.1, min_retries_per_second=0.0, window=10.0, clock=clock)
+    guarded = pr.Retry(max_attempts=5, base_delay=0.0, budget=budget, clock=clock)
+    attempts = 0
+
+    def down() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionError("down")
+
+    for _ in range(100):
+        try:
+            guarded.call(down)
+        except ConnectionError:
+            pass
+    print(f"budget: 100 failing requests made {attempts} attempts (not 500):", budget.metrics)
+
 
 # -- bulkhead and queues (issue 6) --
 
@@ -62,6 +115,7 @@ def main() -> None:
     # -- calls (one line per section, in issue order) --
     tour_limiters()
     tour_limiter_family()
+    tour_retry()
     print("\ntour done")
 
 
