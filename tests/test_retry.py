@@ -735,3 +735,89 @@ def test_mypy_passes_on_example():
                         "--cache-dir", os.devnull, str(example)],
                        capture_output=True, text=True, cwd=example.parent)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+# ---- the loop against a pure-Python reference model ----------------------------------
+
+def model_loop(max_attempts, base, max_delay, expb, deadline, outcomes):
+    """The documented loop, in plain Python: returns (succeeded, attempts, end_time, sleeps).
+    outcomes[i] = (duration, failed, retry_after or None)."""
+    t, sleeps = 0.0, []
+    for attempt, (duration, failed, ra) in enumerate(outcomes):
+        t += duration
+        if not failed:
+            return True, attempt + 1, t, sleeps
+        if attempt + 1 >= max_attempts:
+            break
+        d = reference_delay(attempt, base, max_delay, expb)
+        remaining = math.inf if deadline is None else deadline - t
+        if ra is not None:
+            if ra > remaining:
+                break
+            d = max(d, min(ra, max_delay))
+        if d >= remaining:
+            break
+        sleeps.append(d)
+        t += d
+    return False, attempt + 1, t, sleeps
+
+
+try:
+    from hypothesis import given, settings, strategies as st
+except ImportError:  # pragma: no cover
+    given = None
+
+if given is not None:
+    eighths = st.integers(0, 40).map(lambda k: k / 8)  # exact in binary and in ns
+
+    @settings(max_examples=300, deadline=None)
+    @given(max_attempts=st.integers(1, 8), base=eighths, extra=eighths, expb=st.sampled_from([0, 1, 2, 3]),
+           deadline=st.one_of(st.none(), st.integers(1, 400).map(lambda k: k / 8)),
+           outcomes=st.lists(st.tuples(eighths, st.booleans(), st.one_of(st.none(), eighths)),
+                             min_size=8, max_size=8))
+    def test_loop_matches_reference_model(max_attempts, base, extra, expb, deadline, outcomes):
+        clock = pr.ManualClock()
+        sleeps = []
+        it = iter(outcomes)
+
+        def attempt():
+            duration, failed, ra = next(it)
+            clock.advance(duration)
+            if failed:
+                raise pr.RateLimitExceeded("no", retry_after=ra) if ra is not None else OSError("no")
+            return "ok"
+
+        cfg = RetryConfig(max_attempts, base, base + extra, expb, jitter=False, deadline=deadline,
+                          clock=clock, on_retry=lambda s: sleeps.append(s.delay))
+        ok, attempts, end, want_sleeps = model_loop(max_attempts, base, base + extra, expb, deadline,
+                                                    outcomes)
+        if ok:
+            assert Retry(cfg).call(attempt) == "ok"
+        else:
+            with pytest.raises((OSError, pr.RateLimitExceeded)):
+                Retry(cfg).call(attempt)
+        assert 8 - len(list(it)) == attempts
+        assert sleeps == want_sleeps
+        assert clock.now() == end
+        if deadline is not None:
+            assert sum(sleeps) < deadline or not sleeps
+
+
+# ---- signals ----------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "pthread_kill"), reason="needs pthread_kill")
+def test_ctrl_c_interrupts_a_backoff_sleep():
+    import signal
+    main_id = threading.get_ident()
+    attempts = []
+
+    def on_retry(state):  # about to sleep 1000 s: send SIGINT from another thread
+        threading.Thread(target=signal.pthread_kill, args=(main_id, signal.SIGINT)).start()
+
+    def down():
+        attempts.append(1)
+        raise ConnectionError("down")
+
+    with pytest.raises(KeyboardInterrupt):
+        Retry(max_attempts=3, base_delay=1000.0, max_delay=1000.0, jitter=False, on_retry=on_retry)(down)()
+    assert attempts == [1]
