@@ -51,6 +51,31 @@ def tour_limiter_family() -> None:
 
 
 # -- circuit breaker (issue 4) --
+def tour_breaker() -> None:
+    section("CircuitBreaker: closed, open, half-open")
+    clock = pr.ManualClock()
+    cb = pr.CircuitBreaker(failure_threshold=3, success_threshold=2, timeout_seconds=30.0,
+                           name="inventory", clock=clock,
+                           on_state_change=lambda b, old, new: print(f"  [{b.name}] {old} -> {new}"))
+
+    def lookup(sku: str) -> str:
+        raise ConnectionError("inventory service down")
+
+    for _ in range(3):
+        try:
+            cb.call(lookup, "sku-1")
+        except ConnectionError:
+            pass
+    try:
+        cb.call(lookup, "sku-1")
+    except pr.CircuitOpenError as e:
+        print(f"  rejected without calling: {e} (retry_after={e.retry_after}s)")
+    clock.advance(30)
+    print("  30 s later, trial calls:", cb.call(lambda: "ok"), cb.call(lambda: "ok"))
+    m = cb.metrics
+    print(f"  metrics: state={m.state} calls={m.calls} failures={m.failures} rejected={m.rejected}")
+
+
 
 # -- retry (issue 5) --
 def tour_retry() -> None:
@@ -115,6 +140,7 @@ def main() -> None:
     # -- calls (one line per section, in issue order) --
     tour_limiters()
     tour_limiter_family()
+    tour_breaker()
     tour_retry()
     print("\ntour done")
 

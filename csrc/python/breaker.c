@@ -39,6 +39,8 @@ typedef struct breaker_obj {
     PyObject *is_failure;    /* NULL or a callable */
     PyObject *listeners;     /* tuple of callables; replaced whole, never mutated */
     PyObject *states[3];     /* the CircuitState members, by prs_breaker_state */
+    PyObject *msg_open;      /* the CircuitOpenError messages, made once (a float's repr */
+    PyObject *msg_half;      /* in each message would cost more than the whole rejection) */
     PyObject *weakreflist;
 } breaker_obj;
 
@@ -77,6 +79,8 @@ static int cb_clear(PyObject *self) {
     Py_CLEAR(SELF->is_failure);
     Py_CLEAR(SELF->listeners);
     for (int i = 0; i < 3; i++) Py_CLEAR(SELF->states[i]);
+    Py_CLEAR(SELF->msg_open);
+    Py_CLEAR(SELF->msg_half);
     prs_py_clock_clear(&SELF->clock);
     return 0;
 }
@@ -271,6 +275,7 @@ static int cb_init(PyObject *self, PyObject *args, PyObject *kwds) {
 
     PyObject *fallback = NULL, *is_failure = NULL, *rec = NULL, *ign = NULL, *listeners = NULL;
     PyObject *states[3] = {NULL, NULL, NULL};
+    PyObject *msg_open = NULL, *msg_half = NULL;
     prs_breaker *core = NULL;
     prs_py_clock clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
     if (optional_callable(fb_o, "fallback", &fallback) < 0) goto fail;
@@ -282,6 +287,16 @@ static int cb_init(PyObject *self, PyObject *args, PyObject *kwds) {
     if (!(listeners = parse_listeners(osc_o))) goto fail;
     if (prs_py_clock_init(st, clock_o, &clock) < 0) goto fail;
     if (load_states(states) < 0) goto fail;
+    if (name_o && name_o != Py_None) {
+        msg_open = PyUnicode_FromFormat("circuit breaker %R is open", name_o);
+        msg_half = PyUnicode_FromFormat(
+            "circuit breaker %R is half-open and its trial calls are all taken", name_o);
+    } else {
+        msg_open = PyUnicode_FromString("circuit breaker is open");
+        msg_half = PyUnicode_FromString(
+            "circuit breaker is half-open and its trial calls are all taken");
+    }
+    if (!msg_open || !msg_half) goto fail;
     int rc = prs_breaker_new(&cfg, &core);
     if (rc) {
         prs_py_error(st, rc, "invalid CircuitBreaker configuration");
@@ -294,6 +309,8 @@ static int cb_init(PyObject *self, PyObject *args, PyObject *kwds) {
     SELF->listeners = listeners;
     SELF->name = Py_NewRef(name_o ? name_o : Py_None);
     for (int i = 0; i < 3; i++) SELF->states[i] = states[i];
+    SELF->msg_open = msg_open;
+    SELF->msg_half = msg_half;
     SELF->clock = clock;
     SELF->timing = cfg.slow_call_ns > 0;
     SELF->core = core; /* last: marks the object initialised */
@@ -305,6 +322,8 @@ fail:
     Py_XDECREF(ign);
     Py_XDECREF(listeners);
     for (int i = 0; i < 3; i++) Py_XDECREF(states[i]);
+    Py_XDECREF(msg_open);
+    Py_XDECREF(msg_half);
     prs_py_clock_clear(&clock);
     return -1;
 }
@@ -364,20 +383,10 @@ static PyObject *open_error(breaker_obj *self, const prs_breaker_decision *d) {
     if (!st) return NULL;
     PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(d->retry_after_ns));
     if (!retry) return NULL;
-    PyObject *msg;
     int half = prs_breaker_get_state(self->core) == PRS_BREAKER_HALF_OPEN;
-    const char *what = half ? "is half-open and its trial calls are all taken" : "is open";
-    if (self->name && self->name != Py_None)
-        msg = PyUnicode_FromFormat("circuit breaker %R %s (retry after %R s)", self->name, what, retry);
-    else
-        msg = PyUnicode_FromFormat("circuit breaker %s (retry after %R s)", what, retry);
-    if (!msg) {
-        Py_DECREF(retry);
-        return NULL;
-    }
-    PyObject *args[3] = {msg, retry, self->name ? self->name : Py_None};
+    PyObject *args[3] = {half ? self->msg_half : self->msg_open, retry,
+                         self->name ? self->name : Py_None};
     PyObject *exc = PyObject_Vectorcall(PRS_PY_EXC(st, CircuitOpenError), args, 3, NULL);
-    Py_DECREF(msg);
     Py_DECREF(retry);
     return exc;
 }
