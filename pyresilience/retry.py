@@ -30,7 +30,7 @@ import asyncio
 import functools
 import inspect
 import math
-from typing import (Any, Awaitable, Callable, Coroutine, Iterator, Optional, Tuple, Type,
+from typing import (Any, Awaitable, Callable, Coroutine, Dict, Iterator, Optional, Tuple, Type,
                     TypeVar, Union, cast, overload)
 
 from . import _core
@@ -144,6 +144,9 @@ class RetryConfig:
     budget: Optional[RetryBudget]
     respect_retry_after: bool
     clock: ClockArg
+    _jitter: JitterArg
+    _seed: Optional[int]
+    _deadline_ns: int
 
     def __init__(self, max_attempts: int = 3, base_delay: float = 1.0, max_delay: float = 60.0,
                  exponential_base: float = 2.0, jitter: JitterArg = True,
@@ -204,7 +207,7 @@ class RetryConfig:
     @property
     def jitter(self) -> JitterArg:
         """As given: True, False or a strategy name (``jitter_strategy`` is the name)."""
-        return cast(JitterArg, self._jitter)
+        return self._jitter
 
     @jitter.setter
     def jitter(self, value: JitterArg) -> None:
@@ -217,7 +220,7 @@ class RetryConfig:
 
     @property
     def seed(self) -> Optional[int]:
-        return cast(Optional[int], self._seed)
+        return self._seed
 
     @seed.setter
     def seed(self, value: Optional[int]) -> None:
@@ -225,7 +228,7 @@ class RetryConfig:
 
     def _rebuild(self, **change: Any) -> None:
         p = self._policy
-        args = dict(max_attempts=p.max_attempts, base_delay=p.base_delay, max_delay=p.max_delay,
+        args: Dict[str, Any] = dict(max_attempts=p.max_attempts, base_delay=p.base_delay, max_delay=p.max_delay,
                     exponential_base=p.exponential_base, jitter=self._jitter, seed=self._seed)
         args.update(change)
         policy = RetryPolicy(**args)
@@ -379,7 +382,7 @@ class _Loop:
                     _give_up(exc, result, self.attempt + 1, elapsed, _GIVE_UP_DEADLINE)
         self.attempt += 1
         self.previous = delay
-        return cast(int, delay_ns)
+        return delay_ns
 
 
 class Retry:
@@ -440,16 +443,16 @@ class Retry:
         start = _core.retry_now_ns(cfg.clock)
         if cfg.budget is not None:
             cfg.budget.deposit()
+        exc: Optional[BaseException] = None
+        result: Any = None
         try:
             result = func(*args, **kwargs)
         except Exception as e:
-            exc: Optional[BaseException] = e
-            result = None
+            exc = e
         else:
             predicate = cfg.retry_on_result
             if predicate is None or not predicate(result):
-                return result
-            exc = None
+                return cast(T, result)
         return cast(T, self._resume(func, args, kwargs, exc, result, start))
 
     async def call_async(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
@@ -462,16 +465,16 @@ class Retry:
         start = _core.retry_now_ns(cfg.clock)
         if cfg.budget is not None:
             cfg.budget.deposit()
+        exc: Optional[BaseException] = None
+        result: Any = None
         try:
             result = await func(*args, **kwargs)
         except Exception as e:
-            exc: Optional[BaseException] = e
-            result = None
+            exc = e
         else:
             predicate = cfg.retry_on_result
             if predicate is None or not predicate(result):
-                return result
-            exc = None
+                return cast(T, result)
         return cast(T, await self._resume_async(func, args, kwargs, exc, result, start))
 
     async def _resume_async(self, func: Callable[..., Awaitable[Any]], args: Tuple[Any, ...],
