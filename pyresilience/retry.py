@@ -265,6 +265,14 @@ class RetryConfig:
         args.update(changes)
         return RetryConfig(**args)
 
+    def __copy__(self) -> "RetryConfig":
+        return self.replace()
+
+    def __deepcopy__(self, memo: Any) -> "RetryConfig":
+        """A copy sharing the callables, the budget and the clock (a budget is
+        meant to be shared); the jitter generator is a new one."""
+        return self.replace()
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _FIELDS)
         return f"RetryConfig({fields})"

@@ -640,6 +640,9 @@ def test_config_fields_and_mutation():
     assert cfg == cfg.replace() and cfg != cfg.replace(max_attempts=2)
     cfg.deadline = math.inf
     assert cfg.deadline is None
+    import copy
+    for dup in (copy.copy(cfg), copy.deepcopy(cfg)):
+        assert dup == cfg and dup is not cfg and dup._policy is not cfg._policy
 
 
 # ---- bad input -------------------------------------------------------------------------
