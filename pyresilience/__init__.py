@@ -24,6 +24,7 @@ from .limiters import GCRA, TokenBucket
 
 # -- rate limiter family (issue 3) --
 from .limiters import FixedWindow, LeakyBucket, SlidingWindowCounter, SlidingWindowLog
+from .keyed import KeyedLimiter, KeyedLimiterView, LimiterGroup
 
 # -- circuit breaker (issue 4) --
 from .breaker import CircuitBreaker, CircuitBreakerMetrics, CircuitState
@@ -67,6 +68,9 @@ __all__ = [
     "LeakyBucket",
     "SlidingWindowCounter",
     "SlidingWindowLog",
+    "KeyedLimiter",
+    "KeyedLimiterView",
+    "LimiterGroup",
     # -- circuit breaker (issue 4) --
     "CircuitBreaker",
     "CircuitBreakerMetrics",

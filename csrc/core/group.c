@@ -374,10 +374,8 @@ static int group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_d
         if (i == 0) {
             agg = d;
         } else {
-            if (d.remaining < agg.remaining) {
-                agg.remaining = d.remaining;
-                agg.limit = d.limit;
-            }
+            if (d.remaining < agg.remaining) agg.remaining = d.remaining;
+            if (d.limit < agg.limit) agg.limit = d.limit;
             if (d.retry_after_ns > agg.retry_after_ns) agg.retry_after_ns = d.retry_after_ns;
             if (d.reset_after_ns > agg.reset_after_ns) agg.reset_after_ns = d.reset_after_ns;
         }

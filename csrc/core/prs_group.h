@@ -11,9 +11,10 @@
  *
  * A request is admitted only when every member admits it, and then it is
  * taken from every member; a denied request takes from none. The decision is
- * the most restrictive member's: the smallest remaining (with that member's
- * limit), the largest retry_after and reset_after; `denied_by` is the index of
- * the first member that denied (-1 when admitted).
+ * the most restrictive member's: the smallest remaining, the smallest limit
+ * (the largest n the group can ever admit), the largest retry_after and
+ * reset_after; `denied_by` is the index of the first member that denied (-1
+ * when admitted).
  *
  * Concurrency (the design choice): a check locks every member, in one global
  * order (ascending address of each member's lock, each distinct lock once),

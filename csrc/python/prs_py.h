@@ -35,6 +35,9 @@ enum prs_py_slot {
     PRS_SLOT_FixedWindow,
     PRS_SLOT_SlidingWindowLog,
     PRS_SLOT_SlidingWindowCounter,
+    PRS_SLOT_KeyedLimiter,
+    PRS_SLOT_KeyedLimiterView,
+    PRS_SLOT_LimiterGroup,
     /* circuit breaker (issue 4) */
     PRS_SLOT_CircuitBreaker,
     PRS_SLOT_CircuitBreakerMetrics,
@@ -87,6 +90,7 @@ int prs_py_register_limiters(PyObject *m, prs_py_state *st);
 int prs_py_register_breaker(PyObject *m, prs_py_state *st);
 int prs_py_register_retry(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters_family(PyObject *m, prs_py_state *st);
+int prs_py_register_keyed(PyObject *m, prs_py_state *st);
 
 /* ---- errors ------------------------------------------------------------ */
 

@@ -1,0 +1,84 @@
+"""Per-key limiting and all-or-nothing limiter groups.
+
+:class:`KeyedLimiter` keeps one limiter state per key (str or bytes) in a
+bounded C hash table; :meth:`KeyedLimiter.for_key` gives one key the plain
+limiter interface; :class:`LimiterGroup` checks several limiters as one.
+Everything per call runs in C; this module adds the Python conveniences
+(``acquire_async``, ``with``, decorators) through :class:`LimiterMixin`.
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Union
+
+from . import _core
+from .limiters import LimiterMixin
+
+__all__ = ["KeyedLimiter", "KeyedLimiterView", "LimiterGroup"]
+
+Key = Union[str, bytes]
+
+
+class KeyedLimiterView(_core.KeyedLimiterView, LimiterMixin):
+    __doc__ = _core.KeyedLimiterView.__doc__
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return f"<KeyedLimiterView key={self.key!r} available={self.available!r}>"
+
+
+class KeyedLimiter(_core.KeyedLimiter):
+    """KeyedLimiter(limiter_class, *args, max_keys=100_000, clock=None, **kwargs)
+
+    One ``limiter_class(*args, **kwargs)`` per key, e.g.
+    ``KeyedLimiter(TokenBucket, capacity=10, refill_rate=5)``: 10 requests at
+    once and 5 per second for each client. Keys are str or bytes (a str is its
+    UTF-8 bytes: ``"a"`` and ``b"a"`` are one key).
+
+    Memory is bounded: at most ``max_keys`` keys are held (about 40-60 bytes
+    each, longer keys than 18 bytes add their length). A key whose state is
+    fresh (full bucket, empty window) may be evicted at any time; a key that
+    is being limited never is. When the room is taken by limited keys, a new
+    key is denied with ``retry_after`` = when a slot frees."""
+
+    __slots__ = ()
+
+    def __init__(self, limiter_class: Any, *args: Any, max_keys: int = 100_000,
+                 clock: Any = None, **kwargs: Any) -> None:
+        if not isinstance(limiter_class, type) or not issubclass(limiter_class, _core._Limiter):
+            raise TypeError(
+                "limiter_class must be an in-process limiter class (TokenBucket, GCRA, "
+                "LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter), "
+                f"not {type(limiter_class).__name__}: {limiter_class!r}")
+        if "clock" in kwargs:  # pragma: no cover - the signature captures it
+            raise TypeError("clock is given once, to KeyedLimiter")
+        template = limiter_class(*args, **kwargs)
+        super().__init__(template, max_keys=max_keys, clock=clock)
+
+    def for_key(self, key: Key) -> KeyedLimiterView:
+        """for_key(self, key)
+
+        A view of one key with the plain limiter interface (allow, check,
+        peek, acquire, acquire_async, reset, available, with, decorator); a
+        valid LimiterGroup member."""
+        return KeyedLimiterView(self, key)
+
+    async def acquire_async(self, key: Key, n: int = 1, timeout: Optional[float] = None, *,
+                            tokens_needed: Optional[int] = None) -> None:
+        """acquire_async(self, key, n=1, timeout=None, *, tokens_needed=None)
+
+        Wait until n is admitted for ``key`` without blocking the event loop
+        (see LimiterMixin.acquire_async: cancellation consumes nothing)."""
+        await KeyedLimiterView(self, key).acquire_async(n, timeout, tokens_needed=tokens_needed)
+
+    def __repr__(self) -> str:
+        return (f"KeyedLimiter({type(self.limiter).__name__}, keys={len(self)}, "
+                f"max_keys={self.max_keys})")
+
+
+class LimiterGroup(_core.LimiterGroup, LimiterMixin):
+    __doc__ = _core.LimiterGroup.__doc__
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(m) for m in self.limiters)
+        return f"LimiterGroup({inner})"

@@ -1,0 +1,185 @@
+"""LimiterGroup: all or nothing across plain limiters and per-key views, the
+most restrictive member's decision and denied_by, waiting, threads in both
+member orders with time frozen, bad input, GC, typing."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import math
+import threading
+import weakref
+
+import pytest
+
+import pyresilience as pr
+
+
+def test_table(clock):
+    tb = pr.TokenBucket(5, 1, clock=clock)
+    g = pr.GCRA(rate=1, burst=3, clock=clock)
+    grp = pr.LimiterGroup(tb, g)
+    assert len(grp) == 2 and grp.limiters == (tb, g) and grp.clock is clock
+    d = grp.check()
+    assert d.allowed and d.denied_by is None and d.remaining == 2 and d.limit == 3
+    assert grp.allow(2)
+    d = grp.check()
+    assert not d.allowed and d.denied_by == 1 and d.retry_after == 1.0
+    assert tb.available == 2.0  # the denial took nothing from the bucket
+    assert grp.peek().denied_by == 1
+    clock.advance(1)
+    assert grp.peek().allowed and grp.peek().allowed  # peek consumes nothing
+    assert grp.allow() and not grp.allow()
+    assert tb.allow(2)  # drain the bucket by itself: now member 0 denies first
+    clock.advance(1)
+    d = grp.check(2)
+    assert not d.allowed and d.denied_by == 0 and d.retry_after == 1.0
+    assert grp.available == 1.0
+    grp.reset()
+    assert grp.available == 3.0 and tb.available == 5.0
+    d = grp.check(9)
+    assert not d.allowed and math.isinf(d.retry_after) and d.denied_by == 0
+
+
+def test_global_per_user_per_endpoint(clock):
+    global_limit = pr.TokenBucket(100, 0, clock=clock)
+    per_user = pr.KeyedLimiter(pr.TokenBucket, capacity=3, refill_rate=0, clock=clock)
+    per_endpoint = pr.KeyedLimiter(pr.SlidingWindowLog, limit=4, window=60, clock=clock)
+
+    def group(user, path):
+        return pr.LimiterGroup(global_limit, per_user.for_key(user), per_endpoint.for_key(path))
+
+    a = group("alice", "/search")
+    assert [a.allow() for _ in range(4)] == [True, True, True, False]
+    assert a.check().denied_by == 1  # alice is out
+    b = group("bob", "/search")
+    assert b.allow()  # the endpoint has 1 left
+    d = b.check()
+    assert not d.allowed and d.denied_by == 2 and d.retry_after == 60.0
+    assert global_limit.available == 96.0  # 3 + 1 admitted, nothing from denials
+    assert per_user.available("bob") == 2.0
+    assert "carol" not in per_user
+    assert not group("carol", "/search").allow()
+    assert "carol" not in per_user  # a denied group stores no key
+    assert group("carol", "/home").allow() and "carol" in per_user
+
+
+def test_same_limiter_twice(clock):
+    tb = pr.TokenBucket(4, 0, clock=clock)
+    grp = pr.LimiterGroup(tb, tb)
+    assert grp.allow() and grp.allow() and not grp.allow()
+    assert tb.available == 0.0
+
+
+def test_acquire_and_async(clock):
+    tb = pr.TokenBucket(2, 1, clock=clock)
+    k = pr.KeyedLimiter(pr.GCRA, rate=2, burst=1, clock=clock)
+    grp = pr.LimiterGroup(tb, k.for_key("u"))
+    grp.acquire()
+    grp.acquire()  # gcra: 0.5 s
+    assert clock.now() == 0.5
+    with pytest.raises(pr.RateLimitExceeded) as ei:
+        grp.acquire(timeout=0.1)
+    assert ei.value.decision.denied_by is not None
+    with pytest.raises(ValueError, match="never"):
+        grp.acquire(2)  # gcra burst 1
+
+    async def main():
+        await grp.acquire_async()
+        async with grp:
+            pass
+
+    asyncio.run(main())
+    assert clock.now() > 0.5
+
+    calls = []
+
+    @grp
+    def f():
+        calls.append(1)
+
+    f()
+    with grp:
+        pass
+    assert calls == [1]
+
+
+def test_threads_exact_in_both_orders():
+    clock = pr.ManualClock()  # frozen
+    a = pr.TokenBucket(1000, 0, clock=clock)
+    b = pr.GCRA(rate=1, burst=500, clock=clock)
+    k = pr.KeyedLimiter(pr.TokenBucket, 800, 0, clock=clock)
+    g1 = pr.LimiterGroup(a, b, k.for_key("k"))
+    g2 = pr.LimiterGroup(k.for_key("k"), b, a)
+    counts = {"group": [0] * 8, "a": [0] * 8, "b": [0] * 8}
+
+    def work(t):
+        for i in range(20_000):
+            if t < 4:
+                if (g1 if (i + t) & 1 else g2).allow():
+                    counts["group"][t] += 1
+            elif t < 6:
+                if a.allow():
+                    counts["a"][t] += 1
+            elif b.allow():
+                counts["b"][t] += 1
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    G = sum(counts["group"])
+    assert G + sum(counts["a"]) == 1000
+    assert G + sum(counts["b"]) == 500
+    assert k.available("k") == 800 - G
+    assert not a.allow() and not b.allow()
+
+
+def test_bad_input(clock):
+    tb = pr.TokenBucket(1, 1, clock=clock)
+    with pytest.raises(ValueError, match="1 to 32"):
+        pr.LimiterGroup()
+    with pytest.raises(ValueError, match="1 to 32"):
+        pr.LimiterGroup(*([tb] * 33))
+    for bad in (1, "x", None, pr.KeyedLimiter(pr.TokenBucket, 1, 1, clock=clock)):
+        with pytest.raises(TypeError, match="member 0"):
+            pr.LimiterGroup(bad)
+    with pytest.raises(TypeError, match="LeakyBucket"):
+        pr.LimiterGroup(pr.LeakyBucket(1, 1, clock=clock))
+    with pytest.raises(ValueError, match="one clock"):
+        pr.LimiterGroup(tb, pr.GCRA(1, 1))
+    with pytest.raises(TypeError):
+        pr.LimiterGroup(tb, x=tb)
+    grp = pr.LimiterGroup(tb)
+    with pytest.raises(ValueError):
+        grp.allow(0)
+    with pytest.raises(TypeError):
+        grp.allow("1")
+    with pytest.raises(ValueError, match="timeout"):
+        grp.acquire(timeout=math.nan)
+
+
+def test_collectable_with_a_clock_cycle():
+    class Holder:
+        pass
+
+    h = Holder()
+    h.t = 0.0
+    clk = lambda: h.t  # noqa: E731
+    tb = pr.TokenBucket(1, 1, clock=clk)
+    k = pr.KeyedLimiter(pr.TokenBucket, 1, 1, clock=clk)
+    grp = pr.LimiterGroup(tb, k.for_key("a"))
+    h.grp = grp
+    assert grp.allow()
+    r = weakref.ref(grp)
+    del grp, h, tb, k, clk
+    gc.collect()
+    assert r() is None
+
+
+def test_signatures_and_repr(clock):
+    for meth in ("allow", "check", "peek", "acquire", "reset", "acquire_async"):
+        inspect.signature(getattr(pr.LimiterGroup, meth))
+    grp = pr.LimiterGroup(pr.GCRA(1, 1, clock=clock))
+    assert repr(grp).startswith("LimiterGroup(GCRA(")
