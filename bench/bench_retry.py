@@ -171,3 +171,19 @@ def run(h) -> None:
     if backoff is not None:
         h.time_async("backoff @on_exception (async)", backoff.on_exception(
             backoff.constant, Exception, max_tries=3, interval=0, jitter=None)(anoop), peer=True)
+
+    # ---- primitives ------------------------------------------------------------
+    h.section("Retry: primitives",
+              note="ns per call of the pieces a custom loop would use: the delay of one attempt "
+                   "(formula + jitter draw) and the budget's deposit/withdraw (monotonic clock).")
+    from functools import partial
+
+    from pyresilience import calculate_delay
+    for jitter in (False, True, "full", "decorrelated"):
+        cfg = RetryConfig(max_attempts=10, base_delay=0.1, jitter=jitter, seed=1)
+        h.time(f"calculate_delay(3, RetryConfig(jitter={jitter!r}))", partial(calculate_delay, 3, cfg))
+    budget = RetryBudget(ratio=1e6)
+    h.time("RetryBudget.deposit()", budget.deposit)
+    h.time("RetryBudget.withdraw() (allowed)", budget.withdraw)
+    budget2 = RetryBudget(ratio=0.0, min_retries_per_second=0.0)
+    h.time("RetryBudget.withdraw() (denied)", budget2.withdraw)
