@@ -824,3 +824,77 @@ def test_ctrl_c_interrupts_a_backoff_sleep():
     with pytest.raises(KeyboardInterrupt):
         Retry(max_attempts=3, base_delay=1000.0, max_delay=1000.0, jitter=False, on_retry=on_retry)(down)()
     assert attempts == [1]
+
+
+# ---- the _core pieces directly -----------------------------------------------------------
+
+def test_budget_exact_under_threads(clock):
+    budget = RetryBudget(ratio=0.1, min_retries_per_second=2.0, window=10.0, clock=clock)
+    allowed = [0] * 8
+
+    def deposit(i):
+        for _ in range(1000):
+            budget.deposit()
+
+    def withdraw(i):
+        allowed[i] = sum(budget.withdraw() for _ in range(1000))
+
+    for target in (deposit, withdraw):
+        threads = [threading.Thread(target=target, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert sum(allowed) == 800 + 20  # 0.1 x 8000 + 2/s x 10 s, exactly
+    assert budget.metrics["retries_denied"] == 8000 - 820
+
+
+def test_jitter_generator_shared_by_threads():
+    cfg = RetryConfig(base_delay=1.0, jitter="full", seed=3)
+    out = [[] for _ in range(8)]
+
+    def draw(i):
+        out[i] = [calculate_delay(2, cfg) for _ in range(2000)]
+
+    threads = [threading.Thread(target=draw, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    values = [x for xs in out for x in xs]
+    assert all(0.0 <= x <= 4.0 for x in values)
+    assert len(set(values)) == len(values)  # no draw handed out twice
+
+
+def test_core_policy_and_call_bad_input():
+    from pyresilience import _core
+    p = _core.RetryPolicy(max_attempts=4, base_delay=0.5, jitter="equal", seed=1)
+    assert (p.max_attempts, p.base_delay, p.max_delay, p.exponential_base, p.jitter, p.seed) == \
+        (4, 0.5, 60.0, 2.0, "equal", 1)
+    assert p.base(2) == 2.0 and "RetryPolicy(max_attempts=4" in repr(p)
+    first = p.sample(1, 5)
+    p.reseed(1)
+    assert p.sample(1, 5) == first
+    p.reseed(None)
+    with pytest.raises(TypeError, match="seed"):
+        p.reseed("x")
+    assert p._next(3, 0.0, -1, _core.NEVER_NS)[0] == _core.RETRY_GIVE_UP_ATTEMPTS
+    with pytest.raises(RuntimeError, match="not initialised"):
+        _core.RetryPolicy.__new__(_core.RetryPolicy).delay(0)
+    with pytest.raises(RuntimeError, match="not initialised"):
+        RetryBudget.__new__(RetryBudget).withdraw()
+    with pytest.raises(TypeError, match="func"):
+        _core.RetryCall(5, print)
+    with pytest.raises(TypeError, match="budget"):
+        _core.RetryCall(print, print, budget=5)
+    with pytest.raises(TypeError, match="retry_on_result"):
+        _core.RetryCall(print, print, retry_on_result=5)
+    with pytest.raises(TypeError, match="clock"):
+        _core.RetryCall(print, print, clock=5)
+    with pytest.raises(ValueError, match="ns"):
+        _core.retry_sleep(None, -1)
+    with pytest.raises(TypeError, match="clock"):
+        _core.retry_now_ns(5)
+    clock = pr.ManualClock()
+    _core.retry_sleep(clock, 1_500_000_000)
+    assert clock.now() == 1.5 and _core.retry_now_ns(clock) == 1_500_000_000
