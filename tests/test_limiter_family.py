@@ -459,6 +459,51 @@ def test_leaky_bucket_bound_and_model(schedule, capacity, rate):
             assert total <= capacity + rate * (tj - ti) / 1e9 + 1e-6
 
 
+@st.composite
+def family_case(draw):
+    cls = draw(st.sampled_from(FAMILY))
+    w = draw(windows_ns)
+    limit = draw(st.integers(1, 8))
+    schedule = draw(st.lists(st.tuples(st.integers(0, w // 2), st.integers(1, limit)),
+                             min_size=1, max_size=60))
+    return cls, w, limit, schedule
+
+
+def replay(cls, w, limit, schedule):
+    clock = pr.ManualClock()
+    # the leaky bucket drains its whole capacity in one window
+    lim = cls(limit, limit * 1e9 / w, clock=clock) if cls is pr.LeakyBucket else \
+        cls(limit, w / 1e9, clock=clock)
+    t, d = 10**12, None
+    for gap, n in schedule:
+        t += gap
+        clock.set(t / 1e9)
+        d = lim.check(n)
+    return lim, clock, t, d
+
+
+@settings(max_examples=200, deadline=None)
+@given(family_case())
+def test_decision_fields_are_consistent(case):
+    """After any history: exactly `remaining` more requests of weight 1 are
+    admitted at the same instant, and after `reset_after` with no request the
+    limiter admits its whole limit again."""
+    cls, w, limit, schedule = case
+    lim, clock, t, d = replay(cls, w, limit, schedule)
+    assert d.limit == limit and 0 <= d.remaining <= limit
+    for _ in range(d.remaining):
+        assert lim.allow()
+    assert not lim.allow()
+    lim, clock, t, d = replay(cls, w, limit, schedule)
+    if d.reset_after == 0:
+        assert lim.peek(limit).allowed
+    else:
+        r = round(d.reset_after * 1e9)
+        clock.set((t + r) / 1e9)
+        assert lim.peek(limit).allowed
+        assert lim.available == pytest.approx(limit, abs=1e-9)
+
+
 # ---- bad input -----------------------------------------------------------------
 
 @pytest.mark.parametrize("cls", WINDOWED)

@@ -107,38 +107,63 @@ static double level_after(const lb_params *p, const lb_state *s, int64_t elapsed
     return l > 0.0 ? l : 0.0;
 }
 
+/* ns of draining state s needs (from s->last) before n fits; 0 if it fits at
+ * once, PRS_NEVER if it never does within int64 ns.
+ * level - (capacity - n), not level + n - capacity: for whole capacity and n
+ * the parenthesis is exact, so n == capacity needs exactly the drain time of
+ * the level, which is what reset_after reports. */
+static int64_t need_for(const lb_params *p, const lb_state *s, int64_t n) {
+    double excess = s->level - (p->capacity - (double)n);
+    return excess > 0.0 ? ns_for(p, excess) : 0;
+}
+
+static int fits(const lb_params *p, const lb_state *s, int64_t elapsed, int64_t n) {
+    int64_t need = need_for(p, s, n);
+    return need != PRS_NEVER && elapsed >= need;
+}
+
+/* The largest m <= floor(capacity) with fits(m): what `remaining` reports, by
+ * the same test the decisions use (a float guess, then corrected). */
+static int64_t admissible(const lb_params *p, const lb_state *s, int64_t elapsed) {
+    int64_t cap = prs__floor_to_i64(p->capacity);
+    int64_t m = prs__min64(cap, prs__floor_to_i64(p->capacity - level_after(p, s, elapsed)));
+    while (m > 0 && !fits(p, s, elapsed, m)) m--;
+    while (m < cap && fits(p, s, elapsed, m + 1)) m++;
+    return m;
+}
+
 static void state_decide(const lb_params *p, lb_state *s, int64_t now, int64_t n, int consume,
                          prs_decision *d) {
     int64_t elapsed = elapsed_since(s, now);
-    double lvl = level_after(p, s, elapsed), after = lvl;
+    lb_state post = *s; /* the state remaining/reset_after describe */
     d->limit = prs__floor_to_i64(p->capacity);
-    if ((double)n > p->capacity) {
-        d->allowed = 0;
-        d->retry_after_ns = PRS_NEVER;
+    int64_t need = (double)n > p->capacity ? PRS_NEVER : need_for(p, s, n);
+    if (need != PRS_NEVER && elapsed >= need) {
+        d->allowed = 1;
+        d->retry_after_ns = 0;
+        post.level = level_after(p, s, elapsed) + (double)n;
+        if (post.level > p->capacity) post.level = p->capacity; /* rounding at the boundary */
+        if (post.last == INT64_MIN || now > post.last) post.last = now;
+        if (consume) *s = post;
     } else {
-        double excess = s->level + (double)n - p->capacity;
-        int64_t need = excess > 0.0 ? ns_for(p, excess) : 0;
-        if (need != PRS_NEVER && elapsed >= need) {
-            d->allowed = 1;
-            d->retry_after_ns = 0;
-            after = lvl + (double)n;
-            if (after > p->capacity) after = p->capacity; /* rounding at the boundary */
-            if (consume) {
-                s->level = after;
-                if (s->last == INT64_MIN || now > s->last) s->last = now;
-            }
-        } else {
-            /* need > elapsed >= 0, so s->last != INT64_MIN (an empty bucket has no excess) */
-            int64_t at;
-            d->allowed = 0;
-            d->retry_after_ns = (need == PRS_NEVER || __builtin_add_overflow(s->last, need, &at))
-                                    ? PRS_NEVER
-                                    : prs__sat_sub(at, now);
-        }
+        /* need > elapsed >= 0, so s->last != INT64_MIN (an empty bucket has no excess) */
+        int64_t at;
+        d->allowed = 0;
+        d->retry_after_ns = (need == PRS_NEVER || __builtin_add_overflow(s->last, need, &at))
+                                ? PRS_NEVER
+                                : prs__sat_sub(at, now);
     }
-    double room = p->capacity - after;
-    d->remaining = prs__floor_to_i64(room);
-    d->reset_after_ns = after > 0.0 ? ns_for(p, after) : 0;
+    d->remaining = admissible(p, &post, elapsed_since(&post, now));
+    /* back to empty at post.last + the drain time of post.level (the instant at
+     * which check(floor(capacity)) is admitted, for a whole capacity) */
+    if (post.level <= 0.0 || post.last == INT64_MIN) {
+        d->reset_after_ns = 0;
+    } else {
+        int64_t drain = ns_for(p, post.level), at;
+        d->reset_after_ns = (drain == PRS_NEVER || __builtin_add_overflow(post.last, drain, &at))
+                                ? PRS_NEVER
+                                : prs__max64(0, prs__sat_sub(at, now));
+    }
 }
 
 static int decide(prs_leaky_bucket *lb, int64_t now, int64_t n, int consume, prs_decision *d) {

@@ -202,7 +202,7 @@ TEST(fixed_window_descriptor) {
     ASSERT_STREQ(prs_algo_fixed_window.name, "fixed_window");
     prs_fixed_window *fw = make_fw(4, 250 * MS);
     ASSERT_LE_I64(prs_algo_fixed_window.state_size(prs_fixed_window_params(fw)), PRS_ALGO_MAX_INLINE_STATE);
-    lf_object_matches_descriptor(&FW, fw, 5, 100 * MS, 12345, 4000);
+    lf_object_matches_descriptor(&FW, fw, 5, 100 * MS, 12345, 4000, 1);
     lf_state s;
     lf_state_make(&s, &prs_algo_fixed_window, prs_fixed_window_params(fw));
     ASSERT(s.algo->is_fresh(s.params, s.buf, 0));

@@ -101,6 +101,22 @@ TEST(leaky_bucket_table) {
     prs_leaky_bucket_free(lb);
 }
 
+/* Found by the Python property test: reset_after must come from the stored
+ * level by the same integer rule as the decisions (not from a drained float). */
+TEST(leaky_bucket_reset_after_is_exact) {
+    prs_leaky_bucket *lb = make_lb(2, 2000.03400057801);
+    lf_state s;
+    lf_state_make(&s, &prs_algo_leaky_bucket, prs_leaky_bucket_params(lb));
+    int64_t t = 1000000000000;
+    ASSERT(lf_sdecide(&s, t, 1, 1).allowed);
+    ASSERT(lf_sdecide(&s, t + 30495, 1, 1).allowed);
+    prs_decision d = lf_sdecide(&s, t + 30496, 1, 1);
+    ASSERT(!d.allowed);
+    lf_assert_consistent(&s, t + 30496, &d, 1);
+    lf_state_free(&s);
+    prs_leaky_bucket_free(lb);
+}
+
 TEST(leaky_bucket_paces_at_leak_rate) {
     prs_leaky_bucket *lb = make_lb(1, 10); /* one every 100 ms */
     int64_t t = 7 * SEC;
@@ -205,8 +221,20 @@ TEST(leaky_bucket_descriptor) {
     ASSERT_STREQ(prs_algo_leaky_bucket.name, "leaky_bucket");
     prs_leaky_bucket *lb = make_lb(4.5, 3.25);
     ASSERT_LE_I64(prs_algo_leaky_bucket.state_size(prs_leaky_bucket_params(lb)), PRS_ALGO_MAX_INLINE_STATE);
-    lf_object_matches_descriptor(&LB, lb, 5, 700 * MS, 777, 4000);
+    lf_object_matches_descriptor(&LB, lb, 5, 700 * MS, 777, 4000, 0); /* 4.5: no exact reset */
     prs_leaky_bucket_free(lb);
+    lb = make_lb(5, 2000.034000578);
+    lf_object_matches_descriptor(&LB, lb, 5, 2 * MS, 778, 4000, 1);
+    prs_leaky_bucket_free(lb);
+    uint64_t seed = 780;
+    for (int i = 0; i < 40; i++) { /* whole capacities, odd rates: rounding edges */
+        double cap = (double)lf_range(&seed, 1, 8);
+        double rate = (double)lf_range(&seed, 1000, 10000000) + (double)lf_range(&seed, 0, 999) / 997.0;
+        lb = make_lb(cap, rate);
+        int64_t max_dt = (int64_t)(2e9 * cap / rate) + 2;
+        lf_object_matches_descriptor(&LB, lb, (int64_t)cap, max_dt, seed + (uint64_t)i, 600, 1);
+        prs_leaky_bucket_free(lb);
+    }
     lb = make_lb(4, 2);
     lf_state s;
     lf_state_make(&s, &prs_algo_leaky_bucket, prs_leaky_bucket_params(lb));

@@ -102,6 +102,19 @@ static inline void lf_assert_exact(const lf_state *s, int64_t t, int64_t n, int6
     ASSERT_EQ_I64(lf_sprobe(s, t + r - 1, n).retry_after_ns, 1);
 }
 
+/* The fields of d (just decided at now, consuming) describe the state left:
+ * exactly d->remaining more units fit at now, and after reset_after the whole
+ * limit fits again (not one ns earlier when `exact_reset`). */
+static inline void lf_assert_consistent(const lf_state *s, int64_t now, const prs_decision *d,
+                                        int exact_reset) {
+    if (d->remaining > 0) ASSERT(lf_sprobe(s, now, d->remaining).allowed);
+    ASSERT(!lf_sprobe(s, now, d->remaining + 1).allowed);
+    if (d->reset_after_ns == PRS_NEVER) return;
+    ASSERT(lf_sprobe(s, now + d->reset_after_ns, d->limit).allowed);
+    if (exact_reset && d->reset_after_ns > 0)
+        ASSERT(!lf_sprobe(s, now + d->reset_after_ns - 1, d->limit).allowed);
+}
+
 /* ---- random numbers ----------------------------------------------------- */
 
 static inline uint64_t lf_rng(uint64_t *s) { /* xorshift64* */
@@ -120,9 +133,11 @@ static inline int64_t lf_range(uint64_t *s, int64_t lo, int64_t hi) { /* [lo, hi
 
 /* Runs the same random schedule (monotone time, some steps back) on the object
  * and on a descriptor state made from its params; decisions must be equal.
- * Every denial is checked for exactness on the descriptor state. */
+ * Every denial is checked for exactness on the descriptor state, and every
+ * decision's remaining/reset_after against the state it leaves. */
 static inline void lf_object_matches_descriptor(const lf_ops *o, void *obj, int64_t max_n,
-                                                int64_t max_dt, uint64_t seed, int steps) {
+                                                int64_t max_dt, uint64_t seed, int steps,
+                                                int exact_reset) {
     lf_state s;
     lf_state_make(&s, o->algo, o->params(obj));
     int64_t t = 1000 * LF_SEC;
@@ -143,6 +158,7 @@ static inline void lf_object_matches_descriptor(const lf_ops *o, void *obj, int6
         lf_sane(&a, a.limit);
         if (!b.allowed && b.retry_after_ns != PRS_NEVER && now == t)
             lf_assert_exact(&s, now, n, b.retry_after_ns);
+        if (now == t) lf_assert_consistent(&s, now, &b, exact_reset);
     }
     lf_state_free(&s);
 }

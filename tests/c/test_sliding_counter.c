@@ -192,7 +192,7 @@ TEST(sliding_counter_descriptor) {
     ASSERT_STREQ(prs_algo_sliding_counter.name, "sliding_counter");
     prs_sliding_counter *sc = make_sc(6, 300 * MS);
     ASSERT_LE_I64(prs_algo_sliding_counter.state_size(prs_sliding_counter_params(sc)), PRS_ALGO_MAX_INLINE_STATE);
-    lf_object_matches_descriptor(&SC, sc, 4, 100 * MS, 99, 5000);
+    lf_object_matches_descriptor(&SC, sc, 4, 100 * MS, 99, 5000, 1);
     prs_sliding_counter_free(sc);
     sc = make_sc(4, SEC);
     lf_state s;
