@@ -170,11 +170,9 @@ class CircuitBreaker(_core.CircuitBreaker):
                 return await call_async(func, *args, **kwargs)
             return cast(F, async_wrapper)
 
-        call = self.call
-
-        @functools.wraps(func)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return call(func, *args, **kwargs)
+        # a C callable (no Python frame per call) that binds like a function
+        wrapper = self._wrap(func)
+        functools.update_wrapper(wrapper, func)
         return cast(F, wrapper)
 
     # -- context managers --------------------------------------------------------

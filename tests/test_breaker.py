@@ -544,9 +544,42 @@ def test_sync_decorator(clock):
         """adds"""
         return a + b
     assert add(1, b=2) == 3
-    assert add.__doc__ == "adds" and add.__name__ == "add"
+    assert add.__doc__ == "adds" and add.__name__ == "add" and add.__wrapped__ is not None
+    assert add.__module__ == __name__ and add.breaker is cb
+    assert str(inspect.signature(add)) == "(a, b=1)"
+    assert "protected" in repr(add)
     with pytest.raises(TypeError):
         cb(42)
+
+    class Client:
+        def __init__(self):
+            self.calls = 0
+
+        @cb
+        def get(self, key, *, default=None):
+            self.calls += 1
+            if key == "bad":
+                raise Boom()
+            return key or default
+
+        @staticmethod
+        @cb
+        def ping():
+            return "pong"
+    c = Client()
+    assert c.get("k") == "k" and c.get("", default=5) == 5 and c.calls == 2
+    assert Client.get(c, "x") == "x"  # through the class: a plain function
+    assert Client.ping() == "pong" and c.ping() == "pong"
+    with pytest.raises(Boom):
+        c.get("bad")
+    assert cb.state is CircuitState.OPEN
+    with pytest.raises(CircuitOpenError):
+        c.get("k")
+    assert c.calls == 4  # rejected: not run
+    ref = weakref.ref(add)
+    del add
+    gc.collect()
+    assert ref() is None
 
 
 def test_with_blocks_record_outcome(clock):

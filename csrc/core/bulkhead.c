@@ -49,12 +49,22 @@ struct prs_bulkhead {
 
 /* ---- condition variables on the monotonic clock ------------------------ */
 
+/* One attribute object for every waiter's condition variable, made once:
+ * pthread_cond_init with it is then a few stores. */
+static pthread_condattr_t cond_attr;
+static int cond_attr_rc = -1;
+static pthread_once_t cond_attr_once = PTHREAD_ONCE_INIT;
+
+static void cond_attr_make(void) {
+    if (pthread_condattr_init(&cond_attr) != 0) return;
+    if (pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC) != 0) return;
+    cond_attr_rc = 0;
+}
+
 static int cond_init_monotonic(pthread_cond_t *c) {
-    pthread_condattr_t attr;
-    if (pthread_condattr_init(&attr) != 0) return PRS_ENOMEM;
-    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (rc == 0) rc = pthread_cond_init(c, &attr);
-    pthread_condattr_destroy(&attr);
+    pthread_once(&cond_attr_once, cond_attr_make);
+    if (cond_attr_rc != 0) return PRS_EAGAIN;
+    int rc = pthread_cond_init(c, &cond_attr);
     if (rc == ENOMEM) return PRS_ENOMEM;
     return rc == 0 ? PRS_OK : PRS_EAGAIN;
 }
@@ -272,7 +282,7 @@ int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64
             b->acquired--;
             b->cancelled++;
             next = hand_over(b);
-            *outcome = PRS_BULKHEAD_CANCELLED;
+            *outcome = PRS_BULKHEAD_RETURNED;
         }
     } else {
         *outcome = PRS_BULKHEAD_CANCELLED;

@@ -69,7 +69,8 @@ enum {
     PRS_BULKHEAD_ACQUIRED = 1,  /* the caller holds a permit */
     PRS_BULKHEAD_WAITING = 2,   /* the waiter was queued */
     PRS_BULKHEAD_REJECTED = 3,  /* no permit: a timeout (counted in rejected) */
-    PRS_BULKHEAD_CANCELLED = 4  /* no permit: left the queue or gave it back */
+    PRS_BULKHEAD_CANCELLED = 4, /* no permit: left the queue (or was not queued) */
+    PRS_BULKHEAD_RETURNED = 5   /* no permit: it had been handed one and gave it back */
 };
 
 /* finish() modes. */
@@ -127,8 +128,12 @@ int prs_bulkhead_release(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter **
 int prs_bulkhead_wait(prs_bulkhead *b, prs_bulkhead_waiter *w, int64_t deadline_ns);
 /* Settles a waiter (any state) and leaves it IDLE. *outcome:
  *   ACCEPT: ACQUIRED if it was served, else REJECTED (it leaves the queue; counted).
- *   CANCEL: CANCELLED; a permit it was handed goes back (to the next waiter,
- *           stored in *woken as for release()).
+ *   CANCEL: CANCELLED if it was still queued (or IDLE); RETURNED if it had been
+ *           served: the permit goes back (to the next waiter, stored in *woken
+ *           as for release()).
+ * REJECTED and CANCELLED mean the waiter was queued until this call: whoever
+ * tracks "the bulkhead holds this waiter" lets go here; after ACQUIRED or
+ * RETURNED, the thread that served it (release's *woken) did.
  * PRS_OK or PRS_EINVAL. */
 int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64_t now_ns,
                         int *outcome, prs_bulkhead_waiter **woken);

@@ -134,6 +134,9 @@ void prs_ring_waiter_destroy(prs_ring_waiter *w);
  * EVICTED, DROPPED, FULL, WAITING. Returns PRS_OK; PRS_ECLOSED when closed
  * (nothing counted, the caller keeps its item); PRS_EINVAL. */
 int prs_ring_put(prs_ring *r, void *item, prs_ring_waiter *w, prs_ring_result *res);
+/* prs_ring_put() without a waiter, except that where put would queue one (a
+ * full BLOCK ring) it changes and counts nothing and returns PRS_EAGAIN. */
+int prs_ring_try_put(prs_ring *r, void *item, prs_ring_result *res);
 /* Gets the oldest item into *item (GOT). When none is stored: with w (a
  * consumer waiter, IDLE) queues it (WAITING) and returns PRS_OK; without,
  * returns PRS_EEMPTY; on a closed ring PRS_ECLOSED. */

@@ -64,12 +64,22 @@ struct prs_ring {
 
 /* ---- condition variables on the monotonic clock ------------------------ */
 
+/* One attribute object for every waiter's condition variable, made once:
+ * pthread_cond_init with it is then a few stores. */
+static pthread_condattr_t cond_attr;
+static int cond_attr_rc = -1;
+static pthread_once_t cond_attr_once = PTHREAD_ONCE_INIT;
+
+static void cond_attr_make(void) {
+    if (pthread_condattr_init(&cond_attr) != 0) return;
+    if (pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC) != 0) return;
+    cond_attr_rc = 0;
+}
+
 static int cond_init_monotonic(pthread_cond_t *c) {
-    pthread_condattr_t attr;
-    if (pthread_condattr_init(&attr) != 0) return PRS_ENOMEM;
-    int rc = pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    if (rc == 0) rc = pthread_cond_init(c, &attr);
-    pthread_condattr_destroy(&attr);
+    pthread_once(&cond_attr_once, cond_attr_make);
+    if (cond_attr_rc != 0) return PRS_EAGAIN;
+    int rc = pthread_cond_init(c, &cond_attr);
     if (rc == ENOMEM) return PRS_ENOMEM;
     return rc == 0 ? PRS_OK : PRS_EAGAIN;
 }
@@ -289,7 +299,9 @@ static void check_watermarks(prs_ring *r, prs_ring_result *res) {
 
 /* ---- operations ----------------------------------------------------------- */
 
-int prs_ring_put(prs_ring *r, void *item, prs_ring_waiter *w, prs_ring_result *res) {
+/* put with try_only: where put would queue a waiter, change nothing and
+ * return PRS_EAGAIN. */
+static int put_impl(prs_ring *r, void *item, prs_ring_waiter *w, int try_only, prs_ring_result *res) {
     if (!r || !res) return PRS_EINVAL;
     res_init(res);
     if (w && (w->state == PRS_WAITER_WAITING || !w->producer)) return PRS_EINVAL;
@@ -297,6 +309,11 @@ int prs_ring_put(prs_ring *r, void *item, prs_ring_waiter *w, prs_ring_result *r
     if (r->closed) {
         pthread_mutex_unlock(&r->mu);
         return PRS_ECLOSED;
+    }
+    if (try_only && r->strategy == PRS_RING_BLOCK && r->consumers.n == 0 &&
+        r->count + r->handed >= r->cap) {
+        pthread_mutex_unlock(&r->mu);
+        return PRS_EAGAIN;
     }
     r->received++;
     if (r->consumers.n > 0) {
@@ -342,6 +359,14 @@ int prs_ring_put(prs_ring *r, void *item, prs_ring_waiter *w, prs_ring_result *r
     check_watermarks(r, res);
     pthread_mutex_unlock(&r->mu);
     return PRS_OK;
+}
+
+int prs_ring_put(prs_ring *r, void *item, prs_ring_waiter *w, prs_ring_result *res) {
+    return put_impl(r, item, w, 0, res);
+}
+
+int prs_ring_try_put(prs_ring *r, void *item, prs_ring_result *res) {
+    return put_impl(r, item, NULL, 1, res);
 }
 
 int prs_ring_get(prs_ring *r, prs_ring_waiter *w, void **item, prs_ring_result *res) {

@@ -483,6 +483,33 @@ static int finish(breaker_obj *self, prs_breaker_permit permit, int64_t start,
 
 /* ---- call() ---------------------------------------------------------------------------- */
 
+/* Runs func(*args) through the breaker; `nargsf` may carry
+ * PY_VECTORCALL_ARGUMENTS_OFFSET, passed on to func. */
+static PyObject *run_protected(breaker_obj *self, PyObject *func, PyObject *const *args,
+                               size_t nargsf, PyObject *kwnames) {
+    prs_breaker_permit permit;
+    prs_breaker_decision d;
+    int64_t start;
+    int a = admit(self, &permit, &start, &d);
+    if (a < 0) return NULL;
+    if (a == 0) {
+        if (self->fallback) return PyObject_CallNoArgs(self->fallback);
+        return raise_open(self, &d);
+    }
+    PyObject *res = PyObject_Vectorcall(func, args, nargsf, kwnames);
+    prs_breaker_outcome outcome;
+    if (res) {
+        if (classify_result(self, res, &outcome) < 0) {
+            Py_CLEAR(res);
+            outcome = PRS_BREAKER_IGNORED;
+        }
+    } else {
+        outcome = classify(self, PyErr_Occurred());
+    }
+    if (finish(self, permit, start, outcome) < 0) Py_CLEAR(res);
+    return res;
+}
+
 static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames) {
     if (nargs < 1) {
@@ -490,27 +517,119 @@ static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         return NULL;
     }
     if (ensure_init(SELF) < 0) return NULL;
-    prs_breaker_permit permit;
-    prs_breaker_decision d;
-    int64_t start;
-    int a = admit(SELF, &permit, &start, &d);
-    if (a < 0) return NULL;
-    if (a == 0) {
-        if (SELF->fallback) return PyObject_CallNoArgs(SELF->fallback);
-        return raise_open(SELF, &d);
+    return run_protected(SELF, args[0], args + 1, (size_t)(nargs - 1), kwnames);
+}
+
+/* ---- the decorated function: a C callable, so @breaker adds no Python frame ---- */
+
+typedef struct wrapped_obj {
+    PyObject_HEAD
+    breaker_obj *breaker;   /* strong */
+    PyObject *func;         /* strong */
+    PyObject *dict;         /* __dict__: functools.update_wrapper stores __name__ etc. here */
+    PyObject *weakreflist;
+    vectorcallfunc vectorcall;
+} wrapped_obj;
+
+#define WSELF ((wrapped_obj *)self)
+
+static PyObject *wrapped_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames) {
+    return run_protected(WSELF->breaker, WSELF->func, args, nargsf, kwnames);
+}
+
+static int wrapped_traverse(PyObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(WSELF->breaker);
+    Py_VISIT(WSELF->func);
+    Py_VISIT(WSELF->dict);
+    return 0;
+}
+
+static int wrapped_clear(PyObject *self) {
+    Py_CLEAR(WSELF->breaker);
+    Py_CLEAR(WSELF->func);
+    Py_CLEAR(WSELF->dict);
+    return 0;
+}
+
+static void wrapped_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (WSELF->weakreflist) PyObject_ClearWeakRefs(self);
+    wrapped_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+/* A plain function's binding: accessed through an instance, a bound method. */
+static PyObject *wrapped_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
+static PyObject *wrapped_repr(PyObject *self) {
+    if (!WSELF->func) return PyUnicode_FromString("<CircuitBreaker-protected function>");
+    return PyUnicode_FromFormat("<CircuitBreaker-protected %R>", WSELF->func);
+}
+
+static PyObject *wrapped_get_breaker(PyObject *self, void *c) {
+    return Py_NewRef(WSELF->breaker ? (PyObject *)WSELF->breaker : Py_None);
+}
+
+static PyGetSetDef wrapped_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {"breaker", wrapped_get_breaker, NULL, "The CircuitBreaker that protects this function.", NULL},
+    {NULL},
+};
+
+static PyMemberDef wrapped_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(wrapped_obj, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(wrapped_obj, weakreflist), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(wrapped_obj, vectorcall), READONLY, NULL},
+    {NULL},
+};
+
+static PyType_Slot wrapped_slots[] = {
+    {Py_tp_doc, "A function protected by a CircuitBreaker (made by using the breaker as a "
+                "decorator): each call goes through breaker.call(func, ...)."},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, wrapped_descr_get},
+    {Py_tp_repr, wrapped_repr},
+    {Py_tp_dealloc, wrapped_dealloc},
+    {Py_tp_traverse, wrapped_traverse},
+    {Py_tp_clear, wrapped_clear},
+    {Py_tp_getset, wrapped_getset},
+    {Py_tp_members, wrapped_members},
+    {0, NULL},
+};
+
+static PyType_Spec wrapped_spec = {
+    "pyresilience._core.BreakerFunction",
+    sizeof(wrapped_obj),
+    0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL |
+        Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    wrapped_slots,
+};
+
+/* _wrap(func) -> a BreakerFunction calling func through this breaker. */
+static PyObject *cb_wrap(PyObject *self, PyObject *func) {
+    if (ensure_init(SELF) < 0) return NULL;
+    if (!PyCallable_Check(func)) {
+        PyErr_Format(PyExc_TypeError, "a CircuitBreaker decorates callables, not %.200s: %R",
+                     Py_TYPE(func)->tp_name, func);
+        return NULL;
     }
-    PyObject *res = PyObject_Vectorcall(args[0], args + 1, nargs - 1, kwnames);
-    prs_breaker_outcome outcome;
-    if (res) {
-        if (classify_result(SELF, res, &outcome) < 0) {
-            Py_CLEAR(res);
-            outcome = PRS_BREAKER_IGNORED;
-        }
-    } else {
-        outcome = classify(SELF, PyErr_Occurred());
-    }
-    if (finish(SELF, permit, start, outcome) < 0) Py_CLEAR(res);
-    return res;
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st) return NULL;
+    PyTypeObject *tp = PRS_PY_TYPE(st, BreakerFunction);
+    wrapped_obj *w = (wrapped_obj *)tp->tp_alloc(tp, 0);
+    if (!w) return NULL;
+    w->breaker = (breaker_obj *)Py_NewRef(self);
+    w->func = Py_NewRef(func);
+    w->vectorcall = wrapped_vectorcall;
+    return (PyObject *)w;
 }
 
 /* _acquire() -> (permit, start_ns) when admitted, else a fresh CircuitOpenError
@@ -865,6 +984,9 @@ static PyMethodDef cb_methods[] = {
      "Call listener(breaker, old_state, new_state) after every transition."},
     {"remove_listener", cb_remove_listener, METH_O,
      "remove_listener($self, listener, /)\n--\n\nRemove a listener (ValueError if absent)."},
+    {"_wrap", cb_wrap, METH_O,
+     "_wrap($self, func, /)\n--\n\n"
+     "Internal: a C callable running func through this breaker (the sync decorator)."},
     {"_acquire", cb_acquire_token, METH_NOARGS,
      "_acquire($self, /)\n--\n\n"
      "Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."},
@@ -937,6 +1059,7 @@ static PyStructSequence_Desc metrics_desc = {
 
 int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &cb_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &wrapped_spec, NULL) < 0) return -1;
     PyTypeObject *mt = PyStructSequence_NewType(&metrics_desc);
     if (!mt) return -1;
     if (PyModule_AddObjectRef(m, "CircuitBreakerMetrics", (PyObject *)mt) < 0) {

@@ -41,6 +41,7 @@ enum prs_py_slot {
     /* circuit breaker (issue 4) */
     PRS_SLOT_CircuitBreaker,
     PRS_SLOT_CircuitBreakerMetrics,
+    PRS_SLOT_BreakerFunction,
     /* retry (issue 5) */
     PRS_SLOT_RetryPolicy,
     PRS_SLOT_RetryBudget,

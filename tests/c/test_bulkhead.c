@@ -104,7 +104,7 @@ TEST(bulkhead_fifo_handover) {
     ASSERT_OK(prs_bulkhead_release(b, 20, &woken));
     ASSERT(woken == &w[2]);
     ASSERT_OK(prs_bulkhead_finish(b, &w[2], PRS_BULKHEAD_FINISH_CANCEL, 20, &outcome, &woken));
-    ASSERT_EQ(outcome, PRS_BULKHEAD_CANCELLED);
+    ASSERT_EQ(outcome, PRS_BULKHEAD_RETURNED);
     ASSERT(woken == NULL);
     prs_bulkhead_stats_get(b, &s);
     ASSERT_EQ(s.active, 1);
@@ -137,6 +137,7 @@ TEST(bulkhead_cancel_granted_passes_on) {
     prs_bulkhead_release(b, 5, &woken);
     ASSERT(woken == &a);
     ASSERT_OK(prs_bulkhead_finish(b, &a, PRS_BULKHEAD_FINISH_CANCEL, 5, &outcome, &woken));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_RETURNED);
     ASSERT(woken == &c); /* the permit a gave back went straight to c */
     ASSERT_EQ(prs_bulkhead_waiter_state(b, &c), PRS_WAITER_GRANTED);
     ASSERT_OK(prs_bulkhead_finish(b, &c, PRS_BULKHEAD_FINISH_ACCEPT, 5, &outcome, &woken));

@@ -1,0 +1,230 @@
+"""Bulkheads: bounded concurrency for threads and asyncio, from one C core.
+
+:class:`Bulkhead` is a thin Python subclass of ``pyresilience._core.Bulkhead``:
+``acquire``/``release``/``with`` and every counter run in C; this module adds
+what is naturally Python - ``await execute()`` (the reference design), its
+thread pool, ``call()``, ``async with`` and decorators.
+
+Sync and async users of one bulkhead share one pool of permits and one FIFO
+queue of waiters. An asyncio waiter is a future woken when a permit is handed
+to it; if its task is cancelled, the permit (if it got one) goes back at once,
+exactly once.
+"""
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import functools
+import inspect
+import math
+import threading
+from asyncio.events import _get_running_loop
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
+
+from . import _core
+
+__all__ = ["Bulkhead", "BulkheadMetrics"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+
+_DEFAULT: Any = ...  # "the bulkhead's max_wait_seconds"
+
+
+@dataclass(frozen=True)
+class BulkheadMetrics:
+    """A snapshot of a bulkhead's counters (``Bulkhead.metrics``)."""
+
+    name: str
+    max_concurrent: int
+    active_count: int
+    available: int
+    waiting_count: int
+    acquired_count: int
+    released_count: int
+    rejected_count: int
+    cancelled_count: int
+    average_hold_seconds: Optional[float]
+
+
+def _wake(fut: "asyncio.Future[Any]") -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def _check_timeout(timeout: Any, default: float) -> float:
+    """seconds (inf: no limit) from a timeout argument (_DEFAULT: the bulkhead's)."""
+    if timeout is _DEFAULT:
+        return default
+    if timeout is None:
+        return math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}: {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    return float(timeout)
+
+
+class Bulkhead(_core.Bulkhead):
+    """Bulkhead(name, max_concurrent, max_wait_seconds=30.0)
+
+    At most ``max_concurrent`` operations at once; the others wait up to
+    ``max_wait_seconds`` (0: fail at once; ``math.inf``: no limit) for a slot,
+    first come, first served, then fail with :class:`BulkheadFullError`
+    (``rejected_count`` goes up by one).
+
+    - ``await bulkhead.execute(func, *args, **kwargs)``: coroutine functions
+      are awaited directly; plain functions run in the bulkhead's own thread
+      pool (``max_concurrent`` workers named ``bulkhead-{name}_N``).
+    - Threads: ``bulkhead.call(func, *args, **kwargs)``, ``with bulkhead:``,
+      ``@bulkhead`` (sync and async functions), ``acquire()``/``release()``.
+      Waits release the GIL and Ctrl-C interrupts them.
+    - asyncio: ``async with bulkhead:``, ``await bulkhead.acquire_async()``.
+
+    Thread-safe; sync and async users share one pool of permits.
+    """
+
+    def __init__(self, name: str, max_concurrent: int, max_wait_seconds: float = 30.0) -> None:
+        super().__init__(name, max_concurrent, max_wait_seconds)
+        self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._executor_lock = threading.Lock()
+
+    # -- asyncio -----------------------------------------------------------
+
+    async def acquire_async(self, timeout: Any = _DEFAULT) -> None:
+        """acquire_async(self, timeout=...)
+
+        Take a slot without blocking the event loop, waiting up to ``timeout``
+        seconds (``...``, the default: max_wait_seconds; None: no limit; 0: fail at once).
+        Raises BulkheadFullError when none frees in time. If the task is
+        cancelled while waiting, nothing is kept (a slot handed over at that
+        moment goes to the next waiter). Pair with release()."""
+        limit = _check_timeout(timeout, self.max_wait_seconds)
+        r = self._acquire_async(_get_running_loop, limit != 0)
+        if r is True:
+            return
+        if r is False:
+            raise self._full_error()
+        fut = r.future
+        handle = None if math.isinf(limit) else fut.get_loop().call_later(limit, _wake, fut)
+        try:
+            await fut
+        except BaseException:
+            self._finish(r, True)
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+        if not self._finish(r, False):
+            raise self._full_error()
+
+    async def __aenter__(self) -> "Bulkhead":
+        await self.acquire_async()
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        self.release()
+
+    def _get_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        ex = self._executor
+        if ex is None:
+            with self._executor_lock:
+                ex = self._executor
+                if ex is None:
+                    ex = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=min(self.max_concurrent, 1 << 15),
+                        thread_name_prefix=f"bulkhead-{self.name}")
+                    self._executor = ex
+        return ex
+
+    async def execute(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """execute(self, func, /, *args, **kwargs)
+
+        Run ``func(*args, **kwargs)`` in the bulkhead (the reference design's
+        API): wait up to max_wait_seconds for a slot (BulkheadFullError when
+        none frees), then await it if it is a coroutine function, or run it in
+        the bulkhead's thread pool otherwise. The slot is released when the
+        call ends - for a thread-pool call, when the thread finishes, even if
+        the awaiting task was cancelled meanwhile."""
+        await self.acquire_async()
+        if inspect.iscoroutinefunction(func):
+            try:
+                return await func(*args, **kwargs)
+            finally:
+                self.release()
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        try:
+            cf = self._get_executor().submit(ctx.run, func, *args, **kwargs)
+        except BaseException:
+            self.release()
+            raise
+        cf.add_done_callback(self._release_done)
+        result = await asyncio.wrap_future(cf, loop=loop)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    def _release_done(self, cf: "concurrent.futures.Future[Any]") -> None:
+        self.release()
+
+    # -- threads -------------------------------------------------------------
+
+    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """call(self, func, /, *args, **kwargs)
+
+        ``func(*args, **kwargs)`` inside the bulkhead, in this thread: waits up
+        to max_wait_seconds for a slot (GIL released, Ctrl-C interrupts), then
+        calls; the slot is released when it returns or raises."""
+        self.acquire()
+        try:
+            return func(*args, **kwargs)
+        finally:
+            self.release()
+
+    def __call__(self, func: F) -> F:
+        """Use the bulkhead as a decorator: each call of a sync function runs
+        as call(); each call of a coroutine function under ``async with``."""
+        if not callable(func):
+            raise TypeError(f"a bulkhead decorates callables, not {type(func).__name__}: {func!r}")
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                await self.acquire_async()
+                try:
+                    return await func(*args, **kwargs)
+                finally:
+                    self.release()
+            return cast(F, async_wrapper)
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            self.acquire()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                self.release()
+        return cast(F, wrapper)
+
+    # -- introspection -------------------------------------------------------
+
+    @property
+    def metrics(self) -> BulkheadMetrics:
+        """A snapshot of every counter (BulkheadMetrics)."""
+        return BulkheadMetrics(name=self.name, **self._stats())
+
+    def shutdown(self, wait: bool = True) -> None:
+        """shutdown(self, wait=True)
+
+        Stop the thread pool of execute() (a later execute() starts a new one)."""
+        with self._executor_lock:
+            ex, self._executor = self._executor, None
+        if ex is not None:
+            ex.shutdown(wait=wait)
+
+    def __repr__(self) -> str:
+        return (f"Bulkhead(name={self.name!r}, max_concurrent={self.max_concurrent!r}, "
+                f"max_wait_seconds={self.max_wait_seconds!r}, active={self.active_count}, "
+                f"waiting={self.waiting_count})")

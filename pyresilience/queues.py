@@ -1,0 +1,251 @@
+"""Backpressure queues: bounded FIFOs on a C ring, for asyncio and threads.
+
+:class:`BackpressureQueue` is the reference design's asyncio queue, unchanged
+(``await put(item) -> bool``, ``await get()``, ``fill_ratio``, ``metrics``);
+:class:`BoundedQueue` is the same queue for threads (``put``/``get`` with
+timeouts that release the GIL). Both are thin subclasses of
+``pyresilience._core.RingQueue`` and add ``close()``, iteration that ends
+when a closed queue is drained, and high/low watermark callbacks.
+
+The buffer is a C ring of object references: an item is never lost or
+duplicated, dropped items are released at once, and memory does not grow
+with throughput. Producers and consumers waiting on one queue - threads and
+asyncio tasks alike - are served first come, first served, by direct hand-off.
+"""
+from __future__ import annotations
+
+import math
+from asyncio.events import _get_running_loop
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
+
+from . import _core
+from ._core import _AsyncWaiter
+from .errors import QueueClosedError
+
+__all__ = ["BackpressureStrategy", "BackpressureMetrics", "BackpressureQueue", "BoundedQueue"]
+
+
+class BackpressureStrategy(str, Enum):
+    """What a put does when the queue is full."""
+
+    BLOCK = "block"              #: wait up to block_timeout for room, then drop the item
+    DROP_OLDEST = "drop_oldest"  #: evict the oldest item to make room
+    DROP_NEWEST = "drop_newest"  #: drop the new item
+    ERROR = "error"              #: raise QueueFullError
+
+
+@dataclass
+class BackpressureMetrics:
+    """Counters of a queue (a snapshot: ``queue.metrics``).
+
+    ``items_received`` counts every put on an open queue, ``items_processed``
+    every item handed to a getter, ``items_dropped`` every item evicted,
+    refused or given up on (BLOCK timeout, close); ``producer_blocked_count``
+    every put that had to wait. received == processed + dropped + qsize() +
+    producers still waiting."""
+
+    items_received: int = 0
+    items_processed: int = 0
+    items_dropped: int = 0
+    producer_blocked_count: int = 0
+
+
+def _check_timeout(timeout: Any) -> None:
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}: {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+
+
+def _wake(fut: Any) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+Strategy = Union[BackpressureStrategy, str]
+Hook = Optional[Callable[[], Any]]
+
+
+class _RingQueueMixin(_core.RingQueue):
+    """What both queues share: metrics, strategy, async put/get, iteration."""
+
+    @property
+    def strategy(self) -> BackpressureStrategy:
+        """The queue's BackpressureStrategy."""
+        return BackpressureStrategy(self._strategy_name)
+
+    @property
+    def metrics(self) -> BackpressureMetrics:
+        """A snapshot of the counters (BackpressureMetrics)."""
+        s = self._stats()
+        return BackpressureMetrics(s[0], s[1], s[2], s[3])
+
+    # -- asyncio --------------------------------------------------------------
+
+    async def _aput(self, item: Any) -> bool:
+        r = self._put_async(item, _get_running_loop)
+        if r.__class__ is bool:
+            return r
+        return await self._await_put(r)
+
+    async def _await_put(self, w: Any) -> bool:
+        fut = w.future
+        limit = self.block_timeout
+        handle = None if math.isinf(limit) else fut.get_loop().call_later(limit, _wake, fut)
+        try:
+            await fut
+        except BaseException:
+            self._finish_put(w, True)
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+        return self._finish_put(w, False)
+
+    async def _aget(self, timeout: Optional[float] = None) -> Any:
+        if timeout is not None:
+            _check_timeout(timeout)
+        r = self._get_async(_get_running_loop)
+        if r.__class__ is not _AsyncWaiter:
+            return r
+        return await self._await_get(r, timeout)
+
+    async def _await_get(self, w: Any, timeout: Optional[float]) -> Any:
+        fut = w.future
+        handle = None
+        if timeout is not None and not math.isinf(timeout):
+            handle = fut.get_loop().call_later(timeout, _wake, fut)
+        try:
+            await fut
+        except BaseException:
+            self._finish_get(w, True)
+            raise
+        finally:
+            if handle is not None:
+                handle.cancel()
+        return self._finish_get(w, False)
+
+    # -- iteration -------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[Any]:
+        get = _core.RingQueue.get
+        while True:
+            try:
+                yield get(self)
+            except QueueClosedError:
+                return
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        while True:
+            try:
+                item = await self._aget()
+            except QueueClosedError:
+                return
+            yield item
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(max_size={self.max_size}, strategy={self.strategy!s}, "
+                f"qsize={len(self)}, closed={self.closed})")
+
+
+class BackpressureQueue(_RingQueueMixin):
+    """BackpressureQueue(max_size, strategy=BackpressureStrategy.BLOCK, block_timeout=30.0, high_watermark=None, low_watermark=None, on_high_watermark=None, on_low_watermark=None)
+
+    A bounded asyncio queue with a backpressure strategy (the reference
+    design): ``await put(item) -> bool`` and ``await get()``. When full, BLOCK
+    waits up to ``block_timeout`` seconds for room (counting
+    producer_blocked_count), then drops the item and returns False;
+    DROP_OLDEST evicts the oldest item and returns True; DROP_NEWEST drops the
+    new item and returns False; ERROR raises QueueFullError("Queue is full").
+    Dropped items count in metrics.items_dropped.
+
+    Never blocks the event loop; a task cancelled while waiting takes nothing
+    (an item handed to it goes back to the front). Thread-safe: put_nowait()
+    and get_nowait() work from any thread, and a BoundedQueue-style sync get
+    is available as ``for item in queue``. close(), watermarks and iteration
+    as in BoundedQueue.
+    """
+
+    def __init__(self, max_size: int, strategy: Strategy = BackpressureStrategy.BLOCK,
+                 block_timeout: float = 30.0, high_watermark: Optional[float] = None,
+                 low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
+                 on_low_watermark: Hook = None) -> None:
+        super().__init__(max_size, strategy, block_timeout, high_watermark, low_watermark,
+                         on_high_watermark, on_low_watermark)
+
+    async def put(self, item: Any) -> bool:  # type: ignore[override]
+        """put(self, item)
+
+        Put an item: True if it is queued, False if it was dropped (see the
+        class docstring for each strategy). QueueFullError with ERROR,
+        QueueClosedError after close()."""
+        r = self._put_async(item, _get_running_loop)
+        if r.__class__ is bool:
+            return r
+        return await self._await_put(r)
+
+    async def get(self, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
+        """get(self, timeout=None)
+
+        Remove and return the oldest item, waiting for one (up to ``timeout``
+        seconds if given: QueueEmptyError). QueueClosedError once a closed
+        queue is drained."""
+        if timeout is not None:
+            _check_timeout(timeout)
+        r = self._get_async(_get_running_loop)
+        if r.__class__ is not _AsyncWaiter:
+            return r
+        return await self._await_get(r, timeout)
+
+
+class BoundedQueue(_RingQueueMixin):
+    """BoundedQueue(max_size, strategy=BackpressureStrategy.BLOCK, block_timeout=30.0, high_watermark=None, low_watermark=None, on_high_watermark=None, on_low_watermark=None)
+
+    A bounded thread-safe queue with a backpressure strategy (BackpressureQueue
+    for threads). ``put(item, timeout=None) -> bool`` (None: block_timeout),
+    ``get(timeout=None)`` (None: no limit; QueueEmptyError - a queue.Empty - on
+    timeout), put_nowait, get_nowait, qsize, empty, full, len(), fill_ratio,
+    metrics. Blocking waits release the GIL and Ctrl-C interrupts them.
+    ``put_async``/``get_async`` are the asyncio forms.
+
+    ``close()``: later puts raise QueueClosedError; getters drain what is left,
+    then raise QueueClosedError; blocked producers and consumers wake at once.
+    ``for item in queue`` / ``async for item in queue`` end when a closed queue
+    is drained.
+
+    Watermarks: fractions ``0 <= low_watermark < high_watermark <= 1`` (one
+    alone: the other defaults to 0.0 / 1.0). ``on_high_watermark()`` is called
+    when the fill ratio reaches high_watermark, ``on_low_watermark()`` when it
+    then falls to low_watermark; once per crossing, with no lock held, in the
+    thread whose put/get crossed the mark.
+    """
+
+    def __init__(self, max_size: int, strategy: Strategy = BackpressureStrategy.BLOCK,
+                 block_timeout: float = 30.0, high_watermark: Optional[float] = None,
+                 low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
+                 on_low_watermark: Hook = None) -> None:
+        super().__init__(max_size, strategy, block_timeout, high_watermark, low_watermark,
+                         on_high_watermark, on_low_watermark)
+
+    async def put_async(self, item: Any) -> bool:
+        """put_async(self, item)
+
+        The asyncio form of put() (waits up to block_timeout without blocking
+        the event loop)."""
+        r = self._put_async(item, _get_running_loop)
+        if r.__class__ is bool:
+            return r
+        return await self._await_put(r)
+
+    async def get_async(self, timeout: Optional[float] = None) -> Any:
+        """get_async(self, timeout=None)
+
+        The asyncio form of get()."""
+        if timeout is not None:
+            _check_timeout(timeout)
+        r = self._get_async(_get_running_loop)
+        if r.__class__ is not _AsyncWaiter:
+            return r
+        return await self._await_get(r, timeout)

@@ -1,0 +1,524 @@
+"""Bulkhead: the reference usage (ServiceClient awaiting execute), limits under
+threads and asyncio, FIFO across both, cancellation and timeouts giving permits
+back exactly once, Ctrl-C, bad input, GC, typing."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import math
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import weakref
+from pathlib import Path
+
+import pytest
+
+import pyresilience as pr
+from pyresilience import Bulkhead, BulkheadFullError, ResilienceError
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# ---- the reference usage -----------------------------------------------------------
+
+class ServiceClient:
+    """The reference design's example: one bulkhead per dependency."""
+
+    def __init__(self) -> None:
+        self.db_bulkhead = Bulkhead("database", max_concurrent=10)
+        self.api_bulkhead = Bulkhead("external_api", max_concurrent=5)
+        self.cache_bulkhead = Bulkhead("cache", max_concurrent=20)
+        self.peak = {"database": 0, "external_api": 0, "cache": 0}
+        self.inside = {"database": 0, "external_api": 0, "cache": 0}
+
+    async def _run(self, name: str, value: str) -> str:
+        self.inside[name] += 1
+        self.peak[name] = max(self.peak[name], self.inside[name])
+        await asyncio.sleep(0.001)
+        self.inside[name] -= 1
+        return f"{name}:{value}"
+
+    async def query_database(self, query: str) -> str:
+        return await self.db_bulkhead.execute(self._run, "database", query)
+
+    async def call_external_api(self, endpoint: str) -> str:
+        return await self.api_bulkhead.execute(self._run, "external_api", endpoint)
+
+    async def get_from_cache(self, key: str) -> str:
+        return await self.cache_bulkhead.execute(self._run, "cache", key)
+
+
+def test_reference_service_client():
+    async def main():
+        client = ServiceClient()
+        results = await asyncio.gather(
+            *[client.query_database(f"q{i}") for i in range(30)],
+            *[client.call_external_api(f"e{i}") for i in range(30)],
+            *[client.get_from_cache(f"k{i}") for i in range(30)])
+        assert results[0] == "database:q0" and results[30] == "external_api:e0"
+        assert results[89] == "cache:k29"
+        assert client.peak == {"database": 10, "external_api": 5, "cache": 20}
+        for b in (client.db_bulkhead, client.api_bulkhead, client.cache_bulkhead):
+            assert b.active_count == 0 and b.rejected_count == 0
+            assert b.available == b.max_concurrent
+    run(main())
+
+
+def test_execute_plain_function_runs_in_own_pool():
+    b = Bulkhead("pool", 3)
+    names = []
+    lock = threading.Lock()
+    inside = [0, 0]
+
+    def work(x):
+        with lock:
+            names.append(threading.current_thread().name)
+            inside[0] += 1
+            inside[1] = max(inside[1], inside[0])
+        time.sleep(0.005)
+        with lock:
+            inside[0] -= 1
+        return x * 2
+
+    async def main():
+        return await asyncio.gather(*[b.execute(work, i) for i in range(12)])
+
+    assert run(main()) == [i * 2 for i in range(12)]
+    assert all(n.startswith("bulkhead-pool") for n in names)
+    assert inside[1] <= 3
+    assert b.available == 3
+    b.shutdown()
+
+
+def test_full_error_message_and_counts():
+    b = Bulkhead("api", 2, max_wait_seconds=0)
+
+    async def main():
+        gate = asyncio.Event()
+
+        async def hold():
+            await gate.wait()
+
+        tasks = [asyncio.ensure_future(b.execute(hold)) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(BulkheadFullError) as ei:
+            await b.execute(hold)
+        assert str(ei.value) == "Bulkhead 'api' is full (2 concurrent operations)"
+        assert isinstance(ei.value, ResilienceError)
+        assert ei.value.name == "api"
+        assert b.rejected_count == 1
+        gate.set()
+        await asyncio.gather(*tasks)
+        # now a hold time is known: retry_after is estimated
+        tasks = [asyncio.ensure_future(b.execute(hold)) for _ in range(2)]
+        gate.clear()
+        await asyncio.sleep(0)
+        with pytest.raises(BulkheadFullError) as ei:
+            await b.execute(hold)
+        assert ei.value.retry_after is not None and ei.value.retry_after >= 0
+        gate.set()
+        await asyncio.gather(*tasks)
+    run(main())
+    assert b.rejected_count == 2
+    assert b.available == 2
+
+
+def test_fail_fast_sync_and_retry_after_unknown():
+    b = Bulkhead("x", 1, max_wait_seconds=0)
+    b.acquire()
+    with pytest.raises(BulkheadFullError) as ei:
+        b.acquire()
+    assert ei.value.retry_after is None  # nothing released yet: no estimate
+    with pytest.raises(BulkheadFullError):
+        with b:
+            pass
+    assert b.rejected_count == 2
+    b.release()
+    assert b.available == 1
+
+
+# ---- threads ------------------------------------------------------------------------
+
+def test_sync_forms():
+    b = Bulkhead("s", 2)
+    assert b.call(lambda a, k=0: a + k, 1, k=2) == 3
+    with b as got:
+        assert got is b and b.active_count == 1 and b.available == 1
+    assert b.try_acquire() and b.try_acquire() and not b.try_acquire()
+    assert b.rejected_count == 0  # try_acquire is not a rejection
+    b.release()
+    b.release()
+    with pytest.raises(RuntimeError):
+        b.release()
+
+    @b
+    def f(x):
+        assert b.active_count == 1
+        return x + 1
+
+    assert f(1) == 2 and f.__name__ == "f"
+
+    with pytest.raises(ZeroDivisionError):
+        b.call(lambda: 1 / 0)
+    assert b.available == 2
+
+
+def test_threads_never_exceed_limit():
+    b = Bulkhead("t", 3, max_wait_seconds=math.inf)
+    inside = [0]
+    peak = [0]
+    lock = threading.Lock()
+
+    def worker():
+        for _ in range(300):
+            with b:
+                with lock:
+                    inside[0] += 1
+                    peak[0] = max(peak[0], inside[0])
+                with lock:
+                    inside[0] -= 1
+
+    ts = [threading.Thread(target=worker) for _ in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert peak[0] <= 3
+    m = b.metrics
+    assert m.available == 3 and m.acquired_count == 2400 and m.released_count == 2400
+    assert m.rejected_count == 0 and m.waiting_count == 0
+
+
+def test_sync_timeout_waits_then_rejects():
+    b = Bulkhead("w", 1, max_wait_seconds=0.02)
+    b.acquire()
+    with pytest.raises(BulkheadFullError):
+        b.acquire()
+    with pytest.raises(BulkheadFullError):
+        b.acquire(timeout=0.001)
+    assert b.rejected_count == 2 and b.waiting_count == 0
+    # a thread waiting gets the slot when it is released
+    got = []
+    t = threading.Thread(target=lambda: (b.acquire(timeout=None), got.append(1), b.release()))
+    t.start()
+    while b.waiting_count == 0:
+        time.sleep(0.001)
+    b.release()
+    t.join()
+    assert got == [1] and b.available == 1
+
+
+def test_ten_thousand_timed_out_sync_waiters():
+    b = Bulkhead("many", 4, max_wait_seconds=0)
+    for _ in range(4):
+        b.acquire()
+    for _ in range(10_000):
+        with pytest.raises(BulkheadFullError):
+            b.acquire()
+    # and some real (short) waits from threads
+    errors = []
+
+    def waiter():
+        for _ in range(20):
+            try:
+                b.acquire(timeout=0.0005)
+                errors.append("acquired")
+            except BulkheadFullError:
+                pass
+
+    ts = [threading.Thread(target=waiter) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert errors == []
+    assert b.rejected_count == 10_000 + 80
+    for _ in range(4):
+        b.release()
+    assert b.available == b.max_concurrent == 4
+    assert b.waiting_count == 0 and b.active_count == 0
+
+
+def test_ctrl_c_interrupts_sync_wait():
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals go to the main thread")
+    b = Bulkhead("sig", 1, max_wait_seconds=math.inf)
+    b.acquire()
+    timer = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        b.acquire()
+    assert time.monotonic() - t0 < 5
+    timer.join()
+    assert b.waiting_count == 0 and b.active_count == 1
+    b.release()
+    assert b.available == 1
+
+
+# ---- asyncio ------------------------------------------------------------------------
+
+def test_async_with_and_decorator():
+    b = Bulkhead("a", 2)
+
+    @b
+    async def job(x):
+        assert b.active_count >= 1
+        await asyncio.sleep(0)
+        return x
+
+    async def main():
+        async with b:
+            assert b.active_count == 1
+        assert await asyncio.gather(*[job(i) for i in range(10)]) == list(range(10))
+        with pytest.raises(KeyError):
+            async with b:
+                raise KeyError("x")
+    run(main())
+    assert b.available == 2
+
+
+def test_fifo_across_threads_and_tasks():
+    b = Bulkhead("fifo", 1, max_wait_seconds=math.inf)
+    order = []
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        b.acquire()
+
+        def thread_waiter(tag):
+            b.acquire()
+            order.append(tag)
+            b.release()
+
+        t1 = threading.Thread(target=thread_waiter, args=("thread1",))
+        t1.start()
+        while b.waiting_count < 1:
+            await asyncio.sleep(0.001)
+
+        async def task_waiter(tag):
+            async with b:
+                order.append(tag)
+                await asyncio.sleep(0.001)
+
+        a1 = asyncio.ensure_future(task_waiter("task1"))
+        await asyncio.sleep(0)
+        t2 = threading.Thread(target=thread_waiter, args=("thread2",))
+        t2.start()
+        while b.waiting_count < 3:
+            await asyncio.sleep(0.001)
+        a2 = asyncio.ensure_future(task_waiter("task2"))
+        await asyncio.sleep(0)
+        assert b.waiting_count == 4
+        b.release()
+        await asyncio.gather(a1, a2)
+        await loop.run_in_executor(None, t1.join)
+        await loop.run_in_executor(None, t2.join)
+
+    run(main())
+    assert order == ["thread1", "task1", "thread2", "task2"]
+    assert b.available == 1
+
+
+def test_ten_thousand_cancelled_async_waiters():
+    b = Bulkhead("cancel", 3, max_wait_seconds=math.inf)
+
+    async def main():
+        for _ in range(3):
+            await b.acquire_async()
+        tasks = [asyncio.ensure_future(b.acquire_async()) for _ in range(10_000)]
+        await asyncio.sleep(0)
+        assert b.waiting_count == 10_000
+        # hand permits to the first waiters, then cancel everyone before they run
+        b.release()
+        b.release()
+        for t in tasks[5000:]:
+            t.cancel()
+        await asyncio.sleep(0)
+        for t in tasks:
+            t.cancel()
+        res = await asyncio.gather(*tasks, return_exceptions=True)
+        # the two served waiters ran during sleep(0): they hold their permits
+        assert res[:2] == [None, None]
+        assert all(isinstance(r, asyncio.CancelledError) for r in res[2:])
+        assert b.active_count == 3
+        for _ in range(3):
+            b.release()
+    run(main())
+    m = b.metrics
+    assert b.available == b.max_concurrent == 3
+    assert m.waiting_count == 0 and m.active_count == 0
+    assert m.acquired_count == m.released_count
+    assert m.rejected_count == 0
+
+
+def test_async_timeout_rejects_and_counts():
+    b = Bulkhead("to", 1, max_wait_seconds=0.01)
+
+    async def main():
+        await b.acquire_async()
+        with pytest.raises(BulkheadFullError):
+            await b.acquire_async()
+        with pytest.raises(BulkheadFullError):
+            await b.acquire_async(timeout=0)
+        b.release()
+        await b.acquire_async(timeout=None)
+        b.release()
+    run(main())
+    assert b.rejected_count == 2 and b.available == 1 and b.waiting_count == 0
+
+
+def test_cancel_running_async_call_returns_permit():
+    b = Bulkhead("run", 1)
+
+    async def main():
+        started = asyncio.Event()
+
+        async def slow():
+            started.set()
+            await asyncio.sleep(10)
+
+        t = asyncio.ensure_future(b.execute(slow))
+        await started.wait()
+        assert b.active_count == 1
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert b.available == 1
+
+        # a thread-pool call: the permit comes back when the thread finishes
+        ev = threading.Event()
+        t = asyncio.ensure_future(b.execute(ev.wait, 5))
+        while b.active_count == 0:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(0.01)
+        t.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await t
+        assert b.active_count == 1  # the thread still runs
+        ev.set()
+        while b.active_count:
+            await asyncio.sleep(0.001)
+    run(main())
+    assert b.available == 1
+    b.shutdown()
+
+
+def test_exception_in_function_returns_permit():
+    b = Bulkhead("exc", 1)
+
+    async def boom():
+        raise ValueError("x")
+
+    def boom_sync():
+        raise KeyError("y")
+
+    async def main():
+        with pytest.raises(ValueError):
+            await b.execute(boom)
+        with pytest.raises(KeyError):
+            await b.execute(boom_sync)
+    run(main())
+    assert b.available == 1
+    b.shutdown()
+
+
+def test_release_from_thread_wakes_async_waiter():
+    b = Bulkhead("xt", 1, max_wait_seconds=5)
+
+    async def main():
+        b.acquire()
+        threading.Timer(0.01, b.release).start()
+        await b.acquire_async()
+        assert b.active_count == 1
+        b.release()
+    run(main())
+    assert b.available == 1
+
+
+# ---- bad input ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,exc", [
+    (("", 1), ValueError),
+    ((None, 1), TypeError),
+    ((b"x", 1), TypeError),
+    (("x", 0), ValueError),
+    (("x", -1), ValueError),
+    (("x", 1.5), TypeError),
+    (("x", True), TypeError),
+    (("x", "2"), TypeError),
+    (("x", 1, -1.0), ValueError),
+    (("x", 1, float("nan")), ValueError),
+    (("x", 1, "1"), TypeError),
+])
+def test_bad_construction(args, exc):
+    with pytest.raises(exc) as ei:
+        Bulkhead(*args)
+    if exc is ValueError and args[0] == "x":
+        assert ("max_concurrent" in str(ei.value)) or ("max_wait_seconds" in str(ei.value))
+
+
+def test_bad_timeouts():
+    b = Bulkhead("x", 1)
+    for bad, exc in ((-1, ValueError), (float("nan"), ValueError), ("1", TypeError)):
+        with pytest.raises(exc, match="timeout"):
+            b.acquire(timeout=bad)
+
+        async def main():
+            with pytest.raises(exc, match="timeout"):
+                await b.acquire_async(timeout=bad)
+        run(main())
+    assert b.available == 1 and b.rejected_count == 0
+
+
+def test_max_wait_inf_and_properties():
+    b = Bulkhead("p", 5, max_wait_seconds=math.inf)
+    assert b.max_wait_seconds == math.inf
+    assert (b.name, b.max_concurrent, b.available, b.waiting_count) == ("p", 5, 5, 0)
+    assert "Bulkhead(name='p'" in repr(b)
+
+
+# ---- GC, signatures, typing ---------------------------------------------------------
+
+def test_collectable():
+    def make():
+        b = Bulkhead("gc", 2)
+
+        async def main():
+            await b.execute(lambda: 1)
+        run(main())
+        b.shutdown()
+        b.self_ref = b  # a cycle
+        return weakref.ref(b)
+    ref = make()
+    gc.collect()
+    assert ref() is None
+
+
+def test_signatures():
+    for fn in (Bulkhead.acquire, Bulkhead.release, Bulkhead.try_acquire, Bulkhead.execute,
+               Bulkhead.call, Bulkhead.acquire_async, pr._core.Bulkhead.__enter__):
+        inspect.signature(fn)
+        assert fn.__doc__
+    assert list(inspect.signature(Bulkhead).parameters) == ["name", "max_concurrent", "max_wait_seconds"]
+
+
+def test_mypy_passes_on_example():
+    pytest.importorskip("mypy")
+    example = Path(__file__).parent / "typing" / "example_bulkhead_queues.py"
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                        "--cache-dir", os.devnull, str(example)],
+                       capture_output=True, text=True, cwd=example.parent)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_typing_example_runs():
+    example = Path(__file__).parent / "typing" / "example_bulkhead_queues.py"
+    exec(compile(example.read_text(), str(example), "exec"), {"__name__": "example"})

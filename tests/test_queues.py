@@ -1,0 +1,617 @@
+"""Backpressure queues: the reference semantics per strategy (asyncio), the
+thread form, close and iteration, watermarks, producers x consumers with exact
+accounting, cancellation, reference leaks, Ctrl-C, bad input, GC."""
+from __future__ import annotations
+
+import asyncio
+import gc
+import inspect
+import math
+import os
+import queue
+import signal
+import sys
+import threading
+import time
+import tracemalloc
+import weakref
+
+import pytest
+
+import pyresilience as pr
+from pyresilience import (
+    BackpressureMetrics,
+    BackpressureQueue,
+    BackpressureStrategy,
+    BoundedQueue,
+    QueueClosedError,
+    QueueEmptyError,
+    QueueFullError,
+    ResilienceError,
+)
+
+S = BackpressureStrategy
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# ---- the reference semantics (asyncio) ------------------------------------------------
+
+def test_strategy_enum_and_metrics_type():
+    assert [s.value for s in S] == ["block", "drop_oldest", "drop_newest", "error"]
+    assert S("drop_oldest") is S.DROP_OLDEST
+    m = BackpressureMetrics()
+    assert (m.items_received, m.items_processed, m.items_dropped, m.producer_blocked_count) == (0, 0, 0, 0)
+
+
+def test_reference_block():
+    async def main():
+        q = BackpressureQueue(max_size=2, strategy=S.BLOCK, block_timeout=0.05)
+        assert await q.put(1) and await q.put(2)
+        assert q.fill_ratio == 1.0
+        assert await q.put(3) is False  # waited block_timeout, then dropped
+        m = q.metrics
+        assert (m.items_received, m.items_dropped, m.producer_blocked_count) == (3, 1, 1)
+        # a consumer frees room while the producer waits: the put succeeds
+        putter = asyncio.ensure_future(q.put(4))
+        await asyncio.sleep(0)
+        assert await q.get() == 1
+        assert await putter is True
+        assert [await q.get(), await q.get()] == [2, 4]
+        m = q.metrics
+        assert (m.items_received, m.items_processed, m.items_dropped, m.producer_blocked_count) == (4, 3, 1, 2)
+        assert q.fill_ratio == 0.0
+    run(main())
+
+
+def test_reference_drop_oldest():
+    async def main():
+        q = BackpressureQueue(2, S.DROP_OLDEST)
+        assert [await q.put(i) for i in range(5)] == [True] * 5
+        assert [await q.get(), await q.get()] == [3, 4]
+        m = q.metrics
+        assert (m.items_received, m.items_processed, m.items_dropped, m.producer_blocked_count) == (5, 2, 3, 0)
+    run(main())
+
+
+def test_reference_drop_newest():
+    async def main():
+        q = BackpressureQueue(2, S.DROP_NEWEST)
+        assert [await q.put(i) for i in range(4)] == [True, True, False, False]
+        assert [await q.get(), await q.get()] == [0, 1]
+        assert q.metrics == BackpressureMetrics(4, 2, 2, 0)
+    run(main())
+
+
+def test_reference_error():
+    async def main():
+        q = BackpressureQueue(1, S.ERROR)
+        assert await q.put("a")
+        with pytest.raises(QueueFullError, match="^Queue is full$") as ei:
+            await q.put("b")
+        assert isinstance(ei.value, ResilienceError)
+        assert await q.get() == "a"
+        assert q.metrics == BackpressureMetrics(2, 1, 1, 0)
+    run(main())
+
+
+def test_reference_defaults_and_strings():
+    q = BackpressureQueue(3)
+    assert q.strategy is S.BLOCK and q.block_timeout == 30.0 and q.max_size == 3
+    q2 = BackpressureQueue(3, "drop_newest")
+    assert q2.strategy is S.DROP_NEWEST
+    assert list(inspect.signature(BackpressureQueue).parameters)[:3] == ["max_size", "strategy", "block_timeout"]
+
+
+def test_async_get_waits_for_put():
+    async def main():
+        q = BackpressureQueue(4)
+        getters = [asyncio.ensure_future(q.get()) for _ in range(3)]
+        await asyncio.sleep(0)
+        for i in range(3):
+            await q.put(i)
+        assert await asyncio.gather(*getters) == [0, 1, 2]  # FIFO hand-off
+        with pytest.raises(QueueEmptyError):
+            await q.get(timeout=0.01)
+        assert q.metrics.items_processed == 3
+    run(main())
+
+
+def test_thread_producer_wakes_async_consumer():
+    async def main():
+        q = BackpressureQueue(2)
+        t = threading.Timer(0.01, q.put_nowait, args=("from-thread",))
+        t.start()
+        assert await q.get() == "from-thread"
+        t.join()
+    run(main())
+
+
+# ---- the thread form --------------------------------------------------------------
+
+def test_bounded_queue_basics():
+    q = BoundedQueue(3)
+    assert q.empty() and not q.full() and len(q) == 0 and q.qsize() == 0
+    assert q.put(1) and q.put(2, timeout=0.1) and q.put_nowait(3)
+    assert q.full() and len(q) == 3 and q.fill_ratio == 1.0
+    with pytest.raises(QueueFullError):
+        q.put_nowait(4)
+    assert q.put(4, timeout=0) is False
+    assert q.put(5, timeout=0.01) is False
+    assert [q.get(), q.get_nowait(), q.get(timeout=1)] == [1, 2, 3]
+    with pytest.raises(QueueEmptyError):
+        q.get_nowait()
+    with pytest.raises(queue.Empty):
+        q.get(timeout=0.01)
+    m = q.metrics
+    assert (m.items_received, m.items_processed, m.items_dropped, m.producer_blocked_count) == (6, 3, 3, 1)
+    assert q.maxsize == 3
+
+
+@pytest.mark.parametrize("strategy,expect_put,expect_items", [
+    (S.DROP_OLDEST, [True] * 4, [2, 3]),
+    (S.DROP_NEWEST, [True, True, False, False], [0, 1]),
+])
+def test_bounded_queue_drop_strategies(strategy, expect_put, expect_items):
+    q = BoundedQueue(2, strategy)
+    assert [q.put(i) for i in range(4)] == expect_put
+    assert [q.get_nowait() for _ in range(2)] == expect_items
+    assert q.metrics.items_dropped == 2
+
+
+def test_blocked_put_proceeds_when_consumer_takes():
+    q = BoundedQueue(1, block_timeout=math.inf)
+    q.put("a")
+    threading.Timer(0.01, q.get).start()
+    assert q.put("b") is True
+    assert q.get() == "b"
+
+
+# ---- close and iteration -------------------------------------------------------------
+
+def test_close_sync():
+    q = BoundedQueue(3, block_timeout=math.inf)
+    q.put(1)
+    q.put(2)
+    q.close()
+    q.close()
+    assert q.closed
+    with pytest.raises(QueueClosedError):
+        q.put(3)
+    with pytest.raises(QueueClosedError):
+        q.put_nowait(3)
+    assert list(q) == [1, 2]
+    with pytest.raises(QueueClosedError):
+        q.get()
+    with pytest.raises(QueueClosedError):
+        q.get_nowait()
+    assert q.metrics.items_received == 2
+
+
+def test_close_wakes_blocked_threads():
+    q = BoundedQueue(1, block_timeout=math.inf)
+    q.put("x")
+    results = []
+
+    def producer():
+        try:
+            q.put("y")
+        except QueueClosedError:
+            results.append("producer-closed")
+
+    p = threading.Thread(target=producer)
+    p.start()
+    while q._stats()[7] == 0:  # producers waiting
+        time.sleep(0.001)
+    q.close()
+    p.join(5)
+    assert results == ["producer-closed"]
+    assert q.get() == "x"
+    e = BoundedQueue(1)
+    c = threading.Thread(target=lambda: results.append(list(e)))
+    c.start()
+    time.sleep(0.01)
+    e.close()
+    c.join(5)
+    assert results[-1] == []
+    assert q.metrics.items_dropped == 1
+
+
+def test_close_async_and_async_iteration():
+    async def main():
+        q = BackpressureQueue(2, block_timeout=math.inf)
+        await q.put(1)
+        await q.put(2)
+        blocked = asyncio.ensure_future(q.put(3))
+        await asyncio.sleep(0)
+        q.close()
+        with pytest.raises(QueueClosedError):
+            await blocked
+        assert [i async for i in q] == [1, 2]
+        e = BackpressureQueue(1)
+        consumer = asyncio.ensure_future(e.get())
+        await asyncio.sleep(0)
+        e.close()
+        with pytest.raises(QueueClosedError):
+            await consumer
+        b = BoundedQueue(2)
+        b.put("x")
+        b.close()
+        assert [i async for i in b] == ["x"]
+    run(main())
+
+
+# ---- watermarks ------------------------------------------------------------------
+
+def test_watermarks_once_per_crossing_no_lock_held():
+    events = []
+    q: BoundedQueue
+
+    def on_high():
+        # no internal lock is held: the queue is usable from the callback
+        events.append(("high", q.qsize()))
+        q.put_nowait("from-callback")
+
+    def on_low():
+        events.append(("low", q.qsize()))
+
+    q = BoundedQueue(10, S.DROP_NEWEST, high_watermark=0.8, low_watermark=0.2,
+                     on_high_watermark=on_high, on_low_watermark=on_low)
+    assert (q.high_watermark, q.low_watermark) == (0.8, 0.2)
+    for i in range(8):
+        q.put(i)
+    assert events == [("high", 8)] and q.qsize() == 9
+    q.put(99)
+    q.get()
+    q.put(100)
+    assert events == [("high", 8)]
+    while q.qsize() > 2:
+        q.get()
+    assert events == [("high", 8), ("low", 2)]
+    q.get()
+    q.put(1)
+    assert len(events) == 2
+    for i in range(6):
+        q.put(i)
+    assert events[-1] == ("high", 8)
+
+
+def test_watermark_defaults_and_callback_errors(capsys):
+    hits = []
+    q = BoundedQueue(4, high_watermark=0.5, on_high_watermark=lambda: 1 / 0,
+                     on_low_watermark=lambda: hits.append("low"))
+    assert q.low_watermark == 0.0
+    unraisable = []
+    old = sys.unraisablehook
+    sys.unraisablehook = lambda u: unraisable.append(u.exc_type)
+    try:
+        q.put(1)
+        assert q.put(2) is True  # the put happened despite the failing hook
+    finally:
+        sys.unraisablehook = old
+    assert unraisable == [ZeroDivisionError]
+    q.get()
+    q.get()
+    assert hits == ["low"]
+
+
+def test_async_watermarks():
+    events = []
+
+    async def main():
+        q = BackpressureQueue(4, high_watermark=0.75, low_watermark=0.25,
+                              on_high_watermark=lambda: events.append("high"),
+                              on_low_watermark=lambda: events.append("low"))
+        for i in range(3):
+            await q.put(i)
+        for _ in range(2):
+            await q.get()
+    run(main())
+    assert events == ["high", "low"]
+
+
+# ---- producers x consumers: every item exactly once --------------------------------
+
+N_PER_PRODUCER = 25_000  # 4 producers -> 10^5 items per strategy
+
+
+@pytest.mark.parametrize("strategy", list(S))
+def test_threads_every_item_accounted_once(strategy):
+    q = BoundedQueue(64, strategy, block_timeout=math.inf)
+    processed: list[list[int]] = [[] for _ in range(4)]
+    refused = [0] * 4
+
+    def producer(k):
+        base = k * N_PER_PRODUCER
+        n = 0
+        for i in range(base, base + N_PER_PRODUCER):
+            try:
+                if not q.put(i):
+                    n += 1
+            except QueueFullError:
+                n += 1
+        refused[k] = n
+
+    def consumer(k):
+        out = processed[k]
+        for item in q:
+            out.append(item)
+
+    cs = [threading.Thread(target=consumer, args=(k,)) for k in range(4)]
+    ps = [threading.Thread(target=producer, args=(k,)) for k in range(4)]
+    for t in cs + ps:
+        t.start()
+    for t in ps:
+        t.join()
+    q.close()
+    for t in cs:
+        t.join()
+    total = 4 * N_PER_PRODUCER
+    seen = [i for out in processed for i in out]
+    assert len(seen) == len(set(seen))
+    assert all(0 <= i < total for i in seen)
+    m = q.metrics
+    assert m.items_received == total
+    assert m.items_processed == len(seen)
+    assert m.items_processed + m.items_dropped == total
+    if strategy is S.BLOCK:
+        assert m.items_dropped == 0 and sorted(seen) == list(range(total))
+    elif strategy is not S.DROP_OLDEST:
+        assert m.items_dropped == sum(refused)
+    else:
+        assert sum(refused) == 0
+    # each consumer saw each producer's surviving items in order
+    for out in processed:
+        for k in range(4):
+            mine = [i for i in out if i // N_PER_PRODUCER == k]
+            assert mine == sorted(mine)
+    assert len(q) == 0
+
+
+@pytest.mark.parametrize("strategy", list(S))
+def test_asyncio_every_item_accounted_once(strategy):
+    n_per = 2_500
+
+    async def main():
+        q = BackpressureQueue(16, strategy, block_timeout=math.inf)
+        seen: list[int] = []
+
+        async def producer(k):
+            for i in range(k * n_per, (k + 1) * n_per):
+                try:
+                    await q.put(i)
+                except QueueFullError:
+                    pass
+                if i % 7 == 0:
+                    await asyncio.sleep(0)
+
+        async def consumer():
+            async for item in q:
+                seen.append(item)
+                if item % 5 == 0:
+                    await asyncio.sleep(0)
+
+        cs = [asyncio.ensure_future(consumer()) for _ in range(4)]
+        await asyncio.gather(*[producer(k) for k in range(4)])
+        q.close()
+        await asyncio.gather(*cs)
+        m = q.metrics
+        assert len(seen) == len(set(seen)) == m.items_processed
+        assert m.items_received == 4 * n_per
+        assert m.items_processed + m.items_dropped == 4 * n_per
+        if strategy is S.BLOCK:
+            assert sorted(seen) == list(range(4 * n_per))
+    run(main())
+
+
+# ---- cancellation ---------------------------------------------------------------
+
+def test_cancelled_getter_gives_item_back():
+    async def main():
+        q = BackpressureQueue(5)
+        getters = [asyncio.ensure_future(q.get()) for _ in range(3)]
+        await asyncio.sleep(0)
+        await q.put("item")  # handed to the first getter...
+        for g in getters:
+            g.cancel()  # ...which is cancelled before it runs
+        res = await asyncio.gather(*getters, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in res)
+        assert q.qsize() == 1
+        assert q.get_nowait() == "item"
+        assert q.metrics == BackpressureMetrics(1, 1, 0, 0)
+    run(main())
+
+
+def test_cancelled_producer_drops_its_item_once():
+    async def main():
+        q = BackpressureQueue(1, block_timeout=math.inf)
+        await q.put("a")
+        p = asyncio.ensure_future(q.put("b"))
+        await asyncio.sleep(0)
+        p.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await p
+        assert q.get_nowait() == "a"
+        assert q.qsize() == 0
+        assert q.metrics == BackpressureMetrics(2, 1, 1, 1)
+    run(main())
+
+
+def test_many_cancelled_async_getters():
+    async def main():
+        q = BackpressureQueue(10)
+        getters = [asyncio.ensure_future(q.get()) for _ in range(10_000)]
+        await asyncio.sleep(0)
+        for i in range(5):
+            q.put_nowait(i)
+        for g in getters:
+            g.cancel()
+        await asyncio.gather(*getters, return_exceptions=True)
+        assert sorted(q.get_nowait() for _ in range(5)) == list(range(5))
+        assert q._stats()[8] == 0  # nobody left waiting
+    run(main())
+
+
+# ---- references and memory -------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", list(S))
+def test_no_reference_leak(strategy):
+    obj = object()
+    base = sys.getrefcount(obj)
+    q = BoundedQueue(8, strategy, block_timeout=0.0)
+    for _ in range(2000):
+        for _ in range(10):
+            try:
+                q.put(obj)
+            except QueueFullError:
+                pass
+        for _ in range(3):
+            q.get()
+    while not q.empty():
+        q.get()
+    assert sys.getrefcount(obj) == base
+    for _ in range(5):
+        q.put(obj)
+    del q
+    gc.collect()
+    assert sys.getrefcount(obj) == base
+
+
+def test_async_no_reference_leak():
+    obj = object()
+    base = sys.getrefcount(obj)
+
+    async def main():
+        q = BackpressureQueue(4, S.BLOCK, block_timeout=0.001)
+        for _ in range(200):
+            for _ in range(6):
+                await q.put(obj)
+            for _ in range(4):
+                await q.get()
+        g = asyncio.ensure_future(q.get())
+        await asyncio.sleep(0)
+        await q.put(obj)
+        g.cancel()
+        await asyncio.gather(g, return_exceptions=True)
+        assert q.qsize() == 1
+    run(main())
+    gc.collect()
+    assert sys.getrefcount(obj) == base
+
+
+def test_memory_flat():
+    q = BoundedQueue(100, S.DROP_OLDEST)
+    payload = "x" * 100
+    for _ in range(1000):
+        q.put(payload)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(100_000):
+            q.put(payload)
+            q.get()
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert after - before < 64 * 1024
+
+
+# ---- Ctrl-C ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("op", ["get", "put"])
+def test_ctrl_c_interrupts_blocked_wait(op):
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals go to the main thread")
+    q = BoundedQueue(1, block_timeout=math.inf)
+    if op == "put":
+        q.put("full")
+    timer = threading.Timer(0.1, lambda: os.kill(os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        if op == "get":
+            q.get()
+        else:
+            q.put("more")
+    timer.join()
+    st = q._stats()
+    assert st[7] == 0 and st[8] == 0  # nobody waiting
+    assert q.qsize() == (1 if op == "put" else 0)
+
+
+# ---- bad input -------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,exc,word", [
+    (dict(max_size=0), ValueError, "max_size"),
+    (dict(max_size=-1), ValueError, "max_size"),
+    (dict(max_size=1.5), TypeError, "max_size"),
+    (dict(max_size=True), TypeError, "max_size"),
+    (dict(max_size=2, strategy="fifo"), ValueError, "strategy"),
+    (dict(max_size=2, strategy=3), TypeError, "strategy"),
+    (dict(max_size=2, block_timeout=-1), ValueError, "block_timeout"),
+    (dict(max_size=2, block_timeout=float("nan")), ValueError, "block_timeout"),
+    (dict(max_size=2, block_timeout="1"), TypeError, "block_timeout"),
+    (dict(max_size=2, high_watermark=0), ValueError, "high_watermark"),
+    (dict(max_size=2, high_watermark=1.5), ValueError, "high_watermark"),
+    (dict(max_size=2, high_watermark=float("nan")), ValueError, "high_watermark"),
+    (dict(max_size=2, high_watermark=0.5, low_watermark=0.5), ValueError, "low_watermark"),
+    (dict(max_size=2, high_watermark=0.3, low_watermark=0.6), ValueError, "low_watermark"),
+    (dict(max_size=2, low_watermark=-0.1), ValueError, "low_watermark"),
+    (dict(max_size=2, high_watermark=0.5, on_high_watermark=3), TypeError, "on_high_watermark"),
+    (dict(max_size=2, on_low_watermark=print), ValueError, "watermark"),
+])
+@pytest.mark.parametrize("cls", [BoundedQueue, BackpressureQueue])
+def test_bad_construction(cls, kwargs, exc, word):
+    with pytest.raises(exc, match=word):
+        cls(**kwargs)
+
+
+def test_bad_timeouts():
+    q = BoundedQueue(1)
+    for bad, exc in ((-1, ValueError), (float("nan"), ValueError), ("x", TypeError)):
+        with pytest.raises(exc, match="timeout"):
+            q.get(timeout=bad)
+        with pytest.raises(exc, match="timeout"):
+            q.put(1, timeout=bad)
+
+        async def main():
+            aq = BackpressureQueue(1)
+            with pytest.raises(exc, match="timeout"):
+                await aq.get(timeout=bad)
+        run(main())
+    assert q.qsize() == 0 and q.metrics.items_received == 0
+
+
+# ---- GC and signatures ------------------------------------------------------------
+
+def test_collectable_with_cycles():
+    def make():
+        q = BoundedQueue(4, high_watermark=0.5)
+        q.put(q)  # the queue holds itself
+        q.hook = lambda: q
+        return weakref.ref(q)
+    ref = make()
+    gc.collect()
+    assert ref() is None
+
+    def make2():
+        holder = []
+        q = BoundedQueue(4, high_watermark=0.5, on_high_watermark=lambda: holder.append(q))
+        return weakref.ref(q)
+    ref = make2()
+    gc.collect()
+    assert ref() is None
+
+
+def test_signatures():
+    for fn in (BoundedQueue.put, BoundedQueue.get, BoundedQueue.put_nowait, BoundedQueue.get_nowait,
+               BoundedQueue.close, BoundedQueue.qsize, BackpressureQueue.put, BackpressureQueue.get,
+               BoundedQueue.put_async, BoundedQueue.get_async):
+        inspect.signature(fn)
+        assert fn.__doc__
+    assert list(inspect.signature(BoundedQueue).parameters) == [
+        "max_size", "strategy", "block_timeout", "high_watermark", "low_watermark",
+        "on_high_watermark", "on_low_watermark"]
+    assert "BoundedQueue(max_size=2" in repr(BoundedQueue(2))
+    assert pr.QueueEmptyError.__mro__.count(queue.Empty) == 1
