@@ -14,8 +14,8 @@
  * (the estimate is never below cur). In any interval of length w that
  * straddles a boundary, at most limit + prev * x units, x being the fraction
  * of the interval inside the later window: always fewer than 2 * limit, and
- * exactly the sliding log's count when the previous window's units were spread
- * evenly over it. Units bunched at the end of a window are under-weighted;
+ * (up to rounding) the sliding log's count when the previous window's units
+ * were spread evenly over it. Units bunched at the end of a window are under-weighted;
  * use the sliding log when the bound must be exact.
  *
  * Exactness of retry_after: the estimate never grows while nothing is

@@ -291,7 +291,7 @@ static PyType_Slot sc_slots[] = {
                 "Bound (the approximation): at most limit in each aligned window; in any\n"
                 "interval of length window at most limit + prev * x, x being the fraction\n"
                 "of the interval inside the later window - always fewer than 2 * limit, and\n"
-                "the sliding log's count when the previous window's traffic was even.\n"
+                "about the sliding log's count when the previous window's traffic was even.\n"
                 "retry_after is exact to the nanosecond. limit: a positive int; window: a\n"
                 "positive finite number of seconds. Thread-safe."},
     {Py_tp_new, prs_py_limiter_new},
