@@ -41,6 +41,8 @@ from .retry import (
 )
 
 # -- bulkhead and queues (issue 6) --
+from .bulkhead import Bulkhead, BulkheadMetrics
+from .queues import BackpressureMetrics, BackpressureQueue, BackpressureStrategy, BoundedQueue
 
 # -- redis (issue 7) --
 
@@ -84,5 +86,11 @@ __all__ = [
     "retry_async",
     "retry_with_backoff",
     # -- bulkhead and queues (issue 6) --
+    "BackpressureMetrics",
+    "BackpressureQueue",
+    "BackpressureStrategy",
+    "BoundedQueue",
+    "Bulkhead",
+    "BulkheadMetrics",
     # -- redis (issue 7) --
 ]

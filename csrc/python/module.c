@@ -21,6 +21,8 @@ static const register_fn register_fns[] = {
     /* issue 5: retry */
     prs_py_register_retry,
     /* issue 6: bulkhead and queues */
+    prs_py_register_bulkhead,
+    prs_py_register_queue,
     /* issue 7: redis */
     NULL,
 };

@@ -47,6 +47,9 @@ enum prs_py_slot {
     PRS_SLOT_RetryBudget,
     PRS_SLOT_RetryCall,
     /* bulkhead and queues (issue 6) */
+    PRS_SLOT_AsyncWaiter,
+    PRS_SLOT_Bulkhead,
+    PRS_SLOT_RingQueue,
     /* redis (issue 7) */
     /* exception classes, from pyresilience.errors */
     PRS_SLOT_ResilienceError,
@@ -90,6 +93,8 @@ int prs_py_register_decision(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters(PyObject *m, prs_py_state *st);
 int prs_py_register_breaker(PyObject *m, prs_py_state *st);
 int prs_py_register_retry(PyObject *m, prs_py_state *st);
+int prs_py_register_bulkhead(PyObject *m, prs_py_state *st);
+int prs_py_register_queue(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters_family(PyObject *m, prs_py_state *st);
 int prs_py_register_keyed(PyObject *m, prs_py_state *st);
 
