@@ -45,6 +45,7 @@ from .bulkhead import Bulkhead, BulkheadMetrics
 from .queues import BackpressureMetrics, BackpressureQueue, BackpressureStrategy, BoundedQueue
 
 # -- redis (issue 7) --
+from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimiter
 
 __version__ = "0.1.0"
 
@@ -93,4 +94,8 @@ __all__ = [
     "Bulkhead",
     "BulkheadMetrics",
     # -- redis (issue 7) --
+    "LeaseConfig",
+    "RedisBackend",
+    "RedisLimiterGroup",
+    "RedisRateLimiter",
 ]

@@ -24,6 +24,7 @@ static const register_fn register_fns[] = {
     prs_py_register_bulkhead,
     prs_py_register_queue,
     /* issue 7: redis */
+    prs_py_register_redis,
     NULL,
 };
 

@@ -51,6 +51,9 @@ enum prs_py_slot {
     PRS_SLOT_Bulkhead,
     PRS_SLOT_RingQueue,
     /* redis (issue 7) */
+    PRS_SLOT_RedisBackend,
+    PRS_SLOT_RedisRateLimiter,
+    PRS_SLOT_RedisLimiterGroup,
     /* exception classes, from pyresilience.errors */
     PRS_SLOT_ResilienceError,
     PRS_SLOT_RateLimitExceeded,
@@ -95,6 +98,7 @@ int prs_py_register_breaker(PyObject *m, prs_py_state *st);
 int prs_py_register_retry(PyObject *m, prs_py_state *st);
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st);
 int prs_py_register_queue(PyObject *m, prs_py_state *st);
+int prs_py_register_redis(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters_family(PyObject *m, prs_py_state *st);
 int prs_py_register_keyed(PyObject *m, prs_py_state *st);
 

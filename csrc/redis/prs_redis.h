@@ -92,6 +92,11 @@ const char *prs_redis_last_error(void);
 int prs_redis_command(prs_redis_backend *b, int argc, const char *const *argv, const size_t *argvlen,
                       char *buf, size_t bufsize);
 
+/* The same, returning the hiredis reply itself in *reply (a redisReply *;
+ * free it with freeReplyObject). Error replies are returned, not failures. */
+int prs_redis_command_reply(prs_redis_backend *b, int argc, const char *const *argv, const size_t *argvlen,
+                            void **reply);
+
 /* ---- limiters ----------------------------------------------------------- */
 
 typedef enum prs_redis_algorithm {
@@ -143,6 +148,12 @@ int prs_redis_limiter_release_leases(prs_redis_limiter *l);
  * lease configured, served from the local lease when it can be. */
 int prs_redis_limiter_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n,
                             prs_decision *d);
+/* The lease-only part of check: PRS_OK with *d when the local lease (or a
+ * cached denial) decides without I/O, PRS_EAGAIN when a round trip is needed
+ * (then call prs_redis_limiter_check). Never blocks: for callers that release
+ * a lock (the GIL) only around I/O. */
+int prs_redis_limiter_check_local(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n,
+                                  prs_decision *d);
 /* The same decision without consuming (never served from a lease). */
 int prs_redis_limiter_peek(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n,
                            prs_decision *d);

@@ -700,6 +700,16 @@ int prs_redis_command(prs_redis_backend *b, int argc, const char *const *argv, c
     return PRS_OK;
 }
 
+int prs_redis_command_reply(prs_redis_backend *b, int argc, const char *const *argv, const size_t *argvlen,
+                            void **reply) {
+    if (!b || argc < 1 || !argv || !argvlen || !reply) return PRS_EINVAL;
+    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1};
+    redisReply *r = NULL;
+    int rc = prs_redis__roundtrip(b, 1, &cmd, &r);
+    *reply = rc ? NULL : r;
+    return rc;
+}
+
 int prs_redis_ping(prs_redis_backend *b) {
     if (!b) return PRS_EINVAL;
     static const char *const argv[] = {"PING"};

@@ -516,7 +516,9 @@ static int64_t lease_add(prs_redis_limiter *l, uint64_t h, const void *key, size
     return extra;
 }
 
-static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d) {
+/* local_only: return PRS_EAGAIN instead of making a round trip. */
+static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d,
+                       int local_only) {
     leases_after_fork(l);
     int64_t now = prs_monotonic_ns();
     uint64_t h = prs_redis__siphash(key, keylen, l->k0, l->k1);
@@ -545,10 +547,15 @@ static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int
             pthread_mutex_unlock(&l->lmu);
             return PRS_OK;
         }
+        if (local_only) {
+            pthread_mutex_unlock(&l->lmu);
+            return PRS_EAGAIN;
+        }
         give = e->left; /* expired or short: give it back with this round trip */
         e->left = 0;
     }
     pthread_mutex_unlock(&l->lmu);
+    if (local_only) return PRS_EAGAIN;
     int64_t want = l->lease_batch > n ? l->lease_batch : n, granted = 0;
     int rc = run_one(l, key, keylen, 'l', n, want, give, -1, d, &granted);
     if (rc) return rc;
@@ -622,8 +629,15 @@ int prs_redis_limiter_release_leases(prs_redis_limiter *l) {
 
 int prs_redis_limiter_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d) {
     if (!l || !d || (!key && keylen) || n < 1) return PRS_EINVAL;
-    if (l->lease_batch > 0 && n <= l->limit) return lease_check(l, key ? key : "", keylen, n, d);
+    if (l->lease_batch > 0 && n <= l->limit) return lease_check(l, key ? key : "", keylen, n, d, 0);
     return run_one(l, key ? key : "", keylen, 'c', n, 0, 0, -1, d, NULL);
+}
+
+int prs_redis_limiter_check_local(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n,
+                                  prs_decision *d) {
+    if (!l || !d || (!key && keylen) || n < 1) return PRS_EINVAL;
+    if (l->lease_batch <= 0 || n > l->limit) return PRS_EAGAIN;
+    return lease_check(l, key ? key : "", keylen, n, d, 1);
 }
 
 int prs_redis_limiter_peek(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d) {

@@ -1,0 +1,556 @@
+"""The Redis backend against a real, throwaway redis-server (never a mock).
+
+A module-scoped server serves most tests; the fault tests start their own so
+they can SIGKILL and restart it. redis-server must be installed (`make deps`);
+without it these tests fail (set PRS_SKIP_REDIS=1 to skip them explicitly).
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import pytest
+
+import pyresilience as pr
+from pyresilience import _core
+
+if os.environ.get("PRS_SKIP_REDIS"):
+    pytest.skip("PRS_SKIP_REDIS is set", allow_module_level=True)
+if not _core.HAVE_REDIS:
+    pytest.fail("pyresilience was built without hiredis: run `make deps install`", pytrace=False)
+
+
+# ---- the throwaway server ------------------------------------------------------
+
+class Server:
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="prs-redis-")
+        self.sock = os.path.join(self.dir, "redis.sock")
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.unix_url = f"unix://{self.sock}?db=1"
+
+    def start(self) -> None:
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.fail("redis-server is not installed (make deps)", pytrace=False)
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--unixsocket", self.sock,
+             "--dir", self.dir, "--save", "", "--appendonly", "no", "--databases", "4"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.01)
+        raise RuntimeError("redis-server did not start")
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Server]:
+    s = Server()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def own_server() -> Iterator[Server]:
+    s = Server()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def backend(server: Server) -> Iterator[pr.RedisBackend]:
+    b = pr.RedisBackend(server.url, timeout=2.0, connect_timeout=2.0)
+    yield b
+    b.close()
+
+
+def prefix() -> str:
+    return f"t{random.getrandbits(48):x}:"
+
+
+# ---- backend -----------------------------------------------------------------------
+
+def test_ping_over_tcp_and_unix_socket(server: Server) -> None:
+    tcp = pr.RedisBackend(server.url)
+    uds = pr.RedisBackend(server.unix_url, timeout=1)
+    assert tcp.ping() is True and uds.ping() is True
+    tcp._command("SET", "where", "db0")
+    uds._command("SET", "where", "db1")
+    assert tcp._command("GET", "where") == b"db0"
+    assert uds._command("GET", "where") == b"db1"
+    for b in (tcp, uds):
+        b._command("DEL", "where")
+    assert tcp.connections == 1
+    assert repr(tcp).startswith("RedisBackend('redis://127.0.0.1:")
+    tcp.close()
+    assert tcp.closed
+    with pytest.raises(pr.BackendError, match="closed"):
+        tcp.ping()
+    with pr.RedisBackend(server.url) as b:
+        assert b.ping()
+    assert b.closed
+
+
+@pytest.mark.parametrize("url", [
+    "", "http://h", "redis://", "redis://:1", "redis://h:0", "redis://h:65536", "redis://h:x",
+    "redis://h/abc", "unix://", "unix://relative", "unix:///s?db=x", "unix:///s?nope=1", "redis://h /0",
+    "redis://u:%zz@h", "redis://[::1",
+])
+def test_bad_urls(url: str) -> None:
+    with pytest.raises(ValueError, match="Redis URL"):
+        pr.RedisBackend(url)
+
+
+def test_bad_backend_arguments() -> None:
+    with pytest.raises(TypeError, match="url"):
+        pr.RedisBackend(123)  # type: ignore[arg-type]
+    for kw in ({"timeout": 0}, {"timeout": -1}, {"timeout": math.nan}, {"connect_timeout": math.inf},
+               {"max_connections": 0}, {"max_connections": 5000}):
+        with pytest.raises(ValueError):
+            pr.RedisBackend("redis://127.0.0.1:1", **kw)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="max_connections"):
+        pr.RedisBackend("redis://127.0.0.1:1", max_connections=2.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="timeout"):
+        pr.RedisBackend("redis://127.0.0.1:1", timeout="1")  # type: ignore[arg-type]
+
+
+def test_wrong_password_is_a_backend_error(server: Server) -> None:
+    b = pr.RedisBackend(f"redis://:nope@127.0.0.1:{server.port}")
+    with pytest.raises(pr.BackendError, match="AUTH"):
+        b.ping()
+
+
+def test_install_hint_names_the_package() -> None:
+    from pyresilience import redis as r
+    assert "libhiredis-dev" in r._INSTALL_HINT and "rebuild" in r._INSTALL_HINT
+
+
+# ---- limiter construction -----------------------------------------------------------
+
+def test_bad_limiter_arguments(backend: pr.RedisBackend) -> None:
+    R = pr.RedisRateLimiter
+    cases = [
+        (ValueError, dict(algorithm="leaky"), "algorithm"),
+        (TypeError, dict(algorithm=3), "algorithm"),
+        (ValueError, dict(algorithm="gcra"), "rate and burst"),
+        (ValueError, dict(algorithm="gcra", rate=5), "burst"),
+        (ValueError, dict(algorithm="gcra", rate=5, burst=5, limit=5, window=1), "not both"),
+        (ValueError, dict(algorithm="fixed_window", limit=5), "window"),
+        (ValueError, dict(algorithm="fixed_window", limit=5, window=1, rate=3), "limit and window"),
+        (ValueError, dict(algorithm="gcra", rate=-1, burst=5), "rate"),
+        (ValueError, dict(algorithm="gcra", rate=math.nan, burst=5), "rate"),
+        (ValueError, dict(algorithm="gcra", rate=math.inf, burst=5), "rate"),
+        (ValueError, dict(algorithm="gcra", rate=1, burst=0), "burst"),
+        (TypeError, dict(algorithm="gcra", rate=1, burst=2.5), "burst"),
+        (TypeError, dict(algorithm="gcra", rate=1, burst=True), "burst"),
+        (ValueError, dict(algorithm="sliding_window_log", limit=0, window=1), "limit"),
+        (ValueError, dict(algorithm="sliding_window_log", limit=5, window=-1), "window"),
+        (ValueError, dict(algorithm="sliding_window_log", limit=5, window=math.nan), "window"),
+        (ValueError, dict(algorithm="sliding_window_log", limit=10**7, window=1), "limit"),
+        (TypeError, dict(algorithm="fixed_window", limit="5", window=1), "limit"),
+        (ValueError, dict(rate=1, burst=1, key_prefix="a{b}"), "key_prefix"),
+        (TypeError, dict(rate=1, burst=1, key_prefix=b"x"), "key_prefix"),
+        (ValueError, dict(rate=1, burst=1, on_backend_error="ignore"), "on_backend_error"),
+        (ValueError, dict(rate=1, burst=1, local_share=0.5), "local"),
+        (ValueError, dict(rate=1, burst=1, on_backend_error="local", local_share=1.5), "local_share"),
+        (ValueError, dict(rate=1, burst=1, on_backend_error="local", local_share=0), "local_share"),
+        (ValueError, dict(rate=1, burst=4, lease=pr.LeaseConfig(5, 1)), "batch"),
+        (ValueError, dict(algorithm="fixed_window", limit=5, window=1, lease=pr.LeaseConfig(1, 1)), "lease"),
+        (TypeError, dict(rate=1, burst=4, lease=(2, 1)), "LeaseConfig"),
+    ]
+    for exc, kw, match in cases:
+        with pytest.raises(exc, match=match):
+            R(backend, **kw)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="RedisBackend"):
+        R("redis://x", rate=1, burst=1)  # type: ignore[arg-type]
+    for bad in ((0, 1), (-1, 1), (2, 0), (2, -1), (2, math.nan), (2, math.inf)):
+        with pytest.raises(ValueError):
+            pr.LeaseConfig(*bad)
+    with pytest.raises(TypeError):
+        pr.LeaseConfig(1.5, 1)  # type: ignore[arg-type]
+
+
+def test_bad_call_arguments(backend: pr.RedisBackend) -> None:
+    lim = pr.RedisRateLimiter(backend, rate=10, burst=10, key_prefix=prefix())
+    with pytest.raises(TypeError, match="key"):
+        lim.allow(42)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="key"):
+        lim.check(None)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="n"):
+        lim.check("k", 0)
+    with pytest.raises(TypeError, match="n"):
+        lim.check("k", 1.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="n"):
+        lim.check("k", True)
+    with pytest.raises(ValueError, match="timeout"):
+        lim.acquire("k", 1, timeout=-1)
+    with pytest.raises(TypeError):
+        lim.check_many([("k", 1, 2)])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="never"):
+        lim.acquire("k", 11)
+    assert not lim.allow("k", 10**30)  # beyond int64: a decision, never an error
+
+
+# ---- decisions --------------------------------------------------------------------
+
+def test_check_returns_the_in_process_decision_type(backend: pr.RedisBackend) -> None:
+    lim = pr.RedisRateLimiter(backend, "token_bucket", rate=1, burst=3, key_prefix=prefix())
+    d = lim.check("user")
+    assert type(d) is pr.Decision
+    assert d.allowed and d.limit == 3 and d.remaining == 2
+    h = d.headers()
+    assert h["X-RateLimit-Limit"] == "3" and h["X-RateLimit-Remaining"] == "2"
+    assert lim.check("user", 2).allowed
+    d = lim.check("user")
+    assert not d.allowed and 0.9 < d.retry_after <= 1.0
+    assert not lim.peek("user").allowed
+    lim.reset("user")
+    assert lim.check("user", 3).allowed
+    assert lim.algorithm == "token_bucket" and lim.rate == 1 and lim.burst == 3
+    assert "token_bucket" in repr(lim)
+
+
+def _schedule(seed: int, steps: int, max_gap_us: int) -> List[Tuple[float, int]]:
+    rnd = random.Random(seed)
+    t_us = 0
+    out = []
+    for _ in range(steps):
+        t_us += rnd.randrange(0, max_gap_us) * 7 + 3  # odd microseconds: never exactly on a boundary
+        out.append((t_us, rnd.choice((1, 1, 2))))
+    return out
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "token_bucket", "fixed_window", "sliding_window_counter",
+                                       "sliding_window_log"])
+def test_bound_matches_the_in_process_class(backend: pr.RedisBackend, algorithm: str) -> None:
+    """The same schedule through Redis (time override) and the in-process class
+    (ManualClock): both respect the algorithm's bound; the exact algorithms make
+    the same decisions."""
+    base_us = 1_700_000_000 * 1_000_000  # a multiple of every window below
+    clock = pr.ManualClock()
+    if algorithm in ("gcra", "token_bucket"):
+        rate, burst = 20.0, 5
+        red = pr.RedisRateLimiter(backend, algorithm, rate=rate, burst=burst, key_prefix=prefix())
+        loc = pr.GCRA(rate, burst, clock=clock) if algorithm == "gcra" else pr.TokenBucket(burst, rate, clock=clock)
+    else:
+        limit, window = 5, 0.25
+        red = pr.RedisRateLimiter(backend, algorithm, limit=limit, window=window, key_prefix=prefix())
+        cls = {"fixed_window": pr.FixedWindow, "sliding_window_counter": pr.SlidingWindowCounter,
+               "sliding_window_log": pr.SlidingWindowLog}[algorithm]
+        loc = cls(limit, window, clock=clock)
+    sched = _schedule(hash(algorithm) & 0xffff, 300, 3000)
+    got_r, got_l = [], []
+    for t_us, n in sched:
+        clock.set(t_us / 1e6)
+        dr = red._check_at("k", n, (base_us + t_us) / 1e6)
+        dl = loc.check(n)
+        got_r.append((t_us, n, dr.allowed))
+        got_l.append((t_us, n, dl.allowed))
+    for got in (got_r, got_l):
+        admitted = [(t, n) for t, n, ok in got if ok]
+        assert len(admitted) > 10
+        for i, (t0, _) in enumerate(admitted):
+            if algorithm in ("gcra", "token_bucket"):
+                total = 0
+                for t1, n1 in admitted[i:]:
+                    total += n1
+                    assert total <= burst + rate * (t1 - t0) / 1e6 + 1e-9
+            elif algorithm == "sliding_window_log":
+                assert sum(n1 for t1, n1 in admitted[i:] if t1 - t0 < 250_000) <= limit
+            else:  # per aligned window
+                w = t0 // 250_000
+                assert sum(n1 for t1, n1 in admitted if t1 // 250_000 == w) <= limit
+    if algorithm != "sliding_window_counter":
+        assert [ok for *_, ok in got_r] == [ok for *_, ok in got_l]
+
+
+def _fork_worker(url: str, pfx: str, calls: int) -> Tuple[int, int]:
+    r, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(r)
+            b = pr.RedisBackend(url, timeout=5)
+            lim = pr.RedisRateLimiter(b, rate=1e-6, burst=500, key_prefix=pfx)
+            n = sum(lim.allow("shared") for _ in range(calls))
+            os.write(wfd, str(n).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(wfd)
+    return pid, r
+
+
+def test_four_processes_share_one_limit(server: Server) -> None:
+    pfx = prefix()
+    kids = [_fork_worker(server.url, pfx, 300) for _ in range(4)]
+    total = 0
+    for pid, fd in kids:
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        with os.fdopen(fd, "rb") as f:
+            total += int(f.read())
+    assert total == 500  # 1200 asked, exactly the shared burst admitted
+
+
+def test_threads_share_a_small_pool_exactly(server: Server) -> None:
+    b = pr.RedisBackend(server.url, max_connections=2, timeout=5)
+    lim = pr.RedisRateLimiter(b, "sliding_window_log", limit=333, window=3600, key_prefix=prefix())
+    counts = [0] * 8
+
+    def run(i: int) -> None:
+        counts[i] = sum(lim.allow("k") for _ in range(100))
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sum(counts) == 333
+    assert b.connections <= 2
+
+
+# ---- keys ---------------------------------------------------------------------------
+
+HOSTILE = ["with space", "cr\r\nlf", "100%s%n", "{tag}a", "{tag}b", "}{", "{}", "nul\0x", "nul\0y", "",
+           "*3\r\n$3\r\nDEL\r\n", "ключ", b"\xff\xfe bytes", "x" * (1 << 20)]
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "token_bucket", "fixed_window", "sliding_window_counter",
+                                       "sliding_window_log"])
+def test_hostile_keys_are_distinct_and_binary_safe(backend: pr.RedisBackend, algorithm: str) -> None:
+    kw = dict(rate=0.001, burst=2) if algorithm in ("gcra", "token_bucket") else dict(limit=2, window=60)
+    lim = pr.RedisRateLimiter(backend, algorithm, key_prefix=prefix(), **kw)  # type: ignore[arg-type]
+    for key in HOSTILE:
+        assert lim.check(key, 2).allowed, repr(key)[:40]
+        assert not lim.check(key).allowed
+    decisions = lim.check_many([(k, 1) for k in HOSTILE])
+    assert not any(d.allowed for d in decisions)
+    lim.reset("{tag}a")
+    assert lim.allow("{tag}a", 2) and not lim.allow("{tag}b")
+    assert lim._redis_key("{tag}a") != lim._redis_key("{tag}b")
+
+
+def test_keys_of_a_group_share_a_hash_tag(backend: pr.RedisBackend) -> None:
+    a = pr.RedisRateLimiter(backend, rate=1, burst=5, key_prefix=prefix())
+    b = pr.RedisRateLimiter(backend, "fixed_window", limit=5, window=60, key_prefix=prefix())
+    assert pr.RedisLimiterGroup([(a, "{acct1}user", 1), (b, "{acct1}global", 1)]).same_slot
+    assert not pr.RedisLimiterGroup([(a, "user:1", 1), (b, "global", 1)]).same_slot
+
+
+# ---- batches, groups, leases -----------------------------------------------------------
+
+def test_check_many_in_one_round_trip(backend: pr.RedisBackend) -> None:
+    lim = pr.RedisRateLimiter(backend, "fixed_window", limit=3, window=3600, key_prefix=prefix())
+    ds = lim.check_many([("a", 1), ("b", 3), ("a", 2), ("a", 1), "c", ("b", 1)])
+    assert [d.allowed for d in ds] == [True, True, True, False, True, False]
+    assert [d.remaining for d in ds[:3]] == [2, 0, 0]
+    assert lim.check_many([]) == []
+
+
+def test_group_is_all_or_nothing(backend: pr.RedisBackend) -> None:
+    user = pr.RedisRateLimiter(backend, "token_bucket", rate=0.001, burst=3, key_prefix=prefix())
+    glob = pr.RedisRateLimiter(backend, "fixed_window", limit=4, window=3600, key_prefix=prefix())
+    g1 = pr.RedisLimiterGroup([(user, "{t}u1", 1), (glob, "{t}all", 1)])
+    for _ in range(3):
+        assert g1.allow()
+    d = g1.check()
+    assert not d.allowed and d.denied_by == 0
+    g2 = pr.RedisLimiterGroup([(user, "{t}u2", 1), (glob, "{t}all", 1)])
+    assert g2.allow()
+    d = g2.check()
+    assert not d.allowed and d.denied_by == 1
+    assert user.peek("{t}u2").remaining == 1  # the denied group took nothing from the user
+    with pytest.raises(pr.RateLimitExceeded):
+        g2.acquire(timeout=0)
+    with pytest.raises(TypeError):
+        pr.RedisLimiterGroup([("x", "k", 1)])  # type: ignore[list-item]
+    other = pr.RedisRateLimiter(pr.RedisBackend(backend.url), rate=1, burst=1)
+    with pytest.raises(ValueError, match="RedisBackend"):
+        pr.RedisLimiterGroup([(user, "a", 1), (other, "b", 1)])
+    with pytest.raises(ValueError):
+        pr.RedisLimiterGroup([])
+
+
+def _evalsha_calls(b: pr.RedisBackend) -> int:
+    info = b._command("INFO", "commandstats").decode()
+    for line in info.splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+def test_leases_cut_round_trips_and_never_over_admit(backend: pr.RedisBackend) -> None:
+    pfx = prefix()
+    lim = pr.RedisRateLimiter(backend, rate=2000, burst=400, key_prefix=pfx, lease=pr.LeaseConfig(50, 0.05))
+    strict = pr.RedisRateLimiter(backend, rate=2000, burst=400, key_prefix=pfx)
+    before = _evalsha_calls(backend)
+    t0 = time.monotonic()
+    admitted = sum(lim.allow("k") for _ in range(5000))
+    elapsed = time.monotonic() - t0
+    trips = _evalsha_calls(backend) - before
+    assert 400 <= admitted <= 400 + 2000 * elapsed + 1
+    assert trips * 10 <= admitted
+    lim.close()  # gives back what is held
+    assert strict.peek("k").remaining >= 0
+    assert repr(lim).endswith("lease=LeaseConfig(batch=50, max_hold=0.05))")
+
+
+def test_acquire_sync_and_async(backend: pr.RedisBackend) -> None:
+    lim = pr.RedisRateLimiter(backend, rate=50, burst=1, key_prefix=prefix())
+    lim.acquire("k")
+    t0 = time.monotonic()
+    lim.acquire("k", timeout=1)  # waits about 20 ms
+    assert time.monotonic() - t0 < 1
+    with pytest.raises(pr.RateLimitExceeded):
+        lim.acquire("k", timeout=0)
+
+    async def main() -> None:
+        await lim.acquire_async("k", timeout=1)
+        with pytest.raises(pr.RateLimitExceeded):
+            await lim.acquire_async("k", timeout=0)
+
+    asyncio.run(main())
+
+
+# ---- faults -------------------------------------------------------------------------
+
+def _fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.parametrize("policy", ["raise", "allow", "deny", "local"])
+def test_sigkill_mid_load_then_restart(own_server: Server, policy: str) -> None:
+    timeout = 0.1
+    b = pr.RedisBackend(own_server.url, timeout=timeout, connect_timeout=timeout)
+    kw = {"local_share": 0.5} if policy == "local" else {}
+    lim = pr.RedisRateLimiter(b, rate=1000, burst=10, on_backend_error=policy, **kw)  # type: ignore[arg-type]
+    for _ in range(20):
+        lim.check("k")
+    fds = _fds()
+    own_server.kill()
+    outcomes = set()
+    worst = 0.0
+    for _ in range(100):
+        t = time.monotonic()
+        try:
+            d = lim.check("k")
+            outcomes.add(d.allowed)
+        except pr.BackendError:
+            outcomes.add("raised")
+        worst = max(worst, time.monotonic() - t)
+    assert worst < timeout + 0.05
+    expected = {"raise": {"raised"}, "allow": {True}, "deny": {False}, "local": {True, False}}[policy]
+    assert outcomes == expected
+    own_server.start()
+    back = time.monotonic()
+    while True:
+        try:
+            d = lim.peek("k")
+            if policy == "raise" or b.ping():
+                break
+        except pr.BackendError:
+            pass
+        assert time.monotonic() - back < 1.0
+        time.sleep(0.005)
+    assert b.ping()
+    assert _fds() <= fds + 1
+
+
+def test_script_flush_under_load_reaches_no_caller(server: Server) -> None:
+    b = pr.RedisBackend(server.url, timeout=5)
+    admin = pr.RedisBackend(server.url, timeout=5)
+    lim = pr.RedisRateLimiter(b, "sliding_window_counter", limit=10**6, window=60, key_prefix=prefix())
+    stop = threading.Event()
+
+    def flusher() -> None:
+        while not stop.is_set():
+            admin._command("SCRIPT", "FLUSH")
+            time.sleep(0.001)
+
+    t = threading.Thread(target=flusher)
+    t.start()
+    try:
+        for _ in range(300):
+            assert lim.allow("k")
+        for d in lim.check_many([("k", 1)] * 50):
+            assert d.allowed
+    finally:
+        stop.set()
+        t.join()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_parent_and_child_both_work(server: Server) -> None:
+    b = pr.RedisBackend(server.url, timeout=5)
+    lim = pr.RedisRateLimiter(b, rate=0.001, burst=100, key_prefix=prefix(), lease=pr.LeaseConfig(10, 60))
+    assert lim.allow("f")
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        ok = b.connections == 0 and all(lim.allow("f") for _ in range(15))
+        os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert all(lim.allow("f") for _ in range(9))  # the parent's own lease
+    # 1 + 9 by the parent's lease, 15 by the child's (two leases): 30 taken
+    assert lim.peek("f").remaining == 100 - 30 - 1
+    assert b.ping()
+
+
+# ---- TTLs (last: covers every key the tests above wrote) ------------------------------
+
+def test_no_key_of_ours_lives_forever(backend: pr.RedisBackend) -> None:
+    cursor, keys = b"0", []
+    while True:
+        cursor, batch = backend._command("SCAN", cursor, "COUNT", 1000)
+        keys += batch
+        if cursor == b"0":
+            break
+    assert len(keys) > 20
+    forever = [k for k in keys if backend._command("PTTL", k) == -1]
+    assert forever == []
+
+
+def test_mypy_passes_on_example() -> None:
+    pytest.importorskip("mypy")
+    example = Path(__file__).parent / "typing" / "example_redis.py"
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                        "--cache-dir", os.devnull, str(example)],
+                       capture_output=True, text=True, cwd=example.parent)
+    assert r.returncode == 0, r.stdout + r.stderr
