@@ -76,7 +76,6 @@ def tour_breaker() -> None:
     print(f"  metrics: state={m.state} calls={m.calls} failures={m.failures} rejected={m.rejected}")
 
 
-
 # -- retry (issue 5) --
 def tour_retry() -> None:
     section("Retries: backoff, jitter, deadlines, Retry-After, budgets")

@@ -331,7 +331,6 @@ class RetryCall:
 def retry_now_ns(clock: ClockArg, /) -> int: ...
 def retry_sleep(clock: ClockArg, ns: int, /) -> None: ...
 
-
 # -- bulkhead and queues (issue 6) --
 
 class _AsyncWaiter:
