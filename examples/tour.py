@@ -50,6 +50,21 @@ def tour_limiter_family() -> None:
     print("  at t=10, 3 more:", {type(lim).__name__: lim.allow(3) for lim in limiters})
 
 
+def tour_keyed() -> None:
+    section("KeyedLimiter and LimiterGroup: per client, all or nothing")
+    clock = pr.ManualClock()
+    per_user = pr.KeyedLimiter(pr.TokenBucket, capacity=2, refill_rate=1, clock=clock)
+    per_path = pr.KeyedLimiter(pr.FixedWindow, limit=3, window=60, clock=clock)
+    print("  alice x3:", [per_user.allow("alice") for _ in range(3)],
+          "| bob:", per_user.allow("bob"))
+    for user in ("carol", "dave"):
+        group = pr.LimiterGroup(per_user.for_key(user), per_path.for_key("/search"))
+        got = [group.check() for _ in range(2)]
+        print(f"  {user} on /search x2:", [d.allowed for d in got],
+              "denied_by:", [d.denied_by for d in got])
+    print(f"  keys held: {len(per_user)}, memory: {per_user.memory_bytes} bytes")
+
+
 # -- circuit breaker (issue 4) --
 def tour_breaker() -> None:
     section("CircuitBreaker: closed, open, half-open")
@@ -139,6 +154,7 @@ def main() -> None:
     # -- calls (one line per section, in issue order) --
     tour_limiters()
     tour_limiter_family()
+    tour_keyed()
     tour_breaker()
     tour_retry()
     print("\ntour done")
