@@ -17,7 +17,8 @@ import contextvars
 import enum
 import functools
 import inspect
-from typing import Any, Awaitable, Callable, Iterable, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Tuple, Type, TypeVar,
+                    Union, cast)
 
 from . import _core
 
@@ -128,6 +129,10 @@ class CircuitBreaker(_core.CircuitBreaker):
             half_open_max_calls=half_open_max_calls, record_exceptions=record_exceptions,
             ignore_exceptions=ignore_exceptions, is_failure=is_failure,
             on_state_change=on_state_change, clock=clock)
+
+    if TYPE_CHECKING:  # the C getter returns a CircuitState member
+        @property
+        def state(self) -> CircuitState: ...
 
     # -- async ----------------------------------------------------------------
 

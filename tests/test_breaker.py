@@ -863,6 +863,37 @@ def test_threads_exact_counts_and_one_notification_per_transition(clock):
     assert m.failures == nthreads * len(range(0, per_thread, 3))
 
 
+# ---- fork ------------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_breaker_keeps_working_in_a_forked_child(clock):
+    cb = CircuitBreaker(2, 1, 10, clock=clock)
+    fail_n(cb, 1)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: its own copy of the state
+        try:
+            os.close(r)
+            out = []
+            try:
+                cb.call(boom)
+            except Boom:
+                pass
+            out.append(cb.state.value)
+            clock.advance(10)
+            out.append(cb.call(ok, 7))
+            out.append(cb.state.value)
+            os.write(w, repr(out).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        got = f.read()
+    os.waitpid(pid, 0)
+    assert got == "['open', 7, 'closed']"
+    assert cb.state is CircuitState.CLOSED and cb.metrics.consecutive_failures == 1
+
+
 # ---- memory ------------------------------------------------------------------------------
 
 def test_gc_collects_self_referencing_breaker():

@@ -44,6 +44,7 @@ cb.record_success(0.1)
 cb.record_failure()
 cb.record_ignored()
 state: CircuitState = cb.state
+is_open: bool = cb.state is CircuitState.OPEN and cb.state.value == "open"
 failures: int = cb.metrics.failures
 rate: float = cb.metrics.failure_rate
 cb.force_open()
