@@ -7,7 +7,7 @@
  *
  * The level at now is max(0, level - (now - last) * leak_rate). Decision at
  * now for n: the excess level + n - capacity (when > 0) must drain first; it
- * becomes an integer number of nanoseconds `need` = ceil(excess * 1e9 / rate)
+ * becomes an integer number of nanoseconds `need` = ceil(excess * (1e9 / rate))
  * and the request is admitted iff now - last >= need. Denials change nothing,
  * so the verdict and retry_after = last + need - now come from one integer: a
  * request denied at t is denied before t + retry_after and admitted at
@@ -32,8 +32,10 @@
 
 /* Immutable after prs_leaky_bucket_new(); also the params of prs_algo_leaky_bucket. */
 typedef struct lb_params {
-    double capacity;  /* (0, 1e15] */
-    double rate;      /* (0, 1e15] units drained per second */
+    double capacity;     /* (0, 1e15] */
+    double rate;         /* (0, 1e15] units drained per second */
+    double ns_per_unit;  /* 1e9 / rate: every "ns to drain" goes through it (no division) */
+    double per_ns;       /* rate / 1e9: units drained per ns */
 } lb_params;
 
 /* The mutable state (16 bytes): what a keyed table keeps per key. */
@@ -81,6 +83,8 @@ int prs_leaky_bucket_new(const prs_leaky_bucket_config *cfg, prs_leaky_bucket **
     lb->alloc = *a;
     lb->p.capacity = cfg->capacity;
     lb->p.rate = cfg->leak_rate;
+    lb->p.ns_per_unit = 1e9 / cfg->leak_rate;
+    lb->p.per_ns = cfg->leak_rate / 1e9;
     state_init(&lb->p, &lb->s);
     *out = lb;
     return PRS_OK;
@@ -94,7 +98,7 @@ void prs_leaky_bucket_free(prs_leaky_bucket *lb) {
 
 /* ns to drain `amount` (> 0). */
 static int64_t ns_for(const lb_params *p, double amount) {
-    return prs__ceil_to_i64(amount * 1e9 / p->rate);
+    return prs__ceil_to_i64(amount * p->ns_per_unit);
 }
 
 static int64_t elapsed_since(const lb_state *s, int64_t now) {
@@ -103,7 +107,7 @@ static int64_t elapsed_since(const lb_state *s, int64_t now) {
 
 /* The level `elapsed` ns after `last`. */
 static double level_after(const lb_params *p, const lb_state *s, int64_t elapsed) {
-    double l = s->level - (double)elapsed * (p->rate / 1e9);
+    double l = s->level - (double)elapsed * p->per_ns;
     return l > 0.0 ? l : 0.0;
 }
 
