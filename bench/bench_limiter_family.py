@@ -150,6 +150,8 @@ def _pyrate_rows(h, admit, closers):
             r = pl.Rate(DENY_LIMIT, pl.Duration.HOUR)
         rows.append(("leaky bucket", "pyrate-limiter StateBucket(GCRA) try_acquire()",
                      make(state_bucket([r], algorithm=gcra()))))
+        h.note("No peer offers a leaky-bucket meter under that name: LeakyBucket is compared "
+               "with pyrate-limiter's GCRA, the same algorithm in its virtual-scheduling form")
     else:
         h.note("pyrate-limiter has no StateBucket/GCRA in this version: LeakyBucket has no peer")
     return rows
