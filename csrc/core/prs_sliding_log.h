@@ -49,7 +49,9 @@ void prs_sliding_log_free(prs_sliding_log *sl); /* NULL-safe */
  * already seen is taken as that one. Cost: O(n) to record, amortized O(1) to
  * forget expired entries. PRS_OK with *d filled, or PRS_EINVAL (n < 1, NULL). */
 int prs_sliding_log_check(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d);
-/* The same decision without recording. */
+/* The same decision without recording. Like check, it may drop expired entries
+ * and remember now_ns as seen (neither changes any decision). The descriptor's
+ * decide(consume=0) does the same to its state. */
 int prs_sliding_log_peek(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d);
 /* Forgets everything. */
 void prs_sliding_log_reset(prs_sliding_log *sl);
