@@ -347,6 +347,45 @@ TEST(group_alloc_failure) {
     prs_token_bucket_free(tb);
 }
 
+/* A new key that cannot be stored (no memory) fails the group check with
+ * PRS_ENOMEM and takes nothing from any member. */
+TEST(group_enomem_takes_nothing) {
+    prs_token_bucket *tb = tb_new(5, 0);
+    prs_token_bucket *tmpl = tb_new(3, 0);
+    prs_test_alloc ta;
+    prs_test_alloc_init(&ta, -1);
+    prs_keyed_config c;
+    prs_keyed_config_init(&c);
+    c.algo = &prs_algo_token_bucket;
+    c.params = prs_token_bucket_params(tmpl);
+    c.max_keys = 10;
+    c.allocator = &ta.base;
+    prs_keyed *t;
+    ASSERT_OK(prs_keyed_new(&c, &t));
+    const char *lk = "a key longer than the eighteen inline bytes";
+    prs_group_member m[2];
+    prs_group_member_token_bucket(&m[0], tb);
+    prs_group_member_keyed(&m[1], t, lk, strlen(lk));
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 2, NULL, &g));
+    prs_decision d;
+    for (long extra = 0; extra < 2; extra++) { /* the slot array, then the key block */
+        ta.fail_after = ta.calls + extra;
+        ASSERT_STATUS(prs_group_check(g, 0, 1, &d, NULL), PRS_ENOMEM);
+        ASSERT_NEAR(prs_token_bucket_available(tb, 0), 5.0, 1e-9);
+        ASSERT_EQ_I64(prs_keyed_len(t), 0);
+    }
+    ta.fail_after = -1;
+    ASSERT(gcheck(g, 0, 1, &d, NULL));
+    ASSERT_NEAR(prs_token_bucket_available(tb, 0), 4.0, 1e-9);
+    ASSERT_EQ_I64(prs_keyed_len(t), 1);
+    prs_group_free(g);
+    prs_keyed_free(t);
+    ASSERT_EQ_I64(ta.live, 0);
+    prs_token_bucket_free(tmpl);
+    prs_token_bucket_free(tb);
+}
+
 TEST(group_bad_input) {
     prs_token_bucket *tb = tb_new(1, 1);
     prs_group_member m[PRS_GROUP_MAX_MEMBERS + 1];
