@@ -10,12 +10,17 @@
  * evaluate every member against an overlay of pending writes and commit all
  * of them or none.
  *
+ * Needs Redis >= 5 (scripts replicate their effects, so TIME may precede
+ * writes). Small state (a bucket, a window) is one string value written with
+ * SET ... PX: one call stores it and its TTL.
+ *
  * Units inside the scripts: time in microseconds (Redis's TIME, or the
  * caller's override in tests), held in Lua doubles (exact up to 2^53 us, far
  * past any epoch). Fractional state (GCRA's theoretical arrival time, a
  * bucket's tokens) is stored with %.17g so it round-trips exactly; fractional
  * results (retry/reset times) are returned as strings for the same reason
- * (Lua numbers would be truncated to integers on the way back).
+ * (Lua numbers would be truncated to integers on the way back); whole numbers
+ * go back as integers, which is exact and cheaper.
  *
  * Keys: every key written gets a PEXPIRE covering exactly the time after
  * which its state equals "no state" (plus 1 ms); state that already equals
@@ -35,11 +40,11 @@
 /* ---- Lua ----------------------------------------------------------------- */
 
 #define LUA_PRELUDE                                                                      \
-    "if redis.replicate_commands then pcall(redis.replicate_commands) end\n"             \
     "local NEVER = -1\n"                                                                 \
     "local EPS = 1e-9\n"                                                                 \
     "local floor = math.floor\n"                                                         \
     "local function fmt(x) return string.format('%.17g', x) end\n"                       \
+    "local function num(x) if x == floor(x) then return x end return fmt(x) end\n"      \
     "local function clock(ov)\n"                                                         \
     "  if ov ~= '' then return tonumber(ov) end\n"                                       \
     "  local t = redis.call('TIME')\n"                                                   \
@@ -86,12 +91,15 @@
     "  else redis.call('SET', k[1], fmt(st.tat), 'PX', ms(ahead)) end\n"                 \
     "end\n"
 
-/* Token bucket: state {t = tokens at l, l = time}; cap, r = tokens per us. */
+/* Token bucket: state {t = tokens at l, l = time}, stored as "t l"; cap, r =
+ * tokens per us. */
 #define LUA_TOKEN_BUCKET                                                                 \
     "local TB = {nkeys = 1}\n"                                                           \
     "function TB.load(k, cap, r, now)\n"                                                 \
-    "  local v = redis.call('HMGET', k[1], 't', 'l')\n"                                  \
-    "  return {t = tonumber(v[1]), l = tonumber(v[2])}\n"                                \
+    "  local v = redis.call('GET', k[1])\n"                                              \
+    "  if not v then return {} end\n"                                                   \
+    "  local t, l = string.match(v, '^(%S+) (%S+)$')\n"                                 \
+    "  return {t = tonumber(t), l = tonumber(l)}\n"                                      \
     "end\n"                                                                              \
     "function TB.decide(st, n, mode, want, give, cap, r, now)\n"                         \
     "  local tokens, last = st.t, st.l\n"                                                \
@@ -118,17 +126,18 @@
     "end\n"                                                                              \
     "function TB.store(k, st, cap, r, now)\n"                                            \
     "  if st.t >= cap then redis.call('DEL', k[1]) return end\n"                         \
-    "  redis.call('HMSET', k[1], 't', fmt(st.t), 'l', fmt(st.l))\n"                      \
-    "  redis.call('PEXPIRE', k[1], ms((cap - st.t) / r + nonneg(st.l - now)))\n"         \
+    "  redis.call('SET', k[1], fmt(st.t) .. ' ' .. fmt(st.l), 'PX', ms((cap - st.t) / r + nonneg(st.l - now)))\n" \
     "end\n"
 
-/* Fixed window: state {w = window index, c = count}; windows aligned to
+/* Fixed window: state {w = window index, c = count}, stored as "w c"; windows aligned to
  * multiples of W us on Redis's clock. */
 #define LUA_FIXED_WINDOW                                                                 \
     "local FW = {nkeys = 1}\n"                                                           \
     "function FW.load(k, limit, W, now)\n"                                               \
-    "  local v = redis.call('HMGET', k[1], 'w', 'c')\n"                                  \
-    "  return {w = tonumber(v[1]), c = tonumber(v[2])}\n"                                \
+    "  local v = redis.call('GET', k[1])\n"                                              \
+    "  if not v then return {} end\n"                                                   \
+    "  local w, c = string.match(v, '^(%S+) (%S+)$')\n"                                 \
+    "  return {w = tonumber(w), c = tonumber(c)}\n"                                      \
     "end\n"                                                                              \
     "function FW.decide(st, n, mode, want, give, limit, W, now)\n"                       \
     "  local idx = floor(now / W)\n"                                                     \
@@ -143,17 +152,19 @@
     "  return {1, limit, limit - c - n, 0, wend, n}, {w = idx, c = c + n}, true\n"       \
     "end\n"                                                                              \
     "function FW.store(k, st, limit, W, now)\n"                                          \
-    "  redis.call('HMSET', k[1], 'w', fmt(st.w), 'c', fmt(st.c))\n"                      \
-    "  redis.call('PEXPIRE', k[1], ms((st.w + 1) * W - now))\n"                          \
+    "  redis.call('SET', k[1], fmt(st.w) .. ' ' .. fmt(st.c), 'PX', ms((st.w + 1) * W - now))\n" \
     "end\n"
 
-/* Sliding window counter: state {w, c = count in window w, p = count in w-1};
+/* Sliding window counter: state {w, c = count in window w, p = count in w-1},
+ * stored as "w c p";
  * estimate = p * (W - elapsed) / W + c. */
 #define LUA_SLIDING_WINDOW_COUNTER                                                       \
     "local SWC = {nkeys = 1}\n"                                                          \
     "function SWC.load(k, limit, W, now)\n"                                              \
-    "  local v = redis.call('HMGET', k[1], 'w', 'c', 'p')\n"                             \
-    "  return {w = tonumber(v[1]), c = tonumber(v[2]), p = tonumber(v[3])}\n"            \
+    "  local v = redis.call('GET', k[1])\n"                                              \
+    "  if not v then return {} end\n"                                                   \
+    "  local w, c, p = string.match(v, '^(%S+) (%S+) (%S+)$')\n"                        \
+    "  return {w = tonumber(w), c = tonumber(c), p = tonumber(p)}\n"                     \
     "end\n"                                                                              \
     "function SWC.decide(st, n, mode, want, give, limit, W, now)\n"                      \
     "  local idx = floor(now / W)\n"                                                     \
@@ -179,8 +190,7 @@
     "  return {1, limit, rem(est + n), 0, reset_of(cur + n, prev), n}, {w = idx, c = cur + n, p = prev}, true\n" \
     "end\n"                                                                              \
     "function SWC.store(k, st, limit, W, now)\n"                                         \
-    "  redis.call('HMSET', k[1], 'w', fmt(st.w), 'c', fmt(st.c), 'p', fmt(st.p))\n"      \
-    "  redis.call('PEXPIRE', k[1], ms((st.w + 2) * W - now))\n"                          \
+    "  redis.call('SET', k[1], fmt(st.w) .. ' ' .. fmt(st.c) .. ' ' .. fmt(st.p), 'PX', ms((st.w + 2) * W - now))\n" \
     "end\n"
 
 /* Sliding window log: k[1] a sorted set of admission times (one member per
@@ -233,7 +243,7 @@
 #define LUA_ENCODE                                                                       \
     "local function encode(out, r)\n"                                                    \
     "  out[#out + 1] = r[1]; out[#out + 1] = r[2]; out[#out + 1] = r[3]\n"               \
-    "  out[#out + 1] = fmt(r[4]); out[#out + 1] = fmt(r[5]); out[#out + 1] = r[6]\n"     \
+    "  out[#out + 1] = num(r[4]); out[#out + 1] = num(r[5]); out[#out + 1] = r[6]\n"     \
     "end\n"
 
 /* KEYS: the algorithm's keys. ARGV: now override ('' = TIME), mode ('c' check,

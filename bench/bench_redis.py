@@ -1,0 +1,167 @@
+"""Redis rate limiting: decisions per second against a local redis-server.
+
+One throwaway redis-server (free port, temp dir) serves every row, started and
+stopped here. Rows, all admitting (limits far above what the loop reaches):
+
+* the floor through our own connection: a PING round trip, and an EVALSHA of
+  an empty script (``return 0``), both via RedisBackend (GIL released during I/O);
+* ours: RedisRateLimiter.check() for gcra and sliding_window_log (one EVALSHA of
+  the algorithm's script), check_many() with batches of 100 (one pipelined round
+  trip), and check() in lease mode (LeaseConfig(batch=1000): one round trip per
+  1000 decisions, the rest served from the local lease);
+* peers on the same server: ``limits`` (RedisStorage over the ``redis`` client;
+  FixedWindowRateLimiter and MovingWindowRateLimiter ``.hit``) and
+  ``pyrate-limiter`` (RedisBucket, ``try_acquire(blocking=False)``).
+
+Targets (issue 7): a single check within 1.2x of the EVALSHA floor; at least 2x
+faster per decision than ``limits``; check_many >= 100k decisions/s; lease mode
+>= 1M decisions/s.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from functools import partial
+
+
+class _Server:
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="prs-bench-redis-")
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        self.port = s.getsockname()[1]
+        s.close()
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.dir,
+             "--save", "", "--appendonly", "no"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.01)
+        self.stop()
+        raise RuntimeError("redis-server did not start")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _per_decision(h, label, ns_per_call, per_call):
+    per = ns_per_call / per_call
+    h.value(label, round(1e9 / per), "decisions/s")
+    return per
+
+
+def run(h) -> None:
+    import pyresilience as pr
+
+    h.section("Redis rate limiting (local redis-server)",
+              note="ns per call against one local redis-server, all admitting. Targets: check() "
+                   "within 1.2x of the EVALSHA-of-an-empty-script floor; >= 2x faster per decision "
+                   "than limits; check_many >= 100k decisions/s; lease mode >= 1M decisions/s.")
+    if not getattr(pr._core, "HAVE_REDIS", 0):
+        h.note("skipped: pyresilience was built without hiredis")
+        return
+    if shutil.which("redis-server") is None:
+        h.note("skipped: redis-server is not installed (make deps)")
+        return
+    srv = _Server()
+    try:
+        _run(h, pr, srv)
+    finally:
+        srv.stop()
+
+
+def _run(h, pr, srv) -> None:
+    b = pr.RedisBackend(srv.url, timeout=2.0, connect_timeout=2.0)
+    sha = b._command("SCRIPT", "LOAD", "return 0").decode()
+    ping_ns = h.time("floor: PING round trip (RedisBackend.ping)", b.ping)
+    floor_ns = h.time("floor: EVALSHA of an empty script (RedisBackend._command)",
+                      partial(b._command, "EVALSHA", sha, "0"))
+
+    gcra = pr.RedisRateLimiter(b, "gcra", rate=1e9, burst=10**9, key_prefix="bench:")
+    log = pr.RedisRateLimiter(b, "sliding_window_log", limit=10**6, window=0.5, key_prefix="bench:")
+    fixed = pr.RedisRateLimiter(b, "fixed_window", limit=10**12, window=3600, key_prefix="bench:")
+    assert gcra.allow("user:1") and log.allow("user:1") and fixed.allow("user:1")
+    check_ns = h.time("pyresilience RedisRateLimiter(gcra).check(key)", partial(gcra.check, "user:1"))
+    h.time("pyresilience RedisRateLimiter(gcra).allow(key)", partial(gcra.allow, "user:1"))
+    h.time("pyresilience RedisRateLimiter(fixed_window).allow(key)", partial(fixed.allow, "user:1"))
+    log_ns = h.time("pyresilience RedisRateLimiter(sliding_window_log).allow(key)",
+                    partial(log.allow, "user:1"))
+    ratio = check_ns / floor_ns
+    h.value("check() / EVALSHA floor", round(ratio, 2), "x")
+    h.target("single check within 1.2x of the EVALSHA floor", ratio <= 1.2)
+    h.value("check() / PING", round(check_ns / ping_ns, 2), "x")
+
+    batch = [(f"user:{i}", 1) for i in range(100)]
+    assert all(d.allowed for d in gcra.check_many(batch))
+    many_ns = h.time("pyresilience check_many(100 keys) (per call)", partial(gcra.check_many, batch))
+    per = _per_decision(h, "check_many: decisions/s", many_ns, 100)
+    h.target("check_many >= 100k decisions/s", 1e9 / per >= 100_000)
+
+    leased = pr.RedisRateLimiter(b, "gcra", rate=1e9, burst=10**9, key_prefix="bench-lease:",
+                                 lease=pr.LeaseConfig(batch=1000, max_hold=1.0))
+    assert leased.allow("user:1")
+    lease_ns = h.time("pyresilience lease mode check(key), LeaseConfig(batch=1000)",
+                      partial(leased.check, "user:1"))
+    h.time("pyresilience lease mode allow(key), LeaseConfig(batch=1000)", partial(leased.allow, "user:1"))
+    _per_decision(h, "lease mode: decisions/s (check)", lease_ns, 1)
+    h.target("lease mode >= 1M decisions/s", lease_ns <= 1000)
+    leased.close()
+
+    peer_ns = []
+    limits = h.peer("limits")
+    if limits is not None:
+        try:
+            from limits import parse
+            from limits.storage import RedisStorage
+            from limits.strategies import FixedWindowRateLimiter, MovingWindowRateLimiter
+            storage = RedisStorage(srv.url)
+            item = parse("1000000000/hour")
+            for name, cls in (("FixedWindowRateLimiter", FixedWindowRateLimiter),
+                              ("MovingWindowRateLimiter", MovingWindowRateLimiter)):
+                lim = cls(storage)
+                if name.startswith("Moving"):
+                    item = parse("100000/hour")  # its log holds one entry per hit: keep it bounded
+                assert lim.hit(item, "user:1")
+                peer_ns.append(h.time(f"limits {name}(RedisStorage).hit()", partial(lim.hit, item, "user:1"),
+                                      peer=True))
+        except Exception as e:  # noqa: BLE001 - a peer's API drift must not stop the run
+            h.note(f"limits rows failed: {type(e).__name__}: {e}")
+    pl = h.peer("pyrate_limiter", "pyrate-limiter")
+    if pl is not None:
+        try:
+            import redis
+            client = redis.Redis(host="127.0.0.1", port=srv.port)
+            bucket = pl.RedisBucket.init([pl.Rate(10**6, pl.Duration.HOUR)], client, "bench-pyrate")
+            lim = pl.Limiter(bucket)
+            fn = partial(lim.try_acquire, "user:1", blocking=False)
+            assert fn()
+            peer_ns.append(h.time("pyrate-limiter Limiter(RedisBucket).try_acquire()", fn, peer=True))
+        except Exception as e:  # noqa: BLE001
+            h.note(f"pyrate-limiter rows failed: {type(e).__name__}: {e}")
+    if peer_ns:
+        best = min(peer_ns)
+        h.ratio("limits/pyrate-limiter fastest vs our check()", check_ns, best)
+        h.target("at least 2x faster per decision than limits", best / check_ns >= 2.0)
+        h.ratio("fastest peer vs our check_many (per decision)", per, best)
+    for key in ("user:1",):
+        for lim in (gcra, log, fixed):
+            lim.reset(key)
+    b.close()
