@@ -124,7 +124,7 @@ static void state_decide(const tb_params *p, tb_state *s, int64_t now, int64_t n
     } else {
         double deficit = (double)n - s->tokens;
         int64_t need = deficit > 0.0 ? ns_for(p, deficit) : 0;
-        if (elapsed >= need) {
+        if (need != PRS_NEVER && elapsed >= need) { /* PRS_NEVER: no elapsed time is enough */
             d->allowed = 1;
             d->retry_after_ns = 0;
             left = have - (double)n;

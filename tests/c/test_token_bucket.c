@@ -927,3 +927,14 @@ TEST(tb_algo_refund_and_is_fresh) {
     prs_token_bucket_free(fixed);
     prs_token_bucket_free(tmpl);
 }
+
+/* A fixed budget spent at the start of time stays spent at its end: the
+ * "never" wait (PRS_NEVER) is not reached by a saturated elapsed time. */
+TEST(tb_fixed_budget_never_reached_by_saturated_elapsed) {
+    prs_token_bucket *tb = make_tb(2, 0);
+    ASSERT(check(tb, INT64_MIN + 1, 2).allowed);
+    prs_decision d = check(tb, INT64_MAX, 1);
+    ASSERT(!d.allowed);
+    ASSERT_EQ_I64(d.retry_after_ns, PRS_NEVER);
+    prs_token_bucket_free(tb);
+}
