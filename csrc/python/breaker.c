@@ -22,6 +22,32 @@
 #include <math.h>
 #include <structmember.h>
 
+/* Setting a pending exception aside around a call out (PyErr_Fetch is
+ * deprecated from 3.12 on). */
+#if PY_VERSION_HEX >= 0x030C0000
+#define SAVED_EXC PyObject *saved_exc_
+#define SAVE_EXC() (saved_exc_ = PyErr_GetRaisedException())
+#define RESTORE_EXC() PyErr_SetRaisedException(saved_exc_)
+#else
+#define SAVED_EXC PyObject *saved_t_, *saved_v_, *saved_tb_
+#define SAVE_EXC() PyErr_Fetch(&saved_t_, &saved_v_, &saved_tb_)
+#define RESTORE_EXC() PyErr_Restore(saved_t_, saved_v_, saved_tb_)
+#endif
+
+/* The current exception's value (new reference, exception cleared), or NULL. */
+static PyObject *take_exception(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    return v;
+#endif
+}
+
 #ifndef Py_BEGIN_CRITICAL_SECTION
 #define Py_BEGIN_CRITICAL_SECTION(op) {
 #define Py_END_CRITICAL_SECTION() }
@@ -333,16 +359,12 @@ fail:
 /* Reports a listener's exception (the current one) as a RuntimeWarning; when
  * warnings are errors, through sys.unraisablehook. Clears it either way. */
 static void report_listener_error(PyObject *listener) {
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
+    PyObject *v = take_exception();
     if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
                          "circuit breaker listener %R raised %R (ignored)", listener,
                          v ? v : Py_None) < 0)
         PyErr_WriteUnraisable(listener);
-    Py_XDECREF(t);
     Py_XDECREF(v);
-    Py_XDECREF(tb);
 }
 
 /* Calls every listener as listener(breaker, old_state, new_state). No core lock
@@ -358,8 +380,8 @@ static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
         Py_DECREF(ls);
         return;
     }
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
+    SAVED_EXC;
+    SAVE_EXC();
     PyObject *args[3] = {(PyObject *)self, self->states[tr->from], self->states[tr->to]};
     Py_INCREF(args[1]);
     Py_INCREF(args[2]);
@@ -372,7 +394,7 @@ static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
     Py_DECREF(args[1]);
     Py_DECREF(args[2]);
     Py_DECREF(ls);
-    PyErr_Restore(t, v, tb);
+    RESTORE_EXC();
 }
 
 /* ---- rejection ------------------------------------------------------------------------ */
@@ -450,11 +472,11 @@ static int classify_result(breaker_obj *self, PyObject *result, prs_breaker_outc
 static int read_clock_keeping(breaker_obj *self, int64_t *now) {
     if (self->clock.kind != PRS_CLOCK_CALLABLE || !PyErr_Occurred())
         return prs_py_clock_now(&self->clock, now);
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
+    SAVED_EXC;
+    SAVE_EXC();
     int rc = prs_py_clock_now(&self->clock, now);
     if (rc < 0) PyErr_WriteUnraisable(self->clock.obj);
-    PyErr_Restore(t, v, tb);
+    RESTORE_EXC();
     return rc < 0 ? -2 : 0;
 }
 
