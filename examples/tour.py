@@ -147,6 +147,31 @@ def tour_retry() -> None:
 
 
 # -- bulkhead and queues (issue 6) --
+def tour_bulkhead_queues() -> None:
+    import asyncio
+
+    section("Bulkhead and backpressure queues")
+    db = pr.Bulkhead("database", max_concurrent=2, max_wait_seconds=0)
+
+    async def query(i: int) -> int:
+        await asyncio.sleep(0)
+        return i
+
+    async def burst() -> list:
+        return await asyncio.gather(*[db.execute(query, i) for i in range(4)], return_exceptions=True)
+
+    print("bulkhead of 2, 4 concurrent calls, no waiting:", [type(r).__name__ for r in asyncio.run(burst())])
+    print(f"  rejected_count={db.rejected_count} available={db.available}")
+    for strategy in pr.BackpressureStrategy:
+        q = pr.BoundedQueue(2, strategy, block_timeout=0)
+        verdicts = []
+        for i in range(3):
+            try:
+                verdicts.append(q.put(i))
+            except pr.QueueFullError as e:
+                verdicts.append(str(e))
+        print(f"  {strategy.value:>11}: puts {verdicts} -> holds {[q.get_nowait() for _ in range(len(q))]}, "
+              f"dropped={q.metrics.items_dropped}")
 
 
 def main() -> None:
@@ -157,6 +182,7 @@ def main() -> None:
     tour_keyed()
     tour_breaker()
     tour_retry()
+    tour_bulkhead_queues()
     print("\ntour done")
 
 

@@ -103,8 +103,10 @@ class Bulkhead(_core.Bulkhead):
         moment goes to the next waiter). Pair with release()."""
         limit = _check_timeout(timeout, self.max_wait_seconds)
         r = self._acquire_async(_get_running_loop, limit != 0)
-        if r is True:
-            return
+        if r is not True:
+            await self._acquire_slow(r, limit)
+
+    async def _acquire_slow(self, r: Any, limit: float) -> None:
         if r is False:
             raise self._full_error()
         fut = r.future
@@ -120,12 +122,13 @@ class Bulkhead(_core.Bulkhead):
         if not self._finish(r, False):
             raise self._full_error()
 
-    async def __aenter__(self) -> "Bulkhead":
-        await self.acquire_async()
+    # ``async with``: __aenter__/__aexit__ are in C (no coroutine on the fast
+    # path); when no slot is free __aenter__ awaits this one.
+    async def _aenter_slow(self) -> "Bulkhead":
+        r = self._acquire_async(_get_running_loop, None)
+        if r is not True:
+            await self._acquire_slow(r, self.max_wait_seconds)
         return self
-
-    async def __aexit__(self, *exc_info: Any) -> None:
-        self.release()
 
     def _get_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         ex = self._executor
@@ -139,7 +142,7 @@ class Bulkhead(_core.Bulkhead):
                     self._executor = ex
         return ex
 
-    async def execute(self, func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    async def execute(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """execute(self, func, /, *args, **kwargs)
 
         Run ``func(*args, **kwargs)`` in the bulkhead (the reference design's
@@ -148,7 +151,9 @@ class Bulkhead(_core.Bulkhead):
         the bulkhead's thread pool otherwise. The slot is released when the
         call ends - for a thread-pool call, when the thread finishes, even if
         the awaiting task was cancelled meanwhile."""
-        await self.acquire_async()
+        r = self._acquire_async(_get_running_loop, None)
+        if r is not True:
+            await self._acquire_slow(r, self.max_wait_seconds)
         if inspect.iscoroutinefunction(func):
             try:
                 return await func(*args, **kwargs)
@@ -172,7 +177,7 @@ class Bulkhead(_core.Bulkhead):
 
     # -- threads -------------------------------------------------------------
 
-    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def call(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """call(self, func, /, *args, **kwargs)
 
         ``func(*args, **kwargs)`` inside the bulkhead, in this thread: waits up
@@ -192,7 +197,9 @@ class Bulkhead(_core.Bulkhead):
         if inspect.iscoroutinefunction(func):
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                await self.acquire_async()
+                r = self._acquire_async(_get_running_loop, None)
+                if r is not True:
+                    await self._acquire_slow(r, self.max_wait_seconds)
                 try:
                     return await func(*args, **kwargs)
                 finally:

@@ -161,8 +161,71 @@ static PyType_Spec waiter_spec = {
     waiter_slots,
 };
 
+/* ---- _Ready: an awaitable that is already done (fast paths of async with) */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *value; /* the result; NULL once delivered */
+} ready_obj;
+
+/* A new _Ready of type `tp` (the module's, cached by each Bulkhead). */
+static PyObject *ready_new_value(PyTypeObject *tp, PyObject *value) {
+    ready_obj *r = PyObject_New(ready_obj, tp);
+    if (!r) return NULL;
+    Py_INCREF(tp);
+    r->value = Py_NewRef(value);
+    return (PyObject *)r;
+}
+
+static PyObject *ready_await(PyObject *self) { return Py_NewRef(self); }
+
+static PyObject *ready_next(PyObject *self) {
+    PyObject *v = ((ready_obj *)self)->value;
+    if (!v) return NULL; /* exhausted: StopIteration */
+    ((ready_obj *)self)->value = NULL;
+    if (v == Py_None) { Py_DECREF(v); return NULL; }
+    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, v);
+    Py_DECREF(v);
+    if (!exc) return NULL;
+    PyErr_SetObject(PyExc_StopIteration, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+static PyObject *ready_send(PyObject *self, PyObject *arg) { return ready_next(self); }
+
+static void ready_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(((ready_obj *)self)->value);
+    PyObject_Free(self);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef ready_methods[] = {
+    {"send", ready_send, METH_O, "send($self, value, /)\n--\n\nFinish: raise StopIteration(result)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot ready_slots[] = {
+    {Py_tp_doc, "_Ready()\n--\n\nAn awaitable that is already done (internal)."},
+    {Py_am_await, ready_await},
+    {Py_tp_iter, ready_await},
+    {Py_tp_iternext, ready_next},
+    {Py_tp_methods, ready_methods},
+    {Py_tp_dealloc, ready_dealloc},
+    {0, NULL},
+};
+
+/* Holds only its result, which it drops when awaited: no GC needed (a cycle
+ * through an un-awaited _Ready is freed with the object that made it). */
+static PyType_Spec ready_spec = {
+    "pyresilience._core._Ready", sizeof(ready_obj), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, ready_slots,
+};
+
 int prs_py_register_waiter(PyObject *m, prs_py_state *st) {
-    return prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &waiter_spec, NULL);
+    if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &waiter_spec, NULL) < 0) return -1;
+    return prs_py_add_type(m, st, PRS_SLOT_Ready, &ready_spec, NULL);
 }
 
 #undef W
@@ -175,6 +238,7 @@ typedef struct {
     PyObject_HEAD
     prs_bulkhead *core;    /* NULL until __init__ succeeded */
     PyObject *name;        /* str */
+    PyTypeObject *ready;   /* strong: the module's _Ready type (async with fast path) */
     int64_t max_wait_ns;   /* PRS_NEVER: wait forever */
     double max_wait_s;
     PyObject *weakreflist;
@@ -194,6 +258,7 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!self) return NULL;
     self->core = NULL;
     self->name = NULL;
+    self->ready = NULL;
     self->max_wait_ns = 0;
     self->max_wait_s = 0.0;
     self->weakreflist = NULL;
@@ -227,7 +292,10 @@ static int bh_init(PyObject *self, PyObject *args, PyObject *kwds) {
     prs_bulkhead *core;
     int rc = prs_bulkhead_new(&cfg, &core);
     if (rc) { prs_py_error(prs_py_state_of(self), rc, "invalid Bulkhead configuration"); return -1; }
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st) { prs_bulkhead_free(core); return -1; }
     SELF->core = core;
+    SELF->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);
     SELF->name = Py_NewRef(name);
     SELF->max_wait_s = wait_s;
     SELF->max_wait_ns = isinf(wait_s) ? PRS_NEVER : prs_seconds_to_ns(wait_s);
@@ -237,11 +305,12 @@ static int bh_init(PyObject *self, PyObject *args, PyObject *kwds) {
 static int bh_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(SELF->name);
+    Py_VISIT(SELF->ready);
     return 0;
 }
 
 static int bh_clear(PyObject *self) {
-    return 0; /* holds only a str */
+    return 0; /* holds only a str and a type: no cycle to break */
 }
 
 static void bh_dealloc(PyObject *self) {
@@ -252,6 +321,7 @@ static void bh_dealloc(PyObject *self) {
     prs_bulkhead_free(SELF->core);
     SELF->core = NULL;
     Py_CLEAR(SELF->name);
+    Py_CLEAR(SELF->ready);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
@@ -408,7 +478,7 @@ static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssiz
         return NULL;
     }
     if (ensure_init(self) < 0) return NULL;
-    int wait = PyObject_IsTrue(args[1]);
+    int wait = args[1] == Py_None ? SELF->max_wait_ns != 0 : PyObject_IsTrue(args[1]);
     if (wait < 0) return NULL;
     int got, outcome;
     prs_bulkhead_try_acquire(SELF->core, prs_monotonic_ns(), !wait, &got);
@@ -427,6 +497,21 @@ static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssiz
         Py_RETURN_TRUE;
     }
     return (PyObject *)w;
+}
+
+/* async with: a slot free now -> an already-done awaitable (no coroutine);
+ * else the coroutine self._acquire_slow(result, max_wait_seconds) + self. */
+static PyObject *bh_aenter(PyObject *self, PyObject *unused) {
+    if (ensure_init(self) < 0) return NULL;
+    int got;
+    prs_bulkhead_try_acquire(SELF->core, prs_monotonic_ns(), 0, &got);
+    if (got) return ready_new_value(SELF->ready, self);
+    return PyObject_CallMethod(self, "_aenter_slow", NULL);
+}
+
+static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (ensure_init(self) < 0 || release_one(self) < 0) return NULL;
+    return ready_new_value(SELF->ready, Py_None);
 }
 
 /* _finish(waiter, cancel): True when the waiter holds a permit now (ACCEPT
@@ -517,10 +602,17 @@ static PyMethodDef bh_methods[] = {
      "__enter__($self, /)\n--\n\nacquire() with max_wait_seconds; returns the bulkhead."},
     {"__exit__", (PyCFunction)(void (*)(void))bh_exit, METH_FASTCALL,
      "__exit__($self, exc_type, exc, tb, /)\n--\n\nrelease(); never suppresses the exception."},
+    {"__aenter__", bh_aenter, METH_NOARGS,
+     "__aenter__($self, /)\n--\n\n"
+     "async with: take a slot (waiting up to max_wait_seconds without blocking the\n"
+     "event loop; BulkheadFullError when none frees); the bulkhead is the value."},
+    {"__aexit__", (PyCFunction)(void (*)(void))bh_aexit, METH_FASTCALL,
+     "__aexit__($self, exc_type, exc, tb, /)\n--\n\nRelease the slot; never suppresses the exception."},
     {"_acquire_async", (PyCFunction)(void (*)(void))bh_acquire_async, METH_FASTCALL,
      "_acquire_async($self, get_running_loop, wait, /)\n--\n\n"
      "Internal (asyncio form): True if a slot was taken, False if none and\n"
-     "wait is false (a rejection), else a queued waiter whose .future is woken\n"
+     "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
+     "queued waiter whose .future is woken\n"
      "when a slot is handed to it."},
     {"_finish", (PyCFunction)(void (*)(void))bh_finish, METH_FASTCALL,
      "_finish($self, waiter, cancel, /)\n--\n\n"

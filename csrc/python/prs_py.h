@@ -50,6 +50,7 @@ enum prs_py_slot {
     PRS_SLOT_AsyncWaiter,
     PRS_SLOT_Bulkhead,
     PRS_SLOT_RingQueue,
+    PRS_SLOT_Ready,
     /* redis (issue 7) */
     PRS_SLOT_RedisBackend,
     PRS_SLOT_RedisRateLimiter,

@@ -467,3 +467,23 @@ static int make_r(const prs_allocator *a, void **obj) {
 static void destroy_r(void *obj) { prs_ring_free(obj); }
 
 TEST(ring_alloc_failure) { prs_test_alloc_failures(make_r, destroy_r); }
+
+TEST(ring_try_put) {
+    prs_ring *r = make_ring(1, PRS_RING_BLOCK);
+    prs_ring_result res;
+    ASSERT_OK(prs_ring_try_put(r, P(1), &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT_STATUS(prs_ring_try_put(r, P(2), &res), PRS_EAGAIN); /* would queue: nothing counted */
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.received, 1);
+    ASSERT_EQ(s.dropped, 0);
+    prs_ring *d = make_ring(1, PRS_RING_DROP_NEWEST);
+    ASSERT_OK(prs_ring_try_put(d, P(1), &res));
+    ASSERT_OK(prs_ring_try_put(d, P(2), &res)); /* other strategies decide at once */
+    ASSERT_EQ(res.outcome, PRS_RING_DROPPED);
+    prs_ring_close(r, &res);
+    ASSERT_STATUS(prs_ring_try_put(r, P(3), &res), PRS_ECLOSED);
+    prs_ring_free(r);
+    prs_ring_free(d);
+}
