@@ -34,11 +34,12 @@ class KeyedLimiter(_core.KeyedLimiter):
     once and 5 per second for each client. Keys are str or bytes (a str is its
     UTF-8 bytes: ``"a"`` and ``b"a"`` are one key).
 
-    Memory is bounded: at most ``max_keys`` keys are held (about 40-60 bytes
-    each, longer keys than 18 bytes add their length). A key whose state is
-    fresh (full bucket, empty window) may be evicted at any time; a key that
-    is being limited never is. When the room is taken by limited keys, a new
-    key is denied with ``retry_after`` = when a slot frees."""
+    Memory is bounded: at most ``max_keys`` keys are held (40-60 bytes
+    each at 1M keys; keys longer than 18 bytes add their length + 8). A key
+    whose state is fresh (full bucket, empty window) may be evicted at any
+    time; a key that is being limited never is. When the room is taken by
+    limited keys, a new key is denied with ``retry_after`` = when a slot
+    frees."""
 
     __slots__ = ()
 
@@ -49,8 +50,6 @@ class KeyedLimiter(_core.KeyedLimiter):
                 "limiter_class must be an in-process limiter class (TokenBucket, GCRA, "
                 "LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter), "
                 f"not {type(limiter_class).__name__}: {limiter_class!r}")
-        if "clock" in kwargs:  # pragma: no cover - the signature captures it
-            raise TypeError("clock is given once, to KeyedLimiter")
         template = limiter_class(*args, **kwargs)
         super().__init__(template, max_keys=max_keys, clock=clock)
 
