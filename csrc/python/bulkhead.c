@@ -120,11 +120,10 @@ static void waiter_dealloc(PyObject *self) {
      * settled: give back what it was handed. */
     if (!W->settled && W->abandon && W->owner) {
         /* The abandon hook touches only the core waiter and other waiters. */
-        PyObject *et, *ev, *tb;
-        PyErr_Fetch(&et, &ev, &tb);
+        PRS_PY_EXC_SAVE(saved);
         W->abandon(W);
         W->settled = 1;
-        PyErr_Restore(et, ev, tb);
+        PRS_PY_EXC_RESTORE(saved);
     }
     if (W->kind == PRS_PY_WAITER_BULKHEAD) prs_bulkhead_waiter_destroy(&W->u.b);
     else prs_ring_waiter_destroy(&W->u.r);
@@ -410,10 +409,9 @@ static int acquire_sync(PyObject *self, int64_t timeout_ns) {
             prs_bulkhead_waiter *woken = NULL;
             prs_bulkhead_finish(core, &w, PRS_BULKHEAD_FINISH_CANCEL, prs_monotonic_ns(), &outcome, &woken);
             prs_bulkhead_waiter_destroy(&w);
-            PyObject *et, *ev, *tb;
-            PyErr_Fetch(&et, &ev, &tb);
+            PRS_PY_EXC_SAVE(saved);
             deliver(self, woken);
-            PyErr_Restore(et, ev, tb);
+            PRS_PY_EXC_RESTORE(saved);
             return -1;
         }
         now = prs_monotonic_ns();

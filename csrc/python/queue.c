@@ -210,8 +210,7 @@ static void call_hook(PyObject *fn) {
 /* Runs what a core call left to do. Keeps any exception already set. */
 static void after(PyObject *self, prs_ring_result *res) {
     if (!res->woken && !res->events && !res->evicted) return;
-    PyObject *et, *ev, *tb;
-    PyErr_Fetch(&et, &ev, &tb);
+    PRS_PY_EXC_SAVE(saved);
     deliver(self, res->woken);
     if (res->events & PRS_RING_EV_HIGH) {
         PyObject *fn = Py_XNewRef(SELF->on_high);
@@ -225,7 +224,7 @@ static void after(PyObject *self, prs_ring_result *res) {
     }
     if (res->evicted) Py_DECREF((PyObject *)res->evicted);
     res->evicted = NULL;
-    PyErr_Restore(et, ev, tb);
+    PRS_PY_EXC_RESTORE(saved);
 }
 
 static void deliver(PyObject *self, prs_ring_waiter *woken) {
