@@ -533,6 +533,16 @@ def test_fork_parent_and_child_both_work(server: Server) -> None:
     assert b.ping()
 
 
+def test_readme_redis_block_runs(server: Server) -> None:
+    import re
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "RedisBackend(" in b]
+    assert blocks
+    for code in blocks:
+        code = code.replace("redis://127.0.0.1:6379/0", server.url)
+        exec(compile(code, "README.md (redis)", "exec"), {"__name__": "readme"})
+
+
 # ---- TTLs (last: covers every key the tests above wrote) ------------------------------
 
 def test_no_key_of_ours_lives_forever(backend: pr.RedisBackend) -> None:
@@ -554,3 +564,4 @@ def test_mypy_passes_on_example() -> None:
                         "--cache-dir", os.devnull, str(example)],
                        capture_output=True, text=True, cwd=example.parent)
     assert r.returncode == 0, r.stdout + r.stderr
+
