@@ -35,10 +35,14 @@
  * retry_after = the earliest time any held key becomes fresh (bisection on
  * is_fresh, which is monotone in time: the first key's search starts from its
  * peek's reset_after, an upper bound; each later key costs one is_fresh call
- * unless it frees sooner than the best so far), and the shard remembers that instant
- * (`full_until`) so that a flood of new keys against a shard full of limited
- * keys costs O(1) each, not a scan. Deleting a key clears the hint. A limited
- * key's state is never touched by anything but its own requests.
+ * unless it frees sooner than the best so far), and the shard remembers that
+ * instant (`full_until`) so that a flood of new keys against a shard full of
+ * limited keys costs O(1) each, not a scan - through a group too (a group's
+ * own keys are never evicted for it, but they count as held keys for the
+ * hint). The hint stays true because states only become fresh with time:
+ * requests and a group's rollback never make a key fresh sooner, and deleting
+ * a key clears it. A limited key's state is never touched by anything but its
+ * own requests.
  *
  * Keys are stored only when a request consumed something: peeks, denials and
  * lookups of absent keys decide on a fresh state on the stack.
@@ -374,21 +378,27 @@ static int room(prs_keyed *t, shard *sh, uint32_t need, int64_t now, const prs__
     if (need > sh->cap) { *retry = PRS_NEVER; return PRS_EFULL; }
     uint32_t over = sh->count + need > sh->cap ? sh->count + need - sh->cap : 0;
     if (over) {
-        if (nexcl == 0 && sh->full_until != INT64_MIN && now < sh->full_until) {
+        /* The hint holds whatever the exclusions: no held key is fresh before it. */
+        if (sh->full_until != INT64_MIN && now < sh->full_until) {
             *retry = sh->full_until == PRS_NEVER ? PRS_NEVER : sh->full_until - now;
             return PRS_EFULL;
         }
         uint32_t found = 0, i = sh->hand, n = sh->nslots;
-        int64_t best = PRS_NEVER;
+        int excluded_fresh = 0;
+        int64_t best = PRS_NEVER; /* the earliest any held key (excluded too) becomes fresh */
         for (uint32_t k = 0; k < n && found < over; k++) {
             unsigned char *s = slot_at(t, sh, i);
-            if (((slot *)s)->used && !excluded(s, excl, nexcl)) {
+            if (((slot *)s)->used) {
                 void *st = slot_state(s);
                 if (t->algo->is_fresh(t->params, st, now)) {
-                    found++;
-                    if (evict) {
-                        delete_at(t, sh, i);
-                        continue; /* slot i now holds the next entry of its cluster */
+                    if (excluded(s, excl, nexcl)) {
+                        excluded_fresh = 1;
+                    } else {
+                        found++;
+                        if (evict) {
+                            delete_at(t, sh, i);
+                            continue; /* slot i now holds the next entry of its cluster */
+                        }
                     }
                 } else if (best == PRS_NEVER) {
                     prs_decision d; /* reset_after of a peek: an upper bound */
@@ -402,7 +412,9 @@ static int room(prs_keyed *t, shard *sh, uint32_t need, int64_t now, const prs__
         }
         sh->hand = i < sh->nslots ? i : 0;
         if (found < over) {
-            if (nexcl == 0 && found == 0)
+            /* Remember "full until" only from a complete scan that found no
+             * fresh key at all: then no key frees a slot before now + best. */
+            if (found == 0 && !excluded_fresh)
                 sh->full_until = best == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, best);
             *retry = best;
             return PRS_EFULL;
