@@ -522,3 +522,77 @@ def test_mypy_passes_on_example():
 def test_typing_example_runs():
     example = Path(__file__).parent / "typing" / "example_bulkhead_queues.py"
     exec(compile(example.read_text(), str(example), "exec"), {"__name__": "example"})
+
+
+def test_no_waiter_left_behind():
+    """Every async waiter object is freed after grants, timeouts and cancellations."""
+    b = Bulkhead("leak", 1, max_wait_seconds=0.001)
+    q = pr.BackpressureQueue(1, block_timeout=0.001)
+
+    async def main():
+        await b.acquire_async()
+        await asyncio.gather(*[b.acquire_async() for _ in range(50)], return_exceptions=True)
+        ts = [asyncio.ensure_future(b.acquire_async(timeout=None)) for _ in range(50)]
+        await asyncio.sleep(0)
+        b.release()
+        ts[1].cancel()
+        await asyncio.sleep(0)
+        for t in ts:
+            t.cancel()
+        res = await asyncio.gather(*ts, return_exceptions=True)
+        for r in res:
+            if r is None:
+                b.release()
+        await q.put(1)
+        await asyncio.gather(*[q.put(i) for i in range(20)])
+        gs = [asyncio.ensure_future(q.get()) for _ in range(20)]
+        await asyncio.sleep(0)
+        for g in gs:
+            g.cancel()
+        await asyncio.gather(*gs, return_exceptions=True)
+    run(main())
+    gc.collect()
+    assert [o for o in gc.get_objects() if type(o) is pr._core._AsyncWaiter] == []
+    assert b.available == 1 and b.waiting_count == 0
+    assert q.qsize() + q.metrics.items_processed == 1
+
+
+def test_threads_and_tasks_share_permits():
+    b = Bulkhead("mixed", 2, max_wait_seconds=math.inf)
+    inside = [0, 0]
+    lock = threading.Lock()
+
+    def enter():
+        with lock:
+            inside[0] += 1
+            inside[1] = max(inside[1], inside[0])
+
+    def leave():
+        with lock:
+            inside[0] -= 1
+
+    def thread_worker():
+        for _ in range(200):
+            with b:
+                enter()
+                leave()
+
+    async def task_worker():
+        for _ in range(200):
+            async with b:
+                enter()
+                await asyncio.sleep(0)
+                leave()
+
+    async def main():
+        ts = [threading.Thread(target=thread_worker) for _ in range(3)]
+        for t in ts:
+            t.start()
+        await asyncio.gather(*[task_worker() for _ in range(3)])
+        loop = asyncio.get_running_loop()
+        for t in ts:
+            await loop.run_in_executor(None, t.join)
+    run(main())
+    assert inside[1] <= 2
+    m = b.metrics
+    assert m.available == 2 and m.acquired_count == m.released_count == 1200
