@@ -493,6 +493,29 @@ def test_sigkill_mid_load_then_restart(own_server: Server, policy: str) -> None:
     assert _fds() <= fds + 1
 
 
+def test_stalled_server_every_call_within_timeout(own_server: Server) -> None:
+    timeout = 0.08
+    b = pr.RedisBackend(own_server.url, timeout=timeout, connect_timeout=timeout)
+    lim = pr.RedisRateLimiter(b, "fixed_window", limit=10**6, window=60, on_backend_error="deny")
+    assert lim.allow("k")
+    assert own_server.proc is not None
+    own_server.proc.send_signal(signal.SIGSTOP)
+    try:
+        worst = 0.0
+        for _ in range(10):
+            t = time.monotonic()
+            d = lim.check("k")
+            worst = max(worst, time.monotonic() - t)
+            assert not d.allowed and d.retry_after == pytest.approx(0.1)
+        assert worst < timeout + 0.05
+    finally:
+        own_server.proc.send_signal(signal.SIGCONT)
+    back = time.monotonic()
+    while not lim.allow("k"):
+        assert time.monotonic() - back < 1.0
+        time.sleep(0.005)
+
+
 def test_script_flush_under_load_reaches_no_caller(server: Server) -> None:
     b = pr.RedisBackend(server.url, timeout=5)
     admin = pr.RedisBackend(server.url, timeout=5)

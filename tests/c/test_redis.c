@@ -663,6 +663,39 @@ TEST(redis_kill_restart) {
     prs_redis_backend_free(b);
 }
 
+/* A stalled server (SIGSTOP): calls time out within the budget, the circuit
+ * then fails fast, and SIGCONT brings decisions back. */
+TEST(redis_stalled_server_times_out) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 80);
+    prs_redis_limiter *l = limiter_for(b, PRS_REDIS_FIXED_WINDOW, 1000000, 60);
+    prs_decision d;
+    ASSERT_OK(prs_redis_limiter_check(l, "k", 1, 1, &d));
+    kill(s->pid, SIGSTOP);
+    int64_t worst = 0;
+    int timeouts = 0, fast = 0;
+    for (int i = 0; i < 10; i++) {
+        int64_t t = prs_monotonic_ns();
+        int rc = prs_redis_limiter_check(l, "k", 1, 1, &d);
+        int64_t took = prs_monotonic_ns() - t;
+        worst = prs__max64(worst, took);
+        ASSERT(rc == PRS_ETIMEDOUT || rc == PRS_EBACKEND);
+        timeouts += rc == PRS_ETIMEDOUT;
+        fast += rc == PRS_EBACKEND && took < 10 * PRS_NS_PER_MS;
+    }
+    ASSERT(worst < 130 * PRS_NS_PER_MS);
+    ASSERT_EQ(timeouts, 3);  /* then the circuit is open */
+    ASSERT_EQ(fast, 7);
+    kill(s->pid, SIGCONT);
+    int64_t back = prs_monotonic_ns();
+    while (prs_redis_limiter_check(l, "k", 1, 1, &d) != PRS_OK) {
+        ASSERT(prs_monotonic_ns() - back < PRS_NS_PER_SEC);
+        prs_sleep_ns(5 * PRS_NS_PER_MS);
+    }
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+}
+
 TEST(redis_fork) {
     server *s = server_start();
     prs_redis_backend *b = backend_for(s->url, 500);
