@@ -168,6 +168,30 @@ def _open(h):
         h.ratio("rejection (fallback): circuitbreaker / ours", ours_fb, peer_fb)
 
 
+async def anoop():
+    return None
+
+
+def _async(h):
+    h.section(
+        "Circuit breaker: a closed call of an async no-op",
+        note=("ns per await of a no-op coroutine function through a closed breaker, inside one "
+              "running event loop. pybreaker's call_async needs tornado, so it is not timed."))
+    direct = h.time_async("direct await anoop() (baseline)", anoop)
+    cb = CircuitBreaker()
+    ours = h.time_async("pyresilience await call_async(anoop)", partial(cb.call_async, anoop))
+    deco = h.time_async("pyresilience @CircuitBreaker decorated anoop()", cb(anoop))
+    h.value("our call_async overhead over the direct await", round(ours - direct, 1), "ns")
+    h.value("our async decorator overhead over the direct await", round(deco - direct, 1), "ns")
+    circuitbreaker = h.peer("circuitbreaker")
+    if circuitbreaker is not None:
+        wrapped = circuitbreaker.circuit(failure_threshold=5, recovery_timeout=30)(anoop)
+        peer = h.time_async("circuitbreaker @circuit decorated anoop()", wrapped, peer=True)
+        h.ratio("async overhead: circuitbreaker / ours (decorators)", max(deco - direct, 0.1),
+                peer - direct)
+
+
 def run(h) -> None:
     _closed(h)
     _open(h)
+    _async(h)

@@ -145,20 +145,23 @@ class CircuitBreaker(_core.CircuitBreaker):
         if it returns an awaitable) or raises CircuitOpenError. A cancelled call
         is never a failure and frees its trial slot."""
         token = self._acquire()
-        if not isinstance(token, tuple):
-            fallback = self.fallback
-            if fallback is None:
-                raise token
-            result = fallback()
-            if inspect.isawaitable(result):
-                result = await result
-            return cast(T, result)
+        if token.__class__ is not tuple:
+            return cast(T, await self._rejected_async(token))
         try:
             result = await func(*args, **kwargs)
         except BaseException as exc:
             self._record(token, exc)
             raise
         self._record(token, None, result)
+        return result
+
+    async def _rejected_async(self, error: BaseException) -> Any:
+        fallback = self.fallback
+        if fallback is None:
+            raise error
+        result = fallback()
+        if inspect.isawaitable(result):
+            result = await result
         return result
 
     # -- decorator -------------------------------------------------------------
@@ -168,11 +171,21 @@ class CircuitBreaker(_core.CircuitBreaker):
         if not callable(func):
             raise TypeError(f"a CircuitBreaker decorates callables, not {type(func).__name__}: {func!r}")
         if inspect.iscoroutinefunction(func):
-            call_async = self.call_async
+            acquire, record, rejected = self._acquire, self._record, self._rejected_async
 
             @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await call_async(func, *args, **kwargs)
+                # call_async inlined: one coroutine frame per call, not two
+                token = acquire()
+                if token.__class__ is not tuple:
+                    return await rejected(token)
+                try:
+                    result = await func(*args, **kwargs)
+                except BaseException as exc:
+                    record(token, exc)
+                    raise
+                record(token, None, result)
+                return result
             return cast(F, async_wrapper)
 
         # a C callable (no Python frame per call) that binds like a function

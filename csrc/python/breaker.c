@@ -672,21 +672,30 @@ static PyObject *cb_acquire_token(PyObject *self, PyObject *unused) {
 static PyObject *cb_record_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames) {
     static const char *const names[] = {"token", "exc", "result", NULL};
-    PyObject *v[3];
-    if (prs_py_unpack("_record", args, nargs, kwnames, names, 3, v) < 0) return NULL;
+    PyObject *v[3] = {NULL, NULL, NULL};
+    if (!kwnames && nargs >= 1 && nargs <= 3) { /* the facade's calls: positional */
+        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
+    } else if (prs_py_unpack("_record", args, nargs, kwnames, names, 3, v) < 0) {
+        return NULL;
+    }
     if (ensure_init(SELF) < 0) return NULL;
     PyObject *token = v[0], *exc = v[1], *result = v[2];
+    if (!token) {
+        PyErr_SetString(PyExc_TypeError, "_record() missing required argument 'token'");
+        return NULL;
+    }
     prs_breaker_permit permit = PRS_BREAKER_NO_PERMIT;
     long long start = INT64_MIN;
-    if (token && token != Py_None) {
-        unsigned long long p;
-        if (!PyTuple_Check(token) || !PyArg_ParseTuple(token, "KL:_record", &p, &start)) {
-            if (!PyErr_Occurred())
-                PyErr_Format(PyExc_TypeError, "_record() token must come from _acquire(), got %R",
-                             token);
+    if (token != Py_None) {
+        if (!PyTuple_CheckExact(token) || PyTuple_GET_SIZE(token) != 2 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(token, 0)) ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(token, 1))) {
+            PyErr_Format(PyExc_TypeError, "_record() token must come from _acquire(), got %R", token);
             return NULL;
         }
-        permit = (prs_breaker_permit)p;
+        permit = (prs_breaker_permit)PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(token, 0));
+        start = PyLong_AsLongLong(PyTuple_GET_ITEM(token, 1));
+        if (PyErr_Occurred()) return NULL;
     }
     prs_breaker_outcome outcome;
     int failed = 0;
