@@ -118,6 +118,8 @@ class _LocalFallback:
                 self._make = lambda: limiters.GCRA(lim / win, lim)
 
     def __call__(self, key: Key, n: int, consume: bool) -> Decision:
+        if isinstance(key, str):
+            key = key.encode()  # "a" and b"a" are one key in Redis: one here too
         lim = self._limiters.get(key)
         if lim is None:
             with self._lock:

@@ -117,10 +117,13 @@ def test_ping_over_tcp_and_unix_socket(server: Server) -> None:
         b._command("DEL", "where")
     assert tcp.connections == 1
     assert repr(tcp).startswith("RedisBackend('redis://127.0.0.1:")
+    lim = pr.RedisRateLimiter(tcp, rate=1, burst=1, on_backend_error="allow", key_prefix=prefix())
     tcp.close()
     assert tcp.closed
     with pytest.raises(pr.BackendError, match="closed"):
         tcp.ping()
+    with pytest.raises(pr.BackendError, match="closed"):  # closed on purpose: no failure policy
+        lim.allow("k")
     with pr.RedisBackend(server.url) as b:
         assert b.ping()
     assert b.closed
@@ -430,6 +433,34 @@ def test_leases_cut_round_trips_and_never_over_admit(backend: pr.RedisBackend) -
     lim.close()  # gives back what is held
     assert strict.peek("k").remaining >= 0
     assert repr(lim).endswith("lease=LeaseConfig(batch=50, max_hold=0.05))")
+
+
+def test_leases_under_threads_never_over_admit(backend: pr.RedisBackend) -> None:
+    lim = pr.RedisRateLimiter(backend, rate=1e-6, burst=500, key_prefix=prefix(),
+                              lease=pr.LeaseConfig(20, 5.0))
+    counts = [0] * 8
+
+    def run(i: int) -> None:
+        counts[i] = sum(lim.allow("k") for _ in range(150))
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert 500 - 8 * 20 <= sum(counts) <= 500
+
+
+def test_objects_are_collectable(backend: pr.RedisBackend) -> None:
+    import gc
+    import weakref
+    lim = pr.RedisRateLimiter(backend, rate=1, burst=1, on_backend_error="local", key_prefix=prefix())
+    group = pr.RedisLimiterGroup([(lim, "a", 1)])
+    lim.cycle = group  # type: ignore[attr-defined]  # a reference cycle through a Python attribute
+    refs = [weakref.ref(lim), weakref.ref(group)]
+    del lim, group
+    gc.collect()
+    assert all(r() is None for r in refs)
 
 
 def test_acquire_sync_and_async(backend: pr.RedisBackend) -> None:

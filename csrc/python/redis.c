@@ -595,6 +595,7 @@ static int apply_policy(limiter_obj *self, prs_py_state *st, int rc, PyObject *k
                         prs_decision *d) {
     if (rc == PRS_ENOMEM) { PyErr_NoMemory(); return -1; }
     if (rc == PRS_EINVAL) { prs_py_error(st, rc, prs_redis_last_error()); return -1; }
+    if (rc == PRS_ECLOSED) { backend_error(st, rc); return -1; } /* closed on purpose: no policy */
     switch (self->policy) {
     case POLICY_ALLOW:
     case POLICY_DENY:

@@ -359,6 +359,7 @@ void prs_redis_backend_close(prs_redis_backend *b) {
 
 int prs_redis_backend_closed(const prs_redis_backend *b) {
     prs_redis_backend *mb = (prs_redis_backend *)b;
+    after_fork(mb);
     pthread_mutex_lock(&mb->mu);
     int c = mb->closed;
     pthread_mutex_unlock(&mb->mu);
