@@ -186,7 +186,7 @@ class BackpressureQueue(_RingQueueMixin):
             return r
         return await self._await_put(r)
 
-    async def get(self, timeout: Optional[float] = None) -> Any:  # type: ignore[override]
+    async def get(self, timeout: Optional[float] = None) -> Any:
         """get(self, timeout=None)
 
         Remove and return the oldest item, waiting for one (up to ``timeout``
