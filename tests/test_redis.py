@@ -524,6 +524,23 @@ def test_sigkill_mid_load_then_restart(own_server: Server, policy: str) -> None:
     assert _fds() <= fds + 1
 
 
+def test_group_under_failure_follows_the_first_members_policy(own_server: Server) -> None:
+    b = pr.RedisBackend(own_server.url, timeout=0.1, connect_timeout=0.1)
+    user = pr.RedisRateLimiter(b, rate=0.001, burst=2, on_backend_error="local", local_share=1.0)
+    glob = pr.RedisRateLimiter(b, "fixed_window", limit=100, window=60, on_backend_error="raise")
+    group = pr.RedisLimiterGroup([(user, "u", 1), (glob, "all", 1)])
+    assert group.allow()
+    own_server.kill()
+    # Redis is gone: each member's local fallback decides, all or nothing
+    assert group.allow() and group.allow()
+    d = group.check()
+    assert not d.allowed and d.denied_by == 0
+    denying = pr.RedisLimiterGroup([(pr.RedisRateLimiter(b, rate=1, burst=1, on_backend_error="deny"), "x", 1)])
+    assert not denying.allow()
+    with pytest.raises(pr.BackendError):
+        pr.RedisLimiterGroup([(glob, "all", 1)]).check()
+
+
 def test_stalled_server_every_call_within_timeout(own_server: Server) -> None:
     timeout = 0.08
     b = pr.RedisBackend(own_server.url, timeout=timeout, connect_timeout=timeout)

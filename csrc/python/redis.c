@@ -589,6 +589,27 @@ static void rl_dealloc(PyObject *op) {
     Py_DECREF(tp);
 }
 
+/* The 'local' fallback's decision for key: 0 with *d, -1 with an exception.
+ * 1 when no fallback is installed. */
+static int call_fallback(limiter_obj *self, prs_py_state *st, PyObject *key, int64_t n, int consume,
+                         prs_decision *d) {
+    if (self->fallback == Py_None) return 1;
+    PyObject *nn = PyLong_FromLongLong(n);
+    if (!nn) return -1;
+    PyObject *argv[3] = {key, nn, consume ? Py_True : Py_False};
+    PyObject *res = PyObject_Vectorcall(self->fallback, argv, 3, NULL);
+    Py_DECREF(nn);
+    if (!res) return -1;
+    if (!PyObject_TypeCheck(res, PRS_PY_TYPE(st, Decision))) {
+        PyErr_Format(PyExc_TypeError, "the local fallback returned %.200s, not a Decision", Py_TYPE(res)->tp_name);
+        Py_DECREF(res);
+        return -1;
+    }
+    *d = ((prs_py_decision *)res)->d;
+    Py_DECREF(res);
+    return 0;
+}
+
 /* What on_backend_error makes of a failed call: 0 with *d, or -1 with an
  * exception. consume: 1 check, 0 peek. */
 static int apply_policy(limiter_obj *self, prs_py_state *st, int rc, PyObject *key, int64_t n, int consume,
@@ -599,33 +620,18 @@ static int apply_policy(limiter_obj *self, prs_py_state *st, int rc, PyObject *k
     switch (self->policy) {
     case POLICY_ALLOW:
     case POLICY_DENY:
-        d->allowed = self->policy == POLICY_ALLOW;
+        d->allowed = self->policy == POLICY_ALLOW && n <= self->cap;
         d->limit = self->cap;
         d->remaining = 0;
         d->retry_after_ns = d->allowed ? 0 : (n > self->cap ? PRS_NEVER : DENY_RETRY_NS);
         d->reset_after_ns = 0;
-        if (d->allowed && n > self->cap) { d->allowed = 0; d->retry_after_ns = PRS_NEVER; }
         return 0;
-    case POLICY_LOCAL:
-        if (self->fallback != Py_None) {
-            PyObject *nn = PyLong_FromLongLong(n);
-            if (!nn) return -1;
-            PyObject *argv[3] = {key, nn, consume ? Py_True : Py_False};
-            PyObject *res = PyObject_Vectorcall(self->fallback, argv, 3, NULL);
-            Py_DECREF(nn);
-            if (!res) return -1;
-            if (!PyObject_TypeCheck(res, PRS_PY_TYPE(st, Decision))) {
-                PyErr_Format(PyExc_TypeError, "the local fallback returned %.200s, not a Decision",
-                             Py_TYPE(res)->tp_name);
-                Py_DECREF(res);
-                return -1;
-            }
-            *d = ((prs_py_decision *)res)->d;
-            Py_DECREF(res);
-            return 0;
-        }
+    case POLICY_LOCAL: {
+        int r = call_fallback(self, st, key, n, consume, d);
+        if (r <= 0) return r;
         backend_error(st, rc); /* no fallback installed */
         return -1;
+    }
     default:
         backend_error(st, rc);
         return -1;
@@ -1101,9 +1107,10 @@ static PyObject *group_decide(group_obj *self, int64_t now_us, int *allowed) {
     rc = prs_redis_group_check((size_t)self->count, self->m, now_us, &d, &denied);
     Py_END_ALLOW_THREADS
     if (rc) {
-        /* the first member's policy decides; 'local' asks each member's fallback */
+        /* the first member's policy decides; 'local' asks each member's local
+         * limiter (peek all, then take from all), skipping members without one */
         limiter_obj *first = (limiter_obj *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(members, 0), 0);
-        if (first->policy == POLICY_LOCAL) {
+        if (first->policy == POLICY_LOCAL && rc != PRS_ECLOSED && rc != PRS_ENOMEM && rc != PRS_EINVAL) {
             d.allowed = 1;
             d.remaining = INT64_MAX;
             d.retry_after_ns = 0;
@@ -1113,11 +1120,9 @@ static PyObject *group_decide(group_obj *self, int64_t now_us, int *allowed) {
                 PyObject *item = PyTuple_GET_ITEM(members, i);
                 limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(item, 0);
                 prs_decision md;
-                int save = lim->policy;
-                lim->policy = POLICY_LOCAL;
-                int bad = apply_policy(lim, st, rc, PyTuple_GET_ITEM(item, 1), self->m[i].n, 0, &md) < 0;
-                lim->policy = save;
-                if (bad) { Py_DECREF(members); return NULL; }
+                int r = call_fallback(lim, st, PyTuple_GET_ITEM(item, 1), self->m[i].n, 0, &md);
+                if (r < 0) { Py_DECREF(members); return NULL; }
+                if (r > 0) continue; /* no local limiter: not limited during the outage */
                 if (!md.allowed && d.allowed) { denied = (int)i; d = md; }
                 else if (d.allowed && md.remaining < d.remaining) d = md;
             }
@@ -1125,8 +1130,9 @@ static PyObject *group_decide(group_obj *self, int64_t now_us, int *allowed) {
                 for (Py_ssize_t i = 0; i < self->count; i++) {
                     PyObject *item = PyTuple_GET_ITEM(members, i);
                     prs_decision md;
-                    if (apply_policy((limiter_obj *)PyTuple_GET_ITEM(item, 0), st, rc, PyTuple_GET_ITEM(item, 1),
-                                     self->m[i].n, 1, &md) < 0) {
+                    limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(item, 0);
+                    int r = call_fallback(lim, st, PyTuple_GET_ITEM(item, 1), self->m[i].n, 1, &md);
+                    if (r < 0) {
                         Py_DECREF(members);
                         return NULL;
                     }
@@ -1261,7 +1267,9 @@ static PyType_Slot group_slots[] = {
     {Py_tp_doc, "RedisLimiterGroup(members)\n--\n\n"
                 "Several Redis limits checked as one, all or nothing, in one atomic script:\n"
                 "members is a list of (limiter, key, n) tuples whose limiters share one\n"
-                "RedisBackend. On Redis Cluster the keys must share a hash tag (see same_slot)."},
+                "RedisBackend. On Redis Cluster the keys must share a hash tag (see same_slot).\n"
+                "When Redis fails, the first member's on_backend_error decides; with 'local',\n"
+                "each member's local limiter is asked (members without one are not limited)."},
     {Py_tp_new, group_new},
     {Py_tp_init, group_init},
     {Py_tp_dealloc, group_dealloc},

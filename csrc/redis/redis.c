@@ -402,6 +402,7 @@ static int is_timeout_err(const redisContext *c, int saved_errno) {
     if (c->err != REDIS_ERR_IO) return 0;
     return saved_errno == EAGAIN || saved_errno == EWOULDBLOCK || saved_errno == ETIMEDOUT ||
            saved_errno == EINPROGRESS || strstr(c->errstr, "timed out") != NULL ||
+           strstr(c->errstr, "timeout") != NULL || /* hiredis 1.x: "recv timeout" */
            strstr(c->errstr, "temporarily unavailable") != NULL;
 }
 
