@@ -7,6 +7,7 @@
 #include "prs_test.h"
 
 #include "prs_gcra.h"
+#include "prs_group.h"
 #include "prs_keyed.h"
 #include "prs_sliding_counter.h"
 #include "prs_sliding_log.h"
@@ -420,6 +421,63 @@ TEST(keyed_threads_exact) {
     for (int k = 0; k < NKEYS; k++) ASSERT_EQ_I64(atomic_load(&c.admitted[k]), 1000);
     prs_keyed_free(c.t);
     prs_token_bucket_free(tb);
+}
+
+/* ---- threads churning keys: growth, eviction, deletion, prune, groups ------ */
+
+typedef struct {
+    prs_keyed *t;
+    int id;
+    atomic_long errors;
+} churn_ctx;
+
+static churn_ctx churn;
+
+static void *churn_worker(void *arg) {
+    long id = (long)(intptr_t)arg;
+    char key[48];
+    prs_decision d;
+    uint64_t x = (uint64_t)id * 7919 + 1;
+    for (int i = 0; i < 30000; i++) {
+        x = x * UINT64_C(6364136223846793005) + 1;
+        int64_t now = (int64_t)i * 50 * PRS_NS_PER_US; /* 1.5 s per thread */
+        int k = (int)((x >> 33) % 5000);
+        int len = snprintf(key, sizeof key, k & 1 ? "t%ld-%d" : "thread-%ld-a-long-key-%d", id & 1, k);
+        int op = (int)((x >> 20) % 16);
+        int rc = PRS_OK;
+        if (op == 0) rc = prs_keyed_reset_key(churn.t, key, (size_t)len) < 0;
+        else if (op == 1) (void)prs_keyed_contains(churn.t, key, (size_t)len, now);
+        else if (op == 2 && i % 1000 == 0) (void)prs_keyed_prune(churn.t, now);
+        else if (op == 3) rc = prs_keyed_peek(churn.t, key, (size_t)len, now, 1, &d);
+        else if (op == 4) { /* a group of two keys of this table, made per call */
+            char key2[48];
+            int len2 = snprintf(key2, sizeof key2, "t%ld-%d", id & 1, (int)((x >> 40) % 5000));
+            prs_group_member m[2];
+            prs_group_member_keyed(&m[0], churn.t, key, (size_t)len);
+            prs_group_member_keyed(&m[1], churn.t, key2, (size_t)len2);
+            prs_group *grp;
+            rc = prs_group_new(m, 2, NULL, &grp);
+            if (!rc) rc = prs_group_check(grp, now, 1, &d, NULL);
+            prs_group_free(grp);
+        }
+        else rc = prs_keyed_check(churn.t, key, (size_t)len, now, 1, &d);
+        if (rc) atomic_fetch_add(&churn.errors, 1);
+        if (prs_keyed_len(churn.t) > 3000) atomic_fetch_add(&churn.errors, 1);
+    }
+    return NULL;
+}
+
+TEST(keyed_threads_churn) {
+    prs_gcra *g = make_gcra(1.0, 2);
+    churn.t = make_table(&prs_algo_gcra, prs_gcra_params(g), 3000);
+    atomic_store(&churn.errors, 0);
+    pthread_t th[4];
+    for (long i = 0; i < 4; i++) ASSERT_EQ(pthread_create(&th[i], NULL, churn_worker, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    ASSERT_EQ_I64(atomic_load(&churn.errors), 0);
+    ASSERT_LE_I64(prs_keyed_len(churn.t), 3000);
+    prs_keyed_free(churn.t);
+    prs_gcra_free(g);
 }
 
 /* ---- allocation failure --------------------------------------------------- */
