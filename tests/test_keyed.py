@@ -279,3 +279,39 @@ def test_mypy_passes_on_example():
                         "--cache-dir", os.devnull, str(example)],
                        capture_output=True, text=True, cwd=example.parent)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_random_operations_against_a_model(clock):
+    """Capacity 1, refill 0: a key that consumed is limited forever, so the
+    table must behave exactly like a bounded set (max_keys < 512: one shard)."""
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+
+    @hypothesis.settings(max_examples=60, deadline=None)
+    @hypothesis.given(st.lists(st.tuples(st.sampled_from(["allow", "reset", "in", "peek"]),
+                                         st.integers(0, 90), st.booleans()),
+                               max_size=300))
+    def run(ops):
+        k = pr.KeyedLimiter(pr.TokenBucket, 1, 0, max_keys=40, clock=clock)
+        held = set()
+        for op, i, long_key in ops:
+            key = f"a-key-longer-than-eighteen-bytes-{i}" if long_key else f"k{i}"
+            key = key.encode() if i % 2 else key
+            if op == "allow":
+                ok = k.allow(key)
+                if key in held or len(held) >= 40:
+                    assert not ok
+                else:
+                    assert ok
+                    held.add(key)
+            elif op == "reset":
+                k.reset(key)
+                held.discard(key)
+            elif op == "in":
+                assert (key in k) == (key in held)
+            else:
+                d = k.peek(key)
+                assert d.allowed == (key not in held and len(held) < 40)
+            assert len(k) == len(held)
+
+    run()
