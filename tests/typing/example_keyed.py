@@ -31,6 +31,8 @@ def main() -> None:
     group.acquire(1, timeout=2.0)
     group.reset()
     a3: float = group.available
+    members: tuple[pr.TokenBucket | pr.KeyedLimiterView | object, ...] = group.limiters
+    print(len(members), len(group))
 
     @group
     def handler(x: int) -> int:
