@@ -183,3 +183,26 @@ def test_signatures_and_repr(clock):
         inspect.signature(getattr(pr.LimiterGroup, meth))
     grp = pr.LimiterGroup(pr.GCRA(1, 1, clock=clock))
     assert repr(grp).startswith("LimiterGroup(GCRA(")
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs fork")
+def test_keyed_and_group_keep_working_in_a_forked_child(clock):
+    import os
+    k = pr.KeyedLimiter(pr.TokenBucket, 2, 0, clock=clock)
+    g = pr.GCRA(1, 3, clock=clock)
+    grp = pr.LimiterGroup(g, k.for_key("u"))
+    assert grp.allow()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: its own copy of every state
+        try:
+            ok = grp.allow() and not grp.allow() and k.allow("v", 2) and len(k) == 2
+            os.write(w, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(w)
+    got = os.read(r, 1)
+    os.close(r)
+    os.waitpid(pid, 0)
+    assert got == b"1"
+    assert grp.allow() and len(k) == 1  # the parent's copy is untouched
