@@ -45,7 +45,9 @@ class LeaseConfig:
     are given back on the next round trip for the key or by ``close()``, else they
     lapse. Permits are consumed in Redis when taken, so leases never admit more
     than the shared limit; what processes hold unspent is under-admission, at
-    most processes x batch per key, for at most max_hold."""
+    most processes x batch per key, for at most max_hold. A decision served from
+    a lease reports as ``remaining`` the permits this process still holds for
+    the key; a denial from Redis is remembered locally until its retry_after."""
 
     __slots__ = ("_batch", "_max_hold")
 

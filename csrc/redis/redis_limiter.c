@@ -384,12 +384,7 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
     return PRS_OK;
 }
 
-static int64_t us_to_ns(const redisReply *r) {
-    if (!r) return 0;
-    double us;
-    if (r->type == REDIS_REPLY_INTEGER) us = (double)r->integer;
-    else if (r->type == REDIS_REPLY_STRING && r->str) us = strtod(r->str, NULL);
-    else return 0;
+static int64_t us_to_ns(double us) {
     if (us < 0) return PRS_NEVER;
     return prs__ceil_to_i64(us * 1e3);
 }
@@ -403,23 +398,35 @@ static int reply_error(const redisReply *r) {
     return PRS_EPROTO;
 }
 
-/* Reads the 6 decision fields at r->element[off..off+6). */
-static int parse_decision(const redisReply *r, size_t off, prs_decision *d, int64_t *granted) {
-    if (r->type != REDIS_REPLY_ARRAY || r->elements < off + 6) return reply_error(r);
-    redisReply **e = r->element + off;
-    if (e[0]->type != REDIS_REPLY_INTEGER || e[1]->type != REDIS_REPLY_INTEGER ||
-        e[2]->type != REDIS_REPLY_INTEGER || e[5]->type != REDIS_REPLY_INTEGER) {
-        prs_redis__set_error("redis: malformed script reply");
-        return PRS_EPROTO;
+/* Reads a decision string "allowed limit remaining retry_us reset_us granted". */
+static int parse_decision(const redisReply *r, prs_decision *d, int64_t *granted) {
+    if (r->type != REDIS_REPLY_STRING || !r->str) return reply_error(r);
+    const char *p = r->str;
+    char *end;
+    long long v[3];
+    for (int i = 0; i < 3; i++) {
+        v[i] = strtoll(p, &end, 10);
+        if (end == p) goto bad;
+        p = end;
     }
-    d->allowed = e[0]->integer != 0;
-    d->limit = e[1]->integer;
-    d->remaining = e[2]->integer < 0 ? 0 : e[2]->integer;
-    d->retry_after_ns = d->allowed ? 0 : us_to_ns(e[3]);
-    d->reset_after_ns = us_to_ns(e[4]);
-    if (d->reset_after_ns == PRS_NEVER) d->reset_after_ns = 0;
-    if (granted) *granted = e[5]->integer;
+    double retry = strtod(p, &end);
+    if (end == p) goto bad;
+    p = end;
+    double reset = strtod(p, &end);
+    if (end == p) goto bad;
+    p = end;
+    long long g = strtoll(p, &end, 10);
+    if (end == p) goto bad;
+    d->allowed = v[0] != 0;
+    d->limit = v[1];
+    d->remaining = v[2] < 0 ? 0 : v[2];
+    d->retry_after_ns = d->allowed ? 0 : us_to_ns(retry);
+    d->reset_after_ns = reset < 0 ? 0 : us_to_ns(reset);
+    if (granted) *granted = g;
     return PRS_OK;
+bad:
+    prs_redis__set_error("redis: malformed script reply %.60s", r->str);
+    return PRS_EPROTO;
 }
 
 static int run_one(prs_redis_limiter *l, const void *key, size_t keylen, char mode, int64_t n, int64_t want,
@@ -431,7 +438,7 @@ static int run_one(prs_redis_limiter *l, const void *key, size_t keylen, char mo
     rc = prs_redis__roundtrip(l->b, 1, &c.cmd, &r);
     keyset_free(l, &c.ks);
     if (rc) return rc;
-    rc = parse_decision(r, 0, d, granted);
+    rc = parse_decision(r, d, granted);
     freeReplyObject(r);
     return rc;
 }
@@ -701,7 +708,7 @@ int prs_redis_limiter_check_many(prs_redis_limiter *l, size_t count, const prs_r
     int first = PRS_OK;
     for (size_t i = 0; i < count; i++) {
         if (rc) { status[i] = rc; continue; }
-        status[i] = parse_decision(replies[i], 0, &d[i], NULL);
+        status[i] = parse_decision(replies[i], &d[i], NULL);
         if (status[i] && first == PRS_OK) first = status[i];
         freeReplyObject(replies[i]);
     }
@@ -765,7 +772,7 @@ int prs_redis_group_check(size_t count, const prs_redis_member *m, int64_t now_u
         rc = prs_redis__roundtrip(b, 1, &cmd, &r);
     }
     if (rc == PRS_OK) {
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 + 6 * count ||
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 + count ||
             r->element[0]->type != REDIS_REPLY_INTEGER) {
             rc = reply_error(r);
         } else {
@@ -774,7 +781,7 @@ int prs_redis_group_check(size_t count, const prs_redis_member *m, int64_t now_u
             prs_decision best, cur;
             int have = 0;
             for (size_t k = 0; k < count && rc == PRS_OK; k++) {
-                rc = parse_decision(r, 1 + 6 * k, &cur, NULL);
+                rc = parse_decision(r->element[1 + k], &cur, NULL);
                 if (rc) break;
                 int better;
                 if (!have) better = 1;

@@ -18,19 +18,20 @@
  * caller's override in tests), held in Lua doubles (exact up to 2^53 us, far
  * past any epoch). Fractional state (GCRA's theoretical arrival time, a
  * bucket's tokens) is stored with %.17g so it round-trips exactly; fractional
- * results (retry/reset times) are returned as strings for the same reason
- * (Lua numbers would be truncated to integers on the way back); whole numbers
- * go back as integers, which is exact and cheaper.
+ * results (retry/reset times) are returned as text for the same reason
+ * (Lua numbers would be truncated to integers on the way back).
  *
  * Keys: every key written gets a PEXPIRE covering exactly the time after
  * which its state equals "no state" (plus 1 ms); state that already equals
  * "no state" is deleted instead. The seconds-old partial state a crash could
  * leave behind therefore always expires.
  *
- * Decision array returned per limiter:
- *   {allowed, limit, remaining, retry_after_us, reset_after_us, granted}
- * retry_after_us is "-1" for never. granted is the number of permits taken
- * (n, or up to the lease batch).
+ * The decision is returned as one string (one reply object to build and
+ * parse instead of an array of six: measurably cheaper on both sides):
+ *   "allowed limit remaining retry_after_us reset_after_us granted"
+ * the two times with %.17g (fractional, never truncated), retry_after_us -1
+ * for never; granted is the number of permits taken (n, or up to the lease
+ * batch). The group script returns {denied_by, decision string x m}.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -44,7 +45,6 @@
     "local EPS = 1e-9\n"                                                                 \
     "local floor = math.floor\n"                                                         \
     "local function fmt(x) return string.format('%.17g', x) end\n"                       \
-    "local function num(x) if x == floor(x) then return x end return fmt(x) end\n"      \
     "local function clock(ov)\n"                                                         \
     "  if ov ~= '' then return tonumber(ov) end\n"                                       \
     "  local t = redis.call('TIME')\n"                                                   \
@@ -241,9 +241,8 @@
     "end\n"
 
 #define LUA_ENCODE                                                                       \
-    "local function encode(out, r)\n"                                                    \
-    "  out[#out + 1] = r[1]; out[#out + 1] = r[2]; out[#out + 1] = r[3]\n"               \
-    "  out[#out + 1] = num(r[4]); out[#out + 1] = num(r[5]); out[#out + 1] = r[6]\n"     \
+    "local function encode(r)\n"                                                         \
+    "  return string.format('%d %d %d %.17g %.17g %d', r[1], r[2], r[3], r[4], r[5], r[6])\n" \
     "end\n"
 
 /* KEYS: the algorithm's keys. ARGV: now override ('' = TIME), mode ('c' check,
@@ -257,9 +256,7 @@
     "local st = A.load(KEYS, p1, p2, now)\n"                                             \
     "local r, nst, dirty = A.decide(st, n, mode, want, give, p1, p2, now)\n"             \
     "if dirty and mode ~= 'p' then A.store(KEYS, nst, p1, p2, now) end\n"                \
-    "local out = {}\n"                                                                   \
-    "encode(out, r)\n"                                                                   \
-    "return out\n"
+    "return encode(r)\n"
 
 /* KEYS: each member's keys in order. ARGV: now override, member count m, then
  * per member: algorithm number, n, p1, p2. Every member decides against the
@@ -284,7 +281,7 @@
     "  if r[1] == 1 then overlay[keys[1]] = nst\n"                                       \
     "  elseif out[1] < 0 then out[1] = i - 1 end\n"                                      \
     "  members[i] = {A, keys, p1, p2}\n"                                                 \
-    "  encode(out, r)\n"                                                                 \
+    "  out[#out + 1] = encode(r)\n"                                                      \
     "end\n"                                                                              \
     "if out[1] < 0 then\n"                                                               \
     "  local done = {}\n"                                                                \
