@@ -158,6 +158,23 @@ def test_wrong_password_is_a_backend_error(server: Server) -> None:
         b.ping()
 
 
+def test_acl_user_and_password_from_the_url(server: Server) -> None:
+    admin = pr.RedisBackend(server.url)
+    admin._command("ACL", "SETUSER", "al-ice", "on", ">p@ss:w/rd", "~*", "+@all")
+    try:
+        ok = pr.RedisBackend(f"redis://al-ice:p%40ss%3Aw%2Frd@127.0.0.1:{server.port}/2")
+        assert ok.ping()
+        ok._command("SET", "acl-db", "2")
+        assert ok._command("GET", "acl-db") == b"2"
+        assert admin._command("GET", "acl-db") is None  # db 2, not 0
+        ok._command("DEL", "acl-db")
+        bad = pr.RedisBackend(f"redis://al-ice:wrong@127.0.0.1:{server.port}/2")
+        with pytest.raises(pr.BackendError, match="AUTH"):
+            bad.ping()
+    finally:
+        admin._command("ACL", "DELUSER", "al-ice")
+
+
 def test_install_hint_names_the_package() -> None:
     from pyresilience import redis as r
     assert "libhiredis-dev" in r._INSTALL_HINT and "rebuild" in r._INSTALL_HINT
