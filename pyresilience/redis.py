@@ -131,7 +131,8 @@ class _LocalFallback:
                         for k in list(self._limiters)[: self._max_keys // 2]:
                             del self._limiters[k]
                     lim = self._limiters[key] = self._make()
-        return lim.check(n) if consume else lim.peek(n)
+        d: Decision = lim.check(n) if consume else lim.peek(n)
+        return d
 
 
 def _require_redis() -> None:
