@@ -195,8 +195,8 @@ int prs_redis_group_check(size_t count, const prs_redis_member *members, int64_t
 /* The Redis Cluster hash slot (0..16383) of a Redis key (CRC16 of its hash
  * tag, or of the whole key). */
 int prs_redis_key_slot(const void *key, size_t len);
-/* The Redis key that a limiter stores `key` under (its first key when the
- * algorithm uses two). Writes up to cap bytes to buf; returns the full length. */
+/* The Redis key that a limiter stores `key` under. Writes up to cap bytes to
+ * buf (no NUL added); returns the full length (call with cap 0 to size it). */
 size_t prs_redis_limiter_redis_key(const prs_redis_limiter *l, const void *key, size_t keylen,
                                    char *buf, size_t cap);
 

@@ -8,9 +8,10 @@
  *                                (the text between its first '{' and the next
  *                                '}', non-empty), else 16 hex digits of a fixed
  *                                hash of K
- * where <s> names the algorithm ("g", "t", "f", "c"; the sliding log uses
- * "l" and "s"). The prefix may not contain braces, so the first '{' is ours
- * and every key of one decision has the same hash tag: one Cluster slot. The
+ * where <s> names the algorithm ("g", "t", "f", "c", "l"); each decision
+ * touches that one key (the keyset below allows for two). The prefix may not
+ * contain braces, so the first '{' is ours and every key a decision or a
+ * group touches for one user key has the same hash tag: one Cluster slot. The
  * forms are unambiguous (the part after the tag holds a brace only in the
  * second form), so distinct user keys never share a Redis key. A user who
  * wants several keys in one slot (a group on Cluster) gives them the same
@@ -58,7 +59,7 @@ struct prs_redis_limiter {
     prs_redis_backend *b;          /* not owned */
     prs_allocator alloc;
     int algorithm;
-    int nkeys;                     /* Redis keys per decision: 1, or 2 (log) */
+    int nkeys;                     /* Redis keys per decision (1 for every algorithm) */
     int64_t limit;                 /* burst or limit, for decisions */
     char *prefix;
     size_t prefix_len;
@@ -174,7 +175,7 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
     memcpy(l->prefix, p, l->prefix_len + 1);
     l->b = b;
     l->algorithm = cfg->algorithm;
-    l->nkeys = cfg->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG ? 2 : 1;
+    l->nkeys = 1;
     if (cfg->algorithm == PRS_REDIS_GCRA) {
         l->limit = cfg->burst;
         snprintf(l->p1, sizeof l->p1, "%.17g", 1e6 / cfg->rate);

@@ -193,11 +193,13 @@
     "  redis.call('SET', k[1], fmt(st.w) .. ' ' .. fmt(st.c) .. ' ' .. fmt(st.p), 'PX', ms((st.w + 2) * W - now))\n" \
     "end\n"
 
-/* Sliding window log: k[1] a sorted set of admission times (one member per
- * permit, named by a sequence number from k[2]); an entry at t counts while
- * now - t < W. Loading drops expired entries (a harmless write). */
+/* Sliding window log: k[1] a sorted set of admission times, one member per
+ * permit; an entry at t counts while now - t < W. Members at time t are named
+ * "t:1", "t:2", ... numbered from ZCOUNT of that exact score: entries of one
+ * score are only ever removed together (by score range), so names never
+ * collide. Loading drops expired entries (a harmless write). */
 #define LUA_SLIDING_WINDOW_LOG                                                           \
-    "local LOG = {nkeys = 2}\n"                                                          \
+    "local LOG = {nkeys = 1}\n"                                                          \
     "function LOG.load(k, limit, W, now)\n"                                              \
     "  redis.call('ZREMRANGEBYSCORE', k[1], '-inf', fmt(now - W))\n"                     \
     "  return {n = redis.call('ZCARD', k[1]), add = 0, k = k}\n"                         \
@@ -226,17 +228,16 @@
     "end\n"                                                                              \
     "function LOG.store(k, st, limit, W, now)\n"                                         \
     "  if st.add <= 0 then return end\n"                                                 \
-    "  local seq = redis.call('INCRBY', k[2], st.add)\n"                                 \
-    "  local args = {}\n"                                                                \
     "  local t = fmt(now)\n"                                                             \
-    "  for i = seq - st.add + 1, seq do\n"                                               \
+    "  local base = redis.call('ZCOUNT', k[1], t, t)\n"                                  \
+    "  local args = {}\n"                                                                \
+    "  for i = base + 1, base + st.add do\n"                                             \
     "    args[#args + 1] = t\n"                                                          \
-    "    args[#args + 1] = fmt(i)\n"                                                     \
+    "    args[#args + 1] = t .. ':' .. string.format('%d', i)\n"                         \
     "    if #args >= 1000 then redis.call('ZADD', k[1], unpack(args)); args = {} end\n"  \
     "  end\n"                                                                            \
     "  if #args > 0 then redis.call('ZADD', k[1], unpack(args)) end\n"                   \
     "  redis.call('PEXPIRE', k[1], ms(W))\n"                                             \
-    "  redis.call('PEXPIRE', k[2], ms(W))\n"                                             \
     "  st.add = 0\n"                                                                     \
     "end\n"
 
