@@ -19,6 +19,7 @@
  *
  * Concurrency: a spinlock around a handful of integer operations.
  */
+#include "group_internal.h"
 #include "prs_algo.h"
 #include "prs_fixed_window.h"
 #include "prs_internal.h"
@@ -172,6 +173,12 @@ double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns) {
 int64_t prs_fixed_window_limit(const prs_fixed_window *fw) { return fw->p.limit; }
 int64_t prs_fixed_window_window_ns(const prs_fixed_window *fw) { return fw->p.window_ns; }
 const void *prs_fixed_window_params(const prs_fixed_window *fw) { return &fw->p; }
+
+/* For limiter groups (group_internal.h). */
+void prs__fixed_window_parts(prs_fixed_window *fw, prs__spinlock **lock, void **state) {
+    *lock = &fw->lock;
+    *state = &fw->s;
+}
 
 /* ---- the descriptor: state is fw_state (16 bytes) ---------------------- */
 

@@ -84,6 +84,35 @@ void prs_group_member_token_bucket(prs_group_member *m, prs_token_bucket *tb) {
     prs__group_member_spin(m, &prs_algo_token_bucket, prs_token_bucket_params(tb), state, lock);
 }
 
+void prs_group_member_leaky_bucket(prs_group_member *m, prs_leaky_bucket *lb) {
+    prs__spinlock *lock;
+    void *state;
+    prs__leaky_bucket_parts(lb, &lock, &state);
+    prs__group_member_spin(m, &prs_algo_leaky_bucket, prs_leaky_bucket_params(lb), state, lock);
+}
+
+void prs_group_member_fixed_window(prs_group_member *m, prs_fixed_window *fw) {
+    prs__spinlock *lock;
+    void *state;
+    prs__fixed_window_parts(fw, &lock, &state);
+    prs__group_member_spin(m, &prs_algo_fixed_window, prs_fixed_window_params(fw), state, lock);
+}
+
+void prs_group_member_sliding_log(prs_group_member *m, prs_sliding_log *sl) {
+    prs__spinlock *lock;
+    void *state;
+    prs__sliding_log_parts(sl, &lock, &state);
+    prs__group_member_spin(m, &prs_algo_sliding_log, prs_sliding_log_params(sl), state, lock);
+}
+
+void prs_group_member_sliding_counter(prs_group_member *m, prs_sliding_counter *sc) {
+    prs__spinlock *lock;
+    void *state;
+    prs__sliding_counter_parts(sc, &lock, &state);
+    prs__group_member_spin(m, &prs_algo_sliding_counter, prs_sliding_counter_params(sc), state,
+                           lock);
+}
+
 void prs_group_member_gcra(prs_group_member *m, prs_gcra *g) {
     memset(m, 0, sizeof *m);
     m->kind = KIND_GCRA;

@@ -5,8 +5,8 @@
  * A group locks every member in one global order (by the address of the lock)
  * and then decides on each member's state directly. So each kind of member
  * exposes its lock and its state:
- *   - spinlocked limiters (token bucket, ...): the prs__spinlock and the state
- *     it guards;
+ *   - spinlocked limiters (token bucket, leaky bucket, fixed window, sliding
+ *     log, sliding counter): the prs__spinlock and the state it guards;
  *   - GCRA, whose single-threaded calls are a lock-free CAS on `tat`: the tat
  *     word itself doubles as the lock (PRS__GCRA_LOCKED while a group holds it;
  *     the CAS loop waits while it sees that value);
@@ -20,6 +20,10 @@
 
 struct prs_gcra;
 struct prs_token_bucket;
+struct prs_leaky_bucket;
+struct prs_fixed_window;
+struct prs_sliding_log;
+struct prs_sliding_counter;
 struct prs_keyed;
 
 /* ---- GCRA (gcra.c) ----------------------------------------------------- */
@@ -33,10 +37,17 @@ int64_t prs__gcra_lock(struct prs_gcra *g);
 /* Stores `tat` and releases the word. */
 void prs__gcra_unlock(struct prs_gcra *g, int64_t tat);
 
-/* ---- token bucket (token_bucket.c) ------------------------------------- */
+/* ---- spinlocked limiters (token_bucket.c, leaky_bucket.c, ...) ---------- */
 
-/* The bucket's lock and the state it guards (prs_algo_token_bucket's state). */
+/* Each limiter's lock and the state it guards, laid out as its descriptor's
+ * state (prs_algo_X's state_size bytes; the sliding log's is its header and
+ * ring). Stable for the limiter's life. */
 void prs__token_bucket_parts(struct prs_token_bucket *tb, prs__spinlock **lock, void **state);
+void prs__leaky_bucket_parts(struct prs_leaky_bucket *lb, prs__spinlock **lock, void **state);
+void prs__fixed_window_parts(struct prs_fixed_window *fw, prs__spinlock **lock, void **state);
+void prs__sliding_log_parts(struct prs_sliding_log *sl, prs__spinlock **lock, void **state);
+void prs__sliding_counter_parts(struct prs_sliding_counter *sc, prs__spinlock **lock,
+                                void **state);
 
 /* ---- any spinlocked limiter --------------------------------------------- */
 

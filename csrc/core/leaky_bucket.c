@@ -24,6 +24,7 @@
  * Workload: one check per request, a few dozen nanoseconds under an
  * uncontended spinlock; no allocation after prs_leaky_bucket_new().
  */
+#include "group_internal.h"
 #include "prs_algo.h"
 #include "prs_internal.h"
 #include "prs_leaky_bucket.h"
@@ -210,6 +211,12 @@ double prs_leaky_bucket_available(prs_leaky_bucket *lb, int64_t now_ns) {
 double prs_leaky_bucket_capacity(const prs_leaky_bucket *lb) { return lb->p.capacity; }
 double prs_leaky_bucket_leak_rate(const prs_leaky_bucket *lb) { return lb->p.rate; }
 const void *prs_leaky_bucket_params(const prs_leaky_bucket *lb) { return &lb->p; }
+
+/* For limiter groups (group_internal.h). */
+void prs__leaky_bucket_parts(prs_leaky_bucket *lb, prs__spinlock **lock, void **state) {
+    *lock = &lb->lock;
+    *state = &lb->s;
+}
 
 /* ---- the descriptor: state is lb_state (16 bytes) ---------------------- */
 

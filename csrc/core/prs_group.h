@@ -29,7 +29,9 @@
  * k locks for the k decisions, a few tens of nanoseconds each.
  *
  * Members and their locks:
- *   - a token bucket (and any spinlocked limiter): its spinlock;
+ *   - a token bucket, leaky bucket, fixed window, sliding log or sliding
+ *     counter: its spinlock (plain calls on it take the same lock, so they
+ *     stay exact next to groups);
  *   - a GCRA: its lock-free word `tat` is taken as a lock (swapped with a
  *     marker value); plain GCRA calls wait while they see the marker, so they
  *     stay exact next to groups;
@@ -43,15 +45,21 @@
  *
  * Members are borrowed: each limiter or table must outlive the group. Keys are
  * copied. No allocation per check unless the keyed states are large (a sliding
- * log's), then one.
+ * log's), then one. A member whose state exceeds the snapshot buffer (a
+ * sliding log with limit > 5) is rolled back with its algorithm's refund,
+ * exact here because nothing else touches it while the group holds its lock.
  */
 #ifndef PRS_GROUP_H
 #define PRS_GROUP_H
 
 #include "prs_algo.h"
 #include "prs_common.h"
+#include "prs_fixed_window.h"
 #include "prs_gcra.h"
 #include "prs_keyed.h"
+#include "prs_leaky_bucket.h"
+#include "prs_sliding_counter.h"
+#include "prs_sliding_log.h"
 #include "prs_token_bucket.h"
 
 #ifdef __cplusplus
@@ -71,8 +79,13 @@ typedef struct prs_group_member {
     size_t key_len;
 } prs_group_member;
 
+/* A plain limiter of any in-process algorithm. */
 void prs_group_member_token_bucket(prs_group_member *m, prs_token_bucket *tb);
 void prs_group_member_gcra(prs_group_member *m, prs_gcra *g);
+void prs_group_member_leaky_bucket(prs_group_member *m, prs_leaky_bucket *lb);
+void prs_group_member_fixed_window(prs_group_member *m, prs_fixed_window *fw);
+void prs_group_member_sliding_log(prs_group_member *m, prs_sliding_log *sl);
+void prs_group_member_sliding_counter(prs_group_member *m, prs_sliding_counter *sc);
 /* `key` may be NULL when key_len is 0; it only needs to live until prs_group_new. */
 void prs_group_member_keyed(prs_group_member *m, prs_keyed *t, const void *key, size_t key_len);
 

@@ -23,6 +23,7 @@
  *
  * Saturation: instants whose window end passes INT64_MAX give PRS_NEVER.
  */
+#include "group_internal.h"
 #include "prs_algo.h"
 #include "prs_internal.h"
 #include "prs_sliding_counter.h"
@@ -215,6 +216,12 @@ double prs_sliding_counter_available(prs_sliding_counter *sc, int64_t now_ns) {
 int64_t prs_sliding_counter_limit(const prs_sliding_counter *sc) { return sc->p.limit; }
 int64_t prs_sliding_counter_window_ns(const prs_sliding_counter *sc) { return sc->p.window_ns; }
 const void *prs_sliding_counter_params(const prs_sliding_counter *sc) { return &sc->p; }
+
+/* For limiter groups (group_internal.h). */
+void prs__sliding_counter_parts(prs_sliding_counter *sc, prs__spinlock **lock, void **state) {
+    *lock = &sc->lock;
+    *state = &sc->s;
+}
 
 /* ---- the descriptor: state is sc_state (24 bytes) ---------------------- */
 

@@ -25,6 +25,7 @@
  * The same code serves the prs_algo descriptor: its state is this header and
  * ring, laid out contiguously (state_size = 24 + 8 * limit).
  */
+#include "group_internal.h"
 #include "prs_algo.h"
 #include "prs_internal.h"
 #include "prs_sliding_log.h"
@@ -202,6 +203,14 @@ double prs_sliding_log_available(prs_sliding_log *sl, int64_t now_ns) {
 int64_t prs_sliding_log_limit(const prs_sliding_log *sl) { return sl->p.limit; }
 int64_t prs_sliding_log_window_ns(const prs_sliding_log *sl) { return sl->p.window_ns; }
 const void *prs_sliding_log_params(const prs_sliding_log *sl) { return &sl->p; }
+
+/* For limiter groups (group_internal.h): the header and ring, as the
+ * descriptor's state (a group rolls it back with algo_refund when it is
+ * larger than its snapshot buffer). */
+void prs__sliding_log_parts(prs_sliding_log *sl, prs__spinlock **lock, void **state) {
+    *lock = &sl->lock;
+    *state = sl->state;
+}
 
 /* ---- the descriptor: state is sl_hdr + ring (24 + 8 * limit bytes) ----- */
 

@@ -1,15 +1,18 @@
 /*
  * test_group.c - all-or-nothing groups: tables at explicit times, the most
  * restrictive member's decision, keyed members (present, absent, table full),
- * the same member twice, big keyed states (refund path), threads mixing group
- * and plain calls in opposite member orders with time frozen, allocation
- * failure, bad input.
+ * the same member twice, big keyed states (refund path), every plain algorithm
+ * as a member, threads mixing group and plain calls in opposite member orders
+ * with time frozen, allocation failure, bad input.
  */
 #include "prs_test.h"
 
+#include "prs_fixed_window.h"
 #include "prs_gcra.h"
 #include "prs_group.h"
 #include "prs_keyed.h"
+#include "prs_leaky_bucket.h"
+#include "prs_sliding_counter.h"
 #include "prs_sliding_log.h"
 #include "prs_token_bucket.h"
 
@@ -324,6 +327,305 @@ TEST(group_threads_exact) {
     prs_token_bucket_free(tmpl);
     prs_token_bucket_free(mt.a);
     prs_gcra_free(mt.b);
+}
+
+/* ---- every plain algorithm as a member ---------------------------------------- */
+
+static prs_leaky_bucket *lb_new(double cap, double leak) {
+    prs_leaky_bucket_config c;
+    prs_leaky_bucket_config_init(&c);
+    c.capacity = cap;
+    c.leak_rate = leak;
+    prs_leaky_bucket *lb;
+    ASSERT_OK(prs_leaky_bucket_new(&c, &lb));
+    return lb;
+}
+
+static prs_fixed_window *fw_new(int64_t limit, int64_t window_ns) {
+    prs_fixed_window_config c;
+    prs_fixed_window_config_init(&c);
+    c.limit = limit;
+    c.window_ns = window_ns;
+    prs_fixed_window *fw;
+    ASSERT_OK(prs_fixed_window_new(&c, &fw));
+    return fw;
+}
+
+static prs_sliding_log *sl_new(int64_t limit, int64_t window_ns) {
+    prs_sliding_log_config c;
+    prs_sliding_log_config_init(&c);
+    c.limit = limit;
+    c.window_ns = window_ns;
+    prs_sliding_log *sl;
+    ASSERT_OK(prs_sliding_log_new(&c, &sl));
+    return sl;
+}
+
+static prs_sliding_counter *sc_new(int64_t limit, int64_t window_ns) {
+    prs_sliding_counter_config c;
+    prs_sliding_counter_config_init(&c);
+    c.limit = limit;
+    c.window_ns = window_ns;
+    prs_sliding_counter *sc;
+    ASSERT_OK(prs_sliding_counter_new(&c, &sc));
+    return sc;
+}
+
+/* The six plain algorithms and a key, one group; the sliding log's state (8
+ * slots: 88 bytes) is larger than the snapshot buffer, so its rollback goes
+ * through refund. */
+typedef struct six {
+    prs_token_bucket *tb;
+    prs_gcra *gc;
+    prs_leaky_bucket *lb;
+    prs_fixed_window *fw;
+    prs_sliding_log *sl;
+    prs_sliding_counter *sc;
+    prs_token_bucket *tmpl;
+    prs_keyed *k;
+} six;
+
+/* What each member of a six has at `now`: tb gc lb fw sl sc key "u". */
+static void six_avail(six *s, int64_t now, double out[7]) {
+    out[0] = prs_token_bucket_available(s->tb, now);
+    out[1] = prs_gcra_available(s->gc, now);
+    out[2] = prs_leaky_bucket_available(s->lb, now);
+    out[3] = prs_fixed_window_available(s->fw, now);
+    out[4] = prs_sliding_log_available(s->sl, now);
+    out[5] = prs_sliding_counter_available(s->sc, now);
+    out[6] = prs_keyed_available(s->k, "u", 1, now);
+}
+
+static void assert_avail(six *s, int64_t now, const double want[7]) {
+    double got[7];
+    six_avail(s, now, got);
+    for (int i = 0; i < 7; i++) ASSERT_NEAR(got[i], want[i], 1e-9);
+}
+
+TEST(group_all_algorithms) {
+    six s;
+    s.tb = tb_new(5, 1);
+    s.gc = gcra_new(1, 4);
+    s.lb = lb_new(6, 1);
+    s.fw = fw_new(3, 10 * SEC);
+    s.sl = sl_new(8, 10 * SEC);
+    s.sc = sc_new(7, 10 * SEC);
+    s.tmpl = tb_new(10, 0);
+    s.k = table_new(&prs_algo_token_bucket, prs_token_bucket_params(s.tmpl), 100);
+    prs_group_member m[7];
+    prs_group_member_token_bucket(&m[0], s.tb);
+    prs_group_member_gcra(&m[1], s.gc);
+    prs_group_member_leaky_bucket(&m[2], s.lb);
+    prs_group_member_fixed_window(&m[3], s.fw);
+    prs_group_member_sliding_log(&m[4], s.sl);
+    prs_group_member_sliding_counter(&m[5], s.sc);
+    prs_group_member_keyed(&m[6], s.k, "u", 1);
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 7, NULL, &g));
+    ASSERT_EQ_I64(prs_group_size(g), 7);
+    prs_decision d;
+    int by = 7;
+    ASSERT_NEAR(prs_group_available(g, 0), 3.0, 1e-9); /* the fixed window's 3 */
+    ASSERT(gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(by, -1);
+    ASSERT_EQ_I64(d.remaining, 2); /* fixed window: 3 - 1 */
+    ASSERT_EQ_I64(d.limit, 3);
+    ASSERT(gcheck(g, 0, 2, &d, &by));
+    ASSERT_EQ_I64(d.remaining, 0);
+    ASSERT_EQ_I64(d.reset_after_ns, PRS_NEVER); /* the key never refills */
+    /* the fixed window is full: member 3 denies, until its window ends */
+    ASSERT(!gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(by, 3);
+    ASSERT_EQ_I64(d.retry_after_ns, 10 * SEC);
+    ASSERT_OK(prs_group_peek(g, 0, 1, &d, &by));
+    ASSERT(!d.allowed);
+    ASSERT_EQ_I64(by, 3);
+    /* 3 taken from every member, nothing by the denials */
+    const double after3[7] = {2, 1, 3, 0, 5, 4, 7};
+    assert_avail(&s, 0, after3);
+
+    /* 10 s: a new window; the counter still weighs the previous 3 at e = 0 */
+    ASSERT(gcheck(g, 10 * SEC, 3, &d, &by));
+    ASSERT_EQ_I64(d.remaining, 0);
+    const double at10[7] = {2, 1, 3, 0, 5, 1, 4};
+    assert_avail(&s, 10 * SEC, at10);
+
+    /* 20 s: drain the key by itself; now the last member denies and every
+     * other one, the sliding log through refund, gives back what it took */
+    ASSERT_OK(prs_keyed_check(s.k, "u", 1, 20 * SEC, 4, &d));
+    ASSERT(d.allowed);
+    const double at20[7] = {5, 4, 6, 3, 8, 4, 0};
+    assert_avail(&s, 20 * SEC, at20);
+    ASSERT(!gcheck(g, 20 * SEC, 2, &d, &by));
+    ASSERT_EQ_I64(by, 6);
+    ASSERT_EQ_I64(d.retry_after_ns, PRS_NEVER); /* the key never refills */
+    assert_avail(&s, 20 * SEC, at20);
+    ASSERT_EQ_I64(prs_sliding_log_available(s.sl, 20 * SEC), 8);
+    ASSERT(!gcheck(g, 20 * SEC, 1, &d, &by));
+    ASSERT_EQ_I64(by, 6);
+    assert_avail(&s, 20 * SEC, at20);
+
+    /* reset: every member fresh */
+    prs_group_reset(g);
+    const double fresh[7] = {5, 4, 6, 3, 8, 7, 10};
+    assert_avail(&s, 20 * SEC, fresh);
+    /* n beyond the fixed window's limit: never */
+    ASSERT(!gcheck(g, 20 * SEC, 4, &d, &by));
+    ASSERT_EQ_I64(by, 3);
+    ASSERT_EQ_I64(d.retry_after_ns, PRS_NEVER);
+    assert_avail(&s, 20 * SEC, fresh);
+    prs_group_free(g);
+
+    /* the reverse order: the same decisions, denied_by counted in this order */
+    prs_group_member r[7];
+    for (int i = 0; i < 7; i++) r[i] = m[6 - i];
+    ASSERT_OK(prs_group_new(r, 7, NULL, &g));
+    ASSERT(gcheck(g, 20 * SEC, 3, &d, &by));
+    ASSERT(!gcheck(g, 20 * SEC, 1, &d, &by));
+    ASSERT_EQ_I64(by, 3); /* the fixed window is in the middle either way */
+    const double rev[7] = {2, 1, 3, 0, 5, 4, 7};
+    assert_avail(&s, 20 * SEC, rev);
+    prs_group_free(g);
+
+    prs_keyed_free(s.k);
+    prs_token_bucket_free(s.tmpl);
+    prs_token_bucket_free(s.tb);
+    prs_gcra_free(s.gc);
+    prs_leaky_bucket_free(s.lb);
+    prs_fixed_window_free(s.fw);
+    prs_sliding_log_free(s.sl);
+    prs_sliding_counter_free(s.sc);
+}
+
+/* A plain sliding log listed twice with a big state, and a small one (state
+ * within the snapshot buffer) listed twice: each check takes 2 from each. */
+TEST(group_plain_sliding_log_twice) {
+    prs_sliding_log *big = sl_new(20, SEC), *small = sl_new(5, SEC);
+    prs_leaky_bucket *lb = lb_new(100, 1);
+    prs_group_member m[5];
+    prs_group_member_sliding_log(&m[0], big);
+    prs_group_member_sliding_log(&m[1], small);
+    prs_group_member_sliding_log(&m[2], big);
+    prs_group_member_sliding_log(&m[3], small);
+    prs_group_member_leaky_bucket(&m[4], lb);
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 5, NULL, &g));
+    prs_decision d;
+    int by;
+    ASSERT(gcheck(g, 0, 1, &d, &by));
+    ASSERT(gcheck(g, 100, 1, &d, &by));
+    ASSERT_EQ_I64(d.remaining, 1);
+    ASSERT(!gcheck(g, 200, 1, &d, &by));
+    ASSERT_EQ_I64(by, 3);
+    ASSERT_EQ_I64(d.retry_after_ns, SEC - 200); /* the small log's oldest entry */
+    ASSERT_NEAR(prs_sliding_log_available(big, 200), 16.0, 1e-9);
+    ASSERT_NEAR(prs_sliding_log_available(small, 200), 1.0, 1e-9);
+    ASSERT_NEAR(prs_leaky_bucket_level(lb, 0), 2.0, 1e-6);
+    /* the oldest entries expire at 1 s: the slots come back in order */
+    ASSERT(gcheck(g, SEC, 1, &d, &by));
+    ASSERT(!gcheck(g, SEC, 1, &d, &by));
+    ASSERT(gcheck(g, SEC + 100, 1, &d, &by));
+    prs_group_free(g);
+    prs_sliding_log_free(big);
+    prs_sliding_log_free(small);
+    prs_leaky_bucket_free(lb);
+}
+
+/* ---- threads: the six algorithms + a key, groups in both orders and plain
+ * calls on every limiter, time frozen ---------------------------------------- */
+
+#define ALL_PLAIN 6
+
+typedef struct {
+    six s;
+    prs_group *g1, *g2;
+    atomic_long group_ok, plain_ok[ALL_PLAIN], errors;
+} mt6_ctx;
+
+static mt6_ctx mt6;
+static const int64_t mt6_limit[ALL_PLAIN] = {1000, 500, 700, 900, 600, 800};
+#define MT6_KEY 400
+#define MT6_NOW (5 * SEC + 1000)
+
+static int mt6_plain(int which, prs_decision *d) {
+    switch (which) {
+    case 0: return prs_token_bucket_check(mt6.s.tb, MT6_NOW, 1, d);
+    case 1: return prs_gcra_check(mt6.s.gc, MT6_NOW, 1, d);
+    case 2: return prs_leaky_bucket_check(mt6.s.lb, MT6_NOW, 1, d);
+    case 3: return prs_fixed_window_check(mt6.s.fw, MT6_NOW, 1, d);
+    case 4: return prs_sliding_log_check(mt6.s.sl, MT6_NOW, 1, d);
+    default: return prs_sliding_counter_check(mt6.s.sc, MT6_NOW, 1, d);
+    }
+}
+
+static void *mt6_worker(void *arg) {
+    long id = (long)(intptr_t)arg;
+    prs_decision d;
+    for (int i = 0; i < PER_THREAD; i++) {
+        int rc;
+        if (id < 4) {
+            int by;
+            rc = prs_group_check((i + id) & 1 ? mt6.g1 : mt6.g2, MT6_NOW, 1, &d, &by);
+            if (d.allowed) atomic_fetch_add(&mt6.group_ok, 1);
+        } else {
+            int which = (int)((i + id) % ALL_PLAIN);
+            rc = mt6_plain(which, &d);
+            if (d.allowed) atomic_fetch_add(&mt6.plain_ok[which], 1);
+        }
+        if (rc) atomic_fetch_add(&mt6.errors, 1);
+    }
+    return NULL;
+}
+
+TEST(group_threads_all_algorithms_exact) {
+    memset(&mt6, 0, sizeof mt6);
+    mt6.s.tb = tb_new((double)mt6_limit[0], 0);
+    mt6.s.gc = gcra_new(1, mt6_limit[1]);
+    mt6.s.lb = lb_new((double)mt6_limit[2], 1);
+    mt6.s.fw = fw_new(mt6_limit[3], 10 * SEC);
+    mt6.s.sl = sl_new(mt6_limit[4], 10 * SEC); /* refund path */
+    mt6.s.sc = sc_new(mt6_limit[5], 10 * SEC);
+    mt6.s.tmpl = tb_new(MT6_KEY, 0);
+    mt6.s.k = table_new(&prs_algo_token_bucket, prs_token_bucket_params(mt6.s.tmpl), 1000);
+    prs_group_member m[7];
+    prs_group_member_token_bucket(&m[0], mt6.s.tb);
+    prs_group_member_gcra(&m[1], mt6.s.gc);
+    prs_group_member_leaky_bucket(&m[2], mt6.s.lb);
+    prs_group_member_fixed_window(&m[3], mt6.s.fw);
+    prs_group_member_sliding_log(&m[4], mt6.s.sl);
+    prs_group_member_sliding_counter(&m[5], mt6.s.sc);
+    prs_group_member_keyed(&m[6], mt6.s.k, "u", 1);
+    ASSERT_OK(prs_group_new(m, 7, NULL, &mt6.g1));
+    prs_group_member r[7];
+    for (int i = 0; i < 7; i++) r[i] = m[6 - i];
+    ASSERT_OK(prs_group_new(r, 7, NULL, &mt6.g2));
+    pthread_t th[NTHREADS];
+    for (long i = 0; i < NTHREADS; i++)
+        ASSERT_EQ(pthread_create(&th[i], NULL, mt6_worker, (void *)(intptr_t)i), 0);
+    for (int i = 0; i < NTHREADS; i++) pthread_join(th[i], NULL);
+    long G = atomic_load(&mt6.group_ok);
+    ASSERT_EQ_I64(atomic_load(&mt6.errors), 0);
+    ASSERT_LE_I64(G, MT6_KEY);
+    /* every member admitted exactly its limit, counting group and plain calls */
+    for (int i = 0; i < ALL_PLAIN; i++) ASSERT_EQ_I64(G + atomic_load(&mt6.plain_ok[i]), mt6_limit[i]);
+    ASSERT_NEAR(prs_keyed_available(mt6.s.k, "u", 1, MT6_NOW), (double)(MT6_KEY - G), 1e-9);
+    prs_decision d;
+    for (int i = 0; i < ALL_PLAIN; i++) {
+        ASSERT_OK(mt6_plain(i, &d));
+        ASSERT(!d.allowed);
+    }
+    int by;
+    ASSERT(!gcheck(mt6.g1, MT6_NOW, 1, &d, &by));
+    prs_group_free(mt6.g1);
+    prs_group_free(mt6.g2);
+    prs_keyed_free(mt6.s.k);
+    prs_token_bucket_free(mt6.s.tmpl);
+    prs_token_bucket_free(mt6.s.tb);
+    prs_gcra_free(mt6.s.gc);
+    prs_leaky_bucket_free(mt6.s.lb);
+    prs_fixed_window_free(mt6.s.fw);
+    prs_sliding_log_free(mt6.s.sl);
+    prs_sliding_counter_free(mt6.s.sc);
 }
 
 /* ---- allocation failure and bad input -------------------------------------- */
