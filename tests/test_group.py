@@ -136,6 +136,112 @@ def test_threads_exact_in_both_orders():
     assert not a.allow() and not b.allow()
 
 
+def _six(clock):
+    """One plain limiter of each algorithm and a per-key view, all on clock."""
+    plain = [
+        pr.TokenBucket(5, 1, clock=clock),
+        pr.GCRA(rate=1, burst=4, clock=clock),
+        pr.LeakyBucket(6, 1, clock=clock),
+        pr.FixedWindow(3, 10, clock=clock),
+        pr.SlidingWindowLog(8, 10, clock=clock),  # a state bigger than the snapshot
+        pr.SlidingWindowCounter(7, 10, clock=clock),
+    ]
+    per_user = pr.KeyedLimiter(pr.TokenBucket, 10, 0, clock=clock)
+    return plain, per_user
+
+
+def _avail(plain, per_user):
+    return [m.available for m in plain] + [per_user.available("u")]
+
+
+def test_every_algorithm_as_a_member(clock):
+    plain, per_user = _six(clock)
+    grp = pr.LimiterGroup(*plain, per_user.for_key("u"))
+    assert len(grp) == 7 and grp.limiters[:6] == tuple(plain)
+    assert grp.available == 3.0  # the fixed window's
+    d = grp.check()
+    assert d.allowed and d.denied_by is None and d.remaining == 2 and d.limit == 3
+    assert grp.allow(2)
+    d = grp.check()
+    assert not d.allowed and d.denied_by == 3 and d.retry_after == 10.0
+    assert grp.peek().denied_by == 3
+    assert _avail(plain, per_user) == [2, 1, 3, 0, 5, 4, 7]  # the denials took nothing
+    clock.advance(10)  # a new window; the counter still weighs the previous 3
+    assert grp.allow(3)
+    assert _avail(plain, per_user) == [2, 1, 3, 0, 5, 1, 4]
+    clock.advance(10)
+    assert per_user.allow("u", 4)  # the key alone: now the last member denies
+    before = _avail(plain, per_user)
+    assert before == [5, 4, 6, 3, 8, 4, 0]
+    d = grp.check(2)
+    assert not d.allowed and d.denied_by == 6 and math.isinf(d.retry_after)
+    assert _avail(plain, per_user) == before  # every member, the log included, gave back
+    grp.reset()
+    assert _avail(plain, per_user) == [5, 4, 6, 3, 8, 7, 10]
+    d = grp.check(4)  # beyond the fixed window's limit
+    assert not d.allowed and d.denied_by == 3 and math.isinf(d.retry_after)
+    # the reverse order: denied_by counts in the group's own order
+    rev = pr.LimiterGroup(per_user.for_key("u"), *reversed(plain))
+    assert rev.allow(3) and not rev.allow()
+    assert rev.check().denied_by == 3
+    assert _avail(plain, per_user) == [2, 1, 3, 0, 5, 4, 7]
+    assert "SlidingWindowCounter(limit=7" in repr(rev)
+
+
+def test_every_algorithm_acquire(clock):
+    lb = pr.LeakyBucket(1, 2, clock=clock)
+    fw = pr.FixedWindow(2, 1, clock=clock)
+    grp = pr.LimiterGroup(fw, lb)
+    grp.acquire()
+    grp.acquire()  # the leaky bucket drains 1 in 0.5 s
+    assert clock.now() == 0.5
+    grp.acquire()  # the fixed window is full until 1 s
+    assert clock.now() == 1.0
+    with pytest.raises(ValueError, match="never"):
+        grp.acquire(3)
+
+
+def test_threads_every_algorithm_exact_in_both_orders():
+    clock = pr.ManualClock(5.0)  # frozen mid-window
+    limits = [1000, 500, 700, 900, 600, 800]
+    plain = [
+        pr.TokenBucket(limits[0], 0, clock=clock),
+        pr.GCRA(rate=1, burst=limits[1], clock=clock),
+        pr.LeakyBucket(limits[2], 1, clock=clock),
+        pr.FixedWindow(limits[3], 10, clock=clock),
+        pr.SlidingWindowLog(limits[4], 10, clock=clock),
+        pr.SlidingWindowCounter(limits[5], 10, clock=clock),
+    ]
+    k = pr.KeyedLimiter(pr.TokenBucket, 400, 0, clock=clock)
+    g1 = pr.LimiterGroup(*plain, k.for_key("u"))
+    g2 = pr.LimiterGroup(k.for_key("u"), *reversed(plain))
+    group_ok = [0] * 8
+    plain_ok = [[0] * 6 for _ in range(8)]
+
+    def work(t):
+        for i in range(20_000):
+            if t < 4:
+                if (g1 if (i + t) & 1 else g2).allow():
+                    group_ok[t] += 1
+            else:
+                j = (i + t) % 6
+                if plain[j].allow():
+                    plain_ok[t][j] += 1
+
+    threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    G = sum(group_ok)
+    assert G <= 400
+    for j, lim in enumerate(limits):
+        assert G + sum(row[j] for row in plain_ok) == lim, type(plain[j]).__name__
+        assert not plain[j].allow()
+    assert k.available("u") == 400 - G
+    assert not g1.allow() and not g2.allow()
+
+
 def test_bad_input(clock):
     tb = pr.TokenBucket(1, 1, clock=clock)
     with pytest.raises(ValueError, match="1 to 32"):
@@ -145,8 +251,8 @@ def test_bad_input(clock):
     for bad in (1, "x", None, pr.KeyedLimiter(pr.TokenBucket, 1, 1, clock=clock)):
         with pytest.raises(TypeError, match="member 0"):
             pr.LimiterGroup(bad)
-    with pytest.raises(TypeError, match="LeakyBucket"):
-        pr.LimiterGroup(pr.LeakyBucket(1, 1, clock=clock))
+    with pytest.raises(TypeError, match="LeakyBucket, FixedWindow"):  # names what it takes
+        pr.LimiterGroup(object())
     with pytest.raises(ValueError, match="one clock"):
         pr.LimiterGroup(tb, pr.GCRA(1, 1))
     with pytest.raises(TypeError):

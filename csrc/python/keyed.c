@@ -7,8 +7,8 @@
  * the template because the table reads the template's params. Keys are str
  * (encoded UTF-8: "a" and b"a" are the same key) or bytes.
  *
- * LimiterGroup borrows the cores of its members (plain TokenBucket/GCRA
- * objects, or keyed views) and keeps them alive with a tuple of the member
+ * LimiterGroup borrows the cores of its members (plain limiters of any
+ * in-process algorithm, or keyed views) and keeps them alive with a tuple of the member
  * objects; every member must read the same clock, which the group reads once
  * per call.
  *
@@ -683,6 +683,20 @@ static PyObject *group_new_obj(PyTypeObject *type, PyObject *args, PyObject *kwd
     return (PyObject *)self;
 }
 
+/* Fills m for a plain in-process limiter: 0, or -1 (no error set) when its
+ * algorithm cannot be a group member. */
+static int plain_member(prs_group_member *m, prs_py_limiter *lim) {
+    const char *name = lim->ops->name;
+    if (!strcmp(name, "TokenBucket")) prs_group_member_token_bucket(m, lim->core);
+    else if (!strcmp(name, "GCRA")) prs_group_member_gcra(m, lim->core);
+    else if (!strcmp(name, "LeakyBucket")) prs_group_member_leaky_bucket(m, lim->core);
+    else if (!strcmp(name, "FixedWindow")) prs_group_member_fixed_window(m, lim->core);
+    else if (!strcmp(name, "SlidingWindowLog")) prs_group_member_sliding_log(m, lim->core);
+    else if (!strcmp(name, "SlidingWindowCounter")) prs_group_member_sliding_counter(m, lim->core);
+    else return -1;
+    return 0;
+}
+
 static int group_init(PyObject *self, PyObject *args, PyObject *kwds) {
     prs_py_state *st = prs_py_state_of(self);
     if (!st) return -1;
@@ -711,17 +725,13 @@ static int group_init(PyObject *self, PyObject *args, PyObject *kwds) {
             prs_group_member_keyed(&m[i], VTABLE(v), PyBytes_AS_STRING(v->keybytes),
                                    (size_t)PyBytes_GET_SIZE(v->keybytes));
             c = VCLOCK(v);
-        } else if (is_limiter(st, o) &&
-                   !strcmp(((prs_py_limiter *)o)->ops->name, "TokenBucket")) {
-            prs_group_member_token_bucket(&m[i], ((prs_py_limiter *)o)->core);
-            c = &((prs_py_limiter *)o)->clock;
-        } else if (is_limiter(st, o) && !strcmp(((prs_py_limiter *)o)->ops->name, "GCRA")) {
-            prs_group_member_gcra(&m[i], ((prs_py_limiter *)o)->core);
+        } else if (is_limiter(st, o) && plain_member(&m[i], (prs_py_limiter *)o) == 0) {
             c = &((prs_py_limiter *)o)->clock;
         } else {
             PyErr_Format(PyExc_TypeError,
-                         "LimiterGroup members must be TokenBucket or GCRA limiters or per-key views "
-                         "(KeyedLimiter.for_key(key), any algorithm); member %zd is %.200s: %R",
+                         "LimiterGroup members must be in-process limiters (TokenBucket, GCRA, "
+                         "LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter) or "
+                         "per-key views (KeyedLimiter.for_key(key)); member %zd is %.200s: %R",
                          i, Py_TYPE(o)->tp_name, o);
             return -1;
         }
@@ -875,8 +885,9 @@ static PyMemberDef group_members[] = {
 static PyType_Slot group_slots[] = {
     {Py_tp_doc, "LimiterGroup(*limiters)\n--\n\n"
                 "Several limiters checked as one, all or nothing: a request is taken from every\n"
-                "member or from none. Members: TokenBucket or GCRA objects, or per-key views\n"
-                "(KeyedLimiter.for_key) of any algorithm, all on one clock. Exact under threads\n"
+                "member or from none. Members: in-process limiters of any algorithm (TokenBucket,\n"
+                "GCRA, LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter) or\n"
+                "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads\n"
                 "and deadlock-free whatever the member order (members are locked in one global\n"
                 "order)."},
     {Py_tp_new, group_new_obj},
