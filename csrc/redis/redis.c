@@ -53,11 +53,12 @@ struct prs_redis_backend {
     int64_t timeout_ns;
     int max_connections;
 
-    pthread_mutex_t mu;        /* guards the four fields below */
+    pthread_mutex_t mu;        /* guards the five fields below */
     pthread_cond_t cv;         /* signalled when a connection is given back */
     redisContext **idle;       /* [max_connections]; idle[0..nidle) ready to use */
     int nidle;
     int nopen;                 /* idle + checked out, <= max_connections */
+    int nwaiting;              /* callers blocked on cv */
     int closed;                /* 1 after prs_redis_backend_close() */
 
     _Atomic int failures;      /* consecutive connection-level failures */
@@ -334,6 +335,7 @@ static void after_fork(prs_redis_backend *b) {
             for (int i = 0; i < b->nidle; i++) redisFree(b->idle[i]); /* close(2) only */
             b->nidle = 0;
             b->nopen = 0;
+            b->nwaiting = 0;
             atomic_store(&b->failures, 0);
             atomic_store(&b->open_until, 0);
             atomic_store(&b->probing, 0);
@@ -508,7 +510,9 @@ static redisContext *checkout(prs_redis_backend *b, int64_t deadline, int *fresh
         int64_t wake = (int64_t)ts.tv_sec * PRS_NS_PER_SEC + ts.tv_nsec + (deadline - now);
         ts.tv_sec = (time_t)(wake / PRS_NS_PER_SEC);
         ts.tv_nsec = (long)(wake % PRS_NS_PER_SEC);
+        b->nwaiting++;
         pthread_cond_timedwait(&b->cv, &b->mu, &ts);
+        b->nwaiting--;
     }
 }
 
@@ -532,7 +536,7 @@ static void give_back(prs_redis_backend *b, redisContext *c, int broken, int fre
             b->idle[b->nidle++] = c;
         }
     }
-    pthread_cond_signal(&b->cv);
+    if (b->nwaiting) pthread_cond_signal(&b->cv);
     pthread_mutex_unlock(&b->mu);
     for (int i = 0; i < ndropped; i++) redisFree(dropped[i]); /* close outside the lock */
 }
