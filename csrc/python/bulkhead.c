@@ -396,10 +396,10 @@ static int acquire_sync(PyObject *self, int64_t timeout_ns) {
     if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }
     prs_bulkhead_acquire(SELF->core, now, &w, &outcome);
     if (outcome == PRS_BULKHEAD_ACQUIRED) { prs_bulkhead_waiter_destroy(&w); return 0; }
-    int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add_py(now, timeout_ns);
+    int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
     prs_bulkhead *core = SELF->core;
     for (;;) {
-        int64_t slice_end = prs__sat_add_py(now, SLICE_NS);
+        int64_t slice_end = prs__sat_add(now, SLICE_NS);
         if (deadline != PRS_NEVER && deadline < slice_end) slice_end = deadline;
         Py_BEGIN_ALLOW_THREADS
         rc = prs_bulkhead_wait(core, &w, slice_end);

@@ -36,7 +36,7 @@ static PyObject *manual_advance(PyObject *self, PyObject *arg) {
     int64_t ns = prs_seconds_to_ns(s);
     _Atomic int64_t *t = &((prs_py_manual_clock *)self)->now_ns;
     int64_t seen = atomic_load(t);
-    while (!atomic_compare_exchange_weak(t, &seen, prs__sat_add_py(seen, ns))) {
+    while (!atomic_compare_exchange_weak(t, &seen, prs__sat_add(seen, ns))) {
     }
     Py_RETURN_NONE;
 }

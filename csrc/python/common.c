@@ -49,23 +49,29 @@ PyObject *prs_py_error(prs_py_state *st, int status, const char *what) {
     return NULL;
 }
 
-PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, const char *message) {
-    PyObject *dec = prs_py_decision_new(st, d);
-    if (!dec) return NULL;
-    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(d->retry_after_ns));
+PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, int64_t retry_after_ns,
+                                        const char *message) {
+    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(retry_after_ns));
     PyObject *msg = PyUnicode_FromString(message ? message : "rate limit exceeded");
     PyObject *exc = NULL;
     if (retry && msg) {
-        PyObject *args[3] = {msg, retry, dec};
+        PyObject *args[3] = {msg, retry, decision};
         exc = PyObject_Vectorcall(PRS_PY_EXC(st, RateLimitExceeded), args, 3, NULL);
     }
     Py_XDECREF(retry);
     Py_XDECREF(msg);
-    Py_DECREF(dec);
     if (exc) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
     }
+    return NULL;
+}
+
+PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, const char *message) {
+    PyObject *dec = prs_py_decision_new(st, d);
+    if (!dec) return NULL;
+    prs_py_raise_rate_limited_obj(st, dec, d->retry_after_ns, message);
+    Py_DECREF(dec);
     return NULL;
 }
 
@@ -276,7 +282,7 @@ int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_
         return 0;
     }
     if (slice_ns <= 0 || slice_ns > PRS_PY_SLICE_NS) slice_ns = PRS_PY_SLICE_NS;
-    int64_t ns = prs__sat_sub_py(wake, now);
+    int64_t ns = prs__sat_sub(wake, now);
     if (ns > slice_ns) ns = slice_ns;
     if (ns > 0) {
         Py_BEGIN_ALLOW_THREADS
@@ -290,7 +296,7 @@ int prs_py_clock_sleep(prs_py_clock *c, int64_t ns) {
     if (ns <= 0) return PyErr_CheckSignals();
     int64_t now;
     if (prs_py_clock_now(c, &now) < 0) return -1;
-    int64_t wake = prs__sat_add_py(now, ns);
+    int64_t wake = prs__sat_add(now, ns);
     if (c->kind == PRS_CLOCK_MANUAL) {
         /* advance by exactly ns (concurrent sleepers each add their own wait) */
         atomic_fetch_add_explicit(c->manual_ns, ns, memory_order_acq_rel);

@@ -117,20 +117,9 @@ static PyObject *decision_with(prs_py_state *st, const prs_decision *d, int deni
 static void raise_limited(prs_py_state *st, const prs_decision *d, int denied_by) {
     PyObject *dec = decision_with(st, d, denied_by);
     if (!dec) return;
-    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(d->retry_after_ns));
-    PyObject *msg = PyUnicode_FromString("rate limit exceeded: not admissible within timeout");
-    PyObject *exc = NULL;
-    if (retry && msg) {
-        PyObject *args[3] = {msg, retry, dec};
-        exc = PyObject_Vectorcall(PRS_PY_EXC(st, RateLimitExceeded), args, 3, NULL);
-    }
-    Py_XDECREF(retry);
-    Py_XDECREF(msg);
+    prs_py_raise_rate_limited_obj(st, dec, d->retry_after_ns,
+                                  "rate limit exceeded: not admissible within timeout");
     Py_DECREF(dec);
-    if (exc) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
 }
 
 typedef int (*decide_fn)(void *ctx, int64_t now, int64_t n, prs_decision *d, int *denied_by);
@@ -140,7 +129,7 @@ static int wait_admitted(prs_py_state *st, prs_py_clock *clock, decide_fn fn, vo
                          const char *what, int64_t n, int64_t timeout_ns) {
     int64_t now;
     if (prs_py_clock_now(clock, &now) < 0) return -1;
-    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add_py(now, timeout_ns);
+    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add(now, timeout_ns);
     for (;;) {
         prs_decision d;
         int by = -1;
@@ -152,7 +141,7 @@ static int wait_admitted(prs_py_state *st, prs_py_clock *clock, decide_fn fn, vo
                          (long long)n, what, (long long)d.limit);
             return -1;
         }
-        int64_t wake = prs__sat_add_py(now, d.retry_after_ns);
+        int64_t wake = prs__sat_add(now, d.retry_after_ns);
         if (wake > deadline) {
             raise_limited(st, &d, by);
             return -1;

@@ -141,7 +141,7 @@ int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns) 
     if (!st || ensure_init(self) < 0) return -1;
     int64_t now;
     if (prs_py_clock_now(&self->clock, &now) < 0) return -1;
-    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add_py(now, timeout_ns);
+    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add(now, timeout_ns);
     for (;;) {
         prs_decision d;
         int rc = self->ops->check(self->core, now, n, &d);
@@ -153,7 +153,7 @@ int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns) 
                          self->ops->name, (long long)d.limit);
             return -1;
         }
-        int64_t wake = prs__sat_add_py(now, d.retry_after_ns);
+        int64_t wake = prs__sat_add(now, d.retry_after_ns);
         if (wake > deadline) {
             prs_py_raise_rate_limited(st, &d, "rate limit exceeded: not admissible within timeout");
             return -1;

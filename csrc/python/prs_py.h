@@ -16,6 +16,7 @@
 #include <structmember.h>
 
 #include "pyresilience.h"
+#include "prs_internal.h"
 
 /* ---- module state ----------------------------------------------------- *
  * Every type and exception class the binding needs, by slot. Types are heap
@@ -96,12 +97,12 @@ int prs_py_register_clock(PyObject *m, prs_py_state *st);
 int prs_py_register_decision(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters(PyObject *m, prs_py_state *st);
 int prs_py_register_breaker(PyObject *m, prs_py_state *st);
+int prs_py_register_limiters_family(PyObject *m, prs_py_state *st);
+int prs_py_register_keyed(PyObject *m, prs_py_state *st);
 int prs_py_register_retry(PyObject *m, prs_py_state *st);
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st);
 int prs_py_register_queue(PyObject *m, prs_py_state *st);
 int prs_py_register_redis(PyObject *m, prs_py_state *st);
-int prs_py_register_limiters_family(PyObject *m, prs_py_state *st);
-int prs_py_register_keyed(PyObject *m, prs_py_state *st);
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -115,6 +116,9 @@ PyObject *prs_py_error(prs_py_state *st, int status, const char *what);
 /* A fresh RateLimitExceeded(message, retry_after=..., decision=...) set as the
  * current exception. Returns NULL. */
 PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, const char *message);
+/* The same with a Decision object already made (e.g. one carrying denied_by). */
+PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, int64_t retry_after_ns,
+                                        const char *message);
 
 /* ---- numbers and durations at the boundary ----------------------------- */
 
@@ -134,16 +138,6 @@ int prs_py_parse_n(PyObject *o, const char *param, int64_t *out);
 /* A timeout in seconds: None or +inf -> PRS_NEVER (wait forever), else a finite
  * number >= 0 converted to ns (saturating). */
 int prs_py_parse_timeout(PyObject *o, const char *param, int64_t *out_ns);
-static inline int64_t prs__sat_add_py(int64_t a, int64_t b) {
-    int64_t r;
-    if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
-    return r;
-}
-static inline int64_t prs__sat_sub_py(int64_t a, int64_t b) {
-    int64_t r;
-    if (__builtin_sub_overflow(a, b, &r)) return b < 0 ? INT64_MAX : INT64_MIN;
-    return r;
-}
 /* Nanoseconds to float seconds; PRS_NEVER -> inf. */
 static inline double prs_py_ns_to_s(int64_t ns) {
     return ns == PRS_NEVER ? Py_HUGE_VAL : (double)ns / 1e9;

@@ -313,10 +313,10 @@ static PyObject *put_impl(PyObject *self, PyObject *item, int64_t timeout_ns, in
         return put_verdict(self, item, &res, 0);
     }
     after(self, &res);
-    int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add_py(now, timeout_ns);
+    int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
     int interrupted = 0;
     for (;;) {
-        int64_t slice_end = prs__sat_add_py(now, SLICE_NS);
+        int64_t slice_end = prs__sat_add(now, SLICE_NS);
         if (deadline != PRS_NEVER && deadline < slice_end) slice_end = deadline;
         Py_BEGIN_ALLOW_THREADS
         rc = prs_ring_wait(core, &w, slice_end);
@@ -386,10 +386,10 @@ static PyObject *get_impl(PyObject *self, int64_t timeout_ns) {
         if (rc == PRS_OK) return (PyObject *)item;
         return raise_closed(self);
     }
-    int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add_py(now, timeout_ns);
+    int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
     int interrupted = 0;
     for (;;) {
-        int64_t slice_end = prs__sat_add_py(now, SLICE_NS);
+        int64_t slice_end = prs__sat_add(now, SLICE_NS);
         if (deadline != PRS_NEVER && deadline < slice_end) slice_end = deadline;
         Py_BEGIN_ALLOW_THREADS
         rc = prs_ring_wait(core, &w, slice_end);

@@ -742,7 +742,7 @@ static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t narg
     prs_py_state *st = prs_py_state_of(op);
     prs_py_clock clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
     int64_t start = prs_monotonic_ns();
-    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add_py(start, timeout_ns);
+    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add(start, timeout_ns);
     for (;;) {
         prs_decision d;
         if (rl_decide(self, v[0], n, 1, -1, &d) < 0) return NULL;
@@ -753,7 +753,7 @@ static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t narg
             return NULL;
         }
         int64_t now = prs_monotonic_ns();
-        int64_t wake = prs__sat_add_py(now, d.retry_after_ns);
+        int64_t wake = prs__sat_add(now, d.retry_after_ns);
         if (wake > deadline) {
             prs_py_raise_rate_limited(st, &d, "rate limit exceeded: not admissible within timeout");
             return NULL;
@@ -1186,7 +1186,7 @@ static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t n
     if (prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
     prs_py_state *st = prs_py_state_of(op);
     prs_py_clock clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add_py(prs_monotonic_ns(), timeout_ns);
+    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add(prs_monotonic_ns(), timeout_ns);
     for (;;) {
         int allowed;
         PyObject *dec = group_decide((group_obj *)op, -1, &allowed);
@@ -1199,7 +1199,7 @@ static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t n
             return NULL;
         }
         Py_DECREF(dec);
-        int64_t now = prs_monotonic_ns(), wake = prs__sat_add_py(now, d.retry_after_ns);
+        int64_t now = prs_monotonic_ns(), wake = prs__sat_add(now, d.retry_after_ns);
         if (wake > deadline) {
             prs_py_raise_rate_limited(st, &d, "rate limit exceeded: not admissible within timeout");
             return NULL;

@@ -775,7 +775,7 @@ static PyObject *mod_retry_sleep(PyObject *m, PyObject *const *args, Py_ssize_t 
         rc = prs_py_clock_sleep(&c, ns);
     } else {
         prs_py_clock mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-        int64_t now = prs_monotonic_ns(), wake = prs__sat_add_py(now, ns);
+        int64_t now = prs_monotonic_ns(), wake = prs__sat_add(now, ns);
         rc = PyErr_CheckSignals();
         while (rc == 0 && now < wake) {
             rc = prs_py_clock_wait(&mono, now, wake, 0);
