@@ -78,3 +78,35 @@ void prs__spin_yield(unsigned spins) {
         sched_yield();
     }
 }
+
+/* One attribute object for every condition variable, made once:
+ * pthread_cond_init with it is then a few stores. */
+static pthread_condattr_t cond_attr;
+static int cond_attr_rc = -1;
+static pthread_once_t cond_attr_once = PTHREAD_ONCE_INIT;
+
+static void cond_attr_make(void) {
+    if (pthread_condattr_init(&cond_attr) != 0) return;
+    if (pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC) != 0) return;
+    cond_attr_rc = 0;
+}
+
+int prs__cond_init_monotonic(pthread_cond_t *c) {
+    pthread_once(&cond_attr_once, cond_attr_make);
+    if (cond_attr_rc != 0) return PRS_EAGAIN;
+    int rc = pthread_cond_init(c, &cond_attr);
+    if (rc == ENOMEM) return PRS_ENOMEM;
+    return rc == 0 ? PRS_OK : PRS_EAGAIN;
+}
+
+int prs__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadline_ns) {
+    if (deadline_ns == PRS_NEVER) {
+        pthread_cond_wait(c, mu);
+        return 0;
+    }
+    if (deadline_ns <= prs_monotonic_ns()) return 1;
+    struct timespec ts;
+    ts.tv_sec = (time_t)(deadline_ns / PRS_NS_PER_SEC);
+    ts.tv_nsec = (long)(deadline_ns % PRS_NS_PER_SEC);
+    return pthread_cond_timedwait(c, mu, &ts) == ETIMEDOUT;
+}

@@ -88,4 +88,15 @@ static inline void prs__spin_unlock(prs__spinlock *l) {
 }
 static inline void prs__spin_init(prs__spinlock *l) { atomic_init(&l->v, 0); }
 
+/* ---- condition variables on the monotonic clock (common.c) ------------ */
+
+#include <pthread.h>
+
+/* pthread_cond_init with CLOCK_MONOTONIC: PRS_OK, PRS_ENOMEM or PRS_EAGAIN. */
+int prs__cond_init_monotonic(pthread_cond_t *c);
+/* One wait on `c` (mutex `mu` held) until deadline_ns, absolute on
+ * prs_monotonic_ns() (PRS_NEVER: untimed). Spurious wakeups happen: callers
+ * loop on their predicate. Returns 1 when the deadline has passed, else 0. */
+int prs__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadline_ns);
+
 #endif /* PRS_INTERNAL_H */

@@ -62,41 +62,6 @@ struct prs_ring {
     prs_allocator alloc;
 };
 
-/* ---- condition variables on the monotonic clock ------------------------ */
-
-/* One attribute object for every waiter's condition variable, made once:
- * pthread_cond_init with it is then a few stores. */
-static pthread_condattr_t cond_attr;
-static int cond_attr_rc = -1;
-static pthread_once_t cond_attr_once = PTHREAD_ONCE_INIT;
-
-static void cond_attr_make(void) {
-    if (pthread_condattr_init(&cond_attr) != 0) return;
-    if (pthread_condattr_setclock(&cond_attr, CLOCK_MONOTONIC) != 0) return;
-    cond_attr_rc = 0;
-}
-
-static int cond_init_monotonic(pthread_cond_t *c) {
-    pthread_once(&cond_attr_once, cond_attr_make);
-    if (cond_attr_rc != 0) return PRS_EAGAIN;
-    int rc = pthread_cond_init(c, &cond_attr);
-    if (rc == ENOMEM) return PRS_ENOMEM;
-    return rc == 0 ? PRS_OK : PRS_EAGAIN;
-}
-
-/* One wait until deadline_ns (PRS_NEVER: untimed); 1 when the deadline passed. */
-static int cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadline_ns) {
-    if (deadline_ns == PRS_NEVER) {
-        pthread_cond_wait(c, mu);
-        return 0;
-    }
-    if (deadline_ns <= prs_monotonic_ns()) return 1;
-    struct timespec ts;
-    ts.tv_sec = (time_t)(deadline_ns / PRS_NS_PER_SEC);
-    ts.tv_nsec = (long)(deadline_ns % PRS_NS_PER_SEC);
-    return pthread_cond_timedwait(c, mu, &ts) == ETIMEDOUT;
-}
-
 /* ---- names ------------------------------------------------------------- */
 
 static const char *const strategy_names[] = {"block", "drop_oldest", "drop_newest", "error"};
@@ -182,7 +147,7 @@ int prs_ring_waiter_init(prs_ring_waiter *w, int producer, int blocking, void *d
     w->producer = producer ? 1 : 0;
     w->data = data;
     if (blocking) {
-        int rc = cond_init_monotonic(&w->cond);
+        int rc = prs__cond_init_monotonic(&w->cond);
         if (rc) return rc;
         w->blocking = 1;
     }
@@ -399,7 +364,7 @@ int prs_ring_wait(prs_ring *r, prs_ring_waiter *w, int64_t deadline_ns) {
     int rc = PRS_OK;
     pthread_mutex_lock(&r->mu);
     while (w->state == PRS_WAITER_WAITING) {
-        if (cond_wait_until(&w->cond, &r->mu, deadline_ns)) {
+        if (prs__cond_wait_until(&w->cond, &r->mu, deadline_ns)) {
             if (w->state == PRS_WAITER_WAITING) rc = PRS_ETIMEDOUT;
             break;
         }
