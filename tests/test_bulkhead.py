@@ -222,24 +222,24 @@ def test_ten_thousand_timed_out_sync_waiters():
     for _ in range(10_000):
         with pytest.raises(BulkheadFullError):
             b.acquire()
-    # and some real (short) waits from threads
+    # and 10^4 real waits that time out, from 8 threads at once
     errors = []
 
     def waiter():
-        for _ in range(20):
+        for _ in range(1_250):
             try:
-                b.acquire(timeout=0.0005)
+                b.acquire(timeout=0.0002)
                 errors.append("acquired")
             except BulkheadFullError:
                 pass
 
-    ts = [threading.Thread(target=waiter) for _ in range(4)]
+    ts = [threading.Thread(target=waiter) for _ in range(8)]
     for t in ts:
         t.start()
     for t in ts:
         t.join()
     assert errors == []
-    assert b.rejected_count == 10_000 + 80
+    assert b.rejected_count == 10_000 + 10_000
     for _ in range(4):
         b.release()
     assert b.available == b.max_concurrent == 4

@@ -314,7 +314,7 @@ def test_async_watermarks():
 
 # ---- producers x consumers: every item exactly once --------------------------------
 
-N_PER_PRODUCER = 25_000  # 4 producers -> 10^5 items per strategy
+N_PER_PRODUCER = 250_000  # 4 producers -> 10^6 items per strategy (issue 6)
 
 
 @pytest.mark.parametrize("strategy", list(S))
@@ -372,7 +372,7 @@ def test_threads_every_item_accounted_once(strategy):
 
 @pytest.mark.parametrize("strategy", list(S))
 def test_asyncio_every_item_accounted_once(strategy):
-    n_per = 2_500
+    n_per = 25_000  # 4 producers -> 10^5 items per strategy
 
     async def main():
         q = BackpressureQueue(16, strategy, block_timeout=math.inf)
@@ -509,7 +509,7 @@ def test_memory_flat():
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for _ in range(100_000):
+        for _ in range(1_000_000):  # a million puts and gets (issue 6)
             q.put(payload)
             q.get()
         after = tracemalloc.get_traced_memory()[0]
