@@ -7,6 +7,8 @@
  *              waiters that have not settled yet
  *   head/tail  the waiter queue, oldest first
  *   nwaiting   its length
+ *   served     BLOCKING waiters handed a permit that have not settled yet
+ *              (finish() unlinks them): what a fork leaves to ghost threads
  *
  * Invariant: nwaiting > 0  =>  active == max. A release while someone waits
  * hands the permit over (active unchanged) instead of freeing it, and a try
@@ -24,6 +26,13 @@
  * change; mean hold = area / released (Little's law), the basis of
  * prs_bulkhead_estimate_wait_ns(). `now` is clamped to the last time seen.
  *
+ * Fork: prs_bulkhead_after_fork_child() rebuilds the mutex and settles every
+ * BLOCKING waiter (a thread, which does not exist in the child) as a cancel
+ * would: a queued one leaves the queue, a served one gives its permit back.
+ * NOTIFY waiters stay: they belong to an event loop, which the child may keep
+ * running (a thread-less loop that never runs again holds their places as it
+ * would in the parent).
+ *
  * Expected workload: millions of uncontended acquire/release pairs (one mutex
  * round trip each, no allocation), occasional queues of thousands of waiters.
  */
@@ -40,6 +49,7 @@ struct prs_bulkhead {
     prs_bulkhead_waiter *head;   /* oldest waiter, or NULL */
     prs_bulkhead_waiter *tail;   /* newest waiter, or NULL */
     int64_t nwaiting;            /* length of the queue */
+    prs_bulkhead_waiter *served; /* served, unsettled BLOCKING waiters (any order) */
     uint64_t next_ticket;
     int64_t acquired, released, rejected, cancelled;
     double area;                 /* integral of active dt, permit*ns */
@@ -81,7 +91,7 @@ int prs_bulkhead_new(const prs_bulkhead_config *cfg, prs_bulkhead **out) {
 
 void prs_bulkhead_free(prs_bulkhead *b) {
     if (!b) return;
-    assert(b->head == NULL);
+    assert(b->head == NULL && b->served == NULL);
     pthread_mutex_destroy(&b->mu);
     prs_allocator a = b->alloc;
     prs__free(&a, b);
@@ -129,6 +139,19 @@ static void unlink_waiter(prs_bulkhead *b, prs_bulkhead_waiter *w) {
     b->nwaiting--;
 }
 
+static void served_push(prs_bulkhead *b, prs_bulkhead_waiter *w) {
+    w->prev = NULL;
+    w->next = b->served;
+    if (b->served) b->served->prev = w;
+    b->served = w;
+}
+
+static void served_unlink(prs_bulkhead *b, prs_bulkhead_waiter *w) {
+    if (w->prev) w->prev->next = w->next; else b->served = w->next;
+    if (w->next) w->next->prev = w->prev;
+    w->prev = w->next = NULL;
+}
+
 /* A permit is free (active was just decremented, or one is given back): hand
  * it to the oldest waiter if any. Returns the served NOTIFY waiter, or NULL. */
 static prs_bulkhead_waiter *hand_over(prs_bulkhead *b) {
@@ -140,6 +163,7 @@ static prs_bulkhead_waiter *hand_over(prs_bulkhead *b) {
     b->acquired++;
     w->state = PRS_WAITER_GRANTED;
     if (w->blocking) {
+        served_push(b, w);
         pthread_cond_signal(&w->cond);
         return NULL;
     }
@@ -237,6 +261,7 @@ int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64
             *outcome = PRS_BULKHEAD_CANCELLED;
         }
     } else if (w->state == PRS_WAITER_GRANTED) {
+        if (w->blocking) served_unlink(b, w);
         if (mode == PRS_BULKHEAD_FINISH_ACCEPT) {
             *outcome = PRS_BULKHEAD_ACQUIRED;
         } else {
@@ -280,6 +305,49 @@ int prs_bulkhead_acquire_blocking(prs_bulkhead *b, int64_t deadline_ns) {
     }
     prs_bulkhead_waiter_destroy(&w);
     return outcome == PRS_BULKHEAD_ACQUIRED ? PRS_OK : PRS_ETIMEDOUT;
+}
+
+int prs_bulkhead_after_fork_child(prs_bulkhead *b, prs_bulkhead_waiter **woken) {
+    if (woken) *woken = NULL;
+    if (!b) return PRS_EINVAL;
+    /* The parent's mutex may have been held by a thread that is gone: make a
+     * new one (no other thread runs, so nothing else can be using it). */
+    memset(&b->mu, 0, sizeof b->mu);
+    if (pthread_mutex_init(&b->mu, NULL) != 0) return PRS_ENOMEM;
+    pthread_mutex_lock(&b->mu);
+    /* Queued threads leave the queue, as finish(CANCEL) would (counted
+     * cancelled); nobody is woken: their condition variables are the parent's. */
+    prs_bulkhead_waiter *w = b->head;
+    while (w) {
+        prs_bulkhead_waiter *next = w->next;
+        if (w->blocking) {
+            unlink_waiter(b, w);
+            w->state = PRS_WAITER_IDLE;
+            b->cancelled++;
+        }
+        w = next;
+    }
+    /* Threads handed a permit give it back, as finish(CANCEL) would; it goes
+     * to the oldest NOTIFY waiter left, if any. */
+    prs_bulkhead_waiter *first = NULL, **tail = &first;
+    while (b->served) {
+        w = b->served;
+        served_unlink(b, w);
+        w->state = PRS_WAITER_IDLE;
+        b->active--;
+        b->acquired--;
+        b->cancelled++;
+        prs_bulkhead_waiter *n = hand_over(b);
+        if (n) {
+            n->next = NULL;
+            *tail = n;
+            tail = &n->next;
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    assert(first == NULL || woken != NULL);
+    if (woken) *woken = first;
+    return PRS_OK;
 }
 
 void prs_bulkhead_stats_get(prs_bulkhead *b, prs_bulkhead_stats *s) {

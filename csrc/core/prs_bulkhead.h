@@ -145,6 +145,26 @@ void prs_bulkhead_note_rejected(prs_bulkhead *b);
  * (rejected, counted), PRS_ENOMEM/PRS_EAGAIN (no condition variable). */
 int prs_bulkhead_acquire_blocking(prs_bulkhead *b, int64_t deadline_ns);
 
+/* Fork. A child process inherits the bulkhead as the forking thread saw it:
+ * its mutex possibly held by a thread that does not exist there, and queued or
+ * just-served waiters of such threads. Call this in the CHILD only, right
+ * after fork() and before any other use, while it runs a single thread. It
+ * makes a new mutex and settles every BLOCKING waiter as finish(CANCEL) would,
+ * without waking any: a queued one leaves the queue (counted cancelled), one
+ * that was handed a permit but had not settled gives it back (to the oldest
+ * waiter left). NOTIFY waiters are kept: they belong to an event loop that the
+ * child may keep running; those served by a permit given back here come back
+ * in *woken, linked by `next` (woken may be NULL only if the caller never
+ * queues NOTIFY waiters). Permits held by threads that had settled (or never
+ * waited) stay held: the child cannot tell them from its own.
+ * Precondition: at the fork no other thread was inside a bulkhead call other
+ * than prs_bulkhead_wait() (which only sleeps and reads), else the state may be
+ * torn. The Python binding calls this from an os.register_at_fork() hook (its
+ * other calls run under the GIL, which fork holds); C users call it
+ * themselves, e.g. from a pthread_atfork() child handler.
+ * PRS_OK, PRS_EINVAL, PRS_ENOMEM (no mutex: the bulkhead is unusable). */
+int prs_bulkhead_after_fork_child(prs_bulkhead *b, prs_bulkhead_waiter **woken);
+
 void prs_bulkhead_stats_get(prs_bulkhead *b, prs_bulkhead_stats *s);
 int64_t prs_bulkhead_max_concurrent(const prs_bulkhead *b);
 /* A guess of how long a new arrival would wait for a permit at now_ns: 0 when

@@ -168,6 +168,32 @@ int64_t prs_ring_drain(prs_ring *r, void (*fn)(void *item, void *arg), void *arg
  * at the first non-zero return, which it returns. */
 int prs_ring_foreach(prs_ring *r, int (*fn)(void *item, void *arg), void *arg);
 
+/* Fork. A child process inherits the ring as the forking thread saw it: its
+ * mutex possibly held by a thread that does not exist there, and queued or
+ * just-served waiters of such threads. Call this in the CHILD only, right
+ * after fork() and before any other use, while it runs a single thread. It
+ * makes a new mutex and settles every BLOCKING waiter as finish(CANCEL) would,
+ * without waking any:
+ *   queued producer:  leaves the queue, counted dropped; its item is not
+ *                     stored (it belongs to the thread that put it, which does
+ *                     not exist in the child: whoever owns it reclaims it, or
+ *                     it leaks)
+ *   queued consumer:  leaves the queue
+ *   served consumer:  its item goes back to the front of the ring (several:
+ *                     in the order they were taken), or to the oldest NOTIFY
+ *                     consumer waiting
+ *   served producer:  nothing (its item is stored)
+ * so that received == processed + dropped + size + producers waiting still
+ * holds and no item stored or handed to a thread is lost. NOTIFY waiters are
+ * kept (they belong to an event loop, which the child may keep running); those
+ * served here come back in res->woken. Precondition: at the fork no other
+ * thread was inside a ring call other than prs_ring_wait() (which only sleeps
+ * and reads), else the state may be torn. The Python binding calls this from
+ * an os.register_at_fork() hook (its other calls run under the GIL, which
+ * fork holds); C users call it themselves, e.g. from a pthread_atfork() child
+ * handler. PRS_OK, PRS_EINVAL, PRS_ENOMEM (no mutex: the ring is unusable). */
+int prs_ring_after_fork_child(prs_ring *r, prs_ring_result *res);
+
 void prs_ring_stats_get(prs_ring *r, prs_ring_stats *s);
 int64_t prs_ring_size(prs_ring *r);
 int64_t prs_ring_capacity(const prs_ring *r);

@@ -12,6 +12,8 @@
  *                   the front
  *   producers       queued producer waiters (each holds its item), oldest first
  *   consumers       queued consumer waiters, oldest first
+ *   served          BLOCKING consumers handed an item, not settled yet,
+ *                   in the order served (finish() unlinks them)
  *   above           1 after a high-watermark event until the next low one
  *
  * Invariants between calls:
@@ -25,6 +27,11 @@
  * `mu` and re-check their state under `mu` before returning; NOTIFY waiters
  * are detached and returned in result.woken (linked by `next`), after which
  * the ring never touches them again.
+ *
+ * Fork: prs_ring_after_fork_child() rebuilds the mutex and settles every
+ * BLOCKING waiter (a thread: gone in the child) as finish(CANCEL) would, newest
+ * served consumer first so the items go back to the front in their order.
+ * NOTIFY waiters stay (see prs_bulkhead.h for why).
  *
  * Watermarks: high_n = ceil(high * cap) >= 1, low_n = floor(low * cap) <
  * high_n. Every call changes size by at most one (a get that lets a producer
@@ -58,6 +65,7 @@ struct prs_ring {
     int above;
     int closed;
     waitq producers, consumers;
+    waitq served;               /* BLOCKING consumers holding a handed item */
     int64_t received, processed, dropped, blocked, high_events, low_events;
     prs_allocator alloc;
 };
@@ -133,7 +141,7 @@ int prs_ring_new(const prs_ring_config *cfg, prs_ring **out) {
 
 void prs_ring_free(prs_ring *r) {
     if (!r) return;
-    assert(r->producers.n == 0 && r->consumers.n == 0);
+    assert(r->producers.n == 0 && r->consumers.n == 0 && r->served.n == 0);
     pthread_mutex_destroy(&r->mu);
     prs_allocator a = r->alloc;
     prs__free(&a, r->buf);
@@ -231,6 +239,14 @@ static void hand_to_consumer(prs_ring *r, void *item, prs_ring_result *res) {
     c->item = item;
     c->state = PRS_WAITER_GRANTED;
     r->handed++;
+    if (c->blocking) {
+        /* Linked into `served` (its prev/next are free now) until settled. */
+        c->next = NULL;
+        c->prev = r->served.tail;
+        if (r->served.tail) r->served.tail->next = c; else r->served.head = c;
+        r->served.tail = c;
+        r->served.n++;
+    }
     wake(c, res);
 }
 
@@ -393,7 +409,10 @@ int prs_ring_finish(prs_ring *r, prs_ring_waiter *w, int mode, void **item, prs_
     case PRS_WAITER_GRANTED:
         if (w->producer) {
             res->outcome = PRS_RING_STORED;
-        } else if (mode == PRS_RING_FINISH_ACCEPT) {
+            break;
+        }
+        if (w->blocking) unlink_waiter(&r->served, w);
+        if (mode == PRS_RING_FINISH_ACCEPT) {
             *item = w->item;
             r->handed--;
             r->processed++;
@@ -439,6 +458,45 @@ int prs_ring_close(prs_ring *r, prs_ring_result *res) {
         w->state = PRS_WAITER_CLOSED;
         wake(w, res);
     }
+    pthread_mutex_unlock(&r->mu);
+    return PRS_OK;
+}
+
+int prs_ring_after_fork_child(prs_ring *r, prs_ring_result *res) {
+    if (!r || !res) return PRS_EINVAL;
+    res_init(res);
+    /* The parent's mutex may have been held by a thread that is gone. */
+    memset(&r->mu, 0, sizeof r->mu);
+    if (pthread_mutex_init(&r->mu, NULL) != 0) return PRS_ENOMEM;
+    pthread_mutex_lock(&r->mu);
+    /* Queued threads leave the queues unserved, as a timed-out finish would:
+     * a producer's item is its thread's again (counted dropped). Nobody is
+     * woken: their condition variables are the parent's. */
+    waitq *qs[2] = {&r->producers, &r->consumers};
+    for (int k = 0; k < 2; k++) {
+        prs_ring_waiter *w = qs[k]->head;
+        while (w) {
+            prs_ring_waiter *next = w->next;
+            if (w->blocking) {
+                unlink_waiter(qs[k], w);
+                if (w->producer) r->dropped++;
+                w->state = PRS_WAITER_IDLE;
+            }
+            w = next;
+        }
+    }
+    /* Threads handed an item give it back to the front, newest first, so the
+     * items keep their order. */
+    while (r->served.tail) {
+        prs_ring_waiter *w = r->served.tail;
+        unlink_waiter(&r->served, w);
+        r->handed--;
+        push_front(r, w->item);
+        w->item = NULL;
+        w->state = PRS_WAITER_IDLE;
+    }
+    settle(r, res); /* items back while NOTIFY consumers wait go to them */
+    check_watermarks(r, res);
     pthread_mutex_unlock(&r->mu);
     return PRS_OK;
 }

@@ -1,7 +1,12 @@
 /* test_bulkhead.c - the permit pool: tables, FIFO hand-over, finish modes,
- * hold estimates, real threads (time frozen), allocation failure. */
+ * hold estimates, real threads (time frozen), allocation failure, fork. */
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "prs_bulkhead.h"
 #include "prs_test.h"
@@ -281,3 +286,205 @@ static int make_bh(const prs_allocator *a, void **obj) {
 static void destroy_bh(void *obj) { prs_bulkhead_free(obj); }
 
 TEST(bulkhead_alloc_failure) { prs_test_alloc_failures(make_bh, destroy_bh); }
+
+/* ---- fork ------------------------------------------------------------------ */
+
+/* After fork: in one process the logic alone (waiters with no thread behind
+ * them stand for the parent's threads). Queue [X, N1, Y, N2] (X, Y blocking,
+ * N NOTIFY), X served: X's permit goes to N1, Y leaves, N2 stays queued. */
+TEST(bulkhead_after_fork_logic) {
+    prs_bulkhead *b = make(2);
+    int got, outcome;
+    prs_bulkhead_try_acquire(b, 0, 0, &got);
+    prs_bulkhead_try_acquire(b, 0, 0, &got);
+    prs_bulkhead_waiter x, y, n1, n2;
+    ASSERT_OK(prs_bulkhead_waiter_init(&x, 1, NULL));
+    ASSERT_OK(prs_bulkhead_waiter_init(&y, 1, NULL));
+    ASSERT_OK(prs_bulkhead_waiter_init(&n1, 0, NULL));
+    ASSERT_OK(prs_bulkhead_waiter_init(&n2, 0, NULL));
+    prs_bulkhead_waiter *order[4] = {&x, &n1, &y, &n2};
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(prs_bulkhead_acquire(b, 0, order[i], &outcome));
+        ASSERT_EQ(outcome, PRS_BULKHEAD_WAITING);
+    }
+    prs_bulkhead_waiter *woken = &x;
+    ASSERT_OK(prs_bulkhead_release(b, 0, &woken)); /* to x (blocking: not returned) */
+    ASSERT(woken == NULL);
+    ASSERT_EQ(prs_bulkhead_waiter_state(b, &x), PRS_WAITER_GRANTED);
+
+    ASSERT_OK(prs_bulkhead_after_fork_child(b, &woken));
+    ASSERT(woken == &n1 && n1.next == NULL);
+    ASSERT_EQ(prs_bulkhead_waiter_state(b, &x), PRS_WAITER_IDLE);
+    ASSERT_EQ(prs_bulkhead_waiter_state(b, &y), PRS_WAITER_IDLE);
+    ASSERT_EQ(prs_bulkhead_waiter_state(b, &n1), PRS_WAITER_GRANTED);
+    ASSERT_EQ(prs_bulkhead_waiter_state(b, &n2), PRS_WAITER_WAITING);
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.active, 2);    /* one held by the caller, one handed to n1 */
+    ASSERT_EQ(s.waiting, 1);   /* n2 */
+    ASSERT_EQ(s.acquired_total, 3); /* 2 direct + n1 (x's hand-over undone) */
+    ASSERT_EQ(s.released_total, 1);
+    ASSERT_EQ(s.cancelled_total, 2); /* x gave back, y left */
+    /* Settling the ghosts later (as the binding's frames never will) is harmless. */
+    ASSERT_OK(prs_bulkhead_finish(b, &x, PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_CANCELLED);
+    ASSERT_OK(prs_bulkhead_finish(b, &n1, PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
+    ASSERT_OK(prs_bulkhead_release(b, 0, &woken)); /* to n2 */
+    ASSERT(woken == &n2);
+    ASSERT_OK(prs_bulkhead_finish(b, &n2, PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
+    ASSERT_OK(prs_bulkhead_release(b, 0, &woken));
+    ASSERT_OK(prs_bulkhead_release(b, 0, &woken));
+    ASSERT_STATUS(prs_bulkhead_release(b, 0, &woken), PRS_ESTATE);
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.available, 2);
+    ASSERT_EQ(s.acquired_total, s.released_total);
+    /* Nothing queued or served: a no-op. */
+    ASSERT_OK(prs_bulkhead_after_fork_child(b, &woken));
+    ASSERT(woken == NULL);
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.available, 2);
+    ASSERT_STATUS(prs_bulkhead_after_fork_child(NULL, &woken), PRS_EINVAL);
+    prs_bulkhead_waiter *all[4] = {&x, &y, &n1, &n2};
+    for (int i = 0; i < 4; i++) prs_bulkhead_waiter_destroy(all[i]);
+    prs_bulkhead_free(b);
+}
+
+typedef struct {
+    prs_bulkhead *b;
+    prs_bulkhead_waiter w;
+    atomic_int stop;     /* the parent lets the thread settle */
+    atomic_int served;   /* its wait returned served */
+} fork_waiter_ctx;
+
+/* Waits in 1 ms slices (so it keeps re-taking the lock, as the binding does),
+ * then holds what it was handed until told to settle. */
+static void *fork_waiter(void *arg) {
+    fork_waiter_ctx *c = arg;
+    while (prs_bulkhead_wait(c->b, &c->w, prs_monotonic_ns() + PRS_NS_PER_MS) == PRS_ETIMEDOUT &&
+           !atomic_load(&c->stop)) {}
+    atomic_store(&c->served, 1);
+    while (!atomic_load(&c->stop)) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+typedef struct {
+    prs_bulkhead *b;
+    atomic_int stop;
+} hammer_ctx;
+
+/* Takes and drops the bulkhead's lock as fast as it can. */
+static void *hammer(void *arg) {
+    hammer_ctx *h = arg;
+    prs_bulkhead_stats s;
+    while (!atomic_load(&h->stop)) prs_bulkhead_stats_get(h->b, &s);
+    return NULL;
+}
+
+/* Waits for a child for up to 20 s (then kills it): its exit status, or -1. */
+static int wait_child(pid_t pid) {
+    int status = 0;
+    for (int i = 0; i < 2000; i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+/* The child's side: repair, then every permit works and the counters add up. */
+static void fork_child_checks(prs_bulkhead *b) {
+    prs_bulkhead_waiter *woken = NULL;
+    ASSERT_OK(prs_bulkhead_after_fork_child(b, &woken));
+    ASSERT(woken == NULL);
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.active, 2);          /* what the forking thread holds */
+    ASSERT_EQ(s.available, 1);       /* the permit handed to `a` came back */
+    ASSERT_EQ(s.waiting, 0);         /* `q` left */
+    ASSERT_EQ(s.acquired_total, 3);
+    ASSERT_EQ(s.released_total, 1);
+    ASSERT_EQ(s.cancelled_total, 2);
+    int got;
+    prs_bulkhead_try_acquire(b, 0, 0, &got);
+    ASSERT_EQ(got, 1);
+    prs_bulkhead_try_acquire(b, 0, 0, &got);
+    ASSERT_EQ(got, 0);
+    for (int i = 0; i < 3; i++) ASSERT_OK(prs_bulkhead_release(b, 0, NULL));
+    ASSERT_STATUS(prs_bulkhead_release(b, 0, NULL), PRS_ESTATE);
+    for (int i = 0; i < 3; i++) ASSERT_OK(prs_bulkhead_acquire_blocking(b, prs_monotonic_ns() + PRS_NS_PER_SEC));
+    ASSERT_STATUS(prs_bulkhead_acquire_blocking(b, prs_monotonic_ns() + PRS_NS_PER_MS), PRS_ETIMEDOUT);
+    for (int i = 0; i < 3; i++) ASSERT_OK(prs_bulkhead_release(b, 0, NULL));
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.available, 3);
+    ASSERT_EQ(s.waiting, 0);
+    ASSERT_EQ(s.acquired_total, 7);
+    ASSERT_EQ(s.released_total, 7);
+    ASSERT_EQ(s.rejected_total, 1);
+}
+
+/* Fork while one thread is blocked in prs_bulkhead_wait() (1 ms slices: it
+ * keeps taking the lock), another was just handed a permit and has not
+ * settled, and a third takes and drops the lock nonstop: the child may inherit
+ * the lock held. Forked 20 times; each child repairs and checks exactly. */
+TEST(bulkhead_fork_child) {
+    prs_bulkhead *b = make(3);
+    int got, outcome;
+    for (int i = 0; i < 3; i++) prs_bulkhead_try_acquire(b, 0, 0, &got);
+    fork_waiter_ctx a, q;
+    fork_waiter_ctx *cs[2] = {&a, &q};
+    pthread_t t[2], ht;
+    for (int i = 0; i < 2; i++) {
+        cs[i]->b = b;
+        atomic_init(&cs[i]->stop, 0);
+        atomic_init(&cs[i]->served, 0);
+        ASSERT_OK(prs_bulkhead_waiter_init(&cs[i]->w, 1, NULL));
+        ASSERT_OK(prs_bulkhead_acquire(b, 0, &cs[i]->w, &outcome));
+        ASSERT_EQ(outcome, PRS_BULKHEAD_WAITING);
+        pthread_create(&t[i], NULL, fork_waiter, cs[i]);
+    }
+    ASSERT_OK(prs_bulkhead_release(b, 0, NULL)); /* handed to a */
+    while (!atomic_load(&a.served)) sched_yield();
+    hammer_ctx h = {.b = b};
+    atomic_init(&h.stop, 0);
+    pthread_create(&ht, NULL, hammer, &h);
+    for (int round = 0; round < 20; round++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            fork_child_checks(b);
+            _exit(0);
+        }
+        ASSERT_EQ(wait_child(pid), 0);
+    }
+    /* The parent is untouched: a settles its permit, q is served by it. */
+    atomic_store(&h.stop, 1);
+    pthread_join(ht, NULL);
+    atomic_store(&a.stop, 1);
+    pthread_join(t[0], NULL);
+    ASSERT_OK(prs_bulkhead_finish(b, &a.w, PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
+    ASSERT_OK(prs_bulkhead_release(b, 0, NULL)); /* a's permit, to q */
+    while (!atomic_load(&q.served)) sched_yield();
+    atomic_store(&q.stop, 1);
+    pthread_join(t[1], NULL);
+    ASSERT_OK(prs_bulkhead_finish(b, &q.w, PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
+    ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
+    for (int i = 0; i < 3; i++) ASSERT_OK(prs_bulkhead_release(b, 0, NULL));
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(b, &s);
+    ASSERT_EQ(s.available, 3);
+    ASSERT_EQ(s.acquired_total, 5);
+    ASSERT_EQ(s.released_total, 5);
+    prs_bulkhead_waiter_destroy(&a.w);
+    prs_bulkhead_waiter_destroy(&q.w);
+    prs_bulkhead_free(b);
+}

@@ -1,8 +1,13 @@
 /* test_ring.c - the bounded ring: config table, every strategy, waiters on
  * both sides, close, watermarks, producer/consumer threads with exact
- * accounting, allocation failure. */
+ * accounting, allocation failure, fork. */
 #include <pthread.h>
+#include <sched.h>
+#include <signal.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "prs_ring.h"
 #include "prs_test.h"
@@ -486,4 +491,252 @@ TEST(ring_try_put) {
     ASSERT_STATUS(prs_ring_try_put(r, P(3), &res), PRS_ECLOSED);
     prs_ring_free(r);
     prs_ring_free(d);
+}
+
+/* ---- fork ------------------------------------------------------------------ */
+
+static void assert_balanced(prs_ring *r) {
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.received, s.processed + s.dropped + s.size + s.producers_waiting);
+}
+
+/* The logic alone, in one process (waiters with no thread behind them stand
+ * for the parent's threads). Consumers [C1, N1, C2, N2] (C blocking, N
+ * NOTIFY): C1 handed 10, N1 handed 11; after the fork C2 leaves and C1's 10
+ * goes back, to N2 (the oldest consumer left). */
+TEST(ring_after_fork_consumers) {
+    prs_ring *r = make_ring(4, PRS_RING_BLOCK);
+    prs_ring_waiter c1, c2, n1, n2;
+    ASSERT_OK(prs_ring_waiter_init(&c1, 0, 1, NULL));
+    ASSERT_OK(prs_ring_waiter_init(&n1, 0, 0, NULL));
+    ASSERT_OK(prs_ring_waiter_init(&c2, 0, 1, NULL));
+    ASSERT_OK(prs_ring_waiter_init(&n2, 0, 0, NULL));
+    prs_ring_waiter *order[4] = {&c1, &n1, &c2, &n2};
+    prs_ring_result res;
+    void *item;
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(prs_ring_get(r, order[i], &item, &res));
+        ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+    }
+    ASSERT_OK(prs_ring_put(r, P(10), NULL, &res)); /* to c1 */
+    ASSERT(res.woken == NULL);
+    ASSERT_OK(prs_ring_put(r, P(11), NULL, &res)); /* to n1 */
+    ASSERT(res.woken == &n1);
+
+    ASSERT_OK(prs_ring_after_fork_child(r, &res));
+    ASSERT(res.woken == &n2 && n2.next == NULL);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.size, 2); /* handed to n1 and n2 */
+    ASSERT_EQ(s.consumers_waiting, 0);
+    ASSERT_EQ(s.received, 2);
+    ASSERT_EQ(s.processed, 0);
+    assert_balanced(r);
+    ASSERT_OK(prs_ring_finish(r, &c1, PRS_RING_FINISH_ACCEPT, &item, &res)); /* a ghost: nothing */
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    ASSERT_OK(prs_ring_finish(r, &c2, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    ASSERT_OK(prs_ring_finish(r, &n1, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_GOT);
+    ASSERT_EQ(I(item), 11);
+    ASSERT_OK(prs_ring_finish(r, &n2, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_GOT);
+    ASSERT_EQ(I(item), 10);
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.size, 0);
+    ASSERT_EQ(s.processed, 2);
+    assert_balanced(r);
+    ASSERT_STATUS(prs_ring_after_fork_child(NULL, &res), PRS_EINVAL);
+    ASSERT_STATUS(prs_ring_after_fork_child(r, NULL), PRS_EINVAL);
+    for (int i = 0; i < 4; i++) prs_ring_waiter_destroy(order[i]);
+    prs_ring_free(r);
+}
+
+/* Producers [P1, N3, P2] on a full ring of 1: a get lets P1 in (served: its
+ * item is stored, nothing to undo); after the fork P2 leaves (its item counted
+ * dropped), N3 stays queued and is served by the next get. */
+TEST(ring_after_fork_producers) {
+    prs_ring *r = make_ring(1, PRS_RING_BLOCK);
+    prs_ring_waiter p1, p2, n3;
+    ASSERT_OK(prs_ring_waiter_init(&p1, 1, 1, NULL));
+    ASSERT_OK(prs_ring_waiter_init(&n3, 1, 0, NULL));
+    ASSERT_OK(prs_ring_waiter_init(&p2, 1, 1, NULL));
+    prs_ring_result res;
+    ASSERT_OK(prs_ring_put(r, P(1), NULL, &res));
+    ASSERT_OK(prs_ring_put(r, P(2), &p1, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+    ASSERT_OK(prs_ring_put(r, P(3), &n3, &res));
+    ASSERT_OK(prs_ring_put(r, P(4), &p2, &res));
+    ASSERT_EQ(get_one(r), 1); /* p1's 2 goes in */
+    ASSERT_OK(prs_ring_after_fork_child(r, &res));
+    ASSERT(res.woken == NULL);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.size, 1);
+    ASSERT_EQ(s.producers_waiting, 1); /* n3 */
+    ASSERT_EQ(s.dropped, 1);           /* p2 */
+    assert_balanced(r);
+    void *item = NULL;
+    ASSERT_OK(prs_ring_get(r, NULL, &item, &res));
+    ASSERT_EQ(I(item), 2);
+    ASSERT(res.woken == &n3); /* its 3 went in */
+    ASSERT_EQ(get_one(r), 3);
+    ASSERT_OK(prs_ring_finish(r, &n3, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT_OK(prs_ring_finish(r, &p1, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT_OK(prs_ring_finish(r, &p2, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    assert_balanced(r);
+    prs_ring_waiter_destroy(&p1);
+    prs_ring_waiter_destroy(&p2);
+    prs_ring_waiter_destroy(&n3);
+    prs_ring_free(r);
+}
+
+typedef struct {
+    prs_ring *r;
+    prs_ring_waiter w;
+    atomic_int stop;
+    atomic_int served;
+} ring_fork_ctx;
+
+/* Waits in 1 ms slices (re-taking the lock each time), then holds what it was
+ * handed until told to settle. */
+static void *ring_fork_waiter(void *arg) {
+    ring_fork_ctx *c = arg;
+    while (prs_ring_wait(c->r, &c->w, prs_monotonic_ns() + PRS_NS_PER_MS) == PRS_ETIMEDOUT &&
+           !atomic_load(&c->stop)) {}
+    atomic_store(&c->served, 1);
+    while (!atomic_load(&c->stop)) {
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+typedef struct {
+    prs_ring *r;
+    atomic_int stop;
+} ring_hammer_ctx;
+
+static void *ring_hammer(void *arg) {
+    ring_hammer_ctx *h = arg;
+    prs_ring_stats s;
+    while (!atomic_load(&h->stop)) prs_ring_stats_get(h->r, &s);
+    return NULL;
+}
+
+static int ring_wait_child(pid_t pid) {
+    int status = 0;
+    for (int i = 0; i < 2000; i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
+static void ring_fork_child_checks(prs_ring *r) {
+    prs_ring_result res;
+    ASSERT_OK(prs_ring_after_fork_child(r, &res));
+    ASSERT(res.woken == NULL);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.size, 3);       /* 10 and 11 back at the front, 12 */
+    ASSERT_EQ(s.received, 4);
+    ASSERT_EQ(s.processed, 0);
+    ASSERT_EQ(s.dropped, 1);    /* the queued producer's 13 */
+    ASSERT_EQ(s.producers_waiting, 0);
+    ASSERT_EQ(s.consumers_waiting, 0);
+    for (int64_t want = 10; want <= 12; want++) ASSERT_EQ(get_one(r), want);
+    for (int64_t i = 20; i <= 22; i++) {
+        ASSERT_OK(prs_ring_put(r, P(i), NULL, &res));
+        ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    }
+    ASSERT_STATUS(prs_ring_try_put(r, P(23), &res), PRS_EAGAIN);
+    ASSERT_OK(prs_ring_put_blocking(r, P(23), prs_monotonic_ns() + PRS_NS_PER_MS, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    void *item;
+    for (int64_t want = 20; want <= 22; want++) {
+        ASSERT_OK(prs_ring_get_blocking(r, prs_monotonic_ns() + PRS_NS_PER_SEC, &item, &res));
+        ASSERT_EQ(I(item), want);
+    }
+    ASSERT_STATUS(prs_ring_get_blocking(r, prs_monotonic_ns() + PRS_NS_PER_MS, &item, &res), PRS_ETIMEDOUT);
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.size, 0);
+    ASSERT_EQ(s.received, 8);
+    ASSERT_EQ(s.processed, 6);
+    ASSERT_EQ(s.dropped, 2);
+    assert_balanced(r);
+}
+
+/* Fork while two consumer threads hold handed items (not settled), a producer
+ * thread is blocked in prs_ring_wait() (1 ms slices), and another thread takes
+ * the lock nonstop. Forked 20 times; each child repairs and checks exactly. */
+TEST(ring_fork_child) {
+    prs_ring *r = make_ring(3, PRS_RING_BLOCK);
+    ring_fork_ctx c1, c2, p;
+    ring_fork_ctx *cs[3] = {&c1, &c2, &p};
+    pthread_t t[3], ht;
+    prs_ring_result res;
+    void *item;
+    for (int i = 0; i < 3; i++) {
+        cs[i]->r = r;
+        atomic_init(&cs[i]->stop, 0);
+        atomic_init(&cs[i]->served, 0);
+        ASSERT_OK(prs_ring_waiter_init(&cs[i]->w, i == 2, 1, NULL));
+    }
+    ASSERT_OK(prs_ring_get(r, &c1.w, &item, &res));
+    ASSERT_OK(prs_ring_get(r, &c2.w, &item, &res));
+    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, ring_fork_waiter, cs[i]);
+    ASSERT_OK(prs_ring_put(r, P(10), NULL, &res)); /* to c1 */
+    ASSERT_OK(prs_ring_put(r, P(11), NULL, &res)); /* to c2 */
+    ASSERT_OK(prs_ring_put(r, P(12), NULL, &res)); /* stored: full */
+    ASSERT_OK(prs_ring_put(r, P(13), &p.w, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+    pthread_create(&t[2], NULL, ring_fork_waiter, &p);
+    while (!atomic_load(&c1.served) || !atomic_load(&c2.served)) sched_yield();
+    ring_hammer_ctx h = {.r = r};
+    atomic_init(&h.stop, 0);
+    pthread_create(&ht, NULL, ring_hammer, &h);
+    for (int round = 0; round < 20; round++) {
+        fflush(NULL);
+        pid_t pid = fork();
+        ASSERT(pid >= 0);
+        if (pid == 0) {
+            ring_fork_child_checks(r);
+            _exit(0);
+        }
+        ASSERT_EQ(ring_wait_child(pid), 0);
+    }
+    /* The parent is untouched. */
+    atomic_store(&h.stop, 1);
+    pthread_join(ht, NULL);
+    for (int i = 0; i < 2; i++) {
+        atomic_store(&cs[i]->stop, 1);
+        pthread_join(t[i], NULL);
+        ASSERT_OK(prs_ring_finish(r, &cs[i]->w, PRS_RING_FINISH_ACCEPT, &item, &res));
+        ASSERT_EQ(res.outcome, PRS_RING_GOT);
+        ASSERT_EQ(I(item), 10 + i); /* each frees a slot: p's 13 goes in after the first */
+    }
+    while (!atomic_load(&p.served)) sched_yield();
+    atomic_store(&p.stop, 1);
+    pthread_join(t[2], NULL);
+    ASSERT_OK(prs_ring_finish(r, &p.w, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT_EQ(get_one(r), 12);
+    ASSERT_EQ(get_one(r), 13);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.size, 0);
+    ASSERT_EQ(s.received, 4);
+    ASSERT_EQ(s.processed, 4);
+    assert_balanced(r);
+    for (int i = 0; i < 3; i++) prs_ring_waiter_destroy(&cs[i]->w);
+    prs_ring_free(r);
 }
