@@ -9,6 +9,12 @@ Sync and async users of one bulkhead share one pool of permits and one FIFO
 queue of waiters. An asyncio waiter is a future woken when a permit is handed
 to it; if its task is cancelled, the permit (if it got one) goes back at once,
 exactly once.
+
+Fork: a bulkhead inherited by a child process (os.fork, multiprocessing's
+"fork") keeps working there. An at-fork hook gives every live bulkhead a new
+lock in the child, takes the parent's threads out of its queue (a slot
+handed to one of them comes back) and forgets the parent's thread pool.
+asyncio waiters stay queued: they are served if the child runs their loop.
 """
 from __future__ import annotations
 
@@ -18,7 +24,9 @@ import contextvars
 import functools
 import inspect
 import math
+import os
 import threading
+import weakref
 from asyncio.events import _get_running_loop
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
@@ -47,6 +55,10 @@ class BulkheadMetrics:
     rejected_count: int
     cancelled_count: int
     average_hold_seconds: Optional[float]
+
+
+# Every live Bulkhead, for the at-fork hook at the end of this module.
+_live: "weakref.WeakSet[Bulkhead]" = weakref.WeakSet()
 
 
 def _wake(fut: "asyncio.Future[Any]") -> None:
@@ -89,6 +101,14 @@ class Bulkhead(_core.Bulkhead):
     def __init__(self, name: str, max_concurrent: int, max_wait_seconds: float = 30.0) -> None:
         super().__init__(name, max_concurrent, max_wait_seconds)
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
+        self._executor_lock = threading.Lock()
+        _live.add(self)
+
+    def _after_fork_child(self) -> None:
+        # The C repair (see _core.Bulkhead._after_fork_child), then a new pool:
+        # the parent's worker threads do not exist here.
+        super()._after_fork_child()
+        self._executor = None
         self._executor_lock = threading.Lock()
 
     # -- asyncio -----------------------------------------------------------
@@ -235,3 +255,19 @@ class Bulkhead(_core.Bulkhead):
         return (f"Bulkhead(name={self.name!r}, max_concurrent={self.max_concurrent!r}, "
                 f"max_wait_seconds={self.max_wait_seconds!r}, active={self.active_count}, "
                 f"waiting={self.waiting_count})")
+
+
+def _after_fork_in_child() -> None:
+    """Repairs every live bulkhead in a child process (one thread runs)."""
+    first: Optional[BaseException] = None
+    for bulkhead in list(_live):
+        try:
+            bulkhead._after_fork_child()
+        except BaseException as exc:  # repair the others, then report the first
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

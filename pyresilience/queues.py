@@ -11,10 +11,19 @@ The buffer is a C ring of object references: an item is never lost or
 duplicated, dropped items are released at once, and memory does not grow
 with throughput. Producers and consumers waiting on one queue - threads and
 asyncio tasks alike - are served first come, first served, by direct hand-off.
+
+Fork: a queue inherited by a child process (os.fork, multiprocessing's
+"fork") keeps working there. An at-fork hook gives every live queue a new
+lock in the child; an item handed to a parent's thread that had not taken it
+yet goes back to the front, and the parent's blocked puts and gets leave the
+queue (a blocked put's item was never stored: it counts as dropped). asyncio
+waiters stay queued: they are served if the child runs their loop.
 """
 from __future__ import annotations
 
 import math
+import os
+import weakref
 from asyncio.events import _get_running_loop
 from dataclasses import dataclass
 from enum import Enum
@@ -66,6 +75,10 @@ def _wake(fut: Any) -> None:
 
 Strategy = Union[BackpressureStrategy, str]
 Hook = Optional[Callable[[], Any]]
+
+
+# Every live queue, for the at-fork hook at the end of this module.
+_live: "weakref.WeakSet[_RingQueueMixin]" = weakref.WeakSet()
 
 
 class _RingQueueMixin(_core.RingQueue):
@@ -174,6 +187,7 @@ class BackpressureQueue(_RingQueueMixin):
                  on_low_watermark: Hook = None) -> None:
         super().__init__(max_size, strategy, block_timeout, high_watermark, low_watermark,
                          on_high_watermark, on_low_watermark)
+        _live.add(self)
 
     async def put(self, item: Any) -> bool:  # type: ignore[override]
         """put(self, item)
@@ -228,6 +242,7 @@ class BoundedQueue(_RingQueueMixin):
                  on_low_watermark: Hook = None) -> None:
         super().__init__(max_size, strategy, block_timeout, high_watermark, low_watermark,
                          on_high_watermark, on_low_watermark)
+        _live.add(self)
 
     async def put_async(self, item: Any) -> bool:
         """put_async(self, item)
@@ -249,3 +264,19 @@ class BoundedQueue(_RingQueueMixin):
         if r.__class__ is not _AsyncWaiter:
             return r
         return await self._await_get(r, timeout)
+
+
+def _after_fork_in_child() -> None:
+    """Repairs every live queue in a child process (one thread runs)."""
+    first: Optional[BaseException] = None
+    for queue in list(_live):
+        try:
+            queue._after_fork_child()
+        except BaseException as exc:  # repair the others, then report the first
+            first = first or exc
+    if first is not None:
+        raise first
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -1,6 +1,6 @@
 """Bulkhead: the reference usage (ServiceClient awaiting execute), limits under
 threads and asyncio, FIFO across both, cancellation and timeouts giving permits
-back exactly once, Ctrl-C, bad input, GC, typing."""
+back exactly once, Ctrl-C, fork, bad input, GC, typing."""
 from __future__ import annotations
 
 import asyncio
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import pyresilience as pr
+from forkcheck import HoldGIL, in_child, wait_until
 from pyresilience import Bulkhead, BulkheadFullError, ResilienceError
 
 
@@ -483,6 +484,108 @@ def test_max_wait_inf_and_properties():
     assert b.max_wait_seconds == math.inf
     assert (b.name, b.max_concurrent, b.available, b.waiting_count) == ("p", 5, 5, 0)
     assert "Bulkhead(name='p'" in repr(b)
+
+
+# ---- fork -------------------------------------------------------------------------
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_threads_wait_child_bulkhead_works():
+    b = Bulkhead("forked", 3, max_wait_seconds=math.inf)
+    assert run(b.execute(lambda: 1)) == 1  # the parent's thread pool exists now
+    for _ in range(3):
+        assert b.try_acquire()
+    got = []
+    go = threading.Event()
+
+    def waiter(tag):
+        b.acquire(timeout=30)
+        got.append(tag)
+        go.wait(30)
+        b.release()
+
+    threads = [threading.Thread(target=waiter, args=(i,), daemon=True) for i in range(2)]
+    for i, t in enumerate(threads):
+        t.start()
+        wait_until(lambda: b.waiting_count == i + 1)
+
+    def check():
+        m = b.metrics
+        assert (b.available, b.active_count, b.waiting_count) == (1, 2, 0), m
+        assert (m.acquired_count, m.released_count, m.cancelled_count) == (4, 2, 2), m
+        b.acquire(timeout=5)
+        assert not b.try_acquire()
+        with pytest.raises(BulkheadFullError):
+            b.acquire(timeout=0.01)
+        for _ in range(3):
+            b.release()
+        assert b.available == 3
+        with pytest.raises(RuntimeError):
+            b.release()
+        for _ in range(2):  # threads of the child
+            ts = [threading.Thread(target=lambda: [b.acquire(timeout=5) or b.release() for _ in range(200)])
+                  for _ in range(4)]
+            for t in ts:
+                t.start()
+            for t in ts:
+                t.join()
+        with b:
+            assert b.active_count == 1
+        assert run(b.execute(lambda: 42)) == 42  # a new thread pool
+
+        async def am():
+            async with b:
+                return b.active_count
+        assert run(am()) == 1
+        m = b.metrics
+        assert (b.available, m.acquired_count - m.released_count, m.rejected_count) == (3, 0, 1), m
+        return "ok"
+
+    with HoldGIL():  # the slot released is handed to thread 0, which cannot settle before the fork
+        out = in_child(check, before=b.release)
+    assert out == "'ok'"
+    # The parent is untouched: thread 0 holds its slot, thread 1 still waits.
+    wait_until(lambda: got == [0])
+    assert b.waiting_count == 1
+    b.release()
+    wait_until(lambda: got == [0, 1])
+    go.set()
+    for t in threads:
+        t.join()
+    b.release()
+    assert b.available == 3
+    b.shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_keeps_asyncio_waiters_for_a_loop_the_child_runs():
+    # asyncio waiters stay queued in the child: a loop that is not running at
+    # the fork can be run there, and serves them.
+    b = Bulkhead("forked-async", 1, max_wait_seconds=math.inf)
+    b.acquire()
+    order = []
+
+    async def task():
+        async with b:
+            order.append("task")
+
+    loop = asyncio.new_event_loop()
+    try:
+        t = loop.create_task(task())
+        while b.waiting_count == 0:
+            loop.run_until_complete(asyncio.sleep(0))
+
+        def check():
+            b.release()  # to the task, woken through its loop
+            loop.run_until_complete(asyncio.wait_for(t, 5))
+            return order, b.available, b.waiting_count
+
+        assert in_child(check) == "(['task'], 1, 0)"
+        assert order == [] and b.waiting_count == 1
+        b.release()
+        loop.run_until_complete(asyncio.wait_for(t, 5))
+        assert order == ["task"] and b.available == 1
+    finally:
+        loop.close()
 
 
 # ---- GC, signatures, typing ---------------------------------------------------------

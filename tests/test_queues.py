@@ -1,6 +1,6 @@
 """Backpressure queues: the reference semantics per strategy (asyncio), the
 thread form, close and iteration, watermarks, producers x consumers with exact
-accounting, cancellation, reference leaks, Ctrl-C, bad input, GC."""
+accounting, cancellation, reference leaks, Ctrl-C, fork, bad input, GC."""
 from __future__ import annotations
 
 import asyncio
@@ -19,6 +19,7 @@ import weakref
 import pytest
 
 import pyresilience as pr
+from forkcheck import HoldGIL, in_child, wait_until
 from pyresilience import (
     BackpressureMetrics,
     BackpressureQueue,
@@ -581,6 +582,128 @@ def test_bad_timeouts():
                 await aq.get(timeout=bad)
         run(main())
     assert q.qsize() == 0 and q.metrics.items_received == 0
+
+
+# ---- fork ------------------------------------------------------------------------
+
+def _counters(q):
+    s = q._stats()  # received, processed, dropped, blocked, size, ..., producers_waiting, consumers_waiting
+    return s[0], s[1], s[2], s[4], s[7], s[8]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_getters_wait_items_handed_come_back():
+    q = BoundedQueue(4)
+    got = []
+
+    def consumer():
+        got.append(q.get(timeout=30))
+
+    threads = [threading.Thread(target=consumer, daemon=True) for _ in range(3)]
+    for i, t in enumerate(threads):
+        t.start()
+        wait_until(lambda: _counters(q)[5] == i + 1)
+
+    def check():
+        # "a" and "b" were handed to threads that do not exist here: back at
+        # the front, in order; the third getter left the queue.
+        assert _counters(q) == (2, 0, 0, 2, 0, 0)
+        assert [q.get(timeout=5), q.get(timeout=5)] == ["a", "b"]
+        with pytest.raises(QueueEmptyError):
+            q.get(timeout=0.01)
+        out = []
+        c = threading.Thread(target=lambda: out.extend(q.get(timeout=5) for _ in range(100)))
+        c.start()
+        for i in range(100):
+            assert q.put(i, timeout=5)
+        c.join()
+        assert out == list(range(100))
+        for i in range(4):
+            q.put_nowait(i)
+        assert not q.put("late", timeout=0.01)  # full: dropped after the timeout
+        assert [q.get_nowait() for _ in range(4)] == [0, 1, 2, 3]
+
+        async def am():
+            await q.put_async("x")
+            return await q.get_async()
+        assert asyncio.run(am()) == "x"
+        r, p, d, size, pw, cw = _counters(q)
+        assert (size, pw, cw) == (0, 0, 0) and r == p + d and d == 1
+        return "ok"
+
+    def hand_two():
+        q.put("a")  # to the first getter
+        q.put("b")  # to the second
+
+    with HoldGIL():
+        assert in_child(check, before=hand_two) == "'ok'"
+    # The parent is untouched: each getter takes its item, the third still waits.
+    wait_until(lambda: sorted(got) == ["a", "b"])
+    q.put("c")
+    for t in threads:
+        t.join()
+    assert sorted(got) == ["a", "b", "c"]
+    assert _counters(q) == (3, 3, 0, 0, 0, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_while_putters_wait_items_intact():
+    q = BoundedQueue(2, block_timeout=30)
+    q.put("a")
+    q.put("b")
+    done = []
+    got = []
+
+    def producer(item):
+        done.append(q.put(item))
+
+    threads = [threading.Thread(target=producer, args=(x,), daemon=True) for x in ("c", "d")]
+    for i, t in enumerate(threads):
+        t.start()
+        wait_until(lambda: _counters(q)[4] == i + 1)
+
+    def check():
+        # The get let "c" in (its thread had not settled: nothing to undo);
+        # "d"'s put left the queue, its item counted dropped.
+        assert _counters(q) == (4, 1, 1, 2, 0, 0)
+        assert [q.get(timeout=5), q.get(timeout=5)] == ["b", "c"]
+        assert q.put("e", timeout=5) and q.put("f", timeout=5)
+        assert not q.put("g", timeout=0.01)
+        assert [q.get_nowait(), q.get_nowait()] == ["e", "f"]
+        r, p, d, size, pw, cw = _counters(q)
+        assert (r, p, d, size, pw, cw) == (7, 5, 2, 0, 0, 0)
+        return "ok"
+
+    with HoldGIL():
+        assert in_child(check, before=lambda: got.append(q.get())) == "'ok'"
+    # The parent: "c" is in, "d" still waits until the next get.
+    assert got == ["a"]
+    assert q.get(timeout=5) == "b"
+    for t in threads:
+        t.join()
+    assert done == [True, True]
+    assert [q.get_nowait(), q.get_nowait()] == ["c", "d"]
+    assert _counters(q) == (4, 4, 0, 0, 0, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_fork_keeps_asyncio_getters_for_a_loop_the_child_runs():
+    q = BackpressureQueue(2)
+    loop = asyncio.new_event_loop()
+    try:
+        t = loop.create_task(q.get())
+        while _counters(q)[5] == 0:
+            loop.run_until_complete(asyncio.sleep(0))
+
+        def check():
+            q.put_nowait("x")  # to the task, woken through its loop
+            return loop.run_until_complete(asyncio.wait_for(t, 5)), _counters(q)
+
+        assert in_child(check) == "('x', (1, 1, 0, 0, 0, 0))"
+        q.put_nowait("y")
+        assert loop.run_until_complete(asyncio.wait_for(t, 5)) == "y"
+    finally:
+        loop.close()
 
 
 # ---- GC and signatures ------------------------------------------------------------

@@ -434,6 +434,22 @@ static int release_one(PyObject *self) {
     return 0;
 }
 
+/* In a child process after fork (pyresilience.bulkhead's at-fork hook): a new
+ * lock, the parent's threads out of the queue, permits handed to them back. */
+static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused) {
+    if (!SELF->core) Py_RETURN_NONE; /* never initialised: nothing inherited */
+    prs_bulkhead_waiter *woken = NULL;
+    int rc = prs_bulkhead_after_fork_child(SELF->core, &woken);
+    if (rc) return prs_py_error(prs_py_state_of(self), rc, "cannot re-create the Bulkhead's lock after fork");
+    while (woken) { /* asyncio waiters served by the permits given back */
+        prs_bulkhead_waiter *next = woken->next;
+        woken->next = NULL;
+        deliver(self, woken);
+        woken = next;
+    }
+    Py_RETURN_NONE;
+}
+
 static const char *const acquire_names[] = {"timeout", NULL};
 
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -616,6 +632,12 @@ static PyMethodDef bh_methods[] = {
      "_finish($self, waiter, cancel, /)\n--\n\n"
      "Internal: settle a waiter. cancel=False: True if it holds a slot, False if\n"
      "it timed out (a rejection). cancel=True: a slot it was handed goes back."},
+    {"_after_fork_child", bh_after_fork_child, METH_NOARGS,
+     "_after_fork_child($self, /)\n--\n\n"
+     "Internal: call in a child process right after fork, with one thread\n"
+     "running (pyresilience.bulkhead's os.register_at_fork hook does): a new\n"
+     "lock; the parent's threads leave the queue and a slot handed to one of\n"
+     "them comes back. asyncio waiters stay queued."},
     {"_full_error", bh_full_error, METH_NOARGS,
      "_full_error($self, /)\n--\n\nInternal: a new BulkheadFullError for this bulkhead."},
     {"_stats", bh_stats, METH_NOARGS,

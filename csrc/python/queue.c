@@ -558,6 +558,19 @@ static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t 
 
 /* ---- the rest ------------------------------------------------------------ */
 
+/* In a child process after fork (pyresilience.queues' at-fork hook): a new
+ * lock; items handed to the parent's threads go back to the front, their
+ * queued puts and gets leave. The item of a put left so is owned by that
+ * thread's frame, which never runs in the child: its reference stays taken. */
+static PyObject *q_after_fork_child(PyObject *self, PyObject *unused) {
+    if (!SELF->core) Py_RETURN_NONE; /* never initialised: nothing inherited */
+    prs_ring_result res;
+    int rc = prs_ring_after_fork_child(SELF->core, &res);
+    if (rc) return raise_exc(self, rc, "cannot re-create the queue's lock after fork");
+    after(self, &res);
+    Py_RETURN_NONE;
+}
+
 static PyObject *q_close(PyObject *self, PyObject *unused) {
     if (ensure_init(self) < 0) return NULL;
     prs_ring_result res;
@@ -666,6 +679,12 @@ static PyMethodDef q_methods[] = {
      "_finish_put($self, waiter, cancel, /)\n--\n\nInternal: settle a producer waiter."},
     {"_finish_get", (PyCFunction)(void (*)(void))q_finish_get, METH_FASTCALL,
      "_finish_get($self, waiter, cancel, /)\n--\n\nInternal: settle a consumer waiter."},
+    {"_after_fork_child", q_after_fork_child, METH_NOARGS,
+     "_after_fork_child($self, /)\n--\n\n"
+     "Internal: call in a child process right after fork, with one thread\n"
+     "running (pyresilience.queues' os.register_at_fork hook does): a new lock;\n"
+     "an item handed to a parent's thread goes back to the front, the parent's\n"
+     "blocked puts and gets leave. asyncio waiters stay queued."},
     {"_stats", q_stats, METH_NOARGS,
      "_stats($self, /)\n--\n\n"
      "Internal: (received, processed, dropped, blocked, size, high_events,\n"
