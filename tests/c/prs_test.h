@@ -108,4 +108,13 @@ typedef int (*prs_test_make_fn)(const prs_allocator *a, void **obj);
 typedef void (*prs_test_destroy_fn)(void *obj);
 void prs_test_alloc_failures(prs_test_make_fn make, prs_test_destroy_fn destroy);
 
+/* ---- child processes (fork tests) ------------------------------------- */
+
+#include <sys/types.h>
+
+/* Waits up to 20 s for child `pid` (then SIGKILLs it, so a hung child fails
+ * the test instead of hanging the suite). Returns its exit status,
+ * 128 + signal when it was killed by one, or -1 when it timed out. */
+int prs_test_wait_child(pid_t pid);
+
 #endif /* PRS_TEST_H */

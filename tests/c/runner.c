@@ -87,6 +87,19 @@ void prs_test_alloc_failures(prs_test_make_fn make, prs_test_destroy_fn destroy)
     PRS__FAIL("constructor never succeeded");
 }
 
+int prs_test_wait_child(pid_t pid) {
+    int status = 0;
+    for (int i = 0; i < 2000; i++) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    return -1;
+}
+
 static int matches(const char *pattern, const char *name) {
     size_t n = strlen(pattern);
     if (n && pattern[n - 1] == '*') return strncmp(pattern, name, n - 1) == 0;

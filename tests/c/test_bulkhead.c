@@ -385,19 +385,6 @@ static void *hammer(void *arg) {
     return NULL;
 }
 
-/* Waits for a child for up to 20 s (then kills it): its exit status, or -1. */
-static int wait_child(pid_t pid) {
-    int status = 0;
-    for (int i = 0; i < 2000; i++) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
 
 /* The child's side: repair, then every permit works and the counters add up. */
 static void fork_child_checks(prs_bulkhead *b) {
@@ -463,7 +450,7 @@ TEST(bulkhead_fork_child) {
             fork_child_checks(b);
             _exit(0);
         }
-        ASSERT_EQ(wait_child(pid), 0);
+        ASSERT_EQ(prs_test_wait_child(pid), 0);
     }
     /* The parent is untouched: a settles its permit, q is served by it. */
     atomic_store(&h.stop, 1);

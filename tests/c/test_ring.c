@@ -628,18 +628,6 @@ static void *ring_hammer(void *arg) {
     return NULL;
 }
 
-static int ring_wait_child(pid_t pid) {
-    int status = 0;
-    for (int i = 0; i < 2000; i++) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return -1;
-}
 
 static void ring_fork_child_checks(prs_ring *r) {
     prs_ring_result res;
@@ -712,7 +700,7 @@ TEST(ring_fork_child) {
             ring_fork_child_checks(r);
             _exit(0);
         }
-        ASSERT_EQ(ring_wait_child(pid), 0);
+        ASSERT_EQ(prs_test_wait_child(pid), 0);
     }
     /* The parent is untouched. */
     atomic_store(&h.stop, 1);
