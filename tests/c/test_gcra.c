@@ -5,6 +5,7 @@
  * threads with a frozen clock, and the prs_algo_gcra descriptor.
  */
 #include "prs_test.h"
+#include "test_make.h"
 
 #include "prs_algo.h"
 #include "prs_gcra.h"
@@ -18,16 +19,6 @@
 
 /* ---- helpers ------------------------------------------------------------ */
 
-static prs_gcra *make_gcra(double rate, int64_t burst) {
-    prs_gcra_config cfg;
-    prs_gcra_config_init(&cfg);
-    cfg.rate = rate;
-    cfg.burst = burst;
-    prs_gcra *g = NULL;
-    ASSERT_OK(prs_gcra_new(&cfg, &g));
-    ASSERT(g != NULL);
-    return g;
-}
 
 static prs_decision check(prs_gcra *g, int64_t now, int64_t n) {
     prs_decision d;

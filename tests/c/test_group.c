@@ -6,6 +6,7 @@
  * with time frozen, allocation failure, bad input.
  */
 #include "prs_test.h"
+#include "test_make.h"
 
 #include "prs_fixed_window.h"
 #include "prs_gcra.h"
@@ -22,36 +23,8 @@
 #define SEC PRS_NS_PER_SEC
 #define MS PRS_NS_PER_MS
 
-static prs_token_bucket *tb_new(double cap, double rate) {
-    prs_token_bucket_config c;
-    prs_token_bucket_config_init(&c);
-    c.capacity = cap;
-    c.refill_rate = rate;
-    prs_token_bucket *tb;
-    ASSERT_OK(prs_token_bucket_new(&c, &tb));
-    return tb;
-}
 
-static prs_gcra *gcra_new(double rate, int64_t burst) {
-    prs_gcra_config c;
-    prs_gcra_config_init(&c);
-    c.rate = rate;
-    c.burst = burst;
-    prs_gcra *g;
-    ASSERT_OK(prs_gcra_new(&c, &g));
-    return g;
-}
 
-static prs_keyed *table_new(const prs_algo *algo, const void *params, int64_t max_keys) {
-    prs_keyed_config c;
-    prs_keyed_config_init(&c);
-    c.algo = algo;
-    c.params = params;
-    c.max_keys = max_keys;
-    prs_keyed *t;
-    ASSERT_OK(prs_keyed_new(&c, &t));
-    return t;
-}
 
 static int gcheck(prs_group *g, int64_t now, int64_t n, prs_decision *d, int *by) {
     ASSERT_OK(prs_group_check(g, now, n, d, by));
@@ -59,8 +32,8 @@ static int gcheck(prs_group *g, int64_t now, int64_t n, prs_decision *d, int *by
 }
 
 TEST(group_table) {
-    prs_token_bucket *tb = tb_new(5, 1);
-    prs_gcra *gc = gcra_new(1, 3);
+    prs_token_bucket *tb = make_tb(5, 1);
+    prs_gcra *gc = make_gcra(1, 3);
     prs_group_member m[2];
     prs_group_member_token_bucket(&m[0], tb);
     prs_group_member_gcra(&m[1], gc);
@@ -113,9 +86,9 @@ TEST(group_table) {
 }
 
 TEST(group_keyed_members) {
-    prs_token_bucket *global = tb_new(10, 0);
-    prs_token_bucket *tmpl = tb_new(2, 0);
-    prs_keyed *users = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 1000);
+    prs_token_bucket *global = make_tb(10, 0);
+    prs_token_bucket *tmpl = make_tb(2, 0);
+    prs_keyed *users = make_table(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 1000);
     prs_group_member m[2];
     prs_group_member_token_bucket(&m[0], global);
     prs_group_member_keyed(&m[1], users, "u1", 2);
@@ -154,9 +127,9 @@ TEST(group_keyed_members) {
 
 /* A table full of limited keys denies the group; no member gives anything. */
 TEST(group_keyed_table_full) {
-    prs_token_bucket *global = tb_new(10, 0);
-    prs_token_bucket *tmpl = tb_new(1, 1);
-    prs_keyed *users = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 2);
+    prs_token_bucket *global = make_tb(10, 0);
+    prs_token_bucket *tmpl = make_tb(1, 1);
+    prs_keyed *users = make_table(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 2);
     prs_decision d;
     ASSERT_OK(prs_keyed_check(users, "a", 1, 0, 1, &d));
     ASSERT_OK(prs_keyed_check(users, "b", 1, 300 * MS, 1, &d));
@@ -203,9 +176,9 @@ TEST(group_keyed_table_full) {
 }
 
 TEST(group_same_member_twice) {
-    prs_token_bucket *tb = tb_new(4, 0);
-    prs_token_bucket *tmpl = tb_new(3, 0);
-    prs_keyed *t = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 100);
+    prs_token_bucket *tb = make_tb(4, 0);
+    prs_token_bucket *tmpl = make_tb(3, 0);
+    prs_keyed *t = make_table(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 100);
     prs_group_member m[4];
     prs_group_member_token_bucket(&m[0], tb);
     prs_group_member_keyed(&m[1], t, "k", 1);
@@ -237,8 +210,8 @@ TEST(group_big_state_rollback) {
     c.window_ns = SEC;
     prs_sliding_log *sl;
     ASSERT_OK(prs_sliding_log_new(&c, &sl));
-    prs_keyed *t = table_new(&prs_algo_sliding_log, prs_sliding_log_params(sl), 100);
-    prs_gcra *gc = gcra_new(1, 2);
+    prs_keyed *t = make_table(&prs_algo_sliding_log, prs_sliding_log_params(sl), 100);
+    prs_gcra *gc = make_gcra(1, 2);
     prs_group_member m[2];
     prs_group_member_keyed(&m[0], t, "a", 1);
     prs_group_member_gcra(&m[1], gc);
@@ -294,10 +267,10 @@ static void *mt_worker(void *arg) {
 }
 
 TEST(group_threads_exact) {
-    mt.a = tb_new(1000, 0);
-    mt.b = gcra_new(1, 500);
-    prs_token_bucket *tmpl = tb_new(800, 0);
-    mt.k = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 1000);
+    mt.a = make_tb(1000, 0);
+    mt.b = make_gcra(1, 500);
+    prs_token_bucket *tmpl = make_tb(800, 0);
+    mt.k = make_table(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 1000);
     prs_group_member m[3];
     prs_group_member_token_bucket(&m[0], mt.a);
     prs_group_member_gcra(&m[1], mt.b);
@@ -404,14 +377,14 @@ static void assert_avail(six *s, int64_t now, const double want[7]) {
 
 TEST(group_all_algorithms) {
     six s;
-    s.tb = tb_new(5, 1);
-    s.gc = gcra_new(1, 4);
+    s.tb = make_tb(5, 1);
+    s.gc = make_gcra(1, 4);
     s.lb = lb_new(6, 1);
     s.fw = fw_new(3, 10 * SEC);
     s.sl = sl_new(8, 10 * SEC);
     s.sc = sc_new(7, 10 * SEC);
-    s.tmpl = tb_new(10, 0);
-    s.k = table_new(&prs_algo_token_bucket, prs_token_bucket_params(s.tmpl), 100);
+    s.tmpl = make_tb(10, 0);
+    s.k = make_table(&prs_algo_token_bucket, prs_token_bucket_params(s.tmpl), 100);
     prs_group_member m[7];
     prs_group_member_token_bucket(&m[0], s.tb);
     prs_group_member_gcra(&m[1], s.gc);
@@ -579,14 +552,14 @@ static void *mt6_worker(void *arg) {
 
 TEST(group_threads_all_algorithms_exact) {
     memset(&mt6, 0, sizeof mt6);
-    mt6.s.tb = tb_new((double)mt6_limit[0], 0);
-    mt6.s.gc = gcra_new(1, mt6_limit[1]);
+    mt6.s.tb = make_tb((double)mt6_limit[0], 0);
+    mt6.s.gc = make_gcra(1, mt6_limit[1]);
     mt6.s.lb = lb_new((double)mt6_limit[2], 1);
     mt6.s.fw = fw_new(mt6_limit[3], 10 * SEC);
     mt6.s.sl = sl_new(mt6_limit[4], 10 * SEC); /* refund path */
     mt6.s.sc = sc_new(mt6_limit[5], 10 * SEC);
-    mt6.s.tmpl = tb_new(MT6_KEY, 0);
-    mt6.s.k = table_new(&prs_algo_token_bucket, prs_token_bucket_params(mt6.s.tmpl), 1000);
+    mt6.s.tmpl = make_tb(MT6_KEY, 0);
+    mt6.s.k = make_table(&prs_algo_token_bucket, prs_token_bucket_params(mt6.s.tmpl), 1000);
     prs_group_member m[7];
     prs_group_member_token_bucket(&m[0], mt6.s.tb);
     prs_group_member_gcra(&m[1], mt6.s.gc);
@@ -638,9 +611,9 @@ static int make_group(const prs_allocator *a, void **obj) {
 static void destroy_group(void *obj) { prs_group_free(obj); }
 
 TEST(group_alloc_failure) {
-    prs_token_bucket *tb = tb_new(1, 1);
-    prs_token_bucket *tmpl = tb_new(1, 1);
-    prs_keyed *t = table_new(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 10);
+    prs_token_bucket *tb = make_tb(1, 1);
+    prs_token_bucket *tmpl = make_tb(1, 1);
+    prs_keyed *t = make_table(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 10);
     prs_group_member_token_bucket(&alloc_members[0], tb);
     prs_group_member_keyed(&alloc_members[1], t, "a long key, longer than the inline bytes", 40);
     prs_test_alloc_failures(make_group, destroy_group);
@@ -652,8 +625,8 @@ TEST(group_alloc_failure) {
 /* A new key that cannot be stored (no memory) fails the group check with
  * PRS_ENOMEM and takes nothing from any member. */
 TEST(group_enomem_takes_nothing) {
-    prs_token_bucket *tb = tb_new(5, 0);
-    prs_token_bucket *tmpl = tb_new(3, 0);
+    prs_token_bucket *tb = make_tb(5, 0);
+    prs_token_bucket *tmpl = make_tb(3, 0);
     prs_test_alloc ta;
     prs_test_alloc_init(&ta, -1);
     prs_keyed_config c;
@@ -689,7 +662,7 @@ TEST(group_enomem_takes_nothing) {
 }
 
 TEST(group_bad_input) {
-    prs_token_bucket *tb = tb_new(1, 1);
+    prs_token_bucket *tb = make_tb(1, 1);
     prs_group_member m[PRS_GROUP_MAX_MEMBERS + 1];
     for (int i = 0; i <= PRS_GROUP_MAX_MEMBERS; i++) prs_group_member_token_bucket(&m[i], tb);
     prs_group *g = (prs_group *)m;

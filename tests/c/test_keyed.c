@@ -5,6 +5,7 @@
  * frozen, allocation failure.
  */
 #include "prs_test.h"
+#include "test_make.h"
 
 #include "prs_gcra.h"
 #include "prs_group.h"
@@ -19,36 +20,8 @@
 #define SEC PRS_NS_PER_SEC
 #define MS PRS_NS_PER_MS
 
-static prs_token_bucket *make_tb(double cap, double rate) {
-    prs_token_bucket_config c;
-    prs_token_bucket_config_init(&c);
-    c.capacity = cap;
-    c.refill_rate = rate;
-    prs_token_bucket *tb;
-    ASSERT_OK(prs_token_bucket_new(&c, &tb));
-    return tb;
-}
 
-static prs_gcra *make_gcra(double rate, int64_t burst) {
-    prs_gcra_config c;
-    prs_gcra_config_init(&c);
-    c.rate = rate;
-    c.burst = burst;
-    prs_gcra *g;
-    ASSERT_OK(prs_gcra_new(&c, &g));
-    return g;
-}
 
-static prs_keyed *make_table(const prs_algo *algo, const void *params, int64_t max_keys) {
-    prs_keyed_config c;
-    prs_keyed_config_init(&c);
-    c.algo = algo;
-    c.params = params;
-    c.max_keys = max_keys;
-    prs_keyed *t;
-    ASSERT_OK(prs_keyed_new(&c, &t));
-    return t;
-}
 
 static int check(prs_keyed *t, const char *key, int64_t now, int64_t n, prs_decision *d) {
     ASSERT_OK(prs_keyed_check(t, key, strlen(key), now, n, d));

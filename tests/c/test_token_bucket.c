@@ -6,6 +6,7 @@
  * frozen clock, and the prs_algo_token_bucket descriptor.
  */
 #include "prs_test.h"
+#include "test_make.h"
 
 #include "prs_algo.h"
 #include "prs_token_bucket.h"
@@ -22,16 +23,6 @@
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t max64(int64_t a, int64_t b) { return a > b ? a : b; }
 
-static prs_token_bucket *make_tb(double capacity, double rate) {
-    prs_token_bucket_config cfg;
-    prs_token_bucket_config_init(&cfg);
-    cfg.capacity = capacity;
-    cfg.refill_rate = rate;
-    prs_token_bucket *tb = NULL;
-    ASSERT_OK(prs_token_bucket_new(&cfg, &tb));
-    ASSERT(tb != NULL);
-    return tb;
-}
 
 static prs_decision check(prs_token_bucket *tb, int64_t now, int64_t n) {
     prs_decision d;
