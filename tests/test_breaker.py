@@ -689,7 +689,7 @@ def test_listener_may_use_the_breaker(clock):
 @pytest.mark.parametrize("kwargs, exc, match", [
     ({"failure_threshold": 0}, ValueError, "failure_threshold"),
     ({"failure_threshold": -3}, ValueError, "failure_threshold"),
-    ({"failure_threshold": 2.5}, TypeError, "failure_threshold"),
+    ({"failure_threshold": 2.5}, ValueError, "failure_threshold"),
     ({"failure_threshold": True}, TypeError, "failure_threshold"),
     ({"failure_threshold": "5"}, TypeError, "failure_threshold"),
     ({"success_threshold": 0}, ValueError, "success_threshold"),
@@ -716,7 +716,7 @@ def test_listener_may_use_the_breaker(clock):
     ({"slow_call_rate_threshold": 0.5}, ValueError, "slow_call_duration"),
     ({"slow_call_duration": 1, "slow_call_rate_threshold": 2}, ValueError, "slow_call_rate"),
     ({"half_open_max_calls": 0}, ValueError, "half_open_max_calls"),
-    ({"half_open_max_calls": 1.0}, TypeError, "half_open_max_calls"),
+    ({"half_open_max_calls": 1.5}, ValueError, "half_open_max_calls"),
     ({"record_exceptions": "ValueError"}, TypeError, "record_exceptions"),
     ({"record_exceptions": (ValueError, 3)}, TypeError, "record_exceptions"),
     ({"record_exceptions": 5}, TypeError, "record_exceptions"),

@@ -452,7 +452,7 @@ def test_release_from_thread_wakes_async_waiter():
     ((b"x", 1), TypeError),
     (("x", 0), ValueError),
     (("x", -1), ValueError),
-    (("x", 1.5), TypeError),
+    (("x", 1.5), ValueError),
     (("x", True), TypeError),
     (("x", "2"), TypeError),
     (("x", 1, -1.0), ValueError),

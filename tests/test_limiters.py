@@ -243,9 +243,12 @@ def test_gcra_exact_retry_after(clock):
 
 
 def test_gcra_burst_is_int():
-    for bad in (2.0, True, "2"):
+    for bad in (True, "2"):
         with pytest.raises(TypeError, match="burst"):
             pr.GCRA(1, bad)
+    with pytest.raises(ValueError, match="burst"):
+        pr.GCRA(1, 2.5)
+    assert pr.GCRA(1, 2.0).burst == 2
     with pytest.raises(ValueError, match="burst"):
         pr.GCRA(1, 0)
     with pytest.raises(ValueError, match="burst"):
@@ -511,7 +514,7 @@ def test_bad_gcra_rate(bad):
         pr.GCRA(bad, 1)
 
 
-@pytest.mark.parametrize("bad", [True, "1", None, [1], 1.0])
+@pytest.mark.parametrize("bad", [True, "1", None, [1]])
 def test_wrong_types(bad):
     if bad is not None and not isinstance(bad, (list, str, bool)):
         pass

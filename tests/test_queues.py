@@ -546,7 +546,7 @@ def test_ctrl_c_interrupts_blocked_wait(op):
 @pytest.mark.parametrize("kwargs,exc,word", [
     (dict(max_size=0), ValueError, "max_size"),
     (dict(max_size=-1), ValueError, "max_size"),
-    (dict(max_size=1.5), TypeError, "max_size"),
+    (dict(max_size=1.5), ValueError, "max_size"),
     (dict(max_size=True), TypeError, "max_size"),
     (dict(max_size=2, strategy="fifo"), ValueError, "strategy"),
     (dict(max_size=2, strategy=3), TypeError, "strategy"),

@@ -650,7 +650,7 @@ def test_config_fields_and_mutation():
 @pytest.mark.parametrize("kwargs,exc,word", [
     (dict(max_attempts=0), ValueError, "max_attempts"),
     (dict(max_attempts=-3), ValueError, "max_attempts"),
-    (dict(max_attempts=1.5), TypeError, "max_attempts"),
+    (dict(max_attempts=1.5), ValueError, "max_attempts"),
     (dict(max_attempts=True), TypeError, "max_attempts"),
     (dict(max_attempts="3"), TypeError, "max_attempts"),
     (dict(base_delay=-1), ValueError, "base_delay"),

@@ -244,9 +244,9 @@ static int cb_init(PyObject *self, PyObject *args, PyObject *kwds) {
 
     prs_breaker_config cfg;
     prs_breaker_config_init(&cfg);
-    if (ft_o && prs_py_parse_int(ft_o, "failure_threshold", 1, INT64_MAX, &cfg.failure_threshold) < 0)
+    if (ft_o && prs_py_parse_count(ft_o, "failure_threshold", 1, INT64_MAX, &cfg.failure_threshold) < 0)
         return -1;
-    if (st_o && prs_py_parse_int(st_o, "success_threshold", 1, INT64_MAX, &cfg.success_threshold) < 0)
+    if (st_o && prs_py_parse_count(st_o, "success_threshold", 1, INT64_MAX, &cfg.success_threshold) < 0)
         return -1;
     if (to_o) {
         double s;
@@ -278,9 +278,9 @@ static int cb_init(PyObject *self, PyObject *args, PyObject *kwds) {
     if (ws_o) {
         int64_t hi = cfg.window_type == PRS_BREAKER_WINDOW_COUNT ? PRS_BREAKER_MAX_COUNT_WINDOW
                                                                  : PRS_BREAKER_MAX_TIME_WINDOW;
-        if (prs_py_parse_int(ws_o, "window_size", 1, hi, &cfg.window_size) < 0) return -1;
+        if (prs_py_parse_count(ws_o, "window_size", 1, hi, &cfg.window_size) < 0) return -1;
     }
-    if (mc_o && prs_py_parse_int(mc_o, "minimum_calls", 1, INT64_MAX, &cfg.minimum_calls) < 0)
+    if (mc_o && prs_py_parse_count(mc_o, "minimum_calls", 1, INT64_MAX, &cfg.minimum_calls) < 0)
         return -1;
     if (scd_o && scd_o != Py_None) {
         double s;
@@ -296,7 +296,7 @@ static int cb_init(PyObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     if (hom_o && hom_o != Py_None &&
-        prs_py_parse_int(hom_o, "half_open_max_calls", 1, INT64_MAX, &cfg.half_open_max_calls) < 0)
+        prs_py_parse_count(hom_o, "half_open_max_calls", 1, INT64_MAX, &cfg.half_open_max_calls) < 0)
         return -1;
 
     PyObject *fallback = NULL, *is_failure = NULL, *rec = NULL, *ign = NULL, *listeners = NULL;

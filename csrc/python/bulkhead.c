@@ -283,7 +283,7 @@ static int bh_init(PyObject *self, PyObject *args, PyObject *kwds) {
     }
     prs_bulkhead_config cfg;
     prs_bulkhead_config_init(&cfg);
-    if (prs_py_parse_int(max_o, "max_concurrent", 1, PRS_BULKHEAD_MAX, &cfg.max_concurrent) < 0)
+    if (prs_py_parse_count(max_o, "max_concurrent", 1, PRS_BULKHEAD_MAX, &cfg.max_concurrent) < 0)
         return -1;
     double wait_s = 30.0;
     if (wait_o && prs_py_parse_real(wait_o, "max_wait_seconds", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &wait_s) < 0)

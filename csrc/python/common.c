@@ -178,6 +178,38 @@ int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int
     return 0;
 }
 
+/* A float standing for a count must be integral: 10.0 is 10, 10.5 is refused.
+ * Returns a new int object, or NULL with ValueError naming `param`. */
+static PyObject *integral_float(PyObject *o, const char *param) {
+    double v = PyFloat_AS_DOUBLE(o);
+    if (!isfinite(v) || v != floor(v)) {
+        PyErr_Format(PyExc_ValueError, "%s must be a whole number, got %R", param, o);
+        return NULL;
+    }
+    return PyLong_FromDouble(v);
+}
+
+int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
+    if (!PyFloat_Check(o)) return prs_py_parse_int(o, param, lo, hi, out);
+    PyObject *i = integral_float(o, param);
+    if (!i) return -1;
+    int64_t v;
+    int rc = prs_py_parse_int(i, param, lo, hi, &v);
+    Py_DECREF(i);
+    if (rc < 0) {
+        /* name the value the caller gave, not its int form */
+        PyErr_Clear();
+        if (hi == INT64_MAX)
+            PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %R", param, (long long)lo, o);
+        else
+            PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", param,
+                         (long long)lo, (long long)hi, o);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
     if (PyLong_CheckExact(o)) {
         int overflow = 0;
@@ -188,7 +220,14 @@ int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
         PyErr_Format(PyExc_ValueError, "%s must be >= 1, got %R", param, o);
         return -1;
     }
-    if (PyBool_Check(o) || PyFloat_Check(o) || !(PyLong_Check(o) || PyIndex_Check(o)))
+    if (PyFloat_Check(o)) {
+        PyObject *i = integral_float(o, param);
+        if (!i) return -1;
+        int rc = prs_py_parse_n(i, param, out);
+        Py_DECREF(i);
+        return rc;
+    }
+    if (PyBool_Check(o) || !(PyLong_Check(o) || PyIndex_Check(o)))
         return int_type_error(o, param);
     PyObject *idx = PyNumber_Index(o);
     if (!idx) return -1;

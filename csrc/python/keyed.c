@@ -191,7 +191,7 @@ static int keyed_init(PyObject *self, PyObject *args, PyObject *kwds) {
     prs_keyed_config cfg;
     prs_keyed_config_init(&cfg);
     if (limiter_algo(st, tmpl, "limiter", &cfg.algo, &cfg.params) < 0) return -1;
-    if (max_o && prs_py_parse_int(max_o, "max_keys", 1, PRS_KEYED_MAX_KEYS, &cfg.max_keys) < 0) return -1;
+    if (max_o && prs_py_parse_count(max_o, "max_keys", 1, PRS_KEYED_MAX_KEYS, &cfg.max_keys) < 0) return -1;
     prs_py_clock clock;
     if (prs_py_clock_init(st, clock_o, &clock) < 0) return -1;
     prs_keyed *t;

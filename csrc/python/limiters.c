@@ -273,8 +273,9 @@ static int tb_init(PyObject *self, PyObject *args, PyObject *kwds) {
     }
     prs_token_bucket_config cfg;
     prs_token_bucket_config_init(&cfg);
-    if (prs_py_parse_real(cap_o, "capacity", 0, &cfg.capacity) < 0 ||
-        check_max(cfg.capacity, "capacity", cap_o) < 0 ||
+    int64_t cap;
+    if (prs_py_parse_count(cap_o, "capacity", 1, INT64_C(1000000000000000), &cap) < 0 ||
+        (cfg.capacity = (double)cap, 0) ||
         prs_py_parse_real(rate_o, rate_name, PRS_PY_ZERO_OK, &cfg.refill_rate) < 0 ||
         check_max(cfg.refill_rate, rate_name, rate_o) < 0)
         return -1;
@@ -339,7 +340,7 @@ static int gcra_init(PyObject *self, PyObject *args, PyObject *kwds) {
         PyErr_Format(PyExc_ValueError, "rate must be >= 1e-9 per second, got %R", rate_o);
         return -1;
     }
-    if (prs_py_parse_int(burst_o, "burst", 1, INT64_MAX, &cfg.burst) < 0) return -1;
+    if (prs_py_parse_count(burst_o, "burst", 1, INT64_MAX, &cfg.burst) < 0) return -1;
     prs_gcra *g;
     int rc = prs_gcra_new(&cfg, &g);
     if (rc == PRS_ERANGE) {

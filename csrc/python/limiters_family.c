@@ -61,7 +61,7 @@ static int parse_limit_window(const char *fname, PyObject *args, PyObject *kwds,
     PyOS_snprintf(fmt, sizeof fmt, "OO|$O:%s", fname);
     *clock_o = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, fmt, kwlist, &limit_o, &window_o, clock_o)) return -1;
-    if (prs_py_parse_int(limit_o, "limit", 1, max_limit, limit) < 0) return -1;
+    if (prs_py_parse_count(limit_o, "limit", 1, max_limit, limit) < 0) return -1;
     return parse_window(window_o, window_ns);
 }
 
@@ -87,7 +87,9 @@ static int lb_init(PyObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     prs_leaky_bucket_config cfg;
     prs_leaky_bucket_config_init(&cfg);
-    if (parse_positive(cap_o, "capacity", 1e15, &cfg.capacity) < 0 ||
+    int64_t cap;
+    if (prs_py_parse_count(cap_o, "capacity", 1, INT64_C(1000000000000000), &cap) < 0 ||
+        (cfg.capacity = (double)cap, 0) ||
         parse_positive(rate_o, "leak_rate", 1e15, &cfg.leak_rate) < 0)
         return -1;
     prs_leaky_bucket *lb;

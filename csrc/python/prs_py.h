@@ -132,7 +132,12 @@ PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, in
 int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *out);
 /* An int (not bool) in [lo, hi]; TypeError/ValueError naming `param`. 0 or -1. */
 int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out);
-/* A request weight n: an int >= 1 (not bool). Ints beyond int64 saturate to
+/* A count (capacity, limit, burst, max_keys, thresholds, sizes...): the one
+ * rule for every count-like parameter. An int (or __index__), or a float with
+ * an integral value (10.0 -> 10); 10.5 -> ValueError, bool/str -> TypeError;
+ * then checked against [lo, hi] like prs_py_parse_int. 0 or -1. */
+int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out);
+/* A request weight n: a count >= 1 (an int, or an integral float; not bool). Ints beyond int64 saturate to
  * INT64_MAX (such n can never be admitted: a decision, not an error). */
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out);
 /* A timeout in seconds: None or +inf -> PRS_NEVER (wait forever), else a finite

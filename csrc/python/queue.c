@@ -106,7 +106,7 @@ static int q_init(PyObject *self, PyObject *args, PyObject *kwds) {
     }
     prs_ring_config cfg;
     prs_ring_config_init(&cfg);
-    if (prs_py_parse_int(size_o, "max_size", 1, PRS_RING_MAX, &cfg.capacity) < 0) return -1;
+    if (prs_py_parse_count(size_o, "max_size", 1, PRS_RING_MAX, &cfg.capacity) < 0) return -1;
     if (strat_o && parse_strategy(strat_o, &cfg.strategy) < 0) return -1;
     double bt = 30.0;
     if (bt_o && prs_py_parse_real(bt_o, "block_timeout", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &bt) < 0) return -1;

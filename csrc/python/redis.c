@@ -78,7 +78,7 @@ static int backend_init(PyObject *op, PyObject *args, PyObject *kwds) {
     }
     if (ct_o && prs_py_parse_real(ct_o, "connect_timeout", 0, &ct) < 0) return -1;
     if (t_o && prs_py_parse_real(t_o, "timeout", 0, &t) < 0) return -1;
-    if (mc_o && prs_py_parse_int(mc_o, "max_connections", 1, 1024, &mc) < 0) return -1;
+    if (mc_o && prs_py_parse_count(mc_o, "max_connections", 1, 1024, &mc) < 0) return -1;
     if (ct > 3600 || t > 3600) {
         PyErr_Format(PyExc_ValueError, "%s must be <= 3600 seconds, got %R", ct > 3600 ? "connect_timeout" : "timeout",
                      ct > 3600 ? ct_o : t_o);
@@ -412,7 +412,7 @@ static int rl_init(PyObject *op, PyObject *args, PyObject *kwds) {
             return -1;
         }
         if (prs_py_parse_real(rate_o, "rate", 0, &cfg.rate) < 0) return -1;
-        if (prs_py_parse_int(burst_o, "burst", 1, INT64_C(1) << 50, &cfg.burst) < 0) return -1;
+        if (prs_py_parse_count(burst_o, "burst", 1, INT64_C(1) << 50, &cfg.burst) < 0) return -1;
     } else {
         if (is_none(limit_o) || is_none(window_o)) {
             PyErr_Format(PyExc_ValueError, rate_algo ? "%s needs rate and burst (or limit and window)"
@@ -422,7 +422,7 @@ static int rl_init(PyObject *op, PyObject *args, PyObject *kwds) {
         }
         double window;
         int64_t limit;
-        if (prs_py_parse_int(limit_o, "limit", 1, INT64_C(1) << 50, &limit) < 0) return -1;
+        if (prs_py_parse_count(limit_o, "limit", 1, INT64_C(1) << 50, &limit) < 0) return -1;
         if (prs_py_parse_real(window_o, "window", 0, &window) < 0) return -1;
         if (window < 1e-6 || window > 10 * 366 * 86400.0) {
             PyErr_Format(PyExc_ValueError, "window must be between 1e-6 and 10 years of seconds, got %R", window_o);
@@ -500,7 +500,7 @@ static int rl_init(PyObject *op, PyObject *args, PyObject *kwds) {
         PyObject *hold_o = batch_o ? PyObject_GetAttrString(lease_o, "max_hold") : NULL;
         int bad = !batch_o || !hold_o;
         double hold = 0;
-        if (!bad) bad = prs_py_parse_int(batch_o, "lease.batch", 1, INT64_MAX, &cfg.lease_batch) < 0 ||
+        if (!bad) bad = prs_py_parse_count(batch_o, "lease.batch", 1, INT64_MAX, &cfg.lease_batch) < 0 ||
                         prs_py_parse_real(hold_o, "lease.max_hold", 0, &hold) < 0;
         Py_XDECREF(batch_o);
         Py_XDECREF(hold_o);

@@ -116,7 +116,7 @@ static int policy_init(PyObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     prs_retry_config cfg;
     prs_retry_config_init(&cfg);
-    if (att_o && prs_py_parse_int(att_o, "max_attempts", 1, INT64_MAX, &cfg.max_attempts) < 0) return -1;
+    if (att_o && prs_py_parse_count(att_o, "max_attempts", 1, INT64_MAX, &cfg.max_attempts) < 0) return -1;
     if (base_o && prs_py_parse_real(base_o, "base_delay", PRS_PY_ZERO_OK, &cfg.base_delay) < 0) return -1;
     if (max_o && prs_py_parse_real(max_o, "max_delay", PRS_PY_ZERO_OK, &cfg.max_delay) < 0) return -1;
     if (exp_o && prs_py_parse_real(exp_o, "exponential_base", PRS_PY_ZERO_OK, &cfg.exponential_base) < 0)
