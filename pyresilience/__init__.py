@@ -49,6 +49,12 @@ from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimite
 
 __version__ = "0.1.0"
 
+
+def __dir__() -> list[str]:
+    """The public names only (the implementation submodules stay reachable)."""
+    return sorted([*__all__, "__version__"])
+
+
 __all__ = [
     "BackendError",
     "BulkheadFullError",
