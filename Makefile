@@ -42,7 +42,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(BUILD)/run_tests
 EXAMPLE_BIN := $(BUILD)/example_limiter
 
-.PHONY: all lib headers ctest test test-asan pytest demo bench deps venv install install-demo clean
+.PHONY: bench-threads bench-threads-static all lib headers ctest test test-asan pytest demo bench deps venv install install-demo clean
 
 all: lib headers $(EXAMPLE_BIN)
 
@@ -71,6 +71,18 @@ $(TEST_BIN): $(TEST_OBJ) $(LIB)
 ctest: $(TEST_BIN) $(EXAMPLE_BIN)
 	$(TEST_BIN)
 	$(EXAMPLE_BIN) > /dev/null
+
+# C thread-scaling benchmark (one shared object per row, 1..2x cores threads).
+SCALING_BIN := $(BUILD)/thread_scaling
+$(SCALING_BIN): bench/thread_scaling.c $(LIB)
+	$(CC) $(ALL_CFLAGS) $< -o $@ $(LIB) $(LDLIBS)
+
+bench-threads: $(SCALING_BIN)
+	$(SCALING_BIN)
+
+# The same, static and core-only (no hiredis), to carry to another machine.
+bench-threads-static:
+	$(MAKE) BUILD=build/static HAVE_HIREDIS= build/static/thread_scaling LDLIBS="-lm -pthread -static"
 
 test-asan:
 	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" ctest

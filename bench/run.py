@@ -161,6 +161,10 @@ def main(argv=None) -> int:
         h.render_section(s) for s in h.sections)
     if failed:
         text += f"\n**Failed modules:** {', '.join(failed)} (see their sections).\n"
+    # Figures measured elsewhere (the C thread-scaling table needs a many-core
+    # machine): kept in bench/results/ and carried into every rewrite.
+    for extra in sorted((Path(__file__).parent / "results").glob("*.md")):
+        text += "\n" + extra.read_text()
     out = Path(args.output)
     out.write_text(text.rstrip() + "\n")
     if h.verbose:
