@@ -4,6 +4,8 @@
 #   make demo       .venv, install the package, run examples/tour.py
 #   make test       system deps (when root), the pure-C suite, then pytest
 #   make test-asan  the C suite under AddressSanitizer + UBSan
+#   make test-tsan  the C suite under ThreadSanitizer
+#   make bench-threads  the C thread-scaling benchmark
 #   make bench      run bench/ and rewrite BENCHMARKS.md
 #
 # Source lists are globs: a new csrc/core/*.c or tests/c/*.c is picked up as is.
@@ -42,7 +44,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(BUILD)/run_tests
 EXAMPLE_BIN := $(BUILD)/example_limiter
 
-.PHONY: bench-threads bench-threads-static all lib headers ctest test test-asan pytest demo bench deps venv install install-demo clean
+.PHONY: test-tsan bench-threads bench-threads-static all lib headers ctest test test-asan pytest demo bench deps venv install install-demo clean
 
 all: lib headers $(EXAMPLE_BIN)
 
@@ -86,6 +88,10 @@ bench-threads-static:
 
 test-asan:
 	$(MAKE) BUILD=build/asan CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" ctest
+
+# The C suite under ThreadSanitizer (real threads on every shared object).
+test-tsan:
+	$(MAKE) BUILD=build/tsan CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" ctest
 
 # System packages: installed when missing and we are root, else the exact command.
 deps:
