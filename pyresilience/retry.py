@@ -275,6 +275,10 @@ class RetryConfig:
     def seed(self) -> Optional[int]:
         return self._seed
 
+    @seed.setter
+    def seed(self, value: Optional[int]) -> None:
+        self._rebuild(seed=value)
+
     @property
     def max_retry_after(self) -> float:
         """Seconds: the longest server Retry-After waited (inf: no limit)."""
@@ -283,10 +287,6 @@ class RetryConfig:
     @max_retry_after.setter
     def max_retry_after(self, value: Optional[float]) -> None:
         self._rebuild(max_retry_after=value)
-
-    @seed.setter
-    def seed(self, value: Optional[int]) -> None:
-        self._rebuild(seed=value)
 
     def _rebuild(self, **change: Any) -> None:
         p = self._policy
