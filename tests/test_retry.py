@@ -375,6 +375,14 @@ def test_retry_after_beyond_max_retry_after_gives_up_at_once(clock, monkeypatch)
     assert f.calls == [1] and clock.now() == 0.0
     assert Retry(**base, max_retry_after=None).call(limited(3600.0)) == "ok"
     assert clock.now() == 3600.0
+    # a string or an HTTP-date past the deadline: the existing verdict and note
+    clock.set(0)
+    for value in ("30", "Thu, 01 Jan 1970 00:00:30 GMT"):
+        f = limited(value)
+        with pytest.raises(pr.RateLimitExceeded) as info:
+            Retry(**base, deadline=20.0).call(f)
+        assert f.calls == [1] and clock.now() == 0.0
+        assert info.value.__notes__[-1].endswith("(the server's Retry-After passes the deadline)")
     # async: the same verdict, no sleep
     clock.set(0)
     f = limited(301.0)
