@@ -95,10 +95,9 @@ class LimiterMixin:
         signature is kept; a generator function is refused with TypeError."""
         if inspect_target(func, f"a {type(self).__name__}"):
             afunc = cast(Callable[..., Awaitable[Any]], func)
-            acquire_async = self.acquire_async
 
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                await acquire_async(1)
+                await self.acquire_async(1)
                 return await afunc(*args, **kwargs)
             return cast(Callable[P, T], finish(async_wrapper, func))
 

@@ -50,6 +50,15 @@ def test_mypy_strict_rejects_each_marked_line():
     assert set(got) == set(want), f"unexpected errors: { {k: v for k, v in got.items() if k not in want} }"
 
 
+def test_mypy_strict_passes_on_the_package():
+    """The facade's own annotations agree with the stubs (the installed package)."""
+    pytest.importorskip("mypy")
+    r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
+                        "--cache-dir", os.devnull, "-p", "pyresilience"],
+                       capture_output=True, text=True, cwd=HERE)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
 def test_stubtest_core():
     pytest.importorskip("mypy")
     r = subprocess.run([sys.executable, "-m", "mypy.stubtest", "pyresilience._core",
