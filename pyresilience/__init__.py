@@ -33,6 +33,7 @@ from .breaker import CircuitBreaker, CircuitBreakerMetrics, CircuitState
 from .retry import (
     Retry,
     RetryBudget,
+    RetryBudgetMetrics,
     RetryConfig,
     RetryState,
     calculate_delay,
@@ -87,6 +88,7 @@ __all__ = [
     # -- retry (issue 5) --
     "Retry",
     "RetryBudget",
+    "RetryBudgetMetrics",
     "RetryConfig",
     "RetryState",
     "calculate_delay",

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import contextvars
 import enum
-import functools
 import inspect
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Tuple, Type, TypeVar,
                     Union, cast)
 
 from . import _core
+from ._decorate import P, finish, inspect_target
 
 __all__ = ["CircuitBreaker", "CircuitState", "CircuitBreakerMetrics"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 CircuitBreakerMetrics = _core.CircuitBreakerMetrics
@@ -136,8 +135,8 @@ class CircuitBreaker(_core.CircuitBreaker):
 
     # -- async ----------------------------------------------------------------
 
-    async def call_async(self, func: Callable[..., Awaitable[T]], /, *args: Any,
-                         **kwargs: Any) -> T:
+    async def call_async(self, func: Callable[P, Awaitable[T]], /, *args: P.args,
+                         **kwargs: P.kwargs) -> T:
         """call_async(self, func, /, *args, **kwargs)
 
         ``await func(*args, **kwargs)`` through the breaker, as :meth:`call`
@@ -166,32 +165,29 @@ class CircuitBreaker(_core.CircuitBreaker):
 
     # -- decorator -------------------------------------------------------------
 
-    def __call__(self, func: F) -> F:
-        """Use the breaker as a decorator on a sync or async function."""
-        if not callable(func):
-            raise TypeError(f"a CircuitBreaker decorates callables, not {type(func).__name__}: {func!r}")
-        if inspect.iscoroutinefunction(func):
+    def __call__(self, func: Callable[P, T]) -> Callable[P, T]:
+        """Use the breaker as a decorator on a sync or async function (the
+        signature is kept; a generator function is refused with TypeError)."""
+        if inspect_target(func, "a CircuitBreaker"):
             acquire, record, rejected = self._acquire, self._record, self._rejected_async
+            afunc = cast(Callable[..., Awaitable[Any]], func)
 
-            @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 # call_async inlined: one coroutine frame per call, not two
                 token = acquire()
                 if token.__class__ is not tuple:
                     return await rejected(token)
                 try:
-                    result = await func(*args, **kwargs)
+                    result = await afunc(*args, **kwargs)
                 except BaseException as exc:
                     record(token, exc)
                     raise
                 record(token, None, result)
                 return result
-            return cast(F, async_wrapper)
+            return cast(Callable[P, T], finish(async_wrapper, func))
 
         # a C callable (no Python frame per call) that binds like a function
-        wrapper = self._wrap(func)
-        functools.update_wrapper(wrapper, func)
-        return cast(F, wrapper)
+        return cast(Callable[P, T], finish(self._wrap(func), func))
 
     # -- context managers --------------------------------------------------------
 

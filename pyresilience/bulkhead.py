@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextvars
-import functools
 import inspect
 import math
 import os
@@ -29,13 +28,13 @@ import threading
 import weakref
 from asyncio.events import _get_running_loop
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
+from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast, overload
 
 from . import _core
+from ._decorate import P, finish, inspect_target
 
 __all__ = ["Bulkhead", "BulkheadMetrics"]
 
-F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 _DEFAULT: Any = ...  # "the bulkhead's max_wait_seconds"
@@ -162,6 +161,11 @@ class Bulkhead(_core.Bulkhead):
                     self._executor = ex
         return ex
 
+    @overload
+    async def execute(self, func: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+    @overload
+    async def execute(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
     async def execute(self, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
         """execute(self, func, /, *args, **kwargs)
 
@@ -197,7 +201,7 @@ class Bulkhead(_core.Bulkhead):
 
     # -- threads -------------------------------------------------------------
 
-    def call(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    def call(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """call(self, func, /, *args, **kwargs)
 
         ``func(*args, **kwargs)`` inside the bulkhead, in this thread: waits up
@@ -209,31 +213,30 @@ class Bulkhead(_core.Bulkhead):
         finally:
             self.release()
 
-    def __call__(self, func: F) -> F:
+    def __call__(self, func: Callable[P, T]) -> Callable[P, T]:
         """Use the bulkhead as a decorator: each call of a sync function runs
-        as call(); each call of a coroutine function under ``async with``."""
-        if not callable(func):
-            raise TypeError(f"a bulkhead decorates callables, not {type(func).__name__}: {func!r}")
-        if inspect.iscoroutinefunction(func):
-            @functools.wraps(func)
+        as call(); each call of a coroutine function under ``async with``. The
+        signature is kept; a generator function is refused with TypeError."""
+        if inspect_target(func, "a Bulkhead"):
+            afunc = cast(Callable[..., Awaitable[Any]], func)
+
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 r = self._acquire_async(_get_running_loop, None)
                 if r is not True:
                     await self._acquire_slow(r, self.max_wait_seconds)
                 try:
-                    return await func(*args, **kwargs)
+                    return await afunc(*args, **kwargs)
                 finally:
                     self.release()
-            return cast(F, async_wrapper)
+            return cast(Callable[P, T], finish(async_wrapper, func))
 
-        @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             self.acquire()
             try:
                 return func(*args, **kwargs)
             finally:
                 self.release()
-        return cast(F, wrapper)
+        return cast(Callable[P, T], finish(wrapper, func))
 
     # -- introspection -------------------------------------------------------
 

@@ -8,18 +8,15 @@ as a decorator - through :class:`LimiterMixin`.
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import math
-from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast
+from typing import Any, Awaitable, Callable, Optional, Self, cast
 
 from . import _core
+from ._decorate import P, T, finish, inspect_target
 from ._core import Decision, ManualClock
 from .errors import RateLimitExceeded
 
 __all__ = ["LimiterMixin", "TokenBucket", "GCRA"]
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _check_timeout(timeout: Optional[float]) -> float:
@@ -78,39 +75,38 @@ class LimiterMixin:
             else:
                 await asyncio.sleep(d.retry_after)
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Self:
         self.acquire(1)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         return None
 
-    async def __aenter__(self) -> Any:
+    async def __aenter__(self) -> Self:
         await self.acquire_async(1)
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
         return None
 
-    def __call__(self, func: F) -> F:
+    def __call__(self, func: Callable[P, T]) -> Callable[P, T]:
         """Use the limiter as a decorator: each call acquires 1 first (sync
-        functions block, coroutine functions await acquire_async)."""
-        if not callable(func):
-            raise TypeError(f"a limiter decorates callables, not {type(func).__name__}: {func!r}")
-        if inspect.iscoroutinefunction(func):
-            @functools.wraps(func)
+        functions block, coroutine functions await acquire_async). The
+        signature is kept; a generator function is refused with TypeError."""
+        if inspect_target(func, f"a {type(self).__name__}"):
+            afunc = cast(Callable[..., Awaitable[Any]], func)
+
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 await self.acquire_async(1)
-                return await func(*args, **kwargs)
-            return cast(F, async_wrapper)
+                return await afunc(*args, **kwargs)
+            return cast(Callable[P, T], finish(async_wrapper, func))
 
         acquire = self.acquire
 
-        @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             acquire()
             return func(*args, **kwargs)
-        return cast(F, wrapper)
+        return cast(Callable[P, T], finish(wrapper, func))
 
 
 class TokenBucket(_core.TokenBucket, LimiterMixin):

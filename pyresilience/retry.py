@@ -23,24 +23,32 @@ Semantics that hold whatever the configuration:
   concurrent calls through one decorated function never share it.
 - When attempts are exhausted by exceptions, the exception re-raised carries a
   note (PEP 678) saying how many attempts were made over how long.
+- A server's Retry-After (an exception's ``retry_after``: seconds as a number
+  or a string, an HTTP-date, a timedelta or a datetime) is a floor of the next
+  delay that ``max_delay`` never shortens; one longer than ``max_retry_after``
+  or past the deadline gives up at once.
 """
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
+import datetime
+import email.utils
 import math
-from typing import (Any, Awaitable, Callable, Coroutine, Dict, Iterator, Optional, Tuple, Type,
-                    TypeVar, Union, cast, overload)
+import re
+import time
+from dataclasses import dataclass
+from typing import Any, Awaitable, Callable, Dict, Iterator, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _core
-from ._core import ManualClock, MonotonicClock, RetryBudget, RetryPolicy
+from ._core import ManualClock, MonotonicClock, RetryPolicy
+from ._decorate import P, finish, inspect_target
 from .errors import RetryExhausted
 
 __all__ = [
     "RetryConfig",
     "RetryState",
     "RetryBudget",
+    "RetryBudgetMetrics",
     "Retry",
     "calculate_delay",
     "retry_with_backoff",
@@ -48,7 +56,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-F = TypeVar("F", bound=Callable[..., Any])
 
 JitterArg = Union[bool, str]
 ExceptionTypes = Union[Type[BaseException], Tuple[Type[BaseException], ...]]
@@ -59,11 +66,52 @@ _SLEEP = _core.RETRY_SLEEP
 _GIVE_UP_ATTEMPTS = _core.RETRY_GIVE_UP_ATTEMPTS
 _GIVE_UP_DEADLINE = _core.RETRY_GIVE_UP_DEADLINE
 _GIVE_UP_RETRY_AFTER = _core.RETRY_GIVE_UP_RETRY_AFTER
+_GIVE_UP_RETRY_AFTER_LIMIT = _core.RETRY_GIVE_UP_RETRY_AFTER_LIMIT
 _GIVE_UP_BUDGET = -1  # decided here: the budget said no
 
-_POLICY_FIELDS = ("max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed")
+DEFAULT_MAX_RETRY_AFTER = 300.0
+"""Seconds: the longest server Retry-After a retry waits by default (5 minutes)."""
+
+_POLICY_FIELDS = ("max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed",
+                  "max_retry_after")
 _FIELDS = _POLICY_FIELDS[:5] + ("retryable_exceptions", "deadline", "retry_on_result", "on_retry",
-                                "budget", "respect_retry_after", "seed", "clock")
+                                "budget", "respect_retry_after", "max_retry_after", "seed", "clock")
+
+
+@dataclass(frozen=True, slots=True)
+class RetryBudgetMetrics:
+    """A snapshot of a :class:`RetryBudget`'s counters (``RetryBudget.metrics``).
+
+    Lifetime: ``attempts`` (first attempts deposited), ``retries_allowed``,
+    ``retries_denied``; the current window: ``window_attempts``,
+    ``window_retries`` and ``available`` (retries a withdrawal could take now).
+    ``metrics["attempts"]`` still works (read-only item access by field name,
+    as when metrics was a dict)."""
+
+    attempts: int
+    retries_allowed: int
+    retries_denied: int
+    window_attempts: int
+    window_retries: int
+    available: float
+
+    def __getitem__(self, key: str) -> Union[int, float]:
+        if key not in _BUDGET_FIELDS:
+            raise KeyError(key)
+        return cast(Union[int, float], getattr(self, key))
+
+
+_BUDGET_FIELDS = frozenset(RetryBudgetMetrics.__dataclass_fields__)
+
+
+class RetryBudget(_core.RetryBudget):
+    __doc__ = _core.RetryBudget.__doc__
+    __slots__ = ()
+
+    @property
+    def metrics(self) -> RetryBudgetMetrics:
+        """A frozen snapshot of the counters (RetryBudgetMetrics)."""
+        return RetryBudgetMetrics(*self._metrics())
 
 
 def _check_exceptions(value: Any) -> Tuple[Type[BaseException], ...]:
@@ -107,7 +155,7 @@ def _check_clock(value: Any) -> Any:
 
 
 class RetryConfig:
-    """RetryConfig(max_attempts=3, base_delay=1.0, max_delay=60.0, exponential_base=2.0, jitter=True, retryable_exceptions=(Exception,), *, deadline=None, retry_on_result=None, on_retry=None, budget=None, respect_retry_after=True, seed=None, clock=None)
+    """RetryConfig(max_attempts=3, base_delay=1.0, max_delay=60.0, exponential_base=2.0, jitter=True, retryable_exceptions=(Exception,), *, deadline=None, retry_on_result=None, on_retry=None, budget=None, respect_retry_after=True, max_retry_after=300.0, seed=None, clock=None)
 
     How to retry. ``max_attempts`` counts every attempt (the first included).
     After failed attempt ``a`` (from 0) the delay is ``base_delay *
@@ -124,8 +172,11 @@ class RetryConfig:
     ``retry_on_result`` (a predicate: True means retry this result; exhausted ->
     :class:`RetryExhausted`), ``on_retry`` (called with a :class:`RetryState`
     before each sleep), ``budget`` (a shared :class:`RetryBudget`),
-    ``respect_retry_after`` (wait at least an exception's ``retry_after``,
-    capped by max_delay; give up at once when it passes the deadline),
+    ``respect_retry_after`` (wait at least an exception's ``retry_after``:
+    a number of seconds, a string of seconds or an HTTP-date, a timedelta or a
+    datetime; max_delay never shortens it), ``max_retry_after`` (seconds,
+    default 300; a longer Retry-After, or one past the deadline, gives up at
+    once; None: no limit),
     ``seed`` (reproducible jitter) and ``clock`` (a ManualClock makes sleeps
     advance it instantly).
 
@@ -156,12 +207,14 @@ class RetryConfig:
                  on_retry: Optional[Callable[["RetryState"], Any]] = None,
                  budget: Optional[RetryBudget] = None,
                  respect_retry_after: bool = True,
+                 max_retry_after: Optional[float] = DEFAULT_MAX_RETRY_AFTER,
                  seed: Optional[int] = None,
                  clock: ClockArg = None) -> None:
         object.__setattr__(self, "_jitter", jitter)
         object.__setattr__(self, "_seed", seed)
         object.__setattr__(self, "_policy",
-                           RetryPolicy(max_attempts, base_delay, max_delay, exponential_base, jitter, seed))
+                           RetryPolicy(max_attempts, base_delay, max_delay, exponential_base, jitter, seed,
+                                       max_retry_after=max_retry_after))
         self.retryable_exceptions = retryable_exceptions  # type: ignore[assignment]
         self.deadline = deadline
         self.retry_on_result = retry_on_result
@@ -226,10 +279,20 @@ class RetryConfig:
     def seed(self, value: Optional[int]) -> None:
         self._rebuild(seed=value)
 
+    @property
+    def max_retry_after(self) -> float:
+        """Seconds: the longest server Retry-After waited (inf: no limit)."""
+        return self._policy.max_retry_after
+
+    @max_retry_after.setter
+    def max_retry_after(self, value: Optional[float]) -> None:
+        self._rebuild(max_retry_after=value)
+
     def _rebuild(self, **change: Any) -> None:
         p = self._policy
         args: Dict[str, Any] = dict(max_attempts=p.max_attempts, base_delay=p.base_delay, max_delay=p.max_delay,
-                    exponential_base=p.exponential_base, jitter=self._jitter, seed=self._seed)
+                    exponential_base=p.exponential_base, jitter=self._jitter, seed=self._seed,
+                    max_retry_after=p.max_retry_after)
         args.update(change)
         policy = RetryPolicy(**args)
         object.__setattr__(self, "_policy", policy)
@@ -246,7 +309,7 @@ class RetryConfig:
         elif name in ("retry_on_result", "on_retry"):
             value = _check_callable(name, value)
         elif name == "budget":
-            if value is not None and not isinstance(value, RetryBudget):
+            if value is not None and not isinstance(value, _core.RetryBudget):
                 raise TypeError(f"budget must be a RetryBudget or None, not {type(value).__name__}: {value!r}")
         elif name == "respect_retry_after":
             value = bool(value)
@@ -321,13 +384,62 @@ def calculate_delay(attempt: int, config: RetryConfig, previous: Optional[float]
     return config._policy.delay(attempt, previous)
 
 
+# The wall clock, read only to turn an HTTP-date Retry-After into a duration
+# (tests replace it). Deadlines and sleeps never read it.
+_wall_time = time.time
+
+# delay-seconds (RFC 9110: 1*DIGIT), leniently with a sign and a fraction.
+_DELAY_SECONDS = re.compile(r"[+-]?[0-9]+(?:\.[0-9]*)?", re.ASCII)
+
+
+def _retry_after_seconds(value: Any) -> Optional[float]:
+    """A Retry-After as seconds >= 0 (inf: never), or None when absent or
+    unreadable. Accepts a real number, a string or bytes holding seconds
+    (``"3"``) or an HTTP-date (``"Wed, 21 Oct 2015 07:28:00 GMT"``), a
+    timedelta or a datetime. Negative values and past dates are 0."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float
+            return math.inf if value > 0 else 0.0
+    elif isinstance(value, datetime.timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, datetime.datetime):
+        seconds = _until(value)
+    elif isinstance(value, (str, bytes)):
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        text = text.strip()
+        if _DELAY_SECONDS.fullmatch(text):
+            seconds = float(text)
+        else:
+            try:
+                when = email.utils.parsedate_to_datetime(text)
+            except (TypeError, ValueError, IndexError, OverflowError):
+                return None
+            seconds = _until(when)
+    else:
+        return None
+    if math.isnan(seconds):
+        return None
+    return seconds if seconds > 0 else 0.0
+
+
+def _until(when: datetime.datetime) -> float:
+    """Seconds from now (wall clock) until ``when`` (naive: UTC, as HTTP-dates are)."""
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    try:
+        return when.timestamp() - _wall_time()
+    except (OverflowError, OSError, ValueError):
+        return math.inf
+
+
 def _retry_after_ns(exc: Optional[BaseException]) -> int:
     """The exception's retry_after in ns: -1 when it has none, NEVER for inf."""
-    ra = getattr(exc, "retry_after", None)
-    if ra is None or isinstance(ra, bool) or not isinstance(ra, (int, float)):
-        return -1
-    ra = float(ra)
-    if math.isnan(ra) or ra < 0:
+    ra = _retry_after_seconds(getattr(exc, "retry_after", None))
+    if ra is None:
         return -1
     if ra * 1e9 >= _NEVER:
         return _NEVER
@@ -338,6 +450,7 @@ _REASONS = {
     _GIVE_UP_ATTEMPTS: "attempts exhausted",
     _GIVE_UP_DEADLINE: "the next delay would pass the deadline",
     _GIVE_UP_RETRY_AFTER: "the server's Retry-After passes the deadline",
+    _GIVE_UP_RETRY_AFTER_LIMIT: "the server's Retry-After is longer than max_retry_after",
     _GIVE_UP_BUDGET: "the retry budget is exhausted",
 }
 
@@ -420,7 +533,9 @@ class Retry:
         self.config = config
 
     def __repr__(self) -> str:
-        return f"Retry({self.config!r})"
+        cfg = self.config
+        fields = ", ".join(f"{name}={getattr(cfg, name)!r}" for name in _FIELDS)
+        return f"Retry({fields})"
 
     # -- the loops --
 
@@ -442,7 +557,7 @@ class Retry:
             if predicate is None or not predicate(result):
                 return result
 
-    def call(self, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def call(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """call(self, func, /, *args, **kwargs)
 
         Call ``func(*args, **kwargs)`` with retries; return its first accepted
@@ -463,7 +578,7 @@ class Retry:
                 return cast(T, result)
         return cast(T, self._resume(func, args, kwargs, exc, result, start))
 
-    async def call_async(self, func: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any) -> T:
+    async def call_async(self, func: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """call_async(self, func, /, *args, **kwargs)
 
         Await ``func(*args, **kwargs)`` with retries, sleeping with asyncio (a
@@ -510,34 +625,28 @@ class Retry:
 
     # -- decorator --
 
-    @overload
-    def __call__(self, func: Callable[..., Coroutine[Any, Any, T]]) -> Callable[..., Coroutine[Any, Any, T]]: ...
-    @overload
-    def __call__(self, func: F) -> F: ...
-
-    def __call__(self, func: Callable[..., Any]) -> Callable[..., Any]:
+    def __call__(self, func: Callable[P, T]) -> Callable[P, T]:
         """__call__(self, func)
 
-        Decorate ``func`` (sync or async) so that every call is retried."""
-        if not callable(func):
-            raise TypeError(f"Retry() decorates callables, not {type(func).__name__}: {func!r}")
-        if inspect.iscoroutinefunction(func):
+        Decorate ``func`` (sync or async) so that every call is retried. The
+        signature is kept (``inspect.signature``, type checkers); the wrapper of
+        a coroutine function is a coroutine function. A generator function is
+        refused with TypeError (its body runs after the call returns)."""
+        if inspect_target(func, "Retry()"):
             call_async = self.call_async
+            afunc = cast(Callable[..., Awaitable[Any]], func)
 
-            @functools.wraps(func)
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                return await call_async(func, *args, **kwargs)
+                return await call_async(afunc, *args, **kwargs)
+            finish(async_wrapper, func)
             async_wrapper.retry = self  # type: ignore[attr-defined]
-            return async_wrapper
+            return cast(Callable[P, T], async_wrapper)
         cfg = self.config
         wrapper = _core.RetryCall(func, self._resume, budget=cfg.budget, clock=cfg.clock,
                                   retry_on_result=cfg.retry_on_result)
-        try:
-            functools.update_wrapper(wrapper, func)
-        except (AttributeError, TypeError):  # a callable object without the usual attributes
-            wrapper.__wrapped__ = func
+        finish(wrapper, func)
         wrapper.retry = self
-        return wrapper
+        return cast(Callable[P, T], wrapper)
 
     # -- inspection --
 
@@ -573,8 +682,8 @@ def retry_with_backoff(config: Optional[RetryConfig] = None) -> Retry:
     return Retry(config)
 
 
-async def retry_async(func: Callable[..., Awaitable[T]], config: Optional[RetryConfig] = None,
-                      *args: Any, **kwargs: Any) -> T:
+async def retry_async(func: Callable[P, Awaitable[T]], config: Optional[RetryConfig] = None,
+                      *args: P.args, **kwargs: P.kwargs) -> T:
     """retry_async(func, config=None, *args, **kwargs)
 
     Await ``func(*args, **kwargs)`` with retries per ``config``, sleeping with

@@ -3,6 +3,8 @@ budgets, result predicates, threads, asyncio cancellation, bad input, typing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime
 import gc
 import inspect
 import math
@@ -274,22 +276,26 @@ def test_delays_respect_deadline():
     assert list(Retry(max_attempts=1).delays()) == []
 
 
-def test_retry_after_honoured_and_capped(clock):
-    def limited(retry_after):
-        def f():
-            if len(f.calls) < 1:
-                f.calls.append(1)
-                raise pr.RateLimitExceeded("slow down", retry_after=retry_after)
-            return "ok"
-        f.calls = []
-        return f
+def limited(retry_after, times=1):
+    """A function raising RateLimitExceeded(retry_after=...) `times` times, then returning "ok"."""
+    def f():
+        if len(f.calls) < times:
+            f.calls.append(1)
+            raise pr.RateLimitExceeded("slow down", retry_after=retry_after)
+        f.calls.append(0)
+        return "ok"
+    f.calls = []
+    return f
 
+
+def test_retry_after_honoured_as_a_floor(clock):
     base = dict(max_attempts=3, base_delay=0.1, max_delay=10.0, jitter=False, clock=clock)
     assert Retry(**base).call(limited(5.0)) == "ok"
     assert clock.now() == 5.0  # at least retry_after, not 0.1
     clock.set(0)
+    # the server asks 100 s: max_delay (10 s) caps our backoff, never the server's ask
     assert Retry(**base).call(limited(100.0)) == "ok"
-    assert clock.now() == 10.0  # capped by max_delay
+    assert clock.now() == 100.0
     clock.set(0)
     assert Retry(**base).call(limited(0.01)) == "ok"
     assert clock.now() == 0.1  # the backoff delay was longer
@@ -303,6 +309,101 @@ def test_retry_after_honoured_and_capped(clock):
     clock.set(0)
     f = failing(1, exc=lambda m: pr.BulkheadFullError(m, retry_after=None))
     assert Retry(**base).call(f) == "ok" and clock.now() == 0.1
+
+
+def test_retry_after_server_asks_5s_max_delay_2s_waits_5s(clock):
+    states = []
+    r = Retry(max_attempts=2, base_delay=0.5, max_delay=2.0, jitter=False, clock=clock,
+              on_retry=states.append)
+    assert r.call(limited("5")) == "ok"
+    assert clock.now() == 5.0 and states[0].delay == 5.0
+
+
+@pytest.mark.parametrize("value,want", [
+    ("3", 3.0), (" 3 ", 3.0), (b"3", 3.0), ("0", 0.1), ("2.5", 2.5), ("-3", 0.1), (-3.0, 0.1),
+    (7, 7.0), (datetime.timedelta(seconds=4), 4.0),
+    # HTTP-dates (RFC 9110: IMF-fixdate, obsolete RFC 850 and asctime forms), wall clock at WALL
+    ("Sun, 06 Nov 1994 08:49:43 GMT", 6.0), ("Sunday, 06-Nov-94 08:49:43 GMT", 6.0),
+    ("Sun Nov  6 08:49:43 1994", 6.0),
+    (datetime.datetime(1994, 11, 6, 8, 49, 47, tzinfo=datetime.timezone.utc), 10.0),
+    (datetime.datetime(1994, 11, 6, 8, 49, 47), 10.0),   # naive: UTC, as HTTP-dates are
+    ("Sun, 06 Nov 1994 08:49:30 GMT", 0.1),              # in the past: 0, the backoff wins
+    ("Thu, 01 Jan 1970 00:00:00 GMT", 0.1),
+    # unreadable: ignored, the backoff applies
+    ("soon", 0.1), ("", 0.1), ("3 s", 0.1), ("Sun, 99 Foo 1994 08:49:43 GMT", 0.1), (object(), 0.1),
+    (True, 0.1), (math.nan, 0.1),
+])
+def test_retry_after_given_as_string_or_http_date(clock, monkeypatch, value, want):
+    wall = datetime.datetime(1994, 11, 6, 8, 49, 37, tzinfo=datetime.timezone.utc).timestamp()
+    monkeypatch.setattr(pr.retry, "_wall_time", lambda: wall)
+    base = dict(max_attempts=2, base_delay=0.1, max_delay=1.0, jitter=False, clock=clock)
+    assert Retry(**base).call(limited(value)) == "ok"
+    assert clock.now() == pytest.approx(want)
+    # the same through the async loop
+    clock.set(0)
+    assert asyncio.run(Retry(**base).call_async(_as_async(limited(value)))) == "ok"
+    assert clock.now() == pytest.approx(want)
+
+
+def _as_async(f):
+    async def g():
+        return f()
+    return g
+
+
+def test_retry_after_beyond_max_retry_after_gives_up_at_once(clock, monkeypatch):
+    assert RetryConfig().max_retry_after == 300.0 == pr.retry.DEFAULT_MAX_RETRY_AFTER
+    base = dict(max_attempts=5, base_delay=0.1, jitter=False, clock=clock)
+    f = limited(301.0)
+    with pytest.raises(pr.RateLimitExceeded) as info:
+        Retry(**base).call(f)
+    assert f.calls == [1] and clock.now() == 0.0
+    assert info.value.__notes__[-1] == ("pyresilience: gave up after 1 attempt over 0.000 s "
+                                        "(the server's Retry-After is longer than max_retry_after)")
+    # exactly max_retry_after is waited
+    assert Retry(**base).call(limited("300")) == "ok" and clock.now() == 300.0
+    # a lower limit, an HTTP-date far away, and no limit
+    clock.set(0)
+    f = limited("2")
+    with pytest.raises(pr.RateLimitExceeded):
+        Retry(**base, max_retry_after=1.5).call(f)
+    assert f.calls == [1]
+    monkeypatch.setattr(pr.retry, "_wall_time", lambda: 0.0)
+    f = limited("Fri, 01 Jan 2100 00:00:00 GMT")
+    with pytest.raises(pr.RateLimitExceeded):
+        Retry(**base).call(f)
+    assert f.calls == [1] and clock.now() == 0.0
+    assert Retry(**base, max_retry_after=None).call(limited(3600.0)) == "ok"
+    assert clock.now() == 3600.0
+    # a string or an HTTP-date past the deadline: the existing verdict and note
+    clock.set(0)
+    for value in ("30", "Thu, 01 Jan 1970 00:00:30 GMT"):
+        f = limited(value)
+        with pytest.raises(pr.RateLimitExceeded) as info:
+            Retry(**base, deadline=20.0).call(f)
+        assert f.calls == [1] and clock.now() == 0.0
+        assert info.value.__notes__[-1].endswith("(the server's Retry-After passes the deadline)")
+    # async: the same verdict, no sleep
+    clock.set(0)
+    f = limited(301.0)
+    with pytest.raises(pr.RateLimitExceeded):
+        asyncio.run(Retry(**base).call_async(_as_async(f)))
+    assert f.calls == [1] and clock.now() == 0.0
+
+
+def test_max_retry_after_config():
+    cfg = RetryConfig(max_retry_after=10)
+    assert cfg.max_retry_after == 10.0 and "max_retry_after=10.0" in repr(cfg)
+    assert RetryConfig(max_retry_after=None).max_retry_after == math.inf
+    assert RetryConfig(max_retry_after=math.inf).max_retry_after == math.inf
+    assert RetryConfig(max_retry_after=0).max_retry_after == 0.0
+    assert cfg.replace(max_attempts=5).max_retry_after == 10.0
+    cfg.max_retry_after = 20
+    assert cfg.max_retry_after == 20.0 and cfg.max_attempts == 3
+    for bad, exc in ((-1, ValueError), (math.nan, ValueError), ("300", TypeError), (True, TypeError)):
+        with pytest.raises(exc, match="max_retry_after"):
+            RetryConfig(max_retry_after=bad)
+    assert "max_retry_after=300.0" in repr(pr._core.RetryPolicy())
 
 
 def test_retry_after_past_deadline_gives_up_at_once(clock):
@@ -406,12 +507,35 @@ def test_budget_metrics_and_window(clock):
         b.deposit()
     assert [b.withdraw() for _ in range(3)] == [True, True, False]
     m = b.metrics
-    assert m == {"attempts": 4, "retries_allowed": 2, "retries_denied": 2, "window_attempts": 4,
-                 "window_retries": 2, "available": 0.0}
+    assert m == pr.RetryBudgetMetrics(attempts=4, retries_allowed=2, retries_denied=2, window_attempts=4,
+                                      window_retries=2, available=0.0)
+    assert dataclasses.asdict(m) == {"attempts": 4, "retries_allowed": 2, "retries_denied": 2,
+                                     "window_attempts": 4, "window_retries": 2, "available": 0.0}
     clock.advance(2.0)
     assert b.metrics["window_attempts"] == 0 and b.metrics["attempts"] == 4
     b.reset()
     assert b.metrics["attempts"] == 0
+
+
+def test_budget_metrics_is_a_frozen_snapshot_under_pyresilience(clock):
+    b = RetryBudget(clock=clock)
+    b.deposit()
+    m = b.metrics
+    assert type(m) is pr.RetryBudgetMetrics and "RetryBudgetMetrics" in pr.__all__
+    assert type(m).__module__ == "pyresilience.retry"
+    assert repr(m) == ("RetryBudgetMetrics(attempts=1, retries_allowed=0, retries_denied=0, "
+                       "window_attempts=1, window_retries=0, available=100.1)")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.attempts = 5
+    b.deposit()
+    assert m.attempts == 1 and b.metrics.attempts == 2  # a snapshot: it never changes
+    # item access by field name still works, read-only; unknown keys are KeyErrors
+    assert m["attempts"] == 1 and m["available"] == 100.1
+    with pytest.raises(KeyError):
+        m["nope"]
+    with pytest.raises(KeyError):
+        m["__class__"]
+    assert not hasattr(pr._core.RetryBudget, "metrics")  # the snapshot type is the facade's
 
 
 def test_budget_defaults():
@@ -613,7 +737,10 @@ def test_retry_object_api(clock):
     assert Retry(max_attempts=7).config.max_attempts == 7
     f = failing(1)
     assert r.call(f, 1, x=2) == "ok" and f.calls == [((1,), {"x": 2}), ((1,), {"x": 2})]
-    assert "Retry(RetryConfig(max_attempts=2" in repr(r)
+    # one repr style: ClassName(param=value, ...), the parameters Retry(**kwargs) takes
+    assert repr(r).startswith("Retry(max_attempts=2, base_delay=1.0, max_delay=60.0, ")
+    assert repr(r)[len("Retry("):] == repr(r.config)[len("RetryConfig("):]
+    assert repr(RetryConfig(max_attempts=2)).startswith("RetryConfig(max_attempts=2, base_delay=1.0, ")
     with pytest.raises(TypeError):
         Retry(config=5)
     with pytest.raises(TypeError):
@@ -742,9 +869,10 @@ def test_mypy_passes_on_example():
 
 # ---- the loop against a pure-Python reference model ----------------------------------
 
-def model_loop(max_attempts, base, max_delay, expb, deadline, outcomes):
+def model_loop(max_attempts, base, max_delay, expb, deadline, outcomes, max_retry_after=300.0):
     """The documented loop, in plain Python: returns (succeeded, attempts, end_time, sleeps).
-    outcomes[i] = (duration, failed, retry_after or None)."""
+    outcomes[i] = (duration, failed, retry_after or None). A Retry-After is a
+    floor that max_delay never shortens; past the deadline or max_retry_after: give up."""
     t, sleeps = 0.0, []
     for attempt, (duration, failed, ra) in enumerate(outcomes):
         t += duration
@@ -755,9 +883,9 @@ def model_loop(max_attempts, base, max_delay, expb, deadline, outcomes):
         d = reference_delay(attempt, base, max_delay, expb)
         remaining = math.inf if deadline is None else deadline - t
         if ra is not None:
-            if ra > remaining:
+            if ra > remaining or ra > max_retry_after:
                 break
-            d = max(d, min(ra, max_delay))
+            d = max(d, ra)
         if d >= remaining:
             break
         sleeps.append(d)
@@ -777,8 +905,10 @@ if given is not None:
     @given(max_attempts=st.integers(1, 8), base=eighths, extra=eighths, expb=st.sampled_from([0, 1, 2, 3]),
            deadline=st.one_of(st.none(), st.integers(1, 400).map(lambda k: k / 8)),
            outcomes=st.lists(st.tuples(eighths, st.booleans(), st.one_of(st.none(), eighths)),
-                             min_size=8, max_size=8))
-    def test_loop_matches_reference_model(max_attempts, base, extra, expb, deadline, outcomes):
+                             min_size=8, max_size=8),
+           max_retry_after=st.sampled_from([math.inf, 0.0, 2.5, 300.0]))
+    def test_loop_matches_reference_model(max_attempts, base, extra, expb, deadline, outcomes,
+                                          max_retry_after):
         clock = pr.ManualClock()
         sleeps = []
         it = iter(outcomes)
@@ -791,9 +921,10 @@ if given is not None:
             return "ok"
 
         cfg = RetryConfig(max_attempts, base, base + extra, expb, jitter=False, deadline=deadline,
-                          clock=clock, on_retry=lambda s: sleeps.append(s.delay))
+                          clock=clock, on_retry=lambda s: sleeps.append(s.delay),
+                          max_retry_after=max_retry_after)
         ok, attempts, end, want_sleeps = model_loop(max_attempts, base, base + extra, expb, deadline,
-                                                    outcomes)
+                                                    outcomes, max_retry_after)
         if ok:
             assert Retry(cfg).call(attempt) == "ok"
         else:

@@ -69,16 +69,21 @@ typedef struct prs_retry_config {
     double max_delay;           /* seconds, finite, >= base_delay */
     double exponential_base;    /* finite, >= 0 (0: base_delay then 0s; 1: constant) */
     int jitter;                 /* a prs_jitter */
+    double max_retry_after;     /* seconds, >= 0 (+inf: no limit): a server's
+                                   Retry-After beyond it gives up at once */
     int has_seed;               /* 0: a random seed (prs_random_seed()) */
     uint64_t seed;              /* the generator's seed when has_seed */
     const prs_allocator *allocator; /* NULL: the default allocator */
 } prs_retry_config;
 
 /* Defaults (the reference's): 3 attempts, base 1 s, max 60 s, base 2,
- * proportional jitter, random seed, default allocator. */
+ * proportional jitter, random seed, default allocator; max_retry_after
+ * PRS_RETRY_DEFAULT_MAX_RETRY_AFTER (300 s). */
+#define PRS_RETRY_DEFAULT_MAX_RETRY_AFTER 300.0
 void prs_retry_config_init(prs_retry_config *cfg);
 /* PRS_OK, or PRS_EINVAL: NULL cfg, max_attempts < 1, a delay or the base NaN,
- * infinite or negative, max_delay < base_delay, unknown jitter. */
+ * infinite or negative, max_delay < base_delay, unknown jitter, max_retry_after
+ * NaN or negative. */
 int prs_retry_config_validate(const prs_retry_config *cfg);
 
 /* Makes a policy in *out. On error *out is NULL and nothing is allocated
@@ -109,8 +114,10 @@ typedef enum prs_retry_verdict {
     PRS_RETRY_SLEEP = 0,          /* sleep `delay`, then make attempt + 1 */
     PRS_RETRY_GIVE_UP_ATTEMPTS,   /* that was attempt max_attempts - 1 */
     PRS_RETRY_GIVE_UP_DEADLINE,   /* the delay would reach the deadline */
-    PRS_RETRY_GIVE_UP_RETRY_AFTER /* the server's Retry-After passes the deadline
+    PRS_RETRY_GIVE_UP_RETRY_AFTER,/* the server's Retry-After passes the deadline
                                      (or is PRS_NEVER) */
+    PRS_RETRY_GIVE_UP_RETRY_AFTER_LIMIT /* the server's Retry-After is longer than
+                                           max_retry_after */
 } prs_retry_verdict;
 
 typedef struct prs_retry_step {
@@ -123,8 +130,10 @@ typedef struct prs_retry_step {
  *   - attempt + 1 >= max_attempts: GIVE_UP_ATTEMPTS (no draw).
  *   - delay = prs_retry_delay(r, attempt, previous).
  *   - retry_after_ns >= 0 (the failure carried a Retry-After): PRS_NEVER or
- *     more than remaining_ns -> GIVE_UP_RETRY_AFTER; else delay =
- *     max(delay, min(retry_after, max_delay)). Negative: no Retry-After.
+ *     more than remaining_ns -> GIVE_UP_RETRY_AFTER; more than max_retry_after
+ *     -> GIVE_UP_RETRY_AFTER_LIMIT; else delay = max(delay, retry_after): the
+ *     server's Retry-After is a floor that max_delay never shortens (delay_ns
+ *     is then at least retry_after_ns exactly). Negative: no Retry-After.
  *   - remaining_ns: what is left of the deadline (PRS_NEVER: no deadline). A
  *     delay that would reach it (delay_ns >= remaining_ns) -> GIVE_UP_DEADLINE:
  *     the loop never sleeps past its deadline.

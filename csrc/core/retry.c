@@ -93,6 +93,8 @@ struct prs_retry {
     double max_delay;         /* finite, >= base_delay */
     double exponential_base;  /* finite, >= 0 */
     int jitter;               /* a prs_jitter */
+    double max_retry_after;   /* >= 0, may be +inf */
+    int64_t max_retry_after_ns; /* the same in ns, saturated (PRS_NEVER for inf) */
     int has_seed;
     uint64_t seed;
     prs_allocator alloc;
@@ -104,6 +106,7 @@ void prs_retry_config_init(prs_retry_config *cfg) {
     cfg->max_delay = 60.0;
     cfg->exponential_base = 2.0;
     cfg->jitter = PRS_JITTER_PROPORTIONAL;
+    cfg->max_retry_after = PRS_RETRY_DEFAULT_MAX_RETRY_AFTER;
     cfg->has_seed = 0;
     cfg->seed = 0;
     cfg->allocator = NULL;
@@ -116,6 +119,7 @@ int prs_retry_config_validate(const prs_retry_config *cfg) {
     if (!isfinite(cfg->max_delay) || cfg->max_delay < cfg->base_delay) return PRS_EINVAL;
     if (!isfinite(cfg->exponential_base) || cfg->exponential_base < 0.0) return PRS_EINVAL;
     if (cfg->jitter < 0 || cfg->jitter >= PRS__JITTER_COUNT) return PRS_EINVAL;
+    if (isnan(cfg->max_retry_after) || cfg->max_retry_after < 0.0) return PRS_EINVAL;
     return PRS_OK;
 }
 
@@ -132,6 +136,8 @@ int prs_retry_new(const prs_retry_config *cfg, prs_retry **out) {
     r->max_delay = cfg->max_delay;
     r->exponential_base = cfg->exponential_base;
     r->jitter = cfg->jitter;
+    r->max_retry_after = cfg->max_retry_after;
+    r->max_retry_after_ns = prs_seconds_to_ns(cfg->max_retry_after);
     r->has_seed = cfg->has_seed != 0;
     r->seed = r->has_seed ? cfg->seed : prs_random_seed();
     atomic_init(&r->rng, r->seed);
@@ -152,6 +158,7 @@ void prs_retry_get_config(const prs_retry *r, prs_retry_config *cfg) {
     cfg->max_delay = r->max_delay;
     cfg->exponential_base = r->exponential_base;
     cfg->jitter = r->jitter;
+    cfg->max_retry_after = r->max_retry_after;
     cfg->has_seed = r->has_seed;
     cfg->seed = r->seed;
     cfg->allocator = NULL;
@@ -217,17 +224,24 @@ int prs_retry_next(prs_retry *r, int64_t attempt, double previous, int64_t retry
         return PRS_OK;
     }
     double delay = prs_retry_delay(r, attempt, previous);
+    int64_t delay_ns = prs_seconds_to_ns(delay);
     if (retry_after_ns >= 0) {
+        /* The server's Retry-After is a floor: max_delay caps our own backoff,
+         * never the server's ask. Too long to wait: give up now. */
         if (retry_after_ns == PRS_NEVER ||
             (remaining_ns != PRS_NEVER && retry_after_ns > remaining_ns)) {
             out->verdict = PRS_RETRY_GIVE_UP_RETRY_AFTER;
             return PRS_OK;
         }
-        double ra = (double)retry_after_ns / 1e9;
-        if (ra > r->max_delay) ra = r->max_delay;
-        if (ra > delay) delay = ra;
+        if (r->max_retry_after_ns != PRS_NEVER && retry_after_ns > r->max_retry_after_ns) {
+            out->verdict = PRS_RETRY_GIVE_UP_RETRY_AFTER_LIMIT;
+            return PRS_OK;
+        }
+        if (retry_after_ns > delay_ns) {
+            delay_ns = retry_after_ns;
+            delay = (double)retry_after_ns / 1e9;
+        }
     }
-    int64_t delay_ns = prs_seconds_to_ns(delay);
     if (remaining_ns != PRS_NEVER && delay_ns >= remaining_ns) {
         out->verdict = PRS_RETRY_GIVE_UP_DEADLINE;
         return PRS_OK;

@@ -109,10 +109,11 @@ static int parse_seed(PyObject *o, int *has, uint64_t *seed) {
 
 static int policy_init(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"max_attempts", "base_delay", "max_delay", "exponential_base",
-                             "jitter", "seed", NULL};
-    PyObject *att_o = NULL, *base_o = NULL, *max_o = NULL, *exp_o = NULL, *jit_o = NULL, *seed_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOOOO:RetryPolicy", kwlist, &att_o, &base_o,
-                                     &max_o, &exp_o, &jit_o, &seed_o))
+                             "jitter", "seed", "max_retry_after", NULL};
+    PyObject *att_o = NULL, *base_o = NULL, *max_o = NULL, *exp_o = NULL, *jit_o = NULL, *seed_o = NULL,
+             *mra_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOOOO$O:RetryPolicy", kwlist, &att_o, &base_o,
+                                     &max_o, &exp_o, &jit_o, &seed_o, &mra_o))
         return -1;
     prs_retry_config cfg;
     prs_retry_config_init(&cfg);
@@ -120,6 +121,10 @@ static int policy_init(PyObject *self, PyObject *args, PyObject *kwds) {
     if (base_o && prs_py_parse_real(base_o, "base_delay", PRS_PY_ZERO_OK, &cfg.base_delay) < 0) return -1;
     if (max_o && prs_py_parse_real(max_o, "max_delay", PRS_PY_ZERO_OK, &cfg.max_delay) < 0) return -1;
     if (exp_o && prs_py_parse_real(exp_o, "exponential_base", PRS_PY_ZERO_OK, &cfg.exponential_base) < 0)
+        return -1;
+    if (mra_o == Py_None) cfg.max_retry_after = INFINITY;  /* None: no limit */
+    else if (mra_o && prs_py_parse_real(mra_o, "max_retry_after", PRS_PY_ZERO_OK | PRS_PY_INF_OK,
+                                        &cfg.max_retry_after) < 0)
         return -1;
     if (cfg.max_delay < cfg.base_delay) {
         PyObject *mx = PyFloat_FromDouble(cfg.max_delay), *bs = PyFloat_FromDouble(cfg.base_delay);
@@ -239,7 +244,8 @@ static PyMethodDef policy_methods[] = {
     {"_next", (PyCFunction)(void (*)(void))policy_next, METH_FASTCALL,
      "_next($self, attempt, previous, retry_after_ns, remaining_ns, /)\n--\n\n"
      "The retry loop's step: (verdict, delay_s, delay_ns). verdict is one of RETRY_SLEEP,\n"
-     "RETRY_GIVE_UP_ATTEMPTS, RETRY_GIVE_UP_DEADLINE, RETRY_GIVE_UP_RETRY_AFTER.\n"
+     "RETRY_GIVE_UP_ATTEMPTS, RETRY_GIVE_UP_DEADLINE, RETRY_GIVE_UP_RETRY_AFTER,\n"
+     "RETRY_GIVE_UP_RETRY_AFTER_LIMIT.\n"
      "retry_after_ns < 0: none; remaining_ns == NEVER_NS: no deadline."},
     {"reseed", policy_reseed, METH_O,
      "reseed($self, seed, /)\n--\n\nRestart the jitter generator from `seed` (None: a random seed)."},
@@ -261,6 +267,7 @@ static PyObject *policy_get_field(PyObject *self, void *c) {
     case 0: return PyFloat_FromDouble(cfg.base_delay);
     case 1: return PyFloat_FromDouble(cfg.max_delay);
     case 2: return PyFloat_FromDouble(cfg.exponential_base);
+    case 4: return PyFloat_FromDouble(cfg.max_retry_after);
     default: return PyUnicode_FromString(prs_jitter_name(cfg.jitter));
     }
 }
@@ -274,6 +281,9 @@ static PyGetSetDef policy_getset[] = {
     {"exponential_base", policy_get_field, NULL, "The growth factor per attempt.", (void *)2},
     {"jitter", policy_get_field, NULL, "The jitter strategy's name.", (void *)3},
     {"seed", policy_get_seed, NULL, "The seed given (None: random).", NULL},
+    {"max_retry_after", policy_get_field, NULL,
+     "The longest server Retry-After waited, seconds (inf: no limit); a longer one gives up.",
+     (void *)4},
     {NULL},
 };
 
@@ -282,24 +292,26 @@ static PyObject *policy_repr(PyObject *self) {
     prs_retry_config cfg;
     prs_retry_get_config(POLICY(self)->core, &cfg);
     PyObject *b = PyFloat_FromDouble(cfg.base_delay), *m = PyFloat_FromDouble(cfg.max_delay),
-             *e = PyFloat_FromDouble(cfg.exponential_base);
+             *e = PyFloat_FromDouble(cfg.exponential_base), *x = PyFloat_FromDouble(cfg.max_retry_after);
     PyObject *r = NULL;
-    if (b && m && e)
+    if (b && m && e && x)
         r = PyUnicode_FromFormat("RetryPolicy(max_attempts=%lld, base_delay=%R, max_delay=%R, "
-                                 "exponential_base=%R, jitter='%s', seed=%R)",
+                                 "exponential_base=%R, jitter='%s', seed=%R, max_retry_after=%R)",
                                  (long long)cfg.max_attempts, b, m, e, prs_jitter_name(cfg.jitter),
-                                 POLICY(self)->seed);
-    Py_XDECREF(b); Py_XDECREF(m); Py_XDECREF(e);
+                                 POLICY(self)->seed, x);
+    Py_XDECREF(b); Py_XDECREF(m); Py_XDECREF(e); Py_XDECREF(x);
     return r;
 }
 
 static PyType_Slot policy_slots[] = {
     {Py_tp_doc, "RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=60.0, exponential_base=2.0, "
-                "jitter=True, seed=None)\n--\n\n"
+                "jitter=True, seed=None, *, max_retry_after=300.0)\n--\n\n"
                 "The arithmetic of a retry configuration: exponential delays capped at max_delay,\n"
                 "a jitter strategy (True = 'proportional', False = 'none', or 'full', 'equal',\n"
                 "'decorrelated') and its thread-safe, seedable generator (SplitMix64). Holds\n"
-                "no per-call state. Used by RetryConfig; rarely needed directly."},
+                "no per-call state. A server's Retry-After is a floor of the delay (max_delay\n"
+                "never shortens it); one longer than max_retry_after (None: no limit) gives up.\n"
+                "Used by RetryConfig; rarely needed directly."},
     {Py_tp_new, policy_new},
     {Py_tp_init, policy_init},
     {Py_tp_dealloc, policy_dealloc},
@@ -435,15 +447,16 @@ static PyObject *budget_reset(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *budget_get_metrics(PyObject *self, void *c) {
+/* _metrics() -> (attempts, retries_allowed, retries_denied, window_attempts,
+ * window_retries, available): the facade's RetryBudgetMetrics, in field order. */
+static PyObject *budget_metrics(PyObject *self, PyObject *unused) {
     int64_t now;
     if (budget_ready(BUDGET(self)) < 0 || prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
     prs_retry_budget_metrics m;
     prs_retry_budget_metrics_get(BUDGET(self)->core, now, &m);
-    return Py_BuildValue("{sLsLsLsLsLsd}", "attempts", (long long)m.attempts, "retries_allowed",
-                         (long long)m.retries_allowed, "retries_denied", (long long)m.retries_denied,
-                         "window_attempts", (long long)m.window_attempts, "window_retries",
-                         (long long)m.window_retries, "available", m.available);
+    return Py_BuildValue("(LLLLLd)", (long long)m.attempts, (long long)m.retries_allowed,
+                         (long long)m.retries_denied, (long long)m.window_attempts,
+                         (long long)m.window_retries, m.available);
 }
 
 static PyObject *budget_get_field(PyObject *self, void *c) {
@@ -484,13 +497,16 @@ static PyMethodDef budget_methods[] = {
      "ratio x first attempts + min_retries_per_second x window, else False (counted\n"
      "as denied). Retry wrappers call it before each retry and give up on False."},
     {"reset", budget_reset, METH_NOARGS, "reset($self, /)\n--\n\nEmpty the window and zero the metrics."},
+    {"_metrics", budget_metrics, METH_NOARGS,
+     "_metrics($self, /)\n--\n\n"
+     "(attempts, retries_allowed, retries_denied, window_attempts, window_retries, available):\n"
+     "lifetime counts of first attempts and of retries allowed and denied, the window's\n"
+     "counts, and the retries a withdrawal could take now (pyresilience.RetryBudget.metrics\n"
+     "gives them as a RetryBudgetMetrics)."},
     {NULL, NULL, 0, NULL},
 };
 
 static PyGetSetDef budget_getset[] = {
-    {"metrics", budget_get_metrics, NULL,
-     "A dict: attempts (first attempts), retries_allowed, retries_denied (lifetime), and\n"
-     "window_attempts, window_retries, available (retries a withdrawal could take now).", NULL},
     {"ratio", budget_get_field, NULL, "Retries allowed per first attempt.", (void *)0},
     {"min_retries_per_second", budget_get_field, NULL, "The floor: retries per second always allowed.",
      (void *)1},
@@ -805,7 +821,8 @@ int prs_py_register_retry(PyObject *m, prs_py_state *st) {
     if (PyModule_AddIntConstant(m, "RETRY_SLEEP", PRS_RETRY_SLEEP) < 0 ||
         PyModule_AddIntConstant(m, "RETRY_GIVE_UP_ATTEMPTS", PRS_RETRY_GIVE_UP_ATTEMPTS) < 0 ||
         PyModule_AddIntConstant(m, "RETRY_GIVE_UP_DEADLINE", PRS_RETRY_GIVE_UP_DEADLINE) < 0 ||
-        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_RETRY_AFTER", PRS_RETRY_GIVE_UP_RETRY_AFTER) < 0)
+        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_RETRY_AFTER", PRS_RETRY_GIVE_UP_RETRY_AFTER) < 0 ||
+        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_RETRY_AFTER_LIMIT", PRS_RETRY_GIVE_UP_RETRY_AFTER_LIMIT) < 0)
         return -1;
     return 0;
 }

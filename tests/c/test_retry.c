@@ -136,6 +136,24 @@ TEST(retry_config_validate) {
     }
     ASSERT_STATUS(prs_retry_config_validate(NULL), PRS_EINVAL);
     ASSERT_STATUS(prs_retry_new(NULL, NULL), PRS_EINVAL);
+
+    /* max_retry_after: default 300 s; >= 0, +inf allowed (no limit). */
+    prs_retry_config_init(&c);
+    ASSERT(c.max_retry_after == PRS_RETRY_DEFAULT_MAX_RETRY_AFTER && c.max_retry_after == 300.0);
+    double mra[] = {0.0, 1e-9, 300.0, 1e300, INFINITY, -1e-9, -INFINITY, NAN};
+    int mra_want[] = {PRS_OK, PRS_OK, PRS_OK, PRS_OK, PRS_OK, PRS_EINVAL, PRS_EINVAL, PRS_EINVAL};
+    for (size_t i = 0; i < sizeof mra / sizeof mra[0]; i++) {
+        c.max_retry_after = mra[i];
+        ASSERT_STATUS(prs_retry_config_validate(&c), mra_want[i]);
+        prs_retry *r = NULL;
+        ASSERT_STATUS(prs_retry_new(&c, &r), mra_want[i]);
+        if (r) {
+            prs_retry_config back;
+            prs_retry_get_config(r, &back);
+            ASSERT(back.max_retry_after == mra[i]);
+        }
+        prs_retry_free(r);
+    }
 }
 
 /* ---- the formula -------------------------------------------------------- */
@@ -283,15 +301,20 @@ TEST(retry_next_table) {
         {2, -1, S(3.0), PRS_RETRY_GIVE_UP_DEADLINE, 0},
         {0, -1, 0, PRS_RETRY_GIVE_UP_DEADLINE, 0},
         {0, -1, -5, PRS_RETRY_GIVE_UP_DEADLINE, 0},
-        /* Retry-After: at least it, capped by max_delay */
+        /* Retry-After: a floor, never shortened by max_delay (10 s) */
         {0, S(3.0), PRS_NEVER, PRS_RETRY_SLEEP, 3.0},
         {2, S(3.0), PRS_NEVER, PRS_RETRY_SLEEP, 4.0},
-        {0, S(30.0), PRS_NEVER, PRS_RETRY_SLEEP, 10.0},
+        {0, S(30.0), PRS_NEVER, PRS_RETRY_SLEEP, 30.0},
+        {0, S(300.0), PRS_NEVER, PRS_RETRY_SLEEP, 300.0},
+        /* ... up to max_retry_after (300 s by default), then give up at once */
+        {0, S(300.0) + 1, PRS_NEVER, PRS_RETRY_GIVE_UP_RETRY_AFTER_LIMIT, 0},
+        {0, S(3600.0), S(7200.0), PRS_RETRY_GIVE_UP_RETRY_AFTER_LIMIT, 0},
         {0, 0, PRS_NEVER, PRS_RETRY_SLEEP, 1.0},
         {0, PRS_NEVER, PRS_NEVER, PRS_RETRY_GIVE_UP_RETRY_AFTER, 0},
         /* ... and past the remaining deadline: give up at once */
         {0, S(30.0), S(20.0), PRS_RETRY_GIVE_UP_RETRY_AFTER, 0},
-        {0, S(30.0), S(40.0), PRS_RETRY_SLEEP, 10.0},
+        {0, S(30.0), S(40.0), PRS_RETRY_SLEEP, 30.0},
+        {0, S(30.0), S(30.0), PRS_RETRY_GIVE_UP_DEADLINE, 0},
         {0, S(3.0), S(3.0), PRS_RETRY_GIVE_UP_DEADLINE, 0},
         {3, S(1.0), PRS_NEVER, PRS_RETRY_GIVE_UP_ATTEMPTS, 0},
     };
@@ -304,6 +327,33 @@ TEST(retry_next_table) {
     }
     ASSERT_STATUS(prs_retry_next(NULL, 0, 0, -1, PRS_NEVER, &s), PRS_EINVAL);
     ASSERT_STATUS(prs_retry_next(r, 0, 0, -1, PRS_NEVER, NULL), PRS_EINVAL);
+    prs_retry_free(r);
+
+    /* max_retry_after = 0: any positive Retry-After gives up; +inf: none does
+     * (but PRS_NEVER still does). Odd ns values are kept exactly. */
+    prs_retry_config c;
+    prs_retry_config_init(&c);
+    c.max_attempts = 4;
+    c.jitter = PRS_JITTER_NONE;
+    c.max_delay = 10.0;
+    c.max_retry_after = 0.0;
+    ASSERT_OK(prs_retry_new(&c, &r));
+    ASSERT_OK(prs_retry_next(r, 0, 0, 1, PRS_NEVER, &s));
+    ASSERT_EQ(s.verdict, PRS_RETRY_GIVE_UP_RETRY_AFTER_LIMIT);
+    ASSERT_OK(prs_retry_next(r, 0, 0, 0, PRS_NEVER, &s));
+    ASSERT_EQ(s.verdict, PRS_RETRY_SLEEP);
+    ASSERT_EQ_I64(s.delay_ns, S(1.0));
+    prs_retry_free(r);
+    c.max_retry_after = INFINITY;
+    ASSERT_OK(prs_retry_new(&c, &r));
+    ASSERT_OK(prs_retry_next(r, 0, 0, PRS_NEVER - 1, PRS_NEVER, &s));
+    ASSERT_EQ(s.verdict, PRS_RETRY_SLEEP);
+    ASSERT_EQ_I64(s.delay_ns, PRS_NEVER - 1);
+    ASSERT_OK(prs_retry_next(r, 0, 0, PRS_NEVER, PRS_NEVER, &s));
+    ASSERT_EQ(s.verdict, PRS_RETRY_GIVE_UP_RETRY_AFTER);
+    ASSERT_OK(prs_retry_next(r, 0, 0, S(12.5) + 7, PRS_NEVER, &s));
+    ASSERT_EQ(s.verdict, PRS_RETRY_SLEEP);
+    ASSERT_EQ_I64(s.delay_ns, S(12.5) + 7);
     prs_retry_free(r);
 
     /* One attempt in all: never retries. */
