@@ -116,7 +116,7 @@ def test_ping_over_tcp_and_unix_socket(server: Server) -> None:
     for b in (tcp, uds):
         b._command("DEL", "where")
     assert tcp.connections == 1
-    assert repr(tcp).startswith("RedisBackend('redis://127.0.0.1:")
+    assert repr(tcp).startswith("RedisBackend(url='redis://127.0.0.1:")
     lim = pr.RedisRateLimiter(tcp, rate=1, burst=1, on_backend_error="allow", key_prefix=prefix())
     tcp.close()
     assert tcp.closed
@@ -556,21 +556,128 @@ def test_sigkill_mid_load_then_restart(own_server: Server, policy: str) -> None:
     assert b.connections <= 4 and _fds() <= fds + 4  # at most the pool: nothing leaked
 
 
-def test_group_under_failure_follows_the_first_members_policy(own_server: Server) -> None:
+POLICIES = ["raise", "deny", "local", "allow"]  # strictest first
+
+
+def _member(b: pr.RedisBackend, policy: str, burst: int = 2) -> pr.RedisRateLimiter:
+    kw = {"local_share": 1.0} if policy == "local" else {}
+    return pr.RedisRateLimiter(b, rate=0.001, burst=burst, on_backend_error=policy, **kw)  # type: ignore[arg-type]
+
+
+def _left(lim: pr.RedisRateLimiter, key: str) -> int:
+    """Permits lim's local fallback still holds for key (peek reports what
+    would remain after taking one)."""
+    d = lim.peek(key)
+    return d.remaining + 1 if d.allowed else 0
+
+
+@pytest.fixture
+def dead_backend(own_server: Server) -> Iterator[pr.RedisBackend]:
+    """A backend whose real redis-server has been stopped (SIGKILL)."""
     b = pr.RedisBackend(own_server.url, timeout=0.1, connect_timeout=0.1)
-    user = pr.RedisRateLimiter(b, rate=0.001, burst=2, on_backend_error="local", local_share=1.0)
-    glob = pr.RedisRateLimiter(b, "fixed_window", limit=100, window=60, on_backend_error="raise")
-    group = pr.RedisLimiterGroup([(user, "u", 1), (glob, "all", 1)])
-    assert group.allow()
+    assert b.ping()
     own_server.kill()
-    # Redis is gone: each member's local fallback decides, all or nothing
-    assert group.allow() and group.allow()
-    d = group.check()
-    assert not d.allowed and d.denied_by == 0
-    denying = pr.RedisLimiterGroup([(pr.RedisRateLimiter(b, rate=1, burst=1, on_backend_error="deny"), "x", 1)])
-    assert not denying.allow()
+    yield b
+    b.close()
+
+
+@pytest.mark.parametrize("first", POLICIES)
+@pytest.mark.parametrize("second", POLICIES)
+def test_group_under_failure_applies_each_members_policy(dead_backend: pr.RedisBackend, first: str,
+                                                         second: str) -> None:
+    # Redis is down: each member's own policy applies, the strictest outcome wins
+    # (raise > deny > local > allow), whatever the order of the members.
+    g = pr.RedisLimiterGroup([(_member(dead_backend, first), "u", 1), (_member(dead_backend, second), "r", 1)])
+    policies = (first, second)
+    outcomes = []
+    for _ in range(4):
+        try:
+            d = g.check()
+        except pr.BackendError:
+            outcomes.append("raised")
+            continue
+        outcomes.append((d.allowed, d.denied_by))
+    if "raise" in policies:
+        assert outcomes == ["raised"] * 4
+    elif "deny" in policies:
+        assert outcomes == [(False, policies.index("deny"))] * 4
+    elif "local" in policies:
+        # the local limiters (burst 2 each) admit twice, then the first local member denies
+        assert outcomes == [(True, None)] * 2 + [(False, policies.index("local"))] * 2
+    else:
+        assert outcomes == [(True, None)] * 4
+
+
+def test_group_route_limit_keeps_raising_when_global_is_local(dead_backend: pr.RedisBackend) -> None:
+    # The reported case: a global limit falling back locally must not silence a
+    # route limit whose policy is "raise".
+    glob = _member(dead_backend, "local", burst=100)
+    route = _member(dead_backend, "raise", burst=100)
+    g = pr.RedisLimiterGroup([(glob, "u", 1), (route, "r", 1)])
+    for _ in range(10):
+        with pytest.raises(pr.BackendError):
+            g.check()
+    assert _left(glob, "u") == 100  # the raising group took nothing locally
+
+
+def test_group_local_members_are_all_or_nothing(dead_backend: pr.RedisBackend) -> None:
+    big = _member(dead_backend, "local", burst=3)
+    small = _member(dead_backend, "local", burst=1)
+    opener = _member(dead_backend, "allow", burst=5)
+    g = pr.RedisLimiterGroup([(opener, "o", 1), (big, "u", 1), (small, "r", 1)])
+    d = g.check()
+    assert d.allowed and d.remaining == 0  # the most restrictive member: small (0 left) or allow (0)
+    assert _left(big, "u") == 2 and _left(small, "r") == 0
+    for _ in range(3):
+        d = g.check()
+        assert not d.allowed and d.denied_by == 2
+    assert _left(big, "u") == 2  # none consumed when one denies
+    # one local limiter named twice (same key): its demand counts once per appearance
+    twice = pr.RedisLimiterGroup([(big, "u", 2), (big, "u", 1)])
+    assert not twice.allow()  # 3 do not fit in 2: nothing taken
+    assert _left(big, "u") == 2
+    once_each = pr.RedisLimiterGroup([(big, "u", 1), (big, "u", 1)])
+    assert once_each.allow()
+    assert _left(big, "u") == 0
+    # a deny member is stricter than local: the local limiters are not touched
+    fresh = _member(dead_backend, "local", burst=3)
+    g2 = pr.RedisLimiterGroup([(fresh, "x", 1), (_member(dead_backend, "deny"), "y", 1)])
+    d = g2.check()
+    assert not d.allowed and d.denied_by == 1 and d.retry_after == pytest.approx(0.1)
+    assert _left(fresh, "x") == 3
+    # an allow member whose n exceeds its limit can never be admitted
+    g3 = pr.RedisLimiterGroup([(fresh, "x", 1), (_member(dead_backend, "allow", burst=2), "z", 3)])
+    d = g3.check()
+    assert not d.allowed and d.denied_by == 1 and math.isinf(d.retry_after)
+    assert _left(fresh, "x") == 3
+
+
+def test_group_local_members_under_threads_stay_all_or_nothing(dead_backend: pr.RedisBackend) -> None:
+    a = _member(dead_backend, "local", burst=50)
+    b = _member(dead_backend, "local", burst=30)
+    g = pr.RedisLimiterGroup([(a, "u", 1), (b, "r", 1)])
+    admitted = [0] * 4
+    singles = [0] * 4
+
+    def run(i: int) -> None:
+        for _ in range(40):
+            admitted[i] += g.allow()
+            singles[i] += a.allow("u")  # competes for a's local tokens outside the group
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sum(admitted) == 30 - _left(b, "r")
+    assert sum(admitted) + sum(singles) == 50 - _left(a, "u")
+
+
+def test_group_without_local_hook_raises(dead_backend: pr.RedisBackend) -> None:
+    lim = _member(dead_backend, "local")
+    g = _core.RedisLimiterGroup([(lim, "u", 1)])  # the bare type: no hook installed
     with pytest.raises(pr.BackendError):
-        pr.RedisLimiterGroup([(glob, "all", 1)]).check()
+        g.check()
 
 
 def test_stalled_server_every_call_within_timeout(own_server: Server) -> None:
