@@ -703,6 +703,134 @@ def test_stalled_server_every_call_within_timeout(own_server: Server) -> None:
         time.sleep(0.005)
 
 
+class HostileServer:
+    """A fake Redis on 127.0.0.1 (a free port) that answers every request on a
+    connection with `reply` (bytes, or a callable(sock) that writes its own)."""
+
+    def __init__(self, reply: object) -> None:
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: List[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        try:
+            while c.recv(65536):
+                if callable(self.reply):
+                    self.reply(c)
+                else:
+                    assert isinstance(self.reply, bytes)
+                    c.sendall(self.reply)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+def _drip(c: socket.socket) -> None:  # a valid-looking reply, one byte per 0.2 s
+    for ch in b"*2\r\n:1\r\n:2\r\n":
+        c.sendall(bytes([ch]))
+        time.sleep(0.2)
+
+
+def _endless(c: socket.socket) -> None:  # an array of arrays that never ends, as fast as it goes
+    c.sendall(b"*65536\r\n")
+    inner = b"*65536\r\n" + b":1\r\n" * 65536
+    while True:
+        c.sendall(inner)
+
+
+HOSTILE_REPLIES = {
+    "huge_array": b"*2147483647\r\n",
+    "huge_nested": b"*3\r\n" + b"*65536\r\n" * 6,
+    "negative_array": b"*-7\r\n",
+    "huge_bulk": b"$2147483647\r\nabc",
+    "drip": _drip,
+    "endless": _endless,
+}
+
+# The README's bound: a call returns within `timeout` plus a few milliseconds.
+# The assert is generous (scheduling on a loaded machine): the point is 0.25 s
+# against the seconds these replies used to cost.
+MARGIN = 0.75
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_REPLIES))
+@pytest.mark.parametrize("policy", ["raise", "deny"])
+def test_hostile_replies_end_within_timeout(name: str, policy: str) -> None:
+    srv = HostileServer(HOSTILE_REPLIES[name])
+    timeout = 0.25
+    try:
+        b = pr.RedisBackend(f"redis://127.0.0.1:{srv.port}", timeout=timeout, connect_timeout=timeout)
+        lim = pr.RedisRateLimiter(b, rate=10, burst=10, on_backend_error=policy)  # type: ignore[arg-type]
+        for _ in range(3):  # three failures open the backend's circuit: later calls fail at once
+            t = time.monotonic()
+            if policy == "raise":
+                with pytest.raises(pr.BackendError, match="timed out|protocol error"):
+                    lim.check("k")
+            else:
+                d = lim.check("k")
+                assert not d.allowed and d.retry_after == pytest.approx(0.1)
+            took = time.monotonic() - t
+            assert took < timeout + MARGIN, f"{name}: a call took {took:.3f} s"
+        b.close()
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("name", ["huge_array", "drip"])
+def test_hostile_reply_to_auth_ends_within_timeout(name: str) -> None:
+    # the bound covers the connection's own setup (AUTH, SELECT) too
+    srv = HostileServer(HOSTILE_REPLIES[name])
+    try:
+        b = pr.RedisBackend(f"redis://user:secret@127.0.0.1:{srv.port}/3", timeout=0.25, connect_timeout=0.25)
+        t = time.monotonic()
+        with pytest.raises(pr.BackendError, match="AUTH") as err:
+            b.ping()
+        assert time.monotonic() - t < 0.25 + MARGIN
+        assert "secret" not in str(err.value)
+        b.close()
+    finally:
+        srv.close()
+
+
+def test_large_legitimate_replies_still_pass(server: Server) -> None:
+    # the bounds leave room for what a limiter or a tool reads: a 10,000-member
+    # group's reply, and raw commands returning tens of thousands of values
+    b = pr.RedisBackend(server.url, timeout=5)
+    key = f"{prefix()}list"
+    b._command("RPUSH", key, *range(60))
+    for _ in range(999):
+        b._command("RPUSH", key, *range(60))
+    assert len(b._command("LRANGE", key, 0, -1)) == 60_000
+    b._command("DEL", key)
+    lim = pr.RedisRateLimiter(b, "fixed_window", limit=10, window=60, key_prefix=prefix())
+    g = pr.RedisLimiterGroup([(lim, f"{{t}}{i}", 1) for i in range(1000)])
+    assert g.check().allowed
+    ds = lim.check_many([f"m{i}" for i in range(20_000)])
+    assert len(ds) == 20_000 and all(d.allowed for d in ds)
+    b.close()
+
+
 def test_script_flush_under_load_reaches_no_caller(server: Server) -> None:
     b = pr.RedisBackend(server.url, timeout=5)
     admin = pr.RedisBackend(server.url, timeout=5)

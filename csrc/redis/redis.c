@@ -572,17 +572,17 @@ static int io_failure(redisContext *c, int io, int saved, const char *what, int 
     }
     int why = io == -1 ? refused_reply(&elements) : REFUSED_NONE;
     if (why == REFUSED_ELEMENTS) {
-        prs_redis__set_error("redis: protocol error: a reply announces %lld elements (at most %d accepted)",
-                             elements, PRS_REDIS_MAX_ELEMENTS);
+        prs_redis__set_error("redis: protocol error %s: a reply announces %lld elements (at most %d accepted)",
+                             what, elements, PRS_REDIS_MAX_ELEMENTS);
         return PRS_EPROTO;
     }
     if (why == REFUSED_VALUES) {
-        prs_redis__set_error("redis: protocol error: the replies hold more values than a call accepts (%d + 16 "
-                             "per command)", PRS_REDIS_MAX_VALUES);
+        prs_redis__set_error("redis: protocol error %s: the replies hold more values than a call accepts "
+                             "(%d + 16 per command)", what, PRS_REDIS_MAX_VALUES);
         return PRS_EPROTO;
     }
     if (io == -1 && c->err == REDIS_ERR_PROTOCOL) {
-        prs_redis__set_error("redis: protocol error: %s", c->errstr);
+        prs_redis__set_error("redis: protocol error %s: %s", what, c->errstr);
         return PRS_EPROTO;
     }
     *instant = io == -1 && (c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (saved == ECONNRESET || saved == EPIPE)));
