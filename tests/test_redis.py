@@ -881,6 +881,36 @@ def test_readme_redis_block_runs(server: Server) -> None:
         exec(compile(code, "README.md (redis)", "exec"), {"__name__": "readme"})
 
 
+# ---- the C suite's temporary directories ------------------------------------------
+
+@pytest.mark.parametrize("mode", ["pass", "fail", "crash", "hang"])
+def test_c_suite_leaves_no_temp_dirs(mode: str, tmp_path: Path) -> None:
+    # The C runner gives each test a directory of its own and removes it after
+    # the test's process ends, however it ends (the process leaves by _exit(),
+    # so nothing it registers with atexit runs; or a timeout kills it).
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "Makefile").exists() or shutil.which("make") is None:
+        pytest.skip("needs the source tree and make")
+    built = subprocess.run(["make", "-s", "build/c/run_tests"], cwd=root, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    tmp = Path(tempfile.mkdtemp(prefix="prs-c-"))  # short: a unix socket path has ~107 bytes
+    out = tmp_path / "server-dir"
+    env = dict(os.environ, TMPDIR=str(tmp), PRS_TEST_PROBE=mode, PRS_TEST_PROBE_OUT=str(out),
+               PRS_TEST_TIMEOUT="2")
+    env.pop("PRS_SKIP_REDIS", None)
+    names = ["redis_tmpdir_probe"] + (["redis_ping_tcp_unix_db"] if mode == "pass" else [])
+    try:
+        r = subprocess.run([str(root / "build/c/run_tests"), *names], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == (0 if mode == "pass" else 1), r.stdout + r.stderr
+        server_dir = Path(out.read_text().strip())
+        assert server_dir.name.startswith("prs-redis-") and tmp in server_dir.parents
+        assert not server_dir.exists()
+        assert list(tmp.iterdir()) == []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ---- TTLs (last: covers every key the tests above wrote) ------------------------------
 
 def test_no_key_of_ours_lives_forever(backend: pr.RedisBackend) -> None:
