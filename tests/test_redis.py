@@ -175,6 +175,30 @@ def test_acl_user_and_password_from_the_url(server: Server) -> None:
         admin._command("ACL", "DELUSER", "al-ice")
 
 
+def test_reprs_show_configuration_and_never_a_password() -> None:
+    b = pr.RedisBackend("redis://al:s3cret@127.0.0.1:1/2", timeout=0.5)
+    assert repr(b) == ("RedisBackend(url='redis://al:***@127.0.0.1:1/2', connect_timeout=0.25, "
+                       "timeout=0.5, max_connections=8)")
+    for url, shown in [("redis://s3cret@h:1", "redis://***@h:1"), ("redis://:s3cret@h", "redis://:***@h"),
+                       ("unix:///r.sock?db=1&password=s3cret&user=u", "unix:///r.sock?db=1&password=***&user=u"),
+                       ("unix://u:s3cret@/r.sock", "unix://u:***@/r.sock"), ("redis://h:1/0", "redis://h:1/0")]:
+        assert repr(pr.RedisBackend(url)) == f"RedisBackend(url={shown!r}, connect_timeout=0.25, " \
+                                            "timeout=0.25, max_connections=8)"
+    with pytest.raises(ValueError) as err:
+        pr.RedisBackend("redis://al:s3cr%zzet@h")
+    assert "s3cr" not in str(err.value) and "al:***@h" in str(err.value)
+    lim = pr.RedisRateLimiter(b, "fixed_window", limit=5, window=60, key_prefix="api:", on_backend_error="local",
+                              local_share=0.5)
+    assert repr(lim) == (f"RedisRateLimiter(backend={b!r}, algorithm='fixed_window', limit=5, window=60, "
+                         "key_prefix='api:', on_backend_error='local', local_share=0.5)")
+    leased = pr.RedisRateLimiter(b, rate=10, burst=20, lease=pr.LeaseConfig(5, 0.1))
+    assert repr(leased) == (f"RedisRateLimiter(backend={b!r}, algorithm='gcra', rate=10, burst=20, "
+                            "key_prefix='prs:', on_backend_error='raise', lease=LeaseConfig(batch=5, max_hold=0.1))")
+    g = pr.RedisLimiterGroup([(lim, "u", 1), (leased, b"r", 2)])
+    assert repr(g) == f"RedisLimiterGroup(members=[({lim!r}, 'u', 1), ({leased!r}, b'r', 2)])"
+    assert "s3cret" not in repr(g)
+
+
 def test_install_hint_names_the_package() -> None:
     from pyresilience import redis as r
     assert "libhiredis-dev" in r._INSTALL_HINT and "rebuild" in r._INSTALL_HINT
