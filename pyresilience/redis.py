@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 from . import _core
 from ._core import Decision
@@ -119,20 +120,70 @@ class _LocalFallback:
             else:  # an older build without the window classes: the same average rate
                 self._make = lambda: limiters.GCRA(lim / win, lim)
 
-    def __call__(self, key: Key, n: int, consume: bool) -> Decision:
-        if isinstance(key, str):
-            key = key.encode()  # "a" and b"a" are one key in Redis: one here too
+    def _limiter(self, key: bytes) -> Any:
         lim = self._limiters.get(key)
         if lim is None:
-            with self._lock:
-                lim = self._limiters.get(key)
-                if lim is None:
-                    if len(self._limiters) >= self._max_keys:
-                        for k in list(self._limiters)[: self._max_keys // 2]:
-                            del self._limiters[k]
-                    lim = self._limiters[key] = self._make()
+            if len(self._limiters) >= self._max_keys:
+                for k in list(self._limiters)[: self._max_keys // 2]:
+                    del self._limiters[k]
+            lim = self._limiters[key] = self._make()
+        return lim
+
+    def _decide(self, key: Key, n: int, consume: bool) -> Decision:
+        """The decision for key; the caller holds ``_lock``."""
+        if isinstance(key, str):
+            key = key.encode()  # "a" and b"a" are one key in Redis: one here too
+        lim = self._limiter(key)
         d: Decision = lim.check(n) if consume else lim.peek(n)
         return d
+
+    def __call__(self, key: Key, n: int, consume: bool) -> Decision:
+        # One lock per fallback, so a group deciding several of them at once
+        # (_decide_local_members) sees no other caller consume in between.
+        with self._lock:
+            return self._decide(key, n, consume)
+
+
+def _decide_local_members(requests: List[Tuple[Any, Key, int]]) -> Tuple[int, Any]:
+    """The hook of RedisLimiterGroup for its on_backend_error="local" members
+    when Redis fails: all or nothing over their in-process limiters. Holds the
+    lock of every fallback involved (in one global order), checks that each
+    (fallback, key) can take the sum of what the group asks of it, then takes
+    from all. Returns (-1, [Decision per request]) when admitted, else
+    (pos, Decision) for the first request that cannot be admitted, having
+    taken nothing."""
+    fallbacks = sorted({id(fb): fb for fb, _, _ in requests}.values(), key=id)
+    for fb in fallbacks:
+        fb._lock.acquire()
+    try:
+        demand: Dict[Tuple[int, bytes], int] = {}
+        first: Dict[Tuple[int, bytes], int] = {}
+        for pos, (fb, key, n) in enumerate(requests):
+            k = (id(fb), key.encode() if isinstance(key, str) else bytes(key))
+            demand[k] = demand.get(k, 0) + n
+            first.setdefault(k, pos)
+        for k, total in demand.items():
+            fb, key, _ = requests[first[k]]
+            d = fb._decide(key, total, False)
+            if not d.allowed:
+                return first[k], d
+        return -1, [fb._decide(key, n, True) for fb, key, n in requests]
+    finally:
+        for fb in reversed(fallbacks):
+            fb._lock.release()
+
+
+def _redact_url(url: str) -> str:
+    """url with its password (user-info or ``password=`` query value) as ``***``."""
+    m = re.match(r"^([a-z]+://)([^/?]*@)?(.*)$", url, flags=re.S)
+    if m is None:
+        return url
+    scheme, auth, rest = m.group(1), m.group(2), m.group(3)
+    if auth is not None:
+        auth = auth[:-1]
+        auth = (auth.split(":", 1)[0] + ":***" if ":" in auth else "***") + "@"
+    rest = re.sub(r"([?&]password=)[^&]*", r"\1***", rest)
+    return scheme + (auth or "") + rest
 
 
 def _require_redis() -> None:
@@ -170,7 +221,7 @@ class RedisBackend(_BackendBase):
         self.close()
 
     def __repr__(self) -> str:
-        return (f"RedisBackend({self.url!r}, connect_timeout={self.connect_timeout!r}, "
+        return (f"RedisBackend(url={_redact_url(self.url)!r}, connect_timeout={self.connect_timeout!r}, "
                 f"timeout={self.timeout!r}, max_connections={self.max_connections!r})")
 
 
@@ -224,9 +275,10 @@ class RedisRateLimiter(_LimiterBase):
             size = f"rate={self.rate!r}, burst={self.burst!r}"
         else:
             size = f"limit={self.limit!r}, window={self.window!r}"
+        share = f", local_share={self.local_share!r}" if self.local_share is not None else ""
         lease = f", lease={self.lease!r}" if self.lease is not None else ""
-        return (f"RedisRateLimiter({self.backend.url!r}, {self.algorithm!r}, {size}, "
-                f"key_prefix={self.key_prefix!r}, on_backend_error={self.on_backend_error!r}{lease})")
+        return (f"RedisRateLimiter(backend={self.backend!r}, algorithm={self.algorithm!r}, {size}, "
+                f"key_prefix={self.key_prefix!r}, on_backend_error={self.on_backend_error!r}{share}{lease})")
 
 
 class RedisLimiterGroup(_GroupBase):
@@ -235,6 +287,7 @@ class RedisLimiterGroup(_GroupBase):
     def __init__(self, members: Iterable[Tuple[RedisRateLimiter, Key, int]]) -> None:
         _require_redis()
         super().__init__(list(members))
+        self._set_local(_decide_local_members)
 
     async def acquire_async(self, timeout: Optional[float] = None) -> None:
         """acquire_async(self, timeout=None)
@@ -255,4 +308,4 @@ class RedisLimiterGroup(_GroupBase):
             await asyncio.sleep(d.retry_after)
 
     def __repr__(self) -> str:
-        return f"RedisLimiterGroup({self.members!r})"
+        return f"RedisLimiterGroup(members={self.members!r})"

@@ -116,7 +116,7 @@ def test_ping_over_tcp_and_unix_socket(server: Server) -> None:
     for b in (tcp, uds):
         b._command("DEL", "where")
     assert tcp.connections == 1
-    assert repr(tcp).startswith("RedisBackend('redis://127.0.0.1:")
+    assert repr(tcp).startswith("RedisBackend(url='redis://127.0.0.1:")
     lim = pr.RedisRateLimiter(tcp, rate=1, burst=1, on_backend_error="allow", key_prefix=prefix())
     tcp.close()
     assert tcp.closed
@@ -173,6 +173,30 @@ def test_acl_user_and_password_from_the_url(server: Server) -> None:
             bad.ping()
     finally:
         admin._command("ACL", "DELUSER", "al-ice")
+
+
+def test_reprs_show_configuration_and_never_a_password() -> None:
+    b = pr.RedisBackend("redis://al:s3cret@127.0.0.1:1/2", timeout=0.5)
+    assert repr(b) == ("RedisBackend(url='redis://al:***@127.0.0.1:1/2', connect_timeout=0.25, "
+                       "timeout=0.5, max_connections=8)")
+    for url, shown in [("redis://s3cret@h:1", "redis://***@h:1"), ("redis://:s3cret@h", "redis://:***@h"),
+                       ("unix:///r.sock?db=1&password=s3cret&user=u", "unix:///r.sock?db=1&password=***&user=u"),
+                       ("unix://u:s3cret@/r.sock", "unix://u:***@/r.sock"), ("redis://h:1/0", "redis://h:1/0")]:
+        assert repr(pr.RedisBackend(url)) == f"RedisBackend(url={shown!r}, connect_timeout=0.25, " \
+                                            "timeout=0.25, max_connections=8)"
+    with pytest.raises(ValueError) as err:
+        pr.RedisBackend("redis://al:s3cr%zzet@h")
+    assert "s3cr" not in str(err.value) and "al:***@h" in str(err.value)
+    lim = pr.RedisRateLimiter(b, "fixed_window", limit=5, window=60, key_prefix="api:", on_backend_error="local",
+                              local_share=0.5)
+    assert repr(lim) == (f"RedisRateLimiter(backend={b!r}, algorithm='fixed_window', limit=5, window=60, "
+                         "key_prefix='api:', on_backend_error='local', local_share=0.5)")
+    leased = pr.RedisRateLimiter(b, rate=10, burst=20, lease=pr.LeaseConfig(5, 0.1))
+    assert repr(leased) == (f"RedisRateLimiter(backend={b!r}, algorithm='gcra', rate=10, burst=20, "
+                            "key_prefix='prs:', on_backend_error='raise', lease=LeaseConfig(batch=5, max_hold=0.1))")
+    g = pr.RedisLimiterGroup([(lim, "u", 1), (leased, b"r", 2)])
+    assert repr(g) == f"RedisLimiterGroup(members=[({lim!r}, 'u', 1), ({leased!r}, b'r', 2)])"
+    assert "s3cret" not in repr(g)
 
 
 def test_install_hint_names_the_package() -> None:
@@ -556,21 +580,128 @@ def test_sigkill_mid_load_then_restart(own_server: Server, policy: str) -> None:
     assert b.connections <= 4 and _fds() <= fds + 4  # at most the pool: nothing leaked
 
 
-def test_group_under_failure_follows_the_first_members_policy(own_server: Server) -> None:
+POLICIES = ["raise", "deny", "local", "allow"]  # strictest first
+
+
+def _member(b: pr.RedisBackend, policy: str, burst: int = 2) -> pr.RedisRateLimiter:
+    kw = {"local_share": 1.0} if policy == "local" else {}
+    return pr.RedisRateLimiter(b, rate=0.001, burst=burst, on_backend_error=policy, **kw)  # type: ignore[arg-type]
+
+
+def _left(lim: pr.RedisRateLimiter, key: str) -> int:
+    """Permits lim's local fallback still holds for key (peek reports what
+    would remain after taking one)."""
+    d = lim.peek(key)
+    return d.remaining + 1 if d.allowed else 0
+
+
+@pytest.fixture
+def dead_backend(own_server: Server) -> Iterator[pr.RedisBackend]:
+    """A backend whose real redis-server has been stopped (SIGKILL)."""
     b = pr.RedisBackend(own_server.url, timeout=0.1, connect_timeout=0.1)
-    user = pr.RedisRateLimiter(b, rate=0.001, burst=2, on_backend_error="local", local_share=1.0)
-    glob = pr.RedisRateLimiter(b, "fixed_window", limit=100, window=60, on_backend_error="raise")
-    group = pr.RedisLimiterGroup([(user, "u", 1), (glob, "all", 1)])
-    assert group.allow()
+    assert b.ping()
     own_server.kill()
-    # Redis is gone: each member's local fallback decides, all or nothing
-    assert group.allow() and group.allow()
-    d = group.check()
-    assert not d.allowed and d.denied_by == 0
-    denying = pr.RedisLimiterGroup([(pr.RedisRateLimiter(b, rate=1, burst=1, on_backend_error="deny"), "x", 1)])
-    assert not denying.allow()
+    yield b
+    b.close()
+
+
+@pytest.mark.parametrize("first", POLICIES)
+@pytest.mark.parametrize("second", POLICIES)
+def test_group_under_failure_applies_each_members_policy(dead_backend: pr.RedisBackend, first: str,
+                                                         second: str) -> None:
+    # Redis is down: each member's own policy applies, the strictest outcome wins
+    # (raise > deny > local > allow), whatever the order of the members.
+    g = pr.RedisLimiterGroup([(_member(dead_backend, first), "u", 1), (_member(dead_backend, second), "r", 1)])
+    policies = (first, second)
+    outcomes = []
+    for _ in range(4):
+        try:
+            d = g.check()
+        except pr.BackendError:
+            outcomes.append("raised")
+            continue
+        outcomes.append((d.allowed, d.denied_by))
+    if "raise" in policies:
+        assert outcomes == ["raised"] * 4
+    elif "deny" in policies:
+        assert outcomes == [(False, policies.index("deny"))] * 4
+    elif "local" in policies:
+        # the local limiters (burst 2 each) admit twice, then the first local member denies
+        assert outcomes == [(True, None)] * 2 + [(False, policies.index("local"))] * 2
+    else:
+        assert outcomes == [(True, None)] * 4
+
+
+def test_group_route_limit_keeps_raising_when_global_is_local(dead_backend: pr.RedisBackend) -> None:
+    # The reported case: a global limit falling back locally must not silence a
+    # route limit whose policy is "raise".
+    glob = _member(dead_backend, "local", burst=100)
+    route = _member(dead_backend, "raise", burst=100)
+    g = pr.RedisLimiterGroup([(glob, "u", 1), (route, "r", 1)])
+    for _ in range(10):
+        with pytest.raises(pr.BackendError):
+            g.check()
+    assert _left(glob, "u") == 100  # the raising group took nothing locally
+
+
+def test_group_local_members_are_all_or_nothing(dead_backend: pr.RedisBackend) -> None:
+    big = _member(dead_backend, "local", burst=3)
+    small = _member(dead_backend, "local", burst=1)
+    opener = _member(dead_backend, "allow", burst=5)
+    g = pr.RedisLimiterGroup([(opener, "o", 1), (big, "u", 1), (small, "r", 1)])
+    d = g.check()
+    assert d.allowed and d.remaining == 0  # the most restrictive member: small (0 left) or allow (0)
+    assert _left(big, "u") == 2 and _left(small, "r") == 0
+    for _ in range(3):
+        d = g.check()
+        assert not d.allowed and d.denied_by == 2
+    assert _left(big, "u") == 2  # none consumed when one denies
+    # one local limiter named twice (same key): its demand counts once per appearance
+    twice = pr.RedisLimiterGroup([(big, "u", 2), (big, "u", 1)])
+    assert not twice.allow()  # 3 do not fit in 2: nothing taken
+    assert _left(big, "u") == 2
+    once_each = pr.RedisLimiterGroup([(big, "u", 1), (big, "u", 1)])
+    assert once_each.allow()
+    assert _left(big, "u") == 0
+    # a deny member is stricter than local: the local limiters are not touched
+    fresh = _member(dead_backend, "local", burst=3)
+    g2 = pr.RedisLimiterGroup([(fresh, "x", 1), (_member(dead_backend, "deny"), "y", 1)])
+    d = g2.check()
+    assert not d.allowed and d.denied_by == 1 and d.retry_after == pytest.approx(0.1)
+    assert _left(fresh, "x") == 3
+    # an allow member whose n exceeds its limit can never be admitted
+    g3 = pr.RedisLimiterGroup([(fresh, "x", 1), (_member(dead_backend, "allow", burst=2), "z", 3)])
+    d = g3.check()
+    assert not d.allowed and d.denied_by == 1 and math.isinf(d.retry_after)
+    assert _left(fresh, "x") == 3
+
+
+def test_group_local_members_under_threads_stay_all_or_nothing(dead_backend: pr.RedisBackend) -> None:
+    a = _member(dead_backend, "local", burst=50)
+    b = _member(dead_backend, "local", burst=30)
+    g = pr.RedisLimiterGroup([(a, "u", 1), (b, "r", 1)])
+    admitted = [0] * 4
+    singles = [0] * 4
+
+    def run(i: int) -> None:
+        for _ in range(40):
+            admitted[i] += g.allow()
+            singles[i] += a.allow("u")  # competes for a's local tokens outside the group
+
+    ts = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert sum(admitted) == 30 - _left(b, "r")
+    assert sum(admitted) + sum(singles) == 50 - _left(a, "u")
+
+
+def test_group_without_local_hook_raises(dead_backend: pr.RedisBackend) -> None:
+    lim = _member(dead_backend, "local")
+    g = _core.RedisLimiterGroup([(lim, "u", 1)])  # the bare type: no hook installed
     with pytest.raises(pr.BackendError):
-        pr.RedisLimiterGroup([(glob, "all", 1)]).check()
+        g.check()
 
 
 def test_stalled_server_every_call_within_timeout(own_server: Server) -> None:
@@ -594,6 +725,134 @@ def test_stalled_server_every_call_within_timeout(own_server: Server) -> None:
     while not lim.allow("k"):
         assert time.monotonic() - back < 1.0
         time.sleep(0.005)
+
+
+class HostileServer:
+    """A fake Redis on 127.0.0.1 (a free port) that answers every request on a
+    connection with `reply` (bytes, or a callable(sock) that writes its own)."""
+
+    def __init__(self, reply: object) -> None:
+        self.reply = reply
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self.conns: List[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c: socket.socket) -> None:
+        try:
+            while c.recv(65536):
+                if callable(self.reply):
+                    self.reply(c)
+                else:
+                    assert isinstance(self.reply, bytes)
+                    c.sendall(self.reply)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self.conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+
+def _drip(c: socket.socket) -> None:  # a valid-looking reply, one byte per 0.2 s
+    for ch in b"*2\r\n:1\r\n:2\r\n":
+        c.sendall(bytes([ch]))
+        time.sleep(0.2)
+
+
+def _endless(c: socket.socket) -> None:  # an array of arrays that never ends, as fast as it goes
+    c.sendall(b"*65536\r\n")
+    inner = b"*65536\r\n" + b":1\r\n" * 65536
+    while True:
+        c.sendall(inner)
+
+
+HOSTILE_REPLIES = {
+    "huge_array": b"*2147483647\r\n",
+    "huge_nested": b"*3\r\n" + b"*65536\r\n" * 6,
+    "negative_array": b"*-7\r\n",
+    "huge_bulk": b"$2147483647\r\nabc",
+    "drip": _drip,
+    "endless": _endless,
+}
+
+# The README's bound: a call returns within `timeout` plus a few milliseconds.
+# The assert is generous (scheduling on a loaded machine): the point is 0.25 s
+# against the seconds these replies used to cost.
+MARGIN = 0.75
+
+
+@pytest.mark.parametrize("name", sorted(HOSTILE_REPLIES))
+@pytest.mark.parametrize("policy", ["raise", "deny"])
+def test_hostile_replies_end_within_timeout(name: str, policy: str) -> None:
+    srv = HostileServer(HOSTILE_REPLIES[name])
+    timeout = 0.25
+    try:
+        b = pr.RedisBackend(f"redis://127.0.0.1:{srv.port}", timeout=timeout, connect_timeout=timeout)
+        lim = pr.RedisRateLimiter(b, rate=10, burst=10, on_backend_error=policy)  # type: ignore[arg-type]
+        for _ in range(3):  # three failures open the backend's circuit: later calls fail at once
+            t = time.monotonic()
+            if policy == "raise":
+                with pytest.raises(pr.BackendError, match="timed out|protocol error"):
+                    lim.check("k")
+            else:
+                d = lim.check("k")
+                assert not d.allowed and d.retry_after == pytest.approx(0.1)
+            took = time.monotonic() - t
+            assert took < timeout + MARGIN, f"{name}: a call took {took:.3f} s"
+        b.close()
+    finally:
+        srv.close()
+
+
+@pytest.mark.parametrize("name", ["huge_array", "drip"])
+def test_hostile_reply_to_auth_ends_within_timeout(name: str) -> None:
+    # the bound covers the connection's own setup (AUTH, SELECT) too
+    srv = HostileServer(HOSTILE_REPLIES[name])
+    try:
+        b = pr.RedisBackend(f"redis://user:secret@127.0.0.1:{srv.port}/3", timeout=0.25, connect_timeout=0.25)
+        t = time.monotonic()
+        with pytest.raises(pr.BackendError, match="AUTH") as err:
+            b.ping()
+        assert time.monotonic() - t < 0.25 + MARGIN
+        assert "secret" not in str(err.value)
+        b.close()
+    finally:
+        srv.close()
+
+
+def test_large_legitimate_replies_still_pass(server: Server) -> None:
+    # the bounds leave room for what a limiter or a tool reads: a 10,000-member
+    # group's reply, and raw commands returning tens of thousands of values
+    b = pr.RedisBackend(server.url, timeout=5)
+    key = f"{prefix()}list"
+    b._command("RPUSH", key, *range(60))
+    for _ in range(999):
+        b._command("RPUSH", key, *range(60))
+    assert len(b._command("LRANGE", key, 0, -1)) == 60_000
+    b._command("DEL", key)
+    lim = pr.RedisRateLimiter(b, "fixed_window", limit=10, window=60, key_prefix=prefix())
+    g = pr.RedisLimiterGroup([(lim, f"{{t}}{i}", 1) for i in range(1000)])
+    assert g.check().allowed
+    ds = lim.check_many([f"m{i}" for i in range(20_000)])
+    assert len(ds) == 20_000 and all(d.allowed for d in ds)
+    b.close()
 
 
 def test_script_flush_under_load_reaches_no_caller(server: Server) -> None:
@@ -644,6 +903,36 @@ def test_readme_redis_block_runs(server: Server) -> None:
     for code in blocks:
         code = code.replace("redis://127.0.0.1:6379/0", server.url)
         exec(compile(code, "README.md (redis)", "exec"), {"__name__": "readme"})
+
+
+# ---- the C suite's temporary directories ------------------------------------------
+
+@pytest.mark.parametrize("mode", ["pass", "fail", "crash", "hang"])
+def test_c_suite_leaves_no_temp_dirs(mode: str, tmp_path: Path) -> None:
+    # The C runner gives each test a directory of its own and removes it after
+    # the test's process ends, however it ends (the process leaves by _exit(),
+    # so nothing it registers with atexit runs; or a timeout kills it).
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "Makefile").exists() or shutil.which("make") is None:
+        pytest.skip("needs the source tree and make")
+    built = subprocess.run(["make", "-s", "build/c/run_tests"], cwd=root, capture_output=True, text=True)
+    assert built.returncode == 0, built.stdout + built.stderr
+    tmp = Path(tempfile.mkdtemp(prefix="prs-c-"))  # short: a unix socket path has ~107 bytes
+    out = tmp_path / "server-dir"
+    env = dict(os.environ, TMPDIR=str(tmp), PRS_TEST_PROBE=mode, PRS_TEST_PROBE_OUT=str(out),
+               PRS_TEST_TIMEOUT="2")
+    env.pop("PRS_SKIP_REDIS", None)
+    names = ["redis_tmpdir_probe"] + (["redis_ping_tcp_unix_db"] if mode == "pass" else [])
+    try:
+        r = subprocess.run([str(root / "build/c/run_tests"), *names], env=env, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == (0 if mode == "pass" else 1), r.stdout + r.stderr
+        server_dir = Path(out.read_text().strip())
+        assert server_dir.name.startswith("prs-redis-") and tmp in server_dir.parents
+        assert not server_dir.exists()
+        assert list(tmp.iterdir()) == []
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- TTLs (last: covers every key the tests above wrote) ------------------------------

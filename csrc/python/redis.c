@@ -610,21 +610,35 @@ static int call_fallback(limiter_obj *self, prs_py_state *st, PyObject *key, int
     return 0;
 }
 
+/* The decision of the "allow" and "deny" policies for n (no I/O, nothing
+ * consumed): "allow" admits any n the limit could ever admit, "deny" denies
+ * with a retry after DENY_RETRY_NS; an n above the limit is never admitted. */
+static void static_policy_decision(const limiter_obj *self, int64_t n, prs_decision *d) {
+    d->allowed = self->policy == POLICY_ALLOW && n <= self->cap;
+    d->limit = self->cap;
+    d->remaining = 0;
+    d->retry_after_ns = d->allowed ? 0 : (n > self->cap ? PRS_NEVER : DENY_RETRY_NS);
+    d->reset_after_ns = 0;
+}
+
+/* Failures that no policy turns into a decision: out of memory, a bad
+ * argument, a backend closed on purpose. -1 with the exception set, or 0. */
+static int policy_exempt(prs_py_state *st, int rc) {
+    if (rc == PRS_ENOMEM) { PyErr_NoMemory(); return -1; }
+    if (rc == PRS_EINVAL) { prs_py_error(st, rc, prs_redis_last_error()); return -1; }
+    if (rc == PRS_ECLOSED) { backend_error(st, rc); return -1; }
+    return 0;
+}
+
 /* What on_backend_error makes of a failed call: 0 with *d, or -1 with an
  * exception. consume: 1 check, 0 peek. */
 static int apply_policy(limiter_obj *self, prs_py_state *st, int rc, PyObject *key, int64_t n, int consume,
                         prs_decision *d) {
-    if (rc == PRS_ENOMEM) { PyErr_NoMemory(); return -1; }
-    if (rc == PRS_EINVAL) { prs_py_error(st, rc, prs_redis_last_error()); return -1; }
-    if (rc == PRS_ECLOSED) { backend_error(st, rc); return -1; } /* closed on purpose: no policy */
+    if (policy_exempt(st, rc) < 0) return -1;
     switch (self->policy) {
     case POLICY_ALLOW:
     case POLICY_DENY:
-        d->allowed = self->policy == POLICY_ALLOW && n <= self->cap;
-        d->limit = self->cap;
-        d->remaining = 0;
-        d->retry_after_ns = d->allowed ? 0 : (n > self->cap ? PRS_NEVER : DENY_RETRY_NS);
-        d->reset_after_ns = 0;
+        static_policy_decision(self, n, d);
         return 0;
     case POLICY_LOCAL: {
         int r = call_fallback(self, st, key, n, consume, d);
@@ -991,11 +1005,14 @@ typedef struct {
     PyObject *members;   /* tuple of (limiter, key, n) tuples, validated */
     prs_redis_member *m; /* [count], keys borrowed from `members` */
     Py_ssize_t count;
+    PyObject *local_fn;  /* None or callable(requests) deciding the "local" members */
     PyObject *weakreflist;
 } group_obj;
 
 static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    return type->tp_alloc(type, 0);
+    group_obj *self = (group_obj *)type->tp_alloc(type, 0);
+    if (self) self->local_fn = Py_NewRef(Py_None);
+    return (PyObject *)self;
 }
 
 static int group_init(PyObject *op, PyObject *args, PyObject *kwds) {
@@ -1072,6 +1089,7 @@ fail:
 static int group_traverse(PyObject *op, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(((group_obj *)op)->members);
+    Py_VISIT(((group_obj *)op)->local_fn);
     return 0;
 }
 
@@ -1081,6 +1099,7 @@ static int group_clear(PyObject *op) {
     self->m = NULL;
     self->count = 0;
     Py_CLEAR(self->members);
+    Py_CLEAR(self->local_fn);
     return 0;
 }
 
@@ -1091,6 +1110,128 @@ static void group_dealloc(PyObject *op) {
     group_clear(op);
     tp->tp_free(op);
     Py_DECREF(tp);
+}
+
+/* Among two admitting decisions, is `a` the more restrictive? Less remaining;
+ * on a tie, the longer reset. */
+static int more_restrictive(const prs_decision *a, const prs_decision *b) {
+    return a->remaining < b->remaining || (a->remaining == b->remaining && a->reset_after_ns > b->reset_after_ns);
+}
+
+/* Asks the facade's hook to decide the "local" members at once: it receives
+ * [(fallback, key, n), ...] for those members (in member order) and returns
+ * (-1, [Decision per request]) after consuming from every one of them, or
+ * (pos, Decision) for the request that denies, having consumed nothing.
+ * 0 with *d / *denied (a member index or -1), or -1 with an exception. */
+static int group_local(group_obj *self, prs_py_state *st, PyObject *members, int rc, const Py_ssize_t *idx,
+                       Py_ssize_t nlocal, prs_decision *best, int *have, int *denied) {
+    if (self->local_fn == Py_None) {
+        backend_error(st, rc); /* no hook installed (the facade installs one) */
+        return -1;
+    }
+    PyObject *reqs = PyList_New(nlocal);
+    if (!reqs) return -1;
+    for (Py_ssize_t j = 0; j < nlocal; j++) {
+        PyObject *item = PyTuple_GET_ITEM(members, idx[j]);
+        limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(item, 0);
+        if (lim->fallback == Py_None) {
+            Py_DECREF(reqs);
+            backend_error(st, rc); /* a "local" member without its fallback */
+            return -1;
+        }
+        PyObject *req = PyTuple_Pack(3, lim->fallback, PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2));
+        if (!req) { Py_DECREF(reqs); return -1; }
+        PyList_SET_ITEM(reqs, j, req);
+    }
+    PyObject *res = PyObject_CallOneArg(self->local_fn, reqs);
+    Py_DECREF(reqs);
+    if (!res) return -1;
+    PyTypeObject *dt = PRS_PY_TYPE(st, Decision);
+    Py_ssize_t pos = -2;
+    PyObject *what = NULL;
+    if (PyTuple_Check(res) && PyTuple_GET_SIZE(res) == 2) {
+        pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(res, 0));
+        what = PyTuple_GET_ITEM(res, 1);
+        if (pos == -1 && PyErr_Occurred()) { Py_DECREF(res); return -1; }
+    }
+    int ok = 0;
+    if (pos >= 0 && pos < nlocal && PyObject_TypeCheck(what, dt)) {
+        *best = ((prs_py_decision *)what)->d;
+        *have = 1;
+        *denied = (int)idx[pos];
+        ok = 1;
+    } else if (pos == -1 && PyList_Check(what) && PyList_GET_SIZE(what) == nlocal) {
+        ok = 1;
+        for (Py_ssize_t j = 0; j < nlocal && ok; j++) {
+            PyObject *o = PyList_GET_ITEM(what, j);
+            if (!PyObject_TypeCheck(o, dt)) { ok = 0; break; }
+            const prs_decision *md = &((prs_py_decision *)o)->d;
+            if (!*have || more_restrictive(md, best)) *best = *md;
+            *have = 1;
+        }
+    }
+    Py_DECREF(res);
+    if (!ok) {
+        PyErr_SetString(PyExc_TypeError, "the group's local hook must return (-1, [Decision, ...]) or (pos, Decision)");
+        return -1;
+    }
+    return 0;
+}
+
+/* What the members' on_backend_error policies make of a failed group call.
+ * Each member's own policy applies and the strictest outcome wins: "raise"
+ * (any member) raises BackendError; else a "deny" member (or an "allow"
+ * member whose n exceeds its limit) denies, and then no local limiter is
+ * touched; else the "local" members decide all or nothing among themselves
+ * (none consumed when one denies); "allow" members admit. The Decision is the
+ * denying member's (the longest retry_after among static denials), or the
+ * most restrictive admitting member's. 0 with *d and *denied, or -1. */
+static int group_policy(group_obj *self, prs_py_state *st, PyObject *members, int rc, prs_decision *d,
+                        int *denied) {
+    if (policy_exempt(st, rc) < 0) return -1;
+    Py_ssize_t count = self->count, nlocal = 0;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(members, i), 0);
+        if (lim->policy == POLICY_RAISE) {
+            backend_error(st, rc);
+            return -1;
+        }
+        nlocal += lim->policy == POLICY_LOCAL;
+    }
+    prs_decision best = {0}, denial = {0};
+    int have = 0;
+    *denied = -1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(members, i), 0);
+        if (lim->policy == POLICY_LOCAL) continue;
+        prs_decision md;
+        static_policy_decision(lim, self->m[i].n, &md);
+        if (!md.allowed) {
+            if (*denied < 0 || md.retry_after_ns > denial.retry_after_ns) { denial = md; *denied = (int)i; }
+        } else if (!have || more_restrictive(&md, &best)) {
+            best = md;
+            have = 1;
+        }
+    }
+    if (*denied >= 0) {
+        *d = denial;
+        return 0;
+    }
+    if (nlocal) {
+        Py_ssize_t *idx = PyMem_Calloc((size_t)nlocal, sizeof *idx);
+        if (!idx) { PyErr_NoMemory(); return -1; }
+        Py_ssize_t j = 0;
+        for (Py_ssize_t i = 0; i < count; i++)
+            if (((limiter_obj *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(members, i), 0))->policy == POLICY_LOCAL)
+                idx[j++] = i;
+        int r = group_local(self, st, members, rc, idx, nlocal, &best, &have, denied);
+        PyMem_Free(idx);
+        if (r < 0) return -1;
+    }
+    *d = best;
+    d->allowed = *denied < 0;
+    if (d->allowed) d->retry_after_ns = 0;
+    return 0;
 }
 
 /* The group's decision: a new Decision (denied_by set) or NULL. */
@@ -1106,41 +1247,9 @@ static PyObject *group_decide(group_obj *self, int64_t now_us, int *allowed) {
     Py_BEGIN_ALLOW_THREADS
     rc = prs_redis_group_check((size_t)self->count, self->m, now_us, &d, &denied);
     Py_END_ALLOW_THREADS
-    if (rc) {
-        /* the first member's policy decides; 'local' asks each member's local
-         * limiter (peek all, then take from all), skipping members without one */
-        limiter_obj *first = (limiter_obj *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(members, 0), 0);
-        if (first->policy == POLICY_LOCAL && rc != PRS_ECLOSED && rc != PRS_ENOMEM && rc != PRS_EINVAL) {
-            d.allowed = 1;
-            d.remaining = INT64_MAX;
-            d.retry_after_ns = 0;
-            d.reset_after_ns = 0;
-            d.limit = 0;
-            for (Py_ssize_t i = 0; i < self->count; i++) {
-                PyObject *item = PyTuple_GET_ITEM(members, i);
-                limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(item, 0);
-                prs_decision md;
-                int r = call_fallback(lim, st, PyTuple_GET_ITEM(item, 1), self->m[i].n, 0, &md);
-                if (r < 0) { Py_DECREF(members); return NULL; }
-                if (r > 0) continue; /* no local limiter: not limited during the outage */
-                if (!md.allowed && d.allowed) { denied = (int)i; d = md; }
-                else if (d.allowed && md.remaining < d.remaining) d = md;
-            }
-            if (d.allowed)
-                for (Py_ssize_t i = 0; i < self->count; i++) {
-                    PyObject *item = PyTuple_GET_ITEM(members, i);
-                    prs_decision md;
-                    limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(item, 0);
-                    int r = call_fallback(lim, st, PyTuple_GET_ITEM(item, 1), self->m[i].n, 1, &md);
-                    if (r < 0) {
-                        Py_DECREF(members);
-                        return NULL;
-                    }
-                }
-        } else if (apply_policy(first, st, rc, PyTuple_GET_ITEM(PyTuple_GET_ITEM(members, 0), 1), 1, 1, &d) < 0) {
-            Py_DECREF(members);
-            return NULL;
-        }
+    if (rc && group_policy(self, st, members, rc, &d, &denied) < 0) {
+        Py_DECREF(members);
+        return NULL;
     }
     Py_DECREF(members);
     PyObject *dec = prs_py_decision_new(st, &d);
@@ -1152,6 +1261,16 @@ static PyObject *group_decide(group_obj *self, int64_t now_us, int *allowed) {
     }
     *allowed = d.allowed;
     return dec;
+}
+
+static PyObject *group_set_local(PyObject *op, PyObject *fn) {
+    group_obj *self = (group_obj *)op;
+    if (fn != Py_None && !PyCallable_Check(fn)) {
+        PyErr_Format(PyExc_TypeError, "the local hook must be callable or None, not %.200s", Py_TYPE(fn)->tp_name);
+        return NULL;
+    }
+    Py_XSETREF(self->local_fn, Py_NewRef(fn));
+    Py_RETURN_NONE;
 }
 
 static PyObject *group_check(PyObject *op, PyObject *unused) {
@@ -1248,6 +1367,9 @@ static PyMethodDef group_methods[] = {
      "while waiting); RateLimitExceeded when that cannot happen within timeout."},
     {"_check_at", group_check_at, METH_O,
      "_check_at($self, now, /)\n--\n\nTests only: check at `now` seconds instead of Redis's TIME."},
+    {"_set_local", group_set_local, METH_O,
+     "_set_local($self, fn, /)\n--\n\nInstall the hook deciding the on_backend_error='local' members\n"
+     "when Redis fails: fn([(fallback, key, n), ...]) -> (-1, [Decision, ...]) | (pos, Decision)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1268,8 +1390,9 @@ static PyType_Slot group_slots[] = {
                 "Several Redis limits checked as one, all or nothing, in one atomic script:\n"
                 "members is a list of (limiter, key, n) tuples whose limiters share one\n"
                 "RedisBackend. On Redis Cluster the keys must share a hash tag (see same_slot).\n"
-                "When Redis fails, the first member's on_backend_error decides; with 'local',\n"
-                "each member's local limiter is asked (members without one are not limited)."},
+                "When Redis fails, each member's on_backend_error applies and the strictest\n"
+                "outcome wins: 'raise' over 'deny' over 'local' over 'allow'; the 'local'\n"
+                "members' in-process limiters decide all or nothing among themselves."},
     {Py_tp_new, group_new},
     {Py_tp_init, group_init},
     {Py_tp_dealloc, group_dealloc},

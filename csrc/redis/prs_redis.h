@@ -17,8 +17,13 @@
  *     repeated failures, a server error reply, or the backend was closed),
  *     PRS_EPROTO (an unexpected reply). prs_redis_last_error() returns this
  *     thread's message for the last failure.
- *   - Blocking: every call does network I/O and may block for up to the
- *     backend's `timeout` (plus connect time bounded by the same budget).
+ *   - Blocking: every call does network I/O and returns within the backend's
+ *     `timeout` (a whole call's budget: waiting for a pooled connection,
+ *     connecting, AUTH/SELECT, sending, reading) plus PRS_REDIS_MARGIN_NS,
+ *     whatever the server sends or withholds: each blocking read or write is
+ *     bounded by the time left, and an array reply announcing more than
+ *     PRS_REDIS_MAX_ELEMENTS elements is refused (PRS_EPROTO) before anything
+ *     is allocated for it.
  *   - Fork: a child process never uses its parent's sockets; it opens its own
  *     connections and drops inherited leases.
  *
@@ -33,6 +38,18 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+/* The most elements one array of a reply may announce (hiredis would
+ * otherwise allocate, then walk, whatever a server announces). */
+#define PRS_REDIS_MAX_ELEMENTS (1 << 16)
+/* The most values (strings, integers, arrays, nils) the replies of one call
+ * may hold in all, plus 16 per command sent (older hiredis; hiredis >= 1.0
+ * bounds arrays only). */
+#define PRS_REDIS_MAX_VALUES (1 << 18)
+/* How far past its timeout a call may run: one blocking read or write that
+ * started just inside the deadline (2 ms), plus parsing and freeing what
+ * arrived (bounded by the above), plus scheduling. */
+#define PRS_REDIS_MARGIN_NS (10 * 1000 * 1000)
 
 /* ---- URLs -------------------------------------------------------------- */
 

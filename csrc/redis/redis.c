@@ -141,9 +141,50 @@ void prs_redis_url_clear(prs_redis_url *u, const prs_allocator *alloc) {
     memset(u, 0, sizeof *u);
 }
 
+/* url for a message, at most cap - 1 bytes: a password (user-info or a
+ * password= query value) becomes "***", so no message ever shows one. */
+static void redact_url(const char *url, char *out, size_t cap) {
+    size_t n = 0;
+#define PUT(ch) do { if (n + 1 < cap) out[n++] = (ch); } while (0)
+    const char *p = strstr(url, "://");
+    const char *auth = p ? p + 3 : url;
+    size_t alen = strcspn(auth, "/?");
+    const char *at = NULL;
+    for (const char *c = auth; c < auth + alen; c++) if (*c == '@') at = c;
+    for (const char *c = url; c < auth; c++) PUT(*c);
+    const char *c = auth;
+    if (at) {
+        const char *colon = memchr(auth, ':', (size_t)(at - auth));
+        for (; colon && c < colon; c++) PUT(*c);
+        if (colon) PUT(':');
+        PUT('*'); PUT('*'); PUT('*');
+        c = at;
+    }
+    int in_query = 0, masking = 0;
+    for (; *c; c++) {
+        if (*c == '?') in_query = 1;
+        if (in_query && (*c == '?' || *c == '&')) {
+            masking = 0;
+            PUT(*c);
+            if (!strncmp(c + 1, "password=", 9)) {
+                for (int i = 1; i <= 9; i++) PUT(c[i]);
+                PUT('*'); PUT('*'); PUT('*');
+                c += 9;
+                masking = 1;
+            }
+            continue;
+        }
+        if (!masking) PUT(*c);
+    }
+#undef PUT
+    out[n] = '\0';
+}
+
 static int url_fail(prs_redis_url *u, const prs_allocator *a, int status, const char *url, const char *why) {
     prs_redis_url_clear(u, a);
-    if (status == PRS_EINVAL) prs_redis__set_error("invalid Redis URL %.120s: %s", url, why);
+    char shown[128];
+    redact_url(url, shown, sizeof shown);
+    if (status == PRS_EINVAL) prs_redis__set_error("invalid Redis URL %s: %s", shown, why);
     else prs_redis__set_error("out of memory parsing a Redis URL");
     return status;
 }
@@ -408,24 +449,177 @@ static int is_timeout_err(const redisContext *c, int saved_errno) {
            strstr(c->errstr, "temporarily unavailable") != NULL;
 }
 
+/* ---- bounded replies ----------------------------------------------------------
+ *
+ * hiredis allocates an array reply's element vector as soon as it reads the
+ * header, and frees it by walking every announced slot: a reply announcing
+ * *2147483647 costs a 16 GiB calloc and seconds of freeing, whatever the
+ * timeout. So every connection's reader refuses an array announcing more
+ * than PRS_REDIS_MAX_ELEMENTS, before allocating it (hiredis >= 1.0: its
+ * maxelements; older hiredis: reply functions wrapping the default ones).
+ * With the wrappers, one call also accepts at most PRS_REDIS_MAX_VALUES +
+ * 16 per command values in all, so what a timed-out call frees is bounded
+ * too (a server streaming an endless reply would otherwise leave millions
+ * of objects to free after the deadline). A refusal is a protocol error
+ * (PRS_EPROTO); the connection is then closed. */
+
+enum { REFUSED_NONE, REFUSED_ELEMENTS, REFUSED_VALUES };
+
+#if HIREDIS_MAJOR >= 1
+static void bound_reader(redisContext *c) { c->reader->maxelements = PRS_REDIS_MAX_ELEMENTS; }
+static int refused_reply(long long *elements) { (void)elements; return REFUSED_NONE; }
+static void reply_budget_reset(size_t ncmds) { (void)ncmds; }
+#else
+static redisReplyObjectFunctions *_Atomic base_fns; /* hiredis's defaults (one static table) */
+static _Thread_local int refused = REFUSED_NONE;    /* why this thread's reader last refused */
+static _Thread_local long long refused_elements;
+static _Thread_local int64_t values_left;            /* this call's remaining value budget */
+
+static int take_value(void) {
+    if (--values_left >= 0) return 1;
+    refused = REFUSED_VALUES;
+    return 0;
+}
+static void *bounded_string(const redisReadTask *t, char *s, size_t n) {
+    return take_value() ? atomic_load(&base_fns)->createString(t, s, n) : NULL;
+}
+static void *bounded_integer(const redisReadTask *t, long long v) {
+    return take_value() ? atomic_load(&base_fns)->createInteger(t, v) : NULL;
+}
+static void *bounded_nil(const redisReadTask *t) { return take_value() ? atomic_load(&base_fns)->createNil(t) : NULL; }
+static void bounded_free(void *o) { atomic_load(&base_fns)->freeObject(o); }
+static void *bounded_array(const redisReadTask *t, int elements) {
+    if (elements < 0 || elements > PRS_REDIS_MAX_ELEMENTS) {
+        refused = REFUSED_ELEMENTS;
+        refused_elements = elements;
+        return NULL; /* the reader fails before allocating anything */
+    }
+    return take_value() ? atomic_load(&base_fns)->createArray(t, elements) : NULL;
+}
+static redisReplyObjectFunctions bounded_fns = {bounded_string, bounded_array, bounded_integer, bounded_nil,
+                                                bounded_free};
+
+static void bound_reader(redisContext *c) {
+    if (!c->reader || c->reader->fn == &bounded_fns) return;
+    atomic_store(&base_fns, c->reader->fn);
+    c->reader->fn = &bounded_fns;
+}
+static int refused_reply(long long *elements) {
+    *elements = refused_elements;
+    return refused;
+}
+static void reply_budget_reset(size_t ncmds) {
+    refused = REFUSED_NONE;
+    values_left = PRS_REDIS_MAX_VALUES + 16 * (int64_t)(ncmds < ((size_t)1 << 40) ? ncmds : (size_t)1 << 40);
+}
+#endif
+
+/* ---- deadline-bounded I/O -----------------------------------------------------
+ *
+ * A socket timeout bounds one blocking read or write, not a call: a server
+ * that drips its reply byte by byte would keep every read short and the call
+ * going forever. So before each blocking read or write, io_bound() checks the
+ * call's deadline, and when the socket timeout (*sock_ns, what the socket has
+ * now) could carry the operation more than PRS_REDIS_IO_SLACK_NS past it,
+ * shortens the timeout to what is left. On a healthy server a call's I/O
+ * starts within the slack of the call's start and costs no extra system
+ * call; a connection whose timeout was shortened gets the full one back when
+ * it returns to the pool. */
+
+#define PRS_REDIS_IO_SLACK_NS (2 * PRS_NS_PER_MS)
+
+/* PRS_OK, PRS_ETIMEDOUT (the deadline has passed), PRS_ECONN. */
+static int io_bound(redisContext *c, int64_t deadline, int64_t *sock_ns) {
+    int64_t now = prs_monotonic_ns();
+    if (now >= deadline) return PRS_ETIMEDOUT;
+    if (prs__sat_add(now, *sock_ns) <= prs__sat_add(deadline, PRS_REDIS_IO_SLACK_NS)) return PRS_OK;
+    *sock_ns = deadline - now;
+    return redisSetTimeout(c, tv_of(*sock_ns)) == REDIS_OK ? PRS_OK : PRS_ECONN;
+}
+
+/* Sends what c has buffered. PRS_OK, PRS_ETIMEDOUT, PRS_ECONN, or -1 (a
+ * hiredis error: see c->err and errno). */
+static int io_send(redisContext *c, int64_t deadline, int64_t *sock_ns) {
+    for (;;) {
+        int done = 0, rc = io_bound(c, deadline, sock_ns);
+        if (rc) return rc;
+        if (redisBufferWrite(c, &done) != REDIS_OK) return -1;
+        if (done) return PRS_OK;
+    }
+}
+
+/* Reads the next reply into *reply; the same statuses as io_send. */
+static int io_read(redisContext *c, int64_t deadline, int64_t *sock_ns, void **reply) {
+    *reply = NULL;
+    for (;;) {
+        if (redisGetReplyFromReader(c, reply) != REDIS_OK) return -1;
+        if (*reply) return PRS_OK;
+        int rc = io_bound(c, deadline, sock_ns);
+        if (rc) return rc;
+        if (redisBufferRead(c) != REDIS_OK) return -1;
+    }
+}
+
+/* The failure status (and this thread's message) after io_send/io_read
+ * returned io (not PRS_OK) on c; saved is errno right after the failure.
+ * *instant: the connection failed without waiting (EOF, reset). */
+static int io_failure(redisContext *c, int io, int saved, const char *what, int *instant) {
+    long long elements;
+    *instant = 0;
+    if (io == PRS_ETIMEDOUT || (io == -1 && is_timeout_err(c, saved))) {
+        prs_redis__set_error("redis: timed out %s", what);
+        return PRS_ETIMEDOUT;
+    }
+    int why = io == -1 ? refused_reply(&elements) : REFUSED_NONE;
+    if (why == REFUSED_ELEMENTS) {
+        prs_redis__set_error("redis: protocol error %s: a reply announces %lld elements (at most %d accepted)",
+                             what, elements, PRS_REDIS_MAX_ELEMENTS);
+        return PRS_EPROTO;
+    }
+    if (why == REFUSED_VALUES) {
+        prs_redis__set_error("redis: protocol error %s: the replies hold more values than a call accepts "
+                             "(%d + 16 per command)", what, PRS_REDIS_MAX_VALUES);
+        return PRS_EPROTO;
+    }
+    if (io == -1 && c->err == REDIS_ERR_PROTOCOL) {
+        prs_redis__set_error("redis: protocol error %s: %s", what, c->errstr);
+        return PRS_EPROTO;
+    }
+    *instant = io == -1 && (c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (saved == ECONNRESET || saved == EPIPE)));
+    prs_redis__set_error("redis: connection lost %s: %s", what, io == -1 && c->err ? c->errstr : "no reply");
+    return PRS_ECONN;
+}
+
 /* A simple command on a fresh connection during setup (AUTH, SELECT). */
-static int setup_cmd(redisContext *c, int argc, const char **argv, const char *what) {
+static int setup_cmd(redisContext *c, int argc, const char **argv, const char *what, int64_t deadline,
+                     int64_t *sock_ns) {
     size_t lens[3];
     for (int i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
-    redisReply *r = redisCommandArgv(c, argc, argv, lens);
-    if (!r) {
-        prs_redis__set_error("redis: %s failed: %s", what, c->errstr);
-        return is_timeout_err(c, errno) ? PRS_ETIMEDOUT : PRS_ECONN;
+    if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK) {
+        prs_redis__set_error("redis: out of memory formatting %s", what);
+        return PRS_ENOMEM;
     }
-    int bad = r->type == REDIS_REPLY_ERROR;
-    if (bad) prs_redis__set_error("redis: %s failed: %.200s", what, r->str);
-    freeReplyObject(r);
+    void *r = NULL;
+    reply_budget_reset(1);
+    int io = io_send(c, deadline, sock_ns);
+    if (io == PRS_OK) io = io_read(c, deadline, sock_ns, &r);
+    if (io != PRS_OK) {
+        int saved = errno, instant;
+        char during[48];
+        snprintf(during, sizeof during, "during %s", what);
+        return io_failure(c, io, saved, during, &instant);
+    }
+    redisReply *reply = r;
+    int bad = reply->type == REDIS_REPLY_ERROR;
+    if (bad) prs_redis__set_error("redis: %s failed: %.200s", what, reply->str);
+    freeReplyObject(reply);
     return bad ? PRS_EBACKEND : PRS_OK;
 }
 
-/* Opens a connection within `budget_ns`; sets its socket timeout to
- * min(timeout, budget). NULL with *status on failure. */
-static redisContext *dial(prs_redis_backend *b, int64_t budget_ns, int *status) {
+/* Opens a connection before `deadline`; *sock_ns is the socket timeout it
+ * got (min(timeout, what is left)). NULL with *status on failure. */
+static redisContext *dial(prs_redis_backend *b, int64_t deadline, int64_t *sock_ns, int *status) {
+    int64_t budget_ns = deadline - prs_monotonic_ns();
     int64_t ct = prs__min64(b->connect_timeout_ns, budget_ns);
     if (ct <= 0) {
         prs_redis__set_error("redis: timed out before connecting");
@@ -447,17 +641,18 @@ static redisContext *dial(prs_redis_backend *b, int64_t budget_ns, int *status) 
         redisFree(c);
         return NULL;
     }
-    redisSetTimeout(c, tv_of(prs__min64(b->timeout_ns, budget_ns)));
-    int rc = PRS_OK;
-    if (b->url.password) {
+    bound_reader(c);
+    *sock_ns = prs__min64(b->timeout_ns, prs__max64(deadline - prs_monotonic_ns(), PRS_NS_PER_US));
+    int rc = redisSetTimeout(c, tv_of(*sock_ns)) == REDIS_OK ? PRS_OK : PRS_ECONN;
+    if (rc == PRS_OK && b->url.password) {
         const char *argv[3] = {"AUTH", b->url.user ? b->url.user : b->url.password, b->url.password};
-        rc = setup_cmd(c, b->url.user ? 3 : 2, argv, "AUTH");
+        rc = setup_cmd(c, b->url.user ? 3 : 2, argv, "AUTH", deadline, sock_ns);
     }
     if (rc == PRS_OK && b->url.db) {
         char db[24];
         snprintf(db, sizeof db, "%lld", (long long)b->url.db);
         const char *argv[2] = {"SELECT", db};
-        rc = setup_cmd(c, 2, argv, "SELECT");
+        rc = setup_cmd(c, 2, argv, "SELECT", deadline, sock_ns);
     }
     if (rc) {
         redisFree(c);
@@ -467,9 +662,10 @@ static redisContext *dial(prs_redis_backend *b, int64_t budget_ns, int *status) 
     return c;
 }
 
-/* Checks a connection out: an idle one (*fresh = 0), or a new one dialed
- * within the deadline (*fresh = 1), or waits for one to be given back. */
-static redisContext *checkout(prs_redis_backend *b, int64_t deadline, int *fresh, int *status) {
+/* Checks a connection out: an idle one (*sock_ns = the full timeout), or a
+ * new one dialed before the deadline, or waits for one to be given back.
+ * *fresh tells which. */
+static redisContext *checkout(prs_redis_backend *b, int64_t deadline, int *fresh, int64_t *sock_ns, int *status) {
     pthread_mutex_lock(&b->mu);
     for (;;) {
         if (b->closed) {
@@ -482,12 +678,13 @@ static redisContext *checkout(prs_redis_backend *b, int64_t deadline, int *fresh
             redisContext *c = b->idle[--b->nidle];
             pthread_mutex_unlock(&b->mu);
             *fresh = 0;
+            *sock_ns = b->timeout_ns; /* the pool's invariant */
             return c;
         }
         if (b->nopen < b->max_connections) {
             b->nopen++;
             pthread_mutex_unlock(&b->mu);
-            redisContext *c = dial(b, deadline - prs_monotonic_ns(), status);
+            redisContext *c = dial(b, deadline, sock_ns, status);
             if (!c) {
                 pthread_mutex_lock(&b->mu);
                 b->nopen--;
@@ -516,10 +713,13 @@ static redisContext *checkout(prs_redis_backend *b, int64_t deadline, int *fresh
     }
 }
 
-/* Gives a connection back (broken ones are closed). With drop_idle, every idle
- * connection is closed too (the server probably restarted). */
-static void give_back(prs_redis_backend *b, redisContext *c, int broken, int fresh, int drop_idle) {
-    if (c && !broken && fresh) redisSetTimeout(c, tv_of(b->timeout_ns));
+/* Gives a connection back (broken ones are closed; a healthy one whose socket
+ * timeout was shortened, sock_ns, gets the full timeout back: every idle
+ * connection has it). With drop_idle, every idle connection is closed too
+ * (the server probably restarted). */
+static void give_back(prs_redis_backend *b, redisContext *c, int broken, int64_t sock_ns, int drop_idle) {
+    if (c && !broken && sock_ns != b->timeout_ns && redisSetTimeout(c, tv_of(b->timeout_ns)) != REDIS_OK)
+        broken = 1;
     redisContext *dropped[PRS_REDIS_MAX_CONNECTIONS];
     int ndropped = 0;
     pthread_mutex_lock(&b->mu);
@@ -578,12 +778,13 @@ static int is_noscript(const redisReply *r) {
     return r && r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8);
 }
 
-/* Sends cmds and reads the replies on c. Returns PRS_OK, or a connection
- * failure (c is then broken) with *instant set when it failed without waiting
- * (EOF/reset: a stale pooled connection). */
+/* Sends cmds and reads the replies on c before the deadline. Returns PRS_OK,
+ * or a failure (c is then broken) with *instant set when it failed without
+ * waiting (EOF/reset: a stale pooled connection). */
 static int exchange(redisContext *c, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies,
-                    const prs_redis__script *scripts, int *instant) {
+                    const prs_redis__script *scripts, int64_t deadline, int64_t *sock_ns, int *instant) {
     *instant = 0;
+    reply_budget_reset(2 * ncmds); /* a NOSCRIPT retry reads a second reply */
     for (size_t i = 0; i < ncmds; i++) {
         if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK) {
             prs_redis__set_error("redis: cannot format a command: %s", c->errstr);
@@ -591,13 +792,14 @@ static int exchange(redisContext *c, size_t ncmds, prs_redis__cmd *cmds, redisRe
         }
     }
     size_t got = 0;
-    int rc = PRS_OK;
-    for (; got < ncmds; got++) {
+    int io = io_send(c, deadline, sock_ns), rc = PRS_OK;
+    for (; io == PRS_OK && got < ncmds; got++) {
         void *r = NULL;
-        if (redisGetReply(c, &r) != REDIS_OK || !r) { rc = -1; break; }
+        io = io_read(c, deadline, sock_ns, &r);
+        if (io != PRS_OK) break;
         replies[got] = r;
     }
-    if (rc == PRS_OK) {
+    if (io == PRS_OK) {
         /* NOSCRIPT: the server lost its script cache (restart, SCRIPT FLUSH,
          * failover). Send those again as EVAL with the body, pipelined. */
         size_t nretry = 0;
@@ -616,32 +818,27 @@ static int exchange(redisContext *c, size_t ncmds, prs_redis__cmd *cmds, redisRe
                 nretry++;
             }
         }
-        for (size_t i = 0; i < ncmds && nretry && rc == PRS_OK; i++) {
+        if (rc == PRS_OK && nretry) io = io_send(c, deadline, sock_ns);
+        for (size_t i = 0; i < ncmds && nretry && rc == PRS_OK && io == PRS_OK; i++) {
             if (cmds[i].script >= 0 && is_noscript(replies[i])) {
                 void *r = NULL;
-                if (redisGetReply(c, &r) != REDIS_OK || !r) { rc = -1; break; }
+                io = io_read(c, deadline, sock_ns, &r);
+                if (io != PRS_OK) break;
                 freeReplyObject(replies[i]);
                 replies[i] = r;
                 nretry--;
             }
         }
-        if (rc == PRS_OK) return PRS_OK;
+        if (rc == PRS_OK && io == PRS_OK) return PRS_OK;
         got = ncmds;
     }
     int saved = errno;
     for (size_t i = 0; i < got; i++) { freeReplyObject(replies[i]); replies[i] = NULL; }
-    if (rc == PRS_ENOMEM) return rc;
-    if (is_timeout_err(c, saved)) {
-        prs_redis__set_error("redis: timed out waiting for a reply");
-        return PRS_ETIMEDOUT;
+    if (rc == PRS_ENOMEM) {
+        prs_redis__set_error("redis: out of memory formatting a command");
+        return rc;
     }
-    *instant = c->err == REDIS_ERR_EOF || (c->err == REDIS_ERR_IO && (saved == ECONNRESET || saved == EPIPE));
-    if (c->err == REDIS_ERR_PROTOCOL) {
-        prs_redis__set_error("redis: protocol error: %s", c->errstr);
-        return PRS_EPROTO;
-    }
-    prs_redis__set_error("redis: connection lost: %s", c->err ? c->errstr : "no reply");
-    return PRS_ECONN;
+    return io_failure(c, io, saved, "waiting for a reply", instant);
 }
 
 int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies) {
@@ -659,12 +856,13 @@ int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmd
     int rc = PRS_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         int fresh = 0, instant = 0;
-        redisContext *c = checkout(b, deadline, &fresh, &rc);
+        int64_t sock_ns = b->timeout_ns;
+        redisContext *c = checkout(b, deadline, &fresh, &sock_ns, &rc);
         if (!c) break;
-        rc = exchange(c, ncmds, cmds, replies, scripts, &instant);
+        rc = exchange(c, ncmds, cmds, replies, scripts, deadline, &sock_ns, &instant);
         int broken = rc != PRS_OK;
         int retry = broken && instant && !fresh && prs_monotonic_ns() < deadline;
-        give_back(b, c, broken, fresh, retry);
+        give_back(b, c, broken, sock_ns, retry);
         if (!retry) break;
     }
     if (rc == PRS_ECLOSED || rc == PRS_ENOMEM) {

@@ -108,6 +108,15 @@ typedef int (*prs_test_make_fn)(const prs_allocator *a, void **obj);
 typedef void (*prs_test_destroy_fn)(void *obj);
 void prs_test_alloc_failures(prs_test_make_fn make, prs_test_destroy_fn destroy);
 
+/* ---- temporary files ---------------------------------------------------- */
+
+/* A directory private to the running test ($TMPDIR/prs-test-XXXXXX, /tmp when
+ * TMPDIR is unset), made by the runner before the test starts and removed with
+ * everything in it after the test's process ends, however it ends (passed,
+ * failed, timed out, crashed, or left by _exit()). Put every temporary file
+ * or directory a test makes under it. */
+const char *prs_test_tmpdir(void);
+
 /* ---- child processes (fork tests) ------------------------------------- */
 
 #include <sys/types.h>

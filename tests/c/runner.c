@@ -2,13 +2,21 @@
  * runner.c - main() of the pure-C suite. Runs every registered test (or the
  * ones named on the command line) each in a forked child with a timeout, and
  * ends with "N passed, N failed".
+ *
+ * Each test gets its own temporary directory (prs_test_tmpdir()), made before
+ * the fork and removed by the runner once the child is gone: a child leaves
+ * by _exit(), a timeout or a crash, so nothing the child registers to run at
+ * exit can be relied on to clean up. A directory that cannot be removed
+ * fails the test.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include "prs_test.h"
 
+#include <ftw.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -100,6 +108,39 @@ int prs_test_wait_child(pid_t pid) {
     return -1;
 }
 
+static char tmpdir[512];
+
+const char *prs_test_tmpdir(void) { return tmpdir; }
+
+static int make_tmpdir(void) {
+    const char *base = getenv("TMPDIR");
+    if (!base || !*base) base = "/tmp";
+    snprintf(tmpdir, sizeof tmpdir, "%s/prs-test-XXXXXX", base);
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        tmpdir[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st; (void)flag; (void)ftw;
+    remove(path);
+    return 0; /* keep going: whatever stays is reported by the caller */
+}
+
+/* Removes the test's directory and everything in it; 0, or -1 if it stays. */
+static int remove_tmpdir(void) {
+    if (!tmpdir[0]) return 0;
+    nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+    struct stat st;
+    int left = stat(tmpdir, &st) == 0;
+    if (left) fprintf(stderr, "  could not remove %s\n", tmpdir);
+    tmpdir[0] = '\0';
+    return left ? -1 : 0;
+}
+
 static int matches(const char *pattern, const char *name) {
     size_t n = strlen(pattern);
     if (n && pattern[n - 1] == '*') return strncmp(pattern, name, n - 1) == 0;
@@ -107,9 +148,13 @@ static int matches(const char *pattern, const char *name) {
 }
 
 static int run_one(int i, int timeout_s) {
+    if (make_tmpdir() < 0) {
+        printf("FAILED %s (no temporary directory)\n", tests[i].name);
+        return 0;
+    }
     fflush(stdout); fflush(stderr);
     pid_t pid = fork();
-    if (pid < 0) { perror("fork"); return 0; }
+    if (pid < 0) { perror("fork"); remove_tmpdir(); return 0; }
     if (pid == 0) {
         alarm((unsigned)timeout_s);
         tests[i].fn();
@@ -118,6 +163,10 @@ static int run_one(int i, int timeout_s) {
     }
     int status = 0;
     while (waitpid(pid, &status, 0) < 0) {}
+    if (remove_tmpdir() < 0) {
+        printf("FAILED %s (left files it could not remove)\n", tests[i].name);
+        return 0;
+    }
     if (WIFEXITED(status) && WEXITSTATUS(status) == 0) {
         printf("ok     %s\n", tests[i].name);
         return 1;

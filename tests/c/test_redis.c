@@ -1,7 +1,8 @@
 /*
  * test_redis.c - the Redis backend against a real, throwaway redis-server
- * (started per test on a free port and a unix socket in a temp dir, killed at
- * the end; PR_SET_PDEATHSIG makes it die with the test even on a timeout).
+ * (started per test on a free port and a unix socket in a directory under
+ * prs_test_tmpdir(), killed at the end; PR_SET_PDEATHSIG makes it die with
+ * the test even on a timeout, and the runner removes the directory).
  * Compiled only with hiredis (PRS_HAVE_HIREDIS). When redis-server is missing
  * the tests fail (set PRS_SKIP_REDIS=1 to skip them explicitly).
  */
@@ -29,10 +30,10 @@
 typedef struct server {
     pid_t pid;
     int port;
-    char dir[64];
-    char sock[128];
+    char dir[600];
+    char sock[640];
     char url[160];
-    char unix_url[200];
+    char unix_url[680];
 } server;
 
 static server *current;
@@ -101,9 +102,11 @@ static server *server_start(void) {
     if (getenv("PRS_SKIP_REDIS")) exit(0);
     static server s;
     memset(&s, 0, sizeof s);
-    snprintf(s.dir, sizeof s.dir, "/tmp/prs-redis-XXXXXX");
+    /* under the test's own directory: the runner removes it however the test ends */
+    snprintf(s.dir, sizeof s.dir, "%s/prs-redis-XXXXXX", prs_test_tmpdir());
     ASSERT(mkdtemp(s.dir) != NULL);
     snprintf(s.sock, sizeof s.sock, "%s/redis.sock", s.dir);
+    if (strlen(s.sock) >= 108) PRS__FAIL("TMPDIR is too long for a unix socket path: %s", s.sock);
     s.port = free_port();
     snprintf(s.url, sizeof s.url, "redis://127.0.0.1:%d/0", s.port);
     snprintf(s.unix_url, sizeof s.unix_url, "unix://%s?db=1", s.sock);
@@ -746,6 +749,102 @@ TEST(redis_fork) {
     ASSERT_OK(prs_redis_ping(b));
     prs_redis_limiter_free(l);
     prs_redis_backend_free(b);
+}
+
+/* ---- a hostile fake server ------------------------------------------------ */
+
+/* Forks a fake Redis on 127.0.0.1 (a free port) that answers every request
+ * with `reply` (len bytes), one byte per drip_ms when drip_ms > 0. Returns
+ * its pid; *port is set. It dies with the test (PR_SET_PDEATHSIG). */
+static pid_t fake_server(const char *reply, size_t len, int drip_ms, int *port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT(fd >= 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    ASSERT(listen(fd, 16) == 0);
+    socklen_t alen = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &alen);
+    *port = ntohs(a.sin_port);
+    pid_t pid = fork();
+    ASSERT(pid >= 0);
+    if (pid > 0) { close(fd); return pid; }
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    signal(SIGPIPE, SIG_IGN);
+    for (;;) {
+        int c = accept(fd, NULL, NULL);
+        if (c < 0) continue;
+        if (fork() == 0) {
+            prctl(PR_SET_PDEATHSIG, SIGKILL);
+            char buf[4096];
+            while (read(c, buf, sizeof buf) > 0) {
+                for (size_t i = 0; i < len; i += drip_ms > 0 ? 1 : len) {
+                    if (write(c, reply + i, drip_ms > 0 ? 1 : len) < 0) _exit(0);
+                    if (drip_ms > 0) prs_sleep_ns(drip_ms * PRS_NS_PER_MS);
+                }
+            }
+            _exit(0);
+        }
+        close(c);
+    }
+}
+
+/* Whatever the server sends, a call returns within its timeout plus the
+ * margin (asserted generously: the point is 250 ms against the seconds a
+ * reply announcing 2^31 elements used to cost, or forever for a drip). */
+TEST(redis_hostile_replies_bounded) {
+    if (getenv("PRS_SKIP_REDIS")) return;
+    static const struct { const char *reply; int drip_ms; int want; } cases[] = {
+        {"*2147483647\r\n", 0, PRS_EPROTO},
+        {"*3\r\n*65536\r\n*65536\r\n*65536\r\n*65536\r\n*65536\r\n", 0, PRS_ETIMEDOUT},
+        {"*-7\r\n", 0, PRS_EPROTO},
+        {"$2147483647\r\nabc", 0, PRS_ETIMEDOUT},
+        {"+PONG\r\n", 200, PRS_ETIMEDOUT}, /* one byte per 200 ms */
+    };
+    for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+        int port;
+        pid_t pid = fake_server(cases[k].reply, strlen(cases[k].reply), cases[k].drip_ms, &port);
+        for (int with_auth = 0; with_auth < 2; with_auth++) {
+            char url[128];
+            snprintf(url, sizeof url, "redis://%s127.0.0.1:%d/2", with_auth ? "u:secret@" : "", port);
+            prs_redis_backend *b = backend_for(url, 250);
+            int64_t t = prs_monotonic_ns();
+            int rc = prs_redis_ping(b);
+            int64_t took = prs_monotonic_ns() - t;
+            if (rc != cases[k].want)
+                PRS__FAIL("case %zu: %s, expected %s (%s)", k, prs_err_name(rc), prs_err_name(cases[k].want),
+                          prs_redis_last_error());
+            if (took > 250 * PRS_NS_PER_MS + PRS_REDIS_MARGIN_NS + 500 * PRS_NS_PER_MS)
+                PRS__FAIL("case %zu: a call took %lld ms", k, (long long)(took / PRS_NS_PER_MS));
+            if (with_auth) ASSERT(strstr(prs_redis_last_error(), "AUTH") != NULL);
+            ASSERT(strstr(prs_redis_last_error(), "secret") == NULL);
+            prs_redis_backend_free(b);
+        }
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+}
+
+/* Run by tests/test_redis.py::test_c_suite_leaves_no_temp_dirs with
+ * PRS_TEST_PROBE=pass|fail|crash|hang: it writes its server's directory to
+ * the file PRS_TEST_PROBE_OUT, then ends that way, and the caller checks that
+ * the directory is gone. A plain run just passes. */
+TEST(redis_tmpdir_probe) {
+    server *s = server_start();
+    ASSERT(strncmp(s->dir, prs_test_tmpdir(), strlen(prs_test_tmpdir())) == 0);
+    const char *out = getenv("PRS_TEST_PROBE_OUT"), *mode = getenv("PRS_TEST_PROBE");
+    if (out) {
+        FILE *f = fopen(out, "w");
+        ASSERT(f != NULL);
+        fprintf(f, "%s\n", s->dir);
+        fclose(f);
+    }
+    if (!mode) return;
+    if (!strcmp(mode, "fail")) PRS__FAIL("failing on purpose (PRS_TEST_PROBE=fail)");
+    if (!strcmp(mode, "crash")) { signal(SIGABRT, SIG_DFL); abort(); }
+    if (!strcmp(mode, "hang")) for (;;) pause();
 }
 
 #endif /* PRS_HAVE_HIREDIS */
