@@ -57,7 +57,13 @@ class BackpressureStrategy(str, Enum):
     ERROR = "error"              #: raise QueueFullError
 
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    # The item type; unparameterised queues hold Any (PEP 696 default), so
+    # `q = BoundedQueue(4)` needs no annotation.
+    from typing_extensions import TypeVar as _TypeVar
+    T = _TypeVar("T", default=Any)
+else:
+    T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -81,6 +87,16 @@ def _check_timeout(timeout: Any) -> None:
         raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}: {timeout!r}")
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+
+
+def _size_arg(max_size: Any, maxsize: Any) -> Any:
+    """max_size for RingQueue when `maxsize` (queue.Queue's name) may be given."""
+    if maxsize is None:
+        return max_size
+    if max_size is not None and max_size != 0:
+        raise TypeError(f"give max_size or maxsize (its queue.Queue name), not both: "
+                        f"max_size={max_size!r}, maxsize={maxsize!r}")
+    return None
 
 
 def _wake(fut: Any) -> None:
@@ -222,7 +238,7 @@ class BackpressureQueue(_RingQueueMixin, Generic[T]):
                  block_timeout: Optional[float] = 30.0, high_watermark: Optional[float] = None,
                  low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
                  on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> None:
-        super().__init__(max_size if maxsize is None else None, strategy, block_timeout, high_watermark,
+        super().__init__(_size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
                          low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
         _live.add(self)
 
@@ -297,7 +313,7 @@ class BoundedQueue(_RingQueueMixin, Generic[T]):
                  block_timeout: Optional[float] = None, high_watermark: Optional[float] = None,
                  low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
                  on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> None:
-        super().__init__(max_size if maxsize is None else None, strategy, block_timeout, high_watermark,
+        super().__init__(_size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
                          low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
         _live.add(self)
 
