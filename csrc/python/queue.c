@@ -878,11 +878,13 @@ static PyMethodDef q_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static char name_max_size[] = "max_size", name_maxsize[] = "maxsize"; /* setter closures */
+
 static PyGetSetDef q_getset[] = {
     {"fill_ratio", q_get_fill_ratio, NULL, "qsize() / max_size, in [0, 1].", NULL},
     {"max_size", q_get_max_size, q_set_max_size,
-     "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", "max_size"},
-    {"maxsize", q_get_max_size, q_set_max_size, "Alias of max_size (the queue.Queue name).", "maxsize"},
+     "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", name_max_size},
+    {"maxsize", q_get_max_size, q_set_max_size, "Alias of max_size (the queue.Queue name).", name_maxsize},
     {"unfinished_tasks", q_get_unfinished, NULL,
      "Items put and not yet marked done with task_done().", NULL},
     {"_strategy_name", q_get_strategy_name, NULL, "The strategy's value ('block', ...).", NULL},
