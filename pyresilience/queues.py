@@ -39,7 +39,7 @@ import weakref
 from asyncio.events import _get_running_loop
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterator, Optional, TypeVar, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterator, Optional, TypeVar, Union, cast
 
 from . import _core
 from ._core import _AsyncWaiter
@@ -174,7 +174,7 @@ class _RingQueueMixin(_core.RingQueue):
 
     async def _ajoin(self) -> None:
         w = self._join_async(_get_running_loop)
-        if w is True:
+        if isinstance(w, bool):
             return
         try:
             await w.future
@@ -246,7 +246,7 @@ class BackpressureQueue(_RingQueueMixin, Generic[T]):
         def put_nowait(self, item: T, /) -> bool: ...
         def get_nowait(self) -> T: ...
 
-    async def join(self) -> None:
+    async def join(self) -> None:  # type: ignore[override]
         """join(self)
 
         Wait until every item put has been marked done with task_done()
@@ -274,8 +274,8 @@ class BackpressureQueue(_RingQueueMixin, Generic[T]):
             _check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
-            return r
-        return await self._await_get(r, timeout)
+            return cast(T, r)
+        return cast(T, await self._await_get(r, timeout))
 
 
 class BoundedQueue(_RingQueueMixin, Generic[T]):
@@ -348,8 +348,8 @@ class BoundedQueue(_RingQueueMixin, Generic[T]):
             _check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
-            return r
-        return await self._await_get(r, timeout)
+            return cast(T, r)
+        return cast(T, await self._await_get(r, timeout))
 
 
 def _after_fork_in_child() -> None:
