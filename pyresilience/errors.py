@@ -6,6 +6,7 @@ tracebacks never grow across repeated raises.
 """
 from __future__ import annotations
 
+import asyncio
 import queue
 from typing import Any, Optional
 
@@ -74,10 +75,13 @@ class BulkheadFullError(ResilienceError):
         self.name = name
 
 
-class QueueFullError(ResilienceError):
+class QueueFullError(ResilienceError, queue.Full, asyncio.QueueFull):
     """QueueFullError(message='Queue is full')
 
-    A put on a full queue with the ERROR strategy (or put_nowait on a full queue)."""
+    A put on a full queue with the ERROR strategy, put_nowait on a full queue,
+    or a BoundedQueue.put that found no room in time. A subclass of
+    :class:`queue.Full` and :class:`asyncio.QueueFull`, so the stdlib's
+    ``except`` clauses catch it."""
 
     def __init__(self, message: str = "Queue is full") -> None:
         super().__init__(message)
@@ -92,11 +96,12 @@ class QueueClosedError(ResilienceError):
         super().__init__(message)
 
 
-class QueueEmptyError(ResilienceError, queue.Empty):
+class QueueEmptyError(ResilienceError, queue.Empty, asyncio.QueueEmpty):
     """QueueEmptyError(message='Queue is empty')
 
     A get that timed out (or get_nowait on an empty queue). A subclass of
-    :class:`queue.Empty`, so ``except queue.Empty`` catches it."""
+    :class:`queue.Empty` and :class:`asyncio.QueueEmpty`, so the stdlib's
+    ``except`` clauses catch it."""
 
     def __init__(self, message: str = "Queue is empty") -> None:
         super().__init__(message)

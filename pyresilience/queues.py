@@ -1,11 +1,22 @@
 """Backpressure queues: bounded FIFOs on a C ring, for asyncio and threads.
 
-:class:`BackpressureQueue` is the reference design's asyncio queue, unchanged
-(``await put(item) -> bool``, ``await get()``, ``fill_ratio``, ``metrics``);
-:class:`BoundedQueue` is the same queue for threads (``put``/``get`` with
-timeouts that release the GIL). Both are thin subclasses of
-``pyresilience._core.RingQueue`` and add ``close()``, iteration that ends
-when a closed queue is drained, and high/low watermark callbacks.
+:class:`BackpressureQueue` is the reference design's asyncio queue
+(``await put(item) -> bool``, ``await get()``, ``fill_ratio``, ``metrics``)
+that otherwise behaves as :class:`asyncio.Queue` (``put_nowait``/
+``get_nowait`` raising ``asyncio.QueueFull``/``QueueEmpty``, ``task_done()``,
+``await join()``); :class:`BoundedQueue` is the same queue for threads and a
+drop-in for :class:`queue.Queue` (``put(item, block=True, timeout=None)``,
+``get(block=True, timeout=None)``, ``queue.Full``/``queue.Empty``,
+``task_done()``/``join()``, ``maxsize <= 0`` unbounded). Both are thin
+subclasses of ``pyresilience._core.RingQueue`` and add ``close()``, iteration
+that ends when a closed queue is drained, and high/low watermark callbacks.
+
+Capacity holds at every instant: an item handed to a waiting consumer keeps
+its slot until that consumer takes it, and a put is admitted only while a slot
+is free - so giving items back (a cancelled consumer, a forked child) never
+overflows. An awaited put that raises CancelledError has not stored its item
+(asyncio.Queue's rule): a task served room but cancelled before it ran takes
+its item back (counted dropped).
 
 The buffer is a C ring of object references: an item is never lost or
 duplicated, dropped items are released at once, and memory does not grow
@@ -23,11 +34,12 @@ from __future__ import annotations
 
 import math
 import os
+import types
 import weakref
 from asyncio.events import _get_running_loop
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, AsyncIterator, Callable, Iterator, Optional, Union
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterator, Optional, TypeVar, Union, cast
 
 from . import _core
 from ._core import _AsyncWaiter
@@ -45,9 +57,18 @@ class BackpressureStrategy(str, Enum):
     ERROR = "error"              #: raise QueueFullError
 
 
-@dataclass
+if TYPE_CHECKING:
+    # The item type; unparameterised queues hold Any (PEP 696 default), so
+    # `q = BoundedQueue(4)` needs no annotation.
+    from typing_extensions import TypeVar as _TypeVar
+    T = _TypeVar("T", default=Any)
+else:
+    T = TypeVar("T")
+
+
+@dataclass(frozen=True)
 class BackpressureMetrics:
-    """Counters of a queue (a snapshot: ``queue.metrics``).
+    """Counters of a queue (a frozen snapshot: ``queue.metrics``).
 
     ``items_received`` counts every put on an open queue, ``items_processed``
     every item handed to a getter, ``items_dropped`` every item evicted,
@@ -66,6 +87,16 @@ def _check_timeout(timeout: Any) -> None:
         raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}: {timeout!r}")
     if math.isnan(timeout) or timeout < 0:
         raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+
+
+def _size_arg(max_size: Any, maxsize: Any) -> Any:
+    """max_size for RingQueue when `maxsize` (queue.Queue's name) may be given."""
+    if maxsize is None:
+        return max_size
+    if max_size is not None and max_size != 0:
+        raise TypeError(f"give max_size or maxsize (its queue.Queue name), not both: "
+                        f"max_size={max_size!r}, maxsize={maxsize!r}")
+    return None
 
 
 def _wake(fut: Any) -> None:
@@ -106,10 +137,11 @@ class _RingQueueMixin(_core.RingQueue):
     async def _await_put(self, w: Any) -> bool:
         fut = w.future
         limit = self.block_timeout
-        handle = None if math.isinf(limit) else fut.get_loop().call_later(limit, _wake, fut)
+        handle = None if limit is None else fut.get_loop().call_later(limit, _wake, fut)
         try:
             await fut
         except BaseException:
+            # Cancelled (even after room was given): the item is not stored.
             self._finish_put(w, True)
             raise
         finally:
@@ -140,6 +172,15 @@ class _RingQueueMixin(_core.RingQueue):
                 handle.cancel()
         return self._finish_get(w, False)
 
+    async def _ajoin(self) -> None:
+        w = self._join_async(_get_running_loop)
+        if isinstance(w, bool):
+            return
+        try:
+            await w.future
+        finally:
+            self._finish_join(w)
+
     # -- iteration -------------------------------------------------------------
 
     def __iter__(self) -> Iterator[Any]:
@@ -159,37 +200,60 @@ class _RingQueueMixin(_core.RingQueue):
             yield item
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}(max_size={self.max_size}, strategy={self.strategy!s}, "
-                f"qsize={len(self)}, closed={self.closed})")
+        parts = [f"max_size={self.max_size!r}", f"strategy={self._strategy_name!r}",
+                 f"block_timeout={self.block_timeout!r}"]
+        if self.high_watermark is not None:
+            parts += [f"high_watermark={self.high_watermark!r}", f"low_watermark={self.low_watermark!r}"]
+        return f"{type(self).__name__}({', '.join(parts)})"
 
 
-class BackpressureQueue(_RingQueueMixin):
-    """BackpressureQueue(max_size, strategy=BackpressureStrategy.BLOCK, block_timeout=30.0, high_watermark=None, low_watermark=None, on_high_watermark=None, on_low_watermark=None)
+class BackpressureQueue(_RingQueueMixin, Generic[T]):
+    """BackpressureQueue(max_size=0, strategy=BackpressureStrategy.BLOCK, block_timeout=30.0, high_watermark=None, low_watermark=None, on_high_watermark=None, on_low_watermark=None, *, maxsize=None)
 
     A bounded asyncio queue with a backpressure strategy (the reference
     design): ``await put(item) -> bool`` and ``await get()``. When full, BLOCK
-    waits up to ``block_timeout`` seconds for room (counting
+    waits up to ``block_timeout`` seconds (None: no limit) for room (counting
     producer_blocked_count), then drops the item and returns False;
     DROP_OLDEST evicts the oldest item and returns True; DROP_NEWEST drops the
     new item and returns False; ERROR raises QueueFullError("Queue is full").
     Dropped items count in metrics.items_dropped.
 
+    Otherwise as asyncio.Queue: ``max_size`` (or ``maxsize``) <= 0 means
+    unbounded; put_nowait()/get_nowait() raise QueueFullError/QueueEmptyError,
+    which are asyncio.QueueFull/asyncio.QueueEmpty (and queue.Full/queue.Empty);
+    task_done(), ``await join()``, unfinished_tasks; ``BackpressureQueue[int]``.
+
     Never blocks the event loop; a task cancelled while waiting takes nothing
-    (an item handed to it goes back to the front). Thread-safe: put_nowait()
-    and get_nowait() work from any thread, and a BoundedQueue-style sync get
-    is available as ``for item in queue``. close(), watermarks and iteration
-    as in BoundedQueue.
+    (an item handed to it goes back to the front), and a cancelled put has not
+    stored its item, even when room was given to it just before. Thread-safe:
+    put_nowait() and get_nowait() work from any thread, and a BoundedQueue-style
+    sync get is available as ``for item in queue``. close(), watermarks and
+    iteration as in BoundedQueue.
     """
 
-    def __init__(self, max_size: int, strategy: Strategy = BackpressureStrategy.BLOCK,
-                 block_timeout: float = 30.0, high_watermark: Optional[float] = None,
+    if not TYPE_CHECKING:
+        __class_getitem__ = classmethod(types.GenericAlias)
+
+    def __init__(self, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
+                 block_timeout: Optional[float] = 30.0, high_watermark: Optional[float] = None,
                  low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
-                 on_low_watermark: Hook = None) -> None:
-        super().__init__(max_size, strategy, block_timeout, high_watermark, low_watermark,
-                         on_high_watermark, on_low_watermark)
+                 on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> None:
+        super().__init__(_size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
+                         low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
         _live.add(self)
 
-    async def put(self, item: Any) -> bool:  # type: ignore[override]
+    if TYPE_CHECKING:
+        def put_nowait(self, item: T, /) -> bool: ...
+        def get_nowait(self) -> T: ...
+
+    async def join(self) -> None:  # type: ignore[override]
+        """join(self)
+
+        Wait until every item put has been marked done with task_done()
+        (asyncio.Queue.join)."""
+        await self._ajoin()
+
+    async def put(self, item: T) -> bool:  # type: ignore[override]
         """put(self, item)
 
         Put an item: True if it is queued, False if it was dropped (see the
@@ -200,7 +264,7 @@ class BackpressureQueue(_RingQueueMixin):
             return r
         return await self._await_put(r)
 
-    async def get(self, timeout: Optional[float] = None) -> Any:
+    async def get(self, timeout: Optional[float] = None) -> T:  # type: ignore[override]
         """get(self, timeout=None)
 
         Remove and return the oldest item, waiting for one (up to ``timeout``
@@ -210,19 +274,25 @@ class BackpressureQueue(_RingQueueMixin):
             _check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
-            return r
-        return await self._await_get(r, timeout)
+            return cast(T, r)
+        return cast(T, await self._await_get(r, timeout))
 
 
-class BoundedQueue(_RingQueueMixin):
-    """BoundedQueue(max_size, strategy=BackpressureStrategy.BLOCK, block_timeout=30.0, high_watermark=None, low_watermark=None, on_high_watermark=None, on_low_watermark=None)
+class BoundedQueue(_RingQueueMixin, Generic[T]):
+    """BoundedQueue(max_size=0, strategy=BackpressureStrategy.BLOCK, block_timeout=None, high_watermark=None, low_watermark=None, on_high_watermark=None, on_low_watermark=None, *, maxsize=None)
 
     A bounded thread-safe queue with a backpressure strategy (BackpressureQueue
-    for threads). ``put(item, timeout=None) -> bool`` (None: block_timeout),
-    ``get(timeout=None)`` (None: no limit; QueueEmptyError - a queue.Empty - on
-    timeout), put_nowait, get_nowait, qsize, empty, full, len(), fill_ratio,
-    metrics. Blocking waits release the GIL and Ctrl-C interrupts them.
-    ``put_async``/``get_async`` are the asyncio forms.
+    for threads), and a drop-in for queue.Queue: ``BoundedQueue(maxsize)``
+    (<= 0: unbounded), ``put(item, block=True, timeout=None) -> bool``
+    (None: block_timeout, itself None for no limit; a BLOCK put that found no
+    room raises QueueFullError, a queue.Full), ``get(block=True,
+    timeout=None)`` (QueueEmptyError, a queue.Empty, when none came),
+    put_nowait, get_nowait, qsize, empty, full, maxsize (assignable),
+    task_done(), join(), unfinished_tasks; plus len(), fill_ratio, metrics and
+    ``BoundedQueue[int]``. Blocking waits release the GIL and Ctrl-C
+    interrupts them (an interrupted get takes nothing).
+    ``put_async``/``get_async``/``join_async`` are the asyncio forms (a BLOCK
+    put_async returns False after block_timeout, as BackpressureQueue.put).
 
     ``close()``: later puts raise QueueClosedError; getters drain what is left,
     then raise QueueClosedError; blocked producers and consumers wake at once.
@@ -236,15 +306,31 @@ class BoundedQueue(_RingQueueMixin):
     thread whose put/get crossed the mark.
     """
 
-    def __init__(self, max_size: int, strategy: Strategy = BackpressureStrategy.BLOCK,
-                 block_timeout: float = 30.0, high_watermark: Optional[float] = None,
+    if not TYPE_CHECKING:
+        __class_getitem__ = classmethod(types.GenericAlias)
+
+    def __init__(self, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
+                 block_timeout: Optional[float] = None, high_watermark: Optional[float] = None,
                  low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
-                 on_low_watermark: Hook = None) -> None:
-        super().__init__(max_size, strategy, block_timeout, high_watermark, low_watermark,
-                         on_high_watermark, on_low_watermark)
+                 on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> None:
+        super().__init__(_size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
+                         low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
         _live.add(self)
 
-    async def put_async(self, item: Any) -> bool:
+    if TYPE_CHECKING:
+        def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> bool: ...
+        def put_nowait(self, item: T, /) -> bool: ...
+        def get(self, block: bool = True, timeout: Optional[float] = None) -> T: ...
+        def get_nowait(self) -> T: ...
+        def __iter__(self) -> Iterator[T]: ...
+
+    async def join_async(self) -> None:
+        """join_async(self)
+
+        The asyncio form of join()."""
+        await self._ajoin()
+
+    async def put_async(self, item: T) -> bool:
         """put_async(self, item)
 
         The asyncio form of put() (waits up to block_timeout without blocking
@@ -254,7 +340,7 @@ class BoundedQueue(_RingQueueMixin):
             return r
         return await self._await_put(r)
 
-    async def get_async(self, timeout: Optional[float] = None) -> Any:
+    async def get_async(self, timeout: Optional[float] = None) -> T:
         """get_async(self, timeout=None)
 
         The asyncio form of get()."""
@@ -262,8 +348,8 @@ class BoundedQueue(_RingQueueMixin):
             _check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
-            return r
-        return await self._await_get(r, timeout)
+            return cast(T, r)
+        return cast(T, await self._await_get(r, timeout))
 
 
 def _after_fork_in_child() -> None:

@@ -1,27 +1,48 @@
 /*
  * ring.c - a bounded FIFO of opaque pointers with backpressure strategies,
- * FIFO waiter queues on both sides, close, and watermark events.
+ * FIFO waiter queues on both sides, joiners, close, and watermark events.
  *
  * State (all guarded by `mu`, held only around the bookkeeping below and by
  * pthread_cond_timedwait while a blocking waiter sleeps):
- *   buf[cap]        circular storage; the oldest item is buf[head]
+ *   buf[nbuf]       circular storage; the oldest item is buf[head]. It grows
+ *                   (doubling, up to cap) only in put and set_capacity, so a
+ *                   give-back or a settle never needs memory
+ *   cap             the capacity (set_capacity changes it)
  *   count           items stored in buf
  *   handed          items handed to consumer waiters that have not settled;
- *                   they keep their slot, so size = count + handed <= cap and
- *                   a consumer that gives its item back always finds room at
- *                   the front
+ *                   they keep their slot, so a consumer that gives its item
+ *                   back always finds room at the front
+ *   reserved        slots given to served NOTIFY producers that have not
+ *                   settled; their items are still theirs (see finish)
+ *   size            count + handed + reserved: what capacity bounds
  *   producers       queued producer waiters (each holds its item), oldest first
  *   consumers       queued consumer waiters, oldest first
+ *   joiners         queued joiner waiters (served together when unfinished
+ *                   reaches 0)
  *   served          BLOCKING consumers handed an item, not settled yet,
  *                   in the order served (finish() unlinks them)
+ *   unfinished      admitted items not marked done (task_done), >= 0
  *   above           1 after a high-watermark event until the next low one
  *
- * Invariants between calls:
- *   producers non-empty => size == cap   (space goes to the oldest producer)
+ * Invariants between calls (check_invariants() asserts them in debug builds):
+ *   size <= nbuf
+ *   size <= cap, unless a shrink left more (`over`); nothing is admitted
+ *                                         while size >= cap
+ *   producers non-empty => size >= cap   (space goes to the oldest producer)
  *   consumers non-empty => count == 0    (items go to the oldest consumer)
+ *   joiners non-empty   => unfinished > 0
  *   received == processed + dropped + size + (queued producers)
- * settle() restores the first two after any change that frees space or adds
- * an item; every operation calls it before returning.
+ * The capacity check comes before any hand-off: a put admitted while
+ * consumers wait hands its item over only if size < cap, so handed <= cap
+ * and every give-back (cancel, fork) lands in a slot it still holds.
+ * settle() restores the producer/consumer invariants after any change that
+ * frees space or adds an item; every operation calls it before returning.
+ *
+ * Producers served from the queue: a BLOCKING one (a thread, which cannot be
+ * cancelled) hands its item over at once; a NOTIFY one (an event-loop task,
+ * which may be cancelled before it runs) gets a reserved slot, and its item
+ * enters when it settles - so a cancelled put takes its item back, as
+ * asyncio.Queue's rule wants.
  *
  * Waiter memory belongs to the caller. BLOCKING waiters are signalled under
  * `mu` and re-check their state under `mu` before returning; NOTIFY waiters
@@ -34,18 +55,21 @@
  * NOTIFY waiters stay (see prs_bulkhead.h for why).
  *
  * Watermarks: high_n = ceil(high * cap) >= 1, low_n = floor(low * cap) <
- * high_n. Every call changes size by at most one (a get that lets a producer
- * in changes it by zero), so checking once at the end of each call sees every
- * crossing.
+ * high_n (recomputed when cap changes). Every call changes size by at most
+ * one (a get that lets a producer in changes it by zero), so checking once at
+ * the end of each call sees every crossing.
  *
  * Expected workload: producer/consumer pairs at millions of items per second
- * (one mutex round trip per put or get, no allocation), bursts of waiters.
+ * (one mutex round trip per put or get, no allocation once the storage has
+ * grown), bursts of waiters.
  */
 #include "prs_internal.h"
 #include "prs_ring.h"
 
 #include <errno.h>
 #include <time.h>
+
+#define INITIAL_SLOTS INT64_C(64) /* storage allocated up front (at most cap) */
 
 typedef struct waitq {
     prs_ring_waiter *head, *tail;
@@ -54,17 +78,22 @@ typedef struct waitq {
 
 struct prs_ring {
     pthread_mutex_t mu;
-    void **buf;                 /* cap slots */
-    int64_t cap;                /* immutable, 1..PRS_RING_MAX */
+    void **buf;                 /* nbuf slots */
+    int64_t nbuf;               /* >= size; grows up to cap */
+    int64_t cap;                /* 1..PRS_RING_MAX */
     int64_t head;               /* index of the oldest stored item */
-    int64_t count;              /* stored, 0..cap - handed */
+    int64_t count;              /* stored */
     int64_t handed;             /* handed to unsettled consumers */
+    int64_t reserved;           /* slots of served, unsettled NOTIFY producers */
+    int64_t unfinished;         /* admitted, not marked done */
     prs_ring_strategy strategy; /* immutable */
     int wm;                     /* immutable: watermarks on */
-    int64_t high_n, low_n;      /* immutable: 0 <= low_n < high_n <= cap */
+    double high_f, low_f;       /* immutable: the fractions */
+    int64_t high_n, low_n;      /* 0 <= low_n < high_n <= cap */
     int above;
+    int over;                   /* 1 while a shrink left size > cap */
     int closed;
-    waitq producers, consumers;
+    waitq producers, consumers, joiners;
     waitq served;               /* BLOCKING consumers holding a handed item */
     int64_t received, processed, dropped, blocked, high_events, low_events;
     prs_allocator alloc;
@@ -97,7 +126,7 @@ void prs_ring_config_init(prs_ring_config *cfg) {
 }
 
 int prs_ring_config_validate(const prs_ring_config *cfg) {
-    if (!cfg || cfg->capacity < 1) return PRS_EINVAL;
+    if (!cfg || cfg->capacity < 0) return PRS_EINVAL;
     if ((int)cfg->strategy < PRS_RING_BLOCK || (int)cfg->strategy > PRS_RING_ERROR) return PRS_EINVAL;
     if (cfg->watermarks) {
         double hi = cfg->high_watermark, lo = cfg->low_watermark;
@@ -105,6 +134,15 @@ int prs_ring_config_validate(const prs_ring_config *cfg) {
     }
     if (cfg->capacity > PRS_RING_MAX) return PRS_ERANGE;
     return PRS_OK;
+}
+
+static void set_thresholds(prs_ring *r) {
+    if (!r->wm) return;
+    r->high_n = prs__ceil_to_i64(r->high_f * (double)r->cap);
+    if (r->high_n < 1) r->high_n = 1;
+    if (r->high_n > r->cap) r->high_n = r->cap;
+    r->low_n = prs__floor_to_i64(r->low_f * (double)r->cap);
+    if (r->low_n >= r->high_n) r->low_n = r->high_n - 1;
 }
 
 int prs_ring_new(const prs_ring_config *cfg, prs_ring **out) {
@@ -115,7 +153,9 @@ int prs_ring_new(const prs_ring_config *cfg, prs_ring **out) {
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
     prs_ring *r = prs__calloc(a, 1, sizeof *r);
     if (!r) return PRS_ENOMEM;
-    r->buf = prs__calloc(a, (size_t)cfg->capacity, sizeof(void *));
+    int64_t cap = cfg->capacity == 0 ? PRS_RING_MAX : cfg->capacity;
+    r->nbuf = cap < INITIAL_SLOTS ? cap : INITIAL_SLOTS;
+    r->buf = prs__calloc(a, (size_t)r->nbuf, sizeof(void *));
     if (!r->buf) {
         prs__free(a, r);
         return PRS_ENOMEM;
@@ -126,33 +166,30 @@ int prs_ring_new(const prs_ring_config *cfg, prs_ring **out) {
         return PRS_ENOMEM;
     }
     r->alloc = *a;
-    r->cap = cfg->capacity;
+    r->cap = cap;
     r->strategy = cfg->strategy;
-    if (cfg->watermarks) {
-        r->wm = 1;
-        r->high_n = prs__max64(1, prs__ceil_to_i64(cfg->high_watermark * (double)r->cap));
-        if (r->high_n > r->cap) r->high_n = r->cap;
-        r->low_n = prs__floor_to_i64(cfg->low_watermark * (double)r->cap);
-        if (r->low_n >= r->high_n) r->low_n = r->high_n - 1;
-    }
+    r->wm = cfg->watermarks ? 1 : 0;
+    r->high_f = cfg->high_watermark;
+    r->low_f = cfg->low_watermark;
+    set_thresholds(r);
     *out = r;
     return PRS_OK;
 }
 
 void prs_ring_free(prs_ring *r) {
     if (!r) return;
-    assert(r->producers.n == 0 && r->consumers.n == 0 && r->served.n == 0);
+    assert(r->producers.n == 0 && r->consumers.n == 0 && r->served.n == 0 && r->joiners.n == 0);
     pthread_mutex_destroy(&r->mu);
     prs_allocator a = r->alloc;
     prs__free(&a, r->buf);
     prs__free(&a, r);
 }
 
-int prs_ring_waiter_init(prs_ring_waiter *w, int producer, int blocking, void *data) {
-    if (!w) return PRS_EINVAL;
+int prs_ring_waiter_init(prs_ring_waiter *w, int role, int blocking, void *data) {
+    if (!w || role < PRS_RING_CONSUMER || role > PRS_RING_JOINER) return PRS_EINVAL;
     memset(w, 0, sizeof *w);
     w->state = PRS_WAITER_IDLE;
-    w->producer = producer ? 1 : 0;
+    w->role = role;
     w->data = data;
     if (blocking) {
         int rc = prs__cond_init_monotonic(&w->cond);
@@ -171,6 +208,19 @@ void prs_ring_waiter_destroy(prs_ring_waiter *w) {
 
 /* ---- internals (mu held) ------------------------------------------------- */
 
+static int64_t size_of(const prs_ring *r) { return r->count + r->handed + r->reserved; }
+
+static void check_invariants(const prs_ring *r) {
+    (void)r;
+    assert(r->count >= 0 && r->handed >= 0 && r->reserved >= 0 && r->unfinished >= 0);
+    assert(size_of(r) <= r->nbuf);
+    assert(size_of(r) <= r->cap || r->over);
+    assert(r->producers.n == 0 || size_of(r) >= r->cap);
+    assert(r->consumers.n == 0 || r->count == 0);
+    assert(r->joiners.n == 0 || r->unfinished > 0);
+    assert(r->handed >= r->served.n);
+}
+
 static void res_init(prs_ring_result *res) {
     res->outcome = 0;
     res->events = 0;
@@ -178,17 +228,36 @@ static void res_init(prs_ring_result *res) {
     res->woken = NULL;
 }
 
+/* Makes room for `need` items in buf: PRS_OK or PRS_ENOMEM (nothing changed). */
+static int grow(prs_ring *r, int64_t need) {
+    if (need <= r->nbuf) return PRS_OK;
+    int64_t n = r->nbuf > r->cap / 2 ? r->cap : r->nbuf * 2;
+    if (n < need) n = need;
+    void **nb = prs__calloc(&r->alloc, (size_t)n, sizeof(void *));
+    if (!nb) return PRS_ENOMEM;
+    for (int64_t k = 0; k < r->count; k++) {
+        int64_t i = r->head + k;
+        if (i >= r->nbuf) i -= r->nbuf;
+        nb[k] = r->buf[i];
+    }
+    prs__free(&r->alloc, r->buf);
+    r->buf = nb;
+    r->nbuf = n;
+    r->head = 0;
+    return PRS_OK;
+}
+
 static void push_back(prs_ring *r, void *item) {
-    assert(r->count + r->handed < r->cap);
+    assert(r->count < r->nbuf);
     int64_t i = r->head + r->count;
-    if (i >= r->cap) i -= r->cap;
+    if (i >= r->nbuf) i -= r->nbuf;
     r->buf[i] = item;
     r->count++;
 }
 
 static void push_front(prs_ring *r, void *item) {
-    assert(r->count + r->handed < r->cap);
-    r->head = r->head == 0 ? r->cap - 1 : r->head - 1;
+    assert(r->count < r->nbuf);
+    r->head = r->head == 0 ? r->nbuf - 1 : r->head - 1;
     r->buf[r->head] = item;
     r->count++;
 }
@@ -197,7 +266,7 @@ static void *pop_front(prs_ring *r) {
     assert(r->count > 0);
     void *item = r->buf[r->head];
     r->buf[r->head] = NULL;
-    if (++r->head == r->cap) r->head = 0;
+    if (++r->head == r->nbuf) r->head = 0;
     r->count--;
     return item;
 }
@@ -232,7 +301,8 @@ static void wake(prs_ring_waiter *w, prs_ring_result *res) {
     *p = w;
 }
 
-/* Gives `item` to the oldest consumer: it keeps its slot until settled. */
+/* Gives `item` (already counted in size: a stored item or an admitted one)
+ * to the oldest consumer: it keeps its slot until settled. */
 static void hand_to_consumer(prs_ring *r, void *item, prs_ring_result *res) {
     prs_ring_waiter *c = r->consumers.head;
     unlink_waiter(&r->consumers, c);
@@ -250,23 +320,45 @@ static void hand_to_consumer(prs_ring *r, void *item, prs_ring_result *res) {
     wake(c, res);
 }
 
-/* Restores the waiter invariants: free space takes the oldest producers'
- * items, stored items go to the oldest consumers. */
+/* An admitted item enters: to the oldest consumer, else stored at the back.
+ * The caller checked size < cap (or holds a reserved slot it releases). */
+static void admit(prs_ring *r, void *item, prs_ring_result *res) {
+    r->unfinished++;
+    if (r->consumers.n > 0) hand_to_consumer(r, item, res); else push_back(r, item);
+}
+
+/* Restores the waiter invariants: free space goes to the oldest producers,
+ * stored items to the oldest consumers. */
 static void settle(prs_ring *r, prs_ring_result *res) {
-    while (r->producers.n > 0 && r->count + r->handed < r->cap) {
+    while (r->producers.n > 0 && size_of(r) < r->cap) {
         prs_ring_waiter *p = r->producers.head;
         unlink_waiter(&r->producers, p);
-        void *item = p->item;
         p->state = PRS_WAITER_GRANTED;
-        if (r->consumers.n > 0) hand_to_consumer(r, item, res); else push_back(r, item);
+        if (p->blocking) admit(r, p->item, res);
+        else r->reserved++; /* its item enters when its task settles */
         wake(p, res);
     }
     while (r->count > 0 && r->consumers.n > 0) hand_to_consumer(r, pop_front(r), res);
 }
 
+/* Serves every joiner once no task is unfinished. */
+static void serve_joiners(prs_ring *r, prs_ring_result *res) {
+    if (r->unfinished > 0) return;
+    while (r->joiners.head) {
+        prs_ring_waiter *j = r->joiners.head;
+        unlink_waiter(&r->joiners, j);
+        j->state = PRS_WAITER_GRANTED;
+        wake(j, res);
+    }
+}
+
+/* Reports watermark crossings and checks the invariants: the last step of
+ * every operation that changes the ring. */
 static void check_watermarks(prs_ring *r, prs_ring_result *res) {
+    int64_t size = size_of(r);
+    if (r->over && size <= r->cap) r->over = 0;
+    check_invariants(r);
     if (!r->wm) return;
-    int64_t size = r->count + r->handed;
     if (!r->above && size >= r->high_n) {
         r->above = 1;
         r->high_events++;
@@ -285,31 +377,34 @@ static void check_watermarks(prs_ring *r, prs_ring_result *res) {
 static int put_impl(prs_ring *r, void *item, prs_ring_waiter *w, int try_only, prs_ring_result *res) {
     if (!r || !res) return PRS_EINVAL;
     res_init(res);
-    if (w && (w->state == PRS_WAITER_WAITING || !w->producer)) return PRS_EINVAL;
+    if (w && (w->state == PRS_WAITER_WAITING || w->role != PRS_RING_PRODUCER)) return PRS_EINVAL;
     pthread_mutex_lock(&r->mu);
     if (r->closed) {
         pthread_mutex_unlock(&r->mu);
         return PRS_ECLOSED;
     }
-    if (try_only && r->strategy == PRS_RING_BLOCK && r->consumers.n == 0 &&
-        r->count + r->handed >= r->cap) {
+    int full = size_of(r) >= r->cap; /* handed and reserved slots count */
+    if (try_only && r->strategy == PRS_RING_BLOCK && full) {
         pthread_mutex_unlock(&r->mu);
         return PRS_EAGAIN;
     }
-    r->received++;
-    if (r->consumers.n > 0) {
-        hand_to_consumer(r, item, res);
-        res->outcome = PRS_RING_STORED;
-    } else if (r->count + r->handed < r->cap) {
-        push_back(r, item);
+    if (!full) {
+        if (grow(r, size_of(r) + 1) != PRS_OK) {
+            pthread_mutex_unlock(&r->mu);
+            return PRS_ENOMEM;
+        }
+        r->received++;
+        admit(r, item, res);
         res->outcome = PRS_RING_STORED;
     } else {
+        r->received++;
         switch (r->strategy) {
         case PRS_RING_DROP_OLDEST:
             r->dropped++;
             if (r->count > 0) {
                 res->evicted = pop_front(r);
-                push_back(r, item);
+                r->unfinished--; /* the evicted item will never be got: done */
+                admit(r, item, res);
                 res->outcome = PRS_RING_EVICTED;
             } else {
                 res->outcome = PRS_RING_DROPPED; /* every slot is handed out */
@@ -353,7 +448,7 @@ int prs_ring_try_put(prs_ring *r, void *item, prs_ring_result *res) {
 int prs_ring_get(prs_ring *r, prs_ring_waiter *w, void **item, prs_ring_result *res) {
     if (!r || !item || !res) return PRS_EINVAL;
     res_init(res);
-    if (w && (w->state == PRS_WAITER_WAITING || w->producer)) return PRS_EINVAL;
+    if (w && (w->state == PRS_WAITER_WAITING || w->role != PRS_RING_CONSUMER)) return PRS_EINVAL;
     int rc = PRS_OK;
     pthread_mutex_lock(&r->mu);
     if (r->count > 0) {
@@ -389,6 +484,32 @@ int prs_ring_wait(prs_ring *r, prs_ring_waiter *w, int64_t deadline_ns) {
     return rc;
 }
 
+/* finish() of a served producer. */
+static void finish_producer(prs_ring *r, prs_ring_waiter *w, int mode, void **item, prs_ring_result *res) {
+    if (w->blocking) { /* its item went in when it was served */
+        res->outcome = PRS_RING_STORED;
+        return;
+    }
+    r->reserved--;
+    if (mode == PRS_RING_FINISH_ACCEPT && !r->closed) {
+        admit(r, w->item, res);
+        res->outcome = PRS_RING_STORED;
+        return;
+    }
+    /* Cancelled before its task ran (or the ring closed meanwhile): the item
+     * never entered; the slot goes to the next producer. */
+    *item = w->item;
+    r->dropped++;
+    settle(r, res);
+    res->outcome = mode == PRS_RING_FINISH_ACCEPT ? PRS_RING_CLOSED : PRS_RING_GAVE_BACK;
+}
+
+static waitq *queue_of(prs_ring *r, const prs_ring_waiter *w) {
+    return w->role == PRS_RING_PRODUCER ? &r->producers
+         : w->role == PRS_RING_JOINER   ? &r->joiners
+                                        : &r->consumers;
+}
+
 int prs_ring_finish(prs_ring *r, prs_ring_waiter *w, int mode, void **item, prs_ring_result *res) {
     if (!r || !w || !item || !res) return PRS_EINVAL;
     if (mode != PRS_RING_FINISH_ACCEPT && mode != PRS_RING_FINISH_CANCEL) return PRS_EINVAL;
@@ -397,36 +518,36 @@ int prs_ring_finish(prs_ring *r, prs_ring_waiter *w, int mode, void **item, prs_
     pthread_mutex_lock(&r->mu);
     switch (w->state) {
     case PRS_WAITER_WAITING:
-        if (w->producer) {
-            unlink_waiter(&r->producers, w);
+        unlink_waiter(queue_of(r, w), w);
+        if (w->role == PRS_RING_PRODUCER) {
             *item = w->item;
             r->dropped++;
-        } else {
-            unlink_waiter(&r->consumers, w);
         }
         res->outcome = PRS_RING_TIMED_OUT;
         break;
     case PRS_WAITER_GRANTED:
-        if (w->producer) {
-            res->outcome = PRS_RING_STORED;
+        if (w->role == PRS_RING_PRODUCER) {
+            finish_producer(r, w, mode, item, res);
+            break;
+        }
+        if (w->role == PRS_RING_JOINER) {
+            res->outcome = PRS_RING_DONE;
             break;
         }
         if (w->blocking) unlink_waiter(&r->served, w);
+        r->handed--;
         if (mode == PRS_RING_FINISH_ACCEPT) {
             *item = w->item;
-            r->handed--;
             r->processed++;
-            settle(r, res);
             res->outcome = PRS_RING_GOT;
         } else {
-            r->handed--;
-            push_front(r, w->item);
-            settle(r, res);
+            push_front(r, w->item); /* its slot was kept: room guaranteed */
             res->outcome = PRS_RING_GAVE_BACK;
         }
+        settle(r, res);
         break;
     case PRS_WAITER_CLOSED:
-        if (w->producer) *item = w->item;
+        if (w->role == PRS_RING_PRODUCER) *item = w->item;
         res->outcome = PRS_RING_CLOSED;
         break;
     default:
@@ -435,6 +556,62 @@ int prs_ring_finish(prs_ring *r, prs_ring_waiter *w, int mode, void **item, prs_
     }
     w->item = NULL;
     w->state = PRS_WAITER_IDLE;
+    check_watermarks(r, res);
+    pthread_mutex_unlock(&r->mu);
+    return PRS_OK;
+}
+
+int prs_ring_task_done(prs_ring *r, prs_ring_result *res) {
+    if (!r || !res) return PRS_EINVAL;
+    res_init(res);
+    pthread_mutex_lock(&r->mu);
+    int rc = PRS_OK;
+    if (r->unfinished == 0) {
+        rc = PRS_EINVAL;
+    } else {
+        r->unfinished--;
+        serve_joiners(r, res);
+    }
+    check_invariants(r);
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int prs_ring_join(prs_ring *r, prs_ring_waiter *w, prs_ring_result *res) {
+    if (!r || !res) return PRS_EINVAL;
+    res_init(res);
+    if (w && (w->state == PRS_WAITER_WAITING || w->role != PRS_RING_JOINER)) return PRS_EINVAL;
+    int rc = PRS_OK;
+    pthread_mutex_lock(&r->mu);
+    if (r->unfinished == 0) {
+        res->outcome = PRS_RING_DONE;
+    } else if (w) {
+        enqueue(&r->joiners, w);
+        res->outcome = PRS_RING_WAITING;
+    } else {
+        rc = PRS_EAGAIN;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
+}
+
+int prs_ring_set_capacity(prs_ring *r, int64_t capacity, prs_ring_result *res) {
+    if (!r || !res || capacity < 0) return PRS_EINVAL;
+    if (capacity > PRS_RING_MAX) return PRS_ERANGE;
+    res_init(res);
+    int64_t cap = capacity == 0 ? PRS_RING_MAX : capacity;
+    pthread_mutex_lock(&r->mu);
+    /* Room for the producers a larger capacity lets in (settle never allocates). */
+    int64_t need = size_of(r) + r->producers.n;
+    if (need > cap) need = cap;
+    if (grow(r, need) != PRS_OK) {
+        pthread_mutex_unlock(&r->mu);
+        return PRS_ENOMEM;
+    }
+    r->cap = cap;
+    if (size_of(r) > cap) r->over = 1;
+    set_thresholds(r);
+    settle(r, res);
     check_watermarks(r, res);
     pthread_mutex_unlock(&r->mu);
     return PRS_OK;
@@ -458,6 +635,7 @@ int prs_ring_close(prs_ring *r, prs_ring_result *res) {
         w->state = PRS_WAITER_CLOSED;
         wake(w, res);
     }
+    check_invariants(r);
     pthread_mutex_unlock(&r->mu);
     return PRS_OK;
 }
@@ -472,21 +650,21 @@ int prs_ring_after_fork_child(prs_ring *r, prs_ring_result *res) {
     /* Queued threads leave the queues unserved, as a timed-out finish would:
      * a producer's item is its thread's again (counted dropped). Nobody is
      * woken: their condition variables are the parent's. */
-    waitq *qs[2] = {&r->producers, &r->consumers};
-    for (int k = 0; k < 2; k++) {
+    waitq *qs[3] = {&r->producers, &r->consumers, &r->joiners};
+    for (int k = 0; k < 3; k++) {
         prs_ring_waiter *w = qs[k]->head;
         while (w) {
             prs_ring_waiter *next = w->next;
             if (w->blocking) {
                 unlink_waiter(qs[k], w);
-                if (w->producer) r->dropped++;
+                if (w->role == PRS_RING_PRODUCER) r->dropped++;
                 w->state = PRS_WAITER_IDLE;
             }
             w = next;
         }
     }
     /* Threads handed an item give it back to the front, newest first, so the
-     * items keep their order. */
+     * items keep their order. Each lands in the slot it held: capacity holds. */
     while (r->served.tail) {
         prs_ring_waiter *w = r->served.tail;
         unlink_waiter(&r->served, w);
@@ -522,7 +700,7 @@ int prs_ring_foreach(prs_ring *r, int (*fn)(void *item, void *arg), void *arg) {
     pthread_mutex_lock(&r->mu);
     for (int64_t k = 0; k < r->count && rc == 0; k++) {
         int64_t i = r->head + k;
-        if (i >= r->cap) i -= r->cap;
+        if (i >= r->nbuf) i -= r->nbuf;
         rc = fn(r->buf[i], arg);
     }
     pthread_mutex_unlock(&r->mu);
@@ -532,7 +710,7 @@ int prs_ring_foreach(prs_ring *r, int (*fn)(void *item, void *arg), void *arg) {
 void prs_ring_stats_get(prs_ring *r, prs_ring_stats *s) {
     pthread_mutex_lock(&r->mu);
     s->capacity = r->cap;
-    s->size = r->count + r->handed;
+    s->size = size_of(r);
     s->received = r->received;
     s->processed = r->processed;
     s->dropped = r->dropped;
@@ -541,6 +719,7 @@ void prs_ring_stats_get(prs_ring *r, prs_ring_stats *s) {
     s->low_events = r->low_events;
     s->producers_waiting = r->producers.n;
     s->consumers_waiting = r->consumers.n;
+    s->unfinished = r->unfinished;
     s->closed = r->closed;
     s->above_high = r->above;
     pthread_mutex_unlock(&r->mu);
@@ -548,12 +727,25 @@ void prs_ring_stats_get(prs_ring *r, prs_ring_stats *s) {
 
 int64_t prs_ring_size(prs_ring *r) {
     pthread_mutex_lock(&r->mu);
-    int64_t n = r->count + r->handed;
+    int64_t n = size_of(r);
     pthread_mutex_unlock(&r->mu);
     return n;
 }
 
-int64_t prs_ring_capacity(const prs_ring *r) { return r->cap; }
+int64_t prs_ring_capacity(prs_ring *r) {
+    pthread_mutex_lock(&r->mu);
+    int64_t c = r->cap;
+    pthread_mutex_unlock(&r->mu);
+    return c;
+}
+
+int prs_ring_is_full(prs_ring *r) {
+    pthread_mutex_lock(&r->mu);
+    int f = size_of(r) >= r->cap;
+    pthread_mutex_unlock(&r->mu);
+    return f;
+}
+
 prs_ring_strategy prs_ring_strategy_of(const prs_ring *r) { return r->strategy; }
 
 int prs_ring_is_closed(prs_ring *r) {
@@ -607,6 +799,24 @@ int prs_ring_get_blocking(prs_ring *r, int64_t deadline_ns, void **item, prs_rin
         res->outcome = fin.outcome;
         if (fin.outcome == PRS_RING_CLOSED) rc = PRS_ECLOSED;
         else if (fin.outcome != PRS_RING_GOT) rc = PRS_ETIMEDOUT;
+    }
+    prs_ring_waiter_destroy(&w);
+    return rc;
+}
+
+int prs_ring_join_blocking(prs_ring *r, int64_t deadline_ns, prs_ring_result *res) {
+    if (!r || !res) return PRS_EINVAL;
+    prs_ring_waiter w;
+    int rc = prs_ring_waiter_init(&w, PRS_RING_JOINER, 1, NULL);
+    if (rc) { res_init(res); return rc; }
+    rc = prs_ring_join(r, &w, res);
+    if (rc == PRS_OK && res->outcome == PRS_RING_WAITING) {
+        prs_ring_result fin;
+        void *unused;
+        prs_ring_wait(r, &w, deadline_ns);
+        prs_ring_finish(r, &w, PRS_RING_FINISH_ACCEPT, &unused, &fin);
+        res->outcome = fin.outcome;
+        if (fin.outcome != PRS_RING_DONE) rc = PRS_ETIMEDOUT;
     }
     prs_ring_waiter_destroy(&w);
     return rc;

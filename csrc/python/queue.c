@@ -26,8 +26,9 @@
 typedef struct {
     PyObject_HEAD
     prs_ring *core;            /* NULL until __init__ succeeded */
+    int64_t maxsize;           /* as given (<= 0: unbounded, as queue.Queue) */
     int64_t block_timeout_ns;  /* PRS_NEVER: no limit */
-    double block_timeout_s;
+    double block_timeout_s;    /* inf: no limit */
     int wm;                    /* watermarks configured */
     double high, low;
     PyObject *on_high;         /* NULL or a callable */
@@ -92,24 +93,42 @@ static int parse_callback(PyObject *o, const char *param, PyObject **out) {
     return 0;
 }
 
+/* A capacity: a count <= PRS_RING_MAX; <= 0 means unbounded (queue.Queue's
+ * rule). *given keeps the value, *cap is the core's (0: unbounded). */
+static int parse_maxsize(PyObject *o, const char *param, int64_t *given, int64_t *cap) {
+    if (prs_py_parse_count(o, param, INT64_MIN, PRS_RING_MAX, given) < 0) return -1;
+    *cap = *given <= 0 ? 0 : *given;
+    return 0;
+}
+
 static int q_init(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"max_size", "strategy", "block_timeout", "high_watermark", "low_watermark",
-                             "on_high_watermark", "on_low_watermark", NULL};
-    PyObject *size_o, *strat_o = NULL, *bt_o = NULL, *hi_o = NULL, *lo_o = NULL, *onhi_o = NULL,
-             *onlo_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|OOOOOO:RingQueue", kwlist, &size_o, &strat_o, &bt_o,
-                                     &hi_o, &lo_o, &onhi_o, &onlo_o))
+                             "on_high_watermark", "on_low_watermark", "maxsize", NULL};
+    PyObject *size_o = NULL, *strat_o = NULL, *bt_o = NULL, *hi_o = NULL, *lo_o = NULL, *onhi_o = NULL,
+             *onlo_o = NULL, *maxsize_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOOOOO$O:RingQueue", kwlist, &size_o, &strat_o, &bt_o,
+                                     &hi_o, &lo_o, &onhi_o, &onlo_o, &maxsize_o))
         return -1;
     if (SELF->core) {
         PyErr_Format(PyExc_RuntimeError, "%.200s is already initialised", Py_TYPE(self)->tp_name);
         return -1;
     }
+    if (maxsize_o == Py_None) maxsize_o = NULL;
+    if (size_o == Py_None) size_o = NULL;
+    if (size_o && maxsize_o) {
+        PyErr_SetString(PyExc_TypeError, "give max_size or maxsize (its queue.Queue name), not both");
+        return -1;
+    }
     prs_ring_config cfg;
     prs_ring_config_init(&cfg);
-    if (prs_py_parse_count(size_o, "max_size", 1, PRS_RING_MAX, &cfg.capacity) < 0) return -1;
+    int64_t given = 0;
+    cfg.capacity = 0;
+    if (size_o && parse_maxsize(size_o, "max_size", &given, &cfg.capacity) < 0) return -1;
+    if (maxsize_o && parse_maxsize(maxsize_o, "maxsize", &given, &cfg.capacity) < 0) return -1;
     if (strat_o && parse_strategy(strat_o, &cfg.strategy) < 0) return -1;
     double bt = 30.0;
-    if (bt_o && prs_py_parse_real(bt_o, "block_timeout", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &bt) < 0) return -1;
+    if (bt_o == Py_None) bt = Py_HUGE_VAL;
+    else if (bt_o && prs_py_parse_real(bt_o, "block_timeout", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &bt) < 0) return -1;
     if (hi_o == Py_None) hi_o = NULL;
     if (lo_o == Py_None) lo_o = NULL;
     double hi = 1.0, lo = 0.0;
@@ -126,6 +145,11 @@ static int q_init(PyObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     cfg.watermarks = hi_o || lo_o;
+    if (cfg.watermarks && cfg.capacity == 0) {
+        PyErr_Format(PyExc_ValueError, "watermarks need a bounded queue (max_size > 0), got max_size=%lld",
+                     (long long)given);
+        return -1;
+    }
     cfg.high_watermark = hi;
     cfg.low_watermark = lo;
     if (!cfg.watermarks && ((onhi_o && onhi_o != Py_None) || (onlo_o && onlo_o != Py_None))) {
@@ -145,6 +169,7 @@ static int q_init(PyObject *self, PyObject *args, PyObject *kwds) {
         return -1;
     }
     SELF->core = core;
+    SELF->maxsize = given;
     SELF->block_timeout_s = bt;
     SELF->block_timeout_ns = isinf(bt) ? PRS_NEVER : prs_seconds_to_ns(bt);
     SELF->wm = cfg.watermarks;
@@ -260,6 +285,9 @@ static PyObject *raise_empty(PyObject *self) { return raise_exc(self, PRS_EEMPTY
  * QueueFullError/QueueClosedError. Releases what came back. `nowait`: a
  * BLOCK refusal raises (put_nowait) instead of returning False. */
 static PyObject *put_verdict(PyObject *self, PyObject *item, prs_ring_result *res, int nowait) {
+    /* nowait: 1 raises QueueFullError for a BLOCK refusal (put_nowait, and a
+     * BoundedQueue put that timed out); 0 returns False (the reference
+     * design's BLOCK contract). */
     PyObject *ret;
     switch (res->outcome) {
     case PRS_RING_STORED:
@@ -283,34 +311,42 @@ static PyObject *put_verdict(PyObject *self, PyObject *item, prs_ring_result *re
     return ret;
 }
 
-static PyObject *put_impl(PyObject *self, PyObject *item, int64_t timeout_ns, int nowait) {
+/* A put status other than PRS_OK / PRS_EAGAIN: releases the ring's reference
+ * and raises (QueueClosedError, MemoryError when the storage cannot grow). */
+static PyObject *put_failed(PyObject *self, PyObject *item, int rc) {
+    Py_DECREF(item);
+    return rc == PRS_ECLOSED ? raise_closed(self) : raise_exc(self, rc, NULL);
+}
+
+/* put: nowait=1 never waits and raises QueueFullError for a BLOCK refusal;
+ * else a BLOCK put waits up to timeout_ns, then returns False (full_raises=0)
+ * or raises QueueFullError (full_raises=1, queue.Queue's rule). */
+static PyObject *put_impl(PyObject *self, PyObject *item, int64_t timeout_ns, int nowait, int full_raises) {
     prs_ring_result res;
     prs_ring *core = SELF->core;
     int wait = !nowait && timeout_ns != 0 && prs_ring_strategy_of(core) == PRS_RING_BLOCK;
+    int rc;
     Py_INCREF(item); /* the ring's reference, if it keeps the item */
     if (!wait) {
-        if (prs_ring_put(core, item, NULL, &res) == PRS_ECLOSED) {
-            Py_DECREF(item);
-            return raise_closed(self);
-        }
-        return put_verdict(self, item, &res, nowait);
+        rc = prs_ring_put(core, item, NULL, &res);
+        if (rc != PRS_OK) return put_failed(self, item, rc);
+        return put_verdict(self, item, &res, nowait || full_raises);
     }
-    int rc = prs_ring_try_put(core, item, &res);
-    if (rc == PRS_ECLOSED) { Py_DECREF(item); return raise_closed(self); }
-    if (rc == PRS_OK) return put_verdict(self, item, &res, 0);
+    rc = prs_ring_try_put(core, item, &res);
+    if (rc == PRS_OK) return put_verdict(self, item, &res, full_raises);
+    if (rc != PRS_EAGAIN) return put_failed(self, item, rc);
     prs_ring_waiter w;
-    rc = prs_ring_waiter_init(&w, 1, 1, NULL);
+    rc = prs_ring_waiter_init(&w, PRS_RING_PRODUCER, 1, NULL);
     if (rc) { Py_DECREF(item); return raise_exc(self, rc, NULL); }
     int64_t now = prs_monotonic_ns();
     rc = prs_ring_put(core, item, &w, &res);
-    if (rc == PRS_ECLOSED) {
+    if (rc != PRS_OK) {
         prs_ring_waiter_destroy(&w);
-        Py_DECREF(item);
-        return raise_closed(self);
+        return put_failed(self, item, rc);
     }
     if (res.outcome != PRS_RING_WAITING) {
         prs_ring_waiter_destroy(&w);
-        return put_verdict(self, item, &res, 0);
+        return put_verdict(self, item, &res, full_raises);
     }
     after(self, &res);
     int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
@@ -334,17 +370,17 @@ static PyObject *put_impl(PyObject *self, PyObject *item, int64_t timeout_ns, in
     if (interrupted) return NULL;
     if (res.outcome == PRS_RING_STORED) Py_RETURN_TRUE;
     if (res.outcome == PRS_RING_CLOSED) return raise_closed(self);
+    if (full_raises) return raise_full(self);
     Py_RETURN_FALSE;
 }
 
-static const char *const put_names[] = {"item", "timeout", NULL};
+static const char *const put_names[] = {"item", "block", "timeout", NULL};
 
 static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[2];
+    PyObject *v[3] = {NULL, NULL, NULL};
     if (nargs == 1 && !kwnames) {
         v[0] = args[0];
-        v[1] = NULL;
-    } else if (prs_py_unpack("put", args, nargs, kwnames, put_names, 2, v) < 0) {
+    } else if (prs_py_unpack("put", args, nargs, kwnames, put_names, 3, v) < 0) {
         return NULL;
     }
     if (!v[0]) {
@@ -352,14 +388,17 @@ static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
         return NULL;
     }
     if (ensure_init(self) < 0) return NULL;
+    int block = 1;
+    if (v[1] && (block = PyObject_IsTrue(v[1])) < 0) return NULL;
     int64_t timeout_ns = SELF->block_timeout_ns;
-    if (v[1] && v[1] != Py_None && prs_py_parse_timeout(v[1], "timeout", &timeout_ns) < 0) return NULL;
-    return put_impl(self, v[0], timeout_ns, 0);
+    if (v[2] && v[2] != Py_None && prs_py_parse_timeout(v[2], "timeout", &timeout_ns) < 0) return NULL;
+    if (!block) return put_impl(self, v[0], 0, 1, 1);
+    return put_impl(self, v[0], timeout_ns, 0, 1);
 }
 
 static PyObject *q_put_nowait(PyObject *self, PyObject *item) {
     if (ensure_init(self) < 0) return NULL;
-    return put_impl(self, item, 0, 1);
+    return put_impl(self, item, 0, 1, 1);
 }
 
 /* ---- get -------------------------------------------------------------- */
@@ -376,7 +415,7 @@ static PyObject *get_impl(PyObject *self, int64_t timeout_ns) {
         return rc == PRS_ECLOSED ? raise_closed(self) : raise_empty(self);
     }
     prs_ring_waiter w;
-    rc = prs_ring_waiter_init(&w, 0, 1, NULL);
+    rc = prs_ring_waiter_init(&w, PRS_RING_CONSUMER, 1, NULL);
     if (rc) return raise_exc(self, rc, NULL);
     int64_t now = prs_monotonic_ns();
     rc = prs_ring_get(core, &w, &item, &res);
@@ -394,8 +433,10 @@ static PyObject *get_impl(PyObject *self, int64_t timeout_ns) {
         Py_BEGIN_ALLOW_THREADS
         rc = prs_ring_wait(core, &w, slice_end);
         Py_END_ALLOW_THREADS
-        if (rc == PRS_OK) break;
+        /* Signals first, even when served in this slice: an interrupted wait
+         * takes nothing (finish(CANCEL) gives a handed item back). */
         if (PyErr_CheckSignals() < 0) { interrupted = 1; break; }
+        if (rc == PRS_OK) break;
         now = prs_monotonic_ns();
         if (deadline != PRS_NEVER && now >= deadline) break;
     }
@@ -408,15 +449,17 @@ static PyObject *get_impl(PyObject *self, int64_t timeout_ns) {
     return raise_empty(self);
 }
 
-static const char *const get_names[] = {"timeout", NULL};
+static const char *const get_names[] = {"block", "timeout", NULL};
 
 static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1] = {NULL};
-    if ((nargs || kwnames) && prs_py_unpack("get", args, nargs, kwnames, get_names, 1, v) < 0) return NULL;
+    PyObject *v[2] = {NULL, NULL};
+    if ((nargs || kwnames) && prs_py_unpack("get", args, nargs, kwnames, get_names, 2, v) < 0) return NULL;
     if (ensure_init(self) < 0) return NULL;
+    int block = 1;
+    if (v[0] && (block = PyObject_IsTrue(v[0])) < 0) return NULL;
     int64_t timeout_ns = PRS_NEVER;
-    if (v[0] && prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
-    return get_impl(self, timeout_ns);
+    if (v[1] && prs_py_parse_timeout(v[1], "timeout", &timeout_ns) < 0) return NULL;
+    return get_impl(self, block ? timeout_ns : 0);
 }
 
 static PyObject *q_get_nowait(PyObject *self, PyObject *unused) {
@@ -438,12 +481,12 @@ static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t n
     PyObject *item = args[0];
     prs_ring *core = SELF->core;
     if (prs_ring_strategy_of(core) != PRS_RING_BLOCK || SELF->block_timeout_ns == 0)
-        return put_impl(self, item, 0, 0);
+        return put_impl(self, item, 0, 0, 0);
     prs_ring_result res;
     Py_INCREF(item);
     int rc = prs_ring_try_put(core, item, &res);
-    if (rc == PRS_ECLOSED) { Py_DECREF(item); return raise_closed(self); }
     if (rc == PRS_OK) return put_verdict(self, item, &res, 0);
+    if (rc != PRS_EAGAIN) return put_failed(self, item, rc);
     Py_DECREF(item);
     prs_py_state *st = prs_py_state_of(self);
     if (!st) return NULL;
@@ -453,11 +496,11 @@ static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_INCREF(item);
     Py_INCREF(w); /* the queue's reference */
     rc = prs_ring_put(core, item, &w->u.r, &res);
-    if (rc == PRS_ECLOSED || res.outcome != PRS_RING_WAITING) {
+    if (rc != PRS_OK || res.outcome != PRS_RING_WAITING) {
         w->settled = 1;
         Py_DECREF(w);
         Py_DECREF(w);
-        if (rc == PRS_ECLOSED) { Py_DECREF(item); return raise_closed(self); }
+        if (rc != PRS_OK) return put_failed(self, item, rc);
         return put_verdict(self, item, &res, 0);
     }
     after(self, &res);
@@ -517,8 +560,9 @@ static prs_py_waiter *finish_args(PyObject *self, const char *fname, PyObject *c
     return (prs_py_waiter *)args[0];
 }
 
-/* _finish_put(waiter, cancel): True (stored), False (timed out: dropped), or
- * QueueClosedError (closed while waiting). */
+/* _finish_put(waiter, cancel): True (stored), False (timed out, or cancelled:
+ * the item was not stored, counted dropped), or QueueClosedError (closed
+ * while waiting, or before a served put settled). */
 static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int cancel;
     prs_py_waiter *w = finish_args(self, "_finish_put", args, nargs, PRS_PY_WAITER_PUT, &cancel);
@@ -554,6 +598,94 @@ static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t 
     if (res.outcome == PRS_RING_CLOSED) return raise_closed(self);
     if (res.outcome == PRS_RING_GAVE_BACK) Py_RETURN_NONE;
     return cancel ? Py_NewRef(Py_None) : raise_empty(self);
+}
+
+/* ---- task_done / join --------------------------------------------------- */
+
+static PyObject *q_task_done(PyObject *self, PyObject *unused) {
+    if (ensure_init(self) < 0) return NULL;
+    prs_ring_result res;
+    int rc = prs_ring_task_done(SELF->core, &res);
+    after(self, &res);
+    if (rc == PRS_EINVAL) {
+        PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+/* join(): waits (GIL released, signals checked between slices) until every
+ * item put has been marked done; Ctrl-C leaves the joiner queue. */
+static PyObject *q_join(PyObject *self, PyObject *unused) {
+    if (ensure_init(self) < 0) return NULL;
+    prs_ring *core = SELF->core;
+    prs_ring_result res;
+    if (prs_ring_join(core, NULL, &res) == PRS_OK) Py_RETURN_NONE;
+    prs_ring_waiter w;
+    int rc = prs_ring_waiter_init(&w, PRS_RING_JOINER, 1, NULL);
+    if (rc) return raise_exc(self, rc, NULL);
+    prs_ring_join(core, &w, &res);
+    int interrupted = 0;
+    if (res.outcome == PRS_RING_WAITING) {
+        for (;;) {
+            int64_t slice_end = prs__sat_add(prs_monotonic_ns(), SLICE_NS);
+            Py_BEGIN_ALLOW_THREADS
+            rc = prs_ring_wait(core, &w, slice_end);
+            Py_END_ALLOW_THREADS
+            if (PyErr_CheckSignals() < 0) { interrupted = 1; break; }
+            if (rc == PRS_OK) break;
+        }
+    }
+    void *unused_item;
+    prs_ring_finish(core, &w, PRS_RING_FINISH_CANCEL, &unused_item, &res);
+    prs_ring_waiter_destroy(&w);
+    if (interrupted) return NULL;
+    Py_RETURN_NONE;
+}
+
+/* _join_async(get_running_loop): True when nothing is unfinished, else a
+ * queued _AsyncWaiter (a joiner). */
+static PyObject *q_join_async(PyObject *self, PyObject *get_loop) {
+    if (ensure_init(self) < 0) return NULL;
+    prs_ring *core = SELF->core;
+    prs_ring_result res;
+    if (prs_ring_join(core, NULL, &res) == PRS_OK) Py_RETURN_TRUE;
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st) return NULL;
+    /* An _AsyncWaiter of the GET kind whose core waiter is a joiner. */
+    prs_py_waiter *w = prs_py_waiter_new(st, self, PRS_PY_WAITER_GET, get_loop);
+    if (!w) return NULL;
+    prs_ring_waiter_init(&w->u.r, PRS_RING_JOINER, 0, w);
+    w->abandon = waiter_abandon;
+    Py_INCREF(w); /* the queue's reference */
+    prs_ring_join(core, &w->u.r, &res);
+    if (res.outcome != PRS_RING_WAITING) { /* done meanwhile */
+        w->settled = 1;
+        Py_DECREF(w);
+        Py_DECREF(w);
+        Py_RETURN_TRUE;
+    }
+    return (PyObject *)w;
+}
+
+/* _finish_join(waiter): True when served (nothing unfinished), False when it
+ * left the queue unserved. */
+static PyObject *q_finish_join(PyObject *self, PyObject *waiter) {
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st || ensure_init(self) < 0) return NULL;
+    if (!prs_py_waiter_check(st, waiter, self, PRS_PY_WAITER_GET)) return NULL;
+    prs_py_waiter *w = (prs_py_waiter *)waiter;
+    if (w->u.r.role != PRS_RING_JOINER) {
+        PyErr_SetString(PyExc_TypeError, "_finish_join() needs a waiter from _join_async()");
+        return NULL;
+    }
+    if (w->settled) Py_RETURN_FALSE;
+    void *unused;
+    prs_ring_result res;
+    prs_ring_finish(SELF->core, &w->u.r, PRS_RING_FINISH_CANCEL, &unused, &res);
+    w->settled = 1;
+    if (res.outcome == PRS_RING_TIMED_OUT) Py_DECREF(w); /* was still queued */
+    return PyBool_FromLong(res.outcome == PRS_RING_DONE);
 }
 
 /* ---- the rest ------------------------------------------------------------ */
@@ -596,26 +728,56 @@ static PyObject *q_empty(PyObject *self, PyObject *unused) {
 
 static PyObject *q_full(PyObject *self, PyObject *unused) {
     if (ensure_init(self) < 0) return NULL;
-    return PyBool_FromLong(prs_ring_size(SELF->core) >= prs_ring_capacity(SELF->core));
+    return PyBool_FromLong(prs_ring_is_full(SELF->core));
 }
 
 static PyObject *q_stats(PyObject *self, PyObject *unused) {
     if (ensure_init(self) < 0) return NULL;
     prs_ring_stats s;
     prs_ring_stats_get(SELF->core, &s);
-    return Py_BuildValue("(LLLLLLLLLii)", (long long)s.received, (long long)s.processed, (long long)s.dropped,
+    return Py_BuildValue("(LLLLLLLLLiiL)", (long long)s.received, (long long)s.processed, (long long)s.dropped,
                          (long long)s.blocked, (long long)s.size, (long long)s.high_events,
                          (long long)s.low_events, (long long)s.producers_waiting,
-                         (long long)s.consumers_waiting, s.closed, s.above_high);
+                         (long long)s.consumers_waiting, s.closed, s.above_high, (long long)s.unfinished);
 }
 
 static PyObject *q_get_fill_ratio(PyObject *self, void *c) {
     if (ensure_init(self) < 0) return NULL;
+    if (SELF->maxsize <= 0) return PyFloat_FromDouble(0.0); /* unbounded */
     return PyFloat_FromDouble((double)prs_ring_size(SELF->core) / (double)prs_ring_capacity(SELF->core));
 }
 static PyObject *q_get_max_size(PyObject *self, void *c) {
     if (ensure_init(self) < 0) return NULL;
-    return PyLong_FromLongLong(prs_ring_capacity(SELF->core));
+    return PyLong_FromLongLong(SELF->maxsize);
+}
+/* max_size / maxsize = n: a new capacity (queue.Queue lets its maxsize be
+ * assigned). Growing lets waiting producers in; shrinking keeps the items. */
+static int q_set_max_size(PyObject *self, PyObject *v, void *c) {
+    if (ensure_init(self) < 0) return -1;
+    const char *param = c ? (const char *)c : "max_size";
+    if (!v) {
+        PyErr_Format(PyExc_AttributeError, "cannot delete %s", param);
+        return -1;
+    }
+    int64_t given, cap;
+    if (parse_maxsize(v, param, &given, &cap) < 0) return -1;
+    if (cap == 0 && SELF->wm) {
+        PyErr_Format(PyExc_ValueError, "watermarks need a bounded queue (%s > 0), got %s=%lld", param, param,
+                     (long long)given);
+        return -1;
+    }
+    prs_ring_result res;
+    int rc = prs_ring_set_capacity(SELF->core, cap, &res);
+    if (rc) { raise_exc(self, rc, NULL); return -1; }
+    SELF->maxsize = given;
+    after(self, &res);
+    return 0;
+}
+static PyObject *q_get_unfinished(PyObject *self, void *c) {
+    if (ensure_init(self) < 0) return NULL;
+    prs_ring_stats s;
+    prs_ring_stats_get(SELF->core, &s);
+    return PyLong_FromLongLong(s.unfinished);
 }
 static PyObject *q_get_strategy_name(PyObject *self, void *c) {
     if (ensure_init(self) < 0) return NULL;
@@ -623,6 +785,7 @@ static PyObject *q_get_strategy_name(PyObject *self, void *c) {
 }
 static PyObject *q_get_block_timeout(PyObject *self, void *c) {
     if (ensure_init(self) < 0) return NULL;
+    if (isinf(SELF->block_timeout_s)) Py_RETURN_NONE; /* no limit */
     return PyFloat_FromDouble(SELF->block_timeout_s);
 }
 static PyObject *q_get_closed(PyObject *self, void *c) {
@@ -642,25 +805,47 @@ static PyObject *q_get_low(PyObject *self, void *c) {
 
 static PyMethodDef q_methods[] = {
     {"put", (PyCFunction)(void (*)(void))q_put, METH_FASTCALL | METH_KEYWORDS,
-     "put($self, /, item, timeout=None)\n--\n\n"
-     "Put an item; True if it is queued, False if it was dropped. When full:\n"
-     "BLOCK waits up to `timeout` seconds (None: block_timeout; math.inf: no limit)\n"
-     "for room, then drops the item (False); DROP_OLDEST evicts the oldest item\n"
-     "(True); DROP_NEWEST drops this one (False); ERROR raises QueueFullError.\n"
-     "QueueClosedError after close(). The GIL is released while waiting and\n"
-     "Ctrl-C interrupts the wait."},
+     "put($self, /, item, block=True, timeout=None)\n--\n\n"
+     "Put an item (queue.Queue.put): True if it is queued, False if it was\n"
+     "dropped. When full: BLOCK waits up to `timeout` seconds (None:\n"
+     "block_timeout, itself None for no limit) for room, then raises\n"
+     "QueueFullError (a queue.Full; the item is counted dropped); block=False\n"
+     "raises it at once. DROP_OLDEST evicts the oldest item (True); DROP_NEWEST\n"
+     "drops this one (False); ERROR raises QueueFullError. QueueClosedError\n"
+     "after close(). The GIL is released while waiting and Ctrl-C interrupts\n"
+     "the wait."},
     {"put_nowait", q_put_nowait, METH_O,
      "put_nowait($self, item, /)\n--\n\n"
-     "Put without waiting: as put(), except that a full BLOCK queue raises\n"
-     "QueueFullError (the item is counted as dropped)."},
+     "put(item, block=False): a full BLOCK queue raises QueueFullError (a\n"
+     "queue.Full and an asyncio.QueueFull; the item is counted dropped)."},
     {"get", (PyCFunction)(void (*)(void))q_get, METH_FASTCALL | METH_KEYWORDS,
-     "get($self, /, timeout=None)\n--\n\n"
-     "Remove and return the oldest item, waiting up to `timeout` seconds (None:\n"
-     "no limit) for one: QueueEmptyError (a queue.Empty) on timeout,\n"
-     "QueueClosedError once a closed queue is drained. The GIL is released while\n"
-     "waiting and Ctrl-C interrupts the wait (nothing is taken)."},
+     "get($self, /, block=True, timeout=None)\n--\n\n"
+     "Remove and return the oldest item (queue.Queue.get), waiting up to\n"
+     "`timeout` seconds (None: no limit; block=False: not at all) for one:\n"
+     "QueueEmptyError (a queue.Empty) when none came, QueueClosedError once a\n"
+     "closed queue is drained. The GIL is released while waiting; Ctrl-C\n"
+     "interrupts the wait, and an interrupted get takes nothing (an item\n"
+     "handed to it in the same instant goes back to the front)."},
     {"get_nowait", q_get_nowait, METH_NOARGS,
-     "get_nowait($self, /)\n--\n\nget(timeout=0): QueueEmptyError when empty."},
+     "get_nowait($self, /)\n--\n\n"
+     "get(block=False): QueueEmptyError (a queue.Empty and an\n"
+     "asyncio.QueueEmpty) when empty."},
+    {"task_done", q_task_done, METH_NOARGS,
+     "task_done($self, /)\n--\n\n"
+     "Mark one item taken from the queue as processed (queue.Queue.task_done):\n"
+     "join() returns once every item put has been marked. ValueError when\n"
+     "called more times than items were put. An evicted item (DROP_OLDEST)\n"
+     "counts as done; a dropped one was never counted."},
+    {"join", q_join, METH_NOARGS,
+     "join($self, /)\n--\n\n"
+     "Wait until every item put has been marked done with task_done()\n"
+     "(queue.Queue.join). The GIL is released while waiting and Ctrl-C\n"
+     "interrupts the wait."},
+    {"_join_async", q_join_async, METH_O,
+     "_join_async($self, get_running_loop, /)\n--\n\n"
+     "Internal (asyncio form of join): True now, or a queued waiter."},
+    {"_finish_join", q_finish_join, METH_O,
+     "_finish_join($self, waiter, /)\n--\n\nInternal: settle a joiner waiter."},
     {"close", q_close, METH_NOARGS,
      "close($self, /)\n--\n\n"
      "Close the queue: later puts raise QueueClosedError; getters drain what is\n"
@@ -688,16 +873,23 @@ static PyMethodDef q_methods[] = {
     {"_stats", q_stats, METH_NOARGS,
      "_stats($self, /)\n--\n\n"
      "Internal: (received, processed, dropped, blocked, size, high_events,\n"
-     "low_events, producers_waiting, consumers_waiting, closed, above_high)."},
+     "low_events, producers_waiting, consumers_waiting, closed, above_high,\n"
+     "unfinished)."},
     {NULL, NULL, 0, NULL},
 };
 
+static char name_max_size[] = "max_size", name_maxsize[] = "maxsize"; /* setter closures */
+
 static PyGetSetDef q_getset[] = {
     {"fill_ratio", q_get_fill_ratio, NULL, "qsize() / max_size, in [0, 1].", NULL},
-    {"max_size", q_get_max_size, NULL, "The queue's capacity.", NULL},
-    {"maxsize", q_get_max_size, NULL, "Alias of max_size (the queue.Queue name).", NULL},
+    {"max_size", q_get_max_size, q_set_max_size,
+     "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", name_max_size},
+    {"maxsize", q_get_max_size, q_set_max_size, "Alias of max_size (the queue.Queue name).", name_maxsize},
+    {"unfinished_tasks", q_get_unfinished, NULL,
+     "Items put and not yet marked done with task_done().", NULL},
     {"_strategy_name", q_get_strategy_name, NULL, "The strategy's value ('block', ...).", NULL},
-    {"block_timeout", q_get_block_timeout, NULL, "Seconds a BLOCK put waits by default.", NULL},
+    {"block_timeout", q_get_block_timeout, NULL,
+     "Seconds a BLOCK put waits by default (None: no limit).", NULL},
     {"closed", q_get_closed, NULL, "True after close().", NULL},
     {"high_watermark", q_get_high, NULL, "The high watermark fraction, or None.", NULL},
     {"low_watermark", q_get_low, NULL, "The low watermark fraction, or None.", NULL},
@@ -710,8 +902,8 @@ static PyMemberDef q_members[] = {
 };
 
 static PyType_Slot q_slots[] = {
-    {Py_tp_doc, "RingQueue(max_size, strategy='block', block_timeout=30.0, high_watermark=None, "
-                "low_watermark=None, on_high_watermark=None, on_low_watermark=None)\n--\n\n"
+    {Py_tp_doc, "RingQueue(max_size=0, strategy='block', block_timeout=30.0, high_watermark=None, "
+                "low_watermark=None, on_high_watermark=None, on_low_watermark=None, *, maxsize=None)\n--\n\n"
                 "A bounded FIFO on a C ring with a backpressure strategy: the C core of\n"
                 "pyresilience.BoundedQueue and pyresilience.BackpressureQueue."},
     {Py_tp_new, q_new},

@@ -38,7 +38,7 @@ TEST(ring_config) {
         {1, PRS_RING_BLOCK, 0, 0, 0, PRS_OK},
         {10, PRS_RING_ERROR, 1, 0.8, 0.2, PRS_OK},
         {10, PRS_RING_DROP_OLDEST, 1, 1.0, 0.0, PRS_OK},
-        {0, PRS_RING_BLOCK, 0, 0, 0, PRS_EINVAL},
+        {0, PRS_RING_BLOCK, 0, 0, 0, PRS_OK}, /* unbounded */
         {-1, PRS_RING_BLOCK, 0, 0, 0, PRS_EINVAL},
         {PRS_RING_MAX + 1, PRS_RING_BLOCK, 0, 0, 0, PRS_ERANGE},
         {4, 7, 0, 0, 0, PRS_EINVAL},
@@ -131,11 +131,14 @@ TEST(ring_wraparound) {
     prs_ring_free(r);
 }
 
+/* NOTIFY producers (event-loop tasks): a served one holds a reserved slot and
+ * its item enters only when it settles - ACCEPT stores it, CANCEL takes it
+ * back (counted dropped) and the slot goes to the next producer. */
 TEST(ring_block_producer_waiters) {
     prs_ring *r = make_ring(2, PRS_RING_BLOCK);
     prs_ring_result res;
     prs_ring_waiter p[3];
-    for (int i = 0; i < 3; i++) ASSERT_OK(prs_ring_waiter_init(&p[i], 1, 0, NULL));
+    for (int i = 0; i < 3; i++) ASSERT_OK(prs_ring_waiter_init(&p[i], PRS_RING_PRODUCER, 0, NULL));
     ASSERT_OK(prs_ring_put(r, P(1), &p[0], &res));
     ASSERT_EQ(res.outcome, PRS_RING_STORED);
     ASSERT_OK(prs_ring_put(r, P(2), NULL, &res));
@@ -143,32 +146,84 @@ TEST(ring_block_producer_waiters) {
         ASSERT_OK(prs_ring_put(r, P(10 + i), &p[i], &res));
         ASSERT_EQ(res.outcome, PRS_RING_WAITING);
     }
-    /* a get frees a slot: the oldest producer's item moves in */
+    /* a get frees a slot: it is reserved for the oldest producer */
     ASSERT_EQ(get_one(r), 1);
     void *item;
     ASSERT_OK(prs_ring_get(r, NULL, &item, &res));
     ASSERT_EQ(I(item), 2);
     ASSERT(res.woken == &p[1]);
     ASSERT(res.woken->next == NULL);
-    /* the first get woke p[0]; both settle as STORED */
+    ASSERT_EQ(prs_ring_size(r), 2); /* two reserved slots: full */
+    ASSERT(prs_ring_is_full(r));
+    ASSERT_STATUS(prs_ring_get(r, NULL, &item, &res), PRS_EEMPTY); /* nothing stored yet */
+    ASSERT_OK(prs_ring_put(r, P(99), NULL, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_FULL);
+    /* p[0] settles: its item goes in */
     ASSERT_OK(prs_ring_finish(r, &p[0], PRS_RING_FINISH_ACCEPT, &item, &res));
     ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT(item == NULL);
+    /* p[1] was cancelled before its task ran: its item comes back, not stored,
+     * and the slot goes to p[2] */
     ASSERT_OK(prs_ring_finish(r, &p[1], PRS_RING_FINISH_CANCEL, &item, &res));
-    ASSERT_EQ(res.outcome, PRS_RING_STORED); /* too late to undo a stored put */
-    /* p[2] times out: its item comes back, counted dropped */
+    ASSERT_EQ(res.outcome, PRS_RING_GAVE_BACK);
+    ASSERT_EQ(I(item), 11);
+    ASSERT(res.woken == &p[2]);
     ASSERT_OK(prs_ring_finish(r, &p[2], PRS_RING_FINISH_ACCEPT, &item, &res));
-    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
-    ASSERT_EQ(I(item), 12);
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
     ASSERT_EQ(get_one(r), 10);
-    ASSERT_EQ(get_one(r), 11);
+    ASSERT_EQ(get_one(r), 12);
     prs_ring_stats s;
     prs_ring_stats_get(r, &s);
-    ASSERT_EQ(s.received, 5);
+    ASSERT_EQ(s.received, 6);
     ASSERT_EQ(s.processed, 4);
-    ASSERT_EQ(s.dropped, 1);
+    ASSERT_EQ(s.dropped, 2); /* 99 refused, 11 cancelled */
     ASSERT_EQ(s.blocked, 3);
     ASSERT_EQ(s.producers_waiting, 0);
+    ASSERT_EQ(s.size, 0);
+    /* A queued producer that times out still gets its item back. */
+    ASSERT_OK(prs_ring_put(r, P(20), NULL, &res));
+    ASSERT_OK(prs_ring_put(r, P(21), NULL, &res));
+    ASSERT_OK(prs_ring_put(r, P(22), &p[0], &res));
+    ASSERT_OK(prs_ring_finish(r, &p[0], PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    ASSERT_EQ(I(item), 22);
     for (int i = 0; i < 3; i++) prs_ring_waiter_destroy(&p[i]);
+    prs_ring_drain(r, NULL, NULL);
+    prs_ring_free(r);
+}
+
+/* A served NOTIFY producer: ACCEPT hands its item to a consumer that queued
+ * meanwhile; after close, ACCEPT gives the item back (CLOSED, dropped). */
+TEST(ring_notify_producer_accept_and_close) {
+    prs_ring *r = make_ring(1, PRS_RING_BLOCK);
+    prs_ring_result res;
+    prs_ring_waiter p, c;
+    void *item;
+    ASSERT_OK(prs_ring_waiter_init(&p, PRS_RING_PRODUCER, 0, NULL));
+    ASSERT_OK(prs_ring_waiter_init(&c, PRS_RING_CONSUMER, 0, NULL));
+    ASSERT_OK(prs_ring_put(r, P(1), NULL, &res));
+    ASSERT_OK(prs_ring_put(r, P(2), &p, &res));
+    ASSERT_EQ(get_one(r), 1);                      /* p served: slot reserved */
+    ASSERT_OK(prs_ring_get(r, &c, &item, &res));   /* nothing stored: c queues */
+    ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+    ASSERT_OK(prs_ring_finish(r, &p, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT(res.woken == &c);                       /* straight to c */
+    ASSERT_OK(prs_ring_finish(r, &c, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(I(item), 2);
+    ASSERT_OK(prs_ring_put(r, P(3), NULL, &res));
+    ASSERT_OK(prs_ring_put(r, P(4), &p, &res));
+    ASSERT_EQ(get_one(r), 3);                      /* p served again */
+    ASSERT_OK(prs_ring_close(r, &res));
+    ASSERT_OK(prs_ring_finish(r, &p, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_CLOSED);
+    ASSERT_EQ(I(item), 4);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.size, 0);
+    ASSERT_EQ(s.received, s.processed + s.dropped);
+    prs_ring_waiter_destroy(&p);
+    prs_ring_waiter_destroy(&c);
     prs_ring_free(r);
 }
 
@@ -555,7 +610,8 @@ TEST(ring_after_fork_consumers) {
 
 /* Producers [P1, N3, P2] on a full ring of 1: a get lets P1 in (served: its
  * item is stored, nothing to undo); after the fork P2 leaves (its item counted
- * dropped), N3 stays queued and is served by the next get. */
+ * dropped), N3 stays queued and is served by the next get (a reserved slot;
+ * its item enters when it settles). */
 TEST(ring_after_fork_producers) {
     prs_ring *r = make_ring(1, PRS_RING_BLOCK);
     prs_ring_waiter p1, p2, n3;
@@ -580,10 +636,10 @@ TEST(ring_after_fork_producers) {
     void *item = NULL;
     ASSERT_OK(prs_ring_get(r, NULL, &item, &res));
     ASSERT_EQ(I(item), 2);
-    ASSERT(res.woken == &n3); /* its 3 went in */
-    ASSERT_EQ(get_one(r), 3);
+    ASSERT(res.woken == &n3); /* a slot is reserved for its 3 */
     ASSERT_OK(prs_ring_finish(r, &n3, PRS_RING_FINISH_ACCEPT, &item, &res));
     ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    ASSERT_EQ(get_one(r), 3);
     ASSERT_OK(prs_ring_finish(r, &p1, PRS_RING_FINISH_ACCEPT, &item, &res));
     ASSERT_EQ(res.outcome, PRS_RING_STORED);
     ASSERT_OK(prs_ring_finish(r, &p2, PRS_RING_FINISH_ACCEPT, &item, &res));
@@ -726,5 +782,303 @@ TEST(ring_fork_child) {
     ASSERT_EQ(s.processed, 4);
     assert_balanced(r);
     for (int i = 0; i < 3; i++) prs_ring_waiter_destroy(&cs[i]->w);
+    prs_ring_free(r);
+}
+
+/* ---- capacity holds at every instant -------------------------------------- */
+
+static void assert_within(prs_ring *r) {
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT(s.size <= s.capacity);
+    ASSERT_EQ(s.received, s.processed + s.dropped + s.size + s.producers_waiting);
+}
+
+/* 32 consumers wait on a ring of 2: only two puts are handed over (each keeps
+ * its slot); the others follow the strategy as on any full ring. Then every
+ * consumer is cancelled: the two items go back (each to the next consumer,
+ * finally to the ring), never past capacity. */
+TEST(ring_handoff_respects_capacity) {
+    static const struct { prs_ring_strategy st; int refused; } rows[] = {
+        {PRS_RING_BLOCK, PRS_RING_FULL},
+        {PRS_RING_DROP_OLDEST, PRS_RING_DROPPED}, /* nothing stored to evict */
+        {PRS_RING_DROP_NEWEST, PRS_RING_DROPPED},
+        {PRS_RING_ERROR, PRS_RING_FULL},
+    };
+    enum { N = 32 };
+    for (size_t k = 0; k < sizeof rows / sizeof rows[0]; k++) {
+        prs_ring *r = make_ring(2, rows[k].st);
+        prs_ring_waiter c[N];
+        prs_ring_result res;
+        void *item;
+        for (int i = 0; i < N; i++) {
+            ASSERT_OK(prs_ring_waiter_init(&c[i], PRS_RING_CONSUMER, 0, NULL));
+            ASSERT_OK(prs_ring_get(r, &c[i], &item, &res));
+            ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+        }
+        for (int i = 0; i < N; i++) {
+            ASSERT_OK(prs_ring_put(r, P(100 + i), NULL, &res));
+            ASSERT_EQ(res.outcome, i < 2 ? PRS_RING_STORED : rows[k].refused);
+            ASSERT(i < 2 ? res.woken == &c[i] : res.woken == NULL);
+            ASSERT_EQ(prs_ring_size(r), i < 2 ? i + 1 : 2);
+            assert_within(r);
+        }
+        if (rows[k].st == PRS_RING_BLOCK) {
+            prs_ring_waiter p;
+            ASSERT_OK(prs_ring_waiter_init(&p, PRS_RING_PRODUCER, 0, NULL));
+            ASSERT_STATUS(prs_ring_try_put(r, P(7), &res), PRS_EAGAIN);
+            ASSERT_OK(prs_ring_put(r, P(7), &p, &res));
+            ASSERT_EQ(res.outcome, PRS_RING_WAITING); /* not handed: every slot is out */
+            ASSERT_OK(prs_ring_finish(r, &p, PRS_RING_FINISH_CANCEL, &item, &res));
+            ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+            ASSERT_EQ(I(item), 7);
+        }
+        for (int i = 0; i < N; i++) {
+            ASSERT_OK(prs_ring_finish(r, &c[i], PRS_RING_FINISH_CANCEL, &item, &res));
+            ASSERT_EQ(prs_ring_size(r), 2);
+            assert_within(r);
+        }
+        int64_t a = get_one(r), b = get_one(r);
+        ASSERT((a == 100 && b == 101) || (a == 101 && b == 100));
+        ASSERT_STATUS(prs_ring_get(r, NULL, &item, &res), PRS_EEMPTY);
+        assert_within(r);
+        for (int i = 0; i < N; i++) prs_ring_waiter_destroy(&c[i]);
+        prs_ring_free(r);
+    }
+}
+
+/* The fork path of the same: 8 blocking consumers (threads of the parent) on
+ * a ring of 2, two of them served; after the fork both items come back in
+ * order, the six still queued leave, and capacity holds. */
+TEST(ring_after_fork_handed_at_capacity) {
+    enum { N = 8 };
+    prs_ring *r = make_ring(2, PRS_RING_BLOCK);
+    prs_ring_waiter c[N];
+    prs_ring_result res;
+    void *item;
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(prs_ring_waiter_init(&c[i], PRS_RING_CONSUMER, 1, NULL));
+        ASSERT_OK(prs_ring_get(r, &c[i], &item, &res));
+    }
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(prs_ring_put(r, P(10 + i), NULL, &res));
+        ASSERT_EQ(res.outcome, i < 2 ? PRS_RING_STORED : PRS_RING_FULL);
+    }
+    ASSERT_OK(prs_ring_after_fork_child(r, &res));
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.size, 2);
+    ASSERT_EQ(s.consumers_waiting, 0);
+    assert_within(r);
+    ASSERT_EQ(get_one(r), 10);
+    ASSERT_EQ(get_one(r), 11);
+    for (int i = 0; i < N; i++) {
+        ASSERT_OK(prs_ring_finish(r, &c[i], PRS_RING_FINISH_CANCEL, &item, &res)); /* ghosts */
+        ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+        prs_ring_waiter_destroy(&c[i]);
+    }
+    assert_within(r);
+    prs_ring_free(r);
+}
+
+/* Real threads: 32 consumers blocked on a ring of 2 while a producer puts as
+ * fast as it can and a checker samples the size: never above 2. */
+typedef struct {
+    prs_ring *r;
+    atomic_int stop;
+    atomic_long got;
+    atomic_long max_size;
+} cap_ctx;
+
+static void *cap_consumer(void *arg) {
+    cap_ctx *c = arg;
+    prs_ring_result res;
+    void *item;
+    while (!atomic_load(&c->stop)) {
+        int rc = prs_ring_get_blocking(c->r, prs_monotonic_ns() + PRS_NS_PER_MS, &item, &res);
+        if (rc == PRS_OK) atomic_fetch_add(&c->got, 1);
+        if (rc == PRS_ECLOSED) break;
+    }
+    return NULL;
+}
+
+static void *cap_sampler(void *arg) {
+    cap_ctx *c = arg;
+    while (!atomic_load(&c->stop)) {
+        long n = (long)prs_ring_size(c->r);
+        long m = atomic_load(&c->max_size);
+        if (n > m) atomic_store(&c->max_size, n);
+    }
+    return NULL;
+}
+
+TEST(ring_threads_capacity_never_exceeded) {
+    enum { N = 32, ITEMS = 20000 };
+    cap_ctx c = {.r = make_ring(2, PRS_RING_BLOCK)};
+    atomic_init(&c.stop, 0);
+    atomic_init(&c.got, 0);
+    atomic_init(&c.max_size, 0);
+    pthread_t t[N], st;
+    for (int i = 0; i < N; i++) pthread_create(&t[i], NULL, cap_consumer, &c);
+    pthread_create(&st, NULL, cap_sampler, &c);
+    prs_ring_result res;
+    for (int i = 0; i < ITEMS; i++) {
+        ASSERT_OK(prs_ring_put_blocking(c.r, P(i + 1), PRS_NEVER, &res));
+        ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    }
+    while (atomic_load(&c.got) < ITEMS) sched_yield();
+    atomic_store(&c.stop, 1);
+    for (int i = 0; i < N; i++) pthread_join(t[i], NULL);
+    pthread_join(st, NULL);
+    ASSERT(atomic_load(&c.max_size) <= 2);
+    assert_within(c.r);
+    prs_ring_free(c.r);
+}
+
+/* ---- task_done / join --------------------------------------------------- */
+
+TEST(ring_task_done_join) {
+    prs_ring *r = make_ring(3, PRS_RING_DROP_OLDEST);
+    prs_ring_result res;
+    prs_ring_waiter j1, j2;
+    void *item;
+    ASSERT_OK(prs_ring_waiter_init(&j1, PRS_RING_JOINER, 0, NULL));
+    ASSERT_OK(prs_ring_waiter_init(&j2, PRS_RING_JOINER, 0, NULL));
+    ASSERT_STATUS(prs_ring_task_done(r, &res), PRS_EINVAL); /* nothing unfinished */
+    ASSERT_OK(prs_ring_join(r, &j1, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_DONE);
+    for (int i = 1; i <= 4; i++) ASSERT_OK(prs_ring_put(r, P(i), NULL, &res)); /* 1 evicted: done */
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.unfinished, 3);
+    ASSERT_STATUS(prs_ring_join(r, NULL, &res), PRS_EAGAIN);
+    ASSERT_OK(prs_ring_join(r, &j1, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+    ASSERT_OK(prs_ring_join(r, &j2, &res));
+    for (int i = 0; i < 3; i++) {
+        get_one(r);
+        ASSERT_OK(prs_ring_task_done(r, &res));
+        ASSERT(i < 2 ? res.woken == NULL : (res.woken == &j1 && j1.next == &j2));
+    }
+    ASSERT_OK(prs_ring_finish(r, &j1, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_DONE);
+    ASSERT_OK(prs_ring_finish(r, &j2, PRS_RING_FINISH_ACCEPT, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_DONE);
+    ASSERT_STATUS(prs_ring_task_done(r, &res), PRS_EINVAL);
+    /* a joiner that gives up leaves the queue */
+    ASSERT_OK(prs_ring_put(r, P(5), NULL, &res));
+    ASSERT_OK(prs_ring_join(r, &j1, &res));
+    ASSERT_OK(prs_ring_finish(r, &j1, PRS_RING_FINISH_CANCEL, &item, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    ASSERT_STATUS(prs_ring_join_blocking(r, prs_monotonic_ns() + PRS_NS_PER_MS, &res), PRS_ETIMEDOUT);
+    ASSERT_EQ(get_one(r), 5);
+    ASSERT_OK(prs_ring_task_done(r, &res));
+    ASSERT_OK(prs_ring_join_blocking(r, PRS_NEVER, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_DONE);
+    /* a cancelled NOTIFY put never counts; a served one counts when it settles */
+    prs_ring_waiter p;
+    ASSERT_OK(prs_ring_waiter_init(&p, PRS_RING_PRODUCER, 0, NULL));
+    for (int i = 0; i < 3; i++) ASSERT_OK(prs_ring_put(r, P(6 + i), NULL, &res));
+    prs_ring *b = make_ring(1, PRS_RING_BLOCK);
+    ASSERT_OK(prs_ring_put(b, P(1), NULL, &res));
+    ASSERT_OK(prs_ring_put(b, P(2), &p, &res));
+    ASSERT_EQ(get_one(b), 1);
+    ASSERT_OK(prs_ring_task_done(b, &res));
+    prs_ring_stats_get(b, &s);
+    ASSERT_EQ(s.unfinished, 0);
+    ASSERT_OK(prs_ring_finish(b, &p, PRS_RING_FINISH_CANCEL, &item, &res));
+    prs_ring_stats_get(b, &s);
+    ASSERT_EQ(s.unfinished, 0);
+    ASSERT_EQ(s.size, 0);
+    prs_ring_waiter_destroy(&p);
+    prs_ring_waiter_destroy(&j1);
+    prs_ring_waiter_destroy(&j2);
+    prs_ring_drain(r, NULL, NULL);
+    prs_ring_free(r);
+    prs_ring_free(b);
+}
+
+/* ---- unbounded, growth, set_capacity ---------------------------------------- */
+
+TEST(ring_unbounded_grows) {
+    prs_ring *r = make_ring(0, PRS_RING_BLOCK);
+    ASSERT_EQ(prs_ring_capacity(r), PRS_RING_MAX);
+    prs_ring_result res;
+    for (int i = 0; i < 5000; i++) {
+        ASSERT_OK(prs_ring_put(r, P(i + 1), NULL, &res));
+        ASSERT_EQ(res.outcome, PRS_RING_STORED);
+        if (i % 7 == 0) ASSERT_EQ(get_one(r), i / 7 + 1); /* wrapped while growing */
+    }
+    int64_t next = 5000 / 7 + 2;
+    while (prs_ring_size(r) > 0) ASSERT_EQ(get_one(r), next++);
+    ASSERT_EQ(next, 5001);
+    ASSERT(!prs_ring_is_full(r));
+    prs_ring_free(r);
+}
+
+TEST(ring_growth_failure) {
+    prs_test_alloc ta;
+    prs_test_alloc_init(&ta, 2); /* the ring and its first 64 slots */
+    prs_ring_config cfg;
+    prs_ring_config_init(&cfg);
+    cfg.capacity = 1000;
+    cfg.allocator = &ta.base;
+    prs_ring *r = NULL;
+    ASSERT_OK(prs_ring_new(&cfg, &r));
+    prs_ring_result res;
+    for (int i = 0; i < 64; i++) ASSERT_OK(prs_ring_put(r, P(i + 1), NULL, &res));
+    ASSERT_STATUS(prs_ring_put(r, P(65), NULL, &res), PRS_ENOMEM);
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.received, 64); /* nothing counted */
+    ASSERT_EQ(s.size, 64);
+    ASSERT_STATUS(prs_ring_set_capacity(r, 2000, &res), PRS_OK); /* nothing to grow for */
+    for (int i = 0; i < 64; i++) ASSERT_EQ(get_one(r), i + 1);
+    prs_ring_free(r);
+}
+
+TEST(ring_set_capacity) {
+    prs_ring_config cfg;
+    prs_ring_config_init(&cfg);
+    cfg.capacity = 3;
+    cfg.watermarks = 1;
+    cfg.high_watermark = 1.0;
+    cfg.low_watermark = 0.0;
+    prs_ring *r = NULL;
+    ASSERT_OK(prs_ring_new(&cfg, &r));
+    prs_ring_result res;
+    void *item;
+    for (int i = 1; i <= 3; i++) ASSERT_OK(prs_ring_put(r, P(i), NULL, &res));
+    ASSERT_EQ(res.events, PRS_RING_EV_HIGH);
+    /* shrink below the size: items stay, nothing is admitted */
+    ASSERT_OK(prs_ring_set_capacity(r, 2, &res));
+    ASSERT_EQ(prs_ring_size(r), 3);
+    ASSERT_OK(prs_ring_put(r, P(4), NULL, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_FULL);
+    ASSERT_EQ(get_one(r), 1);
+    ASSERT(prs_ring_is_full(r));
+    ASSERT_OK(prs_ring_put(r, P(5), NULL, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_FULL);
+    ASSERT_EQ(get_one(r), 2);
+    ASSERT_OK(prs_ring_put(r, P(6), NULL, &res));
+    ASSERT_EQ(res.outcome, PRS_RING_STORED);
+    /* grow with producers waiting: they come in */
+    prs_ring_waiter p[2];
+    for (int i = 0; i < 2; i++) {
+        ASSERT_OK(prs_ring_waiter_init(&p[i], PRS_RING_PRODUCER, 1, NULL));
+        ASSERT_OK(prs_ring_put(r, P(7 + i), &p[i], &res));
+        ASSERT_EQ(res.outcome, PRS_RING_WAITING);
+    }
+    ASSERT_OK(prs_ring_set_capacity(r, 0, &res)); /* unbounded */
+    ASSERT_EQ(prs_ring_size(r), 4);
+    for (int i = 0; i < 2; i++) {
+        ASSERT_OK(prs_ring_finish(r, &p[i], PRS_RING_FINISH_ACCEPT, &item, &res));
+        ASSERT_EQ(res.outcome, PRS_RING_STORED);
+        prs_ring_waiter_destroy(&p[i]);
+    }
+    for (int64_t want = 3; want <= 8; want++) if (want != 4 && want != 5) ASSERT_EQ(get_one(r), want);
+    ASSERT_STATUS(prs_ring_set_capacity(r, -1, &res), PRS_EINVAL);
+    ASSERT_STATUS(prs_ring_set_capacity(r, PRS_RING_MAX + 1, &res), PRS_ERANGE);
+    assert_within(r);
     prs_ring_free(r);
 }
