@@ -177,7 +177,8 @@ def test_n_above_capacity_never(clock):
     tb = pr.TokenBucket(3, 1, clock=clock)
     d = tb.check(4)
     assert not d.allowed and d.retry_after == math.inf
-    assert "Retry-After" in d.headers()
+    # never admissible: no invented Retry-After / Reset (see test_headers_never_*)
+    assert "Retry-After" not in d.headers() and "X-RateLimit-Reset" not in d.headers()
     assert tb.available == 3.0  # nothing consumed
     with pytest.raises(ValueError, match="never"):
         tb.acquire(4)
