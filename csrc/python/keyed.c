@@ -358,7 +358,8 @@ static PyMethodDef keyed_methods[] = {
      "acquire($self, /, key, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
      "Block until n is admitted for `key` (GIL released while waiting, Ctrl-C\n"
      "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
-     "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."},
+     "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
+     "ValueError when n exceeds the limit."},
     {"reset", (PyCFunction)(void (*)(void))keyed_reset, METH_FASTCALL | METH_KEYWORDS,
      "reset($self, /, key=None)\n--\n\nForget `key` (back to a fresh limiter), or every key when None."},
     {"available", keyed_available, METH_O,
@@ -835,16 +836,19 @@ static PyMethodDef group_methods[] = {
      "Consume n from every member if every member admits it now, else from none."},
     {"check", (PyCFunction)(void (*)(void))group_check, METH_FASTCALL | METH_KEYWORDS,
      "check($self, /, n=1, *, tokens_needed=None)\n--\n\n"
-     "Like allow(), returning the Decision of the most restrictive member (smallest\n"
-     "remaining and limit, largest retry_after and reset_after); denied_by is the index\n"
-     "of the first member that denied."},
+     "Like allow(), returning a Decision whose limit, remaining and reset_after are one\n"
+     "member's, the most restrictive (least remaining; ties: longest reset_after), never a\n"
+     "mix; retry_after is the longest any member asks; denied_by is the index of the\n"
+     "first member that denied. A member listed k times counts k * n (its limit and\n"
+     "remaining are divided by k)."},
     {"peek", (PyCFunction)(void (*)(void))group_peek, METH_FASTCALL | METH_KEYWORDS,
      "peek($self, /, n=1, *, tokens_needed=None)\n--\n\nThe Decision check(n) would return now, consuming nothing."},
     {"acquire", (PyCFunction)(void (*)(void))group_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
      "Block until every member admits n at once (GIL released while waiting, Ctrl-C\n"
      "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
-     "cannot be admitted within timeout seconds; ValueError when n exceeds a member's limit."},
+     "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
+     "ValueError when n exceeds what a member can ever admit."},
     {"_waiter", (PyCFunction)(void (*)(void))group_waiter, METH_FASTCALL | METH_KEYWORDS,
      "_waiter($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
      "A _RateWait for acquire_async (the deadline starts now)."},
@@ -871,7 +875,8 @@ static PyType_Slot group_slots[] = {
                 "GCRA, LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter) or\n"
                 "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads\n"
                 "and deadlock-free whatever the member order (members are locked in one global\n"
-                "order)."},
+                "order). The same limiter (or key) listed twice is one state asked for 2n:\n"
+                "peek, check, retry_after and acquire all count it once per appearance."},
     {Py_tp_new, group_new_obj},
     {Py_tp_init, group_init},
     {Py_tp_dealloc, group_dealloc},

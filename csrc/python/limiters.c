@@ -407,8 +407,11 @@ PyMethodDef prs_py_limiter_methods[] = {
      "Block until n is admitted (the GIL is released while waiting; Ctrl-C interrupts\n"
      "the wait and nothing is consumed). timeout in seconds (None: no limit): when n\n"
      "cannot be admitted within it, RateLimitExceeded is raised at once instead of\n"
-     "waiting in vain. ValueError when n exceeds the limit. On a ManualClock the wait\n"
-     "advances the clock instead of sleeping."},
+     "waiting in vain; when it can never be admitted (a spent budget that does not\n"
+     "refill, a clock saturated at 2**63 ns) RateLimitExceeded (retry_after inf) is\n"
+     "raised at once whatever the timeout. A finite timeout always holds, also on a\n"
+     "callable clock that stalls. ValueError when n exceeds the limit. On a ManualClock\n"
+     "the wait advances the clock (integer nanoseconds) instead of sleeping."},
     {"_waiter", (PyCFunction)(void (*)(void))limiter_waiter, METH_FASTCALL | METH_KEYWORDS,
      "_waiter($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
      "A _RateWait for acquire_async (the deadline starts now)."},

@@ -258,10 +258,11 @@ int prs_py_limiter_setup(prs_py_limiter *self, const prs_py_limiter_ops *ops, vo
                          PyObject *clock_arg);
 /* 1 if `o` is an initialised prs_py_limiter (of any algorithm), else 0. */
 int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
-/* Blocks until n is admitted on `self` (GIL released while waiting, signals
- * checked), raising RateLimitExceeded at once when it cannot be admitted within
- * timeout_ns (PRS_NEVER: no limit) and ValueError when n can never be admitted.
- * 0 or -1 with an exception; nothing is consumed on failure. */
+/* Blocks until n is admitted on `self` (prs_py_wait_admitted below: GIL
+ * released while waiting, signals checked), raising RateLimitExceeded at once
+ * when it cannot be admitted within timeout_ns (PRS_NEVER: no limit) or never
+ * can be, and ValueError when n exceeds the limit. 0 or -1 with an exception;
+ * nothing is consumed on failure. */
 int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns);
 
 /* ---- waiting until a rate limiter admits (limiters.c) ------------------ *
