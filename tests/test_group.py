@@ -347,6 +347,7 @@ def test_group_duplicate_member_counted_per_appearance(clock):
                 pr.LimiterGroup(keyed.for_key("k"), tb, keyed.for_key("k"), tb)):
         tb.reset()
         keyed.reset()
+        assert grp.available == 1.5  # 3 in the bucket, 2 per request
         # n=2 takes 4 from a bucket of 3: never, by peek and check alike
         p, d = grp.peek(2), grp.check(2)
         assert not p.allowed and not d.allowed and math.isinf(p.retry_after) and math.isinf(d.retry_after)

@@ -535,6 +535,7 @@ double prs_group_available(prs_group *g, int64_t now_ns) {
     double best = 0.0;
     for (size_t i = 0; i < g->n; i++) {
         gmember *gm = &g->members[i];
+        if (gm->first != i) continue; /* counted with its first appearance */
         double a;
         switch (gm->m.kind) {
         case KIND_SPIN:
@@ -545,6 +546,7 @@ double prs_group_available(prs_group *g, int64_t now_ns) {
         case KIND_GCRA: a = prs_gcra_available(gm->m.obj, now_ns); break;
         default: a = prs_keyed_available(gm->m.obj, gm->m.key, gm->m.key_len, now_ns); break;
         }
+        a /= (double)gm->mult; /* a request takes mult times n from it */
         if (i == 0 || a < best) best = a;
     }
     return best;

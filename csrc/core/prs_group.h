@@ -129,7 +129,8 @@ int prs_group_check(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, in
 int prs_group_peek(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by);
 /* Resets every member (one after the other, not atomically). */
 void prs_group_reset(prs_group *g);
-/* The smallest of the members' available amounts at now_ns. */
+/* The smallest of the members' available amounts at now_ns, each divided by
+ * its number of appearances. */
 double prs_group_available(prs_group *g, int64_t now_ns);
 size_t prs_group_size(const prs_group *g);
 
