@@ -103,10 +103,6 @@ static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
     return a->obj == b->obj;
 }
 
-static PyObject *decision_with(prs_py_state *st, const prs_decision *d, int denied_by) {
-    return prs_py_decision_new_by(st, d, denied_by);
-}
-
 /* ---- KeyedLimiter ------------------------------------------------------------ */
 
 typedef struct {
@@ -789,13 +785,13 @@ static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t n
     prs_decision d;
     int by;
     if (group_decide(self, 1, "check", args, nargs, kwnames, &d, &by) < 0) return NULL;
-    return decision_with(prs_py_state_of(self), &d, by);
+    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
 }
 static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_decision d;
     int by;
     if (group_decide(self, 0, "peek", args, nargs, kwnames, &d, &by) < 0) return NULL;
-    return decision_with(prs_py_state_of(self), &d, by);
+    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     if (group_ready(GSELF) < 0) return NULL;

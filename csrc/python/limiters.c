@@ -8,6 +8,12 @@
  *
  * Hot path: allow() with no arguments reads the clock once and calls the core;
  * no allocation, no Python call (unless the clock is a Python callable).
+ *
+ * Waiting: prs_py_wait_step() is the one wait of every in-process limiter
+ * (plain, keyed, per-key view, group; keyed.c passes its own decide function).
+ * The sync acquire loops over it sleeping with the GIL released; the async
+ * forms get a _RateWait whose step() says how long to await. Either way the
+ * decision is the core's and a ManualClock is advanced in integer ns.
  */
 #include "prs_py.h"
 
