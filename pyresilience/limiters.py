@@ -90,7 +90,7 @@ class LimiterMixin:
                     "rate limit exceeded: not admissible within timeout",
                     retry_after=d.retry_after, decision=d)
             if manual:
-                clock.advance_ns(max(1, math.ceil(d.retry_after * 1e9)))
+                clock.advance_ns(max(1, round(d.retry_after * 1e9)))  # ns / 1e9 round-trips
                 await asyncio.sleep(0)
             else:
                 await asyncio.sleep(d.retry_after)

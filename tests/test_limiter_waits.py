@@ -294,3 +294,38 @@ def test_async_wait_cancelled_takes_nothing_on_manual_clock():
 
     asyncio.run(main())
     assert keyed.available("k") == 0.0
+
+
+def test_mixin_on_a_host_class_of_its_own():
+    # LimiterMixin over any object with check/acquire/clock (no C wait): the
+    # same rules - never-admissible raises at once, a ManualClock advances in ns
+    from pyresilience.limiters import LimiterMixin
+
+    class Host(LimiterMixin):
+        def __init__(self, inner):
+            self.inner = inner
+            self.clock = inner.clock
+
+        def check(self, n=1):
+            return self.inner.check(n)
+
+        def acquire(self, n=1, timeout=None):
+            self.inner.acquire(n, timeout)
+
+    clock = pr.ManualClock(start=1e9)
+    start = clock.now_ns()
+    fast = Host(pr.GCRA(rate=1e8, burst=1, clock=clock))
+    spent = Host(pr.TokenBucket(capacity=1, refill_rate=0, clock=clock))
+
+    async def main():
+        await fast.acquire_async()
+        await fast.acquire_async(timeout=1.0)
+        assert spent.check().allowed
+        with pytest.raises(pr.RateLimitExceeded) as ei:
+            await spent.acquire_async()
+        _never(ei)
+        with pytest.raises(ValueError, match="never"):
+            await spent.acquire_async(2)
+
+    asyncio.run(main())
+    assert clock.now_ns() == start + 10
