@@ -23,7 +23,7 @@ class KeyedLimiterView(_core.KeyedLimiterView, LimiterMixin):
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return f"<KeyedLimiterView key={self.key!r} available={self.available!r}>"
+        return f"{type(self).__name__}(limiter={self.limiter!r}, key={self.key!r})"
 
 
 class KeyedLimiter(_core.KeyedLimiter):
@@ -70,8 +70,15 @@ class KeyedLimiter(_core.KeyedLimiter):
         await KeyedLimiterView(self, key).acquire_async(n, timeout, tokens_needed=tokens_needed)
 
     def __repr__(self) -> str:
-        return (f"KeyedLimiter({type(self.limiter).__name__}, keys={len(self)}, "
-                f"max_keys={self.max_keys})")
+        template = self.limiter
+        items = [type(template).__name__]
+        config = getattr(template, "_config", None)
+        if config is not None:
+            items += [f"{k}={v!r}" for k, v in config()]
+        items.append(f"max_keys={self.max_keys!r}")
+        if not isinstance(self.clock, _core.MonotonicClock):
+            items.append(f"clock={self.clock!r}")
+        return f"{type(self).__name__}({', '.join(items)})"
 
 
 class LimiterGroup(_core.LimiterGroup, LimiterMixin):
@@ -80,4 +87,4 @@ class LimiterGroup(_core.LimiterGroup, LimiterMixin):
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(m) for m in self.limiters)
-        return f"LimiterGroup({inner})"
+        return f"{type(self).__name__}({inner})"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any, Awaitable, Callable, Optional, Self, cast
+from typing import Any, Awaitable, Callable, List, Optional, Self, Tuple, TypeVar, Union, cast
 
 from . import _core
 from ._decorate import P, T, finish, inspect_target
@@ -47,9 +47,23 @@ class LimiterMixin:
 
         Wait until n is admitted without blocking the event loop. Raises
         RateLimitExceeded at once when n cannot be admitted within ``timeout``
-        seconds, ValueError when n exceeds the limit. Cancellation consumes
-        nothing: n is taken only at the instant it is admitted. On a
-        ManualClock the wait advances the clock instead of sleeping."""
+        seconds or never can be (a spent budget: retry_after ``math.inf``),
+        ValueError when n exceeds the limit. Cancellation consumes nothing:
+        n is taken only at the instant it is admitted. On a ManualClock the
+        wait advances the clock (in integer nanoseconds) instead of sleeping."""
+        waiter = getattr(self, "_waiter", None)
+        if waiter is None:  # a host class of its own: the generic loop
+            await self._acquire_async_generic(n, timeout, tokens_needed)
+            return
+        step = waiter(n, timeout, tokens_needed=tokens_needed).step  # decisions in C
+        while True:
+            s = step()
+            if s is None:
+                return
+            await asyncio.sleep(s)
+
+    async def _acquire_async_generic(self, n: int, timeout: Optional[float],
+                                     tokens_needed: Optional[int]) -> None:
         if tokens_needed is not None:
             if n != 1:
                 raise TypeError("acquire_async() got both n and tokens_needed")
@@ -62,18 +76,32 @@ class LimiterMixin:
             d = self.check(n)
             if d.allowed:
                 return
-            if math.isinf(d.retry_after) and n > d.limit:
-                raise ValueError(f"n={n!r} can never be admitted by this limiter (limit {d.limit})")
+            if math.isinf(d.retry_after):
+                if n > d.limit:
+                    raise ValueError(f"n={n!r} can never be admitted by this limiter (limit {d.limit})")
+                raise RateLimitExceeded("rate limit exceeded: never admissible",
+                                        retry_after=math.inf, decision=d)
             now = clock()
             if now + d.retry_after > deadline:
                 raise RateLimitExceeded(
                     "rate limit exceeded: not admissible within timeout",
                     retry_after=d.retry_after, decision=d)
             if manual:
-                clock.set(max(clock(), now + d.retry_after))
+                clock.advance_ns(max(1, round(d.retry_after * 1e9)))  # ns / 1e9 round-trips
                 await asyncio.sleep(0)
             else:
                 await asyncio.sleep(d.retry_after)
+
+    def _config(self) -> List[Tuple[str, Any]]:
+        """(name, value) of the constructor parameters, for repr()."""
+        return []
+
+    def __repr__(self) -> str:
+        items = [f"{k}={v!r}" for k, v in self._config()]
+        clock = self.clock
+        if not isinstance(clock, _core.MonotonicClock):
+            items.append(f"clock={clock!r}")
+        return f"{type(self).__name__}({', '.join(items)})"
 
     def __enter__(self) -> Self:
         self.acquire(1)
@@ -113,17 +141,16 @@ class TokenBucket(_core.TokenBucket, LimiterMixin):
     __doc__ = _core.TokenBucket.__doc__
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return (f"TokenBucket(capacity={self.capacity!r}, refill_rate={self.refill_rate!r}, "
-                f"available={self.available!r})")
+    def _config(self) -> List[Tuple[str, Any]]:
+        return [("capacity", self.capacity), ("refill_rate", self.refill_rate)]
 
 
 class GCRA(_core.GCRA, LimiterMixin):
     __doc__ = _core.GCRA.__doc__
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return f"GCRA(rate={self.rate!r}, burst={self.burst!r}, available={self.available!r})"
+    def _config(self) -> List[Tuple[str, Any]]:
+        return [("rate", self.rate), ("burst", self.burst)]
 
 
 # -- more algorithms (issue 3) --
@@ -132,35 +159,32 @@ class LeakyBucket(_core.LeakyBucket, LimiterMixin):
     __doc__ = _core.LeakyBucket.__doc__
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return (f"LeakyBucket(capacity={self.capacity!r}, leak_rate={self.leak_rate!r}, "
-                f"level={self.level!r})")
+    def _config(self) -> List[Tuple[str, Any]]:
+        return [("capacity", self.capacity), ("leak_rate", self.leak_rate)]
 
 
 class FixedWindow(_core.FixedWindow, LimiterMixin):
     __doc__ = _core.FixedWindow.__doc__
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return f"FixedWindow(limit={self.limit!r}, window={self.window!r}, available={self.available!r})"
+    def _config(self) -> List[Tuple[str, Any]]:
+        return [("limit", self.limit), ("window", self.window)]
 
 
 class SlidingWindowLog(_core.SlidingWindowLog, LimiterMixin):
     __doc__ = _core.SlidingWindowLog.__doc__
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return (f"SlidingWindowLog(limit={self.limit!r}, window={self.window!r}, "
-                f"available={self.available!r})")
+    def _config(self) -> List[Tuple[str, Any]]:
+        return [("limit", self.limit), ("window", self.window)]
 
 
 class SlidingWindowCounter(_core.SlidingWindowCounter, LimiterMixin):
     __doc__ = _core.SlidingWindowCounter.__doc__
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        return (f"SlidingWindowCounter(limit={self.limit!r}, window={self.window!r}, "
-                f"available={self.available!r})")
+    def _config(self) -> List[Tuple[str, Any]]:
+        return [("limit", self.limit), ("window", self.window)]
 
 
 __all__ += ["LeakyBucket", "FixedWindow", "SlidingWindowLog", "SlidingWindowCounter"]

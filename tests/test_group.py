@@ -312,3 +312,65 @@ def test_keyed_and_group_keep_working_in_a_forked_child(clock):
     os.waitpid(pid, 0)
     assert got == b"1"
     assert grp.allow() and len(k) == 1  # the parent's copy is untouched
+
+
+# ---- the decision is one member's; duplicates counted once per appearance ----
+
+def test_group_decision_is_one_members(clock):
+    g = pr.GCRA(rate=10, burst=100, clock=clock)
+    assert g.allow(95)
+    tb = pr.TokenBucket(capacity=20, refill_rate=10, clock=clock)
+    for grp in (pr.LimiterGroup(g, tb), pr.LimiterGroup(tb, g)):
+        d = grp.peek()
+        # the GCRA is the most restrictive (5 left vs 20): its limit, remaining, reset
+        assert (d.limit, d.remaining, d.reset_after) == (100, 4, pytest.approx(9.6))
+        assert d.headers() == {"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "4",
+                               "X-RateLimit-Reset": "10"}  # was Limit 20, Remaining 4, Reset 10
+    grp = pr.LimiterGroup(tb, g)
+    assert grp.allow(5)
+    d = grp.check()
+    assert not d.allowed and d.denied_by == 1
+    assert (d.limit, d.remaining) == (100, 0) and d.retry_after == pytest.approx(0.1)
+    assert tb.available == 15.0  # the denial took nothing
+    # ties on remaining: the longest reset wins
+    a = pr.TokenBucket(capacity=6, refill_rate=1, clock=clock)
+    b = pr.TokenBucket(capacity=5, refill_rate=0.25, clock=clock)
+    assert a.allow()
+    d = pr.LimiterGroup(a, b).check()
+    assert (d.limit, d.remaining, d.reset_after) == (5, 4, 4.0)
+
+
+def test_group_duplicate_member_counted_per_appearance(clock):
+    tb = pr.TokenBucket(capacity=3, refill_rate=0, clock=clock)
+    keyed = pr.KeyedLimiter(pr.TokenBucket, capacity=5, refill_rate=1, clock=clock)
+    for grp in (pr.LimiterGroup(tb, tb),
+                pr.LimiterGroup(keyed.for_key("k"), tb, keyed.for_key("k"), tb)):
+        tb.reset()
+        keyed.reset()
+        assert grp.available == 1.5  # 3 in the bucket, 2 per request
+        # n=2 takes 4 from a bucket of 3: never, by peek and check alike
+        p, d = grp.peek(2), grp.check(2)
+        assert not p.allowed and not d.allowed and math.isinf(p.retry_after) and math.isinf(d.retry_after)
+        with pytest.raises(ValueError, match="never"):
+            grp.acquire(2)
+        assert grp.peek().allowed and grp.check().allowed  # 2 taken, 1 left
+        assert tb.available == 1.0
+        p = grp.peek()
+        assert not p.allowed and math.isinf(p.retry_after) and p.remaining == 0  # was allowed
+        d = grp.check()
+        assert not d.allowed and math.isinf(d.retry_after)
+        assert p.denied_by == d.denied_by
+        with pytest.raises(pr.RateLimitExceeded) as ei:  # was a spin
+            grp.acquire(timeout=10)
+        assert math.isinf(ei.value.retry_after)
+        assert tb.available == 1.0
+
+    # a key listed twice, refilling: retry_after for its doubled demand
+    grp = pr.LimiterGroup(keyed.for_key("u"), keyed.for_key("u"))
+    keyed.reset()
+    assert grp.check(2).allowed  # 4 of 5
+    d = grp.check()
+    assert not d.allowed and d.denied_by == 0 and d.retry_after == 1.0  # 1 more token
+    assert d.limit == 2 and d.remaining == 0
+    grp.acquire()
+    assert clock.now() == 1.0 and keyed.available("u") == 0.0

@@ -177,7 +177,8 @@ def test_n_above_capacity_never(clock):
     tb = pr.TokenBucket(3, 1, clock=clock)
     d = tb.check(4)
     assert not d.allowed and d.retry_after == math.inf
-    assert "Retry-After" in d.headers()
+    # never admissible: no invented Retry-After / Reset (see test_headers_never_*)
+    assert "Retry-After" not in d.headers() and "X-RateLimit-Reset" not in d.headers()
     assert tb.available == 3.0  # nothing consumed
     with pytest.raises(ValueError, match="never"):
         tb.acquire(4)
@@ -611,3 +612,60 @@ def test_limiter_keeps_working_in_a_forked_child(clock):
     os.close(r)
     os.waitpid(pid, 0)
     assert tb.available == 2.0 and g.available == 2.0  # the parent's state is its own
+
+
+# ---- headers never invent a number (a request that can never be admitted) ----
+
+def test_headers_never_spent_budget(clock):
+    tb = pr.TokenBucket(capacity=1, refill_rate=0, clock=clock)
+    h = tb.check().headers()
+    assert h == {"X-RateLimit-Limit": "1", "X-RateLimit-Remaining": "0"}  # allowed; never refills
+    d = tb.check()
+    assert not d.allowed and d.retry_after == math.inf and d.reset_after == math.inf
+    h = d.headers()
+    assert "Retry-After" not in h and "X-RateLimit-Reset" not in h  # was 9223372037 (292 years)
+    assert h == {"X-RateLimit-Limit": "1", "X-RateLimit-Remaining": "0"}
+    # a finite wait still carries both, rounded up
+    h = pr.Decision(False, 10, 0, 1.2, 3.5).headers()
+    assert h["Retry-After"] == "2" and h["X-RateLimit-Reset"] == "4"
+    # built by hand: the same rule
+    h = pr.Decision(False, 10, 0, math.inf, 3.0).headers()
+    assert "Retry-After" not in h and "X-RateLimit-Reset" not in h
+    assert "Retry-After" not in pr.Decision(True, 10, 9, 0.0, 1.0).headers()
+
+
+# ---- LeakyBucket: more than 2^63 ns between two decisions ---------------------
+
+def test_leaky_bucket_elapsed_beyond_int64():
+    clock = pr.ManualClock(start=-9.2e9)      # -9.2e18 ns
+    lb = pr.LeakyBucket(capacity=5, leak_rate=1, clock=clock)
+    assert lb.allow(5)
+    clock.set(9.2e9)                          # 1.84e19 ns later: beyond int64
+    d = lb.check(5)
+    assert d.allowed and d.retry_after == 0.0  # drained (was denied, retry_after < 0)
+    d = lb.check()
+    assert not d.allowed and d.retry_after >= 0
+
+
+# ---- repr: ClassName(param=value, ...) with the configuration -------------
+
+def test_reprs_show_configuration(clock):
+    cases = [
+        (pr.TokenBucket(10, 5), "TokenBucket(capacity=10.0, refill_rate=5.0)"),
+        (pr.GCRA(rate=100, burst=20), "GCRA(rate=100.0, burst=20)"),
+        (pr.LeakyBucket(5, 2), "LeakyBucket(capacity=5.0, leak_rate=2.0)"),
+        (pr.FixedWindow(3, 60), "FixedWindow(limit=3, window=60.0)"),
+        (pr.SlidingWindowLog(3, 10), "SlidingWindowLog(limit=3, window=10.0)"),
+        (pr.SlidingWindowCounter(7, 1), "SlidingWindowCounter(limit=7, window=1.0)"),
+        (pr.GCRA(1, 2, clock=clock), "GCRA(rate=1.0, burst=2, clock=ManualClock(0.0))"),
+    ]
+    for lim, want in cases:
+        assert repr(lim) == want
+        lim.allow()
+        assert repr(lim) == want  # configuration, not state
+    k = pr.KeyedLimiter(pr.TokenBucket, capacity=10, refill_rate=5, max_keys=50)
+    assert repr(k) == "KeyedLimiter(TokenBucket, capacity=10.0, refill_rate=5.0, max_keys=50)"
+    v = k.for_key("alice")
+    assert repr(v) == f"KeyedLimiterView(limiter={k!r}, key='alice')"
+    g = pr.GCRA(rate=100, burst=20)
+    assert repr(pr.LimiterGroup(g, v)) == f"LimiterGroup({g!r}, {v!r})"

@@ -12,19 +12,24 @@
  *      shard (evicting fresh keys that are not the group's own), then find the
  *      present ones again (a reservation may have moved them) and give the
  *      absent ones a fresh state in `scratch`;
- *   3. decide each member in the caller's order, consuming, after saving a
- *      snapshot of its state (states up to SNAP bytes; larger ones are rolled
- *      back with algo->refund, exact here since nothing else ran in between);
- *      at the first denial restore every snapshot in reverse order and go on
- *      deciding the remaining members without consuming, to report the
- *      largest retry_after;
+ *   3. decide each distinct member once, in the caller's order, for n times
+ *      the number of times it is listed, consuming, after saving a snapshot
+ *      of its state (states up to SNAP bytes; larger ones are rolled back
+ *      with algo->refund, exact here since nothing else ran in between); at
+ *      the first denial restore every snapshot in reverse order, decide the
+ *      restored members again without consuming (so their remaining is what
+ *      is really left), and go on deciding the remaining members without
+ *      consuming, to report the largest retry_after; the decision reports
+ *      one member's limit, remaining and reset (pick_reported);
  *   4. admitted: insert the absent keys with their new states (room was
  *      reserved, key blocks allocated in step 2: this cannot fail);
  *   5. unlock in reverse order (a GCRA's word gets its new tat).
  *
  * Invariants: members[i].lock indexes locks[]; locks[] is sorted by address
- * with no duplicates; for a keyed member `first` is the lowest index with the
- * same table and key (duplicates share one state); the keyed members of one
+ * with no duplicates; `first` is the lowest index with the same state (the
+ * same limiter, or the same table and key) and only members with first == i
+ * are decided, for n * mult (mult: how many members share that state, kept
+ * on the first; a member listed twice takes 2n per request); the keyed members of one
  * table are contiguous in excl[] (excl_first, excl_count), which is what a
  * reservation must not evict.
  */
@@ -44,7 +49,8 @@ typedef struct gmember {
     prs_group_member m;  /* m.key points into g->keys */
     uint64_t h;          /* keyed: the key's hash in its table */
     uint32_t lock;       /* index into locks[] */
-    uint32_t first;      /* keyed: first member with the same table and key */
+    uint32_t first;      /* first member with the same state (itself when distinct) */
+    uint32_t mult;       /* on a first: how many members share its state (>= 1) */
     uint32_t excl_first; /* keyed: this table's keys in excl[] */
     uint32_t excl_count;
     size_t scratch_off;  /* keyed first: offset of its fresh state in scratch */
@@ -178,7 +184,18 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
         gmember *gm = &g->members[i];
         gm->m = members[i];
         gm->first = (uint32_t)i;
-        if (gm->m.kind != KIND_KEYED) continue;
+        gm->mult = 1;
+        if (gm->m.kind != KIND_KEYED) {
+            for (size_t j = 0; j < i; j++) {
+                const gmember *o = &g->members[j];
+                if (o->m.kind == gm->m.kind && o->m.obj == gm->m.obj && o->m.state == gm->m.state) {
+                    gm->first = (uint32_t)j;
+                    break;
+                }
+            }
+            if (gm->first != i) g->members[gm->first].mult++;
+            continue;
+        }
         if (gm->m.key_len) memcpy(g->keys + koff, gm->m.key, gm->m.key_len);
         gm->m.key = g->keys + koff;
         koff += gm->m.key_len;
@@ -188,6 +205,7 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
             if (o->m.kind == KIND_KEYED && o->m.obj == gm->m.obj && o->m.key_len == gm->m.key_len &&
                 memcmp(o->m.key, gm->m.key, gm->m.key_len) == 0) {
                 gm->first = (uint32_t)j;
+                g->members[j].mult++;
                 break;
             }
         }
@@ -281,8 +299,56 @@ static size_t state_size_of(const gmember *gm) {
     return gm->m.algo->state_size(gm->m.params);
 }
 
-static int group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_decision *out,
-                        int *denied_by) {
+/* Restores, in reverse order, every member before `upto` that took its
+ * demand (snapshots, or algo->refund for states larger than SNAP). */
+static void roll_back(prs_group *g, void *const *state, unsigned char (*snap)[SNAP],
+                      unsigned char *took, size_t upto, int64_t now, int64_t n) {
+    for (size_t j = upto; j-- > 0;) {
+        if (!took[j]) continue;
+        const gmember *o = &g->members[j];
+        size_t sz = state_size_of(o);
+        if (sz <= SNAP) memcpy(state[j], snap[j], sz);
+        else o->m.algo->refund(o->m.params, state[j], now, prs__sat_mul(n, (int64_t)o->mult));
+        took[j] = 0;
+    }
+}
+
+/* The group's limit, remaining and reset_after come from one member: the most
+ * restrictive (least remaining, ties by the longest reset_after, then the
+ * first listed), its limit and remaining divided by how many times it is
+ * listed (a request takes that many times n from it). retry_after is the
+ * longest any member asks. *max_n: the largest n the group can ever admit
+ * (the smallest such limit). Returns the reported member's index. */
+static int pick_reported(const prs_group *g, const prs_decision *dec, prs_decision *agg,
+                         int64_t *max_n) {
+    int best = -1;
+    int64_t best_rem = 0, best_reset = 0, retry = 0, mn = INT64_MAX, best_lim = 0;
+    for (size_t i = 0; i < g->n; i++) {
+        const gmember *gm = &g->members[i];
+        if (gm->first != i) continue;
+        int64_t k = (int64_t)gm->mult;
+        int64_t lim = dec[i].limit / k, rem = dec[i].remaining / k;
+        if (lim < mn) mn = lim;
+        if (dec[i].retry_after_ns > retry) retry = dec[i].retry_after_ns;
+        if (best < 0 || rem < best_rem ||
+            (rem == best_rem && dec[i].reset_after_ns > best_reset)) {
+            best = (int)i;
+            best_rem = rem;
+            best_lim = lim;
+            best_reset = dec[i].reset_after_ns;
+        }
+    }
+    agg->allowed = 0;
+    agg->limit = best_lim;
+    agg->remaining = best_rem;
+    agg->reset_after_ns = best_reset;
+    agg->retry_after_ns = retry;
+    *max_n = mn;
+    return best;
+}
+
+int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_decision *out,
+                     prs_group_info *info) {
     if (!g || !out || n < 1) return PRS_EINVAL;
     size_t cnt = g->n;
     int64_t tat[PRS_GROUP_MAX_MEMBERS];
@@ -290,6 +356,8 @@ static int group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_d
     void *block[PRS_GROUP_MAX_MEMBERS];
     int64_t full[PRS_GROUP_MAX_MEMBERS]; /* -1, or a table-full retry_after */
     unsigned char absent[PRS_GROUP_MAX_MEMBERS];
+    unsigned char took[PRS_GROUP_MAX_MEMBERS];
+    prs_decision dec[PRS_GROUP_MAX_MEMBERS];
     alignas(16) unsigned char snap[PRS_GROUP_MAX_MEMBERS][SNAP];
     alignas(16) unsigned char stack_scratch[STACK_SCRATCH];
     unsigned char *scratch = stack_scratch;
@@ -364,55 +432,53 @@ static int group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_d
         }
     }
 
-    /* 3. decide, in the caller's order */
+    /* 3. decide each distinct member, in the caller's order */
     int all = 1, first_denied = -1;
-    prs_decision agg = {0};
+    for (size_t i = 0; i < cnt; i++) took[i] = 0;
     for (size_t i = 0; i < cnt; i++) {
         gmember *gm = &g->members[i];
+        if (gm->first != i) continue;
         const prs_algo *al = gm->m.algo;
-        prs_decision d;
+        int64_t demand = prs__sat_mul(n, (int64_t)gm->mult);
         int take = all && consume && full[i] == -1;
         if (take && state_size_of(gm) <= SNAP) memcpy(snap[i], state[i], state_size_of(gm));
-        rc = al->decide(gm->m.params, state[i], now, n, take, &d);
+        rc = al->decide(gm->m.params, state[i], now, demand, take, &dec[i]);
         if (rc) { /* cannot happen with validated members; undo what was taken */
-            for (size_t j = i; consume && all && j-- > 0;) {
-                const gmember *o = &g->members[j];
-                size_t sz = state_size_of(o);
-                if (sz <= SNAP) memcpy(state[j], snap[j], sz);
-                else o->m.algo->refund(o->m.params, state[j], now, n);
-            }
+            roll_back(g, state, snap, took, i, now, n);
             goto unlock;
         }
-        if (full[i] != -1 && d.allowed) { /* its table has no room for it */
-            d.allowed = 0;
-            d.remaining = 0;
-            d.retry_after_ns = full[i];
+        took[i] = (unsigned char)(take && dec[i].allowed);
+        if (full[i] != -1 && dec[i].allowed) { /* its table has no room for it */
+            dec[i].allowed = 0;
+            dec[i].remaining = 0;
+            dec[i].retry_after_ns = full[i];
         }
-        if (!d.allowed && all) {
+        if (!dec[i].allowed && all) {
             all = 0;
             first_denied = (int)i;
-            if (consume) {
-                for (size_t j = i; j-- > 0;) {
+            if (consume) { /* give back, then report what is really left */
+                roll_back(g, state, snap, took, i, now, n);
+                for (size_t j = 0; j < i; j++) {
                     const gmember *o = &g->members[j];
-                    size_t sz = state_size_of(o);
-                    if (sz <= SNAP) memcpy(state[j], snap[j], sz);
-                    else o->m.algo->refund(o->m.params, state[j], now, n);
+                    if (o->first != j || full[j] != -1) continue;
+                    rc = o->m.algo->decide(o->m.params, state[j], now,
+                                           prs__sat_mul(n, (int64_t)o->mult), 0, &dec[j]);
+                    if (rc) goto unlock;
                 }
             }
         }
-        if (i == 0) {
-            agg = d;
-        } else {
-            if (d.remaining < agg.remaining) agg.remaining = d.remaining;
-            if (d.limit < agg.limit) agg.limit = d.limit;
-            if (d.retry_after_ns > agg.retry_after_ns) agg.retry_after_ns = d.retry_after_ns;
-            if (d.reset_after_ns > agg.reset_after_ns) agg.reset_after_ns = d.reset_after_ns;
-        }
     }
+    prs_decision agg;
+    int64_t max_n;
+    int reported = pick_reported(g, dec, &agg, &max_n);
     agg.allowed = all;
     if (all) agg.retry_after_ns = 0;
     *out = agg;
-    if (denied_by) *denied_by = first_denied;
+    if (info) {
+        info->denied_by = first_denied;
+        info->reported = reported;
+        info->max_n = max_n;
+    }
 
     /* 4. commit the new keys */
     if (all && consume) {
@@ -432,12 +498,20 @@ unlock:
     return rc;
 }
 
+static int decide_by(prs_group *g, int64_t now, int64_t n, int consume, prs_decision *d,
+                     int *denied_by) {
+    prs_group_info info;
+    int rc = prs_group_decide(g, now, n, consume, d, &info);
+    if (rc == PRS_OK && denied_by) *denied_by = info.denied_by;
+    return rc;
+}
+
 int prs_group_check(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by) {
-    return group_decide(g, now_ns, n, 1, d, denied_by);
+    return decide_by(g, now_ns, n, 1, d, denied_by);
 }
 
 int prs_group_peek(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by) {
-    return group_decide(g, now_ns, n, 0, d, denied_by);
+    return decide_by(g, now_ns, n, 0, d, denied_by);
 }
 
 void prs_group_reset(prs_group *g) {
@@ -461,6 +535,7 @@ double prs_group_available(prs_group *g, int64_t now_ns) {
     double best = 0.0;
     for (size_t i = 0; i < g->n; i++) {
         gmember *gm = &g->members[i];
+        if (gm->first != i) continue; /* counted with its first appearance */
         double a;
         switch (gm->m.kind) {
         case KIND_SPIN:
@@ -471,6 +546,7 @@ double prs_group_available(prs_group *g, int64_t now_ns) {
         case KIND_GCRA: a = prs_gcra_available(gm->m.obj, now_ns); break;
         default: a = prs_keyed_available(gm->m.obj, gm->m.key, gm->m.key_len, now_ns); break;
         }
+        a /= (double)gm->mult; /* a request takes mult times n from it */
         if (i == 0 || a < best) best = a;
     }
     return best;

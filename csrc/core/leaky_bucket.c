@@ -102,8 +102,9 @@ static int64_t ns_for(const lb_params *p, double amount) {
     return prs__ceil_to_i64(amount * p->ns_per_unit);
 }
 
+/* Saturating: more than 2^63 ns between two decisions reads as PRS_NEVER. */
 static int64_t elapsed_since(const lb_state *s, int64_t now) {
-    return (s->last != INT64_MIN && now > s->last) ? now - s->last : 0;
+    return (s->last != INT64_MIN && now > s->last) ? prs__sat_sub(now, s->last) : 0;
 }
 
 /* The level `elapsed` ns after `last`. */

@@ -10,11 +10,18 @@
  *   prs_group_check(g, now_ns, 1, &d, &denied_by);
  *
  * A request is admitted only when every member admits it, and then it is
- * taken from every member; a denied request takes from none. The decision is
- * the most restrictive member's: the smallest remaining, the smallest limit
- * (the largest n the group can ever admit), the largest retry_after and
- * reset_after; `denied_by` is the index of the first member that denied (-1
- * when admitted).
+ * taken from every member; a denied request takes from none. The decision's
+ * limit, remaining and reset_after are one member's, never a mix: the most
+ * restrictive member's (the least remaining; ties go to the longest
+ * reset_after, then to the first listed), so headers built from it describe
+ * a real state. retry_after is the longest any member asks (0 when admitted;
+ * PRS_NEVER when some member can never admit the request). `denied_by` is the
+ * index of the first member that denied (-1 when admitted).
+ *
+ * The same limiter (or the same key of a table) listed k times is one state
+ * asked for k * n: check, peek, retry_after and the reported limit and
+ * remaining (divided by k) all count its demand once per appearance, so a
+ * request it can never hold is denied with PRS_NEVER, never admitted by peek.
  *
  * Concurrency (the design choice): a check locks every member, in one global
  * order (ascending address of each member's lock, each distinct lock once),
@@ -40,8 +47,8 @@
  *     reserved (fresh keys evicted, never the group's own) before deciding, and
  *     a shard full of limited keys denies the group (retry_after = when a slot
  *     frees) without taking anything from any member.
- * The same limiter (or the same key) may appear twice: its lock is taken once
- * and it is asked twice, in turn.
+ * A limiter (or key) listed twice has its lock taken once and is decided once,
+ * for its whole demand.
  *
  * Members are borrowed: each limiter or table must outlive the group. Keys are
  * copied. No allocation per check unless the keyed states are large (a sliding
@@ -98,6 +105,21 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
                   prs_group **out);
 void prs_group_free(prs_group *g); /* NULL-safe */
 
+/* What a decision reports besides the prs_decision. */
+typedef struct prs_group_info {
+    int denied_by;    /* the first denying member's index, -1 when admitted */
+    int reported;     /* the member whose limit, remaining and reset_after *d holds
+                         (the first of its appearances) */
+    int64_t max_n;    /* the largest n the group can ever admit: the smallest
+                         member limit divided by its number of appearances (a
+                         request for more is denied with PRS_NEVER forever) */
+} prs_group_info;
+
+/* Decides n at now_ns for every member, taking from all or from none when
+ * `consume`, nothing otherwise. *info may be NULL. Same statuses as
+ * prs_group_check. */
+int prs_group_decide(prs_group *g, int64_t now_ns, int64_t n, int consume, prs_decision *d,
+                     prs_group_info *info);
 /* Asks every member for n at now_ns; takes from all or from none. *denied_by
  * (may be NULL) is the first denying member's index, -1 when admitted.
  * PRS_OK with *d filled, PRS_EINVAL (n < 1, NULL), PRS_ENOMEM (a new key could
@@ -107,7 +129,8 @@ int prs_group_check(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, in
 int prs_group_peek(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by);
 /* Resets every member (one after the other, not atomically). */
 void prs_group_reset(prs_group *g);
-/* The smallest of the members' available amounts at now_ns. */
+/* The smallest of the members' available amounts at now_ns, each divided by
+ * its number of appearances. */
 double prs_group_available(prs_group *g, int64_t now_ns);
 size_t prs_group_size(const prs_group *g);
 

@@ -30,14 +30,36 @@ static PyObject *manual_now_ns(PyObject *self, PyObject *unused) {
     return PyLong_FromLongLong(atomic_load(&((prs_py_manual_clock *)self)->now_ns));
 }
 
+/* Every advance of a ManualClock goes through here: concurrent advances each
+ * add their own amount, and the time saturates at 2^63 - 1 ns instead of
+ * wrapping negative. */
+void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns) {
+    int64_t seen = atomic_load_explicit(t, memory_order_acquire);
+    while (!atomic_compare_exchange_weak_explicit(t, &seen, prs__sat_add(seen, ns),
+                                                  memory_order_acq_rel, memory_order_acquire)) {
+    }
+}
+
 static PyObject *manual_advance(PyObject *self, PyObject *arg) {
     double s;
     if (prs_py_parse_real(arg, "seconds", PRS_PY_ZERO_OK, &s) < 0) return NULL;
-    int64_t ns = prs_seconds_to_ns(s);
-    _Atomic int64_t *t = &((prs_py_manual_clock *)self)->now_ns;
-    int64_t seen = atomic_load(t);
-    while (!atomic_compare_exchange_weak(t, &seen, prs__sat_add(seen, ns))) {
+    prs_py_manual_clock_add(&((prs_py_manual_clock *)self)->now_ns, prs_seconds_to_ns(s));
+    Py_RETURN_NONE;
+}
+
+static PyObject *manual_advance_ns(PyObject *self, PyObject *arg) {
+    if (PyBool_Check(arg) || !PyLong_Check(arg)) {
+        PyErr_Format(PyExc_TypeError, "ns must be an int, not %.200s: %R", Py_TYPE(arg)->tp_name, arg);
+        return NULL;
     }
+    int overflow;
+    long long ns = PyLong_AsLongLongAndOverflow(arg, &overflow);
+    if (ns == -1 && PyErr_Occurred()) return NULL;
+    if (overflow < 0 || (!overflow && ns < 0)) {
+        PyErr_Format(PyExc_ValueError, "ns must be >= 0, got %R", arg);
+        return NULL;
+    }
+    prs_py_manual_clock_add(&((prs_py_manual_clock *)self)->now_ns, overflow ? INT64_MAX : ns);
     Py_RETURN_NONE;
 }
 
@@ -75,7 +97,12 @@ static PyMethodDef manual_methods[] = {
     {"now", manual_now, METH_NOARGS, "now($self, /)\n--\n\nThe clock's time in seconds (float)."},
     {"now_ns", manual_now_ns, METH_NOARGS, "now_ns($self, /)\n--\n\nThe clock's time in integer nanoseconds."},
     {"advance", manual_advance, METH_O,
-     "advance($self, seconds, /)\n--\n\nMove the clock forward by `seconds` (finite, >= 0)."},
+     "advance($self, seconds, /)\n--\n\nMove the clock forward by `seconds` (finite, >= 0); the time\n"
+     "saturates at 2**63 - 1 ns instead of wrapping."},
+    {"advance_ns", manual_advance_ns, METH_O,
+     "advance_ns($self, ns, /)\n--\n\nMove the clock forward by `ns` integer nanoseconds (>= 0), exactly\n"
+     "at any time (float seconds cannot resolve 1 ns once the clock is past ~100 days).\n"
+     "Like advance(), the time saturates at 2**63 - 1 ns."},
     {"sleep", manual_advance, METH_O,
      "sleep($self, seconds, /)\n--\n\nSleeping on a ManualClock advances it by `seconds` at once."},
     {"set", manual_set, METH_O,

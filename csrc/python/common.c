@@ -337,8 +337,8 @@ int prs_py_clock_sleep(prs_py_clock *c, int64_t ns) {
     if (prs_py_clock_now(c, &now) < 0) return -1;
     int64_t wake = prs__sat_add(now, ns);
     if (c->kind == PRS_CLOCK_MANUAL) {
-        /* advance by exactly ns (concurrent sleepers each add their own wait) */
-        atomic_fetch_add_explicit(c->manual_ns, ns, memory_order_acq_rel);
+        /* advance by exactly ns (concurrent sleepers each add their own wait), saturating */
+        prs_py_manual_clock_add(c->manual_ns, ns);
         return 0;
     }
     for (;;) {

@@ -16,6 +16,16 @@ PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d) {
     return (PyObject *)self;
 }
 
+PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by) {
+    PyObject *r = prs_py_decision_new(st, d);
+    if (r && denied_by >= 0) {
+        PyObject *i = PyLong_FromLong(denied_by);
+        if (!i) { Py_DECREF(r); return NULL; }
+        Py_SETREF(((prs_py_decision *)r)->denied_by, i);
+    }
+    return r;
+}
+
 static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"allowed", "limit", "remaining", "retry_after", "reset_after",
                              "denied_by", NULL};
@@ -102,10 +112,15 @@ static PyObject *decision_headers(PyObject *self, PyObject *unused) {
     const prs_decision *d = &D(self);
     PyObject *h = PyDict_New();
     if (!h) return NULL;
+    /* PRS_NEVER is no number of seconds: a request that can never be admitted
+     * gets no Retry-After and no Reset rather than one 292 years away */
+    int never = !d->allowed && d->retry_after_ns == PRS_NEVER;
+    int reset = !never && d->reset_after_ns != PRS_NEVER;
     if (set_item(h, "X-RateLimit-Limit", d->limit) < 0 ||
         set_item(h, "X-RateLimit-Remaining", d->remaining < 0 ? 0 : d->remaining) < 0 ||
-        set_item(h, "X-RateLimit-Reset", ceil_seconds(d->reset_after_ns)) < 0 ||
-        (!d->allowed && set_item(h, "Retry-After", ceil_seconds(d->retry_after_ns)) < 0)) {
+        (reset && set_item(h, "X-RateLimit-Reset", ceil_seconds(d->reset_after_ns)) < 0) ||
+        (!d->allowed && !never &&
+         set_item(h, "Retry-After", ceil_seconds(d->retry_after_ns)) < 0)) {
         Py_DECREF(h);
         return NULL;
     }
@@ -153,7 +168,9 @@ static PyMethodDef decision_methods[] = {
      "headers($self, /)\n--\n\n"
      "HTTP headers for this decision: X-RateLimit-Limit, X-RateLimit-Remaining,\n"
      "X-RateLimit-Reset (whole seconds, rounded up) and, when denied, Retry-After\n"
-     "(whole seconds, rounded up)."},
+     "(whole seconds, rounded up). A number is never invented: when retry_after is\n"
+     "math.inf (the request can never be admitted) Retry-After and X-RateLimit-Reset\n"
+     "are left out, and so is X-RateLimit-Reset whenever reset_after is math.inf."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -103,54 +103,6 @@ static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
     return a->obj == b->obj;
 }
 
-/* A Decision with denied_by (>= 0) or None (< 0). */
-static PyObject *decision_with(prs_py_state *st, const prs_decision *d, int denied_by) {
-    PyObject *r = prs_py_decision_new(st, d);
-    if (r && denied_by >= 0) {
-        PyObject *i = PyLong_FromLong(denied_by);
-        if (!i) { Py_DECREF(r); return NULL; }
-        Py_SETREF(((prs_py_decision *)r)->denied_by, i);
-    }
-    return r;
-}
-
-static void raise_limited(prs_py_state *st, const prs_decision *d, int denied_by) {
-    PyObject *dec = decision_with(st, d, denied_by);
-    if (!dec) return;
-    prs_py_raise_rate_limited_obj(st, dec, d->retry_after_ns,
-                                  "rate limit exceeded: not admissible within timeout");
-    Py_DECREF(dec);
-}
-
-typedef int (*decide_fn)(void *ctx, int64_t now, int64_t n, prs_decision *d, int *denied_by);
-
-/* Blocks until n is admitted (see prs_py_limiter_acquire: same contract). */
-static int wait_admitted(prs_py_state *st, prs_py_clock *clock, decide_fn fn, void *ctx,
-                         const char *what, int64_t n, int64_t timeout_ns) {
-    int64_t now;
-    if (prs_py_clock_now(clock, &now) < 0) return -1;
-    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add(now, timeout_ns);
-    for (;;) {
-        prs_decision d;
-        int by = -1;
-        int rc = fn(ctx, now, n, &d, &by);
-        if (rc) { prs_py_error(st, rc, NULL); return -1; }
-        if (d.allowed) return 0;
-        if (d.retry_after_ns == PRS_NEVER && n > d.limit) {
-            PyErr_Format(PyExc_ValueError, "n=%lld can never be admitted by this %s (limit %lld)",
-                         (long long)n, what, (long long)d.limit);
-            return -1;
-        }
-        int64_t wake = prs__sat_add(now, d.retry_after_ns);
-        if (wake > deadline) {
-            raise_limited(st, &d, by);
-            return -1;
-        }
-        if (prs_py_clock_wait(clock, now, wake, 0) < 0) return -1;
-        if (prs_py_clock_now(clock, &now) < 0) return -1;
-    }
-}
-
 /* ---- KeyedLimiter ------------------------------------------------------------ */
 
 typedef struct {
@@ -230,9 +182,12 @@ static void keyed_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by) {
+static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
+                           int64_t *max_n) {
     void **c = ctx; /* table, key, len */
-    return prs_keyed_check(c[0], c[1], (size_t)(uintptr_t)c[2], now, n, d);
+    int rc = prs_keyed_check(c[0], c[1], (size_t)(uintptr_t)c[2], now, n, d);
+    *max_n = d->limit;
+    return rc;
 }
 
 static const char *const kn_names[] = {"key", "n", "tokens_needed", NULL};
@@ -314,8 +269,8 @@ static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t
     if (pick_n("acquire", v[1], v[3], &n) < 0) return NULL;
     if (prs_py_parse_timeout(v[2], "timeout", &timeout_ns) < 0) return NULL;
     void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
-    if (wait_admitted(prs_py_state_of(self), &KSELF->clock, keyed_decide_cb, ctx,
-                      "KeyedLimiter", n, timeout_ns) < 0)
+    if (prs_py_wait_admitted(prs_py_state_of(self), &KSELF->clock, keyed_decide_cb, ctx,
+                             "KeyedLimiter", n, timeout_ns) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -399,7 +354,8 @@ static PyMethodDef keyed_methods[] = {
      "acquire($self, /, key, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
      "Block until n is admitted for `key` (GIL released while waiting, Ctrl-C\n"
      "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
-     "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."},
+     "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
+     "ValueError when n exceeds the limit."},
     {"reset", (PyCFunction)(void (*)(void))keyed_reset, METH_FASTCALL | METH_KEYWORDS,
      "reset($self, /, key=None)\n--\n\nForget `key` (back to a fresh limiter), or every key when None."},
     {"available", keyed_available, METH_O,
@@ -515,10 +471,13 @@ static void view_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static int view_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by) {
+static int view_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
+                          int64_t *max_n) {
     view_obj *v = ctx;
-    return prs_keyed_check(VTABLE(v), PyBytes_AS_STRING(v->keybytes),
-                           (size_t)PyBytes_GET_SIZE(v->keybytes), now, n, d);
+    int rc = prs_keyed_check(VTABLE(v), PyBytes_AS_STRING(v->keybytes),
+                             (size_t)PyBytes_GET_SIZE(v->keybytes), now, n, d);
+    *max_n = d->limit;
+    return rc;
 }
 
 static const char *const n_names[] = {"n", "tokens_needed", NULL};
@@ -556,25 +515,38 @@ static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return prs_py_decision_new(prs_py_state_of(self), &d);
 }
 
-static const char *const acq_names[] = {"n", "timeout", "tokens_needed", NULL};
-
-/* acquire(n=1, timeout=None, *, tokens_needed=None) over any decide_fn */
+/* acquire(n=1, timeout=None, *, tokens_needed=None) over any decide function */
 static PyObject *acquire_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames, prs_py_clock *clock, decide_fn fn, void *ctx,
-                                const char *what) {
-    PyObject *v[3];
-    if (prs_py_unpack("acquire", args, nargs, kwnames, acq_names, 2, v) < 0) return NULL;
+                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                                void *ctx, const char *what) {
     int64_t n, timeout_ns;
-    if (pick_n("acquire", v[0], v[2], &n) < 0) return NULL;
-    if (prs_py_parse_timeout(v[1], "timeout", &timeout_ns) < 0) return NULL;
-    if (wait_admitted(prs_py_state_of(self), clock, fn, ctx, what, n, timeout_ns) < 0) return NULL;
+    if (prs_py_parse_acquire_args("acquire", args, nargs, kwnames, &n, &timeout_ns) < 0) return NULL;
+    if (prs_py_wait_admitted(prs_py_state_of(self), clock, fn, ctx, what, n, timeout_ns) < 0)
+        return NULL;
     Py_RETURN_NONE;
+}
+
+/* _waiter(n=1, timeout=None, *, tokens_needed=None): the async form's wait */
+static PyObject *waiter_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                               void *ctx, const char *what) {
+    int64_t n, timeout_ns;
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st || prs_py_parse_acquire_args("_waiter", args, nargs, kwnames, &n, &timeout_ns) < 0)
+        return NULL;
+    return prs_py_rate_wait_new(st, self, clock, fn, ctx, what, n, timeout_ns);
 }
 
 static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     if (view_ready(VSELF) < 0) return NULL;
     return acquire_common(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
                           "KeyedLimiterView");
+}
+
+static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (view_ready(VSELF) < 0) return NULL;
+    return waiter_common(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
+                         "KeyedLimiterView");
 }
 
 static PyObject *view_reset(PyObject *self, PyObject *unused) {
@@ -614,6 +586,9 @@ static PyMethodDef view_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))view_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
      "Block until n is admitted for this key (see KeyedLimiter.acquire)."},
+    {"_waiter", (PyCFunction)(void (*)(void))view_waiter, METH_FASTCALL | METH_KEYWORDS,
+     "_waiter($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
+     "A _RateWait for acquire_async (the deadline starts now)."},
     {"reset", view_reset, METH_NOARGS, "reset($self, /)\n--\n\nForget this key (back to a fresh limiter)."},
     {NULL, NULL, 0, NULL},
 };
@@ -769,8 +744,15 @@ static void group_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static int group_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by) {
-    return prs_group_check(ctx, now, n, d, by);
+static int group_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
+                           int64_t *max_n) {
+    prs_group_info info;
+    int rc = prs_group_decide(ctx, now, n, 1, d, &info);
+    if (rc == PRS_OK) {
+        *by = info.denied_by;
+        *max_n = info.max_n;
+    }
+    return rc;
 }
 
 static int group_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
@@ -803,18 +785,23 @@ static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t n
     prs_decision d;
     int by;
     if (group_decide(self, 1, "check", args, nargs, kwnames, &d, &by) < 0) return NULL;
-    return decision_with(prs_py_state_of(self), &d, by);
+    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
 }
 static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_decision d;
     int by;
     if (group_decide(self, 0, "peek", args, nargs, kwnames, &d, &by) < 0) return NULL;
-    return decision_with(prs_py_state_of(self), &d, by);
+    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     if (group_ready(GSELF) < 0) return NULL;
     return acquire_common(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
                           "LimiterGroup");
+}
+static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    if (group_ready(GSELF) < 0) return NULL;
+    return waiter_common(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
+                         "LimiterGroup");
 }
 static PyObject *group_reset(PyObject *self, PyObject *unused) {
     if (group_ready(GSELF) < 0) return NULL;
@@ -845,16 +832,22 @@ static PyMethodDef group_methods[] = {
      "Consume n from every member if every member admits it now, else from none."},
     {"check", (PyCFunction)(void (*)(void))group_check, METH_FASTCALL | METH_KEYWORDS,
      "check($self, /, n=1, *, tokens_needed=None)\n--\n\n"
-     "Like allow(), returning the Decision of the most restrictive member (smallest\n"
-     "remaining and limit, largest retry_after and reset_after); denied_by is the index\n"
-     "of the first member that denied."},
+     "Like allow(), returning a Decision whose limit, remaining and reset_after are one\n"
+     "member's, the most restrictive (least remaining; ties: longest reset_after), never a\n"
+     "mix; retry_after is the longest any member asks; denied_by is the index of the\n"
+     "first member that denied. A member listed k times counts k * n (its limit and\n"
+     "remaining are divided by k)."},
     {"peek", (PyCFunction)(void (*)(void))group_peek, METH_FASTCALL | METH_KEYWORDS,
      "peek($self, /, n=1, *, tokens_needed=None)\n--\n\nThe Decision check(n) would return now, consuming nothing."},
     {"acquire", (PyCFunction)(void (*)(void))group_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
      "Block until every member admits n at once (GIL released while waiting, Ctrl-C\n"
      "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
-     "cannot be admitted within timeout seconds; ValueError when n exceeds a member's limit."},
+     "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
+     "ValueError when n exceeds what a member can ever admit."},
+    {"_waiter", (PyCFunction)(void (*)(void))group_waiter, METH_FASTCALL | METH_KEYWORDS,
+     "_waiter($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
+     "A _RateWait for acquire_async (the deadline starts now)."},
     {"reset", group_reset, METH_NOARGS, "reset($self, /)\n--\n\nReset every member (one after the other)."},
     {NULL, NULL, 0, NULL},
 };
@@ -878,7 +871,8 @@ static PyType_Slot group_slots[] = {
                 "GCRA, LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter) or\n"
                 "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads\n"
                 "and deadlock-free whatever the member order (members are locked in one global\n"
-                "order)."},
+                "order). The same limiter (or key) listed twice is one state asked for 2n:\n"
+                "peek, check, retry_after and acquire all count it once per appearance."},
     {Py_tp_new, group_new_obj},
     {Py_tp_init, group_init},
     {Py_tp_dealloc, group_dealloc},

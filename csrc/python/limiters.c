@@ -8,6 +8,12 @@
  *
  * Hot path: allow() with no arguments reads the clock once and calls the core;
  * no allocation, no Python call (unless the clock is a Python callable).
+ *
+ * Waiting: prs_py_wait_step() is the one wait of every in-process limiter
+ * (plain, keyed, per-key view, group; keyed.c passes its own decide function).
+ * The sync acquire loops over it sleeping with the GIL released; the async
+ * forms get a _RateWait whose step() says how long to await. Either way the
+ * decision is the core's and a ManualClock is advanced in integer ns.
  */
 #include "prs_py.h"
 
@@ -136,50 +142,242 @@ static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t 
     return prs_py_decision_new(prs_py_state_of(self), &d);
 }
 
-int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns) {
-    prs_py_state *st = prs_py_state_of((PyObject *)self);
-    if (!st || ensure_init(self) < 0) return -1;
+/* ---- waiting until admitted: one helper for every limiter ----------------- *
+ * The core decides (admitted, retry_after, or PRS_NEVER); this only turns the
+ * decision into a sleep, an advance of a ManualClock, or an exception. Three
+ * waits can never end and raise at once: a request the limiter can never
+ * admit (PRS_NEVER: a spent budget; ValueError when n exceeds the limit), an
+ * admission at or beyond 2^63 ns (a saturated clock, e.g. time.time_ns passed
+ * as a clock), and one past the timeout. A finite timeout is also measured on
+ * CLOCK_MONOTONIC for clocks that are not a ManualClock, so a callable clock
+ * that stalls cannot stretch it. */
+
+int prs_py_wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, prs_py_wait *w) {
     int64_t now;
-    if (prs_py_clock_now(&self->clock, &now) < 0) return -1;
-    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add(now, timeout_ns);
+    if (prs_py_clock_now(clock, &now) < 0) return -1;
+    w->n = n;
+    w->deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
+    w->real_deadline = (timeout_ns == PRS_NEVER || clock->kind == PRS_CLOCK_MANUAL)
+                           ? PRS_NEVER
+                           : prs__sat_add(prs_monotonic_ns(), timeout_ns);
+    return 0;
+}
+
+static int wait_fail(prs_py_state *st, const prs_decision *d, int by, int64_t retry_ns,
+                     const char *message) {
+    PyObject *dec = prs_py_decision_new_by(st, d, by);
+    if (!dec) return -1;
+    prs_py_raise_rate_limited_obj(st, dec, retry_ns, message);
+    Py_DECREF(dec);
+    return -1;
+}
+
+int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
+                     const char *what, prs_py_wait *w, int64_t *sleep_ns) {
+    int64_t now, max_n = INT64_MAX;
+    prs_decision d;
+    int by = -1;
+    if (prs_py_clock_now(clock, &now) < 0) return -1;
+    int rc = fn(ctx, now, w->n, &d, &by, &max_n);
+    if (rc) { prs_py_error(st, rc, NULL); return -1; }
+    if (d.allowed) return 0;
+    if (d.retry_after_ns == PRS_NEVER) {
+        if (w->n > max_n) {
+            PyErr_Format(PyExc_ValueError, "n=%lld can never be admitted by this %s (limit %lld)",
+                         (long long)w->n, what, (long long)max_n);
+            return -1;
+        }
+        return wait_fail(st, &d, by, PRS_NEVER,
+                         "rate limit exceeded: never admissible (the budget is spent and does "
+                         "not refill)");
+    }
+    int64_t wake = prs__sat_add(now, d.retry_after_ns);
+    if (wake == INT64_MAX) /* no instant of this clock admits it */
+        return wait_fail(st, &d, by, PRS_NEVER,
+                         "rate limit exceeded: never admissible (the clock has reached 2**63 ns)");
+    if (wake > w->deadline)
+        return wait_fail(st, &d, by, d.retry_after_ns,
+                         "rate limit exceeded: not admissible within timeout");
+    if (clock->kind == PRS_CLOCK_MANUAL) {
+        /* advance to the admission instant, in integer ns (never backwards) */
+        int64_t seen = atomic_load_explicit(clock->manual_ns, memory_order_acquire);
+        while (seen < wake && !atomic_compare_exchange_weak_explicit(
+                                  clock->manual_ns, &seen, wake, memory_order_acq_rel,
+                                  memory_order_acquire)) {
+        }
+        *sleep_ns = 0;
+        return 1;
+    }
+    int64_t ns = wake - now;
+    if (w->real_deadline != PRS_NEVER) {
+        int64_t left = prs__sat_sub(w->real_deadline, prs_monotonic_ns());
+        if (left <= 0)
+            return wait_fail(st, &d, by, d.retry_after_ns,
+                             "rate limit exceeded: not admissible within timeout");
+        if (ns > left) ns = left;
+    }
+    *sleep_ns = ns;
+    return 1;
+}
+
+#define WAIT_SLICE_NS (50 * PRS_NS_PER_MS)
+
+int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
+                         const char *what, int64_t n, int64_t timeout_ns) {
+    prs_py_wait w;
+    if (prs_py_wait_begin(clock, n, timeout_ns, &w) < 0) return -1;
     for (;;) {
-        prs_decision d;
-        int rc = self->ops->check(self->core, now, n, &d);
-        if (rc) { prs_py_error(st, rc, NULL); return -1; }
-        if (d.allowed) return 0;
-        if (d.retry_after_ns == PRS_NEVER && n > d.limit) {
-            PyErr_Format(PyExc_ValueError,
-                         "n=%lld can never be admitted by this %s (limit %lld)", (long long)n,
-                         self->ops->name, (long long)d.limit);
-            return -1;
+        int64_t ns = 0;
+        int r = prs_py_wait_step(st, clock, fn, ctx, what, &w, &ns);
+        if (r <= 0) return r;
+        if (ns > WAIT_SLICE_NS) ns = WAIT_SLICE_NS;
+        if (ns > 0) {
+            Py_BEGIN_ALLOW_THREADS
+            prs_sleep_ns(ns);
+            Py_END_ALLOW_THREADS
         }
-        int64_t wake = prs__sat_add(now, d.retry_after_ns);
-        if (wake > deadline) {
-            prs_py_raise_rate_limited(st, &d, "rate limit exceeded: not admissible within timeout");
-            return -1;
-        }
-        if (prs_py_clock_wait(&self->clock, now, wake, 0) < 0) return -1;
-        if (prs_py_clock_now(&self->clock, &now) < 0) return -1;
+        if (PyErr_CheckSignals() < 0) return -1; /* nothing was taken */
     }
 }
 
 static const char *const acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
 
+int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames, int64_t *n, int64_t *timeout_ns) {
+    PyObject *v[3];
+    if (prs_py_unpack(fname, args, nargs, kwnames, acquire_names, 2, v) < 0) return -1;
+    if (v[2] == Py_None) v[2] = NULL; /* the documented default */
+    if (v[0] && v[2]) {
+        PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
+        return -1;
+    }
+    *n = 1;
+    PyObject *no = v[0] ? v[0] : v[2];
+    if (no && prs_py_parse_n(no, v[0] ? "n" : "tokens_needed", n) < 0) return -1;
+    return prs_py_parse_timeout(v[1], "timeout", timeout_ns);
+}
+
+/* A plain limiter as a prs_py_decide_fn: its limit is the largest n. */
+static int limiter_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
+                             int64_t *max_n) {
+    prs_py_limiter *self = ctx;
+    int rc = self->ops->check(self->core, now, n, d);
+    *max_n = d->limit;
+    return rc;
+}
+
+int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns) {
+    prs_py_state *st = prs_py_state_of((PyObject *)self);
+    if (!st || ensure_init(self) < 0) return -1;
+    return prs_py_wait_admitted(st, &self->clock, limiter_decide_cb, self, self->ops->name, n,
+                                timeout_ns);
+}
+
 static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames) {
-    PyObject *v[3];
-    if (prs_py_unpack("acquire", args, nargs, kwnames, acquire_names, 2, v) < 0) return NULL;
-    if (v[0] && v[2]) {
-        PyErr_SetString(PyExc_TypeError, "acquire() got both n and tokens_needed");
-        return NULL;
-    }
-    int64_t n = 1, timeout_ns;
-    PyObject *no = v[0] ? v[0] : v[2];
-    if (no && prs_py_parse_n(no, v[0] ? "n" : "tokens_needed", &n) < 0) return NULL;
-    if (prs_py_parse_timeout(v[1], "timeout", &timeout_ns) < 0) return NULL;
+    int64_t n, timeout_ns;
+    if (prs_py_parse_acquire_args("acquire", args, nargs, kwnames, &n, &timeout_ns) < 0) return NULL;
     if (prs_py_limiter_acquire(SELF, n, timeout_ns) < 0) return NULL;
     Py_RETURN_NONE;
 }
+
+static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames) {
+    int64_t n, timeout_ns;
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st || prs_py_parse_acquire_args("_waiter", args, nargs, kwnames, &n, &timeout_ns) < 0 ||
+        ensure_init(SELF) < 0)
+        return NULL;
+    return prs_py_rate_wait_new(st, self, &SELF->clock, limiter_decide_cb, SELF, SELF->ops->name,
+                                n, timeout_ns);
+}
+
+/* ---- _RateWait: an async wait in progress ---------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;          /* strong: owns clock and ctx */
+    prs_py_clock *clock;
+    prs_py_decide_fn fn;
+    void *ctx;
+    const char *what;         /* static string */
+    prs_py_wait w;
+    int done;
+} rate_wait_obj;
+
+PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
+                               prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
+                               int64_t timeout_ns) {
+    PyTypeObject *tp = PRS_PY_TYPE(st, RateWait);
+    rate_wait_obj *self = (rate_wait_obj *)tp->tp_alloc(tp, 0);
+    if (!self) return NULL;
+    self->owner = Py_NewRef(owner);
+    self->clock = clock;
+    self->fn = fn;
+    self->ctx = ctx;
+    self->what = what;
+    self->done = 0;
+    if (prs_py_wait_begin(clock, n, timeout_ns, &self->w) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
+    rate_wait_obj *self = (rate_wait_obj *)op;
+    prs_py_state *st = prs_py_state_of(op);
+    if (!st) return NULL;
+    if (self->done) {
+        PyErr_SetString(PyExc_RuntimeError, "this wait has already been admitted");
+        return NULL;
+    }
+    int64_t ns = 0;
+    int r = prs_py_wait_step(st, self->clock, self->fn, self->ctx, self->what, &self->w, &ns);
+    if (r < 0) return NULL;
+    if (r == 0) {
+        self->done = 1;
+        Py_RETURN_NONE;
+    }
+    return PyFloat_FromDouble((double)ns / 1e9);
+}
+
+static int rate_wait_traverse(PyObject *op, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(op));
+    Py_VISIT(((rate_wait_obj *)op)->owner);
+    return 0;
+}
+
+static void rate_wait_dealloc(PyObject *op) {
+    PyTypeObject *tp = Py_TYPE(op);
+    PyObject_GC_UnTrack(op);
+    Py_CLEAR(((rate_wait_obj *)op)->owner); /* no tp_clear: ctx lives in owner */
+    tp->tp_free(op);
+    Py_DECREF(tp);
+}
+
+static PyMethodDef rate_wait_methods[] = {
+    {"step", rate_wait_step, METH_NOARGS,
+     "step($self, /)\n--\n\n"
+     "Decide once: None when admitted (n was taken), else the float seconds to wait\n"
+     "before the next step (0.0 on a ManualClock, which was advanced instead). Raises\n"
+     "RateLimitExceeded / ValueError as acquire() does; nothing is taken then."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyType_Slot rate_wait_slots[] = {
+    {Py_tp_doc, "_RateWait()\n--\n\nAn acquire in progress, for the async forms (made by _waiter())."},
+    {Py_tp_dealloc, rate_wait_dealloc},
+    {Py_tp_traverse, rate_wait_traverse},
+    {Py_tp_methods, rate_wait_methods},
+    {0, NULL},
+};
+
+static PyType_Spec rate_wait_spec = {
+    "pyresilience._core._RateWait", sizeof(rate_wait_obj), 0,
+    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
+    rate_wait_slots,
+};
 
 static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
     if (ensure_init(SELF) < 0) return NULL;
@@ -215,8 +413,14 @@ PyMethodDef prs_py_limiter_methods[] = {
      "Block until n is admitted (the GIL is released while waiting; Ctrl-C interrupts\n"
      "the wait and nothing is consumed). timeout in seconds (None: no limit): when n\n"
      "cannot be admitted within it, RateLimitExceeded is raised at once instead of\n"
-     "waiting in vain. ValueError when n exceeds the limit. On a ManualClock the wait\n"
-     "advances the clock instead of sleeping."},
+     "waiting in vain; when it can never be admitted (a spent budget that does not\n"
+     "refill, a clock saturated at 2**63 ns) RateLimitExceeded (retry_after inf) is\n"
+     "raised at once whatever the timeout. A finite timeout always holds, also on a\n"
+     "callable clock that stalls. ValueError when n exceeds the limit. On a ManualClock\n"
+     "the wait advances the clock (integer nanoseconds) instead of sleeping."},
+    {"_waiter", (PyCFunction)(void (*)(void))limiter_waiter, METH_FASTCALL | METH_KEYWORDS,
+     "_waiter($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
+     "A _RateWait for acquire_async (the deadline starts now)."},
     {"reset", (PyCFunction)(void (*)(void))limiter_reset, METH_NOARGS,
      "reset($self, /)\n--\n\nBack to the initial (full) state."},
     {NULL, NULL, 0, NULL},
@@ -405,6 +609,7 @@ static PyType_Spec tb_spec = {"pyresilience._core.TokenBucket", sizeof(prs_py_li
 static PyType_Spec gcra_spec = {"pyresilience._core.GCRA", sizeof(prs_py_limiter), 0, LIMITER_FLAGS, gcra_slots};
 
 int prs_py_register_limiters(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &rate_wait_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_LimiterBase, &base_spec, NULL) < 0) return -1;
     PyObject *base = st->slots[PRS_SLOT_LimiterBase];
     if (prs_py_add_type(m, st, PRS_SLOT_TokenBucket, &tb_spec, base) < 0) return -1;

@@ -39,6 +39,7 @@ enum prs_py_slot {
     PRS_SLOT_KeyedLimiter,
     PRS_SLOT_KeyedLimiterView,
     PRS_SLOT_LimiterGroup,
+    PRS_SLOT_RateWait,      /* _RateWait: an async limiter wait in progress */
     /* circuit breaker (issue 4) */
     PRS_SLOT_CircuitBreaker,
     PRS_SLOT_CircuitBreakerMetrics,
@@ -216,6 +217,8 @@ typedef struct prs_py_decision {
 
 /* A new Decision object (new reference) or NULL with an exception. */
 PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d);
+/* The same with denied_by = the index `denied_by` (None when < 0). */
+PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by);
 
 /* ---- the generic in-process limiter ------------------------------------ *
  * Every in-process algorithm is a prs_py_limiter with its own ops table, its
@@ -255,10 +258,56 @@ int prs_py_limiter_setup(prs_py_limiter *self, const prs_py_limiter_ops *ops, vo
                          PyObject *clock_arg);
 /* 1 if `o` is an initialised prs_py_limiter (of any algorithm), else 0. */
 int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
-/* Blocks until n is admitted on `self` (GIL released while waiting, signals
- * checked), raising RateLimitExceeded at once when it cannot be admitted within
- * timeout_ns (PRS_NEVER: no limit) and ValueError when n can never be admitted.
- * 0 or -1 with an exception; nothing is consumed on failure. */
+/* Blocks until n is admitted on `self` (prs_py_wait_admitted below: GIL
+ * released while waiting, signals checked), raising RateLimitExceeded at once
+ * when it cannot be admitted within timeout_ns (PRS_NEVER: no limit) or never
+ * can be, and ValueError when n exceeds the limit. 0 or -1 with an exception;
+ * nothing is consumed on failure. */
 int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns);
+
+/* ---- waiting until a rate limiter admits (limiters.c) ------------------ *
+ * The one wait of every in-process limiter, keyed view and group, sync and
+ * async. The core decides (admitted / retry_after / never); the binding only
+ * sleeps (or advances a ManualClock, in integer ns). */
+
+/* Decides n at now, consuming only when admitted. *denied_by: a group's first
+ * denying member (-1 otherwise); *max_n: the largest n that can ever be
+ * admitted (a request for more is a ValueError, not a wait). 0 or a status. */
+typedef int (*prs_py_decide_fn)(void *ctx, int64_t now, int64_t n, prs_decision *d,
+                                int *denied_by, int64_t *max_n);
+
+typedef struct prs_py_wait {
+    int64_t n;
+    int64_t deadline;      /* on the limiter's clock; PRS_NEVER: no timeout */
+    int64_t real_deadline; /* CLOCK_MONOTONIC (clocks other than a ManualClock):
+                              a finite timeout holds even when the clock stalls */
+} prs_py_wait;
+
+/* Starts a wait for n with timeout_ns (PRS_NEVER: none), reading the clock. 0 or -1. */
+int prs_py_wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, prs_py_wait *w);
+/* Decides once. 0: admitted (n taken). 1: not yet, *sleep_ns is how long to
+ * sleep before the next step (0 on a ManualClock, which was advanced to the
+ * instant of admission instead). -1 with an exception: RateLimitExceeded
+ * (retry_after inf) when the wait would never end - a spent budget, or a
+ * clock saturated at 2^63 ns - or when admission lies beyond the timeout;
+ * ValueError when n exceeds what can ever be admitted; a clock error.
+ * Nothing is taken unless 0 is returned. `what` names the limiter in messages. */
+int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
+                     const char *what, prs_py_wait *w, int64_t *sleep_ns);
+/* Steps until admitted, sleeping with the GIL released in slices of <= 50 ms
+ * and checking signals between them. 0 or -1 with an exception. */
+int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
+                         const char *what, int64_t n, int64_t timeout_ns);
+/* A _RateWait object for the async forms: its step() returns None once
+ * admitted, else the float seconds to await before calling it again.
+ * `owner` (kept alive by the object) owns `clock` and `ctx`. */
+PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
+                               prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
+                               int64_t timeout_ns);
+/* Parses (n=1, timeout=None, *, tokens_needed=None) as acquire() takes them. */
+int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames, int64_t *n, int64_t *timeout_ns);
+/* Saturating integer advance of a ManualClock's time (clock.c). */
+void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns);
 
 #endif /* PRS_PY_H */

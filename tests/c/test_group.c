@@ -190,9 +190,11 @@ TEST(group_same_member_twice) {
     int by;
     /* each check takes 2 from the bucket and 2 from key k (capacity 3) */
     ASSERT(gcheck(g, 0, 1, &d, &by));
-    ASSERT_EQ_I64(d.remaining, 1);
+    ASSERT_EQ_I64(d.remaining, 0); /* key k: 1 left, 2 per request */
+    ASSERT_EQ_I64(d.limit, 1);     /* key k: capacity 3, 2 per request */
     ASSERT(!gcheck(g, 0, 1, &d, &by));
-    ASSERT_EQ_I64(by, 3);
+    ASSERT_EQ_I64(by, 1);          /* key k's first appearance */
+    ASSERT_EQ_I64(d.retry_after_ns, PRS_NEVER); /* a fixed budget: never refills */
     ASSERT_NEAR(prs_token_bucket_available(tb, 0), 2.0, 1e-9);
     ASSERT_NEAR(prs_keyed_available(t, "k", 1, 0), 1.0, 1e-9);
     prs_group_free(g);
@@ -404,8 +406,11 @@ TEST(group_all_algorithms) {
     ASSERT_EQ_I64(d.remaining, 2); /* fixed window: 3 - 1 */
     ASSERT_EQ_I64(d.limit, 3);
     ASSERT(gcheck(g, 0, 2, &d, &by));
+    /* one member's numbers, the most restrictive: the full fixed window (not
+     * the key, which never refills but has 7 left) */
     ASSERT_EQ_I64(d.remaining, 0);
-    ASSERT_EQ_I64(d.reset_after_ns, PRS_NEVER); /* the key never refills */
+    ASSERT_EQ_I64(d.limit, 3);
+    ASSERT_EQ_I64(d.reset_after_ns, 10 * SEC);
     /* the fixed window is full: member 3 denies, until its window ends */
     ASSERT(!gcheck(g, 0, 1, &d, &by));
     ASSERT_EQ_I64(by, 3);
@@ -487,9 +492,11 @@ TEST(group_plain_sliding_log_twice) {
     int by;
     ASSERT(gcheck(g, 0, 1, &d, &by));
     ASSERT(gcheck(g, 100, 1, &d, &by));
-    ASSERT_EQ_I64(d.remaining, 1);
+    /* the small log has 1 left, and a request takes 2 from it: 0 more requests */
+    ASSERT_EQ_I64(d.remaining, 0);
+    ASSERT_EQ_I64(d.limit, 2);
     ASSERT(!gcheck(g, 200, 1, &d, &by));
-    ASSERT_EQ_I64(by, 3);
+    ASSERT_EQ_I64(by, 1); /* the small log's first appearance */
     ASSERT_EQ_I64(d.retry_after_ns, SEC - 200); /* the small log's oldest entry */
     ASSERT_NEAR(prs_sliding_log_available(big, 200), 16.0, 1e-9);
     ASSERT_NEAR(prs_sliding_log_available(small, 200), 1.0, 1e-9);
@@ -682,5 +689,114 @@ TEST(group_bad_input) {
     ASSERT_OK(prs_group_check(g, 0, 1, &d, NULL)); /* 32 x the same bucket of 1 */
     ASSERT(!d.allowed);
     prs_group_free(g);
+    prs_token_bucket_free(tb);
+}
+
+/* ---- the reported member, duplicates counted once per appearance ---------- */
+
+/* limit, remaining and reset_after come from one member, the most restrictive:
+ * a GCRA (burst 100) with 95 spent beside a fresh token bucket of 20 reports
+ * the GCRA's 100 / 4 / 9.6 s, not a mix (20 / 4 / 9.6 s). */
+TEST(group_decision_is_one_members) {
+    prs_gcra *gc = make_gcra(10, 100);
+    prs_token_bucket *tb = make_tb(20, 10);
+    prs_decision d;
+    ASSERT_OK(prs_gcra_check(gc, 0, 95, &d));
+    ASSERT(d.allowed);
+    for (int order = 0; order < 2; order++) {
+        prs_group_member m[2];
+        prs_group_member_gcra(&m[order], gc);
+        prs_group_member_token_bucket(&m[1 - order], tb);
+        prs_group *g;
+        ASSERT_OK(prs_group_new(m, 2, NULL, &g));
+        prs_group_info info;
+        ASSERT_OK(prs_group_decide(g, 0, 1, 0, &d, &info));
+        ASSERT(d.allowed);
+        ASSERT_EQ_I64(info.reported, order);
+        ASSERT_EQ_I64(info.denied_by, -1);
+        ASSERT_EQ_I64(info.max_n, 20);
+        ASSERT_EQ_I64(d.limit, 100);
+        ASSERT_EQ_I64(d.remaining, 4);
+        ASSERT_EQ_I64(d.reset_after_ns, 9600 * MS);
+        ASSERT_EQ_I64(d.retry_after_ns, 0);
+        prs_group_free(g);
+    }
+    /* ties on remaining go to the longest reset: a (6, 1/s) with 1 spent and
+     * b (5, 0.25/s) both have 4 left after a request; b refills last */
+    prs_token_bucket *a = make_tb(6, 1), *b = make_tb(5, 0.25);
+    ASSERT_OK(prs_token_bucket_check(a, 0, 1, &d));
+    prs_group_member m[2];
+    prs_group_member_token_bucket(&m[0], a);
+    prs_group_member_token_bucket(&m[1], b);
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 2, NULL, &g));
+    int by;
+    ASSERT(gcheck(g, 0, 1, &d, &by));
+    ASSERT_EQ_I64(d.remaining, 4);
+    ASSERT_EQ_I64(d.limit, 5);
+    ASSERT_EQ_I64(d.reset_after_ns, 4 * SEC);
+    /* denied: retry_after is the longest any member asks; the numbers are
+     * still one member's, as they are after the denial (nothing taken) */
+    ASSERT(!gcheck(g, 0, 5, &d, &by));
+    ASSERT_EQ_I64(by, 0);
+    ASSERT_EQ_I64(d.retry_after_ns, 4 * SEC); /* b: 1 token at 0.25/s */
+    ASSERT_EQ_I64(d.remaining, 4);
+    ASSERT_EQ_I64(d.limit, 5);
+    ASSERT_NEAR(prs_token_bucket_available(a, 0), 4.0, 1e-9);
+    prs_group_free(g);
+    prs_token_bucket_free(a);
+    prs_token_bucket_free(b);
+    prs_token_bucket_free(tb);
+    prs_gcra_free(gc);
+}
+
+/* A limiter listed twice is asked for 2n: peek and check agree, a request it
+ * can never hold is denied forever (never a finite retry_after), and max_n
+ * says so. */
+TEST(group_duplicate_counted_per_appearance) {
+    prs_token_bucket *tb = make_tb(3, 1);
+    prs_token_bucket *tmpl = make_tb(5, 0);
+    prs_keyed *t = make_table(&prs_algo_token_bucket, prs_token_bucket_params(tmpl), 10);
+    prs_group_member m[4];
+    prs_group_member_token_bucket(&m[0], tb);
+    prs_group_member_token_bucket(&m[1], tb);
+    prs_group_member_keyed(&m[2], t, "k", 1);
+    prs_group_member_keyed(&m[3], t, "k", 1);
+    prs_group *g;
+    ASSERT_OK(prs_group_new(m, 4, NULL, &g));
+    ASSERT_NEAR(prs_group_available(g, 0), 1.5, 1e-9); /* the bucket's 3, 2 per request */
+    prs_decision p, d;
+    prs_group_info info;
+    /* n = 2: 4 from a bucket of 3 - never, by peek and by check alike */
+    ASSERT_OK(prs_group_decide(g, 0, 2, 0, &p, &info));
+    ASSERT(!p.allowed);
+    ASSERT_EQ_I64(p.retry_after_ns, PRS_NEVER);
+    ASSERT_EQ_I64(info.denied_by, 0);
+    ASSERT_EQ_I64(info.max_n, 1);
+    ASSERT_OK(prs_group_decide(g, 0, 2, 1, &d, &info));
+    ASSERT(!d.allowed);
+    ASSERT_EQ_I64(d.retry_after_ns, PRS_NEVER);
+    ASSERT_NEAR(prs_token_bucket_available(tb, 0), 3.0, 1e-9);
+    /* n = 1 takes 2 from the bucket and 2 from key k; peek agrees each time */
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(prs_group_peek(g, 0, 1, &p, NULL));
+        ASSERT_OK(prs_group_check(g, 0, 1, &d, NULL));
+        ASSERT_EQ_I64(p.allowed, d.allowed);
+        ASSERT_EQ_I64(p.retry_after_ns, d.retry_after_ns);
+        ASSERT_EQ_I64(d.allowed, i == 0);
+    }
+    /* the bucket has 1 left: 2 needs 1 s more */
+    ASSERT_EQ_I64(d.retry_after_ns, SEC);
+    ASSERT_NEAR(prs_token_bucket_available(tb, 0), 1.0, 1e-9);
+    ASSERT_NEAR(prs_keyed_available(t, "k", 1, 0), 3.0, 1e-9);
+    ASSERT(gcheck(g, SEC, 1, &d, NULL));
+    /* key k: 1 left of a budget that never refills, 2 per request: never */
+    ASSERT_OK(prs_group_peek(g, 10 * SEC, 1, &p, NULL));
+    ASSERT(!p.allowed);
+    ASSERT_EQ_I64(p.retry_after_ns, PRS_NEVER);
+    ASSERT_EQ_I64(p.remaining, 0);
+    prs_group_free(g);
+    prs_keyed_free(t);
+    prs_token_bucket_free(tmpl);
     prs_token_bucket_free(tb);
 }

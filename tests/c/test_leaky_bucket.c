@@ -251,3 +251,36 @@ TEST(leaky_bucket_descriptor) {
     lf_state_free(&s);
     prs_leaky_bucket_free(lb);
 }
+
+/* More than 2^63 ns between two decisions (a request near INT64_MIN, the next
+ * near INT64_MAX): the elapsed time saturates, the bucket reads as drained,
+ * and the request is admitted (was a signed overflow: denied with a negative
+ * retry_after). The keyed/group descriptor path agrees. */
+TEST(leaky_bucket_elapsed_beyond_int64) {
+    prs_leaky_bucket *lb = make_lb(5, 1);
+    prs_decision d;
+    ASSERT_OK(prs_leaky_bucket_check(lb, INT64_MIN + 10, 5, &d));
+    ASSERT(d.allowed);
+    ASSERT_OK(prs_leaky_bucket_peek(lb, INT64_MAX - 10, 5, &d));
+    ASSERT(d.allowed);
+    ASSERT_EQ_I64(d.retry_after_ns, 0);
+    ASSERT_OK(prs_leaky_bucket_check(lb, INT64_MAX - 10, 5, &d));
+    ASSERT(d.allowed);
+    ASSERT_OK(prs_leaky_bucket_check(lb, INT64_MAX - 10, 1, &d));
+    ASSERT(!d.allowed);
+    ASSERT_GE_I64(d.retry_after_ns, 0);
+    ASSERT_NEAR(prs_leaky_bucket_level(lb, INT64_MAX), 5.0, 1e-6);
+
+    const prs_algo *al = &prs_algo_leaky_bucket;
+    const void *params = prs_leaky_bucket_params(lb);
+    unsigned char st[64];
+    ASSERT_LE_I64((int64_t)al->state_size(params), (int64_t)sizeof st);
+    al->state_init(params, st);
+    ASSERT_OK(al->decide(params, st, INT64_MIN + 1, 5, 1, &d));
+    ASSERT(d.allowed);
+    ASSERT(al->is_fresh(params, st, INT64_MAX));
+    ASSERT_NEAR(al->available(params, st, INT64_MAX), 5.0, 1e-9);
+    ASSERT_OK(al->decide(params, st, INT64_MAX, 5, 1, &d));
+    ASSERT(d.allowed);
+    prs_leaky_bucket_free(lb);
+}
