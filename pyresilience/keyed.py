@@ -71,7 +71,7 @@ class KeyedLimiter(_core.KeyedLimiter):
 
     def __repr__(self) -> str:
         template = self.limiter
-        items = [type(template).__name__]
+        items = [f"limiter_class={type(template).__name__}"]
         config = getattr(template, "_config", None)
         if config is not None:
             items += [f"{k}={v!r}" for k, v in config()]

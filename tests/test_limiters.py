@@ -38,7 +38,7 @@ def test_manual_clock_api():
     c.set(-3.0)  # allowed: primitives treat a backwards clock as no time passing
     assert c.now() == -3.0
     assert pr.ManualClock(start=2.0).now() == 2.0
-    assert repr(pr.ManualClock(1.0)) == "ManualClock(1.0)"
+    assert repr(pr.ManualClock(1.0)) == "ManualClock(start=1.0)"
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -1.0])
@@ -657,14 +657,14 @@ def test_reprs_show_configuration(clock):
         (pr.FixedWindow(3, 60), "FixedWindow(limit=3, window=60.0)"),
         (pr.SlidingWindowLog(3, 10), "SlidingWindowLog(limit=3, window=10.0)"),
         (pr.SlidingWindowCounter(7, 1), "SlidingWindowCounter(limit=7, window=1.0)"),
-        (pr.GCRA(1, 2, clock=clock), "GCRA(rate=1.0, burst=2, clock=ManualClock(0.0))"),
+        (pr.GCRA(1, 2, clock=clock), "GCRA(rate=1.0, burst=2, clock=ManualClock(start=0.0))"),
     ]
     for lim, want in cases:
         assert repr(lim) == want
         lim.allow()
         assert repr(lim) == want  # configuration, not state
     k = pr.KeyedLimiter(pr.TokenBucket, capacity=10, refill_rate=5, max_keys=50)
-    assert repr(k) == "KeyedLimiter(TokenBucket, capacity=10.0, refill_rate=5.0, max_keys=50)"
+    assert repr(k) == "KeyedLimiter(limiter_class=TokenBucket, capacity=10.0, refill_rate=5.0, max_keys=50)"
     v = k.for_key("alice")
     assert repr(v) == f"KeyedLimiterView(limiter={k!r}, key='alice')"
     g = pr.GCRA(rate=100, burst=20)

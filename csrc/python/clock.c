@@ -82,7 +82,7 @@ static PyObject *manual_repr(PyObject *self) {
     int64_t ns = atomic_load(&((prs_py_manual_clock *)self)->now_ns);
     PyObject *f = PyFloat_FromDouble((double)ns / 1e9);
     if (!f) return NULL;
-    PyObject *r = PyUnicode_FromFormat("ManualClock(%R)", f);
+    PyObject *r = PyUnicode_FromFormat("ManualClock(start=%R)", f);
     Py_DECREF(f);
     return r;
 }
@@ -126,7 +126,7 @@ static PyType_Slot manual_slots[] = {
 };
 
 static PyType_Spec manual_spec = {
-    "pyresilience._core.ManualClock", sizeof(prs_py_manual_clock), 0,
+    "pyresilience.ManualClock", sizeof(prs_py_manual_clock), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, manual_slots,
 };
 
@@ -174,7 +174,7 @@ static PyType_Slot mono_slots[] = {
 };
 
 static PyType_Spec mono_spec = {
-    "pyresilience._core.MonotonicClock", sizeof(PyObject), 0,
+    "pyresilience.MonotonicClock", sizeof(PyObject), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, mono_slots,
 };
 

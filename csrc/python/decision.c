@@ -192,7 +192,7 @@ static PyType_Slot decision_slots[] = {
 };
 
 static PyType_Spec decision_spec = {
-    "pyresilience._core.Decision", sizeof(prs_py_decision), 0,
+    "pyresilience.Decision", sizeof(prs_py_decision), 0,
     Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, decision_slots,
 };
 

@@ -7,6 +7,8 @@
  */
 #include "prs_py.h"
 
+#include <string.h>
+
 typedef int (*register_fn)(PyObject *m, prs_py_state *st);
 
 static const register_fn register_fns[] = {
@@ -43,8 +45,10 @@ static const struct { int slot; const char *name; } exception_slots[] = {
 int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base) {
     PyObject *tp = PyType_FromModuleAndSpec(m, spec, base);
     if (!tp) return -1;
-    if (PyModule_AddObjectRef(m, ((PyTypeObject *)tp)->tp_name + sizeof("pyresilience._core.") - 1,
-                              tp) < 0) {
+    /* Registered under the name after the last dot: "pyresilience._core.X" for
+     * the types the facade wraps, "pyresilience.X" for those public as they are
+     * (their __module__ is then the package, as users import them). */
+    if (PyModule_AddObjectRef(m, strrchr(spec->name, '.') + 1, tp) < 0) {
         Py_DECREF(tp);
         return -1;
     }
