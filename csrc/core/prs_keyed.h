@@ -113,7 +113,7 @@ const void *prs_keyed_params(const prs_keyed *t);
  * requests kept), and a key absent from the table starts fresh under the new
  * params. Thread-safe: it holds every shard lock while it works (O(keys), with
  * a re-allocation of every slot array when the state size changes: the
- * sliding log's is 24 + 8 * limit), so a concurrent decision on any key sees
+ * sliding log's is 32 + 8 * limit), so a concurrent decision on any key sees
  * the old config whole or the new one whole. A group holding this table sees
  * the new params from its next decision.
  * PRS_OK; PRS_EINVAL (NULL arguments) or the error the algorithm's

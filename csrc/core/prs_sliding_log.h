@@ -2,7 +2,7 @@
  * prs_sliding_log.h - an exact sliding-window limiter: at most `limit` units
  * in any interval of `window_ns` nanoseconds. It keeps the time of every
  * admitted unit in a ring of `limit` int64 timestamps (a request of weight n
- * takes n slots), so memory is O(limit): 24 + 8 * limit bytes of state.
+ * takes n slots), so memory is O(limit): 32 + 8 * limit bytes of state.
  *
  * Bound: a unit admitted at t counts against every request in [t, t + w);
  * for every half-open interval [a, a + w) at most `limit` units are admitted
@@ -76,7 +76,7 @@ int prs_sliding_log_reconfigure(prs_sliding_log *sl, const prs_sliding_log_confi
 int64_t prs_sliding_log_limit(const prs_sliding_log *sl);
 int64_t prs_sliding_log_window_ns(const prs_sliding_log *sl);
 /* This log's params for prs_algo_sliding_log (prs_algo.h); valid while sl lives.
- * The descriptor's state_size(params) is 24 + 8 * limit bytes (24 once a
+ * The descriptor's state_size(params) is 32 + 8 * limit bytes (32 once a
  * reconfiguration moved the ring out of the object; a keyed table made from
  * these params uses its own inline rings either way). */
 const void *prs_sliding_log_params(const prs_sliding_log *sl);

@@ -1,7 +1,7 @@
 /*
  * sliding_log.c - the exact sliding window: a ring of admission times.
  *
- * State (guarded by `lock`): a 24-byte header followed by a ring of `limit`
+ * State (guarded by `lock`): a 32-byte header followed by a ring of `limit`
  * int64 timestamps.
  *   last    the latest instant seen (INT64_MIN: none); earlier instants are
  *           taken as `last`, so a clock going backwards never un-expires
@@ -23,16 +23,20 @@
  * change no decision, now or later.
  *
  * The same code serves the prs_algo descriptor: its state is this header and
- * ring, laid out contiguously (state_size = 24 + 8 * limit), unless the params
+ * ring, laid out contiguously (state_size = 32 + 8 * limit), unless the params
  * name an external ring (below).
  *
  * Reconfiguration (prs_sliding_log_reconfigure, and a keyed table's through
  * the descriptor's rebase), under the lock: the timestamps are kept; a new
  * window applies to them as they are (each entry expires at its time + the
- * new window); a new limit L' keeps the newest min(count, L') entries. That
- * loses no decision: under L' a request needs count + n - L' of the oldest
- * entries gone, i.e. waits for entry count - L' + n - 1 (0 = oldest), which
- * is among the newest L'; the dropped older ones would have left first. The
+ * new window); a new limit L' keeps the newest min(count, L') entries in the
+ * ring and counts the others in `dropped`. That loses no decision under L':
+ * a request needs count + n - L' of the oldest entries gone, i.e. waits for
+ * entry count - L' + n - 1 (0 = oldest), which is among the newest L'; the
+ * dropped older ones leave first, and as soon as any entry expires every
+ * dropped one has too (dropped goes back to 0). A limit raised again while
+ * dropped > 0 brings them back first, as copies of the oldest kept entry
+ * (later than their real times: never an admission the limit forbids). The
  * ring is re-packed (oldest at index 0), O(limit) under the lock.
  *
  * Where the ring lives. A prs_sliding_log object is allocated with an inline
@@ -40,7 +44,7 @@
  * a limit raised above inline_cap moves the ring to a separate allocation of
  * `limit` entries, named by params.ring (NULL: inline). The header stays where
  * it is, so a group keeps its pointer to the state; with an external ring the
- * descriptor's state_size is the 24-byte header alone, which is all a group
+ * descriptor's state_size is the 32-byte header alone, which is all a group
  * needs to snapshot (entries past `count` are free). Keyed tables always use
  * inline rings (their params are made from a config: ring NULL) and re-lay
  * their slots when the size changes (keyed.c).
@@ -62,6 +66,9 @@ typedef struct sl_hdr {
     int64_t last;       /* latest instant seen; INT64_MIN: none */
     int64_t head;       /* 0..limit-1 */
     int64_t count;      /* 0..limit */
+    int64_t dropped;    /* entries older than the ring's oldest that a lowered limit
+                           left out, still counted as live; > 0 only while
+                           count == limit, 0 again once any entry expires */
     /* followed by int64_t ring[limit] */
 } sl_hdr;
 
@@ -93,6 +100,7 @@ static void state_init(sl_hdr *h) {
     h->last = INT64_MIN;
     h->head = 0;
     h->count = 0;
+    h->dropped = 0;
 }
 
 void prs_sliding_log_config_init(prs_sliding_log_config *cfg) {
@@ -157,10 +165,12 @@ static void state_decide(const sl_params *p, sl_hdr *h, int64_t now, int64_t n, 
     int64_t *ring = ring_of(p, h);
     h->last = t;
     if (!__builtin_sub_overflow(t, p->window_ns, &cutoff)) { /* else nothing can have expired */
+        int64_t before = h->count;
         while (h->count > 0 && ring[h->head] <= cutoff) { /* drop expired entries */
             if (++h->head == p->limit) h->head = 0;
             h->count--;
         }
+        if (h->count < before) h->dropped = 0; /* older than what just expired */
     }
     if (h->count == 0) h->head = 0;
     int64_t after = h->count;
@@ -240,27 +250,56 @@ static void reverse(int64_t *a, int64_t lo, int64_t hi) { /* [lo, hi) */
 /* Keeps the newest min(count, new_limit) entries of h (under op), oldest
  * first, in `dst` (which must not overlap op's ring); h's head and count are
  * updated to match. `h` and `out` may be the same header. */
+/* How a repack to new_limit splits h: `drop` oldest entries leave the ring
+ * (counted in dropped), `kept` stay, `phantom` dropped ones come back as
+ * copies of the oldest entry (a later time than theirs: conservative). */
+typedef struct sl_repack {
+    int64_t kept, drop, phantom, e0;
+} sl_repack;
+
+static sl_repack plan_repack(const sl_params *op, const sl_hdr *h, int64_t new_limit) {
+    sl_repack r;
+    r.kept = prs__min64(h->count, new_limit);
+    r.drop = h->count - r.kept;
+    r.phantom = prs__min64(h->dropped, new_limit - r.kept); /* 0 when drop > 0 */
+    r.e0 = h->count > 0 ? entry(op, h, 0) : 0;
+    return r;
+}
+
+static void finish_repack(const sl_hdr *h, const sl_repack *r, sl_hdr *out) {
+    int64_t last = h->last, dropped = h->dropped;
+    out->last = last;
+    out->head = 0;
+    out->count = r->phantom + r->kept;
+    out->dropped = dropped - r->phantom + r->drop;
+}
+
+/* Keeps the newest min(count, new_limit) entries of h (under op), oldest
+ * first, in `dst` (which must not overlap op's ring), after as many phantoms
+ * as fit; h's header is rewritten to match in `out` (may be h itself). */
 static void repack_into(const sl_params *op, const sl_hdr *h, int64_t new_limit, int64_t *dst,
                         sl_hdr *out) {
-    int64_t kept = prs__min64(h->count, new_limit), drop = h->count - kept;
-    for (int64_t i = 0; i < kept; i++) dst[i] = entry(op, h, drop + i);
-    out->last = h->last;
-    out->head = 0;
-    out->count = kept;
+    sl_repack r = plan_repack(op, h, new_limit);
+    for (int64_t i = 0; i < r.phantom; i++) dst[i] = r.e0;
+    for (int64_t i = 0; i < r.kept; i++) dst[r.phantom + i] = entry(op, h, r.drop + i);
+    finish_repack(h, &r, out);
 }
 
 /* The same, in place in op's own ring (capacity >= new_limit): rotate so the
- * first kept entry is at index 0. */
+ * first kept entry is at index 0, then make room for the phantoms. */
 static void repack_in_place(const sl_params *op, sl_hdr *h, int64_t *ring, int64_t new_limit) {
-    int64_t kept = prs__min64(h->count, new_limit), drop = h->count - kept;
-    int64_t r = (h->head + drop) % op->limit;
-    if (kept > 0 && r != 0) {
-        reverse(ring, 0, r);
-        reverse(ring, r, op->limit);
+    sl_repack r = plan_repack(op, h, new_limit);
+    int64_t rot = (h->head + r.drop) % op->limit;
+    if (r.kept > 0 && rot != 0) {
+        reverse(ring, 0, rot);
+        reverse(ring, rot, op->limit);
         reverse(ring, 0, op->limit);
     }
-    h->head = 0;
-    h->count = kept;
+    if (r.phantom > 0) {
+        memmove(ring + r.phantom, ring, (size_t)r.kept * sizeof *ring);
+        for (int64_t i = 0; i < r.phantom; i++) ring[i] = r.e0;
+    }
+    finish_repack(h, &r, h);
 }
 
 int prs_sliding_log_reconfigure(prs_sliding_log *sl, const prs_sliding_log_config *cfg,
@@ -308,7 +347,7 @@ void prs__sliding_log_parts(prs_sliding_log *sl, prs__spinlock **lock, void **st
     *state = sl->state;
 }
 
-/* ---- the descriptor: state is sl_hdr + ring (24 + 8 * limit bytes) ----- */
+/* ---- the descriptor: state is sl_hdr + ring (32 + 8 * limit bytes) ----- */
 
 static size_t algo_state_size(const void *params) { return state_bytes(params); }
 static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
