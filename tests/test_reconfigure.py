@@ -311,6 +311,8 @@ def test_group_keeps_working(clock: pr.ManualClock) -> None:
 RACES: list[tuple[str, Callable[[pr.ManualClock], Any], Callable[[Any, int], None], bool]] = [
     ("TokenBucket", lambda c: pr.TokenBucket(100, 0, clock=c), lambda o, v: o.reconfigure(capacity=v), False),
     ("GCRA", lambda c: pr.GCRA(0.001, 100, clock=c), lambda o, v: o.reconfigure(burst=v), False),
+    ("GCRA-rate", lambda c: pr.GCRA(0.001, 100, clock=c),
+     lambda o, v: o.reconfigure(rate=0.001 if v == 100 else 0.002, burst=v), False),
     ("LeakyBucket", lambda c: pr.LeakyBucket(100, 0.001, clock=c), lambda o, v: o.reconfigure(capacity=v), True),
     ("FixedWindow", lambda c: pr.FixedWindow(100, 1, clock=c), lambda o, v: o.reconfigure(limit=v), True),
     ("SlidingWindowLog", lambda c: pr.SlidingWindowLog(60, 1, clock=c), lambda o, v: o.reconfigure(limit=v), True),

@@ -614,6 +614,7 @@ static int tb_chk(void *o, int64_t t, int64_t n, prs_decision *d) { return prs_t
 static int tb_rc(void *o, int w, int64_t t) { prs_token_bucket_config c = tb_cfg((double)lim(w), 0); return prs_token_bucket_reconfigure(o, &c, t); }
 static int gc_chk(void *o, int64_t t, int64_t n, prs_decision *d) { return prs_gcra_check(o, t, n, d); }
 static int gc_rc(void *o, int w, int64_t t) { prs_gcra_config c = gcra_cfg(1e-3, lim(w)); return prs_gcra_reconfigure(o, &c, t); }
+static int gr_rc(void *o, int w, int64_t t) { prs_gcra_config c = gcra_cfg(w ? 2e-3 : 1e-3, lim(w)); return prs_gcra_reconfigure(o, &c, t); }
 static int lb_chk(void *o, int64_t t, int64_t n, prs_decision *d) { return prs_leaky_bucket_check(o, t, n, d); }
 static int lb_rc(void *o, int w, int64_t t) { prs_leaky_bucket_config c = lb_cfg((double)lim(w), 1e-3); return prs_leaky_bucket_reconfigure(o, &c, t); }
 static int fw_chk(void *o, int64_t t, int64_t n, prs_decision *d) { return prs_fixed_window_check(o, t, n, d); }
@@ -631,6 +632,9 @@ TEST(reconf_threads_no_over_admission) {
     prs_token_bucket_free(tb);
     prs_gcra *g = make_gcra(1e-3, 100);
     run_race(g, gc_chk, gc_rc, 0); /* each flip may cost 1 ns of schedule: <= 100 */
+    prs_gcra_free(g);
+    g = make_gcra(1e-3, 100); /* rate and burst flipped: consumed re-expressed each time */
+    run_race(g, gc_chk, gr_rc, 0);
     prs_gcra_free(g);
     prs_leaky_bucket *lb = make_lb(100, 1e-3);
     run_race(lb, lb_chk, lb_rc, 1);
