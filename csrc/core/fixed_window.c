@@ -185,8 +185,9 @@ static void rebase(const fw_params *op, const fw_state *s, const fw_params *np, 
     int64_t start, count;
     current(op, s, now, &start, &count);
     fw_state r = {start, count};
+    /* a now behind the remembered window counts as that window's start */
     if (count == 0) r.start = 0;
-    else if (np->window_ns != op->window_ns) r.start = align_down(now, np->window_ns);
+    else if (np->window_ns != op->window_ns) r.start = align_down(prs__max64(now, start), np->window_ns);
     *out = r;
 }
 

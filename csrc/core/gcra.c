@@ -26,20 +26,23 @@
  *
  * Reconfiguration (prs_gcra_reconfigure) takes the word the same way, so it is
  * serialised with groups, and changes the params under a sequence counter
- * (`seq`, odd while writing): a decision copies the params it uses from a
- * stable read of them (atomic field loads between two equal even `seq`
- * values), never a mix. It then stores a new tat that re-expresses what is
+ * (`seq`, odd while writing, and only while the word is locked): a decision
+ * reads the params (atomic field loads) and the tat between two equal even
+ * `seq` values, so the pair it decides on is consistent - the tat was stored
+ * under those params - and never a mix of two configs. It then stores a new tat that re-expresses what is
  * consumed: at `now` the limiter holds tat - now ns of the old schedule, i.e.
  * (tat - now) / T_old requests; the new tat is now + ceil((tat - now) * T_new /
  * T_old), so the consumed requests are kept (rounded up: never a minted
  * request) and only the burst and the refill pace change. A tat at or before
  * now (nothing consumed) stays there. The stored value always differs from the
  * replaced one (at worst by 1 ns, in the conservative direction when
- * something is consumed), so a decision that read the old params and the old
- * tat fails its compare-and-swap and decides again with the new params.
- * Limit of that argument: a decision stalled between reading the params and
- * its CAS while other decisions and reconfigurations bring the word back to
- * the very value it read could still apply the older params once.
+ * something is consumed), so a decision holding the old pair fails its
+ * compare-and-swap and decides again on the new one; a config flipped back
+ * and forth that brings the word back to the value it read brings the params
+ * back too, so its pair is still right. Limit of that argument: a decision
+ * stalled between its read and its CAS while the word comes back to the very
+ * value it read under *different* params (three or more configs, and that
+ * exact nanosecond) would apply its older params once.
  */
 #include "group_internal.h"
 #include "prs_algo.h"
@@ -190,20 +193,34 @@ static void load_params(const prs_gcra *g, gcra_params *out) {
 
 static int decide(prs_gcra *g, int64_t now, int64_t n, int consume, prs_decision *d) {
     if (!g || !d || n < 1) return PRS_EINVAL;
-    int64_t seen = load_tat(g), next;
+    int64_t seen, next;
     gcra_params p;
+    unsigned spins = 0;
     for (;;) {
-        if (seen == PRS__GCRA_LOCKED) { /* a group took the word: wait for it */
-            seen = load_tat(g);
+        /* A consistent pair: the params and the tat read between two equal
+         * even `seq` values (a reconfiguration holds the word locked while
+         * `seq` is odd, so this tat was stored under these params). */
+        uint64_t v = atomic_load_explicit(&g->seq, memory_order_acquire);
+        if (v & 1) {
+            prs__spin_yield(++spins);
             continue;
         }
-        load_params(g, &p); /* after `seen`: a reconfiguration since then changed the word */
+        p.interval_ns = __atomic_load_n(&g->p.interval_ns, __ATOMIC_RELAXED);
+        p.tolerance_ns = __atomic_load_n(&g->p.tolerance_ns, __ATOMIC_RELAXED);
+        p.burst = __atomic_load_n(&g->p.burst, __ATOMIC_RELAXED);
+        __atomic_load(&g->p.rate, &p.rate, __ATOMIC_RELAXED);
+        seen = atomic_load_explicit(&g->tat, memory_order_acquire);
+        atomic_thread_fence(memory_order_acquire);
+        if (seen == PRS__GCRA_LOCKED || atomic_load_explicit(&g->seq, memory_order_relaxed) != v) {
+            prs__spin_yield(++spins); /* a group or a reconfiguration holds the word */
+            continue;
+        }
         if (!eval(&p, seen, now, n, consume, &next, d) || !consume) break;
         if (next == PRS__GCRA_LOCKED) next++; /* one ns later: never the lock value */
         if (atomic_compare_exchange_weak_explicit(&g->tat, &seen, next, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
-        /* lost the race: `seen` was reloaded; decide again */
+        /* lost the race: decide again from a fresh consistent pair */
     }
     return PRS_OK;
 }

@@ -772,7 +772,7 @@ int prs_keyed_reconfigure(prs_keyed *t, const void *config, int64_t now_ns) {
     for (size_t k = 0; k < nsh; k++) prs__spin_lock(&t->shards[k].lock);
     memcpy(op, t->params, psz);
     size_t ostride = t->stride;
-    if (nstride != ostride) { /* re-lay every slot array: allocate them all first */
+    if (nss != t->state_size) { /* re-lay every slot array: allocate them all first */
         for (size_t k = 0; k < nsh && rc == PRS_OK; k++) {
             shard *sh = &t->shards[k];
             if (sh->nslots && !(fresh[k] = prs__calloc(&t->alloc, sh->nslots, nstride))) rc = PRS_ENOMEM;

@@ -53,7 +53,8 @@ double prs_gcra_available(const prs_gcra *g, int64_t now_ns);
  * consumed at now_ns, (tat - now) / T_old, re-expressed on the new emission
  * interval (rounded up, so no request is minted); the new burst applies to
  * them, so a burst lowered below what is consumed denies until it drains at
- * the new rate. A limiter with nothing consumed stays full.
+ * the new rate. A limiter with nothing consumed stays full. now_ns is the
+ * current time: the consumed amount is measured from it.
  * PRS_OK, or the error prs_gcra_config_validate gives (PRS_EINVAL,
  * PRS_ERANGE; PRS_EINVAL for a NULL g): then nothing changed. */
 int prs_gcra_reconfigure(prs_gcra *g, const prs_gcra_config *cfg, int64_t now_ns);

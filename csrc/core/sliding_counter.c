@@ -235,7 +235,8 @@ static void rebase(const sc_params *op, const sc_state *s, const sc_params *np, 
     i128 est = (i128)v.cur + ((i128)v.prev * (w - v.e) + w - 1) / w;
     sc_state r = {0, 0, 0};
     if (est > 0) {
-        r.start = align_down(now, np->window_ns);
+        /* a now behind the remembered window counts as that window's start */
+        r.start = align_down(prs__max64(now, v.start), np->window_ns);
         r.cur = est > INT64_MAX ? INT64_MAX : (int64_t)est;
     }
     *out = r;
