@@ -53,6 +53,22 @@ class KeyedLimiter(_core.KeyedLimiter):
         template = limiter_class(*args, **kwargs)
         super().__init__(template, max_keys=max_keys, clock=clock)
 
+    def reconfigure(self, **params: Any) -> None:
+        """reconfigure(self, **params)
+
+        Change the parameters of every key at once, now, with the keywords of
+        ``limiter_class.reconfigure`` (``capacity=``/``refill_rate=``,
+        ``limit=``/``window=``, ``rate=``/``burst=``...); what is not given
+        keeps its value. Each key keeps its state as that limiter's
+        ``reconfigure`` keeps it (tokens capped at the new capacity, counts and
+        admission times kept, never an admission the new limit forbids), and a
+        concurrent decision on any key sees the old parameters or the new ones
+        whole. Bad values raise the constructor's errors and change nothing.
+        ``self.limiter`` (the template) is kept in step."""
+        super().reconfigure(**params)
+        template: Any = self.limiter  # the class the table was made from
+        template.reconfigure(**params)
+
     def for_key(self, key: Key) -> KeyedLimiterView:
         """for_key(self, key)
 

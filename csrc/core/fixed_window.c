@@ -18,13 +18,22 @@
  * saturates at INT64_MIN. Nothing wraps.
  *
  * Concurrency: a spinlock around a handful of integer operations.
+ *
+ * Reconfiguration (prs_fixed_window_reconfigure, and a keyed table's through
+ * the descriptor's rebase), under the lock: the count of the window in force
+ * at `now` is kept. With the same window length it stays on its window; with a
+ * new length it is carried into the new-aligned window holding now (the units
+ * admitted there still count until that window ends). A count above a lowered
+ * limit is kept too (count <= limit then holds again from the next window):
+ * nothing is admitted until the window moves on.
  */
 #include "group_internal.h"
 #include "prs_algo.h"
 #include "prs_fixed_window.h"
 #include "prs_internal.h"
 
-/* Immutable after prs_fixed_window_new(); also the params of prs_algo_fixed_window. */
+/* Changed only under `lock` (prs_fixed_window_reconfigure); also the params of
+ * prs_algo_fixed_window. */
 typedef struct fw_params {
     int64_t limit;      /* >= 1 */
     int64_t window_ns;  /* >= 1 */
@@ -32,7 +41,7 @@ typedef struct fw_params {
 
 typedef struct fw_state {
     int64_t start;      /* window start of `count`; meaningless when count == 0 */
-    int64_t count;      /* 0..limit */
+    int64_t count;      /* 0..limit (above it after a lowering reconfigure) */
 } fw_state;
 
 struct prs_fixed_window {
@@ -129,7 +138,7 @@ static void state_decide(const fw_params *p, fw_state *s, int64_t now, int64_t n
         d->allowed = 0;
         d->retry_after_ns = until_end(p, start, now);
     }
-    d->remaining = p->limit - after;
+    d->remaining = prs__max64(0, p->limit - after);
     d->reset_after_ns = after == 0 ? 0 : until_end(p, start, now);
 }
 
@@ -159,7 +168,7 @@ void prs_fixed_window_reset(prs_fixed_window *fw) {
 static double avail(const fw_params *p, const fw_state *s, int64_t now) {
     int64_t start, count;
     current(p, s, now, &start, &count);
-    return (double)(p->limit - count);
+    return count < p->limit ? (double)(p->limit - count) : 0.0;
 }
 
 double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns) {
@@ -168,6 +177,31 @@ double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns) {
     double a = avail(&fw->p, &fw->s, now_ns);
     prs__spin_unlock(&fw->lock);
     return a;
+}
+
+/* The state s (under op) as seen at now, expressed under np (see the essay). */
+static void rebase(const fw_params *op, const fw_state *s, const fw_params *np, fw_state *out,
+                   int64_t now) {
+    int64_t start, count;
+    current(op, s, now, &start, &count);
+    fw_state r = {start, count};
+    /* a now behind the remembered window counts as that window's start */
+    if (count == 0) r.start = 0;
+    else if (np->window_ns != op->window_ns) r.start = align_down(prs__max64(now, start), np->window_ns);
+    *out = r;
+}
+
+int prs_fixed_window_reconfigure(prs_fixed_window *fw, const prs_fixed_window_config *cfg,
+                                 int64_t now_ns) {
+    if (!fw) return PRS_EINVAL;
+    int rc = prs_fixed_window_config_validate(cfg);
+    if (rc) return rc;
+    fw_params np = {cfg->limit, cfg->window_ns};
+    prs__spin_lock(&fw->lock);
+    rebase(&fw->p, &fw->s, &np, &fw->s, now_ns);
+    fw->p = np;
+    prs__spin_unlock(&fw->lock);
+    return PRS_OK;
 }
 
 int64_t prs_fixed_window_limit(const prs_fixed_window *fw) { return fw->p.limit; }
@@ -206,7 +240,29 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return avail(params, state, now);
 }
 
+static int algo_params_from_config(const void *config, void *params) {
+    const prs_fixed_window_config *c = config;
+    int rc = prs_fixed_window_config_validate(c);
+    if (rc) return rc;
+    fw_params *p = params;
+    p->limit = c->limit;
+    p->window_ns = c->window_ns;
+    return PRS_OK;
+}
+static void algo_config_from_params(const void *params, void *config) {
+    const fw_params *p = params;
+    prs_fixed_window_config *c = config;
+    prs_fixed_window_config_init(c);
+    c->limit = p->limit;
+    c->window_ns = p->window_ns;
+}
+static void algo_rebase(const void *old_params, const void *state, const void *new_params,
+                        void *new_state, int64_t now) {
+    rebase(old_params, state, new_params, new_state, now);
+}
+
 const prs_algo prs_algo_fixed_window = {
     "fixed_window", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available,
+    algo_available, sizeof(fw_params), algo_params_from_config, algo_config_from_params,
+    algo_rebase,
 };

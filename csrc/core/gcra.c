@@ -23,13 +23,34 @@
  * (group.c) that includes this limiter takes the word itself as a lock
  * (PRS__GCRA_LOCKED, see group_internal.h) for the few nanoseconds of its
  * decision; every call here waits while it sees that value.
+ *
+ * Reconfiguration (prs_gcra_reconfigure) takes the word the same way, so it is
+ * serialised with groups, and changes the params under a sequence counter
+ * (`seq`, odd while writing, and only while the word is locked): a decision
+ * reads the params (atomic field loads) and the tat between two equal even
+ * `seq` values, so the pair it decides on is consistent - the tat was stored
+ * under those params - and never a mix of two configs. It then stores a new tat that re-expresses what is
+ * consumed: at `now` the limiter holds tat - now ns of the old schedule, i.e.
+ * (tat - now) / T_old requests; the new tat is now + ceil((tat - now) * T_new /
+ * T_old), so the consumed requests are kept (rounded up: never a minted
+ * request) and only the burst and the refill pace change. A tat at or before
+ * now (nothing consumed) stays there. The stored value always differs from the
+ * replaced one (at worst by 1 ns, in the conservative direction when
+ * something is consumed), so a decision holding the old pair fails its
+ * compare-and-swap and decides again on the new one; a config flipped back
+ * and forth that brings the word back to the value it read brings the params
+ * back too, so its pair is still right. Limit of that argument: a decision
+ * stalled between its read and its CAS while the word comes back to the very
+ * value it read under *different* params (three or more configs, and that
+ * exact nanosecond) would apply its older params once.
  */
 #include "group_internal.h"
 #include "prs_algo.h"
 #include "prs_gcra.h"
 #include "prs_internal.h"
 
-/* Immutable after prs_gcra_new(); also the params of prs_algo_gcra. */
+/* Written only by prs_gcra_reconfigure (holding the tat word, under `seq`);
+ * also the params of prs_algo_gcra. */
 typedef struct gcra_params {
     int64_t interval_ns;   /* T >= 1, ceil(1e9 / rate) */
     int64_t tolerance_ns;  /* burst * T, no overflow (validated) */
@@ -39,7 +60,8 @@ typedef struct gcra_params {
 
 struct prs_gcra {
     _Atomic int64_t tat;   /* INT64_MIN: unused/full; else the theoretical arrival time */
-    gcra_params p;
+    _Atomic uint64_t seq;  /* even: p stable; odd: prs_gcra_reconfigure is writing it */
+    gcra_params p;         /* fields read with atomic loads (load_params) outside the word lock */
     prs_allocator alloc;
 };
 
@@ -59,19 +81,29 @@ int prs_gcra_config_validate(const prs_gcra_config *cfg) {
     return PRS_OK;
 }
 
+/* Validates cfg and fills *p: PRS_OK or the validation error (*p untouched). */
+static int params_make(const prs_gcra_config *cfg, gcra_params *p) {
+    int rc = prs_gcra_config_validate(cfg);
+    if (rc) return rc;
+    p->rate = cfg->rate;
+    p->burst = cfg->burst;
+    p->interval_ns = interval_for(cfg->rate);
+    p->tolerance_ns = p->interval_ns * cfg->burst;
+    return PRS_OK;
+}
+
 int prs_gcra_new(const prs_gcra_config *cfg, prs_gcra **out) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
-    int rc = prs_gcra_config_validate(cfg);
+    gcra_params p;
+    int rc = params_make(cfg, &p);
     if (rc) return rc;
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
     prs_gcra *g = prs__malloc(a, sizeof *g);
     if (!g) return PRS_ENOMEM;
     g->alloc = *a;
-    g->p.rate = cfg->rate;
-    g->p.burst = cfg->burst;
-    g->p.interval_ns = interval_for(cfg->rate);
-    g->p.tolerance_ns = g->p.interval_ns * cfg->burst;
+    g->p = p;
+    atomic_init(&g->seq, 0);
     atomic_init(&g->tat, INT64_MIN);
     *out = g;
     return PRS_OK;
@@ -142,20 +174,53 @@ static int64_t load_tat(prs_gcra *g) {
     return v;
 }
 
+/* A stable copy of the params (see `seq`). */
+static void load_params(const prs_gcra *g, gcra_params *out) {
+    unsigned spins = 0;
+    for (;;) {
+        uint64_t v = atomic_load_explicit(&g->seq, memory_order_acquire);
+        if (!(v & 1)) {
+            out->interval_ns = __atomic_load_n(&g->p.interval_ns, __ATOMIC_RELAXED);
+            out->tolerance_ns = __atomic_load_n(&g->p.tolerance_ns, __ATOMIC_RELAXED);
+            out->burst = __atomic_load_n(&g->p.burst, __ATOMIC_RELAXED);
+            __atomic_load(&g->p.rate, &out->rate, __ATOMIC_RELAXED);
+            atomic_thread_fence(memory_order_acquire);
+            if (atomic_load_explicit(&g->seq, memory_order_relaxed) == v) return;
+        }
+        prs__spin_yield(++spins);
+    }
+}
+
 static int decide(prs_gcra *g, int64_t now, int64_t n, int consume, prs_decision *d) {
     if (!g || !d || n < 1) return PRS_EINVAL;
-    int64_t seen = load_tat(g), next;
+    int64_t seen, next;
+    gcra_params p;
+    unsigned spins = 0;
     for (;;) {
-        if (seen == PRS__GCRA_LOCKED) { /* a group took the word: wait for it */
-            seen = load_tat(g);
+        /* A consistent pair: the params and the tat read between two equal
+         * even `seq` values (a reconfiguration holds the word locked while
+         * `seq` is odd, so this tat was stored under these params). */
+        uint64_t v = atomic_load_explicit(&g->seq, memory_order_acquire);
+        if (v & 1) {
+            prs__spin_yield(++spins);
             continue;
         }
-        if (!eval(&g->p, seen, now, n, consume, &next, d) || !consume) break;
+        p.interval_ns = __atomic_load_n(&g->p.interval_ns, __ATOMIC_RELAXED);
+        p.tolerance_ns = __atomic_load_n(&g->p.tolerance_ns, __ATOMIC_RELAXED);
+        p.burst = __atomic_load_n(&g->p.burst, __ATOMIC_RELAXED);
+        __atomic_load(&g->p.rate, &p.rate, __ATOMIC_RELAXED);
+        seen = atomic_load_explicit(&g->tat, memory_order_acquire);
+        atomic_thread_fence(memory_order_acquire);
+        if (seen == PRS__GCRA_LOCKED || atomic_load_explicit(&g->seq, memory_order_relaxed) != v) {
+            prs__spin_yield(++spins); /* a group or a reconfiguration holds the word */
+            continue;
+        }
+        if (!eval(&p, seen, now, n, consume, &next, d) || !consume) break;
         if (next == PRS__GCRA_LOCKED) next++; /* one ns later: never the lock value */
         if (atomic_compare_exchange_weak_explicit(&g->tat, &seen, next, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
-        /* lost the race: `seen` was reloaded; decide again */
+        /* lost the race: decide again from a fresh consistent pair */
     }
     return PRS_OK;
 }
@@ -180,12 +245,61 @@ void prs_gcra_reset(prs_gcra *g) {
 double prs_gcra_available(const prs_gcra *g, int64_t now_ns) {
     if (!g) return 0.0;
     int64_t tat = load_tat((prs_gcra *)g);
-    return (double)slack_ns(&g->p, tat, now_ns) / (double)g->p.interval_ns;
+    gcra_params p;
+    load_params(g, &p);
+    return (double)slack_ns(&p, tat, now_ns) / (double)p.interval_ns;
 }
 
-double prs_gcra_rate(const prs_gcra *g) { return g->p.rate; }
-int64_t prs_gcra_burst(const prs_gcra *g) { return g->p.burst; }
-int64_t prs_gcra_interval_ns(const prs_gcra *g) { return g->p.interval_ns; }
+/* The tat that keeps, under np, what tat consumes under op at now (see the
+ * essay). Pure; INT64_MIN and tats at or before now are returned as they are. */
+static int64_t rebase_tat(const gcra_params *op, int64_t tat, const gcra_params *np, int64_t now) {
+    if (tat == INT64_MIN || tat <= now) return tat;
+    __extension__ typedef __int128 i128;
+    i128 ahead = (i128)tat - (i128)now; /* > 0 */
+    i128 scaled = (ahead * np->interval_ns + op->interval_ns - 1) / op->interval_ns;
+    i128 r = (i128)now + scaled;
+    return r > INT64_MAX ? INT64_MAX : (int64_t)r;
+}
+
+int prs_gcra_reconfigure(prs_gcra *g, const prs_gcra_config *cfg, int64_t now_ns) {
+    if (!g) return PRS_EINVAL;
+    gcra_params np;
+    int rc = params_make(cfg, &np);
+    if (rc) return rc;
+    int64_t tat = prs__gcra_lock(g); /* serialised with groups and other reconfigurations */
+    int64_t next = rebase_tat(&g->p, tat, &np, now_ns);
+    if (next == tat) { /* never store the replaced value (see the essay) */
+        if (tat == INT64_MIN) next = INT64_MIN + 2;                  /* still long past */
+        else if (tat <= now_ns) next = tat - 1 == PRS__GCRA_LOCKED ? INT64_MIN : tat - 1;
+        else next = tat < INT64_MAX ? tat + 1 : tat - 1;             /* 1 ns more consumed */
+    }
+    uint64_t v = atomic_load_explicit(&g->seq, memory_order_relaxed);
+    atomic_store_explicit(&g->seq, v + 1, memory_order_relaxed);
+    atomic_thread_fence(memory_order_release);
+    __atomic_store_n(&g->p.interval_ns, np.interval_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&g->p.tolerance_ns, np.tolerance_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&g->p.burst, np.burst, __ATOMIC_RELAXED);
+    __atomic_store(&g->p.rate, &np.rate, __ATOMIC_RELAXED);
+    atomic_store_explicit(&g->seq, v + 2, memory_order_release);
+    prs__gcra_unlock(g, next);
+    return PRS_OK;
+}
+
+double prs_gcra_rate(const prs_gcra *g) {
+    gcra_params p;
+    load_params(g, &p);
+    return p.rate;
+}
+int64_t prs_gcra_burst(const prs_gcra *g) {
+    gcra_params p;
+    load_params(g, &p);
+    return p.burst;
+}
+int64_t prs_gcra_interval_ns(const prs_gcra *g) {
+    gcra_params p;
+    load_params(g, &p);
+    return p.interval_ns;
+}
 const void *prs_gcra_params(const prs_gcra *g) { return &g->p; }
 
 /* ---- groups (group_internal.h): the tat word doubles as a lock ---------- */
@@ -237,6 +351,22 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return (double)slack_ns(p, *(const int64_t *)state, now) / (double)p->interval_ns;
 }
 
+static int algo_params_from_config(const void *config, void *params) {
+    return params_make(config, params);
+}
+static void algo_config_from_params(const void *params, void *config) {
+    const gcra_params *p = params;
+    prs_gcra_config *c = config;
+    prs_gcra_config_init(c);
+    c->rate = p->rate;
+    c->burst = p->burst;
+}
+static void algo_rebase(const void *old_params, const void *state, const void *new_params,
+                        void *new_state, int64_t now) {
+    *(int64_t *)new_state = rebase_tat(old_params, *(const int64_t *)state, new_params, now);
+}
+
 const prs_algo prs_algo_gcra = {
     "gcra", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh, algo_available,
+    sizeof(gcra_params), algo_params_from_config, algo_config_from_params, algo_rebase,
 };

@@ -409,11 +409,30 @@ int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_deci
                 goto unlock;
             }
         }
+        /* A table reconfigured since the group was made may hold larger states
+         * (prs_keyed_reconfigure): lay the scratch out for today's sizes, which
+         * cannot change while we hold the tables' shard locks. */
+        size_t soff[PRS_GROUP_MAX_MEMBERS], sneed = 0;
+        for (size_t i = 0; i < cnt; i++) {
+            gmember *gm = &g->members[i];
+            if (gm->m.kind != KIND_KEYED || gm->first != i) continue;
+            soff[i] = sneed;
+            sneed += (prs__keyed_state_size(gm->m.obj) + 15) & ~(size_t)15;
+        }
+        if (sneed > (scratch == stack_scratch ? (size_t)STACK_SCRATCH : g->scratch_bytes)) {
+            unsigned char *bigger = prs__malloc(&g->alloc, sneed); /* rare: under the locks */
+            if (!bigger) {
+                rc = PRS_ENOMEM;
+                goto unlock;
+            }
+            if (scratch != stack_scratch) prs__free(&g->alloc, scratch);
+            scratch = bigger;
+        }
         for (size_t i = 0; i < cnt; i++) {
             gmember *gm = &g->members[i];
             if (gm->m.kind != KIND_KEYED || gm->first != i) continue;
             if (absent[i]) {
-                state[i] = scratch + gm->scratch_off;
+                state[i] = scratch + soff[i];
                 gm->m.algo->state_init(gm->m.params, state[i]);
                 if (consume && full[i] == -1) {
                     rc = prs__keyed_key_block(gm->m.obj, gm->m.key, gm->m.key_len, &block[i]);

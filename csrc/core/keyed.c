@@ -52,6 +52,19 @@
  * (allocation) also happen under it but are rare and amortised. Groups
  * (group.c) take several shard locks at once, in address order, through the
  * *_locked functions at the bottom.
+ *
+ * Params. The table keeps its own copy of the params (made from the config of
+ * the template's params, so it depends on no template), at a fixed address.
+ * prs_keyed_reconfigure changes them for every key at once: it takes every
+ * shard lock (ascending addresses, the order groups use), re-expresses each
+ * held state through the descriptor's rebase at `now`, then writes the new
+ * params, state_size and stride, and releases the locks. Every reader of the
+ * params, the state size or the stride holds a shard lock (the few reads
+ * outside one, to size a scratch buffer, are re-checked under it), so a
+ * decision sees the old config whole or the new one whole. When the state
+ * size changes (the sliding log's ring is `limit` entries long), every shard's
+ * slot array is re-laid at the new stride: all the new arrays are allocated
+ * first (under the locks), so a failed allocation changes nothing.
  */
 #include "group_internal.h"
 #include "prs_internal.h"
@@ -103,9 +116,11 @@ typedef struct shard {
 
 struct prs_keyed {
     const prs_algo *algo;
-    const void *params;
-    size_t state_size;      /* algo->state_size(params) */
-    size_t stride;          /* HDR + state_size rounded up to 8 */
+    const void *params;     /* own_params when the algorithm can be reconfigured, else the
+                               caller's; contents change only under every shard lock */
+    void *own_params;       /* algo->params_size bytes, or NULL */
+    size_t state_size;      /* algo->state_size(params); written under every shard lock */
+    size_t stride;          /* HDR + state_size rounded up to 8; likewise */
     uint8_t seed[16];       /* SipHash key */
     int64_t max_keys;
     unsigned shard_bits;    /* 0..MAX_SHARD_BITS */
@@ -470,7 +485,26 @@ int prs_keyed_new(const prs_keyed_config *cfg, prs_keyed **out) {
     t->alloc = *a;
     t->algo = cfg->algo;
     t->params = cfg->params;
-    t->state_size = cfg->algo->state_size(cfg->params);
+    t->own_params = NULL;
+    const prs_algo *al = cfg->algo;
+    if (al->params_size && al->params_from_config && al->config_from_params && al->rebase) {
+        /* our own copy, made from the template's config (no pointer into it) */
+        alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
+        t->own_params = prs__calloc(a, 1, al->params_size);
+        if (!t->own_params) {
+            prs__free(a, t);
+            return PRS_ENOMEM;
+        }
+        al->config_from_params(cfg->params, config);
+        rc = al->params_from_config(config, t->own_params);
+        if (rc) {
+            prs__free(a, t->own_params);
+            prs__free(a, t);
+            return rc;
+        }
+        t->params = t->own_params;
+    }
+    t->state_size = cfg->algo->state_size(t->params);
     t->stride = HDR + ((t->state_size + 7) & ~(size_t)7);
     t->max_keys = cfg->max_keys;
     /* about >= 256 keys per shard, at most 64 shards */
@@ -480,6 +514,7 @@ int prs_keyed_new(const prs_keyed_config *cfg, prs_keyed **out) {
     size_t nsh = (size_t)1 << bits;
     t->shards_mem = prs__malloc(a, nsh * sizeof(shard) + 63);
     if (!t->shards_mem) {
+        prs__free(a, t->own_params);
         prs__free(a, t);
         return PRS_ENOMEM;
     }
@@ -524,7 +559,14 @@ void prs_keyed_free(prs_keyed *t) {
     for (size_t i = 0; i < nsh; i++) clear_shard(t, &t->shards[i]);
     prs_allocator a = t->alloc;
     prs__free(&a, t->shards_mem);
+    prs__free(&a, t->own_params);
     prs__free(&a, t);
+}
+
+/* The state size, read outside the shard locks (to size a scratch buffer that
+ * is checked again under the lock). */
+static size_t state_size_now(const prs_keyed *t) {
+    return __atomic_load_n(&t->state_size, __ATOMIC_RELAXED);
 }
 
 /* ---- per-key operations ---------------------------------------------------- */
@@ -542,13 +584,24 @@ static int decide_key(prs_keyed *t, const void *key, size_t len, int64_t now, in
     uint64_t h = hash_key(t, key, len);
     shard *sh = shard_of(t, h);
     alignas(16) unsigned char stack_state[STACK_STATE];
-    unsigned char *scratch = stack_state;
-    if (t->state_size > STACK_STATE) { /* big states (sliding log): on the heap */
-        scratch = prs__malloc(&t->alloc, t->state_size);
-        if (!scratch) return PRS_ENOMEM;
-    }
+    unsigned char *scratch;
+    size_t have;
     int rc;
-    prs__spin_lock(&sh->lock);
+    for (;;) {
+        scratch = stack_state;
+        have = state_size_now(t);
+        if (have > STACK_STATE) { /* big states (sliding log): on the heap */
+            scratch = prs__malloc(&t->alloc, have);
+            if (!scratch) return PRS_ENOMEM;
+        } else {
+            have = STACK_STATE;
+        }
+        prs__spin_lock(&sh->lock);
+        if (t->state_size <= have) break;
+        /* a reconfiguration grew the states meanwhile: size the scratch again */
+        prs__spin_unlock(&sh->lock);
+        if (scratch != stack_state) prs__free(&t->alloc, scratch);
+    }
     int64_t i = find_index(t, sh, h, key, len);
     if (i >= 0) {
         rc = t->algo->decide(t->params, slot_state(slot_at(t, sh, (uint32_t)i)), now, n, consume, d);
@@ -630,19 +683,30 @@ double prs_keyed_available(prs_keyed *t, const void *key, size_t key_len, int64_
     uint64_t h = hash_key(t, key, key_len);
     shard *sh = shard_of(t, h);
     double r;
-    prs__spin_lock(&sh->lock);
+    alignas(16) unsigned char stack_state[STACK_STATE];
+    unsigned char *scratch;
+    size_t have;
+    for (;;) { /* a scratch for an absent key, sized as in decide_key */
+        scratch = stack_state;
+        have = state_size_now(t);
+        if (have > STACK_STATE) {
+            if (!(scratch = prs__malloc(&t->alloc, have))) return 0.0;
+        } else {
+            have = STACK_STATE;
+        }
+        prs__spin_lock(&sh->lock);
+        if (t->state_size <= have) break;
+        prs__spin_unlock(&sh->lock);
+        if (scratch != stack_state) prs__free(&t->alloc, scratch);
+    }
     int64_t i = find_index(t, sh, h, key, key_len);
     if (i >= 0) {
         r = t->algo->available(t->params, slot_state(slot_at(t, sh, (uint32_t)i)), now_ns);
-        prs__spin_unlock(&sh->lock);
-        return r;
+    } else {
+        t->algo->state_init(t->params, scratch);
+        r = t->algo->available(t->params, scratch, now_ns);
     }
     prs__spin_unlock(&sh->lock);
-    alignas(16) unsigned char stack_state[STACK_STATE];
-    unsigned char *scratch = stack_state;
-    if (t->state_size > STACK_STATE && !(scratch = prs__malloc(&t->alloc, t->state_size))) return 0.0;
-    t->algo->state_init(t->params, scratch);
-    r = t->algo->available(t->params, scratch, now_ns);
     if (scratch != stack_state) prs__free(&t->alloc, scratch);
     return r;
 }
@@ -683,6 +747,72 @@ int64_t prs_keyed_prune(prs_keyed *t, int64_t now_ns) {
         prs__spin_unlock(&sh->lock);
     }
     return removed;
+}
+
+/* ---- reconfiguration (see the essay) ------------------------------------------ */
+
+int prs_keyed_reconfigure(prs_keyed *t, const void *config, int64_t now_ns) {
+    if (!t || !config) return PRS_EINVAL;
+    const prs_algo *al = t->algo;
+    if (!t->own_params) return PRS_ENOTSUP;
+    size_t nsh = (size_t)1 << t->shard_bits, psz = al->params_size;
+    unsigned char *np = prs__calloc(&t->alloc, 2, psz), *op = np + psz;
+    if (!np) return PRS_ENOMEM;
+    int rc = al->params_from_config(config, np);
+    if (rc) {
+        prs__free(&t->alloc, np);
+        return rc;
+    }
+    size_t nss = al->state_size(np), nstride = HDR + ((nss + 7) & ~(size_t)7);
+    unsigned char **fresh = prs__calloc(&t->alloc, nsh, sizeof *fresh);
+    if (!fresh) {
+        prs__free(&t->alloc, np);
+        return PRS_ENOMEM;
+    }
+    for (size_t k = 0; k < nsh; k++) prs__spin_lock(&t->shards[k].lock);
+    memcpy(op, t->params, psz);
+    size_t ostride = t->stride;
+    if (nss != t->state_size) { /* re-lay every slot array: allocate them all first */
+        for (size_t k = 0; k < nsh && rc == PRS_OK; k++) {
+            shard *sh = &t->shards[k];
+            if (sh->nslots && !(fresh[k] = prs__calloc(&t->alloc, sh->nslots, nstride))) rc = PRS_ENOMEM;
+        }
+        if (rc) {
+            for (size_t k = nsh; k-- > 0;) prs__spin_unlock(&t->shards[k].lock);
+            for (size_t k = 0; k < nsh; k++) prs__free(&t->alloc, fresh[k]);
+            prs__free(&t->alloc, fresh);
+            prs__free(&t->alloc, np);
+            return rc;
+        }
+        for (size_t k = 0; k < nsh; k++) {
+            shard *sh = &t->shards[k];
+            for (uint32_t i = 0; i < sh->nslots; i++) {
+                unsigned char *from = sh->slots + (size_t)i * ostride;
+                unsigned char *to = fresh[k] + (size_t)i * nstride;
+                if (!((slot *)from)->used) continue;
+                memcpy(to, from, HDR); /* the long-key block moves with it */
+                al->rebase(op, slot_state(from), np, slot_state(to), now_ns);
+            }
+            prs__free(&t->alloc, sh->slots);
+            sh->slots = fresh[k];
+        }
+    } else {
+        for (size_t k = 0; k < nsh; k++) {
+            shard *sh = &t->shards[k];
+            for (uint32_t i = 0; i < sh->nslots; i++) {
+                unsigned char *s = sh->slots + (size_t)i * ostride;
+                if (((slot *)s)->used) al->rebase(op, slot_state(s), np, slot_state(s), now_ns);
+            }
+        }
+    }
+    memcpy(t->own_params, np, psz);
+    __atomic_store_n(&t->state_size, nss, __ATOMIC_RELAXED);
+    t->stride = nstride;
+    for (size_t k = 0; k < nsh; k++) t->shards[k].full_until = INT64_MIN; /* freshness moved */
+    for (size_t k = nsh; k-- > 0;) prs__spin_unlock(&t->shards[k].lock);
+    prs__free(&t->alloc, fresh);
+    prs__free(&t->alloc, np);
+    return PRS_OK;
 }
 
 int64_t prs_keyed_max_keys(const prs_keyed *t) { return t ? t->max_keys : 0; }
@@ -735,4 +865,4 @@ void prs__keyed_insert_locked(prs_keyed *t, uint64_t h, const void *key, size_t 
     place(t, shard_of(t, h), (uint32_t)h, key, len, block, state);
 }
 
-size_t prs__keyed_state_size(const prs_keyed *t) { return t->state_size; }
+size_t prs__keyed_state_size(const prs_keyed *t) { return state_size_now(t); }

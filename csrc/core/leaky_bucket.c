@@ -18,6 +18,14 @@
  * Clock going backwards: elapsed time is max(0, now - last), so an earlier now
  * drains nothing, and `last` only moves forward.
  *
+ * Reconfiguration (prs_leaky_bucket_reconfigure, and a keyed table's through
+ * the descriptor's rebase): under the lock the level is drained to `now` at
+ * the old rate and `last` becomes now; the level is kept as it is, even above
+ * a lowered capacity (then nothing is admitted until it drains below
+ * capacity - n at the new rate: a lowered capacity never frees room, a raised
+ * one adds room at once). So 0 <= level, and level <= capacity except after
+ * a lowering, until the next admission.
+ *
  * Range: capacity and leak_rate up to 1e15 (doubles hold such levels exactly
  * to the unit); every nanosecond result saturates at PRS_NEVER.
  *
@@ -31,7 +39,8 @@
 
 #define PRS_LB_MAX 1e15
 
-/* Immutable after prs_leaky_bucket_new(); also the params of prs_algo_leaky_bucket. */
+/* Changed only under `lock` (prs_leaky_bucket_reconfigure); also the params of
+ * prs_algo_leaky_bucket. */
 typedef struct lb_params {
     double capacity;     /* (0, 1e15] */
     double rate;         /* (0, 1e15] units drained per second */
@@ -72,20 +81,29 @@ static void state_init(const lb_params *p, lb_state *s) {
     s->last = INT64_MIN;
 }
 
+/* Validates cfg and fills *p: PRS_OK or the validation error (*p untouched). */
+static int params_make(const prs_leaky_bucket_config *cfg, lb_params *p) {
+    int rc = prs_leaky_bucket_config_validate(cfg);
+    if (rc) return rc;
+    p->capacity = cfg->capacity;
+    p->rate = cfg->leak_rate;
+    p->ns_per_unit = 1e9 / cfg->leak_rate;
+    p->per_ns = cfg->leak_rate / 1e9;
+    return PRS_OK;
+}
+
 int prs_leaky_bucket_new(const prs_leaky_bucket_config *cfg, prs_leaky_bucket **out) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
-    int rc = prs_leaky_bucket_config_validate(cfg);
+    lb_params p;
+    int rc = params_make(cfg, &p);
     if (rc) return rc;
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
     prs_leaky_bucket *lb = prs__malloc(a, sizeof *lb);
     if (!lb) return PRS_ENOMEM;
     prs__spin_init(&lb->lock);
     lb->alloc = *a;
-    lb->p.capacity = cfg->capacity;
-    lb->p.rate = cfg->leak_rate;
-    lb->p.ns_per_unit = 1e9 / cfg->leak_rate;
-    lb->p.per_ns = cfg->leak_rate / 1e9;
+    lb->p = p;
     state_init(&lb->p, &lb->s);
     *out = lb;
     return PRS_OK;
@@ -209,6 +227,31 @@ double prs_leaky_bucket_available(prs_leaky_bucket *lb, int64_t now_ns) {
     return room > 0.0 ? room : 0.0;
 }
 
+/* The state s (under op) drained to now, then kept under np (see the essay). */
+static void rebase(const lb_params *op, const lb_state *s, const lb_params *np, lb_state *out,
+                   int64_t now) {
+    (void)np;
+    lb_state r = *s;
+    if (s->last != INT64_MIN) {
+        r.level = level_after(op, s, elapsed_since(s, now));
+        r.last = prs__max64(now, s->last);
+    }
+    *out = r;
+}
+
+int prs_leaky_bucket_reconfigure(prs_leaky_bucket *lb, const prs_leaky_bucket_config *cfg,
+                                 int64_t now_ns) {
+    if (!lb) return PRS_EINVAL;
+    lb_params np;
+    int rc = params_make(cfg, &np);
+    if (rc) return rc;
+    prs__spin_lock(&lb->lock);
+    rebase(&lb->p, &lb->s, &np, &lb->s, now_ns);
+    lb->p = np;
+    prs__spin_unlock(&lb->lock);
+    return PRS_OK;
+}
+
 double prs_leaky_bucket_capacity(const prs_leaky_bucket *lb) { return lb->p.capacity; }
 double prs_leaky_bucket_leak_rate(const prs_leaky_bucket *lb) { return lb->p.rate; }
 const void *prs_leaky_bucket_params(const prs_leaky_bucket *lb) { return &lb->p; }
@@ -248,7 +291,23 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return room > 0.0 ? room : 0.0;
 }
 
+static int algo_params_from_config(const void *config, void *params) {
+    return params_make(config, params);
+}
+static void algo_config_from_params(const void *params, void *config) {
+    const lb_params *p = params;
+    prs_leaky_bucket_config *c = config;
+    prs_leaky_bucket_config_init(c);
+    c->capacity = p->capacity;
+    c->leak_rate = p->rate;
+}
+static void algo_rebase(const void *old_params, const void *state, const void *new_params,
+                        void *new_state, int64_t now) {
+    rebase(old_params, state, new_params, new_state, now);
+}
+
 const prs_algo prs_algo_leaky_bucket = {
     "leaky_bucket", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available,
+    algo_available, sizeof(lb_params), algo_params_from_config, algo_config_from_params,
+    algo_rebase,
 };

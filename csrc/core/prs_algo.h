@@ -20,6 +20,8 @@ extern "C" {
 #endif
 
 #define PRS_ALGO_MAX_INLINE_STATE 24
+/* Every algorithm's config struct (prs_X_config) fits in this many bytes. */
+#define PRS_ALGO_MAX_CONFIG 128
 
 typedef struct prs_algo {
     const char *name;
@@ -38,6 +40,23 @@ typedef struct prs_algo {
     int (*is_fresh)(const void *params, const void *state, int64_t now);
     /* Requests of weight 1 admissible at now. */
     double (*available)(const void *params, const void *state, int64_t now);
+
+    /* ---- changing the params of live states (prs_keyed_reconfigure; each
+     * object's prs_X_reconfigure runs the same code on its own state) ---- */
+    /* Bytes of a params block. */
+    size_t params_size;
+    /* Validates `config` (the algorithm's prs_X_config; its allocator is
+     * ignored) and makes params from it: PRS_OK, or the error code
+     * prs_X_config_validate gives (then `params` is untouched). */
+    int (*params_from_config)(const void *config, void *params);
+    /* The config (allocator NULL) that makes these params. */
+    void (*config_from_params)(const void *params, void *config);
+    /* Re-expresses at `now` a state kept under old_params as a state under
+     * new_params, in new_state (state_size(new_params) bytes). new_state may be
+     * `state` itself when both sizes are equal, else the two must not overlap.
+     * What each algorithm keeps is documented at its prs_X_reconfigure. */
+    void (*rebase)(const void *old_params, const void *state, const void *new_params,
+                   void *new_state, int64_t now);
 } prs_algo;
 
 extern const prs_algo prs_algo_gcra;

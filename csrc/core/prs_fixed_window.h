@@ -52,6 +52,17 @@ void prs_fixed_window_reset(prs_fixed_window *fw);
 /* Units still admissible in the window of now_ns, in [0, limit]. */
 double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns);
 
+/* Changes limit and window_ns of a live limiter at now_ns (cfg's allocator is
+ * ignored). Thread-safe: a concurrent decision sees the old or the new params,
+ * never a mix. What is kept: the count of the window in force at now_ns. With
+ * an unchanged window length it stays on that window; with a new length it is
+ * carried into the new-aligned window holding now_ns (until that one ends).
+ * A count at or above a lowered limit admits nothing until the window moves
+ * on. PRS_OK, or the error prs_fixed_window_config_validate gives (PRS_EINVAL,
+ * also for a NULL fw): then nothing changed. */
+int prs_fixed_window_reconfigure(prs_fixed_window *fw, const prs_fixed_window_config *cfg,
+                                 int64_t now_ns);
+
 int64_t prs_fixed_window_limit(const prs_fixed_window *fw);
 int64_t prs_fixed_window_window_ns(const prs_fixed_window *fw);
 /* This limiter's params for prs_algo_fixed_window (prs_algo.h); valid while fw lives. */

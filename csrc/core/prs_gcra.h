@@ -47,6 +47,18 @@ void prs_gcra_reset(prs_gcra *g);
 /* Requests of weight 1 admissible at now_ns, as a real number in [0, burst]. */
 double prs_gcra_available(const prs_gcra *g, int64_t now_ns);
 
+/* Changes rate and burst of a live limiter at now_ns (cfg's allocator is
+ * ignored). Thread-safe and lock-free for deciders: a concurrent decision
+ * uses the old or the new params whole. What is kept: the requests already
+ * consumed at now_ns, (tat - now) / T_old, re-expressed on the new emission
+ * interval (rounded up, so no request is minted); the new burst applies to
+ * them, so a burst lowered below what is consumed denies until it drains at
+ * the new rate. A limiter with nothing consumed stays full. now_ns is the
+ * current time: the consumed amount is measured from it.
+ * PRS_OK, or the error prs_gcra_config_validate gives (PRS_EINVAL,
+ * PRS_ERANGE; PRS_EINVAL for a NULL g): then nothing changed. */
+int prs_gcra_reconfigure(prs_gcra *g, const prs_gcra_config *cfg, int64_t now_ns);
+
 double prs_gcra_rate(const prs_gcra *g);
 int64_t prs_gcra_burst(const prs_gcra *g);
 int64_t prs_gcra_interval_ns(const prs_gcra *g);

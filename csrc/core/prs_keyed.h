@@ -54,7 +54,9 @@ typedef struct prs_keyed prs_keyed;
 
 typedef struct prs_keyed_config {
     const prs_algo *algo;            /* required */
-    const void *params;              /* required; must outlive the table */
+    const void *params;              /* required; copied when the algorithm supports
+                                        reconfiguration (all six built-in ones do), else
+                                        it must outlive the table */
     int64_t max_keys;                /* [1, PRS_KEYED_MAX_KEYS], default 100000 */
     const prs_allocator *allocator;  /* NULL: the default allocator */
 } prs_keyed_config;
@@ -99,7 +101,25 @@ int64_t prs_keyed_max_keys(const prs_keyed *t);
  * shards, the table itself). */
 size_t prs_keyed_memory(prs_keyed *t);
 const prs_algo *prs_keyed_algo(const prs_keyed *t);
+/* The table's params (its own copy for the built-in algorithms: at a fixed
+ * address, its contents changed by prs_keyed_reconfigure). */
 const void *prs_keyed_params(const prs_keyed *t);
+
+/* Changes the params of every key at once, at now_ns. `config` is the
+ * algorithm's config struct (prs_token_bucket_config for
+ * prs_algo_token_bucket, ...; its allocator is ignored), validated first.
+ * Every held state is re-expressed as that algorithm's prs_X_reconfigure does
+ * for one limiter (tokens capped, counts and timestamps kept, GCRA's consumed
+ * requests kept), and a key absent from the table starts fresh under the new
+ * params. Thread-safe: it holds every shard lock while it works (O(keys), with
+ * a re-allocation of every slot array when the state size changes: the
+ * sliding log's is 32 + 8 * limit), so a concurrent decision on any key sees
+ * the old config whole or the new one whole. A group holding this table sees
+ * the new params from its next decision.
+ * PRS_OK; PRS_EINVAL (NULL arguments) or the error the algorithm's
+ * prs_X_config_validate gives; PRS_ENOMEM; PRS_ENOTSUP (an algorithm without
+ * reconfiguration entries). On error nothing changed. */
+int prs_keyed_reconfigure(prs_keyed *t, const void *config, int64_t now_ns);
 
 /* SipHash (Aumasson & Bernstein) with c compression and d finalisation
  * rounds: prs_siphash(k, data, len, 2, 4) is SipHash-2-4. */

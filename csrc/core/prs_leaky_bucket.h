@@ -57,6 +57,16 @@ double prs_leaky_bucket_available(prs_leaky_bucket *lb, int64_t now_ns);
 /* The level at now_ns, in [0, capacity]. */
 double prs_leaky_bucket_level(prs_leaky_bucket *lb, int64_t now_ns);
 
+/* Changes capacity and leak_rate of a live bucket at now_ns (cfg's allocator
+ * is ignored). Thread-safe: a concurrent decision sees the old or the new
+ * params, never a mix. What is kept: the level at now_ns (drained at the old
+ * rate up to now_ns), as it is - above a lowered capacity too, which then
+ * admits nothing until the level drains at the new rate; from now_ns on it
+ * drains at the new rate. PRS_OK, or the error prs_leaky_bucket_config_validate
+ * gives (PRS_EINVAL, PRS_ERANGE; PRS_EINVAL for a NULL lb): then nothing changed. */
+int prs_leaky_bucket_reconfigure(prs_leaky_bucket *lb, const prs_leaky_bucket_config *cfg,
+                                 int64_t now_ns);
+
 double prs_leaky_bucket_capacity(const prs_leaky_bucket *lb);
 double prs_leaky_bucket_leak_rate(const prs_leaky_bucket *lb);
 /* This bucket's params for prs_algo_leaky_bucket (prs_algo.h); valid while lb lives. */

@@ -61,6 +61,17 @@ void prs_sliding_counter_reset(prs_sliding_counter *sc);
 /* limit minus the weighted estimate at now_ns, in [0, limit]. */
 double prs_sliding_counter_available(prs_sliding_counter *sc, int64_t now_ns);
 
+/* Changes limit and window_ns of a live limiter at now_ns (cfg's allocator is
+ * ignored). Thread-safe: a concurrent decision sees the old or the new params,
+ * never a mix. What is kept: with the same window length, both counters (a
+ * lowered limit admits nothing until the weighted count falls below it); with
+ * a new length, the weighted count in force at now_ns, rounded up, becomes the
+ * count of the new-aligned window holding now_ns. PRS_OK, or the error
+ * prs_sliding_counter_config_validate gives (PRS_EINVAL, also for a NULL sc):
+ * then nothing changed. */
+int prs_sliding_counter_reconfigure(prs_sliding_counter *sc, const prs_sliding_counter_config *cfg,
+                                    int64_t now_ns);
+
 int64_t prs_sliding_counter_limit(const prs_sliding_counter *sc);
 int64_t prs_sliding_counter_window_ns(const prs_sliding_counter *sc);
 /* This limiter's params for prs_algo_sliding_counter (prs_algo.h); valid while sc lives. */

@@ -2,7 +2,7 @@
  * prs_sliding_log.h - an exact sliding-window limiter: at most `limit` units
  * in any interval of `window_ns` nanoseconds. It keeps the time of every
  * admitted unit in a ring of `limit` int64 timestamps (a request of weight n
- * takes n slots), so memory is O(limit): 24 + 8 * limit bytes of state.
+ * takes n slots), so memory is O(limit): 32 + 8 * limit bytes of state.
  *
  * Bound: a unit admitted at t counts against every request in [t, t + w);
  * for every half-open interval [a, a + w) at most `limit` units are admitted
@@ -58,10 +58,27 @@ void prs_sliding_log_reset(prs_sliding_log *sl);
 /* Units admissible at now_ns, in [0, limit]. */
 double prs_sliding_log_available(prs_sliding_log *sl, int64_t now_ns);
 
+/* Changes limit and window_ns of a live log (cfg's allocator is ignored; the
+ * log's own allocator is used). Thread-safe: a concurrent decision sees the
+ * old or the new params, never a mix. What is kept: the admission times. The
+ * new window applies to them as they are; a new limit L keeps the newest
+ * min(count, L) of them (exactly the ones any decision under L can still wait
+ * for), so a limit lowered below the count admits nothing until enough of
+ * them expire. now_ns is unused (timestamps are absolute), taken for the
+ * shape every reconfigure shares. A limit above the one the log was made with
+ * moves the ring to a separate allocation of 8 * limit bytes; the cost is
+ * O(limit) under the lock. PRS_OK, or the error prs_sliding_log_config_validate
+ * gives (PRS_EINVAL, PRS_ERANGE; PRS_EINVAL for a NULL sl), or PRS_ENOMEM:
+ * then nothing changed. */
+int prs_sliding_log_reconfigure(prs_sliding_log *sl, const prs_sliding_log_config *cfg,
+                                int64_t now_ns);
+
 int64_t prs_sliding_log_limit(const prs_sliding_log *sl);
 int64_t prs_sliding_log_window_ns(const prs_sliding_log *sl);
 /* This log's params for prs_algo_sliding_log (prs_algo.h); valid while sl lives.
- * The descriptor's state_size(params) is 24 + 8 * limit bytes. */
+ * The descriptor's state_size(params) is 32 + 8 * limit bytes (32 once a
+ * reconfiguration moved the ring out of the object; a keyed table made from
+ * these params uses its own inline rings either way). */
 const void *prs_sliding_log_params(const prs_sliding_log *sl);
 
 #ifdef __cplusplus

@@ -43,6 +43,17 @@ void prs_token_bucket_reset(prs_token_bucket *tb);
 /* Tokens available at now_ns, in [0, capacity]. */
 double prs_token_bucket_available(prs_token_bucket *tb, int64_t now_ns);
 
+/* Changes capacity and refill_rate of a live bucket at now_ns (the allocator
+ * field of cfg is ignored). Thread-safe: a concurrent decision sees the old or
+ * the new params, never a mix. What is kept: the tokens the bucket holds at
+ * now_ns (refilled at the old rate up to now_ns, a never-used bucket counting
+ * as full at the old capacity), capped at the new capacity; from now_ns on
+ * they refill at the new rate. No token is ever added by a reconfiguration.
+ * PRS_OK, or the error prs_token_bucket_config_validate gives (PRS_EINVAL,
+ * PRS_ERANGE; also PRS_EINVAL for a NULL tb): then nothing changed. */
+int prs_token_bucket_reconfigure(prs_token_bucket *tb, const prs_token_bucket_config *cfg,
+                                 int64_t now_ns);
+
 double prs_token_bucket_capacity(const prs_token_bucket *tb);
 double prs_token_bucket_refill_rate(const prs_token_bucket *tb);
 /* This bucket's params for prs_algo_token_bucket (prs_algo.h); valid while tb lives. */

@@ -22,6 +22,15 @@
  *     where both counters are 0).
  *
  * Saturation: instants whose window end passes INT64_MAX give PRS_NEVER.
+ *
+ * Reconfiguration (prs_sliding_counter_reconfigure, and a keyed table's
+ * through the descriptor's rebase), under the lock: with the same window
+ * length both counters are kept as they are (a lowered limit below them
+ * admits nothing until the weighted count falls under it). With a new length
+ * the weighted count in force at `now`, ceil(prev * (w - e) / w) + cur, is
+ * carried whole into the new-aligned window holding now as its `cur` (prev 0):
+ * never less than what the old windows still counted. cur may then exceed
+ * the limit until that window is over.
  */
 #include "group_internal.h"
 #include "prs_algo.h"
@@ -30,7 +39,8 @@
 
 __extension__ typedef __int128 i128;
 
-/* Immutable after prs_sliding_counter_new(); also the params of prs_algo_sliding_counter. */
+/* Changed only under `lock` (prs_sliding_counter_reconfigure); also the params of
+ * prs_algo_sliding_counter. */
 typedef struct sc_params {
     int64_t limit;      /* >= 1 */
     int64_t window_ns;  /* >= 1 */
@@ -213,6 +223,38 @@ double prs_sliding_counter_available(prs_sliding_counter *sc, int64_t now_ns) {
     return a;
 }
 
+/* The state s (under op) at now, expressed under np (see the essay). */
+static void rebase(const sc_params *op, const sc_state *s, const sc_params *np, sc_state *out,
+                   int64_t now) {
+    if (np->window_ns == op->window_ns) {
+        *out = *s;
+        return;
+    }
+    sc_view v = view_at(op, s, now);
+    i128 w = op->window_ns;
+    i128 est = (i128)v.cur + ((i128)v.prev * (w - v.e) + w - 1) / w;
+    sc_state r = {0, 0, 0};
+    if (est > 0) {
+        /* a now behind the remembered window counts as that window's start */
+        r.start = align_down(prs__max64(now, v.start), np->window_ns);
+        r.cur = est > INT64_MAX ? INT64_MAX : (int64_t)est;
+    }
+    *out = r;
+}
+
+int prs_sliding_counter_reconfigure(prs_sliding_counter *sc, const prs_sliding_counter_config *cfg,
+                                    int64_t now_ns) {
+    if (!sc) return PRS_EINVAL;
+    int rc = prs_sliding_counter_config_validate(cfg);
+    if (rc) return rc;
+    sc_params np = {cfg->limit, cfg->window_ns};
+    prs__spin_lock(&sc->lock);
+    rebase(&sc->p, &sc->s, &np, &sc->s, now_ns);
+    sc->p = np;
+    prs__spin_unlock(&sc->lock);
+    return PRS_OK;
+}
+
 int64_t prs_sliding_counter_limit(const prs_sliding_counter *sc) { return sc->p.limit; }
 int64_t prs_sliding_counter_window_ns(const prs_sliding_counter *sc) { return sc->p.window_ns; }
 const void *prs_sliding_counter_params(const prs_sliding_counter *sc) { return &sc->p; }
@@ -250,7 +292,29 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return avail(params, state, now);
 }
 
+static int algo_params_from_config(const void *config, void *params) {
+    const prs_sliding_counter_config *c = config;
+    int rc = prs_sliding_counter_config_validate(c);
+    if (rc) return rc;
+    sc_params *p = params;
+    p->limit = c->limit;
+    p->window_ns = c->window_ns;
+    return PRS_OK;
+}
+static void algo_config_from_params(const void *params, void *config) {
+    const sc_params *p = params;
+    prs_sliding_counter_config *c = config;
+    prs_sliding_counter_config_init(c);
+    c->limit = p->limit;
+    c->window_ns = p->window_ns;
+}
+static void algo_rebase(const void *old_params, const void *state, const void *new_params,
+                        void *new_state, int64_t now) {
+    rebase(old_params, state, new_params, new_state, now);
+}
+
 const prs_algo prs_algo_sliding_counter = {
     "sliding_counter", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available,
+    algo_available, sizeof(sc_params), algo_params_from_config, algo_config_from_params,
+    algo_rebase,
 };

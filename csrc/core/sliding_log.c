@@ -1,7 +1,7 @@
 /*
  * sliding_log.c - the exact sliding window: a ring of admission times.
  *
- * State (guarded by `lock`): a 24-byte header followed by a ring of `limit`
+ * State (guarded by `lock`): a 32-byte header followed by a ring of `limit`
  * int64 timestamps.
  *   last    the latest instant seen (INT64_MIN: none); earlier instants are
  *           taken as `last`, so a clock going backwards never un-expires
@@ -23,51 +23,84 @@
  * change no decision, now or later.
  *
  * The same code serves the prs_algo descriptor: its state is this header and
- * ring, laid out contiguously (state_size = 24 + 8 * limit).
+ * ring, laid out contiguously (state_size = 32 + 8 * limit), unless the params
+ * name an external ring (below).
+ *
+ * Reconfiguration (prs_sliding_log_reconfigure, and a keyed table's through
+ * the descriptor's rebase), under the lock: the timestamps are kept; a new
+ * window applies to them as they are (each entry expires at its time + the
+ * new window); a new limit L' keeps the newest min(count, L') entries in the
+ * ring and counts the others in `dropped`. That loses no decision under L':
+ * a request needs count + n - L' of the oldest entries gone, i.e. waits for
+ * entry count - L' + n - 1 (0 = oldest), which is among the newest L'; the
+ * dropped older ones leave first, and as soon as any entry expires every
+ * dropped one has too (dropped goes back to 0). A limit raised again while
+ * dropped > 0 brings them back first, as copies of the oldest kept entry
+ * (later than their real times: never an admission the limit forbids). The
+ * ring is re-packed (oldest at index 0), O(limit) under the lock.
+ *
+ * Where the ring lives. A prs_sliding_log object is allocated with an inline
+ * ring of `inline_cap` entries (the limit it was made with) after its header;
+ * a limit raised above inline_cap moves the ring to a separate allocation of
+ * `limit` entries, named by params.ring (NULL: inline). The header stays where
+ * it is, so a group keeps its pointer to the state; with an external ring the
+ * descriptor's state_size is the 32-byte header alone, which is all a group
+ * needs to snapshot (entries past `count` are free). Keyed tables always use
+ * inline rings (their params are made from a config: ring NULL) and re-lay
+ * their slots when the size changes (keyed.c).
  */
 #include "group_internal.h"
 #include "prs_algo.h"
 #include "prs_internal.h"
 #include "prs_sliding_log.h"
 
-/* Immutable after prs_sliding_log_new(); also the params of prs_algo_sliding_log. */
+/* Changed only under `lock` (prs_sliding_log_reconfigure); also the params of
+ * prs_algo_sliding_log. */
 typedef struct sl_params {
     int64_t limit;      /* 1..PRS_SLIDING_LOG_MAX_LIMIT: ring length */
     int64_t window_ns;  /* >= 1 */
+    int64_t *ring;      /* NULL: the ring follows the header; else `limit` entries there */
 } sl_params;
 
 typedef struct sl_hdr {
     int64_t last;       /* latest instant seen; INT64_MIN: none */
     int64_t head;       /* 0..limit-1 */
     int64_t count;      /* 0..limit */
+    int64_t dropped;    /* entries older than the ring's oldest that a lowered limit
+                           left out, still counted as live; > 0 only while
+                           count == limit, 0 again once any entry expires */
     /* followed by int64_t ring[limit] */
 } sl_hdr;
 
 struct prs_sliding_log {
-    prs__spinlock lock;  /* guards the state */
+    prs__spinlock lock;  /* guards the state and p */
     sl_params p;
+    int64_t inline_cap;  /* entries of the ring after the header (immutable) */
     prs_allocator alloc;
     int64_t state[];     /* sl_hdr then the ring */
 };
 
-static int64_t *ring_of(sl_hdr *h) { return (int64_t *)(h + 1); }
-static const int64_t *cring_of(const sl_hdr *h) { return (const int64_t *)(h + 1); }
+static int64_t *ring_of(const sl_params *p, sl_hdr *h) { return p->ring ? p->ring : (int64_t *)(h + 1); }
+static const int64_t *cring_of(const sl_params *p, const sl_hdr *h) {
+    return p->ring ? p->ring : (const int64_t *)(h + 1);
+}
 
 /* The i-th oldest entry (0 <= i < count). */
 static int64_t entry(const sl_params *p, const sl_hdr *h, int64_t i) {
     int64_t k = h->head + i;
     if (k >= p->limit) k -= p->limit;
-    return cring_of(h)[k];
+    return cring_of(p, h)[k];
 }
 
 static size_t state_bytes(const sl_params *p) {
-    return sizeof(sl_hdr) + (size_t)p->limit * sizeof(int64_t);
+    return sizeof(sl_hdr) + (p->ring ? 0 : (size_t)p->limit * sizeof(int64_t));
 }
 
 static void state_init(sl_hdr *h) {
     h->last = INT64_MIN;
     h->head = 0;
     h->count = 0;
+    h->dropped = 0;
 }
 
 void prs_sliding_log_config_init(prs_sliding_log_config *cfg) {
@@ -88,12 +121,13 @@ int prs_sliding_log_new(const prs_sliding_log_config *cfg, prs_sliding_log **out
     int rc = prs_sliding_log_config_validate(cfg);
     if (rc) return rc;
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    sl_params p = {cfg->limit, cfg->window_ns};
+    sl_params p = {cfg->limit, cfg->window_ns, NULL};
     prs_sliding_log *sl = prs__malloc(a, sizeof *sl + state_bytes(&p));
     if (!sl) return PRS_ENOMEM;
     prs__spin_init(&sl->lock);
     sl->alloc = *a;
     sl->p = p;
+    sl->inline_cap = cfg->limit;
     state_init((sl_hdr *)sl->state);
     *out = sl;
     return PRS_OK;
@@ -102,6 +136,7 @@ int prs_sliding_log_new(const prs_sliding_log_config *cfg, prs_sliding_log **out
 void prs_sliding_log_free(prs_sliding_log *sl) {
     if (!sl) return;
     prs_allocator a = sl->alloc;
+    prs__free(&a, sl->p.ring);
     prs__free(&a, sl);
 }
 
@@ -127,13 +162,15 @@ static int64_t until_expiry(const sl_params *p, int64_t e, int64_t now) {
 static void state_decide(const sl_params *p, sl_hdr *h, int64_t now, int64_t n, int consume,
                          prs_decision *d) {
     int64_t t = prs__max64(now, h->last), cutoff;
-    int64_t *ring = ring_of(h);
+    int64_t *ring = ring_of(p, h);
     h->last = t;
     if (!__builtin_sub_overflow(t, p->window_ns, &cutoff)) { /* else nothing can have expired */
+        int64_t before = h->count;
         while (h->count > 0 && ring[h->head] <= cutoff) { /* drop expired entries */
             if (++h->head == p->limit) h->head = 0;
             h->count--;
         }
+        if (h->count < before) h->dropped = 0; /* older than what just expired */
     }
     if (h->count == 0) h->head = 0;
     int64_t after = h->count;
@@ -200,6 +237,104 @@ double prs_sliding_log_available(prs_sliding_log *sl, int64_t now_ns) {
     return a;
 }
 
+/* ---- reconfiguration (see the essay) ------------------------------------ */
+
+static void reverse(int64_t *a, int64_t lo, int64_t hi) { /* [lo, hi) */
+    while (lo + 1 < hi) {
+        int64_t t = a[lo];
+        a[lo++] = a[--hi];
+        a[hi] = t;
+    }
+}
+
+/* Keeps the newest min(count, new_limit) entries of h (under op), oldest
+ * first, in `dst` (which must not overlap op's ring); h's head and count are
+ * updated to match. `h` and `out` may be the same header. */
+/* How a repack to new_limit splits h: `drop` oldest entries leave the ring
+ * (counted in dropped), `kept` stay, `phantom` dropped ones come back as
+ * copies of the oldest entry (a later time than theirs: conservative). */
+typedef struct sl_repack {
+    int64_t kept, drop, phantom, e0;
+} sl_repack;
+
+static sl_repack plan_repack(const sl_params *op, const sl_hdr *h, int64_t new_limit) {
+    sl_repack r;
+    r.kept = prs__min64(h->count, new_limit);
+    r.drop = h->count - r.kept;
+    r.phantom = prs__min64(h->dropped, new_limit - r.kept); /* 0 when drop > 0 */
+    r.e0 = h->count > 0 ? entry(op, h, 0) : 0;
+    return r;
+}
+
+static void finish_repack(const sl_hdr *h, const sl_repack *r, sl_hdr *out) {
+    int64_t last = h->last, dropped = h->dropped;
+    out->last = last;
+    out->head = 0;
+    out->count = r->phantom + r->kept;
+    out->dropped = dropped - r->phantom + r->drop;
+}
+
+/* Keeps the newest min(count, new_limit) entries of h (under op), oldest
+ * first, in `dst` (which must not overlap op's ring), after as many phantoms
+ * as fit; h's header is rewritten to match in `out` (may be h itself). */
+static void repack_into(const sl_params *op, const sl_hdr *h, int64_t new_limit, int64_t *dst,
+                        sl_hdr *out) {
+    sl_repack r = plan_repack(op, h, new_limit);
+    for (int64_t i = 0; i < r.phantom; i++) dst[i] = r.e0;
+    for (int64_t i = 0; i < r.kept; i++) dst[r.phantom + i] = entry(op, h, r.drop + i);
+    finish_repack(h, &r, out);
+}
+
+/* The same, in place in op's own ring (capacity >= new_limit): rotate so the
+ * first kept entry is at index 0, then make room for the phantoms. */
+static void repack_in_place(const sl_params *op, sl_hdr *h, int64_t *ring, int64_t new_limit) {
+    sl_repack r = plan_repack(op, h, new_limit);
+    int64_t rot = (h->head + r.drop) % op->limit;
+    if (r.kept > 0 && rot != 0) {
+        reverse(ring, 0, rot);
+        reverse(ring, rot, op->limit);
+        reverse(ring, 0, op->limit);
+    }
+    if (r.phantom > 0) {
+        memmove(ring + r.phantom, ring, (size_t)r.kept * sizeof *ring);
+        for (int64_t i = 0; i < r.phantom; i++) ring[i] = r.e0;
+    }
+    finish_repack(h, &r, h);
+}
+
+int prs_sliding_log_reconfigure(prs_sliding_log *sl, const prs_sliding_log_config *cfg,
+                                int64_t now_ns) {
+    (void)now_ns; /* timestamps are absolute: nothing to bring to now */
+    if (!sl) return PRS_EINVAL;
+    int rc = prs_sliding_log_config_validate(cfg);
+    if (rc) return rc;
+    sl_params np = {cfg->limit, cfg->window_ns, NULL};
+    int64_t *ext = NULL, *unused;
+    if (np.limit > sl->inline_cap) { /* allocated before the lock; freed if not needed */
+        ext = prs__calloc(&sl->alloc, (size_t)np.limit, sizeof(int64_t));
+        if (!ext) return PRS_ENOMEM;
+    }
+    prs__spin_lock(&sl->lock);
+    sl_hdr *h = (sl_hdr *)sl->state;
+    unused = ext;
+    if (np.limit == sl->p.limit) {
+        np.ring = sl->p.ring; /* same ring, only the window changes */
+    } else if (ext) {
+        repack_into(&sl->p, h, np.limit, ext, h);
+        np.ring = ext;
+        unused = sl->p.ring;
+    } else if (sl->p.ring) { /* back into the inline ring */
+        repack_into(&sl->p, h, np.limit, (int64_t *)(h + 1), h);
+        unused = sl->p.ring;
+    } else {
+        repack_in_place(&sl->p, h, (int64_t *)(h + 1), np.limit);
+    }
+    sl->p = np;
+    prs__spin_unlock(&sl->lock);
+    prs__free(&sl->alloc, unused);
+    return PRS_OK;
+}
+
 int64_t prs_sliding_log_limit(const prs_sliding_log *sl) { return sl->p.limit; }
 int64_t prs_sliding_log_window_ns(const prs_sliding_log *sl) { return sl->p.window_ns; }
 const void *prs_sliding_log_params(const prs_sliding_log *sl) { return &sl->p; }
@@ -212,7 +347,7 @@ void prs__sliding_log_parts(prs_sliding_log *sl, prs__spinlock **lock, void **st
     *state = sl->state;
 }
 
-/* ---- the descriptor: state is sl_hdr + ring (24 + 8 * limit bytes) ----- */
+/* ---- the descriptor: state is sl_hdr + ring (32 + 8 * limit bytes) ----- */
 
 static size_t algo_state_size(const void *params) { return state_bytes(params); }
 static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
@@ -243,7 +378,37 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return avail(params, state, now);
 }
 
+static int algo_params_from_config(const void *config, void *params) {
+    const prs_sliding_log_config *c = config;
+    int rc = prs_sliding_log_config_validate(c);
+    if (rc) return rc;
+    sl_params *p = params;
+    p->limit = c->limit;
+    p->window_ns = c->window_ns;
+    p->ring = NULL;
+    return PRS_OK;
+}
+static void algo_config_from_params(const void *params, void *config) {
+    const sl_params *p = params;
+    prs_sliding_log_config *c = config;
+    prs_sliding_log_config_init(c);
+    c->limit = p->limit;
+    c->window_ns = p->window_ns;
+}
+/* Inline rings on both sides (keyed tables). Equal limits: the same bytes. */
+static void algo_rebase(const void *old_params, const void *state, const void *new_params,
+                        void *new_state, int64_t now) {
+    const sl_params *op = old_params, *np = new_params;
+    (void)now;
+    if (np->limit == op->limit) {
+        if (new_state != state) memcpy(new_state, state, state_bytes(op));
+        return;
+    }
+    repack_into(op, state, np->limit, (int64_t *)((sl_hdr *)new_state + 1), new_state);
+}
+
 const prs_algo prs_algo_sliding_log = {
     "sliding_log", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available,
+    algo_available, sizeof(sl_params), algo_params_from_config, algo_config_from_params,
+    algo_rebase,
 };

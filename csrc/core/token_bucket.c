@@ -12,6 +12,13 @@
  * and retry_after = need - (now - last) come from one integer: a request denied
  * at t is denied before t + retry_after and admitted at t + retry_after.
  *
+ * Reconfiguration (prs_token_bucket_reconfigure, and a keyed table's through
+ * the descriptor's rebase): under the lock, the state is first brought to
+ * `now` under the old params (the refill earned so far at the old rate), then
+ * the tokens are capped at the new capacity and `last` becomes now; the new
+ * params apply from there on. Tokens are never added: a never-used bucket
+ * keeps its old capacity's worth (a raised capacity fills at the new rate).
+ *
  * Range: capacity and rate up to 1e15 (doubles hold such token counts exactly
  * to the unit); elapsed times up to INT64_MAX ns multiply without overflow in
  * double, and every ns result saturates at PRS_NEVER.
@@ -23,7 +30,8 @@
 
 #define PRS_TB_MAX 1e15
 
-/* Immutable after prs_token_bucket_new(); also the params of prs_algo_token_bucket. */
+/* Changed only under `lock` (prs_token_bucket_reconfigure); also the params of
+ * prs_algo_token_bucket. */
 typedef struct tb_params {
     double capacity;      /* (0, 1e15] */
     double rate;          /* [0, 1e15] tokens per second */
@@ -59,21 +67,30 @@ int prs_token_bucket_config_validate(const prs_token_bucket_config *cfg) {
     return PRS_OK;
 }
 
+/* Validates cfg and fills *p: PRS_OK or the validation error (*p untouched). */
+static int params_make(const prs_token_bucket_config *cfg, tb_params *p) {
+    int rc = prs_token_bucket_config_validate(cfg);
+    if (rc) return rc;
+    p->capacity = cfg->capacity;
+    p->rate = cfg->refill_rate;
+    p->per_ns = cfg->refill_rate / 1e9;
+    p->limit = prs__floor_to_i64(cfg->capacity);
+    p->ns_per_token = cfg->refill_rate > 0.0 ? 1e9 / cfg->refill_rate : INFINITY;
+    return PRS_OK;
+}
+
 int prs_token_bucket_new(const prs_token_bucket_config *cfg, prs_token_bucket **out) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
-    int rc = prs_token_bucket_config_validate(cfg);
+    tb_params p;
+    int rc = params_make(cfg, &p);
     if (rc) return rc;
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
     prs_token_bucket *tb = prs__malloc(a, sizeof *tb);
     if (!tb) return PRS_ENOMEM;
     prs__spin_init(&tb->lock);
     tb->alloc = *a;
-    tb->p.capacity = cfg->capacity;
-    tb->p.rate = cfg->refill_rate;
-    tb->p.per_ns = cfg->refill_rate / 1e9;
-    tb->p.limit = prs__floor_to_i64(cfg->capacity);
-    tb->p.ns_per_token = cfg->refill_rate > 0.0 ? 1e9 / cfg->refill_rate : INFINITY;
+    tb->p = p;
     tb->s.tokens = cfg->capacity;
     tb->s.last = INT64_MIN;
     *out = tb;
@@ -177,6 +194,34 @@ double prs_token_bucket_available(prs_token_bucket *tb, int64_t now_ns) {
     return have;
 }
 
+/* The state s (under op) brought to now, then expressed under np. */
+static void rebase(const tb_params *op, const tb_state *s, const tb_params *np, tb_state *out,
+                   int64_t now) {
+    tb_state r;
+    if (s->last == INT64_MIN) { /* never used: full at the old capacity */
+        r.tokens = op->capacity;
+        r.last = now == INT64_MIN ? INT64_MIN + 1 : now;
+    } else {
+        r.tokens = tokens_after(op, s, elapsed_since(s, now));
+        r.last = prs__max64(now, s->last);
+    }
+    if (r.tokens > np->capacity) r.tokens = np->capacity;
+    *out = r;
+}
+
+int prs_token_bucket_reconfigure(prs_token_bucket *tb, const prs_token_bucket_config *cfg,
+                                 int64_t now_ns) {
+    if (!tb) return PRS_EINVAL;
+    tb_params np;
+    int rc = params_make(cfg, &np);
+    if (rc) return rc;
+    prs__spin_lock(&tb->lock);
+    rebase(&tb->p, &tb->s, &np, &tb->s, now_ns);
+    tb->p = np;
+    prs__spin_unlock(&tb->lock);
+    return PRS_OK;
+}
+
 double prs_token_bucket_capacity(const prs_token_bucket *tb) { return tb->p.capacity; }
 double prs_token_bucket_refill_rate(const prs_token_bucket *tb) { return tb->p.rate; }
 const void *prs_token_bucket_params(const prs_token_bucket *tb) { return &tb->p; }
@@ -218,7 +263,23 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return tokens_after(params, s, elapsed_since(s, now));
 }
 
+static int algo_params_from_config(const void *config, void *params) {
+    return params_make(config, params);
+}
+static void algo_config_from_params(const void *params, void *config) {
+    const tb_params *p = params;
+    prs_token_bucket_config *c = config;
+    prs_token_bucket_config_init(c);
+    c->capacity = p->capacity;
+    c->refill_rate = p->rate;
+}
+static void algo_rebase(const void *old_params, const void *state, const void *new_params,
+                        void *new_state, int64_t now) {
+    rebase(old_params, state, new_params, new_state, now);
+}
+
 const prs_algo prs_algo_token_bucket = {
     "token_bucket", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available,
+    algo_available, sizeof(tb_params), algo_params_from_config, algo_config_from_params,
+    algo_rebase,
 };

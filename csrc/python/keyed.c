@@ -339,7 +339,38 @@ static PyObject *keyed_get_clock(PyObject *self, void *c) {
     return st ? prs_py_clock_object(st, &KSELF->clock) : NULL;
 }
 
+/* reconfigure(**params): the template type's keywords, parsed by its ops from
+ * the table's current params; the core changes every key at once. */
+static PyObject *keyed_reconfigure(PyObject *self, PyObject *args, PyObject *kwds) {
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st || keyed_ready(KSELF) < 0) return NULL;
+    const prs_py_limiter_ops *ops = ((prs_py_limiter *)KSELF->tmpl)->ops;
+    _Alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
+    if (ops->parse_config(prs_keyed_params(KSELF->table), args, kwds, config) < 0) return NULL;
+    int64_t now;
+    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* O(keys) under every shard lock */
+    rc = prs_keyed_reconfigure(KSELF->table, config, now);
+    Py_END_ALLOW_THREADS
+    if (rc == PRS_EINVAL || rc == PRS_ERANGE) {
+        PyErr_Format(PyExc_ValueError, "KeyedLimiter.reconfigure(): %s for %R", prs_strerror(rc),
+                     kwds ? kwds : Py_None);
+        return NULL;
+    }
+    if (rc) return prs_py_error(st, rc, NULL);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef keyed_methods[] = {
+    {"reconfigure", (PyCFunction)(void (*)(void))keyed_reconfigure, METH_VARARGS | METH_KEYWORDS,
+     "reconfigure($self, /, **params)\n--\n\n"
+     "Change the parameters of every key at once, now: the keywords of the template\n"
+     "limiter's reconfigure() (capacity=/refill_rate= for a TokenBucket, limit=/window=\n"
+     "for the windows, ...); what is not given keeps its value. Each key's state is kept\n"
+     "as that limiter's reconfigure() keeps it, and a concurrent decision on any key sees\n"
+     "the old parameters or the new ones, never a mix. The template limiter itself is\n"
+     "not changed (the table keeps its own copy of the parameters)."},
     {"allow", (PyCFunction)(void (*)(void))keyed_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow($self, /, key, n=1, *, tokens_needed=None)\n--\n\n"
      "Consume n for `key` (str or bytes) if available now: True when admitted."},

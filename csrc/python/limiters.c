@@ -240,6 +240,27 @@ int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn
     }
 }
 
+PyObject *prs_py_limiter_reconfigure(PyObject *self, PyObject *args, PyObject *kwds) {
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st || ensure_init(SELF) < 0) return NULL;
+    const prs_py_limiter_ops *ops = SELF->ops;
+    _Alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
+    if (ops->parse_config(ops->params(SELF->core), args, kwds, config) < 0) return NULL;
+    int64_t now;
+    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* O(limit) for a sliding log's ring */
+    rc = ops->reconfigure(SELF->core, config, now);
+    Py_END_ALLOW_THREADS
+    if (rc == PRS_EINVAL || rc == PRS_ERANGE) {
+        PyErr_Format(PyExc_ValueError, "%s.reconfigure(): %s for %R", ops->name, prs_strerror(rc),
+                     kwds ? kwds : Py_None);
+        return NULL;
+    }
+    if (rc) return prs_py_error(st, rc, NULL);
+    Py_RETURN_NONE;
+}
+
 static const char *const acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
 
 int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
@@ -445,8 +466,6 @@ static void tb_reset(void *c) { prs_token_bucket_reset(c); }
 static double tb_available(void *c, int64_t now) { return prs_token_bucket_available(c, now); }
 static void tb_free(void *c) { prs_token_bucket_free(c); }
 
-static const prs_py_limiter_ops tb_ops = {"TokenBucket", tb_check, tb_peek, tb_reset, tb_available, tb_free};
-
 static int check_max(double v, const char *param, PyObject *o) {
     if (v > 1e15) {
         PyErr_Format(PyExc_ValueError, "%s must be <= 1e15, got %R", param, o);
@@ -454,6 +473,49 @@ static int check_max(double v, const char *param, PyObject *o) {
     }
     return 0;
 }
+
+/* reconfigure(*, capacity=, refill_rate=, rate=): parsed as in tb_init. */
+static int tb_parse_config(const void *params, PyObject *args, PyObject *kwds, void *config) {
+    static char *kwlist[] = {"capacity", "refill_rate", "rate", NULL};
+    PyObject *cap_o = NULL, *rate_o = NULL, *alias_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOO:reconfigure", kwlist, &cap_o, &rate_o, &alias_o))
+        return -1;
+    if (cap_o == Py_None) cap_o = NULL; /* None: keep the current value */
+    if (rate_o == Py_None) rate_o = NULL;
+    if (alias_o == Py_None) alias_o = NULL;
+    if (rate_o && alias_o) {
+        PyErr_SetString(PyExc_TypeError, "reconfigure() got both refill_rate and rate (rate is an alias)");
+        return -1;
+    }
+    const char *rate_name = rate_o ? "refill_rate" : "rate";
+    if (!rate_o) rate_o = alias_o;
+    prs_token_bucket_config *cfg = config;
+    prs_algo_token_bucket.config_from_params(params, cfg);
+    int64_t cap;
+    if (cap_o) {
+        if (prs_py_parse_count(cap_o, "capacity", 1, INT64_C(1000000000000000), &cap) < 0) return -1;
+        cfg->capacity = (double)cap;
+    }
+    if (rate_o && (prs_py_parse_real(rate_o, rate_name, PRS_PY_ZERO_OK, &cfg->refill_rate) < 0 ||
+                   check_max(cfg->refill_rate, rate_name, rate_o) < 0))
+        return -1;
+    return 0;
+}
+static const void *tb_params(void *c) { return prs_token_bucket_params(c); }
+static int tb_reconfigure(void *c, const void *cfg, int64_t now) { return prs_token_bucket_reconfigure(c, cfg, now); }
+
+static const prs_py_limiter_ops tb_ops = {"TokenBucket", tb_check, tb_peek, tb_reset, tb_available, tb_free,
+                                          tb_parse_config, tb_params, tb_reconfigure};
+
+static PyMethodDef tb_methods[] = {
+    {"reconfigure", (PyCFunction)(void (*)(void))prs_py_limiter_reconfigure, METH_VARARGS | METH_KEYWORDS,
+     "reconfigure($self, /, *, capacity=None, refill_rate=None, rate=None)\n--\n\n"
+     "Change capacity and/or refill_rate (alias rate) now; what is not given keeps its\n"
+     "value. The tokens held now (refilled at the old rate until now) are kept, capped\n"
+     "at the new capacity; no token is ever added. Thread-safe; bad values raise the\n"
+     "constructor's errors and change nothing."},
+    {NULL, NULL, 0, NULL},
+};
 
 static int tb_init(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"capacity", "refill_rate", "rate", "clock", NULL};
@@ -517,6 +579,7 @@ static PyType_Slot tb_slots[] = {
     {Py_tp_traverse, prs_py_limiter_traverse},
     {Py_tp_clear, prs_py_limiter_clear},
     {Py_tp_getset, tb_getset},
+    {Py_tp_methods, tb_methods},
     {Py_tp_members, limiter_members},
     {0, NULL},
 };
@@ -529,7 +592,42 @@ static void gcra_reset(void *c) { prs_gcra_reset(c); }
 static double gcra_available(void *c, int64_t now) { return prs_gcra_available(c, now); }
 static void gcra_free(void *c) { prs_gcra_free(c); }
 
-static const prs_py_limiter_ops gcra_ops = {"GCRA", gcra_check, gcra_peek, gcra_reset, gcra_available, gcra_free};
+/* reconfigure(*, rate=, burst=): parsed as in gcra_init. */
+static int gcra_parse_config(const void *params, PyObject *args, PyObject *kwds, void *config) {
+    static char *kwlist[] = {"rate", "burst", NULL};
+    PyObject *rate_o = NULL, *burst_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OO:reconfigure", kwlist, &rate_o, &burst_o))
+        return -1;
+    if (rate_o == Py_None) rate_o = NULL; /* None: keep the current value */
+    if (burst_o == Py_None) burst_o = NULL;
+    prs_gcra_config *cfg = config;
+    prs_algo_gcra.config_from_params(params, cfg);
+    if (rate_o) {
+        if (prs_py_parse_real(rate_o, "rate", 0, &cfg->rate) < 0 || check_max(cfg->rate, "rate", rate_o) < 0)
+            return -1;
+        if (cfg->rate < 1e-9) {
+            PyErr_Format(PyExc_ValueError, "rate must be >= 1e-9 per second, got %R", rate_o);
+            return -1;
+        }
+    }
+    if (burst_o && prs_py_parse_count(burst_o, "burst", 1, INT64_MAX, &cfg->burst) < 0) return -1;
+    return 0;
+}
+static const void *gcra_params(void *c) { return prs_gcra_params(c); }
+static int gcra_reconfigure(void *c, const void *cfg, int64_t now) { return prs_gcra_reconfigure(c, cfg, now); }
+
+static const prs_py_limiter_ops gcra_ops = {"GCRA", gcra_check, gcra_peek, gcra_reset, gcra_available, gcra_free,
+                                            gcra_parse_config, gcra_params, gcra_reconfigure};
+
+static PyMethodDef gcra_methods[] = {
+    {"reconfigure", (PyCFunction)(void (*)(void))prs_py_limiter_reconfigure, METH_VARARGS | METH_KEYWORDS,
+     "reconfigure($self, /, *, rate=None, burst=None)\n--\n\n"
+     "Change rate and/or burst now; what is not given keeps its value. The requests\n"
+     "already consumed are kept (re-expressed on the new rate, rounded up: nothing is\n"
+     "minted), so a burst lowered below them admits nothing until they drain.\n"
+     "Thread-safe; bad values raise the constructor's errors and change nothing."},
+    {NULL, NULL, 0, NULL},
+};
 
 static int gcra_init(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"rate", "burst", "clock", NULL};
@@ -584,6 +682,7 @@ static PyType_Slot gcra_slots[] = {
     {Py_tp_traverse, prs_py_limiter_traverse},
     {Py_tp_clear, prs_py_limiter_clear},
     {Py_tp_getset, gcra_getset},
+    {Py_tp_methods, gcra_methods},
     {Py_tp_members, limiter_members},
     {0, NULL},
 };

@@ -52,6 +52,27 @@ static int parse_window(PyObject *o, int64_t *out_ns) {
     return 0;
 }
 
+/* reconfigure(*, limit=, window=) for the three window limiters: the given
+ * ones parsed as in __init__ into *limit / *window_ns (left as they are when
+ * not given). */
+static int parse_limit_window_reconf(PyObject *args, PyObject *kwds, int64_t max_limit,
+                                     int64_t *limit, int64_t *window_ns) {
+    static char *kwlist[] = {"limit", "window", NULL};
+    PyObject *limit_o = NULL, *window_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OO:reconfigure", kwlist, &limit_o, &window_o))
+        return -1;
+    if (limit_o == Py_None) limit_o = NULL; /* None: keep the current value */
+    if (window_o == Py_None) window_o = NULL;
+    if (limit_o && prs_py_parse_count(limit_o, "limit", 1, max_limit, limit) < 0) return -1;
+    if (window_o && parse_window(window_o, window_ns) < 0) return -1;
+    return 0;
+}
+
+#define WINDOW_RECONF_DOC(cls, kept)                                                       \
+    "reconfigure($self, /, *, limit=None, window=None)\n--\n\n"                          \
+    "Change limit and/or window (seconds) now; what is not given keeps its value.\n"     \
+    kept " Thread-safe; bad values raise the constructor's errors and change nothing."
+
 /* (limit, window, *, clock=None) for the three window limiters. */
 static int parse_limit_window(const char *fname, PyObject *args, PyObject *kwds, int64_t max_limit,
                               int64_t *limit, int64_t *window_ns, PyObject **clock_o) {
@@ -78,7 +99,38 @@ static void lb_reset(void *c) { prs_leaky_bucket_reset(c); }
 static double lb_available(void *c, int64_t now) { return prs_leaky_bucket_available(c, now); }
 static void lb_free(void *c) { prs_leaky_bucket_free(c); }
 
-static const prs_py_limiter_ops lb_ops = {"LeakyBucket", lb_check, lb_peek, lb_reset, lb_available, lb_free};
+static int lb_parse_config(const void *params, PyObject *args, PyObject *kwds, void *config) {
+    static char *kwlist[] = {"capacity", "leak_rate", NULL};
+    PyObject *cap_o = NULL, *rate_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OO:reconfigure", kwlist, &cap_o, &rate_o))
+        return -1;
+    if (cap_o == Py_None) cap_o = NULL; /* None: keep the current value */
+    if (rate_o == Py_None) rate_o = NULL;
+    prs_leaky_bucket_config *cfg = config;
+    prs_algo_leaky_bucket.config_from_params(params, cfg);
+    int64_t cap;
+    if (cap_o) {
+        if (prs_py_parse_count(cap_o, "capacity", 1, INT64_C(1000000000000000), &cap) < 0) return -1;
+        cfg->capacity = (double)cap;
+    }
+    if (rate_o && parse_positive(rate_o, "leak_rate", 1e15, &cfg->leak_rate) < 0) return -1;
+    return 0;
+}
+static const void *lb_params(void *c) { return prs_leaky_bucket_params(c); }
+static int lb_reconfigure(void *c, const void *cfg, int64_t now) { return prs_leaky_bucket_reconfigure(c, cfg, now); }
+
+static const prs_py_limiter_ops lb_ops = {"LeakyBucket", lb_check, lb_peek, lb_reset, lb_available, lb_free,
+                                          lb_parse_config, lb_params, lb_reconfigure};
+
+static PyMethodDef lb_methods[] = {
+    {"reconfigure", (PyCFunction)(void (*)(void))prs_py_limiter_reconfigure, METH_VARARGS | METH_KEYWORDS,
+     "reconfigure($self, /, *, capacity=None, leak_rate=None)\n--\n\n"
+     "Change capacity and/or leak_rate now; what is not given keeps its value. The\n"
+     "level now (drained at the old rate until now) is kept as it is: above a lowered\n"
+     "capacity nothing is admitted until it drains. Thread-safe; bad values raise the\n"
+     "constructor's errors and change nothing."},
+    {NULL, NULL, 0, NULL},
+};
 
 static int lb_init(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"capacity", "leak_rate", "clock", NULL};
@@ -134,6 +186,7 @@ static PyType_Slot lb_slots[] = {
     {Py_tp_traverse, prs_py_limiter_traverse},
     {Py_tp_clear, prs_py_limiter_clear},
     {Py_tp_getset, lb_getset},
+    {Py_tp_methods, lb_methods},
     {Py_tp_members, family_members},
     {0, NULL},
 };
@@ -146,7 +199,25 @@ static void fw_reset(void *c) { prs_fixed_window_reset(c); }
 static double fw_available(void *c, int64_t now) { return prs_fixed_window_available(c, now); }
 static void fw_free(void *c) { prs_fixed_window_free(c); }
 
-static const prs_py_limiter_ops fw_ops = {"FixedWindow", fw_check, fw_peek, fw_reset, fw_available, fw_free};
+static int fw_parse_config(const void *params, PyObject *args, PyObject *kwds, void *config) {
+    prs_fixed_window_config *cfg = config;
+    prs_algo_fixed_window.config_from_params(params, cfg);
+    return parse_limit_window_reconf(args, kwds, INT64_MAX, &cfg->limit, &cfg->window_ns);
+}
+static const void *fw_params(void *c) { return prs_fixed_window_params(c); }
+static int fw_reconfigure(void *c, const void *cfg, int64_t now) { return prs_fixed_window_reconfigure(c, cfg, now); }
+
+static const prs_py_limiter_ops fw_ops = {"FixedWindow", fw_check, fw_peek, fw_reset, fw_available, fw_free,
+                                          fw_parse_config, fw_params, fw_reconfigure};
+
+static PyMethodDef fw_methods[] = {
+    {"reconfigure", (PyCFunction)(void (*)(void))prs_py_limiter_reconfigure, METH_VARARGS | METH_KEYWORDS,
+     WINDOW_RECONF_DOC("FixedWindow",
+                       "The count of the window in force now is kept (with a new window\n"
+                       "length, it counts in the new window holding now); a count at or above a\n"
+                       "lowered limit admits nothing until the window moves on.")},
+    {NULL, NULL, 0, NULL},
+};
 
 static int fw_init(PyObject *self, PyObject *args, PyObject *kwds) {
     PyObject *clock_o;
@@ -188,6 +259,7 @@ static PyType_Slot fw_slots[] = {
     {Py_tp_traverse, prs_py_limiter_traverse},
     {Py_tp_clear, prs_py_limiter_clear},
     {Py_tp_getset, fw_getset},
+    {Py_tp_methods, fw_methods},
     {Py_tp_members, family_members},
     {0, NULL},
 };
@@ -200,7 +272,26 @@ static void sl_reset(void *c) { prs_sliding_log_reset(c); }
 static double sl_available(void *c, int64_t now) { return prs_sliding_log_available(c, now); }
 static void sl_free(void *c) { prs_sliding_log_free(c); }
 
-static const prs_py_limiter_ops sl_ops = {"SlidingWindowLog", sl_check, sl_peek, sl_reset, sl_available, sl_free};
+static int sl_parse_config(const void *params, PyObject *args, PyObject *kwds, void *config) {
+    prs_sliding_log_config *cfg = config;
+    prs_algo_sliding_log.config_from_params(params, cfg);
+    return parse_limit_window_reconf(args, kwds, PRS_SLIDING_LOG_MAX_LIMIT, &cfg->limit, &cfg->window_ns);
+}
+static const void *sl_params(void *c) { return prs_sliding_log_params(c); }
+static int sl_reconfigure(void *c, const void *cfg, int64_t now) { return prs_sliding_log_reconfigure(c, cfg, now); }
+
+static const prs_py_limiter_ops sl_ops = {"SlidingWindowLog", sl_check, sl_peek, sl_reset, sl_available, sl_free,
+                                          sl_parse_config, sl_params, sl_reconfigure};
+
+static PyMethodDef sl_methods[] = {
+    {"reconfigure", (PyCFunction)(void (*)(void))prs_py_limiter_reconfigure, METH_VARARGS | METH_KEYWORDS,
+     WINDOW_RECONF_DOC("SlidingWindowLog",
+                       "Every admission time is kept and counts until it leaves the (new)\n"
+                       "window; a limit lowered below the count admits nothing until enough of\n"
+                       "them expire. O(limit); a limit above the one the log was made with moves\n"
+                       "its ring to a new allocation.")},
+    {NULL, NULL, 0, NULL},
+};
 
 static int sl_init(PyObject *self, PyObject *args, PyObject *kwds) {
     PyObject *clock_o;
@@ -244,6 +335,7 @@ static PyType_Slot sl_slots[] = {
     {Py_tp_traverse, prs_py_limiter_traverse},
     {Py_tp_clear, prs_py_limiter_clear},
     {Py_tp_getset, sl_getset},
+    {Py_tp_methods, sl_methods},
     {Py_tp_members, family_members},
     {0, NULL},
 };
@@ -256,7 +348,25 @@ static void sc_reset(void *c) { prs_sliding_counter_reset(c); }
 static double sc_available(void *c, int64_t now) { return prs_sliding_counter_available(c, now); }
 static void sc_free(void *c) { prs_sliding_counter_free(c); }
 
-static const prs_py_limiter_ops sc_ops = {"SlidingWindowCounter", sc_check, sc_peek, sc_reset, sc_available, sc_free};
+static int sc_parse_config(const void *params, PyObject *args, PyObject *kwds, void *config) {
+    prs_sliding_counter_config *cfg = config;
+    prs_algo_sliding_counter.config_from_params(params, cfg);
+    return parse_limit_window_reconf(args, kwds, INT64_MAX, &cfg->limit, &cfg->window_ns);
+}
+static const void *sc_params(void *c) { return prs_sliding_counter_params(c); }
+static int sc_reconfigure(void *c, const void *cfg, int64_t now) { return prs_sliding_counter_reconfigure(c, cfg, now); }
+
+static const prs_py_limiter_ops sc_ops = {"SlidingWindowCounter", sc_check, sc_peek, sc_reset, sc_available, sc_free,
+                                          sc_parse_config, sc_params, sc_reconfigure};
+
+static PyMethodDef sc_methods[] = {
+    {"reconfigure", (PyCFunction)(void (*)(void))prs_py_limiter_reconfigure, METH_VARARGS | METH_KEYWORDS,
+     WINDOW_RECONF_DOC("SlidingWindowCounter",
+                       "Both counters are kept (with a new window length, the weighted count\n"
+                       "now, rounded up, counts in the new window holding now); a limit lowered\n"
+                       "below them admits nothing until the weighted count falls under it.")},
+    {NULL, NULL, 0, NULL},
+};
 
 static int sc_init(PyObject *self, PyObject *args, PyObject *kwds) {
     PyObject *clock_o;
@@ -302,6 +412,7 @@ static PyType_Slot sc_slots[] = {
     {Py_tp_traverse, prs_py_limiter_traverse},
     {Py_tp_clear, prs_py_limiter_clear},
     {Py_tp_getset, sc_getset},
+    {Py_tp_methods, sc_methods},
     {Py_tp_members, family_members},
     {0, NULL},
 };

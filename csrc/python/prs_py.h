@@ -231,6 +231,13 @@ typedef struct prs_py_limiter_ops {
     void (*reset)(void *core);
     double (*available)(void *core, int64_t now);
     void (*free)(void *core);
+    /* reconfigure(): the algorithm's config (prs_X_config, at most
+     * PRS_ALGO_MAX_CONFIG bytes) from `params` with the keyword arguments given
+     * in (args, kwds) replacing their fields, parsed as __init__ parses them
+     * (errors name the parameter); 0 or -1. The core validates it again. */
+    int (*parse_config)(const void *params, PyObject *args, PyObject *kwds, void *config);
+    const void *(*params)(void *core);
+    int (*reconfigure)(void *core, const void *config, int64_t now);
 } prs_py_limiter_ops;
 
 typedef struct prs_py_limiter {
@@ -264,6 +271,9 @@ int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
  * can be, and ValueError when n exceeds the limit. 0 or -1 with an exception;
  * nothing is consumed on failure. */
 int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns);
+/* reconfigure(**params) of every limiter type (ops->parse_config, then the
+ * core's prs_X_reconfigure at the clock's now, GIL released around it). */
+PyObject *prs_py_limiter_reconfigure(PyObject *self, PyObject *args, PyObject *kwds);
 
 /* ---- waiting until a rate limiter admits (limiters.c) ------------------ *
  * The one wait of every in-process limiter, keyed view and group, sync and

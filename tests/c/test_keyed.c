@@ -335,7 +335,7 @@ TEST(keyed_random_vs_model) {
     prs_token_bucket_free(tb);
 }
 
-/* Sliding log keeps a big state per key (24 + 8 * limit): decided on the heap. */
+/* Sliding log keeps a big state per key (32 + 8 * limit): decided on the heap. */
 TEST(keyed_big_state) {
     prs_sliding_log_config c;
     prs_sliding_log_config_init(&c);

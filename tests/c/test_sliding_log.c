@@ -187,7 +187,7 @@ TEST(sliding_log_random_vs_model) {
 TEST(sliding_log_descriptor) {
     ASSERT_STREQ(prs_algo_sliding_log.name, "sliding_log");
     prs_sliding_log *sl = make_sl(7, 300 * MS);
-    ASSERT_EQ_I64(prs_algo_sliding_log.state_size(prs_sliding_log_params(sl)), 24 + 8 * 7);
+    ASSERT_EQ_I64(prs_algo_sliding_log.state_size(prs_sliding_log_params(sl)), 32 + 8 * 7);
     lf_object_matches_descriptor(&SL, sl, 4, 100 * MS, 4242, 5000, 1);
     prs_sliding_log_free(sl);
     sl = make_sl(4, SEC);
