@@ -65,7 +65,7 @@ def test_for_key_view(clock):
     # two views of one key share it
     w = k.for_key(b"u1")
     assert v.allow(2) and not w.allow()
-    assert "KeyedLimiterView" in repr(v) and "KeyedLimiter(GCRA" in repr(k)
+    assert "KeyedLimiterView" in repr(v) and "KeyedLimiter(limiter_class=GCRA" in repr(k)
 
 
 @pytest.mark.parametrize("cls,args", [
