@@ -59,6 +59,28 @@ const char *prs_strerror(int status);
 /* The symbolic name, e.g. "PRS_EINVAL" ("PRS_UNKNOWN" for codes not in the list). */
 const char *prs_err_name(int status);
 
+/* ---- configuration errors ----------------------------------------------- */
+
+/* Why a config was refused: which field and why, so a binding can word its
+ * own error ("capacity must be > 0, got -1") without validating again.
+ * Validators take an optional `prs_config_error *why` (NULL: not wanted) and
+ * fill it whenever they return an error; both strings are static. */
+typedef struct prs_config_error {
+    const char *field;  /* the config field's name, e.g. "capacity"; NULL if none */
+    const char *reason; /* e.g. "must be > 0", "must be <= 1e15" */
+} prs_config_error;
+
+/* Fills *why (when not NULL) and returns status: `return prs_config_fail(why,
+ * PRS_EINVAL, "capacity", "must be > 0");` */
+static inline int prs_config_fail(prs_config_error *why, int status, const char *field,
+                                  const char *reason) {
+    if (why) {
+        why->field = field;
+        why->reason = reason;
+    }
+    return status;
+}
+
 /* ---- allocator -------------------------------------------------------- */
 
 /* A replaceable allocator, passed per object (config.allocator; NULL means the
