@@ -722,7 +722,9 @@ static PyObject *cb_allow_request(PyObject *self, PyObject *unused) {
     int64_t now;
     if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
     prs_breaker_decision d;
-    prs_breaker_acquire(SELF->core, now, &d);
+    /* no permit to hand out: record_*() will report without one, and free the
+     * untracked trial slot taken here (a stray record_*() frees none) */
+    prs_breaker_acquire_untracked(SELF->core, now, &d);
     fire(SELF, &d.transition);
     if (PyErr_Occurred()) return NULL;
     return PyBool_FromLong(d.allowed);
@@ -987,7 +989,9 @@ static PyMethodDef cb_methods[] = {
      "allow_request($self, /)\n--\n\n"
      "True when a call may run now (taking a half-open trial slot), else False\n"
      "(counted as rejected). Report the outcome with record_success/record_failure/\n"
-     "record_ignored."},
+     "record_ignored: in HALF_OPEN, that outcome frees the slot taken here. A record_*()\n"
+     "without a prior allow_request() is a stray there: counted in the totals, it\n"
+     "neither frees another caller's trial slot nor moves the state."},
     {"record_success", (PyCFunction)(void (*)(void))cb_record_success, METH_FASTCALL | METH_KEYWORDS,
      "record_success($self, /, duration=0.0)\n--\n\n"
      "Record a successful call that lasted `duration` seconds (slow-call detection)."},
@@ -996,7 +1000,8 @@ static PyMethodDef cb_methods[] = {
      "Record a failed call that lasted `duration` seconds."},
     {"record_ignored", cb_record_ignored, METH_NOARGS,
      "record_ignored($self, /)\n--\n\n"
-     "Record a call that counts as neither (frees a half-open trial slot)."},
+     "Record a call that counts as neither (frees the half-open trial slot that\n"
+     "allow_request() took)."},
     {"open", cb_open, METH_NOARGS,
      "open($self, /)\n--\n\nOpen the circuit now; it half-opens after timeout_seconds as usual."},
     {"close", cb_close, METH_NOARGS,
