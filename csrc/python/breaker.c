@@ -1086,8 +1086,35 @@ static PyStructSequence_Field metrics_fields[] = {
     {NULL, NULL},
 };
 
+/* CircuitBreakerMetrics(state=..., ...): the class name alone, as every
+ * public repr (the default struct sequence repr shows the dotted path). */
+static PyObject *metrics_repr(PyObject *self) {
+    PyObject *parts = PyList_New(0);
+    if (!parts) return NULL;
+    for (Py_ssize_t i = 0; metrics_fields[i].name; i++) {
+        PyObject *f = PyUnicode_FromFormat("%s=%R", metrics_fields[i].name,
+                                           PyStructSequence_GetItem(self, i));
+        if (!f || PyList_Append(parts, f) < 0) {
+            Py_XDECREF(f);
+            Py_DECREF(parts);
+            return NULL;
+        }
+        Py_DECREF(f);
+    }
+    PyObject *sep = PyUnicode_FromString(", ");
+    PyObject *body = sep ? PyUnicode_Join(sep, parts) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(parts);
+    if (!body) return NULL;
+    PyObject *r = PyUnicode_FromFormat("CircuitBreakerMetrics(%U)", body);
+    Py_DECREF(body);
+    return r;
+}
+
 static PyStructSequence_Desc metrics_desc = {
-    "pyresilience._core.CircuitBreakerMetrics",
+    /* public under pyresilience.breaker (which re-exports it), not the
+     * private _core: what pickle and introspection see */
+    "pyresilience.breaker.CircuitBreakerMetrics",
     "CircuitBreakerMetrics: a snapshot of a CircuitBreaker's state and counters.",
     metrics_fields,
     16,
@@ -1098,6 +1125,10 @@ int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &wrapped_spec, NULL) < 0) return -1;
     PyTypeObject *mt = PyStructSequence_NewType(&metrics_desc);
     if (!mt) return -1;
+    /* public under pyresilience.breaker (which re-exports it), not the private
+     * _core: what pickle and introspection see */
+    mt->tp_repr = metrics_repr; /* a heap type of ours, before any instance exists */
+    PyType_Modified(mt);
     if (PyModule_AddObjectRef(m, "CircuitBreakerMetrics", (PyObject *)mt) < 0) {
         Py_DECREF(mt);
         return -1;
