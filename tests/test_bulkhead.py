@@ -351,7 +351,10 @@ def test_ctrl_c_in_the_slice_of_the_hand_over_passes_it_on():
         assert b.try_acquire()
 
         def second():
-            b.acquire()
+            try:
+                b.acquire(timeout=10)  # bounded: a leaked slot must fail the test, not hang it
+            except BulkheadFullError:
+                return
             got.set()
 
         def helper():
@@ -372,6 +375,7 @@ def test_ctrl_c_in_the_slice_of_the_hand_over_passes_it_on():
         assert (b.active_count, b.waiting_count) == (1, 0)
         b.release()
         assert b.available == 1
+        assert b.metrics.cancelled_count == 1
     finally:
         signal.signal(signal.SIGINT, old)
 
