@@ -86,6 +86,11 @@ class CircuitBreaker(_core.CircuitBreaker):
     trial calls run at once, the rest are rejected; ``success_threshold``
     successes close the circuit, any failure re-opens it.
 
+    Low level: in HALF_OPEN, ``allow_request()`` takes a trial slot that the
+    next ``record_success()``/``record_failure()``/``record_ignored()`` frees
+    (matched by count); one recorded without a prior ``allow_request()`` is
+    counted in the totals but frees no slot and does not move the state.
+
     Outcomes: exceptions matching ``ignore_exceptions`` count as neither, those
     matching ``record_exceptions`` are failures, others are successes (they
     propagate either way); ``is_failure(result)`` marks returned values as
