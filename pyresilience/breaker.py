@@ -88,8 +88,9 @@ class CircuitBreaker(_core.CircuitBreaker):
 
     Low level: in HALF_OPEN, ``allow_request()`` takes a trial slot that the
     next ``record_success()``/``record_failure()``/``record_ignored()`` frees
-    (matched by count); one recorded without a prior ``allow_request()`` is
-    counted in the totals but frees no slot and does not move the state.
+    (matched by count); one recorded while no ``allow_request()`` trial is
+    outstanding is counted in the totals but frees no slot and does not move
+    the state.
 
     Outcomes: exceptions matching ``ignore_exceptions`` count as neither, those
     matching ``record_exceptions`` are failures, others are successes (they

@@ -989,9 +989,10 @@ static PyMethodDef cb_methods[] = {
      "allow_request($self, /)\n--\n\n"
      "True when a call may run now (taking a half-open trial slot), else False\n"
      "(counted as rejected). Report the outcome with record_success/record_failure/\n"
-     "record_ignored: in HALF_OPEN, that outcome frees the slot taken here. A record_*()\n"
-     "without a prior allow_request() is a stray there: counted in the totals, it\n"
-     "neither frees another caller's trial slot nor moves the state."},
+     "record_ignored: in HALF_OPEN, that outcome frees the slot taken here (matched\n"
+     "by count). A record_*() while no allow_request() trial is outstanding is a\n"
+     "stray there: counted in the totals, it neither frees another caller's trial\n"
+     "slot nor moves the state."},
     {"record_success", (PyCFunction)(void (*)(void))cb_record_success, METH_FASTCALL | METH_KEYWORDS,
      "record_success($self, /, duration=0.0)\n--\n\n"
      "Record a successful call that lasted `duration` seconds (slow-call detection)."},
