@@ -306,7 +306,14 @@ def test_ctrl_c_interrupts_sync_wait():
     assert b.available == 1
 
 
-def test_ctrl_c_in_the_slice_of_the_hand_over_takes_nothing():
+def _enter_with(b):
+    with b:
+        pass
+
+
+@pytest.mark.parametrize("take", [Bulkhead.acquire, _enter_with, lambda b: b.call(int)],
+                         ids=["acquire", "with", "call"])
+def test_ctrl_c_in_the_slice_of_the_hand_over_takes_nothing(take):
     """The signal lands first, then a slot is handed to the blocked acquire()
     in the same wait slice: acquire() raises KeyboardInterrupt and the slot it
     was handed goes back (an interrupted wait takes nothing), every round."""
@@ -327,11 +334,12 @@ def test_ctrl_c_in_the_slice_of_the_hand_over_takes_nothing():
             t = threading.Thread(target=helper)
             t.start()
             try:
-                b.acquire()
+                take(b)
             except KeyboardInterrupt:
                 interrupted += 1
             else:  # never: the signal was pending when the slot came
-                b.release()
+                if take is Bulkhead.acquire:
+                    b.release()
             t.join()
             assert (b.available, b.active_count, b.waiting_count) == (1, 0, 0)
     finally:
