@@ -85,6 +85,12 @@ class CircuitBreaker(_core.CircuitBreaker):
     trial calls run at once, the rest are rejected; ``success_threshold``
     successes close the circuit, any failure re-opens it.
 
+    Low level: in HALF_OPEN, ``allow_request()`` takes a trial slot that the
+    next ``record_success()``/``record_failure()``/``record_ignored()`` frees
+    (matched by count); one recorded while no ``allow_request()`` trial is
+    outstanding is counted in the totals but frees no slot and does not move
+    the state.
+
     Outcomes: exceptions matching ``ignore_exceptions`` count as neither, those
     matching ``record_exceptions`` are failures, others are successes (they
     propagate either way); ``is_failure(result)`` marks returned values as
@@ -218,13 +224,33 @@ class CircuitBreaker(_core.CircuitBreaker):
     # -- display -------------------------------------------------------------------
 
     def __repr__(self) -> str:
+        """``CircuitBreaker(param=value, ...)``: the configuration (the three
+        positional parameters, then every keyword one that differs from its
+        default); the state and counters are in :attr:`metrics`."""
         try:
-            m = self.metrics
+            parts = [f"failure_threshold={self.failure_threshold!r}",
+                     f"success_threshold={self.success_threshold!r}",
+                     f"timeout_seconds={self.timeout_seconds!r}"]
+            if self.fallback is not None:
+                parts.append(f"fallback={self.fallback!r}")
+            for param, default in _REPR_DEFAULTS:
+                value = getattr(self, param)
+                if value != default:
+                    parts.append(f"{param}={value!r}")
+            if self.half_open_max_calls != self.success_threshold:
+                parts.append(f"half_open_max_calls={self.half_open_max_calls!r}")
+            if self.listeners:
+                parts.append(f"on_state_change={list(self.listeners)!r}")
+            if not isinstance(self.clock, _core.MonotonicClock):
+                parts.append(f"clock={self.clock!r}")
         except RuntimeError:
             return f"<{type(self).__name__} (not initialised)>"
-        mode = "" if m.mode == "normal" else f", mode={m.mode!r}"
-        how = (f"failure_rate_threshold={self.failure_rate_threshold!r}"
-               if self.failure_rate_threshold is not None or self.slow_call_rate_threshold is not None
-               else f"failure_threshold={self.failure_threshold!r}")
-        return (f"{type(self).__name__}(name={self.name!r}, state={m.state.value!r}{mode}, {how}, "
-                f"calls={m.calls}, failures={m.failures}, rejected={m.rejected})")
+        return f"{type(self).__name__}({', '.join(parts)})"
+
+
+# Keyword parameters shown by CircuitBreaker.__repr__ when they differ from these.
+_REPR_DEFAULTS: Tuple[Tuple[str, Any], ...] = (
+    ("name", None), ("failure_rate_threshold", None), ("window_type", "count"),
+    ("window_size", 100), ("minimum_calls", 10), ("slow_call_duration", None),
+    ("slow_call_rate_threshold", None), ("record_exceptions", (Exception,)),
+    ("ignore_exceptions", ()), ("is_failure", None))

@@ -84,7 +84,11 @@ class Bulkhead(_core.Bulkhead):
     At most ``max_concurrent`` operations at once; the others wait up to
     ``max_wait_seconds`` (0: fail at once; ``math.inf``: no limit) for a slot,
     first come, first served, then fail with :class:`BulkheadFullError`
-    (``rejected_count`` goes up by one).
+    (``rejected_count`` goes up by one). Its ``retry_after`` is always an
+    estimate in seconds of when a slot may free: the mean time a slot is held
+    times ``(waiting_count + 1) / max_concurrent`` (Little's law), where the
+    mean hold is the observed one once a slot has been released, and a prior
+    of 1 second before that (so the first refusals carry a Retry-After too).
 
     - ``await bulkhead.execute(func, *args, **kwargs)``: coroutine functions
       are awaited directly; plain functions run in the bulkhead's own thread
@@ -255,9 +259,13 @@ class Bulkhead(_core.Bulkhead):
             ex.shutdown(wait=wait)
 
     def __repr__(self) -> str:
-        return (f"Bulkhead(name={self.name!r}, max_concurrent={self.max_concurrent!r}, "
-                f"max_wait_seconds={self.max_wait_seconds!r}, active={self.active_count}, "
-                f"waiting={self.waiting_count})")
+        """``Bulkhead(name=..., max_concurrent=..., max_wait_seconds=...)``: the
+        configuration; the counters are in :attr:`metrics`."""
+        try:
+            return (f"{type(self).__name__}(name={self.name!r}, max_concurrent={self.max_concurrent!r}, "
+                    f"max_wait_seconds={self.max_wait_seconds!r})")
+        except RuntimeError:
+            return f"<{type(self).__name__} (not initialised)>"
 
 
 def _after_fork_in_child() -> None:

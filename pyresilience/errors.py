@@ -66,7 +66,8 @@ class BulkheadFullError(ResilienceError):
     """BulkheadFullError(message='bulkhead is full', retry_after=None, name=None)
 
     No bulkhead slot freed in time. ``retry_after`` is an estimate in seconds
-    of when one may free (None when it cannot be estimated)."""
+    of when one may free (a Bulkhead always sets it; None only when the error
+    is made by hand without one)."""
 
     def __init__(self, message: str = "bulkhead is full", retry_after: Optional[float] = None,
                  name: Optional[str] = None) -> None:

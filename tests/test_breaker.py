@@ -397,6 +397,111 @@ def test_failing_clock_never_loses_a_slot():
 
 # ---- low level -------------------------------------------------------------------------
 
+@pytest.mark.parametrize("stray", ["record_success", "record_ignored", "record_failure"])
+def test_stray_record_in_half_open_keeps_the_trial_slot(clock, stray):
+    """An outcome recorded without a prior allow_request() holds no trial slot:
+    it frees none (no second trial with half_open_max_calls=1), never drives
+    half_open_in_flight below 0, and does not move the state; it still counts
+    in the totals."""
+    cb = CircuitBreaker(1, 2, 5, clock=clock, half_open_max_calls=1)
+    fail_n(cb, 1)
+    clock.advance(5)
+    with cb:  # the one trial call
+        assert cb.state is CircuitState.HALF_OPEN
+        assert cb.metrics.half_open_in_flight == 1
+        before = cb.metrics
+        getattr(cb, stray)()
+        m = cb.metrics
+        assert m.state is CircuitState.HALF_OPEN  # a stray failure does not re-open either
+        assert m.half_open_in_flight == 1
+        assert m.calls + m.ignored == before.calls + before.ignored + 1
+        assert cb.allow_request() is False  # no second trial
+        with pytest.raises(CircuitOpenError):
+            cb.call(ok)
+    m = cb.metrics
+    assert m.half_open_in_flight == 0
+    assert m.consecutive_successes == 1  # only the trial's own success counted
+    assert cb.state is CircuitState.HALF_OPEN
+    assert cb.call(ok) == 1  # the second trial closes it
+    assert cb.state is CircuitState.CLOSED
+    assert cb.metrics.half_open_in_flight == 0
+
+
+def test_stray_records_never_let_two_trials_run(clock):
+    """The reported sequence: a trial runs, a stray record_success() frees its
+    slot, a second trial is admitted, and the first one's outcome drives the
+    count to -1. Now the stray frees nothing."""
+    cb = CircuitBreaker(1, 5, 1, clock=clock, half_open_max_calls=1)
+    fail_n(cb, 1)
+    clock.advance(1)
+    running = []
+    for _ in range(3):
+        with cb:
+            running.append(cb.metrics.half_open_in_flight)
+            cb.record_success()
+            cb.record_ignored()
+            assert cb.allow_request() is False
+        assert cb.metrics.half_open_in_flight == 0
+    assert running == [1, 1, 1]
+    # allow_request() pairs are matched by count: each record frees its own slot
+    assert cb.allow_request() is True
+    assert cb.metrics.half_open_in_flight == 1
+    cb.record_ignored()
+    assert cb.metrics.half_open_in_flight == 0
+    cb.record_ignored()  # a stray again: nothing to free
+    assert cb.metrics.half_open_in_flight == 0
+    assert cb.allow_request() is True
+    assert cb.allow_request() is False
+
+
+def test_stray_records_threads_half_open(clock):
+    """Threads mixing with-block trials, allow_request() trials and stray
+    records: the with-block trials (which carry permits) never run more than
+    half_open_max_calls at once, and nothing stays in flight. (A stray may be
+    taken as the outcome of an outstanding allow_request() trial: outcomes
+    without a permit are matched by count.)"""
+    cb = CircuitBreaker(1, 10**9, 1, clock=clock, half_open_max_calls=1)
+    fail_n(cb, 1)
+    clock.advance(1)
+    cb.half_open()
+    lock = threading.Lock()
+    inside = [0]
+    peak = [0]
+    errors = []
+
+    def worker(kind):
+        try:
+            for _ in range(2000):
+                if kind == 0:
+                    try:
+                        with cb:
+                            with lock:
+                                inside[0] += 1
+                                peak[0] = max(peak[0], inside[0])
+                            with lock:
+                                inside[0] -= 1
+                    except CircuitOpenError:
+                        pass
+                elif kind == 1:
+                    if cb.allow_request():
+                        cb.record_success()
+                else:
+                    cb.record_success()
+                    cb.record_ignored()
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i % 3,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert peak[0] == 1
+    m = cb.metrics
+    assert m.state is CircuitState.HALF_OPEN and m.half_open_in_flight == 0
+
+
 def test_low_level(clock):
     cb = CircuitBreaker(2, 1, 5, clock=clock, half_open_max_calls=1)
     assert cb.allow_request() is True
@@ -443,7 +548,7 @@ def test_manual_states(clock):
     fail_n(cb, 10)  # always allowed, counted, never trips
     assert cb.state is CircuitState.CLOSED
     assert cb.metrics.consecutive_failures == 10
-    assert "disabled" in repr(cb)
+    assert cb.mode == "disabled"
     cb.reset()
     m = cb.metrics
     assert cb.mode == "normal"
@@ -936,3 +1041,47 @@ def test_mypy_passes_on_example():
 def test_example_runs():
     example = Path(__file__).parent / "typing" / "example_breaker.py"
     exec(compile(example.read_text(), str(example), "exec"), {"__name__": "example"})
+
+
+# ---- repr and metrics ---------------------------------------------------------------------
+
+def test_repr_is_the_configuration(clock):
+    cb = CircuitBreaker()
+    assert repr(cb) == "CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0)"
+    fail_n(cb, 5)  # state and counters are not configuration
+    assert repr(cb) == "CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0)"
+    cb = CircuitBreaker(3, 1, 10, name="pay", failure_rate_threshold=0.5, window_type="time",
+                        window_size=60, minimum_calls=4, half_open_max_calls=2,
+                        record_exceptions=(Boom,), clock=clock)
+    assert repr(cb) == (
+        "CircuitBreaker(failure_threshold=3, success_threshold=1, timeout_seconds=10.0, name='pay', "
+        "failure_rate_threshold=0.5, window_type='time', window_size=60, minimum_calls=4, "
+        f"record_exceptions=({Boom!r},), half_open_max_calls=2, clock={clock!r})")
+    cb.disable()
+    assert "disabled" not in repr(cb)
+
+    class Mine(CircuitBreaker):
+        pass
+    assert repr(Mine(name="m")).startswith("Mine(failure_threshold=5, ")
+
+
+def test_metrics_are_a_frozen_public_snapshot(clock):
+    import pickle
+    cb = CircuitBreaker(1, 1, 5, clock=clock)
+    fail_n(cb, 1)
+    m = cb.metrics
+    assert type(m) is pr.CircuitBreakerMetrics
+    assert type(m).__module__ == "pyresilience.breaker"
+    assert type(m).__qualname__ == "CircuitBreakerMetrics"
+    with pytest.raises(AttributeError):
+        m.calls = 0  # type: ignore[misc]
+    assert repr(m).startswith("CircuitBreakerMetrics(state=")
+    assert "pyresilience" not in repr(m)
+    assert pickle.loads(pickle.dumps(m)) == m
+    assert m.__match_args__ == (
+        "state", "consecutive_failures", "consecutive_successes", "calls", "failures", "slow_calls",
+        "rejected", "ignored", "failure_rate", "slow_call_rate", "retry_after", "window_calls",
+        "window_failures", "window_slow_calls", "half_open_in_flight", "mode")
+    assert (m.state, m.failures, m.calls) == (CircuitState.OPEN, 1, 1)
+    cb.reset()
+    assert m.failures == 1  # a snapshot

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+import _thread
 import weakref
 from pathlib import Path
 
@@ -131,18 +132,59 @@ def test_full_error_message_and_counts():
     assert b.available == 2
 
 
-def test_fail_fast_sync_and_retry_after_unknown():
+def test_fail_fast_sync_and_retry_after_prior():
     b = Bulkhead("x", 1, max_wait_seconds=0)
     b.acquire()
     with pytest.raises(BulkheadFullError) as ei:
         b.acquire()
-    assert ei.value.retry_after is None  # nothing released yet: no estimate
-    with pytest.raises(BulkheadFullError):
+    # nothing released yet: the prior mean hold of 1 s, times (0 waiting + 1) / 1 slot
+    assert ei.value.retry_after == 1.0
+    with pytest.raises(BulkheadFullError) as ei:
         with b:
             pass
+    assert ei.value.retry_after == 1.0
     assert b.rejected_count == 2
+    assert b.metrics.average_hold_seconds is None  # the metrics report only what was observed
     b.release()
     assert b.available == 1
+
+
+def test_retry_after_prior_scales_like_the_estimate():
+    """The prior goes through the same formula as an observed mean hold:
+    hold * (waiting + 1) / max_concurrent; once a slot was released the
+    observed mean hold replaces it."""
+    b = Bulkhead("scaled", 4, max_wait_seconds=math.inf)
+    for _ in range(4):
+        b.acquire()
+    with pytest.raises(BulkheadFullError) as ei:
+        b.acquire(timeout=0)
+    assert ei.value.retry_after == 0.25
+
+    async def main():
+        waiters = [asyncio.ensure_future(b.acquire_async()) for _ in range(3)]
+        await asyncio.sleep(0)
+        assert b.waiting_count == 3
+        with pytest.raises(BulkheadFullError) as ei:
+            b.acquire(timeout=0)
+        assert ei.value.retry_after == 1.0  # 1 s * (3 + 1) / 4
+        with pytest.raises(BulkheadFullError) as ei:
+            await b.acquire_async(timeout=0)
+        assert ei.value.retry_after == 1.0
+        for w in waiters:
+            w.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
+    run(main())
+    assert b.waiting_count == 0
+    b.release()  # the first observed hold
+    b.acquire()
+    with pytest.raises(BulkheadFullError) as ei:
+        b.acquire(timeout=0)
+    observed = b.metrics.average_hold_seconds
+    assert observed is not None
+    assert ei.value.retry_after == pytest.approx(observed / 4, abs=1e-9)
+    assert isinstance(ei.value.retry_after, float) and math.isfinite(ei.value.retry_after)
+    for _ in range(4):
+        b.release()
 
 
 # ---- threads ------------------------------------------------------------------------
@@ -262,6 +304,88 @@ def test_ctrl_c_interrupts_sync_wait():
     assert b.waiting_count == 0 and b.active_count == 1
     b.release()
     assert b.available == 1
+
+
+def _enter_with(b):
+    with b:
+        pass
+
+
+@pytest.mark.parametrize("take", [Bulkhead.acquire, _enter_with, lambda b: b.call(int)],
+                         ids=["acquire", "with", "call"])
+def test_ctrl_c_in_the_slice_of_the_hand_over_takes_nothing(take):
+    """The signal lands first, then a slot is handed to the blocked acquire()
+    in the same wait slice: acquire() raises KeyboardInterrupt and the slot it
+    was handed goes back (an interrupted wait takes nothing), every round."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals go to the main thread")
+    b = Bulkhead("sigslice", 1, max_wait_seconds=math.inf)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    interrupted = 0
+    try:
+        for _ in range(300):
+            assert b.try_acquire()  # held here, released by the helper
+
+            def helper():
+                wait_until(lambda: b.waiting_count == 1)
+                _thread.interrupt_main()  # Ctrl-C first...
+                b.release()               # ...then the hand-over, before the waiter wakes
+
+            t = threading.Thread(target=helper)
+            t.start()
+            try:
+                take(b)
+            except KeyboardInterrupt:
+                interrupted += 1
+            else:  # never: the signal was pending when the slot came
+                if take is Bulkhead.acquire:
+                    b.release()
+            t.join()
+            assert (b.available, b.active_count, b.waiting_count) == (1, 0, 0)
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert interrupted == 300
+    assert b.metrics.cancelled_count == 300  # each hand-over given back
+
+
+def test_ctrl_c_in_the_slice_of_the_hand_over_passes_it_on():
+    """The slot an interrupted waiter gives back goes to the next waiter."""
+    if threading.current_thread() is not threading.main_thread():
+        pytest.skip("signals go to the main thread")
+    b = Bulkhead("sigpass", 1, max_wait_seconds=math.inf)
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    got = threading.Event()
+    try:
+        assert b.try_acquire()
+
+        def second():
+            try:
+                b.acquire(timeout=10)  # bounded: a leaked slot must fail the test, not hang it
+            except BulkheadFullError:
+                return
+            got.set()
+
+        def helper():
+            wait_until(lambda: b.waiting_count == 1)
+            other.start()
+            wait_until(lambda: b.waiting_count == 2)
+            _thread.interrupt_main()
+            b.release()
+
+        other = threading.Thread(target=second)
+        t = threading.Thread(target=helper)
+        t.start()
+        with pytest.raises(KeyboardInterrupt):
+            b.acquire()
+        t.join()
+        other.join()
+        assert got.is_set()
+        assert (b.active_count, b.waiting_count) == (1, 0)
+        b.release()
+        assert b.available == 1
+        assert b.metrics.cancelled_count == 1
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 # ---- asyncio ------------------------------------------------------------------------
@@ -483,7 +607,37 @@ def test_max_wait_inf_and_properties():
     b = Bulkhead("p", 5, max_wait_seconds=math.inf)
     assert b.max_wait_seconds == math.inf
     assert (b.name, b.max_concurrent, b.available, b.waiting_count) == ("p", 5, 5, 0)
-    assert "Bulkhead(name='p'" in repr(b)
+    assert repr(b) == "Bulkhead(name='p', max_concurrent=5, max_wait_seconds=inf)"
+
+
+def test_repr_is_the_configuration():
+    b = Bulkhead("db", 3, max_wait_seconds=2.5)
+    b.acquire()
+    assert repr(b) == "Bulkhead(name='db', max_concurrent=3, max_wait_seconds=2.5)"
+    b.release()
+
+    class Mine(Bulkhead):
+        pass
+    assert repr(Mine("m", 1, 0)) == "Mine(name='m', max_concurrent=1, max_wait_seconds=0.0)"
+    assert "not initialised" in repr(Bulkhead.__new__(Bulkhead))
+
+
+def test_metrics_are_a_frozen_public_snapshot():
+    import dataclasses
+    b = Bulkhead("snap", 2, max_wait_seconds=0)
+    b.acquire()
+    m = b.metrics
+    assert type(m) is pr.BulkheadMetrics
+    assert type(m).__module__.startswith("pyresilience") and "_core" not in type(m).__module__
+    assert not type(m).__module__.split(".")[-1].startswith("_")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.active_count = 0  # type: ignore[misc]
+    b.release()
+    assert m.active_count == 1 and b.metrics.active_count == 0  # a snapshot
+    assert repr(m).startswith("BulkheadMetrics(name='snap', max_concurrent=2, active_count=1")
+    assert [f.name for f in dataclasses.fields(m)] == [
+        "name", "max_concurrent", "active_count", "available", "waiting_count", "acquired_count",
+        "released_count", "rejected_count", "cancelled_count", "average_hold_seconds"]
 
 
 # ---- fork -------------------------------------------------------------------------

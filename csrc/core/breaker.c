@@ -32,6 +32,16 @@
  * in_flight < half_open_max, under the lock, so no crowd of callers released at
  * once can get more than half_open_max trials. Outcomes of stale permits never
  * touch in_flight, so a slot is freed exactly once, by the call that took it.
+ *
+ * Outcomes without a permit. A caller that carries nothing between admission
+ * and outcome (a binding's allow_request() / record_success() pair) is admitted
+ * by acquire_untracked(): its trial slot is counted in `untracked` as well as in
+ * `in_flight`. In HALF_OPEN an outcome recorded with PRS_BREAKER_NO_PERMIT is
+ * the outcome of one of those trials when untracked > 0 (it frees one untracked
+ * slot: matched by count, not identity), and a stray otherwise: counted in the
+ * totals only, like a stale permit's, so it can neither free a slot some other
+ * caller holds nor move the state. Hence 0 <= untracked <= in_flight <=
+ * half_open_max at every instant.
  */
 #include "prs_breaker.h"
 #include "prs_internal.h"
@@ -59,6 +69,8 @@ struct prs_breaker {
     int64_t consec_succ;        /* CLOSED: successes since the last failure;
                                    HALF_OPEN: trial successes in this epoch */
     int64_t in_flight;          /* HALF_OPEN: 0 <= in_flight <= half_open_max; else 0 */
+    int64_t untracked;          /* HALF_OPEN: the part of in_flight admitted by
+                                   acquire_untracked(); 0 <= untracked <= in_flight */
     int64_t calls, failures, slow_calls, rejected, ignored; /* totals */
 
     int64_t w_calls, w_failures, w_slow;  /* window aggregates, 0 <= w_failures <= w_calls */
@@ -250,7 +262,7 @@ static void set_state(prs_breaker *b, prs_breaker_state to, prs_breaker_mode mod
     uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
     prs_breaker_state from = W_STATE(w);
     atomic_store_explicit(&b->word, W_MAKE(W_EPOCH(w) + 1, mode, to), memory_order_release);
-    if (to != PRS_BREAKER_HALF_OPEN) b->in_flight = 0;
+    if (to != PRS_BREAKER_HALF_OPEN) b->in_flight = b->untracked = 0;
     if (tr) {
         tr->happened = from != to;
         tr->from = from;
@@ -267,7 +279,7 @@ static void enter_open(prs_breaker *b, int64_t now, prs_breaker_mode mode,
 
 static void enter_half_open(prs_breaker *b, prs_breaker_transition *tr) {
     set_state(b, PRS_BREAKER_HALF_OPEN, PRS_BREAKER_NORMAL, tr);
-    b->in_flight = 0;
+    b->in_flight = b->untracked = 0;
     b->consec_succ = 0;
     b->consec_fail = 0;
 }
@@ -298,14 +310,16 @@ static void no_transition(prs_breaker_transition *tr) {
 
 /* ---- admission ----------------------------------------------------------- */
 
-int prs_breaker_acquire(prs_breaker *b, int64_t now, prs_breaker_decision *d) {
+/* acquire() and acquire_untracked(): an untracked admission gets no permit
+ * (NO_PERMIT) and its trial slot counts in `untracked`. */
+static int admit(prs_breaker *b, int64_t now, prs_breaker_decision *d, int untracked) {
     if (!b || !d) return PRS_EINVAL;
     uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
     d->transition.happened = 0;
     d->transition.from = d->transition.to = W_STATE(w);
     if (W_STATE(w) == PRS_BREAKER_CLOSED) { /* fast path, also DISABLED (always CLOSED) */
         d->allowed = 1;
-        d->permit = W_EPOCH(w) << 1;
+        d->permit = untracked ? PRS_BREAKER_NO_PERMIT : W_EPOCH(w) << 1;
         d->retry_after_ns = 0;
         return PRS_OK;
     }
@@ -329,8 +343,10 @@ int prs_breaker_acquire(prs_breaker *b, int64_t now, prs_breaker_decision *d) {
     if (W_STATE(w) == PRS_BREAKER_HALF_OPEN) {
         if (b->in_flight < b->half_open_max) {
             b->in_flight++;
+            b->untracked += untracked;
+            assert(b->untracked <= b->in_flight);
             d->allowed = 1;
-            d->permit = (W_EPOCH(w) << 1) | 1u;
+            d->permit = untracked ? PRS_BREAKER_NO_PERMIT : (W_EPOCH(w) << 1) | 1u;
             d->retry_after_ns = 0;
         } else {
             b->rejected++;
@@ -340,11 +356,19 @@ int prs_breaker_acquire(prs_breaker *b, int64_t now, prs_breaker_decision *d) {
         }
     } else { /* closed since the fast path looked */
         d->allowed = 1;
-        d->permit = W_EPOCH(w) << 1;
+        d->permit = untracked ? PRS_BREAKER_NO_PERMIT : W_EPOCH(w) << 1;
         d->retry_after_ns = 0;
     }
     prs__spin_unlock(&b->lock);
     return PRS_OK;
+}
+
+int prs_breaker_acquire(prs_breaker *b, int64_t now, prs_breaker_decision *d) {
+    return admit(b, now, d, 0);
+}
+
+int prs_breaker_acquire_untracked(prs_breaker *b, int64_t now, prs_breaker_decision *d) {
+    return admit(b, now, d, 1);
 }
 
 int prs_breaker_try_acquire_closed(const prs_breaker *b, prs_breaker_permit *permit) {
@@ -404,9 +428,17 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
                 enter_open(b, now, PRS_BREAKER_NORMAL, tr);
         }
     } else if (state == PRS_BREAKER_HALF_OPEN) {
-        int has_slot = permit == PRS_BREAKER_NO_PERMIT ? b->in_flight > 0 : (int)(permit & 1u);
-        if (has_slot) b->in_flight--;
-        assert(b->in_flight >= 0);
+        if (permit == PRS_BREAKER_NO_PERMIT) {
+            if (b->untracked == 0) { /* a stray: it holds no slot, so it is no trial */
+                prs__spin_unlock(&b->lock);
+                return PRS_OK;
+            }
+            b->untracked--;
+        }
+        /* a current HALF_OPEN permit always holds a slot (its bit 0 is set) */
+        assert(permit == PRS_BREAKER_NO_PERMIT || (permit & 1u));
+        b->in_flight--;
+        assert(b->in_flight >= 0 && b->untracked <= b->in_flight);
         if (outcome == PRS_BREAKER_IGNORED) {
             /* neither: the slot is free again */
         } else if (fail || (slow && b->cfg.slow_call_rate_threshold > 0.0)) {
@@ -510,6 +542,7 @@ void prs_breaker_get_metrics(prs_breaker *b, int64_t now, prs_breaker_metrics *m
     m->slow_call_rate = rate_of(b->w_slow, b->w_calls);
     m->retry_after_ns = m->state == PRS_BREAKER_OPEN ? open_retry_after(b, w, now) : 0;
     m->half_open_in_flight = b->in_flight;
+    m->half_open_untracked = b->untracked;
     prs__spin_unlock(&b->lock);
 }
 

@@ -24,7 +24,9 @@
  *
  * Statistics: `area` integrates active over time (ns * permits) at every
  * change; mean hold = area / released (Little's law), the basis of
- * prs_bulkhead_estimate_wait_ns(). `now` is clamped to the last time seen.
+ * prs_bulkhead_estimate_wait_ns(), which assumes the configured prior mean
+ * hold until the first release (so a caller refused early still gets a
+ * finite guess). `now` is clamped to the last time seen.
  *
  * Fork: prs_bulkhead_after_fork_child() rebuilds the mutex and settles every
  * BLOCKING waiter (a thread, which does not exist in the child) as a cancel
@@ -45,6 +47,7 @@
 struct prs_bulkhead {
     pthread_mutex_t mu;
     int64_t max;                 /* immutable, 1..PRS_BULKHEAD_MAX */
+    int64_t prior_hold_ns;       /* immutable, >= 1: mean hold before any release */
     int64_t active;              /* 0..max */
     prs_bulkhead_waiter *head;   /* oldest waiter, or NULL */
     prs_bulkhead_waiter *tail;   /* newest waiter, or NULL */
@@ -61,11 +64,12 @@ struct prs_bulkhead {
 
 void prs_bulkhead_config_init(prs_bulkhead_config *cfg) {
     cfg->max_concurrent = 1;
+    cfg->prior_hold_ns = PRS_BULKHEAD_PRIOR_HOLD_NS;
     cfg->allocator = NULL;
 }
 
 int prs_bulkhead_config_validate(const prs_bulkhead_config *cfg) {
-    if (!cfg || cfg->max_concurrent < 1) return PRS_EINVAL;
+    if (!cfg || cfg->max_concurrent < 1 || cfg->prior_hold_ns < 1) return PRS_EINVAL;
     if (cfg->max_concurrent > PRS_BULKHEAD_MAX) return PRS_ERANGE;
     return PRS_OK;
 }
@@ -84,6 +88,7 @@ int prs_bulkhead_new(const prs_bulkhead_config *cfg, prs_bulkhead **out) {
     }
     b->alloc = *a;
     b->max = cfg->max_concurrent;
+    b->prior_hold_ns = cfg->prior_hold_ns;
     b->last_ns = INT64_MIN;
     *out = b;
     return PRS_OK;
@@ -372,10 +377,9 @@ int64_t prs_bulkhead_estimate_wait_ns(prs_bulkhead *b, int64_t now_ns) {
     advance(b, now_ns);
     if (b->active < b->max && b->nwaiting == 0) {
         est = 0;
-    } else if (b->released == 0) {
-        est = -1;
     } else {
-        double hold = b->area / (double)b->released;
+        /* observed mean hold once a permit came back; the prior until then */
+        double hold = b->released > 0 ? b->area / (double)b->released : (double)b->prior_hold_ns;
         est = prs__ceil_to_i64(hold * (double)(b->nwaiting + 1) / (double)b->max);
     }
     pthread_mutex_unlock(&b->mu);

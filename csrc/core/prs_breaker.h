@@ -17,8 +17,14 @@
  * the totals but never drives the new state (a slow call admitted while CLOSED
  * cannot close a HALF_OPEN breaker or free a trial slot it never took).
  * PRS_BREAKER_NO_PERMIT records an outcome without a permit (custom
- * integrations that track nothing): it counts for the current state, and in
- * HALF_OPEN frees a trial slot when one is taken.
+ * integrations that carry nothing from admission to outcome). Such callers are
+ * admitted with prs_breaker_acquire_untracked(), which counts the HALF_OPEN
+ * trial slots they take. An outcome without a permit counts for the state in
+ * CLOSED; in HALF_OPEN it is the outcome of an untracked trial when one is
+ * outstanding (it frees that slot: outcomes are matched by count, not by
+ * identity), else a stray, counted in the totals only: it never frees a slot
+ * it does not hold (another caller's trial) and never moves the state; in
+ * OPEN it only counts in the totals.
  *
  * Transitions are decisions reported to the caller (prs_breaker_transition), so
  * a binding can notify listeners after the call, with no lock held. Every call
@@ -121,6 +127,7 @@ typedef struct prs_breaker_metrics {
     int64_t retry_after_ns;         /* OPEN: until half-open (PRS_NEVER when forced);
                                        else 0 */
     int64_t half_open_in_flight;    /* trial calls running */
+    int64_t half_open_untracked;    /* of which admitted by acquire_untracked() */
 } prs_breaker_metrics;
 
 /* Defaults: the reference design - failure_threshold 5, success_threshold 2,
@@ -138,6 +145,12 @@ void prs_breaker_free(prs_breaker *b); /* NULL-safe */
  * for NULL arguments). A rejection counts in `rejected`. */
 int prs_breaker_acquire(prs_breaker *b, int64_t now_ns, prs_breaker_decision *d);
 
+/* As prs_breaker_acquire(), for a caller that will record the outcome with
+ * PRS_BREAKER_NO_PERMIT: d->permit is PRS_BREAKER_NO_PERMIT even when allowed,
+ * and a HALF_OPEN trial slot taken so is counted as untracked, to be freed by
+ * an outcome recorded without a permit. */
+int prs_breaker_acquire_untracked(prs_breaker *b, int64_t now_ns, prs_breaker_decision *d);
+
 /* The fast path alone: when the breaker is CLOSED (or disabled), stores a permit
  * in *permit and returns 1 without reading any time; else returns 0 and the
  * caller reads its clock and calls prs_breaker_acquire(). */
@@ -150,7 +163,7 @@ int prs_breaker_try_acquire_closed(const prs_breaker *b, prs_breaker_permit *per
 int prs_breaker_outcome_needs_time(const prs_breaker *b, prs_breaker_outcome outcome);
 
 /* Records the outcome of a call admitted with `permit` (or
- * PRS_BREAKER_NO_PERMIT), that lasted duration_ns (slow-call detection; < 0 is
+ * PRS_BREAKER_NO_PERMIT: see "Permits" above), that lasted duration_ns (slow-call detection; < 0 is
  * taken as 0). `tr` (may be NULL) tells the transition it caused. PRS_EINVAL for
  * NULL b or an unknown outcome. */
 int prs_breaker_record(prs_breaker *b, int64_t now_ns, prs_breaker_permit permit,

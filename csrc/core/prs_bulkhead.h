@@ -22,7 +22,8 @@
  *
  * Time: now_ns feeds the hold-time statistics only (Little's law: the integral
  * of active permits over time divided by completed holds), from which
- * prs_bulkhead_estimate_wait_ns() guesses when a permit may free.
+ * prs_bulkhead_estimate_wait_ns() guesses when a permit may free; before the
+ * first hold has completed it assumes a mean hold of `prior_hold_ns`.
  * Deadlines are absolute CLOCK_MONOTONIC nanoseconds (prs_monotonic_ns()).
  */
 #ifndef PRS_BULKHEAD_H
@@ -39,9 +40,13 @@ extern "C" {
 typedef struct prs_bulkhead prs_bulkhead;
 
 #define PRS_BULKHEAD_MAX INT64_C(1000000000) /* max_concurrent bound */
+/* The mean hold assumed until one has been observed: one second. */
+#define PRS_BULKHEAD_PRIOR_HOLD_NS INT64_C(1000000000)
 
 typedef struct prs_bulkhead_config {
     int64_t max_concurrent;          /* 1 .. PRS_BULKHEAD_MAX */
+    int64_t prior_hold_ns;           /* >= 1: the mean hold the wait estimate assumes
+                                        before the first release */
     const prs_allocator *allocator;  /* NULL: the default allocator */
 } prs_bulkhead_config;
 
@@ -91,9 +96,11 @@ typedef struct prs_bulkhead_stats {
     int64_t avg_hold_ns;     /* mean time a permit is held; -1 before the first release */
 } prs_bulkhead_stats;
 
-/* Defaults: max_concurrent 1, default allocator. */
+/* Defaults: max_concurrent 1, prior_hold_ns PRS_BULKHEAD_PRIOR_HOLD_NS,
+ * default allocator. */
 void prs_bulkhead_config_init(prs_bulkhead_config *cfg);
-/* PRS_OK, PRS_EINVAL (NULL or max_concurrent < 1), PRS_ERANGE (> PRS_BULKHEAD_MAX). */
+/* PRS_OK, PRS_EINVAL (NULL, max_concurrent < 1 or prior_hold_ns < 1),
+ * PRS_ERANGE (max_concurrent > PRS_BULKHEAD_MAX). */
 int prs_bulkhead_config_validate(const prs_bulkhead_config *cfg);
 /* A bulkhead with every permit free in *out; on error *out is NULL and
  * nothing is allocated (PRS_ENOMEM, PRS_EINVAL, PRS_ERANGE). */
@@ -168,8 +175,10 @@ int prs_bulkhead_after_fork_child(prs_bulkhead *b, prs_bulkhead_waiter **woken);
 void prs_bulkhead_stats_get(prs_bulkhead *b, prs_bulkhead_stats *s);
 int64_t prs_bulkhead_max_concurrent(const prs_bulkhead *b);
 /* A guess of how long a new arrival would wait for a permit at now_ns: 0 when
- * one is free, else mean hold * (waiting + 1) / max_concurrent; -1 when no
- * permit has been released yet (nothing to estimate from). */
+ * one is free, else mean hold * (waiting + 1) / max_concurrent, where the mean
+ * hold is the observed one (avg_hold_ns) once a permit has been released, and
+ * the configured prior_hold_ns before that. Always >= 0 (saturated at
+ * INT64_MAX). */
 int64_t prs_bulkhead_estimate_wait_ns(prs_bulkhead *b, int64_t now_ns);
 
 #ifdef __cplusplus

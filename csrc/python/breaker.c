@@ -722,7 +722,9 @@ static PyObject *cb_allow_request(PyObject *self, PyObject *unused) {
     int64_t now;
     if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
     prs_breaker_decision d;
-    prs_breaker_acquire(SELF->core, now, &d);
+    /* no permit to hand out: record_*() will report without one, and free the
+     * untracked trial slot taken here (a stray record_*() frees none) */
+    prs_breaker_acquire_untracked(SELF->core, now, &d);
     fire(SELF, &d.transition);
     if (PyErr_Occurred()) return NULL;
     return PyBool_FromLong(d.allowed);
@@ -987,7 +989,10 @@ static PyMethodDef cb_methods[] = {
      "allow_request($self, /)\n--\n\n"
      "True when a call may run now (taking a half-open trial slot), else False\n"
      "(counted as rejected). Report the outcome with record_success/record_failure/\n"
-     "record_ignored."},
+     "record_ignored: in HALF_OPEN, that outcome frees the slot taken here (matched\n"
+     "by count). A record_*() while no allow_request() trial is outstanding is a\n"
+     "stray there: counted in the totals, it neither frees another caller's trial\n"
+     "slot nor moves the state."},
     {"record_success", (PyCFunction)(void (*)(void))cb_record_success, METH_FASTCALL | METH_KEYWORDS,
      "record_success($self, /, duration=0.0)\n--\n\n"
      "Record a successful call that lasted `duration` seconds (slow-call detection)."},
@@ -996,7 +1001,8 @@ static PyMethodDef cb_methods[] = {
      "Record a failed call that lasted `duration` seconds."},
     {"record_ignored", cb_record_ignored, METH_NOARGS,
      "record_ignored($self, /)\n--\n\n"
-     "Record a call that counts as neither (frees a half-open trial slot)."},
+     "Record a call that counts as neither (frees the half-open trial slot that\n"
+     "allow_request() took)."},
     {"open", cb_open, METH_NOARGS,
      "open($self, /)\n--\n\nOpen the circuit now; it half-opens after timeout_seconds as usual."},
     {"close", cb_close, METH_NOARGS,
@@ -1081,8 +1087,35 @@ static PyStructSequence_Field metrics_fields[] = {
     {NULL, NULL},
 };
 
+/* CircuitBreakerMetrics(state=..., ...): the class name alone, as every
+ * public repr (the default struct sequence repr shows the dotted path). */
+static PyObject *metrics_repr(PyObject *self) {
+    PyObject *parts = PyList_New(0);
+    if (!parts) return NULL;
+    for (Py_ssize_t i = 0; metrics_fields[i].name; i++) {
+        PyObject *f = PyUnicode_FromFormat("%s=%R", metrics_fields[i].name,
+                                           PyStructSequence_GetItem(self, i));
+        if (!f || PyList_Append(parts, f) < 0) {
+            Py_XDECREF(f);
+            Py_DECREF(parts);
+            return NULL;
+        }
+        Py_DECREF(f);
+    }
+    PyObject *sep = PyUnicode_FromString(", ");
+    PyObject *body = sep ? PyUnicode_Join(sep, parts) : NULL;
+    Py_XDECREF(sep);
+    Py_DECREF(parts);
+    if (!body) return NULL;
+    PyObject *r = PyUnicode_FromFormat("CircuitBreakerMetrics(%U)", body);
+    Py_DECREF(body);
+    return r;
+}
+
 static PyStructSequence_Desc metrics_desc = {
-    "pyresilience._core.CircuitBreakerMetrics",
+    /* public under pyresilience.breaker (which re-exports it), not the
+     * private _core: what pickle and introspection see */
+    "pyresilience.breaker.CircuitBreakerMetrics",
     "CircuitBreakerMetrics: a snapshot of a CircuitBreaker's state and counters.",
     metrics_fields,
     16,
@@ -1093,6 +1126,10 @@ int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &wrapped_spec, NULL) < 0) return -1;
     PyTypeObject *mt = PyStructSequence_NewType(&metrics_desc);
     if (!mt) return -1;
+    /* public under pyresilience.breaker (which re-exports it), not the private
+     * _core: what pickle and introspection see */
+    mt->tp_repr = metrics_repr; /* a heap type of ours, before any instance exists */
+    PyType_Modified(mt);
     if (PyModule_AddObjectRef(m, "CircuitBreakerMetrics", (PyObject *)mt) < 0) {
         Py_DECREF(mt);
         return -1;

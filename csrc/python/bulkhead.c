@@ -7,7 +7,8 @@
  * in slices of at most 50 ms against an absolute monotonic deadline; between
  * slices re-take the GIL and run PyErr_CheckSignals(). A wait that times out
  * or is interrupted takes nothing: finish(CANCEL) gives back a permit handed
- * over at the last moment.
+ * over at the last moment (signals are checked after every slice, also the
+ * one in which the permit came).
  *
  * Async waits (driven by pyresilience/bulkhead.py): _acquire_async() takes a
  * permit at once or queues an _AsyncWaiter in the same FIFO as the threads;
@@ -333,7 +334,9 @@ static PyObject *full_error(PyObject *self) {
     PyObject *msg = PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)",
                                          SELF->name, (long long)prs_bulkhead_max_concurrent(SELF->core));
     if (!msg) return NULL;
-    PyObject *retry = est < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble(prs_py_ns_to_s(est));
+    /* always an estimate: the observed mean hold, or the core's prior (1 s)
+     * before any slot came back */
+    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(est));
     if (!retry) { Py_DECREF(msg); return NULL; }
     PyObject *kw = Py_BuildValue("(ss)", "retry_after", "name");
     PyObject *exc = NULL;
@@ -404,7 +407,9 @@ static int acquire_sync(PyObject *self, int64_t timeout_ns) {
         Py_BEGIN_ALLOW_THREADS
         rc = prs_bulkhead_wait(core, &w, slice_end);
         Py_END_ALLOW_THREADS
-        if (rc == PRS_OK) break;
+        /* Signals first, served or not: a permit handed over in the slice in
+         * which a signal came would otherwise be kept while the handler's
+         * exception (KeyboardInterrupt) is raised after we return. */
         if (PyErr_CheckSignals() < 0) {
             prs_bulkhead_waiter *woken = NULL;
             prs_bulkhead_finish(core, &w, PRS_BULKHEAD_FINISH_CANCEL, prs_monotonic_ns(), &outcome, &woken);
@@ -414,6 +419,7 @@ static int acquire_sync(PyObject *self, int64_t timeout_ns) {
             PRS_PY_EXC_RESTORE(saved);
             return -1;
         }
+        if (rc == PRS_OK) break;
         now = prs_monotonic_ns();
         if (deadline != PRS_NEVER && now >= deadline) break;
     }

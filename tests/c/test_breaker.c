@@ -51,6 +51,16 @@ static prs_breaker_decision acquire(prs_breaker *b, int64_t now) {
     return d;
 }
 
+static prs_breaker_decision acquire_untracked(prs_breaker *b, int64_t now) {
+    prs_breaker_decision d;
+    memset(&d, 0xCD, sizeof d);
+    ASSERT_OK(prs_breaker_acquire_untracked(b, now, &d));
+    ASSERT(d.allowed == 0 || d.allowed == 1);
+    ASSERT(d.permit == PRS_BREAKER_NO_PERMIT);
+    if (d.allowed) ASSERT_EQ_I64(d.retry_after_ns, 0);
+    return d;
+}
+
 static prs_breaker_transition record(prs_breaker *b, int64_t now, prs_breaker_permit p, int outcome,
                                      int64_t duration) {
     prs_breaker_transition tr;
@@ -141,6 +151,7 @@ TEST(breaker_config) {
     ASSERT_OK(prs_breaker_config_validate(&cfg));
     ASSERT_STATUS(prs_breaker_new(&cfg, NULL), PRS_EINVAL);
     ASSERT_STATUS(prs_breaker_acquire(NULL, 0, NULL), PRS_EINVAL);
+    ASSERT_STATUS(prs_breaker_acquire_untracked(NULL, 0, NULL), PRS_EINVAL);
     ASSERT_STATUS(prs_breaker_record(NULL, 0, 0, PRS_BREAKER_SUCCESS, 0, NULL), PRS_EINVAL);
     prs_breaker_free(NULL);
     ASSERT_STREQ(prs_breaker_state_name(C), "closed");
@@ -328,18 +339,90 @@ TEST(breaker_no_permit_records) {
     ASSERT_NO_TR(record(b, 0, PRS_BREAKER_NO_PERMIT, S, 0));
     ASSERT_EQ(prs_breaker_get_state(b), O);
     ASSERT_EQ(metrics(b, 0).calls, 3);
-    /* half-open: a record without a permit frees a taken slot */
-    ASSERT(acquire(b, SEC).allowed);
-    ASSERT(acquire(b, SEC).allowed);
-    ASSERT(!acquire(b, SEC).allowed);
+    /* half-open: a record without a permit frees an untracked slot */
+    ASSERT(acquire_untracked(b, SEC).allowed);
+    ASSERT(acquire_untracked(b, SEC).allowed);
+    ASSERT(!acquire_untracked(b, SEC).allowed);
+    ASSERT_EQ(metrics(b, SEC).half_open_untracked, 2);
     ASSERT_NO_TR(record(b, SEC, PRS_BREAKER_NO_PERMIT, S, 0));
     ASSERT_EQ(metrics(b, SEC).half_open_in_flight, 1);
+    ASSERT_EQ(metrics(b, SEC).half_open_untracked, 1);
     ASSERT_TR(record(b, SEC, PRS_BREAKER_NO_PERMIT, S, 0), H, C);
-    /* without a slot taken, a record does not underflow */
+    ASSERT_EQ(metrics(b, SEC).half_open_untracked, 0);
+    /* without an untracked slot taken, a record is a stray: totals only */
     prs_breaker_half_open(b, SEC, NULL);
+    int64_t calls = metrics(b, SEC).calls;
     ASSERT_NO_TR(record(b, SEC, PRS_BREAKER_NO_PERMIT, I, 0));
-    ASSERT_EQ(metrics(b, SEC).half_open_in_flight, 0);
-    ASSERT_TR(record(b, SEC, PRS_BREAKER_NO_PERMIT, F, 0), H, O);
+    ASSERT_NO_TR(record(b, SEC, PRS_BREAKER_NO_PERMIT, F, 0));
+    ASSERT_NO_TR(record(b, SEC, PRS_BREAKER_NO_PERMIT, S, 0));
+    ASSERT_NO_TR(record(b, SEC, PRS_BREAKER_NO_PERMIT, S, 0));
+    prs_breaker_metrics m = metrics(b, SEC);
+    ASSERT_EQ(m.state, H);
+    ASSERT_EQ(m.half_open_in_flight, 0);
+    ASSERT_EQ(m.consecutive_successes, 0);
+    ASSERT_EQ(m.calls, calls + 3);
+    ASSERT_EQ(m.failures, 3);
+    prs_breaker_free(b);
+}
+
+/* A stray outcome (no permit, no untracked admission) in HALF_OPEN never frees
+ * the slot of a trial that holds one, so no second trial is admitted and the
+ * trial's own outcome cannot drive in_flight below zero. */
+TEST(breaker_stray_record_keeps_trial_slot) {
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    cfg.failure_threshold = 1;
+    cfg.success_threshold = 2;
+    cfg.half_open_max_calls = 1;
+    cfg.open_timeout_ns = SEC;
+    for (int stray = S; stray <= I; stray++) {
+        prs_breaker *b = make(&cfg);
+        ASSERT_TR(call(b, 0, F), C, O);
+        prs_breaker_decision trial = acquire(b, SEC);
+        ASSERT(trial.allowed);
+        ASSERT_TR(trial.transition, O, H);
+        /* a stray success does not close, a stray failure does not re-open */
+        ASSERT_NO_TR(record(b, SEC, PRS_BREAKER_NO_PERMIT, stray, 0));
+        ASSERT_EQ(prs_breaker_get_state(b), H);
+        ASSERT_EQ(metrics(b, SEC).half_open_in_flight, 1);
+        ASSERT(!acquire(b, SEC).allowed);           /* the one slot is still the trial's */
+        ASSERT(!acquire_untracked(b, SEC).allowed);
+        ASSERT_NO_TR(record(b, SEC, trial.permit, S, 0));
+        ASSERT_EQ(metrics(b, SEC).half_open_in_flight, 0);
+        ASSERT_EQ(metrics(b, SEC).consecutive_successes, 1);
+        /* an untracked trial, then a tracked one's permit: each frees its own */
+        prs_breaker_decision u = acquire_untracked(b, SEC);
+        ASSERT(u.allowed);
+        ASSERT(u.permit == PRS_BREAKER_NO_PERMIT);
+        ASSERT(!acquire(b, SEC).allowed);
+        ASSERT_TR(record(b, SEC, PRS_BREAKER_NO_PERMIT, S, 0), H, C);
+        prs_breaker_metrics m = metrics(b, SEC);
+        ASSERT_EQ(m.half_open_in_flight, 0);
+        ASSERT_EQ(m.half_open_untracked, 0);
+        prs_breaker_free(b);
+    }
+}
+
+/* Untracked admissions of an older half-open epoch are forgotten by the
+ * transition: their late outcomes are strays in the next one. */
+TEST(breaker_untracked_across_transitions) {
+    prs_breaker *b = make_consecutive(1, 1, SEC);
+    ASSERT_TR(call(b, 0, F), C, O);
+    prs_breaker_decision u = acquire_untracked(b, SEC);
+    ASSERT(u.allowed);
+    ASSERT_TR(u.transition, O, H);
+    prs_breaker_open(b, SEC, NULL);
+    ASSERT_EQ(metrics(b, SEC).half_open_untracked, 0);
+    prs_breaker_decision t = acquire(b, 2 * SEC);
+    ASSERT(t.allowed);
+    ASSERT_TR(t.transition, O, H);
+    ASSERT_NO_TR(record(b, 2 * SEC, PRS_BREAKER_NO_PERMIT, S, 0)); /* the old one's, late */
+    ASSERT_EQ(metrics(b, 2 * SEC).half_open_in_flight, 1);
+    ASSERT_TR(record(b, 2 * SEC, t.permit, S, 0), H, C);
+    /* CLOSED: untracked admissions take nothing and their outcomes count */
+    prs_breaker_decision c = acquire_untracked(b, 3 * SEC);
+    ASSERT(c.allowed && c.permit == PRS_BREAKER_NO_PERMIT);
+    ASSERT_TR(record(b, 3 * SEC, PRS_BREAKER_NO_PERMIT, F, 0), C, O);
     prs_breaker_free(b);
 }
 
@@ -851,6 +934,70 @@ TEST(breaker_threads_exact_counts) {
     ASSERT_EQ(m.calls + m.ignored, (int64_t)RECORDERS * PER_THREAD);
     ASSERT_GE_I64(m.half_open_in_flight, 0);
     ASSERT_LE_I64(m.half_open_in_flight, 2);
+    prs_breaker_free(b);
+}
+
+/* Threads in HALF_OPEN mixing tracked trials (permits), untracked trials and
+ * stray outcomes. A stray never frees a tracked trial's slot, so the tracked
+ * trials running at once never exceed half_open_max_calls (an untracked trial's
+ * slot may be taken by a stray: outcomes without a permit are matched by count,
+ * they carry no identity), and the counts end exact: nothing in flight. */
+#define MIXERS 6
+#define MIX_ROUNDS 20000
+#define MIX_MAX 2
+
+typedef struct {
+    prs_breaker *b;
+    int id;
+    atomic_int *running;
+    atomic_int *over;
+} mix_arg;
+
+static void *mixer_main(void *p) {
+    mix_arg *a = p;
+    for (int i = 0; i < MIX_ROUNDS; i++) {
+        int kind = (i + a->id) % 3;
+        int outcome = (i % 5 == 0) ? I : S;
+        prs_breaker_decision d;
+        if (kind == 2) { /* a stray: no admission */
+            if (prs_breaker_record(a->b, 0, PRS_BREAKER_NO_PERMIT, (prs_breaker_outcome)outcome, 0,
+                                   NULL) != PRS_OK)
+                abort();
+            continue;
+        }
+        int rc = kind == 0 ? prs_breaker_acquire(a->b, 0, &d) : prs_breaker_acquire_untracked(a->b, 0, &d);
+        if (rc != PRS_OK) abort();
+        if (!d.allowed) continue;
+        if (kind == 0) {
+            if (atomic_fetch_add(a->running, 1) + 1 > MIX_MAX) atomic_fetch_add(a->over, 1);
+            atomic_fetch_sub(a->running, 1);
+        }
+        if (prs_breaker_record(a->b, 0, d.permit, (prs_breaker_outcome)outcome, 0, NULL) != PRS_OK)
+            abort();
+    }
+    return NULL;
+}
+
+TEST(breaker_threads_stray_records_half_open) {
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    cfg.success_threshold = INT64_MAX; /* stays half-open */
+    cfg.half_open_max_calls = MIX_MAX;
+    prs_breaker *b = make(&cfg);
+    prs_breaker_half_open(b, 0, NULL);
+    atomic_int running = 0, over = 0;
+    pthread_t th[MIXERS];
+    mix_arg args[MIXERS];
+    for (int i = 0; i < MIXERS; i++) {
+        args[i] = (mix_arg){b, i, &running, &over};
+        ASSERT_EQ(pthread_create(&th[i], NULL, mixer_main, &args[i]), 0);
+    }
+    for (int i = 0; i < MIXERS; i++) pthread_join(th[i], NULL);
+    ASSERT_EQ(atomic_load(&over), 0);
+    prs_breaker_metrics m = metrics(b, 0);
+    ASSERT_EQ(m.state, H);
+    ASSERT_EQ(m.half_open_in_flight, 0);
+    ASSERT_EQ(m.half_open_untracked, 0);
     prs_breaker_free(b);
 }
 

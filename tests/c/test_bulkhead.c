@@ -38,6 +38,15 @@ TEST(bulkhead_config) {
     ASSERT_STATUS(prs_bulkhead_config_validate(NULL), PRS_EINVAL);
     ASSERT_STATUS(prs_bulkhead_new(NULL, NULL), PRS_EINVAL);
     prs_bulkhead_free(NULL);
+    prs_bulkhead_config cfg;
+    prs_bulkhead_config_init(&cfg);
+    ASSERT_EQ_I64(cfg.prior_hold_ns, PRS_BULKHEAD_PRIOR_HOLD_NS);
+    cfg.prior_hold_ns = 0;
+    ASSERT_STATUS(prs_bulkhead_config_validate(&cfg), PRS_EINVAL);
+    cfg.prior_hold_ns = -1;
+    ASSERT_STATUS(prs_bulkhead_config_validate(&cfg), PRS_EINVAL);
+    cfg.prior_hold_ns = INT64_MAX;
+    ASSERT_OK(prs_bulkhead_config_validate(&cfg));
 }
 
 TEST(bulkhead_try_release_table) {
@@ -162,7 +171,11 @@ TEST(bulkhead_estimate) {
     ASSERT_EQ(prs_bulkhead_estimate_wait_ns(b, 0), 0); /* free */
     prs_bulkhead_try_acquire(b, 0, 0, &got);
     prs_bulkhead_try_acquire(b, 0, 0, &got);
-    ASSERT_EQ(prs_bulkhead_estimate_wait_ns(b, 0), -1); /* full, nothing known */
+    /* full, no hold observed yet: the prior mean hold (1 s) * 1 / 2 */
+    ASSERT_EQ_I64(prs_bulkhead_estimate_wait_ns(b, 0), PRS_BULKHEAD_PRIOR_HOLD_NS / 2);
+    prs_bulkhead_stats s0;
+    prs_bulkhead_stats_get(b, &s0);
+    ASSERT_EQ(s0.avg_hold_ns, -1); /* the statistics report only what was observed */
     prs_bulkhead_release(b, 100, NULL);                 /* area 200, 1 release */
     prs_bulkhead_try_acquire(b, 100, 0, &got);
     prs_bulkhead_release(b, 300, NULL);                 /* area 200+400, 2 releases */
@@ -174,6 +187,48 @@ TEST(bulkhead_estimate) {
     ASSERT_EQ(prs_bulkhead_estimate_wait_ns(b, 300), 150);
     /* time going backwards changes nothing */
     ASSERT_EQ(prs_bulkhead_estimate_wait_ns(b, 10), 150);
+    prs_bulkhead_free(b);
+}
+
+/* The prior: the estimate before the first release, from a configured mean
+ * hold, scaled like an observed one; a returned (cancelled) hand-over is no
+ * observation. */
+TEST(bulkhead_estimate_prior) {
+    prs_bulkhead_config cfg;
+    prs_bulkhead_config_init(&cfg);
+    cfg.max_concurrent = 4;
+    cfg.prior_hold_ns = 2000;
+    prs_bulkhead *b = NULL;
+    ASSERT_OK(prs_bulkhead_new(&cfg, &b));
+    int got, outcome;
+    for (int i = 0; i < 4; i++) prs_bulkhead_try_acquire(b, 0, 0, &got);
+    ASSERT_EQ_I64(prs_bulkhead_estimate_wait_ns(b, 0), 500); /* 2000 * 1 / 4 */
+    prs_bulkhead_waiter w1, w2;
+    prs_bulkhead_waiter_init(&w1, 0, NULL);
+    prs_bulkhead_waiter_init(&w2, 0, NULL);
+    prs_bulkhead_acquire(b, 0, &w1, &outcome);
+    prs_bulkhead_acquire(b, 0, &w2, &outcome);
+    ASSERT_EQ(outcome, PRS_BULKHEAD_WAITING);
+    ASSERT_EQ_I64(prs_bulkhead_estimate_wait_ns(b, 10), 1500); /* 2000 * 3 / 4 */
+    prs_bulkhead_waiter *woken = NULL;
+    prs_bulkhead_finish(b, &w2, PRS_BULKHEAD_FINISH_CANCEL, 10, &outcome, &woken);
+    prs_bulkhead_finish(b, &w1, PRS_BULKHEAD_FINISH_CANCEL, 10, &outcome, &woken);
+    ASSERT_EQ_I64(prs_bulkhead_estimate_wait_ns(b, 10), 500);
+    /* one hold of 100 observed: the estimate follows it from now on */
+    prs_bulkhead_release(b, 100, NULL);
+    prs_bulkhead_try_acquire(b, 100, 0, &got);
+    ASSERT_EQ_I64(prs_bulkhead_estimate_wait_ns(b, 100), 100); /* area 400 / 1 * 1 / 4 */
+    for (int i = 0; i < 4; i++) prs_bulkhead_release(b, 100, NULL);
+    prs_bulkhead_waiter_destroy(&w1);
+    prs_bulkhead_waiter_destroy(&w2);
+    prs_bulkhead_free(b);
+    /* a huge prior saturates instead of overflowing */
+    cfg.prior_hold_ns = INT64_MAX;
+    cfg.max_concurrent = 1;
+    ASSERT_OK(prs_bulkhead_new(&cfg, &b));
+    prs_bulkhead_try_acquire(b, 0, 0, &got);
+    ASSERT_EQ_I64(prs_bulkhead_estimate_wait_ns(b, 0), INT64_MAX);
+    prs_bulkhead_release(b, 0, NULL);
     prs_bulkhead_free(b);
 }
 
