@@ -66,7 +66,7 @@ def uvicorn_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     port = _free_port()
     yield from _serve([sys.executable, "-m", "uvicorn", "web_apps.starlette_app:app",
                        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-                       "--ws", "websockets", "--no-proxy-headers"],
+                       "--ws", "websockets-sansio", "--no-proxy-headers"],
                       port, tmp_path_factory.mktemp("uvicorn") / "log")
 
 
