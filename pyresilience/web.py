@@ -28,6 +28,7 @@ import json
 import math
 import re
 from math import ceil
+from operator import attrgetter
 from time import time as _time
 from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, MutableMapping, Optional,
                     Sequence, Tuple, Union, cast)
@@ -558,6 +559,8 @@ class _Rule:
         self.item_never = enc(item + ";r=%d")
 
 
+_available = attrgetter("available")
+
 # A matched rule: (rule, key or None, cost)
 Match = Tuple[_Rule, Optional[Key], int]
 
@@ -624,7 +627,7 @@ class Engine:
 
     __slots__ = ("limits", "headers", "reset", "on_limited", "raw", "fast", "_rules", "_legacy",
                  "_draft", "_both", "_epoch", "_enc", "_n_rem", "_n_reset", "_n_rl", "_n_pol", "_d",
-                 "_policies", "_groups", "_any_remote", "_any_pk")
+                 "_policies", "_groups", "_any_remote", "_any_pk", "_plan")
 
     def __init__(self, limits: Union[Limit, Iterable[Limit]], *, headers: str = "both",
                  reset: str = "epoch", on_limited: Optional[OnLimited] = None,
@@ -662,6 +665,8 @@ class Engine:
         self.on_limited = on_limited
         self.raw = raw
         self._rules = tuple(rules)
+        self._plan = tuple((r, r.methods, r.match_path, r.exempt, r.keyf, r.cost, r.cost_fn)
+                           for r in rules)
         self._legacy = headers in ("legacy", "both")
         self._draft = headers in ("draft", "both")
         self._both = headers == "both"
@@ -719,27 +724,26 @@ class Engine:
         """The rules counting ``req``, with their keys and costs."""
         out: List[Match] = []
         method = path = None
-        for r in self._rules:
-            if r.methods is not None:
+        for r, methods, match_path, exempt, keyf, cost, cost_fn in self._plan:
+            if methods is not None:
                 if method is None:
                     method = req.method
-                if method not in r.methods:
+                if method not in methods:
                     continue
-            if r.match_path is not None:
+            if match_path is not None:
                 if path is None:
                     path = req.path
-                if not r.match_path(path):
+                if not match_path(path):
                     continue
-            if r.exempt is not None and r.exempt(req):
+            if exempt is not None and exempt(req):
                 continue
             k: Optional[Key] = None
-            if r.keyf is not None:
-                k = r.keyf(req)
+            if keyf is not None:
+                k = keyf(req)
                 if k is None:
                     continue
-            cost = r.cost
-            if r.cost_fn is not None:
-                cost = r.cost_fn(req)
+            if cost_fn is not None:
+                cost = cost_fn(req)
                 if isinstance(cost, bool) or not isinstance(cost, int) or cost < 0:
                     raise ValueError(f"cost function of rule {r.name!r} returned {cost!r}, "
                                      "not an int >= 0")
@@ -808,11 +812,19 @@ class Engine:
         if not d.allowed:
             return self._denied_at(d, matched, matched, members, None, matched[d.denied_by or 0])
         # the most restrictive: least remaining, then longest reset
-        avails = [mem.available for mem in members]
+        avails = list(map(_available, members))
         low = min(avails)
         best_i = avails.index(low)
         if avails.count(low) == 1:
-            rem, reset = self._local_state(matched[best_i][0], members[best_i])
+            r = matched[best_i][0]
+            mem = members[best_i]
+            rem = int(low) if low > 0 else 0
+            if r.window:
+                reset = mem.peek(1).reset_after
+            elif r.rate > 0:
+                reset = (r.q - low) / r.rate if low < r.q else 0.0
+            else:
+                reset = 0.0 if low >= r.q else math.inf
         else:
             rem, reset = -1, -1.0
             for i, a in enumerate(avails):

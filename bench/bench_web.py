@@ -1,0 +1,209 @@
+"""Web middleware overhead, in process (no network, no server).
+
+Tables:
+
+* "ASGI rate-limit middleware": the ASGI app called directly with a fixed
+  scope, awaiting a trivial inner app (start + body messages to a no-op
+  send), bare and behind ``pyresilience.asgi.RateLimitMiddleware`` with one
+  rule (a shared GCRA) and with three (a shared GCRA, a KeyedLimiter keyed by
+  client_ip(), a FixedWindow on a path prefix), every request admitted, all
+  headers on (legacy + draft). slowapi needs Starlette, so the same
+  comparison is made over a one-route Starlette app: bare, behind our
+  middleware, and behind slowapi's SlowAPIMiddleware (default limit, memory
+  storage, its headers on). Overhead = row - the bare row under it.
+* "WSGI rate-limit middleware": a one-route Flask app called as a WSGI app
+  (``app(environ, start_response)``, body consumed and closed): bare, behind
+  ``pyresilience.wsgi.RateLimitMiddleware`` (one rule), and with
+  flask-limiter (a default limit, memory storage, its headers on).
+
+Every limit admits every request (10**15 per second), so no row measures a
+denial.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+BIG = 10**15
+
+SCOPE = {
+    "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+    "scheme": "http", "path": "/x", "raw_path": b"/x", "root_path": "", "query_string": b"",
+    "headers": [(b"host", b"bench"), (b"user-agent", b"bench")],
+    "client": ("192.0.2.1", 40000), "server": ("127.0.0.1", 8000),
+}
+START = {"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]}
+BODY = {"type": "http.response.body", "body": b"ok"}
+
+
+async def trivial(scope: Any, receive: Any, send: Any) -> None:
+    await send(START)
+    await send(BODY)
+
+
+async def receive() -> Any:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+async def send(message: Any) -> None:
+    return None
+
+
+def _caller(app: Any) -> Any:
+    def call() -> Any:
+        return app(dict(SCOPE), receive, send)
+    return call
+
+
+def _check_admits(app: Any) -> None:
+    """One request through ``app`` must be admitted (200)."""
+    import asyncio
+    seen: list = []
+
+    async def record(m: Any) -> None:
+        seen.append(m)
+
+    async def one() -> None:
+        await app(dict(SCOPE), receive, record)
+    asyncio.run(one())
+    assert seen and seen[0]["status"] == 200, seen[:1]
+
+
+def run(h: Any) -> None:
+    import pyresilience as pr
+    from pyresilience.asgi import RateLimitMiddleware
+    from pyresilience.web import Limit, client_ip
+
+    def one_rule() -> list:
+        return [Limit(pr.GCRA(1e12, BIG), name="global")]
+
+    def three_rules() -> list:
+        return [Limit(pr.GCRA(1e12, BIG), name="global"),
+                Limit(pr.KeyedLimiter(pr.GCRA, 1e12, BIG), key=client_ip(), name="per-ip"),
+                Limit(pr.FixedWindow(BIG, 3600), paths=["/x", "/api/"], name="api")]
+
+    h.section("Web middleware: ASGI rate limiting, overhead per request",
+              note="ns per request of an ASGI app called directly (no server, no network); "
+                   "every request admitted, all rate-limit headers on. Targets: our middleware "
+                   "adds <= 2 us per request with one rule and <= 4 us with three, and at least "
+                   "5x less than slowapi on the same Starlette app. Overhead = row - the bare "
+                   "row of its group.")
+    ours1 = RateLimitMiddleware(trivial, one_rule())
+    ours3 = RateLimitMiddleware(trivial, three_rules())
+    for app in (ours1, ours3):
+        _check_admits(app)
+    bare = h.time_async("trivial ASGI app, bare (baseline)", _caller(trivial), group="trivial")
+    t1 = h.time_async("trivial app + pyresilience RateLimitMiddleware, 1 rule", _caller(ours1),
+                      group="trivial")
+    t3 = h.time_async("trivial app + pyresilience RateLimitMiddleware, 3 rules", _caller(ours3),
+                      group="trivial")
+    over1, over3 = t1 - bare, t3 - bare
+    h.value("our overhead, 1 rule (trivial app)", over1, "ns/request")
+    h.value("our overhead, 3 rules (trivial app)", over3, "ns/request")
+    h.target("<= 2 us per request with one rule", over1 <= 2000)
+    h.target("<= 4 us per request with three rules", over3 <= 4000)
+
+    starlette = h.peer("starlette")
+    slowapi = h.peer("slowapi")
+    if starlette is None or slowapi is None:
+        h.target(">= 5x less overhead than slowapi", None)
+    else:
+        from slowapi import Limiter
+        from slowapi.middleware import SlowAPIMiddleware
+        from slowapi.util import get_remote_address
+        from starlette.applications import Starlette
+        from starlette.responses import PlainTextResponse
+        from starlette.routing import Route
+
+        async def endpoint(request: Any) -> Any:
+            return PlainTextResponse("ok")
+
+        def make_app() -> Any:
+            return Starlette(routes=[Route("/x", endpoint)])
+        s_bare = make_app()
+        s_ours = RateLimitMiddleware(make_app(), one_rule())
+        s_slow = make_app()
+        s_slow.state.limiter = Limiter(key_func=get_remote_address,
+                                       default_limits=[f"{BIG}/second"], headers_enabled=True)
+        s_slow.add_middleware(SlowAPIMiddleware)
+        for app in (s_bare, s_ours, s_slow):
+            _check_admits(app)
+        sb = h.time_async("Starlette one-route app, bare (baseline)", _caller(s_bare), group="starlette")
+        so = h.time_async("Starlette app + pyresilience RateLimitMiddleware, 1 rule", _caller(s_ours),
+                          group="starlette")
+        ss = h.time_async("Starlette app + slowapi SlowAPIMiddleware, 1 default limit",
+                          _caller(s_slow), group="starlette", peer=True)
+        h.value("our overhead over Starlette, 1 rule", so - sb, "ns/request")
+        h.value("slowapi overhead over Starlette, 1 limit", ss - sb, "ns/request")
+        r = h.ratio("overhead: slowapi / ours (Starlette app)", so - sb, ss - sb)
+        h.target(">= 5x less overhead than slowapi", r >= 5)
+
+    h.section("Web middleware: WSGI rate limiting, overhead per request",
+              note="ns per request of a one-route Flask app called as a WSGI app (body consumed, "
+                   "response closed); every request admitted, headers on. Target: at least 5x "
+                   "less overhead than flask-limiter. Overhead = row - the bare row.")
+    flask = h.peer("flask")
+    if flask is None:
+        return
+    from pyresilience.wsgi import RateLimitMiddleware as WSGIRateLimit
+
+    def make_flask() -> Any:
+        app = flask.Flask("bench")
+
+        @app.get("/x")
+        def x() -> str:
+            return "ok"
+        return app
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/x", "SCRIPT_NAME": "", "QUERY_STRING": "",
+               "SERVER_NAME": "bench", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
+               "REMOTE_ADDR": "192.0.2.1", "HTTP_HOST": "bench", "wsgi.url_scheme": "http",
+               "wsgi.version": (1, 0), "wsgi.multithread": False, "wsgi.multiprocess": False,
+               "wsgi.run_once": False}
+    status: list = []
+
+    def start_response(s: str, headers: Any, exc_info: Any = None) -> Any:
+        status.append(s)
+        return None
+
+    def wsgi_caller(app: Any) -> Any:
+        def call() -> None:
+            env = dict(environ)
+            import io
+            env["wsgi.input"] = io.BytesIO(b"")
+            env["wsgi.errors"] = io.StringIO()
+            it = app(env, start_response)
+            try:
+                for _ in it:
+                    pass
+            finally:
+                close = getattr(it, "close", None)
+                if close is not None:
+                    close()
+        return call
+    f_bare = make_flask()
+    f_ours = WSGIRateLimit(make_flask(), one_rule())
+    for app in (f_bare, f_ours):
+        status.clear()
+        wsgi_caller(app)()
+        assert status == ["200 OK"], status
+    fb = h.time("Flask one-route app, bare (baseline)", wsgi_caller(f_bare), group="flask")
+    fo = h.time("Flask app + pyresilience wsgi.RateLimitMiddleware, 1 rule", wsgi_caller(f_ours),
+                group="flask")
+    h.value("our overhead over Flask, 1 rule", fo - fb, "ns/request")
+    fl = h.peer("flask_limiter", "flask-limiter")
+    if fl is None:
+        h.target(">= 5x less overhead than flask-limiter", None)
+        return
+    from flask_limiter import Limiter as FlaskLimiter
+    from flask_limiter.util import get_remote_address as flask_remote
+    f_lim = make_flask()
+    FlaskLimiter(flask_remote, app=f_lim, default_limits=[f"{BIG} per second"],
+                 storage_uri="memory://", headers_enabled=True)
+    status.clear()
+    wsgi_caller(f_lim)()
+    assert status == ["200 OK"], status
+    fp = h.time("Flask app + flask-limiter, 1 default limit", wsgi_caller(f_lim), group="flask",
+                peer=True)
+    h.value("flask-limiter overhead over Flask, 1 limit", fp - fb, "ns/request")
+    r = h.ratio("overhead: flask-limiter / ours (Flask app)", fo - fb, fp - fb)
+    h.target(">= 5x less overhead than flask-limiter", r >= 5)
