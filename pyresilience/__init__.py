@@ -99,3 +99,13 @@ __all__ = [
     "RedisLimiterGroup",
     "RedisRateLimiter",
 ]
+
+# -- web middleware (issue 13): pr.web, pr.asgi, pr.wsgi load on first use --
+_LAZY_SUBMODULES = ("web", "asgi", "wsgi")
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY_SUBMODULES:
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -564,3 +564,14 @@ def test_mypy_strict_on_web_modules_and_example() -> None:
 def test_typing_example_runs() -> None:
     example = Path(__file__).parent / "typing" / "example_web.py"
     exec(compile(example.read_text(), str(example), "exec"), {"__name__": "example"})
+
+
+def test_lazy_submodules() -> None:
+    code = ("import sys, pyresilience as pr\n"
+            "assert 'pyresilience.web' not in sys.modules\n"
+            "assert pr.web.Limit and pr.asgi.RateLimitMiddleware and pr.wsgi.RateLimitMiddleware\n"
+            "assert 'starlette' not in sys.modules and 'flask' not in sys.modules\n"
+            "try:\n    pr.nope\nexcept AttributeError as e:\n    assert 'nope' in str(e)\n"
+            "else:\n    raise SystemExit('no AttributeError')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
