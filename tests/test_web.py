@@ -510,13 +510,21 @@ def test_redis_rule_never_blocks_the_loop(tmp_path: Path) -> None:
         backend = pr.RedisBackend(server.url, timeout=0.5, connect_timeout=0.5)
         rl = pr.RedisRateLimiter(backend, "fixed_window", limit=3, window=3600,
                                  key_prefix=f"web{os.getpid()}:", on_backend_error="allow")
+        burst = pr.RedisRateLimiter(backend, "gcra", rate=1, burst=10,
+                                    key_prefix=f"webg{os.getpid()}:", on_backend_error="allow")
         local = pr.FixedWindow(100, 3600)
-        app = asgi.RateLimitMiddleware(plain_app, [Limit(local, name="local"), Limit(rl, name="redis")])
+        app = asgi.RateLimitMiddleware(plain_app, [Limit(local, name="local"), Limit(rl, name="redis"),
+                                                   Limit(burst, key=web.path(), name="burst")])
         rs = get(app, n=4)
         assert [r.status_code for r in rs] == [200, 200, 200, 429]
         assert rs[3].json()["violated-policies"] == ["redis"]
         assert local.available == 97  # the Redis denial took nothing locally
+        assert burst.peek("/").remaining == 6  # nor from the other Redis rule: 3 of 10 taken
         assert sf(rs[2], "ratelimit") == [("redis", {"r": 0, "t": sf(rs[2], "ratelimit")[0][1]["t"]})]
+        assert sf(rs[2], "ratelimit-policy") == [("local", {"q": 100, "w": 3600}),
+                                                 ("redis", {"q": 3, "w": 3600}),
+                                                 ("burst", {"q": 10, "w": 10})]
+        assert [int(r.headers["x-ratelimit-remaining"]) for r in rs] == [2, 1, 0, 0]
 
         async def during_pause() -> Tuple[int, int]:
             ticks = 0
