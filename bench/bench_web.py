@@ -11,6 +11,10 @@ Tables:
   comparison is made over a one-route Starlette app: bare, behind our
   middleware, and behind slowapi's SlowAPIMiddleware (default limit, memory
   storage, its headers on). Overhead = row - the bare row under it.
+* "event-loop stalls under load": the longest gap between two turns of a
+  ticker task on the loop while 32 tasks send requests back to back, for
+  the bare app, three in-process rules, and a Redis rule whose server is
+  paused (SIGSTOP); admitted counts checked exact.
 * "WSGI rate-limit middleware": a one-route Flask app called as a WSGI app
   (``app(environ, start_response)``, body consumed and closed): bare, behind
   ``pyresilience.wsgi.RateLimitMiddleware`` (one rule), and with
@@ -138,6 +142,8 @@ def run(h: Any) -> None:
         r = h.ratio("overhead: slowapi / ours (Starlette app)", so - sb, ss - sb)
         h.target(">= 5x less overhead than slowapi", r >= 5)
 
+    run_stalls(h)
+
     h.section("Web middleware: WSGI rate limiting, overhead per request",
               note="ns per request of a one-route Flask app called as a WSGI app (body consumed, "
                    "response closed); every request admitted, headers on. Target: at least 5x "
@@ -207,3 +213,102 @@ def run(h: Any) -> None:
     h.value("flask-limiter overhead over Flask, 1 limit", fp - fb, "ns/request")
     r = h.ratio("overhead: flask-limiter / ours (Flask app)", fo - fb, fp - fb)
     h.target(">= 5x less overhead than flask-limiter", r >= 5)
+
+
+# -- event-loop stalls under load ---------------------------------------------------------
+
+def _stall_run(app: Any, seconds: float, tasks: int) -> "tuple[float, int, int]":
+    """(longest gap between two ticks of the loop in ms, admitted, total) while
+    ``tasks`` coroutines send requests to ``app`` back to back for ``seconds``."""
+    import asyncio
+
+    async def main() -> "tuple[float, int, int]":
+        loop = asyncio.get_running_loop()
+        stop = False
+        worst = 0.0
+        admitted = total = 0
+
+        async def ticker() -> None:
+            nonlocal worst
+            last = loop.time()
+            while not stop:
+                await asyncio.sleep(0)
+                now = loop.time()
+                worst = max(worst, now - last)
+                last = now
+
+        async def client() -> None:
+            nonlocal admitted, total
+            status: list = []
+
+            async def record(m: Any) -> None:
+                if m["type"] == "http.response.start":
+                    status.append(m["status"])
+            while not stop:
+                status.clear()
+                await app(dict(SCOPE), receive, record)
+                total += 1
+                admitted += status[0] == 200
+                await asyncio.sleep(0)  # a real client waits for the network: let others run
+        t = asyncio.ensure_future(ticker())
+        cs = [asyncio.ensure_future(client()) for _ in range(tasks)]
+        await asyncio.sleep(seconds)
+        stop = True
+        await asyncio.gather(t, *cs)
+        return worst * 1e3, admitted, total
+    return asyncio.run(main())
+
+
+def run_stalls(h: Any) -> None:
+    import shutil
+
+    import pyresilience as pr
+    from pyresilience.asgi import RateLimitMiddleware
+    from pyresilience.web import Limit, client_ip
+
+    secs = 0.5 if h.quick else 2.0
+    h.section("Web middleware: event-loop stalls under load",
+              note=f"{secs:g} s of 32 asyncio tasks sending requests back to back to the trivial "
+                   "ASGI app, in process; a ticker task measures the longest gap between two of "
+                   "its turns on the loop (ms). Target: the middleware adds no stall beyond the "
+                   "bare app's (difference <= 5 ms), also when a Redis rule's server is paused "
+                   "(SIGSTOP: every Redis call waits for its timeout, 50 ms, in a worker thread); "
+                   "the admitted count is exact.")
+    gap, ok, n = _stall_run(trivial, secs, 32)
+    h.value("bare app: longest loop gap", gap, "ms")
+    h.value("bare app: requests served", n, "requests")
+    limit = 1000
+    app = RateLimitMiddleware(trivial, [
+        Limit(pr.GCRA(1e12, BIG), name="global"),
+        Limit(pr.KeyedLimiter(pr.GCRA, 1e12, BIG), key=client_ip(), name="per-ip"),
+        Limit(pr.FixedWindow(limit, 3600), name="window")])
+    gap2, ok2, n2 = _stall_run(app, secs, 32)
+    h.value("3 in-process rules: longest loop gap", gap2, "ms")
+    h.value("3 in-process rules: admitted / requests", ok2, f"of {n2} (limit {limit})")
+    exact = ok2 == min(limit, n2)
+    h.target("in-process rules: admitted count exact", exact)
+    h.target("in-process rules: no stall beyond the bare app's + 5 ms", gap2 <= gap + 5)
+    if shutil.which("redis-server") is None or not getattr(pr._core, "HAVE_REDIS", 0):
+        h.note("Redis row skipped: redis-server or hiredis missing")
+        return
+    import os
+    import signal
+    from bench_redis import _Server  # bench/ is on sys.path (run.py)
+    server = _Server()
+    try:
+        backend = pr.RedisBackend(server.url, timeout=0.05, connect_timeout=0.05)
+        rl = pr.RedisRateLimiter(backend, "fixed_window", limit=10**9, window=3600,
+                                 key_prefix=f"stall{os.getpid()}:", on_backend_error="deny")
+        rapp = RateLimitMiddleware(trivial, [Limit(rl, name="redis")])
+        os.kill(server.proc.pid, signal.SIGSTOP)
+        try:
+            gap3, ok3, n3 = _stall_run(rapp, secs, 32)
+        finally:
+            os.kill(server.proc.pid, signal.SIGCONT)
+        h.value("Redis rule, server paused: longest loop gap", gap3, "ms")
+        h.value("Redis rule, server paused: admitted / requests", ok3, f"of {n3} (deny on error)")
+        h.target("Redis server paused: no stall beyond the bare app's + 5 ms", gap3 <= gap + 5)
+        h.target("Redis server paused: nothing admitted (on_backend_error='deny')", ok3 == 0)
+        backend.close()
+    finally:
+        server.stop()
