@@ -38,10 +38,8 @@ def _encode(headers: HeaderList) -> List[Tuple[bytes, bytes]]:
     return [(n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers]
 
 
-async def _respond(send: Send, status: int, headers: HeaderList, body: bytes,
+async def _respond(send: Send, status: int, raw: List[Tuple[bytes, bytes]], body: bytes,
                    websocket: bool = False) -> None:
-    raw = _encode(headers)
-    raw.append((b"content-length", str(len(body)).encode()))
     prefix = "websocket.http.response" if websocket else "http.response"
     await send({"type": prefix + ".start", "status": status, "headers": raw})
     await send({"type": prefix + ".body", "body": body})
@@ -150,7 +148,8 @@ class ConcurrencyLimitMiddleware:
         try:
             await b.acquire_async()
         except BulkheadFullError as exc:
-            await _respond(send, *busy_response(exc.retry_after))
+            status, headers, body = busy_response(exc.retry_after)
+            await _respond(send, status, _encode(headers), body)
             return
         try:
             await self.app(scope, receive, send)

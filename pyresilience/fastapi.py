@@ -48,7 +48,9 @@ class RateLimited(HTTPException):
             detail: Any = json.loads(body)
         except ValueError:
             detail = body.decode("utf-8", "replace")
-        super().__init__(status_code=status_code, detail=detail, headers=dict(headers))
+        # FastAPI writes its own body ({"detail": ...}): its own length and type too
+        own = [(k, v) for k, v in headers if k.lower() not in ("content-length", "content-type")]
+        super().__init__(status_code=status_code, detail=detail, headers=dict(own))
         self.body = body
         self.header_list = headers
 
@@ -59,7 +61,7 @@ async def problem_response(request: StarletteRequest, exc: Exception) -> Respons
     ``app.add_exception_handler(RateLimited, problem_response)``."""
     assert isinstance(exc, RateLimited)
     media = dict((k.lower(), v) for k, v in exc.header_list).get("content-type")
-    headers = [(k, v) for k, v in exc.header_list if k.lower() != "content-type"]
+    headers = [(k, v) for k, v in exc.header_list if k.lower() not in ("content-type", "content-length")]
     return Response(exc.body, status_code=exc.status_code, headers=dict(headers), media_type=media)
 
 

@@ -47,7 +47,8 @@ def limit(*rules: Limit, headers: str = "both", reset: str = "epoch",
             res = engine.decide(matched)
             if isinstance(res, Outcome):
                 status, hs, body = engine.denied_response(req, res)
-                return flask.Response(body, status=status, headers=hs)
+                return flask.Response(body, status=status,
+                                      headers=[h for h in hs if h[0].lower() != "content-length"])
             resp = flask.make_response(view(*args, **kwargs))
             for name, value in res:
                 resp.headers[name] = value

@@ -627,7 +627,8 @@ class Engine:
 
     __slots__ = ("limits", "headers", "reset", "on_limited", "raw", "fast", "_rules", "_legacy",
                  "_draft", "_both", "_epoch", "_enc", "_n_rem", "_n_reset", "_n_rl", "_n_pol", "_d",
-                 "_policies", "_groups", "_any_remote", "_any_pk", "_plan")
+                 "_policies", "_groups", "_any_remote", "_any_pk", "_plan", "_n_ra", "_n_ct", "_n_len",
+                 "_bodies")
 
     def __init__(self, limits: Union[Limit, Iterable[Limit]], *, headers: str = "both",
                  reset: str = "epoch", on_limited: Optional[OnLimited] = None,
@@ -682,6 +683,10 @@ class Engine:
         for rr in rules:
             rr.limit_pair = (enc(low("X-RateLimit-Limit")), rr.limit_pair[1])
         self._d = enc("%d")
+        self._n_ra = enc(low("Retry-After"))
+        self._n_ct = enc(low("Content-Type"))
+        self._n_len = enc(low("Content-Length"))
+        self._bodies: Dict[Tuple[Tuple[str, ...], int], Tuple[bytes, List[Tuple[Any, Any]]]] = {}
         self._policies: Dict[Tuple[_Rule, ...], Any] = {}
         self._groups: Dict[Tuple[Match, ...], Tuple[LimiterGroup, List[Any], Any]] = {}
         self._any_remote = any(rr.kind == _REDIS for rr in rules)
@@ -962,37 +967,50 @@ class Engine:
 
     # -- the denial ---------------------------------------------------------------
 
-    def denied_response(self, req: Request, outcome: Outcome) -> Tuple[int, HeaderList, bytes]:
-        """(status, headers as str pairs, body) answering a denied request:
-        on_limited's answer if it gives one, else 429 with Retry-After and an
-        RFC 9457 problem body."""
-        if self.raw:
-            hs = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in outcome.headers]
-        else:
-            hs = list(outcome.headers)
+    def denied_response(self, req: Request, outcome: Outcome) -> Tuple[int, List[Tuple[Any, Any]], bytes]:
+        """(status, headers, body) answering a denied request: on_limited's
+        answer if it gives one, else 429 with Retry-After and an RFC 9457
+        problem body. Headers are pairs of the engine's string type (bytes
+        with lower-case names when ``raw``), Content-Length included."""
+        enc = self._enc
+        hs = list(outcome.headers)
         if self.on_limited is not None:
             custom = self.on_limited(req, outcome.decision)
             if custom is not None:
                 status, extra, body = custom
                 pairs = list(extra.items()) if isinstance(extra, Mapping) else list(extra)
-                names = {n.lower() for n, _ in pairs}
-                hs = [h for h in hs if h[0].lower() not in names] + [(str(n), str(v)) for n, v in pairs]
+                names = {str(n).lower() for n, _ in pairs}
+                if self.raw:
+                    hs = [h for h in hs if h[0].decode("latin-1") not in names]
+                    hs += [(enc(str(n).lower()), enc(str(v))) for n, v in pairs]
+                else:
+                    hs = [h for h in hs if h[0].lower() not in names] + [(str(n), str(v)) for n, v in pairs]
                 if isinstance(body, str):
                     body = body.encode()
-                return int(status), hs, bytes(body)
+                body = bytes(body)
+                if "content-length" not in names:
+                    hs.append((self._n_len, enc(str(len(body)))))
+                return int(status), hs, body
         ra = outcome.retry_after
-        if math.isinf(ra):
-            detail = ("This request can never be admitted: it exceeds a quota that does not "
-                      "refill (or its cost exceeds the quota).")
-        else:
-            secs = max(1, _whole_seconds(ra))
-            hs.append(("Retry-After", str(secs)))
-            detail = f"Rate limit exceeded; retry in {secs} s."
-        body = problem(429, QUOTA_EXCEEDED,
-                       "Request cannot be satisfied as assigned quota has been exceeded",
-                       detail, **{"violated-policies": list(outcome.violated)})
-        hs.append(("Content-Type", "application/problem+json"))
-        return 429, hs, body
+        secs = -1 if math.isinf(ra) else max(1, _whole_seconds(ra))
+        key = (tuple(outcome.violated), secs)
+        cached = self._bodies.get(key)
+        if cached is None:
+            if secs < 0:
+                detail = ("This request can never be admitted: it exceeds a quota that does not "
+                          "refill (or its cost exceeds the quota).")
+            else:
+                detail = f"Rate limit exceeded; retry in {secs} s."
+            body = problem(429, QUOTA_EXCEEDED,
+                           "Request cannot be satisfied as assigned quota has been exceeded",
+                           detail, **{"violated-policies": list(outcome.violated)})
+            tail = [(self._n_ra, enc(str(secs)))] if secs >= 0 else []
+            tail += [(self._n_ct, enc("application/problem+json")), (self._n_len, enc(str(len(body))))]
+            if len(self._bodies) >= 1024:
+                self._bodies.clear()
+            cached = self._bodies[key] = (body, tail)
+        hs += cached[1]
+        return 429, hs, cached[0]
 
 
 def busy_response(retry_after: Optional[float]) -> Tuple[int, HeaderList, bytes]:
@@ -1002,4 +1020,5 @@ def busy_response(retry_after: Optional[float]) -> Tuple[int, HeaderList, bytes]
     secs = max(1, _whole_seconds(ra))
     body = problem(503, TEMPORARY_REDUCED_CAPACITY, "Service Unavailable",
                    f"The server is at its concurrency limit; retry in {secs} s.")
-    return 503, [("Retry-After", str(secs)), ("Content-Type", "application/problem+json")], body
+    return 503, [("Retry-After", str(secs)), ("Content-Type", "application/problem+json"),
+                 ("Content-Length", str(len(body)))], body

@@ -29,7 +29,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 def _respond(start_response: StartResponse, status: int, headers: HeaderList,
              body: bytes) -> List[bytes]:
-    start_response(status_line(status), [*headers, ("Content-Length", str(len(body)))])
+    start_response(status_line(status), headers)
     return [body]
 
 
