@@ -145,9 +145,10 @@ def run(h: Any) -> None:
     run_stalls(h)
 
     h.section("Web middleware: WSGI rate limiting, overhead per request",
-              note="ns per request of a one-route Flask app called as a WSGI app (body consumed, "
-                   "response closed); every request admitted, headers on. Target: at least 5x "
-                   "less overhead than flask-limiter. Overhead = row - the bare row.")
+              note="ns per request of a WSGI app called directly (body consumed, response "
+                   "closed): a trivial app, and a one-route Flask app; every request admitted, "
+                   "headers on. Target: at least 5x less overhead than flask-limiter. "
+                   "Overhead = row - the bare row of its group.")
     flask = h.peer("flask")
     if flask is None:
         return
@@ -186,6 +187,14 @@ def run(h: Any) -> None:
                 if close is not None:
                     close()
         return call
+    def trivial_wsgi(environ: Any, start_response: Any) -> Any:
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+    w_ours = WSGIRateLimit(trivial_wsgi, one_rule())
+    wb = h.time("trivial WSGI app, bare (baseline)", wsgi_caller(trivial_wsgi), group="trivial wsgi")
+    wo = h.time("trivial WSGI app + pyresilience wsgi.RateLimitMiddleware, 1 rule", wsgi_caller(w_ours),
+                group="trivial wsgi")
+    h.value("our overhead, 1 rule (trivial WSGI app)", wo - wb, "ns/request")
     f_bare = make_flask()
     f_ours = WSGIRateLimit(make_flask(), one_rule())
     for app in (f_bare, f_ours):
@@ -211,7 +220,11 @@ def run(h: Any) -> None:
     fp = h.time("Flask app + flask-limiter, 1 default limit", wsgi_caller(f_lim), group="flask",
                 peer=True)
     h.value("flask-limiter overhead over Flask, 1 limit", fp - fb, "ns/request")
-    r = h.ratio("overhead: flask-limiter / ours (Flask app)", fo - fb, fp - fb)
+    # Our overhead (a few us) is within the noise of a Flask request (~50 us): the
+    # figure over the trivial WSGI app measures the same code without that noise.
+    ours = max(fo - fb, wo - wb)
+    r = h.ratio("overhead: flask-limiter / ours (ours: the larger of over Flask, over the trivial app)",
+                ours, fp - fb)
     h.target(">= 5x less overhead than flask-limiter", r >= 5)
 
 

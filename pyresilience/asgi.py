@@ -23,7 +23,8 @@ from typing import Any, Awaitable, Callable, Iterable, List, MutableMapping, Opt
 
 from .bulkhead import Bulkhead
 from .errors import BulkheadFullError
-from .web import Engine, HeaderList, Limit, OnLimited, Outcome, Request, _path_matcher, busy_response
+from .web import (Engine, HeaderList, Limit, OnLimited, Outcome, Request, _path_matcher, _ScopeRequest,
+                  busy_response)
 
 __all__ = ["RateLimitMiddleware", "ConcurrencyLimitMiddleware"]
 
@@ -77,12 +78,12 @@ class RateLimitMiddleware:
             req: Optional[Request] = None
         elif kind == "http" or kind == "websocket":
             engine = self.engine
-            req = Request.from_scope(scope)
+            req = _ScopeRequest(scope)
             matched = engine.match(req)
             if not matched:
                 await self.app(scope, receive, send)
                 return
-            if engine.remote(matched):
+            if engine._any_remote and engine.remote(matched):
                 loop = asyncio.get_running_loop()
                 res = await loop.run_in_executor(None, engine.decide, matched)
             else:
