@@ -766,13 +766,13 @@ class Engine:
     def decide(self, matched: List[Match]) -> Union[List[Tuple[Any, Any]], Outcome]:
         """Take every matched rule's cost, all or nothing: the headers to add
         when admitted, an Outcome when denied."""
-        if len(matched) == 1:
-            r, k, cost = matched[0]
-            d = r.limiter.check(cost) if r.kind == _SHARED else r.limiter.check(k, cost)
-            if d.allowed:
-                return self._build(r, k, d.remaining, d.reset_after, self._policy(matched))
-            return self._denied(d, [(r, k, d.remaining, d.reset_after)], 0, d.retry_after, matched)
-        return self._decide_many(matched)
+        if len(matched) != 1:
+            return self._decide_many(matched)
+        r, k, cost = matched[0]
+        d = r.limiter.check(cost) if r.kind == _SHARED else r.limiter.check(k, cost)
+        if d.allowed:
+            return self._build(r, k, d.remaining, d.reset_after, self._policy(matched))
+        return self._denied(d, [(r, k, d.remaining, d.reset_after)], 0, d.retry_after, matched)
 
     def _policy(self, matched: List[Match]) -> Any:
         """The RateLimit-Policy value of a matched set."""
@@ -800,20 +800,19 @@ class Engine:
     def _decide_many(self, matched: List[Match]) -> Union[List[Tuple[Any, Any]], Outcome]:
         if self._any_remote:
             return self._decide_mixed(matched)
-        cost = matched[0][2]
-        for m in matched:
-            if m[2] != cost:
-                return self._decide_mixed(matched)
-        # in-process rules, one cost: one LimiterGroup (cached per rules and keys)
+        # in-process rules, one cost: one LimiterGroup (cached per rules, keys and costs)
         ident = tuple(matched)
         cached = self._groups.get(ident)
         if cached is None:
+            cost = matched[0][2]
+            if any(m[2] != cost for m in matched):
+                return self._decide_mixed(matched)
             members = [r.limiter.for_key(k) if r.kind == _KEYED else r.limiter for r, k, _ in matched]
             if len(self._groups) >= 4096:
                 self._groups.clear()
             cached = self._groups[ident] = (LimiterGroup(*members), members, self._policy(matched))
         g, members, policy = cached
-        d = g.check(cost)
+        d = g.check(matched[0][2])
         if not d.allowed:
             return self._denied_at(d, matched, matched, members, None, matched[d.denied_by or 0])
         # the most restrictive: least remaining, then longest reset
