@@ -583,3 +583,44 @@ def test_lazy_submodules() -> None:
             "else:\n    raise SystemExit('no AttributeError')\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_all_or_nothing_against_a_reference_model(clock: pr.ManualClock) -> None:
+    """Random traffic over three overlapping rules, against a plain model:
+    admitted iff every matching rule has room, then each takes one; the
+    headers name the rule with the least room left (the first on ties:
+    equal windows reset together)."""
+    import random
+    rnd = random.Random(1234)
+    limits = {"global": 40, "user": 6, "path": 15}
+    rules = [Limit(pr.FixedWindow(limits["global"], 60, clock=clock), name="global"),
+             Limit(pr.KeyedLimiter(pr.FixedWindow, limits["user"], 60, clock=clock),
+                   key=header("x-user"), name="user"),
+             Limit(pr.FixedWindow(limits["path"], 60, clock=clock), paths=["/p/"], name="path")]
+    engine = web.Engine(rules)
+    used: dict = {}
+    for _ in range(400):
+        user = rnd.choice(["a", "b", "c", "d", None])
+        path = rnd.choice(["/p/x", "/q"])
+        req = web.Request("GET", path, {"X-User": user} if user else {}, "192.0.2.1")
+        matched = engine.match(req)
+        names = ["global"] + (["user"] if user else []) + (["path"] if path.startswith("/p/") else [])
+        assert [m[0].name for m in matched] == names
+        counters = {n: ("user", user) if n == "user" else n for n in names}
+        room = {n: limits[n] - used.get(counters[n], 0) for n in names}
+        res = engine.decide(matched)
+        if all(r >= 1 for r in room.values()):
+            assert isinstance(res, list), room
+            for n in names:
+                used[counters[n]] = used.get(counters[n], 0) + 1
+                room[n] -= 1
+            h = dict(res)
+            lead = min(names, key=lambda n: room[n])
+            assert h["X-RateLimit-Remaining"] == str(room[lead])
+            assert h["X-RateLimit-Limit"] == str(limits[lead])
+            assert h["RateLimit"].startswith(f'"{lead}";r={room[lead]};')
+        else:
+            assert isinstance(res, web.Outcome)
+            first_full = next(n for n in names if room[n] < 1)
+            assert res.violated == [first_full]
+    assert used.get("global", 0) == limits["global"]  # the traffic spent the global budget
