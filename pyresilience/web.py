@@ -35,10 +35,10 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Muta
 
 from . import _core
 from ._core import Decision
-from .keyed import KeyedLimiter, KeyedLimiterView, LimiterGroup
+from .keyed import KeyedLimiter, LimiterGroup
 
-__all__ = ["Limit", "Request", "Headers", "client_ip", "header", "path",
-           "QUOTA_EXCEEDED", "TEMPORARY_REDUCED_CAPACITY"]
+__all__ = ["Limit", "Request", "Headers", "client_ip", "header", "path", "Engine", "Outcome",
+           "QUOTA_EXCEEDED", "TEMPORARY_REDUCED_CAPACITY", "busy_response", "problem", "status_line"]
 
 Key = Union[str, bytes]
 KeyFunc = Callable[["Request"], Optional[Key]]
