@@ -217,7 +217,7 @@ def test_uvicorn_websocket_limited_at_connect_and_unharmed(uvicorn_url: str) -> 
 def test_uvicorn_concurrency_limit_503(uvicorn_url: str) -> None:
     results: list = []
     with httpx.Client(base_url=uvicorn_url, timeout=20) as c:
-        t = threading.Thread(target=lambda: results.append(c.get("/slow")))
+        t = threading.Thread(target=lambda: results.append(httpx.get(uvicorn_url + "/slow", timeout=20)))
         t.start()
         deadline = time.monotonic() + 10
         while c.get("/active").text != "1":
