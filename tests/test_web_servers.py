@@ -278,3 +278,56 @@ def test_gunicorn_concurrency_limit_503(gunicorn_url: str) -> None:
     assert results and results[0].status_code == 200
     with httpx.Client(base_url=gunicorn_url) as c:
         assert c.get("/active").text == "0"  # the slot came back when the response was closed
+
+
+def test_uvicorn_redis_rule_never_blocks_the_loop(tmp_path: Path) -> None:
+    """A Redis rule whose server is paused: requests to the limited path wait
+    (in worker threads), while an unlimited request is served meanwhile; a
+    blocking middleware would serve it only after the Redis calls returned."""
+    if os.environ.get("PRS_SKIP_REDIS"):
+        pytest.skip("PRS_SKIP_REDIS is set")
+    import pyresilience as pr
+    if not pr._core.HAVE_REDIS:
+        pytest.skip("built without hiredis")
+    from test_redis import Server
+    redis = Server()
+    redis.start()
+    port = _free_port()
+    env_before = os.environ.get("PRS_WEB_REDIS_URL")
+    os.environ["PRS_WEB_REDIS_URL"] = redis.url
+    try:
+        gen = _serve([sys.executable, "-m", "uvicorn", "web_apps.starlette_app:redis_app",
+                      "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+                      "--no-proxy-headers"], port, tmp_path / "log")
+        url = next(gen)
+        try:
+            with httpx.Client(base_url=url, timeout=20) as c:
+                codes = [c.get("/redis").status_code for _ in range(4)]
+                assert codes == [200, 200, 200, 429]  # exact, across the Redis server
+                r = c.get("/redis")
+                check_problem(r, "redis")
+                assert redis.proc is not None
+                redis.proc.send_signal(signal.SIGSTOP)
+                try:
+                    done: list = []
+                    ts = [threading.Thread(target=lambda: done.append(
+                        ("redis", httpx.get(url + "/redis", timeout=20).status_code))) for _ in range(3)]
+                    for t in ts:
+                        t.start()
+                    time.sleep(0.3)  # let them reach the server and wait on Redis
+                    free = c.get("/free")
+                    done.append(("free", free.status_code))
+                finally:
+                    redis.proc.send_signal(signal.SIGCONT)
+                for t in ts:
+                    t.join(20)
+                assert done[0] == ("free", 200)  # served while the Redis requests waited
+                assert sorted(done[1:]) == [("redis", 429)] * 3  # Redis back: still denied
+        finally:
+            gen.close()
+    finally:
+        if env_before is None:
+            os.environ.pop("PRS_WEB_REDIS_URL", None)
+        else:
+            os.environ["PRS_WEB_REDIS_URL"] = env_before
+        redis.stop()

@@ -4,6 +4,7 @@ own rule): the counts are exact because no rule refills within a test."""
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any, AsyncIterator, Optional
 
 import pyresilience as pr
@@ -96,3 +97,17 @@ LIMITS = [
 
 app = RateLimitMiddleware(ConcurrencyLimitMiddleware(inner, BULKHEAD, paths=["/slow"]), LIMITS,
                           on_limited=on_limited)
+
+
+# -- a Redis rule, when the test gives a server (PRS_WEB_REDIS_URL) ---------------------------
+# ``redis_app``: GET /redis is limited by a RedisRateLimiter (3 per hour, shared key) with
+# a long timeout, so a paused server keeps its requests waiting; GET /free is not.
+_redis_url = os.environ.get("PRS_WEB_REDIS_URL")
+if _redis_url:
+    _backend = pr.RedisBackend(_redis_url, timeout=3.0, connect_timeout=3.0)
+    _redis_rule = Limit(pr.RedisRateLimiter(_backend, "fixed_window", limit=3, window=HOUR,
+                                            key_prefix=f"webtest{os.getpid()}:",
+                                            on_backend_error="allow"),
+                        key=lambda r: "all", paths=["/redis"], name="redis")
+    redis_app = RateLimitMiddleware(
+        Starlette(routes=[Route("/redis", hello), Route("/free", hello)]), [_redis_rule])
