@@ -400,7 +400,8 @@ def test_wsgi_concurrency_releases_on_close() -> None:
     it = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda s, h, e=None: started.append(s))
     assert b.active_count == 1
     body = app({"REQUEST_METHOD": "GET", "PATH_INFO": "/"}, lambda s, h, e=None: started.append((s, h)))
-    assert started[1][0] == "503 Service Unavailable" and ("Retry-After", "1") in started[1][1]
+    assert started[1][0] == "503 Service Unavailable"
+    assert int(dict(started[1][1])["Retry-After"]) >= 1  # the bulkhead's estimate, or 1 s without one
     assert b"concurrency limit" in b"".join(body)
     assert list(it) == [b"ok"]
     it.close()  # type: ignore[attr-defined]
