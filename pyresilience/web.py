@@ -805,7 +805,9 @@ class Engine:
         cached = self._groups.get(ident)
         if cached is None:
             cost = matched[0][2]
-            if any(m[2] != cost for m in matched):
+            if any(m[2] != cost for m in matched) or len(
+                    {(id(r.limiter), k.encode() if isinstance(k, str) else k) for r, k, _ in matched}
+            ) != len(matched):  # different costs, or one limiter in two rules
                 return self._decide_mixed(matched)
             members = [r.limiter.for_key(k) if r.kind == _KEYED else r.limiter for r, k, _ in matched]
             if len(self._groups) >= 4096:
@@ -839,47 +841,65 @@ class Engine:
         r, k, _ = matched[best_i]
         return self._build(r, k, rem, reset, policy)
 
+    @staticmethod
+    def _merge(items: List[Tuple[Any, Optional[Key], int, Any]]) -> List[List[Any]]:
+        """[member, summed cost, index of its first item] per distinct limiter
+        state: two rules over one limiter (or one key of one KeyedLimiter)
+        each take their cost from it."""
+        out: Dict[Any, List[Any]] = {}
+        for i, (lim, k, c, mem) in enumerate(items):
+            ident = (id(lim), k.encode() if isinstance(k, str) else k)
+            e = out.get(ident)
+            if e is None:
+                out[ident] = [mem, c, i]
+            else:
+                e[1] += c
+        return list(out.values())
+
     def _decide_mixed(self, matched: List[Match]) -> Union[List[Tuple[Any, Any]], Outcome]:
         local = [m for m in matched if m[0].kind != _REDIS]
         remote = [m for m in matched if m[0].kind == _REDIS]
         members = [r.limiter.for_key(k) if r.kind == _KEYED else r.limiter for r, k, _ in local]
+        units = self._merge([(r.limiter, k if r.kind == _KEYED else None, c, mem)
+                             for (r, k, c), mem in zip(local, members)])
         # 1. remote rules are taken only when every local one would admit
         if remote and local:
-            for i, ((r, k, c), mem) in enumerate(zip(local, members)):
+            for mem, c, i in units:
                 p = mem.peek(c)
                 if not p.allowed:
                     return self._denied_at(p, matched, local, members, None, local[i])
         rd: Optional[Decision] = None
         if remote:
-            if len(remote) == 1:
-                r, k, c = remote[0]
-                rd = r.limiter.check(k, c)
+            runits = self._merge([(r.limiter, k, c, r.limiter) for r, k, c in remote])
+            if len(runits) == 1:
+                r, k, _ = remote[0]
+                rd = r.limiter.check(k, runits[0][1])
             else:
                 from .redis import RedisLimiterGroup
-                rd = RedisLimiterGroup([(r.limiter, cast(Key, k), c) for r, k, c in remote]).check()
+                rd = RedisLimiterGroup([(lim, cast(Key, remote[i][1]), c) for lim, c, i in runits]).check()
             if not rd.allowed:
-                bad = remote[rd.denied_by] if rd.denied_by is not None and len(remote) > 1 else remote[0]
-                return self._denied_at(rd, matched, local, members, rd, bad)
+                bi = runits[rd.denied_by][2] if rd.denied_by is not None and len(runits) > 1 else 0
+                return self._denied_at(rd, matched, local, members, rd, remote[bi])
         # 2. the local rules, as one group
         if local:
             bad_i = 0
-            if len(local) == 1:
-                ld = members[0].check(local[0][2])
-            elif all(m[2] == local[0][2] for m in local):
-                ld = LimiterGroup(*members).check(local[0][2])
-                bad_i = ld.denied_by or 0
+            if len(units) == 1:
+                ld = units[0][0].check(units[0][1])
+            elif all(u[1] == units[0][1] for u in units):
+                ld = LimiterGroup(*[u[0] for u in units]).check(units[0][1])
+                bad_i = units[ld.denied_by or 0][2]
             else:
-                # different costs: every rule is asked first (nothing taken), then taken
+                # different costs: every limiter is asked first (nothing taken), then taken
                 # (two requests racing between the steps may take from some rules and be
                 # denied by another: under-admission, never over-admission)
                 first: Optional[Decision] = None
-                for i, ((r, k, c), mem) in enumerate(zip(local, members)):
+                for mem, c, i in units:
                     p = mem.peek(c)
                     if not p.allowed:
                         first, bad_i = p, i
                         break
                 if first is None:
-                    for i, ((r, k, c), mem) in enumerate(zip(local, members)):
+                    for mem, c, i in units:
                         first = mem.check(c)
                         if not first.allowed:
                             bad_i = i

@@ -625,3 +625,22 @@ def test_all_or_nothing_against_a_reference_model(clock: pr.ManualClock) -> None
             first_full = next(n for n in names if room[n] < 1)
             assert res.violated == [first_full]
     assert used.get("global", 0) == limits["global"]  # the traffic spent the global budget
+
+
+def test_one_limiter_in_two_matching_rules_takes_both_costs(clock: pr.ManualClock) -> None:
+    shared = pr.FixedWindow(5, 60, clock=clock)
+    per = pr.KeyedLimiter(pr.FixedWindow, 3, 60, clock=clock)
+    app = asgi.RateLimitMiddleware(plain_app, [
+        Limit(shared, name="all"), Limit(shared, paths=["/x"], name="x"),
+        Limit(per, key=header("x-user"), name="u1"), Limit(per, key=header("x-user"), paths=["/x"], name="u2")])
+    assert [r.status_code for r in get(app, "/x", 3)] == [200, 200, 429]  # 2 per request
+    assert shared.available == 1
+    (r,) = get(app, "/y", headers={"X-User": "a"})
+    assert r.status_code == 200 and shared.available == 0 and per.available("a") == 2
+    (r,) = get(app, "/x", headers={"X-User": "a"})
+    assert r.status_code == 429 and per.available("a") == 2  # all or nothing
+    per2 = pr.KeyedLimiter(pr.FixedWindow, 3, 60, clock=clock)
+    app = asgi.RateLimitMiddleware(plain_app, [Limit(per2, key=header("x-user"), name="a"),
+                                               Limit(per2, key=header("x-user"), name="b")])
+    assert [r.status_code for r in get(app, "/", 2, headers={"X-User": "b"})] == [200, 429]
+    assert per2.available("b") == 1
