@@ -107,3 +107,17 @@ __all__ = [
     "RedisLimiterGroup",
     "RedisRateLimiter",
 ]
+
+# -- web middleware (issue 13): pr.web, pr.asgi, pr.wsgi load on first use --
+# (hidden from type checkers, so a misspelt name stays an error there; typed
+# code imports the submodule: ``from pyresilience import web``)
+import typing as _typing  # noqa: E402
+
+if not _typing.TYPE_CHECKING:
+    _LAZY_SUBMODULES = ("web", "asgi", "wsgi")
+
+    def __getattr__(name: str) -> object:
+        if name in _LAZY_SUBMODULES:
+            import importlib
+            return importlib.import_module(f".{name}", __name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,1 @@
+"""Apps served by real servers (uvicorn, gunicorn) in tests/test_web_servers.py."""
