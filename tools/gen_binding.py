@@ -37,7 +37,7 @@ How to convert a type (hand-written -> declared):
         PyObject *vals[P_Name__COUNT]; cfg defaults via prs_X_config_init(&cfg);
         prs_py_parse_params_tuple(&Name_params, args, kwds, &cfg, vals);
         prs_config_error why; rc = prs_X_config_check(&cfg, &why);
-        if (rc) return prs_py_config_error(st, rc, &why, &Name_params, vals);
+        if (rc) return prs_py_config_error(st, rc, &why, &Name_params, vals, &cfg);
     then build the core and the object (no tp_init, no "not initialised"
     guards); use Name_DOC / Name_methods / Name_getset in the type's slots and
     drop the hand-written kwlist, docstrings and tables. Methods are named

@@ -197,7 +197,7 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (prs_py_parse_params_tuple(&CircuitBreaker_params, args, kwds, &cfg, v) < 0) return NULL;
     prs_config_error why;
     int rc = prs_breaker_config_check(&cfg, &why);
-    if (rc) return prs_py_config_error(st, rc, &why, &CircuitBreaker_params, v);
+    if (rc) return prs_py_config_error(st, rc, &why, &CircuitBreaker_params, v, &cfg);
 
     PyObject *name = v[P_CircuitBreaker_name];
     if (!name) name = Py_None;
@@ -497,7 +497,7 @@ static PyMemberDef wrapped_members[] = {
 };
 
 static PyType_Slot wrapped_slots[] = {
-    {Py_tp_doc, "A function protected by a CircuitBreaker (made by using the breaker as a "
+    {Py_tp_doc, (void *)"A function protected by a CircuitBreaker (made by using the breaker as a "
                 "decorator): each call goes through breaker.call(func, ...)."},
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_descr_get, wrapped_descr_get},
@@ -820,7 +820,7 @@ static PyMemberDef cb_members[] = {
 };
 
 static PyType_Slot cb_slots[] = {
-    {Py_tp_doc, CircuitBreaker_DOC},
+    {Py_tp_doc, (void *)CircuitBreaker_DOC},
     {Py_tp_new, cb_new},
     {Py_tp_dealloc, cb_dealloc},
     {Py_tp_traverse, cb_traverse},

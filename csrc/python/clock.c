@@ -100,7 +100,7 @@ static void manual_dealloc(PyObject *self) {
 }
 
 static PyType_Slot manual_slots[] = {
-    {Py_tp_doc, ManualClock_DOC},
+    {Py_tp_doc, (void *)ManualClock_DOC},
     {Py_tp_new, manual_new},
     {Py_tp_methods, ManualClock_methods},
     {Py_tp_call, manual_call},
@@ -138,7 +138,7 @@ static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 }
 
 static PyType_Slot mono_slots[] = {
-    {Py_tp_doc, MonotonicClock_DOC},
+    {Py_tp_doc, (void *)MonotonicClock_DOC},
     {Py_tp_new, mono_new},
     {Py_tp_methods, MonotonicClock_methods},
     {Py_tp_call, mono_call},

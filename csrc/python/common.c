@@ -5,6 +5,7 @@
 #include "prs_py.h"
 
 #include <math.h>
+#include <ctype.h>
 #include <string.h>
 
 /* ---- errors ----------------------------------------------------------- */
@@ -479,20 +480,68 @@ int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObjec
     return convert_params(spec, config, vals);
 }
 
+/* The value a parameter has: the argument as given, else its field's default
+ * (new reference), or NULL without an exception when there is none to show. */
+static PyObject *param_value(const prs_py_param *p, PyObject *given, const char *config) {
+    if (given) return Py_NewRef(given);
+    if (!config || p->offset < 0) return NULL;
+    const void *f = config + p->offset;
+    switch (p->kind) {
+    case PRS_PK_COUNT:
+    case PRS_PK_INT: return PyLong_FromLongLong(*(const int64_t *)f);
+    case PRS_PK_REAL: return PyFloat_FromDouble(*(const double *)f);
+    case PRS_PK_DURATION:
+    case PRS_PK_TIMEOUT: return PyFloat_FromDouble(prs_py_ns_to_s(*(const int64_t *)f));
+    default: return NULL;
+    }
+}
+
+/* 1 when `word` occurs in `text` as a whole identifier. */
+static int mentions(const char *text, const char *word) {
+    size_t n = strlen(word);
+    for (const char *at = strstr(text, word); at; at = strstr(at + 1, word)) {
+        int before = at > text && (isalnum((unsigned char)at[-1]) || at[-1] == '_');
+        int after = isalnum((unsigned char)at[n]) || at[n] == '_';
+        if (!before && !after) return 1;
+    }
+    return 0;
+}
+
 PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_error *why,
-                              const prs_py_params *spec, PyObject *const *vals) {
+                              const prs_py_params *spec, PyObject *const *vals,
+                              const void *config) {
     if ((status != PRS_EINVAL && status != PRS_ERANGE) || !why || !why->field || !why->reason)
         return prs_py_error(st, status, NULL);
-    for (Py_ssize_t i = 0; i < spec->n; i++) {
-        const prs_py_param *p = &spec->p[i];
-        if (!p->field || strcmp(p->field, why->field) != 0) continue;
-        if (vals[i])
-            PyErr_Format(PyExc_ValueError, "%s %s, got %R", p->name, why->reason, vals[i]);
-        else
-            PyErr_Format(PyExc_ValueError, "%s %s", p->name, why->reason);
+    Py_ssize_t at = -1;
+    for (Py_ssize_t i = 0; i < spec->n && at < 0; i++)
+        if (spec->p[i].field && strcmp(spec->p[i].field, why->field) == 0) at = i;
+    if (at < 0) {
+        PyErr_Format(PyExc_ValueError, "invalid %s configuration: %s %s", spec->fname, why->field,
+                     why->reason);
         return NULL;
     }
-    PyErr_Format(PyExc_ValueError, "invalid %s configuration: %s %s", spec->fname, why->field,
-                 why->reason);
+    /* "max_delay must be >= base_delay, got 0.5 (base_delay=1.0)": the value
+     * given, then the values of the other fields the reason names */
+    const prs_py_param *p = &spec->p[at];
+    PyObject *msg = vals[at] ? PyUnicode_FromFormat("%s %s, got %R", p->name, why->reason, vals[at])
+                             : PyUnicode_FromFormat("%s %s", p->name, why->reason);
+    const char *open = " (";
+    for (Py_ssize_t i = 0; msg && i < spec->n; i++) {
+        const prs_py_param *q = &spec->p[i];
+        if (i == at || !q->field || !mentions(why->reason, q->field)) continue;
+        PyObject *v = param_value(q, vals[i], config);
+        if (!v) {
+            if (PyErr_Occurred()) Py_CLEAR(msg);
+            continue;
+        }
+        Py_SETREF(msg, PyUnicode_FromFormat("%U%s%s=%R", msg, open, q->name, v));
+        Py_DECREF(v);
+        open = ", ";
+    }
+    if (msg && open[0] == ',') Py_SETREF(msg, PyUnicode_FromFormat("%U)", msg));
+    if (msg) {
+        PyErr_SetObject(PyExc_ValueError, msg);
+        Py_DECREF(msg);
+    }
     return NULL;
 }

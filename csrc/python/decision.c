@@ -143,7 +143,7 @@ static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
 }
 
 static PyType_Slot decision_slots[] = {
-    {Py_tp_doc, Decision_DOC},
+    {Py_tp_doc, (void *)Decision_DOC},
     {Py_tp_new, decision_new},
     {Py_tp_dealloc, decision_dealloc},
     {Py_tp_traverse, decision_traverse},

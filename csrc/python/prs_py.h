@@ -209,12 +209,15 @@ int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssi
 /* The same from a tp_new's (args, kwds). */
 int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
                               void *config, PyObject **vals);
-/* The exception for a core validator's failure: "<param> <reason>, got <value>"
- * (ValueError) for the parameter that fills why->field, the value as given
- * (no "got" when it was not given); prs_py_error() for statuses other than
- * PRS_EINVAL/PRS_ERANGE or an unknown field. Returns NULL. */
+/* The exception for a core validator's failure (why from prs_X_config_check):
+ * ValueError "<param> <reason>, got <value>" for the parameter that fills
+ * why->field, with the value as given ("got" left out when it was not), then
+ * "(<other>=<value>, ...)" for the other fields the reason names (given, or
+ * their value in `config`, which may be NULL). prs_py_error() for statuses
+ * other than PRS_EINVAL/PRS_ERANGE. Returns NULL. */
 PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_error *why,
-                              const prs_py_params *spec, PyObject *const *vals);
+                              const prs_py_params *spec, PyObject *const *vals,
+                              const void *config);
 
 /* ---- clocks ------------------------------------------------------------ */
 

@@ -107,7 +107,7 @@ static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         return NULL;
     prs_config_error why;
     int rc = prs_retry_config_check(&cfg, &why);
-    if (rc) return prs_py_config_error(st, rc, &why, &RetryPolicy_params, v);
+    if (rc) return prs_py_config_error(st, rc, &why, &RetryPolicy_params, v, &cfg);
     policy_obj *p = (policy_obj *)type->tp_alloc(type, 0);
     if (!p) return NULL;
     p->seed = Py_NewRef(v[P_RetryPolicy_seed] ? v[P_RetryPolicy_seed] : Py_None);
@@ -225,7 +225,7 @@ static PyObject *policy_repr(PyObject *self) {
 }
 
 static PyType_Slot policy_slots[] = {
-    {Py_tp_doc, RetryPolicy_DOC},
+    {Py_tp_doc, (void *)RetryPolicy_DOC},
     {Py_tp_new, policy_new},
     {Py_tp_dealloc, policy_dealloc},
     {Py_tp_methods, RetryPolicy_methods},
@@ -261,7 +261,7 @@ static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (prs_py_parse_params_tuple(&RetryBudget_params, args, kwds, &cfg, v) < 0) return NULL;
     prs_config_error why;
     int rc = prs_retry_budget_config_check(&cfg, &why);
-    if (rc) return prs_py_config_error(st, rc, &why, &RetryBudget_params, v);
+    if (rc) return prs_py_config_error(st, rc, &why, &RetryBudget_params, v, &cfg);
     budget_obj *b = (budget_obj *)type->tp_alloc(type, 0);
     if (!b) return NULL;
     b->clock.kind = PRS_CLOCK_MONOTONIC;
@@ -363,7 +363,7 @@ static PyMemberDef budget_members[] = {
 };
 
 static PyType_Slot budget_slots[] = {
-    {Py_tp_doc, RetryBudget_DOC},
+    {Py_tp_doc, (void *)RetryBudget_DOC},
     {Py_tp_new, budget_new},
     {Py_tp_dealloc, budget_dealloc},
     {Py_tp_traverse, budget_traverse},
@@ -546,7 +546,7 @@ static PyMemberDef call_members[] = {
 };
 
 static PyType_Slot call_slots[] = {
-    {Py_tp_doc, RetryCall_DOC},
+    {Py_tp_doc, (void *)RetryCall_DOC},
     {Py_tp_new, call_new},
     {Py_tp_dealloc, call_dealloc},
     {Py_tp_traverse, call_traverse},
