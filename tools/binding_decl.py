@@ -57,16 +57,31 @@ class Prop:
 
 
 class Type:
-    def __init__(self, name, cfile, prefix, doc, params=None, config=None, methods=(), props=(),
-                 decorators=(), base=None, stub_head=(), stub_tail=()):
+    """A type: its object struct `obj`, the core config struct its params fill,
+    Py_TPFLAGS_* `flags` besides DEFAULT, type `slots` besides doc/new/
+    methods/getset/members ({slot: C function}, None: <prefix>_<slot>), and
+    `offsets` ({"weaklist"|"dict"|"vectorcall": obj field}). A type that is not
+    BASETYPE is @final in the stub; one that is, with its own layout, is a
+    @disjoint_base."""
+
+    def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
+                 props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
+                 stub_head=(), stub_tail=()):
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc
-        self.params, self.config = params, config
+        self.obj, self.params, self.config = obj, params, config
         self.methods, self.props = list(methods), list(props)
-        self.decorators, self.base = decorators, base
+        self.flags, self.slots, self.offsets = tuple(flags), dict(slots or {}), dict(offsets or {})
+        self.qualname = qualname or "pyresilience._core." + name
+        self.base = base
         self.stub_head, self.stub_tail = list(stub_head), list(stub_tail)
         kw = False
         for p in params or ():
             kw = p.kw = kw or p.kw
+
+    def decorators(self):
+        if "BASETYPE" not in self.flags:
+            return ["final"]
+        return ["disjoint_base"] if self.obj != "PyObject" else []
 
 
 EXC_TUPLE = "tuple[type[BaseException], ...]"
@@ -76,7 +91,8 @@ LISTENER = "Callable[[Any, Any, Any], Any]"
 # ---- clocks ----------------------------------------------------------------------
 
 MANUAL_CLOCK = Type(
-    "ManualClock", "clock", "manual", decorators=("disjoint_base",),
+    "ManualClock", "clock", "manual", obj="prs_py_manual_clock", qualname="pyresilience.ManualClock",
+    flags=("BASETYPE", "IMMUTABLETYPE"), slots={"call": None, "repr": None, "dealloc": None},
     config="prs_py_manual_clock_args",
     params=[P("start", "DURATION", "float", "0.0", field="start_ns", flags=("zero", "neg"),
               doc="The initial time, seconds.")],
@@ -102,7 +118,9 @@ MANUAL_CLOCK = Type(
     ])
 
 MONOTONIC_CLOCK = Type(
-    "MonotonicClock", "clock", "mono", params=[],
+    "MonotonicClock", "clock", "mono", params=[], obj="PyObject",
+    qualname="pyresilience.MonotonicClock", flags=("BASETYPE", "IMMUTABLETYPE"),
+    slots={"call": None, "repr": None, "dealloc": "manual_dealloc"},
     doc="The default clock: CLOCK_MONOTONIC read in C. Passing clock=None is the same.",
     methods=[
         M("now", returns="float", doc="CLOCK_MONOTONIC in seconds (float)."),
@@ -113,7 +131,10 @@ MONOTONIC_CLOCK = Type(
 # ---- Decision --------------------------------------------------------------------
 
 DECISION = Type(
-    "Decision", "decision", "decision", decorators=("final",), config="prs_decision",
+    "Decision", "decision", "decision", config="prs_decision", obj="prs_py_decision",
+    qualname="pyresilience.Decision", flags=("HAVE_GC", "IMMUTABLETYPE"),
+    slots={"dealloc": None, "traverse": None, "clear": None, "repr": None, "richcompare": None,
+           "hash": "PyObject_HashNotImplemented", "bool": None},
     params=[
         P("allowed", "BOOL", "bool", field="allowed"),
         P("limit", "INT", "int", field="limit"),
@@ -150,7 +171,9 @@ DECISION = Type(
 # ---- circuit breaker -------------------------------------------------------------
 
 BREAKER = Type(
-    "CircuitBreaker", "breaker", "cb", decorators=("disjoint_base",), config="prs_breaker_config",
+    "CircuitBreaker", "breaker", "cb", config="prs_breaker_config", obj="breaker_obj",
+    flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
+    slots={"dealloc": None, "traverse": None, "clear": None}, offsets={"weaklist": "weakreflist"},
     params=[
         P("failure_threshold", "COUNT", "int", "5", field="failure_threshold", lo=1),
         P("success_threshold", "COUNT", "int", "2", field="success_threshold", lo=1),
@@ -266,7 +289,8 @@ BREAKER = Type(
 # ---- retry -----------------------------------------------------------------------
 
 RETRY_POLICY = Type(
-    "RetryPolicy", "retry", "policy", decorators=("final",), config="prs_retry_config",
+    "RetryPolicy", "retry", "policy", config="prs_retry_config", obj="policy_obj",
+    flags=("IMMUTABLETYPE",), slots={"dealloc": None, "repr": None},
     params=[
         P("max_attempts", "COUNT", "int", "3", field="max_attempts", lo=1),
         P("base_delay", "REAL", "float", "1.0", field="base_delay", flags=("zero",)),
@@ -317,8 +341,10 @@ RETRY_POLICY = Type(
     ])
 
 RETRY_BUDGET = Type(
-    "RetryBudget", "retry", "budget", decorators=("disjoint_base",),
-    config="prs_retry_budget_config",
+    "RetryBudget", "retry", "budget", config="prs_retry_budget_config", obj="budget_obj",
+    flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
+    slots={"dealloc": None, "traverse": None, "clear": None, "repr": None},
+    offsets={"weaklist": "weakreflist"},
     params=[
         P("ratio", "REAL", "float", "0.1", field="ratio", flags=("zero",)),
         P("min_retries_per_second", "REAL", "float", "10.0", field="min_retries_per_second",
@@ -354,7 +380,11 @@ RETRY_BUDGET = Type(
     ])
 
 RETRY_CALL = Type(
-    "RetryCall", "retry", "call", decorators=("final",),
+    "RetryCall", "retry", "call", obj="call_obj",
+    flags=("HAVE_GC", "HAVE_VECTORCALL", "IMMUTABLETYPE", "METHOD_DESCRIPTOR"),
+    slots={"dealloc": None, "traverse": None, "clear": None, "call": "PyVectorcall_Call",
+           "descr_get": None, "repr": None},
+    offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
     params=[
         P("func", "CALLABLE", "Callable[..., Any]"),
         P("handler", "CALLABLE", "Callable[..., Any]"),

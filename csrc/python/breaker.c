@@ -814,31 +814,6 @@ static PyObject *cb_get_obj(PyObject *self, void *which) {
     return Py_NewRef(o ? o : Py_None);
 }
 
-static PyMemberDef cb_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(breaker_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot cb_slots[] = {
-    {Py_tp_doc, (void *)CircuitBreaker_DOC},
-    {Py_tp_new, cb_new},
-    {Py_tp_dealloc, cb_dealloc},
-    {Py_tp_traverse, cb_traverse},
-    {Py_tp_clear, cb_clear},
-    {Py_tp_methods, CircuitBreaker_methods},
-    {Py_tp_getset, CircuitBreaker_getset},
-    {Py_tp_members, cb_members},
-    {0, NULL},
-};
-
-static PyType_Spec cb_spec = {
-    "pyresilience._core.CircuitBreaker",
-    sizeof(breaker_obj),
-    0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
-    cb_slots,
-};
-
 /* ---- the metrics snapshot type ---------------------------------------------------------------- */
 
 static PyStructSequence_Field metrics_fields[] = {
@@ -896,7 +871,7 @@ static PyStructSequence_Desc metrics_desc = {
 };
 
 int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &cb_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &wrapped_spec, NULL) < 0) return -1;
     PyTypeObject *mt = PyStructSequence_NewType(&metrics_desc);
     if (!mt) return -1;

@@ -99,21 +99,6 @@ static void manual_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static PyType_Slot manual_slots[] = {
-    {Py_tp_doc, (void *)ManualClock_DOC},
-    {Py_tp_new, manual_new},
-    {Py_tp_methods, ManualClock_methods},
-    {Py_tp_call, manual_call},
-    {Py_tp_repr, manual_repr},
-    {Py_tp_dealloc, manual_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec manual_spec = {
-    "pyresilience.ManualClock", sizeof(prs_py_manual_clock), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, manual_slots,
-};
-
 /* ---- MonotonicClock ----------------------------------------------------- */
 
 static PyObject *mono_now(PyObject *self, PyObject *unused) {
@@ -137,23 +122,8 @@ static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return type->tp_alloc(type, 0);
 }
 
-static PyType_Slot mono_slots[] = {
-    {Py_tp_doc, (void *)MonotonicClock_DOC},
-    {Py_tp_new, mono_new},
-    {Py_tp_methods, MonotonicClock_methods},
-    {Py_tp_call, mono_call},
-    {Py_tp_repr, mono_repr},
-    {Py_tp_dealloc, manual_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec mono_spec = {
-    "pyresilience.MonotonicClock", sizeof(PyObject), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, mono_slots,
-};
-
 int prs_py_register_clock(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &manual_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &mono_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &ManualClock_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &MonotonicClock_spec, NULL) < 0) return -1;
     return 0;
 }

@@ -142,26 +142,6 @@ static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
 }
 
-static PyType_Slot decision_slots[] = {
-    {Py_tp_doc, (void *)Decision_DOC},
-    {Py_tp_new, decision_new},
-    {Py_tp_dealloc, decision_dealloc},
-    {Py_tp_traverse, decision_traverse},
-    {Py_tp_clear, decision_clear},
-    {Py_tp_getset, Decision_getset},
-    {Py_tp_methods, Decision_methods},
-    {Py_tp_repr, decision_repr},
-    {Py_tp_richcompare, decision_richcompare},
-    {Py_tp_hash, PyObject_HashNotImplemented},
-    {Py_nb_bool, decision_bool},
-    {0, NULL},
-};
-
-static PyType_Spec decision_spec = {
-    "pyresilience.Decision", sizeof(prs_py_decision), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, decision_slots,
-};
-
 int prs_py_register_decision(PyObject *m, prs_py_state *st) {
-    return prs_py_add_type(m, st, PRS_SLOT_Decision, &decision_spec, NULL);
+    return prs_py_add_type(m, st, PRS_SLOT_Decision, &Decision_spec, NULL);
 }

@@ -16,6 +16,37 @@
 #include <stddef.h>
 #include <structmember.h>
 
+typedef struct {
+    PyObject_HEAD
+    prs_retry *core;   /* built by tp_new */
+    PyObject *seed;    /* None or the int given */
+} policy_obj;
+
+#define POLICY(o) ((policy_obj *)(o))
+
+typedef struct {
+    PyObject_HEAD
+    prs_retry_budget *core;  /* built by tp_new */
+    prs_py_clock clock;
+    PyObject *weakreflist;
+} budget_obj;
+
+#define BUDGET(o) ((budget_obj *)(o))
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *func;          /* the wrapped callable */
+    PyObject *handler;       /* handler(func, args, kwargs, exc, result, start_ns): the Python loop */
+    PyObject *check_result;  /* NULL or retry_on_result */
+    PyObject *budget;        /* NULL or a RetryBudget */
+    prs_py_clock clock;
+    PyObject *dict;          /* __dict__ (functools.wraps writes there) */
+    PyObject *weakreflist;
+} call_obj;
+
+#define CALL(o) ((call_obj *)(o))
+
 #include "gen/retry.h"
 
 /* ---- shared parsing ------------------------------------------------------ */
@@ -53,14 +84,6 @@ static int parse_i64(PyObject *o, const char *param, int64_t *out) {
 /* ======================================================================== */
 /* RetryPolicy                                                              */
 /* ======================================================================== */
-
-typedef struct {
-    PyObject_HEAD
-    prs_retry *core;   /* built by tp_new */
-    PyObject *seed;    /* None or the int given */
-} policy_obj;
-
-#define POLICY(o) ((policy_obj *)(o))
 
 static int parse_jitter(PyObject *o, int *out) {
     if (!o || o == Py_True) { *out = PRS_JITTER_PROPORTIONAL; return 0; }
@@ -224,33 +247,9 @@ static PyObject *policy_repr(PyObject *self) {
     return r;
 }
 
-static PyType_Slot policy_slots[] = {
-    {Py_tp_doc, (void *)RetryPolicy_DOC},
-    {Py_tp_new, policy_new},
-    {Py_tp_dealloc, policy_dealloc},
-    {Py_tp_methods, RetryPolicy_methods},
-    {Py_tp_getset, RetryPolicy_getset},
-    {Py_tp_repr, policy_repr},
-    {0, NULL},
-};
-
-static PyType_Spec policy_spec = {
-    "pyresilience._core.RetryPolicy", sizeof(policy_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, policy_slots,
-};
-
 /* ======================================================================== */
 /* RetryBudget                                                              */
 /* ======================================================================== */
-
-typedef struct {
-    PyObject_HEAD
-    prs_retry_budget *core;  /* built by tp_new */
-    prs_py_clock clock;
-    PyObject *weakreflist;
-} budget_obj;
-
-#define BUDGET(o) ((budget_obj *)(o))
 
 static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     prs_py_state *st = prs_py_state_of_type(type);
@@ -357,46 +356,9 @@ static PyObject *budget_repr(PyObject *self) {
     return s;
 }
 
-static PyMemberDef budget_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(budget_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot budget_slots[] = {
-    {Py_tp_doc, (void *)RetryBudget_DOC},
-    {Py_tp_new, budget_new},
-    {Py_tp_dealloc, budget_dealloc},
-    {Py_tp_traverse, budget_traverse},
-    {Py_tp_clear, budget_clear},
-    {Py_tp_methods, RetryBudget_methods},
-    {Py_tp_getset, RetryBudget_getset},
-    {Py_tp_members, budget_members},
-    {Py_tp_repr, budget_repr},
-    {0, NULL},
-};
-
-static PyType_Spec budget_spec = {
-    "pyresilience._core.RetryBudget", sizeof(budget_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, budget_slots,
-};
-
 /* ======================================================================== */
 /* RetryCall: the fast path                                                 */
 /* ======================================================================== */
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *func;          /* the wrapped callable */
-    PyObject *handler;       /* handler(func, args, kwargs, exc, result, start_ns): the Python loop */
-    PyObject *check_result;  /* NULL or retry_on_result */
-    PyObject *budget;        /* NULL or a RetryBudget */
-    prs_py_clock clock;
-    PyObject *dict;          /* __dict__ (functools.wraps writes there) */
-    PyObject *weakreflist;
-} call_obj;
-
-#define CALL(o) ((call_obj *)(o))
 
 /* The current exception, normalised, with its traceback attached; cleared. */
 static PyObject *take_exception(void) {
@@ -523,10 +485,6 @@ static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
     return PyMethod_New(self, obj);
 }
 
-static PyObject *call_safe_call(PyObject *self, PyObject *args, PyObject *kwargs) {
-    return PyVectorcall_Call(self, args, kwargs);
-}
-
 static PyObject *call_repr(PyObject *self) {
     if (!CALL(self)->func) return PyUnicode_FromString("<retrying wrapper (cleared)>");
     return PyUnicode_FromFormat("<retrying wrapper of %R>", CALL(self)->func);
@@ -537,34 +495,6 @@ static PyObject *call_get_func(PyObject *self, void *c) {
     if (!f) Py_RETURN_NONE;
     return Py_NewRef(f);
 }
-
-static PyMemberDef call_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(call_obj, vectorcall), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(call_obj, dict), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(call_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot call_slots[] = {
-    {Py_tp_doc, (void *)RetryCall_DOC},
-    {Py_tp_new, call_new},
-    {Py_tp_dealloc, call_dealloc},
-    {Py_tp_traverse, call_traverse},
-    {Py_tp_clear, call_clear},
-    {Py_tp_call, call_safe_call},
-    {Py_tp_descr_get, call_descr_get},
-    {Py_tp_repr, call_repr},
-    {Py_tp_getset, RetryCall_getset},
-    {Py_tp_members, call_members},
-    {0, NULL},
-};
-
-static PyType_Spec call_spec = {
-    "pyresilience._core.RetryCall", sizeof(call_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE |
-        Py_TPFLAGS_METHOD_DESCRIPTOR,
-    call_slots,
-};
 
 /* ======================================================================== */
 /* Clock helpers for the Python loop                                        */
@@ -612,9 +542,9 @@ static PyObject *mod_retry_sleep(PyObject *m, PyObject *const *args, Py_ssize_t 
 }
 
 int prs_py_register_retry(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &policy_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &budget_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &call_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &RetryPolicy_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &RetryBudget_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &RetryCall_spec, NULL) < 0) return -1;
     if (PyModule_AddFunctions(m, retry_functions) < 0) return -1;
     if (PyModule_AddIntConstant(m, "RETRY_SLEEP", PRS_RETRY_SLEEP) < 0 ||
         PyModule_AddIntConstant(m, "RETRY_GIVE_UP_ATTEMPTS", PRS_RETRY_GIVE_UP_ATTEMPTS) < 0 ||

@@ -208,5 +208,25 @@ static PyGetSetDef CircuitBreaker_getset[] = {
     {"clock", cb_get_obj, NULL, "The clock this breaker reads.", (void *)(intptr_t)6},
     {NULL, NULL, NULL, NULL, NULL},
 };
+static PyMemberDef CircuitBreaker_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(breaker_obj, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static void cb_dealloc(PyObject *self);
+static int cb_traverse(PyObject *self, visitproc visit, void *arg);
+static int cb_clear(PyObject *self);
+static PyType_Slot CircuitBreaker_slots[] = {
+    {Py_tp_doc, (void *)CircuitBreaker_DOC},
+    {Py_tp_new, cb_new},
+    {Py_tp_dealloc, cb_dealloc},
+    {Py_tp_traverse, cb_traverse},
+    {Py_tp_clear, cb_clear},
+    {Py_tp_methods, CircuitBreaker_methods},
+    {Py_tp_getset, CircuitBreaker_getset},
+    {Py_tp_members, CircuitBreaker_members},
+    {0, NULL},
+};
+static PyType_Spec CircuitBreaker_spec = {"pyresilience._core.CircuitBreaker", sizeof(breaker_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, CircuitBreaker_slots};
 
 #endif

@@ -64,6 +64,20 @@ static PyMethodDef ManualClock_methods[] = {
      "treat as no time passing)."},
     {NULL, NULL, 0, NULL},
 };
+static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static PyObject *manual_call(PyObject *self, PyObject *args, PyObject *kwds);
+static PyObject *manual_repr(PyObject *self);
+static void manual_dealloc(PyObject *self);
+static PyType_Slot ManualClock_slots[] = {
+    {Py_tp_doc, (void *)ManualClock_DOC},
+    {Py_tp_new, manual_new},
+    {Py_tp_call, manual_call},
+    {Py_tp_repr, manual_repr},
+    {Py_tp_dealloc, manual_dealloc},
+    {Py_tp_methods, ManualClock_methods},
+    {0, NULL},
+};
+static PyType_Spec ManualClock_spec = {"pyresilience.ManualClock", sizeof(prs_py_manual_clock), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, ManualClock_slots};
 
 /* ---- MonotonicClock ---- */
 enum {
@@ -94,5 +108,19 @@ static PyMethodDef MonotonicClock_methods[] = {
      "CLOCK_MONOTONIC in integer nanoseconds."},
     {NULL, NULL, 0, NULL},
 };
+static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds);
+static PyObject *mono_repr(PyObject *self);
+static void manual_dealloc(PyObject *self);
+static PyType_Slot MonotonicClock_slots[] = {
+    {Py_tp_doc, (void *)MonotonicClock_DOC},
+    {Py_tp_new, mono_new},
+    {Py_tp_call, mono_call},
+    {Py_tp_repr, mono_repr},
+    {Py_tp_dealloc, manual_dealloc},
+    {Py_tp_methods, MonotonicClock_methods},
+    {0, NULL},
+};
+static PyType_Spec MonotonicClock_spec = {"pyresilience.MonotonicClock", sizeof(PyObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, MonotonicClock_slots};
 
 #endif

@@ -91,6 +91,19 @@ static PyGetSetDef RetryPolicy_getset[] = {
     {"max_retry_after", policy_get_field, NULL, "The longest server Retry-After waited, seconds (inf: no limit); a longer one gives up.", (void *)(intptr_t)6},
     {NULL, NULL, NULL, NULL, NULL},
 };
+static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static void policy_dealloc(PyObject *self);
+static PyObject *policy_repr(PyObject *self);
+static PyType_Slot RetryPolicy_slots[] = {
+    {Py_tp_doc, (void *)RetryPolicy_DOC},
+    {Py_tp_new, policy_new},
+    {Py_tp_dealloc, policy_dealloc},
+    {Py_tp_repr, policy_repr},
+    {Py_tp_methods, RetryPolicy_methods},
+    {Py_tp_getset, RetryPolicy_getset},
+    {0, NULL},
+};
+static PyType_Spec RetryPolicy_spec = {"pyresilience._core.RetryPolicy", sizeof(policy_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, RetryPolicy_slots};
 
 /* ---- RetryBudget ---- */
 enum {
@@ -157,6 +170,28 @@ static PyGetSetDef RetryBudget_getset[] = {
     {"clock", budget_get_field, NULL, "The clock the budget reads.", (void *)(intptr_t)3},
     {NULL, NULL, NULL, NULL, NULL},
 };
+static PyMemberDef RetryBudget_members[] = {
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(budget_obj, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static void budget_dealloc(PyObject *self);
+static int budget_traverse(PyObject *self, visitproc visit, void *arg);
+static int budget_clear(PyObject *self);
+static PyObject *budget_repr(PyObject *self);
+static PyType_Slot RetryBudget_slots[] = {
+    {Py_tp_doc, (void *)RetryBudget_DOC},
+    {Py_tp_new, budget_new},
+    {Py_tp_dealloc, budget_dealloc},
+    {Py_tp_traverse, budget_traverse},
+    {Py_tp_clear, budget_clear},
+    {Py_tp_repr, budget_repr},
+    {Py_tp_methods, RetryBudget_methods},
+    {Py_tp_getset, RetryBudget_getset},
+    {Py_tp_members, RetryBudget_members},
+    {0, NULL},
+};
+static PyType_Spec RetryBudget_spec = {"pyresilience._core.RetryBudget", sizeof(budget_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, RetryBudget_slots};
 
 /* ---- RetryCall ---- */
 enum {
@@ -192,6 +227,32 @@ static PyGetSetDef RetryCall_getset[] = {
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
+static PyMemberDef RetryCall_members[] = {
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(call_obj, vectorcall), READONLY, NULL},
+    {"__dictoffset__", T_PYSSIZET, offsetof(call_obj, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(call_obj, weakreflist), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static void call_dealloc(PyObject *self);
+static int call_traverse(PyObject *self, visitproc visit, void *arg);
+static int call_clear(PyObject *self);
+static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type);
+static PyObject *call_repr(PyObject *self);
+static PyType_Slot RetryCall_slots[] = {
+    {Py_tp_doc, (void *)RetryCall_DOC},
+    {Py_tp_new, call_new},
+    {Py_tp_dealloc, call_dealloc},
+    {Py_tp_traverse, call_traverse},
+    {Py_tp_clear, call_clear},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, call_descr_get},
+    {Py_tp_repr, call_repr},
+    {Py_tp_getset, RetryCall_getset},
+    {Py_tp_members, RetryCall_members},
+    {0, NULL},
+};
+static PyType_Spec RetryCall_spec = {"pyresilience._core.RetryCall", sizeof(call_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_METHOD_DESCRIPTOR, RetryCall_slots};
 
 static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg);
 static PyObject *mod_retry_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
