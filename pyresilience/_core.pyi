@@ -241,12 +241,14 @@ class CircuitBreakerMetrics:
     @property
     def mode(self) -> str: ...
 
+# <gen BreakerFunction>
 @final
 class BreakerFunction:
-    @property
-    def breaker(self) -> "CircuitBreaker": ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: Any, objtype: Any = None, /) -> Any: ...
+    @property
+    def breaker(self) -> "CircuitBreaker": ...
+# </gen>
 
 # <gen CircuitBreaker>
 @disjoint_base

@@ -48,12 +48,13 @@ class M:
 
 class Prop:
     """A property: stub type (None: not in the stub), doc, C getter (and its
-    closure index), C setter (None: read-only). Getters and setters named
-    PyObject_* are CPython's (not declared again)."""
+    closure index), C setter (None: read-only); or `member`, an object field
+    read as is (a read-only T_OBJECT member: NULL reads as None). Getters and
+    setters named PyObject_* are CPython's (not declared again)."""
 
-    def __init__(self, name, type, doc, get=None, closure=None, set=None):
+    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None):
         self.name, self.type, self.doc, self.get, self.closure = name, type, doc, get, closure
-        self.set = set
+        self.set, self.member = set, member
 
 
 class Type:
@@ -271,20 +272,36 @@ BREAKER = Type(
         Prop("slow_call_duration", "Optional[float]",
              "Seconds from which a call is slow (None: never).", "cb_get_config", 8),
         Prop("window_type", "str", "'count' or 'time'.", "cb_get_config", 9),
-        Prop("name", "Optional[str]", "The breaker's name (or None).", "cb_get_obj", 0),
+        Prop("name", "Optional[str]", "The breaker's name (or None).", member="name"),
         Prop("fallback", "Optional[Callable[[], Any]]",
-             "Called with no arguments instead of raising when a call is rejected.", "cb_get_obj", 1),
+             "Called with no arguments instead of raising when a call is rejected.", member="fallback"),
         Prop("record_exceptions", EXC_TUPLE, "Exception classes that count as failures.",
-             "cb_get_obj", 2),
+             member="record_exc"),
         Prop("ignore_exceptions", EXC_TUPLE,
-             "Exception classes that count as neither success nor failure.", "cb_get_obj", 3),
+             "Exception classes that count as neither success nor failure.", member="ignore_exc"),
         Prop("is_failure", "Optional[Callable[[Any], Any]]",
              "is_failure(result) -> bool marks returned values as failures (or None).",
-             "cb_get_obj", 4),
+             member="is_failure"),
         Prop("listeners", "tuple[%s, ...]" % LISTENER, "The on_state_change listeners (a tuple).",
-             "cb_get_obj", 5),
-        Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", "cb_get_obj", 6),
+             "cb_get_obj", 0),
+        Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", "cb_get_obj", 1),
     ])
+
+BREAKER_FUNCTION = Type(
+    "BreakerFunction", "breaker", "wrapped", obj="wrapped_obj",
+    flags=("HAVE_GC", "IMMUTABLETYPE", "HAVE_VECTORCALL", "DISALLOW_INSTANTIATION"),
+    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None, "dealloc": None,
+           "traverse": None, "clear": None},
+    offsets={"dict": "dict", "weaklist": "weakreflist", "vectorcall": "vectorcall"},
+    doc="A function protected by a CircuitBreaker (made by using the breaker as a "
+        "decorator): each call goes through breaker.call(func, ...).",
+    methods=[
+        M("__call__", "*args: Any, **kwargs: Any", "Any", slot=True),
+        M("__get__", "obj: Any, objtype: Any = None, /", "Any", slot=True),
+    ],
+    props=[Prop("__dict__", None, None, "PyObject_GenericGetDict", set="PyObject_GenericSetDict"),
+           Prop("breaker", '"CircuitBreaker"', "The CircuitBreaker that protects this function.",
+                member="breaker")])
 
 # ---- retry -----------------------------------------------------------------------
 
@@ -412,7 +429,7 @@ RETRY_CALL = Type(
                "__wrapped__: Callable[..., Any]",
                "retry: Any"])
 
-TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION, BREAKER, RETRY_POLICY, RETRY_BUDGET, RETRY_CALL]
+TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION, BREAKER, BREAKER_FUNCTION, RETRY_POLICY, RETRY_BUDGET, RETRY_CALL]
 
 # Module-level functions, by binding file (<cfile>_functions in gen/<cfile>.h).
 FUNCTIONS = {

@@ -203,11 +203,15 @@ OFFSETS = {"weaklist": "__weaklistoffset__", "dict": "__dictoffset__",
 def c_spec(t):
     """The members, slots and PyType_Spec of type t (<Type>_spec)."""
     L = []
-    if t.offsets:
+    members = [p for p in t.props if p.member]
+    if t.offsets or members:
         L.append("static PyMemberDef %s_members[] = {" % t.name)
         for key, field in t.offsets.items():
             L.append('    {"%s", T_PYSSIZET, offsetof(%s, %s), READONLY, NULL},'
                      % (OFFSETS[key], t.obj, field))
+        for p in members:
+            L.append('    {"%s", T_OBJECT, offsetof(%s, %s), READONLY,\n     %s},'
+                     % (p.name, t.obj, p.member, c_str(p.doc)))
         L.append("    {NULL, 0, 0, 0, NULL},")
         L.append("};")
     slots = []
@@ -228,7 +232,7 @@ def c_spec(t):
         L.append("    {Py_tp_methods, %s_methods}," % t.name)
     if any(p.get for p in t.props):
         L.append("    {Py_tp_getset, %s_getset}," % t.name)
-    if t.offsets:
+    if t.offsets or members:
         L.append("    {Py_tp_members, %s_members}," % t.name)
     L.append("    {0, NULL},")
     L.append("};")

@@ -72,6 +72,17 @@ typedef struct breaker_obj {
 
 #define SELF ((breaker_obj *)self)
 
+typedef struct wrapped_obj {
+    PyObject_HEAD
+    breaker_obj *breaker;   /* strong */
+    PyObject *func;         /* strong */
+    PyObject *dict;         /* __dict__: functools.update_wrapper stores __name__ etc. here */
+    PyObject *weakreflist;
+    vectorcallfunc vectorcall;
+} wrapped_obj;
+
+#define WSELF ((wrapped_obj *)self)
+
 /* record_success()/record_failure()'s parsed arguments. */
 typedef struct cb_record_args {
     int64_t duration_ns;
@@ -428,17 +439,6 @@ static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 
 /* ---- the decorated function: a C callable, so @breaker adds no Python frame ---- */
 
-typedef struct wrapped_obj {
-    PyObject_HEAD
-    breaker_obj *breaker;   /* strong */
-    PyObject *func;         /* strong */
-    PyObject *dict;         /* __dict__: functools.update_wrapper stores __name__ etc. here */
-    PyObject *weakreflist;
-    vectorcallfunc vectorcall;
-} wrapped_obj;
-
-#define WSELF ((wrapped_obj *)self)
-
 static PyObject *wrapped_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                                     PyObject *kwnames) {
     return run_protected(WSELF->breaker, WSELF->func, args, nargsf, kwnames);
@@ -478,46 +478,6 @@ static PyObject *wrapped_repr(PyObject *self) {
     if (!WSELF->func) return PyUnicode_FromString("<CircuitBreaker-protected function>");
     return PyUnicode_FromFormat("<CircuitBreaker-protected %R>", WSELF->func);
 }
-
-static PyObject *wrapped_get_breaker(PyObject *self, void *c) {
-    return Py_NewRef(WSELF->breaker ? (PyObject *)WSELF->breaker : Py_None);
-}
-
-static PyGetSetDef wrapped_getset[] = {
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-    {"breaker", wrapped_get_breaker, NULL, "The CircuitBreaker that protects this function.", NULL},
-    {NULL},
-};
-
-static PyMemberDef wrapped_members[] = {
-    {"__dictoffset__", T_PYSSIZET, offsetof(wrapped_obj, dict), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(wrapped_obj, weakreflist), READONLY, NULL},
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(wrapped_obj, vectorcall), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot wrapped_slots[] = {
-    {Py_tp_doc, (void *)"A function protected by a CircuitBreaker (made by using the breaker as a "
-                "decorator): each call goes through breaker.call(func, ...)."},
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, wrapped_descr_get},
-    {Py_tp_repr, wrapped_repr},
-    {Py_tp_dealloc, wrapped_dealloc},
-    {Py_tp_traverse, wrapped_traverse},
-    {Py_tp_clear, wrapped_clear},
-    {Py_tp_getset, wrapped_getset},
-    {Py_tp_members, wrapped_members},
-    {0, NULL},
-};
-
-static PyType_Spec wrapped_spec = {
-    "pyresilience._core.BreakerFunction",
-    sizeof(wrapped_obj),
-    0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL |
-        Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    wrapped_slots,
-};
 
 /* _wrap(func) -> a BreakerFunction calling func through this breaker. */
 static PyObject *cb_wrap(PyObject *self, PyObject *func) {
@@ -796,22 +756,14 @@ static PyObject *cb_get_config(PyObject *self, void *which) {
 }
 
 static PyObject *cb_get_obj(PyObject *self, void *which) {
-    PyObject *o = NULL;
-    switch ((int)(intptr_t)which) {
-    case 0: o = SELF->name; break;
-    case 1: o = SELF->fallback; break;
-    case 2: o = SELF->record_exc; break;
-    case 3: o = SELF->ignore_exc; break;
-    case 4: o = SELF->is_failure; break;
-    case 5: {
+    if (which == NULL) { /* listeners: a tuple replaced whole, read under the object's lock */
+        PyObject *o;
         Py_BEGIN_CRITICAL_SECTION(self);
         o = Py_NewRef(SELF->listeners);
         Py_END_CRITICAL_SECTION();
         return o;
     }
-    case 6: return prs_py_clock_object(prs_py_state_of(self), &SELF->clock);
-    }
-    return Py_NewRef(o ? o : Py_None);
+    return prs_py_clock_object(prs_py_state_of(self), &SELF->clock);
 }
 
 /* ---- the metrics snapshot type ---------------------------------------------------------------- */
@@ -872,7 +824,7 @@ static PyStructSequence_Desc metrics_desc = {
 
 int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &wrapped_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &BreakerFunction_spec, NULL) < 0) return -1;
     PyTypeObject *mt = PyStructSequence_NewType(&metrics_desc);
     if (!mt) return -1;
     /* public under pyresilience.breaker (which re-exports it), not the private

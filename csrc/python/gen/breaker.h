@@ -199,17 +199,22 @@ static PyGetSetDef CircuitBreaker_getset[] = {
     {"slow_call_rate_threshold", cb_get_config, NULL, "The slow-call rate that opens the circuit (None: off).", (void *)(intptr_t)7},
     {"slow_call_duration", cb_get_config, NULL, "Seconds from which a call is slow (None: never).", (void *)(intptr_t)8},
     {"window_type", cb_get_config, NULL, "'count' or 'time'.", (void *)(intptr_t)9},
-    {"name", cb_get_obj, NULL, "The breaker's name (or None).", (void *)(intptr_t)0},
-    {"fallback", cb_get_obj, NULL, "Called with no arguments instead of raising when a call is rejected.", (void *)(intptr_t)1},
-    {"record_exceptions", cb_get_obj, NULL, "Exception classes that count as failures.", (void *)(intptr_t)2},
-    {"ignore_exceptions", cb_get_obj, NULL, "Exception classes that count as neither success nor failure.", (void *)(intptr_t)3},
-    {"is_failure", cb_get_obj, NULL, "is_failure(result) -> bool marks returned values as failures (or None).", (void *)(intptr_t)4},
-    {"listeners", cb_get_obj, NULL, "The on_state_change listeners (a tuple).", (void *)(intptr_t)5},
-    {"clock", cb_get_obj, NULL, "The clock this breaker reads.", (void *)(intptr_t)6},
+    {"listeners", cb_get_obj, NULL, "The on_state_change listeners (a tuple).", (void *)(intptr_t)0},
+    {"clock", cb_get_obj, NULL, "The clock this breaker reads.", (void *)(intptr_t)1},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef CircuitBreaker_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(breaker_obj, weakreflist), READONLY, NULL},
+    {"name", T_OBJECT, offsetof(breaker_obj, name), READONLY,
+     "The breaker's name (or None)."},
+    {"fallback", T_OBJECT, offsetof(breaker_obj, fallback), READONLY,
+     "Called with no arguments instead of raising when a call is rejected."},
+    {"record_exceptions", T_OBJECT, offsetof(breaker_obj, record_exc), READONLY,
+     "Exception classes that count as failures."},
+    {"ignore_exceptions", T_OBJECT, offsetof(breaker_obj, ignore_exc), READONLY,
+     "Exception classes that count as neither success nor failure."},
+    {"is_failure", T_OBJECT, offsetof(breaker_obj, is_failure), READONLY,
+     "is_failure(result) -> bool marks returned values as failures (or None)."},
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
@@ -228,5 +233,39 @@ static PyType_Slot CircuitBreaker_slots[] = {
     {0, NULL},
 };
 static PyType_Spec CircuitBreaker_spec = {"pyresilience._core.CircuitBreaker", sizeof(breaker_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, CircuitBreaker_slots};
+
+/* ---- BreakerFunction ---- */
+#define BreakerFunction_DOC \
+    "A function protected by a CircuitBreaker (made by using the breaker as a decorator): each call goes through breaker.call(func, ...)."
+static PyGetSetDef BreakerFunction_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PyMemberDef BreakerFunction_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(wrapped_obj, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(wrapped_obj, weakreflist), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(wrapped_obj, vectorcall), READONLY, NULL},
+    {"breaker", T_OBJECT, offsetof(wrapped_obj, breaker), READONLY,
+     "The CircuitBreaker that protects this function."},
+    {NULL, 0, 0, 0, NULL},
+};
+static PyObject *wrapped_descr_get(PyObject *self, PyObject *obj, PyObject *type);
+static PyObject *wrapped_repr(PyObject *self);
+static void wrapped_dealloc(PyObject *self);
+static int wrapped_traverse(PyObject *self, visitproc visit, void *arg);
+static int wrapped_clear(PyObject *self);
+static PyType_Slot BreakerFunction_slots[] = {
+    {Py_tp_doc, (void *)BreakerFunction_DOC},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, wrapped_descr_get},
+    {Py_tp_repr, wrapped_repr},
+    {Py_tp_dealloc, wrapped_dealloc},
+    {Py_tp_traverse, wrapped_traverse},
+    {Py_tp_clear, wrapped_clear},
+    {Py_tp_getset, BreakerFunction_getset},
+    {Py_tp_members, BreakerFunction_members},
+    {0, NULL},
+};
+static PyType_Spec BreakerFunction_spec = {"pyresilience._core.BreakerFunction", sizeof(wrapped_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION, BreakerFunction_slots};
 
 #endif
