@@ -120,6 +120,7 @@ BAD = {  # kind -> (a wrong type, a wrong value)
     "ENUM": (1, "no-such-choice"),
     "CALLABLE": (3, None),
     "STR": (3, None),
+    "CONVERT": (3.5, None),
 }
 
 

@@ -13,6 +13,7 @@ type. Kinds of parameters (csrc/python/prs_py.h, enum prs_py_kind):
   ENUM      int field: index of the str in choices
   CLOCK, CALLABLE, STR, OBJECT: no field, checked (CALLABLE, STR) and handed
             to the binding as the argument object
+  CONVERT   convert=<C function>(arg, config): fills what it needs (PyArg "O&")
 Flags: "none" (None accepted, field left at its default), "none_inf" (None ->
 +inf / NEVER).
 """
@@ -23,8 +24,9 @@ class P:
     required), the core config field it fills."""
 
     def __init__(self, name, kind, type, default=None, field=None, lo=None, hi=None, flags=(),
-                 choices=None, kw=False, posonly=False, doc=""):
+                 choices=None, kw=False, posonly=False, doc="", convert=None):
         self.name, self.kind, self.type, self.default = name, kind, type, default
+        self.convert = convert
         self.field, self.lo, self.hi, self.flags = field, lo, hi, tuple(flags)
         self.choices, self.kw, self.posonly, self.doc = choices, kw, posonly, doc
 
@@ -61,14 +63,18 @@ class Type:
     """A type: its object struct `obj`, the core config struct its params fill,
     Py_TPFLAGS_* `flags` besides DEFAULT, type `slots` besides doc/new/
     methods/getset/members ({slot: C function}, None: <prefix>_<slot>), and
-    `offsets` ({"weaklist"|"dict"|"vectorcall": obj field}). A type that is not
+    `offsets` ({"weaklist"|"dict"|"vectorcall": obj field}). With `init` and
+    `check` (the core's prs_X_config_init and prs_X_config_check), the header
+    has <Type>_parse(): defaults, arguments, the core's check and its error,
+    the whole configuration step of tp_new. A type that is not
     BASETYPE is @final in the stub; one that is, with its own layout, is a
     @disjoint_base."""
 
     def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
                  props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
-                 stub_head=(), stub_tail=()):
+                 stub_head=(), stub_tail=(), init=None, check=None):
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc
+        self.init, self.check = init, check
         self.obj, self.params, self.config = obj, params, config
         self.methods, self.props = list(methods), list(props)
         self.flags, self.slots, self.offsets = tuple(flags), dict(slots or {}), dict(offsets or {})
@@ -173,6 +179,7 @@ DECISION = Type(
 
 BREAKER = Type(
     "CircuitBreaker", "breaker", "cb", config="prs_breaker_config", obj="breaker_obj",
+    init="prs_breaker_config_init", check="prs_breaker_config_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     slots={"dealloc": None, "traverse": None, "clear": None}, offsets={"weaklist": "weakreflist"},
     params=[
@@ -307,14 +314,15 @@ BREAKER_FUNCTION = Type(
 
 RETRY_POLICY = Type(
     "RetryPolicy", "retry", "policy", config="prs_retry_config", obj="policy_obj",
+    init="prs_retry_config_init", check="prs_retry_config_check",
     flags=("IMMUTABLETYPE",), slots={"dealloc": None, "repr": None},
     params=[
         P("max_attempts", "COUNT", "int", "3", field="max_attempts", lo=1),
         P("base_delay", "REAL", "float", "1.0", field="base_delay", flags=("zero",)),
         P("max_delay", "REAL", "float", "60.0", field="max_delay", flags=("zero",)),
         P("exponential_base", "REAL", "float", "2.0", field="exponential_base", flags=("zero",)),
-        P("jitter", "OBJECT", "Union[bool, str, None]", "True"),
-        P("seed", "OBJECT", "Optional[int]", "None"),
+        P("jitter", "CONVERT", "Union[bool, str, None]", "True", convert="policy_jitter"),
+        P("seed", "CONVERT", "Optional[int]", "None", convert="policy_seed"),
         P("max_retry_after", "REAL", "Optional[float]", "300.0", field="max_retry_after",
           flags=("zero", "inf", "none_inf"), kw=True),
     ],
@@ -359,6 +367,7 @@ RETRY_POLICY = Type(
 
 RETRY_BUDGET = Type(
     "RetryBudget", "retry", "budget", config="prs_retry_budget_config", obj="budget_obj",
+    init="prs_retry_budget_config_init", check="prs_retry_budget_config_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     slots={"dealloc": None, "traverse": None, "clear": None, "repr": None},
     offsets={"weaklist": "weakreflist"},

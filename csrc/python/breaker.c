@@ -200,15 +200,10 @@ static int load_states(PyObject *states[3]) {
 }
 
 static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    if (!st) return NULL;
+    prs_py_state *st;
     prs_breaker_config cfg;
-    prs_breaker_config_init(&cfg);
     PyObject *v[P_CircuitBreaker__COUNT];
-    if (prs_py_parse_params_tuple(&CircuitBreaker_params, args, kwds, &cfg, v) < 0) return NULL;
-    prs_config_error why;
-    int rc = prs_breaker_config_check(&cfg, &why);
-    if (rc) return prs_py_config_error(st, rc, &why, &CircuitBreaker_params, v, &cfg);
+    if (CircuitBreaker_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
 
     PyObject *name = v[P_CircuitBreaker_name];
     if (!name) name = Py_None;
@@ -240,7 +235,8 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
             "circuit breaker is half-open and its trial calls are all taken");
     }
     if (!self->msg_open || !self->msg_half) goto fail;
-    if ((rc = prs_breaker_new(&cfg, &self->core)) != 0) {
+    int rc = prs_breaker_new(&cfg, &self->core);
+    if (rc) {
         prs_py_error(st, rc, NULL);
         goto fail;
     }

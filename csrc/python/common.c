@@ -421,6 +421,8 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         PyErr_Format(PyExc_TypeError, "%s must be a str%s, not %.200s: %R", p->name,
                      (p->flags & PRS_PY_NONE_OK) ? " or None" : "", Py_TYPE(o)->tp_name, o);
         return -1;
+    case PRS_PK_CONVERT:
+        return p->convert(o, config);
     default: /* CLOCK, OBJECT: the binding's */
         return 0;
     }

@@ -175,7 +175,8 @@ enum prs_py_kind {
     PRS_PK_CLOCK,    /* no field: the binding passes it to prs_py_clock_init */
     PRS_PK_CALLABLE, /* no field: a callable */
     PRS_PK_STR,      /* no field: a str */
-    PRS_PK_OBJECT    /* no field: anything; the binding converts it */
+    PRS_PK_OBJECT,   /* no field: anything; the binding converts it */
+    PRS_PK_CONVERT   /* convert(arg, config) fills what it needs (like PyArg "O&") */
 };
 #define PRS_PY_NONE_OK  8u  /* None accepted: leaves the field at its default */
 #define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
@@ -188,6 +189,7 @@ typedef struct prs_py_param {
     Py_ssize_t offset;          /* offsetof the field in the config struct; -1: none */
     int64_t lo, hi;             /* COUNT, INT */
     const char *const *choices; /* ENUM: NULL-terminated */
+    int (*convert)(PyObject *arg, void *config); /* CONVERT: 0 or -1 with an exception */
 } prs_py_param;
 
 typedef struct prs_py_params {

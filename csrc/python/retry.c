@@ -85,8 +85,10 @@ static int parse_i64(PyObject *o, const char *param, int64_t *out) {
 /* RetryPolicy                                                              */
 /* ======================================================================== */
 
-static int parse_jitter(PyObject *o, int *out) {
-    if (!o || o == Py_True) { *out = PRS_JITTER_PROPORTIONAL; return 0; }
+/* jitter=: True (proportional), False/None (none) or a strategy's name. */
+static int policy_jitter(PyObject *o, void *config) {
+    int *out = &((prs_retry_config *)config)->jitter;
+    if (o == Py_True) { *out = PRS_JITTER_PROPORTIONAL; return 0; }
     if (o == Py_False || o == Py_None) { *out = PRS_JITTER_NONE; return 0; }
     if (PyUnicode_Check(o)) {
         const char *name = PyUnicode_AsUTF8(o);
@@ -118,23 +120,21 @@ static int parse_seed(PyObject *o, int *has, uint64_t *seed) {
     return 0;
 }
 
+static int policy_seed(PyObject *arg, void *config) {
+    prs_retry_config *cfg = config;
+    return parse_seed(arg, &cfg->has_seed, &cfg->seed);
+}
+
 static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    if (!st) return NULL;
+    prs_py_state *st;
     prs_retry_config cfg;
-    prs_retry_config_init(&cfg);
     PyObject *v[P_RetryPolicy__COUNT];
-    if (prs_py_parse_params_tuple(&RetryPolicy_params, args, kwds, &cfg, v) < 0 ||
-        parse_jitter(v[P_RetryPolicy_jitter], &cfg.jitter) < 0 ||
-        parse_seed(v[P_RetryPolicy_seed], &cfg.has_seed, &cfg.seed) < 0)
-        return NULL;
-    prs_config_error why;
-    int rc = prs_retry_config_check(&cfg, &why);
-    if (rc) return prs_py_config_error(st, rc, &why, &RetryPolicy_params, v, &cfg);
+    if (RetryPolicy_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
     policy_obj *p = (policy_obj *)type->tp_alloc(type, 0);
     if (!p) return NULL;
     p->seed = Py_NewRef(v[P_RetryPolicy_seed] ? v[P_RetryPolicy_seed] : Py_None);
-    if ((rc = prs_retry_new(&cfg, &p->core)) != 0) {
+    int rc = prs_retry_new(&cfg, &p->core);
+    if (rc) {
         Py_DECREF(p);
         return prs_py_error(st, rc, NULL);
     }
@@ -252,15 +252,10 @@ static PyObject *policy_repr(PyObject *self) {
 /* ======================================================================== */
 
 static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    if (!st) return NULL;
+    prs_py_state *st;
     prs_retry_budget_config cfg;
-    prs_retry_budget_config_init(&cfg);
     PyObject *v[P_RetryBudget__COUNT];
-    if (prs_py_parse_params_tuple(&RetryBudget_params, args, kwds, &cfg, v) < 0) return NULL;
-    prs_config_error why;
-    int rc = prs_retry_budget_config_check(&cfg, &why);
-    if (rc) return prs_py_config_error(st, rc, &why, &RetryBudget_params, v, &cfg);
+    if (RetryBudget_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
     budget_obj *b = (budget_obj *)type->tp_alloc(type, 0);
     if (!b) return NULL;
     b->clock.kind = PRS_CLOCK_MONOTONIC;
@@ -268,7 +263,8 @@ static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         Py_DECREF(b);
         return NULL;
     }
-    if ((rc = prs_retry_budget_new(&cfg, &b->core)) != 0) {
+    int rc = prs_retry_budget_new(&cfg, &b->core);
+    if (rc) {
         Py_DECREF(b);
         return prs_py_error(st, rc, NULL);
     }

@@ -16,16 +16,30 @@ enum {
     P_RetryPolicy__COUNT = 7
 };
 static const char *const RetryPolicy_names[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
+static int policy_jitter(PyObject *arg, void *config);
+static int policy_seed(PyObject *arg, void *config);
 static const prs_py_param RetryPolicy_param_list[] = {
-    {"max_attempts", "max_attempts", PRS_PK_COUNT, 0, offsetof(prs_retry_config, max_attempts), 1, INT64_MAX, NULL},
-    {"base_delay", "base_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, base_delay), INT64_MIN, INT64_MAX, NULL},
-    {"max_delay", "max_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, max_delay), INT64_MIN, INT64_MAX, NULL},
-    {"exponential_base", "exponential_base", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, exponential_base), INT64_MIN, INT64_MAX, NULL},
-    {"jitter", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL},
-    {"seed", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL},
-    {"max_retry_after", "max_retry_after", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(prs_retry_config, max_retry_after), INT64_MIN, INT64_MAX, NULL},
+    {"max_attempts", "max_attempts", PRS_PK_COUNT, 0, offsetof(prs_retry_config, max_attempts), 1, INT64_MAX, NULL, NULL},
+    {"base_delay", "base_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, base_delay), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"max_delay", "max_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, max_delay), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"exponential_base", "exponential_base", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, exponential_base), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"jitter", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_jitter},
+    {"seed", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_seed},
+    {"max_retry_after", "max_retry_after", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(prs_retry_config, max_retry_after), INT64_MIN, INT64_MAX, NULL, NULL},
 };
 static const prs_py_params RetryPolicy_params = {"RetryPolicy", 7, 6, 0, RetryPolicy_param_list, RetryPolicy_names};
+/* The module state, the config (defaults, then the arguments) and the
+ * argument objects for RetryPolicy's tp_new; validated by prs_retry_config_check. 0 or -1. */
+static int RetryPolicy_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
+    prs_retry_config *cfg, PyObject **vals) {
+    if (!(*st = prs_py_state_of_type(type))) return -1;
+    prs_retry_config_init(cfg);
+    if (prs_py_parse_params_tuple(&RetryPolicy_params, args, kwds, cfg, vals) < 0) return -1;
+    prs_config_error why;
+    int rc = prs_retry_config_check(cfg, &why);
+    if (rc) prs_py_config_error(*st, rc, &why, &RetryPolicy_params, vals, cfg);
+    return rc ? -1 : 0;
+}
 #define RetryPolicy_DOC \
     "RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=60.0, exponential_base=2.0, jitter=True, seed=None, *, max_retry_after=300.0)\n" \
     "--\n" \
@@ -115,12 +129,24 @@ enum {
 };
 static const char *const RetryBudget_names[] = {"ratio", "min_retries_per_second", "window", "clock", NULL};
 static const prs_py_param RetryBudget_param_list[] = {
-    {"ratio", "ratio", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, ratio), INT64_MIN, INT64_MAX, NULL},
-    {"min_retries_per_second", "min_retries_per_second", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, min_retries_per_second), INT64_MIN, INT64_MAX, NULL},
-    {"window", "window", PRS_PK_REAL, 0, offsetof(prs_retry_budget_config, window), INT64_MIN, INT64_MAX, NULL},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL},
+    {"ratio", "ratio", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, ratio), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"min_retries_per_second", "min_retries_per_second", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, min_retries_per_second), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"window", "window", PRS_PK_REAL, 0, offsetof(prs_retry_budget_config, window), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
 };
 static const prs_py_params RetryBudget_params = {"RetryBudget", 4, 3, 0, RetryBudget_param_list, RetryBudget_names};
+/* The module state, the config (defaults, then the arguments) and the
+ * argument objects for RetryBudget's tp_new; validated by prs_retry_budget_config_check. 0 or -1. */
+static int RetryBudget_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
+    prs_retry_budget_config *cfg, PyObject **vals) {
+    if (!(*st = prs_py_state_of_type(type))) return -1;
+    prs_retry_budget_config_init(cfg);
+    if (prs_py_parse_params_tuple(&RetryBudget_params, args, kwds, cfg, vals) < 0) return -1;
+    prs_config_error why;
+    int rc = prs_retry_budget_config_check(cfg, &why);
+    if (rc) prs_py_config_error(*st, rc, &why, &RetryBudget_params, vals, cfg);
+    return rc ? -1 : 0;
+}
 #define RetryBudget_DOC \
     "RetryBudget(ratio=0.1, min_retries_per_second=10.0, window=10.0, *, clock=None)\n" \
     "--\n" \
@@ -204,11 +230,11 @@ enum {
 };
 static const char *const RetryCall_names[] = {"func", "handler", "budget", "clock", "retry_on_result", NULL};
 static const prs_py_param RetryCall_param_list[] = {
-    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL},
-    {"handler", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL},
-    {"budget", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL},
-    {"retry_on_result", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL},
+    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
+    {"handler", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
+    {"budget", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
+    {"retry_on_result", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL},
 };
 static const prs_py_params RetryCall_params = {"RetryCall", 5, 2, 2, RetryCall_param_list, RetryCall_names};
 #define RetryCall_DOC \
