@@ -199,7 +199,7 @@ class LimiterGroup:
     @property
     def limiters(self) -> tuple[Union[_Limiter, KeyedLimiterView], ...]: ...
 
-# -- circuit breaker (issue 4) --
+# -- circuit breaker --
 
 @final
 class CircuitBreakerMetrics:
@@ -321,7 +321,7 @@ class CircuitBreaker:
     def clock(self) -> Union[ManualClock, MonotonicClock, Callable[[], float]]: ...
 # </gen>
 
-# -- retry (issue 5) --
+# -- retry --
 
 RETRY_SLEEP: int
 RETRY_GIVE_UP_ATTEMPTS: int

@@ -40,11 +40,11 @@ enum prs_py_slot {
     PRS_SLOT_KeyedLimiterView,
     PRS_SLOT_LimiterGroup,
     PRS_SLOT_RateWait,      /* _RateWait: an async limiter wait in progress */
-    /* circuit breaker (issue 4) */
+    /* circuit breaker */
     PRS_SLOT_CircuitBreaker,
     PRS_SLOT_CircuitBreakerMetrics,
     PRS_SLOT_BreakerFunction,
-    /* retry (issue 5) */
+    /* retry */
     PRS_SLOT_RetryPolicy,
     PRS_SLOT_RetryBudget,
     PRS_SLOT_RetryCall,
