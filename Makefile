@@ -44,9 +44,14 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(BUILD)/run_tests
 EXAMPLE_BIN := $(BUILD)/example_limiter
 
-.PHONY: test-tsan bench-threads bench-threads-static all lib headers ctest test test-asan pytest demo bench deps venv install install-demo clean
+.PHONY: gen test-tsan bench-threads bench-threads-static all lib headers ctest test test-asan pytest demo bench deps venv install install-demo clean
 
 all: lib headers $(EXAMPLE_BIN)
+
+# The declared binding (tools/binding_decl.py -> csrc/python/gen/*.h and the
+# declared blocks of pyresilience/_core.pyi); setup.py runs it too.
+gen:
+	$(PYTHON) tools/gen_binding.py
 
 lib: $(LIB)
 

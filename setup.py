@@ -9,6 +9,7 @@ import glob
 import os
 import shutil
 import subprocess
+import sys
 
 from setuptools import Extension, setup
 
@@ -22,6 +23,12 @@ def pkg_config(*args):
         return None
     return out.stdout.split()
 
+
+# The declared binding: csrc/python/gen/*.h and the declared blocks of
+# pyresilience/_core.pyi come from tools/binding_decl.py (rewritten only when
+# their text changes; committed, so a checkout without Python 3 tools still builds).
+if os.path.exists("tools/gen_binding.py"):
+    subprocess.run([sys.executable, "tools/gen_binding.py"], check=True)
 
 sources = sorted(glob.glob("csrc/core/*.c")) + sorted(glob.glob("csrc/python/*.c"))
 include_dirs = ["csrc/core", "csrc/python"]

@@ -125,15 +125,10 @@ class CircuitBreaker(_core.CircuitBreaker):
         on_state_change: Union[None, Listener, Iterable[Listener]] = None,
         clock: Any = None,
     ) -> None:
-        super().__init__(
-            failure_threshold, success_threshold, timeout_seconds, fallback,
-            name=name, failure_rate_threshold=failure_rate_threshold,
-            window_type=window_type, window_size=window_size, minimum_calls=minimum_calls,
-            slow_call_duration=slow_call_duration,
-            slow_call_rate_threshold=slow_call_rate_threshold,
-            half_open_max_calls=half_open_max_calls, record_exceptions=record_exceptions,
-            ignore_exceptions=ignore_exceptions, is_failure=is_failure,
-            on_state_change=on_state_change, clock=clock)
+        # The C type's tp_new parsed these and built the breaker; __init__ only
+        # states the signature (inspect shows the real default of
+        # record_exceptions) and never re-initialises.
+        pass
 
     if TYPE_CHECKING:  # the C getter returns a CircuitState member
         @property
@@ -227,24 +222,21 @@ class CircuitBreaker(_core.CircuitBreaker):
         """``CircuitBreaker(param=value, ...)``: the configuration (the three
         positional parameters, then every keyword one that differs from its
         default); the state and counters are in :attr:`metrics`."""
-        try:
-            parts = [f"failure_threshold={self.failure_threshold!r}",
-                     f"success_threshold={self.success_threshold!r}",
-                     f"timeout_seconds={self.timeout_seconds!r}"]
-            if self.fallback is not None:
-                parts.append(f"fallback={self.fallback!r}")
-            for param, default in _REPR_DEFAULTS:
-                value = getattr(self, param)
-                if value != default:
-                    parts.append(f"{param}={value!r}")
-            if self.half_open_max_calls != self.success_threshold:
-                parts.append(f"half_open_max_calls={self.half_open_max_calls!r}")
-            if self.listeners:
-                parts.append(f"on_state_change={list(self.listeners)!r}")
-            if not isinstance(self.clock, _core.MonotonicClock):
-                parts.append(f"clock={self.clock!r}")
-        except RuntimeError:
-            return f"<{type(self).__name__} (not initialised)>"
+        parts = [f"failure_threshold={self.failure_threshold!r}",
+                 f"success_threshold={self.success_threshold!r}",
+                 f"timeout_seconds={self.timeout_seconds!r}"]
+        if self.fallback is not None:
+            parts.append(f"fallback={self.fallback!r}")
+        for param, default in _REPR_DEFAULTS:
+            value = getattr(self, param)
+            if value != default:
+                parts.append(f"{param}={value!r}")
+        if self.half_open_max_calls != self.success_threshold:
+            parts.append(f"half_open_max_calls={self.half_open_max_calls!r}")
+        if self.listeners:
+            parts.append(f"on_state_change={list(self.listeners)!r}")
+        if not isinstance(self.clock, _core.MonotonicClock):
+            parts.append(f"clock={self.clock!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
 

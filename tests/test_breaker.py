@@ -841,15 +841,17 @@ def test_bad_usage():
         CircuitBreaker(1, 2, 3, None, "positional name")
     with pytest.raises(TypeError):
         CircuitBreaker(bogus=1)
-    cb = CircuitBreaker()
-    with pytest.raises(RuntimeError, match="already initialised"):
-        cb.__init__()
-    raw = CircuitBreaker.__new__(CircuitBreaker)
-    with pytest.raises(RuntimeError, match="not initialised"):
-        raw.call(ok)
-    with pytest.raises(RuntimeError):
-        raw.state
-    assert "not initialised" in repr(raw)
+    # built by __new__ (tp_new): nothing is half-made, nothing re-initialises
+    cb = CircuitBreaker(failure_threshold=3)
+    cb.__init__(failure_threshold=9)
+    assert cb.failure_threshold == 3
+    with pytest.raises(TypeError):
+        pr._core.CircuitBreaker.__init__(cb, failure_threshold=9)
+    assert cb.failure_threshold == 3
+    raw = CircuitBreaker.__new__(CircuitBreaker, failure_threshold=2, name="raw")
+    assert (raw.failure_threshold, raw.name) == (2, "raw")
+    assert raw.call(ok, 1) == 1 and raw.state is CircuitState.CLOSED
+    assert repr(raw) == "CircuitBreaker(failure_threshold=2, success_threshold=2, timeout_seconds=30.0, name='raw')"
     with pytest.raises(TypeError):
         cb._record("nonsense")
     # accepted forms

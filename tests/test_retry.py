@@ -1010,10 +1010,11 @@ def test_core_policy_and_call_bad_input():
     with pytest.raises(TypeError, match="seed"):
         p.reseed("x")
     assert p._next(3, 0.0, -1, _core.NEVER_NS)[0] == _core.RETRY_GIVE_UP_ATTEMPTS
-    with pytest.raises(RuntimeError, match="not initialised"):
-        _core.RetryPolicy.__new__(_core.RetryPolicy).delay(0)
-    with pytest.raises(RuntimeError, match="not initialised"):
-        RetryBudget.__new__(RetryBudget).withdraw()
+    # built by __new__ (tp_new): complete at once, never re-initialised
+    assert _core.RetryPolicy.__new__(_core.RetryPolicy, jitter=False).delay(0) == 1.0
+    assert RetryBudget.__new__(RetryBudget).withdraw() is True
+    p.__init__(max_attempts=9)  # object.__init__: the policy stays as built
+    assert p.max_attempts == 4
     with pytest.raises(TypeError, match="func"):
         _core.RetryCall(5, print)
     with pytest.raises(TypeError, match="budget"):

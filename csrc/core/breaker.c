@@ -104,23 +104,47 @@ void prs_breaker_config_init(prs_breaker_config *cfg) {
 
 static int rate_ok(double r) { return r == 0.0 || (r > 0.0 && r <= 1.0); } /* NaN fails */
 
-int prs_breaker_config_validate(const prs_breaker_config *cfg) {
-    if (!cfg) return PRS_EINVAL;
-    if (cfg->failure_threshold < 1 || cfg->success_threshold < 1) return PRS_EINVAL;
-    if (cfg->open_timeout_ns < 0 || cfg->half_open_max_calls < 0) return PRS_EINVAL;
-    if (!rate_ok(cfg->failure_rate_threshold) || !rate_ok(cfg->slow_call_rate_threshold))
-        return PRS_EINVAL;
-    if (cfg->slow_call_ns < 0) return PRS_EINVAL;
-    if (cfg->slow_call_rate_threshold > 0.0 && cfg->slow_call_ns == 0) return PRS_EINVAL;
-    if (cfg->window_size < 1 || cfg->minimum_calls < 1) return PRS_EINVAL;
+int prs_breaker_config_check(const prs_breaker_config *cfg, prs_config_error *why) {
+    if (!cfg) return prs_config_fail(why, PRS_EINVAL, NULL, "is NULL");
+    if (cfg->failure_threshold < 1)
+        return prs_config_fail(why, PRS_EINVAL, "failure_threshold", "must be >= 1");
+    if (cfg->success_threshold < 1)
+        return prs_config_fail(why, PRS_EINVAL, "success_threshold", "must be >= 1");
+    if (cfg->open_timeout_ns < 0)
+        return prs_config_fail(why, PRS_EINVAL, "open_timeout_ns", "must be >= 0");
+    if (cfg->half_open_max_calls < 0)
+        return prs_config_fail(why, PRS_EINVAL, "half_open_max_calls", "must be >= 0");
+    if (!rate_ok(cfg->failure_rate_threshold))
+        return prs_config_fail(why, PRS_EINVAL, "failure_rate_threshold",
+                               "must be in (0, 1] (a fraction, not a percentage)");
+    if (!rate_ok(cfg->slow_call_rate_threshold))
+        return prs_config_fail(why, PRS_EINVAL, "slow_call_rate_threshold",
+                               "must be in (0, 1] (a fraction, not a percentage)");
+    if (cfg->slow_call_ns < 0)
+        return prs_config_fail(why, PRS_EINVAL, "slow_call_ns", "must be > 0");
+    if (cfg->slow_call_rate_threshold > 0.0 && cfg->slow_call_ns == 0)
+        return prs_config_fail(why, PRS_EINVAL, "slow_call_ns",
+                               "must be set (the duration from which a call is slow) when "
+                               "slow_call_rate_threshold is");
+    if (cfg->window_size < 1) return prs_config_fail(why, PRS_EINVAL, "window_size", "must be >= 1");
+    if (cfg->minimum_calls < 1)
+        return prs_config_fail(why, PRS_EINVAL, "minimum_calls", "must be >= 1");
     if (cfg->window_type == PRS_BREAKER_WINDOW_COUNT) {
-        if (cfg->window_size > PRS_BREAKER_MAX_COUNT_WINDOW) return PRS_ERANGE;
+        if (cfg->window_size > PRS_BREAKER_MAX_COUNT_WINDOW)
+            return prs_config_fail(why, PRS_ERANGE, "window_size",
+                                   "must be <= 16777216 (outcomes) for a count window");
     } else if (cfg->window_type == PRS_BREAKER_WINDOW_TIME) {
-        if (cfg->window_size > PRS_BREAKER_MAX_TIME_WINDOW) return PRS_ERANGE;
+        if (cfg->window_size > PRS_BREAKER_MAX_TIME_WINDOW)
+            return prs_config_fail(why, PRS_ERANGE, "window_size",
+                                   "must be <= 86400 (seconds) for a time window");
     } else {
-        return PRS_EINVAL;
+        return prs_config_fail(why, PRS_EINVAL, "window_type", "must be a prs_breaker_window");
     }
     return PRS_OK;
+}
+
+int prs_breaker_config_validate(const prs_breaker_config *cfg) {
+    return prs_breaker_config_check(cfg, NULL);
 }
 
 int prs_breaker_new(const prs_breaker_config *cfg, prs_breaker **out) {

@@ -136,6 +136,8 @@ void prs_breaker_config_init(prs_breaker_config *cfg);
 /* PRS_OK, PRS_EINVAL (a value outside its range, NaN, a slow-call rate without
  * slow_call_ns, unknown window type) or PRS_ERANGE (window_size too large). */
 int prs_breaker_config_validate(const prs_breaker_config *cfg);
+/* The same, telling in *why (when not NULL) which field failed and why. */
+int prs_breaker_config_check(const prs_breaker_config *cfg, prs_config_error *why);
 
 /* A CLOSED breaker in *out; on error *out is NULL and nothing is allocated. */
 int prs_breaker_new(const prs_breaker_config *cfg, prs_breaker **out);

@@ -85,6 +85,8 @@ void prs_retry_config_init(prs_retry_config *cfg);
  * infinite or negative, max_delay < base_delay, unknown jitter, max_retry_after
  * NaN or negative. */
 int prs_retry_config_validate(const prs_retry_config *cfg);
+/* The same, telling in *why (when not NULL) which field failed and why. */
+int prs_retry_config_check(const prs_retry_config *cfg, prs_config_error *why);
 
 /* Makes a policy in *out. On error *out is NULL and nothing is allocated
  * (PRS_EINVAL as validate, PRS_ENOMEM). */
@@ -176,6 +178,8 @@ void prs_retry_budget_config_init(prs_retry_budget_config *cfg);
 /* PRS_OK, or PRS_EINVAL (NaN, infinite or negative values, window <= 0),
  * PRS_ERANGE (beyond the bounds above). */
 int prs_retry_budget_config_validate(const prs_retry_budget_config *cfg);
+/* The same, telling in *why (when not NULL) which field failed and why. */
+int prs_retry_budget_config_check(const prs_retry_budget_config *cfg, prs_config_error *why);
 /* On error *out is NULL and nothing is allocated (validate's codes, PRS_ENOMEM). */
 int prs_retry_budget_new(const prs_retry_budget_config *cfg, prs_retry_budget **out);
 void prs_retry_budget_free(prs_retry_budget *b); /* NULL-safe */

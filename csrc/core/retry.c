@@ -112,16 +112,25 @@ void prs_retry_config_init(prs_retry_config *cfg) {
     cfg->allocator = NULL;
 }
 
-int prs_retry_config_validate(const prs_retry_config *cfg) {
-    if (!cfg) return PRS_EINVAL;
-    if (cfg->max_attempts < 1) return PRS_EINVAL;
-    if (!isfinite(cfg->base_delay) || cfg->base_delay < 0.0) return PRS_EINVAL;
-    if (!isfinite(cfg->max_delay) || cfg->max_delay < cfg->base_delay) return PRS_EINVAL;
-    if (!isfinite(cfg->exponential_base) || cfg->exponential_base < 0.0) return PRS_EINVAL;
-    if (cfg->jitter < 0 || cfg->jitter >= PRS__JITTER_COUNT) return PRS_EINVAL;
-    if (isnan(cfg->max_retry_after) || cfg->max_retry_after < 0.0) return PRS_EINVAL;
+int prs_retry_config_check(const prs_retry_config *cfg, prs_config_error *why) {
+    if (!cfg) return prs_config_fail(why, PRS_EINVAL, NULL, "is NULL");
+    if (cfg->max_attempts < 1) return prs_config_fail(why, PRS_EINVAL, "max_attempts", "must be >= 1");
+    if (!isfinite(cfg->base_delay) || cfg->base_delay < 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "base_delay", "must be finite and >= 0");
+    if (!isfinite(cfg->max_delay) || cfg->max_delay < 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "max_delay", "must be finite and >= 0");
+    if (cfg->max_delay < cfg->base_delay)
+        return prs_config_fail(why, PRS_EINVAL, "max_delay", "must be >= base_delay");
+    if (!isfinite(cfg->exponential_base) || cfg->exponential_base < 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "exponential_base", "must be finite and >= 0");
+    if (cfg->jitter < 0 || cfg->jitter >= PRS__JITTER_COUNT)
+        return prs_config_fail(why, PRS_EINVAL, "jitter", "must be a prs_jitter");
+    if (isnan(cfg->max_retry_after) || cfg->max_retry_after < 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "max_retry_after", "must be >= 0");
     return PRS_OK;
 }
+
+int prs_retry_config_validate(const prs_retry_config *cfg) { return prs_retry_config_check(cfg, NULL); }
 
 int prs_retry_new(const prs_retry_config *cfg, prs_retry **out) {
     if (!out) return PRS_EINVAL;
@@ -287,16 +296,24 @@ void prs_retry_budget_config_init(prs_retry_budget_config *cfg) {
     cfg->allocator = NULL;
 }
 
-int prs_retry_budget_config_validate(const prs_retry_budget_config *cfg) {
-    if (!cfg) return PRS_EINVAL;
-    if (!isfinite(cfg->ratio) || cfg->ratio < 0.0) return PRS_EINVAL;
+int prs_retry_budget_config_check(const prs_retry_budget_config *cfg, prs_config_error *why) {
+    if (!cfg) return prs_config_fail(why, PRS_EINVAL, NULL, "is NULL");
+    if (!isfinite(cfg->ratio) || cfg->ratio < 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "ratio", "must be finite and >= 0");
     if (!isfinite(cfg->min_retries_per_second) || cfg->min_retries_per_second < 0.0)
-        return PRS_EINVAL;
-    if (!isfinite(cfg->window) || cfg->window <= 0.0) return PRS_EINVAL;
-    if (cfg->ratio > BUDGET_MAX_RATIO || cfg->min_retries_per_second > BUDGET_MAX_FLOOR)
-        return PRS_ERANGE;
-    if (cfg->window < BUDGET_MIN_WINDOW || cfg->window > BUDGET_MAX_WINDOW) return PRS_ERANGE;
+        return prs_config_fail(why, PRS_EINVAL, "min_retries_per_second", "must be finite and >= 0");
+    if (!isfinite(cfg->window) || cfg->window <= 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "window", "must be finite and > 0");
+    if (cfg->ratio > BUDGET_MAX_RATIO) return prs_config_fail(why, PRS_ERANGE, "ratio", "must be <= 1e6");
+    if (cfg->min_retries_per_second > BUDGET_MAX_FLOOR)
+        return prs_config_fail(why, PRS_ERANGE, "min_retries_per_second", "must be <= 1e9");
+    if (cfg->window < BUDGET_MIN_WINDOW || cfg->window > BUDGET_MAX_WINDOW)
+        return prs_config_fail(why, PRS_ERANGE, "window", "must be between 0.001 and 3600 seconds");
     return PRS_OK;
+}
+
+int prs_retry_budget_config_validate(const prs_retry_budget_config *cfg) {
+    return prs_retry_budget_config_check(cfg, NULL);
 }
 
 int prs_retry_budget_new(const prs_retry_budget_config *cfg, prs_retry_budget **out) {

@@ -55,7 +55,7 @@ static PyObject *take_exception(void) {
 
 typedef struct breaker_obj {
     PyObject_HEAD
-    prs_breaker *core;       /* NULL until __init__ succeeded */
+    prs_breaker *core;       /* built by tp_new, never NULL after it */
     prs_py_clock clock;
     int timing;              /* slow_call_duration set: every call is timed */
     PyObject *fallback;      /* NULL or a callable */
@@ -72,18 +72,25 @@ typedef struct breaker_obj {
 
 #define SELF ((breaker_obj *)self)
 
-static int ensure_init(breaker_obj *self) {
-    if (self->core) return 0;
-    PyErr_Format(PyExc_RuntimeError, "%.200s object is not initialised (call __init__)",
-                 Py_TYPE(self)->tp_name);
-    return -1;
-}
+typedef struct wrapped_obj {
+    PyObject_HEAD
+    breaker_obj *breaker;   /* strong */
+    PyObject *func;         /* strong */
+    PyObject *dict;         /* __dict__: functools.update_wrapper stores __name__ etc. here */
+    PyObject *weakreflist;
+    vectorcallfunc vectorcall;
+} wrapped_obj;
+
+#define WSELF ((wrapped_obj *)self)
+
+/* record_success()/record_failure()'s parsed arguments. */
+typedef struct cb_record_args {
+    int64_t duration_ns;
+} cb_record_args;
+
+#include "gen/breaker.h"
 
 /* ---- life cycle ---------------------------------------------------------------- */
-
-static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    return type->tp_alloc(type, 0); /* zeroed: every pointer NULL */
-}
 
 static int cb_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
@@ -122,7 +129,7 @@ static void cb_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-/* ---- __init__ --------------------------------------------------------------------- */
+/* ---- arguments --------------------------------------------------------------------- */
 
 /* An exception class or an iterable of them -> a new tuple. */
 static PyObject *parse_exc_tuple(PyObject *o, const char *param) {
@@ -146,21 +153,6 @@ static PyObject *parse_exc_tuple(PyObject *o, const char *param) {
         }
     }
     return t;
-}
-
-/* None -> 0 (off); else a real number in (0, 1]. */
-static int parse_rate(PyObject *o, const char *param, double *out) {
-    *out = 0.0;
-    if (!o || o == Py_None) return 0;
-    double v;
-    if (prs_py_parse_real(o, param, 0, &v) < 0) return -1;
-    if (v > 1.0) {
-        PyErr_Format(PyExc_ValueError, "%s must be in (0, 1] (a fraction, not a percentage), got %R",
-                     param, o);
-        return -1;
-    }
-    *out = v;
-    return 0;
 }
 
 /* None -> (), a callable -> (f,), an iterable of callables -> tuple. */
@@ -187,18 +179,6 @@ static PyObject *parse_listeners(PyObject *o) {
     return t;
 }
 
-static int optional_callable(PyObject *o, const char *param, PyObject **out) {
-    *out = NULL;
-    if (!o || o == Py_None) return 0;
-    if (!PyCallable_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "%s must be a callable or None, not %.200s: %R", param,
-                     Py_TYPE(o)->tp_name, o);
-        return -1;
-    }
-    *out = Py_NewRef(o);
-    return 0;
-}
-
 /* The CircuitState members from pyresilience.breaker (pure Python). */
 static int load_states(PyObject *states[3]) {
     static const char *const names[3] = {"CLOSED", "OPEN", "HALF_OPEN"};
@@ -219,139 +199,51 @@ static int load_states(PyObject *states[3]) {
     return 0;
 }
 
-static int cb_init(PyObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"failure_threshold", "success_threshold", "timeout_seconds",
-                             "fallback", "name", "failure_rate_threshold", "window_type",
-                             "window_size", "minimum_calls", "slow_call_duration",
-                             "slow_call_rate_threshold", "half_open_max_calls",
-                             "record_exceptions", "ignore_exceptions", "is_failure",
-                             "on_state_change", "clock", NULL};
-    PyObject *ft_o = NULL, *st_o = NULL, *to_o = NULL, *fb_o = NULL, *name_o = NULL,
-             *frt_o = NULL, *wt_o = NULL, *ws_o = NULL, *mc_o = NULL, *scd_o = NULL,
-             *srt_o = NULL, *hom_o = NULL, *rec_o = NULL, *ign_o = NULL, *isf_o = NULL,
-             *osc_o = NULL, *clock_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOO$OOOOOOOOOOOOO:CircuitBreaker", kwlist,
-                                     &ft_o, &st_o, &to_o, &fb_o, &name_o, &frt_o, &wt_o, &ws_o,
-                                     &mc_o, &scd_o, &srt_o, &hom_o, &rec_o, &ign_o, &isf_o,
-                                     &osc_o, &clock_o))
-        return -1;
-    if (SELF->core) {
-        PyErr_Format(PyExc_RuntimeError, "%.200s is already initialised", Py_TYPE(self)->tp_name);
-        return -1;
-    }
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return -1;
-
+static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
     prs_breaker_config cfg;
-    prs_breaker_config_init(&cfg);
-    if (ft_o && prs_py_parse_count(ft_o, "failure_threshold", 1, INT64_MAX, &cfg.failure_threshold) < 0)
-        return -1;
-    if (st_o && prs_py_parse_count(st_o, "success_threshold", 1, INT64_MAX, &cfg.success_threshold) < 0)
-        return -1;
-    if (to_o) {
-        double s;
-        if (prs_py_parse_real(to_o, "timeout_seconds", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &s) < 0)
-            return -1;
-        cfg.open_timeout_ns = isinf(s) ? PRS_NEVER : prs_seconds_to_ns(s);
-    }
-    if (name_o && name_o != Py_None && !PyUnicode_Check(name_o)) {
-        PyErr_Format(PyExc_TypeError, "name must be a str or None, not %.200s: %R",
-                     Py_TYPE(name_o)->tp_name, name_o);
-        return -1;
-    }
-    if (parse_rate(frt_o, "failure_rate_threshold", &cfg.failure_rate_threshold) < 0) return -1;
-    if (wt_o) {
-        if (!PyUnicode_Check(wt_o)) {
-            PyErr_Format(PyExc_TypeError, "window_type must be 'count' or 'time', not %.200s: %R",
-                         Py_TYPE(wt_o)->tp_name, wt_o);
-            return -1;
-        }
-        if (PyUnicode_CompareWithASCIIString(wt_o, "count") == 0) {
-            cfg.window_type = PRS_BREAKER_WINDOW_COUNT;
-        } else if (PyUnicode_CompareWithASCIIString(wt_o, "time") == 0) {
-            cfg.window_type = PRS_BREAKER_WINDOW_TIME;
-        } else {
-            PyErr_Format(PyExc_ValueError, "window_type must be 'count' or 'time', got %R", wt_o);
-            return -1;
-        }
-    }
-    if (ws_o) {
-        int64_t hi = cfg.window_type == PRS_BREAKER_WINDOW_COUNT ? PRS_BREAKER_MAX_COUNT_WINDOW
-                                                                 : PRS_BREAKER_MAX_TIME_WINDOW;
-        if (prs_py_parse_count(ws_o, "window_size", 1, hi, &cfg.window_size) < 0) return -1;
-    }
-    if (mc_o && prs_py_parse_count(mc_o, "minimum_calls", 1, INT64_MAX, &cfg.minimum_calls) < 0)
-        return -1;
-    if (scd_o && scd_o != Py_None) {
-        double s;
-        if (prs_py_parse_real(scd_o, "slow_call_duration", 0, &s) < 0) return -1;
-        cfg.slow_call_ns = prs_seconds_to_ns(s);
-        if (cfg.slow_call_ns < 1) cfg.slow_call_ns = 1;
-    }
-    if (parse_rate(srt_o, "slow_call_rate_threshold", &cfg.slow_call_rate_threshold) < 0) return -1;
-    if (cfg.slow_call_rate_threshold > 0.0 && cfg.slow_call_ns == 0) {
-        PyErr_SetString(PyExc_ValueError,
-                        "slow_call_rate_threshold needs slow_call_duration (the duration from "
-                        "which a call is slow)");
-        return -1;
-    }
-    if (hom_o && hom_o != Py_None &&
-        prs_py_parse_count(hom_o, "half_open_max_calls", 1, INT64_MAX, &cfg.half_open_max_calls) < 0)
-        return -1;
+    PyObject *v[P_CircuitBreaker__COUNT];
+    if (CircuitBreaker_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
 
-    PyObject *fallback = NULL, *is_failure = NULL, *rec = NULL, *ign = NULL, *listeners = NULL;
-    PyObject *states[3] = {NULL, NULL, NULL};
-    PyObject *msg_open = NULL, *msg_half = NULL;
-    prs_breaker *core = NULL;
-    prs_py_clock clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-    if (optional_callable(fb_o, "fallback", &fallback) < 0) goto fail;
-    if (optional_callable(isf_o, "is_failure", &is_failure) < 0) goto fail;
-    rec = rec_o ? parse_exc_tuple(rec_o, "record_exceptions") : PyTuple_Pack(1, PyExc_Exception);
-    if (!rec) goto fail;
-    ign = ign_o ? parse_exc_tuple(ign_o, "ignore_exceptions") : PyTuple_New(0);
-    if (!ign) goto fail;
-    if (!(listeners = parse_listeners(osc_o))) goto fail;
-    if (prs_py_clock_init(st, clock_o, &clock) < 0) goto fail;
-    if (load_states(states) < 0) goto fail;
-    if (name_o && name_o != Py_None) {
-        msg_open = PyUnicode_FromFormat("circuit breaker %R is open", name_o);
-        msg_half = PyUnicode_FromFormat(
-            "circuit breaker %R is half-open and its trial calls are all taken", name_o);
+    PyObject *name = v[P_CircuitBreaker_name];
+    if (!name) name = Py_None;
+    PyObject *rec = v[P_CircuitBreaker_record_exceptions], *ign = v[P_CircuitBreaker_ignore_exceptions];
+    breaker_obj *self = (breaker_obj *)type->tp_alloc(type, 0); /* zeroed */
+    if (!self) return NULL;
+    self->clock.kind = PRS_CLOCK_MONOTONIC;
+    self->name = Py_NewRef(name);
+    self->fallback = v[P_CircuitBreaker_fallback] == Py_None ? NULL
+                                                             : Py_XNewRef(v[P_CircuitBreaker_fallback]);
+    self->is_failure = v[P_CircuitBreaker_is_failure] == Py_None
+                           ? NULL
+                           : Py_XNewRef(v[P_CircuitBreaker_is_failure]);
+    self->timing = cfg.slow_call_ns > 0;
+    if (!(self->record_exc = rec ? parse_exc_tuple(rec, "record_exceptions")
+                                 : PyTuple_Pack(1, PyExc_Exception)) ||
+        !(self->ignore_exc = ign ? parse_exc_tuple(ign, "ignore_exceptions") : PyTuple_New(0)) ||
+        !(self->listeners = parse_listeners(v[P_CircuitBreaker_on_state_change])) ||
+        prs_py_clock_init(st, v[P_CircuitBreaker_clock], &self->clock) < 0 ||
+        load_states(self->states) < 0)
+        goto fail;
+    if (name != Py_None) {
+        self->msg_open = PyUnicode_FromFormat("circuit breaker %R is open", name);
+        self->msg_half = PyUnicode_FromFormat(
+            "circuit breaker %R is half-open and its trial calls are all taken", name);
     } else {
-        msg_open = PyUnicode_FromString("circuit breaker is open");
-        msg_half = PyUnicode_FromString(
+        self->msg_open = PyUnicode_FromString("circuit breaker is open");
+        self->msg_half = PyUnicode_FromString(
             "circuit breaker is half-open and its trial calls are all taken");
     }
-    if (!msg_open || !msg_half) goto fail;
-    int rc = prs_breaker_new(&cfg, &core);
+    if (!self->msg_open || !self->msg_half) goto fail;
+    int rc = prs_breaker_new(&cfg, &self->core);
     if (rc) {
-        prs_py_error(st, rc, "invalid CircuitBreaker configuration");
+        prs_py_error(st, rc, NULL);
         goto fail;
     }
-    SELF->fallback = fallback;
-    SELF->is_failure = is_failure;
-    SELF->record_exc = rec;
-    SELF->ignore_exc = ign;
-    SELF->listeners = listeners;
-    SELF->name = Py_NewRef(name_o ? name_o : Py_None);
-    for (int i = 0; i < 3; i++) SELF->states[i] = states[i];
-    SELF->msg_open = msg_open;
-    SELF->msg_half = msg_half;
-    SELF->clock = clock;
-    SELF->timing = cfg.slow_call_ns > 0;
-    SELF->core = core; /* last: marks the object initialised */
-    return 0;
+    return (PyObject *)self;
 fail:
-    Py_XDECREF(fallback);
-    Py_XDECREF(is_failure);
-    Py_XDECREF(rec);
-    Py_XDECREF(ign);
-    Py_XDECREF(listeners);
-    for (int i = 0; i < 3; i++) Py_XDECREF(states[i]);
-    Py_XDECREF(msg_open);
-    Py_XDECREF(msg_half);
-    prs_py_clock_clear(&clock);
-    return -1;
+    Py_DECREF(self);
+    return NULL;
 }
 
 /* ---- listeners --------------------------------------------------------------------- */
@@ -538,22 +430,10 @@ static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
         PyErr_SetString(PyExc_TypeError, "call() missing required argument 'func' (pos 1)");
         return NULL;
     }
-    if (ensure_init(SELF) < 0) return NULL;
     return run_protected(SELF, args[0], args + 1, (size_t)(nargs - 1), kwnames);
 }
 
 /* ---- the decorated function: a C callable, so @breaker adds no Python frame ---- */
-
-typedef struct wrapped_obj {
-    PyObject_HEAD
-    breaker_obj *breaker;   /* strong */
-    PyObject *func;         /* strong */
-    PyObject *dict;         /* __dict__: functools.update_wrapper stores __name__ etc. here */
-    PyObject *weakreflist;
-    vectorcallfunc vectorcall;
-} wrapped_obj;
-
-#define WSELF ((wrapped_obj *)self)
 
 static PyObject *wrapped_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                                     PyObject *kwnames) {
@@ -595,49 +475,8 @@ static PyObject *wrapped_repr(PyObject *self) {
     return PyUnicode_FromFormat("<CircuitBreaker-protected %R>", WSELF->func);
 }
 
-static PyObject *wrapped_get_breaker(PyObject *self, void *c) {
-    return Py_NewRef(WSELF->breaker ? (PyObject *)WSELF->breaker : Py_None);
-}
-
-static PyGetSetDef wrapped_getset[] = {
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-    {"breaker", wrapped_get_breaker, NULL, "The CircuitBreaker that protects this function.", NULL},
-    {NULL},
-};
-
-static PyMemberDef wrapped_members[] = {
-    {"__dictoffset__", T_PYSSIZET, offsetof(wrapped_obj, dict), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(wrapped_obj, weakreflist), READONLY, NULL},
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(wrapped_obj, vectorcall), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot wrapped_slots[] = {
-    {Py_tp_doc, "A function protected by a CircuitBreaker (made by using the breaker as a "
-                "decorator): each call goes through breaker.call(func, ...)."},
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, wrapped_descr_get},
-    {Py_tp_repr, wrapped_repr},
-    {Py_tp_dealloc, wrapped_dealloc},
-    {Py_tp_traverse, wrapped_traverse},
-    {Py_tp_clear, wrapped_clear},
-    {Py_tp_getset, wrapped_getset},
-    {Py_tp_members, wrapped_members},
-    {0, NULL},
-};
-
-static PyType_Spec wrapped_spec = {
-    "pyresilience._core.BreakerFunction",
-    sizeof(wrapped_obj),
-    0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL |
-        Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    wrapped_slots,
-};
-
 /* _wrap(func) -> a BreakerFunction calling func through this breaker. */
 static PyObject *cb_wrap(PyObject *self, PyObject *func) {
-    if (ensure_init(SELF) < 0) return NULL;
     if (!PyCallable_Check(func)) {
         PyErr_Format(PyExc_TypeError, "a CircuitBreaker decorates callables, not %.200s: %R",
                      Py_TYPE(func)->tp_name, func);
@@ -656,8 +495,7 @@ static PyObject *cb_wrap(PyObject *self, PyObject *func) {
 
 /* _acquire() -> (permit, start_ns) when admitted, else a fresh CircuitOpenError
  * instance (not raised): the facade decides between fallback() and raise. */
-static PyObject *cb_acquire_token(PyObject *self, PyObject *unused) {
-    if (ensure_init(SELF) < 0) return NULL;
+static PyObject *cb_acquire(PyObject *self, PyObject *unused) {
     prs_breaker_permit permit;
     prs_breaker_decision d;
     int64_t start;
@@ -669,7 +507,7 @@ static PyObject *cb_acquire_token(PyObject *self, PyObject *unused) {
 
 /* _record(token, exc=None, result=None): the outcome of a call admitted by
  * _acquire() (token None: without a permit). */
-static PyObject *cb_record_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames) {
     static const char *const names[] = {"token", "exc", "result", NULL};
     PyObject *v[3] = {NULL, NULL, NULL};
@@ -678,7 +516,6 @@ static PyObject *cb_record_token(PyObject *self, PyObject *const *args, Py_ssize
     } else if (prs_py_unpack("_record", args, nargs, kwnames, names, 3, v) < 0) {
         return NULL;
     }
-    if (ensure_init(SELF) < 0) return NULL;
     PyObject *token = v[0], *exc = v[1], *result = v[2];
     if (!token) {
         PyErr_SetString(PyExc_TypeError, "_record() missing required argument 'token'");
@@ -716,7 +553,6 @@ static PyObject *cb_record_token(PyObject *self, PyObject *const *args, Py_ssize
 /* ---- low level ----------------------------------------------------------------------------- */
 
 static PyObject *cb_allow_request(PyObject *self, PyObject *unused) {
-    if (ensure_init(SELF) < 0) return NULL;
     prs_breaker_permit permit;
     if (prs_breaker_try_acquire_closed(SELF->core, &permit)) Py_RETURN_TRUE;
     int64_t now;
@@ -730,38 +566,32 @@ static PyObject *cb_allow_request(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(d.allowed);
 }
 
-static PyObject *record_manual(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, const char *fname, prs_breaker_outcome outcome) {
-    static const char *const names[] = {"duration", NULL};
+static PyObject *record_manual(PyObject *self, const prs_py_params *spec, PyObject *const *args,
+                               Py_ssize_t nargs, PyObject *kwnames, prs_breaker_outcome outcome) {
+    cb_record_args a = {0};
     PyObject *v[1];
-    if (prs_py_unpack(fname, args, nargs, kwnames, names, 1, v) < 0) return NULL;
-    if (ensure_init(SELF) < 0) return NULL;
-    int64_t duration = 0, now = INT64_MIN;
-    if (v[0]) {
-        double s;
-        if (prs_py_parse_real(v[0], "duration", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &s) < 0)
-            return NULL;
-        duration = isinf(s) ? PRS_NEVER : prs_seconds_to_ns(s);
-    }
+    if (prs_py_parse_params(spec, args, nargs, kwnames, &a, v) < 0) return NULL;
+    int64_t now = INT64_MIN;
     if (prs_breaker_outcome_needs_time(SELF->core, outcome) &&
         prs_py_clock_now(&SELF->clock, &now) < 0)
         return NULL;
     prs_breaker_transition tr;
-    prs_breaker_record(SELF->core, now, PRS_BREAKER_NO_PERMIT, outcome, duration, &tr);
+    prs_breaker_record(SELF->core, now, PRS_BREAKER_NO_PERMIT, outcome, a.duration_ns, &tr);
     fire(SELF, &tr);
     Py_RETURN_NONE;
 }
 
 static PyObject *cb_record_success(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames) {
-    return record_manual(self, args, nargs, kwnames, "record_success", PRS_BREAKER_SUCCESS);
+    return record_manual(self, &CircuitBreaker_record_success_params, args, nargs, kwnames,
+                         PRS_BREAKER_SUCCESS);
 }
 static PyObject *cb_record_failure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames) {
-    return record_manual(self, args, nargs, kwnames, "record_failure", PRS_BREAKER_FAILURE);
+    return record_manual(self, &CircuitBreaker_record_failure_params, args, nargs, kwnames,
+                         PRS_BREAKER_FAILURE);
 }
 static PyObject *cb_record_ignored(PyObject *self, PyObject *unused) {
-    if (ensure_init(SELF) < 0) return NULL;
     prs_breaker_transition tr;
     prs_breaker_record(SELF->core, INT64_MIN, PRS_BREAKER_NO_PERMIT, PRS_BREAKER_IGNORED, 0, &tr);
     fire(SELF, &tr);
@@ -773,7 +603,6 @@ static PyObject *cb_record_ignored(PyObject *self, PyObject *unused) {
 typedef void (*manual_fn)(prs_breaker *, int64_t, prs_breaker_transition *);
 
 static PyObject *manual(PyObject *self, manual_fn fn) {
-    if (ensure_init(SELF) < 0) return NULL;
     int64_t now;
     if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
     prs_breaker_transition tr;
@@ -792,7 +621,6 @@ static PyObject *cb_disable(PyObject *self, PyObject *u) { return manual(self, p
 /* ---- listeners -------------------------------------------------------------------------------- */
 
 static PyObject *cb_add_listener(PyObject *self, PyObject *fn) {
-    if (ensure_init(SELF) < 0) return NULL;
     if (!PyCallable_Check(fn)) {
         PyErr_Format(PyExc_TypeError, "listener must be callable, not %.200s: %R",
                      Py_TYPE(fn)->tp_name, fn);
@@ -816,7 +644,6 @@ static PyObject *cb_add_listener(PyObject *self, PyObject *fn) {
 }
 
 static PyObject *cb_remove_listener(PyObject *self, PyObject *fn) {
-    if (ensure_init(SELF) < 0) return NULL;
     int rc = 0, found = 0;
     Py_BEGIN_CRITICAL_SECTION(self);
     PyObject *old = Py_NewRef(SELF->listeners);
@@ -850,18 +677,15 @@ static PyObject *cb_remove_listener(PyObject *self, PyObject *fn) {
 /* ---- properties ------------------------------------------------------------------------------- */
 
 static PyObject *cb_get_state(PyObject *self, void *c) {
-    if (ensure_init(SELF) < 0) return NULL;
     return Py_NewRef(SELF->states[prs_breaker_get_state(SELF->core)]);
 }
 
 static PyObject *cb_get_mode(PyObject *self, void *c) {
-    if (ensure_init(SELF) < 0) return NULL;
     static const char *const modes[] = {"normal", "forced_open", "disabled"};
     return PyUnicode_FromString(modes[prs_breaker_get_mode(SELF->core)]);
 }
 
 static PyObject *cb_get_metrics(PyObject *self, void *c) {
-    if (ensure_init(SELF) < 0) return NULL;
     prs_py_state *st = prs_py_state_of(self);
     if (!st) return NULL;
     int64_t now;
@@ -901,8 +725,7 @@ static PyObject *cb_get_metrics(PyObject *self, void *c) {
     return o;
 }
 
-static PyObject *cb_get_config_i64(PyObject *self, void *which) {
-    if (ensure_init(SELF) < 0) return NULL;
+static PyObject *cb_get_config(PyObject *self, void *which) {
     prs_breaker_config cfg;
     prs_breaker_get_config(SELF->core, &cfg);
     switch ((int)(intptr_t)which) {
@@ -929,141 +752,15 @@ static PyObject *cb_get_config_i64(PyObject *self, void *which) {
 }
 
 static PyObject *cb_get_obj(PyObject *self, void *which) {
-    if (ensure_init(SELF) < 0) return NULL;
-    PyObject *o = NULL;
-    switch ((int)(intptr_t)which) {
-    case 0: o = SELF->name; break;
-    case 1: o = SELF->fallback; break;
-    case 2: o = SELF->record_exc; break;
-    case 3: o = SELF->ignore_exc; break;
-    case 4: o = SELF->is_failure; break;
-    case 5: {
+    if (which == NULL) { /* listeners: a tuple replaced whole, read under the object's lock */
+        PyObject *o;
         Py_BEGIN_CRITICAL_SECTION(self);
         o = Py_NewRef(SELF->listeners);
         Py_END_CRITICAL_SECTION();
         return o;
     }
-    case 6: return prs_py_clock_object(prs_py_state_of(self), &SELF->clock);
-    }
-    return Py_NewRef(o ? o : Py_None);
+    return prs_py_clock_object(prs_py_state_of(self), &SELF->clock);
 }
-
-#define I64(name, i, doc) {name, cb_get_config_i64, NULL, doc, (void *)(intptr_t)(i)}
-#define OBJ(name, i, doc) {name, cb_get_obj, NULL, doc, (void *)(intptr_t)(i)}
-
-static PyGetSetDef cb_getset[] = {
-    {"state", cb_get_state, NULL,
-     "The current CircuitState (OPEN stays OPEN past its timeout until the next call).", NULL},
-    {"mode", cb_get_mode, NULL,
-     "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).", NULL},
-    {"metrics", cb_get_metrics, NULL, "A CircuitBreakerMetrics snapshot taken now.", NULL},
-    I64("failure_threshold", 0, "Consecutive failures that open the circuit (consecutive mode)."),
-    I64("success_threshold", 1, "Half-open successes that close the circuit."),
-    I64("half_open_max_calls", 2, "Trial calls admitted at once while half-open."),
-    I64("window_size", 3, "Outcomes (count window) or seconds (time window) in the window."),
-    I64("minimum_calls", 4, "Outcomes the window needs before a rate can open the circuit."),
-    I64("timeout_seconds", 5, "Seconds the circuit stays open before a trial call (inf: until a manual call)."),
-    I64("failure_rate_threshold", 6, "The failure rate that opens the circuit (None: consecutive mode)."),
-    I64("slow_call_rate_threshold", 7, "The slow-call rate that opens the circuit (None: off)."),
-    I64("slow_call_duration", 8, "Seconds from which a call is slow (None: never)."),
-    I64("window_type", 9, "'count' or 'time'."),
-    OBJ("name", 0, "The breaker's name (or None)."),
-    OBJ("fallback", 1, "Called with no arguments instead of raising when a call is rejected."),
-    OBJ("record_exceptions", 2, "Exception classes that count as failures."),
-    OBJ("ignore_exceptions", 3, "Exception classes that count as neither success nor failure."),
-    OBJ("is_failure", 4, "is_failure(result) -> bool marks returned values as failures (or None)."),
-    OBJ("listeners", 5, "The on_state_change listeners (a tuple)."),
-    OBJ("clock", 6, "The clock this breaker reads."),
-    {NULL},
-};
-
-static PyMethodDef cb_methods[] = {
-    {"call", (PyCFunction)(void (*)(void))cb_call, METH_FASTCALL | METH_KEYWORDS,
-     "call($self, func, /, *args, **kwargs)\n--\n\n"
-     "Call func(*args, **kwargs) through the breaker and return its result. When the\n"
-     "circuit rejects the call: return fallback() if a fallback was given, else raise a\n"
-     "fresh CircuitOpenError carrying retry_after and name. Exceptions from func\n"
-     "propagate; they count as failures when they match record_exceptions (and not\n"
-     "ignore_exceptions)."},
-    {"allow_request", cb_allow_request, METH_NOARGS,
-     "allow_request($self, /)\n--\n\n"
-     "True when a call may run now (taking a half-open trial slot), else False\n"
-     "(counted as rejected). Report the outcome with record_success/record_failure/\n"
-     "record_ignored: in HALF_OPEN, that outcome frees the slot taken here (matched\n"
-     "by count). A record_*() while no allow_request() trial is outstanding is a\n"
-     "stray there: counted in the totals, it neither frees another caller's trial\n"
-     "slot nor moves the state."},
-    {"record_success", (PyCFunction)(void (*)(void))cb_record_success, METH_FASTCALL | METH_KEYWORDS,
-     "record_success($self, /, duration=0.0)\n--\n\n"
-     "Record a successful call that lasted `duration` seconds (slow-call detection)."},
-    {"record_failure", (PyCFunction)(void (*)(void))cb_record_failure, METH_FASTCALL | METH_KEYWORDS,
-     "record_failure($self, /, duration=0.0)\n--\n\n"
-     "Record a failed call that lasted `duration` seconds."},
-    {"record_ignored", cb_record_ignored, METH_NOARGS,
-     "record_ignored($self, /)\n--\n\n"
-     "Record a call that counts as neither (frees the half-open trial slot that\n"
-     "allow_request() took)."},
-    {"open", cb_open, METH_NOARGS,
-     "open($self, /)\n--\n\nOpen the circuit now; it half-opens after timeout_seconds as usual."},
-    {"close", cb_close, METH_NOARGS,
-     "close($self, /)\n--\n\nClose the circuit (window and consecutive counts cleared; totals kept)."},
-    {"half_open", cb_half_open, METH_NOARGS,
-     "half_open($self, /)\n--\n\nMove to HALF_OPEN: the next calls are trial calls."},
-    {"reset", cb_reset, METH_NOARGS,
-     "reset($self, /)\n--\n\nBack to CLOSED with every counter cleared (also ends force_open/disable)."},
-    {"force_open", cb_force_open, METH_NOARGS,
-     "force_open($self, /)\n--\n\nOpen the circuit until reset() or another manual state call."},
-    {"disable", cb_disable, METH_NOARGS,
-     "disable($self, /)\n--\n\nAllow every call and never trip (outcomes are still counted) until\n"
-     "reset() or another manual state call."},
-    {"add_listener", cb_add_listener, METH_O,
-     "add_listener($self, listener, /)\n--\n\n"
-     "Call listener(breaker, old_state, new_state) after every transition."},
-    {"remove_listener", cb_remove_listener, METH_O,
-     "remove_listener($self, listener, /)\n--\n\nRemove a listener (ValueError if absent)."},
-    {"_wrap", cb_wrap, METH_O,
-     "_wrap($self, func, /)\n--\n\n"
-     "Internal: a C callable running func through this breaker (the sync decorator)."},
-    {"_acquire", cb_acquire_token, METH_NOARGS,
-     "_acquire($self, /)\n--\n\n"
-     "Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."},
-    {"_record", (PyCFunction)(void (*)(void))cb_record_token, METH_FASTCALL | METH_KEYWORDS,
-     "_record($self, /, token, exc=None, result=None)\n--\n\n"
-     "Internal: record the outcome of a call admitted by _acquire()."},
-    {NULL},
-};
-
-static PyMemberDef cb_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(breaker_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot cb_slots[] = {
-    {Py_tp_doc,
-     "CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, "
-     "fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', "
-     "window_size=100, minimum_calls=10, slow_call_duration=None, "
-     "slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=..., "
-     "ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None)\n--\n\n"
-     "The C core of pyresilience.CircuitBreaker (use that class)."},
-    {Py_tp_new, cb_new},
-    {Py_tp_init, cb_init},
-    {Py_tp_dealloc, cb_dealloc},
-    {Py_tp_traverse, cb_traverse},
-    {Py_tp_clear, cb_clear},
-    {Py_tp_methods, cb_methods},
-    {Py_tp_getset, cb_getset},
-    {Py_tp_members, cb_members},
-    {0, NULL},
-};
-
-static PyType_Spec cb_spec = {
-    "pyresilience._core.CircuitBreaker",
-    sizeof(breaker_obj),
-    0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE,
-    cb_slots,
-};
 
 /* ---- the metrics snapshot type ---------------------------------------------------------------- */
 
@@ -1122,8 +819,8 @@ static PyStructSequence_Desc metrics_desc = {
 };
 
 int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &cb_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &wrapped_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &BreakerFunction_spec, NULL) < 0) return -1;
     PyTypeObject *mt = PyStructSequence_NewType(&metrics_desc);
     if (!mt) return -1;
     /* public under pyresilience.breaker (which re-exports it), not the private

@@ -9,16 +9,22 @@
 
 #include <math.h>
 
+/* ManualClock()'s parsed arguments. */
+typedef struct prs_py_manual_clock_args {
+    int64_t start_ns;
+} prs_py_manual_clock_args;
+
+#include "gen/clock.h"
+
 /* ---- ManualClock -------------------------------------------------------- */
 
-static int manual_init(PyObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"start", NULL};
-    PyObject *start = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O:ManualClock", kwlist, &start)) return -1;
-    double s = 0.0;
-    if (start && prs_py_parse_real(start, "start", PRS_PY_ZERO_OK | PRS_PY_NEG_OK, &s) < 0) return -1;
-    atomic_store(&((prs_py_manual_clock *)self)->now_ns, prs_seconds_to_ns(s));
-    return 0;
+static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_manual_clock_args a = {0};
+    PyObject *v[P_ManualClock__COUNT];
+    if (prs_py_parse_params_tuple(&ManualClock_params, args, kwds, &a, v) < 0) return NULL;
+    PyObject *self = type->tp_alloc(type, 0);
+    if (self) atomic_store(&((prs_py_manual_clock *)self)->now_ns, a.start_ns);
+    return self;
 }
 
 static PyObject *manual_now(PyObject *self, PyObject *unused) {
@@ -93,43 +99,6 @@ static void manual_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static PyMethodDef manual_methods[] = {
-    {"now", manual_now, METH_NOARGS, "now($self, /)\n--\n\nThe clock's time in seconds (float)."},
-    {"now_ns", manual_now_ns, METH_NOARGS, "now_ns($self, /)\n--\n\nThe clock's time in integer nanoseconds."},
-    {"advance", manual_advance, METH_O,
-     "advance($self, seconds, /)\n--\n\nMove the clock forward by `seconds` (finite, >= 0); the time\n"
-     "saturates at 2**63 - 1 ns instead of wrapping."},
-    {"advance_ns", manual_advance_ns, METH_O,
-     "advance_ns($self, ns, /)\n--\n\nMove the clock forward by `ns` integer nanoseconds (>= 0), exactly\n"
-     "at any time (float seconds cannot resolve 1 ns once the clock is past ~100 days).\n"
-     "Like advance(), the time saturates at 2**63 - 1 ns."},
-    {"sleep", manual_advance, METH_O,
-     "sleep($self, seconds, /)\n--\n\nSleeping on a ManualClock advances it by `seconds` at once."},
-    {"set", manual_set, METH_O,
-     "set($self, seconds, /)\n--\n\nSet the clock to `seconds` (finite; may move it backwards, "
-     "which primitives treat as no time passing)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot manual_slots[] = {
-    {Py_tp_doc, "ManualClock(start=0.0)\n--\n\n"
-                "A clock that moves only when told to: for deterministic tests. Every primitive\n"
-                "accepts clock=ManualClock(); waits of the library (acquire, retry sleeps, ...)\n"
-                "advance it by the wait instead of sleeping. Calling the clock returns now()."},
-    {Py_tp_init, manual_init},
-    {Py_tp_new, PyType_GenericNew},
-    {Py_tp_methods, manual_methods},
-    {Py_tp_call, manual_call},
-    {Py_tp_repr, manual_repr},
-    {Py_tp_dealloc, manual_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec manual_spec = {
-    "pyresilience.ManualClock", sizeof(prs_py_manual_clock), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, manual_slots,
-};
-
 /* ---- MonotonicClock ----------------------------------------------------- */
 
 static PyObject *mono_now(PyObject *self, PyObject *unused) {
@@ -147,39 +116,14 @@ static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
 }
 static PyObject *mono_repr(PyObject *self) { return PyUnicode_FromString("MonotonicClock()"); }
 
-static int mono_init(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
-        PyErr_SetString(PyExc_TypeError, "MonotonicClock() takes no arguments");
-        return -1;
-    }
-    return 0;
+static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    PyObject *v[1];
+    if (prs_py_parse_params_tuple(&MonotonicClock_params, args, kwds, NULL, v) < 0) return NULL;
+    return type->tp_alloc(type, 0);
 }
 
-static PyMethodDef mono_methods[] = {
-    {"now", mono_now, METH_NOARGS, "now($self, /)\n--\n\nCLOCK_MONOTONIC in seconds (float)."},
-    {"now_ns", mono_now_ns, METH_NOARGS, "now_ns($self, /)\n--\n\nCLOCK_MONOTONIC in integer nanoseconds."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot mono_slots[] = {
-    {Py_tp_doc, "MonotonicClock()\n--\n\n"
-                "The default clock: CLOCK_MONOTONIC read in C. Passing clock=None is the same."},
-    {Py_tp_init, mono_init},
-    {Py_tp_new, PyType_GenericNew},
-    {Py_tp_methods, mono_methods},
-    {Py_tp_call, mono_call},
-    {Py_tp_repr, mono_repr},
-    {Py_tp_dealloc, manual_dealloc},
-    {0, NULL},
-};
-
-static PyType_Spec mono_spec = {
-    "pyresilience.MonotonicClock", sizeof(PyObject), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, mono_slots,
-};
-
 int prs_py_register_clock(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &manual_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &mono_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &ManualClock_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &MonotonicClock_spec, NULL) < 0) return -1;
     return 0;
 }

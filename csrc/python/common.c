@@ -5,6 +5,8 @@
 #include "prs_py.h"
 
 #include <math.h>
+#include <ctype.h>
+#include <string.h>
 
 /* ---- errors ----------------------------------------------------------- */
 
@@ -346,4 +348,202 @@ int prs_py_clock_sleep(prs_py_clock *c, int64_t ns) {
         if (prs_py_clock_now(c, &now) < 0) return -1;
         if (now >= wake) return 0;
     }
+}
+
+/* ---- declared parameters ------------------------------------------------ */
+
+/* A str among `choices`: its index; TypeError/ValueError listing them. */
+static int parse_choice(PyObject *o, const char *param, const char *const *choices, int *out) {
+    if (PyUnicode_Check(o)) {
+        for (int i = 0; choices[i]; i++)
+            if (PyUnicode_CompareWithASCIIString(o, choices[i]) == 0) { *out = i; return 0; }
+    }
+    PyObject *list = PyUnicode_FromString("");
+    for (int i = 0; list && choices[i]; i++) {
+        const char *sep = i == 0 ? "" : choices[i + 1] ? ", " : " or ";
+        PyObject *more = PyUnicode_FromFormat("%U%s'%s'", list, sep, choices[i]);
+        Py_SETREF(list, more);
+    }
+    if (!list) return -1;
+    if (PyUnicode_Check(o))
+        PyErr_Format(PyExc_ValueError, "%s must be %U, got %R", param, list, o);
+    else
+        PyErr_Format(PyExc_TypeError, "%s must be %U, not %.200s: %R", param, list,
+                     Py_TYPE(o)->tp_name, o);
+    Py_DECREF(list);
+    return -1;
+}
+
+/* Converts one given argument into its field (or checks its type). 0 or -1. */
+static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
+    void *field = p->offset >= 0 ? config + p->offset : NULL;
+    double s;
+    int64_t v;
+    if (o == Py_None && (p->flags & (PRS_PY_NONE_OK | PRS_PY_NONE_INF))) {
+        if (!(p->flags & PRS_PY_NONE_INF) || !field) return 0;
+        if (p->kind == PRS_PK_REAL) *(double *)field = INFINITY;
+        else *(int64_t *)field = PRS_NEVER;
+        return 0;
+    }
+    switch (p->kind) {
+    case PRS_PK_COUNT:
+        if (prs_py_parse_count(o, p->name, p->lo, p->hi, &v) < 0) return -1;
+        *(int64_t *)field = v;
+        return 0;
+    case PRS_PK_INT:
+        if (prs_py_parse_int(o, p->name, p->lo, p->hi, &v) < 0) return -1;
+        *(int64_t *)field = v;
+        return 0;
+    case PRS_PK_REAL:
+        return prs_py_parse_real(o, p->name, p->flags & 7u, (double *)field);
+    case PRS_PK_DURATION:
+        if (prs_py_parse_real(o, p->name, p->flags & 7u, &s) < 0) return -1;
+        v = isinf(s) ? PRS_NEVER : prs_seconds_to_ns(s);
+        *(int64_t *)field = (s > 0 && v < 1) ? 1 : v;
+        return 0;
+    case PRS_PK_TIMEOUT:
+        return prs_py_parse_timeout(o, p->name, (int64_t *)field);
+    case PRS_PK_BOOL: {
+        int b = PyObject_IsTrue(o);
+        if (b < 0) return -1;
+        *(int *)field = b;
+        return 0;
+    }
+    case PRS_PK_ENUM:
+        return parse_choice(o, p->name, p->choices, (int *)field);
+    case PRS_PK_CALLABLE:
+        if (PyCallable_Check(o)) return 0;
+        PyErr_Format(PyExc_TypeError, "%s must be a callable%s, not %.200s: %R", p->name,
+                     (p->flags & PRS_PY_NONE_OK) ? " or None" : "", Py_TYPE(o)->tp_name, o);
+        return -1;
+    case PRS_PK_STR:
+        if (PyUnicode_Check(o)) return 0;
+        PyErr_Format(PyExc_TypeError, "%s must be a str%s, not %.200s: %R", p->name,
+                     (p->flags & PRS_PY_NONE_OK) ? " or None" : "", Py_TYPE(o)->tp_name, o);
+        return -1;
+    case PRS_PK_CONVERT:
+        return p->convert(o, config);
+    default: /* CLOCK, OBJECT: the binding's */
+        return 0;
+    }
+}
+
+static int convert_params(const prs_py_params *spec, void *config, PyObject **vals) {
+    for (Py_ssize_t i = 0; i < spec->n; i++) {
+        if (!vals[i]) {
+            if (i < spec->required) {
+                PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", spec->fname,
+                             spec->p[i].name);
+                return -1;
+            }
+            continue;
+        }
+        if (convert_param(&spec->p[i], vals[i], config) < 0) return -1;
+    }
+    return 0;
+}
+
+int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames, void *config, PyObject **vals) {
+    if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, vals) < 0)
+        return -1;
+    return convert_params(spec, config, vals);
+}
+
+int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
+                              void *config, PyObject **vals) {
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
+    if (nargs > spec->maxpos) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)",
+                     spec->fname, spec->maxpos, spec->maxpos == 1 ? "" : "s", nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? PyTuple_GET_ITEM(args, i) : NULL;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (kwds && PyDict_Next(kwds, &pos, &key, &value)) {
+        Py_ssize_t i = 0;
+        if (PyUnicode_Check(key))
+            while (i < spec->n && PyUnicode_CompareWithASCIIString(key, spec->p[i].name) != 0) i++;
+        else
+            i = spec->n;
+        if (i == spec->n) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'",
+                         spec->fname, key);
+            return -1;
+        }
+        if (vals[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
+                         spec->fname, spec->p[i].name);
+            return -1;
+        }
+        vals[i] = value;
+    }
+    return convert_params(spec, config, vals);
+}
+
+/* The value a parameter has: the argument as given, else its field's default
+ * (new reference), or NULL without an exception when there is none to show. */
+static PyObject *param_value(const prs_py_param *p, PyObject *given, const char *config) {
+    if (given) return Py_NewRef(given);
+    if (!config || p->offset < 0) return NULL;
+    const void *f = config + p->offset;
+    switch (p->kind) {
+    case PRS_PK_COUNT:
+    case PRS_PK_INT: return PyLong_FromLongLong(*(const int64_t *)f);
+    case PRS_PK_REAL: return PyFloat_FromDouble(*(const double *)f);
+    case PRS_PK_DURATION:
+    case PRS_PK_TIMEOUT: return PyFloat_FromDouble(prs_py_ns_to_s(*(const int64_t *)f));
+    default: return NULL;
+    }
+}
+
+/* 1 when `word` occurs in `text` as a whole identifier. */
+static int mentions(const char *text, const char *word) {
+    size_t n = strlen(word);
+    for (const char *at = strstr(text, word); at; at = strstr(at + 1, word)) {
+        int before = at > text && (isalnum((unsigned char)at[-1]) || at[-1] == '_');
+        int after = isalnum((unsigned char)at[n]) || at[n] == '_';
+        if (!before && !after) return 1;
+    }
+    return 0;
+}
+
+PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_error *why,
+                              const prs_py_params *spec, PyObject *const *vals,
+                              const void *config) {
+    if ((status != PRS_EINVAL && status != PRS_ERANGE) || !why || !why->field || !why->reason)
+        return prs_py_error(st, status, NULL);
+    Py_ssize_t at = -1;
+    for (Py_ssize_t i = 0; i < spec->n && at < 0; i++)
+        if (spec->p[i].field && strcmp(spec->p[i].field, why->field) == 0) at = i;
+    if (at < 0) {
+        PyErr_Format(PyExc_ValueError, "invalid %s configuration: %s %s", spec->fname, why->field,
+                     why->reason);
+        return NULL;
+    }
+    /* "max_delay must be >= base_delay, got 0.5 (base_delay=1.0)": the value
+     * given, then the values of the other fields the reason names */
+    const prs_py_param *p = &spec->p[at];
+    PyObject *msg = vals[at] ? PyUnicode_FromFormat("%s %s, got %R", p->name, why->reason, vals[at])
+                             : PyUnicode_FromFormat("%s %s", p->name, why->reason);
+    const char *open = " (";
+    for (Py_ssize_t i = 0; msg && i < spec->n; i++) {
+        const prs_py_param *q = &spec->p[i];
+        if (i == at || !q->field || !mentions(why->reason, q->field)) continue;
+        PyObject *v = param_value(q, vals[i], config);
+        if (!v) {
+            if (PyErr_Occurred()) Py_CLEAR(msg);
+            continue;
+        }
+        Py_SETREF(msg, PyUnicode_FromFormat("%U%s%s=%R", msg, open, q->name, v));
+        Py_DECREF(v);
+        open = ", ";
+    }
+    if (msg && open[0] == ',') Py_SETREF(msg, PyUnicode_FromFormat("%U)", msg));
+    if (msg) {
+        PyErr_SetObject(PyExc_ValueError, msg);
+        Py_DECREF(msg);
+    }
+    return NULL;
 }

@@ -5,6 +5,8 @@
  */
 #include "prs_py.h"
 
+#include "gen/decision.h"
+
 #include <math.h>
 
 PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d) {
@@ -27,25 +29,13 @@ PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int de
 }
 
 static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"allowed", "limit", "remaining", "retry_after", "reset_after",
-                             "denied_by", NULL};
-    int allowed;
-    long long limit, remaining;
-    PyObject *retry_o, *reset_o, *denied_by = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "pLLOO|O:Decision", kwlist, &allowed, &limit,
-                                     &remaining, &retry_o, &reset_o, &denied_by))
-        return NULL;
-    double retry, reset;
-    if (prs_py_parse_real(retry_o, "retry_after", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &retry) < 0) return NULL;
-    if (prs_py_parse_real(reset_o, "reset_after", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &reset) < 0) return NULL;
+    prs_decision d = {0};
+    PyObject *v[P_Decision__COUNT];
+    if (prs_py_parse_params_tuple(&Decision_params, args, kwds, &d, v) < 0) return NULL;
     prs_py_decision *self = (prs_py_decision *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    self->d.allowed = allowed;
-    self->d.limit = limit;
-    self->d.remaining = remaining;
-    self->d.retry_after_ns = isinf(retry) ? PRS_NEVER : prs_seconds_to_ns(retry);
-    self->d.reset_after_ns = isinf(reset) ? PRS_NEVER : prs_seconds_to_ns(reset);
-    self->denied_by = Py_NewRef(denied_by);
+    self->d = d;
+    self->denied_by = Py_NewRef(v[P_Decision_denied_by] ? v[P_Decision_denied_by] : Py_None);
     return (PyObject *)self;
 }
 
@@ -70,29 +60,18 @@ static int decision_clear(PyObject *self) {
 
 #define D(self) (((prs_py_decision *)(self))->d)
 
-static PyObject *get_allowed(PyObject *self, void *c) { return PyBool_FromLong(D(self).allowed); }
-static PyObject *get_limit(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).limit); }
-static PyObject *get_remaining(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).remaining); }
-static PyObject *get_retry_after(PyObject *self, void *c) {
+static PyObject *decision_get_allowed(PyObject *self, void *c) { return PyBool_FromLong(D(self).allowed); }
+static PyObject *decision_get_limit(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).limit); }
+static PyObject *decision_get_remaining(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).remaining); }
+static PyObject *decision_get_retry_after(PyObject *self, void *c) {
     return PyFloat_FromDouble(prs_py_ns_to_s(D(self).retry_after_ns));
 }
-static PyObject *get_reset_after(PyObject *self, void *c) {
+static PyObject *decision_get_reset_after(PyObject *self, void *c) {
     return PyFloat_FromDouble(prs_py_ns_to_s(D(self).reset_after_ns));
 }
-static PyObject *get_denied_by(PyObject *self, void *c) {
+static PyObject *decision_get_denied_by(PyObject *self, void *c) {
     return Py_NewRef(((prs_py_decision *)self)->denied_by);
 }
-
-static PyGetSetDef decision_getset[] = {
-    {"allowed", get_allowed, NULL, "True when the request was admitted.", NULL},
-    {"limit", get_limit, NULL, "The limiter's capacity / limit / burst.", NULL},
-    {"remaining", get_remaining, NULL, "Requests of weight 1 still admissible now.", NULL},
-    {"retry_after", get_retry_after, NULL,
-     "Seconds until this request would be admitted: 0.0 when allowed, math.inf when never.", NULL},
-    {"reset_after", get_reset_after, NULL, "Seconds until the limiter is back to full.", NULL},
-    {"denied_by", get_denied_by, NULL, "For groups: the index of the member that denied, else None.", NULL},
-    {NULL},
-};
 
 /* Whole seconds, rounded up, for headers: ceil(ns / 1e9) without float error. */
 static long long ceil_seconds(int64_t ns) {
@@ -130,7 +109,7 @@ static PyObject *decision_headers(PyObject *self, PyObject *unused) {
 static int decision_bool(PyObject *self) { return D(self).allowed; }
 
 static PyObject *decision_repr(PyObject *self) {
-    PyObject *retry = get_retry_after(self, NULL), *reset = get_reset_after(self, NULL);
+    PyObject *retry = decision_get_retry_after(self, NULL), *reset = decision_get_reset_after(self, NULL);
     PyObject *r = NULL;
     if (retry && reset) {
         if (((prs_py_decision *)self)->denied_by != Py_None)
@@ -163,39 +142,6 @@ static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
 }
 
-static PyMethodDef decision_methods[] = {
-    {"headers", decision_headers, METH_NOARGS,
-     "headers($self, /)\n--\n\n"
-     "HTTP headers for this decision: X-RateLimit-Limit, X-RateLimit-Remaining,\n"
-     "X-RateLimit-Reset (whole seconds, rounded up) and, when denied, Retry-After\n"
-     "(whole seconds, rounded up). A number is never invented: when retry_after is\n"
-     "math.inf (the request can never be admitted) Retry-After and X-RateLimit-Reset\n"
-     "are left out, and so is X-RateLimit-Reset whenever reset_after is math.inf."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot decision_slots[] = {
-    {Py_tp_doc, "Decision(allowed, limit, remaining, retry_after, reset_after, denied_by=None)\n--\n\n"
-                "The outcome of asking a limiter. bool(decision) == decision.allowed.\n"
-                "retry_after and reset_after are float seconds (math.inf: never)."},
-    {Py_tp_new, decision_new},
-    {Py_tp_dealloc, decision_dealloc},
-    {Py_tp_traverse, decision_traverse},
-    {Py_tp_clear, decision_clear},
-    {Py_tp_getset, decision_getset},
-    {Py_tp_methods, decision_methods},
-    {Py_tp_repr, decision_repr},
-    {Py_tp_richcompare, decision_richcompare},
-    {Py_tp_hash, PyObject_HashNotImplemented},
-    {Py_nb_bool, decision_bool},
-    {0, NULL},
-};
-
-static PyType_Spec decision_spec = {
-    "pyresilience.Decision", sizeof(prs_py_decision), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, decision_slots,
-};
-
 int prs_py_register_decision(PyObject *m, prs_py_state *st) {
-    return prs_py_add_type(m, st, PRS_SLOT_Decision, &decision_spec, NULL);
+    return prs_py_add_type(m, st, PRS_SLOT_Decision, &Decision_spec, NULL);
 }

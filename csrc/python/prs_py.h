@@ -40,11 +40,11 @@ enum prs_py_slot {
     PRS_SLOT_KeyedLimiterView,
     PRS_SLOT_LimiterGroup,
     PRS_SLOT_RateWait,      /* _RateWait: an async limiter wait in progress */
-    /* circuit breaker (issue 4) */
+    /* circuit breaker */
     PRS_SLOT_CircuitBreaker,
     PRS_SLOT_CircuitBreakerMetrics,
     PRS_SLOT_BreakerFunction,
-    /* retry (issue 5) */
+    /* retry */
     PRS_SLOT_RetryPolicy,
     PRS_SLOT_RetryBudget,
     PRS_SLOT_RetryCall,
@@ -155,6 +155,71 @@ static inline double prs_py_ns_to_s(int64_t ns) {
  * `fname`. 0 or -1. */
 int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                   const char *const *names, Py_ssize_t maxpos, PyObject **out);
+
+/* ---- declared parameters ------------------------------------------------ *
+ * A type's parameters are declared once, in tools/binding_decl.py; the build
+ * generates csrc/python/gen/<file>.h from it (tools/gen_binding.py): one
+ * prs_py_params table per constructor/method, its text signature, and the
+ * _core.pyi stub. prs_py_parse_params() then converts every argument with a
+ * config field straight into the core's config struct (offsetof), and hands
+ * back the borrowed argument objects for what the binding keeps itself. */
+enum prs_py_kind {
+    PRS_PK_COUNT,    /* int64_t field: prs_py_parse_count in [lo, hi] */
+    PRS_PK_REAL,     /* double field: prs_py_parse_real with flags */
+    PRS_PK_DURATION, /* int64_t field, ns, from float seconds (flags); +inf -> PRS_NEVER;
+                        a positive value is at least 1 ns */
+    PRS_PK_TIMEOUT,  /* int64_t field, ns: None or +inf -> PRS_NEVER (prs_py_parse_timeout) */
+    PRS_PK_BOOL,     /* int field: the argument's truth value */
+    PRS_PK_INT,      /* int64_t field: an int (not bool, no float) in [lo, hi] */
+    PRS_PK_ENUM,     /* int field: the index of the str in choices */
+    PRS_PK_CLOCK,    /* no field: the binding passes it to prs_py_clock_init */
+    PRS_PK_CALLABLE, /* no field: a callable */
+    PRS_PK_STR,      /* no field: a str */
+    PRS_PK_OBJECT,   /* no field: anything; the binding converts it */
+    PRS_PK_CONVERT   /* convert(arg, config) fills what it needs (like PyArg "O&") */
+};
+#define PRS_PY_NONE_OK  8u  /* None accepted: leaves the field at its default */
+#define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
+
+typedef struct prs_py_param {
+    const char *name;           /* the Python name */
+    const char *field;          /* the core config field it fills (NULL: none) */
+    unsigned char kind;         /* enum prs_py_kind */
+    unsigned char flags;        /* PRS_PY_ZERO_OK | NEG_OK | INF_OK | NONE_OK | NONE_INF */
+    Py_ssize_t offset;          /* offsetof the field in the config struct; -1: none */
+    int64_t lo, hi;             /* COUNT, INT */
+    const char *const *choices; /* ENUM: NULL-terminated */
+    int (*convert)(PyObject *arg, void *config); /* CONVERT: 0 or -1 with an exception */
+} prs_py_param;
+
+typedef struct prs_py_params {
+    const char *fname;          /* "CircuitBreaker", "delay" (in messages) */
+    Py_ssize_t n;               /* parameters */
+    Py_ssize_t maxpos;          /* the first maxpos may be positional */
+    Py_ssize_t required;        /* the first `required` must be given */
+    const prs_py_param *p;
+    const char *const *names;   /* the n names, NULL-terminated */
+} prs_py_params;
+
+/* Parses fastcall arguments by `spec`: vals[0..n) get the borrowed argument
+ * objects (NULL: not given), and every given parameter with a field is
+ * converted into `config` (which holds the defaults; may be NULL when no
+ * parameter has a field). TypeError/ValueError naming the parameter and the
+ * value. 0 or -1. */
+int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
+                        PyObject *kwnames, void *config, PyObject **vals);
+/* The same from a tp_new's (args, kwds). */
+int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
+                              void *config, PyObject **vals);
+/* The exception for a core validator's failure (why from prs_X_config_check):
+ * ValueError "<param> <reason>, got <value>" for the parameter that fills
+ * why->field, with the value as given ("got" left out when it was not), then
+ * "(<other>=<value>, ...)" for the other fields the reason names (given, or
+ * their value in `config`, which may be NULL). prs_py_error() for statuses
+ * other than PRS_EINVAL/PRS_ERANGE. Returns NULL. */
+PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_error *why,
+                              const prs_py_params *spec, PyObject *const *vals,
+                              const void *config);
 
 /* ---- clocks ------------------------------------------------------------ */
 

@@ -16,6 +16,39 @@
 #include <stddef.h>
 #include <structmember.h>
 
+typedef struct {
+    PyObject_HEAD
+    prs_retry *core;   /* built by tp_new */
+    PyObject *seed;    /* None or the int given */
+} policy_obj;
+
+#define POLICY(o) ((policy_obj *)(o))
+
+typedef struct {
+    PyObject_HEAD
+    prs_retry_budget *core;  /* built by tp_new */
+    prs_py_clock clock;
+    PyObject *weakreflist;
+} budget_obj;
+
+#define BUDGET(o) ((budget_obj *)(o))
+
+typedef struct {
+    PyObject_HEAD
+    vectorcallfunc vectorcall;
+    PyObject *func;          /* the wrapped callable */
+    PyObject *handler;       /* handler(func, args, kwargs, exc, result, start_ns): the Python loop */
+    PyObject *check_result;  /* NULL or retry_on_result */
+    PyObject *budget;        /* NULL or a RetryBudget */
+    prs_py_clock clock;
+    PyObject *dict;          /* __dict__ (functools.wraps writes there) */
+    PyObject *weakreflist;
+} call_obj;
+
+#define CALL(o) ((call_obj *)(o))
+
+#include "gen/retry.h"
+
 /* ---- shared parsing ------------------------------------------------------ */
 
 /* An attempt index: an int >= 0 (not bool); ints past int64 saturate. */
@@ -52,30 +85,10 @@ static int parse_i64(PyObject *o, const char *param, int64_t *out) {
 /* RetryPolicy                                                              */
 /* ======================================================================== */
 
-typedef struct {
-    PyObject_HEAD
-    prs_retry *core;   /* NULL until __init__ succeeded */
-    PyObject *seed;    /* None or the int given */
-} policy_obj;
-
-#define POLICY(o) ((policy_obj *)(o))
-
-static int policy_ready(policy_obj *p) {
-    if (p->core) return 0;
-    PyErr_SetString(PyExc_RuntimeError, "RetryPolicy is not initialised");
-    return -1;
-}
-
-static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    policy_obj *p = (policy_obj *)type->tp_alloc(type, 0);
-    if (!p) return NULL;
-    p->core = NULL;
-    p->seed = Py_NewRef(Py_None);
-    return (PyObject *)p;
-}
-
-static int parse_jitter(PyObject *o, int *out) {
-    if (!o || o == Py_True) { *out = PRS_JITTER_PROPORTIONAL; return 0; }
+/* jitter=: True (proportional), False/None (none) or a strategy's name. */
+static int policy_jitter(PyObject *o, void *config) {
+    int *out = &((prs_retry_config *)config)->jitter;
+    if (o == Py_True) { *out = PRS_JITTER_PROPORTIONAL; return 0; }
     if (o == Py_False || o == Py_None) { *out = PRS_JITTER_NONE; return 0; }
     if (PyUnicode_Check(o)) {
         const char *name = PyUnicode_AsUTF8(o);
@@ -107,43 +120,25 @@ static int parse_seed(PyObject *o, int *has, uint64_t *seed) {
     return 0;
 }
 
-static int policy_init(PyObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"max_attempts", "base_delay", "max_delay", "exponential_base",
-                             "jitter", "seed", "max_retry_after", NULL};
-    PyObject *att_o = NULL, *base_o = NULL, *max_o = NULL, *exp_o = NULL, *jit_o = NULL, *seed_o = NULL,
-             *mra_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOOOO$O:RetryPolicy", kwlist, &att_o, &base_o,
-                                     &max_o, &exp_o, &jit_o, &seed_o, &mra_o))
-        return -1;
+static int policy_seed(PyObject *arg, void *config) {
+    prs_retry_config *cfg = config;
+    return parse_seed(arg, &cfg->has_seed, &cfg->seed);
+}
+
+static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
     prs_retry_config cfg;
-    prs_retry_config_init(&cfg);
-    if (att_o && prs_py_parse_count(att_o, "max_attempts", 1, INT64_MAX, &cfg.max_attempts) < 0) return -1;
-    if (base_o && prs_py_parse_real(base_o, "base_delay", PRS_PY_ZERO_OK, &cfg.base_delay) < 0) return -1;
-    if (max_o && prs_py_parse_real(max_o, "max_delay", PRS_PY_ZERO_OK, &cfg.max_delay) < 0) return -1;
-    if (exp_o && prs_py_parse_real(exp_o, "exponential_base", PRS_PY_ZERO_OK, &cfg.exponential_base) < 0)
-        return -1;
-    if (mra_o == Py_None) cfg.max_retry_after = INFINITY;  /* None: no limit */
-    else if (mra_o && prs_py_parse_real(mra_o, "max_retry_after", PRS_PY_ZERO_OK | PRS_PY_INF_OK,
-                                        &cfg.max_retry_after) < 0)
-        return -1;
-    if (cfg.max_delay < cfg.base_delay) {
-        PyObject *mx = PyFloat_FromDouble(cfg.max_delay), *bs = PyFloat_FromDouble(cfg.base_delay);
-        if (mx && bs)
-            PyErr_Format(PyExc_ValueError, "max_delay must be >= base_delay, got max_delay=%R, base_delay=%R",
-                         mx, bs);
-        Py_XDECREF(mx);
-        Py_XDECREF(bs);
-        return -1;
+    PyObject *v[P_RetryPolicy__COUNT];
+    if (RetryPolicy_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    policy_obj *p = (policy_obj *)type->tp_alloc(type, 0);
+    if (!p) return NULL;
+    p->seed = Py_NewRef(v[P_RetryPolicy_seed] ? v[P_RetryPolicy_seed] : Py_None);
+    int rc = prs_retry_new(&cfg, &p->core);
+    if (rc) {
+        Py_DECREF(p);
+        return prs_py_error(st, rc, NULL);
     }
-    if (parse_jitter(jit_o, &cfg.jitter) < 0) return -1;
-    if (parse_seed(seed_o, &cfg.has_seed, &cfg.seed) < 0) return -1;
-    prs_retry *core;
-    int rc = prs_retry_new(&cfg, &core);
-    if (rc) { prs_py_error(prs_py_state_of(self), rc, "invalid retry configuration"); return -1; }
-    prs_retry_free(POLICY(self)->core);
-    POLICY(self)->core = core;
-    Py_XSETREF(POLICY(self)->seed, Py_NewRef(seed_o ? seed_o : Py_None));
-    return 0;
+    return (PyObject *)p;
 }
 
 static void policy_dealloc(PyObject *self) {
@@ -158,7 +153,6 @@ static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t 
     static const char *const names[] = {"attempt", "previous", NULL};
     PyObject *a[2];
     if (prs_py_unpack("delay", args, nargs, kwnames, names, 2, a) < 0) return NULL;
-    if (policy_ready(POLICY(self)) < 0) return NULL;
     if (!a[0]) { PyErr_SetString(PyExc_TypeError, "delay() missing required argument 'attempt'"); return NULL; }
     int64_t attempt;
     double prev;
@@ -167,7 +161,6 @@ static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t 
 }
 
 static PyObject *policy_base(PyObject *self, PyObject *arg) {
-    if (policy_ready(POLICY(self)) < 0) return NULL;
     int64_t attempt;
     if (parse_attempt(arg, &attempt) < 0) return NULL;
     return PyFloat_FromDouble(prs_retry_base_delay(POLICY(self)->core, attempt));
@@ -177,7 +170,6 @@ static PyObject *policy_sample(PyObject *self, PyObject *const *args, Py_ssize_t
     static const char *const names[] = {"attempt", "n", "previous", NULL};
     PyObject *a[3];
     if (prs_py_unpack("sample", args, nargs, kwnames, names, 3, a) < 0) return NULL;
-    if (policy_ready(POLICY(self)) < 0) return NULL;
     if (!a[0] || !a[1]) {
         PyErr_SetString(PyExc_TypeError, "sample() takes attempt and n");
         return NULL;
@@ -203,7 +195,6 @@ static PyObject *policy_next(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "_next() takes attempt, previous, retry_after_ns, remaining_ns");
         return NULL;
     }
-    if (policy_ready(POLICY(self)) < 0) return NULL;
     int64_t attempt, ra, rem;
     double prev;
     if (parse_attempt(args[0], &attempt) < 0 || parse_previous(args[1], &prev) < 0 ||
@@ -216,7 +207,6 @@ static PyObject *policy_next(PyObject *self, PyObject *const *args, Py_ssize_t n
 }
 
 static PyObject *policy_reseed(PyObject *self, PyObject *arg) {
-    if (policy_ready(POLICY(self)) < 0) return NULL;
     int has;
     uint64_t seed;
     if (parse_seed(arg, &has, &seed) < 0) return NULL;
@@ -225,70 +215,24 @@ static PyObject *policy_reseed(PyObject *self, PyObject *arg) {
 }
 
 static PyObject *policy_random(PyObject *self, PyObject *unused) {
-    if (policy_ready(POLICY(self)) < 0) return NULL;
     return PyFloat_FromDouble(prs_retry_uniform(POLICY(self)->core));
 }
 
-static PyMethodDef policy_methods[] = {
-    {"delay", (PyCFunction)(void (*)(void))policy_delay, METH_FASTCALL | METH_KEYWORDS,
-     "delay($self, /, attempt, previous=None)\n--\n\n"
-     "The delay in seconds after failed attempt `attempt` (0-based), with this policy's\n"
-     "jitter. `previous` is the delay slept last by the same retry loop (only the\n"
-     "decorrelated strategy reads it; None: the first sleep). Thread-safe."},
-    {"base", policy_base, METH_O,
-     "base($self, attempt, /)\n--\n\n"
-     "min(base_delay * exponential_base ** attempt, max_delay): the delay without jitter."},
-    {"sample", (PyCFunction)(void (*)(void))policy_sample, METH_FASTCALL | METH_KEYWORDS,
-     "sample($self, /, attempt, n, previous=None)\n--\n\n"
-     "A list of n delays for the same attempt (statistics and tests)."},
-    {"_next", (PyCFunction)(void (*)(void))policy_next, METH_FASTCALL,
-     "_next($self, attempt, previous, retry_after_ns, remaining_ns, /)\n--\n\n"
-     "The retry loop's step: (verdict, delay_s, delay_ns). verdict is one of RETRY_SLEEP,\n"
-     "RETRY_GIVE_UP_ATTEMPTS, RETRY_GIVE_UP_DEADLINE, RETRY_GIVE_UP_RETRY_AFTER,\n"
-     "RETRY_GIVE_UP_RETRY_AFTER_LIMIT.\n"
-     "retry_after_ns < 0: none; remaining_ns == NEVER_NS: no deadline."},
-    {"reseed", policy_reseed, METH_O,
-     "reseed($self, seed, /)\n--\n\nRestart the jitter generator from `seed` (None: a random seed)."},
-    {"random", policy_random, METH_NOARGS,
-     "random($self, /)\n--\n\nA uniform draw in [0, 1) from this policy's generator."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyObject *policy_get_max_attempts(PyObject *self, void *c) {
-    if (policy_ready(POLICY(self)) < 0) return NULL;
-    return PyLong_FromLongLong(prs_retry_max_attempts(POLICY(self)->core));
-}
-
 static PyObject *policy_get_field(PyObject *self, void *c) {
-    if (policy_ready(POLICY(self)) < 0) return NULL;
     prs_retry_config cfg;
     prs_retry_get_config(POLICY(self)->core, &cfg);
     switch ((int)(intptr_t)c) {
-    case 0: return PyFloat_FromDouble(cfg.base_delay);
-    case 1: return PyFloat_FromDouble(cfg.max_delay);
-    case 2: return PyFloat_FromDouble(cfg.exponential_base);
-    case 4: return PyFloat_FromDouble(cfg.max_retry_after);
-    default: return PyUnicode_FromString(prs_jitter_name(cfg.jitter));
+    case 0: return PyLong_FromLongLong(cfg.max_attempts);
+    case 1: return PyFloat_FromDouble(cfg.base_delay);
+    case 2: return PyFloat_FromDouble(cfg.max_delay);
+    case 3: return PyFloat_FromDouble(cfg.exponential_base);
+    case 4: return PyUnicode_FromString(prs_jitter_name(cfg.jitter));
+    case 5: return Py_NewRef(POLICY(self)->seed);
+    default: return PyFloat_FromDouble(cfg.max_retry_after);
     }
 }
 
-static PyObject *policy_get_seed(PyObject *self, void *c) { return Py_NewRef(POLICY(self)->seed); }
-
-static PyGetSetDef policy_getset[] = {
-    {"max_attempts", policy_get_max_attempts, NULL, "Attempts in all, the first included.", NULL},
-    {"base_delay", policy_get_field, NULL, "Seconds before the first retry (before jitter).", (void *)0},
-    {"max_delay", policy_get_field, NULL, "The cap of the exponential delay, seconds.", (void *)1},
-    {"exponential_base", policy_get_field, NULL, "The growth factor per attempt.", (void *)2},
-    {"jitter", policy_get_field, NULL, "The jitter strategy's name.", (void *)3},
-    {"seed", policy_get_seed, NULL, "The seed given (None: random).", NULL},
-    {"max_retry_after", policy_get_field, NULL,
-     "The longest server Retry-After waited, seconds (inf: no limit); a longer one gives up.",
-     (void *)4},
-    {NULL},
-};
-
 static PyObject *policy_repr(PyObject *self) {
-    if (!POLICY(self)->core) return PyUnicode_FromString("RetryPolicy(<uninitialised>)");
     prs_retry_config cfg;
     prs_retry_get_config(POLICY(self)->core, &cfg);
     PyObject *b = PyFloat_FromDouble(cfg.base_delay), *m = PyFloat_FromDouble(cfg.max_delay),
@@ -303,100 +247,28 @@ static PyObject *policy_repr(PyObject *self) {
     return r;
 }
 
-static PyType_Slot policy_slots[] = {
-    {Py_tp_doc, "RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=60.0, exponential_base=2.0, "
-                "jitter=True, seed=None, *, max_retry_after=300.0)\n--\n\n"
-                "The arithmetic of a retry configuration: exponential delays capped at max_delay,\n"
-                "a jitter strategy (True = 'proportional', False = 'none', or 'full', 'equal',\n"
-                "'decorrelated') and its thread-safe, seedable generator (SplitMix64). Holds\n"
-                "no per-call state. A server's Retry-After is a floor of the delay (max_delay\n"
-                "never shortens it); one longer than max_retry_after (None: no limit) gives up.\n"
-                "Used by RetryConfig; rarely needed directly."},
-    {Py_tp_new, policy_new},
-    {Py_tp_init, policy_init},
-    {Py_tp_dealloc, policy_dealloc},
-    {Py_tp_methods, policy_methods},
-    {Py_tp_getset, policy_getset},
-    {Py_tp_repr, policy_repr},
-    {0, NULL},
-};
-
-static PyType_Spec policy_spec = {
-    "pyresilience._core.RetryPolicy", sizeof(policy_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, policy_slots,
-};
-
 /* ======================================================================== */
 /* RetryBudget                                                              */
 /* ======================================================================== */
 
-typedef struct {
-    PyObject_HEAD
-    prs_retry_budget *core;  /* NULL until __init__ succeeded */
-    prs_py_clock clock;
-    PyObject *weakreflist;
-} budget_obj;
-
-#define BUDGET(o) ((budget_obj *)(o))
-
-static int budget_ready(budget_obj *b) {
-    if (b->core) return 0;
-    PyErr_SetString(PyExc_RuntimeError, "RetryBudget is not initialised (call __init__)");
-    return -1;
-}
-
 static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    prs_retry_budget_config cfg;
+    PyObject *v[P_RetryBudget__COUNT];
+    if (RetryBudget_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
     budget_obj *b = (budget_obj *)type->tp_alloc(type, 0);
     if (!b) return NULL;
-    b->core = NULL;
     b->clock.kind = PRS_CLOCK_MONOTONIC;
-    b->clock.obj = NULL;
-    b->clock.manual_ns = NULL;
-    b->weakreflist = NULL;
-    return (PyObject *)b;
-}
-
-static int budget_init(PyObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"ratio", "min_retries_per_second", "window", "clock", NULL};
-    PyObject *ratio_o = NULL, *floor_o = NULL, *window_o = NULL, *clock_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOO$O:RetryBudget", kwlist, &ratio_o, &floor_o,
-                                     &window_o, &clock_o))
-        return -1;
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return -1;
-    prs_retry_budget_config cfg;
-    prs_retry_budget_config_init(&cfg);
-    if (ratio_o && prs_py_parse_real(ratio_o, "ratio", PRS_PY_ZERO_OK, &cfg.ratio) < 0) return -1;
-    if (floor_o && prs_py_parse_real(floor_o, "min_retries_per_second", PRS_PY_ZERO_OK,
-                                     &cfg.min_retries_per_second) < 0)
-        return -1;
-    if (window_o && prs_py_parse_real(window_o, "window", 0, &cfg.window) < 0) return -1;
-    if (cfg.ratio > 1e6) {
-        PyErr_Format(PyExc_ValueError, "ratio must be <= 1e6, got %R", ratio_o);
-        return -1;
+    if (prs_py_clock_init(st, v[P_RetryBudget_clock], &b->clock) < 0) {
+        Py_DECREF(b);
+        return NULL;
     }
-    if (cfg.min_retries_per_second > 1e9) {
-        PyErr_Format(PyExc_ValueError, "min_retries_per_second must be <= 1e9, got %R", floor_o);
-        return -1;
-    }
-    if (cfg.window < 1e-3 || cfg.window > 3600.0) {
-        PyErr_Format(PyExc_ValueError, "window must be between 0.001 and 3600 seconds, got %R", window_o);
-        return -1;
-    }
-    prs_py_clock clock;
-    if (prs_py_clock_init(st, clock_o, &clock) < 0) return -1;
-    prs_retry_budget *core;
-    int rc = prs_retry_budget_new(&cfg, &core);
+    int rc = prs_retry_budget_new(&cfg, &b->core);
     if (rc) {
-        prs_py_clock_clear(&clock);
-        prs_py_error(st, rc, "invalid RetryBudget configuration");
-        return -1;
+        Py_DECREF(b);
+        return prs_py_error(st, rc, NULL);
     }
-    prs_retry_budget_free(BUDGET(self)->core);
-    prs_py_clock_clear(&BUDGET(self)->clock);
-    BUDGET(self)->core = core;
-    BUDGET(self)->clock = clock;
-    return 0;
+    return (PyObject *)b;
 }
 
 static int budget_traverse(PyObject *self, visitproc visit, void *arg) {
@@ -423,7 +295,7 @@ static void budget_dealloc(PyObject *self) {
 /* Deposits one first attempt at the budget's clock's now. 0 or -1. */
 static int budget_deposit_now(budget_obj *b) {
     int64_t now;
-    if (budget_ready(b) < 0 || prs_py_clock_now(&b->clock, &now) < 0) return -1;
+    if (prs_py_clock_now(&b->clock, &now) < 0) return -1;
     prs_retry_budget_deposit(b->core, now);
     return 0;
 }
@@ -435,14 +307,13 @@ static PyObject *budget_deposit(PyObject *self, PyObject *unused) {
 
 static PyObject *budget_withdraw(PyObject *self, PyObject *unused) {
     int64_t now;
-    if (budget_ready(BUDGET(self)) < 0 || prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
+    if (prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
     int ok = 0;
     prs_retry_budget_withdraw(BUDGET(self)->core, now, &ok);
     return PyBool_FromLong(ok);
 }
 
 static PyObject *budget_reset(PyObject *self, PyObject *unused) {
-    if (budget_ready(BUDGET(self)) < 0) return NULL;
     prs_retry_budget_reset(BUDGET(self)->core);
     Py_RETURN_NONE;
 }
@@ -451,7 +322,7 @@ static PyObject *budget_reset(PyObject *self, PyObject *unused) {
  * window_retries, available): the facade's RetryBudgetMetrics, in field order. */
 static PyObject *budget_metrics(PyObject *self, PyObject *unused) {
     int64_t now;
-    if (budget_ready(BUDGET(self)) < 0 || prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
+    if (prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
     prs_retry_budget_metrics m;
     prs_retry_budget_metrics_get(BUDGET(self)->core, now, &m);
     return Py_BuildValue("(LLLLLd)", (long long)m.attempts, (long long)m.retries_allowed,
@@ -460,23 +331,16 @@ static PyObject *budget_metrics(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *budget_get_field(PyObject *self, void *c) {
-    if (budget_ready(BUDGET(self)) < 0) return NULL;
     prs_retry_budget *b = BUDGET(self)->core;
     switch ((int)(intptr_t)c) {
     case 0: return PyFloat_FromDouble(prs_retry_budget_ratio(b));
     case 1: return PyFloat_FromDouble(prs_retry_budget_min_per_second(b));
-    default: return PyFloat_FromDouble(prs_retry_budget_window(b));
+    case 2: return PyFloat_FromDouble(prs_retry_budget_window(b));
+    default: return prs_py_clock_object(prs_py_state_of(self), &BUDGET(self)->clock);
     }
 }
 
-static PyObject *budget_get_clock(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    return prs_py_clock_object(st, &BUDGET(self)->clock);
-}
-
 static PyObject *budget_repr(PyObject *self) {
-    if (!BUDGET(self)->core) return PyUnicode_FromString("RetryBudget(<uninitialised>)");
     prs_retry_budget *b = BUDGET(self)->core;
     PyObject *r = PyFloat_FromDouble(prs_retry_budget_ratio(b)),
              *f = PyFloat_FromDouble(prs_retry_budget_min_per_second(b)),
@@ -488,79 +352,9 @@ static PyObject *budget_repr(PyObject *self) {
     return s;
 }
 
-static PyMethodDef budget_methods[] = {
-    {"deposit", budget_deposit, METH_NOARGS,
-     "deposit($self, /)\n--\n\nRecord a first attempt (a new request). Retry wrappers do this for you."},
-    {"withdraw", budget_withdraw, METH_NOARGS,
-     "withdraw($self, /)\n--\n\n"
-     "Ask for one retry: True (counted) while retries in the window stay within\n"
-     "ratio x first attempts + min_retries_per_second x window, else False (counted\n"
-     "as denied). Retry wrappers call it before each retry and give up on False."},
-    {"reset", budget_reset, METH_NOARGS, "reset($self, /)\n--\n\nEmpty the window and zero the metrics."},
-    {"_metrics", budget_metrics, METH_NOARGS,
-     "_metrics($self, /)\n--\n\n"
-     "(attempts, retries_allowed, retries_denied, window_attempts, window_retries, available):\n"
-     "lifetime counts of first attempts and of retries allowed and denied, the window's\n"
-     "counts, and the retries a withdrawal could take now (pyresilience.RetryBudget.metrics\n"
-     "gives them as a RetryBudgetMetrics)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef budget_getset[] = {
-    {"ratio", budget_get_field, NULL, "Retries allowed per first attempt.", (void *)0},
-    {"min_retries_per_second", budget_get_field, NULL, "The floor: retries per second always allowed.",
-     (void *)1},
-    {"window", budget_get_field, NULL, "The sliding window, seconds.", (void *)2},
-    {"clock", budget_get_clock, NULL, "The clock the budget reads.", NULL},
-    {NULL},
-};
-
-static PyMemberDef budget_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(budget_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot budget_slots[] = {
-    {Py_tp_doc, "RetryBudget(ratio=0.1, min_retries_per_second=10.0, window=10.0, *, clock=None)\n--\n\n"
-                "A retry budget shared by many call sites (as in gRPC, Finagle and tower): a retry\n"
-                "is allowed only while retries over the last `window` seconds stay within\n"
-                "`ratio` x first attempts plus `min_retries_per_second` x window. Stops retry\n"
-                "storms: under total failure, attempts stay near (1 + ratio) x requests.\n"
-                "Pass it as RetryConfig(budget=...). Thread-safe."},
-    {Py_tp_new, budget_new},
-    {Py_tp_init, budget_init},
-    {Py_tp_dealloc, budget_dealloc},
-    {Py_tp_traverse, budget_traverse},
-    {Py_tp_clear, budget_clear},
-    {Py_tp_methods, budget_methods},
-    {Py_tp_getset, budget_getset},
-    {Py_tp_members, budget_members},
-    {Py_tp_repr, budget_repr},
-    {0, NULL},
-};
-
-static PyType_Spec budget_spec = {
-    "pyresilience._core.RetryBudget", sizeof(budget_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, budget_slots,
-};
-
 /* ======================================================================== */
 /* RetryCall: the fast path                                                 */
 /* ======================================================================== */
-
-typedef struct {
-    PyObject_HEAD
-    vectorcallfunc vectorcall;
-    PyObject *func;          /* the wrapped callable */
-    PyObject *handler;       /* handler(func, args, kwargs, exc, result, start_ns): the Python loop */
-    PyObject *check_result;  /* NULL or retry_on_result */
-    PyObject *budget;        /* NULL or a RetryBudget */
-    prs_py_clock clock;
-    PyObject *dict;          /* __dict__ (functools.wraps writes there) */
-    PyObject *weakreflist;
-} call_obj;
-
-#define CALL(o) ((call_obj *)(o))
 
 /* The current exception, normalised, with its traceback attached; cleared. */
 static PyObject *take_exception(void) {
@@ -624,45 +418,29 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
 }
 
 static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"func", "handler", "budget", "clock", "retry_on_result", NULL};
-    PyObject *func, *handler, *budget = NULL, *clock = NULL, *check = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$OOO:RetryCall", kwlist, &func, &handler, &budget,
-                                     &clock, &check))
-        return NULL;
     prs_py_state *st = prs_py_state_of_type(type);
     if (!st) return NULL;
-    if (!PyCallable_Check(func)) {
-        PyErr_Format(PyExc_TypeError, "func must be callable, not %.200s: %R", Py_TYPE(func)->tp_name, func);
-        return NULL;
-    }
-    if (!PyCallable_Check(handler)) {
-        PyErr_Format(PyExc_TypeError, "handler must be callable, not %.200s", Py_TYPE(handler)->tp_name);
-        return NULL;
-    }
-    if (budget == Py_None) budget = NULL;
+    PyObject *v[P_RetryCall__COUNT];
+    if (prs_py_parse_params_tuple(&RetryCall_params, args, kwds, NULL, v) < 0) return NULL;
+    PyObject *budget = v[P_RetryCall_budget] == Py_None ? NULL : v[P_RetryCall_budget];
+    PyObject *check = v[P_RetryCall_retry_on_result] == Py_None ? NULL : v[P_RetryCall_retry_on_result];
     if (budget && !PyObject_TypeCheck(budget, PRS_PY_TYPE(st, RetryBudget))) {
         PyErr_Format(PyExc_TypeError, "budget must be a RetryBudget or None, not %.200s: %R",
                      Py_TYPE(budget)->tp_name, budget);
         return NULL;
     }
-    if (check == Py_None) check = NULL;
-    if (check && !PyCallable_Check(check)) {
-        PyErr_Format(PyExc_TypeError, "retry_on_result must be callable or None, not %.200s: %R",
-                     Py_TYPE(check)->tp_name, check);
-        return NULL;
-    }
-    prs_py_clock ck;
-    if (prs_py_clock_init(st, clock, &ck) < 0) return NULL;
-    call_obj *c = (call_obj *)type->tp_alloc(type, 0);
-    if (!c) { prs_py_clock_clear(&ck); return NULL; }
+    call_obj *c = (call_obj *)type->tp_alloc(type, 0); /* zeroed */
+    if (!c) return NULL;
     c->vectorcall = call_vectorcall;
-    c->func = Py_NewRef(func);
-    c->handler = Py_NewRef(handler);
+    c->func = Py_NewRef(v[P_RetryCall_func]);
+    c->handler = Py_NewRef(v[P_RetryCall_handler]);
     c->check_result = Py_XNewRef(check);
     c->budget = Py_XNewRef(budget);
-    c->clock = ck;
-    c->dict = NULL;
-    c->weakreflist = NULL;
+    c->clock.kind = PRS_CLOCK_MONOTONIC;
+    if (prs_py_clock_init(st, v[P_RetryCall_clock], &c->clock) < 0) {
+        Py_DECREF(c);
+        return NULL;
+    }
     return (PyObject *)c;
 }
 
@@ -703,10 +481,6 @@ static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
     return PyMethod_New(self, obj);
 }
 
-static PyObject *call_safe_call(PyObject *self, PyObject *args, PyObject *kwargs) {
-    return PyVectorcall_Call(self, args, kwargs);
-}
-
 static PyObject *call_repr(PyObject *self) {
     if (!CALL(self)->func) return PyUnicode_FromString("<retrying wrapper (cleared)>");
     return PyUnicode_FromFormat("<retrying wrapper of %R>", CALL(self)->func);
@@ -717,46 +491,6 @@ static PyObject *call_get_func(PyObject *self, void *c) {
     if (!f) Py_RETURN_NONE;
     return Py_NewRef(f);
 }
-
-static PyGetSetDef call_getset[] = {
-    {"__func__", call_get_func, NULL, "The wrapped callable.", NULL},
-    {"_handler", call_get_func, NULL, "The Python retry loop taking over after a failure.", (void *)1},
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-    {NULL},
-};
-
-static PyMemberDef call_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(call_obj, vectorcall), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(call_obj, dict), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(call_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot call_slots[] = {
-    {Py_tp_doc, "RetryCall(func, handler, *, budget=None, clock=None, retry_on_result=None)\n--\n\n"
-                "A callable wrapping `func` with the C fast path of a retry loop: it reads the\n"
-                "clock, deposits a first attempt in `budget`, calls func and returns its result\n"
-                "unless it raised an Exception or retry_on_result(result) is true; then\n"
-                "handler(func, args, kwargs, exception_or_None, result_or_None, start_ns) takes\n"
-                "over (the Python loop of Retry). Made by Retry as a decorator."},
-    {Py_tp_new, call_new},
-    {Py_tp_dealloc, call_dealloc},
-    {Py_tp_traverse, call_traverse},
-    {Py_tp_clear, call_clear},
-    {Py_tp_call, call_safe_call},
-    {Py_tp_descr_get, call_descr_get},
-    {Py_tp_repr, call_repr},
-    {Py_tp_getset, call_getset},
-    {Py_tp_members, call_members},
-    {0, NULL},
-};
-
-static PyType_Spec call_spec = {
-    "pyresilience._core.RetryCall", sizeof(call_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE |
-        Py_TPFLAGS_METHOD_DESCRIPTOR,
-    call_slots,
-};
 
 /* ======================================================================== */
 /* Clock helpers for the Python loop                                        */
@@ -803,20 +537,10 @@ static PyObject *mod_retry_sleep(PyObject *m, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
-static PyMethodDef retry_functions[] = {
-    {"retry_now_ns", mod_retry_now_ns, METH_O,
-     "retry_now_ns(clock, /)\n--\n\nThe time of `clock` (None: monotonic) in integer nanoseconds."},
-    {"retry_sleep", (PyCFunction)(void (*)(void))mod_retry_sleep, METH_FASTCALL,
-     "retry_sleep(clock, ns, /)\n--\n\n"
-     "Sleep `ns` nanoseconds for a retry: advances a ManualClock at once; otherwise sleeps\n"
-     "with the GIL released, interruptible by signals (Ctrl-C)."},
-    {NULL, NULL, 0, NULL},
-};
-
 int prs_py_register_retry(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &policy_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &budget_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &call_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &RetryPolicy_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &RetryBudget_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &RetryCall_spec, NULL) < 0) return -1;
     if (PyModule_AddFunctions(m, retry_functions) < 0) return -1;
     if (PyModule_AddIntConstant(m, "RETRY_SLEEP", PRS_RETRY_SLEEP) < 0 ||
         PyModule_AddIntConstant(m, "RETRY_GIVE_UP_ATTEMPTS", PRS_RETRY_GIVE_UP_ATTEMPTS) < 0 ||

@@ -1,0 +1,244 @@
+"""The declared binding: tools/binding_decl.py states each converted type's
+parameters once; tools/gen_binding.py generates the C parameter tables, text
+signatures and _core.pyi blocks from it. These tests prove the generated files
+never drift from the declaration, and that the runtime (the generic parser
+prs_py_parse_params and the core's validators) behaves as declared."""
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import pyresilience as pr
+from pyresilience import _core
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / "tools"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(TOOLS))
+    try:
+        spec.loader.exec_module(mod)
+    finally:
+        sys.path.remove(str(TOOLS))
+    return mod
+
+
+decl = _load("binding_decl")
+gen = _load("gen_binding")
+DECLARED = {t.name: t for t in decl.TYPES}
+# the declared types Python code can construct (BreakerFunction is made by the breaker)
+CONSTRUCTED = {name: t for name, t in DECLARED.items() if t.params is not None}
+
+# valid values of the required parameters, to vary one parameter at a time
+REQUIRED = {
+    "Decision": dict(allowed=True, limit=1, remaining=1, retry_after=0.0, reset_after=0.0),
+    "RetryCall": dict(func=print, handler=print),
+}
+
+
+def _runtime(name):
+    return getattr(_core, name)
+
+
+# ---- no drift ------------------------------------------------------------------------
+
+def test_generated_files_match_the_declaration():
+    r = subprocess.run([sys.executable, str(TOOLS / "gen_binding.py"), "--check"],
+                       capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_check_reports_a_hand_edit_of_a_generated_block():
+    stub = (ROOT / "pyresilience" / "_core.pyi").read_text()
+    edited = stub.replace("def allow_request(self) -> bool: ...",
+                          "def allow_request(self) -> int: ...")
+    assert edited != stub
+    assert gen.splice_stub(edited) == stub  # the generator puts the declared text back
+    with pytest.raises(SystemExit, match="no declaration"):
+        gen.splice_stub(stub + "\n# <gen Nonexistent>\n# </gen>\n")
+    without = stub.replace("# <gen RetryCall>", "# (removed)")
+    with pytest.raises(SystemExit):
+        gen.splice_stub(without)
+
+
+def test_every_declared_type_has_a_stub_block():
+    stub = (ROOT / "pyresilience" / "_core.pyi").read_text()
+    for name in DECLARED:
+        assert f"# <gen {name}>" in stub
+
+
+# ---- signatures and docs come from the declaration -----------------------------------
+
+@pytest.mark.parametrize("name", sorted(CONSTRUCTED))
+def test_signature_is_the_declared_one(name):
+    t = DECLARED[name]
+    sig = inspect.signature(_runtime(name))
+    assert [p.name for p in sig.parameters.values()] == [p.name for p in t.params]
+    for p, q in zip(t.params, sig.parameters.values()):
+        want = q.KEYWORD_ONLY if p.kw else q.POSITIONAL_OR_KEYWORD
+        assert q.kind is want, p.name
+        if p.default is None:
+            assert q.default is q.empty, p.name
+        elif p.default != "...":
+            assert q.default == eval(p.default), p.name
+    assert _runtime(name).__doc__.strip()
+    for m in t.methods:
+        if m.slot:
+            continue
+        meth = getattr(_runtime(name), m.name)
+        assert meth.__doc__ == m.doc, m.name
+        inspect.signature(meth)
+    for prop in t.props:
+        if prop.type is not None:
+            assert getattr(_runtime(name), prop.name).__doc__ == prop.doc, prop.name
+
+
+def test_module_functions_are_declared():
+    for funcs in decl.FUNCTIONS.values():
+        for f in funcs:
+            fn = getattr(_core, f.name)
+            assert fn.__doc__ == f.doc
+            assert str(inspect.signature(fn)) == "(%s)" % gen.strip_types(f.sig)
+
+
+# ---- the generic parser behaves as declared ------------------------------------------
+
+BAD = {  # kind -> (a wrong type, a wrong value)
+    "COUNT": ("5", 2.5),
+    "INT": ("5", None),
+    "REAL": ("1", math.nan),
+    "DURATION": ("1", math.nan),
+    "ENUM": (1, "no-such-choice"),
+    "CALLABLE": (3, None),
+    "STR": (3, None),
+    "CONVERT": (3.5, None),
+}
+
+
+def _cases():
+    for t in CONSTRUCTED.values():
+        for p in t.params:
+            if p.kind in BAD:
+                yield t.name, p
+
+
+@pytest.mark.parametrize("name, p", list(_cases()), ids=lambda x: getattr(x, "name", x))
+def test_bad_arguments_name_the_parameter_and_value(name, p):
+    cls = _runtime(name)
+    wrong_type, wrong_value = BAD[p.kind]
+    with pytest.raises(TypeError, match=p.name) as ei:
+        cls(**{**REQUIRED.get(name, {}), p.name: wrong_type})
+    assert repr(wrong_type) in str(ei.value)
+    if wrong_value is not None:
+        with pytest.raises(ValueError, match=p.name) as ei:
+            cls(**{**REQUIRED.get(name, {}), p.name: wrong_value})
+        assert repr(wrong_value) in str(ei.value)
+
+
+@pytest.mark.parametrize("name", sorted(CONSTRUCTED))
+def test_calling_conventions(name):
+    t = DECLARED[name]
+    cls = _runtime(name)
+    req = REQUIRED.get(name, {})
+    with pytest.raises(TypeError, match=f"{name}\\(\\) got an unexpected keyword argument 'bogus'"):
+        cls(**req, bogus=1)
+    npos = sum(not p.kw for p in t.params)
+    with pytest.raises(TypeError, match="positional"):
+        cls(*([None] * (npos + 1)))
+    if t.params:
+        first = t.params[0]
+        value = req.get(first.name, None)
+        args = [value] + [req[p.name] for p in t.params[1:] if p.name in req and not p.kw]
+        with pytest.raises(TypeError, match=f"multiple values for argument '{first.name}'"):
+            cls(*args, **{first.name: value})
+    for p in t.params:
+        if p.default is None:
+            missing = {k: v for k, v in req.items() if k != p.name}
+            with pytest.raises(TypeError, match=f"missing required argument '{p.name}'"):
+                cls(**missing)
+
+
+def test_counts_take_integral_floats_and_none_keeps_defaults():
+    cb = pr.CircuitBreaker(failure_threshold=3.0, window_size=10.0, half_open_max_calls=None,
+                           failure_rate_threshold=None, slow_call_duration=None)
+    assert (cb.failure_threshold, cb.window_size) == (3, 10)
+    assert cb.half_open_max_calls == cb.success_threshold
+    assert cb.failure_rate_threshold is None and cb.slow_call_duration is None
+    assert _core.RetryPolicy(max_retry_after=None).max_retry_after == math.inf
+    assert pr.CircuitBreaker(timeout_seconds=math.inf).timeout_seconds == math.inf
+    assert pr.Decision(True, 5, 4, math.inf, 0.25).retry_after == math.inf
+    assert pr.ManualClock(-2.5).now() == -2.5
+
+
+# ---- validation lives in the core; the binding only words it --------------------------
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: pr.CircuitBreaker(failure_rate_threshold=50),
+     "failure_rate_threshold must be in (0, 1] (a fraction, not a percentage), got 50"),
+    (lambda: pr.CircuitBreaker(window_size=10 ** 9),
+     "window_size must be <= 16777216 (outcomes) for a count window, got 1000000000"),
+    (lambda: pr.CircuitBreaker(window_type="time", window_size=86401),
+     "window_size must be <= 86400 (seconds) for a time window, got 86401"),
+    (lambda: pr.CircuitBreaker(slow_call_rate_threshold=0.5),
+     "slow_call_duration must be set (the duration from which a call is slow) when "
+     "slow_call_rate_threshold is (slow_call_rate_threshold=0.5)"),
+    (lambda: _core.RetryPolicy(max_delay=0.5),
+     "max_delay must be >= base_delay, got 0.5 (base_delay=1.0)"),
+    (lambda: _core.RetryPolicy(base_delay=3, max_delay=2),
+     "max_delay must be >= base_delay, got 2 (base_delay=3)"),
+    (lambda: pr.RetryBudget(ratio=1e7), "ratio must be <= 1e6, got 10000000.0"),
+    (lambda: pr.RetryBudget(window=5000), "window must be between 0.001 and 3600 seconds, got 5000"),
+])
+def test_core_validation_is_worded_with_the_value_given(make, message):
+    with pytest.raises(ValueError) as ei:
+        make()
+    assert str(ei.value) == message
+
+
+# ---- cores are built in tp_new ----------------------------------------------------------
+
+@pytest.mark.parametrize("name", sorted(CONSTRUCTED))
+def test_built_in_tp_new_without_init(name):
+    cls = _runtime(name)
+    assert "__init__" not in vars(cls)  # no tp_init: nothing to re-run
+    obj = cls.__new__(cls, **REQUIRED.get(name, {}))
+    repr(obj)  # complete at once: no "not initialised" state exists
+    for prop in DECLARED[name].props:
+        getattr(obj, prop.name)
+
+
+def test_declared_properties_and_members():
+    breaker = pr.CircuitBreaker(name="db", fallback=print)
+    wrapped = breaker._wrap(len)
+    assert wrapped.breaker is breaker and wrapped("ab") == 2
+    with pytest.raises(TypeError):
+        type(wrapped)()
+    for name in ("breaker",):
+        with pytest.raises(AttributeError):
+            setattr(wrapped, name, None)
+    assert (breaker.name, breaker.fallback, breaker.is_failure) == ("db", print, None)
+    for name in ("name", "fallback", "record_exceptions", "listeners", "clock"):
+        with pytest.raises(AttributeError):
+            setattr(breaker, name, None)
+    for name, t in DECLARED.items():
+        for prop in t.props:
+            if prop.type is not None:
+                assert getattr(_runtime(name), prop.name).__doc__ == prop.doc
+
+
+def test_init_never_reinitialises():
+    clock = pr.ManualClock(5.0)
+    clock.__init__(99.0)
+    assert clock.now() == 5.0
+    budget = pr.RetryBudget(ratio=0.5)
+    budget.__init__(ratio=0.25)
+    assert budget.ratio == 0.5

@@ -1,0 +1,446 @@
+#!/usr/bin/env python3
+"""Generates the declared parts of the binding from tools/binding_decl.py.
+
+    python tools/gen_binding.py          write what changed
+    python tools/gen_binding.py --check  exit 1 (and say what) if anything would change
+
+Writes, for each binding file F declared (csrc/python/F.c):
+  csrc/python/gen/F.h   per type: the parameter table (prs_py_params, fields by
+                        offsetof into the core's config struct), an enum of the
+                        parameters' indexes (P_<Type>_<param>), the type's doc
+                        with its text signature (<Type>_DOC), the method table
+                        (<Type>_methods) and property table (<Type>_getset),
+                        with forward declarations of the C functions they name;
+                        per method with declared params, its prs_py_params
+                        (<Type>_<method>_params); the module functions
+                        (<F>_functions).
+and, in pyresilience/_core.pyi, the stub of each declared type: the text between
+the lines `# <gen Name>` and `# </gen>` is replaced; everything else in the
+stub file stays hand-written (the types not declared yet).
+
+Both are committed: a reader, a reviewer and a build from a plain checkout see
+them, and tests/test_binding_decl.py re-runs this script with --check (no
+drift) next to stubtest. setup.py and `make gen` run it before compiling; it
+only rewrites files whose text changed.
+
+How to convert a type (hand-written -> declared):
+ 1. In tools/binding_decl.py add Type(name, cfile, prefix, config=<core config
+    struct or None>, params=[P(...)...], methods=[M(...)], props=[Prop(...)],
+    doc=...). A P says once: the Python name, the kind (COUNT, REAL, DURATION,
+    TIMEOUT, BOOL, INT, ENUM, CLOCK, CALLABLE, STR, OBJECT, CONVERT), the stub type, the
+    default as source text (None: required), the core config field it fills
+    (field=, omitted for kinds the binding keeps itself), range/flags, and
+    whether it is keyword-only (kw=True; every P after the first kw one is too).
+ 2. Put `# <gen Name>` / `# </gen>` around the class in _core.pyi; run
+    `make gen` (or this script).
+ 3. In the .c file: define the object struct (and any struct of method
+    arguments) before `#include "gen/F.h"`; with Type(init=, check=) tp_new
+    starts with
+        prs_py_state *st; prs_X_config cfg; PyObject *v[P_Name__COUNT];
+        if (Name_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    (the core's defaults, every declared argument converted into cfg, the
+    core's check worded as "<param> <reason>, got <value>"), then takes the
+    OBJECT/CLOCK/CALLABLE arguments from v[P_Name_<param>], builds the core and
+    the object. No tp_init, no "not initialised" guards. The header also gives
+    Name_spec (slots, flags, members) for prs_py_add_type, and the method and
+    property tables: delete the hand-written kwlist, docstrings, tables and
+    spec. Methods are <prefix>_<name without leading _> unless M(c=...) says
+    otherwise; slot functions <prefix>_<slot> unless slots={...} names them.
+ 4. Validation belongs to the core's prs_X_config_check (field + reason via
+    prs_config_fail), not to the binding.
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tools"))
+
+import binding_decl as D  # noqa: E402
+
+FLAGS = {"zero": "PRS_PY_ZERO_OK", "neg": "PRS_PY_NEG_OK", "inf": "PRS_PY_INF_OK",
+         "none": "PRS_PY_NONE_OK", "none_inf": "PRS_PY_NONE_INF"}
+INT64_MIN, INT64_MAX = "INT64_MIN", "INT64_MAX"
+
+
+def c_str(text, macro=False):
+    """A C string literal (several lines for a long text; continued in a macro)."""
+    out = []
+    for line in text.split("\n"):
+        out.append(line.replace("\\", "\\\\").replace('"', '\\"') + "\\n")
+    out[-1] = out[-1][:-2]
+    return (" \\\n    " if macro else "\n     ").join('"%s"' % s for s in out if s) or '""'
+
+
+def split_top(sig):
+    """Splits a signature text at its top-level commas."""
+    parts, depth, cur = [], 0, ""
+    for ch in sig:
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append(cur.strip())
+            cur = ""
+        else:
+            cur += ch
+    if cur.strip():
+        parts.append(cur.strip())
+    return parts
+
+
+def strip_types(sig):
+    """'a: int = 1, /, *b: X' -> 'a=1, /, *b' (a text signature's parameters)."""
+    out = []
+    for part in split_top(sig):
+        name, _, default = part.partition("=")
+        name = name.split(":")[0].strip()
+        out.append(name + ("=" + default.strip() if default else ""))
+    return ", ".join(out)
+
+
+def params_sig(params, typed):
+    """The signature text of declared params (typed: for the stub)."""
+    parts, star = [], False
+    for p in params:
+        if p.kw and not star:
+            parts.append("*")
+            star = True
+        s = p.name + (": " + p.type if typed else "")
+        if p.default is not None:
+            s += (" = " if typed else "=") + p.default
+        parts.append(s)
+    if params and not params[-1].kw and params[-1].posonly:
+        parts.append("/")
+    return ", ".join(parts)
+
+
+def method_sig(m, typed):
+    if m.params is not None:
+        return params_sig(m.params, typed)
+    return m.sig if typed else strip_types(m.sig)
+
+
+def text_signature(name, sig, self_name="$self"):
+    if self_name is None:
+        return "%s(%s)" % (name, sig)
+    if not sig:
+        return "%s(%s, /)" % (name, self_name)
+    if "/" in split_top(sig):
+        return "%s(%s, %s)" % (name, self_name, sig)
+    return "%s(%s, /, %s)" % (name, self_name, sig)
+
+
+def meth_flags(m):
+    if m.flags:
+        return m.flags
+    sig = method_sig(m, False)
+    parts = split_top(sig)
+    if not parts:
+        return "METH_NOARGS"
+    if parts == [parts[0], "/"] and not parts[0].startswith("*") and "=" not in parts[0]:
+        return "METH_O"
+    if parts[-1] == "/":
+        return "METH_FASTCALL"
+    return "METH_FASTCALL | METH_KEYWORDS"
+
+
+PROTO = {
+    "METH_NOARGS": "static PyObject *%s(PyObject *self, PyObject *unused);",
+    "METH_O": "static PyObject *%s(PyObject *self, PyObject *arg);",
+    "METH_FASTCALL": "static PyObject *%s(PyObject *self, PyObject *const *args, Py_ssize_t nargs);",
+    "METH_FASTCALL | METH_KEYWORDS":
+        "static PyObject *%s(PyObject *self, PyObject *const *args, Py_ssize_t nargs, "
+        "PyObject *kwnames);",
+}
+
+
+def c_params(prefix, fname, params, config):
+    """The prs_py_params table of `params` (fields of struct `config`)."""
+    L = ["enum {"]
+    for i, p in enumerate(params):
+        L.append("    P_%s_%s = %d," % (prefix, p.name, i))
+    L.append("    P_%s__COUNT = %d" % (prefix, len(params)))
+    L.append("};")
+    L.append("static const char *const %s_names[] = {%sNULL};"
+             % (prefix, "".join('"%s", ' % p.name for p in params)))
+    for p in params:
+        if p.choices:
+            L.append("static const char *const %s_%s_choices[] = {%s, NULL};"
+                     % (prefix, p.name, ", ".join('"%s"' % c for c in p.choices)))
+    for p in params:
+        if p.convert:
+            L.append("static int %s(PyObject *arg, void *config);" % p.convert)
+    L.append("static const prs_py_param %s_param_list[] = {" % prefix)
+    for p in params:
+        flags = " | ".join(FLAGS[f] for f in p.flags) or "0"
+        off = "offsetof(%s, %s)" % (config, p.field) if p.field else "-1"
+        choices = "%s_%s_choices" % (prefix, p.name) if p.choices else "NULL"
+        L.append('    {"%s", %s, PRS_PK_%s, %s, %s, %s, %s, %s, %s},'
+                 % (p.name, '"%s"' % p.field if p.field else "NULL", p.kind, flags, off,
+                    p.lo if p.lo is not None else INT64_MIN,
+                    p.hi if p.hi is not None else INT64_MAX, choices, p.convert or "NULL"))
+    if not params:
+        L.append("    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL}, /* none: C wants an element */")
+    L.append("};")
+    maxpos = sum(1 for p in params if not p.kw)
+    required = sum(1 for p in params if p.default is None)
+    L.append('static const prs_py_params %s_params = {"%s", %d, %d, %d, %s_param_list, %s_names};'
+             % (prefix, fname, len(params), maxpos, required, prefix, prefix))
+    return L
+
+
+SLOT_PROTO = {  # type slots: the C signature of their function
+    "dealloc": "static void %s(PyObject *self);",
+    "traverse": "static int %s(PyObject *self, visitproc visit, void *arg);",
+    "clear": "static int %s(PyObject *self);",
+    "repr": "static PyObject *%s(PyObject *self);",
+    "call": "static PyObject *%s(PyObject *self, PyObject *args, PyObject *kwds);",
+    "descr_get": "static PyObject *%s(PyObject *self, PyObject *obj, PyObject *type);",
+    "richcompare": "static PyObject *%s(PyObject *self, PyObject *other, int op);",
+    "hash": "static Py_hash_t %s(PyObject *self);",
+    "bool": "static int %s(PyObject *self);",
+}
+SLOT_ID = {"bool": "Py_nb_bool"}
+OFFSETS = {"weaklist": "__weaklistoffset__", "dict": "__dictoffset__",
+           "vectorcall": "__vectorcalloffset__"}
+
+
+def c_spec(t):
+    """The members, slots and PyType_Spec of type t (<Type>_spec)."""
+    L = []
+    members = [p for p in t.props if p.member]
+    if t.offsets or members:
+        L.append("static PyMemberDef %s_members[] = {" % t.name)
+        for key, field in t.offsets.items():
+            L.append('    {"%s", T_PYSSIZET, offsetof(%s, %s), READONLY, NULL},'
+                     % (OFFSETS[key], t.obj, field))
+        for p in members:
+            L.append('    {"%s", T_OBJECT, offsetof(%s, %s), READONLY,\n     %s},'
+                     % (p.name, t.obj, p.member, c_str(p.doc)))
+        L.append("    {NULL, 0, 0, 0, NULL},")
+        L.append("};")
+    slots = []
+    if t.params is not None:
+        slots.append(("new", "%s_new" % t.prefix))
+        L.append("static PyObject *%s_new(PyTypeObject *type, PyObject *args, PyObject *kwds);"
+                 % t.prefix)
+    for slot, fn in t.slots.items():
+        fn = fn or "%s_%s" % (t.prefix, slot)
+        if not fn.startswith("Py"):
+            L.append(SLOT_PROTO[slot] % fn)
+        slots.append((slot, fn))
+    L.append("static PyType_Slot %s_slots[] = {" % t.name)
+    L.append("    {Py_tp_doc, (void *)%s_DOC}," % t.name)
+    for slot, fn in slots:
+        L.append("    {%s, %s}," % (SLOT_ID.get(slot, "Py_tp_" + slot), fn))
+    if any(not m.slot for m in t.methods):
+        L.append("    {Py_tp_methods, %s_methods}," % t.name)
+    if any(p.get for p in t.props):
+        L.append("    {Py_tp_getset, %s_getset}," % t.name)
+    if t.offsets or members:
+        L.append("    {Py_tp_members, %s_members}," % t.name)
+    L.append("    {0, NULL},")
+    L.append("};")
+    flags = " | ".join(["Py_TPFLAGS_DEFAULT"] + ["Py_TPFLAGS_" + f for f in t.flags])
+    L.append('static PyType_Spec %s_spec = {"%s", sizeof(%s), 0, %s, %s_slots};'
+             % (t.name, t.qualname, t.obj, flags, t.name))
+    return L
+
+
+def c_parse(t):
+    """<Type>_parse(): a tp_new's whole configuration step - the core's
+    defaults, the declared parameters, the core's check, its error worded."""
+    return [
+        "/* The module state, the config (defaults, then the arguments) and the",
+        " * argument objects for %s's tp_new; validated by %s. 0 or -1. */" % (t.name, t.check),
+        "static int %s_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,"
+        % t.name,
+        "    %s *cfg, PyObject **vals) {" % t.config,
+        "    if (!(*st = prs_py_state_of_type(type))) return -1;",
+        "    %s(cfg);" % t.init,
+        "    if (prs_py_parse_params_tuple(&%s_params, args, kwds, cfg, vals) < 0) return -1;"
+        % t.name,
+        "    prs_config_error why;",
+        "    int rc = %s(cfg, &why);" % t.check,
+        "    if (rc) prs_py_config_error(*st, rc, &why, &%s_params, vals, cfg);" % t.name,
+        "    return rc ? -1 : 0;",
+        "}",
+    ]
+
+
+def gen_header(cfile, types, funcs):
+    L = ["/* Generated by tools/gen_binding.py from tools/binding_decl.py: do not edit. */",
+         "#ifndef PRS_GEN_%s_H" % cfile.upper(), "#define PRS_GEN_%s_H" % cfile.upper(), "",
+         "#include <stddef.h>", ""]
+    for t in types:
+        L.append("/* ---- %s ---- */" % t.name)
+        if t.params is not None:
+            L += c_params(t.name, t.name, t.params, t.config)
+        if t.check:
+            L += c_parse(t)
+        doc = t.doc
+        if t.params is not None:
+            doc = text_signature(t.name, params_sig(t.params, False), None) + "\n--\n\n" + doc
+        L.append("#define %s_DOC \\\n    %s" % (t.name, c_str(doc, True)))
+        for m in t.methods:
+            if m.params is not None:
+                L += c_params("%s_%s" % (t.name, m.name), m.name, m.params, m.config)
+        table = [m for m in t.methods if not m.slot]
+        for m in table:
+            L.append(PROTO[meth_flags(m)] % m.cname(t.prefix))
+        if table:
+            L.append("static PyMethodDef %s_methods[] = {" % t.name)
+            for m in table:
+                doc = text_signature(m.name, method_sig(m, False)) + "\n--\n\n" + m.doc
+                fl = meth_flags(m)
+                fn = m.cname(t.prefix)
+                if fl != "METH_NOARGS" and fl != "METH_O":
+                    fn = "(PyCFunction)(void (*)(void))" + fn
+                L.append('    {"%s", %s, %s,\n     %s},' % (m.name, fn, fl, c_str(doc)))
+            L.append("    {NULL, NULL, 0, NULL},")
+            L.append("};")
+        getters = []
+        for p in t.props:
+            if p.get and p.get not in getters and not p.get.startswith("PyObject_"):
+                getters.append(p.get)
+                L.append("static PyObject *%s(PyObject *self, void *closure);" % p.get)
+        if t.props and any(p.get for p in t.props):
+            L.append("static PyGetSetDef %s_getset[] = {" % t.name)
+            for p in t.props:
+                if not p.get:
+                    continue
+                closure = "(void *)(intptr_t)%d" % p.closure if p.closure is not None else "NULL"
+                L.append('    {"%s", %s, %s, %s, %s},' % (p.name, p.get, p.set or "NULL",
+                                                     c_str(p.doc) if p.doc else "NULL", closure))
+            L.append("    {NULL, NULL, NULL, NULL, NULL},")
+            L.append("};")
+        if t.obj:
+            L += c_spec(t)
+        L.append("")
+    if funcs:
+        for f in funcs:
+            L.append(PROTO[meth_flags(f)].replace("PyObject *self", "PyObject *module")
+                     % f.cname(""))
+        L.append("static PyMethodDef %s_functions[] = {" % cfile)
+        for f in funcs:
+            doc = text_signature(f.name, method_sig(f, False), None) + "\n--\n\n" + f.doc
+            fl = meth_flags(f)
+            fn = f.cname("")
+            if fl != "METH_NOARGS" and fl != "METH_O":
+                fn = "(PyCFunction)(void (*)(void))" + fn
+            L.append('    {"%s", %s, %s,\n     %s},' % (f.name, fn, fl, c_str(doc)))
+        L.append("    {NULL, NULL, 0, NULL},")
+        L.append("};")
+        L.append("")
+    L.append("#endif")
+    return "\n".join(L) + "\n"
+
+
+def wrap_def(head, sig, tail, indent):
+    line = "%s%s(%s)%s" % (indent, head, sig, tail)
+    if len(line) <= 100:
+        return [line]
+    out, cur = [], "%s%s(" % (indent, head)
+    pad = " " * len(cur)
+    parts = split_top(sig)
+    for i, part in enumerate(parts):
+        piece = part + (", " if i < len(parts) - 1 else ")" + tail)
+        if len(cur) + len(piece.rstrip()) > 100 and cur.strip() and not cur.endswith("("):
+            out.append(cur.rstrip())
+            cur = pad
+        cur += piece
+    out.append(cur)
+    return out
+
+
+def gen_stub(t):
+    L = ["@%s" % d for d in t.decorators()]
+    L.append("class %s%s:" % (t.name, "(%s)" % t.base if t.base else ""))
+    if t.stub_head:
+        L += ["    " + s for s in t.stub_head]
+    if t.params is not None:
+        sig = params_sig(t.params, True)
+        L += wrap_def("def __new__", "cls" + (", " + sig if sig else ""), " -> Self: ...", "    ")
+    for m in t.methods:
+        sig = method_sig(m, True)
+        L += wrap_def("def " + m.name, "self" + (", " + sig if sig else ""),
+                      " -> %s: ..." % m.returns, "    ")
+    for p in t.props:
+        if p.type is None:
+            continue
+        L.append("    @property")
+        L.append("    def %s(self) -> %s: ..." % (p.name, p.type))
+    if t.stub_tail:
+        L += ["    " + s for s in t.stub_tail]
+    return L
+
+
+def gen_func_stub(f):
+    return wrap_def("def " + f.name, method_sig(f, True), " -> %s: ..." % f.returns, "")
+
+
+def splice_stub(text):
+    """_core.pyi with every `# <gen Name>` ... `# </gen>` block regenerated."""
+    blocks = {t.name: gen_stub(t) for t in D.TYPES}
+    for cfile, funcs in D.FUNCTIONS.items():
+        blocks["%s functions" % cfile] = [s for f in funcs for s in gen_func_stub(f)]
+    out, lines, i, seen = [], text.split("\n"), 0, set()
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        if line.startswith("# <gen ") and line.endswith(">"):
+            name = line[len("# <gen "):-1]
+            if name not in blocks:
+                raise SystemExit("_core.pyi: no declaration for %r" % name)
+            seen.add(name)
+            while not lines[i].startswith("# </gen>"):
+                i += 1
+            out += blocks[name]
+            out.append(lines[i])
+        i += 1
+    missing = set(blocks) - seen
+    if missing:
+        raise SystemExit("_core.pyi lacks `# <gen Name>` blocks for: " + ", ".join(sorted(missing)))
+    return "\n".join(out)
+
+
+def outputs():
+    files = {}
+    cfiles = sorted({t.cfile for t in D.TYPES} | set(D.FUNCTIONS))
+    for cfile in cfiles:
+        types = [t for t in D.TYPES if t.cfile == cfile]
+        files[os.path.join("csrc", "python", "gen", cfile + ".h")] = gen_header(
+            cfile, types, D.FUNCTIONS.get(cfile, []))
+    stub = os.path.join("pyresilience", "_core.pyi")
+    with open(os.path.join(ROOT, stub)) as f:
+        files[stub] = splice_stub(f.read())
+    return files
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--check", action="store_true", help="report drift, write nothing")
+    args = ap.parse_args()
+    drift = []
+    for rel, text in outputs().items():
+        path = os.path.join(ROOT, rel)
+        old = open(path).read() if os.path.exists(path) else None
+        if old == text:
+            continue
+        drift.append(rel)
+        if not args.check:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
+    if args.check and drift:
+        print("out of date (run tools/gen_binding.py): " + ", ".join(drift))
+        return 1
+    for rel in drift:
+        print("gen_binding: wrote " + rel)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
