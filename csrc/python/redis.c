@@ -626,7 +626,7 @@ static void static_policy_decision(const limiter_obj *self, int64_t n, prs_decis
 static int policy_exempt(prs_py_state *st, int rc) {
     if (rc == PRS_ENOMEM) { PyErr_NoMemory(); return -1; }
     if (rc == PRS_EINVAL) { prs_py_error(st, rc, prs_redis_last_error()); return -1; }
-    if (rc == PRS_ECLOSED) { backend_error(st, rc); return -1; }
+    if (rc == PRS_EBACKENDCLOSED) { backend_error(st, rc); return -1; }
     return 0;
 }
 

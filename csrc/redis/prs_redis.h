@@ -14,8 +14,9 @@
  *     keys of one decision share a hash tag: one Redis Cluster slot.
  *   - Failures are status codes: PRS_ECONN (cannot connect), PRS_ETIMEDOUT
  *     (connect or reply timed out), PRS_EBACKEND (the circuit is open after
- *     repeated failures, a server error reply, or the backend was closed),
- *     PRS_EPROTO (an unexpected reply). prs_redis_last_error() returns this
+ *     repeated failures, or a server error reply), PRS_EPROTO (an unexpected
+ *     reply), PRS_EBACKENDCLOSED (the backend was closed on purpose: no
+ *     failure policy applies to it). prs_redis_last_error() returns this
  *     thread's message for the last failure.
  *   - Blocking: every call does network I/O and returns within the backend's
  *     `timeout` (a whole call's budget: waiting for a pooled connection,
@@ -91,7 +92,8 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out);
 /* Closes every connection; calls in progress on other threads must have
  * returned. NULL-safe. */
 void prs_redis_backend_free(prs_redis_backend *b);
-/* Closes idle connections and makes every later call fail with PRS_ECLOSED.
+/* Closes idle connections and makes every later call fail with
+ * PRS_EBACKENDCLOSED (a status of its own: closed on purpose, not a failure).
  * Idempotent; connections in use are closed when given back. */
 void prs_redis_backend_close(prs_redis_backend *b);
 int prs_redis_backend_closed(const prs_redis_backend *b);

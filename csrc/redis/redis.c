@@ -671,7 +671,7 @@ static redisContext *checkout(prs_redis_backend *b, int64_t deadline, int *fresh
         if (b->closed) {
             pthread_mutex_unlock(&b->mu);
             prs_redis__set_error("redis: backend is closed");
-            *status = PRS_ECLOSED;
+            *status = PRS_EBACKENDCLOSED;
             return NULL;
         }
         if (b->nidle > 0) {
@@ -865,7 +865,7 @@ int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmd
         give_back(b, c, broken, sock_ns, retry);
         if (!retry) break;
     }
-    if (rc == PRS_ECLOSED || rc == PRS_ENOMEM) {
+    if (rc == PRS_EBACKENDCLOSED || rc == PRS_ENOMEM) {
         if (admit == 2) atomic_store(&b->probing, 0);
         return rc;
     }

@@ -286,7 +286,7 @@ TEST(redis_ping_tcp_unix_db) {
     ASSERT_STATUS(prs_redis_ping(w), PRS_EBACKEND);
     ASSERT(strstr(prs_redis_last_error(), "AUTH") != NULL);
     prs_redis_backend_close(b);
-    ASSERT_STATUS(prs_redis_ping(b), PRS_ECLOSED);
+    ASSERT_STATUS(prs_redis_ping(b), PRS_EBACKENDCLOSED);
     prs_redis_backend_free(w);
     prs_redis_backend_free(b);
     prs_redis_backend_free(u);
