@@ -324,17 +324,31 @@ static int init_sync(prs_redis_backend *b) {
     return PRS_OK;
 }
 
+#define HOUR_NS (3600 * PRS_NS_PER_SEC)
+
+static int check_timeout(int64_t ns, const char *field, prs_config_error *why) {
+    if (ns < PRS_NS_PER_US) return prs_config_fail(why, PRS_EINVAL, field, "must be >= 1 microsecond");
+    if (ns > HOUR_NS) return prs_config_fail(why, PRS_ERANGE, field, "must be <= 3600 seconds");
+    return PRS_OK;
+}
+
+int prs_redis_config_check(const prs_redis_config *cfg, prs_config_error *why) {
+    if (!cfg) return prs_config_fail(why, PRS_EINVAL, NULL, "no config");
+    int rc = check_timeout(cfg->connect_timeout_ns, "connect_timeout_ns", why);
+    if (!rc) rc = check_timeout(cfg->timeout_ns, "timeout_ns", why);
+    if (!rc && (cfg->max_connections < 1 || cfg->max_connections > PRS_REDIS_MAX_CONNECTIONS))
+        rc = prs_config_fail(why, PRS_EINVAL, "max_connections", "must be between 1 and 1024");
+    return rc;
+}
+
 int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
-    if (!cfg) return PRS_EINVAL;
-    if (cfg->connect_timeout_ns <= 0 || cfg->timeout_ns <= 0) {
-        prs_redis__set_error("timeouts must be > 0");
-        return PRS_EINVAL;
-    }
-    if (cfg->max_connections < 1 || cfg->max_connections > PRS_REDIS_MAX_CONNECTIONS) {
-        prs_redis__set_error("max_connections must be 1..%d", PRS_REDIS_MAX_CONNECTIONS);
-        return PRS_EINVAL;
+    prs_config_error why = {NULL, NULL};
+    int rc = prs_redis_config_check(cfg, &why);
+    if (rc) {
+        prs_redis__set_error("%s %s", why.field ? why.field : "config", why.reason);
+        return rc;
     }
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
     prs_redis__fork_init();
@@ -342,7 +356,7 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
     prs_redis_backend *b = prs__calloc(a, 1, sizeof *b);
     if (!b) return PRS_ENOMEM;
     b->alloc = *a;
-    int rc = prs_redis_url_parse(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0", a, &b->url);
+    rc = prs_redis_url_parse(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0", a, &b->url);
     if (rc) { prs__free(a, b); return rc; }
     b->idle = prs__calloc(a, (size_t)cfg->max_connections, sizeof *b->idle);
     if (!b->idle || init_sync(b)) {
