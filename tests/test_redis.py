@@ -697,11 +697,18 @@ def test_group_local_members_under_threads_stay_all_or_nothing(dead_backend: pr.
     assert sum(admitted) + sum(singles) == 50 - _left(a, "u")
 
 
-def test_group_without_local_hook_raises(dead_backend: pr.RedisBackend) -> None:
-    lim = _member(dead_backend, "local")
-    g = _core.RedisLimiterGroup([(lim, "u", 1)])  # the bare type: no hook installed
-    with pytest.raises(pr.BackendError):
-        g.check()
+def test_bare_core_types_apply_the_local_policy_themselves(dead_backend: pr.RedisBackend) -> None:
+    # The policy and its in-process fallback live in the C core: the bare
+    # _core types, with no facade around them, decide locally when Redis fails.
+    lim = _core.RedisRateLimiter(dead_backend, rate=0.001, burst=2, on_backend_error="local")
+    assert [lim.allow("u") for _ in range(3)] == [True, True, False]
+    other = _core.RedisRateLimiter(dead_backend, rate=0.001, burst=3, on_backend_error="local")
+    g = _core.RedisLimiterGroup([(other, "u", 1), (lim, "v", 2)])
+    d = g.check()
+    assert d.allowed and d.remaining == 0
+    d = g.check()
+    assert not d.allowed and d.denied_by == 1
+    assert other.peek("u").remaining == 1  # the denied group took nothing
 
 
 def test_stalled_server_every_call_within_timeout(own_server: Server) -> None:
