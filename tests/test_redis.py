@@ -249,6 +249,30 @@ def test_bad_limiter_arguments(backend: pr.RedisBackend) -> None:
         pr.LeaseConfig(1.5, 1)  # type: ignore[arg-type]
 
 
+def test_bad_arguments_are_worded_from_the_core(backend: pr.RedisBackend) -> None:
+    # The core validates and names the field and why; the binding adds the value given.
+    R = pr.RedisRateLimiter
+    cases = [
+        (dict(rate=1, burst=0), "burst must be >= 1, got 0"),
+        (dict(rate=1, burst=10**30), "burst must be <= 2**50, got " + str(10**30)),
+        (dict(rate=1e13, burst=1), "rate must be between 1e-9 and 1e12 per second, got 10000000000000.0"),
+        (dict(algorithm="fixed_window", limit=5, window=0), "window must be >= 1 microsecond, got 0"),
+        (dict(rate=1, burst=4, lease=pr.LeaseConfig(5, 1)), "lease.batch must not exceed burst (batch <= burst), got 5"),
+        (dict(rate=1, burst=4, lease=pr.LeaseConfig(2, 7200)), "lease.max_hold must be <= 3600 seconds, got 7200.0"),
+        (dict(rate=1, burst=1, on_backend_error=3), "on_backend_error must be 'raise', 'allow', 'deny' or 'local', got 3"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(ValueError) as err:
+            R(backend, **kw)  # type: ignore[arg-type]
+        assert str(err.value) == message
+    for kw, message in [(dict(timeout=0), "timeout must be >= 1 microsecond, got 0"),
+                        (dict(connect_timeout=4000), "connect_timeout must be <= 3600 seconds, got 4000"),
+                        (dict(max_connections=2000), "max_connections must be between 1 and 1024, got 2000")]:
+        with pytest.raises(ValueError) as err:
+            pr.RedisBackend(backend.url, **kw)  # type: ignore[arg-type]
+        assert str(err.value) == message
+
+
 def test_bad_call_arguments(backend: pr.RedisBackend) -> None:
     lim = pr.RedisRateLimiter(backend, rate=10, burst=10, key_prefix=prefix())
     with pytest.raises(TypeError, match="key"):

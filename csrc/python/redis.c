@@ -89,9 +89,18 @@ static int duration_arg(PyObject *o, const char *param, double *s, int64_t *ns) 
     return 0;
 }
 
-/* A count as given (int or integral float): the core checks the range. */
+/* A count as given (int or integral float), saturated to int64: the core
+ * checks the range (and names the value given). */
 static int count_arg(PyObject *o, const char *param, int64_t *out) {
-    return prs_py_parse_count(o, param, INT64_MIN, INT64_MAX, out);
+    if (prs_py_parse_count(o, param, INT64_MIN, INT64_MAX, out) == 0) return 0;
+    if (!PyErr_ExceptionMatches(PyExc_ValueError) || !PyLong_Check(o)) return -1;
+    PyErr_Clear(); /* an int beyond int64 */
+    PyObject *zero = PyLong_FromLong(0);
+    int positive = zero ? PyObject_RichCompareBool(o, zero, Py_GT) : -1;
+    Py_XDECREF(zero);
+    if (positive < 0) return -1;
+    *out = positive ? INT64_MAX : INT64_MIN;
+    return 0;
 }
 
 /* Bytes of a str (UTF-8) or bytes argument: borrowed from `o`. */

@@ -860,6 +860,10 @@ int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmd
     int64_t start = prs_monotonic_ns(), deadline = prs__sat_add(start, b->timeout_ns);
     int admit = circuit_admit(b, start);
     if (!admit) {
+        if (prs_redis_backend_closed(b)) { /* closed on purpose says so, open circuit or not */
+            prs_redis__set_error("redis: backend is closed");
+            return PRS_EBACKENDCLOSED;
+        }
         int64_t until = atomic_load(&b->open_until);
         prs_redis__set_error("redis: unavailable after %d consecutive failures; next attempt in %lld ms",
                              atomic_load(&b->failures),
