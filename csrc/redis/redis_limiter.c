@@ -637,23 +637,17 @@ static int run_one(prs_redis_limiter *l, const void *key, size_t keylen, char mo
  * have held one) and drop the inherited leases (the parent keeps spending
  * those; we must not). The fallback's in-process states are kept: they are
  * this process's own, like any in-process limiter's. */
-static void locks_after_fork(prs_redis_limiter *l) {
-    uint64_t g = prs_redis__fork_gen();
-    if (atomic_load_explicit(&l->gen, memory_order_acquire) == g) return;
-    int expected = 0;
-    if (atomic_compare_exchange_strong(&l->resetting, &expected, 1)) {
-        if (atomic_load(&l->gen) != g) {
-            if (l->buckets) {
-                pthread_mutex_init(&l->lmu, NULL);
-                drop_all_leases(l);
-            }
-            if (l->own) pthread_mutex_init(&l->fmu, NULL);
-            atomic_store_explicit(&l->gen, g, memory_order_release);
-        }
-        atomic_store(&l->resetting, 0);
-    } else {
-        while (atomic_load(&l->resetting)) sched_yield();
+static void limiter_reinit(void *ctx) {
+    prs_redis_limiter *l = ctx;
+    if (l->buckets) {
+        pthread_mutex_init(&l->lmu, NULL);
+        drop_all_leases(l);
     }
+    if (l->own) pthread_mutex_init(&l->fmu, NULL);
+}
+
+static void locks_after_fork(prs_redis_limiter *l) {
+    prs_redis__after_fork(&l->gen, &l->resetting, limiter_reinit, l);
 }
 
 static lease *lease_find(prs_redis_limiter *l, uint64_t h, const void *key, size_t n, lease ***slot) {
