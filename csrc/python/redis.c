@@ -604,31 +604,24 @@ static int parse_key_n(const char *fname, PyObject *const *args, Py_ssize_t narg
     return v[1] ? prs_py_parse_n(v[1], "n", n) : 0;
 }
 
+/* allow/check/peek: what = 'a' (a bool), 'c' or 'p' (a Decision). */
+static PyObject *rl_call(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, char what) {
+    PyObject *key;
+    int64_t n;
+    prs_decision d;
+    const char *fname = what == 'a' ? "allow" : what == 'c' ? "check" : "peek";
+    if (parse_key_n(fname, args, nargs, kwnames, &key, &n) < 0) return NULL;
+    if (rl_decide((limiter_obj *)op, key, n, what != 'p', -1, &d) < 0) return NULL;
+    return what == 'a' ? PyBool_FromLong(d.allowed) : prs_py_decision_new(prs_py_state_of(op), &d);
+}
 static PyObject *rl_allow(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n;
-    prs_decision d;
-    if (parse_key_n("allow", args, nargs, kwnames, &key, &n) < 0) return NULL;
-    if (rl_decide((limiter_obj *)op, key, n, 1, -1, &d) < 0) return NULL;
-    return PyBool_FromLong(d.allowed);
+    return rl_call(op, args, nargs, kwnames, 'a');
 }
-
 static PyObject *rl_check(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n;
-    prs_decision d;
-    if (parse_key_n("check", args, nargs, kwnames, &key, &n) < 0) return NULL;
-    if (rl_decide((limiter_obj *)op, key, n, 1, -1, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(op), &d);
+    return rl_call(op, args, nargs, kwnames, 'c');
 }
-
 static PyObject *rl_peek(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n;
-    prs_decision d;
-    if (parse_key_n("peek", args, nargs, kwnames, &key, &n) < 0) return NULL;
-    if (rl_decide((limiter_obj *)op, key, n, 0, -1, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(op), &d);
+    return rl_call(op, args, nargs, kwnames, 'p');
 }
 
 static const char *const at_names[] = {"key", "n", "now", NULL};
@@ -1014,18 +1007,7 @@ static PyObject *group_get_members(PyObject *op, void *c) { return PySequence_Li
 
 static PyObject *group_get_same_slot(PyObject *op, void *c) {
     group_obj *self = (group_obj *)op;
-    int slot = -1, same = 1;
-    for (Py_ssize_t i = 0; i < self->count && same; i++) {
-        size_t need = prs_redis_limiter_redis_key(self->m[i].limiter, self->m[i].key, self->m[i].keylen, NULL, 0);
-        char *buf = PyMem_Malloc(need ? need : 1);
-        if (!buf) return PyErr_NoMemory();
-        prs_redis_limiter_redis_key(self->m[i].limiter, self->m[i].key, self->m[i].keylen, buf, need);
-        int s = prs_redis_key_slot(buf, need);
-        PyMem_Free(buf);
-        if (slot >= 0 && s != slot) same = 0;
-        slot = s;
-    }
-    return PyBool_FromLong(same);
+    return PyBool_FromLong(prs_redis_group_slot((size_t)self->count, self->m) >= 0);
 }
 
 static PyMethodDef group_methods[] = {

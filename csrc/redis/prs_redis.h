@@ -27,6 +27,10 @@
  *     is allocated for it.
  *   - Fork: a child process never uses its parent's sockets; it opens its own
  *     connections and drops inherited leases.
+ *   - Policy: what a failed call becomes (raise, allow, deny, or an
+ *     in-process fallback) is the limiter's on_backend_error, applied here
+ *     for single calls, check_many and groups alike; config checks name the
+ *     field and why (prs_config_error).
  *
  * Unlike the core, this module reads CLOCK_MONOTONIC itself (deadlines of real
  * network I/O and lease expiry cannot be simulated).
@@ -286,6 +290,11 @@ typedef struct prs_redis_member {
  * among DENY/ALLOW denials), or the most restrictive admitting one's. */
 int prs_redis_group_check(size_t count, const prs_redis_member *members, int64_t now_us,
                           prs_decision *d, int *denied_by);
+
+/* The one Redis Cluster slot every member's Redis key maps to, or -1 when
+ * they span several (a group on Cluster needs one: give the keys a common
+ * hash tag) or on bad arguments. */
+int prs_redis_group_slot(size_t count, const prs_redis_member *members);
 
 /* The Redis Cluster hash slot (0..16383) of a Redis key (CRC16 of its hash
  * tag, or of the whole key). */

@@ -30,8 +30,23 @@
  * at most lease_max_keys entries; when it is full of live leases a new key's
  * extra permits lapse (given to nobody: under-admission only).
  *
+ * Failure policies. When a call fails (connection, timeout, open circuit,
+ * error reply), the limiter's on_backend_error decides here, not in a
+ * binding: RAISE returns the status; ALLOW/DENY make a decision without I/O;
+ * LOCAL asks the fallback (fb), under its lock when it has one. The built-in
+ * fallback (`own`) is a prs_keyed table of in-process limiters of the same
+ * algorithm sized at local_share of the limit, serialised by `fmu` so that a
+ * group can peek several of its keys and then take from all with nobody in
+ * between. A group's failure follows each member's policy, strictest first
+ * (RAISE, DENY, LOCAL, ALLOW); its LOCAL members lock their distinct
+ * fallbacks in ascending ctx order (no two groups can deadlock), peek each
+ * (fallback, key) for the sum of its demand, then consume. Closed on
+ * purpose, out of memory and invalid arguments are never turned into
+ * decisions.
+ *
  * Fork: a child drops the leases it inherited (parent and child spending the
- * same permits would over-admit) and re-makes the lock, once, like the pool.
+ * same permits would over-admit) and re-makes its locks, once, like the pool;
+ * the fallback's in-process states stay (they are this process's own).
  */
 #include <pthread.h>
 #include <sched.h>
@@ -517,6 +532,20 @@ int prs_redis_key_slot(const void *key, size_t len) {
     size_t off, tl;
     if (own_tag(key, len, &off, &tl)) return crc16((const unsigned char *)key + off, tl) & 16383;
     return crc16(key, len) & 16383;
+}
+
+int prs_redis_group_slot(size_t count, const prs_redis_member *m) {
+    int slot = -1;
+    for (size_t i = 0; i < count; i++) {
+        if (!m || !m[i].limiter || (!m[i].key && m[i].keylen)) return -1;
+        keyset ks;
+        if (keyset_make(m[i].limiter, m[i].key ? m[i].key : "", m[i].keylen, &ks)) return -1;
+        int s = prs_redis_key_slot(ks.k[0], ks.len[0]);
+        keyset_free(m[i].limiter, &ks);
+        if (slot >= 0 && s != slot) return -1;
+        slot = s;
+    }
+    return slot;
 }
 
 /* ---- calls ------------------------------------------------------------------ */

@@ -434,6 +434,11 @@ TEST(redis_group_policies_strictest_wins) {
     ASSERT(!d.allowed && by == 1); /* own has 1 left (2 - 1 taken above) */
     ASSERT_EQ(c.left, 3);          /* nothing taken from the other member */
     ASSERT_EQ(c.locks, 0);
+    /* one Cluster slot for the whole group only when the keys share a hash tag */
+    prs_redis_member same[] = {{mine, "{t}a", 4, 1}, {own, "{t}b", 4, 1}};
+    prs_redis_member spread[] = {{mine, "a", 1, 1}, {own, "b", 1, 1}};
+    ASSERT_EQ(prs_redis_group_slot(2, same), prs_redis_key_slot("t", 1));
+    ASSERT_EQ(prs_redis_group_slot(2, spread), -1);
     prs_redis_limiter_free(raise);
     prs_redis_limiter_free(deny);
     prs_redis_limiter_free(allow);
