@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 from . import _core
 from ._core import Decision
@@ -103,6 +103,30 @@ def _require_redis() -> None:
         raise BackendError(_INSTALL_HINT)
 
 
+async def _wait_async(check: Callable[[], Decision], timeout: Optional[float], never: str) -> None:
+    """Until check() admits: each check runs in the default executor (it does
+    network I/O), each wait is asyncio.sleep(retry_after). RateLimitExceeded
+    at once when admission lies beyond ``timeout``; ValueError (``never``,
+    formatted with the limit) when it can never happen."""
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+            raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}")
+        if math.isnan(timeout) or timeout < 0:
+            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    loop = asyncio.get_running_loop()
+    deadline = math.inf if timeout is None else loop.time() + timeout
+    while True:
+        d = await loop.run_in_executor(None, check)
+        if d.allowed:
+            return
+        if math.isinf(d.retry_after):
+            raise ValueError(never.format(d.limit))
+        if loop.time() + d.retry_after > deadline:
+            raise RateLimitExceeded("rate limit exceeded: not admissible within timeout",
+                                    retry_after=d.retry_after, decision=d)
+        await asyncio.sleep(d.retry_after)
+
+
 if TYPE_CHECKING or HAVE_REDIS:
     from ._core import RedisBackend as _BackendBase
     from ._core import RedisLimiterGroup as _GroupBase
@@ -144,24 +168,8 @@ class RedisRateLimiter(_LimiterBase):
         RateLimitExceeded at once when n cannot be admitted within ``timeout``
         seconds, ValueError when n exceeds the limit. Cancellation consumes
         nothing beyond a check already in flight."""
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}")
-            if math.isnan(timeout) or timeout < 0:
-                raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-        loop = asyncio.get_running_loop()
-        deadline = math.inf if timeout is None else loop.time() + timeout
-        while True:
-            d: Decision = await loop.run_in_executor(None, self.check, key, n)
-            if d.allowed:
-                return
-            if math.isinf(d.retry_after):
-                raise ValueError(f"n={n!r} can never be admitted by this limiter (limit {d.limit})")
-            now = loop.time()
-            if now + d.retry_after > deadline:
-                raise RateLimitExceeded("rate limit exceeded: not admissible within timeout",
-                                        retry_after=d.retry_after, decision=d)
-            await asyncio.sleep(d.retry_after)
+        await _wait_async(lambda: self.check(key, n), timeout,
+                          f"n={n!r} can never be admitted by this limiter (limit {{}})")
 
     def __repr__(self) -> str:
         if self.rate is not None or self.algorithm in ("gcra", "token_bucket") and self.limit is None:
@@ -182,18 +190,7 @@ class RedisLimiterGroup(_GroupBase):
 
         Wait until the whole group is admitted without blocking the event loop.
         RateLimitExceeded at once when that cannot happen within ``timeout``."""
-        loop = asyncio.get_running_loop()
-        deadline = math.inf if timeout is None else loop.time() + float(timeout)
-        while True:
-            d: Decision = await loop.run_in_executor(None, self.check)
-            if d.allowed:
-                return
-            if math.isinf(d.retry_after):
-                raise ValueError("this group can never admit its request (an n exceeds a limit)")
-            if loop.time() + d.retry_after > deadline:
-                raise RateLimitExceeded("rate limit exceeded: not admissible within timeout",
-                                        retry_after=d.retry_after, decision=d)
-            await asyncio.sleep(d.retry_after)
+        await _wait_async(self.check, timeout, "this group can never admit its request (an n exceeds a limit)")
 
     def __repr__(self) -> str:
         return f"RedisLimiterGroup(members={self.members!r})"

@@ -545,6 +545,26 @@ def test_acquire_sync_and_async(backend: pr.RedisBackend) -> None:
     asyncio.run(main())
 
 
+def test_group_acquire_async_takes_timeout_as_acquire_does(backend: pr.RedisBackend) -> None:
+    # The limiter and the group share one async wait: the same timeout rules
+    # as the sync acquire (a negative timeout is a ValueError, not "expired").
+    lim = pr.RedisRateLimiter(backend, rate=50, burst=1, key_prefix=prefix())
+    g = pr.RedisLimiterGroup([(lim, "k", 1)])
+    with pytest.raises(ValueError, match="timeout"):
+        g.acquire(timeout=-1)
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="timeout"):
+            await g.acquire_async(timeout=-1)
+        await g.acquire_async(timeout=1)
+        with pytest.raises(pr.RateLimitExceeded):
+            await g.acquire_async(timeout=0)
+        with pytest.raises(ValueError, match="never"):
+            await pr.RedisLimiterGroup([(lim, "k", 2)]).acquire_async()
+
+    asyncio.run(main())
+
+
 # ---- faults -------------------------------------------------------------------------
 
 def _fds() -> int:
