@@ -123,16 +123,17 @@ static int uses_rate(int algorithm) {
     return algorithm == PRS_REDIS_GCRA || algorithm == PRS_REDIS_TOKEN_BUCKET;
 }
 
-static const char *const policy_names[PRS_REDIS__POLICY_COUNT] = {"raise", "allow", "deny", "local"};
+/* The policies' names, indexed by prs_redis_policy, NULL-terminated. */
+static const char *const policy_names[] = {"raise", "allow", "deny", "local", NULL};
 
 const char *prs_redis_policy_name(int policy) {
     return policy >= 0 && policy < PRS_REDIS__POLICY_COUNT ? policy_names[policy] : NULL;
 }
 
 int prs_redis_policy_from_name(const char *name) {
-    for (int i = 0; name && i < PRS_REDIS__POLICY_COUNT; i++)
-        if (!strcmp(name, policy_names[i])) return i;
-    return -1;
+    int i = 0;
+    while (name && policy_names[i] && strcmp(name, policy_names[i])) i++;
+    return name && policy_names[i] ? i : -1;
 }
 
 void prs_redis_limiter_config_init(prs_redis_limiter_config *cfg) {
