@@ -549,14 +549,12 @@ static int rl_decide(limiter_obj *self, PyObject *key, int64_t n, int consume, i
         rc = prs_redis_limiter_check_local(self->l, k, (size_t)klen, n, d);
         if (rc == PRS_OK) return 0;
     }
-    prs_redis_limiter *l = self->l;
-    Py_INCREF(key); /* its bytes are read with the GIL released */
+    prs_redis_limiter *l = self->l; /* key's bytes: the caller's argument keeps them alive */
     Py_BEGIN_ALLOW_THREADS
     if (!consume) rc = prs_redis_limiter_peek(l, k, (size_t)klen, n, d);
     else if (now_us >= 0) rc = prs_redis_limiter_check_at(l, k, (size_t)klen, n, now_us, d);
     else rc = prs_redis_limiter_check(l, k, (size_t)klen, n, d);
     Py_END_ALLOW_THREADS
-    Py_DECREF(key);
     if (rc == PRS_OK) return 0;
     redis_error(prs_py_state_of((PyObject *)self), rc);
     return -1;
@@ -678,11 +676,9 @@ static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     if (key_bytes(v[0], &k, &klen) < 0) return NULL;
     int rc;
     prs_redis_limiter *l = self->l;
-    Py_INCREF(v[0]);
     Py_BEGIN_ALLOW_THREADS
     rc = prs_redis_limiter_reset(l, k, (size_t)klen);
     Py_END_ALLOW_THREADS
-    Py_DECREF(v[0]);
     if (rc) return redis_error(prs_py_state_of(op), rc);
     Py_RETURN_NONE;
 }
