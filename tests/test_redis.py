@@ -249,6 +249,30 @@ def test_bad_limiter_arguments(backend: pr.RedisBackend) -> None:
         pr.LeaseConfig(1.5, 1)  # type: ignore[arg-type]
 
 
+def test_bad_arguments_are_worded_from_the_core(backend: pr.RedisBackend) -> None:
+    # The core validates and names the field and why; the binding adds the value given.
+    R = pr.RedisRateLimiter
+    cases = [
+        (dict(rate=1, burst=0), "burst must be >= 1, got 0"),
+        (dict(rate=1, burst=10**30), "burst must be <= 2**50, got " + str(10**30)),
+        (dict(rate=1e13, burst=1), "rate must be between 1e-9 and 1e12 per second, got 10000000000000.0"),
+        (dict(algorithm="fixed_window", limit=5, window=0), "window must be >= 1 microsecond, got 0"),
+        (dict(rate=1, burst=4, lease=pr.LeaseConfig(5, 1)), "lease.batch must not exceed burst (batch <= burst), got 5"),
+        (dict(rate=1, burst=4, lease=pr.LeaseConfig(2, 7200)), "lease.max_hold must be <= 3600 seconds, got 7200.0"),
+        (dict(rate=1, burst=1, on_backend_error=3), "on_backend_error must be 'raise', 'allow', 'deny' or 'local', got 3"),
+    ]
+    for kw, message in cases:
+        with pytest.raises(ValueError) as err:
+            R(backend, **kw)  # type: ignore[arg-type]
+        assert str(err.value) == message
+    for kw, message in [(dict(timeout=0), "timeout must be >= 1 microsecond, got 0"),
+                        (dict(connect_timeout=4000), "connect_timeout must be <= 3600 seconds, got 4000"),
+                        (dict(max_connections=2000), "max_connections must be between 1 and 1024, got 2000")]:
+        with pytest.raises(ValueError) as err:
+            pr.RedisBackend(backend.url, **kw)  # type: ignore[arg-type]
+        assert str(err.value) == message
+
+
 def test_bad_call_arguments(backend: pr.RedisBackend) -> None:
     lim = pr.RedisRateLimiter(backend, rate=10, burst=10, key_prefix=prefix())
     with pytest.raises(TypeError, match="key"):
@@ -521,6 +545,26 @@ def test_acquire_sync_and_async(backend: pr.RedisBackend) -> None:
     asyncio.run(main())
 
 
+def test_group_acquire_async_takes_timeout_as_acquire_does(backend: pr.RedisBackend) -> None:
+    # The limiter and the group share one async wait: the same timeout rules
+    # as the sync acquire (a negative timeout is a ValueError, not "expired").
+    lim = pr.RedisRateLimiter(backend, rate=50, burst=1, key_prefix=prefix())
+    g = pr.RedisLimiterGroup([(lim, "k", 1)])
+    with pytest.raises(ValueError, match="timeout"):
+        g.acquire(timeout=-1)
+
+    async def main() -> None:
+        with pytest.raises(ValueError, match="timeout"):
+            await g.acquire_async(timeout=-1)
+        await g.acquire_async(timeout=1)
+        with pytest.raises(pr.RateLimitExceeded):
+            await g.acquire_async(timeout=0)
+        with pytest.raises(ValueError, match="never"):
+            await pr.RedisLimiterGroup([(lim, "k", 2)]).acquire_async()
+
+    asyncio.run(main())
+
+
 # ---- faults -------------------------------------------------------------------------
 
 def _fds() -> int:
@@ -697,11 +741,18 @@ def test_group_local_members_under_threads_stay_all_or_nothing(dead_backend: pr.
     assert sum(admitted) + sum(singles) == 50 - _left(a, "u")
 
 
-def test_group_without_local_hook_raises(dead_backend: pr.RedisBackend) -> None:
-    lim = _member(dead_backend, "local")
-    g = _core.RedisLimiterGroup([(lim, "u", 1)])  # the bare type: no hook installed
-    with pytest.raises(pr.BackendError):
-        g.check()
+def test_bare_core_types_apply_the_local_policy_themselves(dead_backend: pr.RedisBackend) -> None:
+    # The policy and its in-process fallback live in the C core: the bare
+    # _core types, with no facade around them, decide locally when Redis fails.
+    lim = _core.RedisRateLimiter(dead_backend, rate=0.001, burst=2, on_backend_error="local")
+    assert [lim.allow("u") for _ in range(3)] == [True, True, False]
+    other = _core.RedisRateLimiter(dead_backend, rate=0.001, burst=3, on_backend_error="local")
+    g = _core.RedisLimiterGroup([(other, "u", 1), (lim, "v", 2)])
+    d = g.check()
+    assert d.allowed and d.remaining == 0
+    d = g.check()
+    assert not d.allowed and d.denied_by == 1
+    assert other.peek("u").remaining == 1  # the denied group took nothing
 
 
 def test_stalled_server_every_call_within_timeout(own_server: Server) -> None:

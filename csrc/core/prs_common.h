@@ -26,7 +26,10 @@ extern "C" {
 
 /* ---- status codes ---------------------------------------------------- */
 
-/* One list: the enum, prs_strerror() and prs_err_name() are all made from it. */
+/* One list: the enum, prs_strerror() and prs_err_name() are all made from it.
+ * Every status here is returned by some function. Numbers are stable: a
+ * status that went out of use leaves its number unused (-9, -13, -15 were
+ * EBUSY, ENOSCRIPT and EINTR), never re-assigned. */
 #define PRS_ERRNO_MAP(XX)                                                     \
     XX(OK,        0,  "success")                                              \
     XX(EINVAL,   -1,  "invalid argument")                                     \
@@ -37,21 +40,19 @@ extern "C" {
     XX(ECLOSED,  -6,  "closed")                                               \
     XX(EFULL,    -7,  "full")                                                 \
     XX(EEMPTY,   -8,  "empty")                                                \
-    XX(EBUSY,    -9,  "busy")                                                 \
     XX(ENOTSUP, -10,  "operation not supported")                              \
     XX(EBACKEND,-11,  "backend failure")                                      \
     XX(EPROTO,  -12,  "protocol error")                                       \
-    XX(ENOSCRIPT,-13, "script not loaded on the server")                      \
     XX(ESTATE,  -14,  "invalid state")                                        \
-    XX(EINTR,   -15,  "interrupted")                                          \
     XX(ECONN,   -16,  "connection failed")                                    \
-    XX(ENEVER,  -17,  "request can never be admitted")
+    XX(ENEVER,  -17,  "request can never be admitted")                        \
+    XX(EBACKENDCLOSED, -18, "backend is closed")
 
 typedef enum prs_status {
 #define PRS__XX(name, value, msg) PRS_##name = value,
     PRS_ERRNO_MAP(PRS__XX)
 #undef PRS__XX
-    PRS__STATUS_MIN = -18
+    PRS__STATUS_MIN = -19
 } prs_status;
 
 /* A static message for `status` ("unknown status" for codes not in the list). */

@@ -10,44 +10,56 @@
 
 /* ---- errors ----------------------------------------------------------- */
 
+/* The exception of each status, one row per status of PRS_ERRNO_MAP: a row
+ * names a built-in exception or a module exception slot. A status added to
+ * the core without its row here does not compile (EXC_<name> is undefined).
+ *   - ETIMEDOUT: the in-process waits turn their own timeouts into their
+ *     pattern's exception where they happen (RateLimitExceeded,
+ *     BulkheadFullError, QueueEmptyError/QueueFullError, each carrying its
+ *     decision); the timeouts that reach this table are a backend's network
+ *     I/O, hence BackendError.
+ *   - ECLOSED is a closed queue; a backend closed on purpose is
+ *     EBACKENDCLOSED. */
+typedef struct exc_row {
+    PyObject *const *builtin; /* &PyExc_X, or NULL: the module slot below */
+    int slot;                 /* PRS_SLOT_X when builtin is NULL */
+} exc_row;
+
+#define EXC_BUILTIN(name) {&PyExc_##name, 0}
+#define EXC_MODULE(name)  {NULL, PRS_SLOT_##name}
+#define EXC_OK             EXC_BUILTIN(RuntimeError) /* never raised */
+#define EXC_EINVAL         EXC_BUILTIN(ValueError)
+#define EXC_ENOMEM         EXC_BUILTIN(MemoryError)
+#define EXC_ERANGE         EXC_BUILTIN(ValueError)
+#define EXC_EAGAIN         EXC_BUILTIN(RuntimeError)
+#define EXC_ETIMEDOUT      EXC_MODULE(BackendError)
+#define EXC_ECLOSED        EXC_MODULE(QueueClosedError)
+#define EXC_EFULL          EXC_MODULE(QueueFullError)
+#define EXC_EEMPTY         EXC_MODULE(QueueEmptyError)
+#define EXC_ENOTSUP        EXC_BUILTIN(NotImplementedError)
+#define EXC_EBACKEND       EXC_MODULE(BackendError)
+#define EXC_EPROTO         EXC_MODULE(BackendError)
+#define EXC_ESTATE         EXC_BUILTIN(RuntimeError)
+#define EXC_ECONN          EXC_MODULE(BackendError)
+#define EXC_ENEVER         EXC_BUILTIN(ValueError)
+#define EXC_EBACKENDCLOSED EXC_MODULE(BackendError)
+
+static const exc_row exc_table[-PRS__STATUS_MIN] = {
+#define ROW(name, value, msg) [-(value)] = EXC_##name,
+    PRS_ERRNO_MAP(ROW)
+#undef ROW
+};
+
 PyObject *prs_py_error(prs_py_state *st, int status, const char *what) {
-    const char *msg = what ? what : prs_strerror(status);
-    PyObject *exc;
-    switch (status) {
-    case PRS_EINVAL:
-    case PRS_ERANGE:
-    case PRS_ENEVER:
-        exc = PyExc_ValueError;
-        break;
-    case PRS_ENOMEM:
-        return PyErr_NoMemory();
-    case PRS_ETIMEDOUT:
-        exc = PyExc_TimeoutError;
-        break;
-    case PRS_EBACKEND:
-    case PRS_ECONN:
-    case PRS_EPROTO:
-    case PRS_ENOSCRIPT:
-        exc = st ? PRS_PY_EXC(st, BackendError) : PyExc_RuntimeError;
-        break;
-    case PRS_ECLOSED:
-        exc = st ? PRS_PY_EXC(st, QueueClosedError) : PyExc_RuntimeError;
-        break;
-    case PRS_EFULL:
-        exc = st ? PRS_PY_EXC(st, QueueFullError) : PyExc_RuntimeError;
-        break;
-    case PRS_EEMPTY:
-        exc = st ? PRS_PY_EXC(st, QueueEmptyError) : PyExc_RuntimeError;
-        break;
-    case PRS_ENOTSUP:
-        exc = PyExc_NotImplementedError;
-        break;
-    default:
-        exc = PyExc_RuntimeError;
-        break;
+    if (status == PRS_ENOMEM) return PyErr_NoMemory();
+    PyObject *exc = PyExc_RuntimeError; /* a status outside the list */
+    if (status <= 0 && status > PRS__STATUS_MIN) {
+        const exc_row *row = &exc_table[-status];
+        if (row->builtin) exc = *row->builtin;
+        else if (st) exc = st->slots[row->slot];
     }
-    if (what) PyErr_SetString(exc, msg);
-    else PyErr_Format(exc, "%s (%s)", msg, prs_err_name(status));
+    if (what) PyErr_SetString(exc, what);
+    else PyErr_Format(exc, "%s (%s)", prs_strerror(status), prs_err_name(status));
     return NULL;
 }
 

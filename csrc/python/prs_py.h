@@ -107,11 +107,12 @@ int prs_py_register_redis(PyObject *m, prs_py_state *st);
 
 /* ---- errors ------------------------------------------------------------ */
 
-/* The one place a status becomes an exception. PRS_EINVAL/PRS_ERANGE ->
- * ValueError(what), PRS_ENOMEM -> MemoryError, PRS_EBACKEND/ECONN/EPROTO/
- * ENOSCRIPT -> BackendError, PRS_ETIMEDOUT -> TimeoutError, PRS_ECLOSED ->
- * QueueClosedError, others -> RuntimeError. `what` may be NULL (the status's
- * message is used). Always returns NULL. */
+/* The one place a status becomes an exception (a table in common.c, one row
+ * per status): EINVAL/ERANGE/ENEVER -> ValueError(what), ENOMEM ->
+ * MemoryError, EBACKEND/ECONN/EPROTO/ETIMEDOUT/EBACKENDCLOSED -> BackendError,
+ * ECLOSED/EFULL/EEMPTY -> the Queue*Error, ENOTSUP -> NotImplementedError,
+ * others -> RuntimeError. `what` may be NULL (the status's message is used).
+ * Always returns NULL. */
 PyObject *prs_py_error(prs_py_state *st, int status, const char *what);
 
 /* A fresh RateLimitExceeded(message, retry_after=..., decision=...) set as the

@@ -2,12 +2,17 @@
  * redis.c - the Redis types of pyresilience._core: RedisBackend,
  * RedisRateLimiter and RedisLimiterGroup, over csrc/redis (hiredis).
  *
+ * Thin by design: arguments are parsed here, the core (csrc/redis) validates
+ * them (a refusal names the config field and why; this file words it with
+ * the value given), decides, and applies each limiter's on_backend_error
+ * policy when Redis fails - including the 'local' fallback, an in-process
+ * keyed limiter the core builds. What comes back is a decision or a status;
+ * a status becomes an exception through prs_py_error() (its message is the
+ * backend's, from prs_redis_last_error(), when it has one).
+ *
  * Every network call runs with the GIL released (the C backend never touches
- * Python objects; the key bytes it reads belong to argument objects the
- * caller keeps alive). Failures come back as status codes; the limiter's
- * on_backend_error policy turns them into BackendError ("raise"), an admitting
- * ("allow") or denying ("deny") Decision, or the answer of an in-process
- * fallback limiter ("local", a Python callable installed by the facade).
+ * Python objects; the key bytes it reads belong to argument objects kept
+ * alive across the call). Objects are built whole in tp_new.
  *
  * Built without hiredis, this file registers nothing and the facade's
  * RedisBackend raises an error explaining how to install hiredis.
@@ -17,22 +22,121 @@
 #ifdef PRS_HAVE_HIREDIS
 
 #include <hiredis/hiredis.h>
+#include <limits.h>
 #include <math.h>
 #include <structmember.h>
 
 #include "prs_redis.h"
 
-/* Status of a denial under on_backend_error="deny": retry after this. */
-#define DENY_RETRY_NS (100 * PRS_NS_PER_MS)
+/* ---- errors ------------------------------------------------------------------ */
 
-enum { POLICY_RAISE, POLICY_ALLOW, POLICY_DENY, POLICY_LOCAL };
-static const char *const policy_names[] = {"raise", "allow", "deny", "local", NULL};
+/* A status of the Redis library as an exception (the one table), with the
+ * backend's message for this thread's last failure when there is one. */
+static PyObject *redis_error(prs_py_state *st, int rc) {
+    const char *msg = prs_redis_last_error();
+    return prs_py_error(st, rc, msg && *msg ? msg : NULL);
+}
+
+/* A Python parameter standing for a config field, for wording the core's
+ * refusals: "<param> <reason>, got <value>" (no "got" when not given). */
+typedef struct field_arg {
+    const char *field;  /* the config field the core names */
+    const char *param;  /* the parameter the user knows */
+    PyObject *value;    /* as given, or NULL */
+} field_arg;
+
+static int config_error(prs_py_state *st, int rc, const prs_config_error *why, const field_arg *args) {
+    if ((rc == PRS_EINVAL || rc == PRS_ERANGE) && why->reason) {
+        for (const field_arg *a = args; a->field; a++) {
+            if (!why->field || strcmp(a->field, why->field)) continue;
+            if (a->value && a->value != Py_None)
+                PyErr_Format(PyExc_ValueError, "%s %s, got %R", a->param, why->reason, a->value);
+            else
+                PyErr_Format(PyExc_ValueError, "%s %s", a->param, why->reason);
+            return -1;
+        }
+        PyErr_Format(PyExc_ValueError, "%s %s", why->field ? why->field : "config", why->reason);
+        return -1;
+    }
+    redis_error(st, rc);
+    return -1;
+}
+
+static int is_none(PyObject *o) { return !o || o == Py_None; }
+
+/* A str argument as UTF-8 without NUL (borrowed from `o`); `dflt` when not given. */
+static int str_arg(PyObject *o, const char *param, const char *dflt, const char **out) {
+    if (!o) { *out = dflt; return 0; }
+    if (!PyUnicode_Check(o)) {
+        PyErr_Format(PyExc_TypeError, "%s must be a str, not %.200s: %R", param, Py_TYPE(o)->tp_name, o);
+        return -1;
+    }
+    Py_ssize_t len;
+    *out = PyUnicode_AsUTF8AndSize(o, &len);
+    if (!*out) return -1;
+    if ((size_t)len != strlen(*out)) {
+        PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters, got %R", param, o);
+        return -1;
+    }
+    return 0;
+}
+
+/* Seconds as given (any real but NaN) in *s and as ns, saturating: the core
+ * checks the range. */
+static int duration_arg(PyObject *o, const char *param, double *s, int64_t *ns) {
+    if (prs_py_parse_real(o, param, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, s) < 0) return -1;
+    *ns = prs_seconds_to_ns(*s);
+    return 0;
+}
+
+/* A count as given (int or integral float), saturated to int64: the core
+ * checks the range (and names the value given). */
+static int count_arg(PyObject *o, const char *param, int64_t *out) {
+    if (prs_py_parse_count(o, param, INT64_MIN, INT64_MAX, out) == 0) return 0;
+    if (!PyErr_ExceptionMatches(PyExc_ValueError) || !PyLong_Check(o)) return -1;
+    PyErr_Clear(); /* an int beyond int64 */
+    PyObject *zero = PyLong_FromLong(0);
+    int positive = zero ? PyObject_RichCompareBool(o, zero, Py_GT) : -1;
+    Py_XDECREF(zero);
+    if (positive < 0) return -1;
+    *out = positive ? INT64_MAX : INT64_MIN;
+    return 0;
+}
+
+/* Bytes of a str (UTF-8) or bytes argument: borrowed from `o`. */
+static int bytes_of(PyObject *o, const char *param, const char **p, Py_ssize_t *n) {
+    if (PyBytes_Check(o)) {
+        *p = PyBytes_AS_STRING(o);
+        *n = PyBytes_GET_SIZE(o);
+        return 0;
+    }
+    if (PyUnicode_Check(o)) {
+        *p = PyUnicode_AsUTF8AndSize(o, n);
+        return *p ? 0 : -1;
+    }
+    PyErr_Format(PyExc_TypeError, "%s must be str or bytes, not %.200s: %R", param, Py_TYPE(o)->tp_name, o);
+    return -1;
+}
+
+static int key_bytes(PyObject *key, const char **p, Py_ssize_t *n) { return bytes_of(key, "key", p, n); }
+
+/* now (seconds) of the _check_at test hooks, as Redis microseconds. */
+static int now_us_arg(PyObject *o, int64_t *now_us) {
+    double now;
+    if (prs_py_parse_real(o, "now", PRS_PY_ZERO_OK, &now) < 0) return -1;
+    if (now > 1e12) {
+        PyErr_Format(PyExc_ValueError, "now must be <= 1e12 seconds, got %R", o);
+        return -1;
+    }
+    *now_us = (int64_t)llround(now * 1e6);
+    return 0;
+}
 
 /* ---- RedisBackend ---------------------------------------------------------- */
 
 typedef struct {
     PyObject_HEAD
-    prs_redis_backend *b;  /* NULL until __init__ succeeded */
+    prs_redis_backend *b;
     PyObject *url;         /* str */
     double connect_timeout, timeout;
     int max_connections;
@@ -40,83 +144,50 @@ typedef struct {
 } backend_obj;
 
 static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    backend_obj *self = (backend_obj *)type->tp_alloc(type, 0);
-    return (PyObject *)self;
-}
-
-static int backend_ready(backend_obj *self) {
-    if (self->b) return 0;
-    PyErr_SetString(PyExc_RuntimeError, "RedisBackend is not initialised (call __init__)");
-    return -1;
-}
-
-/* The backend's failure as BackendError (ECLOSED included). */
-static PyObject *backend_error(prs_py_state *st, int rc) {
-    if (rc == PRS_ENOMEM) return PyErr_NoMemory();
-    if (rc == PRS_EINVAL) return prs_py_error(st, rc, prs_redis_last_error());
-    const char *msg = prs_redis_last_error();
-    return prs_py_error(st, PRS_EBACKEND, msg && *msg ? msg : prs_strerror(rc));
-}
-
-static int backend_init(PyObject *op, PyObject *args, PyObject *kwds) {
-    backend_obj *self = (backend_obj *)op;
     static char *kwlist[] = {"url", "connect_timeout", "timeout", "max_connections", NULL};
-    PyObject *url = NULL, *ct_o = NULL, *t_o = NULL, *mc_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OOO:RedisBackend", kwlist, &url, &ct_o, &t_o, &mc_o))
-        return -1;
-    if (self->b) {
-        PyErr_SetString(PyExc_RuntimeError, "RedisBackend is already initialised");
-        return -1;
-    }
+    PyObject *url_o = NULL, *ct_o = NULL, *t_o = NULL, *mc_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|O$OOO:RedisBackend", kwlist, &url_o, &ct_o, &t_o, &mc_o))
+        return NULL;
+    prs_py_state *st = prs_py_state_of_type(type);
     prs_redis_config cfg;
     prs_redis_config_init(&cfg);
+    int64_t mc = cfg.max_connections;
     double ct = 0.25, t = 0.25;
-    int64_t mc = 8;
-    if (url && !PyUnicode_Check(url)) {
-        PyErr_Format(PyExc_TypeError, "url must be a str, not %.200s: %R", Py_TYPE(url)->tp_name, url);
-        return -1;
+    if (str_arg(url_o, "url", "redis://127.0.0.1:6379/0", &cfg.url) < 0) return NULL;
+    if (ct_o && duration_arg(ct_o, "connect_timeout", &ct, &cfg.connect_timeout_ns) < 0) return NULL;
+    if (t_o && duration_arg(t_o, "timeout", &t, &cfg.timeout_ns) < 0) return NULL;
+    if (mc_o && count_arg(mc_o, "max_connections", &mc) < 0) return NULL;
+    cfg.max_connections = mc < INT_MIN ? INT_MIN : mc > INT_MAX ? INT_MAX : (int)mc;
+    prs_config_error why = {NULL, NULL};
+    int rc = prs_redis_config_check(&cfg, &why);
+    if (rc) {
+        const field_arg fields[] = {{"connect_timeout_ns", "connect_timeout", ct_o},
+                                    {"timeout_ns", "timeout", t_o},
+                                    {"max_connections", "max_connections", mc_o},
+                                    {NULL, NULL, NULL}};
+        config_error(st, rc, &why, fields);
+        return NULL;
     }
-    if (ct_o && prs_py_parse_real(ct_o, "connect_timeout", 0, &ct) < 0) return -1;
-    if (t_o && prs_py_parse_real(t_o, "timeout", 0, &t) < 0) return -1;
-    if (mc_o && prs_py_parse_count(mc_o, "max_connections", 1, 1024, &mc) < 0) return -1;
-    if (ct > 3600 || t > 3600) {
-        PyErr_Format(PyExc_ValueError, "%s must be <= 3600 seconds, got %R", ct > 3600 ? "connect_timeout" : "timeout",
-                     ct > 3600 ? ct_o : t_o);
-        return -1;
-    }
-    const char *u = "redis://127.0.0.1:6379/0";
-    if (url) {
-        Py_ssize_t len;
-        u = PyUnicode_AsUTF8AndSize(url, &len);
-        if (!u) return -1;
-        if ((size_t)len != strlen(u)) {
-            PyErr_SetString(PyExc_ValueError, "url must not contain NUL characters");
-            return -1;
-        }
-    }
-    cfg.url = u;
-    cfg.connect_timeout_ns = prs_seconds_to_ns(ct);
-    cfg.timeout_ns = prs_seconds_to_ns(t);
-    if (cfg.connect_timeout_ns < 1000 || cfg.timeout_ns < 1000) {
-        PyErr_SetString(PyExc_ValueError, "timeouts must be at least 1 microsecond");
-        return -1;
-    }
-    cfg.max_connections = (int)mc;
+    PyObject *url = url_o ? Py_NewRef(url_o) : PyUnicode_FromString(cfg.url);
+    if (!url) return NULL;
     prs_redis_backend *b;
-    int rc = prs_redis_backend_new(&cfg, &b);
-    if (rc == PRS_EINVAL) {
-        PyErr_Format(PyExc_ValueError, "%s", prs_redis_last_error());
-        return -1;
+    rc = prs_redis_backend_new(&cfg, &b); /* a bad URL: its message, password hidden */
+    if (rc) {
+        Py_DECREF(url);
+        return redis_error(st, rc);
     }
-    if (rc) { prs_py_error(prs_py_state_of(op), rc, NULL); return -1; }
-    PyObject *us = url ? Py_NewRef(url) : PyUnicode_FromString(u);
-    if (!us) { prs_redis_backend_free(b); return -1; }
+    backend_obj *self = (backend_obj *)type->tp_alloc(type, 0);
+    if (!self) {
+        prs_redis_backend_free(b);
+        Py_DECREF(url);
+        return NULL;
+    }
     self->b = b;
-    self->url = us;
+    self->url = url;
     self->connect_timeout = ct;
     self->timeout = t;
-    self->max_connections = (int)mc;
-    return 0;
+    self->max_connections = cfg.max_connections;
+    return (PyObject *)self;
 }
 
 static void backend_dealloc(PyObject *op) {
@@ -124,13 +195,11 @@ static void backend_dealloc(PyObject *op) {
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
     if (self->weakreflist) PyObject_ClearWeakRefs(op);
-    if (self->b) {
-        prs_redis_backend *b = self->b;
-        self->b = NULL;
-        Py_BEGIN_ALLOW_THREADS
-        prs_redis_backend_free(b);
-        Py_END_ALLOW_THREADS
-    }
+    prs_redis_backend *b = self->b;
+    self->b = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    prs_redis_backend_free(b);
+    Py_END_ALLOW_THREADS
     Py_CLEAR(self->url);
     tp->tp_free(op);
     Py_DECREF(tp);
@@ -142,22 +211,20 @@ static int backend_traverse(PyObject *op, visitproc visit, void *arg) {
 }
 
 static PyObject *backend_close(PyObject *op, PyObject *unused) {
-    backend_obj *self = (backend_obj *)op;
-    if (backend_ready(self) < 0) return NULL;
+    prs_redis_backend *b = ((backend_obj *)op)->b;
     Py_BEGIN_ALLOW_THREADS
-    prs_redis_backend_close(self->b);
+    prs_redis_backend_close(b);
     Py_END_ALLOW_THREADS
     Py_RETURN_NONE;
 }
 
 static PyObject *backend_ping(PyObject *op, PyObject *unused) {
-    backend_obj *self = (backend_obj *)op;
-    if (backend_ready(self) < 0) return NULL;
+    prs_redis_backend *b = ((backend_obj *)op)->b;
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_ping(self->b);
+    rc = prs_redis_ping(b);
     Py_END_ALLOW_THREADS
-    if (rc) return backend_error(prs_py_state_of(op), rc);
+    if (rc) return redis_error(prs_py_state_of(op), rc);
     Py_RETURN_TRUE;
 }
 
@@ -192,24 +259,9 @@ static PyObject *reply_to_py(prs_py_state *st, const redisReply *r) {
     }
 }
 
-/* Bytes of a str (UTF-8) or bytes argument: borrowed from `o`. */
-static int bytes_of(PyObject *o, const char *param, const char **p, Py_ssize_t *n) {
-    if (PyBytes_Check(o)) {
-        *p = PyBytes_AS_STRING(o);
-        *n = PyBytes_GET_SIZE(o);
-        return 0;
-    }
-    if (PyUnicode_Check(o)) {
-        *p = PyUnicode_AsUTF8AndSize(o, n);
-        return *p ? 0 : -1;
-    }
-    PyErr_Format(PyExc_TypeError, "%s must be str or bytes, not %.200s: %R", param, Py_TYPE(o)->tp_name, o);
-    return -1;
-}
 
 static PyObject *backend_command(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
     backend_obj *self = (backend_obj *)op;
-    if (backend_ready(self) < 0) return NULL;
     if (nargs < 1 || nargs > 64) {
         PyErr_SetString(PyExc_TypeError, "_command() takes 1 to 64 str/bytes/int arguments");
         return NULL;
@@ -236,7 +288,7 @@ static PyObject *backend_command(PyObject *op, PyObject *const *args, Py_ssize_t
         Py_BEGIN_ALLOW_THREADS
         rc = prs_redis_command_reply(self->b, (int)nargs, argv, lens, &reply);
         Py_END_ALLOW_THREADS
-        if (rc) { backend_error(st, rc); goto done; }
+        if (rc) { redis_error(st, rc); goto done; }
         result = reply_to_py(st, reply);
         freeReplyObject(reply);
     }
@@ -245,36 +297,22 @@ done:
     return result;
 }
 
-static PyObject *backend_get_url(PyObject *op, void *c) {
-    backend_obj *self = (backend_obj *)op;
-    if (backend_ready(self) < 0) return NULL;
-    return Py_NewRef(self->url);
-}
-static PyObject *backend_get_timeout(PyObject *op, void *c) {
-    backend_obj *self = (backend_obj *)op;
-    if (backend_ready(self) < 0) return NULL;
-    return PyFloat_FromDouble(self->timeout);
-}
+#define BACKEND ((backend_obj *)op)
+static PyObject *backend_get_url(PyObject *op, void *c) { return Py_NewRef(BACKEND->url); }
+static PyObject *backend_get_timeout(PyObject *op, void *c) { return PyFloat_FromDouble(BACKEND->timeout); }
 static PyObject *backend_get_connect_timeout(PyObject *op, void *c) {
-    backend_obj *self = (backend_obj *)op;
-    if (backend_ready(self) < 0) return NULL;
-    return PyFloat_FromDouble(self->connect_timeout);
+    return PyFloat_FromDouble(BACKEND->connect_timeout);
 }
 static PyObject *backend_get_max_connections(PyObject *op, void *c) {
-    backend_obj *self = (backend_obj *)op;
-    if (backend_ready(self) < 0) return NULL;
-    return PyLong_FromLong(self->max_connections);
+    return PyLong_FromLong(BACKEND->max_connections);
 }
 static PyObject *backend_get_closed(PyObject *op, void *c) {
-    backend_obj *self = (backend_obj *)op;
-    if (backend_ready(self) < 0) return NULL;
-    return PyBool_FromLong(prs_redis_backend_closed(self->b));
+    return PyBool_FromLong(prs_redis_backend_closed(BACKEND->b));
 }
 static PyObject *backend_get_connections(PyObject *op, void *c) {
-    backend_obj *self = (backend_obj *)op;
-    if (backend_ready(self) < 0) return NULL;
-    return PyLong_FromLong(prs_redis_backend_connections(self->b));
+    return PyLong_FromLong(prs_redis_backend_connections(BACKEND->b));
 }
+#undef BACKEND
 
 static PyMethodDef backend_methods[] = {
     {"close", backend_close, METH_NOARGS,
@@ -314,7 +352,6 @@ static PyType_Slot backend_slots[] = {
                 "backend fails fast for 200 ms at a time instead of waiting out a timeout\n"
                 "on every call, and recovers by itself once Redis answers again."},
     {Py_tp_new, backend_new},
-    {Py_tp_init, backend_init},
     {Py_tp_dealloc, backend_dealloc},
     {Py_tp_traverse, backend_traverse},
     {Py_tp_methods, backend_methods},
@@ -327,74 +364,24 @@ static PyType_Slot backend_slots[] = {
 
 typedef struct {
     PyObject_HEAD
-    prs_redis_limiter *l;   /* NULL until __init__ succeeded */
+    prs_redis_limiter *l;
     PyObject *backend;      /* strong: the RedisBackend (keeps the C backend alive) */
-    PyObject *fallback;     /* None or callable(key, n, consume) -> Decision */
     PyObject *lease;        /* None or the LeaseConfig given */
     PyObject *algorithm;    /* str */
     PyObject *key_prefix;   /* str */
     PyObject *limit, *window, *rate, *burst, *local_share; /* as given (None when not) */
-    int policy;
+    int policy;             /* prs_redis_policy */
     int has_lease;
-    int64_t cap;            /* limit or burst, for policy decisions */
     PyObject *weakreflist;
 } limiter_obj;
 
-static PyObject *rl_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    limiter_obj *self = (limiter_obj *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
-    self->fallback = Py_NewRef(Py_None);
-    self->lease = Py_NewRef(Py_None);
-    return (PyObject *)self;
-}
-
-static int rl_ready(limiter_obj *self) {
-    if (self->l) return 0;
-    PyErr_Format(PyExc_RuntimeError, "%.200s is not initialised (call __init__)", Py_TYPE(self)->tp_name);
-    return -1;
-}
-
-static int is_none(PyObject *o) { return !o || o == Py_None; }
-
-static int rl_init(PyObject *op, PyObject *args, PyObject *kwds) {
-    limiter_obj *self = (limiter_obj *)op;
-    prs_py_state *st = prs_py_state_of(op);
-    static char *kwlist[] = {"backend", "algorithm", "limit", "window", "rate", "burst", "key_prefix",
-                             "on_backend_error", "local_share", "lease", NULL};
-    PyObject *backend, *algo_o = NULL, *limit_o = NULL, *window_o = NULL, *rate_o = NULL, *burst_o = NULL,
-             *prefix_o = NULL, *policy_o = NULL, *share_o = NULL, *lease_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOOOOOOO:RedisRateLimiter", kwlist, &backend, &algo_o,
-                                     &limit_o, &window_o, &rate_o, &burst_o, &prefix_o, &policy_o, &share_o,
-                                     &lease_o))
-        return -1;
-    if (self->l) {
-        PyErr_SetString(PyExc_RuntimeError, "RedisRateLimiter is already initialised");
-        return -1;
-    }
-    if (!PyObject_TypeCheck(backend, PRS_PY_TYPE(st, RedisBackend)) || !((backend_obj *)backend)->b) {
-        PyErr_Format(PyExc_TypeError, "backend must be a RedisBackend, not %.200s: %R", Py_TYPE(backend)->tp_name,
-                     backend);
-        return -1;
-    }
-    prs_redis_limiter_config cfg;
-    prs_redis_limiter_config_init(&cfg);
-    /* algorithm */
-    if (algo_o && !PyUnicode_Check(algo_o)) {
-        PyErr_Format(PyExc_TypeError, "algorithm must be a str, not %.200s: %R", Py_TYPE(algo_o)->tp_name, algo_o);
-        return -1;
-    }
-    const char *algo = algo_o ? PyUnicode_AsUTF8(algo_o) : "gcra";
-    if (!algo) return -1;
-    cfg.algorithm = prs_redis_algorithm_from_name(algo);
-    if (cfg.algorithm < 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "algorithm must be one of 'gcra', 'token_bucket', 'fixed_window', "
-                     "'sliding_window_counter', 'sliding_window_log'; got %R", algo_o);
-        return -1;
-    }
-    int rate_algo = cfg.algorithm == PRS_REDIS_GCRA || cfg.algorithm == PRS_REDIS_TOKEN_BUCKET;
-    /* numbers: rate algorithms take rate + burst (or limit + window: rate =
-     * limit/window, burst = limit); window algorithms take limit + window. */
+/* Which sizing parameters were given: the one rule the core cannot see (it
+ * has no "not given"). gcra and token_bucket take rate and burst, or limit
+ * and window (cfg->from_window); the window algorithms take limit and window.
+ * 0, or -1 with ValueError. */
+static int sizing_args(prs_redis_limiter_config *cfg, const char *algo, PyObject *limit_o, PyObject *window_o,
+                       PyObject *rate_o, PyObject *burst_o) {
+    int rate_algo = cfg->algorithm == PRS_REDIS_GCRA || cfg->algorithm == PRS_REDIS_TOKEN_BUCKET;
     int have_rb = !is_none(rate_o) || !is_none(burst_o), have_lw = !is_none(limit_o) || !is_none(window_o);
     if (rate_algo && have_rb && have_lw) {
         PyErr_Format(PyExc_ValueError, "%s takes rate and burst, or limit and window, not both", algo);
@@ -411,148 +398,111 @@ static int rl_init(PyObject *op, PyObject *args, PyObject *kwds) {
                          is_none(rate_o) ? "rate" : "burst");
             return -1;
         }
-        if (prs_py_parse_real(rate_o, "rate", 0, &cfg.rate) < 0) return -1;
-        if (prs_py_parse_count(burst_o, "burst", 1, INT64_C(1) << 50, &cfg.burst) < 0) return -1;
-    } else {
-        if (is_none(limit_o) || is_none(window_o)) {
-            PyErr_Format(PyExc_ValueError, rate_algo ? "%s needs rate and burst (or limit and window)"
-                                                     : "%s needs both limit and window",
-                         algo);
+        if (prs_py_parse_real(rate_o, "rate", PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, &cfg->rate) < 0)
             return -1;
-        }
-        double window;
-        int64_t limit;
-        if (prs_py_parse_count(limit_o, "limit", 1, INT64_C(1) << 50, &limit) < 0) return -1;
-        if (prs_py_parse_real(window_o, "window", 0, &window) < 0) return -1;
-        if (window < 1e-6 || window > 10 * 366 * 86400.0) {
-            PyErr_Format(PyExc_ValueError, "window must be between 1e-6 and 10 years of seconds, got %R", window_o);
-            return -1;
-        }
-        if (rate_algo) {
-            cfg.rate = (double)limit / window;
-            cfg.burst = limit;
-        } else {
-            cfg.limit = limit;
-            cfg.window_ns = prs_seconds_to_ns(window);
-        }
+        return count_arg(burst_o, "burst", &cfg->burst);
     }
-    if (rate_algo && (cfg.rate < 1e-9 || cfg.rate > 1e12)) {
-        PyErr_Format(PyExc_ValueError, "rate must be between 1e-9 and 1e12 per second, got %R",
-                     is_none(rate_o) ? limit_o : rate_o);
+    if (is_none(limit_o) || is_none(window_o)) {
+        PyErr_Format(PyExc_ValueError,
+                     rate_algo ? "%s needs rate and burst (or limit and window)" : "%s needs both limit and window",
+                     algo);
         return -1;
     }
-    if (cfg.algorithm == PRS_REDIS_SLIDING_WINDOW_LOG && cfg.limit > 1000000) {
-        PyErr_Format(PyExc_ValueError, "sliding_window_log keeps one entry per permit: limit must be <= 1000000, got %R",
-                     limit_o);
+    double window;
+    cfg->from_window = rate_algo;
+    if (count_arg(limit_o, "limit", &cfg->limit) < 0) return -1;
+    return duration_arg(window_o, "window", &window, &cfg->window_ns);
+}
+
+/* lease=LeaseConfig(batch, max_hold) into the config. 0 or -1. */
+static int lease_args(prs_redis_limiter_config *cfg, PyObject *lease_o, PyObject **batch_o, PyObject **hold_o) {
+    *batch_o = PyObject_GetAttrString(lease_o, "batch");
+    *hold_o = *batch_o ? PyObject_GetAttrString(lease_o, "max_hold") : NULL;
+    if (!*batch_o || !*hold_o) {
+        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            PyErr_Clear();
+            PyErr_Format(PyExc_TypeError, "lease must be a LeaseConfig or None, not %.200s: %R",
+                         Py_TYPE(lease_o)->tp_name, lease_o);
+        }
         return -1;
     }
-    /* key prefix */
-    const char *prefix = "prs:";
-    if (prefix_o) {
-        if (!PyUnicode_Check(prefix_o)) {
-            PyErr_Format(PyExc_TypeError, "key_prefix must be a str, not %.200s: %R", Py_TYPE(prefix_o)->tp_name,
-                         prefix_o);
-            return -1;
-        }
-        Py_ssize_t plen;
-        prefix = PyUnicode_AsUTF8AndSize(prefix_o, &plen);
-        if (!prefix) return -1;
-        if ((size_t)plen != strlen(prefix) || strchr(prefix, '{') || strchr(prefix, '}') || plen > 1024) {
-            PyErr_Format(PyExc_ValueError,
-                         "key_prefix must not contain '{', '}' or NUL and be at most 1024 bytes (the limiter "
-                         "owns the hash tag), got %R", prefix_o);
-            return -1;
-        }
+    double hold;
+    if (count_arg(*batch_o, "lease.batch", &cfg->lease_batch) < 0 ||
+        duration_arg(*hold_o, "lease.max_hold", &hold, &cfg->lease_max_hold_ns) < 0)
+        return -1;
+    if (hold > 0 && cfg->lease_max_hold_ns < 1) cfg->lease_max_hold_ns = 1;
+    return 0;
+}
+
+static PyObject *rl_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    static char *kwlist[] = {"backend", "algorithm", "limit", "window", "rate", "burst", "key_prefix",
+                             "on_backend_error", "local_share", "lease", NULL};
+    PyObject *backend, *algo_o = NULL, *limit_o = NULL, *window_o = NULL, *rate_o = NULL, *burst_o = NULL,
+             *prefix_o = NULL, *policy_o = NULL, *share_o = NULL, *lease_o = NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|O$OOOOOOOO:RedisRateLimiter", kwlist, &backend, &algo_o,
+                                     &limit_o, &window_o, &rate_o, &burst_o, &prefix_o, &policy_o, &share_o,
+                                     &lease_o))
+        return NULL;
+    prs_py_state *st = prs_py_state_of_type(type);
+    if (!PyObject_TypeCheck(backend, PRS_PY_TYPE(st, RedisBackend))) {
+        PyErr_Format(PyExc_TypeError, "backend must be a RedisBackend, not %.200s: %R", Py_TYPE(backend)->tp_name,
+                     backend);
+        return NULL;
     }
-    cfg.key_prefix = prefix;
-    /* policy */
-    int policy = POLICY_RAISE;
-    if (policy_o) {
-        policy = -1;
-        if (PyUnicode_Check(policy_o))
-            for (int i = 0; policy_names[i]; i++)
-                if (PyUnicode_CompareWithASCIIString(policy_o, policy_names[i]) == 0) policy = i;
-        if (policy < 0) {
-            PyErr_Format(PyExc_ValueError, "on_backend_error must be 'raise', 'allow', 'deny' or 'local', got %R",
-                         policy_o);
-            return -1;
-        }
-    }
-    if (!is_none(share_o)) {
-        double share;
-        if (prs_py_parse_real(share_o, "local_share", 0, &share) < 0) return -1;
-        if (share > 1.0) {
-            PyErr_Format(PyExc_ValueError, "local_share must be in (0, 1], got %R", share_o);
-            return -1;
-        }
-        if (policy != POLICY_LOCAL) {
-            PyErr_Format(PyExc_ValueError, "local_share=%R is only used with on_backend_error='local'", share_o);
-            return -1;
-        }
-    }
-    /* lease */
-    if (!is_none(lease_o)) {
-        if (!rate_algo) {
-            PyErr_Format(PyExc_ValueError, "lease= works with gcra and token_bucket, not %s", algo);
-            return -1;
-        }
-        PyObject *batch_o = PyObject_GetAttrString(lease_o, "batch");
-        PyObject *hold_o = batch_o ? PyObject_GetAttrString(lease_o, "max_hold") : NULL;
-        int bad = !batch_o || !hold_o;
-        double hold = 0;
-        if (!bad) bad = prs_py_parse_count(batch_o, "lease.batch", 1, INT64_MAX, &cfg.lease_batch) < 0 ||
-                        prs_py_parse_real(hold_o, "lease.max_hold", 0, &hold) < 0;
-        Py_XDECREF(batch_o);
-        Py_XDECREF(hold_o);
-        if (bad) {
-            if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-                PyErr_Clear();
-                PyErr_Format(PyExc_TypeError, "lease must be a LeaseConfig, not %.200s: %R",
-                             Py_TYPE(lease_o)->tp_name, lease_o);
-            }
-            return -1;
-        }
-        if (cfg.lease_batch > cfg.burst) {
-            PyErr_Format(PyExc_ValueError, "lease batch (%lld) must not exceed burst (%lld)",
-                         (long long)cfg.lease_batch, (long long)cfg.burst);
-            return -1;
-        }
-        if (hold > 3600) {
-            PyErr_Format(PyExc_ValueError, "lease max_hold must be <= 3600 seconds, got %R", hold_o);
-            return -1;
-        }
-        cfg.lease_max_hold_ns = prs_seconds_to_ns(hold);
-        if (cfg.lease_max_hold_ns < 1) cfg.lease_max_hold_ns = 1;
+    prs_redis_limiter_config cfg;
+    prs_redis_limiter_config_init(&cfg);
+    const char *algo, *policy = "raise";
+    PyObject *batch_o = NULL, *hold_o = NULL, *result = NULL;
+    if (str_arg(algo_o, "algorithm", "gcra", &algo) < 0) return NULL;
+    cfg.algorithm = prs_redis_algorithm_from_name(algo);
+    if (cfg.algorithm >= 0 && sizing_args(&cfg, algo, limit_o, window_o, rate_o, burst_o) < 0) return NULL;
+    if (str_arg(prefix_o, "key_prefix", "prs:", &cfg.key_prefix) < 0) return NULL;
+    if (policy_o && PyUnicode_Check(policy_o) && !(policy = PyUnicode_AsUTF8(policy_o))) return NULL;
+    cfg.on_backend_error = policy_o && !PyUnicode_Check(policy_o) ? -1 : prs_redis_policy_from_name(policy);
+    if (!is_none(share_o) && prs_py_parse_real(share_o, "local_share", 0, &cfg.local_share) < 0) return NULL;
+    if (!is_none(lease_o) && lease_args(&cfg, lease_o, &batch_o, &hold_o) < 0) goto done;
+    prs_config_error why = {NULL, NULL};
+    int rc = prs_redis_limiter_config_check(&cfg, &why);
+    if (rc) {
+        const field_arg fields[] = {
+            {"algorithm", "algorithm", algo_o}, {"rate", "rate", rate_o},
+            {"burst", "burst", burst_o},        {"limit", "limit", limit_o},
+            {"window_ns", "window", window_o},  {"key_prefix", "key_prefix", prefix_o},
+            {"lease_batch", "lease.batch", batch_o}, {"lease_max_hold_ns", "lease.max_hold", hold_o},
+            {"on_backend_error", "on_backend_error", policy_o}, {"local_share", "local_share", share_o},
+            {NULL, NULL, NULL}};
+        config_error(st, rc, &why, fields);
+        goto done;
     }
     prs_redis_limiter *l;
-    int rc = prs_redis_limiter_new(((backend_obj *)backend)->b, &cfg, &l);
-    if (rc == PRS_EINVAL || rc == PRS_ERANGE) {
-        PyErr_Format(PyExc_ValueError, "%s", prs_redis_last_error());
-        return -1;
-    }
-    if (rc) { prs_py_error(st, rc, NULL); return -1; }
+    rc = prs_redis_limiter_new(((backend_obj *)backend)->b, &cfg, &l);
+    if (rc) { redis_error(st, rc); goto done; }
+    limiter_obj *self = (limiter_obj *)type->tp_alloc(type, 0);
+    if (!self) { prs_redis_limiter_free(l); goto done; }
     self->l = l;
     self->backend = Py_NewRef(backend);
-    self->policy = policy;
+    self->policy = cfg.on_backend_error;
     self->has_lease = cfg.lease_batch > 0;
-    self->cap = rate_algo ? cfg.burst : cfg.limit;
-    Py_XSETREF(self->lease, Py_NewRef(is_none(lease_o) ? Py_None : lease_o));
-    self->algorithm = PyUnicode_FromString(algo);
-    self->key_prefix = PyUnicode_FromString(prefix);
+    self->lease = Py_NewRef(is_none(lease_o) ? Py_None : lease_o);
     self->limit = Py_NewRef(limit_o ? limit_o : Py_None);
     self->window = Py_NewRef(window_o ? window_o : Py_None);
     self->rate = Py_NewRef(rate_o ? rate_o : Py_None);
     self->burst = Py_NewRef(burst_o ? burst_o : Py_None);
     self->local_share = Py_NewRef(share_o ? share_o : Py_None);
-    if (!self->algorithm || !self->key_prefix) return -1;
-    return 0;
+    self->algorithm = PyUnicode_FromString(algo);
+    self->key_prefix = PyUnicode_FromString(cfg.key_prefix);
+    if (!self->algorithm || !self->key_prefix) { Py_DECREF(self); goto done; }
+    result = (PyObject *)self;
+done:
+    Py_XDECREF(batch_o);
+    Py_XDECREF(hold_o);
+    return result;
 }
 
 static int rl_traverse(PyObject *op, visitproc visit, void *arg) {
     limiter_obj *self = (limiter_obj *)op;
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(self->backend);
-    Py_VISIT(self->fallback);
     Py_VISIT(self->lease);
     Py_VISIT(self->limit);
     Py_VISIT(self->window);
@@ -564,7 +514,6 @@ static int rl_traverse(PyObject *op, visitproc visit, void *arg) {
 
 static int rl_clear(PyObject *op) {
     limiter_obj *self = (limiter_obj *)op;
-    Py_CLEAR(self->fallback);
     Py_CLEAR(self->lease);
     Py_CLEAR(self->limit);
     Py_CLEAR(self->window);
@@ -589,74 +538,9 @@ static void rl_dealloc(PyObject *op) {
     Py_DECREF(tp);
 }
 
-/* The 'local' fallback's decision for key: 0 with *d, -1 with an exception.
- * 1 when no fallback is installed. */
-static int call_fallback(limiter_obj *self, prs_py_state *st, PyObject *key, int64_t n, int consume,
-                         prs_decision *d) {
-    if (self->fallback == Py_None) return 1;
-    PyObject *nn = PyLong_FromLongLong(n);
-    if (!nn) return -1;
-    PyObject *argv[3] = {key, nn, consume ? Py_True : Py_False};
-    PyObject *res = PyObject_Vectorcall(self->fallback, argv, 3, NULL);
-    Py_DECREF(nn);
-    if (!res) return -1;
-    if (!PyObject_TypeCheck(res, PRS_PY_TYPE(st, Decision))) {
-        PyErr_Format(PyExc_TypeError, "the local fallback returned %.200s, not a Decision", Py_TYPE(res)->tp_name);
-        Py_DECREF(res);
-        return -1;
-    }
-    *d = ((prs_py_decision *)res)->d;
-    Py_DECREF(res);
-    return 0;
-}
-
-/* The decision of the "allow" and "deny" policies for n (no I/O, nothing
- * consumed): "allow" admits any n the limit could ever admit, "deny" denies
- * with a retry after DENY_RETRY_NS; an n above the limit is never admitted. */
-static void static_policy_decision(const limiter_obj *self, int64_t n, prs_decision *d) {
-    d->allowed = self->policy == POLICY_ALLOW && n <= self->cap;
-    d->limit = self->cap;
-    d->remaining = 0;
-    d->retry_after_ns = d->allowed ? 0 : (n > self->cap ? PRS_NEVER : DENY_RETRY_NS);
-    d->reset_after_ns = 0;
-}
-
-/* Failures that no policy turns into a decision: out of memory, a bad
- * argument, a backend closed on purpose. -1 with the exception set, or 0. */
-static int policy_exempt(prs_py_state *st, int rc) {
-    if (rc == PRS_ENOMEM) { PyErr_NoMemory(); return -1; }
-    if (rc == PRS_EINVAL) { prs_py_error(st, rc, prs_redis_last_error()); return -1; }
-    if (rc == PRS_ECLOSED) { backend_error(st, rc); return -1; }
-    return 0;
-}
-
-/* What on_backend_error makes of a failed call: 0 with *d, or -1 with an
- * exception. consume: 1 check, 0 peek. */
-static int apply_policy(limiter_obj *self, prs_py_state *st, int rc, PyObject *key, int64_t n, int consume,
-                        prs_decision *d) {
-    if (policy_exempt(st, rc) < 0) return -1;
-    switch (self->policy) {
-    case POLICY_ALLOW:
-    case POLICY_DENY:
-        static_policy_decision(self, n, d);
-        return 0;
-    case POLICY_LOCAL: {
-        int r = call_fallback(self, st, key, n, consume, d);
-        if (r <= 0) return r;
-        backend_error(st, rc); /* no fallback installed */
-        return -1;
-    }
-    default:
-        backend_error(st, rc);
-        return -1;
-    }
-}
-
-static int key_bytes(PyObject *key, const char **p, Py_ssize_t *n) { return bytes_of(key, "key", p, n); }
-
-/* One decision for key: 0 with *d or -1. now_us >= 0: the test time override. */
+/* One decision for key: 0 with *d or -1. The core applies on_backend_error.
+ * consume: 1 check, 0 peek; now_us >= 0: the test time override. */
 static int rl_decide(limiter_obj *self, PyObject *key, int64_t n, int consume, int64_t now_us, prs_decision *d) {
-    if (rl_ready(self) < 0) return -1;
     const char *k;
     Py_ssize_t klen;
     if (key_bytes(key, &k, &klen) < 0) return -1;
@@ -665,14 +549,41 @@ static int rl_decide(limiter_obj *self, PyObject *key, int64_t n, int consume, i
         rc = prs_redis_limiter_check_local(self->l, k, (size_t)klen, n, d);
         if (rc == PRS_OK) return 0;
     }
-    prs_redis_limiter *l = self->l;
+    prs_redis_limiter *l = self->l; /* key's bytes: the caller's argument keeps them alive */
     Py_BEGIN_ALLOW_THREADS
     if (!consume) rc = prs_redis_limiter_peek(l, k, (size_t)klen, n, d);
     else if (now_us >= 0) rc = prs_redis_limiter_check_at(l, k, (size_t)klen, n, now_us, d);
     else rc = prs_redis_limiter_check(l, k, (size_t)klen, n, d);
     Py_END_ALLOW_THREADS
     if (rc == PRS_OK) return 0;
-    return apply_policy(self, prs_py_state_of((PyObject *)self), rc, key, n, consume, d);
+    redis_error(prs_py_state_of((PyObject *)self), rc);
+    return -1;
+}
+
+/* Until admitted: decide(self, ctx, &d) (0 or -1) again after each retry_after,
+ * sleeping with the GIL released in slices (prs_py_clock_wait checks signals).
+ * RateLimitExceeded at once when admission lies beyond the timeout, ValueError
+ * (`never`, formatted with n and the limit) when it can never happen. */
+typedef int (*redis_decide_fn)(PyObject *self, void *ctx, prs_decision *d);
+
+static PyObject *redis_wait(PyObject *self, redis_decide_fn decide, void *ctx, int64_t timeout_ns,
+                            const char *never, int64_t n) {
+    prs_py_state *st = prs_py_state_of(self);
+    prs_py_clock clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
+    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add(prs_monotonic_ns(), timeout_ns);
+    for (;;) {
+        prs_decision d;
+        if (decide(self, ctx, &d) < 0) return NULL;
+        if (d.allowed) Py_RETURN_NONE;
+        if (d.retry_after_ns == PRS_NEVER) {
+            PyErr_Format(PyExc_ValueError, never, (long long)n, (long long)d.limit);
+            return NULL;
+        }
+        int64_t now = prs_monotonic_ns(), wake = prs__sat_add(now, d.retry_after_ns);
+        if (wake > deadline)
+            return prs_py_raise_rate_limited(st, &d, "rate limit exceeded: not admissible within timeout");
+        if (prs_py_clock_wait(&clock, now, wake, 0) < 0) return NULL;
+    }
 }
 
 static const char *const key_n_names[] = {"key", "n", NULL};
@@ -691,31 +602,24 @@ static int parse_key_n(const char *fname, PyObject *const *args, Py_ssize_t narg
     return v[1] ? prs_py_parse_n(v[1], "n", n) : 0;
 }
 
+/* allow/check/peek: what = 'a' (a bool), 'c' or 'p' (a Decision). */
+static PyObject *rl_call(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, char what) {
+    PyObject *key;
+    int64_t n;
+    prs_decision d;
+    const char *fname = what == 'a' ? "allow" : what == 'c' ? "check" : "peek";
+    if (parse_key_n(fname, args, nargs, kwnames, &key, &n) < 0) return NULL;
+    if (rl_decide((limiter_obj *)op, key, n, what != 'p', -1, &d) < 0) return NULL;
+    return what == 'a' ? PyBool_FromLong(d.allowed) : prs_py_decision_new(prs_py_state_of(op), &d);
+}
 static PyObject *rl_allow(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n;
-    prs_decision d;
-    if (parse_key_n("allow", args, nargs, kwnames, &key, &n) < 0) return NULL;
-    if (rl_decide((limiter_obj *)op, key, n, 1, -1, &d) < 0) return NULL;
-    return PyBool_FromLong(d.allowed);
+    return rl_call(op, args, nargs, kwnames, 'a');
 }
-
 static PyObject *rl_check(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n;
-    prs_decision d;
-    if (parse_key_n("check", args, nargs, kwnames, &key, &n) < 0) return NULL;
-    if (rl_decide((limiter_obj *)op, key, n, 1, -1, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(op), &d);
+    return rl_call(op, args, nargs, kwnames, 'c');
 }
-
 static PyObject *rl_peek(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n;
-    prs_decision d;
-    if (parse_key_n("peek", args, nargs, kwnames, &key, &n) < 0) return NULL;
-    if (rl_decide((limiter_obj *)op, key, n, 0, -1, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(op), &d);
+    return rl_call(op, args, nargs, kwnames, 'p');
 }
 
 static const char *const at_names[] = {"key", "n", "now", NULL};
@@ -727,53 +631,35 @@ static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nar
         PyErr_SetString(PyExc_TypeError, "_check_at() needs key, n and now");
         return NULL;
     }
-    int64_t n;
-    double now;
-    if (prs_py_parse_n(v[1], "n", &n) < 0 || prs_py_parse_real(v[2], "now", PRS_PY_ZERO_OK, &now) < 0) return NULL;
-    if (now > 1e12) {
-        PyErr_Format(PyExc_ValueError, "now must be <= 1e12 seconds, got %R", v[2]);
-        return NULL;
-    }
+    int64_t n, now_us;
+    if (prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0) return NULL;
     prs_decision d;
-    if (rl_decide((limiter_obj *)op, v[0], n, 1, (int64_t)llround(now * 1e6), &d) < 0) return NULL;
+    if (rl_decide((limiter_obj *)op, v[0], n, 1, now_us, &d) < 0) return NULL;
     return prs_py_decision_new(prs_py_state_of(op), &d);
+}
+
+typedef struct { PyObject *key; int64_t n; } key_n;
+
+static int rl_wait_decide(PyObject *self, void *ctx, prs_decision *d) {
+    key_n *kn = ctx;
+    return rl_decide((limiter_obj *)self, kn->key, kn->n, 1, -1, d);
 }
 
 static const char *const acquire_names[] = {"key", "n", "timeout", NULL};
 
 static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    limiter_obj *self = (limiter_obj *)op;
     PyObject *v[3];
     if (prs_py_unpack("acquire", args, nargs, kwnames, acquire_names, 3, v) < 0) return NULL;
     if (!v[0]) {
         PyErr_SetString(PyExc_TypeError, "acquire() missing required argument 'key'");
         return NULL;
     }
-    int64_t n = 1, timeout_ns;
-    if (v[1] && prs_py_parse_n(v[1], "n", &n) < 0) return NULL;
+    key_n kn = {v[0], 1};
+    int64_t timeout_ns;
+    if (v[1] && prs_py_parse_n(v[1], "n", &kn.n) < 0) return NULL;
     if (prs_py_parse_timeout(v[2], "timeout", &timeout_ns) < 0) return NULL;
-    if (rl_ready(self) < 0) return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    prs_py_clock clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-    int64_t start = prs_monotonic_ns();
-    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add(start, timeout_ns);
-    for (;;) {
-        prs_decision d;
-        if (rl_decide(self, v[0], n, 1, -1, &d) < 0) return NULL;
-        if (d.allowed) Py_RETURN_NONE;
-        if (d.retry_after_ns == PRS_NEVER) {
-            PyErr_Format(PyExc_ValueError, "n=%lld can never be admitted by this limiter (limit %lld)",
-                         (long long)n, (long long)d.limit);
-            return NULL;
-        }
-        int64_t now = prs_monotonic_ns();
-        int64_t wake = prs__sat_add(now, d.retry_after_ns);
-        if (wake > deadline) {
-            prs_py_raise_rate_limited(st, &d, "rate limit exceeded: not admissible within timeout");
-            return NULL;
-        }
-        if (prs_py_clock_wait(&clock, now, wake, 0) < 0) return NULL;
-    }
+    return redis_wait(op, rl_wait_decide, &kn, timeout_ns,
+                      "n=%lld can never be admitted by this limiter (limit %lld)", kn.n);
 }
 
 static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -785,7 +671,6 @@ static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
         PyErr_SetString(PyExc_TypeError, "reset() missing required argument 'key'");
         return NULL;
     }
-    if (rl_ready(self) < 0) return NULL;
     const char *k;
     Py_ssize_t klen;
     if (key_bytes(v[0], &k, &klen) < 0) return NULL;
@@ -794,7 +679,7 @@ static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     Py_BEGIN_ALLOW_THREADS
     rc = prs_redis_limiter_reset(l, k, (size_t)klen);
     Py_END_ALLOW_THREADS
-    if (rc) return backend_error(prs_py_state_of(op), rc);
+    if (rc) return redis_error(prs_py_state_of(op), rc);
     Py_RETURN_NONE;
 }
 
@@ -807,7 +692,6 @@ static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "check_many() missing required argument 'requests'");
         return NULL;
     }
-    if (rl_ready(self) < 0) return NULL;
     prs_py_state *st = prs_py_state_of(op);
     PyObject *seq = PySequence_Fast(v[0], "requests must be an iterable of (key, n) pairs");
     if (!seq) return NULL;
@@ -847,15 +731,10 @@ static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t n
     Py_BEGIN_ALLOW_THREADS
     rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
     Py_END_ALLOW_THREADS
-    (void)rc;
+    if (rc) { redis_error(st, rc); goto done; }
     result = PyList_New(count);
     if (!result) goto done;
     for (Py_ssize_t i = 0; i < count; i++) {
-        if (status[i] != PRS_OK &&
-            apply_policy(self, st, status[i], PyList_GET_ITEM(keys, i), reqs[i].n, 1, &ds[i]) < 0) {
-            Py_CLEAR(result);
-            goto done;
-        }
         PyObject *dec = prs_py_decision_new(st, &ds[i]);
         if (!dec) { Py_CLEAR(result); goto done; }
         PyList_SET_ITEM(result, i, dec);
@@ -870,30 +749,17 @@ done:
 }
 
 static PyObject *rl_close(PyObject *op, PyObject *unused) {
-    limiter_obj *self = (limiter_obj *)op;
-    if (rl_ready(self) < 0) return NULL;
     int rc;
-    prs_redis_limiter *l = self->l;
+    prs_redis_limiter *l = ((limiter_obj *)op)->l;
     Py_BEGIN_ALLOW_THREADS
     rc = prs_redis_limiter_release_leases(l);
     Py_END_ALLOW_THREADS
-    if (rc && self->policy == POLICY_RAISE) return backend_error(prs_py_state_of(op), rc);
-    Py_RETURN_NONE;
-}
-
-static PyObject *rl_set_fallback(PyObject *op, PyObject *fn) {
-    limiter_obj *self = (limiter_obj *)op;
-    if (fn != Py_None && !PyCallable_Check(fn)) {
-        PyErr_Format(PyExc_TypeError, "the fallback must be callable or None, not %.200s", Py_TYPE(fn)->tp_name);
-        return NULL;
-    }
-    Py_XSETREF(self->fallback, Py_NewRef(fn));
+    if (rc) return redis_error(prs_py_state_of(op), rc);
     Py_RETURN_NONE;
 }
 
 static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
     limiter_obj *self = (limiter_obj *)op;
-    if (rl_ready(self) < 0) return NULL;
     const char *k;
     Py_ssize_t klen;
     if (key_bytes(key, &k, &klen) < 0) return NULL;
@@ -904,12 +770,8 @@ static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
     return out;
 }
 
-#define RL_GETTER(field)                                                                  \
-    static PyObject *rl_get_##field(PyObject *op, void *c) {                              \
-        limiter_obj *self = (limiter_obj *)op;                                            \
-        if (rl_ready(self) < 0) return NULL;                                              \
-        return Py_NewRef(self->field);                                                    \
-    }
+#define RL_GETTER(field) \
+    static PyObject *rl_get_##field(PyObject *op, void *c) { return Py_NewRef(((limiter_obj *)op)->field); }
 RL_GETTER(backend)
 RL_GETTER(algorithm)
 RL_GETTER(key_prefix)
@@ -921,9 +783,7 @@ RL_GETTER(local_share)
 RL_GETTER(lease)
 
 static PyObject *rl_get_policy(PyObject *op, void *c) {
-    limiter_obj *self = (limiter_obj *)op;
-    if (rl_ready(self) < 0) return NULL;
-    return PyUnicode_FromString(policy_names[self->policy]);
+    return PyUnicode_FromString(prs_redis_policy_name(((limiter_obj *)op)->policy));
 }
 
 static PyMethodDef rl_methods[] = {
@@ -951,9 +811,6 @@ static PyMethodDef rl_methods[] = {
     {"_check_at", (PyCFunction)(void (*)(void))rl_check_at, METH_FASTCALL | METH_KEYWORDS,
      "_check_at($self, /, key, n, now)\n--\n\nTests only: check at `now` seconds (microsecond\n"
      "resolution) instead of Redis's TIME. Never uses leases."},
-    {"_set_fallback", rl_set_fallback, METH_O,
-     "_set_fallback($self, fn, /)\n--\n\nInstall the on_backend_error='local' fallback:\n"
-     "fn(key, n, consume) -> Decision."},
     {"_redis_key", rl_redis_key, METH_O,
      "_redis_key($self, key, /)\n--\n\nThe Redis key holding key's state (for tools and tests)."},
     {NULL, NULL, 0, NULL},
@@ -988,7 +845,6 @@ static PyType_Slot rl_slots[] = {
                 "on_backend_error: 'raise' (BackendError), 'allow', 'deny' or 'local' (an\n"
                 "in-process limiter with local_share of the limit)."},
     {Py_tp_new, rl_new},
-    {Py_tp_init, rl_init},
     {Py_tp_dealloc, rl_dealloc},
     {Py_tp_traverse, rl_traverse},
     {Py_tp_clear, rl_clear},
@@ -1005,42 +861,27 @@ typedef struct {
     PyObject *members;   /* tuple of (limiter, key, n) tuples, validated */
     prs_redis_member *m; /* [count], keys borrowed from `members` */
     Py_ssize_t count;
-    PyObject *local_fn;  /* None or callable(requests) deciding the "local" members */
     PyObject *weakreflist;
 } group_obj;
 
 static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    group_obj *self = (group_obj *)type->tp_alloc(type, 0);
-    if (self) self->local_fn = Py_NewRef(Py_None);
-    return (PyObject *)self;
-}
-
-static int group_init(PyObject *op, PyObject *args, PyObject *kwds) {
-    group_obj *self = (group_obj *)op;
-    prs_py_state *st = prs_py_state_of(op);
     static char *kwlist[] = {"members", NULL};
     PyObject *members;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:RedisLimiterGroup", kwlist, &members)) return -1;
-    if (self->m) {
-        PyErr_SetString(PyExc_RuntimeError, "RedisLimiterGroup is already initialised");
-        return -1;
-    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O:RedisLimiterGroup", kwlist, &members)) return NULL;
+    prs_py_state *st = prs_py_state_of_type(type);
     PyObject *seq = PySequence_Fast(members, "members must be a list of (limiter, key, n) tuples");
-    if (!seq) return -1;
+    if (!seq) return NULL;
     Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
     if (count < 1 || count > 1000) {
         Py_DECREF(seq);
         PyErr_Format(PyExc_ValueError, "a group needs 1 to 1000 members, got %zd", count);
-        return -1;
+        return NULL;
     }
     PyObject *tup = PyTuple_New(count);
     prs_redis_member *m = PyMem_Calloc((size_t)count, sizeof *m);
     if (!tup || !m) {
-        Py_XDECREF(tup);
-        PyMem_Free(m);
-        Py_DECREF(seq);
-        if (m == NULL) PyErr_NoMemory();
-        return -1;
+        if (tup && !m) PyErr_NoMemory();
+        goto fail;
     }
     PyObject *backend = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
@@ -1050,7 +891,7 @@ static int group_init(PyObject *op, PyObject *args, PyObject *kwds) {
             goto fail;
         }
         PyObject *lim = PyTuple_GET_ITEM(item, 0), *key = PyTuple_GET_ITEM(item, 1);
-        if (!PyObject_TypeCheck(lim, PRS_PY_TYPE(st, RedisRateLimiter)) || !((limiter_obj *)lim)->l) {
+        if (!PyObject_TypeCheck(lim, PRS_PY_TYPE(st, RedisRateLimiter))) {
             PyErr_Format(PyExc_TypeError, "members[%zd][0] must be a RedisRateLimiter, not %.200s", i,
                          Py_TYPE(lim)->tp_name);
             goto fail;
@@ -1074,227 +915,78 @@ static int group_init(PyObject *op, PyObject *args, PyObject *kwds) {
         m[i].keylen = (size_t)klen;
         m[i].n = n;
     }
+    group_obj *self = (group_obj *)type->tp_alloc(type, 0);
+    if (!self) goto fail;
     Py_DECREF(seq);
     self->members = tup;
     self->m = m;
     self->count = count;
-    return 0;
+    return (PyObject *)self;
 fail:
     Py_DECREF(seq);
-    Py_DECREF(tup);
+    Py_XDECREF(tup);
     PyMem_Free(m);
-    return -1;
+    return NULL;
 }
 
 static int group_traverse(PyObject *op, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(op));
     Py_VISIT(((group_obj *)op)->members);
-    Py_VISIT(((group_obj *)op)->local_fn);
-    return 0;
-}
-
-static int group_clear(PyObject *op) {
-    group_obj *self = (group_obj *)op;
-    PyMem_Free(self->m);
-    self->m = NULL;
-    self->count = 0;
-    Py_CLEAR(self->members);
-    Py_CLEAR(self->local_fn);
     return 0;
 }
 
 static void group_dealloc(PyObject *op) {
+    group_obj *self = (group_obj *)op;
     PyTypeObject *tp = Py_TYPE(op);
     PyObject_GC_UnTrack(op);
-    if (((group_obj *)op)->weakreflist) PyObject_ClearWeakRefs(op);
-    group_clear(op);
+    if (self->weakreflist) PyObject_ClearWeakRefs(op);
+    PyMem_Free(self->m); /* its keys are borrowed from members: freed first */
+    self->m = NULL;
+    Py_CLEAR(self->members);
     tp->tp_free(op);
     Py_DECREF(tp);
 }
 
-/* Among two admitting decisions, is `a` the more restrictive? Less remaining;
- * on a tie, the longer reset. */
-static int more_restrictive(const prs_decision *a, const prs_decision *b) {
-    return a->remaining < b->remaining || (a->remaining == b->remaining && a->reset_after_ns > b->reset_after_ns);
-}
-
-/* Asks the facade's hook to decide the "local" members at once: it receives
- * [(fallback, key, n), ...] for those members (in member order) and returns
- * (-1, [Decision per request]) after consuming from every one of them, or
- * (pos, Decision) for the request that denies, having consumed nothing.
- * 0 with *d / *denied (a member index or -1), or -1 with an exception. */
-static int group_local(group_obj *self, prs_py_state *st, PyObject *members, int rc, const Py_ssize_t *idx,
-                       Py_ssize_t nlocal, prs_decision *best, int *have, int *denied) {
-    if (self->local_fn == Py_None) {
-        backend_error(st, rc); /* no hook installed (the facade installs one) */
-        return -1;
-    }
-    PyObject *reqs = PyList_New(nlocal);
-    if (!reqs) return -1;
-    for (Py_ssize_t j = 0; j < nlocal; j++) {
-        PyObject *item = PyTuple_GET_ITEM(members, idx[j]);
-        limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(item, 0);
-        if (lim->fallback == Py_None) {
-            Py_DECREF(reqs);
-            backend_error(st, rc); /* a "local" member without its fallback */
-            return -1;
-        }
-        PyObject *req = PyTuple_Pack(3, lim->fallback, PyTuple_GET_ITEM(item, 1), PyTuple_GET_ITEM(item, 2));
-        if (!req) { Py_DECREF(reqs); return -1; }
-        PyList_SET_ITEM(reqs, j, req);
-    }
-    PyObject *res = PyObject_CallOneArg(self->local_fn, reqs);
-    Py_DECREF(reqs);
-    if (!res) return -1;
-    PyTypeObject *dt = PRS_PY_TYPE(st, Decision);
-    Py_ssize_t pos = -2;
-    PyObject *what = NULL;
-    if (PyTuple_Check(res) && PyTuple_GET_SIZE(res) == 2) {
-        pos = PyLong_AsSsize_t(PyTuple_GET_ITEM(res, 0));
-        what = PyTuple_GET_ITEM(res, 1);
-        if (pos == -1 && PyErr_Occurred()) { Py_DECREF(res); return -1; }
-    }
-    int ok = 0;
-    if (pos >= 0 && pos < nlocal && PyObject_TypeCheck(what, dt)) {
-        *best = ((prs_py_decision *)what)->d;
-        *have = 1;
-        *denied = (int)idx[pos];
-        ok = 1;
-    } else if (pos == -1 && PyList_Check(what) && PyList_GET_SIZE(what) == nlocal) {
-        ok = 1;
-        for (Py_ssize_t j = 0; j < nlocal && ok; j++) {
-            PyObject *o = PyList_GET_ITEM(what, j);
-            if (!PyObject_TypeCheck(o, dt)) { ok = 0; break; }
-            const prs_decision *md = &((prs_py_decision *)o)->d;
-            if (!*have || more_restrictive(md, best)) *best = *md;
-            *have = 1;
-        }
-    }
-    Py_DECREF(res);
-    if (!ok) {
-        PyErr_SetString(PyExc_TypeError, "the group's local hook must return (-1, [Decision, ...]) or (pos, Decision)");
-        return -1;
-    }
-    return 0;
-}
-
-/* What the members' on_backend_error policies make of a failed group call.
- * Each member's own policy applies and the strictest outcome wins: "raise"
- * (any member) raises BackendError; else a "deny" member (or an "allow"
- * member whose n exceeds its limit) denies, and then no local limiter is
- * touched; else the "local" members decide all or nothing among themselves
- * (none consumed when one denies); "allow" members admit. The Decision is the
- * denying member's (the longest retry_after among static denials), or the
- * most restrictive admitting member's. 0 with *d and *denied, or -1. */
-static int group_policy(group_obj *self, prs_py_state *st, PyObject *members, int rc, prs_decision *d,
-                        int *denied) {
-    if (policy_exempt(st, rc) < 0) return -1;
-    Py_ssize_t count = self->count, nlocal = 0;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(members, i), 0);
-        if (lim->policy == POLICY_RAISE) {
-            backend_error(st, rc);
-            return -1;
-        }
-        nlocal += lim->policy == POLICY_LOCAL;
-    }
-    prs_decision best = {0}, denial = {0};
-    int have = 0;
-    *denied = -1;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        limiter_obj *lim = (limiter_obj *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(members, i), 0);
-        if (lim->policy == POLICY_LOCAL) continue;
-        prs_decision md;
-        static_policy_decision(lim, self->m[i].n, &md);
-        if (!md.allowed) {
-            if (*denied < 0 || md.retry_after_ns > denial.retry_after_ns) { denial = md; *denied = (int)i; }
-        } else if (!have || more_restrictive(&md, &best)) {
-            best = md;
-            have = 1;
-        }
-    }
-    if (*denied >= 0) {
-        *d = denial;
-        return 0;
-    }
-    if (nlocal) {
-        Py_ssize_t *idx = PyMem_Calloc((size_t)nlocal, sizeof *idx);
-        if (!idx) { PyErr_NoMemory(); return -1; }
-        Py_ssize_t j = 0;
-        for (Py_ssize_t i = 0; i < count; i++)
-            if (((limiter_obj *)PyTuple_GET_ITEM(PyTuple_GET_ITEM(members, i), 0))->policy == POLICY_LOCAL)
-                idx[j++] = i;
-        int r = group_local(self, st, members, rc, idx, nlocal, &best, &have, denied);
-        PyMem_Free(idx);
-        if (r < 0) return -1;
-    }
-    *d = best;
-    d->allowed = *denied < 0;
-    if (d->allowed) d->retry_after_ns = 0;
-    return 0;
-}
-
-/* The group's decision: a new Decision (denied_by set) or NULL. */
-static PyObject *group_decide(group_obj *self, int64_t now_us, int *allowed) {
-    prs_py_state *st = prs_py_state_of((PyObject *)self);
-    if (!self->m) {
-        PyErr_SetString(PyExc_RuntimeError, "RedisLimiterGroup is not initialised");
-        return NULL;
-    }
+/* The group's decision (the core applies the members' policies when Redis
+ * fails): 0 with *d and *denied, or -1. */
+static int group_decide(group_obj *self, int64_t now_us, prs_decision *d, int *denied) {
     PyObject *members = Py_NewRef(self->members); /* keeps the keys alive */
-    prs_decision d;
-    int denied = -1, rc;
+    int rc;
+    *denied = -1;
     Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_group_check((size_t)self->count, self->m, now_us, &d, &denied);
+    rc = prs_redis_group_check((size_t)self->count, self->m, now_us, d, denied);
     Py_END_ALLOW_THREADS
-    if (rc && group_policy(self, st, members, rc, &d, &denied) < 0) {
-        Py_DECREF(members);
-        return NULL;
-    }
     Py_DECREF(members);
-    PyObject *dec = prs_py_decision_new(st, &d);
-    if (!dec) return NULL;
-    if (!d.allowed && denied >= 0) {
-        PyObject *idx = PyLong_FromLong(denied);
-        if (!idx) { Py_DECREF(dec); return NULL; }
-        Py_XSETREF(((prs_py_decision *)dec)->denied_by, idx);
-    }
-    *allowed = d.allowed;
-    return dec;
+    if (rc == PRS_OK) return 0;
+    redis_error(prs_py_state_of((PyObject *)self), rc);
+    return -1;
 }
 
-static PyObject *group_set_local(PyObject *op, PyObject *fn) {
-    group_obj *self = (group_obj *)op;
-    if (fn != Py_None && !PyCallable_Check(fn)) {
-        PyErr_Format(PyExc_TypeError, "the local hook must be callable or None, not %.200s", Py_TYPE(fn)->tp_name);
-        return NULL;
-    }
-    Py_XSETREF(self->local_fn, Py_NewRef(fn));
-    Py_RETURN_NONE;
+static PyObject *group_decision(group_obj *self, int64_t now_us) {
+    prs_decision d;
+    int denied;
+    if (group_decide(self, now_us, &d, &denied) < 0) return NULL;
+    return prs_py_decision_new_by(prs_py_state_of((PyObject *)self), &d, d.allowed ? -1 : denied);
 }
 
-static PyObject *group_check(PyObject *op, PyObject *unused) {
-    int allowed;
-    return group_decide((group_obj *)op, -1, &allowed);
-}
+static PyObject *group_check(PyObject *op, PyObject *unused) { return group_decision((group_obj *)op, -1); }
 
 static PyObject *group_allow(PyObject *op, PyObject *unused) {
-    int allowed;
-    PyObject *d = group_decide((group_obj *)op, -1, &allowed);
-    if (!d) return NULL;
-    Py_DECREF(d);
-    return PyBool_FromLong(allowed);
+    prs_decision d;
+    int denied;
+    if (group_decide((group_obj *)op, -1, &d, &denied) < 0) return NULL;
+    return PyBool_FromLong(d.allowed);
 }
 
 static PyObject *group_check_at(PyObject *op, PyObject *now_o) {
-    double now;
-    if (prs_py_parse_real(now_o, "now", PRS_PY_ZERO_OK, &now) < 0) return NULL;
-    if (now > 1e12) {
-        PyErr_Format(PyExc_ValueError, "now must be <= 1e12 seconds, got %R", now_o);
-        return NULL;
-    }
-    int allowed;
-    return group_decide((group_obj *)op, (int64_t)llround(now * 1e6), &allowed);
+    int64_t now_us;
+    if (now_us_arg(now_o, &now_us) < 0) return NULL;
+    return group_decision((group_obj *)op, now_us);
+}
+
+static int group_wait_decide(PyObject *self, void *ctx, prs_decision *d) {
+    int denied;
+    return group_decide((group_obj *)self, -1, d, &denied);
 }
 
 static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -1303,57 +995,15 @@ static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t n
     if (prs_py_unpack("acquire", args, nargs, kwnames, names, 1, v) < 0) return NULL;
     int64_t timeout_ns;
     if (prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    prs_py_clock clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-    int64_t deadline = timeout_ns == PRS_NEVER ? INT64_MAX : prs__sat_add(prs_monotonic_ns(), timeout_ns);
-    for (;;) {
-        int allowed;
-        PyObject *dec = group_decide((group_obj *)op, -1, &allowed);
-        if (!dec) return NULL;
-        prs_decision d = ((prs_py_decision *)dec)->d;
-        if (allowed) { Py_DECREF(dec); Py_RETURN_NONE; }
-        if (d.retry_after_ns == PRS_NEVER) {
-            Py_DECREF(dec);
-            PyErr_SetString(PyExc_ValueError, "this group can never admit its request (an n exceeds a limit)");
-            return NULL;
-        }
-        Py_DECREF(dec);
-        int64_t now = prs_monotonic_ns(), wake = prs__sat_add(now, d.retry_after_ns);
-        if (wake > deadline) {
-            prs_py_raise_rate_limited(st, &d, "rate limit exceeded: not admissible within timeout");
-            return NULL;
-        }
-        if (prs_py_clock_wait(&clock, now, wake, 0) < 0) return NULL;
-    }
+    return redis_wait(op, group_wait_decide, NULL, timeout_ns,
+                      "this group can never admit its request (an n exceeds a limit)", 0);
 }
 
-static PyObject *group_get_members(PyObject *op, void *c) {
-    group_obj *self = (group_obj *)op;
-    if (!self->members) {
-        PyErr_SetString(PyExc_RuntimeError, "RedisLimiterGroup is not initialised");
-        return NULL;
-    }
-    return PySequence_List(self->members);
-}
+static PyObject *group_get_members(PyObject *op, void *c) { return PySequence_List(((group_obj *)op)->members); }
 
 static PyObject *group_get_same_slot(PyObject *op, void *c) {
     group_obj *self = (group_obj *)op;
-    if (!self->m) {
-        PyErr_SetString(PyExc_RuntimeError, "RedisLimiterGroup is not initialised");
-        return NULL;
-    }
-    int slot = -1, same = 1;
-    for (Py_ssize_t i = 0; i < self->count && same; i++) {
-        size_t need = prs_redis_limiter_redis_key(self->m[i].limiter, self->m[i].key, self->m[i].keylen, NULL, 0);
-        char *buf = PyMem_Malloc(need ? need : 1);
-        if (!buf) return PyErr_NoMemory();
-        prs_redis_limiter_redis_key(self->m[i].limiter, self->m[i].key, self->m[i].keylen, buf, need);
-        int s = prs_redis_key_slot(buf, need);
-        PyMem_Free(buf);
-        if (slot >= 0 && s != slot) same = 0;
-        slot = s;
-    }
-    return PyBool_FromLong(same);
+    return PyBool_FromLong(prs_redis_group_slot((size_t)self->count, self->m) >= 0);
 }
 
 static PyMethodDef group_methods[] = {
@@ -1367,9 +1017,6 @@ static PyMethodDef group_methods[] = {
      "while waiting); RateLimitExceeded when that cannot happen within timeout."},
     {"_check_at", group_check_at, METH_O,
      "_check_at($self, now, /)\n--\n\nTests only: check at `now` seconds instead of Redis's TIME."},
-    {"_set_local", group_set_local, METH_O,
-     "_set_local($self, fn, /)\n--\n\nInstall the hook deciding the on_backend_error='local' members\n"
-     "when Redis fails: fn([(fallback, key, n), ...]) -> (-1, [Decision, ...]) | (pos, Decision)."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -1394,10 +1041,8 @@ static PyType_Slot group_slots[] = {
                 "outcome wins: 'raise' over 'deny' over 'local' over 'allow'; the 'local'\n"
                 "members' in-process limiters decide all or nothing among themselves."},
     {Py_tp_new, group_new},
-    {Py_tp_init, group_init},
     {Py_tp_dealloc, group_dealloc},
     {Py_tp_traverse, group_traverse},
-    {Py_tp_clear, group_clear},
     {Py_tp_methods, group_methods},
     {Py_tp_getset, group_getset},
     {Py_tp_members, group_members_def},

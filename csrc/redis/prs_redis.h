@@ -14,8 +14,9 @@
  *     keys of one decision share a hash tag: one Redis Cluster slot.
  *   - Failures are status codes: PRS_ECONN (cannot connect), PRS_ETIMEDOUT
  *     (connect or reply timed out), PRS_EBACKEND (the circuit is open after
- *     repeated failures, a server error reply, or the backend was closed),
- *     PRS_EPROTO (an unexpected reply). prs_redis_last_error() returns this
+ *     repeated failures, or a server error reply), PRS_EPROTO (an unexpected
+ *     reply), PRS_EBACKENDCLOSED (the backend was closed on purpose: no
+ *     failure policy applies to it). prs_redis_last_error() returns this
  *     thread's message for the last failure.
  *   - Blocking: every call does network I/O and returns within the backend's
  *     `timeout` (a whole call's budget: waiting for a pooled connection,
@@ -26,6 +27,10 @@
  *     is allocated for it.
  *   - Fork: a child process never uses its parent's sockets; it opens its own
  *     connections and drops inherited leases.
+ *   - Policy: what a failed call becomes (raise, allow, deny, or an
+ *     in-process fallback) is the limiter's on_backend_error, applied here
+ *     for single calls, check_many and groups alike; config checks name the
+ *     field and why (prs_config_error).
  *
  * Unlike the core, this module reads CLOCK_MONOTONIC itself (deadlines of real
  * network I/O and lease expiry cannot be simulated).
@@ -85,13 +90,20 @@ typedef struct prs_redis_config {
 } prs_redis_config;
 
 void prs_redis_config_init(prs_redis_config *cfg);
+/* PRS_OK, or PRS_EINVAL/PRS_ERANGE with *why (may be NULL) naming the field:
+ * timeouts >= 1 us and <= 1 hour, max_connections 1..1024. The URL is
+ * checked by prs_redis_backend_new (its message names the URL, password
+ * hidden, in prs_redis_last_error()). */
+int prs_redis_config_check(const prs_redis_config *cfg, prs_config_error *why);
 /* Parses the URL and allocates the pool; connects lazily (no I/O here).
- * PRS_EINVAL (bad URL or numbers), PRS_ENOMEM. */
+ * PRS_EINVAL/PRS_ERANGE (see prs_redis_config_check; a bad URL: the message
+ * is in prs_redis_last_error()), PRS_ENOMEM. */
 int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out);
 /* Closes every connection; calls in progress on other threads must have
  * returned. NULL-safe. */
 void prs_redis_backend_free(prs_redis_backend *b);
-/* Closes idle connections and makes every later call fail with PRS_ECLOSED.
+/* Closes idle connections and makes every later call fail with
+ * PRS_EBACKENDCLOSED (a status of its own: closed on purpose, not a failure).
  * Idempotent; connections in use are closed when given back. */
 void prs_redis_backend_close(prs_redis_backend *b);
 int prs_redis_backend_closed(const prs_redis_backend *b);
@@ -130,27 +142,84 @@ const char *prs_redis_algorithm_name(int algorithm);
 /* The algorithm named `name`, or -1. */
 int prs_redis_algorithm_from_name(const char *name);
 
+/* ---- failure policies ------------------------------------------------------ */
+
+/* What a limiter's decision becomes when Redis fails (connection refused or
+ * lost, a timeout, an open circuit, an error reply). Failures no policy turns
+ * into a decision: PRS_ENOMEM, PRS_EINVAL and PRS_EBACKENDCLOSED (closed on
+ * purpose). */
+typedef enum prs_redis_policy {
+    PRS_REDIS_RAISE = 0, /* the failure status is returned (the default) */
+    PRS_REDIS_ALLOW = 1, /* admitted, when n could ever be (n <= limit) */
+    PRS_REDIS_DENY = 2,  /* denied, retry after PRS_REDIS_DENY_RETRY_NS */
+    PRS_REDIS_LOCAL = 3, /* decided by an in-process fallback limiter */
+    PRS_REDIS__POLICY_COUNT
+} prs_redis_policy;
+
+/* The retry_after of a PRS_REDIS_DENY denial. */
+#define PRS_REDIS_DENY_RETRY_NS (100 * PRS_NS_PER_MS)
+
+/* "raise", "allow", "deny", "local", or NULL for an unknown value. */
+const char *prs_redis_policy_name(int policy);
+/* The policy named `name`, or -1. */
+int prs_redis_policy_from_name(const char *name);
+
+/* The in-process limiter behind PRS_REDIS_LOCAL. decide() decides n for key
+ * (consume 1: take n when admitted; 0: change nothing): PRS_OK with *d, or a
+ * status returned to the caller as is. lock/unlock (both or neither) let a
+ * group decide several keys of one fallback with nobody in between: the
+ * core takes the locks of a group's fallbacks in one global order (ascending
+ * ctx address), peeks each, then consumes; decide() is called with the lock
+ * held. Without them a group's local members are checked then taken, which
+ * other callers may interleave. */
+typedef struct prs_redis_fallback {
+    int (*decide)(void *ctx, const void *key, size_t keylen, int64_t n, int consume, prs_decision *d);
+    void (*lock)(void *ctx);
+    void (*unlock)(void *ctx);
+    void *ctx;
+} prs_redis_fallback;
+
+/* ---- limiters (continued) -------------------------------------------------- */
+
 typedef struct prs_redis_limiter_config {
     int algorithm;             /* prs_redis_algorithm */
     /* gcra, token_bucket: */
-    double rate;               /* permits per second, finite, > 0 */
-    int64_t burst;             /* permits admissible at once, >= 1 */
-    /* fixed_window, sliding_window_counter, sliding_window_log: */
-    int64_t limit;             /* >= 1 (sliding_window_log: <= 1,000,000) */
+    double rate;               /* permits per second, finite, in [1e-9, 1e12] */
+    int64_t burst;             /* permits admissible at once, 1..2^50 */
+    int from_window;           /* 1: sized by limit and window instead
+                                  (rate = limit / window, burst = limit) */
+    /* fixed_window, sliding_window_counter, sliding_window_log (and the
+     * rate algorithms with from_window): */
+    int64_t limit;             /* 1..2^50 (sliding_window_log: <= 1,000,000) */
     int64_t window_ns;         /* >= 1 us, <= 10 years */
     /* every algorithm: */
-    const char *key_prefix;    /* NUL-terminated, no '{' or '}'; default "prs:" */
+    const char *key_prefix;    /* NUL-terminated, no '{' or '}', <= 1024 bytes; default "prs:" */
     /* local leases (gcra, token_bucket only): 0 = off */
     int64_t lease_batch;       /* permits taken per round trip, 1..burst */
-    int64_t lease_max_hold_ns; /* > 0 when batch > 0 */
+    int64_t lease_max_hold_ns; /* > 0 and <= 1 hour when batch > 0 */
     int lease_max_keys;        /* leases held at once; default 4096 */
+    /* what a failed call becomes: */
+    int on_backend_error;      /* prs_redis_policy; default PRS_REDIS_RAISE */
+    /* PRS_REDIS_LOCAL: `fallback` decides; when NULL the limiter makes its own,
+     * one in-process limiter of the same algorithm per key with local_share of
+     * the limit (rate and burst, or limit, times the share; at least 1), at
+     * most local_max_keys keys (a prs_keyed table: a limited key is never
+     * evicted; a new key finding the table full of limited ones is denied). */
+    double local_share;        /* (0, 1]; 0: not given (1 under LOCAL; given
+                                  with another policy it is an error) */
+    int64_t local_max_keys;    /* 1..2^31; default 10000 */
+    const prs_redis_fallback *fallback; /* copied; its ctx must outlive the limiter */
     const prs_allocator *allocator;
 } prs_redis_limiter_config;
 
 typedef struct prs_redis_limiter prs_redis_limiter;
 
 void prs_redis_limiter_config_init(prs_redis_limiter_config *cfg);
-/* PRS_OK, PRS_EINVAL (the message in prs_redis_last_error()), PRS_ERANGE. */
+/* PRS_OK, or PRS_EINVAL/PRS_ERANGE with *why (may be NULL) naming the config
+ * field that failed ("rate", "window_ns", "lease_batch", "local_share", ...)
+ * and why ("must be >= 1"). */
+int prs_redis_limiter_config_check(const prs_redis_limiter_config *cfg, prs_config_error *why);
+/* The same, with "field reason" in prs_redis_last_error(). */
 int prs_redis_limiter_config_validate(const prs_redis_limiter_config *cfg);
 /* The limiter uses `b` (not owned: b must outlive it). No I/O here. */
 int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *cfg,
@@ -158,11 +227,15 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
 /* Frees the limiter; held lease permits lapse (they expire in Redis). */
 void prs_redis_limiter_free(prs_redis_limiter *l);
 /* Gives back every unspent lease permit (one pipelined round trip) and drops
- * the leases. PRS_OK or a failure status (the permits then lapse). */
+ * the leases. PRS_OK, or under PRS_REDIS_RAISE a failure status (the permits
+ * then lapse; under the other policies they lapse quietly). */
 int prs_redis_limiter_release_leases(prs_redis_limiter *l);
 
 /* Asks for n (>= 1) permits for `key`; consumes only when allowed. With a
- * lease configured, served from the local lease when it can be. */
+ * lease configured, served from the local lease when it can be. When Redis
+ * fails, the limiter's on_backend_error decides (PRS_OK with *d) or the
+ * failure is returned (PRS_REDIS_RAISE). The same holds for peek, check_at
+ * and check_many (per request). */
 int prs_redis_limiter_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n,
                             prs_decision *d);
 /* The lease-only part of check: PRS_OK with *d when the local lease (or a
@@ -188,8 +261,9 @@ typedef struct prs_redis_request {
 } prs_redis_request;
 
 /* Checks count requests in one pipelined round trip (no leases). status[i] is
- * PRS_OK with d[i] filled, or the failure of request i. Returns PRS_OK when
- * every request got a reply, else the first failure. */
+ * PRS_OK with d[i] filled (a reply, or the policy's decision), or the failure
+ * of request i. Returns PRS_OK when every request was decided, else the
+ * first failure. */
 int prs_redis_limiter_check_many(prs_redis_limiter *l, size_t count, const prs_redis_request *reqs,
                                  prs_decision *d, int *status);
 
@@ -205,9 +279,22 @@ typedef struct prs_redis_member {
 /* One atomic script: admitted only when every member admits its n; a denied
  * group consumes from no member. *d is the most restrictive member (allowed:
  * smallest remaining; denied: the longest retry_after), *denied_by the index
- * of the member that denied (-1 when allowed). now_us < 0: Redis's TIME. */
+ * of the member that denied (-1 when allowed). now_us < 0: Redis's TIME.
+ *
+ * When Redis fails, each member's on_backend_error applies and the strictest
+ * wins: RAISE (any member) returns the failure; else a DENY member (or an
+ * ALLOW member whose n exceeds its limit) denies, and no fallback is touched;
+ * else the LOCAL members' fallbacks decide all or nothing among themselves
+ * (one fallback and key named k times is asked for the sum); ALLOW members
+ * admit. *d is then the denying member's decision (the longest retry_after
+ * among DENY/ALLOW denials), or the most restrictive admitting one's. */
 int prs_redis_group_check(size_t count, const prs_redis_member *members, int64_t now_us,
                           prs_decision *d, int *denied_by);
+
+/* The one Redis Cluster slot every member's Redis key maps to, or -1 when
+ * they span several (a group on Cluster needs one: give the keys a common
+ * hash tag) or on bad arguments. */
+int prs_redis_group_slot(size_t count, const prs_redis_member *members);
 
 /* The Redis Cluster hash slot (0..16383) of a Redis key (CRC16 of its hash
  * tag, or of the whole key). */

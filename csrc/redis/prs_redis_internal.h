@@ -54,6 +54,10 @@ const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b);
 /* The generation of this process (bumped in every forked child). */
 uint64_t prs_redis__fork_gen(void);
 void prs_redis__fork_init(void);
+/* The first call in a forked child (for an object whose generation is *gen)
+ * runs reinit(ctx) exactly once, then records this process's generation;
+ * concurrent callers wait for it (`resetting`). A no-op otherwise. */
+void prs_redis__after_fork(_Atomic uint64_t *gen, _Atomic int *resetting, void (*reinit)(void *), void *ctx);
 
 /* 64-bit keyed hash (SipHash-2-4). */
 uint64_t prs_redis__siphash(const void *data, size_t len, uint64_t k0, uint64_t k1);

@@ -93,6 +93,21 @@ static void fork_register(void) { pthread_atfork(NULL, NULL, on_fork_child); }
 void prs_redis__fork_init(void) { pthread_once(&fork_once, fork_register); }
 uint64_t prs_redis__fork_gen(void) { return atomic_load_explicit(&fork_gen, memory_order_acquire); }
 
+void prs_redis__after_fork(_Atomic uint64_t *gen, _Atomic int *resetting, void (*reinit)(void *), void *ctx) {
+    uint64_t g = prs_redis__fork_gen();
+    if (atomic_load_explicit(gen, memory_order_acquire) == g) return;
+    int expected = 0;
+    if (atomic_compare_exchange_strong(resetting, &expected, 1)) {
+        if (atomic_load(gen) != g) {
+            reinit(ctx);
+            atomic_store_explicit(gen, g, memory_order_release);
+        }
+        atomic_store(resetting, 0);
+    } else {
+        while (atomic_load(resetting)) sched_yield();
+    }
+}
+
 /* ---- URLs ------------------------------------------------------------------ */
 
 static char *dup_range(const prs_allocator *a, const char *s, size_t n, int decode) {
@@ -221,6 +236,20 @@ static int parse_query(prs_redis_url *out, const prs_allocator *a, const char *u
     return PRS_OK;
 }
 
+/* user:password@ (or password@: a lone value is the password, a common
+ * spelling) in [p, at), percent-decoded into out. */
+static int parse_userinfo(prs_redis_url *out, const prs_allocator *a, const char *url, const char *p,
+                          const char *at) {
+    const char *colon = memchr(p, ':', (size_t)(at - p));
+    if (colon) {
+        if (colon > p) URL_DUP(out->user, p, (size_t)(colon - p), 1);
+        URL_DUP(out->password, colon + 1, (size_t)(at - colon - 1), 1);
+    } else if (at > p) {
+        URL_DUP(out->password, p, (size_t)(at - p), 1);
+    }
+    return PRS_OK;
+}
+
 int prs_redis_url_parse(const char *url, const prs_allocator *alloc, prs_redis_url *out) {
     const prs_allocator *a = prs__alloc_or_default(alloc);
     if (!out) return PRS_EINVAL;
@@ -234,13 +263,8 @@ int prs_redis_url_parse(const char *url, const prs_allocator *alloc, prs_redis_u
         const char *at = strchr(p, '@');
         const char *qm = strchr(p, '?');
         if (at && (!qm || at < qm)) {
-            const char *colon = memchr(p, ':', (size_t)(at - p));
-            if (colon) {
-                if (colon > p) URL_DUP(out->user, p, (size_t)(colon - p), 1);
-                URL_DUP(out->password, colon + 1, (size_t)(at - colon - 1), 1);
-            } else if (at > p) {
-                URL_DUP(out->password, p, (size_t)(at - p), 1);
-            }
+            int rc = parse_userinfo(out, a, url, p, at);
+            if (rc) return rc;
             p = at + 1;
         }
         size_t plen = qm ? (size_t)(qm - p) : strlen(p);
@@ -258,14 +282,8 @@ int prs_redis_url_parse(const char *url, const prs_allocator *alloc, prs_redis_u
     const char *at = NULL;
     for (const char *c = p; c < end_auth; c++) if (*c == '@') at = c; /* the last '@' */
     if (at) {
-        const char *colon = memchr(p, ':', (size_t)(at - p));
-        if (colon) {
-            if (colon > p) URL_DUP(out->user, p, (size_t)(colon - p), 1);
-            URL_DUP(out->password, colon + 1, (size_t)(at - colon - 1), 1);
-        } else if (at > p) {
-            /* redis://password@host is a common spelling: a lone value is the password */
-            URL_DUP(out->password, p, (size_t)(at - p), 1);
-        }
+        int rc = parse_userinfo(out, a, url, p, at);
+        if (rc) return rc;
         p = at + 1;
     }
     const char *host = p, *host_end, *port_s = NULL;
@@ -324,17 +342,31 @@ static int init_sync(prs_redis_backend *b) {
     return PRS_OK;
 }
 
+#define HOUR_NS (3600 * PRS_NS_PER_SEC)
+
+static int check_timeout(int64_t ns, const char *field, prs_config_error *why) {
+    if (ns < PRS_NS_PER_US) return prs_config_fail(why, PRS_EINVAL, field, "must be >= 1 microsecond");
+    if (ns > HOUR_NS) return prs_config_fail(why, PRS_ERANGE, field, "must be <= 3600 seconds");
+    return PRS_OK;
+}
+
+int prs_redis_config_check(const prs_redis_config *cfg, prs_config_error *why) {
+    if (!cfg) return prs_config_fail(why, PRS_EINVAL, NULL, "no config");
+    int rc = check_timeout(cfg->connect_timeout_ns, "connect_timeout_ns", why);
+    if (!rc) rc = check_timeout(cfg->timeout_ns, "timeout_ns", why);
+    if (!rc && (cfg->max_connections < 1 || cfg->max_connections > PRS_REDIS_MAX_CONNECTIONS))
+        rc = prs_config_fail(why, PRS_EINVAL, "max_connections", "must be between 1 and 1024");
+    return rc;
+}
+
 int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
-    if (!cfg) return PRS_EINVAL;
-    if (cfg->connect_timeout_ns <= 0 || cfg->timeout_ns <= 0) {
-        prs_redis__set_error("timeouts must be > 0");
-        return PRS_EINVAL;
-    }
-    if (cfg->max_connections < 1 || cfg->max_connections > PRS_REDIS_MAX_CONNECTIONS) {
-        prs_redis__set_error("max_connections must be 1..%d", PRS_REDIS_MAX_CONNECTIONS);
-        return PRS_EINVAL;
+    prs_config_error why = {NULL, NULL};
+    int rc = prs_redis_config_check(cfg, &why);
+    if (rc) {
+        prs_redis__set_error("%s %s", why.field ? why.field : "config", why.reason);
+        return rc;
     }
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
     prs_redis__fork_init();
@@ -342,7 +374,7 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
     prs_redis_backend *b = prs__calloc(a, 1, sizeof *b);
     if (!b) return PRS_ENOMEM;
     b->alloc = *a;
-    int rc = prs_redis_url_parse(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0", a, &b->url);
+    rc = prs_redis_url_parse(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0", a, &b->url);
     if (rc) { prs__free(a, b); return rc; }
     b->idle = prs__calloc(a, (size_t)cfg->max_connections, sizeof *b->idle);
     if (!b->idle || init_sync(b)) {
@@ -366,27 +398,19 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
 const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b) { return &b->alloc; }
 
 /* In a forked child: forget the parent's pool (see the top of the file). */
-static void after_fork(prs_redis_backend *b) {
-    uint64_t g = prs_redis__fork_gen();
-    if (atomic_load_explicit(&b->gen, memory_order_acquire) == g) return;
-    int expected = 0;
-    if (atomic_compare_exchange_strong(&b->resetting, &expected, 1)) {
-        if (atomic_load(&b->gen) != g) {
-            init_sync(b); /* the parent's lock state may have been copied mid-use */
-            for (int i = 0; i < b->nidle; i++) redisFree(b->idle[i]); /* close(2) only */
-            b->nidle = 0;
-            b->nopen = 0;
-            b->nwaiting = 0;
-            atomic_store(&b->failures, 0);
-            atomic_store(&b->open_until, 0);
-            atomic_store(&b->probing, 0);
-            atomic_store_explicit(&b->gen, g, memory_order_release);
-        }
-        atomic_store(&b->resetting, 0);
-    } else {
-        while (atomic_load(&b->resetting)) sched_yield();
-    }
+static void pool_reinit(void *ctx) {
+    prs_redis_backend *b = ctx;
+    init_sync(b); /* the parent's lock state may have been copied mid-use */
+    for (int i = 0; i < b->nidle; i++) redisFree(b->idle[i]); /* close(2) only */
+    b->nidle = 0;
+    b->nopen = 0;
+    b->nwaiting = 0;
+    atomic_store(&b->failures, 0);
+    atomic_store(&b->open_until, 0);
+    atomic_store(&b->probing, 0);
 }
+
+static void after_fork(prs_redis_backend *b) { prs_redis__after_fork(&b->gen, &b->resetting, pool_reinit, b); }
 
 void prs_redis_backend_close(prs_redis_backend *b) {
     if (!b) return;
@@ -671,7 +695,7 @@ static redisContext *checkout(prs_redis_backend *b, int64_t deadline, int *fresh
         if (b->closed) {
             pthread_mutex_unlock(&b->mu);
             prs_redis__set_error("redis: backend is closed");
-            *status = PRS_ECLOSED;
+            *status = PRS_EBACKENDCLOSED;
             return NULL;
         }
         if (b->nidle > 0) {
@@ -846,6 +870,10 @@ int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmd
     int64_t start = prs_monotonic_ns(), deadline = prs__sat_add(start, b->timeout_ns);
     int admit = circuit_admit(b, start);
     if (!admit) {
+        if (prs_redis_backend_closed(b)) { /* closed on purpose says so, open circuit or not */
+            prs_redis__set_error("redis: backend is closed");
+            return PRS_EBACKENDCLOSED;
+        }
         int64_t until = atomic_load(&b->open_until);
         prs_redis__set_error("redis: unavailable after %d consecutive failures; next attempt in %lld ms",
                              atomic_load(&b->failures),
@@ -865,7 +893,7 @@ int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmd
         give_back(b, c, broken, sock_ns, retry);
         if (!retry) break;
     }
-    if (rc == PRS_ECLOSED || rc == PRS_ENOMEM) {
+    if (rc == PRS_EBACKENDCLOSED || rc == PRS_ENOMEM) {
         if (admit == 2) atomic_store(&b->probing, 0);
         return rc;
     }

@@ -30,8 +30,23 @@
  * at most lease_max_keys entries; when it is full of live leases a new key's
  * extra permits lapse (given to nobody: under-admission only).
  *
+ * Failure policies. When a call fails (connection, timeout, open circuit,
+ * error reply), the limiter's on_backend_error decides here, not in a
+ * binding: RAISE returns the status; ALLOW/DENY make a decision without I/O;
+ * LOCAL asks the fallback (fb), under its lock when it has one. The built-in
+ * fallback (`own`) is a prs_keyed table of in-process limiters of the same
+ * algorithm sized at local_share of the limit, serialised by `fmu` so that a
+ * group can peek several of its keys and then take from all with nobody in
+ * between. A group's failure follows each member's policy, strictest first
+ * (RAISE, DENY, LOCAL, ALLOW); its LOCAL members lock their distinct
+ * fallbacks in ascending ctx order (no two groups can deadlock), peek each
+ * (fallback, key) for the sum of its demand, then consume. Closed on
+ * purpose, out of memory and invalid arguments are never turned into
+ * decisions.
+ *
  * Fork: a child drops the leases it inherited (parent and child spending the
- * same permits would over-admit) and re-makes the lock, once, like the pool.
+ * same permits would over-admit) and re-makes its locks, once, like the pool;
+ * the fallback's in-process states stay (they are this process's own).
  */
 #include <pthread.h>
 #include <sched.h>
@@ -39,7 +54,13 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "prs_fixed_window.h"
+#include "prs_gcra.h"
+#include "prs_keyed.h"
 #include "prs_redis_internal.h"
+#include "prs_sliding_counter.h"
+#include "prs_sliding_log.h"
+#include "prs_token_bucket.h"
 
 #define MAX_PREFIX 1024
 #define STACK_KEY 256
@@ -74,8 +95,13 @@ struct prs_redis_limiter {
     size_t nbuckets;               /* a power of two */
     int nleases;
     uint64_t k0, k1;               /* per-limiter random hash seed */
-    _Atomic uint64_t gen;          /* fork generation of the lease table */
+    _Atomic uint64_t gen;          /* fork generation of the locks below */
     _Atomic int resetting;
+
+    int policy;                    /* prs_redis_policy */
+    prs_redis_fallback fb;         /* PRS_REDIS_LOCAL: the fallback asked */
+    prs_keyed *own;                /* the fallback's table when the limiter made it */
+    pthread_mutex_t fmu;           /* own: serialises its decisions (fb.lock) */
 };
 
 static const char *const algo_names[PRS_REDIS__ALGORITHM_COUNT] = {
@@ -97,6 +123,19 @@ static int uses_rate(int algorithm) {
     return algorithm == PRS_REDIS_GCRA || algorithm == PRS_REDIS_TOKEN_BUCKET;
 }
 
+/* The policies' names, indexed by prs_redis_policy, NULL-terminated. */
+static const char *const policy_names[] = {"raise", "allow", "deny", "local", NULL};
+
+const char *prs_redis_policy_name(int policy) {
+    return policy >= 0 && policy < PRS_REDIS__POLICY_COUNT ? policy_names[policy] : NULL;
+}
+
+int prs_redis_policy_from_name(const char *name) {
+    int i = 0;
+    while (name && policy_names[i] && strcmp(name, policy_names[i])) i++;
+    return name && policy_names[i] ? i : -1;
+}
+
 void prs_redis_limiter_config_init(prs_redis_limiter_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->algorithm = PRS_REDIS_GCRA;
@@ -106,42 +145,176 @@ void prs_redis_limiter_config_init(prs_redis_limiter_config *cfg) {
     cfg->window_ns = PRS_NS_PER_SEC;
     cfg->key_prefix = "prs:";
     cfg->lease_max_keys = 4096;
+    cfg->on_backend_error = PRS_REDIS_RAISE;
+    cfg->local_max_keys = 10000;
 }
 
-#define BAD(...) do { prs_redis__set_error(__VA_ARGS__); return PRS_EINVAL; } while (0)
+#define MAX_COUNT (INT64_C(1) << 50)
+#define HOUR_NS (3600 * PRS_NS_PER_SEC)
+#define MAX_WINDOW_NS (10 * 366 * 86400 * PRS_NS_PER_SEC)
+#define FAIL(status, field, reason) return prs_config_fail(why, status, field, reason)
 
-int prs_redis_limiter_config_validate(const prs_redis_limiter_config *cfg) {
-    if (!cfg) BAD("no config");
-    if (!prs_redis_algorithm_name(cfg->algorithm)) BAD("unknown algorithm %d", cfg->algorithm);
-    if (uses_rate(cfg->algorithm)) {
-        if (!isfinite(cfg->rate) || !(cfg->rate > 0.0)) BAD("rate must be a finite number > 0");
-        if (cfg->rate < 1e-9 || cfg->rate > 1e12) {
-            prs_redis__set_error("rate must be in [1e-9, 1e12]");
-            return PRS_ERANGE;
-        }
-        if (cfg->burst < 1) BAD("burst must be >= 1");
-        if (cfg->burst > (INT64_C(1) << 50)) { prs_redis__set_error("burst must be <= 2**50"); return PRS_ERANGE; }
-        if (cfg->lease_batch < 0 || cfg->lease_batch > cfg->burst) BAD("lease batch must be in [1, burst]");
-        if (cfg->lease_batch > 0 && cfg->lease_max_hold_ns <= 0) BAD("lease max_hold must be > 0");
-        if (cfg->lease_batch > 0 && (cfg->lease_max_keys < 1 || cfg->lease_max_keys > (1 << 24)))
-            BAD("lease max keys must be in [1, 2**24]");
+/* rate and burst as the scripts see them: given, or from limit and window. */
+static void sizing(const prs_redis_limiter_config *cfg, double *rate, int64_t *burst) {
+    if (cfg->from_window) {
+        *rate = (double)cfg->limit * 1e9 / (double)cfg->window_ns;
+        *burst = cfg->limit;
     } else {
-        if (cfg->limit < 1) BAD("limit must be >= 1");
-        int64_t cap = cfg->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG ? 1000000 : (INT64_C(1) << 50);
-        if (cfg->limit > cap) {
-            prs_redis__set_error("limit must be <= %lld for %s", (long long)cap, algo_names[cfg->algorithm]);
-            return PRS_ERANGE;
+        *rate = cfg->rate;
+        *burst = cfg->burst;
+    }
+}
+
+static int check_window(const prs_redis_limiter_config *cfg, prs_config_error *why) {
+    if (cfg->limit < 1) FAIL(PRS_EINVAL, "limit", "must be >= 1");
+    if (cfg->limit > MAX_COUNT) FAIL(PRS_ERANGE, "limit", "must be <= 2**50");
+    if (cfg->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG && cfg->limit > 1000000)
+        FAIL(PRS_ERANGE, "limit", "must be <= 1000000 for sliding_window_log (it keeps one entry per permit)");
+    if (cfg->window_ns < PRS_NS_PER_US) FAIL(PRS_EINVAL, "window_ns", "must be >= 1 microsecond");
+    if (cfg->window_ns > MAX_WINDOW_NS) FAIL(PRS_ERANGE, "window_ns", "must be <= 10 years");
+    return PRS_OK;
+}
+
+int prs_redis_limiter_config_check(const prs_redis_limiter_config *cfg, prs_config_error *why) {
+    if (!cfg) FAIL(PRS_EINVAL, NULL, "no config");
+    if (!prs_redis_algorithm_name(cfg->algorithm))
+        FAIL(PRS_EINVAL, "algorithm",
+             "must be one of 'gcra', 'token_bucket', 'fixed_window', 'sliding_window_counter', "
+             "'sliding_window_log'");
+    int rc;
+    if (uses_rate(cfg->algorithm)) {
+        if (cfg->from_window && (rc = check_window(cfg, why))) return rc;
+        double rate;
+        int64_t burst;
+        sizing(cfg, &rate, &burst);
+        if (!isfinite(rate) || !(rate > 0.0)) FAIL(PRS_EINVAL, "rate", "must be a finite number > 0");
+        if (rate < 1e-9 || rate > 1e12) FAIL(PRS_ERANGE, "rate", "must be between 1e-9 and 1e12 per second");
+        if (burst < 1) FAIL(PRS_EINVAL, "burst", "must be >= 1");
+        if (burst > MAX_COUNT) FAIL(PRS_ERANGE, "burst", "must be <= 2**50");
+        if (cfg->lease_batch < 0) FAIL(PRS_EINVAL, "lease_batch", "must be >= 0");
+        if (cfg->lease_batch > burst) FAIL(PRS_EINVAL, "lease_batch", "must not exceed burst (batch <= burst)");
+        if (cfg->lease_batch > 0) {
+            if (cfg->lease_max_hold_ns <= 0) FAIL(PRS_EINVAL, "lease_max_hold_ns", "must be > 0");
+            if (cfg->lease_max_hold_ns > HOUR_NS) FAIL(PRS_ERANGE, "lease_max_hold_ns", "must be <= 3600 seconds");
+            if (cfg->lease_max_keys < 1 || cfg->lease_max_keys > (1 << 24))
+                FAIL(PRS_EINVAL, "lease_max_keys", "must be between 1 and 2**24");
         }
-        if (cfg->window_ns < PRS_NS_PER_US) BAD("window must be >= 1 microsecond");
-        if (cfg->window_ns > 10 * 366 * 86400 * PRS_NS_PER_SEC) {
-            prs_redis__set_error("window must be <= 10 years");
-            return PRS_ERANGE;
-        }
-        if (cfg->lease_batch != 0) BAD("leases need gcra or token_bucket");
+    } else {
+        if ((rc = check_window(cfg, why))) return rc;
+        if (cfg->lease_batch != 0) FAIL(PRS_EINVAL, "lease_batch", "works only with gcra and token_bucket");
     }
     const char *p = cfg->key_prefix ? cfg->key_prefix : "";
-    if (strlen(p) > MAX_PREFIX) BAD("key_prefix longer than %d bytes", MAX_PREFIX);
-    if (strchr(p, '{') || strchr(p, '}')) BAD("key_prefix may not contain '{' or '}'");
+    if (strlen(p) > MAX_PREFIX) FAIL(PRS_EINVAL, "key_prefix", "must be at most 1024 bytes");
+    if (strchr(p, '{') || strchr(p, '}'))
+        FAIL(PRS_EINVAL, "key_prefix", "must not contain '{' or '}' (the limiter owns the hash tag)");
+    if (!prs_redis_policy_name(cfg->on_backend_error))
+        FAIL(PRS_EINVAL, "on_backend_error", "must be 'raise', 'allow', 'deny' or 'local'");
+    if (cfg->local_share != 0.0) {
+        if (!(cfg->local_share > 0.0 && cfg->local_share <= 1.0))
+            FAIL(PRS_EINVAL, "local_share", "must be in (0, 1]");
+        if (cfg->on_backend_error != PRS_REDIS_LOCAL)
+            FAIL(PRS_EINVAL, "local_share", "is only used with on_backend_error='local'");
+    }
+    if (cfg->on_backend_error == PRS_REDIS_LOCAL) {
+        if (cfg->fallback && !cfg->fallback->decide) FAIL(PRS_EINVAL, "fallback", "needs a decide function");
+        if (cfg->fallback && !cfg->fallback->lock != !cfg->fallback->unlock)
+            FAIL(PRS_EINVAL, "fallback", "needs both lock and unlock, or neither");
+        if (!cfg->fallback && (cfg->local_max_keys < 1 || cfg->local_max_keys > PRS_KEYED_MAX_KEYS))
+            FAIL(PRS_EINVAL, "local_max_keys", "must be between 1 and 2**31");
+    }
+    return PRS_OK;
+}
+
+int prs_redis_limiter_config_validate(const prs_redis_limiter_config *cfg) {
+    prs_config_error why = {NULL, NULL};
+    int rc = prs_redis_limiter_config_check(cfg, &why);
+    if (rc) prs_redis__set_error("%s %s", why.field ? why.field : "config", why.reason);
+    return rc;
+}
+
+/* ---- the built-in local fallback --------------------------------------------- */
+
+static int own_decide(void *ctx, const void *key, size_t keylen, int64_t n, int consume, prs_decision *d) {
+    prs_keyed *t = ((prs_redis_limiter *)ctx)->own;
+    int64_t now = prs_monotonic_ns();
+    return consume ? prs_keyed_check(t, key, keylen, now, n, d) : prs_keyed_peek(t, key, keylen, now, n, d);
+}
+static void own_lock(void *ctx) { pthread_mutex_lock(&((prs_redis_limiter *)ctx)->fmu); }
+static void own_unlock(void *ctx) { pthread_mutex_unlock(&((prs_redis_limiter *)ctx)->fmu); }
+
+/* Shares of a count, at least 1. */
+static int64_t share_of(int64_t v, double share) {
+    double s = floor((double)v * share);
+    return s < 1 ? 1 : (int64_t)s;
+}
+
+/* The keyed table of in-process limiters: the algorithm of the limiter with
+ * local_share of its size. PRS_OK, PRS_ENOMEM. */
+static int own_fallback_new(prs_redis_limiter *l, const prs_redis_limiter_config *cfg) {
+    double share = cfg->local_share > 0 ? cfg->local_share : 1.0, rate;
+    int64_t burst;
+    sizing(cfg, &rate, &burst);
+    union {
+        prs_gcra_config g;
+        prs_token_bucket_config t;
+        prs_fixed_window_config f;
+        prs_sliding_counter_config c;
+        prs_sliding_log_config s;
+    } c;
+    const prs_algo *algo;
+    switch (cfg->algorithm) {
+    case PRS_REDIS_GCRA:
+        prs_gcra_config_init(&c.g);
+        c.g.rate = rate * share;
+        c.g.burst = share_of(burst, share);
+        algo = &prs_algo_gcra;
+        break;
+    case PRS_REDIS_TOKEN_BUCKET:
+        prs_token_bucket_config_init(&c.t);
+        c.t.capacity = (double)share_of(burst, share);
+        c.t.refill_rate = rate * share;
+        algo = &prs_algo_token_bucket;
+        break;
+    case PRS_REDIS_FIXED_WINDOW:
+        prs_fixed_window_config_init(&c.f);
+        c.f.limit = share_of(cfg->limit, share);
+        c.f.window_ns = cfg->window_ns;
+        algo = &prs_algo_fixed_window;
+        break;
+    case PRS_REDIS_SLIDING_WINDOW_COUNTER:
+        prs_sliding_counter_config_init(&c.c);
+        c.c.limit = share_of(cfg->limit, share);
+        c.c.window_ns = cfg->window_ns;
+        algo = &prs_algo_sliding_counter;
+        break;
+    default:
+        prs_sliding_log_config_init(&c.s);
+        c.s.limit = share_of(cfg->limit, share);
+        c.s.window_ns = cfg->window_ns;
+        algo = &prs_algo_sliding_log;
+        break;
+    }
+    _Alignas(max_align_t) unsigned char params[PRS_ALGO_MAX_CONFIG * 2];
+    if (algo->params_size > sizeof params) return PRS_ENOMEM;
+    int rc = algo->params_from_config(&c, params);
+    if (rc) return rc; /* cannot happen: the shares of a valid config are valid */
+    prs_keyed_config kc;
+    prs_keyed_config_init(&kc);
+    kc.algo = algo;
+    kc.params = params;
+    kc.max_keys = cfg->local_max_keys;
+    kc.allocator = &l->alloc;
+    rc = prs_keyed_new(&kc, &l->own);
+    if (rc) return rc;
+    if (pthread_mutex_init(&l->fmu, NULL)) {
+        prs_keyed_free(l->own);
+        l->own = NULL;
+        return PRS_ENOMEM;
+    }
+    l->fb.decide = own_decide;
+    l->fb.lock = own_lock;
+    l->fb.unlock = own_unlock;
+    l->fb.ctx = l;
     return PRS_OK;
 }
 
@@ -158,6 +331,8 @@ static uint64_t random_u64(void) {
     return x;
 }
 
+static void limiter_free(prs_redis_limiter *l);
+
 int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *cfg, prs_redis_limiter **out) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
@@ -171,19 +346,23 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
     const char *p = cfg->key_prefix ? cfg->key_prefix : "";
     l->prefix_len = strlen(p);
     l->prefix = prs__malloc(a, l->prefix_len + 1);
-    if (!l->prefix) { prs__free(a, l); return PRS_ENOMEM; }
+    if (!l->prefix) { limiter_free(l); return PRS_ENOMEM; }
     memcpy(l->prefix, p, l->prefix_len + 1);
     l->b = b;
     l->algorithm = cfg->algorithm;
     l->nkeys = 1;
+    double rate;
+    int64_t burst;
+    sizing(cfg, &rate, &burst);
+    /* The scripts' two parameters: what each algorithm's script reads. */
     if (cfg->algorithm == PRS_REDIS_GCRA) {
-        l->limit = cfg->burst;
-        snprintf(l->p1, sizeof l->p1, "%.17g", 1e6 / cfg->rate);
-        snprintf(l->p2, sizeof l->p2, "%lld", (long long)cfg->burst);
+        l->limit = burst;
+        snprintf(l->p1, sizeof l->p1, "%.17g", 1e6 / rate);
+        snprintf(l->p2, sizeof l->p2, "%lld", (long long)burst);
     } else if (cfg->algorithm == PRS_REDIS_TOKEN_BUCKET) {
-        l->limit = cfg->burst;
-        snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->burst);
-        snprintf(l->p2, sizeof l->p2, "%.17g", cfg->rate / 1e6);
+        l->limit = burst;
+        snprintf(l->p1, sizeof l->p1, "%lld", (long long)burst);
+        snprintf(l->p2, sizeof l->p2, "%.17g", rate / 1e6);
     } else {
         l->limit = cfg->limit;
         snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->limit);
@@ -194,22 +373,32 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
     l->lease_batch = cfg->lease_batch;
     l->lease_max_hold_ns = cfg->lease_max_hold_ns;
     l->lease_max_keys = cfg->lease_max_keys;
+    prs_redis__fork_init();
+    atomic_init(&l->gen, prs_redis__fork_gen());
+    atomic_init(&l->resetting, 0);
     if (l->lease_batch > 0) {
         size_t nb = 16;
         while (nb < (size_t)l->lease_max_keys) nb <<= 1;
         l->buckets = prs__calloc(a, nb, sizeof *l->buckets);
-        if (!l->buckets || pthread_mutex_init(&l->lmu, NULL)) {
+        if (!l->buckets) { limiter_free(l); return PRS_ENOMEM; }
+        if (pthread_mutex_init(&l->lmu, NULL)) {
             prs__free(a, l->buckets);
-            prs__free(a, l->prefix);
-            prs__free(a, l);
+            l->buckets = NULL;
+            limiter_free(l);
             return PRS_ENOMEM;
         }
         l->nbuckets = nb;
         l->k0 = random_u64();
         l->k1 = random_u64();
-        prs_redis__fork_init();
-        atomic_init(&l->gen, prs_redis__fork_gen());
-        atomic_init(&l->resetting, 0);
+    }
+    l->policy = cfg->on_backend_error;
+    if (l->policy == PRS_REDIS_LOCAL) {
+        if (cfg->fallback) {
+            l->fb = *cfg->fallback;
+        } else if ((rc = own_fallback_new(l, cfg))) {
+            limiter_free(l);
+            return rc;
+        }
     }
     *out = l;
     return PRS_OK;
@@ -224,16 +413,23 @@ static void drop_all_leases(prs_redis_limiter *l) {
     l->nleases = 0;
 }
 
-void prs_redis_limiter_free(prs_redis_limiter *l) {
-    if (!l) return;
+static void limiter_free(prs_redis_limiter *l) {
     prs_allocator a = l->alloc;
     if (l->buckets) {
         drop_all_leases(l);
         pthread_mutex_destroy(&l->lmu);
         prs__free(&a, l->buckets);
     }
+    if (l->own) {
+        prs_keyed_free(l->own);
+        pthread_mutex_destroy(&l->fmu);
+    }
     prs__free(&a, l->prefix);
     prs__free(&a, l);
+}
+
+void prs_redis_limiter_free(prs_redis_limiter *l) {
+    if (l) limiter_free(l);
 }
 
 /* ---- keys ------------------------------------------------------------------ */
@@ -337,6 +533,20 @@ int prs_redis_key_slot(const void *key, size_t len) {
     size_t off, tl;
     if (own_tag(key, len, &off, &tl)) return crc16((const unsigned char *)key + off, tl) & 16383;
     return crc16(key, len) & 16383;
+}
+
+int prs_redis_group_slot(size_t count, const prs_redis_member *m) {
+    int slot = -1;
+    for (size_t i = 0; i < count; i++) {
+        if (!m || !m[i].limiter || (!m[i].key && m[i].keylen)) return -1;
+        keyset ks;
+        if (keyset_make(m[i].limiter, m[i].key ? m[i].key : "", m[i].keylen, &ks)) return -1;
+        int s = prs_redis_key_slot(ks.k[0], ks.len[0]);
+        keyset_free(m[i].limiter, &ks);
+        if (slot >= 0 && s != slot) return -1;
+        slot = s;
+    }
+    return slot;
 }
 
 /* ---- calls ------------------------------------------------------------------ */
@@ -453,20 +663,21 @@ static int run_one(prs_redis_limiter *l, const void *key, size_t keylen, char mo
 
 /* ---- leases ------------------------------------------------------------------ */
 
-static void leases_after_fork(prs_redis_limiter *l) {
-    uint64_t g = prs_redis__fork_gen();
-    if (atomic_load_explicit(&l->gen, memory_order_acquire) == g) return;
-    int expected = 0;
-    if (atomic_compare_exchange_strong(&l->resetting, &expected, 1)) {
-        if (atomic_load(&l->gen) != g) {
-            pthread_mutex_init(&l->lmu, NULL);
-            drop_all_leases(l); /* the parent keeps spending these; we must not */
-            atomic_store_explicit(&l->gen, g, memory_order_release);
-        }
-        atomic_store(&l->resetting, 0);
-    } else {
-        while (atomic_load(&l->resetting)) sched_yield();
+/* In a forked child: re-make the locks (another thread of the parent may
+ * have held one) and drop the inherited leases (the parent keeps spending
+ * those; we must not). The fallback's in-process states are kept: they are
+ * this process's own, like any in-process limiter's. */
+static void limiter_reinit(void *ctx) {
+    prs_redis_limiter *l = ctx;
+    if (l->buckets) {
+        pthread_mutex_init(&l->lmu, NULL);
+        drop_all_leases(l);
     }
+    if (l->own) pthread_mutex_init(&l->fmu, NULL);
+}
+
+static void locks_after_fork(prs_redis_limiter *l) {
+    prs_redis__after_fork(&l->gen, &l->resetting, limiter_reinit, l);
 }
 
 static lease *lease_find(prs_redis_limiter *l, uint64_t h, const void *key, size_t n, lease ***slot) {
@@ -534,7 +745,7 @@ static int64_t lease_add(prs_redis_limiter *l, uint64_t h, const void *key, size
 /* local_only: return PRS_EAGAIN instead of making a round trip. */
 static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d,
                        int local_only) {
-    leases_after_fork(l);
+    locks_after_fork(l);
     int64_t now = prs_monotonic_ns();
     uint64_t h = prs_redis__siphash(key, keylen, l->k0, l->k1);
     int64_t give = 0;
@@ -595,9 +806,8 @@ static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int
     return PRS_OK;
 }
 
-int prs_redis_limiter_release_leases(prs_redis_limiter *l) {
-    if (!l || !l->buckets) return PRS_OK;
-    leases_after_fork(l);
+static int release_leases(prs_redis_limiter *l) {
+    locks_after_fork(l);
     /* Detach every lease with permits left, then give them back pipelined. */
     pthread_mutex_lock(&l->lmu);
     lease *list = NULL;
@@ -640,12 +850,67 @@ int prs_redis_limiter_release_leases(prs_redis_limiter *l) {
     return rc;
 }
 
+/* ---- failure policies ----------------------------------------------------- */
+
+/* Failures that no policy turns into a decision. */
+static int policy_exempt(int rc) {
+    return rc == PRS_ENOMEM || rc == PRS_EINVAL || rc == PRS_EBACKENDCLOSED;
+}
+
+/* ALLOW and DENY (no I/O, nothing consumed): ALLOW admits any n the limit
+ * could ever admit, DENY denies with a retry after PRS_REDIS_DENY_RETRY_NS;
+ * an n above the limit is never admitted. */
+static void static_decision(const prs_redis_limiter *l, int64_t n, prs_decision *d) {
+    d->allowed = l->policy == PRS_REDIS_ALLOW && n <= l->limit;
+    d->limit = l->limit;
+    d->remaining = 0;
+    d->retry_after_ns = d->allowed ? 0 : (n > l->limit ? PRS_NEVER : PRS_REDIS_DENY_RETRY_NS);
+    d->reset_after_ns = 0;
+}
+
+static void fb_lock(prs_redis_limiter *l) {
+    locks_after_fork(l);
+    if (l->fb.lock) l->fb.lock(l->fb.ctx);
+}
+static void fb_unlock(prs_redis_limiter *l) {
+    if (l->fb.unlock) l->fb.unlock(l->fb.ctx);
+}
+
+/* What the limiter's policy makes of rc for (key, n): PRS_OK with *d, or a
+ * status. consume: 1 check, 0 peek. */
+static int apply_policy(prs_redis_limiter *l, int rc, const void *key, size_t keylen, int64_t n, int consume,
+                        prs_decision *d) {
+    if (rc == PRS_OK || policy_exempt(rc)) return rc;
+    switch (l->policy) {
+    case PRS_REDIS_ALLOW:
+    case PRS_REDIS_DENY:
+        static_decision(l, n, d);
+        return PRS_OK;
+    case PRS_REDIS_LOCAL:
+        fb_lock(l);
+        rc = l->fb.decide(l->fb.ctx, key, keylen, n, consume, d);
+        fb_unlock(l);
+        return rc;
+    default:
+        return rc;
+    }
+}
+
 /* ---- the public calls -------------------------------------------------------- */
+
+int prs_redis_limiter_release_leases(prs_redis_limiter *l) {
+    if (!l || !l->buckets) return PRS_OK;
+    int rc = release_leases(l);
+    return l->policy == PRS_REDIS_RAISE ? rc : PRS_OK;
+}
 
 int prs_redis_limiter_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d) {
     if (!l || !d || (!key && keylen) || n < 1) return PRS_EINVAL;
-    if (l->lease_batch > 0 && n <= l->limit) return lease_check(l, key ? key : "", keylen, n, d, 0);
-    return run_one(l, key ? key : "", keylen, 'c', n, 0, 0, -1, d, NULL);
+    if (!key) key = "";
+    int rc;
+    if (l->lease_batch > 0 && n <= l->limit) rc = lease_check(l, key, keylen, n, d, 0);
+    else rc = run_one(l, key, keylen, 'c', n, 0, 0, -1, d, NULL);
+    return apply_policy(l, rc, key, keylen, n, 1, d);
 }
 
 int prs_redis_limiter_check_local(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n,
@@ -657,20 +922,24 @@ int prs_redis_limiter_check_local(prs_redis_limiter *l, const void *key, size_t 
 
 int prs_redis_limiter_peek(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d) {
     if (!l || !d || (!key && keylen) || n < 1) return PRS_EINVAL;
-    return run_one(l, key ? key : "", keylen, 'p', n, 0, 0, -1, d, NULL);
+    if (!key) key = "";
+    int rc = run_one(l, key, keylen, 'p', n, 0, 0, -1, d, NULL);
+    return apply_policy(l, rc, key, keylen, n, 0, d);
 }
 
 int prs_redis_limiter_check_at(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, int64_t now_us,
                                prs_decision *d) {
     if (!l || !d || (!key && keylen) || n < 1 || now_us < 0) return PRS_EINVAL;
-    return run_one(l, key ? key : "", keylen, 'c', n, 0, 0, now_us, d, NULL);
+    if (!key) key = "";
+    int rc = run_one(l, key, keylen, 'c', n, 0, 0, now_us, d, NULL);
+    return apply_policy(l, rc, key, keylen, n, 1, d);
 }
 
 int prs_redis_limiter_reset(prs_redis_limiter *l, const void *key, size_t keylen) {
     if (!l || (!key && keylen)) return PRS_EINVAL;
     if (!key) key = "";
     if (l->buckets) {
-        leases_after_fork(l);
+        locks_after_fork(l);
         uint64_t h = prs_redis__siphash(key, keylen, l->k0, l->k1);
         pthread_mutex_lock(&l->lmu);
         lease **slot;
@@ -715,22 +984,26 @@ int prs_redis_limiter_check_many(prs_redis_limiter *l, size_t count, const prs_r
     if (rc == PRS_OK) rc = prs_redis__roundtrip(l->b, count, cmds, replies);
     int first = PRS_OK;
     for (size_t i = 0; i < count; i++) {
-        if (rc) { status[i] = rc; continue; }
-        status[i] = parse_decision(replies[i], &d[i], NULL);
+        if (rc) {
+            status[i] = rc;
+        } else {
+            status[i] = parse_decision(replies[i], &d[i], NULL);
+            freeReplyObject(replies[i]);
+        }
+        status[i] = apply_policy(l, status[i], reqs[i].key ? reqs[i].key : "", reqs[i].keylen, reqs[i].n, 1, &d[i]);
         if (status[i] && first == PRS_OK) first = status[i];
-        freeReplyObject(replies[i]);
     }
     for (size_t i = 0; calls && i < made; i++) keyset_free(l, &calls[i].ks);
     prs__free(&l->alloc, calls);
     prs__free(&l->alloc, cmds);
     prs__free(&l->alloc, replies);
-    return rc ? rc : first;
+    return first;
 }
 
 /* ---- groups ------------------------------------------------------------------ */
 
-int prs_redis_group_check(size_t count, const prs_redis_member *m, int64_t now_us, prs_decision *d,
-                          int *denied_by) {
+static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, prs_decision *d,
+                     int *denied_by) {
     if (!count || !m || !d || !denied_by || count > 10000) return PRS_EINVAL;
     prs_redis_backend *b = m[0].limiter ? m[0].limiter->b : NULL;
     if (!b) return PRS_EINVAL;
@@ -814,4 +1087,119 @@ int prs_redis_group_check(size_t count, const prs_redis_member *m, int64_t now_u
     prs__free(a, ks);
     prs__free(a, nums);
     return rc;
+}
+
+/* Among two admitting decisions, is `a` the more restrictive? Less remaining;
+ * on a tie, the longer reset. */
+static int more_restrictive(const prs_decision *a, const prs_decision *b) {
+    return a->remaining < b->remaining || (a->remaining == b->remaining && a->reset_after_ns > b->reset_after_ns);
+}
+
+/* Do members i and j ask one fallback state (the same fallback, the same key)? */
+static int same_local(const prs_redis_member *i, const prs_redis_member *j) {
+    return i->limiter->fb.ctx == j->limiter->fb.ctx && i->limiter->fb.decide == j->limiter->fb.decide &&
+           i->keylen == j->keylen && (i->keylen == 0 || !memcmp(i->key, j->key, i->keylen));
+}
+
+/* The LOCAL members (idx[0..nlocal)) all or nothing: every distinct fallback
+ * locked in ascending ctx order (locks[] is scratch room for nlocal), each
+ * (fallback, key) peeked for the sum of what the group asks of it, then each
+ * member's n taken. Folds the admitting decisions into *best (*have), or
+ * sets *denied and *d to the first denial. */
+static int group_local(const prs_redis_member *m, const size_t *idx, size_t nlocal, prs_redis_limiter **locks,
+                       prs_decision *best, int *have, prs_decision *d, int *denied) {
+    size_t nlocks = 0;
+    for (size_t j = 0; j < nlocal; j++) {
+        prs_redis_limiter *l = m[idx[j]].limiter;
+        size_t at = 0;
+        while (at < nlocks && (uintptr_t)locks[at]->fb.ctx < (uintptr_t)l->fb.ctx) at++;
+        if (at < nlocks && locks[at]->fb.ctx == l->fb.ctx) continue;
+        memmove(&locks[at + 1], &locks[at], (nlocks - at) * sizeof *locks);
+        locks[at] = l;
+        nlocks++;
+    }
+    for (size_t j = 0; j < nlocks; j++) fb_lock(locks[j]);
+    int rc = PRS_OK;
+    *denied = -1;
+    for (size_t j = 0; j < nlocal && rc == PRS_OK && *denied < 0; j++) {
+        const prs_redis_member *mj = &m[idx[j]];
+        int first = 1;
+        int64_t total = 0;
+        for (size_t k = 0; k < nlocal && first; k++) {
+            if (!same_local(mj, &m[idx[k]])) continue;
+            if (k < j) first = 0;
+            else total = prs__sat_add(total, m[idx[k]].n);
+        }
+        if (!first) continue;
+        prs_decision pd;
+        rc = mj->limiter->fb.decide(mj->limiter->fb.ctx, mj->key ? mj->key : "", mj->keylen, total, 0, &pd);
+        if (rc == PRS_OK && !pd.allowed) {
+            *d = pd;
+            *denied = (int)idx[j];
+        }
+    }
+    for (size_t j = 0; j < nlocal && rc == PRS_OK && *denied < 0; j++) {
+        const prs_redis_member *mj = &m[idx[j]];
+        prs_decision md;
+        rc = mj->limiter->fb.decide(mj->limiter->fb.ctx, mj->key ? mj->key : "", mj->keylen, mj->n, 1, &md);
+        if (rc == PRS_OK && (!*have || more_restrictive(&md, best))) *best = md;
+        *have = 1;
+    }
+    for (size_t j = nlocks; j-- > 0;) fb_unlock(locks[j]);
+    return rc;
+}
+
+/* What the members' policies make of a failed group call (see prs_redis.h). */
+static int group_policy(size_t count, const prs_redis_member *m, int rc, prs_decision *d, int *denied_by) {
+    if (policy_exempt(rc)) return rc;
+    size_t nlocal = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (m[i].limiter->policy == PRS_REDIS_RAISE) return rc;
+        nlocal += m[i].limiter->policy == PRS_REDIS_LOCAL;
+    }
+    prs_decision best = {0}, denial = {0};
+    int have = 0, denied = -1;
+    for (size_t i = 0; i < count; i++) {
+        if (m[i].limiter->policy == PRS_REDIS_LOCAL) continue;
+        prs_decision md;
+        static_decision(m[i].limiter, m[i].n, &md);
+        if (!md.allowed) {
+            if (denied < 0 || md.retry_after_ns > denial.retry_after_ns) { denial = md; denied = (int)i; }
+        } else if (!have || more_restrictive(&md, &best)) {
+            best = md;
+            have = 1;
+        }
+    }
+    if (denied < 0 && nlocal) {
+        const prs_allocator *a = prs_redis__backend_alloc(m[0].limiter->b);
+        size_t *idx = prs__calloc(a, nlocal, sizeof *idx);
+        prs_redis_limiter **locks = prs__calloc(a, nlocal, sizeof *locks);
+        rc = idx && locks ? PRS_OK : PRS_ENOMEM;
+        if (rc == PRS_OK) {
+            size_t j = 0;
+            for (size_t i = 0; i < count; i++)
+                if (m[i].limiter->policy == PRS_REDIS_LOCAL) idx[j++] = i;
+            rc = group_local(m, idx, nlocal, locks, &best, &have, &denial, &denied);
+        }
+        prs__free(a, idx);
+        prs__free(a, locks);
+        if (rc) return rc;
+    }
+    if (denied >= 0) {
+        *d = denial;
+        d->allowed = 0;
+    } else {
+        *d = best;
+        d->allowed = 1;
+        d->retry_after_ns = 0;
+    }
+    *denied_by = denied;
+    return PRS_OK;
+}
+
+int prs_redis_group_check(size_t count, const prs_redis_member *m, int64_t now_us, prs_decision *d,
+                          int *denied_by) {
+    int rc = group_run(count, m, now_us, d, denied_by);
+    if (rc == PRS_OK || rc == PRS_EINVAL) return rc;
+    return group_policy(count, m, rc, d, denied_by);
 }

@@ -19,20 +19,40 @@ TEST(common_strerror_every_code) {
     count++;
     PRS_ERRNO_MAP(XX)
 #undef XX
-    ASSERT_EQ_I64(count, 18);
+    ASSERT_EQ_I64(count, 16);
     ASSERT_STREQ(prs_strerror(PRS_OK), "success");
     ASSERT_STREQ(prs_err_name(PRS_EINVAL), "PRS_EINVAL");
     ASSERT_STREQ(prs_err_name(PRS_ENEVER), "PRS_ENEVER");
+    ASSERT_STREQ(prs_err_name(PRS_EBACKENDCLOSED), "PRS_EBACKENDCLOSED");
 }
 
-TEST(common_status_codes_dense_and_distinct) {
-    /* The codes are 0, -1, ..., down to one above PRS__STATUS_MIN: each has a
-     * name of its own, and nothing in that range is "unknown". */
-    for (int s = 0; s > PRS__STATUS_MIN; s--) {
-        ASSERT(strcmp(prs_err_name(s), "PRS_UNKNOWN") != 0);
-        ASSERT(strcmp(prs_strerror(s), "unknown status") != 0);
-        for (int t = s - 1; t > PRS__STATUS_MIN; t--)
-            ASSERT(strcmp(prs_err_name(s), prs_err_name(t)) != 0);
+TEST(common_status_codes_stable_and_distinct) {
+    /* Numbers never move: the codes still in use keep theirs, and the ones
+     * that went out of use leave a hole that reads as unknown. */
+    ASSERT_EQ_I64(PRS_ENOTSUP, -10);
+    ASSERT_EQ_I64(PRS_EBACKEND, -11);
+    ASSERT_EQ_I64(PRS_ESTATE, -14);
+    ASSERT_EQ_I64(PRS_ECONN, -16);
+    ASSERT_EQ_I64(PRS_ENEVER, -17);
+    ASSERT_EQ_I64(PRS_EBACKENDCLOSED, -18);
+    const int retired[] = {-9, -13, -15};
+    for (size_t i = 0; i < sizeof retired / sizeof retired[0]; i++) {
+        ASSERT_STREQ(prs_err_name(retired[i]), "PRS_UNKNOWN");
+        ASSERT_STREQ(prs_strerror(retired[i]), "unknown status");
+    }
+    /* Every listed code is in (PRS__STATUS_MIN, 0] and has a name of its own. */
+    int codes[] = {
+#define XX(name, value, msg) value,
+        PRS_ERRNO_MAP(XX)
+#undef XX
+    };
+    size_t n = sizeof codes / sizeof codes[0];
+    for (size_t i = 0; i < n; i++) {
+        ASSERT(codes[i] <= 0 && codes[i] > PRS__STATUS_MIN);
+        for (size_t j = i + 1; j < n; j++) {
+            ASSERT(codes[i] != codes[j]);
+            ASSERT(strcmp(prs_err_name(codes[i]), prs_err_name(codes[j])) != 0);
+        }
     }
 }
 

@@ -228,8 +228,223 @@ TEST(redis_config_validate) {
     prs_redis_backend *b;
     bc.max_connections = 0; ASSERT_STATUS(prs_redis_backend_new(&bc, &b), PRS_EINVAL);
     bc.max_connections = 2; bc.timeout_ns = 0; ASSERT_STATUS(prs_redis_backend_new(&bc, &b), PRS_EINVAL);
-    bc.timeout_ns = 1; bc.url = "nope://"; ASSERT_STATUS(prs_redis_backend_new(&bc, &b), PRS_EINVAL);
+    bc.timeout_ns = PRS_NS_PER_MS; bc.url = "nope://"; ASSERT_STATUS(prs_redis_backend_new(&bc, &b), PRS_EINVAL);
     ASSERT(b == NULL);
+}
+
+/* A refusal names the config field and why (for a binding to word it). */
+TEST(redis_config_check_names_the_field) {
+    static const struct {
+        int algorithm, from_window;
+        double rate;
+        int64_t burst, limit, window_ns, lease_batch, lease_hold;
+        const char *prefix;
+        int policy;
+        double share;
+        int want;
+        const char *field, *reason;
+    } rows[] = {
+        {9, 0, 1, 1, 1, PRS_NS_PER_SEC, 0, 0, "p:", 0, 0, PRS_EINVAL, "algorithm", NULL},
+        {PRS_REDIS_GCRA, 0, 1, 0, 1, PRS_NS_PER_SEC, 0, 0, "p:", 0, 0, PRS_EINVAL, "burst", "must be >= 1"},
+        {PRS_REDIS_GCRA, 0, 1, INT64_C(1) << 51, 1, PRS_NS_PER_SEC, 0, 0, "p:", 0, 0, PRS_ERANGE, "burst", NULL},
+        {PRS_REDIS_GCRA, 0, -1, 1, 1, PRS_NS_PER_SEC, 0, 0, "p:", 0, 0, PRS_EINVAL, "rate", NULL},
+        {PRS_REDIS_GCRA, 0, 1e13, 1, 1, PRS_NS_PER_SEC, 0, 0, "p:", 0, 0, PRS_ERANGE, "rate", NULL},
+        /* sized by limit and window: the window's own checks, then the derived rate */
+        {PRS_REDIS_GCRA, 1, 0, 0, 5, 10, 0, 0, "p:", 0, 0, PRS_EINVAL, "window_ns", "must be >= 1 microsecond"},
+        {PRS_REDIS_TOKEN_BUCKET, 1, 0, 0, 0, PRS_NS_PER_SEC, 0, 0, "p:", 0, 0, PRS_EINVAL, "limit", NULL},
+        {PRS_REDIS_GCRA, 1, 0, 0, INT64_C(1) << 40, PRS_NS_PER_US, 0, 0, "p:", 0, 0, PRS_ERANGE, "rate", NULL},
+        {PRS_REDIS_GCRA, 0, 1, 4, 1, PRS_NS_PER_SEC, 5, PRS_NS_PER_SEC, "p:", 0, 0, PRS_EINVAL, "lease_batch", NULL},
+        {PRS_REDIS_GCRA, 0, 1, 4, 1, PRS_NS_PER_SEC, 2, 7200 * PRS_NS_PER_SEC, "p:", 0, 0, PRS_ERANGE,
+         "lease_max_hold_ns", NULL},
+        {PRS_REDIS_FIXED_WINDOW, 0, 1, 1, 5, PRS_NS_PER_SEC, 1, PRS_NS_PER_SEC, "p:", 0, 0, PRS_EINVAL, "lease_batch", NULL},
+        {PRS_REDIS_SLIDING_WINDOW_LOG, 0, 1, 1, 1000001, PRS_NS_PER_SEC, 0, 0, "p:", 0, 0, PRS_ERANGE, "limit", NULL},
+        {PRS_REDIS_GCRA, 0, 1, 1, 1, PRS_NS_PER_SEC, 0, 0, "a}", 0, 0, PRS_EINVAL, "key_prefix", NULL},
+        {PRS_REDIS_GCRA, 0, 1, 1, 1, PRS_NS_PER_SEC, 0, 0, "p:", 7, 0, PRS_EINVAL, "on_backend_error", NULL},
+        {PRS_REDIS_GCRA, 0, 1, 1, 1, PRS_NS_PER_SEC, 0, 0, "p:", PRS_REDIS_DENY, 0.5, PRS_EINVAL, "local_share", NULL},
+        {PRS_REDIS_GCRA, 0, 1, 1, 1, PRS_NS_PER_SEC, 0, 0, "p:", PRS_REDIS_LOCAL, 1.5, PRS_EINVAL, "local_share", NULL},
+        {PRS_REDIS_GCRA, 1, 0, 0, 60, 60 * PRS_NS_PER_SEC, 0, 0, "p:", PRS_REDIS_LOCAL, 0.5, PRS_OK, NULL, NULL},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        prs_redis_limiter_config c;
+        prs_redis_limiter_config_init(&c);
+        c.algorithm = rows[i].algorithm;
+        c.from_window = rows[i].from_window;
+        c.rate = rows[i].rate;
+        c.burst = rows[i].burst;
+        c.limit = rows[i].limit;
+        c.window_ns = rows[i].window_ns;
+        c.lease_batch = rows[i].lease_batch;
+        c.lease_max_hold_ns = rows[i].lease_hold;
+        c.key_prefix = rows[i].prefix;
+        c.on_backend_error = rows[i].policy;
+        c.local_share = rows[i].share;
+        prs_config_error why = {NULL, NULL};
+        int rc = prs_redis_limiter_config_check(&c, &why);
+        if (rc != rows[i].want) PRS__FAIL("row %zu: %s, expected %s", i, prs_err_name(rc), prs_err_name(rows[i].want));
+        if (rows[i].field) {
+            ASSERT(why.field != NULL && why.reason != NULL);
+            if (strcmp(why.field, rows[i].field)) PRS__FAIL("row %zu: field %s, expected %s", i, why.field, rows[i].field);
+            if (rows[i].reason) ASSERT_STREQ(why.reason, rows[i].reason);
+            /* the old entry point agrees, with "field reason" as its message */
+            ASSERT_STATUS(prs_redis_limiter_config_validate(&c), rows[i].want);
+            ASSERT(strncmp(prs_redis_last_error(), rows[i].field, strlen(rows[i].field)) == 0);
+        }
+    }
+    prs_redis_config bc;
+    prs_redis_config_init(&bc);
+    prs_config_error why = {NULL, NULL};
+    ASSERT_OK(prs_redis_config_check(&bc, &why));
+    bc.timeout_ns = 999;
+    ASSERT_STATUS(prs_redis_config_check(&bc, &why), PRS_EINVAL);
+    ASSERT_STREQ(why.field, "timeout_ns");
+    bc.timeout_ns = PRS_NS_PER_SEC;
+    bc.connect_timeout_ns = 3601 * PRS_NS_PER_SEC;
+    ASSERT_STATUS(prs_redis_config_check(&bc, &why), PRS_ERANGE);
+    ASSERT_STREQ(why.field, "connect_timeout_ns");
+    bc.connect_timeout_ns = PRS_NS_PER_SEC;
+    bc.max_connections = 1025;
+    ASSERT_STATUS(prs_redis_config_check(&bc, &why), PRS_EINVAL);
+    ASSERT_STREQ(why.field, "max_connections");
+    ASSERT_STREQ(prs_redis_policy_name(PRS_REDIS_LOCAL), "local");
+    ASSERT_EQ(prs_redis_policy_from_name("deny"), PRS_REDIS_DENY);
+    ASSERT_EQ(prs_redis_policy_from_name("ignore"), -1);
+    ASSERT(prs_redis_policy_name(4) == NULL);
+}
+
+/* ---- failure policies, on a backend nothing listens to ------------------- */
+
+static prs_redis_limiter *policy_limiter(prs_redis_backend *b, int algo, int policy, int64_t size, double share,
+                                         const prs_redis_fallback *fb) {
+    prs_redis_limiter_config cfg;
+    prs_redis_limiter_config_init(&cfg);
+    cfg.algorithm = algo;
+    if (algo == PRS_REDIS_GCRA || algo == PRS_REDIS_TOKEN_BUCKET) {
+        cfg.rate = 0.001;
+        cfg.burst = size;
+    } else {
+        cfg.limit = size;
+        cfg.window_ns = 3600 * PRS_NS_PER_SEC;
+    }
+    cfg.on_backend_error = policy;
+    cfg.local_share = share;
+    cfg.fallback = fb;
+    prs_redis_limiter *l;
+    ASSERT_OK(prs_redis_limiter_new(b, &cfg, &l));
+    return l;
+}
+
+TEST(redis_policies_decide_when_redis_fails) {
+    prs_redis_backend *b = backend_for("redis://127.0.0.1:1", 50); /* connection refused */
+    prs_decision d;
+    prs_redis_limiter *raise = policy_limiter(b, PRS_REDIS_GCRA, PRS_REDIS_RAISE, 3, 0, NULL);
+    int rc = prs_redis_limiter_check(raise, "k", 1, 1, &d);
+    ASSERT(rc == PRS_ECONN || rc == PRS_EBACKEND);
+    prs_redis_limiter *allow = policy_limiter(b, PRS_REDIS_GCRA, PRS_REDIS_ALLOW, 3, 0, NULL);
+    ASSERT_OK(prs_redis_limiter_check(allow, "k", 1, 3, &d));
+    ASSERT(d.allowed && d.limit == 3 && d.retry_after_ns == 0);
+    ASSERT_OK(prs_redis_limiter_peek(allow, "k", 1, 4, &d));
+    ASSERT(!d.allowed && d.retry_after_ns == PRS_NEVER); /* above the limit: never */
+    prs_redis_limiter *deny = policy_limiter(b, PRS_REDIS_FIXED_WINDOW, PRS_REDIS_DENY, 3, 0, NULL);
+    ASSERT_OK(prs_redis_limiter_check(deny, "k", 1, 1, &d));
+    ASSERT(!d.allowed && d.retry_after_ns == PRS_REDIS_DENY_RETRY_NS);
+    /* local, built in: the same algorithm with local_share of the limit, per key */
+    prs_redis_limiter *local = policy_limiter(b, PRS_REDIS_SLIDING_WINDOW_LOG, PRS_REDIS_LOCAL, 8, 0.5, NULL);
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(prs_redis_limiter_check(local, "k", 1, 1, &d));
+        ASSERT(d.allowed);
+    }
+    ASSERT_OK(prs_redis_limiter_check(local, "k", 1, 1, &d));
+    ASSERT(!d.allowed && d.limit == 4);
+    ASSERT_OK(prs_redis_limiter_peek(local, "j", 1, 4, &d)); /* another key: its own limiter */
+    ASSERT(d.allowed);
+    /* check_many: the policy per request */
+    prs_redis_request reqs[2] = {{"x", 1, 1}, {"y", 1, 9}};
+    prs_decision ds[2];
+    int st[2];
+    ASSERT_OK(prs_redis_limiter_check_many(allow, 2, reqs, ds, st));
+    ASSERT(st[0] == PRS_OK && ds[0].allowed && st[1] == PRS_OK && !ds[1].allowed);
+    ASSERT_NE_I64(prs_redis_limiter_check_many(raise, 2, reqs, ds, st), PRS_OK);
+    /* closed on purpose: no policy turns that into a decision */
+    prs_redis_backend_close(b);
+    ASSERT_STATUS(prs_redis_limiter_check(allow, "k", 1, 1, &d), PRS_EBACKENDCLOSED);
+    ASSERT_STATUS(prs_redis_limiter_check(local, "k", 1, 1, &d), PRS_EBACKENDCLOSED);
+    prs_redis_limiter_free(raise);
+    prs_redis_limiter_free(allow);
+    prs_redis_limiter_free(deny);
+    prs_redis_limiter_free(local);
+    prs_redis_backend_free(b);
+}
+
+/* A C user's own fallback: a counter of permits shared by every key. */
+typedef struct counter_fb {
+    int64_t left, limit;
+    int calls, locks;
+} counter_fb;
+
+static int counter_decide(void *ctx, const void *key, size_t keylen, int64_t n, int consume, prs_decision *d) {
+    counter_fb *c = ctx;
+    c->calls++;
+    d->allowed = n <= c->left;
+    if (d->allowed && consume) c->left -= n;
+    d->limit = c->limit;
+    d->remaining = d->allowed ? c->left - (consume ? 0 : n) : c->left;
+    d->retry_after_ns = d->allowed ? 0 : PRS_NS_PER_SEC;
+    d->reset_after_ns = 0;
+    return PRS_OK;
+}
+static void counter_lock(void *ctx) { ((counter_fb *)ctx)->locks++; }
+static void counter_unlock(void *ctx) { ((counter_fb *)ctx)->locks--; }
+
+TEST(redis_group_policies_strictest_wins) {
+    prs_redis_backend *b = backend_for("redis://127.0.0.1:1", 50);
+    counter_fb c = {3, 3, 0, 0};
+    prs_redis_fallback fb = {counter_decide, counter_lock, counter_unlock, &c};
+    prs_redis_limiter *raise = policy_limiter(b, PRS_REDIS_GCRA, PRS_REDIS_RAISE, 5, 0, NULL);
+    prs_redis_limiter *deny = policy_limiter(b, PRS_REDIS_GCRA, PRS_REDIS_DENY, 5, 0, NULL);
+    prs_redis_limiter *allow = policy_limiter(b, PRS_REDIS_TOKEN_BUCKET, PRS_REDIS_ALLOW, 5, 0, NULL);
+    prs_redis_limiter *mine = policy_limiter(b, PRS_REDIS_GCRA, PRS_REDIS_LOCAL, 5, 0, &fb);
+    prs_redis_limiter *own = policy_limiter(b, PRS_REDIS_GCRA, PRS_REDIS_LOCAL, 2, 0, NULL);
+    prs_decision d;
+    int by;
+    /* raise anywhere: the failure */
+    prs_redis_member m1[] = {{mine, "a", 1, 1}, {raise, "b", 1, 1}};
+    int rc = prs_redis_group_check(2, m1, -1, &d, &by);
+    ASSERT(rc == PRS_ECONN || rc == PRS_EBACKEND);
+    ASSERT_EQ(c.calls, 0);
+    /* deny over local: the local fallbacks are not asked */
+    prs_redis_member m2[] = {{mine, "a", 1, 1}, {deny, "b", 1, 1}};
+    ASSERT_OK(prs_redis_group_check(2, m2, -1, &d, &by));
+    ASSERT(!d.allowed && by == 1 && d.retry_after_ns == PRS_REDIS_DENY_RETRY_NS);
+    ASSERT_EQ(c.calls, 0);
+    /* an allow member whose n exceeds its limit denies forever */
+    prs_redis_member m3[] = {{mine, "a", 1, 1}, {allow, "b", 1, 6}};
+    ASSERT_OK(prs_redis_group_check(2, m3, -1, &d, &by));
+    ASSERT(!d.allowed && by == 1 && d.retry_after_ns == PRS_NEVER);
+    /* local members all or nothing, the same fallback and key asked for the sum */
+    prs_redis_member m4[] = {{allow, "z", 1, 1}, {mine, "a", 1, 2}, {own, "o", 1, 1}, {mine, "a", 1, 1}};
+    ASSERT_OK(prs_redis_group_check(4, m4, -1, &d, &by));
+    ASSERT(d.allowed && by == -1);
+    ASSERT_EQ(c.left, 0);
+    ASSERT_EQ(c.locks, 0); /* every lock given back */
+    ASSERT_OK(prs_redis_group_check(4, m4, -1, &d, &by));
+    ASSERT(!d.allowed && by == 1); /* the first member of the fallback that cannot hold its demand */
+    c.left = 3;
+    prs_redis_member m5[] = {{mine, "a", 1, 1}, {own, "o", 1, 2}};
+    ASSERT_OK(prs_redis_group_check(2, m5, -1, &d, &by));
+    ASSERT(!d.allowed && by == 1); /* own has 1 left (2 - 1 taken above) */
+    ASSERT_EQ(c.left, 3);          /* nothing taken from the other member */
+    ASSERT_EQ(c.locks, 0);
+    /* one Cluster slot for the whole group only when the keys share a hash tag */
+    prs_redis_member same[] = {{mine, "{t}a", 4, 1}, {own, "{t}b", 4, 1}};
+    prs_redis_member spread[] = {{mine, "a", 1, 1}, {own, "b", 1, 1}};
+    ASSERT_EQ(prs_redis_group_slot(2, same), prs_redis_key_slot("t", 1));
+    ASSERT_EQ(prs_redis_group_slot(2, spread), -1);
+    prs_redis_limiter_free(raise);
+    prs_redis_limiter_free(deny);
+    prs_redis_limiter_free(allow);
+    prs_redis_limiter_free(mine);
+    prs_redis_limiter_free(own);
+    prs_redis_backend_free(b);
 }
 
 static int make_backend(const prs_allocator *a, void **obj) {
@@ -252,11 +467,22 @@ static int make_limiter(const prs_allocator *a, void **obj) {
     return prs_redis_limiter_new(alloc_test_backend, &cfg, (prs_redis_limiter **)obj);
 }
 static void free_limiter(void *o) { prs_redis_limiter_free(o); }
+static int make_local_limiter(const prs_allocator *a, void **obj) {
+    prs_redis_limiter_config cfg;
+    prs_redis_limiter_config_init(&cfg);
+    cfg.algorithm = PRS_REDIS_SLIDING_WINDOW_LOG;
+    cfg.limit = 40;
+    cfg.on_backend_error = PRS_REDIS_LOCAL;
+    cfg.local_share = 0.5;
+    cfg.allocator = a;
+    return prs_redis_limiter_new(alloc_test_backend, &cfg, (prs_redis_limiter **)obj);
+}
 
 TEST(redis_alloc_failures) {
     prs_test_alloc_failures(make_backend, free_backend);
     alloc_test_backend = backend_for("redis://127.0.0.1:1", 50);
     prs_test_alloc_failures(make_limiter, free_limiter);
+    prs_test_alloc_failures(make_local_limiter, free_limiter);
     prs_redis_backend_free(alloc_test_backend);
 }
 
@@ -286,7 +512,7 @@ TEST(redis_ping_tcp_unix_db) {
     ASSERT_STATUS(prs_redis_ping(w), PRS_EBACKEND);
     ASSERT(strstr(prs_redis_last_error(), "AUTH") != NULL);
     prs_redis_backend_close(b);
-    ASSERT_STATUS(prs_redis_ping(b), PRS_ECLOSED);
+    ASSERT_STATUS(prs_redis_ping(b), PRS_EBACKENDCLOSED);
     prs_redis_backend_free(w);
     prs_redis_backend_free(b);
     prs_redis_backend_free(u);
