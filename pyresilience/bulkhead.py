@@ -102,7 +102,9 @@ class Bulkhead(_core.Bulkhead):
     """
 
     def __init__(self, name: str, max_concurrent: int, max_wait_seconds: float = 30.0) -> None:
-        super().__init__(name, max_concurrent, max_wait_seconds)
+        # The C type was built from these arguments (tp_new); only the
+        # Python-side state is made here.
+        super().__init__()
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._executor_lock = threading.Lock()
         _live.add(self)
@@ -261,11 +263,8 @@ class Bulkhead(_core.Bulkhead):
     def __repr__(self) -> str:
         """``Bulkhead(name=..., max_concurrent=..., max_wait_seconds=...)``: the
         configuration; the counters are in :attr:`metrics`."""
-        try:
-            return (f"{type(self).__name__}(name={self.name!r}, max_concurrent={self.max_concurrent!r}, "
-                    f"max_wait_seconds={self.max_wait_seconds!r})")
-        except RuntimeError:
-            return f"<{type(self).__name__} (not initialised)>"
+        return (f"{type(self).__name__}(name={self.name!r}, max_concurrent={self.max_concurrent!r}, "
+                f"max_wait_seconds={self.max_wait_seconds!r})")
 
 
 def _after_fork_in_child() -> None:

@@ -106,6 +106,16 @@ def _wake(fut: Any) -> None:
 
 Strategy = Union[BackpressureStrategy, str]
 Hook = Optional[Callable[[], Any]]
+Q = TypeVar("Q", bound="_RingQueueMixin")
+
+
+def _new(cls: "type[Q]", max_size: Any, strategy: Any, block_timeout: Any, high_watermark: Any,
+         low_watermark: Any, on_high_watermark: Any, on_low_watermark: Any, maxsize: Any) -> Q:
+    """A queue of `cls`, made (and checked) by the C type; followed by the at-fork hook."""
+    q = _core.RingQueue.__new__(cls, _size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
+                                low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
+    _live.add(q)
+    return q
 
 
 # Every live queue, for the at-fork hook at the end of this module.
@@ -114,6 +124,10 @@ _live: "weakref.WeakSet[_RingQueueMixin]" = weakref.WeakSet()
 
 class _RingQueueMixin(_core.RingQueue):
     """What both queues share: metrics, strategy, async put/get, iteration."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The queue was built from these arguments by ``__new__``: a subclass
+        that takes other arguments overrides ``__new__``."""
 
     @property
     def strategy(self) -> BackpressureStrategy:
@@ -234,13 +248,12 @@ class BackpressureQueue(_RingQueueMixin, Generic[T]):
     if not TYPE_CHECKING:
         __class_getitem__ = classmethod(types.GenericAlias)
 
-    def __init__(self, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
-                 block_timeout: Optional[float] = 30.0, high_watermark: Optional[float] = None,
-                 low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
-                 on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> None:
-        super().__init__(_size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
-                         low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
-        _live.add(self)
+    def __new__(cls, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
+                block_timeout: Optional[float] = 30.0, high_watermark: Optional[float] = None,
+                low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
+                on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> "BackpressureQueue[T]":
+        return _new(cls, max_size, strategy, block_timeout, high_watermark, low_watermark,
+                    on_high_watermark, on_low_watermark, maxsize)
 
     if TYPE_CHECKING:
         def put_nowait(self, item: T, /) -> bool: ...
@@ -309,13 +322,12 @@ class BoundedQueue(_RingQueueMixin, Generic[T]):
     if not TYPE_CHECKING:
         __class_getitem__ = classmethod(types.GenericAlias)
 
-    def __init__(self, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
-                 block_timeout: Optional[float] = None, high_watermark: Optional[float] = None,
-                 low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
-                 on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> None:
-        super().__init__(_size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
-                         low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
-        _live.add(self)
+    def __new__(cls, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
+                block_timeout: Optional[float] = None, high_watermark: Optional[float] = None,
+                low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
+                on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> "BoundedQueue[T]":
+        return _new(cls, max_size, strategy, block_timeout, high_watermark, low_watermark,
+                    on_high_watermark, on_low_watermark, maxsize)
 
     if TYPE_CHECKING:
         def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> bool: ...

@@ -619,7 +619,13 @@ def test_repr_is_the_configuration():
     class Mine(Bulkhead):
         pass
     assert repr(Mine("m", 1, 0)) == "Mine(name='m', max_concurrent=1, max_wait_seconds=0.0)"
-    assert "not initialised" in repr(Bulkhead.__new__(Bulkhead))
+    # Built when made (tp_new): no half-made object exists to repr.
+    made = Bulkhead.__new__(Bulkhead, "n", 2)
+    assert repr(made) == "Bulkhead(name='n', max_concurrent=2, max_wait_seconds=30.0)"
+    made.acquire()
+    assert made.active_count == 1
+    with pytest.raises(TypeError):
+        Bulkhead.__new__(Bulkhead)
 
 
 def test_metrics_are_a_frozen_public_snapshot():
