@@ -32,6 +32,7 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast, ove
 
 from . import _core
 from ._decorate import P, finish, inspect_target
+from ._wait import await_waiter, repair_after_fork
 
 __all__ = ["Bulkhead", "BulkheadMetrics"]
 
@@ -58,11 +59,6 @@ class BulkheadMetrics:
 
 # Every live Bulkhead, for the at-fork hook at the end of this module.
 _live: "weakref.WeakSet[Bulkhead]" = weakref.WeakSet()
-
-
-def _wake(fut: "asyncio.Future[Any]") -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _check_timeout(timeout: Any, default: float) -> float:
@@ -132,19 +128,7 @@ class Bulkhead(_core.Bulkhead):
             await self._acquire_slow(r, limit)
 
     async def _acquire_slow(self, r: Any, limit: float) -> None:
-        if r is False:
-            raise self._full_error()
-        fut = r.future
-        handle = None if math.isinf(limit) else fut.get_loop().call_later(limit, _wake, fut)
-        try:
-            await fut
-        except BaseException:
-            self._finish(r, True)
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-        if not self._finish(r, False):
+        if r is False or not await await_waiter(r, limit, self._finish):
             raise self._full_error()
 
     # ``async with``: __aenter__/__aexit__ are in C (no coroutine on the fast
@@ -267,17 +251,5 @@ class Bulkhead(_core.Bulkhead):
                 f"max_wait_seconds={self.max_wait_seconds!r})")
 
 
-def _after_fork_in_child() -> None:
-    """Repairs every live bulkhead in a child process (one thread runs)."""
-    first: Optional[BaseException] = None
-    for bulkhead in list(_live):
-        try:
-            bulkhead._after_fork_child()
-        except BaseException as exc:  # repair the others, then report the first
-            first = first or exc
-    if first is not None:
-        raise first
-
-
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=lambda: repair_after_fork(_live))

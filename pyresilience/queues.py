@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterato
 
 from . import _core
 from ._core import _AsyncWaiter
+from ._wait import await_waiter, repair_after_fork
 from .errors import QueueClosedError
 
 __all__ = ["BackpressureStrategy", "BackpressureMetrics", "BackpressureQueue", "BoundedQueue"]
@@ -99,11 +100,6 @@ def _size_arg(max_size: Any, maxsize: Any) -> Any:
     return None
 
 
-def _wake(fut: Any) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 Strategy = Union[BackpressureStrategy, str]
 Hook = Optional[Callable[[], Any]]
 Q = TypeVar("Q", bound="_RingQueueMixin")
@@ -149,19 +145,8 @@ class _RingQueueMixin(_core.RingQueue):
         return await self._await_put(r)
 
     async def _await_put(self, w: Any) -> bool:
-        fut = w.future
-        limit = self.block_timeout
-        handle = None if limit is None else fut.get_loop().call_later(limit, _wake, fut)
-        try:
-            await fut
-        except BaseException:
-            # Cancelled (even after room was given): the item is not stored.
-            self._finish_put(w, True)
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-        return self._finish_put(w, False)
+        # Cancelled (even after room was given): the item is not stored.
+        return await await_waiter(w, self.block_timeout, self._finish_put)
 
     async def _aget(self, timeout: Optional[float] = None) -> Any:
         if timeout is not None:
@@ -172,19 +157,7 @@ class _RingQueueMixin(_core.RingQueue):
         return await self._await_get(r, timeout)
 
     async def _await_get(self, w: Any, timeout: Optional[float]) -> Any:
-        fut = w.future
-        handle = None
-        if timeout is not None and not math.isinf(timeout):
-            handle = fut.get_loop().call_later(timeout, _wake, fut)
-        try:
-            await fut
-        except BaseException:
-            self._finish_get(w, True)
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-        return self._finish_get(w, False)
+        return await await_waiter(w, timeout, self._finish_get)
 
     async def _ajoin(self) -> None:
         w = self._join_async(_get_running_loop)
@@ -364,17 +337,5 @@ class BoundedQueue(_RingQueueMixin, Generic[T]):
         return cast(T, await self._await_get(r, timeout))
 
 
-def _after_fork_in_child() -> None:
-    """Repairs every live queue in a child process (one thread runs)."""
-    first: Optional[BaseException] = None
-    for queue in list(_live):
-        try:
-            queue._after_fork_child()
-        except BaseException as exc:  # repair the others, then report the first
-            first = first or exc
-    if first is not None:
-        raise first
-
-
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=lambda: repair_after_fork(_live))
