@@ -11,6 +11,7 @@
 
 #include "prs_ring.h"
 #include "prs_test.h"
+#include "test_waiters.h"
 
 #define P(i) ((void *)(uintptr_t)(i))
 #define I(p) ((int64_t)(uintptr_t)(p))
@@ -70,6 +71,99 @@ TEST(ring_config) {
     ASSERT_STATUS(prs_ring_strategy_parse("drop", &st), PRS_EINVAL);
     ASSERT_STREQ(prs_ring_strategy_name(PRS_RING_DROP_OLDEST), "drop_oldest");
     ASSERT(prs_ring_strategy_name(9) == NULL);
+}
+
+/* A refused config says which field broke which rule; NULL `why` is allowed. */
+TEST(ring_config_why) {
+    static const struct { int64_t cap; int st; int wm; double hi, lo; int want; const char *field; } rows[] = {
+        {-1, PRS_RING_BLOCK, 0, 0, 0, PRS_EINVAL, "capacity"},
+        {PRS_RING_MAX + 1, PRS_RING_BLOCK, 0, 0, 0, PRS_ERANGE, "capacity"},
+        {4, 9, 0, 0, 0, PRS_EINVAL, "strategy"},
+        {4, PRS_RING_BLOCK, 1, 0.0, 0.0, PRS_EINVAL, "high_watermark"},
+        {4, PRS_RING_BLOCK, 1, 1.5, 0.1, PRS_EINVAL, "high_watermark"},
+        {4, PRS_RING_BLOCK, 1, NAN, 0.1, PRS_EINVAL, "high_watermark"},
+        {4, PRS_RING_BLOCK, 1, 0.5, 0.5, PRS_EINVAL, "low_watermark"},
+        {4, PRS_RING_BLOCK, 1, 0.5, -0.1, PRS_EINVAL, "low_watermark"},
+        {4, PRS_RING_BLOCK, 1, 0.9, NAN, PRS_EINVAL, "low_watermark"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        prs_ring_config cfg;
+        prs_ring_config_init(&cfg);
+        cfg.capacity = rows[i].cap;
+        cfg.strategy = (prs_ring_strategy)rows[i].st;
+        cfg.watermarks = rows[i].wm;
+        cfg.high_watermark = rows[i].hi;
+        cfg.low_watermark = rows[i].lo;
+        prs_config_error why = {NULL, NULL};
+        ASSERT_STATUS(prs_ring_config_check(&cfg, &why), rows[i].want);
+        ASSERT_STREQ(why.field, rows[i].field);
+        ASSERT(why.reason != NULL && strncmp(why.reason, "must be", 7) == 0);
+        ASSERT_STATUS(prs_ring_config_check(&cfg, NULL), rows[i].want);
+    }
+    prs_ring_config cfg;
+    prs_ring_config_init(&cfg);
+    prs_config_error why = {NULL, NULL};
+    ASSERT_OK(prs_ring_config_check(&cfg, &why));
+    ASSERT(why.field == NULL);
+}
+
+/* The blocking join: it times out while a task is unfinished, returns at once
+ * when none is, and marking the last task done serves a thread joining with no
+ * deadline (DONE whether it queued before or after). */
+typedef struct {
+    prs_ring *r;
+    atomic_int started;
+} join_ctx;
+
+static void *join_forever(void *arg) {
+    join_ctx *c = arg;
+    prs_ring_result res;
+    atomic_store(&c->started, 1);
+    if (prs_ring_join_blocking(c->r, PRS_NEVER, &res) != PRS_OK || res.outcome != PRS_RING_DONE) abort();
+    return NULL;
+}
+
+TEST(ring_join_blocking) {
+    prs_ring *r = make_ring(2, PRS_RING_BLOCK);
+    prs_ring_result res;
+    ASSERT_OK(prs_ring_join_blocking(r, 0, &res)); /* nothing unfinished */
+    ASSERT_EQ(res.outcome, PRS_RING_DONE);
+    ASSERT_OK(prs_ring_put(r, P(1), NULL, &res));
+    ASSERT_STATUS(prs_ring_join_blocking(r, prs_monotonic_ns() + PRS_NS_PER_MS, &res), PRS_ETIMEDOUT);
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    join_ctx c = {.r = r};
+    atomic_init(&c.started, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, join_forever, &c);
+    while (!atomic_load(&c.started)) sched_yield();
+    ASSERT_EQ(get_one(r), 1); /* the joiner waits (or is about to) until: */
+    ASSERT_OK(prs_ring_task_done(r, &res));
+    pthread_join(t, NULL);
+    ASSERT_STATUS(prs_ring_task_done(r, &res), PRS_EINVAL);
+    prs_ring_free(r);
+}
+
+/* A get blocked on an empty ring ends with PRS_ECLOSED when another thread
+ * closes the ring. */
+static void *close_soon(void *arg) {
+    prs_ring_result res;
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+    prs_ring_close(arg, &res);
+    return NULL;
+}
+
+TEST(ring_get_blocking_closed) {
+    prs_ring *r = make_ring(2, PRS_RING_BLOCK);
+    prs_ring_result res;
+    void *item = P(7);
+    pthread_t t;
+    pthread_create(&t, NULL, close_soon, r);
+    ASSERT_STATUS(prs_ring_get_blocking(r, PRS_NEVER, &item, &res), PRS_ECLOSED);
+    ASSERT_EQ(res.outcome, PRS_RING_CLOSED);
+    pthread_join(t, NULL);
+    ASSERT_STATUS(prs_ring_put_blocking(r, P(1), PRS_NEVER, &res), PRS_ECLOSED);
+    prs_ring_free(r);
 }
 
 /* Puts 1..5 into a ring of 3 with each strategy; expected outcomes, evicted
@@ -651,41 +745,15 @@ TEST(ring_after_fork_producers) {
     prs_ring_free(r);
 }
 
-typedef struct {
-    prs_ring *r;
-    prs_ring_waiter w;
-    atomic_int stop;
-    atomic_int served;
-} ring_fork_ctx;
+static int ring_wait_fn(void *r, void *w, int64_t deadline_ns) { return prs_ring_wait(r, w, deadline_ns); }
 
-/* Waits in 1 ms slices (re-taking the lock each time), then holds what it was
- * handed until told to settle. */
-static void *ring_fork_waiter(void *arg) {
-    ring_fork_ctx *c = arg;
-    while (prs_ring_wait(c->r, &c->w, prs_monotonic_ns() + PRS_NS_PER_MS) == PRS_ETIMEDOUT &&
-           !atomic_load(&c->stop)) {}
-    atomic_store(&c->served, 1);
-    while (!atomic_load(&c->stop)) {
-        struct timespec ts = {0, 200000};
-        nanosleep(&ts, NULL);
-    }
-    return NULL;
-}
-
-typedef struct {
-    prs_ring *r;
-    atomic_int stop;
-} ring_hammer_ctx;
-
-static void *ring_hammer(void *arg) {
-    ring_hammer_ctx *h = arg;
+static void ring_touch(void *r) {
     prs_ring_stats s;
-    while (!atomic_load(&h->stop)) prs_ring_stats_get(h->r, &s);
-    return NULL;
+    prs_ring_stats_get(r, &s);
 }
 
-
-static void ring_fork_child_checks(prs_ring *r) {
+static void ring_fork_child_checks(void *obj) {
+    prs_ring *r = obj;
     prs_ring_result res;
     ASSERT_OK(prs_ring_after_fork_child(r, &res));
     ASSERT(res.woken == NULL);
@@ -724,54 +792,35 @@ static void ring_fork_child_checks(prs_ring *r) {
  * the lock nonstop. Forked 20 times; each child repairs and checks exactly. */
 TEST(ring_fork_child) {
     prs_ring *r = make_ring(3, PRS_RING_BLOCK);
-    ring_fork_ctx c1, c2, p;
-    ring_fork_ctx *cs[3] = {&c1, &c2, &p};
-    pthread_t t[3], ht;
+    prs_ring_waiter ws[3]; /* two consumers, a producer */
+    waiter_thread c1, c2, p;
+    waiter_thread *cs[3] = {&c1, &c2, &p};
+    pthread_t t[3];
     prs_ring_result res;
     void *item;
-    for (int i = 0; i < 3; i++) {
-        cs[i]->r = r;
-        atomic_init(&cs[i]->stop, 0);
-        atomic_init(&cs[i]->served, 0);
-        ASSERT_OK(prs_ring_waiter_init(&cs[i]->w, i == 2, 1, NULL));
-    }
-    ASSERT_OK(prs_ring_get(r, &c1.w, &item, &res));
-    ASSERT_OK(prs_ring_get(r, &c2.w, &item, &res));
-    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, ring_fork_waiter, cs[i]);
+    for (int i = 0; i < 3; i++) ASSERT_OK(prs_ring_waiter_init(&ws[i], i == 2, 1, NULL));
+    ASSERT_OK(prs_ring_get(r, &ws[0], &item, &res));
+    ASSERT_OK(prs_ring_get(r, &ws[1], &item, &res));
+    for (int i = 0; i < 2; i++) waiter_thread_start(cs[i], &t[i], ring_wait_fn, r, &ws[i]);
     ASSERT_OK(prs_ring_put(r, P(10), NULL, &res)); /* to c1 */
     ASSERT_OK(prs_ring_put(r, P(11), NULL, &res)); /* to c2 */
     ASSERT_OK(prs_ring_put(r, P(12), NULL, &res)); /* stored: full */
-    ASSERT_OK(prs_ring_put(r, P(13), &p.w, &res));
+    ASSERT_OK(prs_ring_put(r, P(13), &ws[2], &res));
     ASSERT_EQ(res.outcome, PRS_RING_WAITING);
-    pthread_create(&t[2], NULL, ring_fork_waiter, &p);
-    while (!atomic_load(&c1.served) || !atomic_load(&c2.served)) sched_yield();
-    ring_hammer_ctx h = {.r = r};
-    atomic_init(&h.stop, 0);
-    pthread_create(&ht, NULL, ring_hammer, &h);
-    for (int round = 0; round < 20; round++) {
-        fflush(NULL);
-        pid_t pid = fork();
-        ASSERT(pid >= 0);
-        if (pid == 0) {
-            ring_fork_child_checks(r);
-            _exit(0);
-        }
-        ASSERT_EQ(prs_test_wait_child(pid), 0);
-    }
+    waiter_thread_start(&p, &t[2], ring_wait_fn, r, &ws[2]);
+    waiter_thread_until_served(&c1);
+    waiter_thread_until_served(&c2);
+    fork_rounds(r, ring_touch, ring_fork_child_checks, 20);
     /* The parent is untouched. */
-    atomic_store(&h.stop, 1);
-    pthread_join(ht, NULL);
     for (int i = 0; i < 2; i++) {
-        atomic_store(&cs[i]->stop, 1);
-        pthread_join(t[i], NULL);
-        ASSERT_OK(prs_ring_finish(r, &cs[i]->w, PRS_RING_FINISH_ACCEPT, &item, &res));
+        waiter_thread_stop(cs[i], t[i]);
+        ASSERT_OK(prs_ring_finish(r, &ws[i], PRS_RING_FINISH_ACCEPT, &item, &res));
         ASSERT_EQ(res.outcome, PRS_RING_GOT);
         ASSERT_EQ(I(item), 10 + i); /* each frees a slot: p's 13 goes in after the first */
     }
-    while (!atomic_load(&p.served)) sched_yield();
-    atomic_store(&p.stop, 1);
-    pthread_join(t[2], NULL);
-    ASSERT_OK(prs_ring_finish(r, &p.w, PRS_RING_FINISH_ACCEPT, &item, &res));
+    waiter_thread_until_served(&p);
+    waiter_thread_stop(&p, t[2]);
+    ASSERT_OK(prs_ring_finish(r, &ws[2], PRS_RING_FINISH_ACCEPT, &item, &res));
     ASSERT_EQ(res.outcome, PRS_RING_STORED);
     ASSERT_EQ(get_one(r), 12);
     ASSERT_EQ(get_one(r), 13);
@@ -781,7 +830,7 @@ TEST(ring_fork_child) {
     ASSERT_EQ(s.received, 4);
     ASSERT_EQ(s.processed, 4);
     assert_balanced(r);
-    for (int i = 0; i < 3; i++) prs_ring_waiter_destroy(&cs[i]->w);
+    for (int i = 0; i < 3; i++) prs_ring_waiter_destroy(&ws[i]);
     prs_ring_free(r);
 }
 
