@@ -382,7 +382,7 @@ class RetryCall:
 def retry_now_ns(clock: ClockArg, /) -> int: ...
 def retry_sleep(clock: ClockArg, ns: int, /) -> None: ...
 
-# -- bulkhead and queues (issue 6) --
+# -- bulkhead and queues --
 
 @final
 class _AsyncWaiter:

@@ -48,7 +48,7 @@ enum prs_py_slot {
     PRS_SLOT_RetryPolicy,
     PRS_SLOT_RetryBudget,
     PRS_SLOT_RetryCall,
-    /* bulkhead and queues (issue 6) */
+    /* bulkhead and queues */
     PRS_SLOT_AsyncWaiter,
     PRS_SLOT_Bulkhead,
     PRS_SLOT_RingQueue,

@@ -542,7 +542,7 @@ TEST(ring_blocking_forms) {
 
 #define NPROD 4
 #define NCONS 4
-#define PER_PRODUCER 250000 /* 4 producers: 10^6 items per strategy (issue 6) */
+#define PER_PRODUCER 250000 /* 4 producers: 10^6 items per strategy */
 
 typedef struct {
     prs_ring *r;
