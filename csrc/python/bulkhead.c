@@ -265,15 +265,9 @@ static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t narg
  * and served), else False (timed out: counted as rejected; or cancelled: a
  * permit it was handed went back). Idempotent: a settled waiter gives False. */
 static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_finish(waiter, cancel)");
-        return NULL;
-    }
-    prs_py_state *st = prs_py_state_of(self);
-    prs_py_waiter *w = st ? prs_py_waiter_arg(st, args[0], self, PRS_PY_WAITER_BULKHEAD) : NULL;
+    int cancel;
+    prs_py_waiter *w = prs_py_waiter_args(self, "_finish", args, nargs, PRS_PY_WAITER_BULKHEAD, &cancel);
     if (!w) return NULL;
-    int cancel = PyObject_IsTrue(args[1]);
-    if (cancel < 0) return NULL;
     prs_py_settled out;
     if (prs_py_waiter_finish(w, cancel, &out)) Py_RETURN_FALSE; /* settled already */
     return PyBool_FromLong(out.outcome == PRS_BULKHEAD_ACQUIRED);

@@ -318,36 +318,40 @@ static PyObject *put_failed(PyObject *self, PyObject *item, int rc) {
     return rc == PRS_ECLOSED ? raise_closed(self) : raise_exc(self, rc, NULL);
 }
 
+/* Puts `item` (the ring's reference taken), queueing `w` when the ring is a
+ * full BLOCK one (w NULL: never). 1 when w was queued; else 0 with *verdict,
+ * what the put returns (put_verdict's `nowait` is `raise_full`). */
+static int put_step(PyObject *self, PyObject *item, prs_ring_waiter *w, int raise_full, PyObject **verdict) {
+    prs_ring_result res;
+    int rc = prs_ring_put(SELF->core, item, w, &res);
+    if (rc != PRS_OK) *verdict = put_failed(self, item, rc);
+    else if (res.outcome != PRS_RING_WAITING) *verdict = put_verdict(self, item, &res, raise_full);
+    else { after(self, &res); return 1; }
+    return 0;
+}
+
 /* put: nowait=1 never waits and raises QueueFullError for a BLOCK refusal;
  * else a BLOCK put waits up to timeout_ns, then returns False (full_raises=0)
  * or raises QueueFullError (full_raises=1, queue.Queue's rule). */
 static PyObject *put_impl(PyObject *self, PyObject *item, int64_t timeout_ns, int nowait, int full_raises) {
     prs_ring_result res;
-    prs_ring *core = SELF->core;
-    int wait = !nowait && timeout_ns != 0 && prs_ring_strategy_of(core) == PRS_RING_BLOCK;
-    int rc;
+    PyObject *verdict;
+    int wait = !nowait && timeout_ns != 0 && prs_ring_strategy_of(SELF->core) == PRS_RING_BLOCK;
     Py_INCREF(item); /* the ring's reference, if it keeps the item */
     if (!wait) {
-        rc = prs_ring_put(core, item, NULL, &res);
-        if (rc != PRS_OK) return put_failed(self, item, rc);
-        return put_verdict(self, item, &res, nowait || full_raises);
+        put_step(self, item, NULL, nowait || full_raises, &verdict);
+        return verdict;
     }
-    rc = prs_ring_try_put(core, item, &res);
+    int rc = prs_ring_try_put(SELF->core, item, &res); /* no condition variable when there is room */
     if (rc == PRS_OK) return put_verdict(self, item, &res, full_raises);
     if (rc != PRS_EAGAIN) return put_failed(self, item, rc);
     prs_ring_waiter w;
     rc = prs_ring_waiter_init(&w, PRS_RING_PRODUCER, 1, NULL);
     if (rc) { Py_DECREF(item); return raise_exc(self, rc, NULL); }
-    rc = prs_ring_put(core, item, &w, &res);
-    if (rc != PRS_OK) {
+    if (!put_step(self, item, &w, full_raises, &verdict)) {
         prs_ring_waiter_destroy(&w);
-        return put_failed(self, item, rc);
+        return verdict;
     }
-    if (res.outcome != PRS_RING_WAITING) {
-        prs_ring_waiter_destroy(&w);
-        return put_verdict(self, item, &res, full_raises);
-    }
-    after(self, &res);
     prs_py_settled out;
     rc = wait_sync(self, &w, timeout_ns, &out);
     Py_XDECREF(out.item); /* an item that was not stored */
@@ -385,32 +389,36 @@ static PyObject *q_put_nowait(PyObject *self, PyObject *item) {
 
 /* ---- get -------------------------------------------------------------- */
 
-static PyObject *get_impl(PyObject *self, int64_t timeout_ns) {
+/* One get, queueing `w` when nothing is stored (w NULL: never): PRS_OK with
+ * *item, PRS_EAGAIN when w was queued, PRS_EEMPTY or PRS_ECLOSED. */
+static int get_step(PyObject *self, prs_ring_waiter *w, void **item) {
     prs_ring_result res;
-    prs_ring *core = SELF->core;
+    int rc = prs_ring_get(SELF->core, w, item, &res);
+    after(self, &res);
+    return rc == PRS_OK && res.outcome == PRS_RING_WAITING ? PRS_EAGAIN : rc;
+}
+
+static PyObject *get_failed(PyObject *self, int rc) {
+    return rc == PRS_ECLOSED ? raise_closed(self) : raise_empty(self);
+}
+
+static PyObject *get_impl(PyObject *self, int64_t timeout_ns) {
     void *item = NULL;
-    int rc;
-    if (timeout_ns == 0) {
-        rc = prs_ring_get(core, NULL, &item, &res);
-        after(self, &res);
-        if (rc == PRS_OK) return (PyObject *)item;
-        return rc == PRS_ECLOSED ? raise_closed(self) : raise_empty(self);
-    }
+    int rc = get_step(self, NULL, &item); /* no condition variable when an item is there */
+    if (rc == PRS_OK) return (PyObject *)item;
+    if (rc != PRS_EEMPTY || timeout_ns == 0) return get_failed(self, rc);
     prs_ring_waiter w;
     rc = prs_ring_waiter_init(&w, PRS_RING_CONSUMER, 1, NULL);
     if (rc) return raise_exc(self, rc, NULL);
-    rc = prs_ring_get(core, &w, &item, &res);
-    after(self, &res);
-    if (rc != PRS_OK || res.outcome == PRS_RING_GOT) {
+    rc = get_step(self, &w, &item);
+    if (rc != PRS_EAGAIN) {
         prs_ring_waiter_destroy(&w);
-        if (rc == PRS_OK) return (PyObject *)item;
-        return raise_closed(self);
+        return rc == PRS_OK ? (PyObject *)item : get_failed(self, rc);
     }
     prs_py_settled out;
     if (wait_sync(self, &w, timeout_ns, &out) < 0) return NULL;
     if (out.outcome == PRS_RING_GOT) return out.item;
-    if (out.outcome == PRS_RING_CLOSED) return raise_closed(self);
-    return raise_empty(self);
+    return get_failed(self, out.outcome == PRS_RING_CLOSED ? PRS_ECLOSED : PRS_EEMPTY);
 }
 
 static const char *const get_names[] = {"block", "timeout", NULL};
@@ -448,57 +456,29 @@ static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t n
     int rc = prs_ring_try_put(core, item, &res);
     if (rc == PRS_OK) return put_verdict(self, item, &res, 0);
     if (rc != PRS_EAGAIN) return put_failed(self, item, rc);
-    Py_DECREF(item);
     prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    prs_py_waiter *w = prs_py_waiter_new(st, self, PRS_PY_WAITER_PUT, args[1], &q_ops);
-    if (!w) return NULL;
-    Py_INCREF(item);
-    rc = prs_ring_put(core, item, &w->u.r, &res);
-    if (rc != PRS_OK || res.outcome != PRS_RING_WAITING) {
-        prs_py_waiter_discard(w);
-        if (rc != PRS_OK) return put_failed(self, item, rc);
-        return put_verdict(self, item, &res, 0);
-    }
-    after(self, &res);
-    return (PyObject *)w;
+    prs_py_waiter *w = st ? prs_py_waiter_new(st, self, PRS_PY_WAITER_PUT, args[1], &q_ops) : NULL;
+    if (!w) { Py_DECREF(item); return NULL; }
+    PyObject *verdict;
+    if (put_step(self, item, &w->u.r, 0, &verdict)) return (PyObject *)w;
+    prs_py_waiter_discard(w);
+    return verdict;
 }
 
 /* _get_async(get_running_loop): an item, or raises QueueClosedError (closed
  * and drained), or a queued _AsyncWaiter. */
 static PyObject *q_get_async(PyObject *self, PyObject *get_loop) {
-    prs_ring *core = SELF->core;
-    prs_ring_result res;
     void *item = NULL;
-    int rc = prs_ring_get(core, NULL, &item, &res);
-    after(self, &res);
+    int rc = get_step(self, NULL, &item);
     if (rc == PRS_OK) return (PyObject *)item;
-    if (rc == PRS_ECLOSED) return raise_closed(self);
+    if (rc != PRS_EEMPTY) return get_failed(self, rc);
     prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    prs_py_waiter *w = prs_py_waiter_new(st, self, PRS_PY_WAITER_GET, get_loop, &q_ops);
+    prs_py_waiter *w = st ? prs_py_waiter_new(st, self, PRS_PY_WAITER_GET, get_loop, &q_ops) : NULL;
     if (!w) return NULL;
-    rc = prs_ring_get(core, &w->u.r, &item, &res);
-    if (rc != PRS_OK || res.outcome == PRS_RING_GOT) {
-        prs_py_waiter_discard(w);
-        after(self, &res);
-        if (rc == PRS_OK) return (PyObject *)item;
-        return raise_closed(self);
-    }
-    after(self, &res);
-    return (PyObject *)w;
-}
-
-static prs_py_waiter *finish_args(PyObject *self, const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                                  int kind, int *cancel) {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "%s(waiter, cancel)", fname);
-        return NULL;
-    }
-    prs_py_state *st = prs_py_state_of(self);
-    prs_py_waiter *w = st ? prs_py_waiter_arg(st, args[0], self, kind) : NULL;
-    if (!w || (*cancel = PyObject_IsTrue(args[1])) < 0) return NULL;
-    return w;
+    rc = get_step(self, &w->u.r, &item);
+    if (rc == PRS_EAGAIN) return (PyObject *)w;
+    prs_py_waiter_discard(w);
+    return rc == PRS_OK ? (PyObject *)item : get_failed(self, rc);
 }
 
 /* _finish_put(waiter, cancel): True (stored), False (timed out, or cancelled:
@@ -506,7 +486,7 @@ static prs_py_waiter *finish_args(PyObject *self, const char *fname, PyObject *c
  * while waiting, or before a served put settled). */
 static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int cancel;
-    prs_py_waiter *w = finish_args(self, "_finish_put", args, nargs, PRS_PY_WAITER_PUT, &cancel);
+    prs_py_waiter *w = prs_py_waiter_args(self, "_finish_put", args, nargs, PRS_PY_WAITER_PUT, &cancel);
     if (!w) return NULL;
     prs_py_settled out;
     if (prs_py_waiter_finish(w, cancel, &out)) Py_RETURN_FALSE; /* settled already */
@@ -521,7 +501,7 @@ static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t 
  * handed item back and returns None. */
 static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int cancel;
-    prs_py_waiter *w = finish_args(self, "_finish_get", args, nargs, PRS_PY_WAITER_GET, &cancel);
+    prs_py_waiter *w = prs_py_waiter_args(self, "_finish_get", args, nargs, PRS_PY_WAITER_GET, &cancel);
     if (!w) return NULL;
     prs_py_settled out;
     if (prs_py_waiter_finish(w, cancel, &out)) return raise_empty(self); /* settled already */
@@ -581,8 +561,7 @@ static PyObject *q_join_async(PyObject *self, PyObject *get_loop) {
 /* _finish_join(waiter): True when served (nothing unfinished), False when it
  * left the queue unserved. */
 static PyObject *q_finish_join(PyObject *self, PyObject *waiter) {
-    prs_py_state *st = prs_py_state_of(self);
-    prs_py_waiter *w = st ? prs_py_waiter_arg(st, waiter, self, PRS_PY_WAITER_JOIN) : NULL;
+    prs_py_waiter *w = prs_py_waiter_args(self, "_finish_join", &waiter, 1, PRS_PY_WAITER_JOIN, NULL);
     if (!w) return NULL;
     prs_py_settled out;
     if (prs_py_waiter_finish(w, 1, &out)) Py_RETURN_FALSE; /* settled already */

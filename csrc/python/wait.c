@@ -83,13 +83,21 @@ int prs_py_waiter_finish(prs_py_waiter *w, int cancel, prs_py_settled *out) {
     return 0;
 }
 
-prs_py_waiter *prs_py_waiter_arg(prs_py_state *st, PyObject *o, PyObject *owner, int kind) {
-    if (!PyObject_TypeCheck(o, PRS_PY_TYPE(st, AsyncWaiter)) || ((prs_py_waiter *)o)->owner != owner ||
-        ((prs_py_waiter *)o)->kind != kind) {
-        PyErr_Format(PyExc_TypeError, "expected a waiter of this object, not %.200s", Py_TYPE(o)->tp_name);
+prs_py_waiter *prs_py_waiter_args(PyObject *owner, const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                                  int kind, int *cancel) {
+    if (nargs != (cancel ? 2 : 1)) {
+        PyErr_Format(PyExc_TypeError, "%s(waiter%s)", fname, cancel ? ", cancel" : "");
         return NULL;
     }
-    return (prs_py_waiter *)o;
+    prs_py_state *st = prs_py_state_of(owner);
+    if (!st) return NULL;
+    prs_py_waiter *w = (prs_py_waiter *)args[0];
+    if (!PyObject_TypeCheck(args[0], PRS_PY_TYPE(st, AsyncWaiter)) || w->owner != owner || w->kind != kind) {
+        PyErr_Format(PyExc_TypeError, "expected a waiter of this object, not %.200s", Py_TYPE(args[0])->tp_name);
+        return NULL;
+    }
+    if (cancel && (*cancel = PyObject_IsTrue(args[1])) < 0) return NULL;
+    return w;
 }
 
 /* future.set_result(None) unless the future is done already. */

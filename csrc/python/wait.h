@@ -110,9 +110,11 @@ void prs_py_waiter_served(prs_py_waiter *w);
  * queued. Returns 0 with *out, or 1 when it had been settled already (out
  * untouched). */
 int prs_py_waiter_finish(prs_py_waiter *w, int cancel, prs_py_settled *out);
-/* The waiter in `o` when it is an _AsyncWaiter of `kind` owned by `owner`;
- * else NULL with TypeError. */
-prs_py_waiter *prs_py_waiter_arg(prs_py_state *st, PyObject *o, PyObject *owner, int kind);
+/* The arguments (waiter, cancel) of an owner's _finish method `fname`: the
+ * waiter when it is an _AsyncWaiter of `kind` owned by `owner`, and *cancel
+ * its truth value (cancel NULL: the waiter alone). NULL with TypeError. */
+prs_py_waiter *prs_py_waiter_args(PyObject *owner, const char *fname, PyObject *const *args, Py_ssize_t nargs,
+                                  int kind, int *cancel);
 
 /* An already-done awaitable yielding `value`, of `tp` (the module's _Ready
  * type, which owners cache: the async with fast path). */
