@@ -302,14 +302,6 @@ STAT_GETTER(bh_get_waiting, waiting)
 STAT_GETTER(bh_get_rejected, rejected_total)
 STAT_GETTER(bh_get_max, max_concurrent)
 
-static PyObject *bh_get_name(PyObject *self, void *c) {
-    return Py_NewRef(SELF->name);
-}
-
-static PyObject *bh_get_max_wait(PyObject *self, void *c) {
-    return PyFloat_FromDouble(SELF->max_wait_s);
-}
-
 static PyMethodDef bh_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))bh_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire($self, /, timeout=...)\n--\n\n"
@@ -360,9 +352,7 @@ static PyMethodDef bh_methods[] = {
 };
 
 static PyGetSetDef bh_getset[] = {
-    {"name", bh_get_name, NULL, "The bulkhead's name.", NULL},
     {"max_concurrent", bh_get_max, NULL, "Slots in the bulkhead.", NULL},
-    {"max_wait_seconds", bh_get_max_wait, NULL, "Default wait for a slot, in seconds.", NULL},
     {"active_count", bh_get_active, NULL, "Slots held now.", NULL},
     {"available", bh_get_available, NULL, "Slots free now (max_concurrent - active_count).", NULL},
     {"waiting_count", bh_get_waiting, NULL, "Callers waiting for a slot now.", NULL},
@@ -371,6 +361,8 @@ static PyGetSetDef bh_getset[] = {
 };
 
 static PyMemberDef bh_members[] = {
+    {"name", T_OBJECT_EX, offsetof(bh_obj, name), READONLY, "The bulkhead's name."},
+    {"max_wait_seconds", T_DOUBLE, offsetof(bh_obj, max_wait_s), READONLY, "Default wait for a slot, in seconds."},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(bh_obj, weakreflist), READONLY, NULL},
     {NULL},
 };
