@@ -53,55 +53,22 @@ static void expect_counts(prs_ring *r, int64_t received, int64_t processed, int6
     if (size >= 0) ASSERT_EQ(s.size, size);
 }
 
+/* Each row: the status, and for a refusal the field that *why names. */
 TEST(ring_config) {
-    static const struct { int64_t cap; int st; int wm; double hi, lo; int want; } rows[] = {
-        {1, PRS_RING_BLOCK, 0, 0, 0, PRS_OK},
-        {10, PRS_RING_ERROR, 1, 0.8, 0.2, PRS_OK},
-        {10, PRS_RING_DROP_OLDEST, 1, 1.0, 0.0, PRS_OK},
-        {0, PRS_RING_BLOCK, 0, 0, 0, PRS_OK}, /* unbounded */
-        {-1, PRS_RING_BLOCK, 0, 0, 0, PRS_EINVAL},
-        {PRS_RING_MAX + 1, PRS_RING_BLOCK, 0, 0, 0, PRS_ERANGE},
-        {4, 7, 0, 0, 0, PRS_EINVAL},
-        {4, -1, 0, 0, 0, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 0.5, 0.5, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 0.2, 0.8, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 1.5, 0.1, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 0.5, -0.1, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, NAN, 0.1, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 0.9, NAN, PRS_EINVAL},
-    };
-    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
-        prs_ring_config cfg;
-        prs_ring_config_init(&cfg);
-        cfg.capacity = rows[i].cap;
-        cfg.strategy = (prs_ring_strategy)rows[i].st;
-        cfg.watermarks = rows[i].wm;
-        cfg.high_watermark = rows[i].hi;
-        cfg.low_watermark = rows[i].lo;
-        ASSERT_STATUS(prs_ring_config_validate(&cfg), rows[i].want);
-        prs_ring *r = (prs_ring *)&cfg;
-        ASSERT_STATUS(prs_ring_new(&cfg, &r), rows[i].want);
-        ASSERT(rows[i].want == PRS_OK ? r != NULL : r == NULL);
-        prs_ring_free(r);
-    }
-    prs_ring_strategy st;
-    ASSERT_OK(prs_ring_strategy_parse("drop_newest", &st));
-    ASSERT_EQ(st, PRS_RING_DROP_NEWEST);
-    ASSERT_STATUS(prs_ring_strategy_parse("drop", &st), PRS_EINVAL);
-    ASSERT_STREQ(prs_ring_strategy_name(PRS_RING_DROP_OLDEST), "drop_oldest");
-    ASSERT(prs_ring_strategy_name(9) == NULL);
-}
-
-/* A refused config says which field broke which rule; NULL `why` is allowed. */
-TEST(ring_config_why) {
     static const struct { int64_t cap; int st; int wm; double hi, lo; int want; const char *field; } rows[] = {
+        {1, PRS_RING_BLOCK, 0, 0, 0, PRS_OK, NULL},
+        {10, PRS_RING_ERROR, 1, 0.8, 0.2, PRS_OK, NULL},
+        {10, PRS_RING_DROP_OLDEST, 1, 1.0, 0.0, PRS_OK, NULL},
+        {0, PRS_RING_BLOCK, 0, 0, 0, PRS_OK, NULL}, /* unbounded */
         {-1, PRS_RING_BLOCK, 0, 0, 0, PRS_EINVAL, "capacity"},
         {PRS_RING_MAX + 1, PRS_RING_BLOCK, 0, 0, 0, PRS_ERANGE, "capacity"},
-        {4, 9, 0, 0, 0, PRS_EINVAL, "strategy"},
+        {4, 7, 0, 0, 0, PRS_EINVAL, "strategy"},
+        {4, -1, 0, 0, 0, PRS_EINVAL, "strategy"},
         {4, PRS_RING_BLOCK, 1, 0.0, 0.0, PRS_EINVAL, "high_watermark"},
         {4, PRS_RING_BLOCK, 1, 1.5, 0.1, PRS_EINVAL, "high_watermark"},
         {4, PRS_RING_BLOCK, 1, NAN, 0.1, PRS_EINVAL, "high_watermark"},
         {4, PRS_RING_BLOCK, 1, 0.5, 0.5, PRS_EINVAL, "low_watermark"},
+        {4, PRS_RING_BLOCK, 1, 0.2, 0.8, PRS_EINVAL, "low_watermark"},
         {4, PRS_RING_BLOCK, 1, 0.5, -0.1, PRS_EINVAL, "low_watermark"},
         {4, PRS_RING_BLOCK, 1, 0.9, NAN, PRS_EINVAL, "low_watermark"},
     };
@@ -113,17 +80,26 @@ TEST(ring_config_why) {
         cfg.watermarks = rows[i].wm;
         cfg.high_watermark = rows[i].hi;
         cfg.low_watermark = rows[i].lo;
+        ASSERT_STATUS(prs_ring_config_validate(&cfg), rows[i].want);
         prs_config_error why = {NULL, NULL};
         ASSERT_STATUS(prs_ring_config_check(&cfg, &why), rows[i].want);
-        ASSERT_STREQ(why.field, rows[i].field);
-        ASSERT(why.reason != NULL && strncmp(why.reason, "must be", 7) == 0);
-        ASSERT_STATUS(prs_ring_config_check(&cfg, NULL), rows[i].want);
+        if (rows[i].field) {
+            ASSERT_STREQ(why.field, rows[i].field);
+            ASSERT(why.reason != NULL && strncmp(why.reason, "must be", 7) == 0);
+        } else {
+            ASSERT(why.field == NULL && why.reason == NULL); /* untouched on success */
+        }
+        prs_ring *r = (prs_ring *)&cfg;
+        ASSERT_STATUS(prs_ring_new(&cfg, &r), rows[i].want);
+        ASSERT(rows[i].want == PRS_OK ? r != NULL : r == NULL);
+        prs_ring_free(r);
     }
-    prs_ring_config cfg;
-    prs_ring_config_init(&cfg);
-    prs_config_error why = {NULL, NULL};
-    ASSERT_OK(prs_ring_config_check(&cfg, &why));
-    ASSERT(why.field == NULL);
+    prs_ring_strategy st;
+    ASSERT_OK(prs_ring_strategy_parse("drop_newest", &st));
+    ASSERT_EQ(st, PRS_RING_DROP_NEWEST);
+    ASSERT_STATUS(prs_ring_strategy_parse("drop", &st), PRS_EINVAL);
+    ASSERT_STREQ(prs_ring_strategy_name(PRS_RING_DROP_OLDEST), "drop_oldest");
+    ASSERT(prs_ring_strategy_name(9) == NULL);
 }
 
 /* The blocking join: it times out while a task is unfinished, returns at once
