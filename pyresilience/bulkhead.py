@@ -32,6 +32,7 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast, ove
 
 from . import _core
 from ._decorate import P, finish, inspect_target
+from ._wait import await_waiter, repair_after_fork
 
 __all__ = ["Bulkhead", "BulkheadMetrics"]
 
@@ -58,11 +59,6 @@ class BulkheadMetrics:
 
 # Every live Bulkhead, for the at-fork hook at the end of this module.
 _live: "weakref.WeakSet[Bulkhead]" = weakref.WeakSet()
-
-
-def _wake(fut: "asyncio.Future[Any]") -> None:
-    if not fut.done():
-        fut.set_result(None)
 
 
 def _check_timeout(timeout: Any, default: float) -> float:
@@ -102,7 +98,9 @@ class Bulkhead(_core.Bulkhead):
     """
 
     def __init__(self, name: str, max_concurrent: int, max_wait_seconds: float = 30.0) -> None:
-        super().__init__(name, max_concurrent, max_wait_seconds)
+        # The C type was built from these arguments (tp_new); only the
+        # Python-side state is made here.
+        super().__init__()
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._executor_lock = threading.Lock()
         _live.add(self)
@@ -130,19 +128,7 @@ class Bulkhead(_core.Bulkhead):
             await self._acquire_slow(r, limit)
 
     async def _acquire_slow(self, r: Any, limit: float) -> None:
-        if r is False:
-            raise self._full_error()
-        fut = r.future
-        handle = None if math.isinf(limit) else fut.get_loop().call_later(limit, _wake, fut)
-        try:
-            await fut
-        except BaseException:
-            self._finish(r, True)
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-        if not self._finish(r, False):
+        if r is False or not await await_waiter(r, limit, self._finish):
             raise self._full_error()
 
     # ``async with``: __aenter__/__aexit__ are in C (no coroutine on the fast
@@ -261,24 +247,9 @@ class Bulkhead(_core.Bulkhead):
     def __repr__(self) -> str:
         """``Bulkhead(name=..., max_concurrent=..., max_wait_seconds=...)``: the
         configuration; the counters are in :attr:`metrics`."""
-        try:
-            return (f"{type(self).__name__}(name={self.name!r}, max_concurrent={self.max_concurrent!r}, "
-                    f"max_wait_seconds={self.max_wait_seconds!r})")
-        except RuntimeError:
-            return f"<{type(self).__name__} (not initialised)>"
-
-
-def _after_fork_in_child() -> None:
-    """Repairs every live bulkhead in a child process (one thread runs)."""
-    first: Optional[BaseException] = None
-    for bulkhead in list(_live):
-        try:
-            bulkhead._after_fork_child()
-        except BaseException as exc:  # repair the others, then report the first
-            first = first or exc
-    if first is not None:
-        raise first
+        return (f"{type(self).__name__}(name={self.name!r}, max_concurrent={self.max_concurrent!r}, "
+                f"max_wait_seconds={self.max_wait_seconds!r})")
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=lambda: repair_after_fork(_live))

@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterato
 
 from . import _core
 from ._core import _AsyncWaiter
+from ._wait import await_waiter, repair_after_fork
 from .errors import QueueClosedError
 
 __all__ = ["BackpressureStrategy", "BackpressureMetrics", "BackpressureQueue", "BoundedQueue"]
@@ -99,13 +100,18 @@ def _size_arg(max_size: Any, maxsize: Any) -> Any:
     return None
 
 
-def _wake(fut: Any) -> None:
-    if not fut.done():
-        fut.set_result(None)
-
-
 Strategy = Union[BackpressureStrategy, str]
 Hook = Optional[Callable[[], Any]]
+Q = TypeVar("Q", bound="_RingQueueMixin")
+
+
+def _new(cls: "type[Q]", max_size: Any, strategy: Any, block_timeout: Any, high_watermark: Any,
+         low_watermark: Any, on_high_watermark: Any, on_low_watermark: Any, maxsize: Any) -> Q:
+    """A queue of `cls`, made (and checked) by the C type; followed by the at-fork hook."""
+    q = _core.RingQueue.__new__(cls, _size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
+                                low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
+    _live.add(q)
+    return q
 
 
 # Every live queue, for the at-fork hook at the end of this module.
@@ -114,6 +120,10 @@ _live: "weakref.WeakSet[_RingQueueMixin]" = weakref.WeakSet()
 
 class _RingQueueMixin(_core.RingQueue):
     """What both queues share: metrics, strategy, async put/get, iteration."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """The queue was built from these arguments by ``__new__``: a subclass
+        that takes other arguments overrides ``__new__``."""
 
     @property
     def strategy(self) -> BackpressureStrategy:
@@ -135,19 +145,8 @@ class _RingQueueMixin(_core.RingQueue):
         return await self._await_put(r)
 
     async def _await_put(self, w: Any) -> bool:
-        fut = w.future
-        limit = self.block_timeout
-        handle = None if limit is None else fut.get_loop().call_later(limit, _wake, fut)
-        try:
-            await fut
-        except BaseException:
-            # Cancelled (even after room was given): the item is not stored.
-            self._finish_put(w, True)
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-        return self._finish_put(w, False)
+        # Cancelled (even after room was given): the item is not stored.
+        return await await_waiter(w, self.block_timeout, self._finish_put)
 
     async def _aget(self, timeout: Optional[float] = None) -> Any:
         if timeout is not None:
@@ -158,19 +157,7 @@ class _RingQueueMixin(_core.RingQueue):
         return await self._await_get(r, timeout)
 
     async def _await_get(self, w: Any, timeout: Optional[float]) -> Any:
-        fut = w.future
-        handle = None
-        if timeout is not None and not math.isinf(timeout):
-            handle = fut.get_loop().call_later(timeout, _wake, fut)
-        try:
-            await fut
-        except BaseException:
-            self._finish_get(w, True)
-            raise
-        finally:
-            if handle is not None:
-                handle.cancel()
-        return self._finish_get(w, False)
+        return await await_waiter(w, timeout, self._finish_get)
 
     async def _ajoin(self) -> None:
         w = self._join_async(_get_running_loop)
@@ -234,13 +221,12 @@ class BackpressureQueue(_RingQueueMixin, Generic[T]):
     if not TYPE_CHECKING:
         __class_getitem__ = classmethod(types.GenericAlias)
 
-    def __init__(self, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
-                 block_timeout: Optional[float] = 30.0, high_watermark: Optional[float] = None,
-                 low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
-                 on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> None:
-        super().__init__(_size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
-                         low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
-        _live.add(self)
+    def __new__(cls, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
+                block_timeout: Optional[float] = 30.0, high_watermark: Optional[float] = None,
+                low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
+                on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> "BackpressureQueue[T]":
+        return _new(cls, max_size, strategy, block_timeout, high_watermark, low_watermark,
+                    on_high_watermark, on_low_watermark, maxsize)
 
     if TYPE_CHECKING:
         def put_nowait(self, item: T, /) -> bool: ...
@@ -309,13 +295,12 @@ class BoundedQueue(_RingQueueMixin, Generic[T]):
     if not TYPE_CHECKING:
         __class_getitem__ = classmethod(types.GenericAlias)
 
-    def __init__(self, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
-                 block_timeout: Optional[float] = None, high_watermark: Optional[float] = None,
-                 low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
-                 on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> None:
-        super().__init__(_size_arg(max_size, maxsize), strategy, block_timeout, high_watermark,
-                         low_watermark, on_high_watermark, on_low_watermark, maxsize=maxsize)
-        _live.add(self)
+    def __new__(cls, max_size: int = 0, strategy: Strategy = BackpressureStrategy.BLOCK,
+                block_timeout: Optional[float] = None, high_watermark: Optional[float] = None,
+                low_watermark: Optional[float] = None, on_high_watermark: Hook = None,
+                on_low_watermark: Hook = None, *, maxsize: Optional[int] = None) -> "BoundedQueue[T]":
+        return _new(cls, max_size, strategy, block_timeout, high_watermark, low_watermark,
+                    on_high_watermark, on_low_watermark, maxsize)
 
     if TYPE_CHECKING:
         def put(self, item: T, block: bool = True, timeout: Optional[float] = None) -> bool: ...
@@ -352,17 +337,5 @@ class BoundedQueue(_RingQueueMixin, Generic[T]):
         return cast(T, await self._await_get(r, timeout))
 
 
-def _after_fork_in_child() -> None:
-    """Repairs every live queue in a child process (one thread runs)."""
-    first: Optional[BaseException] = None
-    for queue in list(_live):
-        try:
-            queue._after_fork_child()
-        except BaseException as exc:  # repair the others, then report the first
-            first = first or exc
-    if first is not None:
-        raise first
-
-
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
+    os.register_at_fork(after_in_child=lambda: repair_after_fork(_live))

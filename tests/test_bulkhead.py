@@ -590,6 +590,32 @@ def test_bad_construction(args, exc):
         assert ("max_concurrent" in str(ei.value)) or ("max_wait_seconds" in str(ei.value))
 
 
+def test_bad_max_concurrent_words_the_core_rule():
+    for bad in (0, -1, 10 ** 9 + 1, 10 ** 30, 0.0):
+        with pytest.raises(ValueError) as ei:
+            Bulkhead("x", bad)
+        assert str(ei.value) == f"max_concurrent must be between 1 and 1000000000, got {bad!r}"
+
+
+def test_built_when_made_and_subclassed():
+    """The C bulkhead is built from the constructor's arguments when made: a
+    subclass taking the same arguments works unchanged, and __init__ never
+    builds it again."""
+    class Tagged(Bulkhead):
+        def __init__(self, name: str, max_concurrent: int, max_wait_seconds: float = 30.0) -> None:
+            super().__init__(name, max_concurrent, max_wait_seconds)
+            self.tag = name.upper()
+
+    t = Tagged("db", 2, max_wait_seconds=0)
+    assert (t.tag, t.max_concurrent, t.max_wait_seconds) == ("DB", 2, 0.0)
+    assert run(t.execute(lambda: 7)) == 7
+    t.acquire()
+    t.__init__("other", 9)
+    assert (t.name, t.max_concurrent, t.active_count) == ("db", 2, 1)
+    t.release()
+    t.shutdown()
+
+
 def test_bad_timeouts():
     b = Bulkhead("x", 1)
     for bad, exc in ((-1, ValueError), (float("nan"), ValueError), ("1", TypeError)):
@@ -619,7 +645,13 @@ def test_repr_is_the_configuration():
     class Mine(Bulkhead):
         pass
     assert repr(Mine("m", 1, 0)) == "Mine(name='m', max_concurrent=1, max_wait_seconds=0.0)"
-    assert "not initialised" in repr(Bulkhead.__new__(Bulkhead))
+    # Built when made (tp_new): no half-made object exists to repr.
+    made = Bulkhead.__new__(Bulkhead, "n", 2)
+    assert repr(made) == "Bulkhead(name='n', max_concurrent=2, max_wait_seconds=30.0)"
+    made.acquire()
+    assert made.active_count == 1
+    with pytest.raises(TypeError):
+        Bulkhead.__new__(Bulkhead)
 
 
 def test_metrics_are_a_frozen_public_snapshot():

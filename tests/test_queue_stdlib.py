@@ -79,8 +79,9 @@ class AsyncQueue(BackpressureQueue):
     """BackpressureQueue constructed as asyncio.Queue is: ``(maxsize=0)``, a put
     that waits for room without a limit."""
 
-    def __init__(self, maxsize: int = 0) -> None:
-        super().__init__(maxsize=maxsize, block_timeout=None)
+    def __new__(cls, maxsize: int = 0) -> "AsyncQueue":
+        # built from its arguments when made (__new__), as int or tuple are
+        return super().__new__(cls, maxsize=maxsize, block_timeout=None)
 
 
 def _asyncio_with_our_queue() -> types.ModuleType:

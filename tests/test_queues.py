@@ -323,7 +323,7 @@ def test_async_watermarks():
 
 # ---- producers x consumers: every item exactly once --------------------------------
 
-N_PER_PRODUCER = 250_000  # 4 producers -> 10^6 items per strategy (issue 6)
+N_PER_PRODUCER = 250_000  # 4 producers -> 10^6 items per strategy
 
 
 @pytest.mark.parametrize("strategy", list(S))
@@ -518,7 +518,7 @@ def test_memory_flat():
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        for _ in range(1_000_000):  # a million puts and gets (issue 6)
+        for _ in range(1_000_000):  # a million puts and gets: memory stays flat
             q.put(payload)
             q.get()
         after = tracemalloc.get_traced_memory()[0]
@@ -576,6 +576,52 @@ def test_ctrl_c_interrupts_blocked_wait(op):
 def test_bad_construction(cls, kwargs, exc, word):
     with pytest.raises(exc, match=word):
         cls(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    (dict(max_size=2, high_watermark=0), "high_watermark must be a fraction in (0, 1], got 0"),
+    (dict(max_size=2, high_watermark=-1.0), "high_watermark must be a fraction in (0, 1], got -1.0"),
+    (dict(max_size=2, high_watermark=0.3, low_watermark=0.6),
+     "low_watermark must be below high_watermark (0 <= low < high <= 1), got 0.6"),
+    (dict(max_size=2 ** 30 + 1), "max_size must be <= 1073741824, got 1073741825"),
+    (dict(maxsize=10 ** 30), f"maxsize must be <= 1073741824, got {10 ** 30}"),
+])
+def test_bad_construction_words_the_core_rule(kwargs, message):
+    """The core's validator names the field and the rule; the message adds the
+    value as given (a whole number beyond int64 too)."""
+    with pytest.raises(ValueError) as ei:
+        BoundedQueue(**kwargs)
+    assert str(ei.value) == message
+    q = BoundedQueue(2)
+    with pytest.raises(ValueError) as ei:
+        q.maxsize = 2 ** 40
+    assert str(ei.value) == f"maxsize must be <= 1073741824, got {2 ** 40}"
+    assert q.maxsize == 2
+
+
+def test_built_when_made():
+    """The C queue is built by __new__ from the arguments: there is no
+    half-made queue, and __init__ does not build it again."""
+    q = pr._core.RingQueue.__new__(pr._core.RingQueue, 3, "drop_oldest")
+    assert (q.max_size, q._strategy_name, q.put_nowait(1), q.get_nowait()) == (3, "drop_oldest", True, 1)
+    b = BoundedQueue(2)
+    b.put(1)
+    b.__init__(5)  # type: ignore[misc]
+    assert (b.max_size, b.qsize()) == (2, 1)
+
+    class Mine(BoundedQueue):  # type: ignore[type-arg]
+        """Other arguments than the base's: read by __new__."""
+
+        def __new__(cls, n: int) -> "Mine":
+            return super().__new__(cls, n, S.DROP_NEWEST, block_timeout=0.5)
+
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.n = n
+
+    m = Mine(4)
+    assert (m.n, m.max_size, m.strategy, m.block_timeout, type(m).__name__) == (4, 4, S.DROP_NEWEST, 0.5, "Mine")
+    assert m in list(pr.queues._live)  # repaired after fork like any queue
 
 
 def test_bad_timeouts():

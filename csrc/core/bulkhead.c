@@ -68,10 +68,18 @@ void prs_bulkhead_config_init(prs_bulkhead_config *cfg) {
     cfg->allocator = NULL;
 }
 
-int prs_bulkhead_config_validate(const prs_bulkhead_config *cfg) {
-    if (!cfg || cfg->max_concurrent < 1 || cfg->prior_hold_ns < 1) return PRS_EINVAL;
-    if (cfg->max_concurrent > PRS_BULKHEAD_MAX) return PRS_ERANGE;
+int prs_bulkhead_config_check(const prs_bulkhead_config *cfg, prs_config_error *why) {
+    if (!cfg) return prs_config_fail(why, PRS_EINVAL, NULL, "no config");
+    if (cfg->max_concurrent < 1)
+        return prs_config_fail(why, PRS_EINVAL, "max_concurrent", "must be between 1 and 1000000000");
+    if (cfg->prior_hold_ns < 1) return prs_config_fail(why, PRS_EINVAL, "prior_hold_ns", "must be >= 1");
+    if (cfg->max_concurrent > PRS_BULKHEAD_MAX)
+        return prs_config_fail(why, PRS_ERANGE, "max_concurrent", "must be between 1 and 1000000000");
     return PRS_OK;
+}
+
+int prs_bulkhead_config_validate(const prs_bulkhead_config *cfg) {
+    return prs_bulkhead_config_check(cfg, NULL);
 }
 
 int prs_bulkhead_new(const prs_bulkhead_config *cfg, prs_bulkhead **out) {
@@ -107,19 +115,13 @@ int prs_bulkhead_waiter_init(prs_bulkhead_waiter *w, int blocking, void *data) {
     memset(w, 0, sizeof *w);
     w->state = PRS_WAITER_IDLE;
     w->data = data;
-    if (blocking) {
-        int rc = prs__cond_init_monotonic(&w->cond);
-        if (rc) return rc;
-        w->blocking = 1;
-    }
-    return PRS_OK;
+    return prs__waiter_cond_init(&w->cond, blocking, &w->blocking);
 }
 
 void prs_bulkhead_waiter_destroy(prs_bulkhead_waiter *w) {
     if (!w) return;
     assert(w->state != PRS_WAITER_WAITING);
-    if (w->blocking) pthread_cond_destroy(&w->cond);
-    w->blocking = 0;
+    prs__waiter_cond_destroy(&w->cond, &w->blocking);
 }
 
 int prs_bulkhead_waiter_state(prs_bulkhead *b, const prs_bulkhead_waiter *w) {
@@ -236,16 +238,7 @@ int prs_bulkhead_release(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter **
 
 int prs_bulkhead_wait(prs_bulkhead *b, prs_bulkhead_waiter *w, int64_t deadline_ns) {
     if (!b || !w || !w->blocking) return PRS_EINVAL;
-    int rc = PRS_OK;
-    pthread_mutex_lock(&b->mu);
-    while (w->state == PRS_WAITER_WAITING) {
-        if (prs__cond_wait_until(&w->cond, &b->mu, deadline_ns)) {
-            if (w->state == PRS_WAITER_WAITING) rc = PRS_ETIMEDOUT;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&b->mu);
-    return rc;
+    return prs__cond_wait_while(&w->cond, &b->mu, &w->state, PRS_WAITER_WAITING, deadline_ns);
 }
 
 int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64_t now_ns,

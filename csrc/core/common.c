@@ -99,6 +99,19 @@ int prs__cond_init_monotonic(pthread_cond_t *c) {
     return rc == 0 ? PRS_OK : PRS_EAGAIN;
 }
 
+int prs__waiter_cond_init(pthread_cond_t *c, int blocking, int *is_blocking) {
+    *is_blocking = 0;
+    if (!blocking) return PRS_OK;
+    int rc = prs__cond_init_monotonic(c);
+    if (rc == PRS_OK) *is_blocking = 1;
+    return rc;
+}
+
+void prs__waiter_cond_destroy(pthread_cond_t *c, int *is_blocking) {
+    if (*is_blocking) pthread_cond_destroy(c);
+    *is_blocking = 0;
+}
+
 int prs__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadline_ns) {
     if (deadline_ns == PRS_NEVER) {
         pthread_cond_wait(c, mu);
@@ -109,4 +122,18 @@ int prs__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadlin
     ts.tv_sec = (time_t)(deadline_ns / PRS_NS_PER_SEC);
     ts.tv_nsec = (long)(deadline_ns % PRS_NS_PER_SEC);
     return pthread_cond_timedwait(c, mu, &ts) == ETIMEDOUT;
+}
+
+int prs__cond_wait_while(pthread_cond_t *c, pthread_mutex_t *mu, const int *state, int waiting,
+                         int64_t deadline_ns) {
+    int rc = PRS_OK;
+    pthread_mutex_lock(mu);
+    while (*state == waiting) {
+        if (prs__cond_wait_until(c, mu, deadline_ns)) {
+            if (*state == waiting) rc = PRS_ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(mu);
+    return rc;
 }

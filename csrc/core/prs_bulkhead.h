@@ -100,7 +100,10 @@ typedef struct prs_bulkhead_stats {
  * default allocator. */
 void prs_bulkhead_config_init(prs_bulkhead_config *cfg);
 /* PRS_OK, PRS_EINVAL (NULL, max_concurrent < 1 or prior_hold_ns < 1),
- * PRS_ERANGE (max_concurrent > PRS_BULKHEAD_MAX). */
+ * PRS_ERANGE (max_concurrent > PRS_BULKHEAD_MAX); on error *why (when not
+ * NULL) names the field and the rule it broke. */
+int prs_bulkhead_config_check(const prs_bulkhead_config *cfg, prs_config_error *why);
+/* prs_bulkhead_config_check(cfg, NULL). */
 int prs_bulkhead_config_validate(const prs_bulkhead_config *cfg);
 /* A bulkhead with every permit free in *out; on error *out is NULL and
  * nothing is allocated (PRS_ENOMEM, PRS_EINVAL, PRS_ERANGE). */

@@ -94,9 +94,20 @@ static inline void prs__spin_init(prs__spinlock *l) { atomic_init(&l->v, 0); }
 
 /* pthread_cond_init with CLOCK_MONOTONIC: PRS_OK, PRS_ENOMEM or PRS_EAGAIN. */
 int prs__cond_init_monotonic(pthread_cond_t *c);
+/* A waiter's condition variable: blocking=1 makes it (*is_blocking = 1 on
+ * success; PRS_ENOMEM/PRS_EAGAIN otherwise), blocking=0 leaves it unmade. */
+int prs__waiter_cond_init(pthread_cond_t *c, int blocking, int *is_blocking);
+/* Destroys it if it was made; *is_blocking = 0. */
+void prs__waiter_cond_destroy(pthread_cond_t *c, int *is_blocking);
 /* One wait on `c` (mutex `mu` held) until deadline_ns, absolute on
  * prs_monotonic_ns() (PRS_NEVER: untimed). Spurious wakeups happen: callers
  * loop on their predicate. Returns 1 when the deadline has passed, else 0. */
 int prs__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadline_ns);
+/* The wait of every intrusive BLOCKING waiter: takes `mu`, sleeps on `c` while
+ * *state (guarded by `mu`) equals `waiting`, until deadline_ns (PRS_NEVER: no
+ * limit), releases `mu`. PRS_OK once *state changed, PRS_ETIMEDOUT when it
+ * still equals `waiting` at the deadline. Touches nothing but *state. */
+int prs__cond_wait_while(pthread_cond_t *c, pthread_mutex_t *mu, const int *state, int waiting,
+                         int64_t deadline_ns);
 
 #endif /* PRS_INTERNAL_H */

@@ -125,16 +125,26 @@ void prs_ring_config_init(prs_ring_config *cfg) {
     cfg->allocator = NULL;
 }
 
-int prs_ring_config_validate(const prs_ring_config *cfg) {
-    if (!cfg || cfg->capacity < 0) return PRS_EINVAL;
-    if ((int)cfg->strategy < PRS_RING_BLOCK || (int)cfg->strategy > PRS_RING_ERROR) return PRS_EINVAL;
+int prs_ring_config_check(const prs_ring_config *cfg, prs_config_error *why) {
+    if (!cfg) return prs_config_fail(why, PRS_EINVAL, NULL, "no config");
+    if (cfg->capacity < 0) return prs_config_fail(why, PRS_EINVAL, "capacity", "must be >= 0 (0: unbounded)");
+    if ((int)cfg->strategy < PRS_RING_BLOCK || (int)cfg->strategy > PRS_RING_ERROR)
+        return prs_config_fail(why, PRS_EINVAL, "strategy",
+                               "must be 'block', 'drop_oldest', 'drop_newest' or 'error'");
     if (cfg->watermarks) {
         double hi = cfg->high_watermark, lo = cfg->low_watermark;
-        if (!(lo >= 0.0 && lo < hi && hi <= 1.0)) return PRS_EINVAL; /* NaN fails too */
+        if (!(hi > 0.0 && hi <= 1.0)) /* NaN fails too */
+            return prs_config_fail(why, PRS_EINVAL, "high_watermark", "must be a fraction in (0, 1]");
+        if (!(lo >= 0.0 && lo < hi))
+            return prs_config_fail(why, PRS_EINVAL, "low_watermark",
+                                   "must be below high_watermark (0 <= low < high <= 1)");
     }
-    if (cfg->capacity > PRS_RING_MAX) return PRS_ERANGE;
+    if (cfg->capacity > PRS_RING_MAX)
+        return prs_config_fail(why, PRS_ERANGE, "capacity", "must be <= 1073741824");
     return PRS_OK;
 }
+
+int prs_ring_config_validate(const prs_ring_config *cfg) { return prs_ring_config_check(cfg, NULL); }
 
 static void set_thresholds(prs_ring *r) {
     if (!r->wm) return;
@@ -191,19 +201,13 @@ int prs_ring_waiter_init(prs_ring_waiter *w, int role, int blocking, void *data)
     w->state = PRS_WAITER_IDLE;
     w->role = role;
     w->data = data;
-    if (blocking) {
-        int rc = prs__cond_init_monotonic(&w->cond);
-        if (rc) return rc;
-        w->blocking = 1;
-    }
-    return PRS_OK;
+    return prs__waiter_cond_init(&w->cond, blocking, &w->blocking);
 }
 
 void prs_ring_waiter_destroy(prs_ring_waiter *w) {
     if (!w) return;
     assert(w->state != PRS_WAITER_WAITING);
-    if (w->blocking) pthread_cond_destroy(&w->cond);
-    w->blocking = 0;
+    prs__waiter_cond_destroy(&w->cond, &w->blocking);
 }
 
 /* ---- internals (mu held) ------------------------------------------------- */
@@ -472,16 +476,7 @@ int prs_ring_get(prs_ring *r, prs_ring_waiter *w, void **item, prs_ring_result *
 
 int prs_ring_wait(prs_ring *r, prs_ring_waiter *w, int64_t deadline_ns) {
     if (!r || !w || !w->blocking) return PRS_EINVAL;
-    int rc = PRS_OK;
-    pthread_mutex_lock(&r->mu);
-    while (w->state == PRS_WAITER_WAITING) {
-        if (prs__cond_wait_until(&w->cond, &r->mu, deadline_ns)) {
-            if (w->state == PRS_WAITER_WAITING) rc = PRS_ETIMEDOUT;
-            break;
-        }
-    }
-    pthread_mutex_unlock(&r->mu);
-    return rc;
+    return prs__cond_wait_while(&w->cond, &r->mu, &w->state, PRS_WAITER_WAITING, deadline_ns);
 }
 
 /* finish() of a served producer. */
@@ -766,58 +761,40 @@ static void res_merge(prs_ring_result *into, const prs_ring_result *from) {
     }
 }
 
-int prs_ring_put_blocking(prs_ring *r, void *item, int64_t deadline_ns, prs_ring_result *res) {
-    if (!r || !res) return PRS_EINVAL;
+/* The blocking forms: a BLOCKING waiter of `role` on this stack, queued by
+ * put/get/join, waited on until deadline_ns and settled with ACCEPT. */
+static int blocking(prs_ring *r, int role, void *in, void **out, int64_t deadline_ns, prs_ring_result *res) {
     prs_ring_waiter w;
-    int rc = prs_ring_waiter_init(&w, 1, 1, NULL);
+    int rc = prs_ring_waiter_init(&w, role, 1, NULL);
     if (rc) { res_init(res); return rc; }
-    rc = prs_ring_put(r, item, &w, res);
+    rc = role == PRS_RING_PRODUCER ? prs_ring_put(r, in, &w, res)
+       : role == PRS_RING_CONSUMER ? prs_ring_get(r, &w, out, res)
+                                   : prs_ring_join(r, &w, res);
     if (rc == PRS_OK && res->outcome == PRS_RING_WAITING) {
         prs_ring_result fin;
-        void *back;
+        void *back = NULL; /* a producer's item that was not stored: still the caller's */
         prs_ring_wait(r, &w, deadline_ns);
-        prs_ring_finish(r, &w, PRS_RING_FINISH_ACCEPT, &back, &fin);
+        prs_ring_finish(r, &w, PRS_RING_FINISH_ACCEPT, role == PRS_RING_CONSUMER ? out : &back, &fin);
         res_merge(res, &fin);
         res->outcome = fin.outcome;
         if (fin.outcome == PRS_RING_CLOSED) rc = PRS_ECLOSED;
+        else if (fin.outcome == PRS_RING_TIMED_OUT && role != PRS_RING_PRODUCER) rc = PRS_ETIMEDOUT;
     }
     prs_ring_waiter_destroy(&w);
     return rc;
+}
+
+int prs_ring_put_blocking(prs_ring *r, void *item, int64_t deadline_ns, prs_ring_result *res) {
+    if (!r || !res) return PRS_EINVAL;
+    return blocking(r, PRS_RING_PRODUCER, item, NULL, deadline_ns, res);
 }
 
 int prs_ring_get_blocking(prs_ring *r, int64_t deadline_ns, void **item, prs_ring_result *res) {
     if (!r || !item || !res) return PRS_EINVAL;
-    prs_ring_waiter w;
-    int rc = prs_ring_waiter_init(&w, 0, 1, NULL);
-    if (rc) { res_init(res); return rc; }
-    rc = prs_ring_get(r, &w, item, res);
-    if (rc == PRS_OK && res->outcome == PRS_RING_WAITING) {
-        prs_ring_result fin;
-        prs_ring_wait(r, &w, deadline_ns);
-        prs_ring_finish(r, &w, PRS_RING_FINISH_ACCEPT, item, &fin);
-        res_merge(res, &fin);
-        res->outcome = fin.outcome;
-        if (fin.outcome == PRS_RING_CLOSED) rc = PRS_ECLOSED;
-        else if (fin.outcome != PRS_RING_GOT) rc = PRS_ETIMEDOUT;
-    }
-    prs_ring_waiter_destroy(&w);
-    return rc;
+    return blocking(r, PRS_RING_CONSUMER, NULL, item, deadline_ns, res);
 }
 
 int prs_ring_join_blocking(prs_ring *r, int64_t deadline_ns, prs_ring_result *res) {
     if (!r || !res) return PRS_EINVAL;
-    prs_ring_waiter w;
-    int rc = prs_ring_waiter_init(&w, PRS_RING_JOINER, 1, NULL);
-    if (rc) { res_init(res); return rc; }
-    rc = prs_ring_join(r, &w, res);
-    if (rc == PRS_OK && res->outcome == PRS_RING_WAITING) {
-        prs_ring_result fin;
-        void *unused;
-        prs_ring_wait(r, &w, deadline_ns);
-        prs_ring_finish(r, &w, PRS_RING_FINISH_ACCEPT, &unused, &fin);
-        res->outcome = fin.outcome;
-        if (fin.outcome != PRS_RING_DONE) rc = PRS_ETIMEDOUT;
-    }
-    prs_ring_waiter_destroy(&w);
-    return rc;
+    return blocking(r, PRS_RING_JOINER, NULL, NULL, deadline_ns, res);
 }

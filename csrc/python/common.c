@@ -224,6 +224,33 @@ int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, i
     return 0;
 }
 
+int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out) {
+    if (PyLong_Check(o) && !PyBool_Check(o)) {
+        int overflow = 0;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        *out = overflow > 0 ? INT64_MAX : overflow < 0 ? INT64_MIN : v;
+        return 0;
+    }
+    if (PyFloat_Check(o)) {
+        double d = PyFloat_AS_DOUBLE(o);
+        if (isfinite(d) && d == floor(d) && fabs(d) >= 9.2233720368547758e18) {
+            *out = d > 0 ? INT64_MAX : INT64_MIN;
+            return 0;
+        }
+    }
+    return prs_py_parse_count(o, param, INT64_MIN, INT64_MAX, out);
+}
+
+PyObject *prs_py_config_refused(prs_py_state *st, int status, const prs_config_error *why,
+                                const char *param, PyObject *value) {
+    if ((status != PRS_EINVAL && status != PRS_ERANGE) || !why->reason) return prs_py_error(st, status, NULL);
+    if (!param) param = why->field ? why->field : "configuration";
+    if (value) PyErr_Format(PyExc_ValueError, "%s %s, got %R", param, why->reason, value);
+    else PyErr_Format(PyExc_ValueError, "%s %s", param, why->reason);
+    return NULL;
+}
+
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
     if (PyLong_CheckExact(o)) {
         int overflow = 0;

@@ -48,7 +48,7 @@ enum prs_py_slot {
     PRS_SLOT_RetryPolicy,
     PRS_SLOT_RetryBudget,
     PRS_SLOT_RetryCall,
-    /* bulkhead and queues (issue 6) */
+    /* bulkhead and queues */
     PRS_SLOT_AsyncWaiter,
     PRS_SLOT_Bulkhead,
     PRS_SLOT_RingQueue,
@@ -139,6 +139,16 @@ int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int
  * an integral value (10.0 -> 10); 10.5 -> ValueError, bool/str -> TypeError;
  * then checked against [lo, hi] like prs_py_parse_int. 0 or -1. */
 int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out);
+/* A count for a core config field, whose validator checks its range: as
+ * prs_py_parse_count over all of int64, except that a whole number beyond
+ * int64 saturates (so the validator's message names it too). 0 or -1. */
+int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out);
+/* The exception for a core validator's refusal (prs_X_config_check's status
+ * and *why): ValueError "<param> <reason>, got <value>", where param is the
+ * Python name of why->field (NULL: the field's name) and value the argument as
+ * given (NULL: not given); other statuses through prs_py_error(). NULL. */
+PyObject *prs_py_config_refused(prs_py_state *st, int status, const prs_config_error *why,
+                                const char *param, PyObject *value);
 /* A request weight n: a count >= 1 (an int, or an integral float; not bool). Ints beyond int64 saturate to
  * INT64_MAX (such n can never be admitted: a decision, not an error). */
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out);

@@ -8,24 +8,23 @@
  * the ring gives back - evicted, refused, a producer's item after a timeout or
  * close - are released here, after the ring's lock is dropped.
  *
- * Waits are as in bulkhead.c: a BLOCKING core waiter on the C stack, the GIL
- * released, <= 50 ms slices against an absolute monotonic deadline,
- * PyErr_CheckSignals() between slices; asyncio waiters are _AsyncWaiter
- * objects in the same FIFO as the threads (bulkhead.h).
+ * Waits are the condition wait of wait.h: a BLOCKING core waiter on the C
+ * stack waited on by prs_py_cond_wait() (GIL released, signals checked, an
+ * interrupted wait takes nothing); asyncio waiters are _AsyncWaiter objects
+ * in the same FIFO as the threads, settled through the same q_settle().
  *
  * Watermark callbacks run after the core call returned (no lock held), in the
  * thread whose call crossed the mark; an exception from one is reported
  * through sys.unraisablehook (the put or get it follows has happened).
  */
-#include "bulkhead.h"
+#include "wait.h"
 
 #include <math.h>
-
-#define SLICE_NS (50 * PRS_NS_PER_MS)
+#include <string.h>
 
 typedef struct {
     PyObject_HEAD
-    prs_ring *core;            /* NULL until __init__ succeeded */
+    prs_ring *core;            /* made in tp_new (NULL only while it fails) */
     int64_t maxsize;           /* as given (<= 0: unbounded, as queue.Queue) */
     int64_t block_timeout_ns;  /* PRS_NEVER: no limit */
     double block_timeout_s;    /* inf: no limit */
@@ -37,22 +36,6 @@ typedef struct {
 } q_obj;
 
 #define SELF ((q_obj *)self)
-
-static int ensure_init(PyObject *self) {
-    if (SELF->core) return 0;
-    PyErr_Format(PyExc_RuntimeError, "%.200s object is not initialised (call __init__)",
-                 Py_TYPE(self)->tp_name);
-    return -1;
-}
-
-static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    q_obj *self = (q_obj *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
-    self->core = NULL;
-    self->on_high = self->on_low = NULL;
-    self->weakreflist = NULL;
-    return (PyObject *)self;
-}
 
 /* A strategy: "block" ... or an object whose .value is one (the enum). */
 static int parse_strategy(PyObject *o, prs_ring_strategy *out) {
@@ -96,88 +79,87 @@ static int parse_callback(PyObject *o, const char *param, PyObject **out) {
 /* A capacity: a count <= PRS_RING_MAX; <= 0 means unbounded (queue.Queue's
  * rule). *given keeps the value, *cap is the core's (0: unbounded). */
 static int parse_maxsize(PyObject *o, const char *param, int64_t *given, int64_t *cap) {
-    if (prs_py_parse_count(o, param, INT64_MIN, PRS_RING_MAX, given) < 0) return -1;
+    if (prs_py_parse_config_count(o, param, given) < 0) return -1;
     *cap = *given <= 0 ? 0 : *given;
     return 0;
 }
 
-static int q_init(PyObject *self, PyObject *args, PyObject *kwds) {
+/* The core's verdict on a config whose capacity came from `param` = `given`
+ * and watermarks from hi_o/lo_o: 0, or -1 with its ValueError. */
+static int check_config(prs_py_state *st, const prs_ring_config *cfg, const char *param, PyObject *given,
+                        PyObject *hi_o, PyObject *lo_o) {
+    prs_config_error why = {NULL, NULL};
+    int rc = prs_ring_config_check(cfg, &why);
+    if (!rc) return 0;
+    int high = why.field && strcmp(why.field, "high_watermark") == 0;
+    int low = why.field && strcmp(why.field, "low_watermark") == 0;
+    prs_py_config_refused(st, rc, &why, high || low ? why.field : param, high ? hi_o : low ? lo_o : given);
+    return -1;
+}
+
+static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"max_size", "strategy", "block_timeout", "high_watermark", "low_watermark",
                              "on_high_watermark", "on_low_watermark", "maxsize", NULL};
     PyObject *size_o = NULL, *strat_o = NULL, *bt_o = NULL, *hi_o = NULL, *lo_o = NULL, *onhi_o = NULL,
              *onlo_o = NULL, *maxsize_o = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOOOOO$O:RingQueue", kwlist, &size_o, &strat_o, &bt_o,
                                      &hi_o, &lo_o, &onhi_o, &onlo_o, &maxsize_o))
-        return -1;
-    if (SELF->core) {
-        PyErr_Format(PyExc_RuntimeError, "%.200s is already initialised", Py_TYPE(self)->tp_name);
-        return -1;
-    }
+        return NULL;
+    prs_py_state *st = prs_py_state_of_type(type);
+    if (!st) return NULL;
     if (maxsize_o == Py_None) maxsize_o = NULL;
     if (size_o == Py_None) size_o = NULL;
     if (size_o && maxsize_o) {
         PyErr_SetString(PyExc_TypeError, "give max_size or maxsize (its queue.Queue name), not both");
-        return -1;
+        return NULL;
     }
+    const char *size_name = maxsize_o ? "maxsize" : "max_size";
+    if (maxsize_o) size_o = maxsize_o;
     prs_ring_config cfg;
     prs_ring_config_init(&cfg);
     int64_t given = 0;
     cfg.capacity = 0;
-    if (size_o && parse_maxsize(size_o, "max_size", &given, &cfg.capacity) < 0) return -1;
-    if (maxsize_o && parse_maxsize(maxsize_o, "maxsize", &given, &cfg.capacity) < 0) return -1;
-    if (strat_o && parse_strategy(strat_o, &cfg.strategy) < 0) return -1;
+    if (size_o && parse_maxsize(size_o, size_name, &given, &cfg.capacity) < 0) return NULL;
+    if (strat_o && parse_strategy(strat_o, &cfg.strategy) < 0) return NULL;
     double bt = 30.0;
     if (bt_o == Py_None) bt = Py_HUGE_VAL;
-    else if (bt_o && prs_py_parse_real(bt_o, "block_timeout", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &bt) < 0) return -1;
+    else if (bt_o && prs_py_parse_real(bt_o, "block_timeout", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &bt) < 0) return NULL;
     if (hi_o == Py_None) hi_o = NULL;
     if (lo_o == Py_None) lo_o = NULL;
-    double hi = 1.0, lo = 0.0;
-    if (hi_o && prs_py_parse_real(hi_o, "high_watermark", 0, &hi) < 0) return -1;
-    if (lo_o && prs_py_parse_real(lo_o, "low_watermark", PRS_PY_ZERO_OK, &lo) < 0) return -1;
-    if (hi > 1.0) {
-        PyErr_Format(PyExc_ValueError, "high_watermark must be a fraction in (0, 1], got %R", hi_o);
-        return -1;
-    }
-    if (lo >= hi) {
-        PyErr_Format(PyExc_ValueError,
-                     "low_watermark must be below high_watermark (0 <= low < high <= 1), got low=%R, high=%R",
-                     lo_o ? lo_o : Py_None, hi_o ? hi_o : Py_None);
-        return -1;
-    }
+    const unsigned any = PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK; /* the core checks the range */
+    if (hi_o && prs_py_parse_real(hi_o, "high_watermark", any, &cfg.high_watermark) < 0) return NULL;
+    if (lo_o && prs_py_parse_real(lo_o, "low_watermark", any, &cfg.low_watermark) < 0) return NULL;
     cfg.watermarks = hi_o || lo_o;
+    if (check_config(st, &cfg, size_name, size_o, hi_o, lo_o) < 0) return NULL;
     if (cfg.watermarks && cfg.capacity == 0) {
         PyErr_Format(PyExc_ValueError, "watermarks need a bounded queue (max_size > 0), got max_size=%lld",
                      (long long)given);
-        return -1;
+        return NULL;
     }
-    cfg.high_watermark = hi;
-    cfg.low_watermark = lo;
     if (!cfg.watermarks && ((onhi_o && onhi_o != Py_None) || (onlo_o && onlo_o != Py_None))) {
         PyErr_SetString(PyExc_ValueError,
                         "on_high_watermark/on_low_watermark need high_watermark and/or low_watermark");
-        return -1;
+        return NULL;
     }
     PyObject *onhi, *onlo;
-    if (parse_callback(onhi_o, "on_high_watermark", &onhi) < 0) return -1;
-    if (parse_callback(onlo_o, "on_low_watermark", &onlo) < 0) { Py_XDECREF(onhi); return -1; }
-    prs_ring *core;
-    int rc = prs_ring_new(&cfg, &core);
+    if (parse_callback(onhi_o, "on_high_watermark", &onhi) < 0) return NULL;
+    if (parse_callback(onlo_o, "on_low_watermark", &onlo) < 0) { Py_XDECREF(onhi); return NULL; }
+    q_obj *self = (q_obj *)type->tp_alloc(type, 0);
+    if (!self) { Py_XDECREF(onhi); Py_XDECREF(onlo); return NULL; }
+    self->on_high = onhi;
+    self->on_low = onlo;
+    int rc = prs_ring_new(&cfg, &self->core);
     if (rc) {
-        Py_XDECREF(onhi);
-        Py_XDECREF(onlo);
-        prs_py_error(prs_py_state_of(self), rc, "invalid queue configuration");
-        return -1;
+        Py_DECREF(self);
+        return prs_py_error(st, rc, NULL);
     }
-    SELF->core = core;
-    SELF->maxsize = given;
-    SELF->block_timeout_s = bt;
-    SELF->block_timeout_ns = isinf(bt) ? PRS_NEVER : prs_seconds_to_ns(bt);
-    SELF->wm = cfg.watermarks;
-    SELF->high = hi;
-    SELF->low = lo;
-    SELF->on_high = onhi;
-    SELF->on_low = onlo;
-    return 0;
+    self->maxsize = given;
+    self->block_timeout_s = bt;
+    self->block_timeout_ns = isinf(bt) ? PRS_NEVER : prs_seconds_to_ns(bt);
+    self->wm = cfg.watermarks;
+    self->high = cfg.high_watermark;
+    self->low = cfg.low_watermark;
+    return (PyObject *)self;
 }
 
 static int visit_item(void *item, void *arg) {
@@ -222,8 +204,7 @@ static void q_dealloc(PyObject *self) {
 
 /* ---- after a core call: wake, call back, release (no lock held) --------- */
 
-static void deliver(PyObject *self, prs_ring_waiter *woken);
-static void waiter_abandon(prs_py_waiter *w);
+static void deliver(prs_ring_waiter *woken);
 
 static void call_hook(PyObject *fn) {
     if (!fn) return;
@@ -236,7 +217,7 @@ static void call_hook(PyObject *fn) {
 static void after(PyObject *self, prs_ring_result *res) {
     if (!res->woken && !res->events && !res->evicted) return;
     PRS_PY_EXC_SAVE(saved);
-    deliver(self, res->woken);
+    deliver(res->woken);
     if (res->events & PRS_RING_EV_HIGH) {
         PyObject *fn = Py_XNewRef(SELF->on_high);
         call_hook(fn);
@@ -252,23 +233,42 @@ static void after(PyObject *self, prs_ring_result *res) {
     PRS_PY_EXC_RESTORE(saved);
 }
 
-static void deliver(PyObject *self, prs_ring_waiter *woken) {
+/* Wakes the asyncio waiters served by a core call (one whose loop is gone
+ * gives back what it was handed). */
+static void deliver(prs_ring_waiter *woken) {
     while (woken) {
         prs_ring_waiter *next = woken->next;
-        prs_py_waiter *w = woken->data;
-        if (prs_py_waiter_wake(w) < 0) {
-            /* Its loop is gone: undo what was handed to it. */
-            PyErr_WriteUnraisable((PyObject *)w);
-            void *item = NULL;
-            prs_ring_result res;
-            prs_ring_finish(SELF->core, &w->u.r, PRS_RING_FINISH_CANCEL, &item, &res);
-            w->settled = 1;
-            Py_XDECREF((PyObject *)item);
-            after(self, &res);
-        }
-        Py_DECREF(w); /* the queue's reference */
+        prs_py_waiter_served(woken->data);
         woken = next;
     }
+}
+
+static int q_wait(void *core, void *waiter, int64_t deadline_ns) {
+    return prs_ring_wait(core, waiter, deadline_ns);
+}
+
+/* Settles a producer, consumer or joiner: out->item is the reference the ring
+ * gave back (a consumer's item, or a producer's that was not stored). */
+static int q_settle(PyObject *self, void *waiter, int cancel, prs_py_settled *out) {
+    void *item = NULL;
+    prs_ring_result res;
+    prs_ring_finish(SELF->core, waiter, cancel ? PRS_RING_FINISH_CANCEL : PRS_RING_FINISH_ACCEPT, &item, &res);
+    out->outcome = res.outcome;
+    out->item = item;
+    after(self, &res);
+    return res.outcome == PRS_RING_TIMED_OUT; /* it left the queue unserved */
+}
+
+static const prs_py_cond_ops q_ops = {q_wait, q_settle};
+
+/* Queues nothing more: waits for `w` (queued by the caller) and settles it.
+ * 0 with *out, or -1 (a signal handler raised; w settled with CANCEL). */
+static int wait_sync(PyObject *self, prs_ring_waiter *w, int64_t timeout_ns, prs_py_settled *out) {
+    out->outcome = 0;
+    out->item = NULL;
+    int rc = prs_py_cond_wait(&q_ops, self, SELF->core, w, timeout_ns, out);
+    prs_ring_waiter_destroy(w);
+    return rc;
 }
 
 static PyObject *raise_exc(PyObject *self, int status, const char *msg) {
@@ -318,58 +318,46 @@ static PyObject *put_failed(PyObject *self, PyObject *item, int rc) {
     return rc == PRS_ECLOSED ? raise_closed(self) : raise_exc(self, rc, NULL);
 }
 
+/* Puts `item` (the ring's reference taken), queueing `w` when the ring is a
+ * full BLOCK one (w NULL: never). 1 when w was queued; else 0 with *verdict,
+ * what the put returns (put_verdict's `nowait` is `raise_full`). */
+static int put_step(PyObject *self, PyObject *item, prs_ring_waiter *w, int raise_full, PyObject **verdict) {
+    prs_ring_result res;
+    int rc = prs_ring_put(SELF->core, item, w, &res);
+    if (rc != PRS_OK) *verdict = put_failed(self, item, rc);
+    else if (res.outcome != PRS_RING_WAITING) *verdict = put_verdict(self, item, &res, raise_full);
+    else { after(self, &res); return 1; }
+    return 0;
+}
+
 /* put: nowait=1 never waits and raises QueueFullError for a BLOCK refusal;
  * else a BLOCK put waits up to timeout_ns, then returns False (full_raises=0)
  * or raises QueueFullError (full_raises=1, queue.Queue's rule). */
 static PyObject *put_impl(PyObject *self, PyObject *item, int64_t timeout_ns, int nowait, int full_raises) {
     prs_ring_result res;
-    prs_ring *core = SELF->core;
-    int wait = !nowait && timeout_ns != 0 && prs_ring_strategy_of(core) == PRS_RING_BLOCK;
-    int rc;
+    PyObject *verdict;
+    int wait = !nowait && timeout_ns != 0 && prs_ring_strategy_of(SELF->core) == PRS_RING_BLOCK;
     Py_INCREF(item); /* the ring's reference, if it keeps the item */
     if (!wait) {
-        rc = prs_ring_put(core, item, NULL, &res);
-        if (rc != PRS_OK) return put_failed(self, item, rc);
-        return put_verdict(self, item, &res, nowait || full_raises);
+        put_step(self, item, NULL, nowait || full_raises, &verdict);
+        return verdict;
     }
-    rc = prs_ring_try_put(core, item, &res);
+    int rc = prs_ring_try_put(SELF->core, item, &res); /* no condition variable when there is room */
     if (rc == PRS_OK) return put_verdict(self, item, &res, full_raises);
     if (rc != PRS_EAGAIN) return put_failed(self, item, rc);
     prs_ring_waiter w;
     rc = prs_ring_waiter_init(&w, PRS_RING_PRODUCER, 1, NULL);
     if (rc) { Py_DECREF(item); return raise_exc(self, rc, NULL); }
-    int64_t now = prs_monotonic_ns();
-    rc = prs_ring_put(core, item, &w, &res);
-    if (rc != PRS_OK) {
+    if (!put_step(self, item, &w, full_raises, &verdict)) {
         prs_ring_waiter_destroy(&w);
-        return put_failed(self, item, rc);
+        return verdict;
     }
-    if (res.outcome != PRS_RING_WAITING) {
-        prs_ring_waiter_destroy(&w);
-        return put_verdict(self, item, &res, full_raises);
-    }
-    after(self, &res);
-    int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
-    int interrupted = 0;
-    for (;;) {
-        int64_t slice_end = prs__sat_add(now, SLICE_NS);
-        if (deadline != PRS_NEVER && deadline < slice_end) slice_end = deadline;
-        Py_BEGIN_ALLOW_THREADS
-        rc = prs_ring_wait(core, &w, slice_end);
-        Py_END_ALLOW_THREADS
-        if (rc == PRS_OK) break;
-        if (PyErr_CheckSignals() < 0) { interrupted = 1; break; }
-        now = prs_monotonic_ns();
-        if (deadline != PRS_NEVER && now >= deadline) break;
-    }
-    void *back = NULL;
-    prs_ring_finish(core, &w, interrupted ? PRS_RING_FINISH_CANCEL : PRS_RING_FINISH_ACCEPT, &back, &res);
-    prs_ring_waiter_destroy(&w);
-    Py_XDECREF((PyObject *)back);
-    after(self, &res);
-    if (interrupted) return NULL;
-    if (res.outcome == PRS_RING_STORED) Py_RETURN_TRUE;
-    if (res.outcome == PRS_RING_CLOSED) return raise_closed(self);
+    prs_py_settled out;
+    rc = wait_sync(self, &w, timeout_ns, &out);
+    Py_XDECREF(out.item); /* an item that was not stored */
+    if (rc < 0) return NULL;
+    if (out.outcome == PRS_RING_STORED) Py_RETURN_TRUE;
+    if (out.outcome == PRS_RING_CLOSED) return raise_closed(self);
     if (full_raises) return raise_full(self);
     Py_RETURN_FALSE;
 }
@@ -387,7 +375,6 @@ static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
         PyErr_SetString(PyExc_TypeError, "put() missing required argument 'item'");
         return NULL;
     }
-    if (ensure_init(self) < 0) return NULL;
     int block = 1;
     if (v[1] && (block = PyObject_IsTrue(v[1])) < 0) return NULL;
     int64_t timeout_ns = SELF->block_timeout_ns;
@@ -397,56 +384,41 @@ static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
 }
 
 static PyObject *q_put_nowait(PyObject *self, PyObject *item) {
-    if (ensure_init(self) < 0) return NULL;
     return put_impl(self, item, 0, 1, 1);
 }
 
 /* ---- get -------------------------------------------------------------- */
 
-static PyObject *get_impl(PyObject *self, int64_t timeout_ns) {
+/* One get, queueing `w` when nothing is stored (w NULL: never): PRS_OK with
+ * *item, PRS_EAGAIN when w was queued, PRS_EEMPTY or PRS_ECLOSED. */
+static int get_step(PyObject *self, prs_ring_waiter *w, void **item) {
     prs_ring_result res;
-    prs_ring *core = SELF->core;
+    int rc = prs_ring_get(SELF->core, w, item, &res);
+    after(self, &res);
+    return rc == PRS_OK && res.outcome == PRS_RING_WAITING ? PRS_EAGAIN : rc;
+}
+
+static PyObject *get_failed(PyObject *self, int rc) {
+    return rc == PRS_ECLOSED ? raise_closed(self) : raise_empty(self);
+}
+
+static PyObject *get_impl(PyObject *self, int64_t timeout_ns) {
     void *item = NULL;
-    int rc;
-    if (timeout_ns == 0) {
-        rc = prs_ring_get(core, NULL, &item, &res);
-        after(self, &res);
-        if (rc == PRS_OK) return (PyObject *)item;
-        return rc == PRS_ECLOSED ? raise_closed(self) : raise_empty(self);
-    }
+    int rc = get_step(self, NULL, &item); /* no condition variable when an item is there */
+    if (rc == PRS_OK) return (PyObject *)item;
+    if (rc != PRS_EEMPTY || timeout_ns == 0) return get_failed(self, rc);
     prs_ring_waiter w;
     rc = prs_ring_waiter_init(&w, PRS_RING_CONSUMER, 1, NULL);
     if (rc) return raise_exc(self, rc, NULL);
-    int64_t now = prs_monotonic_ns();
-    rc = prs_ring_get(core, &w, &item, &res);
-    after(self, &res);
-    if (rc != PRS_OK || res.outcome == PRS_RING_GOT) {
+    rc = get_step(self, &w, &item);
+    if (rc != PRS_EAGAIN) {
         prs_ring_waiter_destroy(&w);
-        if (rc == PRS_OK) return (PyObject *)item;
-        return raise_closed(self);
+        return rc == PRS_OK ? (PyObject *)item : get_failed(self, rc);
     }
-    int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
-    int interrupted = 0;
-    for (;;) {
-        int64_t slice_end = prs__sat_add(now, SLICE_NS);
-        if (deadline != PRS_NEVER && deadline < slice_end) slice_end = deadline;
-        Py_BEGIN_ALLOW_THREADS
-        rc = prs_ring_wait(core, &w, slice_end);
-        Py_END_ALLOW_THREADS
-        /* Signals first, even when served in this slice: an interrupted wait
-         * takes nothing (finish(CANCEL) gives a handed item back). */
-        if (PyErr_CheckSignals() < 0) { interrupted = 1; break; }
-        if (rc == PRS_OK) break;
-        now = prs_monotonic_ns();
-        if (deadline != PRS_NEVER && now >= deadline) break;
-    }
-    prs_ring_finish(core, &w, interrupted ? PRS_RING_FINISH_CANCEL : PRS_RING_FINISH_ACCEPT, &item, &res);
-    prs_ring_waiter_destroy(&w);
-    after(self, &res);
-    if (interrupted) return NULL;
-    if (res.outcome == PRS_RING_GOT) return (PyObject *)item;
-    if (res.outcome == PRS_RING_CLOSED) return raise_closed(self);
-    return raise_empty(self);
+    prs_py_settled out;
+    if (wait_sync(self, &w, timeout_ns, &out) < 0) return NULL;
+    if (out.outcome == PRS_RING_GOT) return out.item;
+    return get_failed(self, out.outcome == PRS_RING_CLOSED ? PRS_ECLOSED : PRS_EEMPTY);
 }
 
 static const char *const get_names[] = {"block", "timeout", NULL};
@@ -454,7 +426,6 @@ static const char *const get_names[] = {"block", "timeout", NULL};
 static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[2] = {NULL, NULL};
     if ((nargs || kwnames) && prs_py_unpack("get", args, nargs, kwnames, get_names, 2, v) < 0) return NULL;
-    if (ensure_init(self) < 0) return NULL;
     int block = 1;
     if (v[0] && (block = PyObject_IsTrue(v[0])) < 0) return NULL;
     int64_t timeout_ns = PRS_NEVER;
@@ -463,7 +434,6 @@ static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
 }
 
 static PyObject *q_get_nowait(PyObject *self, PyObject *unused) {
-    if (ensure_init(self) < 0) return NULL;
     return get_impl(self, 0);
 }
 
@@ -477,7 +447,6 @@ static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t n
         PyErr_SetString(PyExc_TypeError, "_put_async(item, get_running_loop)");
         return NULL;
     }
-    if (ensure_init(self) < 0) return NULL;
     PyObject *item = args[0];
     prs_ring *core = SELF->core;
     if (prs_ring_strategy_of(core) != PRS_RING_BLOCK || SELF->block_timeout_ns == 0)
@@ -487,77 +456,29 @@ static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t n
     int rc = prs_ring_try_put(core, item, &res);
     if (rc == PRS_OK) return put_verdict(self, item, &res, 0);
     if (rc != PRS_EAGAIN) return put_failed(self, item, rc);
-    Py_DECREF(item);
     prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    prs_py_waiter *w = prs_py_waiter_new(st, self, PRS_PY_WAITER_PUT, args[1]);
-    if (!w) return NULL;
-    w->abandon = waiter_abandon;
-    Py_INCREF(item);
-    Py_INCREF(w); /* the queue's reference */
-    rc = prs_ring_put(core, item, &w->u.r, &res);
-    if (rc != PRS_OK || res.outcome != PRS_RING_WAITING) {
-        w->settled = 1;
-        Py_DECREF(w);
-        Py_DECREF(w);
-        if (rc != PRS_OK) return put_failed(self, item, rc);
-        return put_verdict(self, item, &res, 0);
-    }
-    after(self, &res);
-    return (PyObject *)w;
+    prs_py_waiter *w = st ? prs_py_waiter_new(st, self, PRS_PY_WAITER_PUT, args[1], &q_ops) : NULL;
+    if (!w) { Py_DECREF(item); return NULL; }
+    PyObject *verdict;
+    if (put_step(self, item, &w->u.r, 0, &verdict)) return (PyObject *)w;
+    prs_py_waiter_discard(w);
+    return verdict;
 }
 
 /* _get_async(get_running_loop): an item, or raises QueueClosedError (closed
  * and drained), or a queued _AsyncWaiter. */
 static PyObject *q_get_async(PyObject *self, PyObject *get_loop) {
-    if (ensure_init(self) < 0) return NULL;
-    prs_ring *core = SELF->core;
-    prs_ring_result res;
     void *item = NULL;
-    int rc = prs_ring_get(core, NULL, &item, &res);
-    after(self, &res);
+    int rc = get_step(self, NULL, &item);
     if (rc == PRS_OK) return (PyObject *)item;
-    if (rc == PRS_ECLOSED) return raise_closed(self);
+    if (rc != PRS_EEMPTY) return get_failed(self, rc);
     prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    prs_py_waiter *w = prs_py_waiter_new(st, self, PRS_PY_WAITER_GET, get_loop);
+    prs_py_waiter *w = st ? prs_py_waiter_new(st, self, PRS_PY_WAITER_GET, get_loop, &q_ops) : NULL;
     if (!w) return NULL;
-    w->abandon = waiter_abandon;
-    Py_INCREF(w); /* the queue's reference */
-    rc = prs_ring_get(core, &w->u.r, &item, &res);
-    if (rc != PRS_OK || res.outcome == PRS_RING_GOT) {
-        w->settled = 1;
-        Py_DECREF(w);
-        Py_DECREF(w);
-        after(self, &res);
-        if (rc == PRS_OK) return (PyObject *)item;
-        return raise_closed(self);
-    }
-    after(self, &res);
-    return (PyObject *)w;
-}
-
-static void waiter_abandon(prs_py_waiter *w) {
-    PyObject *self = w->owner;
-    void *item = NULL;
-    prs_ring_result res;
-    prs_ring_finish(SELF->core, &w->u.r, PRS_RING_FINISH_CANCEL, &item, &res);
-    Py_XDECREF((PyObject *)item);
-    after(self, &res);
-}
-
-static prs_py_waiter *finish_args(PyObject *self, const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                                  int kind, int *cancel) {
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "%s(waiter, cancel)", fname);
-        return NULL;
-    }
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st || ensure_init(self) < 0) return NULL;
-    if (!prs_py_waiter_check(st, args[0], self, kind)) return NULL;
-    *cancel = PyObject_IsTrue(args[1]);
-    if (*cancel < 0) return NULL;
-    return (prs_py_waiter *)args[0];
+    rc = get_step(self, &w->u.r, &item);
+    if (rc == PRS_EAGAIN) return (PyObject *)w;
+    prs_py_waiter_discard(w);
+    return rc == PRS_OK ? (PyObject *)item : get_failed(self, rc);
 }
 
 /* _finish_put(waiter, cancel): True (stored), False (timed out, or cancelled:
@@ -565,18 +486,13 @@ static prs_py_waiter *finish_args(PyObject *self, const char *fname, PyObject *c
  * while waiting, or before a served put settled). */
 static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int cancel;
-    prs_py_waiter *w = finish_args(self, "_finish_put", args, nargs, PRS_PY_WAITER_PUT, &cancel);
+    prs_py_waiter *w = prs_py_waiter_args(self, "_finish_put", args, nargs, PRS_PY_WAITER_PUT, &cancel);
     if (!w) return NULL;
-    if (w->settled) Py_RETURN_FALSE;
-    void *back = NULL;
-    prs_ring_result res;
-    prs_ring_finish(SELF->core, &w->u.r, cancel ? PRS_RING_FINISH_CANCEL : PRS_RING_FINISH_ACCEPT, &back, &res);
-    w->settled = 1;
-    if (res.outcome == PRS_RING_TIMED_OUT) Py_DECREF(w); /* was still queued */
-    Py_XDECREF((PyObject *)back);
-    after(self, &res);
-    if (res.outcome == PRS_RING_STORED) Py_RETURN_TRUE;
-    if (res.outcome == PRS_RING_CLOSED) return raise_closed(self);
+    prs_py_settled out;
+    if (prs_py_waiter_finish(w, cancel, &out)) Py_RETURN_FALSE; /* settled already */
+    Py_XDECREF(out.item); /* an item that was not stored */
+    if (out.outcome == PRS_RING_STORED) Py_RETURN_TRUE;
+    if (out.outcome == PRS_RING_CLOSED) return raise_closed(self);
     Py_RETURN_FALSE;
 }
 
@@ -585,25 +501,19 @@ static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t 
  * handed item back and returns None. */
 static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     int cancel;
-    prs_py_waiter *w = finish_args(self, "_finish_get", args, nargs, PRS_PY_WAITER_GET, &cancel);
+    prs_py_waiter *w = prs_py_waiter_args(self, "_finish_get", args, nargs, PRS_PY_WAITER_GET, &cancel);
     if (!w) return NULL;
-    if (w->settled) return raise_empty(self);
-    void *item = NULL;
-    prs_ring_result res;
-    prs_ring_finish(SELF->core, &w->u.r, cancel ? PRS_RING_FINISH_CANCEL : PRS_RING_FINISH_ACCEPT, &item, &res);
-    w->settled = 1;
-    if (res.outcome == PRS_RING_TIMED_OUT) Py_DECREF(w); /* was still queued */
-    after(self, &res);
-    if (res.outcome == PRS_RING_GOT) return (PyObject *)item;
-    if (res.outcome == PRS_RING_CLOSED) return raise_closed(self);
-    if (res.outcome == PRS_RING_GAVE_BACK) Py_RETURN_NONE;
-    return cancel ? Py_NewRef(Py_None) : raise_empty(self);
+    prs_py_settled out;
+    if (prs_py_waiter_finish(w, cancel, &out)) return raise_empty(self); /* settled already */
+    if (out.outcome == PRS_RING_GOT) return out.item;
+    if (out.outcome == PRS_RING_CLOSED) return raise_closed(self);
+    if (out.outcome == PRS_RING_GAVE_BACK || cancel) Py_RETURN_NONE;
+    return raise_empty(self);
 }
 
 /* ---- task_done / join --------------------------------------------------- */
 
 static PyObject *q_task_done(PyObject *self, PyObject *unused) {
-    if (ensure_init(self) < 0) return NULL;
     prs_ring_result res;
     int rc = prs_ring_task_done(SELF->core, &res);
     after(self, &res);
@@ -617,7 +527,6 @@ static PyObject *q_task_done(PyObject *self, PyObject *unused) {
 /* join(): waits (GIL released, signals checked between slices) until every
  * item put has been marked done; Ctrl-C leaves the joiner queue. */
 static PyObject *q_join(PyObject *self, PyObject *unused) {
-    if (ensure_init(self) < 0) return NULL;
     prs_ring *core = SELF->core;
     prs_ring_result res;
     if (prs_ring_join(core, NULL, &res) == PRS_OK) Py_RETURN_NONE;
@@ -625,44 +534,25 @@ static PyObject *q_join(PyObject *self, PyObject *unused) {
     int rc = prs_ring_waiter_init(&w, PRS_RING_JOINER, 1, NULL);
     if (rc) return raise_exc(self, rc, NULL);
     prs_ring_join(core, &w, &res);
-    int interrupted = 0;
-    if (res.outcome == PRS_RING_WAITING) {
-        for (;;) {
-            int64_t slice_end = prs__sat_add(prs_monotonic_ns(), SLICE_NS);
-            Py_BEGIN_ALLOW_THREADS
-            rc = prs_ring_wait(core, &w, slice_end);
-            Py_END_ALLOW_THREADS
-            if (PyErr_CheckSignals() < 0) { interrupted = 1; break; }
-            if (rc == PRS_OK) break;
-        }
-    }
-    void *unused_item;
-    prs_ring_finish(core, &w, PRS_RING_FINISH_CANCEL, &unused_item, &res);
-    prs_ring_waiter_destroy(&w);
-    if (interrupted) return NULL;
+    prs_py_settled out;
+    if (res.outcome != PRS_RING_WAITING) prs_ring_waiter_destroy(&w); /* done meanwhile */
+    else if (wait_sync(self, &w, PRS_NEVER, &out) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
 /* _join_async(get_running_loop): True when nothing is unfinished, else a
  * queued _AsyncWaiter (a joiner). */
 static PyObject *q_join_async(PyObject *self, PyObject *get_loop) {
-    if (ensure_init(self) < 0) return NULL;
     prs_ring *core = SELF->core;
     prs_ring_result res;
     if (prs_ring_join(core, NULL, &res) == PRS_OK) Py_RETURN_TRUE;
     prs_py_state *st = prs_py_state_of(self);
     if (!st) return NULL;
-    /* An _AsyncWaiter of the GET kind whose core waiter is a joiner. */
-    prs_py_waiter *w = prs_py_waiter_new(st, self, PRS_PY_WAITER_GET, get_loop);
+    prs_py_waiter *w = prs_py_waiter_new(st, self, PRS_PY_WAITER_JOIN, get_loop, &q_ops);
     if (!w) return NULL;
-    prs_ring_waiter_init(&w->u.r, PRS_RING_JOINER, 0, w);
-    w->abandon = waiter_abandon;
-    Py_INCREF(w); /* the queue's reference */
     prs_ring_join(core, &w->u.r, &res);
     if (res.outcome != PRS_RING_WAITING) { /* done meanwhile */
-        w->settled = 1;
-        Py_DECREF(w);
-        Py_DECREF(w);
+        prs_py_waiter_discard(w);
         Py_RETURN_TRUE;
     }
     return (PyObject *)w;
@@ -671,21 +561,11 @@ static PyObject *q_join_async(PyObject *self, PyObject *get_loop) {
 /* _finish_join(waiter): True when served (nothing unfinished), False when it
  * left the queue unserved. */
 static PyObject *q_finish_join(PyObject *self, PyObject *waiter) {
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st || ensure_init(self) < 0) return NULL;
-    if (!prs_py_waiter_check(st, waiter, self, PRS_PY_WAITER_GET)) return NULL;
-    prs_py_waiter *w = (prs_py_waiter *)waiter;
-    if (w->u.r.role != PRS_RING_JOINER) {
-        PyErr_SetString(PyExc_TypeError, "_finish_join() needs a waiter from _join_async()");
-        return NULL;
-    }
-    if (w->settled) Py_RETURN_FALSE;
-    void *unused;
-    prs_ring_result res;
-    prs_ring_finish(SELF->core, &w->u.r, PRS_RING_FINISH_CANCEL, &unused, &res);
-    w->settled = 1;
-    if (res.outcome == PRS_RING_TIMED_OUT) Py_DECREF(w); /* was still queued */
-    return PyBool_FromLong(res.outcome == PRS_RING_DONE);
+    prs_py_waiter *w = prs_py_waiter_args(self, "_finish_join", &waiter, 1, PRS_PY_WAITER_JOIN, NULL);
+    if (!w) return NULL;
+    prs_py_settled out;
+    if (prs_py_waiter_finish(w, 1, &out)) Py_RETURN_FALSE; /* settled already */
+    return PyBool_FromLong(out.outcome == PRS_RING_DONE);
 }
 
 /* ---- the rest ------------------------------------------------------------ */
@@ -695,7 +575,6 @@ static PyObject *q_finish_join(PyObject *self, PyObject *waiter) {
  * queued puts and gets leave. The item of a put left so is owned by that
  * thread's frame, which never runs in the child: its reference stays taken. */
 static PyObject *q_after_fork_child(PyObject *self, PyObject *unused) {
-    if (!SELF->core) Py_RETURN_NONE; /* never initialised: nothing inherited */
     prs_ring_result res;
     int rc = prs_ring_after_fork_child(SELF->core, &res);
     if (rc) return raise_exc(self, rc, "cannot re-create the queue's lock after fork");
@@ -704,7 +583,6 @@ static PyObject *q_after_fork_child(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *q_close(PyObject *self, PyObject *unused) {
-    if (ensure_init(self) < 0) return NULL;
     prs_ring_result res;
     prs_ring_close(SELF->core, &res);
     after(self, &res);
@@ -712,27 +590,22 @@ static PyObject *q_close(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *q_qsize(PyObject *self, PyObject *unused) {
-    if (ensure_init(self) < 0) return NULL;
     return PyLong_FromLongLong(prs_ring_size(SELF->core));
 }
 
 static Py_ssize_t q_len(PyObject *self) {
-    if (ensure_init(self) < 0) return -1;
     return (Py_ssize_t)prs_ring_size(SELF->core);
 }
 
 static PyObject *q_empty(PyObject *self, PyObject *unused) {
-    if (ensure_init(self) < 0) return NULL;
     return PyBool_FromLong(prs_ring_size(SELF->core) == 0);
 }
 
 static PyObject *q_full(PyObject *self, PyObject *unused) {
-    if (ensure_init(self) < 0) return NULL;
     return PyBool_FromLong(prs_ring_is_full(SELF->core));
 }
 
 static PyObject *q_stats(PyObject *self, PyObject *unused) {
-    if (ensure_init(self) < 0) return NULL;
     prs_ring_stats s;
     prs_ring_stats_get(SELF->core, &s);
     return Py_BuildValue("(LLLLLLLLLiiL)", (long long)s.received, (long long)s.processed, (long long)s.dropped,
@@ -742,25 +615,26 @@ static PyObject *q_stats(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *q_get_fill_ratio(PyObject *self, void *c) {
-    if (ensure_init(self) < 0) return NULL;
     if (SELF->maxsize <= 0) return PyFloat_FromDouble(0.0); /* unbounded */
     return PyFloat_FromDouble((double)prs_ring_size(SELF->core) / (double)prs_ring_capacity(SELF->core));
 }
 static PyObject *q_get_max_size(PyObject *self, void *c) {
-    if (ensure_init(self) < 0) return NULL;
     return PyLong_FromLongLong(SELF->maxsize);
 }
 /* max_size / maxsize = n: a new capacity (queue.Queue lets its maxsize be
  * assigned). Growing lets waiting producers in; shrinking keeps the items. */
 static int q_set_max_size(PyObject *self, PyObject *v, void *c) {
-    if (ensure_init(self) < 0) return -1;
     const char *param = c ? (const char *)c : "max_size";
     if (!v) {
         PyErr_Format(PyExc_AttributeError, "cannot delete %s", param);
         return -1;
     }
-    int64_t given, cap;
-    if (parse_maxsize(v, param, &given, &cap) < 0) return -1;
+    int64_t given;
+    prs_ring_config cfg; /* the capacity alone, for the core's verdict */
+    prs_ring_config_init(&cfg);
+    if (parse_maxsize(v, param, &given, &cfg.capacity) < 0) return -1;
+    if (check_config(prs_py_state_of(self), &cfg, param, v, NULL, NULL) < 0) return -1;
+    int64_t cap = cfg.capacity;
     if (cap == 0 && SELF->wm) {
         PyErr_Format(PyExc_ValueError, "watermarks need a bounded queue (%s > 0), got %s=%lld", param, param,
                      (long long)given);
@@ -774,31 +648,25 @@ static int q_set_max_size(PyObject *self, PyObject *v, void *c) {
     return 0;
 }
 static PyObject *q_get_unfinished(PyObject *self, void *c) {
-    if (ensure_init(self) < 0) return NULL;
     prs_ring_stats s;
     prs_ring_stats_get(SELF->core, &s);
     return PyLong_FromLongLong(s.unfinished);
 }
 static PyObject *q_get_strategy_name(PyObject *self, void *c) {
-    if (ensure_init(self) < 0) return NULL;
     return PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(SELF->core)));
 }
 static PyObject *q_get_block_timeout(PyObject *self, void *c) {
-    if (ensure_init(self) < 0) return NULL;
     if (isinf(SELF->block_timeout_s)) Py_RETURN_NONE; /* no limit */
     return PyFloat_FromDouble(SELF->block_timeout_s);
 }
 static PyObject *q_get_closed(PyObject *self, void *c) {
-    if (ensure_init(self) < 0) return NULL;
     return PyBool_FromLong(prs_ring_is_closed(SELF->core));
 }
 static PyObject *q_get_high(PyObject *self, void *c) {
-    if (ensure_init(self) < 0) return NULL;
     if (!SELF->wm) Py_RETURN_NONE;
     return PyFloat_FromDouble(SELF->high);
 }
 static PyObject *q_get_low(PyObject *self, void *c) {
-    if (ensure_init(self) < 0) return NULL;
     if (!SELF->wm) Py_RETURN_NONE;
     return PyFloat_FromDouble(SELF->low);
 }
@@ -907,7 +775,6 @@ static PyType_Slot q_slots[] = {
                 "A bounded FIFO on a C ring with a backpressure strategy: the C core of\n"
                 "pyresilience.BoundedQueue and pyresilience.BackpressureQueue."},
     {Py_tp_new, q_new},
-    {Py_tp_init, q_init},
     {Py_tp_dealloc, q_dealloc},
     {Py_tp_traverse, q_traverse},
     {Py_tp_clear, q_clear},

@@ -10,6 +10,7 @@
 
 #include "prs_bulkhead.h"
 #include "prs_test.h"
+#include "test_waiters.h"
 
 static prs_bulkhead *make(int64_t max) {
     prs_bulkhead_config cfg;
@@ -47,6 +48,34 @@ TEST(bulkhead_config) {
     ASSERT_STATUS(prs_bulkhead_config_validate(&cfg), PRS_EINVAL);
     cfg.prior_hold_ns = INT64_MAX;
     ASSERT_OK(prs_bulkhead_config_validate(&cfg));
+}
+
+/* A refused config says which field broke which rule (the binding words its
+ * ValueError from it); NULL `why` is allowed. */
+TEST(bulkhead_config_why) {
+    static const struct { int64_t max, prior; int want; const char *field, *reason; } rows[] = {
+        {0, 1, PRS_EINVAL, "max_concurrent", "must be between 1 and 1000000000"},
+        {PRS_BULKHEAD_MAX + 1, 1, PRS_ERANGE, "max_concurrent", "must be between 1 and 1000000000"},
+        {2, 0, PRS_EINVAL, "prior_hold_ns", "must be >= 1"},
+        {0, 0, PRS_EINVAL, "max_concurrent", "must be between 1 and 1000000000"},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        prs_bulkhead_config cfg;
+        prs_bulkhead_config_init(&cfg);
+        cfg.max_concurrent = rows[i].max;
+        cfg.prior_hold_ns = rows[i].prior;
+        prs_config_error why = {NULL, NULL};
+        ASSERT_STATUS(prs_bulkhead_config_check(&cfg, &why), rows[i].want);
+        ASSERT_STREQ(why.field, rows[i].field);
+        ASSERT_STREQ(why.reason, rows[i].reason);
+        ASSERT_STATUS(prs_bulkhead_config_check(&cfg, NULL), rows[i].want);
+    }
+    prs_bulkhead_config cfg;
+    prs_bulkhead_config_init(&cfg);
+    prs_config_error why = {NULL, NULL};
+    ASSERT_OK(prs_bulkhead_config_check(&cfg, &why));
+    ASSERT(why.field == NULL && why.reason == NULL); /* untouched on success */
+    ASSERT_STATUS(prs_bulkhead_config_check(NULL, &why), PRS_EINVAL);
 }
 
 TEST(bulkhead_try_release_table) {
@@ -406,43 +435,16 @@ TEST(bulkhead_after_fork_logic) {
     prs_bulkhead_free(b);
 }
 
-typedef struct {
-    prs_bulkhead *b;
-    prs_bulkhead_waiter w;
-    atomic_int stop;     /* the parent lets the thread settle */
-    atomic_int served;   /* its wait returned served */
-} fork_waiter_ctx;
+static int wait_fn(void *b, void *w, int64_t deadline_ns) { return prs_bulkhead_wait(b, w, deadline_ns); }
 
-/* Waits in 1 ms slices (so it keeps re-taking the lock, as the binding does),
- * then holds what it was handed until told to settle. */
-static void *fork_waiter(void *arg) {
-    fork_waiter_ctx *c = arg;
-    while (prs_bulkhead_wait(c->b, &c->w, prs_monotonic_ns() + PRS_NS_PER_MS) == PRS_ETIMEDOUT &&
-           !atomic_load(&c->stop)) {}
-    atomic_store(&c->served, 1);
-    while (!atomic_load(&c->stop)) {
-        struct timespec ts = {0, 200000};
-        nanosleep(&ts, NULL);
-    }
-    return NULL;
-}
-
-typedef struct {
-    prs_bulkhead *b;
-    atomic_int stop;
-} hammer_ctx;
-
-/* Takes and drops the bulkhead's lock as fast as it can. */
-static void *hammer(void *arg) {
-    hammer_ctx *h = arg;
+static void touch(void *b) {
     prs_bulkhead_stats s;
-    while (!atomic_load(&h->stop)) prs_bulkhead_stats_get(h->b, &s);
-    return NULL;
+    prs_bulkhead_stats_get(b, &s);
 }
-
 
 /* The child's side: repair, then every permit works and the counters add up. */
-static void fork_child_checks(prs_bulkhead *b) {
+static void fork_child_checks(void *obj) {
+    prs_bulkhead *b = obj;
     prs_bulkhead_waiter *woken = NULL;
     ASSERT_OK(prs_bulkhead_after_fork_child(b, &woken));
     ASSERT(woken == NULL);
@@ -480,45 +482,27 @@ TEST(bulkhead_fork_child) {
     prs_bulkhead *b = make(3);
     int got, outcome;
     for (int i = 0; i < 3; i++) prs_bulkhead_try_acquire(b, 0, 0, &got);
-    fork_waiter_ctx a, q;
-    fork_waiter_ctx *cs[2] = {&a, &q};
-    pthread_t t[2], ht;
+    prs_bulkhead_waiter ws[2];
+    waiter_thread a, q;
+    waiter_thread *cs[2] = {&a, &q};
+    pthread_t t[2];
     for (int i = 0; i < 2; i++) {
-        cs[i]->b = b;
-        atomic_init(&cs[i]->stop, 0);
-        atomic_init(&cs[i]->served, 0);
-        ASSERT_OK(prs_bulkhead_waiter_init(&cs[i]->w, 1, NULL));
-        ASSERT_OK(prs_bulkhead_acquire(b, 0, &cs[i]->w, &outcome));
+        ASSERT_OK(prs_bulkhead_waiter_init(&ws[i], 1, NULL));
+        ASSERT_OK(prs_bulkhead_acquire(b, 0, &ws[i], &outcome));
         ASSERT_EQ(outcome, PRS_BULKHEAD_WAITING);
-        pthread_create(&t[i], NULL, fork_waiter, cs[i]);
+        waiter_thread_start(cs[i], &t[i], wait_fn, b, &ws[i]);
     }
     ASSERT_OK(prs_bulkhead_release(b, 0, NULL)); /* handed to a */
-    while (!atomic_load(&a.served)) sched_yield();
-    hammer_ctx h = {.b = b};
-    atomic_init(&h.stop, 0);
-    pthread_create(&ht, NULL, hammer, &h);
-    for (int round = 0; round < 20; round++) {
-        fflush(NULL);
-        pid_t pid = fork();
-        ASSERT(pid >= 0);
-        if (pid == 0) {
-            fork_child_checks(b);
-            _exit(0);
-        }
-        ASSERT_EQ(prs_test_wait_child(pid), 0);
-    }
+    waiter_thread_until_served(&a);
+    fork_rounds(b, touch, fork_child_checks, 20);
     /* The parent is untouched: a settles its permit, q is served by it. */
-    atomic_store(&h.stop, 1);
-    pthread_join(ht, NULL);
-    atomic_store(&a.stop, 1);
-    pthread_join(t[0], NULL);
-    ASSERT_OK(prs_bulkhead_finish(b, &a.w, PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
+    waiter_thread_stop(&a, t[0]);
+    ASSERT_OK(prs_bulkhead_finish(b, &ws[0], PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
     ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
     ASSERT_OK(prs_bulkhead_release(b, 0, NULL)); /* a's permit, to q */
-    while (!atomic_load(&q.served)) sched_yield();
-    atomic_store(&q.stop, 1);
-    pthread_join(t[1], NULL);
-    ASSERT_OK(prs_bulkhead_finish(b, &q.w, PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
+    waiter_thread_until_served(&q);
+    waiter_thread_stop(&q, t[1]);
+    ASSERT_OK(prs_bulkhead_finish(b, &ws[1], PRS_BULKHEAD_FINISH_ACCEPT, 0, &outcome, NULL));
     ASSERT_EQ(outcome, PRS_BULKHEAD_ACQUIRED);
     for (int i = 0; i < 3; i++) ASSERT_OK(prs_bulkhead_release(b, 0, NULL));
     prs_bulkhead_stats s;
@@ -526,7 +510,6 @@ TEST(bulkhead_fork_child) {
     ASSERT_EQ(s.available, 3);
     ASSERT_EQ(s.acquired_total, 5);
     ASSERT_EQ(s.released_total, 5);
-    prs_bulkhead_waiter_destroy(&a.w);
-    prs_bulkhead_waiter_destroy(&q.w);
+    for (int i = 0; i < 2; i++) prs_bulkhead_waiter_destroy(&ws[i]);
     prs_bulkhead_free(b);
 }

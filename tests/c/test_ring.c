@@ -11,6 +11,7 @@
 
 #include "prs_ring.h"
 #include "prs_test.h"
+#include "test_waiters.h"
 
 #define P(i) ((void *)(uintptr_t)(i))
 #define I(p) ((int64_t)(uintptr_t)(p))
@@ -33,22 +34,43 @@ static int64_t get_one(prs_ring *r) {
     return I(item);
 }
 
+/* What holds at every quiescent point: the size within capacity (a shrink
+ * aside) and received == processed + dropped + size + producers waiting. */
+static void assert_within(prs_ring *r) {
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT(s.size <= s.capacity);
+    ASSERT_EQ(s.received, s.processed + s.dropped + s.size + s.producers_waiting);
+}
+
+/* The counters received, processed, dropped and size (-1: not checked). */
+static void expect_counts(prs_ring *r, int64_t received, int64_t processed, int64_t dropped, int64_t size) {
+    prs_ring_stats s;
+    prs_ring_stats_get(r, &s);
+    ASSERT_EQ(s.received, received);
+    if (processed >= 0) ASSERT_EQ(s.processed, processed);
+    if (dropped >= 0) ASSERT_EQ(s.dropped, dropped);
+    if (size >= 0) ASSERT_EQ(s.size, size);
+}
+
+/* Each row: the status, and for a refusal the field that *why names. */
 TEST(ring_config) {
-    static const struct { int64_t cap; int st; int wm; double hi, lo; int want; } rows[] = {
-        {1, PRS_RING_BLOCK, 0, 0, 0, PRS_OK},
-        {10, PRS_RING_ERROR, 1, 0.8, 0.2, PRS_OK},
-        {10, PRS_RING_DROP_OLDEST, 1, 1.0, 0.0, PRS_OK},
-        {0, PRS_RING_BLOCK, 0, 0, 0, PRS_OK}, /* unbounded */
-        {-1, PRS_RING_BLOCK, 0, 0, 0, PRS_EINVAL},
-        {PRS_RING_MAX + 1, PRS_RING_BLOCK, 0, 0, 0, PRS_ERANGE},
-        {4, 7, 0, 0, 0, PRS_EINVAL},
-        {4, -1, 0, 0, 0, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 0.5, 0.5, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 0.2, 0.8, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 1.5, 0.1, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 0.5, -0.1, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, NAN, 0.1, PRS_EINVAL},
-        {4, PRS_RING_BLOCK, 1, 0.9, NAN, PRS_EINVAL},
+    static const struct { int64_t cap; int st; int wm; double hi, lo; int want; const char *field; } rows[] = {
+        {1, PRS_RING_BLOCK, 0, 0, 0, PRS_OK, NULL},
+        {10, PRS_RING_ERROR, 1, 0.8, 0.2, PRS_OK, NULL},
+        {10, PRS_RING_DROP_OLDEST, 1, 1.0, 0.0, PRS_OK, NULL},
+        {0, PRS_RING_BLOCK, 0, 0, 0, PRS_OK, NULL}, /* unbounded */
+        {-1, PRS_RING_BLOCK, 0, 0, 0, PRS_EINVAL, "capacity"},
+        {PRS_RING_MAX + 1, PRS_RING_BLOCK, 0, 0, 0, PRS_ERANGE, "capacity"},
+        {4, 7, 0, 0, 0, PRS_EINVAL, "strategy"},
+        {4, -1, 0, 0, 0, PRS_EINVAL, "strategy"},
+        {4, PRS_RING_BLOCK, 1, 0.0, 0.0, PRS_EINVAL, "high_watermark"},
+        {4, PRS_RING_BLOCK, 1, 1.5, 0.1, PRS_EINVAL, "high_watermark"},
+        {4, PRS_RING_BLOCK, 1, NAN, 0.1, PRS_EINVAL, "high_watermark"},
+        {4, PRS_RING_BLOCK, 1, 0.5, 0.5, PRS_EINVAL, "low_watermark"},
+        {4, PRS_RING_BLOCK, 1, 0.2, 0.8, PRS_EINVAL, "low_watermark"},
+        {4, PRS_RING_BLOCK, 1, 0.5, -0.1, PRS_EINVAL, "low_watermark"},
+        {4, PRS_RING_BLOCK, 1, 0.9, NAN, PRS_EINVAL, "low_watermark"},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         prs_ring_config cfg;
@@ -59,6 +81,14 @@ TEST(ring_config) {
         cfg.high_watermark = rows[i].hi;
         cfg.low_watermark = rows[i].lo;
         ASSERT_STATUS(prs_ring_config_validate(&cfg), rows[i].want);
+        prs_config_error why = {NULL, NULL};
+        ASSERT_STATUS(prs_ring_config_check(&cfg, &why), rows[i].want);
+        if (rows[i].field) {
+            ASSERT_STREQ(why.field, rows[i].field);
+            ASSERT(why.reason != NULL && strncmp(why.reason, "must be", 7) == 0);
+        } else {
+            ASSERT(why.field == NULL && why.reason == NULL); /* untouched on success */
+        }
         prs_ring *r = (prs_ring *)&cfg;
         ASSERT_STATUS(prs_ring_new(&cfg, &r), rows[i].want);
         ASSERT(rows[i].want == PRS_OK ? r != NULL : r == NULL);
@@ -70,6 +100,65 @@ TEST(ring_config) {
     ASSERT_STATUS(prs_ring_strategy_parse("drop", &st), PRS_EINVAL);
     ASSERT_STREQ(prs_ring_strategy_name(PRS_RING_DROP_OLDEST), "drop_oldest");
     ASSERT(prs_ring_strategy_name(9) == NULL);
+}
+
+/* The blocking join: it times out while a task is unfinished, returns at once
+ * when none is, and marking the last task done serves a thread joining with no
+ * deadline (DONE whether it queued before or after). */
+typedef struct {
+    prs_ring *r;
+    atomic_int started;
+} join_ctx;
+
+static void *join_forever(void *arg) {
+    join_ctx *c = arg;
+    prs_ring_result res;
+    atomic_store(&c->started, 1);
+    if (prs_ring_join_blocking(c->r, PRS_NEVER, &res) != PRS_OK || res.outcome != PRS_RING_DONE) abort();
+    return NULL;
+}
+
+TEST(ring_join_blocking) {
+    prs_ring *r = make_ring(2, PRS_RING_BLOCK);
+    prs_ring_result res;
+    ASSERT_OK(prs_ring_join_blocking(r, 0, &res)); /* nothing unfinished */
+    ASSERT_EQ(res.outcome, PRS_RING_DONE);
+    ASSERT_OK(prs_ring_put(r, P(1), NULL, &res));
+    ASSERT_STATUS(prs_ring_join_blocking(r, prs_monotonic_ns() + PRS_NS_PER_MS, &res), PRS_ETIMEDOUT);
+    ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    join_ctx c = {.r = r};
+    atomic_init(&c.started, 0);
+    pthread_t t;
+    pthread_create(&t, NULL, join_forever, &c);
+    while (!atomic_load(&c.started)) sched_yield();
+    ASSERT_EQ(get_one(r), 1); /* the joiner waits (or is about to) until: */
+    ASSERT_OK(prs_ring_task_done(r, &res));
+    pthread_join(t, NULL);
+    ASSERT_STATUS(prs_ring_task_done(r, &res), PRS_EINVAL);
+    prs_ring_free(r);
+}
+
+/* A get blocked on an empty ring ends with PRS_ECLOSED when another thread
+ * closes the ring. */
+static void *close_soon(void *arg) {
+    prs_ring_result res;
+    struct timespec ts = {0, 2000000};
+    nanosleep(&ts, NULL);
+    prs_ring_close(arg, &res);
+    return NULL;
+}
+
+TEST(ring_get_blocking_closed) {
+    prs_ring *r = make_ring(2, PRS_RING_BLOCK);
+    prs_ring_result res;
+    void *item = P(7);
+    pthread_t t;
+    pthread_create(&t, NULL, close_soon, r);
+    ASSERT_STATUS(prs_ring_get_blocking(r, PRS_NEVER, &item, &res), PRS_ECLOSED);
+    ASSERT_EQ(res.outcome, PRS_RING_CLOSED);
+    pthread_join(t, NULL);
+    ASSERT_STATUS(prs_ring_put_blocking(r, P(1), PRS_NEVER, &res), PRS_ECLOSED);
+    prs_ring_free(r);
 }
 
 /* Puts 1..5 into a ring of 3 with each strategy; expected outcomes, evicted
@@ -258,12 +347,9 @@ TEST(ring_consumer_handoff_and_give_back) {
     ASSERT_OK(prs_ring_get(r, &c[0], &item, &res));
     ASSERT_OK(prs_ring_finish(r, &c[0], PRS_RING_FINISH_ACCEPT, &item, &res));
     ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
+    expect_counts(r, 4, 3, 1, 0);
     prs_ring_stats s;
     prs_ring_stats_get(r, &s);
-    ASSERT_EQ(s.received, 4);
-    ASSERT_EQ(s.processed, 3);
-    ASSERT_EQ(s.dropped, 1);
-    ASSERT_EQ(s.size, 0);
     ASSERT_EQ(s.consumers_waiting, 0);
     prs_ring_free(r);
 }
@@ -307,12 +393,8 @@ TEST(ring_close) {
     prs_ring_waiter c;
     prs_ring_waiter_init(&c, 0, 0, NULL);
     ASSERT_STATUS(prs_ring_get(r, &c, &item, &res), PRS_ECLOSED);
-    prs_ring_stats s;
-    prs_ring_stats_get(r, &s);
-    ASSERT_EQ(s.received, 3);
-    ASSERT_EQ(s.processed, 2);
-    ASSERT_EQ(s.dropped, 1);
-    ASSERT_EQ(s.closed, 1);
+    expect_counts(r, 3, 2, 1, 0);
+    ASSERT_EQ(prs_ring_is_closed(r), 1);
     prs_ring_free(r);
 }
 
@@ -436,7 +518,7 @@ TEST(ring_blocking_forms) {
 
 #define NPROD 4
 #define NCONS 4
-#define PER_PRODUCER 250000 /* 4 producers: 10^6 items per strategy (issue 6) */
+#define PER_PRODUCER 250000 /* 4 producers: 10^6 items per strategy */
 
 typedef struct {
     prs_ring *r;
@@ -550,11 +632,6 @@ TEST(ring_try_put) {
 
 /* ---- fork ------------------------------------------------------------------ */
 
-static void assert_balanced(prs_ring *r) {
-    prs_ring_stats s;
-    prs_ring_stats_get(r, &s);
-    ASSERT_EQ(s.received, s.processed + s.dropped + s.size + s.producers_waiting);
-}
 
 /* The logic alone, in one process (waiters with no thread behind them stand
  * for the parent's threads). Consumers [C1, N1, C2, N2] (C blocking, N
@@ -587,7 +664,7 @@ TEST(ring_after_fork_consumers) {
     ASSERT_EQ(s.consumers_waiting, 0);
     ASSERT_EQ(s.received, 2);
     ASSERT_EQ(s.processed, 0);
-    assert_balanced(r);
+    assert_within(r);
     ASSERT_OK(prs_ring_finish(r, &c1, PRS_RING_FINISH_ACCEPT, &item, &res)); /* a ghost: nothing */
     ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
     ASSERT_OK(prs_ring_finish(r, &c2, PRS_RING_FINISH_ACCEPT, &item, &res));
@@ -601,7 +678,7 @@ TEST(ring_after_fork_consumers) {
     prs_ring_stats_get(r, &s);
     ASSERT_EQ(s.size, 0);
     ASSERT_EQ(s.processed, 2);
-    assert_balanced(r);
+    assert_within(r);
     ASSERT_STATUS(prs_ring_after_fork_child(NULL, &res), PRS_EINVAL);
     ASSERT_STATUS(prs_ring_after_fork_child(r, NULL), PRS_EINVAL);
     for (int i = 0; i < 4; i++) prs_ring_waiter_destroy(order[i]);
@@ -632,7 +709,7 @@ TEST(ring_after_fork_producers) {
     ASSERT_EQ(s.size, 1);
     ASSERT_EQ(s.producers_waiting, 1); /* n3 */
     ASSERT_EQ(s.dropped, 1);           /* p2 */
-    assert_balanced(r);
+    assert_within(r);
     void *item = NULL;
     ASSERT_OK(prs_ring_get(r, NULL, &item, &res));
     ASSERT_EQ(I(item), 2);
@@ -644,48 +721,22 @@ TEST(ring_after_fork_producers) {
     ASSERT_EQ(res.outcome, PRS_RING_STORED);
     ASSERT_OK(prs_ring_finish(r, &p2, PRS_RING_FINISH_ACCEPT, &item, &res));
     ASSERT_EQ(res.outcome, PRS_RING_TIMED_OUT);
-    assert_balanced(r);
+    assert_within(r);
     prs_ring_waiter_destroy(&p1);
     prs_ring_waiter_destroy(&p2);
     prs_ring_waiter_destroy(&n3);
     prs_ring_free(r);
 }
 
-typedef struct {
-    prs_ring *r;
-    prs_ring_waiter w;
-    atomic_int stop;
-    atomic_int served;
-} ring_fork_ctx;
+static int ring_wait_fn(void *r, void *w, int64_t deadline_ns) { return prs_ring_wait(r, w, deadline_ns); }
 
-/* Waits in 1 ms slices (re-taking the lock each time), then holds what it was
- * handed until told to settle. */
-static void *ring_fork_waiter(void *arg) {
-    ring_fork_ctx *c = arg;
-    while (prs_ring_wait(c->r, &c->w, prs_monotonic_ns() + PRS_NS_PER_MS) == PRS_ETIMEDOUT &&
-           !atomic_load(&c->stop)) {}
-    atomic_store(&c->served, 1);
-    while (!atomic_load(&c->stop)) {
-        struct timespec ts = {0, 200000};
-        nanosleep(&ts, NULL);
-    }
-    return NULL;
-}
-
-typedef struct {
-    prs_ring *r;
-    atomic_int stop;
-} ring_hammer_ctx;
-
-static void *ring_hammer(void *arg) {
-    ring_hammer_ctx *h = arg;
+static void ring_touch(void *r) {
     prs_ring_stats s;
-    while (!atomic_load(&h->stop)) prs_ring_stats_get(h->r, &s);
-    return NULL;
+    prs_ring_stats_get(r, &s);
 }
 
-
-static void ring_fork_child_checks(prs_ring *r) {
+static void ring_fork_child_checks(void *obj) {
+    prs_ring *r = obj;
     prs_ring_result res;
     ASSERT_OK(prs_ring_after_fork_child(r, &res));
     ASSERT(res.woken == NULL);
@@ -711,12 +762,8 @@ static void ring_fork_child_checks(prs_ring *r) {
         ASSERT_EQ(I(item), want);
     }
     ASSERT_STATUS(prs_ring_get_blocking(r, prs_monotonic_ns() + PRS_NS_PER_MS, &item, &res), PRS_ETIMEDOUT);
-    prs_ring_stats_get(r, &s);
-    ASSERT_EQ(s.size, 0);
-    ASSERT_EQ(s.received, 8);
-    ASSERT_EQ(s.processed, 6);
-    ASSERT_EQ(s.dropped, 2);
-    assert_balanced(r);
+    expect_counts(r, 8, 6, 2, 0);
+    assert_within(r);
 }
 
 /* Fork while two consumer threads hold handed items (not settled), a producer
@@ -724,75 +771,46 @@ static void ring_fork_child_checks(prs_ring *r) {
  * the lock nonstop. Forked 20 times; each child repairs and checks exactly. */
 TEST(ring_fork_child) {
     prs_ring *r = make_ring(3, PRS_RING_BLOCK);
-    ring_fork_ctx c1, c2, p;
-    ring_fork_ctx *cs[3] = {&c1, &c2, &p};
-    pthread_t t[3], ht;
+    prs_ring_waiter ws[3]; /* two consumers, a producer */
+    waiter_thread c1, c2, p;
+    waiter_thread *cs[3] = {&c1, &c2, &p};
+    pthread_t t[3];
     prs_ring_result res;
     void *item;
-    for (int i = 0; i < 3; i++) {
-        cs[i]->r = r;
-        atomic_init(&cs[i]->stop, 0);
-        atomic_init(&cs[i]->served, 0);
-        ASSERT_OK(prs_ring_waiter_init(&cs[i]->w, i == 2, 1, NULL));
-    }
-    ASSERT_OK(prs_ring_get(r, &c1.w, &item, &res));
-    ASSERT_OK(prs_ring_get(r, &c2.w, &item, &res));
-    for (int i = 0; i < 2; i++) pthread_create(&t[i], NULL, ring_fork_waiter, cs[i]);
+    for (int i = 0; i < 3; i++) ASSERT_OK(prs_ring_waiter_init(&ws[i], i == 2, 1, NULL));
+    ASSERT_OK(prs_ring_get(r, &ws[0], &item, &res));
+    ASSERT_OK(prs_ring_get(r, &ws[1], &item, &res));
+    for (int i = 0; i < 2; i++) waiter_thread_start(cs[i], &t[i], ring_wait_fn, r, &ws[i]);
     ASSERT_OK(prs_ring_put(r, P(10), NULL, &res)); /* to c1 */
     ASSERT_OK(prs_ring_put(r, P(11), NULL, &res)); /* to c2 */
     ASSERT_OK(prs_ring_put(r, P(12), NULL, &res)); /* stored: full */
-    ASSERT_OK(prs_ring_put(r, P(13), &p.w, &res));
+    ASSERT_OK(prs_ring_put(r, P(13), &ws[2], &res));
     ASSERT_EQ(res.outcome, PRS_RING_WAITING);
-    pthread_create(&t[2], NULL, ring_fork_waiter, &p);
-    while (!atomic_load(&c1.served) || !atomic_load(&c2.served)) sched_yield();
-    ring_hammer_ctx h = {.r = r};
-    atomic_init(&h.stop, 0);
-    pthread_create(&ht, NULL, ring_hammer, &h);
-    for (int round = 0; round < 20; round++) {
-        fflush(NULL);
-        pid_t pid = fork();
-        ASSERT(pid >= 0);
-        if (pid == 0) {
-            ring_fork_child_checks(r);
-            _exit(0);
-        }
-        ASSERT_EQ(prs_test_wait_child(pid), 0);
-    }
+    waiter_thread_start(&p, &t[2], ring_wait_fn, r, &ws[2]);
+    waiter_thread_until_served(&c1);
+    waiter_thread_until_served(&c2);
+    fork_rounds(r, ring_touch, ring_fork_child_checks, 20);
     /* The parent is untouched. */
-    atomic_store(&h.stop, 1);
-    pthread_join(ht, NULL);
     for (int i = 0; i < 2; i++) {
-        atomic_store(&cs[i]->stop, 1);
-        pthread_join(t[i], NULL);
-        ASSERT_OK(prs_ring_finish(r, &cs[i]->w, PRS_RING_FINISH_ACCEPT, &item, &res));
+        waiter_thread_stop(cs[i], t[i]);
+        ASSERT_OK(prs_ring_finish(r, &ws[i], PRS_RING_FINISH_ACCEPT, &item, &res));
         ASSERT_EQ(res.outcome, PRS_RING_GOT);
         ASSERT_EQ(I(item), 10 + i); /* each frees a slot: p's 13 goes in after the first */
     }
-    while (!atomic_load(&p.served)) sched_yield();
-    atomic_store(&p.stop, 1);
-    pthread_join(t[2], NULL);
-    ASSERT_OK(prs_ring_finish(r, &p.w, PRS_RING_FINISH_ACCEPT, &item, &res));
+    waiter_thread_until_served(&p);
+    waiter_thread_stop(&p, t[2]);
+    ASSERT_OK(prs_ring_finish(r, &ws[2], PRS_RING_FINISH_ACCEPT, &item, &res));
     ASSERT_EQ(res.outcome, PRS_RING_STORED);
     ASSERT_EQ(get_one(r), 12);
     ASSERT_EQ(get_one(r), 13);
-    prs_ring_stats s;
-    prs_ring_stats_get(r, &s);
-    ASSERT_EQ(s.size, 0);
-    ASSERT_EQ(s.received, 4);
-    ASSERT_EQ(s.processed, 4);
-    assert_balanced(r);
-    for (int i = 0; i < 3; i++) prs_ring_waiter_destroy(&cs[i]->w);
+    expect_counts(r, 4, 4, 0, 0);
+    assert_within(r);
+    for (int i = 0; i < 3; i++) prs_ring_waiter_destroy(&ws[i]);
     prs_ring_free(r);
 }
 
 /* ---- capacity holds at every instant -------------------------------------- */
 
-static void assert_within(prs_ring *r) {
-    prs_ring_stats s;
-    prs_ring_stats_get(r, &s);
-    ASSERT(s.size <= s.capacity);
-    ASSERT_EQ(s.received, s.processed + s.dropped + s.size + s.producers_waiting);
-}
 
 /* 32 consumers wait on a ring of 2: only two puts are handed over (each keeps
  * its slot); the others follow the strategy as on any full ring. Then every

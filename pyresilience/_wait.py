@@ -1,0 +1,54 @@
+"""The asyncio side of the condition wait shared by Bulkhead and the queues.
+
+The C core queues an ``_AsyncWaiter`` in the same FIFO as the threads and
+wakes its future when it serves it; :func:`await_waiter` awaits that future
+(up to a time limit) and settles the waiter exactly once through the owner's
+``finish(waiter, cancel)``: ``cancel=True`` when the task is cancelled (or
+anything else is raised), so what was handed to it goes back.
+"""
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any, Callable, Iterable, Optional, TypeVar
+
+R = TypeVar("R")
+
+
+def _wake(fut: Any) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def await_waiter(waiter: Any, limit: Optional[float], finish: Callable[[Any, bool], R]) -> R:
+    """Awaits ``waiter.future`` for up to ``limit`` seconds (None or inf: no
+    limit), then returns ``finish(waiter, False)``; on any exception (a
+    cancellation) calls ``finish(waiter, True)`` and re-raises."""
+    fut = waiter.future
+    handle = None
+    if limit is not None and not math.isinf(limit):
+        handle = fut.get_loop().call_later(limit, _wake, fut)
+    try:
+        await fut
+    except BaseException:
+        finish(waiter, True)
+        raise
+    finally:
+        if handle is not None:
+            handle.cancel()
+    return finish(waiter, False)
+
+
+def repair_after_fork(live: "weakref.WeakSet[Any]") -> None:
+    """Calls ``_after_fork_child()`` on every object of ``live`` (in a child
+    process, one thread running): repairs them all, then raises the first
+    error."""
+    first: Optional[BaseException] = None
+    objects: Iterable[Any] = list(live)
+    for obj in objects:
+        try:
+            obj._after_fork_child()
+        except BaseException as exc:  # repair the others, then report the first
+            first = first or exc
+    if first is not None:
+        raise first
