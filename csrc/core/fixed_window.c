@@ -27,13 +27,10 @@
  * limit is kept too (count <= limit then holds again from the next window):
  * nothing is admitted until the window moves on.
  */
-#include "group_internal.h"
-#include "prs_algo.h"
+#include "limiter_internal.h"
 #include "prs_fixed_window.h"
-#include "prs_internal.h"
 
-/* Changed only under `lock` (prs_fixed_window_reconfigure); also the params of
- * prs_algo_fixed_window. */
+/* The params of prs_algo_fixed_window. */
 typedef struct fw_params {
     int64_t limit;      /* >= 1 */
     int64_t window_ns;  /* >= 1 */
@@ -44,50 +41,23 @@ typedef struct fw_state {
     int64_t count;      /* 0..limit (above it after a lowering reconfigure) */
 } fw_state;
 
-struct prs_fixed_window {
-    prs__spinlock lock;  /* guards s */
-    fw_state s;
-    fw_params p;
-    prs_allocator alloc;
-};
-
 void prs_fixed_window_config_init(prs_fixed_window_config *cfg) {
     cfg->limit = 1;
     cfg->window_ns = PRS_NS_PER_SEC;
     cfg->allocator = NULL;
 }
 
-int prs_fixed_window_config_validate(const prs_fixed_window_config *cfg) {
-    if (!cfg || cfg->limit < 1 || cfg->window_ns < 1) return PRS_EINVAL;
+/* Validates cfg: PRS_OK or the error with *why. */
+static int config_check(const prs_fixed_window_config *cfg, prs_config_error *why) {
+    if (cfg->limit < 1) return prs_config_fail(why, PRS_EINVAL, "limit", "must be >= 1");
+    if (cfg->window_ns < 1)
+        return prs_config_fail(why, PRS_EINVAL, "window_ns", "must be > 0 (at least 1 ns)");
     return PRS_OK;
 }
 
 static void state_init(fw_state *s) {
     s->start = 0;
     s->count = 0;
-}
-
-int prs_fixed_window_new(const prs_fixed_window_config *cfg, prs_fixed_window **out) {
-    if (!out) return PRS_EINVAL;
-    *out = NULL;
-    int rc = prs_fixed_window_config_validate(cfg);
-    if (rc) return rc;
-    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    prs_fixed_window *fw = prs__malloc(a, sizeof *fw);
-    if (!fw) return PRS_ENOMEM;
-    prs__spin_init(&fw->lock);
-    fw->alloc = *a;
-    fw->p.limit = cfg->limit;
-    fw->p.window_ns = cfg->window_ns;
-    state_init(&fw->s);
-    *out = fw;
-    return PRS_OK;
-}
-
-void prs_fixed_window_free(prs_fixed_window *fw) {
-    if (!fw) return;
-    prs_allocator a = fw->alloc;
-    prs__free(&a, fw);
 }
 
 /* The start of the aligned window holding `now` (floor division, saturating). */
@@ -142,41 +112,10 @@ static void state_decide(const fw_params *p, fw_state *s, int64_t now, int64_t n
     d->reset_after_ns = after == 0 ? 0 : until_end(p, start, now);
 }
 
-static int decide(prs_fixed_window *fw, int64_t now, int64_t n, int consume, prs_decision *d) {
-    if (!fw || !d || n < 1) return PRS_EINVAL;
-    prs__spin_lock(&fw->lock);
-    state_decide(&fw->p, &fw->s, now, n, consume, d);
-    prs__spin_unlock(&fw->lock);
-    return PRS_OK;
-}
-
-int prs_fixed_window_check(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(fw, now_ns, n, 1, d);
-}
-
-int prs_fixed_window_peek(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(fw, now_ns, n, 0, d);
-}
-
-void prs_fixed_window_reset(prs_fixed_window *fw) {
-    if (!fw) return;
-    prs__spin_lock(&fw->lock);
-    state_init(&fw->s);
-    prs__spin_unlock(&fw->lock);
-}
-
 static double avail(const fw_params *p, const fw_state *s, int64_t now) {
     int64_t start, count;
     current(p, s, now, &start, &count);
     return count < p->limit ? (double)(p->limit - count) : 0.0;
-}
-
-double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns) {
-    if (!fw) return 0.0;
-    prs__spin_lock(&fw->lock);
-    double a = avail(&fw->p, &fw->s, now_ns);
-    prs__spin_unlock(&fw->lock);
-    return a;
 }
 
 /* The state s (under op) as seen at now, expressed under np (see the essay). */
@@ -191,29 +130,16 @@ static void rebase(const fw_params *op, const fw_state *s, const fw_params *np, 
     *out = r;
 }
 
-int prs_fixed_window_reconfigure(prs_fixed_window *fw, const prs_fixed_window_config *cfg,
-                                 int64_t now_ns) {
-    if (!fw) return PRS_EINVAL;
-    int rc = prs_fixed_window_config_validate(cfg);
-    if (rc) return rc;
-    fw_params np = {cfg->limit, cfg->window_ns};
-    prs__spin_lock(&fw->lock);
-    rebase(&fw->p, &fw->s, &np, &fw->s, now_ns);
-    fw->p = np;
-    prs__spin_unlock(&fw->lock);
-    return PRS_OK;
+int64_t prs_fixed_window_limit(const prs_fixed_window *fw) {
+    prs_fixed_window_config c;
+    prs_limiter_config((const prs_limiter *)fw, &c);
+    return c.limit;
 }
-
-int64_t prs_fixed_window_limit(const prs_fixed_window *fw) { return fw->p.limit; }
-int64_t prs_fixed_window_window_ns(const prs_fixed_window *fw) { return fw->p.window_ns; }
-const void *prs_fixed_window_params(const prs_fixed_window *fw) { return &fw->p; }
-
-/* For limiter groups (group_internal.h). */
-void prs__fixed_window_parts(prs_fixed_window *fw, prs__spinlock **lock, void **state) {
-    *lock = &fw->lock;
-    *state = &fw->s;
+int64_t prs_fixed_window_window_ns(const prs_fixed_window *fw) {
+    prs_fixed_window_config c;
+    prs_limiter_config((const prs_limiter *)fw, &c);
+    return c.window_ns;
 }
-
 /* ---- the descriptor: state is fw_state (16 bytes) ---------------------- */
 
 static size_t algo_state_size(const void *params) { (void)params; return sizeof(fw_state); }
@@ -240,9 +166,9 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return avail(params, state, now);
 }
 
-static int algo_params_from_config(const void *config, void *params) {
+static int algo_params_from_config(const void *config, void *params, prs_config_error *why) {
     const prs_fixed_window_config *c = config;
-    int rc = prs_fixed_window_config_validate(c);
+    int rc = config_check(c, why);
     if (rc) return rc;
     fw_params *p = params;
     p->limit = c->limit;
@@ -264,5 +190,7 @@ static void algo_rebase(const void *old_params, const void *state, const void *n
 const prs_algo prs_algo_fixed_window = {
     "fixed_window", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
     algo_available, sizeof(fw_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase,
+    algo_rebase, NULL, NULL,
 };
+
+PRS__LIMITER_TYPED_IMPL(fixed_window)
