@@ -39,6 +39,7 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "prs_algo.h"
 #include "prs_redis_internal.h"
 
 #define MAX_PREFIX 1024
@@ -78,18 +79,23 @@ struct prs_redis_limiter {
     _Atomic int resetting;
 };
 
-static const char *const algo_names[PRS_REDIS__ALGORITHM_COUNT] = {
-    "gcra", "token_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log",
+/* Each Redis algorithm's row in the algorithm table (prs_algo.h), which names it. */
+static const prs_algo_id algo_row[PRS_REDIS__ALGORITHM_COUNT] = {
+    PRS_ALGO_ID_gcra, PRS_ALGO_ID_token_bucket, PRS_ALGO_ID_fixed_window,
+    PRS_ALGO_ID_sliding_counter, PRS_ALGO_ID_sliding_log,
 };
 static const char algo_suffix[PRS_REDIS__ALGORITHM_COUNT] = {'g', 't', 'f', 'c', 'l'};
 
 const char *prs_redis_algorithm_name(int algorithm) {
-    return algorithm >= 0 && algorithm < PRS_REDIS__ALGORITHM_COUNT ? algo_names[algorithm] : NULL;
+    return algorithm >= 0 && algorithm < PRS_REDIS__ALGORITHM_COUNT
+               ? prs_algorithms[algo_row[algorithm]].redis_name
+               : NULL;
 }
 
 int prs_redis_algorithm_from_name(const char *name) {
-    for (int i = 0; name && i < PRS_REDIS__ALGORITHM_COUNT; i++)
-        if (!strcmp(name, algo_names[i])) return i;
+    const prs_algo_entry *e = prs_algo_by_redis_name(name);
+    for (int i = 0; e && i < PRS_REDIS__ALGORITHM_COUNT; i++)
+        if (&prs_algorithms[algo_row[i]] == e) return i;
     return -1;
 }
 
@@ -129,7 +135,7 @@ int prs_redis_limiter_config_validate(const prs_redis_limiter_config *cfg) {
         if (cfg->limit < 1) BAD("limit must be >= 1");
         int64_t cap = cfg->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG ? 1000000 : (INT64_C(1) << 50);
         if (cfg->limit > cap) {
-            prs_redis__set_error("limit must be <= %lld for %s", (long long)cap, algo_names[cfg->algorithm]);
+            prs_redis__set_error("limit must be <= %lld for %s", (long long)cap, prs_redis_algorithm_name(cfg->algorithm));
             return PRS_ERANGE;
         }
         if (cfg->window_ns < PRS_NS_PER_US) BAD("window must be >= 1 microsecond");
