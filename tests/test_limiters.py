@@ -545,13 +545,17 @@ def test_unknown_keyword():
         pr.TokenBucket(1, 1, burst=3)
 
 
-def test_uninitialised_object():
-    tb = pr.TokenBucket.__new__(pr.TokenBucket)
-    with pytest.raises(RuntimeError, match="not initialised"):
-        tb.allow()
+def test_built_in_new_never_reinitialised():
+    # the core object is built by __new__: no half-made object exists
+    with pytest.raises(TypeError, match="capacity"):
+        pr.TokenBucket.__new__(pr.TokenBucket)
+    tb = pr.TokenBucket.__new__(pr.TokenBucket, 3, 1)
+    assert tb.allow(3) and not tb.allow()
     tb2 = pr.TokenBucket(1, 1)
-    with pytest.raises(RuntimeError, match="already initialised"):
-        tb2.__init__(2, 2)
+    tb2.__init__(2, 2)  # does nothing: no re-initialisation
+    assert tb2.capacity == 1.0 and tb2.refill_rate == 1.0
+    with pytest.raises(TypeError, match="cannot create"):
+        pr._core._Limiter()
 
 
 # ---- memory ----------------------------------------------------------------
