@@ -75,7 +75,6 @@ static int params_make(const prs_gcra_config *cfg, gcra_params *p, prs_config_er
     if (!isfinite(cfg->rate) || cfg->rate <= 0.0)
         return prs_config_fail(why, PRS_EINVAL, "rate", "must be a finite number > 0");
     if (cfg->rate < 1e-9) return prs_config_fail(why, PRS_ERANGE, "rate", "must be >= 1e-9 per second");
-    if (cfg->rate > 1e15) return prs_config_fail(why, PRS_ERANGE, "rate", "must be <= 1e15");
     if (cfg->burst < 1) return prs_config_fail(why, PRS_EINVAL, "burst", "must be >= 1");
     int64_t t = interval_for(cfg->rate), tol;
     if (t == INT64_MAX || __builtin_mul_overflow(t, cfg->burst, &tol))

@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 typedef struct prs_gcra_config {
-    double rate;                     /* requests per second, in [1e-9, 1e15] */
+    double rate;                     /* requests per second, finite, >= 1e-9 */
     int64_t burst;                   /* requests admissible at once, >= 1 */
     const prs_allocator *allocator;  /* NULL: the default allocator */
 } prs_gcra_config;
@@ -29,7 +29,7 @@ void prs_gcra_config_init(prs_gcra_config *cfg);
 /* prs_gcra (a prs_limiter, lock-free) and its functions, as prs_limiter.h
  * describes them:
  *   validate: PRS_EINVAL (rate not finite or <= 0, burst < 1), PRS_ERANGE
- *     (rate below 1e-9 or above 1e15, burst * interval overflows int64 ns);
+ *     (rate below 1e-9, burst * interval overflows int64 nanoseconds);
  *   check/peek: n > burst: denied with retry_after_ns == PRS_NEVER;
  *   available: requests of weight 1 admissible, a real number in [0, burst];
  *   reconfigure: rate and burst change at now_ns; lock-free for deciders (a

@@ -121,7 +121,8 @@ int prs_py_limiter_parse(const prs_py_limiter_desc *ds, const char *fname, int c
             PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", fname, key);
             return -1;
         }
-        if (!ctor && value == Py_None) continue; /* reconfigure: keep the value */
+        /* None: reconfigure keeps the value; a constructor takes the other name */
+        if (value == Py_None && (!ctor || ds->params[i].alias)) continue;
         if (g->value[i]) {
             const prs_py_param *p = &ds->params[i];
             if (!alias && g->name[i] == p->name)
@@ -659,7 +660,9 @@ static const char *const type_names[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(NAME)};
 
 #define LIMITER_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE)
 
-/* "head(a, b, *, clock=None)\n--\n\n" + body, or with every param keyword-only. */
+/* The doc of the constructor ("head(a, b, *, clock=None)": aliases are left
+ * out) or of reconfigure() (every param and alias keyword-only, None keeping
+ * its value), then body. */
 static char *signature_doc(const char *head, const prs_py_limiter_desc *ds, int ctor, const char *body) {
     char sig[512];
     size_t len = (size_t)snprintf(sig, sizeof sig, "%s(%s", head, ctor ? "" : "$self, /, *");
@@ -667,10 +670,11 @@ static char *signature_doc(const char *head, const prs_py_limiter_desc *ds, int 
         const prs_py_param *p = &ds->params[i];
         len += (size_t)snprintf(sig + len, sizeof sig - len, "%s%s%s", (ctor && !i) ? "" : ", ",
                                 p->name, ctor ? "" : "=None");
-        if (!ctor && p->alias)
+        if (p->alias && !ctor)
             len += (size_t)snprintf(sig + len, sizeof sig - len, ", %s=None", p->alias);
     }
-    snprintf(sig + len, sizeof sig - len, "%s)\n--\n\n", ctor ? ", *, clock=None" : "");
+    if (ctor) snprintf(sig + len, sizeof sig - len, ", *, clock=None)\n--\n\n");
+    else snprintf(sig + len, sizeof sig - len, ")\n--\n\n");
     size_t n = strlen(sig) + strlen(body) + 1;
     char *doc = PyMem_RawMalloc(n);
     if (doc) snprintf(doc, n, "%s%s", sig, body);
