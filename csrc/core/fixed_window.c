@@ -130,16 +130,8 @@ static void rebase(const fw_params *op, const fw_state *s, const fw_params *np, 
     *out = r;
 }
 
-int64_t prs_fixed_window_limit(const prs_fixed_window *fw) {
-    prs_fixed_window_config c;
-    prs_limiter_config((const prs_limiter *)fw, &c);
-    return c.limit;
-}
-int64_t prs_fixed_window_window_ns(const prs_fixed_window *fw) {
-    prs_fixed_window_config c;
-    prs_limiter_config((const prs_limiter *)fw, &c);
-    return c.window_ns;
-}
+PRS__LIMITER_GETTER(fixed_window, int64_t, limit, limit)
+PRS__LIMITER_GETTER(fixed_window, int64_t, window_ns, window_ns)
 /* ---- the descriptor: state is fw_state (16 bytes) ---------------------- */
 
 static size_t algo_state_size(const void *params) { (void)params; return sizeof(fw_state); }

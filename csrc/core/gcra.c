@@ -206,22 +206,11 @@ static void reconfigure_lockfree(prs_limiter *lim, const void *new_params, int64
     prs__word_unlock(lim, next);
 }
 
-static void gcra_params_of(const prs_gcra *g, gcra_params *p) {
-    prs__seq_params_load((const prs_limiter *)g, p);
-}
-double prs_gcra_rate(const prs_gcra *g) {
-    gcra_params p;
-    gcra_params_of(g, &p);
-    return p.rate;
-}
-int64_t prs_gcra_burst(const prs_gcra *g) {
-    gcra_params p;
-    gcra_params_of(g, &p);
-    return p.burst;
-}
+PRS__LIMITER_GETTER(gcra, double, rate, rate)
+PRS__LIMITER_GETTER(gcra, int64_t, burst, burst)
 int64_t prs_gcra_interval_ns(const prs_gcra *g) {
     gcra_params p;
-    gcra_params_of(g, &p);
+    prs__seq_params_load((const prs_limiter *)g, &p);
     return p.interval_ns;
 }
 

@@ -176,16 +176,8 @@ static void rebase(const lb_params *op, const lb_state *s, const lb_params *np, 
     *out = r;
 }
 
-double prs_leaky_bucket_capacity(const prs_leaky_bucket *lb) {
-    prs_leaky_bucket_config c;
-    prs_limiter_config((const prs_limiter *)lb, &c);
-    return c.capacity;
-}
-double prs_leaky_bucket_leak_rate(const prs_leaky_bucket *lb) {
-    prs_leaky_bucket_config c;
-    prs_limiter_config((const prs_limiter *)lb, &c);
-    return c.leak_rate;
-}
+PRS__LIMITER_GETTER(leaky_bucket, double, capacity, capacity)
+PRS__LIMITER_GETTER(leaky_bucket, double, leak_rate, leak_rate)
 /* ---- the descriptor: state is lb_state (16 bytes) ---------------------- */
 
 static size_t algo_state_size(const void *params) { (void)params; return sizeof(lb_state); }

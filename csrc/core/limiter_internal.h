@@ -51,6 +51,15 @@ void prs__seq_params_load(const prs_limiter *lim, void *out);
 double prs__limiter_read(prs_limiter *lim, int64_t now,
                          double (*fn)(const void *params, const void *state, int64_t now));
 
+/* Defines `type prs_<c>_<name>(const prs_<c> *x)`: a config field of the
+ * params in force (read consistently). */
+#define PRS__LIMITER_GETTER(c, type, name, field)                                             \
+    type prs_##c##_##name(const prs_##c *x) {                                                 \
+        prs_##c##_config cfg;                                                                 \
+        prs_limiter_config((const prs_limiter *)x, &cfg);                                     \
+        return cfg.field;                                                                     \
+    }
+
 /* Defines the typed API (PRS_LIMITER_TYPED_API) of table row c. */
 #define PRS__LIMITER_TYPED_IMPL(c)                                                            \
     int prs_##c##_config_validate_why(const prs_##c##_config *cfg, prs_config_error *why) {   \

@@ -181,16 +181,8 @@ static void rebase(const sc_params *op, const sc_state *s, const sc_params *np, 
     *out = r;
 }
 
-int64_t prs_sliding_counter_limit(const prs_sliding_counter *sc) {
-    prs_sliding_counter_config c;
-    prs_limiter_config((const prs_limiter *)sc, &c);
-    return c.limit;
-}
-int64_t prs_sliding_counter_window_ns(const prs_sliding_counter *sc) {
-    prs_sliding_counter_config c;
-    prs_limiter_config((const prs_limiter *)sc, &c);
-    return c.window_ns;
-}
+PRS__LIMITER_GETTER(sliding_counter, int64_t, limit, limit)
+PRS__LIMITER_GETTER(sliding_counter, int64_t, window_ns, window_ns)
 /* ---- the descriptor: state is sc_state (24 bytes) ---------------------- */
 
 static size_t algo_state_size(const void *params) { (void)params; return sizeof(sc_state); }

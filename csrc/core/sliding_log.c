@@ -206,16 +206,8 @@ static void repack_into(const sl_params *op, const sl_hdr *h, int64_t new_limit,
     finish_repack(h, &r, out);
 }
 
-int64_t prs_sliding_log_limit(const prs_sliding_log *sl) {
-    prs_sliding_log_config c;
-    prs_limiter_config((const prs_limiter *)sl, &c);
-    return c.limit;
-}
-int64_t prs_sliding_log_window_ns(const prs_sliding_log *sl) {
-    prs_sliding_log_config c;
-    prs_limiter_config((const prs_limiter *)sl, &c);
-    return c.window_ns;
-}
+PRS__LIMITER_GETTER(sliding_log, int64_t, limit, limit)
+PRS__LIMITER_GETTER(sliding_log, int64_t, window_ns, window_ns)
 /* ---- the descriptor: state is sl_hdr + ring (32 + 8 * limit bytes) ----- */
 
 static size_t algo_state_size(const void *params) { return state_bytes(params); }

@@ -141,19 +141,8 @@ static void rebase(const tb_params *op, const tb_state *s, const tb_params *np, 
     *out = r;
 }
 
-static void tb_config(const prs_token_bucket *tb, prs_token_bucket_config *c) {
-    prs_limiter_config((const prs_limiter *)tb, c);
-}
-double prs_token_bucket_capacity(const prs_token_bucket *tb) {
-    prs_token_bucket_config c;
-    tb_config(tb, &c);
-    return c.capacity;
-}
-double prs_token_bucket_refill_rate(const prs_token_bucket *tb) {
-    prs_token_bucket_config c;
-    tb_config(tb, &c);
-    return c.refill_rate;
-}
+PRS__LIMITER_GETTER(token_bucket, double, capacity, capacity)
+PRS__LIMITER_GETTER(token_bucket, double, refill_rate, refill_rate)
 
 /* ---- the descriptor: state is tb_state (16 bytes) ---------------------- */
 
