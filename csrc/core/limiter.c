@@ -58,6 +58,17 @@ int prs_algo_validate(const prs_algo *algo, const void *config, prs_config_error
     return algo->params_from_config(config, p, why);
 }
 
+int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
+                            const char *max_reason, prs__window_params *p, prs_config_error *why) {
+    if (limit < 1) return prs_config_fail(why, PRS_EINVAL, "limit", "must be >= 1");
+    if (limit > max_limit) return prs_config_fail(why, PRS_ERANGE, "limit", max_reason);
+    if (window_ns < 1)
+        return prs_config_fail(why, PRS_EINVAL, "window_ns", "must be > 0 (at least 1 ns)");
+    p->limit = limit;
+    p->window_ns = window_ns;
+    return PRS_OK;
+}
+
 /* ---- the lock-free word -------------------------------------------------- */
 
 int64_t prs__word_load(prs_limiter *lim) {

@@ -51,6 +51,35 @@ void prs__seq_params_load(const prs_limiter *lim, void *out);
 double prs__limiter_read(prs_limiter *lim, int64_t now,
                          double (*fn)(const void *params, const void *state, int64_t now));
 
+/* ---- the window algorithms' params (fixed window, sliding log, sliding counter) */
+
+typedef struct prs__window_params {
+    int64_t limit;      /* 1..the algorithm's largest */
+    int64_t window_ns;  /* >= 1 */
+} prs__window_params;
+
+/* Validates limit (1..max_limit; above: max_reason) and window_ns (>= 1) and
+ * fills *p: PRS_OK, or PRS_EINVAL/PRS_ERANGE with *why (*p untouched). */
+int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
+                            const char *max_reason, prs__window_params *p, prs_config_error *why);
+
+/* The descriptor's params_from_config / config_from_params of a window
+ * algorithm whose config type `cfg` is {limit, window_ns, allocator}. */
+#define PRS__WINDOW_CONFIG_FNS(cfg, max_limit, max_reason)                                    \
+    static int algo_params_from_config(const void *config, void *params,                      \
+                                       prs_config_error *why) {                               \
+        const cfg *c = config;                                                                \
+        return prs__window_params_make(c->limit, c->window_ns, max_limit, max_reason, params, \
+                                       why);                                                  \
+    }                                                                                         \
+    static void algo_config_from_params(const void *params, void *config) {                   \
+        const prs__window_params *p = params;                                                 \
+        cfg *c = config;                                                                      \
+        cfg##_init(c);                                                                        \
+        c->limit = p->limit;                                                                  \
+        c->window_ns = p->window_ns;                                                          \
+    }
+
 /* Defines `type prs_<c>_<name>(const prs_<c> *x)`: a config field of the
  * params in force (read consistently). */
 #define PRS__LIMITER_GETTER(c, type, name, field)                                             \

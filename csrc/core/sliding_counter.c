@@ -38,10 +38,7 @@
 __extension__ typedef __int128 i128;
 
 /* The params of prs_algo_sliding_counter. */
-typedef struct sc_params {
-    int64_t limit;      /* >= 1 */
-    int64_t window_ns;  /* >= 1 */
-} sc_params;
+typedef prs__window_params sc_params;
 
 typedef struct sc_state {
     int64_t start;      /* current window start; meaningless when cur == prev == 0 */
@@ -55,13 +52,6 @@ void prs_sliding_counter_config_init(prs_sliding_counter_config *cfg) {
     cfg->allocator = NULL;
 }
 
-/* Validates cfg: PRS_OK or the error with *why. */
-static int config_check(const prs_sliding_counter_config *cfg, prs_config_error *why) {
-    if (cfg->limit < 1) return prs_config_fail(why, PRS_EINVAL, "limit", "must be >= 1");
-    if (cfg->window_ns < 1)
-        return prs_config_fail(why, PRS_EINVAL, "window_ns", "must be > 0 (at least 1 ns)");
-    return PRS_OK;
-}
 
 static void state_init(sc_state *s) {
     s->start = 0;
@@ -210,22 +200,7 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return avail(params, state, now);
 }
 
-static int algo_params_from_config(const void *config, void *params, prs_config_error *why) {
-    const prs_sliding_counter_config *c = config;
-    int rc = config_check(c, why);
-    if (rc) return rc;
-    sc_params *p = params;
-    p->limit = c->limit;
-    p->window_ns = c->window_ns;
-    return PRS_OK;
-}
-static void algo_config_from_params(const void *params, void *config) {
-    const sc_params *p = params;
-    prs_sliding_counter_config *c = config;
-    prs_sliding_counter_config_init(c);
-    c->limit = p->limit;
-    c->window_ns = p->window_ns;
-}
+PRS__WINDOW_CONFIG_FNS(prs_sliding_counter_config, INT64_MAX, "")
 static void algo_rebase(const void *old_params, const void *state, const void *new_params,
                         void *new_state, int64_t now) {
     rebase(old_params, state, new_params, new_state, now);

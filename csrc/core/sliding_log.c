@@ -53,10 +53,7 @@
 #include "prs_sliding_log.h"
 
 /* The params of prs_algo_sliding_log. */
-typedef struct sl_params {
-    int64_t limit;      /* 1..PRS_SLIDING_LOG_MAX_LIMIT: ring length */
-    int64_t window_ns;  /* >= 1 */
-} sl_params;
+typedef prs__window_params sl_params;
 
 typedef struct sl_hdr {
     int64_t last;       /* latest instant seen; INT64_MIN: none */
@@ -95,15 +92,6 @@ void prs_sliding_log_config_init(prs_sliding_log_config *cfg) {
     cfg->allocator = NULL;
 }
 
-/* Validates cfg: PRS_OK or the error with *why. */
-static int config_check(const prs_sliding_log_config *cfg, prs_config_error *why) {
-    if (cfg->limit < 1) return prs_config_fail(why, PRS_EINVAL, "limit", "must be >= 1");
-    if (cfg->limit > PRS_SLIDING_LOG_MAX_LIMIT)
-        return prs_config_fail(why, PRS_ERANGE, "limit", "must be <= 2**27");
-    if (cfg->window_ns < 1)
-        return prs_config_fail(why, PRS_EINVAL, "window_ns", "must be > 0 (at least 1 ns)");
-    return PRS_OK;
-}
 
 /* Number of entries expired at t (e <= t - w), by binary search (entries sorted). */
 static int64_t expired_at(const sl_params *p, const sl_hdr *h, int64_t t) {
@@ -239,22 +227,7 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return avail(params, state, now);
 }
 
-static int algo_params_from_config(const void *config, void *params, prs_config_error *why) {
-    const prs_sliding_log_config *c = config;
-    int rc = config_check(c, why);
-    if (rc) return rc;
-    sl_params *p = params;
-    p->limit = c->limit;
-    p->window_ns = c->window_ns;
-    return PRS_OK;
-}
-static void algo_config_from_params(const void *params, void *config) {
-    const sl_params *p = params;
-    prs_sliding_log_config *c = config;
-    prs_sliding_log_config_init(c);
-    c->limit = p->limit;
-    c->window_ns = p->window_ns;
-}
+PRS__WINDOW_CONFIG_FNS(prs_sliding_log_config, PRS_SLIDING_LOG_MAX_LIMIT, "must be <= 2**27")
 /* Inline rings on both sides (keyed tables). Equal limits: the same bytes. */
 static void algo_rebase(const void *old_params, const void *state, const void *new_params,
                         void *new_state, int64_t now) {

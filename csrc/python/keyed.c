@@ -37,22 +37,6 @@ static int get_key(PyObject *o, const char **p, Py_ssize_t *len) {
     return -1;
 }
 
-/* n and tokens_needed= (an alias): at most one. */
-static int pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n) {
-    if (n_o && alias_o) {
-        PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
-        return -1;
-    }
-    PyObject *o = n_o ? n_o : alias_o;
-    if (!o) { *n = 1; return 0; }
-    if (PyLong_CheckExact(o)) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (!overflow && v >= 1) { *n = v; return 0; }
-    }
-    return prs_py_parse_n(o, n_o ? "n" : "tokens_needed", n);
-}
-
 /* The algorithm and params of an in-process limiter object. 0, or -1 with a
  * TypeError naming `what`. */
 static int limiter_algo(prs_py_state *st, PyObject *o, const char *what, const prs_algo **algo,
@@ -165,7 +149,7 @@ static int keyed_args(PyObject *self, const char *fname, PyObject *const *args, 
         return -1;
     }
     if (get_key(v[0], key, len) < 0) return -1;
-    return pick_n(fname, v[1], v[2], n);
+    return prs_py_pick_n(fname, v[1], v[2], n);
 }
 
 static int keyed_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
@@ -224,7 +208,7 @@ static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t
     Py_ssize_t len;
     int64_t n, timeout_ns;
     if (get_key(v[0], &key, &len) < 0) return NULL;
-    if (pick_n("acquire", v[1], v[3], &n) < 0) return NULL;
+    if (prs_py_pick_n("acquire", v[1], v[3], &n) < 0) return NULL;
     if (prs_py_parse_timeout(v[2], "timeout", &timeout_ns) < 0) return NULL;
     void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
     if (prs_py_wait_admitted(prs_py_state_of(self), &KSELF->clock, keyed_decide_cb, ctx,
@@ -441,16 +425,10 @@ static int view_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, in
     return rc;
 }
 
-static const char *const n_names[] = {"n", "tokens_needed", NULL};
-
 static int view_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
                        Py_ssize_t nargs, PyObject *kwnames, prs_decision *d) {
     int64_t n = 1, now;
-    if (nargs || kwnames) {
-        PyObject *v[2];
-        if (prs_py_unpack(fname, args, nargs, kwnames, n_names, 1, v) < 0) return -1;
-        if (pick_n(fname, v[0], v[1], &n) < 0) return -1;
-    }
+    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
     if (prs_py_clock_now(VCLOCK(VSELF), &now) < 0) return -1;
     const char *key = PyBytes_AS_STRING(VSELF->keybytes);
     size_t len = (size_t)PyBytes_GET_SIZE(VSELF->keybytes);
@@ -683,11 +661,7 @@ static int group_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, i
 static int group_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
                         Py_ssize_t nargs, PyObject *kwnames, prs_decision *d, int *by) {
     int64_t n = 1, now;
-    if (nargs || kwnames) {
-        PyObject *v[2];
-        if (prs_py_unpack(fname, args, nargs, kwnames, n_names, 1, v) < 0) return -1;
-        if (pick_n(fname, v[0], v[1], &n) < 0) return -1;
-    }
+    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
     if (prs_py_clock_now(&GSELF->clock, &now) < 0) return -1;
     int rc = consume ? prs_group_check(GSELF->group, now, n, d, by)
                      : prs_group_peek(GSELF->group, now, n, d, by);

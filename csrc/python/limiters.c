@@ -222,31 +222,35 @@ static void limiter_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-/* n from (n=1, *, tokens_needed=None): at most one of them. */
-static const char *const n_names[] = {"n", "tokens_needed", NULL};
-
-static int parse_n(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                   int64_t *n) {
-    if (nargs == 1 && !kwnames && PyLong_CheckExact(args[0])) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(args[0], &overflow);
-        if (!overflow && v >= 1) { *n = v; return 0; }
-    }
-    PyObject *v[2];
-    if (prs_py_unpack(fname, args, nargs, kwnames, n_names, 1, v) < 0) return -1;
-    if (v[0] && v[1]) {
+int prs_py_pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n) {
+    if (n_o && alias_o) {
         PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
         return -1;
     }
-    PyObject *o = v[0] ? v[0] : v[1];
+    PyObject *o = n_o ? n_o : alias_o;
     if (!o) { *n = 1; return 0; }
-    return prs_py_parse_n(o, v[0] ? "n" : "tokens_needed", n);
+    if (PyLong_CheckExact(o)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (!overflow && v >= 1) { *n = v; return 0; }
+    }
+    return prs_py_parse_n(o, n_o ? "n" : "tokens_needed", n);
+}
+
+static const char *const n_names[] = {"n", "tokens_needed", NULL};
+
+int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        int64_t *n) {
+    if (nargs == 1 && !kwnames) return prs_py_pick_n(fname, args[0], NULL, n);
+    PyObject *v[2];
+    if (prs_py_unpack(fname, args, nargs, kwnames, n_names, 1, v) < 0) return -1;
+    return prs_py_pick_n(fname, v[0], v[1], n);
 }
 
 static int decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
                   Py_ssize_t nargs, PyObject *kwnames, prs_decision *d) {
     int64_t n = 1, now;
-    if ((nargs || kwnames) && parse_n(fname, args, nargs, kwnames, &n) < 0) return -1;
+    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
     if (prs_py_clock_now(&SELF->clock, &now) < 0) return -1;
     int rc = prs_limiter_decide(SELF->core, now, n, consume, d);
     if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }

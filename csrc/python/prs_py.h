@@ -331,6 +331,12 @@ int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn
 PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
                                prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
                                int64_t timeout_ns);
+/* n given as n= or tokens_needed= (an alias; at most one; 1 when neither):
+ * 0 or -1 with TypeError/ValueError naming fname or the parameter. */
+int prs_py_pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n);
+/* Parses (n=1, *, tokens_needed=None) as allow/check/peek take them. */
+int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        int64_t *n);
 /* Parses (n=1, timeout=None, *, tokens_needed=None) as acquire() takes them. */
 int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames, int64_t *n, int64_t *timeout_ns);
