@@ -92,7 +92,7 @@ class GCRA(_Limiter):
     @property
     def burst(self) -> int: ...
 
-# -- rate limiter family (issue 3) --
+# -- the rest of the rate limiter family --
 
 class LeakyBucket(_Limiter):
     def __new__(cls, capacity: float, leak_rate: float, *, clock: ClockArg = None) -> Self: ...

@@ -19,6 +19,7 @@
  */
 #include "prs_py.h"
 
+#include <stdalign.h>
 #include <structmember.h>
 
 /* ---- shared helpers ------------------------------------------------------- */
@@ -283,8 +284,10 @@ static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_er
 /* reconfigure(**params): the template type's keywords, from the table's
  * current params; the core changes every key at once. */
 static PyObject *keyed_reconfigure(PyObject *self, PyObject *args, PyObject *kwds) {
-    return prs_py_limiter_reconfigure_with(KSELF->tmpl, prs_keyed_params(KSELF->table), &KSELF->clock,
-                                           args, kwds, apply_keyed, KSELF->table);
+    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
+    prs_keyed_algo(KSELF->table)->config_from_params(prs_keyed_params(KSELF->table), config);
+    return prs_py_limiter_reconfigure_with(KSELF->tmpl, config, &KSELF->clock, args, kwds,
+                                           apply_keyed, KSELF->table);
 }
 
 static PyMethodDef keyed_methods[] = {

@@ -389,16 +389,13 @@ static int apply_limiter(void *ctx, const void *config, int64_t now, prs_config_
     return prs_limiter_reconfigure(ctx, config, now, why);
 }
 
-PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, const void *params, prs_py_clock *clock,
+PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
                                           PyObject *args, PyObject *kwds, prs_py_apply_fn apply,
                                           void *ctx) {
     prs_py_state *st = prs_py_state_of(limiter);
     if (!st) return NULL;
     const prs_py_limiter_desc *ds = prs_py_limiter_desc_of(limiter);
-    const prs_algo *algo = prs_algorithms[((prs_py_limiter *)limiter)->algo].algo;
-    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     prs_py_given g;
-    algo->config_from_params(params, config);
     if (prs_py_limiter_parse(ds, "reconfigure", 0, args, kwds, config, &g, NULL) < 0) return NULL;
     int64_t now;
     if (prs_py_clock_now(clock, &now) < 0) return NULL;
@@ -412,12 +409,9 @@ PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, const void *params,
 }
 
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *args, PyObject *kwds) {
-    /* the current params, read consistently, as the base of what is given */
-    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG], params[PRS_ALGO_MAX_CONFIG];
-    const prs_algo *algo = prs_limiter_algo(SELF->core);
+    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
     prs_limiter_config(SELF->core, config);
-    algo->params_from_config(config, params, NULL);
-    return prs_py_limiter_reconfigure_with(self, params, &SELF->clock, args, kwds, apply_limiter,
+    return prs_py_limiter_reconfigure_with(self, config, &SELF->clock, args, kwds, apply_limiter,
                                            SELF->core);
 }
 

@@ -277,10 +277,11 @@ int prs_py_limiter_parse(const prs_py_limiter_desc *ds, const char *fname, int c
 PyObject *prs_py_limiter_config_error(prs_py_state *st, const prs_py_limiter_desc *ds, int rc,
                                       const prs_config_error *why, const prs_py_given *g);
 /* reconfigure(**params) over any holder of the limiter's params: parses
- * against `limiter`'s description from `params`, then calls apply(ctx,
- * config, now, why) with the GIL released. None, or NULL with an exception. */
+ * against `limiter`'s description into `config` (the config in force: what
+ * is not given keeps its value), then calls apply(ctx, config, now, why) with
+ * the GIL released. None, or NULL with an exception. */
 typedef int (*prs_py_apply_fn)(void *ctx, const void *config, int64_t now, prs_config_error *why);
-PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, const void *params, prs_py_clock *clock,
+PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
                                           PyObject *args, PyObject *kwds, prs_py_apply_fn apply,
                                           void *ctx);
 /* 1 if `o` is an in-process limiter (of any algorithm), else 0. */
