@@ -457,35 +457,13 @@ static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return prs_py_decision_new(prs_py_state_of(self), &d);
 }
 
-/* acquire(n=1, timeout=None, *, tokens_needed=None) over any decide function */
-static PyObject *acquire_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                                void *ctx, const char *what) {
-    int64_t n, timeout_ns;
-    if (prs_py_parse_acquire_args("acquire", args, nargs, kwnames, &n, &timeout_ns) < 0) return NULL;
-    if (prs_py_wait_admitted(prs_py_state_of(self), clock, fn, ctx, what, n, timeout_ns) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-/* _waiter(n=1, timeout=None, *, tokens_needed=None): the async form's wait */
-static PyObject *waiter_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx, const char *what) {
-    int64_t n, timeout_ns;
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st || prs_py_parse_acquire_args("_waiter", args, nargs, kwnames, &n, &timeout_ns) < 0)
-        return NULL;
-    return prs_py_rate_wait_new(st, self, clock, fn, ctx, what, n, timeout_ns);
-}
-
 static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return acquire_common(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
+    return prs_py_acquire_method(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
                           "KeyedLimiterView");
 }
 
 static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return waiter_common(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
+    return prs_py_waiter_method(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
                          "KeyedLimiterView");
 }
 
@@ -696,11 +674,11 @@ static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t na
     return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return acquire_common(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
+    return prs_py_acquire_method(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
                           "LimiterGroup");
 }
 static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return waiter_common(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
+    return prs_py_waiter_method(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
                          "LimiterGroup");
 }
 static PyObject *group_reset(PyObject *self, PyObject *unused) {

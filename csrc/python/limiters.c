@@ -34,7 +34,7 @@
 static const prs_py_limiter_desc *const descs[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(DESC)};
 #undef DESC
 
-const prs_py_limiter_desc *prs_py_limiter_desc_of(PyObject *limiter) {
+static const prs_py_limiter_desc *desc_of(PyObject *limiter) {
     return descs[((prs_py_limiter *)limiter)->algo];
 }
 
@@ -394,7 +394,7 @@ PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_p
                                           void *ctx) {
     prs_py_state *st = prs_py_state_of(limiter);
     if (!st) return NULL;
-    const prs_py_limiter_desc *ds = prs_py_limiter_desc_of(limiter);
+    const prs_py_limiter_desc *ds = desc_of(limiter);
     prs_py_given g;
     if (prs_py_limiter_parse(ds, "reconfigure", 0, args, kwds, config, &g, NULL) < 0) return NULL;
     int64_t now;
@@ -442,29 +442,36 @@ static int limiter_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d,
     return rc;
 }
 
-int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns) {
-    prs_py_state *st = prs_py_state_of((PyObject *)self);
-    if (!st) return -1;
-    return prs_py_wait_admitted(st, &self->clock, limiter_decide_cb, self->core,
-                                prs_algorithms[self->algo].py_name, n, timeout_ns);
-}
-
-static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                 PyObject *kwnames) {
+PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                                void *ctx, const char *what) {
     int64_t n, timeout_ns;
     if (prs_py_parse_acquire_args("acquire", args, nargs, kwnames, &n, &timeout_ns) < 0) return NULL;
-    if (prs_py_limiter_acquire(SELF, n, timeout_ns) < 0) return NULL;
+    if (prs_py_wait_admitted(prs_py_state_of(self), clock, fn, ctx, what, n, timeout_ns) < 0)
+        return NULL;
     Py_RETURN_NONE;
 }
 
-static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames) {
+PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                               void *ctx, const char *what) {
     int64_t n, timeout_ns;
     prs_py_state *st = prs_py_state_of(self);
     if (!st || prs_py_parse_acquire_args("_waiter", args, nargs, kwnames, &n, &timeout_ns) < 0)
         return NULL;
-    return prs_py_rate_wait_new(st, self, &SELF->clock, limiter_decide_cb, SELF->core,
-                                prs_algorithms[SELF->algo].py_name, n, timeout_ns);
+    return prs_py_rate_wait_new(st, self, clock, fn, ctx, what, n, timeout_ns);
+}
+
+static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                 PyObject *kwnames) {
+    return prs_py_acquire_method(self, args, nargs, kwnames, &SELF->clock, limiter_decide_cb,
+                                 SELF->core, prs_algorithms[SELF->algo].py_name);
+}
+
+static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames) {
+    return prs_py_waiter_method(self, args, nargs, kwnames, &SELF->clock, limiter_decide_cb,
+                                SELF->core, prs_algorithms[SELF->algo].py_name);
 }
 
 /* ---- _RateWait: an async wait in progress ---------------------------------- */
@@ -579,7 +586,7 @@ static PyObject *param_get(PyObject *self, void *closure) {
 
 /* _config(): [(name, value)] of the parameters, for reprs. */
 static PyObject *limiter_config_items(PyObject *self, PyObject *unused) {
-    const prs_py_limiter_desc *ds = prs_py_limiter_desc_of(self);
+    const prs_py_limiter_desc *ds = desc_of(self);
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     prs_limiter_config(SELF->core, config);
     Py_ssize_t np = nparams(ds);

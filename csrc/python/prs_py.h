@@ -264,8 +264,6 @@ typedef struct prs_py_given {
     const char *name[PRS_PY_MAX_PARAMS];
 } prs_py_given;
 
-/* The description of a limiter object's type. */
-const prs_py_limiter_desc *prs_py_limiter_desc_of(PyObject *limiter);
 /* Parses a constructor's (ctor) or reconfigure()'s arguments into `config`,
  * which holds the defaults / the current values. 0 or -1 with TypeError /
  * ValueError naming the parameter. clock_o: the constructor's clock= (may be
@@ -286,12 +284,6 @@ PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_p
                                           void *ctx);
 /* 1 if `o` is an in-process limiter (of any algorithm), else 0. */
 int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
-/* Blocks until n is admitted on `self` (prs_py_wait_admitted below: GIL
- * released while waiting, signals checked), raising RateLimitExceeded at once
- * when it cannot be admitted within timeout_ns (PRS_NEVER: no limit) or never
- * can be, and ValueError when n exceeds the limit. 0 or -1 with an exception;
- * nothing is consumed on failure. */
-int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns);
 
 /* ---- waiting until a rate limiter admits (limiters.c) ------------------ *
  * The one wait of every in-process limiter, keyed view and group, sync and
@@ -338,6 +330,15 @@ int prs_py_pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *
 /* Parses (n=1, *, tokens_needed=None) as allow/check/peek take them. */
 int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                         int64_t *n);
+/* acquire(n=1, timeout=None, *, tokens_needed=None) and _waiter(...) (a
+ * _RateWait for the async form) of any limiter, view or group, over its
+ * decide function: prs_py_wait_admitted / prs_py_rate_wait_new below. */
+PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                                void *ctx, const char *what);
+PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                               void *ctx, const char *what);
 /* Parses (n=1, timeout=None, *, tokens_needed=None) as acquire() takes them. */
 int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames, int64_t *n, int64_t *timeout_ns);
