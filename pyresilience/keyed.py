@@ -8,7 +8,7 @@ Everything per call runs in C; this module adds the Python conveniences
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Union
+from typing import Any, Optional, Self, Union
 
 from . import _core
 from .limiters import LimiterMixin
@@ -43,15 +43,16 @@ class KeyedLimiter(_core.KeyedLimiter):
 
     __slots__ = ()
 
-    def __init__(self, limiter_class: Any, *args: Any, max_keys: int = 100_000,
-                 clock: Any = None, **kwargs: Any) -> None:
+    def __new__(cls, limiter_class: Any, *args: Any, max_keys: int = 100_000,
+                clock: Any = None, **kwargs: Any) -> Self:
+        # the C type builds its table in __new__ from the template limiter
         if not isinstance(limiter_class, type) or not issubclass(limiter_class, _core._Limiter):
             raise TypeError(
                 "limiter_class must be an in-process limiter class (TokenBucket, GCRA, "
                 "LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter), "
                 f"not {type(limiter_class).__name__}: {limiter_class!r}")
         template = limiter_class(*args, **kwargs)
-        super().__init__(template, max_keys=max_keys, clock=clock)
+        return super().__new__(cls, template, max_keys=max_keys, clock=clock)
 
     def reconfigure(self, **params: Any) -> None:
         """reconfigure(self, **params)

@@ -141,50 +141,30 @@ class TokenBucket(_core.TokenBucket, LimiterMixin):
     __doc__ = _core.TokenBucket.__doc__
     __slots__ = ()
 
-    def _config(self) -> List[Tuple[str, Any]]:
-        return [("capacity", self.capacity), ("refill_rate", self.refill_rate)]
-
 
 class GCRA(_core.GCRA, LimiterMixin):
     __doc__ = _core.GCRA.__doc__
     __slots__ = ()
 
-    def _config(self) -> List[Tuple[str, Any]]:
-        return [("rate", self.rate), ("burst", self.burst)]
-
-
-# -- more algorithms (issue 3) --
 
 class LeakyBucket(_core.LeakyBucket, LimiterMixin):
     __doc__ = _core.LeakyBucket.__doc__
     __slots__ = ()
-
-    def _config(self) -> List[Tuple[str, Any]]:
-        return [("capacity", self.capacity), ("leak_rate", self.leak_rate)]
 
 
 class FixedWindow(_core.FixedWindow, LimiterMixin):
     __doc__ = _core.FixedWindow.__doc__
     __slots__ = ()
 
-    def _config(self) -> List[Tuple[str, Any]]:
-        return [("limit", self.limit), ("window", self.window)]
-
 
 class SlidingWindowLog(_core.SlidingWindowLog, LimiterMixin):
     __doc__ = _core.SlidingWindowLog.__doc__
     __slots__ = ()
 
-    def _config(self) -> List[Tuple[str, Any]]:
-        return [("limit", self.limit), ("window", self.window)]
-
 
 class SlidingWindowCounter(_core.SlidingWindowCounter, LimiterMixin):
     __doc__ = _core.SlidingWindowCounter.__doc__
     __slots__ = ()
-
-    def _config(self) -> List[Tuple[str, Any]]:
-        return [("limit", self.limit), ("window", self.window)]
 
 
 __all__ += ["LeakyBucket", "FixedWindow", "SlidingWindowLog", "SlidingWindowCounter"]

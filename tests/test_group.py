@@ -374,3 +374,13 @@ def test_group_duplicate_member_counted_per_appearance(clock):
     assert d.limit == 2 and d.remaining == 0
     grp.acquire()
     assert clock.now() == 1.0 and keyed.available("u") == 0.0
+
+
+def test_built_in_new_never_reinitialised():
+    with pytest.raises(ValueError, match="1 to"):
+        pr.LimiterGroup.__new__(pr.LimiterGroup)
+    a, b = pr.TokenBucket(1, 1), pr.GCRA(1, 1)
+    g = pr.LimiterGroup(a)
+    g.__init__(b)  # does nothing: no re-initialisation
+    assert g.limiters == (a,)
+    assert g.allow() and not a.allow() and b.allow()

@@ -317,3 +317,18 @@ def test_random_operations_against_a_model(clock):
             assert len(k) == len(held)
 
     run()
+
+
+def test_built_in_new_never_reinitialised():
+    kl = pr.KeyedLimiter(pr.TokenBucket, capacity=2, refill_rate=1)
+    assert kl.allow("a", 2)
+    kl.__init__(pr.TokenBucket, capacity=5, refill_rate=5)  # does nothing: no re-initialisation
+    assert kl.limiter.capacity == 2.0 and not kl.allow("a")
+    raw = pr._core.KeyedLimiter.__new__(pr._core.KeyedLimiter, pr.GCRA(1, 1))
+    assert raw.allow("k") and not raw.allow("k")
+    with pytest.raises(TypeError):
+        pr._core.KeyedLimiter.__new__(pr._core.KeyedLimiter)
+    with pytest.raises(TypeError, match="KeyedLimiter"):
+        pr._core.KeyedLimiterView.__new__(pr._core.KeyedLimiterView, object(), "k")
+    view = pr._core.KeyedLimiterView.__new__(pr._core.KeyedLimiterView, raw, "v")
+    assert view.allow() and not view.allow()

@@ -583,12 +583,13 @@ def test_missing_unknown_and_bad_arguments(cls, clock):
 
 
 @pytest.mark.parametrize("cls", FAMILY)
-def test_uninitialised_object(cls):
-    lim = cls.__new__(cls)
-    with pytest.raises(RuntimeError, match="not initialised"):
-        lim.allow()
-    with pytest.raises(RuntimeError, match="not initialised"):
-        lim.available
+def test_built_in_new_never_reinitialised(cls):
+    with pytest.raises(TypeError, match="missing required argument"):
+        cls.__new__(cls)
+    lim = cls.__new__(cls, 2, 1)
+    assert lim.allow(2)
+    lim.__init__(5, 5)  # does nothing: no re-initialisation
+    assert lim._config()[0] == (lim._config()[0][0], 2)
 
 
 # ---- typing ----------------------------------------------------------------------

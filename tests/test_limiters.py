@@ -6,6 +6,7 @@ import asyncio
 import gc
 import inspect
 import math
+import re
 import os
 import signal
 import subprocess
@@ -545,13 +546,17 @@ def test_unknown_keyword():
         pr.TokenBucket(1, 1, burst=3)
 
 
-def test_uninitialised_object():
-    tb = pr.TokenBucket.__new__(pr.TokenBucket)
-    with pytest.raises(RuntimeError, match="not initialised"):
-        tb.allow()
+def test_built_in_new_never_reinitialised():
+    # the core object is built by __new__: no half-made object exists
+    with pytest.raises(TypeError, match="capacity"):
+        pr.TokenBucket.__new__(pr.TokenBucket)
+    tb = pr.TokenBucket.__new__(pr.TokenBucket, 3, 1)
+    assert tb.allow(3) and not tb.allow()
     tb2 = pr.TokenBucket(1, 1)
-    with pytest.raises(RuntimeError, match="already initialised"):
-        tb2.__init__(2, 2)
+    tb2.__init__(2, 2)  # does nothing: no re-initialisation
+    assert tb2.capacity == 1.0 and tb2.refill_rate == 1.0
+    with pytest.raises(TypeError, match="cannot create"):
+        pr._core._Limiter()
 
 
 # ---- memory ----------------------------------------------------------------
@@ -669,3 +674,41 @@ def test_reprs_show_configuration(clock):
     assert repr(v) == f"KeyedLimiterView(limiter={k!r}, key='alice')"
     g = pr.GCRA(rate=100, burst=20)
     assert repr(pr.LimiterGroup(g, v)) == f"LimiterGroup({g!r}, {v!r})"
+
+
+# ---- validation comes from the core: which field, why, and the value given ----------
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda: pr.TokenBucket(2e15, 1), "capacity must be <= 1e15, got 2000000000000000.0"),
+    (lambda: pr.TokenBucket(1, -0.5), "refill_rate must be a finite number >= 0, got -0.5"),
+    (lambda: pr.TokenBucket(1, rate=math.inf), "rate must be a finite number >= 0, got inf"),
+    (lambda: pr.GCRA(1e-12, 1), "rate must be >= 1e-9 per second, got 1e-12"),
+    (lambda: pr.GCRA(1e-9, 10**12), "burst is too large for this rate"),
+    (lambda: pr.LeakyBucket(3, 0), "leak_rate must be a finite number > 0, got 0"),
+    (lambda: pr.FixedWindow(3, 1e-12), "window must be > 0 (at least 1 ns), got 1e-12"),
+    (lambda: pr.SlidingWindowLog(2**27 + 1, 1), "limit must be <= 2**27, got 134217729"),
+    (lambda: pr.TokenBucket(1, 1).reconfigure(rate=-1), "rate must be a finite number >= 0, got -1"),
+    (lambda: pr.KeyedLimiter(pr.TokenBucket, capacity=1, refill_rate=1).reconfigure(refill_rate=2e15),
+     "refill_rate must be <= 1e15, got 2000000000000000.0"),
+])
+def test_bad_values_worded_from_the_core(make, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()
+
+
+def test_every_algorithm_type_comes_from_the_table():
+    """One implementation: the same methods, properties from the parameter
+    description, signatures generated from it."""
+    import inspect
+    for cls, params in [(pr.TokenBucket, ["capacity", "refill_rate"]), (pr.GCRA, ["rate", "burst"]),
+                        (pr.LeakyBucket, ["capacity", "leak_rate"]),
+                        (pr.FixedWindow, ["limit", "window"]), (pr.SlidingWindowLog, ["limit", "window"]),
+                        (pr.SlidingWindowCounter, ["limit", "window"])]:
+        assert list(inspect.signature(cls).parameters) == params + ["clock"]
+        rec = [p for p in inspect.signature(cls.reconfigure).parameters if p != "self"]
+        assert [p for p in rec if p != "rate" or cls is not pr.TokenBucket] == params
+        lim = cls(2, 1)
+        assert [k for k, _ in lim._config()] == params
+        assert all(getattr(lim, k) == v for k, v in lim._config())
+        for meth in ("allow", "check", "peek", "acquire", "reset", "_waiter"):
+            assert getattr(cls, meth) is getattr(pr._core._Limiter, meth)

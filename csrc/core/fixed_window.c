@@ -27,29 +27,16 @@
  * limit is kept too (count <= limit then holds again from the next window):
  * nothing is admitted until the window moves on.
  */
-#include "group_internal.h"
-#include "prs_algo.h"
+#include "limiter_internal.h"
 #include "prs_fixed_window.h"
-#include "prs_internal.h"
 
-/* Changed only under `lock` (prs_fixed_window_reconfigure); also the params of
- * prs_algo_fixed_window. */
-typedef struct fw_params {
-    int64_t limit;      /* >= 1 */
-    int64_t window_ns;  /* >= 1 */
-} fw_params;
+/* The params of prs_algo_fixed_window. */
+typedef prs__window_params fw_params;
 
 typedef struct fw_state {
     int64_t start;      /* window start of `count`; meaningless when count == 0 */
     int64_t count;      /* 0..limit (above it after a lowering reconfigure) */
 } fw_state;
-
-struct prs_fixed_window {
-    prs__spinlock lock;  /* guards s */
-    fw_state s;
-    fw_params p;
-    prs_allocator alloc;
-};
 
 void prs_fixed_window_config_init(prs_fixed_window_config *cfg) {
     cfg->limit = 1;
@@ -57,37 +44,10 @@ void prs_fixed_window_config_init(prs_fixed_window_config *cfg) {
     cfg->allocator = NULL;
 }
 
-int prs_fixed_window_config_validate(const prs_fixed_window_config *cfg) {
-    if (!cfg || cfg->limit < 1 || cfg->window_ns < 1) return PRS_EINVAL;
-    return PRS_OK;
-}
 
 static void state_init(fw_state *s) {
     s->start = 0;
     s->count = 0;
-}
-
-int prs_fixed_window_new(const prs_fixed_window_config *cfg, prs_fixed_window **out) {
-    if (!out) return PRS_EINVAL;
-    *out = NULL;
-    int rc = prs_fixed_window_config_validate(cfg);
-    if (rc) return rc;
-    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    prs_fixed_window *fw = prs__malloc(a, sizeof *fw);
-    if (!fw) return PRS_ENOMEM;
-    prs__spin_init(&fw->lock);
-    fw->alloc = *a;
-    fw->p.limit = cfg->limit;
-    fw->p.window_ns = cfg->window_ns;
-    state_init(&fw->s);
-    *out = fw;
-    return PRS_OK;
-}
-
-void prs_fixed_window_free(prs_fixed_window *fw) {
-    if (!fw) return;
-    prs_allocator a = fw->alloc;
-    prs__free(&a, fw);
 }
 
 /* The start of the aligned window holding `now` (floor division, saturating). */
@@ -142,41 +102,10 @@ static void state_decide(const fw_params *p, fw_state *s, int64_t now, int64_t n
     d->reset_after_ns = after == 0 ? 0 : until_end(p, start, now);
 }
 
-static int decide(prs_fixed_window *fw, int64_t now, int64_t n, int consume, prs_decision *d) {
-    if (!fw || !d || n < 1) return PRS_EINVAL;
-    prs__spin_lock(&fw->lock);
-    state_decide(&fw->p, &fw->s, now, n, consume, d);
-    prs__spin_unlock(&fw->lock);
-    return PRS_OK;
-}
-
-int prs_fixed_window_check(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(fw, now_ns, n, 1, d);
-}
-
-int prs_fixed_window_peek(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(fw, now_ns, n, 0, d);
-}
-
-void prs_fixed_window_reset(prs_fixed_window *fw) {
-    if (!fw) return;
-    prs__spin_lock(&fw->lock);
-    state_init(&fw->s);
-    prs__spin_unlock(&fw->lock);
-}
-
 static double avail(const fw_params *p, const fw_state *s, int64_t now) {
     int64_t start, count;
     current(p, s, now, &start, &count);
     return count < p->limit ? (double)(p->limit - count) : 0.0;
-}
-
-double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns) {
-    if (!fw) return 0.0;
-    prs__spin_lock(&fw->lock);
-    double a = avail(&fw->p, &fw->s, now_ns);
-    prs__spin_unlock(&fw->lock);
-    return a;
 }
 
 /* The state s (under op) as seen at now, expressed under np (see the essay). */
@@ -191,29 +120,8 @@ static void rebase(const fw_params *op, const fw_state *s, const fw_params *np, 
     *out = r;
 }
 
-int prs_fixed_window_reconfigure(prs_fixed_window *fw, const prs_fixed_window_config *cfg,
-                                 int64_t now_ns) {
-    if (!fw) return PRS_EINVAL;
-    int rc = prs_fixed_window_config_validate(cfg);
-    if (rc) return rc;
-    fw_params np = {cfg->limit, cfg->window_ns};
-    prs__spin_lock(&fw->lock);
-    rebase(&fw->p, &fw->s, &np, &fw->s, now_ns);
-    fw->p = np;
-    prs__spin_unlock(&fw->lock);
-    return PRS_OK;
-}
-
-int64_t prs_fixed_window_limit(const prs_fixed_window *fw) { return fw->p.limit; }
-int64_t prs_fixed_window_window_ns(const prs_fixed_window *fw) { return fw->p.window_ns; }
-const void *prs_fixed_window_params(const prs_fixed_window *fw) { return &fw->p; }
-
-/* For limiter groups (group_internal.h). */
-void prs__fixed_window_parts(prs_fixed_window *fw, prs__spinlock **lock, void **state) {
-    *lock = &fw->lock;
-    *state = &fw->s;
-}
-
+PRS__LIMITER_GETTER(fixed_window, int64_t, limit, limit)
+PRS__LIMITER_GETTER(fixed_window, int64_t, window_ns, window_ns)
 /* ---- the descriptor: state is fw_state (16 bytes) ---------------------- */
 
 static size_t algo_state_size(const void *params) { (void)params; return sizeof(fw_state); }
@@ -240,22 +148,7 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return avail(params, state, now);
 }
 
-static int algo_params_from_config(const void *config, void *params) {
-    const prs_fixed_window_config *c = config;
-    int rc = prs_fixed_window_config_validate(c);
-    if (rc) return rc;
-    fw_params *p = params;
-    p->limit = c->limit;
-    p->window_ns = c->window_ns;
-    return PRS_OK;
-}
-static void algo_config_from_params(const void *params, void *config) {
-    const fw_params *p = params;
-    prs_fixed_window_config *c = config;
-    prs_fixed_window_config_init(c);
-    c->limit = p->limit;
-    c->window_ns = p->window_ns;
-}
+PRS__WINDOW_CONFIG_FNS(prs_fixed_window_config, INT64_MAX, "")
 static void algo_rebase(const void *old_params, const void *state, const void *new_params,
                         void *new_state, int64_t now) {
     rebase(old_params, state, new_params, new_state, now);
@@ -264,5 +157,7 @@ static void algo_rebase(const void *old_params, const void *state, const void *n
 const prs_algo prs_algo_fixed_window = {
     "fixed_window", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
     algo_available, sizeof(fw_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase,
+    algo_rebase, NULL, NULL,
 };
+
+PRS__LIMITER_TYPED_IMPL(fixed_window)

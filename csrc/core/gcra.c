@@ -18,13 +18,16 @@
  * Saturation: when max(tat, now) + n*T would pass INT64_MAX the request is
  * denied with retry_after PRS_NEVER (conservative: never over-admit).
  *
- * Concurrency: compare-and-swap loop; a lost race reloads `tat` and decides
- * again. No lock, no allocation after prs_gcra_new(). A limiter group
- * (group.c) that includes this limiter takes the word itself as a lock
- * (PRS__GCRA_LOCKED, see group_internal.h) for the few nanoseconds of its
- * decision; every call here waits while it sees that value.
+ * Concurrency: a GCRA limiter object (prs_limiter, limiter.c) keeps the tat
+ * in its lock-free word; decide_lockfree below is a compare-and-swap loop: a
+ * lost race reloads `tat` and decides again. No lock, no allocation after
+ * prs_gcra_new(). A limiter group (group.c), a reset and a reconfiguration
+ * take the word itself as a lock (PRS__WORD_LOCKED, limiter_internal.h) for
+ * the few nanoseconds they need; every decision waits while it sees that
+ * value. A keyed slot or a group's scratch holds a plain int64 tat, decided by
+ * the descriptor's plain decide under the container's lock.
  *
- * Reconfiguration (prs_gcra_reconfigure) takes the word the same way, so it is
+ * Reconfiguration (reconfigure_lockfree) takes the word the same way, so it is
  * serialised with groups, and changes the params under a sequence counter
  * (`seq`, odd while writing, and only while the word is locked): a decision
  * reads the params (atomic field loads) and the tat between two equal even
@@ -44,26 +47,20 @@
  * value it read under *different* params (three or more configs, and that
  * exact nanosecond) would apply its older params once.
  */
-#include "group_internal.h"
-#include "prs_algo.h"
+#include "limiter_internal.h"
 #include "prs_gcra.h"
-#include "prs_internal.h"
 
-/* Written only by prs_gcra_reconfigure (holding the tat word, under `seq`);
- * also the params of prs_algo_gcra. */
+#include <stdalign.h>
+
+/* The params of prs_algo_gcra; in a limiter object written only by
+ * reconfigure_lockfree (holding the word, under `seq`), read as a copy
+ * consistent under `seq` (prs__seq_params_load), field by field atomically. */
 typedef struct gcra_params {
     int64_t interval_ns;   /* T >= 1, ceil(1e9 / rate) */
     int64_t tolerance_ns;  /* burst * T, no overflow (validated) */
     int64_t burst;         /* >= 1 */
     double rate;           /* as configured */
 } gcra_params;
-
-struct prs_gcra {
-    _Atomic int64_t tat;   /* INT64_MIN: unused/full; else the theoretical arrival time */
-    _Atomic uint64_t seq;  /* even: p stable; odd: prs_gcra_reconfigure is writing it */
-    gcra_params p;         /* fields read with atomic loads (load_params) outside the word lock */
-    prs_allocator alloc;
-};
 
 void prs_gcra_config_init(prs_gcra_config *cfg) {
     cfg->rate = 1.0;
@@ -73,46 +70,22 @@ void prs_gcra_config_init(prs_gcra_config *cfg) {
 
 static int64_t interval_for(double rate) { return prs__max64(1, prs__ceil_to_i64(1e9 / rate)); }
 
-int prs_gcra_config_validate(const prs_gcra_config *cfg) {
-    if (!cfg) return PRS_EINVAL;
-    if (!isfinite(cfg->rate) || cfg->rate <= 0.0 || cfg->burst < 1) return PRS_EINVAL;
+/* Validates cfg and fills *p: PRS_OK or the validation error with *why (*p untouched). */
+static int params_make(const prs_gcra_config *cfg, gcra_params *p, prs_config_error *why) {
+    if (!isfinite(cfg->rate) || cfg->rate <= 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "rate", "must be a finite number > 0");
+    if (cfg->rate < 1e-9) return prs_config_fail(why, PRS_ERANGE, "rate", "must be >= 1e-9 per second");
+    if (cfg->burst < 1) return prs_config_fail(why, PRS_EINVAL, "burst", "must be >= 1");
     int64_t t = interval_for(cfg->rate), tol;
-    if (t == INT64_MAX || __builtin_mul_overflow(t, cfg->burst, &tol)) return PRS_ERANGE;
-    return PRS_OK;
-}
-
-/* Validates cfg and fills *p: PRS_OK or the validation error (*p untouched). */
-static int params_make(const prs_gcra_config *cfg, gcra_params *p) {
-    int rc = prs_gcra_config_validate(cfg);
-    if (rc) return rc;
+    if (t == INT64_MAX || __builtin_mul_overflow(t, cfg->burst, &tol))
+        return prs_config_fail(why, PRS_ERANGE, "burst",
+                               "is too large for this rate (burst / rate must fit in 292 years "
+                               "of nanoseconds)");
     p->rate = cfg->rate;
     p->burst = cfg->burst;
     p->interval_ns = interval_for(cfg->rate);
     p->tolerance_ns = p->interval_ns * cfg->burst;
     return PRS_OK;
-}
-
-int prs_gcra_new(const prs_gcra_config *cfg, prs_gcra **out) {
-    if (!out) return PRS_EINVAL;
-    *out = NULL;
-    gcra_params p;
-    int rc = params_make(cfg, &p);
-    if (rc) return rc;
-    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    prs_gcra *g = prs__malloc(a, sizeof *g);
-    if (!g) return PRS_ENOMEM;
-    g->alloc = *a;
-    g->p = p;
-    atomic_init(&g->seq, 0);
-    atomic_init(&g->tat, INT64_MIN);
-    *out = g;
-    return PRS_OK;
-}
-
-void prs_gcra_free(prs_gcra *g) {
-    if (!g) return;
-    prs_allocator a = g->alloc;
-    prs__free(&a, g);
 }
 
 /* Capacity left at `now` given tat, in ns of tolerance (0..tol). */
@@ -165,89 +138,39 @@ static int eval(const gcra_params *p, int64_t seen, int64_t now, int64_t n, int 
     return 1;
 }
 
-/* The tat, waiting while a group (group.c) holds the word as a lock. */
-static int64_t load_tat(prs_gcra *g) {
-    unsigned spins = 0;
-    int64_t v;
-    while ((v = atomic_load_explicit(&g->tat, memory_order_acquire)) == PRS__GCRA_LOCKED)
-        prs__spin_yield(++spins);
-    return v;
-}
-
-/* A stable copy of the params (see `seq`). */
-static void load_params(const prs_gcra *g, gcra_params *out) {
-    unsigned spins = 0;
-    for (;;) {
-        uint64_t v = atomic_load_explicit(&g->seq, memory_order_acquire);
-        if (!(v & 1)) {
-            out->interval_ns = __atomic_load_n(&g->p.interval_ns, __ATOMIC_RELAXED);
-            out->tolerance_ns = __atomic_load_n(&g->p.tolerance_ns, __ATOMIC_RELAXED);
-            out->burst = __atomic_load_n(&g->p.burst, __ATOMIC_RELAXED);
-            __atomic_load(&g->p.rate, &out->rate, __ATOMIC_RELAXED);
-            atomic_thread_fence(memory_order_acquire);
-            if (atomic_load_explicit(&g->seq, memory_order_relaxed) == v) return;
-        }
-        prs__spin_yield(++spins);
-    }
-}
-
-static int decide(prs_gcra *g, int64_t now, int64_t n, int consume, prs_decision *d) {
-    if (!g || !d || n < 1) return PRS_EINVAL;
+/* The decision of a limiter object: a compare-and-swap on its word. */
+static int decide_lockfree(prs_limiter *lim, int64_t now, int64_t n, int consume, prs_decision *d) {
     int64_t seen, next;
+    const gcra_params *live = lim->params;
     gcra_params p;
     unsigned spins = 0;
     for (;;) {
         /* A consistent pair: the params and the tat read between two equal
          * even `seq` values (a reconfiguration holds the word locked while
          * `seq` is odd, so this tat was stored under these params). */
-        uint64_t v = atomic_load_explicit(&g->seq, memory_order_acquire);
+        uint64_t v = atomic_load_explicit(&lim->seq, memory_order_acquire);
         if (v & 1) {
             prs__spin_yield(++spins);
             continue;
         }
-        p.interval_ns = __atomic_load_n(&g->p.interval_ns, __ATOMIC_RELAXED);
-        p.tolerance_ns = __atomic_load_n(&g->p.tolerance_ns, __ATOMIC_RELAXED);
-        p.burst = __atomic_load_n(&g->p.burst, __ATOMIC_RELAXED);
-        __atomic_load(&g->p.rate, &p.rate, __ATOMIC_RELAXED);
-        seen = atomic_load_explicit(&g->tat, memory_order_acquire);
+        p.interval_ns = __atomic_load_n(&live->interval_ns, __ATOMIC_RELAXED);
+        p.tolerance_ns = __atomic_load_n(&live->tolerance_ns, __ATOMIC_RELAXED);
+        p.burst = __atomic_load_n(&live->burst, __ATOMIC_RELAXED);
+        __atomic_load(&live->rate, &p.rate, __ATOMIC_RELAXED);
+        seen = atomic_load_explicit(&lim->word, memory_order_acquire);
         atomic_thread_fence(memory_order_acquire);
-        if (seen == PRS__GCRA_LOCKED || atomic_load_explicit(&g->seq, memory_order_relaxed) != v) {
+        if (seen == PRS__WORD_LOCKED || atomic_load_explicit(&lim->seq, memory_order_relaxed) != v) {
             prs__spin_yield(++spins); /* a group or a reconfiguration holds the word */
             continue;
         }
         if (!eval(&p, seen, now, n, consume, &next, d) || !consume) break;
-        if (next == PRS__GCRA_LOCKED) next++; /* one ns later: never the lock value */
-        if (atomic_compare_exchange_weak_explicit(&g->tat, &seen, next, memory_order_acq_rel,
+        if (next == PRS__WORD_LOCKED) next++; /* one ns later: never the lock value */
+        if (atomic_compare_exchange_weak_explicit(&lim->word, &seen, next, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
         /* lost the race: decide again from a fresh consistent pair */
     }
     return PRS_OK;
-}
-
-int prs_gcra_check(prs_gcra *g, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(g, now_ns, n, 1, d);
-}
-
-int prs_gcra_peek(prs_gcra *g, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(g, now_ns, n, 0, d);
-}
-
-void prs_gcra_reset(prs_gcra *g) {
-    if (!g) return;
-    int64_t seen = load_tat(g);
-    while (!atomic_compare_exchange_weak_explicit(&g->tat, &seen, INT64_MIN, memory_order_acq_rel,
-                                                  memory_order_acquire)) {
-        if (seen == PRS__GCRA_LOCKED) seen = load_tat(g);
-    }
-}
-
-double prs_gcra_available(const prs_gcra *g, int64_t now_ns) {
-    if (!g) return 0.0;
-    int64_t tat = load_tat((prs_gcra *)g);
-    gcra_params p;
-    load_params(g, &p);
-    return (double)slack_ns(&p, tat, now_ns) / (double)p.interval_ns;
 }
 
 /* The tat that keeps, under np, what tat consumes under op at now (see the
@@ -261,65 +184,34 @@ static int64_t rebase_tat(const gcra_params *op, int64_t tat, const gcra_params 
     return r > INT64_MAX ? INT64_MAX : (int64_t)r;
 }
 
-int prs_gcra_reconfigure(prs_gcra *g, const prs_gcra_config *cfg, int64_t now_ns) {
-    if (!g) return PRS_EINVAL;
-    gcra_params np;
-    int rc = params_make(cfg, &np);
-    if (rc) return rc;
-    int64_t tat = prs__gcra_lock(g); /* serialised with groups and other reconfigurations */
-    int64_t next = rebase_tat(&g->p, tat, &np, now_ns);
+/* Changes the params of a limiter object (see the essay). */
+static void reconfigure_lockfree(prs_limiter *lim, const void *new_params, int64_t now) {
+    const gcra_params *np = new_params;
+    gcra_params *live = lim->params;
+    int64_t tat = prs__word_lock(lim); /* serialised with groups and other reconfigurations */
+    int64_t next = rebase_tat(live, tat, np, now);
     if (next == tat) { /* never store the replaced value (see the essay) */
         if (tat == INT64_MIN) next = INT64_MIN + 2;                  /* still long past */
-        else if (tat <= now_ns) next = tat - 1 == PRS__GCRA_LOCKED ? INT64_MIN : tat - 1;
+        else if (tat <= now) next = tat - 1 == PRS__WORD_LOCKED ? INT64_MIN : tat - 1;
         else next = tat < INT64_MAX ? tat + 1 : tat - 1;             /* 1 ns more consumed */
     }
-    uint64_t v = atomic_load_explicit(&g->seq, memory_order_relaxed);
-    atomic_store_explicit(&g->seq, v + 1, memory_order_relaxed);
+    uint64_t v = atomic_load_explicit(&lim->seq, memory_order_relaxed);
+    atomic_store_explicit(&lim->seq, v + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
-    __atomic_store_n(&g->p.interval_ns, np.interval_ns, __ATOMIC_RELAXED);
-    __atomic_store_n(&g->p.tolerance_ns, np.tolerance_ns, __ATOMIC_RELAXED);
-    __atomic_store_n(&g->p.burst, np.burst, __ATOMIC_RELAXED);
-    __atomic_store(&g->p.rate, &np.rate, __ATOMIC_RELAXED);
-    atomic_store_explicit(&g->seq, v + 2, memory_order_release);
-    prs__gcra_unlock(g, next);
-    return PRS_OK;
+    __atomic_store_n(&live->interval_ns, np->interval_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&live->tolerance_ns, np->tolerance_ns, __ATOMIC_RELAXED);
+    __atomic_store_n(&live->burst, np->burst, __ATOMIC_RELAXED);
+    __atomic_store(&live->rate, &np->rate, __ATOMIC_RELAXED);
+    atomic_store_explicit(&lim->seq, v + 2, memory_order_release);
+    prs__word_unlock(lim, next);
 }
 
-double prs_gcra_rate(const prs_gcra *g) {
-    gcra_params p;
-    load_params(g, &p);
-    return p.rate;
-}
-int64_t prs_gcra_burst(const prs_gcra *g) {
-    gcra_params p;
-    load_params(g, &p);
-    return p.burst;
-}
+PRS__LIMITER_GETTER(gcra, double, rate, rate)
+PRS__LIMITER_GETTER(gcra, int64_t, burst, burst)
 int64_t prs_gcra_interval_ns(const prs_gcra *g) {
     gcra_params p;
-    load_params(g, &p);
+    prs__seq_params_load((const prs_limiter *)g, &p);
     return p.interval_ns;
-}
-const void *prs_gcra_params(const prs_gcra *g) { return &g->p; }
-
-/* ---- groups (group_internal.h): the tat word doubles as a lock ---------- */
-
-int64_t prs__gcra_lock(prs_gcra *g) {
-    int64_t seen = load_tat(g);
-    for (;;) {
-        if (seen == PRS__GCRA_LOCKED) {
-            seen = load_tat(g);
-            continue;
-        }
-        if (atomic_compare_exchange_weak_explicit(&g->tat, &seen, PRS__GCRA_LOCKED,
-                                                  memory_order_acquire, memory_order_acquire))
-            return seen;
-    }
-}
-
-void prs__gcra_unlock(prs_gcra *g, int64_t tat) {
-    if (tat == PRS__GCRA_LOCKED) tat++;
-    atomic_store_explicit(&g->tat, tat, memory_order_release);
 }
 
 /* ---- the descriptor: state is one int64 tat ---------------------------- */
@@ -351,8 +243,8 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return (double)slack_ns(p, *(const int64_t *)state, now) / (double)p->interval_ns;
 }
 
-static int algo_params_from_config(const void *config, void *params) {
-    return params_make(config, params);
+static int algo_params_from_config(const void *config, void *params, prs_config_error *why) {
+    return params_make(config, params, why);
 }
 static void algo_config_from_params(const void *params, void *config) {
     const gcra_params *p = params;
@@ -369,4 +261,7 @@ static void algo_rebase(const void *old_params, const void *state, const void *n
 const prs_algo prs_algo_gcra = {
     "gcra", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh, algo_available,
     sizeof(gcra_params), algo_params_from_config, algo_config_from_params, algo_rebase,
+    decide_lockfree, reconfigure_lockfree,
 };
+
+PRS__LIMITER_TYPED_IMPL(gcra)

@@ -6,8 +6,8 @@
  * see capacity that is about to come back. Here a check is:
  *
  *   1. take every distinct lock in ascending address order (`locks`, sorted
- *      once in prs_group_new; a GCRA's word is swapped with a marker and its
- *      tat kept in tat[] on the stack meanwhile);
+ *      once in prs_group_new; a lock-free limiter's word is swapped with a
+ *      marker and its state kept in tat[] on the stack meanwhile);
  *   2. find each keyed member's state; for absent keys reserve room in their
  *      shard (evicting fresh keys that are not the group's own), then find the
  *      present ones again (a reservation may have moved them) and give the
@@ -23,7 +23,7 @@
  *      one member's limit, remaining and reset (pick_reported);
  *   4. admitted: insert the absent keys with their new states (room was
  *      reserved, key blocks allocated in step 2: this cannot fail);
- *   5. unlock in reverse order (a GCRA's word gets its new tat).
+ *   5. unlock in reverse order (a lock-free word gets its new state).
  *
  * Invariants: members[i].lock indexes locks[]; locks[] is sorted by address
  * with no duplicates; `first` is the lowest index with the same state (the
@@ -40,7 +40,7 @@
 #include <stdalign.h>
 #include <stdlib.h>
 
-enum { KIND_NONE = 0, KIND_SPIN = 1, KIND_GCRA = 2, KIND_KEYED = 3 };
+enum { KIND_NONE = 0, KIND_LIMITER = 1, KIND_KEYED = 2 };
 
 #define SNAP 64            /* bytes of state snapshot kept on the stack */
 #define STACK_SCRATCH 2048 /* absent keyed states on the stack up to this */
@@ -57,8 +57,8 @@ typedef struct gmember {
 } gmember;
 
 typedef struct glock {
-    void *addr;          /* prs__spinlock* or prs_gcra* */
-    int gcra;
+    void *addr;          /* a prs__spinlock, or a lock-free prs_limiter */
+    int word;            /* 1: addr is a lock-free limiter, its word the lock */
 } glock;
 
 struct prs_group {
@@ -73,58 +73,13 @@ struct prs_group {
 
 /* ---- members ---------------------------------------------------------------- */
 
-void prs__group_member_spin(prs_group_member *m, const prs_algo *algo, const void *params,
-                            void *state, prs__spinlock *lock) {
+void prs_group_member_limiter(prs_group_member *m, prs_limiter *lim) {
     memset(m, 0, sizeof *m);
-    m->kind = KIND_SPIN;
-    m->algo = algo;
-    m->params = params;
-    m->state = state;
-    m->obj = lock;
-}
-
-void prs_group_member_token_bucket(prs_group_member *m, prs_token_bucket *tb) {
-    prs__spinlock *lock;
-    void *state;
-    prs__token_bucket_parts(tb, &lock, &state);
-    prs__group_member_spin(m, &prs_algo_token_bucket, prs_token_bucket_params(tb), state, lock);
-}
-
-void prs_group_member_leaky_bucket(prs_group_member *m, prs_leaky_bucket *lb) {
-    prs__spinlock *lock;
-    void *state;
-    prs__leaky_bucket_parts(lb, &lock, &state);
-    prs__group_member_spin(m, &prs_algo_leaky_bucket, prs_leaky_bucket_params(lb), state, lock);
-}
-
-void prs_group_member_fixed_window(prs_group_member *m, prs_fixed_window *fw) {
-    prs__spinlock *lock;
-    void *state;
-    prs__fixed_window_parts(fw, &lock, &state);
-    prs__group_member_spin(m, &prs_algo_fixed_window, prs_fixed_window_params(fw), state, lock);
-}
-
-void prs_group_member_sliding_log(prs_group_member *m, prs_sliding_log *sl) {
-    prs__spinlock *lock;
-    void *state;
-    prs__sliding_log_parts(sl, &lock, &state);
-    prs__group_member_spin(m, &prs_algo_sliding_log, prs_sliding_log_params(sl), state, lock);
-}
-
-void prs_group_member_sliding_counter(prs_group_member *m, prs_sliding_counter *sc) {
-    prs__spinlock *lock;
-    void *state;
-    prs__sliding_counter_parts(sc, &lock, &state);
-    prs__group_member_spin(m, &prs_algo_sliding_counter, prs_sliding_counter_params(sc), state,
-                           lock);
-}
-
-void prs_group_member_gcra(prs_group_member *m, prs_gcra *g) {
-    memset(m, 0, sizeof *m);
-    m->kind = KIND_GCRA;
-    m->algo = &prs_algo_gcra;
-    m->params = prs_gcra_params(g);
-    m->obj = g;
+    if (!lim) return; /* left unfilled: prs_group_new refuses it */
+    m->kind = KIND_LIMITER;
+    m->algo = lim->algo;
+    m->params = lim->params;
+    m->obj = lim;
 }
 
 void prs_group_member_keyed(prs_group_member *m, prs_keyed *t, const void *key, size_t key_len) {
@@ -141,7 +96,8 @@ void prs_group_member_keyed(prs_group_member *m, prs_keyed *t, const void *key, 
 
 static void *lock_addr(const gmember *gm) {
     if (gm->m.kind == KIND_KEYED) return prs__keyed_lock(gm->m.obj, gm->h);
-    return gm->m.obj;
+    prs_limiter *lim = gm->m.obj;
+    return prs__limiter_lockfree(lim) ? (void *)lim : (void *)&lim->lock;
 }
 
 static int cmp_lock(const void *a, const void *b) {
@@ -157,9 +113,8 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
     size_t key_bytes = 0;
     for (size_t i = 0; i < n; i++) {
         const prs_group_member *m = &members[i];
-        if (m->kind < KIND_SPIN || m->kind > KIND_KEYED || !m->algo || !m->params || !m->obj)
+        if (m->kind < KIND_LIMITER || m->kind > KIND_KEYED || !m->algo || !m->params || !m->obj)
             return PRS_EINVAL;
-        if (m->kind == KIND_SPIN && !m->state) return PRS_EINVAL;
         if (m->kind == KIND_KEYED) {
             if (!m->key && m->key_len) return PRS_EINVAL;
             if (m->key_len > SIZE_MAX / 2 - key_bytes) return PRS_ENOMEM;
@@ -188,7 +143,7 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
         if (gm->m.kind != KIND_KEYED) {
             for (size_t j = 0; j < i; j++) {
                 const gmember *o = &g->members[j];
-                if (o->m.kind == gm->m.kind && o->m.obj == gm->m.obj && o->m.state == gm->m.state) {
+                if (o->m.kind == gm->m.kind && o->m.obj == gm->m.obj) {
                     gm->first = (uint32_t)j;
                     break;
                 }
@@ -251,7 +206,8 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
         for (j = 0; j < nl && g->locks[j].addr != addr; j++) {}
         if (j == nl) {
             g->locks[nl].addr = addr;
-            g->locks[nl].gcra = g->members[i].m.kind == KIND_GCRA;
+            g->locks[nl].word = g->members[i].m.kind == KIND_LIMITER &&
+                                prs__limiter_lockfree(g->members[i].m.obj);
             nl++;
         }
     }
@@ -282,14 +238,14 @@ size_t prs_group_size(const prs_group *g) { return g ? g->n : 0; }
 
 static void lock_all(prs_group *g, int64_t *tat) {
     for (size_t j = 0; j < g->nlocks; j++) {
-        if (g->locks[j].gcra) tat[j] = prs__gcra_lock(g->locks[j].addr);
+        if (g->locks[j].word) tat[j] = prs__word_lock(g->locks[j].addr);
         else prs__spin_lock(g->locks[j].addr);
     }
 }
 
 static void unlock_all(prs_group *g, const int64_t *tat) {
     for (size_t j = g->nlocks; j-- > 0;) {
-        if (g->locks[j].gcra) prs__gcra_unlock(g->locks[j].addr, tat[j]);
+        if (g->locks[j].word) prs__word_unlock(g->locks[j].addr, tat[j]);
         else prs__spin_unlock(g->locks[j].addr);
     }
 }
@@ -378,8 +334,10 @@ int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_deci
     int any_absent = 0;
     for (size_t i = 0; i < cnt; i++) {
         gmember *gm = &g->members[i];
-        if (gm->m.kind == KIND_SPIN) state[i] = gm->m.state;
-        else if (gm->m.kind == KIND_GCRA) state[i] = &tat[gm->lock];
+        if (gm->m.kind == KIND_LIMITER) {
+            prs_limiter *lim = gm->m.obj; /* its state, found under its lock */
+            state[i] = g->locks[gm->lock].word ? (void *)&tat[gm->lock] : lim->state;
+        }
         else if (gm->first == i) {
             state[i] = prs__keyed_find_locked(gm->m.obj, gm->h, gm->m.key, gm->m.key_len);
             absent[i] = state[i] == NULL;
@@ -537,15 +495,8 @@ void prs_group_reset(prs_group *g) {
     if (!g) return;
     for (size_t i = 0; i < g->n; i++) {
         gmember *gm = &g->members[i];
-        switch (gm->m.kind) {
-        case KIND_SPIN:
-            prs__spin_lock(gm->m.obj);
-            gm->m.algo->state_init(gm->m.params, gm->m.state);
-            prs__spin_unlock(gm->m.obj);
-            break;
-        case KIND_GCRA: prs_gcra_reset(gm->m.obj); break;
-        default: prs_keyed_reset_key(gm->m.obj, gm->m.key, gm->m.key_len); break;
-        }
+        if (gm->m.kind == KIND_LIMITER) prs_limiter_reset(gm->m.obj);
+        else prs_keyed_reset_key(gm->m.obj, gm->m.key, gm->m.key_len);
     }
 }
 
@@ -555,16 +506,9 @@ double prs_group_available(prs_group *g, int64_t now_ns) {
     for (size_t i = 0; i < g->n; i++) {
         gmember *gm = &g->members[i];
         if (gm->first != i) continue; /* counted with its first appearance */
-        double a;
-        switch (gm->m.kind) {
-        case KIND_SPIN:
-            prs__spin_lock(gm->m.obj);
-            a = gm->m.algo->available(gm->m.params, gm->m.state, now_ns);
-            prs__spin_unlock(gm->m.obj);
-            break;
-        case KIND_GCRA: a = prs_gcra_available(gm->m.obj, now_ns); break;
-        default: a = prs_keyed_available(gm->m.obj, gm->m.key, gm->m.key_len, now_ns); break;
-        }
+        double a = gm->m.kind == KIND_LIMITER
+                       ? prs_limiter_available(gm->m.obj, now_ns)
+                       : prs_keyed_available(gm->m.obj, gm->m.key, gm->m.key_len, now_ns);
         a /= (double)gm->mult; /* a request takes mult times n from it */
         if (i == 0 || a < best) best = a;
     }

@@ -496,7 +496,7 @@ int prs_keyed_new(const prs_keyed_config *cfg, prs_keyed **out) {
             return PRS_ENOMEM;
         }
         al->config_from_params(cfg->params, config);
-        rc = al->params_from_config(config, t->own_params);
+        rc = al->params_from_config(config, t->own_params, NULL);
         if (rc) {
             prs__free(a, t->own_params);
             prs__free(a, t);
@@ -752,13 +752,18 @@ int64_t prs_keyed_prune(prs_keyed *t, int64_t now_ns) {
 /* ---- reconfiguration (see the essay) ------------------------------------------ */
 
 int prs_keyed_reconfigure(prs_keyed *t, const void *config, int64_t now_ns) {
+    return prs_keyed_reconfigure_why(t, config, now_ns, NULL);
+}
+
+int prs_keyed_reconfigure_why(prs_keyed *t, const void *config, int64_t now_ns,
+                              prs_config_error *why) {
     if (!t || !config) return PRS_EINVAL;
     const prs_algo *al = t->algo;
     if (!t->own_params) return PRS_ENOTSUP;
     size_t nsh = (size_t)1 << t->shard_bits, psz = al->params_size;
     unsigned char *np = prs__calloc(&t->alloc, 2, psz), *op = np + psz;
     if (!np) return PRS_ENOMEM;
-    int rc = al->params_from_config(config, np);
+    int rc = al->params_from_config(config, np, why);
     if (rc) {
         prs__free(&t->alloc, np);
         return rc;

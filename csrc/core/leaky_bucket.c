@@ -32,15 +32,12 @@
  * Workload: one check per request, a few dozen nanoseconds under an
  * uncontended spinlock; no allocation after prs_leaky_bucket_new().
  */
-#include "group_internal.h"
-#include "prs_algo.h"
-#include "prs_internal.h"
+#include "limiter_internal.h"
 #include "prs_leaky_bucket.h"
 
 #define PRS_LB_MAX 1e15
 
-/* Changed only under `lock` (prs_leaky_bucket_reconfigure); also the params of
- * prs_algo_leaky_bucket. */
+/* The params of prs_algo_leaky_bucket. */
 typedef struct lb_params {
     double capacity;     /* (0, 1e15] */
     double rate;         /* (0, 1e15] units drained per second */
@@ -54,25 +51,10 @@ typedef struct lb_state {
     int64_t last;     /* INT64_MIN = unused (empty) */
 } lb_state;
 
-struct prs_leaky_bucket {
-    prs__spinlock lock;  /* guards s */
-    lb_state s;
-    lb_params p;
-    prs_allocator alloc;
-};
-
 void prs_leaky_bucket_config_init(prs_leaky_bucket_config *cfg) {
     cfg->capacity = 1.0;
     cfg->leak_rate = 1.0;
     cfg->allocator = NULL;
-}
-
-int prs_leaky_bucket_config_validate(const prs_leaky_bucket_config *cfg) {
-    if (!cfg) return PRS_EINVAL;
-    if (!isfinite(cfg->capacity) || cfg->capacity <= 0.0) return PRS_EINVAL;
-    if (!isfinite(cfg->leak_rate) || cfg->leak_rate <= 0.0) return PRS_EINVAL;
-    if (cfg->capacity > PRS_LB_MAX || cfg->leak_rate > PRS_LB_MAX) return PRS_ERANGE;
-    return PRS_OK;
 }
 
 static void state_init(const lb_params *p, lb_state *s) {
@@ -81,38 +63,21 @@ static void state_init(const lb_params *p, lb_state *s) {
     s->last = INT64_MIN;
 }
 
-/* Validates cfg and fills *p: PRS_OK or the validation error (*p untouched). */
-static int params_make(const prs_leaky_bucket_config *cfg, lb_params *p) {
-    int rc = prs_leaky_bucket_config_validate(cfg);
-    if (rc) return rc;
+/* Validates cfg and fills *p: PRS_OK or the validation error with *why (*p untouched). */
+static int params_make(const prs_leaky_bucket_config *cfg, lb_params *p, prs_config_error *why) {
+    if (!isfinite(cfg->capacity) || cfg->capacity <= 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "capacity", "must be a finite number > 0");
+    if (!isfinite(cfg->leak_rate) || cfg->leak_rate <= 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "leak_rate", "must be a finite number > 0");
+    if (cfg->capacity > PRS_LB_MAX)
+        return prs_config_fail(why, PRS_ERANGE, "capacity", "must be <= 1e15");
+    if (cfg->leak_rate > PRS_LB_MAX)
+        return prs_config_fail(why, PRS_ERANGE, "leak_rate", "must be <= 1e15");
     p->capacity = cfg->capacity;
     p->rate = cfg->leak_rate;
     p->ns_per_unit = 1e9 / cfg->leak_rate;
     p->per_ns = cfg->leak_rate / 1e9;
     return PRS_OK;
-}
-
-int prs_leaky_bucket_new(const prs_leaky_bucket_config *cfg, prs_leaky_bucket **out) {
-    if (!out) return PRS_EINVAL;
-    *out = NULL;
-    lb_params p;
-    int rc = params_make(cfg, &p);
-    if (rc) return rc;
-    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    prs_leaky_bucket *lb = prs__malloc(a, sizeof *lb);
-    if (!lb) return PRS_ENOMEM;
-    prs__spin_init(&lb->lock);
-    lb->alloc = *a;
-    lb->p = p;
-    state_init(&lb->p, &lb->s);
-    *out = lb;
-    return PRS_OK;
-}
-
-void prs_leaky_bucket_free(prs_leaky_bucket *lb) {
-    if (!lb) return;
-    prs_allocator a = lb->alloc;
-    prs__free(&a, lb);
 }
 
 /* ns to drain `amount` (> 0). */
@@ -190,41 +155,13 @@ static void state_decide(const lb_params *p, lb_state *s, int64_t now, int64_t n
     }
 }
 
-static int decide(prs_leaky_bucket *lb, int64_t now, int64_t n, int consume, prs_decision *d) {
-    if (!lb || !d || n < 1) return PRS_EINVAL;
-    prs__spin_lock(&lb->lock);
-    state_decide(&lb->p, &lb->s, now, n, consume, d);
-    prs__spin_unlock(&lb->lock);
-    return PRS_OK;
-}
-
-int prs_leaky_bucket_check(prs_leaky_bucket *lb, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(lb, now_ns, n, 1, d);
-}
-
-int prs_leaky_bucket_peek(prs_leaky_bucket *lb, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(lb, now_ns, n, 0, d);
-}
-
-void prs_leaky_bucket_reset(prs_leaky_bucket *lb) {
-    if (!lb) return;
-    prs__spin_lock(&lb->lock);
-    state_init(&lb->p, &lb->s);
-    prs__spin_unlock(&lb->lock);
+static double level_of(const void *params, const void *state, int64_t now) {
+    const lb_state *s = state;
+    return level_after(params, s, elapsed_since(s, now));
 }
 
 double prs_leaky_bucket_level(prs_leaky_bucket *lb, int64_t now_ns) {
-    if (!lb) return 0.0;
-    prs__spin_lock(&lb->lock);
-    double lvl = level_after(&lb->p, &lb->s, elapsed_since(&lb->s, now_ns));
-    prs__spin_unlock(&lb->lock);
-    return lvl;
-}
-
-double prs_leaky_bucket_available(prs_leaky_bucket *lb, int64_t now_ns) {
-    if (!lb) return 0.0;
-    double room = lb->p.capacity - prs_leaky_bucket_level(lb, now_ns);
-    return room > 0.0 ? room : 0.0;
+    return prs__limiter_read((prs_limiter *)lb, now_ns, level_of);
 }
 
 /* The state s (under op) drained to now, then kept under np (see the essay). */
@@ -239,29 +176,8 @@ static void rebase(const lb_params *op, const lb_state *s, const lb_params *np, 
     *out = r;
 }
 
-int prs_leaky_bucket_reconfigure(prs_leaky_bucket *lb, const prs_leaky_bucket_config *cfg,
-                                 int64_t now_ns) {
-    if (!lb) return PRS_EINVAL;
-    lb_params np;
-    int rc = params_make(cfg, &np);
-    if (rc) return rc;
-    prs__spin_lock(&lb->lock);
-    rebase(&lb->p, &lb->s, &np, &lb->s, now_ns);
-    lb->p = np;
-    prs__spin_unlock(&lb->lock);
-    return PRS_OK;
-}
-
-double prs_leaky_bucket_capacity(const prs_leaky_bucket *lb) { return lb->p.capacity; }
-double prs_leaky_bucket_leak_rate(const prs_leaky_bucket *lb) { return lb->p.rate; }
-const void *prs_leaky_bucket_params(const prs_leaky_bucket *lb) { return &lb->p; }
-
-/* For limiter groups (group_internal.h). */
-void prs__leaky_bucket_parts(prs_leaky_bucket *lb, prs__spinlock **lock, void **state) {
-    *lock = &lb->lock;
-    *state = &lb->s;
-}
-
+PRS__LIMITER_GETTER(leaky_bucket, double, capacity, capacity)
+PRS__LIMITER_GETTER(leaky_bucket, double, leak_rate, leak_rate)
 /* ---- the descriptor: state is lb_state (16 bytes) ---------------------- */
 
 static size_t algo_state_size(const void *params) { (void)params; return sizeof(lb_state); }
@@ -291,8 +207,8 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return room > 0.0 ? room : 0.0;
 }
 
-static int algo_params_from_config(const void *config, void *params) {
-    return params_make(config, params);
+static int algo_params_from_config(const void *config, void *params, prs_config_error *why) {
+    return params_make(config, params, why);
 }
 static void algo_config_from_params(const void *params, void *config) {
     const lb_params *p = params;
@@ -309,5 +225,7 @@ static void algo_rebase(const void *old_params, const void *state, const void *n
 const prs_algo prs_algo_leaky_bucket = {
     "leaky_bucket", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
     algo_available, sizeof(lb_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase,
+    algo_rebase, NULL, NULL,
 };
+
+PRS__LIMITER_TYPED_IMPL(leaky_bucket)

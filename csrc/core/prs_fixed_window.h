@@ -15,13 +15,11 @@
 #ifndef PRS_FIXED_WINDOW_H
 #define PRS_FIXED_WINDOW_H
 
-#include "prs_common.h"
+#include "prs_limiter.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef struct prs_fixed_window prs_fixed_window;
 
 typedef struct prs_fixed_window_config {
     int64_t limit;                   /* units per window, >= 1 */
@@ -31,26 +29,23 @@ typedef struct prs_fixed_window_config {
 
 /* Defaults: limit 1, window 1 s, default allocator. */
 void prs_fixed_window_config_init(prs_fixed_window_config *cfg);
+
+/* prs_fixed_window (a prs_limiter) and its functions: PRS_LIMITER_TYPED_API
+ * (prs_limiter.h). What they mean for this algorithm: */
+PRS_LIMITER_TYPED_API(fixed_window)
 /* PRS_OK or PRS_EINVAL (NULL, limit < 1, window_ns < 1). */
-int prs_fixed_window_config_validate(const prs_fixed_window_config *cfg);
 
 /* Makes an empty limiter in *out; on error *out is NULL and nothing is
  * allocated: PRS_EINVAL (see validate), PRS_ENOMEM. */
-int prs_fixed_window_new(const prs_fixed_window_config *cfg, prs_fixed_window **out);
-void prs_fixed_window_free(prs_fixed_window *fw); /* NULL-safe */
 
 /* Asks for n (>= 1) at now_ns; counts it only when allowed. Thread-safe.
  * n > limit: denied with retry_after_ns == PRS_NEVER. A now_ns in a window
  * earlier than the one last counted is taken as that one (a clock going
  * backwards never opens a fresh window). PRS_OK with *d filled, or PRS_EINVAL
  * (n < 1, NULL arguments). */
-int prs_fixed_window_check(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d);
 /* The same decision without counting. */
-int prs_fixed_window_peek(prs_fixed_window *fw, int64_t now_ns, int64_t n, prs_decision *d);
 /* Back to an empty window. */
-void prs_fixed_window_reset(prs_fixed_window *fw);
 /* Units still admissible in the window of now_ns, in [0, limit]. */
-double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns);
 
 /* Changes limit and window_ns of a live limiter at now_ns (cfg's allocator is
  * ignored). Thread-safe: a concurrent decision sees the old or the new params,
@@ -60,13 +55,9 @@ double prs_fixed_window_available(prs_fixed_window *fw, int64_t now_ns);
  * A count at or above a lowered limit admits nothing until the window moves
  * on. PRS_OK, or the error prs_fixed_window_config_validate gives (PRS_EINVAL,
  * also for a NULL fw): then nothing changed. */
-int prs_fixed_window_reconfigure(prs_fixed_window *fw, const prs_fixed_window_config *cfg,
-                                 int64_t now_ns);
 
 int64_t prs_fixed_window_limit(const prs_fixed_window *fw);
 int64_t prs_fixed_window_window_ns(const prs_fixed_window *fw);
-/* This limiter's params for prs_algo_fixed_window (prs_algo.h); valid while fw lives. */
-const void *prs_fixed_window_params(const prs_fixed_window *fw);
 
 #ifdef __cplusplus
 }

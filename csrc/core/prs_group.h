@@ -2,7 +2,7 @@
  * prs_group.h - several limiters checked as one, all or nothing.
  *
  *   prs_group_member m[3];
- *   prs_group_member_gcra(&m[0], global);                  // a plain limiter
+ *   prs_group_member_limiter(&m[0], global);               // a plain limiter
  *   prs_group_member_keyed(&m[1], per_user, "u42", 3);      // a key of a table
  *   prs_group_member_keyed(&m[2], per_path, "/search", 7);
  *   prs_group *g;
@@ -36,12 +36,10 @@
  * k locks for the k decisions, a few tens of nanoseconds each.
  *
  * Members and their locks:
- *   - a token bucket, leaky bucket, fixed window, sliding log or sliding
- *     counter: its spinlock (plain calls on it take the same lock, so they
- *     stay exact next to groups);
- *   - a GCRA: its lock-free word `tat` is taken as a lock (swapped with a
- *     marker value); plain GCRA calls wait while they see the marker, so they
- *     stay exact next to groups;
+ *   - a limiter (prs_limiter, of any algorithm of the table): its spinlock, or
+ *     for a lock-free one (GCRA) its word taken as a lock (swapped with a
+ *     marker value); plain calls on it take the same lock or wait while they
+ *     see the marker, so they stay exact next to groups;
  *   - a key of a keyed table: the key's shard lock. An absent key is decided
  *     on a fresh state and inserted only when the whole group admits; room is
  *     reserved (fresh keys evicted, never the group's own) before deciding, and
@@ -61,13 +59,8 @@
 
 #include "prs_algo.h"
 #include "prs_common.h"
-#include "prs_fixed_window.h"
-#include "prs_gcra.h"
 #include "prs_keyed.h"
-#include "prs_leaky_bucket.h"
-#include "prs_sliding_counter.h"
-#include "prs_sliding_log.h"
-#include "prs_token_bucket.h"
+#include "prs_limiter.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -80,19 +73,22 @@ typedef struct prs_group_member {
     int kind;
     const prs_algo *algo;
     const void *params;
-    void *obj;          /* the lock, the GCRA object or the keyed table */
-    void *state;        /* spinlocked limiters: the state the lock guards */
+    void *obj;          /* the limiter or the keyed table */
+    void *state;        /* unused (a limiter's state is found under its lock) */
     const void *key;    /* keyed: the key (copied by prs_group_new) */
     size_t key_len;
 } prs_group_member;
 
-/* A plain limiter of any in-process algorithm. */
-void prs_group_member_token_bucket(prs_group_member *m, prs_token_bucket *tb);
-void prs_group_member_gcra(prs_group_member *m, prs_gcra *g);
-void prs_group_member_leaky_bucket(prs_group_member *m, prs_leaky_bucket *lb);
-void prs_group_member_fixed_window(prs_group_member *m, prs_fixed_window *fw);
-void prs_group_member_sliding_log(prs_group_member *m, prs_sliding_log *sl);
-void prs_group_member_sliding_counter(prs_group_member *m, prs_sliding_counter *sc);
+/* A limiter of any algorithm of the table. */
+void prs_group_member_limiter(prs_group_member *m, prs_limiter *lim);
+/* The same for a typed handle: prs_group_member_token_bucket(m, tb), ... */
+#define PRS__GROUP_MEMBER_TYPED(c, py, redis)                                          \
+    struct prs_##c;                                                                    \
+    static inline void prs_group_member_##c(prs_group_member *m, struct prs_##c *x) {  \
+        prs_group_member_limiter(m, (prs_limiter *)x);                                 \
+    }
+PRS_ALGORITHMS(PRS__GROUP_MEMBER_TYPED)
+#undef PRS__GROUP_MEMBER_TYPED
 /* `key` may be NULL when key_len is 0; it only needs to live until prs_group_new. */
 void prs_group_member_keyed(prs_group_member *m, prs_keyed *t, const void *key, size_t key_len);
 

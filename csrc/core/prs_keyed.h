@@ -120,6 +120,10 @@ const void *prs_keyed_params(const prs_keyed *t);
  * prs_X_config_validate gives; PRS_ENOMEM; PRS_ENOTSUP (an algorithm without
  * reconfiguration entries). On error nothing changed. */
 int prs_keyed_reconfigure(prs_keyed *t, const void *config, int64_t now_ns);
+/* The same, with *why (may be NULL) naming the field and the reason of a
+ * PRS_EINVAL/PRS_ERANGE. */
+int prs_keyed_reconfigure_why(prs_keyed *t, const void *config, int64_t now_ns,
+                              prs_config_error *why);
 
 /* SipHash (Aumasson & Bernstein) with c compression and d finalisation
  * rounds: prs_siphash(k, data, len, 2, 4) is SipHash-2-4. */

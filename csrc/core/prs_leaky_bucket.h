@@ -18,13 +18,11 @@
 #ifndef PRS_LEAKY_BUCKET_H
 #define PRS_LEAKY_BUCKET_H
 
-#include "prs_common.h"
+#include "prs_limiter.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef struct prs_leaky_bucket prs_leaky_bucket;
 
 typedef struct prs_leaky_bucket_config {
     double capacity;                 /* finite, > 0, <= 1e15 */
@@ -34,26 +32,23 @@ typedef struct prs_leaky_bucket_config {
 
 /* Defaults: capacity 1, leak_rate 1/s, default allocator. */
 void prs_leaky_bucket_config_init(prs_leaky_bucket_config *cfg);
+
+/* prs_leaky_bucket (a prs_limiter) and its functions: PRS_LIMITER_TYPED_API
+ * (prs_limiter.h). What they mean for this algorithm: */
+PRS_LIMITER_TYPED_API(leaky_bucket)
 /* PRS_OK, PRS_EINVAL (NULL, capacity or leak_rate not finite or <= 0),
  * PRS_ERANGE (capacity or leak_rate above 1e15). */
-int prs_leaky_bucket_config_validate(const prs_leaky_bucket_config *cfg);
 
 /* Makes an empty bucket in *out; on error *out is NULL and nothing is allocated:
  * PRS_EINVAL/PRS_ERANGE (see validate), PRS_ENOMEM. */
-int prs_leaky_bucket_new(const prs_leaky_bucket_config *cfg, prs_leaky_bucket **out);
-void prs_leaky_bucket_free(prs_leaky_bucket *lb); /* NULL-safe */
 
 /* Asks for n (>= 1) at now_ns; raises the level only when allowed. Thread-safe.
  * n > capacity: denied with retry_after_ns == PRS_NEVER. A now_ns earlier than
  * one already seen drains nothing. PRS_OK with *d filled, or PRS_EINVAL
  * (n < 1, NULL arguments). */
-int prs_leaky_bucket_check(prs_leaky_bucket *lb, int64_t now_ns, int64_t n, prs_decision *d);
 /* The same decision without changing anything. */
-int prs_leaky_bucket_peek(prs_leaky_bucket *lb, int64_t now_ns, int64_t n, prs_decision *d);
 /* Back to empty. */
-void prs_leaky_bucket_reset(prs_leaky_bucket *lb);
 /* Room left at now_ns (capacity - level), in [0, capacity]. */
-double prs_leaky_bucket_available(prs_leaky_bucket *lb, int64_t now_ns);
 /* The level at now_ns, in [0, capacity]. */
 double prs_leaky_bucket_level(prs_leaky_bucket *lb, int64_t now_ns);
 
@@ -64,13 +59,9 @@ double prs_leaky_bucket_level(prs_leaky_bucket *lb, int64_t now_ns);
  * admits nothing until the level drains at the new rate; from now_ns on it
  * drains at the new rate. PRS_OK, or the error prs_leaky_bucket_config_validate
  * gives (PRS_EINVAL, PRS_ERANGE; PRS_EINVAL for a NULL lb): then nothing changed. */
-int prs_leaky_bucket_reconfigure(prs_leaky_bucket *lb, const prs_leaky_bucket_config *cfg,
-                                 int64_t now_ns);
 
 double prs_leaky_bucket_capacity(const prs_leaky_bucket *lb);
 double prs_leaky_bucket_leak_rate(const prs_leaky_bucket *lb);
-/* This bucket's params for prs_algo_leaky_bucket (prs_algo.h); valid while lb lives. */
-const void *prs_leaky_bucket_params(const prs_leaky_bucket *lb);
 
 #ifdef __cplusplus
 }

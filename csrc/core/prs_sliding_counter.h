@@ -25,13 +25,11 @@
 #ifndef PRS_SLIDING_COUNTER_H
 #define PRS_SLIDING_COUNTER_H
 
-#include "prs_common.h"
+#include "prs_limiter.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-typedef struct prs_sliding_counter prs_sliding_counter;
 
 typedef struct prs_sliding_counter_config {
     int64_t limit;                   /* units per sliding window, >= 1 */
@@ -41,25 +39,22 @@ typedef struct prs_sliding_counter_config {
 
 /* Defaults: limit 1, window 1 s, default allocator. */
 void prs_sliding_counter_config_init(prs_sliding_counter_config *cfg);
+
+/* prs_sliding_counter (a prs_limiter) and its functions: PRS_LIMITER_TYPED_API
+ * (prs_limiter.h). What they mean for this algorithm: */
+PRS_LIMITER_TYPED_API(sliding_counter)
 /* PRS_OK or PRS_EINVAL (NULL, limit < 1, window_ns < 1). */
-int prs_sliding_counter_config_validate(const prs_sliding_counter_config *cfg);
 
 /* Makes an empty limiter in *out; on error *out is NULL and nothing is
  * allocated: PRS_EINVAL (see validate), PRS_ENOMEM. */
-int prs_sliding_counter_new(const prs_sliding_counter_config *cfg, prs_sliding_counter **out);
-void prs_sliding_counter_free(prs_sliding_counter *sc); /* NULL-safe */
 
 /* Asks for n (>= 1) at now_ns; counts it only when allowed. Thread-safe.
  * n > limit: denied with retry_after_ns == PRS_NEVER. A now_ns in a window
  * earlier than the one last counted is taken as the start of that one (the
  * most restrictive instant of it). PRS_OK with *d filled, or PRS_EINVAL. */
-int prs_sliding_counter_check(prs_sliding_counter *sc, int64_t now_ns, int64_t n, prs_decision *d);
 /* The same decision without counting. */
-int prs_sliding_counter_peek(prs_sliding_counter *sc, int64_t now_ns, int64_t n, prs_decision *d);
 /* Back to empty windows. */
-void prs_sliding_counter_reset(prs_sliding_counter *sc);
 /* limit minus the weighted estimate at now_ns, in [0, limit]. */
-double prs_sliding_counter_available(prs_sliding_counter *sc, int64_t now_ns);
 
 /* Changes limit and window_ns of a live limiter at now_ns (cfg's allocator is
  * ignored). Thread-safe: a concurrent decision sees the old or the new params,
@@ -69,13 +64,9 @@ double prs_sliding_counter_available(prs_sliding_counter *sc, int64_t now_ns);
  * count of the new-aligned window holding now_ns. PRS_OK, or the error
  * prs_sliding_counter_config_validate gives (PRS_EINVAL, also for a NULL sc):
  * then nothing changed. */
-int prs_sliding_counter_reconfigure(prs_sliding_counter *sc, const prs_sliding_counter_config *cfg,
-                                    int64_t now_ns);
 
 int64_t prs_sliding_counter_limit(const prs_sliding_counter *sc);
 int64_t prs_sliding_counter_window_ns(const prs_sliding_counter *sc);
-/* This limiter's params for prs_algo_sliding_counter (prs_algo.h); valid while sc lives. */
-const void *prs_sliding_counter_params(const prs_sliding_counter *sc);
 
 #ifdef __cplusplus
 }

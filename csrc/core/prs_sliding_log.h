@@ -15,7 +15,7 @@
 #ifndef PRS_SLIDING_LOG_H
 #define PRS_SLIDING_LOG_H
 
-#include "prs_common.h"
+#include "prs_limiter.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -23,8 +23,6 @@ extern "C" {
 
 /* The largest limit accepted (a ring of 2^27 timestamps is 1 GiB). */
 #define PRS_SLIDING_LOG_MAX_LIMIT (INT64_C(1) << 27)
-
-typedef struct prs_sliding_log prs_sliding_log;
 
 typedef struct prs_sliding_log_config {
     int64_t limit;                   /* units per window, 1..PRS_SLIDING_LOG_MAX_LIMIT */
@@ -34,29 +32,26 @@ typedef struct prs_sliding_log_config {
 
 /* Defaults: limit 1, window 1 s, default allocator. */
 void prs_sliding_log_config_init(prs_sliding_log_config *cfg);
+
+/* prs_sliding_log (a prs_limiter) and its functions: PRS_LIMITER_TYPED_API
+ * (prs_limiter.h). What they mean for this algorithm: */
+PRS_LIMITER_TYPED_API(sliding_log)
 /* PRS_OK, PRS_EINVAL (NULL, limit < 1, window_ns < 1) or PRS_ERANGE
  * (limit > PRS_SLIDING_LOG_MAX_LIMIT). */
-int prs_sliding_log_config_validate(const prs_sliding_log_config *cfg);
 
 /* Makes an empty log in *out (one allocation of about 8 * limit bytes); on
  * error *out is NULL and nothing is allocated: PRS_EINVAL/PRS_ERANGE (see
  * validate), PRS_ENOMEM. */
-int prs_sliding_log_new(const prs_sliding_log_config *cfg, prs_sliding_log **out);
-void prs_sliding_log_free(prs_sliding_log *sl); /* NULL-safe */
 
 /* Asks for n (>= 1) at now_ns; records it only when allowed. Thread-safe.
  * n > limit: denied with retry_after_ns == PRS_NEVER. A now_ns earlier than one
  * already seen is taken as that one. Cost: O(n) to record, amortized O(1) to
  * forget expired entries. PRS_OK with *d filled, or PRS_EINVAL (n < 1, NULL). */
-int prs_sliding_log_check(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d);
 /* The same decision without recording. Like check, it may drop expired entries
  * and remember now_ns as seen (neither changes any decision). The descriptor's
  * decide(consume=0) does the same to its state. */
-int prs_sliding_log_peek(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d);
 /* Forgets everything. */
-void prs_sliding_log_reset(prs_sliding_log *sl);
 /* Units admissible at now_ns, in [0, limit]. */
-double prs_sliding_log_available(prs_sliding_log *sl, int64_t now_ns);
 
 /* Changes limit and window_ns of a live log (cfg's allocator is ignored; the
  * log's own allocator is used). Thread-safe: a concurrent decision sees the
@@ -65,21 +60,15 @@ double prs_sliding_log_available(prs_sliding_log *sl, int64_t now_ns);
  * min(count, L) of them (exactly the ones any decision under L can still wait
  * for), so a limit lowered below the count admits nothing until enough of
  * them expire. now_ns is unused (timestamps are absolute), taken for the
- * shape every reconfigure shares. A limit above the one the log was made with
- * moves the ring to a separate allocation of 8 * limit bytes; the cost is
- * O(limit) under the lock. PRS_OK, or the error prs_sliding_log_config_validate
+ * shape every reconfigure shares. A new limit moves the ring to a separate
+ * allocation of 32 + 8 * limit bytes, made before the lock is taken; the cost
+ * is O(limit) under the lock. PRS_OK, or the error prs_sliding_log_config_validate
  * gives (PRS_EINVAL, PRS_ERANGE; PRS_EINVAL for a NULL sl), or PRS_ENOMEM:
  * then nothing changed. */
-int prs_sliding_log_reconfigure(prs_sliding_log *sl, const prs_sliding_log_config *cfg,
-                                int64_t now_ns);
 
 int64_t prs_sliding_log_limit(const prs_sliding_log *sl);
 int64_t prs_sliding_log_window_ns(const prs_sliding_log *sl);
-/* This log's params for prs_algo_sliding_log (prs_algo.h); valid while sl lives.
- * The descriptor's state_size(params) is 32 + 8 * limit bytes (32 once a
- * reconfiguration moved the ring out of the object; a keyed table made from
- * these params uses its own inline rings either way). */
-const void *prs_sliding_log_params(const prs_sliding_log *sl);
+/* The descriptor's state_size(params) is 32 + 8 * limit bytes. */
 
 #ifdef __cplusplus
 }

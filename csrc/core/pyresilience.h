@@ -3,6 +3,7 @@
 #define PYRESILIENCE_H
 #include "prs_common.h"
 #include "prs_algo.h"
+#include "prs_limiter.h"
 #include "prs_gcra.h"
 #include "prs_token_bucket.h"
 #include "prs_leaky_bucket.h"

@@ -32,19 +32,13 @@
  * never less than what the old windows still counted. cur may then exceed
  * the limit until that window is over.
  */
-#include "group_internal.h"
-#include "prs_algo.h"
-#include "prs_internal.h"
+#include "limiter_internal.h"
 #include "prs_sliding_counter.h"
 
 __extension__ typedef __int128 i128;
 
-/* Changed only under `lock` (prs_sliding_counter_reconfigure); also the params of
- * prs_algo_sliding_counter. */
-typedef struct sc_params {
-    int64_t limit;      /* >= 1 */
-    int64_t window_ns;  /* >= 1 */
-} sc_params;
+/* The params of prs_algo_sliding_counter. */
+typedef prs__window_params sc_params;
 
 typedef struct sc_state {
     int64_t start;      /* current window start; meaningless when cur == prev == 0 */
@@ -52,51 +46,17 @@ typedef struct sc_state {
     int64_t prev;       /* 0..limit */
 } sc_state;
 
-struct prs_sliding_counter {
-    prs__spinlock lock;  /* guards s */
-    sc_state s;
-    sc_params p;
-    prs_allocator alloc;
-};
-
 void prs_sliding_counter_config_init(prs_sliding_counter_config *cfg) {
     cfg->limit = 1;
     cfg->window_ns = PRS_NS_PER_SEC;
     cfg->allocator = NULL;
 }
 
-int prs_sliding_counter_config_validate(const prs_sliding_counter_config *cfg) {
-    if (!cfg || cfg->limit < 1 || cfg->window_ns < 1) return PRS_EINVAL;
-    return PRS_OK;
-}
 
 static void state_init(sc_state *s) {
     s->start = 0;
     s->cur = 0;
     s->prev = 0;
-}
-
-int prs_sliding_counter_new(const prs_sliding_counter_config *cfg, prs_sliding_counter **out) {
-    if (!out) return PRS_EINVAL;
-    *out = NULL;
-    int rc = prs_sliding_counter_config_validate(cfg);
-    if (rc) return rc;
-    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    prs_sliding_counter *sc = prs__malloc(a, sizeof *sc);
-    if (!sc) return PRS_ENOMEM;
-    prs__spin_init(&sc->lock);
-    sc->alloc = *a;
-    sc->p.limit = cfg->limit;
-    sc->p.window_ns = cfg->window_ns;
-    state_init(&sc->s);
-    *out = sc;
-    return PRS_OK;
-}
-
-void prs_sliding_counter_free(prs_sliding_counter *sc) {
-    if (!sc) return;
-    prs_allocator a = sc->alloc;
-    prs__free(&a, sc);
 }
 
 static int64_t align_down(int64_t now, int64_t w) {
@@ -184,43 +144,12 @@ static void state_decide(const sc_params *p, sc_state *s, int64_t now, int64_t n
     }
 }
 
-static int decide(prs_sliding_counter *sc, int64_t now, int64_t n, int consume, prs_decision *d) {
-    if (!sc || !d || n < 1) return PRS_EINVAL;
-    prs__spin_lock(&sc->lock);
-    state_decide(&sc->p, &sc->s, now, n, consume, d);
-    prs__spin_unlock(&sc->lock);
-    return PRS_OK;
-}
-
-int prs_sliding_counter_check(prs_sliding_counter *sc, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(sc, now_ns, n, 1, d);
-}
-
-int prs_sliding_counter_peek(prs_sliding_counter *sc, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(sc, now_ns, n, 0, d);
-}
-
-void prs_sliding_counter_reset(prs_sliding_counter *sc) {
-    if (!sc) return;
-    prs__spin_lock(&sc->lock);
-    state_init(&sc->s);
-    prs__spin_unlock(&sc->lock);
-}
-
 static double avail(const sc_params *p, const sc_state *s, int64_t now) {
     sc_view v = view_at(p, s, now);
     double w = (double)p->window_ns;
     double est = (double)v.prev * ((w - (double)v.e) / w) + (double)v.cur;
     double a = (double)p->limit - est;
     return a > 0.0 ? a : 0.0;
-}
-
-double prs_sliding_counter_available(prs_sliding_counter *sc, int64_t now_ns) {
-    if (!sc) return 0.0;
-    prs__spin_lock(&sc->lock);
-    double a = avail(&sc->p, &sc->s, now_ns);
-    prs__spin_unlock(&sc->lock);
-    return a;
 }
 
 /* The state s (under op) at now, expressed under np (see the essay). */
@@ -242,29 +171,8 @@ static void rebase(const sc_params *op, const sc_state *s, const sc_params *np, 
     *out = r;
 }
 
-int prs_sliding_counter_reconfigure(prs_sliding_counter *sc, const prs_sliding_counter_config *cfg,
-                                    int64_t now_ns) {
-    if (!sc) return PRS_EINVAL;
-    int rc = prs_sliding_counter_config_validate(cfg);
-    if (rc) return rc;
-    sc_params np = {cfg->limit, cfg->window_ns};
-    prs__spin_lock(&sc->lock);
-    rebase(&sc->p, &sc->s, &np, &sc->s, now_ns);
-    sc->p = np;
-    prs__spin_unlock(&sc->lock);
-    return PRS_OK;
-}
-
-int64_t prs_sliding_counter_limit(const prs_sliding_counter *sc) { return sc->p.limit; }
-int64_t prs_sliding_counter_window_ns(const prs_sliding_counter *sc) { return sc->p.window_ns; }
-const void *prs_sliding_counter_params(const prs_sliding_counter *sc) { return &sc->p; }
-
-/* For limiter groups (group_internal.h). */
-void prs__sliding_counter_parts(prs_sliding_counter *sc, prs__spinlock **lock, void **state) {
-    *lock = &sc->lock;
-    *state = &sc->s;
-}
-
+PRS__LIMITER_GETTER(sliding_counter, int64_t, limit, limit)
+PRS__LIMITER_GETTER(sliding_counter, int64_t, window_ns, window_ns)
 /* ---- the descriptor: state is sc_state (24 bytes) ---------------------- */
 
 static size_t algo_state_size(const void *params) { (void)params; return sizeof(sc_state); }
@@ -292,22 +200,7 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return avail(params, state, now);
 }
 
-static int algo_params_from_config(const void *config, void *params) {
-    const prs_sliding_counter_config *c = config;
-    int rc = prs_sliding_counter_config_validate(c);
-    if (rc) return rc;
-    sc_params *p = params;
-    p->limit = c->limit;
-    p->window_ns = c->window_ns;
-    return PRS_OK;
-}
-static void algo_config_from_params(const void *params, void *config) {
-    const sc_params *p = params;
-    prs_sliding_counter_config *c = config;
-    prs_sliding_counter_config_init(c);
-    c->limit = p->limit;
-    c->window_ns = p->window_ns;
-}
+PRS__WINDOW_CONFIG_FNS(prs_sliding_counter_config, INT64_MAX, "")
 static void algo_rebase(const void *old_params, const void *state, const void *new_params,
                         void *new_state, int64_t now) {
     rebase(old_params, state, new_params, new_state, now);
@@ -316,5 +209,7 @@ static void algo_rebase(const void *old_params, const void *state, const void *n
 const prs_algo prs_algo_sliding_counter = {
     "sliding_counter", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
     algo_available, sizeof(sc_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase,
+    algo_rebase, NULL, NULL,
 };
+
+PRS__LIMITER_TYPED_IMPL(sliding_counter)

@@ -49,18 +49,11 @@
  * inline rings (their params are made from a config: ring NULL) and re-lay
  * their slots when the size changes (keyed.c).
  */
-#include "group_internal.h"
-#include "prs_algo.h"
-#include "prs_internal.h"
+#include "limiter_internal.h"
 #include "prs_sliding_log.h"
 
-/* Changed only under `lock` (prs_sliding_log_reconfigure); also the params of
- * prs_algo_sliding_log. */
-typedef struct sl_params {
-    int64_t limit;      /* 1..PRS_SLIDING_LOG_MAX_LIMIT: ring length */
-    int64_t window_ns;  /* >= 1 */
-    int64_t *ring;      /* NULL: the ring follows the header; else `limit` entries there */
-} sl_params;
+/* The params of prs_algo_sliding_log. */
+typedef prs__window_params sl_params;
 
 typedef struct sl_hdr {
     int64_t last;       /* latest instant seen; INT64_MIN: none */
@@ -72,28 +65,18 @@ typedef struct sl_hdr {
     /* followed by int64_t ring[limit] */
 } sl_hdr;
 
-struct prs_sliding_log {
-    prs__spinlock lock;  /* guards the state and p */
-    sl_params p;
-    int64_t inline_cap;  /* entries of the ring after the header (immutable) */
-    prs_allocator alloc;
-    int64_t state[];     /* sl_hdr then the ring */
-};
-
-static int64_t *ring_of(const sl_params *p, sl_hdr *h) { return p->ring ? p->ring : (int64_t *)(h + 1); }
-static const int64_t *cring_of(const sl_params *p, const sl_hdr *h) {
-    return p->ring ? p->ring : (const int64_t *)(h + 1);
-}
+static int64_t *ring_of(sl_hdr *h) { return (int64_t *)(h + 1); }
+static const int64_t *cring_of(const sl_hdr *h) { return (const int64_t *)(h + 1); }
 
 /* The i-th oldest entry (0 <= i < count). */
 static int64_t entry(const sl_params *p, const sl_hdr *h, int64_t i) {
     int64_t k = h->head + i;
     if (k >= p->limit) k -= p->limit;
-    return cring_of(p, h)[k];
+    return cring_of(h)[k];
 }
 
 static size_t state_bytes(const sl_params *p) {
-    return sizeof(sl_hdr) + (p->ring ? 0 : (size_t)p->limit * sizeof(int64_t));
+    return sizeof(sl_hdr) + (size_t)p->limit * sizeof(int64_t);
 }
 
 static void state_init(sl_hdr *h) {
@@ -109,36 +92,6 @@ void prs_sliding_log_config_init(prs_sliding_log_config *cfg) {
     cfg->allocator = NULL;
 }
 
-int prs_sliding_log_config_validate(const prs_sliding_log_config *cfg) {
-    if (!cfg || cfg->limit < 1 || cfg->window_ns < 1) return PRS_EINVAL;
-    if (cfg->limit > PRS_SLIDING_LOG_MAX_LIMIT) return PRS_ERANGE;
-    return PRS_OK;
-}
-
-int prs_sliding_log_new(const prs_sliding_log_config *cfg, prs_sliding_log **out) {
-    if (!out) return PRS_EINVAL;
-    *out = NULL;
-    int rc = prs_sliding_log_config_validate(cfg);
-    if (rc) return rc;
-    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    sl_params p = {cfg->limit, cfg->window_ns, NULL};
-    prs_sliding_log *sl = prs__malloc(a, sizeof *sl + state_bytes(&p));
-    if (!sl) return PRS_ENOMEM;
-    prs__spin_init(&sl->lock);
-    sl->alloc = *a;
-    sl->p = p;
-    sl->inline_cap = cfg->limit;
-    state_init((sl_hdr *)sl->state);
-    *out = sl;
-    return PRS_OK;
-}
-
-void prs_sliding_log_free(prs_sliding_log *sl) {
-    if (!sl) return;
-    prs_allocator a = sl->alloc;
-    prs__free(&a, sl->p.ring);
-    prs__free(&a, sl);
-}
 
 /* Number of entries expired at t (e <= t - w), by binary search (entries sorted). */
 static int64_t expired_at(const sl_params *p, const sl_hdr *h, int64_t t) {
@@ -162,7 +115,7 @@ static int64_t until_expiry(const sl_params *p, int64_t e, int64_t now) {
 static void state_decide(const sl_params *p, sl_hdr *h, int64_t now, int64_t n, int consume,
                          prs_decision *d) {
     int64_t t = prs__max64(now, h->last), cutoff;
-    int64_t *ring = ring_of(p, h);
+    int64_t *ring = ring_of(h);
     h->last = t;
     if (!__builtin_sub_overflow(t, p->window_ns, &cutoff)) { /* else nothing can have expired */
         int64_t before = h->count;
@@ -201,55 +154,11 @@ static void state_decide(const sl_params *p, sl_hdr *h, int64_t now, int64_t n, 
     else d->reset_after_ns = until_expiry(p, entry(p, h, h->count - 1), now);
 }
 
-static int decide(prs_sliding_log *sl, int64_t now, int64_t n, int consume, prs_decision *d) {
-    if (!sl || !d || n < 1) return PRS_EINVAL;
-    prs__spin_lock(&sl->lock);
-    state_decide(&sl->p, (sl_hdr *)sl->state, now, n, consume, d);
-    prs__spin_unlock(&sl->lock);
-    return PRS_OK;
-}
-
-int prs_sliding_log_check(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(sl, now_ns, n, 1, d);
-}
-
-int prs_sliding_log_peek(prs_sliding_log *sl, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(sl, now_ns, n, 0, d);
-}
-
-void prs_sliding_log_reset(prs_sliding_log *sl) {
-    if (!sl) return;
-    prs__spin_lock(&sl->lock);
-    state_init((sl_hdr *)sl->state);
-    prs__spin_unlock(&sl->lock);
-}
-
 static double avail(const sl_params *p, const sl_hdr *h, int64_t now) {
     int64_t t = prs__max64(now, h->last);
     return (double)(p->limit - (h->count - expired_at(p, h, t)));
 }
 
-double prs_sliding_log_available(prs_sliding_log *sl, int64_t now_ns) {
-    if (!sl) return 0.0;
-    prs__spin_lock(&sl->lock);
-    double a = avail(&sl->p, (const sl_hdr *)sl->state, now_ns);
-    prs__spin_unlock(&sl->lock);
-    return a;
-}
-
-/* ---- reconfiguration (see the essay) ------------------------------------ */
-
-static void reverse(int64_t *a, int64_t lo, int64_t hi) { /* [lo, hi) */
-    while (lo + 1 < hi) {
-        int64_t t = a[lo];
-        a[lo++] = a[--hi];
-        a[hi] = t;
-    }
-}
-
-/* Keeps the newest min(count, new_limit) entries of h (under op), oldest
- * first, in `dst` (which must not overlap op's ring); h's head and count are
- * updated to match. `h` and `out` may be the same header. */
 /* How a repack to new_limit splits h: `drop` oldest entries leave the ring
  * (counted in dropped), `kept` stay, `phantom` dropped ones come back as
  * copies of the oldest entry (a later time than theirs: conservative). */
@@ -285,68 +194,8 @@ static void repack_into(const sl_params *op, const sl_hdr *h, int64_t new_limit,
     finish_repack(h, &r, out);
 }
 
-/* The same, in place in op's own ring (capacity >= new_limit): rotate so the
- * first kept entry is at index 0, then make room for the phantoms. */
-static void repack_in_place(const sl_params *op, sl_hdr *h, int64_t *ring, int64_t new_limit) {
-    sl_repack r = plan_repack(op, h, new_limit);
-    int64_t rot = (h->head + r.drop) % op->limit;
-    if (r.kept > 0 && rot != 0) {
-        reverse(ring, 0, rot);
-        reverse(ring, rot, op->limit);
-        reverse(ring, 0, op->limit);
-    }
-    if (r.phantom > 0) {
-        memmove(ring + r.phantom, ring, (size_t)r.kept * sizeof *ring);
-        for (int64_t i = 0; i < r.phantom; i++) ring[i] = r.e0;
-    }
-    finish_repack(h, &r, h);
-}
-
-int prs_sliding_log_reconfigure(prs_sliding_log *sl, const prs_sliding_log_config *cfg,
-                                int64_t now_ns) {
-    (void)now_ns; /* timestamps are absolute: nothing to bring to now */
-    if (!sl) return PRS_EINVAL;
-    int rc = prs_sliding_log_config_validate(cfg);
-    if (rc) return rc;
-    sl_params np = {cfg->limit, cfg->window_ns, NULL};
-    int64_t *ext = NULL, *unused;
-    if (np.limit > sl->inline_cap) { /* allocated before the lock; freed if not needed */
-        ext = prs__calloc(&sl->alloc, (size_t)np.limit, sizeof(int64_t));
-        if (!ext) return PRS_ENOMEM;
-    }
-    prs__spin_lock(&sl->lock);
-    sl_hdr *h = (sl_hdr *)sl->state;
-    unused = ext;
-    if (np.limit == sl->p.limit) {
-        np.ring = sl->p.ring; /* same ring, only the window changes */
-    } else if (ext) {
-        repack_into(&sl->p, h, np.limit, ext, h);
-        np.ring = ext;
-        unused = sl->p.ring;
-    } else if (sl->p.ring) { /* back into the inline ring */
-        repack_into(&sl->p, h, np.limit, (int64_t *)(h + 1), h);
-        unused = sl->p.ring;
-    } else {
-        repack_in_place(&sl->p, h, (int64_t *)(h + 1), np.limit);
-    }
-    sl->p = np;
-    prs__spin_unlock(&sl->lock);
-    prs__free(&sl->alloc, unused);
-    return PRS_OK;
-}
-
-int64_t prs_sliding_log_limit(const prs_sliding_log *sl) { return sl->p.limit; }
-int64_t prs_sliding_log_window_ns(const prs_sliding_log *sl) { return sl->p.window_ns; }
-const void *prs_sliding_log_params(const prs_sliding_log *sl) { return &sl->p; }
-
-/* For limiter groups (group_internal.h): the header and ring, as the
- * descriptor's state (a group rolls it back with algo_refund when it is
- * larger than its snapshot buffer). */
-void prs__sliding_log_parts(prs_sliding_log *sl, prs__spinlock **lock, void **state) {
-    *lock = &sl->lock;
-    *state = sl->state;
-}
-
+PRS__LIMITER_GETTER(sliding_log, int64_t, limit, limit)
+PRS__LIMITER_GETTER(sliding_log, int64_t, window_ns, window_ns)
 /* ---- the descriptor: state is sl_hdr + ring (32 + 8 * limit bytes) ----- */
 
 static size_t algo_state_size(const void *params) { return state_bytes(params); }
@@ -378,23 +227,7 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return avail(params, state, now);
 }
 
-static int algo_params_from_config(const void *config, void *params) {
-    const prs_sliding_log_config *c = config;
-    int rc = prs_sliding_log_config_validate(c);
-    if (rc) return rc;
-    sl_params *p = params;
-    p->limit = c->limit;
-    p->window_ns = c->window_ns;
-    p->ring = NULL;
-    return PRS_OK;
-}
-static void algo_config_from_params(const void *params, void *config) {
-    const sl_params *p = params;
-    prs_sliding_log_config *c = config;
-    prs_sliding_log_config_init(c);
-    c->limit = p->limit;
-    c->window_ns = p->window_ns;
-}
+PRS__WINDOW_CONFIG_FNS(prs_sliding_log_config, PRS_SLIDING_LOG_MAX_LIMIT, "must be <= 2**27")
 /* Inline rings on both sides (keyed tables). Equal limits: the same bytes. */
 static void algo_rebase(const void *old_params, const void *state, const void *new_params,
                         void *new_state, int64_t now) {
@@ -410,5 +243,7 @@ static void algo_rebase(const void *old_params, const void *state, const void *n
 const prs_algo prs_algo_sliding_log = {
     "sliding_log", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
     algo_available, sizeof(sl_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase,
+    algo_rebase, NULL, NULL,
 };
+
+PRS__LIMITER_TYPED_IMPL(sliding_log)

@@ -1,7 +1,7 @@
 /*
  * token_bucket.c - a token bucket with real-valued tokens.
  *
- * State (guarded by `lock`, held only around the arithmetic below):
+ * State (a prs_limiter's, guarded by its lock; or a keyed slot; 16 bytes):
  *   tokens  tokens in the bucket at time `last` (0 <= tokens <= capacity)
  *   last    the time of the last admitted request; INT64_MIN: never used (full)
  *
@@ -12,8 +12,8 @@
  * and retry_after = need - (now - last) come from one integer: a request denied
  * at t is denied before t + retry_after and admitted at t + retry_after.
  *
- * Reconfiguration (prs_token_bucket_reconfigure, and a keyed table's through
- * the descriptor's rebase): under the lock, the state is first brought to
+ * Reconfiguration (the descriptor's rebase, for a limiter object and a keyed
+ * table alike): under the state's lock, the state is first brought to
  * `now` under the old params (the refill earned so far at the old rate), then
  * the tokens are capped at the new capacity and `last` becomes now; the new
  * params apply from there on. Tokens are never added: a never-used bucket
@@ -23,15 +23,12 @@
  * to the unit); elapsed times up to INT64_MAX ns multiply without overflow in
  * double, and every ns result saturates at PRS_NEVER.
  */
-#include "group_internal.h"
-#include "prs_algo.h"
-#include "prs_internal.h"
+#include "limiter_internal.h"
 #include "prs_token_bucket.h"
 
 #define PRS_TB_MAX 1e15
 
-/* Changed only under `lock` (prs_token_bucket_reconfigure); also the params of
- * prs_algo_token_bucket. */
+/* The params of prs_algo_token_bucket. */
 typedef struct tb_params {
     double capacity;      /* (0, 1e15] */
     double rate;          /* [0, 1e15] tokens per second */
@@ -46,61 +43,28 @@ typedef struct tb_state {
     int64_t last;     /* INT64_MIN = unused (full) */
 } tb_state;
 
-struct prs_token_bucket {
-    prs__spinlock lock;  /* guards s */
-    tb_state s;
-    tb_params p;
-    prs_allocator alloc;
-};
-
 void prs_token_bucket_config_init(prs_token_bucket_config *cfg) {
     cfg->capacity = 1.0;
     cfg->refill_rate = 1.0;
     cfg->allocator = NULL;
 }
 
-int prs_token_bucket_config_validate(const prs_token_bucket_config *cfg) {
-    if (!cfg) return PRS_EINVAL;
-    if (!isfinite(cfg->capacity) || cfg->capacity <= 0.0) return PRS_EINVAL;
-    if (!isfinite(cfg->refill_rate) || cfg->refill_rate < 0.0) return PRS_EINVAL;
-    if (cfg->capacity > PRS_TB_MAX || cfg->refill_rate > PRS_TB_MAX) return PRS_ERANGE;
-    return PRS_OK;
-}
-
-/* Validates cfg and fills *p: PRS_OK or the validation error (*p untouched). */
-static int params_make(const prs_token_bucket_config *cfg, tb_params *p) {
-    int rc = prs_token_bucket_config_validate(cfg);
-    if (rc) return rc;
+/* Validates cfg and fills *p: PRS_OK or the validation error with *why (*p untouched). */
+static int params_make(const prs_token_bucket_config *cfg, tb_params *p, prs_config_error *why) {
+    if (!isfinite(cfg->capacity) || cfg->capacity <= 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "capacity", "must be a finite number > 0");
+    if (!isfinite(cfg->refill_rate) || cfg->refill_rate < 0.0)
+        return prs_config_fail(why, PRS_EINVAL, "refill_rate", "must be a finite number >= 0");
+    if (cfg->capacity > PRS_TB_MAX)
+        return prs_config_fail(why, PRS_ERANGE, "capacity", "must be <= 1e15");
+    if (cfg->refill_rate > PRS_TB_MAX)
+        return prs_config_fail(why, PRS_ERANGE, "refill_rate", "must be <= 1e15");
     p->capacity = cfg->capacity;
     p->rate = cfg->refill_rate;
     p->per_ns = cfg->refill_rate / 1e9;
     p->limit = prs__floor_to_i64(cfg->capacity);
     p->ns_per_token = cfg->refill_rate > 0.0 ? 1e9 / cfg->refill_rate : INFINITY;
     return PRS_OK;
-}
-
-int prs_token_bucket_new(const prs_token_bucket_config *cfg, prs_token_bucket **out) {
-    if (!out) return PRS_EINVAL;
-    *out = NULL;
-    tb_params p;
-    int rc = params_make(cfg, &p);
-    if (rc) return rc;
-    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    prs_token_bucket *tb = prs__malloc(a, sizeof *tb);
-    if (!tb) return PRS_ENOMEM;
-    prs__spin_init(&tb->lock);
-    tb->alloc = *a;
-    tb->p = p;
-    tb->s.tokens = cfg->capacity;
-    tb->s.last = INT64_MIN;
-    *out = tb;
-    return PRS_OK;
-}
-
-void prs_token_bucket_free(prs_token_bucket *tb) {
-    if (!tb) return;
-    prs_allocator a = tb->alloc;
-    prs__free(&a, tb);
 }
 
 /* ns to accumulate `deficit` tokens (deficit > 0); PRS_NEVER when rate is 0. */
@@ -162,38 +126,6 @@ static void state_decide(const tb_params *p, tb_state *s, int64_t now, int64_t n
     d->reset_after_ns = left >= p->capacity ? 0 : ns_for(p, p->capacity - left);
 }
 
-static int decide(prs_token_bucket *tb, int64_t now, int64_t n, int consume, prs_decision *d) {
-    if (!tb || !d || n < 1) return PRS_EINVAL;
-    prs__spin_lock(&tb->lock);
-    state_decide(&tb->p, &tb->s, now, n, consume, d);
-    prs__spin_unlock(&tb->lock);
-    return PRS_OK;
-}
-
-int prs_token_bucket_check(prs_token_bucket *tb, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(tb, now_ns, n, 1, d);
-}
-
-int prs_token_bucket_peek(prs_token_bucket *tb, int64_t now_ns, int64_t n, prs_decision *d) {
-    return decide(tb, now_ns, n, 0, d);
-}
-
-void prs_token_bucket_reset(prs_token_bucket *tb) {
-    if (!tb) return;
-    prs__spin_lock(&tb->lock);
-    tb->s.tokens = tb->p.capacity;
-    tb->s.last = INT64_MIN;
-    prs__spin_unlock(&tb->lock);
-}
-
-double prs_token_bucket_available(prs_token_bucket *tb, int64_t now_ns) {
-    if (!tb) return 0.0;
-    prs__spin_lock(&tb->lock);
-    double have = tokens_after(&tb->p, &tb->s, elapsed_since(&tb->s, now_ns));
-    prs__spin_unlock(&tb->lock);
-    return have;
-}
-
 /* The state s (under op) brought to now, then expressed under np. */
 static void rebase(const tb_params *op, const tb_state *s, const tb_params *np, tb_state *out,
                    int64_t now) {
@@ -209,28 +141,8 @@ static void rebase(const tb_params *op, const tb_state *s, const tb_params *np, 
     *out = r;
 }
 
-int prs_token_bucket_reconfigure(prs_token_bucket *tb, const prs_token_bucket_config *cfg,
-                                 int64_t now_ns) {
-    if (!tb) return PRS_EINVAL;
-    tb_params np;
-    int rc = params_make(cfg, &np);
-    if (rc) return rc;
-    prs__spin_lock(&tb->lock);
-    rebase(&tb->p, &tb->s, &np, &tb->s, now_ns);
-    tb->p = np;
-    prs__spin_unlock(&tb->lock);
-    return PRS_OK;
-}
-
-double prs_token_bucket_capacity(const prs_token_bucket *tb) { return tb->p.capacity; }
-double prs_token_bucket_refill_rate(const prs_token_bucket *tb) { return tb->p.rate; }
-const void *prs_token_bucket_params(const prs_token_bucket *tb) { return &tb->p; }
-
-/* For limiter groups (group_internal.h). */
-void prs__token_bucket_parts(prs_token_bucket *tb, prs__spinlock **lock, void **state) {
-    *lock = &tb->lock;
-    *state = &tb->s;
-}
+PRS__LIMITER_GETTER(token_bucket, double, capacity, capacity)
+PRS__LIMITER_GETTER(token_bucket, double, refill_rate, refill_rate)
 
 /* ---- the descriptor: state is tb_state (16 bytes) ---------------------- */
 
@@ -263,8 +175,8 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return tokens_after(params, s, elapsed_since(s, now));
 }
 
-static int algo_params_from_config(const void *config, void *params) {
-    return params_make(config, params);
+static int algo_params_from_config(const void *config, void *params, prs_config_error *why) {
+    return params_make(config, params, why);
 }
 static void algo_config_from_params(const void *params, void *config) {
     const tb_params *p = params;
@@ -281,5 +193,7 @@ static void algo_rebase(const void *old_params, const void *state, const void *n
 const prs_algo prs_algo_token_bucket = {
     "token_bucket", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
     algo_available, sizeof(tb_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase,
+    algo_rebase, NULL, NULL,
 };
+
+PRS__LIMITER_TYPED_IMPL(token_bucket)

@@ -19,6 +19,7 @@
  */
 #include "prs_py.h"
 
+#include <stdalign.h>
 #include <structmember.h>
 
 /* ---- shared helpers ------------------------------------------------------- */
@@ -37,62 +38,20 @@ static int get_key(PyObject *o, const char **p, Py_ssize_t *len) {
     return -1;
 }
 
-/* n and tokens_needed= (an alias): at most one. */
-static int pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n) {
-    if (n_o && alias_o) {
-        PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
-        return -1;
-    }
-    PyObject *o = n_o ? n_o : alias_o;
-    if (!o) { *n = 1; return 0; }
-    if (PyLong_CheckExact(o)) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (!overflow && v >= 1) { *n = v; return 0; }
-    }
-    return prs_py_parse_n(o, n_o ? "n" : "tokens_needed", n);
-}
-
-/* An initialised in-process limiter (a Python subclass too). */
-static int is_limiter(prs_py_state *st, PyObject *o) {
-    return PyObject_TypeCheck(o, PRS_PY_TYPE(st, LimiterBase)) && ((prs_py_limiter *)o)->ops;
-}
-
 /* The algorithm and params of an in-process limiter object. 0, or -1 with a
  * TypeError naming `what`. */
 static int limiter_algo(prs_py_state *st, PyObject *o, const char *what, const prs_algo **algo,
                         const void **params) {
-    if (!is_limiter(st, o)) {
+    if (!prs_py_limiter_check_type(st, o)) {
         PyErr_Format(PyExc_TypeError,
                      "%s must be an in-process limiter (TokenBucket, GCRA, LeakyBucket, FixedWindow, "
                      "SlidingWindowLog, SlidingWindowCounter), not %.200s: %R",
                      what, Py_TYPE(o)->tp_name, o);
         return -1;
     }
-    prs_py_limiter *lim = (prs_py_limiter *)o;
-    const char *name = lim->ops->name;
-    if (!strcmp(name, "TokenBucket")) {
-        *algo = &prs_algo_token_bucket;
-        *params = prs_token_bucket_params(lim->core);
-    } else if (!strcmp(name, "GCRA")) {
-        *algo = &prs_algo_gcra;
-        *params = prs_gcra_params(lim->core);
-    } else if (!strcmp(name, "LeakyBucket")) {
-        *algo = &prs_algo_leaky_bucket;
-        *params = prs_leaky_bucket_params(lim->core);
-    } else if (!strcmp(name, "FixedWindow")) {
-        *algo = &prs_algo_fixed_window;
-        *params = prs_fixed_window_params(lim->core);
-    } else if (!strcmp(name, "SlidingWindowLog")) {
-        *algo = &prs_algo_sliding_log;
-        *params = prs_sliding_log_params(lim->core);
-    } else if (!strcmp(name, "SlidingWindowCounter")) {
-        *algo = &prs_algo_sliding_counter;
-        *params = prs_sliding_counter_params(lim->core);
-    } else {
-        PyErr_Format(PyExc_TypeError, "%s: %s cannot be used per key", what, name);
-        return -1;
-    }
+    prs_limiter *core = ((prs_py_limiter *)o)->core;
+    *algo = prs_limiter_algo(core);
+    *params = prs_limiter_params(core);
     return 0;
 }
 
@@ -107,7 +66,7 @@ static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
 
 typedef struct {
     PyObject_HEAD
-    prs_keyed *table;     /* NULL until __init__ succeeded */
+    prs_keyed *table;     /* built in tp_new */
     PyObject *tmpl;       /* strong: the limiter whose params the table reads */
     prs_py_clock clock;
     PyObject *weakreflist;
@@ -115,48 +74,32 @@ typedef struct {
 
 #define KSELF ((keyed_obj *)self)
 
-static int keyed_ready(keyed_obj *k) {
-    if (k->table) return 0;
-    PyErr_Format(PyExc_RuntimeError, "%.200s object is not initialised (call __init__)",
-                 Py_TYPE(k)->tp_name);
-    return -1;
-}
-
 static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    keyed_obj *self = (keyed_obj *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
-    return (PyObject *)self;
-}
-
-static int keyed_init(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"limiter", "max_keys", "clock", NULL};
     PyObject *tmpl, *max_o = NULL, *clock_o = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OO:KeyedLimiter", kwlist, &tmpl, &max_o, &clock_o))
-        return -1;
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return -1;
-    if (KSELF->table) {
-        PyErr_SetString(PyExc_RuntimeError, "KeyedLimiter is already initialised");
-        return -1;
-    }
+        return NULL;
+    prs_py_state *st = prs_py_state_of_type(type);
+    if (!st) return NULL;
     prs_keyed_config cfg;
     prs_keyed_config_init(&cfg);
-    if (limiter_algo(st, tmpl, "limiter", &cfg.algo, &cfg.params) < 0) return -1;
-    if (max_o && prs_py_parse_count(max_o, "max_keys", 1, PRS_KEYED_MAX_KEYS, &cfg.max_keys) < 0) return -1;
-    prs_py_clock clock;
-    if (prs_py_clock_init(st, clock_o, &clock) < 0) return -1;
-    prs_keyed *t;
-    int rc = prs_keyed_new(&cfg, &t);
+    if (limiter_algo(st, tmpl, "limiter", &cfg.algo, &cfg.params) < 0) return NULL;
+    if (max_o && prs_py_parse_count(max_o, "max_keys", 1, PRS_KEYED_MAX_KEYS, &cfg.max_keys) < 0)
+        return NULL;
+    keyed_obj *self = (keyed_obj *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    self->clock.kind = PRS_CLOCK_MONOTONIC;
+    self->tmpl = Py_NewRef(tmpl);
+    int rc = prs_keyed_new(&cfg, &self->table);
     if (rc) {
-        prs_py_clock_clear(&clock);
-        prs_py_error(st, rc, "invalid KeyedLimiter configuration");
-        return -1;
+        Py_DECREF(self);
+        return prs_py_error(st, rc, "invalid KeyedLimiter configuration");
     }
-    KSELF->clock = clock;
-    KSELF->tmpl = Py_NewRef(tmpl);
-    KSELF->table = t;
-    return 0;
+    if (prs_py_clock_init(st, clock_o, &self->clock) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
 }
 
 static int keyed_traverse(PyObject *self, visitproc visit, void *arg) {
@@ -206,8 +149,8 @@ static int keyed_args(PyObject *self, const char *fname, PyObject *const *args, 
         PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname);
         return -1;
     }
-    if (keyed_ready(KSELF) < 0 || get_key(v[0], key, len) < 0) return -1;
-    return pick_n(fname, v[1], v[2], n);
+    if (get_key(v[0], key, len) < 0) return -1;
+    return prs_py_pick_n(fname, v[1], v[2], n);
 }
 
 static int keyed_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
@@ -265,8 +208,8 @@ static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t
     const char *key;
     Py_ssize_t len;
     int64_t n, timeout_ns;
-    if (keyed_ready(KSELF) < 0 || get_key(v[0], &key, &len) < 0) return NULL;
-    if (pick_n("acquire", v[1], v[3], &n) < 0) return NULL;
+    if (get_key(v[0], &key, &len) < 0) return NULL;
+    if (prs_py_pick_n("acquire", v[1], v[3], &n) < 0) return NULL;
     if (prs_py_parse_timeout(v[2], "timeout", &timeout_ns) < 0) return NULL;
     void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
     if (prs_py_wait_admitted(prs_py_state_of(self), &KSELF->clock, keyed_decide_cb, ctx,
@@ -281,7 +224,6 @@ static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t n
                              PyObject *kwnames) {
     PyObject *v[1];
     if (prs_py_unpack("reset", args, nargs, kwnames, reset_names, 1, v) < 0) return NULL;
-    if (keyed_ready(KSELF) < 0) return NULL;
     if (!v[0] || v[0] == Py_None) {
         prs_keyed_reset_all(KSELF->table);
         Py_RETURN_NONE;
@@ -297,19 +239,18 @@ static PyObject *keyed_available(PyObject *self, PyObject *arg) {
     const char *key;
     Py_ssize_t len;
     int64_t now;
-    if (keyed_ready(KSELF) < 0 || get_key(arg, &key, &len) < 0) return NULL;
+    if (get_key(arg, &key, &len) < 0) return NULL;
     if (prs_py_clock_now(&KSELF->clock, &now) < 0) return NULL;
     return PyFloat_FromDouble(prs_keyed_available(KSELF->table, key, (size_t)len, now));
 }
 
 static PyObject *keyed_prune(PyObject *self, PyObject *unused) {
     int64_t now;
-    if (keyed_ready(KSELF) < 0 || prs_py_clock_now(&KSELF->clock, &now) < 0) return NULL;
+    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return NULL;
     return PyLong_FromLongLong(prs_keyed_prune(KSELF->table, now));
 }
 
 static Py_ssize_t keyed_len(PyObject *self) {
-    if (keyed_ready(KSELF) < 0) return -1;
     return (Py_ssize_t)prs_keyed_len(KSELF->table);
 }
 
@@ -317,21 +258,18 @@ static int keyed_contains(PyObject *self, PyObject *keyo) {
     const char *key;
     Py_ssize_t len;
     int64_t now;
-    if (keyed_ready(KSELF) < 0 || get_key(keyo, &key, &len) < 0) return -1;
+    if (get_key(keyo, &key, &len) < 0) return -1;
     if (prs_py_clock_now(&KSELF->clock, &now) < 0) return -1;
     return prs_keyed_contains(KSELF->table, key, (size_t)len, now);
 }
 
 static PyObject *keyed_get_max_keys(PyObject *self, void *c) {
-    if (keyed_ready(KSELF) < 0) return NULL;
     return PyLong_FromLongLong(prs_keyed_max_keys(KSELF->table));
 }
 static PyObject *keyed_get_memory(PyObject *self, void *c) {
-    if (keyed_ready(KSELF) < 0) return NULL;
     return PyLong_FromSize_t(prs_keyed_memory(KSELF->table));
 }
 static PyObject *keyed_get_limiter(PyObject *self, void *c) {
-    if (keyed_ready(KSELF) < 0) return NULL;
     return Py_NewRef(KSELF->tmpl);
 }
 static PyObject *keyed_get_clock(PyObject *self, void *c) {
@@ -339,27 +277,17 @@ static PyObject *keyed_get_clock(PyObject *self, void *c) {
     return st ? prs_py_clock_object(st, &KSELF->clock) : NULL;
 }
 
-/* reconfigure(**params): the template type's keywords, parsed by its ops from
- * the table's current params; the core changes every key at once. */
+static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_error *why) {
+    return prs_keyed_reconfigure_why(ctx, config, now, why);
+}
+
+/* reconfigure(**params): the template type's keywords, from the table's
+ * current params; the core changes every key at once. */
 static PyObject *keyed_reconfigure(PyObject *self, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st || keyed_ready(KSELF) < 0) return NULL;
-    const prs_py_limiter_ops *ops = ((prs_py_limiter *)KSELF->tmpl)->ops;
-    _Alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
-    if (ops->parse_config(prs_keyed_params(KSELF->table), args, kwds, config) < 0) return NULL;
-    int64_t now;
-    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return NULL;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS /* O(keys) under every shard lock */
-    rc = prs_keyed_reconfigure(KSELF->table, config, now);
-    Py_END_ALLOW_THREADS
-    if (rc == PRS_EINVAL || rc == PRS_ERANGE) {
-        PyErr_Format(PyExc_ValueError, "KeyedLimiter.reconfigure(): %s for %R", prs_strerror(rc),
-                     kwds ? kwds : Py_None);
-        return NULL;
-    }
-    if (rc) return prs_py_error(st, rc, NULL);
-    Py_RETURN_NONE;
+    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
+    prs_keyed_algo(KSELF->table)->config_from_params(prs_keyed_params(KSELF->table), config);
+    return prs_py_limiter_reconfigure_with(KSELF->tmpl, config, &KSELF->clock, args, kwds,
+                                           apply_keyed, KSELF->table);
 }
 
 static PyMethodDef keyed_methods[] = {
@@ -417,7 +345,6 @@ static PyType_Slot keyed_slots[] = {
                 "(SipHash with a per-process random seed). At most max_keys keys; a key whose\n"
                 "state is fresh may be evicted, a limited key never is."},
     {Py_tp_new, keyed_new},
-    {Py_tp_init, keyed_init},
     {Py_tp_dealloc, keyed_dealloc},
     {Py_tp_traverse, keyed_traverse},
     {Py_tp_clear, keyed_clear},
@@ -434,7 +361,7 @@ static PyType_Slot keyed_slots[] = {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *keyed;      /* strong: a keyed_obj; NULL until __init__ */
+    PyObject *keyed;      /* strong: a keyed_obj */
     PyObject *key;        /* strong: the key as given (str or bytes) */
     PyObject *keybytes;   /* strong: bytes of the key (str keys UTF-8 encoded) */
     PyObject *weakreflist;
@@ -444,42 +371,32 @@ typedef struct {
 #define VTABLE(v) (((keyed_obj *)(v)->keyed)->table)
 #define VCLOCK(v) (&((keyed_obj *)(v)->keyed)->clock)
 
-static int view_ready(view_obj *v) {
-    if (v->keyed) return 0;
-    PyErr_Format(PyExc_RuntimeError, "%.200s object is not initialised (call __init__)",
-                 Py_TYPE(v)->tp_name);
-    return -1;
-}
-
 static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    return type->tp_alloc(type, 0);
-}
-
-static int view_init(PyObject *self, PyObject *args, PyObject *kwds) {
     static char *kwlist[] = {"limiter", "key", NULL};
     PyObject *keyed, *key;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:KeyedLimiterView", kwlist, &keyed, &key)) return -1;
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return -1;
-    if (VSELF->keyed) {
-        PyErr_SetString(PyExc_RuntimeError, "KeyedLimiterView is already initialised");
-        return -1;
-    }
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:KeyedLimiterView", kwlist, &keyed, &key))
+        return NULL;
+    prs_py_state *st = prs_py_state_of_type(type);
+    if (!st) return NULL;
     if (!PyObject_TypeCheck(keyed, PRS_PY_TYPE(st, KeyedLimiter))) {
         PyErr_Format(PyExc_TypeError, "limiter must be a KeyedLimiter, not %.200s: %R",
                      Py_TYPE(keyed)->tp_name, keyed);
-        return -1;
+        return NULL;
     }
-    if (keyed_ready((keyed_obj *)keyed) < 0) return -1;
     const char *p;
     Py_ssize_t len;
-    if (get_key(key, &p, &len) < 0) return -1;
+    if (get_key(key, &p, &len) < 0) return NULL;
     PyObject *kb = PyBytes_FromStringAndSize(p, len);
-    if (!kb) return -1;
-    VSELF->keybytes = kb;
-    VSELF->key = Py_NewRef(key);
-    VSELF->keyed = Py_NewRef(keyed);
-    return 0;
+    if (!kb) return NULL;
+    view_obj *self = (view_obj *)type->tp_alloc(type, 0);
+    if (!self) {
+        Py_DECREF(kb);
+        return NULL;
+    }
+    self->keybytes = kb;
+    self->key = Py_NewRef(key);
+    self->keyed = Py_NewRef(keyed);
+    return (PyObject *)self;
 }
 
 static int view_traverse(PyObject *self, visitproc visit, void *arg) {
@@ -511,17 +428,11 @@ static int view_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, in
     return rc;
 }
 
-static const char *const n_names[] = {"n", "tokens_needed", NULL};
-
 static int view_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
                        Py_ssize_t nargs, PyObject *kwnames, prs_decision *d) {
     int64_t n = 1, now;
-    if (nargs || kwnames) {
-        PyObject *v[2];
-        if (prs_py_unpack(fname, args, nargs, kwnames, n_names, 1, v) < 0) return -1;
-        if (pick_n(fname, v[0], v[1], &n) < 0) return -1;
-    }
-    if (view_ready(VSELF) < 0 || prs_py_clock_now(VCLOCK(VSELF), &now) < 0) return -1;
+    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
+    if (prs_py_clock_now(VCLOCK(VSELF), &now) < 0) return -1;
     const char *key = PyBytes_AS_STRING(VSELF->keybytes);
     size_t len = (size_t)PyBytes_GET_SIZE(VSELF->keybytes);
     int rc = consume ? prs_keyed_check(VTABLE(VSELF), key, len, now, n, d)
@@ -546,42 +457,17 @@ static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return prs_py_decision_new(prs_py_state_of(self), &d);
 }
 
-/* acquire(n=1, timeout=None, *, tokens_needed=None) over any decide function */
-static PyObject *acquire_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                                void *ctx, const char *what) {
-    int64_t n, timeout_ns;
-    if (prs_py_parse_acquire_args("acquire", args, nargs, kwnames, &n, &timeout_ns) < 0) return NULL;
-    if (prs_py_wait_admitted(prs_py_state_of(self), clock, fn, ctx, what, n, timeout_ns) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-/* _waiter(n=1, timeout=None, *, tokens_needed=None): the async form's wait */
-static PyObject *waiter_common(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx, const char *what) {
-    int64_t n, timeout_ns;
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st || prs_py_parse_acquire_args("_waiter", args, nargs, kwnames, &n, &timeout_ns) < 0)
-        return NULL;
-    return prs_py_rate_wait_new(st, self, clock, fn, ctx, what, n, timeout_ns);
-}
-
 static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    if (view_ready(VSELF) < 0) return NULL;
-    return acquire_common(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
+    return prs_py_acquire_method(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
                           "KeyedLimiterView");
 }
 
 static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    if (view_ready(VSELF) < 0) return NULL;
-    return waiter_common(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
+    return prs_py_waiter_method(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
                          "KeyedLimiterView");
 }
 
 static PyObject *view_reset(PyObject *self, PyObject *unused) {
-    if (view_ready(VSELF) < 0) return NULL;
     prs_keyed_reset_key(VTABLE(VSELF), PyBytes_AS_STRING(VSELF->keybytes),
                         (size_t)PyBytes_GET_SIZE(VSELF->keybytes));
     Py_RETURN_NONE;
@@ -589,21 +475,19 @@ static PyObject *view_reset(PyObject *self, PyObject *unused) {
 
 static PyObject *view_get_available(PyObject *self, void *c) {
     int64_t now;
-    if (view_ready(VSELF) < 0 || prs_py_clock_now(VCLOCK(VSELF), &now) < 0) return NULL;
+    if (prs_py_clock_now(VCLOCK(VSELF), &now) < 0) return NULL;
     return PyFloat_FromDouble(prs_keyed_available(VTABLE(VSELF), PyBytes_AS_STRING(VSELF->keybytes),
                                                   (size_t)PyBytes_GET_SIZE(VSELF->keybytes), now));
 }
 static PyObject *view_get_clock(PyObject *self, void *c) {
     prs_py_state *st = prs_py_state_of(self);
-    if (!st || view_ready(VSELF) < 0) return NULL;
+    if (!st) return NULL;
     return prs_py_clock_object(st, VCLOCK(VSELF));
 }
 static PyObject *view_get_key(PyObject *self, void *c) {
-    if (view_ready(VSELF) < 0) return NULL;
     return Py_NewRef(VSELF->key);
 }
 static PyObject *view_get_limiter(PyObject *self, void *c) {
-    if (view_ready(VSELF) < 0) return NULL;
     return Py_NewRef(VSELF->keyed);
 }
 
@@ -643,7 +527,6 @@ static PyType_Slot view_slots[] = {
                 "acquire, reset, available); what KeyedLimiter.for_key(key) returns. Can be a\n"
                 "LimiterGroup member."},
     {Py_tp_new, view_new},
-    {Py_tp_init, view_init},
     {Py_tp_dealloc, view_dealloc},
     {Py_tp_traverse, view_traverse},
     {Py_tp_clear, view_clear},
@@ -657,7 +540,7 @@ static PyType_Slot view_slots[] = {
 
 typedef struct {
     PyObject_HEAD
-    prs_group *group;     /* NULL until __init__ succeeded */
+    prs_group *group;     /* built in tp_new */
     PyObject *members;    /* strong: tuple of the member objects (keeps their cores alive) */
     prs_py_clock clock;
     PyObject *weakreflist;
@@ -665,49 +548,18 @@ typedef struct {
 
 #define GSELF ((group_obj *)self)
 
-static int group_ready(group_obj *g) {
-    if (g->group) return 0;
-    PyErr_Format(PyExc_RuntimeError, "%.200s object is not initialised (call __init__)",
-                 Py_TYPE(g)->tp_name);
-    return -1;
-}
-
-static PyObject *group_new_obj(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    group_obj *self = (group_obj *)type->tp_alloc(type, 0);
-    if (self) self->clock.kind = PRS_CLOCK_MONOTONIC;
-    return (PyObject *)self;
-}
-
-/* Fills m for a plain in-process limiter: 0, or -1 (no error set) when its
- * algorithm cannot be a group member. */
-static int plain_member(prs_group_member *m, prs_py_limiter *lim) {
-    const char *name = lim->ops->name;
-    if (!strcmp(name, "TokenBucket")) prs_group_member_token_bucket(m, lim->core);
-    else if (!strcmp(name, "GCRA")) prs_group_member_gcra(m, lim->core);
-    else if (!strcmp(name, "LeakyBucket")) prs_group_member_leaky_bucket(m, lim->core);
-    else if (!strcmp(name, "FixedWindow")) prs_group_member_fixed_window(m, lim->core);
-    else if (!strcmp(name, "SlidingWindowLog")) prs_group_member_sliding_log(m, lim->core);
-    else if (!strcmp(name, "SlidingWindowCounter")) prs_group_member_sliding_counter(m, lim->core);
-    else return -1;
-    return 0;
-}
-
-static int group_init(PyObject *self, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return -1;
+static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st = prs_py_state_of_type(type);
+    if (!st) return NULL;
     if (kwds && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "LimiterGroup() takes limiters as positional arguments only");
-        return -1;
-    }
-    if (GSELF->group) {
-        PyErr_SetString(PyExc_RuntimeError, "LimiterGroup is already initialised");
-        return -1;
+        return NULL;
     }
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     if (n < 1 || n > PRS_GROUP_MAX_MEMBERS) {
         PyErr_Format(PyExc_ValueError, "LimiterGroup takes 1 to %d limiters, got %zd",
                      PRS_GROUP_MAX_MEMBERS, n);
-        return -1;
+        return NULL;
     }
     prs_group_member m[PRS_GROUP_MAX_MEMBERS];
     const prs_py_clock *clock0 = NULL;
@@ -716,11 +568,11 @@ static int group_init(PyObject *self, PyObject *args, PyObject *kwds) {
         const prs_py_clock *c;
         if (PyObject_TypeCheck(o, PRS_PY_TYPE(st, KeyedLimiterView))) {
             view_obj *v = (view_obj *)o;
-            if (view_ready(v) < 0) return -1;
             prs_group_member_keyed(&m[i], VTABLE(v), PyBytes_AS_STRING(v->keybytes),
                                    (size_t)PyBytes_GET_SIZE(v->keybytes));
             c = VCLOCK(v);
-        } else if (is_limiter(st, o) && plain_member(&m[i], (prs_py_limiter *)o) == 0) {
+        } else if (prs_py_limiter_check_type(st, o)) {
+            prs_group_member_limiter(&m[i], ((prs_py_limiter *)o)->core);
             c = &((prs_py_limiter *)o)->clock;
         } else {
             PyErr_Format(PyExc_TypeError,
@@ -728,28 +580,29 @@ static int group_init(PyObject *self, PyObject *args, PyObject *kwds) {
                          "LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter) or "
                          "per-key views (KeyedLimiter.for_key(key)); member %zd is %.200s: %R",
                          i, Py_TYPE(o)->tp_name, o);
-            return -1;
+            return NULL;
         }
         if (!clock0) clock0 = c;
         else if (!same_clock(clock0, c)) {
             PyErr_Format(PyExc_ValueError,
                          "LimiterGroup members must share one clock; member %zd reads another", i);
-            return -1;
+            return NULL;
         }
     }
-    prs_py_clock clock;
-    if (prs_py_clock_init(st, clock0->obj, &clock) < 0) return -1;
-    prs_group *g;
-    int rc = prs_group_new(m, (size_t)n, NULL, &g);
+    group_obj *self = (group_obj *)type->tp_alloc(type, 0);
+    if (!self) return NULL;
+    self->clock.kind = PRS_CLOCK_MONOTONIC;
+    self->members = Py_NewRef(args);
+    int rc = prs_group_new(m, (size_t)n, NULL, &self->group);
     if (rc) {
-        prs_py_clock_clear(&clock);
-        prs_py_error(st, rc, "invalid LimiterGroup");
-        return -1;
+        Py_DECREF(self);
+        return prs_py_error(st, rc, "invalid LimiterGroup");
     }
-    GSELF->members = Py_NewRef(args);
-    GSELF->clock = clock;
-    GSELF->group = g;
-    return 0;
+    if (prs_py_clock_init(st, clock0->obj, &self->clock) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
 }
 
 static int group_traverse(PyObject *self, visitproc visit, void *arg) {
@@ -789,12 +642,8 @@ static int group_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, i
 static int group_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
                         Py_ssize_t nargs, PyObject *kwnames, prs_decision *d, int *by) {
     int64_t n = 1, now;
-    if (nargs || kwnames) {
-        PyObject *v[2];
-        if (prs_py_unpack(fname, args, nargs, kwnames, n_names, 1, v) < 0) return -1;
-        if (pick_n(fname, v[0], v[1], &n) < 0) return -1;
-    }
-    if (group_ready(GSELF) < 0 || prs_py_clock_now(&GSELF->clock, &now) < 0) return -1;
+    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
+    if (prs_py_clock_now(&GSELF->clock, &now) < 0) return -1;
     int rc = consume ? prs_group_check(GSELF->group, now, n, d, by)
                      : prs_group_peek(GSELF->group, now, n, d, by);
     if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }
@@ -825,27 +674,23 @@ static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t na
     return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    if (group_ready(GSELF) < 0) return NULL;
-    return acquire_common(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
+    return prs_py_acquire_method(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
                           "LimiterGroup");
 }
 static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    if (group_ready(GSELF) < 0) return NULL;
-    return waiter_common(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
+    return prs_py_waiter_method(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
                          "LimiterGroup");
 }
 static PyObject *group_reset(PyObject *self, PyObject *unused) {
-    if (group_ready(GSELF) < 0) return NULL;
     prs_group_reset(GSELF->group);
     Py_RETURN_NONE;
 }
 static Py_ssize_t group_len(PyObject *self) {
-    if (group_ready(GSELF) < 0) return -1;
     return (Py_ssize_t)prs_group_size(GSELF->group);
 }
 static PyObject *group_get_available(PyObject *self, void *c) {
     int64_t now;
-    if (group_ready(GSELF) < 0 || prs_py_clock_now(&GSELF->clock, &now) < 0) return NULL;
+    if (prs_py_clock_now(&GSELF->clock, &now) < 0) return NULL;
     return PyFloat_FromDouble(prs_group_available(GSELF->group, now));
 }
 static PyObject *group_get_clock(PyObject *self, void *c) {
@@ -853,7 +698,6 @@ static PyObject *group_get_clock(PyObject *self, void *c) {
     return st ? prs_py_clock_object(st, &GSELF->clock) : NULL;
 }
 static PyObject *group_get_limiters(PyObject *self, void *c) {
-    if (group_ready(GSELF) < 0) return NULL;
     return Py_NewRef(GSELF->members);
 }
 
@@ -904,8 +748,7 @@ static PyType_Slot group_slots[] = {
                 "and deadlock-free whatever the member order (members are locked in one global\n"
                 "order). The same limiter (or key) listed twice is one state asked for 2n:\n"
                 "peek, check, retry_after and acquire all count it once per appearance."},
-    {Py_tp_new, group_new_obj},
-    {Py_tp_init, group_init},
+    {Py_tp_new, group_new},
     {Py_tp_dealloc, group_dealloc},
     {Py_tp_traverse, group_traverse},
     {Py_tp_clear, group_clear},

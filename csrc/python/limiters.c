@@ -1,117 +1,258 @@
 /*
- * limiters.c - the generic in-process limiter object and its first two
- * algorithms, TokenBucket and GCRA.
+ * limiters.c - the in-process limiter types: one implementation for every
+ * algorithm of the table (PRS_ALGORITHMS, prs_algo.h).
  *
- * A prs_py_limiter is an ops table + a core object + a clock. The methods
- * (allow/check/peek/acquire/reset/available) are shared by every algorithm;
- * an algorithm contributes only its __init__ (config parsing) and properties.
+ * A prs_py_limiter is a core prs_limiter + a clock. Each Python type
+ * (TokenBucket, GCRA, ...) is registered from its table row and its
+ * parameter description (limiters_family.c): the constructor's parser, the
+ * text signatures of the type and of reconfigure(), the properties and the
+ * wording of bad-value errors all come from that description; the core
+ * validates and says which field failed and why (prs_config_error). The core
+ * object is built in tp_new: an instance is always usable, and __init__ does
+ * nothing (a facade subclass never re-parses).
  *
  * Hot path: allow() with no arguments reads the clock once and calls the core;
  * no allocation, no Python call (unless the clock is a Python callable).
  *
  * Waiting: prs_py_wait_step() is the one wait of every in-process limiter
- * (plain, keyed, per-key view, group; keyed.c passes its own decide function).
- * The sync acquire loops over it sleeping with the GIL released; the async
- * forms get a _RateWait whose step() says how long to await. Either way the
- * decision is the core's and a ManualClock is advanced in integer ns.
+ * (plain, keyed, per-key view, group; each passes its decide function); the
+ * core decides each step (prs_wait_decide). The sync acquire loops over it
+ * sleeping with the GIL released; the async forms get a _RateWait whose
+ * step() says how long to await. A ManualClock is advanced in integer ns.
  */
 #include "prs_py.h"
 
-#include <math.h>
+#include <pthread.h>
+#include <stdalign.h>
+#include <structmember.h>
 
 #define SELF ((prs_py_limiter *)self)
 
-static int ensure_init(prs_py_limiter *self) {
-    if (self->ops) return 0;
-    PyErr_Format(PyExc_RuntimeError, "%.200s object is not initialised (call __init__)",
-                 Py_TYPE(self)->tp_name);
+/* ---- the description of each algorithm's type ---------------------------- */
+
+#define DESC(c, py, redis) &prs_py_desc_##c,
+static const prs_py_limiter_desc *const descs[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(DESC)};
+#undef DESC
+
+static const prs_py_limiter_desc *desc_of(PyObject *limiter) {
+    return descs[((prs_py_limiter *)limiter)->algo];
+}
+
+/* The table row of `type` (one of ours or a subclass), or -1. */
+static int algo_of_type(prs_py_state *st, PyTypeObject *type) {
+    for (int i = 0; i < PRS_ALGO__COUNT; i++)
+        if (PyType_IsSubtype(type, (PyTypeObject *)st->slots[PRS_SLOT__ALGO_FIRST + i])) return i;
     return -1;
 }
 
-PyObject *prs_py_limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_limiter *self = (prs_py_limiter *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
-    self->ops = NULL;
-    self->core = NULL;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
-    self->clock.obj = NULL;
-    self->clock.manual_ns = NULL;
-    self->weakreflist = NULL;
-    return (PyObject *)self;
+/* ---- parameters: parsing and errors, from the description ---------------- */
+
+/* One Python value into the config field of `p`, named `name` in errors. */
+static int set_field(const prs_py_algo_param *p, const char *name, PyObject *o, void *config) {
+    void *f = (unsigned char *)config + p->offset;
+    int64_t i;
+    double x;
+    switch (p->kind) {
+    case PRS_PY_P_COUNT: return prs_py_parse_count(o, name, 1, INT64_MAX, (int64_t *)f);
+    case PRS_PY_P_COUNT_REAL:
+        if (prs_py_parse_count(o, name, 1, INT64_MAX, &i) < 0) return -1;
+        *(double *)f = (double)i;
+        return 0;
+    case PRS_PY_P_REAL:
+        return prs_py_parse_real(o, name, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, (double *)f);
+    default: /* PRS_PY_P_SECONDS */
+        if (prs_py_parse_real(o, name, PRS_PY_ZERO_OK | PRS_PY_NEG_OK, &x) < 0) return -1;
+        *(int64_t *)f = prs_seconds_to_ns(x);
+        return 0;
+    }
 }
 
-int prs_py_limiter_setup(prs_py_limiter *self, const prs_py_limiter_ops *ops, void *core,
-                         PyObject *clock_arg) {
-    prs_py_state *st = prs_py_state_of((PyObject *)self);
-    if (!st) { ops->free(core); return -1; }
-    if (self->ops) {
-        ops->free(core);
-        PyErr_Format(PyExc_RuntimeError, "%.200s is already initialised", Py_TYPE(self)->tp_name);
+static PyObject *get_field(const prs_py_algo_param *p, const void *config) {
+    const void *f = (const unsigned char *)config + p->offset;
+    switch (p->kind) {
+    case PRS_PY_P_COUNT: return PyLong_FromLongLong(*(const int64_t *)f);
+    case PRS_PY_P_SECONDS: return PyFloat_FromDouble((double)*(const int64_t *)f / 1e9);
+    default: return PyFloat_FromDouble(*(const double *)f);
+    }
+}
+
+static Py_ssize_t nparams(const prs_py_limiter_desc *ds) {
+    Py_ssize_t n = 0;
+    while (n < PRS_PY_MAX_PARAMS && ds->params[n].name) n++;
+    return n;
+}
+
+/* Parses the arguments of the constructor (`ctor`: positional or keyword,
+ * all required, clock=) or of reconfigure() (keyword-only, None keeps the
+ * value) into `config`, which holds the defaults / the current config. */
+int prs_py_limiter_parse(const prs_py_limiter_desc *ds, const char *fname, int ctor, PyObject *args,
+                         PyObject *kwds, void *config, prs_py_given *g, PyObject **clock_o) {
+    Py_ssize_t np = nparams(ds), npos = args ? PyTuple_GET_SIZE(args) : 0;
+    for (Py_ssize_t i = 0; i < PRS_PY_MAX_PARAMS; i++) {
+        g->value[i] = NULL;
+        g->name[i] = i < np ? ds->params[i].name : NULL;
+    }
+    if (clock_o) *clock_o = NULL;
+    if (npos > (ctor ? np : 0)) {
+        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments (%zd given)", fname,
+                     ctor ? np : 0, npos);
         return -1;
     }
-    prs_py_clock clock;
-    if (prs_py_clock_init(st, clock_arg, &clock) < 0) { ops->free(core); return -1; }
-    self->clock = clock;
-    self->core = core;
-    self->ops = ops;
+    for (Py_ssize_t i = 0; i < npos; i++) g->value[i] = PyTuple_GET_ITEM(args, i);
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (kwds && PyDict_Next(kwds, &pos, &key, &value)) {
+        if (ctor && clock_o && PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "clock") == 0) {
+            *clock_o = value;
+            continue;
+        }
+        Py_ssize_t i;
+        int alias = 0;
+        for (i = 0; i < np; i++) {
+            const prs_py_algo_param *p = &ds->params[i];
+            if (!PyUnicode_Check(key)) continue;
+            if (PyUnicode_CompareWithASCIIString(key, p->name) == 0) break;
+            if (p->alias && PyUnicode_CompareWithASCIIString(key, p->alias) == 0) {
+                alias = 1;
+                break;
+            }
+        }
+        if (i == np) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", fname, key);
+            return -1;
+        }
+        /* None: reconfigure keeps the value; a constructor takes the other name */
+        if (value == Py_None && (!ctor || ds->params[i].alias)) continue;
+        if (g->value[i]) {
+            const prs_py_algo_param *p = &ds->params[i];
+            if (!alias && g->name[i] == p->name)
+                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
+                             p->name);
+            else
+                PyErr_Format(PyExc_TypeError, "%s() got both %s and %s (%s is an alias)", fname,
+                             p->name, p->alias, p->alias);
+            return -1;
+        }
+        g->value[i] = value;
+        g->name[i] = alias ? ds->params[i].alias : ds->params[i].name;
+    }
+    for (Py_ssize_t i = 0; i < np; i++) {
+        if (!g->value[i]) {
+            if (!ctor) continue;
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
+                         ds->params[i].name);
+            return -1;
+        }
+        if (set_field(&ds->params[i], g->name[i], g->value[i], config) < 0) return -1;
+    }
     return 0;
 }
 
-int prs_py_limiter_check_type(prs_py_state *st, PyObject *o) {
-    PyTypeObject *tp = Py_TYPE(o);
-    return tp->tp_dealloc == prs_py_limiter_dealloc && ((prs_py_limiter *)o)->ops != NULL;
+PyObject *prs_py_limiter_config_error(prs_py_state *st, const prs_py_limiter_desc *ds, int rc,
+                                      const prs_config_error *why, const prs_py_given *g) {
+    if ((rc != PRS_EINVAL && rc != PRS_ERANGE) || !why->field || !why->reason)
+        return prs_py_error(st, rc, NULL);
+    for (Py_ssize_t i = 0; i < nparams(ds); i++) {
+        if (strcmp(ds->params[i].field, why->field) != 0) continue;
+        if (g->value[i])
+            PyErr_Format(PyExc_ValueError, "%s %s, got %R", g->name[i], why->reason, g->value[i]);
+        else
+            PyErr_Format(PyExc_ValueError, "%s %s", g->name[i], why->reason);
+        return NULL;
+    }
+    PyErr_Format(PyExc_ValueError, "%s %s", why->field, why->reason);
+    return NULL;
 }
 
-int prs_py_limiter_clear(PyObject *self) {
+/* ---- the object -------------------------------------------------------------- */
+
+static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st = prs_py_state_of_type(type);
+    if (!st) return NULL;
+    int id = algo_of_type(st, type);
+    if (id < 0) {
+        PyErr_Format(PyExc_TypeError, "cannot create '%.200s' instances: use one of the limiter "
+                     "types (TokenBucket, GCRA, ...)", type->tp_name);
+        return NULL;
+    }
+    const prs_py_limiter_desc *ds = descs[id];
+    const prs_algo *algo = prs_algorithms[id].algo;
+    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
+    prs_py_given g;
+    PyObject *clock_o;
+    ds->config_init(config);
+    if (prs_py_limiter_parse(ds, prs_algorithms[id].py_name, 1, args, kwds, config, &g, &clock_o) < 0)
+        return NULL;
+    prs_config_error why = {NULL, NULL};
+    prs_limiter *core;
+    int rc = prs_limiter_new(algo, config, NULL, &core, &why);
+    if (rc) return prs_py_limiter_config_error(st, ds, rc, &why, &g);
+    prs_py_limiter *self = (prs_py_limiter *)type->tp_alloc(type, 0);
+    if (!self) {
+        prs_limiter_free(core);
+        return NULL;
+    }
+    self->core = core;
+    self->algo = id;
+    self->clock.kind = PRS_CLOCK_MONOTONIC;
+    if (prs_py_clock_init(st, clock_o, &self->clock) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static int limiter_clear(PyObject *self) {
     prs_py_clock_clear(&SELF->clock);
     return 0;
 }
 
-int prs_py_limiter_traverse(PyObject *self, visitproc visit, void *arg) {
+static int limiter_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(Py_TYPE(self));
     return prs_py_clock_traverse(&SELF->clock, visit, arg);
 }
 
-void prs_py_limiter_dealloc(PyObject *self) {
+static void limiter_dealloc(PyObject *self) {
     PyTypeObject *tp = Py_TYPE(self);
     PyObject_GC_UnTrack(self);
     if (SELF->weakreflist) PyObject_ClearWeakRefs(self);
-    prs_py_limiter_clear(self);
-    if (SELF->ops && SELF->core) SELF->ops->free(SELF->core);
-    SELF->core = NULL;
-    SELF->ops = NULL;
+    limiter_clear(self);
+    prs_limiter_free(SELF->core);
     tp->tp_free(self);
     Py_DECREF(tp);
 }
 
-/* n from (n=1, *, tokens_needed=None): at most one of them. */
-static const char *const n_names[] = {"n", "tokens_needed", NULL};
-
-static int parse_n(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                   int64_t *n) {
-    if (nargs == 1 && !kwnames && PyLong_CheckExact(args[0])) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(args[0], &overflow);
-        if (!overflow && v >= 1) { *n = v; return 0; }
-    }
-    PyObject *v[2];
-    if (prs_py_unpack(fname, args, nargs, kwnames, n_names, 1, v) < 0) return -1;
-    if (v[0] && v[1]) {
+int prs_py_pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n) {
+    if (n_o && alias_o) {
         PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
         return -1;
     }
-    PyObject *o = v[0] ? v[0] : v[1];
+    PyObject *o = n_o ? n_o : alias_o;
     if (!o) { *n = 1; return 0; }
-    return prs_py_parse_n(o, v[0] ? "n" : "tokens_needed", n);
+    if (PyLong_CheckExact(o)) {
+        int overflow;
+        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
+        if (!overflow && v >= 1) { *n = v; return 0; }
+    }
+    return prs_py_parse_n(o, n_o ? "n" : "tokens_needed", n);
+}
+
+static const char *const n_names[] = {"n", "tokens_needed", NULL};
+
+int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        int64_t *n) {
+    if (nargs == 1 && !kwnames) return prs_py_pick_n(fname, args[0], NULL, n);
+    PyObject *v[2];
+    if (prs_py_unpack(fname, args, nargs, kwnames, n_names, 1, v) < 0) return -1;
+    return prs_py_pick_n(fname, v[0], v[1], n);
 }
 
 static int decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
                   Py_ssize_t nargs, PyObject *kwnames, prs_decision *d) {
     int64_t n = 1, now;
-    if ((nargs || kwnames) && parse_n(fname, args, nargs, kwnames, &n) < 0) return -1;
-    if (ensure_init(SELF) < 0) return -1;
+    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
     if (prs_py_clock_now(&SELF->clock, &now) < 0) return -1;
-    int rc = consume ? SELF->ops->check(SELF->core, now, n, d) : SELF->ops->peek(SELF->core, now, n, d);
+    int rc = prs_limiter_decide(SELF->core, now, n, consume, d);
     if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }
     return 0;
 }
@@ -119,9 +260,9 @@ static int decide(PyObject *self, int consume, const char *fname, PyObject *cons
 static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
     prs_decision d;
-    if (nargs == 0 && !kwnames && SELF->ops && SELF->clock.kind == PRS_CLOCK_MONOTONIC) {
+    if (nargs == 0 && !kwnames && SELF->clock.kind == PRS_CLOCK_MONOTONIC) {
         /* the hot path: allow() */
-        SELF->ops->check(SELF->core, prs_monotonic_ns(), 1, &d);
+        prs_limiter_decide(SELF->core, prs_monotonic_ns(), 1, 1, &d);
         return PyBool_FromLong(d.allowed);
     }
     if (decide(self, 1, "allow", args, nargs, kwnames, &d) < 0) return NULL;
@@ -143,8 +284,9 @@ static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t 
 }
 
 /* ---- waiting until admitted: one helper for every limiter ----------------- *
- * The core decides (admitted, retry_after, or PRS_NEVER); this only turns the
- * decision into a sleep, an advance of a ManualClock, or an exception. Three
+ * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
+ * never); this only turns the step into a sleep, an advance of a ManualClock,
+ * or an exception. Three
  * waits can never end and raise at once: a request the limiter can never
  * admit (PRS_NEVER: a spent budget; ValueError when n exceeds the limit), an
  * admission at or beyond 2^63 ns (a saturated clock, e.g. time.time_ns passed
@@ -174,30 +316,31 @@ static int wait_fail(prs_py_state *st, const prs_decision *d, int by, int64_t re
 
 int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                      const char *what, prs_py_wait *w, int64_t *sleep_ns) {
-    int64_t now, max_n = INT64_MAX;
+    int64_t now, max_n = INT64_MAX, wake = 0;
     prs_decision d;
     int by = -1;
     if (prs_py_clock_now(clock, &now) < 0) return -1;
     int rc = fn(ctx, now, w->n, &d, &by, &max_n);
     if (rc) { prs_py_error(st, rc, NULL); return -1; }
-    if (d.allowed) return 0;
-    if (d.retry_after_ns == PRS_NEVER) {
+    switch (prs_wait_decide(&d, now, w->deadline, &wake)) {
+    case PRS_WAIT_ADMITTED: return 0;
+    case PRS_WAIT_NEVER:
         if (w->n > max_n) {
             PyErr_Format(PyExc_ValueError, "n=%lld can never be admitted by this %s (limit %lld)",
                          (long long)w->n, what, (long long)max_n);
             return -1;
         }
         return wait_fail(st, &d, by, PRS_NEVER,
-                         "rate limit exceeded: never admissible (the budget is spent and does "
-                         "not refill)");
-    }
-    int64_t wake = prs__sat_add(now, d.retry_after_ns);
-    if (wake == INT64_MAX) /* no instant of this clock admits it */
-        return wait_fail(st, &d, by, PRS_NEVER,
-                         "rate limit exceeded: never admissible (the clock has reached 2**63 ns)");
-    if (wake > w->deadline)
+                         d.retry_after_ns == PRS_NEVER
+                             ? "rate limit exceeded: never admissible (the budget is spent and "
+                               "does not refill)"
+                             : "rate limit exceeded: never admissible (the clock has reached "
+                               "2**63 ns)");
+    case PRS_WAIT_TIMEOUT:
         return wait_fail(st, &d, by, d.retry_after_ns,
                          "rate limit exceeded: not admissible within timeout");
+    default: break; /* PRS_WAIT_SLEEP until `wake` */
+    }
     if (clock->kind == PRS_CLOCK_MANUAL) {
         /* advance to the admission instant, in integer ns (never backwards) */
         int64_t seen = atomic_load_explicit(clock->manual_ns, memory_order_acquire);
@@ -240,26 +383,39 @@ int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn
     }
 }
 
-PyObject *prs_py_limiter_reconfigure(PyObject *self, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st || ensure_init(SELF) < 0) return NULL;
-    const prs_py_limiter_ops *ops = SELF->ops;
-    _Alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
-    if (ops->parse_config(ops->params(SELF->core), args, kwds, config) < 0) return NULL;
+/* ---- reconfigure --------------------------------------------------------------- */
+
+static int apply_limiter(void *ctx, const void *config, int64_t now, prs_config_error *why) {
+    return prs_limiter_reconfigure(ctx, config, now, why);
+}
+
+PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
+                                          PyObject *args, PyObject *kwds, prs_py_apply_fn apply,
+                                          void *ctx) {
+    prs_py_state *st = prs_py_state_of(limiter);
+    if (!st) return NULL;
+    const prs_py_limiter_desc *ds = desc_of(limiter);
+    prs_py_given g;
+    if (prs_py_limiter_parse(ds, "reconfigure", 0, args, kwds, config, &g, NULL) < 0) return NULL;
     int64_t now;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
+    if (prs_py_clock_now(clock, &now) < 0) return NULL;
+    prs_config_error why = {NULL, NULL};
     int rc;
-    Py_BEGIN_ALLOW_THREADS /* O(limit) for a sliding log's ring */
-    rc = ops->reconfigure(SELF->core, config, now);
+    Py_BEGIN_ALLOW_THREADS /* O(limit) for a sliding log's ring, O(keys) for a table */
+    rc = apply(ctx, config, now, &why);
     Py_END_ALLOW_THREADS
-    if (rc == PRS_EINVAL || rc == PRS_ERANGE) {
-        PyErr_Format(PyExc_ValueError, "%s.reconfigure(): %s for %R", ops->name, prs_strerror(rc),
-                     kwds ? kwds : Py_None);
-        return NULL;
-    }
-    if (rc) return prs_py_error(st, rc, NULL);
+    if (rc) return prs_py_limiter_config_error(st, ds, rc, &why, &g);
     Py_RETURN_NONE;
 }
+
+static PyObject *limiter_reconfigure(PyObject *self, PyObject *args, PyObject *kwds) {
+    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
+    prs_limiter_config(SELF->core, config);
+    return prs_py_limiter_reconfigure_with(self, config, &SELF->clock, args, kwds, apply_limiter,
+                                           SELF->core);
+}
+
+/* ---- acquire ------------------------------------------------------------------- */
 
 static const char *const acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
 
@@ -281,36 +437,41 @@ int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize
 /* A plain limiter as a prs_py_decide_fn: its limit is the largest n. */
 static int limiter_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
                              int64_t *max_n) {
-    prs_py_limiter *self = ctx;
-    int rc = self->ops->check(self->core, now, n, d);
+    int rc = prs_limiter_decide(ctx, now, n, 1, d);
     *max_n = d->limit;
     return rc;
 }
 
-int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns) {
-    prs_py_state *st = prs_py_state_of((PyObject *)self);
-    if (!st || ensure_init(self) < 0) return -1;
-    return prs_py_wait_admitted(st, &self->clock, limiter_decide_cb, self, self->ops->name, n,
-                                timeout_ns);
+PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                                void *ctx, const char *what) {
+    int64_t n, timeout_ns;
+    if (prs_py_parse_acquire_args("acquire", args, nargs, kwnames, &n, &timeout_ns) < 0) return NULL;
+    if (prs_py_wait_admitted(prs_py_state_of(self), clock, fn, ctx, what, n, timeout_ns) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                               void *ctx, const char *what) {
+    int64_t n, timeout_ns;
+    prs_py_state *st = prs_py_state_of(self);
+    if (!st || prs_py_parse_acquire_args("_waiter", args, nargs, kwnames, &n, &timeout_ns) < 0)
+        return NULL;
+    return prs_py_rate_wait_new(st, self, clock, fn, ctx, what, n, timeout_ns);
 }
 
 static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames) {
-    int64_t n, timeout_ns;
-    if (prs_py_parse_acquire_args("acquire", args, nargs, kwnames, &n, &timeout_ns) < 0) return NULL;
-    if (prs_py_limiter_acquire(SELF, n, timeout_ns) < 0) return NULL;
-    Py_RETURN_NONE;
+    return prs_py_acquire_method(self, args, nargs, kwnames, &SELF->clock, limiter_decide_cb,
+                                 SELF->core, prs_algorithms[SELF->algo].py_name);
 }
 
 static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames) {
-    int64_t n, timeout_ns;
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st || prs_py_parse_acquire_args("_waiter", args, nargs, kwnames, &n, &timeout_ns) < 0 ||
-        ensure_init(SELF) < 0)
-        return NULL;
-    return prs_py_rate_wait_new(st, self, &SELF->clock, limiter_decide_cb, SELF, SELF->ops->name,
-                                n, timeout_ns);
+    return prs_py_waiter_method(self, args, nargs, kwnames, &SELF->clock, limiter_decide_cb,
+                                SELF->core, prs_algorithms[SELF->algo].py_name);
 }
 
 /* ---- _RateWait: an async wait in progress ---------------------------------- */
@@ -401,15 +562,14 @@ static PyType_Spec rate_wait_spec = {
 };
 
 static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
-    if (ensure_init(SELF) < 0) return NULL;
-    SELF->ops->reset(SELF->core);
+    prs_limiter_reset(SELF->core);
     Py_RETURN_NONE;
 }
 
 static PyObject *limiter_get_available(PyObject *self, void *c) {
     int64_t now;
-    if (ensure_init(SELF) < 0 || prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(SELF->ops->available(SELF->core, now));
+    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_limiter_available(SELF->core, now));
 }
 
 static PyObject *limiter_get_clock(PyObject *self, void *c) {
@@ -417,7 +577,29 @@ static PyObject *limiter_get_clock(PyObject *self, void *c) {
     return st ? prs_py_clock_object(st, &SELF->clock) : NULL;
 }
 
-PyMethodDef prs_py_limiter_methods[] = {
+/* A parameter's property (closure: its prs_py_algo_param). */
+static PyObject *param_get(PyObject *self, void *closure) {
+    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
+    prs_limiter_config(SELF->core, config);
+    return get_field(closure, config);
+}
+
+/* _config(): [(name, value)] of the parameters, for reprs. */
+static PyObject *limiter_config_items(PyObject *self, PyObject *unused) {
+    const prs_py_limiter_desc *ds = desc_of(self);
+    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
+    prs_limiter_config(SELF->core, config);
+    Py_ssize_t np = nparams(ds);
+    PyObject *list = PyList_New(np);
+    for (Py_ssize_t i = 0; list && i < np; i++) {
+        PyObject *item = Py_BuildValue("(sN)", ds->params[i].name, get_field(&ds->params[i], config));
+        if (!item) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
+static PyMethodDef limiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))limiter_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow($self, /, n=1, *, tokens_needed=None)\n--\n\n"
      "Consume n if it is available now: True when admitted, False when not.\n"
@@ -444,10 +626,12 @@ PyMethodDef prs_py_limiter_methods[] = {
      "A _RateWait for acquire_async (the deadline starts now)."},
     {"reset", (PyCFunction)(void (*)(void))limiter_reset, METH_NOARGS,
      "reset($self, /)\n--\n\nBack to the initial (full) state."},
+    {"_config", limiter_config_items, METH_NOARGS,
+     "_config($self, /)\n--\n\nThe parameters as (name, value) pairs, for reprs."},
     {NULL, NULL, 0, NULL},
 };
 
-PyGetSetDef prs_py_limiter_getset[] = {
+static PyGetSetDef limiter_getset[] = {
     {"available", limiter_get_available, NULL, "Requests of weight 1 admissible now (float).", NULL},
     {"clock", limiter_get_clock, NULL, "The clock this limiter reads.", NULL},
     {NULL},
@@ -458,260 +642,111 @@ static PyMemberDef limiter_members[] = {
     {NULL},
 };
 
-/* ---- TokenBucket -------------------------------------------------------- */
+/* ---- the types, made from the table --------------------------------------------- *
+ * Built once per process (the strings and tables are the same for every
+ * interpreter): the docs with their text signatures, reconfigure() and the
+ * properties, from each row's description. */
 
-static int tb_check(void *c, int64_t now, int64_t n, prs_decision *d) { return prs_token_bucket_check(c, now, n, d); }
-static int tb_peek(void *c, int64_t now, int64_t n, prs_decision *d) { return prs_token_bucket_peek(c, now, n, d); }
-static void tb_reset(void *c) { prs_token_bucket_reset(c); }
-static double tb_available(void *c, int64_t now) { return prs_token_bucket_available(c, now); }
-static void tb_free(void *c) { prs_token_bucket_free(c); }
+typedef struct algo_type {
+    char *doc, *reconfigure_doc;
+    PyMethodDef methods[2];
+    PyGetSetDef getset[2 * PRS_PY_MAX_PARAMS + PRS_PY_MAX_EXTRA + 1];
+    PyType_Slot slots[8];
+    PyType_Spec spec;
+} algo_type;
 
-static int check_max(double v, const char *param, PyObject *o) {
-    if (v > 1e15) {
-        PyErr_Format(PyExc_ValueError, "%s must be <= 1e15, got %R", param, o);
-        return -1;
-    }
-    return 0;
-}
+static algo_type algo_types[PRS_ALGO__COUNT];
+static pthread_once_t algo_types_once = PTHREAD_ONCE_INIT;
+static int algo_types_ok;
 
-/* reconfigure(*, capacity=, refill_rate=, rate=): parsed as in tb_init. */
-static int tb_parse_config(const void *params, PyObject *args, PyObject *kwds, void *config) {
-    static char *kwlist[] = {"capacity", "refill_rate", "rate", NULL};
-    PyObject *cap_o = NULL, *rate_o = NULL, *alias_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OOO:reconfigure", kwlist, &cap_o, &rate_o, &alias_o))
-        return -1;
-    if (cap_o == Py_None) cap_o = NULL; /* None: keep the current value */
-    if (rate_o == Py_None) rate_o = NULL;
-    if (alias_o == Py_None) alias_o = NULL;
-    if (rate_o && alias_o) {
-        PyErr_SetString(PyExc_TypeError, "reconfigure() got both refill_rate and rate (rate is an alias)");
-        return -1;
-    }
-    const char *rate_name = rate_o ? "refill_rate" : "rate";
-    if (!rate_o) rate_o = alias_o;
-    prs_token_bucket_config *cfg = config;
-    prs_algo_token_bucket.config_from_params(params, cfg);
-    int64_t cap;
-    if (cap_o) {
-        if (prs_py_parse_count(cap_o, "capacity", 1, INT64_C(1000000000000000), &cap) < 0) return -1;
-        cfg->capacity = (double)cap;
-    }
-    if (rate_o && (prs_py_parse_real(rate_o, rate_name, PRS_PY_ZERO_OK, &cfg->refill_rate) < 0 ||
-                   check_max(cfg->refill_rate, rate_name, rate_o) < 0))
-        return -1;
-    return 0;
-}
-static const void *tb_params(void *c) { return prs_token_bucket_params(c); }
-static int tb_reconfigure(void *c, const void *cfg, int64_t now) { return prs_token_bucket_reconfigure(c, cfg, now); }
-
-static const prs_py_limiter_ops tb_ops = {"TokenBucket", tb_check, tb_peek, tb_reset, tb_available, tb_free,
-                                          tb_parse_config, tb_params, tb_reconfigure};
-
-static PyMethodDef tb_methods[] = {
-    {"reconfigure", (PyCFunction)(void (*)(void))prs_py_limiter_reconfigure, METH_VARARGS | METH_KEYWORDS,
-     "reconfigure($self, /, *, capacity=None, refill_rate=None, rate=None)\n--\n\n"
-     "Change capacity and/or refill_rate (alias rate) now; what is not given keeps its\n"
-     "value. The tokens held now (refilled at the old rate until now) are kept, capped\n"
-     "at the new capacity; no token is ever added. Thread-safe; bad values raise the\n"
-     "constructor's errors and change nothing."},
-    {NULL, NULL, 0, NULL},
-};
-
-static int tb_init(PyObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"capacity", "refill_rate", "rate", "clock", NULL};
-    PyObject *cap_o = NULL, *rate_o = NULL, *alias_o = NULL, *clock_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OO$OO:TokenBucket", kwlist, &cap_o, &rate_o,
-                                     &alias_o, &clock_o))
-        return -1;
-    if (!cap_o) {
-        PyErr_SetString(PyExc_TypeError, "TokenBucket() missing required argument 'capacity'");
-        return -1;
-    }
-    if (rate_o && alias_o) {
-        PyErr_SetString(PyExc_TypeError, "TokenBucket() got both refill_rate and rate (rate is an alias)");
-        return -1;
-    }
-    const char *rate_name = rate_o ? "refill_rate" : "rate";
-    if (!rate_o) rate_o = alias_o;
-    if (!rate_o) {
-        PyErr_SetString(PyExc_TypeError, "TokenBucket() missing required argument 'refill_rate'");
-        return -1;
-    }
-    prs_token_bucket_config cfg;
-    prs_token_bucket_config_init(&cfg);
-    int64_t cap;
-    if (prs_py_parse_count(cap_o, "capacity", 1, INT64_C(1000000000000000), &cap) < 0 ||
-        (cfg.capacity = (double)cap, 0) ||
-        prs_py_parse_real(rate_o, rate_name, PRS_PY_ZERO_OK, &cfg.refill_rate) < 0 ||
-        check_max(cfg.refill_rate, rate_name, rate_o) < 0)
-        return -1;
-    prs_token_bucket *tb;
-    int rc = prs_token_bucket_new(&cfg, &tb);
-    if (rc) { prs_py_error(prs_py_state_of(self), rc, "invalid TokenBucket configuration"); return -1; }
-    return prs_py_limiter_setup(SELF, &tb_ops, tb, clock_o);
-}
-
-static PyObject *tb_get_capacity(PyObject *self, void *c) {
-    if (ensure_init(SELF) < 0) return NULL;
-    return PyFloat_FromDouble(prs_token_bucket_capacity(SELF->core));
-}
-static PyObject *tb_get_rate(PyObject *self, void *c) {
-    if (ensure_init(SELF) < 0) return NULL;
-    return PyFloat_FromDouble(prs_token_bucket_refill_rate(SELF->core));
-}
-
-static PyGetSetDef tb_getset[] = {
-    {"capacity", tb_get_capacity, NULL, "Tokens the bucket holds when full.", NULL},
-    {"refill_rate", tb_get_rate, NULL, "Tokens added per second (0: a fixed budget).", NULL},
-    {"rate", tb_get_rate, NULL, "Alias of refill_rate.", NULL},
-    {NULL},
-};
-
-static PyType_Slot tb_slots[] = {
-    {Py_tp_doc, "TokenBucket(capacity, refill_rate, *, clock=None)\n--\n\n"
-                "A token bucket holding up to `capacity` tokens, refilled continuously at\n"
-                "`refill_rate` tokens per second (keyword alias: rate=), starting full.\n"
-                "refill_rate=0 is a fixed budget that never refills. Admits at most\n"
-                "capacity + refill_rate * T in any interval of T seconds. Thread-safe."},
-    {Py_tp_new, prs_py_limiter_new},
-    {Py_tp_init, tb_init},
-    {Py_tp_dealloc, prs_py_limiter_dealloc},
-    {Py_tp_traverse, prs_py_limiter_traverse},
-    {Py_tp_clear, prs_py_limiter_clear},
-    {Py_tp_getset, tb_getset},
-    {Py_tp_methods, tb_methods},
-    {Py_tp_members, limiter_members},
-    {0, NULL},
-};
-
-/* ---- GCRA --------------------------------------------------------------- */
-
-static int gcra_check(void *c, int64_t now, int64_t n, prs_decision *d) { return prs_gcra_check(c, now, n, d); }
-static int gcra_peek(void *c, int64_t now, int64_t n, prs_decision *d) { return prs_gcra_peek(c, now, n, d); }
-static void gcra_reset(void *c) { prs_gcra_reset(c); }
-static double gcra_available(void *c, int64_t now) { return prs_gcra_available(c, now); }
-static void gcra_free(void *c) { prs_gcra_free(c); }
-
-/* reconfigure(*, rate=, burst=): parsed as in gcra_init. */
-static int gcra_parse_config(const void *params, PyObject *args, PyObject *kwds, void *config) {
-    static char *kwlist[] = {"rate", "burst", NULL};
-    PyObject *rate_o = NULL, *burst_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|$OO:reconfigure", kwlist, &rate_o, &burst_o))
-        return -1;
-    if (rate_o == Py_None) rate_o = NULL; /* None: keep the current value */
-    if (burst_o == Py_None) burst_o = NULL;
-    prs_gcra_config *cfg = config;
-    prs_algo_gcra.config_from_params(params, cfg);
-    if (rate_o) {
-        if (prs_py_parse_real(rate_o, "rate", 0, &cfg->rate) < 0 || check_max(cfg->rate, "rate", rate_o) < 0)
-            return -1;
-        if (cfg->rate < 1e-9) {
-            PyErr_Format(PyExc_ValueError, "rate must be >= 1e-9 per second, got %R", rate_o);
-            return -1;
-        }
-    }
-    if (burst_o && prs_py_parse_count(burst_o, "burst", 1, INT64_MAX, &cfg->burst) < 0) return -1;
-    return 0;
-}
-static const void *gcra_params(void *c) { return prs_gcra_params(c); }
-static int gcra_reconfigure(void *c, const void *cfg, int64_t now) { return prs_gcra_reconfigure(c, cfg, now); }
-
-static const prs_py_limiter_ops gcra_ops = {"GCRA", gcra_check, gcra_peek, gcra_reset, gcra_available, gcra_free,
-                                            gcra_parse_config, gcra_params, gcra_reconfigure};
-
-static PyMethodDef gcra_methods[] = {
-    {"reconfigure", (PyCFunction)(void (*)(void))prs_py_limiter_reconfigure, METH_VARARGS | METH_KEYWORDS,
-     "reconfigure($self, /, *, rate=None, burst=None)\n--\n\n"
-     "Change rate and/or burst now; what is not given keeps its value. The requests\n"
-     "already consumed are kept (re-expressed on the new rate, rounded up: nothing is\n"
-     "minted), so a burst lowered below them admits nothing until they drain.\n"
-     "Thread-safe; bad values raise the constructor's errors and change nothing."},
-    {NULL, NULL, 0, NULL},
-};
-
-static int gcra_init(PyObject *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"rate", "burst", "clock", NULL};
-    PyObject *rate_o = NULL, *burst_o = NULL, *clock_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|$O:GCRA", kwlist, &rate_o, &burst_o, &clock_o))
-        return -1;
-    prs_gcra_config cfg;
-    prs_gcra_config_init(&cfg);
-    if (prs_py_parse_real(rate_o, "rate", 0, &cfg.rate) < 0 || check_max(cfg.rate, "rate", rate_o) < 0)
-        return -1;
-    if (cfg.rate < 1e-9) {
-        PyErr_Format(PyExc_ValueError, "rate must be >= 1e-9 per second, got %R", rate_o);
-        return -1;
-    }
-    if (prs_py_parse_count(burst_o, "burst", 1, INT64_MAX, &cfg.burst) < 0) return -1;
-    prs_gcra *g;
-    int rc = prs_gcra_new(&cfg, &g);
-    if (rc == PRS_ERANGE) {
-        PyErr_Format(PyExc_ValueError, "burst=%R is too large for rate=%R (burst / rate must fit in "
-                     "292 years of nanoseconds)", burst_o, rate_o);
-        return -1;
-    }
-    if (rc) { prs_py_error(prs_py_state_of(self), rc, "invalid GCRA configuration"); return -1; }
-    return prs_py_limiter_setup(SELF, &gcra_ops, g, clock_o);
-}
-
-static PyObject *gcra_get_rate(PyObject *self, void *c) {
-    if (ensure_init(SELF) < 0) return NULL;
-    return PyFloat_FromDouble(prs_gcra_rate(SELF->core));
-}
-static PyObject *gcra_get_burst(PyObject *self, void *c) {
-    if (ensure_init(SELF) < 0) return NULL;
-    return PyLong_FromLongLong(prs_gcra_burst(SELF->core));
-}
-
-static PyGetSetDef gcra_getset[] = {
-    {"rate", gcra_get_rate, NULL, "Requests per second.", NULL},
-    {"burst", gcra_get_burst, NULL, "Requests admissible at once.", NULL},
-    {NULL},
-};
-
-static PyType_Slot gcra_slots[] = {
-    {Py_tp_doc, "GCRA(rate, burst, *, clock=None)\n--\n\n"
-                "The Generic Cell Rate Algorithm: `rate` requests per second with up to\n"
-                "`burst` admissible at once. Lock-free (one 64-bit state). Admits at most\n"
-                "burst + rate * T in any interval of T seconds. Scheduling is in whole\n"
-                "nanoseconds: the interval 1e9/rate is rounded up, so rates above 1e9/s act\n"
-                "as 1e9/s (use TokenBucket for those)."},
-    {Py_tp_new, prs_py_limiter_new},
-    {Py_tp_init, gcra_init},
-    {Py_tp_dealloc, prs_py_limiter_dealloc},
-    {Py_tp_traverse, prs_py_limiter_traverse},
-    {Py_tp_clear, prs_py_limiter_clear},
-    {Py_tp_getset, gcra_getset},
-    {Py_tp_methods, gcra_methods},
-    {Py_tp_members, limiter_members},
-    {0, NULL},
-};
+#define NAME(c, py, redis) "pyresilience._core." #py,
+static const char *const type_names[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(NAME)};
+#undef NAME
 
 #define LIMITER_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE)
 
-/* The shared base: holds the shared getset (available, clock) so algorithm
- * types only list their own properties. */
+/* The doc of the constructor ("head(a, b, *, clock=None)": aliases are left
+ * out) or of reconfigure() (every param and alias keyword-only, None keeping
+ * its value), then body. */
+static char *signature_doc(const char *head, const prs_py_limiter_desc *ds, int ctor, const char *body) {
+    char sig[512];
+    size_t len = (size_t)snprintf(sig, sizeof sig, "%s(%s", head, ctor ? "" : "$self, /, *");
+    for (Py_ssize_t i = 0; i < nparams(ds); i++) {
+        const prs_py_algo_param *p = &ds->params[i];
+        len += (size_t)snprintf(sig + len, sizeof sig - len, "%s%s%s", (ctor && !i) ? "" : ", ",
+                                p->name, ctor ? "" : "=None");
+        if (p->alias && !ctor)
+            len += (size_t)snprintf(sig + len, sizeof sig - len, ", %s=None", p->alias);
+    }
+    if (ctor) snprintf(sig + len, sizeof sig - len, ", *, clock=None)\n--\n\n");
+    else snprintf(sig + len, sizeof sig - len, ")\n--\n\n");
+    size_t n = strlen(sig) + strlen(body) + 1;
+    char *doc = PyMem_RawMalloc(n);
+    if (doc) snprintf(doc, n, "%s%s", sig, body);
+    return doc;
+}
+
+static void build_algo_types(void) {
+    for (int i = 0; i < PRS_ALGO__COUNT; i++) {
+        const prs_py_limiter_desc *ds = descs[i];
+        algo_type *t = &algo_types[i];
+        t->doc = signature_doc(prs_algorithms[i].py_name, ds, 1, ds->doc);
+        t->reconfigure_doc = signature_doc("reconfigure", ds, 0, ds->reconfigure_doc);
+        if (!t->doc || !t->reconfigure_doc) return;
+        t->methods[0] = (PyMethodDef){"reconfigure", (PyCFunction)(void (*)(void))limiter_reconfigure,
+                                      METH_VARARGS | METH_KEYWORDS, t->reconfigure_doc};
+        size_t g = 0;
+        for (Py_ssize_t k = 0; k < nparams(ds); k++) {
+            const prs_py_algo_param *p = &ds->params[k];
+            t->getset[g++] = (PyGetSetDef){p->name, param_get, NULL, p->doc, (void *)p};
+            if (p->alias) t->getset[g++] = (PyGetSetDef){p->alias, param_get, NULL, p->doc, (void *)p};
+        }
+        for (size_t k = 0; k < PRS_PY_MAX_EXTRA && ds->extra[k].name; k++) t->getset[g++] = ds->extra[k];
+        PyType_Slot slots[] = {
+            {Py_tp_doc, t->doc},
+            {Py_tp_new, limiter_new},
+            {Py_tp_dealloc, limiter_dealloc},
+            {Py_tp_traverse, limiter_traverse},
+            {Py_tp_clear, limiter_clear},
+            {Py_tp_getset, t->getset},
+            {Py_tp_methods, t->methods},
+            {0, NULL},
+        };
+        memcpy(t->slots, slots, sizeof slots);
+        t->spec = (PyType_Spec){type_names[i], sizeof(prs_py_limiter), 0, LIMITER_FLAGS, t->slots};
+    }
+    algo_types_ok = 1;
+}
+
+/* The shared base: allow/check/peek/acquire/reset and available/clock. */
 static PyType_Slot base_slots[] = {
     {Py_tp_doc, "_Limiter()\n--\n\nThe shared base of the in-process limiters (not instantiable)."},
-    {Py_tp_new, prs_py_limiter_new},
-    {Py_tp_dealloc, prs_py_limiter_dealloc},
-    {Py_tp_traverse, prs_py_limiter_traverse},
-    {Py_tp_clear, prs_py_limiter_clear},
-    {Py_tp_methods, prs_py_limiter_methods},
-    {Py_tp_getset, prs_py_limiter_getset},
+    {Py_tp_new, limiter_new},
+    {Py_tp_dealloc, limiter_dealloc},
+    {Py_tp_traverse, limiter_traverse},
+    {Py_tp_clear, limiter_clear},
+    {Py_tp_methods, limiter_methods},
+    {Py_tp_getset, limiter_getset},
     {Py_tp_members, limiter_members},
     {0, NULL},
 };
 
 static PyType_Spec base_spec = {"pyresilience._core._Limiter", sizeof(prs_py_limiter), 0, LIMITER_FLAGS, base_slots};
-static PyType_Spec tb_spec = {"pyresilience._core.TokenBucket", sizeof(prs_py_limiter), 0, LIMITER_FLAGS, tb_slots};
-static PyType_Spec gcra_spec = {"pyresilience._core.GCRA", sizeof(prs_py_limiter), 0, LIMITER_FLAGS, gcra_slots};
+
+int prs_py_limiter_check_type(prs_py_state *st, PyObject *o) {
+    return PyObject_TypeCheck(o, PRS_PY_TYPE(st, LimiterBase));
+}
 
 int prs_py_register_limiters(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &rate_wait_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_LimiterBase, &base_spec, NULL) < 0) return -1;
+    pthread_once(&algo_types_once, build_algo_types);
+    if (!algo_types_ok) {
+        PyErr_NoMemory();
+        return -1;
+    }
     PyObject *base = st->slots[PRS_SLOT_LimiterBase];
-    if (prs_py_add_type(m, st, PRS_SLOT_TokenBucket, &tb_spec, base) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_GCRA, &gcra_spec, base) < 0) return -1;
+    for (int i = 0; i < PRS_ALGO__COUNT; i++)
+        if (prs_py_add_type(m, st, PRS_SLOT__ALGO_FIRST + i, &algo_types[i].spec, base) < 0) return -1;
     return 0;
 }

@@ -16,7 +16,6 @@ static const register_fn register_fns[] = {
     prs_py_register_decision,
     prs_py_register_limiters,
     /* issue 3: rate limiter family */
-    prs_py_register_limiters_family,
     prs_py_register_keyed,
     /* issue 4: circuit breaker */
     prs_py_register_breaker,

@@ -29,13 +29,11 @@ enum prs_py_slot {
     PRS_SLOT_MonotonicClock,
     PRS_SLOT_Decision,
     PRS_SLOT_LimiterBase,   /* _Limiter: base type of every prs_py_limiter type */
-    PRS_SLOT_TokenBucket,
-    PRS_SLOT_GCRA,
-    /* rate limiter family (issue 3) */
-    PRS_SLOT_LeakyBucket,
-    PRS_SLOT_FixedWindow,
-    PRS_SLOT_SlidingWindowLog,
-    PRS_SLOT_SlidingWindowCounter,
+#define PRS_SLOT__ALGO_FIRST (PRS_SLOT_LimiterBase + 1)
+    /* the limiter types, one per row of the algorithm table, in its order */
+#define PRS__PY_SLOT(c, py, redis) PRS_SLOT_##py,
+    PRS_ALGORITHMS(PRS__PY_SLOT)
+#undef PRS__PY_SLOT
     PRS_SLOT_KeyedLimiter,
     PRS_SLOT_KeyedLimiterView,
     PRS_SLOT_LimiterGroup,
@@ -98,7 +96,6 @@ int prs_py_register_clock(PyObject *m, prs_py_state *st);
 int prs_py_register_decision(PyObject *m, prs_py_state *st);
 int prs_py_register_limiters(PyObject *m, prs_py_state *st);
 int prs_py_register_breaker(PyObject *m, prs_py_state *st);
-int prs_py_register_limiters_family(PyObject *m, prs_py_state *st);
 int prs_py_register_keyed(PyObject *m, prs_py_state *st);
 int prs_py_register_retry(PyObject *m, prs_py_state *st);
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st);
@@ -296,60 +293,73 @@ PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d);
 /* The same with denied_by = the index `denied_by` (None when < 0). */
 PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by);
 
-/* ---- the generic in-process limiter ------------------------------------ *
- * Every in-process algorithm is a prs_py_limiter with its own ops table, its
- * own __init__ (config parsing) and properties; allow/check/peek/acquire/reset/
- * available are shared (limiters.c). */
-typedef struct prs_py_limiter_ops {
-    const char *name;                                            /* "TokenBucket" */
-    int (*check)(void *core, int64_t now, int64_t n, prs_decision *d);
-    int (*peek)(void *core, int64_t now, int64_t n, prs_decision *d);
-    void (*reset)(void *core);
-    double (*available)(void *core, int64_t now);
-    void (*free)(void *core);
-    /* reconfigure(): the algorithm's config (prs_X_config, at most
-     * PRS_ALGO_MAX_CONFIG bytes) from `params` with the keyword arguments given
-     * in (args, kwds) replacing their fields, parsed as __init__ parses them
-     * (errors name the parameter); 0 or -1. The core validates it again. */
-    int (*parse_config)(const void *params, PyObject *args, PyObject *kwds, void *config);
-    const void *(*params)(void *core);
-    int (*reconfigure)(void *core, const void *config, int64_t now);
-} prs_py_limiter_ops;
+/* ---- the in-process limiter types (limiters.c) ------------------------- *
+ * One implementation for every algorithm of the table (PRS_ALGORITHMS); each
+ * type is its row + a description of its parameters (limiters_family.c). */
+
+enum { PRS_PY_P_COUNT, PRS_PY_P_COUNT_REAL, PRS_PY_P_REAL, PRS_PY_P_SECONDS };
+#define PRS_PY_MAX_PARAMS 3
+#define PRS_PY_MAX_EXTRA 2
+
+/* A constructor / reconfigure() parameter: the parser, the property, the
+ * text signatures and the error messages all come from it. */
+typedef struct prs_py_algo_param {
+    const char *name;   /* keyword (also positional, in order, for the constructor) */
+    const char *alias;  /* another keyword for it (also a property), or NULL */
+    const char *field;  /* the core config field it fills: prs_config_error.field */
+    int kind;           /* PRS_PY_P_COUNT: int64 count; _COUNT_REAL: a count kept in a
+                           double; _REAL: a double; _SECONDS: float seconds -> int64 ns */
+    size_t offset;      /* of the field in the algorithm's prs_<c>_config */
+    const char *doc;    /* the property's doc */
+} prs_py_algo_param;
+
+typedef struct prs_py_limiter_desc {
+    const char *doc;              /* the type's doc (its signature line is generated) */
+    const char *reconfigure_doc;  /* reconfigure()'s doc (likewise) */
+    void (*config_init)(void *config);
+    prs_py_algo_param params[PRS_PY_MAX_PARAMS + 1]; /* NULL name ends */
+    PyGetSetDef extra[PRS_PY_MAX_EXTRA + 1];    /* properties beyond the parameters */
+} prs_py_limiter_desc;
+
+/* prs_py_desc_<c> for each row of the table (limiters_family.c). */
+#define PRS__PY_DESC_DECL(c, py, redis) extern const prs_py_limiter_desc prs_py_desc_##c;
+PRS_ALGORITHMS(PRS__PY_DESC_DECL)
+#undef PRS__PY_DESC_DECL
 
 typedef struct prs_py_limiter {
     PyObject_HEAD
-    const prs_py_limiter_ops *ops; /* NULL until __init__ succeeded */
-    void *core;
+    prs_limiter *core;  /* built in tp_new: never NULL */
+    int algo;           /* its row of the table (prs_algo_id) */
     prs_py_clock clock;
     PyObject *weakreflist;
 } prs_py_limiter;
 
-/* Shared pieces for limiter types (defined in limiters.c). A new algorithm's
- * type uses st->slots[PRS_SLOT_LimiterBase] as its base (which brings
- * allow/check/peek/acquire/reset and the available/clock properties), sets
- * prs_py_limiter_new/dealloc/traverse/clear, its own tp_init (parse config, then
- * prs_py_limiter_setup()) and its own getset. See TokenBucket in limiters.c. */
-extern PyMethodDef prs_py_limiter_methods[];
-extern PyGetSetDef prs_py_limiter_getset[];
-void prs_py_limiter_dealloc(PyObject *self);
-int prs_py_limiter_traverse(PyObject *self, visitproc visit, void *arg);
-int prs_py_limiter_clear(PyObject *self);
-PyObject *prs_py_limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
-/* Installs core + ops + clock on a limiter (re-__init__ frees the old core).
- * Steals `core` (freed with ops->free on failure). 0 or -1. */
-int prs_py_limiter_setup(prs_py_limiter *self, const prs_py_limiter_ops *ops, void *core,
-                         PyObject *clock_arg);
-/* 1 if `o` is an initialised prs_py_limiter (of any algorithm), else 0. */
+/* What the caller gave for each parameter (borrowed), under which name. */
+typedef struct prs_py_given {
+    PyObject *value[PRS_PY_MAX_PARAMS];
+    const char *name[PRS_PY_MAX_PARAMS];
+} prs_py_given;
+
+/* Parses a constructor's (ctor) or reconfigure()'s arguments into `config`,
+ * which holds the defaults / the current values. 0 or -1 with TypeError /
+ * ValueError naming the parameter. clock_o: the constructor's clock= (may be
+ * NULL for reconfigure). */
+int prs_py_limiter_parse(const prs_py_limiter_desc *ds, const char *fname, int ctor, PyObject *args,
+                         PyObject *kwds, void *config, prs_py_given *g, PyObject **clock_o);
+/* The exception for a core status: ValueError "<param> <reason>, got <value>"
+ * from *why for PRS_EINVAL/PRS_ERANGE, else prs_py_error(). Returns NULL. */
+PyObject *prs_py_limiter_config_error(prs_py_state *st, const prs_py_limiter_desc *ds, int rc,
+                                      const prs_config_error *why, const prs_py_given *g);
+/* reconfigure(**params) over any holder of the limiter's params: parses
+ * against `limiter`'s description into `config` (the config in force: what
+ * is not given keeps its value), then calls apply(ctx, config, now, why) with
+ * the GIL released. None, or NULL with an exception. */
+typedef int (*prs_py_apply_fn)(void *ctx, const void *config, int64_t now, prs_config_error *why);
+PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
+                                          PyObject *args, PyObject *kwds, prs_py_apply_fn apply,
+                                          void *ctx);
+/* 1 if `o` is an in-process limiter (of any algorithm), else 0. */
 int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
-/* Blocks until n is admitted on `self` (prs_py_wait_admitted below: GIL
- * released while waiting, signals checked), raising RateLimitExceeded at once
- * when it cannot be admitted within timeout_ns (PRS_NEVER: no limit) or never
- * can be, and ValueError when n exceeds the limit. 0 or -1 with an exception;
- * nothing is consumed on failure. */
-int prs_py_limiter_acquire(prs_py_limiter *self, int64_t n, int64_t timeout_ns);
-/* reconfigure(**params) of every limiter type (ops->parse_config, then the
- * core's prs_X_reconfigure at the clock's now, GIL released around it). */
-PyObject *prs_py_limiter_reconfigure(PyObject *self, PyObject *args, PyObject *kwds);
 
 /* ---- waiting until a rate limiter admits (limiters.c) ------------------ *
  * The one wait of every in-process limiter, keyed view and group, sync and
@@ -390,6 +400,21 @@ int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn
 PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
                                prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
                                int64_t timeout_ns);
+/* n given as n= or tokens_needed= (an alias; at most one; 1 when neither):
+ * 0 or -1 with TypeError/ValueError naming fname or the parameter. */
+int prs_py_pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n);
+/* Parses (n=1, *, tokens_needed=None) as allow/check/peek take them. */
+int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                        int64_t *n);
+/* acquire(n=1, timeout=None, *, tokens_needed=None) and _waiter(...) (a
+ * _RateWait for the async form) of any limiter, view or group, over its
+ * decide function: prs_py_wait_admitted / prs_py_rate_wait_new below. */
+PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                                void *ctx, const char *what);
+PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                               void *ctx, const char *what);
 /* Parses (n=1, timeout=None, *, tokens_needed=None) as acquire() takes them. */
 int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames, int64_t *n, int64_t *timeout_ns);

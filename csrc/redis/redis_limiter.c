@@ -57,6 +57,7 @@
 #include "prs_fixed_window.h"
 #include "prs_gcra.h"
 #include "prs_keyed.h"
+#include "prs_algo.h"
 #include "prs_redis_internal.h"
 #include "prs_sliding_counter.h"
 #include "prs_sliding_log.h"
@@ -104,18 +105,23 @@ struct prs_redis_limiter {
     pthread_mutex_t fmu;           /* own: serialises its decisions (fb.lock) */
 };
 
-static const char *const algo_names[PRS_REDIS__ALGORITHM_COUNT] = {
-    "gcra", "token_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log",
+/* Each Redis algorithm's row in the algorithm table (prs_algo.h), which names it. */
+static const prs_algo_id algo_row[PRS_REDIS__ALGORITHM_COUNT] = {
+    PRS_ALGO_ID_gcra, PRS_ALGO_ID_token_bucket, PRS_ALGO_ID_fixed_window,
+    PRS_ALGO_ID_sliding_counter, PRS_ALGO_ID_sliding_log,
 };
 static const char algo_suffix[PRS_REDIS__ALGORITHM_COUNT] = {'g', 't', 'f', 'c', 'l'};
 
 const char *prs_redis_algorithm_name(int algorithm) {
-    return algorithm >= 0 && algorithm < PRS_REDIS__ALGORITHM_COUNT ? algo_names[algorithm] : NULL;
+    return algorithm >= 0 && algorithm < PRS_REDIS__ALGORITHM_COUNT
+               ? prs_algorithms[algo_row[algorithm]].redis_name
+               : NULL;
 }
 
 int prs_redis_algorithm_from_name(const char *name) {
-    for (int i = 0; name && i < PRS_REDIS__ALGORITHM_COUNT; i++)
-        if (!strcmp(name, algo_names[i])) return i;
+    const prs_algo_entry *e = prs_algo_by_redis_name(name);
+    for (int i = 0; e && i < PRS_REDIS__ALGORITHM_COUNT; i++)
+        if (&prs_algorithms[algo_row[i]] == e) return i;
     return -1;
 }
 
@@ -296,7 +302,7 @@ static int own_fallback_new(prs_redis_limiter *l, const prs_redis_limiter_config
     }
     _Alignas(max_align_t) unsigned char params[PRS_ALGO_MAX_CONFIG * 2];
     if (algo->params_size > sizeof params) return PRS_ENOMEM;
-    int rc = algo->params_from_config(&c, params);
+    int rc = algo->params_from_config(&c, params, NULL);
     if (rc) return rc; /* cannot happen: the shares of a valid config are valid */
     prs_keyed_config kc;
     prs_keyed_config_init(&kc);

@@ -23,12 +23,7 @@ static prs_fixed_window *make_fw(int64_t limit, int64_t window_ns) {
     return fw;
 }
 
-static int fw_check(void *o, int64_t now, int64_t n, prs_decision *d) { return prs_fixed_window_check(o, now, n, d); }
-static int fw_peek(void *o, int64_t now, int64_t n, prs_decision *d) { return prs_fixed_window_peek(o, now, n, d); }
-static void fw_reset(void *o) { prs_fixed_window_reset(o); }
-static double fw_avail(void *o, int64_t now) { return prs_fixed_window_available(o, now); }
-static const void *fw_params(const void *o) { return prs_fixed_window_params(o); }
-static const lf_ops FW = {fw_check, fw_peek, fw_reset, fw_avail, fw_params, &prs_algo_fixed_window};
+static const lf_ops FW = {&prs_algo_fixed_window};
 
 TEST(fixed_window_config) {
     prs_fixed_window_config cfg;

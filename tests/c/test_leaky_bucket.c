@@ -22,12 +22,7 @@ static prs_leaky_bucket *make_lb(double capacity, double rate) {
     return lb;
 }
 
-static int lb_check(void *o, int64_t now, int64_t n, prs_decision *d) { return prs_leaky_bucket_check(o, now, n, d); }
-static int lb_peek(void *o, int64_t now, int64_t n, prs_decision *d) { return prs_leaky_bucket_peek(o, now, n, d); }
-static void lb_reset(void *o) { prs_leaky_bucket_reset(o); }
-static double lb_avail(void *o, int64_t now) { return prs_leaky_bucket_available(o, now); }
-static const void *lb_params(const void *o) { return prs_leaky_bucket_params(o); }
-static const lf_ops LB = {lb_check, lb_peek, lb_reset, lb_avail, lb_params, &prs_algo_leaky_bucket};
+static const lf_ops LB = {&prs_algo_leaky_bucket};
 
 TEST(leaky_bucket_config) {
     prs_leaky_bucket_config cfg;

@@ -2,8 +2,8 @@
  * test_limiter_family.h - helpers shared by the C tests of the leaky bucket,
  * fixed window, sliding log and sliding counter (test_leaky_bucket.c, ...).
  *
- * Each limiter is driven through a small ops table so the same checks run on
- * all four: decision sanity, exactness of retry_after (on a copy of a
+ * Each limiter is a prs_limiter (its typed handle converts), so the same
+ * checks run on all four through the one limiter API: decision sanity, exactness of retry_after (on a copy of a
  * descriptor state, so probing the future never disturbs the run), threads
  * with a frozen clock, and "the object and its descriptor decide alike".
  */
@@ -13,6 +13,7 @@
 #include "prs_test.h"
 
 #include "prs_algo.h"
+#include "prs_limiter.h"
 
 #include <pthread.h>
 #include <stdatomic.h>
@@ -20,26 +21,24 @@
 #define LF_SEC PRS_NS_PER_SEC
 #define LF_MS PRS_NS_PER_MS
 
+/* Which algorithm a test drives; the object is any typed handle of it. */
 typedef struct lf_ops {
-    int (*check)(void *obj, int64_t now, int64_t n, prs_decision *d);
-    int (*peek)(void *obj, int64_t now, int64_t n, prs_decision *d);
-    void (*reset)(void *obj);
-    double (*available)(void *obj, int64_t now);
-    const void *(*params)(const void *obj);
     const prs_algo *algo;
 } lf_ops;
 
 static inline prs_decision lf_check(const lf_ops *o, void *obj, int64_t now, int64_t n) {
     prs_decision d;
     memset(&d, 0xCD, sizeof d);
-    ASSERT_OK(o->check(obj, now, n, &d));
+    (void)o;
+    ASSERT_OK(prs_limiter_check(obj, now, n, &d));
     return d;
 }
 
 static inline prs_decision lf_peek(const lf_ops *o, void *obj, int64_t now, int64_t n) {
     prs_decision d;
     memset(&d, 0xCD, sizeof d);
-    ASSERT_OK(o->peek(obj, now, n, &d));
+    (void)o;
+    ASSERT_OK(prs_limiter_peek(obj, now, n, &d));
     return d;
 }
 
@@ -139,7 +138,8 @@ static inline void lf_object_matches_descriptor(const lf_ops *o, void *obj, int6
                                                 int64_t max_dt, uint64_t seed, int steps,
                                                 int exact_reset) {
     lf_state s;
-    lf_state_make(&s, o->algo, o->params(obj));
+    ASSERT(prs_limiter_algo(obj) == o->algo);
+    lf_state_make(&s, o->algo, prs_limiter_params(obj));
     int64_t t = 1000 * LF_SEC;
     for (int i = 0; i < steps; i++) {
         t += lf_range(&seed, 0, max_dt);
@@ -154,7 +154,7 @@ static inline void lf_object_matches_descriptor(const lf_ops *o, void *obj, int6
         ASSERT_EQ_I64(a.remaining, b.remaining);
         ASSERT_EQ_I64(a.retry_after_ns, b.retry_after_ns);
         ASSERT_EQ_I64(a.reset_after_ns, b.reset_after_ns);
-        ASSERT_NEAR(o->available(obj, now), s.algo->available(s.params, s.buf, now), 1e-6);
+        ASSERT_NEAR(prs_limiter_available(obj, now), s.algo->available(s.params, s.buf, now), 1e-6);
         lf_sane(&a, a.limit);
         if (!b.allowed && b.retry_after_ns != PRS_NEVER && now == t)
             lf_assert_exact(&s, now, n, b.retry_after_ns);
@@ -180,7 +180,7 @@ static void *lf_thread_main(void *p) {
     long mine = 0;
     for (int i = 0; i < a->iters; i++) {
         prs_decision d;
-        if (a->o->check(a->obj, a->now, 1, &d) == PRS_OK && d.allowed) mine++;
+        if (prs_limiter_check(a->obj, a->now, 1, &d) == PRS_OK && d.allowed) mine++;
     }
     atomic_fetch_add(a->admitted, mine);
     return NULL;

@@ -23,12 +23,7 @@ static prs_sliding_counter *make_sc(int64_t limit, int64_t window_ns) {
     return sc;
 }
 
-static int sc_check(void *o, int64_t now, int64_t n, prs_decision *d) { return prs_sliding_counter_check(o, now, n, d); }
-static int sc_peek(void *o, int64_t now, int64_t n, prs_decision *d) { return prs_sliding_counter_peek(o, now, n, d); }
-static void sc_reset(void *o) { prs_sliding_counter_reset(o); }
-static double sc_avail(void *o, int64_t now) { return prs_sliding_counter_available(o, now); }
-static const void *sc_params(const void *o) { return prs_sliding_counter_params(o); }
-static const lf_ops SC = {sc_check, sc_peek, sc_reset, sc_avail, sc_params, &prs_algo_sliding_counter};
+static const lf_ops SC = {&prs_algo_sliding_counter};
 
 TEST(sliding_counter_config) {
     prs_sliding_counter_config cfg;

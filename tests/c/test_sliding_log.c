@@ -23,12 +23,7 @@ static prs_sliding_log *make_sl(int64_t limit, int64_t window_ns) {
     return sl;
 }
 
-static int sl_check(void *o, int64_t now, int64_t n, prs_decision *d) { return prs_sliding_log_check(o, now, n, d); }
-static int sl_peek(void *o, int64_t now, int64_t n, prs_decision *d) { return prs_sliding_log_peek(o, now, n, d); }
-static void sl_reset(void *o) { prs_sliding_log_reset(o); }
-static double sl_avail(void *o, int64_t now) { return prs_sliding_log_available(o, now); }
-static const void *sl_params(const void *o) { return prs_sliding_log_params(o); }
-static const lf_ops SL = {sl_check, sl_peek, sl_reset, sl_avail, sl_params, &prs_algo_sliding_log};
+static const lf_ops SL = {&prs_algo_sliding_log};
 
 TEST(sliding_log_config) {
     prs_sliding_log_config cfg;

@@ -1,0 +1,126 @@
+/*
+ * limiter_internal.h - the layout of a prs_limiter, for limiter.c, the
+ * algorithms with a lock-free decide (gcra.c) and groups (group.c); not
+ * installed (no prs_ prefix, so `make headers` leaves it out).
+ */
+#ifndef PRS_LIMITER_INTERNAL_H
+#define PRS_LIMITER_INTERNAL_H
+
+#include "prs_internal.h"
+#include "prs_limiter.h"
+
+/* The value the word of a lock-free limiter holds while someone holds it as
+ * a lock (a group, a reset, a reconfiguration). Never a real state: an
+ * algorithm computing it stores the next value instead (for GCRA's tat, one
+ * nanosecond later: conservative). */
+#define PRS__WORD_LOCKED (INT64_MIN + 1)
+
+struct prs_limiter {
+    /* Spinlocked algorithms: guards `state`, the params and `own_state`. */
+    prs__spinlock lock;
+    /* Lock-free algorithms: the state, or PRS__WORD_LOCKED while held. */
+    _Atomic int64_t word;
+    /* Lock-free algorithms: even while the params are stable, odd while a
+     * reconfiguration (holding the word) writes them. */
+    _Atomic uint64_t seq;
+    const prs_algo *algo;
+    void *params;        /* algo->params_size bytes after this struct */
+    void *state;         /* spinlocked: state_size(params) bytes, inline after the
+                            params or own_state; lock-free: &word */
+    void *own_state;     /* a state block of its own once a reconfiguration changed
+                            the state's size; NULL while the inline one serves */
+    prs_allocator alloc;
+};
+
+static inline int prs__limiter_lockfree(const prs_limiter *lim) {
+    return lim->algo->decide_lockfree != NULL;
+}
+
+/* Lock-free limiters: takes the word (waiting while someone else holds it)
+ * and returns the state it held; prs__word_unlock stores the new state. */
+int64_t prs__word_lock(prs_limiter *lim);
+void prs__word_unlock(prs_limiter *lim, int64_t state);
+/* The word, waiting while it is held. */
+int64_t prs__word_load(prs_limiter *lim);
+/* A copy of the params consistent under `seq` (lock-free limiters), word by
+ * word with atomic loads; the params' size is a multiple of 8. */
+void prs__seq_params_load(const prs_limiter *lim, void *out);
+
+/* Runs fn on a consistent (params, state) of lim at now: a reading that is
+ * not one of the descriptor's (e.g. a leaky bucket's level). */
+double prs__limiter_read(prs_limiter *lim, int64_t now,
+                         double (*fn)(const void *params, const void *state, int64_t now));
+
+/* ---- the window algorithms' params (fixed window, sliding log, sliding counter) */
+
+typedef struct prs__window_params {
+    int64_t limit;      /* 1..the algorithm's largest */
+    int64_t window_ns;  /* >= 1 */
+} prs__window_params;
+
+/* Validates limit (1..max_limit; above: max_reason) and window_ns (>= 1) and
+ * fills *p: PRS_OK, or PRS_EINVAL/PRS_ERANGE with *why (*p untouched). */
+int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
+                            const char *max_reason, prs__window_params *p, prs_config_error *why);
+
+/* The descriptor's params_from_config / config_from_params of a window
+ * algorithm whose config type `cfg` is {limit, window_ns, allocator}. */
+#define PRS__WINDOW_CONFIG_FNS(cfg, max_limit, max_reason)                                    \
+    static int algo_params_from_config(const void *config, void *params,                      \
+                                       prs_config_error *why) {                               \
+        const cfg *c = config;                                                                \
+        return prs__window_params_make(c->limit, c->window_ns, max_limit, max_reason, params, \
+                                       why);                                                  \
+    }                                                                                         \
+    static void algo_config_from_params(const void *params, void *config) {                   \
+        const prs__window_params *p = params;                                                 \
+        cfg *c = config;                                                                      \
+        cfg##_init(c);                                                                        \
+        c->limit = p->limit;                                                                  \
+        c->window_ns = p->window_ns;                                                          \
+    }
+
+/* Defines `type prs_<c>_<name>(const prs_<c> *x)`: a config field of the
+ * params in force (read consistently). */
+#define PRS__LIMITER_GETTER(c, type, name, field)                                             \
+    type prs_##c##_##name(const prs_##c *x) {                                                 \
+        prs_##c##_config cfg;                                                                 \
+        prs_limiter_config((const prs_limiter *)x, &cfg);                                     \
+        return cfg.field;                                                                     \
+    }
+
+/* Defines the typed API (PRS_LIMITER_TYPED_API) of table row c. */
+#define PRS__LIMITER_TYPED_IMPL(c)                                                            \
+    int prs_##c##_config_validate_why(const prs_##c##_config *cfg, prs_config_error *why) {   \
+        return prs_algo_validate(&prs_algo_##c, cfg, why);                                    \
+    }                                                                                         \
+    int prs_##c##_config_validate(const prs_##c##_config *cfg) {                              \
+        return prs_algo_validate(&prs_algo_##c, cfg, NULL);                                   \
+    }                                                                                         \
+    int prs_##c##_new(const prs_##c##_config *cfg, prs_##c **out) {                           \
+        if (!out) return PRS_EINVAL;                                                          \
+        prs_limiter *lim = NULL;                                                              \
+        int rc = prs_limiter_new(&prs_algo_##c, cfg, cfg ? cfg->allocator : NULL, &lim, NULL); \
+        *out = (prs_##c *)lim;                                                                \
+        return rc;                                                                            \
+    }                                                                                         \
+    void prs_##c##_free(prs_##c *x) { prs_limiter_free((prs_limiter *)x); }                   \
+    int prs_##c##_check(prs_##c *x, int64_t now_ns, int64_t n, prs_decision *d) {             \
+        return prs_limiter_decide((prs_limiter *)x, now_ns, n, 1, d);                         \
+    }                                                                                         \
+    int prs_##c##_peek(prs_##c *x, int64_t now_ns, int64_t n, prs_decision *d) {              \
+        return prs_limiter_decide((prs_limiter *)x, now_ns, n, 0, d);                         \
+    }                                                                                         \
+    void prs_##c##_reset(prs_##c *x) { prs_limiter_reset((prs_limiter *)x); }                 \
+    double prs_##c##_available(prs_##c *x, int64_t now_ns) {                                  \
+        return prs_limiter_available((prs_limiter *)x, now_ns);                               \
+    }                                                                                         \
+    int prs_##c##_reconfigure(prs_##c *x, const prs_##c##_config *cfg, int64_t now_ns) {      \
+        return prs_limiter_reconfigure((prs_limiter *)x, cfg, now_ns, NULL);                  \
+    }                                                                                         \
+    const void *prs_##c##_params(const prs_##c *x) {                                          \
+        return prs_limiter_params((const prs_limiter *)x);                                    \
+    }                                                                                         \
+    prs_limiter *prs_##c##_limiter(prs_##c *x) { return (prs_limiter *)x; }
+
+#endif /* PRS_LIMITER_INTERNAL_H */
