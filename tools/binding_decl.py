@@ -17,6 +17,7 @@ type. Kinds of parameters (csrc/python/prs_py.h, enum prs_py_kind):
 Flags: "none" (None accepted, field left at its default), "none_inf" (None ->
 +inf / NEVER).
 """
+import os
 
 
 class P:
@@ -450,3 +451,21 @@ FUNCTIONS = {
               "sleeps\nwith the GIL released, interruptible by signals (Ctrl-C)."),
     ],
 }
+
+
+def _load_areas() -> None:
+    """More declarations, one module per binding area (tools/decl_<area>.py,
+    each with TYPES and optionally FUNCTIONS), so areas are declared side by
+    side without editing this file. They import P, M, Prop and Type from here."""
+    import glob
+    import importlib
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    for path in sorted(glob.glob(os.path.join(here, "decl_*.py"))):
+        mod = importlib.import_module(os.path.basename(path)[:-3])
+        TYPES.extend(mod.TYPES)
+        for cfile, funcs in getattr(mod, "FUNCTIONS", {}).items():
+            FUNCTIONS.setdefault(cfile, []).extend(funcs)
+
+
+_load_areas()
