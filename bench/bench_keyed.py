@@ -126,7 +126,7 @@ def _keyed_section(h, prs):
         "Keyed allow(key)",
         note=("KeyedLimiter(TokenBucket) allow(key), every call a different key of 1k or 1M, "
               "against the unkeyed TokenBucket.allow() in the same loop. Peers keyed by "
-              "identifier, in memory. Target (issue 3): keyed allow() at 1M keys within 2x of "
+              "identifier, in memory. Target: keyed allow() at 1M keys within 2x of "
               "an unkeyed allow()."))
     big = 1_000_000 if not h.quick else 100_000
     ours = {}
@@ -179,7 +179,7 @@ def _memory_section(h, prs):
     h.section("Bytes per key",
               note=("KeyedLimiter.memory_bytes / len() after 1M distinct keys (\"user:N\", "
                     "inline) with max_keys=1M: the C table's slots (1.25 per key), shards and "
-                    "long keys. Target (issue 3): <= 64 bytes per key for every algorithm but "
+                    "long keys. Target: <= 64 bytes per key for every algorithm but "
                     "SlidingWindowLog (O(limit) per key by design)."))
     if prs is None:
         return

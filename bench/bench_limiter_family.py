@@ -167,7 +167,7 @@ def _section(h, prs, admit):
             "1e9 per second)" if admit else
             "denied (10 per hour, exhausted before timing)") +
             ". In-memory, one key, monotonic clock for ours. Each row is compared with the "
-            "peers of its own group (same algorithm). Target (issue 3): every algorithm at "
+            "peers of its own group (same algorithm). Target: every algorithm at "
             "least 30x faster than the fastest peer offering it."))
     ours = {}
     if prs is not None:

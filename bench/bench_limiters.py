@@ -143,7 +143,7 @@ def _section(h, prs, admit):
               "peers: 1e9 per second)" if admit else
               "denied (ours: burst 10 at 1e-3 per second; peers: 10 per hour; "
               "exhausted before timing)") +
-              ". In-memory, one key, monotonic clock for ours. Targets (issue 2): "
+              ". In-memory, one key, monotonic clock for ours. Targets: "
               "allow() costs no more than one `time.monotonic_ns()` call, and is at "
               "least 50x faster than the fastest peer."))
     ours = {}

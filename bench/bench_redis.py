@@ -13,7 +13,7 @@ stopped here. Rows, all admitting (limits far above what the loop reaches):
   FixedWindowRateLimiter and MovingWindowRateLimiter ``.hit``) and
   ``pyrate-limiter`` (RedisBucket, ``try_acquire(blocking=False)``).
 
-Targets (issue 7): a single check within 1.2x of the EVALSHA floor; at least 2x
+Targets: a single check within 1.2x of the EVALSHA floor; at least 2x
 faster per decision than ``limits``; check_many >= 100k decisions/s; lease mode
 >= 1M decisions/s.
 """

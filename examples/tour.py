@@ -12,7 +12,7 @@ def section(title: str) -> None:
     print(f"\n== {title} ==")
 
 
-# -- rate limiters (issue 2) --
+# -- rate limiters --
 def tour_limiters() -> None:
     section("TokenBucket and GCRA")
     clock = pr.ManualClock()
@@ -33,7 +33,7 @@ def tour_limiters() -> None:
         print("  n > burst:", e)
 
 
-# -- rate limiter family (issue 3) --
+# -- rate limiter family --
 def tour_limiter_family() -> None:
     section("LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter")
     clock = pr.ManualClock()
@@ -65,7 +65,7 @@ def tour_keyed() -> None:
     print(f"  keys held: {len(per_user)}, memory: {per_user.memory_bytes} bytes")
 
 
-# -- circuit breaker (issue 4) --
+# -- circuit breaker --
 def tour_breaker() -> None:
     section("CircuitBreaker: closed, open, half-open")
     clock = pr.ManualClock()
@@ -91,7 +91,7 @@ def tour_breaker() -> None:
     print(f"  metrics: state={m.state} calls={m.calls} failures={m.failures} rejected={m.rejected}")
 
 
-# -- retry (issue 5) --
+# -- retry --
 def tour_retry() -> None:
     section("Retries: backoff, jitter, deadlines, Retry-After, budgets")
     clock = pr.ManualClock()
@@ -146,7 +146,7 @@ def tour_retry() -> None:
     print(f"budget: 100 failing requests made {attempts} attempts (not 500):", budget.metrics)
 
 
-# -- bulkhead and queues (issue 6) --
+# -- bulkhead and queues --
 def tour_bulkhead_queues() -> None:
     import asyncio
 

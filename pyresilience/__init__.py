@@ -22,14 +22,14 @@ from .errors import (
 )
 from .limiters import GCRA, TokenBucket
 
-# -- rate limiter family (issue 3) --
+# -- rate limiter family --
 from .limiters import FixedWindow, LeakyBucket, SlidingWindowCounter, SlidingWindowLog
 from .keyed import KeyedLimiter, KeyedLimiterView, LimiterGroup
 
-# -- circuit breaker (issue 4) --
+# -- circuit breaker --
 from .breaker import CircuitBreaker, CircuitBreakerMetrics, CircuitState
 
-# -- retry (issue 5) --
+# -- retry --
 from .retry import (
     Retry,
     RetryBudget,
@@ -41,11 +41,11 @@ from .retry import (
     retry_with_backoff,
 )
 
-# -- bulkhead and queues (issue 6) --
+# -- bulkhead and queues --
 from .bulkhead import Bulkhead, BulkheadMetrics
 from .queues import BackpressureMetrics, BackpressureQueue, BackpressureStrategy, BoundedQueue
 
-# -- redis (issue 7) --
+# -- redis --
 from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimiter
 
 __version__ = "0.1.0"
@@ -73,7 +73,7 @@ __all__ = [
     "RetryExhausted",
     "TokenBucket",
     "errors",
-    # -- rate limiter family (issue 3) --
+    # -- rate limiter family --
     "FixedWindow",
     "LeakyBucket",
     "SlidingWindowCounter",
@@ -81,11 +81,11 @@ __all__ = [
     "KeyedLimiter",
     "KeyedLimiterView",
     "LimiterGroup",
-    # -- circuit breaker (issue 4) --
+    # -- circuit breaker --
     "CircuitBreaker",
     "CircuitBreakerMetrics",
     "CircuitState",
-    # -- retry (issue 5) --
+    # -- retry --
     "Retry",
     "RetryBudget",
     "RetryBudgetMetrics",
@@ -94,21 +94,21 @@ __all__ = [
     "calculate_delay",
     "retry_async",
     "retry_with_backoff",
-    # -- bulkhead and queues (issue 6) --
+    # -- bulkhead and queues --
     "BackpressureMetrics",
     "BackpressureQueue",
     "BackpressureStrategy",
     "BoundedQueue",
     "Bulkhead",
     "BulkheadMetrics",
-    # -- redis (issue 7) --
+    # -- redis --
     "LeaseConfig",
     "RedisBackend",
     "RedisLimiterGroup",
     "RedisRateLimiter",
 ]
 
-# -- web middleware (issue 13): pr.web, pr.asgi, pr.wsgi load on first use --
+# -- web middleware: pr.web, pr.asgi, pr.wsgi load on first use --
 # (hidden from type checkers, so a misspelt name stays an error there; typed
 # code imports the submodule: ``from pyresilience import web``)
 import typing as _typing  # noqa: E402

@@ -15,16 +15,16 @@ static const register_fn register_fns[] = {
     prs_py_register_clock,
     prs_py_register_decision,
     prs_py_register_limiters,
-    /* issue 3: rate limiter family */
+    /* rate limiter family */
     prs_py_register_keyed,
-    /* issue 4: circuit breaker */
+    /* circuit breaker */
     prs_py_register_breaker,
-    /* issue 5: retry */
+    /* retry */
     prs_py_register_retry,
-    /* issue 6: bulkhead and queues */
+    /* bulkhead and queues */
     prs_py_register_bulkhead,
     prs_py_register_queue,
-    /* issue 7: redis */
+    /* redis */
     prs_py_register_redis,
     NULL,
 };

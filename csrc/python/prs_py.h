@@ -51,7 +51,7 @@ enum prs_py_slot {
     PRS_SLOT_Bulkhead,
     PRS_SLOT_RingQueue,
     PRS_SLOT_Ready,
-    /* redis (issue 7) */
+    /* redis */
     PRS_SLOT_RedisBackend,
     PRS_SLOT_RedisRateLimiter,
     PRS_SLOT_RedisLimiterGroup,
