@@ -20,9 +20,11 @@ BUILD   ?= build/c
 # redis-server for its tests, pkg-config to find hiredis).
 DEB_PKGS := libhiredis-dev redis-server pkg-config
 
-WARN    := -Wall -Wextra -Wstrict-prototypes -Wwrite-strings -Wno-unused-parameter
+# One list of C warnings for everything built here (core, Redis library, C
+# tests, and the extension: setup.py reads the same file).
+WARN    := $(shell grep -v '^\#' csrc/warnings.txt)
 CFLAGS  ?= -O2 -g
-ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -pthread -Icsrc/core
+ALL_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) $(CFLAGS) -pthread -Iinclude/pyresilience -Icsrc/core
 ifeq ($(CI),true)
 ALL_CFLAGS += -Werror
 endif
@@ -30,21 +32,24 @@ endif
 HAVE_HIREDIS := $(shell pkg-config --exists hiredis 2>/dev/null && echo 1)
 CORE_SRC  := $(wildcard csrc/core/*.c)
 REDIS_SRC := $(if $(HAVE_HIREDIS),$(wildcard csrc/redis/*.c))
-LIB_SRC   := $(CORE_SRC) $(REDIS_SRC)
 ifeq ($(HAVE_HIREDIS),1)
-ALL_CFLAGS += -DPRS_HAVE_HIREDIS -Icsrc/redis $(shell pkg-config --cflags hiredis)
+ALL_CFLAGS += -DPRS_HAVE_HIREDIS -Iinclude/pyresilience_redis -Icsrc/redis $(shell pkg-config --cflags hiredis)
 LDLIBS_REDIS := $(shell pkg-config --libs hiredis)
 endif
 LDLIBS  := $(LDLIBS_REDIS) -lm -pthread
 
-LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/%.o)
-LIB      := $(BUILD)/libpyresilience.a
+# Two libraries: the core (libpyresilience.a, headers in include/pyresilience)
+# and, when hiredis is found, the Redis library over it
+# (libpyresilience_redis.a, headers in include/pyresilience_redis).
+LIB       := $(BUILD)/libpyresilience.a
+REDIS_LIB := $(if $(HAVE_HIREDIS),$(BUILD)/libpyresilience_redis.a)
+LIBS      := $(REDIS_LIB) $(LIB)
 TEST_SRC := $(wildcard tests/c/*.c)
 TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(BUILD)/run_tests
 EXAMPLE_BIN := $(BUILD)/example_limiter
 
-.PHONY: gen test-tsan bench-threads bench-threads-static all lib headers ctest test test-asan pytest demo bench deps venv install install-demo clean
+.PHONY: gen test-tsan bench-threads bench-threads-static all lib headers install-c check-headers ctest test test-asan pytest demo bench deps venv install install-demo clean
 
 all: lib headers $(EXAMPLE_BIN)
 
@@ -53,31 +58,65 @@ all: lib headers $(EXAMPLE_BIN)
 gen:
 	$(PYTHON) tools/gen_binding.py
 
-lib: $(LIB)
+lib: $(LIBS)
 
-$(BUILD)/%.o: %.c $(wildcard csrc/core/*.h csrc/redis/*.h tests/c/*.h)
+$(BUILD)/%.o: %.c $(wildcard include/*/*.h csrc/core/*.h csrc/redis/*.h tests/c/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-$(LIB): $(LIB_OBJ)
+$(LIB): $(CORE_SRC:%.c=$(BUILD)/%.o)
 	@rm -f $@
 	ar rcs $@ $^
 
-# The public headers, gathered beside the library for a C user.
-headers: $(LIB)
-	@mkdir -p $(BUILD)/include/pyresilience
-	cp csrc/core/*.h $(BUILD)/include/pyresilience/
-	@rm -f $(BUILD)/include/pyresilience/*internal.h
+$(BUILD)/libpyresilience_redis.a: $(REDIS_SRC:%.c=$(BUILD)/%.o)
+	@rm -f $@
+	ar rcs $@ $^
+
+# The public headers, gathered beside the libraries as a C user gets them:
+# exactly include/pyresilience (and include/pyresilience_redis with hiredis).
+headers: $(LIBS)
+	@rm -rf $(BUILD)/include
+	@mkdir -p $(BUILD)/include
+	cp -r include/pyresilience $(BUILD)/include/
+	$(if $(HAVE_HIREDIS),cp -r include/pyresilience_redis $(BUILD)/include/)
+
+# Installs the libraries and their headers: make install-c PREFIX=/usr/local
+# (DESTDIR for staging).
+PREFIX  ?= /usr/local
+install-c: headers
+	install -d $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include
+	install -m 644 $(LIBS) $(DESTDIR)$(PREFIX)/lib/
+	cp -r $(BUILD)/include/* $(DESTDIR)$(PREFIX)/include/
+
+# A C user's build against the installed tree only (no csrc/ paths): the core
+# alone, with and without PRS_HAVE_HIREDIS defined, and the Redis library.
+STAGE := $(BUILD)/stage
+check-headers: lib
+	@rm -rf $(STAGE)
+	$(MAKE) --no-print-directory install-c DESTDIR=$(STAGE) PREFIX=/usr
+	$(CC) -std=c11 $(WARN) -Werror -I$(STAGE)/usr/include/pyresilience examples/c/limiter.c \
+	    -o $(STAGE)/limiter $(STAGE)/usr/lib/libpyresilience.a -lm -pthread
+	$(CC) -std=c11 $(WARN) -Werror -DPRS_HAVE_HIREDIS -I$(STAGE)/usr/include/pyresilience \
+	    examples/c/limiter.c -o $(STAGE)/limiter_hiredis_defined $(STAGE)/usr/lib/libpyresilience.a -lm -pthread
+	$(STAGE)/limiter > /dev/null && $(STAGE)/limiter_hiredis_defined > /dev/null
+ifeq ($(HAVE_HIREDIS),1)
+	$(CC) -std=c11 $(WARN) -Werror -I$(STAGE)/usr/include/pyresilience -I$(STAGE)/usr/include/pyresilience_redis \
+	    examples/c/redis_url.c -o $(STAGE)/redis_url $(STAGE)/usr/lib/libpyresilience_redis.a \
+	    $(STAGE)/usr/lib/libpyresilience.a $(LDLIBS)
+	$(STAGE)/redis_url > /dev/null
+endif
+	@echo "check-headers: the installed headers build a C program with and without hiredis"
 
 $(EXAMPLE_BIN): examples/c/limiter.c $(LIB)
 	$(CC) $(ALL_CFLAGS) $< -o $@ $(LIB) $(LDLIBS)
 
-$(TEST_BIN): $(TEST_OBJ) $(LIB)
-	$(CC) $(ALL_CFLAGS) $(TEST_OBJ) -o $@ $(LIB) $(LDLIBS)
+$(TEST_BIN): $(TEST_OBJ) $(LIBS)
+	$(CC) $(ALL_CFLAGS) $(TEST_OBJ) -o $@ $(LIBS) $(LDLIBS)
 
 ctest: $(TEST_BIN) $(EXAMPLE_BIN)
 	$(TEST_BIN)
 	$(EXAMPLE_BIN) > /dev/null
+	$(MAKE) --no-print-directory check-headers
 
 # C thread-scaling benchmark (one shared object per row, 1..2x cores threads).
 SCALING_BIN := $(BUILD)/thread_scaling

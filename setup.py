@@ -31,11 +31,21 @@ if os.path.exists("tools/gen_binding.py"):
     subprocess.run([sys.executable, "tools/gen_binding.py"], check=True)
 
 sources = sorted(glob.glob("csrc/core/*.c")) + sorted(glob.glob("csrc/python/*.c"))
-include_dirs = ["csrc/core", "csrc/python"]
+include_dirs = ["include/pyresilience", "csrc/core", "csrc/python"]
 define_macros = [("_GNU_SOURCE", "1")]
 libraries = []
-extra_compile_args = ["-std=c11", "-Wall", "-Wextra", "-Wno-unused-parameter",
-                      "-Wno-missing-field-initializers", "-Wno-cast-function-type"]
+
+
+def warnings():
+    """The one list of C warning flags (csrc/warnings.txt, shared with the Makefile)."""
+    with open("csrc/warnings.txt") as f:
+        return [w for w in (line.strip() for line in f) if w and not w.startswith("#")]
+
+
+extra_compile_args = ["-std=c11", *warnings()]
+if os.environ.get("CI") == "true":  # warnings are errors in CI, as for the Makefile's builds
+    extra_compile_args.append("-Werror")
+extra_compile_args.append("-Wno-write-strings")  # TEMP until the binding's kwlists are const
 extra_link_args = []
 
 if os.environ.get("PRS_DEBUG"):
@@ -51,7 +61,7 @@ if os.environ.get("PRS_SANITIZE"):
 hiredis = None if os.environ.get("PRS_NO_REDIS") else pkg_config("--cflags", "--libs", "hiredis")
 if hiredis is not None and glob.glob("csrc/redis/*.c"):
     sources += sorted(glob.glob("csrc/redis/*.c"))
-    include_dirs.append("csrc/redis")
+    include_dirs += ["include/pyresilience_redis", "csrc/redis"]
     define_macros.append(("PRS_HAVE_HIREDIS", "1"))
     for flag in hiredis:
         if flag.startswith("-I"):

@@ -6,7 +6,7 @@
  *   build/c/example_limiter
  *
  * Build by hand (after `make lib`):
- *   cc -std=c11 -Icsrc/core examples/c/limiter.c build/c/libpyresilience.a -lm -pthread
+ *   cc -std=c11 -Iinclude/pyresilience examples/c/limiter.c build/c/libpyresilience.a -lm -pthread
  *
  * Time is passed in explicitly (int64 nanoseconds of a monotonic clock), so
  * the schedule below is replayed exactly, the same way on every run. A real

@@ -1,4 +1,6 @@
-/* pyresilience.h - the umbrella header of the C core: include this one. */
+/* pyresilience.h - the umbrella header of the C core: include this one.
+ * It declares the core alone (libpyresilience.a); the Redis library has its own
+ * umbrella, pyresilience_redis.h (libpyresilience_redis.a, needs hiredis). */
 #ifndef PYRESILIENCE_H
 #define PYRESILIENCE_H
 #include "prs_common.h"
@@ -16,8 +18,5 @@
 #include "prs_retry.h"
 #include "prs_bulkhead.h"
 #include "prs_ring.h"
-#ifdef PRS_HAVE_HIREDIS
-#include "prs_redis.h"
-#endif
 /* more modules: one include line each */
 #endif
