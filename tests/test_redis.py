@@ -603,6 +603,16 @@ def test_group_wait_names_the_denying_member(backend: pr.RedisBackend) -> None:
         free._waiter("k", 1, -1)
 
 
+def test_a_wait_asks_redis_once_per_retry_after(backend: pr.RedisBackend) -> None:
+    # A Redis wait sleeps each step's whole delay before the next round trip
+    # (not a poll every slice): about two EVALSHA calls for one half-second wait.
+    lim = pr.RedisRateLimiter(backend, rate=2, burst=1, key_prefix=prefix())
+    lim.acquire("k")
+    before = _evalsha_calls(backend)
+    lim.acquire("k")
+    assert _evalsha_calls(backend) - before <= 4
+
+
 # ---- faults -------------------------------------------------------------------------
 
 def _fds() -> int:

@@ -9,7 +9,8 @@
  * Redis fails - including the 'local' fallback. A status becomes an
  * exception through prs_py_error(), with the backend's message from
  * prs_redis_last_error() when it has one. acquire() is the binding's one
- * rate wait (prs_py_wait_admitted / _RateWait) over a decide function here.
+ * rate wait (prs_py_wait_step, sync here and a _RateWait for async) over a
+ * decide function here.
  *
  * Every network call runs with the GIL released (the C backend never touches
  * Python objects; the key bytes it reads belong to argument objects kept
@@ -59,6 +60,21 @@ typedef struct {
 
 /* The monotonic clock of the Redis waits (time itself is Redis's). */
 static prs_py_clock wait_clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
+
+/* The sync wait: the binding's wait steps, each a round trip, so it sleeps a
+ * step's whole delay (in slices, checking signals) before deciding again. 0
+ * or -1 with an exception; nothing is taken unless admitted. */
+static int wait_admitted(prs_py_state *st, prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
+                         int64_t timeout_ns) {
+    prs_py_wait w;
+    if (prs_py_wait_begin(&wait_clock, n, timeout_ns, &w) < 0) return -1;
+    for (;;) {
+        int64_t ns = 0;
+        int r = prs_py_wait_step(st, &wait_clock, fn, ctx, what, &w, &ns);
+        if (r <= 0) return r;
+        if (prs_py_clock_sleep(&wait_clock, ns) < 0) return -1;
+    }
+}
 
 /* A status of the Redis library as an exception, with the backend's message
  * for this thread's last failure when there is one. */
@@ -345,8 +361,8 @@ static PyObject *rl_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!is_none(v[P_RedisRateLimiter_lease]) && lease_args(&cfg, v[P_RedisRateLimiter_lease], lease) < 0) goto done;
     prs_config_error why = {NULL, NULL};
     int rc = prs_redis_limiter_config_check(&cfg, &why);
-    if (rc && why.field && !strncmp(why.field, "lease_", 6)) { /* a field of the LeaseConfig */
-        int batch = !strcmp(why.field, "lease_batch");
+    int batch = rc && why.field && !strcmp(why.field, "lease_batch"); /* fields of the LeaseConfig */
+    if (batch || (rc && why.field && !strcmp(why.field, "lease_max_hold_ns"))) {
         PyErr_Format(PyExc_ValueError, "lease.%s %s, got %R", batch ? "batch" : "max_hold", why.reason,
                      lease[batch ? 0 : 1]);
         goto done;
@@ -512,7 +528,7 @@ static PyObject *rl_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, 
     prs_py_state *st = prs_py_state_of(op);
     if (!sync)
         result = prs_py_rate_wait_new(st, lk, &wait_clock, rl_wait_decide, lk, "Redis limiter", n, timeout_ns);
-    else if (prs_py_wait_admitted(st, &wait_clock, rl_wait_decide, lk, "Redis limiter", n, timeout_ns) == 0)
+    else if (wait_admitted(st, rl_wait_decide, lk, "Redis limiter", n, timeout_ns) == 0)
         result = Py_NewRef(Py_None);
     Py_DECREF(lk);
     return result;
@@ -769,7 +785,7 @@ static PyObject *group_wait(PyObject *op, PyObject *const *args, Py_ssize_t narg
         return NULL;
     prs_py_state *st = prs_py_state_of(op);
     if (!sync) return prs_py_rate_wait_new(st, op, &wait_clock, group_wait_decide, op, "Redis group", 1, timeout_ns);
-    if (prs_py_wait_admitted(st, &wait_clock, group_wait_decide, op, "Redis group", 1, timeout_ns) < 0) return NULL;
+    if (wait_admitted(st, group_wait_decide, op, "Redis group", 1, timeout_ns) < 0) return NULL;
     Py_RETURN_NONE;
 }
 static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
