@@ -15,11 +15,10 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from typing import TYPE_CHECKING, Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import _core
-from ._core import Decision
-from .errors import BackendError, RateLimitExceeded
+from .errors import BackendError
 
 __all__ = ["HAVE_REDIS", "LeaseConfig", "RedisBackend", "RedisLimiterGroup", "RedisRateLimiter"]
 
@@ -103,28 +102,16 @@ def _require_redis() -> None:
         raise BackendError(_INSTALL_HINT)
 
 
-async def _wait_async(check: Callable[[], Decision], timeout: Optional[float], never: str) -> None:
-    """Until check() admits: each check runs in the default executor (it does
-    network I/O), each wait is asyncio.sleep(retry_after). RateLimitExceeded
-    at once when admission lies beyond ``timeout``; ValueError (``never``,
-    formatted with the limit) when it can never happen."""
-    if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-            raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}")
-        if math.isnan(timeout) or timeout < 0:
-            raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+async def _wait_async(waiter: Any) -> None:
+    """The binding's rate wait (a _RateWait) without blocking the event loop:
+    each step runs in the default executor (it does network I/O), each wait is
+    asyncio.sleep. Raises as the sync acquire() does."""
     loop = asyncio.get_running_loop()
-    deadline = math.inf if timeout is None else loop.time() + timeout
     while True:
-        d = await loop.run_in_executor(None, check)
-        if d.allowed:
+        delay = await loop.run_in_executor(None, waiter.step)
+        if delay is None:
             return
-        if math.isinf(d.retry_after):
-            raise ValueError(never.format(d.limit))
-        if loop.time() + d.retry_after > deadline:
-            raise RateLimitExceeded("rate limit exceeded: not admissible within timeout",
-                                    retry_after=d.retry_after, decision=d)
-        await asyncio.sleep(d.retry_after)
+        await asyncio.sleep(delay)
 
 
 if TYPE_CHECKING or HAVE_REDIS:
@@ -168,8 +155,7 @@ class RedisRateLimiter(_LimiterBase):
         RateLimitExceeded at once when n cannot be admitted within ``timeout``
         seconds, ValueError when n exceeds the limit. Cancellation consumes
         nothing beyond a check already in flight."""
-        await _wait_async(lambda: self.check(key, n), timeout,
-                          f"n={n!r} can never be admitted by this limiter (limit {{}})")
+        await _wait_async(self._waiter(key, n, timeout))
 
     def __repr__(self) -> str:
         if self.rate is not None or self.algorithm in ("gcra", "token_bucket") and self.limit is None:
@@ -190,7 +176,7 @@ class RedisLimiterGroup(_GroupBase):
 
         Wait until the whole group is admitted without blocking the event loop.
         RateLimitExceeded at once when that cannot happen within ``timeout``."""
-        await _wait_async(self.check, timeout, "this group can never admit its request (an n exceeds a limit)")
+        await _wait_async(self._waiter(timeout))
 
     def __repr__(self) -> str:
         return f"RedisLimiterGroup(members={self.members!r})"

@@ -565,6 +565,54 @@ def test_group_acquire_async_takes_timeout_as_acquire_does(backend: pr.RedisBack
     asyncio.run(main())
 
 
+def test_waits_raise_the_backends_own_message() -> None:
+    # acquire and acquire_async run the binding's one rate wait; a failed
+    # round trip raises the backend's words (naming the server), not a generic
+    # wording of the status.
+    def limiter() -> pr.RedisRateLimiter:
+        b = pr.RedisBackend("redis://127.0.0.1:1", timeout=0.05, connect_timeout=0.05)
+        return pr.RedisRateLimiter(b, rate=1, burst=1)
+
+    waits = [lambda: limiter().acquire("k"),
+             lambda: pr.RedisLimiterGroup([(limiter(), "k", 1)]).acquire(),
+             lambda: asyncio.run(limiter().acquire_async("k")),
+             lambda: asyncio.run(pr.RedisLimiterGroup([(limiter(), "k", 1)]).acquire_async())]
+    for wait in waits:
+        with pytest.raises(pr.BackendError, match="cannot connect to 127.0.0.1:1"):
+            wait()
+    closed = limiter()
+    closed.backend.close()
+    with pytest.raises(pr.BackendError, match="closed"):
+        closed.acquire("k")
+
+
+def test_group_wait_names_the_denying_member(backend: pr.RedisBackend) -> None:
+    full = pr.RedisRateLimiter(backend, "fixed_window", limit=1, window=3600, key_prefix=prefix())
+    free = pr.RedisRateLimiter(backend, rate=100, burst=100, key_prefix=prefix())
+    assert full.allow("k")
+    g = pr.RedisLimiterGroup([(free, "a", 1), (full, "k", 1)])
+    with pytest.raises(pr.RateLimitExceeded) as err:
+        g.acquire(timeout=0)
+    assert err.value.decision.denied_by == 1
+    with pytest.raises(ValueError, match="never"):
+        pr.RedisLimiterGroup([(full, "k", 2)]).acquire()
+    small = pr.RedisRateLimiter(backend, rate=1, burst=10, key_prefix=prefix())
+    with pytest.raises(ValueError, match=r"n=11 can never be admitted .*\(limit 10\)"):
+        small.acquire("x", 11)
+    with pytest.raises(ValueError, match="timeout"):
+        free._waiter("k", 1, -1)
+
+
+def test_a_wait_asks_redis_once_per_retry_after(backend: pr.RedisBackend) -> None:
+    # A Redis wait sleeps each step's whole delay before the next round trip
+    # (not a poll every slice): about two EVALSHA calls for one half-second wait.
+    lim = pr.RedisRateLimiter(backend, rate=2, burst=1, key_prefix=prefix())
+    lim.acquire("k")
+    before = _evalsha_calls(backend)
+    lim.acquire("k")
+    assert _evalsha_calls(backend) - before <= 4
+
+
 # ---- faults -------------------------------------------------------------------------
 
 def _fds() -> int:

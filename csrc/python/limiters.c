@@ -321,7 +321,10 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
     int by = -1;
     if (prs_py_clock_now(clock, &now) < 0) return -1;
     int rc = fn(ctx, now, w->n, &d, &by, &max_n);
-    if (rc) { prs_py_error(st, rc, NULL); return -1; }
+    if (rc) { /* fn may word its own failure (a backend's message) */
+        if (!PyErr_Occurred()) prs_py_error(st, rc, NULL);
+        return -1;
+    }
     switch (prs_wait_decide(&d, now, w->deadline, &wake)) {
     case PRS_WAIT_ADMITTED: return 0;
     case PRS_WAIT_NEVER:

@@ -368,7 +368,8 @@ int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
 
 /* Decides n at now, consuming only when admitted. *denied_by: a group's first
  * denying member (-1 otherwise); *max_n: the largest n that can ever be
- * admitted (a request for more is a ValueError, not a wait). 0 or a status. */
+ * admitted (a request for more is a ValueError, not a wait). 0 or a status
+ * (with an exception set when fn words it itself, e.g. a backend's message). */
 typedef int (*prs_py_decide_fn)(void *ctx, int64_t now, int64_t n, prs_decision *d,
                                 int *denied_by, int64_t *max_n);
 

@@ -1,0 +1,153 @@
+"""The declared binding of the Redis types (csrc/python/redis.c): RedisBackend,
+RedisRateLimiter, RedisLimiterGroup. Validation is csrc/redis's
+(prs_redis_config_check, prs_redis_limiter_config_check)."""
+from binding_decl import M, P, Prop, Type
+
+KEY = "Union[str, bytes]"
+MEMBER = "Tuple[RedisRateLimiter, Union[str, bytes], int]"
+FLAGS = ("BASETYPE", "HAVE_GC")
+SLOTS = {"dealloc": None, "traverse": None}
+WEAK = {"weaklist": "weakreflist"}
+
+BACKEND = Type(
+    "RedisBackend", "redis", "backend", obj="backend_obj", config="prs_redis_config",
+    flags=FLAGS, slots=SLOTS, offsets=WEAK,
+    params=[
+        P("url", "STR", "str", "'redis://127.0.0.1:6379/0'"),
+        P("connect_timeout", "DURATION", "float", "0.25", field="connect_timeout_ns",
+          flags=("zero", "neg", "inf"), kw=True),
+        P("timeout", "DURATION", "float", "0.25", field="timeout_ns", flags=("zero", "neg", "inf")),
+        P("max_connections", "CONVERT", "int", "8", field="max_connections",
+          convert="backend_max_connections"),
+    ],
+    doc="A thread-safe pool of connections to one Redis server.\n"
+        "url: redis://[user:password@]host:port/db or unix:///path/to/socket?db=N.\n"
+        "timeout bounds a whole call (including any connection it must open);\n"
+        "connect_timeout bounds opening one. Connections open lazily, reopen after\n"
+        "errors, and a forked child opens its own. After repeated failures the\n"
+        "backend fails fast for 200 ms at a time instead of waiting out a timeout\n"
+        "on every call, and recovers by itself once Redis answers again.",
+    methods=[
+        M("close", doc="Close every connection; later calls raise BackendError. Idempotent."),
+        M("ping", returns="bool",
+          doc="PING the server: True, or BackendError when it cannot be reached\n"
+              "within the timeout."),
+        M("_command", "*args: Union[str, bytes, int]", "Any", flags="METH_FASTCALL",
+          doc="Run one raw Redis command (arguments str, bytes or int) and\n"
+              "return its reply (bytes, int, None, str status, list). For tests and tools."),
+    ],
+    props=[
+        Prop("url", "str", "The server URL.", member="url"),
+        Prop("timeout", "float", "Seconds a call may take in total.", "backend_get", 0),
+        Prop("connect_timeout", "float", "Seconds to establish a connection.", "backend_get", 1),
+        Prop("max_connections", "int", "Pool size.", "backend_get", 2),
+        Prop("closed", "bool", "True after close().", "backend_get", 3),
+        Prop("connections", "int", "Connections open in this process now.", "backend_get", 4),
+    ])
+
+LIMITER = Type(
+    "RedisRateLimiter", "redis", "rl", obj="limiter_obj", config="prs_redis_limiter_config",
+    flags=FLAGS, slots=dict(SLOTS, clear=None), offsets=WEAK,
+    params=[
+        P("backend", "OBJECT", "RedisBackend"),
+        P("algorithm", "ENUM", "str", "'gcra'", field="algorithm",
+          choices=("gcra", "token_bucket", "fixed_window", "sliding_window_counter",
+                   "sliding_window_log")),
+        P("limit", "CONVERT", "Optional[int]", "None", field="limit", flags=("none",),
+          convert="rl_limit", kw=True),
+        P("window", "DURATION", "Optional[float]", "None", field="window_ns",
+          flags=("zero", "neg", "inf", "none")),
+        P("rate", "REAL", "Optional[float]", "None", field="rate", flags=("zero", "neg", "inf", "none")),
+        P("burst", "CONVERT", "Optional[int]", "None", field="burst", flags=("none",),
+          convert="rl_burst"),
+        P("key_prefix", "STR", "str", "'prs:'", field="key_prefix"),
+        P("on_backend_error", "CONVERT", "str", "'raise'", field="on_backend_error",
+          convert="rl_policy"),
+        P("local_share", "REAL", "Optional[float]", "None", field="local_share", flags=("none",)),
+        P("lease", "OBJECT", "Any", "None"),
+    ],
+    doc="A rate limit shared by every process using the same Redis, per key.\n"
+        "gcra and token_bucket take rate (per second) and burst, or limit and window\n"
+        "(rate = limit/window, burst = limit); fixed_window, sliding_window_counter and\n"
+        "sliding_window_log take limit and window (seconds). Time is Redis's own.\n"
+        "on_backend_error: 'raise' (BackendError), 'allow', 'deny' or 'local' (an\n"
+        "in-process limiter with local_share of the limit).",
+    methods=[
+        M("allow", "key: %s, n: int = 1" % KEY, "bool",
+          doc="Consume n for key if Redis admits it now: True or False.\n"
+              "key is str (UTF-8) or bytes, any content and length."),
+        M("check", "key: %s, n: int = 1" % KEY, "Decision",
+          doc="Like allow(), returning the Decision (allowed, limit, remaining,\n"
+              "retry_after, reset_after; headers()). One EVALSHA round trip, or none when a\n"
+              "local lease can serve it."),
+        M("peek", "key: %s, n: int = 1" % KEY, "Decision",
+          doc="The Decision check(key, n) would return now, consuming nothing."),
+        M("acquire", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
+          doc="Block until n is admitted for key (the GIL is\n"
+              "released while waiting; Ctrl-C interrupts). RateLimitExceeded at once when n\n"
+              "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."),
+        M("_waiter", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY, "_RateWait",
+          doc="Internal: the wait of acquire_async() (its step() does the network call:\n"
+              "run it in an executor)."),
+        M("reset", "key: %s" % KEY, doc="Delete key's state in Redis (and its local lease)."),
+        M("check_many", "requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]",
+          "List[Decision]",
+          doc="Check a list of (key, n) pairs (or bare keys, n=1) in one\n"
+              "pipelined round trip; returns a list of Decisions in the same order. Each\n"
+              "check is atomic on its own (not all-or-nothing: see RedisLimiterGroup)."),
+        M("close", doc="Give back every unspent lease permit (one pipelined round trip)."),
+        M("_check_at", "key: %s, n: int, now: float" % KEY, "Decision",
+          doc="Tests only: check at `now` seconds (microsecond\n"
+              "resolution) instead of Redis's TIME. Never uses leases."),
+        M("_redis_key", "key: %s, /" % KEY, "bytes",
+          doc="The Redis key holding key's state (for tools and tests)."),
+    ],
+    props=[
+        Prop("backend", "RedisBackend", "The RedisBackend.", member="backend"),
+        Prop("algorithm", "str", "The algorithm's name.", member="algorithm"),
+        Prop("key_prefix", "str", "Prefix of every Redis key this limiter writes.",
+             member="key_prefix"),
+        Prop("limit", "Optional[int]", "limit as given (None when not).", member="limit"),
+        Prop("window", "Optional[float]", "window in seconds as given (None when not).",
+             member="window"),
+        Prop("rate", "Optional[float]", "rate as given (None when not).", member="rate"),
+        Prop("burst", "Optional[int]", "burst as given (None when not).", member="burst"),
+        Prop("on_backend_error", "str", "'raise', 'allow', 'deny' or 'local'.", "rl_get_policy"),
+        Prop("local_share", "Optional[float]", "Share of the limit the 'local' fallback admits.",
+             member="local_share"),
+        Prop("lease", "Any", "The LeaseConfig, or None.", member="lease"),
+    ])
+
+GROUP = Type(
+    "RedisLimiterGroup", "redis", "group", obj="group_obj", flags=FLAGS, slots=SLOTS,
+    offsets=WEAK,
+    params=[P("members", "OBJECT", "Iterable[%s]" % MEMBER)],
+    doc="Several Redis limits checked as one, all or nothing, in one atomic script:\n"
+        "members is a list of (limiter, key, n) tuples whose limiters share one\n"
+        "RedisBackend. On Redis Cluster the keys must share a hash tag (see same_slot).\n"
+        "When Redis fails, each member's on_backend_error applies and the strictest\n"
+        "outcome wins: 'raise' over 'deny' over 'local' over 'allow'; the 'local'\n"
+        "members' in-process limiters decide all or nothing among themselves.",
+    methods=[
+        M("check", returns="Decision",
+          doc="Admit every member's (key, n) or none, in one atomic script. The\n"
+              "Decision is the most restrictive member's; denied_by is the index of the first\n"
+              "member that denied."),
+        M("allow", returns="bool", doc="check() as a bool."),
+        M("acquire", "timeout: Optional[float] = None",
+          doc="Block until the whole group is admitted (GIL released\n"
+              "while waiting); RateLimitExceeded when that cannot happen within timeout."),
+        M("_waiter", "timeout: Optional[float] = None", "_RateWait",
+          doc="Internal: the wait of acquire_async() (its step() does the network call:\n"
+              "run it in an executor)."),
+        M("_check_at", "now: float, /", "Decision",
+          doc="Tests only: check at `now` seconds instead of Redis's TIME."),
+    ],
+    props=[
+        Prop("members", "List[%s]" % MEMBER, "The (limiter, key, n) members.", "group_get", 0),
+        Prop("same_slot", "bool",
+             "True when every member's key maps to one Redis Cluster slot (same hash tag).",
+             "group_get", 1),
+    ])
+
+TYPES = [BACKEND, LIMITER, GROUP]
