@@ -24,6 +24,7 @@ TOOLS = ROOT / "tools"
 def _load(name):
     spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
     mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod  # the decl_<area> modules import binding_decl: this one
     sys.path.insert(0, str(TOOLS))
     try:
         spec.loader.exec_module(mod)
@@ -42,6 +43,7 @@ CONSTRUCTED = {name: t for name, t in DECLARED.items() if t.params is not None}
 REQUIRED = {
     "Decision": dict(allowed=True, limit=1, remaining=1, retry_after=0.0, reset_after=0.0),
     "RetryCall": dict(func=print, handler=print),
+    "Bulkhead": dict(name="x", max_concurrent=1),
 }
 
 
@@ -124,6 +126,15 @@ BAD = {  # kind -> (a wrong type, a wrong value)
 }
 
 
+BAD_PARAM = {  # (type, param) -> (a wrong type, a wrong value), where the kind says too little
+    ("RingQueue", "max_size"): ("5", 2.5),
+    ("RingQueue", "maxsize"): ("5", 2.5),
+    ("RingQueue", "strategy"): (3.5, "fifo"),
+    ("RingQueue", "high_watermark"): ("0.5", 3.5),
+    ("RingQueue", "low_watermark"): ("0.5", 3.5),
+}
+
+
 def _cases():
     for t in CONSTRUCTED.values():
         for p in t.params:
@@ -134,7 +145,7 @@ def _cases():
 @pytest.mark.parametrize("name, p", list(_cases()), ids=lambda x: getattr(x, "name", x))
 def test_bad_arguments_name_the_parameter_and_value(name, p):
     cls = _runtime(name)
-    wrong_type, wrong_value = BAD[p.kind]
+    wrong_type, wrong_value = BAD_PARAM.get((name, p.name), BAD[p.kind])
     with pytest.raises(TypeError, match=p.name) as ei:
         cls(**{**REQUIRED.get(name, {}), p.name: wrong_type})
     assert repr(wrong_type) in str(ei.value)

@@ -582,7 +582,8 @@ def test_bad_construction(cls, kwargs, exc, word):
     (dict(max_size=2, high_watermark=0), "high_watermark must be a fraction in (0, 1], got 0"),
     (dict(max_size=2, high_watermark=-1.0), "high_watermark must be a fraction in (0, 1], got -1.0"),
     (dict(max_size=2, high_watermark=0.3, low_watermark=0.6),
-     "low_watermark must be below high_watermark (0 <= low < high <= 1), got 0.6"),
+     "low_watermark must be below high_watermark (0 <= low < high <= 1), got 0.6 "
+     "(high_watermark=0.3)"),
     (dict(max_size=2 ** 30 + 1), "max_size must be <= 1073741824, got 1073741825"),
     (dict(maxsize=10 ** 30), f"maxsize must be <= 1073741824, got {10 ** 30}"),
 ])

@@ -175,7 +175,7 @@ def c_params(prefix, fname, params, config):
     L.append("static const prs_py_param %s_param_list[] = {" % prefix)
     for p in params:
         flags = " | ".join(FLAGS[f] for f in p.flags) or "0"
-        off = "offsetof(%s, %s)" % (config, p.field) if p.field else "-1"
+        off = "offsetof(%s, %s)" % (config, getattr(p, "at", None) or p.field) if p.field else "-1"
         choices = "%s_%s_choices" % (prefix, p.name) if p.choices else "NULL"
         L.append('    {"%s", %s, PRS_PK_%s, %s, %s, %s, %s, %s, %s},'
                  % (p.name, '"%s"' % p.field if p.field else "NULL", p.kind, flags, off,
@@ -201,8 +201,9 @@ SLOT_PROTO = {  # type slots: the C signature of their function
     "richcompare": "static PyObject *%s(PyObject *self, PyObject *other, int op);",
     "hash": "static Py_hash_t %s(PyObject *self);",
     "bool": "static int %s(PyObject *self);",
+    "len": "static Py_ssize_t %s(PyObject *self);",
 }
-SLOT_ID = {"bool": "Py_nb_bool"}
+SLOT_ID = {"bool": "Py_nb_bool", "len": "Py_sq_length"}
 OFFSETS = {"weaklist": "__weaklistoffset__", "dict": "__dictoffset__",
            "vectorcall": "__vectorcalloffset__"}
 
