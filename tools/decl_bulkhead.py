@@ -185,4 +185,23 @@ RING_QUEUE = Type(
                "def maxsize(self) -> int: ...", "@maxsize.setter",
                "def maxsize(self, value: int) -> None: ..."])
 
-TYPES = [BULKHEAD, RING_QUEUE]
+ASYNC_WAITER = Type(
+    "_AsyncWaiter", "wait", "waiter", obj="prs_py_waiter",
+    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
+    slots={"call": None, "dealloc": None, "traverse": None, "clear": None},
+    doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
+    methods=[M("__call__", slot=True)],
+    props=[Prop("future", "Any", "The asyncio future woken when this waiter is served.",
+                "waiter_get_future")])
+
+READY = Type(
+    "_Ready", "wait", "ready", obj="ready_obj",
+    flags=("IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
+    slots={"am_await": "ready_await", "iter": "ready_await", "iternext": "ready_next",
+           "dealloc": None},
+    doc="An awaitable that is already done (internal).",
+    methods=[M("send", "value: Any, /", "Any", doc="Finish: raise StopIteration(result)."),
+             M("__await__", returns="Any", slot=True), M("__iter__", returns="Any", slot=True),
+             M("__next__", returns="Any", slot=True)])
+
+TYPES = [BULKHEAD, RING_QUEUE, ASYNC_WAITER, READY]

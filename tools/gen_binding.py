@@ -202,8 +202,11 @@ SLOT_PROTO = {  # type slots: the C signature of their function
     "hash": "static Py_hash_t %s(PyObject *self);",
     "bool": "static int %s(PyObject *self);",
     "len": "static Py_ssize_t %s(PyObject *self);",
+    "am_await": "static PyObject *%s(PyObject *self);",
+    "iter": "static PyObject *%s(PyObject *self);",
+    "iternext": "static PyObject *%s(PyObject *self);",
 }
-SLOT_ID = {"bool": "Py_nb_bool", "len": "Py_sq_length"}
+SLOT_ID = {"bool": "Py_nb_bool", "len": "Py_sq_length", "am_await": "Py_am_await"}
 OFFSETS = {"weaklist": "__weaklistoffset__", "dict": "__dictoffset__",
            "vectorcall": "__vectorcalloffset__"}
 
