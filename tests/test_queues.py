@@ -600,6 +600,23 @@ def test_bad_construction_words_the_core_rule(kwargs, message):
     assert q.maxsize == 2
 
 
+def test_watermarks_need_a_bounded_queue_worded_as_a_field_rule():
+    """Watermarks are fractions of a bounded capacity: the constructor and the
+    capacity setter give the same rule, naming the parameter used and its value."""
+    with pytest.raises(ValueError) as ei:
+        BoundedQueue(0, high_watermark=0.5)
+    assert str(ei.value) == "max_size must be > 0 when watermarks are set (a bounded queue), got 0"
+    with pytest.raises(ValueError) as ei:
+        BoundedQueue(maxsize=-3, low_watermark=0.5)
+    assert str(ei.value) == "maxsize must be > 0 when watermarks are set (a bounded queue), got -3"
+    q = BoundedQueue(4, high_watermark=0.5)
+    for name in ("maxsize", "max_size"):
+        with pytest.raises(ValueError) as ei:
+            setattr(q, name, 0)
+        assert str(ei.value) == f"{name} must be > 0 when watermarks are set (a bounded queue), got 0"
+    assert q.maxsize == 4
+
+
 def test_built_when_made():
     """The C queue is built by __new__ from the arguments: there is no
     half-made queue, and __init__ does not build it again."""

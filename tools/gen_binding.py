@@ -31,6 +31,10 @@ How to convert a type (hand-written -> declared):
     default as source text (None: required), the core config field it fills
     (field=, omitted for kinds the binding keeps itself), range/flags, and
     whether it is keyword-only (kw=True; every P after the first kw one is too).
+    A field of a core config embedded in the binding's own argument struct
+    (Type(config=<that struct>)) names its path in `p.at` ("core.max_concurrent"):
+    the offset comes from it, the error matching from field. Several P may fill
+    one field (aliases: max_size / maxsize); an error names the one given.
  2. Put `# <gen Name>` / `# </gen>` around the class in _core.pyi; run
     `make gen` (or this script).
  3. In the .c file: define the object struct (and any struct of method
