@@ -141,7 +141,8 @@ class _RingQueueMixin(_core.RingQueue):
         return await await_waiter(w, self.block_timeout, self._finish_put)
 
     async def _aget(self, timeout: Optional[float] = None) -> Any:
-        check_timeout(timeout)
+        if timeout is not None:
+            check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
             return r
@@ -247,7 +248,8 @@ class BackpressureQueue(_RingQueueMixin, Generic[T]):
         Remove and return the oldest item, waiting for one (up to ``timeout``
         seconds if given: QueueEmptyError). QueueClosedError once a closed
         queue is drained."""
-        check_timeout(timeout)
+        if timeout is not None:
+            check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
             return cast(T, r)
@@ -319,7 +321,8 @@ class BoundedQueue(_RingQueueMixin, Generic[T]):
         """get_async(self, timeout=None)
 
         The asyncio form of get()."""
-        check_timeout(timeout)
+        if timeout is not None:
+            check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
             return cast(T, r)
