@@ -242,7 +242,7 @@ static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssiz
 }
 
 /* async with: a slot free now -> an already-done awaitable (no coroutine);
- * else the coroutine self._acquire_slow(result, max_wait_seconds) + self. */
+ * else the coroutine self._aenter_slow(). */
 static PyObject *bh_aenter(PyObject *self, PyObject *unused) {
     int got;
     prs_bulkhead_try_acquire(SELF->core, prs_monotonic_ns(), 0, &got);
