@@ -184,35 +184,6 @@ static void q_dealloc(PyObject *self) {
 
 /* ---- after a core call: wake, call back, release (no lock held) --------- */
 
-static void deliver(prs_ring_waiter *woken);
-
-static void call_hook(PyObject *fn) {
-    if (!fn) return;
-    PyObject *r = PyObject_CallNoArgs(fn);
-    if (r) Py_DECREF(r);
-    else PyErr_WriteUnraisable(fn);
-}
-
-/* Runs what a core call left to do. Keeps any exception already set. */
-static void after(PyObject *self, prs_ring_result *res) {
-    if (!res->woken && !res->events && !res->evicted) return;
-    PRS_PY_EXC_SAVE(saved);
-    deliver(res->woken);
-    if (res->events & PRS_RING_EV_HIGH) {
-        PyObject *fn = Py_XNewRef(SELF->on_high);
-        call_hook(fn);
-        Py_XDECREF(fn);
-    }
-    if (res->events & PRS_RING_EV_LOW) {
-        PyObject *fn = Py_XNewRef(SELF->on_low);
-        call_hook(fn);
-        Py_XDECREF(fn);
-    }
-    if (res->evicted) Py_DECREF((PyObject *)res->evicted);
-    res->evicted = NULL;
-    PRS_PY_EXC_RESTORE(saved);
-}
-
 /* Wakes the asyncio waiters served by a core call (one whose loop is gone
  * gives back what it was handed). */
 static void deliver(prs_ring_waiter *woken) {
@@ -221,6 +192,28 @@ static void deliver(prs_ring_waiter *woken) {
         prs_py_waiter_served(woken->data);
         woken = next;
     }
+}
+
+/* Calls a watermark callback (NULL: none), holding it across the call. */
+static void call_hook(PyObject *fn) {
+    if (!fn) return;
+    Py_INCREF(fn);
+    PyObject *r = PyObject_CallNoArgs(fn);
+    if (r) Py_DECREF(r);
+    else PyErr_WriteUnraisable(fn);
+    Py_DECREF(fn);
+}
+
+/* Runs what a core call left to do. Keeps any exception already set. */
+static void after(PyObject *self, prs_ring_result *res) {
+    if (!res->woken && !res->events && !res->evicted) return;
+    PRS_PY_EXC_SAVE(saved);
+    deliver(res->woken);
+    if (res->events & PRS_RING_EV_HIGH) call_hook(SELF->on_high);
+    if (res->events & PRS_RING_EV_LOW) call_hook(SELF->on_low);
+    if (res->evicted) Py_DECREF((PyObject *)res->evicted);
+    res->evicted = NULL;
+    PRS_PY_EXC_RESTORE(saved);
 }
 
 static int q_wait(void *core, void *waiter, int64_t deadline_ns) {
