@@ -40,7 +40,8 @@ BULKHEAD = Type(
               "counted as a rejection)."),
         M("release", doc="Give a slot back (to the oldest waiter, if any). RuntimeError when no "
                          "slot is held."),
-        M("__enter__", returns="Self", c="bh_enter", doc="acquire() with max_wait_seconds; returns the bulkhead."),
+        M("__enter__", returns="Self", c="bh_enter",
+          doc="acquire() with max_wait_seconds; returns the bulkhead."),
         M("__exit__", EXIT, c="bh_exit", doc="release(); never suppresses the exception."),
         M("__aenter__", returns=AWAITABLE_SELF, c="bh_aenter",
           doc="async with: take a slot (waiting up to max_wait_seconds without blocking the\n"
