@@ -15,6 +15,18 @@ from typing import Any, Callable, Iterable, Optional, TypeVar
 R = TypeVar("R")
 
 
+def check_timeout(timeout: Any) -> float:
+    """Seconds from a ``timeout`` argument: None -> inf (no limit), else a real
+    number >= 0 (TypeError / ValueError naming the value)."""
+    if timeout is None:
+        return math.inf
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+        raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}: {timeout!r}")
+    if math.isnan(timeout) or timeout < 0:
+        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
+    return float(timeout)
+
+
 def _wake(fut: Any) -> None:
     if not fut.done():
         fut.set_result(None)

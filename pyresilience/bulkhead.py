@@ -22,7 +22,6 @@ import asyncio
 import concurrent.futures
 import contextvars
 import inspect
-import math
 import os
 import threading
 import weakref
@@ -32,7 +31,7 @@ from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast, ove
 
 from . import _core
 from ._decorate import P, finish, inspect_target
-from ._wait import await_waiter, repair_after_fork
+from ._wait import await_waiter, check_timeout, repair_after_fork
 
 __all__ = ["Bulkhead", "BulkheadMetrics"]
 
@@ -59,19 +58,6 @@ class BulkheadMetrics:
 
 # Every live Bulkhead, for the at-fork hook at the end of this module.
 _live: "weakref.WeakSet[Bulkhead]" = weakref.WeakSet()
-
-
-def _check_timeout(timeout: Any, default: float) -> float:
-    """seconds (inf: no limit) from a timeout argument (_DEFAULT: the bulkhead's)."""
-    if timeout is _DEFAULT:
-        return default
-    if timeout is None:
-        return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}: {timeout!r}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    return float(timeout)
 
 
 class Bulkhead(_core.Bulkhead):
@@ -122,7 +108,7 @@ class Bulkhead(_core.Bulkhead):
         Raises BulkheadFullError when none frees in time. If the task is
         cancelled while waiting, nothing is kept (a slot handed over at that
         moment goes to the next waiter). Pair with release()."""
-        limit = _check_timeout(timeout, self.max_wait_seconds)
+        limit = self.max_wait_seconds if timeout is _DEFAULT else check_timeout(timeout)
         r = self._acquire_async(_get_running_loop, limit != 0)
         if r is not True:
             await self._acquire_slow(r, limit)

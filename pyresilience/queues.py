@@ -32,7 +32,6 @@ waiters stay queued: they are served if the child runs their loop.
 """
 from __future__ import annotations
 
-import math
 import os
 import types
 import weakref
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterato
 
 from . import _core
 from ._core import _AsyncWaiter
-from ._wait import await_waiter, repair_after_fork
+from ._wait import await_waiter, check_timeout, repair_after_fork
 from .errors import QueueClosedError
 
 __all__ = ["BackpressureStrategy", "BackpressureMetrics", "BackpressureQueue", "BoundedQueue"]
@@ -81,13 +80,6 @@ class BackpressureMetrics:
     items_processed: int = 0
     items_dropped: int = 0
     producer_blocked_count: int = 0
-
-
-def _check_timeout(timeout: Any) -> None:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}: {timeout!r}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
 
 
 def _size_arg(max_size: Any, maxsize: Any) -> Any:
@@ -150,7 +142,7 @@ class _RingQueueMixin(_core.RingQueue):
 
     async def _aget(self, timeout: Optional[float] = None) -> Any:
         if timeout is not None:
-            _check_timeout(timeout)
+            check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
             return r
@@ -257,7 +249,7 @@ class BackpressureQueue(_RingQueueMixin, Generic[T]):
         seconds if given: QueueEmptyError). QueueClosedError once a closed
         queue is drained."""
         if timeout is not None:
-            _check_timeout(timeout)
+            check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
             return cast(T, r)
@@ -330,7 +322,7 @@ class BoundedQueue(_RingQueueMixin, Generic[T]):
 
         The asyncio form of get()."""
         if timeout is not None:
-            _check_timeout(timeout)
+            check_timeout(timeout)
         r = self._get_async(_get_running_loop)
         if r.__class__ is not _AsyncWaiter:
             return cast(T, r)

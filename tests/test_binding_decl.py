@@ -44,6 +44,7 @@ CONSTRUCTED = {name: t for name, t in DECLARED.items()
 REQUIRED = {
     "Decision": dict(allowed=True, limit=1, remaining=1, retry_after=0.0, reset_after=0.0),
     "RetryCall": dict(func=print, handler=print),
+    "Bulkhead": dict(name="x", max_concurrent=1),
 }
 if hasattr(_core, "RedisBackend"):  # built with hiredis (a backend connects lazily: no server needed)
     _limiter = _core.RedisRateLimiter(_core.RedisBackend("redis://127.0.0.1:1"), rate=1, burst=1)
@@ -135,6 +136,15 @@ BAD_PARAM = {  # (type, param) -> its own (wrong type or None, wrong value): con
     ("RedisRateLimiter", "burst"): ("5", 2.5),
     ("RedisRateLimiter", "on_backend_error"): (None, 3.5),
 }
+
+
+BAD_PARAM.update({  # (type, param) -> (a wrong type, a wrong value), where the kind says too little
+    ("RingQueue", "max_size"): ("5", 2.5),
+    ("RingQueue", "maxsize"): ("5", 2.5),
+    ("RingQueue", "strategy"): (3.5, "fifo"),
+    ("RingQueue", "high_watermark"): ("0.5", 3.5),
+    ("RingQueue", "low_watermark"): ("0.5", 3.5),
+})
 
 
 def _cases():
@@ -256,3 +266,11 @@ def test_init_never_reinitialises():
     budget = pr.RetryBudget(ratio=0.5)
     budget.__init__(ratio=0.25)
     assert budget.ratio == 0.5
+
+
+def test_bulkhead_and_queue_types_are_declared():
+    """Bulkhead, RingQueue and their waiter types come from tools/decl_bulkhead.py:
+    the constructors' text signatures are the declared ones."""
+    assert {"Bulkhead", "RingQueue", "_AsyncWaiter", "_Ready"} <= set(DECLARED)
+    assert str(inspect.signature(_core.Bulkhead)) == "(name, max_concurrent, max_wait_seconds=30.0)"
+    assert str(inspect.signature(_core.RingQueue)).startswith("(max_size=0, strategy='block', ")

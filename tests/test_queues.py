@@ -582,7 +582,8 @@ def test_bad_construction(cls, kwargs, exc, word):
     (dict(max_size=2, high_watermark=0), "high_watermark must be a fraction in (0, 1], got 0"),
     (dict(max_size=2, high_watermark=-1.0), "high_watermark must be a fraction in (0, 1], got -1.0"),
     (dict(max_size=2, high_watermark=0.3, low_watermark=0.6),
-     "low_watermark must be below high_watermark (0 <= low < high <= 1), got 0.6"),
+     "low_watermark must be below high_watermark (0 <= low < high <= 1), got 0.6 "
+     "(high_watermark=0.3)"),
     (dict(max_size=2 ** 30 + 1), "max_size must be <= 1073741824, got 1073741825"),
     (dict(maxsize=10 ** 30), f"maxsize must be <= 1073741824, got {10 ** 30}"),
 ])
@@ -597,6 +598,23 @@ def test_bad_construction_words_the_core_rule(kwargs, message):
         q.maxsize = 2 ** 40
     assert str(ei.value) == f"maxsize must be <= 1073741824, got {2 ** 40}"
     assert q.maxsize == 2
+
+
+def test_watermarks_need_a_bounded_queue_worded_as_a_field_rule():
+    """Watermarks are fractions of a bounded capacity: the constructor and the
+    capacity setter give the same rule, naming the parameter used and its value."""
+    with pytest.raises(ValueError) as ei:
+        BoundedQueue(0, high_watermark=0.5)
+    assert str(ei.value) == "max_size must be > 0 when watermarks are set (a bounded queue), got 0"
+    with pytest.raises(ValueError) as ei:
+        BoundedQueue(maxsize=-3, low_watermark=0.5)
+    assert str(ei.value) == "maxsize must be > 0 when watermarks are set (a bounded queue), got -3"
+    q = BoundedQueue(4, high_watermark=0.5)
+    for name in ("maxsize", "max_size"):
+        with pytest.raises(ValueError) as ei:
+            setattr(q, name, 0)
+        assert str(ei.value) == f"{name} must be > 0 when watermarks are set (a bounded queue), got 0"
+    assert q.maxsize == 4
 
 
 def test_built_when_made():

@@ -31,6 +31,10 @@ How to convert a type (hand-written -> declared):
     default as source text (None: required), the core config field it fills
     (field=, omitted for kinds the binding keeps itself), range/flags, and
     whether it is keyword-only (kw=True; every P after the first kw one is too).
+    A field of a core config embedded in the binding's own argument struct
+    (Type(config=<that struct>)) names its path in `p.at` ("core.max_concurrent"):
+    the offset comes from it, the error matching from field. Several P may fill
+    one field (aliases: max_size / maxsize); an error names the one given.
  2. Put `# <gen Name>` / `# </gen>` around the class in _core.pyi; run
     `make gen` (or this script).
  3. In the .c file: define the object struct (and any struct of method
@@ -175,7 +179,7 @@ def c_params(prefix, fname, params, config):
     L.append("static const prs_py_param %s_param_list[] = {" % prefix)
     for p in params:
         flags = " | ".join(FLAGS[f] for f in p.flags) or "0"
-        off = "offsetof(%s, %s)" % (config, p.field) if p.field else "-1"
+        off = "offsetof(%s, %s)" % (config, getattr(p, "at", None) or p.field) if p.field else "-1"
         choices = "%s_%s_choices" % (prefix, p.name) if p.choices else "NULL"
         L.append('    {"%s", %s, PRS_PK_%s, %s, %s, %s, %s, %s, %s},'
                  % (p.name, '"%s"' % p.field if p.field else "NULL", p.kind, flags, off,
@@ -201,8 +205,12 @@ SLOT_PROTO = {  # type slots: the C signature of their function
     "richcompare": "static PyObject *%s(PyObject *self, PyObject *other, int op);",
     "hash": "static Py_hash_t %s(PyObject *self);",
     "bool": "static int %s(PyObject *self);",
+    "len": "static Py_ssize_t %s(PyObject *self);",
+    "am_await": "static PyObject *%s(PyObject *self);",
+    "iter": "static PyObject *%s(PyObject *self);",
+    "iternext": "static PyObject *%s(PyObject *self);",
 }
-SLOT_ID = {"bool": "Py_nb_bool"}
+SLOT_ID = {"bool": "Py_nb_bool", "len": "Py_sq_length", "am_await": "Py_am_await"}
 OFFSETS = {"weaklist": "__weaklistoffset__", "dict": "__dictoffset__",
            "vectorcall": "__vectorcalloffset__"}
 

@@ -15,10 +15,6 @@
 
 #include <math.h>
 
-/* ======================================================================== */
-/* Bulkhead                                                                  */
-/* ======================================================================== */
-
 typedef struct {
     PyObject_HEAD
     prs_bulkhead *core;    /* made in tp_new, never NULL */
@@ -29,43 +25,45 @@ typedef struct {
     PyObject *weakreflist;
 } bh_obj;
 
+/* The constructor's arguments: the core's config and the binding's wait. */
+typedef struct {
+    prs_bulkhead_config core;
+    double max_wait_s;
+} bh_args;
+
+static void bh_args_init(bh_args *a) {
+    prs_bulkhead_config_init(&a->core);
+    a->max_wait_s = 30.0;
+}
+
+static int bh_args_check(const bh_args *a, prs_config_error *why) {
+    return prs_bulkhead_config_check(&a->core, why);
+}
+
+#include "gen/bulkhead.h"
+
 #define SELF ((bh_obj *)self)
 
 static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"name", "max_concurrent", "max_wait_seconds", NULL};
-    PyObject *name, *max_o, *wait_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO|O:Bulkhead", kwlist, &name, &max_o, &wait_o))
-        return NULL;
-    if (!PyUnicode_Check(name)) {
-        PyErr_Format(PyExc_TypeError, "name must be a str, not %.200s: %R", Py_TYPE(name)->tp_name, name);
-        return NULL;
-    }
-    if (PyUnicode_GET_LENGTH(name) == 0) {
+    prs_py_state *st;
+    bh_args a;
+    PyObject *v[P_Bulkhead__COUNT];
+    if (Bulkhead_parse(type, args, kwds, &st, &a, v) < 0) return NULL;
+    if (PyUnicode_GET_LENGTH(v[P_Bulkhead_name]) == 0) {
         PyErr_SetString(PyExc_ValueError, "name must be a non-empty str, got ''");
         return NULL;
     }
-    prs_py_state *st = prs_py_state_of_type(type);
-    if (!st) return NULL;
-    prs_bulkhead_config cfg;
-    prs_bulkhead_config_init(&cfg);
-    if (prs_py_parse_config_count(max_o, "max_concurrent", &cfg.max_concurrent) < 0) return NULL;
-    double wait_s = 30.0;
-    if (wait_o && prs_py_parse_real(wait_o, "max_wait_seconds", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &wait_s) < 0)
-        return NULL;
-    prs_config_error why = {NULL, NULL};
-    int rc = prs_bulkhead_config_check(&cfg, &why);
-    if (rc) return prs_py_config_refused(st, rc, &why, NULL, max_o);
     bh_obj *self = (bh_obj *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    rc = prs_bulkhead_new(&cfg, &self->core);
+    int rc = prs_bulkhead_new(&a.core, &self->core);
     if (rc) {
         Py_DECREF(self);
         return prs_py_error(st, rc, NULL);
     }
     self->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);
-    self->name = Py_NewRef(name);
-    self->max_wait_s = wait_s;
-    self->max_wait_ns = isinf(wait_s) ? PRS_NEVER : prs_seconds_to_ns(wait_s);
+    self->name = Py_NewRef(v[P_Bulkhead_name]);
+    self->max_wait_s = a.max_wait_s;
+    self->max_wait_ns = isinf(a.max_wait_s) ? PRS_NEVER : prs_seconds_to_ns(a.max_wait_s);
     return (PyObject *)self;
 }
 
@@ -74,10 +72,6 @@ static int bh_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(SELF->name);
     Py_VISIT(SELF->ready);
     return 0;
-}
-
-static int bh_clear(PyObject *self) {
-    return 0; /* holds only a str and a type: no cycle to break */
 }
 
 static void bh_dealloc(PyObject *self) {
@@ -248,7 +242,7 @@ static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssiz
 }
 
 /* async with: a slot free now -> an already-done awaitable (no coroutine);
- * else the coroutine self._acquire_slow(result, max_wait_seconds) + self. */
+ * else the coroutine self._aenter_slow(). */
 static PyObject *bh_aenter(PyObject *self, PyObject *unused) {
     int got;
     prs_bulkhead_try_acquire(SELF->core, prs_monotonic_ns(), 0, &got);
@@ -290,105 +284,21 @@ static PyObject *bh_stats(PyObject *self, PyObject *unused) {
                          "average_hold_seconds", hold);
 }
 
-#define STAT_GETTER(fn, field)                                               \
-    static PyObject *fn(PyObject *self, void *c) {                          \
-        prs_bulkhead_stats s;                                                \
-        prs_bulkhead_stats_get(SELF->core, &s);                              \
-        return PyLong_FromLongLong(s.field);                                 \
+/* The properties, by closure index (tools/decl_bulkhead.py). */
+static PyObject *bh_attr(PyObject *self, void *closure) {
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(SELF->core, &s);
+    switch ((int)(intptr_t)closure) {
+    case 0: return PyLong_FromLongLong(s.max_concurrent);
+    case 1: return PyFloat_FromDouble(SELF->max_wait_s);
+    case 2: return PyLong_FromLongLong(s.active);
+    case 3: return PyLong_FromLongLong(s.available);
+    case 4: return PyLong_FromLongLong(s.waiting);
+    default: return PyLong_FromLongLong(s.rejected_total);
     }
-STAT_GETTER(bh_get_active, active)
-STAT_GETTER(bh_get_available, available)
-STAT_GETTER(bh_get_waiting, waiting)
-STAT_GETTER(bh_get_rejected, rejected_total)
-STAT_GETTER(bh_get_max, max_concurrent)
-
-static PyMethodDef bh_methods[] = {
-    {"acquire", (PyCFunction)(void (*)(void))bh_acquire, METH_FASTCALL | METH_KEYWORDS,
-     "acquire($self, /, timeout=...)\n--\n\n"
-     "Take a slot, waiting up to `timeout` seconds (... default: max_wait_seconds;\n"
-     "None or math.inf: no limit; 0: fail at once). Waiters are served first\n"
-     "come, first served, threads and asyncio tasks alike. The GIL is released\n"
-     "while waiting and Ctrl-C interrupts the wait (nothing is taken). Raises\n"
-     "BulkheadFullError (counted in rejected_count) when no slot frees in time.\n"
-     "Pair every acquire() with one release()."},
-    {"try_acquire", bh_try_acquire, METH_NOARGS,
-     "try_acquire($self, /)\n--\n\n"
-     "Take a slot if one is free and nobody is waiting: True, else False (not\n"
-     "counted as a rejection)."},
-    {"release", bh_release, METH_NOARGS,
-     "release($self, /)\n--\n\n"
-     "Give a slot back (to the oldest waiter, if any). RuntimeError when no slot is held."},
-    {"__enter__", bh_enter, METH_NOARGS,
-     "__enter__($self, /)\n--\n\nacquire() with max_wait_seconds; returns the bulkhead."},
-    {"__exit__", (PyCFunction)(void (*)(void))bh_exit, METH_FASTCALL,
-     "__exit__($self, exc_type, exc, tb, /)\n--\n\nrelease(); never suppresses the exception."},
-    {"__aenter__", bh_aenter, METH_NOARGS,
-     "__aenter__($self, /)\n--\n\n"
-     "async with: take a slot (waiting up to max_wait_seconds without blocking the\n"
-     "event loop; BulkheadFullError when none frees); the bulkhead is the value."},
-    {"__aexit__", (PyCFunction)(void (*)(void))bh_aexit, METH_FASTCALL,
-     "__aexit__($self, exc_type, exc, tb, /)\n--\n\nRelease the slot; never suppresses the exception."},
-    {"_acquire_async", (PyCFunction)(void (*)(void))bh_acquire_async, METH_FASTCALL,
-     "_acquire_async($self, get_running_loop, wait, /)\n--\n\n"
-     "Internal (asyncio form): True if a slot was taken, False if none and\n"
-     "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
-     "queued waiter whose .future is woken\n"
-     "when a slot is handed to it."},
-    {"_finish", (PyCFunction)(void (*)(void))bh_finish, METH_FASTCALL,
-     "_finish($self, waiter, cancel, /)\n--\n\n"
-     "Internal: settle a waiter. cancel=False: True if it holds a slot, False if\n"
-     "it timed out (a rejection). cancel=True: a slot it was handed goes back."},
-    {"_after_fork_child", bh_after_fork_child, METH_NOARGS,
-     "_after_fork_child($self, /)\n--\n\n"
-     "Internal: call in a child process right after fork, with one thread\n"
-     "running (pyresilience.bulkhead's os.register_at_fork hook does): a new\n"
-     "lock; the parent's threads leave the queue and a slot handed to one of\n"
-     "them comes back. asyncio waiters stay queued."},
-    {"_full_error", bh_full_error, METH_NOARGS,
-     "_full_error($self, /)\n--\n\nInternal: a new BulkheadFullError for this bulkhead."},
-    {"_stats", bh_stats, METH_NOARGS,
-     "_stats($self, /)\n--\n\nInternal: a dict snapshot of every counter."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef bh_getset[] = {
-    {"max_concurrent", bh_get_max, NULL, "Slots in the bulkhead.", NULL},
-    {"active_count", bh_get_active, NULL, "Slots held now.", NULL},
-    {"available", bh_get_available, NULL, "Slots free now (max_concurrent - active_count).", NULL},
-    {"waiting_count", bh_get_waiting, NULL, "Callers waiting for a slot now.", NULL},
-    {"rejected_count", bh_get_rejected, NULL, "Calls refused because no slot freed in time.", NULL},
-    {NULL},
-};
-
-static PyMemberDef bh_members[] = {
-    {"name", T_OBJECT_EX, offsetof(bh_obj, name), READONLY, "The bulkhead's name."},
-    {"max_wait_seconds", T_DOUBLE, offsetof(bh_obj, max_wait_s), READONLY, "Default wait for a slot, in seconds."},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(bh_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot bh_slots[] = {
-    {Py_tp_doc, "Bulkhead(name, max_concurrent, max_wait_seconds=30.0)\n--\n\n"
-                "At most max_concurrent callers at once; others wait up to\n"
-                "max_wait_seconds for a slot, first come, first served. The C core of\n"
-                "pyresilience.Bulkhead (which adds execute(), call(), decorators and\n"
-                "async with)."},
-    {Py_tp_new, bh_new},
-    {Py_tp_dealloc, bh_dealloc},
-    {Py_tp_traverse, bh_traverse},
-    {Py_tp_clear, bh_clear},
-    {Py_tp_methods, bh_methods},
-    {Py_tp_getset, bh_getset},
-    {Py_tp_members, bh_members},
-    {0, NULL},
-};
-
-static PyType_Spec bh_spec = {
-    "pyresilience._core.Bulkhead", sizeof(bh_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, bh_slots,
-};
+}
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {
     if (prs_py_register_waiter(m, st) < 0) return -1;
-    return prs_py_add_type(m, st, PRS_SLOT_Bulkhead, &bh_spec, NULL);
+    return prs_py_add_type(m, st, PRS_SLOT_Bulkhead, &Bulkhead_spec, NULL);
 }

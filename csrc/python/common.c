@@ -242,15 +242,6 @@ int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out) {
     return prs_py_parse_count(o, param, INT64_MIN, INT64_MAX, out);
 }
 
-PyObject *prs_py_config_refused(prs_py_state *st, int status, const prs_config_error *why,
-                                const char *param, PyObject *value) {
-    if ((status != PRS_EINVAL && status != PRS_ERANGE) || !why->reason) return prs_py_error(st, status, NULL);
-    if (!param) param = why->field ? why->field : "configuration";
-    if (value) PyErr_Format(PyExc_ValueError, "%s %s, got %R", param, why->reason, value);
-    else PyErr_Format(PyExc_ValueError, "%s %s", param, why->reason);
-    return NULL;
-}
-
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
     if (PyLong_CheckExact(o)) {
         int overflow = 0;
@@ -426,7 +417,9 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
     }
     switch (p->kind) {
     case PRS_PK_COUNT:
-        if (prs_py_parse_count(o, p->name, p->lo, p->hi, &v) < 0) return -1;
+        if (p->lo == INT64_MIN && p->hi == INT64_MAX ? prs_py_parse_config_count(o, p->name, &v)
+                                                     : prs_py_parse_count(o, p->name, p->lo, p->hi, &v))
+            return -1;
         *(int64_t *)field = v;
         return 0;
     case PRS_PK_INT:
@@ -554,8 +547,12 @@ PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_err
     if ((status != PRS_EINVAL && status != PRS_ERANGE) || !why || !why->field || !why->reason)
         return prs_py_error(st, status, NULL);
     Py_ssize_t at = -1;
-    for (Py_ssize_t i = 0; i < spec->n && at < 0; i++)
-        if (spec->p[i].field && strcmp(spec->p[i].field, why->field) == 0) at = i;
+#define GIVEN(v) ((v) && (v) != Py_None)
+    for (Py_ssize_t i = 0; i < spec->n; i++) /* of aliases, the one given */
+        if (spec->p[i].field && strcmp(spec->p[i].field, why->field) == 0 &&
+            (at < 0 || (!GIVEN(vals[at]) && GIVEN(vals[i]))))
+            at = i;
+#undef GIVEN
     if (at < 0) {
         PyErr_Format(PyExc_ValueError, "invalid %s configuration: %s %s", spec->fname, why->field,
                      why->reason);

@@ -140,12 +140,6 @@ int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, i
  * prs_py_parse_count over all of int64, except that a whole number beyond
  * int64 saturates (so the validator's message names it too). 0 or -1. */
 int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out);
-/* The exception for a core validator's refusal (prs_X_config_check's status
- * and *why): ValueError "<param> <reason>, got <value>", where param is the
- * Python name of why->field (NULL: the field's name) and value the argument as
- * given (NULL: not given); other statuses through prs_py_error(). NULL. */
-PyObject *prs_py_config_refused(prs_py_state *st, int status, const prs_config_error *why,
-                                const char *param, PyObject *value);
 /* A request weight n: a count >= 1 (an int, or an integral float; not bool). Ints beyond int64 saturate to
  * INT64_MAX (such n can never be admitted: a decision, not an error). */
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out);
@@ -172,7 +166,8 @@ int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
  * config field straight into the core's config struct (offsetof), and hands
  * back the borrowed argument objects for what the binding keeps itself. */
 enum prs_py_kind {
-    PRS_PK_COUNT,    /* int64_t field: prs_py_parse_count in [lo, hi] */
+    PRS_PK_COUNT,    /* int64_t field: prs_py_parse_count in [lo, hi]; with no range
+                        declared, prs_py_parse_config_count (the core checks it) */
     PRS_PK_REAL,     /* double field: prs_py_parse_real with flags */
     PRS_PK_DURATION, /* int64_t field, ns, from float seconds (flags); +inf -> PRS_NEVER;
                         a positive value is at least 1 ns */

@@ -20,7 +20,6 @@
 #include "wait.h"
 
 #include <math.h>
-#include <string.h>
 
 typedef struct {
     PyObject_HEAD
@@ -35,130 +34,111 @@ typedef struct {
     PyObject *weakreflist;
 } q_obj;
 
-#define SELF ((q_obj *)self)
+/* The constructor's arguments: the core's config and the binding's own. */
+typedef struct {
+    prs_ring_config ring;
+    double block_timeout_s;  /* inf: no limit */
+    int64_t given;           /* the capacity as given (<= 0: unbounded, as queue.Queue) */
+    const char *size_param;  /* the name it was given under (NULL: not given) */
+} q_args;
+
+static void q_args_init(q_args *a) {
+    prs_ring_config_init(&a->ring);
+    a->ring.capacity = 0;
+    a->block_timeout_s = 30.0;
+    a->given = 0;
+    a->size_param = NULL;
+}
+
+/* The core's rules, and one of the binding's: watermarks are fractions of a
+ * bounded capacity. */
+static int q_args_check(const q_args *a, prs_config_error *why) {
+    int rc = prs_ring_config_check(&a->ring, why);
+    if (!rc && a->ring.watermarks && a->ring.capacity == 0)
+        return prs_config_fail(why, PRS_EINVAL, "capacity", "must be > 0 when watermarks are set (a bounded queue)");
+    return rc;
+}
+
+/* max_size / maxsize: a count; <= 0 is unbounded (the core's 0). */
+static int set_size(PyObject *o, q_args *a, const char *param) {
+    if (a->size_param) {
+        PyErr_SetString(PyExc_TypeError, "give max_size or maxsize (its queue.Queue name), not both");
+        return -1;
+    }
+    if (prs_py_parse_config_count(o, param, &a->given) < 0) return -1;
+    a->ring.capacity = a->given <= 0 ? 0 : a->given;
+    a->size_param = param;
+    return 0;
+}
+static int q_max_size(PyObject *o, void *a) { return set_size(o, a, "max_size"); }
+static int q_maxsize(PyObject *o, void *a) { return set_size(o, a, "maxsize"); }
+
+/* A watermark turns the watermarks on; the core checks its range. */
+static int set_mark(PyObject *o, q_args *a, const char *param, double *out) {
+    a->ring.watermarks = 1;
+    return prs_py_parse_real(o, param, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, out);
+}
+static int q_high(PyObject *o, void *a) {
+    return set_mark(o, a, "high_watermark", &((q_args *)a)->ring.high_watermark);
+}
+static int q_low(PyObject *o, void *a) {
+    return set_mark(o, a, "low_watermark", &((q_args *)a)->ring.low_watermark);
+}
 
 /* A strategy: "block" ... or an object whose .value is one (the enum). */
-static int parse_strategy(PyObject *o, prs_ring_strategy *out) {
-    PyObject *v = NULL;
-    if (PyUnicode_Check(o)) {
-        v = Py_NewRef(o);
-    } else {
-        v = PyObject_GetAttrString(o, "value");
-        if (!v || !PyUnicode_Check(v)) {
-            Py_XDECREF(v);
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "strategy must be a BackpressureStrategy or one of 'block', "
-                         "'drop_oldest', 'drop_newest', 'error', not %.200s: %R", Py_TYPE(o)->tp_name, o);
-            return -1;
-        }
+static int q_strategy(PyObject *o, void *a) {
+    PyObject *v = PyUnicode_Check(o) ? Py_NewRef(o) : PyObject_GetAttrString(o, "value");
+    if (!v || !PyUnicode_Check(v)) {
+        Py_XDECREF(v);
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "strategy must be a BackpressureStrategy or one of 'block', "
+                     "'drop_oldest', 'drop_newest', 'error', not %.200s: %R", Py_TYPE(o)->tp_name, o);
+        return -1;
     }
     const char *s = PyUnicode_AsUTF8(v);
-    if (!s) { Py_DECREF(v); return -1; }
-    if (prs_ring_strategy_parse(s, out) != PRS_OK) {
-        PyErr_Format(PyExc_ValueError, "unknown strategy %R: expected 'block', 'drop_oldest', "
-                     "'drop_newest' or 'error'", o);
-        Py_DECREF(v);
-        return -1;
-    }
+    int rc = s ? prs_ring_strategy_parse(s, &((q_args *)a)->ring.strategy) : PRS_OK;
     Py_DECREF(v);
-    return 0;
-}
-
-static int parse_callback(PyObject *o, const char *param, PyObject **out) {
-    *out = NULL;
-    if (!o || o == Py_None) return 0;
-    if (!PyCallable_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "%s must be callable or None, not %.200s: %R", param,
-                     Py_TYPE(o)->tp_name, o);
-        return -1;
-    }
-    *out = Py_NewRef(o);
-    return 0;
-}
-
-/* A capacity: a count <= PRS_RING_MAX; <= 0 means unbounded (queue.Queue's
- * rule). *given keeps the value, *cap is the core's (0: unbounded). */
-static int parse_maxsize(PyObject *o, const char *param, int64_t *given, int64_t *cap) {
-    if (prs_py_parse_config_count(o, param, given) < 0) return -1;
-    *cap = *given <= 0 ? 0 : *given;
-    return 0;
-}
-
-/* The core's verdict on a config whose capacity came from `param` = `given`
- * and watermarks from hi_o/lo_o: 0, or -1 with its ValueError. */
-static int check_config(prs_py_state *st, const prs_ring_config *cfg, const char *param, PyObject *given,
-                        PyObject *hi_o, PyObject *lo_o) {
-    prs_config_error why = {NULL, NULL};
-    int rc = prs_ring_config_check(cfg, &why);
-    if (!rc) return 0;
-    int high = why.field && strcmp(why.field, "high_watermark") == 0;
-    int low = why.field && strcmp(why.field, "low_watermark") == 0;
-    prs_py_config_refused(st, rc, &why, high || low ? why.field : param, high ? hi_o : low ? lo_o : given);
+    if (!s) return -1;
+    if (rc == PRS_OK) return 0;
+    PyErr_Format(PyExc_ValueError, "unknown strategy %R: expected 'block', 'drop_oldest', "
+                 "'drop_newest' or 'error'", o);
     return -1;
 }
 
+static int q_set_size(PyObject *self, PyObject *v, void *closure);
+
+#include "gen/queue.h"
+
+#define SELF ((q_obj *)self)
+
 static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"max_size", "strategy", "block_timeout", "high_watermark", "low_watermark",
-                             "on_high_watermark", "on_low_watermark", "maxsize", NULL};
-    PyObject *size_o = NULL, *strat_o = NULL, *bt_o = NULL, *hi_o = NULL, *lo_o = NULL, *onhi_o = NULL,
-             *onlo_o = NULL, *maxsize_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "|OOOOOOO$O:RingQueue", kwlist, &size_o, &strat_o, &bt_o,
-                                     &hi_o, &lo_o, &onhi_o, &onlo_o, &maxsize_o))
-        return NULL;
-    prs_py_state *st = prs_py_state_of_type(type);
-    if (!st) return NULL;
-    if (maxsize_o == Py_None) maxsize_o = NULL;
-    if (size_o == Py_None) size_o = NULL;
-    if (size_o && maxsize_o) {
-        PyErr_SetString(PyExc_TypeError, "give max_size or maxsize (its queue.Queue name), not both");
-        return NULL;
-    }
-    const char *size_name = maxsize_o ? "maxsize" : "max_size";
-    if (maxsize_o) size_o = maxsize_o;
-    prs_ring_config cfg;
-    prs_ring_config_init(&cfg);
-    int64_t given = 0;
-    cfg.capacity = 0;
-    if (size_o && parse_maxsize(size_o, size_name, &given, &cfg.capacity) < 0) return NULL;
-    if (strat_o && parse_strategy(strat_o, &cfg.strategy) < 0) return NULL;
-    double bt = 30.0;
-    if (bt_o == Py_None) bt = Py_HUGE_VAL;
-    else if (bt_o && prs_py_parse_real(bt_o, "block_timeout", PRS_PY_ZERO_OK | PRS_PY_INF_OK, &bt) < 0) return NULL;
-    if (hi_o == Py_None) hi_o = NULL;
-    if (lo_o == Py_None) lo_o = NULL;
-    const unsigned any = PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK; /* the core checks the range */
-    if (hi_o && prs_py_parse_real(hi_o, "high_watermark", any, &cfg.high_watermark) < 0) return NULL;
-    if (lo_o && prs_py_parse_real(lo_o, "low_watermark", any, &cfg.low_watermark) < 0) return NULL;
-    cfg.watermarks = hi_o || lo_o;
-    if (check_config(st, &cfg, size_name, size_o, hi_o, lo_o) < 0) return NULL;
-    if (cfg.watermarks && cfg.capacity == 0) {
-        PyErr_Format(PyExc_ValueError, "watermarks need a bounded queue (max_size > 0), got max_size=%lld",
-                     (long long)given);
-        return NULL;
-    }
-    if (!cfg.watermarks && ((onhi_o && onhi_o != Py_None) || (onlo_o && onlo_o != Py_None))) {
+    prs_py_state *st;
+    q_args a;
+    PyObject *v[P_RingQueue__COUNT];
+    if (RingQueue_parse(type, args, kwds, &st, &a, v) < 0) return NULL;
+    PyObject *onhi = v[P_RingQueue_on_high_watermark], *onlo = v[P_RingQueue_on_low_watermark];
+    if (onhi == Py_None) onhi = NULL;
+    if (onlo == Py_None) onlo = NULL;
+    if (!a.ring.watermarks && (onhi || onlo)) {
         PyErr_SetString(PyExc_ValueError,
                         "on_high_watermark/on_low_watermark need high_watermark and/or low_watermark");
         return NULL;
     }
-    PyObject *onhi, *onlo;
-    if (parse_callback(onhi_o, "on_high_watermark", &onhi) < 0) return NULL;
-    if (parse_callback(onlo_o, "on_low_watermark", &onlo) < 0) { Py_XDECREF(onhi); return NULL; }
     q_obj *self = (q_obj *)type->tp_alloc(type, 0);
-    if (!self) { Py_XDECREF(onhi); Py_XDECREF(onlo); return NULL; }
-    self->on_high = onhi;
-    self->on_low = onlo;
-    int rc = prs_ring_new(&cfg, &self->core);
+    if (!self) return NULL;
+    self->on_high = Py_XNewRef(onhi);
+    self->on_low = Py_XNewRef(onlo);
+    int rc = prs_ring_new(&a.ring, &self->core);
     if (rc) {
         Py_DECREF(self);
         return prs_py_error(st, rc, NULL);
     }
-    self->maxsize = given;
-    self->block_timeout_s = bt;
-    self->block_timeout_ns = isinf(bt) ? PRS_NEVER : prs_seconds_to_ns(bt);
-    self->wm = cfg.watermarks;
-    self->high = cfg.high_watermark;
-    self->low = cfg.low_watermark;
+    self->maxsize = a.given;
+    self->block_timeout_s = a.block_timeout_s;
+    self->block_timeout_ns = isinf(a.block_timeout_s) ? PRS_NEVER : prs_seconds_to_ns(a.block_timeout_s);
+    self->wm = a.ring.watermarks;
+    self->high = a.ring.high_watermark;
+    self->low = a.ring.low_watermark;
     return (PyObject *)self;
 }
 
@@ -204,35 +184,6 @@ static void q_dealloc(PyObject *self) {
 
 /* ---- after a core call: wake, call back, release (no lock held) --------- */
 
-static void deliver(prs_ring_waiter *woken);
-
-static void call_hook(PyObject *fn) {
-    if (!fn) return;
-    PyObject *r = PyObject_CallNoArgs(fn);
-    if (r) Py_DECREF(r);
-    else PyErr_WriteUnraisable(fn);
-}
-
-/* Runs what a core call left to do. Keeps any exception already set. */
-static void after(PyObject *self, prs_ring_result *res) {
-    if (!res->woken && !res->events && !res->evicted) return;
-    PRS_PY_EXC_SAVE(saved);
-    deliver(res->woken);
-    if (res->events & PRS_RING_EV_HIGH) {
-        PyObject *fn = Py_XNewRef(SELF->on_high);
-        call_hook(fn);
-        Py_XDECREF(fn);
-    }
-    if (res->events & PRS_RING_EV_LOW) {
-        PyObject *fn = Py_XNewRef(SELF->on_low);
-        call_hook(fn);
-        Py_XDECREF(fn);
-    }
-    if (res->evicted) Py_DECREF((PyObject *)res->evicted);
-    res->evicted = NULL;
-    PRS_PY_EXC_RESTORE(saved);
-}
-
 /* Wakes the asyncio waiters served by a core call (one whose loop is gone
  * gives back what it was handed). */
 static void deliver(prs_ring_waiter *woken) {
@@ -241,6 +192,28 @@ static void deliver(prs_ring_waiter *woken) {
         prs_py_waiter_served(woken->data);
         woken = next;
     }
+}
+
+/* Calls a watermark callback (NULL: none), holding it across the call. */
+static void call_hook(PyObject *fn) {
+    if (!fn) return;
+    Py_INCREF(fn);
+    PyObject *r = PyObject_CallNoArgs(fn);
+    if (r) Py_DECREF(r);
+    else PyErr_WriteUnraisable(fn);
+    Py_DECREF(fn);
+}
+
+/* Runs what a core call left to do. Keeps any exception already set. */
+static void after(PyObject *self, prs_ring_result *res) {
+    if (!res->woken && !res->events && !res->evicted) return;
+    PRS_PY_EXC_SAVE(saved);
+    deliver(res->woken);
+    if (res->events & PRS_RING_EV_HIGH) call_hook(SELF->on_high);
+    if (res->events & PRS_RING_EV_LOW) call_hook(SELF->on_low);
+    if (res->evicted) Py_DECREF((PyObject *)res->evicted);
+    res->evicted = NULL;
+    PRS_PY_EXC_RESTORE(saved);
 }
 
 static int q_wait(void *core, void *waiter, int64_t deadline_ns) {
@@ -614,182 +587,59 @@ static PyObject *q_stats(PyObject *self, PyObject *unused) {
                          (long long)s.consumers_waiting, s.closed, s.above_high, (long long)s.unfinished);
 }
 
-static PyObject *q_get_fill_ratio(PyObject *self, void *c) {
-    if (SELF->maxsize <= 0) return PyFloat_FromDouble(0.0); /* unbounded */
-    return PyFloat_FromDouble((double)prs_ring_size(SELF->core) / (double)prs_ring_capacity(SELF->core));
-}
-static PyObject *q_get_max_size(PyObject *self, void *c) {
-    return PyLong_FromLongLong(SELF->maxsize);
-}
 /* max_size / maxsize = n: a new capacity (queue.Queue lets its maxsize be
  * assigned). Growing lets waiting producers in; shrinking keeps the items. */
-static int q_set_max_size(PyObject *self, PyObject *v, void *c) {
-    const char *param = c ? (const char *)c : "max_size";
+static int q_set_size(PyObject *self, PyObject *v, void *closure) {
+    int alias = (int)(intptr_t)closure == 2;
+    const char *param = alias ? "maxsize" : "max_size";
     if (!v) {
         PyErr_Format(PyExc_AttributeError, "cannot delete %s", param);
         return -1;
     }
-    int64_t given;
-    prs_ring_config cfg; /* the capacity alone, for the core's verdict */
-    prs_ring_config_init(&cfg);
-    if (parse_maxsize(v, param, &given, &cfg.capacity) < 0) return -1;
-    if (check_config(prs_py_state_of(self), &cfg, param, v, NULL, NULL) < 0) return -1;
-    int64_t cap = cfg.capacity;
-    if (cap == 0 && SELF->wm) {
-        PyErr_Format(PyExc_ValueError, "watermarks need a bounded queue (%s > 0), got %s=%lld", param, param,
-                     (long long)given);
+    q_args a; /* the queue's config with the new capacity, for the verdict */
+    q_args_init(&a);
+    a.ring.watermarks = SELF->wm;
+    a.ring.high_watermark = SELF->high;
+    a.ring.low_watermark = SELF->low;
+    if (set_size(v, &a, param) < 0) return -1;
+    prs_config_error why;
+    int rc = q_args_check(&a, &why);
+    if (rc) {
+        PyObject *vals[P_RingQueue__COUNT] = {NULL};
+        vals[alias ? P_RingQueue_maxsize : P_RingQueue_max_size] = v;
+        prs_py_config_error(prs_py_state_of(self), rc, &why, &RingQueue_params, vals, &a);
         return -1;
     }
     prs_ring_result res;
-    int rc = prs_ring_set_capacity(SELF->core, cap, &res);
+    rc = prs_ring_set_capacity(SELF->core, a.ring.capacity, &res);
     if (rc) { raise_exc(self, rc, NULL); return -1; }
-    SELF->maxsize = given;
+    SELF->maxsize = a.given;
     after(self, &res);
     return 0;
 }
-static PyObject *q_get_unfinished(PyObject *self, void *c) {
+
+/* The properties, by closure index (tools/decl_bulkhead.py). */
+static PyObject *q_attr(PyObject *self, void *closure) {
     prs_ring_stats s;
-    prs_ring_stats_get(SELF->core, &s);
-    return PyLong_FromLongLong(s.unfinished);
+    switch ((int)(intptr_t)closure) {
+    case 0:
+        if (SELF->maxsize <= 0) return PyFloat_FromDouble(0.0); /* unbounded */
+        return PyFloat_FromDouble((double)prs_ring_size(SELF->core) / (double)prs_ring_capacity(SELF->core));
+    case 1:
+    case 2: return PyLong_FromLongLong(SELF->maxsize);
+    case 3:
+        prs_ring_stats_get(SELF->core, &s);
+        return PyLong_FromLongLong(s.unfinished);
+    case 4: return PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(SELF->core)));
+    case 5:
+        if (isinf(SELF->block_timeout_s)) Py_RETURN_NONE; /* no limit */
+        return PyFloat_FromDouble(SELF->block_timeout_s);
+    case 6: return PyBool_FromLong(prs_ring_is_closed(SELF->core));
+    case 7: return SELF->wm ? PyFloat_FromDouble(SELF->high) : Py_NewRef(Py_None);
+    default: return SELF->wm ? PyFloat_FromDouble(SELF->low) : Py_NewRef(Py_None);
+    }
 }
-static PyObject *q_get_strategy_name(PyObject *self, void *c) {
-    return PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(SELF->core)));
-}
-static PyObject *q_get_block_timeout(PyObject *self, void *c) {
-    if (isinf(SELF->block_timeout_s)) Py_RETURN_NONE; /* no limit */
-    return PyFloat_FromDouble(SELF->block_timeout_s);
-}
-static PyObject *q_get_closed(PyObject *self, void *c) {
-    return PyBool_FromLong(prs_ring_is_closed(SELF->core));
-}
-static PyObject *q_get_high(PyObject *self, void *c) {
-    if (!SELF->wm) Py_RETURN_NONE;
-    return PyFloat_FromDouble(SELF->high);
-}
-static PyObject *q_get_low(PyObject *self, void *c) {
-    if (!SELF->wm) Py_RETURN_NONE;
-    return PyFloat_FromDouble(SELF->low);
-}
-
-static PyMethodDef q_methods[] = {
-    {"put", (PyCFunction)(void (*)(void))q_put, METH_FASTCALL | METH_KEYWORDS,
-     "put($self, /, item, block=True, timeout=None)\n--\n\n"
-     "Put an item (queue.Queue.put): True if it is queued, False if it was\n"
-     "dropped. When full: BLOCK waits up to `timeout` seconds (None:\n"
-     "block_timeout, itself None for no limit) for room, then raises\n"
-     "QueueFullError (a queue.Full; the item is counted dropped); block=False\n"
-     "raises it at once. DROP_OLDEST evicts the oldest item (True); DROP_NEWEST\n"
-     "drops this one (False); ERROR raises QueueFullError. QueueClosedError\n"
-     "after close(). The GIL is released while waiting and Ctrl-C interrupts\n"
-     "the wait."},
-    {"put_nowait", q_put_nowait, METH_O,
-     "put_nowait($self, item, /)\n--\n\n"
-     "put(item, block=False): a full BLOCK queue raises QueueFullError (a\n"
-     "queue.Full and an asyncio.QueueFull; the item is counted dropped)."},
-    {"get", (PyCFunction)(void (*)(void))q_get, METH_FASTCALL | METH_KEYWORDS,
-     "get($self, /, block=True, timeout=None)\n--\n\n"
-     "Remove and return the oldest item (queue.Queue.get), waiting up to\n"
-     "`timeout` seconds (None: no limit; block=False: not at all) for one:\n"
-     "QueueEmptyError (a queue.Empty) when none came, QueueClosedError once a\n"
-     "closed queue is drained. The GIL is released while waiting; Ctrl-C\n"
-     "interrupts the wait, and an interrupted get takes nothing (an item\n"
-     "handed to it in the same instant goes back to the front)."},
-    {"get_nowait", q_get_nowait, METH_NOARGS,
-     "get_nowait($self, /)\n--\n\n"
-     "get(block=False): QueueEmptyError (a queue.Empty and an\n"
-     "asyncio.QueueEmpty) when empty."},
-    {"task_done", q_task_done, METH_NOARGS,
-     "task_done($self, /)\n--\n\n"
-     "Mark one item taken from the queue as processed (queue.Queue.task_done):\n"
-     "join() returns once every item put has been marked. ValueError when\n"
-     "called more times than items were put. An evicted item (DROP_OLDEST)\n"
-     "counts as done; a dropped one was never counted."},
-    {"join", q_join, METH_NOARGS,
-     "join($self, /)\n--\n\n"
-     "Wait until every item put has been marked done with task_done()\n"
-     "(queue.Queue.join). The GIL is released while waiting and Ctrl-C\n"
-     "interrupts the wait."},
-    {"_join_async", q_join_async, METH_O,
-     "_join_async($self, get_running_loop, /)\n--\n\n"
-     "Internal (asyncio form of join): True now, or a queued waiter."},
-    {"_finish_join", q_finish_join, METH_O,
-     "_finish_join($self, waiter, /)\n--\n\nInternal: settle a joiner waiter."},
-    {"close", q_close, METH_NOARGS,
-     "close($self, /)\n--\n\n"
-     "Close the queue: later puts raise QueueClosedError; getters drain what is\n"
-     "left, then raise QueueClosedError. Blocked producers (their items are\n"
-     "dropped) and consumers wake at once. Idempotent."},
-    {"qsize", q_qsize, METH_NOARGS, "qsize($self, /)\n--\n\nItems in the queue."},
-    {"empty", q_empty, METH_NOARGS, "empty($self, /)\n--\n\nTrue when no item is queued."},
-    {"full", q_full, METH_NOARGS, "full($self, /)\n--\n\nTrue when qsize() == max_size."},
-    {"_put_async", (PyCFunction)(void (*)(void))q_put_async, METH_FASTCALL,
-     "_put_async($self, item, get_running_loop, /)\n--\n\n"
-     "Internal (asyncio form of put): a verdict now, or a queued waiter."},
-    {"_get_async", q_get_async, METH_O,
-     "_get_async($self, get_running_loop, /)\n--\n\n"
-     "Internal (asyncio form of get): an item now, or a queued waiter."},
-    {"_finish_put", (PyCFunction)(void (*)(void))q_finish_put, METH_FASTCALL,
-     "_finish_put($self, waiter, cancel, /)\n--\n\nInternal: settle a producer waiter."},
-    {"_finish_get", (PyCFunction)(void (*)(void))q_finish_get, METH_FASTCALL,
-     "_finish_get($self, waiter, cancel, /)\n--\n\nInternal: settle a consumer waiter."},
-    {"_after_fork_child", q_after_fork_child, METH_NOARGS,
-     "_after_fork_child($self, /)\n--\n\n"
-     "Internal: call in a child process right after fork, with one thread\n"
-     "running (pyresilience.queues' os.register_at_fork hook does): a new lock;\n"
-     "an item handed to a parent's thread goes back to the front, the parent's\n"
-     "blocked puts and gets leave. asyncio waiters stay queued."},
-    {"_stats", q_stats, METH_NOARGS,
-     "_stats($self, /)\n--\n\n"
-     "Internal: (received, processed, dropped, blocked, size, high_events,\n"
-     "low_events, producers_waiting, consumers_waiting, closed, above_high,\n"
-     "unfinished)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static char name_max_size[] = "max_size", name_maxsize[] = "maxsize"; /* setter closures */
-
-static PyGetSetDef q_getset[] = {
-    {"fill_ratio", q_get_fill_ratio, NULL, "qsize() / max_size, in [0, 1].", NULL},
-    {"max_size", q_get_max_size, q_set_max_size,
-     "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", name_max_size},
-    {"maxsize", q_get_max_size, q_set_max_size, "Alias of max_size (the queue.Queue name).", name_maxsize},
-    {"unfinished_tasks", q_get_unfinished, NULL,
-     "Items put and not yet marked done with task_done().", NULL},
-    {"_strategy_name", q_get_strategy_name, NULL, "The strategy's value ('block', ...).", NULL},
-    {"block_timeout", q_get_block_timeout, NULL,
-     "Seconds a BLOCK put waits by default (None: no limit).", NULL},
-    {"closed", q_get_closed, NULL, "True after close().", NULL},
-    {"high_watermark", q_get_high, NULL, "The high watermark fraction, or None.", NULL},
-    {"low_watermark", q_get_low, NULL, "The low watermark fraction, or None.", NULL},
-    {NULL},
-};
-
-static PyMemberDef q_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(q_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot q_slots[] = {
-    {Py_tp_doc, "RingQueue(max_size=0, strategy='block', block_timeout=30.0, high_watermark=None, "
-                "low_watermark=None, on_high_watermark=None, on_low_watermark=None, *, maxsize=None)\n--\n\n"
-                "A bounded FIFO on a C ring with a backpressure strategy: the C core of\n"
-                "pyresilience.BoundedQueue and pyresilience.BackpressureQueue."},
-    {Py_tp_new, q_new},
-    {Py_tp_dealloc, q_dealloc},
-    {Py_tp_traverse, q_traverse},
-    {Py_tp_clear, q_clear},
-    {Py_tp_methods, q_methods},
-    {Py_tp_getset, q_getset},
-    {Py_tp_members, q_members},
-    {Py_sq_length, q_len},
-    {0, NULL},
-};
-
-static PyType_Spec q_spec = {
-    "pyresilience._core.RingQueue", sizeof(q_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, q_slots,
-};
 
 int prs_py_register_queue(PyObject *m, prs_py_state *st) {
-    return prs_py_add_type(m, st, PRS_SLOT_RingQueue, &q_spec, NULL);
+    return prs_py_add_type(m, st, PRS_SLOT_RingQueue, &RingQueue_spec, NULL);
 }

@@ -4,6 +4,13 @@
  */
 #include "wait.h"
 
+typedef struct {
+    PyObject_HEAD
+    PyObject *value; /* the result; NULL once delivered */
+} ready_obj;
+
+#include "gen/wait.h"
+
 #define SLICE_NS (50 * PRS_NS_PER_MS)
 
 /* ---- sync ---------------------------------------------------------------- */
@@ -189,35 +196,10 @@ static PyObject *waiter_get_future(PyObject *self, void *c) {
 
 #undef W
 
-static PyGetSetDef waiter_getset[] = {
-    {"future", waiter_get_future, NULL, "The asyncio future woken when this waiter is served.", NULL},
-    {NULL},
-};
-
-static PyType_Slot waiter_slots[] = {
-    {Py_tp_doc, "_AsyncWaiter()\n--\n\n"
-                "A queued asyncio waiter of a Bulkhead or queue (internal; made by them)."},
-    {Py_tp_call, waiter_call},
-    {Py_tp_dealloc, waiter_dealloc},
-    {Py_tp_traverse, waiter_traverse},
-    {Py_tp_clear, waiter_clear},
-    {Py_tp_getset, waiter_getset},
-    {0, NULL},
-};
-
-static PyType_Spec waiter_spec = {
-    "pyresilience._core._AsyncWaiter", sizeof(prs_py_waiter), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    waiter_slots,
-};
-
 /* ---- _Ready: an awaitable that is already done ----------------------------- */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *value; /* the result; NULL once delivered */
-} ready_obj;
-
+/* Holds only its result, which it drops when awaited: no GC needed (a cycle
+ * through an un-awaited _Ready is freed with the object that made it). */
 PyObject *prs_py_ready_new(PyTypeObject *tp, PyObject *value) {
     ready_obj *r = PyObject_New(ready_obj, tp);
     if (!r) return NULL;
@@ -250,29 +232,7 @@ static void ready_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static PyMethodDef ready_methods[] = {
-    {"send", ready_send, METH_O, "send($self, value, /)\n--\n\nFinish: raise StopIteration(result)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot ready_slots[] = {
-    {Py_tp_doc, "_Ready()\n--\n\nAn awaitable that is already done (internal)."},
-    {Py_am_await, ready_await},
-    {Py_tp_iter, ready_await},
-    {Py_tp_iternext, ready_next},
-    {Py_tp_methods, ready_methods},
-    {Py_tp_dealloc, ready_dealloc},
-    {0, NULL},
-};
-
-/* Holds only its result, which it drops when awaited: no GC needed (a cycle
- * through an un-awaited _Ready is freed with the object that made it). */
-static PyType_Spec ready_spec = {
-    "pyresilience._core._Ready", sizeof(ready_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, ready_slots,
-};
-
 int prs_py_register_waiter(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &waiter_spec, NULL) < 0) return -1;
-    return prs_py_add_type(m, st, PRS_SLOT_Ready, &ready_spec, NULL);
+    if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &_AsyncWaiter_spec, NULL) < 0) return -1;
+    return prs_py_add_type(m, st, PRS_SLOT_Ready, &_Ready_spec, NULL);
 }

@@ -1,0 +1,208 @@
+"""Declared binding of the bulkhead and the ring queue (csrc/python/bulkhead.c,
+queue.c): loaded by binding_decl.py beside the other areas."""
+from binding_decl import M, P, Prop, Type
+
+
+def at(p, member):
+    """p, its field reached through `member` of the binding's argument struct
+    (the core config embedded in it): offsetof(config, member)."""
+    p.at = member
+    return p
+
+
+AWAITABLE_SELF = "Awaitable[Self]"
+EXIT = "exc_type: Any, exc: Any, tb: Any, /"
+
+BULKHEAD = Type(
+    "Bulkhead", "bulkhead", "bh", config="bh_args", obj="bh_obj",
+    init="bh_args_init", check="bh_args_check",
+    flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
+    slots={"dealloc": None, "traverse": None}, offsets={"weaklist": "weakreflist"},
+    params=[
+        P("name", "STR", "str"),
+        at(P("max_concurrent", "COUNT", "int", field="max_concurrent"), "core.max_concurrent"),
+        P("max_wait_seconds", "REAL", "float", "30.0", field="max_wait_s", flags=("zero", "inf")),
+    ],
+    doc="At most max_concurrent callers at once; others wait up to\n"
+        "max_wait_seconds for a slot, first come, first served. The C core of\n"
+        "pyresilience.Bulkhead (which adds execute(), call(), decorators and\n"
+        "async with).",
+    methods=[
+        M("acquire", "timeout: Optional[float] = ...",
+          doc="Take a slot, waiting up to `timeout` seconds (... default: max_wait_seconds;\n"
+              "None or math.inf: no limit; 0: fail at once). Waiters are served first\n"
+              "come, first served, threads and asyncio tasks alike. The GIL is released\n"
+              "while waiting and Ctrl-C interrupts the wait (nothing is taken). Raises\n"
+              "BulkheadFullError (counted in rejected_count) when no slot frees in time.\n"
+              "Pair every acquire() with one release()."),
+        M("try_acquire", returns="bool",
+          doc="Take a slot if one is free and nobody is waiting: True, else False (not\n"
+              "counted as a rejection)."),
+        M("release", doc="Give a slot back (to the oldest waiter, if any). RuntimeError when no "
+                         "slot is held."),
+        M("__enter__", returns="Self", c="bh_enter",
+          doc="acquire() with max_wait_seconds; returns the bulkhead."),
+        M("__exit__", EXIT, c="bh_exit", doc="release(); never suppresses the exception."),
+        M("__aenter__", returns=AWAITABLE_SELF, c="bh_aenter",
+          doc="async with: take a slot (waiting up to max_wait_seconds without blocking the\n"
+              "event loop; BulkheadFullError when none frees); the bulkhead is the value."),
+        M("__aexit__", EXIT, "Awaitable[None]", c="bh_aexit",
+          doc="Release the slot; never suppresses the exception."),
+        M("_acquire_async", "get_running_loop: Callable[[], Any], wait: Optional[bool], /",
+          "Union[bool, _AsyncWaiter]",
+          doc="Internal (asyncio form): True if a slot was taken, False if none and\n"
+              "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
+              "queued waiter whose .future is woken when a slot is handed to it."),
+        M("_finish", "waiter: _AsyncWaiter, cancel: bool, /", "bool",
+          doc="Internal: settle a waiter. cancel=False: True if it holds a slot, False if\n"
+              "it timed out (a rejection). cancel=True: a slot it was handed goes back."),
+        M("_full_error", returns="Exception",
+          doc="Internal: a new BulkheadFullError for this bulkhead."),
+        M("_after_fork_child",
+          doc="Internal: call in a child process right after fork, with one thread\n"
+              "running (pyresilience.bulkhead's os.register_at_fork hook does): a new\n"
+              "lock; the parent's threads leave the queue and a slot handed to one of\n"
+              "them comes back. asyncio waiters stay queued."),
+        M("_stats", returns="Dict[str, Any]", doc="Internal: a dict snapshot of every counter."),
+    ],
+    props=[
+        Prop("name", "str", "The bulkhead's name.", member="name"),
+        Prop("max_concurrent", "int", "Slots in the bulkhead.", "bh_attr", 0),
+        Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds.", "bh_attr", 1),
+        Prop("active_count", "int", "Slots held now.", "bh_attr", 2),
+        Prop("available", "int", "Slots free now (max_concurrent - active_count).", "bh_attr", 3),
+        Prop("waiting_count", "int", "Callers waiting for a slot now.", "bh_attr", 4),
+        Prop("rejected_count", "int", "Calls refused because no slot freed in time.", "bh_attr", 5),
+    ])
+
+WAITER = "waiter: _AsyncWaiter, cancel: bool, /"
+LOOP = "get_running_loop: Callable[[], Any], /"
+
+RING_QUEUE = Type(
+    "RingQueue", "queue", "q", config="q_args", obj="q_obj",
+    init="q_args_init", check="q_args_check",
+    flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
+    slots={"dealloc": None, "traverse": None, "clear": None, "len": None},
+    offsets={"weaklist": "weakreflist"},
+    params=[
+        at(P("max_size", "CONVERT", "Optional[int]", "0", field="capacity", flags=("none",),
+             convert="q_max_size"), "ring.capacity"),
+        at(P("strategy", "CONVERT", "Any", "'block'", field="strategy", convert="q_strategy"),
+           "ring.strategy"),
+        P("block_timeout", "REAL", "Optional[float]", "30.0", field="block_timeout_s",
+          flags=("zero", "inf", "none_inf")),
+        at(P("high_watermark", "CONVERT", "Optional[float]", "None", field="high_watermark",
+             flags=("none",), convert="q_high"), "ring.high_watermark"),
+        at(P("low_watermark", "CONVERT", "Optional[float]", "None", field="low_watermark",
+             flags=("none",), convert="q_low"), "ring.low_watermark"),
+        P("on_high_watermark", "CALLABLE", "Optional[Callable[[], Any]]", "None", flags=("none",)),
+        P("on_low_watermark", "CALLABLE", "Optional[Callable[[], Any]]", "None", flags=("none",)),
+        at(P("maxsize", "CONVERT", "Optional[int]", "None", field="capacity", flags=("none",),
+             convert="q_maxsize", kw=True), "ring.capacity"),
+    ],
+    doc="A bounded FIFO on a C ring with a backpressure strategy: the C core of\n"
+        "pyresilience.BoundedQueue and pyresilience.BackpressureQueue.",
+    methods=[
+        M("put", "item: Any, block: bool = True, timeout: Optional[float] = None", "bool",
+          doc="Put an item (queue.Queue.put): True if it is queued, False if it was\n"
+              "dropped. When full: BLOCK waits up to `timeout` seconds (None:\n"
+              "block_timeout, itself None for no limit) for room, then raises\n"
+              "QueueFullError (a queue.Full; the item is counted dropped); block=False\n"
+              "raises it at once. DROP_OLDEST evicts the oldest item (True); DROP_NEWEST\n"
+              "drops this one (False); ERROR raises QueueFullError. QueueClosedError\n"
+              "after close(). The GIL is released while waiting and Ctrl-C interrupts\n"
+              "the wait."),
+        M("put_nowait", "item: Any, /", "bool",
+          doc="put(item, block=False): a full BLOCK queue raises QueueFullError (a\n"
+              "queue.Full and an asyncio.QueueFull; the item is counted dropped)."),
+        M("get", "block: bool = True, timeout: Optional[float] = None", "Any",
+          doc="Remove and return the oldest item (queue.Queue.get), waiting up to\n"
+              "`timeout` seconds (None: no limit; block=False: not at all) for one:\n"
+              "QueueEmptyError (a queue.Empty) when none came, QueueClosedError once a\n"
+              "closed queue is drained. The GIL is released while waiting; Ctrl-C\n"
+              "interrupts the wait, and an interrupted get takes nothing (an item\n"
+              "handed to it in the same instant goes back to the front)."),
+        M("get_nowait", returns="Any",
+          doc="get(block=False): QueueEmptyError (a queue.Empty and an\n"
+              "asyncio.QueueEmpty) when empty."),
+        M("task_done",
+          doc="Mark one item taken from the queue as processed (queue.Queue.task_done):\n"
+              "join() returns once every item put has been marked. ValueError when\n"
+              "called more times than items were put. An evicted item (DROP_OLDEST)\n"
+              "counts as done; a dropped one was never counted."),
+        M("join",
+          doc="Wait until every item put has been marked done with task_done()\n"
+              "(queue.Queue.join). The GIL is released while waiting and Ctrl-C\n"
+              "interrupts the wait."),
+        M("_join_async", LOOP, "Union[bool, _AsyncWaiter]",
+          doc="Internal (asyncio form of join): True now, or a queued waiter."),
+        M("_finish_join", "waiter: _AsyncWaiter, /", "bool",
+          doc="Internal: settle a joiner waiter."),
+        M("close",
+          doc="Close the queue: later puts raise QueueClosedError; getters drain what is\n"
+              "left, then raise QueueClosedError. Blocked producers (their items are\n"
+              "dropped) and consumers wake at once. Idempotent."),
+        M("qsize", returns="int", doc="Items in the queue."),
+        M("empty", returns="bool", doc="True when no item is queued."),
+        M("full", returns="bool", doc="True when qsize() == max_size."),
+        M("__len__", returns="int", slot=True),
+        M("_put_async", "item: Any, get_running_loop: Callable[[], Any], /",
+          "Union[bool, _AsyncWaiter]",
+          doc="Internal (asyncio form of put): a verdict now, or a queued waiter."),
+        M("_get_async", LOOP, "Any",
+          doc="Internal (asyncio form of get): an item now, or a queued waiter."),
+        M("_finish_put", WAITER, "bool", doc="Internal: settle a producer waiter."),
+        M("_finish_get", WAITER, "Any", doc="Internal: settle a consumer waiter."),
+        M("_after_fork_child",
+          doc="Internal: call in a child process right after fork, with one thread\n"
+              "running (pyresilience.queues' os.register_at_fork hook does): a new lock;\n"
+              "an item handed to a parent's thread goes back to the front, the parent's\n"
+              "blocked puts and gets leave. asyncio waiters stay queued."),
+        M("_stats", returns="tuple[int, ...]",
+          doc="Internal: (received, processed, dropped, blocked, size, high_events,\n"
+              "low_events, producers_waiting, consumers_waiting, closed, above_high,\n"
+              "unfinished)."),
+    ],
+    props=[
+        Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1].", "q_attr", 0),
+        Prop("max_size", None,
+             "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.",
+             "q_attr", 1, set="q_set_size"),
+        Prop("maxsize", None, "Alias of max_size (the queue.Queue name).", "q_attr", 2,
+             set="q_set_size"),
+        Prop("unfinished_tasks", "int", "Items put and not yet marked done with task_done().",
+             "q_attr", 3),
+        Prop("_strategy_name", "str", "The strategy's value ('block', ...).", "q_attr", 4),
+        Prop("block_timeout", "Optional[float]",
+             "Seconds a BLOCK put waits by default (None: no limit).", "q_attr", 5),
+        Prop("closed", "bool", "True after close().", "q_attr", 6),
+        Prop("high_watermark", "Optional[float]", "The high watermark fraction, or None.",
+             "q_attr", 7),
+        Prop("low_watermark", "Optional[float]", "The low watermark fraction, or None.",
+             "q_attr", 8),
+    ],
+    stub_tail=["@property", "def max_size(self) -> int: ...", "@max_size.setter",
+               "def max_size(self, value: int) -> None: ...", "@property",
+               "def maxsize(self) -> int: ...", "@maxsize.setter",
+               "def maxsize(self, value: int) -> None: ..."])
+
+ASYNC_WAITER = Type(
+    "_AsyncWaiter", "wait", "waiter", obj="prs_py_waiter",
+    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
+    slots={"call": None, "dealloc": None, "traverse": None, "clear": None},
+    doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
+    methods=[M("__call__", slot=True)],
+    props=[Prop("future", "Any", "The asyncio future woken when this waiter is served.",
+                "waiter_get_future")])
+
+READY = Type(
+    "_Ready", "wait", "ready", obj="ready_obj",
+    flags=("IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
+    slots={"am_await": "ready_await", "iter": "ready_await", "iternext": "ready_next",
+           "dealloc": None},
+    doc="An awaitable that is already done (internal).",
+    methods=[M("send", "value: Any, /", "Any", doc="Finish: raise StopIteration(result)."),
+             M("__await__", returns="Any", slot=True), M("__iter__", returns="Any", slot=True),
+             M("__next__", returns="Any", slot=True)])
+
+TYPES = [BULKHEAD, RING_QUEUE, ASYNC_WAITER, READY]
