@@ -20,7 +20,32 @@
 #include "prs_py.h"
 
 #include <stdalign.h>
-#include <structmember.h>
+
+typedef struct {
+    PyObject_HEAD
+    prs_keyed *table;     /* built in tp_new */
+    PyObject *tmpl;       /* strong: the limiter whose params the table reads */
+    prs_py_clock clock;
+    PyObject *weakreflist;
+} keyed_obj;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *keyed;      /* strong: a keyed_obj */
+    PyObject *key;        /* strong: the key as given (str or bytes) */
+    PyObject *keybytes;   /* strong: bytes of the key (str keys UTF-8 encoded) */
+    PyObject *weakreflist;
+} view_obj;
+
+typedef struct {
+    PyObject_HEAD
+    prs_group *group;     /* built in tp_new */
+    PyObject *members;    /* strong: tuple of the member objects (keeps their cores alive) */
+    prs_py_clock clock;
+    PyObject *weakreflist;
+} group_obj;
+
+#include "gen/keyed.h"
 
 /* ---- shared helpers ------------------------------------------------------- */
 
@@ -64,28 +89,17 @@ static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
 
 /* ---- KeyedLimiter ------------------------------------------------------------ */
 
-typedef struct {
-    PyObject_HEAD
-    prs_keyed *table;     /* built in tp_new */
-    PyObject *tmpl;       /* strong: the limiter whose params the table reads */
-    prs_py_clock clock;
-    PyObject *weakreflist;
-} keyed_obj;
-
 #define KSELF ((keyed_obj *)self)
 
 static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"limiter", "max_keys", "clock", NULL};
-    PyObject *tmpl, *max_o = NULL, *clock_o = NULL;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O|$OO:KeyedLimiter", kwlist, &tmpl, &max_o, &clock_o))
-        return NULL;
     prs_py_state *st = prs_py_state_of_type(type);
     if (!st) return NULL;
     prs_keyed_config cfg;
+    PyObject *v[P_KeyedLimiter__COUNT];
     prs_keyed_config_init(&cfg);
+    if (prs_py_parse_params_tuple(&KeyedLimiter_params, args, kwds, &cfg, v) < 0) return NULL;
+    PyObject *tmpl = v[P_KeyedLimiter_limiter];
     if (limiter_algo(st, tmpl, "limiter", &cfg.algo, &cfg.params) < 0) return NULL;
-    if (max_o && prs_py_parse_count(max_o, "max_keys", 1, PRS_KEYED_MAX_KEYS, &cfg.max_keys) < 0)
-        return NULL;
     keyed_obj *self = (keyed_obj *)type->tp_alloc(type, 0);
     if (!self) return NULL;
     self->clock.kind = PRS_CLOCK_MONOTONIC;
@@ -95,7 +109,7 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         Py_DECREF(self);
         return prs_py_error(st, rc, "invalid KeyedLimiter configuration");
     }
-    if (prs_py_clock_init(st, clock_o, &self->clock) < 0) {
+    if (prs_py_clock_init(st, v[P_KeyedLimiter_clock], &self->clock) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -283,99 +297,24 @@ static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_er
 
 /* reconfigure(**params): the template type's keywords, from the table's
  * current params; the core changes every key at once. */
-static PyObject *keyed_reconfigure(PyObject *self, PyObject *args, PyObject *kwds) {
+static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                   PyObject *kwnames) {
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
     prs_keyed_algo(KSELF->table)->config_from_params(prs_keyed_params(KSELF->table), config);
-    return prs_py_limiter_reconfigure_with(KSELF->tmpl, config, &KSELF->clock, args, kwds,
-                                           apply_keyed, KSELF->table);
+    return prs_py_limiter_reconfigure_with(KSELF->tmpl, config, &KSELF->clock, args, nargs,
+                                           kwnames, apply_keyed, KSELF->table);
 }
 
-static PyMethodDef keyed_methods[] = {
-    {"reconfigure", (PyCFunction)(void (*)(void))keyed_reconfigure, METH_VARARGS | METH_KEYWORDS,
-     "reconfigure($self, /, **params)\n--\n\n"
-     "Change the parameters of every key at once, now: the keywords of the template\n"
-     "limiter's reconfigure() (capacity=/refill_rate= for a TokenBucket, limit=/window=\n"
-     "for the windows, ...); what is not given keeps its value. Each key's state is kept\n"
-     "as that limiter's reconfigure() keeps it, and a concurrent decision on any key sees\n"
-     "the old parameters or the new ones, never a mix. The template limiter itself is\n"
-     "not changed (the table keeps its own copy of the parameters)."},
-    {"allow", (PyCFunction)(void (*)(void))keyed_allow, METH_FASTCALL | METH_KEYWORDS,
-     "allow($self, /, key, n=1, *, tokens_needed=None)\n--\n\n"
-     "Consume n for `key` (str or bytes) if available now: True when admitted."},
-    {"check", (PyCFunction)(void (*)(void))keyed_check, METH_FASTCALL | METH_KEYWORDS,
-     "check($self, /, key, n=1, *, tokens_needed=None)\n--\n\n"
-     "Like allow(), returning the Decision. When the table is full of limited keys a\n"
-     "new key is denied, retry_after being when a slot frees."},
-    {"peek", (PyCFunction)(void (*)(void))keyed_peek, METH_FASTCALL | METH_KEYWORDS,
-     "peek($self, /, key, n=1, *, tokens_needed=None)\n--\n\n"
-     "The Decision check(key, n) would return now, consuming and storing nothing."},
-    {"acquire", (PyCFunction)(void (*)(void))keyed_acquire, METH_FASTCALL | METH_KEYWORDS,
-     "acquire($self, /, key, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
-     "Block until n is admitted for `key` (GIL released while waiting, Ctrl-C\n"
-     "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
-     "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
-     "ValueError when n exceeds the limit."},
-    {"reset", (PyCFunction)(void (*)(void))keyed_reset, METH_FASTCALL | METH_KEYWORDS,
-     "reset($self, /, key=None)\n--\n\nForget `key` (back to a fresh limiter), or every key when None."},
-    {"available", keyed_available, METH_O,
-     "available($self, key, /)\n--\n\nRequests of weight 1 admissible for `key` now (float)."},
-    {"prune", keyed_prune, METH_NOARGS,
-     "prune($self, /)\n--\n\nEvict every key whose state is fresh now; returns how many.\n"
-     "(Fresh keys are also evicted on demand when room is needed.)"},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef keyed_getset[] = {
-    {"max_keys", keyed_get_max_keys, NULL, "The most keys held at once.", NULL},
-    {"memory_bytes", keyed_get_memory, NULL, "Bytes the key table holds now (C allocations).", NULL},
-    {"limiter", keyed_get_limiter, NULL, "The template limiter whose algorithm and parameters every key uses.", NULL},
-    {"clock", keyed_get_clock, NULL, "The clock this limiter reads.", NULL},
-    {NULL},
-};
-
-static PyMemberDef keyed_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(keyed_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot keyed_slots[] = {
-    {Py_tp_doc, "KeyedLimiter(limiter, *, max_keys=100000, clock=None)\n--\n\n"
-                "One limiter state per key, all with the algorithm and parameters of `limiter`\n"
-                "(an in-process limiter object used as a template), in a bounded C hash table\n"
-                "(SipHash with a per-process random seed). At most max_keys keys; a key whose\n"
-                "state is fresh may be evicted, a limited key never is."},
-    {Py_tp_new, keyed_new},
-    {Py_tp_dealloc, keyed_dealloc},
-    {Py_tp_traverse, keyed_traverse},
-    {Py_tp_clear, keyed_clear},
-    {Py_tp_methods, keyed_methods},
-    {Py_tp_getset, keyed_getset},
-    {Py_tp_members, keyed_members},
-    {Py_sq_length, keyed_len},
-    {Py_sq_contains, keyed_contains},
-    {Py_mp_length, keyed_len},
-    {0, NULL},
-};
-
 /* ---- KeyedLimiterView ----------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    PyObject *keyed;      /* strong: a keyed_obj */
-    PyObject *key;        /* strong: the key as given (str or bytes) */
-    PyObject *keybytes;   /* strong: bytes of the key (str keys UTF-8 encoded) */
-    PyObject *weakreflist;
-} view_obj;
 
 #define VSELF ((view_obj *)self)
 #define VTABLE(v) (((keyed_obj *)(v)->keyed)->table)
 #define VCLOCK(v) (&((keyed_obj *)(v)->keyed)->clock)
 
 static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"limiter", "key", NULL};
-    PyObject *keyed, *key;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OO:KeyedLimiterView", kwlist, &keyed, &key))
-        return NULL;
+    PyObject *v[P_KeyedLimiterView__COUNT];
+    if (prs_py_parse_params_tuple(&KeyedLimiterView_params, args, kwds, NULL, v) < 0) return NULL;
+    PyObject *keyed = v[P_KeyedLimiterView_limiter], *key = v[P_KeyedLimiterView_key];
     prs_py_state *st = prs_py_state_of_type(type);
     if (!st) return NULL;
     if (!PyObject_TypeCheck(keyed, PRS_PY_TYPE(st, KeyedLimiter))) {
@@ -491,60 +430,7 @@ static PyObject *view_get_limiter(PyObject *self, void *c) {
     return Py_NewRef(VSELF->keyed);
 }
 
-static PyMethodDef view_methods[] = {
-    {"allow", (PyCFunction)(void (*)(void))view_allow, METH_FASTCALL | METH_KEYWORDS,
-     "allow($self, /, n=1, *, tokens_needed=None)\n--\n\nConsume n for this key if available now: True when admitted."},
-    {"check", (PyCFunction)(void (*)(void))view_check, METH_FASTCALL | METH_KEYWORDS,
-     "check($self, /, n=1, *, tokens_needed=None)\n--\n\nLike allow(), returning the Decision."},
-    {"peek", (PyCFunction)(void (*)(void))view_peek, METH_FASTCALL | METH_KEYWORDS,
-     "peek($self, /, n=1, *, tokens_needed=None)\n--\n\nThe Decision check(n) would return now, consuming nothing."},
-    {"acquire", (PyCFunction)(void (*)(void))view_acquire, METH_FASTCALL | METH_KEYWORDS,
-     "acquire($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
-     "Block until n is admitted for this key (see KeyedLimiter.acquire)."},
-    {"_waiter", (PyCFunction)(void (*)(void))view_waiter, METH_FASTCALL | METH_KEYWORDS,
-     "_waiter($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
-     "A _RateWait for acquire_async (the deadline starts now)."},
-    {"reset", view_reset, METH_NOARGS, "reset($self, /)\n--\n\nForget this key (back to a fresh limiter)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef view_getset[] = {
-    {"available", view_get_available, NULL, "Requests of weight 1 admissible for this key now (float).", NULL},
-    {"clock", view_get_clock, NULL, "The clock of the KeyedLimiter.", NULL},
-    {"key", view_get_key, NULL, "The key, as given.", NULL},
-    {"limiter", view_get_limiter, NULL, "The KeyedLimiter this view belongs to.", NULL},
-    {NULL},
-};
-
-static PyMemberDef view_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(view_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot view_slots[] = {
-    {Py_tp_doc, "KeyedLimiterView(limiter, key)\n--\n\n"
-                "One key of a KeyedLimiter with the plain limiter interface (allow, check, peek,\n"
-                "acquire, reset, available); what KeyedLimiter.for_key(key) returns. Can be a\n"
-                "LimiterGroup member."},
-    {Py_tp_new, view_new},
-    {Py_tp_dealloc, view_dealloc},
-    {Py_tp_traverse, view_traverse},
-    {Py_tp_clear, view_clear},
-    {Py_tp_methods, view_methods},
-    {Py_tp_getset, view_getset},
-    {Py_tp_members, view_members},
-    {0, NULL},
-};
-
 /* ---- LimiterGroup --------------------------------------------------------------- */
-
-typedef struct {
-    PyObject_HEAD
-    prs_group *group;     /* built in tp_new */
-    PyObject *members;    /* strong: tuple of the member objects (keeps their cores alive) */
-    prs_py_clock clock;
-    PyObject *weakreflist;
-} group_obj;
 
 #define GSELF ((group_obj *)self)
 
@@ -701,73 +587,10 @@ static PyObject *group_get_limiters(PyObject *self, void *c) {
     return Py_NewRef(GSELF->members);
 }
 
-static PyMethodDef group_methods[] = {
-    {"allow", (PyCFunction)(void (*)(void))group_allow, METH_FASTCALL | METH_KEYWORDS,
-     "allow($self, /, n=1, *, tokens_needed=None)\n--\n\n"
-     "Consume n from every member if every member admits it now, else from none."},
-    {"check", (PyCFunction)(void (*)(void))group_check, METH_FASTCALL | METH_KEYWORDS,
-     "check($self, /, n=1, *, tokens_needed=None)\n--\n\n"
-     "Like allow(), returning a Decision whose limit, remaining and reset_after are one\n"
-     "member's, the most restrictive (least remaining; ties: longest reset_after), never a\n"
-     "mix; retry_after is the longest any member asks; denied_by is the index of the\n"
-     "first member that denied. A member listed k times counts k * n (its limit and\n"
-     "remaining are divided by k)."},
-    {"peek", (PyCFunction)(void (*)(void))group_peek, METH_FASTCALL | METH_KEYWORDS,
-     "peek($self, /, n=1, *, tokens_needed=None)\n--\n\nThe Decision check(n) would return now, consuming nothing."},
-    {"acquire", (PyCFunction)(void (*)(void))group_acquire, METH_FASTCALL | METH_KEYWORDS,
-     "acquire($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
-     "Block until every member admits n at once (GIL released while waiting, Ctrl-C\n"
-     "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
-     "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
-     "ValueError when n exceeds what a member can ever admit."},
-    {"_waiter", (PyCFunction)(void (*)(void))group_waiter, METH_FASTCALL | METH_KEYWORDS,
-     "_waiter($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
-     "A _RateWait for acquire_async (the deadline starts now)."},
-    {"reset", group_reset, METH_NOARGS, "reset($self, /)\n--\n\nReset every member (one after the other)."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef group_getset[] = {
-    {"available", group_get_available, NULL, "The smallest amount any member admits now (float).", NULL},
-    {"clock", group_get_clock, NULL, "The clock every member reads.", NULL},
-    {"limiters", group_get_limiters, NULL, "The members, in order (tuple).", NULL},
-    {NULL},
-};
-
-static PyMemberDef group_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(group_obj, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-static PyType_Slot group_slots[] = {
-    {Py_tp_doc, "LimiterGroup(*limiters)\n--\n\n"
-                "Several limiters checked as one, all or nothing: a request is taken from every\n"
-                "member or from none. Members: in-process limiters of any algorithm (TokenBucket,\n"
-                "GCRA, LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter) or\n"
-                "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads\n"
-                "and deadlock-free whatever the member order (members are locked in one global\n"
-                "order). The same limiter (or key) listed twice is one state asked for 2n:\n"
-                "peek, check, retry_after and acquire all count it once per appearance."},
-    {Py_tp_new, group_new},
-    {Py_tp_dealloc, group_dealloc},
-    {Py_tp_traverse, group_traverse},
-    {Py_tp_clear, group_clear},
-    {Py_tp_methods, group_methods},
-    {Py_tp_getset, group_getset},
-    {Py_tp_members, group_members},
-    {Py_sq_length, group_len},
-    {0, NULL},
-};
-
-#define KEYED_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE)
-
-static PyType_Spec keyed_spec = {"pyresilience._core.KeyedLimiter", sizeof(keyed_obj), 0, KEYED_FLAGS, keyed_slots};
-static PyType_Spec view_spec = {"pyresilience._core.KeyedLimiterView", sizeof(view_obj), 0, KEYED_FLAGS, view_slots};
-static PyType_Spec group_spec = {"pyresilience._core.LimiterGroup", sizeof(group_obj), 0, KEYED_FLAGS, group_slots};
-
 int prs_py_register_keyed(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiter, &keyed_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiterView, &view_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_LimiterGroup, &group_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiter, &KeyedLimiter_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiterView, &KeyedLimiterView_spec, NULL) < 0)
+        return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_LimiterGroup, &LimiterGroup_spec, NULL) < 0) return -1;
     return 0;
 }
