@@ -104,10 +104,11 @@ def strip_types(sig):
 def params_sig(params, typed):
     """The signature text of declared params (typed: for the stub)."""
     parts, star = [], False
+    aliased = {getattr(p, "alias_of", None) for p in params}
     for p in params:
-        if not typed and p.default == "...":  # one of a param and its alias: the C text
-            if getattr(p, "alias_of", None):   # signature shows the param, required
-                continue
+        if not typed and p.default == "..." and (p.name in aliased or getattr(p, "alias_of", None)):
+            if getattr(p, "alias_of", None):  # one of a param and its alias: the C text
+                continue                       # signature shows the param, required
             p = D.P(p.name, p.kind, p.type, kw=p.kw)
         if p.kw and not star:
             parts.append("*")

@@ -60,7 +60,7 @@ static int CircuitBreaker_parse(PyTypeObject *type, PyObject *args, PyObject *kw
     return rc ? -1 : 0;
 }
 #define CircuitBreaker_DOC \
-    "CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions, ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None)\n" \
+    "CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=..., ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None)\n" \
     "--\n" \
     "\n" \
     "The C core of pyresilience.CircuitBreaker (use that class)."
