@@ -262,3 +262,59 @@ def test_init_never_reinitialises():
     budget = pr.RetryBudget(ratio=0.5)
     budget.__init__(ratio=0.25)
     assert budget.ratio == 0.5
+
+
+# ---- the limiters: one declaration per row of the algorithm table ----------------------
+
+def _table_rows():
+    import re
+    text = (ROOT / "csrc" / "core" / "prs_algo.h").read_text()
+    body = text[text.index("#define PRS_ALGORITHMS(X)"):]
+    return re.findall(r'X\((\w+),\s*(\w+),\s*"[^"]*"\)', body[:body.index("\n\n")])
+
+
+def test_limiter_declarations_follow_the_algorithm_table():
+    """PRS_ALGORITHMS is the one list of algorithms: decl_limiters reads it, its
+    parameter table has exactly its rows, and each row is a declared, built type."""
+    limiters = sys.modules["decl_limiters"]
+    rows = _table_rows()
+    assert len(rows) >= 6
+    assert limiters.ALGORITHMS == rows
+    assert sorted(limiters.ALGO_PARAMS) == sorted(c for c, _ in rows)
+    for _, py in rows:
+        t = DECLARED[py]
+        assert t.base == "_Limiter" and t.cfile == "limiters"
+        assert issubclass(_runtime(py), _core._Limiter)
+    assert "prs_py_algo_param" not in (ROOT / "csrc" / "python" / "prs_py.h").read_text()
+    assert not (ROOT / "csrc" / "python" / "limiters_family.c").exists()
+
+
+@pytest.mark.parametrize("py", [py for _, py in _table_rows()])
+def test_reconfigure_shares_the_constructor_description(py):
+    t = DECLARED[py]
+    ctor = [p for p in t.params if p.kind != "CLOCK"]
+    rec = next(m for m in t.methods if m.name == "reconfigure").params
+    assert [(p.name, p.kind, p.field, p.lo, p.hi) for p in rec] == \
+        [(p.name, p.kind, p.field, p.lo, p.hi) for p in ctor]
+    sig = inspect.signature(getattr(_runtime(py), "reconfigure"))
+    params = [q for q in sig.parameters.values() if q.name != "self"]
+    assert [q.name for q in params] == [p.name for p in ctor]
+    assert all(q.kind is q.KEYWORD_ONLY and q.default is None for q in params)
+    props = {p.name for p in t.props}
+    assert {p.name for p in ctor} <= props
+
+
+def test_an_alias_is_named_as_given_everywhere():
+    tb = pr.TokenBucket(capacity=4, rate=2)
+    assert tb.rate == tb.refill_rate == 2.0
+    with pytest.raises(TypeError, match=r"got both refill_rate and rate \(rate is an alias\)"):
+        tb.reconfigure(refill_rate=1, rate=1)
+    with pytest.raises(ValueError, match=r"^rate .*got -1$"):
+        tb.reconfigure(rate=-1)
+    k = _core.KeyedLimiter(tb)
+    with pytest.raises(TypeError, match="got both"):
+        k.reconfigure(refill_rate=1, rate=1)
+    k.reconfigure(rate=None, capacity=8)  # None keeps the value
+    assert k.check("a").limit == 8
+    with pytest.raises(TypeError, match="missing required argument 'refill_rate'"):
+        pr.TokenBucket(4, refill_rate=None, rate=None)
