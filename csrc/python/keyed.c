@@ -139,10 +139,11 @@ static void keyed_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
-                           int64_t *max_n) {
+static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
+                           int *by, int64_t *max_n) {
     void **c = ctx; /* table, key, len */
-    int rc = prs_keyed_check(c[0], c[1], (size_t)(uintptr_t)c[2], now, n, d);
+    int rc = consume ? prs_keyed_check(c[0], c[1], (size_t)(uintptr_t)c[2], now, n, d)
+                     : prs_keyed_peek(c[0], c[1], (size_t)(uintptr_t)c[2], now, n, d);
     *max_n = d->limit;
     return rc;
 }
@@ -183,7 +184,7 @@ static int keyed_decide(PyObject *self, int consume, const char *fname, PyObject
 static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames) {
     prs_decision d;
-    if (nargs == 1 && !kwnames && KSELF->table && KSELF->clock.kind == PRS_CLOCK_MONOTONIC) {
+    if (nargs == 1 && !kwnames && KSELF->clock.kind == PRS_CLOCK_MONOTONIC) {
         const char *key; /* the hot path: allow(key) */
         Py_ssize_t len;
         if (get_key(args[0], &key, &len) < 0) return NULL;
@@ -358,42 +359,25 @@ static void view_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static int view_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
-                          int64_t *max_n) {
+static int view_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
+                          int *by, int64_t *max_n) {
     view_obj *v = ctx;
-    int rc = prs_keyed_check(VTABLE(v), PyBytes_AS_STRING(v->keybytes),
-                             (size_t)PyBytes_GET_SIZE(v->keybytes), now, n, d);
-    *max_n = d->limit;
-    return rc;
-}
-
-static int view_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
-                       Py_ssize_t nargs, PyObject *kwnames, prs_decision *d) {
-    int64_t n = 1, now;
-    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
-    if (prs_py_clock_now(VCLOCK(VSELF), &now) < 0) return -1;
-    const char *key = PyBytes_AS_STRING(VSELF->keybytes);
-    size_t len = (size_t)PyBytes_GET_SIZE(VSELF->keybytes);
-    int rc = consume ? prs_keyed_check(VTABLE(VSELF), key, len, now, n, d)
-                     : prs_keyed_peek(VTABLE(VSELF), key, len, now, n, d);
-    if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }
-    return 0;
+    void *c[3] = {VTABLE(v), PyBytes_AS_STRING(v->keybytes),
+                  (void *)(uintptr_t)PyBytes_GET_SIZE(v->keybytes)};
+    return keyed_decide_cb(c, now, n, consume, d, by, max_n);
 }
 
 static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    prs_decision d;
-    if (view_decide(self, 1, "allow", args, nargs, kwnames, &d) < 0) return NULL;
-    return PyBool_FromLong(d.allowed);
+    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, VCLOCK(VSELF),
+                                view_decide_cb, self);
 }
 static PyObject *view_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    prs_decision d;
-    if (view_decide(self, 1, "check", args, nargs, kwnames, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(self), &d);
+    return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, VCLOCK(VSELF),
+                                view_decide_cb, self);
 }
 static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    prs_decision d;
-    if (view_decide(self, 0, "peek", args, nargs, kwnames, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(self), &d);
+    return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, VCLOCK(VSELF),
+                                view_decide_cb, self);
 }
 
 static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -514,10 +498,10 @@ static void group_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static int group_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
-                           int64_t *max_n) {
+static int group_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
+                           int *by, int64_t *max_n) {
     prs_group_info info;
-    int rc = prs_group_decide(ctx, now, n, 1, d, &info);
+    int rc = prs_group_decide(ctx, now, n, consume, d, &info);
     if (rc == PRS_OK) {
         *by = info.denied_by;
         *max_n = info.max_n;
@@ -525,39 +509,23 @@ static int group_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, i
     return rc;
 }
 
-static int group_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
-                        Py_ssize_t nargs, PyObject *kwnames, prs_decision *d, int *by) {
-    int64_t n = 1, now;
-    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
-    if (prs_py_clock_now(&GSELF->clock, &now) < 0) return -1;
-    int rc = consume ? prs_group_check(GSELF->group, now, n, d, by)
-                     : prs_group_peek(GSELF->group, now, n, d, by);
-    if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }
-    return 0;
-}
-
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    prs_decision d;
-    int by;
-    if (nargs == 0 && !kwnames && GSELF->group && GSELF->clock.kind == PRS_CLOCK_MONOTONIC) {
-        int rc = prs_group_check(GSELF->group, prs_monotonic_ns(), 1, &d, &by); /* hot path */
+    if (nargs == 0 && !kwnames && GSELF->clock.kind == PRS_CLOCK_MONOTONIC) {
+        prs_decision d; /* the hot path: allow() */
+        int rc = prs_group_check(GSELF->group, prs_monotonic_ns(), 1, &d, NULL);
         if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
         return PyBool_FromLong(d.allowed);
     }
-    if (group_decide(self, 1, "allow", args, nargs, kwnames, &d, &by) < 0) return NULL;
-    return PyBool_FromLong(d.allowed);
+    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, &GSELF->clock,
+                                group_decide_cb, GSELF->group);
 }
 static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    prs_decision d;
-    int by;
-    if (group_decide(self, 1, "check", args, nargs, kwnames, &d, &by) < 0) return NULL;
-    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
+    return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, &GSELF->clock,
+                                group_decide_cb, GSELF->group);
 }
 static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    prs_decision d;
-    int by;
-    if (group_decide(self, 0, "peek", args, nargs, kwnames, &d, &by) < 0) return NULL;
-    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
+    return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, &GSELF->clock,
+                                group_decide_cb, GSELF->group);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return prs_py_acquire_method(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,

@@ -146,40 +146,51 @@ int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nar
     return prs_py_pick_n(fname, v[0], v[1], n);
 }
 
-static int decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
-                  Py_ssize_t nargs, PyObject *kwnames, prs_decision *d) {
-    int64_t n = 1, now;
-    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return -1;
-    int rc = prs_limiter_decide(SELF->core, now, n, consume, d);
-    if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }
-    return 0;
+PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                               void *ctx) {
+    static const char *const fname[] = {"allow", "check", "peek"};
+    int64_t n = 1, now, max_n;
+    int by = -1;
+    prs_decision d;
+    if ((nargs || kwnames) && prs_py_parse_n_args(fname[kind], args, nargs, kwnames, &n) < 0)
+        return NULL;
+    if (prs_py_clock_now(clock, &now) < 0) return NULL;
+    int rc = fn(ctx, now, n, kind != PRS_PY_PEEK, &d, &by, &max_n);
+    if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+    if (kind == PRS_PY_ALLOW) return PyBool_FromLong(d.allowed);
+    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
+}
+
+/* A plain limiter as a prs_py_decide_fn: its limit is the largest n. */
+static int limiter_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
+                             int *by, int64_t *max_n) {
+    int rc = prs_limiter_decide(ctx, now, n, consume, d);
+    *max_n = d->limit;
+    return rc;
 }
 
 static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
-    prs_decision d;
     if (nargs == 0 && !kwnames && SELF->clock.kind == PRS_CLOCK_MONOTONIC) {
-        /* the hot path: allow() */
+        prs_decision d; /* the hot path: allow() */
         prs_limiter_decide(SELF->core, prs_monotonic_ns(), 1, 1, &d);
         return PyBool_FromLong(d.allowed);
     }
-    if (decide(self, 1, "allow", args, nargs, kwnames, &d) < 0) return NULL;
-    return PyBool_FromLong(d.allowed);
+    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, &SELF->clock,
+                                limiter_decide_cb, SELF->core);
 }
 
 static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
-    prs_decision d;
-    if (decide(self, 1, "check", args, nargs, kwnames, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(self), &d);
+    return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, &SELF->clock,
+                                limiter_decide_cb, SELF->core);
 }
 
 static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames) {
-    prs_decision d;
-    if (decide(self, 0, "peek", args, nargs, kwnames, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(self), &d);
+    return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, &SELF->clock,
+                                limiter_decide_cb, SELF->core);
 }
 
 /* ---- waiting until admitted: one helper for every limiter ----------------- *
@@ -219,7 +230,7 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
     prs_decision d;
     int by = -1;
     if (prs_py_clock_now(clock, &now) < 0) return -1;
-    int rc = fn(ctx, now, w->n, &d, &by, &max_n);
+    int rc = fn(ctx, now, w->n, 1, &d, &by, &max_n);
     if (rc) { prs_py_error(st, rc, NULL); return -1; }
     switch (prs_wait_decide(&d, now, w->deadline, &wake)) {
     case PRS_WAIT_ADMITTED: return 0;
@@ -333,14 +344,6 @@ int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize
     PyObject *no = v[0] ? v[0] : v[2];
     if (no && prs_py_parse_n(no, v[0] ? "n" : "tokens_needed", n) < 0) return -1;
     return prs_py_parse_timeout(v[1], "timeout", timeout_ns);
-}
-
-/* A plain limiter as a prs_py_decide_fn: its limit is the largest n. */
-static int limiter_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
-                             int64_t *max_n) {
-    int rc = prs_limiter_decide(ctx, now, n, 1, d);
-    *max_n = d->limit;
-    return rc;
 }
 
 PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,

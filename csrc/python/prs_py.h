@@ -334,10 +334,11 @@ int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
  * async. The core decides (admitted / retry_after / never); the binding only
  * sleeps (or advances a ManualClock, in integer ns). */
 
-/* Decides n at now, consuming only when admitted. *denied_by: a group's first
- * denying member (-1 otherwise); *max_n: the largest n that can ever be
- * admitted (a request for more is a ValueError, not a wait). 0 or a status. */
-typedef int (*prs_py_decide_fn)(void *ctx, int64_t now, int64_t n, prs_decision *d,
+/* Decides n at now, consuming (when `consume`) only when admitted. *denied_by:
+ * a group's first denying member (left as it is otherwise); *max_n: the
+ * largest n that can ever be admitted (a request for more is a ValueError,
+ * not a wait). 0 or a status. */
+typedef int (*prs_py_decide_fn)(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                                 int *denied_by, int64_t *max_n);
 
 typedef struct prs_py_wait {
@@ -383,6 +384,13 @@ PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_
 PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
                                void *ctx, const char *what);
+/* allow (kind PRS_PY_ALLOW: a bool), check (PRS_PY_CHECK) and peek (PRS_PY_PEEK:
+ * nothing taken) of any limiter, view or group: (n=1, *, tokens_needed=None),
+ * the clock read once, then its decide function. */
+enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK };
+PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                               void *ctx);
 /* Parses (n=1, timeout=None, *, tokens_needed=None) as acquire() takes them. */
 int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames, int64_t *n, int64_t *timeout_ns);
