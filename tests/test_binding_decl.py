@@ -318,3 +318,14 @@ def test_an_alias_is_named_as_given_everywhere():
     assert k.check("a").limit == 8
     with pytest.raises(TypeError, match="missing required argument 'refill_rate'"):
         pr.TokenBucket(4, refill_rate=None, rate=None)
+
+
+def test_messages_and_docs_list_the_algorithm_table():
+    """The lists of limiter types in messages and docs come from the table."""
+    names = ", ".join(py for _, py in _table_rows())
+    for make in (lambda: _core.KeyedLimiter(3), lambda: _core.LimiterGroup(3),
+                 lambda: pr.KeyedLimiter(int, 1)):
+        with pytest.raises(TypeError) as ei:
+            make()
+        assert f"({names})" in str(ei.value)
+    assert " ".join(names.split()) in " ".join(_core.LimiterGroup.__doc__.split())

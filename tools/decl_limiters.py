@@ -10,6 +10,7 @@ stub. The generator stops when the table and ALGO_PARAMS disagree
 """
 import os
 import re
+import textwrap
 
 from binding_decl import CLOCK_OBJ, M, P, Prop, Type
 
@@ -338,14 +339,14 @@ GROUP = Type(
     offsets={"weaklist": "weakreflist"},
     slots={"new": None, "dealloc": None, "traverse": None, "clear": None, "len": None},
     stub_head=["def __new__(cls, *limiters: Union[_Limiter, KeyedLimiterView]) -> Self: ..."],
-    doc="LimiterGroup(*limiters)\n--\n\n"
-        "Several limiters checked as one, all or nothing: a request is taken from every\n"
-        "member or from none. Members: in-process limiters of any algorithm (TokenBucket,\n"
-        "GCRA, LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter) or\n"
-        "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads\n"
-        "and deadlock-free whatever the member order (members are locked in one global\n"
-        "order). The same limiter (or key) listed twice is one state asked for 2n:\n"
-        "peek, check, retry_after and acquire all count it once per appearance.",
+    doc="LimiterGroup(*limiters)\n--\n\n" + textwrap.fill(
+        "Several limiters checked as one, all or nothing: a request is taken from every "
+        "member or from none. Members: in-process limiters of any algorithm (%s) or "
+        "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads "
+        "and deadlock-free whatever the member order (members are locked in one global "
+        "order). The same limiter (or key) listed twice is one state asked for 2n: "
+        "peek, check, retry_after and acquire all count it once per appearance."
+        % ", ".join(py for _, py in ALGORITHMS), 80, break_on_hyphens=False),
     methods=[
         M("allow", N_SIG, "bool",
           doc="Consume n from every member if every member admits it now, else from none."),

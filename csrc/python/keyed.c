@@ -63,15 +63,25 @@ static int get_key(PyObject *o, const char **p, Py_ssize_t *len) {
     return -1;
 }
 
+/* "TokenBucket, GCRA, ...": the Python types of the algorithm table, for
+ * messages (a new reference, or NULL). */
+static PyObject *algo_names(void) {
+    PyObject *s = PyUnicode_FromString(prs_algorithms[0].py_name);
+    for (int i = 1; s && i < PRS_ALGO__COUNT; i++)
+        Py_SETREF(s, PyUnicode_FromFormat("%U, %s", s, prs_algorithms[i].py_name));
+    return s;
+}
+
 /* The algorithm and params of an in-process limiter object. 0, or -1 with a
  * TypeError naming `what`. */
 static int limiter_algo(prs_py_state *st, PyObject *o, const char *what, const prs_algo **algo,
                         const void **params) {
     if (!prs_py_limiter_check_type(st, o)) {
-        PyErr_Format(PyExc_TypeError,
-                     "%s must be an in-process limiter (TokenBucket, GCRA, LeakyBucket, FixedWindow, "
-                     "SlidingWindowLog, SlidingWindowCounter), not %.200s: %R",
-                     what, Py_TYPE(o)->tp_name, o);
+        PyObject *names = algo_names();
+        if (names)
+            PyErr_Format(PyExc_TypeError, "%s must be an in-process limiter (%U), not %.200s: %R",
+                         what, names, Py_TYPE(o)->tp_name, o);
+        Py_XDECREF(names);
         return -1;
     }
     prs_limiter *core = ((prs_py_limiter *)o)->core;
@@ -445,11 +455,13 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
             prs_group_member_limiter(&m[i], ((prs_py_limiter *)o)->core);
             c = &((prs_py_limiter *)o)->clock;
         } else {
-            PyErr_Format(PyExc_TypeError,
-                         "LimiterGroup members must be in-process limiters (TokenBucket, GCRA, "
-                         "LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter) or "
-                         "per-key views (KeyedLimiter.for_key(key)); member %zd is %.200s: %R",
-                         i, Py_TYPE(o)->tp_name, o);
+            PyObject *names = algo_names();
+            if (names)
+                PyErr_Format(PyExc_TypeError,
+                             "LimiterGroup members must be in-process limiters (%U) or per-key "
+                             "views (KeyedLimiter.for_key(key)); member %zd is %.200s: %R",
+                             names, i, Py_TYPE(o)->tp_name, o);
+            Py_XDECREF(names);
             return NULL;
         }
         if (!clock0) clock0 = c;

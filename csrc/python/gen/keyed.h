@@ -221,10 +221,10 @@ static PyType_Spec KeyedLimiterView_spec = {"pyresilience._core.KeyedLimiterView
     "Several limiters checked as one, all or nothing: a request is taken from every\n" \
     "member or from none. Members: in-process limiters of any algorithm (TokenBucket,\n" \
     "GCRA, LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter) or\n" \
-    "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads\n" \
-    "and deadlock-free whatever the member order (members are locked in one global\n" \
-    "order). The same limiter (or key) listed twice is one state asked for 2n:\n" \
-    "peek, check, retry_after and acquire all count it once per appearance."
+    "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads and\n" \
+    "deadlock-free whatever the member order (members are locked in one global\n" \
+    "order). The same limiter (or key) listed twice is one state asked for 2n: peek,\n" \
+    "check, retry_after and acquire all count it once per appearance."
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
