@@ -160,64 +160,52 @@ static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_d
 
 static const char *const kn_names[] = {"key", "n", "tokens_needed", NULL};
 
-/* (key, n=1, *, tokens_needed=None) -> key bytes and n */
-static int keyed_args(PyObject *self, const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                      PyObject *kwnames, const char **key, Py_ssize_t *len, int64_t *n) {
+/* allow/check/peek(key, n=1, *, tokens_needed=None) */
+static PyObject *keyed_decide(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
+                              PyObject *kwnames) {
+    static const char *const fname[] = {"allow", "check", "peek"};
     PyObject *v[3];
-    if (nargs == 1 && !kwnames) {
-        v[0] = args[0];
-        v[1] = v[2] = NULL;
-    } else if (prs_py_unpack(fname, args, nargs, kwnames, kn_names, 2, v) < 0) {
-        return -1;
-    }
-    if (!v[0]) {
-        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname);
-        return -1;
-    }
-    if (get_key(v[0], key, len) < 0) return -1;
-    return prs_py_pick_n(fname, v[1], v[2], n);
-}
-
-static int keyed_decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
-                        Py_ssize_t nargs, PyObject *kwnames, prs_decision *d) {
     const char *key;
     Py_ssize_t len;
-    int64_t n, now;
-    if (keyed_args(self, fname, args, nargs, kwnames, &key, &len, &n) < 0) return -1;
-    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return -1;
-    int rc = consume ? prs_keyed_check(KSELF->table, key, (size_t)len, now, n, d)
-                     : prs_keyed_peek(KSELF->table, key, (size_t)len, now, n, d);
-    if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }
-    return 0;
+    int64_t n;
+    if (nargs == 1 && !kwnames) { /* (key) */
+        v[0] = args[0];
+        v[1] = v[2] = NULL;
+    } else if (prs_py_unpack(fname[kind], args, nargs, kwnames, kn_names, 2, v) < 0) {
+        return NULL;
+    }
+    if (!v[0]) {
+        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname[kind]);
+        return NULL;
+    }
+    if (get_key(v[0], &key, &len) < 0 || prs_py_pick_n(fname[kind], v[1], v[2], &n) < 0)
+        return NULL;
+    void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
+    return prs_py_decide_n(self, kind, n, &KSELF->clock, keyed_decide_cb, ctx);
 }
 
 static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames) {
-    prs_decision d;
     if (nargs == 1 && !kwnames && KSELF->clock.kind == PRS_CLOCK_MONOTONIC) {
         const char *key; /* the hot path: allow(key) */
         Py_ssize_t len;
+        prs_decision d;
         if (get_key(args[0], &key, &len) < 0) return NULL;
         int rc = prs_keyed_check(KSELF->table, key, (size_t)len, prs_monotonic_ns(), 1, &d);
         if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
         return PyBool_FromLong(d.allowed);
     }
-    if (keyed_decide(self, 1, "allow", args, nargs, kwnames, &d) < 0) return NULL;
-    return PyBool_FromLong(d.allowed);
+    return keyed_decide(self, PRS_PY_ALLOW, args, nargs, kwnames);
 }
 
 static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames) {
-    prs_decision d;
-    if (keyed_decide(self, 1, "check", args, nargs, kwnames, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(self), &d);
+    return keyed_decide(self, PRS_PY_CHECK, args, nargs, kwnames);
 }
 
 static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                             PyObject *kwnames) {
-    prs_decision d;
-    if (keyed_decide(self, 0, "peek", args, nargs, kwnames, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(self), &d);
+    return keyed_decide(self, PRS_PY_PEEK, args, nargs, kwnames);
 }
 
 static const char *const kacq_names[] = {"key", "n", "timeout", "tokens_needed", NULL};

@@ -150,11 +150,17 @@ PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, 
                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
                                void *ctx) {
     static const char *const fname[] = {"allow", "check", "peek"};
-    int64_t n = 1, now, max_n;
-    int by = -1;
-    prs_decision d;
+    int64_t n = 1;
     if ((nargs || kwnames) && prs_py_parse_n_args(fname[kind], args, nargs, kwnames, &n) < 0)
         return NULL;
+    return prs_py_decide_n(self, kind, n, clock, fn, ctx);
+}
+
+PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
+                          prs_py_decide_fn fn, void *ctx) {
+    int64_t now, max_n;
+    int by = -1;
+    prs_decision d;
     if (prs_py_clock_now(clock, &now) < 0) return NULL;
     int rc = fn(ctx, now, n, kind != PRS_PY_PEEK, &d, &by, &max_n);
     if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);

@@ -391,6 +391,9 @@ enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK };
 PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
                                void *ctx);
+/* The same for n already parsed. */
+PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
+                          prs_py_decide_fn fn, void *ctx);
 /* Parses (n=1, timeout=None, *, tokens_needed=None) as acquire() takes them. */
 int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames, int64_t *n, int64_t *timeout_ns);
