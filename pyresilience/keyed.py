@@ -47,10 +47,10 @@ class KeyedLimiter(_core.KeyedLimiter):
                 clock: Any = None, **kwargs: Any) -> Self:
         # the C type builds its table in __new__ from the template limiter
         if not isinstance(limiter_class, type) or not issubclass(limiter_class, _core._Limiter):
-            raise TypeError(
-                "limiter_class must be an in-process limiter class (TokenBucket, GCRA, "
-                "LeakyBucket, FixedWindow, SlidingWindowLog, SlidingWindowCounter), "
-                f"not {type(limiter_class).__name__}: {limiter_class!r}")
+            names = ", ".join(t.__name__ for t in _core._Limiter.__subclasses__()
+                              if t.__module__ == _core.__name__)  # the algorithm table's
+            raise TypeError(f"limiter_class must be an in-process limiter class ({names}), "
+                            f"not {type(limiter_class).__name__}: {limiter_class!r}")
         template = limiter_class(*args, **kwargs)
         return super().__new__(cls, template, max_keys=max_keys, clock=clock)
 

@@ -45,11 +45,29 @@ REQUIRED = {
     "Decision": dict(allowed=True, limit=1, remaining=1, retry_after=0.0, reset_after=0.0),
     "RetryCall": dict(func=print, handler=print),
     "Bulkhead": dict(name="x", max_concurrent=1),
+    "TokenBucket": dict(capacity=1, refill_rate=1),
+    "GCRA": dict(rate=1, burst=1),
+    "LeakyBucket": dict(capacity=1, leak_rate=1),
+    "FixedWindow": dict(limit=1, window=1),
+    "SlidingWindowLog": dict(limit=1, window=1),
+    "SlidingWindowCounter": dict(limit=1, window=1),
+    "KeyedLimiter": dict(limiter=_core.GCRA(1, 1)),
+    "KeyedLimiterView": dict(limiter=_core.KeyedLimiter(_core.GCRA(1, 1)), key="k"),
 }
 if hasattr(_core, "RedisBackend"):  # built with hiredis (a backend connects lazily: no server needed)
     _limiter = _core.RedisRateLimiter(_core.RedisBackend("redis://127.0.0.1:1"), rate=1, burst=1)
     REQUIRED["RedisRateLimiter"] = dict(backend=_limiter.backend, rate=1, burst=1)
     REQUIRED["RedisLimiterGroup"] = dict(members=[(_limiter, "k", 1)])
+
+
+def _alias_of(p):
+    """The parameter p is another keyword for (None: p is not an alias)."""
+    return getattr(p, "alias_of", None)
+
+
+def _required(name, p):
+    """REQUIRED for name, p given in place of what it is an alias of."""
+    return {k: v for k, v in REQUIRED.get(name, {}).items() if k != _alias_of(p)}
 
 
 def _runtime(name):
@@ -89,8 +107,9 @@ def test_every_declared_type_has_a_stub_block():
 def test_signature_is_the_declared_one(name):
     t = DECLARED[name]
     sig = inspect.signature(_runtime(name))
-    assert [p.name for p in sig.parameters.values()] == [p.name for p in t.params]
-    for p, q in zip(t.params, sig.parameters.values()):
+    params = [p for p in t.params if not _alias_of(p)]  # the text signature shows no alias
+    assert [p.name for p in sig.parameters.values()] == [p.name for p in params]
+    for p, q in zip(params, sig.parameters.values()):
         want = q.KEYWORD_ONLY if p.kw else q.POSITIONAL_OR_KEYWORD
         assert q.kind is want, p.name
         if p.default is None:
@@ -160,11 +179,11 @@ def test_bad_arguments_name_the_parameter_and_value(name, p):
     wrong_type, wrong_value = BAD_PARAM.get((name, p.name), BAD[p.kind])
     if wrong_type is not None:
         with pytest.raises(TypeError, match=p.name) as ei:
-            cls(**{**REQUIRED.get(name, {}), p.name: wrong_type})
+            cls(**{**_required(name, p), p.name: wrong_type})
         assert repr(wrong_type) in str(ei.value)
     if wrong_value is not None:
         with pytest.raises(ValueError, match=p.name) as ei:
-            cls(**{**REQUIRED.get(name, {}), p.name: wrong_value})
+            cls(**{**_required(name, p), p.name: wrong_value})
         assert repr(wrong_value) in str(ei.value)
 
 
@@ -274,3 +293,70 @@ def test_bulkhead_and_queue_types_are_declared():
     assert {"Bulkhead", "RingQueue", "_AsyncWaiter", "_Ready"} <= set(DECLARED)
     assert str(inspect.signature(_core.Bulkhead)) == "(name, max_concurrent, max_wait_seconds=30.0)"
     assert str(inspect.signature(_core.RingQueue)).startswith("(max_size=0, strategy='block', ")
+
+
+# ---- the limiters: one declaration per row of the algorithm table ----------------------
+
+def _table_rows():
+    import re
+    text = (ROOT / "include" / "pyresilience" / "prs_algo.h").read_text()
+    body = text[text.index("#define PRS_ALGORITHMS(X)"):]
+    return re.findall(r'X\((\w+),\s*(\w+),\s*"[^"]*"\)', body[:body.index("\n\n")])
+
+
+def test_limiter_declarations_follow_the_algorithm_table():
+    """PRS_ALGORITHMS is the one list of algorithms: decl_limiters reads it, its
+    parameter table has exactly its rows, and each row is a declared, built type."""
+    limiters = sys.modules["decl_limiters"]
+    rows = _table_rows()
+    assert len(rows) >= 6
+    assert limiters.ALGORITHMS == rows
+    assert sorted(limiters.ALGO_PARAMS) == sorted(c for c, _ in rows)
+    for _, py in rows:
+        t = DECLARED[py]
+        assert t.base == "_Limiter" and t.cfile == "limiters"
+        assert issubclass(_runtime(py), _core._Limiter)
+    assert "prs_py_algo_param" not in (ROOT / "csrc" / "python" / "prs_py.h").read_text()
+    assert not (ROOT / "csrc" / "python" / "limiters_family.c").exists()
+
+
+@pytest.mark.parametrize("py", [py for _, py in _table_rows()])
+def test_reconfigure_shares_the_constructor_description(py):
+    t = DECLARED[py]
+    ctor = [p for p in t.params if p.kind != "CLOCK"]
+    rec = next(m for m in t.methods if m.name == "reconfigure").params
+    assert [(p.name, p.kind, p.field, p.lo, p.hi) for p in rec] == \
+        [(p.name, p.kind, p.field, p.lo, p.hi) for p in ctor]
+    sig = inspect.signature(getattr(_runtime(py), "reconfigure"))
+    params = [q for q in sig.parameters.values() if q.name != "self"]
+    assert [q.name for q in params] == [p.name for p in ctor]
+    assert all(q.kind is q.KEYWORD_ONLY and q.default is None for q in params)
+    props = {p.name for p in t.props}
+    assert {p.name for p in ctor} <= props
+
+
+def test_an_alias_is_named_as_given_everywhere():
+    tb = pr.TokenBucket(capacity=4, rate=2)
+    assert tb.rate == tb.refill_rate == 2.0
+    with pytest.raises(TypeError, match=r"got both refill_rate and rate \(rate is an alias\)"):
+        tb.reconfigure(refill_rate=1, rate=1)
+    with pytest.raises(ValueError, match=r"^rate .*got -1$"):
+        tb.reconfigure(rate=-1)
+    k = _core.KeyedLimiter(tb)
+    with pytest.raises(TypeError, match="got both"):
+        k.reconfigure(refill_rate=1, rate=1)
+    k.reconfigure(rate=None, capacity=8)  # None keeps the value
+    assert k.check("a").limit == 8
+    with pytest.raises(TypeError, match="missing required argument 'refill_rate'"):
+        pr.TokenBucket(4, refill_rate=None, rate=None)
+
+
+def test_messages_and_docs_list_the_algorithm_table():
+    """The lists of limiter types in messages and docs come from the table."""
+    names = ", ".join(py for _, py in _table_rows())
+    for make in (lambda: _core.KeyedLimiter(3), lambda: _core.LimiterGroup(3),
+                 lambda: pr.KeyedLimiter(int, 1)):
+        with pytest.raises(TypeError) as ei:
+            make()
+        assert f"({names})" in str(ei.value)
+    assert " ".join(names.split()) in " ".join(_core.LimiterGroup.__doc__.split())

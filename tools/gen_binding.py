@@ -63,7 +63,8 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 import binding_decl as D  # noqa: E402
 
 FLAGS = {"zero": "PRS_PY_ZERO_OK", "neg": "PRS_PY_NEG_OK", "inf": "PRS_PY_INF_OK",
-         "none": "PRS_PY_NONE_OK", "none_inf": "PRS_PY_NONE_INF"}
+         "none": "PRS_PY_NONE_OK", "none_inf": "PRS_PY_NONE_INF", "double": "PRS_PY_DOUBLE",
+         "trunc": "PRS_PY_TRUNC"}
 INT64_MIN, INT64_MAX = "INT64_MIN", "INT64_MAX"
 
 
@@ -107,7 +108,12 @@ def strip_types(sig):
 def params_sig(params, typed):
     """The signature text of declared params (typed: for the stub)."""
     parts, star = [], False
+    aliased = {getattr(p, "alias_of", None) for p in params}
     for p in params:
+        if not typed and p.default == "..." and (p.name in aliased or getattr(p, "alias_of", None)):
+            if getattr(p, "alias_of", None):  # one of a param and its alias: the C text
+                continue                       # signature shows the param, required
+            p = D.P(p.name, p.kind, p.type, kw=p.kw)
         if p.kw and not star:
             parts.append("*")
             star = True
@@ -177,16 +183,19 @@ def c_params(prefix, fname, params, config):
         if p.convert:
             L.append("static int %s(PyObject *arg, void *config);" % p.convert)
     L.append("static const prs_py_param %s_param_list[] = {" % prefix)
+    index = {p.name: i for i, p in enumerate(params)}
     for p in params:
+        alias = getattr(p, "alias_of", None)  # P.alias_of: this is another keyword for that P
         flags = " | ".join(FLAGS[f] for f in p.flags) or "0"
         off = "offsetof(%s, %s)" % (config, getattr(p, "at", None) or p.field) if p.field else "-1"
         choices = "%s_%s_choices" % (prefix, p.name) if p.choices else "NULL"
-        L.append('    {"%s", %s, PRS_PK_%s, %s, %s, %s, %s, %s, %s},'
+        L.append('    {"%s", %s, PRS_PK_%s, %s, %s, %s, %s, %s, %s, %d},'
                  % (p.name, '"%s"' % p.field if p.field else "NULL", p.kind, flags, off,
                     p.lo if p.lo is not None else INT64_MIN,
-                    p.hi if p.hi is not None else INT64_MAX, choices, p.convert or "NULL"))
+                    p.hi if p.hi is not None else INT64_MAX, choices, p.convert or "NULL",
+                    index[alias] + 1 if alias else 0))
     if not params:
-        L.append("    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL}, /* none: C wants an element */")
+        L.append("    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, 0}, /* none: C wants an element */")
     L.append("};")
     maxpos = sum(1 for p in params if not p.kw)
     required = sum(1 for p in params if p.default is None)
@@ -205,12 +214,15 @@ SLOT_PROTO = {  # type slots: the C signature of their function
     "richcompare": "static PyObject *%s(PyObject *self, PyObject *other, int op);",
     "hash": "static Py_hash_t %s(PyObject *self);",
     "bool": "static int %s(PyObject *self);",
+    "new": "static PyObject *%s(PyTypeObject *type, PyObject *args, PyObject *kwds);",
     "len": "static Py_ssize_t %s(PyObject *self);",
+    "contains": "static int %s(PyObject *self, PyObject *key);",
     "am_await": "static PyObject *%s(PyObject *self);",
     "iter": "static PyObject *%s(PyObject *self);",
     "iternext": "static PyObject *%s(PyObject *self);",
 }
-SLOT_ID = {"bool": "Py_nb_bool", "len": "Py_sq_length", "am_await": "Py_am_await"}
+SLOT_ID = {"bool": "Py_nb_bool", "len": "Py_sq_length", "contains": "Py_sq_contains",
+           "am_await": "Py_am_await"}
 OFFSETS = {"weaklist": "__weaklistoffset__", "dict": "__dictoffset__",
            "vectorcall": "__vectorcalloffset__"}
 

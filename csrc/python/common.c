@@ -420,7 +420,8 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         if (p->lo == INT64_MIN && p->hi == INT64_MAX ? prs_py_parse_config_count(o, p->name, &v)
                                                      : prs_py_parse_count(o, p->name, p->lo, p->hi, &v))
             return -1;
-        *(int64_t *)field = v;
+        if (p->flags & PRS_PY_DOUBLE) *(double *)field = (double)v;
+        else *(int64_t *)field = v;
         return 0;
     case PRS_PK_INT:
         if (prs_py_parse_int(o, p->name, p->lo, p->hi, &v) < 0) return -1;
@@ -431,7 +432,7 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
     case PRS_PK_DURATION:
         if (prs_py_parse_real(o, p->name, p->flags & 7u, &s) < 0) return -1;
         v = isinf(s) ? PRS_NEVER : prs_seconds_to_ns(s);
-        *(int64_t *)field = (s > 0 && v < 1) ? 1 : v;
+        *(int64_t *)field = (s > 0 && v < 1 && !(p->flags & PRS_PY_TRUNC)) ? 1 : v;
         return 0;
     case PRS_PK_TIMEOUT:
         return prs_py_parse_timeout(o, p->name, (int64_t *)field);
@@ -460,10 +461,38 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
     }
 }
 
+/* An alias and its parameter: None is not given, at most one of the two. */
+static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
+    Py_ssize_t t = spec->p[i].alias - 1;
+    if (vals[i] == Py_None) vals[i] = NULL;
+    if (vals[t] == Py_None) vals[t] = NULL;
+    if (vals[i] && vals[t]) {
+        PyErr_Format(PyExc_TypeError, "%s() got both %s and %s (%s is an alias)", spec->fname,
+                     spec->p[t].name, spec->p[i].name, spec->p[i].name);
+        return -1;
+    }
+    return 0;
+}
+
+/* 1 when parameter i is missing: required, or (without NONE_OK) neither it
+ * nor an alias of it was given. */
+static int missing(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
+    if (i < spec->required) return 1;
+    int aliased = 0;
+    for (Py_ssize_t j = 0; j < spec->n; j++) {
+        if (spec->p[j].alias != i + 1) continue;
+        if (vals[j]) return 0;
+        aliased = 1;
+    }
+    return aliased && !(spec->p[i].flags & PRS_PY_NONE_OK);
+}
+
 static int convert_params(const prs_py_params *spec, void *config, PyObject **vals) {
+    for (Py_ssize_t i = 0; i < spec->n; i++)
+        if (spec->p[i].alias && merge_alias(spec, i, vals) < 0) return -1;
     for (Py_ssize_t i = 0; i < spec->n; i++) {
         if (!vals[i]) {
-            if (i < spec->required) {
+            if (missing(spec, i, vals)) {
                 PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", spec->fname,
                              spec->p[i].name);
                 return -1;
@@ -522,12 +551,19 @@ static PyObject *param_value(const prs_py_param *p, PyObject *given, const char 
     const void *f = config + p->offset;
     switch (p->kind) {
     case PRS_PK_COUNT:
+        if (p->flags & PRS_PY_DOUBLE) return PyFloat_FromDouble(*(const double *)f);
+        return PyLong_FromLongLong(*(const int64_t *)f);
     case PRS_PK_INT: return PyLong_FromLongLong(*(const int64_t *)f);
     case PRS_PK_REAL: return PyFloat_FromDouble(*(const double *)f);
     case PRS_PK_DURATION:
     case PRS_PK_TIMEOUT: return PyFloat_FromDouble(prs_py_ns_to_s(*(const int64_t *)f));
     default: return NULL;
     }
+}
+
+PyObject *prs_py_param_get(const prs_py_param *p, const void *config) {
+    PyObject *v = param_value(p, NULL, config);
+    return v || PyErr_Occurred() ? v : Py_NewRef(Py_None);
 }
 
 /* 1 when `word` occurs in `text` as a whole identifier. */
@@ -566,7 +602,8 @@ PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_err
     const char *open = " (";
     for (Py_ssize_t i = 0; msg && i < spec->n; i++) {
         const prs_py_param *q = &spec->p[i];
-        if (i == at || !q->field || !mentions(why->reason, q->field)) continue;
+        if (i == at || !q->field || !strcmp(q->field, p->field) || !mentions(why->reason, q->field))
+            continue;
         PyObject *v = param_value(q, vals[i], config);
         if (!v) {
             if (PyErr_Occurred()) Py_CLEAR(msg);

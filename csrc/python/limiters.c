@@ -3,13 +3,13 @@
  * algorithm of the table (PRS_ALGORITHMS, prs_algo.h).
  *
  * A prs_py_limiter is a core prs_limiter + a clock. Each Python type
- * (TokenBucket, GCRA, ...) is registered from its table row and its
- * parameter description (limiters_family.c): the constructor's parser, the
- * text signatures of the type and of reconfigure(), the properties and the
- * wording of bad-value errors all come from that description; the core
- * validates and says which field failed and why (prs_config_error). The core
- * object is built in tp_new: an instance is always usable, and __init__ does
- * nothing (a facade subclass never re-parses).
+ * (TokenBucket, GCRA, ...) is its table row + its declaration
+ * (tools/decl_limiters.py -> gen/limiters.h): the constructor's and
+ * reconfigure()'s parameters (prs_py_params), the docs with their text
+ * signatures, the properties and the spec. The core validates and says which
+ * field failed and why (prs_config_error), worded by prs_py_config_error().
+ * The core object is built in tp_new: an instance is always usable, and
+ * __init__ does nothing (a facade subclass never re-parses).
  *
  * Hot path: allow() with no arguments reads the clock once and calls the core;
  * no allocation, no Python call (unless the clock is a Python callable).
@@ -22,146 +22,48 @@
  */
 #include "prs_py.h"
 
-#include <pthread.h>
 #include <stdalign.h>
-#include <structmember.h>
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;          /* strong: owns clock and ctx */
+    prs_py_clock *clock;
+    prs_py_decide_fn fn;
+    void *ctx;
+    const char *what;         /* static string */
+    prs_py_wait w;
+    int done;
+} rate_wait_obj;
+
+#include "gen/limiters.h"
 
 #define SELF ((prs_py_limiter *)self)
 
-/* ---- the description of each algorithm's type ---------------------------- */
+/* ---- each row of the table: its declared type ----------------------------- */
 
-#define DESC(c, py, redis) &prs_py_desc_##c,
-static const prs_py_limiter_desc *const descs[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(DESC)};
-#undef DESC
+#define INIT(c, py, redis) \
+    static void c##_init(void *config) { prs_##c##_config_init(config); }
+PRS_ALGORITHMS(INIT)
+#undef INIT
 
-static const prs_py_limiter_desc *desc_of(PyObject *limiter) {
-    return descs[((prs_py_limiter *)limiter)->algo];
-}
+typedef struct algo_binding {
+    const prs_py_params *ctor, *reconfigure;
+    PyType_Spec *spec;
+    void (*config_init)(void *config);
+} algo_binding;
+
+#define ROW(c, py, redis) {&py##_params, &py##_reconfigure_params, &py##_spec, c##_init},
+static const algo_binding algos[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(ROW)};
+#undef ROW
+#define FITS(c, py, redis) _Static_assert(P_##py##__COUNT <= PRS_PY_LIMITER_MAX_PARAMS, #py);
+PRS_ALGORITHMS(FITS)
+#undef FITS
 
 /* The table row of `type` (one of ours or a subclass), or -1. */
 static int algo_of_type(prs_py_state *st, PyTypeObject *type) {
     for (int i = 0; i < PRS_ALGO__COUNT; i++)
         if (PyType_IsSubtype(type, (PyTypeObject *)st->slots[PRS_SLOT__ALGO_FIRST + i])) return i;
     return -1;
-}
-
-/* ---- parameters: parsing and errors, from the description ---------------- */
-
-/* One Python value into the config field of `p`, named `name` in errors. */
-static int set_field(const prs_py_algo_param *p, const char *name, PyObject *o, void *config) {
-    void *f = (unsigned char *)config + p->offset;
-    int64_t i;
-    double x;
-    switch (p->kind) {
-    case PRS_PY_P_COUNT: return prs_py_parse_count(o, name, 1, INT64_MAX, (int64_t *)f);
-    case PRS_PY_P_COUNT_REAL:
-        if (prs_py_parse_count(o, name, 1, INT64_MAX, &i) < 0) return -1;
-        *(double *)f = (double)i;
-        return 0;
-    case PRS_PY_P_REAL:
-        return prs_py_parse_real(o, name, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, (double *)f);
-    default: /* PRS_PY_P_SECONDS */
-        if (prs_py_parse_real(o, name, PRS_PY_ZERO_OK | PRS_PY_NEG_OK, &x) < 0) return -1;
-        *(int64_t *)f = prs_seconds_to_ns(x);
-        return 0;
-    }
-}
-
-static PyObject *get_field(const prs_py_algo_param *p, const void *config) {
-    const void *f = (const unsigned char *)config + p->offset;
-    switch (p->kind) {
-    case PRS_PY_P_COUNT: return PyLong_FromLongLong(*(const int64_t *)f);
-    case PRS_PY_P_SECONDS: return PyFloat_FromDouble((double)*(const int64_t *)f / 1e9);
-    default: return PyFloat_FromDouble(*(const double *)f);
-    }
-}
-
-static Py_ssize_t nparams(const prs_py_limiter_desc *ds) {
-    Py_ssize_t n = 0;
-    while (n < PRS_PY_MAX_PARAMS && ds->params[n].name) n++;
-    return n;
-}
-
-/* Parses the arguments of the constructor (`ctor`: positional or keyword,
- * all required, clock=) or of reconfigure() (keyword-only, None keeps the
- * value) into `config`, which holds the defaults / the current config. */
-int prs_py_limiter_parse(const prs_py_limiter_desc *ds, const char *fname, int ctor, PyObject *args,
-                         PyObject *kwds, void *config, prs_py_given *g, PyObject **clock_o) {
-    Py_ssize_t np = nparams(ds), npos = args ? PyTuple_GET_SIZE(args) : 0;
-    for (Py_ssize_t i = 0; i < PRS_PY_MAX_PARAMS; i++) {
-        g->value[i] = NULL;
-        g->name[i] = i < np ? ds->params[i].name : NULL;
-    }
-    if (clock_o) *clock_o = NULL;
-    if (npos > (ctor ? np : 0)) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd positional arguments (%zd given)", fname,
-                     ctor ? np : 0, npos);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < npos; i++) g->value[i] = PyTuple_GET_ITEM(args, i);
-    Py_ssize_t pos = 0;
-    PyObject *key, *value;
-    while (kwds && PyDict_Next(kwds, &pos, &key, &value)) {
-        if (ctor && clock_o && PyUnicode_Check(key) && PyUnicode_CompareWithASCIIString(key, "clock") == 0) {
-            *clock_o = value;
-            continue;
-        }
-        Py_ssize_t i;
-        int alias = 0;
-        for (i = 0; i < np; i++) {
-            const prs_py_algo_param *p = &ds->params[i];
-            if (!PyUnicode_Check(key)) continue;
-            if (PyUnicode_CompareWithASCIIString(key, p->name) == 0) break;
-            if (p->alias && PyUnicode_CompareWithASCIIString(key, p->alias) == 0) {
-                alias = 1;
-                break;
-            }
-        }
-        if (i == np) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument %R", fname, key);
-            return -1;
-        }
-        /* None: reconfigure keeps the value; a constructor takes the other name */
-        if (value == Py_None && (!ctor || ds->params[i].alias)) continue;
-        if (g->value[i]) {
-            const prs_py_algo_param *p = &ds->params[i];
-            if (!alias && g->name[i] == p->name)
-                PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                             p->name);
-            else
-                PyErr_Format(PyExc_TypeError, "%s() got both %s and %s (%s is an alias)", fname,
-                             p->name, p->alias, p->alias);
-            return -1;
-        }
-        g->value[i] = value;
-        g->name[i] = alias ? ds->params[i].alias : ds->params[i].name;
-    }
-    for (Py_ssize_t i = 0; i < np; i++) {
-        if (!g->value[i]) {
-            if (!ctor) continue;
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname,
-                         ds->params[i].name);
-            return -1;
-        }
-        if (set_field(&ds->params[i], g->name[i], g->value[i], config) < 0) return -1;
-    }
-    return 0;
-}
-
-PyObject *prs_py_limiter_config_error(prs_py_state *st, const prs_py_limiter_desc *ds, int rc,
-                                      const prs_config_error *why, const prs_py_given *g) {
-    if ((rc != PRS_EINVAL && rc != PRS_ERANGE) || !why->field || !why->reason)
-        return prs_py_error(st, rc, NULL);
-    for (Py_ssize_t i = 0; i < nparams(ds); i++) {
-        if (strcmp(ds->params[i].field, why->field) != 0) continue;
-        if (g->value[i])
-            PyErr_Format(PyExc_ValueError, "%s %s, got %R", g->name[i], why->reason, g->value[i]);
-        else
-            PyErr_Format(PyExc_ValueError, "%s %s", g->name[i], why->reason);
-        return NULL;
-    }
-    PyErr_Format(PyExc_ValueError, "%s %s", why->field, why->reason);
-    return NULL;
 }
 
 /* ---- the object -------------------------------------------------------------- */
@@ -175,18 +77,15 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
                      "types (TokenBucket, GCRA, ...)", type->tp_name);
         return NULL;
     }
-    const prs_py_limiter_desc *ds = descs[id];
-    const prs_algo *algo = prs_algorithms[id].algo;
+    const prs_py_params *spec = algos[id].ctor;
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
-    prs_py_given g;
-    PyObject *clock_o;
-    ds->config_init(config);
-    if (prs_py_limiter_parse(ds, prs_algorithms[id].py_name, 1, args, kwds, config, &g, &clock_o) < 0)
-        return NULL;
+    PyObject *v[PRS_PY_LIMITER_MAX_PARAMS];
+    algos[id].config_init(config);
+    if (prs_py_parse_params_tuple(spec, args, kwds, config, v) < 0) return NULL;
     prs_config_error why = {NULL, NULL};
     prs_limiter *core;
-    int rc = prs_limiter_new(algo, config, NULL, &core, &why);
-    if (rc) return prs_py_limiter_config_error(st, ds, rc, &why, &g);
+    int rc = prs_limiter_new(prs_algorithms[id].algo, config, NULL, &core, &why);
+    if (rc) return prs_py_config_error(st, rc, &why, spec, v, config);
     prs_py_limiter *self = (prs_py_limiter *)type->tp_alloc(type, 0);
     if (!self) {
         prs_limiter_free(core);
@@ -195,7 +94,7 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->core = core;
     self->algo = id;
     self->clock.kind = PRS_CLOCK_MONOTONIC;
-    if (prs_py_clock_init(st, clock_o, &self->clock) < 0) {
+    if (prs_py_clock_init(st, v[spec->n - 1], &self->clock) < 0) { /* clock=, the last */
         Py_DECREF(self);
         return NULL;
     }
@@ -247,40 +146,57 @@ int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nar
     return prs_py_pick_n(fname, v[0], v[1], n);
 }
 
-static int decide(PyObject *self, int consume, const char *fname, PyObject *const *args,
-                  Py_ssize_t nargs, PyObject *kwnames, prs_decision *d) {
-    int64_t n = 1, now;
-    if ((nargs || kwnames) && prs_py_parse_n_args(fname, args, nargs, kwnames, &n) < 0) return -1;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return -1;
-    int rc = prs_limiter_decide(SELF->core, now, n, consume, d);
-    if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }
-    return 0;
+PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                               void *ctx) {
+    static const char *const fname[] = {"allow", "check", "peek"};
+    int64_t n = 1;
+    if ((nargs || kwnames) && prs_py_parse_n_args(fname[kind], args, nargs, kwnames, &n) < 0)
+        return NULL;
+    return prs_py_decide_n(self, kind, n, clock, fn, ctx);
+}
+
+PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
+                          prs_py_decide_fn fn, void *ctx) {
+    int64_t now, max_n;
+    int by = -1;
+    prs_decision d;
+    if (prs_py_clock_now(clock, &now) < 0) return NULL;
+    int rc = fn(ctx, now, n, kind != PRS_PY_PEEK, &d, &by, &max_n);
+    if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+    if (kind == PRS_PY_ALLOW) return PyBool_FromLong(d.allowed);
+    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
+}
+
+/* A plain limiter as a prs_py_decide_fn: its limit is the largest n. */
+static int limiter_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
+                             int *by, int64_t *max_n) {
+    int rc = prs_limiter_decide(ctx, now, n, consume, d);
+    *max_n = d->limit;
+    return rc;
 }
 
 static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
-    prs_decision d;
     if (nargs == 0 && !kwnames && SELF->clock.kind == PRS_CLOCK_MONOTONIC) {
-        /* the hot path: allow() */
+        prs_decision d; /* the hot path: allow() */
         prs_limiter_decide(SELF->core, prs_monotonic_ns(), 1, 1, &d);
         return PyBool_FromLong(d.allowed);
     }
-    if (decide(self, 1, "allow", args, nargs, kwnames, &d) < 0) return NULL;
-    return PyBool_FromLong(d.allowed);
+    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, &SELF->clock,
+                                limiter_decide_cb, SELF->core);
 }
 
 static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
-    prs_decision d;
-    if (decide(self, 1, "check", args, nargs, kwnames, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(self), &d);
+    return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, &SELF->clock,
+                                limiter_decide_cb, SELF->core);
 }
 
 static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames) {
-    prs_decision d;
-    if (decide(self, 0, "peek", args, nargs, kwnames, &d) < 0) return NULL;
-    return prs_py_decision_new(prs_py_state_of(self), &d);
+    return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, &SELF->clock,
+                                limiter_decide_cb, SELF->core);
 }
 
 /* ---- waiting until admitted: one helper for every limiter ----------------- *
@@ -320,7 +236,7 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
     prs_decision d;
     int by = -1;
     if (prs_py_clock_now(clock, &now) < 0) return -1;
-    int rc = fn(ctx, now, w->n, &d, &by, &max_n);
+    int rc = fn(ctx, now, w->n, 1, &d, &by, &max_n);
     if (rc) { /* fn may word its own failure (a backend's message) */
         if (!PyErr_Occurred()) prs_py_error(st, rc, NULL);
         return -1;
@@ -386,6 +302,7 @@ int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn
     }
 }
 
+
 /* ---- reconfigure --------------------------------------------------------------- */
 
 static int apply_limiter(void *ctx, const void *config, int64_t now, prs_config_error *why) {
@@ -393,13 +310,13 @@ static int apply_limiter(void *ctx, const void *config, int64_t now, prs_config_
 }
 
 PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
-                                          PyObject *args, PyObject *kwds, prs_py_apply_fn apply,
-                                          void *ctx) {
+                                          PyObject *const *args, Py_ssize_t nargs,
+                                          PyObject *kwnames, prs_py_apply_fn apply, void *ctx) {
     prs_py_state *st = prs_py_state_of(limiter);
     if (!st) return NULL;
-    const prs_py_limiter_desc *ds = desc_of(limiter);
-    prs_py_given g;
-    if (prs_py_limiter_parse(ds, "reconfigure", 0, args, kwds, config, &g, NULL) < 0) return NULL;
+    const prs_py_params *spec = algos[((prs_py_limiter *)limiter)->algo].reconfigure;
+    PyObject *v[PRS_PY_LIMITER_MAX_PARAMS];
+    if (prs_py_parse_params(spec, args, nargs, kwnames, config, v) < 0) return NULL;
     int64_t now;
     if (prs_py_clock_now(clock, &now) < 0) return NULL;
     prs_config_error why = {NULL, NULL};
@@ -407,15 +324,16 @@ PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_p
     Py_BEGIN_ALLOW_THREADS /* O(limit) for a sliding log's ring, O(keys) for a table */
     rc = apply(ctx, config, now, &why);
     Py_END_ALLOW_THREADS
-    if (rc) return prs_py_limiter_config_error(st, ds, rc, &why, &g);
+    if (rc) return prs_py_config_error(st, rc, &why, spec, v, config);
     Py_RETURN_NONE;
 }
 
-static PyObject *limiter_reconfigure(PyObject *self, PyObject *args, PyObject *kwds) {
+static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames) {
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
     prs_limiter_config(SELF->core, config);
-    return prs_py_limiter_reconfigure_with(self, config, &SELF->clock, args, kwds, apply_limiter,
-                                           SELF->core);
+    return prs_py_limiter_reconfigure_with(self, config, &SELF->clock, args, nargs, kwnames,
+                                           apply_limiter, SELF->core);
 }
 
 /* ---- acquire ------------------------------------------------------------------- */
@@ -435,14 +353,6 @@ int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize
     PyObject *no = v[0] ? v[0] : v[2];
     if (no && prs_py_parse_n(no, v[0] ? "n" : "tokens_needed", n) < 0) return -1;
     return prs_py_parse_timeout(v[1], "timeout", timeout_ns);
-}
-
-/* A plain limiter as a prs_py_decide_fn: its limit is the largest n. */
-static int limiter_decide_cb(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by,
-                             int64_t *max_n) {
-    int rc = prs_limiter_decide(ctx, now, n, 1, d);
-    *max_n = d->limit;
-    return rc;
 }
 
 PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -477,18 +387,8 @@ static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_
                                 SELF->core, prs_algorithms[SELF->algo].py_name);
 }
 
-/* ---- _RateWait: an async wait in progress ---------------------------------- */
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *owner;          /* strong: owns clock and ctx */
-    prs_py_clock *clock;
-    prs_py_decide_fn fn;
-    void *ctx;
-    const char *what;         /* static string */
-    prs_py_wait w;
-    int done;
-} rate_wait_obj;
+/* ---- _RateWait: an async wait in progress ---------------------------------- */
 
 PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
                                prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
@@ -541,28 +441,6 @@ static void rate_wait_dealloc(PyObject *op) {
     Py_DECREF(tp);
 }
 
-static PyMethodDef rate_wait_methods[] = {
-    {"step", rate_wait_step, METH_NOARGS,
-     "step($self, /)\n--\n\n"
-     "Decide once: None when admitted (n was taken), else the float seconds to wait\n"
-     "before the next step (0.0 on a ManualClock, which was advanced instead). Raises\n"
-     "RateLimitExceeded / ValueError as acquire() does; nothing is taken then."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyType_Slot rate_wait_slots[] = {
-    {Py_tp_doc, "_RateWait()\n--\n\nAn acquire in progress, for the async forms (made by _waiter())."},
-    {Py_tp_dealloc, rate_wait_dealloc},
-    {Py_tp_traverse, rate_wait_traverse},
-    {Py_tp_methods, rate_wait_methods},
-    {0, NULL},
-};
-
-static PyType_Spec rate_wait_spec = {
-    "pyresilience._core._RateWait", sizeof(rate_wait_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION,
-    rate_wait_slots,
-};
 
 static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
     prs_limiter_reset(SELF->core);
@@ -580,176 +458,47 @@ static PyObject *limiter_get_clock(PyObject *self, void *c) {
     return st ? prs_py_clock_object(st, &SELF->clock) : NULL;
 }
 
-/* A parameter's property (closure: its prs_py_algo_param). */
-static PyObject *param_get(PyObject *self, void *closure) {
+/* A parameter's property (closure: its index in the constructor's params). */
+static PyObject *limiter_param_get(PyObject *self, void *closure) {
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     prs_limiter_config(SELF->core, config);
-    return get_field(closure, config);
+    return prs_py_param_get(&algos[SELF->algo].ctor->p[(intptr_t)closure], config);
 }
 
-/* _config(): [(name, value)] of the parameters, for reprs. */
-static PyObject *limiter_config_items(PyObject *self, PyObject *unused) {
-    const prs_py_limiter_desc *ds = desc_of(self);
+static PyObject *lb_get_level(PyObject *self, void *c) {
+    int64_t now;
+    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_leaky_bucket_level((prs_leaky_bucket *)SELF->core, now));
+}
+
+/* _config(): [(name, value)] of the parameters (not their aliases, not the
+ * clock), for reprs. */
+static PyObject *limiter_config(PyObject *self, PyObject *unused) {
+    const prs_py_params *spec = algos[SELF->algo].ctor;
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     prs_limiter_config(SELF->core, config);
-    Py_ssize_t np = nparams(ds);
-    PyObject *list = PyList_New(np);
-    for (Py_ssize_t i = 0; list && i < np; i++) {
-        PyObject *item = Py_BuildValue("(sN)", ds->params[i].name, get_field(&ds->params[i], config));
-        if (!item) Py_CLEAR(list);
-        else PyList_SET_ITEM(list, i, item);
+    PyObject *list = PyList_New(0);
+    for (Py_ssize_t i = 0; list && i < spec->n; i++) {
+        const prs_py_param *p = &spec->p[i];
+        if (p->alias || p->kind == PRS_PK_CLOCK) continue;
+        PyObject *item = Py_BuildValue("(sN)", p->name, prs_py_param_get(p, config));
+        if (!item || PyList_Append(list, item) < 0) Py_CLEAR(list);
+        Py_XDECREF(item);
     }
     return list;
 }
 
-static PyMethodDef limiter_methods[] = {
-    {"allow", (PyCFunction)(void (*)(void))limiter_allow, METH_FASTCALL | METH_KEYWORDS,
-     "allow($self, /, n=1, *, tokens_needed=None)\n--\n\n"
-     "Consume n if it is available now: True when admitted, False when not.\n"
-     "tokens_needed= is an alias of n. n larger than the limit is never admitted."},
-    {"check", (PyCFunction)(void (*)(void))limiter_check, METH_FASTCALL | METH_KEYWORDS,
-     "check($self, /, n=1, *, tokens_needed=None)\n--\n\n"
-     "Like allow(), returning the Decision (allowed, limit, remaining, retry_after,\n"
-     "reset_after). Consumes n only when allowed."},
-    {"peek", (PyCFunction)(void (*)(void))limiter_peek, METH_FASTCALL | METH_KEYWORDS,
-     "peek($self, /, n=1, *, tokens_needed=None)\n--\n\n"
-     "The Decision check(n) would return now, without consuming anything."},
-    {"acquire", (PyCFunction)(void (*)(void))limiter_acquire, METH_FASTCALL | METH_KEYWORDS,
-     "acquire($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
-     "Block until n is admitted (the GIL is released while waiting; Ctrl-C interrupts\n"
-     "the wait and nothing is consumed). timeout in seconds (None: no limit): when n\n"
-     "cannot be admitted within it, RateLimitExceeded is raised at once instead of\n"
-     "waiting in vain; when it can never be admitted (a spent budget that does not\n"
-     "refill, a clock saturated at 2**63 ns) RateLimitExceeded (retry_after inf) is\n"
-     "raised at once whatever the timeout. A finite timeout always holds, also on a\n"
-     "callable clock that stalls. ValueError when n exceeds the limit. On a ManualClock\n"
-     "the wait advances the clock (integer nanoseconds) instead of sleeping."},
-    {"_waiter", (PyCFunction)(void (*)(void))limiter_waiter, METH_FASTCALL | METH_KEYWORDS,
-     "_waiter($self, /, n=1, timeout=None, *, tokens_needed=None)\n--\n\n"
-     "A _RateWait for acquire_async (the deadline starts now)."},
-    {"reset", (PyCFunction)(void (*)(void))limiter_reset, METH_NOARGS,
-     "reset($self, /)\n--\n\nBack to the initial (full) state."},
-    {"_config", limiter_config_items, METH_NOARGS,
-     "_config($self, /)\n--\n\nThe parameters as (name, value) pairs, for reprs."},
-    {NULL, NULL, 0, NULL},
-};
-
-static PyGetSetDef limiter_getset[] = {
-    {"available", limiter_get_available, NULL, "Requests of weight 1 admissible now (float).", NULL},
-    {"clock", limiter_get_clock, NULL, "The clock this limiter reads.", NULL},
-    {NULL},
-};
-
-static PyMemberDef limiter_members[] = {
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(prs_py_limiter, weakreflist), READONLY, NULL},
-    {NULL},
-};
-
-/* ---- the types, made from the table --------------------------------------------- *
- * Built once per process (the strings and tables are the same for every
- * interpreter): the docs with their text signatures, reconfigure() and the
- * properties, from each row's description. */
-
-typedef struct algo_type {
-    char *doc, *reconfigure_doc;
-    PyMethodDef methods[2];
-    PyGetSetDef getset[2 * PRS_PY_MAX_PARAMS + PRS_PY_MAX_EXTRA + 1];
-    PyType_Slot slots[8];
-    PyType_Spec spec;
-} algo_type;
-
-static algo_type algo_types[PRS_ALGO__COUNT];
-static pthread_once_t algo_types_once = PTHREAD_ONCE_INIT;
-static int algo_types_ok;
-
-#define NAME(c, py, redis) "pyresilience._core." #py,
-static const char *const type_names[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(NAME)};
-#undef NAME
-
-#define LIMITER_FLAGS (Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE)
-
-/* The doc of the constructor ("head(a, b, *, clock=None)": aliases are left
- * out) or of reconfigure() (every param and alias keyword-only, None keeping
- * its value), then body. */
-static char *signature_doc(const char *head, const prs_py_limiter_desc *ds, int ctor, const char *body) {
-    char sig[512];
-    size_t len = (size_t)snprintf(sig, sizeof sig, "%s(%s", head, ctor ? "" : "$self, /, *");
-    for (Py_ssize_t i = 0; i < nparams(ds); i++) {
-        const prs_py_algo_param *p = &ds->params[i];
-        len += (size_t)snprintf(sig + len, sizeof sig - len, "%s%s%s", (ctor && !i) ? "" : ", ",
-                                p->name, ctor ? "" : "=None");
-        if (p->alias && !ctor)
-            len += (size_t)snprintf(sig + len, sizeof sig - len, ", %s=None", p->alias);
-    }
-    if (ctor) snprintf(sig + len, sizeof sig - len, ", *, clock=None)\n--\n\n");
-    else snprintf(sig + len, sizeof sig - len, ")\n--\n\n");
-    size_t n = strlen(sig) + strlen(body) + 1;
-    char *doc = PyMem_RawMalloc(n);
-    if (doc) snprintf(doc, n, "%s%s", sig, body);
-    return doc;
-}
-
-static void build_algo_types(void) {
-    for (int i = 0; i < PRS_ALGO__COUNT; i++) {
-        const prs_py_limiter_desc *ds = descs[i];
-        algo_type *t = &algo_types[i];
-        t->doc = signature_doc(prs_algorithms[i].py_name, ds, 1, ds->doc);
-        t->reconfigure_doc = signature_doc("reconfigure", ds, 0, ds->reconfigure_doc);
-        if (!t->doc || !t->reconfigure_doc) return;
-        t->methods[0] = (PyMethodDef){"reconfigure", (PyCFunction)(void (*)(void))limiter_reconfigure,
-                                      METH_VARARGS | METH_KEYWORDS, t->reconfigure_doc};
-        size_t g = 0;
-        for (Py_ssize_t k = 0; k < nparams(ds); k++) {
-            const prs_py_algo_param *p = &ds->params[k];
-            t->getset[g++] = (PyGetSetDef){p->name, param_get, NULL, p->doc, (void *)p};
-            if (p->alias) t->getset[g++] = (PyGetSetDef){p->alias, param_get, NULL, p->doc, (void *)p};
-        }
-        for (size_t k = 0; k < PRS_PY_MAX_EXTRA && ds->extra[k].name; k++) t->getset[g++] = ds->extra[k];
-        PyType_Slot slots[] = {
-            {Py_tp_doc, t->doc},
-            {Py_tp_new, limiter_new},
-            {Py_tp_dealloc, limiter_dealloc},
-            {Py_tp_traverse, limiter_traverse},
-            {Py_tp_clear, limiter_clear},
-            {Py_tp_getset, t->getset},
-            {Py_tp_methods, t->methods},
-            {0, NULL},
-        };
-        memcpy(t->slots, slots, sizeof slots);
-        t->spec = (PyType_Spec){type_names[i], sizeof(prs_py_limiter), 0, LIMITER_FLAGS, t->slots};
-    }
-    algo_types_ok = 1;
-}
-
-/* The shared base: allow/check/peek/acquire/reset and available/clock. */
-static PyType_Slot base_slots[] = {
-    {Py_tp_doc, "_Limiter()\n--\n\nThe shared base of the in-process limiters (not instantiable)."},
-    {Py_tp_new, limiter_new},
-    {Py_tp_dealloc, limiter_dealloc},
-    {Py_tp_traverse, limiter_traverse},
-    {Py_tp_clear, limiter_clear},
-    {Py_tp_methods, limiter_methods},
-    {Py_tp_getset, limiter_getset},
-    {Py_tp_members, limiter_members},
-    {0, NULL},
-};
-
-static PyType_Spec base_spec = {"pyresilience._core._Limiter", sizeof(prs_py_limiter), 0, LIMITER_FLAGS, base_slots};
+/* ---- registration ------------------------------------------------------------ */
 
 int prs_py_limiter_check_type(prs_py_state *st, PyObject *o) {
     return PyObject_TypeCheck(o, PRS_PY_TYPE(st, LimiterBase));
 }
 
 int prs_py_register_limiters(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &rate_wait_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_LimiterBase, &base_spec, NULL) < 0) return -1;
-    pthread_once(&algo_types_once, build_algo_types);
-    if (!algo_types_ok) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &_RateWait_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_LimiterBase, &_Limiter_spec, NULL) < 0) return -1;
     PyObject *base = st->slots[PRS_SLOT_LimiterBase];
     for (int i = 0; i < PRS_ALGO__COUNT; i++)
-        if (prs_py_add_type(m, st, PRS_SLOT__ALGO_FIRST + i, &algo_types[i].spec, base) < 0) return -1;
+        if (prs_py_add_type(m, st, PRS_SLOT__ALGO_FIRST + i, algos[i].spec, base) < 0) return -1;
     return 0;
 }

@@ -183,6 +183,8 @@ enum prs_py_kind {
 };
 #define PRS_PY_NONE_OK  8u  /* None accepted: leaves the field at its default */
 #define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
+#define PRS_PY_DOUBLE   32u /* COUNT: the field is a double */
+#define PRS_PY_TRUNC    64u /* DURATION: a positive value under 1 ns stays 0 (the core refuses it) */
 
 typedef struct prs_py_param {
     const char *name;           /* the Python name */
@@ -193,6 +195,9 @@ typedef struct prs_py_param {
     int64_t lo, hi;             /* COUNT, INT */
     const char *const *choices; /* ENUM: NULL-terminated */
     int (*convert)(PyObject *arg, void *config); /* CONVERT: 0 or -1 with an exception */
+    unsigned char alias;        /* k > 0: another keyword for parameter k - 1 (same field and
+                                   conversion, named as given in errors; at most one of the two;
+                                   None is not given; without NONE_OK one of them is required) */
 } prs_py_param;
 
 typedef struct prs_py_params {
@@ -214,6 +219,10 @@ int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssi
 /* The same from a tp_new's (args, kwds). */
 int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
                               void *config, PyObject **vals);
+/* The value of parameter p's field in `config` (COUNT/INT: int, unless a
+ * DOUBLE count; REAL: float; DURATION/TIMEOUT: float seconds; no field:
+ * None). New reference or NULL. */
+PyObject *prs_py_param_get(const prs_py_param *p, const void *config);
 /* The exception for a core validator's failure (why from prs_X_config_check):
  * ValueError "<param> <reason>, got <value>" for the parameter that fills
  * why->field, with the value as given ("got" left out when it was not), then
@@ -290,36 +299,10 @@ PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int de
 
 /* ---- the in-process limiter types (limiters.c) ------------------------- *
  * One implementation for every algorithm of the table (PRS_ALGORITHMS); each
- * type is its row + a description of its parameters (limiters_family.c). */
+ * type is its row + its declaration (tools/decl_limiters.py -> gen/limiters.h:
+ * the constructor's and reconfigure()'s prs_py_params, properties, docs). */
 
-enum { PRS_PY_P_COUNT, PRS_PY_P_COUNT_REAL, PRS_PY_P_REAL, PRS_PY_P_SECONDS };
-#define PRS_PY_MAX_PARAMS 3
-#define PRS_PY_MAX_EXTRA 2
-
-/* A constructor / reconfigure() parameter: the parser, the property, the
- * text signatures and the error messages all come from it. */
-typedef struct prs_py_algo_param {
-    const char *name;   /* keyword (also positional, in order, for the constructor) */
-    const char *alias;  /* another keyword for it (also a property), or NULL */
-    const char *field;  /* the core config field it fills: prs_config_error.field */
-    int kind;           /* PRS_PY_P_COUNT: int64 count; _COUNT_REAL: a count kept in a
-                           double; _REAL: a double; _SECONDS: float seconds -> int64 ns */
-    size_t offset;      /* of the field in the algorithm's prs_<c>_config */
-    const char *doc;    /* the property's doc */
-} prs_py_algo_param;
-
-typedef struct prs_py_limiter_desc {
-    const char *doc;              /* the type's doc (its signature line is generated) */
-    const char *reconfigure_doc;  /* reconfigure()'s doc (likewise) */
-    void (*config_init)(void *config);
-    prs_py_algo_param params[PRS_PY_MAX_PARAMS + 1]; /* NULL name ends */
-    PyGetSetDef extra[PRS_PY_MAX_EXTRA + 1];    /* properties beyond the parameters */
-} prs_py_limiter_desc;
-
-/* prs_py_desc_<c> for each row of the table (limiters_family.c). */
-#define PRS__PY_DESC_DECL(c, py, redis) extern const prs_py_limiter_desc prs_py_desc_##c;
-PRS_ALGORITHMS(PRS__PY_DESC_DECL)
-#undef PRS__PY_DESC_DECL
+#define PRS_PY_LIMITER_MAX_PARAMS 8 /* a limiter constructor's parameters, at most */
 
 typedef struct prs_py_limiter {
     PyObject_HEAD
@@ -329,30 +312,15 @@ typedef struct prs_py_limiter {
     PyObject *weakreflist;
 } prs_py_limiter;
 
-/* What the caller gave for each parameter (borrowed), under which name. */
-typedef struct prs_py_given {
-    PyObject *value[PRS_PY_MAX_PARAMS];
-    const char *name[PRS_PY_MAX_PARAMS];
-} prs_py_given;
-
-/* Parses a constructor's (ctor) or reconfigure()'s arguments into `config`,
- * which holds the defaults / the current values. 0 or -1 with TypeError /
- * ValueError naming the parameter. clock_o: the constructor's clock= (may be
- * NULL for reconfigure). */
-int prs_py_limiter_parse(const prs_py_limiter_desc *ds, const char *fname, int ctor, PyObject *args,
-                         PyObject *kwds, void *config, prs_py_given *g, PyObject **clock_o);
-/* The exception for a core status: ValueError "<param> <reason>, got <value>"
- * from *why for PRS_EINVAL/PRS_ERANGE, else prs_py_error(). Returns NULL. */
-PyObject *prs_py_limiter_config_error(prs_py_state *st, const prs_py_limiter_desc *ds, int rc,
-                                      const prs_config_error *why, const prs_py_given *g);
-/* reconfigure(**params) over any holder of the limiter's params: parses
- * against `limiter`'s description into `config` (the config in force: what
- * is not given keeps its value), then calls apply(ctx, config, now, why) with
- * the GIL released. None, or NULL with an exception. */
+/* reconfigure(**params) over any holder of a limiter's params: parses by the
+ * reconfigure() description of `limiter`'s algorithm into `config` (the
+ * config in force: what is not given keeps its value), then calls
+ * apply(ctx, config, now, why) with the GIL released; the core's refusal is
+ * worded by prs_py_config_error(). None, or NULL with an exception. */
 typedef int (*prs_py_apply_fn)(void *ctx, const void *config, int64_t now, prs_config_error *why);
 PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
-                                          PyObject *args, PyObject *kwds, prs_py_apply_fn apply,
-                                          void *ctx);
+                                          PyObject *const *args, Py_ssize_t nargs,
+                                          PyObject *kwnames, prs_py_apply_fn apply, void *ctx);
 /* 1 if `o` is an in-process limiter (of any algorithm), else 0. */
 int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
 
@@ -361,11 +329,12 @@ int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
  * async. The core decides (admitted / retry_after / never); the binding only
  * sleeps (or advances a ManualClock, in integer ns). */
 
-/* Decides n at now, consuming only when admitted. *denied_by: a group's first
- * denying member (-1 otherwise); *max_n: the largest n that can ever be
- * admitted (a request for more is a ValueError, not a wait). 0 or a status
- * (with an exception set when fn words it itself, e.g. a backend's message). */
-typedef int (*prs_py_decide_fn)(void *ctx, int64_t now, int64_t n, prs_decision *d,
+/* Decides n at now, consuming (when `consume`) only when admitted. *denied_by:
+ * a group's first denying member (left as it is otherwise); *max_n: the
+ * largest n that can ever be admitted (a request for more is a ValueError,
+ * not a wait). 0 or a status (with an exception set when fn words it itself,
+ * e.g. a backend's message). */
+typedef int (*prs_py_decide_fn)(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                                 int *denied_by, int64_t *max_n);
 
 typedef struct prs_py_wait {
@@ -411,6 +380,16 @@ PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_
 PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
                                void *ctx, const char *what);
+/* allow (kind PRS_PY_ALLOW: a bool), check (PRS_PY_CHECK) and peek (PRS_PY_PEEK:
+ * nothing taken) of any limiter, view or group: (n=1, *, tokens_needed=None),
+ * the clock read once, then its decide function. */
+enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK };
+PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
+                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
+                               void *ctx);
+/* The same for n already parsed. */
+PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
+                          prs_py_decide_fn fn, void *ctx);
 /* Parses (n=1, timeout=None, *, tokens_needed=None) as acquire() takes them. */
 int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames, int64_t *n, int64_t *timeout_ns);

@@ -507,9 +507,10 @@ static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nar
 
 /* The wait's decide step; ctx: a (limiter, key) tuple. A request beyond the
  * limit can never be admitted (*max_n: the limit). */
-static int rl_wait_decide(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by, int64_t *max_n) {
+static int rl_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
+                          int64_t *max_n) {
     PyObject *lk = ctx;
-    int rc = rl_decide((limiter_obj *)PyTuple_GET_ITEM(lk, 0), PyTuple_GET_ITEM(lk, 1), n, 1, -1, d);
+    int rc = rl_decide((limiter_obj *)PyTuple_GET_ITEM(lk, 0), PyTuple_GET_ITEM(lk, 1), n, consume, -1, d);
     if (!rc && !d->allowed && d->retry_after_ns == PRS_NEVER) *max_n = d->limit;
     return rc;
 }
@@ -768,7 +769,9 @@ static PyObject *group_check_at(PyObject *op, PyObject *now_o) {
 
 /* The wait's decide step; ctx: the group. An n beyond its member's limit can
  * never be admitted: ValueError (PRS_ENEVER) with the group's own words. */
-static int group_wait_decide(void *ctx, int64_t now, int64_t n, prs_decision *d, int *by, int64_t *max_n) {
+static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
+                             int64_t *max_n) {
+    (void)consume; /* a wait always takes (a group's decision consumes) */
     int rc = group_decide(ctx, -1, d, by);
     if (rc || d->allowed || d->retry_after_ns != PRS_NEVER) return rc;
     prs_py_error(prs_py_state_of(ctx), PRS_ENEVER, "this group can never admit its request (an n exceeds a limit)");

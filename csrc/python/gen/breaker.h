@@ -28,23 +28,23 @@ enum {
 static const char *const CircuitBreaker_names[] = {"failure_threshold", "success_threshold", "timeout_seconds", "fallback", "name", "failure_rate_threshold", "window_type", "window_size", "minimum_calls", "slow_call_duration", "slow_call_rate_threshold", "half_open_max_calls", "record_exceptions", "ignore_exceptions", "is_failure", "on_state_change", "clock", NULL};
 static const char *const CircuitBreaker_window_type_choices[] = {"count", "time", NULL};
 static const prs_py_param CircuitBreaker_param_list[] = {
-    {"failure_threshold", "failure_threshold", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, failure_threshold), 1, INT64_MAX, NULL, NULL},
-    {"success_threshold", "success_threshold", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, success_threshold), 1, INT64_MAX, NULL, NULL},
-    {"timeout_seconds", "open_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(prs_breaker_config, open_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"fallback", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"failure_rate_threshold", "failure_rate_threshold", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_breaker_config, failure_rate_threshold), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"window_type", "window_type", PRS_PK_ENUM, 0, offsetof(prs_breaker_config, window_type), INT64_MIN, INT64_MAX, CircuitBreaker_window_type_choices, NULL},
-    {"window_size", "window_size", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, window_size), 1, INT64_MAX, NULL, NULL},
-    {"minimum_calls", "minimum_calls", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, minimum_calls), 1, INT64_MAX, NULL, NULL},
-    {"slow_call_duration", "slow_call_ns", PRS_PK_DURATION, PRS_PY_NONE_OK, offsetof(prs_breaker_config, slow_call_ns), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"slow_call_rate_threshold", "slow_call_rate_threshold", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_breaker_config, slow_call_rate_threshold), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"half_open_max_calls", "half_open_max_calls", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_breaker_config, half_open_max_calls), 1, INT64_MAX, NULL, NULL},
-    {"record_exceptions", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"ignore_exceptions", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"is_failure", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"on_state_change", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
+    {"failure_threshold", "failure_threshold", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, failure_threshold), 1, INT64_MAX, NULL, NULL, 0},
+    {"success_threshold", "success_threshold", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, success_threshold), 1, INT64_MAX, NULL, NULL, 0},
+    {"timeout_seconds", "open_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(prs_breaker_config, open_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"fallback", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"failure_rate_threshold", "failure_rate_threshold", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_breaker_config, failure_rate_threshold), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"window_type", "window_type", PRS_PK_ENUM, 0, offsetof(prs_breaker_config, window_type), INT64_MIN, INT64_MAX, CircuitBreaker_window_type_choices, NULL, 0},
+    {"window_size", "window_size", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, window_size), 1, INT64_MAX, NULL, NULL, 0},
+    {"minimum_calls", "minimum_calls", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, minimum_calls), 1, INT64_MAX, NULL, NULL, 0},
+    {"slow_call_duration", "slow_call_ns", PRS_PK_DURATION, PRS_PY_NONE_OK, offsetof(prs_breaker_config, slow_call_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"slow_call_rate_threshold", "slow_call_rate_threshold", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_breaker_config, slow_call_rate_threshold), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"half_open_max_calls", "half_open_max_calls", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_breaker_config, half_open_max_calls), 1, INT64_MAX, NULL, NULL, 0},
+    {"record_exceptions", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"ignore_exceptions", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"is_failure", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"on_state_change", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params CircuitBreaker_params = {"CircuitBreaker", 17, 4, 0, CircuitBreaker_param_list, CircuitBreaker_names};
 /* The module state, the config (defaults, then the arguments) and the
@@ -70,7 +70,7 @@ enum {
 };
 static const char *const CircuitBreaker_record_success_names[] = {"duration", NULL};
 static const prs_py_param CircuitBreaker_record_success_param_list[] = {
-    {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params CircuitBreaker_record_success_params = {"record_success", 1, 1, 0, CircuitBreaker_record_success_param_list, CircuitBreaker_record_success_names};
 enum {
@@ -79,7 +79,7 @@ enum {
 };
 static const char *const CircuitBreaker_record_failure_names[] = {"duration", NULL};
 static const prs_py_param CircuitBreaker_record_failure_param_list[] = {
-    {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params CircuitBreaker_record_failure_params = {"record_failure", 1, 1, 0, CircuitBreaker_record_failure_param_list, CircuitBreaker_record_failure_names};
 static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

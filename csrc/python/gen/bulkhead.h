@@ -13,9 +13,9 @@ enum {
 };
 static const char *const Bulkhead_names[] = {"name", "max_concurrent", "max_wait_seconds", NULL};
 static const prs_py_param Bulkhead_param_list[] = {
-    {"name", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"max_concurrent", "max_concurrent", PRS_PK_COUNT, 0, offsetof(bh_args, core.max_concurrent), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"max_wait_seconds", "max_wait_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(bh_args, max_wait_s), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"name", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"max_concurrent", "max_concurrent", PRS_PK_COUNT, 0, offsetof(bh_args, core.max_concurrent), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"max_wait_seconds", "max_wait_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(bh_args, max_wait_s), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params Bulkhead_params = {"Bulkhead", 3, 3, 2, Bulkhead_param_list, Bulkhead_names};
 /* The module state, the config (defaults, then the arguments) and the

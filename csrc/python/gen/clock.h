@@ -11,7 +11,7 @@ enum {
 };
 static const char *const ManualClock_names[] = {"start", NULL};
 static const prs_py_param ManualClock_param_list[] = {
-    {"start", "start_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK, offsetof(prs_py_manual_clock_args, start_ns), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"start", "start_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK, offsetof(prs_py_manual_clock_args, start_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params ManualClock_params = {"ManualClock", 1, 1, 0, ManualClock_param_list, ManualClock_names};
 #define ManualClock_DOC \
@@ -85,7 +85,7 @@ enum {
 };
 static const char *const MonotonicClock_names[] = {NULL};
 static const prs_py_param MonotonicClock_param_list[] = {
-    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL}, /* none: C wants an element */
+    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, 0}, /* none: C wants an element */
 };
 static const prs_py_params MonotonicClock_params = {"MonotonicClock", 0, 0, 0, MonotonicClock_param_list, MonotonicClock_names};
 #define MonotonicClock_DOC \

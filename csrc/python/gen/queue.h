@@ -23,14 +23,14 @@ static int q_high(PyObject *arg, void *config);
 static int q_low(PyObject *arg, void *config);
 static int q_maxsize(PyObject *arg, void *config);
 static const prs_py_param RingQueue_param_list[] = {
-    {"max_size", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_max_size},
-    {"strategy", "strategy", PRS_PK_CONVERT, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, NULL, q_strategy},
-    {"block_timeout", "block_timeout_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(q_args, block_timeout_s), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"high_watermark", "high_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, q_high},
-    {"low_watermark", "low_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, q_low},
-    {"on_high_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"on_low_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"maxsize", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_maxsize},
+    {"max_size", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_max_size, 0},
+    {"strategy", "strategy", PRS_PK_CONVERT, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, NULL, q_strategy, 0},
+    {"block_timeout", "block_timeout_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(q_args, block_timeout_s), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"high_watermark", "high_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, q_high, 0},
+    {"low_watermark", "low_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, q_low, 0},
+    {"on_high_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"on_low_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"maxsize", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_maxsize, 0},
 };
 static const prs_py_params RingQueue_params = {"RingQueue", 8, 7, 0, RingQueue_param_list, RingQueue_names};
 /* The module state, the config (defaults, then the arguments) and the

@@ -15,10 +15,10 @@ enum {
 static const char *const RedisBackend_names[] = {"url", "connect_timeout", "timeout", "max_connections", NULL};
 static int backend_max_connections(PyObject *arg, void *config);
 static const prs_py_param RedisBackend_param_list[] = {
-    {"url", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"connect_timeout", "connect_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, connect_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"timeout", "timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"max_connections", "max_connections", PRS_PK_CONVERT, 0, offsetof(prs_redis_config, max_connections), INT64_MIN, INT64_MAX, NULL, backend_max_connections},
+    {"url", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"connect_timeout", "connect_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, connect_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"max_connections", "max_connections", PRS_PK_CONVERT, 0, offsetof(prs_redis_config, max_connections), INT64_MIN, INT64_MAX, NULL, backend_max_connections, 0},
 };
 static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, RedisBackend_param_list, RedisBackend_names};
 #define RedisBackend_DOC \
@@ -105,16 +105,16 @@ static int rl_limit(PyObject *arg, void *config);
 static int rl_burst(PyObject *arg, void *config);
 static int rl_policy(PyObject *arg, void *config);
 static const prs_py_param RedisRateLimiter_param_list[] = {
-    {"backend", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"algorithm", "algorithm", PRS_PK_ENUM, 0, offsetof(prs_redis_limiter_config, algorithm), INT64_MIN, INT64_MAX, RedisRateLimiter_algorithm_choices, NULL},
-    {"limit", "limit", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, limit), INT64_MIN, INT64_MAX, NULL, rl_limit},
-    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, rate), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"burst", "burst", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, burst), INT64_MIN, INT64_MAX, NULL, rl_burst},
-    {"key_prefix", "key_prefix", PRS_PK_STR, 0, offsetof(prs_redis_limiter_config, key_prefix), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"on_backend_error", "on_backend_error", PRS_PK_CONVERT, 0, offsetof(prs_redis_limiter_config, on_backend_error), INT64_MIN, INT64_MAX, NULL, rl_policy},
-    {"local_share", "local_share", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, local_share), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"lease", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
+    {"backend", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"algorithm", "algorithm", PRS_PK_ENUM, 0, offsetof(prs_redis_limiter_config, algorithm), INT64_MIN, INT64_MAX, RedisRateLimiter_algorithm_choices, NULL, 0},
+    {"limit", "limit", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, limit), INT64_MIN, INT64_MAX, NULL, rl_limit, 0},
+    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"burst", "burst", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, burst), INT64_MIN, INT64_MAX, NULL, rl_burst, 0},
+    {"key_prefix", "key_prefix", PRS_PK_STR, 0, offsetof(prs_redis_limiter_config, key_prefix), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"on_backend_error", "on_backend_error", PRS_PK_CONVERT, 0, offsetof(prs_redis_limiter_config, on_backend_error), INT64_MIN, INT64_MAX, NULL, rl_policy, 0},
+    {"local_share", "local_share", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, local_share), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"lease", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter_params = {"RedisRateLimiter", 10, 2, 1, RedisRateLimiter_param_list, RedisRateLimiter_names};
 #define RedisRateLimiter_DOC \
@@ -250,7 +250,7 @@ enum {
 };
 static const char *const RedisLimiterGroup_names[] = {"members", NULL};
 static const prs_py_param RedisLimiterGroup_param_list[] = {
-    {"members", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
+    {"members", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup_params = {"RedisLimiterGroup", 1, 1, 1, RedisLimiterGroup_param_list, RedisLimiterGroup_names};
 #define RedisLimiterGroup_DOC \

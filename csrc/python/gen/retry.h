@@ -19,13 +19,13 @@ static const char *const RetryPolicy_names[] = {"max_attempts", "base_delay", "m
 static int policy_jitter(PyObject *arg, void *config);
 static int policy_seed(PyObject *arg, void *config);
 static const prs_py_param RetryPolicy_param_list[] = {
-    {"max_attempts", "max_attempts", PRS_PK_COUNT, 0, offsetof(prs_retry_config, max_attempts), 1, INT64_MAX, NULL, NULL},
-    {"base_delay", "base_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, base_delay), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"max_delay", "max_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, max_delay), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"exponential_base", "exponential_base", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, exponential_base), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"jitter", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_jitter},
-    {"seed", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_seed},
-    {"max_retry_after", "max_retry_after", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(prs_retry_config, max_retry_after), INT64_MIN, INT64_MAX, NULL, NULL},
+    {"max_attempts", "max_attempts", PRS_PK_COUNT, 0, offsetof(prs_retry_config, max_attempts), 1, INT64_MAX, NULL, NULL, 0},
+    {"base_delay", "base_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, base_delay), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"max_delay", "max_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, max_delay), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"exponential_base", "exponential_base", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, exponential_base), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"jitter", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_jitter, 0},
+    {"seed", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_seed, 0},
+    {"max_retry_after", "max_retry_after", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(prs_retry_config, max_retry_after), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RetryPolicy_params = {"RetryPolicy", 7, 6, 0, RetryPolicy_param_list, RetryPolicy_names};
 /* The module state, the config (defaults, then the arguments) and the
@@ -129,10 +129,10 @@ enum {
 };
 static const char *const RetryBudget_names[] = {"ratio", "min_retries_per_second", "window", "clock", NULL};
 static const prs_py_param RetryBudget_param_list[] = {
-    {"ratio", "ratio", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, ratio), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"min_retries_per_second", "min_retries_per_second", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, min_retries_per_second), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"window", "window", PRS_PK_REAL, 0, offsetof(prs_retry_budget_config, window), INT64_MIN, INT64_MAX, NULL, NULL},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
+    {"ratio", "ratio", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, ratio), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"min_retries_per_second", "min_retries_per_second", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, min_retries_per_second), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"window", "window", PRS_PK_REAL, 0, offsetof(prs_retry_budget_config, window), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RetryBudget_params = {"RetryBudget", 4, 3, 0, RetryBudget_param_list, RetryBudget_names};
 /* The module state, the config (defaults, then the arguments) and the
@@ -230,11 +230,11 @@ enum {
 };
 static const char *const RetryCall_names[] = {"func", "handler", "budget", "clock", "retry_on_result", NULL};
 static const prs_py_param RetryCall_param_list[] = {
-    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"handler", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"budget", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL},
-    {"retry_on_result", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL},
+    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"handler", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"budget", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"retry_on_result", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RetryCall_params = {"RetryCall", 5, 2, 2, RetryCall_param_list, RetryCall_names};
 #define RetryCall_DOC \
