@@ -45,7 +45,6 @@ def warnings():
 extra_compile_args = ["-std=c11", *warnings()]
 if os.environ.get("CI") == "true":  # warnings are errors in CI, as for the Makefile's builds
     extra_compile_args.append("-Werror")
-extra_compile_args.append("-Wno-write-strings")  # TEMP until the binding's kwlists are const
 extra_link_args = []
 
 if os.environ.get("PRS_DEBUG"):
