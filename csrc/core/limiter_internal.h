@@ -58,6 +58,22 @@ typedef struct prs__window_params {
     int64_t window_ns;  /* >= 1 */
 } prs__window_params;
 
+/* Defines prs_<c>_config_init of a window algorithm: 1 per second. */
+#define PRS__WINDOW_CONFIG_INIT(c)                                                            \
+    void prs_##c##_config_init(prs_##c##_config *cfg) {                                       \
+        cfg->limit = 1;                                                                       \
+        cfg->window_ns = PRS_NS_PER_SEC;                                                      \
+        cfg->allocator = NULL;                                                                \
+    }
+
+/* The start of the aligned window of width w (>= 1) holding `now` (floor
+ * division, saturating). */
+static inline int64_t prs__align_down(int64_t now, int64_t w) {
+    int64_t mod = now % w;
+    if (mod < 0) mod += w;
+    return prs__sat_sub(now, mod);
+}
+
 /* Validates limit (1..max_limit; above: max_reason) and window_ns (>= 1) and
  * fills *p: PRS_OK, or PRS_EINVAL/PRS_ERANGE with *why (*p untouched). */
 int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
@@ -79,6 +95,51 @@ int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
         c->limit = p->limit;                                                                  \
         c->window_ns = p->window_ns;                                                          \
     }
+
+/* ---- the descriptor glue (each algorithm file, under its descriptor) ----
+ * The algorithm file writes its logic over typed params/state; these define
+ * the void-pointer adapters the prs_algo table calls. They expand in the file
+ * itself, so the compiler inlines the typed function into the adapter (the
+ * decide adapter is on the hot path). */
+
+/* algo_state_size: a fixed-size state of type `st`. */
+#define PRS__ALGO_FIXED_STATE(st)                                                             \
+    static size_t algo_state_size(const void *params) {                                       \
+        (void)params;                                                                         \
+        return sizeof(st);                                                                    \
+    }
+
+/* algo_decide over `fn(p, s, now, n, consume, d)` (void: it always decides). */
+#define PRS__ALGO_DECIDE_BY(fn)                                                               \
+    static int algo_decide(const void *params, void *state, int64_t now, int64_t n,           \
+                           int consume, prs_decision *d) {                                    \
+        if (!params || !state || !d || n < 1) return PRS_EINVAL;                              \
+        fn(params, state, now, n, consume, d);                                                \
+        return PRS_OK;                                                                        \
+    }
+
+/* algo_rebase over `fn(op, s, np, out, now)`. */
+#define PRS__ALGO_REBASE_BY(fn)                                                               \
+    static void algo_rebase(const void *old_params, const void *state,                        \
+                            const void *new_params, void *new_state, int64_t now) {           \
+        fn(old_params, state, new_params, new_state, now);                                    \
+    }
+
+/* algo_params_from_config over `fn(cfg, p, why)`. */
+#define PRS__ALGO_PARAMS_BY(fn)                                                               \
+    static int algo_params_from_config(const void *config, void *params,                      \
+                                       prs_config_error *why) {                               \
+        return fn(config, params, why);                                                       \
+    }
+
+/* `const prs_algo prs_algo_<c>` from the file's algo_* functions; params of
+ * type `pt`; lockfree/lockfree_reconf NULL for a spinlocked algorithm. */
+#define PRS__ALGO_DESCRIPTOR(c, pt, lockfree, lockfree_reconf)                                \
+    const prs_algo prs_algo_##c = {                                                           \
+        #c, algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,        \
+        algo_available, sizeof(pt), algo_params_from_config, algo_config_from_params,         \
+        algo_rebase, lockfree, lockfree_reconf,                                               \
+    };
 
 /* Defines `type prs_<c>_<name>(const prs_<c> *x)`: a config field of the
  * params in force (read consistently). */

@@ -46,23 +46,12 @@ typedef struct sc_state {
     int64_t prev;       /* 0..limit */
 } sc_state;
 
-void prs_sliding_counter_config_init(prs_sliding_counter_config *cfg) {
-    cfg->limit = 1;
-    cfg->window_ns = PRS_NS_PER_SEC;
-    cfg->allocator = NULL;
-}
-
+PRS__WINDOW_CONFIG_INIT(sliding_counter)
 
 static void state_init(sc_state *s) {
     s->start = 0;
     s->cur = 0;
     s->prev = 0;
-}
-
-static int64_t align_down(int64_t now, int64_t w) {
-    int64_t mod = now % w;
-    if (mod < 0) mod += w;
-    return prs__sat_sub(now, mod);
 }
 
 /* The state as seen at now: window start, counters, and e in [0, w). */
@@ -71,7 +60,7 @@ typedef struct sc_view {
 } sc_view;
 
 static sc_view view_at(const sc_params *p, const sc_state *s, int64_t now) {
-    int64_t w = p->window_ns, ws = align_down(now, w), gap;
+    int64_t w = p->window_ns, ws = prs__align_down(now, w), gap;
     sc_view v = {ws, 0, 0, prs__sat_sub(now, ws)};
     if (s->cur == 0 && s->prev == 0) return v;
     if (ws <= s->start) {
@@ -165,7 +154,7 @@ static void rebase(const sc_params *op, const sc_state *s, const sc_params *np, 
     sc_state r = {0, 0, 0};
     if (est > 0) {
         /* a now behind the remembered window counts as that window's start */
-        r.start = align_down(prs__max64(now, v.start), np->window_ns);
+        r.start = prs__align_down(prs__max64(now, v.start), np->window_ns);
         r.cur = est > INT64_MAX ? INT64_MAX : (int64_t)est;
     }
     *out = r;
@@ -175,14 +164,9 @@ PRS__LIMITER_GETTER(sliding_counter, int64_t, limit, limit)
 PRS__LIMITER_GETTER(sliding_counter, int64_t, window_ns, window_ns)
 /* ---- the descriptor: state is sc_state (24 bytes) ---------------------- */
 
-static size_t algo_state_size(const void *params) { (void)params; return sizeof(sc_state); }
+PRS__ALGO_FIXED_STATE(sc_state)
 static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
-static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
-                       prs_decision *d) {
-    if (!params || !state || !d || n < 1) return PRS_EINVAL;
-    state_decide(params, state, now, n, consume, d);
-    return PRS_OK;
-}
+PRS__ALGO_DECIDE_BY(state_decide)
 /* Gives back from the remembered current window (which becomes `prev` in the
  * next one, so this is right there too; further on it no longer counts). */
 static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
@@ -201,15 +185,8 @@ static double algo_available(const void *params, const void *state, int64_t now)
 }
 
 PRS__WINDOW_CONFIG_FNS(prs_sliding_counter_config, INT64_MAX, "")
-static void algo_rebase(const void *old_params, const void *state, const void *new_params,
-                        void *new_state, int64_t now) {
-    rebase(old_params, state, new_params, new_state, now);
-}
+PRS__ALGO_REBASE_BY(rebase)
 
-const prs_algo prs_algo_sliding_counter = {
-    "sliding_counter", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available, sizeof(sc_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase, NULL, NULL,
-};
+PRS__ALGO_DESCRIPTOR(sliding_counter, sc_params, NULL, NULL)
 
 PRS__LIMITER_TYPED_IMPL(sliding_counter)

@@ -86,11 +86,7 @@ static void state_init(sl_hdr *h) {
     h->dropped = 0;
 }
 
-void prs_sliding_log_config_init(prs_sliding_log_config *cfg) {
-    cfg->limit = 1;
-    cfg->window_ns = PRS_NS_PER_SEC;
-    cfg->allocator = NULL;
-}
+PRS__WINDOW_CONFIG_INIT(sliding_log)
 
 
 /* Number of entries expired at t (e <= t - w), by binary search (entries sorted). */
@@ -200,12 +196,7 @@ PRS__LIMITER_GETTER(sliding_log, int64_t, window_ns, window_ns)
 
 static size_t algo_state_size(const void *params) { return state_bytes(params); }
 static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
-static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
-                       prs_decision *d) {
-    if (!params || !state || !d || n < 1) return PRS_EINVAL;
-    state_decide(params, state, now, n, consume, d);
-    return PRS_OK;
-}
+PRS__ALGO_DECIDE_BY(state_decide)
 /* Forgets the n newest entries (what a group rolling back just admitted). */
 static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
     sl_hdr *h = state;
@@ -240,10 +231,6 @@ static void algo_rebase(const void *old_params, const void *state, const void *n
     repack_into(op, state, np->limit, (int64_t *)((sl_hdr *)new_state + 1), new_state);
 }
 
-const prs_algo prs_algo_sliding_log = {
-    "sliding_log", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available, sizeof(sl_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase, NULL, NULL,
-};
+PRS__ALGO_DESCRIPTOR(sliding_log, sl_params, NULL, NULL)
 
 PRS__LIMITER_TYPED_IMPL(sliding_log)
