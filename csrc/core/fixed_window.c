@@ -58,13 +58,6 @@ static void current(const fw_params *p, const fw_state *s, int64_t now, int64_t 
     }
 }
 
-/* ns from now to the end of the window starting at `start`; PRS_NEVER if it never ends. */
-static int64_t until_end(const fw_params *p, int64_t start, int64_t now) {
-    int64_t end;
-    if (__builtin_add_overflow(start, p->window_ns, &end)) return PRS_NEVER;
-    return prs__max64(0, prs__sat_sub(end, now));
-}
-
 static void state_decide(const fw_params *p, fw_state *s, int64_t now, int64_t n, int consume,
                          prs_decision *d) {
     int64_t start, count;
@@ -84,10 +77,10 @@ static void state_decide(const fw_params *p, fw_state *s, int64_t now, int64_t n
         }
     } else {
         d->allowed = 0;
-        d->retry_after_ns = until_end(p, start, now);
+        d->retry_after_ns = prs__ns_until(start, p->window_ns, now);
     }
     d->remaining = prs__max64(0, p->limit - after);
-    d->reset_after_ns = after == 0 ? 0 : until_end(p, start, now);
+    d->reset_after_ns = after == 0 ? 0 : prs__ns_until(start, p->window_ns, now);
 }
 
 static double avail(const fw_params *p, const fw_state *s, int64_t now) {
@@ -114,7 +107,7 @@ PRS__LIMITER_GETTER(fixed_window, int64_t, window_ns, window_ns)
 /* ---- the descriptor: state is fw_state (16 bytes) ---------------------- */
 
 PRS__ALGO_FIXED_STATE(fw_state)
-static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
+PRS__ALGO_STATE_INIT_BY(state_init)
 PRS__ALGO_DECIDE_BY(state_decide)
 /* Only the window still in force can give back; a past window is gone. */
 static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
@@ -128,9 +121,7 @@ static int algo_is_fresh(const void *params, const void *state, int64_t now) {
     const fw_state *s = state;
     return s->count == 0 || prs__align_down(now, p->window_ns) > s->start;
 }
-static double algo_available(const void *params, const void *state, int64_t now) {
-    return avail(params, state, now);
-}
+PRS__ALGO_AVAILABLE_BY(avail)
 
 PRS__WINDOW_CONFIG_FNS(prs_fixed_window_config, INT64_MAX, "")
 PRS__ALGO_REBASE_BY(rebase)

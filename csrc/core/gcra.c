@@ -244,13 +244,7 @@ static double algo_available(const void *params, const void *state, int64_t now)
 }
 
 PRS__ALGO_PARAMS_BY(params_make)
-static void algo_config_from_params(const void *params, void *config) {
-    const gcra_params *p = params;
-    prs_gcra_config *c = config;
-    prs_gcra_config_init(c);
-    c->rate = p->rate;
-    c->burst = p->burst;
-}
+PRS__ALGO_CONFIG_FROM(gcra_params, prs_gcra_config, rate, rate, burst, burst)
 static void algo_rebase(const void *old_params, const void *state, const void *new_params,
                         void *new_state, int64_t now) {
     *(int64_t *)new_state = rebase_tat(old_params, *(const int64_t *)state, new_params, now);

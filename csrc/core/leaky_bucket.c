@@ -203,13 +203,7 @@ static double algo_available(const void *params, const void *state, int64_t now)
 }
 
 PRS__ALGO_PARAMS_BY(params_make)
-static void algo_config_from_params(const void *params, void *config) {
-    const lb_params *p = params;
-    prs_leaky_bucket_config *c = config;
-    prs_leaky_bucket_config_init(c);
-    c->capacity = p->capacity;
-    c->leak_rate = p->rate;
-}
+PRS__ALGO_CONFIG_FROM(lb_params, prs_leaky_bucket_config, capacity, capacity, leak_rate, rate)
 PRS__ALGO_REBASE_BY(rebase)
 
 PRS__ALGO_DESCRIPTOR(leaky_bucket, lb_params, NULL, NULL)

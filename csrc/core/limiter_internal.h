@@ -74,6 +74,14 @@ static inline int64_t prs__align_down(int64_t now, int64_t w) {
     return prs__sat_sub(now, mod);
 }
 
+/* ns from now until start + off (>= 0), or PRS_NEVER if start + off passes
+ * INT64_MAX (a window's end, an entry's expiry). */
+static inline int64_t prs__ns_until(int64_t start, int64_t off, int64_t now) {
+    int64_t at;
+    if (__builtin_add_overflow(start, off, &at)) return PRS_NEVER;
+    return prs__max64(0, prs__sat_sub(at, now));
+}
+
 /* Validates limit (1..max_limit; above: max_reason) and window_ns (>= 1) and
  * fills *p: PRS_OK, or PRS_EINVAL/PRS_ERANGE with *why (*p untouched). */
 int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
@@ -88,13 +96,7 @@ int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
         return prs__window_params_make(c->limit, c->window_ns, max_limit, max_reason, params, \
                                        why);                                                  \
     }                                                                                         \
-    static void algo_config_from_params(const void *params, void *config) {                   \
-        const prs__window_params *p = params;                                                 \
-        cfg *c = config;                                                                      \
-        cfg##_init(c);                                                                        \
-        c->limit = p->limit;                                                                  \
-        c->window_ns = p->window_ns;                                                          \
-    }
+    PRS__ALGO_CONFIG_FROM(prs__window_params, cfg, limit, limit, window_ns, window_ns)
 
 /* ---- the descriptor glue (each algorithm file, under its descriptor) ----
  * The algorithm file writes its logic over typed params/state; these define
@@ -107,6 +109,30 @@ int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
     static size_t algo_state_size(const void *params) {                                       \
         (void)params;                                                                         \
         return sizeof(st);                                                                    \
+    }
+
+/* algo_state_init over `fn(s)` (a fresh state that needs no params). */
+#define PRS__ALGO_STATE_INIT_BY(fn)                                                           \
+    static void algo_state_init(const void *params, void *state) {                            \
+        (void)params;                                                                         \
+        fn(state);                                                                            \
+    }
+
+/* algo_available over `fn(p, s, now)`. */
+#define PRS__ALGO_AVAILABLE_BY(fn)                                                            \
+    static double algo_available(const void *params, const void *state, int64_t now) {       \
+        return fn(params, state, now);                                                        \
+    }
+
+/* algo_config_from_params: the config type `cfg` (with cfg##_init) whose
+ * fields f1 and f2 are the params' (of type `pt`) fields p1 and p2. */
+#define PRS__ALGO_CONFIG_FROM(pt, cfg, f1, p1, f2, p2)                                        \
+    static void algo_config_from_params(const void *params, void *config) {                   \
+        const pt *p = params;                                                                 \
+        cfg *c = config;                                                                      \
+        cfg##_init(c);                                                                        \
+        c->f1 = p->p1;                                                                        \
+        c->f2 = p->p2;                                                                        \
     }
 
 /* algo_decide over `fn(p, s, now, n, consume, d)` (void: it always decides). */

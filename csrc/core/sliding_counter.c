@@ -74,13 +74,6 @@ static sc_view view_at(const sc_params *p, const sc_state *s, int64_t now) {
     return v;
 }
 
-/* start + off - now, or PRS_NEVER if start + off passes INT64_MAX. */
-static int64_t ns_until(int64_t start, int64_t off, int64_t now) {
-    int64_t at;
-    if (__builtin_add_overflow(start, off, &at)) return PRS_NEVER;
-    return prs__max64(0, prs__sat_sub(at, now));
-}
-
 /* Weight-1 units admissible on top of `cur` in view v. */
 static int64_t room(const sc_params *p, const sc_view *v, int64_t cur) {
     i128 w = p->window_ns;
@@ -104,7 +97,8 @@ static void state_decide(const sc_params *p, sc_state *s, int64_t now, int64_t n
         int64_t e2 = w - (int64_t)(x / v.cur);
         int64_t off;
         d->allowed = 0;
-        d->retry_after_ns = __builtin_add_overflow(w, e2, &off) ? PRS_NEVER : ns_until(v.start, off, now);
+        d->retry_after_ns =
+            __builtin_add_overflow(w, e2, &off) ? PRS_NEVER : prs__ns_until(v.start, off, now);
     } else {
         i128 lhs = (i128)v.prev * (w - v.e) + (i128)(v.cur + n) * w;
         if (lhs <= (i128)p->limit * w) {
@@ -121,15 +115,16 @@ static void state_decide(const sc_params *p, sc_state *s, int64_t now, int64_t n
             i128 x = (i128)(p->limit - v.cur - n) * w;
             int64_t e2 = w - (int64_t)(x / v.prev);
             d->allowed = 0;
-            d->retry_after_ns = ns_until(v.start, e2, now);
+            d->retry_after_ns = prs__ns_until(v.start, e2, now);
         }
     }
     d->remaining = room(p, &v, after);
     if (after > 0) {
         int64_t off;
-        d->reset_after_ns = __builtin_add_overflow(w, w, &off) ? PRS_NEVER : ns_until(v.start, off, now);
+        d->reset_after_ns =
+            __builtin_add_overflow(w, w, &off) ? PRS_NEVER : prs__ns_until(v.start, off, now);
     } else {
-        d->reset_after_ns = v.prev > 0 ? ns_until(v.start, w, now) : 0;
+        d->reset_after_ns = v.prev > 0 ? prs__ns_until(v.start, w, now) : 0;
     }
 }
 
@@ -165,7 +160,7 @@ PRS__LIMITER_GETTER(sliding_counter, int64_t, window_ns, window_ns)
 /* ---- the descriptor: state is sc_state (24 bytes) ---------------------- */
 
 PRS__ALGO_FIXED_STATE(sc_state)
-static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
+PRS__ALGO_STATE_INIT_BY(state_init)
 PRS__ALGO_DECIDE_BY(state_decide)
 /* Gives back from the remembered current window (which becomes `prev` in the
  * next one, so this is right there too; further on it no longer counts). */
@@ -180,9 +175,7 @@ static int algo_is_fresh(const void *params, const void *state, int64_t now) {
     sc_view v = view_at(params, state, now);
     return v.cur == 0 && v.prev == 0;
 }
-static double algo_available(const void *params, const void *state, int64_t now) {
-    return avail(params, state, now);
-}
+PRS__ALGO_AVAILABLE_BY(avail)
 
 PRS__WINDOW_CONFIG_FNS(prs_sliding_counter_config, INT64_MAX, "")
 PRS__ALGO_REBASE_BY(rebase)

@@ -171,13 +171,7 @@ static double algo_available(const void *params, const void *state, int64_t now)
 }
 
 PRS__ALGO_PARAMS_BY(params_make)
-static void algo_config_from_params(const void *params, void *config) {
-    const tb_params *p = params;
-    prs_token_bucket_config *c = config;
-    prs_token_bucket_config_init(c);
-    c->capacity = p->capacity;
-    c->refill_rate = p->rate;
-}
+PRS__ALGO_CONFIG_FROM(tb_params, prs_token_bucket_config, capacity, capacity, refill_rate, rate)
 PRS__ALGO_REBASE_BY(rebase)
 
 PRS__ALGO_DESCRIPTOR(token_bucket, tb_params, NULL, NULL)
