@@ -102,8 +102,8 @@ static void rebase(const fw_params *op, const fw_state *s, const fw_params *np, 
     *out = r;
 }
 
-PRS__LIMITER_GETTER(fixed_window, int64_t, limit, limit)
-PRS__LIMITER_GETTER(fixed_window, int64_t, window_ns, window_ns)
+PRS__WINDOW_GETTERS(fixed_window)
+
 /* ---- the descriptor: state is fw_state (16 bytes) ---------------------- */
 
 PRS__ALGO_FIXED_STATE(fw_state)

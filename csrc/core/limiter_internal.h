@@ -176,6 +176,11 @@ int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
         return cfg.field;                                                                     \
     }
 
+/* The getters of a window algorithm: prs_<c>_limit and prs_<c>_window_ns. */
+#define PRS__WINDOW_GETTERS(c)                                                                \
+    PRS__LIMITER_GETTER(c, int64_t, limit, limit)                                             \
+    PRS__LIMITER_GETTER(c, int64_t, window_ns, window_ns)
+
 /* Defines the typed API (PRS_LIMITER_TYPED_API) of table row c. */
 #define PRS__LIMITER_TYPED_IMPL(c)                                                            \
     int prs_##c##_config_validate_why(const prs_##c##_config *cfg, prs_config_error *why) {   \

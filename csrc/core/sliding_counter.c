@@ -155,8 +155,8 @@ static void rebase(const sc_params *op, const sc_state *s, const sc_params *np, 
     *out = r;
 }
 
-PRS__LIMITER_GETTER(sliding_counter, int64_t, limit, limit)
-PRS__LIMITER_GETTER(sliding_counter, int64_t, window_ns, window_ns)
+PRS__WINDOW_GETTERS(sliding_counter)
+
 /* ---- the descriptor: state is sc_state (24 bytes) ---------------------- */
 
 PRS__ALGO_FIXED_STATE(sc_state)

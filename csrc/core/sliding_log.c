@@ -88,7 +88,6 @@ static void state_init(sl_hdr *h) {
 
 PRS__WINDOW_CONFIG_INIT(sliding_log)
 
-
 /* Number of entries expired at t (e <= t - w), by binary search (entries sorted). */
 static int64_t expired_at(const sl_params *p, const sl_hdr *h, int64_t t) {
     int64_t cutoff, lo = 0, hi = h->count;
@@ -185,8 +184,8 @@ static void repack_into(const sl_params *op, const sl_hdr *h, int64_t new_limit,
     finish_repack(h, &r, out);
 }
 
-PRS__LIMITER_GETTER(sliding_log, int64_t, limit, limit)
-PRS__LIMITER_GETTER(sliding_log, int64_t, window_ns, window_ns)
+PRS__WINDOW_GETTERS(sliding_log)
+
 /* ---- the descriptor: state is sl_hdr + ring (32 + 8 * limit bytes) ----- */
 
 static size_t algo_state_size(const void *params) { return state_bytes(params); }
