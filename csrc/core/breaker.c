@@ -511,24 +511,18 @@ static void manual(prs_breaker *b, int64_t now, manual_op op, prs_breaker_transi
     prs__spin_unlock(&b->lock);
 }
 
-void prs_breaker_open(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    manual(b, now, M_OPEN, tr);
-}
-void prs_breaker_force_open(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    manual(b, now, M_FORCE_OPEN, tr);
-}
-void prs_breaker_half_open(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    manual(b, now, M_HALF_OPEN, tr);
-}
-void prs_breaker_close(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    manual(b, now, M_CLOSE, tr);
-}
-void prs_breaker_reset(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    manual(b, now, M_RESET, tr);
-}
-void prs_breaker_disable(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    manual(b, now, M_DISABLE, tr);
-}
+/* Defines prs_breaker_<name>(b, now, tr): the manual transition `op`. */
+#define MANUAL_TRANSITION(name, op)                                                           \
+    void prs_breaker_##name(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {        \
+        manual(b, now, op, tr);                                                               \
+    }
+
+MANUAL_TRANSITION(open, M_OPEN)
+MANUAL_TRANSITION(force_open, M_FORCE_OPEN)
+MANUAL_TRANSITION(half_open, M_HALF_OPEN)
+MANUAL_TRANSITION(close, M_CLOSE)
+MANUAL_TRANSITION(reset, M_RESET)
+MANUAL_TRANSITION(disable, M_DISABLE)
 
 /* ---- reading ----------------------------------------------------------------- */
 
