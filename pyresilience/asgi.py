@@ -23,7 +23,7 @@ from typing import Any, Awaitable, Callable, Iterable, List, MutableMapping, Opt
 
 from .bulkhead import Bulkhead
 from .errors import BulkheadFullError
-from .web import (Engine, HeaderList, Limit, OnLimited, Outcome, Request, _path_matcher, _ScopeRequest,
+from .web import (Engine, HeaderList, Limit, OnLimited, Outcome, Request, _gate_filters, _ScopeRequest,
                   busy_response)
 
 __all__ = ["RateLimitMiddleware", "ConcurrencyLimitMiddleware"]
@@ -131,13 +131,9 @@ class ConcurrencyLimitMiddleware:
 
     def __init__(self, app: ASGIApp, bulkhead: Bulkhead, *, paths: Optional[Iterable[str]] = None,
                  methods: Optional[Iterable[str]] = None) -> None:
-        if not isinstance(bulkhead, Bulkhead):
-            raise TypeError(f"bulkhead must be a pyresilience Bulkhead, not {type(bulkhead).__name__}")
+        self._match_path, self._methods = _gate_filters(bulkhead, paths, methods)
         self.app = app
         self.bulkhead = bulkhead
-        self._match_path = _path_matcher(paths)
-        self._methods = None if methods is None else frozenset(
-            m.upper() for m in ([methods] if isinstance(methods, str) else methods))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (

@@ -13,20 +13,11 @@ from typing import Any, Awaitable, Callable, List, Optional, Self, Tuple, TypeVa
 
 from . import _core
 from ._decorate import P, T, finish, inspect_target
+from ._wait import check_timeout
 from ._core import Decision, ManualClock
 from .errors import RateLimitExceeded
 
 __all__ = ["LimiterMixin", "TokenBucket", "GCRA"]
-
-
-def _check_timeout(timeout: Optional[float]) -> float:
-    if timeout is None:
-        return math.inf
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError(f"timeout must be a real number or None, not {type(timeout).__name__}: {timeout!r}")
-    if math.isnan(timeout) or timeout < 0:
-        raise ValueError(f"timeout must be >= 0 or None, got {timeout!r}")
-    return float(timeout)
 
 
 class LimiterMixin:
@@ -68,7 +59,7 @@ class LimiterMixin:
             if n != 1:
                 raise TypeError("acquire_async() got both n and tokens_needed")
             n = tokens_needed
-        limit = _check_timeout(timeout)
+        limit = check_timeout(timeout)
         clock = self.clock  # every clock is callable and returns float seconds
         manual = isinstance(clock, ManualClock)
         deadline = clock() + limit

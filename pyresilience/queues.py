@@ -130,12 +130,6 @@ class _RingQueueMixin(_core.RingQueue):
 
     # -- asyncio --------------------------------------------------------------
 
-    async def _aput(self, item: Any) -> bool:
-        r = self._put_async(item, _get_running_loop)
-        if r.__class__ is bool:
-            return r
-        return await self._await_put(r)
-
     async def _await_put(self, w: Any) -> bool:
         # Cancelled (even after room was given): the item is not stored.
         return await await_waiter(w, self.block_timeout, self._finish_put)

@@ -37,7 +37,8 @@ import math
 import re
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Iterator, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import (Any, Awaitable, Callable, Dict, Generic, Iterator, Optional, Tuple, Type, TypeVar, Union, cast,
+                    overload)
 
 from . import _core
 from ._core import ManualClock, MonotonicClock, RetryPolicy
@@ -154,6 +155,35 @@ def _check_clock(value: Any) -> Any:
                     f"returning seconds, not {type(value).__name__}: {value!r}")
 
 
+_G = TypeVar("_G")
+_S = TypeVar("_S")
+
+
+class _PolicyField(Generic[_G, _S]):
+    """A RetryConfig attribute kept in its C RetryPolicy: read from the
+    policy; setting one (a _G, or a _S that the policy turns into one)
+    rebuilds the policy, which re-validates it."""
+
+    def __init__(self, doc: Optional[str] = None) -> None:
+        self.__doc__ = doc
+        self._name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    @overload
+    def __get__(self, obj: None, owner: Optional[type] = None) -> "_PolicyField[_G, _S]": ...
+    @overload
+    def __get__(self, obj: "RetryConfig", owner: Optional[type] = None) -> _G: ...
+    def __get__(self, obj: Optional["RetryConfig"], owner: Optional[type] = None) -> Any:
+        if obj is None:
+            return self
+        return getattr(obj._policy, self._name)
+
+    def __set__(self, obj: "RetryConfig", value: _S) -> None:
+        obj._rebuild(**{self._name: value})
+
+
 class RetryConfig:
     """RetryConfig(max_attempts=3, base_delay=1.0, max_delay=60.0, exponential_base=2.0, jitter=True, retryable_exceptions=(Exception,), *, deadline=None, retry_on_result=None, on_retry=None, budget=None, respect_retry_after=True, max_retry_after=300.0, seed=None, clock=None)
 
@@ -225,37 +255,10 @@ class RetryConfig:
 
     # -- the policy's fields: read from the C policy, rebuilt on change --
 
-    @property
-    def max_attempts(self) -> int:
-        return self._policy.max_attempts
-
-    @max_attempts.setter
-    def max_attempts(self, value: int) -> None:
-        self._rebuild(max_attempts=value)
-
-    @property
-    def base_delay(self) -> float:
-        return self._policy.base_delay
-
-    @base_delay.setter
-    def base_delay(self, value: float) -> None:
-        self._rebuild(base_delay=value)
-
-    @property
-    def max_delay(self) -> float:
-        return self._policy.max_delay
-
-    @max_delay.setter
-    def max_delay(self, value: float) -> None:
-        self._rebuild(max_delay=value)
-
-    @property
-    def exponential_base(self) -> float:
-        return self._policy.exponential_base
-
-    @exponential_base.setter
-    def exponential_base(self, value: float) -> None:
-        self._rebuild(exponential_base=value)
+    max_attempts: "_PolicyField[int, int]" = _PolicyField()
+    base_delay: "_PolicyField[float, float]" = _PolicyField()
+    max_delay: "_PolicyField[float, float]" = _PolicyField()
+    exponential_base: "_PolicyField[float, float]" = _PolicyField()
 
     @property
     def jitter(self) -> JitterArg:
@@ -279,14 +282,8 @@ class RetryConfig:
     def seed(self, value: Optional[int]) -> None:
         self._rebuild(seed=value)
 
-    @property
-    def max_retry_after(self) -> float:
-        """Seconds: the longest server Retry-After waited (inf: no limit)."""
-        return self._policy.max_retry_after
-
-    @max_retry_after.setter
-    def max_retry_after(self, value: Optional[float]) -> None:
-        self._rebuild(max_retry_after=value)
+    max_retry_after: "_PolicyField[float, Optional[float]]" = _PolicyField(
+        "Seconds: the longest server Retry-After waited (inf: no limit).")
 
     def _rebuild(self, **change: Any) -> None:
         p = self._policy

@@ -35,6 +35,7 @@ from typing import (Any, Callable, Dict, Iterable, Iterator, List, Mapping, Muta
 
 from . import _core
 from ._core import Decision
+from .bulkhead import Bulkhead
 from .keyed import KeyedLimiter, LimiterGroup
 
 __all__ = ["Limit", "Request", "Headers", "client_ip", "header", "path", "Engine", "Outcome",
@@ -376,6 +377,16 @@ def _path_matcher(paths: Optional[Iterable[str]]) -> Optional[Callable[[str], bo
     def match(path: str) -> bool:
         return path in exact or path.startswith(pre) or (rx is not None and rx(path) is not None)
     return match
+
+
+def _gate_filters(bulkhead: Bulkhead, paths: Optional[Iterable[str]], methods: Optional[Iterable[str]]
+                  ) -> Tuple[Optional[Callable[[str], bool]], Optional[frozenset[str]]]:
+    """The path matcher and the method set of a bulkhead middleware (ASGI and
+    WSGI), after checking that ``bulkhead`` is a pyresilience Bulkhead."""
+    if not isinstance(bulkhead, Bulkhead):
+        raise TypeError(f"bulkhead must be a pyresilience Bulkhead, not {type(bulkhead).__name__}")
+    return _path_matcher(paths), None if methods is None else frozenset(
+        m.upper() for m in ([methods] if isinstance(methods, str) else methods))
 
 
 def _policy_name(name: str) -> str:

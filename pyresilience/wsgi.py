@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tupl
 
 from .bulkhead import Bulkhead
 from .errors import BulkheadFullError
-from .web import (Engine, HeaderList, Limit, OnLimited, Outcome, Request, _path_matcher, busy_response,
+from .web import (Engine, HeaderList, Limit, OnLimited, Outcome, Request, _gate_filters, busy_response,
                   status_line)
 
 __all__ = ["RateLimitMiddleware", "ConcurrencyLimitMiddleware"]
@@ -111,13 +111,9 @@ class ConcurrencyLimitMiddleware:
 
     def __init__(self, app: WSGIApp, bulkhead: Bulkhead, *, paths: Optional[Iterable[str]] = None,
                  methods: Optional[Iterable[str]] = None) -> None:
-        if not isinstance(bulkhead, Bulkhead):
-            raise TypeError(f"bulkhead must be a pyresilience Bulkhead, not {type(bulkhead).__name__}")
+        self._match_path, self._methods = _gate_filters(bulkhead, paths, methods)
         self.app = app
         self.bulkhead = bulkhead
-        self._match_path = _path_matcher(paths)
-        self._methods = None if methods is None else frozenset(
-            m.upper() for m in ([methods] if isinstance(methods, str) else methods))
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> Iterable[bytes]:
         if (self._methods is not None and environ.get("REQUEST_METHOD") not in self._methods) or (

@@ -478,60 +478,51 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
 
 /* ---- manual states ---------------------------------------------------------- */
 
-void prs_breaker_open(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
+/* The manual transitions, one function: under the lock, at now (clamped). */
+typedef enum manual_op { M_OPEN, M_FORCE_OPEN, M_HALF_OPEN, M_CLOSE, M_RESET, M_DISABLE } manual_op;
+
+static void manual(prs_breaker *b, int64_t now, manual_op op, prs_breaker_transition *tr) {
     no_transition(tr);
     if (!b) return;
     prs__spin_lock(&b->lock);
-    enter_open(b, clamp_now(b, now), PRS_BREAKER_NORMAL, tr);
+    now = clamp_now(b, now);
+    switch (op) {
+    case M_OPEN:
+        enter_open(b, now, PRS_BREAKER_NORMAL, tr);
+        break;
+    case M_FORCE_OPEN:
+        enter_open(b, now, PRS_BREAKER_FORCED_OPEN, tr);
+        break;
+    case M_HALF_OPEN:
+        enter_half_open(b, tr);
+        break;
+    case M_CLOSE:
+    case M_RESET:
+        enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
+        if (op == M_RESET) b->calls = b->failures = b->slow_calls = b->rejected = b->ignored = 0;
+        break;
+    case M_DISABLE: {
+        uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+        /* from CLOSED the window and counts go on; from elsewhere start clean */
+        enter_closed(b, PRS_BREAKER_DISABLED, W_STATE(w) != PRS_BREAKER_CLOSED, tr);
+        break;
+    }
+    }
     prs__spin_unlock(&b->lock);
 }
 
-void prs_breaker_force_open(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    no_transition(tr);
-    if (!b) return;
-    prs__spin_lock(&b->lock);
-    enter_open(b, clamp_now(b, now), PRS_BREAKER_FORCED_OPEN, tr);
-    prs__spin_unlock(&b->lock);
-}
+/* Defines prs_breaker_<name>(b, now, tr): the manual transition `op`. */
+#define MANUAL_TRANSITION(name, op)                                                           \
+    void prs_breaker_##name(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {        \
+        manual(b, now, op, tr);                                                               \
+    }
 
-void prs_breaker_half_open(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    no_transition(tr);
-    if (!b) return;
-    prs__spin_lock(&b->lock);
-    clamp_now(b, now);
-    enter_half_open(b, tr);
-    prs__spin_unlock(&b->lock);
-}
-
-void prs_breaker_close(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    no_transition(tr);
-    if (!b) return;
-    prs__spin_lock(&b->lock);
-    clamp_now(b, now);
-    enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
-    prs__spin_unlock(&b->lock);
-}
-
-void prs_breaker_reset(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    no_transition(tr);
-    if (!b) return;
-    prs__spin_lock(&b->lock);
-    clamp_now(b, now);
-    enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
-    b->calls = b->failures = b->slow_calls = b->rejected = b->ignored = 0;
-    prs__spin_unlock(&b->lock);
-}
-
-void prs_breaker_disable(prs_breaker *b, int64_t now, prs_breaker_transition *tr) {
-    no_transition(tr);
-    if (!b) return;
-    prs__spin_lock(&b->lock);
-    clamp_now(b, now);
-    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
-    /* from CLOSED the window and counts go on; from elsewhere start clean */
-    enter_closed(b, PRS_BREAKER_DISABLED, W_STATE(w) != PRS_BREAKER_CLOSED, tr);
-    prs__spin_unlock(&b->lock);
-}
+MANUAL_TRANSITION(open, M_OPEN)
+MANUAL_TRANSITION(force_open, M_FORCE_OPEN)
+MANUAL_TRANSITION(half_open, M_HALF_OPEN)
+MANUAL_TRANSITION(close, M_CLOSE)
+MANUAL_TRANSITION(reset, M_RESET)
+MANUAL_TRANSITION(disable, M_DISABLE)
 
 /* ---- reading ----------------------------------------------------------------- */
 

@@ -38,29 +38,17 @@ typedef struct fw_state {
     int64_t count;      /* 0..limit (above it after a lowering reconfigure) */
 } fw_state;
 
-void prs_fixed_window_config_init(prs_fixed_window_config *cfg) {
-    cfg->limit = 1;
-    cfg->window_ns = PRS_NS_PER_SEC;
-    cfg->allocator = NULL;
-}
-
+PRS__WINDOW_CONFIG_INIT(fixed_window)
 
 static void state_init(fw_state *s) {
     s->start = 0;
     s->count = 0;
 }
 
-/* The start of the aligned window holding `now` (floor division, saturating). */
-static int64_t align_down(int64_t now, int64_t w) {
-    int64_t mod = now % w;
-    if (mod < 0) mod += w;
-    return prs__sat_sub(now, mod);
-}
-
 /* The window in force at now and its count (clamped to the remembered one). */
 static void current(const fw_params *p, const fw_state *s, int64_t now, int64_t *start,
                     int64_t *count) {
-    int64_t ws = align_down(now, p->window_ns);
+    int64_t ws = prs__align_down(now, p->window_ns);
     if (s->count > 0 && ws <= s->start) {
         *start = s->start;
         *count = s->count;
@@ -68,13 +56,6 @@ static void current(const fw_params *p, const fw_state *s, int64_t now, int64_t 
         *start = ws;
         *count = 0;
     }
-}
-
-/* ns from now to the end of the window starting at `start`; PRS_NEVER if it never ends. */
-static int64_t until_end(const fw_params *p, int64_t start, int64_t now) {
-    int64_t end;
-    if (__builtin_add_overflow(start, p->window_ns, &end)) return PRS_NEVER;
-    return prs__max64(0, prs__sat_sub(end, now));
 }
 
 static void state_decide(const fw_params *p, fw_state *s, int64_t now, int64_t n, int consume,
@@ -96,10 +77,10 @@ static void state_decide(const fw_params *p, fw_state *s, int64_t now, int64_t n
         }
     } else {
         d->allowed = 0;
-        d->retry_after_ns = until_end(p, start, now);
+        d->retry_after_ns = prs__ns_until(start, p->window_ns, now);
     }
     d->remaining = prs__max64(0, p->limit - after);
-    d->reset_after_ns = after == 0 ? 0 : until_end(p, start, now);
+    d->reset_after_ns = after == 0 ? 0 : prs__ns_until(start, p->window_ns, now);
 }
 
 static double avail(const fw_params *p, const fw_state *s, int64_t now) {
@@ -116,48 +97,35 @@ static void rebase(const fw_params *op, const fw_state *s, const fw_params *np, 
     fw_state r = {start, count};
     /* a now behind the remembered window counts as that window's start */
     if (count == 0) r.start = 0;
-    else if (np->window_ns != op->window_ns) r.start = align_down(prs__max64(now, start), np->window_ns);
+    else if (np->window_ns != op->window_ns)
+        r.start = prs__align_down(prs__max64(now, start), np->window_ns);
     *out = r;
 }
 
-PRS__LIMITER_GETTER(fixed_window, int64_t, limit, limit)
-PRS__LIMITER_GETTER(fixed_window, int64_t, window_ns, window_ns)
+PRS__WINDOW_GETTERS(fixed_window)
+
 /* ---- the descriptor: state is fw_state (16 bytes) ---------------------- */
 
-static size_t algo_state_size(const void *params) { (void)params; return sizeof(fw_state); }
-static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
-static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
-                       prs_decision *d) {
-    if (!params || !state || !d || n < 1) return PRS_EINVAL;
-    state_decide(params, state, now, n, consume, d);
-    return PRS_OK;
-}
+PRS__ALGO_FIXED_STATE(fw_state)
+PRS__ALGO_STATE_INIT_BY(state_init)
+PRS__ALGO_DECIDE_BY(state_decide)
 /* Only the window still in force can give back; a past window is gone. */
 static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
     const fw_params *p = params;
     fw_state *s = state;
-    if (n < 1 || s->count == 0 || align_down(now, p->window_ns) > s->start) return;
+    if (n < 1 || s->count == 0 || prs__align_down(now, p->window_ns) > s->start) return;
     s->count = n >= s->count ? 0 : s->count - n;
 }
 static int algo_is_fresh(const void *params, const void *state, int64_t now) {
     const fw_params *p = params;
     const fw_state *s = state;
-    return s->count == 0 || align_down(now, p->window_ns) > s->start;
+    return s->count == 0 || prs__align_down(now, p->window_ns) > s->start;
 }
-static double algo_available(const void *params, const void *state, int64_t now) {
-    return avail(params, state, now);
-}
+PRS__ALGO_AVAILABLE_BY(avail)
 
 PRS__WINDOW_CONFIG_FNS(prs_fixed_window_config, INT64_MAX, "")
-static void algo_rebase(const void *old_params, const void *state, const void *new_params,
-                        void *new_state, int64_t now) {
-    rebase(old_params, state, new_params, new_state, now);
-}
+PRS__ALGO_REBASE_BY(rebase)
 
-const prs_algo prs_algo_fixed_window = {
-    "fixed_window", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available, sizeof(fw_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase, NULL, NULL,
-};
+PRS__ALGO_DESCRIPTOR(fixed_window, fw_params, NULL, NULL)
 
 PRS__LIMITER_TYPED_IMPL(fixed_window)

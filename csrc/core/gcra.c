@@ -216,7 +216,7 @@ int64_t prs_gcra_interval_ns(const prs_gcra *g) {
 
 /* ---- the descriptor: state is one int64 tat ---------------------------- */
 
-static size_t algo_state_size(const void *params) { (void)params; return sizeof(int64_t); }
+PRS__ALGO_FIXED_STATE(int64_t)
 static void algo_state_init(const void *params, void *state) { (void)params; *(int64_t *)state = INT64_MIN; }
 static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
                        prs_decision *d) {
@@ -243,25 +243,13 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return (double)slack_ns(p, *(const int64_t *)state, now) / (double)p->interval_ns;
 }
 
-static int algo_params_from_config(const void *config, void *params, prs_config_error *why) {
-    return params_make(config, params, why);
-}
-static void algo_config_from_params(const void *params, void *config) {
-    const gcra_params *p = params;
-    prs_gcra_config *c = config;
-    prs_gcra_config_init(c);
-    c->rate = p->rate;
-    c->burst = p->burst;
-}
+PRS__ALGO_PARAMS_BY(params_make)
+PRS__ALGO_CONFIG_FROM(gcra_params, prs_gcra_config, rate, rate, burst, burst)
 static void algo_rebase(const void *old_params, const void *state, const void *new_params,
                         void *new_state, int64_t now) {
     *(int64_t *)new_state = rebase_tat(old_params, *(const int64_t *)state, new_params, now);
 }
 
-const prs_algo prs_algo_gcra = {
-    "gcra", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh, algo_available,
-    sizeof(gcra_params), algo_params_from_config, algo_config_from_params, algo_rebase,
-    decide_lockfree, reconfigure_lockfree,
-};
+PRS__ALGO_DESCRIPTOR(gcra, gcra_params, decide_lockfree, reconfigure_lockfree)
 
 PRS__LIMITER_TYPED_IMPL(gcra)

@@ -571,6 +571,29 @@ static size_t state_size_now(const prs_keyed *t) {
 
 /* ---- per-key operations ---------------------------------------------------- */
 
+/* Locks sh and returns a scratch state big enough for the table's states: the
+ * caller's stack_state (STACK_STATE bytes) or, for big states (sliding log),
+ * the heap (the caller frees it when it is not stack_state). A
+ * reconfiguration that grew the states before the lock sizes it again. NULL
+ * (nothing locked): no memory. */
+static inline unsigned char *lock_with_scratch(prs_keyed *t, shard *sh,
+                                               unsigned char *stack_state) {
+    for (;;) {
+        unsigned char *scratch = stack_state;
+        size_t have = state_size_now(t);
+        if (have > STACK_STATE) {
+            scratch = prs__malloc(&t->alloc, have);
+            if (!scratch) return NULL;
+        } else {
+            have = STACK_STATE;
+        }
+        prs__spin_lock(&sh->lock);
+        if (t->state_size <= have) return scratch;
+        prs__spin_unlock(&sh->lock);
+        if (scratch != stack_state) prs__free(&t->alloc, scratch);
+    }
+}
+
 static void fill_full(prs_decision *d, int64_t retry) {
     d->allowed = 0;
     d->remaining = 0;
@@ -584,24 +607,9 @@ static int decide_key(prs_keyed *t, const void *key, size_t len, int64_t now, in
     uint64_t h = hash_key(t, key, len);
     shard *sh = shard_of(t, h);
     alignas(16) unsigned char stack_state[STACK_STATE];
-    unsigned char *scratch;
-    size_t have;
     int rc;
-    for (;;) {
-        scratch = stack_state;
-        have = state_size_now(t);
-        if (have > STACK_STATE) { /* big states (sliding log): on the heap */
-            scratch = prs__malloc(&t->alloc, have);
-            if (!scratch) return PRS_ENOMEM;
-        } else {
-            have = STACK_STATE;
-        }
-        prs__spin_lock(&sh->lock);
-        if (t->state_size <= have) break;
-        /* a reconfiguration grew the states meanwhile: size the scratch again */
-        prs__spin_unlock(&sh->lock);
-        if (scratch != stack_state) prs__free(&t->alloc, scratch);
-    }
+    unsigned char *scratch = lock_with_scratch(t, sh, stack_state);
+    if (!scratch) return PRS_ENOMEM;
     int64_t i = find_index(t, sh, h, key, len);
     if (i >= 0) {
         rc = t->algo->decide(t->params, slot_state(slot_at(t, sh, (uint32_t)i)), now, n, consume, d);
@@ -684,21 +692,8 @@ double prs_keyed_available(prs_keyed *t, const void *key, size_t key_len, int64_
     shard *sh = shard_of(t, h);
     double r;
     alignas(16) unsigned char stack_state[STACK_STATE];
-    unsigned char *scratch;
-    size_t have;
-    for (;;) { /* a scratch for an absent key, sized as in decide_key */
-        scratch = stack_state;
-        have = state_size_now(t);
-        if (have > STACK_STATE) {
-            if (!(scratch = prs__malloc(&t->alloc, have))) return 0.0;
-        } else {
-            have = STACK_STATE;
-        }
-        prs__spin_lock(&sh->lock);
-        if (t->state_size <= have) break;
-        prs__spin_unlock(&sh->lock);
-        if (scratch != stack_state) prs__free(&t->alloc, scratch);
-    }
+    unsigned char *scratch = lock_with_scratch(t, sh, stack_state); /* for an absent key */
+    if (!scratch) return 0.0;
     int64_t i = find_index(t, sh, h, key, key_len);
     if (i >= 0) {
         r = t->algo->available(t->params, slot_state(slot_at(t, sh, (uint32_t)i)), now_ns);

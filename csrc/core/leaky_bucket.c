@@ -180,14 +180,9 @@ PRS__LIMITER_GETTER(leaky_bucket, double, capacity, capacity)
 PRS__LIMITER_GETTER(leaky_bucket, double, leak_rate, leak_rate)
 /* ---- the descriptor: state is lb_state (16 bytes) ---------------------- */
 
-static size_t algo_state_size(const void *params) { (void)params; return sizeof(lb_state); }
+PRS__ALGO_FIXED_STATE(lb_state)
 static void algo_state_init(const void *params, void *state) { state_init(params, state); }
-static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
-                       prs_decision *d) {
-    if (!params || !state || !d || n < 1) return PRS_EINVAL;
-    state_decide(params, state, now, n, consume, d);
-    return PRS_OK;
-}
+PRS__ALGO_DECIDE_BY(state_decide)
 static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
     lb_state *s = state;
     (void)params;
@@ -207,25 +202,10 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return room > 0.0 ? room : 0.0;
 }
 
-static int algo_params_from_config(const void *config, void *params, prs_config_error *why) {
-    return params_make(config, params, why);
-}
-static void algo_config_from_params(const void *params, void *config) {
-    const lb_params *p = params;
-    prs_leaky_bucket_config *c = config;
-    prs_leaky_bucket_config_init(c);
-    c->capacity = p->capacity;
-    c->leak_rate = p->rate;
-}
-static void algo_rebase(const void *old_params, const void *state, const void *new_params,
-                        void *new_state, int64_t now) {
-    rebase(old_params, state, new_params, new_state, now);
-}
+PRS__ALGO_PARAMS_BY(params_make)
+PRS__ALGO_CONFIG_FROM(lb_params, prs_leaky_bucket_config, capacity, capacity, leak_rate, rate)
+PRS__ALGO_REBASE_BY(rebase)
 
-const prs_algo prs_algo_leaky_bucket = {
-    "leaky_bucket", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available, sizeof(lb_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase, NULL, NULL,
-};
+PRS__ALGO_DESCRIPTOR(leaky_bucket, lb_params, NULL, NULL)
 
 PRS__LIMITER_TYPED_IMPL(leaky_bucket)

@@ -58,6 +58,30 @@ typedef struct prs__window_params {
     int64_t window_ns;  /* >= 1 */
 } prs__window_params;
 
+/* Defines prs_<c>_config_init of a window algorithm: 1 per second. */
+#define PRS__WINDOW_CONFIG_INIT(c)                                                            \
+    void prs_##c##_config_init(prs_##c##_config *cfg) {                                       \
+        cfg->limit = 1;                                                                       \
+        cfg->window_ns = PRS_NS_PER_SEC;                                                      \
+        cfg->allocator = NULL;                                                                \
+    }
+
+/* The start of the aligned window of width w (>= 1) holding `now` (floor
+ * division, saturating). */
+static inline int64_t prs__align_down(int64_t now, int64_t w) {
+    int64_t mod = now % w;
+    if (mod < 0) mod += w;
+    return prs__sat_sub(now, mod);
+}
+
+/* ns from now until start + off (>= 0), or PRS_NEVER if start + off passes
+ * INT64_MAX (a window's end, an entry's expiry). */
+static inline int64_t prs__ns_until(int64_t start, int64_t off, int64_t now) {
+    int64_t at;
+    if (__builtin_add_overflow(start, off, &at)) return PRS_NEVER;
+    return prs__max64(0, prs__sat_sub(at, now));
+}
+
 /* Validates limit (1..max_limit; above: max_reason) and window_ns (>= 1) and
  * fills *p: PRS_OK, or PRS_EINVAL/PRS_ERANGE with *why (*p untouched). */
 int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
@@ -72,13 +96,76 @@ int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
         return prs__window_params_make(c->limit, c->window_ns, max_limit, max_reason, params, \
                                        why);                                                  \
     }                                                                                         \
+    PRS__ALGO_CONFIG_FROM(prs__window_params, cfg, limit, limit, window_ns, window_ns)
+
+/* ---- the descriptor glue (each algorithm file, under its descriptor) ----
+ * The algorithm file writes its logic over typed params/state; these define
+ * the void-pointer adapters the prs_algo table calls. They expand in the file
+ * itself, so the compiler inlines the typed function into the adapter (the
+ * decide adapter is on the hot path). */
+
+/* algo_state_size: a fixed-size state of type `st`. */
+#define PRS__ALGO_FIXED_STATE(st)                                                             \
+    static size_t algo_state_size(const void *params) {                                       \
+        (void)params;                                                                         \
+        return sizeof(st);                                                                    \
+    }
+
+/* algo_state_init over `fn(s)` (a fresh state that needs no params). */
+#define PRS__ALGO_STATE_INIT_BY(fn)                                                           \
+    static void algo_state_init(const void *params, void *state) {                            \
+        (void)params;                                                                         \
+        fn(state);                                                                            \
+    }
+
+/* algo_available over `fn(p, s, now)`. */
+#define PRS__ALGO_AVAILABLE_BY(fn)                                                            \
+    static double algo_available(const void *params, const void *state, int64_t now) {       \
+        return fn(params, state, now);                                                        \
+    }
+
+/* algo_config_from_params: the config type `cfg` (with cfg##_init) whose
+ * fields f1 and f2 are the params' (of type `pt`) fields p1 and p2. */
+#define PRS__ALGO_CONFIG_FROM(pt, cfg, f1, p1, f2, p2)                                        \
     static void algo_config_from_params(const void *params, void *config) {                   \
-        const prs__window_params *p = params;                                                 \
+        const pt *p = params;                                                                 \
         cfg *c = config;                                                                      \
         cfg##_init(c);                                                                        \
-        c->limit = p->limit;                                                                  \
-        c->window_ns = p->window_ns;                                                          \
+        c->f1 = p->p1;                                                                        \
+        c->f2 = p->p2;                                                                        \
     }
+
+/* algo_decide over `fn(p, s, now, n, consume, d)` (void: it always decides). */
+#define PRS__ALGO_DECIDE_BY(fn)                                                               \
+    static int algo_decide(const void *params, void *state, int64_t now, int64_t n,           \
+                           int consume, prs_decision *d) {                                    \
+        if (!params || !state || !d || n < 1) return PRS_EINVAL;                              \
+        fn(params, state, now, n, consume, d);                                                \
+        return PRS_OK;                                                                        \
+    }
+
+/* algo_rebase over `fn(op, s, np, out, now)`. */
+#define PRS__ALGO_REBASE_BY(fn)                                                               \
+    static void algo_rebase(const void *old_params, const void *state,                        \
+                            const void *new_params, void *new_state, int64_t now) {           \
+        fn(old_params, state, new_params, new_state, now);                                    \
+    }
+
+/* algo_params_from_config over `fn(cfg, p, why)`. */
+#define PRS__ALGO_PARAMS_BY(fn)                                                               \
+    static int algo_params_from_config(const void *config, void *params,                      \
+                                       prs_config_error *why) {                               \
+        return fn(config, params, why);                                                       \
+    }
+
+/* `const prs_algo prs_algo_<c>` from the file's algo_* functions; params of
+ * type `pt`; lockfree/lockfree_reconf NULL for a spinlocked algorithm. */
+#define PRS__ALGO_DESCRIPTOR(c, pt, lockfree, lockfree_reconf)                                \
+    const prs_algo prs_algo_##c = {                                                           \
+        #c, algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,        \
+        algo_available, sizeof(pt), algo_params_from_config, algo_config_from_params,         \
+        algo_rebase, lockfree, lockfree_reconf,                                               \
+    };
 
 /* Defines `type prs_<c>_<name>(const prs_<c> *x)`: a config field of the
  * params in force (read consistently). */
@@ -88,6 +175,11 @@ int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
         prs_limiter_config((const prs_limiter *)x, &cfg);                                     \
         return cfg.field;                                                                     \
     }
+
+/* The getters of a window algorithm: prs_<c>_limit and prs_<c>_window_ns. */
+#define PRS__WINDOW_GETTERS(c)                                                                \
+    PRS__LIMITER_GETTER(c, int64_t, limit, limit)                                             \
+    PRS__LIMITER_GETTER(c, int64_t, window_ns, window_ns)
 
 /* Defines the typed API (PRS_LIMITER_TYPED_API) of table row c. */
 #define PRS__LIMITER_TYPED_IMPL(c)                                                            \

@@ -46,23 +46,12 @@ typedef struct sc_state {
     int64_t prev;       /* 0..limit */
 } sc_state;
 
-void prs_sliding_counter_config_init(prs_sliding_counter_config *cfg) {
-    cfg->limit = 1;
-    cfg->window_ns = PRS_NS_PER_SEC;
-    cfg->allocator = NULL;
-}
-
+PRS__WINDOW_CONFIG_INIT(sliding_counter)
 
 static void state_init(sc_state *s) {
     s->start = 0;
     s->cur = 0;
     s->prev = 0;
-}
-
-static int64_t align_down(int64_t now, int64_t w) {
-    int64_t mod = now % w;
-    if (mod < 0) mod += w;
-    return prs__sat_sub(now, mod);
 }
 
 /* The state as seen at now: window start, counters, and e in [0, w). */
@@ -71,7 +60,7 @@ typedef struct sc_view {
 } sc_view;
 
 static sc_view view_at(const sc_params *p, const sc_state *s, int64_t now) {
-    int64_t w = p->window_ns, ws = align_down(now, w), gap;
+    int64_t w = p->window_ns, ws = prs__align_down(now, w), gap;
     sc_view v = {ws, 0, 0, prs__sat_sub(now, ws)};
     if (s->cur == 0 && s->prev == 0) return v;
     if (ws <= s->start) {
@@ -83,13 +72,6 @@ static sc_view view_at(const sc_params *p, const sc_state *s, int64_t now) {
         v.prev = s->cur;
     }
     return v;
-}
-
-/* start + off - now, or PRS_NEVER if start + off passes INT64_MAX. */
-static int64_t ns_until(int64_t start, int64_t off, int64_t now) {
-    int64_t at;
-    if (__builtin_add_overflow(start, off, &at)) return PRS_NEVER;
-    return prs__max64(0, prs__sat_sub(at, now));
 }
 
 /* Weight-1 units admissible on top of `cur` in view v. */
@@ -115,7 +97,8 @@ static void state_decide(const sc_params *p, sc_state *s, int64_t now, int64_t n
         int64_t e2 = w - (int64_t)(x / v.cur);
         int64_t off;
         d->allowed = 0;
-        d->retry_after_ns = __builtin_add_overflow(w, e2, &off) ? PRS_NEVER : ns_until(v.start, off, now);
+        d->retry_after_ns =
+            __builtin_add_overflow(w, e2, &off) ? PRS_NEVER : prs__ns_until(v.start, off, now);
     } else {
         i128 lhs = (i128)v.prev * (w - v.e) + (i128)(v.cur + n) * w;
         if (lhs <= (i128)p->limit * w) {
@@ -132,15 +115,16 @@ static void state_decide(const sc_params *p, sc_state *s, int64_t now, int64_t n
             i128 x = (i128)(p->limit - v.cur - n) * w;
             int64_t e2 = w - (int64_t)(x / v.prev);
             d->allowed = 0;
-            d->retry_after_ns = ns_until(v.start, e2, now);
+            d->retry_after_ns = prs__ns_until(v.start, e2, now);
         }
     }
     d->remaining = room(p, &v, after);
     if (after > 0) {
         int64_t off;
-        d->reset_after_ns = __builtin_add_overflow(w, w, &off) ? PRS_NEVER : ns_until(v.start, off, now);
+        d->reset_after_ns =
+            __builtin_add_overflow(w, w, &off) ? PRS_NEVER : prs__ns_until(v.start, off, now);
     } else {
-        d->reset_after_ns = v.prev > 0 ? ns_until(v.start, w, now) : 0;
+        d->reset_after_ns = v.prev > 0 ? prs__ns_until(v.start, w, now) : 0;
     }
 }
 
@@ -165,24 +149,19 @@ static void rebase(const sc_params *op, const sc_state *s, const sc_params *np, 
     sc_state r = {0, 0, 0};
     if (est > 0) {
         /* a now behind the remembered window counts as that window's start */
-        r.start = align_down(prs__max64(now, v.start), np->window_ns);
+        r.start = prs__align_down(prs__max64(now, v.start), np->window_ns);
         r.cur = est > INT64_MAX ? INT64_MAX : (int64_t)est;
     }
     *out = r;
 }
 
-PRS__LIMITER_GETTER(sliding_counter, int64_t, limit, limit)
-PRS__LIMITER_GETTER(sliding_counter, int64_t, window_ns, window_ns)
+PRS__WINDOW_GETTERS(sliding_counter)
+
 /* ---- the descriptor: state is sc_state (24 bytes) ---------------------- */
 
-static size_t algo_state_size(const void *params) { (void)params; return sizeof(sc_state); }
-static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
-static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
-                       prs_decision *d) {
-    if (!params || !state || !d || n < 1) return PRS_EINVAL;
-    state_decide(params, state, now, n, consume, d);
-    return PRS_OK;
-}
+PRS__ALGO_FIXED_STATE(sc_state)
+PRS__ALGO_STATE_INIT_BY(state_init)
+PRS__ALGO_DECIDE_BY(state_decide)
 /* Gives back from the remembered current window (which becomes `prev` in the
  * next one, so this is right there too; further on it no longer counts). */
 static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
@@ -196,20 +175,11 @@ static int algo_is_fresh(const void *params, const void *state, int64_t now) {
     sc_view v = view_at(params, state, now);
     return v.cur == 0 && v.prev == 0;
 }
-static double algo_available(const void *params, const void *state, int64_t now) {
-    return avail(params, state, now);
-}
+PRS__ALGO_AVAILABLE_BY(avail)
 
 PRS__WINDOW_CONFIG_FNS(prs_sliding_counter_config, INT64_MAX, "")
-static void algo_rebase(const void *old_params, const void *state, const void *new_params,
-                        void *new_state, int64_t now) {
-    rebase(old_params, state, new_params, new_state, now);
-}
+PRS__ALGO_REBASE_BY(rebase)
 
-const prs_algo prs_algo_sliding_counter = {
-    "sliding_counter", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available, sizeof(sc_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase, NULL, NULL,
-};
+PRS__ALGO_DESCRIPTOR(sliding_counter, sc_params, NULL, NULL)
 
 PRS__LIMITER_TYPED_IMPL(sliding_counter)

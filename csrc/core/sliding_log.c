@@ -86,12 +86,7 @@ static void state_init(sl_hdr *h) {
     h->dropped = 0;
 }
 
-void prs_sliding_log_config_init(prs_sliding_log_config *cfg) {
-    cfg->limit = 1;
-    cfg->window_ns = PRS_NS_PER_SEC;
-    cfg->allocator = NULL;
-}
-
+PRS__WINDOW_CONFIG_INIT(sliding_log)
 
 /* Number of entries expired at t (e <= t - w), by binary search (entries sorted). */
 static int64_t expired_at(const sl_params *p, const sl_hdr *h, int64_t t) {
@@ -103,13 +98,6 @@ static int64_t expired_at(const sl_params *p, const sl_hdr *h, int64_t t) {
         else hi = mid;
     }
     return lo;
-}
-
-/* ns from now until entry e expires (> 0 for a live entry); saturating. */
-static int64_t until_expiry(const sl_params *p, int64_t e, int64_t now) {
-    int64_t end;
-    if (__builtin_add_overflow(e, p->window_ns, &end)) return PRS_NEVER;
-    return prs__max64(0, prs__sat_sub(end, now));
 }
 
 static void state_decide(const sl_params *p, sl_hdr *h, int64_t now, int64_t n, int consume,
@@ -146,12 +134,14 @@ static void state_decide(const sl_params *p, sl_hdr *h, int64_t now, int64_t n, 
         }
     } else {
         d->allowed = 0;
-        d->retry_after_ns = until_expiry(p, entry(p, h, h->count + n - p->limit - 1), now);
+        d->retry_after_ns =
+            prs__ns_until(entry(p, h, h->count + n - p->limit - 1), p->window_ns, now);
     }
     d->remaining = p->limit - after;
     if (after == 0) d->reset_after_ns = 0;
-    else if (after > h->count) d->reset_after_ns = until_expiry(p, t, now); /* newest would be t */
-    else d->reset_after_ns = until_expiry(p, entry(p, h, h->count - 1), now);
+    else if (after > h->count) /* the newest would be t */
+        d->reset_after_ns = prs__ns_until(t, p->window_ns, now);
+    else d->reset_after_ns = prs__ns_until(entry(p, h, h->count - 1), p->window_ns, now);
 }
 
 static double avail(const sl_params *p, const sl_hdr *h, int64_t now) {
@@ -194,18 +184,13 @@ static void repack_into(const sl_params *op, const sl_hdr *h, int64_t new_limit,
     finish_repack(h, &r, out);
 }
 
-PRS__LIMITER_GETTER(sliding_log, int64_t, limit, limit)
-PRS__LIMITER_GETTER(sliding_log, int64_t, window_ns, window_ns)
+PRS__WINDOW_GETTERS(sliding_log)
+
 /* ---- the descriptor: state is sl_hdr + ring (32 + 8 * limit bytes) ----- */
 
 static size_t algo_state_size(const void *params) { return state_bytes(params); }
-static void algo_state_init(const void *params, void *state) { (void)params; state_init(state); }
-static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
-                       prs_decision *d) {
-    if (!params || !state || !d || n < 1) return PRS_EINVAL;
-    state_decide(params, state, now, n, consume, d);
-    return PRS_OK;
-}
+PRS__ALGO_STATE_INIT_BY(state_init)
+PRS__ALGO_DECIDE_BY(state_decide)
 /* Forgets the n newest entries (what a group rolling back just admitted). */
 static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
     sl_hdr *h = state;
@@ -223,9 +208,7 @@ static int algo_is_fresh(const void *params, const void *state, int64_t now) {
     if (__builtin_sub_overflow(t, p->window_ns, &cutoff)) return 0;
     return entry(p, h, h->count - 1) <= cutoff;
 }
-static double algo_available(const void *params, const void *state, int64_t now) {
-    return avail(params, state, now);
-}
+PRS__ALGO_AVAILABLE_BY(avail)
 
 PRS__WINDOW_CONFIG_FNS(prs_sliding_log_config, PRS_SLIDING_LOG_MAX_LIMIT, "must be <= 2**27")
 /* Inline rings on both sides (keyed tables). Equal limits: the same bytes. */
@@ -240,10 +223,6 @@ static void algo_rebase(const void *old_params, const void *state, const void *n
     repack_into(op, state, np->limit, (int64_t *)((sl_hdr *)new_state + 1), new_state);
 }
 
-const prs_algo prs_algo_sliding_log = {
-    "sliding_log", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available, sizeof(sl_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase, NULL, NULL,
-};
+PRS__ALGO_DESCRIPTOR(sliding_log, sl_params, NULL, NULL)
 
 PRS__LIMITER_TYPED_IMPL(sliding_log)

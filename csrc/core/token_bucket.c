@@ -146,18 +146,13 @@ PRS__LIMITER_GETTER(token_bucket, double, refill_rate, refill_rate)
 
 /* ---- the descriptor: state is tb_state (16 bytes) ---------------------- */
 
-static size_t algo_state_size(const void *params) { (void)params; return sizeof(tb_state); }
+PRS__ALGO_FIXED_STATE(tb_state)
 static void algo_state_init(const void *params, void *state) {
     tb_state *s = state;
     s->tokens = ((const tb_params *)params)->capacity;
     s->last = INT64_MIN;
 }
-static int algo_decide(const void *params, void *state, int64_t now, int64_t n, int consume,
-                       prs_decision *d) {
-    if (!params || !state || !d || n < 1) return PRS_EINVAL;
-    state_decide(params, state, now, n, consume, d);
-    return PRS_OK;
-}
+PRS__ALGO_DECIDE_BY(state_decide)
 static void algo_refund(const void *params, void *state, int64_t now, int64_t n) {
     const tb_params *p = params;
     tb_state *s = state;
@@ -175,25 +170,10 @@ static double algo_available(const void *params, const void *state, int64_t now)
     return tokens_after(params, s, elapsed_since(s, now));
 }
 
-static int algo_params_from_config(const void *config, void *params, prs_config_error *why) {
-    return params_make(config, params, why);
-}
-static void algo_config_from_params(const void *params, void *config) {
-    const tb_params *p = params;
-    prs_token_bucket_config *c = config;
-    prs_token_bucket_config_init(c);
-    c->capacity = p->capacity;
-    c->refill_rate = p->rate;
-}
-static void algo_rebase(const void *old_params, const void *state, const void *new_params,
-                        void *new_state, int64_t now) {
-    rebase(old_params, state, new_params, new_state, now);
-}
+PRS__ALGO_PARAMS_BY(params_make)
+PRS__ALGO_CONFIG_FROM(tb_params, prs_token_bucket_config, capacity, capacity, refill_rate, rate)
+PRS__ALGO_REBASE_BY(rebase)
 
-const prs_algo prs_algo_token_bucket = {
-    "token_bucket", algo_state_size, algo_state_init, algo_decide, algo_refund, algo_is_fresh,
-    algo_available, sizeof(tb_params), algo_params_from_config, algo_config_from_params,
-    algo_rebase, NULL, NULL,
-};
+PRS__ALGO_DESCRIPTOR(token_bucket, tb_params, NULL, NULL)
 
 PRS__LIMITER_TYPED_IMPL(token_bucket)

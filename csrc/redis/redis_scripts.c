@@ -55,7 +55,13 @@
     "  if m < 1 then m = 1 end\n"                                                        \
     "  return m\n"                                                                       \
     "end\n"                                                                              \
-    "local function nonneg(x) if x < 0 then return 0 end return x end\n"
+    "local function nonneg(x) if x < 0 then return 0 end return x end\n"                 \
+    "local function lease_take(n, mode, want, left)\n"                                   \
+    "  if mode ~= 'l' then return n end\n"                                               \
+    "  if want < left then left = want end\n"                                            \
+    "  if left > n then return left end\n"                                               \
+    "  return n\n"                                                                       \
+    "end\n"
 
 /* GCRA: state {tat} in us; T = emission interval (us), burst. Capacity left
  * at now, in permits: burst - (tat - now)/T. */
@@ -72,12 +78,7 @@
     "  local fits = burst - (tat - now) / T\n"                                           \
     "  local left = nonneg(floor(fits + EPS))\n"                                         \
     "  if n > burst then return {0, burst, left, NEVER, tat - now, 0}, {tat = tat}, dirty end\n" \
-    "  local take = n\n"                                                                 \
-    "  if mode == 'l' then\n"                                                            \
-    "    local k = left\n"                                                               \
-    "    if want < k then k = want end\n"                                                \
-    "    if k > take then take = k end\n"                                                \
-    "  end\n"                                                                            \
+    "  local take = lease_take(n, mode, want, left)\n"                                   \
     "  if take > fits + EPS then\n"                                                      \
     "    return {0, burst, left, nonneg((n - fits) * T), tat - now, 0}, {tat = tat}, dirty\n" \
     "  end\n"                                                                            \
@@ -111,12 +112,7 @@
     "  local full = (cap - tokens) / r\n"                                                \
     "  local nst = {t = tokens, l = last}\n"                                             \
     "  if n > cap then return {0, cap, left, NEVER, full, 0}, nst, dirty end\n"          \
-    "  local take = n\n"                                                                 \
-    "  if mode == 'l' then\n"                                                            \
-    "    local k = left\n"                                                               \
-    "    if want < k then k = want end\n"                                                \
-    "    if k > take then take = k end\n"                                                \
-    "  end\n"                                                                            \
+    "  local take = lease_take(n, mode, want, left)\n"                                   \
     "  if take > tokens + EPS then\n"                                                    \
     "    return {0, cap, left, nonneg((n - tokens) / r), full, 0}, nst, dirty\n"         \
     "  end\n"                                                                            \
