@@ -69,16 +69,30 @@ class Type:
     has <Type>_parse(): defaults, arguments, the core's check and its error,
     the whole configuration step of tp_new. A type that is not
     BASETYPE is @final in the stub; one that is, with its own layout, is a
-    @disjoint_base."""
+    @disjoint_base.
+
+    `refs` (object fields holding strong references, "states[3]" for an
+    array), `clock` (a prs_py_clock field) and `free` (a C statement run on
+    `o`, the object, after its references are dropped: the core's free)
+    declare the object's life cycle: the header then defines
+    <prefix>_traverse, <prefix>_clear and <prefix>_dealloc (a GC type; the
+    weak references are cleared when offsets has "weaklist"). The `kept`
+    fields are visited but outlive tp_clear: dealloc drops them after `free`
+    (a core that borrows them until it is freed)."""
 
     def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
                  props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
-                 stub_head=(), stub_tail=(), init=None, check=None):
+                 stub_head=(), stub_tail=(), init=None, check=None, refs=None, clock=None,
+                 free=None, kept=()):
+        self.refs, self.clock, self.free, self.kept = refs, clock, free, list(kept)
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc
         self.init, self.check = init, check
         self.obj, self.params, self.config = obj, params, config
         self.methods, self.props = list(methods), list(props)
         self.flags, self.slots, self.offsets = tuple(flags), dict(slots or {}), dict(offsets or {})
+        if refs is not None:
+            for slot in ("dealloc", "traverse", "clear"):
+                self.slots.setdefault(slot, None)
         self.qualname = qualname or "pyresilience._core." + name
         self.base = base
         self.stub_head, self.stub_tail = list(stub_head), list(stub_tail)
@@ -141,8 +155,8 @@ MONOTONIC_CLOCK = Type(
 DECISION = Type(
     "Decision", "decision", "decision", config="prs_decision", obj="prs_py_decision",
     qualname="pyresilience.Decision", flags=("HAVE_GC", "IMMUTABLETYPE"),
-    slots={"dealloc": None, "traverse": None, "clear": None, "repr": None, "richcompare": None,
-           "hash": "PyObject_HashNotImplemented", "bool": None},
+    slots={"repr": None, "richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
+    refs=["denied_by"],
     params=[
         P("allowed", "BOOL", "bool", field="allowed"),
         P("limit", "INT", "int", field="limit"),
@@ -182,7 +196,9 @@ BREAKER = Type(
     "CircuitBreaker", "breaker", "cb", config="prs_breaker_config", obj="breaker_obj",
     init="prs_breaker_config_init", check="prs_breaker_config_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    slots={"dealloc": None, "traverse": None, "clear": None}, offsets={"weaklist": "weakreflist"},
+    offsets={"weaklist": "weakreflist"}, clock="clock", free="prs_breaker_free(o->core);",
+    refs=["fallback", "name", "record_exc", "ignore_exc", "is_failure", "listeners", "states[3]",
+          "msg_open", "msg_half"],
     params=[
         P("failure_threshold", "COUNT", "int", "5", field="failure_threshold", lo=1),
         P("success_threshold", "COUNT", "int", "2", field="success_threshold", lo=1),
@@ -298,9 +314,9 @@ BREAKER = Type(
 BREAKER_FUNCTION = Type(
     "BreakerFunction", "breaker", "wrapped", obj="wrapped_obj",
     flags=("HAVE_GC", "IMMUTABLETYPE", "HAVE_VECTORCALL", "DISALLOW_INSTANTIATION"),
-    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None, "dealloc": None,
-           "traverse": None, "clear": None},
+    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
     offsets={"dict": "dict", "weaklist": "weakreflist", "vectorcall": "vectorcall"},
+    refs=["breaker", "func", "dict"],
     doc="A function protected by a CircuitBreaker (made by using the breaker as a "
         "decorator): each call goes through breaker.call(func, ...).",
     methods=[
@@ -370,8 +386,8 @@ RETRY_BUDGET = Type(
     "RetryBudget", "retry", "budget", config="prs_retry_budget_config", obj="budget_obj",
     init="prs_retry_budget_config_init", check="prs_retry_budget_config_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    slots={"dealloc": None, "traverse": None, "clear": None, "repr": None},
-    offsets={"weaklist": "weakreflist"},
+    slots={"repr": None}, offsets={"weaklist": "weakreflist"},
+    refs=[], clock="clock", free="prs_retry_budget_free(o->core);",
     params=[
         P("ratio", "REAL", "float", "0.1", field="ratio", flags=("zero",)),
         P("min_retries_per_second", "REAL", "float", "10.0", field="min_retries_per_second",
@@ -409,9 +425,9 @@ RETRY_BUDGET = Type(
 RETRY_CALL = Type(
     "RetryCall", "retry", "call", obj="call_obj",
     flags=("HAVE_GC", "HAVE_VECTORCALL", "IMMUTABLETYPE", "METHOD_DESCRIPTOR"),
-    slots={"dealloc": None, "traverse": None, "clear": None, "call": "PyVectorcall_Call",
-           "descr_get": None, "repr": None},
+    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
     offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
+    refs=["func", "handler", "check_result", "budget", "dict"], clock="clock",
     params=[
         P("func", "CALLABLE", "Callable[..., Any]"),
         P("handler", "CALLABLE", "Callable[..., Any]"),

@@ -90,45 +90,6 @@ typedef struct cb_record_args {
 
 #include "gen/breaker.h"
 
-/* ---- life cycle ---------------------------------------------------------------- */
-
-static int cb_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(SELF->fallback);
-    Py_VISIT(SELF->name);
-    Py_VISIT(SELF->record_exc);
-    Py_VISIT(SELF->ignore_exc);
-    Py_VISIT(SELF->is_failure);
-    Py_VISIT(SELF->listeners);
-    for (int i = 0; i < 3; i++) Py_VISIT(SELF->states[i]);
-    return prs_py_clock_traverse(&SELF->clock, visit, arg);
-}
-
-static int cb_clear(PyObject *self) {
-    Py_CLEAR(SELF->fallback);
-    Py_CLEAR(SELF->name);
-    Py_CLEAR(SELF->record_exc);
-    Py_CLEAR(SELF->ignore_exc);
-    Py_CLEAR(SELF->is_failure);
-    Py_CLEAR(SELF->listeners);
-    for (int i = 0; i < 3; i++) Py_CLEAR(SELF->states[i]);
-    Py_CLEAR(SELF->msg_open);
-    Py_CLEAR(SELF->msg_half);
-    prs_py_clock_clear(&SELF->clock);
-    return 0;
-}
-
-static void cb_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (SELF->weakreflist) PyObject_ClearWeakRefs(self);
-    cb_clear(self);
-    prs_breaker_free(SELF->core);
-    SELF->core = NULL;
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* ---- arguments --------------------------------------------------------------------- */
 
 /* An exception class or an iterable of them -> a new tuple. */
@@ -438,30 +399,6 @@ static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 static PyObject *wrapped_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                                     PyObject *kwnames) {
     return run_protected(WSELF->breaker, WSELF->func, args, nargsf, kwnames);
-}
-
-static int wrapped_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(WSELF->breaker);
-    Py_VISIT(WSELF->func);
-    Py_VISIT(WSELF->dict);
-    return 0;
-}
-
-static int wrapped_clear(PyObject *self) {
-    Py_CLEAR(WSELF->breaker);
-    Py_CLEAR(WSELF->func);
-    Py_CLEAR(WSELF->dict);
-    return 0;
-}
-
-static void wrapped_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (WSELF->weakreflist) PyObject_ClearWeakRefs(self);
-    wrapped_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
 }
 
 /* A plain function's binding: accessed through an instance, a bound method. */

@@ -67,26 +67,6 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-static int bh_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(SELF->name);
-    Py_VISIT(SELF->ready);
-    return 0;
-}
-
-static void bh_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (SELF->weakreflist) PyObject_ClearWeakRefs(self);
-    /* No waiter can be queued: each holds a reference to this object. */
-    prs_bulkhead_free(SELF->core);
-    SELF->core = NULL;
-    Py_CLEAR(SELF->name);
-    Py_CLEAR(SELF->ready);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* A fresh BulkheadFullError (new reference), or NULL with an exception. */
 static PyObject *full_error(PyObject *self) {
     prs_py_state *st = prs_py_state_of(self);

@@ -39,25 +39,6 @@ static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     return (PyObject *)self;
 }
 
-static void decision_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    Py_CLEAR(((prs_py_decision *)self)->denied_by);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static int decision_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(((prs_py_decision *)self)->denied_by);
-    Py_VISIT(Py_TYPE(self));
-    return 0;
-}
-
-static int decision_clear(PyObject *self) {
-    Py_CLEAR(((prs_py_decision *)self)->denied_by);
-    return 0;
-}
-
 #define D(self) (((prs_py_decision *)(self))->d)
 
 static PyObject *decision_get_allowed(PyObject *self, void *c) { return PyBool_FromLong(D(self).allowed); }

@@ -126,29 +126,6 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-static int keyed_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(KSELF->tmpl);
-    return prs_py_clock_traverse(&KSELF->clock, visit, arg);
-}
-
-static int keyed_clear(PyObject *self) {
-    prs_py_clock_clear(&KSELF->clock);
-    return 0;
-}
-
-static void keyed_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (KSELF->weakreflist) PyObject_ClearWeakRefs(self);
-    keyed_clear(self);
-    prs_keyed_free(KSELF->table); /* before the template whose params it reads */
-    KSELF->table = NULL;
-    Py_CLEAR(KSELF->tmpl);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                            int *by, int64_t *max_n) {
     void **c = ctx; /* table, key, len */
@@ -337,26 +314,6 @@ static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-static int view_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(VSELF->keyed);
-    Py_VISIT(VSELF->key);
-    return 0;
-}
-
-static int view_clear(PyObject *self) { return 0; /* see the top: nothing to break here */ }
-
-static void view_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (VSELF->weakreflist) PyObject_ClearWeakRefs(self);
-    Py_CLEAR(VSELF->keybytes);
-    Py_CLEAR(VSELF->key);
-    Py_CLEAR(VSELF->keyed);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static int view_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                           int *by, int64_t *max_n) {
     view_obj *v = ctx;
@@ -473,29 +430,6 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         return NULL;
     }
     return (PyObject *)self;
-}
-
-static int group_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(GSELF->members);
-    return prs_py_clock_traverse(&GSELF->clock, visit, arg);
-}
-
-static int group_clear(PyObject *self) {
-    prs_py_clock_clear(&GSELF->clock);
-    return 0;
-}
-
-static void group_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (GSELF->weakreflist) PyObject_ClearWeakRefs(self);
-    group_clear(self);
-    prs_group_free(GSELF->group); /* before the members whose cores it borrows */
-    GSELF->group = NULL;
-    Py_CLEAR(GSELF->members);
-    tp->tp_free(self);
-    Py_DECREF(tp);
 }
 
 static int group_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,

@@ -101,26 +101,6 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int limiter_clear(PyObject *self) {
-    prs_py_clock_clear(&SELF->clock);
-    return 0;
-}
-
-static int limiter_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    return prs_py_clock_traverse(&SELF->clock, visit, arg);
-}
-
-static void limiter_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (SELF->weakreflist) PyObject_ClearWeakRefs(self);
-    limiter_clear(self);
-    prs_limiter_free(SELF->core);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 int prs_py_pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n) {
     if (n_o && alias_o) {
         PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
@@ -425,20 +405,6 @@ static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
         Py_RETURN_NONE;
     }
     return PyFloat_FromDouble((double)ns / 1e9);
-}
-
-static int rate_wait_traverse(PyObject *op, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(((rate_wait_obj *)op)->owner);
-    return 0;
-}
-
-static void rate_wait_dealloc(PyObject *op) {
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    Py_CLEAR(((rate_wait_obj *)op)->owner); /* no tp_clear: ctx lives in owner */
-    tp->tp_free(op);
-    Py_DECREF(tp);
 }
 
 

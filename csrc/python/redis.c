@@ -162,26 +162,6 @@ static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static void backend_dealloc(PyObject *op) {
-    backend_obj *self = (backend_obj *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (self->weakreflist) PyObject_ClearWeakRefs(op);
-    prs_redis_backend *b = self->b;
-    self->b = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    prs_redis_backend_free(b);
-    Py_END_ALLOW_THREADS
-    Py_CLEAR(self->url);
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
-
-static int backend_traverse(PyObject *op, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(op));
-    return 0;
-}
-
 static PyObject *backend_close(PyObject *op, PyObject *unused) {
     prs_redis_backend *b = ((backend_obj *)op)->b;
     Py_BEGIN_ALLOW_THREADS
@@ -388,43 +368,6 @@ done:
     Py_XDECREF(lease[0]);
     Py_XDECREF(lease[1]);
     return result;
-}
-
-/* The arguments as given (tp_clear drops them); the backend, algorithm and
- * key_prefix stay until dealloc: the C limiter uses the backend. */
-#define RL_GIVEN(X) X(limit) X(window) X(rate) X(burst) X(local_share) X(lease)
-
-static int rl_traverse(PyObject *op, visitproc visit, void *arg) {
-    limiter_obj *self = (limiter_obj *)op;
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(self->backend);
-#define VISIT(f) Py_VISIT(self->f);
-    RL_GIVEN(VISIT)
-#undef VISIT
-    return 0;
-}
-
-static int rl_clear(PyObject *op) {
-    limiter_obj *self = (limiter_obj *)op;
-#define CLEAR(f) Py_CLEAR(self->f);
-    RL_GIVEN(CLEAR)
-#undef CLEAR
-    return 0;
-}
-
-static void rl_dealloc(PyObject *op) {
-    limiter_obj *self = (limiter_obj *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (self->weakreflist) PyObject_ClearWeakRefs(op);
-    prs_redis_limiter_free(self->l); /* no I/O: held lease permits lapse; before the backend */
-    self->l = NULL;
-    rl_clear(op);
-    Py_CLEAR(self->backend);
-    Py_CLEAR(self->algorithm);
-    Py_CLEAR(self->key_prefix);
-    tp->tp_free(op);
-    Py_DECREF(tp);
 }
 
 /* One decision for key: 0 with *d, or a status with an exception set. The
@@ -716,24 +659,6 @@ fail:
     Py_XDECREF(tup);
     PyMem_Free(m);
     return NULL;
-}
-
-static int group_traverse(PyObject *op, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(((group_obj *)op)->members);
-    return 0;
-}
-
-static void group_dealloc(PyObject *op) {
-    group_obj *self = (group_obj *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (self->weakreflist) PyObject_ClearWeakRefs(op);
-    PyMem_Free(self->m); /* its keys are borrowed from members: freed first */
-    self->m = NULL;
-    Py_CLEAR(self->members);
-    tp->tp_free(op);
-    Py_DECREF(tp);
 }
 
 /* The group's decision (the core applies the members' policies when Redis

@@ -271,27 +271,6 @@ static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     return (PyObject *)b;
 }
 
-static int budget_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    return prs_py_clock_traverse(&BUDGET(self)->clock, visit, arg);
-}
-
-static int budget_clear(PyObject *self) {
-    prs_py_clock_clear(&BUDGET(self)->clock);
-    return 0;
-}
-
-static void budget_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (BUDGET(self)->weakreflist) PyObject_ClearWeakRefs(self);
-    budget_clear(self);
-    prs_retry_budget_free(BUDGET(self)->core);
-    BUDGET(self)->core = NULL;
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* Deposits one first attempt at the budget's clock's now. 0 or -1. */
 static int budget_deposit_now(budget_obj *b) {
     int64_t now;
@@ -442,37 +421,6 @@ static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         return NULL;
     }
     return (PyObject *)c;
-}
-
-static int call_traverse(PyObject *self, visitproc visit, void *arg) {
-    call_obj *c = CALL(self);
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(c->func);
-    Py_VISIT(c->handler);
-    Py_VISIT(c->check_result);
-    Py_VISIT(c->budget);
-    Py_VISIT(c->dict);
-    return prs_py_clock_traverse(&c->clock, visit, arg);
-}
-
-static int call_clear(PyObject *self) {
-    call_obj *c = CALL(self);
-    Py_CLEAR(c->func);
-    Py_CLEAR(c->handler);
-    Py_CLEAR(c->check_result);
-    Py_CLEAR(c->budget);
-    Py_CLEAR(c->dict);
-    prs_py_clock_clear(&c->clock);
-    return 0;
-}
-
-static void call_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (CALL(self)->weakreflist) PyObject_ClearWeakRefs(self);
-    call_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
 }
 
 /* A method: bind like a function does. */

@@ -59,26 +59,44 @@ static PyGetSetDef Decision_getset[] = {
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
-static void decision_dealloc(PyObject *self);
-static int decision_traverse(PyObject *self, visitproc visit, void *arg);
-static int decision_clear(PyObject *self);
 static PyObject *decision_repr(PyObject *self);
 static PyObject *decision_richcompare(PyObject *self, PyObject *other, int op);
 static int decision_bool(PyObject *self);
+static void decision_dealloc(PyObject *self);
+static int decision_traverse(PyObject *self, visitproc visit, void *arg);
+static int decision_clear(PyObject *self);
 static PyType_Slot Decision_slots[] = {
     {Py_tp_doc, (void *)Decision_DOC},
     {Py_tp_new, decision_new},
-    {Py_tp_dealloc, decision_dealloc},
-    {Py_tp_traverse, decision_traverse},
-    {Py_tp_clear, decision_clear},
     {Py_tp_repr, decision_repr},
     {Py_tp_richcompare, decision_richcompare},
     {Py_tp_hash, PyObject_HashNotImplemented},
     {Py_nb_bool, decision_bool},
+    {Py_tp_dealloc, decision_dealloc},
+    {Py_tp_traverse, decision_traverse},
+    {Py_tp_clear, decision_clear},
     {Py_tp_methods, Decision_methods},
     {Py_tp_getset, Decision_getset},
     {0, NULL},
 };
 static PyType_Spec Decision_spec = {"pyresilience.Decision", sizeof(prs_py_decision), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, Decision_slots};
+static int decision_traverse(PyObject *self, visitproc visit, void *arg) {
+    prs_py_decision *o = (prs_py_decision *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->denied_by);
+    return 0;
+}
+static int decision_clear(PyObject *self) {
+    prs_py_decision *o = (prs_py_decision *)self;
+    Py_CLEAR(o->denied_by);
+    return 0;
+}
+static void decision_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    decision_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 #endif

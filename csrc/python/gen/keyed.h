@@ -103,25 +103,47 @@ static PyMemberDef KeyedLimiter_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static Py_ssize_t keyed_len(PyObject *self);
+static int keyed_contains(PyObject *self, PyObject *key);
 static void keyed_dealloc(PyObject *self);
 static int keyed_traverse(PyObject *self, visitproc visit, void *arg);
 static int keyed_clear(PyObject *self);
-static Py_ssize_t keyed_len(PyObject *self);
-static int keyed_contains(PyObject *self, PyObject *key);
 static PyType_Slot KeyedLimiter_slots[] = {
     {Py_tp_doc, (void *)KeyedLimiter_DOC},
     {Py_tp_new, keyed_new},
+    {Py_sq_length, keyed_len},
+    {Py_sq_contains, keyed_contains},
     {Py_tp_dealloc, keyed_dealloc},
     {Py_tp_traverse, keyed_traverse},
     {Py_tp_clear, keyed_clear},
-    {Py_sq_length, keyed_len},
-    {Py_sq_contains, keyed_contains},
     {Py_tp_methods, KeyedLimiter_methods},
     {Py_tp_getset, KeyedLimiter_getset},
     {Py_tp_members, KeyedLimiter_members},
     {0, NULL},
 };
 static PyType_Spec KeyedLimiter_spec = {"pyresilience._core.KeyedLimiter", sizeof(keyed_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, KeyedLimiter_slots};
+static int keyed_traverse(PyObject *self, visitproc visit, void *arg) {
+    keyed_obj *o = (keyed_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->tmpl);
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int keyed_clear(PyObject *self) {
+    keyed_obj *o = (keyed_obj *)self;
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void keyed_dealloc(PyObject *self) {
+    keyed_obj *o = (keyed_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    keyed_clear(self);
+    prs_keyed_free(o->table); /* before the template whose params it reads */
+    Py_CLEAR(o->tmpl);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- KeyedLimiterView ---- */
 enum {
@@ -212,6 +234,29 @@ static PyType_Slot KeyedLimiterView_slots[] = {
     {0, NULL},
 };
 static PyType_Spec KeyedLimiterView_spec = {"pyresilience._core.KeyedLimiterView", sizeof(view_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, KeyedLimiterView_slots};
+static int view_traverse(PyObject *self, visitproc visit, void *arg) {
+    view_obj *o = (view_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->keyed);
+    Py_VISIT(o->key);
+    Py_VISIT(o->keybytes);
+    return 0;
+}
+static int view_clear(PyObject *self) {
+    return 0;
+}
+static void view_dealloc(PyObject *self) {
+    view_obj *o = (view_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    view_clear(self);
+    Py_CLEAR(o->keyed);
+    Py_CLEAR(o->key);
+    Py_CLEAR(o->keybytes);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- LimiterGroup ---- */
 #define LimiterGroup_DOC \
@@ -285,22 +330,44 @@ static PyMemberDef LimiterGroup_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static Py_ssize_t group_len(PyObject *self);
 static void group_dealloc(PyObject *self);
 static int group_traverse(PyObject *self, visitproc visit, void *arg);
 static int group_clear(PyObject *self);
-static Py_ssize_t group_len(PyObject *self);
 static PyType_Slot LimiterGroup_slots[] = {
     {Py_tp_doc, (void *)LimiterGroup_DOC},
     {Py_tp_new, group_new},
+    {Py_sq_length, group_len},
     {Py_tp_dealloc, group_dealloc},
     {Py_tp_traverse, group_traverse},
     {Py_tp_clear, group_clear},
-    {Py_sq_length, group_len},
     {Py_tp_methods, LimiterGroup_methods},
     {Py_tp_getset, LimiterGroup_getset},
     {Py_tp_members, LimiterGroup_members},
     {0, NULL},
 };
 static PyType_Spec LimiterGroup_spec = {"pyresilience._core.LimiterGroup", sizeof(group_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, LimiterGroup_slots};
+static int group_traverse(PyObject *self, visitproc visit, void *arg) {
+    group_obj *o = (group_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->members);
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int group_clear(PyObject *self) {
+    group_obj *o = (group_obj *)self;
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void group_dealloc(PyObject *self) {
+    group_obj *o = (group_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    group_clear(self);
+    prs_group_free(o->group); /* before the members whose cores it borrows */
+    Py_CLEAR(o->members);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 #endif

@@ -201,23 +201,43 @@ static PyMemberDef RetryBudget_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static PyObject *budget_repr(PyObject *self);
 static void budget_dealloc(PyObject *self);
 static int budget_traverse(PyObject *self, visitproc visit, void *arg);
 static int budget_clear(PyObject *self);
-static PyObject *budget_repr(PyObject *self);
 static PyType_Slot RetryBudget_slots[] = {
     {Py_tp_doc, (void *)RetryBudget_DOC},
     {Py_tp_new, budget_new},
+    {Py_tp_repr, budget_repr},
     {Py_tp_dealloc, budget_dealloc},
     {Py_tp_traverse, budget_traverse},
     {Py_tp_clear, budget_clear},
-    {Py_tp_repr, budget_repr},
     {Py_tp_methods, RetryBudget_methods},
     {Py_tp_getset, RetryBudget_getset},
     {Py_tp_members, RetryBudget_members},
     {0, NULL},
 };
 static PyType_Spec RetryBudget_spec = {"pyresilience._core.RetryBudget", sizeof(budget_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, RetryBudget_slots};
+static int budget_traverse(PyObject *self, visitproc visit, void *arg) {
+    budget_obj *o = (budget_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int budget_clear(PyObject *self) {
+    budget_obj *o = (budget_obj *)self;
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void budget_dealloc(PyObject *self) {
+    budget_obj *o = (budget_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    budget_clear(self);
+    prs_retry_budget_free(o->core);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- RetryCall ---- */
 enum {
@@ -260,25 +280,54 @@ static PyMemberDef RetryCall_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type);
+static PyObject *call_repr(PyObject *self);
 static void call_dealloc(PyObject *self);
 static int call_traverse(PyObject *self, visitproc visit, void *arg);
 static int call_clear(PyObject *self);
-static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type);
-static PyObject *call_repr(PyObject *self);
 static PyType_Slot RetryCall_slots[] = {
     {Py_tp_doc, (void *)RetryCall_DOC},
     {Py_tp_new, call_new},
-    {Py_tp_dealloc, call_dealloc},
-    {Py_tp_traverse, call_traverse},
-    {Py_tp_clear, call_clear},
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_descr_get, call_descr_get},
     {Py_tp_repr, call_repr},
+    {Py_tp_dealloc, call_dealloc},
+    {Py_tp_traverse, call_traverse},
+    {Py_tp_clear, call_clear},
     {Py_tp_getset, RetryCall_getset},
     {Py_tp_members, RetryCall_members},
     {0, NULL},
 };
 static PyType_Spec RetryCall_spec = {"pyresilience._core.RetryCall", sizeof(call_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_METHOD_DESCRIPTOR, RetryCall_slots};
+static int call_traverse(PyObject *self, visitproc visit, void *arg) {
+    call_obj *o = (call_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->func);
+    Py_VISIT(o->handler);
+    Py_VISIT(o->check_result);
+    Py_VISIT(o->budget);
+    Py_VISIT(o->dict);
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int call_clear(PyObject *self) {
+    call_obj *o = (call_obj *)self;
+    Py_CLEAR(o->func);
+    Py_CLEAR(o->handler);
+    Py_CLEAR(o->check_result);
+    Py_CLEAR(o->budget);
+    Py_CLEAR(o->dict);
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void call_dealloc(PyObject *self) {
+    call_obj *o = (call_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    call_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg);
 static PyObject *mod_retry_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
