@@ -52,12 +52,15 @@ class M:
 class Prop:
     """A property: stub type (None: not in the stub), doc, C getter (and its
     closure index), C setter (None: read-only); or `member`, an object field
-    read as is (a read-only T_OBJECT member: NULL reads as None). Getters and
-    setters named PyObject_* are CPython's (not declared again)."""
+    read as is (a read-only T_OBJECT member: NULL reads as None); or `clock`,
+    a prs_py_clock field read as the clock object given. Getters and setters
+    named PyObject_* are CPython's, prs_py_* common.c's (not declared again)."""
 
-    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None):
+    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None, clock=None):
         self.name, self.type, self.doc, self.get, self.closure = name, type, doc, get, closure
-        self.set, self.member = set, member
+        self.set, self.member, self.clock = set, member, clock
+        if clock:
+            self.get = "prs_py_get_clock"
 
 
 class Type:
@@ -187,7 +190,7 @@ DECISION = Type(
         Prop("reset_after", "float", "Seconds until the limiter is back to full.",
              "decision_get_reset_after"),
         Prop("denied_by", "Optional[int]",
-             "For groups: the index of the member that denied, else None.", "decision_get_denied_by"),
+             "For groups: the index of the member that denied, else None.", member="denied_by"),
     ])
 
 # ---- circuit breaker -------------------------------------------------------------
@@ -307,8 +310,8 @@ BREAKER = Type(
              "is_failure(result) -> bool marks returned values as failures (or None).",
              member="is_failure"),
         Prop("listeners", "tuple[%s, ...]" % LISTENER, "The on_state_change listeners (a tuple).",
-             "cb_get_obj", 0),
-        Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", "cb_get_obj", 1),
+             "cb_get_listeners"),
+        Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", clock="clock"),
     ])
 
 BREAKER_FUNCTION = Type(
@@ -419,7 +422,7 @@ RETRY_BUDGET = Type(
         Prop("min_retries_per_second", "float", "The floor: retries per second always allowed.",
              "budget_get_field", 1),
         Prop("window", "float", "The sliding window, seconds.", "budget_get_field", 2),
-        Prop("clock", CLOCK_OBJ, "The clock the budget reads.", "budget_get_field", 3),
+        Prop("clock", CLOCK_OBJ, "The clock the budget reads.", clock="clock"),
     ])
 
 RETRY_CALL = Type(
@@ -446,9 +449,9 @@ RETRY_CALL = Type(
         M("__get__", "obj: Any, objtype: Any = None, /", "Any", slot=True),
     ],
     props=[
-        Prop("__func__", "Callable[..., Any]", "The wrapped callable.", "call_get_func", 0),
+        Prop("__func__", "Callable[..., Any]", "The wrapped callable.", member="func"),
         Prop("_handler", "Callable[..., Any]", "The Python retry loop taking over after a failure.",
-             "call_get_func", 1),
+             member="handler"),
         Prop("__dict__", None, None, "PyObject_GenericGetDict", set="PyObject_GenericSetDict"),
     ],
     stub_tail=["# functools.update_wrapper and Retry write these into the instance __dict__",

@@ -194,7 +194,7 @@ ASYNC_WAITER = Type(
     doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
     methods=[M("__call__", slot=True)],
     props=[Prop("future", "Any", "The asyncio future woken when this waiter is served.",
-                "waiter_get_future")])
+                member="future")])
 
 READY = Type(
     "_Ready", "wait", "ready", obj="ready_obj",

@@ -257,7 +257,7 @@ LIMITER_BASE = Type(
     ],
     props=[Prop("available", "float", "Requests of weight 1 admissible now (float).",
                 "limiter_get_available"),
-           Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", "limiter_get_clock")])
+           Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", clock="clock")])
 
 KEYED_FLAGS = ("BASETYPE", "HAVE_GC", "IMMUTABLETYPE")
 
@@ -309,8 +309,8 @@ KEYED = Type(
                 "keyed_get_memory"),
            Prop("limiter", "_Limiter",
                 "The template limiter whose algorithm and parameters every key uses.",
-                "keyed_get_limiter"),
-           Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", "keyed_get_clock")])
+                member="tmpl"),
+           Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", clock="clock")])
 
 VIEW = Type(
     "KeyedLimiterView", "keyed", "view", obj="view_obj", flags=KEYED_FLAGS,
@@ -332,9 +332,9 @@ VIEW = Type(
     props=[Prop("available", "float", "Requests of weight 1 admissible for this key now (float).",
                 "view_get_available"),
            Prop("clock", CLOCK_OBJ, "The clock of the KeyedLimiter.", "view_get_clock"),
-           Prop("key", "KeyArg", "The key, as given.", "view_get_key"),
+           Prop("key", "KeyArg", "The key, as given.", member="key"),
            Prop("limiter", "KeyedLimiter", "The KeyedLimiter this view belongs to.",
-                "view_get_limiter")])
+                member="keyed")])
 
 GROUP = Type(
     "LimiterGroup", "keyed", "group", obj="group_obj", flags=KEYED_FLAGS,
@@ -371,9 +371,9 @@ GROUP = Type(
     ],
     props=[Prop("available", "float", "The smallest amount any member admits now (float).",
                 "group_get_available"),
-           Prop("clock", CLOCK_OBJ, "The clock every member reads.", "group_get_clock"),
+           Prop("clock", CLOCK_OBJ, "The clock every member reads.", clock="clock"),
            Prop("limiters", "tuple[Union[_Limiter, KeyedLimiterView], ...]",
-                "The members, in order (tuple).", "group_get_limiters")])
+                "The members, in order (tuple).", member="members")])
 
 TYPES = ([RATE_WAIT, LIMITER_BASE] + [algo_type(c, py) for c, py in ALGORITHMS]
          + [KEYED, VIEW, GROUP])

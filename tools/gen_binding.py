@@ -358,7 +358,7 @@ def gen_header(cfile, types, funcs):
             L.append("};")
         getters = []
         for p in t.props:
-            if p.get and p.get not in getters and not p.get.startswith("PyObject_"):
+            if p.get and p.get not in getters and not p.get.startswith(("PyObject_", "prs_py_")):
                 getters.append(p.get)
                 L.append("static PyObject *%s(PyObject *self, void *closure);" % p.get)
         if t.props and any(p.get for p in t.props):
@@ -367,6 +367,8 @@ def gen_header(cfile, types, funcs):
                 if not p.get:
                     continue
                 closure = "(void *)(intptr_t)%d" % p.closure if p.closure is not None else "NULL"
+                if p.clock:
+                    closure = "(void *)offsetof(%s, %s)" % (t.obj, p.clock)
                 L.append('    {"%s", %s, %s, %s, %s},' % (p.name, p.get, p.set or "NULL",
                                                      c_str(p.doc) if p.doc else "NULL", closure))
             L.append("    {NULL, NULL, NULL, NULL, NULL},")

@@ -688,15 +688,13 @@ static PyObject *cb_get_config(PyObject *self, void *which) {
     Py_RETURN_NONE;
 }
 
-static PyObject *cb_get_obj(PyObject *self, void *which) {
-    if (which == NULL) { /* listeners: a tuple replaced whole, read under the object's lock */
-        PyObject *o;
-        Py_BEGIN_CRITICAL_SECTION(self);
-        o = Py_NewRef(SELF->listeners);
-        Py_END_CRITICAL_SECTION();
-        return o;
-    }
-    return prs_py_clock_object(prs_py_state_of(self), &SELF->clock);
+/* A tuple replaced whole, read under the object's lock. */
+static PyObject *cb_get_listeners(PyObject *self, void *unused) {
+    PyObject *o;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    o = Py_NewRef(SELF->listeners);
+    Py_END_CRITICAL_SECTION();
+    return o;
 }
 
 /* ---- the metrics snapshot type ---------------------------------------------------------------- */

@@ -307,6 +307,12 @@ void prs_py_clock_clear(prs_py_clock *c) {
     Py_CLEAR(c->obj);
 }
 
+/* A getter: the prs_py_clock at offset `off` of the object, as given. */
+PyObject *prs_py_get_clock(PyObject *self, void *off) {
+    prs_py_state *st = prs_py_state_of(self);
+    return st ? prs_py_clock_object(st, (prs_py_clock *)((char *)self + (intptr_t)off)) : NULL;
+}
+
 PyObject *prs_py_clock_object(prs_py_state *st, prs_py_clock *c) {
     if (c->obj) return Py_NewRef(c->obj);
     return PyObject_CallNoArgs((PyObject *)PRS_PY_TYPE(st, MonotonicClock));

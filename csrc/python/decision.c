@@ -50,9 +50,6 @@ static PyObject *decision_get_retry_after(PyObject *self, void *c) {
 static PyObject *decision_get_reset_after(PyObject *self, void *c) {
     return PyFloat_FromDouble(prs_py_ns_to_s(D(self).reset_after_ns));
 }
-static PyObject *decision_get_denied_by(PyObject *self, void *c) {
-    return Py_NewRef(((prs_py_decision *)self)->denied_by);
-}
 
 /* Whole seconds, rounded up, for headers: ceil(ns / 1e9) without float error. */
 static long long ceil_seconds(int64_t ns) {

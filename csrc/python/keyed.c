@@ -259,13 +259,6 @@ static PyObject *keyed_get_max_keys(PyObject *self, void *c) {
 static PyObject *keyed_get_memory(PyObject *self, void *c) {
     return PyLong_FromSize_t(prs_keyed_memory(KSELF->table));
 }
-static PyObject *keyed_get_limiter(PyObject *self, void *c) {
-    return Py_NewRef(KSELF->tmpl);
-}
-static PyObject *keyed_get_clock(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    return st ? prs_py_clock_object(st, &KSELF->clock) : NULL;
-}
 
 static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_error *why) {
     return prs_keyed_reconfigure_why(ctx, config, now, why);
@@ -361,12 +354,6 @@ static PyObject *view_get_clock(PyObject *self, void *c) {
     prs_py_state *st = prs_py_state_of(self);
     if (!st) return NULL;
     return prs_py_clock_object(st, VCLOCK(VSELF));
-}
-static PyObject *view_get_key(PyObject *self, void *c) {
-    return Py_NewRef(VSELF->key);
-}
-static PyObject *view_get_limiter(PyObject *self, void *c) {
-    return Py_NewRef(VSELF->keyed);
 }
 
 /* ---- LimiterGroup --------------------------------------------------------------- */
@@ -480,13 +467,6 @@ static PyObject *group_get_available(PyObject *self, void *c) {
     int64_t now;
     if (prs_py_clock_now(&GSELF->clock, &now) < 0) return NULL;
     return PyFloat_FromDouble(prs_group_available(GSELF->group, now));
-}
-static PyObject *group_get_clock(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    return st ? prs_py_clock_object(st, &GSELF->clock) : NULL;
-}
-static PyObject *group_get_limiters(PyObject *self, void *c) {
-    return Py_NewRef(GSELF->members);
 }
 
 int prs_py_register_keyed(PyObject *m, prs_py_state *st) {

@@ -419,10 +419,6 @@ static PyObject *limiter_get_available(PyObject *self, void *c) {
     return PyFloat_FromDouble(prs_limiter_available(SELF->core, now));
 }
 
-static PyObject *limiter_get_clock(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    return st ? prs_py_clock_object(st, &SELF->clock) : NULL;
-}
 
 /* A parameter's property (closure: its index in the constructor's params). */
 static PyObject *limiter_param_get(PyObject *self, void *closure) {

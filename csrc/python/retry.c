@@ -314,8 +314,7 @@ static PyObject *budget_get_field(PyObject *self, void *c) {
     switch ((int)(intptr_t)c) {
     case 0: return PyFloat_FromDouble(prs_retry_budget_ratio(b));
     case 1: return PyFloat_FromDouble(prs_retry_budget_min_per_second(b));
-    case 2: return PyFloat_FromDouble(prs_retry_budget_window(b));
-    default: return prs_py_clock_object(prs_py_state_of(self), &BUDGET(self)->clock);
+    default: return PyFloat_FromDouble(prs_retry_budget_window(b));
     }
 }
 
@@ -434,11 +433,6 @@ static PyObject *call_repr(PyObject *self) {
     return PyUnicode_FromFormat("<retrying wrapper of %R>", CALL(self)->func);
 }
 
-static PyObject *call_get_func(PyObject *self, void *c) {
-    PyObject *f = c ? CALL(self)->handler : CALL(self)->func;
-    if (!f) Py_RETURN_NONE;
-    return Py_NewRef(f);
-}
 
 /* ======================================================================== */
 /* Clock helpers for the Python loop                                        */

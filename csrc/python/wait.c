@@ -189,10 +189,6 @@ static void waiter_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static PyObject *waiter_get_future(PyObject *self, void *c) {
-    if (!W->future) Py_RETURN_NONE;
-    return Py_NewRef(W->future);
-}
 
 #undef W
 

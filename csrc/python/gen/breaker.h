@@ -196,7 +196,7 @@ static PyObject *cb_get_state(PyObject *self, void *closure);
 static PyObject *cb_get_mode(PyObject *self, void *closure);
 static PyObject *cb_get_metrics(PyObject *self, void *closure);
 static PyObject *cb_get_config(PyObject *self, void *closure);
-static PyObject *cb_get_obj(PyObject *self, void *closure);
+static PyObject *cb_get_listeners(PyObject *self, void *closure);
 static PyGetSetDef CircuitBreaker_getset[] = {
     {"state", cb_get_state, NULL, "The current CircuitState (OPEN stays OPEN past its timeout until the next call).", NULL},
     {"mode", cb_get_mode, NULL, "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).", NULL},
@@ -211,8 +211,8 @@ static PyGetSetDef CircuitBreaker_getset[] = {
     {"slow_call_rate_threshold", cb_get_config, NULL, "The slow-call rate that opens the circuit (None: off).", (void *)(intptr_t)7},
     {"slow_call_duration", cb_get_config, NULL, "Seconds from which a call is slow (None: never).", (void *)(intptr_t)8},
     {"window_type", cb_get_config, NULL, "'count' or 'time'.", (void *)(intptr_t)9},
-    {"listeners", cb_get_obj, NULL, "The on_state_change listeners (a tuple).", (void *)(intptr_t)0},
-    {"clock", cb_get_obj, NULL, "The clock this breaker reads.", (void *)(intptr_t)1},
+    {"listeners", cb_get_listeners, NULL, "The on_state_change listeners (a tuple).", NULL},
+    {"clock", prs_py_get_clock, NULL, "The clock this breaker reads.", (void *)offsetof(breaker_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef CircuitBreaker_members[] = {

@@ -48,15 +48,18 @@ static PyObject *decision_get_limit(PyObject *self, void *closure);
 static PyObject *decision_get_remaining(PyObject *self, void *closure);
 static PyObject *decision_get_retry_after(PyObject *self, void *closure);
 static PyObject *decision_get_reset_after(PyObject *self, void *closure);
-static PyObject *decision_get_denied_by(PyObject *self, void *closure);
 static PyGetSetDef Decision_getset[] = {
     {"allowed", decision_get_allowed, NULL, "True when the request was admitted.", NULL},
     {"limit", decision_get_limit, NULL, "The limiter's capacity / limit / burst.", NULL},
     {"remaining", decision_get_remaining, NULL, "Requests of weight 1 still admissible now.", NULL},
     {"retry_after", decision_get_retry_after, NULL, "Seconds until this request would be admitted: 0.0 when allowed, math.inf when never.", NULL},
     {"reset_after", decision_get_reset_after, NULL, "Seconds until the limiter is back to full.", NULL},
-    {"denied_by", decision_get_denied_by, NULL, "For groups: the index of the member that denied, else None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
+};
+static PyMemberDef Decision_members[] = {
+    {"denied_by", T_OBJECT, offsetof(prs_py_decision, denied_by), READONLY,
+     "For groups: the index of the member that denied, else None."},
+    {NULL, 0, 0, 0, NULL},
 };
 static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
 static PyObject *decision_repr(PyObject *self);
@@ -77,6 +80,7 @@ static PyType_Slot Decision_slots[] = {
     {Py_tp_clear, decision_clear},
     {Py_tp_methods, Decision_methods},
     {Py_tp_getset, Decision_getset},
+    {Py_tp_members, Decision_members},
     {0, NULL},
 };
 static PyType_Spec Decision_spec = {"pyresilience.Decision", sizeof(prs_py_decision), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, Decision_slots};

@@ -89,17 +89,16 @@ static PyMethodDef KeyedLimiter_methods[] = {
 };
 static PyObject *keyed_get_max_keys(PyObject *self, void *closure);
 static PyObject *keyed_get_memory(PyObject *self, void *closure);
-static PyObject *keyed_get_limiter(PyObject *self, void *closure);
-static PyObject *keyed_get_clock(PyObject *self, void *closure);
 static PyGetSetDef KeyedLimiter_getset[] = {
     {"max_keys", keyed_get_max_keys, NULL, "The most keys held at once.", NULL},
     {"memory_bytes", keyed_get_memory, NULL, "Bytes the key table holds now (C allocations).", NULL},
-    {"limiter", keyed_get_limiter, NULL, "The template limiter whose algorithm and parameters every key uses.", NULL},
-    {"clock", keyed_get_clock, NULL, "The clock this limiter reads.", NULL},
+    {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(keyed_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef KeyedLimiter_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(keyed_obj, weakreflist), READONLY, NULL},
+    {"limiter", T_OBJECT, offsetof(keyed_obj, tmpl), READONLY,
+     "The template limiter whose algorithm and parameters every key uses."},
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
@@ -205,17 +204,17 @@ static PyMethodDef KeyedLimiterView_methods[] = {
 };
 static PyObject *view_get_available(PyObject *self, void *closure);
 static PyObject *view_get_clock(PyObject *self, void *closure);
-static PyObject *view_get_key(PyObject *self, void *closure);
-static PyObject *view_get_limiter(PyObject *self, void *closure);
 static PyGetSetDef KeyedLimiterView_getset[] = {
     {"available", view_get_available, NULL, "Requests of weight 1 admissible for this key now (float).", NULL},
     {"clock", view_get_clock, NULL, "The clock of the KeyedLimiter.", NULL},
-    {"key", view_get_key, NULL, "The key, as given.", NULL},
-    {"limiter", view_get_limiter, NULL, "The KeyedLimiter this view belongs to.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef KeyedLimiterView_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(view_obj, weakreflist), READONLY, NULL},
+    {"key", T_OBJECT, offsetof(view_obj, key), READONLY,
+     "The key, as given."},
+    {"limiter", T_OBJECT, offsetof(view_obj, keyed), READONLY,
+     "The KeyedLimiter this view belongs to."},
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
@@ -317,16 +316,15 @@ static PyMethodDef LimiterGroup_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 static PyObject *group_get_available(PyObject *self, void *closure);
-static PyObject *group_get_clock(PyObject *self, void *closure);
-static PyObject *group_get_limiters(PyObject *self, void *closure);
 static PyGetSetDef LimiterGroup_getset[] = {
     {"available", group_get_available, NULL, "The smallest amount any member admits now (float).", NULL},
-    {"clock", group_get_clock, NULL, "The clock every member reads.", NULL},
-    {"limiters", group_get_limiters, NULL, "The members, in order (tuple).", NULL},
+    {"clock", prs_py_get_clock, NULL, "The clock every member reads.", (void *)offsetof(group_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef LimiterGroup_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(group_obj, weakreflist), READONLY, NULL},
+    {"limiters", T_OBJECT, offsetof(group_obj, members), READONLY,
+     "The members, in order (tuple)."},
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds);

@@ -107,10 +107,9 @@ static PyMethodDef _Limiter_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 static PyObject *limiter_get_available(PyObject *self, void *closure);
-static PyObject *limiter_get_clock(PyObject *self, void *closure);
 static PyGetSetDef _Limiter_getset[] = {
     {"available", limiter_get_available, NULL, "Requests of weight 1 admissible now (float).", NULL},
-    {"clock", limiter_get_clock, NULL, "The clock this limiter reads.", NULL},
+    {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(prs_py_limiter, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef _Limiter_members[] = {

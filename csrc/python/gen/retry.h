@@ -193,7 +193,7 @@ static PyGetSetDef RetryBudget_getset[] = {
     {"ratio", budget_get_field, NULL, "Retries allowed per first attempt.", (void *)(intptr_t)0},
     {"min_retries_per_second", budget_get_field, NULL, "The floor: retries per second always allowed.", (void *)(intptr_t)1},
     {"window", budget_get_field, NULL, "The sliding window, seconds.", (void *)(intptr_t)2},
-    {"clock", budget_get_field, NULL, "The clock the budget reads.", (void *)(intptr_t)3},
+    {"clock", prs_py_get_clock, NULL, "The clock the budget reads.", (void *)offsetof(budget_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef RetryBudget_members[] = {
@@ -266,10 +266,7 @@ static const prs_py_params RetryCall_params = {"RetryCall", 5, 2, 2, RetryCall_p
     "unless it raised an Exception or retry_on_result(result) is true; then\n" \
     "handler(func, args, kwargs, exception_or_None, result_or_None, start_ns) takes\n" \
     "over (the Python loop of Retry). Made by Retry as a decorator."
-static PyObject *call_get_func(PyObject *self, void *closure);
 static PyGetSetDef RetryCall_getset[] = {
-    {"__func__", call_get_func, NULL, "The wrapped callable.", (void *)(intptr_t)0},
-    {"_handler", call_get_func, NULL, "The Python retry loop taking over after a failure.", (void *)(intptr_t)1},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -277,6 +274,10 @@ static PyMemberDef RetryCall_members[] = {
     {"__vectorcalloffset__", T_PYSSIZET, offsetof(call_obj, vectorcall), READONLY, NULL},
     {"__dictoffset__", T_PYSSIZET, offsetof(call_obj, dict), READONLY, NULL},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(call_obj, weakreflist), READONLY, NULL},
+    {"__func__", T_OBJECT, offsetof(call_obj, func), READONLY,
+     "The wrapped callable."},
+    {"_handler", T_OBJECT, offsetof(call_obj, handler), READONLY,
+     "The Python retry loop taking over after a failure."},
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
