@@ -81,18 +81,24 @@ class Type:
     <prefix>_traverse, <prefix>_clear and <prefix>_dealloc (a GC type; the
     weak references are cleared when offsets has "weaklist"). The `kept`
     fields are visited but outlive tp_clear: dealloc drops them after `free`
-    (a core that borrows them until it is freed)."""
+    (a core that borrows them until it is freed).
+
+    `repr` (attribute names): the header defines <prefix>_repr, the type's
+    name and each attribute as name=repr(value)."""
 
     def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
                  props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
                  stub_head=(), stub_tail=(), init=None, check=None, refs=None, clock=None,
-                 free=None, kept=()):
+                 free=None, kept=(), repr=None):
         self.refs, self.clock, self.free, self.kept = refs, clock, free, list(kept)
+        self.repr = repr
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc
         self.init, self.check = init, check
         self.obj, self.params, self.config = obj, params, config
         self.methods, self.props = list(methods), list(props)
         self.flags, self.slots, self.offsets = tuple(flags), dict(slots or {}), dict(offsets or {})
+        if repr:
+            self.slots.setdefault("repr", None)
         if refs is not None:
             for slot in ("dealloc", "traverse", "clear"):
                 self.slots.setdefault(slot, None)
@@ -335,7 +341,9 @@ BREAKER_FUNCTION = Type(
 RETRY_POLICY = Type(
     "RetryPolicy", "retry", "policy", config="prs_retry_config", obj="policy_obj",
     init="prs_retry_config_init", check="prs_retry_config_check",
-    flags=("IMMUTABLETYPE",), slots={"dealloc": None, "repr": None},
+    flags=("IMMUTABLETYPE",), slots={"dealloc": None},
+    repr=["max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed",
+          "max_retry_after"],
     params=[
         P("max_attempts", "COUNT", "int", "3", field="max_attempts", lo=1),
         P("base_delay", "REAL", "float", "1.0", field="base_delay", flags=("zero",)),
@@ -389,7 +397,7 @@ RETRY_BUDGET = Type(
     "RetryBudget", "retry", "budget", config="prs_retry_budget_config", obj="budget_obj",
     init="prs_retry_budget_config_init", check="prs_retry_budget_config_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    slots={"repr": None}, offsets={"weaklist": "weakreflist"},
+    offsets={"weaklist": "weakreflist"}, repr=["ratio", "min_retries_per_second", "window"],
     refs=[], clock="clock", free="prs_retry_budget_free(o->core);",
     params=[
         P("ratio", "REAL", "float", "0.1", field="ratio", flags=("zero",)),

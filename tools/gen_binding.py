@@ -377,6 +377,11 @@ def gen_header(cfile, types, funcs):
             L += c_spec(t)
         if t.refs is not None:
             L += c_life(t)
+        if t.repr:
+            L += ["static PyObject *%s_repr(PyObject *self) {" % t.prefix,
+                  "    static const char *const attrs[] = {%sNULL};"
+                  % "".join('"%s", ' % a for a in t.repr),
+                  '    return prs_py_repr_attrs(self, "%s", attrs);' % t.name, "}"]
         L.append("")
     if funcs:
         for f in funcs:

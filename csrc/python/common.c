@@ -307,6 +307,18 @@ void prs_py_clock_clear(prs_py_clock *c) {
     Py_CLEAR(c->obj);
 }
 
+PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs) {
+    PyObject *r = PyUnicode_FromFormat("%s(", name);
+    for (int i = 0; r && attrs[i]; i++) {
+        PyObject *v = PyObject_GetAttrString(self, attrs[i]);
+        if (!v) Py_CLEAR(r);
+        else Py_SETREF(r, PyUnicode_FromFormat("%U%s%s=%R", r, i ? ", " : "", attrs[i], v));
+        Py_XDECREF(v);
+    }
+    if (r) Py_SETREF(r, PyUnicode_FromFormat("%U)", r));
+    return r;
+}
+
 /* A getter: the prs_py_clock at offset `off` of the object, as given. */
 PyObject *prs_py_get_clock(PyObject *self, void *off) {
     prs_py_state *st = prs_py_state_of(self);

@@ -261,6 +261,8 @@ static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *
  * instance for the default). */
 PyObject *prs_py_clock_object(prs_py_state *st, prs_py_clock *c);
 PyObject *prs_py_get_clock(PyObject *self, void *off);
+/* name(attr=repr(self.attr), ...) for a type's repr. */
+PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs);
 
 int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now);
 /* Reads the clock once: 0, or -1 with an exception (a callable clock failed or

@@ -232,21 +232,6 @@ static PyObject *policy_get_field(PyObject *self, void *c) {
     }
 }
 
-static PyObject *policy_repr(PyObject *self) {
-    prs_retry_config cfg;
-    prs_retry_get_config(POLICY(self)->core, &cfg);
-    PyObject *b = PyFloat_FromDouble(cfg.base_delay), *m = PyFloat_FromDouble(cfg.max_delay),
-             *e = PyFloat_FromDouble(cfg.exponential_base), *x = PyFloat_FromDouble(cfg.max_retry_after);
-    PyObject *r = NULL;
-    if (b && m && e && x)
-        r = PyUnicode_FromFormat("RetryPolicy(max_attempts=%lld, base_delay=%R, max_delay=%R, "
-                                 "exponential_base=%R, jitter='%s', seed=%R, max_retry_after=%R)",
-                                 (long long)cfg.max_attempts, b, m, e, prs_jitter_name(cfg.jitter),
-                                 POLICY(self)->seed, x);
-    Py_XDECREF(b); Py_XDECREF(m); Py_XDECREF(e); Py_XDECREF(x);
-    return r;
-}
-
 /* ======================================================================== */
 /* RetryBudget                                                              */
 /* ======================================================================== */
@@ -316,18 +301,6 @@ static PyObject *budget_get_field(PyObject *self, void *c) {
     case 1: return PyFloat_FromDouble(prs_retry_budget_min_per_second(b));
     default: return PyFloat_FromDouble(prs_retry_budget_window(b));
     }
-}
-
-static PyObject *budget_repr(PyObject *self) {
-    prs_retry_budget *b = BUDGET(self)->core;
-    PyObject *r = PyFloat_FromDouble(prs_retry_budget_ratio(b)),
-             *f = PyFloat_FromDouble(prs_retry_budget_min_per_second(b)),
-             *w = PyFloat_FromDouble(prs_retry_budget_window(b));
-    PyObject *s = NULL;
-    if (r && f && w)
-        s = PyUnicode_FromFormat("RetryBudget(ratio=%R, min_retries_per_second=%R, window=%R)", r, f, w);
-    Py_XDECREF(r); Py_XDECREF(f); Py_XDECREF(w);
-    return s;
 }
 
 /* ======================================================================== */

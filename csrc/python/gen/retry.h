@@ -118,6 +118,10 @@ static PyType_Slot RetryPolicy_slots[] = {
     {0, NULL},
 };
 static PyType_Spec RetryPolicy_spec = {"pyresilience._core.RetryPolicy", sizeof(policy_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, RetryPolicy_slots};
+static PyObject *policy_repr(PyObject *self) {
+    static const char *const attrs[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
+    return prs_py_repr_attrs(self, "RetryPolicy", attrs);
+}
 
 /* ---- RetryBudget ---- */
 enum {
@@ -237,6 +241,10 @@ static void budget_dealloc(PyObject *self) {
     prs_retry_budget_free(o->core);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *budget_repr(PyObject *self) {
+    static const char *const attrs[] = {"ratio", "min_retries_per_second", "window", NULL};
+    return prs_py_repr_attrs(self, "RetryBudget", attrs);
 }
 
 /* ---- RetryCall ---- */
