@@ -135,27 +135,17 @@ static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_d
     return rc;
 }
 
-static const char *const kn_names[] = {"key", "n", "tokens_needed", NULL};
 
 /* allow/check/peek(key, n=1, *, tokens_needed=None) */
 static PyObject *keyed_decide(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames) {
     static const char *const fname[] = {"allow", "check", "peek"};
-    PyObject *v[3];
+    PyObject *k;
     const char *key;
     Py_ssize_t len;
     int64_t n;
-    if (nargs == 1 && !kwnames) { /* (key) */
-        v[0] = args[0];
-        v[1] = v[2] = NULL;
-    } else if (prs_py_unpack(fname[kind], args, nargs, kwnames, kn_names, 2, v) < 0) {
-        return NULL;
-    }
-    if (!v[0]) {
-        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname[kind]);
-        return NULL;
-    }
-    if (get_key(v[0], &key, &len) < 0 || prs_py_pick_n(fname[kind], v[1], v[2], &n) < 0)
+    if (prs_py_parse_kn(fname[kind], args, nargs, kwnames, PRS_PY_KEY | PRS_PY_ALIAS, &k, &n,
+                        NULL) < 0 || get_key(k, &key, &len) < 0)
         return NULL;
     void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
     return prs_py_decide_n(self, kind, n, &KSELF->clock, keyed_decide_cb, ctx);
@@ -185,22 +175,15 @@ static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t na
     return keyed_decide(self, PRS_PY_PEEK, args, nargs, kwnames);
 }
 
-static const char *const kacq_names[] = {"key", "n", "timeout", "tokens_needed", NULL};
-
 static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
-    PyObject *v[4];
-    if (prs_py_unpack("acquire", args, nargs, kwnames, kacq_names, 3, v) < 0) return NULL;
-    if (!v[0]) {
-        PyErr_SetString(PyExc_TypeError, "acquire() missing required argument 'key'");
-        return NULL;
-    }
+    PyObject *k;
     const char *key;
     Py_ssize_t len;
     int64_t n, timeout_ns;
-    if (get_key(v[0], &key, &len) < 0) return NULL;
-    if (prs_py_pick_n("acquire", v[1], v[3], &n) < 0) return NULL;
-    if (prs_py_parse_timeout(v[2], "timeout", &timeout_ns) < 0) return NULL;
+    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT | PRS_PY_ALIAS,
+                        &k, &n, &timeout_ns) < 0 || get_key(k, &key, &len) < 0)
+        return NULL;
     void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
     if (prs_py_wait_admitted(prs_py_state_of(self), &KSELF->clock, keyed_decide_cb, ctx,
                              "KeyedLimiter", n, timeout_ns) < 0)
@@ -319,24 +302,7 @@ static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t na
     return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, VCLOCK(VSELF),
                                 view_decide_cb, self);
 }
-static PyObject *view_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, VCLOCK(VSELF),
-                                view_decide_cb, self);
-}
-static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, VCLOCK(VSELF),
-                                view_decide_cb, self);
-}
-
-static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_acquire_method(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
-                          "KeyedLimiterView");
-}
-
-static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_waiter_method(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
-                         "KeyedLimiterView");
-}
+PRS_PY_LIMITER_METHODS(view, VCLOCK(VSELF), view_decide_cb, self, "KeyedLimiterView")
 
 static PyObject *view_reset(PyObject *self, PyObject *unused) {
     prs_keyed_reset_key(VTABLE(VSELF), PyBytes_AS_STRING(VSELF->keybytes),
@@ -440,22 +406,7 @@ static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
     return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, &GSELF->clock,
                                 group_decide_cb, GSELF->group);
 }
-static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, &GSELF->clock,
-                                group_decide_cb, GSELF->group);
-}
-static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, &GSELF->clock,
-                                group_decide_cb, GSELF->group);
-}
-static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_acquire_method(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
-                          "LimiterGroup");
-}
-static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_waiter_method(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
-                         "LimiterGroup");
-}
+PRS_PY_LIMITER_METHODS(group, &GSELF->clock, group_decide_cb, GSELF->group, "LimiterGroup")
 static PyObject *group_reset(PyObject *self, PyObject *unused) {
     prs_group_reset(GSELF->group);
     Py_RETURN_NONE;

@@ -368,12 +368,16 @@ int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn
 PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
                                prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
                                int64_t timeout_ns);
-/* n given as n= or tokens_needed= (an alias; at most one; 1 when neither):
- * 0 or -1 with TypeError/ValueError naming fname or the parameter. */
-int prs_py_pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n);
-/* Parses (n=1, *, tokens_needed=None) as allow/check/peek take them. */
-int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                        int64_t *n);
+/* The arguments of allow/check/peek/acquire/_waiter: (key, n=1, timeout=None,
+ * *, tokens_needed=None), the parts `what` names (key: required, borrowed;
+ * tokens_needed: an alias of n, None is not given; n beyond int64 saturates;
+ * timeout: None or >= 0). 0 or -1 with TypeError/ValueError naming the
+ * parameter. */
+#define PRS_PY_KEY 1u
+#define PRS_PY_TIMEOUT 2u
+#define PRS_PY_ALIAS 4u
+int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                    unsigned what, PyObject **key, int64_t *n, int64_t *timeout_ns);
 /* acquire(n=1, timeout=None, *, tokens_needed=None) and _waiter(...) (a
  * _RateWait for the async form) of any limiter, view or group, over its
  * decide function: prs_py_wait_admitted / prs_py_rate_wait_new below. */
@@ -390,12 +394,26 @@ enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK };
 PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
                                void *ctx);
+/* Defines <p>_check, <p>_peek, <p>_acquire and <p>_waiter of a limiter-like
+ * type (allow has its own hot path) over its decide function; CLOCK, CTX and
+ * WHAT are expressions of `self`. */
+#define PRS_PY_ARGS PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
+#define PRS_PY_LIMITER_METHODS(p, CLOCK, FN, CTX, WHAT)                                            \
+    static PyObject *p##_check(PRS_PY_ARGS) {                                                      \
+        return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, CLOCK, FN, CTX);     \
+    }                                                                                              \
+    static PyObject *p##_peek(PRS_PY_ARGS) {                                                       \
+        return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, CLOCK, FN, CTX);      \
+    }                                                                                              \
+    static PyObject *p##_acquire(PRS_PY_ARGS) {                                                    \
+        return prs_py_acquire_method(self, args, nargs, kwnames, CLOCK, FN, CTX, WHAT);            \
+    }                                                                                              \
+    static PyObject *p##_waiter(PRS_PY_ARGS) {                                                     \
+        return prs_py_waiter_method(self, args, nargs, kwnames, CLOCK, FN, CTX, WHAT);             \
+    }
 /* The same for n already parsed. */
 PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
                           prs_py_decide_fn fn, void *ctx);
-/* Parses (n=1, timeout=None, *, tokens_needed=None) as acquire() takes them. */
-int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames, int64_t *n, int64_t *timeout_ns);
 /* Saturating integer advance of a ManualClock's time (clock.c). */
 void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns);
 

@@ -393,32 +393,13 @@ static int rl_decide(limiter_obj *self, PyObject *key, int64_t n, int consume, i
 }
 
 /* allow/check/peek: (key, n=1); acquire/_waiter: (key, n=1, timeout=None). */
-static const char *const key_n_names[] = {"key", "n", NULL};
-static const char *const key_n_timeout_names[] = {"key", "n", "timeout", NULL};
-
-static int parse_key_n(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                       int wait, PyObject **key, int64_t *n, int64_t *timeout_ns) {
-    *n = 1;
-    if (nargs == 1 && !kwnames && !wait) { *key = args[0]; return 0; }
-    PyObject *v[3] = {NULL, NULL, NULL};
-    if (prs_py_unpack(fname, args, nargs, kwnames, wait ? key_n_timeout_names : key_n_names, wait ? 3 : 2, v) < 0)
-        return -1;
-    if (!v[0]) {
-        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname);
-        return -1;
-    }
-    *key = v[0];
-    if (v[1] && prs_py_parse_n(v[1], "n", n) < 0) return -1;
-    return wait ? prs_py_parse_timeout(v[2], "timeout", timeout_ns) : 0;
-}
-
 /* allow/check/peek: what = 'a' (a bool), 'c' or 'p' (a Decision). */
 static PyObject *rl_call(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, char what) {
     PyObject *key;
     int64_t n;
     prs_decision d;
     const char *fname = what == 'a' ? "allow" : what == 'c' ? "check" : "peek";
-    if (parse_key_n(fname, args, nargs, kwnames, 0, &key, &n, NULL) < 0) return NULL;
+    if (prs_py_parse_kn(fname, args, nargs, kwnames, PRS_PY_KEY, &key, &n, NULL) < 0) return NULL;
     if (rl_decide((limiter_obj *)op, key, n, what != 'p', -1, &d)) return NULL;
     return what == 'a' ? PyBool_FromLong(d.allowed) : prs_py_decision_new(prs_py_state_of(op), &d);
 }
@@ -464,7 +445,8 @@ static PyObject *rl_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, 
     int64_t n, timeout_ns;
     const char *k;
     Py_ssize_t klen;
-    if (parse_key_n(sync ? "acquire" : "_waiter", args, nargs, kwnames, 1, &key, &n, &timeout_ns) < 0 ||
+    if (prs_py_parse_kn(sync ? "acquire" : "_waiter", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT,
+                        &key, &n, &timeout_ns) < 0 ||
         bytes_of(key, "key", &k, &klen) < 0)
         return NULL;
     PyObject *lk = PyTuple_Pack(2, op, key), *result = NULL;
