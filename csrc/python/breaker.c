@@ -22,32 +22,6 @@
 #include <math.h>
 #include <structmember.h>
 
-/* Setting a pending exception aside around a call out (PyErr_Fetch is
- * deprecated from 3.12 on). */
-#if PY_VERSION_HEX >= 0x030C0000
-#define SAVED_EXC PyObject *saved_exc_
-#define SAVE_EXC() (saved_exc_ = PyErr_GetRaisedException())
-#define RESTORE_EXC() PyErr_SetRaisedException(saved_exc_)
-#else
-#define SAVED_EXC PyObject *saved_t_, *saved_v_, *saved_tb_
-#define SAVE_EXC() PyErr_Fetch(&saved_t_, &saved_v_, &saved_tb_)
-#define RESTORE_EXC() PyErr_Restore(saved_t_, saved_v_, saved_tb_)
-#endif
-
-/* The current exception's value (new reference, exception cleared), or NULL. */
-static PyObject *take_exception(void) {
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    Py_XDECREF(t);
-    Py_XDECREF(tb);
-    return v;
-#endif
-}
-
 #ifndef Py_BEGIN_CRITICAL_SECTION
 #define Py_BEGIN_CRITICAL_SECTION(op) {
 #define Py_END_CRITICAL_SECTION() }
@@ -212,7 +186,7 @@ fail:
 /* Reports a listener's exception (the current one) as a RuntimeWarning; when
  * warnings are errors, through sys.unraisablehook. Clears it either way. */
 static void report_listener_error(PyObject *listener) {
-    PyObject *v = take_exception();
+    PyObject *v = prs_py_take_exception();
     if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
                          "circuit breaker listener %R raised %R (ignored)", listener,
                          v ? v : Py_None) < 0)
@@ -233,8 +207,7 @@ static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
         Py_DECREF(ls);
         return;
     }
-    SAVED_EXC;
-    SAVE_EXC();
+    PRS_PY_EXC_SAVE(saved);
     PyObject *args[3] = {(PyObject *)self, self->states[tr->from], self->states[tr->to]};
     Py_INCREF(args[1]);
     Py_INCREF(args[2]);
@@ -247,7 +220,7 @@ static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
     Py_DECREF(args[1]);
     Py_DECREF(args[2]);
     Py_DECREF(ls);
-    RESTORE_EXC();
+    PRS_PY_EXC_RESTORE(saved);
 }
 
 /* ---- rejection ------------------------------------------------------------------------ */
@@ -325,11 +298,10 @@ static int classify_result(breaker_obj *self, PyObject *result, prs_breaker_outc
 static int read_clock_keeping(breaker_obj *self, int64_t *now) {
     if (self->clock.kind != PRS_CLOCK_CALLABLE || !PyErr_Occurred())
         return prs_py_clock_now(&self->clock, now);
-    SAVED_EXC;
-    SAVE_EXC();
+    PRS_PY_EXC_SAVE(saved);
     int rc = prs_py_clock_now(&self->clock, now);
     if (rc < 0) PyErr_WriteUnraisable(self->clock.obj);
-    RESTORE_EXC();
+    PRS_PY_EXC_RESTORE(saved);
     return rc < 0 ? -2 : 0;
 }
 

@@ -119,6 +119,32 @@ PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, con
 PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, int64_t retry_after_ns,
                                         const char *message);
 
+/* Set the pending exception aside around work that may raise and report its
+ * own errors (PyErr_Fetch is deprecated from 3.12). */
+#if PY_VERSION_HEX >= 0x030C0000
+#define PRS_PY_EXC_SAVE(v) PyObject *v = PyErr_GetRaisedException()
+#define PRS_PY_EXC_RESTORE(v) PyErr_SetRaisedException(v)
+#else
+#define PRS_PY_EXC_SAVE(v) PyObject *v##_t, *v, *v##_tb; PyErr_Fetch(&v##_t, &v, &v##_tb)
+#define PRS_PY_EXC_RESTORE(v) PyErr_Restore(v##_t, v, v##_tb)
+#endif
+
+/* The current exception, normalised, with its traceback attached (new
+ * reference; cleared), or NULL. */
+static inline PyObject *prs_py_take_exception(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb && v) PyException_SetTraceback(v, tb);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    return v;
+#endif
+}
+
 /* ---- numbers and durations at the boundary ----------------------------- */
 
 #define PRS_PY_ZERO_OK 1u  /* accept 0 */

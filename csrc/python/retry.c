@@ -307,21 +307,6 @@ static PyObject *budget_get_field(PyObject *self, void *c) {
 /* RetryCall: the fast path                                                 */
 /* ======================================================================== */
 
-/* The current exception, normalised, with its traceback attached; cleared. */
-static PyObject *take_exception(void) {
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (tb && v) PyException_SetTraceback(v, tb);
-    Py_XDECREF(t);
-    Py_XDECREF(tb);
-    return v;
-#endif
-}
-
 /* Hands a failed first attempt to the Python loop. Steals exc and result. */
 static PyObject *call_slow(call_obj *c, PyObject *const *args, size_t nargsf, PyObject *kwnames,
                            PyObject *exc, PyObject *result, int64_t start) {
@@ -363,7 +348,7 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
     /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
      * GeneratorExit, CancelledError) are never retried. */
     if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
-    PyObject *exc = take_exception();
+    PyObject *exc = prs_py_take_exception();
     if (!exc) return NULL;
     return call_slow(c, args, nargsf, kwnames, exc, NULL, start);
 }
