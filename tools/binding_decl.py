@@ -84,14 +84,17 @@ class Type:
     (a core that borrows them until it is freed).
 
     `repr` (attribute names): the header defines <prefix>_repr, the type's
-    name and each attribute as name=repr(value)."""
+    name and each attribute as name=repr(value). <cfile>_add_types(m, st)
+    adds every type with an `obj` and no `base` (those with one come from the
+    algorithm table) to the module, in module-state slot PRS_SLOT_<slot>
+    (default: the name without a leading _), then the module functions."""
 
     def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
                  props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
                  stub_head=(), stub_tail=(), init=None, check=None, refs=None, clock=None,
-                 free=None, kept=(), repr=None):
+                 free=None, kept=(), repr=None, slot=None):
         self.refs, self.clock, self.free, self.kept = refs, clock, free, list(kept)
-        self.repr = repr
+        self.repr, self.slot = repr, slot or name.lstrip("_")
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc
         self.init, self.check = init, check
         self.obj, self.params, self.config = obj, params, config

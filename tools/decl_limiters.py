@@ -228,7 +228,7 @@ RATE_WAIT = Type(
 
 LIMITER_BASE = Type(
     "_Limiter", "limiters", "limiter", obj="prs_py_limiter", flags=LIMITER_FLAGS,
-    slots=dict(LIMITER_SLOTS, new="limiter_new"), offsets={"weaklist": "weakreflist"},
+    slots=dict(LIMITER_SLOTS, new="limiter_new"), offsets={"weaklist": "weakreflist"}, slot="LimiterBase",
     refs=[], clock="clock", free="prs_limiter_free(o->core);",
     doc="The shared base of the in-process limiters (not instantiable).",
     methods=[

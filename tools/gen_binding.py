@@ -398,7 +398,13 @@ def gen_header(cfile, types, funcs):
         L.append("    {NULL, NULL, 0, NULL},")
         L.append("};")
         L.append("")
-    L.append("#endif")
+    L.append("static int %s_add_types(PyObject *m, prs_py_state *st) {" % cfile)
+    for t in types:
+        if t.obj and not t.base:
+            L.append("    if (prs_py_add_type(m, st, PRS_SLOT_%s, &%s_spec, NULL) < 0) return -1;"
+                     % (t.slot, t.name))
+    L.append("    return %s;" % ("PyModule_AddFunctions(m, %s_functions)" % cfile if funcs else "0"))
+    L += ["}", "", "#endif"]
     return "\n".join(L) + "\n"
 
 

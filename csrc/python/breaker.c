@@ -726,8 +726,7 @@ static PyStructSequence_Desc metrics_desc = {
 };
 
 int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &BreakerFunction_spec, NULL) < 0) return -1;
+    if (breaker_add_types(m, st) < 0) return -1;
     PyTypeObject *mt = PyStructSequence_NewType(&metrics_desc);
     if (!mt) return -1;
     /* public under pyresilience.breaker (which re-exports it), not the private

@@ -280,5 +280,5 @@ static PyObject *bh_attr(PyObject *self, void *closure) {
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {
     if (prs_py_register_waiter(m, st) < 0) return -1;
-    return prs_py_add_type(m, st, PRS_SLOT_Bulkhead, &Bulkhead_spec, NULL);
+    return bulkhead_add_types(m, st);
 }

@@ -121,5 +121,5 @@ static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
 }
 
 int prs_py_register_decision(PyObject *m, prs_py_state *st) {
-    return prs_py_add_type(m, st, PRS_SLOT_Decision, &Decision_spec, NULL);
+    return decision_add_types(m, st);
 }

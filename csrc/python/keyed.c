@@ -421,9 +421,5 @@ static PyObject *group_get_available(PyObject *self, void *c) {
 }
 
 int prs_py_register_keyed(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiter, &KeyedLimiter_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiterView, &KeyedLimiterView_spec, NULL) < 0)
-        return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_LimiterGroup, &LimiterGroup_spec, NULL) < 0) return -1;
-    return 0;
+    return keyed_add_types(m, st);
 }

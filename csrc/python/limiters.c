@@ -431,8 +431,7 @@ int prs_py_limiter_check_type(prs_py_state *st, PyObject *o) {
 }
 
 int prs_py_register_limiters(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &_RateWait_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_LimiterBase, &_Limiter_spec, NULL) < 0) return -1;
+    if (limiters_add_types(m, st) < 0) return -1;
     PyObject *base = st->slots[PRS_SLOT_LimiterBase];
     for (int i = 0; i < PRS_ALGO__COUNT; i++)
         if (prs_py_add_type(m, st, PRS_SLOT__ALGO_FIRST + i, algos[i].spec, base) < 0) return -1;

@@ -641,5 +641,5 @@ static PyObject *q_attr(PyObject *self, void *closure) {
 }
 
 int prs_py_register_queue(PyObject *m, prs_py_state *st) {
-    return prs_py_add_type(m, st, PRS_SLOT_RingQueue, &RingQueue_spec, NULL);
+    return queue_add_types(m, st);
 }

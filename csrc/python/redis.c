@@ -712,10 +712,7 @@ static PyObject *group_get(PyObject *op, void *closure) {
 }
 
 int prs_py_register_redis(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_RedisBackend, &RedisBackend_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RedisRateLimiter, &RedisRateLimiter_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RedisLimiterGroup, &RedisLimiterGroup_spec, NULL) < 0) return -1;
-    return 0;
+    return redis_add_types(m, st);
 }
 
 #else /* !PRS_HAVE_HIREDIS */

@@ -229,6 +229,5 @@ static void ready_dealloc(PyObject *self) {
 }
 
 int prs_py_register_waiter(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &_AsyncWaiter_spec, NULL) < 0) return -1;
-    return prs_py_add_type(m, st, PRS_SLOT_Ready, &_Ready_spec, NULL);
+    return wait_add_types(m, st);
 }

@@ -342,4 +342,10 @@ static void wrapped_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
+static int breaker_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &BreakerFunction_spec, NULL) < 0) return -1;
+    return 0;
+}
+
 #endif

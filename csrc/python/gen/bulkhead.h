@@ -181,4 +181,9 @@ static void bh_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
+static int bulkhead_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_Bulkhead, &Bulkhead_spec, NULL) < 0) return -1;
+    return 0;
+}
+
 #endif

@@ -103,4 +103,9 @@ static void decision_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
+static int decision_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_Decision, &Decision_spec, NULL) < 0) return -1;
+    return 0;
+}
+
 #endif

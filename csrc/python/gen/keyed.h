@@ -368,4 +368,11 @@ static void group_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
+static int keyed_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiter, &KeyedLimiter_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiterView, &KeyedLimiterView_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_LimiterGroup, &LimiterGroup_spec, NULL) < 0) return -1;
+    return 0;
+}
+
 #endif

@@ -580,4 +580,10 @@ static PyType_Slot SlidingWindowCounter_slots[] = {
 };
 static PyType_Spec SlidingWindowCounter_spec = {"pyresilience._core.SlidingWindowCounter", sizeof(prs_py_limiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, SlidingWindowCounter_slots};
 
+static int limiters_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &_RateWait_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_LimiterBase, &_Limiter_spec, NULL) < 0) return -1;
+    return 0;
+}
+
 #endif

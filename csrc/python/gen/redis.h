@@ -406,4 +406,11 @@ static void group_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
+static int redis_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_RedisBackend, &RedisBackend_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RedisRateLimiter, &RedisRateLimiter_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RedisLimiterGroup, &RedisLimiterGroup_spec, NULL) < 0) return -1;
+    return 0;
+}
+
 #endif

@@ -355,4 +355,11 @@ static PyMethodDef retry_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
+static int retry_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &RetryPolicy_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &RetryBudget_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &RetryCall_spec, NULL) < 0) return -1;
+    return PyModule_AddFunctions(m, retry_functions);
+}
+
 #endif
