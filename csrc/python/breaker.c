@@ -694,25 +694,11 @@ static PyStructSequence_Field metrics_fields[] = {
 /* CircuitBreakerMetrics(state=..., ...): the class name alone, as every
  * public repr (the default struct sequence repr shows the dotted path). */
 static PyObject *metrics_repr(PyObject *self) {
-    PyObject *parts = PyList_New(0);
-    if (!parts) return NULL;
-    for (Py_ssize_t i = 0; metrics_fields[i].name; i++) {
-        PyObject *f = PyUnicode_FromFormat("%s=%R", metrics_fields[i].name,
-                                           PyStructSequence_GetItem(self, i));
-        if (!f || PyList_Append(parts, f) < 0) {
-            Py_XDECREF(f);
-            Py_DECREF(parts);
-            return NULL;
-        }
-        Py_DECREF(f);
-    }
-    PyObject *sep = PyUnicode_FromString(", ");
-    PyObject *body = sep ? PyUnicode_Join(sep, parts) : NULL;
-    Py_XDECREF(sep);
-    Py_DECREF(parts);
-    if (!body) return NULL;
-    PyObject *r = PyUnicode_FromFormat("CircuitBreakerMetrics(%U)", body);
-    Py_DECREF(body);
+    PyObject *r = PyUnicode_FromString("CircuitBreakerMetrics(");
+    for (Py_ssize_t i = 0; r && metrics_fields[i].name; i++)
+        Py_SETREF(r, PyUnicode_FromFormat("%U%s%s=%R", r, i ? ", " : "", metrics_fields[i].name,
+                                          PyStructSequence_GetItem(self, i)));
+    if (r) Py_SETREF(r, PyUnicode_FromFormat("%U)", r));
     return r;
 }
 

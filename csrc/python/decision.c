@@ -87,24 +87,12 @@ static PyObject *decision_headers(PyObject *self, PyObject *unused) {
 static int decision_bool(PyObject *self) { return D(self).allowed; }
 
 static PyObject *decision_repr(PyObject *self) {
-    PyObject *retry = decision_get_retry_after(self, NULL), *reset = decision_get_reset_after(self, NULL);
-    PyObject *r = NULL;
-    if (retry && reset) {
-        if (((prs_py_decision *)self)->denied_by != Py_None)
-            r = PyUnicode_FromFormat(
-                "Decision(allowed=%s, limit=%lld, remaining=%lld, retry_after=%R, reset_after=%R, "
-                "denied_by=%R)",
-                D(self).allowed ? "True" : "False", (long long)D(self).limit,
-                (long long)D(self).remaining, retry, reset, ((prs_py_decision *)self)->denied_by);
-        else
-            r = PyUnicode_FromFormat(
-                "Decision(allowed=%s, limit=%lld, remaining=%lld, retry_after=%R, reset_after=%R)",
-                D(self).allowed ? "True" : "False", (long long)D(self).limit,
-                (long long)D(self).remaining, retry, reset);
-    }
-    Py_XDECREF(retry);
-    Py_XDECREF(reset);
-    return r;
+    static const char *const attrs[] = {"allowed", "limit", "remaining", "retry_after",
+                                        "reset_after", "denied_by", NULL};
+    static const char *const plain[] = {"allowed", "limit", "remaining", "retry_after",
+                                        "reset_after", NULL};
+    return prs_py_repr_attrs(self, "Decision",
+                             ((prs_py_decision *)self)->denied_by != Py_None ? attrs : plain);
 }
 
 static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
