@@ -434,3 +434,15 @@ def test_key_n_timeout_parser_is_one_for_every_limiter():
         keyed.acquire("k", 1, -1.0)
     with pytest.raises(TypeError, match=r"takes at most 3 positional arguments"):
         keyed.acquire("k", 1, None, 1)
+
+
+def test_required_method_arguments_are_named_by_the_one_unpacker():
+    with pytest.raises(TypeError, match=r"_record\(\) missing required argument 'token'"):
+        _core.CircuitBreaker()._record(exc=None)
+    with pytest.raises(TypeError, match=r"put\(\) missing required argument 'item'"):
+        _core.RingQueue(maxsize=1).put(block=False)
+    policy = _core.RetryPolicy()
+    with pytest.raises(TypeError, match=r"delay\(\) missing required argument 'attempt'"):
+        policy.delay(previous=1.0)
+    with pytest.raises(TypeError, match=r"sample\(\) missing required argument 'n'"):
+        policy.sample(1)

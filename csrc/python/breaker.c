@@ -422,14 +422,10 @@ static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nar
     PyObject *v[3] = {NULL, NULL, NULL};
     if (!kwnames && nargs >= 1 && nargs <= 3) { /* the facade's calls: positional */
         for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
-    } else if (prs_py_unpack("_record", args, nargs, kwnames, names, 3, v) < 0) {
+    } else if (prs_py_unpack("_record", args, nargs, kwnames, names, 3, 1, v) < 0) {
         return NULL;
     }
     PyObject *token = v[0], *exc = v[1], *result = v[2];
-    if (!token) {
-        PyErr_SetString(PyExc_TypeError, "_record() missing required argument 'token'");
-        return NULL;
-    }
     prs_breaker_permit permit = PRS_BREAKER_NO_PERMIT;
     long long start = INT64_MIN;
     if (token != Py_None) {

@@ -169,7 +169,7 @@ static const char *const acquire_names[] = {"timeout", NULL};
 
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1];
-    if (prs_py_unpack("acquire", args, nargs, kwnames, acquire_names, 1, v) < 0) return NULL;
+    if (prs_py_unpack("acquire", args, nargs, kwnames, acquire_names, 1, 0, v) < 0) return NULL;
     int64_t timeout_ns = SELF->max_wait_ns;
     if (v[0] && v[0] != Py_Ellipsis && prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
     if (acquire_sync(self, timeout_ns) < 0) return NULL;

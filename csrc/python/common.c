@@ -92,7 +92,7 @@ PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, con
 /* ---- argument unpacking ----------------------------------------------- */
 
 int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t maxpos, PyObject **out) {
+                  const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out) {
     Py_ssize_t nnames = 0;
     while (names[nnames]) nnames++;
     for (Py_ssize_t i = 0; i < nnames; i++) out[i] = NULL;
@@ -102,8 +102,7 @@ int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
         return -1;
     }
     for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
-    if (!kwnames) return 0;
-    Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t k = 0; k < nkw; k++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, k);
         Py_ssize_t i;
@@ -119,6 +118,12 @@ int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
             return -1;
         }
         out[i] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < nreq; i++) {
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
     }
     return 0;
 }
@@ -524,7 +529,7 @@ static int convert_params(const prs_py_params *spec, void *config, PyObject **va
 
 int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames, void *config, PyObject **vals) {
-    if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, vals) < 0)
+    if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, 0, vals) < 0)
         return -1;
     return convert_params(spec, config, vals);
 }

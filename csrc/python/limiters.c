@@ -111,10 +111,10 @@ int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, 
     int k = (what & PRS_PY_KEY) != 0, t = (what & PRS_PY_TIMEOUT) != 0;
     if (!kwnames && nargs <= k + 1) { /* the usual calls: (key) or (key, n) */
         for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
-    } else if (prs_py_unpack(fname, args, nargs, kwnames, names[what], k + t + 1, v) < 0) {
+    } else if (prs_py_unpack(fname, args, nargs, kwnames, names[what], k + t + 1, k, v) < 0) {
         return -1;
     }
-    if (k && !(*key = *p++)) {
+    if (k && !(*key = *p++)) { /* (key) given by keyword: not on the fast path */
         PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname);
         return -1;
     }

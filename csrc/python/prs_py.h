@@ -179,10 +179,10 @@ static inline double prs_py_ns_to_s(int64_t ns) {
 
 /* Fastcall argument unpacking: fills out[0..nnames) with borrowed references
  * (NULL when not given). names[] ends with NULL; the first `maxpos` may be
- * passed positionally. Unknown or repeated keywords raise TypeError naming
- * `fname`. 0 or -1. */
+ * passed positionally, the first `nreq` are required. Unknown, repeated or
+ * missing arguments raise TypeError naming `fname`. 0 or -1. */
 int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t maxpos, PyObject **out);
+                  const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out);
 
 /* ---- declared parameters ------------------------------------------------ *
  * A type's parameters are declared once, in tools/binding_decl.py; the build

@@ -417,11 +417,7 @@ static const char *const at_names[] = {"key", "n", "now", NULL};
 
 static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[3];
-    if (prs_py_unpack("_check_at", args, nargs, kwnames, at_names, 3, v) < 0) return NULL;
-    if (!v[0] || !v[1] || !v[2]) {
-        PyErr_SetString(PyExc_TypeError, "_check_at() needs key, n and now");
-        return NULL;
-    }
+    if (prs_py_unpack("_check_at", args, nargs, kwnames, at_names, 3, 3, v) < 0) return NULL;
     int64_t n, now_us;
     if (prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0) return NULL;
     prs_decision d;
@@ -469,11 +465,7 @@ static PyObject *rl_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs
 static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"key", NULL};
     PyObject *v[1];
-    if (prs_py_unpack("reset", args, nargs, kwnames, names, 1, v) < 0) return NULL;
-    if (!v[0]) {
-        PyErr_SetString(PyExc_TypeError, "reset() missing required argument 'key'");
-        return NULL;
-    }
+    if (prs_py_unpack("reset", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
     const char *k;
     Py_ssize_t klen;
     if (bytes_of(v[0], "key", &k, &klen) < 0) return NULL;
@@ -490,11 +482,7 @@ static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t n
     limiter_obj *self = (limiter_obj *)op;
     static const char *const names[] = {"requests", NULL};
     PyObject *v[1];
-    if (prs_py_unpack("check_many", args, nargs, kwnames, names, 1, v) < 0) return NULL;
-    if (!v[0]) {
-        PyErr_SetString(PyExc_TypeError, "check_many() missing required argument 'requests'");
-        return NULL;
-    }
+    if (prs_py_unpack("check_many", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
     prs_py_state *st = prs_py_state_of(op);
     PyObject *seq = PySequence_Fast(v[0], "requests must be an iterable of (key, n) pairs");
     if (!seq) return NULL;
@@ -690,7 +678,7 @@ static PyObject *group_wait(PyObject *op, PyObject *const *args, Py_ssize_t narg
     static const char *const names[] = {"timeout", NULL};
     PyObject *v[1];
     int64_t timeout_ns;
-    if (prs_py_unpack(sync ? "acquire" : "_waiter", args, nargs, kwnames, names, 1, v) < 0 ||
+    if (prs_py_unpack(sync ? "acquire" : "_waiter", args, nargs, kwnames, names, 1, 0, v) < 0 ||
         prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
         return NULL;
     prs_py_state *st = prs_py_state_of(op);

@@ -152,8 +152,7 @@ static void policy_dealloc(PyObject *self) {
 static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"attempt", "previous", NULL};
     PyObject *a[2];
-    if (prs_py_unpack("delay", args, nargs, kwnames, names, 2, a) < 0) return NULL;
-    if (!a[0]) { PyErr_SetString(PyExc_TypeError, "delay() missing required argument 'attempt'"); return NULL; }
+    if (prs_py_unpack("delay", args, nargs, kwnames, names, 2, 1, a) < 0) return NULL;
     int64_t attempt;
     double prev;
     if (parse_attempt(a[0], &attempt) < 0 || parse_previous(a[1], &prev) < 0) return NULL;
@@ -169,11 +168,7 @@ static PyObject *policy_base(PyObject *self, PyObject *arg) {
 static PyObject *policy_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"attempt", "n", "previous", NULL};
     PyObject *a[3];
-    if (prs_py_unpack("sample", args, nargs, kwnames, names, 3, a) < 0) return NULL;
-    if (!a[0] || !a[1]) {
-        PyErr_SetString(PyExc_TypeError, "sample() takes attempt and n");
-        return NULL;
-    }
+    if (prs_py_unpack("sample", args, nargs, kwnames, names, 3, 2, a) < 0) return NULL;
     int64_t attempt, n;
     double prev;
     if (parse_attempt(a[0], &attempt) < 0 || prs_py_parse_int(a[1], "n", 0, 100000000, &n) < 0 ||
