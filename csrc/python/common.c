@@ -176,6 +176,16 @@ static int int_type_error(PyObject *o, const char *param) {
     return -1;
 }
 
+/* ValueError: o (as the caller gave it) is outside [lo, hi]. -1. */
+static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
+    if (hi == INT64_MAX)
+        PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %R", param, (long long)lo, o);
+    else
+        PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", param,
+                     (long long)lo, (long long)hi, o);
+    return -1;
+}
+
 int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
     if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o))))
         return int_type_error(o, param);
@@ -185,14 +195,7 @@ int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int
     long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
     Py_DECREF(idx);
     if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow || v < lo || v > hi) {
-        if (hi == INT64_MAX)
-            PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %R", param, (long long)lo, o);
-        else
-            PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", param,
-                         (long long)lo, (long long)hi, o);
-        return -1;
-    }
+    if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
     *out = v;
     return 0;
 }
@@ -215,15 +218,9 @@ int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, i
     int64_t v;
     int rc = prs_py_parse_int(i, param, lo, hi, &v);
     Py_DECREF(i);
-    if (rc < 0) {
-        /* name the value the caller gave, not its int form */
+    if (rc < 0) { /* name the value the caller gave, not its int form */
         PyErr_Clear();
-        if (hi == INT64_MAX)
-            PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %R", param, (long long)lo, o);
-        else
-            PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", param,
-                         (long long)lo, (long long)hi, o);
-        return -1;
+        return range_error(o, param, lo, hi);
     }
     *out = v;
     return 0;
@@ -254,8 +251,7 @@ int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
         if (overflow > 0) { *out = INT64_MAX; return 0; }
         if (overflow == 0 && v >= 1) { *out = v; return 0; }
         if (v == -1 && PyErr_Occurred()) return -1;
-        PyErr_Format(PyExc_ValueError, "%s must be >= 1, got %R", param, o);
-        return -1;
+        return range_error(o, param, 1, INT64_MAX);
     }
     if (PyFloat_Check(o)) {
         PyObject *i = integral_float(o, param);
