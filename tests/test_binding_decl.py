@@ -360,3 +360,89 @@ def test_messages_and_docs_list_the_algorithm_table():
             make()
         assert f"({names})" in str(ei.value)
     assert " ".join(names.split()) in " ".join(_core.LimiterGroup.__doc__.split())
+
+
+# ---- generated life cycle, getters, reprs and the one (key, n, timeout) parser ----
+
+LIFE_TYPES = ["CircuitBreaker", "BreakerFunction", "Decision", "Bulkhead", "KeyedLimiter",
+              "KeyedLimiterView", "LimiterGroup", "_Limiter", "_RateWait", "RetryBudget",
+              "RetryCall"]
+
+
+@pytest.mark.parametrize("name", LIFE_TYPES)
+def test_life_cycle_is_generated_from_the_declared_fields(name):
+    t = DECLARED[name]
+    assert t.refs is not None
+    header = (ROOT / "csrc" / "python" / "gen" / f"{t.cfile}.h").read_text()
+    for slot in ("traverse", "clear", "dealloc"):
+        assert f"static {'void' if slot == 'dealloc' else 'int'} {t.prefix}_{slot}(PyObject *self" \
+            in header
+    source = (ROOT / "csrc" / "python" / f"{t.cfile}.c").read_text()
+    assert f"{t.prefix}_traverse(PyObject" not in source  # not written by hand any more
+
+
+def test_cycles_through_declared_references_are_collected():
+    import gc
+    import weakref
+    clock = pr.ManualClock()
+    breaker = pr.CircuitBreaker(fallback=lambda: breaker, clock=clock)
+    budget = pr.RetryBudget(clock=clock)
+    bucket = pr.TokenBucket(capacity=2, refill_rate=1.0, clock=clock)
+    keyed = _core.KeyedLimiter(bucket, clock=clock)
+    view = _core.KeyedLimiterView(keyed, "k")
+    group = pr.LimiterGroup(bucket, view)
+    refs = [weakref.ref(o) for o in (breaker, budget, bucket, keyed, view, group)]
+    del breaker, budget, bucket, keyed, view, group
+    gc.collect()
+    assert [r() for r in refs] == [None] * len(refs)
+
+
+def test_clock_and_member_properties_read_what_was_given():
+    clock = pr.ManualClock()
+    bucket = pr.TokenBucket(capacity=2, refill_rate=1.0, clock=clock)
+    keyed = _core.KeyedLimiter(bucket, clock=clock)
+    view = _core.KeyedLimiterView(keyed, "k")
+    group = pr.LimiterGroup(bucket, view)
+    for o in (bucket, keyed, group, pr.CircuitBreaker(clock=clock), pr.RetryBudget(clock=clock)):
+        assert o.clock is clock
+    assert keyed.limiter is bucket and view.key == "k" and view.limiter is keyed
+    assert group.limiters == (bucket, view)
+    assert isinstance(pr.TokenBucket(capacity=1, refill_rate=1.0).clock, _core.MonotonicClock)
+
+
+def test_reprs_from_declared_attributes():
+    assert repr(_core.RetryPolicy(seed=3)) == (
+        "RetryPolicy(max_attempts=3, base_delay=1.0, max_delay=60.0, exponential_base=2.0, "
+        "jitter='proportional', seed=3, max_retry_after=300.0)")
+    assert repr(pr.RetryBudget()) == (
+        "RetryBudget(ratio=0.1, min_retries_per_second=10.0, window=10.0)")
+
+
+def test_key_n_timeout_parser_is_one_for_every_limiter():
+    clock = pr.ManualClock()
+    keyed = _core.KeyedLimiter(pr.TokenBucket(capacity=2, refill_rate=1.0), clock=clock)
+    bucket = pr.TokenBucket(capacity=2, refill_rate=1.0, clock=clock)
+    # tokens_needed=None is the documented default everywhere (allow as acquire)
+    assert keyed.allow("k", tokens_needed=None) is True
+    assert bucket.allow(tokens_needed=None) is True
+    assert keyed.check("k", n=2**70).allowed is False  # n beyond int64 saturates
+    with pytest.raises(TypeError, match=r"allow\(\) missing required argument 'key'"):
+        keyed.allow(n=1)
+    with pytest.raises(TypeError, match=r"got both n and tokens_needed"):
+        keyed.acquire("k", n=1, tokens_needed=1)
+    with pytest.raises(ValueError, match=r"timeout"):
+        keyed.acquire("k", 1, -1.0)
+    with pytest.raises(TypeError, match=r"takes at most 3 positional arguments"):
+        keyed.acquire("k", 1, None, 1)
+
+
+def test_required_method_arguments_are_named_by_the_one_unpacker():
+    with pytest.raises(TypeError, match=r"_record\(\) missing required argument 'token'"):
+        _core.CircuitBreaker()._record(exc=None)
+    with pytest.raises(TypeError, match=r"put\(\) missing required argument 'item'"):
+        _core.RingQueue(maxsize=1).put(block=False)
+    policy = _core.RetryPolicy()
+    with pytest.raises(TypeError, match=r"delay\(\) missing required argument 'attempt'"):
+        policy.delay(previous=1.0)
+    with pytest.raises(TypeError, match=r"sample\(\) missing required argument 'n'"):
+        policy.sample(1)

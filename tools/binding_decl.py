@@ -52,12 +52,15 @@ class M:
 class Prop:
     """A property: stub type (None: not in the stub), doc, C getter (and its
     closure index), C setter (None: read-only); or `member`, an object field
-    read as is (a read-only T_OBJECT member: NULL reads as None). Getters and
-    setters named PyObject_* are CPython's (not declared again)."""
+    read as is (a read-only T_OBJECT member: NULL reads as None); or `clock`,
+    a prs_py_clock field read as the clock object given. Getters and setters
+    named PyObject_* are CPython's, prs_py_* common.c's (not declared again)."""
 
-    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None):
+    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None, clock=None):
         self.name, self.type, self.doc, self.get, self.closure = name, type, doc, get, closure
-        self.set, self.member = set, member
+        self.set, self.member, self.clock = set, member, clock
+        if clock:
+            self.get = "prs_py_get_clock"
 
 
 class Type:
@@ -69,16 +72,39 @@ class Type:
     has <Type>_parse(): defaults, arguments, the core's check and its error,
     the whole configuration step of tp_new. A type that is not
     BASETYPE is @final in the stub; one that is, with its own layout, is a
-    @disjoint_base."""
+    @disjoint_base.
+
+    `refs` (object fields holding strong references, "states[3]" for an
+    array), `clock` (a prs_py_clock field) and `free` (a C statement run on
+    `o`, the object, after its references are dropped: the core's free)
+    declare the object's life cycle: the header then defines
+    <prefix>_traverse, <prefix>_clear and <prefix>_dealloc (a GC type; the
+    weak references are cleared when offsets has "weaklist"). The `kept`
+    fields are visited but outlive tp_clear: dealloc drops them after `free`
+    (a core that borrows them until it is freed).
+
+    `repr` (attribute names): the header defines <prefix>_repr, the type's
+    name and each attribute as name=repr(value). <cfile>_add_types(m, st)
+    adds every type with an `obj` and no `base` (those with one come from the
+    algorithm table) to the module, in module-state slot PRS_SLOT_<slot>
+    (default: the name without a leading _), then the module functions."""
 
     def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
                  props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
-                 stub_head=(), stub_tail=(), init=None, check=None):
+                 stub_head=(), stub_tail=(), init=None, check=None, refs=None, clock=None,
+                 free=None, kept=(), repr=None, slot=None):
+        self.refs, self.clock, self.free, self.kept = refs, clock, free, list(kept)
+        self.repr, self.slot = repr, slot or name.lstrip("_")
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc
         self.init, self.check = init, check
         self.obj, self.params, self.config = obj, params, config
         self.methods, self.props = list(methods), list(props)
         self.flags, self.slots, self.offsets = tuple(flags), dict(slots or {}), dict(offsets or {})
+        if repr:
+            self.slots.setdefault("repr", None)
+        if refs is not None:
+            for slot in ("dealloc", "traverse", "clear"):
+                self.slots.setdefault(slot, None)
         self.qualname = qualname or "pyresilience._core." + name
         self.base = base
         self.stub_head, self.stub_tail = list(stub_head), list(stub_tail)
@@ -141,8 +167,8 @@ MONOTONIC_CLOCK = Type(
 DECISION = Type(
     "Decision", "decision", "decision", config="prs_decision", obj="prs_py_decision",
     qualname="pyresilience.Decision", flags=("HAVE_GC", "IMMUTABLETYPE"),
-    slots={"dealloc": None, "traverse": None, "clear": None, "repr": None, "richcompare": None,
-           "hash": "PyObject_HashNotImplemented", "bool": None},
+    slots={"repr": None, "richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
+    refs=["denied_by"],
     params=[
         P("allowed", "BOOL", "bool", field="allowed"),
         P("limit", "INT", "int", field="limit"),
@@ -173,7 +199,7 @@ DECISION = Type(
         Prop("reset_after", "float", "Seconds until the limiter is back to full.",
              "decision_get_reset_after"),
         Prop("denied_by", "Optional[int]",
-             "For groups: the index of the member that denied, else None.", "decision_get_denied_by"),
+             "For groups: the index of the member that denied, else None.", member="denied_by"),
     ])
 
 # ---- circuit breaker -------------------------------------------------------------
@@ -182,7 +208,9 @@ BREAKER = Type(
     "CircuitBreaker", "breaker", "cb", config="prs_breaker_config", obj="breaker_obj",
     init="prs_breaker_config_init", check="prs_breaker_config_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    slots={"dealloc": None, "traverse": None, "clear": None}, offsets={"weaklist": "weakreflist"},
+    offsets={"weaklist": "weakreflist"}, clock="clock", free="prs_breaker_free(o->core);",
+    refs=["fallback", "name", "record_exc", "ignore_exc", "is_failure", "listeners", "states[3]",
+          "msg_open", "msg_half"],
     params=[
         P("failure_threshold", "COUNT", "int", "5", field="failure_threshold", lo=1),
         P("success_threshold", "COUNT", "int", "2", field="success_threshold", lo=1),
@@ -291,16 +319,16 @@ BREAKER = Type(
              "is_failure(result) -> bool marks returned values as failures (or None).",
              member="is_failure"),
         Prop("listeners", "tuple[%s, ...]" % LISTENER, "The on_state_change listeners (a tuple).",
-             "cb_get_obj", 0),
-        Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", "cb_get_obj", 1),
+             "cb_get_listeners"),
+        Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", clock="clock"),
     ])
 
 BREAKER_FUNCTION = Type(
     "BreakerFunction", "breaker", "wrapped", obj="wrapped_obj",
     flags=("HAVE_GC", "IMMUTABLETYPE", "HAVE_VECTORCALL", "DISALLOW_INSTANTIATION"),
-    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None, "dealloc": None,
-           "traverse": None, "clear": None},
+    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
     offsets={"dict": "dict", "weaklist": "weakreflist", "vectorcall": "vectorcall"},
+    refs=["breaker", "func", "dict"],
     doc="A function protected by a CircuitBreaker (made by using the breaker as a "
         "decorator): each call goes through breaker.call(func, ...).",
     methods=[
@@ -316,7 +344,9 @@ BREAKER_FUNCTION = Type(
 RETRY_POLICY = Type(
     "RetryPolicy", "retry", "policy", config="prs_retry_config", obj="policy_obj",
     init="prs_retry_config_init", check="prs_retry_config_check",
-    flags=("IMMUTABLETYPE",), slots={"dealloc": None, "repr": None},
+    flags=("IMMUTABLETYPE",), slots={"dealloc": None},
+    repr=["max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed",
+          "max_retry_after"],
     params=[
         P("max_attempts", "COUNT", "int", "3", field="max_attempts", lo=1),
         P("base_delay", "REAL", "float", "1.0", field="base_delay", flags=("zero",)),
@@ -370,8 +400,8 @@ RETRY_BUDGET = Type(
     "RetryBudget", "retry", "budget", config="prs_retry_budget_config", obj="budget_obj",
     init="prs_retry_budget_config_init", check="prs_retry_budget_config_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    slots={"dealloc": None, "traverse": None, "clear": None, "repr": None},
-    offsets={"weaklist": "weakreflist"},
+    offsets={"weaklist": "weakreflist"}, repr=["ratio", "min_retries_per_second", "window"],
+    refs=[], clock="clock", free="prs_retry_budget_free(o->core);",
     params=[
         P("ratio", "REAL", "float", "0.1", field="ratio", flags=("zero",)),
         P("min_retries_per_second", "REAL", "float", "10.0", field="min_retries_per_second",
@@ -403,15 +433,15 @@ RETRY_BUDGET = Type(
         Prop("min_retries_per_second", "float", "The floor: retries per second always allowed.",
              "budget_get_field", 1),
         Prop("window", "float", "The sliding window, seconds.", "budget_get_field", 2),
-        Prop("clock", CLOCK_OBJ, "The clock the budget reads.", "budget_get_field", 3),
+        Prop("clock", CLOCK_OBJ, "The clock the budget reads.", clock="clock"),
     ])
 
 RETRY_CALL = Type(
     "RetryCall", "retry", "call", obj="call_obj",
     flags=("HAVE_GC", "HAVE_VECTORCALL", "IMMUTABLETYPE", "METHOD_DESCRIPTOR"),
-    slots={"dealloc": None, "traverse": None, "clear": None, "call": "PyVectorcall_Call",
-           "descr_get": None, "repr": None},
+    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
     offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
+    refs=["func", "handler", "check_result", "budget", "dict"], clock="clock",
     params=[
         P("func", "CALLABLE", "Callable[..., Any]"),
         P("handler", "CALLABLE", "Callable[..., Any]"),
@@ -430,9 +460,9 @@ RETRY_CALL = Type(
         M("__get__", "obj: Any, objtype: Any = None, /", "Any", slot=True),
     ],
     props=[
-        Prop("__func__", "Callable[..., Any]", "The wrapped callable.", "call_get_func", 0),
+        Prop("__func__", "Callable[..., Any]", "The wrapped callable.", member="func"),
         Prop("_handler", "Callable[..., Any]", "The Python retry loop taking over after a failure.",
-             "call_get_func", 1),
+             member="handler"),
         Prop("__dict__", None, None, "PyObject_GenericGetDict", set="PyObject_GenericSetDict"),
     ],
     stub_tail=["# functools.update_wrapper and Retry write these into the instance __dict__",

@@ -17,7 +17,8 @@ BULKHEAD = Type(
     "Bulkhead", "bulkhead", "bh", config="bh_args", obj="bh_obj",
     init="bh_args_init", check="bh_args_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    slots={"dealloc": None, "traverse": None}, offsets={"weaklist": "weakreflist"},
+    offsets={"weaklist": "weakreflist"}, refs=[], kept=["name", "ready"],
+    free="prs_bulkhead_free(o->core); /* no waiter is queued: each holds this object */",
     params=[
         P("name", "STR", "str"),
         at(P("max_concurrent", "COUNT", "int", field="max_concurrent"), "core.max_concurrent"),
@@ -193,7 +194,7 @@ ASYNC_WAITER = Type(
     doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
     methods=[M("__call__", slot=True)],
     props=[Prop("future", "Any", "The asyncio future woken when this waiter is served.",
-                "waiter_get_future")])
+                member="future")])
 
 READY = Type(
     "_Ready", "wait", "ready", obj="ready_obj",

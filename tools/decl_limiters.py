@@ -218,7 +218,7 @@ WAITER_DOC = "A _RateWait for acquire_async (the deadline starts now)."
 RATE_WAIT = Type(
     "_RateWait", "limiters", "rate_wait", obj="rate_wait_obj",
     flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
-    slots={"dealloc": None, "traverse": None},
+    refs=[], kept=["owner"],  # no tp_clear: ctx lives in owner
     doc="An acquire in progress, for the async forms (made by _waiter()).",
     methods=[M("step", returns="Optional[float]",
                doc="Decide once: None when admitted (n was taken), else the float seconds to "
@@ -228,7 +228,8 @@ RATE_WAIT = Type(
 
 LIMITER_BASE = Type(
     "_Limiter", "limiters", "limiter", obj="prs_py_limiter", flags=LIMITER_FLAGS,
-    slots=dict(LIMITER_SLOTS, new="limiter_new"), offsets={"weaklist": "weakreflist"},
+    slots=dict(LIMITER_SLOTS, new="limiter_new"), offsets={"weaklist": "weakreflist"}, slot="LimiterBase",
+    refs=[], clock="clock", free="prs_limiter_free(o->core);",
     doc="The shared base of the in-process limiters (not instantiable).",
     methods=[
         M("allow", N_SIG, "bool",
@@ -256,14 +257,15 @@ LIMITER_BASE = Type(
     ],
     props=[Prop("available", "float", "Requests of weight 1 admissible now (float).",
                 "limiter_get_available"),
-           Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", "limiter_get_clock")])
+           Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", clock="clock")])
 
 KEYED_FLAGS = ("BASETYPE", "HAVE_GC", "IMMUTABLETYPE")
 
 KEYED = Type(
     "KeyedLimiter", "keyed", "keyed", obj="keyed_obj", config="prs_keyed_config",
-    flags=KEYED_FLAGS, offsets={"weaklist": "weakreflist"},
-    slots={"dealloc": None, "traverse": None, "clear": None, "len": None, "contains": None},
+    flags=KEYED_FLAGS, offsets={"weaklist": "weakreflist"}, slots={"len": None, "contains": None},
+    refs=[], clock="clock", kept=["tmpl"],
+    free="prs_keyed_free(o->table); /* before the template whose params it reads */",
     params=[P("limiter", "OBJECT", "_Limiter"),
             P("max_keys", "COUNT", "int", "100000", field="max_keys", lo=1,
               hi="PRS_KEYED_MAX_KEYS", kw=True),
@@ -307,12 +309,12 @@ KEYED = Type(
                 "keyed_get_memory"),
            Prop("limiter", "_Limiter",
                 "The template limiter whose algorithm and parameters every key uses.",
-                "keyed_get_limiter"),
-           Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", "keyed_get_clock")])
+                member="tmpl"),
+           Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", clock="clock")])
 
 VIEW = Type(
     "KeyedLimiterView", "keyed", "view", obj="view_obj", flags=KEYED_FLAGS,
-    offsets={"weaklist": "weakreflist"}, slots={"dealloc": None, "traverse": None, "clear": None},
+    offsets={"weaklist": "weakreflist"}, refs=[], kept=["keyed", "key", "keybytes"],
     params=[P("limiter", "OBJECT", "KeyedLimiter"), P("key", "OBJECT", "KeyArg")],
     doc="One key of a KeyedLimiter with the plain limiter interface (allow, check, peek,\n"
         "acquire, reset, available); what KeyedLimiter.for_key(key) returns. Can be a\n"
@@ -330,14 +332,15 @@ VIEW = Type(
     props=[Prop("available", "float", "Requests of weight 1 admissible for this key now (float).",
                 "view_get_available"),
            Prop("clock", CLOCK_OBJ, "The clock of the KeyedLimiter.", "view_get_clock"),
-           Prop("key", "KeyArg", "The key, as given.", "view_get_key"),
+           Prop("key", "KeyArg", "The key, as given.", member="key"),
            Prop("limiter", "KeyedLimiter", "The KeyedLimiter this view belongs to.",
-                "view_get_limiter")])
+                member="keyed")])
 
 GROUP = Type(
     "LimiterGroup", "keyed", "group", obj="group_obj", flags=KEYED_FLAGS,
-    offsets={"weaklist": "weakreflist"},
-    slots={"new": None, "dealloc": None, "traverse": None, "clear": None, "len": None},
+    offsets={"weaklist": "weakreflist"}, slots={"new": None, "len": None},
+    refs=[], clock="clock", kept=["members"],
+    free="prs_group_free(o->group); /* before the members whose cores it borrows */",
     stub_head=["def __new__(cls, *limiters: Union[_Limiter, KeyedLimiterView]) -> Self: ..."],
     doc="LimiterGroup(*limiters)\n--\n\n" + textwrap.fill(
         "Several limiters checked as one, all or nothing: a request is taken from every "
@@ -368,9 +371,9 @@ GROUP = Type(
     ],
     props=[Prop("available", "float", "The smallest amount any member admits now (float).",
                 "group_get_available"),
-           Prop("clock", CLOCK_OBJ, "The clock every member reads.", "group_get_clock"),
+           Prop("clock", CLOCK_OBJ, "The clock every member reads.", clock="clock"),
            Prop("limiters", "tuple[Union[_Limiter, KeyedLimiterView], ...]",
-                "The members, in order (tuple).", "group_get_limiters")])
+                "The members, in order (tuple).", member="members")])
 
 TYPES = ([RATE_WAIT, LIMITER_BASE] + [algo_type(c, py) for c, py in ALGORITHMS]
          + [KEYED, VIEW, GROUP])

@@ -6,12 +6,13 @@ from binding_decl import M, P, Prop, Type
 KEY = "Union[str, bytes]"
 MEMBER = "Tuple[RedisRateLimiter, Union[str, bytes], int]"
 FLAGS = ("BASETYPE", "HAVE_GC")
-SLOTS = {"dealloc": None, "traverse": None}
 WEAK = {"weaklist": "weakreflist"}
 
 BACKEND = Type(
     "RedisBackend", "redis", "backend", obj="backend_obj", config="prs_redis_config",
-    flags=FLAGS, slots=SLOTS, offsets=WEAK,
+    flags=FLAGS, offsets=WEAK, refs=[], kept=["url"],
+    free="prs_redis_backend *b = o->b; Py_BEGIN_ALLOW_THREADS prs_redis_backend_free(b); "
+         "Py_END_ALLOW_THREADS",
     params=[
         P("url", "STR", "str", "'redis://127.0.0.1:6379/0'"),
         P("connect_timeout", "DURATION", "float", "0.25", field="connect_timeout_ns",
@@ -47,7 +48,9 @@ BACKEND = Type(
 
 LIMITER = Type(
     "RedisRateLimiter", "redis", "rl", obj="limiter_obj", config="prs_redis_limiter_config",
-    flags=FLAGS, slots=dict(SLOTS, clear=None), offsets=WEAK,
+    flags=FLAGS, offsets=WEAK, kept=["backend", "algorithm", "key_prefix"],
+    refs=["limit", "window", "rate", "burst", "local_share", "lease"],  # as given: tp_clear drops them
+    free="prs_redis_limiter_free(o->l); /* no I/O: held lease permits lapse; before the backend */",
     params=[
         P("backend", "OBJECT", "RedisBackend"),
         P("algorithm", "ENUM", "str", "'gcra'", field="algorithm",
@@ -119,8 +122,8 @@ LIMITER = Type(
     ])
 
 GROUP = Type(
-    "RedisLimiterGroup", "redis", "group", obj="group_obj", flags=FLAGS, slots=SLOTS,
-    offsets=WEAK,
+    "RedisLimiterGroup", "redis", "group", obj="group_obj", flags=FLAGS, offsets=WEAK,
+    refs=[], kept=["members"], free="PyMem_Free(o->m); /* its keys are borrowed from members */",
     params=[P("members", "OBJECT", "Iterable[%s]" % MEMBER)],
     doc="Several Redis limits checked as one, all or nothing, in one atomic script:\n"
         "members is a list of (limiter, key, n) tuples whose limiters share one\n"

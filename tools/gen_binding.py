@@ -269,6 +269,41 @@ def c_spec(t):
     return L
 
 
+def c_life(t):
+    """<prefix>_traverse/_clear/_dealloc of a type declaring its refs."""
+    visit, clear = ["    Py_VISIT(o->%s);" % k for k in t.kept], []
+    for r in t.refs:
+        name, _, n = r.partition("[")
+        if n:
+            loop = "    for (int i = 0; i < %s; i++) " % n.rstrip("]")
+            visit.append(loop + "Py_VISIT(o->%s[i]);" % name)
+            clear.append(loop + "Py_CLEAR(o->%s[i]);" % name)
+        else:
+            visit.append("    Py_VISIT(o->%s);" % name)
+            clear.append("    Py_CLEAR(o->%s);" % name)
+    if t.clock:
+        clear.append("    prs_py_clock_clear(&o->%s);" % t.clock)
+    this = "    %s *o = (%s *)self;" % (t.obj, t.obj)
+    p = t.prefix
+    L = ["static int %s_traverse(PyObject *self, visitproc visit, void *arg) {" % p]
+    L += ([this] if visit or t.clock else []) + ["    Py_VISIT(Py_TYPE(self));"] + visit
+    L.append("    return %s;" % ("prs_py_clock_traverse(&o->%s, visit, arg)" % t.clock
+                                 if t.clock else "0"))
+    L += ["}", "static int %s_clear(PyObject *self) {" % p]
+    L += ([this] if clear else []) + clear + ["    return 0;", "}"]
+    uses = "weaklist" in t.offsets or "o->" in (t.free or "") or t.kept
+    L += ["static void %s_dealloc(PyObject *self) {" % p] + ([this] if uses else []) + [
+          "    PyTypeObject *tp = Py_TYPE(self);", "    PyObject_GC_UnTrack(self);"]
+    if "weaklist" in t.offsets:
+        L.append("    if (o->%s) PyObject_ClearWeakRefs(self);" % t.offsets["weaklist"])
+    L.append("    %s_clear(self);" % p)
+    if t.free:
+        L.append("    " + t.free)
+    L += ["    Py_CLEAR(o->%s);" % k for k in t.kept]
+    L += ["    tp->tp_free(self);", "    Py_DECREF(tp);", "}"]
+    return L
+
+
 def c_parse(t):
     """<Type>_parse(): a tp_new's whole configuration step - the core's
     defaults, the declared parameters, the core's check, its error worded."""
@@ -323,7 +358,7 @@ def gen_header(cfile, types, funcs):
             L.append("};")
         getters = []
         for p in t.props:
-            if p.get and p.get not in getters and not p.get.startswith("PyObject_"):
+            if p.get and p.get not in getters and not p.get.startswith(("PyObject_", "prs_py_")):
                 getters.append(p.get)
                 L.append("static PyObject *%s(PyObject *self, void *closure);" % p.get)
         if t.props and any(p.get for p in t.props):
@@ -332,12 +367,21 @@ def gen_header(cfile, types, funcs):
                 if not p.get:
                     continue
                 closure = "(void *)(intptr_t)%d" % p.closure if p.closure is not None else "NULL"
+                if p.clock:
+                    closure = "(void *)offsetof(%s, %s)" % (t.obj, p.clock)
                 L.append('    {"%s", %s, %s, %s, %s},' % (p.name, p.get, p.set or "NULL",
                                                      c_str(p.doc) if p.doc else "NULL", closure))
             L.append("    {NULL, NULL, NULL, NULL, NULL},")
             L.append("};")
         if t.obj:
             L += c_spec(t)
+        if t.refs is not None:
+            L += c_life(t)
+        if t.repr:
+            L += ["static PyObject *%s_repr(PyObject *self) {" % t.prefix,
+                  "    static const char *const attrs[] = {%sNULL};"
+                  % "".join('"%s", ' % a for a in t.repr),
+                  '    return prs_py_repr_attrs(self, "%s", attrs);' % t.name, "}"]
         L.append("")
     if funcs:
         for f in funcs:
@@ -354,7 +398,13 @@ def gen_header(cfile, types, funcs):
         L.append("    {NULL, NULL, 0, NULL},")
         L.append("};")
         L.append("")
-    L.append("#endif")
+    L.append("static int %s_add_types(PyObject *m, prs_py_state *st) {" % cfile)
+    for t in types:
+        if t.obj and not t.base:
+            L.append("    if (prs_py_add_type(m, st, PRS_SLOT_%s, &%s_spec, NULL) < 0) return -1;"
+                     % (t.slot, t.name))
+    L.append("    return %s;" % ("PyModule_AddFunctions(m, %s_functions)" % cfile if funcs else "0"))
+    L += ["}", "", "#endif"]
     return "\n".join(L) + "\n"
 
 

@@ -22,32 +22,6 @@
 #include <math.h>
 #include <structmember.h>
 
-/* Setting a pending exception aside around a call out (PyErr_Fetch is
- * deprecated from 3.12 on). */
-#if PY_VERSION_HEX >= 0x030C0000
-#define SAVED_EXC PyObject *saved_exc_
-#define SAVE_EXC() (saved_exc_ = PyErr_GetRaisedException())
-#define RESTORE_EXC() PyErr_SetRaisedException(saved_exc_)
-#else
-#define SAVED_EXC PyObject *saved_t_, *saved_v_, *saved_tb_
-#define SAVE_EXC() PyErr_Fetch(&saved_t_, &saved_v_, &saved_tb_)
-#define RESTORE_EXC() PyErr_Restore(saved_t_, saved_v_, saved_tb_)
-#endif
-
-/* The current exception's value (new reference, exception cleared), or NULL. */
-static PyObject *take_exception(void) {
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    Py_XDECREF(t);
-    Py_XDECREF(tb);
-    return v;
-#endif
-}
-
 #ifndef Py_BEGIN_CRITICAL_SECTION
 #define Py_BEGIN_CRITICAL_SECTION(op) {
 #define Py_END_CRITICAL_SECTION() }
@@ -89,45 +63,6 @@ typedef struct cb_record_args {
 } cb_record_args;
 
 #include "gen/breaker.h"
-
-/* ---- life cycle ---------------------------------------------------------------- */
-
-static int cb_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(SELF->fallback);
-    Py_VISIT(SELF->name);
-    Py_VISIT(SELF->record_exc);
-    Py_VISIT(SELF->ignore_exc);
-    Py_VISIT(SELF->is_failure);
-    Py_VISIT(SELF->listeners);
-    for (int i = 0; i < 3; i++) Py_VISIT(SELF->states[i]);
-    return prs_py_clock_traverse(&SELF->clock, visit, arg);
-}
-
-static int cb_clear(PyObject *self) {
-    Py_CLEAR(SELF->fallback);
-    Py_CLEAR(SELF->name);
-    Py_CLEAR(SELF->record_exc);
-    Py_CLEAR(SELF->ignore_exc);
-    Py_CLEAR(SELF->is_failure);
-    Py_CLEAR(SELF->listeners);
-    for (int i = 0; i < 3; i++) Py_CLEAR(SELF->states[i]);
-    Py_CLEAR(SELF->msg_open);
-    Py_CLEAR(SELF->msg_half);
-    prs_py_clock_clear(&SELF->clock);
-    return 0;
-}
-
-static void cb_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (SELF->weakreflist) PyObject_ClearWeakRefs(self);
-    cb_clear(self);
-    prs_breaker_free(SELF->core);
-    SELF->core = NULL;
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
 
 /* ---- arguments --------------------------------------------------------------------- */
 
@@ -251,7 +186,7 @@ fail:
 /* Reports a listener's exception (the current one) as a RuntimeWarning; when
  * warnings are errors, through sys.unraisablehook. Clears it either way. */
 static void report_listener_error(PyObject *listener) {
-    PyObject *v = take_exception();
+    PyObject *v = prs_py_take_exception();
     if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
                          "circuit breaker listener %R raised %R (ignored)", listener,
                          v ? v : Py_None) < 0)
@@ -272,8 +207,7 @@ static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
         Py_DECREF(ls);
         return;
     }
-    SAVED_EXC;
-    SAVE_EXC();
+    PRS_PY_EXC_SAVE(saved);
     PyObject *args[3] = {(PyObject *)self, self->states[tr->from], self->states[tr->to]};
     Py_INCREF(args[1]);
     Py_INCREF(args[2]);
@@ -286,7 +220,7 @@ static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
     Py_DECREF(args[1]);
     Py_DECREF(args[2]);
     Py_DECREF(ls);
-    RESTORE_EXC();
+    PRS_PY_EXC_RESTORE(saved);
 }
 
 /* ---- rejection ------------------------------------------------------------------------ */
@@ -364,11 +298,10 @@ static int classify_result(breaker_obj *self, PyObject *result, prs_breaker_outc
 static int read_clock_keeping(breaker_obj *self, int64_t *now) {
     if (self->clock.kind != PRS_CLOCK_CALLABLE || !PyErr_Occurred())
         return prs_py_clock_now(&self->clock, now);
-    SAVED_EXC;
-    SAVE_EXC();
+    PRS_PY_EXC_SAVE(saved);
     int rc = prs_py_clock_now(&self->clock, now);
     if (rc < 0) PyErr_WriteUnraisable(self->clock.obj);
-    RESTORE_EXC();
+    PRS_PY_EXC_RESTORE(saved);
     return rc < 0 ? -2 : 0;
 }
 
@@ -440,30 +373,6 @@ static PyObject *wrapped_vectorcall(PyObject *self, PyObject *const *args, size_
     return run_protected(WSELF->breaker, WSELF->func, args, nargsf, kwnames);
 }
 
-static int wrapped_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(WSELF->breaker);
-    Py_VISIT(WSELF->func);
-    Py_VISIT(WSELF->dict);
-    return 0;
-}
-
-static int wrapped_clear(PyObject *self) {
-    Py_CLEAR(WSELF->breaker);
-    Py_CLEAR(WSELF->func);
-    Py_CLEAR(WSELF->dict);
-    return 0;
-}
-
-static void wrapped_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (WSELF->weakreflist) PyObject_ClearWeakRefs(self);
-    wrapped_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* A plain function's binding: accessed through an instance, a bound method. */
 static PyObject *wrapped_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
     if (obj == NULL || obj == Py_None) return Py_NewRef(self);
@@ -513,14 +422,10 @@ static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nar
     PyObject *v[3] = {NULL, NULL, NULL};
     if (!kwnames && nargs >= 1 && nargs <= 3) { /* the facade's calls: positional */
         for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
-    } else if (prs_py_unpack("_record", args, nargs, kwnames, names, 3, v) < 0) {
+    } else if (prs_py_unpack("_record", args, nargs, kwnames, names, 3, 1, v) < 0) {
         return NULL;
     }
     PyObject *token = v[0], *exc = v[1], *result = v[2];
-    if (!token) {
-        PyErr_SetString(PyExc_TypeError, "_record() missing required argument 'token'");
-        return NULL;
-    }
     prs_breaker_permit permit = PRS_BREAKER_NO_PERMIT;
     long long start = INT64_MIN;
     if (token != Py_None) {
@@ -751,15 +656,13 @@ static PyObject *cb_get_config(PyObject *self, void *which) {
     Py_RETURN_NONE;
 }
 
-static PyObject *cb_get_obj(PyObject *self, void *which) {
-    if (which == NULL) { /* listeners: a tuple replaced whole, read under the object's lock */
-        PyObject *o;
-        Py_BEGIN_CRITICAL_SECTION(self);
-        o = Py_NewRef(SELF->listeners);
-        Py_END_CRITICAL_SECTION();
-        return o;
-    }
-    return prs_py_clock_object(prs_py_state_of(self), &SELF->clock);
+/* A tuple replaced whole, read under the object's lock. */
+static PyObject *cb_get_listeners(PyObject *self, void *unused) {
+    PyObject *o;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    o = Py_NewRef(SELF->listeners);
+    Py_END_CRITICAL_SECTION();
+    return o;
 }
 
 /* ---- the metrics snapshot type ---------------------------------------------------------------- */
@@ -787,25 +690,11 @@ static PyStructSequence_Field metrics_fields[] = {
 /* CircuitBreakerMetrics(state=..., ...): the class name alone, as every
  * public repr (the default struct sequence repr shows the dotted path). */
 static PyObject *metrics_repr(PyObject *self) {
-    PyObject *parts = PyList_New(0);
-    if (!parts) return NULL;
-    for (Py_ssize_t i = 0; metrics_fields[i].name; i++) {
-        PyObject *f = PyUnicode_FromFormat("%s=%R", metrics_fields[i].name,
-                                           PyStructSequence_GetItem(self, i));
-        if (!f || PyList_Append(parts, f) < 0) {
-            Py_XDECREF(f);
-            Py_DECREF(parts);
-            return NULL;
-        }
-        Py_DECREF(f);
-    }
-    PyObject *sep = PyUnicode_FromString(", ");
-    PyObject *body = sep ? PyUnicode_Join(sep, parts) : NULL;
-    Py_XDECREF(sep);
-    Py_DECREF(parts);
-    if (!body) return NULL;
-    PyObject *r = PyUnicode_FromFormat("CircuitBreakerMetrics(%U)", body);
-    Py_DECREF(body);
+    PyObject *r = PyUnicode_FromString("CircuitBreakerMetrics(");
+    for (Py_ssize_t i = 0; r && metrics_fields[i].name; i++)
+        Py_SETREF(r, PyUnicode_FromFormat("%U%s%s=%R", r, i ? ", " : "", metrics_fields[i].name,
+                                          PyStructSequence_GetItem(self, i)));
+    if (r) Py_SETREF(r, PyUnicode_FromFormat("%U)", r));
     return r;
 }
 
@@ -819,8 +708,7 @@ static PyStructSequence_Desc metrics_desc = {
 };
 
 int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &BreakerFunction_spec, NULL) < 0) return -1;
+    if (breaker_add_types(m, st) < 0) return -1;
     PyTypeObject *mt = PyStructSequence_NewType(&metrics_desc);
     if (!mt) return -1;
     /* public under pyresilience.breaker (which re-exports it), not the private

@@ -67,26 +67,6 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-static int bh_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(SELF->name);
-    Py_VISIT(SELF->ready);
-    return 0;
-}
-
-static void bh_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (SELF->weakreflist) PyObject_ClearWeakRefs(self);
-    /* No waiter can be queued: each holds a reference to this object. */
-    prs_bulkhead_free(SELF->core);
-    SELF->core = NULL;
-    Py_CLEAR(SELF->name);
-    Py_CLEAR(SELF->ready);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* A fresh BulkheadFullError (new reference), or NULL with an exception. */
 static PyObject *full_error(PyObject *self) {
     prs_py_state *st = prs_py_state_of(self);
@@ -189,7 +169,7 @@ static const char *const acquire_names[] = {"timeout", NULL};
 
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1];
-    if (prs_py_unpack("acquire", args, nargs, kwnames, acquire_names, 1, v) < 0) return NULL;
+    if (prs_py_unpack("acquire", args, nargs, kwnames, acquire_names, 1, 0, v) < 0) return NULL;
     int64_t timeout_ns = SELF->max_wait_ns;
     if (v[0] && v[0] != Py_Ellipsis && prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
     if (acquire_sync(self, timeout_ns) < 0) return NULL;
@@ -300,5 +280,5 @@ static PyObject *bh_attr(PyObject *self, void *closure) {
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {
     if (prs_py_register_waiter(m, st) < 0) return -1;
-    return prs_py_add_type(m, st, PRS_SLOT_Bulkhead, &Bulkhead_spec, NULL);
+    return bulkhead_add_types(m, st);
 }

@@ -123,7 +123,5 @@ static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 }
 
 int prs_py_register_clock(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &ManualClock_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &MonotonicClock_spec, NULL) < 0) return -1;
-    return 0;
+    return clock_add_types(m, st);
 }

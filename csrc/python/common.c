@@ -92,7 +92,7 @@ PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, con
 /* ---- argument unpacking ----------------------------------------------- */
 
 int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t maxpos, PyObject **out) {
+                  const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out) {
     Py_ssize_t nnames = 0;
     while (names[nnames]) nnames++;
     for (Py_ssize_t i = 0; i < nnames; i++) out[i] = NULL;
@@ -102,8 +102,7 @@ int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
         return -1;
     }
     for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
-    if (!kwnames) return 0;
-    Py_ssize_t nkw = PyTuple_GET_SIZE(kwnames);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     for (Py_ssize_t k = 0; k < nkw; k++) {
         PyObject *key = PyTuple_GET_ITEM(kwnames, k);
         Py_ssize_t i;
@@ -119,6 +118,12 @@ int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
             return -1;
         }
         out[i] = args[nargs + k];
+    }
+    for (Py_ssize_t i = 0; i < nreq; i++) {
+        if (!out[i]) {
+            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
+            return -1;
+        }
     }
     return 0;
 }
@@ -171,6 +176,16 @@ static int int_type_error(PyObject *o, const char *param) {
     return -1;
 }
 
+/* ValueError: o (as the caller gave it) is outside [lo, hi]. -1. */
+static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
+    if (hi == INT64_MAX)
+        PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %R", param, (long long)lo, o);
+    else
+        PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", param,
+                     (long long)lo, (long long)hi, o);
+    return -1;
+}
+
 int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
     if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o))))
         return int_type_error(o, param);
@@ -180,14 +195,7 @@ int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int
     long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
     Py_DECREF(idx);
     if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow || v < lo || v > hi) {
-        if (hi == INT64_MAX)
-            PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %R", param, (long long)lo, o);
-        else
-            PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", param,
-                         (long long)lo, (long long)hi, o);
-        return -1;
-    }
+    if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
     *out = v;
     return 0;
 }
@@ -210,15 +218,9 @@ int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, i
     int64_t v;
     int rc = prs_py_parse_int(i, param, lo, hi, &v);
     Py_DECREF(i);
-    if (rc < 0) {
-        /* name the value the caller gave, not its int form */
+    if (rc < 0) { /* name the value the caller gave, not its int form */
         PyErr_Clear();
-        if (hi == INT64_MAX)
-            PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %R", param, (long long)lo, o);
-        else
-            PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", param,
-                         (long long)lo, (long long)hi, o);
-        return -1;
+        return range_error(o, param, lo, hi);
     }
     *out = v;
     return 0;
@@ -249,8 +251,7 @@ int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
         if (overflow > 0) { *out = INT64_MAX; return 0; }
         if (overflow == 0 && v >= 1) { *out = v; return 0; }
         if (v == -1 && PyErr_Occurred()) return -1;
-        PyErr_Format(PyExc_ValueError, "%s must be >= 1, got %R", param, o);
-        return -1;
+        return range_error(o, param, 1, INT64_MAX);
     }
     if (PyFloat_Check(o)) {
         PyObject *i = integral_float(o, param);
@@ -305,6 +306,24 @@ void prs_py_clock_clear(prs_py_clock *c) {
     c->kind = PRS_CLOCK_MONOTONIC;
     c->manual_ns = NULL;
     Py_CLEAR(c->obj);
+}
+
+PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs) {
+    PyObject *r = PyUnicode_FromFormat("%s(", name);
+    for (int i = 0; r && attrs[i]; i++) {
+        PyObject *v = PyObject_GetAttrString(self, attrs[i]);
+        if (!v) Py_CLEAR(r);
+        else Py_SETREF(r, PyUnicode_FromFormat("%U%s%s=%R", r, i ? ", " : "", attrs[i], v));
+        Py_XDECREF(v);
+    }
+    if (r) Py_SETREF(r, PyUnicode_FromFormat("%U)", r));
+    return r;
+}
+
+/* A getter: the prs_py_clock at offset `off` of the object, as given. */
+PyObject *prs_py_get_clock(PyObject *self, void *off) {
+    prs_py_state *st = prs_py_state_of(self);
+    return st ? prs_py_clock_object(st, (prs_py_clock *)((char *)self + (intptr_t)off)) : NULL;
 }
 
 PyObject *prs_py_clock_object(prs_py_state *st, prs_py_clock *c) {
@@ -506,7 +525,7 @@ static int convert_params(const prs_py_params *spec, void *config, PyObject **va
 
 int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames, void *config, PyObject **vals) {
-    if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, vals) < 0)
+    if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, 0, vals) < 0)
         return -1;
     return convert_params(spec, config, vals);
 }

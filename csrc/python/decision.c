@@ -39,25 +39,6 @@ static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     return (PyObject *)self;
 }
 
-static void decision_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    Py_CLEAR(((prs_py_decision *)self)->denied_by);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-static int decision_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(((prs_py_decision *)self)->denied_by);
-    Py_VISIT(Py_TYPE(self));
-    return 0;
-}
-
-static int decision_clear(PyObject *self) {
-    Py_CLEAR(((prs_py_decision *)self)->denied_by);
-    return 0;
-}
-
 #define D(self) (((prs_py_decision *)(self))->d)
 
 static PyObject *decision_get_allowed(PyObject *self, void *c) { return PyBool_FromLong(D(self).allowed); }
@@ -68,9 +49,6 @@ static PyObject *decision_get_retry_after(PyObject *self, void *c) {
 }
 static PyObject *decision_get_reset_after(PyObject *self, void *c) {
     return PyFloat_FromDouble(prs_py_ns_to_s(D(self).reset_after_ns));
-}
-static PyObject *decision_get_denied_by(PyObject *self, void *c) {
-    return Py_NewRef(((prs_py_decision *)self)->denied_by);
 }
 
 /* Whole seconds, rounded up, for headers: ceil(ns / 1e9) without float error. */
@@ -109,24 +87,12 @@ static PyObject *decision_headers(PyObject *self, PyObject *unused) {
 static int decision_bool(PyObject *self) { return D(self).allowed; }
 
 static PyObject *decision_repr(PyObject *self) {
-    PyObject *retry = decision_get_retry_after(self, NULL), *reset = decision_get_reset_after(self, NULL);
-    PyObject *r = NULL;
-    if (retry && reset) {
-        if (((prs_py_decision *)self)->denied_by != Py_None)
-            r = PyUnicode_FromFormat(
-                "Decision(allowed=%s, limit=%lld, remaining=%lld, retry_after=%R, reset_after=%R, "
-                "denied_by=%R)",
-                D(self).allowed ? "True" : "False", (long long)D(self).limit,
-                (long long)D(self).remaining, retry, reset, ((prs_py_decision *)self)->denied_by);
-        else
-            r = PyUnicode_FromFormat(
-                "Decision(allowed=%s, limit=%lld, remaining=%lld, retry_after=%R, reset_after=%R)",
-                D(self).allowed ? "True" : "False", (long long)D(self).limit,
-                (long long)D(self).remaining, retry, reset);
-    }
-    Py_XDECREF(retry);
-    Py_XDECREF(reset);
-    return r;
+    static const char *const attrs[] = {"allowed", "limit", "remaining", "retry_after",
+                                        "reset_after", "denied_by", NULL};
+    static const char *const plain[] = {"allowed", "limit", "remaining", "retry_after",
+                                        "reset_after", NULL};
+    return prs_py_repr_attrs(self, "Decision",
+                             ((prs_py_decision *)self)->denied_by != Py_None ? attrs : plain);
 }
 
 static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
@@ -143,5 +109,5 @@ static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
 }
 
 int prs_py_register_decision(PyObject *m, prs_py_state *st) {
-    return prs_py_add_type(m, st, PRS_SLOT_Decision, &Decision_spec, NULL);
+    return decision_add_types(m, st);
 }

@@ -126,29 +126,6 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-static int keyed_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(KSELF->tmpl);
-    return prs_py_clock_traverse(&KSELF->clock, visit, arg);
-}
-
-static int keyed_clear(PyObject *self) {
-    prs_py_clock_clear(&KSELF->clock);
-    return 0;
-}
-
-static void keyed_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (KSELF->weakreflist) PyObject_ClearWeakRefs(self);
-    keyed_clear(self);
-    prs_keyed_free(KSELF->table); /* before the template whose params it reads */
-    KSELF->table = NULL;
-    Py_CLEAR(KSELF->tmpl);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                            int *by, int64_t *max_n) {
     void **c = ctx; /* table, key, len */
@@ -158,27 +135,17 @@ static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_d
     return rc;
 }
 
-static const char *const kn_names[] = {"key", "n", "tokens_needed", NULL};
 
 /* allow/check/peek(key, n=1, *, tokens_needed=None) */
 static PyObject *keyed_decide(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
                               PyObject *kwnames) {
     static const char *const fname[] = {"allow", "check", "peek"};
-    PyObject *v[3];
+    PyObject *k;
     const char *key;
     Py_ssize_t len;
     int64_t n;
-    if (nargs == 1 && !kwnames) { /* (key) */
-        v[0] = args[0];
-        v[1] = v[2] = NULL;
-    } else if (prs_py_unpack(fname[kind], args, nargs, kwnames, kn_names, 2, v) < 0) {
-        return NULL;
-    }
-    if (!v[0]) {
-        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname[kind]);
-        return NULL;
-    }
-    if (get_key(v[0], &key, &len) < 0 || prs_py_pick_n(fname[kind], v[1], v[2], &n) < 0)
+    if (prs_py_parse_kn(fname[kind], args, nargs, kwnames, PRS_PY_KEY | PRS_PY_ALIAS, &k, &n,
+                        NULL) < 0 || get_key(k, &key, &len) < 0)
         return NULL;
     void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
     return prs_py_decide_n(self, kind, n, &KSELF->clock, keyed_decide_cb, ctx);
@@ -208,22 +175,15 @@ static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t na
     return keyed_decide(self, PRS_PY_PEEK, args, nargs, kwnames);
 }
 
-static const char *const kacq_names[] = {"key", "n", "timeout", "tokens_needed", NULL};
-
 static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
-    PyObject *v[4];
-    if (prs_py_unpack("acquire", args, nargs, kwnames, kacq_names, 3, v) < 0) return NULL;
-    if (!v[0]) {
-        PyErr_SetString(PyExc_TypeError, "acquire() missing required argument 'key'");
-        return NULL;
-    }
+    PyObject *k;
     const char *key;
     Py_ssize_t len;
     int64_t n, timeout_ns;
-    if (get_key(v[0], &key, &len) < 0) return NULL;
-    if (prs_py_pick_n("acquire", v[1], v[3], &n) < 0) return NULL;
-    if (prs_py_parse_timeout(v[2], "timeout", &timeout_ns) < 0) return NULL;
+    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT | PRS_PY_ALIAS,
+                        &k, &n, &timeout_ns) < 0 || get_key(k, &key, &len) < 0)
+        return NULL;
     void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
     if (prs_py_wait_admitted(prs_py_state_of(self), &KSELF->clock, keyed_decide_cb, ctx,
                              "KeyedLimiter", n, timeout_ns) < 0)
@@ -236,7 +196,7 @@ static const char *const reset_names[] = {"key", NULL};
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames) {
     PyObject *v[1];
-    if (prs_py_unpack("reset", args, nargs, kwnames, reset_names, 1, v) < 0) return NULL;
+    if (prs_py_unpack("reset", args, nargs, kwnames, reset_names, 1, 0, v) < 0) return NULL;
     if (!v[0] || v[0] == Py_None) {
         prs_keyed_reset_all(KSELF->table);
         Py_RETURN_NONE;
@@ -281,13 +241,6 @@ static PyObject *keyed_get_max_keys(PyObject *self, void *c) {
 }
 static PyObject *keyed_get_memory(PyObject *self, void *c) {
     return PyLong_FromSize_t(prs_keyed_memory(KSELF->table));
-}
-static PyObject *keyed_get_limiter(PyObject *self, void *c) {
-    return Py_NewRef(KSELF->tmpl);
-}
-static PyObject *keyed_get_clock(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    return st ? prs_py_clock_object(st, &KSELF->clock) : NULL;
 }
 
 static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_error *why) {
@@ -337,26 +290,6 @@ static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-static int view_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(VSELF->keyed);
-    Py_VISIT(VSELF->key);
-    return 0;
-}
-
-static int view_clear(PyObject *self) { return 0; /* see the top: nothing to break here */ }
-
-static void view_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (VSELF->weakreflist) PyObject_ClearWeakRefs(self);
-    Py_CLEAR(VSELF->keybytes);
-    Py_CLEAR(VSELF->key);
-    Py_CLEAR(VSELF->keyed);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static int view_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                           int *by, int64_t *max_n) {
     view_obj *v = ctx;
@@ -369,24 +302,7 @@ static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t na
     return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, VCLOCK(VSELF),
                                 view_decide_cb, self);
 }
-static PyObject *view_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, VCLOCK(VSELF),
-                                view_decide_cb, self);
-}
-static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, VCLOCK(VSELF),
-                                view_decide_cb, self);
-}
-
-static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_acquire_method(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
-                          "KeyedLimiterView");
-}
-
-static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_waiter_method(self, args, nargs, kwnames, VCLOCK(VSELF), view_decide_cb, self,
-                         "KeyedLimiterView");
-}
+PRS_PY_LIMITER_METHODS(view, VCLOCK(VSELF), view_decide_cb, self, "KeyedLimiterView")
 
 static PyObject *view_reset(PyObject *self, PyObject *unused) {
     prs_keyed_reset_key(VTABLE(VSELF), PyBytes_AS_STRING(VSELF->keybytes),
@@ -404,12 +320,6 @@ static PyObject *view_get_clock(PyObject *self, void *c) {
     prs_py_state *st = prs_py_state_of(self);
     if (!st) return NULL;
     return prs_py_clock_object(st, VCLOCK(VSELF));
-}
-static PyObject *view_get_key(PyObject *self, void *c) {
-    return Py_NewRef(VSELF->key);
-}
-static PyObject *view_get_limiter(PyObject *self, void *c) {
-    return Py_NewRef(VSELF->keyed);
 }
 
 /* ---- LimiterGroup --------------------------------------------------------------- */
@@ -475,29 +385,6 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-static int group_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(GSELF->members);
-    return prs_py_clock_traverse(&GSELF->clock, visit, arg);
-}
-
-static int group_clear(PyObject *self) {
-    prs_py_clock_clear(&GSELF->clock);
-    return 0;
-}
-
-static void group_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (GSELF->weakreflist) PyObject_ClearWeakRefs(self);
-    group_clear(self);
-    prs_group_free(GSELF->group); /* before the members whose cores it borrows */
-    GSELF->group = NULL;
-    Py_CLEAR(GSELF->members);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static int group_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                            int *by, int64_t *max_n) {
     prs_group_info info;
@@ -519,22 +406,7 @@ static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
     return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, &GSELF->clock,
                                 group_decide_cb, GSELF->group);
 }
-static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, &GSELF->clock,
-                                group_decide_cb, GSELF->group);
-}
-static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, &GSELF->clock,
-                                group_decide_cb, GSELF->group);
-}
-static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_acquire_method(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
-                          "LimiterGroup");
-}
-static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_waiter_method(self, args, nargs, kwnames, &GSELF->clock, group_decide_cb, GSELF->group,
-                         "LimiterGroup");
-}
+PRS_PY_LIMITER_METHODS(group, &GSELF->clock, group_decide_cb, GSELF->group, "LimiterGroup")
 static PyObject *group_reset(PyObject *self, PyObject *unused) {
     prs_group_reset(GSELF->group);
     Py_RETURN_NONE;
@@ -547,18 +419,7 @@ static PyObject *group_get_available(PyObject *self, void *c) {
     if (prs_py_clock_now(&GSELF->clock, &now) < 0) return NULL;
     return PyFloat_FromDouble(prs_group_available(GSELF->group, now));
 }
-static PyObject *group_get_clock(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    return st ? prs_py_clock_object(st, &GSELF->clock) : NULL;
-}
-static PyObject *group_get_limiters(PyObject *self, void *c) {
-    return Py_NewRef(GSELF->members);
-}
 
 int prs_py_register_keyed(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiter, &KeyedLimiter_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiterView, &KeyedLimiterView_spec, NULL) < 0)
-        return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_LimiterGroup, &LimiterGroup_spec, NULL) < 0) return -1;
-    return 0;
+    return keyed_add_types(m, st);
 }

@@ -101,49 +101,38 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static int limiter_clear(PyObject *self) {
-    prs_py_clock_clear(&SELF->clock);
-    return 0;
-}
-
-static int limiter_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    return prs_py_clock_traverse(&SELF->clock, visit, arg);
-}
-
-static void limiter_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (SELF->weakreflist) PyObject_ClearWeakRefs(self);
-    limiter_clear(self);
-    prs_limiter_free(SELF->core);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-int prs_py_pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n) {
-    if (n_o && alias_o) {
+int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                    unsigned what, PyObject **key, int64_t *n, int64_t *timeout_ns) {
+    static const char *const names[8][5] = {
+        {"n", NULL}, {"key", "n", NULL}, {"n", "timeout", NULL}, {"key", "n", "timeout", NULL},
+        {"n", "tokens_needed", NULL}, {"key", "n", "tokens_needed", NULL},
+        {"n", "timeout", "tokens_needed", NULL}, {"key", "n", "timeout", "tokens_needed", NULL}};
+    PyObject *v[4] = {NULL, NULL, NULL, NULL}, **p = v;
+    int k = (what & PRS_PY_KEY) != 0, t = (what & PRS_PY_TIMEOUT) != 0;
+    if (!kwnames && nargs <= k + 1) { /* the usual calls: (key) or (key, n) */
+        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
+    } else if (prs_py_unpack(fname, args, nargs, kwnames, names[what], k + t + 1, k, v) < 0) {
+        return -1;
+    }
+    if (k && !(*key = *p++)) { /* (key) given by keyword: not on the fast path */
+        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname);
+        return -1;
+    }
+    PyObject *o = *p++, *timeout = t ? *p++ : NULL, *alias = *p == Py_None ? NULL : *p;
+    if (o && alias) {
         PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
         return -1;
     }
-    PyObject *o = n_o ? n_o : alias_o;
-    if (!o) { *n = 1; return 0; }
-    if (PyLong_CheckExact(o)) {
+    *n = 1;
+    if (o && PyLong_CheckExact(o)) {
         int overflow;
         long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (!overflow && v >= 1) { *n = v; return 0; }
+        if (!overflow && v >= 1) *n = v;
+        else if (prs_py_parse_n(o, "n", n) < 0) return -1;
+    } else if ((o || alias) && prs_py_parse_n(o ? o : alias, o ? "n" : "tokens_needed", n) < 0) {
+        return -1;
     }
-    return prs_py_parse_n(o, n_o ? "n" : "tokens_needed", n);
-}
-
-static const char *const n_names[] = {"n", "tokens_needed", NULL};
-
-int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                        int64_t *n) {
-    if (nargs == 1 && !kwnames) return prs_py_pick_n(fname, args[0], NULL, n);
-    PyObject *v[2];
-    if (prs_py_unpack(fname, args, nargs, kwnames, n_names, 1, v) < 0) return -1;
-    return prs_py_pick_n(fname, v[0], v[1], n);
+    return t ? prs_py_parse_timeout(timeout, "timeout", timeout_ns) : 0;
 }
 
 PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
@@ -151,7 +140,8 @@ PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, 
                                void *ctx) {
     static const char *const fname[] = {"allow", "check", "peek"};
     int64_t n = 1;
-    if ((nargs || kwnames) && prs_py_parse_n_args(fname[kind], args, nargs, kwnames, &n) < 0)
+    if ((nargs || kwnames) &&
+        prs_py_parse_kn(fname[kind], args, nargs, kwnames, PRS_PY_ALIAS, NULL, &n, NULL) < 0)
         return NULL;
     return prs_py_decide_n(self, kind, n, clock, fn, ctx);
 }
@@ -187,17 +177,8 @@ static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t
                                 limiter_decide_cb, SELF->core);
 }
 
-static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, &SELF->clock,
-                                limiter_decide_cb, SELF->core);
-}
-
-static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, &SELF->clock,
-                                limiter_decide_cb, SELF->core);
-}
+PRS_PY_LIMITER_METHODS(limiter, &SELF->clock, limiter_decide_cb, SELF->core,
+                       prs_algorithms[SELF->algo].py_name)
 
 /* ---- waiting until admitted: one helper for every limiter ----------------- *
  * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
@@ -338,28 +319,13 @@ static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_s
 
 /* ---- acquire ------------------------------------------------------------------- */
 
-static const char *const acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
-
-int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames, int64_t *n, int64_t *timeout_ns) {
-    PyObject *v[3];
-    if (prs_py_unpack(fname, args, nargs, kwnames, acquire_names, 2, v) < 0) return -1;
-    if (v[2] == Py_None) v[2] = NULL; /* the documented default */
-    if (v[0] && v[2]) {
-        PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
-        return -1;
-    }
-    *n = 1;
-    PyObject *no = v[0] ? v[0] : v[2];
-    if (no && prs_py_parse_n(no, v[0] ? "n" : "tokens_needed", n) < 0) return -1;
-    return prs_py_parse_timeout(v[1], "timeout", timeout_ns);
-}
-
 PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                 PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
                                 void *ctx, const char *what) {
     int64_t n, timeout_ns;
-    if (prs_py_parse_acquire_args("acquire", args, nargs, kwnames, &n, &timeout_ns) < 0) return NULL;
+    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_TIMEOUT | PRS_PY_ALIAS, NULL, &n,
+                        &timeout_ns) < 0)
+        return NULL;
     if (prs_py_wait_admitted(prs_py_state_of(self), clock, fn, ctx, what, n, timeout_ns) < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -370,23 +336,11 @@ PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t
                                void *ctx, const char *what) {
     int64_t n, timeout_ns;
     prs_py_state *st = prs_py_state_of(self);
-    if (!st || prs_py_parse_acquire_args("_waiter", args, nargs, kwnames, &n, &timeout_ns) < 0)
+    if (!st || prs_py_parse_kn("_waiter", args, nargs, kwnames, PRS_PY_TIMEOUT | PRS_PY_ALIAS, NULL,
+                               &n, &timeout_ns) < 0)
         return NULL;
     return prs_py_rate_wait_new(st, self, clock, fn, ctx, what, n, timeout_ns);
 }
-
-static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                 PyObject *kwnames) {
-    return prs_py_acquire_method(self, args, nargs, kwnames, &SELF->clock, limiter_decide_cb,
-                                 SELF->core, prs_algorithms[SELF->algo].py_name);
-}
-
-static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames) {
-    return prs_py_waiter_method(self, args, nargs, kwnames, &SELF->clock, limiter_decide_cb,
-                                SELF->core, prs_algorithms[SELF->algo].py_name);
-}
-
 
 /* ---- _RateWait: an async wait in progress ---------------------------------- */
 
@@ -427,20 +381,6 @@ static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
     return PyFloat_FromDouble((double)ns / 1e9);
 }
 
-static int rate_wait_traverse(PyObject *op, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(((rate_wait_obj *)op)->owner);
-    return 0;
-}
-
-static void rate_wait_dealloc(PyObject *op) {
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    Py_CLEAR(((rate_wait_obj *)op)->owner); /* no tp_clear: ctx lives in owner */
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
-
 
 static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
     prs_limiter_reset(SELF->core);
@@ -453,10 +393,6 @@ static PyObject *limiter_get_available(PyObject *self, void *c) {
     return PyFloat_FromDouble(prs_limiter_available(SELF->core, now));
 }
 
-static PyObject *limiter_get_clock(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    return st ? prs_py_clock_object(st, &SELF->clock) : NULL;
-}
 
 /* A parameter's property (closure: its index in the constructor's params). */
 static PyObject *limiter_param_get(PyObject *self, void *closure) {
@@ -495,8 +431,7 @@ int prs_py_limiter_check_type(prs_py_state *st, PyObject *o) {
 }
 
 int prs_py_register_limiters(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &_RateWait_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_LimiterBase, &_Limiter_spec, NULL) < 0) return -1;
+    if (limiters_add_types(m, st) < 0) return -1;
     PyObject *base = st->slots[PRS_SLOT_LimiterBase];
     for (int i = 0; i < PRS_ALGO__COUNT; i++)
         if (prs_py_add_type(m, st, PRS_SLOT__ALGO_FIRST + i, algos[i].spec, base) < 0) return -1;

@@ -119,6 +119,32 @@ PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, con
 PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, int64_t retry_after_ns,
                                         const char *message);
 
+/* Set the pending exception aside around work that may raise and report its
+ * own errors (PyErr_Fetch is deprecated from 3.12). */
+#if PY_VERSION_HEX >= 0x030C0000
+#define PRS_PY_EXC_SAVE(v) PyObject *v = PyErr_GetRaisedException()
+#define PRS_PY_EXC_RESTORE(v) PyErr_SetRaisedException(v)
+#else
+#define PRS_PY_EXC_SAVE(v) PyObject *v##_t, *v, *v##_tb; PyErr_Fetch(&v##_t, &v, &v##_tb)
+#define PRS_PY_EXC_RESTORE(v) PyErr_Restore(v##_t, v, v##_tb)
+#endif
+
+/* The current exception, normalised, with its traceback attached (new
+ * reference; cleared), or NULL. */
+static inline PyObject *prs_py_take_exception(void) {
+#if PY_VERSION_HEX >= 0x030C0000
+    return PyErr_GetRaisedException();
+#else
+    PyObject *t, *v, *tb;
+    PyErr_Fetch(&t, &v, &tb);
+    PyErr_NormalizeException(&t, &v, &tb);
+    if (tb && v) PyException_SetTraceback(v, tb);
+    Py_XDECREF(t);
+    Py_XDECREF(tb);
+    return v;
+#endif
+}
+
 /* ---- numbers and durations at the boundary ----------------------------- */
 
 #define PRS_PY_ZERO_OK 1u  /* accept 0 */
@@ -153,10 +179,10 @@ static inline double prs_py_ns_to_s(int64_t ns) {
 
 /* Fastcall argument unpacking: fills out[0..nnames) with borrowed references
  * (NULL when not given). names[] ends with NULL; the first `maxpos` may be
- * passed positionally. Unknown or repeated keywords raise TypeError naming
- * `fname`. 0 or -1. */
+ * passed positionally, the first `nreq` are required. Unknown, repeated or
+ * missing arguments raise TypeError naming `fname`. 0 or -1. */
 int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t maxpos, PyObject **out);
+                  const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out);
 
 /* ---- declared parameters ------------------------------------------------ *
  * A type's parameters are declared once, in tools/binding_decl.py; the build
@@ -260,6 +286,9 @@ static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *
 /* The clock object for a `.clock` property (new reference; a MonotonicClock
  * instance for the default). */
 PyObject *prs_py_clock_object(prs_py_state *st, prs_py_clock *c);
+PyObject *prs_py_get_clock(PyObject *self, void *off);
+/* name(attr=repr(self.attr), ...) for a type's repr. */
+PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs);
 
 int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now);
 /* Reads the clock once: 0, or -1 with an exception (a callable clock failed or
@@ -365,12 +394,16 @@ int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn
 PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
                                prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
                                int64_t timeout_ns);
-/* n given as n= or tokens_needed= (an alias; at most one; 1 when neither):
- * 0 or -1 with TypeError/ValueError naming fname or the parameter. */
-int prs_py_pick_n(const char *fname, PyObject *n_o, PyObject *alias_o, int64_t *n);
-/* Parses (n=1, *, tokens_needed=None) as allow/check/peek take them. */
-int prs_py_parse_n_args(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                        int64_t *n);
+/* The arguments of allow/check/peek/acquire/_waiter: (key, n=1, timeout=None,
+ * *, tokens_needed=None), the parts `what` names (key: required, borrowed;
+ * tokens_needed: an alias of n, None is not given; n beyond int64 saturates;
+ * timeout: None or >= 0). 0 or -1 with TypeError/ValueError naming the
+ * parameter. */
+#define PRS_PY_KEY 1u
+#define PRS_PY_TIMEOUT 2u
+#define PRS_PY_ALIAS 4u
+int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                    unsigned what, PyObject **key, int64_t *n, int64_t *timeout_ns);
 /* acquire(n=1, timeout=None, *, tokens_needed=None) and _waiter(...) (a
  * _RateWait for the async form) of any limiter, view or group, over its
  * decide function: prs_py_wait_admitted / prs_py_rate_wait_new below. */
@@ -387,12 +420,26 @@ enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK };
 PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
                                void *ctx);
+/* Defines <p>_check, <p>_peek, <p>_acquire and <p>_waiter of a limiter-like
+ * type (allow has its own hot path) over its decide function; CLOCK, CTX and
+ * WHAT are expressions of `self`. */
+#define PRS_PY_ARGS PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
+#define PRS_PY_LIMITER_METHODS(p, CLOCK, FN, CTX, WHAT)                                            \
+    static PyObject *p##_check(PRS_PY_ARGS) {                                                      \
+        return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, CLOCK, FN, CTX);     \
+    }                                                                                              \
+    static PyObject *p##_peek(PRS_PY_ARGS) {                                                       \
+        return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, CLOCK, FN, CTX);      \
+    }                                                                                              \
+    static PyObject *p##_acquire(PRS_PY_ARGS) {                                                    \
+        return prs_py_acquire_method(self, args, nargs, kwnames, CLOCK, FN, CTX, WHAT);            \
+    }                                                                                              \
+    static PyObject *p##_waiter(PRS_PY_ARGS) {                                                     \
+        return prs_py_waiter_method(self, args, nargs, kwnames, CLOCK, FN, CTX, WHAT);             \
+    }
 /* The same for n already parsed. */
 PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
                           prs_py_decide_fn fn, void *ctx);
-/* Parses (n=1, timeout=None, *, tokens_needed=None) as acquire() takes them. */
-int prs_py_parse_acquire_args(const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames, int64_t *n, int64_t *timeout_ns);
 /* Saturating integer advance of a ManualClock's time (clock.c). */
 void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns);
 

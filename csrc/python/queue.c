@@ -341,11 +341,7 @@ static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     PyObject *v[3] = {NULL, NULL, NULL};
     if (nargs == 1 && !kwnames) {
         v[0] = args[0];
-    } else if (prs_py_unpack("put", args, nargs, kwnames, put_names, 3, v) < 0) {
-        return NULL;
-    }
-    if (!v[0]) {
-        PyErr_SetString(PyExc_TypeError, "put() missing required argument 'item'");
+    } else if (prs_py_unpack("put", args, nargs, kwnames, put_names, 3, 1, v) < 0) {
         return NULL;
     }
     int block = 1;
@@ -398,7 +394,7 @@ static const char *const get_names[] = {"block", "timeout", NULL};
 
 static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[2] = {NULL, NULL};
-    if ((nargs || kwnames) && prs_py_unpack("get", args, nargs, kwnames, get_names, 2, v) < 0) return NULL;
+    if ((nargs || kwnames) && prs_py_unpack("get", args, nargs, kwnames, get_names, 2, 0, v) < 0) return NULL;
     int block = 1;
     if (v[0] && (block = PyObject_IsTrue(v[0])) < 0) return NULL;
     int64_t timeout_ns = PRS_NEVER;
@@ -641,5 +637,5 @@ static PyObject *q_attr(PyObject *self, void *closure) {
 }
 
 int prs_py_register_queue(PyObject *m, prs_py_state *st) {
-    return prs_py_add_type(m, st, PRS_SLOT_RingQueue, &RingQueue_spec, NULL);
+    return queue_add_types(m, st);
 }

@@ -162,26 +162,6 @@ static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     return (PyObject *)self;
 }
 
-static void backend_dealloc(PyObject *op) {
-    backend_obj *self = (backend_obj *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (self->weakreflist) PyObject_ClearWeakRefs(op);
-    prs_redis_backend *b = self->b;
-    self->b = NULL;
-    Py_BEGIN_ALLOW_THREADS
-    prs_redis_backend_free(b);
-    Py_END_ALLOW_THREADS
-    Py_CLEAR(self->url);
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
-
-static int backend_traverse(PyObject *op, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(op));
-    return 0;
-}
-
 static PyObject *backend_close(PyObject *op, PyObject *unused) {
     prs_redis_backend *b = ((backend_obj *)op)->b;
     Py_BEGIN_ALLOW_THREADS
@@ -390,43 +370,6 @@ done:
     return result;
 }
 
-/* The arguments as given (tp_clear drops them); the backend, algorithm and
- * key_prefix stay until dealloc: the C limiter uses the backend. */
-#define RL_GIVEN(X) X(limit) X(window) X(rate) X(burst) X(local_share) X(lease)
-
-static int rl_traverse(PyObject *op, visitproc visit, void *arg) {
-    limiter_obj *self = (limiter_obj *)op;
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(self->backend);
-#define VISIT(f) Py_VISIT(self->f);
-    RL_GIVEN(VISIT)
-#undef VISIT
-    return 0;
-}
-
-static int rl_clear(PyObject *op) {
-    limiter_obj *self = (limiter_obj *)op;
-#define CLEAR(f) Py_CLEAR(self->f);
-    RL_GIVEN(CLEAR)
-#undef CLEAR
-    return 0;
-}
-
-static void rl_dealloc(PyObject *op) {
-    limiter_obj *self = (limiter_obj *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (self->weakreflist) PyObject_ClearWeakRefs(op);
-    prs_redis_limiter_free(self->l); /* no I/O: held lease permits lapse; before the backend */
-    self->l = NULL;
-    rl_clear(op);
-    Py_CLEAR(self->backend);
-    Py_CLEAR(self->algorithm);
-    Py_CLEAR(self->key_prefix);
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
-
 /* One decision for key: 0 with *d, or a status with an exception set. The
  * core applies on_backend_error. consume: 1 check, 0 peek; now_us >= 0: the
  * test time override. */
@@ -450,32 +393,13 @@ static int rl_decide(limiter_obj *self, PyObject *key, int64_t n, int consume, i
 }
 
 /* allow/check/peek: (key, n=1); acquire/_waiter: (key, n=1, timeout=None). */
-static const char *const key_n_names[] = {"key", "n", NULL};
-static const char *const key_n_timeout_names[] = {"key", "n", "timeout", NULL};
-
-static int parse_key_n(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                       int wait, PyObject **key, int64_t *n, int64_t *timeout_ns) {
-    *n = 1;
-    if (nargs == 1 && !kwnames && !wait) { *key = args[0]; return 0; }
-    PyObject *v[3] = {NULL, NULL, NULL};
-    if (prs_py_unpack(fname, args, nargs, kwnames, wait ? key_n_timeout_names : key_n_names, wait ? 3 : 2, v) < 0)
-        return -1;
-    if (!v[0]) {
-        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname);
-        return -1;
-    }
-    *key = v[0];
-    if (v[1] && prs_py_parse_n(v[1], "n", n) < 0) return -1;
-    return wait ? prs_py_parse_timeout(v[2], "timeout", timeout_ns) : 0;
-}
-
 /* allow/check/peek: what = 'a' (a bool), 'c' or 'p' (a Decision). */
 static PyObject *rl_call(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, char what) {
     PyObject *key;
     int64_t n;
     prs_decision d;
     const char *fname = what == 'a' ? "allow" : what == 'c' ? "check" : "peek";
-    if (parse_key_n(fname, args, nargs, kwnames, 0, &key, &n, NULL) < 0) return NULL;
+    if (prs_py_parse_kn(fname, args, nargs, kwnames, PRS_PY_KEY, &key, &n, NULL) < 0) return NULL;
     if (rl_decide((limiter_obj *)op, key, n, what != 'p', -1, &d)) return NULL;
     return what == 'a' ? PyBool_FromLong(d.allowed) : prs_py_decision_new(prs_py_state_of(op), &d);
 }
@@ -493,11 +417,7 @@ static const char *const at_names[] = {"key", "n", "now", NULL};
 
 static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[3];
-    if (prs_py_unpack("_check_at", args, nargs, kwnames, at_names, 3, v) < 0) return NULL;
-    if (!v[0] || !v[1] || !v[2]) {
-        PyErr_SetString(PyExc_TypeError, "_check_at() needs key, n and now");
-        return NULL;
-    }
+    if (prs_py_unpack("_check_at", args, nargs, kwnames, at_names, 3, 3, v) < 0) return NULL;
     int64_t n, now_us;
     if (prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0) return NULL;
     prs_decision d;
@@ -521,7 +441,8 @@ static PyObject *rl_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, 
     int64_t n, timeout_ns;
     const char *k;
     Py_ssize_t klen;
-    if (parse_key_n(sync ? "acquire" : "_waiter", args, nargs, kwnames, 1, &key, &n, &timeout_ns) < 0 ||
+    if (prs_py_parse_kn(sync ? "acquire" : "_waiter", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT,
+                        &key, &n, &timeout_ns) < 0 ||
         bytes_of(key, "key", &k, &klen) < 0)
         return NULL;
     PyObject *lk = PyTuple_Pack(2, op, key), *result = NULL;
@@ -544,11 +465,7 @@ static PyObject *rl_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs
 static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"key", NULL};
     PyObject *v[1];
-    if (prs_py_unpack("reset", args, nargs, kwnames, names, 1, v) < 0) return NULL;
-    if (!v[0]) {
-        PyErr_SetString(PyExc_TypeError, "reset() missing required argument 'key'");
-        return NULL;
-    }
+    if (prs_py_unpack("reset", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
     const char *k;
     Py_ssize_t klen;
     if (bytes_of(v[0], "key", &k, &klen) < 0) return NULL;
@@ -565,11 +482,7 @@ static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t n
     limiter_obj *self = (limiter_obj *)op;
     static const char *const names[] = {"requests", NULL};
     PyObject *v[1];
-    if (prs_py_unpack("check_many", args, nargs, kwnames, names, 1, v) < 0) return NULL;
-    if (!v[0]) {
-        PyErr_SetString(PyExc_TypeError, "check_many() missing required argument 'requests'");
-        return NULL;
-    }
+    if (prs_py_unpack("check_many", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
     prs_py_state *st = prs_py_state_of(op);
     PyObject *seq = PySequence_Fast(v[0], "requests must be an iterable of (key, n) pairs");
     if (!seq) return NULL;
@@ -718,24 +631,6 @@ fail:
     return NULL;
 }
 
-static int group_traverse(PyObject *op, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(op));
-    Py_VISIT(((group_obj *)op)->members);
-    return 0;
-}
-
-static void group_dealloc(PyObject *op) {
-    group_obj *self = (group_obj *)op;
-    PyTypeObject *tp = Py_TYPE(op);
-    PyObject_GC_UnTrack(op);
-    if (self->weakreflist) PyObject_ClearWeakRefs(op);
-    PyMem_Free(self->m); /* its keys are borrowed from members: freed first */
-    self->m = NULL;
-    Py_CLEAR(self->members);
-    tp->tp_free(op);
-    Py_DECREF(tp);
-}
-
 /* The group's decision (the core applies the members' policies when Redis
  * fails): 0 with *d and *denied, or a status with an exception set. */
 static int group_decide(group_obj *self, int64_t now_us, prs_decision *d, int *denied) {
@@ -783,7 +678,7 @@ static PyObject *group_wait(PyObject *op, PyObject *const *args, Py_ssize_t narg
     static const char *const names[] = {"timeout", NULL};
     PyObject *v[1];
     int64_t timeout_ns;
-    if (prs_py_unpack(sync ? "acquire" : "_waiter", args, nargs, kwnames, names, 1, v) < 0 ||
+    if (prs_py_unpack(sync ? "acquire" : "_waiter", args, nargs, kwnames, names, 1, 0, v) < 0 ||
         prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
         return NULL;
     prs_py_state *st = prs_py_state_of(op);
@@ -805,10 +700,7 @@ static PyObject *group_get(PyObject *op, void *closure) {
 }
 
 int prs_py_register_redis(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_RedisBackend, &RedisBackend_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RedisRateLimiter, &RedisRateLimiter_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RedisLimiterGroup, &RedisLimiterGroup_spec, NULL) < 0) return -1;
-    return 0;
+    return redis_add_types(m, st);
 }
 
 #else /* !PRS_HAVE_HIREDIS */

@@ -152,8 +152,7 @@ static void policy_dealloc(PyObject *self) {
 static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"attempt", "previous", NULL};
     PyObject *a[2];
-    if (prs_py_unpack("delay", args, nargs, kwnames, names, 2, a) < 0) return NULL;
-    if (!a[0]) { PyErr_SetString(PyExc_TypeError, "delay() missing required argument 'attempt'"); return NULL; }
+    if (prs_py_unpack("delay", args, nargs, kwnames, names, 2, 1, a) < 0) return NULL;
     int64_t attempt;
     double prev;
     if (parse_attempt(a[0], &attempt) < 0 || parse_previous(a[1], &prev) < 0) return NULL;
@@ -169,11 +168,7 @@ static PyObject *policy_base(PyObject *self, PyObject *arg) {
 static PyObject *policy_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"attempt", "n", "previous", NULL};
     PyObject *a[3];
-    if (prs_py_unpack("sample", args, nargs, kwnames, names, 3, a) < 0) return NULL;
-    if (!a[0] || !a[1]) {
-        PyErr_SetString(PyExc_TypeError, "sample() takes attempt and n");
-        return NULL;
-    }
+    if (prs_py_unpack("sample", args, nargs, kwnames, names, 3, 2, a) < 0) return NULL;
     int64_t attempt, n;
     double prev;
     if (parse_attempt(a[0], &attempt) < 0 || prs_py_parse_int(a[1], "n", 0, 100000000, &n) < 0 ||
@@ -232,21 +227,6 @@ static PyObject *policy_get_field(PyObject *self, void *c) {
     }
 }
 
-static PyObject *policy_repr(PyObject *self) {
-    prs_retry_config cfg;
-    prs_retry_get_config(POLICY(self)->core, &cfg);
-    PyObject *b = PyFloat_FromDouble(cfg.base_delay), *m = PyFloat_FromDouble(cfg.max_delay),
-             *e = PyFloat_FromDouble(cfg.exponential_base), *x = PyFloat_FromDouble(cfg.max_retry_after);
-    PyObject *r = NULL;
-    if (b && m && e && x)
-        r = PyUnicode_FromFormat("RetryPolicy(max_attempts=%lld, base_delay=%R, max_delay=%R, "
-                                 "exponential_base=%R, jitter='%s', seed=%R, max_retry_after=%R)",
-                                 (long long)cfg.max_attempts, b, m, e, prs_jitter_name(cfg.jitter),
-                                 POLICY(self)->seed, x);
-    Py_XDECREF(b); Py_XDECREF(m); Py_XDECREF(e); Py_XDECREF(x);
-    return r;
-}
-
 /* ======================================================================== */
 /* RetryBudget                                                              */
 /* ======================================================================== */
@@ -269,27 +249,6 @@ static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
         return prs_py_error(st, rc, NULL);
     }
     return (PyObject *)b;
-}
-
-static int budget_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    return prs_py_clock_traverse(&BUDGET(self)->clock, visit, arg);
-}
-
-static int budget_clear(PyObject *self) {
-    prs_py_clock_clear(&BUDGET(self)->clock);
-    return 0;
-}
-
-static void budget_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (BUDGET(self)->weakreflist) PyObject_ClearWeakRefs(self);
-    budget_clear(self);
-    prs_retry_budget_free(BUDGET(self)->core);
-    BUDGET(self)->core = NULL;
-    tp->tp_free(self);
-    Py_DECREF(tp);
 }
 
 /* Deposits one first attempt at the budget's clock's now. 0 or -1. */
@@ -335,41 +294,13 @@ static PyObject *budget_get_field(PyObject *self, void *c) {
     switch ((int)(intptr_t)c) {
     case 0: return PyFloat_FromDouble(prs_retry_budget_ratio(b));
     case 1: return PyFloat_FromDouble(prs_retry_budget_min_per_second(b));
-    case 2: return PyFloat_FromDouble(prs_retry_budget_window(b));
-    default: return prs_py_clock_object(prs_py_state_of(self), &BUDGET(self)->clock);
+    default: return PyFloat_FromDouble(prs_retry_budget_window(b));
     }
-}
-
-static PyObject *budget_repr(PyObject *self) {
-    prs_retry_budget *b = BUDGET(self)->core;
-    PyObject *r = PyFloat_FromDouble(prs_retry_budget_ratio(b)),
-             *f = PyFloat_FromDouble(prs_retry_budget_min_per_second(b)),
-             *w = PyFloat_FromDouble(prs_retry_budget_window(b));
-    PyObject *s = NULL;
-    if (r && f && w)
-        s = PyUnicode_FromFormat("RetryBudget(ratio=%R, min_retries_per_second=%R, window=%R)", r, f, w);
-    Py_XDECREF(r); Py_XDECREF(f); Py_XDECREF(w);
-    return s;
 }
 
 /* ======================================================================== */
 /* RetryCall: the fast path                                                 */
 /* ======================================================================== */
-
-/* The current exception, normalised, with its traceback attached; cleared. */
-static PyObject *take_exception(void) {
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
-    PyObject *t, *v, *tb;
-    PyErr_Fetch(&t, &v, &tb);
-    PyErr_NormalizeException(&t, &v, &tb);
-    if (tb && v) PyException_SetTraceback(v, tb);
-    Py_XDECREF(t);
-    Py_XDECREF(tb);
-    return v;
-#endif
-}
 
 /* Hands a failed first attempt to the Python loop. Steals exc and result. */
 static PyObject *call_slow(call_obj *c, PyObject *const *args, size_t nargsf, PyObject *kwnames,
@@ -412,7 +343,7 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
     /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
      * GeneratorExit, CancelledError) are never retried. */
     if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
-    PyObject *exc = take_exception();
+    PyObject *exc = prs_py_take_exception();
     if (!exc) return NULL;
     return call_slow(c, args, nargsf, kwnames, exc, NULL, start);
 }
@@ -444,37 +375,6 @@ static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)c;
 }
 
-static int call_traverse(PyObject *self, visitproc visit, void *arg) {
-    call_obj *c = CALL(self);
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(c->func);
-    Py_VISIT(c->handler);
-    Py_VISIT(c->check_result);
-    Py_VISIT(c->budget);
-    Py_VISIT(c->dict);
-    return prs_py_clock_traverse(&c->clock, visit, arg);
-}
-
-static int call_clear(PyObject *self) {
-    call_obj *c = CALL(self);
-    Py_CLEAR(c->func);
-    Py_CLEAR(c->handler);
-    Py_CLEAR(c->check_result);
-    Py_CLEAR(c->budget);
-    Py_CLEAR(c->dict);
-    prs_py_clock_clear(&c->clock);
-    return 0;
-}
-
-static void call_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (CALL(self)->weakreflist) PyObject_ClearWeakRefs(self);
-    call_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* A method: bind like a function does. */
 static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
     if (obj == NULL || obj == Py_None) return Py_NewRef(self);
@@ -486,11 +386,6 @@ static PyObject *call_repr(PyObject *self) {
     return PyUnicode_FromFormat("<retrying wrapper of %R>", CALL(self)->func);
 }
 
-static PyObject *call_get_func(PyObject *self, void *c) {
-    PyObject *f = c ? CALL(self)->handler : CALL(self)->func;
-    if (!f) Py_RETURN_NONE;
-    return Py_NewRef(f);
-}
 
 /* ======================================================================== */
 /* Clock helpers for the Python loop                                        */
@@ -538,11 +433,7 @@ static PyObject *mod_retry_sleep(PyObject *m, PyObject *const *args, Py_ssize_t 
 }
 
 int prs_py_register_retry(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &RetryPolicy_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &RetryBudget_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &RetryCall_spec, NULL) < 0) return -1;
-    if (PyModule_AddFunctions(m, retry_functions) < 0) return -1;
-    if (PyModule_AddIntConstant(m, "RETRY_SLEEP", PRS_RETRY_SLEEP) < 0 ||
+    if (retry_add_types(m, st) < 0 || PyModule_AddIntConstant(m, "RETRY_SLEEP", PRS_RETRY_SLEEP) < 0 ||
         PyModule_AddIntConstant(m, "RETRY_GIVE_UP_ATTEMPTS", PRS_RETRY_GIVE_UP_ATTEMPTS) < 0 ||
         PyModule_AddIntConstant(m, "RETRY_GIVE_UP_DEADLINE", PRS_RETRY_GIVE_UP_DEADLINE) < 0 ||
         PyModule_AddIntConstant(m, "RETRY_GIVE_UP_RETRY_AFTER", PRS_RETRY_GIVE_UP_RETRY_AFTER) < 0 ||

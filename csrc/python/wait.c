@@ -189,10 +189,6 @@ static void waiter_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static PyObject *waiter_get_future(PyObject *self, void *c) {
-    if (!W->future) Py_RETURN_NONE;
-    return Py_NewRef(W->future);
-}
 
 #undef W
 
@@ -233,6 +229,5 @@ static void ready_dealloc(PyObject *self) {
 }
 
 int prs_py_register_waiter(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &_AsyncWaiter_spec, NULL) < 0) return -1;
-    return prs_py_add_type(m, st, PRS_SLOT_Ready, &_Ready_spec, NULL);
+    return wait_add_types(m, st);
 }

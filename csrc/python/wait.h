@@ -37,16 +37,6 @@
 
 #include "prs_py.h"
 
-/* Set the pending exception aside around work that may raise and report its
- * own errors (PyErr_Fetch is deprecated from 3.12). */
-#if PY_VERSION_HEX >= 0x030C0000
-#define PRS_PY_EXC_SAVE(v) PyObject *v = PyErr_GetRaisedException()
-#define PRS_PY_EXC_RESTORE(v) PyErr_SetRaisedException(v)
-#else
-#define PRS_PY_EXC_SAVE(v) PyObject *v##_t, *v, *v##_tb; PyErr_Fetch(&v##_t, &v, &v##_tb)
-#define PRS_PY_EXC_RESTORE(v) PyErr_Restore(v##_t, v, v##_tb)
-#endif
-
 /* What a settle produced: the core's outcome (PRS_BULKHEAD_* / PRS_RING_*)
  * and, for a queue, the item that became the caller's (a strong reference). */
 typedef struct prs_py_settled {

@@ -196,7 +196,7 @@ static PyObject *cb_get_state(PyObject *self, void *closure);
 static PyObject *cb_get_mode(PyObject *self, void *closure);
 static PyObject *cb_get_metrics(PyObject *self, void *closure);
 static PyObject *cb_get_config(PyObject *self, void *closure);
-static PyObject *cb_get_obj(PyObject *self, void *closure);
+static PyObject *cb_get_listeners(PyObject *self, void *closure);
 static PyGetSetDef CircuitBreaker_getset[] = {
     {"state", cb_get_state, NULL, "The current CircuitState (OPEN stays OPEN past its timeout until the next call).", NULL},
     {"mode", cb_get_mode, NULL, "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).", NULL},
@@ -211,8 +211,8 @@ static PyGetSetDef CircuitBreaker_getset[] = {
     {"slow_call_rate_threshold", cb_get_config, NULL, "The slow-call rate that opens the circuit (None: off).", (void *)(intptr_t)7},
     {"slow_call_duration", cb_get_config, NULL, "Seconds from which a call is slow (None: never).", (void *)(intptr_t)8},
     {"window_type", cb_get_config, NULL, "'count' or 'time'.", (void *)(intptr_t)9},
-    {"listeners", cb_get_obj, NULL, "The on_state_change listeners (a tuple).", (void *)(intptr_t)0},
-    {"clock", cb_get_obj, NULL, "The clock this breaker reads.", (void *)(intptr_t)1},
+    {"listeners", cb_get_listeners, NULL, "The on_state_change listeners (a tuple).", NULL},
+    {"clock", prs_py_get_clock, NULL, "The clock this breaker reads.", (void *)offsetof(breaker_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef CircuitBreaker_members[] = {
@@ -245,6 +245,44 @@ static PyType_Slot CircuitBreaker_slots[] = {
     {0, NULL},
 };
 static PyType_Spec CircuitBreaker_spec = {"pyresilience._core.CircuitBreaker", sizeof(breaker_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, CircuitBreaker_slots};
+static int cb_traverse(PyObject *self, visitproc visit, void *arg) {
+    breaker_obj *o = (breaker_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->fallback);
+    Py_VISIT(o->name);
+    Py_VISIT(o->record_exc);
+    Py_VISIT(o->ignore_exc);
+    Py_VISIT(o->is_failure);
+    Py_VISIT(o->listeners);
+    for (int i = 0; i < 3; i++) Py_VISIT(o->states[i]);
+    Py_VISIT(o->msg_open);
+    Py_VISIT(o->msg_half);
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int cb_clear(PyObject *self) {
+    breaker_obj *o = (breaker_obj *)self;
+    Py_CLEAR(o->fallback);
+    Py_CLEAR(o->name);
+    Py_CLEAR(o->record_exc);
+    Py_CLEAR(o->ignore_exc);
+    Py_CLEAR(o->is_failure);
+    Py_CLEAR(o->listeners);
+    for (int i = 0; i < 3; i++) Py_CLEAR(o->states[i]);
+    Py_CLEAR(o->msg_open);
+    Py_CLEAR(o->msg_half);
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void cb_dealloc(PyObject *self) {
+    breaker_obj *o = (breaker_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    cb_clear(self);
+    prs_breaker_free(o->core);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- BreakerFunction ---- */
 #define BreakerFunction_DOC \
@@ -279,5 +317,35 @@ static PyType_Slot BreakerFunction_slots[] = {
     {0, NULL},
 };
 static PyType_Spec BreakerFunction_spec = {"pyresilience._core.BreakerFunction", sizeof(wrapped_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION, BreakerFunction_slots};
+static int wrapped_traverse(PyObject *self, visitproc visit, void *arg) {
+    wrapped_obj *o = (wrapped_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->breaker);
+    Py_VISIT(o->func);
+    Py_VISIT(o->dict);
+    return 0;
+}
+static int wrapped_clear(PyObject *self) {
+    wrapped_obj *o = (wrapped_obj *)self;
+    Py_CLEAR(o->breaker);
+    Py_CLEAR(o->func);
+    Py_CLEAR(o->dict);
+    return 0;
+}
+static void wrapped_dealloc(PyObject *self) {
+    wrapped_obj *o = (wrapped_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    wrapped_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int breaker_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &BreakerFunction_spec, NULL) < 0) return -1;
+    return 0;
+}
 
 #endif

@@ -145,16 +145,45 @@ static PyMemberDef Bulkhead_members[] = {
 static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
 static void bh_dealloc(PyObject *self);
 static int bh_traverse(PyObject *self, visitproc visit, void *arg);
+static int bh_clear(PyObject *self);
 static PyType_Slot Bulkhead_slots[] = {
     {Py_tp_doc, (void *)Bulkhead_DOC},
     {Py_tp_new, bh_new},
     {Py_tp_dealloc, bh_dealloc},
     {Py_tp_traverse, bh_traverse},
+    {Py_tp_clear, bh_clear},
     {Py_tp_methods, Bulkhead_methods},
     {Py_tp_getset, Bulkhead_getset},
     {Py_tp_members, Bulkhead_members},
     {0, NULL},
 };
 static PyType_Spec Bulkhead_spec = {"pyresilience._core.Bulkhead", sizeof(bh_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, Bulkhead_slots};
+static int bh_traverse(PyObject *self, visitproc visit, void *arg) {
+    bh_obj *o = (bh_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->name);
+    Py_VISIT(o->ready);
+    return 0;
+}
+static int bh_clear(PyObject *self) {
+    return 0;
+}
+static void bh_dealloc(PyObject *self) {
+    bh_obj *o = (bh_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    bh_clear(self);
+    prs_bulkhead_free(o->core); /* no waiter is queued: each holds this object */
+    Py_CLEAR(o->name);
+    Py_CLEAR(o->ready);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int bulkhead_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_Bulkhead, &Bulkhead_spec, NULL) < 0) return -1;
+    return 0;
+}
 
 #endif

@@ -123,4 +123,10 @@ static PyType_Slot MonotonicClock_slots[] = {
 };
 static PyType_Spec MonotonicClock_spec = {"pyresilience.MonotonicClock", sizeof(PyObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, MonotonicClock_slots};
 
+static int clock_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &ManualClock_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &MonotonicClock_spec, NULL) < 0) return -1;
+    return 0;
+}
+
 #endif

@@ -89,39 +89,60 @@ static PyMethodDef KeyedLimiter_methods[] = {
 };
 static PyObject *keyed_get_max_keys(PyObject *self, void *closure);
 static PyObject *keyed_get_memory(PyObject *self, void *closure);
-static PyObject *keyed_get_limiter(PyObject *self, void *closure);
-static PyObject *keyed_get_clock(PyObject *self, void *closure);
 static PyGetSetDef KeyedLimiter_getset[] = {
     {"max_keys", keyed_get_max_keys, NULL, "The most keys held at once.", NULL},
     {"memory_bytes", keyed_get_memory, NULL, "Bytes the key table holds now (C allocations).", NULL},
-    {"limiter", keyed_get_limiter, NULL, "The template limiter whose algorithm and parameters every key uses.", NULL},
-    {"clock", keyed_get_clock, NULL, "The clock this limiter reads.", NULL},
+    {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(keyed_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef KeyedLimiter_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(keyed_obj, weakreflist), READONLY, NULL},
+    {"limiter", T_OBJECT, offsetof(keyed_obj, tmpl), READONLY,
+     "The template limiter whose algorithm and parameters every key uses."},
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static Py_ssize_t keyed_len(PyObject *self);
+static int keyed_contains(PyObject *self, PyObject *key);
 static void keyed_dealloc(PyObject *self);
 static int keyed_traverse(PyObject *self, visitproc visit, void *arg);
 static int keyed_clear(PyObject *self);
-static Py_ssize_t keyed_len(PyObject *self);
-static int keyed_contains(PyObject *self, PyObject *key);
 static PyType_Slot KeyedLimiter_slots[] = {
     {Py_tp_doc, (void *)KeyedLimiter_DOC},
     {Py_tp_new, keyed_new},
+    {Py_sq_length, keyed_len},
+    {Py_sq_contains, keyed_contains},
     {Py_tp_dealloc, keyed_dealloc},
     {Py_tp_traverse, keyed_traverse},
     {Py_tp_clear, keyed_clear},
-    {Py_sq_length, keyed_len},
-    {Py_sq_contains, keyed_contains},
     {Py_tp_methods, KeyedLimiter_methods},
     {Py_tp_getset, KeyedLimiter_getset},
     {Py_tp_members, KeyedLimiter_members},
     {0, NULL},
 };
 static PyType_Spec KeyedLimiter_spec = {"pyresilience._core.KeyedLimiter", sizeof(keyed_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, KeyedLimiter_slots};
+static int keyed_traverse(PyObject *self, visitproc visit, void *arg) {
+    keyed_obj *o = (keyed_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->tmpl);
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int keyed_clear(PyObject *self) {
+    keyed_obj *o = (keyed_obj *)self;
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void keyed_dealloc(PyObject *self) {
+    keyed_obj *o = (keyed_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    keyed_clear(self);
+    prs_keyed_free(o->table); /* before the template whose params it reads */
+    Py_CLEAR(o->tmpl);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- KeyedLimiterView ---- */
 enum {
@@ -183,17 +204,17 @@ static PyMethodDef KeyedLimiterView_methods[] = {
 };
 static PyObject *view_get_available(PyObject *self, void *closure);
 static PyObject *view_get_clock(PyObject *self, void *closure);
-static PyObject *view_get_key(PyObject *self, void *closure);
-static PyObject *view_get_limiter(PyObject *self, void *closure);
 static PyGetSetDef KeyedLimiterView_getset[] = {
     {"available", view_get_available, NULL, "Requests of weight 1 admissible for this key now (float).", NULL},
     {"clock", view_get_clock, NULL, "The clock of the KeyedLimiter.", NULL},
-    {"key", view_get_key, NULL, "The key, as given.", NULL},
-    {"limiter", view_get_limiter, NULL, "The KeyedLimiter this view belongs to.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef KeyedLimiterView_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(view_obj, weakreflist), READONLY, NULL},
+    {"key", T_OBJECT, offsetof(view_obj, key), READONLY,
+     "The key, as given."},
+    {"limiter", T_OBJECT, offsetof(view_obj, keyed), READONLY,
+     "The KeyedLimiter this view belongs to."},
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
@@ -212,6 +233,29 @@ static PyType_Slot KeyedLimiterView_slots[] = {
     {0, NULL},
 };
 static PyType_Spec KeyedLimiterView_spec = {"pyresilience._core.KeyedLimiterView", sizeof(view_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, KeyedLimiterView_slots};
+static int view_traverse(PyObject *self, visitproc visit, void *arg) {
+    view_obj *o = (view_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->keyed);
+    Py_VISIT(o->key);
+    Py_VISIT(o->keybytes);
+    return 0;
+}
+static int view_clear(PyObject *self) {
+    return 0;
+}
+static void view_dealloc(PyObject *self) {
+    view_obj *o = (view_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    view_clear(self);
+    Py_CLEAR(o->keyed);
+    Py_CLEAR(o->key);
+    Py_CLEAR(o->keybytes);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- LimiterGroup ---- */
 #define LimiterGroup_DOC \
@@ -272,35 +316,63 @@ static PyMethodDef LimiterGroup_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 static PyObject *group_get_available(PyObject *self, void *closure);
-static PyObject *group_get_clock(PyObject *self, void *closure);
-static PyObject *group_get_limiters(PyObject *self, void *closure);
 static PyGetSetDef LimiterGroup_getset[] = {
     {"available", group_get_available, NULL, "The smallest amount any member admits now (float).", NULL},
-    {"clock", group_get_clock, NULL, "The clock every member reads.", NULL},
-    {"limiters", group_get_limiters, NULL, "The members, in order (tuple).", NULL},
+    {"clock", prs_py_get_clock, NULL, "The clock every member reads.", (void *)offsetof(group_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef LimiterGroup_members[] = {
     {"__weaklistoffset__", T_PYSSIZET, offsetof(group_obj, weakreflist), READONLY, NULL},
+    {"limiters", T_OBJECT, offsetof(group_obj, members), READONLY,
+     "The members, in order (tuple)."},
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static Py_ssize_t group_len(PyObject *self);
 static void group_dealloc(PyObject *self);
 static int group_traverse(PyObject *self, visitproc visit, void *arg);
 static int group_clear(PyObject *self);
-static Py_ssize_t group_len(PyObject *self);
 static PyType_Slot LimiterGroup_slots[] = {
     {Py_tp_doc, (void *)LimiterGroup_DOC},
     {Py_tp_new, group_new},
+    {Py_sq_length, group_len},
     {Py_tp_dealloc, group_dealloc},
     {Py_tp_traverse, group_traverse},
     {Py_tp_clear, group_clear},
-    {Py_sq_length, group_len},
     {Py_tp_methods, LimiterGroup_methods},
     {Py_tp_getset, LimiterGroup_getset},
     {Py_tp_members, LimiterGroup_members},
     {0, NULL},
 };
 static PyType_Spec LimiterGroup_spec = {"pyresilience._core.LimiterGroup", sizeof(group_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, LimiterGroup_slots};
+static int group_traverse(PyObject *self, visitproc visit, void *arg) {
+    group_obj *o = (group_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->members);
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int group_clear(PyObject *self) {
+    group_obj *o = (group_obj *)self;
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void group_dealloc(PyObject *self) {
+    group_obj *o = (group_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    group_clear(self);
+    prs_group_free(o->group); /* before the members whose cores it borrows */
+    Py_CLEAR(o->members);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int keyed_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiter, &KeyedLimiter_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiterView, &KeyedLimiterView_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_LimiterGroup, &LimiterGroup_spec, NULL) < 0) return -1;
+    return 0;
+}
 
 #endif

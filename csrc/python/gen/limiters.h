@@ -20,14 +20,34 @@ static PyMethodDef _RateWait_methods[] = {
 };
 static void rate_wait_dealloc(PyObject *self);
 static int rate_wait_traverse(PyObject *self, visitproc visit, void *arg);
+static int rate_wait_clear(PyObject *self);
 static PyType_Slot _RateWait_slots[] = {
     {Py_tp_doc, (void *)_RateWait_DOC},
     {Py_tp_dealloc, rate_wait_dealloc},
     {Py_tp_traverse, rate_wait_traverse},
+    {Py_tp_clear, rate_wait_clear},
     {Py_tp_methods, _RateWait_methods},
     {0, NULL},
 };
 static PyType_Spec _RateWait_spec = {"pyresilience._core._RateWait", sizeof(rate_wait_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _RateWait_slots};
+static int rate_wait_traverse(PyObject *self, visitproc visit, void *arg) {
+    rate_wait_obj *o = (rate_wait_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->owner);
+    return 0;
+}
+static int rate_wait_clear(PyObject *self) {
+    return 0;
+}
+static void rate_wait_dealloc(PyObject *self) {
+    rate_wait_obj *o = (rate_wait_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    rate_wait_clear(self);
+    Py_CLEAR(o->owner);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- _Limiter ---- */
 #define _Limiter_DOC \
@@ -87,10 +107,9 @@ static PyMethodDef _Limiter_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 static PyObject *limiter_get_available(PyObject *self, void *closure);
-static PyObject *limiter_get_clock(PyObject *self, void *closure);
 static PyGetSetDef _Limiter_getset[] = {
     {"available", limiter_get_available, NULL, "Requests of weight 1 admissible now (float).", NULL},
-    {"clock", limiter_get_clock, NULL, "The clock this limiter reads.", NULL},
+    {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(prs_py_limiter, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef _Limiter_members[] = {
@@ -113,6 +132,26 @@ static PyType_Slot _Limiter_slots[] = {
     {0, NULL},
 };
 static PyType_Spec _Limiter_spec = {"pyresilience._core._Limiter", sizeof(prs_py_limiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, _Limiter_slots};
+static int limiter_traverse(PyObject *self, visitproc visit, void *arg) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    Py_VISIT(Py_TYPE(self));
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int limiter_clear(PyObject *self) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void limiter_dealloc(PyObject *self) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    limiter_clear(self);
+    prs_limiter_free(o->core);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- TokenBucket ---- */
 enum {
@@ -540,5 +579,11 @@ static PyType_Slot SlidingWindowCounter_slots[] = {
     {0, NULL},
 };
 static PyType_Spec SlidingWindowCounter_spec = {"pyresilience._core.SlidingWindowCounter", sizeof(prs_py_limiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, SlidingWindowCounter_slots};
+
+static int limiters_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &_RateWait_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_LimiterBase, &_Limiter_spec, NULL) < 0) return -1;
+    return 0;
+}
 
 #endif

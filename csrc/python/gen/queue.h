@@ -224,4 +224,9 @@ static PyType_Slot RingQueue_slots[] = {
 };
 static PyType_Spec RingQueue_spec = {"pyresilience._core.RingQueue", sizeof(q_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, RingQueue_slots};
 
+static int queue_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_RingQueue, &RingQueue_spec, NULL) < 0) return -1;
+    return 0;
+}
+
 #endif

@@ -73,17 +73,39 @@ static PyMemberDef RedisBackend_members[] = {
 static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
 static void backend_dealloc(PyObject *self);
 static int backend_traverse(PyObject *self, visitproc visit, void *arg);
+static int backend_clear(PyObject *self);
 static PyType_Slot RedisBackend_slots[] = {
     {Py_tp_doc, (void *)RedisBackend_DOC},
     {Py_tp_new, backend_new},
     {Py_tp_dealloc, backend_dealloc},
     {Py_tp_traverse, backend_traverse},
+    {Py_tp_clear, backend_clear},
     {Py_tp_methods, RedisBackend_methods},
     {Py_tp_getset, RedisBackend_getset},
     {Py_tp_members, RedisBackend_members},
     {0, NULL},
 };
 static PyType_Spec RedisBackend_spec = {"pyresilience._core.RedisBackend", sizeof(backend_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, RedisBackend_slots};
+static int backend_traverse(PyObject *self, visitproc visit, void *arg) {
+    backend_obj *o = (backend_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->url);
+    return 0;
+}
+static int backend_clear(PyObject *self) {
+    return 0;
+}
+static void backend_dealloc(PyObject *self) {
+    backend_obj *o = (backend_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    backend_clear(self);
+    prs_redis_backend *b = o->b; Py_BEGIN_ALLOW_THREADS prs_redis_backend_free(b); Py_END_ALLOW_THREADS
+    Py_CLEAR(o->url);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- RedisRateLimiter ---- */
 enum {
@@ -242,6 +264,43 @@ static PyType_Slot RedisRateLimiter_slots[] = {
     {0, NULL},
 };
 static PyType_Spec RedisRateLimiter_spec = {"pyresilience._core.RedisRateLimiter", sizeof(limiter_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, RedisRateLimiter_slots};
+static int rl_traverse(PyObject *self, visitproc visit, void *arg) {
+    limiter_obj *o = (limiter_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->backend);
+    Py_VISIT(o->algorithm);
+    Py_VISIT(o->key_prefix);
+    Py_VISIT(o->limit);
+    Py_VISIT(o->window);
+    Py_VISIT(o->rate);
+    Py_VISIT(o->burst);
+    Py_VISIT(o->local_share);
+    Py_VISIT(o->lease);
+    return 0;
+}
+static int rl_clear(PyObject *self) {
+    limiter_obj *o = (limiter_obj *)self;
+    Py_CLEAR(o->limit);
+    Py_CLEAR(o->window);
+    Py_CLEAR(o->rate);
+    Py_CLEAR(o->burst);
+    Py_CLEAR(o->local_share);
+    Py_CLEAR(o->lease);
+    return 0;
+}
+static void rl_dealloc(PyObject *self) {
+    limiter_obj *o = (limiter_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    rl_clear(self);
+    prs_redis_limiter_free(o->l); /* no I/O: held lease permits lapse; before the backend */
+    Py_CLEAR(o->backend);
+    Py_CLEAR(o->algorithm);
+    Py_CLEAR(o->key_prefix);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- RedisLimiterGroup ---- */
 enum {
@@ -313,16 +372,45 @@ static PyMemberDef RedisLimiterGroup_members[] = {
 static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
 static void group_dealloc(PyObject *self);
 static int group_traverse(PyObject *self, visitproc visit, void *arg);
+static int group_clear(PyObject *self);
 static PyType_Slot RedisLimiterGroup_slots[] = {
     {Py_tp_doc, (void *)RedisLimiterGroup_DOC},
     {Py_tp_new, group_new},
     {Py_tp_dealloc, group_dealloc},
     {Py_tp_traverse, group_traverse},
+    {Py_tp_clear, group_clear},
     {Py_tp_methods, RedisLimiterGroup_methods},
     {Py_tp_getset, RedisLimiterGroup_getset},
     {Py_tp_members, RedisLimiterGroup_members},
     {0, NULL},
 };
 static PyType_Spec RedisLimiterGroup_spec = {"pyresilience._core.RedisLimiterGroup", sizeof(group_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC, RedisLimiterGroup_slots};
+static int group_traverse(PyObject *self, visitproc visit, void *arg) {
+    group_obj *o = (group_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->members);
+    return 0;
+}
+static int group_clear(PyObject *self) {
+    return 0;
+}
+static void group_dealloc(PyObject *self) {
+    group_obj *o = (group_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    group_clear(self);
+    PyMem_Free(o->m); /* its keys are borrowed from members */
+    Py_CLEAR(o->members);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+static int redis_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_RedisBackend, &RedisBackend_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RedisRateLimiter, &RedisRateLimiter_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RedisLimiterGroup, &RedisLimiterGroup_spec, NULL) < 0) return -1;
+    return 0;
+}
 
 #endif

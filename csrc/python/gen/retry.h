@@ -118,6 +118,10 @@ static PyType_Slot RetryPolicy_slots[] = {
     {0, NULL},
 };
 static PyType_Spec RetryPolicy_spec = {"pyresilience._core.RetryPolicy", sizeof(policy_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, RetryPolicy_slots};
+static PyObject *policy_repr(PyObject *self) {
+    static const char *const attrs[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
+    return prs_py_repr_attrs(self, "RetryPolicy", attrs);
+}
 
 /* ---- RetryBudget ---- */
 enum {
@@ -193,7 +197,7 @@ static PyGetSetDef RetryBudget_getset[] = {
     {"ratio", budget_get_field, NULL, "Retries allowed per first attempt.", (void *)(intptr_t)0},
     {"min_retries_per_second", budget_get_field, NULL, "The floor: retries per second always allowed.", (void *)(intptr_t)1},
     {"window", budget_get_field, NULL, "The sliding window, seconds.", (void *)(intptr_t)2},
-    {"clock", budget_get_field, NULL, "The clock the budget reads.", (void *)(intptr_t)3},
+    {"clock", prs_py_get_clock, NULL, "The clock the budget reads.", (void *)offsetof(budget_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef RetryBudget_members[] = {
@@ -201,23 +205,47 @@ static PyMemberDef RetryBudget_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static PyObject *budget_repr(PyObject *self);
 static void budget_dealloc(PyObject *self);
 static int budget_traverse(PyObject *self, visitproc visit, void *arg);
 static int budget_clear(PyObject *self);
-static PyObject *budget_repr(PyObject *self);
 static PyType_Slot RetryBudget_slots[] = {
     {Py_tp_doc, (void *)RetryBudget_DOC},
     {Py_tp_new, budget_new},
+    {Py_tp_repr, budget_repr},
     {Py_tp_dealloc, budget_dealloc},
     {Py_tp_traverse, budget_traverse},
     {Py_tp_clear, budget_clear},
-    {Py_tp_repr, budget_repr},
     {Py_tp_methods, RetryBudget_methods},
     {Py_tp_getset, RetryBudget_getset},
     {Py_tp_members, RetryBudget_members},
     {0, NULL},
 };
 static PyType_Spec RetryBudget_spec = {"pyresilience._core.RetryBudget", sizeof(budget_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, RetryBudget_slots};
+static int budget_traverse(PyObject *self, visitproc visit, void *arg) {
+    budget_obj *o = (budget_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int budget_clear(PyObject *self) {
+    budget_obj *o = (budget_obj *)self;
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void budget_dealloc(PyObject *self) {
+    budget_obj *o = (budget_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    budget_clear(self);
+    prs_retry_budget_free(o->core);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+static PyObject *budget_repr(PyObject *self) {
+    static const char *const attrs[] = {"ratio", "min_retries_per_second", "window", NULL};
+    return prs_py_repr_attrs(self, "RetryBudget", attrs);
+}
 
 /* ---- RetryCall ---- */
 enum {
@@ -246,10 +274,7 @@ static const prs_py_params RetryCall_params = {"RetryCall", 5, 2, 2, RetryCall_p
     "unless it raised an Exception or retry_on_result(result) is true; then\n" \
     "handler(func, args, kwargs, exception_or_None, result_or_None, start_ns) takes\n" \
     "over (the Python loop of Retry). Made by Retry as a decorator."
-static PyObject *call_get_func(PyObject *self, void *closure);
 static PyGetSetDef RetryCall_getset[] = {
-    {"__func__", call_get_func, NULL, "The wrapped callable.", (void *)(intptr_t)0},
-    {"_handler", call_get_func, NULL, "The Python retry loop taking over after a failure.", (void *)(intptr_t)1},
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -257,28 +282,61 @@ static PyMemberDef RetryCall_members[] = {
     {"__vectorcalloffset__", T_PYSSIZET, offsetof(call_obj, vectorcall), READONLY, NULL},
     {"__dictoffset__", T_PYSSIZET, offsetof(call_obj, dict), READONLY, NULL},
     {"__weaklistoffset__", T_PYSSIZET, offsetof(call_obj, weakreflist), READONLY, NULL},
+    {"__func__", T_OBJECT, offsetof(call_obj, func), READONLY,
+     "The wrapped callable."},
+    {"_handler", T_OBJECT, offsetof(call_obj, handler), READONLY,
+     "The Python retry loop taking over after a failure."},
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type);
+static PyObject *call_repr(PyObject *self);
 static void call_dealloc(PyObject *self);
 static int call_traverse(PyObject *self, visitproc visit, void *arg);
 static int call_clear(PyObject *self);
-static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type);
-static PyObject *call_repr(PyObject *self);
 static PyType_Slot RetryCall_slots[] = {
     {Py_tp_doc, (void *)RetryCall_DOC},
     {Py_tp_new, call_new},
-    {Py_tp_dealloc, call_dealloc},
-    {Py_tp_traverse, call_traverse},
-    {Py_tp_clear, call_clear},
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_descr_get, call_descr_get},
     {Py_tp_repr, call_repr},
+    {Py_tp_dealloc, call_dealloc},
+    {Py_tp_traverse, call_traverse},
+    {Py_tp_clear, call_clear},
     {Py_tp_getset, RetryCall_getset},
     {Py_tp_members, RetryCall_members},
     {0, NULL},
 };
 static PyType_Spec RetryCall_spec = {"pyresilience._core.RetryCall", sizeof(call_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_METHOD_DESCRIPTOR, RetryCall_slots};
+static int call_traverse(PyObject *self, visitproc visit, void *arg) {
+    call_obj *o = (call_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->func);
+    Py_VISIT(o->handler);
+    Py_VISIT(o->check_result);
+    Py_VISIT(o->budget);
+    Py_VISIT(o->dict);
+    return prs_py_clock_traverse(&o->clock, visit, arg);
+}
+static int call_clear(PyObject *self) {
+    call_obj *o = (call_obj *)self;
+    Py_CLEAR(o->func);
+    Py_CLEAR(o->handler);
+    Py_CLEAR(o->check_result);
+    Py_CLEAR(o->budget);
+    Py_CLEAR(o->dict);
+    prs_py_clock_clear(&o->clock);
+    return 0;
+}
+static void call_dealloc(PyObject *self) {
+    call_obj *o = (call_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    call_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg);
 static PyObject *mod_retry_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
@@ -296,5 +354,12 @@ static PyMethodDef retry_functions[] = {
      "with the GIL released, interruptible by signals (Ctrl-C)."},
     {NULL, NULL, 0, NULL},
 };
+
+static int retry_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &RetryPolicy_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &RetryBudget_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &RetryCall_spec, NULL) < 0) return -1;
+    return PyModule_AddFunctions(m, retry_functions);
+}
 
 #endif

@@ -7,10 +7,10 @@
 /* ---- _AsyncWaiter ---- */
 #define _AsyncWaiter_DOC \
     "A queued asyncio waiter of a Bulkhead or queue (internal; made by them)."
-static PyObject *waiter_get_future(PyObject *self, void *closure);
-static PyGetSetDef _AsyncWaiter_getset[] = {
-    {"future", waiter_get_future, NULL, "The asyncio future woken when this waiter is served.", NULL},
-    {NULL, NULL, NULL, NULL, NULL},
+static PyMemberDef _AsyncWaiter_members[] = {
+    {"future", T_OBJECT, offsetof(prs_py_waiter, future), READONLY,
+     "The asyncio future woken when this waiter is served."},
+    {NULL, 0, 0, 0, NULL},
 };
 static PyObject *waiter_call(PyObject *self, PyObject *args, PyObject *kwds);
 static void waiter_dealloc(PyObject *self);
@@ -22,7 +22,7 @@ static PyType_Slot _AsyncWaiter_slots[] = {
     {Py_tp_dealloc, waiter_dealloc},
     {Py_tp_traverse, waiter_traverse},
     {Py_tp_clear, waiter_clear},
-    {Py_tp_getset, _AsyncWaiter_getset},
+    {Py_tp_members, _AsyncWaiter_members},
     {0, NULL},
 };
 static PyType_Spec _AsyncWaiter_spec = {"pyresilience._core._AsyncWaiter", sizeof(prs_py_waiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _AsyncWaiter_slots};
@@ -53,5 +53,11 @@ static PyType_Slot _Ready_slots[] = {
     {0, NULL},
 };
 static PyType_Spec _Ready_spec = {"pyresilience._core._Ready", sizeof(ready_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _Ready_slots};
+
+static int wait_add_types(PyObject *m, prs_py_state *st) {
+    if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &_AsyncWaiter_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_Ready, &_Ready_spec, NULL) < 0) return -1;
+    return 0;
+}
 
 #endif
