@@ -94,13 +94,13 @@ STAGE := $(BUILD)/stage
 check-headers: lib
 	@rm -rf $(STAGE)
 	$(MAKE) --no-print-directory install-c DESTDIR=$(STAGE) PREFIX=/usr
-	$(CC) -std=c11 $(WARN) -Werror -I$(STAGE)/usr/include/pyresilience examples/c/limiter.c \
+	$(CC) -std=c11 $(WARN) $(CFLAGS) -Werror -I$(STAGE)/usr/include/pyresilience examples/c/limiter.c \
 	    -o $(STAGE)/limiter $(STAGE)/usr/lib/libpyresilience.a -lm -pthread
-	$(CC) -std=c11 $(WARN) -Werror -DPRS_HAVE_HIREDIS -I$(STAGE)/usr/include/pyresilience \
+	$(CC) -std=c11 $(WARN) $(CFLAGS) -Werror -DPRS_HAVE_HIREDIS -I$(STAGE)/usr/include/pyresilience \
 	    examples/c/limiter.c -o $(STAGE)/limiter_hiredis_defined $(STAGE)/usr/lib/libpyresilience.a -lm -pthread
 	$(STAGE)/limiter > /dev/null && $(STAGE)/limiter_hiredis_defined > /dev/null
 ifeq ($(HAVE_HIREDIS),1)
-	$(CC) -std=c11 $(WARN) -Werror -I$(STAGE)/usr/include/pyresilience -I$(STAGE)/usr/include/pyresilience_redis \
+	$(CC) -std=c11 $(WARN) $(CFLAGS) -Werror -I$(STAGE)/usr/include/pyresilience -I$(STAGE)/usr/include/pyresilience_redis \
 	    examples/c/redis_url.c -o $(STAGE)/redis_url $(STAGE)/usr/lib/libpyresilience_redis.a \
 	    $(STAGE)/usr/lib/libpyresilience.a $(LDLIBS)
 	$(STAGE)/redis_url > /dev/null
