@@ -20,6 +20,7 @@ from .errors import (
     ResilienceError,
     RetryExhausted,
 )
+from .errors import PolicyWarning, TimeoutExceeded
 from .limiters import GCRA, TokenBucket
 
 # -- rate limiter family --
@@ -47,6 +48,9 @@ from .queues import BackpressureMetrics, BackpressureQueue, BackpressureStrategy
 
 # -- redis --
 from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimiter
+
+# -- composition: policies, timeouts, deadlines --
+from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
 
 __version__ = "0.1.0"
 
@@ -106,6 +110,14 @@ __all__ = [
     "RedisBackend",
     "RedisLimiterGroup",
     "RedisRateLimiter",
+    # -- composition: policies, timeouts, deadlines --
+    "Fallback",
+    "Limit",
+    "Policy",
+    "PolicyWarning",
+    "Timeout",
+    "TimeoutExceeded",
+    "deadline_remaining",
 ]
 
 # -- web middleware: pr.web, pr.asgi, pr.wsgi load on first use --
@@ -114,7 +126,7 @@ __all__ = [
 import typing as _typing  # noqa: E402
 
 if not _typing.TYPE_CHECKING:
-    _LAZY_SUBMODULES = ("web", "asgi", "wsgi")
+    _LAZY_SUBMODULES = ("web", "asgi", "wsgi", "httpx", "requests")
 
     def __getattr__(name: str) -> object:
         if name in _LAZY_SUBMODULES:

@@ -42,6 +42,7 @@ from typing import (Any, Awaitable, Callable, Dict, Generic, Iterator, Optional,
 
 from . import _core
 from ._core import ManualClock, MonotonicClock, RetryPolicy
+from ._core import deadline_remaining as _deadline_remaining
 from ._decorate import P, finish, inspect_target
 from .errors import RetryExhausted
 
@@ -486,6 +487,9 @@ class _Loop:
         elapsed = _core.retry_now_ns(clock) - self.start
         deadline = cfg._deadline_ns
         remaining = _NEVER if deadline == _NEVER else deadline - elapsed
+        left = _deadline_remaining()  # a policy call's deadline caps the sleeps too
+        if left is not None:
+            remaining = min(remaining, round(left * 1e9))
         ra = _retry_after_ns(exc) if cfg.respect_retry_after else -1
         verdict, delay, delay_ns = cfg._policy._next(self.attempt, self.previous, ra, remaining)
         if verdict == _SLEEP and cfg.budget is not None and not cfg.budget.withdraw():

@@ -268,6 +268,7 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
 int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                          const char *what, int64_t n, int64_t timeout_ns) {
     prs_py_wait w;
+    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
     if (prs_py_wait_begin(clock, n, timeout_ns, &w) < 0) return -1;
     for (;;) {
         int64_t ns = 0;
@@ -356,6 +357,7 @@ PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *
     self->ctx = ctx;
     self->what = what;
     self->done = 0;
+    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
     if (prs_py_wait_begin(clock, n, timeout_ns, &self->w) < 0) {
         Py_DECREF(self);
         return NULL;

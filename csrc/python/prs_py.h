@@ -55,6 +55,8 @@ enum prs_py_slot {
     PRS_SLOT_RedisBackend,
     PRS_SLOT_RedisRateLimiter,
     PRS_SLOT_RedisLimiterGroup,
+    /* the deadline of the current policy call (deadline.c) */
+    PRS_SLOT_DeadlineVar,
     /* exception classes, from pyresilience.errors */
     PRS_SLOT_ResilienceError,
     PRS_SLOT_RateLimitExceeded,
@@ -101,6 +103,11 @@ int prs_py_register_retry(PyObject *m, prs_py_state *st);
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st);
 int prs_py_register_queue(PyObject *m, prs_py_state *st);
 int prs_py_register_redis(PyObject *m, prs_py_state *st);
+int prs_py_register_deadline(PyObject *m, prs_py_state *st);
+
+/* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
+ * call's deadline (deadline.c); unchanged when none is set. Never fails. */
+int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
 
 /* ---- errors ------------------------------------------------------------ */
 

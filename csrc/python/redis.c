@@ -67,6 +67,7 @@ static prs_py_clock wait_clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
 static int wait_admitted(prs_py_state *st, prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
                          int64_t timeout_ns) {
     prs_py_wait w;
+    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
     if (prs_py_wait_begin(&wait_clock, n, timeout_ns, &w) < 0) return -1;
     for (;;) {
         int64_t ns = 0;

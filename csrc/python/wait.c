@@ -17,6 +17,7 @@ typedef struct {
 
 int prs_py_cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, void *waiter,
                      int64_t timeout_ns, prs_py_settled *out) {
+    timeout_ns = prs_py_deadline_cap(prs_py_state_of(owner), timeout_ns);
     int64_t now = prs_monotonic_ns();
     int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
     for (;;) {
