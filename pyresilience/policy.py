@@ -432,6 +432,31 @@ def _bulkhead_async_layer(bulkhead: Bulkhead, inner: Async) -> Async:
     return bulkhead_layer
 
 
+def _chain(strategies: Tuple[Any, ...], *, skip_retry: bool = False,
+           inside_retry: Optional[Tuple[Callable[[Sync], Sync], Callable[[Async], Async]]] = None
+           ) -> Tuple[Sync, Async]:
+    """The sync and async chains of ``strategies`` (outermost first). For
+    adapters: ``skip_retry`` leaves the Retry strategies out (a request that
+    must not be repeated); ``inside_retry`` is a pair of layer makers put right
+    inside each Retry."""
+    sync: Sync = _direct
+    async_: Async = _direct_async
+    for s in reversed(strategies):
+        if isinstance(s, Retry):
+            if skip_retry:
+                continue
+            if inside_retry is not None:
+                sync, async_ = inside_retry[0](sync), inside_retry[1](async_)
+            sync, async_ = _retry_layer(s, sync), _retry_async_layer(s, async_)
+        elif isinstance(s, CircuitBreaker):
+            sync, async_ = _breaker_layer(s, sync), _breaker_async_layer(s, async_)
+        elif isinstance(s, Bulkhead):
+            sync, async_ = _bulkhead_layer(s, sync), _bulkhead_async_layer(s, async_)
+        else:
+            sync, async_ = s._layer(sync), s._async_layer(async_)
+    return sync, async_
+
+
 Strategy = Union[Fallback, Retry, RetryConfig, CircuitBreaker, Timeout, Bulkhead, Limit, Any]
 
 
@@ -515,19 +540,7 @@ class Policy:
         self.strategies = tuple(flat)
         for problem in _check_order(self.strategies):
             warnings.warn(f"Policy order: {problem}", PolicyWarning, stacklevel=2)
-        sync: Sync = _direct
-        async_: Async = _direct_async
-        for s in reversed(self.strategies):
-            if isinstance(s, Retry):
-                sync, async_ = _retry_layer(s, sync), _retry_async_layer(s, async_)
-            elif isinstance(s, CircuitBreaker):
-                sync, async_ = _breaker_layer(s, sync), _breaker_async_layer(s, async_)
-            elif isinstance(s, Bulkhead):
-                sync, async_ = _bulkhead_layer(s, sync), _bulkhead_async_layer(s, async_)
-            else:
-                sync, async_ = s._layer(sync), s._async_layer(async_)
-        self._sync = sync
-        self._async = async_
+        self._sync, self._async = _chain(self.strategies)
 
     @classmethod
     def recommended(cls, *, fallback: Optional[Fallback] = None,
