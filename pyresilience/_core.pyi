@@ -615,3 +615,8 @@ class RedisLimiterGroup:
     @property
     def same_slot(self) -> bool: ...
 # </gen>
+
+# -- the deadline of a policy call (deadline.c): absolute CLOCK_MONOTONIC ns --
+import contextvars
+DEADLINE: contextvars.ContextVar[int]
+def deadline_remaining() -> Optional[float]: ...

@@ -64,10 +64,10 @@ async def _direct_async(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...]
 def _seconds(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}: {value!r}")
-    value = float(value)
-    if math.isnan(value) or value <= 0:
+    seconds = float(value)
+    if math.isnan(seconds) or seconds <= 0:
         raise ValueError(f"{name} must be > 0 seconds, got {value!r}")
-    return value
+    return seconds
 
 
 # ---- Timeout ---------------------------------------------------------------------
@@ -343,10 +343,12 @@ class Limit:
 
     def _acquirers(self) -> Tuple[Callable[[Tuple[Any, ...], Any], Any],
                                   Callable[[Tuple[Any, ...], Any], Awaitable[Any]]]:
-        lim, key, n = self.limiter, self.key, self.n
+        lim: Any = self.limiter
+        key, n = self.key, self.n
         wait: Optional[float] = None if math.isinf(self.wait) else self.wait
         if isinstance(lim, _core.RedisLimiterGroup):
-            return (lambda a, k: lim.acquire(wait)), (lambda a, k: lim.acquire_async(wait))
+            group: Any = lim  # the facade's class has acquire_async
+            return (lambda a, k: group.acquire(wait)), (lambda a, k: group.acquire_async(wait))
         if key is None:
             return (lambda a, k: lim.acquire(n, wait)), (lambda a, k: lim.acquire_async(n, wait))
         if callable(key):
