@@ -25,7 +25,7 @@ import re
 from typing import Any, Callable, Collection, Iterable, Optional, Tuple
 
 from .errors import RetryExhausted
-from .policy import Async, Policy, Sync, _chain
+from .policy import _APPLY, Async, Policy, Sync, _async_chain, _sync_chain
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 """The methods retried by default (RFC 9110 section 9.2.2: idempotent)."""
@@ -80,9 +80,9 @@ def retry_after_of(headers: Any) -> Any:
 
 
 def _final_layer(inner: Sync) -> Sync:
-    def final_layer(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> Any:
+    def final_layer(*args: Any, **kwargs: Any) -> Any:
         try:
-            return inner(fn, args, kwargs)
+            return inner(*args, **kwargs)
         except StatusRetry:
             raise
         except StatusFailure as exc:
@@ -115,8 +115,11 @@ class Classifier:
         self.retry_methods = frozenset(m.upper() for m in retry_methods)
         self.respect_retry_after = bool(respect_retry_after)
         self.return_last_response = bool(return_last_response)
-        self.sync, self.async_ = _chain(policy.strategies, inside_retry=(_final_layer, _final_async_layer))
-        self.sync_once, self.async_once = _chain(policy.strategies, skip_retry=True)
+        strategies = policy.strategies
+        self.sync = _sync_chain(strategies, _APPLY, 1, inside_retry=_final_layer)
+        self.async_ = _async_chain(strategies, inside_retry=_final_async_layer)
+        self.sync_once = _sync_chain(strategies, _APPLY, 1, skip_retry=True)
+        self.async_once = _async_chain(strategies, skip_retry=True)
 
     def check(self, response: Any, status: int, headers: Any, may_retry: bool) -> Any:
         """The attempt's response, or raise what the policy should see."""

@@ -114,7 +114,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         may_retry = self._may_retry(request)
         chain = c.sync if may_retry else c.sync_once
         try:
-            return c.outcome(chain(self._attempt, (request, may_retry), {}))  # type: ignore[no-any-return]
+            return c.outcome(chain(self._attempt, request, may_retry))  # type: ignore[no-any-return]
         except StatusFailure as exc:
             return c.exhausted(exc)  # type: ignore[no-any-return]
 

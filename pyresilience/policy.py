@@ -31,7 +31,7 @@ import threading
 import time
 import warnings
 from asyncio.events import _get_running_loop
-from typing import Any, Awaitable, Callable, List, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _core
 from ._decorate import P, finish, inspect_target
@@ -49,12 +49,11 @@ _monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC: the clock of the C waits
 
 deadline_remaining: Callable[[], Optional[float]] = _core.deadline_remaining
 
-Sync = Callable[[Callable[..., Any], Tuple[Any, ...], Any], Any]
+Sync = Callable[..., Any]  # a sync layer: called with the call's arguments, calls the next one
 Async = Callable[[Callable[..., Awaitable[Any]], Tuple[Any, ...], Any], Awaitable[Any]]
 
 
-def _direct(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> Any:
-    return fn(*args, **kwargs)
+_APPLY = _core.PolicyStep(_core.STEP_APPLY)  # the end of policy.call's chain: fn(*args, **kwargs)
 
 
 async def _direct_async(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...], kwargs: Any) -> Any:
@@ -141,26 +140,11 @@ class Timeout:
     def _exceeded(self, cause: Optional[BaseException] = None) -> TimeoutExceeded:
         return TimeoutExceeded(f"timeout of {self.seconds:g} s exceeded", timeout=self.seconds)
 
-    def _layer(self, inner: Sync) -> Sync:
+    def _step(self, inner: Sync, offset: int) -> Sync:
         if self.thread:
             return self._thread_layer(inner)
-        var, now, exceeded = _DEADLINE, _monotonic_ns, self._exceeded
-
-        def timeout_layer(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> Any:
-            deadline = self._deadline()
-            if deadline < 0:
-                return inner(fn, args, kwargs)
-            if now() >= deadline:
-                raise exceeded()
-            token = var.set(deadline)
-            try:
-                result = inner(fn, args, kwargs)
-            finally:
-                var.reset(token)
-            if now() > deadline:
-                raise exceeded()
-            return result
-        return timeout_layer
+        return cast(Sync, _core.PolicyStep(_core.STEP_TIMEOUT, inner, _DEADLINE, TimeoutExceeded,
+                                           self.seconds, self._ns))
 
     def _get_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         ex = self._executor
@@ -179,10 +163,10 @@ class Timeout:
     def _thread_layer(self, inner: Sync) -> Sync:
         var = _DEADLINE
 
-        def thread_layer(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> Any:
+        def thread_layer(*args: Any, **kwargs: Any) -> Any:
             deadline = self._deadline()
             if deadline < 0:
-                return inner(fn, args, kwargs)
+                return inner(*args, **kwargs)
             left = deadline - _monotonic_ns()
             if left <= 0:
                 raise self._exceeded()
@@ -191,7 +175,7 @@ class Timeout:
                 ctx = contextvars.copy_context()
             finally:
                 var.reset(token)
-            cf = self._get_executor().submit(ctx.run, inner, fn, args, kwargs)
+            cf = self._get_executor().submit(ctx.run, inner, *args, **kwargs)
             try:
                 return cf.result(timeout=left / 1e9)
             except concurrent.futures.TimeoutError as exc:
@@ -270,15 +254,8 @@ class Fallback:
         what = f"factory={self.factory!r}" if self.factory is not None else repr(self.value)
         return f"Fallback({what}, on={self.on!r})"
 
-    def _layer(self, inner: Sync) -> Sync:
-        on, factory, value = self.on, self.factory, self.value
-
-        def fallback_layer(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> Any:
-            try:
-                return inner(fn, args, kwargs)
-            except on as exc:
-                return value if factory is None else factory(exc)
-        return fallback_layer
+    def _step(self, inner: Sync, offset: int) -> Sync:
+        return cast(Sync, _core.PolicyStep(_core.STEP_FALLBACK, inner, self.on, self.value, self.factory))
 
     def _async_layer(self, inner: Async) -> Async:
         on, factory, value = self.on, self.factory, self.value
@@ -356,13 +333,24 @@ class Limit:
                     (lambda a, k: lim.acquire_async(key(*a, **k), n, wait)))
         return (lambda a, k: lim.acquire(key, n, wait)), (lambda a, k: lim.acquire_async(key, n, wait))
 
-    def _layer(self, inner: Sync) -> Sync:
-        acquire = self._acquirers()[0]
+    def _step(self, inner: Sync, offset: int) -> Sync:
+        lim: Any = self.limiter
+        key, n = self.key, self.n
+        wait: Optional[float] = None if math.isinf(self.wait) else self.wait
+        if callable(key):  # a key from the call's arguments: a Python layer
+            acquire = lim.acquire
 
-        def limit_layer(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> Any:
-            acquire(args, kwargs)
-            return inner(fn, args, kwargs)
-        return limit_layer
+            def limit_layer(*args: Any, **kwargs: Any) -> Any:
+                acquire(key(*args[offset:], **kwargs), n, wait)
+                return inner(*args, **kwargs)
+            return limit_layer
+        if isinstance(lim, _core.RedisLimiterGroup):
+            acquire_args: Tuple[Any, ...] = (wait,)
+        elif key is None:
+            acquire_args = (n, wait)
+        else:
+            acquire_args = (key, n, wait)
+        return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.acquire, acquire_args))
 
     def _async_layer(self, inner: Async) -> Async:
         acquire = self._acquirers()[1]
@@ -376,14 +364,6 @@ class Limit:
 # ---- the other patterns as layers ------------------------------------------------
 
 
-def _retry_layer(retry: Retry, inner: Sync) -> Sync:
-    call = retry.call
-
-    def retry_layer(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> Any:
-        return call(inner, fn, args, kwargs)
-    return retry_layer
-
-
 def _retry_async_layer(retry: Retry, inner: Async) -> Async:
     call_async = retry.call_async
 
@@ -392,32 +372,12 @@ def _retry_async_layer(retry: Retry, inner: Async) -> Async:
     return retry_layer
 
 
-def _breaker_layer(breaker: CircuitBreaker, inner: Sync) -> Sync:
-    call = breaker.call
-
-    def breaker_layer(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> Any:
-        return call(inner, fn, args, kwargs)
-    return breaker_layer
-
-
 def _breaker_async_layer(breaker: CircuitBreaker, inner: Async) -> Async:
     call_async = breaker.call_async
 
     async def breaker_layer(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...], kwargs: Any) -> Any:
         return await call_async(inner, fn, args, kwargs)  # a cancellation frees its trial slot
     return breaker_layer
-
-
-def _bulkhead_layer(bulkhead: Bulkhead, inner: Sync) -> Sync:
-    acquire, release = bulkhead.acquire, bulkhead.release
-
-    def bulkhead_layer(fn: Callable[..., Any], args: Tuple[Any, ...], kwargs: Any) -> Any:
-        acquire()
-        try:
-            return inner(fn, args, kwargs)
-        finally:
-            release()
-    return bulkhead_layer
 
 
 def _bulkhead_async_layer(bulkhead: Bulkhead, inner: Async) -> Async:
@@ -434,29 +394,52 @@ def _bulkhead_async_layer(bulkhead: Bulkhead, inner: Async) -> Async:
     return bulkhead_layer
 
 
-def _chain(strategies: Tuple[Any, ...], *, skip_retry: bool = False,
-           inside_retry: Optional[Tuple[Callable[[Sync], Sync], Callable[[Async], Async]]] = None
-           ) -> Tuple[Sync, Async]:
-    """The sync and async chains of ``strategies`` (outermost first). For
+def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_retry: bool = False,
+                inside_retry: Optional[Callable[[Sync], Sync]] = None) -> Sync:
+    """The sync chain of ``strategies`` (outermost first) around ``end``: C
+    objects except where a strategy needs Python. ``offset``: how many
+    leading arguments are not the call's (1 for policy.call's function). For
     adapters: ``skip_retry`` leaves the Retry strategies out (a request that
-    must not be repeated); ``inside_retry`` is a pair of layer makers put right
-    inside each Retry."""
-    sync: Sync = _direct
+    must not be repeated); ``inside_retry`` makes a layer put right inside
+    each Retry."""
+    nxt = end
+    for s in reversed(strategies):
+        if isinstance(s, Retry):
+            if skip_retry:
+                continue
+            if inside_retry is not None:
+                nxt = inside_retry(nxt)
+            cfg = s.config
+            nxt = _core.RetryCall(nxt, s._resume, budget=cfg.budget, clock=cfg.clock,
+                                  retry_on_result=cfg.retry_on_result)
+        elif isinstance(s, CircuitBreaker):
+            nxt = s._wrap(nxt)
+        elif isinstance(s, Bulkhead):
+            nxt = _core.PolicyStep(_core.STEP_BULKHEAD, nxt, s.acquire, s.release)
+        else:
+            nxt = s._step(nxt, offset)
+    return nxt
+
+
+def _async_chain(strategies: Tuple[Any, ...], *, skip_retry: bool = False,
+                 inside_retry: Optional[Callable[[Async], Async]] = None) -> Async:
+    """The async chain: one coroutine function per strategy, each called
+    with (fn, args, kwargs)."""
     async_: Async = _direct_async
     for s in reversed(strategies):
         if isinstance(s, Retry):
             if skip_retry:
                 continue
             if inside_retry is not None:
-                sync, async_ = inside_retry[0](sync), inside_retry[1](async_)
-            sync, async_ = _retry_layer(s, sync), _retry_async_layer(s, async_)
+                async_ = inside_retry(async_)
+            async_ = _retry_async_layer(s, async_)
         elif isinstance(s, CircuitBreaker):
-            sync, async_ = _breaker_layer(s, sync), _breaker_async_layer(s, async_)
+            async_ = _breaker_async_layer(s, async_)
         elif isinstance(s, Bulkhead):
-            sync, async_ = _bulkhead_layer(s, sync), _bulkhead_async_layer(s, async_)
+            async_ = _bulkhead_async_layer(s, async_)
         else:
-            sync, async_ = s._layer(sync), s._async_layer(async_)
-    return sync, async_
+            async_ = s._async_layer(async_)
+    return async_
 
 
 Strategy = Union[Fallback, Retry, RetryConfig, CircuitBreaker, Timeout, Bulkhead, Limit, Any]
@@ -528,7 +511,7 @@ class Policy:
     The recommended order is :meth:`recommended`'s. Orders known to be wrong
     warn with :class:`~pyresilience.PolicyWarning` when the policy is made."""
 
-    __slots__ = ("strategies", "_sync", "_async", "__weakref__")
+    __slots__ = ("strategies", "_async", "__weakref__") + (() if TYPE_CHECKING else ("call",))
 
     strategies: Tuple[Any, ...]
 
@@ -542,7 +525,9 @@ class Policy:
         self.strategies = tuple(flat)
         for problem in _check_order(self.strategies):
             warnings.warn(f"Policy order: {problem}", PolicyWarning, stacklevel=2)
-        self._sync, self._async = _chain(self.strategies)
+        # policy.call is the chain itself (a C object: no Python frame per call)
+        object.__setattr__(self, "call", _sync_chain(self.strategies, _APPLY, 1))
+        self._async = _async_chain(self.strategies)
 
     @classmethod
     def recommended(cls, *, fallback: Optional[Fallback] = None,
@@ -565,11 +550,11 @@ class Policy:
         order = (fallback, timeout, retry, breaker, limiter, attempt_timeout, bulkhead)
         return cls(*(s for s in order if s is not None))
 
-    def call(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """call(self, func, /, *args, **kwargs)
+    if TYPE_CHECKING:
+        def call(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+            """call(func, /, *args, **kwargs)
 
-        ``func(*args, **kwargs)`` through every strategy, outermost first."""
-        return cast(T, self._sync(func, args, kwargs))
+            ``func(*args, **kwargs)`` through every strategy, outermost first."""
 
     async def call_async(self, func: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """call_async(self, func, /, *args, **kwargs)
@@ -589,11 +574,10 @@ class Policy:
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 return await run_async(afunc, args, kwargs)
             return cast(Callable[P, T], finish(async_wrapper, func))
-        run = self._sync
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return run(func, args, kwargs)
-        return cast(Callable[P, T], finish(wrapper, func))
+        if not self.strategies:
+            return func  # nothing to apply
+        # the chain around this very function: a C object, called with the call's arguments
+        return cast(Callable[P, T], finish(_sync_chain(self.strategies, func, 0), func))
 
     def __repr__(self) -> str:
         return f"Policy({', '.join(repr(s) for s in self.strategies)})"

@@ -94,6 +94,6 @@ class ResilientAdapter(HTTPAdapter):
         chain = c.sync if may_retry else c.sync_once
         kwargs = {"stream": stream, "timeout": timeout, "verify": verify, "cert": cert, "proxies": proxies}
         try:
-            return c.outcome(chain(self._attempt, (request, may_retry, kwargs), {}))  # type: ignore[no-any-return]
+            return c.outcome(chain(self._attempt, request, may_retry, kwargs))  # type: ignore[no-any-return]
         except StatusFailure as exc:
             return c.exhausted(exc)  # type: ignore[no-any-return]

@@ -104,6 +104,7 @@ int prs_py_register_bulkhead(PyObject *m, prs_py_state *st);
 int prs_py_register_queue(PyObject *m, prs_py_state *st);
 int prs_py_register_redis(PyObject *m, prs_py_state *st);
 int prs_py_register_deadline(PyObject *m, prs_py_state *st);
+int prs_py_register_policy(PyObject *m, prs_py_state *st);
 
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */
