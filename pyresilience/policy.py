@@ -48,6 +48,7 @@ _DEADLINE: "contextvars.ContextVar[int]" = _core.DEADLINE
 _monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC: the clock of the C waits
 
 deadline_remaining: Callable[[], Optional[float]] = _core.deadline_remaining
+_deadline_ns = _core._deadline_ns  # the deadline in effect (a sync call's or the context's), or None
 
 Sync = Callable[..., Any]  # a sync layer: called with the call's arguments, calls the next one
 Async = Callable[[Callable[..., Awaitable[Any]], Tuple[Any, ...], Any], Awaitable[Any]]
@@ -131,7 +132,7 @@ class Timeout:
 
     def _deadline(self) -> int:
         """The deadline in effect inside: ours, or an outer one that is sooner."""
-        outer = _DEADLINE.get(None)
+        outer = _deadline_ns()
         if self._ns < 0:
             return outer if outer is not None else -1
         mine = _monotonic_ns() + self._ns
@@ -345,11 +346,17 @@ class Limit:
                 return inner(*args, **kwargs)
             return limit_layer
         if isinstance(lim, _core.RedisLimiterGroup):
+            allow_args: Tuple[Any, ...] = ()
             acquire_args: Tuple[Any, ...] = (wait,)
         elif key is None:
+            allow_args = () if n == 1 else (n,)
             acquire_args = (n, wait)
         else:
+            allow_args = (key,) if n == 1 else (key, n)
             acquire_args = (key, n, wait)
+        if wait == 0:  # allow() (the fast path); a refusal raises from acquire(..., 0)
+            return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.allow, allow_args,
+                                               (lim.acquire, *acquire_args)))
         return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.acquire, acquire_args))
 
     def _async_layer(self, inner: Async) -> Async:

@@ -14,24 +14,42 @@
  * the deadline then fails at once, as with a timeout of its own.
  *
  * Cost when no deadline is set: one PyContextVar_Get that finds nothing.
+ *
+ * The sync chain of a Policy (policy.c) keeps its deadline in a thread-local
+ * word instead (prs_py_sync_deadline): setting a context variable allocates
+ * (a new mapping and a token) and costs more than the rest of the chain. A
+ * sync call runs on one thread from start to end, so the word is exact for
+ * everything inside it; the deadline in effect is the sooner of the two.
+ * What leaves the thread - a Timeout(thread=True) worker, a task started
+ * inside the call - gets the context variable set by the Python layer that
+ * hands it over (pyresilience/policy.py).
  */
 #include "prs_py.h"
 
+_Thread_local int64_t prs_py_sync_deadline = PRS_NEVER;
+
+int prs_py_deadline_abs(PyObject *var, int64_t *out) {
+    int64_t deadline = prs_py_sync_deadline;
+    PyObject *value = NULL;
+    if (var && PyContextVar_Get(var, NULL, &value) < 0) return -1;
+    if (value) {
+        long long v = PyLong_AsLongLong(value);
+        Py_DECREF(value);
+        if (v == -1 && PyErr_Occurred()) return -1;
+        if ((int64_t)v < deadline) deadline = (int64_t)v;
+    }
+    *out = deadline;
+    return 0;
+}
+
 int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns) {
-    if (!st) return timeout_ns;
-    PyObject *var = st->slots[PRS_SLOT_DeadlineVar], *value = NULL;
-    if (!var || PyContextVar_Get(var, NULL, &value) < 0) {
+    int64_t deadline;
+    if (prs_py_deadline_abs(st ? st->slots[PRS_SLOT_DeadlineVar] : NULL, &deadline) < 0) {
         PyErr_Clear(); /* no usable deadline: the wait's own timeout stands */
-        return timeout_ns;
+        deadline = prs_py_sync_deadline;
     }
-    if (!value) return timeout_ns;
-    long long deadline = PyLong_Check(value) ? PyLong_AsLongLong(value) : -1;
-    Py_DECREF(value);
-    if (deadline == -1 && PyErr_Occurred()) {
-        PyErr_Clear();
-        return timeout_ns;
-    }
-    int64_t left = prs__sat_sub((int64_t)deadline, prs_monotonic_ns());
+    if (deadline == PRS_NEVER) return timeout_ns;
+    int64_t left = prs__sat_sub(deadline, prs_monotonic_ns());
     if (left < 0) left = 0;
     return (timeout_ns == PRS_NEVER || left < timeout_ns) ? left : timeout_ns;
 }
@@ -44,7 +62,20 @@ static PyObject *deadline_remaining(PyObject *m, PyObject *unused) {
     return PyFloat_FromDouble((double)left / 1e9);
 }
 
+/* _deadline_ns(): the absolute deadline in effect (CLOCK_MONOTONIC ns), or None. */
+static PyObject *deadline_ns(PyObject *m, PyObject *unused) {
+    prs_py_state *st = PyModule_GetState(m);
+    int64_t deadline;
+    if (prs_py_deadline_abs(st->slots[PRS_SLOT_DeadlineVar], &deadline) < 0) return NULL;
+    if (deadline == PRS_NEVER) Py_RETURN_NONE;
+    return PyLong_FromLongLong(deadline);
+}
+
 static PyMethodDef deadline_methods[] = {
+    {"_deadline_ns", deadline_ns, METH_NOARGS,
+     "_deadline_ns()\n--\n\n"
+     "The absolute deadline in effect (CLOCK_MONOTONIC ns: the sooner of a sync\n"
+     "policy call's and the DEADLINE context variable's), or None."},
     {"deadline_remaining", deadline_remaining, METH_NOARGS,
      "deadline_remaining()\n--\n\n"
      "Seconds left before the deadline of the current policy call (0.0 once it has\n"

@@ -21,10 +21,12 @@
  *
  * Fields, by kind (all strong references, set once in tp_new, immutable after):
  *   next: the next callable (NULL for APPLY)
- *   a: LIMIT/BULKHEAD acquire; TIMEOUT the DEADLINE context variable; FALLBACK `on`
- *   b: LIMIT acquire's arguments (a tuple); BULKHEAD release;
+ *   a: LIMIT allow (or acquire, with a wait); BULKHEAD acquire;
+ *      TIMEOUT the DEADLINE context variable; FALLBACK `on`
+ *   b: LIMIT a's arguments (a tuple); BULKHEAD release;
  *      TIMEOUT the exception class; FALLBACK the value
- *   c: TIMEOUT the seconds (a float, for the exception); FALLBACK the factory or None
+ *   c: LIMIT None (a waits), or (acquire, *args) raising a refusal of allow;
+ *      TIMEOUT the seconds (a float, for the exception); FALLBACK the factory or None
  *   ns: TIMEOUT the duration in ns (-1: no limit of its own)
  */
 #include "prs_py.h"
@@ -65,11 +67,19 @@ static PyObject *step_apply(PyObject *self, PyObject *const *args, size_t nargsf
                                kwnames);
 }
 
+/* a(*b): admitted unless it raises; with c (a tuple (acquire, *args)), a is
+ * a non-blocking allow() whose False is turned into acquire's exception (an
+ * acquire that admits after all - time moved - admits). */
 static PyObject *step_limit(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     step_obj *s = STEP(self);
     CHECK_LIVE(s);
     PyObject *r = PyObject_Vectorcall(s->a, &PyTuple_GET_ITEM(s->b, 0), PyTuple_GET_SIZE(s->b), NULL);
     if (!r) return NULL;
+    if (r == Py_False && s->c != Py_None) {
+        r = PyObject_Vectorcall(PyTuple_GET_ITEM(s->c, 0), &PyTuple_GET_ITEM(s->c, 1),
+                                PyTuple_GET_SIZE(s->c) - 1, NULL);
+        if (!r) return NULL;
+    }
     Py_DECREF(r);
     return call_next(s, args, nargsf, kwnames);
 }
@@ -111,44 +121,26 @@ static PyObject *timeout_exceeded(step_obj *s) {
     return NULL;
 }
 
+/* The deadline goes in this thread's word for the time of the call (see
+ * deadline.c): no allocation. `a` is the context variable, read for an outer
+ * deadline set by an async or threaded caller. */
 static PyObject *step_timeout(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     step_obj *s = STEP(self);
     CHECK_LIVE(s);
-    PyObject *outer = NULL;
-    if (PyContextVar_Get(s->a, NULL, &outer) < 0) return NULL;
-    int64_t deadline = -1;
-    if (outer) {
-        long long v = PyLong_AsLongLong(outer);
-        Py_DECREF(outer);
-        if (v == -1 && PyErr_Occurred()) return NULL;
-        deadline = (int64_t)v;
-    }
+    int64_t outer, deadline;
+    if (prs_py_deadline_abs(s->a, &outer) < 0) return NULL;
     int64_t now = prs_monotonic_ns();
+    deadline = outer;
     if (s->ns >= 0) {
         int64_t mine = prs__sat_add(now, s->ns);
-        if (deadline < 0 || mine < deadline) deadline = mine;
+        if (mine < deadline) deadline = mine;
     }
-    if (deadline < 0) return call_next(s, args, nargsf, kwnames);
+    if (deadline == PRS_NEVER) return call_next(s, args, nargsf, kwnames);
     if (now >= deadline) return timeout_exceeded(s);
-    PyObject *value = PyLong_FromLongLong(deadline);
-    if (!value) return NULL;
-    PyObject *token = PyContextVar_Set(s->a, value);
-    Py_DECREF(value);
-    if (!token) return NULL;
+    int64_t saved = prs_py_sync_deadline;
+    prs_py_sync_deadline = deadline;
     PyObject *res = call_next(s, args, nargsf, kwnames);
-    PRS_PY_EXC_SAVE(saved);
-    int rc = PyContextVar_Reset(s->a, token);
-    Py_DECREF(token);
-    if (rc < 0) {
-        Py_XDECREF(res);
-#if PY_VERSION_HEX >= 0x030C0000
-        Py_XDECREF(saved);
-#else
-        Py_XDECREF(saved_t); Py_XDECREF(saved); Py_XDECREF(saved_tb);
-#endif
-        return NULL;
-    }
-    PRS_PY_EXC_RESTORE(saved);
+    prs_py_sync_deadline = saved;
     if (res && prs_monotonic_ns() > deadline) {
         Py_DECREF(res);
         return timeout_exceeded(s);
