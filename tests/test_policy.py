@@ -373,3 +373,71 @@ def test_well_ordered_policies_warn_nothing() -> None:
         pr.Policy(br, pr.Timeout(1))
         pr.Policy(pr.Timeout(1), rt, bh)
         pr.Policy()
+
+
+# ---- the C chain --------------------------------------------------------------------
+
+
+def test_decorated_methods_bind_and_keep_metadata() -> None:
+    p = pr.Policy(pr.Fallback(-1), pr.Timeout(10), pr.Bulkhead("m", 2))
+
+    class Service:
+        def __init__(self) -> None:
+            self.base = 40
+
+        @p
+        def get(self, x: int) -> int:
+            """Doc."""
+            return self.base + x
+
+    s = Service()
+    assert s.get(2) == 42
+    assert Service.get.__name__ == "get" and Service.get.__doc__ == "Doc."
+    assert Service.get.__wrapped__ is not None
+    assert pr.Policy()(len) is len  # an empty policy applies nothing
+
+
+def test_sync_timeout_inside_an_async_deadline_keeps_the_sooner() -> None:
+    inner = pr.Policy(pr.Timeout(100))
+
+    async def main() -> Any:
+        return inner.call(pr.deadline_remaining)
+
+    left = asyncio.run(pr.Policy(pr.Timeout(5)).call_async(main))
+    assert left is not None and 0 < left <= 5
+
+
+def test_call_needs_a_function() -> None:
+    with pytest.raises(TypeError):
+        pr.Policy().call()  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        pr.Policy(pr.Timeout(1)).call()  # type: ignore[call-arg]
+
+
+def test_policy_with_a_callback_cycle_is_collected() -> None:
+    import gc
+    import weakref
+
+    class Holder:
+        policy: Any = None
+
+    h = Holder()
+    h.policy = pr.Policy(pr.Fallback(factory=lambda e: h), pr.Timeout(1), pr.Bulkhead("gc", 1))
+    deco = h.policy(lambda: 1)
+    h.deco = deco  # type: ignore[attr-defined]
+    ref = weakref.ref(h.policy)
+    del h, deco
+    gc.collect()
+    assert ref() is None
+
+
+def test_limit_refusal_through_allow_then_acquire_carries_retry_after() -> None:
+    clock = pr.ManualClock()
+    keyed = pr.KeyedLimiter(pr.TokenBucket, 2, 1, clock=clock)
+    p = pr.Policy(pr.Limit(keyed, key="u", n=2))
+    assert p.call(lambda: 1) == 1
+    with pytest.raises(pr.RateLimitExceeded) as info:
+        p.call(lambda: 1)
+    assert info.value.retry_after == pytest.approx(2.0)
+    clock.advance(2)
+    assert p.call(lambda: 3) == 3

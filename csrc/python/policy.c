@@ -168,15 +168,17 @@ static const vectorcallfunc step_calls[STEP__COUNT] = {
     step_apply, step_limit, step_bulkhead, step_timeout, step_fallback,
 };
 
-/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1): checked by the
- * facade, which alone builds them; here only what would crash is refused. */
+/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, /): checked by
+ * the facade, which alone builds them; here only what would crash is refused. */
 static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    static char *names[] = {"kind", "next", "a", "b", "c", "ns", NULL};
     int kind;
     long long ns = -1;
     PyObject *next = Py_None, *a = Py_None, *b = Py_None, *c = Py_None;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i|OOOOL:PolicyStep", names, &kind, &next, &a, &b, &c, &ns))
+    if (kwds && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "PolicyStep() takes positional arguments only");
         return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "i|OOOOL:PolicyStep", &kind, &next, &a, &b, &c, &ns)) return NULL;
     if (kind < 0 || kind >= STEP__COUNT) {
         PyErr_Format(PyExc_ValueError, "kind must be in [0, %d), got %d", STEP__COUNT, kind);
         return NULL;
@@ -249,7 +251,7 @@ static PyMemberDef step_members[] = {
 };
 
 static PyType_Slot step_slots[] = {
-    {Py_tp_doc, (void *)"PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1)\n--\n\n"
+    {Py_tp_doc, (void *)"PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, /)\n--\n\n"
                         "One layer of a Policy's sync chain, run in C (built by pyresilience.policy)."},
     {Py_tp_new, step_new},
     {Py_tp_call, PyVectorcall_Call},
