@@ -31,7 +31,7 @@ inner transport (default: httpx's own ``HTTPTransport``/``AsyncHTTPTransport``).
 """
 from __future__ import annotations
 
-from typing import Any, Collection, Iterable, Optional
+from typing import Any, Collection, Iterable
 
 import httpx
 
@@ -63,6 +63,8 @@ def _capped_request(request: httpx.Request) -> "tuple[httpx.Request, bool]":
 
 
 class _Base:
+    transport: Any
+
     def __init__(self, policy: Policy, *, transport: Any = None,
                  retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
                  failure_statuses: Iterable[int] = DEFAULT_FAILURE_STATUSES,
@@ -71,6 +73,10 @@ class _Base:
         self._c = Classifier(policy, retry_statuses, failure_statuses, retry_methods,
                              respect_retry_after, return_last_response)
         self.policy = policy
+        self.transport = transport if transport is not None else self._default_transport()
+
+    def _default_transport(self) -> Any:
+        raise NotImplementedError
 
     def _may_retry(self, request: httpx.Request) -> bool:
         return request.method in self._c.retry_methods and _replayable(request)
@@ -83,20 +89,13 @@ class ResilientTransport(_Base, httpx.BaseTransport):
     (see the module's documentation); ``transport`` is the inner one
     (default ``httpx.HTTPTransport()``)."""
 
-    def __init__(self, policy: Policy, *, transport: Optional[httpx.BaseTransport] = None,
-                 retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
-                 failure_statuses: Iterable[int] = DEFAULT_FAILURE_STATUSES,
-                 retry_methods: Collection[str] = IDEMPOTENT, respect_retry_after: bool = True,
-                 return_last_response: bool = True) -> None:
-        super().__init__(policy, retry_statuses=retry_statuses, failure_statuses=failure_statuses,
-                         retry_methods=retry_methods, respect_retry_after=respect_retry_after,
-                         return_last_response=return_last_response)
-        self.transport = transport if transport is not None else httpx.HTTPTransport()
+    def _default_transport(self) -> httpx.BaseTransport:
+        return httpx.HTTPTransport()
 
     def _attempt(self, request: httpx.Request, may_retry: bool) -> httpx.Response:
         request, capped = _capped_request(request)
         try:
-            response = self.transport.handle_request(request)
+            response: httpx.Response = self.transport.handle_request(request)
         except httpx.TimeoutException as exc:
             if capped:
                 raise deadline_error(exc) from exc
@@ -129,20 +128,13 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
     (default inner transport ``httpx.AsyncHTTPTransport()``). A Timeout of the
     policy cancels the request at its deadline."""
 
-    def __init__(self, policy: Policy, *, transport: Optional[httpx.AsyncBaseTransport] = None,
-                 retry_statuses: Iterable[int] = DEFAULT_RETRY_STATUSES,
-                 failure_statuses: Iterable[int] = DEFAULT_FAILURE_STATUSES,
-                 retry_methods: Collection[str] = IDEMPOTENT, respect_retry_after: bool = True,
-                 return_last_response: bool = True) -> None:
-        super().__init__(policy, retry_statuses=retry_statuses, failure_statuses=failure_statuses,
-                         retry_methods=retry_methods, respect_retry_after=respect_retry_after,
-                         return_last_response=return_last_response)
-        self.transport = transport if transport is not None else httpx.AsyncHTTPTransport()
+    def _default_transport(self) -> httpx.AsyncBaseTransport:
+        return httpx.AsyncHTTPTransport()
 
     async def _attempt(self, request: httpx.Request, may_retry: bool) -> httpx.Response:
         request, capped = _capped_request(request)
         try:
-            response = await self.transport.handle_async_request(request)
+            response: httpx.Response = await self.transport.handle_async_request(request)
         except httpx.TimeoutException as exc:
             if capped:
                 raise deadline_error(exc) from exc
