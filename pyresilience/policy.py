@@ -360,6 +360,17 @@ class Limit:
         return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.acquire, acquire_args))
 
     def _async_layer(self, inner: Async) -> Async:
+        lim: Any = self.limiter
+        if self.wait == 0 and isinstance(lim, _IN_PROCESS) and self.key is None:
+            # no wait, no I/O: the sync check (allow, then acquire(n, 0) for the refusal)
+            n = self.n
+
+            async def limit_now_layer(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...],
+                                      kwargs: Any) -> Any:
+                if not lim.allow(n):
+                    lim.acquire(n, 0)
+                return await inner(fn, args, kwargs)
+            return limit_now_layer
         acquire = self._acquirers()[1]
 
         async def limit_layer(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...], kwargs: Any) -> Any:
@@ -372,18 +383,44 @@ class Limit:
 
 
 def _retry_async_layer(retry: Retry, inner: Async) -> Async:
-    call_async = retry.call_async
+    # Retry.call_async inlined (one coroutine frame per layer, not two); after
+    # a failure the Retry's own loop takes over
+    now_ns, resume = _core.retry_now_ns, retry._resume_async
 
     async def retry_layer(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...], kwargs: Any) -> Any:
-        return await call_async(inner, fn, args, kwargs)
+        cfg = retry.config
+        start = now_ns(cfg.clock)
+        if cfg.budget is not None:
+            cfg.budget.deposit()
+        exc: Optional[BaseException] = None
+        result: Any = None
+        try:
+            result = await inner(fn, args, kwargs)
+        except Exception as e:  # BaseExceptions (a cancellation) propagate: never retried
+            exc = e
+        else:
+            predicate = cfg.retry_on_result
+            if predicate is None or not predicate(result):
+                return result
+        return await resume(inner, (fn, args, kwargs), {}, exc, result, start)
     return retry_layer
 
 
 def _breaker_async_layer(breaker: CircuitBreaker, inner: Async) -> Async:
-    call_async = breaker.call_async
+    # CircuitBreaker.call_async inlined
+    acquire, record, rejected = breaker._acquire, breaker._record, breaker._rejected_async
 
     async def breaker_layer(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...], kwargs: Any) -> Any:
-        return await call_async(inner, fn, args, kwargs)  # a cancellation frees its trial slot
+        token = acquire()
+        if token.__class__ is not tuple:
+            return await rejected(token)
+        try:
+            result = await inner(fn, args, kwargs)
+        except BaseException as exc:  # a cancellation is never a failure and frees its trial slot
+            record(token, exc)
+            raise
+        record(token, None, result)
+        return result
     return breaker_layer
 
 
