@@ -112,6 +112,7 @@ class Classifier:
         self.policy = policy
         self.retry_statuses = frozenset(retry_statuses)
         self.failure_statuses = frozenset(failure_statuses)
+        self.watched = self.failure_statuses | self.retry_statuses  # the statuses check() judges
         self.retry_methods = frozenset(m.upper() for m in retry_methods)
         self.respect_retry_after = bool(respect_retry_after)
         self.return_last_response = bool(return_last_response)

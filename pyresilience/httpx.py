@@ -35,7 +35,7 @@ from typing import Any, Collection, Iterable
 
 import httpx
 
-from ._http import (DEFAULT_FAILURE_STATUSES, DEFAULT_RETRY_STATUSES, IDEMPOTENT, Classifier, StatusFailure,
+from ._http import (DEFAULT_FAILURE_STATUSES, DEFAULT_RETRY_STATUSES, IDEMPOTENT, Classifier, Final, StatusFailure,
                     cap, deadline_error)
 from .policy import Policy, deadline_remaining
 
@@ -44,22 +44,15 @@ __all__ = ["ResilientTransport", "AsyncResilientTransport", "IDEMPOTENT"]
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")
 
 
-def _replayable(request: httpx.Request) -> bool:
-    # bytes (or nothing) are held by the request; an iterator or file is read once
-    return isinstance(request.stream, httpx.ByteStream)
-
-
-def _capped_request(request: httpx.Request) -> "tuple[httpx.Request, bool]":
-    left = deadline_remaining()
-    if left is None:
-        return request, False
+def _cap_request(request: httpx.Request, left: float) -> bool:
+    """Caps the request's timeouts at ``left`` seconds; True when one was lowered."""
     timeouts = dict(request.extensions.get("timeout") or {})
     capped = False
     for key in _TIMEOUT_KEYS:
         timeouts[key], c = cap(timeouts.get(key), left)
         capped = capped or c
     request.extensions = {**request.extensions, "timeout": timeouts}
-    return request, capped
+    return capped
 
 
 class _Base:
@@ -79,7 +72,8 @@ class _Base:
         raise NotImplementedError
 
     def _may_retry(self, request: httpx.Request) -> bool:
-        return request.method in self._c.retry_methods and _replayable(request)
+        # bytes (or nothing) are held by the request; an iterator or a file is read once
+        return request.method in self._c.retry_methods and request.stream.__class__ is httpx.ByteStream
 
 
 class ResilientTransport(_Base, httpx.BaseTransport):
@@ -93,7 +87,8 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         return httpx.HTTPTransport()
 
     def _attempt(self, request: httpx.Request, may_retry: bool) -> httpx.Response:
-        request, capped = _capped_request(request)
+        left = deadline_remaining()
+        capped = left is not None and _cap_request(request, left)
         try:
             response: httpx.Response = self.transport.handle_request(request)
         except httpx.TimeoutException as exc:
@@ -102,7 +97,7 @@ class ResilientTransport(_Base, httpx.BaseTransport):
             raise
         status = response.status_code
         c = self._c
-        if status in c.failure_statuses or status in c.retry_statuses:
+        if status in c.watched:
             response.read()  # the connection goes back before a retry; the body stays readable
             response.close()
             return c.check(response, status, response.headers, may_retry)  # type: ignore[no-any-return]
@@ -113,9 +108,10 @@ class ResilientTransport(_Base, httpx.BaseTransport):
         may_retry = self._may_retry(request)
         chain = c.sync if may_retry else c.sync_once
         try:
-            return c.outcome(chain(self._attempt, request, may_retry))  # type: ignore[no-any-return]
+            result = chain(self._attempt, request, may_retry)
         except StatusFailure as exc:
             return c.exhausted(exc)  # type: ignore[no-any-return]
+        return result if result.__class__ is not Final else result.error.response  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.transport.close()
@@ -132,7 +128,8 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         return httpx.AsyncHTTPTransport()
 
     async def _attempt(self, request: httpx.Request, may_retry: bool) -> httpx.Response:
-        request, capped = _capped_request(request)
+        left = deadline_remaining()
+        capped = left is not None and _cap_request(request, left)
         try:
             response: httpx.Response = await self.transport.handle_async_request(request)
         except httpx.TimeoutException as exc:
@@ -141,7 +138,7 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
             raise
         status = response.status_code
         c = self._c
-        if status in c.failure_statuses or status in c.retry_statuses:
+        if status in c.watched:
             await response.aread()
             await response.aclose()
             return c.check(response, status, response.headers, may_retry)  # type: ignore[no-any-return]
@@ -152,9 +149,10 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
         may_retry = self._may_retry(request)
         chain = c.async_ if may_retry else c.async_once
         try:
-            return c.outcome(await chain(self._attempt, (request, may_retry), {}))  # type: ignore[no-any-return]
+            result = await chain(self._attempt, (request, may_retry), {})
         except StatusFailure as exc:
             return c.exhausted(exc)  # type: ignore[no-any-return]
+        return result if result.__class__ is not Final else result.error.response  # type: ignore[no-any-return]
 
     async def aclose(self) -> None:
         await self.transport.aclose()

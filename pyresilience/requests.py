@@ -80,7 +80,7 @@ class ResilientAdapter(HTTPAdapter):
             raise
         status = response.status_code
         c = self._c
-        if status in c.failure_statuses or status in c.retry_statuses:
+        if status in c.watched:
             response.content  # read it all: the connection goes back before a retry
             return c.check(response, status, response.headers, may_retry)
         return response
