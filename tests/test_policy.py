@@ -441,3 +441,26 @@ def test_limit_refusal_through_allow_then_acquire_carries_retry_after() -> None:
     assert info.value.retry_after == pytest.approx(2.0)
     clock.advance(2)
     assert p.call(lambda: 3) == 3
+
+
+def test_mypy_strict_passes_on_the_policy_example() -> None:
+    from test_typing import HERE, run_mypy
+    r = run_mypy(HERE / "example_policy.py")
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_mypy_strict_rejects_wrong_arguments_through_a_policy(tmp_path: Any) -> None:
+    from test_typing import run_mypy
+    src = tmp_path / "bad_policy.py"
+    src.write_text(
+        "import pyresilience as pr\n"
+        "def add(a: int, b: int) -> int:\n"
+        "    return a + b\n"
+        "p = pr.Policy(pr.Timeout(1))\n"
+        "p.call(add, 1, 'x')\n"
+        "s: str = p.call(add, 1, 2)\n"
+        "d = p(add)\n"
+        "d(1)\n")
+    r = run_mypy(src)
+    lines = {int(m.split(":")[1]) for m in r.stdout.splitlines() if ": error:" in m}
+    assert lines == {5, 6, 8}, r.stdout
