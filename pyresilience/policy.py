@@ -48,7 +48,7 @@ _DEADLINE: "contextvars.ContextVar[int]" = _core.DEADLINE
 _monotonic_ns = time.monotonic_ns  # CLOCK_MONOTONIC: the clock of the C waits
 
 deadline_remaining: Callable[[], Optional[float]] = _core.deadline_remaining
-_deadline_ns = _core._deadline_ns  # the deadline in effect (a sync call's or the context's), or None
+_deadline_ns = _core._deadline_ns  # the deadline in effect (absolute CLOCK_MONOTONIC ns), or None
 
 Sync = Callable[..., Any]  # a sync layer: called with the call's arguments, calls the next one
 Async = Callable[[Callable[..., Awaitable[Any]], Tuple[Any, ...], Any], Awaitable[Any]]

@@ -15,21 +15,16 @@
  *
  * Cost when no deadline is set: one PyContextVar_Get that finds nothing.
  *
- * The sync chain of a Policy (policy.c) keeps its deadline in a thread-local
- * word instead (prs_py_sync_deadline): setting a context variable allocates
- * (a new mapping and a token) and costs more than the rest of the chain. A
- * sync call runs on one thread from start to end, so the word is exact for
- * everything inside it; the deadline in effect is the sooner of the two.
- * What leaves the thread - a Timeout(thread=True) worker, a task started
- * inside the call - gets the context variable set by the Python layer that
- * hands it over (pyresilience/policy.py).
+ * Why not a thread-local word for sync calls (it would save the allocation
+ * of PyContextVar_Set): greenlets (gevent, eventlet) switch inside a blocking
+ * call on one thread, and each has its own context but would share the word:
+ * one greenlet's deadline would cap another's waits, and interleaved
+ * restores would leave a stale deadline behind.
  */
 #include "prs_py.h"
 
-_Thread_local int64_t prs_py_sync_deadline = PRS_NEVER;
-
 int prs_py_deadline_abs(PyObject *var, int64_t *out) {
-    int64_t deadline = prs_py_sync_deadline;
+    int64_t deadline = PRS_NEVER;
     PyObject *value = NULL;
     if (var && PyContextVar_Get(var, NULL, &value) < 0) return -1;
     if (value) {
@@ -44,9 +39,9 @@ int prs_py_deadline_abs(PyObject *var, int64_t *out) {
 
 int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns) {
     int64_t deadline;
-    if (prs_py_deadline_abs(st ? st->slots[PRS_SLOT_DeadlineVar] : NULL, &deadline) < 0) {
+    if (!st || prs_py_deadline_abs(st->slots[PRS_SLOT_DeadlineVar], &deadline) < 0) {
         PyErr_Clear(); /* no usable deadline: the wait's own timeout stands */
-        deadline = prs_py_sync_deadline;
+        return timeout_ns;
     }
     if (deadline == PRS_NEVER) return timeout_ns;
     int64_t left = prs__sat_sub(deadline, prs_monotonic_ns());
@@ -74,8 +69,7 @@ static PyObject *deadline_ns(PyObject *m, PyObject *unused) {
 static PyMethodDef deadline_methods[] = {
     {"_deadline_ns", deadline_ns, METH_NOARGS,
      "_deadline_ns()\n--\n\n"
-     "The absolute deadline in effect (CLOCK_MONOTONIC ns: the sooner of a sync\n"
-     "policy call's and the DEADLINE context variable's), or None."},
+     "The absolute deadline in effect (CLOCK_MONOTONIC ns), or None."},
     {"deadline_remaining", deadline_remaining, METH_NOARGS,
      "deadline_remaining()\n--\n\n"
      "Seconds left before the deadline of the current policy call (0.0 once it has\n"

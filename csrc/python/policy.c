@@ -121,26 +121,41 @@ static PyObject *timeout_exceeded(step_obj *s) {
     return NULL;
 }
 
-/* The deadline goes in this thread's word for the time of the call (see
- * deadline.c): no allocation. `a` is the context variable, read for an outer
- * deadline set by an async or threaded caller. */
+/* The deadline in the context variable `a` for the time of the call (the
+ * sooner of ours and an outer one). */
 static PyObject *step_timeout(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     step_obj *s = STEP(self);
     CHECK_LIVE(s);
-    int64_t outer, deadline;
-    if (prs_py_deadline_abs(s->a, &outer) < 0) return NULL;
+    int64_t deadline;
+    if (prs_py_deadline_abs(s->a, &deadline) < 0) return NULL;
     int64_t now = prs_monotonic_ns();
-    deadline = outer;
     if (s->ns >= 0) {
         int64_t mine = prs__sat_add(now, s->ns);
         if (mine < deadline) deadline = mine;
     }
     if (deadline == PRS_NEVER) return call_next(s, args, nargsf, kwnames);
     if (now >= deadline) return timeout_exceeded(s);
-    int64_t saved = prs_py_sync_deadline;
-    prs_py_sync_deadline = deadline;
+    PyObject *value = PyLong_FromLongLong(deadline);
+    if (!value) return NULL;
+    PyObject *token = PyContextVar_Set(s->a, value);
+    Py_DECREF(value);
+    if (!token) return NULL;
     PyObject *res = call_next(s, args, nargsf, kwnames);
-    prs_py_sync_deadline = saved;
+    PRS_PY_EXC_SAVE(saved);
+    int rc = PyContextVar_Reset(s->a, token);
+    Py_DECREF(token);
+    if (rc < 0) { /* the reset's error wins */
+        Py_XDECREF(res);
+#if PY_VERSION_HEX >= 0x030C0000
+        Py_XDECREF(saved);
+#else
+        Py_XDECREF(saved_t);
+        Py_XDECREF(saved);
+        Py_XDECREF(saved_tb);
+#endif
+        return NULL;
+    }
+    PRS_PY_EXC_RESTORE(saved);
     if (res && prs_monotonic_ns() > deadline) {
         Py_DECREF(res);
         return timeout_exceeded(s);

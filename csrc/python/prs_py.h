@@ -109,10 +109,8 @@ int prs_py_register_policy(PyObject *m, prs_py_state *st);
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */
 int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
-/* The deadline of the sync policy call running on this thread (PRS_NEVER: none). */
-extern _Thread_local int64_t prs_py_sync_deadline;
-/* The deadline in effect: the sooner of prs_py_sync_deadline and the context
- * variable `var` (may be NULL), absolute ns or PRS_NEVER. 0, or -1 with an exception. */
+/* The deadline in effect: the value of the context variable `var` (may be
+ * NULL), absolute ns, or PRS_NEVER. 0, or -1 with an exception. */
 int prs_py_deadline_abs(PyObject *var, int64_t *out);
 
 /* ---- errors ------------------------------------------------------------ */
