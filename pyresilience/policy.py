@@ -57,8 +57,8 @@ Async = Callable[[Callable[..., Awaitable[Any]], Tuple[Any, ...], Any], Awaitabl
 _APPLY = _core.PolicyStep(_core.STEP_APPLY)  # the end of policy.call's chain: fn(*args, **kwargs)
 
 
-async def _direct_async(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...], kwargs: Any) -> Any:
-    return await fn(*args, **kwargs)
+def _direct_async(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...], kwargs: Any) -> Awaitable[Any]:
+    return fn(*args, **kwargs)  # the awaitable itself: no coroutine frame of ours around it
 
 
 def _seconds(value: Any, name: str) -> float:
@@ -190,13 +190,17 @@ class Timeout:
         return thread_layer
 
     def _async_layer(self, inner: Async) -> Async:
-        var, exceeded = _DEADLINE, self._exceeded
+        var, exceeded, ns = _DEADLINE, self._exceeded, self._ns
 
         async def timeout_layer(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...], kwargs: Any) -> Any:
-            deadline = self._deadline()
-            if deadline < 0:
-                return await inner(fn, args, kwargs)
-            left = deadline - _monotonic_ns()
+            now, outer = _monotonic_ns(), _deadline_ns()
+            if ns < 0:
+                if outer is None:
+                    return await inner(fn, args, kwargs)
+                deadline = outer
+            else:
+                deadline = now + ns if outer is None or now + ns < outer else outer
+            left = deadline - now
             if left <= 0:
                 raise exceeded()
             token = var.set(deadline)
@@ -600,13 +604,14 @@ class Policy:
 
             ``func(*args, **kwargs)`` through every strategy, outermost first."""
 
-    async def call_async(self, func: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    def call_async(self, func: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
         """call_async(self, func, /, *args, **kwargs)
 
-        ``await func(*args, **kwargs)`` through every strategy. Cancelling it
+        An awaitable of ``func(*args, **kwargs)`` through every strategy (the
+        outermost strategy's coroutine: no frame of its own). Cancelling it
         gives back what the strategies held (a bulkhead slot, a breaker's
         trial slot; a limiter wait takes nothing until admitted)."""
-        return cast(T, await self._async(func, args, kwargs))
+        return cast(Awaitable[T], self._async(func, args, kwargs))
 
     def __call__(self, func: Callable[P, T]) -> Callable[P, T]:
         """Use the policy as a decorator on a sync or async function (the
