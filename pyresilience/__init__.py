@@ -20,7 +20,7 @@ from .errors import (
     ResilienceError,
     RetryExhausted,
 )
-from .limiters import GCRA, TokenBucket
+from .limiters import GCRA, LimiterMetrics, TokenBucket
 
 # -- rate limiter family --
 from .limiters import FixedWindow, LeakyBucket, SlidingWindowCounter, SlidingWindowLog
@@ -35,6 +35,7 @@ from .retry import (
     RetryBudget,
     RetryBudgetMetrics,
     RetryConfig,
+    RetryMetrics,
     RetryState,
     calculate_delay,
     retry_async,
@@ -47,6 +48,10 @@ from .queues import BackpressureMetrics, BackpressureQueue, BackpressureStrategy
 
 # -- redis --
 from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimiter
+
+# -- observing: events (pr.prometheus, pr.otel load on first use) --
+from . import events
+from .events import Event
 
 __version__ = "0.1.0"
 
@@ -106,6 +111,11 @@ __all__ = [
     "RedisBackend",
     "RedisLimiterGroup",
     "RedisRateLimiter",
+    # -- observing --
+    "Event",
+    "LimiterMetrics",
+    "RetryMetrics",
+    "events",
 ]
 
 # -- web middleware: pr.web, pr.asgi, pr.wsgi load on first use --
@@ -114,7 +124,7 @@ __all__ = [
 import typing as _typing  # noqa: E402
 
 if not _typing.TYPE_CHECKING:
-    _LAZY_SUBMODULES = ("web", "asgi", "wsgi")
+    _LAZY_SUBMODULES = ("web", "asgi", "wsgi", "prometheus", "otel")
 
     def __getattr__(name: str) -> object:
         if name in _LAZY_SUBMODULES:
