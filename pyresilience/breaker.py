@@ -66,7 +66,8 @@ def _pop(breaker: Any) -> Any:
 
 def _on_transition(breaker: Any, old: Any, new: Any) -> None:
     """Every facade breaker's own listener (hidden from ``listeners``): the
-    ``state_change`` event and its log line."""
+    ``state_change`` event, its log line and the transition counter."""
+    _registry.count(breaker, f"transition:{old}:{new}")
     emit(breaker, "state_change", old_state=old, new_state=new)
 
 

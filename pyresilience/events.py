@@ -37,6 +37,9 @@ __all__ = ["Event", "EventListener", "add_event_listener", "remove_event_listene
 
 EventListener = Callable[["Event"], Any]
 
+# a library's loggers stay silent until the application configures logging
+logging.getLogger("pyresilience").addHandler(logging.NullHandler())
+
 LOGGERS: Dict[str, logging.Logger] = {
     p: logging.getLogger(f"pyresilience.{p}")
     for p in ("breaker", "limiter", "retry", "bulkhead", "queue", "redis", "other")
