@@ -64,9 +64,10 @@ _counters: Dict[str, "itertools.count[int]"] = {}
 
 
 def _forget(key: int) -> Callable[[Any], None]:
-    def callback(_ref: Any) -> None:
-        with _lock:
-            _entries.pop(key, None)
+    # No lock here: this runs whenever the object dies, possibly from a garbage
+    # collection started while this thread holds _lock. dict.pop is atomic.
+    def callback(_ref: Any, _entries: Dict[int, Obs] = _entries) -> None:
+        _entries.pop(key, None)
     return callback
 
 
@@ -117,8 +118,7 @@ def set_name(obj: Any, name: str) -> None:
 def live_named() -> Iterator[Any]:
     """Every live object that was given a name (a snapshot: safe while others
     are made or collected)."""
-    with _lock:
-        entries: List[Obs] = list(_entries.values())
+    entries: List[Obs] = list(_entries.copy().values())  # copy: atomic against the callbacks
     for o in entries:
         if o.named and o.ref is not None:
             obj = o.ref()

@@ -145,12 +145,12 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
             _registry.obs_of(self)  # the exporters see named breakers
 
     def _native_name(self) -> Optional[str]:
-        return _core.CircuitBreaker.name.__get__(self)  # type: ignore[attr-defined,no-any-return]
+        return _core.CircuitBreaker.name.__get__(self)  # type: ignore[no-any-return]
 
     @property
-    def listeners(self) -> Tuple[Listener, ...]:  # type: ignore[override]
+    def listeners(self) -> Tuple[Listener, ...]:
         """The state-change listeners (``on_state_change``, ``add_listener``)."""
-        ls: Tuple[Listener, ...] = _core_listeners.__get__(self)  # type: ignore[attr-defined]
+        ls: Tuple[Listener, ...] = _core_listeners.__get__(self)
         return tuple(f for f in ls if f is not _on_transition)
 
     if TYPE_CHECKING:  # the C getter returns a CircuitState member
