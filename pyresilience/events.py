@@ -27,7 +27,7 @@ import inspect
 import logging
 import threading
 import time
-from typing import Any, Callable, Dict, Optional, Tuple, Type
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Type
 
 from . import _registry
 from ._registry import Obs, get_obs, obs_of
@@ -66,49 +66,51 @@ class Event:
 
     Fields that do not apply are None."""
 
-    __slots__ = ("kind", "name", "pattern", "time", "source", "retry_after", "old_state",
-                 "new_state", "attempt", "delay", "exception", "reason")
+    __slots__ = ("kind", "name", "pattern", "time", "source", "_details")
 
     kind: str
     name: str
     pattern: str
     time: float
     source: Any
-    retry_after: Optional[float]
-    old_state: Any
-    new_state: Any
-    attempt: Optional[int]
-    delay: Optional[float]
-    exception: Optional[BaseException]
-    reason: Optional[str]
+    if TYPE_CHECKING:  # the details: read from _details (None when absent)
+        retry_after: Optional[float]
+        old_state: Any
+        new_state: Any
+        attempt: Optional[int]
+        delay: Optional[float]
+        exception: Optional[BaseException]
+        reason: Optional[str]
 
-    def __init__(self, kind: str, name: str, pattern: str, source: Any = None, *,
-                 retry_after: Optional[float] = None, old_state: Any = None, new_state: Any = None,
-                 attempt: Optional[int] = None, delay: Optional[float] = None,
-                 exception: Optional[BaseException] = None, reason: Optional[str] = None,
-                 time_: Optional[float] = None) -> None:
+    def __init__(self, kind: str, name: str, pattern: str, source: Any = None,
+                 **details: Any) -> None:
         self.kind = kind
         self.name = name
         self.pattern = pattern
-        self.time = time.time() if time_ is None else time_
+        self.time = _now()
         self.source = source
-        self.retry_after = retry_after
-        self.old_state = old_state
-        self.new_state = new_state
-        self.attempt = attempt
-        self.delay = delay
-        self.exception = exception
-        self.reason = reason
+        for k in details:
+            if k not in _DETAILS:
+                raise TypeError(f"Event() got an unexpected detail {k!r}")
+        self._details = details
+
+    def __getattr__(self, attr: str) -> Any:  # only for attributes not set: the details
+        if attr in _DETAILS:
+            return self._details.get(attr)
+        raise AttributeError(f"'Event' object has no attribute {attr!r}")
 
     def details(self) -> Dict[str, Any]:
-        """The fields of this kind that are set, by name."""
-        return {k: getattr(self, k) for k in ("retry_after", "old_state", "new_state", "attempt",
-                                               "delay", "exception", "reason")
-                if getattr(self, k) is not None}
+        """The details of this event that are set, by name."""
+        return {k: v for k, v in self._details.items() if v is not None}
 
     def __repr__(self) -> str:
         extra = "".join(f", {k}={v!r}" for k, v in self.details().items())
         return f"Event(kind={self.kind!r}, name={self.name!r}, pattern={self.pattern!r}{extra})"
+
+
+_DETAILS = frozenset({"retry_after", "old_state", "new_state", "attempt", "delay", "exception",
+                      "reason"})
+_now = time.time
 
 
 # -- log lines -----------------------------------------------------------------
@@ -144,8 +146,6 @@ _log_lock = threading.Lock()
 def _log(o: Obs, ev: Event) -> None:
     logger = LOGGERS.get(ev.pattern) or LOGGERS["other"]
     level = _level(ev.kind, ev.new_state)
-    if not logger.isEnabledFor(level):
-        return
     msg = _message(ev)
     if ev.kind in _RATE_LIMITED:
         now = time.monotonic()
@@ -168,20 +168,21 @@ def emit(obj: Any, kind: str, **details: Any) -> None:
     listener and its log level off, it returns before making anything."""
     try:
         o = get_obs(obj)
-        if o is None or not o.listeners:
-            pattern = o.pattern if o is not None else _registry.pattern_of(obj)
-            if not (LOGGERS.get(pattern) or LOGGERS["other"]).isEnabledFor(
-                    _level(kind, details.get("new_state"))):
-                return
-        o = obs_of(obj)
-        ev = Event(kind, o.name, o.pattern, obj, **details)
-        _log(o, ev)
+        pattern = o.pattern if o is not None else _registry.pattern_of(obj)
+        logger = LOGGERS.get(pattern) or LOGGERS["other"]
+        logging_on = logger.isEnabledFor(_level(kind, details.get("new_state")))
+        if not logging_on and (o is None or not o.listeners):
+            return
+        if o is None:
+            o = obs_of(obj)
+        ev = Event(kind, o.name, pattern, obj, **details)
+        if logging_on:
+            _log(o, ev)
         for listener in o.listeners:  # a tuple read once: add/remove do not disturb it
             try:
                 listener(ev)
             except Exception:
-                (LOGGERS.get(o.pattern) or LOGGERS["other"]).exception(
-                    "event listener %r raised on %r", listener, ev)
+                logger.exception("event listener %r raised on %r", listener, ev)
     except Exception:  # never let observation break the caller
         logging.getLogger("pyresilience").exception("could not report a %s event", kind)
 
