@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector as _BaseCollector
 
 from . import _metrics
 
-__all__ = ["Collector", "PREFIX"]
+__all__ = ["Collector", "MultiProcessWriter", "PREFIX"]
 
 PREFIX = "pyresilience"
 
@@ -63,3 +63,51 @@ class Collector(_BaseCollector):
         """Nothing described up front: the objects (and so the samples) vary
         from one scrape to the next."""
         return iter(())
+
+
+class MultiProcessWriter:
+    """MultiProcessWriter(objects=None, *, prefix='pyresilience')
+
+    For servers with several worker processes scraped through prometheus_client's
+    multiprocess mode (``PROMETHEUS_MULTIPROC_DIR`` set before prometheus_client is
+    imported, ``MultiProcessCollector`` serving the scrape): ``write()`` copies
+    this process's counters and gauges into prometheus_client's own metrics,
+    which that mode keeps in files that a scrape sums over every worker
+    (counters by their increase since the last write, gauges as ``livesum``).
+    Call it periodically or before each scrape in every worker; it adds nothing
+    to any call. As for any livesum gauge, a dead worker's gauges stay until
+    ``prometheus_client.multiprocess.mark_process_dead(pid)`` (e.g. gunicorn's
+    ``child_exit`` hook). Objects in shared memory should not be written by every worker
+    (their totals are already shared): give those to a plain Collector instead."""
+
+    def __init__(self, objects: Optional[Iterable[Any]] = None, *, prefix: str = PREFIX,
+                 registry: Any = None) -> None:
+        from prometheus_client import Counter, Gauge
+        self.objects: Optional[List[Any]] = None if objects is None else list(objects)
+        self._metrics: dict[str, Any] = {}
+        self._last: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for fam in _metrics.FAMILIES:
+            name = f"{prefix}_{fam.pattern}_{fam.metric}"
+            if fam.type == "counter":
+                self._metrics[name] = Counter(name, fam.doc, list(fam.labels), registry=registry)
+            else:
+                self._metrics[name] = Gauge(name, fam.doc, list(fam.labels), registry=registry,
+                                            multiprocess_mode="livesum")
+        self._prefix = prefix
+
+    def write(self) -> None:
+        """Copy the current values (counters: only their increase)."""
+        samples = _metrics.collect(self.objects)
+        for fam in _metrics.FAMILIES:
+            name = f"{self._prefix}_{fam.pattern}_{fam.metric}"
+            metric = self._metrics[name]
+            for labels, value in samples[fam]:
+                child = metric.labels(*[v for _, v in labels])
+                if fam.type == "counter":
+                    key = (name, labels)
+                    delta = value - self._last.get(key, 0.0)
+                    if delta > 0:
+                        child.inc(delta)
+                    self._last[key] = max(value, self._last.get(key, 0.0))
+                else:
+                    child.set(value)

@@ -106,3 +106,46 @@ def test_otel_in_memory_reader():
     assert got["pyresilience.bulkhead.calls", (("kind", "rejected"), ("name", "pool"))] == 1
     assert got["pyresilience.retry.attempts", (("name", "fetch"),)] == 1
     assert not any(name.endswith("_total") for name, _ in got)
+
+
+MP_WORKER = r"""
+import sys
+import pyresilience as pr
+from pyresilience.prometheus import MultiProcessWriter
+q = pr.BoundedQueue(1, "drop_newest")
+q.name = "jobs"
+w = MultiProcessWriter([q], registry=None)
+for i in range(int(sys.argv[1])):
+    q.put(i)
+w.write()
+w.write()          # a second write adds only the increase (none)
+q.put(99)
+w.write()
+"""
+
+MP_SCRAPE = r"""
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+reg = CollectorRegistry()
+MultiProcessCollector(reg)
+print(generate_latest(reg).decode())
+"""
+
+
+def test_prometheus_multiprocess_sums_workers(tmp_path):
+    import os
+    import subprocess
+    import sys
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(tmp_path))
+    for n in (3, 5):  # two workers: 3 + 1 and 5 + 1 puts; 2 + 1 and 4 + 1 drops
+        subprocess.run([sys.executable, "-c", MP_WORKER, str(n)], env=env, check=True, cwd=tmp_path)
+    out = subprocess.run([sys.executable, "-c", MP_SCRAPE], env=env, check=True, cwd=tmp_path,
+                         capture_output=True, text=True).stdout
+    s = {}
+    for fam in text_string_to_metric_families(out):
+        for smp in fam.samples:
+            s[(smp.name, tuple(sorted(smp.labels.items())))] = smp.value
+    assert s["pyresilience_queue_items_total", (("kind", "received"), ("name", "jobs"))] == 10
+    assert s["pyresilience_queue_items_total", (("kind", "dropped"), ("name", "jobs"))] == 8
+    # livesum: each worker's queue holds one item (until mark_process_dead(pid))
+    assert s["pyresilience_queue_size", (("name", "jobs"),)] == 2
