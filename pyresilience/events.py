@@ -62,7 +62,10 @@ class Event:
     - ``"retry"`` (retry): ``attempt`` (0-based: the attempt that failed),
       ``delay`` (seconds before the next one), ``exception``;
     - ``"gave_up"`` (retry): ``attempt`` (attempts made), ``reason``, ``exception``;
-    - ``"dropped"`` (queue): ``reason`` (the strategy), ``exception``.
+    - ``"dropped"`` (queue): ``reason`` (the strategy), ``exception``. A
+      ``drop_oldest`` eviction is seen as the rise of ``items_dropped`` around
+      the put that made it: exact with one producer; with producers putting
+      at the same instant, one eviction may be reported by both puts.
 
     Fields that do not apply are None."""
 
