@@ -27,6 +27,7 @@ import inspect
 import logging
 import threading
 import time
+import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Type
 
 from . import _registry
@@ -64,8 +65,8 @@ class Event:
     - ``"gave_up"`` (retry): ``attempt`` (attempts made), ``reason``, ``exception``;
     - ``"dropped"`` (queue): ``reason`` (the strategy), ``exception``. A
       ``drop_oldest`` eviction is seen as the rise of ``items_dropped`` around
-      the put that made it: exact with one producer; with producers putting
-      at the same instant, one eviction may be reported by both puts.
+      the put that made it (the observed puts of such a queue take turns, so
+      each eviction is reported once).
 
     Fields that do not apply are None."""
 
@@ -238,6 +239,17 @@ _REJECTING: Dict[str, Dict[str, str]] = {
     "queue": {"put": "drop", "put_nowait": "drop", "put_async": "drop"},
 }
 
+_drop_locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
+
+
+def _drop_lock(q: Any) -> threading.Lock:
+    lock = _drop_locks.get(q)
+    if lock is None:
+        with _registry._lock:
+            lock = _drop_locks.setdefault(q, threading.Lock())
+    return lock
+
+
 _variants: Dict[type, type] = {}
 _base_of: Dict[type, type] = {}
 
@@ -272,39 +284,47 @@ def _wrapper(base: type, meth: str, how: str, pattern: str) -> Callable[..., Any
         return m_token
     if how == "drop":
         from .errors import QueueFullError
-        dropping_oldest = "drop_oldest"
+        oldest = "drop_oldest"
 
-        def _before(self: Any) -> int:
-            return self._stats()[2] if self._strategy_name == dropping_oldest else 0
-
-        def _after(self: Any, r: Any, before: int) -> None:
+        def m_drop(self: Any, *a: Any, **kw: Any) -> Any:
+            strategy = self._strategy_name
+            if strategy == oldest:
+                # never blocks: evictions are the rise of items_dropped, exact
+                # because observed puts of this queue take turns
+                with _drop_lock(self):
+                    before = self._stats()[2]
+                    r = fn(self, *a, **kw)
+                    evicted = self._stats()[2] - before
+                for _ in range(evicted):
+                    emit(self, "dropped", reason=oldest)
+                return r
+            try:
+                r = fn(self, *a, **kw)
+            except QueueFullError as e:
+                emit(self, "dropped", reason=strategy, exception=e)
+                raise
             if r is False:
-                emit(self, "dropped", reason=self._strategy_name)
-            elif self._strategy_name == dropping_oldest:
-                for _ in range(self._stats()[2] - before):
-                    emit(self, "dropped", reason=dropping_oldest)
+                emit(self, "dropped", reason=strategy)
+            return r
 
         if inspect.iscoroutinefunction(fn):
             async def m_drop_async(self: Any, *a: Any, **kw: Any) -> Any:
-                before = _before(self)
+                if self._strategy_name == oldest:
+                    # never waits: tasks of one loop do not interleave here
+                    before = self._stats()[2]
+                    r = await fn(self, *a, **kw)
+                    for _ in range(self._stats()[2] - before):
+                        emit(self, "dropped", reason=oldest)
+                    return r
                 try:
                     r = await fn(self, *a, **kw)
                 except QueueFullError as e:
                     emit(self, "dropped", reason=self._strategy_name, exception=e)
                     raise
-                _after(self, r, before)
+                if r is False:
+                    emit(self, "dropped", reason=self._strategy_name)
                 return r
             return m_drop_async
-
-        def m_drop(self: Any, *a: Any, **kw: Any) -> Any:
-            before = _before(self)
-            try:
-                r = fn(self, *a, **kw)
-            except QueueFullError as e:
-                emit(self, "dropped", reason=self._strategy_name, exception=e)
-                raise
-            _after(self, r, before)
-            return r
         return m_drop
     exc = _exc_type(how)
     if inspect.iscoroutinefunction(fn):

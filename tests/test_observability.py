@@ -364,3 +364,39 @@ def test_silent_unless_configured(capsys):
     with pytest.raises(ZeroDivisionError):
         cb.call(lambda: 1 / 0)
     assert capsys.readouterr().err == ""  # no "last resort" line on stderr
+
+
+def test_drop_oldest_evictions_counted_exactly_under_threads():
+    q = pr.BoundedQueue(4, "drop_oldest")
+    seen = []
+    lock = threading.Lock()
+
+    def listener(ev):
+        with lock:
+            seen.append(ev.reason)
+    q.add_event_listener(listener)
+
+    def work():
+        for i in range(500):
+            q.put_nowait(i)
+    ts = [threading.Thread(target=work) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert len(seen) == q.metrics.items_dropped == 4 * 500 - 4
+
+
+def test_queue_async_drops():
+    q = pr.BackpressureQueue(1, "drop_oldest")
+    q2 = pr.BackpressureQueue(1, "drop_newest")
+    seen = []
+    q.add_event_listener(seen.append)
+    q2.add_event_listener(seen.append)
+
+    async def main():
+        for x in (q, q2):
+            await x.put(1)
+            await x.put(2)
+    asyncio.run(main())
+    assert [e.reason for e in seen] == ["drop_oldest", "drop_newest"]
