@@ -238,6 +238,7 @@ _REJECTING: Dict[str, Dict[str, str]] = {
                  "__enter__": "BulkheadFullError", "_full_error": "token"},
     "queue": {"put": "drop", "put_nowait": "drop", "put_async": "drop"},
 }
+_REJECTING["redis"] = _REJECTING["limiter"]  # RedisRateLimiter, RedisLimiterGroup
 
 _drop_locks: "weakref.WeakKeyDictionary[Any, threading.Lock]" = weakref.WeakKeyDictionary()
 
