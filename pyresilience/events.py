@@ -191,22 +191,25 @@ def emit(obj: Any, kind: str, **details: Any) -> None:
         logging.getLogger("pyresilience").exception("could not report a %s event", kind)
 
 
+# Serialises add/remove, so that the class an object ends with always matches
+# whether it has listeners (the registry's own lock is taken inside it).
+_listen_lock = threading.RLock()
+
+
 def add_event_listener(obj: Any, callback: EventListener) -> None:
     """Call ``callback(event)`` for each discrete event of obj."""
     if not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
     o = obs_of(obj)
-    with _registry._lock:
+    with _listen_lock:
         o.listeners = o.listeners + (callback,)
-        first = len(o.listeners) == 1
-    if first:
         _observe(obj, True)
 
 
 def remove_event_listener(obj: Any, callback: EventListener) -> None:
     """Stop calling callback (the last one added that equals it); ValueError if absent."""
     o = get_obs(obj)
-    with _registry._lock:
+    with _listen_lock:
         ls = list(o.listeners) if o is not None else []
         for i in range(len(ls) - 1, -1, -1):
             if ls[i] == callback:
@@ -216,9 +219,8 @@ def remove_event_listener(obj: Any, callback: EventListener) -> None:
             raise ValueError(f"{callback!r} is not an event listener of {obj!r}")
         assert o is not None
         o.listeners = tuple(ls)
-        last = not ls
-    if last:
-        _observe(obj, False)
+        if not ls:
+            _observe(obj, False)
 
 
 # -- observed variants -----------------------------------------------------------------

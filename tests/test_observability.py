@@ -400,3 +400,22 @@ def test_queue_async_drops():
             await x.put(2)
     asyncio.run(main())
     assert [e.reason for e in seen] == ["drop_oldest", "drop_newest"]
+
+
+def test_add_remove_races_leave_the_class_matching_the_listeners():
+    lim = pr.TokenBucket(1, 1)
+    base = type(lim)
+
+    def churn():
+        for _ in range(300):
+            f = lambda ev: None  # noqa: E731
+            lim.add_event_listener(f)
+            lim.remove_event_listener(f)
+    ts = [threading.Thread(target=churn) for _ in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert lim.event_listeners == () and type(lim) is base
+    lim.add_event_listener(print)
+    assert type(lim) is not base
