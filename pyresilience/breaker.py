@@ -19,8 +19,9 @@ import inspect
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Tuple, Type, TypeVar,
                     Union, cast)
 
-from . import _core
+from . import _core, _registry
 from ._decorate import P, finish, inspect_target
+from .events import EventSource, emit
 
 __all__ = ["CircuitBreaker", "CircuitState", "CircuitBreakerMetrics"]
 
@@ -63,7 +64,17 @@ def _pop(breaker: Any) -> Any:
     return None  # entered elsewhere: recorded without a permit
 
 
-class CircuitBreaker(_core.CircuitBreaker):
+def _on_transition(breaker: Any, old: Any, new: Any) -> None:
+    """Every facade breaker's own listener (hidden from ``listeners``): the
+    ``state_change`` event, its log line and the transition counter."""
+    _registry.count(breaker, f"transition:{old}:{new}")
+    emit(breaker, "state_change", old_state=old, new_state=new)
+
+
+_core_listeners = _core.CircuitBreaker.listeners
+
+
+class CircuitBreaker(_core.CircuitBreaker, EventSource):
     """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None)
 
     Stops calling a dependency that keeps failing, and lets it recover.
@@ -125,10 +136,22 @@ class CircuitBreaker(_core.CircuitBreaker):
         on_state_change: Union[None, Listener, Iterable[Listener]] = None,
         clock: Any = None,
     ) -> None:
-        # The C type's tp_new parsed these and built the breaker; __init__ only
+        # The C type's tp_new parsed these and built the breaker; __init__
         # states the signature (inspect shows the real default of
-        # record_exceptions) and never re-initialises.
-        pass
+        # record_exceptions), never re-initialises, and only adds the listener
+        # of events and log lines (called on transitions only).
+        self.add_listener(_on_transition)
+        if name is not None:
+            _registry.obs_of(self)  # the exporters see named breakers
+
+    def _native_name(self) -> Optional[str]:
+        return _core.CircuitBreaker.name.__get__(self)  # type: ignore[no-any-return]
+
+    @property
+    def listeners(self) -> Tuple[Listener, ...]:
+        """The state-change listeners (``on_state_change``, ``add_listener``)."""
+        ls: Tuple[Listener, ...] = _core_listeners.__get__(self)
+        return tuple(f for f in ls if f is not _on_transition)
 
     if TYPE_CHECKING:  # the C getter returns a CircuitState member
         @property

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 
 from . import _core
 from .errors import BackendError
+from .events import Named
 
 __all__ = ["HAVE_REDIS", "LeaseConfig", "RedisBackend", "RedisLimiterGroup", "RedisRateLimiter"]
 
@@ -144,7 +145,7 @@ class RedisBackend(_BackendBase):
                 f"timeout={self.timeout!r}, max_connections={self.max_connections!r})")
 
 
-class RedisRateLimiter(_LimiterBase):
+class RedisRateLimiter(_LimiterBase, Named):
     __doc__ = _LimiterBase.__doc__ if HAVE_REDIS else "Unavailable in this build."
 
     async def acquire_async(self, key: Key, n: int = 1, timeout: Optional[float] = None) -> None:
@@ -168,7 +169,7 @@ class RedisRateLimiter(_LimiterBase):
                 f"key_prefix={self.key_prefix!r}, on_backend_error={self.on_backend_error!r}{share}{lease})")
 
 
-class RedisLimiterGroup(_GroupBase):
+class RedisLimiterGroup(_GroupBase, Named):
     __doc__ = _GroupBase.__doc__ if HAVE_REDIS else "Unavailable in this build."
 
     async def acquire_async(self, timeout: Optional[float] = None) -> None:
