@@ -259,6 +259,7 @@ async def _connection(backend: Any, loop: asyncio.AbstractEventLoop, deadline: f
                 return got
         else:  # another call is opening it: share that
             return await asyncio.shield(got)
+    _purge(per_loop)
     task = loop.create_task(_open(backend, loop, deadline))
     per_loop[loop] = (pid, task)
     try:
@@ -271,6 +272,17 @@ async def _connection(backend: Any, loop: asyncio.AbstractEventLoop, deadline: f
         raise
     per_loop[loop] = (pid, conn)
     return conn
+
+
+def _purge(per_loop: Dict[asyncio.AbstractEventLoop, Any]) -> None:
+    """Closes the sockets of connections whose loop was closed (asyncio.run
+    ends its loop without telling us), and forgets them."""
+    for old in [lp for lp in per_loop if lp.is_closed()]:
+        got = per_loop.pop(old)[1]
+        if isinstance(got, _Connection) and got.transport is not None:
+            sock = getattr(got.transport, "_sock", None)
+            if sock is not None:
+                sock.close()
 
 
 def _swallow(task: "asyncio.Task[Any]") -> None:
