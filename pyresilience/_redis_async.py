@@ -100,7 +100,8 @@ class _Pending:
     __slots__ = ("fut", "want", "replies", "deadline", "op", "backend")
 
     def __init__(self, fut: "asyncio.Future[Any]", want: int, deadline: float, op: Any, backend: Any) -> None:
-        self.fut, self.want, self.replies, self.deadline = fut, want, [], deadline
+        self.fut, self.want, self.deadline = fut, want, deadline
+        self.replies: List[Any] = []
         self.op, self.backend = op, backend
 
 
@@ -211,6 +212,7 @@ async def _open(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float) 
     if budget <= 0:
         raise _TransportFailure(("ETIMEDOUT", "redis: timed out before connecting"))
     conn = _Connection(loop)
+    where = path if path is not None else f"{host}:{port}"
     try:
         if path is not None:
             coro = loop.create_unix_connection(lambda: conn, path)
@@ -218,9 +220,10 @@ async def _open(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float) 
             coro = loop.create_connection(lambda: conn, host, port)
         await asyncio.wait_for(coro, budget)
     except asyncio.TimeoutError:
-        raise _TransportFailure(("ETIMEDOUT", f"redis: connect timed out after {budget:.3f} s")) from None
+        raise _TransportFailure(("ETIMEDOUT", f"redis: cannot connect to {where}: timed out after "
+                                              f"{budget:.3f} s")) from None
     except OSError as e:
-        raise _TransportFailure(("ECONN", f"redis: cannot connect: {e}")) from None
+        raise _TransportFailure(("ECONN", f"redis: cannot connect to {where}: {e.strerror or e}")) from None
     setup: List[List[bytes]] = []
     if password is not None:
         setup.append([b"AUTH"] + ([user.encode()] if user else []) + [password.encode()])
