@@ -42,6 +42,9 @@ BACKEND = Type(
         M("_outcome", "admit: int, error: Optional[Tuple[str, str]] = None",
           doc="Internal (asyncio transport): report an admitted exchange's outcome\n"
               "to the circuit (error: (status, message) of a transport failure)."),
+        M("_breaker_script", returns="bytes",
+          doc="Internal: the distributed circuit breaker's Lua script\n"
+              "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."),
         M("_op_eval", "op: Any, i: int", "bytes",
           doc="Internal (asyncio transport): command i of op as EVAL with its script's\n"
               "body (after a NOSCRIPT reply)."),

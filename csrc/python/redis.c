@@ -1045,6 +1045,12 @@ static PyObject *group_async_waiter(PyObject *op, PyObject *const *args, Py_ssiz
     return fed_waiter(op, "Redis group", 1, timeout_ns);
 }
 
+static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
+    size_t len;
+    const char *body = prs_redis_breaker_script(&len);
+    return PyBytes_FromStringAndSize(body, (Py_ssize_t)len);
+}
+
 int prs_py_register_redis(PyObject *m, prs_py_state *st) {
     return redis_add_types(m, st);
 }

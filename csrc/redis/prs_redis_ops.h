@@ -78,4 +78,7 @@ prs_redis_backend *prs_redis_limiter_backend(const prs_redis_limiter *l);
 /* Sets this thread's last error message (what prs_redis_last_error returns). */
 void prs_redis_set_last_error(const char *msg);
 
+/* The distributed circuit breaker's Lua script (breaker_script.c). */
+const char *prs_redis_breaker_script(size_t *len);
+
 #endif /* PRS_REDIS_OPS_H */

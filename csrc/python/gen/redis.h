@@ -37,6 +37,7 @@ static PyObject *backend_ping(PyObject *self, PyObject *unused);
 static PyObject *backend_endpoint(PyObject *self, PyObject *unused);
 static PyObject *backend_admit(PyObject *self, PyObject *unused);
 static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *backend_breaker_script(PyObject *self, PyObject *unused);
 static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
@@ -70,6 +71,12 @@ static PyMethodDef RedisBackend_methods[] = {
      "\n"
      "Internal (asyncio transport): report an admitted exchange's outcome\n"
      "to the circuit (error: (status, message) of a transport failure)."},
+    {"_breaker_script", backend_breaker_script, METH_NOARGS,
+     "_breaker_script($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal: the distributed circuit breaker's Lua script\n"
+     "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."},
     {"_op_eval", (PyCFunction)(void (*)(void))backend_op_eval, METH_FASTCALL | METH_KEYWORDS,
      "_op_eval($self, /, op, i)\n"
      "--\n"
