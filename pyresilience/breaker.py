@@ -64,7 +64,7 @@ def _pop(breaker: Any) -> Any:
 
 
 class CircuitBreaker(_core.CircuitBreaker):
-    """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None)
+    """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None, backend=None, flush_interval=0.5)
 
     Stops calling a dependency that keeps failing, and lets it recover.
 
@@ -100,9 +100,23 @@ class CircuitBreaker(_core.CircuitBreaker):
     ``on_state_change(breaker, old_state, new_state)`` (a callable or a list of
     them) is called once per transition, after it. ``clock``: None (monotonic),
     a :class:`~pyresilience.ManualClock`, or a callable returning seconds.
+
+    ``backend`` (a :class:`~pyresilience.RedisBackend`, with a ``name``): the
+    state is shared by every breaker of that name on that Redis server; the
+    closed path stays in process and its outcomes are flushed every
+    ``flush_interval`` seconds (see :mod:`pyresilience.redis_breaker`).
     """
 
     __slots__ = ()
+
+    def __new__(cls, *args: Any, backend: Any = None, **kwargs: Any) -> "CircuitBreaker":
+        # backend=: the state is shared through Redis (pyresilience.redis_breaker)
+        if backend is not None:
+            from .redis_breaker import RedisCircuitBreaker
+            if not issubclass(cls, RedisCircuitBreaker):
+                return RedisCircuitBreaker(*args, backend=backend, **kwargs)
+            kwargs["backend"] = backend
+        return cast("CircuitBreaker", super().__new__(cls, *args, **kwargs))
 
     def __init__(
         self,
@@ -124,6 +138,8 @@ class CircuitBreaker(_core.CircuitBreaker):
         is_failure: Optional[Callable[[Any], bool]] = None,
         on_state_change: Union[None, Listener, Iterable[Listener]] = None,
         clock: Any = None,
+        backend: Any = None,
+        flush_interval: float = 0.5,
     ) -> None:
         # The C type's tp_new parsed these and built the breaker; __init__ only
         # states the signature (inspect shows the real default of
