@@ -67,8 +67,34 @@ def run(h) -> None:
     srv = _Server()
     try:
         asyncio.run(_run(h, pr, srv))
+        _breaker(h, pr, srv)
     finally:
         srv.stop()
+
+
+def _breaker(h, pr, srv) -> None:
+    from functools import partial
+    h.section("Distributed circuit breaker: closed call overhead",
+              note="CircuitBreaker(..., backend=RedisBackend, name=...).call(f) in the closed state "
+                   "(outcomes counted in process, flushed every flush_interval) vs the in-process "
+                   "breaker. Target: within 2x.")
+    b = pr.RedisBackend(srv.url, timeout=2.0)
+
+    def f() -> int:
+        return 1
+
+    local = pr.CircuitBreaker(5, name="bench-local")
+    shared = pr.CircuitBreaker(5, backend=b, name="bench-shared")
+    local_ns = h.time("in-process CircuitBreaker.call(f)", partial(local.call, f))
+    shared_ns = h.time("shared CircuitBreaker(backend=).call(f)", partial(shared.call, f))
+    h.ratio("shared vs in-process closed call (peer column: in-process)", shared_ns, local_ns)
+    h.value("shared / in-process closed call", round(shared_ns / local_ns, 2), "x")
+    h.target("shared breaker's closed call within 2x of the in-process breaker", shared_ns <= 2 * local_ns)
+    wl, ws = local(f), shared(f)
+    lw_ns = h.time("in-process @breaker decorated f()", wl)
+    sw_ns = h.time("shared @breaker decorated f()", ws)
+    h.value("shared / in-process decorated call", round(sw_ns / lw_ns, 2), "x")
+    b.close()
 
 
 async def _run(h, pr, srv) -> None:

@@ -116,7 +116,7 @@ class CircuitBreaker(_core.CircuitBreaker):
             if not issubclass(cls, RedisCircuitBreaker):
                 return RedisCircuitBreaker(*args, backend=backend, **kwargs)
             kwargs["backend"] = backend
-        return cast("CircuitBreaker", super().__new__(cls, *args, **kwargs))
+        return super().__new__(cls, *args, **kwargs)
 
     def __init__(
         self,
@@ -255,6 +255,10 @@ class CircuitBreaker(_core.CircuitBreaker):
             parts.append(f"clock={self.clock!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
+
+# inspect.signature(CircuitBreaker): __init__'s parameters (__new__ only dispatches backend=).
+CircuitBreaker.__signature__ = inspect.signature(CircuitBreaker.__init__).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(CircuitBreaker.__init__).parameters.values())[1:])
 
 # Keyword parameters shown by CircuitBreaker.__repr__ when they differ from these.
 _REPR_DEFAULTS: Tuple[Tuple[str, Any], ...] = (

@@ -94,6 +94,20 @@ class RedisCircuitBreaker(CircuitBreaker):
     breaker of the same ``name`` on the ``backend``'s Redis server (see the
     module documentation). Made by ``CircuitBreaker(..., backend=...)``."""
 
+    _backend: Any
+    _flush_interval: float
+    _key: bytes
+    _script: bytes
+    _sha: str
+    _args: List[bytes]
+    _lock: threading.Lock
+    _local: bool
+    _fallback: bool
+    _shared_state: CircuitState
+    _open_until: float
+    _syncing: bool
+    _base: Tuple[int, int, int]
+
     def __new__(cls, *args: Any, backend: Any = None, flush_interval: float = 0.5, key_prefix: str = "prs:",
                 **kwargs: Any) -> "RedisCircuitBreaker":
         from .redis import RedisBackend
@@ -174,14 +188,14 @@ class RedisCircuitBreaker(CircuitBreaker):
         self._fallback = False
         if state == "closed":
             if not self._local:
-                self._local = True
+                self._set_local(True)
                 self._shared_state = CircuitState.CLOSED
                 self._force(_CB.reset)
             return
         self._shared_state = CircuitState.OPEN if state == "open" else CircuitState.HALF_OPEN
         self._open_until = time.monotonic() + retry_after
         if self._local:
-            self._local = False
+            self._set_local(False)
             if _CB.state.__get__(self) == CircuitState.CLOSED:
                 self._force(_CB.open)  # callers of the C-level paths see it open too
 
@@ -194,10 +208,16 @@ class RedisCircuitBreaker(CircuitBreaker):
         m = _CB.metrics.__get__(self)
         self._base = (m.calls, m.failures, m.ignored)
 
+    def _set_local(self, local: bool) -> None:
+        # The closed path is the C breaker's own call() (no Python frame): the
+        # shared paths are methods of a subclass this object switches to.
+        self._local = local
+        self.__class__ = RedisCircuitBreaker if local else _SharedPath
+
     def _go_fallback(self) -> None:
         if not self._fallback:
             self._fallback = True
-            self._local = True
+            self._set_local(True)
 
     def _on_local_change(self, old: Any, new: Any) -> None:
         # the in-process breaker opened by itself: failure_threshold consecutive
@@ -267,25 +287,8 @@ class RedisCircuitBreaker(CircuitBreaker):
         return CircuitOpenError(f"circuit '{self.name}' is open (shared)", retry_after=max(0.0, retry_after),
                                 name=self.name)
 
-    def _acquire(self) -> Any:
-        if self._local:
-            return _CB._acquire(self)
-        now = time.monotonic()
-        if now < self._open_until:
-            return self._open_error(self._open_until - now)
-        try:
-            state, left, out = self._run("trial")
-        except BackendError:
-            self._go_fallback()
-            return _CB._acquire(self)
-        if out == "granted":
-            return (_SHARED, now)
-        self._adopt(state, left)
-        if self._local:
-            return _CB._acquire(self)
-        return self._open_error(left)
-
     def _record(self, token: Any, exc: Optional[BaseException] = None, result: Any = None) -> None:
+        # a shared trial's token may come back after this object went local again
         if token is None or token.__class__ is not tuple or not token or token[0] is not _SHARED:
             _CB._record(self, token, exc, result)
             return
@@ -297,41 +300,26 @@ class RedisCircuitBreaker(CircuitBreaker):
             return
         self._adopt(state, left)
 
-    def call(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """call(self, func, /, *args, **kwargs)
-
-        ``func(*args, **kwargs)`` through the shared breaker: closed, the
-        in-process breaker runs it (no round trip); open, rejected from the
-        local cache; half-open, a trial slot taken in Redis."""
-        if self._local:
-            return cast(T, _CB.call(self, func, *args, **kwargs))
-        token = self._acquire()
-        if token.__class__ is not tuple:
-            if self.fallback is not None:
-                return cast(T, self.fallback())
-            raise token
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as exc:
-            self._record(token, exc)
-            raise
-        self._record(token, None, result)
-        return result
-
     def __call__(self, func: Callable[..., T]) -> Callable[..., T]:
-        if inspect.iscoroutinefunction(func) or inspect.isgeneratorfunction(func) or \
-                inspect.isasyncgenfunction(func):
-            return super().__call__(func)
-        call = self.call
+        """Use the shared breaker as a decorator (sync or async functions): each
+        call goes through call() / call_async(), whichever path is current."""
+        if inspect.isgeneratorfunction(func) or inspect.isasyncgenfunction(func):
+            return super().__call__(cast(Callable[..., T], func))  # refused, with the breaker's message
+        me = self
+        if inspect.iscoroutinefunction(func):
+            @functools.wraps(func)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                return await me.call_async(func, *args, **kwargs)
+            return cast(Callable[..., T], async_wrapper)
 
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return call(func, *args, **kwargs)
+            return me.call(func, *args, **kwargs)
         return wrapper
 
     # -- state and metrics ------------------------------------------------------------
 
-    @property  # type: ignore[override]
+    @property
     def state(self) -> CircuitState:
         """The shared state (the in-process one while falling back or closed)."""
         if self._local:
@@ -340,7 +328,7 @@ class RedisCircuitBreaker(CircuitBreaker):
             return CircuitState.HALF_OPEN
         return self._shared_state
 
-    @property  # type: ignore[override]
+    @property
     def metrics(self) -> RedisCircuitBreakerMetrics:  # type: ignore[override]
         """The in-process counters with the shared state and ``fallback``."""
         m = _CB.metrics.__get__(self)
@@ -383,11 +371,52 @@ class RedisCircuitBreaker(CircuitBreaker):
             return
         with self._lock:
             if mode == "open":
-                self._local = True  # let _adopt switch us to the shared path
+                self._set_local(True)  # let _adopt switch us to the shared path
             self._adopt(state, left)
 
     def __repr__(self) -> str:
         return super().__repr__()[:-1] + f", backend={self._backend!r}, flush_interval={self._flush_interval!r})"
+
+
+class _SharedPath(RedisCircuitBreaker):
+    """A RedisCircuitBreaker while the shared state is open or half-open (see
+    _set_local): rejections from the local cache, trials through Redis."""
+
+    def _acquire(self) -> Any:
+        now = time.monotonic()
+        if now < self._open_until:
+            return self._open_error(self._open_until - now)
+        try:
+            state, left, out = self._run("trial")
+        except BackendError:
+            self._go_fallback()
+            return _CB._acquire(self)
+        if out == "granted":
+            return (_SHARED, now)
+        self._adopt(state, left)
+        if self._local:  # closed meanwhile: the in-process breaker decides
+            return _CB._acquire(self)
+        return self._open_error(left)
+
+    def call(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """call(self, func, /, *args, **kwargs)
+
+        ``func(*args, **kwargs)`` through the shared breaker: closed, the
+        in-process breaker runs it (no round trip); open, rejected from the
+        local cache; half-open, a trial slot taken in Redis."""
+        token = self._acquire()
+        if token.__class__ is not tuple:
+            if self.fallback is not None:
+                return cast(T, self.fallback())
+            raise token
+        try:
+            result = func(*args, **kwargs)
+        except BaseException as exc:
+            self._record(token, exc)
+            raise
+        self._record(token, None, result)
+        return result
+
 
 
 def _after_fork_in_child() -> None:
