@@ -354,3 +354,21 @@ async def ping(backend: Any) -> bool:
     if isinstance(reply, RespError):
         raise _TransportFailure(("EBACKEND", f"redis: {reply}"))
     return True
+
+
+async def command(backend: Any, argv: List[bytes]) -> Any:
+    """One raw command on this loop's connection: its reply (an error reply
+    as a RespError), or _TransportFailure."""
+    admit, error = backend._admit()
+    if not admit:
+        raise _TransportFailure(error)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + backend.timeout
+    try:
+        conn = await _connection(backend, loop, deadline)
+        (reply,) = await conn.send(_encode(argv), 1, deadline, None, None)
+    except _TransportFailure as e:
+        backend._outcome(admit, e.error)
+        raise
+    backend._outcome(admit, None)
+    return reply

@@ -46,7 +46,7 @@ import os
 import threading
 import time
 import weakref
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple, TypeVar, cast
+from typing import Any, Awaitable, Callable, List, NamedTuple, Optional, Tuple, TypeVar, cast
 
 from . import _core
 from .breaker import CircuitBreaker, CircuitState
@@ -181,6 +181,21 @@ class RedisCircuitBreaker(CircuitBreaker):
             r = b._command("EVAL", self._script, 1, *argv)
         state, left_us, out = r
         return state.decode(), int(left_us) / 1e6, out.decode()
+
+    async def _run_async(self, mode: str, *extra: str) -> Tuple[str, float, str]:
+        """_run on the event loop's connection (pyresilience._redis_async)."""
+        from . import _redis_async
+        argv = [self._key, mode.encode(), *self._args, *(e.encode() for e in extra)]
+        try:
+            r = await _redis_async.command(self._backend, [b"EVALSHA", self._sha.encode(), b"1", *argv])
+            if isinstance(r, _redis_async.RespError) and str(r).startswith("NOSCRIPT"):
+                r = await _redis_async.command(self._backend, [b"EVAL", self._script, b"1", *argv])
+        except _redis_async._TransportFailure as e:
+            raise BackendError(str(e)) from None
+        if isinstance(r, Exception):
+            raise BackendError(f"redis: {r}")
+        state, left_us, out = r
+        return cast(bytes, state).decode(), int(left_us) / 1e6, cast(bytes, out).decode()
 
     def _adopt(self, state: str, retry_after: float) -> None:
         """Makes the shared state this process's: closed -> the in-process
@@ -417,6 +432,50 @@ class _SharedPath(RedisCircuitBreaker):
         self._record(token, None, result)
         return result
 
+
+    async def _acquire_async(self) -> Any:
+        now = time.monotonic()
+        if now < self._open_until:
+            return self._open_error(self._open_until - now)
+        try:
+            state, left, out = await self._run_async("trial")
+        except BackendError:
+            self._go_fallback()
+            return _CB._acquire(self)
+        if out == "granted":
+            return (_SHARED, now)
+        self._adopt(state, left)
+        if self._local:
+            return _CB._acquire(self)
+        return self._open_error(left)
+
+    async def _record_async(self, token: Any, exc: Optional[BaseException], result: Any) -> None:
+        if token[0] is not _SHARED:
+            _CB._record(self, token, exc, result)
+            return
+        try:
+            state, left, _ = await self._run_async("result", self._classify(exc, result))
+        except BackendError:
+            self._go_fallback()
+            return
+        self._adopt(state, left)
+
+    async def call_async(self, func: Callable[..., Awaitable[T]], /, *args: Any, **kwargs: Any) -> T:
+        """call_async(self, func, /, *args, **kwargs)
+
+        The shared path of call_async: trial slots and outcomes on the event
+        loop's connection, never blocking the loop."""
+        token = await self._acquire_async()
+        if token.__class__ is not tuple:
+            return cast(T, await self._rejected_async(token))
+        record = _SharedPath._record_async  # this object may have gone local meanwhile
+        try:
+            result = await func(*args, **kwargs)
+        except BaseException as exc:
+            await record(self, token, exc, None)
+            raise
+        await record(self, token, None, result)
+        return result
 
 
 def _after_fork_in_child() -> None:

@@ -284,10 +284,32 @@ def test_async_forms_use_the_shared_state(backend: pr.RedisBackend) -> None:
         with pytest.raises(pr.CircuitOpenError):
             await work(2)
         await asyncio.sleep(0.25)
-        assert await cb.call_async(work.__wrapped__, 3) == 3  # the trial
+        assert cb.state == "half_open"
+        runs = script_runs(backend)
+        assert await cb.call_async(work.__wrapped__, 3) == 3  # the trial, on the loop's connection
+        assert script_runs(backend) - runs == 2  # trial slot + its outcome
+        assert cb.state == "closed" and type(cb) is RedisCircuitBreaker
+        fail(cb)
+        await asyncio.sleep(0.25)
+        assert await work(4) == 4  # a decorated coroutine function takes the same path
         assert cb.state == "closed"
 
     asyncio.run(run())
+
+
+def test_a_trial_token_recorded_after_the_breaker_went_local(backend: pr.RedisBackend) -> None:
+    name = prefix()
+    a = pr.CircuitBreaker(1, 1, 0.2, backend=backend, name=name, half_open_max_calls=2, flush_interval=30)
+    b = pr.CircuitBreaker(1, 1, 0.2, backend=backend, name=name, half_open_max_calls=2, flush_interval=30)
+    fail(a)
+    b.flush()
+    time.sleep(0.25)
+    token = b._acquire()  # b's trial slot
+    assert a.call(lambda: 1) == 1  # a's trial closes the shared circuit
+    b.flush()
+    assert b.state == "closed" and type(b) is RedisCircuitBreaker
+    b._record(token, None, 5)  # b's trial ends after b went local: still recorded in Redis
+    assert backend._command("HGET", f"prs:cb:{{{name}}}", "inflight") == b"0"
 
 
 def test_decorator_and_with_block(backend: pr.RedisBackend) -> None:
