@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import os
+import threading
 import weakref
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
@@ -202,6 +203,10 @@ class _TransportFailure(Exception):
         self.error = error
 
 
+_NONE: Dict[Any, Any] = {}
+_registry_lock = threading.Lock()
+_pid = os.getpid
+
 # backend -> {loop: (pid, connection or the task opening it)}
 _registry: "weakref.WeakKeyDictionary[Any, Dict[asyncio.AbstractEventLoop, Any]]" = weakref.WeakKeyDictionary()
 
@@ -252,7 +257,8 @@ def _encode(argv: List[bytes]) -> bytes:
 async def _connection(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
     per_loop = _registry.get(backend)
     if per_loop is None:
-        per_loop = _registry[backend] = {}
+        with _registry_lock:  # loops of several threads may share a backend
+            per_loop = _registry.setdefault(backend, {})
     entry = per_loop.get(loop)
     pid = os.getpid()
     if entry is not None and entry[0] == pid:
@@ -308,7 +314,10 @@ async def call(backend: Any, built: Any) -> Any:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + backend.timeout
     try:
-        conn = await _connection(backend, loop, deadline)
+        entry = _registry.get(backend, _NONE).get(loop)  # the open connection, without a coroutine
+        conn = entry[1] if entry is not None and entry[0] == _pid() else None
+        if conn.__class__ is not _Connection or conn.dead is not None:
+            conn = await _connection(backend, loop, deadline)
         replies = await conn.send(request, want, deadline, op, backend)
         retry = [i for i, r in enumerate(replies) if isinstance(r, RespError) and str(r).startswith("NOSCRIPT")]
         if retry:  # the server lost its script cache: EVAL with the bodies, pipelined

@@ -107,6 +107,7 @@ class RedisCircuitBreaker(CircuitBreaker):
     _open_until: float
     _syncing: bool
     _base: Tuple[int, int, int]
+    _next_flush: float
 
     def __new__(cls, *args: Any, backend: Any = None, flush_interval: float = 0.5, key_prefix: str = "prs:",
                 **kwargs: Any) -> "RedisCircuitBreaker":
@@ -144,8 +145,9 @@ class RedisCircuitBreaker(CircuitBreaker):
         self._check_params()
         self.add_listener(RedisCircuitBreaker._on_local_change)
         self.flush()  # adopt the shared state now (a round trip; fallback if Redis is down)
+        self._next_flush = time.monotonic() + self._flush_interval
         _live.add(self)
-        self._start_flusher()
+        _ensure_flusher()
         return self
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:  # built whole in __new__
@@ -268,24 +270,6 @@ class RedisCircuitBreaker(CircuitBreaker):
             if self._fallback and _CB.state.__get__(self) != CircuitState.CLOSED and state == "closed":
                 return  # our own fallback breaker is still open: let it recover first
             self._adopt(state, left)
-
-    def _start_flusher(self) -> None:
-        ref = weakref.ref(self)
-        interval = self._flush_interval
-
-        def loop() -> None:
-            while True:
-                time.sleep(interval)
-                me = ref()
-                if me is None or me._backend.closed:
-                    return
-                try:
-                    me.flush()
-                except Exception:  # never kill the flusher (a closed backend ends it above)
-                    pass
-                del me
-
-        threading.Thread(target=loop, name=f"pyresilience-breaker-flush-{self.name}", daemon=True).start()
 
     # -- the call paths ------------------------------------------------------------
 
@@ -478,10 +462,46 @@ class _SharedPath(RedisCircuitBreaker):
         return result
 
 
+# One background thread per process flushes every live shared breaker when
+# its flush_interval is due (a flush is one round trip, bounded by the
+# backend's timeout).
+_flusher_lock = threading.Lock()
+_flusher_pid = 0
+
+
+def _ensure_flusher() -> None:
+    global _flusher_pid
+    with _flusher_lock:
+        if _flusher_pid == os.getpid():
+            return
+        _flusher_pid = os.getpid()
+        threading.Thread(target=_flush_loop, name="pyresilience-breaker-flush", daemon=True).start()
+
+
+def _flush_loop() -> None:
+    while True:
+        wait = 1.0
+        for b in list(_live):
+            if b._backend.closed:
+                continue
+            if time.monotonic() >= b._next_flush:
+                try:
+                    b.flush()
+                except Exception:  # never kill the flusher
+                    pass
+                b._next_flush = time.monotonic() + b._flush_interval
+            wait = min(wait, b._next_flush - time.monotonic())
+            del b
+        time.sleep(max(0.001, wait))
+
+
 def _after_fork_in_child() -> None:
+    global _flusher_lock
+    _flusher_lock = threading.Lock()
     for b in list(_live):
         b._lock = threading.Lock()
-        b._start_flusher()
+    if len(_live):
+        _ensure_flusher()
 
 
 if hasattr(os, "register_at_fork"):
