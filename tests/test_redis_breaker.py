@@ -312,6 +312,20 @@ def test_a_trial_token_recorded_after_the_breaker_went_local(backend: pr.RedisBa
     assert backend._command("HGET", f"prs:cb:{{{name}}}", "inflight") == b"0"
 
 
+def test_a_trial_slot_of_a_dead_process_is_freed_after_a_timeout(backend: pr.RedisBackend) -> None:
+    name = prefix()
+    a = pr.CircuitBreaker(1, 1, 0.2, backend=backend, name=name, flush_interval=30)
+    b = pr.CircuitBreaker(1, 1, 0.2, backend=backend, name=name, flush_interval=30)
+    fail(a)
+    b.flush()
+    time.sleep(0.25)
+    assert b._acquire().__class__ is tuple  # the only slot, never given back (b "died")
+    with pytest.raises(pr.CircuitOpenError):
+        a.call(lambda: 1)
+    time.sleep(0.25)  # no slot granted for a timeout: presumed lost
+    assert a.call(lambda: 2) == 2 and a.state == "closed"
+
+
 def test_decorator_and_with_block(backend: pr.RedisBackend) -> None:
     cb = pr.CircuitBreaker(1, 1, 30, backend=backend, name=prefix(), flush_interval=30)
 

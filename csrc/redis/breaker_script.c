@@ -15,8 +15,9 @@
  *   result s/f/i: a trial's outcome; frees its slot; a failure re-opens,
  *          success_threshold successes close.
  *   open, close, read.
- * An open whose time is up reads as half-open with no trial yet. Trial slots
- * held longer than a timeout (a process died mid-trial) are presumed lost.
+ * An open whose time is up reads as half-open with no trial yet. When no
+ * slot was granted for a timeout while some are held, those are presumed
+ * lost (their process died mid-trial) and freed.
  * Returns {state, retry_after_us, mode or "granted"/"full"}. The hash lives
  * one day after its last use.
  */
@@ -48,8 +49,7 @@ static const char breaker_lua[] =
     "elseif mode == 'trial' then\n"
     "  out = 'full'\n"
     "  if state == 'half_open' and inflight < hmax then\n"
-    "    inflight = inflight + 1; out = 'granted'\n"
-    "    if inflight == 1 then since = now end\n"
+    "    inflight = inflight + 1; out = 'granted'; since = now\n"
     "  end\n"
     "elseif mode == 'result' then\n"
     "  if state == 'half_open' then\n"
