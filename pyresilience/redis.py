@@ -190,6 +190,13 @@ class RedisRateLimiter(_LimiterBase):
         check_many() without blocking the event loop: one pipelined write."""
         return await _redis_async.call(self.backend, self._op_many(requests))  # type: ignore[no-any-return]
 
+    async def close_async(self) -> None:
+        """close_async(self)
+
+        close() without blocking the event loop: every unspent lease permit
+        is given back in one pipelined write (none held: no I/O)."""
+        await _redis_async.call(self.backend, self._op_release())
+
     async def _check_at_async(self, key: Key, n: int, now: float) -> "_core.Decision":
         """Tests only: check_async at `now` seconds instead of Redis's TIME."""
         return await _redis_async.call(self.backend, self._op("check", key, n, now))  # type: ignore[no-any-return]

@@ -143,6 +143,22 @@ def test_leases_async(backend: pr.RedisBackend) -> None:
     asyncio.run(run())
 
 
+def test_close_async_gives_the_leases_back(backend: pr.RedisBackend) -> None:
+    lim = make(backend, "gcra", size=dict(rate=0.001, burst=10), lease=pr.LeaseConfig(4, 30))
+
+    async def run() -> None:
+        await lim.close_async()  # nothing held: no I/O
+        assert (await lim.check_async("k")).allowed  # takes 4, spends 1
+        assert (await lim.check_async("j")).allowed
+        assert not (await lim.peek_async("k", 7)).allowed  # 3 held here, 6 left in Redis
+        await lim.close_async()  # 3 + 3 permits back, pipelined
+        d = await lim.peek_async("k", 9)
+        assert d.allowed  # 10 - 1 spent: 9 admissible again
+        assert not (await lim.peek_async("k", 10)).allowed
+
+    asyncio.run(run())
+
+
 def test_noscript_after_script_flush(backend: pr.RedisBackend) -> None:
     lim = make(backend, "token_bucket")
     g = pr.RedisLimiterGroup([(lim, "g", 1)])

@@ -129,6 +129,9 @@ LIMITER = Type(
         M("_op_many", "requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]", "Any",
           doc="Internal (asyncio transport): check_many's (op, request bytes, replies),\n"
               "or [] for no requests."),
+        M("_op_release", returns="Any",
+          doc="Internal (asyncio transport): close()'s give-back of the leases as\n"
+              "(op, request bytes, replies), or None when no lease holds a permit."),
         M("close", doc="Give back every unspent lease permit (one pipelined round trip)."),
         M("_check_at", "key: %s, n: int, now: float" % KEY, "Decision",
           doc="Tests only: check at `now` seconds (microsecond\n"

@@ -801,6 +801,14 @@ done:
     return result;
 }
 
+static PyObject *rl_op_release(PyObject *op, PyObject *unused) {
+    prs_redis_op *o;
+    int rc = prs_redis_op_release_new(((limiter_obj *)op)->l, &o);
+    if (rc) return redis_error(prs_py_state_of(op), rc);
+    if (!o) Py_RETURN_NONE;
+    return op_result(o, op);
+}
+
 static PyObject *group_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"now", NULL};
     PyObject *v[1] = {NULL};
@@ -920,7 +928,8 @@ static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssi
     if (rc) { redis_error(st, rc); goto done; }
     switch (prs_redis_op_kind(op)) {
     case 'g': result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied); break;
-    case 'r': result = Py_NewRef(Py_None); break;
+    case 'r':
+    case 'h': result = Py_NewRef(Py_None); break;
     case 'm':
         if (!(result = PyList_New((Py_ssize_t)n))) break;
         for (size_t i = 0; i < n; i++) {

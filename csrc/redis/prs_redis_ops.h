@@ -40,6 +40,10 @@ int prs_redis_op_limiter_new(prs_redis_limiter *l, int kind, const void *key, si
 /* check_many: count (>= 1) pipelined checks (no leases). */
 int prs_redis_op_many_new(prs_redis_limiter *l, size_t count, const prs_redis_request *reqs,
                           prs_redis_op **out);
+/* close()'s give-back of every unspent lease permit: detaches the leases
+ * now; PRS_OK with *out NULL when none held any. Finishing it returns a
+ * failure only under PRS_REDIS_RAISE (the permits lapse otherwise). */
+int prs_redis_op_release_new(prs_redis_limiter *l, prs_redis_op **out);
 /* A group's one script (members as for prs_redis_group_check). */
 int prs_redis_op_group_new(size_t count, const prs_redis_member *members, int64_t now_us,
                            prs_redis_op **out);
@@ -47,7 +51,7 @@ int prs_redis_op_group_new(size_t count, const prs_redis_member *members, int64_
 /* The commands to send (RESP, pipelined) and how many replies they get. */
 const char *prs_redis_op_request(const prs_redis_op *op, size_t *len);
 size_t prs_redis_op_ncmds(const prs_redis_op *op);
-/* 'c' check, 'p' peek, 'l' leased check, 'r' reset, 'm' check_many, 'g' group. */
+/* 'c' check, 'p' peek, 'l' leased check, 'r' reset, 'm' check_many, 'g' group, 'h' lease give-back. */
 int prs_redis_op_kind(const prs_redis_op *op);
 /* Command i again as EVAL with its script's body (after a NOSCRIPT reply):
  * PRS_OK with the bytes (owned by op, valid until the next call or free),

@@ -1512,6 +1512,8 @@ int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, pr
     case 'r':
         if (rc == PRS_OK && replies[0]->type == REDIS_REPLY_ERROR) rc = reply_error(replies[0]);
         return rc;
+    case 'h': /* leases given back: a failure matters only under RAISE (the permits lapse) */
+        return l->policy == PRS_REDIS_RAISE ? rc : PRS_OK;
     case 'm': {
         if (!status) return PRS_EINVAL;
         int first = PRS_OK;
@@ -1534,3 +1536,45 @@ int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, pr
 
 prs_redis_backend *prs_redis_limiter_backend(const prs_redis_limiter *l) { return l->b; }
 int prs_redis_op_kind(const prs_redis_op *op) { return op->kind; }
+
+int prs_redis_op_release_new(prs_redis_limiter *l, prs_redis_op **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    if (!l) return PRS_EINVAL;
+    if (!l->buckets) return PRS_OK;
+    locks_after_fork(l);
+    /* Detach every lease with permits left (as release_leases does). */
+    pthread_mutex_lock(&l->lmu);
+    lease *list = NULL;
+    size_t count = 0;
+    for (size_t i = 0; i < l->nbuckets; i++) {
+        lease *e = l->buckets[i];
+        l->buckets[i] = NULL;
+        while (e) {
+            lease *nx = e->next;
+            if (e->left > 0) { e->next = list; list = e; count++; }
+            else prs__free(&l->alloc, e);
+            e = nx;
+        }
+    }
+    l->nleases = 0;
+    pthread_mutex_unlock(&l->lmu);
+    int rc = PRS_OK;
+    prs_redis_op *op = count ? op_alloc(&l->alloc, 'h', count, 0) : NULL;
+    if (count && !op) rc = PRS_ENOMEM;
+    size_t cap = 0, i = 0;
+    for (lease *e = list; e && rc == PRS_OK; e = e->next, i++) {
+        call c;
+        if ((rc = call_init(l, &c, e->key, e->keylen, 'l', 0, 0, e->left, -1)) == PRS_OK) {
+            rc = resp_append(op, &cap, c.cmd.argc, c.argv, c.lens);
+            op->script = c.cmd.script;
+            keyset_free(l, &c.ks);
+        }
+        op->off[i + 1] = op->reqlen;
+    }
+    while (list) { lease *nx = list->next; prs__free(&l->alloc, list); list = nx; }
+    if (rc) { prs_redis_op_free(op); return rc; }
+    if (op) op->l = l;
+    *out = op;
+    return PRS_OK;
+}

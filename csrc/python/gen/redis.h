@@ -203,6 +203,7 @@ static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t
 static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_op_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_op_release(PyObject *self, PyObject *unused);
 static PyObject *rl_close(PyObject *self, PyObject *unused);
 static PyObject *rl_check_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_redis_key(PyObject *self, PyObject *arg);
@@ -268,6 +269,12 @@ static PyMethodDef RedisRateLimiter_methods[] = {
      "\n"
      "Internal (asyncio transport): check_many's (op, request bytes, replies),\n"
      "or [] for no requests."},
+    {"_op_release", rl_op_release, METH_NOARGS,
+     "_op_release($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): close()'s give-back of the leases as\n"
+     "(op, request bytes, replies), or None when no lease holds a permit."},
     {"close", rl_close, METH_NOARGS,
      "close($self, /)\n"
      "--\n"
