@@ -64,18 +64,8 @@ def _pop(breaker: Any) -> Any:
     return None  # entered elsewhere: recorded without a permit
 
 
-def _on_transition(breaker: Any, old: Any, new: Any) -> None:
-    """Every facade breaker's own listener (hidden from ``listeners``): the
-    ``state_change`` event, its log line and the transition counter."""
-    _registry.count(breaker, f"transition:{old}:{new}")
-    emit(breaker, "state_change", old_state=old, new_state=new)
-
-
-_core_listeners = _core.CircuitBreaker.listeners
-
-
 class CircuitBreaker(_core.CircuitBreaker, EventSource):
-    """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None)
+    """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None, backend=None, flush_interval=0.5)
 
     Stops calling a dependency that keeps failing, and lets it recover.
 
@@ -111,9 +101,23 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
     ``on_state_change(breaker, old_state, new_state)`` (a callable or a list of
     them) is called once per transition, after it. ``clock``: None (monotonic),
     a :class:`~pyresilience.ManualClock`, or a callable returning seconds.
+
+    ``backend`` (a :class:`~pyresilience.RedisBackend`, with a ``name``): the
+    state is shared by every breaker of that name on that Redis server; the
+    closed path stays in process and its outcomes are flushed every
+    ``flush_interval`` seconds (see :mod:`pyresilience.redis_breaker`).
     """
 
     __slots__ = ()
+
+    def __new__(cls, *args: Any, backend: Any = None, **kwargs: Any) -> "CircuitBreaker":
+        # backend=: the state is shared through Redis (pyresilience.redis_breaker)
+        if backend is not None:
+            from .redis_breaker import RedisCircuitBreaker
+            if not issubclass(cls, RedisCircuitBreaker):
+                return RedisCircuitBreaker(*args, backend=backend, **kwargs)
+            kwargs["backend"] = backend
+        return super().__new__(cls, *args, **kwargs)
 
     def __init__(
         self,
@@ -135,6 +139,8 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
         is_failure: Optional[Callable[[Any], bool]] = None,
         on_state_change: Union[None, Listener, Iterable[Listener]] = None,
         clock: Any = None,
+        backend: Any = None,
+        flush_interval: float = 0.5,
     ) -> None:
         # The C type's tp_new parsed these and built the breaker; __init__
         # states the signature (inspect shows the real default of
@@ -262,6 +268,10 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
             parts.append(f"clock={self.clock!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
+
+# inspect.signature(CircuitBreaker): __init__'s parameters (__new__ only dispatches backend=).
+CircuitBreaker.__signature__ = inspect.signature(CircuitBreaker.__init__).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(CircuitBreaker.__init__).parameters.values())[1:])
 
 # Keyword parameters shown by CircuitBreaker.__repr__ when they differ from these.
 _REPR_DEFAULTS: Tuple[Tuple[str, Any], ...] = (
