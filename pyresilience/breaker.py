@@ -64,6 +64,16 @@ def _pop(breaker: Any) -> Any:
     return None  # entered elsewhere: recorded without a permit
 
 
+def _on_transition(breaker: Any, old: Any, new: Any) -> None:
+    """Every facade breaker's own listener (hidden from ``listeners``): the
+    ``state_change`` event, its log line and the transition counter."""
+    _registry.count(breaker, f"transition:{old}:{new}")
+    emit(breaker, "state_change", old_state=old, new_state=new)
+
+
+_core_listeners = _core.CircuitBreaker.listeners
+
+
 class CircuitBreaker(_core.CircuitBreaker, EventSource):
     """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None, backend=None, flush_interval=0.5)
 
