@@ -11,6 +11,9 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
 
 const char *prs_strerror(int status) {
     switch (status) {
@@ -65,6 +68,66 @@ int64_t prs_seconds_to_ns(double seconds) {
     if (ns >= 9.2233720368547758e18) return INT64_MAX;
     if (ns <= -9.2233720368547758e18) return INT64_MIN;
     return (int64_t)llround(ns);
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+static inline uint64_t cycles_now(void) { return __rdtsc(); }
+#endif
+
+void prs__backoff_wait(prs__backoff *b) {
+    if (b->limit == 0) {
+        b->limit = PRS__BACKOFF_MIN;
+        /* a per-wait seed: the backoff lives on the waiting thread's stack */
+        uint32_t s = (uint32_t)((uintptr_t)b >> 4) * 2654435761u;
+#if defined(__x86_64__) || defined(__i386__)
+        s ^= (uint32_t)cycles_now();
+#endif
+        b->rng = s ? s : 1u;
+    }
+    uint32_t x = b->rng; /* xorshift32 */
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b->rng = x;
+    uint32_t wait = b->limit / 2 + x % (b->limit / 2 + 1); /* in [limit/2, limit] */
+#if defined(__x86_64__) || defined(__i386__)
+    uint64_t start = cycles_now();
+    while (cycles_now() - start < wait) cpu_relax();
+#else
+    for (uint32_t i = 0; i < wait / 16; i++) cpu_relax();
+#endif
+    if (b->limit < PRS__BACKOFF_MAX) {
+        b->limit *= 2;
+    } else if (++b->rounds >= 4) {
+        sched_yield(); /* a holder preempted on this CPU runs */
+    }
+}
+
+void prs__spin_lock_slow(prs__spinlock *l) {
+    prs__backoff b = PRS__BACKOFF_INIT;
+    for (;;) {
+        prs__backoff_wait(&b);
+        if (!atomic_load_explicit(&l->v, memory_order_relaxed) &&
+            !atomic_exchange_explicit(&l->v, 1, memory_order_acquire))
+            return;
+    }
+}
+
+void prs__mutex_lock_slow(pthread_mutex_t *m) {
+    prs__backoff b = PRS__BACKOFF_INIT;
+    for (int i = 0; i < 16; i++) {
+        prs__backoff_wait(&b);
+        if (pthread_mutex_trylock(m) == 0) return;
+    }
+    pthread_mutex_lock(m);
 }
 
 void prs__spin_yield(unsigned spins) {
