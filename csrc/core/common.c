@@ -121,9 +121,13 @@ void prs__spin_lock_slow(prs__spinlock *l) {
     }
 }
 
+/* Blocking in the kernel makes every later unlock a futex wake (a system call
+ * on the holder's path: the collapse of a plain mutex under contention), so
+ * it is the last resort: after ~64 backoff rounds (a few hundred microseconds,
+ * yielding the CPU at the cap), i.e. when the holder was preempted. */
 void prs__mutex_lock_slow(pthread_mutex_t *m) {
     prs__backoff b = PRS__BACKOFF_INIT;
-    for (int i = 0; i < 16; i++) {
+    for (int i = 0; i < 64; i++) {
         prs__backoff_wait(&b);
         if (pthread_mutex_trylock(m) == 0) return;
     }
