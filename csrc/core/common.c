@@ -80,16 +80,31 @@ static inline void cpu_relax(void) {
 
 #if defined(__x86_64__) || defined(__i386__)
 static inline uint64_t cycles_now(void) { return __rdtsc(); }
+#else
+static inline uint64_t cycles_now(void) { return (uint64_t)prs_monotonic_ns(); }
 #endif
+
+/* The calling thread's memory of contention: where its last contended call
+ * started waiting, and when. A thread that keeps meeting contention starts
+ * each wait higher (doubling up to the cap), so losers stay away long enough
+ * for the winner's run to pay off; a thread that met none for a while
+ * (PRS__BACKOFF_QUIET cycles) starts again from the bottom. Touched only on
+ * the slow path. */
+#define PRS__BACKOFF_QUIET (UINT64_C(1) << 20)
+static _Thread_local uint32_t bo_level;
+static _Thread_local uint64_t bo_last;
 
 void prs__backoff_wait(prs__backoff *b) {
     if (b->limit == 0) {
-        b->limit = PRS__BACKOFF_MIN;
+        uint64_t now = cycles_now();
+        uint32_t level = bo_level;
+        if (level == 0 || now - bo_last > PRS__BACKOFF_QUIET) level = PRS__BACKOFF_MIN;
+        else if (level < PRS__BACKOFF_MAX) level *= 2;
+        bo_level = level;
+        bo_last = now;
+        b->limit = level;
         /* a per-wait seed: the backoff lives on the waiting thread's stack */
-        uint32_t s = (uint32_t)((uintptr_t)b >> 4) * 2654435761u;
-#if defined(__x86_64__) || defined(__i386__)
-        s ^= (uint32_t)cycles_now();
-#endif
+        uint32_t s = (uint32_t)((uintptr_t)b >> 4) * 2654435761u ^ (uint32_t)now;
         b->rng = s ? s : 1u;
     }
     uint32_t x = b->rng; /* xorshift32 */
@@ -129,6 +144,9 @@ void prs__mutex_lock_slow(pthread_mutex_t *m) {
     prs__backoff b = PRS__BACKOFF_INIT;
     for (int i = 0; i < 64; i++) {
         prs__backoff_wait(&b);
+#if defined(__GLIBC__)
+        if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) != 0) continue;
+#endif
         if (pthread_mutex_trylock(m) == 0) return;
     }
     pthread_mutex_lock(m);

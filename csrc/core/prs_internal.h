@@ -76,10 +76,12 @@ static inline void prs__free(const prs_allocator *a, void *p) {
  * a plain test-and-test-and-set lock hands the lock, and the line, to the
  * other core at every release). The wait grows from PRS__BACKOFF_MIN to
  * PRS__BACKOFF_MAX cycles (x86: time-stamp counter cycles, elsewhere pause
- * instructions); after a few rounds at the cap it also yields the CPU, so a
- * holder that was preempted gets to run. Unfair by design: throughput first,
- * and the cap bounds how long one waiter stays behind (a few microseconds per
- * round). */
+ * instructions) within a call, and from call to call while the thread keeps
+ * meeting contention (a thread-local level, reset after a quiet while), so a
+ * thread that lost stays away long enough for the winner's run to pay off;
+ * after a few rounds at the cap it also yields the CPU, so a holder that was
+ * preempted gets to run. Unfair by design: throughput first, and the cap
+ * bounds how long one waiter stays behind (about 12 us per round at 2.6 GHz). */
 typedef struct prs__backoff {
     uint32_t limit;  /* current cap of one wait */
     uint32_t rounds; /* waits done at the cap */
@@ -87,7 +89,7 @@ typedef struct prs__backoff {
 } prs__backoff;
 #define PRS__BACKOFF_INIT {0, 0, 0}
 #define PRS__BACKOFF_MIN 128u
-#define PRS__BACKOFF_MAX 16384u
+#define PRS__BACKOFF_MAX 32768u
 
 void prs__backoff_wait(prs__backoff *b); /* common.c */
 
@@ -116,13 +118,24 @@ static inline void prs__spin_init(prs__spinlock *l) { atomic_init(&l->v, 0); }
 
 #include <pthread.h>
 
-/* pthread_mutex_lock with the same backoff as the spinlock: try, and while
- * the mutex is held back off (not touching it) and try again; after a while
- * block in pthread_mutex_lock. The mutex stays an ordinary pthread mutex, so
- * condition variables wait on it as before. */
+/* pthread_mutex_lock with the same backoff as the spinlock: while the mutex
+ * is held, back off (not touching it) and try again; after a while block in
+ * pthread_mutex_lock. The mutex stays an ordinary pthread mutex, so condition
+ * variables wait on it as before. The uncontended path must stay as cheap as
+ * pthread_mutex_lock (~3 ns; pthread_mutex_trylock costs ~9 ns in glibc), so
+ * with glibc it only peeks at the lock word (0: free) before locking; a mutex
+ * taken between the peek and the lock makes this one call block as a plain
+ * pthread_mutex_lock would. */
 void prs__mutex_lock_slow(pthread_mutex_t *m); /* common.c */
 static inline void prs__mutex_lock(pthread_mutex_t *m) {
+#if defined(__GLIBC__)
+    if (__builtin_expect(__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0, 1)) {
+        pthread_mutex_lock(m);
+        return;
+    }
+#else
     if (__builtin_expect(pthread_mutex_trylock(m) == 0, 1)) return;
+#endif
     prs__mutex_lock_slow(m);
 }
 
