@@ -140,16 +140,34 @@ void prs__spin_lock_slow(prs__spinlock *l) {
  * on the holder's path: the collapse of a plain mutex under contention), so
  * it is the last resort: after ~64 backoff rounds (a few hundred microseconds,
  * yielding the CPU at the cap), i.e. when the holder was preempted. */
-void prs__mutex_lock_slow(pthread_mutex_t *m) {
+static void __attribute__((noinline)) mutex_lock_slow(pthread_mutex_t *m) {
     prs__backoff b = PRS__BACKOFF_INIT;
     for (int i = 0; i < 64; i++) {
         prs__backoff_wait(&b);
 #if defined(__GLIBC__)
-        if (__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) != 0) continue;
+        if (__atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) != 0) continue;
 #endif
         if (pthread_mutex_trylock(m) == 0) return;
     }
     pthread_mutex_lock(m);
+}
+
+/* glibc records the holder's thread id in __owner (plain stores: 0 again
+ * before the unlock's atomic exchange), for every mutex type. Peeking at it
+ * costs nothing; peeking at the lock word itself stalls ~4 ns right after
+ * the unlock's locked instruction, and pthread_mutex_trylock costs more than
+ * pthread_mutex_lock. The peek is a hint: a mutex taken between it and the
+ * lock makes this call block as a plain pthread_mutex_lock would. */
+void prs__mutex_lock(pthread_mutex_t *m) {
+#if defined(__GLIBC__)
+    if (__builtin_expect(__atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) == 0, 1)) {
+        pthread_mutex_lock(m);
+        return;
+    }
+#else
+    if (__builtin_expect(pthread_mutex_trylock(m) == 0, 1)) return;
+#endif
+    mutex_lock_slow(m);
 }
 
 void prs__spin_yield(unsigned spins) {

@@ -121,23 +121,9 @@ static inline void prs__spin_init(prs__spinlock *l) { atomic_init(&l->v, 0); }
 /* pthread_mutex_lock with the same backoff as the spinlock: while the mutex
  * is held, back off (not touching it) and try again; after a while block in
  * pthread_mutex_lock. The mutex stays an ordinary pthread mutex, so condition
- * variables wait on it as before. The uncontended path must stay as cheap as
- * pthread_mutex_lock (~3 ns; pthread_mutex_trylock costs ~9 ns in glibc), so
- * with glibc it only peeks at the lock word (0: free) before locking; a mutex
- * taken between the peek and the lock makes this one call block as a plain
- * pthread_mutex_lock would. */
-void prs__mutex_lock_slow(pthread_mutex_t *m); /* common.c */
-static inline void prs__mutex_lock(pthread_mutex_t *m) {
-#if defined(__GLIBC__)
-    if (__builtin_expect(__atomic_load_n(&m->__data.__lock, __ATOMIC_RELAXED) == 0, 1)) {
-        pthread_mutex_lock(m);
-        return;
-    }
-#else
-    if (__builtin_expect(pthread_mutex_trylock(m) == 0, 1)) return;
-#endif
-    prs__mutex_lock_slow(m);
-}
+ * variables wait on it as before. Uncontended it costs what
+ * pthread_mutex_lock does (common.c: how it tells a held mutex). */
+void prs__mutex_lock(pthread_mutex_t *m); /* common.c */
 
 /* pthread_cond_init with CLOCK_MONOTONIC: PRS_OK, PRS_ENOMEM or PRS_EAGAIN. */
 int prs__cond_init_monotonic(pthread_cond_t *c);
