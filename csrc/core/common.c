@@ -93,15 +93,19 @@ static inline uint64_t cycles_now(void) { return (uint64_t)prs_monotonic_ns(); }
 #define PRS__BACKOFF_QUIET (UINT64_C(1) << 20)
 static _Thread_local uint32_t bo_level;
 static _Thread_local uint64_t bo_last;
+static _Thread_local const void *bo_on;
 
 void prs__backoff_wait(prs__backoff *b) {
     if (b->limit == 0) {
         uint64_t now = cycles_now();
         uint32_t level = bo_level;
-        if (level == 0 || now - bo_last > PRS__BACKOFF_QUIET) level = PRS__BACKOFF_MIN;
-        else if (level < PRS__BACKOFF_MAX) level *= 2;
+        if (level == 0 || bo_on != b->on || now - bo_last > PRS__BACKOFF_QUIET)
+            level = PRS__BACKOFF_MIN;
+        else if (level < PRS__BACKOFF_MAX)
+            level *= 2;
         bo_level = level;
         bo_last = now;
+        bo_on = b->on;
         b->limit = level;
         /* a per-wait seed: the backoff lives on the waiting thread's stack */
         uint32_t s = (uint32_t)((uintptr_t)b >> 4) * 2654435761u ^ (uint32_t)now;
@@ -127,7 +131,7 @@ void prs__backoff_wait(prs__backoff *b) {
 }
 
 void prs__spin_lock_slow(prs__spinlock *l) {
-    prs__backoff b = PRS__BACKOFF_INIT;
+    prs__backoff b = PRS__BACKOFF_ON(l);
     for (;;) {
         prs__backoff_wait(&b);
         if (!atomic_load_explicit(&l->v, memory_order_relaxed) &&
@@ -141,7 +145,7 @@ void prs__spin_lock_slow(prs__spinlock *l) {
  * it is the last resort: after ~64 backoff rounds (a few hundred microseconds,
  * yielding the CPU at the cap), i.e. when the holder was preempted. */
 static void __attribute__((noinline)) mutex_lock_slow(pthread_mutex_t *m) {
-    prs__backoff b = PRS__BACKOFF_INIT;
+    prs__backoff b = PRS__BACKOFF_ON(m);
     for (int i = 0; i < 64; i++) {
         prs__backoff_wait(&b);
 #if defined(__GLIBC__)

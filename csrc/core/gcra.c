@@ -144,7 +144,7 @@ static int decide_lockfree(prs_limiter *lim, int64_t now, int64_t n, int consume
     const gcra_params *live = lim->params;
     gcra_params p;
     unsigned spins = 0;
-    prs__backoff bo = PRS__BACKOFF_INIT;
+    prs__backoff bo = PRS__BACKOFF_ON(lim);
     for (;;) {
         /* A consistent pair: the params and the tat read between two equal
          * even `seq` values (a reconfiguration holds the word locked while

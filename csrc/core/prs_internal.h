@@ -77,7 +77,9 @@ static inline void prs__free(const prs_allocator *a, void *p) {
  * other core at every release). The wait grows from PRS__BACKOFF_MIN to
  * PRS__BACKOFF_MAX cycles (x86: time-stamp counter cycles, elsewhere pause
  * instructions) within a call, and from call to call while the thread keeps
- * meeting contention (a thread-local level, reset after a quiet while), so a
+ * meeting contention on the same object (a thread-local level, reset after a
+ * quiet while or on another object: a brief collision on one of many keyed
+ * shards must not cost a long wait), so a
  * thread that lost stays away long enough for the winner's run to pay off;
  * after a few rounds at the cap it also yields the CPU, so a holder that was
  * preempted gets to run. Unfair by design: throughput first, and the cap
@@ -86,8 +88,10 @@ typedef struct prs__backoff {
     uint32_t limit;  /* current cap of one wait */
     uint32_t rounds; /* waits done at the cap */
     uint32_t rng;    /* xorshift32 state; 0 until the first wait */
+    const void *on;  /* what is contended (a lock, a word): the thread's memory
+                        of contention is kept per object */
 } prs__backoff;
-#define PRS__BACKOFF_INIT {0, 0, 0}
+#define PRS__BACKOFF_ON(obj) {0, 0, 0, (obj)}
 #define PRS__BACKOFF_MIN 128u
 #define PRS__BACKOFF_MAX 32768u
 

@@ -267,7 +267,8 @@ TEST(common_locks_exclusive_under_contention) {
 }
 
 TEST(common_backoff_grows_and_is_bounded) {
-    prs__backoff b = PRS__BACKOFF_INIT;
+    static int obj, other;
+    prs__backoff b = PRS__BACKOFF_ON(&obj);
     prs__backoff_wait(&b);
     ASSERT_GE_I64(b.limit, 2 * PRS__BACKOFF_MIN);
     ASSERT_LE_I64(b.limit, PRS__BACKOFF_MAX);
@@ -277,9 +278,13 @@ TEST(common_backoff_grows_and_is_bounded) {
     /* contention met again at once: the next call starts higher than the first */
     uint32_t first = 0;
     for (int call = 0; call < 3; call++) {
-        prs__backoff c = PRS__BACKOFF_INIT;
+        prs__backoff c = PRS__BACKOFF_ON(&obj);
         prs__backoff_wait(&c);
         if (call == 0) first = c.limit;
         else ASSERT_GT_I64(c.limit, first);
     }
+    /* contention on another object starts from the bottom */
+    prs__backoff d = PRS__BACKOFF_ON(&other);
+    prs__backoff_wait(&d);
+    ASSERT_EQ(d.limit, 2 * PRS__BACKOFF_MIN);
 }
