@@ -2,8 +2,10 @@
  * limiter.c - the one limiter object over the algorithm descriptors, the
  * algorithm table as data, and the wait steps.
  *
- * Layout: one allocation holds the struct, the params (params_size bytes)
- * and, for spinlocked algorithms, the state (state_size(params) bytes). A
+ * Layout: one allocation holds the struct (aligned to a cache line inside
+ * it: its read-mostly line and its written line apart, limiter_internal.h),
+ * the params (params_size bytes, from the next line) and, for spinlocked
+ * algorithms, the state (state_size(params) bytes). A
  * reconfiguration that changes the state's size (a sliding log's ring) moves
  * the state to a block of its own (own_state), allocated before the lock is
  * taken; `state` always names the live one, and a group resolves it under the
