@@ -141,6 +141,61 @@ def test_acquire_advances_a_shared_manual_clock_exactly() -> None:
     assert not bucket.allow()
 
 
+def test_async_wait_object_admits_once() -> None:
+    """One _RateWait stepped from every thread at once: it is admitted once and
+    takes its tokens once (binding: the steps run under the object's lock)."""
+    bucket = pr.TokenBucket(capacity=100, refill_rate=1.0, clock=pr.ManualClock())
+    for _ in range(50):
+        w = bucket._waiter(2)
+        outcomes = run_threads(lambda i: _step(w))
+        assert outcomes.count("admitted") == 1 and outcomes.count("again") == THREADS - 1
+    assert bucket.available == 0
+
+
+def _step(w: Any) -> str:
+    try:
+        return "admitted" if w.step() is None else "sleep"
+    except RuntimeError:
+        return "again"
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_concurrent_reconfigures_lose_no_update(keyed: bool) -> None:
+    """One thread changes the capacity, another the rate, each many times: the
+    limiter ends with the last value of each (binding: reconfigure() reads the
+    config in force and applies it under the object's operation lock)."""
+    clock = pr.ManualClock()
+    if keyed:
+        lim: Any = pr.KeyedLimiter(pr.TokenBucket, capacity=10, refill_rate=1.0, clock=clock)
+        lim.allow("k")
+    else:
+        lim = pr.TokenBucket(capacity=10, refill_rate=1.0, clock=clock)
+    rounds = 300
+
+    def work(i: int) -> int:
+        reverted = 0  # my last value undone by the other thread's stale copy
+        for j in range(rounds):
+            if i == 0:
+                reverted += not keyed and j > 0 and lim.capacity != 10 + j
+                lim.reconfigure(capacity=11 + j)
+            else:
+                reverted += not keyed and j > 0 and lim.refill_rate != 1.0 + j
+                lim.reconfigure(refill_rate=2.0 + j)
+        return reverted
+
+    assert run_threads(work, n=2) == [0, 0]
+    capacity, rate = 10 + rounds, 1.0 + rounds  # the last value of each
+    if not keyed:
+        assert dict(lim._config()) == {"capacity": capacity, "refill_rate": rate}
+        return
+    # the table's params, seen through a fresh key: it holds exactly `capacity`
+    # and refills `rate` per second
+    assert lim.peek("fresh", capacity).allowed and not lim.peek("fresh", capacity + 1).allowed
+    assert lim.allow("r", capacity)
+    clock.advance(1.0)
+    assert lim.available("r") == rate
+
+
 def test_manual_clock_concurrent_advances_add_up() -> None:
     clock = pr.ManualClock()
     run_threads(lambda i: [clock.advance_ns(7) for _ in range(1000)])
@@ -356,9 +411,15 @@ def test_backpressure_queue_counts_are_exact(strategy: str) -> None:
 
 
 def test_queue_resized_concurrently_stays_consistent() -> None:
+    """maxsize assigned from every thread: the capacity the queue enforces is
+    the maxsize it reports (binding: both change under the object's lock)."""
     q: pr.BoundedQueue[Any] = pr.BoundedQueue(max_size=8)
-    run_threads(lambda i: [setattr(q, "maxsize", 8 + (i + j) % 5) for j in range(200)])
+    run_threads(lambda i: [setattr(q, "maxsize", 8 + (i * 7 + j) % 5) for j in range(200)])
     assert q.maxsize == q.max_size and 8 <= q.maxsize <= 12
+    stored = 0
+    while q.put(stored, block=False) if not q.full() else False:
+        stored += 1
+    assert stored == q.maxsize
 
 
 # ---- retry --------------------------------------------------------------------

@@ -105,7 +105,7 @@ fi
 
 # The extension, built for this interpreter (build/ keeps one folder per ABI).
 "$VPY" -m pip install -q --no-build-isolation --no-deps .
-"$VPY" - <<'PY'
+"$VPY" -P - <<'PY'
 import sys, sysconfig
 import pyresilience  # noqa: F401  (the extension declares Py_MOD_GIL_NOT_USED)
 assert sysconfig.get_config_var("Py_GIL_DISABLED"), "not a free-threaded interpreter"
@@ -117,4 +117,4 @@ PY
 # the whole pytest suite with the GIL off.
 make --no-print-directory ctest
 cd tests
-PYTHON_GIL=0 PRS_FREE_THREADED=1 "../$VPY" -m pytest -q -p no:cacheprovider .
+PYTHON_GIL=0 PRS_FREE_THREADED=1 "../$VPY" -m pytest -q -rs -p no:cacheprovider .
