@@ -45,7 +45,8 @@ build_python() {
     echo "deb-src [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian $SUITE main" \
         > "$work/apt/sources.list"
     apt_opts=(-o "Dir::Etc::SourceList=$work/apt/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
-              -o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache")
+              -o "Dir::State::Lists=$work/apt/lists" -o "Dir::Cache=$work/apt/cache"
+              -o "APT::Sandbox::User=root")  # a private folder the _apt user cannot read
     log "fetching the $SRCPKG source list for $SUITE"
     apt-get "${apt_opts[@]}" -qq update
     version=$(apt-cache "${apt_opts[@]}" showsrc "$SRCPKG" | awk '/^Version:/ {print $2; exit}')
