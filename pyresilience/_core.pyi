@@ -4,6 +4,7 @@ Checked by ``python -m mypy.stubtest pyresilience._core`` (tests/test_typing.py)
 with tests/typing/stubtest_allowlist.txt for what a stub cannot say. C types
 that cannot be subclassed are @final; every C type with its own instance layout
 is a @disjoint_base (PEP 800)."""
+import sys
 from typing import Any, Awaitable, Callable, ClassVar, Dict, Optional, ParamSpec, Self, TypeVar, Union, final
 
 from typing_extensions import disjoint_base
@@ -267,6 +268,8 @@ class CircuitBreakerMetrics:
     def half_open_in_flight(self) -> int: ...
     @property
     def mode(self) -> str: ...
+    if sys.version_info >= (3, 13):
+        def __replace__(self, **changes: Any) -> Self: ...  # copy.replace()
 
 # <gen BreakerFunction>
 @final

@@ -607,9 +607,11 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
         return -1;
     }
     prs_ring_result res;
+    Py_BEGIN_CRITICAL_SECTION(self); /* the core's capacity and maxsize change together */
     rc = prs_ring_set_capacity(SELF->core, a.ring.capacity, &res);
+    if (!rc) __atomic_store_n(&SELF->maxsize, a.given, __ATOMIC_RELAXED);
+    Py_END_CRITICAL_SECTION();
     if (rc) { raise_exc(self, rc, NULL); return -1; }
-    SELF->maxsize = a.given;
     after(self, &res);
     return 0;
 }
@@ -617,12 +619,13 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
 /* The properties, by closure index (tools/decl_bulkhead.py). */
 static PyObject *q_attr(PyObject *self, void *closure) {
     prs_ring_stats s;
+    int64_t maxsize = __atomic_load_n(&SELF->maxsize, __ATOMIC_RELAXED); /* q_set_size may run */
     switch ((int)(intptr_t)closure) {
     case 0:
-        if (SELF->maxsize <= 0) return PyFloat_FromDouble(0.0); /* unbounded */
+        if (maxsize <= 0) return PyFloat_FromDouble(0.0); /* unbounded */
         return PyFloat_FromDouble((double)prs_ring_size(SELF->core) / (double)prs_ring_capacity(SELF->core));
     case 1:
-    case 2: return PyLong_FromLongLong(SELF->maxsize);
+    case 2: return PyLong_FromLongLong(maxsize);
     case 3:
         prs_ring_stats_get(SELF->core, &s);
         return PyLong_FromLongLong(s.unfinished);

@@ -85,8 +85,7 @@ void prs_py_waiter_discard(prs_py_waiter *w) {
 }
 
 int prs_py_waiter_finish(prs_py_waiter *w, int cancel, prs_py_settled *out) {
-    if (w->settled) return 1;
-    w->settled = 1;
+    if (prs_py_claim(&w->settled)) return 1; /* settled once, whichever thread comes first */
     if (w->ops->settle(w->owner, &w->u, cancel, out)) Py_DECREF(w); /* was still queued */
     return 0;
 }
@@ -140,8 +139,7 @@ void prs_py_waiter_served(prs_py_waiter *w) {
         /* Its loop is gone: undo what was handed to it. */
         PyErr_WriteUnraisable((PyObject *)w);
         prs_py_settled out = {0, NULL};
-        w->settled = 1;
-        w->ops->settle(w->owner, &w->u, 1, &out);
+        if (!prs_py_claim(&w->settled)) w->ops->settle(w->owner, &w->u, 1, &out);
         Py_XDECREF(out.item);
     }
     Py_DECREF(w); /* the queue's reference */
@@ -208,9 +206,9 @@ PyObject *prs_py_ready_new(PyTypeObject *tp, PyObject *value) {
 static PyObject *ready_await(PyObject *self) { return Py_NewRef(self); }
 
 static PyObject *ready_next(PyObject *self) {
-    PyObject *v = ((ready_obj *)self)->value;
+    /* taken whole: two threads resuming one awaitable get it once */
+    PyObject *v = __atomic_exchange_n(&((ready_obj *)self)->value, NULL, __ATOMIC_ACQ_REL);
     if (!v) return NULL; /* exhausted: StopIteration */
-    ((ready_obj *)self)->value = NULL;
     if (v == Py_None) { Py_DECREF(v); return NULL; }
     PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, v);
     Py_DECREF(v);
