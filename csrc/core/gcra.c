@@ -149,7 +149,7 @@ static int decide_lockfree(prs_limiter *lim, int64_t now, int64_t n, int consume
         /* A consistent pair: the params and the tat read between two equal
          * even `seq` values (a reconfiguration holds the word locked while
          * `seq` is odd, so this tat was stored under these params). */
-        uint64_t v = atomic_load_explicit(&lim->seq, memory_order_acquire);
+        uint64_t v = atomic_load_explicit(lim->seqp, memory_order_acquire);
         if (v & 1) {
             prs__spin_yield(++spins);
             continue;
@@ -158,15 +158,15 @@ static int decide_lockfree(prs_limiter *lim, int64_t now, int64_t n, int consume
         p.tolerance_ns = __atomic_load_n(&live->tolerance_ns, __ATOMIC_RELAXED);
         p.burst = __atomic_load_n(&live->burst, __ATOMIC_RELAXED);
         __atomic_load(&live->rate, &p.rate, __ATOMIC_RELAXED);
-        seen = atomic_load_explicit(&lim->word, memory_order_acquire);
+        seen = atomic_load_explicit(lim->wordp, memory_order_acquire);
         atomic_thread_fence(memory_order_acquire);
-        if (seen == PRS__WORD_LOCKED || atomic_load_explicit(&lim->seq, memory_order_relaxed) != v) {
+        if (seen == PRS__WORD_LOCKED || atomic_load_explicit(lim->seqp, memory_order_relaxed) != v) {
             prs__spin_yield(++spins); /* a group or a reconfiguration holds the word */
             continue;
         }
         if (!eval(&p, seen, now, n, consume, &next, d) || !consume) break;
         if (next == PRS__WORD_LOCKED) next++; /* one ns later: never the lock value */
-        if (atomic_compare_exchange_weak_explicit(&lim->word, &seen, next, memory_order_acq_rel,
+        if (atomic_compare_exchange_weak_explicit(lim->wordp, &seen, next, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
         /* lost the race: back off without touching the word (the winner keeps
@@ -199,14 +199,14 @@ static void reconfigure_lockfree(prs_limiter *lim, const void *new_params, int64
         else if (tat <= now) next = tat - 1 == PRS__WORD_LOCKED ? INT64_MIN : tat - 1;
         else next = tat < INT64_MAX ? tat + 1 : tat - 1;             /* 1 ns more consumed */
     }
-    uint64_t v = atomic_load_explicit(&lim->seq, memory_order_relaxed);
-    atomic_store_explicit(&lim->seq, v + 1, memory_order_relaxed);
+    uint64_t v = atomic_load_explicit(lim->seqp, memory_order_relaxed);
+    atomic_store_explicit(lim->seqp, v + 1, memory_order_relaxed);
     atomic_thread_fence(memory_order_release);
     __atomic_store_n(&live->interval_ns, np->interval_ns, __ATOMIC_RELAXED);
     __atomic_store_n(&live->tolerance_ns, np->tolerance_ns, __ATOMIC_RELAXED);
     __atomic_store_n(&live->burst, np->burst, __ATOMIC_RELAXED);
     __atomic_store(&live->rate, &np->rate, __ATOMIC_RELAXED);
-    atomic_store_explicit(&lim->seq, v + 2, memory_order_release);
+    atomic_store_explicit(lim->seqp, v + 2, memory_order_release);
     prs__word_unlock(lim, next);
 }
 

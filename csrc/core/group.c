@@ -115,6 +115,8 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
         const prs_group_member *m = &members[i];
         if (m->kind < KIND_LIMITER || m->kind > KIND_KEYED || !m->algo || !m->params || !m->obj)
             return PRS_EINVAL;
+        if (m->kind == KIND_LIMITER && ((const prs_limiter *)m->obj)->shm)
+            return PRS_ENOTSUP; /* a group of shared limiters: not yet (issue 14) */
         if (m->kind == KIND_KEYED) {
             if (!m->key && m->key_len) return PRS_EINVAL;
             if (m->key_len > SIZE_MAX / 2 - key_bytes) return PRS_ENOMEM;

@@ -76,7 +76,7 @@ int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
 int64_t prs__word_load(prs_limiter *lim) {
     unsigned spins = 0;
     int64_t v;
-    while ((v = atomic_load_explicit(&lim->word, memory_order_acquire)) == PRS__WORD_LOCKED)
+    while ((v = atomic_load_explicit(lim->wordp, memory_order_acquire)) == PRS__WORD_LOCKED)
         prs__spin_yield(++spins);
     return v;
 }
@@ -88,7 +88,7 @@ int64_t prs__word_lock(prs_limiter *lim) {
             seen = prs__word_load(lim);
             continue;
         }
-        if (atomic_compare_exchange_weak_explicit(&lim->word, &seen, PRS__WORD_LOCKED,
+        if (atomic_compare_exchange_weak_explicit(lim->wordp, &seen, PRS__WORD_LOCKED,
                                                   memory_order_acquire, memory_order_acquire))
             return seen;
     }
@@ -96,7 +96,7 @@ int64_t prs__word_lock(prs_limiter *lim) {
 
 void prs__word_unlock(prs_limiter *lim, int64_t state) {
     if (state == PRS__WORD_LOCKED) state++;
-    atomic_store_explicit(&lim->word, state, memory_order_release);
+    atomic_store_explicit(lim->wordp, state, memory_order_release);
 }
 
 void prs__seq_params_load(const prs_limiter *lim, void *out) {
@@ -105,11 +105,11 @@ void prs__seq_params_load(const prs_limiter *lim, void *out) {
     uint64_t *dst = out;
     unsigned spins = 0;
     for (;;) {
-        uint64_t v = atomic_load_explicit(&lim->seq, memory_order_acquire);
+        uint64_t v = atomic_load_explicit(lim->seqp, memory_order_acquire);
         if (!(v & 1)) {
             for (size_t i = 0; i < words; i++) dst[i] = __atomic_load_n(&src[i], __ATOMIC_RELAXED);
             atomic_thread_fence(memory_order_acquire);
-            if (atomic_load_explicit(&lim->seq, memory_order_relaxed) == v) return;
+            if (atomic_load_explicit(lim->seqp, memory_order_relaxed) == v) return;
         }
         prs__spin_yield(++spins);
     }
@@ -137,7 +137,11 @@ int prs_limiter_new(const prs_algo *algo, const void *config, const prs_allocato
         (prs_limiter *)(((uintptr_t)block + PRS__LINE - 1) & ~(uintptr_t)(PRS__LINE - 1));
     lim->block = block;
     prs__spin_init(&lim->lock);
-    atomic_init(&lim->seq, 0);
+    lim->wordp = &lim->word;
+    lim->seqp = &lim->seq;
+    lim->shm = NULL;
+    lim->region = NULL;
+    atomic_init(lim->seqp, 0);
     lim->algo = algo;
     lim->alloc = *a;
     lim->params = (unsigned char *)lim + HEADER;
@@ -146,10 +150,10 @@ int prs_limiter_new(const prs_algo *algo, const void *config, const prs_allocato
     if (lockfree) {
         int64_t w;
         algo->state_init(p, &w);
-        atomic_init(&lim->word, w);
+        atomic_init(lim->wordp, w);
         lim->state = NULL;
     } else {
-        atomic_init(&lim->word, 0);
+        atomic_init(lim->wordp, 0);
         lim->state = (unsigned char *)lim->params + psz;
         algo->state_init(p, lim->state);
     }
@@ -160,6 +164,7 @@ int prs_limiter_new(const prs_algo *algo, const void *config, const prs_allocato
 void prs_limiter_free(prs_limiter *lim) {
     if (!lim) return;
     prs_allocator a = lim->alloc;
+    if (lim->region) prs__shm_limiter_release(lim);
     prs__free(&a, lim->own_state);
     prs__free(&a, lim->block);
 }
@@ -173,6 +178,7 @@ int prs_limiter_decide(prs_limiter *lim, int64_t now, int64_t n, int consume, pr
     if (!lim || !d || n < 1) return PRS_EINVAL;
     const prs_algo *al = lim->algo;
     if (al->decide_lockfree) return al->decide_lockfree(lim, now, n, consume, d);
+    if (__builtin_expect(lim->shm != NULL, 0)) return prs__shm_limiter_decide(lim, now, n, consume, d);
     prs__spin_lock(&lim->lock);
     int rc = al->decide(lim->params, lim->state, now, n, consume, d);
     prs__spin_unlock(&lim->lock);
@@ -189,6 +195,10 @@ int prs_limiter_peek(prs_limiter *lim, int64_t now_ns, int64_t n, prs_decision *
 
 void prs_limiter_reset(prs_limiter *lim) {
     if (!lim) return;
+    if (lim->shm) {
+        prs__shm_limiter_reset(lim);
+        return;
+    }
     if (prs__limiter_lockfree(lim)) {
         int64_t w = prs__word_lock(lim); /* the params are stable while we hold it */
         lim->algo->state_init(lim->params, &w);
@@ -203,6 +213,7 @@ void prs_limiter_reset(prs_limiter *lim) {
 double prs__limiter_read(prs_limiter *lim, int64_t now,
                          double (*fn)(const void *params, const void *state, int64_t now)) {
     if (!lim) return 0.0;
+    if (lim->shm) return prs__shm_limiter_read(lim, now, fn);
     if (prs__limiter_lockfree(lim)) {
         alignas(16) unsigned char p[PRS_ALGO_MAX_CONFIG];
         int64_t w = prs__word_load(lim);
@@ -235,6 +246,9 @@ void prs_limiter_config(const prs_limiter *lim, void *config) {
 int prs_limiter_reconfigure(prs_limiter *lim, const void *config, int64_t now_ns,
                             prs_config_error *why) {
     if (!lim) return PRS_EINVAL;
+    if (lim->shm) /* every process holds these params: they are fixed at creation */
+        return prs_config_fail(why, PRS_ENOTSUP, NULL,
+                               "a limiter in shared memory cannot be reconfigured");
     const prs_algo *al = lim->algo;
     alignas(16) unsigned char np[PRS_ALGO_MAX_CONFIG];
     int rc = prs_algo_validate(al, config, why);

@@ -34,12 +34,43 @@ struct prs_limiter {
                             the state's size; NULL while the inline one serves */
     void *block;         /* what the allocator returned (this struct is aligned in it) */
     prs_allocator alloc;
+    /* Where the lock-free word and `seq` live: this object's own fields, or
+     * the shared block (`shm`) of a limiter placed in a region (shm_limiter.c:
+     * then `region` is referenced, params point into it, `state` is NULL and
+     * the decisions go through the block's pid lock and double buffer). */
+    _Atomic int64_t *wordp;
+    _Atomic uint64_t *seqp;
+    struct prs__shm_lim *shm;
+    struct prs_shm *region;
     /* ---- written by decisions ---- */
     /* Spinlocked algorithms: guards `state`, the params and `own_state`. */
     _Alignas(PRS__LINE) prs__spinlock lock;
     /* Lock-free algorithms: the state, or PRS__WORD_LOCKED while held. */
     _Atomic int64_t word;
 };
+
+/* The shared part of a limiter placed in a region: position-independent (no
+ * pointer), followed by the params (params_size, 16-byte aligned) and two
+ * state slots (state_size each, 16-byte aligned): `active` names the live one. */
+#define PRS__SHM_LIM_MAGIC 0x4c4d4c5350525331ull /* "PRSLSML" + version 1 */
+typedef struct prs__shm_lim {
+    _Atomic int32_t lock;     /* a prs__pidlock: 0 or the holder's pid */
+    _Atomic uint32_t active;  /* 0 or 1 */
+    _Atomic int64_t word;     /* lock-free algorithms' state */
+    _Atomic uint64_t seq;     /* always even: a placed limiter's params never change */
+    uint64_t magic;
+    uint64_t params_size, state_size;
+    unsigned char pad[16];
+} prs__shm_lim;
+_Static_assert(sizeof(prs__shm_lim) == 64, "one line");
+
+/* shm_limiter.c: a placed limiter's decide, reset and read. */
+int prs__shm_limiter_decide(prs_limiter *lim, int64_t now, int64_t n, int consume,
+                            prs_decision *d);
+void prs__shm_limiter_reset(prs_limiter *lim);
+double prs__shm_limiter_read(prs_limiter *lim, int64_t now,
+                             double (*fn)(const void *params, const void *state, int64_t now));
+void prs__shm_limiter_release(prs_limiter *lim);
 
 static inline int prs__limiter_lockfree(const prs_limiter *lim) {
     return lim->algo->decide_lockfree != NULL;

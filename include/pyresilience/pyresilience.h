@@ -18,5 +18,6 @@
 #include "prs_retry.h"
 #include "prs_bulkhead.h"
 #include "prs_ring.h"
+#include "prs_shm.h"
 /* more modules: one include line each */
 #endif

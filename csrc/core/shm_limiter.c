@@ -1,0 +1,251 @@
+/*
+ * shm_limiter.c - a limiter placed in a shared-memory region (prs_shm.h):
+ * the same descriptors decide, on a state that lives in the region.
+ *
+ * The region holds a prs__shm_lim block (limiter_internal.h): a pid lock, the
+ * index of the live state slot, the lock-free word, the params and two state
+ * slots. Each process has its own prs_limiter whose params point into the
+ * block and whose `wordp`/`seqp` are the block's, so GCRA's compare-and-swap
+ * runs unchanged (and holds no lock: a process killed in it leaves either the
+ * old or the new word). A spinlocked algorithm decides under the pid lock on
+ * a copy: the live slot is copied into the other one, decided there, and the
+ * other one is published by one atomic store of `active`. A holder killed at
+ * any instant leaves the live slot whole, so whoever takes the lock over from
+ * the dead pid needs no repair. The copy costs state_size bytes per decision
+ * (tens of bytes; a sliding log's ring is 8 bytes per unit of limit).
+ */
+#include "limiter_internal.h"
+#include "shm_internal.h"
+
+#include <stdalign.h>
+#include <stdio.h>
+#include <string.h>
+
+#define A16(x) (((x) + 15) & ~(size_t)15)
+
+static unsigned char *shm_params(prs__shm_lim *s) { return (unsigned char *)s + sizeof *s; }
+static unsigned char *shm_slot(prs__shm_lim *s, unsigned i) {
+    return shm_params(s) + A16(s->params_size) + (size_t)i * A16(s->state_size);
+}
+
+typedef struct init_ctx {
+    const prs_algo *algo;
+    const unsigned char *params;
+    size_t psz, ssz;
+} init_ctx;
+
+static void block_init(void *ctx, void *block) {
+    const init_ctx *c = ctx;
+    prs__shm_lim *s = block;
+    atomic_init(&s->lock, 0);
+    atomic_init(&s->active, 0);
+    atomic_init(&s->seq, 0);
+    s->magic = PRS__SHM_LIM_MAGIC;
+    s->params_size = c->psz;
+    s->state_size = c->ssz;
+    memcpy(shm_params(s), c->params, c->psz);
+    if (c->algo->decide_lockfree) {
+        int64_t w;
+        c->algo->state_init(c->params, &w);
+        atomic_init(&s->word, w);
+    } else {
+        atomic_init(&s->word, 0);
+        c->algo->state_init(c->params, shm_slot(s, 0));
+        c->algo->state_init(c->params, shm_slot(s, 1));
+    }
+}
+
+/* The params of `config` as bytes (zeroed first, so equal configs compare equal). */
+static int params_of(const prs_algo *algo, const void *config, unsigned char *p,
+                     prs_config_error *why) {
+    memset(p, 0, PRS_ALGO_MAX_CONFIG);
+    int rc = prs_algo_validate(algo, config, why);
+    if (rc) return rc;
+    algo->params_from_config(config, p, NULL);
+    return PRS_OK;
+}
+
+int prs_limiter_new_placed(const prs_algo *algo, const void *config,
+                           const prs_allocator *allocator, const prs_shm_place *place,
+                           prs_limiter **out, prs_config_error *why) {
+    if (!place) return prs_limiter_new(algo, config, allocator, out, why);
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    if (!algo) return prs_config_fail(why, PRS_EINVAL, NULL, "no algorithm");
+    if (!place->region) return prs_config_fail(why, PRS_EINVAL, NULL, "no region");
+    if (prs_shm_name_check(place->name))
+        return prs_config_fail(why, PRS_EINVAL, "name",
+                               "must be 1..63 bytes without '/', '..' or control characters");
+    alignas(16) unsigned char p[PRS_ALGO_MAX_CONFIG];
+    int rc = params_of(algo, config, p, why);
+    if (rc) return rc;
+    int lockfree = algo->decide_lockfree != NULL;
+    size_t psz = algo->params_size, ssz = lockfree ? 0 : algo->state_size(p);
+    if (ssz > ((size_t)1 << 40)) return PRS_EFULL;
+    size_t len = sizeof(prs__shm_lim) + A16(psz) + 2 * A16(ssz);
+    const prs_allocator *a = prs__alloc_or_default(allocator);
+    /* the process's own object first: nothing is placed when it cannot be made */
+    void *mem = prs__malloc(a, sizeof(prs_limiter) + PRS__LINE - 1);
+    if (!mem) return PRS_ENOMEM;
+    init_ctx ctx = {algo, p, psz, ssz};
+    void *blk = NULL;
+    rc = prs_shm_entry(place->region, place->name, algo->name, p, psz, len, block_init, &ctx,
+                       &blk, NULL, NULL, NULL);
+    prs__shm_lim *s = blk;
+    if (rc == PRS_OK && (s->magic != PRS__SHM_LIM_MAGIC || s->params_size != psz ||
+                         s->state_size != ssz || memcmp(shm_params(s), p, psz) != 0))
+        rc = PRS_EPROTO; /* the entry's config matched but its block does not */
+    if (rc) {
+        prs__free(a, mem);
+        if (rc == PRS_ESTATE)
+            return prs_config_fail(why, rc, NULL,
+                                   "exists in the region with another configuration");
+        return rc;
+    }
+    prs_limiter *lim =
+        (prs_limiter *)(((uintptr_t)mem + PRS__LINE - 1) & ~(uintptr_t)(PRS__LINE - 1));
+    memset(lim, 0, sizeof *lim);
+    lim->block = mem;
+    prs__spin_init(&lim->lock);
+    atomic_init(&lim->seq, 0);
+    atomic_init(&lim->word, 0);
+    lim->algo = algo;
+    lim->alloc = *a;
+    lim->params = shm_params(s);
+    lim->state = NULL;
+    lim->own_state = NULL;
+    lim->wordp = &s->word;
+    lim->seqp = &s->seq;
+    lim->shm = s;
+    lim->region = place->region;
+    prs__shm_ref(place->region);
+    *out = lim;
+    return PRS_OK;
+}
+
+void prs__shm_limiter_release(prs_limiter *lim) {
+    prs_shm *r = lim->region;
+    lim->region = NULL;
+    lim->shm = NULL;
+    prs__shm_unref(r);
+}
+
+static prs__pidlock *lock_of(prs__shm_lim *s) { return (prs__pidlock *)(void *)&s->lock; }
+
+int prs__shm_limiter_decide(prs_limiter *lim, int64_t now, int64_t n, int consume,
+                            prs_decision *d) {
+    prs__shm_lim *s = lim->shm;
+    size_t ssz = (size_t)s->state_size;
+    prs__pidlock_lock(lock_of(s));
+    unsigned a = atomic_load_explicit(&s->active, memory_order_relaxed) & 1u;
+    unsigned char *cur = shm_slot(s, a), *nxt = shm_slot(s, a ^ 1u);
+    int rc;
+    if (consume) {
+        memcpy(nxt, cur, ssz);
+        rc = lim->algo->decide(lim->params, nxt, now, n, 1, d);
+        if (rc == PRS_OK) atomic_store_explicit(&s->active, a ^ 1u, memory_order_release);
+    } else { /* a peek decides on a private copy: the live slot is not written */
+        alignas(16) unsigned char small[256];
+        if (ssz <= sizeof small) {
+            memcpy(small, cur, ssz);
+            rc = lim->algo->decide(lim->params, small, now, n, 0, d);
+        } else {
+            memcpy(nxt, cur, ssz);
+            rc = lim->algo->decide(lim->params, nxt, now, n, 0, d);
+        }
+    }
+    prs__pidlock_unlock(lock_of(s));
+    return rc;
+}
+
+void prs__shm_limiter_reset(prs_limiter *lim) {
+    prs__shm_lim *s = lim->shm;
+    if (prs__limiter_lockfree(lim)) { /* one store: never a lock on the word */
+        int64_t w;
+        lim->algo->state_init(lim->params, &w);
+        atomic_store_explicit(&s->word, w, memory_order_release);
+        return;
+    }
+    prs__pidlock_lock(lock_of(s));
+    unsigned a = atomic_load_explicit(&s->active, memory_order_relaxed) & 1u;
+    lim->algo->state_init(lim->params, shm_slot(s, a ^ 1u));
+    atomic_store_explicit(&s->active, a ^ 1u, memory_order_release);
+    prs__pidlock_unlock(lock_of(s));
+}
+
+double prs__shm_limiter_read(prs_limiter *lim, int64_t now,
+                             double (*fn)(const void *params, const void *state, int64_t now)) {
+    prs__shm_lim *s = lim->shm;
+    if (prs__limiter_lockfree(lim)) {
+        int64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
+        return fn(lim->params, &w, now);
+    }
+    prs__pidlock_lock(lock_of(s));
+    unsigned a = atomic_load_explicit(&s->active, memory_order_relaxed) & 1u;
+    double r = fn(lim->params, shm_slot(s, a), now);
+    prs__pidlock_unlock(lock_of(s));
+    return r;
+}
+
+/* ---- wording a mismatch ------------------------------------------------------ */
+
+/* Every algorithm's config starts with two 8-byte fields (int64 or double). */
+static const struct {
+    const char *algo, *f1, *f2;
+    char t1, t2; /* 'd' double, 'i' int64 */
+} FIELDS[] = {
+    {"token_bucket", "capacity", "refill_rate", 'd', 'd'},
+    {"gcra", "rate", "burst", 'd', 'i'},
+    {"leaky_bucket", "capacity", "leak_rate", 'd', 'd'},
+    {"fixed_window", "limit", "window_ns", 'i', 'i'},
+    {"sliding_log", "limit", "window_ns", 'i', 'i'},
+    {"sliding_counter", "limit", "window_ns", 'i', 'i'},
+};
+
+static void field_text(char *out, size_t cap, char t, const unsigned char *at) {
+    if (t == 'd') {
+        double v;
+        memcpy(&v, at, sizeof v);
+        snprintf(out, cap, "%.17g", v);
+    } else {
+        int64_t v;
+        memcpy(&v, at, sizeof v);
+        snprintf(out, cap, "%lld", (long long)v);
+    }
+}
+
+/* "<kind>(f1=v1, f2=v2)" for the params p of kind (the algorithm of that name). */
+static void describe(char *out, size_t cap, const char *kind, const unsigned char *p) {
+    const prs_algo *al = NULL;
+    for (int i = 0; i < PRS_ALGO__COUNT; i++)
+        if (strcmp(prs_algorithms[i].algo->name, kind) == 0) al = prs_algorithms[i].algo;
+    for (size_t i = 0; al && i < sizeof FIELDS / sizeof *FIELDS; i++) {
+        if (strcmp(FIELDS[i].algo, kind) != 0) continue;
+        alignas(16) unsigned char cfg[PRS_ALGO_MAX_CONFIG];
+        al->config_from_params(p, cfg);
+        char a[40], b[40];
+        field_text(a, sizeof a, FIELDS[i].t1, cfg);
+        field_text(b, sizeof b, FIELDS[i].t2, cfg + 8);
+        snprintf(out, cap, "%s(%s=%s, %s=%s)", kind, FIELDS[i].f1, a, FIELDS[i].f2, b);
+        return;
+    }
+    snprintf(out, cap, "%s(...)", kind);
+}
+
+int prs_limiter_placed_mismatch(const prs_algo *algo, const void *config,
+                                const prs_shm_place *place, char *buf, size_t cap) {
+    if (!algo || !place || !place->region || !buf || cap == 0) return PRS_EINVAL;
+    alignas(16) unsigned char p[PRS_ALGO_MAX_CONFIG];
+    alignas(16) unsigned char found[PRS_SHM_CONFIG_MAX];
+    char kind[PRS_SHM_KIND_MAX + 1];
+    if (params_of(algo, config, p, NULL)) return PRS_EINVAL;
+    void *blk = NULL;
+    int rc = prs_shm_entry(place->region, place->name, algo->name, p, algo->params_size, 1,
+                           NULL, NULL, &blk, NULL, kind, found);
+    if (rc != PRS_ESTATE) return PRS_EINVAL;
+    char have[160], want[160];
+    describe(have, sizeof have, kind, found);
+    describe(want, sizeof want, algo->name, p);
+    snprintf(buf, cap, "exists as %s, asked for %s", have, want);
+    return PRS_OK;
+}
