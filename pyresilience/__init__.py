@@ -55,6 +55,8 @@ from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
 # -- observing: events (pr.prometheus, pr.otel load on first use) --
 from . import events
 from .events import Event
+# -- shared memory: one limit across worker processes --
+from ._core import SharedMemory
 
 __version__ = "0.1.0"
 
@@ -127,6 +129,8 @@ __all__ = [
     "LimiterMetrics",
     "RetryMetrics",
     "events",
+    # -- shared memory --
+    "SharedMemory",
 ]
 
 # -- web middleware: pr.web, pr.asgi, pr.wsgi load on first use --

@@ -172,6 +172,8 @@ def ctor_params(row):
         if hasattr(p, "alias_of"):
             q.alias_of = p.alias_of
         out.append(q)
+    out.append(P("shared", "OBJECT", "Optional[SharedMemory]", "None", kw=True))
+    out.append(P("name", "STR", "Optional[str]", "None", flags=("none",), kw=True))
     out.append(P("clock", "CLOCK", "ClockArg", "None", kw=True))
     return out
 
@@ -197,7 +199,7 @@ def algo_type(c, py):
     config = "prs_%s_config" % c
     params = ctor_params(row)
     props = [Prop(p.name, p.type, p.doc, "limiter_param_get", closure=i)
-             for i, p in enumerate(params) if p.kind != "CLOCK"]
+             for i, p in enumerate(params) if p.kind not in ("CLOCK", "OBJECT", "STR")]
     return AlgoType(
         py, "limiters", "limiter", row["doc"], obj="prs_py_limiter", config=config, params=params,
         base="_Limiter", flags=LIMITER_FLAGS, slots=LIMITER_SLOTS, props=props + row.get("props", []),

@@ -50,19 +50,24 @@ struct prs_limiter {
 };
 
 /* The shared part of a limiter placed in a region: position-independent (no
- * pointer), followed by the params (params_size, 16-byte aligned) and two
- * state slots (state_size each, 16-byte aligned): `active` names the live one. */
-#define PRS__SHM_LIM_MAGIC 0x4c4d4c5350525331ull /* "PRSLSML" + version 1 */
+ * pointer), followed by the params (params_size, 16-byte aligned), the state
+ * (state_size) and its undo copy (undo_size: the bytes of the state a
+ * decision may overwrite while they are live; shm_limiter.c). */
+#define PRS__SHM_LIM_MAGIC 0x4c4d4c5350525332ull
 typedef struct prs__shm_lim {
     _Atomic int32_t lock;     /* a prs__pidlock: 0 or the holder's pid */
-    _Atomic uint32_t active;  /* 0 or 1 */
+    _Atomic uint32_t dirty;   /* 1 while a holder writes the state: undo holds the old one */
     _Atomic int64_t word;     /* lock-free algorithms' state */
     _Atomic uint64_t seq;     /* always even: a placed limiter's params never change */
     uint64_t magic;
-    uint64_t params_size, state_size;
-    unsigned char pad[16];
+    uint64_t params_size, state_size, undo_size;
+    unsigned char pad[8];
 } prs__shm_lim;
 _Static_assert(sizeof(prs__shm_lim) == 64, "one line");
+
+/* sliding_log.c: the bytes of its state a decision overwrites while live (its
+ * header; appended entries go to free slots of the ring). */
+extern const size_t prs__sliding_log_undo_bytes;
 
 /* shm_limiter.c: a placed limiter's decide, reset and read. */
 int prs__shm_limiter_decide(prs_limiter *lim, int64_t now, int64_t n, int consume,

@@ -2,17 +2,21 @@
  * shm_limiter.c - a limiter placed in a shared-memory region (prs_shm.h):
  * the same descriptors decide, on a state that lives in the region.
  *
- * The region holds a prs__shm_lim block (limiter_internal.h): a pid lock, the
- * index of the live state slot, the lock-free word, the params and two state
- * slots. Each process has its own prs_limiter whose params point into the
- * block and whose `wordp`/`seqp` are the block's, so GCRA's compare-and-swap
- * runs unchanged (and holds no lock: a process killed in it leaves either the
- * old or the new word). A spinlocked algorithm decides under the pid lock on
- * a copy: the live slot is copied into the other one, decided there, and the
- * other one is published by one atomic store of `active`. A holder killed at
- * any instant leaves the live slot whole, so whoever takes the lock over from
- * the dead pid needs no repair. The copy costs state_size bytes per decision
- * (tens of bytes; a sliding log's ring is 8 bytes per unit of limit).
+ * The region holds a prs__shm_lim block (limiter_internal.h): a pid lock, a
+ * `dirty` word, the lock-free word, the params, the state and an undo copy.
+ * Each process has its own prs_limiter whose params point into the block and
+ * whose `wordp`/`seqp` are the block's, so GCRA's compare-and-swap runs
+ * unchanged (and holds no lock: a process killed in it leaves either the old
+ * or the new word). A spinlocked algorithm decides under the pid lock, in
+ * place, journalled: the bytes the decision may overwrite while they are live
+ * (undo_size: the whole state, or a sliding log's 32-byte header, since its
+ * new entries go to free slots of the ring) are copied to the undo area, then
+ * `dirty` is set, the descriptor decides, `dirty` is cleared. Whoever takes the
+ * lock over from a dead holder finds `dirty` set when that holder died inside
+ * a decision and copies the undo area back: the state as it was before that
+ * decision. (A sliding log restored so may hold, in slots that had expired,
+ * the dead decision's time instead: entries that count a little longer, never
+ * an admission the limit forbids.)
  */
 #include "limiter_internal.h"
 #include "shm_internal.h"
@@ -24,25 +28,30 @@
 #define A16(x) (((x) + 15) & ~(size_t)15)
 
 static unsigned char *shm_params(prs__shm_lim *s) { return (unsigned char *)s + sizeof *s; }
-static unsigned char *shm_slot(prs__shm_lim *s, unsigned i) {
-    return shm_params(s) + A16(s->params_size) + (size_t)i * A16(s->state_size);
+static unsigned char *shm_state(prs__shm_lim *s) { return shm_params(s) + A16(s->params_size); }
+static unsigned char *shm_undo(prs__shm_lim *s) { return shm_state(s) + A16(s->state_size); }
+
+static size_t undo_bytes(const prs_algo *algo, size_t ssz) {
+    return algo == &prs_algo_sliding_log && ssz >= prs__sliding_log_undo_bytes
+               ? prs__sliding_log_undo_bytes : ssz;
 }
 
 typedef struct init_ctx {
     const prs_algo *algo;
     const unsigned char *params;
-    size_t psz, ssz;
+    size_t psz, ssz, usz;
 } init_ctx;
 
 static void block_init(void *ctx, void *block) {
     const init_ctx *c = ctx;
     prs__shm_lim *s = block;
     atomic_init(&s->lock, 0);
-    atomic_init(&s->active, 0);
+    atomic_init(&s->dirty, 0);
     atomic_init(&s->seq, 0);
     s->magic = PRS__SHM_LIM_MAGIC;
     s->params_size = c->psz;
     s->state_size = c->ssz;
+    s->undo_size = c->usz;
     memcpy(shm_params(s), c->params, c->psz);
     if (c->algo->decide_lockfree) {
         int64_t w;
@@ -50,8 +59,7 @@ static void block_init(void *ctx, void *block) {
         atomic_init(&s->word, w);
     } else {
         atomic_init(&s->word, 0);
-        c->algo->state_init(c->params, shm_slot(s, 0));
-        c->algo->state_init(c->params, shm_slot(s, 1));
+        c->algo->state_init(c->params, shm_state(s));
     }
 }
 
@@ -82,18 +90,19 @@ int prs_limiter_new_placed(const prs_algo *algo, const void *config,
     int lockfree = algo->decide_lockfree != NULL;
     size_t psz = algo->params_size, ssz = lockfree ? 0 : algo->state_size(p);
     if (ssz > ((size_t)1 << 40)) return PRS_EFULL;
-    size_t len = sizeof(prs__shm_lim) + A16(psz) + 2 * A16(ssz);
+    size_t usz = undo_bytes(algo, ssz);
+    size_t len = sizeof(prs__shm_lim) + A16(psz) + A16(ssz) + A16(usz);
     const prs_allocator *a = prs__alloc_or_default(allocator);
     /* the process's own object first: nothing is placed when it cannot be made */
     void *mem = prs__malloc(a, sizeof(prs_limiter) + PRS__LINE - 1);
     if (!mem) return PRS_ENOMEM;
-    init_ctx ctx = {algo, p, psz, ssz};
+    init_ctx ctx = {algo, p, psz, ssz, usz};
     void *blk = NULL;
     rc = prs_shm_entry(place->region, place->name, algo->name, p, psz, len, block_init, &ctx,
                        &blk, NULL, NULL, NULL);
     prs__shm_lim *s = blk;
     if (rc == PRS_OK && (s->magic != PRS__SHM_LIM_MAGIC || s->params_size != psz ||
-                         s->state_size != ssz || memcmp(shm_params(s), p, psz) != 0))
+                         s->state_size != ssz || s->undo_size != usz || memcmp(shm_params(s), p, psz) != 0))
         rc = PRS_EPROTO; /* the entry's config matched but its block does not */
     if (rc) {
         prs__free(a, mem);
@@ -130,31 +139,31 @@ void prs__shm_limiter_release(prs_limiter *lim) {
     prs__shm_unref(r);
 }
 
-static prs__pidlock *lock_of(prs__shm_lim *s) { return (prs__pidlock *)(void *)&s->lock; }
+/* Takes the block's lock; a dead holder's unfinished decision is undone. */
+static void shm_lock(prs__shm_lim *s) {
+    prs__pidlock_lock((prs__pidlock *)(void *)&s->lock);
+    if (__builtin_expect(atomic_load_explicit(&s->dirty, memory_order_acquire) != 0, 0)) {
+        memcpy(shm_state(s), shm_undo(s), (size_t)s->undo_size);
+        atomic_store_explicit(&s->dirty, 0, memory_order_release);
+    }
+}
+static void shm_unlock(prs__shm_lim *s) { prs__pidlock_unlock((prs__pidlock *)(void *)&s->lock); }
+
+/* Opens a journalled write of the state (shm_lock held). */
+static void journal_begin(prs__shm_lim *s) {
+    memcpy(shm_undo(s), shm_state(s), (size_t)s->undo_size);
+    atomic_store_explicit(&s->dirty, 1, memory_order_release);
+}
+static void journal_end(prs__shm_lim *s) { atomic_store_explicit(&s->dirty, 0, memory_order_release); }
 
 int prs__shm_limiter_decide(prs_limiter *lim, int64_t now, int64_t n, int consume,
                             prs_decision *d) {
     prs__shm_lim *s = lim->shm;
-    size_t ssz = (size_t)s->state_size;
-    prs__pidlock_lock(lock_of(s));
-    unsigned a = atomic_load_explicit(&s->active, memory_order_relaxed) & 1u;
-    unsigned char *cur = shm_slot(s, a), *nxt = shm_slot(s, a ^ 1u);
-    int rc;
-    if (consume) {
-        memcpy(nxt, cur, ssz);
-        rc = lim->algo->decide(lim->params, nxt, now, n, 1, d);
-        if (rc == PRS_OK) atomic_store_explicit(&s->active, a ^ 1u, memory_order_release);
-    } else { /* a peek decides on a private copy: the live slot is not written */
-        alignas(16) unsigned char small[256];
-        if (ssz <= sizeof small) {
-            memcpy(small, cur, ssz);
-            rc = lim->algo->decide(lim->params, small, now, n, 0, d);
-        } else {
-            memcpy(nxt, cur, ssz);
-            rc = lim->algo->decide(lim->params, nxt, now, n, 0, d);
-        }
-    }
-    prs__pidlock_unlock(lock_of(s));
+    shm_lock(s);
+    journal_begin(s);
+    int rc = lim->algo->decide(lim->params, shm_state(s), now, n, consume, d);
+    journal_end(s);
+    shm_unlock(s);
     return rc;
 }
 
@@ -166,11 +175,11 @@ void prs__shm_limiter_reset(prs_limiter *lim) {
         atomic_store_explicit(&s->word, w, memory_order_release);
         return;
     }
-    prs__pidlock_lock(lock_of(s));
-    unsigned a = atomic_load_explicit(&s->active, memory_order_relaxed) & 1u;
-    lim->algo->state_init(lim->params, shm_slot(s, a ^ 1u));
-    atomic_store_explicit(&s->active, a ^ 1u, memory_order_release);
-    prs__pidlock_unlock(lock_of(s));
+    shm_lock(s);
+    journal_begin(s); /* (a sliding log's state_init writes its header only) */
+    lim->algo->state_init(lim->params, shm_state(s));
+    journal_end(s);
+    shm_unlock(s);
 }
 
 double prs__shm_limiter_read(prs_limiter *lim, int64_t now,
@@ -180,10 +189,9 @@ double prs__shm_limiter_read(prs_limiter *lim, int64_t now,
         int64_t w = atomic_load_explicit(&s->word, memory_order_acquire);
         return fn(lim->params, &w, now);
     }
-    prs__pidlock_lock(lock_of(s));
-    unsigned a = atomic_load_explicit(&s->active, memory_order_relaxed) & 1u;
-    double r = fn(lim->params, shm_slot(s, a), now);
-    prs__pidlock_unlock(lock_of(s));
+    shm_lock(s);
+    double r = fn(lim->params, shm_state(s), now);
+    shm_unlock(s);
     return r;
 }
 

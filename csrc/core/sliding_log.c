@@ -65,6 +65,8 @@ typedef struct sl_hdr {
     /* followed by int64_t ring[limit] */
 } sl_hdr;
 
+const size_t prs__sliding_log_undo_bytes = sizeof(sl_hdr);
+
 static int64_t *ring_of(sl_hdr *h) { return (int64_t *)(h + 1); }
 static const int64_t *cring_of(const sl_hdr *h) { return (const int64_t *)(h + 1); }
 

@@ -84,7 +84,16 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (prs_py_parse_params_tuple(spec, args, kwds, config, v) < 0) return NULL;
     prs_config_error why = {NULL, NULL};
     prs_limiter *core;
-    int rc = prs_limiter_new(prs_algorithms[id].algo, config, NULL, &core, &why);
+    PyObject *shared = v[spec->n - 3], *name = v[spec->n - 2]; /* shared=, name= (shm.c) */
+    int rc = shared && shared != Py_None
+                 ? prs_py_shm_limiter_new(st, shared, name, prs_algorithms[id].algo, config,
+                                          &core, &why)
+             : name && name != Py_None ? PRS_EINVAL
+                                       : prs_limiter_new(prs_algorithms[id].algo, config, NULL,
+                                                         &core, &why);
+    if (rc == 1) return NULL;
+    if (rc == PRS_EINVAL && !why.field && name && name != Py_None && !(shared && shared != Py_None))
+        return PyErr_Format(PyExc_ValueError, "name= is used with shared=, got name=%R", name);
     if (rc) return prs_py_config_error(st, rc, &why, spec, v, config);
     prs_py_limiter *self = (prs_py_limiter *)type->tp_alloc(type, 0);
     if (!self) {
@@ -420,7 +429,8 @@ static PyObject *limiter_config(PyObject *self, PyObject *unused) {
     PyObject *list = PyList_New(0);
     for (Py_ssize_t i = 0; list && i < spec->n; i++) {
         const prs_py_param *p = &spec->p[i];
-        if (p->alias || p->kind == PRS_PK_CLOCK) continue;
+        if (p->alias || p->kind == PRS_PK_CLOCK || p->kind == PRS_PK_OBJECT || p->kind == PRS_PK_STR)
+            continue; /* not a parameter of the algorithm (clock=, shared=, name=) */
         PyObject *item = Py_BuildValue("(sN)", p->name, prs_py_param_get(p, config));
         if (!item || PyList_Append(list, item) < 0) Py_CLEAR(list);
         Py_XDECREF(item);

@@ -29,6 +29,8 @@ static const register_fn register_fns[] = {
     /* deadline of a policy call */
     prs_py_register_deadline,
     prs_py_register_policy,
+    /* shared memory */
+    prs_py_register_shm,
     NULL,
 };
 

@@ -57,6 +57,8 @@ enum prs_py_slot {
     PRS_SLOT_RedisLimiterGroup,
     /* the deadline of the current policy call (deadline.c) */
     PRS_SLOT_DeadlineVar,
+    /* shared memory (shm.c) */
+    PRS_SLOT_SharedMemory,
     /* exception classes, from pyresilience.errors */
     PRS_SLOT_ResilienceError,
     PRS_SLOT_RateLimitExceeded,
@@ -105,6 +107,13 @@ int prs_py_register_queue(PyObject *m, prs_py_state *st);
 int prs_py_register_redis(PyObject *m, prs_py_state *st);
 int prs_py_register_deadline(PyObject *m, prs_py_state *st);
 int prs_py_register_policy(PyObject *m, prs_py_state *st);
+int prs_py_register_shm(PyObject *m, prs_py_state *st);
+/* shm.c: a limiter of `algo` placed in the SharedMemory `shared` under `name`
+ * (limiters.c's tp_new, when shared= is given). PRS_OK with *out; a status
+ * for prs_py_config_error() (why filled); or 1 with a Python exception set. */
+int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
+                           const prs_algo *algo, const void *config, prs_limiter **out,
+                           prs_config_error *why);
 
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */

@@ -383,6 +383,14 @@ TEST(shm_limiter_dead_holder) {
         prs_shm_entry(rr, "tb", "token_bucket", prs_limiter_params(lim),
                       prs_algo_token_bucket.params_size, 1, NULL, NULL, &blk, NULL, NULL, NULL);
         atomic_store((_Atomic int32_t *)blk, (int32_t)getpid());
+        /* killed inside a decision: the state journalled (state, then its undo
+         * copy: token_bucket_state_size bytes each, 16-aligned), dirty set,
+         * the state half-written */
+        size_t at = 64 + ((prs_algo_token_bucket.params_size + 15) & ~(size_t)15);
+        size_t ssz = prs_algo_token_bucket.state_size(prs_limiter_params(lim));
+        memcpy((char *)blk + at + ((ssz + 15) & ~(size_t)15), (char *)blk + at, ssz);
+        atomic_store((_Atomic uint32_t *)((char *)blk + 4), 1u);
+        memset((char *)blk + at, 0x7f, ssz);
         raise(SIGKILL);
     }
     int status;

@@ -158,19 +158,23 @@ enum {
     P_TokenBucket_capacity = 0,
     P_TokenBucket_refill_rate = 1,
     P_TokenBucket_rate = 2,
-    P_TokenBucket_clock = 3,
-    P_TokenBucket__COUNT = 4
+    P_TokenBucket_shared = 3,
+    P_TokenBucket_name = 4,
+    P_TokenBucket_clock = 5,
+    P_TokenBucket__COUNT = 6
 };
-static const char *const TokenBucket_names[] = {"capacity", "refill_rate", "rate", "clock", NULL};
+static const char *const TokenBucket_names[] = {"capacity", "refill_rate", "rate", "shared", "name", "clock", NULL};
 static const prs_py_param TokenBucket_param_list[] = {
     {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE, offsetof(prs_token_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, 0},
     {"refill_rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params TokenBucket_params = {"TokenBucket", 4, 2, 1, TokenBucket_param_list, TokenBucket_names};
+static const prs_py_params TokenBucket_params = {"TokenBucket", 6, 2, 1, TokenBucket_param_list, TokenBucket_names};
 #define TokenBucket_DOC \
-    "TokenBucket(capacity, refill_rate, *, clock=None)\n" \
+    "TokenBucket(capacity, refill_rate, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
     "\n" \
     "A token bucket holding up to `capacity` tokens, refilled continuously at\n" \
@@ -228,18 +232,22 @@ static PyType_Spec TokenBucket_spec = {"pyresilience._core.TokenBucket", sizeof(
 enum {
     P_GCRA_rate = 0,
     P_GCRA_burst = 1,
-    P_GCRA_clock = 2,
-    P_GCRA__COUNT = 3
+    P_GCRA_shared = 2,
+    P_GCRA_name = 3,
+    P_GCRA_clock = 4,
+    P_GCRA__COUNT = 5
 };
-static const char *const GCRA_names[] = {"rate", "burst", "clock", NULL};
+static const char *const GCRA_names[] = {"rate", "burst", "shared", "name", "clock", NULL};
 static const prs_py_param GCRA_param_list[] = {
     {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_gcra_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"burst", "burst", PRS_PK_COUNT, 0, offsetof(prs_gcra_config, burst), 1, INT64_MAX, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params GCRA_params = {"GCRA", 3, 2, 2, GCRA_param_list, GCRA_names};
+static const prs_py_params GCRA_params = {"GCRA", 5, 2, 2, GCRA_param_list, GCRA_names};
 #define GCRA_DOC \
-    "GCRA(rate, burst, *, clock=None)\n" \
+    "GCRA(rate, burst, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
     "\n" \
     "The Generic Cell Rate Algorithm: `rate` requests per second with up to\n" \
@@ -295,18 +303,22 @@ static PyType_Spec GCRA_spec = {"pyresilience._core.GCRA", sizeof(prs_py_limiter
 enum {
     P_LeakyBucket_capacity = 0,
     P_LeakyBucket_leak_rate = 1,
-    P_LeakyBucket_clock = 2,
-    P_LeakyBucket__COUNT = 3
+    P_LeakyBucket_shared = 2,
+    P_LeakyBucket_name = 3,
+    P_LeakyBucket_clock = 4,
+    P_LeakyBucket__COUNT = 5
 };
-static const char *const LeakyBucket_names[] = {"capacity", "leak_rate", "clock", NULL};
+static const char *const LeakyBucket_names[] = {"capacity", "leak_rate", "shared", "name", "clock", NULL};
 static const prs_py_param LeakyBucket_param_list[] = {
     {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE, offsetof(prs_leaky_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, 0},
     {"leak_rate", "leak_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_leaky_bucket_config, leak_rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params LeakyBucket_params = {"LeakyBucket", 3, 2, 2, LeakyBucket_param_list, LeakyBucket_names};
+static const prs_py_params LeakyBucket_params = {"LeakyBucket", 5, 2, 2, LeakyBucket_param_list, LeakyBucket_names};
 #define LeakyBucket_DOC \
-    "LeakyBucket(capacity, leak_rate, *, clock=None)\n" \
+    "LeakyBucket(capacity, leak_rate, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
     "\n" \
     "A leaky bucket used as a meter. Each admitted request of weight n raises a\n" \
@@ -367,18 +379,22 @@ static PyType_Spec LeakyBucket_spec = {"pyresilience._core.LeakyBucket", sizeof(
 enum {
     P_FixedWindow_limit = 0,
     P_FixedWindow_window = 1,
-    P_FixedWindow_clock = 2,
-    P_FixedWindow__COUNT = 3
+    P_FixedWindow_shared = 2,
+    P_FixedWindow_name = 3,
+    P_FixedWindow_clock = 4,
+    P_FixedWindow__COUNT = 5
 };
-static const char *const FixedWindow_names[] = {"limit", "window", "clock", NULL};
+static const char *const FixedWindow_names[] = {"limit", "window", "shared", "name", "clock", NULL};
 static const prs_py_param FixedWindow_param_list[] = {
     {"limit", "limit", PRS_PK_COUNT, 0, offsetof(prs_fixed_window_config, limit), 1, INT64_MAX, NULL, NULL, 0},
     {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_fixed_window_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params FixedWindow_params = {"FixedWindow", 3, 2, 2, FixedWindow_param_list, FixedWindow_names};
+static const prs_py_params FixedWindow_params = {"FixedWindow", 5, 2, 2, FixedWindow_param_list, FixedWindow_names};
 #define FixedWindow_DOC \
-    "FixedWindow(limit, window, *, clock=None)\n" \
+    "FixedWindow(limit, window, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
     "\n" \
     "At most `limit` units per window of `window` seconds, windows aligned to\n" \
@@ -438,18 +454,22 @@ static PyType_Spec FixedWindow_spec = {"pyresilience._core.FixedWindow", sizeof(
 enum {
     P_SlidingWindowLog_limit = 0,
     P_SlidingWindowLog_window = 1,
-    P_SlidingWindowLog_clock = 2,
-    P_SlidingWindowLog__COUNT = 3
+    P_SlidingWindowLog_shared = 2,
+    P_SlidingWindowLog_name = 3,
+    P_SlidingWindowLog_clock = 4,
+    P_SlidingWindowLog__COUNT = 5
 };
-static const char *const SlidingWindowLog_names[] = {"limit", "window", "clock", NULL};
+static const char *const SlidingWindowLog_names[] = {"limit", "window", "shared", "name", "clock", NULL};
 static const prs_py_param SlidingWindowLog_param_list[] = {
     {"limit", "limit", PRS_PK_COUNT, 0, offsetof(prs_sliding_log_config, limit), 1, INT64_MAX, NULL, NULL, 0},
     {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_sliding_log_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params SlidingWindowLog_params = {"SlidingWindowLog", 3, 2, 2, SlidingWindowLog_param_list, SlidingWindowLog_names};
+static const prs_py_params SlidingWindowLog_params = {"SlidingWindowLog", 5, 2, 2, SlidingWindowLog_param_list, SlidingWindowLog_names};
 #define SlidingWindowLog_DOC \
-    "SlidingWindowLog(limit, window, *, clock=None)\n" \
+    "SlidingWindowLog(limit, window, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
     "\n" \
     "Exact sliding window: at most `limit` units in any interval of `window`\n" \
@@ -510,18 +530,22 @@ static PyType_Spec SlidingWindowLog_spec = {"pyresilience._core.SlidingWindowLog
 enum {
     P_SlidingWindowCounter_limit = 0,
     P_SlidingWindowCounter_window = 1,
-    P_SlidingWindowCounter_clock = 2,
-    P_SlidingWindowCounter__COUNT = 3
+    P_SlidingWindowCounter_shared = 2,
+    P_SlidingWindowCounter_name = 3,
+    P_SlidingWindowCounter_clock = 4,
+    P_SlidingWindowCounter__COUNT = 5
 };
-static const char *const SlidingWindowCounter_names[] = {"limit", "window", "clock", NULL};
+static const char *const SlidingWindowCounter_names[] = {"limit", "window", "shared", "name", "clock", NULL};
 static const prs_py_param SlidingWindowCounter_param_list[] = {
     {"limit", "limit", PRS_PK_COUNT, 0, offsetof(prs_sliding_counter_config, limit), 1, INT64_MAX, NULL, NULL, 0},
     {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_sliding_counter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params SlidingWindowCounter_params = {"SlidingWindowCounter", 3, 2, 2, SlidingWindowCounter_param_list, SlidingWindowCounter_names};
+static const prs_py_params SlidingWindowCounter_params = {"SlidingWindowCounter", 5, 2, 2, SlidingWindowCounter_param_list, SlidingWindowCounter_names};
 #define SlidingWindowCounter_DOC \
-    "SlidingWindowCounter(limit, window, *, clock=None)\n" \
+    "SlidingWindowCounter(limit, window, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
     "\n" \
     "Sliding window counter: two counters over windows aligned like\n" \
