@@ -245,7 +245,7 @@ def test_repr_properties_and_clock(cls, clock):
 def test_signatures_and_docstrings(cls):
     first = "capacity" if cls is pr.LeakyBucket else "limit"
     second = "leak_rate" if cls is pr.LeakyBucket else "window"
-    assert str(inspect.signature(cls)) == f"({first}, {second}, *, clock=None)"
+    assert str(inspect.signature(cls)) == f"({first}, {second}, *, shared=None, name=None, clock=None)"
     assert "Bound" in cls.__doc__ and "Thread-safe" in cls.__doc__
     for name in ("allow", "check", "peek", "acquire", "reset"):
         assert inspect.signature(getattr(cls, name))

@@ -578,8 +578,9 @@ def test_limiter_with_self_referencing_clock_is_collected():
 # ---- API surface -----------------------------------------------------------
 
 def test_signatures_and_docstrings():
-    assert str(inspect.signature(pr.TokenBucket)) == "(capacity, refill_rate, *, clock=None)"
-    assert str(inspect.signature(pr.GCRA)) == "(rate, burst, *, clock=None)"
+    shared = "shared=None, name=None, "  # a SharedMemory placement (test_shared_memory.py)
+    assert str(inspect.signature(pr.TokenBucket)) == f"(capacity, refill_rate, *, {shared}clock=None)"
+    assert str(inspect.signature(pr.GCRA)) == f"(rate, burst, *, {shared}clock=None)"
     assert str(inspect.signature(pr.ManualClock)) == "(start=0.0)"
     tb = pr.TokenBucket(1, 1)
     for name in ("allow", "check", "peek", "acquire", "acquire_async", "reset"):
@@ -704,7 +705,7 @@ def test_every_algorithm_type_comes_from_the_table():
                         (pr.LeakyBucket, ["capacity", "leak_rate"]),
                         (pr.FixedWindow, ["limit", "window"]), (pr.SlidingWindowLog, ["limit", "window"]),
                         (pr.SlidingWindowCounter, ["limit", "window"])]:
-        assert list(inspect.signature(cls).parameters) == params + ["clock"]
+        assert list(inspect.signature(cls).parameters) == params + ["shared", "name", "clock"]
         rec = [p for p in inspect.signature(cls.reconfigure).parameters if p != "self"]
         assert [p for p in rec if p != "rate" or cls is not pr.TokenBucket] == params
         lim = cls(2, 1)

@@ -132,6 +132,8 @@ int prs_limiter_new_placed(const prs_algo *algo, const void *config,
     return PRS_OK;
 }
 
+int prs_limiter_shared(const prs_limiter *lim) { return lim && lim->shm != NULL; }
+
 void prs__shm_limiter_release(prs_limiter *lim) {
     prs_shm *r = lim->region;
     lim->region = NULL;

@@ -129,6 +129,8 @@ typedef struct prs_shm_place {
 int prs_limiter_new_placed(const prs_algo *algo, const void *config,
                            const prs_allocator *allocator, const prs_shm_place *place,
                            prs_limiter **out, prs_config_error *why);
+/* 1 when lim was placed in a region, else 0. */
+int prs_limiter_shared(const prs_limiter *lim);
 /* After PRS_ESTATE: writes into buf (cap bytes, NUL-terminated) both
  * configurations, e.g. "exists as token_bucket(capacity=10, refill_rate=5),
  * asked for token_bucket(capacity=20, refill_rate=5)". Returns PRS_OK, or
