@@ -56,7 +56,7 @@ from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
 from . import events
 from .events import Event
 # -- shared memory: one limit across worker processes --
-from ._core import SharedMemory
+from .shared_memory import SharedMemory
 
 __version__ = "0.1.0"
 
