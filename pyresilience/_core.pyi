@@ -228,6 +228,7 @@ class LimiterGroup:
 
 # -- circuit breaker --
 
+# <gen CircuitBreakerMetrics>
 @final
 class CircuitBreakerMetrics:
     # a structseq (a named tuple made in C)
@@ -267,6 +268,7 @@ class CircuitBreakerMetrics:
     def half_open_in_flight(self) -> int: ...
     @property
     def mode(self) -> str: ...
+# </gen>
 
 # <gen BreakerFunction>
 @final

@@ -118,9 +118,29 @@ class Type:
         return ["disjoint_base"] if self.obj != "PyObject" else []
 
 
-EXC_TUPLE = "tuple[type[BaseException], ...]"
+class Field:
+    """A field of a Struct: name, stub type, doc, and the C expression making
+    its value (a new reference) from the struct's source `m`; by default
+    PyLong_FromLongLong(m->name) for an int, PyFloat_FromDouble(m->name) for a
+    float."""
+    def __init__(self, name, type, doc, expr=None):
+        self.name, self.type, self.doc = name, type, doc
+        conv = {"int": "PyLong_FromLongLong", "float": "PyFloat_FromDouble"}
+        self.expr = expr or "%s(m->%s)" % (conv[type], name)
+class Struct(Type):
+    """A struct sequence type (a named tuple made in C) of Fields, made from a
+    C value (`src`: the parameters of the maker, "const X *m, ..."). The
+    header defines <Name>_desc, <Name>_repr (the class name alone, then
+    name=repr(value) per field), <Name>_new(prs_py_state *st, <src>) and adds
+    the type to the module in <cfile>_add_types."""
+    def __init__(self, name, cfile, doc, src, fields, qualname=None, slot=None):
+        super().__init__(name, cfile, name, doc, qualname=qualname, slot=slot, stub_head=[
+            "# a structseq (a named tuple made in C)", "n_fields: ClassVar[int]",
+            "n_sequence_fields: ClassVar[int]", "n_unnamed_fields: ClassVar[int]",
+            "__match_args__: ClassVar[tuple[str, ...]]"],
+            props=[Prop(f.name, f.type, f.doc) for f in fields])
+        self.src, self.fields = src, list(fields)
 CLOCK_OBJ = "Union[ManualClock, MonotonicClock, Callable[[], float]]"
-LISTENER = "Callable[[Any, Any, Any], Any]"
 
 # ---- clocks ----------------------------------------------------------------------
 
@@ -201,143 +221,6 @@ DECISION = Type(
         Prop("denied_by", "Optional[int]",
              "For groups: the index of the member that denied, else None.", member="denied_by"),
     ])
-
-# ---- circuit breaker -------------------------------------------------------------
-
-BREAKER = Type(
-    "CircuitBreaker", "breaker", "cb", config="prs_breaker_config", obj="breaker_obj",
-    init="prs_breaker_config_init", check="prs_breaker_config_check",
-    flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    offsets={"weaklist": "weakreflist"}, clock="clock", free="prs_breaker_free(o->core);",
-    refs=["fallback", "name", "record_exc", "ignore_exc", "is_failure", "listeners", "states[3]",
-          "msg_open", "msg_half"],
-    params=[
-        P("failure_threshold", "COUNT", "int", "5", field="failure_threshold", lo=1),
-        P("success_threshold", "COUNT", "int", "2", field="success_threshold", lo=1),
-        P("timeout_seconds", "DURATION", "float", "30.0", field="open_timeout_ns",
-          flags=("zero", "inf")),
-        P("fallback", "CALLABLE", "Optional[Callable[[], Any]]", "None", flags=("none",)),
-        P("name", "STR", "Optional[str]", "None", flags=("none",), kw=True),
-        P("failure_rate_threshold", "REAL", "Optional[float]", "None",
-          field="failure_rate_threshold", flags=("none",)),
-        P("window_type", "ENUM", "str", "'count'", field="window_type", choices=("count", "time")),
-        P("window_size", "COUNT", "int", "100", field="window_size", lo=1),
-        P("minimum_calls", "COUNT", "int", "10", field="minimum_calls", lo=1),
-        P("slow_call_duration", "DURATION", "Optional[float]", "None", field="slow_call_ns",
-          flags=("none",)),
-        P("slow_call_rate_threshold", "REAL", "Optional[float]", "None",
-          field="slow_call_rate_threshold", flags=("none",)),
-        P("half_open_max_calls", "COUNT", "Optional[int]", "None", field="half_open_max_calls",
-          lo=1, flags=("none",)),
-        P("record_exceptions", "OBJECT", "Any", "..."),
-        P("ignore_exceptions", "OBJECT", "Any", "()"),
-        P("is_failure", "CALLABLE", "Optional[Callable[[Any], Any]]", "None", flags=("none",)),
-        P("on_state_change", "OBJECT", "Any", "None"),
-        P("clock", "CLOCK", "ClockArg", "None"),
-    ],
-    doc="The C core of pyresilience.CircuitBreaker (use that class).",
-    methods=[
-        M("call", "func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs", "_T",
-          doc="Call func(*args, **kwargs) through the breaker and return its result. When the\n"
-              "circuit rejects the call: return fallback() if a fallback was given, else raise a\n"
-              "fresh CircuitOpenError carrying retry_after and name. Exceptions from func\n"
-              "propagate; they count as failures when they match record_exceptions (and not\n"
-              "ignore_exceptions)."),
-        M("allow_request", returns="bool",
-          doc="True when a call may run now (taking a half-open trial slot), else False\n"
-              "(counted as rejected). Report the outcome with record_success/record_failure/\n"
-              "record_ignored: in HALF_OPEN, that outcome frees the slot taken here (matched\n"
-              "by count). A record_*() while no allow_request() trial is outstanding is a\n"
-              "stray there: counted in the totals, it neither frees another caller's trial\n"
-              "slot nor moves the state."),
-        M("record_success", config="cb_record_args",
-          params=[P("duration", "DURATION", "float", "0.0", field="duration_ns",
-                    flags=("zero", "inf"))],
-          doc="Record a successful call that lasted `duration` seconds (slow-call detection)."),
-        M("record_failure", config="cb_record_args",
-          params=[P("duration", "DURATION", "float", "0.0", field="duration_ns",
-                    flags=("zero", "inf"))],
-          doc="Record a failed call that lasted `duration` seconds."),
-        M("record_ignored",
-          doc="Record a call that counts as neither (frees the half-open trial slot that\n"
-              "allow_request() took)."),
-        M("open", doc="Open the circuit now; it half-opens after timeout_seconds as usual."),
-        M("close", doc="Close the circuit (window and consecutive counts cleared; totals kept)."),
-        M("half_open", doc="Move to HALF_OPEN: the next calls are trial calls."),
-        M("reset", doc="Back to CLOSED with every counter cleared (also ends force_open/disable)."),
-        M("force_open", doc="Open the circuit until reset() or another manual state call."),
-        M("disable", doc="Allow every call and never trip (outcomes are still counted) until\n"
-                         "reset() or another manual state call."),
-        M("add_listener", "listener: %s, /" % LISTENER,
-          doc="Call listener(breaker, old_state, new_state) after every transition."),
-        M("remove_listener", "listener: %s, /" % LISTENER,
-          doc="Remove a listener (ValueError if absent)."),
-        M("_wrap", "func: Callable[..., Any], /", '"BreakerFunction"',
-          doc="Internal: a C callable running func through this breaker (the sync decorator)."),
-        M("_acquire", returns="Any",
-          doc="Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."),
-        M("_record", "token: Any, exc: Optional[BaseException] = None, result: Any = None",
-          doc="Internal: record the outcome of a call admitted by _acquire()."),
-    ],
-    props=[
-        Prop("state", "Any",
-             "The current CircuitState (OPEN stays OPEN past its timeout until the next call).",
-             "cb_get_state"),
-        Prop("mode", "str",
-             "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).",
-             "cb_get_mode"),
-        Prop("metrics", "CircuitBreakerMetrics", "A CircuitBreakerMetrics snapshot taken now.",
-             "cb_get_metrics"),
-        Prop("failure_threshold", "int",
-             "Consecutive failures that open the circuit (consecutive mode).", "cb_get_config", 0),
-        Prop("success_threshold", "int", "Half-open successes that close the circuit.",
-             "cb_get_config", 1),
-        Prop("half_open_max_calls", "int", "Trial calls admitted at once while half-open.",
-             "cb_get_config", 2),
-        Prop("window_size", "int",
-             "Outcomes (count window) or seconds (time window) in the window.", "cb_get_config", 3),
-        Prop("minimum_calls", "int",
-             "Outcomes the window needs before a rate can open the circuit.", "cb_get_config", 4),
-        Prop("timeout_seconds", "float",
-             "Seconds the circuit stays open before a trial call (inf: until a manual call).",
-             "cb_get_config", 5),
-        Prop("failure_rate_threshold", "Optional[float]",
-             "The failure rate that opens the circuit (None: consecutive mode).", "cb_get_config", 6),
-        Prop("slow_call_rate_threshold", "Optional[float]",
-             "The slow-call rate that opens the circuit (None: off).", "cb_get_config", 7),
-        Prop("slow_call_duration", "Optional[float]",
-             "Seconds from which a call is slow (None: never).", "cb_get_config", 8),
-        Prop("window_type", "str", "'count' or 'time'.", "cb_get_config", 9),
-        Prop("name", "Optional[str]", "The breaker's name (or None).", member="name"),
-        Prop("fallback", "Optional[Callable[[], Any]]",
-             "Called with no arguments instead of raising when a call is rejected.", member="fallback"),
-        Prop("record_exceptions", EXC_TUPLE, "Exception classes that count as failures.",
-             member="record_exc"),
-        Prop("ignore_exceptions", EXC_TUPLE,
-             "Exception classes that count as neither success nor failure.", member="ignore_exc"),
-        Prop("is_failure", "Optional[Callable[[Any], Any]]",
-             "is_failure(result) -> bool marks returned values as failures (or None).",
-             member="is_failure"),
-        Prop("listeners", "tuple[%s, ...]" % LISTENER, "The on_state_change listeners (a tuple).",
-             "cb_get_listeners"),
-        Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", clock="clock"),
-    ])
-
-BREAKER_FUNCTION = Type(
-    "BreakerFunction", "breaker", "wrapped", obj="wrapped_obj",
-    flags=("HAVE_GC", "IMMUTABLETYPE", "HAVE_VECTORCALL", "DISALLOW_INSTANTIATION"),
-    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
-    offsets={"dict": "dict", "weaklist": "weakreflist", "vectorcall": "vectorcall"},
-    refs=["breaker", "func", "dict"],
-    doc="A function protected by a CircuitBreaker (made by using the breaker as a "
-        "decorator): each call goes through breaker.call(func, ...).",
-    methods=[
-        M("__call__", "*args: Any, **kwargs: Any", "Any", slot=True),
-        M("__get__", "obj: Any, objtype: Any = None, /", "Any", slot=True),
-    ],
-    props=[Prop("__dict__", None, None, "PyObject_GenericGetDict", set="PyObject_GenericSetDict"),
-           Prop("breaker", '"CircuitBreaker"', "The CircuitBreaker that protects this function.",
-                member="breaker")])
 
 # ---- retry -----------------------------------------------------------------------
 
@@ -469,7 +352,7 @@ RETRY_CALL = Type(
                "__wrapped__: Callable[..., Any]",
                "retry: Any"])
 
-TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION, BREAKER, BREAKER_FUNCTION, RETRY_POLICY, RETRY_BUDGET, RETRY_CALL]
+TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION, RETRY_POLICY, RETRY_BUDGET, RETRY_CALL]
 
 # Module-level functions, by binding file (<cfile>_functions in gen/<cfile>.h).
 FUNCTIONS = {

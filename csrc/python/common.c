@@ -576,11 +576,16 @@ static PyObject *param_value(const prs_py_param *p, PyObject *given, const char 
     case PRS_PK_REAL: return PyFloat_FromDouble(*(const double *)f);
     case PRS_PK_DURATION:
     case PRS_PK_TIMEOUT: return PyFloat_FromDouble(prs_py_ns_to_s(*(const int64_t *)f));
+    case PRS_PK_ENUM: return PyUnicode_FromString(p->choices[*(const int *)f]);
     default: return NULL;
     }
 }
 
 PyObject *prs_py_param_get(const prs_py_param *p, const void *config) {
+    if ((p->flags & PRS_PY_NONE_OK) && p->offset >= 0 &&
+        (p->kind == PRS_PK_REAL ? *(const double *)((const char *)config + p->offset) == 0.0
+                                : *(const int64_t *)((const char *)config + p->offset) == 0))
+        Py_RETURN_NONE;
     PyObject *v = param_value(p, NULL, config);
     return v || PyErr_Occurred() ? v : Py_NewRef(Py_None);
 }

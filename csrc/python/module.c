@@ -55,6 +55,32 @@ int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, 
     return 0;
 }
 
+int prs_py_add_struct(PyObject *m, prs_py_state *st, int slot, PyStructSequence_Desc *desc,
+                      reprfunc repr) {
+    PyTypeObject *tp = PyStructSequence_NewType(desc);
+    if (!tp) return -1;
+    tp->tp_repr = repr; /* a heap type of ours, before any instance exists */
+    PyType_Modified(tp);
+    if (PyModule_AddObjectRef(m, strrchr(desc->name, '.') + 1, (PyObject *)tp) < 0) {
+        Py_DECREF(tp);
+        return -1;
+    }
+    Py_XSETREF(st->slots[slot], (PyObject *)tp);
+    return 0;
+}
+
+PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n) {
+    PyObject *o = PyStructSequence_New(tp);
+    int bad = !o;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (!items[i]) bad = 1;
+        if (o) PyStructSequence_SetItem(o, i, items[i]); /* steals; NULL left as NULL */
+        else Py_XDECREF(items[i]);
+    }
+    if (bad) Py_XDECREF(o);
+    return bad ? NULL : o;
+}
+
 static int core_exec(PyObject *m) {
     prs_py_state *st = PyModule_GetState(m);
     PyObject *errors = PyImport_ImportModule("pyresilience.errors");

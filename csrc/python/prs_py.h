@@ -89,6 +89,12 @@ static inline prs_py_state *prs_py_state_of(PyObject *self) {
 /* Adds a heap type made from `spec` (base may be NULL) to the module and stores it
  * in slot `slot`. 0 or -1 with an exception. */
 int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base);
+/* The same for a struct sequence type, with its own repr. */
+int prs_py_add_struct(PyObject *m, prs_py_state *st, int slot, PyStructSequence_Desc *desc,
+                      reprfunc repr);
+/* A new struct sequence of type tp from n new references (stolen; NULL when
+ * one is NULL, with its exception). */
+PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n);
 
 /* Each binding file registers its types through one function called from
  * module.c's table. 0 or -1 with an exception. */
@@ -246,8 +252,9 @@ int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssi
 int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
                               void *config, PyObject **vals);
 /* The value of parameter p's field in `config` (COUNT/INT: int, unless a
- * DOUBLE count; REAL: float; DURATION/TIMEOUT: float seconds; no field:
- * None). New reference or NULL. */
+ * DOUBLE count; REAL: float; DURATION/TIMEOUT: float seconds; ENUM: its str;
+ * no field, or a NONE_OK field at 0 (its "not set"): None). New reference or
+ * NULL. */
 PyObject *prs_py_param_get(const prs_py_param *p, const void *config);
 /* The exception for a core validator's failure (why from prs_X_config_check):
  * ValueError "<param> <reason>, got <value>" for the parameter that fills
