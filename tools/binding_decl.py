@@ -354,6 +354,12 @@ RETRY_CALL = Type(
 
 TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION, RETRY_POLICY, RETRY_BUDGET, RETRY_CALL]
 
+# The exception classes the binding raises, read from pyresilience.errors (pure
+# Python, so users can subclass and construct them) into module-state slots.
+EXCEPTIONS = ["ResilienceError", "RateLimitExceeded", "CircuitOpenError", "BulkheadFullError",
+              "QueueFullError", "QueueClosedError", "QueueEmptyError", "RetryExhausted",
+              "BackendError"]
+
 # Module-level functions, by binding file (<cfile>_functions in gen/<cfile>.h).
 FUNCTIONS = {
     "retry": [

@@ -29,17 +29,9 @@ static const register_fn register_fns[] = {
     NULL,
 };
 
-static const struct { int slot; const char *name; } exception_slots[] = {
-    {PRS_SLOT_ResilienceError, "ResilienceError"},
-    {PRS_SLOT_RateLimitExceeded, "RateLimitExceeded"},
-    {PRS_SLOT_CircuitOpenError, "CircuitOpenError"},
-    {PRS_SLOT_BulkheadFullError, "BulkheadFullError"},
-    {PRS_SLOT_QueueFullError, "QueueFullError"},
-    {PRS_SLOT_QueueClosedError, "QueueClosedError"},
-    {PRS_SLOT_QueueEmptyError, "QueueEmptyError"},
-    {PRS_SLOT_RetryExhausted, "RetryExhausted"},
-    {PRS_SLOT_BackendError, "BackendError"},
-};
+#define EXC(name) {PRS_SLOT_##name, #name},
+static const struct { int slot; const char *name; } exception_slots[] = {PRS_PY_EXCEPTIONS(EXC)};
+#undef EXC
 
 int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base) {
     PyObject *tp = PyType_FromModuleAndSpec(m, spec, base);

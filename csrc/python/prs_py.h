@@ -19,54 +19,13 @@
 #include "prs_internal.h"
 
 /* ---- module state ----------------------------------------------------- *
- * Every type and exception class the binding needs, by slot. Types are heap
- * types made in Py_mod_exec; exception classes are read from
- * pyresilience.errors (pure Python, so users can subclass and construct them).
- * Add a slot in your section; traverse/clear cover the whole array. */
-enum prs_py_slot {
-    /* foundation */
-    PRS_SLOT_ManualClock,
-    PRS_SLOT_MonotonicClock,
-    PRS_SLOT_Decision,
-    PRS_SLOT_LimiterBase,   /* _Limiter: base type of every prs_py_limiter type */
-#define PRS_SLOT__ALGO_FIRST (PRS_SLOT_LimiterBase + 1)
-    /* the limiter types, one per row of the algorithm table, in its order */
-#define PRS__PY_SLOT(c, py, redis) PRS_SLOT_##py,
-    PRS_ALGORITHMS(PRS__PY_SLOT)
-#undef PRS__PY_SLOT
-    PRS_SLOT_KeyedLimiter,
-    PRS_SLOT_KeyedLimiterView,
-    PRS_SLOT_LimiterGroup,
-    PRS_SLOT_RateWait,      /* _RateWait: an async limiter wait in progress */
-    /* circuit breaker */
-    PRS_SLOT_CircuitBreaker,
-    PRS_SLOT_CircuitBreakerMetrics,
-    PRS_SLOT_BreakerFunction,
-    /* retry */
-    PRS_SLOT_RetryPolicy,
-    PRS_SLOT_RetryBudget,
-    PRS_SLOT_RetryCall,
-    /* bulkhead and queues */
-    PRS_SLOT_AsyncWaiter,
-    PRS_SLOT_Bulkhead,
-    PRS_SLOT_RingQueue,
-    PRS_SLOT_Ready,
-    /* redis */
-    PRS_SLOT_RedisBackend,
-    PRS_SLOT_RedisRateLimiter,
-    PRS_SLOT_RedisLimiterGroup,
-    /* exception classes, from pyresilience.errors */
-    PRS_SLOT_ResilienceError,
-    PRS_SLOT_RateLimitExceeded,
-    PRS_SLOT_CircuitOpenError,
-    PRS_SLOT_BulkheadFullError,
-    PRS_SLOT_QueueFullError,
-    PRS_SLOT_QueueClosedError,
-    PRS_SLOT_QueueEmptyError,
-    PRS_SLOT_RetryExhausted,
-    PRS_SLOT_BackendError,
-    PRS_SLOT__COUNT
-};
+ * Every type and exception class the binding needs, by slot (enum
+ * prs_py_slot, generated from the declarations: one per type, the algorithm
+ * table's limiter types from PRS_SLOT__ALGO_FIRST in its order, then one per
+ * exception class). Types are heap types made in Py_mod_exec; exception
+ * classes are read from pyresilience.errors (pure Python, so users can
+ * subclass and construct them). traverse/clear cover the whole array. */
+#include "gen/module.h"
 
 typedef struct prs_py_state {
     PyObject *slots[PRS_SLOT__COUNT];
