@@ -36,11 +36,14 @@ class M:
     """A method. Either `params` (parsed by prs_py_parse_params into struct
     `config`) or `sig` (stub syntax without self: the text signature is derived
     from it). C function: <prefix>_<name without leading _>, or `c`. slot=True:
-    a type slot (__call__, ...), in the stub only."""
+    a type slot (__call__, ...), in the stub only. rate=True: one of the rate
+    methods (allow, check, peek, acquire, _waiter), whose C function the
+    header defines over the type's `rate` target (prs_py_rate_method)."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,
-                 flags=None, slot=False):
+                 flags=None, slot=False, rate=False):
         self.name, self.sig, self.returns, self.doc = name, sig, returns, doc
+        self.rate = rate
         self.params, self.config, self.c, self.flags, self.slot = params, config, c, flags, slot
 
     def cname(self, prefix):
@@ -83,6 +86,8 @@ class Type:
     fields are visited but outlive tp_clear: dealloc drops them after `free`
     (a core that borrows them until it is freed).
 
+    `rate` (a prs_py_rate_fn, with rate_key when its methods take a key):
+    what the rate methods M(rate=True) decide on.
     `repr` (attribute names): the header defines <prefix>_repr, the type's
     name and each attribute as name=repr(value). <cfile>_add_types(m, st)
     adds every type with an `obj` and no `base` (those with one come from the
@@ -92,7 +97,8 @@ class Type:
     def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
                  props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
                  stub_head=(), stub_tail=(), init=None, check=None, refs=None, clock=None,
-                 free=None, kept=(), repr=None, slot=None):
+                 free=None, kept=(), repr=None, slot=None, rate=None, rate_key=False):
+        self.rate, self.rate_key = rate, rate_key
         self.refs, self.clock, self.free, self.kept = refs, clock, free, list(kept)
         self.repr, self.slot = repr, slot or name.lstrip("_")
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc

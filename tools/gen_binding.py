@@ -327,6 +327,14 @@ def c_parse(t):
     ]
 
 
+def c_rate_method(t, m):
+    """A rate method's C function: prs_py_rate_method over the type's target."""
+    kind = "PRS_PY_" + m.name.lstrip("_").upper()
+    return [PROTO[meth_flags(m)].replace(";", " {") % m.cname(t.prefix),
+            "    return prs_py_rate_method(self, %s, %s, %d, args, nargs, kwnames);"
+            % (kind, t.rate, t.rate_key), "}"]
+
+
 def c_struct(t):
     """A struct sequence: its fields, desc, repr and maker (<Name>_new)."""
     n = len(t.fields)
@@ -366,8 +374,13 @@ def gen_header(cfile, types, funcs):
             if m.params is not None:
                 L += c_params("%s_%s" % (t.name, m.name), m.name, m.params, m.config)
         table = [m for m in t.methods if not m.slot]
+        if any(m.rate for m in table):
+            L.append("static int %s(PyObject *self, PyObject *key, prs_py_rate *r);" % t.rate)
         for m in table:
-            L.append(PROTO[meth_flags(m)] % m.cname(t.prefix))
+            if m.rate:
+                L += c_rate_method(t, m)
+            else:
+                L.append(PROTO[meth_flags(m)] % m.cname(t.prefix))
         if table:
             L.append("static PyMethodDef %s_methods[] = {" % t.name)
             for m in table:

@@ -126,29 +126,23 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
+/* A key of a table as a prs_py_decide_fn (ctx: the prs_py_rate naming table
+ * and key): the key's limit is the largest n. */
 static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                            int *by, int64_t *max_n) {
-    void **c = ctx; /* table, key, len */
-    int rc = consume ? prs_keyed_check(c[0], c[1], (size_t)(uintptr_t)c[2], now, n, d)
-                     : prs_keyed_peek(c[0], c[1], (size_t)(uintptr_t)c[2], now, n, d);
+    const prs_py_rate *r = ctx;
+    int rc = consume ? prs_keyed_check(r->core, r->key, r->len, now, n, d)
+                     : prs_keyed_peek(r->core, r->key, r->len, now, n, d);
     *max_n = d->limit;
     return rc;
 }
 
-
-/* allow/check/peek(key, n=1, *, tokens_needed=None) */
-static PyObject *keyed_decide(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames) {
-    static const char *const fname[] = {"allow", "check", "peek"};
-    PyObject *k;
-    const char *key;
+static int keyed_target(PyObject *self, PyObject *keyo, prs_py_rate *r) {
     Py_ssize_t len;
-    int64_t n;
-    if (prs_py_parse_kn(fname[kind], args, nargs, kwnames, PRS_PY_KEY | PRS_PY_ALIAS, &k, &n,
-                        NULL) < 0 || get_key(k, &key, &len) < 0)
-        return NULL;
-    void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
-    return prs_py_decide_n(self, kind, n, &KSELF->clock, keyed_decide_cb, ctx);
+    *r = (prs_py_rate){&KSELF->clock, keyed_decide_cb, r, "KeyedLimiter", KSELF->table, NULL, 0};
+    if (get_key(keyo, &r->key, &len) < 0) return -1;
+    r->len = (size_t)len;
+    return 0;
 }
 
 static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -162,33 +156,7 @@ static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
         return PyBool_FromLong(d.allowed);
     }
-    return keyed_decide(self, PRS_PY_ALLOW, args, nargs, kwnames);
-}
-
-static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                             PyObject *kwnames) {
-    return keyed_decide(self, PRS_PY_CHECK, args, nargs, kwnames);
-}
-
-static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames) {
-    return keyed_decide(self, PRS_PY_PEEK, args, nargs, kwnames);
-}
-
-static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames) {
-    PyObject *k;
-    const char *key;
-    Py_ssize_t len;
-    int64_t n, timeout_ns;
-    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT | PRS_PY_ALIAS,
-                        &k, &n, &timeout_ns) < 0 || get_key(k, &key, &len) < 0)
-        return NULL;
-    void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
-    if (prs_py_wait_admitted(prs_py_state_of(self), &KSELF->clock, keyed_decide_cb, ctx,
-                             "KeyedLimiter", n, timeout_ns) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+    return prs_py_rate_method(self, PRS_PY_ALLOW, keyed_target, 1, args, nargs, kwnames);
 }
 
 static const char *const reset_names[] = {"key", NULL};
@@ -293,16 +261,15 @@ static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 static int view_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                           int *by, int64_t *max_n) {
     view_obj *v = ctx;
-    void *c[3] = {VTABLE(v), PyBytes_AS_STRING(v->keybytes),
-                  (void *)(uintptr_t)PyBytes_GET_SIZE(v->keybytes)};
-    return keyed_decide_cb(c, now, n, consume, d, by, max_n);
+    prs_py_rate r = {.core = VTABLE(v), .key = PyBytes_AS_STRING(v->keybytes),
+                     .len = (size_t)PyBytes_GET_SIZE(v->keybytes)};
+    return keyed_decide_cb(&r, now, n, consume, d, by, max_n);
 }
 
-static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, VCLOCK(VSELF),
-                                view_decide_cb, self);
+static int view_target(PyObject *self, PyObject *key, prs_py_rate *r) {
+    *r = (prs_py_rate){VCLOCK(VSELF), view_decide_cb, self, "KeyedLimiterView", NULL, NULL, 0};
+    return 0;
 }
-PRS_PY_LIMITER_METHODS(view, VCLOCK(VSELF), view_decide_cb, self, "KeyedLimiterView")
 
 static PyObject *view_reset(PyObject *self, PyObject *unused) {
     prs_keyed_reset_key(VTABLE(VSELF), PyBytes_AS_STRING(VSELF->keybytes),
@@ -396,6 +363,11 @@ static int group_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_d
     return rc;
 }
 
+static int group_target(PyObject *self, PyObject *key, prs_py_rate *r) {
+    *r = (prs_py_rate){&GSELF->clock, group_decide_cb, GSELF->group, "LimiterGroup", NULL, NULL, 0};
+    return 0;
+}
+
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     if (nargs == 0 && !kwnames && GSELF->clock.kind == PRS_CLOCK_MONOTONIC) {
         prs_decision d; /* the hot path: allow() */
@@ -403,10 +375,9 @@ static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
         return PyBool_FromLong(d.allowed);
     }
-    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, &GSELF->clock,
-                                group_decide_cb, GSELF->group);
+    return prs_py_rate_method(self, PRS_PY_ALLOW, group_target, 0, args, nargs, kwnames);
 }
-PRS_PY_LIMITER_METHODS(group, &GSELF->clock, group_decide_cb, GSELF->group, "LimiterGroup")
+
 static PyObject *group_reset(PyObject *self, PyObject *unused) {
     prs_group_reset(GSELF->group);
     Py_RETURN_NONE;

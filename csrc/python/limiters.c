@@ -135,27 +135,31 @@ int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, 
     return t ? prs_py_parse_timeout(timeout, "timeout", timeout_ns) : 0;
 }
 
-PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx) {
-    static const char *const fname[] = {"allow", "check", "peek"};
-    int64_t n = 1;
-    if ((nargs || kwnames) &&
-        prs_py_parse_kn(fname[kind], args, nargs, kwnames, PRS_PY_ALIAS, NULL, &n, NULL) < 0)
+PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, int keyed,
+                             PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const fname[] = {"allow", "check", "peek", "acquire", "_waiter"};
+    unsigned what = PRS_PY_ALIAS | (keyed ? PRS_PY_KEY : 0) | (kind >= PRS_PY_ACQUIRE ? PRS_PY_TIMEOUT : 0);
+    PyObject *key = NULL;
+    int64_t n = 1, timeout_ns = PRS_NEVER, now, max_n;
+    if ((nargs || kwnames || keyed) &&
+        prs_py_parse_kn(fname[kind], args, nargs, kwnames, what, &key, &n, &timeout_ns) < 0)
         return NULL;
-    return prs_py_decide_n(self, kind, n, clock, fn, ctx);
-}
-
-PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
-                          prs_py_decide_fn fn, void *ctx) {
-    int64_t now, max_n;
+    prs_py_state *st = prs_py_state_of(self);
+    prs_py_rate r;
+    if (!st || target(self, key, &r) < 0) return NULL;
+    if (kind == PRS_PY_WAITER)
+        return prs_py_rate_wait_new(st, self, r.clock, r.fn, r.ctx, r.what, n, timeout_ns);
+    if (kind == PRS_PY_ACQUIRE) {
+        if (prs_py_wait_admitted(st, r.clock, r.fn, r.ctx, r.what, n, timeout_ns) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
     int by = -1;
     prs_decision d;
-    if (prs_py_clock_now(clock, &now) < 0) return NULL;
-    int rc = fn(ctx, now, n, kind != PRS_PY_PEEK, &d, &by, &max_n);
-    if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+    if (prs_py_clock_now(r.clock, &now) < 0) return NULL;
+    int rc = r.fn(r.ctx, now, n, kind != PRS_PY_PEEK, &d, &by, &max_n);
+    if (rc) return prs_py_error(st, rc, NULL);
     if (kind == PRS_PY_ALLOW) return PyBool_FromLong(d.allowed);
-    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
+    return prs_py_decision_new_by(st, &d, by);
 }
 
 /* A plain limiter as a prs_py_decide_fn: its limit is the largest n. */
@@ -166,6 +170,12 @@ static int limiter_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs
     return rc;
 }
 
+static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r) {
+    *r = (prs_py_rate){&SELF->clock, limiter_decide_cb, SELF->core,
+                       prs_algorithms[SELF->algo].py_name, NULL, NULL, 0};
+    return 0;
+}
+
 static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
     if (nargs == 0 && !kwnames && SELF->clock.kind == PRS_CLOCK_MONOTONIC) {
@@ -173,12 +183,8 @@ static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t
         prs_limiter_decide(SELF->core, prs_monotonic_ns(), 1, 1, &d);
         return PyBool_FromLong(d.allowed);
     }
-    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, &SELF->clock,
-                                limiter_decide_cb, SELF->core);
+    return prs_py_rate_method(self, PRS_PY_ALLOW, limiter_target, 0, args, nargs, kwnames);
 }
-
-PRS_PY_LIMITER_METHODS(limiter, &SELF->clock, limiter_decide_cb, SELF->core,
-                       prs_algorithms[SELF->algo].py_name)
 
 /* ---- waiting until admitted: one helper for every limiter ----------------- *
  * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
@@ -315,31 +321,6 @@ static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_s
     prs_limiter_config(SELF->core, config);
     return prs_py_limiter_reconfigure_with(self, config, &SELF->clock, args, nargs, kwnames,
                                            apply_limiter, SELF->core);
-}
-
-/* ---- acquire ------------------------------------------------------------------- */
-
-PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                                void *ctx, const char *what) {
-    int64_t n, timeout_ns;
-    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_TIMEOUT | PRS_PY_ALIAS, NULL, &n,
-                        &timeout_ns) < 0)
-        return NULL;
-    if (prs_py_wait_admitted(prs_py_state_of(self), clock, fn, ctx, what, n, timeout_ns) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx, const char *what) {
-    int64_t n, timeout_ns;
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st || prs_py_parse_kn("_waiter", args, nargs, kwnames, PRS_PY_TIMEOUT | PRS_PY_ALIAS, NULL,
-                               &n, &timeout_ns) < 0)
-        return NULL;
-    return prs_py_rate_wait_new(st, self, clock, fn, ctx, what, n, timeout_ns);
 }
 
 /* ---- _RateWait: an async wait in progress ---------------------------------- */

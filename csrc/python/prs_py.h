@@ -370,42 +370,26 @@ PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *
 #define PRS_PY_ALIAS 4u
 int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                     unsigned what, PyObject **key, int64_t *n, int64_t *timeout_ns);
-/* acquire(n=1, timeout=None, *, tokens_needed=None) and _waiter(...) (a
- * _RateWait for the async form) of any limiter, view or group, over its
- * decide function: prs_py_wait_admitted / prs_py_rate_wait_new below. */
-PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                                void *ctx, const char *what);
-PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx, const char *what);
-/* allow (kind PRS_PY_ALLOW: a bool), check (PRS_PY_CHECK) and peek (PRS_PY_PEEK:
- * nothing taken) of any limiter, view or group: (n=1, *, tokens_needed=None),
- * the clock read once, then its decide function. */
-enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK };
-PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx);
-/* Defines <p>_check, <p>_peek, <p>_acquire and <p>_waiter of a limiter-like
- * type (allow has its own hot path) over its decide function; CLOCK, CTX and
- * WHAT are expressions of `self`. */
-#define PRS_PY_ARGS PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
-#define PRS_PY_LIMITER_METHODS(p, CLOCK, FN, CTX, WHAT)                                            \
-    static PyObject *p##_check(PRS_PY_ARGS) {                                                      \
-        return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, CLOCK, FN, CTX);     \
-    }                                                                                              \
-    static PyObject *p##_peek(PRS_PY_ARGS) {                                                       \
-        return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, CLOCK, FN, CTX);      \
-    }                                                                                              \
-    static PyObject *p##_acquire(PRS_PY_ARGS) {                                                    \
-        return prs_py_acquire_method(self, args, nargs, kwnames, CLOCK, FN, CTX, WHAT);            \
-    }                                                                                              \
-    static PyObject *p##_waiter(PRS_PY_ARGS) {                                                     \
-        return prs_py_waiter_method(self, args, nargs, kwnames, CLOCK, FN, CTX, WHAT);             \
-    }
-/* The same for n already parsed. */
-PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
-                          prs_py_decide_fn fn, void *ctx);
+/* The rate methods of every limiter-like type (plain, keyed, per-key view,
+ * group): allow (a bool), check (a Decision), peek (nothing taken), acquire
+ * (the sync wait) and _waiter (a _RateWait for the async form), with the
+ * arguments ([key,] n=1[, timeout=None], *, tokens_needed=None). A type
+ * provides one target function, which says what a call decides on; the
+ * generated method wrappers (decl: M(rate=True)) call prs_py_rate_method. */
+enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK, PRS_PY_ACQUIRE, PRS_PY_WAITER };
+typedef struct prs_py_rate {
+    prs_py_clock *clock;
+    prs_py_decide_fn fn;
+    void *ctx;            /* fn's (outlives the call for _waiter: owned by self) */
+    const char *what;     /* names the limiter in messages (static) */
+    void *core;           /* a keyed limiter's table, */
+    const char *key;      /* and the key (UTF-8 or bytes), borrowed for the call; */
+    size_t len;           /* ctx is then this struct */
+} prs_py_rate;
+/* Fills *r for self and `key` (NULL for the types without one). 0 or -1. */
+typedef int (*prs_py_rate_fn)(PyObject *self, PyObject *key, prs_py_rate *r);
+PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, int keyed,
+                             PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 /* Saturating integer advance of a ManualClock's time (clock.c). */
 void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns);
 

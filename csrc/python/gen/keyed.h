@@ -26,10 +26,17 @@ static const prs_py_params KeyedLimiter_params = {"KeyedLimiter", 3, 1, 1, Keyed
     "(an in-process limiter object used as a template), in a bounded C hash table\n" \
     "(SipHash with a per-process random seed). At most max_keys keys; a key whose\n" \
     "state is fresh may be evicted, a limited key never is."
+static int keyed_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, keyed_target, 1, args, nargs, kwnames);
+}
+static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, keyed_target, 1, args, nargs, kwnames);
+}
+static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, keyed_target, 1, args, nargs, kwnames);
+}
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *keyed_available(PyObject *self, PyObject *arg);
 static PyObject *keyed_prune(PyObject *self, PyObject *unused);
@@ -163,11 +170,22 @@ static const prs_py_params KeyedLimiterView_params = {"KeyedLimiterView", 2, 2, 
     "One key of a KeyedLimiter with the plain limiter interface (allow, check, peek,\n" \
     "acquire, reset, available); what KeyedLimiter.for_key(key) returns. Can be a\n" \
     "LimiterGroup member."
-static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *view_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static int view_target(PyObject *self, PyObject *key, prs_py_rate *r);
+static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ALLOW, view_target, 0, args, nargs, kwnames);
+}
+static PyObject *view_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, view_target, 0, args, nargs, kwnames);
+}
+static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, view_target, 0, args, nargs, kwnames);
+}
+static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, view_target, 0, args, nargs, kwnames);
+}
+static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_WAITER, view_target, 0, args, nargs, kwnames);
+}
 static PyObject *view_reset(PyObject *self, PyObject *unused);
 static PyMethodDef KeyedLimiterView_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))view_allow, METH_FASTCALL | METH_KEYWORDS,
@@ -269,11 +287,20 @@ static void view_dealloc(PyObject *self) {
     "deadlock-free whatever the member order (members are locked in one global\n" \
     "order). The same limiter (or key) listed twice is one state asked for 2n: peek,\n" \
     "check, retry_after and acquire all count it once per appearance."
+static int group_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, group_target, 0, args, nargs, kwnames);
+}
+static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, group_target, 0, args, nargs, kwnames);
+}
+static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, group_target, 0, args, nargs, kwnames);
+}
+static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_WAITER, group_target, 0, args, nargs, kwnames);
+}
 static PyObject *group_reset(PyObject *self, PyObject *unused);
 static PyMethodDef LimiterGroup_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))group_allow, METH_FASTCALL | METH_KEYWORDS,

@@ -52,11 +52,20 @@ static void rate_wait_dealloc(PyObject *self) {
 /* ---- _Limiter ---- */
 #define _Limiter_DOC \
     "The shared base of the in-process limiters (not instantiable)."
+static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, limiter_target, 0, args, nargs, kwnames);
+}
+static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, limiter_target, 0, args, nargs, kwnames);
+}
+static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, limiter_target, 0, args, nargs, kwnames);
+}
+static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_WAITER, limiter_target, 0, args, nargs, kwnames);
+}
 static PyObject *limiter_reset(PyObject *self, PyObject *unused);
 static PyObject *limiter_config(PyObject *self, PyObject *unused);
 static PyMethodDef _Limiter_methods[] = {
