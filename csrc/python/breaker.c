@@ -508,54 +508,43 @@ static PyObject *cb_disable(PyObject *self, PyObject *u) { return manual(self, p
 
 /* ---- listeners -------------------------------------------------------------------------------- */
 
+/* The listeners are a tuple replaced whole under the object's lock (fire()
+ * calls a snapshot of it). */
 static PyObject *cb_add_listener(PyObject *self, PyObject *fn) {
     if (!PyCallable_Check(fn)) {
         PyErr_Format(PyExc_TypeError, "listener must be callable, not %.200s: %R",
                      Py_TYPE(fn)->tp_name, fn);
         return NULL;
     }
-    int rc = 0;
+    PyObject *one = PyTuple_Pack(1, fn), *t = NULL;
+    if (!one) return NULL;
     Py_BEGIN_CRITICAL_SECTION(self);
-    Py_ssize_t n = PyTuple_GET_SIZE(SELF->listeners);
-    PyObject *t = PyTuple_New(n + 1);
-    if (t) {
-        for (Py_ssize_t i = 0; i < n; i++)
-            PyTuple_SET_ITEM(t, i, Py_NewRef(PyTuple_GET_ITEM(SELF->listeners, i)));
-        PyTuple_SET_ITEM(t, n, Py_NewRef(fn));
-        Py_SETREF(SELF->listeners, t);
-    } else {
-        rc = -1;
-    }
+    if ((t = PySequence_Concat(SELF->listeners, one))) Py_SETREF(SELF->listeners, t);
     Py_END_CRITICAL_SECTION();
-    if (rc < 0) return NULL;
+    Py_DECREF(one);
+    if (!t) return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *cb_remove_listener(PyObject *self, PyObject *fn) {
-    int rc = 0, found = 0;
+    int rc = 0;
     Py_BEGIN_CRITICAL_SECTION(self);
-    PyObject *old = Py_NewRef(SELF->listeners);
-    Py_ssize_t n = PyTuple_GET_SIZE(old), at = -1;
-    for (Py_ssize_t i = n - 1; i >= 0 && at < 0; i--) {
-        int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(old, i), fn, Py_EQ);
-        if (eq < 0) { rc = -1; break; }
-        if (eq) at = i;
+    PyObject *old = Py_NewRef(SELF->listeners); /* __eq__ may run code that replaces it */
+    Py_ssize_t n = PyTuple_GET_SIZE(old), at = n;
+    while (at-- > 0 && (rc = PyObject_RichCompareBool(PyTuple_GET_ITEM(old, at), fn, Py_EQ)) == 0) {
     }
-    if (rc == 0 && at >= 0) {
-        PyObject *t = PyTuple_New(n - 1);
-        if (!t) {
-            rc = -1;
-        } else {
-            for (Py_ssize_t i = 0, j = 0; i < n; i++)
-                if (i != at) PyTuple_SET_ITEM(t, j++, Py_NewRef(PyTuple_GET_ITEM(old, i)));
-            Py_SETREF(SELF->listeners, t);
-            found = 1;
-        }
+    if (rc > 0) { /* the last equal one goes */
+        PyObject *head = PyTuple_GetSlice(old, 0, at), *tail = PyTuple_GetSlice(old, at + 1, n);
+        PyObject *t = head && tail ? PySequence_Concat(head, tail) : NULL;
+        if (t) Py_SETREF(SELF->listeners, t);
+        else rc = -1;
+        Py_XDECREF(head);
+        Py_XDECREF(tail);
     }
     Py_DECREF(old);
     Py_END_CRITICAL_SECTION();
     if (rc < 0) return NULL;
-    if (!found) {
+    if (rc == 0) {
         PyErr_Format(PyExc_ValueError, "%R is not a listener of this breaker", fn);
         return NULL;
     }

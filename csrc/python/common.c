@@ -91,34 +91,41 @@ PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, con
 
 /* ---- argument unpacking ----------------------------------------------- */
 
+static int too_many(const char *fname, Py_ssize_t maxpos, Py_ssize_t nargs) {
+    PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)", fname,
+                 maxpos, maxpos == 1 ? "" : "s", nargs);
+    return -1;
+}
+
+/* Puts keyword argument key=value into out[] by names[0..n). 0 or -1. */
+static int put_keyword(const char *fname, const char *const *names, Py_ssize_t n, PyObject *key,
+                       PyObject *value, PyObject **out) {
+    Py_ssize_t i = 0;
+    if (PyUnicode_Check(key))
+        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0) i++;
+    else
+        i = n;
+    if (i == n) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", fname, key);
+        return -1;
+    }
+    if (out[i]) {
+        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
+        return -1;
+    }
+    out[i] = value;
+    return 0;
+}
+
 int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                   const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out) {
     Py_ssize_t nnames = 0;
     while (names[nnames]) nnames++;
-    for (Py_ssize_t i = 0; i < nnames; i++) out[i] = NULL;
-    if (nargs > maxpos) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)",
-                     fname, maxpos, maxpos == 1 ? "" : "s", nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t i;
-        for (i = 0; i < nnames; i++)
-            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) break;
-        if (i == nnames) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
+    if (nargs > maxpos) return too_many(fname, maxpos, nargs);
+    for (Py_ssize_t i = 0; i < nnames; i++) out[i] = i < nargs ? args[i] : NULL;
+    for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
+        if (put_keyword(fname, names, nnames, PyTuple_GET_ITEM(kwnames, k), args[nargs + k], out) < 0)
             return -1;
-        }
-        if (out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-        out[i] = args[nargs + k];
-    }
     for (Py_ssize_t i = 0; i < nreq; i++) {
         if (!out[i]) {
             PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
@@ -245,28 +252,8 @@ int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out) {
 }
 
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
-    if (PyLong_CheckExact(o)) {
-        int overflow = 0;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (overflow > 0) { *out = INT64_MAX; return 0; }
-        if (overflow == 0 && v >= 1) { *out = v; return 0; }
-        if (v == -1 && PyErr_Occurred()) return -1;
-        return range_error(o, param, 1, INT64_MAX);
-    }
-    if (PyFloat_Check(o)) {
-        PyObject *i = integral_float(o, param);
-        if (!i) return -1;
-        int rc = prs_py_parse_n(i, param, out);
-        Py_DECREF(i);
-        return rc;
-    }
-    if (PyBool_Check(o) || !(PyLong_Check(o) || PyIndex_Check(o)))
-        return int_type_error(o, param);
-    PyObject *idx = PyNumber_Index(o);
-    if (!idx) return -1;
-    int rc = prs_py_parse_n(idx, param, out);
-    Py_DECREF(idx);
-    return rc;
+    if (prs_py_parse_config_count(o, param, out) < 0) return -1;
+    return *out >= 1 ? 0 : range_error(o, param, 1, INT64_MAX);
 }
 
 int prs_py_parse_timeout(PyObject *o, const char *param, int64_t *out_ns) {
@@ -369,7 +356,7 @@ static void manual_advance_to(_Atomic int64_t *t, int64_t wake) {
 int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns) {
     if (c->kind == PRS_CLOCK_MANUAL) {
         manual_advance_to(c->manual_ns, wake);
-        return 0;
+        return PyErr_CheckSignals();
     }
     if (slice_ns <= 0 || slice_ns > PRS_PY_SLICE_NS) slice_ns = PRS_PY_SLICE_NS;
     int64_t ns = prs__sat_sub(wake, now);
@@ -532,33 +519,12 @@ int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssi
 
 int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
                               void *config, PyObject **vals) {
-    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-    if (nargs > spec->maxpos) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)",
-                     spec->fname, spec->maxpos, spec->maxpos == 1 ? "" : "s", nargs);
-        return -1;
-    }
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args), pos = 0;
+    if (nargs > spec->maxpos) return too_many(spec->fname, spec->maxpos, nargs);
     for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? PyTuple_GET_ITEM(args, i) : NULL;
-    Py_ssize_t pos = 0;
     PyObject *key, *value;
-    while (kwds && PyDict_Next(kwds, &pos, &key, &value)) {
-        Py_ssize_t i = 0;
-        if (PyUnicode_Check(key))
-            while (i < spec->n && PyUnicode_CompareWithASCIIString(key, spec->p[i].name) != 0) i++;
-        else
-            i = spec->n;
-        if (i == spec->n) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'",
-                         spec->fname, key);
-            return -1;
-        }
-        if (vals[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
-                         spec->fname, spec->p[i].name);
-            return -1;
-        }
-        vals[i] = value;
-    }
+    while (kwds && PyDict_Next(kwds, &pos, &key, &value))
+        if (put_keyword(spec->fname, spec->names, spec->n, key, value, vals) < 0) return -1;
     return convert_params(spec, config, vals);
 }
 

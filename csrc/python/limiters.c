@@ -247,15 +247,9 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
                          "rate limit exceeded: not admissible within timeout");
     default: break; /* PRS_WAIT_SLEEP until `wake` */
     }
-    if (clock->kind == PRS_CLOCK_MANUAL) {
-        /* advance to the admission instant, in integer ns (never backwards) */
-        int64_t seen = atomic_load_explicit(clock->manual_ns, memory_order_acquire);
-        while (seen < wake && !atomic_compare_exchange_weak_explicit(
-                                  clock->manual_ns, &seen, wake, memory_order_acq_rel,
-                                  memory_order_acquire)) {
-        }
+    if (clock->kind == PRS_CLOCK_MANUAL) { /* advanced to the admission instant instead */
         *sleep_ns = 0;
-        return 1;
+        return prs_py_clock_wait(clock, now, wake, 0) < 0 ? -1 : 1;
     }
     int64_t ns = wake - now;
     if (w->real_deadline != PRS_NEVER) {
@@ -269,8 +263,6 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
     return 1;
 }
 
-#define WAIT_SLICE_NS (50 * PRS_NS_PER_MS)
-
 int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                          const char *what, int64_t n, int64_t timeout_ns) {
     prs_py_wait w;
@@ -279,16 +271,9 @@ int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn
         int64_t ns = 0;
         int r = prs_py_wait_step(st, clock, fn, ctx, what, &w, &ns);
         if (r <= 0) return r;
-        if (ns > WAIT_SLICE_NS) ns = WAIT_SLICE_NS;
-        if (ns > 0) {
-            Py_BEGIN_ALLOW_THREADS
-            prs_sleep_ns(ns);
-            Py_END_ALLOW_THREADS
-        }
-        if (PyErr_CheckSignals() < 0) return -1; /* nothing was taken */
+        if (prs_py_clock_wait(clock, 0, ns, 0) < 0) return -1; /* nothing was taken */
     }
 }
-
 
 /* ---- reconfigure --------------------------------------------------------------- */
 

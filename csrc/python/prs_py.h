@@ -271,7 +271,7 @@ static inline int prs_py_clock_now(prs_py_clock *c, int64_t *now) {
 /* Waits on this clock from `now` until `wake` (absolute, this clock's ns).
  * A ManualClock is advanced to `wake` (never moved backwards) instead of
  * sleeping. Otherwise sleeps with the GIL released for at most `slice_ns`
- * (<= 50 ms used when slice_ns <= 0), then runs PyErr_CheckSignals().
+ * (<= 50 ms used when slice_ns <= 0). Then runs PyErr_CheckSignals().
  * Returns 0 (the caller re-reads the clock and decides again) or -1 with an
  * exception (KeyboardInterrupt, ...). Callers loop. */
 int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns);
