@@ -38,12 +38,14 @@ class M:
     from it). C function: <prefix>_<name without leading _>, or `c`. slot=True:
     a type slot (__call__, ...), in the stub only. rate=True: one of the rate
     methods (allow, check, peek, acquire, _waiter), whose C function the
-    header defines over the type's `rate` target (prs_py_rate_method)."""
+    header defines over the type's `rate` target (prs_py_rate_method). A
+    method without arguments may be a C statement `call` (returning None) or
+    expression `expr` over `o` (and `now`), as Prop's: the header defines it."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,
-                 flags=None, slot=False, rate=False):
+                 flags=None, slot=False, rate=False, expr=None, call=None, now=None):
         self.name, self.sig, self.returns, self.doc = name, sig, returns, doc
-        self.rate = rate
+        self.rate, self.expr, self.call, self.now = rate, expr, call, now
         self.params, self.config, self.c, self.flags, self.slot = params, config, c, flags, slot
 
     def cname(self, prefix):
@@ -57,10 +59,15 @@ class Prop:
     closure index), C setter (None: read-only); or `member`, an object field
     read as is (a read-only T_OBJECT member: NULL reads as None); or `clock`,
     a prs_py_clock field read as the clock object given. Getters and setters
-    named PyObject_* are CPython's, prs_py_* common.c's (not declared again)."""
+    named PyObject_* are CPython's, prs_py_* common.c's (not declared again).
+    Or `expr`: the header defines the getter <prefix>_get_<name>, returning
+    the C expression (a new reference) over `o`, the object, and - with `now`,
+    the address of a prs_py_clock - `now`, the clock read once."""
 
-    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None, clock=None):
+    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None, clock=None,
+                 expr=None, now=None):
         self.name, self.type, self.doc, self.get, self.closure = name, type, doc, get, closure
+        self.expr, self.now = expr, now
         self.set, self.member, self.clock = set, member, clock
         if clock:
             self.get = "prs_py_get_clock"

@@ -126,10 +126,10 @@ BREAKER = Type(
     props=[
         Prop("state", "Any",
              "The current CircuitState (OPEN stays OPEN past its timeout until the next call).",
-             "cb_get_state"),
+             expr="Py_NewRef(o->states[prs_breaker_get_state(o->core)])"),
         Prop("mode", "str",
              "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).",
-             "cb_get_mode"),
+             expr="PyUnicode_FromString(prs_breaker_mode_name(prs_breaker_get_mode(o->core)))"),
         Prop("metrics", "CircuitBreakerMetrics", "A CircuitBreakerMetrics snapshot taken now.",
              "cb_get_metrics"),
         config_prop("failure_threshold", "int",

@@ -96,7 +96,8 @@ ALGO_PARAMS = {
                     "The\nlevel now (drained at the old rate until now) is kept as it is: above "
                     "a lowered\ncapacity nothing is admitted until it drains." + RECONF_TAIL,
         props=[Prop("level", "float", "The level now, in [0, capacity] (float).",
-                    "lb_get_level")]),
+                    expr="PyFloat_FromDouble(prs_leaky_bucket_level((prs_leaky_bucket *)o->core, "
+                         "now))", now="&o->clock")]),
     "fixed_window": dict(
         params=[count("limit", "limit", "Units admitted per window."), window()],
         doc="At most `limit` units per window of `window` seconds, windows aligned to\n"
@@ -252,12 +253,12 @@ LIMITER_BASE = Type(
               "ManualClock\nthe wait advances the clock (integer nanoseconds) instead of "
               "sleeping."),
         M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
-        M("reset", doc="Back to the initial (full) state."),
+        M("reset", call="prs_limiter_reset(o->core)", doc="Back to the initial (full) state."),
         M("_config", returns="list[tuple[str, Any]]",
           doc="The parameters as (name, value) pairs, for reprs."),
     ],
     props=[Prop("available", "float", "Requests of weight 1 admissible now (float).",
-                "limiter_get_available"),
+                expr="PyFloat_FromDouble(prs_limiter_available(o->core, now))", now="&o->clock"),
            Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", clock="clock")])
 
 KEYED_FLAGS = ("BASETYPE", "HAVE_GC", "IMMUTABLETYPE")
@@ -293,7 +294,8 @@ KEYED = Type(
           doc="Forget `key` (back to a fresh limiter), or every key when None."),
         M("available", "key: KeyArg, /", "float",
           doc="Requests of weight 1 admissible for `key` now (float)."),
-        M("prune", returns="int",
+        M("prune", returns="int", expr="PyLong_FromLongLong(prs_keyed_prune(o->table, now))",
+          now="&o->clock",
           doc="Evict every key whose state is fresh now; returns how many.\n"
               "(Fresh keys are also evicted on demand when room is needed.)"),
         M("reconfigure", "**params: Any",
@@ -306,9 +308,10 @@ KEYED = Type(
         M("__len__", returns="int", slot=True),
         M("__contains__", "key: object, /", "bool", slot=True),
     ],
-    props=[Prop("max_keys", "int", "The most keys held at once.", "keyed_get_max_keys"),
+    props=[Prop("max_keys", "int", "The most keys held at once.",
+                expr="PyLong_FromLongLong(prs_keyed_max_keys(o->table))"),
            Prop("memory_bytes", "int", "Bytes the key table holds now (C allocations).",
-                "keyed_get_memory"),
+                expr="PyLong_FromSize_t(prs_keyed_memory(o->table))"),
            Prop("limiter", "_Limiter",
                 "The template limiter whose algorithm and parameters every key uses.",
                 member="tmpl"),
@@ -329,11 +332,14 @@ VIEW = Type(
         M("acquire", ACQ_SIG, rate=True,
           doc="Block until n is admitted for this key (see KeyedLimiter.acquire)."),
         M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
-        M("reset", doc="Forget this key (back to a fresh limiter)."),
+        M("reset", call="prs_keyed_reset_key(VTABLE(o), VKEY(o))",
+          doc="Forget this key (back to a fresh limiter)."),
     ],
     props=[Prop("available", "float", "Requests of weight 1 admissible for this key now (float).",
-                "view_get_available"),
-           Prop("clock", CLOCK_OBJ, "The clock of the KeyedLimiter.", "view_get_clock"),
+                expr="PyFloat_FromDouble(prs_keyed_available(VTABLE(o), VKEY(o), now))",
+                now="VCLOCK(o)"),
+           Prop("clock", CLOCK_OBJ, "The clock of the KeyedLimiter.",
+                expr="prs_py_get_clock(o->keyed, (void *)offsetof(keyed_obj, clock))"),
            Prop("key", "KeyArg", "The key, as given.", member="key"),
            Prop("limiter", "KeyedLimiter", "The KeyedLimiter this view belongs to.",
                 member="keyed")])
@@ -368,11 +374,11 @@ GROUP = Type(
               "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
               "ValueError when n exceeds what a member can ever admit."),
         M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
-        M("reset", doc="Reset every member (one after the other)."),
+        M("reset", call="prs_group_reset(o->group)", doc="Reset every member (one after the other)."),
         M("__len__", returns="int", slot=True),
     ],
     props=[Prop("available", "float", "The smallest amount any member admits now (float).",
-                "group_get_available"),
+                expr="PyFloat_FromDouble(prs_group_available(o->group, now))", now="&o->clock"),
            Prop("clock", CLOCK_OBJ, "The clock every member reads.", clock="clock"),
            Prop("limiters", "tuple[Union[_Limiter, KeyedLimiterView], ...]",
                 "The members, in order (tuple).", member="members")])

@@ -327,6 +327,17 @@ def c_parse(t):
     ]
 
 
+def c_body(t, head, x):
+    """A function over the object `o` (and the clock read once into `now`)
+    returning x.expr, or None after x.call."""
+    L = [head, "    %s *o = (%s *)self;" % (t.obj, t.obj)]
+    if x.now:
+        L += ["    int64_t now;", "    if (prs_py_clock_now(%s, &now) < 0) return NULL;" % x.now]
+    if x.expr:
+        return L + ["    return %s;" % x.expr, "}"]
+    return L + ["    %s;" % x.call, "    Py_RETURN_NONE;", "}"]
+
+
 def c_rate_method(t, m):
     """A rate method's C function: prs_py_rate_method over the type's target."""
     kind = "PRS_PY_" + m.name.lstrip("_").upper()
@@ -379,6 +390,8 @@ def gen_header(cfile, types, funcs):
         for m in table:
             if m.rate:
                 L += c_rate_method(t, m)
+            elif m.expr or m.call:
+                L += c_body(t, PROTO[meth_flags(m)].replace(";", " {") % m.cname(t.prefix), m)
             else:
                 L.append(PROTO[meth_flags(m)] % m.cname(t.prefix))
         if table:
@@ -394,6 +407,10 @@ def gen_header(cfile, types, funcs):
             L.append("};")
         getters = []
         for p in t.props:
+            if p.expr:
+                p.get = p.get or "%s_get_%s" % (t.prefix, p.name)
+                L += c_body(t, "static PyObject *%s(PyObject *self, void *closure) {" % p.get, p)
+                getters.append(p.get)
             if p.get and p.get not in getters and not p.get.startswith(("PyObject_", "prs_py_")):
                 getters.append(p.get)
                 L.append("static PyObject *%s(PyObject *self, void *closure);" % p.get)

@@ -553,14 +553,6 @@ static PyObject *cb_remove_listener(PyObject *self, PyObject *fn) {
 
 /* ---- properties ------------------------------------------------------------------------------- */
 
-static PyObject *cb_get_state(PyObject *self, void *c) {
-    return Py_NewRef(SELF->states[prs_breaker_get_state(SELF->core)]);
-}
-
-static PyObject *cb_get_mode(PyObject *self, void *c) {
-    return PyUnicode_FromString(prs_breaker_mode_name(prs_breaker_get_mode(SELF->core)));
-}
-
 static PyObject *cb_get_metrics(PyObject *self, void *c) {
     prs_py_state *st = prs_py_state_of(self);
     int64_t now;

@@ -45,6 +45,11 @@ typedef struct {
     PyObject *weakreflist;
 } group_obj;
 
+/* A view's table, key and clock (those of its KeyedLimiter). */
+#define VTABLE(v) (((keyed_obj *)(v)->keyed)->table)
+#define VKEY(v) PyBytes_AS_STRING((v)->keybytes), (size_t)PyBytes_GET_SIZE((v)->keybytes)
+#define VCLOCK(v) (&((keyed_obj *)(v)->keyed)->clock)
+
 #include "gen/keyed.h"
 
 /* ---- shared helpers ------------------------------------------------------- */
@@ -185,12 +190,6 @@ static PyObject *keyed_available(PyObject *self, PyObject *arg) {
     return PyFloat_FromDouble(prs_keyed_available(KSELF->table, key, (size_t)len, now));
 }
 
-static PyObject *keyed_prune(PyObject *self, PyObject *unused) {
-    int64_t now;
-    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return NULL;
-    return PyLong_FromLongLong(prs_keyed_prune(KSELF->table, now));
-}
-
 static Py_ssize_t keyed_len(PyObject *self) {
     return (Py_ssize_t)prs_keyed_len(KSELF->table);
 }
@@ -202,13 +201,6 @@ static int keyed_contains(PyObject *self, PyObject *keyo) {
     if (get_key(keyo, &key, &len) < 0) return -1;
     if (prs_py_clock_now(&KSELF->clock, &now) < 0) return -1;
     return prs_keyed_contains(KSELF->table, key, (size_t)len, now);
-}
-
-static PyObject *keyed_get_max_keys(PyObject *self, void *c) {
-    return PyLong_FromLongLong(prs_keyed_max_keys(KSELF->table));
-}
-static PyObject *keyed_get_memory(PyObject *self, void *c) {
-    return PyLong_FromSize_t(prs_keyed_memory(KSELF->table));
 }
 
 static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_error *why) {
@@ -228,8 +220,6 @@ static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssi
 /* ---- KeyedLimiterView ----------------------------------------------------------- */
 
 #define VSELF ((view_obj *)self)
-#define VTABLE(v) (((keyed_obj *)(v)->keyed)->table)
-#define VCLOCK(v) (&((keyed_obj *)(v)->keyed)->clock)
 
 static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *v[P_KeyedLimiterView__COUNT];
@@ -271,24 +261,6 @@ static int view_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     return 0;
 }
 
-static PyObject *view_reset(PyObject *self, PyObject *unused) {
-    prs_keyed_reset_key(VTABLE(VSELF), PyBytes_AS_STRING(VSELF->keybytes),
-                        (size_t)PyBytes_GET_SIZE(VSELF->keybytes));
-    Py_RETURN_NONE;
-}
-
-static PyObject *view_get_available(PyObject *self, void *c) {
-    int64_t now;
-    if (prs_py_clock_now(VCLOCK(VSELF), &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_keyed_available(VTABLE(VSELF), PyBytes_AS_STRING(VSELF->keybytes),
-                                                  (size_t)PyBytes_GET_SIZE(VSELF->keybytes), now));
-}
-static PyObject *view_get_clock(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    return prs_py_clock_object(st, VCLOCK(VSELF));
-}
-
 /* ---- LimiterGroup --------------------------------------------------------------- */
 
 #define GSELF ((group_obj *)self)
@@ -313,8 +285,7 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         const prs_py_clock *c;
         if (PyObject_TypeCheck(o, PRS_PY_TYPE(st, KeyedLimiterView))) {
             view_obj *v = (view_obj *)o;
-            prs_group_member_keyed(&m[i], VTABLE(v), PyBytes_AS_STRING(v->keybytes),
-                                   (size_t)PyBytes_GET_SIZE(v->keybytes));
+            prs_group_member_keyed(&m[i], VTABLE(v), VKEY(v));
             c = VCLOCK(v);
         } else if (prs_py_limiter_check_type(st, o)) {
             prs_group_member_limiter(&m[i], ((prs_py_limiter *)o)->core);
@@ -378,19 +349,9 @@ static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
     return prs_py_rate_method(self, PRS_PY_ALLOW, group_target, 0, args, nargs, kwnames);
 }
 
-static PyObject *group_reset(PyObject *self, PyObject *unused) {
-    prs_group_reset(GSELF->group);
-    Py_RETURN_NONE;
-}
 static Py_ssize_t group_len(PyObject *self) {
     return (Py_ssize_t)prs_group_size(GSELF->group);
 }
-static PyObject *group_get_available(PyObject *self, void *c) {
-    int64_t now;
-    if (prs_py_clock_now(&GSELF->clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_group_available(GSELF->group, now));
-}
-
 int prs_py_register_keyed(PyObject *m, prs_py_state *st) {
     return keyed_add_types(m, st);
 }

@@ -348,29 +348,12 @@ static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
 }
 
 
-static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
-    prs_limiter_reset(SELF->core);
-    Py_RETURN_NONE;
-}
-
-static PyObject *limiter_get_available(PyObject *self, void *c) {
-    int64_t now;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_limiter_available(SELF->core, now));
-}
-
 
 /* A parameter's property (closure: its index in the constructor's params). */
 static PyObject *limiter_param_get(PyObject *self, void *closure) {
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     prs_limiter_config(SELF->core, config);
     return prs_py_param_get(&algos[SELF->algo].ctor->p[(intptr_t)closure], config);
-}
-
-static PyObject *lb_get_level(PyObject *self, void *c) {
-    int64_t now;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_leaky_bucket_level((prs_leaky_bucket *)SELF->core, now));
 }
 
 /* _config(): [(name, value)] of the parameters (not their aliases, not the

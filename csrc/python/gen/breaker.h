@@ -300,8 +300,14 @@ static PyMethodDef CircuitBreaker_methods[] = {
      "Internal: record the outcome of a call admitted by _acquire()."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *cb_get_state(PyObject *self, void *closure);
-static PyObject *cb_get_mode(PyObject *self, void *closure);
+static PyObject *cb_get_state(PyObject *self, void *closure) {
+    breaker_obj *o = (breaker_obj *)self;
+    return Py_NewRef(o->states[prs_breaker_get_state(o->core)]);
+}
+static PyObject *cb_get_mode(PyObject *self, void *closure) {
+    breaker_obj *o = (breaker_obj *)self;
+    return PyUnicode_FromString(prs_breaker_mode_name(prs_breaker_get_mode(o->core)));
+}
 static PyObject *cb_get_metrics(PyObject *self, void *closure);
 static PyObject *cb_param_get(PyObject *self, void *closure);
 static PyObject *cb_get_listeners(PyObject *self, void *closure);

@@ -39,7 +39,12 @@ static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t
 }
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *keyed_available(PyObject *self, PyObject *arg);
-static PyObject *keyed_prune(PyObject *self, PyObject *unused);
+static PyObject *keyed_prune(PyObject *self, PyObject *unused) {
+    keyed_obj *o = (keyed_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return PyLong_FromLongLong(prs_keyed_prune(o->table, now));
+}
 static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef KeyedLimiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))keyed_allow, METH_FASTCALL | METH_KEYWORDS,
@@ -94,11 +99,17 @@ static PyMethodDef KeyedLimiter_methods[] = {
      "not changed (the table keeps its own copy of the parameters)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *keyed_get_max_keys(PyObject *self, void *closure);
-static PyObject *keyed_get_memory(PyObject *self, void *closure);
+static PyObject *keyed_get_max_keys(PyObject *self, void *closure) {
+    keyed_obj *o = (keyed_obj *)self;
+    return PyLong_FromLongLong(prs_keyed_max_keys(o->table));
+}
+static PyObject *keyed_get_memory_bytes(PyObject *self, void *closure) {
+    keyed_obj *o = (keyed_obj *)self;
+    return PyLong_FromSize_t(prs_keyed_memory(o->table));
+}
 static PyGetSetDef KeyedLimiter_getset[] = {
     {"max_keys", keyed_get_max_keys, NULL, "The most keys held at once.", NULL},
-    {"memory_bytes", keyed_get_memory, NULL, "Bytes the key table holds now (C allocations).", NULL},
+    {"memory_bytes", keyed_get_memory_bytes, NULL, "Bytes the key table holds now (C allocations).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(keyed_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -186,7 +197,11 @@ static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return prs_py_rate_method(self, PRS_PY_WAITER, view_target, 0, args, nargs, kwnames);
 }
-static PyObject *view_reset(PyObject *self, PyObject *unused);
+static PyObject *view_reset(PyObject *self, PyObject *unused) {
+    view_obj *o = (view_obj *)self;
+    prs_keyed_reset_key(VTABLE(o), VKEY(o));
+    Py_RETURN_NONE;
+}
 static PyMethodDef KeyedLimiterView_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))view_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow($self, /, n=1, *, tokens_needed=None)\n"
@@ -220,8 +235,16 @@ static PyMethodDef KeyedLimiterView_methods[] = {
      "Forget this key (back to a fresh limiter)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *view_get_available(PyObject *self, void *closure);
-static PyObject *view_get_clock(PyObject *self, void *closure);
+static PyObject *view_get_available(PyObject *self, void *closure) {
+    view_obj *o = (view_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(VCLOCK(o), &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_keyed_available(VTABLE(o), VKEY(o), now));
+}
+static PyObject *view_get_clock(PyObject *self, void *closure) {
+    view_obj *o = (view_obj *)self;
+    return prs_py_get_clock(o->keyed, (void *)offsetof(keyed_obj, clock));
+}
 static PyGetSetDef KeyedLimiterView_getset[] = {
     {"available", view_get_available, NULL, "Requests of weight 1 admissible for this key now (float).", NULL},
     {"clock", view_get_clock, NULL, "The clock of the KeyedLimiter.", NULL},
@@ -301,7 +324,11 @@ static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t
 static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return prs_py_rate_method(self, PRS_PY_WAITER, group_target, 0, args, nargs, kwnames);
 }
-static PyObject *group_reset(PyObject *self, PyObject *unused);
+static PyObject *group_reset(PyObject *self, PyObject *unused) {
+    group_obj *o = (group_obj *)self;
+    prs_group_reset(o->group);
+    Py_RETURN_NONE;
+}
 static PyMethodDef LimiterGroup_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))group_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow($self, /, n=1, *, tokens_needed=None)\n"
@@ -342,7 +369,12 @@ static PyMethodDef LimiterGroup_methods[] = {
      "Reset every member (one after the other)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *group_get_available(PyObject *self, void *closure);
+static PyObject *group_get_available(PyObject *self, void *closure) {
+    group_obj *o = (group_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_group_available(o->group, now));
+}
 static PyGetSetDef LimiterGroup_getset[] = {
     {"available", group_get_available, NULL, "The smallest amount any member admits now (float).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock every member reads.", (void *)offsetof(group_obj, clock)},

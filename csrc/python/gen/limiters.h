@@ -66,7 +66,11 @@ static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize
 static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return prs_py_rate_method(self, PRS_PY_WAITER, limiter_target, 0, args, nargs, kwnames);
 }
-static PyObject *limiter_reset(PyObject *self, PyObject *unused);
+static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    prs_limiter_reset(o->core);
+    Py_RETURN_NONE;
+}
 static PyObject *limiter_config(PyObject *self, PyObject *unused);
 static PyMethodDef _Limiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))limiter_allow, METH_FASTCALL | METH_KEYWORDS,
@@ -115,7 +119,12 @@ static PyMethodDef _Limiter_methods[] = {
      "The parameters as (name, value) pairs, for reprs."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *limiter_get_available(PyObject *self, void *closure);
+static PyObject *limiter_get_available(PyObject *self, void *closure) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_limiter_available(o->core, now));
+}
 static PyGetSetDef _Limiter_getset[] = {
     {"available", limiter_get_available, NULL, "Requests of weight 1 admissible now (float).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(prs_py_limiter, clock)},
@@ -349,11 +358,16 @@ static PyMethodDef LeakyBucket_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 static PyObject *limiter_param_get(PyObject *self, void *closure);
-static PyObject *lb_get_level(PyObject *self, void *closure);
+static PyObject *limiter_get_level(PyObject *self, void *closure) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_leaky_bucket_level((prs_leaky_bucket *)o->core, now));
+}
 static PyGetSetDef LeakyBucket_getset[] = {
     {"capacity", limiter_param_get, NULL, "The most the bucket holds.", (void *)(intptr_t)0},
     {"leak_rate", limiter_param_get, NULL, "Units drained per second.", (void *)(intptr_t)1},
-    {"level", lb_get_level, NULL, "The level now, in [0, capacity] (float).", NULL},
+    {"level", limiter_get_level, NULL, "The level now, in [0, capacity] (float).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
