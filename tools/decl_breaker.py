@@ -46,9 +46,9 @@ METRICS = Struct(
     # public under pyresilience.breaker (which re-exports it), not the private
     # _core: what pickle and introspection see
     qualname="pyresilience.breaker.CircuitBreakerMetrics",
-    src="const prs_breaker_metrics *m, PyObject *const *states",
+    src="const prs_breaker_metrics *m, PyObject *states",
     fields=[
-        Field("state", "Any", "the CircuitState", "Py_NewRef(states[m->state])"),
+        Field("state", "Any", "the CircuitState", "Py_NewRef(PyTuple_GET_ITEM(states, m->state))"),
         Field("consecutive_failures", "int", "failures since the last success (CLOSED)"),
         Field("consecutive_successes", "int",
               "successes since the last failure; trial successes in HALF_OPEN"),
@@ -76,7 +76,7 @@ BREAKER = Type(
     init="prs_breaker_config_init", check="prs_breaker_config_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     offsets={"weaklist": "weakreflist"}, clock="clock", free="prs_breaker_free(o->core);",
-    refs=["fallback", "name", "record_exc", "ignore_exc", "is_failure", "listeners", "states[3]",
+    refs=["fallback", "name", "record_exc", "ignore_exc", "is_failure", "listeners", "states",
           "msg_open", "msg_half"],
     params=PARAMS,
     doc="The C core of pyresilience.CircuitBreaker (use that class).",
@@ -105,12 +105,12 @@ BREAKER = Type(
         M("record_ignored",
           doc="Record a call that counts as neither (frees the half-open trial slot that\n"
               "allow_request() took)."),
-        M("open", doc="Open the circuit now; it half-opens after timeout_seconds as usual."),
-        M("close", doc="Close the circuit (window and consecutive counts cleared; totals kept)."),
-        M("half_open", doc="Move to HALF_OPEN: the next calls are trial calls."),
-        M("reset", doc="Back to CLOSED with every counter cleared (also ends force_open/disable)."),
-        M("force_open", doc="Open the circuit until reset() or another manual state call."),
-        M("disable", doc="Allow every call and never trip (outcomes are still counted) until\n"
+        M("open", expr="manual(self, prs_breaker_open)", doc="Open the circuit now; it half-opens after timeout_seconds as usual."),
+        M("close", expr="manual(self, prs_breaker_close)", doc="Close the circuit (window and consecutive counts cleared; totals kept)."),
+        M("half_open", expr="manual(self, prs_breaker_half_open)", doc="Move to HALF_OPEN: the next calls are trial calls."),
+        M("reset", expr="manual(self, prs_breaker_reset)", doc="Back to CLOSED with every counter cleared (also ends force_open/disable)."),
+        M("force_open", expr="manual(self, prs_breaker_force_open)", doc="Open the circuit until reset() or another manual state call."),
+        M("disable", expr="manual(self, prs_breaker_disable)", doc="Allow every call and never trip (outcomes are still counted) until\n"
                          "reset() or another manual state call."),
         M("add_listener", "listener: %s, /" % LISTENER,
           doc="Call listener(breaker, old_state, new_state) after every transition."),
@@ -126,7 +126,7 @@ BREAKER = Type(
     props=[
         Prop("state", "Any",
              "The current CircuitState (OPEN stays OPEN past its timeout until the next call).",
-             expr="Py_NewRef(o->states[prs_breaker_get_state(o->core)])"),
+             expr="Py_NewRef(PyTuple_GET_ITEM(o->states, prs_breaker_get_state(o->core)))"),
         Prop("mode", "str",
              "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).",
              expr="PyUnicode_FromString(prs_breaker_mode_name(prs_breaker_get_mode(o->core)))"),

@@ -57,6 +57,7 @@ How to convert a type (hand-written -> declared):
 """
 import argparse
 import os
+import re
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -330,7 +331,9 @@ def c_parse(t):
 def c_body(t, head, x):
     """A function over the object `o` (and the clock read once into `now`)
     returning x.expr, or None after x.call."""
-    L = [head, "    %s *o = (%s *)self;" % (t.obj, t.obj)]
+    L = [head]
+    if re.search(r"\bo\b", " ".join(filter(None, (x.expr, getattr(x, "call", None), x.now)))):
+        L.append("    %s *o = (%s *)self;" % (t.obj, t.obj))
     if x.now:
         L += ["    int64_t now;", "    if (prs_py_clock_now(%s, &now) < 0) return NULL;" % x.now]
     if x.expr:

@@ -38,7 +38,7 @@ typedef struct breaker_obj {
     PyObject *ignore_exc;    /* tuple of exception classes (may be empty) */
     PyObject *is_failure;    /* NULL or a callable */
     PyObject *listeners;     /* tuple of callables; replaced whole, never mutated */
-    PyObject *states[3];     /* the CircuitState members, by prs_breaker_state */
+    PyObject *states;        /* tuple: the CircuitState members, by prs_breaker_state */
     PyObject *msg_open;      /* the CircuitOpenError messages, made once (a float's repr */
     PyObject *msg_half;      /* in each message would cost more than the whole rejection) */
     PyObject *weakreflist;
@@ -61,6 +61,10 @@ typedef struct wrapped_obj {
 typedef struct cb_record_args {
     int64_t duration_ns;
 } cb_record_args;
+
+/* A manual state call (open, close, ...: generated methods over the core's). */
+typedef void (*manual_fn)(prs_breaker *, int64_t, prs_breaker_transition *);
+static PyObject *manual(PyObject *self, manual_fn fn);
 
 #include "gen/breaker.h"
 
@@ -94,24 +98,15 @@ static PyObject *as_tuple(PyObject *o, const char *param, int (*ok)(PyObject *),
 
 static int is_exc_class(PyObject *o) { return PyExceptionClass_Check(o); }
 
-/* The CircuitState members from pyresilience.breaker (pure Python). */
-static int load_states(PyObject *states[3]) {
-    static const char *const names[3] = {"CLOSED", "OPEN", "HALF_OPEN"};
+/* The CircuitState members from pyresilience.breaker (pure Python), in the
+ * order of prs_breaker_state (a new tuple). */
+static PyObject *load_states(void) {
     PyObject *mod = PyImport_ImportModule("pyresilience.breaker");
-    if (!mod) return -1;
-    PyObject *cls = PyObject_GetAttrString(mod, "CircuitState");
-    Py_DECREF(mod);
-    if (!cls) return -1;
-    for (int i = 0; i < 3; i++) {
-        states[i] = PyObject_GetAttrString(cls, names[i]);
-        if (!states[i]) {
-            for (int j = 0; j < i; j++) Py_CLEAR(states[j]);
-            Py_DECREF(cls);
-            return -1;
-        }
-    }
-    Py_DECREF(cls);
-    return 0;
+    PyObject *cls = mod ? PyObject_GetAttrString(mod, "CircuitState") : NULL;
+    PyObject *t = cls ? PySequence_Tuple(cls) : NULL;
+    Py_XDECREF(mod);
+    Py_XDECREF(cls);
+    return t;
 }
 
 static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
@@ -141,7 +136,7 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         !(self->listeners = as_tuple(v[P_CircuitBreaker_on_state_change], "on_state_change",
                                      PyCallable_Check, "a callable", 1)) ||
         prs_py_clock_init(st, v[P_CircuitBreaker_clock], &self->clock) < 0 ||
-        load_states(self->states) < 0)
+        !(self->states = load_states()))
         goto fail;
     if (name != Py_None) {
         self->msg_open = PyUnicode_FromFormat("circuit breaker %R is open", name);
@@ -186,12 +181,13 @@ static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
     ls = Py_XNewRef(self->listeners);
     Py_END_CRITICAL_SECTION();
     if (!ls) return;
-    if (PyTuple_GET_SIZE(ls) == 0 || !self->states[0]) {
+    if (PyTuple_GET_SIZE(ls) == 0 || !self->states) {
         Py_DECREF(ls);
         return;
     }
     PRS_PY_EXC_SAVE(saved);
-    PyObject *args[3] = {(PyObject *)self, self->states[tr->from], self->states[tr->to]};
+    PyObject *args[3] = {(PyObject *)self, PyTuple_GET_ITEM(self->states, tr->from),
+                         PyTuple_GET_ITEM(self->states, tr->to)};
     Py_INCREF(args[1]);
     Py_INCREF(args[2]);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ls); i++) {
@@ -488,8 +484,6 @@ static PyObject *cb_record_ignored(PyObject *self, PyObject *unused) {
 
 /* ---- manual states ------------------------------------------------------------------------- */
 
-typedef void (*manual_fn)(prs_breaker *, int64_t, prs_breaker_transition *);
-
 static PyObject *manual(PyObject *self, manual_fn fn) {
     int64_t now;
     if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
@@ -498,13 +492,6 @@ static PyObject *manual(PyObject *self, manual_fn fn) {
     fire(SELF, &tr);
     Py_RETURN_NONE;
 }
-
-static PyObject *cb_open(PyObject *self, PyObject *u) { return manual(self, prs_breaker_open); }
-static PyObject *cb_close(PyObject *self, PyObject *u) { return manual(self, prs_breaker_close); }
-static PyObject *cb_half_open(PyObject *self, PyObject *u) { return manual(self, prs_breaker_half_open); }
-static PyObject *cb_reset(PyObject *self, PyObject *u) { return manual(self, prs_breaker_reset); }
-static PyObject *cb_force_open(PyObject *self, PyObject *u) { return manual(self, prs_breaker_force_open); }
-static PyObject *cb_disable(PyObject *self, PyObject *u) { return manual(self, prs_breaker_disable); }
 
 /* ---- listeners -------------------------------------------------------------------------------- */
 

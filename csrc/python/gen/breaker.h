@@ -32,9 +32,9 @@ static PyObject *CircuitBreakerMetrics_repr(PyObject *self) {
     return prs_py_repr_attrs(self, "CircuitBreakerMetrics", attrs);
 }
 /* A new CircuitBreakerMetrics (NULL with an exception). */
-static PyObject *CircuitBreakerMetrics_new(prs_py_state *st, const prs_breaker_metrics *m, PyObject *const *states) {
+static PyObject *CircuitBreakerMetrics_new(prs_py_state *st, const prs_breaker_metrics *m, PyObject *states) {
     PyObject *items[16] = {
-        Py_NewRef(states[m->state]),
+        Py_NewRef(PyTuple_GET_ITEM(states, m->state)),
         PyLong_FromLongLong(m->consecutive_failures),
         PyLong_FromLongLong(m->consecutive_successes),
         PyLong_FromLongLong(m->calls),
@@ -195,12 +195,24 @@ static PyObject *cb_allow_request(PyObject *self, PyObject *unused);
 static PyObject *cb_record_success(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *cb_record_failure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *cb_record_ignored(PyObject *self, PyObject *unused);
-static PyObject *cb_open(PyObject *self, PyObject *unused);
-static PyObject *cb_close(PyObject *self, PyObject *unused);
-static PyObject *cb_half_open(PyObject *self, PyObject *unused);
-static PyObject *cb_reset(PyObject *self, PyObject *unused);
-static PyObject *cb_force_open(PyObject *self, PyObject *unused);
-static PyObject *cb_disable(PyObject *self, PyObject *unused);
+static PyObject *cb_open(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_open);
+}
+static PyObject *cb_close(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_close);
+}
+static PyObject *cb_half_open(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_half_open);
+}
+static PyObject *cb_reset(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_reset);
+}
+static PyObject *cb_force_open(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_force_open);
+}
+static PyObject *cb_disable(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_disable);
+}
 static PyObject *cb_add_listener(PyObject *self, PyObject *arg);
 static PyObject *cb_remove_listener(PyObject *self, PyObject *arg);
 static PyObject *cb_wrap(PyObject *self, PyObject *arg);
@@ -302,7 +314,7 @@ static PyMethodDef CircuitBreaker_methods[] = {
 };
 static PyObject *cb_get_state(PyObject *self, void *closure) {
     breaker_obj *o = (breaker_obj *)self;
-    return Py_NewRef(o->states[prs_breaker_get_state(o->core)]);
+    return Py_NewRef(PyTuple_GET_ITEM(o->states, prs_breaker_get_state(o->core)));
 }
 static PyObject *cb_get_mode(PyObject *self, void *closure) {
     breaker_obj *o = (breaker_obj *)self;
@@ -368,7 +380,7 @@ static int cb_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->ignore_exc);
     Py_VISIT(o->is_failure);
     Py_VISIT(o->listeners);
-    for (int i = 0; i < 3; i++) Py_VISIT(o->states[i]);
+    Py_VISIT(o->states);
     Py_VISIT(o->msg_open);
     Py_VISIT(o->msg_half);
     return prs_py_clock_traverse(&o->clock, visit, arg);
@@ -381,7 +393,7 @@ static int cb_clear(PyObject *self) {
     Py_CLEAR(o->ignore_exc);
     Py_CLEAR(o->is_failure);
     Py_CLEAR(o->listeners);
-    for (int i = 0; i < 3; i++) Py_CLEAR(o->states[i]);
+    Py_CLEAR(o->states);
     Py_CLEAR(o->msg_open);
     Py_CLEAR(o->msg_half);
     prs_py_clock_clear(&o->clock);
