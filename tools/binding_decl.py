@@ -14,6 +14,7 @@ type. Kinds of parameters (csrc/python/prs_py.h, enum prs_py_kind):
   CLOCK, CALLABLE, STR, OBJECT: no field, checked (CALLABLE, STR) and handed
             to the binding as the argument object
   CONVERT   convert=<C function>(arg, config): fills what it needs (PyArg "O&")
+  N         int64 field, a request weight: a count >= 1, beyond int64 saturating
 Flags: "none" (None accepted, field left at its default), "none_inf" (None ->
 +inf / NEVER).
 """
@@ -373,6 +374,10 @@ EXCEPTIONS = ["ResilienceError", "RateLimitExceeded", "CircuitOpenError", "Bulkh
               "QueueFullError", "QueueClosedError", "QueueEmptyError", "RetryExhausted",
               "BackendError"]
 
+# Parameter tables used by no one method, by binding file: {cfile: {name:
+# (config struct, [(fname, [P])...])}} -> the array `name` of prs_py_params.
+PARAM_TABLES = {}
+
 # Module-level functions, by binding file (<cfile>_functions in gen/<cfile>.h).
 FUNCTIONS = {
     "retry": [
@@ -387,7 +392,7 @@ FUNCTIONS = {
 
 def _load_areas() -> None:
     """More declarations, one module per binding area (tools/decl_<area>.py,
-    each with TYPES and optionally FUNCTIONS), so areas are declared side by
+    each with TYPES and optionally FUNCTIONS and PARAM_TABLES), so areas are declared side by
     side without editing this file. They import P, M, Prop and Type from here."""
     import glob
     import importlib
@@ -398,6 +403,8 @@ def _load_areas() -> None:
         TYPES.extend(mod.TYPES)
         for cfile, funcs in getattr(mod, "FUNCTIONS", {}).items():
             FUNCTIONS.setdefault(cfile, []).extend(funcs)
+        for cfile, tables in getattr(mod, "PARAM_TABLES", {}).items():
+            PARAM_TABLES.setdefault(cfile, {}).update(tables)
 
 
 _load_areas()

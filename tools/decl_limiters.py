@@ -383,5 +383,22 @@ GROUP = Type(
            Prop("limiters", "tuple[Union[_Limiter, KeyedLimiterView], ...]",
                 "The members, in order (tuple).", member="members")])
 
+def kn_params(what):
+    """The arguments of a rate method for the PRS_PY_KEY/TIMEOUT/ALIAS bits of
+    `what`: [key,] n=1[, timeout=None][, *, tokens_needed=None]."""
+    n = P("n", "N", "int", "1", field="n")
+    out = ([P("key", "OBJECT", "KeyArg")] if what & 1 else []) + [n]
+    if what & 2:
+        out.append(P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns"))
+    if what & 4:
+        out.append(alias(n, "tokens_needed"))
+        out[-1].kw, out[-1].default = True, "None"
+    return out
+
+
+# prs_py_parse_kn's tables, by its `what` bits (named after the method in messages)
+PARAM_TABLES = {"limiters": {"kn_params": ("prs_py_kn_args",
+                                           [("allow", kn_params(w)) for w in range(8)])}}
+
 TYPES = ([RATE_WAIT, LIMITER_BASE] + [algo_type(c, py) for c, py in ALGORITHMS]
          + [KEYED, VIEW, GROUP])

@@ -441,6 +441,12 @@ def gen_header(cfile, types, funcs):
                   % "".join('"%s", ' % a for a in t.repr),
                   '    return prs_py_repr_attrs(self, "%s", attrs);' % t.name, "}"]
         L.append("")
+    for name, (config, entries) in D.PARAM_TABLES.get(cfile, {}).items():
+        for i, (fname, params) in enumerate(entries):
+            L += c_params("%s_%d" % (name, i), fname, params, config)
+        L.append("static const prs_py_params *const %s[] = {%s};"
+                 % (name, ", ".join("&%s_%d_params" % (name, i) for i in range(len(entries)))))
+        L.append("")
     if funcs:
         for f in funcs:
             L.append(PROTO[meth_flags(f)].replace("PyObject *self", "PyObject *module")

@@ -462,16 +462,19 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         return -1;
     case PRS_PK_CONVERT:
         return p->convert(o, config);
+    case PRS_PK_N:
+        return prs_py_parse_n(o, p->name, (int64_t *)field);
     default: /* CLOCK, OBJECT: the binding's */
         return 0;
     }
 }
 
-/* An alias and its parameter: None is not given, at most one of the two. */
+/* An alias and its parameter: None is not given (but a weight n is an int),
+ * at most one of the two. */
 static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
     Py_ssize_t t = spec->p[i].alias - 1;
     if (vals[i] == Py_None) vals[i] = NULL;
-    if (vals[t] == Py_None) vals[t] = NULL;
+    if (vals[t] == Py_None && spec->p[t].kind != PRS_PK_N) vals[t] = NULL;
     if (vals[i] && vals[t]) {
         PyErr_Format(PyExc_TypeError, "%s() got both %s and %s (%s is an alias)", spec->fname,
                      spec->p[t].name, spec->p[i].name, spec->p[i].name);
@@ -480,8 +483,8 @@ static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals)
     return 0;
 }
 
-/* 1 when parameter i is missing: required, or (without NONE_OK) neither it
- * nor an alias of it was given. */
+/* 1 when parameter i is missing: required, or (without NONE_OK, and not a
+ * weight n, which is 1 by default) neither it nor an alias of it was given. */
 static int missing(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
     if (i < spec->required) return 1;
     int aliased = 0;
@@ -490,7 +493,7 @@ static int missing(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
         if (vals[j]) return 0;
         aliased = 1;
     }
-    return aliased && !(spec->p[i].flags & PRS_PY_NONE_OK);
+    return aliased && !(spec->p[i].flags & PRS_PY_NONE_OK) && spec->p[i].kind != PRS_PK_N;
 }
 
 static int convert_params(const prs_py_params *spec, void *config, PyObject **vals) {

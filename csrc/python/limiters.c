@@ -35,6 +35,11 @@ typedef struct {
     int done;
 } rate_wait_obj;
 
+/* prs_py_parse_kn's arguments (declared: tools/decl_limiters.py, kn_params). */
+typedef struct prs_py_kn_args {
+    int64_t n, timeout_ns;
+} prs_py_kn_args;
+
 #include "gen/limiters.h"
 
 #define SELF ((prs_py_limiter *)self)
@@ -103,36 +108,19 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                     unsigned what, PyObject **key, int64_t *n, int64_t *timeout_ns) {
-    static const char *const names[8][5] = {
-        {"n", NULL}, {"key", "n", NULL}, {"n", "timeout", NULL}, {"key", "n", "timeout", NULL},
-        {"n", "tokens_needed", NULL}, {"key", "n", "tokens_needed", NULL},
-        {"n", "timeout", "tokens_needed", NULL}, {"key", "n", "timeout", "tokens_needed", NULL}};
-    PyObject *v[4] = {NULL, NULL, NULL, NULL}, **p = v;
-    int k = (what & PRS_PY_KEY) != 0, t = (what & PRS_PY_TIMEOUT) != 0;
-    if (!kwnames && nargs <= k + 1) { /* the usual calls: (key) or (key, n) */
-        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
-    } else if (prs_py_unpack(fname, args, nargs, kwnames, names[what], k + t + 1, k, v) < 0) {
-        return -1;
+    prs_py_params spec = *kn_params[what & 7]; /* named after the method */
+    prs_py_kn_args a = {1, PRS_NEVER};
+    PyObject *v[4];
+    spec.fname = fname;
+    if (!kwnames && nargs == 1 && (what & PRS_PY_KEY)) { /* the usual call: (key) */
+        *key = args[0];
+    } else {
+        if (prs_py_parse_params(&spec, args, nargs, kwnames, &a, v) < 0) return -1;
+        if (what & PRS_PY_KEY) *key = v[0];
     }
-    if (k && !(*key = *p++)) { /* (key) given by keyword: not on the fast path */
-        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname);
-        return -1;
-    }
-    PyObject *o = *p++, *timeout = t ? *p++ : NULL, *alias = *p == Py_None ? NULL : *p;
-    if (o && alias) {
-        PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
-        return -1;
-    }
-    *n = 1;
-    if (o && PyLong_CheckExact(o)) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (!overflow && v >= 1) *n = v;
-        else if (prs_py_parse_n(o, "n", n) < 0) return -1;
-    } else if ((o || alias) && prs_py_parse_n(o ? o : alias, o ? "n" : "tokens_needed", n) < 0) {
-        return -1;
-    }
-    return t ? prs_py_parse_timeout(timeout, "timeout", timeout_ns) : 0;
+    *n = a.n;
+    if (timeout_ns) *timeout_ns = a.timeout_ns;
+    return 0;
 }
 
 PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, int keyed,

@@ -170,7 +170,8 @@ enum prs_py_kind {
     PRS_PK_CALLABLE, /* no field: a callable */
     PRS_PK_STR,      /* no field: a str */
     PRS_PK_OBJECT,   /* no field: anything; the binding converts it */
-    PRS_PK_CONVERT   /* convert(arg, config) fills what it needs (like PyArg "O&") */
+    PRS_PK_CONVERT,  /* convert(arg, config) fills what it needs (like PyArg "O&") */
+    PRS_PK_N         /* int64_t field: a request weight (prs_py_parse_n); never None */
 };
 #define PRS_PY_NONE_OK  8u  /* None accepted: leaves the field at its default */
 #define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
