@@ -120,7 +120,9 @@ BREAKER = Type(
           doc="Internal: a C callable running func through this breaker (the sync decorator)."),
         M("_acquire", returns="Any",
           doc="Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."),
-        M("_record", "token: Any, exc: Optional[BaseException] = None, result: Any = None",
+        M("_record", params=[P("token", "OBJECT", "Any"),
+                             P("exc", "OBJECT", "Optional[BaseException]", "None"),
+                             P("result", "OBJECT", "Any", "None")],
           doc="Internal: record the outcome of a call admitted by _acquire()."),
     ],
     props=[

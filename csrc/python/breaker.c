@@ -397,11 +397,10 @@ static PyObject *cb_acquire(PyObject *self, PyObject *unused) {
  * _acquire() (token None: without a permit). */
 static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames) {
-    static const char *const names[] = {"token", "exc", "result", NULL};
     PyObject *v[3] = {NULL, NULL, NULL};
     if (!kwnames && nargs >= 1 && nargs <= 3) { /* the facade's calls: positional */
         for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
-    } else if (prs_py_unpack("_record", args, nargs, kwnames, names, 3, 1, v) < 0) {
+    } else if (prs_py_parse_params(&CircuitBreaker__record_params, args, nargs, kwnames, NULL, v) < 0) {
         return NULL;
     }
     PyObject *token = v[0], *exc = v[1], *result = v[2];

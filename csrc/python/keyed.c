@@ -164,12 +164,11 @@ static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
     return prs_py_rate_method(self, PRS_PY_ALLOW, keyed_target, 1, args, nargs, kwnames);
 }
 
-static const char *const reset_names[] = {"key", NULL};
-
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames) {
     PyObject *v[1];
-    if (prs_py_unpack("reset", args, nargs, kwnames, reset_names, 1, 0, v) < 0) return NULL;
+    if (prs_py_parse_params(&KeyedLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0)
+        return NULL;
     if (!v[0] || v[0] == Py_None) {
         prs_keyed_reset_all(KSELF->table);
         Py_RETURN_NONE;

@@ -190,6 +190,19 @@ static const prs_py_param CircuitBreaker_record_failure_param_list[] = {
     {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params CircuitBreaker_record_failure_params = {"record_failure", 1, 1, 0, CircuitBreaker_record_failure_param_list, CircuitBreaker_record_failure_names};
+enum {
+    P_CircuitBreaker__record_token = 0,
+    P_CircuitBreaker__record_exc = 1,
+    P_CircuitBreaker__record_result = 2,
+    P_CircuitBreaker__record__COUNT = 3
+};
+static const char *const CircuitBreaker__record_names[] = {"token", "exc", "result", NULL};
+static const prs_py_param CircuitBreaker__record_param_list[] = {
+    {"token", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"exc", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"result", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params CircuitBreaker__record_params = {"_record", 3, 3, 1, CircuitBreaker__record_param_list, CircuitBreaker__record_names};
 static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *cb_allow_request(PyObject *self, PyObject *unused);
 static PyObject *cb_record_success(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);

@@ -26,6 +26,15 @@ static const prs_py_params KeyedLimiter_params = {"KeyedLimiter", 3, 1, 1, Keyed
     "(an in-process limiter object used as a template), in a bounded C hash table\n" \
     "(SipHash with a per-process random seed). At most max_keys keys; a key whose\n" \
     "state is fresh may be evicted, a limited key never is."
+enum {
+    P_KeyedLimiter_reset_key = 0,
+    P_KeyedLimiter_reset__COUNT = 1
+};
+static const char *const KeyedLimiter_reset_names[] = {"key", NULL};
+static const prs_py_param KeyedLimiter_reset_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params KeyedLimiter_reset_params = {"reset", 1, 1, 0, KeyedLimiter_reset_param_list, KeyedLimiter_reset_names};
 static int keyed_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
