@@ -63,29 +63,23 @@ PyObject *prs_py_error(prs_py_state *st, int status, const char *what) {
     return NULL;
 }
 
-PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, int64_t retry_after_ns,
-                                        const char *message) {
+PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int denied_by,
+                                    int64_t retry_after_ns, const char *message) {
+    PyObject *dec = prs_py_decision_new_by(st, d, denied_by);
     PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(retry_after_ns));
-    PyObject *msg = PyUnicode_FromString(message ? message : "rate limit exceeded");
+    PyObject *msg = PyUnicode_FromString(message);
     PyObject *exc = NULL;
-    if (retry && msg) {
-        PyObject *args[3] = {msg, retry, decision};
+    if (dec && retry && msg) {
+        PyObject *args[3] = {msg, retry, dec};
         exc = PyObject_Vectorcall(PRS_PY_EXC(st, RateLimitExceeded), args, 3, NULL);
     }
+    Py_XDECREF(dec);
     Py_XDECREF(retry);
     Py_XDECREF(msg);
     if (exc) {
         PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
         Py_DECREF(exc);
     }
-    return NULL;
-}
-
-PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, const char *message) {
-    PyObject *dec = prs_py_decision_new(st, d);
-    if (!dec) return NULL;
-    prs_py_raise_rate_limited_obj(st, dec, d->retry_after_ns, message);
-    Py_DECREF(dec);
     return NULL;
 }
 
@@ -307,15 +301,13 @@ PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const 
     return r;
 }
 
-/* A getter: the prs_py_clock at offset `off` of the object, as given. */
+/* A getter: the prs_py_clock at offset `off` of the object, as given (a
+ * MonotonicClock instance for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off) {
+    prs_py_clock *c = (prs_py_clock *)((char *)self + (intptr_t)off);
     prs_py_state *st = prs_py_state_of(self);
-    return st ? prs_py_clock_object(st, (prs_py_clock *)((char *)self + (intptr_t)off)) : NULL;
-}
-
-PyObject *prs_py_clock_object(prs_py_state *st, prs_py_clock *c) {
     if (c->obj) return Py_NewRef(c->obj);
-    return PyObject_CallNoArgs((PyObject *)PRS_PY_TYPE(st, MonotonicClock));
+    return st ? PyObject_CallNoArgs((PyObject *)PRS_PY_TYPE(st, MonotonicClock)) : NULL;
 }
 
 int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {

@@ -196,17 +196,9 @@ int prs_py_wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, prs_py
     return 0;
 }
 
-static int wait_fail(prs_py_state *st, const prs_decision *d, int by, int64_t retry_ns,
-                     const char *message) {
-    PyObject *dec = prs_py_decision_new_by(st, d, by);
-    if (!dec) return -1;
-    prs_py_raise_rate_limited_obj(st, dec, retry_ns, message);
-    Py_DECREF(dec);
-    return -1;
-}
-
 int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                      const char *what, prs_py_wait *w, int64_t *sleep_ns) {
+    static const char *const late = "rate limit exceeded: not admissible within timeout";
     int64_t now, max_n = INT64_MAX, wake = 0;
     prs_decision d;
     int by = -1;
@@ -224,15 +216,16 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
                          (long long)w->n, what, (long long)max_n);
             return -1;
         }
-        return wait_fail(st, &d, by, PRS_NEVER,
-                         d.retry_after_ns == PRS_NEVER
-                             ? "rate limit exceeded: never admissible (the budget is spent and "
-                               "does not refill)"
-                             : "rate limit exceeded: never admissible (the clock has reached "
-                               "2**63 ns)");
+        prs_py_raise_rate_limited(st, &d, by, PRS_NEVER,
+                                  d.retry_after_ns == PRS_NEVER
+                                      ? "rate limit exceeded: never admissible (the budget is "
+                                        "spent and does not refill)"
+                                      : "rate limit exceeded: never admissible (the clock has "
+                                        "reached 2**63 ns)");
+        return -1;
     case PRS_WAIT_TIMEOUT:
-        return wait_fail(st, &d, by, d.retry_after_ns,
-                         "rate limit exceeded: not admissible within timeout");
+        prs_py_raise_rate_limited(st, &d, by, d.retry_after_ns, late);
+        return -1;
     default: break; /* PRS_WAIT_SLEEP until `wake` */
     }
     if (clock->kind == PRS_CLOCK_MANUAL) { /* advanced to the admission instant instead */
@@ -242,9 +235,10 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
     int64_t ns = wake - now;
     if (w->real_deadline != PRS_NEVER) {
         int64_t left = prs__sat_sub(w->real_deadline, prs_monotonic_ns());
-        if (left <= 0)
-            return wait_fail(st, &d, by, d.retry_after_ns,
-                             "rate limit exceeded: not admissible within timeout");
+        if (left <= 0) {
+            prs_py_raise_rate_limited(st, &d, by, d.retry_after_ns, late);
+            return -1;
+        }
         if (ns > left) ns = left;
     }
     *sleep_ns = ns;

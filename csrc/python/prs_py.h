@@ -78,11 +78,10 @@ int prs_py_register_redis(PyObject *m, prs_py_state *st);
 PyObject *prs_py_error(prs_py_state *st, int status, const char *what);
 
 /* A fresh RateLimitExceeded(message, retry_after=..., decision=...) set as the
- * current exception. Returns NULL. */
-PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, const char *message);
-/* The same with a Decision object already made (e.g. one carrying denied_by). */
-PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, int64_t retry_after_ns,
-                                        const char *message);
+ * current exception, its Decision made from d and denied_by (None when < 0).
+ * Returns NULL. */
+PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int denied_by,
+                                    int64_t retry_after_ns, const char *message);
 
 /* Set the pending exception aside around work that may raise and report its
  * own errors (PyErr_Fetch is deprecated from 3.12). */
@@ -250,9 +249,8 @@ static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *
     Py_VISIT(c->obj);
     return 0;
 }
-/* The clock object for a `.clock` property (new reference; a MonotonicClock
- * instance for the default). */
-PyObject *prs_py_clock_object(prs_py_state *st, prs_py_clock *c);
+/* The getter of a `.clock` property, the prs_py_clock at offset `off` (new
+ * reference: the clock object given; a MonotonicClock for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off);
 /* name(attr=repr(self.attr), ...) for a type's repr. */
 PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs);
