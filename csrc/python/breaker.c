@@ -120,7 +120,6 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *rec = v[P_CircuitBreaker_record_exceptions], *ign = v[P_CircuitBreaker_ignore_exceptions];
     breaker_obj *self = (breaker_obj *)type->tp_alloc(type, 0); /* zeroed */
     if (!self) return NULL;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
     self->name = Py_NewRef(name);
     self->fallback = v[P_CircuitBreaker_fallback] == Py_None ? NULL
                                                              : Py_XNewRef(v[P_CircuitBreaker_fallback]);

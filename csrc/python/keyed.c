@@ -117,7 +117,6 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (limiter_algo(st, tmpl, "limiter", &cfg.algo, &cfg.params) < 0) return NULL;
     keyed_obj *self = (keyed_obj *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
     self->tmpl = Py_NewRef(tmpl);
     int rc = prs_keyed_new(&cfg, &self->table);
     if (rc) {
@@ -180,26 +179,22 @@ static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-static PyObject *keyed_available(PyObject *self, PyObject *arg) {
-    const char *key;
-    Py_ssize_t len;
+static PyObject *keyed_available(PyObject *self, PyObject *key) {
+    prs_py_rate r;
     int64_t now;
-    if (get_key(arg, &key, &len) < 0) return NULL;
-    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_keyed_available(KSELF->table, key, (size_t)len, now));
+    if (keyed_target(self, key, &r) < 0 || prs_py_clock_now(r.clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_keyed_available(r.core, r.key, r.len, now));
 }
 
 static Py_ssize_t keyed_len(PyObject *self) {
     return (Py_ssize_t)prs_keyed_len(KSELF->table);
 }
 
-static int keyed_contains(PyObject *self, PyObject *keyo) {
-    const char *key;
-    Py_ssize_t len;
+static int keyed_contains(PyObject *self, PyObject *key) {
+    prs_py_rate r;
     int64_t now;
-    if (get_key(keyo, &key, &len) < 0) return -1;
-    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return -1;
-    return prs_keyed_contains(KSELF->table, key, (size_t)len, now);
+    if (keyed_target(self, key, &r) < 0 || prs_py_clock_now(r.clock, &now) < 0) return -1;
+    return prs_keyed_contains(r.core, r.key, r.len, now);
 }
 
 static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_error *why) {
@@ -308,7 +303,6 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     }
     group_obj *self = (group_obj *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
     self->members = Py_NewRef(args);
     int rc = prs_group_new(m, (size_t)n, NULL, &self->group);
     if (rc) {

@@ -98,7 +98,6 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->core = core;
     self->algo = id;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
     if (prs_py_clock_init(st, v[spec->n - 1], &self->clock) < 0) { /* clock=, the last */
         Py_DECREF(self);
         return NULL;

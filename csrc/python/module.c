@@ -33,32 +33,31 @@ static const register_fn register_fns[] = {
 static const struct { int slot; const char *name; } exception_slots[] = {PRS_PY_EXCEPTIONS(EXC)};
 #undef EXC
 
-int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base) {
-    PyObject *tp = PyType_FromModuleAndSpec(m, spec, base);
-    if (!tp) return -1;
-    /* Registered under the name after the last dot: "pyresilience._core.X" for
-     * the types the facade wraps, "pyresilience.X" for those public as they are
-     * (their __module__ is then the package, as users import them). */
-    if (PyModule_AddObjectRef(m, strrchr(spec->name, '.') + 1, tp) < 0) {
-        Py_DECREF(tp);
+/* Adds type `tp` (stolen) to the module under the name after the last dot of
+ * `name`: "pyresilience._core.X" for the types the facade wraps,
+ * "pyresilience.X" for those public as they are (their __module__ is then the
+ * package, as users import them) - and keeps it in slot `slot`. */
+static int add(PyObject *m, prs_py_state *st, int slot, const char *name, PyObject *tp) {
+    if (!tp || PyModule_AddObjectRef(m, strrchr(name, '.') + 1, tp) < 0) {
+        Py_XDECREF(tp);
         return -1;
     }
     Py_XSETREF(st->slots[slot], tp);
     return 0;
 }
 
+int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base) {
+    return add(m, st, slot, spec->name, PyType_FromModuleAndSpec(m, spec, base));
+}
+
 int prs_py_add_struct(PyObject *m, prs_py_state *st, int slot, PyStructSequence_Desc *desc,
                       reprfunc repr) {
     PyTypeObject *tp = PyStructSequence_NewType(desc);
-    if (!tp) return -1;
-    tp->tp_repr = repr; /* a heap type of ours, before any instance exists */
-    PyType_Modified(tp);
-    if (PyModule_AddObjectRef(m, strrchr(desc->name, '.') + 1, (PyObject *)tp) < 0) {
-        Py_DECREF(tp);
-        return -1;
+    if (tp) {
+        tp->tp_repr = repr; /* a heap type of ours, before any instance exists */
+        PyType_Modified(tp);
     }
-    Py_XSETREF(st->slots[slot], (PyObject *)tp);
-    return 0;
+    return add(m, st, slot, desc->name, (PyObject *)tp);
 }
 
 PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n) {

@@ -69,11 +69,8 @@ int prs_py_register_redis(PyObject *m, prs_py_state *st);
 
 /* ---- errors ------------------------------------------------------------ */
 
-/* The one place a status becomes an exception (a table in common.c, one row
- * per status): EINVAL/ERANGE/ENEVER -> ValueError(what), ENOMEM ->
- * MemoryError, EBACKEND/ECONN/EPROTO/ETIMEDOUT/EBACKENDCLOSED -> BackendError,
- * ECLOSED/EFULL/EEMPTY -> the Queue*Error, ENOTSUP -> NotImplementedError,
- * others -> RuntimeError. `what` may be NULL (the status's message is used).
+/* The one place a status becomes an exception (the table in common.c, one
+ * row per status), with the message `what` (NULL: the status's own).
  * Always returns NULL. */
 PyObject *prs_py_error(prs_py_state *st, int status, const char *what);
 
@@ -83,22 +80,12 @@ PyObject *prs_py_error(prs_py_state *st, int status, const char *what);
 PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int denied_by,
                                     int64_t retry_after_ns, const char *message);
 
-/* Set the pending exception aside around work that may raise and report its
- * own errors (PyErr_Fetch is deprecated from 3.12). */
-#if PY_VERSION_HEX >= 0x030C0000
-#define PRS_PY_EXC_SAVE(v) PyObject *v = PyErr_GetRaisedException()
-#define PRS_PY_EXC_RESTORE(v) PyErr_SetRaisedException(v)
-#else
-#define PRS_PY_EXC_SAVE(v) PyObject *v##_t, *v, *v##_tb; PyErr_Fetch(&v##_t, &v, &v##_tb)
-#define PRS_PY_EXC_RESTORE(v) PyErr_Restore(v##_t, v, v##_tb)
-#endif
-
 /* The current exception, normalised, with its traceback attached (new
- * reference; cleared), or NULL. */
-static inline PyObject *prs_py_take_exception(void) {
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
+ * reference; cleared), or NULL, and setting it back: CPython 3.12's API, on
+ * older versions too. PRS_PY_EXC_SAVE/RESTORE set a pending exception aside
+ * around work that may raise and report its own errors. */
+#if PY_VERSION_HEX < 0x030C0000
+static inline PyObject *PyErr_GetRaisedException(void) {
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
     PyErr_NormalizeException(&t, &v, &tb);
@@ -106,8 +93,14 @@ static inline PyObject *prs_py_take_exception(void) {
     Py_XDECREF(t);
     Py_XDECREF(tb);
     return v;
-#endif
 }
+static inline void PyErr_SetRaisedException(PyObject *v) {
+    PyErr_Restore(v ? Py_NewRef(Py_TYPE(v)) : NULL, v, v ? PyException_GetTraceback(v) : NULL);
+}
+#endif
+#define prs_py_take_exception PyErr_GetRaisedException
+#define PRS_PY_EXC_SAVE(v) PyObject *v = PyErr_GetRaisedException()
+#define PRS_PY_EXC_RESTORE(v) PyErr_SetRaisedException(v)
 
 /* ---- numbers and durations at the boundary ----------------------------- */
 
