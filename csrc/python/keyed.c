@@ -81,7 +81,7 @@ static PyObject *algo_names(void) {
  * TypeError naming `what`. */
 static int limiter_algo(prs_py_state *st, PyObject *o, const char *what, const prs_algo **algo,
                         const void **params) {
-    if (!prs_py_limiter_check_type(st, o)) {
+    if (!PRS_PY_IS_LIMITER(st, o)) {
         PyObject *names = algo_names();
         if (names)
             PyErr_Format(PyExc_TypeError, "%s must be an in-process limiter (%U), not %.200s: %R",
@@ -281,7 +281,7 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
             view_obj *v = (view_obj *)o;
             prs_group_member_keyed(&m[i], VTABLE(v), VKEY(v));
             c = VCLOCK(v);
-        } else if (prs_py_limiter_check_type(st, o)) {
+        } else if (PRS_PY_IS_LIMITER(st, o)) {
             prs_group_member_limiter(&m[i], ((prs_py_limiter *)o)->core);
             c = &((prs_py_limiter *)o)->clock;
         } else {

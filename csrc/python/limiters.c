@@ -356,10 +356,6 @@ static PyObject *limiter_config(PyObject *self, PyObject *unused) {
 
 /* ---- registration ------------------------------------------------------------ */
 
-int prs_py_limiter_check_type(prs_py_state *st, PyObject *o) {
-    return PyObject_TypeCheck(o, PRS_PY_TYPE(st, LimiterBase));
-}
-
 int prs_py_register_limiters(PyObject *m, prs_py_state *st) {
     if (limiters_add_types(m, st) < 0) return -1;
     PyObject *base = st->slots[PRS_SLOT_LimiterBase];

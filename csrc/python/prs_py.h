@@ -308,13 +308,10 @@ typedef int (*prs_py_apply_fn)(void *ctx, const void *config, int64_t now, prs_c
 PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
                                           PyObject *const *args, Py_ssize_t nargs,
                                           PyObject *kwnames, prs_py_apply_fn apply, void *ctx);
-/* 1 if `o` is an in-process limiter (of any algorithm), else 0. */
-int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
+/* Whether `o` is an in-process limiter (of any algorithm). */
+#define PRS_PY_IS_LIMITER(st, o) PyObject_TypeCheck((o), PRS_PY_TYPE(st, LimiterBase))
 
-/* ---- waiting until a rate limiter admits (limiters.c) ------------------ *
- * The one wait of every in-process limiter, keyed view and group, sync and
- * async. The core decides (admitted / retry_after / never); the binding only
- * sleeps (or advances a ManualClock, in integer ns). */
+/* ---- waiting until a rate limiter admits (limiters.c: how it works) ---- */
 
 /* Decides n at now, consuming (when `consume`) only when admitted. *denied_by:
  * a group's first denying member (left as it is otherwise); *max_n: the
