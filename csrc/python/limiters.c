@@ -110,13 +110,16 @@ int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, 
     prs_py_params spec = *kn_params[what & 7]; /* named after the method */
     prs_py_kn_args a = {1, PRS_NEVER};
     PyObject *v[4];
-    spec.fname = fname;
-    if (!kwnames && nargs == 1 && (what & PRS_PY_KEY)) { /* the usual call: (key) */
-        *key = args[0];
-    } else {
-        if (prs_py_parse_params(&spec, args, nargs, kwnames, &a, v) < 0) return -1;
-        if (what & PRS_PY_KEY) *key = v[0];
+    int k = (what & PRS_PY_KEY) != 0;
+    if (timeout_ns) *timeout_ns = PRS_NEVER;
+    if (!kwnames && nargs >= k && nargs <= k + 1) { /* the usual calls: ([key][, n]) */
+        if (k) *key = args[0];
+        *n = 1;
+        return nargs > k ? prs_py_parse_n(args[k], "n", n) : 0;
     }
+    spec.fname = fname;
+    if (prs_py_parse_params(&spec, args, nargs, kwnames, &a, v) < 0) return -1;
+    if (k) *key = v[0];
     *n = a.n;
     if (timeout_ns) *timeout_ns = a.timeout_ns;
     return 0;
