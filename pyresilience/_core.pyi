@@ -628,10 +628,12 @@ STEP_LIMIT: int
 STEP_BULKHEAD: int
 STEP_TIMEOUT: int
 STEP_FALLBACK: int
+STEP_RETRY: int
+STEP_BREAKER: int
 @final
 class PolicyStep:
     def __new__(cls, kind: int, next: Any = None, a: Any = None, b: Any = None, c: Any = None,
-                ns: int = -1, /) -> Self: ...
+                ns: int = -1, d: Any = None, /) -> Self: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: Any, objtype: Any = None, /) -> Any: ...
     @property

@@ -458,10 +458,14 @@ def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_ret
             if inside_retry is not None:
                 nxt = inside_retry(nxt)
             cfg = s.config
-            nxt = _core.RetryCall(nxt, s._resume, budget=cfg.budget, clock=cfg.clock,
-                                  retry_on_result=cfg.retry_on_result)
+            deposit = cfg.budget.deposit if cfg.budget is not None else None
+            nxt = _core.PolicyStep(_core.STEP_RETRY, nxt, s._resume, deposit, cfg.retry_on_result, -1,
+                                   cfg.clock)
         elif isinstance(s, CircuitBreaker):
-            nxt = s._wrap(nxt)
+            # the breaker's own C wrapper; a step around it hands the clock reading over
+            wrapped = s._wrap(nxt)
+            nxt = _core.PolicyStep(_core.STEP_BREAKER, nxt, wrapped) if type(nxt) is _core.PolicyStep \
+                else wrapped
         elif isinstance(s, Bulkhead):
             nxt = _core.PolicyStep(_core.STEP_BULKHEAD, nxt, s.acquire, s.release)
         else:

@@ -1,11 +1,29 @@
 /*
  * deadline.c - the deadline of the current call, for every wait of the binding.
  *
- * A Policy call with a Timeout puts its deadline in one context variable
- * (`_core.DEADLINE`): an int, absolute nanoseconds of CLOCK_MONOTONIC (the
- * clock of prs_monotonic_ns() and of time.monotonic_ns()). Being a context
- * variable it follows the call into nested calls, asyncio tasks made from it
- * and (copied) worker threads, and each thread or task sees only its own.
+ * Two places hold a deadline, and a reader takes the sooner of them:
+ *
+ * - One context variable (`_core.DEADLINE`): an int, absolute nanoseconds of
+ *   CLOCK_MONOTONIC (the clock of prs_monotonic_ns() and time.monotonic_ns()).
+ *   The async Timeout, the thread=True Timeout and user code set it; being a
+ *   context variable it follows the call into nested calls, asyncio tasks made
+ *   from it and (copied) worker threads.
+ *
+ * - The sync frames: a sync Timeout of a Policy (policy.c) does not set the
+ *   variable (PyContextVar_Set + Reset allocate a HAMT node, a token and an
+ *   int: about 250 ns, more than the rest of a five-strategy call). It pushes
+ *   (deadline, context) on a small per-thread stack for the time of the call
+ *   instead, and pops it when the call ends (prs_py_deadline_push/pop). A
+ *   frame applies to code running in the context it was pushed in, or in a
+ *   context entered from it (ctx.run, the tasks of an event loop run inside
+ *   the call): everything that runs inside the call, on its thread, sees it.
+ *   Keying frames by context keeps greenlets apart: gevent/eventlet switch
+ *   greenlets inside a blocking call on one thread, each greenlet has its own
+ *   context, so one greenlet never sees another's frame, and frames popped out
+ *   of order (greenlets interleaving) are marked dead, not mis-popped.
+ *   Not carried: a copy of the context run later or on another thread (a
+ *   thread started inside with a copied context). The package's own such
+ *   copy, Timeout(thread=True), sets the variable before copying.
  *
  * Every wait of the binding (the rate wait of limiters, keyed views, groups and
  * Redis limiters; the condition wait of bulkheads and queues) caps its timeout
@@ -13,15 +31,76 @@
  * so capping once at the start is exact. A wait that cannot be served before
  * the deadline then fails at once, as with a timeout of its own.
  *
- * Cost when no deadline is set: one PyContextVar_Get that finds nothing.
+ * Cost when no deadline is set: one PyContextVar_Get that finds nothing and
+ * one thread-local load.
  *
- * Why not a thread-local word for sync calls (it would save the allocation
- * of PyContextVar_Set): greenlets (gevent, eventlet) switch inside a blocking
- * call on one thread, and each has its own context but would share the word:
- * one greenlet's deadline would cap another's waits, and interleaved
- * restores would leave a stale deadline behind.
+ * "A context entered from it" walks each context's ctx_prev (the context
+ * that was current when it was entered). That field is CPython's, not in its
+ * public headers: its place is checked once at import (a context entered and
+ * left must show it), and without the check passing only the context itself
+ * matches.
  */
 #include "prs_py.h"
+
+/* ---- the sync frames --------------------------------------------------------- */
+
+#define DL_FRAMES 32
+
+typedef struct {
+    PyObject *ctx;     /* strong; NULL: a dead frame (popped out of order) */
+    int64_t deadline;
+} dl_frame;
+
+static _Thread_local struct {
+    int n;
+    dl_frame f[DL_FRAMES];
+} dl;
+
+/* CPython's context object as far as ctx_prev (checked in prs_py_register_deadline). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *ctx_prev;
+} ctx_head;
+
+static int walk_prev; /* 1 once ctx_prev's place is checked */
+
+static inline PyObject *current_context(void) { return PyThreadState_Get()->context; }
+
+int prs_py_deadline_push(int64_t deadline) {
+    if (dl.n == DL_FRAMES) return -1;
+    PyObject *ctx = current_context();
+    if (!ctx) { /* a new thread or greenlet that never used a context: make its own */
+        PyObject *copy = PyContext_CopyCurrent();
+        if (!copy) return -2;
+        Py_DECREF(copy);
+        ctx = current_context();
+        if (!ctx) return -1;
+    }
+    int i = dl.n++;
+    dl.f[i].ctx = Py_NewRef(ctx);
+    dl.f[i].deadline = deadline;
+    return i;
+}
+
+void prs_py_deadline_pop(int i) {
+    PyObject *ctx = dl.f[i].ctx;
+    dl.f[i].ctx = NULL;
+    if (i == dl.n - 1) /* the usual case; else a greenlet's frame below another's */
+        while (dl.n && !dl.f[dl.n - 1].ctx) dl.n--;
+    Py_XDECREF(ctx);
+}
+
+/* The sooner of `deadline` and the frames that apply to the current context. */
+static int64_t frames_deadline(int64_t deadline) {
+    PyObject *ctx = current_context();
+    for (int depth = 0; ctx && depth < 64; depth++) {
+        for (int i = dl.n - 1; i >= 0; i--)
+            if (dl.f[i].ctx == ctx && dl.f[i].deadline < deadline) deadline = dl.f[i].deadline;
+        if (!walk_prev) break;
+        ctx = ((ctx_head *)ctx)->ctx_prev;
+    }
+    return deadline;
+}
 
 int prs_py_deadline_abs(PyObject *var, int64_t *out) {
     int64_t deadline = PRS_NEVER;
@@ -33,6 +112,7 @@ int prs_py_deadline_abs(PyObject *var, int64_t *out) {
         if (v == -1 && PyErr_Occurred()) return -1;
         if ((int64_t)v < deadline) deadline = (int64_t)v;
     }
+    if (dl.n) deadline = frames_deadline(deadline);
     *out = deadline;
     return 0;
 }
@@ -77,7 +157,30 @@ static PyMethodDef deadline_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
+/* Checks where ctx_prev lives: a context entered from the current one must
+ * point at it, and at nothing once left. */
+static int check_ctx_prev(void) {
+    PyObject *cur = PyContext_CopyCurrent(); /* makes sure the thread has a context */
+    if (!cur) return -1;
+    Py_DECREF(cur);
+    PyObject *prev = current_context();
+    PyObject *ctx = PyContext_New();
+    if (!ctx) return -1;
+    if (PyContext_Enter(ctx) < 0) {
+        Py_DECREF(ctx);
+        return -1;
+    }
+    int entered_ok = current_context() == ctx && ((ctx_head *)ctx)->ctx_prev == prev && prev;
+    int rc = PyContext_Exit(ctx);
+    int left_ok = ((ctx_head *)ctx)->ctx_prev == NULL && current_context() == prev;
+    Py_DECREF(ctx);
+    if (rc < 0) return -1;
+    walk_prev = entered_ok && left_ok;
+    return 0;
+}
+
 int prs_py_register_deadline(PyObject *m, prs_py_state *st) {
+    if (check_ctx_prev() < 0) return -1;
     PyObject *var = PyContextVar_New("pyresilience_deadline", NULL);
     if (!var) return -1;
     if (PyModule_AddObjectRef(m, "DEADLINE", var) < 0) {
