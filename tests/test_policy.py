@@ -464,3 +464,40 @@ def test_mypy_strict_rejects_wrong_arguments_through_a_policy(tmp_path: Any) -> 
     r = run_mypy(src)
     lines = {int(m.split(":")[1]) for m in r.stdout.splitlines() if ": error:" in m}
     assert lines == {5, 6, 8}, r.stdout
+
+
+def test_retry_step_deposits_checks_results_and_uses_its_clock() -> None:
+    # the Retry's C step: a budget deposit per call, retry_on_result, and its own
+    # clock (a ManualClock advanced by the backoff, not the policy's reading)
+    clock = pr.ManualClock()
+    budget = pr.RetryBudget()
+    retry = pr.Retry(max_attempts=3, base_delay=2, jitter=False, clock=clock, budget=budget,
+                     retry_on_result=lambda r: r < 2)
+    results = iter([0, 1, 2])
+    p = pr.Policy(retry, pr.CircuitBreaker(), pr.TokenBucket(10, 1), pr.Bulkhead("rs", 2))
+    assert p.call(lambda: next(results)) == 2
+    assert budget.metrics.attempts == 1
+    assert clock() == 2 + 4  # two backoff sleeps on the Retry's own clock
+    assert p.call(lambda: 5) == 5
+    assert budget.metrics.attempts == 2
+
+
+def test_bulkhead_and_limiter_steps_count_as_their_own_methods() -> None:
+    bh = pr.Bulkhead("cnt", 1, max_wait_seconds=0)
+    tb = pr.TokenBucket(3, 1e-9)
+    p = pr.Policy(tb, bh)
+    assert p.call(lambda: 1) == 1
+    m = bh.metrics
+    assert (m.acquired_count, m.released_count, m.rejected_count, m.active_count) == (1, 1, 0, 0)
+
+    def inner() -> int:
+        with pytest.raises(pr.BulkheadFullError):
+            p.call(lambda: 2)
+        return 3
+    assert p.call(inner) == 3
+    m = bh.metrics
+    assert (m.acquired_count, m.released_count, m.rejected_count, m.active_count) == (1 + 1, 2, 1, 0)
+    with pytest.raises(pr.RateLimitExceeded) as info:  # the bucket's 3 tokens are spent
+        p.call(lambda: 4)
+    assert info.value.retry_after > 0
+    assert bh.metrics.acquired_count == 2
