@@ -42,6 +42,8 @@
  */
 #include "prs_py.h"
 
+#include <pthread.h>
+
 /* ---- the sync frames --------------------------------------------------------- */
 
 #define DL_FRAMES 32
@@ -51,10 +53,38 @@ typedef struct {
     int64_t deadline;
 } dl_frame;
 
-static _Thread_local struct {
+typedef struct {
     int n;
     dl_frame f[DL_FRAMES];
-} dl;
+} dl_stack;
+
+/* Each thread's frames, made at its first sync Timeout and freed when it
+ * ends. The pointer is thread-local in the initial-exec model where the C
+ * library allows it (one load instead of a __tls_get_addr call per access:
+ * every wait and every policy step reads it), so only a word of static TLS. */
+#if defined(__GLIBC__) && defined(__GNUC__)
+#define PRS_TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#define PRS_TLS_FAST
+#endif
+static _Thread_local dl_stack *dl PRS_TLS_FAST;
+static pthread_key_t dl_key;
+static pthread_once_t dl_once = PTHREAD_ONCE_INIT;
+static int dl_key_ok;
+
+static void dl_free(void *p) { PyMem_RawFree(p); } /* a thread ends: its frames were all popped */
+static void dl_key_init(void) { dl_key_ok = pthread_key_create(&dl_key, dl_free) == 0; }
+
+static dl_stack *dl_make(void) {
+    pthread_once(&dl_once, dl_key_init);
+    if (!dl_key_ok) return NULL;
+    dl_stack *d = PyMem_RawCalloc(1, sizeof *d);
+    if (d && pthread_setspecific(dl_key, d) != 0) {
+        PyMem_RawFree(d);
+        return NULL;
+    }
+    return dl = d;
+}
 
 /* CPython's context object as far as ctx_prev (checked in prs_py_register_deadline). */
 typedef struct {
@@ -67,7 +97,8 @@ static int walk_prev; /* 1 once ctx_prev's place is checked */
 static inline PyObject *current_context(void) { return PyThreadState_Get()->context; }
 
 int prs_py_deadline_push(int64_t deadline) {
-    if (dl.n == DL_FRAMES) return -1;
+    dl_stack *d = dl ? dl : dl_make();
+    if (!d || d->n == DL_FRAMES) return -1;
     PyObject *ctx = current_context();
     if (!ctx) { /* a new thread or greenlet that never used a context: make its own */
         PyObject *copy = PyContext_CopyCurrent();
@@ -76,26 +107,27 @@ int prs_py_deadline_push(int64_t deadline) {
         ctx = current_context();
         if (!ctx) return -1;
     }
-    int i = dl.n++;
-    dl.f[i].ctx = Py_NewRef(ctx);
-    dl.f[i].deadline = deadline;
+    int i = d->n++;
+    d->f[i].ctx = Py_NewRef(ctx);
+    d->f[i].deadline = deadline;
     return i;
 }
 
 void prs_py_deadline_pop(int i) {
-    PyObject *ctx = dl.f[i].ctx;
-    dl.f[i].ctx = NULL;
-    if (i == dl.n - 1) /* the usual case; else a greenlet's frame below another's */
-        while (dl.n && !dl.f[dl.n - 1].ctx) dl.n--;
+    dl_stack *d = dl;
+    PyObject *ctx = d->f[i].ctx;
+    d->f[i].ctx = NULL;
+    if (i == d->n - 1) /* the usual case; else a greenlet's frame below another's */
+        while (d->n && !d->f[d->n - 1].ctx) d->n--;
     Py_XDECREF(ctx);
 }
 
 /* The sooner of `deadline` and the frames that apply to the current context. */
-static int64_t frames_deadline(int64_t deadline) {
+static int64_t frames_deadline(const dl_stack *d, int64_t deadline) {
     PyObject *ctx = current_context();
     for (int depth = 0; ctx && depth < 64; depth++) {
-        for (int i = dl.n - 1; i >= 0; i--)
-            if (dl.f[i].ctx == ctx && dl.f[i].deadline < deadline) deadline = dl.f[i].deadline;
+        for (int i = d->n - 1; i >= 0; i--)
+            if (d->f[i].ctx == ctx && d->f[i].deadline < deadline) deadline = d->f[i].deadline;
         if (!walk_prev) break;
         ctx = ((ctx_head *)ctx)->ctx_prev;
     }
@@ -112,7 +144,8 @@ int prs_py_deadline_abs(PyObject *var, int64_t *out) {
         if (v == -1 && PyErr_Occurred()) return -1;
         if ((int64_t)v < deadline) deadline = (int64_t)v;
     }
-    if (dl.n) deadline = frames_deadline(deadline);
+    const dl_stack *d = dl;
+    if (d && d->n) deadline = frames_deadline(d, deadline);
     *out = deadline;
     return 0;
 }

@@ -92,10 +92,15 @@ typedef struct step_obj {
 
 /* The reading handed across a foreign C layer (the breaker's wrapper) to the
  * step it wraps; taken (cleared) by that step only. */
+#if defined(__GLIBC__) && defined(__GNUC__)
+#define PRS_TLS_FAST __attribute__((tls_model("initial-exec"))) /* 16 bytes of static TLS */
+#else
+#define PRS_TLS_FAST
+#endif
 static _Thread_local struct {
     PyObject *expect;
     int64_t now;
-} handoff;
+} handoff PRS_TLS_FAST;
 
 static inline PyObject *call_next(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf,
                                   PyObject *kwnames) {
