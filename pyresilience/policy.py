@@ -442,6 +442,107 @@ def _bulkhead_async_layer(bulkhead: Bulkhead, inner: Async) -> Async:
     return bulkhead_layer
 
 
+def _flat_async_layer(group: List[Any], inner: Async) -> Async:
+    """One coroutine frame for consecutive Retry, CircuitBreaker, Bulkhead and
+    limiter strategies (a limiter without wait or key). Its code is the bodies
+    of _retry_async_layer, _breaker_async_layer, _bulkhead_async_layer and
+    Limit's no-wait layer nested in the group's order (outermost first),
+    written out once when the policy is made: the same steps, the same
+    outcomes, one frame instead of one per strategy. A Retry re-runs what is
+    inside it (``rest``: the same kind of layer over the strategies after it)
+    through its own loop."""
+    ns: dict = {"inner": inner, "now_ns": _core.retry_now_ns, "_get_running_loop": _get_running_loop}
+    lines: List[str] = []
+
+    def emit(depth: int, text: str) -> None:
+        lines.extend("    " * depth + line for line in text.strip("\n").split("\n"))
+
+    def gen(i: int, depth: int) -> None:  # code that leaves the result of group[i:] in r{i}
+        if i == len(group):
+            emit(depth, f"r{i} = await inner(fn, args, kwargs)")
+            return
+        s, j = group[i], i + 1
+        if isinstance(s, Retry):
+            rest = group[j:]
+            ns[f"retry{i}"], ns[f"resume{i}"] = s, s._resume_async
+            ns[f"rest{i}"] = (inner if not rest else _one_async_layer(rest[0], inner) if len(rest) == 1
+                              else _flat_async_layer(rest, inner))
+            emit(depth, f"""
+cfg{i} = retry{i}.config
+start{i} = now_ns(cfg{i}.clock)
+if cfg{i}.budget is not None:
+    cfg{i}.budget.deposit()
+exc{i} = r{j} = None
+try:""")
+            gen(j, depth + 1)
+            emit(depth, f"""
+except Exception as e:  # BaseExceptions (a cancellation) propagate: never retried
+    exc{i} = e
+if exc{i} is None and (cfg{i}.retry_on_result is None or not cfg{i}.retry_on_result(r{j})):
+    r{i} = r{j}
+else:
+    r{i} = await resume{i}(rest{i}, (fn, args, kwargs), {{}}, exc{i}, r{j}, start{i})
+    exc{i} = None""")
+        elif isinstance(s, CircuitBreaker):
+            ns[f"acquire{i}"], ns[f"record{i}"], ns[f"rejected{i}"] = s._acquire, s._record, s._rejected_async
+            emit(depth, f"""
+token{i} = acquire{i}()
+if token{i}.__class__ is not tuple:
+    r{i} = await rejected{i}(token{i})
+else:
+    try:""")
+            gen(j, depth + 2)
+            emit(depth, f"""
+    except BaseException as e:  # a cancellation is never a failure and frees its trial slot
+        record{i}(token{i}, e)
+        raise
+    record{i}(token{i}, None, r{j})
+    r{i} = r{j}""")
+        elif isinstance(s, Bulkhead):
+            ns[f"bh{i}"], ns[f"take{i}"], ns[f"slow{i}"], ns[f"release{i}"] = (
+                s, s._acquire_async, s._acquire_slow, s.release)
+            emit(depth, f"""
+w{i} = take{i}(_get_running_loop, bh{i}.max_wait_seconds != 0)
+if w{i} is not True:
+    await slow{i}(w{i}, bh{i}.max_wait_seconds)  # a cancelled wait keeps nothing
+try:""")
+            gen(j, depth + 1)
+            emit(depth, f"""
+finally:
+    release{i}()
+r{i} = r{j}""")
+        else:
+            lim: Any = s.limiter
+            ns[f"allow{i}"], ns[f"refuse{i}"], ns[f"n{i}"] = lim.allow, lim.acquire, s.n
+            emit(depth, f"""
+if not allow{i}(n{i}):
+    refuse{i}(n{i}, 0)  # raises the refusal (or admits: time moved)""")
+            gen(j, depth)
+            emit(depth, f"r{i} = r{j}")
+
+    emit(0, "async def flat_layer(fn, args, kwargs):")
+    gen(0, 1)
+    emit(1, "return r0")
+    exec(compile("\n".join(lines), "<pyresilience.policy: " + ", ".join(_kind(s) for s in group) + ">",
+                 "exec"), ns)
+    return cast(Async, ns["flat_layer"])
+
+
+def _flattens(s: Any) -> bool:
+    return isinstance(s, (Retry, CircuitBreaker, Bulkhead)) or (
+        isinstance(s, Limit) and s.wait == 0 and s.key is None and isinstance(s.limiter, _IN_PROCESS))
+
+
+def _one_async_layer(s: Any, inner: Async) -> Async:
+    if isinstance(s, Retry):
+        return _retry_async_layer(s, inner)
+    if isinstance(s, CircuitBreaker):
+        return _breaker_async_layer(s, inner)
+    if isinstance(s, Bulkhead):
+        return _bulkhead_async_layer(s, inner)
+    return cast(Async, s._async_layer(inner))
+
+
 def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_retry: bool = False,
                 inside_retry: Optional[Callable[[Sync], Sync]] = None) -> Sync:
     """The sync chain of ``strategies`` (outermost first) around ``end``: C
@@ -475,23 +576,34 @@ def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_ret
 
 def _async_chain(strategies: Tuple[Any, ...], *, skip_retry: bool = False,
                  inside_retry: Optional[Callable[[Async], Async]] = None) -> Async:
-    """The async chain: one coroutine function per strategy, each called
-    with (fn, args, kwargs)."""
+    """The async chain, called with (fn, args, kwargs): consecutive Retry,
+    CircuitBreaker, Bulkhead and plain limiter strategies share one coroutine
+    frame (_flat_async_layer); the others (Timeout, Fallback, a limiter that
+    waits or takes a key) are a coroutine function each."""
     async_: Async = _direct_async
+    group: List[Any] = []  # consecutive strategies of one frame, outermost first
+
+    def close(inner: Async) -> Async:
+        if len(group) > 1:
+            inner = _flat_async_layer(list(group), inner)
+        elif group:
+            inner = _one_async_layer(group[0], inner)
+        group.clear()
+        return inner
+
     for s in reversed(strategies):
         if isinstance(s, Retry):
             if skip_retry:
                 continue
             if inside_retry is not None:
-                async_ = inside_retry(async_)
-            async_ = _retry_async_layer(s, async_)
-        elif isinstance(s, CircuitBreaker):
-            async_ = _breaker_async_layer(s, async_)
-        elif isinstance(s, Bulkhead):
-            async_ = _bulkhead_async_layer(s, async_)
+                async_ = inside_retry(close(async_))
+                async_ = _retry_async_layer(s, async_)
+                continue
+        if _flattens(s):
+            group.insert(0, s)
         else:
-            async_ = s._async_layer(async_)
-    return async_
+            async_ = s._async_layer(close(async_))
+    return close(async_)
 
 
 Strategy = Union[Fallback, Retry, RetryConfig, CircuitBreaker, Timeout, Bulkhead, Limit, Any]

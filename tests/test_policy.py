@@ -501,3 +501,55 @@ def test_bulkhead_and_limiter_steps_count_as_their_own_methods() -> None:
         p.call(lambda: 4)
     assert info.value.retry_after > 0
     assert bh.metrics.acquired_count == 2
+
+
+def test_async_strategies_share_one_coroutine_frame_with_the_nested_outcomes() -> None:
+    clock = pr.ManualClock()
+    breaker = pr.CircuitBreaker(failure_threshold=2, success_threshold=1, timeout_seconds=60, clock=clock)
+    bh = pr.Bulkhead("flat", 1, max_wait_seconds=0)
+    tb = pr.TokenBucket(100, 1, clock=clock)
+    retry = pr.Retry(max_attempts=3, base_delay=1, jitter=False, clock=clock,
+                     retry_on_result=lambda r: r == "again")
+    p = pr.Policy(retry, breaker, tb, bh)
+    frames: List[str] = []
+
+    async def probe() -> str:
+        frames.append(asyncio.current_task().get_coro().cr_code.co_name)  # type: ignore[union-attr]
+        return "ok"
+
+    outcomes = iter([ConnectionError("a"), "again", "done"])
+
+    async def flaky() -> str:
+        assert bh.available == 0  # held inside
+        o = next(outcomes)
+        if isinstance(o, Exception):
+            raise o
+        return o
+
+    async def main() -> None:
+        assert await asyncio.create_task(p.call_async(probe)) == "ok"
+        assert frames == ["flat_layer"]  # the task's coroutine: one frame for the four
+        assert await p.call_async(flaky) == "done"
+        assert clock() == 1 + 2  # two backoffs
+        m = breaker.metrics
+        assert (m.failures, m.calls) == (1, 4)
+        assert bh.available == 1 and bh.metrics.acquired_count == 4
+        # the breaker opens: the Retry waits its refusal's retry_after out, the trial closes it
+        breaker.open()
+        before = clock()
+        assert await p.call_async(probe) == "ok"
+        assert clock() - before >= 60 and breaker.state == pr.CircuitState.CLOSED
+        assert bh.metrics.acquired_count == 5
+        # cancelled inside: the slot comes back, the breaker records no failure
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.sleep(3600)
+        task = asyncio.ensure_future(p.call_async(hang))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert bh.available == 1 and breaker.metrics.failures == 1
+    asyncio.run(main())
