@@ -443,15 +443,17 @@ def _bulkhead_async_layer(bulkhead: Bulkhead, inner: Async) -> Async:
 
 
 def _flat_async_layer(group: List[Any], inner: Async) -> Async:
-    """One coroutine frame for consecutive Retry, CircuitBreaker, Bulkhead and
-    limiter strategies (a limiter without wait or key). Its code is the bodies
-    of _retry_async_layer, _breaker_async_layer, _bulkhead_async_layer and
-    Limit's no-wait layer nested in the group's order (outermost first),
+    """One coroutine frame for consecutive Retry, CircuitBreaker, Bulkhead,
+    Timeout (finite) and limiter strategies (a limiter without wait or key).
+    Its code is the bodies of _retry_async_layer, _breaker_async_layer,
+    _bulkhead_async_layer, Timeout's and Limit's no-wait layers nested in the
+    group's order (outermost first),
     written out once when the policy is made: the same steps, the same
     outcomes, one frame instead of one per strategy. A Retry re-runs what is
     inside it (``rest``: the same kind of layer over the strategies after it)
     through its own loop."""
-    ns: dict = {"inner": inner, "now_ns": _core.retry_now_ns, "_get_running_loop": _get_running_loop}
+    ns: dict = {"inner": inner, "now_ns": _core.retry_now_ns, "_get_running_loop": _get_running_loop,
+                "_timeout_enter": _core._timeout_enter, "_DEADLINE": _DEADLINE, "_timeout": asyncio.timeout}
     lines: List[str] = []
 
     def emit(depth: int, text: str) -> None:
@@ -511,6 +513,24 @@ try:""")
 finally:
     release{i}()
 r{i} = r{j}""")
+        elif isinstance(s, Timeout):  # Timeout._async_layer's body, for a finite Timeout
+            ns[f"ns{i}"], ns[f"exceeded{i}"] = s._ns, s._exceeded
+            emit(depth, f"""
+entered{i} = _timeout_enter(ns{i})  # (DEADLINE's token, seconds left), or None: passed
+if entered{i} is None:
+    raise exceeded{i}()
+cm{i} = _timeout(entered{i}[1])
+try:
+    async with cm{i}:""")
+            gen(j, depth + 2)
+            emit(depth, f"""
+except TimeoutError as e:
+    if cm{i}.expired():
+        raise exceeded{i}() from e
+    raise
+finally:
+    _DEADLINE.reset(entered{i}[0])
+r{i} = r{j}""")
         else:
             lim: Any = s.limiter
             ns[f"allow{i}"], ns[f"refuse{i}"], ns[f"n{i}"] = lim.allow, lim.acquire, s.n
@@ -530,6 +550,7 @@ if not allow{i}(n{i}):
 
 def _flattens(s: Any) -> bool:
     return isinstance(s, (Retry, CircuitBreaker, Bulkhead)) or (
+        isinstance(s, Timeout) and not s.thread and s._ns >= 0) or (
         isinstance(s, Limit) and s.wait == 0 and s.key is None and isinstance(s.limiter, _IN_PROCESS))
 
 
@@ -577,9 +598,10 @@ def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_ret
 def _async_chain(strategies: Tuple[Any, ...], *, skip_retry: bool = False,
                  inside_retry: Optional[Callable[[Async], Async]] = None) -> Async:
     """The async chain, called with (fn, args, kwargs): consecutive Retry,
-    CircuitBreaker, Bulkhead and plain limiter strategies share one coroutine
-    frame (_flat_async_layer); the others (Timeout, Fallback, a limiter that
-    waits or takes a key) are a coroutine function each."""
+    CircuitBreaker, Bulkhead, finite Timeout and plain limiter strategies
+    share one coroutine frame (_flat_async_layer); the others (Fallback, a
+    thread or infinite Timeout, a limiter that waits or takes a key) are a
+    coroutine function each."""
     async_: Async = _direct_async
     group: List[Any] = []  # consecutive strategies of one frame, outermost first
 

@@ -179,7 +179,45 @@ static PyObject *deadline_ns(PyObject *m, PyObject *unused) {
     return PyLong_FromLongLong(deadline);
 }
 
+/* _timeout_enter(ns): the async Timeout's entry in one call: the deadline in
+ * effect inside (ns from now, or a sooner outer one) set in DEADLINE; returns
+ * (token, seconds left), or None when that deadline has already passed. */
+static PyObject *timeout_enter(PyObject *m, PyObject *arg) {
+    prs_py_state *st = PyModule_GetState(m);
+    PyObject *var = st->slots[PRS_SLOT_DeadlineVar];
+    long long ns = PyLong_AsLongLong(arg);
+    if (ns == -1 && PyErr_Occurred()) return NULL;
+    if (ns < 0) {
+        PyErr_Format(PyExc_ValueError, "ns must be >= 0, got %lld", ns);
+        return NULL;
+    }
+    int64_t deadline;
+    if (prs_py_deadline_abs(var, &deadline) < 0) return NULL;
+    int64_t now = prs_monotonic_ns(), mine = prs__sat_add(now, (int64_t)ns);
+    if (mine < deadline) deadline = mine;
+    if (deadline <= now) Py_RETURN_NONE;
+    PyObject *value = PyLong_FromLongLong(deadline);
+    if (!value) return NULL;
+    PyObject *token = PyContextVar_Set(var, value);
+    Py_DECREF(value);
+    if (!token) return NULL;
+    PyObject *left = PyFloat_FromDouble((double)(deadline - now) / 1e9);
+    PyObject *out = left ? PyTuple_Pack(2, token, left) : NULL;
+    Py_XDECREF(left);
+    if (!out) {
+        PRS_PY_EXC_SAVE(saved);
+        if (PyContextVar_Reset(var, token) < 0) PyErr_Clear();
+        PRS_PY_EXC_RESTORE(saved);
+    }
+    Py_DECREF(token);
+    return out;
+}
+
 static PyMethodDef deadline_methods[] = {
+    {"_timeout_enter", timeout_enter, METH_O,
+     "_timeout_enter(ns, /)\n--\n\n"
+     "The async Timeout's entry: the deadline in effect inside (ns from now, or a\n"
+     "sooner outer one) set in DEADLINE; (token, seconds left), or None when it has passed."},
     {"_deadline_ns", deadline_ns, METH_NOARGS,
      "_deadline_ns()\n--\n\n"
      "The absolute deadline in effect (CLOCK_MONOTONIC ns), or None."},
