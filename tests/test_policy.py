@@ -17,6 +17,7 @@ from typing import Any, List
 import pytest
 
 import pyresilience as pr
+from pyresilience import _core
 
 
 class no_warnings:
@@ -553,3 +554,36 @@ def test_async_strategies_share_one_coroutine_frame_with_the_nested_outcomes() -
             await task
         assert bh.available == 1 and breaker.metrics.failures == 1
     asyncio.run(main())
+
+
+def test_async_timeout_in_the_shared_frame_is_recorded_by_an_outer_breaker() -> None:
+    breaker = pr.CircuitBreaker(failure_threshold=5)
+    bh = pr.Bulkhead("tframe", 1)
+    p = pr.Policy(breaker, pr.Timeout(0.01), bh)
+    started: List[int] = []
+
+    async def slow() -> None:
+        started.append(1)
+        assert pr.deadline_remaining() is not None and _core.DEADLINE.get(None) is not None
+        await asyncio.sleep(3600)
+
+    async def main() -> None:
+        with pytest.raises(pr.TimeoutExceeded) as info:
+            await p.call_async(slow)
+        assert isinstance(info.value.__cause__, TimeoutError)
+        assert breaker.metrics.failures == 1 and bh.available == 1
+        assert _core.DEADLINE.get(None) is None
+        # an outer deadline already past: nothing inside starts
+        token = _core.DEADLINE.set(time.monotonic_ns() - 1)
+        try:
+            with pytest.raises(pr.TimeoutExceeded):
+                await p.call_async(slow)
+        finally:
+            _core.DEADLINE.reset(token)
+        assert started == [1] and breaker.metrics.failures == 2
+    asyncio.run(main())
+    entered = _core._timeout_enter(10**9)  # (token, seconds left)
+    assert entered is not None and 0 < entered[1] <= 1
+    _core.DEADLINE.reset(entered[0])
+    with pytest.raises(ValueError):
+        _core._timeout_enter(-1)
