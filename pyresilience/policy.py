@@ -453,7 +453,8 @@ def _flat_async_layer(group: List[Any], inner: Async) -> Async:
     inside it (``rest``: the same kind of layer over the strategies after it)
     through its own loop."""
     ns: dict = {"inner": inner, "now_ns": _core.retry_now_ns, "_get_running_loop": _get_running_loop,
-                "_timeout_enter": _core._timeout_enter, "_DEADLINE": _DEADLINE, "_timeout": asyncio.timeout}
+                "_timeout_enter": _core._timeout_enter, "_DEADLINE": _DEADLINE, "_timeout": asyncio.timeout,
+                "_monotonic_ns": _monotonic_ns}
     lines: List[str] = []
 
     def emit(depth: int, text: str) -> None:
@@ -466,21 +467,25 @@ def _flat_async_layer(group: List[Any], inner: Async) -> Async:
         s, j = group[i], i + 1
         if isinstance(s, Retry):
             rest = group[j:]
-            ns[f"retry{i}"], ns[f"resume{i}"] = s, s._resume_async
+            cfg = s.config  # read when the policy is made, as the sync chain does
+            ns[f"resume{i}"], ns[f"predicate{i}"] = s._resume_async, cfg.retry_on_result
+            ns[f"budget{i}"], ns[f"clock{i}"] = cfg.budget, cfg.clock
             ns[f"rest{i}"] = (inner if not rest else _one_async_layer(rest[0], inner) if len(rest) == 1
                               else _flat_async_layer(rest, inner))
+            default_clock = cfg.clock is None or isinstance(cfg.clock, _core.MonotonicClock)
+            emit(depth, f"start{i} = _monotonic_ns()" if default_clock else f"start{i} = now_ns(clock{i})")
+            if cfg.budget is not None:
+                emit(depth, f"budget{i}.deposit()")
             emit(depth, f"""
-cfg{i} = retry{i}.config
-start{i} = now_ns(cfg{i}.clock)
-if cfg{i}.budget is not None:
-    cfg{i}.budget.deposit()
 exc{i} = r{j} = None
 try:""")
             gen(j, depth + 1)
+            check = "" if cfg.retry_on_result is None else f" and not predicate{i}(r{j})"
+            accepted = f"exc{i} is None{check}"
             emit(depth, f"""
 except Exception as e:  # BaseExceptions (a cancellation) propagate: never retried
     exc{i} = e
-if exc{i} is None and (cfg{i}.retry_on_result is None or not cfg{i}.retry_on_result(r{j})):
+if {accepted}:
     r{i} = r{j}
 else:
     r{i} = await resume{i}(rest{i}, (fn, args, kwargs), {{}}, exc{i}, r{j}, start{i})
@@ -501,12 +506,12 @@ else:
     record{i}(token{i}, None, r{j})
     r{i} = r{j}""")
         elif isinstance(s, Bulkhead):
-            ns[f"bh{i}"], ns[f"take{i}"], ns[f"slow{i}"], ns[f"release{i}"] = (
-                s, s._acquire_async, s._acquire_slow, s.release)
+            ns[f"take{i}"], ns[f"slow{i}"], ns[f"release{i}"] = s._acquire_async, s._acquire_slow, s.release
+            ns[f"wait{i}"] = s.max_wait_seconds  # fixed when the bulkhead is made
             emit(depth, f"""
-w{i} = take{i}(_get_running_loop, bh{i}.max_wait_seconds != 0)
+w{i} = take{i}(_get_running_loop, {s.max_wait_seconds != 0})
 if w{i} is not True:
-    await slow{i}(w{i}, bh{i}.max_wait_seconds)  # a cancelled wait keeps nothing
+    await slow{i}(w{i}, wait{i})  # a cancelled wait keeps nothing
 try:""")
             gen(j, depth + 1)
             emit(depth, f"""
