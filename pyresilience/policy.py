@@ -31,7 +31,7 @@ import threading
 import time
 import warnings
 from asyncio.events import _get_running_loop
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _core
 from ._decorate import P, finish, inspect_target
@@ -452,7 +452,7 @@ def _flat_async_layer(group: List[Any], inner: Async) -> Async:
     outcomes, one frame instead of one per strategy. A Retry re-runs what is
     inside it (``rest``: the same kind of layer over the strategies after it)
     through its own loop."""
-    ns: dict = {"inner": inner, "now_ns": _core.retry_now_ns, "_get_running_loop": _get_running_loop,
+    ns: Dict[str, Any] = {"inner": inner, "now_ns": _core.retry_now_ns, "_get_running_loop": _get_running_loop,
                 "_timeout_enter": _core._timeout_enter, "_DEADLINE": _DEADLINE, "_timeout": asyncio.timeout,
                 "_monotonic_ns": _monotonic_ns}
     lines: List[str] = []
