@@ -144,9 +144,17 @@ static int acquire_sync(PyObject *self, int64_t timeout_ns) {
     return out.outcome == PRS_BULKHEAD_ACQUIRED ? 0 : raise_full(self);
 }
 
-static int release_one(PyObject *self) {
+int prs_py_bulkhead_try_at(PyObject *self, int64_t now) {
+    int got = 0;
+    prs_bulkhead_try_acquire(SELF->core, now, 0, &got);
+    return got;
+}
+
+static int release_one(PyObject *self) { return prs_py_bulkhead_release_at(self, prs_monotonic_ns()); }
+
+int prs_py_bulkhead_release_at(PyObject *self, int64_t now) {
     prs_bulkhead_waiter *woken = NULL;
-    int rc = prs_bulkhead_release(SELF->core, prs_monotonic_ns(), &woken);
+    int rc = prs_bulkhead_release(SELF->core, now, &woken);
     if (rc == PRS_ESTATE) {
         PyErr_Format(PyExc_RuntimeError, "Bulkhead '%U' released more times than acquired", SELF->name);
         return -1;

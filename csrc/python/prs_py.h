@@ -75,6 +75,16 @@ int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
 /* The deadline in effect: the value of the context variable `var` (may be
  * NULL), absolute ns, or PRS_NEVER. 0, or -1 with an exception. */
 int prs_py_deadline_abs(PyObject *var, int64_t *out);
+/* A sync Timeout's deadline for the time of its call (deadline.c): push gives
+ * the frame's index (>= 0) for pop, -1 when the thread's frames are all taken
+ * (set the context variable instead), -2 with an exception. */
+int prs_py_deadline_push(int64_t deadline);
+void prs_py_deadline_pop(int frame);
+/* The policy's fast path into a Bulkhead (bulkhead.c): a permit at `now`
+ * without waiting or counting a refusal (1 taken, 0 not), and its release at
+ * `now` (0, or -1 with an exception). */
+int prs_py_bulkhead_try_at(PyObject *bulkhead, int64_t now);
+int prs_py_bulkhead_release_at(PyObject *bulkhead, int64_t now);
 
 /* ---- errors ------------------------------------------------------------ */
 
