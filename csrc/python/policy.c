@@ -408,7 +408,7 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *o = NULL;
     int64_t n = 1;
     if (kind == STEP_LIMIT && c != Py_None && (o = method_self(a, "allow")) &&
-        prs_py_limiter_check_type(st, o)) {
+        PRS_PY_IS_LIMITER(st, o)) {
         /* allow() or allow(n) of an in-process limiter: decided here */
         if (PyTuple_GET_SIZE(b) == 1 && PyLong_CheckExact(PyTuple_GET_ITEM(b, 0))) {
             n = PyLong_AsLongLong(PyTuple_GET_ITEM(b, 0));
