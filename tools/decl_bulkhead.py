@@ -11,6 +11,7 @@ def at(p, member):
 
 
 AWAITABLE_SELF = "Awaitable[Self]"
+FINISH = "prs_py_cond_finish"  # every _finish* method: wait.c settles the waiter
 EXIT = "exc_type: Any, exc: Any, tb: Any, /"
 
 BULKHEAD = Type(
@@ -54,7 +55,7 @@ BULKHEAD = Type(
           doc="Internal (asyncio form): True if a slot was taken, False if none and\n"
               "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
               "queued waiter whose .future is woken when a slot is handed to it."),
-        M("_finish", "waiter: _AsyncWaiter, cancel: bool, /", "bool",
+        M("_finish", "waiter: _AsyncWaiter, cancel: bool, /", "bool", c=FINISH,
           doc="Internal: settle a waiter. cancel=False: True if it holds a slot, False if\n"
               "it timed out (a rejection). cancel=True: a slot it was handed goes back."),
         M("_full_error", returns="Exception",
@@ -77,6 +78,7 @@ BULKHEAD = Type(
     ])
 
 WAITER = "waiter: _AsyncWaiter, cancel: bool, /"
+BLOCK = P("block", "BOOL", "bool", "True", field="block")
 LOOP = "get_running_loop: Callable[[], Any], /"
 
 RING_QUEUE = Type(
@@ -104,7 +106,10 @@ RING_QUEUE = Type(
     doc="A bounded FIFO on a C ring with a backpressure strategy: the C core of\n"
         "pyresilience.BoundedQueue and pyresilience.BackpressureQueue.",
     methods=[
-        M("put", "item: Any, block: bool = True, timeout: Optional[float] = None", "bool",
+        M("put", returns="bool", config="q_wait_args",
+          params=[P("item", "OBJECT", "Any"), BLOCK,
+                  P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns",
+                    flags=("none",))],
           doc="Put an item (queue.Queue.put): True if it is queued, False if it was\n"
               "dropped. When full: BLOCK waits up to `timeout` seconds (None:\n"
               "block_timeout, itself None for no limit) for room, then raises\n"
@@ -116,7 +121,8 @@ RING_QUEUE = Type(
         M("put_nowait", "item: Any, /", "bool",
           doc="put(item, block=False): a full BLOCK queue raises QueueFullError (a\n"
               "queue.Full and an asyncio.QueueFull; the item is counted dropped)."),
-        M("get", "block: bool = True, timeout: Optional[float] = None", "Any",
+        M("get", returns="Any", config="q_wait_args",
+          params=[BLOCK, P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           doc="Remove and return the oldest item (queue.Queue.get), waiting up to\n"
               "`timeout` seconds (None: no limit; block=False: not at all) for one:\n"
               "QueueEmptyError (a queue.Empty) when none came, QueueClosedError once a\n"
@@ -137,7 +143,7 @@ RING_QUEUE = Type(
               "interrupts the wait."),
         M("_join_async", LOOP, "Union[bool, _AsyncWaiter]",
           doc="Internal (asyncio form of join): True now, or a queued waiter."),
-        M("_finish_join", "waiter: _AsyncWaiter, /", "bool",
+        M("_finish_join", "waiter: _AsyncWaiter, /", "bool", c=FINISH, flags="METH_FASTCALL",
           doc="Internal: settle a joiner waiter."),
         M("close",
           doc="Close the queue: later puts raise QueueClosedError; getters drain what is\n"
@@ -152,8 +158,8 @@ RING_QUEUE = Type(
           doc="Internal (asyncio form of put): a verdict now, or a queued waiter."),
         M("_get_async", LOOP, "Any",
           doc="Internal (asyncio form of get): an item now, or a queued waiter."),
-        M("_finish_put", WAITER, "bool", doc="Internal: settle a producer waiter."),
-        M("_finish_get", WAITER, "Any", doc="Internal: settle a consumer waiter."),
+        M("_finish_put", WAITER, "bool", c=FINISH, doc="Internal: settle a producer waiter."),
+        M("_finish_get", WAITER, "Any", c=FINISH, doc="Internal: settle a consumer waiter."),
         M("_after_fork_child",
           doc="Internal: call in a child process right after fork, with one thread\n"
               "running (pyresilience.queues' os.register_at_fork hook does): a new lock;\n"
@@ -189,8 +195,8 @@ RING_QUEUE = Type(
 
 ASYNC_WAITER = Type(
     "_AsyncWaiter", "wait", "waiter", obj="prs_py_waiter",
-    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
-    slots={"call": None, "dealloc": None, "traverse": None, "clear": None},
+    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"), slots={"call": None},
+    refs=["loop", "future", "get_loop"], kept=["owner"], free="waiter_free(o);",
     doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
     methods=[M("__call__", slot=True)],
     props=[Prop("future", "Any", "The asyncio future woken when this waiter is served.",

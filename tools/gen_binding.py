@@ -344,7 +344,8 @@ def gen_header(cfile, types, funcs):
                 L += c_params("%s_%s" % (t.name, m.name), m.name, m.params, m.config)
         table = [m for m in t.methods if not m.slot]
         for m in table:
-            L.append(PROTO[meth_flags(m)] % m.cname(t.prefix))
+            if not m.cname(t.prefix).startswith("prs_py_"):  # prs_py_*: a shared function
+                L.append(PROTO[meth_flags(m)] % m.cname(t.prefix))
         if table:
             L.append("static PyMethodDef %s_methods[] = {" % t.name)
             for m in table:

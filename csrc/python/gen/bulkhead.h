@@ -46,7 +46,6 @@ static PyObject *bh_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 static PyObject *bh_aenter(PyObject *self, PyObject *unused);
 static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *bh_full_error(PyObject *self, PyObject *unused);
 static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *bh_stats(PyObject *self, PyObject *unused);
@@ -100,7 +99,7 @@ static PyMethodDef Bulkhead_methods[] = {
      "Internal (asyncio form): True if a slot was taken, False if none and\n"
      "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
      "queued waiter whose .future is woken when a slot is handed to it."},
-    {"_finish", (PyCFunction)(void (*)(void))bh_finish, METH_FASTCALL,
+    {"_finish", (PyCFunction)(void (*)(void))prs_py_cond_finish, METH_FASTCALL,
      "_finish($self, waiter, cancel, /)\n"
      "--\n"
      "\n"

@@ -51,6 +51,30 @@ static int RingQueue_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, p
     "\n" \
     "A bounded FIFO on a C ring with a backpressure strategy: the C core of\n" \
     "pyresilience.BoundedQueue and pyresilience.BackpressureQueue."
+enum {
+    P_RingQueue_put_item = 0,
+    P_RingQueue_put_block = 1,
+    P_RingQueue_put_timeout = 2,
+    P_RingQueue_put__COUNT = 3
+};
+static const char *const RingQueue_put_names[] = {"item", "block", "timeout", NULL};
+static const prs_py_param RingQueue_put_param_list[] = {
+    {"item", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"block", "block", PRS_PK_BOOL, 0, offsetof(q_wait_args, block), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, PRS_PY_NONE_OK, offsetof(q_wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RingQueue_put_params = {"put", 3, 3, 1, RingQueue_put_param_list, RingQueue_put_names};
+enum {
+    P_RingQueue_get_block = 0,
+    P_RingQueue_get_timeout = 1,
+    P_RingQueue_get__COUNT = 2
+};
+static const char *const RingQueue_get_names[] = {"block", "timeout", NULL};
+static const prs_py_param RingQueue_get_param_list[] = {
+    {"block", "block", PRS_PK_BOOL, 0, offsetof(q_wait_args, block), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(q_wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RingQueue_get_params = {"get", 2, 2, 0, RingQueue_get_param_list, RingQueue_get_names};
 static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *q_put_nowait(PyObject *self, PyObject *arg);
 static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -58,15 +82,12 @@ static PyObject *q_get_nowait(PyObject *self, PyObject *unused);
 static PyObject *q_task_done(PyObject *self, PyObject *unused);
 static PyObject *q_join(PyObject *self, PyObject *unused);
 static PyObject *q_join_async(PyObject *self, PyObject *arg);
-static PyObject *q_finish_join(PyObject *self, PyObject *arg);
 static PyObject *q_close(PyObject *self, PyObject *unused);
 static PyObject *q_qsize(PyObject *self, PyObject *unused);
 static PyObject *q_empty(PyObject *self, PyObject *unused);
 static PyObject *q_full(PyObject *self, PyObject *unused);
 static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_get_async(PyObject *self, PyObject *arg);
-static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *q_stats(PyObject *self, PyObject *unused);
 static PyMethodDef RingQueue_methods[] = {
@@ -124,7 +145,7 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of join): True now, or a queued waiter."},
-    {"_finish_join", q_finish_join, METH_O,
+    {"_finish_join", (PyCFunction)(void (*)(void))prs_py_cond_finish, METH_FASTCALL,
      "_finish_join($self, waiter, /)\n"
      "--\n"
      "\n"
@@ -161,12 +182,12 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of get): an item now, or a queued waiter."},
-    {"_finish_put", (PyCFunction)(void (*)(void))q_finish_put, METH_FASTCALL,
+    {"_finish_put", (PyCFunction)(void (*)(void))prs_py_cond_finish, METH_FASTCALL,
      "_finish_put($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
      "Internal: settle a producer waiter."},
-    {"_finish_get", (PyCFunction)(void (*)(void))q_finish_get, METH_FASTCALL,
+    {"_finish_get", (PyCFunction)(void (*)(void))prs_py_cond_finish, METH_FASTCALL,
      "_finish_get($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
