@@ -10,6 +10,13 @@ def at(p, member):
     return p
 
 
+def val(prop, conv, expr):
+    """prop, computed by the C expression `expr` of `o` (the object), made a
+    Python object by gen_binding.CONV[conv]."""
+    prop.conv, prop.expr = conv, expr
+    return prop
+
+
 AWAITABLE_SELF = "Awaitable[Self]"
 FINISH = "prs_py_cond_finish"  # every _finish* method: wait.c settles the waiter
 EXIT = "exc_type: Any, exc: Any, tb: Any, /"
@@ -69,12 +76,17 @@ BULKHEAD = Type(
     ],
     props=[
         Prop("name", "str", "The bulkhead's name.", member="name"),
-        Prop("max_concurrent", "int", "Slots in the bulkhead.", "bh_attr", 0),
-        Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds.", "bh_attr", 1),
-        Prop("active_count", "int", "Slots held now.", "bh_attr", 2),
-        Prop("available", "int", "Slots free now (max_concurrent - active_count).", "bh_attr", 3),
-        Prop("waiting_count", "int", "Callers waiting for a slot now.", "bh_attr", 4),
-        Prop("rejected_count", "int", "Calls refused because no slot freed in time.", "bh_attr", 5),
+        val(Prop("max_concurrent", "int", "Slots in the bulkhead."), "int",
+            "prs_bulkhead_max_concurrent(o->core)"),
+        val(Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds."), "float",
+            "o->max_wait_s"),
+        val(Prop("active_count", "int", "Slots held now."), "int", "bh_stats_of(o).active"),
+        val(Prop("available", "int", "Slots free now (max_concurrent - active_count)."), "int",
+            "bh_stats_of(o).available"),
+        val(Prop("waiting_count", "int", "Callers waiting for a slot now."), "int",
+            "bh_stats_of(o).waiting"),
+        val(Prop("rejected_count", "int", "Calls refused because no slot freed in time."), "int",
+            "bh_stats_of(o).rejected_total"),
     ])
 
 WAITER = "waiter: _AsyncWaiter, cancel: bool, /"
@@ -90,8 +102,8 @@ RING_QUEUE = Type(
     params=[
         at(P("max_size", "CONVERT", "Optional[int]", "0", field="capacity", flags=("none",),
              convert="q_max_size"), "ring.capacity"),
-        at(P("strategy", "CONVERT", "Any", "'block'", field="strategy", convert="q_strategy"),
-           "ring.strategy"),
+        at(P("strategy", "ENUM", "Any", "'block'", field="strategy",  # a str, or the str enum
+             choices=("block", "drop_oldest", "drop_newest", "error")), "ring.strategy"),
         P("block_timeout", "REAL", "Optional[float]", "30.0", field="block_timeout_s",
           flags=("zero", "inf", "none_inf")),
         at(P("high_watermark", "CONVERT", "Optional[float]", "None", field="high_watermark",
@@ -171,22 +183,25 @@ RING_QUEUE = Type(
               "unfinished)."),
     ],
     props=[
-        Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1].", "q_attr", 0),
-        Prop("max_size", None,
-             "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.",
-             "q_attr", 1, set="q_set_size"),
-        Prop("maxsize", None, "Alias of max_size (the queue.Queue name).", "q_attr", 2,
-             set="q_set_size"),
-        Prop("unfinished_tasks", "int", "Items put and not yet marked done with task_done().",
-             "q_attr", 3),
-        Prop("_strategy_name", "str", "The strategy's value ('block', ...).", "q_attr", 4),
-        Prop("block_timeout", "Optional[float]",
-             "Seconds a BLOCK put waits by default (None: no limit).", "q_attr", 5),
-        Prop("closed", "bool", "True after close().", "q_attr", 6),
-        Prop("high_watermark", "Optional[float]", "The high watermark fraction, or None.",
-             "q_attr", 7),
-        Prop("low_watermark", "Optional[float]", "The low watermark fraction, or None.",
-             "q_attr", 8),
+        val(Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1]."), "float",
+            "o->maxsize <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core)"),
+        val(Prop("max_size", None,
+                 "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.",
+                 closure=1, set="q_set_size"), "int", "o->maxsize"),
+        val(Prop("maxsize", None, "Alias of max_size (the queue.Queue name).", closure=2,
+                 set="q_set_size"), "int", "o->maxsize"),
+        val(Prop("unfinished_tasks", "int", "Items put and not yet marked done with task_done()."),
+            "int", "q_stats_of(o).unfinished"),
+        val(Prop("_strategy_name", "str", "The strategy's value ('block', ...)."), "str",
+            "prs_ring_strategy_name(prs_ring_strategy_of(o->core))"),
+        val(Prop("block_timeout", "Optional[float]",
+                 "Seconds a BLOCK put waits by default (None: no limit)."), "object",
+            "isinf(o->block_timeout_s) ? Py_NewRef(Py_None) : PyFloat_FromDouble(o->block_timeout_s)"),
+        val(Prop("closed", "bool", "True after close()."), "bool", "prs_ring_is_closed(o->core)"),
+        val(Prop("high_watermark", "Optional[float]", "The high watermark fraction, or None."),
+            "object", "o->wm ? PyFloat_FromDouble(o->high) : Py_NewRef(Py_None)"),
+        val(Prop("low_watermark", "Optional[float]", "The low watermark fraction, or None."),
+            "object", "o->wm ? PyFloat_FromDouble(o->low) : Py_NewRef(Py_None)"),
     ],
     stub_tail=["@property", "def max_size(self) -> int: ...", "@max_size.setter",
                "def max_size(self, value: int) -> None: ...", "@property",

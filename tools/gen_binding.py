@@ -204,6 +204,12 @@ def c_params(prefix, fname, params, config):
     return L
 
 
+CONV = {  # a computed property's C value -> its Python object ("object": a new reference already)
+    "int": "PyLong_FromLongLong((long long)(%s))", "float": "PyFloat_FromDouble(%s)",
+    "bool": "PyBool_FromLong(%s)", "str": "PyUnicode_FromString(%s)",
+    "seconds": "PyFloat_FromDouble(prs_py_ns_to_s(%s))", "object": "%s",
+}
+
 SLOT_PROTO = {  # type slots: the C signature of their function
     "dealloc": "static void %s(PyObject *self);",
     "traverse": "static int %s(PyObject *self, visitproc visit, void *arg);",
@@ -359,6 +365,12 @@ def gen_header(cfile, types, funcs):
             L.append("};")
         getters = []
         for p in t.props:
+            if getattr(p, "expr", None):  # Prop.expr: computed from `o`, the object (CONV[p.conv])
+                p.get = "%s_get_%s" % (t.prefix, p.name.strip("_"))
+                L += ["static PyObject *%s(PyObject *self, void *closure) {" % p.get,
+                      "    %s *o = (%s *)self;" % (t.obj, t.obj),
+                      "    return %s;" % (CONV[p.conv] % p.expr), "}"]
+                getters.append(p.get)
             if p.get and p.get not in getters and not p.get.startswith(("PyObject_", "prs_py_")):
                 getters.append(p.get)
                 L.append("static PyObject *%s(PyObject *self, void *closure);" % p.get)

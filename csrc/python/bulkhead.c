@@ -39,6 +39,13 @@ static int bh_args_check(const bh_args *a, prs_config_error *why) {
     return prs_bulkhead_config_check(&a->core, why);
 }
 
+/* A snapshot of the core's counters (a property reads one of them). */
+static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(o->core, &s);
+    return s;
+}
+
 #include "gen/bulkhead.h"
 
 #define SELF ((bh_obj *)self)
@@ -236,8 +243,7 @@ static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *bh_stats(PyObject *self, PyObject *unused) {
-    prs_bulkhead_stats s;
-    prs_bulkhead_stats_get(SELF->core, &s);
+    prs_bulkhead_stats s = bh_stats_of(SELF);
     PyObject *hold = s.avg_hold_ns < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)s.avg_hold_ns / 1e9);
     if (!hold) return NULL;
     return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:N}", "max_concurrent", (long long)s.max_concurrent,
@@ -246,20 +252,6 @@ static PyObject *bh_stats(PyObject *self, PyObject *unused) {
                          "released_count", (long long)s.released_total, "rejected_count",
                          (long long)s.rejected_total, "cancelled_count", (long long)s.cancelled_total,
                          "average_hold_seconds", hold);
-}
-
-/* The properties, by closure index (tools/decl_bulkhead.py). */
-static PyObject *bh_attr(PyObject *self, void *closure) {
-    prs_bulkhead_stats s;
-    prs_bulkhead_stats_get(SELF->core, &s);
-    switch ((int)(intptr_t)closure) {
-    case 0: return PyLong_FromLongLong(s.max_concurrent);
-    case 1: return PyFloat_FromDouble(SELF->max_wait_s);
-    case 2: return PyLong_FromLongLong(s.active);
-    case 3: return PyLong_FromLongLong(s.available);
-    case 4: return PyLong_FromLongLong(s.waiting);
-    default: return PyLong_FromLongLong(s.rejected_total);
-    }
 }
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {

@@ -85,26 +85,6 @@ static int q_low(PyObject *o, void *a) {
     return set_mark(o, a, "low_watermark", &((q_args *)a)->ring.low_watermark);
 }
 
-/* A strategy: "block" ... or an object whose .value is one (the enum). */
-static int q_strategy(PyObject *o, void *a) {
-    PyObject *v = PyUnicode_Check(o) ? Py_NewRef(o) : PyObject_GetAttrString(o, "value");
-    if (!v || !PyUnicode_Check(v)) {
-        Py_XDECREF(v);
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "strategy must be a BackpressureStrategy or one of 'block', "
-                     "'drop_oldest', 'drop_newest', 'error', not %.200s: %R", Py_TYPE(o)->tp_name, o);
-        return -1;
-    }
-    const char *s = PyUnicode_AsUTF8(v);
-    int rc = s ? prs_ring_strategy_parse(s, &((q_args *)a)->ring.strategy) : PRS_OK;
-    Py_DECREF(v);
-    if (!s) return -1;
-    if (rc == PRS_OK) return 0;
-    PyErr_Format(PyExc_ValueError, "unknown strategy %R: expected 'block', 'drop_oldest', "
-                 "'drop_newest' or 'error'", o);
-    return -1;
-}
-
 /* The arguments of put() and get(). */
 typedef struct {
     int block;
@@ -112,6 +92,13 @@ typedef struct {
 } q_wait_args;
 
 static int q_set_size(PyObject *self, PyObject *v, void *closure);
+
+/* A snapshot of the core's counters (a property reads one of them). */
+static prs_ring_stats q_stats_of(q_obj *o) {
+    prs_ring_stats s;
+    prs_ring_stats_get(o->core, &s);
+    return s;
+}
 
 #include "gen/queue.h"
 
@@ -388,8 +375,7 @@ static PyObject *q_full(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *q_stats(PyObject *self, PyObject *unused) {
-    prs_ring_stats s;
-    prs_ring_stats_get(SELF->core, &s);
+    prs_ring_stats s = q_stats_of(SELF);
     return Py_BuildValue("(LLLLLLLLLiiL)", (long long)s.received, (long long)s.processed, (long long)s.dropped,
                          (long long)s.blocked, (long long)s.size, (long long)s.high_events,
                          (long long)s.low_events, (long long)s.producers_waiting,
@@ -425,28 +411,6 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
     SELF->maxsize = a.given;
     after(self, &res);
     return 0;
-}
-
-/* The properties, by closure index (tools/decl_bulkhead.py). */
-static PyObject *q_attr(PyObject *self, void *closure) {
-    prs_ring_stats s;
-    switch ((int)(intptr_t)closure) {
-    case 0:
-        if (SELF->maxsize <= 0) return PyFloat_FromDouble(0.0); /* unbounded */
-        return PyFloat_FromDouble((double)prs_ring_size(SELF->core) / (double)prs_ring_capacity(SELF->core));
-    case 1:
-    case 2: return PyLong_FromLongLong(SELF->maxsize);
-    case 3:
-        prs_ring_stats_get(SELF->core, &s);
-        return PyLong_FromLongLong(s.unfinished);
-    case 4: return PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(SELF->core)));
-    case 5:
-        if (isinf(SELF->block_timeout_s)) Py_RETURN_NONE; /* no limit */
-        return PyFloat_FromDouble(SELF->block_timeout_s);
-    case 6: return PyBool_FromLong(prs_ring_is_closed(SELF->core));
-    case 7: return SELF->wm ? PyFloat_FromDouble(SELF->high) : Py_NewRef(Py_None);
-    default: return SELF->wm ? PyFloat_FromDouble(SELF->low) : Py_NewRef(Py_None);
-    }
 }
 
 int prs_py_register_queue(PyObject *m, prs_py_state *st) {

@@ -17,14 +17,14 @@ enum {
     P_RingQueue__COUNT = 8
 };
 static const char *const RingQueue_names[] = {"max_size", "strategy", "block_timeout", "high_watermark", "low_watermark", "on_high_watermark", "on_low_watermark", "maxsize", NULL};
+static const char *const RingQueue_strategy_choices[] = {"block", "drop_oldest", "drop_newest", "error", NULL};
 static int q_max_size(PyObject *arg, void *config);
-static int q_strategy(PyObject *arg, void *config);
 static int q_high(PyObject *arg, void *config);
 static int q_low(PyObject *arg, void *config);
 static int q_maxsize(PyObject *arg, void *config);
 static const prs_py_param RingQueue_param_list[] = {
     {"max_size", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_max_size, 0},
-    {"strategy", "strategy", PRS_PK_CONVERT, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, NULL, q_strategy, 0},
+    {"strategy", "strategy", PRS_PK_ENUM, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, RingQueue_strategy_choices, NULL, 0},
     {"block_timeout", "block_timeout_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(q_args, block_timeout_s), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"high_watermark", "high_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, q_high, 0},
     {"low_watermark", "low_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, q_low, 0},
@@ -209,17 +209,52 @@ static PyMethodDef RingQueue_methods[] = {
      "unfinished)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *q_attr(PyObject *self, void *closure);
+static PyObject *q_get_fill_ratio(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyFloat_FromDouble(o->maxsize <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core));
+}
+static PyObject *q_get_max_size(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyLong_FromLongLong((long long)(o->maxsize));
+}
+static PyObject *q_get_maxsize(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyLong_FromLongLong((long long)(o->maxsize));
+}
+static PyObject *q_get_unfinished_tasks(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyLong_FromLongLong((long long)(q_stats_of(o).unfinished));
+}
+static PyObject *q_get_strategy_name(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(o->core)));
+}
+static PyObject *q_get_block_timeout(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return isinf(o->block_timeout_s) ? Py_NewRef(Py_None) : PyFloat_FromDouble(o->block_timeout_s);
+}
+static PyObject *q_get_closed(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyBool_FromLong(prs_ring_is_closed(o->core));
+}
+static PyObject *q_get_high_watermark(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return o->wm ? PyFloat_FromDouble(o->high) : Py_NewRef(Py_None);
+}
+static PyObject *q_get_low_watermark(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return o->wm ? PyFloat_FromDouble(o->low) : Py_NewRef(Py_None);
+}
 static PyGetSetDef RingQueue_getset[] = {
-    {"fill_ratio", q_attr, NULL, "qsize() / max_size, in [0, 1].", (void *)(intptr_t)0},
-    {"max_size", q_attr, q_set_size, "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", (void *)(intptr_t)1},
-    {"maxsize", q_attr, q_set_size, "Alias of max_size (the queue.Queue name).", (void *)(intptr_t)2},
-    {"unfinished_tasks", q_attr, NULL, "Items put and not yet marked done with task_done().", (void *)(intptr_t)3},
-    {"_strategy_name", q_attr, NULL, "The strategy's value ('block', ...).", (void *)(intptr_t)4},
-    {"block_timeout", q_attr, NULL, "Seconds a BLOCK put waits by default (None: no limit).", (void *)(intptr_t)5},
-    {"closed", q_attr, NULL, "True after close().", (void *)(intptr_t)6},
-    {"high_watermark", q_attr, NULL, "The high watermark fraction, or None.", (void *)(intptr_t)7},
-    {"low_watermark", q_attr, NULL, "The low watermark fraction, or None.", (void *)(intptr_t)8},
+    {"fill_ratio", q_get_fill_ratio, NULL, "qsize() / max_size, in [0, 1].", NULL},
+    {"max_size", q_get_max_size, q_set_size, "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", (void *)(intptr_t)1},
+    {"maxsize", q_get_maxsize, q_set_size, "Alias of max_size (the queue.Queue name).", (void *)(intptr_t)2},
+    {"unfinished_tasks", q_get_unfinished_tasks, NULL, "Items put and not yet marked done with task_done().", NULL},
+    {"_strategy_name", q_get_strategy_name, NULL, "The strategy's value ('block', ...).", NULL},
+    {"block_timeout", q_get_block_timeout, NULL, "Seconds a BLOCK put waits by default (None: no limit).", NULL},
+    {"closed", q_get_closed, NULL, "True after close().", NULL},
+    {"high_watermark", q_get_high_watermark, NULL, "The high watermark fraction, or None.", NULL},
+    {"low_watermark", q_get_low_watermark, NULL, "The low watermark fraction, or None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef RingQueue_members[] = {
