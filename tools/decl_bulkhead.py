@@ -97,8 +97,8 @@ RING_QUEUE = Type(
     "RingQueue", "queue", "q", config="q_args", obj="q_obj",
     init="q_args_init", check="q_args_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    slots={"dealloc": None, "traverse": None, "clear": None, "len": None},
-    offsets={"weaklist": "weakreflist"},
+    slots={"len": None}, offsets={"weaklist": "weakreflist"}, refs=["on_high", "on_low"],
+    free="prs_ring_free(o->core); /* no waiter is queued: each holds this object */",
     params=[
         at(P("max_size", "CONVERT", "Optional[int]", "0", field="capacity", flags=("none",),
              convert="q_max_size"), "ring.capacity"),
@@ -184,29 +184,32 @@ RING_QUEUE = Type(
     ],
     props=[
         val(Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1]."), "float",
-            "o->maxsize <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core)"),
+            "o->a.given <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core)"),
         val(Prop("max_size", None,
                  "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.",
-                 closure=1, set="q_set_size"), "int", "o->maxsize"),
+                 closure=1, set="q_set_size"), "int", "o->a.given"),
         val(Prop("maxsize", None, "Alias of max_size (the queue.Queue name).", closure=2,
-                 set="q_set_size"), "int", "o->maxsize"),
+                 set="q_set_size"), "int", "o->a.given"),
         val(Prop("unfinished_tasks", "int", "Items put and not yet marked done with task_done()."),
             "int", "q_stats_of(o).unfinished"),
         val(Prop("_strategy_name", "str", "The strategy's value ('block', ...)."), "str",
             "prs_ring_strategy_name(prs_ring_strategy_of(o->core))"),
         val(Prop("block_timeout", "Optional[float]",
                  "Seconds a BLOCK put waits by default (None: no limit)."), "object",
-            "isinf(o->block_timeout_s) ? Py_NewRef(Py_None) : PyFloat_FromDouble(o->block_timeout_s)"),
+            "isinf(o->a.block_timeout_s) ? Py_NewRef(Py_None) : PyFloat_FromDouble(o->a.block_timeout_s)"),
         val(Prop("closed", "bool", "True after close()."), "bool", "prs_ring_is_closed(o->core)"),
         val(Prop("high_watermark", "Optional[float]", "The high watermark fraction, or None."),
-            "object", "o->wm ? PyFloat_FromDouble(o->high) : Py_NewRef(Py_None)"),
+            "object", "o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.high_watermark) : Py_NewRef(Py_None)"),
         val(Prop("low_watermark", "Optional[float]", "The low watermark fraction, or None."),
-            "object", "o->wm ? PyFloat_FromDouble(o->low) : Py_NewRef(Py_None)"),
+            "object", "o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.low_watermark) : Py_NewRef(Py_None)"),
     ],
     stub_tail=["@property", "def max_size(self) -> int: ...", "@max_size.setter",
                "def max_size(self, value: int) -> None: ...", "@property",
                "def maxsize(self) -> int: ...", "@maxsize.setter",
                "def maxsize(self, value: int) -> None: ..."])
+
+RING_QUEUE.visit = "q_visit_items(o, visit, arg)"  # the stored items
+RING_QUEUE.drop = "if (o->core) prs_ring_drain(o->core, decref_item, NULL);"
 
 ASYNC_WAITER = Type(
     "_AsyncWaiter", "wait", "waiter", obj="prs_py_waiter",

@@ -21,19 +21,6 @@
 
 #include <math.h>
 
-typedef struct {
-    PyObject_HEAD
-    prs_ring *core;            /* made in tp_new (NULL only while it fails) */
-    int64_t maxsize;           /* as given (<= 0: unbounded, as queue.Queue) */
-    int64_t block_timeout_ns;  /* PRS_NEVER: no limit */
-    double block_timeout_s;    /* inf: no limit */
-    int wm;                    /* watermarks configured */
-    double high, low;
-    PyObject *on_high;         /* NULL or a callable */
-    PyObject *on_low;          /* NULL or a callable */
-    PyObject *weakreflist;
-} q_obj;
-
 /* The constructor's arguments: the core's config and the binding's own. */
 typedef struct {
     prs_ring_config ring;
@@ -41,6 +28,16 @@ typedef struct {
     int64_t given;           /* the capacity as given (<= 0: unbounded, as queue.Queue) */
     const char *size_param;  /* the name it was given under (NULL: not given) */
 } q_args;
+
+typedef struct {
+    PyObject_HEAD
+    prs_ring *core;            /* made in tp_new (NULL only while it fails) */
+    q_args a;                  /* as built (a.given: the capacity in force) */
+    int64_t block_timeout_ns;  /* PRS_NEVER: no limit */
+    PyObject *on_high;         /* NULL or a callable */
+    PyObject *on_low;          /* NULL or a callable */
+    PyObject *weakreflist;
+} q_obj;
 
 static void q_args_init(q_args *a) {
     prs_ring_config_init(&a->ring);
@@ -50,13 +47,8 @@ static void q_args_init(q_args *a) {
     a->size_param = NULL;
 }
 
-/* The core's rules, and one of the binding's: watermarks are fractions of a
- * bounded capacity. */
 static int q_args_check(const q_args *a, prs_config_error *why) {
-    int rc = prs_ring_config_check(&a->ring, why);
-    if (!rc && a->ring.watermarks && a->ring.capacity == 0)
-        return prs_config_fail(why, PRS_EINVAL, "capacity", "must be > 0 when watermarks are set (a bounded queue)");
-    return rc;
+    return prs_ring_config_check(&a->ring, why);
 }
 
 /* max_size / maxsize: a count; <= 0 is unbounded (the core's 0). */
@@ -100,6 +92,20 @@ static prs_ring_stats q_stats_of(q_obj *o) {
     return s;
 }
 
+static int visit_item(void *item, void *arg) {
+    visitproc *v = ((visitproc **)arg)[0];
+    void *varg = ((void **)arg)[1];
+    return (*v)((PyObject *)item, varg);
+}
+
+/* The GC's view of the stored items (the ring holds one reference each). */
+static int q_visit_items(q_obj *o, visitproc visit, void *arg) {
+    void *pair[2] = {(void *)&visit, arg};
+    return o->core ? prs_ring_foreach(o->core, visit_item, pair) : 0;
+}
+
+static void decref_item(void *item, void *arg) { Py_DECREF((PyObject *)item); }
+
 #include "gen/queue.h"
 
 #define SELF ((q_obj *)self)
@@ -126,53 +132,9 @@ static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         Py_DECREF(self);
         return prs_py_error(st, rc, NULL);
     }
-    self->maxsize = a.given;
-    self->block_timeout_s = a.block_timeout_s;
+    self->a = a;
     self->block_timeout_ns = isinf(a.block_timeout_s) ? PRS_NEVER : prs_seconds_to_ns(a.block_timeout_s);
-    self->wm = a.ring.watermarks;
-    self->high = a.ring.high_watermark;
-    self->low = a.ring.low_watermark;
     return (PyObject *)self;
-}
-
-static int visit_item(void *item, void *arg) {
-    visitproc *v = ((visitproc **)arg)[0];
-    void *varg = ((void **)arg)[1];
-    return (*v)((PyObject *)item, varg);
-}
-
-static int q_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(SELF->on_high);
-    Py_VISIT(SELF->on_low);
-    if (SELF->core) {
-        void *pair[2] = {(void *)&visit, arg};
-        int rc = prs_ring_foreach(SELF->core, visit_item, pair);
-        if (rc) return rc;
-    }
-    return 0;
-}
-
-static void decref_item(void *item, void *arg) { Py_DECREF((PyObject *)item); }
-
-static int q_clear(PyObject *self) {
-    Py_CLEAR(SELF->on_high);
-    Py_CLEAR(SELF->on_low);
-    if (SELF->core) prs_ring_drain(SELF->core, decref_item, NULL);
-    return 0;
-}
-
-static void q_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (SELF->weakreflist) PyObject_ClearWeakRefs(self);
-    q_clear(self);
-    /* No waiter can be queued: asyncio waiters hold this object, and a
-     * thread waiting in put/get holds it through its call. */
-    prs_ring_free(SELF->core);
-    SELF->core = NULL;
-    tp->tp_free(self);
-    Py_DECREF(tp);
 }
 
 /* ---- after a core call: wake, call back, release (no lock held) --------- */
@@ -391,11 +353,8 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
         PyErr_Format(PyExc_AttributeError, "cannot delete %s", param);
         return -1;
     }
-    q_args a; /* the queue's config with the new capacity, for the verdict */
-    q_args_init(&a);
-    a.ring.watermarks = SELF->wm;
-    a.ring.high_watermark = SELF->high;
-    a.ring.low_watermark = SELF->low;
+    q_args a = SELF->a; /* the queue's config with the new capacity, for the verdict */
+    a.size_param = NULL;
     if (set_size(v, &a, param) < 0) return -1;
     prs_config_error why;
     int rc = q_args_check(&a, &why);
@@ -408,7 +367,7 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
     prs_ring_result res;
     rc = prs_ring_set_capacity(SELF->core, a.ring.capacity, &res);
     if (rc) { raise_exc(self, rc, NULL); return -1; }
-    SELF->maxsize = a.given;
+    SELF->a = a;
     after(self, &res);
     return 0;
 }

@@ -211,15 +211,15 @@ static PyMethodDef RingQueue_methods[] = {
 };
 static PyObject *q_get_fill_ratio(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return PyFloat_FromDouble(o->maxsize <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core));
+    return PyFloat_FromDouble(o->a.given <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core));
 }
 static PyObject *q_get_max_size(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return PyLong_FromLongLong((long long)(o->maxsize));
+    return PyLong_FromLongLong((long long)(o->a.given));
 }
 static PyObject *q_get_maxsize(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return PyLong_FromLongLong((long long)(o->maxsize));
+    return PyLong_FromLongLong((long long)(o->a.given));
 }
 static PyObject *q_get_unfinished_tasks(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
@@ -231,7 +231,7 @@ static PyObject *q_get_strategy_name(PyObject *self, void *closure) {
 }
 static PyObject *q_get_block_timeout(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return isinf(o->block_timeout_s) ? Py_NewRef(Py_None) : PyFloat_FromDouble(o->block_timeout_s);
+    return isinf(o->a.block_timeout_s) ? Py_NewRef(Py_None) : PyFloat_FromDouble(o->a.block_timeout_s);
 }
 static PyObject *q_get_closed(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
@@ -239,11 +239,11 @@ static PyObject *q_get_closed(PyObject *self, void *closure) {
 }
 static PyObject *q_get_high_watermark(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return o->wm ? PyFloat_FromDouble(o->high) : Py_NewRef(Py_None);
+    return o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.high_watermark) : Py_NewRef(Py_None);
 }
 static PyObject *q_get_low_watermark(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return o->wm ? PyFloat_FromDouble(o->low) : Py_NewRef(Py_None);
+    return o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.low_watermark) : Py_NewRef(Py_None);
 }
 static PyGetSetDef RingQueue_getset[] = {
     {"fill_ratio", q_get_fill_ratio, NULL, "qsize() / max_size, in [0, 1].", NULL},
@@ -262,23 +262,47 @@ static PyMemberDef RingQueue_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static Py_ssize_t q_len(PyObject *self);
 static void q_dealloc(PyObject *self);
 static int q_traverse(PyObject *self, visitproc visit, void *arg);
 static int q_clear(PyObject *self);
-static Py_ssize_t q_len(PyObject *self);
 static PyType_Slot RingQueue_slots[] = {
     {Py_tp_doc, (void *)RingQueue_DOC},
     {Py_tp_new, q_new},
+    {Py_sq_length, q_len},
     {Py_tp_dealloc, q_dealloc},
     {Py_tp_traverse, q_traverse},
     {Py_tp_clear, q_clear},
-    {Py_sq_length, q_len},
     {Py_tp_methods, RingQueue_methods},
     {Py_tp_getset, RingQueue_getset},
     {Py_tp_members, RingQueue_members},
     {0, NULL},
 };
 static PyType_Spec RingQueue_spec = {"pyresilience._core.RingQueue", sizeof(q_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, RingQueue_slots};
+static int q_traverse(PyObject *self, visitproc visit, void *arg) {
+    q_obj *o = (q_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->on_high);
+    Py_VISIT(o->on_low);
+    return q_visit_items(o, visit, arg);
+}
+static int q_clear(PyObject *self) {
+    q_obj *o = (q_obj *)self;
+    Py_CLEAR(o->on_high);
+    Py_CLEAR(o->on_low);
+    if (o->core) prs_ring_drain(o->core, decref_item, NULL);
+    return 0;
+}
+static void q_dealloc(PyObject *self) {
+    q_obj *o = (q_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    q_clear(self);
+    prs_ring_free(o->core); /* no waiter is queued: each holds this object */
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 static int queue_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_RingQueue, &RingQueue_spec, NULL) < 0) return -1;
