@@ -73,27 +73,20 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-/* A fresh BulkheadFullError (new reference), or NULL with an exception. */
+/* A fresh BulkheadFullError(message, retry_after=, name=) (new reference), or
+ * NULL with an exception. retry_after is always an estimate: the observed
+ * mean hold, or the core's prior (1 s) before any slot came back. */
 static PyObject *full_error(PyObject *self) {
     prs_py_state *st = prs_py_state_of(self);
     if (!st) return NULL;
     int64_t est = prs_bulkhead_estimate_wait_ns(SELF->core, prs_monotonic_ns());
-    PyObject *msg = PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)",
-                                         SELF->name, (long long)prs_bulkhead_max_concurrent(SELF->core));
-    if (!msg) return NULL;
-    /* always an estimate: the observed mean hold, or the core's prior (1 s)
-     * before any slot came back */
-    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(est));
-    if (!retry) { Py_DECREF(msg); return NULL; }
-    PyObject *kw = Py_BuildValue("(ss)", "retry_after", "name");
-    PyObject *exc = NULL;
-    if (kw) {
-        PyObject *all[3] = {msg, retry, SELF->name};
-        exc = PyObject_Vectorcall(PRS_PY_EXC(st, BulkheadFullError), all, 1, kw);
-        Py_DECREF(kw);
-    }
-    Py_DECREF(msg);
-    Py_DECREF(retry);
+    PyObject *msg = PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)", SELF->name,
+                                         (long long)prs_bulkhead_max_concurrent(SELF->core));
+    PyObject *args = Py_BuildValue("(N)", msg);
+    PyObject *kw = Py_BuildValue("{s:d,s:O}", "retry_after", prs_py_ns_to_s(est), "name", SELF->name);
+    PyObject *exc = args && kw ? PyObject_Call(PRS_PY_EXC(st, BulkheadFullError), args, kw) : NULL;
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
     return exc;
 }
 

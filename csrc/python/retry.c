@@ -403,30 +403,20 @@ static PyObject *mod_retry_now_ns(PyObject *m, PyObject *arg) {
 }
 
 /* retry_sleep(clock, ns): a ManualClock is advanced by ns at once; any other
- * clock sleeps ns of real (monotonic) time with the GIL released, in slices
- * of <= 50 ms, running signal handlers between slices. */
+ * clock sleeps ns of real (monotonic) time, the one clock sleep of the
+ * binding (prs_py_clock_sleep: the GIL released in slices of <= 50 ms,
+ * signal handlers run between slices). */
 static PyObject *mod_retry_sleep(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "retry_sleep() takes clock and ns");
         return NULL;
     }
-    prs_py_state *st = PyModule_GetState(m);
     int64_t ns;
-    if (prs_py_parse_int(args[1], "ns", 0, INT64_MAX, &ns) < 0) return NULL;
-    prs_py_clock c;
-    if (prs_py_clock_init(st, args[0], &c) < 0) return NULL;
-    int rc = 0;
-    if (c.kind == PRS_CLOCK_MANUAL) {
-        rc = prs_py_clock_sleep(&c, ns);
-    } else {
-        prs_py_clock mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-        int64_t now = prs_monotonic_ns(), wake = prs__sat_add(now, ns);
-        rc = PyErr_CheckSignals();
-        while (rc == 0 && now < wake) {
-            rc = prs_py_clock_wait(&mono, now, wake, 0);
-            now = prs_monotonic_ns();
-        }
-    }
+    prs_py_clock c, mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
+    if (prs_py_parse_int(args[1], "ns", 0, INT64_MAX, &ns) < 0 ||
+        prs_py_clock_init(PyModule_GetState(m), args[0], &c) < 0)
+        return NULL;
+    int rc = prs_py_clock_sleep(c.kind == PRS_CLOCK_MANUAL ? &c : &mono, ns);
     prs_py_clock_clear(&c);
     if (rc < 0) return NULL;
     Py_RETURN_NONE;
