@@ -76,7 +76,7 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 /* A fresh BulkheadFullError(message, retry_after=, name=) (new reference), or
  * NULL with an exception. retry_after is always an estimate: the observed
  * mean hold, or the core's prior (1 s) before any slot came back. */
-static PyObject *full_error(PyObject *self) {
+static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
     prs_py_state *st = prs_py_state_of(self);
     if (!st) return NULL;
     int64_t est = prs_bulkhead_estimate_wait_ns(SELF->core, prs_monotonic_ns());
@@ -91,7 +91,7 @@ static PyObject *full_error(PyObject *self) {
 }
 
 static PyObject *raise_full(PyObject *self) {
-    PyObject *exc = full_error(self);
+    PyObject *exc = bh_full_error(self, NULL);
     if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
     Py_XDECREF(exc);
     return NULL;
@@ -205,8 +205,6 @@ static PyObject *bh_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 
 /* _acquire_async(get_running_loop, wait): True (acquired now), False (no
  * permit and wait is false: counted as rejected), or a queued _AsyncWaiter. */
-/* _acquire_async(get_running_loop, wait): True (acquired now), False (no
- * permit and wait is false: counted as rejected), or a queued _AsyncWaiter. */
 static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_acquire_async(get_running_loop, wait)");
@@ -229,10 +227,6 @@ static PyObject *bh_aenter(PyObject *self, PyObject *unused) {
 static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (release_one(self) < 0) return NULL;
     return prs_py_ready_new(SELF->ready, Py_None);
-}
-
-static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
-    return full_error(self);
 }
 
 static PyObject *bh_stats(PyObject *self, PyObject *unused) {

@@ -97,10 +97,6 @@ static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, vo
 static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *get_loop, const prs_py_cond_ops *ops) {
     prs_py_state *st = prs_py_state_of(owner);
     if (!st) return NULL;
-    if (!PyCallable_Check(get_loop)) {
-        PyErr_SetString(PyExc_TypeError, "get_running_loop must be callable");
-        return NULL;
-    }
     PyObject *loop = PyObject_CallNoArgs(get_loop);
     if (!loop) return NULL;
     if (loop == Py_None) {
