@@ -53,12 +53,16 @@ class Prop:
     """A property: stub type (None: not in the stub), doc, C getter (and its
     closure index), C setter (None: read-only); or `member`, an object field
     read as is (a read-only T_OBJECT member: NULL reads as None); or `clock`,
-    a prs_py_clock field read as the clock object given. Getters and setters
-    named PyObject_* are CPython's, prs_py_* common.c's (not declared again)."""
+    a prs_py_clock field read as the clock object given; or `expr`, a C
+    expression of `o` (the object) made a Python object as `conv` says (int,
+    float, bool, str, seconds from ns, or object: a new reference already).
+    Getters and setters named PyObject_* are CPython's, prs_py_* common.c's
+    (not declared again)."""
 
-    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None, clock=None):
+    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None, clock=None,
+                 conv=None, expr=None):
         self.name, self.type, self.doc, self.get, self.closure = name, type, doc, get, closure
-        self.set, self.member, self.clock = set, member, clock
+        self.set, self.member, self.clock, self.conv, self.expr = set, member, clock, conv, expr
         if clock:
             self.get = "prs_py_get_clock"
 
@@ -189,15 +193,16 @@ DECISION = Type(
         M("__bool__", returns="bool", slot=True),
     ],
     props=[
-        Prop("allowed", "bool", "True when the request was admitted.", "decision_get_allowed"),
-        Prop("limit", "int", "The limiter's capacity / limit / burst.", "decision_get_limit"),
-        Prop("remaining", "int", "Requests of weight 1 still admissible now.",
-             "decision_get_remaining"),
+        Prop("allowed", "bool", "True when the request was admitted.", conv="bool",
+             expr="o->d.allowed"),
+        Prop("limit", "int", "The limiter's capacity / limit / burst.", conv="int", expr="o->d.limit"),
+        Prop("remaining", "int", "Requests of weight 1 still admissible now.", conv="int",
+             expr="o->d.remaining"),
         Prop("retry_after", "float",
              "Seconds until this request would be admitted: 0.0 when allowed, math.inf when never.",
-             "decision_get_retry_after"),
-        Prop("reset_after", "float", "Seconds until the limiter is back to full.",
-             "decision_get_reset_after"),
+             conv="seconds", expr="o->d.retry_after_ns"),
+        Prop("reset_after", "float", "Seconds until the limiter is back to full.", conv="seconds",
+             expr="o->d.reset_after_ns"),
         Prop("denied_by", "Optional[int]",
              "For groups: the index of the member that denied, else None.", member="denied_by"),
     ])
@@ -344,7 +349,7 @@ BREAKER_FUNCTION = Type(
 RETRY_POLICY = Type(
     "RetryPolicy", "retry", "policy", config="prs_retry_config", obj="policy_obj",
     init="prs_retry_config_init", check="prs_retry_config_check",
-    flags=("IMMUTABLETYPE",), slots={"dealloc": None},
+    flags=("HAVE_GC", "IMMUTABLETYPE"), refs=["seed"], free="prs_retry_free(o->core);",
     repr=["max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed",
           "max_retry_after"],
     params=[
@@ -383,17 +388,20 @@ RETRY_POLICY = Type(
         M("random", returns="float", doc="A uniform draw in [0, 1) from this policy's generator."),
     ],
     props=[
-        Prop("max_attempts", "int", "Attempts in all, the first included.", "policy_get_field", 0),
-        Prop("base_delay", "float", "Seconds before the first retry (before jitter).",
-             "policy_get_field", 1),
-        Prop("max_delay", "float", "The cap of the exponential delay, seconds.",
-             "policy_get_field", 2),
-        Prop("exponential_base", "float", "The growth factor per attempt.", "policy_get_field", 3),
-        Prop("jitter", "str", "The jitter strategy's name.", "policy_get_field", 4),
-        Prop("seed", "Optional[int]", "The seed given (None: random).", "policy_get_field", 5),
+        Prop("max_attempts", "int", "Attempts in all, the first included.", conv="int",
+             expr="policy_config(o).max_attempts"),
+        Prop("base_delay", "float", "Seconds before the first retry (before jitter).", conv="float",
+             expr="policy_config(o).base_delay"),
+        Prop("max_delay", "float", "The cap of the exponential delay, seconds.", conv="float",
+             expr="policy_config(o).max_delay"),
+        Prop("exponential_base", "float", "The growth factor per attempt.", conv="float",
+             expr="policy_config(o).exponential_base"),
+        Prop("jitter", "str", "The jitter strategy's name.", conv="str",
+             expr="prs_jitter_name(policy_config(o).jitter)"),
+        Prop("seed", "Optional[int]", "The seed given (None: random).", member="seed"),
         Prop("max_retry_after", "float",
              "The longest server Retry-After waited, seconds (inf: no limit); a longer one gives up.",
-             "policy_get_field", 6),
+             conv="float", expr="policy_config(o).max_retry_after"),
     ])
 
 RETRY_BUDGET = Type(
@@ -429,10 +437,12 @@ RETRY_BUDGET = Type(
               "metrics\ngives them as a RetryBudgetMetrics)."),
     ],
     props=[
-        Prop("ratio", "float", "Retries allowed per first attempt.", "budget_get_field", 0),
+        Prop("ratio", "float", "Retries allowed per first attempt.", conv="float",
+             expr="prs_retry_budget_ratio(o->core)"),
         Prop("min_retries_per_second", "float", "The floor: retries per second always allowed.",
-             "budget_get_field", 1),
-        Prop("window", "float", "The sliding window, seconds.", "budget_get_field", 2),
+             conv="float", expr="prs_retry_budget_min_per_second(o->core)"),
+        Prop("window", "float", "The sliding window, seconds.", conv="float",
+             expr="prs_retry_budget_window(o->core)"),
         Prop("clock", CLOCK_OBJ, "The clock the budget reads.", clock="clock"),
     ])
 

@@ -10,13 +10,6 @@ def at(p, member):
     return p
 
 
-def val(prop, conv, expr):
-    """prop, computed by the C expression `expr` of `o` (the object), made a
-    Python object by gen_binding.CONV[conv]."""
-    prop.conv, prop.expr = conv, expr
-    return prop
-
-
 AWAITABLE_SELF = "Awaitable[Self]"
 FINISH = "prs_py_cond_finish"  # every _finish* method: wait.c settles the waiter
 EXIT = "exc_type: Any, exc: Any, tb: Any, /"
@@ -76,20 +69,23 @@ BULKHEAD = Type(
     ],
     props=[
         Prop("name", "str", "The bulkhead's name.", member="name"),
-        val(Prop("max_concurrent", "int", "Slots in the bulkhead."), "int",
-            "prs_bulkhead_max_concurrent(o->core)"),
-        val(Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds."), "float",
-            "o->max_wait_s"),
-        val(Prop("active_count", "int", "Slots held now."), "int", "bh_stats_of(o).active"),
-        val(Prop("available", "int", "Slots free now (max_concurrent - active_count)."), "int",
-            "bh_stats_of(o).available"),
-        val(Prop("waiting_count", "int", "Callers waiting for a slot now."), "int",
-            "bh_stats_of(o).waiting"),
-        val(Prop("rejected_count", "int", "Calls refused because no slot freed in time."), "int",
-            "bh_stats_of(o).rejected_total"),
+        Prop("max_concurrent", "int", "Slots in the bulkhead.",
+             conv="int", expr="prs_bulkhead_max_concurrent(o->core)"),
+        Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds.",
+             conv="float", expr="o->max_wait_s"),
+        Prop("active_count", "int", "Slots held now.",
+             conv="int", expr="bh_stats_of(o).active"),
+        Prop("available", "int", "Slots free now (max_concurrent - active_count).",
+             conv="int", expr="bh_stats_of(o).available"),
+        Prop("waiting_count", "int", "Callers waiting for a slot now.",
+             conv="int", expr="bh_stats_of(o).waiting"),
+        Prop("rejected_count", "int", "Calls refused because no slot freed in time.",
+             conv="int", expr="bh_stats_of(o).rejected_total"),
     ])
 
 WAITER = "waiter: _AsyncWaiter, cancel: bool, /"
+OPT_MARK = ("o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.%s_watermark) : "
+            "Py_NewRef(Py_None)")
 BLOCK = P("block", "BOOL", "bool", "True", field="block")
 LOOP = "get_running_loop: Callable[[], Any], /"
 
@@ -183,25 +179,27 @@ RING_QUEUE = Type(
               "unfinished)."),
     ],
     props=[
-        val(Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1]."), "float",
-            "o->a.given <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core)"),
-        val(Prop("max_size", None,
-                 "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.",
-                 closure=1, set="q_set_size"), "int", "o->a.given"),
-        val(Prop("maxsize", None, "Alias of max_size (the queue.Queue name).", closure=2,
-                 set="q_set_size"), "int", "o->a.given"),
-        val(Prop("unfinished_tasks", "int", "Items put and not yet marked done with task_done()."),
-            "int", "q_stats_of(o).unfinished"),
-        val(Prop("_strategy_name", "str", "The strategy's value ('block', ...)."), "str",
-            "prs_ring_strategy_name(prs_ring_strategy_of(o->core))"),
-        val(Prop("block_timeout", "Optional[float]",
-                 "Seconds a BLOCK put waits by default (None: no limit)."), "object",
-            "isinf(o->a.block_timeout_s) ? Py_NewRef(Py_None) : PyFloat_FromDouble(o->a.block_timeout_s)"),
-        val(Prop("closed", "bool", "True after close()."), "bool", "prs_ring_is_closed(o->core)"),
-        val(Prop("high_watermark", "Optional[float]", "The high watermark fraction, or None."),
-            "object", "o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.high_watermark) : Py_NewRef(Py_None)"),
-        val(Prop("low_watermark", "Optional[float]", "The low watermark fraction, or None."),
-            "object", "o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.low_watermark) : Py_NewRef(Py_None)"),
+        Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1].", conv="float",
+             expr="o->a.given <= 0 ? 0.0 : (double)prs_ring_size(o->core) / "
+                  "(double)prs_ring_capacity(o->core)"),
+        Prop("max_size", None,
+             "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", closure=1,
+             set="q_set_size", conv="int", expr="o->a.given"),
+        Prop("maxsize", None, "Alias of max_size (the queue.Queue name).", closure=2,
+             set="q_set_size", conv="int", expr="o->a.given"),
+        Prop("unfinished_tasks", "int", "Items put and not yet marked done with task_done().",
+             conv="int", expr="q_stats_of(o).unfinished"),
+        Prop("_strategy_name", "str", "The strategy's value ('block', ...).", conv="str",
+             expr="prs_ring_strategy_name(prs_ring_strategy_of(o->core))"),
+        Prop("block_timeout", "Optional[float]",
+             "Seconds a BLOCK put waits by default (None: no limit).", conv="object",
+             expr="isinf(o->a.block_timeout_s) ? Py_NewRef(Py_None) : "
+                  "PyFloat_FromDouble(o->a.block_timeout_s)"),
+        Prop("closed", "bool", "True after close().", conv="bool", expr="prs_ring_is_closed(o->core)"),
+        Prop("high_watermark", "Optional[float]", "The high watermark fraction, or None.",
+             conv="object", expr=OPT_MARK % "high"),
+        Prop("low_watermark", "Optional[float]", "The low watermark fraction, or None.",
+             conv="object", expr=OPT_MARK % "low"),
     ],
     stub_tail=["@property", "def max_size(self) -> int: ...", "@max_size.setter",
                "def max_size(self, value: int) -> None: ...", "@property",

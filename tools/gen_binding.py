@@ -371,7 +371,7 @@ def gen_header(cfile, types, funcs):
             L.append("};")
         getters = []
         for p in t.props:
-            if getattr(p, "expr", None):  # Prop.expr: computed from `o`, the object (CONV[p.conv])
+            if p.expr:  # computed from `o`, the object (CONV[p.conv])
                 p.get = "%s_get_%s" % (t.prefix, p.name.strip("_"))
                 L += ["static PyObject *%s(PyObject *self, void *closure) {" % p.get,
                       "    %s *o = (%s *)self;" % (t.obj, t.obj),

@@ -41,16 +41,6 @@ static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 
 #define D(self) (((prs_py_decision *)(self))->d)
 
-static PyObject *decision_get_allowed(PyObject *self, void *c) { return PyBool_FromLong(D(self).allowed); }
-static PyObject *decision_get_limit(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).limit); }
-static PyObject *decision_get_remaining(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).remaining); }
-static PyObject *decision_get_retry_after(PyObject *self, void *c) {
-    return PyFloat_FromDouble(prs_py_ns_to_s(D(self).retry_after_ns));
-}
-static PyObject *decision_get_reset_after(PyObject *self, void *c) {
-    return PyFloat_FromDouble(prs_py_ns_to_s(D(self).reset_after_ns));
-}
-
 /* The headers are the core's (prs_decision_headers), as str values. */
 static PyObject *decision_headers(PyObject *self, PyObject *unused) {
     const char *name[PRS_DECISION_HEADERS_MAX];

@@ -47,6 +47,13 @@ typedef struct {
 
 #define CALL(o) ((call_obj *)(o))
 
+/* The policy's configuration (a property reads one field). */
+static prs_retry_config policy_config(policy_obj *o) {
+    prs_retry_config cfg;
+    prs_retry_get_config(o->core, &cfg);
+    return cfg;
+}
+
 #include "gen/retry.h"
 
 /* ---- shared parsing ------------------------------------------------------ */
@@ -141,14 +148,6 @@ static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     return (PyObject *)p;
 }
 
-static void policy_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    prs_retry_free(POLICY(self)->core);
-    Py_CLEAR(POLICY(self)->seed);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"attempt", "previous", NULL};
     PyObject *a[2];
@@ -213,20 +212,6 @@ static PyObject *policy_random(PyObject *self, PyObject *unused) {
     return PyFloat_FromDouble(prs_retry_uniform(POLICY(self)->core));
 }
 
-static PyObject *policy_get_field(PyObject *self, void *c) {
-    prs_retry_config cfg;
-    prs_retry_get_config(POLICY(self)->core, &cfg);
-    switch ((int)(intptr_t)c) {
-    case 0: return PyLong_FromLongLong(cfg.max_attempts);
-    case 1: return PyFloat_FromDouble(cfg.base_delay);
-    case 2: return PyFloat_FromDouble(cfg.max_delay);
-    case 3: return PyFloat_FromDouble(cfg.exponential_base);
-    case 4: return PyUnicode_FromString(prs_jitter_name(cfg.jitter));
-    case 5: return Py_NewRef(POLICY(self)->seed);
-    default: return PyFloat_FromDouble(cfg.max_retry_after);
-    }
-}
-
 /* ======================================================================== */
 /* RetryBudget                                                              */
 /* ======================================================================== */
@@ -287,15 +272,6 @@ static PyObject *budget_metrics(PyObject *self, PyObject *unused) {
     return Py_BuildValue("(LLLLLd)", (long long)m.attempts, (long long)m.retries_allowed,
                          (long long)m.retries_denied, (long long)m.window_attempts,
                          (long long)m.window_retries, m.available);
-}
-
-static PyObject *budget_get_field(PyObject *self, void *c) {
-    prs_retry_budget *b = BUDGET(self)->core;
-    switch ((int)(intptr_t)c) {
-    case 0: return PyFloat_FromDouble(prs_retry_budget_ratio(b));
-    case 1: return PyFloat_FromDouble(prs_retry_budget_min_per_second(b));
-    default: return PyFloat_FromDouble(prs_retry_budget_window(b));
-    }
 }
 
 /* ======================================================================== */
