@@ -205,7 +205,10 @@ static int q_call(PyObject *self, int kind, void *waiter, int final, PyObject *i
     after(self, &res);
     if (rc == PRS_EAGAIN || (rc == PRS_EEMPTY && !final)) return 1;
     if (rc == PRS_ECLOSED || rc == PRS_EEMPTY) res.outcome = rc == PRS_ECLOSED ? PRS_RING_CLOSED : PRS_RING_TIMED_OUT;
-    else if (rc != PRS_OK) return raise_exc(self, rc, NULL), -1;
+    else if (rc != PRS_OK) {
+        raise_exc(self, rc, NULL); /* MemoryError: the storage cannot grow */
+        return -1;
+    }
     out->outcome = res.outcome;
     out->item = got;
     return res.outcome == PRS_RING_WAITING;

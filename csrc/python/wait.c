@@ -184,14 +184,13 @@ static void waiter_free(prs_py_waiter *w) {
     core_waiter_destroy(&w->u, w->kind);
 }
 
-/* ---- the one call --------------------------------------------------------- */
+/* ---- the one call (its path without a wait is inline, in wait.h) --------- */
 
-PyObject *prs_py_cond_call(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, PyObject *arg,
-                           int64_t timeout_ns, PyObject *get_loop) {
+PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, PyObject *arg,
+                            int64_t timeout_ns, PyObject *get_loop) {
     prs_py_settled out = {0, NULL};
-    /* First without a waiter: nothing to make when nobody has to wait. */
-    int rc = ops->call(owner, kind, NULL, timeout_ns == 0, arg, &out);
-    if (rc == 1 && get_loop) {
+    int rc;
+    if (get_loop) {
         prs_py_waiter *w = waiter_new(owner, kind, get_loop, ops);
         if (!w) return NULL;
         rc = ops->call(owner, kind, &w->u, 0, arg, &out);
@@ -199,7 +198,7 @@ PyObject *prs_py_cond_call(const prs_py_cond_ops *ops, PyObject *owner, void *co
         w->settled = 1; /* not queued: drop the queue's reference and ours */
         Py_DECREF(w);
         Py_DECREF(w);
-    } else if (rc == 1) {
+    } else {
         core_waiter u;
         int err = core_waiter_init(&u, kind, 1, NULL);
         if (err) return prs_py_error(prs_py_state_of(owner), err, NULL);
