@@ -111,7 +111,7 @@ static void deliver(prs_bulkhead_waiter *woken) {
 
 /* Takes a permit: at once (waiter NULL; a refusal counted when final), or
  * queueing `waiter`. */
-static int bh_call(PyObject *self, int kind, void *waiter, int final, PyObject *arg, prs_py_settled *out) {
+static inline int bh_call(PyObject *self, int kind, void *waiter, int final, PyObject *arg, prs_py_settled *out) {
     int got;
     if (waiter) {
         prs_bulkhead_acquire(SELF->core, prs_monotonic_ns(), waiter, &out->outcome);
@@ -137,7 +137,7 @@ static int bh_settle(PyObject *self, void *waiter, int cancel, prs_py_settled *o
 /* Sync: None with a permit, else BulkheadFullError (counted as rejected).
  * asyncio: True with a permit, else False (timed out: counted as rejected;
  * or cancelled: a permit it was handed went back; or settled already). */
-static PyObject *bh_result(PyObject *self, int kind, unsigned flags, prs_py_settled *out) {
+static inline PyObject *bh_result(PyObject *self, int kind, unsigned flags, prs_py_settled *out) {
     int got = out->outcome == PRS_BULKHEAD_ACQUIRED;
     if (flags & PRS_PY_COND_ASYNC) return PyBool_FromLong(got);
     if (got) Py_RETURN_NONE;

@@ -183,11 +183,14 @@ static PyObject *raise_full(PyObject *self) { return raise_exc(self, PRS_EFULL, 
 static PyObject *raise_closed(PyObject *self) { return raise_exc(self, PRS_ECLOSED, "Queue is closed"); }
 static PyObject *raise_empty(PyObject *self) { return raise_exc(self, PRS_EEMPTY, "Queue is empty"); }
 
+/* q_call and q_result are inline: prs_py_cond_call's path without a wait
+ * (inline too) runs them with a constant kind, the put/get hot path. */
+
 /* One put (of `item`, the ring's reference taken here), get or join: a try
  * (waiter NULL, not final: PRS_EAGAIN / PRS_EEMPTY is "would wait"), a
  * refusal (final), or queueing `waiter`. out->item: a got item, or a put's
  * that was not stored. */
-static int q_call(PyObject *self, int kind, void *waiter, int final, PyObject *item, prs_py_settled *out) {
+static inline int q_call(PyObject *self, int kind, void *waiter, int final, PyObject *item, prs_py_settled *out) {
     prs_ring_result res;
     void *got = NULL;
     int rc;
@@ -231,7 +234,7 @@ static int q_settle(PyObject *self, void *waiter, int cancel, prs_py_settled *ou
  * a sync put, or of the ERROR strategy). get: the item, None (cancelled),
  * QueueEmptyError. join: None, or asyncio True when nothing is unfinished.
  * QueueClosedError when closed. */
-static PyObject *q_result(PyObject *self, int kind, unsigned flags, prs_py_settled *out) {
+static inline PyObject *q_result(PyObject *self, int kind, unsigned flags, prs_py_settled *out) {
     int o = out->outcome, async = (flags & PRS_PY_COND_ASYNC) != 0;
     if (o == PRS_RING_GOT) return out->item;
     Py_XDECREF(out->item); /* a put's item that was not stored */
