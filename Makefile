@@ -5,6 +5,8 @@
 #   make test       system deps (when root), the pure-C suite, then pytest
 #   make test-asan  the C suite under AddressSanitizer + UBSan
 #   make test-tsan  the C suite under ThreadSanitizer
+#   make test-free-threaded  the C suite and pytest on a free-threaded CPython
+#                   (built once from Debian's source, cached: tools/free_threaded.sh)
 #   make bench-threads  the C thread-scaling benchmark
 #   make bench      run bench/ and rewrite BENCHMARKS.md
 #
@@ -49,7 +51,7 @@ TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/%.o)
 TEST_BIN := $(BUILD)/run_tests
 EXAMPLE_BIN := $(BUILD)/example_limiter
 
-.PHONY: gen test-tsan bench-threads bench-threads-static all lib headers install-c check-headers ctest test test-asan pytest demo bench deps venv install install-demo clean
+.PHONY: gen test-tsan test-free-threaded bench-threads bench-threads-static all lib headers install-c check-headers ctest test test-asan pytest demo bench deps venv install install-demo clean
 
 all: lib headers $(EXAMPLE_BIN)
 
@@ -136,6 +138,11 @@ test-asan:
 # The C suite under ThreadSanitizer (real threads on every shared object).
 test-tsan:
 	$(MAKE) BUILD=build/tsan CFLAGS="-O1 -g -fsanitize=thread -fno-omit-frame-pointer" ctest
+
+# The C suite and the whole pytest suite on a free-threaded CPython, with the
+# GIL off (the interpreter is built once and cached outside the repository).
+test-free-threaded:
+	bash tools/free_threaded.sh
 
 # System packages: installed when missing and we are root, else the exact command.
 deps:

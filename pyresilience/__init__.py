@@ -20,7 +20,8 @@ from .errors import (
     ResilienceError,
     RetryExhausted,
 )
-from .limiters import GCRA, TokenBucket
+from .errors import PolicyWarning, TimeoutExceeded
+from .limiters import GCRA, LimiterMetrics, TokenBucket
 
 # -- rate limiter family --
 from .limiters import FixedWindow, LeakyBucket, SlidingWindowCounter, SlidingWindowLog
@@ -35,6 +36,7 @@ from .retry import (
     RetryBudget,
     RetryBudgetMetrics,
     RetryConfig,
+    RetryMetrics,
     RetryState,
     calculate_delay,
     retry_async,
@@ -47,6 +49,12 @@ from .queues import BackpressureMetrics, BackpressureQueue, BackpressureStrategy
 
 # -- redis --
 from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimiter
+
+# -- composition: policies, timeouts, deadlines --
+from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
+# -- observing: events (pr.prometheus, pr.otel load on first use) --
+from . import events
+from .events import Event
 
 __version__ = "0.1.0"
 
@@ -106,6 +114,19 @@ __all__ = [
     "RedisBackend",
     "RedisLimiterGroup",
     "RedisRateLimiter",
+    # -- composition: policies, timeouts, deadlines --
+    "Fallback",
+    "Limit",
+    "Policy",
+    "PolicyWarning",
+    "Timeout",
+    "TimeoutExceeded",
+    "deadline_remaining",
+    # -- observing --
+    "Event",
+    "LimiterMetrics",
+    "RetryMetrics",
+    "events",
 ]
 
 # -- web middleware: pr.web, pr.asgi, pr.wsgi load on first use --
@@ -114,7 +135,7 @@ __all__ = [
 import typing as _typing  # noqa: E402
 
 if not _typing.TYPE_CHECKING:
-    _LAZY_SUBMODULES = ("web", "asgi", "wsgi")
+    _LAZY_SUBMODULES = ("web", "asgi", "wsgi", "httpx", "requests", "prometheus", "otel")
 
     def __getattr__(name: str) -> object:
         if name in _LAZY_SUBMODULES:

@@ -12,6 +12,8 @@ import math
 import weakref
 from typing import Any, Callable, Iterable, Optional, TypeVar
 
+from ._core import deadline_remaining as _deadline_remaining
+
 R = TypeVar("R")
 
 
@@ -38,6 +40,9 @@ async def await_waiter(waiter: Any, limit: Optional[float], finish: Callable[[An
     cancellation) calls ``finish(waiter, True)`` and re-raises."""
     fut = waiter.future
     handle = None
+    left = _deadline_remaining()  # a policy call's deadline caps every wait
+    if left is not None and (limit is None or left < limit):
+        limit = left
     if limit is not None and not math.isinf(limit):
         handle = fut.get_loop().call_later(limit, _wake, fut)
     try:

@@ -19,8 +19,9 @@ import inspect
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Tuple, Type, TypeVar,
                     Union, cast)
 
-from . import _core
+from . import _core, _registry
 from ._decorate import P, finish, inspect_target
+from .events import EventSource, emit
 
 __all__ = ["CircuitBreaker", "CircuitState", "CircuitBreakerMetrics"]
 
@@ -63,8 +64,18 @@ def _pop(breaker: Any) -> Any:
     return None  # entered elsewhere: recorded without a permit
 
 
-class CircuitBreaker(_core.CircuitBreaker):
-    """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None)
+def _on_transition(breaker: Any, old: Any, new: Any) -> None:
+    """Every facade breaker's own listener (hidden from ``listeners``): the
+    ``state_change`` event, its log line and the transition counter."""
+    _registry.count(breaker, f"transition:{old}:{new}")
+    emit(breaker, "state_change", old_state=old, new_state=new)
+
+
+_core_listeners = _core.CircuitBreaker.listeners
+
+
+class CircuitBreaker(_core.CircuitBreaker, EventSource):
+    """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None, backend=None, flush_interval=0.5)
 
     Stops calling a dependency that keeps failing, and lets it recover.
 
@@ -100,9 +111,23 @@ class CircuitBreaker(_core.CircuitBreaker):
     ``on_state_change(breaker, old_state, new_state)`` (a callable or a list of
     them) is called once per transition, after it. ``clock``: None (monotonic),
     a :class:`~pyresilience.ManualClock`, or a callable returning seconds.
+
+    ``backend`` (a :class:`~pyresilience.RedisBackend`, with a ``name``): the
+    state is shared by every breaker of that name on that Redis server; the
+    closed path stays in process and its outcomes are flushed every
+    ``flush_interval`` seconds (see :mod:`pyresilience.redis_breaker`).
     """
 
     __slots__ = ()
+
+    def __new__(cls, *args: Any, backend: Any = None, **kwargs: Any) -> "CircuitBreaker":
+        # backend=: the state is shared through Redis (pyresilience.redis_breaker)
+        if backend is not None:
+            from .redis_breaker import RedisCircuitBreaker
+            if not issubclass(cls, RedisCircuitBreaker):
+                return RedisCircuitBreaker(*args, backend=backend, **kwargs)
+            kwargs["backend"] = backend
+        return super().__new__(cls, *args, **kwargs)
 
     def __init__(
         self,
@@ -124,11 +149,25 @@ class CircuitBreaker(_core.CircuitBreaker):
         is_failure: Optional[Callable[[Any], bool]] = None,
         on_state_change: Union[None, Listener, Iterable[Listener]] = None,
         clock: Any = None,
+        backend: Any = None,
+        flush_interval: float = 0.5,
     ) -> None:
-        # The C type's tp_new parsed these and built the breaker; __init__ only
+        # The C type's tp_new parsed these and built the breaker; __init__
         # states the signature (inspect shows the real default of
-        # record_exceptions) and never re-initialises.
-        pass
+        # record_exceptions), never re-initialises, and only adds the listener
+        # of events and log lines (called on transitions only).
+        self.add_listener(_on_transition)
+        if name is not None:
+            _registry.obs_of(self)  # the exporters see named breakers
+
+    def _native_name(self) -> Optional[str]:
+        return _core.CircuitBreaker.name.__get__(self)  # type: ignore[no-any-return]
+
+    @property
+    def listeners(self) -> Tuple[Listener, ...]:
+        """The state-change listeners (``on_state_change``, ``add_listener``)."""
+        ls: Tuple[Listener, ...] = _core_listeners.__get__(self)
+        return tuple(f for f in ls if f is not _on_transition)
 
     if TYPE_CHECKING:  # the C getter returns a CircuitState member
         @property
@@ -239,6 +278,10 @@ class CircuitBreaker(_core.CircuitBreaker):
             parts.append(f"clock={self.clock!r}")
         return f"{type(self).__name__}({', '.join(parts)})"
 
+
+# inspect.signature(CircuitBreaker): __init__'s parameters (__new__ only dispatches backend=).
+CircuitBreaker.__signature__ = inspect.signature(CircuitBreaker.__init__).replace(  # type: ignore[attr-defined]
+    parameters=list(inspect.signature(CircuitBreaker.__init__).parameters.values())[1:])
 
 # Keyword parameters shown by CircuitBreaker.__repr__ when they differ from these.
 _REPR_DEFAULTS: Tuple[Tuple[str, Any], ...] = (

@@ -29,9 +29,10 @@ from asyncio.events import _get_running_loop
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast, overload
 
-from . import _core
+from . import _core, _registry
 from ._decorate import P, finish, inspect_target
 from ._wait import await_waiter, check_timeout, repair_after_fork
+from .events import EventSource
 
 __all__ = ["Bulkhead", "BulkheadMetrics"]
 
@@ -60,7 +61,7 @@ class BulkheadMetrics:
 _live: "weakref.WeakSet[Bulkhead]" = weakref.WeakSet()
 
 
-class Bulkhead(_core.Bulkhead):
+class Bulkhead(_core.Bulkhead, EventSource):
     """Bulkhead(name, max_concurrent, max_wait_seconds=30.0)
 
     At most ``max_concurrent`` operations at once; the others wait up to
@@ -90,6 +91,10 @@ class Bulkhead(_core.Bulkhead):
         self._executor: Optional[concurrent.futures.ThreadPoolExecutor] = None
         self._executor_lock = threading.Lock()
         _live.add(self)
+        _registry.obs_of(self)  # named: the exporters see it
+
+    def _native_name(self) -> str:
+        return self.name
 
     def _after_fork_child(self) -> None:
         # The C repair (see _core.Bulkhead._after_fork_child), then a new pool:

@@ -21,6 +21,8 @@ __all__ = [
     "QueueEmptyError",
     "RetryExhausted",
     "BackendError",
+    "TimeoutExceeded",
+    "PolicyWarning",
 ]
 
 
@@ -125,3 +127,21 @@ class BackendError(ResilienceError):
     """BackendError(message='backend failure')
 
     The distributed backend (Redis) failed, timed out or is unavailable."""
+
+
+class TimeoutExceeded(ResilienceError, TimeoutError):
+    """TimeoutExceeded(message='timeout exceeded', timeout=None)
+
+    A :class:`~pyresilience.Timeout` of a policy ended a call (async: the
+    awaitable was cancelled; sync: the call returned after its deadline, or a
+    ``thread=True`` call was abandoned). ``timeout`` is the Timeout's seconds.
+    A subclass of the builtin :class:`TimeoutError`."""
+
+    def __init__(self, message: str = "timeout exceeded", timeout: Optional[float] = None) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class PolicyWarning(UserWarning):
+    """A :class:`~pyresilience.Policy` was built in an order known to be wrong
+    (the message says why and which order is better)."""

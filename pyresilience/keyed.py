@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Optional, Self, Union
 
 from . import _core
+from .events import Named
 from .limiters import LimiterMixin
 
 __all__ = ["KeyedLimiter", "KeyedLimiterView", "LimiterGroup"]
@@ -26,7 +27,7 @@ class KeyedLimiterView(_core.KeyedLimiterView, LimiterMixin):
         return f"{type(self).__name__}(limiter={self.limiter!r}, key={self.key!r})"
 
 
-class KeyedLimiter(_core.KeyedLimiter):
+class KeyedLimiter(_core.KeyedLimiter, Named):
     """KeyedLimiter(limiter_class, *args, max_keys=100_000, clock=None, **kwargs)
 
     One ``limiter_class(*args, **kwargs)`` per key, e.g.

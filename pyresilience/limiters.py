@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, List, Optional, Self, Tuple, TypeVar, Union, cast
 
 from . import _core
@@ -16,11 +17,23 @@ from ._decorate import P, T, finish, inspect_target
 from ._wait import check_timeout
 from ._core import Decision, ManualClock
 from .errors import RateLimitExceeded
+from .events import Named
 
-__all__ = ["LimiterMixin", "TokenBucket", "GCRA"]
+__all__ = ["LimiterMixin", "LimiterMetrics", "TokenBucket", "GCRA"]
 
 
-class LimiterMixin:
+@dataclass(frozen=True, slots=True)
+class LimiterMetrics:
+    """A snapshot of a rate limiter (``limiter.metrics``), one type for the six
+    algorithms: its ``name``, ``limit`` (the most one check can admit, as in
+    Decision.limit) and ``available`` (requests of weight 1 admissible now)."""
+
+    name: str
+    limit: int
+    available: float
+
+
+class LimiterMixin(Named):
     """The Python conveniences shared by every limiter: async acquire, context
     managers and decorators. The host class provides ``check(n)``, ``peek(n)``,
     ``acquire(n, timeout)`` and ``clock`` (all in C for the built-in limiters)."""
@@ -29,6 +42,7 @@ class LimiterMixin:
 
     # provided by the C base
     check: Callable[..., Decision]
+    peek: Callable[..., Decision]
     acquire: Callable[..., None]
     clock: Any
 
@@ -82,6 +96,12 @@ class LimiterMixin:
                 await asyncio.sleep(0)
             else:
                 await asyncio.sleep(d.retry_after)
+
+    @property
+    def metrics(self) -> LimiterMetrics:
+        """A LimiterMetrics snapshot taken now (consumes nothing)."""
+        d = self.peek(1)
+        return LimiterMetrics(self.name, d.limit, cast(float, getattr(self, "available")))
 
     def _config(self) -> List[Tuple[str, Any]]:
         """(name, value) of the constructor parameters, for repr()."""

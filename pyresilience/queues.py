@@ -44,6 +44,7 @@ from . import _core
 from ._core import _AsyncWaiter
 from ._wait import await_waiter, check_timeout, repair_after_fork
 from .errors import QueueClosedError
+from .events import Named
 
 __all__ = ["BackpressureStrategy", "BackpressureMetrics", "BackpressureQueue", "BoundedQueue"]
 
@@ -110,7 +111,7 @@ def _new(cls: "type[Q]", max_size: Any, strategy: Any, block_timeout: Any, high_
 _live: "weakref.WeakSet[_RingQueueMixin]" = weakref.WeakSet()
 
 
-class _RingQueueMixin(_core.RingQueue):
+class _RingQueueMixin(_core.RingQueue, Named):
     """What both queues share: metrics, strategy, async put/get, iteration."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

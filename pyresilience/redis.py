@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from typing import TYPE_CHECKING, Any, Optional, Union
+from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 from . import _core
+from . import _redis_async
 from .errors import BackendError
+from .events import Named
 
 __all__ = ["HAVE_REDIS", "LeaseConfig", "RedisBackend", "RedisLimiterGroup", "RedisRateLimiter"]
 
@@ -102,18 +104,6 @@ def _require_redis() -> None:
         raise BackendError(_INSTALL_HINT)
 
 
-async def _wait_async(waiter: Any) -> None:
-    """The binding's rate wait (a _RateWait) without blocking the event loop:
-    each step runs in the default executor (it does network I/O), each wait is
-    asyncio.sleep. Raises as the sync acquire() does."""
-    loop = asyncio.get_running_loop()
-    while True:
-        delay = await loop.run_in_executor(None, waiter.step)
-        if delay is None:
-            return
-        await asyncio.sleep(delay)
-
-
 if TYPE_CHECKING or HAVE_REDIS:
     from ._core import RedisBackend as _BackendBase
     from ._core import RedisLimiterGroup as _GroupBase
@@ -139,23 +129,95 @@ class RedisBackend(_BackendBase):
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
 
+    def close(self) -> None:
+        """close(self)
+
+        Close every connection (the asyncio ones too); later calls raise
+        BackendError. Idempotent."""
+        super().close()
+        _redis_async.close_all(self)
+
+    async def ping_async(self) -> bool:
+        """ping_async(self)
+
+        PING the server on this event loop's connection: True, or
+        BackendError when it cannot be reached within the timeout."""
+        try:
+            return await _redis_async.ping(self)
+        except _redis_async._TransportFailure as e:
+            raise BackendError(str(e)) from None
+
     def __repr__(self) -> str:
         return (f"RedisBackend(url={_redact_url(self.url)!r}, connect_timeout={self.connect_timeout!r}, "
                 f"timeout={self.timeout!r}, max_connections={self.max_connections!r})")
 
 
-class RedisRateLimiter(_LimiterBase):
+class RedisRateLimiter(_LimiterBase, Named):
     __doc__ = _LimiterBase.__doc__ if HAVE_REDIS else "Unavailable in this build."
+
+    # The asyncio forms: the same requests and decisions as the blocking
+    # calls (built and decided in C), sent on this event loop's connection.
+    async def check_async(self, key: Key, n: int = 1) -> "_core.Decision":
+        """check_async(self, key, n=1)
+
+        check() without blocking the event loop: the script runs on this
+        loop's pipelined connection (no thread). A local lease serves it
+        without I/O. The backend's timeout and on_backend_error apply as in
+        check(). Cancelled after sending, the check may still count in Redis."""
+        return await _redis_async.call(self.backend, self._op("check", key, n))  # type: ignore[no-any-return]
+
+    async def allow_async(self, key: Key, n: int = 1) -> bool:
+        """allow_async(self, key, n=1)
+
+        allow() without blocking the event loop (see check_async)."""
+        d = await _redis_async.call(self.backend, self._op("check", key, n))
+        return bool(d.allowed)
+
+    async def peek_async(self, key: Key, n: int = 1) -> "_core.Decision":
+        """peek_async(self, key, n=1)
+
+        peek() without blocking the event loop: consumes nothing."""
+        return await _redis_async.call(self.backend, self._op("peek", key, n))  # type: ignore[no-any-return]
+
+    async def reset_async(self, key: Key) -> None:
+        """reset_async(self, key)
+
+        reset() without blocking the event loop."""
+        await _redis_async.call(self.backend, self._op("reset", key))
+
+    async def check_many_async(self, requests: Any) -> "List[_core.Decision]":
+        """check_many_async(self, requests)
+
+        check_many() without blocking the event loop: one pipelined write."""
+        return await _redis_async.call(self.backend, self._op_many(requests))  # type: ignore[no-any-return]
+
+    async def close_async(self) -> None:
+        """close_async(self)
+
+        close() without blocking the event loop: every unspent lease permit
+        is given back in one pipelined write (none held: no I/O)."""
+        await _redis_async.call(self.backend, self._op_release())
+
+    async def _check_at_async(self, key: Key, n: int, now: float) -> "_core.Decision":
+        """Tests only: check_async at `now` seconds instead of Redis's TIME."""
+        return await _redis_async.call(self.backend, self._op("check", key, n, now))  # type: ignore[no-any-return]
 
     async def acquire_async(self, key: Key, n: int = 1, timeout: Optional[float] = None) -> None:
         """acquire_async(self, key, n=1, timeout=None)
 
-        Wait until n is admitted for key without blocking the event loop (each
-        check runs in the default executor; waits are asyncio.sleep). Raises
-        RateLimitExceeded at once when n cannot be admitted within ``timeout``
-        seconds, ValueError when n exceeds the limit. Cancellation consumes
-        nothing beyond a check already in flight."""
-        await _wait_async(self._waiter(key, n, timeout))
+        Wait until n is admitted for key without blocking the event loop:
+        each check is check_async (no thread), each wait asyncio.sleep, each
+        step decided as acquire() decides. Raises RateLimitExceeded at once
+        when n cannot be admitted within ``timeout`` seconds, ValueError when
+        n exceeds the limit. Cancellation consumes nothing beyond a check
+        already in flight."""
+        waiter, cell = self._async_waiter(key, n, timeout)
+        while True:
+            cell.append(await self.check_async(key, n))
+            delay = waiter.step()
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
 
     def __repr__(self) -> str:
         if self.rate is not None or self.algorithm in ("gcra", "token_bucket") and self.limit is None:
@@ -168,15 +230,40 @@ class RedisRateLimiter(_LimiterBase):
                 f"key_prefix={self.key_prefix!r}, on_backend_error={self.on_backend_error!r}{share}{lease})")
 
 
-class RedisLimiterGroup(_GroupBase):
+class RedisLimiterGroup(_GroupBase, Named):
     __doc__ = _GroupBase.__doc__ if HAVE_REDIS else "Unavailable in this build."
+
+    async def check_async(self) -> "_core.Decision":
+        """check_async(self)
+
+        check() without blocking the event loop: the group's one script on
+        this loop's connection; the members' failure policies apply as in
+        check()."""
+        return await _redis_async.call(self.members[0][0].backend, self._op())  # type: ignore[no-any-return]
+
+    async def allow_async(self) -> bool:
+        """allow_async(self)
+
+        check_async() as a bool."""
+        return bool((await self.check_async()).allowed)
+
+    async def _check_at_async(self, now: float) -> "_core.Decision":
+        """Tests only: check_async at `now` seconds instead of Redis's TIME."""
+        return await _redis_async.call(self.members[0][0].backend, self._op(now))  # type: ignore[no-any-return]
 
     async def acquire_async(self, timeout: Optional[float] = None) -> None:
         """acquire_async(self, timeout=None)
 
-        Wait until the whole group is admitted without blocking the event loop.
-        RateLimitExceeded at once when that cannot happen within ``timeout``."""
-        await _wait_async(self._waiter(timeout))
+        Wait until the whole group is admitted without blocking the event loop
+        (check_async, asyncio.sleep; no thread). RateLimitExceeded at once when
+        that cannot happen within ``timeout``."""
+        waiter, cell = self._async_waiter(timeout)
+        while True:
+            cell.append(await self.check_async())
+            delay = waiter.step()
+            if delay is None:
+                return
+            await asyncio.sleep(delay)
 
     def __repr__(self) -> str:
         return f"RedisLimiterGroup(members={self.members!r})"

@@ -42,14 +42,18 @@ from typing import (Any, Awaitable, Callable, Dict, Generic, Iterator, Optional,
 
 from . import _core
 from ._core import ManualClock, MonotonicClock, RetryPolicy
+from ._core import deadline_remaining as _deadline_remaining
 from ._decorate import P, finish, inspect_target
+from . import _registry
 from .errors import RetryExhausted
+from .events import Named, emit
 
 __all__ = [
     "RetryConfig",
     "RetryState",
     "RetryBudget",
     "RetryBudgetMetrics",
+    "RetryMetrics",
     "Retry",
     "calculate_delay",
     "retry_with_backoff",
@@ -451,6 +455,41 @@ _REASONS = {
     _GIVE_UP_BUDGET: "the retry budget is exhausted",
 }
 
+# the `reason` of a gave_up event and of RetryMetrics.gave_up
+_REASON_KEYS = {
+    _GIVE_UP_ATTEMPTS: "attempts", _GIVE_UP_DEADLINE: "deadline",
+    _GIVE_UP_RETRY_AFTER: "retry_after", _GIVE_UP_RETRY_AFTER_LIMIT: "retry_after_limit",
+    _GIVE_UP_BUDGET: "budget",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryMetrics:
+    """A snapshot of a :class:`Retry`'s counters (``retry.metrics``), counted on
+    the paths that run after a failure: ``successful_with_retry``,
+    ``failed_with_retry`` (gave up after retrying), ``failed_without_retry``
+    (the first failure was not retryable, or no retry was allowed),
+    ``retries`` (attempts after the first) and ``gave_up`` (reason -> count;
+    reasons ``attempts``, ``deadline``, ``retry_after``, ``retry_after_limit``,
+    ``budget``). Calls that succeed at once run in C and are not counted."""
+
+    name: str
+    successful_with_retry: int
+    failed_with_retry: int
+    failed_without_retry: int
+    retries: int
+    gave_up: Dict[str, int]
+
+
+def _gave_up(owner: Any, exc: Optional[BaseException], attempts: int, verdict: int) -> None:
+    """Count and report a give-up (the caller raises next)."""
+    if owner is None:
+        return
+    reason = _REASON_KEYS.get(verdict, "other")
+    _registry.count(owner, "failed_with_retry" if attempts > 1 else "failed_without_retry")
+    _registry.count(owner, "gave_up:" + reason)
+    emit(owner, "gave_up", attempt=attempts, reason=reason, exception=exc)
+
 
 def _give_up(exc: Optional[BaseException], result: Any, attempts: int, elapsed_ns: int,
              verdict: int) -> Any:
@@ -469,9 +508,10 @@ def _give_up(exc: Optional[BaseException], result: Any, attempts: int, elapsed_n
 class _Loop:
     """The per-call state of one retry loop (never shared between calls)."""
 
-    __slots__ = ("cfg", "start", "attempt", "previous")
+    __slots__ = ("cfg", "start", "attempt", "previous", "owner")
 
-    def __init__(self, cfg: RetryConfig, start: int) -> None:
+    def __init__(self, cfg: RetryConfig, start: int, owner: Any = None) -> None:
+        self.owner = owner  # the Retry, for counters and events
         self.cfg = cfg
         self.start = start
         self.attempt = 0
@@ -481,30 +521,40 @@ class _Loop:
         """After a failure: the ns to sleep before the next attempt; raises when giving up."""
         cfg = self.cfg
         if exc is not None and not isinstance(exc, cfg.retryable_exceptions):
+            if self.owner is not None:
+                _registry.count(self.owner, "failed_with_retry" if self.attempt else "failed_without_retry")
             raise exc
         clock = cfg.clock
         elapsed = _core.retry_now_ns(clock) - self.start
         deadline = cfg._deadline_ns
         remaining = _NEVER if deadline == _NEVER else deadline - elapsed
+        left = _deadline_remaining()  # a policy call's deadline caps the sleeps too
+        if left is not None:
+            remaining = min(remaining, round(left * 1e9))
         ra = _retry_after_ns(exc) if cfg.respect_retry_after else -1
         verdict, delay, delay_ns = cfg._policy._next(self.attempt, self.previous, ra, remaining)
         if verdict == _SLEEP and cfg.budget is not None and not cfg.budget.withdraw():
             verdict = _GIVE_UP_BUDGET
         if verdict != _SLEEP:
+            _gave_up(self.owner, exc, self.attempt + 1, verdict)
             _give_up(exc, result, self.attempt + 1, elapsed, verdict)
         if cfg.on_retry is not None:
             cfg.on_retry(RetryState(self.attempt, delay, exc, result, elapsed / 1e9))
             if deadline != _NEVER:  # on_retry took time: still never sleep past the deadline
                 elapsed = _core.retry_now_ns(clock) - self.start
                 if delay_ns >= deadline - elapsed:
+                    _gave_up(self.owner, exc, self.attempt + 1, _GIVE_UP_DEADLINE)
                     _give_up(exc, result, self.attempt + 1, elapsed, _GIVE_UP_DEADLINE)
+        if self.owner is not None:
+            _registry.count(self.owner, "retries")
+            emit(self.owner, "retry", attempt=self.attempt, delay=delay, exception=exc)
         self.attempt += 1
         self.previous = delay
         return delay_ns
 
 
-class Retry:
-    """Retry(config=None, **config_kwargs)
+class Retry(Named):
+    """Retry(config=None, *, name=None, **config_kwargs)
 
     A reusable retry policy. ``config`` is a :class:`RetryConfig` (keyword
     arguments build one, or override fields of ``config``). Use it as
@@ -513,6 +563,8 @@ class Retry:
     - a decorator on sync and async functions (``@Retry(max_attempts=5)``);
     - ``retry.delays()``: the delays it would sleep, for inspection.
 
+    ``name`` labels its events, log lines and metrics (``retry.metrics``).
+
     Per-call state is never shared: one Retry serves any number of concurrent
     calls (threads or tasks)."""
 
@@ -520,7 +572,8 @@ class Retry:
 
     config: RetryConfig
 
-    def __init__(self, config: Optional[RetryConfig] = None, **config_kwargs: Any) -> None:
+    def __init__(self, config: Optional[RetryConfig] = None, *, name: Optional[str] = None,
+                 **config_kwargs: Any) -> None:
         if config is None:
             config = RetryConfig(**config_kwargs)
         elif not isinstance(config, RetryConfig):
@@ -528,6 +581,16 @@ class Retry:
         elif config_kwargs:
             config = config.replace(**config_kwargs)
         self.config = config
+        if name is not None:
+            self.name = name
+
+    @property
+    def metrics(self) -> RetryMetrics:
+        """A RetryMetrics snapshot of the counters."""
+        c = _registry.counts_of(self)
+        return RetryMetrics(self.name, c.get("successful_with_retry", 0), c.get("failed_with_retry", 0),
+                            c.get("failed_without_retry", 0), c.get("retries", 0),
+                            {k[8:]: v for k, v in c.items() if k.startswith("gave_up:")})
 
     def __repr__(self) -> str:
         cfg = self.config
@@ -540,7 +603,7 @@ class Retry:
                 exc: Optional[BaseException], result: Any, start: int) -> Any:
         """Continue a call whose first attempt failed (called by the C fast path)."""
         cfg = self.config
-        loop = _Loop(cfg, start)
+        loop = _Loop(cfg, start, self)
         clock = cfg.clock
         while True:
             _core.retry_sleep(clock, loop.step(exc, result))
@@ -552,6 +615,7 @@ class Retry:
                 continue
             predicate = cfg.retry_on_result
             if predicate is None or not predicate(result):
+                _registry.count(self, "successful_with_retry")
                 return result
 
     def call(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -601,7 +665,7 @@ class Retry:
                             kwargs: Any, exc: Optional[BaseException], result: Any, start: int) -> Any:
         """Continue an async call whose first attempt failed."""
         cfg = self.config
-        loop = _Loop(cfg, start)
+        loop = _Loop(cfg, start, self)
         clock = cfg.clock
         while True:
             delay_ns = loop.step(exc, result)
@@ -618,6 +682,7 @@ class Retry:
                 continue
             predicate = cfg.retry_on_result
             if predicate is None or not predicate(result):
+                _registry.count(self, "successful_with_retry")
                 return result
 
     # -- decorator --

@@ -12,6 +12,13 @@ from typing import Any, Callable, Optional
 
 import pytest
 
+# What HoldGIL does needs a GIL: on a free-threaded interpreter the tests built
+# on it are skipped (tests/test_free_threaded_stress.py covers those objects).
+needs_gil = pytest.mark.skipif(
+    bool(__import__("sysconfig").get_config_var("Py_GIL_DISABLED")),
+    reason="holds the GIL to keep woken threads still (HoldGIL): a free-threaded "
+           "interpreter has no GIL to hold")
+
 
 def in_child(check: Callable[[], Any], before: Optional[Callable[[], Any]] = None) -> str:
     """Runs before() then forks at once (nothing in between releases the GIL);

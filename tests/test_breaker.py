@@ -62,7 +62,8 @@ def test_signature_is_exact():
         "name=None, failure_rate_threshold=None, window_type='count', window_size=100, "
         "minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, "
         "half_open_max_calls=None, record_exceptions=(<class 'Exception'>,), "
-        "ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None")
+        "ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None, backend=None, "
+        "flush_interval=0.5")
     kinds = [p.kind for p in params]
     assert kinds[:4] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] * 4
     assert set(kinds[4:]) == {inspect.Parameter.KEYWORD_ONLY}

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 import pyresilience as pr
-from forkcheck import HoldGIL, in_child, wait_until
+from forkcheck import HoldGIL, in_child, needs_gil, wait_until
 from pyresilience import Bulkhead, BulkheadFullError, ResilienceError
 
 
@@ -675,6 +675,7 @@ def test_metrics_are_a_frozen_public_snapshot():
 # ---- fork -------------------------------------------------------------------------
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@needs_gil
 def test_fork_while_threads_wait_child_bulkhead_works():
     b = Bulkhead("forked", 3, max_wait_seconds=math.inf)
     assert run(b.execute(lambda: 1)) == 1  # the parent's thread pool exists now

@@ -19,7 +19,7 @@ import weakref
 import pytest
 
 import pyresilience as pr
-from forkcheck import HoldGIL, in_child, wait_until
+from forkcheck import HoldGIL, in_child, needs_gil, wait_until
 from pyresilience import (
     BackpressureMetrics,
     BackpressureQueue,
@@ -666,6 +666,7 @@ def _counters(q):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@needs_gil
 def test_fork_while_getters_wait_items_handed_come_back():
     q = BoundedQueue(4)
     got = []
@@ -722,6 +723,7 @@ def test_fork_while_getters_wait_items_handed_come_back():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@needs_gil
 def test_fork_while_putters_wait_items_intact():
     q = BoundedQueue(2, block_timeout=30)
     q.put("a")
@@ -823,6 +825,7 @@ def test_signatures():
 
 # ---- capacity holds at every instant, hand-offs included ------------------------------
 
+@needs_gil
 def test_handoff_never_exceeds_capacity_threads():
     """32 consumer threads wait on a queue of 2: only two puts are handed over
     (each keeps its slot until its thread takes it); the others find the queue
@@ -887,6 +890,7 @@ def test_handoff_capacity_then_cancelled_async_workers(cls):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@needs_gil
 def test_fork_with_every_slot_handed_out():
     """Fork while the parent's threads hold every slot of the queue (served,
     not settled): the child gets both items back in order, within capacity."""
@@ -990,6 +994,7 @@ def test_cancelled_put_gives_its_slot_to_the_next_producer():
 
 # ---- Ctrl-C during a get that was served in the same slice -----------------------------
 
+@needs_gil
 def test_ctrl_c_in_the_same_slice_as_the_handoff_takes_nothing():
     """A producer thread hands an item to the blocked get() and raises a signal
     at once (while holding the GIL, so both land before the getter runs

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,9 @@ def test_mypy_strict_rejects_each_marked_line():
 def test_mypy_strict_passes_on_the_package():
     """The facade's own annotations agree with the stubs (the installed package)."""
     pytest.importorskip("mypy")
+    if sysconfig.get_config_var("Py_GIL_DISABLED"):
+        pytest.skip("mypy >= 1.19 has no free-threaded build (librt, ast-serialize), and the "
+                    "pure 1.18 narrows `r.__class__ is bool` otherwise: checked in the GIL suite")
     r = subprocess.run([sys.executable, "-m", "mypy", "--strict", "--no-incremental",
                         "--cache-dir", os.devnull, "-p", "pyresilience"],
                        capture_output=True, text=True, cwd=HERE)

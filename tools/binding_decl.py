@@ -53,16 +53,17 @@ class Prop:
     """A property: stub type (None: not in the stub), doc, C getter (and its
     closure index), C setter (None: read-only); or `member`, an object field
     read as is (a read-only T_OBJECT member: NULL reads as None); or `clock`,
-    a prs_py_clock field read as the clock object given; or `expr`, a C
-    expression of `o` (the object) made a Python object as `conv` says (int,
-    float, bool, str, seconds from ns, or object: a new reference already).
-    Getters and setters named PyObject_* are CPython's, prs_py_* common.c's
-    (not declared again)."""
+    a prs_py_clock field read as the clock object given. Getters and setters
+    named PyObject_* are CPython's, prs_py_* common.c's (not declared again).
+    Or `expr`: the header defines the getter <prefix>_get_<name>, returning
+    the C expression (a new reference) over `o`, the object, and - with `now`,
+    the address of a prs_py_clock - `now`, the clock read once."""
 
     def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None, clock=None,
-                 conv=None, expr=None):
+                 expr=None, now=None):
         self.name, self.type, self.doc, self.get, self.closure = name, type, doc, get, closure
-        self.set, self.member, self.clock, self.conv, self.expr = set, member, clock, conv, expr
+        self.expr, self.now = expr, now
+        self.set, self.member, self.clock = set, member, clock
         if clock:
             self.get = "prs_py_get_clock"
 
@@ -193,16 +194,17 @@ DECISION = Type(
         M("__bool__", returns="bool", slot=True),
     ],
     props=[
-        Prop("allowed", "bool", "True when the request was admitted.", conv="bool",
-             expr="o->d.allowed"),
-        Prop("limit", "int", "The limiter's capacity / limit / burst.", conv="int", expr="o->d.limit"),
-        Prop("remaining", "int", "Requests of weight 1 still admissible now.", conv="int",
-             expr="o->d.remaining"),
+        Prop("allowed", "bool", "True when the request was admitted.",
+             expr="PyBool_FromLong(o->d.allowed)"),
+        Prop("limit", "int", "The limiter's capacity / limit / burst.",
+             expr="PyLong_FromLongLong(o->d.limit)"),
+        Prop("remaining", "int", "Requests of weight 1 still admissible now.",
+             expr="PyLong_FromLongLong(o->d.remaining)"),
         Prop("retry_after", "float",
              "Seconds until this request would be admitted: 0.0 when allowed, math.inf when never.",
-             conv="seconds", expr="o->d.retry_after_ns"),
-        Prop("reset_after", "float", "Seconds until the limiter is back to full.", conv="seconds",
-             expr="o->d.reset_after_ns"),
+             expr="PyFloat_FromDouble(prs_py_ns_to_s(o->d.retry_after_ns))"),
+        Prop("reset_after", "float", "Seconds until the limiter is back to full.",
+             expr="PyFloat_FromDouble(prs_py_ns_to_s(o->d.reset_after_ns))"),
         Prop("denied_by", "Optional[int]",
              "For groups: the index of the member that denied, else None.", member="denied_by"),
     ])
@@ -388,20 +390,20 @@ RETRY_POLICY = Type(
         M("random", returns="float", doc="A uniform draw in [0, 1) from this policy's generator."),
     ],
     props=[
-        Prop("max_attempts", "int", "Attempts in all, the first included.", conv="int",
-             expr="policy_config(o).max_attempts"),
-        Prop("base_delay", "float", "Seconds before the first retry (before jitter).", conv="float",
-             expr="policy_config(o).base_delay"),
-        Prop("max_delay", "float", "The cap of the exponential delay, seconds.", conv="float",
-             expr="policy_config(o).max_delay"),
-        Prop("exponential_base", "float", "The growth factor per attempt.", conv="float",
-             expr="policy_config(o).exponential_base"),
-        Prop("jitter", "str", "The jitter strategy's name.", conv="str",
-             expr="prs_jitter_name(policy_config(o).jitter)"),
+        Prop("max_attempts", "int", "Attempts in all, the first included.",
+             expr="PyLong_FromLongLong(policy_config(o).max_attempts)"),
+        Prop("base_delay", "float", "Seconds before the first retry (before jitter).",
+             expr="PyFloat_FromDouble(policy_config(o).base_delay)"),
+        Prop("max_delay", "float", "The cap of the exponential delay, seconds.",
+             expr="PyFloat_FromDouble(policy_config(o).max_delay)"),
+        Prop("exponential_base", "float", "The growth factor per attempt.",
+             expr="PyFloat_FromDouble(policy_config(o).exponential_base)"),
+        Prop("jitter", "str", "The jitter strategy's name.",
+             expr="PyUnicode_FromString(prs_jitter_name(policy_config(o).jitter))"),
         Prop("seed", "Optional[int]", "The seed given (None: random).", member="seed"),
         Prop("max_retry_after", "float",
              "The longest server Retry-After waited, seconds (inf: no limit); a longer one gives up.",
-             conv="float", expr="policy_config(o).max_retry_after"),
+             expr="PyFloat_FromDouble(policy_config(o).max_retry_after)"),
     ])
 
 RETRY_BUDGET = Type(
@@ -437,12 +439,12 @@ RETRY_BUDGET = Type(
               "metrics\ngives them as a RetryBudgetMetrics)."),
     ],
     props=[
-        Prop("ratio", "float", "Retries allowed per first attempt.", conv="float",
-             expr="prs_retry_budget_ratio(o->core)"),
+        Prop("ratio", "float", "Retries allowed per first attempt.",
+             expr="PyFloat_FromDouble(prs_retry_budget_ratio(o->core))"),
         Prop("min_retries_per_second", "float", "The floor: retries per second always allowed.",
-             conv="float", expr="prs_retry_budget_min_per_second(o->core)"),
-        Prop("window", "float", "The sliding window, seconds.", conv="float",
-             expr="prs_retry_budget_window(o->core)"),
+             expr="PyFloat_FromDouble(prs_retry_budget_min_per_second(o->core))"),
+        Prop("window", "float", "The sliding window, seconds.",
+             expr="PyFloat_FromDouble(prs_retry_budget_window(o->core))"),
         Prop("clock", CLOCK_OBJ, "The clock the budget reads.", clock="clock"),
     ])
 

@@ -11,7 +11,7 @@ def at(p, member):
 
 
 AWAITABLE_SELF = "Awaitable[Self]"
-FINISH = "prs_py_cond_finish"  # every _finish* method: wait.c settles the waiter
+STAT = "PyLong_FromLongLong(bh_stats_of(o).%s)"  # a counter of the bulkhead's core
 EXIT = "exc_type: Any, exc: Any, tb: Any, /"
 
 BULKHEAD = Type(
@@ -55,7 +55,7 @@ BULKHEAD = Type(
           doc="Internal (asyncio form): True if a slot was taken, False if none and\n"
               "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
               "queued waiter whose .future is woken when a slot is handed to it."),
-        M("_finish", "waiter: _AsyncWaiter, cancel: bool, /", "bool", c=FINISH,
+        M("_finish", "waiter: _AsyncWaiter, cancel: bool, /", "bool",
           doc="Internal: settle a waiter. cancel=False: True if it holds a slot, False if\n"
               "it timed out (a rejection). cancel=True: a slot it was handed goes back."),
         M("_full_error", returns="Exception",
@@ -70,17 +70,15 @@ BULKHEAD = Type(
     props=[
         Prop("name", "str", "The bulkhead's name.", member="name"),
         Prop("max_concurrent", "int", "Slots in the bulkhead.",
-             conv="int", expr="prs_bulkhead_max_concurrent(o->core)"),
+             expr="PyLong_FromLongLong(prs_bulkhead_max_concurrent(o->core))"),
         Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds.",
-             conv="float", expr="o->max_wait_s"),
-        Prop("active_count", "int", "Slots held now.",
-             conv="int", expr="bh_stats_of(o).active"),
+             expr="PyFloat_FromDouble(o->max_wait_s)"),
+        Prop("active_count", "int", "Slots held now.", expr=STAT % "active"),
         Prop("available", "int", "Slots free now (max_concurrent - active_count).",
-             conv="int", expr="bh_stats_of(o).available"),
-        Prop("waiting_count", "int", "Callers waiting for a slot now.",
-             conv="int", expr="bh_stats_of(o).waiting"),
+             expr=STAT % "available"),
+        Prop("waiting_count", "int", "Callers waiting for a slot now.", expr=STAT % "waiting"),
         Prop("rejected_count", "int", "Calls refused because no slot freed in time.",
-             conv="int", expr="bh_stats_of(o).rejected_total"),
+             expr=STAT % "rejected_total"),
     ])
 
 WAITER = "waiter: _AsyncWaiter, cancel: bool, /"
@@ -151,7 +149,7 @@ RING_QUEUE = Type(
               "interrupts the wait."),
         M("_join_async", LOOP, "Union[bool, _AsyncWaiter]",
           doc="Internal (asyncio form of join): True now, or a queued waiter."),
-        M("_finish_join", "waiter: _AsyncWaiter, /", "bool", c=FINISH, flags="METH_FASTCALL",
+        M("_finish_join", "waiter: _AsyncWaiter, /", "bool", c="q_finish", flags="METH_FASTCALL",
           doc="Internal: settle a joiner waiter."),
         M("close",
           doc="Close the queue: later puts raise QueueClosedError; getters drain what is\n"
@@ -166,8 +164,8 @@ RING_QUEUE = Type(
           doc="Internal (asyncio form of put): a verdict now, or a queued waiter."),
         M("_get_async", LOOP, "Any",
           doc="Internal (asyncio form of get): an item now, or a queued waiter."),
-        M("_finish_put", WAITER, "bool", c=FINISH, doc="Internal: settle a producer waiter."),
-        M("_finish_get", WAITER, "Any", c=FINISH, doc="Internal: settle a consumer waiter."),
+        M("_finish_put", WAITER, "bool", c="q_finish", doc="Internal: settle a producer waiter."),
+        M("_finish_get", WAITER, "Any", c="q_finish", doc="Internal: settle a consumer waiter."),
         M("_after_fork_child",
           doc="Internal: call in a child process right after fork, with one thread\n"
               "running (pyresilience.queues' os.register_at_fork hook does): a new lock;\n"
@@ -179,27 +177,28 @@ RING_QUEUE = Type(
               "unfinished)."),
     ],
     props=[
-        Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1].", conv="float",
-             expr="o->a.given <= 0 ? 0.0 : (double)prs_ring_size(o->core) / "
-                  "(double)prs_ring_capacity(o->core)"),
+        Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1].",
+             expr="PyFloat_FromDouble(q_given(o) <= 0 ? 0.0 : (double)prs_ring_size(o->core) / "
+                  "(double)prs_ring_capacity(o->core))"),
         Prop("max_size", None,
              "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", closure=1,
-             set="q_set_size", conv="int", expr="o->a.given"),
+             set="q_set_size", expr="PyLong_FromLongLong(q_given(o))"),
         Prop("maxsize", None, "Alias of max_size (the queue.Queue name).", closure=2,
-             set="q_set_size", conv="int", expr="o->a.given"),
+             set="q_set_size", expr="PyLong_FromLongLong(q_given(o))"),
         Prop("unfinished_tasks", "int", "Items put and not yet marked done with task_done().",
-             conv="int", expr="q_stats_of(o).unfinished"),
-        Prop("_strategy_name", "str", "The strategy's value ('block', ...).", conv="str",
-             expr="prs_ring_strategy_name(prs_ring_strategy_of(o->core))"),
+             expr="PyLong_FromLongLong(q_stats_of(o).unfinished)"),
+        Prop("_strategy_name", "str", "The strategy's value ('block', ...).",
+             expr="PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(o->core)))"),
         Prop("block_timeout", "Optional[float]",
-             "Seconds a BLOCK put waits by default (None: no limit).", conv="object",
+             "Seconds a BLOCK put waits by default (None: no limit).",
              expr="isinf(o->a.block_timeout_s) ? Py_NewRef(Py_None) : "
                   "PyFloat_FromDouble(o->a.block_timeout_s)"),
-        Prop("closed", "bool", "True after close().", conv="bool", expr="prs_ring_is_closed(o->core)"),
+        Prop("closed", "bool", "True after close().",
+             expr="PyBool_FromLong(prs_ring_is_closed(o->core))"),
         Prop("high_watermark", "Optional[float]", "The high watermark fraction, or None.",
-             conv="object", expr=OPT_MARK % "high"),
+             expr=OPT_MARK % "high"),
         Prop("low_watermark", "Optional[float]", "The low watermark fraction, or None.",
-             conv="object", expr=OPT_MARK % "low"),
+             expr=OPT_MARK % "low"),
     ],
     stub_tail=["@property", "def max_size(self) -> int: ...", "@max_size.setter",
                "def max_size(self, value: int) -> None: ...", "@property",

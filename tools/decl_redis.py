@@ -33,6 +33,27 @@ BACKEND = Type(
         M("ping", returns="bool",
           doc="PING the server: True, or BackendError when it cannot be reached\n"
               "within the timeout."),
+        M("_endpoint", returns="Tuple[Optional[str], int, Optional[str], Optional[str], Optional[str], int]",
+          doc="Internal (asyncio transport): (host, port, unix_path, user, password, db)\n"
+              "of the parsed url."),
+        M("_admit", returns="Tuple[int, Optional[Tuple[str, str]]]",
+          doc="Internal (asyncio transport): ask the backend's circuit, shared with\n"
+              "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."),
+        M("_outcome", "admit: int, error: Optional[Tuple[str, str]] = None",
+          doc="Internal (asyncio transport): report an admitted exchange's outcome\n"
+              "to the circuit (error: (status, message) of a transport failure)."),
+        M("_breaker_script", returns="bytes",
+          doc="Internal: the distributed circuit breaker's Lua script\n"
+              "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."),
+        M("_op_eval", "op: Any, i: int", "bytes",
+          doc="Internal (asyncio transport): command i of op as EVAL with its script's\n"
+              "body (after a NOSCRIPT reply)."),
+        M("_op_finish", "op: Any, replies: Optional[List[Any]], error: Optional[Tuple[str, str]] = None",
+          "Any",
+          doc="Internal (asyncio transport): finish op with its replies (bytes, int,\n"
+              "None, str status, list, or an Exception for an error reply), or with a\n"
+              "transport failure (status, message) that the failure policy decides. Returns\n"
+              "what the blocking call returns (Decision, list of Decisions, None)."),
         M("_command", "*args: Union[str, bytes, int]", "Any", flags="METH_FASTCALL",
           doc="Run one raw Redis command (arguments str, bytes or int) and\n"
               "return its reply (bytes, int, None, str status, list). For tests and tools."),
@@ -98,6 +119,19 @@ LIMITER = Type(
           doc="Check a list of (key, n) pairs (or bare keys, n=1) in one\n"
               "pipelined round trip; returns a list of Decisions in the same order. Each\n"
               "check is atomic on its own (not all-or-nothing: see RedisLimiterGroup)."),
+        M("_op", "kind: str, key: %s, n: int = 1, now: Optional[float] = None" % KEY, "Any",
+          doc="Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
+              "I/O: a Decision when a lease decided it, else (op, request bytes, replies)."),
+        M("_async_waiter", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
+          "Tuple[_RateWait, List[Decision]]",
+          doc="Internal: the wait of acquire_async(): before each step(), append the\n"
+              "Decision of a check to the list; step() then decides as acquire() does."),
+        M("_op_many", "requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]", "Any",
+          doc="Internal (asyncio transport): check_many's (op, request bytes, replies),\n"
+              "or [] for no requests."),
+        M("_op_release", returns="Any",
+          doc="Internal (asyncio transport): close()'s give-back of the leases as\n"
+              "(op, request bytes, replies), or None when no lease holds a permit."),
         M("close", doc="Give back every unspent lease permit (one pipelined round trip)."),
         M("_check_at", "key: %s, n: int, now: float" % KEY, "Decision",
           doc="Tests only: check at `now` seconds (microsecond\n"
@@ -145,6 +179,11 @@ GROUP = Type(
               "run it in an executor)."),
         M("_check_at", "now: float, /", "Decision",
           doc="Tests only: check at `now` seconds instead of Redis's TIME."),
+        M("_async_waiter", "timeout: Optional[float] = None", "Tuple[_RateWait, List[Decision]]",
+          doc="Internal: the wait of acquire_async(): before each step(), append the\n"
+              "Decision of a check to the list; step() then decides as acquire() does."),
+        M("_op", "now: Optional[float] = None", "Any",
+          doc="Internal (asyncio transport): the group check's (op, request bytes, replies)."),
     ],
     props=[
         Prop("members", "List[%s]" % MEMBER, "The (limiter, key, n) members.", "group_get", 0),

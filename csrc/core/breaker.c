@@ -8,11 +8,35 @@
  * and take the lock for admission too.
  *
  * State layout.
- *   word    epoch << 4 | mode << 2 | state. Written only with `lock` held, read
- *           without it by the CLOSED fast path of acquire() and by get_state().
+ *   word    epoch << 29 | gen << 5 | clean << 4 | mode << 2 | state. Written
+ *           only with `lock` held, read without it by the CLOSED fast path of
+ *           acquire(), by the clean fast path of record() and by get_state().
  *           Every transition (and every manual state call) bumps the epoch, so a
  *           permit (epoch << 1 | trial-slot bit) names the state that admitted it.
- *   Everything else below `lock` is guarded by it.
+ *   Everything else below `lock` is guarded by it, except last_now (atomic,
+ *   only ever raised) and the stripes.
+ *
+ * The clean fast path (contention). In CLOSED, once a count window is full of
+ * plain successes (no failure, no slow call) and no failure is pending, one
+ * more plain success changes nothing but two counters: the window stays full
+ * of successes (the success it evicts is a success), the state cannot move, and
+ * only `calls` and `consec_succ` grow by one. The lock holder marks that
+ * condition with the word's `clean` bit, and record() then counts such a
+ * success without the lock: a compare-and-swap on one of STRIPES counters, each
+ * on its own cache line and picked by the calling thread's stack address, so
+ * threads do not share a line. A stripe holds gen << 40 | count, and gen is
+ * the word's: whoever takes the lock to change anything the clean condition
+ * covers (a failure, a slow call, a transition, a reset) first leaves clean
+ * (leave_clean: a new word without the bit and with gen + 1), then swaps every
+ * stripe for (gen + 1) << 40 | 0 and adds what they held to calls and
+ * consec_succ. A fast success whose compare-and-swap lands before that swap is
+ * counted there, in order before the change; one that comes later finds a new
+ * gen (or a changed value) and takes the lock like any other outcome. Exact:
+ * every success is counted once, and none is counted in a state it was not
+ * recorded in. Readers (metrics) add the stripes to the locked counters. A gen
+ * is 24 bits: a thread stalled between its load and its compare-and-swap over
+ * 16M changes of the clean condition (and a stripe back at its exact value)
+ * is the one case that would count its success in the later phase.
  *
  * The window. The same sliding window runs in both modes (consecutive mode
  * uses it only for the metrics): a ring of the last window_size outcomes (one
@@ -48,8 +72,21 @@
 
 #define W_STATE(w) ((prs_breaker_state)((w) & 3u))
 #define W_MODE(w) ((prs_breaker_mode)(((w) >> 2) & 3u))
-#define W_EPOCH(w) ((w) >> 4)
-#define W_MAKE(epoch, mode, state) (((uint64_t)(epoch) << 4) | ((uint64_t)(mode) << 2) | (uint64_t)(state))
+#define W_CLEAN ((uint64_t)1 << 4)
+#define W_GEN_SHIFT 5
+#define W_GEN_MASK ((UINT64_C(1) << 24) - 1)
+#define W_GEN(w) (((w) >> W_GEN_SHIFT) & W_GEN_MASK)
+#define W_EPOCH(w) ((w) >> 29)
+#define W_MAKE(epoch, mode, state) (((uint64_t)(epoch) << 29) | ((uint64_t)(mode) << 2) | (uint64_t)(state))
+
+/* A stripe: gen << 40 | count (see "the clean fast path"). */
+#define STRIPES 32
+#define S_COUNT_MASK ((UINT64_C(1) << 40) - 1)
+#define S_GEN(v) ((v) >> 40)
+#define LINE 64
+typedef struct stripe {
+    _Alignas(LINE) _Atomic uint64_t v;
+} stripe;
 
 #define OUT_FAIL 1u
 #define OUT_SLOW 2u
@@ -59,11 +96,20 @@ typedef struct tw_bucket {
 } tw_bucket;
 
 struct prs_breaker {
+    /* ---- read by every call: the word and what never changes ---- */
     _Atomic uint64_t word;      /* see above; written under lock */
-    prs__spinlock lock;
+    prs_breaker_config cfg;     /* allocator field NULL */
+    int64_t half_open_max;      /* >= 1 */
+    int64_t min_calls;          /* effective minimum_calls */
+    int rate_mode;              /* a failure or slow-call rate threshold is set */
+    prs_allocator alloc;
+    void *block;                /* what the allocator returned (this struct is aligned in it) */
+
+    /* largest now_ns seen; INT64_MIN before any. Only ever raised (cas_max). */
+    _Alignas(LINE) _Atomic int64_t last_now;
 
     /* ---- guarded by lock ---- */
-    int64_t last_now;           /* largest now_ns seen; INT64_MIN before any */
+    _Alignas(LINE) prs__spinlock lock;
     int64_t opened_at;          /* OPEN: when it (last) opened */
     int64_t consec_fail;        /* CLOSED: failures since the last success */
     int64_t consec_succ;        /* CLOSED: successes since the last failure;
@@ -80,12 +126,8 @@ struct prs_breaker {
     tw_bucket *buckets;         /* time window: window_size buckets, second s at s mod size */
     int64_t head_sec;           /* newest second the time window covers; INT64_MIN: empty */
 
-    /* ---- immutable after new() ---- */
-    prs_breaker_config cfg;     /* allocator field NULL */
-    int64_t half_open_max;      /* >= 1 */
-    int64_t min_calls;          /* effective minimum_calls */
-    int rate_mode;              /* a failure or slow-call rate threshold is set */
-    prs_allocator alloc;
+    /* ---- the clean fast path's counters (see above) ---- */
+    stripe stripes[STRIPES];
 };
 
 void prs_breaker_config_init(prs_breaker_config *cfg) {
@@ -153,20 +195,23 @@ int prs_breaker_new(const prs_breaker_config *cfg, prs_breaker **out) {
     int rc = prs_breaker_config_validate(cfg);
     if (rc) return rc;
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    prs_breaker *b = prs__calloc(a, 1, sizeof *b);
-    if (!b) return PRS_ENOMEM;
+    void *block = prs__calloc(a, 1, sizeof(prs_breaker) + LINE - 1);
+    if (!block) return PRS_ENOMEM;
+    prs_breaker *b = (prs_breaker *)(((uintptr_t)block + LINE - 1) & ~(uintptr_t)(LINE - 1));
+    b->block = block;
     size_t n = (size_t)cfg->window_size;
     if (cfg->window_type == PRS_BREAKER_WINDOW_COUNT)
         b->ring = prs__calloc(a, n, 1);
     else
         b->buckets = prs__calloc(a, n, sizeof(tw_bucket));
     if (!b->ring && !b->buckets) {
-        prs__free(a, b);
+        prs__free(a, block);
         return PRS_ENOMEM;
     }
     atomic_init(&b->word, W_MAKE(0, PRS_BREAKER_NORMAL, PRS_BREAKER_CLOSED));
     prs__spin_init(&b->lock);
-    b->last_now = INT64_MIN;
+    atomic_init(&b->last_now, INT64_MIN);
+    for (int i = 0; i < STRIPES; i++) atomic_init(&b->stripes[i].v, 0);
     b->head_sec = INT64_MIN;
     b->cfg = *cfg;
     b->cfg.allocator = NULL;
@@ -185,15 +230,81 @@ void prs_breaker_free(prs_breaker *b) {
     prs_allocator a = b->alloc;
     prs__free(&a, b->ring);
     prs__free(&a, b->buckets);
-    prs__free(&a, b);
+    prs__free(&a, b->block);
 }
 
 /* ---- helpers (lock held) ------------------------------------------------ */
 
+/* Raises last_now to now (never lowers it: the clean fast path raises it
+ * without the lock) and returns the clamped now. */
 static int64_t clamp_now(prs_breaker *b, int64_t now) {
-    if (now < b->last_now) return b->last_now;
-    b->last_now = now;
-    return now;
+    int64_t seen = atomic_load_explicit(&b->last_now, memory_order_relaxed);
+    while (now > seen) {
+        if (atomic_compare_exchange_weak_explicit(&b->last_now, &seen, now, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return now;
+    }
+    return seen;
+}
+
+/* The sum of the stripes: plain successes counted by the clean fast path and
+ * not yet folded into calls and consec_succ (0 while not clean). */
+static int64_t stripes_sum(prs_breaker *b) {
+    int64_t n = 0;
+    for (int i = 0; i < STRIPES; i++)
+        n += (int64_t)(atomic_load_explicit(&b->stripes[i].v, memory_order_relaxed) & S_COUNT_MASK);
+    return n;
+}
+
+/* Lock held, before changing anything the clean condition covers: a new word
+ * without the clean bit and with the next gen, then the stripes folded into
+ * the counters (see "the clean fast path"). */
+static void leave_clean(prs_breaker *b) {
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    if (!(w & W_CLEAN)) return;
+    uint64_t gen = (W_GEN(w) + 1) & W_GEN_MASK;
+    w = (w & ~(W_CLEAN | (W_GEN_MASK << W_GEN_SHIFT))) | gen << W_GEN_SHIFT;
+    atomic_store_explicit(&b->word, w, memory_order_seq_cst);
+    int64_t folded = 0;
+    for (int i = 0; i < STRIPES; i++) {
+        uint64_t v = atomic_exchange_explicit(&b->stripes[i].v, gen << 40, memory_order_acq_rel);
+        assert(S_GEN(v) == ((gen - 1) & W_GEN_MASK));
+        folded += (int64_t)(v & S_COUNT_MASK);
+    }
+    b->calls += folded;
+    b->consec_succ += folded;
+}
+
+/* Lock held, in CLOSED after an outcome: sets the clean bit when one more plain
+ * success could change nothing but the counters. */
+static void maybe_enter_clean(prs_breaker *b) {
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    if ((w & W_CLEAN) || W_STATE(w) != PRS_BREAKER_CLOSED || !b->ring) return;
+    if (b->ring_n != b->cfg.window_size || b->w_failures != 0 || b->w_slow != 0 ||
+        b->consec_fail != 0)
+        return;
+    atomic_store_explicit(&b->word, w | W_CLEAN, memory_order_release);
+}
+
+/* The thread's stripe: its stack address, hashed (threads' stacks are far
+ * apart; one thread's frames stay within one 64 KiB block most of the time). */
+static inline stripe *my_stripe(prs_breaker *b) {
+    uintptr_t sp = (uintptr_t)__builtin_frame_address(0) >> 16;
+    return &b->stripes[(uint32_t)(sp * UINT64_C(0x9E3779B97F4A7C15) >> 59) % STRIPES];
+}
+
+/* A plain success counted without the lock while clean: 1 if it was, 0 if
+ * the caller must take the lock. */
+static int record_clean_success(prs_breaker *b, int64_t now, prs_breaker_permit permit) {
+    uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
+    if (!(w & W_CLEAN)) return 0;
+    if (permit != PRS_BREAKER_NO_PERMIT && permit != W_EPOCH(w) << 1) return 0;
+    stripe *s = my_stripe(b);
+    uint64_t v = atomic_load_explicit(&s->v, memory_order_relaxed);
+    if (S_GEN(v) != W_GEN(w) || (v & S_COUNT_MASK) == S_COUNT_MASK) return 0;
+    clamp_now(b, now); /* first: a failure after this success opens no earlier */
+    return atomic_compare_exchange_strong_explicit(&s->v, &v, v + 1, memory_order_relaxed,
+                                                   memory_order_relaxed);
 }
 
 static int64_t floor_div(int64_t a, int64_t d) {
@@ -283,9 +394,12 @@ static int window_trips(const prs_breaker *b) {
 /* Stores a new word (epoch + 1) and reports the transition, if the state changed. */
 static void set_state(prs_breaker *b, prs_breaker_state to, prs_breaker_mode mode,
                       prs_breaker_transition *tr) {
+    leave_clean(b);
     uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
     prs_breaker_state from = W_STATE(w);
-    atomic_store_explicit(&b->word, W_MAKE(W_EPOCH(w) + 1, mode, to), memory_order_release);
+    atomic_store_explicit(&b->word,
+                          W_MAKE(W_EPOCH(w) + 1, mode, to) | (w & (W_GEN_MASK << W_GEN_SHIFT)),
+                          memory_order_release);
     if (to != PRS_BREAKER_HALF_OPEN) b->in_flight = b->untracked = 0;
     if (tr) {
         tr->happened = from != to;
@@ -421,6 +535,8 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
     int slow = outcome != PRS_BREAKER_IGNORED && b->cfg.slow_call_ns > 0 &&
                duration_ns >= b->cfg.slow_call_ns;
     int fail = outcome == PRS_BREAKER_FAILURE;
+    if (outcome == PRS_BREAKER_SUCCESS && !slow && record_clean_success(b, now, permit))
+        return PRS_OK;
 
     prs__spin_lock(&b->lock);
     now = clamp_now(b, now);
@@ -439,6 +555,7 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
     }
     if (state == PRS_BREAKER_CLOSED) {
         if (outcome != PRS_BREAKER_IGNORED) {
+            leave_clean(b);
             window_push(b, now, (fail ? OUT_FAIL : 0u) | (slow ? OUT_SLOW : 0u));
             if (fail) {
                 b->consec_fail++;
@@ -450,6 +567,8 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
             if (W_MODE(w) == PRS_BREAKER_NORMAL &&
                 (b->rate_mode ? window_trips(b) : b->consec_fail >= b->cfg.failure_threshold))
                 enter_open(b, now, PRS_BREAKER_NORMAL, tr);
+            else
+                maybe_enter_clean(b);
         }
     } else if (state == PRS_BREAKER_HALF_OPEN) {
         if (permit == PRS_BREAKER_NO_PERMIT) {
@@ -543,9 +662,10 @@ void prs_breaker_get_metrics(prs_breaker *b, int64_t now, prs_breaker_metrics *m
     uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
     m->state = W_STATE(w);
     m->mode = W_MODE(w);
+    int64_t fast = stripes_sum(b);
     m->consecutive_failures = b->consec_fail;
-    m->consecutive_successes = b->consec_succ;
-    m->calls = b->calls;
+    m->consecutive_successes = b->consec_succ + fast;
+    m->calls = b->calls + fast;
     m->failures = b->failures;
     m->slow_calls = b->slow_calls;
     m->rejected = b->rejected;

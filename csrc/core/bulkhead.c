@@ -125,7 +125,7 @@ void prs_bulkhead_waiter_destroy(prs_bulkhead_waiter *w) {
 }
 
 int prs_bulkhead_waiter_state(prs_bulkhead *b, const prs_bulkhead_waiter *w) {
-    pthread_mutex_lock(&b->mu);
+    prs__mutex_lock(&b->mu);
     int s = w->state;
     pthread_mutex_unlock(&b->mu);
     return s;
@@ -181,7 +181,7 @@ static prs_bulkhead_waiter *hand_over(prs_bulkhead *b) {
 
 int prs_bulkhead_try_acquire(prs_bulkhead *b, int64_t now_ns, int count_rejection, int *acquired) {
     if (!b || !acquired) return PRS_EINVAL;
-    pthread_mutex_lock(&b->mu);
+    prs__mutex_lock(&b->mu);
     advance(b, now_ns);
     if (b->active < b->max && b->nwaiting == 0) {
         b->active++;
@@ -197,7 +197,7 @@ int prs_bulkhead_try_acquire(prs_bulkhead *b, int64_t now_ns, int count_rejectio
 
 int prs_bulkhead_acquire(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter *w, int *outcome) {
     if (!b || !w || !outcome || w->state == PRS_WAITER_WAITING) return PRS_EINVAL;
-    pthread_mutex_lock(&b->mu);
+    prs__mutex_lock(&b->mu);
     advance(b, now_ns);
     if (b->active < b->max && b->nwaiting == 0) {
         b->active++;
@@ -221,7 +221,7 @@ int prs_bulkhead_acquire(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter *w
 int prs_bulkhead_release(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter **woken) {
     if (woken) *woken = NULL;
     if (!b) return PRS_EINVAL;
-    pthread_mutex_lock(&b->mu);
+    prs__mutex_lock(&b->mu);
     if (b->active <= 0) {
         pthread_mutex_unlock(&b->mu);
         return PRS_ESTATE;
@@ -247,7 +247,7 @@ int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64
     if (!b || !w || !outcome) return PRS_EINVAL;
     if (mode != PRS_BULKHEAD_FINISH_ACCEPT && mode != PRS_BULKHEAD_FINISH_CANCEL) return PRS_EINVAL;
     prs_bulkhead_waiter *next = NULL;
-    pthread_mutex_lock(&b->mu);
+    prs__mutex_lock(&b->mu);
     advance(b, now_ns);
     if (w->state == PRS_WAITER_WAITING) {
         unlink_waiter(b, w);
@@ -283,7 +283,7 @@ int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64
 
 void prs_bulkhead_note_rejected(prs_bulkhead *b) {
     if (!b) return;
-    pthread_mutex_lock(&b->mu);
+    prs__mutex_lock(&b->mu);
     b->rejected++;
     pthread_mutex_unlock(&b->mu);
 }
@@ -312,7 +312,7 @@ int prs_bulkhead_after_fork_child(prs_bulkhead *b, prs_bulkhead_waiter **woken) 
      * new one (no other thread runs, so nothing else can be using it). */
     memset(&b->mu, 0, sizeof b->mu);
     if (pthread_mutex_init(&b->mu, NULL) != 0) return PRS_ENOMEM;
-    pthread_mutex_lock(&b->mu);
+    prs__mutex_lock(&b->mu);
     /* Queued threads leave the queue, as finish(CANCEL) would (counted
      * cancelled); nobody is woken: their condition variables are the parent's. */
     prs_bulkhead_waiter *w = b->head;
@@ -349,7 +349,7 @@ int prs_bulkhead_after_fork_child(prs_bulkhead *b, prs_bulkhead_waiter **woken) 
 }
 
 void prs_bulkhead_stats_get(prs_bulkhead *b, prs_bulkhead_stats *s) {
-    pthread_mutex_lock(&b->mu);
+    prs__mutex_lock(&b->mu);
     s->max_concurrent = b->max;
     s->active = b->active;
     s->available = b->max - b->active;
@@ -366,7 +366,7 @@ int64_t prs_bulkhead_max_concurrent(const prs_bulkhead *b) { return b->max; }
 
 int64_t prs_bulkhead_estimate_wait_ns(prs_bulkhead *b, int64_t now_ns) {
     int64_t est;
-    pthread_mutex_lock(&b->mu);
+    prs__mutex_lock(&b->mu);
     advance(b, now_ns);
     if (b->active < b->max && b->nwaiting == 0) {
         est = 0;

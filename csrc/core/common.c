@@ -11,6 +11,9 @@
 #include <sched.h>
 #include <stdlib.h>
 #include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
 
 const char *prs_strerror(int status) {
     switch (status) {
@@ -65,6 +68,110 @@ int64_t prs_seconds_to_ns(double seconds) {
     if (ns >= 9.2233720368547758e18) return INT64_MAX;
     if (ns <= -9.2233720368547758e18) return INT64_MIN;
     return (int64_t)llround(ns);
+}
+
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+static inline uint64_t cycles_now(void) { return __rdtsc(); }
+#else
+static inline uint64_t cycles_now(void) { return (uint64_t)prs_monotonic_ns(); }
+#endif
+
+/* The calling thread's memory of contention: where its last contended call
+ * started waiting, and when. A thread that keeps meeting contention starts
+ * each wait higher (doubling up to the cap), so losers stay away long enough
+ * for the winner's run to pay off; a thread that met none for a while
+ * (PRS__BACKOFF_QUIET cycles) starts again from the bottom. Touched only on
+ * the slow path. */
+#define PRS__BACKOFF_QUIET (UINT64_C(1) << 20)
+static _Thread_local uint32_t bo_level;
+static _Thread_local uint64_t bo_last;
+static _Thread_local const void *bo_on;
+
+void prs__backoff_wait(prs__backoff *b) {
+    if (b->limit == 0) {
+        uint64_t now = cycles_now();
+        uint32_t level = bo_level;
+        if (level == 0 || bo_on != b->on || now - bo_last > PRS__BACKOFF_QUIET)
+            level = PRS__BACKOFF_MIN;
+        else if (level < PRS__BACKOFF_MAX)
+            level *= 2;
+        bo_level = level;
+        bo_last = now;
+        bo_on = b->on;
+        b->limit = level;
+        /* a per-wait seed: the backoff lives on the waiting thread's stack */
+        uint32_t s = (uint32_t)((uintptr_t)b >> 4) * 2654435761u ^ (uint32_t)now;
+        b->rng = s ? s : 1u;
+    }
+    uint32_t x = b->rng; /* xorshift32 */
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b->rng = x;
+    uint32_t wait = b->limit / 2 + x % (b->limit / 2 + 1); /* in [limit/2, limit] */
+#if defined(__x86_64__) || defined(__i386__)
+    uint64_t start = cycles_now();
+    while (cycles_now() - start < wait) cpu_relax();
+#else
+    for (uint32_t i = 0; i < wait / 16; i++) cpu_relax();
+#endif
+    if (b->limit < PRS__BACKOFF_MAX) {
+        b->limit *= 2;
+    } else if (++b->rounds >= 4) {
+        sched_yield(); /* a holder preempted on this CPU runs */
+    }
+}
+
+void prs__spin_lock_slow(prs__spinlock *l) {
+    prs__backoff b = PRS__BACKOFF_ON(l);
+    for (;;) {
+        prs__backoff_wait(&b);
+        if (!atomic_load_explicit(&l->v, memory_order_relaxed) &&
+            !atomic_exchange_explicit(&l->v, 1, memory_order_acquire))
+            return;
+    }
+}
+
+/* Blocking in the kernel makes every later unlock a futex wake (a system call
+ * on the holder's path: the collapse of a plain mutex under contention), so
+ * it is the last resort: after ~64 backoff rounds (a few hundred microseconds,
+ * yielding the CPU at the cap), i.e. when the holder was preempted. */
+static void __attribute__((noinline)) mutex_lock_slow(pthread_mutex_t *m) {
+    prs__backoff b = PRS__BACKOFF_ON(m);
+    for (int i = 0; i < 64; i++) {
+        prs__backoff_wait(&b);
+#if defined(__GLIBC__)
+        if (__atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) != 0) continue;
+#endif
+        if (pthread_mutex_trylock(m) == 0) return;
+    }
+    pthread_mutex_lock(m);
+}
+
+/* glibc records the holder's thread id in __owner (plain stores: 0 again
+ * before the unlock's atomic exchange), for every mutex type. Peeking at it
+ * costs nothing; peeking at the lock word itself stalls ~4 ns right after
+ * the unlock's locked instruction, and pthread_mutex_trylock costs more than
+ * pthread_mutex_lock. The peek is a hint: a mutex taken between it and the
+ * lock makes this call block as a plain pthread_mutex_lock would. */
+void prs__mutex_lock(pthread_mutex_t *m) {
+#if defined(__GLIBC__)
+    if (__builtin_expect(__atomic_load_n(&m->__data.__owner, __ATOMIC_RELAXED) == 0, 1)) {
+        pthread_mutex_lock(m);
+        return;
+    }
+#else
+    if (__builtin_expect(pthread_mutex_trylock(m) == 0, 1)) return;
+#endif
+    mutex_lock_slow(m);
 }
 
 void prs__spin_yield(unsigned spins) {

@@ -144,6 +144,7 @@ static int decide_lockfree(prs_limiter *lim, int64_t now, int64_t n, int consume
     const gcra_params *live = lim->params;
     gcra_params p;
     unsigned spins = 0;
+    prs__backoff bo = PRS__BACKOFF_ON(lim);
     for (;;) {
         /* A consistent pair: the params and the tat read between two equal
          * even `seq` values (a reconfiguration holds the word locked while
@@ -168,7 +169,10 @@ static int decide_lockfree(prs_limiter *lim, int64_t now, int64_t n, int consume
         if (atomic_compare_exchange_weak_explicit(&lim->word, &seen, next, memory_order_acq_rel,
                                                   memory_order_acquire))
             break;
-        /* lost the race: decide again from a fresh consistent pair */
+        /* lost the race: back off without touching the word (the winner keeps
+         * its line and goes on at full speed), then decide again from a fresh
+         * consistent pair */
+        prs__backoff_wait(&bo);
     }
     return PRS_OK;
 }

@@ -2,8 +2,10 @@
  * limiter.c - the one limiter object over the algorithm descriptors, the
  * algorithm table as data, and the wait steps.
  *
- * Layout: one allocation holds the struct, the params (params_size bytes)
- * and, for spinlocked algorithms, the state (state_size(params) bytes). A
+ * Layout: one allocation holds the struct (aligned to a cache line inside
+ * it: its read-mostly line and its written line apart, limiter_internal.h),
+ * the params (params_size bytes, from the next line) and, for spinlocked
+ * algorithms, the state (state_size(params) bytes). A
  * reconfiguration that changes the state's size (a sliding log's ring) moves
  * the state to a block of its own (own_state), allocated before the lock is
  * taken; `state` always names the live one, and a group resolves it under the
@@ -31,7 +33,7 @@
 #include <string.h>
 
 #define ALIGN16(x) (((x) + 15) & ~(size_t)15)
-#define HEADER ALIGN16(sizeof(prs_limiter))
+#define HEADER sizeof(prs_limiter) /* a multiple of PRS__LINE */
 
 /* ---- the table ----------------------------------------------------------- */
 
@@ -127,10 +129,13 @@ int prs_limiter_new(const prs_algo *algo, const void *config, const prs_allocato
     int lockfree = algo->decide_lockfree != NULL;
     size_t ssz = lockfree ? 0 : algo->state_size(p);
     size_t psz = ALIGN16(algo->params_size);
-    if (ssz > SIZE_MAX - HEADER - psz) return PRS_ENOMEM;
+    if (ssz > SIZE_MAX - HEADER - psz - PRS__LINE) return PRS_ENOMEM;
     const prs_allocator *a = prs__alloc_or_default(allocator);
-    prs_limiter *lim = prs__malloc(a, HEADER + psz + ssz);
-    if (!lim) return PRS_ENOMEM;
+    void *block = prs__malloc(a, HEADER + psz + ssz + PRS__LINE - 1);
+    if (!block) return PRS_ENOMEM;
+    prs_limiter *lim =
+        (prs_limiter *)(((uintptr_t)block + PRS__LINE - 1) & ~(uintptr_t)(PRS__LINE - 1));
+    lim->block = block;
     prs__spin_init(&lim->lock);
     atomic_init(&lim->seq, 0);
     lim->algo = algo;
@@ -156,7 +161,7 @@ void prs_limiter_free(prs_limiter *lim) {
     if (!lim) return;
     prs_allocator a = lim->alloc;
     prs__free(&a, lim->own_state);
-    prs__free(&a, lim);
+    prs__free(&a, lim->block);
 }
 
 const prs_algo *prs_limiter_algo(const prs_limiter *lim) { return lim ? lim->algo : NULL; }

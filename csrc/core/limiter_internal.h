@@ -15,11 +15,14 @@
  * nanosecond later: conservative). */
 #define PRS__WORD_LOCKED (INT64_MIN + 1)
 
+/* Two cache lines apart: what every decision only reads (the descriptor, the
+ * params' address, the sequence counter) and what decisions write (the lock,
+ * the word). A write to the lock or the word then never evicts the other
+ * callers' copy of the read-mostly line; the params follow the struct on a
+ * line of their own (limiter.c aligns the allocation to PRS__LINE). */
+#define PRS__LINE 64
 struct prs_limiter {
-    /* Spinlocked algorithms: guards `state`, the params and `own_state`. */
-    prs__spinlock lock;
-    /* Lock-free algorithms: the state, or PRS__WORD_LOCKED while held. */
-    _Atomic int64_t word;
+    /* ---- read by every decision, written only by a reconfiguration ---- */
     /* Lock-free algorithms: even while the params are stable, odd while a
      * reconfiguration (holding the word) writes them. */
     _Atomic uint64_t seq;
@@ -29,7 +32,13 @@ struct prs_limiter {
                             params or own_state; lock-free: &word */
     void *own_state;     /* a state block of its own once a reconfiguration changed
                             the state's size; NULL while the inline one serves */
+    void *block;         /* what the allocator returned (this struct is aligned in it) */
     prs_allocator alloc;
+    /* ---- written by decisions ---- */
+    /* Spinlocked algorithms: guards `state`, the params and `own_state`. */
+    _Alignas(PRS__LINE) prs__spinlock lock;
+    /* Lock-free algorithms: the state, or PRS__WORD_LOCKED while held. */
+    _Atomic int64_t word;
 };
 
 static inline int prs__limiter_lockfree(const prs_limiter *lim) {

@@ -385,7 +385,7 @@ static int put_impl(prs_ring *r, void *item, prs_ring_waiter *w, int try_only, p
     if (!r || !res) return PRS_EINVAL;
     res_init(res);
     if (w && (w->state == PRS_WAITER_WAITING || w->role != PRS_RING_PRODUCER)) return PRS_EINVAL;
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     if (r->closed) {
         pthread_mutex_unlock(&r->mu);
         return PRS_ECLOSED;
@@ -457,7 +457,7 @@ int prs_ring_get(prs_ring *r, prs_ring_waiter *w, void **item, prs_ring_result *
     res_init(res);
     if (w && (w->state == PRS_WAITER_WAITING || w->role != PRS_RING_CONSUMER)) return PRS_EINVAL;
     int rc = PRS_OK;
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     if (r->count > 0) {
         *item = pop_front(r);
         r->processed++;
@@ -513,7 +513,7 @@ int prs_ring_finish(prs_ring *r, prs_ring_waiter *w, int mode, void **item, prs_
     if (mode != PRS_RING_FINISH_ACCEPT && mode != PRS_RING_FINISH_CANCEL) return PRS_EINVAL;
     res_init(res);
     *item = NULL;
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     switch (w->state) {
     case PRS_WAITER_WAITING:
         unlink_waiter(queue_of(r, w), w);
@@ -562,7 +562,7 @@ int prs_ring_finish(prs_ring *r, prs_ring_waiter *w, int mode, void **item, prs_
 int prs_ring_task_done(prs_ring *r, prs_ring_result *res) {
     if (!r || !res) return PRS_EINVAL;
     res_init(res);
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     int rc = PRS_OK;
     if (r->unfinished == 0) {
         rc = PRS_EINVAL;
@@ -580,7 +580,7 @@ int prs_ring_join(prs_ring *r, prs_ring_waiter *w, prs_ring_result *res) {
     res_init(res);
     if (w && (w->state == PRS_WAITER_WAITING || w->role != PRS_RING_JOINER)) return PRS_EINVAL;
     int rc = PRS_OK;
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     if (r->unfinished == 0) {
         res->outcome = PRS_RING_DONE;
     } else if (w) {
@@ -598,7 +598,7 @@ int prs_ring_set_capacity(prs_ring *r, int64_t capacity, prs_ring_result *res) {
     if (capacity > PRS_RING_MAX) return PRS_ERANGE;
     res_init(res);
     int64_t cap = capacity == 0 ? PRS_RING_MAX : capacity;
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     /* Room for the producers a larger capacity lets in (settle never allocates). */
     int64_t need = size_of(r) + r->producers.n;
     if (need > cap) need = cap;
@@ -618,7 +618,7 @@ int prs_ring_set_capacity(prs_ring *r, int64_t capacity, prs_ring_result *res) {
 int prs_ring_close(prs_ring *r, prs_ring_result *res) {
     if (!r || !res) return PRS_EINVAL;
     res_init(res);
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     r->closed = 1;
     while (r->producers.head) {
         prs_ring_waiter *w = r->producers.head;
@@ -644,7 +644,7 @@ int prs_ring_after_fork_child(prs_ring *r, prs_ring_result *res) {
     /* The parent's mutex may have been held by a thread that is gone. */
     memset(&r->mu, 0, sizeof r->mu);
     if (pthread_mutex_init(&r->mu, NULL) != 0) return PRS_ENOMEM;
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     /* Queued threads leave the queues unserved, as a timed-out finish would:
      * a producer's item is its thread's again (counted dropped). Nobody is
      * woken: their condition variables are the parent's. */
@@ -681,7 +681,7 @@ int64_t prs_ring_drain(prs_ring *r, void (*fn)(void *item, void *arg), void *arg
     if (!r) return 0;
     int64_t n = 0;
     for (;;) {
-        pthread_mutex_lock(&r->mu);
+        prs__mutex_lock(&r->mu);
         int got = r->count > 0;
         void *item = got ? pop_front(r) : NULL;
         pthread_mutex_unlock(&r->mu);
@@ -695,7 +695,7 @@ int64_t prs_ring_drain(prs_ring *r, void (*fn)(void *item, void *arg), void *arg
 int prs_ring_foreach(prs_ring *r, int (*fn)(void *item, void *arg), void *arg) {
     if (!r || !fn) return 0;
     int rc = 0;
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     for (int64_t k = 0; k < r->count && rc == 0; k++) {
         int64_t i = r->head + k;
         if (i >= r->nbuf) i -= r->nbuf;
@@ -706,7 +706,7 @@ int prs_ring_foreach(prs_ring *r, int (*fn)(void *item, void *arg), void *arg) {
 }
 
 void prs_ring_stats_get(prs_ring *r, prs_ring_stats *s) {
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     s->capacity = r->cap;
     s->size = size_of(r);
     s->received = r->received;
@@ -724,21 +724,21 @@ void prs_ring_stats_get(prs_ring *r, prs_ring_stats *s) {
 }
 
 int64_t prs_ring_size(prs_ring *r) {
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     int64_t n = size_of(r);
     pthread_mutex_unlock(&r->mu);
     return n;
 }
 
 int64_t prs_ring_capacity(prs_ring *r) {
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     int64_t c = r->cap;
     pthread_mutex_unlock(&r->mu);
     return c;
 }
 
 int prs_ring_is_full(prs_ring *r) {
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     int f = size_of(r) >= r->cap;
     pthread_mutex_unlock(&r->mu);
     return f;
@@ -747,7 +747,7 @@ int prs_ring_is_full(prs_ring *r) {
 prs_ring_strategy prs_ring_strategy_of(const prs_ring *r) { return r->strategy; }
 
 int prs_ring_is_closed(prs_ring *r) {
-    pthread_mutex_lock(&r->mu);
+    prs__mutex_lock(&r->mu);
     int c = r->closed;
     pthread_mutex_unlock(&r->mu);
     return c;

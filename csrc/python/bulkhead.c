@@ -215,6 +215,11 @@ static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssiz
     return BH_CALL(wait ? PRS_NEVER : 0, args[0]);
 }
 
+/* _finish(waiter, cancel): settles an asyncio waiter (wait.c). */
+static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
+}
+
 /* async with: a slot free now -> an already-done awaitable (no coroutine);
  * else the coroutine self._aenter_slow(). */
 static PyObject *bh_aenter(PyObject *self, PyObject *unused) {

@@ -27,6 +27,7 @@ typedef struct {
     PyObject *tmpl;       /* strong: the limiter whose params the table reads */
     prs_py_clock clock;
     PyObject *weakreflist;
+    atomic_int reconfiguring; /* prs_py_op_lock: one reconfigure() at a time */
 } keyed_obj;
 
 typedef struct {
@@ -252,9 +253,12 @@ static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_er
 static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames) {
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
+    prs_py_op_lock(&KSELF->reconfiguring); /* the params are read unlocked: no other writer */
     prs_keyed_algo(KSELF->table)->config_from_params(prs_keyed_params(KSELF->table), config);
-    return prs_py_limiter_reconfigure_with(KSELF->tmpl, config, &KSELF->clock, args, nargs,
-                                           kwnames, apply_keyed, KSELF->table);
+    PyObject *r = prs_py_limiter_reconfigure_with(KSELF->tmpl, config, &KSELF->clock, args, nargs,
+                                                  kwnames, apply_keyed, KSELF->table);
+    prs_py_op_unlock(&KSELF->reconfiguring);
+    return r;
 }
 
 /* ---- KeyedLimiterView ----------------------------------------------------------- */

@@ -268,6 +268,7 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
 int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                          const char *what, int64_t n, int64_t timeout_ns) {
     prs_py_wait w;
+    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
     if (prs_py_wait_begin(clock, n, timeout_ns, &w) < 0) return -1;
     for (;;) {
         int64_t ns = 0;
@@ -312,9 +313,12 @@ PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_p
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames) {
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
+    prs_py_op_lock(&SELF->reconfiguring);
     prs_limiter_config(SELF->core, config);
-    return prs_py_limiter_reconfigure_with(self, config, &SELF->clock, args, nargs, kwnames,
-                                           apply_limiter, SELF->core);
+    PyObject *r = prs_py_limiter_reconfigure_with(self, config, &SELF->clock, args, nargs, kwnames,
+                                                  apply_limiter, SELF->core);
+    prs_py_op_unlock(&SELF->reconfiguring);
+    return r;
 }
 
 /* ---- acquire ------------------------------------------------------------------- */
@@ -356,6 +360,7 @@ PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *
     self->ctx = ctx;
     self->what = what;
     self->done = 0;
+    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
     if (prs_py_wait_begin(clock, n, timeout_ns, &self->w) < 0) {
         Py_DECREF(self);
         return NULL;
@@ -367,17 +372,16 @@ static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
     rate_wait_obj *self = (rate_wait_obj *)op;
     prs_py_state *st = prs_py_state_of(op);
     if (!st) return NULL;
-    if (self->done) {
-        PyErr_SetString(PyExc_RuntimeError, "this wait has already been admitted");
-        return NULL;
-    }
     int64_t ns = 0;
-    int r = prs_py_wait_step(st, self->clock, self->fn, self->ctx, self->what, &self->w, &ns);
-    if (r < 0) return NULL;
-    if (r == 0) {
+    int r = -1;
+    Py_BEGIN_CRITICAL_SECTION(op); /* steps of one wait, one at a time: admitted once */
+    if (self->done)
+        PyErr_SetString(PyExc_RuntimeError, "this wait has already been admitted");
+    else if ((r = prs_py_wait_step(st, self->clock, self->fn, self->ctx, self->what, &self->w, &ns)) == 0)
         self->done = 1;
-        Py_RETURN_NONE;
-    }
+    Py_END_CRITICAL_SECTION();
+    if (r < 0) return NULL;
+    if (r == 0) Py_RETURN_NONE;
     return PyFloat_FromDouble((double)ns / 1e9);
 }
 

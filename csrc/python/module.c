@@ -26,6 +26,9 @@ static const register_fn register_fns[] = {
     prs_py_register_queue,
     /* redis */
     prs_py_register_redis,
+    /* deadline of a policy call */
+    prs_py_register_deadline,
+    prs_py_register_policy,
     NULL,
 };
 

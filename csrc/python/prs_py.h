@@ -55,6 +55,8 @@ enum prs_py_slot {
     PRS_SLOT_RedisBackend,
     PRS_SLOT_RedisRateLimiter,
     PRS_SLOT_RedisLimiterGroup,
+    /* the deadline of the current policy call (deadline.c) */
+    PRS_SLOT_DeadlineVar,
     /* exception classes, from pyresilience.errors */
     PRS_SLOT_ResilienceError,
     PRS_SLOT_RateLimitExceeded,
@@ -101,6 +103,15 @@ int prs_py_register_retry(PyObject *m, prs_py_state *st);
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st);
 int prs_py_register_queue(PyObject *m, prs_py_state *st);
 int prs_py_register_redis(PyObject *m, prs_py_state *st);
+int prs_py_register_deadline(PyObject *m, prs_py_state *st);
+int prs_py_register_policy(PyObject *m, prs_py_state *st);
+
+/* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
+ * call's deadline (deadline.c); unchanged when none is set. Never fails. */
+int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
+/* The deadline in effect: the value of the context variable `var` (may be
+ * NULL), absolute ns, or PRS_NEVER. 0, or -1 with an exception. */
+int prs_py_deadline_abs(PyObject *var, int64_t *out);
 
 /* ---- errors ------------------------------------------------------------ */
 
@@ -143,6 +154,33 @@ static inline PyObject *prs_py_take_exception(void) {
     Py_XDECREF(tb);
     return v;
 #endif
+}
+
+/* ---- free-threaded CPython (PEP 703) ------------------------------------ *
+ * The core's objects are thread-safe; what the binding keeps beside them and
+ * Python reaches (a listener tuple, a flag, a field set after construction)
+ * is guarded here. A critical section is the object's own lock on a
+ * free-threaded build and nothing with the GIL (braces only before 3.13). */
+#ifndef Py_BEGIN_CRITICAL_SECTION
+#define Py_BEGIN_CRITICAL_SECTION(op) {
+#define Py_END_CRITICAL_SECTION() }
+#endif
+/* Takes a one-shot flag: 0 for the one caller that set it, 1 for every other. */
+static inline int prs_py_claim(int *flag) {
+    return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_REL);
+}
+/* An object's lock around an operation that releases the GIL while it holds
+ * it (reconfigure: read the config in force, change some fields, apply):
+ * callers wait for each other with the GIL released, so no update is lost. */
+static inline void prs_py_op_lock(atomic_int *held) {
+    while (atomic_exchange_explicit(held, 1, memory_order_acquire)) {
+        Py_BEGIN_ALLOW_THREADS
+        prs_sleep_ns(20 * 1000);
+        Py_END_ALLOW_THREADS
+    }
+}
+static inline void prs_py_op_unlock(atomic_int *held) {
+    atomic_store_explicit(held, 0, memory_order_release);
 }
 
 /* ---- numbers and durations at the boundary ----------------------------- */
@@ -339,6 +377,7 @@ typedef struct prs_py_limiter {
     int algo;           /* its row of the table (prs_algo_id) */
     prs_py_clock clock;
     PyObject *weakreflist;
+    atomic_int reconfiguring; /* prs_py_op_lock: one reconfigure() at a time */
 } prs_py_limiter;
 
 /* reconfigure(**params) over any holder of a limiter's params: parses by the

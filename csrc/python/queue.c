@@ -32,7 +32,7 @@ typedef struct {
 typedef struct {
     PyObject_HEAD
     prs_ring *core;            /* made in tp_new (NULL only while it fails) */
-    q_args a;                  /* as built (a.given: the capacity in force) */
+    q_args a;                  /* as built; a.given: the capacity in force (atomic) */
     int64_t block_timeout_ns;  /* PRS_NEVER: no limit */
     PyObject *on_high;         /* NULL or a callable */
     PyObject *on_low;          /* NULL or a callable */
@@ -84,6 +84,9 @@ typedef struct {
 } q_wait_args;
 
 static int q_set_size(PyObject *self, PyObject *v, void *closure);
+
+/* The capacity as given (<= 0: unbounded); q_set_size may change it. */
+static int64_t q_given(q_obj *o) { return __atomic_load_n(&o->a.given, __ATOMIC_RELAXED); }
 
 /* A snapshot of the core's counters (a property reads one of them). */
 static prs_ring_stats q_stats_of(q_obj *o) {
@@ -294,6 +297,11 @@ static PyObject *q_get_async(PyObject *self, PyObject *get_loop) { return Q_CALL
 
 static PyObject *q_join_async(PyObject *self, PyObject *get_loop) { return Q_CALL(JOIN, NULL, PRS_NEVER, get_loop); }
 
+/* _finish_put, _finish_get, _finish_join: settles an asyncio waiter (wait.c). */
+static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
+}
+
 static PyObject *q_task_done(PyObject *self, PyObject *unused) {
     prs_ring_result res;
     int rc = prs_ring_task_done(SELF->core, &res);
@@ -359,8 +367,9 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
         PyErr_Format(PyExc_AttributeError, "cannot delete %s", param);
         return -1;
     }
-    q_args a = SELF->a; /* the queue's config with the new capacity, for the verdict */
-    a.size_param = NULL;
+    q_args a; /* the queue's config with the new capacity, for the verdict */
+    q_args_init(&a);
+    a.ring = SELF->a.ring; /* fixed since tp_new; set_size replaces the capacity */
     if (set_size(v, &a, param) < 0) return -1;
     prs_config_error why;
     int rc = q_args_check(&a, &why);
@@ -371,9 +380,11 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
         return -1;
     }
     prs_ring_result res;
+    Py_BEGIN_CRITICAL_SECTION(self); /* the core's capacity and the size given change together */
     rc = prs_ring_set_capacity(SELF->core, a.ring.capacity, &res);
+    if (!rc) __atomic_store_n(&SELF->a.given, a.given, __ATOMIC_RELAXED);
+    Py_END_CRITICAL_SECTION();
     if (rc) { raise_exc(self, rc, NULL); return -1; }
-    SELF->a = a;
     after(self, &res);
     return 0;
 }

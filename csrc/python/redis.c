@@ -67,6 +67,7 @@ static prs_py_clock wait_clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
 static int wait_admitted(prs_py_state *st, prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
                          int64_t timeout_ns) {
     prs_py_wait w;
+    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
     if (prs_py_wait_begin(&wait_clock, n, timeout_ns, &w) < 0) return -1;
     for (;;) {
         int64_t ns = 0;
@@ -697,6 +698,367 @@ static PyObject *group_get(PyObject *op, void *closure) {
     group_obj *self = (group_obj *)op;
     if (closure == NULL) return PySequence_List(self->members);
     return PyBool_FromLong(prs_redis_group_slot((size_t)self->count, self->m) >= 0);
+}
+
+/* ---- the asyncio transport's ops (pyresilience._redis_async) --------------------
+ * The ops of csrc/redis/prs_redis_ops.h as capsules: _op builds the request
+ * (no I/O), the facade sends it on its asyncio connection and hands the
+ * replies to RedisBackend._op_finish, which decides as the blocking call
+ * would (failure policy included). The capsule's context holds a reference
+ * to the limiter or group, so the C objects outlive the op. */
+
+#include "prs_redis_ops.h"
+
+static const char OP_CAPSULE[] = "pyresilience._core.redis_op";
+
+static void op_capsule_free(PyObject *cap) {
+    prs_redis_op_free(PyCapsule_GetPointer(cap, OP_CAPSULE));
+    Py_XDECREF((PyObject *)PyCapsule_GetContext(cap));
+}
+
+/* (capsule, request bytes, replies expected), owning op; NULL (op freed) on error. */
+static PyObject *op_result(prs_redis_op *op, PyObject *owner) {
+    PyObject *cap = PyCapsule_New(op, OP_CAPSULE, op_capsule_free);
+    if (!cap) { prs_redis_op_free(op); return NULL; }
+    if (PyCapsule_SetContext(cap, Py_NewRef(owner)) < 0) { Py_DECREF(owner); Py_DECREF(cap); return NULL; }
+    size_t len;
+    const char *req = prs_redis_op_request(op, &len);
+    PyObject *out = Py_BuildValue("(Ny#n)", cap, req, (Py_ssize_t)len, (Py_ssize_t)prs_redis_op_ncmds(op));
+    return out;
+}
+
+static prs_redis_op *op_of(PyObject *cap) {
+    prs_redis_op *op = PyCapsule_GetPointer(cap, OP_CAPSULE);
+    if (!op) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "op must be a Redis op, not %.200s", Py_TYPE(cap)->tp_name);
+    }
+    return op;
+}
+
+static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"kind", "key", "n", "now", NULL};
+    PyObject *v[4] = {NULL, NULL, NULL, NULL};
+    if (prs_py_unpack("_op", args, nargs, kwnames, names, 4, 2, v) < 0) return NULL;
+    const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
+    int k = !kind ? 0 : !strcmp(kind, "check") ? PRS_REDIS_OP_CHECK : !strcmp(kind, "peek") ? PRS_REDIS_OP_PEEK
+          : !strcmp(kind, "reset") ? PRS_REDIS_OP_RESET : 0;
+    if (!k) {
+        if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "kind must be 'check', 'peek' or 'reset', got %R", v[0]);
+        return NULL;
+    }
+    int64_t n = 1, now_us = -1;
+    const char *key;
+    Py_ssize_t klen;
+    if ((v[2] && prs_py_parse_n(v[2], "n", &n) < 0) || (!is_none(v[3]) && now_us_arg(v[3], &now_us) < 0) ||
+        bytes_of(v[1], "key", &key, &klen) < 0)
+        return NULL;
+    limiter_obj *self = (limiter_obj *)op;
+    prs_redis_op *o = NULL;
+    prs_decision d;
+    int rc = prs_redis_op_limiter_new(self->l, k, key, (size_t)klen, n, now_us, &o, &d);
+    if (rc) return redis_error(prs_py_state_of(op), rc);
+    if (!o) return prs_py_decision_new(prs_py_state_of(op), &d);
+    return op_result(o, op);
+}
+
+static PyObject *rl_op_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"requests", NULL};
+    PyObject *v[1];
+    if (prs_py_unpack("_op_many", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
+    PyObject *seq = PySequence_Fast(v[0], "requests must be an iterable of (key, n) pairs");
+    if (!seq) return NULL;
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject *result = NULL;
+    prs_redis_request *reqs = NULL;
+    if (count == 0) { result = PyList_New(0); goto done; }
+    reqs = PyMem_Calloc((size_t)count, sizeof *reqs);
+    if (!reqs) { PyErr_NoMemory(); goto done; }
+    for (Py_ssize_t i = 0; i < count; i++) { /* keys borrowed from seq's items, copied by the op */
+        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *key = item;
+        int64_t n = 1;
+        if (PyTuple_Check(item) || PyList_Check(item)) {
+            if (PySequence_Size(item) != 2) {
+                PyErr_Format(PyExc_TypeError, "requests[%zd] must be a (key, n) pair, got %R", i, item);
+                goto done;
+            }
+            key = PySequence_Fast_GET_ITEM(item, 0);
+            if (prs_py_parse_n(PySequence_Fast_GET_ITEM(item, 1), "n", &n) < 0) goto done;
+        }
+        const char *k;
+        Py_ssize_t klen;
+        if (bytes_of(key, "key", &k, &klen) < 0) goto done;
+        reqs[i].key = k;
+        reqs[i].keylen = (size_t)klen;
+        reqs[i].n = n;
+    }
+    prs_redis_op *o;
+    int rc = prs_redis_op_many_new(((limiter_obj *)op)->l, (size_t)count, reqs, &o);
+    if (rc) redis_error(prs_py_state_of(op), rc);
+    else result = op_result(o, op);
+done:
+    PyMem_Free(reqs);
+    Py_DECREF(seq);
+    return result;
+}
+
+static PyObject *rl_op_release(PyObject *op, PyObject *unused) {
+    prs_redis_op *o;
+    int rc = prs_redis_op_release_new(((limiter_obj *)op)->l, &o);
+    if (rc) return redis_error(prs_py_state_of(op), rc);
+    if (!o) Py_RETURN_NONE;
+    return op_result(o, op);
+}
+
+static PyObject *group_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"now", NULL};
+    PyObject *v[1] = {NULL};
+    int64_t now_us = -1;
+    if (prs_py_unpack("_op", args, nargs, kwnames, names, 1, 0, v) < 0 ||
+        (!is_none(v[0]) && now_us_arg(v[0], &now_us) < 0))
+        return NULL;
+    group_obj *self = (group_obj *)op;
+    prs_redis_op *o;
+    int rc = prs_redis_op_group_new((size_t)self->count, self->m, now_us, &o);
+    if (rc) return redis_error(prs_py_state_of(op), rc);
+    return op_result(o, op);
+}
+
+static void reply_free(redisReply *r) {
+    if (!r) return;
+    if (r->element) {
+        for (size_t i = 0; i < r->elements; i++) reply_free(r->element[i]);
+        PyMem_Free(r->element);
+    }
+    PyMem_Free(r);
+}
+
+/* A reply from the facade's RESP parser as a hiredis reply (strings borrowed
+ * from `o`, which outlives it). NULL with an exception on a bad value. */
+static redisReply *reply_from_py(PyObject *o, int depth) {
+    redisReply *r = PyMem_Calloc(1, sizeof *r);
+    if (!r) { PyErr_NoMemory(); return NULL; }
+    Py_ssize_t len = 0;
+    if (PyBytes_Check(o)) {
+        r->type = REDIS_REPLY_STRING;
+        r->str = PyBytes_AS_STRING(o);
+        r->len = (size_t)PyBytes_GET_SIZE(o);
+    } else if (PyLong_Check(o)) {
+        r->type = REDIS_REPLY_INTEGER;
+        r->integer = PyLong_AsLongLong(o);
+        if (r->integer == -1 && PyErr_Occurred()) goto fail;
+    } else if (o == Py_None) {
+        r->type = REDIS_REPLY_NIL;
+    } else if (PyUnicode_Check(o) || PyExceptionInstance_Check(o)) {
+        PyObject *text = PyUnicode_Check(o) ? Py_NewRef(o) : PyObject_Str(o);
+        if (!text) goto fail;
+        const char *t = PyUnicode_AsUTF8AndSize(text, &len);
+        Py_DECREF(text); /* the exception keeps its args (and str of a str is itself) */
+        if (!t) goto fail;
+        r->type = PyUnicode_Check(o) ? REDIS_REPLY_STATUS : REDIS_REPLY_ERROR;
+        r->str = (char *)t;
+        r->len = (size_t)len;
+    } else if (PyList_Check(o) && depth < 8) {
+        r->type = REDIS_REPLY_ARRAY;
+        r->elements = (size_t)PyList_GET_SIZE(o);
+        r->element = PyMem_Calloc(r->elements ? r->elements : 1, sizeof *r->element);
+        if (!r->element) { PyErr_NoMemory(); goto fail; }
+        for (size_t i = 0; i < r->elements; i++)
+            if (!(r->element[i] = reply_from_py(PyList_GET_ITEM(o, (Py_ssize_t)i), depth + 1))) goto fail;
+    } else {
+        PyErr_Format(PyExc_TypeError, "a reply must be bytes, int, None, str, list or an exception, not %.200s",
+                     Py_TYPE(o)->tp_name);
+        goto fail;
+    }
+    return r;
+fail:
+    reply_free(r);
+    return NULL;
+}
+
+/* error=(status name, message) of a transport failure: its status (the
+ * message becomes this thread's last error), PRS_OK for None. */
+static int error_status(PyObject *err, int *rc) {
+    *rc = PRS_OK;
+    if (is_none(err)) return 0;
+    static const struct { const char *name; int rc; } known[] = {
+        {"ECONN", PRS_ECONN}, {"ETIMEDOUT", PRS_ETIMEDOUT}, {"EPROTO", PRS_EPROTO},
+        {"EBACKEND", PRS_EBACKEND}, {"EBACKENDCLOSED", PRS_EBACKENDCLOSED}};
+    const char *name = NULL, *msg = NULL;
+    if (PyTuple_Check(err) && PyTuple_GET_SIZE(err) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(err, 0)) &&
+        PyUnicode_Check(PyTuple_GET_ITEM(err, 1))) {
+        name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 0));
+        msg = name ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 1)) : NULL;
+        if (!msg) return -1;
+        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+            if (!strcmp(name, known[i].name)) {
+                *rc = known[i].rc;
+                prs_redis_set_last_error(msg);
+                return 0;
+            }
+    }
+    PyErr_Format(PyExc_ValueError, "error must be None or (status, message) with a status among ECONN, "
+                 "ETIMEDOUT, EPROTO, EBACKEND, EBACKENDCLOSED, got %R", err);
+    return -1;
+}
+
+static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"op", "replies", "error", NULL};
+    PyObject *v[3] = {NULL, NULL, NULL};
+    if (prs_py_unpack("_op_finish", args, nargs, kwnames, names, 3, 2, v) < 0) return NULL;
+    prs_redis_op *op = op_of(v[0]);
+    int rc;
+    if (!op || error_status(v[2], &rc) < 0) return NULL;
+    prs_py_state *st = prs_py_state_of(self);
+    size_t n = prs_redis_op_ncmds(op);
+    redisReply **replies = PyMem_Calloc(n, sizeof *replies);
+    prs_decision *d = PyMem_Calloc(n, sizeof *d);
+    int *status = PyMem_Calloc(n, sizeof *status);
+    PyObject *result = NULL;
+    if (!replies || !d || !status) { PyErr_NoMemory(); goto done; }
+    if (rc == PRS_OK) {
+        if (!PyList_Check(v[1]) || (size_t)PyList_GET_SIZE(v[1]) != n) {
+            PyErr_Format(PyExc_ValueError, "replies must be a list of %zu replies, got %R", n, v[1]);
+            goto done;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (!(replies[i] = reply_from_py(PyList_GET_ITEM(v[1], (Py_ssize_t)i), 0))) goto done;
+    }
+    int denied = -1;
+    rc = prs_redis_op_finish(op, rc, replies, d, status, &denied);
+    if (rc) { redis_error(st, rc); goto done; }
+    switch (prs_redis_op_kind(op)) {
+    case 'g': result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied); break;
+    case 'r':
+    case 'h': result = Py_NewRef(Py_None); break;
+    case 'm':
+        if (!(result = PyList_New((Py_ssize_t)n))) break;
+        for (size_t i = 0; i < n; i++) {
+            PyObject *dec = prs_py_decision_new(st, &d[i]);
+            if (!dec) { Py_CLEAR(result); break; }
+            PyList_SET_ITEM(result, (Py_ssize_t)i, dec);
+        }
+        break;
+    default: result = prs_py_decision_new(st, &d[0]); break;
+    }
+done:
+    for (size_t i = 0; replies && i < n; i++) reply_free(replies[i]);
+    PyMem_Free(replies);
+    PyMem_Free(d);
+    PyMem_Free(status);
+    return result;
+}
+
+static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"op", "i", NULL};
+    PyObject *v[2];
+    if (prs_py_unpack("_op_eval", args, nargs, kwnames, names, 2, 2, v) < 0) return NULL;
+    prs_redis_op *op = op_of(v[0]);
+    Py_ssize_t i = op ? PyLong_AsSsize_t(v[1]) : -1;
+    if (i < 0) {
+        if (op && !PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "i must be >= 0, got %R", v[1]);
+        return NULL;
+    }
+    const char *buf;
+    size_t len;
+    int rc = prs_redis_op_eval(op, (size_t)i, &buf, &len);
+    if (rc) return prs_py_error(prs_py_state_of(self), rc, "i names no script command of this op");
+    return PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
+}
+
+static PyObject *opt_str(const char *s) { return s ? PyUnicode_FromString(s) : Py_NewRef(Py_None); }
+
+static PyObject *backend_endpoint(PyObject *self, PyObject *unused) {
+    const prs_redis_url *u = prs_redis_backend_url(((backend_obj *)self)->b);
+    return Py_BuildValue("(NiNNNL)", opt_str(u->is_unix ? NULL : u->host), u->port, opt_str(u->path),
+                         opt_str(u->user), opt_str(u->password), (long long)u->db);
+}
+
+static PyObject *backend_admit(PyObject *self, PyObject *unused) {
+    int admit;
+    int rc = prs_redis_backend_admit(((backend_obj *)self)->b, &admit);
+    if (rc == PRS_OK) return Py_BuildValue("(iO)", admit, Py_None);
+    return Py_BuildValue("(i(ss))", 0, rc == PRS_EBACKENDCLOSED ? "EBACKENDCLOSED" : "EBACKEND",
+                         prs_redis_last_error());
+}
+
+static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"admit", "error", NULL};
+    PyObject *v[2] = {NULL, NULL};
+    int rc;
+    if (prs_py_unpack("_outcome", args, nargs, kwnames, names, 2, 1, v) < 0 || error_status(v[1], &rc) < 0)
+        return NULL;
+    long admit = PyLong_AsLong(v[0]);
+    if (admit == -1 && PyErr_Occurred()) return NULL;
+    prs_redis_backend_outcome(((backend_obj *)self)->b, (int)admit, rc);
+    Py_RETURN_NONE;
+}
+
+/* The async waits: the binding's rate wait (the same steps and errors as
+ * acquire()) fed with the decisions the facade got from its asyncio
+ * transport. ctx: a (owner, cell) tuple; each step pops a Decision that the
+ * facade appended to cell (a list) before calling step(). */
+static int fed_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by, int64_t *max_n) {
+    PyObject *cell = PyTuple_GET_ITEM((PyObject *)ctx, 1), *owner = PyTuple_GET_ITEM((PyObject *)ctx, 0);
+    prs_py_state *st = prs_py_state_of(owner);
+    Py_ssize_t len = PyList_GET_SIZE(cell);
+    PyObject *dec = len ? PyList_GET_ITEM(cell, len - 1) : NULL;
+    if (!dec || !PyObject_TypeCheck(dec, PRS_PY_TYPE(st, Decision))) {
+        PyErr_SetString(PyExc_RuntimeError, "_async_waiter: step() needs a Decision in its cell");
+        return PRS_EINVAL;
+    }
+    prs_py_decision *pd = (prs_py_decision *)dec;
+    *d = pd->d;
+    *by = PyLong_Check(pd->denied_by) ? (int)PyLong_AsLong(pd->denied_by) : -1;
+    if (PyList_SetSlice(cell, 0, len, NULL) < 0) return PRS_ENOMEM;
+    if (d->allowed || d->retry_after_ns != PRS_NEVER) return PRS_OK;
+    if (PyObject_TypeCheck(owner, PRS_PY_TYPE(st, RedisLimiterGroup))) {
+        prs_py_error(st, PRS_ENEVER, "this group can never admit its request (an n exceeds a limit)");
+        return PRS_ENEVER;
+    }
+    *max_n = d->limit;
+    return PRS_OK;
+}
+
+static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_t timeout_ns) {
+    PyObject *cell = PyList_New(0), *ctx = cell ? PyTuple_Pack(2, owner, cell) : NULL, *out = NULL;
+    if (ctx) {
+        PyObject *w = prs_py_rate_wait_new(prs_py_state_of(owner), ctx, &wait_clock, fed_decide, ctx, what, n,
+                                           timeout_ns);
+        if (w) out = PyTuple_Pack(2, w, cell);
+        Py_XDECREF(w);
+    }
+    Py_XDECREF(cell);
+    Py_XDECREF(ctx);
+    return out;
+}
+
+static PyObject *rl_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *key;
+    int64_t n, timeout_ns;
+    const char *k;
+    Py_ssize_t klen;
+    if (prs_py_parse_kn("_async_waiter", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT, &key, &n,
+                        &timeout_ns) < 0 ||
+        bytes_of(key, "key", &k, &klen) < 0)
+        return NULL;
+    return fed_waiter(op, "Redis limiter", n, timeout_ns);
+}
+
+static PyObject *group_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"timeout", NULL};
+    PyObject *v[1] = {NULL};
+    int64_t timeout_ns;
+    if (prs_py_unpack("_async_waiter", args, nargs, kwnames, names, 1, 0, v) < 0 ||
+        prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
+        return NULL;
+    return fed_waiter(op, "Redis group", 1, timeout_ns);
+}
+
+static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
+    size_t len;
+    const char *body = prs_redis_breaker_script(&len);
+    return PyBytes_FromStringAndSize(body, (Py_ssize_t)len);
 }
 
 int prs_py_register_redis(PyObject *m, prs_py_state *st) {

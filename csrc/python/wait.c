@@ -65,6 +65,7 @@ static void core_waiter_destroy(core_waiter *u, int kind) {
  * settles it with CANCEL instead: -1 with that exception. */
 static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, void *waiter,
                      int64_t timeout_ns, prs_py_settled *out) {
+    timeout_ns = prs_py_deadline_cap(prs_py_state_of(owner), timeout_ns);
     int64_t now = prs_monotonic_ns();
     int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
     for (;;) {
@@ -125,8 +126,7 @@ static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *get_loop, 
  * handed goes back. */
 static void waiter_abandon(prs_py_waiter *w) {
     prs_py_settled out = {0, NULL};
-    w->settled = 1;
-    w->ops->settle(w->owner, &w->u, 1, &out);
+    if (!prs_py_claim(&w->settled)) w->ops->settle(w->owner, &w->u, 1, &out);
     Py_XDECREF(out.item);
 }
 
@@ -225,8 +225,7 @@ PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t 
     int cancel = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
     if (cancel < 0) return NULL;
     prs_py_settled out = {0, NULL};
-    if (!w->settled) {
-        w->settled = 1;
+    if (!prs_py_claim(&w->settled)) { /* settled once, whichever thread comes first */
         if (w->ops->settle(owner, &w->u, cancel, &out)) Py_DECREF(w); /* it was queued: the queue's reference */
     }
     return w->ops->result(owner, w->kind, PRS_PY_COND_ASYNC | (cancel ? PRS_PY_COND_CANCEL : 0), &out);
@@ -247,9 +246,9 @@ PyObject *prs_py_ready_new(PyTypeObject *tp, PyObject *value) {
 static PyObject *ready_await(PyObject *self) { return Py_NewRef(self); }
 
 static PyObject *ready_next(PyObject *self) {
-    PyObject *v = ((ready_obj *)self)->value;
+    /* taken whole: two threads resuming one awaitable get it once */
+    PyObject *v = __atomic_exchange_n(&((ready_obj *)self)->value, NULL, __ATOMIC_ACQ_REL);
     if (!v) return NULL; /* exhausted: StopIteration */
-    ((ready_obj *)self)->value = NULL;
     if (v == Py_None) { Py_DECREF(v); return NULL; }
     PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, v);
     Py_DECREF(v);

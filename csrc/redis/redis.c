@@ -41,6 +41,7 @@
 #include <time.h>
 
 #include "prs_redis_internal.h"
+#include "prs_redis_ops.h"
 
 #define PRS_REDIS_TRIP_FAILURES 3
 #define PRS_REDIS_OPEN_NS (200 * PRS_NS_PER_MS)
@@ -900,6 +901,36 @@ int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmd
     circuit_result(b, admit, is_conn_failure(rc), prs_monotonic_ns());
     return rc;
 }
+
+/* ---- the circuit for other transports (prs_redis_ops.h) ------------------------- */
+
+int prs_redis_backend_admit(prs_redis_backend *b, int *admit) {
+    after_fork(b);
+    int64_t now = prs_monotonic_ns();
+    *admit = prs_redis_backend_closed(b) ? 0 : circuit_admit(b, now);
+    if (*admit) return PRS_OK;
+    if (prs_redis_backend_closed(b)) {
+        prs_redis__set_error("redis: backend is closed");
+        return PRS_EBACKENDCLOSED;
+    }
+    int64_t until = atomic_load(&b->open_until);
+    prs_redis__set_error("redis: unavailable after %d consecutive failures; next attempt in %lld ms",
+                         atomic_load(&b->failures), (long long)(prs__max64(0, until - now) / PRS_NS_PER_MS));
+    return PRS_EBACKEND;
+}
+
+void prs_redis_backend_outcome(prs_redis_backend *b, int admit, int rc) {
+    if (!admit) return;
+    if (rc == PRS_EBACKENDCLOSED || rc == PRS_ENOMEM) {
+        if (admit == 2) atomic_store(&b->probing, 0);
+        return;
+    }
+    circuit_result(b, admit, is_conn_failure(rc), prs_monotonic_ns());
+}
+
+const prs_redis_url *prs_redis_backend_url(const prs_redis_backend *b) { return &b->url; }
+
+void prs_redis_set_last_error(const char *msg) { prs_redis__set_error("%s", msg ? msg : ""); }
 
 /* ---- commands ----------------------------------------------------------------- */
 

@@ -59,6 +59,7 @@
 #include "prs_keyed.h"
 #include "prs_algo.h"
 #include "prs_redis_internal.h"
+#include "prs_redis_ops.h"
 #include "prs_sliding_counter.h"
 #include "prs_sliding_log.h"
 #include "prs_token_bucket.h"
@@ -748,28 +749,30 @@ static int64_t lease_add(prs_redis_limiter *l, uint64_t h, const void *key, size
     return extra;
 }
 
-/* local_only: return PRS_EAGAIN instead of making a round trip. */
-static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d,
-                       int local_only) {
+/* The local half of a leased check: PRS_OK with *d when the lease (or a
+ * cached denial) decides, else PRS_EAGAIN with what the round trip asks for
+ * (*want) and gives back (*give), *h and *now for lease_end. */
+static int lease_begin(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d,
+                       int local_only, int64_t *want, int64_t *give, uint64_t *h, int64_t *now) {
     locks_after_fork(l);
-    int64_t now = prs_monotonic_ns();
-    uint64_t h = prs_redis__siphash(key, keylen, l->k0, l->k1);
-    int64_t give = 0;
+    *now = prs_monotonic_ns();
+    *h = prs_redis__siphash(key, keylen, l->k0, l->k1);
+    *give = 0;
     pthread_mutex_lock(&l->lmu);
-    lease *e = lease_find(l, h, key, keylen, NULL);
-    if (e && e->denied_n && e->left == 0 && n >= e->denied_n && now < e->denied_until) {
+    lease *e = lease_find(l, *h, key, keylen, NULL);
+    if (e && e->denied_n && e->left == 0 && n >= e->denied_n && *now < e->denied_until) {
         /* Redis said no until then (its retry_after is exact when nobody gives
          * permits back): deny without a round trip. Under-admission only. */
         d->allowed = 0;
         d->limit = l->limit;
         d->remaining = 0;
-        d->retry_after_ns = e->denied_until - now;
+        d->retry_after_ns = e->denied_until - *now;
         d->reset_after_ns = 0;
         pthread_mutex_unlock(&l->lmu);
         return PRS_OK;
     }
     if (e && e->left > 0) {
-        if (now < e->expires_ns && e->left >= n) {
+        if (*now < e->expires_ns && e->left >= n) {
             e->left -= n;
             d->allowed = 1;
             d->limit = l->limit;
@@ -779,18 +782,19 @@ static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int
             pthread_mutex_unlock(&l->lmu);
             return PRS_OK;
         }
-        if (local_only) {
-            pthread_mutex_unlock(&l->lmu);
-            return PRS_EAGAIN;
+        if (!local_only) {
+            *give = e->left; /* expired or short: give it back with this round trip */
+            e->left = 0;
         }
-        give = e->left; /* expired or short: give it back with this round trip */
-        e->left = 0;
     }
     pthread_mutex_unlock(&l->lmu);
-    if (local_only) return PRS_EAGAIN;
-    int64_t want = l->lease_batch > n ? l->lease_batch : n, granted = 0;
-    int rc = run_one(l, key, keylen, 'l', n, want, give, -1, d, &granted);
-    if (rc) return rc;
+    *want = l->lease_batch > n ? l->lease_batch : n;
+    return PRS_EAGAIN;
+}
+
+/* The other half, after the round trip decided *d and granted `granted`. */
+static void lease_end(prs_redis_limiter *l, uint64_t h, const void *key, size_t keylen, int64_t n, int64_t now,
+                      prs_decision *d, int64_t granted) {
     if (!d->allowed) {
         if (d->retry_after_ns != PRS_NEVER) {
             pthread_mutex_lock(&l->lmu);
@@ -802,13 +806,25 @@ static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int
             }
             pthread_mutex_unlock(&l->lmu);
         }
-        return PRS_OK;
+        return;
     }
-    if (granted <= n) return PRS_OK;
+    if (granted <= n) return;
     pthread_mutex_lock(&l->lmu);
     int64_t kept = lease_add(l, h, key, keylen, granted - n, now);
     pthread_mutex_unlock(&l->lmu);
     d->remaining = prs__sat_add(d->remaining, kept);
+}
+
+/* local_only: return PRS_EAGAIN instead of making a round trip. */
+static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int64_t n, prs_decision *d,
+                       int local_only) {
+    int64_t want, give, now, granted = 0;
+    uint64_t h;
+    int rc = lease_begin(l, key, keylen, n, d, local_only, &want, &give, &h, &now);
+    if (rc != PRS_EAGAIN || local_only) return rc;
+    rc = run_one(l, key, keylen, 'l', n, want, give, -1, d, &granted);
+    if (rc) return rc;
+    lease_end(l, h, key, keylen, n, now, d, granted);
     return PRS_OK;
 }
 
@@ -1008,9 +1024,31 @@ int prs_redis_limiter_check_many(prs_redis_limiter *l, size_t count, const prs_r
 
 /* ---- groups ------------------------------------------------------------------ */
 
-static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, prs_decision *d,
-                     int *denied_by) {
-    if (!count || !m || !d || !denied_by || count > 10000) return PRS_EINVAL;
+/* A group's one EVALSHA: its arguments and the buffers they point into. */
+typedef struct group_cmd {
+    const prs_allocator *a;
+    size_t count, made;
+    const prs_redis_member *m;
+    const char **argv;
+    size_t *lens;
+    keyset *ks;
+    char (*nums)[24];
+    char mstr[24];
+    prs_redis__cmd cmd;
+} group_cmd;
+
+static void group_cmd_free(group_cmd *g) {
+    for (size_t k = 0; k < g->made; k++) keyset_free(g->m[k].limiter, &g->ks[k]);
+    if (!g->a) return;
+    prs__free(g->a, g->argv);
+    prs__free(g->a, g->lens);
+    prs__free(g->a, g->ks);
+    prs__free(g->a, g->nums);
+}
+
+static int group_cmd_init(size_t count, const prs_redis_member *m, int64_t now_us, group_cmd *g) {
+    memset(g, 0, sizeof *g);
+    if (!count || !m || count > 10000) return PRS_EINVAL;
     prs_redis_backend *b = m[0].limiter ? m[0].limiter->b : NULL;
     if (!b) return PRS_EINVAL;
     size_t nkeys = 0;
@@ -1022,76 +1060,87 @@ static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, pr
         }
         nkeys += (size_t)m[i].limiter->nkeys;
     }
-    const prs_allocator *a = prs_redis__backend_alloc(b);
+    const prs_allocator *a = g->a = prs_redis__backend_alloc(b);
+    g->count = count;
+    g->m = m;
     size_t argc = 3 + nkeys + 2 + 4 * count;
-    const char **argv = prs__calloc(a, argc, sizeof *argv);
-    size_t *lens = prs__calloc(a, argc, sizeof *lens);
-    keyset *ks = prs__calloc(a, count, sizeof *ks);
-    char (*nums)[24] = prs__calloc(a, count + 2, 24);
-    int rc = (!argv || !lens || !ks || !nums) ? PRS_ENOMEM : PRS_OK;
-    size_t made = 0;
-    for (; rc == PRS_OK && made < count; made++) {
-        rc = keyset_make(m[made].limiter, m[made].key ? m[made].key : "", m[made].keylen, &ks[made]);
+    g->argv = prs__calloc(a, argc, sizeof *g->argv);
+    g->lens = prs__calloc(a, argc, sizeof *g->lens);
+    g->ks = prs__calloc(a, count, sizeof *g->ks);
+    g->nums = prs__calloc(a, count + 2, 24);
+    int rc = (!g->argv || !g->lens || !g->ks || !g->nums) ? PRS_ENOMEM : PRS_OK;
+    for (; rc == PRS_OK && g->made < count; g->made++) {
+        rc = keyset_make(m[g->made].limiter, m[g->made].key ? m[g->made].key : "", m[g->made].keylen,
+                         &g->ks[g->made]);
         if (rc) break;
     }
-    redisReply *r = NULL;
-    if (rc == PRS_OK) {
-        const prs_redis__script *s = &prs_redis__scripts()[PRS_REDIS__SCRIPT_GROUP];
-        static const char *const algo_digit[] = {"0", "1", "2", "3", "4"};
-        size_t i = 0;
-        argv[i] = "EVALSHA"; lens[i++] = 7;
-        argv[i] = s->sha; lens[i++] = 40;
-        argv[i] = nums[count]; lens[i++] = fmt_i64(nums[count], (int64_t)nkeys);
-        for (size_t k = 0; k < count; k++)
-            for (int j = 0; j < m[k].limiter->nkeys; j++) { argv[i] = ks[k].k[j]; lens[i++] = ks[k].len[j]; }
-        argv[i] = nums[count + 1];
-        lens[i++] = now_us >= 0 ? fmt_i64(nums[count + 1], now_us) : 0;
-        char mstr[24];
-        argv[i] = mstr; lens[i++] = fmt_i64(mstr, (int64_t)count);
-        for (size_t k = 0; k < count; k++) {
-            const prs_redis_limiter *l = m[k].limiter;
-            argv[i] = algo_digit[l->algorithm]; lens[i++] = 1;
-            argv[i] = nums[k]; lens[i++] = fmt_i64(nums[k], m[k].n);
-            argv[i] = l->p1; lens[i++] = l->p1len;
-            argv[i] = l->p2; lens[i++] = l->p2len;
-        }
-        prs_redis__cmd cmd = {(int)i, argv, lens, PRS_REDIS__SCRIPT_GROUP};
-        rc = prs_redis__roundtrip(b, 1, &cmd, &r);
+    if (rc) { group_cmd_free(g); return rc; }
+    const prs_redis__script *s = &prs_redis__scripts()[PRS_REDIS__SCRIPT_GROUP];
+    static const char *const algo_digit[] = {"0", "1", "2", "3", "4"};
+    const char **argv = g->argv;
+    size_t *lens = g->lens, i = 0;
+    char (*nums)[24] = g->nums;
+    argv[i] = "EVALSHA"; lens[i++] = 7;
+    argv[i] = s->sha; lens[i++] = 40;
+    argv[i] = nums[count]; lens[i++] = fmt_i64(nums[count], (int64_t)nkeys);
+    for (size_t k = 0; k < count; k++)
+        for (int j = 0; j < m[k].limiter->nkeys; j++) { argv[i] = g->ks[k].k[j]; lens[i++] = g->ks[k].len[j]; }
+    argv[i] = nums[count + 1];
+    lens[i++] = now_us >= 0 ? fmt_i64(nums[count + 1], now_us) : 0;
+    argv[i] = g->mstr; lens[i++] = fmt_i64(g->mstr, (int64_t)count);
+    for (size_t k = 0; k < count; k++) {
+        const prs_redis_limiter *l = m[k].limiter;
+        argv[i] = algo_digit[l->algorithm]; lens[i++] = 1;
+        argv[i] = nums[k]; lens[i++] = fmt_i64(nums[k], m[k].n);
+        argv[i] = l->p1; lens[i++] = l->p1len;
+        argv[i] = l->p2; lens[i++] = l->p2len;
     }
+    g->cmd.argc = (int)i;
+    g->cmd.argv = argv;
+    g->cmd.argvlen = lens;
+    g->cmd.script = PRS_REDIS__SCRIPT_GROUP;
+    return PRS_OK;
+}
+
+/* The group script's reply: the denying member and each member's decision. */
+static int group_parse(size_t count, const redisReply *r, prs_decision *d, int *denied_by) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 + count || r->element[0]->type != REDIS_REPLY_INTEGER)
+        return reply_error(r);
+    long long denied = r->element[0]->integer;
+    *denied_by = (int)denied;
+    prs_decision best, cur;
+    int have = 0;
+    for (size_t k = 0; k < count; k++) {
+        int rc = parse_decision(r->element[1 + k], &cur, NULL);
+        if (rc) return rc;
+        int better;
+        if (!have) better = 1;
+        else if (denied >= 0) better = !cur.allowed && (best.allowed || cur.retry_after_ns > best.retry_after_ns);
+        else better = cur.remaining < best.remaining;
+        int64_t reset = have ? prs__max64(best.reset_after_ns, cur.reset_after_ns) : cur.reset_after_ns;
+        if (better) best = cur;
+        best.reset_after_ns = reset;
+        have = 1;
+    }
+    best.allowed = denied < 0;
+    if (best.allowed) best.retry_after_ns = 0;
+    *d = best;
+    return PRS_OK;
+}
+
+static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, prs_decision *d,
+                     int *denied_by) {
+    if (!d || !denied_by) return PRS_EINVAL;
+    group_cmd g;
+    int rc = group_cmd_init(count, m, now_us, &g);
+    if (rc) return rc;
+    redisReply *r = NULL;
+    rc = prs_redis__roundtrip(m[0].limiter->b, 1, &g.cmd, &r);
     if (rc == PRS_OK) {
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 1 + count ||
-            r->element[0]->type != REDIS_REPLY_INTEGER) {
-            rc = reply_error(r);
-        } else {
-            long long denied = r->element[0]->integer;
-            *denied_by = (int)denied;
-            prs_decision best, cur;
-            int have = 0;
-            for (size_t k = 0; k < count && rc == PRS_OK; k++) {
-                rc = parse_decision(r->element[1 + k], &cur, NULL);
-                if (rc) break;
-                int better;
-                if (!have) better = 1;
-                else if (denied >= 0) better = !cur.allowed && (best.allowed || cur.retry_after_ns > best.retry_after_ns);
-                else better = cur.remaining < best.remaining;
-                int64_t reset = have ? prs__max64(best.reset_after_ns, cur.reset_after_ns) : cur.reset_after_ns;
-                if (better) best = cur;
-                best.reset_after_ns = reset;
-                have = 1;
-            }
-            if (rc == PRS_OK) {
-                best.allowed = denied < 0;
-                if (best.allowed) best.retry_after_ns = 0;
-                *d = best;
-            }
-        }
+        rc = group_parse(count, r, d, denied_by);
         freeReplyObject(r);
     }
-    for (size_t k = 0; k < made; k++) keyset_free(m[k].limiter, &ks[k]);
-    prs__free(a, argv);
-    prs__free(a, lens);
-    prs__free(a, ks);
-    prs__free(a, nums);
+    group_cmd_free(&g);
     return rc;
 }
 
@@ -1208,4 +1257,324 @@ int prs_redis_group_check(size_t count, const prs_redis_member *m, int64_t now_u
     int rc = group_run(count, m, now_us, d, denied_by);
     if (rc == PRS_OK || rc == PRS_EINVAL) return rc;
     return group_policy(count, m, rc, d, denied_by);
+}
+
+/* ---- sans-I/O ops (prs_redis_ops.h) ------------------------------------------- */
+
+struct prs_redis_op {
+    int kind;                  /* 'c' check, 'p' peek, 'l' leased check, 'r' reset, 'm' many, 'g' group */
+    int finished;
+    prs_redis_limiter *l;      /* single calls and many */
+    const prs_allocator *a;
+    size_t ncmds;
+    prs_redis_request *reqs;   /* [ncmds] single calls and many: keys copied into keys */
+    prs_redis_member *m;       /* [count] group: keys copied into keys */
+    size_t count;
+    int script;                /* every command's script slot, or -1 (reset) */
+    int64_t lnow;              /* leased check: lease_end's arguments */
+    uint64_t h;
+    char *keys;
+    char *req;                 /* the commands, RESP */
+    size_t reqlen, *off;       /* command i is req[off[i] .. off[i+1]) */
+    char *eval;                /* the last prs_redis_op_eval */
+};
+
+/* Appends one command in RESP to op->req (capacity *cap). */
+static int resp_append(prs_redis_op *op, size_t *cap, int argc, const char *const *argv, const size_t *lens) {
+    size_t need = 24;
+    for (int i = 0; i < argc; i++) need += lens[i] + 28;
+    if (op->reqlen + need > *cap) {
+        size_t nc = (*cap ? *cap * 2 : 256);
+        while (nc < op->reqlen + need) nc *= 2;
+        char *nb = prs__malloc(op->a, nc);
+        if (!nb) return PRS_ENOMEM;
+        if (op->reqlen) memcpy(nb, op->req, op->reqlen);
+        prs__free(op->a, op->req);
+        op->req = nb;
+        *cap = nc;
+    }
+    char *p = op->req + op->reqlen;
+    *p++ = '*';
+    p += fmt_i64(p, argc);
+    *p++ = '\r'; *p++ = '\n';
+    for (int i = 0; i < argc; i++) {
+        *p++ = '$';
+        p += fmt_i64(p, (int64_t)lens[i]);
+        *p++ = '\r'; *p++ = '\n';
+        if (lens[i]) memcpy(p, argv[i], lens[i]);
+        p += lens[i];
+        *p++ = '\r'; *p++ = '\n';
+    }
+    op->reqlen = (size_t)(p - op->req);
+    return PRS_OK;
+}
+
+static prs_redis_op *op_alloc(const prs_allocator *a, int kind, size_t ncmds, size_t keybytes) {
+    prs_redis_op *op = prs__calloc(a, 1, sizeof *op);
+    if (!op) return NULL;
+    op->a = a;
+    op->kind = kind;
+    op->ncmds = ncmds;
+    op->script = -1;
+    op->off = prs__calloc(a, ncmds + 1, sizeof *op->off);
+    op->keys = prs__malloc(a, keybytes ? keybytes : 1);
+    if (!op->off || !op->keys) { prs_redis_op_free(op); return NULL; }
+    return op;
+}
+
+void prs_redis_op_free(prs_redis_op *op) {
+    if (!op) return;
+    const prs_allocator *a = op->a;
+    prs__free(a, op->reqs);
+    prs__free(a, op->m);
+    prs__free(a, op->keys);
+    prs__free(a, op->req);
+    prs__free(a, op->off);
+    prs__free(a, op->eval);
+    prs__free(a, op);
+}
+
+int prs_redis_op_limiter_new(prs_redis_limiter *l, int kind, const void *key, size_t keylen, int64_t n,
+                             int64_t now_us, prs_redis_op **out, prs_decision *d) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    if (!l || !d || (!key && keylen) || (kind != 'r' && n < 1) || (kind != 'c' && kind != 'p' && kind != 'r'))
+        return PRS_EINVAL;
+    if (!key) key = "";
+    int64_t want = 0, give = 0, lnow = 0;
+    uint64_t h = 0;
+    int mode = kind;
+    if (kind == 'c' && now_us < 0 && l->lease_batch > 0 && n <= l->limit) {
+        int rc = lease_begin(l, key, keylen, n, d, 0, &want, &give, &h, &lnow);
+        if (rc != PRS_EAGAIN) return rc;
+        mode = 'l';
+    }
+    if (kind == 'r' && l->buckets) { /* drop the local lease, as prs_redis_limiter_reset does */
+        locks_after_fork(l);
+        uint64_t hh = prs_redis__siphash(key, keylen, l->k0, l->k1);
+        pthread_mutex_lock(&l->lmu);
+        lease **slot;
+        lease *e = lease_find(l, hh, key, keylen, &slot);
+        if (e) { *slot = e->next; prs__free(&l->alloc, e); l->nleases--; }
+        pthread_mutex_unlock(&l->lmu);
+    }
+    prs_redis_op *op = op_alloc(&l->alloc, mode, 1, keylen);
+    if (!op) return PRS_ENOMEM;
+    op->l = l;
+    op->h = h;
+    op->lnow = lnow;
+    op->reqs = prs__calloc(op->a, 1, sizeof *op->reqs);
+    if (!op->reqs) { prs_redis_op_free(op); return PRS_ENOMEM; }
+    if (keylen) memcpy(op->keys, key, keylen);
+    op->reqs[0].key = op->keys;
+    op->reqs[0].keylen = keylen;
+    op->reqs[0].n = n;
+    size_t cap = 0;
+    int rc;
+    if (kind == 'r') {
+        keyset ks;
+        if ((rc = keyset_make(l, key, keylen, &ks)) == PRS_OK) {
+            const char *argv[3] = {"DEL", ks.k[0], l->nkeys > 1 ? ks.k[1] : NULL};
+            size_t lens[3] = {3, ks.len[0], l->nkeys > 1 ? ks.len[1] : 0};
+            rc = resp_append(op, &cap, 1 + l->nkeys, argv, lens);
+            keyset_free(l, &ks);
+        }
+    } else {
+        call c;
+        if ((rc = call_init(l, &c, key, keylen, (char)mode, n, want, give, now_us)) == PRS_OK) {
+            rc = resp_append(op, &cap, c.cmd.argc, c.argv, c.lens);
+            op->script = c.cmd.script;
+            keyset_free(l, &c.ks);
+        }
+    }
+    if (rc) { prs_redis_op_free(op); return rc; }
+    op->off[1] = op->reqlen;
+    *out = op;
+    return PRS_OK;
+}
+
+int prs_redis_op_many_new(prs_redis_limiter *l, size_t count, const prs_redis_request *reqs, prs_redis_op **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    if (!l || !count || !reqs) return PRS_EINVAL;
+    size_t keybytes = 0;
+    for (size_t i = 0; i < count; i++) {
+        if (reqs[i].n < 1 || (!reqs[i].key && reqs[i].keylen)) return PRS_EINVAL;
+        keybytes += reqs[i].keylen;
+    }
+    prs_redis_op *op = op_alloc(&l->alloc, 'm', count, keybytes);
+    if (!op) return PRS_ENOMEM;
+    op->l = l;
+    op->reqs = prs__calloc(op->a, count, sizeof *op->reqs);
+    if (!op->reqs) { prs_redis_op_free(op); return PRS_ENOMEM; }
+    size_t cap = 0, at = 0;
+    int rc = PRS_OK;
+    for (size_t i = 0; i < count && rc == PRS_OK; i++) {
+        if (reqs[i].keylen) memcpy(op->keys + at, reqs[i].key, reqs[i].keylen);
+        op->reqs[i].key = op->keys + at;
+        op->reqs[i].keylen = reqs[i].keylen;
+        op->reqs[i].n = reqs[i].n;
+        at += reqs[i].keylen;
+        call c;
+        if ((rc = call_init(l, &c, op->reqs[i].key, op->reqs[i].keylen, 'c', reqs[i].n, 0, 0, -1)) == PRS_OK) {
+            rc = resp_append(op, &cap, c.cmd.argc, c.argv, c.lens);
+            op->script = c.cmd.script;
+            keyset_free(l, &c.ks);
+        }
+        op->off[i + 1] = op->reqlen;
+    }
+    if (rc) { prs_redis_op_free(op); return rc; }
+    *out = op;
+    return PRS_OK;
+}
+
+int prs_redis_op_group_new(size_t count, const prs_redis_member *m, int64_t now_us, prs_redis_op **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    group_cmd g;
+    int rc = group_cmd_init(count, m, now_us, &g);
+    if (rc) return rc;
+    size_t keybytes = 0;
+    for (size_t i = 0; i < count; i++) keybytes += m[i].keylen;
+    prs_redis_op *op = op_alloc(g.a, 'g', 1, keybytes);
+    if (op) op->m = prs__calloc(op->a, count, sizeof *op->m);
+    size_t cap = 0;
+    rc = op && op->m ? resp_append(op, &cap, g.cmd.argc, g.cmd.argv, g.cmd.argvlen) : PRS_ENOMEM;
+    group_cmd_free(&g);
+    if (rc) { prs_redis_op_free(op); return rc; }
+    op->count = count;
+    op->script = PRS_REDIS__SCRIPT_GROUP;
+    op->off[1] = op->reqlen;
+    size_t at = 0;
+    for (size_t i = 0; i < count; i++) {
+        op->m[i] = m[i];
+        if (m[i].keylen) memcpy(op->keys + at, m[i].key, m[i].keylen);
+        op->m[i].key = op->keys + at;
+        at += m[i].keylen;
+    }
+    *out = op;
+    return PRS_OK;
+}
+
+const char *prs_redis_op_request(const prs_redis_op *op, size_t *len) {
+    *len = op->reqlen;
+    return op->req;
+}
+
+size_t prs_redis_op_ncmds(const prs_redis_op *op) { return op->ncmds; }
+
+/* Skips one RESP bulk string header+payload at p ("$<n>\r\n<n bytes>\r\n"). */
+static const char *skip_bulk(const char *p) {
+    int64_t n = 0;
+    p++;
+    while (*p != '\r') n = n * 10 + (*p++ - '0');
+    return p + 2 + n + 2;
+}
+
+int prs_redis_op_eval(prs_redis_op *op, size_t i, const char **buf, size_t *len) {
+    if (!op || i >= op->ncmds || op->script < 0) return PRS_EINVAL;
+    const prs_redis__script *s = &prs_redis__scripts()[op->script];
+    const char *cmd = op->req + op->off[i], *end = op->req + op->off[i + 1];
+    const char *args = strchr(cmd, '\n') + 1;          /* after "*N\r\n" */
+    const char *rest = skip_bulk(skip_bulk(args));     /* after EVALSHA and the sha */
+    size_t head = (size_t)(args - cmd), tail = (size_t)(end - rest);
+    char num[24];
+    size_t nl = fmt_i64(num, (int64_t)s->len);
+    size_t total = head + 10 + 1 + nl + 2 + s->len + 2 + tail;
+    char *e = prs__malloc(op->a, total);
+    if (!e) return PRS_ENOMEM;
+    char *p = e;
+    memcpy(p, cmd, head); p += head;
+    memcpy(p, "$4\r\nEVAL\r\n", 10); p += 10;
+    *p++ = '$';
+    memcpy(p, num, nl); p += nl;
+    *p++ = '\r'; *p++ = '\n';
+    memcpy(p, s->body, s->len); p += s->len;
+    *p++ = '\r'; *p++ = '\n';
+    memcpy(p, rest, tail);
+    prs__free(op->a, op->eval);
+    op->eval = e;
+    *buf = e;
+    *len = total;
+    return PRS_OK;
+}
+
+int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, prs_decision *d, int *status,
+                        int *denied_by) {
+    if (!op || op->finished || !d || (rc == PRS_OK && !replies)) return PRS_EINVAL;
+    op->finished = 1;
+    prs_redis_limiter *l = op->l;
+    switch (op->kind) {
+    case 'g':
+        if (!denied_by) return PRS_EINVAL;
+        if (rc == PRS_OK) rc = group_parse(op->count, replies[0], d, denied_by);
+        return rc == PRS_OK ? rc : group_policy(op->count, op->m, rc, d, denied_by);
+    case 'r':
+        if (rc == PRS_OK && replies[0]->type == REDIS_REPLY_ERROR) rc = reply_error(replies[0]);
+        return rc;
+    case 'h': /* leases given back: a failure matters only under RAISE (the permits lapse) */
+        return l->policy == PRS_REDIS_RAISE ? rc : PRS_OK;
+    case 'm': {
+        if (!status) return PRS_EINVAL;
+        int first = PRS_OK;
+        for (size_t i = 0; i < op->ncmds; i++) {
+            status[i] = rc ? rc : parse_decision(replies[i], &d[i], NULL);
+            status[i] = apply_policy(l, status[i], op->reqs[i].key, op->reqs[i].keylen, op->reqs[i].n, 1, &d[i]);
+            if (status[i] && first == PRS_OK) first = status[i];
+        }
+        return first;
+    }
+    default: {
+        const prs_redis_request *q = &op->reqs[0];
+        int64_t granted = 0;
+        if (rc == PRS_OK) rc = parse_decision(replies[0], d, op->kind == 'l' ? &granted : NULL);
+        if (rc == PRS_OK && op->kind == 'l') lease_end(l, op->h, q->key, q->keylen, q->n, op->lnow, d, granted);
+        return apply_policy(l, rc, q->key, q->keylen, q->n, op->kind != 'p', d);
+    }
+    }
+}
+
+prs_redis_backend *prs_redis_limiter_backend(const prs_redis_limiter *l) { return l->b; }
+int prs_redis_op_kind(const prs_redis_op *op) { return op->kind; }
+
+int prs_redis_op_release_new(prs_redis_limiter *l, prs_redis_op **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    if (!l) return PRS_EINVAL;
+    if (!l->buckets) return PRS_OK;
+    locks_after_fork(l);
+    /* Detach every lease with permits left (as release_leases does). */
+    pthread_mutex_lock(&l->lmu);
+    lease *list = NULL;
+    size_t count = 0;
+    for (size_t i = 0; i < l->nbuckets; i++) {
+        lease *e = l->buckets[i];
+        l->buckets[i] = NULL;
+        while (e) {
+            lease *nx = e->next;
+            if (e->left > 0) { e->next = list; list = e; count++; }
+            else prs__free(&l->alloc, e);
+            e = nx;
+        }
+    }
+    l->nleases = 0;
+    pthread_mutex_unlock(&l->lmu);
+    int rc = PRS_OK;
+    prs_redis_op *op = count ? op_alloc(&l->alloc, 'h', count, 0) : NULL;
+    if (count && !op) rc = PRS_ENOMEM;
+    size_t cap = 0, i = 0;
+    for (lease *e = list; e && rc == PRS_OK; e = e->next, i++) {
+        call c;
+        if ((rc = call_init(l, &c, e->key, e->keylen, 'l', 0, 0, e->left, -1)) == PRS_OK) {
+            rc = resp_append(op, &cap, c.cmd.argc, c.argv, c.lens);
+            op->script = c.cmd.script;
+            keyset_free(l, &c.ks);
+        }
+        op->off[i + 1] = op->reqlen;
+    }
+    while (list) { lease *nx = list->next; prs__free(&l->alloc, list); list = nx; }
+    if (rc) { prs_redis_op_free(op); return rc; }
+    if (op) op->l = l;
+    *out = op;
+    return PRS_OK;
 }

@@ -1034,3 +1034,155 @@ TEST(breaker_fast_path_helpers) {
     ASSERT_EQ(prs_breaker_outcome_needs_time(b, PRS_BREAKER_SUCCESS), 1);
     prs_breaker_free(b);
 }
+
+/* ---- the clean fast path (successes counted without the lock) -------------- */
+
+/* Once the count window is full of plain successes, successes are counted in
+ * striped counters; every reading and every change after them must see them
+ * exactly as if each had taken the lock. */
+TEST(breaker_clean_fast_path_counts_exactly) {
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    cfg.failure_threshold = 3;
+    cfg.window_size = 4;
+    cfg.slow_call_ns = SEC;
+    prs_breaker *b = make(&cfg);
+    for (int i = 0; i < 10; i++) ASSERT_NO_TR(call(b, i, S));
+    prs_breaker_metrics m = metrics(b, 10);
+    ASSERT_EQ(m.calls, 10);
+    ASSERT_EQ(m.consecutive_successes, 10);
+    ASSERT_EQ(m.window_calls, 4);
+    ASSERT_EQ(m.window_failures, 0);
+    /* a slow success leaves the clean path: counted in the window */
+    ASSERT_NO_TR(record(b, 11, PRS_BREAKER_NO_PERMIT, S, SEC));
+    m = metrics(b, 11);
+    ASSERT_EQ(m.calls, 11);
+    ASSERT_EQ(m.slow_calls, 1);
+    ASSERT_EQ(m.window_slow_calls, 1);
+    ASSERT_EQ(m.consecutive_successes, 11);
+    /* four plain successes push the slow one out: clean again */
+    for (int i = 0; i < 6; i++) ASSERT_NO_TR(call(b, 12, S));
+    m = metrics(b, 12);
+    ASSERT_EQ(m.calls, 17);
+    ASSERT_EQ(m.window_slow_calls, 0);
+    ASSERT_EQ(m.consecutive_successes, 17);
+    /* a failure resets the run of successes and counts everything before it */
+    ASSERT_NO_TR(call(b, 13, F));
+    m = metrics(b, 13);
+    ASSERT_EQ(m.calls, 18);
+    ASSERT_EQ(m.failures, 1);
+    ASSERT_EQ(m.consecutive_successes, 0);
+    ASSERT_EQ(m.consecutive_failures, 1);
+    ASSERT_EQ(m.window_failures, 1);
+    ASSERT_NO_TR(call(b, 14, S));
+    ASSERT_NO_TR(call(b, 15, F));
+    ASSERT_NO_TR(call(b, 16, F));
+    ASSERT_TR(call(b, 17, F), C, O);
+    /* stale permits of the closed epoch count in the totals only */
+    m = metrics(b, 17);
+    ASSERT_EQ(m.calls, 22);
+    prs_breaker_close(b, 18, NULL);
+    for (int i = 0; i < 8; i++) ASSERT_NO_TR(call(b, 19, S));
+    ASSERT_EQ(metrics(b, 19).consecutive_successes, 8);
+    /* reset clears what the fast path counted too */
+    prs_breaker_reset(b, 20, NULL);
+    m = metrics(b, 20);
+    ASSERT_EQ(m.calls, 0);
+    ASSERT_EQ(m.consecutive_successes, 0);
+    ASSERT_EQ(m.window_calls, 0);
+    /* a permit from before a transition is stale even while clean */
+    prs_breaker_permit old;
+    ASSERT_EQ(prs_breaker_try_acquire_closed(b, &old), 1);
+    for (int i = 0; i < 8; i++) ASSERT_NO_TR(call(b, 21, S));
+    prs_breaker_open(b, 22, NULL);
+    prs_breaker_close(b, 23, NULL);
+    for (int i = 0; i < 8; i++) ASSERT_NO_TR(call(b, 24, S));
+    ASSERT_NO_TR(record(b, 25, old, F, 0));
+    m = metrics(b, 25);
+    ASSERT_EQ(m.consecutive_failures, 0); /* stale: not a failure of this epoch */
+    ASSERT_EQ(m.consecutive_successes, 8);
+    ASSERT_EQ(m.calls, 17);
+    prs_breaker_free(b);
+}
+
+/* Failure-rate mode: the window that trips is the same as without the fast
+ * path (a window of 4, minimum 4, 50%: two failures after a clean run). */
+TEST(breaker_clean_fast_path_rate_window) {
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    cfg.failure_rate_threshold = 0.5;
+    cfg.window_size = 4;
+    cfg.minimum_calls = 4;
+    prs_breaker *b = make(&cfg);
+    for (int i = 0; i < 20; i++) ASSERT_NO_TR(call(b, i, S));
+    ASSERT_NO_TR(call(b, 20, F));
+    ASSERT_EQ(metrics(b, 20).failure_rate, 0.25);
+    ASSERT_TR(call(b, 21, F), C, O);
+    ASSERT_EQ(metrics(b, 21).calls, 22);
+    prs_breaker_free(b);
+}
+
+/* Threads recording successes on the clean path while one of them records
+ * failures (which leave it and fold the stripes): every outcome counted
+ * once, the window consistent, and the run of successes exact afterwards. */
+#define CLEAN_THREADS 8
+#define CLEAN_PER_THREAD 50000
+#define CLEAN_FAIL_EVERY 997
+
+typedef struct {
+    prs_breaker *b;
+    int id;
+    int64_t fails;
+} clean_arg;
+
+static void *clean_main(void *p) {
+    clean_arg *a = p;
+    for (int i = 0; i < CLEAN_PER_THREAD; i++) {
+        prs_breaker_permit permit;
+        if (!prs_breaker_try_acquire_closed(a->b, &permit)) abort();
+        int fail = a->id == 0 && i % CLEAN_FAIL_EVERY == 0;
+        if (prs_breaker_record(a->b, fail ? i : INT64_MIN, permit,
+                               fail ? PRS_BREAKER_FAILURE : PRS_BREAKER_SUCCESS, 0, NULL) != PRS_OK)
+            abort();
+        a->fails += fail;
+    }
+    return NULL;
+}
+
+TEST(breaker_threads_clean_fast_path_exact) {
+    for (int kind = 0; kind < 2; kind++) {
+        prs_breaker_config cfg;
+        prs_breaker_config_init(&cfg);
+        cfg.window_size = 16;
+        cfg.failure_threshold = INT64_MAX;
+        if (kind == 1) { /* rate mode: one failure per 997 of one thread never reaches 90% */
+            cfg.failure_rate_threshold = 0.9;
+            cfg.minimum_calls = 16;
+        }
+        prs_breaker *b = make(&cfg);
+        pthread_t th[CLEAN_THREADS];
+        clean_arg args[CLEAN_THREADS];
+        for (int i = 0; i < CLEAN_THREADS; i++) {
+            args[i] = (clean_arg){b, i, 0};
+            ASSERT_EQ(pthread_create(&th[i], NULL, clean_main, &args[i]), 0);
+        }
+        for (int i = 0; i < CLEAN_THREADS; i++) pthread_join(th[i], NULL);
+        int64_t fails = args[0].fails;
+        prs_breaker_metrics m = metrics(b, 0);
+        ASSERT_EQ(m.state, C);
+        ASSERT_EQ(m.calls, (int64_t)CLEAN_THREADS * CLEAN_PER_THREAD);
+        ASSERT_EQ(m.failures, fails);
+        ASSERT_EQ(m.window_calls, 16);
+        ASSERT_LE_I64(m.consecutive_successes, m.calls);
+        /* afterwards, alone: a failure, then 40 successes, counted exactly */
+        ASSERT_NO_TR(call(b, 1, F));
+        for (int i = 0; i < 40; i++) ASSERT_NO_TR(call(b, 1, S));
+        m = metrics(b, 1);
+        ASSERT_EQ(m.calls, (int64_t)CLEAN_THREADS * CLEAN_PER_THREAD + 41);
+        ASSERT_EQ(m.failures, fails + 1);
+        ASSERT_EQ(m.consecutive_successes, 40);
+        ASSERT_EQ(m.consecutive_failures, 0);
+        ASSERT_EQ(m.window_failures, 0);
+        prs_breaker_free(b);
+    }
+}

@@ -242,3 +242,76 @@ TEST(common_decision_headers) {
         ASSERT(k == n);
     }
 }
+
+/* ---- the core's locks under contention (prs_internal.h) ------------------ *
+ * More threads than CPUs hammer one spinlock and one backoff mutex guarding
+ * plain (non-atomic) counters: every slow-path branch (backoff, yield, block)
+ * runs, and mutual exclusion must hold exactly (TSan checks the ordering). */
+#include "prs_internal.h"
+
+#include <pthread.h>
+
+#define LOCK_THREADS 8
+#define LOCK_ROUNDS 200000
+
+typedef struct {
+    prs__spinlock spin;
+    pthread_mutex_t mu;
+    int64_t spin_count, mu_count; /* plain: guarded by the locks */
+    int64_t spin_inside, mu_inside, overlap;
+} lock_shared;
+
+static void *lock_main(void *p) {
+    lock_shared *s = p;
+    for (int i = 0; i < LOCK_ROUNDS; i++) {
+        prs__spin_lock(&s->spin);
+        if (s->spin_inside++) s->overlap++;
+        s->spin_count++;
+        s->spin_inside--;
+        prs__spin_unlock(&s->spin);
+        if (i % 4 == 0) {
+            prs__mutex_lock(&s->mu);
+            if (s->mu_inside++) s->overlap++;
+            s->mu_count++;
+            s->mu_inside--;
+            pthread_mutex_unlock(&s->mu);
+        }
+    }
+    return NULL;
+}
+
+TEST(common_locks_exclusive_under_contention) {
+    static lock_shared s;
+    prs__spin_init(&s.spin);
+    ASSERT_EQ(pthread_mutex_init(&s.mu, NULL), 0);
+    pthread_t th[LOCK_THREADS];
+    for (int i = 0; i < LOCK_THREADS; i++) ASSERT_EQ(pthread_create(&th[i], NULL, lock_main, &s), 0);
+    for (int i = 0; i < LOCK_THREADS; i++) pthread_join(th[i], NULL);
+    ASSERT_EQ(s.spin_count, (int64_t)LOCK_THREADS * LOCK_ROUNDS);
+    ASSERT_EQ(s.mu_count, (int64_t)LOCK_THREADS * (LOCK_ROUNDS / 4));
+    ASSERT_EQ(s.overlap, 0);
+    pthread_mutex_destroy(&s.mu);
+}
+
+TEST(common_backoff_grows_and_is_bounded) {
+    static int obj, other;
+    prs__backoff b = PRS__BACKOFF_ON(&obj);
+    prs__backoff_wait(&b);
+    ASSERT_GE_I64(b.limit, 2 * PRS__BACKOFF_MIN);
+    ASSERT_LE_I64(b.limit, PRS__BACKOFF_MAX);
+    for (int i = 0; i < 40; i++) prs__backoff_wait(&b);
+    ASSERT_EQ(b.limit, PRS__BACKOFF_MAX);
+    ASSERT_GT_I64(b.rounds, 0);
+    /* contention met again at once: the next call starts higher than the first */
+    uint32_t first = 0;
+    for (int call = 0; call < 3; call++) {
+        prs__backoff c = PRS__BACKOFF_ON(&obj);
+        prs__backoff_wait(&c);
+        if (call == 0) first = c.limit;
+        else ASSERT_GT_I64(c.limit, first);
+    }
+    /* contention on another object starts from the bottom */
+    prs__backoff d = PRS__BACKOFF_ON(&other);
+    prs__backoff_wait(&d);
+    ASSERT_EQ(d.limit, 2 * PRS__BACKOFF_MIN);
+}

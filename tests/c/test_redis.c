@@ -9,6 +9,7 @@
 #ifdef PRS_HAVE_HIREDIS
 #include "prs_test.h"
 #include "prs_redis_internal.h"
+#include "prs_redis_ops.h"
 #include "prs_gcra.h"
 #include "prs_token_bucket.h"
 
@@ -782,6 +783,135 @@ TEST(redis_noscript_reload) {
     ASSERT_EQ(ds[2].remaining, 98);
     ASSERT_EQ(ds[1].remaining, 98);
     prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+}
+
+/* ---- sans-I/O ops (prs_redis_ops.h): a transport of our own ------------------ */
+
+/* Sends buf on a plain socket and reads n replies with hiredis's reader. */
+static void op_exchange(int fd, redisReader *rd, const char *buf, size_t len, size_t n, redisReply **out) {
+    ASSERT(write(fd, buf, len) == (ssize_t)len);
+    for (size_t got = 0; got < n;) {
+        void *r = NULL;
+        ASSERT(redisReaderGetReply(rd, &r) == REDIS_OK);
+        if (r) { out[got++] = r; continue; }
+        char tmp[4096];
+        ssize_t k = read(fd, tmp, sizeof tmp);
+        ASSERT(k > 0);
+        ASSERT(redisReaderFeed(rd, tmp, (size_t)k) == REDIS_OK);
+    }
+}
+
+/* Runs op on fd (EVAL again after NOSCRIPT) and finishes it. */
+static int op_run(int fd, redisReader *rd, prs_redis_op *op, prs_decision *d, int *status, int *denied) {
+    size_t len, n = prs_redis_op_ncmds(op);
+    const char *req = prs_redis_op_request(op, &len);
+    redisReply *r[8] = {NULL};
+    ASSERT(n <= 8);
+    op_exchange(fd, rd, req, len, n, r);
+    for (size_t i = 0; i < n; i++) {
+        if (r[i]->type == REDIS_REPLY_ERROR && !strncmp(r[i]->str, "NOSCRIPT", 8)) {
+            const char *e;
+            size_t elen;
+            ASSERT_OK(prs_redis_op_eval(op, i, &e, &elen));
+            freeReplyObject(r[i]);
+            op_exchange(fd, rd, e, elen, 1, &r[i]);
+        }
+    }
+    int rc = prs_redis_op_finish(op, PRS_OK, r, d, status, denied);
+    for (size_t i = 0; i < n; i++) freeReplyObject(r[i]);
+    prs_redis_op_free(op);
+    return rc;
+}
+
+static int dial(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof a);
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    return fd;
+}
+
+/* An op sends the blocking call's exact request: the same decisions at the
+ * same times, for every algorithm, groups, check_many, reset and NOSCRIPT;
+ * and a transport failure gets the limiter's policy. */
+TEST(redis_ops_decide_as_the_blocking_calls) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    int fd = dial(s->port);
+    redisReader *rd = redisReaderCreate();
+    char out[64];
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo == PRS_REDIS_GCRA || algo == PRS_REDIS_TOKEN_BUCKET;
+        prs_redis_limiter *l = limiter_for(b, algo, rate ? 5 : 3, rate ? 3 : 2);
+        int64_t now_us = 5000000;
+        for (int i = 0; i < 12; i++) {
+            now_us += (i % 3) * 150000;
+            int64_t n = 1 + i % 2;
+            if (i == 6) cmd(b, out, sizeof out, 2, "SCRIPT", "FLUSH");
+            prs_decision dc, dop;
+            ASSERT_OK(prs_redis_limiter_check_at(l, "blocking", 8, n, now_us, &dc));
+            prs_redis_op *op;
+            ASSERT_OK(prs_redis_op_limiter_new(l, PRS_REDIS_OP_CHECK, "op-path", 7, n, now_us, &op, &dop));
+            ASSERT(op != NULL);
+            ASSERT_EQ(prs_redis_op_kind(op), 'c');
+            ASSERT_OK(op_run(fd, rd, op, &dop, NULL, NULL));
+            ASSERT_EQ(dop.allowed, dc.allowed);
+            ASSERT_EQ(dop.remaining, dc.remaining);
+            ASSERT_EQ(dop.retry_after_ns, dc.retry_after_ns);
+            ASSERT_EQ(dop.reset_after_ns, dc.reset_after_ns);
+        }
+        prs_redis_op *op;
+        prs_decision d;
+        ASSERT_OK(prs_redis_op_limiter_new(l, PRS_REDIS_OP_RESET, "op-path", 7, 0, -1, &op, &d));
+        ASSERT_OK(op_run(fd, rd, op, &d, NULL, NULL));
+        ASSERT_OK(prs_redis_op_limiter_new(l, PRS_REDIS_OP_PEEK, "op-path", 7, 3, -1, &op, &d));
+        ASSERT_OK(op_run(fd, rd, op, &d, NULL, NULL));
+        ASSERT(d.allowed && d.remaining == 0); /* reset: the whole limit again */
+        prs_redis_request reqs[3] = {{"m", 1, 2}, {"m", 1, 1}, {"m", 1, 1}};
+        prs_decision ds[3];
+        int st[3];
+        ASSERT_OK(prs_redis_op_many_new(l, 3, reqs, &op));
+        ASSERT_EQ(prs_redis_op_kind(op), 'm');
+        ASSERT_OK(op_run(fd, rd, op, ds, st, NULL));
+        ASSERT(ds[0].allowed && ds[1].allowed && !ds[2].allowed);
+        prs_redis_member m[2] = {{l, "{g}a", 4, 1}, {l, "{g}b", 4, 3}};
+        int denied = 0;
+        ASSERT_OK(prs_redis_op_group_new(2, m, -1, &op));
+        ASSERT_OK(op_run(fd, rd, op, &d, NULL, &denied));
+        ASSERT(d.allowed && denied == -1);
+        ASSERT_OK(prs_redis_op_group_new(2, m, -1, &op));
+        ASSERT_OK(op_run(fd, rd, op, &d, NULL, &denied));
+        ASSERT(!d.allowed && denied == 1);
+        prs_redis_limiter_free(l);
+    }
+    /* a transport failure: the policy decides, as for the blocking call */
+    prs_redis_limiter_config cfg;
+    prs_redis_limiter_config_init(&cfg);
+    cfg.on_backend_error = PRS_REDIS_DENY;
+    prs_redis_limiter *l;
+    ASSERT_OK(prs_redis_limiter_new(b, &cfg, &l));
+    prs_redis_op *op;
+    prs_decision d;
+    ASSERT_OK(prs_redis_op_limiter_new(l, PRS_REDIS_OP_CHECK, "k", 1, 1, -1, &op, &d));
+    ASSERT_OK(prs_redis_op_finish(op, PRS_ETIMEDOUT, NULL, &d, NULL, NULL));
+    ASSERT(!d.allowed && d.retry_after_ns == PRS_REDIS_DENY_RETRY_NS);
+    ASSERT_EQ(prs_redis_op_finish(op, PRS_OK, NULL, &d, NULL, NULL), PRS_EINVAL); /* once only */
+    prs_redis_op_free(op);
+    ASSERT_EQ(prs_redis_op_limiter_new(l, 'x', "k", 1, 1, -1, &op, &d), PRS_EINVAL);
+    ASSERT(op == NULL);
+    int admit = 0;
+    ASSERT_OK(prs_redis_backend_admit(b, &admit));
+    ASSERT_EQ(admit, 1);
+    prs_redis_backend_outcome(b, admit, PRS_OK);
+    prs_redis_limiter_free(l);
+    redisReaderFree(rd);
+    close(fd);
+    prs_redis_backend_close(b);
+    ASSERT_EQ(prs_redis_backend_admit(b, &admit), PRS_EBACKENDCLOSED);
     prs_redis_backend_free(b);
 }
 

@@ -46,6 +46,7 @@ static PyObject *bh_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 static PyObject *bh_aenter(PyObject *self, PyObject *unused);
 static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *bh_full_error(PyObject *self, PyObject *unused);
 static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *bh_stats(PyObject *self, PyObject *unused);
@@ -99,7 +100,7 @@ static PyMethodDef Bulkhead_methods[] = {
      "Internal (asyncio form): True if a slot was taken, False if none and\n"
      "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
      "queued waiter whose .future is woken when a slot is handed to it."},
-    {"_finish", (PyCFunction)(void (*)(void))prs_py_cond_finish, METH_FASTCALL,
+    {"_finish", (PyCFunction)(void (*)(void))bh_finish, METH_FASTCALL,
      "_finish($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
@@ -127,7 +128,7 @@ static PyMethodDef Bulkhead_methods[] = {
 };
 static PyObject *bh_get_max_concurrent(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
-    return PyLong_FromLongLong((long long)(prs_bulkhead_max_concurrent(o->core)));
+    return PyLong_FromLongLong(prs_bulkhead_max_concurrent(o->core));
 }
 static PyObject *bh_get_max_wait_seconds(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
@@ -135,19 +136,19 @@ static PyObject *bh_get_max_wait_seconds(PyObject *self, void *closure) {
 }
 static PyObject *bh_get_active_count(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
-    return PyLong_FromLongLong((long long)(bh_stats_of(o).active));
+    return PyLong_FromLongLong(bh_stats_of(o).active);
 }
 static PyObject *bh_get_available(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
-    return PyLong_FromLongLong((long long)(bh_stats_of(o).available));
+    return PyLong_FromLongLong(bh_stats_of(o).available);
 }
 static PyObject *bh_get_waiting_count(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
-    return PyLong_FromLongLong((long long)(bh_stats_of(o).waiting));
+    return PyLong_FromLongLong(bh_stats_of(o).waiting);
 }
 static PyObject *bh_get_rejected_count(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
-    return PyLong_FromLongLong((long long)(bh_stats_of(o).rejected_total));
+    return PyLong_FromLongLong(bh_stats_of(o).rejected_total);
 }
 static PyGetSetDef Bulkhead_getset[] = {
     {"max_concurrent", bh_get_max_concurrent, NULL, "Slots in the bulkhead.", NULL},

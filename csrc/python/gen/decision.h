@@ -49,11 +49,11 @@ static PyObject *decision_get_allowed(PyObject *self, void *closure) {
 }
 static PyObject *decision_get_limit(PyObject *self, void *closure) {
     prs_py_decision *o = (prs_py_decision *)self;
-    return PyLong_FromLongLong((long long)(o->d.limit));
+    return PyLong_FromLongLong(o->d.limit);
 }
 static PyObject *decision_get_remaining(PyObject *self, void *closure) {
     prs_py_decision *o = (prs_py_decision *)self;
-    return PyLong_FromLongLong((long long)(o->d.remaining));
+    return PyLong_FromLongLong(o->d.remaining);
 }
 static PyObject *decision_get_retry_after(PyObject *self, void *closure) {
     prs_py_decision *o = (prs_py_decision *)self;

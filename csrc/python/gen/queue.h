@@ -82,12 +82,15 @@ static PyObject *q_get_nowait(PyObject *self, PyObject *unused);
 static PyObject *q_task_done(PyObject *self, PyObject *unused);
 static PyObject *q_join(PyObject *self, PyObject *unused);
 static PyObject *q_join_async(PyObject *self, PyObject *arg);
+static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_close(PyObject *self, PyObject *unused);
 static PyObject *q_qsize(PyObject *self, PyObject *unused);
 static PyObject *q_empty(PyObject *self, PyObject *unused);
 static PyObject *q_full(PyObject *self, PyObject *unused);
 static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_get_async(PyObject *self, PyObject *arg);
+static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *q_stats(PyObject *self, PyObject *unused);
 static PyMethodDef RingQueue_methods[] = {
@@ -145,7 +148,7 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of join): True now, or a queued waiter."},
-    {"_finish_join", (PyCFunction)(void (*)(void))prs_py_cond_finish, METH_FASTCALL,
+    {"_finish_join", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
      "_finish_join($self, waiter, /)\n"
      "--\n"
      "\n"
@@ -182,12 +185,12 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of get): an item now, or a queued waiter."},
-    {"_finish_put", (PyCFunction)(void (*)(void))prs_py_cond_finish, METH_FASTCALL,
+    {"_finish_put", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
      "_finish_put($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
      "Internal: settle a producer waiter."},
-    {"_finish_get", (PyCFunction)(void (*)(void))prs_py_cond_finish, METH_FASTCALL,
+    {"_finish_get", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
      "_finish_get($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
@@ -211,21 +214,21 @@ static PyMethodDef RingQueue_methods[] = {
 };
 static PyObject *q_get_fill_ratio(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return PyFloat_FromDouble(o->a.given <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core));
+    return PyFloat_FromDouble(q_given(o) <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core));
 }
 static PyObject *q_get_max_size(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return PyLong_FromLongLong((long long)(o->a.given));
+    return PyLong_FromLongLong(q_given(o));
 }
 static PyObject *q_get_maxsize(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return PyLong_FromLongLong((long long)(o->a.given));
+    return PyLong_FromLongLong(q_given(o));
 }
 static PyObject *q_get_unfinished_tasks(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
-    return PyLong_FromLongLong((long long)(q_stats_of(o).unfinished));
+    return PyLong_FromLongLong(q_stats_of(o).unfinished);
 }
-static PyObject *q_get_strategy_name(PyObject *self, void *closure) {
+static PyObject *q_get__strategy_name(PyObject *self, void *closure) {
     q_obj *o = (q_obj *)self;
     return PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(o->core)));
 }
@@ -250,7 +253,7 @@ static PyGetSetDef RingQueue_getset[] = {
     {"max_size", q_get_max_size, q_set_size, "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", (void *)(intptr_t)1},
     {"maxsize", q_get_maxsize, q_set_size, "Alias of max_size (the queue.Queue name).", (void *)(intptr_t)2},
     {"unfinished_tasks", q_get_unfinished_tasks, NULL, "Items put and not yet marked done with task_done().", NULL},
-    {"_strategy_name", q_get_strategy_name, NULL, "The strategy's value ('block', ...).", NULL},
+    {"_strategy_name", q_get__strategy_name, NULL, "The strategy's value ('block', ...).", NULL},
     {"block_timeout", q_get_block_timeout, NULL, "Seconds a BLOCK put waits by default (None: no limit).", NULL},
     {"closed", q_get_closed, NULL, "True after close().", NULL},
     {"high_watermark", q_get_high_watermark, NULL, "The high watermark fraction, or None.", NULL},

@@ -34,6 +34,12 @@ static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, Redis
     "on every call, and recovers by itself once Redis answers again."
 static PyObject *backend_close(PyObject *self, PyObject *unused);
 static PyObject *backend_ping(PyObject *self, PyObject *unused);
+static PyObject *backend_endpoint(PyObject *self, PyObject *unused);
+static PyObject *backend_admit(PyObject *self, PyObject *unused);
+static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *backend_breaker_script(PyObject *self, PyObject *unused);
+static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyMethodDef RedisBackend_methods[] = {
     {"close", backend_close, METH_NOARGS,
@@ -47,6 +53,44 @@ static PyMethodDef RedisBackend_methods[] = {
      "\n"
      "PING the server: True, or BackendError when it cannot be reached\n"
      "within the timeout."},
+    {"_endpoint", backend_endpoint, METH_NOARGS,
+     "_endpoint($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): (host, port, unix_path, user, password, db)\n"
+     "of the parsed url."},
+    {"_admit", backend_admit, METH_NOARGS,
+     "_admit($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): ask the backend's circuit, shared with\n"
+     "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."},
+    {"_outcome", (PyCFunction)(void (*)(void))backend_outcome, METH_FASTCALL | METH_KEYWORDS,
+     "_outcome($self, /, admit, error=None)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): report an admitted exchange's outcome\n"
+     "to the circuit (error: (status, message) of a transport failure)."},
+    {"_breaker_script", backend_breaker_script, METH_NOARGS,
+     "_breaker_script($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal: the distributed circuit breaker's Lua script\n"
+     "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."},
+    {"_op_eval", (PyCFunction)(void (*)(void))backend_op_eval, METH_FASTCALL | METH_KEYWORDS,
+     "_op_eval($self, /, op, i)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): command i of op as EVAL with its script's\n"
+     "body (after a NOSCRIPT reply)."},
+    {"_op_finish", (PyCFunction)(void (*)(void))backend_op_finish, METH_FASTCALL | METH_KEYWORDS,
+     "_op_finish($self, /, op, replies, error=None)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): finish op with its replies (bytes, int,\n"
+     "None, str status, list, or an Exception for an error reply), or with a\n"
+     "transport failure (status, message) that the failure policy decides. Returns\n"
+     "what the blocking call returns (Decision, list of Decisions, None)."},
     {"_command", (PyCFunction)(void (*)(void))backend_command, METH_FASTCALL,
      "_command($self, /, *args)\n"
      "--\n"
@@ -156,6 +200,10 @@ static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t na
 static PyObject *rl_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_op_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_op_release(PyObject *self, PyObject *unused);
 static PyObject *rl_close(PyObject *self, PyObject *unused);
 static PyObject *rl_check_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_redis_key(PyObject *self, PyObject *arg);
@@ -203,6 +251,30 @@ static PyMethodDef RedisRateLimiter_methods[] = {
      "Check a list of (key, n) pairs (or bare keys, n=1) in one\n"
      "pipelined round trip; returns a list of Decisions in the same order. Each\n"
      "check is atomic on its own (not all-or-nothing: see RedisLimiterGroup)."},
+    {"_op", (PyCFunction)(void (*)(void))rl_op, METH_FASTCALL | METH_KEYWORDS,
+     "_op($self, /, kind, key, n=1, now=None)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
+     "I/O: a Decision when a lease decided it, else (op, request bytes, replies)."},
+    {"_async_waiter", (PyCFunction)(void (*)(void))rl_async_waiter, METH_FASTCALL | METH_KEYWORDS,
+     "_async_waiter($self, /, key, n=1, timeout=None)\n"
+     "--\n"
+     "\n"
+     "Internal: the wait of acquire_async(): before each step(), append the\n"
+     "Decision of a check to the list; step() then decides as acquire() does."},
+    {"_op_many", (PyCFunction)(void (*)(void))rl_op_many, METH_FASTCALL | METH_KEYWORDS,
+     "_op_many($self, /, requests)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): check_many's (op, request bytes, replies),\n"
+     "or [] for no requests."},
+    {"_op_release", rl_op_release, METH_NOARGS,
+     "_op_release($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): close()'s give-back of the leases as\n"
+     "(op, request bytes, replies), or None when no lease holds a permit."},
     {"close", rl_close, METH_NOARGS,
      "close($self, /)\n"
      "--\n"
@@ -327,6 +399,8 @@ static PyObject *group_allow(PyObject *self, PyObject *unused);
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_check_at(PyObject *self, PyObject *arg);
+static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *group_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef RedisLimiterGroup_methods[] = {
     {"check", group_check, METH_NOARGS,
      "check($self, /)\n"
@@ -357,6 +431,17 @@ static PyMethodDef RedisLimiterGroup_methods[] = {
      "--\n"
      "\n"
      "Tests only: check at `now` seconds instead of Redis's TIME."},
+    {"_async_waiter", (PyCFunction)(void (*)(void))group_async_waiter, METH_FASTCALL | METH_KEYWORDS,
+     "_async_waiter($self, /, timeout=None)\n"
+     "--\n"
+     "\n"
+     "Internal: the wait of acquire_async(): before each step(), append the\n"
+     "Decision of a check to the list; step() then decides as acquire() does."},
+    {"_op", (PyCFunction)(void (*)(void))group_op, METH_FASTCALL | METH_KEYWORDS,
+     "_op($self, /, now=None)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): the group check's (op, request bytes, replies)."},
     {NULL, NULL, 0, NULL},
 };
 static PyObject *group_get(PyObject *self, void *closure);

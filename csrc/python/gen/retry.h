@@ -96,7 +96,7 @@ static PyMethodDef RetryPolicy_methods[] = {
 };
 static PyObject *policy_get_max_attempts(PyObject *self, void *closure) {
     policy_obj *o = (policy_obj *)self;
-    return PyLong_FromLongLong((long long)(policy_config(o).max_attempts));
+    return PyLong_FromLongLong(policy_config(o).max_attempts);
 }
 static PyObject *policy_get_base_delay(PyObject *self, void *closure) {
     policy_obj *o = (policy_obj *)self;

@@ -1,0 +1,88 @@
+/*
+ * prs_redis_ops.h - sans-I/O forms of the Redis calls, for transports that
+ * are not the backend's blocking pool (the asyncio connection of
+ * pyresilience._redis_async). Not installed.
+ *
+ * An op is one call (a check, a peek, a reset, a check_many, a group check)
+ * split at its network I/O: prs_redis_op_*_new builds exactly the commands
+ * the blocking call would send (the same scripts, keys and arguments), as
+ * RESP bytes; the transport sends them, reads one reply per command and
+ * hands them to prs_redis_op_finish, which turns them into the decisions the
+ * blocking call returns - or, when the transport failed, applies the same
+ * failure policy (on_backend_error, per member for groups). Leases work the
+ * same: a check served by the local lease needs no op at all.
+ *
+ * A NOSCRIPT error reply to command i means the server lost its script
+ * cache: send prs_redis_op_eval(op, i) (EVAL with the script's body) and
+ * use its reply instead.
+ *
+ * The backend's circuit is shared with the blocking calls:
+ * prs_redis_backend_admit() before sending (0: fail fast with the status it
+ * returns), prs_redis_backend_outcome() after.
+ */
+#ifndef PRS_REDIS_OPS_H
+#define PRS_REDIS_OPS_H
+
+#include <hiredis/hiredis.h>
+
+#include "prs_redis.h"
+
+typedef struct prs_redis_op prs_redis_op;
+
+enum { PRS_REDIS_OP_CHECK = 'c', PRS_REDIS_OP_PEEK = 'p', PRS_REDIS_OP_RESET = 'r' };
+
+/* One limiter call: kind CHECK (now_us >= 0: at that time, no lease), PEEK
+ * or RESET. PRS_OK with *out NULL and *d filled when it was decided without
+ * I/O (a lease, a cached denial); PRS_OK with *out: send it; else a status
+ * (PRS_EINVAL, PRS_ENOMEM). Keys are copied. */
+int prs_redis_op_limiter_new(prs_redis_limiter *l, int kind, const void *key, size_t keylen, int64_t n,
+                             int64_t now_us, prs_redis_op **out, prs_decision *d);
+/* check_many: count (>= 1) pipelined checks (no leases). */
+int prs_redis_op_many_new(prs_redis_limiter *l, size_t count, const prs_redis_request *reqs,
+                          prs_redis_op **out);
+/* close()'s give-back of every unspent lease permit: detaches the leases
+ * now; PRS_OK with *out NULL when none held any. Finishing it returns a
+ * failure only under PRS_REDIS_RAISE (the permits lapse otherwise). */
+int prs_redis_op_release_new(prs_redis_limiter *l, prs_redis_op **out);
+/* A group's one script (members as for prs_redis_group_check). */
+int prs_redis_op_group_new(size_t count, const prs_redis_member *members, int64_t now_us,
+                           prs_redis_op **out);
+
+/* The commands to send (RESP, pipelined) and how many replies they get. */
+const char *prs_redis_op_request(const prs_redis_op *op, size_t *len);
+size_t prs_redis_op_ncmds(const prs_redis_op *op);
+/* 'c' check, 'p' peek, 'l' leased check, 'r' reset, 'm' check_many, 'g' group, 'h' lease give-back. */
+int prs_redis_op_kind(const prs_redis_op *op);
+/* Command i again as EVAL with its script's body (after a NOSCRIPT reply):
+ * PRS_OK with the bytes (owned by op, valid until the next call or free),
+ * PRS_EINVAL when command i runs no script, PRS_ENOMEM. */
+int prs_redis_op_eval(prs_redis_op *op, size_t i, const char **buf, size_t *len);
+
+/* Finishes the op once: rc PRS_OK with replies[0..ncmds), else the
+ * transport's failure (replies ignored), which the policy decides.
+ * Single calls: d[0]; check_many: d[i] and status[i] per request (returns
+ * the first failure); group: d[0] and *denied_by; reset: nothing. Returns
+ * PRS_OK or the failure the policy left (PRS_EINVAL when finished twice). */
+int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, prs_decision *d, int *status,
+                        int *denied_by);
+void prs_redis_op_free(prs_redis_op *op);
+
+/* The backend's circuit, shared with its blocking calls: *admit 1 (go), 2
+ * (go as the probe of a half-open circuit) with PRS_OK, or 0 with
+ * PRS_EBACKEND (open: fail fast) or PRS_EBACKENDCLOSED, the message in
+ * prs_redis_last_error(). After an admitted exchange, its outcome: rc
+ * PRS_OK or the transport's failure status. */
+int prs_redis_backend_admit(prs_redis_backend *b, int *admit);
+void prs_redis_backend_outcome(prs_redis_backend *b, int admit, int rc);
+/* The backend's parsed URL (owned by b). */
+const prs_redis_url *prs_redis_backend_url(const prs_redis_backend *b);
+/* The backend of a limiter. */
+prs_redis_backend *prs_redis_limiter_backend(const prs_redis_limiter *l);
+
+/* Sets this thread's last error message (what prs_redis_last_error returns). */
+void prs_redis_set_last_error(const char *msg);
+
+/* The distributed circuit breaker's Lua script (breaker_script.c). */
+const char *prs_redis_breaker_script(size_t *len);
+
+#endif /* PRS_REDIS_OPS_H */

@@ -1,0 +1,133 @@
+"""The metric families both exporters publish, read from the objects' snapshots
+at scrape time (nothing here runs on a call path).
+
+A family is (pattern, metric): Prometheus names it ``pyresilience_<pattern>_<metric>``
+(counters with ``_total``), OpenTelemetry ``pyresilience.<pattern>.<metric>``.
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+from . import _registry
+
+__all__ = ["Family", "FAMILIES", "collect"]
+
+Labels = Tuple[Tuple[str, str], ...]
+
+
+class Family(NamedTuple):
+    pattern: str   # prometheus/otel subsystem: ratelimiter, circuitbreaker, ...
+    metric: str
+    type: str      # "counter" or "gauge"
+    doc: str
+    labels: Tuple[str, ...]
+
+
+FAMILIES: Tuple[Family, ...] = (
+    Family("ratelimiter", "available", "gauge",
+           "Requests of weight 1 the limiter would admit now", ("name",)),
+    Family("circuitbreaker", "calls", "counter",
+           "Calls by outcome: successful, failed, slow, ignored, not_permitted", ("name", "kind")),
+    Family("circuitbreaker", "state", "gauge",
+           "1 for the breaker's current state, 0 for the others", ("name", "state")),
+    Family("circuitbreaker", "failure_rate", "gauge",
+           "Failure rate over the current window (0..1)", ("name",)),
+    Family("circuitbreaker", "slow_call_rate", "gauge",
+           "Slow-call rate over the current window (0..1)", ("name",)),
+    Family("circuitbreaker", "transitions", "counter",
+           "State transitions", ("name", "from_state", "to_state")),
+    Family("retry", "calls", "counter",
+           "Calls that needed a retry or failed, by kind", ("name", "kind")),
+    Family("retry", "attempts", "counter",
+           "Retry attempts made (after a first attempt failed)", ("name",)),
+    Family("retry", "gave_up", "counter", "Calls given up, by reason", ("name", "reason")),
+    Family("bulkhead", "calls", "counter",
+           "Calls by outcome: permitted, rejected, cancelled", ("name", "kind")),
+    Family("bulkhead", "available_concurrent_calls", "gauge",
+           "Free slots now", ("name",)),
+    Family("bulkhead", "max_allowed_concurrent_calls", "gauge", "max_concurrent", ("name",)),
+    Family("bulkhead", "waiting", "gauge", "Callers waiting for a slot now", ("name",)),
+    Family("queue", "items", "counter",
+           "Items by fate: received, processed, dropped", ("name", "kind")),
+    Family("queue", "producer_blocked", "counter", "Puts that had to wait for room", ("name",)),
+    Family("queue", "size", "gauge", "Items in the queue now", ("name",)),
+)
+
+_BY_KEY = {(f.pattern, f.metric): f for f in FAMILIES}
+
+_STATES = ("closed", "open", "half_open")
+
+
+def _limiter(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+    available = obj.available
+    if callable(available):  # KeyedLimiter: per key, nothing global to report
+        return
+    out[_BY_KEY["ratelimiter", "available"]].append(((("name", name),), float(available)))
+
+
+def _breaker(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+    m = obj.metrics
+    calls = out[_BY_KEY["circuitbreaker", "calls"]]
+    for kind, v in (("successful", m.calls - m.failures), ("failed", m.failures),
+                    ("slow", m.slow_calls), ("ignored", m.ignored), ("not_permitted", m.rejected)):
+        calls.append(((("name", name), ("kind", kind)), float(v)))
+    state = str(m.state)
+    for s in _STATES:
+        out[_BY_KEY["circuitbreaker", "state"]].append(
+            ((("name", name), ("state", s)), 1.0 if s == state else 0.0))
+    out[_BY_KEY["circuitbreaker", "failure_rate"]].append(((("name", name),), float(m.failure_rate)))
+    out[_BY_KEY["circuitbreaker", "slow_call_rate"]].append(((("name", name),), float(m.slow_call_rate)))
+    for key, v in _registry.counts_of(obj).items():
+        if key.startswith("transition:"):
+            _, old, new = key.split(":")
+            out[_BY_KEY["circuitbreaker", "transitions"]].append(
+                ((("name", name), ("from_state", old), ("to_state", new)), float(v)))
+
+
+def _retry(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+    m = obj.metrics
+    for kind in ("successful_with_retry", "failed_with_retry", "failed_without_retry"):
+        out[_BY_KEY["retry", "calls"]].append(
+            ((("name", name), ("kind", kind)), float(getattr(m, kind))))
+    out[_BY_KEY["retry", "attempts"]].append(((("name", name),), float(m.retries)))
+    for reason, v in sorted(m.gave_up.items()):
+        out[_BY_KEY["retry", "gave_up"]].append(((("name", name), ("reason", reason)), float(v)))
+
+
+def _bulkhead(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+    m = obj.metrics
+    for kind, v in (("permitted", m.acquired_count), ("rejected", m.rejected_count),
+                    ("cancelled", m.cancelled_count)):
+        out[_BY_KEY["bulkhead", "calls"]].append(((("name", name), ("kind", kind)), float(v)))
+    out[_BY_KEY["bulkhead", "available_concurrent_calls"]].append(((("name", name),), float(m.available)))
+    out[_BY_KEY["bulkhead", "max_allowed_concurrent_calls"]].append(
+        ((("name", name),), float(m.max_concurrent)))
+    out[_BY_KEY["bulkhead", "waiting"]].append(((("name", name),), float(m.waiting_count)))
+
+
+def _queue(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+    m = obj.metrics
+    for kind, v in (("received", m.items_received), ("processed", m.items_processed),
+                    ("dropped", m.items_dropped)):
+        out[_BY_KEY["queue", "items"]].append(((("name", name), ("kind", kind)), float(v)))
+    out[_BY_KEY["queue", "producer_blocked"]].append(((("name", name),), float(m.producer_blocked_count)))
+    out[_BY_KEY["queue", "size"]].append(((("name", name),), float(obj.qsize())))
+
+
+_READERS = {"limiter": _limiter, "breaker": _breaker, "retry": _retry, "bulkhead": _bulkhead,
+            "queue": _queue}
+
+
+def collect(objects: Optional[Iterable[Any]] = None) -> Dict[Family, List[Tuple[Labels, float]]]:
+    """Every family's samples for `objects` (default: every live named object).
+    An object whose snapshot fails (closed, being torn down) is skipped."""
+    out: Dict[Family, List[Tuple[Labels, float]]] = {f: [] for f in FAMILIES}
+    for obj in (_registry.live_named() if objects is None else objects):
+        reader = _READERS.get(_registry.pattern_of(obj))
+        if reader is None:
+            continue
+        try:
+            reader(obj, _registry.name_of(obj), out)
+        except Exception:  # a scrape never fails for one object
+            continue
+    return out
