@@ -229,6 +229,7 @@ class LimiterGroup:
 
 # -- circuit breaker --
 
+# <gen CircuitBreakerMetrics>
 @final
 class CircuitBreakerMetrics:
     # a structseq (a named tuple made in C)
@@ -270,6 +271,7 @@ class CircuitBreakerMetrics:
     def mode(self) -> str: ...
     if sys.version_info >= (3, 13):
         def __replace__(self, **changes: Any) -> Self: ...  # copy.replace()
+# </gen>
 
 # <gen BreakerFunction>
 @final

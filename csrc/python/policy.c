@@ -96,11 +96,7 @@ static PyObject *step_bulkhead(PyObject *self, PyObject *const *args, size_t nar
     if (!r) {
         Py_XDECREF(res);
         res = NULL;
-#if PY_VERSION_HEX >= 0x030C0000
         Py_XDECREF(saved);
-#else
-        Py_XDECREF(saved_t); Py_XDECREF(saved); Py_XDECREF(saved_tb);
-#endif
         return NULL;
     }
     Py_DECREF(r);
@@ -146,13 +142,7 @@ static PyObject *step_timeout(PyObject *self, PyObject *const *args, size_t narg
     Py_DECREF(token);
     if (rc < 0) { /* the reset's error wins */
         Py_XDECREF(res);
-#if PY_VERSION_HEX >= 0x030C0000
         Py_XDECREF(saved);
-#else
-        Py_XDECREF(saved_t);
-        Py_XDECREF(saved);
-        Py_XDECREF(saved_tb);
-#endif
         return NULL;
     }
     PRS_PY_EXC_RESTORE(saved);
