@@ -226,15 +226,17 @@ DECISION = Type(
         M("__bool__", returns="bool", slot=True),
     ],
     props=[
-        Prop("allowed", "bool", "True when the request was admitted.", "decision_get_allowed"),
-        Prop("limit", "int", "The limiter's capacity / limit / burst.", "decision_get_limit"),
+        Prop("allowed", "bool", "True when the request was admitted.",
+             expr="PyBool_FromLong(o->d.allowed)"),
+        Prop("limit", "int", "The limiter's capacity / limit / burst.",
+             expr="PyLong_FromLongLong(o->d.limit)"),
         Prop("remaining", "int", "Requests of weight 1 still admissible now.",
-             "decision_get_remaining"),
+             expr="PyLong_FromLongLong(o->d.remaining)"),
         Prop("retry_after", "float",
              "Seconds until this request would be admitted: 0.0 when allowed, math.inf when never.",
-             "decision_get_retry_after"),
+             expr="PyFloat_FromDouble(prs_py_ns_to_s(o->d.retry_after_ns))"),
         Prop("reset_after", "float", "Seconds until the limiter is back to full.",
-             "decision_get_reset_after"),
+             expr="PyFloat_FromDouble(prs_py_ns_to_s(o->d.reset_after_ns))"),
         Prop("denied_by", "Optional[int]",
              "For groups: the index of the member that denied, else None.", member="denied_by"),
     ])
@@ -244,7 +246,7 @@ DECISION = Type(
 RETRY_POLICY = Type(
     "RetryPolicy", "retry", "policy", config="prs_retry_config", obj="policy_obj",
     init="prs_retry_config_init", check="prs_retry_config_check",
-    flags=("IMMUTABLETYPE",), slots={"dealloc": None},
+    flags=("HAVE_GC", "IMMUTABLETYPE"), refs=["seed"], free="prs_retry_free(o->core);",
     repr=["max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed",
           "max_retry_after"],
     params=[
@@ -283,17 +285,20 @@ RETRY_POLICY = Type(
         M("random", returns="float", doc="A uniform draw in [0, 1) from this policy's generator."),
     ],
     props=[
-        Prop("max_attempts", "int", "Attempts in all, the first included.", "policy_get_field", 0),
+        Prop("max_attempts", "int", "Attempts in all, the first included.",
+             expr="PyLong_FromLongLong(policy_config(o).max_attempts)"),
         Prop("base_delay", "float", "Seconds before the first retry (before jitter).",
-             "policy_get_field", 1),
+             expr="PyFloat_FromDouble(policy_config(o).base_delay)"),
         Prop("max_delay", "float", "The cap of the exponential delay, seconds.",
-             "policy_get_field", 2),
-        Prop("exponential_base", "float", "The growth factor per attempt.", "policy_get_field", 3),
-        Prop("jitter", "str", "The jitter strategy's name.", "policy_get_field", 4),
-        Prop("seed", "Optional[int]", "The seed given (None: random).", "policy_get_field", 5),
+             expr="PyFloat_FromDouble(policy_config(o).max_delay)"),
+        Prop("exponential_base", "float", "The growth factor per attempt.",
+             expr="PyFloat_FromDouble(policy_config(o).exponential_base)"),
+        Prop("jitter", "str", "The jitter strategy's name.",
+             expr="PyUnicode_FromString(prs_jitter_name(policy_config(o).jitter))"),
+        Prop("seed", "Optional[int]", "The seed given (None: random).", member="seed"),
         Prop("max_retry_after", "float",
              "The longest server Retry-After waited, seconds (inf: no limit); a longer one gives up.",
-             "policy_get_field", 6),
+             expr="PyFloat_FromDouble(policy_config(o).max_retry_after)"),
     ])
 
 RETRY_BUDGET = Type(
@@ -329,10 +334,12 @@ RETRY_BUDGET = Type(
               "metrics\ngives them as a RetryBudgetMetrics)."),
     ],
     props=[
-        Prop("ratio", "float", "Retries allowed per first attempt.", "budget_get_field", 0),
+        Prop("ratio", "float", "Retries allowed per first attempt.",
+             expr="PyFloat_FromDouble(prs_retry_budget_ratio(o->core))"),
         Prop("min_retries_per_second", "float", "The floor: retries per second always allowed.",
-             "budget_get_field", 1),
-        Prop("window", "float", "The sliding window, seconds.", "budget_get_field", 2),
+             expr="PyFloat_FromDouble(prs_retry_budget_min_per_second(o->core))"),
+        Prop("window", "float", "The sliding window, seconds.",
+             expr="PyFloat_FromDouble(prs_retry_budget_window(o->core))"),
         Prop("clock", CLOCK_OBJ, "The clock the budget reads.", clock="clock"),
     ])
 
