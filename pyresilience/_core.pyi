@@ -235,6 +235,7 @@ class LimiterGroup:
 
 # -- circuit breaker --
 
+# <gen CircuitBreakerMetrics>
 @final
 class CircuitBreakerMetrics:
     # a structseq (a named tuple made in C)
@@ -276,6 +277,7 @@ class CircuitBreakerMetrics:
     def mode(self) -> str: ...
     if sys.version_info >= (3, 13):
         def __replace__(self, **changes: Any) -> Self: ...  # copy.replace()
+# </gen>
 
 # <gen BreakerFunction>
 @final
@@ -672,6 +674,7 @@ import contextvars
 DEADLINE: contextvars.ContextVar[int]
 def deadline_remaining() -> Optional[float]: ...
 def _deadline_ns() -> Optional[int]: ...
+def _timeout_enter(ns: int, /) -> Optional[Tuple[contextvars.Token[int], float]]: ...
 
 # -- one layer of a Policy's sync chain (policy.c) --
 STEP_APPLY: int
@@ -679,10 +682,12 @@ STEP_LIMIT: int
 STEP_BULKHEAD: int
 STEP_TIMEOUT: int
 STEP_FALLBACK: int
+STEP_RETRY: int
+STEP_BREAKER: int
 @final
 class PolicyStep:
     def __new__(cls, kind: int, next: Any = None, a: Any = None, b: Any = None, c: Any = None,
-                ns: int = -1, /) -> Self: ...
+                ns: int = -1, d: Any = None, /) -> Self: ...
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
     def __get__(self, obj: Any, objtype: Any = None, /) -> Any: ...
     @property

@@ -31,7 +31,7 @@ import threading
 import time
 import warnings
 from asyncio.events import _get_running_loop
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional, Tuple, Type, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _core
 from ._decorate import P, finish, inspect_target
@@ -442,6 +442,133 @@ def _bulkhead_async_layer(bulkhead: Bulkhead, inner: Async) -> Async:
     return bulkhead_layer
 
 
+def _flat_async_layer(group: List[Any], inner: Async) -> Async:
+    """One coroutine frame for consecutive Retry, CircuitBreaker, Bulkhead,
+    Timeout (finite) and limiter strategies (a limiter without wait or key).
+    Its code is the bodies of _retry_async_layer, _breaker_async_layer,
+    _bulkhead_async_layer, Timeout's and Limit's no-wait layers nested in the
+    group's order (outermost first),
+    written out once when the policy is made: the same steps, the same
+    outcomes, one frame instead of one per strategy. A Retry re-runs what is
+    inside it (``rest``: the same kind of layer over the strategies after it)
+    through its own loop."""
+    ns: Dict[str, Any] = {"inner": inner, "now_ns": _core.retry_now_ns, "_get_running_loop": _get_running_loop,
+                "_timeout_enter": _core._timeout_enter, "_DEADLINE": _DEADLINE, "_timeout": asyncio.timeout,
+                "_monotonic_ns": _monotonic_ns}
+    lines: List[str] = []
+
+    def emit(depth: int, text: str) -> None:
+        lines.extend("    " * depth + line for line in text.strip("\n").split("\n"))
+
+    def gen(i: int, depth: int) -> None:  # code that leaves the result of group[i:] in r{i}
+        if i == len(group):
+            emit(depth, f"r{i} = await inner(fn, args, kwargs)")
+            return
+        s, j = group[i], i + 1
+        if isinstance(s, Retry):
+            rest = group[j:]
+            cfg = s.config  # read when the policy is made, as the sync chain does
+            ns[f"resume{i}"], ns[f"predicate{i}"] = s._resume_async, cfg.retry_on_result
+            ns[f"budget{i}"], ns[f"clock{i}"] = cfg.budget, cfg.clock
+            ns[f"rest{i}"] = (inner if not rest else _one_async_layer(rest[0], inner) if len(rest) == 1
+                              else _flat_async_layer(rest, inner))
+            default_clock = cfg.clock is None or isinstance(cfg.clock, _core.MonotonicClock)
+            emit(depth, f"start{i} = _monotonic_ns()" if default_clock else f"start{i} = now_ns(clock{i})")
+            if cfg.budget is not None:
+                emit(depth, f"budget{i}.deposit()")
+            emit(depth, f"""
+exc{i} = r{j} = None
+try:""")
+            gen(j, depth + 1)
+            check = "" if cfg.retry_on_result is None else f" and not predicate{i}(r{j})"
+            accepted = f"exc{i} is None{check}"
+            emit(depth, f"""
+except Exception as e:  # BaseExceptions (a cancellation) propagate: never retried
+    exc{i} = e
+if {accepted}:
+    r{i} = r{j}
+else:
+    r{i} = await resume{i}(rest{i}, (fn, args, kwargs), {{}}, exc{i}, r{j}, start{i})
+    exc{i} = None""")
+        elif isinstance(s, CircuitBreaker):
+            ns[f"acquire{i}"], ns[f"record{i}"], ns[f"rejected{i}"] = s._acquire, s._record, s._rejected_async
+            emit(depth, f"""
+token{i} = acquire{i}()
+if token{i}.__class__ is not tuple:
+    r{i} = await rejected{i}(token{i})
+else:
+    try:""")
+            gen(j, depth + 2)
+            emit(depth, f"""
+    except BaseException as e:  # a cancellation is never a failure and frees its trial slot
+        record{i}(token{i}, e)
+        raise
+    record{i}(token{i}, None, r{j})
+    r{i} = r{j}""")
+        elif isinstance(s, Bulkhead):
+            ns[f"take{i}"], ns[f"slow{i}"], ns[f"release{i}"] = s._acquire_async, s._acquire_slow, s.release
+            ns[f"wait{i}"] = s.max_wait_seconds  # fixed when the bulkhead is made
+            emit(depth, f"""
+w{i} = take{i}(_get_running_loop, {s.max_wait_seconds != 0})
+if w{i} is not True:
+    await slow{i}(w{i}, wait{i})  # a cancelled wait keeps nothing
+try:""")
+            gen(j, depth + 1)
+            emit(depth, f"""
+finally:
+    release{i}()
+r{i} = r{j}""")
+        elif isinstance(s, Timeout):  # Timeout._async_layer's body, for a finite Timeout
+            ns[f"ns{i}"], ns[f"exceeded{i}"] = s._ns, s._exceeded
+            emit(depth, f"""
+entered{i} = _timeout_enter(ns{i})  # (DEADLINE's token, seconds left), or None: passed
+if entered{i} is None:
+    raise exceeded{i}()
+cm{i} = _timeout(entered{i}[1])
+try:
+    async with cm{i}:""")
+            gen(j, depth + 2)
+            emit(depth, f"""
+except TimeoutError as e:
+    if cm{i}.expired():
+        raise exceeded{i}() from e
+    raise
+finally:
+    _DEADLINE.reset(entered{i}[0])
+r{i} = r{j}""")
+        else:
+            lim: Any = s.limiter
+            ns[f"allow{i}"], ns[f"refuse{i}"], ns[f"n{i}"] = lim.allow, lim.acquire, s.n
+            emit(depth, f"""
+if not allow{i}(n{i}):
+    refuse{i}(n{i}, 0)  # raises the refusal (or admits: time moved)""")
+            gen(j, depth)
+            emit(depth, f"r{i} = r{j}")
+
+    emit(0, "async def flat_layer(fn, args, kwargs):")
+    gen(0, 1)
+    emit(1, "return r0")
+    exec(compile("\n".join(lines), "<pyresilience.policy: " + ", ".join(_kind(s) for s in group) + ">",
+                 "exec"), ns)
+    return cast(Async, ns["flat_layer"])
+
+
+def _flattens(s: Any) -> bool:
+    return isinstance(s, (Retry, CircuitBreaker, Bulkhead)) or (
+        isinstance(s, Timeout) and not s.thread and s._ns >= 0) or (
+        isinstance(s, Limit) and s.wait == 0 and s.key is None and isinstance(s.limiter, _IN_PROCESS))
+
+
+def _one_async_layer(s: Any, inner: Async) -> Async:
+    if isinstance(s, Retry):
+        return _retry_async_layer(s, inner)
+    if isinstance(s, CircuitBreaker):
+        return _breaker_async_layer(s, inner)
+    if isinstance(s, Bulkhead):
+        return _bulkhead_async_layer(s, inner)
+    return cast(Async, s._async_layer(inner))
+
+
 def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_retry: bool = False,
                 inside_retry: Optional[Callable[[Sync], Sync]] = None) -> Sync:
     """The sync chain of ``strategies`` (outermost first) around ``end``: C
@@ -458,10 +585,14 @@ def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_ret
             if inside_retry is not None:
                 nxt = inside_retry(nxt)
             cfg = s.config
-            nxt = _core.RetryCall(nxt, s._resume, budget=cfg.budget, clock=cfg.clock,
-                                  retry_on_result=cfg.retry_on_result)
+            deposit = cfg.budget.deposit if cfg.budget is not None else None
+            nxt = _core.PolicyStep(_core.STEP_RETRY, nxt, s._resume, deposit, cfg.retry_on_result, -1,
+                                   cfg.clock)
         elif isinstance(s, CircuitBreaker):
-            nxt = s._wrap(nxt)
+            # the breaker's own C wrapper; a step around it hands the clock reading over
+            wrapped = s._wrap(nxt)
+            nxt = _core.PolicyStep(_core.STEP_BREAKER, nxt, wrapped) if type(nxt) is _core.PolicyStep \
+                else wrapped
         elif isinstance(s, Bulkhead):
             nxt = _core.PolicyStep(_core.STEP_BULKHEAD, nxt, s.acquire, s.release)
         else:
@@ -471,23 +602,35 @@ def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_ret
 
 def _async_chain(strategies: Tuple[Any, ...], *, skip_retry: bool = False,
                  inside_retry: Optional[Callable[[Async], Async]] = None) -> Async:
-    """The async chain: one coroutine function per strategy, each called
-    with (fn, args, kwargs)."""
+    """The async chain, called with (fn, args, kwargs): consecutive Retry,
+    CircuitBreaker, Bulkhead, finite Timeout and plain limiter strategies
+    share one coroutine frame (_flat_async_layer); the others (Fallback, a
+    thread or infinite Timeout, a limiter that waits or takes a key) are a
+    coroutine function each."""
     async_: Async = _direct_async
+    group: List[Any] = []  # consecutive strategies of one frame, outermost first
+
+    def close(inner: Async) -> Async:
+        if len(group) > 1:
+            inner = _flat_async_layer(list(group), inner)
+        elif group:
+            inner = _one_async_layer(group[0], inner)
+        group.clear()
+        return inner
+
     for s in reversed(strategies):
         if isinstance(s, Retry):
             if skip_retry:
                 continue
             if inside_retry is not None:
-                async_ = inside_retry(async_)
-            async_ = _retry_async_layer(s, async_)
-        elif isinstance(s, CircuitBreaker):
-            async_ = _breaker_async_layer(s, async_)
-        elif isinstance(s, Bulkhead):
-            async_ = _bulkhead_async_layer(s, async_)
+                async_ = inside_retry(close(async_))
+                async_ = _retry_async_layer(s, async_)
+                continue
+        if _flattens(s):
+            group.insert(0, s)
         else:
-            async_ = s._async_layer(async_)
-    return async_
+            async_ = s._async_layer(close(async_))
+    return close(async_)
 
 
 Strategy = Union[Fallback, Retry, RetryConfig, CircuitBreaker, Timeout, Bulkhead, Limit, Any]

@@ -451,3 +451,55 @@ def test_required_method_arguments_are_named_by_the_one_unpacker():
         policy.delay(previous=1.0)
     with pytest.raises(TypeError, match=r"sample\(\) missing required argument 'n'"):
         policy.sample(1)
+
+
+def test_breaker_config_properties_read_the_declared_parameters():
+    """Each configuration property of CircuitBreaker is its constructor
+    parameter read back from the core's config (one declaration for both):
+    None for an unset optional, the enum's str, inf for a breaker that stays
+    open, and half_open_max_calls defaulting to success_threshold."""
+    cb = _core.CircuitBreaker(success_threshold=3)
+    assert (cb.failure_rate_threshold, cb.slow_call_rate_threshold, cb.slow_call_duration) == (
+        None, None, None)
+    assert (cb.half_open_max_calls, cb.window_type, cb.timeout_seconds, cb.mode) == (
+        3, "count", 30.0, "normal")
+    cb = _core.CircuitBreaker(failure_rate_threshold=0.5, slow_call_rate_threshold=0.25,
+                              slow_call_duration=2, window_type="time", window_size=7,
+                              minimum_calls=4, half_open_max_calls=2, timeout_seconds=math.inf)
+    assert (cb.failure_rate_threshold, cb.slow_call_rate_threshold, cb.slow_call_duration,
+            cb.window_type, cb.window_size, cb.minimum_calls, cb.half_open_max_calls,
+            cb.timeout_seconds) == (0.5, 0.25, 2.0, "time", 7, 4, 2, math.inf)
+    cb.force_open()
+    assert cb.mode == "forced_open"
+    cb.disable()
+    assert cb.mode == "disabled"
+
+
+def test_breaker_metrics_struct_comes_from_its_declaration():
+    metrics = sys.modules["decl_breaker"].METRICS
+    m = _core.CircuitBreaker().metrics
+    assert type(m).__name__ == "CircuitBreakerMetrics"
+    assert type(m).__module__ == "pyresilience.breaker"
+    assert list(type(m).__match_args__) == [f.name for f in metrics.fields]
+    assert repr(m).startswith("CircuitBreakerMetrics(state=<CircuitState.CLOSED")
+    assert repr(m).endswith("half_open_in_flight=0, mode='normal')")
+
+
+def test_rate_methods_parse_n_as_declared_everywhere():
+    """allow/check/peek/acquire/_waiter of every limiter-like type go through
+    one declared parser: n is an int (None refused, unlike its alias
+    tokens_needed), integral floats accepted, beyond int64 saturating."""
+    clock = pr.ManualClock()
+    keyed = _core.KeyedLimiter(_core.TokenBucket(4, 1, clock=clock), clock=clock)
+    bucket = _core.TokenBucket(4, 1, clock=clock)
+    objects = [(bucket, ()), (keyed, ("k",)), (_core.KeyedLimiterView(keyed, "v"), ()),
+               (_core.LimiterGroup(_core.TokenBucket(4, 1, clock=clock)), ())]
+    for obj, key in objects:
+        for name in ("allow", "check", "peek", "acquire"):
+            with pytest.raises(TypeError, match=r"n must be an int, not NoneType"):
+                getattr(obj, name)(*key, None)
+            with pytest.raises(ValueError, match=r"n must be >= 1, got 0\.0"):
+                getattr(obj, name)(*key, n=0.0)
+        assert obj.allow(*key, tokens_needed=None) is True
+        assert obj.check(*key, 2.0).allowed is True
+        assert obj.peek(*key, n=2**70).allowed is False

@@ -17,6 +17,7 @@ from typing import Any, List
 import pytest
 
 import pyresilience as pr
+from pyresilience import _core
 
 
 class no_warnings:
@@ -464,3 +465,125 @@ def test_mypy_strict_rejects_wrong_arguments_through_a_policy(tmp_path: Any) -> 
     r = run_mypy(src)
     lines = {int(m.split(":")[1]) for m in r.stdout.splitlines() if ": error:" in m}
     assert lines == {5, 6, 8}, r.stdout
+
+
+def test_retry_step_deposits_checks_results_and_uses_its_clock() -> None:
+    # the Retry's C step: a budget deposit per call, retry_on_result, and its own
+    # clock (a ManualClock advanced by the backoff, not the policy's reading)
+    clock = pr.ManualClock()
+    budget = pr.RetryBudget()
+    retry = pr.Retry(max_attempts=3, base_delay=2, jitter=False, clock=clock, budget=budget,
+                     retry_on_result=lambda r: r < 2)
+    results = iter([0, 1, 2])
+    p = pr.Policy(retry, pr.CircuitBreaker(), pr.TokenBucket(10, 1), pr.Bulkhead("rs", 2))
+    assert p.call(lambda: next(results)) == 2
+    assert budget.metrics.attempts == 1
+    assert clock() == 2 + 4  # two backoff sleeps on the Retry's own clock
+    assert p.call(lambda: 5) == 5
+    assert budget.metrics.attempts == 2
+
+
+def test_bulkhead_and_limiter_steps_count_as_their_own_methods() -> None:
+    bh = pr.Bulkhead("cnt", 1, max_wait_seconds=0)
+    tb = pr.TokenBucket(3, 1e-9)
+    p = pr.Policy(tb, bh)
+    assert p.call(lambda: 1) == 1
+    m = bh.metrics
+    assert (m.acquired_count, m.released_count, m.rejected_count, m.active_count) == (1, 1, 0, 0)
+
+    def inner() -> int:
+        with pytest.raises(pr.BulkheadFullError):
+            p.call(lambda: 2)
+        return 3
+    assert p.call(inner) == 3
+    m = bh.metrics
+    assert (m.acquired_count, m.released_count, m.rejected_count, m.active_count) == (1 + 1, 2, 1, 0)
+    with pytest.raises(pr.RateLimitExceeded) as info:  # the bucket's 3 tokens are spent
+        p.call(lambda: 4)
+    assert info.value.retry_after > 0
+    assert bh.metrics.acquired_count == 2
+
+
+def test_async_strategies_share_one_coroutine_frame_with_the_nested_outcomes() -> None:
+    clock = pr.ManualClock()
+    breaker = pr.CircuitBreaker(failure_threshold=2, success_threshold=1, timeout_seconds=60, clock=clock)
+    bh = pr.Bulkhead("flat", 1, max_wait_seconds=0)
+    tb = pr.TokenBucket(100, 1, clock=clock)
+    retry = pr.Retry(max_attempts=3, base_delay=1, jitter=False, clock=clock,
+                     retry_on_result=lambda r: r == "again")
+    p = pr.Policy(retry, breaker, tb, bh)
+    frames: List[str] = []
+
+    async def probe() -> str:
+        frames.append(asyncio.current_task().get_coro().cr_code.co_name)  # type: ignore[union-attr]
+        return "ok"
+
+    outcomes = iter([ConnectionError("a"), "again", "done"])
+
+    async def flaky() -> str:
+        assert bh.available == 0  # held inside
+        o = next(outcomes)
+        if isinstance(o, Exception):
+            raise o
+        return o
+
+    async def main() -> None:
+        assert await asyncio.create_task(p.call_async(probe)) == "ok"
+        assert frames == ["flat_layer"]  # the task's coroutine: one frame for the four
+        assert await p.call_async(flaky) == "done"
+        assert clock() == 1 + 2  # two backoffs
+        m = breaker.metrics
+        assert (m.failures, m.calls) == (1, 4)
+        assert bh.available == 1 and bh.metrics.acquired_count == 4
+        # the breaker opens: the Retry waits its refusal's retry_after out, the trial closes it
+        breaker.open()
+        before = clock()
+        assert await p.call_async(probe) == "ok"
+        assert clock() - before >= 60 and breaker.state == pr.CircuitState.CLOSED
+        assert bh.metrics.acquired_count == 5
+        # cancelled inside: the slot comes back, the breaker records no failure
+        started = asyncio.Event()
+
+        async def hang() -> None:
+            started.set()
+            await asyncio.sleep(3600)
+        task = asyncio.ensure_future(p.call_async(hang))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert bh.available == 1 and breaker.metrics.failures == 1
+    asyncio.run(main())
+
+
+def test_async_timeout_in_the_shared_frame_is_recorded_by_an_outer_breaker() -> None:
+    breaker = pr.CircuitBreaker(failure_threshold=5)
+    bh = pr.Bulkhead("tframe", 1)
+    p = pr.Policy(breaker, pr.Timeout(0.01), bh)
+    started: List[int] = []
+
+    async def slow() -> None:
+        started.append(1)
+        assert pr.deadline_remaining() is not None and _core.DEADLINE.get(None) is not None
+        await asyncio.sleep(3600)
+
+    async def main() -> None:
+        with pytest.raises(pr.TimeoutExceeded) as info:
+            await p.call_async(slow)
+        assert isinstance(info.value.__cause__, TimeoutError)
+        assert breaker.metrics.failures == 1 and bh.available == 1
+        assert _core.DEADLINE.get(None) is None
+        # an outer deadline already past: nothing inside starts
+        token = _core.DEADLINE.set(time.monotonic_ns() - 1)
+        try:
+            with pytest.raises(pr.TimeoutExceeded):
+                await p.call_async(slow)
+        finally:
+            _core.DEADLINE.reset(token)
+        assert started == [1] and breaker.metrics.failures == 2
+    asyncio.run(main())
+    entered = _core._timeout_enter(10**9)  # (token, seconds left)
+    assert entered is not None and 0 < entered[1] <= 1
+    _core.DEADLINE.reset(entered[0])
+    with pytest.raises(ValueError):
+        _core._timeout_enter(-1)

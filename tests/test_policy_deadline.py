@@ -243,3 +243,74 @@ def test_redis_acquire_is_capped(redis_url: str) -> None:
         asyncio.run(main())
     finally:
         backend.close()
+
+
+# ---- where a sync call's deadline lives (deadline.c: per-thread frames keyed by context) ----
+
+
+def test_sync_deadline_is_seen_inside_the_call_and_in_contexts_entered_from_it() -> None:
+    import contextvars
+    import threading
+    seen: dict = {}
+
+    def inside() -> None:
+        seen["var"] = _core.DEADLINE.get(None)  # not set: the frame holds it
+        seen["left"] = pr.deadline_remaining()
+        seen["copy"] = contextvars.copy_context().run(pr.deadline_remaining)
+        seen["fresh"] = contextvars.Context().run(pr.deadline_remaining)
+        t = threading.Thread(target=lambda: seen.__setitem__("thread", pr.deadline_remaining()))
+        t.start()
+        t.join()
+        # a nested policy's Timeout takes the sooner deadline, and sees the outer one
+        seen["nested"] = pr.Policy(pr.Timeout(3600)).call(pr.deadline_remaining)
+    pr.Policy(pr.Timeout(60)).call(inside)
+    assert seen["var"] is None
+    assert 0 < seen["left"] <= 60
+    assert 0 < seen["copy"] <= 60 and 0 < seen["fresh"] <= 60
+    assert seen["thread"] is None  # another thread has its own frames
+    assert 0 < seen["nested"] <= 60
+    assert pr.deadline_remaining() is None
+
+
+def test_sync_deadline_deeper_than_the_frames_uses_the_context_variable() -> None:
+    depth = 40  # more than the 32 frames of a thread
+    policy = pr.Policy(pr.Timeout(60))
+    lefts: List[Any] = []
+
+    def down(n: int) -> None:
+        lefts.append((pr.deadline_remaining(), _core.DEADLINE.get(None) is not None))
+        if n:
+            policy.call(down, n - 1)
+    policy.call(down, depth)
+    assert all(left is not None and 0 < left <= 60 for left, _ in lefts)
+    assert lefts[0][1] is False and lefts[-1][1] is True  # the deepest ones in the variable
+    assert pr.deadline_remaining() is None and _core.DEADLINE.get(None) is None
+
+
+def test_sync_deadlines_of_greenlets_stay_apart() -> None:
+    greenlet = pytest.importorskip("greenlet")
+    log: List[Any] = []
+    hub = greenlet.getcurrent()
+
+    def task(name: str, seconds: float) -> Any:
+        def body() -> Any:
+            log.append((name, "in", pr.deadline_remaining()))
+            hub.switch()  # like a blocking call under gevent: another greenlet runs
+            log.append((name, "back", pr.deadline_remaining()))
+            return name
+        return pr.Policy(pr.Timeout(seconds)).call(body)
+
+    a = greenlet.greenlet(lambda: task("a", 100))
+    b = greenlet.greenlet(lambda: task("b", 1000))
+    a.switch()
+    b.switch()
+    assert pr.deadline_remaining() is None  # the hub sees neither
+    a.switch()  # a ends first: its frame is below b's
+    assert pr.deadline_remaining() is None
+    b.switch()
+    assert pr.deadline_remaining() is None
+    got = {(n, w): left for n, w, left in log}
+    assert all(90 < got[("a", w)] <= 100 for w in ("in", "back"))
+    assert all(900 < got[("b", w)] <= 1000 for w in ("in", "back"))
+    # the frames were all given back: a new call starts from none
+    assert pr.Policy(pr.Timeout(5)).call(pr.deadline_remaining) <= 5

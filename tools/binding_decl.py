@@ -14,6 +14,7 @@ type. Kinds of parameters (csrc/python/prs_py.h, enum prs_py_kind):
   CLOCK, CALLABLE, STR, OBJECT: no field, checked (CALLABLE, STR) and handed
             to the binding as the argument object
   CONVERT   convert=<C function>(arg, config): fills what it needs (PyArg "O&")
+  N         int64 field, a request weight: a count >= 1, beyond int64 saturating
 Flags: "none" (None accepted, field left at its default), "none_inf" (None ->
 +inf / NEVER).
 """
@@ -36,11 +37,16 @@ class M:
     """A method. Either `params` (parsed by prs_py_parse_params into struct
     `config`) or `sig` (stub syntax without self: the text signature is derived
     from it). C function: <prefix>_<name without leading _>, or `c`. slot=True:
-    a type slot (__call__, ...), in the stub only."""
+    a type slot (__call__, ...), in the stub only. rate=True: one of the rate
+    methods (allow, check, peek, acquire, _waiter), whose C function the
+    header defines over the type's `rate` target (prs_py_rate_method). A
+    method without arguments may be a C statement `call` (returning None) or
+    expression `expr` over `o` (and `now`), as Prop's: the header defines it."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,
-                 flags=None, slot=False):
+                 flags=None, slot=False, rate=False, expr=None, call=None, now=None):
         self.name, self.sig, self.returns, self.doc = name, sig, returns, doc
+        self.rate, self.expr, self.call, self.now = rate, expr, call, now
         self.params, self.config, self.c, self.flags, self.slot = params, config, c, flags, slot
 
     def cname(self, prefix):
@@ -54,10 +60,15 @@ class Prop:
     closure index), C setter (None: read-only); or `member`, an object field
     read as is (a read-only T_OBJECT member: NULL reads as None); or `clock`,
     a prs_py_clock field read as the clock object given. Getters and setters
-    named PyObject_* are CPython's, prs_py_* common.c's (not declared again)."""
+    named PyObject_* are CPython's, prs_py_* common.c's (not declared again).
+    Or `expr`: the header defines the getter <prefix>_get_<name>, returning
+    the C expression (a new reference) over `o`, the object, and - with `now`,
+    the address of a prs_py_clock - `now`, the clock read once."""
 
-    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None, clock=None):
+    def __init__(self, name, type, doc, get=None, closure=None, set=None, member=None, clock=None,
+                 expr=None, now=None):
         self.name, self.type, self.doc, self.get, self.closure = name, type, doc, get, closure
+        self.expr, self.now = expr, now
         self.set, self.member, self.clock = set, member, clock
         if clock:
             self.get = "prs_py_get_clock"
@@ -83,6 +94,8 @@ class Type:
     fields are visited but outlive tp_clear: dealloc drops them after `free`
     (a core that borrows them until it is freed).
 
+    `rate` (a prs_py_rate_fn, with rate_key when its methods take a key):
+    what the rate methods M(rate=True) decide on.
     `repr` (attribute names): the header defines <prefix>_repr, the type's
     name and each attribute as name=repr(value). <cfile>_add_types(m, st)
     adds every type with an `obj` and no `base` (those with one come from the
@@ -92,7 +105,8 @@ class Type:
     def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
                  props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
                  stub_head=(), stub_tail=(), init=None, check=None, refs=None, clock=None,
-                 free=None, kept=(), repr=None, slot=None):
+                 free=None, kept=(), repr=None, slot=None, rate=None, rate_key=False):
+        self.rate, self.rate_key = rate, rate_key
         self.refs, self.clock, self.free, self.kept = refs, clock, free, list(kept)
         self.repr, self.slot = repr, slot or name.lstrip("_")
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc
@@ -118,9 +132,32 @@ class Type:
         return ["disjoint_base"] if self.obj != "PyObject" else []
 
 
-EXC_TUPLE = "tuple[type[BaseException], ...]"
+class Field:
+    """A field of a Struct: name, stub type, doc, and the C expression making
+    its value (a new reference) from the struct's source `m`; by default
+    PyLong_FromLongLong(m->name) for an int, PyFloat_FromDouble(m->name) for a
+    float."""
+    def __init__(self, name, type, doc, expr=None):
+        self.name, self.type, self.doc = name, type, doc
+        conv = {"int": "PyLong_FromLongLong", "float": "PyFloat_FromDouble"}
+        self.expr = expr or "%s(m->%s)" % (conv[type], name)
+class Struct(Type):
+    """A struct sequence type (a named tuple made in C) of Fields, made from a
+    C value (`src`: the parameters of the maker, "const X *m, ..."). The
+    header defines <Name>_desc, <Name>_repr (the class name alone, then
+    name=repr(value) per field), <Name>_new(prs_py_state *st, <src>) and adds
+    the type to the module in <cfile>_add_types."""
+    def __init__(self, name, cfile, doc, src, fields, qualname=None, slot=None):
+        super().__init__(name, cfile, name, doc, qualname=qualname, slot=slot, stub_head=[
+            "# a structseq (a named tuple made in C)", "n_fields: ClassVar[int]",
+            "n_sequence_fields: ClassVar[int]", "n_unnamed_fields: ClassVar[int]",
+            "__match_args__: ClassVar[tuple[str, ...]]"],
+            props=[Prop(f.name, f.type, f.doc) for f in fields],
+            # a structseq has copy.replace() from 3.13
+            stub_tail=["if sys.version_info >= (3, 13):",
+                       "    def __replace__(self, **changes: Any) -> Self: ...  # copy.replace()"])
+        self.src, self.fields = src, list(fields)
 CLOCK_OBJ = "Union[ManualClock, MonotonicClock, Callable[[], float]]"
-LISTENER = "Callable[[Any, Any, Any], Any]"
 
 # ---- clocks ----------------------------------------------------------------------
 
@@ -189,162 +226,27 @@ DECISION = Type(
         M("__bool__", returns="bool", slot=True),
     ],
     props=[
-        Prop("allowed", "bool", "True when the request was admitted.", "decision_get_allowed"),
-        Prop("limit", "int", "The limiter's capacity / limit / burst.", "decision_get_limit"),
+        Prop("allowed", "bool", "True when the request was admitted.",
+             expr="PyBool_FromLong(o->d.allowed)"),
+        Prop("limit", "int", "The limiter's capacity / limit / burst.",
+             expr="PyLong_FromLongLong(o->d.limit)"),
         Prop("remaining", "int", "Requests of weight 1 still admissible now.",
-             "decision_get_remaining"),
+             expr="PyLong_FromLongLong(o->d.remaining)"),
         Prop("retry_after", "float",
              "Seconds until this request would be admitted: 0.0 when allowed, math.inf when never.",
-             "decision_get_retry_after"),
+             expr="PyFloat_FromDouble(prs_py_ns_to_s(o->d.retry_after_ns))"),
         Prop("reset_after", "float", "Seconds until the limiter is back to full.",
-             "decision_get_reset_after"),
+             expr="PyFloat_FromDouble(prs_py_ns_to_s(o->d.reset_after_ns))"),
         Prop("denied_by", "Optional[int]",
              "For groups: the index of the member that denied, else None.", member="denied_by"),
     ])
-
-# ---- circuit breaker -------------------------------------------------------------
-
-BREAKER = Type(
-    "CircuitBreaker", "breaker", "cb", config="prs_breaker_config", obj="breaker_obj",
-    init="prs_breaker_config_init", check="prs_breaker_config_check",
-    flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    offsets={"weaklist": "weakreflist"}, clock="clock", free="prs_breaker_free(o->core);",
-    refs=["fallback", "name", "record_exc", "ignore_exc", "is_failure", "listeners", "states[3]",
-          "msg_open", "msg_half"],
-    params=[
-        P("failure_threshold", "COUNT", "int", "5", field="failure_threshold", lo=1),
-        P("success_threshold", "COUNT", "int", "2", field="success_threshold", lo=1),
-        P("timeout_seconds", "DURATION", "float", "30.0", field="open_timeout_ns",
-          flags=("zero", "inf")),
-        P("fallback", "CALLABLE", "Optional[Callable[[], Any]]", "None", flags=("none",)),
-        P("name", "STR", "Optional[str]", "None", flags=("none",), kw=True),
-        P("failure_rate_threshold", "REAL", "Optional[float]", "None",
-          field="failure_rate_threshold", flags=("none",)),
-        P("window_type", "ENUM", "str", "'count'", field="window_type", choices=("count", "time")),
-        P("window_size", "COUNT", "int", "100", field="window_size", lo=1),
-        P("minimum_calls", "COUNT", "int", "10", field="minimum_calls", lo=1),
-        P("slow_call_duration", "DURATION", "Optional[float]", "None", field="slow_call_ns",
-          flags=("none",)),
-        P("slow_call_rate_threshold", "REAL", "Optional[float]", "None",
-          field="slow_call_rate_threshold", flags=("none",)),
-        P("half_open_max_calls", "COUNT", "Optional[int]", "None", field="half_open_max_calls",
-          lo=1, flags=("none",)),
-        P("record_exceptions", "OBJECT", "Any", "..."),
-        P("ignore_exceptions", "OBJECT", "Any", "()"),
-        P("is_failure", "CALLABLE", "Optional[Callable[[Any], Any]]", "None", flags=("none",)),
-        P("on_state_change", "OBJECT", "Any", "None"),
-        P("clock", "CLOCK", "ClockArg", "None"),
-    ],
-    doc="The C core of pyresilience.CircuitBreaker (use that class).",
-    methods=[
-        M("call", "func: Callable[_P, _T], /, *args: _P.args, **kwargs: _P.kwargs", "_T",
-          doc="Call func(*args, **kwargs) through the breaker and return its result. When the\n"
-              "circuit rejects the call: return fallback() if a fallback was given, else raise a\n"
-              "fresh CircuitOpenError carrying retry_after and name. Exceptions from func\n"
-              "propagate; they count as failures when they match record_exceptions (and not\n"
-              "ignore_exceptions)."),
-        M("allow_request", returns="bool",
-          doc="True when a call may run now (taking a half-open trial slot), else False\n"
-              "(counted as rejected). Report the outcome with record_success/record_failure/\n"
-              "record_ignored: in HALF_OPEN, that outcome frees the slot taken here (matched\n"
-              "by count). A record_*() while no allow_request() trial is outstanding is a\n"
-              "stray there: counted in the totals, it neither frees another caller's trial\n"
-              "slot nor moves the state."),
-        M("record_success", config="cb_record_args",
-          params=[P("duration", "DURATION", "float", "0.0", field="duration_ns",
-                    flags=("zero", "inf"))],
-          doc="Record a successful call that lasted `duration` seconds (slow-call detection)."),
-        M("record_failure", config="cb_record_args",
-          params=[P("duration", "DURATION", "float", "0.0", field="duration_ns",
-                    flags=("zero", "inf"))],
-          doc="Record a failed call that lasted `duration` seconds."),
-        M("record_ignored",
-          doc="Record a call that counts as neither (frees the half-open trial slot that\n"
-              "allow_request() took)."),
-        M("open", doc="Open the circuit now; it half-opens after timeout_seconds as usual."),
-        M("close", doc="Close the circuit (window and consecutive counts cleared; totals kept)."),
-        M("half_open", doc="Move to HALF_OPEN: the next calls are trial calls."),
-        M("reset", doc="Back to CLOSED with every counter cleared (also ends force_open/disable)."),
-        M("force_open", doc="Open the circuit until reset() or another manual state call."),
-        M("disable", doc="Allow every call and never trip (outcomes are still counted) until\n"
-                         "reset() or another manual state call."),
-        M("add_listener", "listener: %s, /" % LISTENER,
-          doc="Call listener(breaker, old_state, new_state) after every transition."),
-        M("remove_listener", "listener: %s, /" % LISTENER,
-          doc="Remove a listener (ValueError if absent)."),
-        M("_wrap", "func: Callable[..., Any], /", '"BreakerFunction"',
-          doc="Internal: a C callable running func through this breaker (the sync decorator)."),
-        M("_acquire", returns="Any",
-          doc="Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."),
-        M("_record", "token: Any, exc: Optional[BaseException] = None, result: Any = None",
-          doc="Internal: record the outcome of a call admitted by _acquire()."),
-    ],
-    props=[
-        Prop("state", "Any",
-             "The current CircuitState (OPEN stays OPEN past its timeout until the next call).",
-             "cb_get_state"),
-        Prop("mode", "str",
-             "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).",
-             "cb_get_mode"),
-        Prop("metrics", "CircuitBreakerMetrics", "A CircuitBreakerMetrics snapshot taken now.",
-             "cb_get_metrics"),
-        Prop("failure_threshold", "int",
-             "Consecutive failures that open the circuit (consecutive mode).", "cb_get_config", 0),
-        Prop("success_threshold", "int", "Half-open successes that close the circuit.",
-             "cb_get_config", 1),
-        Prop("half_open_max_calls", "int", "Trial calls admitted at once while half-open.",
-             "cb_get_config", 2),
-        Prop("window_size", "int",
-             "Outcomes (count window) or seconds (time window) in the window.", "cb_get_config", 3),
-        Prop("minimum_calls", "int",
-             "Outcomes the window needs before a rate can open the circuit.", "cb_get_config", 4),
-        Prop("timeout_seconds", "float",
-             "Seconds the circuit stays open before a trial call (inf: until a manual call).",
-             "cb_get_config", 5),
-        Prop("failure_rate_threshold", "Optional[float]",
-             "The failure rate that opens the circuit (None: consecutive mode).", "cb_get_config", 6),
-        Prop("slow_call_rate_threshold", "Optional[float]",
-             "The slow-call rate that opens the circuit (None: off).", "cb_get_config", 7),
-        Prop("slow_call_duration", "Optional[float]",
-             "Seconds from which a call is slow (None: never).", "cb_get_config", 8),
-        Prop("window_type", "str", "'count' or 'time'.", "cb_get_config", 9),
-        Prop("name", "Optional[str]", "The breaker's name (or None).", member="name"),
-        Prop("fallback", "Optional[Callable[[], Any]]",
-             "Called with no arguments instead of raising when a call is rejected.", member="fallback"),
-        Prop("record_exceptions", EXC_TUPLE, "Exception classes that count as failures.",
-             member="record_exc"),
-        Prop("ignore_exceptions", EXC_TUPLE,
-             "Exception classes that count as neither success nor failure.", member="ignore_exc"),
-        Prop("is_failure", "Optional[Callable[[Any], Any]]",
-             "is_failure(result) -> bool marks returned values as failures (or None).",
-             member="is_failure"),
-        Prop("listeners", "tuple[%s, ...]" % LISTENER, "The on_state_change listeners (a tuple).",
-             "cb_get_listeners"),
-        Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", clock="clock"),
-    ])
-
-BREAKER_FUNCTION = Type(
-    "BreakerFunction", "breaker", "wrapped", obj="wrapped_obj",
-    flags=("HAVE_GC", "IMMUTABLETYPE", "HAVE_VECTORCALL", "DISALLOW_INSTANTIATION"),
-    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
-    offsets={"dict": "dict", "weaklist": "weakreflist", "vectorcall": "vectorcall"},
-    refs=["breaker", "func", "dict"],
-    doc="A function protected by a CircuitBreaker (made by using the breaker as a "
-        "decorator): each call goes through breaker.call(func, ...).",
-    methods=[
-        M("__call__", "*args: Any, **kwargs: Any", "Any", slot=True),
-        M("__get__", "obj: Any, objtype: Any = None, /", "Any", slot=True),
-    ],
-    props=[Prop("__dict__", None, None, "PyObject_GenericGetDict", set="PyObject_GenericSetDict"),
-           Prop("breaker", '"CircuitBreaker"', "The CircuitBreaker that protects this function.",
-                member="breaker")])
 
 # ---- retry -----------------------------------------------------------------------
 
 RETRY_POLICY = Type(
     "RetryPolicy", "retry", "policy", config="prs_retry_config", obj="policy_obj",
     init="prs_retry_config_init", check="prs_retry_config_check",
-    flags=("IMMUTABLETYPE",), slots={"dealloc": None},
+    flags=("HAVE_GC", "IMMUTABLETYPE"), refs=["seed"], free="prs_retry_free(o->core);",
     repr=["max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed",
           "max_retry_after"],
     params=[
@@ -383,17 +285,20 @@ RETRY_POLICY = Type(
         M("random", returns="float", doc="A uniform draw in [0, 1) from this policy's generator."),
     ],
     props=[
-        Prop("max_attempts", "int", "Attempts in all, the first included.", "policy_get_field", 0),
+        Prop("max_attempts", "int", "Attempts in all, the first included.",
+             expr="PyLong_FromLongLong(policy_config(o).max_attempts)"),
         Prop("base_delay", "float", "Seconds before the first retry (before jitter).",
-             "policy_get_field", 1),
+             expr="PyFloat_FromDouble(policy_config(o).base_delay)"),
         Prop("max_delay", "float", "The cap of the exponential delay, seconds.",
-             "policy_get_field", 2),
-        Prop("exponential_base", "float", "The growth factor per attempt.", "policy_get_field", 3),
-        Prop("jitter", "str", "The jitter strategy's name.", "policy_get_field", 4),
-        Prop("seed", "Optional[int]", "The seed given (None: random).", "policy_get_field", 5),
+             expr="PyFloat_FromDouble(policy_config(o).max_delay)"),
+        Prop("exponential_base", "float", "The growth factor per attempt.",
+             expr="PyFloat_FromDouble(policy_config(o).exponential_base)"),
+        Prop("jitter", "str", "The jitter strategy's name.",
+             expr="PyUnicode_FromString(prs_jitter_name(policy_config(o).jitter))"),
+        Prop("seed", "Optional[int]", "The seed given (None: random).", member="seed"),
         Prop("max_retry_after", "float",
              "The longest server Retry-After waited, seconds (inf: no limit); a longer one gives up.",
-             "policy_get_field", 6),
+             expr="PyFloat_FromDouble(policy_config(o).max_retry_after)"),
     ])
 
 RETRY_BUDGET = Type(
@@ -429,10 +334,12 @@ RETRY_BUDGET = Type(
               "metrics\ngives them as a RetryBudgetMetrics)."),
     ],
     props=[
-        Prop("ratio", "float", "Retries allowed per first attempt.", "budget_get_field", 0),
+        Prop("ratio", "float", "Retries allowed per first attempt.",
+             expr="PyFloat_FromDouble(prs_retry_budget_ratio(o->core))"),
         Prop("min_retries_per_second", "float", "The floor: retries per second always allowed.",
-             "budget_get_field", 1),
-        Prop("window", "float", "The sliding window, seconds.", "budget_get_field", 2),
+             expr="PyFloat_FromDouble(prs_retry_budget_min_per_second(o->core))"),
+        Prop("window", "float", "The sliding window, seconds.",
+             expr="PyFloat_FromDouble(prs_retry_budget_window(o->core))"),
         Prop("clock", CLOCK_OBJ, "The clock the budget reads.", clock="clock"),
     ])
 
@@ -469,7 +376,21 @@ RETRY_CALL = Type(
                "__wrapped__: Callable[..., Any]",
                "retry: Any"])
 
-TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION, BREAKER, BREAKER_FUNCTION, RETRY_POLICY, RETRY_BUDGET, RETRY_CALL]
+TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION, RETRY_POLICY, RETRY_BUDGET, RETRY_CALL]
+
+# The exception classes the binding raises, read from pyresilience.errors (pure
+# Python, so users can subclass and construct them) into module-state slots.
+EXCEPTIONS = ["ResilienceError", "RateLimitExceeded", "CircuitOpenError", "BulkheadFullError",
+              "QueueFullError", "QueueClosedError", "QueueEmptyError", "RetryExhausted",
+              "BackendError"]
+
+# Other module-state slots (objects the binding keeps that are neither a
+# declared type nor an exception class): the policy call's deadline variable.
+STATE = ["DeadlineVar"]
+
+# Parameter tables used by no one method, by binding file: {cfile: {name:
+# (config struct, [(fname, [P])...])}} -> the array `name` of prs_py_params.
+PARAM_TABLES = {}
 
 # Module-level functions, by binding file (<cfile>_functions in gen/<cfile>.h).
 FUNCTIONS = {
@@ -485,7 +406,7 @@ FUNCTIONS = {
 
 def _load_areas() -> None:
     """More declarations, one module per binding area (tools/decl_<area>.py,
-    each with TYPES and optionally FUNCTIONS), so areas are declared side by
+    each with TYPES and optionally FUNCTIONS and PARAM_TABLES), so areas are declared side by
     side without editing this file. They import P, M, Prop and Type from here."""
     import glob
     import importlib
@@ -496,6 +417,8 @@ def _load_areas() -> None:
         TYPES.extend(mod.TYPES)
         for cfile, funcs in getattr(mod, "FUNCTIONS", {}).items():
             FUNCTIONS.setdefault(cfile, []).extend(funcs)
+        for cfile, tables in getattr(mod, "PARAM_TABLES", {}).items():
+            PARAM_TABLES.setdefault(cfile, {}).update(tables)
 
 
 _load_areas()

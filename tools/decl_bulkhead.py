@@ -11,6 +11,7 @@ def at(p, member):
 
 
 AWAITABLE_SELF = "Awaitable[Self]"
+STAT = "PyLong_FromLongLong(bh_stats_of(o).%s)"  # a counter of the bulkhead's core
 EXIT = "exc_type: Any, exc: Any, tb: Any, /"
 
 BULKHEAD = Type(
@@ -68,28 +69,35 @@ BULKHEAD = Type(
     ],
     props=[
         Prop("name", "str", "The bulkhead's name.", member="name"),
-        Prop("max_concurrent", "int", "Slots in the bulkhead.", "bh_attr", 0),
-        Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds.", "bh_attr", 1),
-        Prop("active_count", "int", "Slots held now.", "bh_attr", 2),
-        Prop("available", "int", "Slots free now (max_concurrent - active_count).", "bh_attr", 3),
-        Prop("waiting_count", "int", "Callers waiting for a slot now.", "bh_attr", 4),
-        Prop("rejected_count", "int", "Calls refused because no slot freed in time.", "bh_attr", 5),
+        Prop("max_concurrent", "int", "Slots in the bulkhead.",
+             expr="PyLong_FromLongLong(prs_bulkhead_max_concurrent(o->core))"),
+        Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds.",
+             expr="PyFloat_FromDouble(o->max_wait_s)"),
+        Prop("active_count", "int", "Slots held now.", expr=STAT % "active"),
+        Prop("available", "int", "Slots free now (max_concurrent - active_count).",
+             expr=STAT % "available"),
+        Prop("waiting_count", "int", "Callers waiting for a slot now.", expr=STAT % "waiting"),
+        Prop("rejected_count", "int", "Calls refused because no slot freed in time.",
+             expr=STAT % "rejected_total"),
     ])
 
 WAITER = "waiter: _AsyncWaiter, cancel: bool, /"
+OPT_MARK = ("o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.%s_watermark) : "
+            "Py_NewRef(Py_None)")
+BLOCK = P("block", "BOOL", "bool", "True", field="block")
 LOOP = "get_running_loop: Callable[[], Any], /"
 
 RING_QUEUE = Type(
     "RingQueue", "queue", "q", config="q_args", obj="q_obj",
     init="q_args_init", check="q_args_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    slots={"dealloc": None, "traverse": None, "clear": None, "len": None},
-    offsets={"weaklist": "weakreflist"},
+    slots={"len": None}, offsets={"weaklist": "weakreflist"}, refs=["on_high", "on_low"],
+    free="prs_ring_free(o->core); /* no waiter is queued: each holds this object */",
     params=[
         at(P("max_size", "CONVERT", "Optional[int]", "0", field="capacity", flags=("none",),
              convert="q_max_size"), "ring.capacity"),
-        at(P("strategy", "CONVERT", "Any", "'block'", field="strategy", convert="q_strategy"),
-           "ring.strategy"),
+        at(P("strategy", "ENUM", "Any", "'block'", field="strategy",  # a str, or the str enum
+             choices=("block", "drop_oldest", "drop_newest", "error")), "ring.strategy"),
         P("block_timeout", "REAL", "Optional[float]", "30.0", field="block_timeout_s",
           flags=("zero", "inf", "none_inf")),
         at(P("high_watermark", "CONVERT", "Optional[float]", "None", field="high_watermark",
@@ -104,7 +112,10 @@ RING_QUEUE = Type(
     doc="A bounded FIFO on a C ring with a backpressure strategy: the C core of\n"
         "pyresilience.BoundedQueue and pyresilience.BackpressureQueue.",
     methods=[
-        M("put", "item: Any, block: bool = True, timeout: Optional[float] = None", "bool",
+        M("put", returns="bool", config="q_wait_args",
+          params=[P("item", "OBJECT", "Any"), BLOCK,
+                  P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns",
+                    flags=("none",))],
           doc="Put an item (queue.Queue.put): True if it is queued, False if it was\n"
               "dropped. When full: BLOCK waits up to `timeout` seconds (None:\n"
               "block_timeout, itself None for no limit) for room, then raises\n"
@@ -116,7 +127,8 @@ RING_QUEUE = Type(
         M("put_nowait", "item: Any, /", "bool",
           doc="put(item, block=False): a full BLOCK queue raises QueueFullError (a\n"
               "queue.Full and an asyncio.QueueFull; the item is counted dropped)."),
-        M("get", "block: bool = True, timeout: Optional[float] = None", "Any",
+        M("get", returns="Any", config="q_wait_args",
+          params=[BLOCK, P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           doc="Remove and return the oldest item (queue.Queue.get), waiting up to\n"
               "`timeout` seconds (None: no limit; block=False: not at all) for one:\n"
               "QueueEmptyError (a queue.Empty) when none came, QueueClosedError once a\n"
@@ -137,7 +149,7 @@ RING_QUEUE = Type(
               "interrupts the wait."),
         M("_join_async", LOOP, "Union[bool, _AsyncWaiter]",
           doc="Internal (asyncio form of join): True now, or a queued waiter."),
-        M("_finish_join", "waiter: _AsyncWaiter, /", "bool",
+        M("_finish_join", "waiter: _AsyncWaiter, /", "bool", c="q_finish", flags="METH_FASTCALL",
           doc="Internal: settle a joiner waiter."),
         M("close",
           doc="Close the queue: later puts raise QueueClosedError; getters drain what is\n"
@@ -152,8 +164,8 @@ RING_QUEUE = Type(
           doc="Internal (asyncio form of put): a verdict now, or a queued waiter."),
         M("_get_async", LOOP, "Any",
           doc="Internal (asyncio form of get): an item now, or a queued waiter."),
-        M("_finish_put", WAITER, "bool", doc="Internal: settle a producer waiter."),
-        M("_finish_get", WAITER, "Any", doc="Internal: settle a consumer waiter."),
+        M("_finish_put", WAITER, "bool", c="q_finish", doc="Internal: settle a producer waiter."),
+        M("_finish_get", WAITER, "Any", c="q_finish", doc="Internal: settle a consumer waiter."),
         M("_after_fork_child",
           doc="Internal: call in a child process right after fork, with one thread\n"
               "running (pyresilience.queues' os.register_at_fork hook does): a new lock;\n"
@@ -165,32 +177,41 @@ RING_QUEUE = Type(
               "unfinished)."),
     ],
     props=[
-        Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1].", "q_attr", 0),
+        Prop("fill_ratio", "float", "qsize() / max_size, in [0, 1].",
+             expr="PyFloat_FromDouble(q_given(o) <= 0 ? 0.0 : (double)prs_ring_size(o->core) / "
+                  "(double)prs_ring_capacity(o->core))"),
         Prop("max_size", None,
-             "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.",
-             "q_attr", 1, set="q_set_size"),
-        Prop("maxsize", None, "Alias of max_size (the queue.Queue name).", "q_attr", 2,
-             set="q_set_size"),
+             "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", closure=1,
+             set="q_set_size", expr="PyLong_FromLongLong(q_given(o))"),
+        Prop("maxsize", None, "Alias of max_size (the queue.Queue name).", closure=2,
+             set="q_set_size", expr="PyLong_FromLongLong(q_given(o))"),
         Prop("unfinished_tasks", "int", "Items put and not yet marked done with task_done().",
-             "q_attr", 3),
-        Prop("_strategy_name", "str", "The strategy's value ('block', ...).", "q_attr", 4),
+             expr="PyLong_FromLongLong(q_stats_of(o).unfinished)"),
+        Prop("_strategy_name", "str", "The strategy's value ('block', ...).",
+             expr="PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(o->core)))"),
         Prop("block_timeout", "Optional[float]",
-             "Seconds a BLOCK put waits by default (None: no limit).", "q_attr", 5),
-        Prop("closed", "bool", "True after close().", "q_attr", 6),
+             "Seconds a BLOCK put waits by default (None: no limit).",
+             expr="isinf(o->a.block_timeout_s) ? Py_NewRef(Py_None) : "
+                  "PyFloat_FromDouble(o->a.block_timeout_s)"),
+        Prop("closed", "bool", "True after close().",
+             expr="PyBool_FromLong(prs_ring_is_closed(o->core))"),
         Prop("high_watermark", "Optional[float]", "The high watermark fraction, or None.",
-             "q_attr", 7),
+             expr=OPT_MARK % "high"),
         Prop("low_watermark", "Optional[float]", "The low watermark fraction, or None.",
-             "q_attr", 8),
+             expr=OPT_MARK % "low"),
     ],
     stub_tail=["@property", "def max_size(self) -> int: ...", "@max_size.setter",
                "def max_size(self, value: int) -> None: ...", "@property",
                "def maxsize(self) -> int: ...", "@maxsize.setter",
                "def maxsize(self, value: int) -> None: ..."])
 
+RING_QUEUE.visit = "q_visit_items(o, visit, arg)"  # the stored items
+RING_QUEUE.drop = "if (o->core) prs_ring_drain(o->core, decref_item, NULL);"
+
 ASYNC_WAITER = Type(
     "_AsyncWaiter", "wait", "waiter", obj="prs_py_waiter",
-    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
-    slots={"call": None, "dealloc": None, "traverse": None, "clear": None},
+    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"), slots={"call": None},
+    refs=["loop", "future", "get_loop"], kept=["owner"], free="waiter_free(o);",
     doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
     methods=[M("__call__", slot=True)],
     props=[Prop("future", "Any", "The asyncio future woken when this waiter is served.",

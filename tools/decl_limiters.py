@@ -96,7 +96,8 @@ ALGO_PARAMS = {
                     "The\nlevel now (drained at the old rate until now) is kept as it is: above "
                     "a lowered\ncapacity nothing is admitted until it drains." + RECONF_TAIL,
         props=[Prop("level", "float", "The level now, in [0, capacity] (float).",
-                    "lb_get_level")]),
+                    expr="PyFloat_FromDouble(prs_leaky_bucket_level((prs_leaky_bucket *)o->core, "
+                         "now))", now="&o->clock")]),
     "fixed_window": dict(
         params=[count("limit", "limit", "Units admitted per window."), window()],
         doc="At most `limit` units per window of `window` seconds, windows aligned to\n"
@@ -230,6 +231,7 @@ RATE_WAIT = Type(
 
 LIMITER_BASE = Type(
     "_Limiter", "limiters", "limiter", obj="prs_py_limiter", flags=LIMITER_FLAGS,
+    rate="limiter_target",
     slots=dict(LIMITER_SLOTS, new="limiter_new"), offsets={"weaklist": "weakreflist"}, slot="LimiterBase",
     refs=[], clock="clock", free="prs_limiter_free(o->core);",
     doc="The shared base of the in-process limiters (not instantiable).",
@@ -237,12 +239,12 @@ LIMITER_BASE = Type(
         M("allow", N_SIG, "bool",
           doc="Consume n if it is available now: True when admitted, False when not.\n"
               "tokens_needed= is an alias of n. n larger than the limit is never admitted."),
-        M("check", N_SIG, "Decision",
+        M("check", N_SIG, "Decision", rate=True,
           doc="Like allow(), returning the Decision (allowed, limit, remaining, retry_after,\n"
               "reset_after). Consumes n only when allowed."),
-        M("peek", N_SIG, "Decision",
+        M("peek", N_SIG, "Decision", rate=True,
           doc="The Decision check(n) would return now, without consuming anything."),
-        M("acquire", ACQ_SIG,
+        M("acquire", ACQ_SIG, rate=True,
           doc="Block until n is admitted (the GIL is released while waiting; Ctrl-C interrupts\n"
               "the wait and nothing is consumed). timeout in seconds (None: no limit): when n\n"
               "cannot be admitted within it, RateLimitExceeded is raised at once instead of\n"
@@ -252,19 +254,20 @@ LIMITER_BASE = Type(
               "callable clock that stalls. ValueError when n exceeds the limit. On a "
               "ManualClock\nthe wait advances the clock (integer nanoseconds) instead of "
               "sleeping."),
-        M("_waiter", ACQ_SIG, "_RateWait", doc=WAITER_DOC),
-        M("reset", doc="Back to the initial (full) state."),
+        M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
+        M("reset", call="prs_limiter_reset(o->core)", doc="Back to the initial (full) state."),
         M("_config", returns="list[tuple[str, Any]]",
           doc="The parameters as (name, value) pairs, for reprs."),
     ],
     props=[Prop("available", "float", "Requests of weight 1 admissible now (float).",
-                "limiter_get_available"),
+                expr="PyFloat_FromDouble(prs_limiter_available(o->core, now))", now="&o->clock"),
            Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", clock="clock")])
 
 KEYED_FLAGS = ("BASETYPE", "HAVE_GC", "IMMUTABLETYPE")
 
 KEYED = Type(
     "KeyedLimiter", "keyed", "keyed", obj="keyed_obj", config="prs_keyed_config",
+    rate="keyed_target", rate_key=True,
     flags=KEYED_FLAGS, offsets={"weaklist": "weakreflist"}, slots={"len": None, "contains": None},
     refs=[], clock="clock", kept=["tmpl"],
     free="prs_keyed_free(o->table); /* before the template whose params it reads */",
@@ -279,21 +282,22 @@ KEYED = Type(
     methods=[
         M("allow", KEY_N_SIG, "bool",
           doc="Consume n for `key` (str or bytes) if available now: True when admitted."),
-        M("check", KEY_N_SIG, "Decision",
+        M("check", KEY_N_SIG, "Decision", rate=True,
           doc="Like allow(), returning the Decision. When the table is full of limited keys a\n"
               "new key is denied, retry_after being when a slot frees."),
-        M("peek", KEY_N_SIG, "Decision",
+        M("peek", KEY_N_SIG, "Decision", rate=True,
           doc="The Decision check(key, n) would return now, consuming and storing nothing."),
-        M("acquire", "key: KeyArg, " + ACQ_SIG,
+        M("acquire", "key: KeyArg, " + ACQ_SIG, rate=True,
           doc="Block until n is admitted for `key` (GIL released while waiting, Ctrl-C\n"
               "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
               "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
               "ValueError when n exceeds the limit."),
-        M("reset", "key: Optional[KeyArg] = None",
+        M("reset", params=[P("key", "OBJECT", "Optional[KeyArg]", "None")],
           doc="Forget `key` (back to a fresh limiter), or every key when None."),
         M("available", "key: KeyArg, /", "float",
           doc="Requests of weight 1 admissible for `key` now (float)."),
-        M("prune", returns="int",
+        M("prune", returns="int", expr="PyLong_FromLongLong(prs_keyed_prune(o->table, now))",
+          now="&o->clock",
           doc="Evict every key whose state is fresh now; returns how many.\n"
               "(Fresh keys are also evicted on demand when room is needed.)"),
         M("reconfigure", "**params: Any",
@@ -306,40 +310,44 @@ KEYED = Type(
         M("__len__", returns="int", slot=True),
         M("__contains__", "key: object, /", "bool", slot=True),
     ],
-    props=[Prop("max_keys", "int", "The most keys held at once.", "keyed_get_max_keys"),
+    props=[Prop("max_keys", "int", "The most keys held at once.",
+                expr="PyLong_FromLongLong(prs_keyed_max_keys(o->table))"),
            Prop("memory_bytes", "int", "Bytes the key table holds now (C allocations).",
-                "keyed_get_memory"),
+                expr="PyLong_FromSize_t(prs_keyed_memory(o->table))"),
            Prop("limiter", "_Limiter",
                 "The template limiter whose algorithm and parameters every key uses.",
                 member="tmpl"),
            Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", clock="clock")])
 
 VIEW = Type(
-    "KeyedLimiterView", "keyed", "view", obj="view_obj", flags=KEYED_FLAGS,
+    "KeyedLimiterView", "keyed", "view", rate="view_target", obj="view_obj", flags=KEYED_FLAGS,
     offsets={"weaklist": "weakreflist"}, refs=[], kept=["keyed", "key", "keybytes"],
     params=[P("limiter", "OBJECT", "KeyedLimiter"), P("key", "OBJECT", "KeyArg")],
     doc="One key of a KeyedLimiter with the plain limiter interface (allow, check, peek,\n"
         "acquire, reset, available); what KeyedLimiter.for_key(key) returns. Can be a\n"
         "LimiterGroup member.",
     methods=[
-        M("allow", N_SIG, "bool",
+        M("allow", N_SIG, "bool", rate=True,
           doc="Consume n for this key if available now: True when admitted."),
-        M("check", N_SIG, "Decision", doc="Like allow(), returning the Decision."),
-        M("peek", N_SIG, "Decision", doc="The Decision check(n) would return now, consuming nothing."),
-        M("acquire", ACQ_SIG,
+        M("check", N_SIG, "Decision", rate=True, doc="Like allow(), returning the Decision."),
+        M("peek", N_SIG, "Decision", rate=True, doc="The Decision check(n) would return now, consuming nothing."),
+        M("acquire", ACQ_SIG, rate=True,
           doc="Block until n is admitted for this key (see KeyedLimiter.acquire)."),
-        M("_waiter", ACQ_SIG, "_RateWait", doc=WAITER_DOC),
-        M("reset", doc="Forget this key (back to a fresh limiter)."),
+        M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
+        M("reset", call="prs_keyed_reset_key(VTABLE(o), VKEY(o))",
+          doc="Forget this key (back to a fresh limiter)."),
     ],
     props=[Prop("available", "float", "Requests of weight 1 admissible for this key now (float).",
-                "view_get_available"),
-           Prop("clock", CLOCK_OBJ, "The clock of the KeyedLimiter.", "view_get_clock"),
+                expr="PyFloat_FromDouble(prs_keyed_available(VTABLE(o), VKEY(o), now))",
+                now="VCLOCK(o)"),
+           Prop("clock", CLOCK_OBJ, "The clock of the KeyedLimiter.",
+                expr="prs_py_get_clock(o->keyed, (void *)offsetof(keyed_obj, clock))"),
            Prop("key", "KeyArg", "The key, as given.", member="key"),
            Prop("limiter", "KeyedLimiter", "The KeyedLimiter this view belongs to.",
                 member="keyed")])
 
 GROUP = Type(
-    "LimiterGroup", "keyed", "group", obj="group_obj", flags=KEYED_FLAGS,
+    "LimiterGroup", "keyed", "group", rate="group_target", obj="group_obj", flags=KEYED_FLAGS,
     offsets={"weaklist": "weakreflist"}, slots={"new": None, "len": None},
     refs=[], clock="clock", kept=["members"],
     free="prs_group_free(o->group); /* before the members whose cores it borrows */",
@@ -355,27 +363,44 @@ GROUP = Type(
     methods=[
         M("allow", N_SIG, "bool",
           doc="Consume n from every member if every member admits it now, else from none."),
-        M("check", N_SIG, "Decision",
+        M("check", N_SIG, "Decision", rate=True,
           doc="Like allow(), returning a Decision whose limit, remaining and reset_after are one\n"
               "member's, the most restrictive (least remaining; ties: longest reset_after), "
               "never a\nmix; retry_after is the longest any member asks; denied_by is the index "
               "of the\nfirst member that denied. A member listed k times counts k * n (its limit "
               "and\nremaining are divided by k)."),
-        M("peek", N_SIG, "Decision", doc="The Decision check(n) would return now, consuming nothing."),
-        M("acquire", ACQ_SIG,
+        M("peek", N_SIG, "Decision", rate=True, doc="The Decision check(n) would return now, consuming nothing."),
+        M("acquire", ACQ_SIG, rate=True,
           doc="Block until every member admits n at once (GIL released while waiting, Ctrl-C\n"
               "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
               "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
               "ValueError when n exceeds what a member can ever admit."),
-        M("_waiter", ACQ_SIG, "_RateWait", doc=WAITER_DOC),
-        M("reset", doc="Reset every member (one after the other)."),
+        M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
+        M("reset", call="prs_group_reset(o->group)", doc="Reset every member (one after the other)."),
         M("__len__", returns="int", slot=True),
     ],
     props=[Prop("available", "float", "The smallest amount any member admits now (float).",
-                "group_get_available"),
+                expr="PyFloat_FromDouble(prs_group_available(o->group, now))", now="&o->clock"),
            Prop("clock", CLOCK_OBJ, "The clock every member reads.", clock="clock"),
            Prop("limiters", "tuple[Union[_Limiter, KeyedLimiterView], ...]",
                 "The members, in order (tuple).", member="members")])
+
+def kn_params(what):
+    """The arguments of a rate method for the PRS_PY_KEY/TIMEOUT/ALIAS bits of
+    `what`: [key,] n=1[, timeout=None][, *, tokens_needed=None]."""
+    n = P("n", "N", "int", "1", field="n")
+    out = ([P("key", "OBJECT", "KeyArg")] if what & 1 else []) + [n]
+    if what & 2:
+        out.append(P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns"))
+    if what & 4:
+        out.append(alias(n, "tokens_needed"))
+        out[-1].kw, out[-1].default = True, "None"
+    return out
+
+
+# prs_py_parse_kn's tables, by its `what` bits (named after the method in messages)
+PARAM_TABLES = {"limiters": {"kn_params": ("prs_py_kn_args",
+                                           [("allow", kn_params(w)) for w in range(8)])}}
 
 TYPES = ([RATE_WAIT, LIMITER_BASE] + [algo_type(c, py) for c, py in ALGORITHMS]
          + [KEYED, VIEW, GROUP])

@@ -685,6 +685,15 @@ void prs_breaker_get_config(const prs_breaker *b, prs_breaker_config *cfg) {
     *cfg = b->cfg;
 }
 
+const char *prs_breaker_mode_name(int mode) {
+    switch (mode) {
+    case PRS_BREAKER_NORMAL: return "normal";
+    case PRS_BREAKER_FORCED_OPEN: return "forced_open";
+    case PRS_BREAKER_DISABLED: return "disabled";
+    default: return "unknown";
+    }
+}
+
 const char *prs_breaker_state_name(int state) {
     switch (state) {
     case PRS_BREAKER_CLOSED: return "closed";

@@ -244,3 +244,28 @@ int prs__cond_wait_while(pthread_cond_t *c, pthread_mutex_t *mu, const int *stat
     pthread_mutex_unlock(mu);
     return rc;
 }
+
+/* ---- decisions ---------------------------------------------------------- */
+
+/* Whole seconds, rounded up: ceil(ns / 1e9) without float error. */
+static int64_t ceil_seconds(int64_t ns) {
+    return ns <= 0 ? 0 : ns / PRS_NS_PER_SEC + (ns % PRS_NS_PER_SEC != 0);
+}
+
+static void header(const char **name, int64_t *value, int *n, const char *h, int64_t v) {
+    name[*n] = h;
+    value[(*n)++] = v;
+}
+
+int prs_decision_headers(const prs_decision *d, const char *name[PRS_DECISION_HEADERS_MAX],
+                         int64_t value[PRS_DECISION_HEADERS_MAX]) {
+    /* PRS_NEVER is no number of seconds: a request that can never be admitted
+     * gets no Retry-After and no Reset rather than one 292 years away */
+    int never = !d->allowed && d->retry_after_ns == PRS_NEVER, n = 0;
+    header(name, value, &n, "X-RateLimit-Limit", d->limit);
+    header(name, value, &n, "X-RateLimit-Remaining", d->remaining < 0 ? 0 : d->remaining);
+    if (!never && d->reset_after_ns != PRS_NEVER)
+        header(name, value, &n, "X-RateLimit-Reset", ceil_seconds(d->reset_after_ns));
+    if (!d->allowed && !never) header(name, value, &n, "Retry-After", ceil_seconds(d->retry_after_ns));
+    return n;
+}

@@ -138,6 +138,9 @@ int prs_ring_config_check(const prs_ring_config *cfg, prs_config_error *why) {
         if (!(lo >= 0.0 && lo < hi))
             return prs_config_fail(why, PRS_EINVAL, "low_watermark",
                                    "must be below high_watermark (0 <= low < high <= 1)");
+        if (cfg->capacity == 0) /* a fraction of no capacity */
+            return prs_config_fail(why, PRS_EINVAL, "capacity",
+                                   "must be > 0 when watermarks are set (a bounded queue)");
     }
     if (cfg->capacity > PRS_RING_MAX)
         return prs_config_fail(why, PRS_ERANGE, "capacity", "must be <= 1073741824");

@@ -38,7 +38,7 @@ typedef struct breaker_obj {
     PyObject *ignore_exc;    /* tuple of exception classes (may be empty) */
     PyObject *is_failure;    /* NULL or a callable */
     PyObject *listeners;     /* tuple of callables; replaced whole, never mutated */
-    PyObject *states[3];     /* the CircuitState members, by prs_breaker_state */
+    PyObject *states;        /* tuple: the CircuitState members, by prs_breaker_state */
     PyObject *msg_open;      /* the CircuitOpenError messages, made once (a float's repr */
     PyObject *msg_half;      /* in each message would cost more than the whole rejection) */
     PyObject *weakreflist;
@@ -62,26 +62,32 @@ typedef struct cb_record_args {
     int64_t duration_ns;
 } cb_record_args;
 
+/* A manual state call (open, close, ...: generated methods over the core's). */
+typedef void (*manual_fn)(prs_breaker *, int64_t, prs_breaker_transition *);
+static PyObject *manual(PyObject *self, manual_fn fn);
+
 #include "gen/breaker.h"
 
 /* ---- arguments --------------------------------------------------------------------- */
 
-/* An exception class or an iterable of them -> a new tuple. */
-static PyObject *parse_exc_tuple(PyObject *o, const char *param) {
-    PyObject *t;
-    if (PyExceptionClass_Check(o)) return PyTuple_Pack(1, o);
-    if (PyUnicode_Check(o) || PyBytes_Check(o) || !(t = PySequence_Tuple(o))) {
+/* An argument holding one item or an iterable of them -> a new tuple of items
+ * passing `ok` (not given -> (); None too when none_ok). TypeError naming
+ * `param` and `what` each item must be. */
+static PyObject *as_tuple(PyObject *o, const char *param, int (*ok)(PyObject *), const char *what,
+                          int none_ok) {
+    if (!o || (none_ok && o == Py_None)) return PyTuple_New(0);
+    if (ok(o)) return PyTuple_Pack(1, o);
+    PyObject *t = PyUnicode_Check(o) || PyBytes_Check(o) ? NULL : PySequence_Tuple(o);
+    if (!t) {
         PyErr_Clear();
-        PyErr_Format(PyExc_TypeError,
-                     "%s must be an exception class or a tuple of exception classes, not "
-                     "%.200s: %R",
-                     param, Py_TYPE(o)->tp_name, o);
+        PyErr_Format(PyExc_TypeError, "%s must be %s or an iterable of them, not %.200s: %R", param,
+                     what, Py_TYPE(o)->tp_name, o);
         return NULL;
     }
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
         PyObject *e = PyTuple_GET_ITEM(t, i);
-        if (!PyExceptionClass_Check(e)) {
-            PyErr_Format(PyExc_TypeError, "%s must hold exception classes, found %.200s: %R", param,
+        if (!ok(e)) {
+            PyErr_Format(PyExc_TypeError, "%s: every item must be %s, found %.200s: %R", param, what,
                          Py_TYPE(e)->tp_name, e);
             Py_DECREF(t);
             return NULL;
@@ -90,48 +96,17 @@ static PyObject *parse_exc_tuple(PyObject *o, const char *param) {
     return t;
 }
 
-/* None -> (), a callable -> (f,), an iterable of callables -> tuple. */
-static PyObject *parse_listeners(PyObject *o) {
-    if (!o || o == Py_None) return PyTuple_New(0);
-    if (PyCallable_Check(o)) return PyTuple_Pack(1, o);
-    PyObject *t = PyUnicode_Check(o) ? NULL : PySequence_Tuple(o);
-    if (!t) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError,
-                     "on_state_change must be a callable, a list of callables or None, not "
-                     "%.200s: %R",
-                     Py_TYPE(o)->tp_name, o);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
-        if (!PyCallable_Check(PyTuple_GET_ITEM(t, i))) {
-            PyErr_Format(PyExc_TypeError, "on_state_change must hold callables, found %R",
-                         PyTuple_GET_ITEM(t, i));
-            Py_DECREF(t);
-            return NULL;
-        }
-    }
-    return t;
-}
+static int is_exc_class(PyObject *o) { return PyExceptionClass_Check(o); }
 
-/* The CircuitState members from pyresilience.breaker (pure Python). */
-static int load_states(PyObject *states[3]) {
-    static const char *const names[3] = {"CLOSED", "OPEN", "HALF_OPEN"};
+/* The CircuitState members from pyresilience.breaker (pure Python), in the
+ * order of prs_breaker_state (a new tuple). */
+static PyObject *load_states(void) {
     PyObject *mod = PyImport_ImportModule("pyresilience.breaker");
-    if (!mod) return -1;
-    PyObject *cls = PyObject_GetAttrString(mod, "CircuitState");
-    Py_DECREF(mod);
-    if (!cls) return -1;
-    for (int i = 0; i < 3; i++) {
-        states[i] = PyObject_GetAttrString(cls, names[i]);
-        if (!states[i]) {
-            for (int j = 0; j < i; j++) Py_CLEAR(states[j]);
-            Py_DECREF(cls);
-            return -1;
-        }
-    }
-    Py_DECREF(cls);
-    return 0;
+    PyObject *cls = mod ? PyObject_GetAttrString(mod, "CircuitState") : NULL;
+    PyObject *t = cls ? PySequence_Tuple(cls) : NULL;
+    Py_XDECREF(mod);
+    Py_XDECREF(cls);
+    return t;
 }
 
 static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
@@ -145,7 +120,6 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *rec = v[P_CircuitBreaker_record_exceptions], *ign = v[P_CircuitBreaker_ignore_exceptions];
     breaker_obj *self = (breaker_obj *)type->tp_alloc(type, 0); /* zeroed */
     if (!self) return NULL;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
     self->name = Py_NewRef(name);
     self->fallback = v[P_CircuitBreaker_fallback] == Py_None ? NULL
                                                              : Py_XNewRef(v[P_CircuitBreaker_fallback]);
@@ -153,12 +127,15 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
                            ? NULL
                            : Py_XNewRef(v[P_CircuitBreaker_is_failure]);
     self->timing = cfg.slow_call_ns > 0;
-    if (!(self->record_exc = rec ? parse_exc_tuple(rec, "record_exceptions")
+    if (!(self->record_exc = rec ? as_tuple(rec, "record_exceptions", is_exc_class,
+                                            "an exception class", 0)
                                  : PyTuple_Pack(1, PyExc_Exception)) ||
-        !(self->ignore_exc = ign ? parse_exc_tuple(ign, "ignore_exceptions") : PyTuple_New(0)) ||
-        !(self->listeners = parse_listeners(v[P_CircuitBreaker_on_state_change])) ||
+        !(self->ignore_exc = as_tuple(ign, "ignore_exceptions", is_exc_class,
+                                      "an exception class", 0)) ||
+        !(self->listeners = as_tuple(v[P_CircuitBreaker_on_state_change], "on_state_change",
+                                     PyCallable_Check, "a callable", 1)) ||
         prs_py_clock_init(st, v[P_CircuitBreaker_clock], &self->clock) < 0 ||
-        load_states(self->states) < 0)
+        !(self->states = load_states()))
         goto fail;
     if (name != Py_None) {
         self->msg_open = PyUnicode_FromFormat("circuit breaker %R is open", name);
@@ -203,12 +180,13 @@ static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
     ls = Py_XNewRef(self->listeners);
     Py_END_CRITICAL_SECTION();
     if (!ls) return;
-    if (PyTuple_GET_SIZE(ls) == 0 || !self->states[0]) {
+    if (PyTuple_GET_SIZE(ls) == 0 || !self->states) {
         Py_DECREF(ls);
         return;
     }
     PRS_PY_EXC_SAVE(saved);
-    PyObject *args[3] = {(PyObject *)self, self->states[tr->from], self->states[tr->to]};
+    PyObject *args[3] = {(PyObject *)self, PyTuple_GET_ITEM(self->states, tr->from),
+                         PyTuple_GET_ITEM(self->states, tr->to)};
     Py_INCREF(args[1]);
     Py_INCREF(args[2]);
     for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ls); i++) {
@@ -418,11 +396,10 @@ static PyObject *cb_acquire(PyObject *self, PyObject *unused) {
  * _acquire() (token None: without a permit). */
 static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                  PyObject *kwnames) {
-    static const char *const names[] = {"token", "exc", "result", NULL};
     PyObject *v[3] = {NULL, NULL, NULL};
     if (!kwnames && nargs >= 1 && nargs <= 3) { /* the facade's calls: positional */
         for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
-    } else if (prs_py_unpack("_record", args, nargs, kwnames, names, 3, 1, v) < 0) {
+    } else if (prs_py_parse_params(&CircuitBreaker__record_params, args, nargs, kwnames, NULL, v) < 0) {
         return NULL;
     }
     PyObject *token = v[0], *exc = v[1], *result = v[2];
@@ -505,8 +482,6 @@ static PyObject *cb_record_ignored(PyObject *self, PyObject *unused) {
 
 /* ---- manual states ------------------------------------------------------------------------- */
 
-typedef void (*manual_fn)(prs_breaker *, int64_t, prs_breaker_transition *);
-
 static PyObject *manual(PyObject *self, manual_fn fn) {
     int64_t now;
     if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
@@ -516,63 +491,45 @@ static PyObject *manual(PyObject *self, manual_fn fn) {
     Py_RETURN_NONE;
 }
 
-static PyObject *cb_open(PyObject *self, PyObject *u) { return manual(self, prs_breaker_open); }
-static PyObject *cb_close(PyObject *self, PyObject *u) { return manual(self, prs_breaker_close); }
-static PyObject *cb_half_open(PyObject *self, PyObject *u) { return manual(self, prs_breaker_half_open); }
-static PyObject *cb_reset(PyObject *self, PyObject *u) { return manual(self, prs_breaker_reset); }
-static PyObject *cb_force_open(PyObject *self, PyObject *u) { return manual(self, prs_breaker_force_open); }
-static PyObject *cb_disable(PyObject *self, PyObject *u) { return manual(self, prs_breaker_disable); }
-
 /* ---- listeners -------------------------------------------------------------------------------- */
 
+/* The listeners are a tuple replaced whole under the object's lock (fire()
+ * calls a snapshot of it). */
 static PyObject *cb_add_listener(PyObject *self, PyObject *fn) {
     if (!PyCallable_Check(fn)) {
         PyErr_Format(PyExc_TypeError, "listener must be callable, not %.200s: %R",
                      Py_TYPE(fn)->tp_name, fn);
         return NULL;
     }
-    int rc = 0;
+    PyObject *one = PyTuple_Pack(1, fn), *t = NULL;
+    if (!one) return NULL;
     Py_BEGIN_CRITICAL_SECTION(self);
-    Py_ssize_t n = PyTuple_GET_SIZE(SELF->listeners);
-    PyObject *t = PyTuple_New(n + 1);
-    if (t) {
-        for (Py_ssize_t i = 0; i < n; i++)
-            PyTuple_SET_ITEM(t, i, Py_NewRef(PyTuple_GET_ITEM(SELF->listeners, i)));
-        PyTuple_SET_ITEM(t, n, Py_NewRef(fn));
-        Py_SETREF(SELF->listeners, t);
-    } else {
-        rc = -1;
-    }
+    if ((t = PySequence_Concat(SELF->listeners, one))) Py_SETREF(SELF->listeners, t);
     Py_END_CRITICAL_SECTION();
-    if (rc < 0) return NULL;
+    Py_DECREF(one);
+    if (!t) return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *cb_remove_listener(PyObject *self, PyObject *fn) {
-    int rc = 0, found = 0;
+    int rc = 0;
     Py_BEGIN_CRITICAL_SECTION(self);
-    PyObject *old = Py_NewRef(SELF->listeners);
-    Py_ssize_t n = PyTuple_GET_SIZE(old), at = -1;
-    for (Py_ssize_t i = n - 1; i >= 0 && at < 0; i--) {
-        int eq = PyObject_RichCompareBool(PyTuple_GET_ITEM(old, i), fn, Py_EQ);
-        if (eq < 0) { rc = -1; break; }
-        if (eq) at = i;
+    PyObject *old = Py_NewRef(SELF->listeners); /* __eq__ may run code that replaces it */
+    Py_ssize_t n = PyTuple_GET_SIZE(old), at = n;
+    while (at-- > 0 && (rc = PyObject_RichCompareBool(PyTuple_GET_ITEM(old, at), fn, Py_EQ)) == 0) {
     }
-    if (rc == 0 && at >= 0) {
-        PyObject *t = PyTuple_New(n - 1);
-        if (!t) {
-            rc = -1;
-        } else {
-            for (Py_ssize_t i = 0, j = 0; i < n; i++)
-                if (i != at) PyTuple_SET_ITEM(t, j++, Py_NewRef(PyTuple_GET_ITEM(old, i)));
-            Py_SETREF(SELF->listeners, t);
-            found = 1;
-        }
+    if (rc > 0) { /* the last equal one goes */
+        PyObject *head = PyTuple_GetSlice(old, 0, at), *tail = PyTuple_GetSlice(old, at + 1, n);
+        PyObject *t = head && tail ? PySequence_Concat(head, tail) : NULL;
+        if (t) Py_SETREF(SELF->listeners, t);
+        else rc = -1;
+        Py_XDECREF(head);
+        Py_XDECREF(tail);
     }
     Py_DECREF(old);
     Py_END_CRITICAL_SECTION();
     if (rc < 0) return NULL;
-    if (!found) {
+    if (rc == 0) {
         PyErr_Format(PyExc_ValueError, "%R is not a listener of this breaker", fn);
         return NULL;
     }
@@ -581,79 +538,22 @@ static PyObject *cb_remove_listener(PyObject *self, PyObject *fn) {
 
 /* ---- properties ------------------------------------------------------------------------------- */
 
-static PyObject *cb_get_state(PyObject *self, void *c) {
-    return Py_NewRef(SELF->states[prs_breaker_get_state(SELF->core)]);
-}
-
-static PyObject *cb_get_mode(PyObject *self, void *c) {
-    static const char *const modes[] = {"normal", "forced_open", "disabled"};
-    return PyUnicode_FromString(modes[prs_breaker_get_mode(SELF->core)]);
-}
-
 static PyObject *cb_get_metrics(PyObject *self, void *c) {
     prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
     int64_t now;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
+    if (!st || prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
     prs_breaker_metrics m;
     prs_breaker_get_metrics(SELF->core, now, &m);
-    static const char *const modes[] = {"normal", "forced_open", "disabled"};
-    PyObject *o = PyStructSequence_New(PRS_PY_TYPE(st, CircuitBreakerMetrics));
-    if (!o) return NULL;
-    PyObject *items[] = {
-        Py_NewRef(SELF->states[m.state]),
-        PyLong_FromLongLong(m.consecutive_failures),
-        PyLong_FromLongLong(m.consecutive_successes),
-        PyLong_FromLongLong(m.calls),
-        PyLong_FromLongLong(m.failures),
-        PyLong_FromLongLong(m.slow_calls),
-        PyLong_FromLongLong(m.rejected),
-        PyLong_FromLongLong(m.ignored),
-        PyFloat_FromDouble(m.failure_rate),
-        PyFloat_FromDouble(m.slow_call_rate),
-        PyFloat_FromDouble(prs_py_ns_to_s(m.retry_after_ns)),
-        PyLong_FromLongLong(m.window_calls),
-        PyLong_FromLongLong(m.window_failures),
-        PyLong_FromLongLong(m.window_slow_calls),
-        PyLong_FromLongLong(m.half_open_in_flight),
-        PyUnicode_FromString(modes[m.mode]),
-    };
-    int bad = 0;
-    for (Py_ssize_t i = 0; i < (Py_ssize_t)(sizeof items / sizeof items[0]); i++) {
-        if (!items[i]) bad = 1;
-        PyStructSequence_SetItem(o, i, items[i]); /* steals; NULL left as NULL */
-    }
-    if (bad) {
-        Py_DECREF(o);
-        return NULL;
-    }
-    return o;
+    return CircuitBreakerMetrics_new(st, &m, SELF->states);
 }
 
-static PyObject *cb_get_config(PyObject *self, void *which) {
+/* A configuration property: its parameter's field (closure: the index) in the
+ * core's config (half_open_max_calls 0 reads as success_threshold, its use). */
+static PyObject *cb_param_get(PyObject *self, void *i) {
     prs_breaker_config cfg;
     prs_breaker_get_config(SELF->core, &cfg);
-    switch ((int)(intptr_t)which) {
-    case 0: return PyLong_FromLongLong(cfg.failure_threshold);
-    case 1: return PyLong_FromLongLong(cfg.success_threshold);
-    case 2: return PyLong_FromLongLong(cfg.half_open_max_calls ? cfg.half_open_max_calls
-                                                              : cfg.success_threshold);
-    case 3: return PyLong_FromLongLong(cfg.window_size);
-    case 4: return PyLong_FromLongLong(cfg.minimum_calls);
-    case 5: return PyFloat_FromDouble(prs_py_ns_to_s(cfg.open_timeout_ns));
-    case 6:
-        if (cfg.failure_rate_threshold == 0.0) Py_RETURN_NONE;
-        return PyFloat_FromDouble(cfg.failure_rate_threshold);
-    case 7:
-        if (cfg.slow_call_rate_threshold == 0.0) Py_RETURN_NONE;
-        return PyFloat_FromDouble(cfg.slow_call_rate_threshold);
-    case 8:
-        if (cfg.slow_call_ns == 0) Py_RETURN_NONE;
-        return PyFloat_FromDouble((double)cfg.slow_call_ns / 1e9);
-    case 9:
-        return PyUnicode_FromString(cfg.window_type == PRS_BREAKER_WINDOW_TIME ? "time" : "count");
-    }
-    Py_RETURN_NONE;
+    if (!cfg.half_open_max_calls) cfg.half_open_max_calls = cfg.success_threshold;
+    return prs_py_param_get(&CircuitBreaker_param_list[(intptr_t)i], &cfg);
 }
 
 /* A tuple replaced whole, read under the object's lock. */
@@ -665,60 +565,6 @@ static PyObject *cb_get_listeners(PyObject *self, void *unused) {
     return o;
 }
 
-/* ---- the metrics snapshot type ---------------------------------------------------------------- */
-
-static PyStructSequence_Field metrics_fields[] = {
-    {"state", "the CircuitState"},
-    {"consecutive_failures", "failures since the last success (CLOSED)"},
-    {"consecutive_successes", "successes since the last failure; trial successes in HALF_OPEN"},
-    {"calls", "successes + failures recorded (since creation or reset())"},
-    {"failures", "failures recorded"},
-    {"slow_calls", "slow calls recorded"},
-    {"rejected", "calls rejected"},
-    {"ignored", "outcomes that counted as neither"},
-    {"failure_rate", "failures / calls over the current window (0.0 when empty)"},
-    {"slow_call_rate", "slow calls / calls over the current window"},
-    {"retry_after", "seconds until a trial call is allowed when OPEN (inf when forced), else 0.0"},
-    {"window_calls", "outcomes in the current window"},
-    {"window_failures", "failures in the current window"},
-    {"window_slow_calls", "slow calls in the current window"},
-    {"half_open_in_flight", "trial calls running"},
-    {"mode", "'normal', 'forced_open' or 'disabled'"},
-    {NULL, NULL},
-};
-
-/* CircuitBreakerMetrics(state=..., ...): the class name alone, as every
- * public repr (the default struct sequence repr shows the dotted path). */
-static PyObject *metrics_repr(PyObject *self) {
-    PyObject *r = PyUnicode_FromString("CircuitBreakerMetrics(");
-    for (Py_ssize_t i = 0; r && metrics_fields[i].name; i++)
-        Py_SETREF(r, PyUnicode_FromFormat("%U%s%s=%R", r, i ? ", " : "", metrics_fields[i].name,
-                                          PyStructSequence_GetItem(self, i)));
-    if (r) Py_SETREF(r, PyUnicode_FromFormat("%U)", r));
-    return r;
-}
-
-static PyStructSequence_Desc metrics_desc = {
-    /* public under pyresilience.breaker (which re-exports it), not the
-     * private _core: what pickle and introspection see */
-    "pyresilience.breaker.CircuitBreakerMetrics",
-    "CircuitBreakerMetrics: a snapshot of a CircuitBreaker's state and counters.",
-    metrics_fields,
-    16,
-};
-
 int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
-    if (breaker_add_types(m, st) < 0) return -1;
-    PyTypeObject *mt = PyStructSequence_NewType(&metrics_desc);
-    if (!mt) return -1;
-    /* public under pyresilience.breaker (which re-exports it), not the private
-     * _core: what pickle and introspection see */
-    mt->tp_repr = metrics_repr; /* a heap type of ours, before any instance exists */
-    PyType_Modified(mt);
-    if (PyModule_AddObjectRef(m, "CircuitBreakerMetrics", (PyObject *)mt) < 0) {
-        Py_DECREF(mt);
-        return -1;
-    }
-    Py_XSETREF(st->slots[PRS_SLOT_CircuitBreakerMetrics], (PyObject *)mt);
-    return 0;
+    return breaker_add_types(m, st);
 }

@@ -1,15 +1,14 @@
 /*
  * bulkhead.c - _core.Bulkhead over prs_bulkhead.
  *
- * Sync waits: try without blocking; then queue a BLOCKING core waiter (on this
- * thread's C stack) and wait with prs_py_cond_wait() (wait.h): the GIL
- * released, signals checked, and an interrupted wait takes nothing.
- *
- * Async waits (driven by pyresilience/bulkhead.py): _acquire_async() takes a
- * permit at once or queues an _AsyncWaiter in the same FIFO as the threads;
- * release() hands the permit to it and wakes its future; the coroutine then
- * settles it with _finish(): ACCEPT keeps the permit, CANCEL (task cancelled)
- * gives it back, exactly once (the core waiter's state decides).
+ * Every acquire, sync or asyncio, is one prs_py_cond_call() (wait.h) over
+ * this file's bh_ops: a try without blocking, then a core waiter queued in
+ * one FIFO for threads and asyncio tasks alike. A thread waits with the GIL
+ * released, signals checked, and an interrupted wait takes nothing; an
+ * asyncio waiter (driven by pyresilience/bulkhead.py) is woken when release()
+ * hands it the permit, and its coroutine settles it with _finish(): ACCEPT
+ * keeps the permit, CANCEL (task cancelled) gives it back, exactly once (the
+ * core waiter's state decides).
  */
 #include "wait.h"
 
@@ -40,6 +39,13 @@ static int bh_args_check(const bh_args *a, prs_config_error *why) {
     return prs_bulkhead_config_check(&a->core, why);
 }
 
+/* A snapshot of the core's counters (a property reads one of them). */
+static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
+    prs_bulkhead_stats s;
+    prs_bulkhead_stats_get(o->core, &s);
+    return s;
+}
+
 #include "gen/bulkhead.h"
 
 #define SELF ((bh_obj *)self)
@@ -67,36 +73,28 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
-/* A fresh BulkheadFullError (new reference), or NULL with an exception. */
-static PyObject *full_error(PyObject *self) {
+/* A fresh BulkheadFullError(message, retry_after=, name=) (new reference), or
+ * NULL with an exception. retry_after is always an estimate: the observed
+ * mean hold, or the core's prior (1 s) before any slot came back. */
+static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
     prs_py_state *st = prs_py_state_of(self);
     if (!st) return NULL;
     int64_t est = prs_bulkhead_estimate_wait_ns(SELF->core, prs_monotonic_ns());
-    PyObject *msg = PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)",
-                                         SELF->name, (long long)prs_bulkhead_max_concurrent(SELF->core));
-    if (!msg) return NULL;
-    /* always an estimate: the observed mean hold, or the core's prior (1 s)
-     * before any slot came back */
-    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(est));
-    if (!retry) { Py_DECREF(msg); return NULL; }
-    PyObject *kw = Py_BuildValue("(ss)", "retry_after", "name");
-    PyObject *exc = NULL;
-    if (kw) {
-        PyObject *all[3] = {msg, retry, SELF->name};
-        exc = PyObject_Vectorcall(PRS_PY_EXC(st, BulkheadFullError), all, 1, kw);
-        Py_DECREF(kw);
-    }
-    Py_DECREF(msg);
-    Py_DECREF(retry);
+    PyObject *msg = PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)", SELF->name,
+                                         (long long)prs_bulkhead_max_concurrent(SELF->core));
+    PyObject *args = Py_BuildValue("(N)", msg);
+    PyObject *kw = Py_BuildValue("{s:d,s:O}", "retry_after", prs_py_ns_to_s(est), "name", SELF->name);
+    PyObject *exc = args && kw ? PyObject_Call(PRS_PY_EXC(st, BulkheadFullError), args, kw) : NULL;
+    Py_XDECREF(args);
+    Py_XDECREF(kw);
     return exc;
 }
 
-static int raise_full(PyObject *self) {
-    PyObject *exc = full_error(self);
-    if (!exc) return -1;
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
-    return -1;
+static PyObject *raise_full(PyObject *self) {
+    PyObject *exc = bh_full_error(self, NULL);
+    if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_XDECREF(exc);
+    return NULL;
 }
 
 /* Wakes the asyncio waiters served by a core call (linked by `next`): one that
@@ -111,6 +109,19 @@ static void deliver(prs_bulkhead_waiter *woken) {
     }
 }
 
+/* Takes a permit: at once (waiter NULL; a refusal counted when final), or
+ * queueing `waiter`. */
+static inline int bh_call(PyObject *self, int kind, void *waiter, int final, PyObject *arg, prs_py_settled *out) {
+    int got;
+    if (waiter) {
+        prs_bulkhead_acquire(SELF->core, prs_monotonic_ns(), waiter, &out->outcome);
+        return out->outcome == PRS_BULKHEAD_WAITING;
+    }
+    prs_bulkhead_try_acquire(SELF->core, prs_monotonic_ns(), final, &got);
+    out->outcome = got ? PRS_BULKHEAD_ACQUIRED : PRS_BULKHEAD_REJECTED;
+    return !got && !final;
+}
+
 static int bh_wait(void *core, void *waiter, int64_t deadline_ns) {
     return prs_bulkhead_wait(core, waiter, deadline_ns);
 }
@@ -123,30 +134,32 @@ static int bh_settle(PyObject *self, void *waiter, int cancel, prs_py_settled *o
     return out->outcome == PRS_BULKHEAD_REJECTED || out->outcome == PRS_BULKHEAD_CANCELLED;
 }
 
-static const prs_py_cond_ops bh_ops = {bh_wait, bh_settle};
-
-/* Takes a permit, waiting up to timeout_ns (PRS_NEVER: forever). 0, or -1 with
- * BulkheadFullError (counted as rejected) or the exception of a signal handler. */
-static int acquire_sync(PyObject *self, int64_t timeout_ns) {
-    int got;
-    int64_t now = prs_monotonic_ns();
-    prs_bulkhead_try_acquire(SELF->core, now, timeout_ns == 0, &got);
-    if (got) return 0;
-    if (timeout_ns == 0) return raise_full(self);
-    prs_bulkhead_waiter w;
-    int rc = prs_bulkhead_waiter_init(&w, 1, NULL);
-    if (rc) { prs_py_error(prs_py_state_of(self), rc, NULL); return -1; }
-    prs_py_settled out = {0, NULL};
-    prs_bulkhead_acquire(SELF->core, now, &w, &out.outcome);
-    if (out.outcome == PRS_BULKHEAD_WAITING) rc = prs_py_cond_wait(&bh_ops, self, SELF->core, &w, timeout_ns, &out);
-    prs_bulkhead_waiter_destroy(&w);
-    if (rc < 0) return -1;
-    return out.outcome == PRS_BULKHEAD_ACQUIRED ? 0 : raise_full(self);
+/* Sync: None with a permit, else BulkheadFullError (counted as rejected).
+ * asyncio: True with a permit, else False (timed out: counted as rejected;
+ * or cancelled: a permit it was handed went back; or settled already). */
+static inline PyObject *bh_result(PyObject *self, int kind, unsigned flags, prs_py_settled *out) {
+    int got = out->outcome == PRS_BULKHEAD_ACQUIRED;
+    if (flags & PRS_PY_COND_ASYNC) return PyBool_FromLong(got);
+    if (got) Py_RETURN_NONE;
+    return raise_full(self);
 }
 
-static int release_one(PyObject *self) {
+static const prs_py_cond_ops bh_ops = {bh_call, bh_wait, bh_settle, bh_result};
+
+#define BH_CALL(timeout_ns, get_loop) \
+    prs_py_cond_call(&bh_ops, self, SELF->core, PRS_PY_WAITER_BULKHEAD, NULL, timeout_ns, get_loop)
+
+int prs_py_bulkhead_try_at(PyObject *self, int64_t now) {
+    int got = 0;
+    prs_bulkhead_try_acquire(SELF->core, now, 0, &got);
+    return got;
+}
+
+static int release_one(PyObject *self) { return prs_py_bulkhead_release_at(self, prs_monotonic_ns()); }
+
+int prs_py_bulkhead_release_at(PyObject *self, int64_t now) {
     prs_bulkhead_waiter *woken = NULL;
-    int rc = prs_bulkhead_release(SELF->core, prs_monotonic_ns(), &woken);
+    int rc = prs_bulkhead_release(SELF->core, now, &woken);
     if (rc == PRS_ESTATE) {
         PyErr_Format(PyExc_RuntimeError, "Bulkhead '%U' released more times than acquired", SELF->name);
         return -1;
@@ -170,10 +183,9 @@ static const char *const acquire_names[] = {"timeout", NULL};
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1];
     if (prs_py_unpack("acquire", args, nargs, kwnames, acquire_names, 1, 0, v) < 0) return NULL;
-    int64_t timeout_ns = SELF->max_wait_ns;
+    int64_t timeout_ns = SELF->max_wait_ns; /* ... (the default) too */
     if (v[0] && v[0] != Py_Ellipsis && prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
-    if (acquire_sync(self, timeout_ns) < 0) return NULL;
-    Py_RETURN_NONE;
+    return BH_CALL(timeout_ns, NULL);
 }
 
 static PyObject *bh_try_acquire(PyObject *self, PyObject *unused) {
@@ -188,7 +200,9 @@ static PyObject *bh_release(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *bh_enter(PyObject *self, PyObject *unused) {
-    if (acquire_sync(self, SELF->max_wait_ns) < 0) return NULL;
+    PyObject *r = BH_CALL(SELF->max_wait_ns, NULL);
+    if (!r) return NULL;
+    Py_DECREF(r);
     return Py_NewRef(self);
 }
 
@@ -206,19 +220,12 @@ static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssiz
     }
     int wait = args[1] == Py_None ? SELF->max_wait_ns != 0 : PyObject_IsTrue(args[1]);
     if (wait < 0) return NULL;
-    int got, outcome;
-    prs_bulkhead_try_acquire(SELF->core, prs_monotonic_ns(), !wait, &got);
-    if (got || !wait) return PyBool_FromLong(got);
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    prs_py_waiter *w = prs_py_waiter_new(st, self, PRS_PY_WAITER_BULKHEAD, args[0], &bh_ops);
-    if (!w) return NULL;
-    prs_bulkhead_acquire(SELF->core, prs_monotonic_ns(), &w->u.b, &outcome);
-    if (outcome == PRS_BULKHEAD_ACQUIRED) {
-        prs_py_waiter_discard(w);
-        Py_RETURN_TRUE;
-    }
-    return (PyObject *)w;
+    return BH_CALL(wait ? PRS_NEVER : 0, args[0]);
+}
+
+/* _finish(waiter, cancel): settles an asyncio waiter (wait.c). */
+static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
 }
 
 /* async with: a slot free now -> an already-done awaitable (no coroutine);
@@ -235,25 +242,8 @@ static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return prs_py_ready_new(SELF->ready, Py_None);
 }
 
-/* _finish(waiter, cancel): True when the waiter holds a permit now (ACCEPT
- * and served), else False (timed out: counted as rejected; or cancelled: a
- * permit it was handed went back). Idempotent: a settled waiter gives False. */
-static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    int cancel;
-    prs_py_waiter *w = prs_py_waiter_args(self, "_finish", args, nargs, PRS_PY_WAITER_BULKHEAD, &cancel);
-    if (!w) return NULL;
-    prs_py_settled out;
-    if (prs_py_waiter_finish(w, cancel, &out)) Py_RETURN_FALSE; /* settled already */
-    return PyBool_FromLong(out.outcome == PRS_BULKHEAD_ACQUIRED);
-}
-
-static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
-    return full_error(self);
-}
-
 static PyObject *bh_stats(PyObject *self, PyObject *unused) {
-    prs_bulkhead_stats s;
-    prs_bulkhead_stats_get(SELF->core, &s);
+    prs_bulkhead_stats s = bh_stats_of(SELF);
     PyObject *hold = s.avg_hold_ns < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)s.avg_hold_ns / 1e9);
     if (!hold) return NULL;
     return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:N}", "max_concurrent", (long long)s.max_concurrent,
@@ -262,20 +252,6 @@ static PyObject *bh_stats(PyObject *self, PyObject *unused) {
                          "released_count", (long long)s.released_total, "rejected_count",
                          (long long)s.rejected_total, "cancelled_count", (long long)s.cancelled_total,
                          "average_hold_seconds", hold);
-}
-
-/* The properties, by closure index (tools/decl_bulkhead.py). */
-static PyObject *bh_attr(PyObject *self, void *closure) {
-    prs_bulkhead_stats s;
-    prs_bulkhead_stats_get(SELF->core, &s);
-    switch ((int)(intptr_t)closure) {
-    case 0: return PyLong_FromLongLong(s.max_concurrent);
-    case 1: return PyFloat_FromDouble(SELF->max_wait_s);
-    case 2: return PyLong_FromLongLong(s.active);
-    case 3: return PyLong_FromLongLong(s.available);
-    case 4: return PyLong_FromLongLong(s.waiting);
-    default: return PyLong_FromLongLong(s.rejected_total);
-    }
 }
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {

@@ -76,12 +76,15 @@ static PyObject *manual_set(PyObject *self, PyObject *arg) {
     Py_RETURN_NONE;
 }
 
+/* Calling a clock is its now(), with no arguments. 0, or -1 with TypeError. */
+static int called_bare(PyObject *args, PyObject *kwds, const char *name) {
+    if (!PyTuple_GET_SIZE(args) && !(kwds && PyDict_GET_SIZE(kwds))) return 0;
+    PyErr_Format(PyExc_TypeError, "%s() takes no arguments when called", name);
+    return -1;
+}
+
 static PyObject *manual_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
-        PyErr_SetString(PyExc_TypeError, "ManualClock() takes no arguments when called");
-        return NULL;
-    }
-    return manual_now(self, NULL);
+    return called_bare(args, kwds, "ManualClock") ? NULL : manual_now(self, NULL);
 }
 
 static PyObject *manual_repr(PyObject *self) {
@@ -108,11 +111,7 @@ static PyObject *mono_now_ns(PyObject *self, PyObject *unused) {
     return PyLong_FromLongLong(prs_monotonic_ns());
 }
 static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
-        PyErr_SetString(PyExc_TypeError, "MonotonicClock() takes no arguments when called");
-        return NULL;
-    }
-    return mono_now(self, NULL);
+    return called_bare(args, kwds, "MonotonicClock") ? NULL : mono_now(self, NULL);
 }
 static PyObject *mono_repr(PyObject *self) { return PyUnicode_FromString("MonotonicClock()"); }
 

@@ -63,15 +63,17 @@ PyObject *prs_py_error(prs_py_state *st, int status, const char *what) {
     return NULL;
 }
 
-PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, int64_t retry_after_ns,
-                                        const char *message) {
+PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int denied_by,
+                                    int64_t retry_after_ns, const char *message) {
+    PyObject *dec = prs_py_decision_new_by(st, d, denied_by);
     PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(retry_after_ns));
-    PyObject *msg = PyUnicode_FromString(message ? message : "rate limit exceeded");
+    PyObject *msg = PyUnicode_FromString(message);
     PyObject *exc = NULL;
-    if (retry && msg) {
-        PyObject *args[3] = {msg, retry, decision};
+    if (dec && retry && msg) {
+        PyObject *args[3] = {msg, retry, dec};
         exc = PyObject_Vectorcall(PRS_PY_EXC(st, RateLimitExceeded), args, 3, NULL);
     }
+    Py_XDECREF(dec);
     Py_XDECREF(retry);
     Py_XDECREF(msg);
     if (exc) {
@@ -81,44 +83,43 @@ PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, in
     return NULL;
 }
 
-PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, const char *message) {
-    PyObject *dec = prs_py_decision_new(st, d);
-    if (!dec) return NULL;
-    prs_py_raise_rate_limited_obj(st, dec, d->retry_after_ns, message);
-    Py_DECREF(dec);
-    return NULL;
+/* ---- argument unpacking ----------------------------------------------- */
+
+static int too_many(const char *fname, Py_ssize_t maxpos, Py_ssize_t nargs) {
+    PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)", fname,
+                 maxpos, maxpos == 1 ? "" : "s", nargs);
+    return -1;
 }
 
-/* ---- argument unpacking ----------------------------------------------- */
+/* Puts keyword argument key=value into out[] by names[0..n). 0 or -1. */
+static int put_keyword(const char *fname, const char *const *names, Py_ssize_t n, PyObject *key,
+                       PyObject *value, PyObject **out) {
+    Py_ssize_t i = 0;
+    if (PyUnicode_Check(key))
+        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0) i++;
+    else
+        i = n;
+    if (i == n) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", fname, key);
+        return -1;
+    }
+    if (out[i]) {
+        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
+        return -1;
+    }
+    out[i] = value;
+    return 0;
+}
 
 int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                   const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out) {
     Py_ssize_t nnames = 0;
     while (names[nnames]) nnames++;
-    for (Py_ssize_t i = 0; i < nnames; i++) out[i] = NULL;
-    if (nargs > maxpos) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)",
-                     fname, maxpos, maxpos == 1 ? "" : "s", nargs);
-        return -1;
-    }
-    for (Py_ssize_t i = 0; i < nargs; i++) out[i] = args[i];
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    for (Py_ssize_t k = 0; k < nkw; k++) {
-        PyObject *key = PyTuple_GET_ITEM(kwnames, k);
-        Py_ssize_t i;
-        for (i = 0; i < nnames; i++)
-            if (PyUnicode_CompareWithASCIIString(key, names[i]) == 0) break;
-        if (i == nnames) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%U'", fname, key);
+    if (nargs > maxpos) return too_many(fname, maxpos, nargs);
+    for (Py_ssize_t i = 0; i < nnames; i++) out[i] = i < nargs ? args[i] : NULL;
+    for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
+        if (put_keyword(fname, names, nnames, PyTuple_GET_ITEM(kwnames, k), args[nargs + k], out) < 0)
             return -1;
-        }
-        if (out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname,
-                         names[i]);
-            return -1;
-        }
-        out[i] = args[nargs + k];
-    }
     for (Py_ssize_t i = 0; i < nreq; i++) {
         if (!out[i]) {
             PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
@@ -245,28 +246,8 @@ int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out) {
 }
 
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
-    if (PyLong_CheckExact(o)) {
-        int overflow = 0;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (overflow > 0) { *out = INT64_MAX; return 0; }
-        if (overflow == 0 && v >= 1) { *out = v; return 0; }
-        if (v == -1 && PyErr_Occurred()) return -1;
-        return range_error(o, param, 1, INT64_MAX);
-    }
-    if (PyFloat_Check(o)) {
-        PyObject *i = integral_float(o, param);
-        if (!i) return -1;
-        int rc = prs_py_parse_n(i, param, out);
-        Py_DECREF(i);
-        return rc;
-    }
-    if (PyBool_Check(o) || !(PyLong_Check(o) || PyIndex_Check(o)))
-        return int_type_error(o, param);
-    PyObject *idx = PyNumber_Index(o);
-    if (!idx) return -1;
-    int rc = prs_py_parse_n(idx, param, out);
-    Py_DECREF(idx);
-    return rc;
+    if (prs_py_parse_config_count(o, param, out) < 0) return -1;
+    return *out >= 1 ? 0 : range_error(o, param, 1, INT64_MAX);
 }
 
 int prs_py_parse_timeout(PyObject *o, const char *param, int64_t *out_ns) {
@@ -320,15 +301,13 @@ PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const 
     return r;
 }
 
-/* A getter: the prs_py_clock at offset `off` of the object, as given. */
+/* A getter: the prs_py_clock at offset `off` of the object, as given (a
+ * MonotonicClock instance for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off) {
+    prs_py_clock *c = (prs_py_clock *)((char *)self + (intptr_t)off);
     prs_py_state *st = prs_py_state_of(self);
-    return st ? prs_py_clock_object(st, (prs_py_clock *)((char *)self + (intptr_t)off)) : NULL;
-}
-
-PyObject *prs_py_clock_object(prs_py_state *st, prs_py_clock *c) {
     if (c->obj) return Py_NewRef(c->obj);
-    return PyObject_CallNoArgs((PyObject *)PRS_PY_TYPE(st, MonotonicClock));
+    return st ? PyObject_CallNoArgs((PyObject *)PRS_PY_TYPE(st, MonotonicClock)) : NULL;
 }
 
 int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {
@@ -369,7 +348,7 @@ static void manual_advance_to(_Atomic int64_t *t, int64_t wake) {
 int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns) {
     if (c->kind == PRS_CLOCK_MANUAL) {
         manual_advance_to(c->manual_ns, wake);
-        return 0;
+        return PyErr_CheckSignals();
     }
     if (slice_ns <= 0 || slice_ns > PRS_PY_SLICE_NS) slice_ns = PRS_PY_SLICE_NS;
     int64_t ns = prs__sat_sub(wake, now);
@@ -475,16 +454,19 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         return -1;
     case PRS_PK_CONVERT:
         return p->convert(o, config);
+    case PRS_PK_N:
+        return prs_py_parse_n(o, p->name, (int64_t *)field);
     default: /* CLOCK, OBJECT: the binding's */
         return 0;
     }
 }
 
-/* An alias and its parameter: None is not given, at most one of the two. */
+/* An alias and its parameter: None is not given (but a weight n is an int),
+ * at most one of the two. */
 static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
     Py_ssize_t t = spec->p[i].alias - 1;
     if (vals[i] == Py_None) vals[i] = NULL;
-    if (vals[t] == Py_None) vals[t] = NULL;
+    if (vals[t] == Py_None && spec->p[t].kind != PRS_PK_N) vals[t] = NULL;
     if (vals[i] && vals[t]) {
         PyErr_Format(PyExc_TypeError, "%s() got both %s and %s (%s is an alias)", spec->fname,
                      spec->p[t].name, spec->p[i].name, spec->p[i].name);
@@ -493,8 +475,8 @@ static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals)
     return 0;
 }
 
-/* 1 when parameter i is missing: required, or (without NONE_OK) neither it
- * nor an alias of it was given. */
+/* 1 when parameter i is missing: required, or (without NONE_OK, and not a
+ * weight n, which is 1 by default) neither it nor an alias of it was given. */
 static int missing(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
     if (i < spec->required) return 1;
     int aliased = 0;
@@ -503,7 +485,7 @@ static int missing(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
         if (vals[j]) return 0;
         aliased = 1;
     }
-    return aliased && !(spec->p[i].flags & PRS_PY_NONE_OK);
+    return aliased && !(spec->p[i].flags & PRS_PY_NONE_OK) && spec->p[i].kind != PRS_PK_N;
 }
 
 static int convert_params(const prs_py_params *spec, void *config, PyObject **vals) {
@@ -532,33 +514,12 @@ int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssi
 
 int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
                               void *config, PyObject **vals) {
-    Py_ssize_t nargs = PyTuple_GET_SIZE(args);
-    if (nargs > spec->maxpos) {
-        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)",
-                     spec->fname, spec->maxpos, spec->maxpos == 1 ? "" : "s", nargs);
-        return -1;
-    }
+    Py_ssize_t nargs = PyTuple_GET_SIZE(args), pos = 0;
+    if (nargs > spec->maxpos) return too_many(spec->fname, spec->maxpos, nargs);
     for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? PyTuple_GET_ITEM(args, i) : NULL;
-    Py_ssize_t pos = 0;
     PyObject *key, *value;
-    while (kwds && PyDict_Next(kwds, &pos, &key, &value)) {
-        Py_ssize_t i = 0;
-        if (PyUnicode_Check(key))
-            while (i < spec->n && PyUnicode_CompareWithASCIIString(key, spec->p[i].name) != 0) i++;
-        else
-            i = spec->n;
-        if (i == spec->n) {
-            PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'",
-                         spec->fname, key);
-            return -1;
-        }
-        if (vals[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'",
-                         spec->fname, spec->p[i].name);
-            return -1;
-        }
-        vals[i] = value;
-    }
+    while (kwds && PyDict_Next(kwds, &pos, &key, &value))
+        if (put_keyword(spec->fname, spec->names, spec->n, key, value, vals) < 0) return -1;
     return convert_params(spec, config, vals);
 }
 
@@ -576,11 +537,16 @@ static PyObject *param_value(const prs_py_param *p, PyObject *given, const char 
     case PRS_PK_REAL: return PyFloat_FromDouble(*(const double *)f);
     case PRS_PK_DURATION:
     case PRS_PK_TIMEOUT: return PyFloat_FromDouble(prs_py_ns_to_s(*(const int64_t *)f));
+    case PRS_PK_ENUM: return PyUnicode_FromString(p->choices[*(const int *)f]);
     default: return NULL;
     }
 }
 
 PyObject *prs_py_param_get(const prs_py_param *p, const void *config) {
+    if ((p->flags & PRS_PY_NONE_OK) && p->offset >= 0 &&
+        (p->kind == PRS_PK_REAL ? *(const double *)((const char *)config + p->offset) == 0.0
+                                : *(const int64_t *)((const char *)config + p->offset) == 0))
+        Py_RETURN_NONE;
     PyObject *v = param_value(p, NULL, config);
     return v || PyErr_Occurred() ? v : Py_NewRef(Py_None);
 }

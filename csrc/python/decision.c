@@ -41,45 +41,16 @@ static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds
 
 #define D(self) (((prs_py_decision *)(self))->d)
 
-static PyObject *decision_get_allowed(PyObject *self, void *c) { return PyBool_FromLong(D(self).allowed); }
-static PyObject *decision_get_limit(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).limit); }
-static PyObject *decision_get_remaining(PyObject *self, void *c) { return PyLong_FromLongLong(D(self).remaining); }
-static PyObject *decision_get_retry_after(PyObject *self, void *c) {
-    return PyFloat_FromDouble(prs_py_ns_to_s(D(self).retry_after_ns));
-}
-static PyObject *decision_get_reset_after(PyObject *self, void *c) {
-    return PyFloat_FromDouble(prs_py_ns_to_s(D(self).reset_after_ns));
-}
-
-/* Whole seconds, rounded up, for headers: ceil(ns / 1e9) without float error. */
-static long long ceil_seconds(int64_t ns) {
-    if (ns <= 0) return 0;
-    return (long long)(ns / PRS_NS_PER_SEC + (ns % PRS_NS_PER_SEC != 0));
-}
-
-static int set_item(PyObject *dict, const char *key, long long v) {
-    PyObject *s = PyUnicode_FromFormat("%lld", v);
-    if (!s) return -1;
-    int rc = PyDict_SetItemString(dict, key, s);
-    Py_DECREF(s);
-    return rc;
-}
-
+/* The headers are the core's (prs_decision_headers), as str values. */
 static PyObject *decision_headers(PyObject *self, PyObject *unused) {
-    const prs_decision *d = &D(self);
+    const char *name[PRS_DECISION_HEADERS_MAX];
+    int64_t value[PRS_DECISION_HEADERS_MAX];
+    int n = prs_decision_headers(&D(self), name, value);
     PyObject *h = PyDict_New();
-    if (!h) return NULL;
-    /* PRS_NEVER is no number of seconds: a request that can never be admitted
-     * gets no Retry-After and no Reset rather than one 292 years away */
-    int never = !d->allowed && d->retry_after_ns == PRS_NEVER;
-    int reset = !never && d->reset_after_ns != PRS_NEVER;
-    if (set_item(h, "X-RateLimit-Limit", d->limit) < 0 ||
-        set_item(h, "X-RateLimit-Remaining", d->remaining < 0 ? 0 : d->remaining) < 0 ||
-        (reset && set_item(h, "X-RateLimit-Reset", ceil_seconds(d->reset_after_ns)) < 0) ||
-        (!d->allowed && !never &&
-         set_item(h, "Retry-After", ceil_seconds(d->retry_after_ns)) < 0)) {
-        Py_DECREF(h);
-        return NULL;
+    for (int i = 0; h && i < n; i++) {
+        PyObject *s = PyUnicode_FromFormat("%lld", (long long)value[i]);
+        if (!s || PyDict_SetItemString(h, name[i], s) < 0) Py_CLEAR(h);
+        Py_XDECREF(s);
     }
     return h;
 }

@@ -46,6 +46,11 @@ typedef struct {
     PyObject *weakreflist;
 } group_obj;
 
+/* A view's table, key and clock (those of its KeyedLimiter). */
+#define VTABLE(v) (((keyed_obj *)(v)->keyed)->table)
+#define VKEY(v) PyBytes_AS_STRING((v)->keybytes), (size_t)PyBytes_GET_SIZE((v)->keybytes)
+#define VCLOCK(v) (&((keyed_obj *)(v)->keyed)->clock)
+
 #include "gen/keyed.h"
 
 /* ---- shared helpers ------------------------------------------------------- */
@@ -77,7 +82,7 @@ static PyObject *algo_names(void) {
  * TypeError naming `what`. */
 static int limiter_algo(prs_py_state *st, PyObject *o, const char *what, const prs_algo **algo,
                         const void **params) {
-    if (!prs_py_limiter_check_type(st, o)) {
+    if (!PRS_PY_IS_LIMITER(st, o)) {
         PyObject *names = algo_names();
         if (names)
             PyErr_Format(PyExc_TypeError, "%s must be an in-process limiter (%U), not %.200s: %R",
@@ -113,7 +118,6 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (limiter_algo(st, tmpl, "limiter", &cfg.algo, &cfg.params) < 0) return NULL;
     keyed_obj *self = (keyed_obj *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
     self->tmpl = Py_NewRef(tmpl);
     int rc = prs_keyed_new(&cfg, &self->table);
     if (rc) {
@@ -127,29 +131,23 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return (PyObject *)self;
 }
 
+/* A key of a table as a prs_py_decide_fn (ctx: the prs_py_rate naming table
+ * and key): the key's limit is the largest n. */
 static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                            int *by, int64_t *max_n) {
-    void **c = ctx; /* table, key, len */
-    int rc = consume ? prs_keyed_check(c[0], c[1], (size_t)(uintptr_t)c[2], now, n, d)
-                     : prs_keyed_peek(c[0], c[1], (size_t)(uintptr_t)c[2], now, n, d);
+    const prs_py_rate *r = ctx;
+    int rc = consume ? prs_keyed_check(r->core, r->key, r->len, now, n, d)
+                     : prs_keyed_peek(r->core, r->key, r->len, now, n, d);
     *max_n = d->limit;
     return rc;
 }
 
-
-/* allow/check/peek(key, n=1, *, tokens_needed=None) */
-static PyObject *keyed_decide(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
-                              PyObject *kwnames) {
-    static const char *const fname[] = {"allow", "check", "peek"};
-    PyObject *k;
-    const char *key;
+static int keyed_target(PyObject *self, PyObject *keyo, prs_py_rate *r) {
     Py_ssize_t len;
-    int64_t n;
-    if (prs_py_parse_kn(fname[kind], args, nargs, kwnames, PRS_PY_KEY | PRS_PY_ALIAS, &k, &n,
-                        NULL) < 0 || get_key(k, &key, &len) < 0)
-        return NULL;
-    void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
-    return prs_py_decide_n(self, kind, n, &KSELF->clock, keyed_decide_cb, ctx);
+    *r = (prs_py_rate){&KSELF->clock, keyed_decide_cb, r, "KeyedLimiter", KSELF->table, NULL, 0};
+    if (get_key(keyo, &r->key, &len) < 0) return -1;
+    r->len = (size_t)len;
+    return 0;
 }
 
 static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -163,41 +161,14 @@ static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
         return PyBool_FromLong(d.allowed);
     }
-    return keyed_decide(self, PRS_PY_ALLOW, args, nargs, kwnames);
+    return prs_py_rate_method(self, PRS_PY_ALLOW, keyed_target, 1, args, nargs, kwnames);
 }
-
-static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                             PyObject *kwnames) {
-    return keyed_decide(self, PRS_PY_CHECK, args, nargs, kwnames);
-}
-
-static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                            PyObject *kwnames) {
-    return keyed_decide(self, PRS_PY_PEEK, args, nargs, kwnames);
-}
-
-static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames) {
-    PyObject *k;
-    const char *key;
-    Py_ssize_t len;
-    int64_t n, timeout_ns;
-    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT | PRS_PY_ALIAS,
-                        &k, &n, &timeout_ns) < 0 || get_key(k, &key, &len) < 0)
-        return NULL;
-    void *ctx[3] = {KSELF->table, (void *)key, (void *)(uintptr_t)len};
-    if (prs_py_wait_admitted(prs_py_state_of(self), &KSELF->clock, keyed_decide_cb, ctx,
-                             "KeyedLimiter", n, timeout_ns) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static const char *const reset_names[] = {"key", NULL};
 
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames) {
     PyObject *v[1];
-    if (prs_py_unpack("reset", args, nargs, kwnames, reset_names, 1, 0, v) < 0) return NULL;
+    if (prs_py_parse_params(&KeyedLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0)
+        return NULL;
     if (!v[0] || v[0] == Py_None) {
         prs_keyed_reset_all(KSELF->table);
         Py_RETURN_NONE;
@@ -209,39 +180,22 @@ static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t n
     Py_RETURN_NONE;
 }
 
-static PyObject *keyed_available(PyObject *self, PyObject *arg) {
-    const char *key;
-    Py_ssize_t len;
+static PyObject *keyed_available(PyObject *self, PyObject *key) {
+    prs_py_rate r;
     int64_t now;
-    if (get_key(arg, &key, &len) < 0) return NULL;
-    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_keyed_available(KSELF->table, key, (size_t)len, now));
-}
-
-static PyObject *keyed_prune(PyObject *self, PyObject *unused) {
-    int64_t now;
-    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return NULL;
-    return PyLong_FromLongLong(prs_keyed_prune(KSELF->table, now));
+    if (keyed_target(self, key, &r) < 0 || prs_py_clock_now(r.clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_keyed_available(r.core, r.key, r.len, now));
 }
 
 static Py_ssize_t keyed_len(PyObject *self) {
     return (Py_ssize_t)prs_keyed_len(KSELF->table);
 }
 
-static int keyed_contains(PyObject *self, PyObject *keyo) {
-    const char *key;
-    Py_ssize_t len;
+static int keyed_contains(PyObject *self, PyObject *key) {
+    prs_py_rate r;
     int64_t now;
-    if (get_key(keyo, &key, &len) < 0) return -1;
-    if (prs_py_clock_now(&KSELF->clock, &now) < 0) return -1;
-    return prs_keyed_contains(KSELF->table, key, (size_t)len, now);
-}
-
-static PyObject *keyed_get_max_keys(PyObject *self, void *c) {
-    return PyLong_FromLongLong(prs_keyed_max_keys(KSELF->table));
-}
-static PyObject *keyed_get_memory(PyObject *self, void *c) {
-    return PyLong_FromSize_t(prs_keyed_memory(KSELF->table));
+    if (keyed_target(self, key, &r) < 0 || prs_py_clock_now(r.clock, &now) < 0) return -1;
+    return prs_keyed_contains(r.core, r.key, r.len, now);
 }
 
 static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_error *why) {
@@ -264,8 +218,6 @@ static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssi
 /* ---- KeyedLimiterView ----------------------------------------------------------- */
 
 #define VSELF ((view_obj *)self)
-#define VTABLE(v) (((keyed_obj *)(v)->keyed)->table)
-#define VCLOCK(v) (&((keyed_obj *)(v)->keyed)->clock)
 
 static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *v[P_KeyedLimiterView__COUNT];
@@ -297,33 +249,14 @@ static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
 static int view_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                           int *by, int64_t *max_n) {
     view_obj *v = ctx;
-    void *c[3] = {VTABLE(v), PyBytes_AS_STRING(v->keybytes),
-                  (void *)(uintptr_t)PyBytes_GET_SIZE(v->keybytes)};
-    return keyed_decide_cb(c, now, n, consume, d, by, max_n);
+    prs_py_rate r = {.core = VTABLE(v), .key = PyBytes_AS_STRING(v->keybytes),
+                     .len = (size_t)PyBytes_GET_SIZE(v->keybytes)};
+    return keyed_decide_cb(&r, now, n, consume, d, by, max_n);
 }
 
-static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, VCLOCK(VSELF),
-                                view_decide_cb, self);
-}
-PRS_PY_LIMITER_METHODS(view, VCLOCK(VSELF), view_decide_cb, self, "KeyedLimiterView")
-
-static PyObject *view_reset(PyObject *self, PyObject *unused) {
-    prs_keyed_reset_key(VTABLE(VSELF), PyBytes_AS_STRING(VSELF->keybytes),
-                        (size_t)PyBytes_GET_SIZE(VSELF->keybytes));
-    Py_RETURN_NONE;
-}
-
-static PyObject *view_get_available(PyObject *self, void *c) {
-    int64_t now;
-    if (prs_py_clock_now(VCLOCK(VSELF), &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_keyed_available(VTABLE(VSELF), PyBytes_AS_STRING(VSELF->keybytes),
-                                                  (size_t)PyBytes_GET_SIZE(VSELF->keybytes), now));
-}
-static PyObject *view_get_clock(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    return prs_py_clock_object(st, VCLOCK(VSELF));
+static int view_target(PyObject *self, PyObject *key, prs_py_rate *r) {
+    *r = (prs_py_rate){VCLOCK(VSELF), view_decide_cb, self, "KeyedLimiterView", NULL, NULL, 0};
+    return 0;
 }
 
 /* ---- LimiterGroup --------------------------------------------------------------- */
@@ -350,10 +283,9 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         const prs_py_clock *c;
         if (PyObject_TypeCheck(o, PRS_PY_TYPE(st, KeyedLimiterView))) {
             view_obj *v = (view_obj *)o;
-            prs_group_member_keyed(&m[i], VTABLE(v), PyBytes_AS_STRING(v->keybytes),
-                                   (size_t)PyBytes_GET_SIZE(v->keybytes));
+            prs_group_member_keyed(&m[i], VTABLE(v), VKEY(v));
             c = VCLOCK(v);
-        } else if (prs_py_limiter_check_type(st, o)) {
+        } else if (PRS_PY_IS_LIMITER(st, o)) {
             prs_group_member_limiter(&m[i], ((prs_py_limiter *)o)->core);
             c = &((prs_py_limiter *)o)->clock;
         } else {
@@ -375,7 +307,6 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     }
     group_obj *self = (group_obj *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
     self->members = Py_NewRef(args);
     int rc = prs_group_new(m, (size_t)n, NULL, &self->group);
     if (rc) {
@@ -400,6 +331,11 @@ static int group_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_d
     return rc;
 }
 
+static int group_target(PyObject *self, PyObject *key, prs_py_rate *r) {
+    *r = (prs_py_rate){&GSELF->clock, group_decide_cb, GSELF->group, "LimiterGroup", NULL, NULL, 0};
+    return 0;
+}
+
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     if (nargs == 0 && !kwnames && GSELF->clock.kind == PRS_CLOCK_MONOTONIC) {
         prs_decision d; /* the hot path: allow() */
@@ -407,23 +343,12 @@ static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
         return PyBool_FromLong(d.allowed);
     }
-    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, &GSELF->clock,
-                                group_decide_cb, GSELF->group);
+    return prs_py_rate_method(self, PRS_PY_ALLOW, group_target, 0, args, nargs, kwnames);
 }
-PRS_PY_LIMITER_METHODS(group, &GSELF->clock, group_decide_cb, GSELF->group, "LimiterGroup")
-static PyObject *group_reset(PyObject *self, PyObject *unused) {
-    prs_group_reset(GSELF->group);
-    Py_RETURN_NONE;
-}
+
 static Py_ssize_t group_len(PyObject *self) {
     return (Py_ssize_t)prs_group_size(GSELF->group);
 }
-static PyObject *group_get_available(PyObject *self, void *c) {
-    int64_t now;
-    if (prs_py_clock_now(&GSELF->clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_group_available(GSELF->group, now));
-}
-
 int prs_py_register_keyed(PyObject *m, prs_py_state *st) {
     return keyed_add_types(m, st);
 }

@@ -35,6 +35,11 @@ typedef struct {
     int done;
 } rate_wait_obj;
 
+/* prs_py_parse_kn's arguments (declared: tools/decl_limiters.py, kn_params). */
+typedef struct prs_py_kn_args {
+    int64_t n, timeout_ns;
+} prs_py_kn_args;
+
 #include "gen/limiters.h"
 
 #define SELF ((prs_py_limiter *)self)
@@ -102,7 +107,6 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     }
     self->core = core;
     self->algo = id;
-    self->clock.kind = PRS_CLOCK_MONOTONIC;
     if (prs_py_clock_init(st, v[spec->n - 1], &self->clock) < 0) { /* clock=, the last */
         Py_DECREF(self);
         return NULL;
@@ -112,59 +116,49 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 
 int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                     unsigned what, PyObject **key, int64_t *n, int64_t *timeout_ns) {
-    static const char *const names[8][5] = {
-        {"n", NULL}, {"key", "n", NULL}, {"n", "timeout", NULL}, {"key", "n", "timeout", NULL},
-        {"n", "tokens_needed", NULL}, {"key", "n", "tokens_needed", NULL},
-        {"n", "timeout", "tokens_needed", NULL}, {"key", "n", "timeout", "tokens_needed", NULL}};
-    PyObject *v[4] = {NULL, NULL, NULL, NULL}, **p = v;
-    int k = (what & PRS_PY_KEY) != 0, t = (what & PRS_PY_TIMEOUT) != 0;
-    if (!kwnames && nargs <= k + 1) { /* the usual calls: (key) or (key, n) */
-        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
-    } else if (prs_py_unpack(fname, args, nargs, kwnames, names[what], k + t + 1, k, v) < 0) {
-        return -1;
+    prs_py_params spec = *kn_params[what & 7]; /* named after the method */
+    prs_py_kn_args a = {1, PRS_NEVER};
+    PyObject *v[4];
+    int k = (what & PRS_PY_KEY) != 0;
+    if (timeout_ns) *timeout_ns = PRS_NEVER;
+    if (!kwnames && nargs >= k && nargs <= k + 1) { /* the usual calls: ([key][, n]) */
+        if (k) *key = args[0];
+        *n = 1;
+        return nargs > k ? prs_py_parse_n(args[k], "n", n) : 0;
     }
-    if (k && !(*key = *p++)) { /* (key) given by keyword: not on the fast path */
-        PyErr_Format(PyExc_TypeError, "%s() missing required argument 'key'", fname);
-        return -1;
-    }
-    PyObject *o = *p++, *timeout = t ? *p++ : NULL, *alias = *p == Py_None ? NULL : *p;
-    if (o && alias) {
-        PyErr_Format(PyExc_TypeError, "%s() got both n and tokens_needed", fname);
-        return -1;
-    }
-    *n = 1;
-    if (o && PyLong_CheckExact(o)) {
-        int overflow;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (!overflow && v >= 1) *n = v;
-        else if (prs_py_parse_n(o, "n", n) < 0) return -1;
-    } else if ((o || alias) && prs_py_parse_n(o ? o : alias, o ? "n" : "tokens_needed", n) < 0) {
-        return -1;
-    }
-    return t ? prs_py_parse_timeout(timeout, "timeout", timeout_ns) : 0;
+    spec.fname = fname;
+    if (prs_py_parse_params(&spec, args, nargs, kwnames, &a, v) < 0) return -1;
+    if (k) *key = v[0];
+    *n = a.n;
+    if (timeout_ns) *timeout_ns = a.timeout_ns;
+    return 0;
 }
 
-PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx) {
-    static const char *const fname[] = {"allow", "check", "peek"};
-    int64_t n = 1;
-    if ((nargs || kwnames) &&
-        prs_py_parse_kn(fname[kind], args, nargs, kwnames, PRS_PY_ALIAS, NULL, &n, NULL) < 0)
+PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, int keyed,
+                             PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const fname[] = {"allow", "check", "peek", "acquire", "_waiter"};
+    unsigned what = PRS_PY_ALIAS | (keyed ? PRS_PY_KEY : 0) | (kind >= PRS_PY_ACQUIRE ? PRS_PY_TIMEOUT : 0);
+    PyObject *key = NULL;
+    int64_t n = 1, timeout_ns = PRS_NEVER, now, max_n;
+    if ((nargs || kwnames || keyed) &&
+        prs_py_parse_kn(fname[kind], args, nargs, kwnames, what, &key, &n, &timeout_ns) < 0)
         return NULL;
-    return prs_py_decide_n(self, kind, n, clock, fn, ctx);
-}
-
-PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
-                          prs_py_decide_fn fn, void *ctx) {
-    int64_t now, max_n;
+    prs_py_state *st = prs_py_state_of(self);
+    prs_py_rate r;
+    if (!st || target(self, key, &r) < 0) return NULL;
+    if (kind == PRS_PY_WAITER)
+        return prs_py_rate_wait_new(st, self, r.clock, r.fn, r.ctx, r.what, n, timeout_ns);
+    if (kind == PRS_PY_ACQUIRE) {
+        if (prs_py_wait_admitted(st, r.clock, r.fn, r.ctx, r.what, n, timeout_ns) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
     int by = -1;
     prs_decision d;
-    if (prs_py_clock_now(clock, &now) < 0) return NULL;
-    int rc = fn(ctx, now, n, kind != PRS_PY_PEEK, &d, &by, &max_n);
-    if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+    if (prs_py_clock_now(r.clock, &now) < 0) return NULL;
+    int rc = r.fn(r.ctx, now, n, kind != PRS_PY_PEEK, &d, &by, &max_n);
+    if (rc) return prs_py_error(st, rc, NULL);
     if (kind == PRS_PY_ALLOW) return PyBool_FromLong(d.allowed);
-    return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
+    return prs_py_decision_new_by(st, &d, by);
 }
 
 /* A plain limiter as a prs_py_decide_fn: its limit is the largest n. */
@@ -175,6 +169,12 @@ static int limiter_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs
     return rc;
 }
 
+static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r) {
+    *r = (prs_py_rate){&SELF->clock, limiter_decide_cb, SELF->core,
+                       prs_algorithms[SELF->algo].py_name, NULL, NULL, 0};
+    return 0;
+}
+
 static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                PyObject *kwnames) {
     if (nargs == 0 && !kwnames && SELF->clock.kind == PRS_CLOCK_MONOTONIC) {
@@ -182,12 +182,8 @@ static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t
         prs_limiter_decide(SELF->core, prs_monotonic_ns(), 1, 1, &d);
         return PyBool_FromLong(d.allowed);
     }
-    return prs_py_decide_method(self, PRS_PY_ALLOW, args, nargs, kwnames, &SELF->clock,
-                                limiter_decide_cb, SELF->core);
+    return prs_py_rate_method(self, PRS_PY_ALLOW, limiter_target, 0, args, nargs, kwnames);
 }
-
-PRS_PY_LIMITER_METHODS(limiter, &SELF->clock, limiter_decide_cb, SELF->core,
-                       prs_algorithms[SELF->algo].py_name)
 
 /* ---- waiting until admitted: one helper for every limiter ----------------- *
  * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
@@ -211,17 +207,9 @@ int prs_py_wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, prs_py
     return 0;
 }
 
-static int wait_fail(prs_py_state *st, const prs_decision *d, int by, int64_t retry_ns,
-                     const char *message) {
-    PyObject *dec = prs_py_decision_new_by(st, d, by);
-    if (!dec) return -1;
-    prs_py_raise_rate_limited_obj(st, dec, retry_ns, message);
-    Py_DECREF(dec);
-    return -1;
-}
-
 int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                      const char *what, prs_py_wait *w, int64_t *sleep_ns) {
+    static const char *const late = "rate limit exceeded: not admissible within timeout";
     int64_t now, max_n = INT64_MAX, wake = 0;
     prs_decision d;
     int by = -1;
@@ -239,40 +227,34 @@ int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
                          (long long)w->n, what, (long long)max_n);
             return -1;
         }
-        return wait_fail(st, &d, by, PRS_NEVER,
-                         d.retry_after_ns == PRS_NEVER
-                             ? "rate limit exceeded: never admissible (the budget is spent and "
-                               "does not refill)"
-                             : "rate limit exceeded: never admissible (the clock has reached "
-                               "2**63 ns)");
+        prs_py_raise_rate_limited(st, &d, by, PRS_NEVER,
+                                  d.retry_after_ns == PRS_NEVER
+                                      ? "rate limit exceeded: never admissible (the budget is "
+                                        "spent and does not refill)"
+                                      : "rate limit exceeded: never admissible (the clock has "
+                                        "reached 2**63 ns)");
+        return -1;
     case PRS_WAIT_TIMEOUT:
-        return wait_fail(st, &d, by, d.retry_after_ns,
-                         "rate limit exceeded: not admissible within timeout");
+        prs_py_raise_rate_limited(st, &d, by, d.retry_after_ns, late);
+        return -1;
     default: break; /* PRS_WAIT_SLEEP until `wake` */
     }
-    if (clock->kind == PRS_CLOCK_MANUAL) {
-        /* advance to the admission instant, in integer ns (never backwards) */
-        int64_t seen = atomic_load_explicit(clock->manual_ns, memory_order_acquire);
-        while (seen < wake && !atomic_compare_exchange_weak_explicit(
-                                  clock->manual_ns, &seen, wake, memory_order_acq_rel,
-                                  memory_order_acquire)) {
-        }
+    if (clock->kind == PRS_CLOCK_MANUAL) { /* advanced to the admission instant instead */
         *sleep_ns = 0;
-        return 1;
+        return prs_py_clock_wait(clock, now, wake, 0) < 0 ? -1 : 1;
     }
     int64_t ns = wake - now;
     if (w->real_deadline != PRS_NEVER) {
         int64_t left = prs__sat_sub(w->real_deadline, prs_monotonic_ns());
-        if (left <= 0)
-            return wait_fail(st, &d, by, d.retry_after_ns,
-                             "rate limit exceeded: not admissible within timeout");
+        if (left <= 0) {
+            prs_py_raise_rate_limited(st, &d, by, d.retry_after_ns, late);
+            return -1;
+        }
         if (ns > left) ns = left;
     }
     *sleep_ns = ns;
     return 1;
 }
-
-#define WAIT_SLICE_NS (50 * PRS_NS_PER_MS)
 
 int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                          const char *what, int64_t n, int64_t timeout_ns) {
@@ -283,16 +265,9 @@ int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn
         int64_t ns = 0;
         int r = prs_py_wait_step(st, clock, fn, ctx, what, &w, &ns);
         if (r <= 0) return r;
-        if (ns > WAIT_SLICE_NS) ns = WAIT_SLICE_NS;
-        if (ns > 0) {
-            Py_BEGIN_ALLOW_THREADS
-            prs_sleep_ns(ns);
-            Py_END_ALLOW_THREADS
-        }
-        if (PyErr_CheckSignals() < 0) return -1; /* nothing was taken */
+        if (prs_py_clock_wait(clock, 0, ns, 0) < 0) return -1; /* nothing was taken */
     }
 }
-
 
 /* ---- reconfigure --------------------------------------------------------------- */
 
@@ -331,31 +306,6 @@ static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_s
                                                   apply_limiter, SELF->core);
     prs_py_op_unlock(&SELF->reconfiguring);
     return r;
-}
-
-/* ---- acquire ------------------------------------------------------------------- */
-
-PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                                void *ctx, const char *what) {
-    int64_t n, timeout_ns;
-    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_TIMEOUT | PRS_PY_ALIAS, NULL, &n,
-                        &timeout_ns) < 0)
-        return NULL;
-    if (prs_py_wait_admitted(prs_py_state_of(self), clock, fn, ctx, what, n, timeout_ns) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx, const char *what) {
-    int64_t n, timeout_ns;
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st || prs_py_parse_kn("_waiter", args, nargs, kwnames, PRS_PY_TIMEOUT | PRS_PY_ALIAS, NULL,
-                               &n, &timeout_ns) < 0)
-        return NULL;
-    return prs_py_rate_wait_new(st, self, clock, fn, ctx, what, n, timeout_ns);
 }
 
 /* ---- _RateWait: an async wait in progress ---------------------------------- */
@@ -398,29 +348,12 @@ static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
 }
 
 
-static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
-    prs_limiter_reset(SELF->core);
-    Py_RETURN_NONE;
-}
-
-static PyObject *limiter_get_available(PyObject *self, void *c) {
-    int64_t now;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_limiter_available(SELF->core, now));
-}
-
 
 /* A parameter's property (closure: its index in the constructor's params). */
 static PyObject *limiter_param_get(PyObject *self, void *closure) {
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     prs_limiter_config(SELF->core, config);
     return prs_py_param_get(&algos[SELF->algo].ctor->p[(intptr_t)closure], config);
-}
-
-static PyObject *lb_get_level(PyObject *self, void *c) {
-    int64_t now;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_leaky_bucket_level((prs_leaky_bucket *)SELF->core, now));
 }
 
 /* _config(): [(name, value)] of the parameters (not their aliases, not the
@@ -442,10 +375,6 @@ static PyObject *limiter_config(PyObject *self, PyObject *unused) {
 }
 
 /* ---- registration ------------------------------------------------------------ */
-
-int prs_py_limiter_check_type(prs_py_state *st, PyObject *o) {
-    return PyObject_TypeCheck(o, PRS_PY_TYPE(st, LimiterBase));
-}
 
 int prs_py_register_limiters(PyObject *m, prs_py_state *st) {
     if (limiters_add_types(m, st) < 0) return -1;

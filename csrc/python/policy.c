@@ -5,12 +5,15 @@
  * arguments, built once by pyresilience/policy.py. Its layers are C objects,
  * so a call that succeeds runs no Python frame of the package:
  *
- *   Retry          -> a RetryCall (retry.c): the Python loop only after a failure
- *   CircuitBreaker -> a BreakerFunction (breaker.c)
- *   limiter        -> PolicyStep LIMIT:    acquire(*acquire_args), then the next
- *   Bulkhead       -> PolicyStep BULKHEAD: acquire(), the next, release()
- *   Timeout        -> PolicyStep TIMEOUT:  the deadline in the context variable
- *                                          around the next; late -> TimeoutExceeded
+ *   Retry          -> PolicyStep RETRY:    the next; after a failure, the Retry's
+ *                                          Python loop (handler) takes over
+ *   CircuitBreaker -> PolicyStep BREAKER:  the breaker's C wrapper (breaker.c)
+ *                                          around the next
+ *   limiter        -> PolicyStep LIMIT:    allow (or acquire), then the next
+ *   Bulkhead       -> PolicyStep BULKHEAD: acquire, the next, release
+ *   Timeout        -> PolicyStep TIMEOUT:  the deadline in a sync frame
+ *                                          (deadline.c) around the next; late ->
+ *                                          TimeoutExceeded
  *   Fallback       -> PolicyStep FALLBACK: the next; an exception of `on` ->
  *                                          value, or factory(exc)
  *   the call       -> PolicyStep APPLY:    args[0](*args[1:]) (policy.call's form);
@@ -19,94 +22,260 @@
  * What only Python can do well (a key computed by a Python function, a
  * thread-run Timeout) stays a Python layer in the same chain.
  *
+ * One execution path, one clock read per phase. A step whose next is a
+ * PolicyStep calls its run function directly (no vectorcall), passing a frame
+ * (`pcx`) whose `now` is read lazily: the first strategy that needs the time
+ * (the Retry's start, a limiter, the Timeout, the Bulkhead) reads
+ * CLOCK_MONOTONIC and the others before the call use that reading. Calling
+ * anything else (the function, a Python layer) forgets it, so after the call
+ * the Bulkhead's release and the Timeout's lateness check share one fresh
+ * read. Strategies on another clock (a ManualClock, a callable) read their
+ * own. Across the breaker's C wrapper, the reading is handed to the step it
+ * wraps by value, through a thread-local word that only that step takes
+ * (`handoff`): a greenlet switch in between (a breaker listener doing I/O)
+ * can only hand over another reading of the same clock, never a pointer into
+ * another stack; the reading is then older by the listeners' running time
+ * (conservative: fewer tokens, an earlier deadline).
+ *
  * Fields, by kind (all strong references, set once in tp_new, immutable after):
  *   next: the next callable (NULL for APPLY)
- *   a: LIMIT allow (or acquire, with a wait); BULKHEAD acquire;
+ *   a: RETRY the handler (retry._resume); BREAKER the breaker's wrapper of next;
+ *      LIMIT allow (or acquire, with a wait); BULKHEAD acquire;
  *      TIMEOUT the DEADLINE context variable; FALLBACK `on`
- *   b: LIMIT a's arguments (a tuple); BULKHEAD release;
- *      TIMEOUT the exception class; FALLBACK the value
- *   c: LIMIT None (a waits), or (acquire, *args) raising a refusal of allow;
- *      TIMEOUT the seconds (a float, for the exception); FALLBACK the factory or None
- *   ns: TIMEOUT the duration in ns (-1: no limit of its own)
+ *   b: RETRY budget.deposit or None; LIMIT a's arguments (a tuple);
+ *      BULKHEAD release; TIMEOUT the exception class; FALLBACK the value
+ *   c: RETRY retry_on_result or None; LIMIT None (a waits), or (acquire, *args)
+ *      raising a refusal of allow; TIMEOUT the seconds (a float, for the
+ *      exception); FALLBACK the factory or None
+ *   d: RETRY the Retry's clock (None: monotonic)
+ *   ns: TIMEOUT the duration in ns (-1: no limit of its own); LIMIT n
+ *   o: LIMIT the in-process limiter (allow's fast path); BULKHEAD the _core.Bulkhead
+ *      (NULL: call a and b)
  */
 #include "prs_py.h"
 
 #include <stddef.h>
 #include <structmember.h>
 
-enum { STEP_APPLY, STEP_LIMIT, STEP_BULKHEAD, STEP_TIMEOUT, STEP_FALLBACK, STEP__COUNT };
+enum { STEP_APPLY, STEP_LIMIT, STEP_BULKHEAD, STEP_TIMEOUT, STEP_FALLBACK, STEP_RETRY, STEP_BREAKER,
+       STEP__COUNT };
+
+#define NO_TIME INT64_MIN
 
 typedef struct {
+    int64_t now; /* CLOCK_MONOTONIC, NO_TIME: not read since the last call out */
+} pcx;
+
+static inline int64_t cx_now(pcx *cx) {
+    if (cx->now == NO_TIME) cx->now = prs_monotonic_ns();
+    return cx->now;
+}
+
+struct step_obj;
+typedef PyObject *(*step_run)(struct step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames);
+
+typedef struct step_obj {
     PyObject_HEAD
     vectorcallfunc vectorcall;
+    step_run run;
     int kind;
+    int native;            /* next is a PolicyStep: called through run */
     int64_t ns;
-    PyObject *next, *a, *b, *c;
+    PyObject *next, *a, *b, *c, *o;
+    prs_py_clock clock;    /* RETRY */
     PyObject *dict;        /* __name__, __doc__, __wrapped__ of a decorated function */
     PyObject *weakreflist;
 } step_obj;
 
 #define STEP(o) ((step_obj *)(o))
 
-static inline PyObject *call_next(step_obj *s, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    return PyObject_Vectorcall(s->next, args, nargsf, kwnames);
+/* The reading handed across a foreign C layer (the breaker's wrapper) to the
+ * step it wraps; taken (cleared) by that step only. */
+#if defined(__GLIBC__) && defined(__GNUC__)
+#define PRS_TLS_FAST __attribute__((tls_model("initial-exec"))) /* 16 bytes of static TLS */
+#else
+#define PRS_TLS_FAST
+#endif
+static _Thread_local struct {
+    PyObject *expect;
+    int64_t now;
+} handoff PRS_TLS_FAST;
+
+static inline PyObject *call_next(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf,
+                                  PyObject *kwnames) {
+    if (s->native) return STEP(s->next)->run(STEP(s->next), cx, args, nargsf, kwnames);
+    PyObject *r = PyObject_Vectorcall(s->next, args, nargsf, kwnames);
+    cx->now = NO_TIME;
+    return r;
+}
+
+static PyObject *step_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    pcx cx = {NO_TIME};
+    if (handoff.expect == self) {
+        cx.now = handoff.now;
+        handoff.expect = NULL;
+    }
+    return STEP(self)->run(STEP(self), &cx, args, nargsf, kwnames);
 }
 
 /* A step whose references the GC cleared (only reachable from a finalizer). */
 #define CHECK_LIVE(s) \
     if (!(s)->a) { PyErr_SetString(PyExc_RuntimeError, "this policy step was cleared"); return NULL; }
 
-static PyObject *step_apply(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+/* Drops the result and the pending exception saved in `saved` (the caller's
+ * own error wins). NULL. */
+#define DROP_SAVED(saved) Py_XDECREF(saved)
+
+static PyObject *step_apply(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     if (nargs < 1) {
         PyErr_SetString(PyExc_TypeError, "call() needs the function to call");
         return NULL;
     }
     /* args[0] is ours to overwrite: the callee may use the slot before args+1 */
-    return PyObject_Vectorcall(args[0], args + 1, (size_t)(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
-                               kwnames);
+    PyObject *r = PyObject_Vectorcall(args[0], args + 1, (size_t)(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                                      kwnames);
+    cx->now = NO_TIME;
+    return r;
+}
+
+/* ---- Retry ------------------------------------------------------------------------- */
+
+/* Hands a failed first attempt to the Retry's Python loop:
+ * handler(next, args, kwargs, exc, result, start). Steals exc and result. */
+static PyObject *retry_slow(step_obj *s, PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                            PyObject *exc, PyObject *result, int64_t start) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = PyDict_New(), *start_o = PyLong_FromLongLong(start);
+    PyObject *out = NULL;
+    if (!tuple || !kwargs || !start_o) goto done;
+    for (Py_ssize_t i = 0; i < nargs; i++) PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    for (Py_ssize_t k = 0; k < nkw; k++)
+        if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, k), args[nargs + k]) < 0) goto done;
+    PyObject *hargs[6] = {s->next, tuple, kwargs, exc ? exc : Py_None, result ? result : Py_None, start_o};
+    out = PyObject_Vectorcall(s->a, hargs, 6, NULL);
+done:
+    Py_XDECREF(tuple);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(start_o);
+    Py_XDECREF(exc);
+    Py_XDECREF(result);
+    return out;
+}
+
+static PyObject *step_retry(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    CHECK_LIVE(s);
+    int64_t start;
+    if (s->clock.kind == PRS_CLOCK_MONOTONIC) start = cx_now(cx);
+    else if (prs_py_clock_now(&s->clock, &start) < 0) return NULL;
+    if (s->b != Py_None) {
+        PyObject *r = PyObject_CallNoArgs(s->b); /* budget.deposit() */
+        if (!r) return NULL;
+        Py_DECREF(r);
+    }
+    PyObject *res = call_next(s, cx, args, nargsf, kwnames);
+    if (res) {
+        if (s->c == Py_None) return res;
+        PyObject *r = PyObject_CallOneArg(s->c, res);
+        if (!r) { Py_DECREF(res); return NULL; }
+        int again = PyObject_IsTrue(r);
+        Py_DECREF(r);
+        if (again < 0) { Py_DECREF(res); return NULL; }
+        if (!again) return res;
+        return retry_slow(s, args, nargsf, kwnames, NULL, res, start);
+    }
+    /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
+     * GeneratorExit, CancelledError) are never retried. */
+    if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
+    PyObject *exc = prs_py_take_exception();
+    if (!exc) return NULL;
+    return retry_slow(s, args, nargsf, kwnames, exc, NULL, start);
+}
+
+/* ---- CircuitBreaker: its own C wrapper, the time handed across -------------------- */
+
+static PyObject *step_breaker(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    CHECK_LIVE(s);
+    if (s->native && cx->now != NO_TIME) {
+        handoff.expect = s->next;
+        handoff.now = cx->now;
+    }
+    PyObject *r = PyObject_Vectorcall(s->a, args, nargsf, kwnames);
+    handoff.expect = NULL; /* not taken: the breaker refused */
+    cx->now = NO_TIME;
+    return r;
+}
+
+/* ---- limiter ----------------------------------------------------------------------- */
+
+/* Raises the refusal of allow() through acquire(*args, 0) (an acquire that
+ * admits after all - time moved - admits). 0 admitted, -1 raised. */
+static int limit_refused(step_obj *s, pcx *cx) {
+    PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(s->c, 0), &PyTuple_GET_ITEM(s->c, 1),
+                                      PyTuple_GET_SIZE(s->c) - 1, NULL);
+    cx->now = NO_TIME;
+    if (!r) return -1;
+    Py_DECREF(r);
+    return 0;
 }
 
 /* a(*b): admitted unless it raises; with c (a tuple (acquire, *args)), a is
- * a non-blocking allow() whose False is turned into acquire's exception (an
- * acquire that admits after all - time moved - admits). */
-static PyObject *step_limit(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    step_obj *s = STEP(self);
+ * a non-blocking allow() whose False is turned into acquire's exception. An
+ * in-process limiter (o) is decided here, at the frame's time. */
+static PyObject *step_limit(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     CHECK_LIVE(s);
-    PyObject *r = PyObject_Vectorcall(s->a, &PyTuple_GET_ITEM(s->b, 0), PyTuple_GET_SIZE(s->b), NULL);
-    if (!r) return NULL;
-    if (r == Py_False && s->c != Py_None) {
-        r = PyObject_Vectorcall(PyTuple_GET_ITEM(s->c, 0), &PyTuple_GET_ITEM(s->c, 1),
-                                PyTuple_GET_SIZE(s->c) - 1, NULL);
-        if (!r) return NULL;
+    if (s->o) {
+        prs_py_limiter *lim = (prs_py_limiter *)s->o;
+        int64_t now;
+        if (lim->clock.kind == PRS_CLOCK_MONOTONIC) now = cx_now(cx);
+        else if (prs_py_clock_now(&lim->clock, &now) < 0) return NULL;
+        prs_decision d;
+        int rc = prs_limiter_decide(lim->core, now, s->ns, 1, &d);
+        if ((rc || !d.allowed) && limit_refused(s, cx) < 0) return NULL;
+        return call_next(s, cx, args, nargsf, kwnames);
     }
+    PyObject *r = PyObject_Vectorcall(s->a, &PyTuple_GET_ITEM(s->b, 0), PyTuple_GET_SIZE(s->b), NULL);
+    cx->now = NO_TIME;
+    if (!r) return NULL;
+    int refused = r == Py_False && s->c != Py_None;
     Py_DECREF(r);
-    return call_next(s, args, nargsf, kwnames);
+    if (refused && limit_refused(s, cx) < 0) return NULL;
+    return call_next(s, cx, args, nargsf, kwnames);
 }
 
-static PyObject *step_bulkhead(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    step_obj *s = STEP(self);
+/* ---- Bulkhead ---------------------------------------------------------------------- */
+
+static PyObject *step_bulkhead(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     CHECK_LIVE(s);
-    PyObject *r = PyObject_CallNoArgs(s->a);
-    if (!r) return NULL;
-    Py_DECREF(r);
-    PyObject *res = call_next(s, args, nargsf, kwnames);
+    if (!s->o || !prs_py_bulkhead_try_at(s->o, cx_now(cx))) {
+        PyObject *r = PyObject_CallNoArgs(s->a); /* acquire(): waits, or raises the refusal */
+        cx->now = NO_TIME;
+        if (!r) return NULL;
+        Py_DECREF(r);
+    }
+    PyObject *res = call_next(s, cx, args, nargsf, kwnames);
     PRS_PY_EXC_SAVE(saved);
-    r = PyObject_CallNoArgs(s->b); /* released whatever happened */
-    if (!r) {
+    int rc; /* released whatever happened */
+    if (s->o) {
+        rc = prs_py_bulkhead_release_at(s->o, cx_now(cx));
+    } else {
+        PyObject *r = PyObject_CallNoArgs(s->b);
+        cx->now = NO_TIME;
+        rc = r ? 0 : -1;
+        Py_XDECREF(r);
+    }
+    if (rc < 0) {
         Py_XDECREF(res);
-        res = NULL;
-#if PY_VERSION_HEX >= 0x030C0000
-        Py_XDECREF(saved);
-#else
-        Py_XDECREF(saved_t); Py_XDECREF(saved); Py_XDECREF(saved_tb);
-#endif
+        DROP_SAVED(saved);
         return NULL;
     }
-    Py_DECREF(r);
     PRS_PY_EXC_RESTORE(saved);
     return res;
 }
+
+/* ---- Timeout ----------------------------------------------------------------------- */
 
 /* Raises TimeoutExceeded(message, seconds) (a fresh one each time). NULL. */
 static PyObject *timeout_exceeded(step_obj *s) {
@@ -121,52 +290,63 @@ static PyObject *timeout_exceeded(step_obj *s) {
     return NULL;
 }
 
-/* The deadline in the context variable `a` for the time of the call (the
- * sooner of ours and an outer one). */
-static PyObject *step_timeout(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    step_obj *s = STEP(self);
-    CHECK_LIVE(s);
-    int64_t deadline;
-    if (prs_py_deadline_abs(s->a, &deadline) < 0) return NULL;
-    int64_t now = prs_monotonic_ns();
-    if (s->ns >= 0) {
-        int64_t mine = prs__sat_add(now, s->ns);
-        if (mine < deadline) deadline = mine;
-    }
-    if (deadline == PRS_NEVER) return call_next(s, args, nargsf, kwnames);
-    if (now >= deadline) return timeout_exceeded(s);
+/* The next with the deadline in the context variable `a` (when the thread's
+ * sync frames are all taken). */
+static PyObject *timeout_in_var(step_obj *s, pcx *cx, int64_t deadline, PyObject *const *args,
+                                size_t nargsf, PyObject *kwnames) {
     PyObject *value = PyLong_FromLongLong(deadline);
     if (!value) return NULL;
     PyObject *token = PyContextVar_Set(s->a, value);
     Py_DECREF(value);
     if (!token) return NULL;
-    PyObject *res = call_next(s, args, nargsf, kwnames);
+    PyObject *res = call_next(s, cx, args, nargsf, kwnames);
     PRS_PY_EXC_SAVE(saved);
     int rc = PyContextVar_Reset(s->a, token);
     Py_DECREF(token);
     if (rc < 0) { /* the reset's error wins */
         Py_XDECREF(res);
-#if PY_VERSION_HEX >= 0x030C0000
-        Py_XDECREF(saved);
-#else
-        Py_XDECREF(saved_t);
-        Py_XDECREF(saved);
-        Py_XDECREF(saved_tb);
-#endif
+        DROP_SAVED(saved);
         return NULL;
     }
     PRS_PY_EXC_RESTORE(saved);
-    if (res && prs_monotonic_ns() > deadline) {
+    return res;
+}
+
+/* The deadline (the sooner of ours and an outer one) in a sync frame for the
+ * time of the call (deadline.c). */
+static PyObject *step_timeout(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    CHECK_LIVE(s);
+    int64_t deadline;
+    if (prs_py_deadline_abs(s->a, &deadline) < 0) return NULL;
+    int64_t now = cx_now(cx);
+    if (s->ns >= 0) {
+        int64_t mine = prs__sat_add(now, s->ns);
+        if (mine < deadline) deadline = mine;
+    }
+    if (deadline == PRS_NEVER) return call_next(s, cx, args, nargsf, kwnames);
+    if (now >= deadline) return timeout_exceeded(s);
+    PyObject *res;
+    int frame = prs_py_deadline_push(deadline);
+    if (frame >= 0) {
+        res = call_next(s, cx, args, nargsf, kwnames);
+        prs_py_deadline_pop(frame);
+    } else if (frame == -1) {
+        res = timeout_in_var(s, cx, deadline, args, nargsf, kwnames);
+    } else {
+        return NULL;
+    }
+    if (res && cx_now(cx) > deadline) {
         Py_DECREF(res);
         return timeout_exceeded(s);
     }
     return res;
 }
 
-static PyObject *step_fallback(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
-    step_obj *s = STEP(self);
+/* ---- Fallback ---------------------------------------------------------------------- */
+
+static PyObject *step_fallback(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     CHECK_LIVE(s);
-    PyObject *res = call_next(s, args, nargsf, kwnames);
+    PyObject *res = call_next(s, cx, args, nargsf, kwnames);
     if (res || !PyErr_ExceptionMatches(s->a)) return res;
     if (s->c == Py_None) {
         PyErr_Clear();
@@ -176,24 +356,34 @@ static PyObject *step_fallback(PyObject *self, PyObject *const *args, size_t nar
     if (!exc) return NULL;
     res = PyObject_CallOneArg(s->c, exc);
     Py_DECREF(exc);
+    cx->now = NO_TIME;
     return res;
 }
 
-static const vectorcallfunc step_calls[STEP__COUNT] = {
-    step_apply, step_limit, step_bulkhead, step_timeout, step_fallback,
+static const step_run step_runs[STEP__COUNT] = {
+    step_apply, step_limit, step_bulkhead, step_timeout, step_fallback, step_retry, step_breaker,
 };
 
-/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, /): checked by
- * the facade, which alone builds them; here only what would crash is refused. */
+/* The object a builtin method is bound to, when it is `name` of a C type. */
+static PyObject *method_self(PyObject *meth, const char *name) {
+    if (!PyCFunction_Check(meth)) return NULL;
+    PyObject *self = PyCFunction_GET_SELF(meth);
+    const char *mname = ((PyCFunctionObject *)meth)->m_ml->ml_name;
+    return self && strcmp(mname, name) == 0 ? self : NULL;
+}
+
+/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, /):
+ * checked by the facade, which alone builds them; here only what would crash
+ * is refused. */
 static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     int kind;
     long long ns = -1;
-    PyObject *next = Py_None, *a = Py_None, *b = Py_None, *c = Py_None;
+    PyObject *next = Py_None, *a = Py_None, *b = Py_None, *c = Py_None, *d = Py_None;
     if (kwds && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "PolicyStep() takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "i|OOOOL:PolicyStep", &kind, &next, &a, &b, &c, &ns)) return NULL;
+    if (!PyArg_ParseTuple(args, "i|OOOOLO:PolicyStep", &kind, &next, &a, &b, &c, &ns, &d)) return NULL;
     if (kind < 0 || kind >= STEP__COUNT) {
         PyErr_Format(PyExc_ValueError, "kind must be in [0, %d), got %d", STEP__COUNT, kind);
         return NULL;
@@ -202,22 +392,53 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         PyErr_SetString(PyExc_TypeError, "next must be callable");
         return NULL;
     }
-    if ((kind == STEP_LIMIT && (!PyCallable_Check(a) || !PyTuple_Check(b))) ||
+    if ((kind == STEP_LIMIT && (!PyCallable_Check(a) || !PyTuple_Check(b) ||
+                                (c != Py_None && (!PyTuple_Check(c) || PyTuple_GET_SIZE(c) < 1)))) ||
         (kind == STEP_BULKHEAD && (!PyCallable_Check(a) || !PyCallable_Check(b))) ||
         (kind == STEP_TIMEOUT && (!PyContextVar_CheckExact(a) || !PyCallable_Check(b))) ||
-        (kind == STEP_FALLBACK && c != Py_None && !PyCallable_Check(c))) {
+        (kind == STEP_FALLBACK && c != Py_None && !PyCallable_Check(c)) ||
+        (kind == STEP_RETRY && (!PyCallable_Check(a) || (b != Py_None && !PyCallable_Check(b)) ||
+                                (c != Py_None && !PyCallable_Check(c)))) ||
+        (kind == STEP_BREAKER && !PyCallable_Check(a))) {
         PyErr_SetString(PyExc_TypeError, "PolicyStep: wrong arguments for its kind");
         return NULL;
     }
+    prs_py_state *st = prs_py_state_of_type(type);
+    if (!st) return NULL;
+    PyObject *o = NULL;
+    int64_t n = 1;
+    if (kind == STEP_LIMIT && c != Py_None && (o = method_self(a, "allow")) &&
+        PRS_PY_IS_LIMITER(st, o)) {
+        /* allow() or allow(n) of an in-process limiter: decided here */
+        if (PyTuple_GET_SIZE(b) == 1 && PyLong_CheckExact(PyTuple_GET_ITEM(b, 0))) {
+            n = PyLong_AsLongLong(PyTuple_GET_ITEM(b, 0));
+            if (n < 1) { PyErr_Clear(); o = NULL; }
+        } else if (PyTuple_GET_SIZE(b) != 0) {
+            o = NULL;
+        }
+    } else if (kind == STEP_LIMIT) {
+        o = NULL;
+    }
+    if (kind == STEP_BULKHEAD && (o = method_self(a, "acquire")) &&
+        !(PyObject_TypeCheck(o, PRS_PY_TYPE(st, Bulkhead)) && method_self(b, "release") == o))
+        o = NULL;
     step_obj *s = (step_obj *)type->tp_alloc(type, 0);
     if (!s) return NULL;
-    s->vectorcall = step_calls[kind];
+    s->clock.kind = PRS_CLOCK_MONOTONIC;
+    if (kind == STEP_RETRY && prs_py_clock_init(st, d, &s->clock) < 0) {
+        Py_DECREF(s);
+        return NULL;
+    }
+    s->vectorcall = step_vectorcall;
+    s->run = step_runs[kind];
     s->kind = kind;
-    s->ns = (int64_t)ns;
+    s->ns = kind == STEP_LIMIT ? n : (int64_t)ns;
     s->next = kind == STEP_APPLY ? NULL : Py_NewRef(next);
+    s->native = kind != STEP_APPLY && Py_IS_TYPE(next, type);
     s->a = Py_NewRef(a);
     s->b = Py_NewRef(b);
     s->c = Py_NewRef(c);
+    s->o = Py_XNewRef(o);
     return (PyObject *)s;
 }
 
@@ -227,8 +448,9 @@ static int step_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(STEP(self)->a);
     Py_VISIT(STEP(self)->b);
     Py_VISIT(STEP(self)->c);
+    Py_VISIT(STEP(self)->o);
     Py_VISIT(STEP(self)->dict);
-    return 0;
+    return prs_py_clock_traverse(&STEP(self)->clock, visit, arg);
 }
 
 static int step_clear(PyObject *self) {
@@ -236,7 +458,9 @@ static int step_clear(PyObject *self) {
     Py_CLEAR(STEP(self)->a);
     Py_CLEAR(STEP(self)->b);
     Py_CLEAR(STEP(self)->c);
+    Py_CLEAR(STEP(self)->o);
     Py_CLEAR(STEP(self)->dict);
+    prs_py_clock_clear(&STEP(self)->clock);
     return 0;
 }
 
@@ -266,7 +490,7 @@ static PyMemberDef step_members[] = {
 };
 
 static PyType_Slot step_slots[] = {
-    {Py_tp_doc, (void *)"PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, /)\n--\n\n"
+    {Py_tp_doc, (void *)"PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, /)\n--\n\n"
                         "One layer of a Policy's sync chain, run in C (built by pyresilience.policy)."},
     {Py_tp_new, step_new},
     {Py_tp_call, PyVectorcall_Call},
@@ -294,7 +518,9 @@ int prs_py_register_policy(PyObject *m, prs_py_state *st) {
                    PyModule_AddIntConstant(m, "STEP_LIMIT", STEP_LIMIT) < 0 ||
                    PyModule_AddIntConstant(m, "STEP_BULKHEAD", STEP_BULKHEAD) < 0 ||
                    PyModule_AddIntConstant(m, "STEP_TIMEOUT", STEP_TIMEOUT) < 0 ||
-                   PyModule_AddIntConstant(m, "STEP_FALLBACK", STEP_FALLBACK) < 0
+                   PyModule_AddIntConstant(m, "STEP_FALLBACK", STEP_FALLBACK) < 0 ||
+                   PyModule_AddIntConstant(m, "STEP_RETRY", STEP_RETRY) < 0 ||
+                   PyModule_AddIntConstant(m, "STEP_BREAKER", STEP_BREAKER) < 0
                ? -1
                : 0;
 }

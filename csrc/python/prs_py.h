@@ -19,58 +19,13 @@
 #include "prs_internal.h"
 
 /* ---- module state ----------------------------------------------------- *
- * Every type and exception class the binding needs, by slot. Types are heap
- * types made in Py_mod_exec; exception classes are read from
- * pyresilience.errors (pure Python, so users can subclass and construct them).
- * Add a slot in your section; traverse/clear cover the whole array. */
-enum prs_py_slot {
-    /* foundation */
-    PRS_SLOT_ManualClock,
-    PRS_SLOT_MonotonicClock,
-    PRS_SLOT_Decision,
-    PRS_SLOT_LimiterBase,   /* _Limiter: base type of every prs_py_limiter type */
-#define PRS_SLOT__ALGO_FIRST (PRS_SLOT_LimiterBase + 1)
-    /* the limiter types, one per row of the algorithm table, in its order */
-#define PRS__PY_SLOT(c, py, redis) PRS_SLOT_##py,
-    PRS_ALGORITHMS(PRS__PY_SLOT)
-#undef PRS__PY_SLOT
-    PRS_SLOT_KeyedLimiter,
-    PRS_SLOT_KeyedLimiterView,
-    PRS_SLOT_LimiterGroup,
-    PRS_SLOT_RateWait,      /* _RateWait: an async limiter wait in progress */
-    /* circuit breaker */
-    PRS_SLOT_CircuitBreaker,
-    PRS_SLOT_CircuitBreakerMetrics,
-    PRS_SLOT_BreakerFunction,
-    /* retry */
-    PRS_SLOT_RetryPolicy,
-    PRS_SLOT_RetryBudget,
-    PRS_SLOT_RetryCall,
-    /* bulkhead and queues */
-    PRS_SLOT_AsyncWaiter,
-    PRS_SLOT_Bulkhead,
-    PRS_SLOT_RingQueue,
-    PRS_SLOT_Ready,
-    /* redis */
-    PRS_SLOT_RedisBackend,
-    PRS_SLOT_RedisRateLimiter,
-    PRS_SLOT_RedisLimiterGroup,
-    /* the deadline of the current policy call (deadline.c) */
-    PRS_SLOT_DeadlineVar,
-    /* shared memory (shm.c) */
-    PRS_SLOT_SharedMemory,
-    /* exception classes, from pyresilience.errors */
-    PRS_SLOT_ResilienceError,
-    PRS_SLOT_RateLimitExceeded,
-    PRS_SLOT_CircuitOpenError,
-    PRS_SLOT_BulkheadFullError,
-    PRS_SLOT_QueueFullError,
-    PRS_SLOT_QueueClosedError,
-    PRS_SLOT_QueueEmptyError,
-    PRS_SLOT_RetryExhausted,
-    PRS_SLOT_BackendError,
-    PRS_SLOT__COUNT
-};
+ * Every type and exception class the binding needs, by slot (enum
+ * prs_py_slot, generated from the declarations: one per type, the algorithm
+ * table's limiter types from PRS_SLOT__ALGO_FIRST in its order, then one per
+ * exception class). Types are heap types made in Py_mod_exec; exception
+ * classes are read from pyresilience.errors (pure Python, so users can
+ * subclass and construct them). traverse/clear cover the whole array. */
+#include "gen/module.h"
 
 typedef struct prs_py_state {
     PyObject *slots[PRS_SLOT__COUNT];
@@ -93,6 +48,12 @@ static inline prs_py_state *prs_py_state_of(PyObject *self) {
 /* Adds a heap type made from `spec` (base may be NULL) to the module and stores it
  * in slot `slot`. 0 or -1 with an exception. */
 int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base);
+/* The same for a struct sequence type, with its own repr. */
+int prs_py_add_struct(PyObject *m, prs_py_state *st, int slot, PyStructSequence_Desc *desc,
+                      reprfunc repr);
+/* A new struct sequence of type tp from n new references (stolen; NULL when
+ * one is NULL, with its exception). */
+PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n);
 
 /* Each binding file registers its types through one function called from
  * module.c's table. 0 or -1 with an exception. */
@@ -121,40 +82,36 @@ int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
 /* The deadline in effect: the value of the context variable `var` (may be
  * NULL), absolute ns, or PRS_NEVER. 0, or -1 with an exception. */
 int prs_py_deadline_abs(PyObject *var, int64_t *out);
+/* A sync Timeout's deadline for the time of its call (deadline.c): push gives
+ * the frame's index (>= 0) for pop, -1 when the thread's frames are all taken
+ * (set the context variable instead), -2 with an exception. */
+int prs_py_deadline_push(int64_t deadline);
+void prs_py_deadline_pop(int frame);
+/* The policy's fast path into a Bulkhead (bulkhead.c): a permit at `now`
+ * without waiting or counting a refusal (1 taken, 0 not), and its release at
+ * `now` (0, or -1 with an exception). */
+int prs_py_bulkhead_try_at(PyObject *bulkhead, int64_t now);
+int prs_py_bulkhead_release_at(PyObject *bulkhead, int64_t now);
 
 /* ---- errors ------------------------------------------------------------ */
 
-/* The one place a status becomes an exception (a table in common.c, one row
- * per status): EINVAL/ERANGE/ENEVER -> ValueError(what), ENOMEM ->
- * MemoryError, EBACKEND/ECONN/EPROTO/ETIMEDOUT/EBACKENDCLOSED -> BackendError,
- * ECLOSED/EFULL/EEMPTY -> the Queue*Error, ENOTSUP -> NotImplementedError,
- * others -> RuntimeError. `what` may be NULL (the status's message is used).
+/* The one place a status becomes an exception (the table in common.c, one
+ * row per status), with the message `what` (NULL: the status's own).
  * Always returns NULL. */
 PyObject *prs_py_error(prs_py_state *st, int status, const char *what);
 
 /* A fresh RateLimitExceeded(message, retry_after=..., decision=...) set as the
- * current exception. Returns NULL. */
-PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, const char *message);
-/* The same with a Decision object already made (e.g. one carrying denied_by). */
-PyObject *prs_py_raise_rate_limited_obj(prs_py_state *st, PyObject *decision, int64_t retry_after_ns,
-                                        const char *message);
-
-/* Set the pending exception aside around work that may raise and report its
- * own errors (PyErr_Fetch is deprecated from 3.12). */
-#if PY_VERSION_HEX >= 0x030C0000
-#define PRS_PY_EXC_SAVE(v) PyObject *v = PyErr_GetRaisedException()
-#define PRS_PY_EXC_RESTORE(v) PyErr_SetRaisedException(v)
-#else
-#define PRS_PY_EXC_SAVE(v) PyObject *v##_t, *v, *v##_tb; PyErr_Fetch(&v##_t, &v, &v##_tb)
-#define PRS_PY_EXC_RESTORE(v) PyErr_Restore(v##_t, v, v##_tb)
-#endif
+ * current exception, its Decision made from d and denied_by (None when < 0).
+ * Returns NULL. */
+PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int denied_by,
+                                    int64_t retry_after_ns, const char *message);
 
 /* The current exception, normalised, with its traceback attached (new
- * reference; cleared), or NULL. */
-static inline PyObject *prs_py_take_exception(void) {
-#if PY_VERSION_HEX >= 0x030C0000
-    return PyErr_GetRaisedException();
-#else
+ * reference; cleared), or NULL, and setting it back: CPython 3.12's API, on
+ * older versions too. PRS_PY_EXC_SAVE/RESTORE set a pending exception aside
+ * around work that may raise and report its own errors. */
+#if PY_VERSION_HEX < 0x030C0000
+static inline PyObject *PyErr_GetRaisedException(void) {
     PyObject *t, *v, *tb;
     PyErr_Fetch(&t, &v, &tb);
     PyErr_NormalizeException(&t, &v, &tb);
@@ -162,8 +119,14 @@ static inline PyObject *prs_py_take_exception(void) {
     Py_XDECREF(t);
     Py_XDECREF(tb);
     return v;
-#endif
 }
+static inline void PyErr_SetRaisedException(PyObject *v) {
+    PyErr_Restore(v ? Py_NewRef(Py_TYPE(v)) : NULL, v, v ? PyException_GetTraceback(v) : NULL);
+}
+#endif
+#define prs_py_take_exception PyErr_GetRaisedException
+#define PRS_PY_EXC_SAVE(v) PyObject *v = PyErr_GetRaisedException()
+#define PRS_PY_EXC_RESTORE(v) PyErr_SetRaisedException(v)
 
 /* ---- free-threaded CPython (PEP 703) ------------------------------------ *
  * The core's objects are thread-safe; what the binding keeps beside them and
@@ -252,7 +215,8 @@ enum prs_py_kind {
     PRS_PK_CALLABLE, /* no field: a callable */
     PRS_PK_STR,      /* no field: a str */
     PRS_PK_OBJECT,   /* no field: anything; the binding converts it */
-    PRS_PK_CONVERT   /* convert(arg, config) fills what it needs (like PyArg "O&") */
+    PRS_PK_CONVERT,  /* convert(arg, config) fills what it needs (like PyArg "O&") */
+    PRS_PK_N         /* int64_t field: a request weight (prs_py_parse_n); never None */
 };
 #define PRS_PY_NONE_OK  8u  /* None accepted: leaves the field at its default */
 #define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
@@ -293,8 +257,9 @@ int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssi
 int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
                               void *config, PyObject **vals);
 /* The value of parameter p's field in `config` (COUNT/INT: int, unless a
- * DOUBLE count; REAL: float; DURATION/TIMEOUT: float seconds; no field:
- * None). New reference or NULL. */
+ * DOUBLE count; REAL: float; DURATION/TIMEOUT: float seconds; ENUM: its str;
+ * no field, or a NONE_OK field at 0 (its "not set"): None). New reference or
+ * NULL. */
 PyObject *prs_py_param_get(const prs_py_param *p, const void *config);
 /* The exception for a core validator's failure (why from prs_X_config_check):
  * ValueError "<param> <reason>, got <value>" for the parameter that fills
@@ -330,9 +295,8 @@ static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *
     Py_VISIT(c->obj);
     return 0;
 }
-/* The clock object for a `.clock` property (new reference; a MonotonicClock
- * instance for the default). */
-PyObject *prs_py_clock_object(prs_py_state *st, prs_py_clock *c);
+/* The getter of a `.clock` property, the prs_py_clock at offset `off` (new
+ * reference: the clock object given; a MonotonicClock for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off);
 /* name(attr=repr(self.attr), ...) for a type's repr. */
 PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs);
@@ -352,7 +316,7 @@ static inline int prs_py_clock_now(prs_py_clock *c, int64_t *now) {
 /* Waits on this clock from `now` until `wake` (absolute, this clock's ns).
  * A ManualClock is advanced to `wake` (never moved backwards) instead of
  * sleeping. Otherwise sleeps with the GIL released for at most `slice_ns`
- * (<= 50 ms used when slice_ns <= 0), then runs PyErr_CheckSignals().
+ * (<= 50 ms used when slice_ns <= 0). Then runs PyErr_CheckSignals().
  * Returns 0 (the caller re-reads the clock and decides again) or -1 with an
  * exception (KeyboardInterrupt, ...). Callers loop. */
 int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns);
@@ -398,13 +362,10 @@ typedef int (*prs_py_apply_fn)(void *ctx, const void *config, int64_t now, prs_c
 PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
                                           PyObject *const *args, Py_ssize_t nargs,
                                           PyObject *kwnames, prs_py_apply_fn apply, void *ctx);
-/* 1 if `o` is an in-process limiter (of any algorithm), else 0. */
-int prs_py_limiter_check_type(prs_py_state *st, PyObject *o);
+/* Whether `o` is an in-process limiter (of any algorithm). */
+#define PRS_PY_IS_LIMITER(st, o) PyObject_TypeCheck((o), PRS_PY_TYPE(st, LimiterBase))
 
-/* ---- waiting until a rate limiter admits (limiters.c) ------------------ *
- * The one wait of every in-process limiter, keyed view and group, sync and
- * async. The core decides (admitted / retry_after / never); the binding only
- * sleeps (or advances a ManualClock, in integer ns). */
+/* ---- waiting until a rate limiter admits (limiters.c: how it works) ---- */
 
 /* Decides n at now, consuming (when `consume`) only when admitted. *denied_by:
  * a group's first denying member (left as it is otherwise); *max_n: the
@@ -452,42 +413,26 @@ PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *
 #define PRS_PY_ALIAS 4u
 int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
                     unsigned what, PyObject **key, int64_t *n, int64_t *timeout_ns);
-/* acquire(n=1, timeout=None, *, tokens_needed=None) and _waiter(...) (a
- * _RateWait for the async form) of any limiter, view or group, over its
- * decide function: prs_py_wait_admitted / prs_py_rate_wait_new below. */
-PyObject *prs_py_acquire_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                                void *ctx, const char *what);
-PyObject *prs_py_waiter_method(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx, const char *what);
-/* allow (kind PRS_PY_ALLOW: a bool), check (PRS_PY_CHECK) and peek (PRS_PY_PEEK:
- * nothing taken) of any limiter, view or group: (n=1, *, tokens_needed=None),
- * the clock read once, then its decide function. */
-enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK };
-PyObject *prs_py_decide_method(PyObject *self, int kind, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames, prs_py_clock *clock, prs_py_decide_fn fn,
-                               void *ctx);
-/* Defines <p>_check, <p>_peek, <p>_acquire and <p>_waiter of a limiter-like
- * type (allow has its own hot path) over its decide function; CLOCK, CTX and
- * WHAT are expressions of `self`. */
-#define PRS_PY_ARGS PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames
-#define PRS_PY_LIMITER_METHODS(p, CLOCK, FN, CTX, WHAT)                                            \
-    static PyObject *p##_check(PRS_PY_ARGS) {                                                      \
-        return prs_py_decide_method(self, PRS_PY_CHECK, args, nargs, kwnames, CLOCK, FN, CTX);     \
-    }                                                                                              \
-    static PyObject *p##_peek(PRS_PY_ARGS) {                                                       \
-        return prs_py_decide_method(self, PRS_PY_PEEK, args, nargs, kwnames, CLOCK, FN, CTX);      \
-    }                                                                                              \
-    static PyObject *p##_acquire(PRS_PY_ARGS) {                                                    \
-        return prs_py_acquire_method(self, args, nargs, kwnames, CLOCK, FN, CTX, WHAT);            \
-    }                                                                                              \
-    static PyObject *p##_waiter(PRS_PY_ARGS) {                                                     \
-        return prs_py_waiter_method(self, args, nargs, kwnames, CLOCK, FN, CTX, WHAT);             \
-    }
-/* The same for n already parsed. */
-PyObject *prs_py_decide_n(PyObject *self, int kind, int64_t n, prs_py_clock *clock,
-                          prs_py_decide_fn fn, void *ctx);
+/* The rate methods of every limiter-like type (plain, keyed, per-key view,
+ * group): allow (a bool), check (a Decision), peek (nothing taken), acquire
+ * (the sync wait) and _waiter (a _RateWait for the async form), with the
+ * arguments ([key,] n=1[, timeout=None], *, tokens_needed=None). A type
+ * provides one target function, which says what a call decides on; the
+ * generated method wrappers (decl: M(rate=True)) call prs_py_rate_method. */
+enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK, PRS_PY_ACQUIRE, PRS_PY_WAITER };
+typedef struct prs_py_rate {
+    prs_py_clock *clock;
+    prs_py_decide_fn fn;
+    void *ctx;            /* fn's (outlives the call for _waiter: owned by self) */
+    const char *what;     /* names the limiter in messages (static) */
+    void *core;           /* a keyed limiter's table, */
+    const char *key;      /* and the key (UTF-8 or bytes), borrowed for the call; */
+    size_t len;           /* ctx is then this struct */
+} prs_py_rate;
+/* Fills *r for self and `key` (NULL for the types without one). 0 or -1. */
+typedef int (*prs_py_rate_fn)(PyObject *self, PyObject *key, prs_py_rate *r);
+PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, int keyed,
+                             PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 /* Saturating integer advance of a ManualClock's time (clock.c). */
 void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns);
 

@@ -8,10 +8,10 @@
  * the ring gives back - evicted, refused, a producer's item after a timeout or
  * close - are released here, after the ring's lock is dropped.
  *
- * Waits are the condition wait of wait.h: a BLOCKING core waiter on the C
- * stack waited on by prs_py_cond_wait() (GIL released, signals checked, an
- * interrupted wait takes nothing); asyncio waiters are _AsyncWaiter objects
- * in the same FIFO as the threads, settled through the same q_settle().
+ * Every put, get and join, sync or asyncio, is one prs_py_cond_call() (wait.h)
+ * over this file's q_ops: the core call, its settle, and what an outcome
+ * returns (threads wait with the GIL released, signals checked, and an
+ * interrupted wait takes nothing; asyncio waiters share the threads' FIFO).
  *
  * Watermark callbacks run after the core call returned (no lock held), in the
  * thread whose call crossed the mark; an exception from one is reported
@@ -21,19 +21,6 @@
 
 #include <math.h>
 
-typedef struct {
-    PyObject_HEAD
-    prs_ring *core;            /* made in tp_new (NULL only while it fails) */
-    int64_t maxsize;           /* as given (<= 0: unbounded, as queue.Queue) */
-    int64_t block_timeout_ns;  /* PRS_NEVER: no limit */
-    double block_timeout_s;    /* inf: no limit */
-    int wm;                    /* watermarks configured */
-    double high, low;
-    PyObject *on_high;         /* NULL or a callable */
-    PyObject *on_low;          /* NULL or a callable */
-    PyObject *weakreflist;
-} q_obj;
-
 /* The constructor's arguments: the core's config and the binding's own. */
 typedef struct {
     prs_ring_config ring;
@@ -41,6 +28,16 @@ typedef struct {
     int64_t given;           /* the capacity as given (<= 0: unbounded, as queue.Queue) */
     const char *size_param;  /* the name it was given under (NULL: not given) */
 } q_args;
+
+typedef struct {
+    PyObject_HEAD
+    prs_ring *core;            /* made in tp_new (NULL only while it fails) */
+    q_args a;                  /* as built; a.given: the capacity in force (atomic) */
+    int64_t block_timeout_ns;  /* PRS_NEVER: no limit */
+    PyObject *on_high;         /* NULL or a callable */
+    PyObject *on_low;          /* NULL or a callable */
+    PyObject *weakreflist;
+} q_obj;
 
 static void q_args_init(q_args *a) {
     prs_ring_config_init(&a->ring);
@@ -50,13 +47,8 @@ static void q_args_init(q_args *a) {
     a->size_param = NULL;
 }
 
-/* The core's rules, and one of the binding's: watermarks are fractions of a
- * bounded capacity. */
 static int q_args_check(const q_args *a, prs_config_error *why) {
-    int rc = prs_ring_config_check(&a->ring, why);
-    if (!rc && a->ring.watermarks && a->ring.capacity == 0)
-        return prs_config_fail(why, PRS_EINVAL, "capacity", "must be > 0 when watermarks are set (a bounded queue)");
-    return rc;
+    return prs_ring_config_check(&a->ring, why);
 }
 
 /* max_size / maxsize: a count; <= 0 is unbounded (the core's 0). */
@@ -85,27 +77,37 @@ static int q_low(PyObject *o, void *a) {
     return set_mark(o, a, "low_watermark", &((q_args *)a)->ring.low_watermark);
 }
 
-/* A strategy: "block" ... or an object whose .value is one (the enum). */
-static int q_strategy(PyObject *o, void *a) {
-    PyObject *v = PyUnicode_Check(o) ? Py_NewRef(o) : PyObject_GetAttrString(o, "value");
-    if (!v || !PyUnicode_Check(v)) {
-        Py_XDECREF(v);
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "strategy must be a BackpressureStrategy or one of 'block', "
-                     "'drop_oldest', 'drop_newest', 'error', not %.200s: %R", Py_TYPE(o)->tp_name, o);
-        return -1;
-    }
-    const char *s = PyUnicode_AsUTF8(v);
-    int rc = s ? prs_ring_strategy_parse(s, &((q_args *)a)->ring.strategy) : PRS_OK;
-    Py_DECREF(v);
-    if (!s) return -1;
-    if (rc == PRS_OK) return 0;
-    PyErr_Format(PyExc_ValueError, "unknown strategy %R: expected 'block', 'drop_oldest', "
-                 "'drop_newest' or 'error'", o);
-    return -1;
-}
+/* The arguments of put() and get(). */
+typedef struct {
+    int block;
+    int64_t timeout_ns; /* PRS_NEVER: no limit */
+} q_wait_args;
 
 static int q_set_size(PyObject *self, PyObject *v, void *closure);
+
+/* The capacity as given (<= 0: unbounded); q_set_size may change it. */
+static int64_t q_given(q_obj *o) { return __atomic_load_n(&o->a.given, __ATOMIC_RELAXED); }
+
+/* A snapshot of the core's counters (a property reads one of them). */
+static prs_ring_stats q_stats_of(q_obj *o) {
+    prs_ring_stats s;
+    prs_ring_stats_get(o->core, &s);
+    return s;
+}
+
+static int visit_item(void *item, void *arg) {
+    visitproc *v = ((visitproc **)arg)[0];
+    void *varg = ((void **)arg)[1];
+    return (*v)((PyObject *)item, varg);
+}
+
+/* The GC's view of the stored items (the ring holds one reference each). */
+static int q_visit_items(q_obj *o, visitproc visit, void *arg) {
+    void *pair[2] = {(void *)&visit, arg};
+    return o->core ? prs_ring_foreach(o->core, visit_item, pair) : 0;
+}
+
+static void decref_item(void *item, void *arg) { Py_DECREF((PyObject *)item); }
 
 #include "gen/queue.h"
 
@@ -133,53 +135,9 @@ static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         Py_DECREF(self);
         return prs_py_error(st, rc, NULL);
     }
-    self->maxsize = a.given;
-    self->block_timeout_s = a.block_timeout_s;
+    self->a = a;
     self->block_timeout_ns = isinf(a.block_timeout_s) ? PRS_NEVER : prs_seconds_to_ns(a.block_timeout_s);
-    self->wm = a.ring.watermarks;
-    self->high = a.ring.high_watermark;
-    self->low = a.ring.low_watermark;
     return (PyObject *)self;
-}
-
-static int visit_item(void *item, void *arg) {
-    visitproc *v = ((visitproc **)arg)[0];
-    void *varg = ((void **)arg)[1];
-    return (*v)((PyObject *)item, varg);
-}
-
-static int q_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(SELF->on_high);
-    Py_VISIT(SELF->on_low);
-    if (SELF->core) {
-        void *pair[2] = {(void *)&visit, arg};
-        int rc = prs_ring_foreach(SELF->core, visit_item, pair);
-        if (rc) return rc;
-    }
-    return 0;
-}
-
-static void decref_item(void *item, void *arg) { Py_DECREF((PyObject *)item); }
-
-static int q_clear(PyObject *self) {
-    Py_CLEAR(SELF->on_high);
-    Py_CLEAR(SELF->on_low);
-    if (SELF->core) prs_ring_drain(SELF->core, decref_item, NULL);
-    return 0;
-}
-
-static void q_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (SELF->weakreflist) PyObject_ClearWeakRefs(self);
-    q_clear(self);
-    /* No waiter can be queued: asyncio waiters hold this object, and a
-     * thread waiting in put/get holds it through its call. */
-    prs_ring_free(SELF->core);
-    SELF->core = NULL;
-    tp->tp_free(self);
-    Py_DECREF(tp);
 }
 
 /* ---- after a core call: wake, call back, release (no lock held) --------- */
@@ -220,6 +178,48 @@ static int q_wait(void *core, void *waiter, int64_t deadline_ns) {
     return prs_ring_wait(core, waiter, deadline_ns);
 }
 
+static PyObject *raise_exc(PyObject *self, int status, const char *msg) {
+    return prs_py_error(prs_py_state_of(self), status, msg);
+}
+
+static PyObject *raise_full(PyObject *self) { return raise_exc(self, PRS_EFULL, "Queue is full"); }
+static PyObject *raise_closed(PyObject *self) { return raise_exc(self, PRS_ECLOSED, "Queue is closed"); }
+static PyObject *raise_empty(PyObject *self) { return raise_exc(self, PRS_EEMPTY, "Queue is empty"); }
+
+/* q_call and q_result are inline: prs_py_cond_call's path without a wait
+ * (inline too) runs them with a constant kind, the put/get hot path. */
+
+/* One put (of `item`, the ring's reference taken here), get or join: a try
+ * (waiter NULL, not final: PRS_EAGAIN / PRS_EEMPTY is "would wait"), a
+ * refusal (final), or queueing `waiter`. out->item: a got item, or a put's
+ * that was not stored. */
+static inline int q_call(PyObject *self, int kind, void *waiter, int final, PyObject *item, prs_py_settled *out) {
+    prs_ring_result res;
+    void *got = NULL;
+    int rc;
+    if (kind == PRS_PY_WAITER_PUT) {
+        Py_INCREF(item);
+        rc = waiter || final ? prs_ring_put(SELF->core, item, waiter, &res)
+                             : prs_ring_try_put(SELF->core, item, &res); /* no waiter while there is room */
+        if (rc == PRS_OK && (res.outcome == PRS_RING_DROPPED || res.outcome == PRS_RING_FULL)) got = item;
+        else if (rc != PRS_OK) Py_DECREF(item);
+    } else if (kind == PRS_PY_WAITER_GET) {
+        rc = prs_ring_get(SELF->core, waiter, &got, &res);
+    } else {
+        rc = prs_ring_join(SELF->core, waiter, &res);
+    }
+    after(self, &res);
+    if (rc == PRS_EAGAIN || (rc == PRS_EEMPTY && !final)) return 1;
+    if (rc == PRS_ECLOSED || rc == PRS_EEMPTY) res.outcome = rc == PRS_ECLOSED ? PRS_RING_CLOSED : PRS_RING_TIMED_OUT;
+    else if (rc != PRS_OK) {
+        raise_exc(self, rc, NULL); /* MemoryError: the storage cannot grow */
+        return -1;
+    }
+    out->outcome = res.outcome;
+    out->item = got;
+    return res.outcome == PRS_RING_WAITING;
+}
+
 /* Settles a producer, consumer or joiner: out->item is the reference the ring
  * gave back (a consumer's item, or a producer's that was not stored). */
 static int q_settle(PyObject *self, void *waiter, int cancel, prs_py_settled *out) {
@@ -232,255 +232,75 @@ static int q_settle(PyObject *self, void *waiter, int cancel, prs_py_settled *ou
     return res.outcome == PRS_RING_TIMED_OUT; /* it left the queue unserved */
 }
 
-static const prs_py_cond_ops q_ops = {q_wait, q_settle};
-
-/* Queues nothing more: waits for `w` (queued by the caller) and settles it.
- * 0 with *out, or -1 (a signal handler raised; w settled with CANCEL). */
-static int wait_sync(PyObject *self, prs_ring_waiter *w, int64_t timeout_ns, prs_py_settled *out) {
-    out->outcome = 0;
-    out->item = NULL;
-    int rc = prs_py_cond_wait(&q_ops, self, SELF->core, w, timeout_ns, out);
-    prs_ring_waiter_destroy(w);
-    return rc;
-}
-
-static PyObject *raise_exc(PyObject *self, int status, const char *msg) {
-    return prs_py_error(prs_py_state_of(self), status, msg);
-}
-
-static PyObject *raise_full(PyObject *self) { return raise_exc(self, PRS_EFULL, "Queue is full"); }
-static PyObject *raise_closed(PyObject *self) { return raise_exc(self, PRS_ECLOSED, "Queue is closed"); }
-static PyObject *raise_empty(PyObject *self) { return raise_exc(self, PRS_EEMPTY, "Queue is empty"); }
-
-/* ---- put -------------------------------------------------------------- */
-
-/* The verdict of a put that did not wait: True/False, or NULL with
- * QueueFullError/QueueClosedError. Releases what came back. `nowait`: a
- * BLOCK refusal raises (put_nowait) instead of returning False. */
-static PyObject *put_verdict(PyObject *self, PyObject *item, prs_ring_result *res, int nowait) {
-    /* nowait: 1 raises QueueFullError for a BLOCK refusal (put_nowait, and a
-     * BoundedQueue put that timed out); 0 returns False (the reference
-     * design's BLOCK contract). */
-    PyObject *ret;
-    switch (res->outcome) {
-    case PRS_RING_STORED:
-    case PRS_RING_EVICTED:
-        ret = Py_NewRef(Py_True);
-        break;
-    case PRS_RING_DROPPED:
-        Py_DECREF(item);
-        ret = Py_NewRef(Py_False);
-        break;
-    default: /* PRS_RING_FULL */
-        Py_DECREF(item);
-        if (nowait || prs_ring_strategy_of(SELF->core) == PRS_RING_ERROR) {
-            after(self, res);
-            return raise_full(self);
-        }
-        ret = Py_NewRef(Py_False);
-        break;
-    }
-    after(self, res);
-    return ret;
-}
-
-/* A put status other than PRS_OK / PRS_EAGAIN: releases the ring's reference
- * and raises (QueueClosedError, MemoryError when the storage cannot grow). */
-static PyObject *put_failed(PyObject *self, PyObject *item, int rc) {
-    Py_DECREF(item);
-    return rc == PRS_ECLOSED ? raise_closed(self) : raise_exc(self, rc, NULL);
-}
-
-/* Puts `item` (the ring's reference taken), queueing `w` when the ring is a
- * full BLOCK one (w NULL: never). 1 when w was queued; else 0 with *verdict,
- * what the put returns (put_verdict's `nowait` is `raise_full`). */
-static int put_step(PyObject *self, PyObject *item, prs_ring_waiter *w, int raise_full, PyObject **verdict) {
-    prs_ring_result res;
-    int rc = prs_ring_put(SELF->core, item, w, &res);
-    if (rc != PRS_OK) *verdict = put_failed(self, item, rc);
-    else if (res.outcome != PRS_RING_WAITING) *verdict = put_verdict(self, item, &res, raise_full);
-    else { after(self, &res); return 1; }
-    return 0;
-}
-
-/* put: nowait=1 never waits and raises QueueFullError for a BLOCK refusal;
- * else a BLOCK put waits up to timeout_ns, then returns False (full_raises=0)
- * or raises QueueFullError (full_raises=1, queue.Queue's rule). */
-static PyObject *put_impl(PyObject *self, PyObject *item, int64_t timeout_ns, int nowait, int full_raises) {
-    prs_ring_result res;
-    PyObject *verdict;
-    int wait = !nowait && timeout_ns != 0 && prs_ring_strategy_of(SELF->core) == PRS_RING_BLOCK;
-    Py_INCREF(item); /* the ring's reference, if it keeps the item */
-    if (!wait) {
-        put_step(self, item, NULL, nowait || full_raises, &verdict);
-        return verdict;
-    }
-    int rc = prs_ring_try_put(SELF->core, item, &res); /* no condition variable when there is room */
-    if (rc == PRS_OK) return put_verdict(self, item, &res, full_raises);
-    if (rc != PRS_EAGAIN) return put_failed(self, item, rc);
-    prs_ring_waiter w;
-    rc = prs_ring_waiter_init(&w, PRS_RING_PRODUCER, 1, NULL);
-    if (rc) { Py_DECREF(item); return raise_exc(self, rc, NULL); }
-    if (!put_step(self, item, &w, full_raises, &verdict)) {
-        prs_ring_waiter_destroy(&w);
-        return verdict;
-    }
-    prs_py_settled out;
-    rc = wait_sync(self, &w, timeout_ns, &out);
-    Py_XDECREF(out.item); /* an item that was not stored */
-    if (rc < 0) return NULL;
-    if (out.outcome == PRS_RING_STORED) Py_RETURN_TRUE;
-    if (out.outcome == PRS_RING_CLOSED) return raise_closed(self);
-    if (full_raises) return raise_full(self);
+/* What put, get and join return. put: True (stored), False (dropped; or,
+ * asyncio, not stored in time, or cancelled), QueueFullError (a refusal of
+ * a sync put, or of the ERROR strategy). get: the item, None (cancelled),
+ * QueueEmptyError. join: None, or asyncio True when nothing is unfinished.
+ * QueueClosedError when closed. */
+static inline PyObject *q_result(PyObject *self, int kind, unsigned flags, prs_py_settled *out) {
+    int o = out->outcome, async = (flags & PRS_PY_COND_ASYNC) != 0;
+    if (o == PRS_RING_GOT) return out->item;
+    Py_XDECREF(out->item); /* a put's item that was not stored */
+    if (o == PRS_RING_CLOSED) return raise_closed(self);
+    if (kind == PRS_PY_WAITER_JOIN) return async ? PyBool_FromLong(o == PRS_RING_DONE) : Py_NewRef(Py_None);
+    if (kind == PRS_PY_WAITER_GET) return o && (flags & PRS_PY_COND_CANCEL) ? Py_NewRef(Py_None) : raise_empty(self);
+    if (o == PRS_RING_STORED || o == PRS_RING_EVICTED) Py_RETURN_TRUE;
+    if (o != PRS_RING_DROPPED &&
+        (!async || (o == PRS_RING_FULL && prs_ring_strategy_of(SELF->core) == PRS_RING_ERROR)))
+        return raise_full(self);
     Py_RETURN_FALSE;
 }
 
-static const char *const put_names[] = {"item", "block", "timeout", NULL};
+static const prs_py_cond_ops q_ops = {q_call, q_wait, q_settle, q_result};
 
+#define Q_CALL(kind, item, timeout_ns, get_loop) \
+    prs_py_cond_call(&q_ops, self, SELF->core, PRS_PY_WAITER_##kind, item, timeout_ns, get_loop)
+
+/* ---- put, get, join: sync and asyncio (driven by pyresilience/queues.py) -- */
+
+/* put(item, block=True, timeout=None): timeout None is block_timeout. */
 static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3] = {NULL, NULL, NULL};
-    if (nargs == 1 && !kwnames) {
-        v[0] = args[0];
-    } else if (prs_py_unpack("put", args, nargs, kwnames, put_names, 3, 1, v) < 0) {
+    q_wait_args a = {1, SELF->block_timeout_ns};
+    PyObject *v[P_RingQueue_put__COUNT] = {NULL};
+    if ((nargs != 1 || kwnames) && prs_py_parse_params(&RingQueue_put_params, args, nargs, kwnames, &a, v) < 0)
         return NULL;
-    }
-    int block = 1;
-    if (v[1] && (block = PyObject_IsTrue(v[1])) < 0) return NULL;
-    int64_t timeout_ns = SELF->block_timeout_ns;
-    if (v[2] && v[2] != Py_None && prs_py_parse_timeout(v[2], "timeout", &timeout_ns) < 0) return NULL;
-    if (!block) return put_impl(self, v[0], 0, 1, 1);
-    return put_impl(self, v[0], timeout_ns, 0, 1);
+    return Q_CALL(PUT, v[P_RingQueue_put_item] ? v[P_RingQueue_put_item] : args[0], a.block ? a.timeout_ns : 0, NULL);
 }
 
-static PyObject *q_put_nowait(PyObject *self, PyObject *item) {
-    return put_impl(self, item, 0, 1, 1);
-}
-
-/* ---- get -------------------------------------------------------------- */
-
-/* One get, queueing `w` when nothing is stored (w NULL: never): PRS_OK with
- * *item, PRS_EAGAIN when w was queued, PRS_EEMPTY or PRS_ECLOSED. */
-static int get_step(PyObject *self, prs_ring_waiter *w, void **item) {
-    prs_ring_result res;
-    int rc = prs_ring_get(SELF->core, w, item, &res);
-    after(self, &res);
-    return rc == PRS_OK && res.outcome == PRS_RING_WAITING ? PRS_EAGAIN : rc;
-}
-
-static PyObject *get_failed(PyObject *self, int rc) {
-    return rc == PRS_ECLOSED ? raise_closed(self) : raise_empty(self);
-}
-
-static PyObject *get_impl(PyObject *self, int64_t timeout_ns) {
-    void *item = NULL;
-    int rc = get_step(self, NULL, &item); /* no condition variable when an item is there */
-    if (rc == PRS_OK) return (PyObject *)item;
-    if (rc != PRS_EEMPTY || timeout_ns == 0) return get_failed(self, rc);
-    prs_ring_waiter w;
-    rc = prs_ring_waiter_init(&w, PRS_RING_CONSUMER, 1, NULL);
-    if (rc) return raise_exc(self, rc, NULL);
-    rc = get_step(self, &w, &item);
-    if (rc != PRS_EAGAIN) {
-        prs_ring_waiter_destroy(&w);
-        return rc == PRS_OK ? (PyObject *)item : get_failed(self, rc);
-    }
-    prs_py_settled out;
-    if (wait_sync(self, &w, timeout_ns, &out) < 0) return NULL;
-    if (out.outcome == PRS_RING_GOT) return out.item;
-    return get_failed(self, out.outcome == PRS_RING_CLOSED ? PRS_ECLOSED : PRS_EEMPTY);
-}
-
-static const char *const get_names[] = {"block", "timeout", NULL};
+static PyObject *q_put_nowait(PyObject *self, PyObject *item) { return Q_CALL(PUT, item, 0, NULL); }
 
 static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[2] = {NULL, NULL};
-    if ((nargs || kwnames) && prs_py_unpack("get", args, nargs, kwnames, get_names, 2, 0, v) < 0) return NULL;
-    int block = 1;
-    if (v[0] && (block = PyObject_IsTrue(v[0])) < 0) return NULL;
-    int64_t timeout_ns = PRS_NEVER;
-    if (v[1] && prs_py_parse_timeout(v[1], "timeout", &timeout_ns) < 0) return NULL;
-    return get_impl(self, block ? timeout_ns : 0);
+    q_wait_args a = {1, PRS_NEVER};
+    PyObject *v[P_RingQueue_get__COUNT];
+    if ((nargs || kwnames) && prs_py_parse_params(&RingQueue_get_params, args, nargs, kwnames, &a, v) < 0)
+        return NULL;
+    return Q_CALL(GET, NULL, a.block ? a.timeout_ns : 0, NULL);
 }
 
-static PyObject *q_get_nowait(PyObject *self, PyObject *unused) {
-    return get_impl(self, 0);
-}
+static PyObject *q_get_nowait(PyObject *self, PyObject *unused) { return Q_CALL(GET, NULL, 0, NULL); }
 
-/* ---- asyncio forms (driven by pyresilience/queues.py) ------------------ */
+/* join(): waits (GIL released, signals checked between slices) until every
+ * item put has been marked done; Ctrl-C leaves the joiner queue. */
+static PyObject *q_join(PyObject *self, PyObject *unused) { return Q_CALL(JOIN, NULL, PRS_NEVER, NULL); }
 
-/* _put_async(item, get_running_loop): True/False or raises as put_nowait()
- * would, except that a full BLOCK queue (with block_timeout > 0) queues an
- * _AsyncWaiter holding the item and returns it. */
+/* _put_async(item, get_running_loop): a verdict now, or a queued
+ * _AsyncWaiter holding the item (a full BLOCK queue, block_timeout > 0). */
 static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "_put_async(item, get_running_loop)");
         return NULL;
     }
-    PyObject *item = args[0];
-    prs_ring *core = SELF->core;
-    if (prs_ring_strategy_of(core) != PRS_RING_BLOCK || SELF->block_timeout_ns == 0)
-        return put_impl(self, item, 0, 0, 0);
-    prs_ring_result res;
-    Py_INCREF(item);
-    int rc = prs_ring_try_put(core, item, &res);
-    if (rc == PRS_OK) return put_verdict(self, item, &res, 0);
-    if (rc != PRS_EAGAIN) return put_failed(self, item, rc);
-    prs_py_state *st = prs_py_state_of(self);
-    prs_py_waiter *w = st ? prs_py_waiter_new(st, self, PRS_PY_WAITER_PUT, args[1], &q_ops) : NULL;
-    if (!w) { Py_DECREF(item); return NULL; }
-    PyObject *verdict;
-    if (put_step(self, item, &w->u.r, 0, &verdict)) return (PyObject *)w;
-    prs_py_waiter_discard(w);
-    return verdict;
+    return Q_CALL(PUT, args[0], SELF->block_timeout_ns, args[1]);
 }
 
-/* _get_async(get_running_loop): an item, or raises QueueClosedError (closed
- * and drained), or a queued _AsyncWaiter. */
-static PyObject *q_get_async(PyObject *self, PyObject *get_loop) {
-    void *item = NULL;
-    int rc = get_step(self, NULL, &item);
-    if (rc == PRS_OK) return (PyObject *)item;
-    if (rc != PRS_EEMPTY) return get_failed(self, rc);
-    prs_py_state *st = prs_py_state_of(self);
-    prs_py_waiter *w = st ? prs_py_waiter_new(st, self, PRS_PY_WAITER_GET, get_loop, &q_ops) : NULL;
-    if (!w) return NULL;
-    rc = get_step(self, &w->u.r, &item);
-    if (rc == PRS_EAGAIN) return (PyObject *)w;
-    prs_py_waiter_discard(w);
-    return rc == PRS_OK ? (PyObject *)item : get_failed(self, rc);
-}
+static PyObject *q_get_async(PyObject *self, PyObject *get_loop) { return Q_CALL(GET, NULL, PRS_NEVER, get_loop); }
 
-/* _finish_put(waiter, cancel): True (stored), False (timed out, or cancelled:
- * the item was not stored, counted dropped), or QueueClosedError (closed
- * while waiting, or before a served put settled). */
-static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    int cancel;
-    prs_py_waiter *w = prs_py_waiter_args(self, "_finish_put", args, nargs, PRS_PY_WAITER_PUT, &cancel);
-    if (!w) return NULL;
-    prs_py_settled out;
-    if (prs_py_waiter_finish(w, cancel, &out)) Py_RETURN_FALSE; /* settled already */
-    Py_XDECREF(out.item); /* an item that was not stored */
-    if (out.outcome == PRS_RING_STORED) Py_RETURN_TRUE;
-    if (out.outcome == PRS_RING_CLOSED) return raise_closed(self);
-    Py_RETURN_FALSE;
-}
+static PyObject *q_join_async(PyObject *self, PyObject *get_loop) { return Q_CALL(JOIN, NULL, PRS_NEVER, get_loop); }
 
-/* _finish_get(waiter, cancel): the item handed over (cancel=False), or
- * QueueClosedError, or QueueEmptyError (not served); cancel=True gives a
- * handed item back and returns None. */
-static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    int cancel;
-    prs_py_waiter *w = prs_py_waiter_args(self, "_finish_get", args, nargs, PRS_PY_WAITER_GET, &cancel);
-    if (!w) return NULL;
-    prs_py_settled out;
-    if (prs_py_waiter_finish(w, cancel, &out)) return raise_empty(self); /* settled already */
-    if (out.outcome == PRS_RING_GOT) return out.item;
-    if (out.outcome == PRS_RING_CLOSED) return raise_closed(self);
-    if (out.outcome == PRS_RING_GAVE_BACK || cancel) Py_RETURN_NONE;
-    return raise_empty(self);
+/* _finish_put, _finish_get, _finish_join: settles an asyncio waiter (wait.c). */
+static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
 }
-
-/* ---- task_done / join --------------------------------------------------- */
 
 static PyObject *q_task_done(PyObject *self, PyObject *unused) {
     prs_ring_result res;
@@ -491,50 +311,6 @@ static PyObject *q_task_done(PyObject *self, PyObject *unused) {
         return NULL;
     }
     Py_RETURN_NONE;
-}
-
-/* join(): waits (GIL released, signals checked between slices) until every
- * item put has been marked done; Ctrl-C leaves the joiner queue. */
-static PyObject *q_join(PyObject *self, PyObject *unused) {
-    prs_ring *core = SELF->core;
-    prs_ring_result res;
-    if (prs_ring_join(core, NULL, &res) == PRS_OK) Py_RETURN_NONE;
-    prs_ring_waiter w;
-    int rc = prs_ring_waiter_init(&w, PRS_RING_JOINER, 1, NULL);
-    if (rc) return raise_exc(self, rc, NULL);
-    prs_ring_join(core, &w, &res);
-    prs_py_settled out;
-    if (res.outcome != PRS_RING_WAITING) prs_ring_waiter_destroy(&w); /* done meanwhile */
-    else if (wait_sync(self, &w, PRS_NEVER, &out) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
-/* _join_async(get_running_loop): True when nothing is unfinished, else a
- * queued _AsyncWaiter (a joiner). */
-static PyObject *q_join_async(PyObject *self, PyObject *get_loop) {
-    prs_ring *core = SELF->core;
-    prs_ring_result res;
-    if (prs_ring_join(core, NULL, &res) == PRS_OK) Py_RETURN_TRUE;
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    prs_py_waiter *w = prs_py_waiter_new(st, self, PRS_PY_WAITER_JOIN, get_loop, &q_ops);
-    if (!w) return NULL;
-    prs_ring_join(core, &w->u.r, &res);
-    if (res.outcome != PRS_RING_WAITING) { /* done meanwhile */
-        prs_py_waiter_discard(w);
-        Py_RETURN_TRUE;
-    }
-    return (PyObject *)w;
-}
-
-/* _finish_join(waiter): True when served (nothing unfinished), False when it
- * left the queue unserved. */
-static PyObject *q_finish_join(PyObject *self, PyObject *waiter) {
-    prs_py_waiter *w = prs_py_waiter_args(self, "_finish_join", &waiter, 1, PRS_PY_WAITER_JOIN, NULL);
-    if (!w) return NULL;
-    prs_py_settled out;
-    if (prs_py_waiter_finish(w, 1, &out)) Py_RETURN_FALSE; /* settled already */
-    return PyBool_FromLong(out.outcome == PRS_RING_DONE);
 }
 
 /* ---- the rest ------------------------------------------------------------ */
@@ -575,8 +351,7 @@ static PyObject *q_full(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *q_stats(PyObject *self, PyObject *unused) {
-    prs_ring_stats s;
-    prs_ring_stats_get(SELF->core, &s);
+    prs_ring_stats s = q_stats_of(SELF);
     return Py_BuildValue("(LLLLLLLLLiiL)", (long long)s.received, (long long)s.processed, (long long)s.dropped,
                          (long long)s.blocked, (long long)s.size, (long long)s.high_events,
                          (long long)s.low_events, (long long)s.producers_waiting,
@@ -594,9 +369,7 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
     }
     q_args a; /* the queue's config with the new capacity, for the verdict */
     q_args_init(&a);
-    a.ring.watermarks = SELF->wm;
-    a.ring.high_watermark = SELF->high;
-    a.ring.low_watermark = SELF->low;
+    a.ring = SELF->a.ring; /* fixed since tp_new; set_size replaces the capacity */
     if (set_size(v, &a, param) < 0) return -1;
     prs_config_error why;
     int rc = q_args_check(&a, &why);
@@ -607,36 +380,13 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
         return -1;
     }
     prs_ring_result res;
-    Py_BEGIN_CRITICAL_SECTION(self); /* the core's capacity and maxsize change together */
+    Py_BEGIN_CRITICAL_SECTION(self); /* the core's capacity and the size given change together */
     rc = prs_ring_set_capacity(SELF->core, a.ring.capacity, &res);
-    if (!rc) __atomic_store_n(&SELF->maxsize, a.given, __ATOMIC_RELAXED);
+    if (!rc) __atomic_store_n(&SELF->a.given, a.given, __ATOMIC_RELAXED);
     Py_END_CRITICAL_SECTION();
     if (rc) { raise_exc(self, rc, NULL); return -1; }
     after(self, &res);
     return 0;
-}
-
-/* The properties, by closure index (tools/decl_bulkhead.py). */
-static PyObject *q_attr(PyObject *self, void *closure) {
-    prs_ring_stats s;
-    int64_t maxsize = __atomic_load_n(&SELF->maxsize, __ATOMIC_RELAXED); /* q_set_size may run */
-    switch ((int)(intptr_t)closure) {
-    case 0:
-        if (maxsize <= 0) return PyFloat_FromDouble(0.0); /* unbounded */
-        return PyFloat_FromDouble((double)prs_ring_size(SELF->core) / (double)prs_ring_capacity(SELF->core));
-    case 1:
-    case 2: return PyLong_FromLongLong(maxsize);
-    case 3:
-        prs_ring_stats_get(SELF->core, &s);
-        return PyLong_FromLongLong(s.unfinished);
-    case 4: return PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(SELF->core)));
-    case 5:
-        if (isinf(SELF->block_timeout_s)) Py_RETURN_NONE; /* no limit */
-        return PyFloat_FromDouble(SELF->block_timeout_s);
-    case 6: return PyBool_FromLong(prs_ring_is_closed(SELF->core));
-    case 7: return SELF->wm ? PyFloat_FromDouble(SELF->high) : Py_NewRef(Py_None);
-    default: return SELF->wm ? PyFloat_FromDouble(SELF->low) : Py_NewRef(Py_None);
-    }
 }
 
 int prs_py_register_queue(PyObject *m, prs_py_state *st) {

@@ -47,6 +47,13 @@ typedef struct {
 
 #define CALL(o) ((call_obj *)(o))
 
+/* The policy's configuration (a property reads one field). */
+static prs_retry_config policy_config(policy_obj *o) {
+    prs_retry_config cfg;
+    prs_retry_get_config(o->core, &cfg);
+    return cfg;
+}
+
 #include "gen/retry.h"
 
 /* ---- shared parsing ------------------------------------------------------ */
@@ -141,14 +148,6 @@ static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     return (PyObject *)p;
 }
 
-static void policy_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    prs_retry_free(POLICY(self)->core);
-    Py_CLEAR(POLICY(self)->seed);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"attempt", "previous", NULL};
     PyObject *a[2];
@@ -213,20 +212,6 @@ static PyObject *policy_random(PyObject *self, PyObject *unused) {
     return PyFloat_FromDouble(prs_retry_uniform(POLICY(self)->core));
 }
 
-static PyObject *policy_get_field(PyObject *self, void *c) {
-    prs_retry_config cfg;
-    prs_retry_get_config(POLICY(self)->core, &cfg);
-    switch ((int)(intptr_t)c) {
-    case 0: return PyLong_FromLongLong(cfg.max_attempts);
-    case 1: return PyFloat_FromDouble(cfg.base_delay);
-    case 2: return PyFloat_FromDouble(cfg.max_delay);
-    case 3: return PyFloat_FromDouble(cfg.exponential_base);
-    case 4: return PyUnicode_FromString(prs_jitter_name(cfg.jitter));
-    case 5: return Py_NewRef(POLICY(self)->seed);
-    default: return PyFloat_FromDouble(cfg.max_retry_after);
-    }
-}
-
 /* ======================================================================== */
 /* RetryBudget                                                              */
 /* ======================================================================== */
@@ -287,15 +272,6 @@ static PyObject *budget_metrics(PyObject *self, PyObject *unused) {
     return Py_BuildValue("(LLLLLd)", (long long)m.attempts, (long long)m.retries_allowed,
                          (long long)m.retries_denied, (long long)m.window_attempts,
                          (long long)m.window_retries, m.available);
-}
-
-static PyObject *budget_get_field(PyObject *self, void *c) {
-    prs_retry_budget *b = BUDGET(self)->core;
-    switch ((int)(intptr_t)c) {
-    case 0: return PyFloat_FromDouble(prs_retry_budget_ratio(b));
-    case 1: return PyFloat_FromDouble(prs_retry_budget_min_per_second(b));
-    default: return PyFloat_FromDouble(prs_retry_budget_window(b));
-    }
 }
 
 /* ======================================================================== */
@@ -403,30 +379,20 @@ static PyObject *mod_retry_now_ns(PyObject *m, PyObject *arg) {
 }
 
 /* retry_sleep(clock, ns): a ManualClock is advanced by ns at once; any other
- * clock sleeps ns of real (monotonic) time with the GIL released, in slices
- * of <= 50 ms, running signal handlers between slices. */
+ * clock sleeps ns of real (monotonic) time, the one clock sleep of the
+ * binding (prs_py_clock_sleep: the GIL released in slices of <= 50 ms,
+ * signal handlers run between slices). */
 static PyObject *mod_retry_sleep(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "retry_sleep() takes clock and ns");
         return NULL;
     }
-    prs_py_state *st = PyModule_GetState(m);
     int64_t ns;
-    if (prs_py_parse_int(args[1], "ns", 0, INT64_MAX, &ns) < 0) return NULL;
-    prs_py_clock c;
-    if (prs_py_clock_init(st, args[0], &c) < 0) return NULL;
-    int rc = 0;
-    if (c.kind == PRS_CLOCK_MANUAL) {
-        rc = prs_py_clock_sleep(&c, ns);
-    } else {
-        prs_py_clock mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-        int64_t now = prs_monotonic_ns(), wake = prs__sat_add(now, ns);
-        rc = PyErr_CheckSignals();
-        while (rc == 0 && now < wake) {
-            rc = prs_py_clock_wait(&mono, now, wake, 0);
-            now = prs_monotonic_ns();
-        }
-    }
+    prs_py_clock c, mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
+    if (prs_py_parse_int(args[1], "ns", 0, INT64_MAX, &ns) < 0 ||
+        prs_py_clock_init(PyModule_GetState(m), args[0], &c) < 0)
+        return NULL;
+    int rc = prs_py_clock_sleep(c.kind == PRS_CLOCK_MANUAL ? &c : &mono, ns);
     prs_py_clock_clear(&c);
     if (rc < 0) return NULL;
     Py_RETURN_NONE;

@@ -1,21 +1,69 @@
 /*
- * wait.c - the condition wait of Bulkhead and RingQueue (wait.h): the sync
- * loop, the _AsyncWaiter type and the _Ready awaitable.
+ * wait.c - the condition wait of Bulkhead and RingQueue (wait.h): the one
+ * call every blocking and asyncio form goes through, the _AsyncWaiter type
+ * and the _Ready awaitable.
+ *
+ * An _AsyncWaiter's references:
+ *   - the coroutine that got it holds one until it settles it (_finish);
+ *   - while it is queued in the core, the core "holds" one more (taken when
+ *     it is made). Whoever takes it out of the queue drops that one: the
+ *     thread that served it (prs_py_waiter_served, after waking its future),
+ *     or prs_py_cond_finish when the settle finds it still queued;
+ *   - it holds its owner strongly, so the core outlives every queued waiter.
+ * Waking: on the future's loop thread, future.set_result(None) directly; from
+ * any other thread, loop.call_soon_threadsafe(waiter) (calling the waiter
+ * sets the result if the future is still pending). The future says only "look
+ * again": what was handed over is in the core waiter's state.
  */
 #include "wait.h"
+
+/* A core waiter of either core: on a thread's stack, or in an _AsyncWaiter. */
+typedef union core_waiter {
+    prs_bulkhead_waiter b;
+    prs_ring_waiter r;
+} core_waiter;
+
+typedef struct prs_py_waiter {
+    PyObject_HEAD
+    PyObject *owner;              /* strong: the Bulkhead or RingQueue */
+    PyObject *loop;               /* strong: the loop of `future` */
+    PyObject *future;             /* strong: asyncio future */
+    PyObject *get_loop;           /* strong: asyncio's _get_running_loop */
+    const prs_py_cond_ops *ops;   /* the owner's */
+    int kind;                     /* PRS_PY_WAITER_* */
+    int settled;                  /* 1 once settled */
+    core_waiter u;                /* NOTIFY; data = this object */
+} prs_py_waiter;
 
 typedef struct {
     PyObject_HEAD
     PyObject *value; /* the result; NULL once delivered */
 } ready_obj;
 
+static void waiter_free(prs_py_waiter *w);
+
 #include "gen/wait.h"
 
 #define SLICE_NS (50 * PRS_NS_PER_MS)
 
+static int core_waiter_init(core_waiter *u, int kind, int blocking, void *data) {
+    if (kind == PRS_PY_WAITER_BULKHEAD) return prs_bulkhead_waiter_init(&u->b, blocking, data);
+    return prs_ring_waiter_init(&u->r, kind == PRS_PY_WAITER_PUT ? PRS_RING_PRODUCER
+                                       : kind == PRS_PY_WAITER_GET ? PRS_RING_CONSUMER
+                                                                   : PRS_RING_JOINER, blocking, data);
+}
+
+static void core_waiter_destroy(core_waiter *u, int kind) {
+    if (kind == PRS_PY_WAITER_BULKHEAD) prs_bulkhead_waiter_destroy(&u->b);
+    else prs_ring_waiter_destroy(&u->r);
+}
+
 /* ---- sync ---------------------------------------------------------------- */
 
-int prs_py_cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, void *waiter,
+/* Waits until `waiter` (queued, BLOCKING) is served or timeout_ns has passed,
+ * then settles it with ACCEPT into *out: 0. When a signal handler raises,
+ * settles it with CANCEL instead: -1 with that exception. */
+static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, void *waiter,
                      int64_t timeout_ns, prs_py_settled *out) {
     timeout_ns = prs_py_deadline_cap(prs_py_state_of(owner), timeout_ns);
     int64_t now = prs_monotonic_ns();
@@ -43,14 +91,13 @@ int prs_py_cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, vo
 
 /* ---- _AsyncWaiter -------------------------------------------------------- */
 
-#define W ((prs_py_waiter *)self)
-
-prs_py_waiter *prs_py_waiter_new(prs_py_state *st, PyObject *owner, int kind, PyObject *get_loop,
-                                 const prs_py_cond_ops *ops) {
-    if (!PyCallable_Check(get_loop)) {
-        PyErr_SetString(PyExc_TypeError, "get_running_loop must be callable");
-        return NULL;
-    }
+/* A new waiter of `kind` for `owner`, with a fresh future of the running loop
+ * (get_loop() returns it; RuntimeError when there is none), its core waiter
+ * initialised, and the queue's reference already taken (two references in
+ * all). NULL with an exception. */
+static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *get_loop, const prs_py_cond_ops *ops) {
+    prs_py_state *st = prs_py_state_of(owner);
+    if (!st) return NULL;
     PyObject *loop = PyObject_CallNoArgs(get_loop);
     if (!loop) return NULL;
     if (loop == Py_None) {
@@ -69,42 +116,18 @@ prs_py_waiter *prs_py_waiter_new(prs_py_state *st, PyObject *owner, int kind, Py
     w->ops = ops;
     w->kind = kind;
     w->settled = 0;
-    if (kind == PRS_PY_WAITER_BULKHEAD) prs_bulkhead_waiter_init(&w->u.b, 0, w);
-    else prs_ring_waiter_init(&w->u.r, kind == PRS_PY_WAITER_PUT ? PRS_RING_PRODUCER
-                                       : kind == PRS_PY_WAITER_GET ? PRS_RING_CONSUMER
-                                                                   : PRS_RING_JOINER, 0, w);
+    core_waiter_init(&w->u, kind, 0, w);
     PyObject_GC_Track(w);
     Py_INCREF(w); /* the queue's reference */
     return w;
 }
 
-void prs_py_waiter_discard(prs_py_waiter *w) {
-    w->settled = 1;
-    Py_DECREF(w);
-    Py_DECREF(w);
-}
-
-int prs_py_waiter_finish(prs_py_waiter *w, int cancel, prs_py_settled *out) {
-    if (prs_py_claim(&w->settled)) return 1; /* settled once, whichever thread comes first */
-    if (w->ops->settle(w->owner, &w->u, cancel, out)) Py_DECREF(w); /* was still queued */
-    return 0;
-}
-
-prs_py_waiter *prs_py_waiter_args(PyObject *owner, const char *fname, PyObject *const *args, Py_ssize_t nargs,
-                                  int kind, int *cancel) {
-    if (nargs != (cancel ? 2 : 1)) {
-        PyErr_Format(PyExc_TypeError, "%s(waiter%s)", fname, cancel ? ", cancel" : "");
-        return NULL;
-    }
-    prs_py_state *st = prs_py_state_of(owner);
-    if (!st) return NULL;
-    prs_py_waiter *w = (prs_py_waiter *)args[0];
-    if (!PyObject_TypeCheck(args[0], PRS_PY_TYPE(st, AsyncWaiter)) || w->owner != owner || w->kind != kind) {
-        PyErr_Format(PyExc_TypeError, "expected a waiter of this object, not %.200s", Py_TYPE(args[0])->tp_name);
-        return NULL;
-    }
-    if (cancel && (*cancel = PyObject_IsTrue(args[1])) < 0) return NULL;
-    return w;
+/* Settles w with CANCEL (its coroutine will never settle it): what it was
+ * handed goes back. */
+static void waiter_abandon(prs_py_waiter *w) {
+    prs_py_settled out = {0, NULL};
+    if (!prs_py_claim(&w->settled)) w->ops->settle(w->owner, &w->u, 1, &out);
+    Py_XDECREF(out.item);
 }
 
 /* future.set_result(None) unless the future is done already. */
@@ -133,63 +156,80 @@ static int waiter_wake(prs_py_waiter *w) {
     return 0;
 }
 
-void prs_py_waiter_served(prs_py_waiter *w) {
+void prs_py_waiter_served(void *data) {
+    prs_py_waiter *w = data;
     PRS_PY_EXC_SAVE(saved);
     if (waiter_wake(w) < 0) {
-        /* Its loop is gone: undo what was handed to it. */
-        PyErr_WriteUnraisable((PyObject *)w);
-        prs_py_settled out = {0, NULL};
-        if (!prs_py_claim(&w->settled)) w->ops->settle(w->owner, &w->u, 1, &out);
-        Py_XDECREF(out.item);
+        PyErr_WriteUnraisable((PyObject *)w); /* its loop is gone: undo what was handed to it */
+        waiter_abandon(w);
     }
     Py_DECREF(w); /* the queue's reference */
     PRS_PY_EXC_RESTORE(saved);
 }
 
 static PyObject *waiter_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (waiter_resolve(W) < 0) return NULL;
+    if (waiter_resolve((prs_py_waiter *)self) < 0) return NULL;
     Py_RETURN_NONE;
 }
 
-static int waiter_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(W->owner);
-    Py_VISIT(W->loop);
-    Py_VISIT(W->future);
-    Py_VISIT(W->get_loop);
-    return 0;
-}
-
-static int waiter_clear(PyObject *self) {
-    Py_CLEAR(W->loop);
-    Py_CLEAR(W->future);
-    Py_CLEAR(W->get_loop);
-    return 0;
-}
-
-static void waiter_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    /* Never queued here (the queue holds a reference). Served but never
-     * settled (its coroutine vanished): give back what it was handed. */
-    if (!W->settled && W->owner) {
+/* After its references are cleared (the owner is kept until the end). Never
+ * queued here (the queue holds a reference); served but never settled (its
+ * coroutine vanished): gives back what it was handed. */
+static void waiter_free(prs_py_waiter *w) {
+    if (!w->settled && w->owner) {
         PRS_PY_EXC_SAVE(saved);
-        prs_py_settled out = {0, NULL};
-        W->settled = 1;
-        W->ops->settle(W->owner, &W->u, 1, &out);
-        Py_XDECREF(out.item);
+        waiter_abandon(w);
         PRS_PY_EXC_RESTORE(saved);
     }
-    if (W->kind == PRS_PY_WAITER_BULKHEAD) prs_bulkhead_waiter_destroy(&W->u.b);
-    else prs_ring_waiter_destroy(&W->u.r);
-    waiter_clear(self);
-    Py_CLEAR(W->owner);
-    PyObject_GC_Del(self);
-    Py_DECREF(tp);
+    core_waiter_destroy(&w->u, w->kind);
 }
 
+/* ---- the one call (its path without a wait is inline, in wait.h) --------- */
 
-#undef W
+PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, PyObject *arg,
+                            int64_t timeout_ns, PyObject *get_loop) {
+    prs_py_settled out = {0, NULL};
+    int rc;
+    if (get_loop) {
+        prs_py_waiter *w = waiter_new(owner, kind, get_loop, ops);
+        if (!w) return NULL;
+        rc = ops->call(owner, kind, &w->u, 0, arg, &out);
+        if (rc == 1) return (PyObject *)w;
+        w->settled = 1; /* not queued: drop the queue's reference and ours */
+        Py_DECREF(w);
+        Py_DECREF(w);
+    } else {
+        core_waiter u;
+        int err = core_waiter_init(&u, kind, 1, NULL);
+        if (err) return prs_py_error(prs_py_state_of(owner), err, NULL);
+        rc = ops->call(owner, kind, &u, 0, arg, &out);
+        if (rc == 1) rc = cond_wait(ops, owner, core, &u, timeout_ns, &out);
+        core_waiter_destroy(&u, kind);
+    }
+    if (rc < 0) {
+        Py_XDECREF(out.item);
+        return NULL;
+    }
+    return ops->result(owner, kind, get_loop ? PRS_PY_COND_ASYNC : 0, &out);
+}
+
+PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t nargs) {
+    prs_py_state *st = prs_py_state_of(owner);
+    if (!st) return NULL;
+    prs_py_waiter *w = nargs >= 1 && nargs <= 2 ? (prs_py_waiter *)args[0] : NULL;
+    if (!w || !PyObject_TypeCheck(args[0], PRS_PY_TYPE(st, AsyncWaiter)) || w->owner != owner) {
+        PyErr_Format(PyExc_TypeError, "expected (waiter, cancel) with a waiter of this object, not %.200s",
+                     w ? Py_TYPE(args[0])->tp_name : "other arguments");
+        return NULL;
+    }
+    int cancel = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
+    if (cancel < 0) return NULL;
+    prs_py_settled out = {0, NULL};
+    if (!prs_py_claim(&w->settled)) { /* settled once, whichever thread comes first */
+        if (w->ops->settle(owner, &w->u, cancel, &out)) Py_DECREF(w); /* it was queued: the queue's reference */
+    }
+    return w->ops->result(owner, w->kind, PRS_PY_COND_ASYNC | (cancel ? PRS_PY_COND_CANCEL : 0), &out);
+}
 
 /* ---- _Ready: an awaitable that is already done ----------------------------- */
 

@@ -192,6 +192,8 @@ void prs_breaker_get_config(const prs_breaker *b, prs_breaker_config *cfg);
 
 /* "closed", "open", "half_open" ("unknown" otherwise). */
 const char *prs_breaker_state_name(int state);
+/* "normal", "forced_open", "disabled"; "unknown" for any other value. */
+const char *prs_breaker_mode_name(int mode);
 
 #ifdef __cplusplus
 }

@@ -129,6 +129,16 @@ typedef struct prs_decision {
                                PRS_NEVER if it never gets there */
 } prs_decision;
 
+/* The HTTP headers of a decision, in this order: X-RateLimit-Limit,
+ * X-RateLimit-Remaining (clamped at 0), X-RateLimit-Reset and, when denied,
+ * Retry-After (whole seconds, rounded up). A time that never comes is left
+ * out: a request that can never be admitted gets neither Retry-After nor
+ * X-RateLimit-Reset. Fills name[i] and value[i] for i below the count
+ * returned (at most PRS_DECISION_HEADERS_MAX). */
+#define PRS_DECISION_HEADERS_MAX 4
+int prs_decision_headers(const prs_decision *d, const char *name[PRS_DECISION_HEADERS_MAX],
+                         int64_t value[PRS_DECISION_HEADERS_MAX]);
+
 #ifdef __cplusplus
 }
 #endif

@@ -138,7 +138,7 @@ typedef struct prs_ring_stats {
 /* Defaults: capacity 1, BLOCK, no watermarks, default allocator. */
 void prs_ring_config_init(prs_ring_config *cfg);
 /* PRS_OK, PRS_EINVAL (capacity < 0, unknown strategy, watermarks not
- * 0 <= low < high <= 1 or NaN), PRS_ERANGE (capacity > PRS_RING_MAX); on
+ * 0 <= low < high <= 1 or NaN, or set on an unbounded ring), PRS_ERANGE (capacity > PRS_RING_MAX); on
  * error *why (when not NULL) names the field and the rule it broke. */
 int prs_ring_config_check(const prs_ring_config *cfg, prs_config_error *why);
 /* prs_ring_config_check(cfg, NULL). */

@@ -158,6 +158,10 @@ TEST(breaker_config) {
     ASSERT_STREQ(prs_breaker_state_name(O), "open");
     ASSERT_STREQ(prs_breaker_state_name(H), "half_open");
     ASSERT_STREQ(prs_breaker_state_name(7), "unknown");
+    ASSERT_STREQ(prs_breaker_mode_name(PRS_BREAKER_NORMAL), "normal");
+    ASSERT_STREQ(prs_breaker_mode_name(PRS_BREAKER_FORCED_OPEN), "forced_open");
+    ASSERT_STREQ(prs_breaker_mode_name(PRS_BREAKER_DISABLED), "disabled");
+    ASSERT_STREQ(prs_breaker_mode_name(7), "unknown");
 }
 
 TEST(breaker_bad_outcome) {

@@ -216,6 +216,33 @@ TEST(common_test_alloc_counts_and_fails) {
     ASSERT(never.base.calloc_fn(never.base.ctx, SIZE_MAX, 2) == NULL);
 }
 
+/* Each row: a decision, then its headers' values (-1: left out), in the
+ * order Limit, Remaining, Reset, Retry-After. */
+TEST(common_decision_headers) {
+    static const struct { prs_decision d; int64_t want[4]; } rows[] = {
+        {{1, 10, 9, 0, 1}, {10, 9, 1, -1}},                            /* 1 ns resets in 1 s */
+        {{0, 10, -2, 1500 * PRS_NS_PER_MS, 2 * PRS_NS_PER_SEC}, {10, 0, 2, 2}},
+        {{0, 5, 0, PRS_NEVER, 3 * PRS_NS_PER_SEC}, {5, 0, -1, -1}},   /* never: no Reset either */
+        {{1, 5, 4, 0, PRS_NEVER}, {5, 4, -1, -1}},
+        {{0, 5, 0, PRS_NS_PER_SEC, PRS_NEVER}, {5, 0, -1, 1}},
+    };
+    static const char *const names[] = {"X-RateLimit-Limit", "X-RateLimit-Remaining", "X-RateLimit-Reset",
+                                        "Retry-After"};
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        const char *name[PRS_DECISION_HEADERS_MAX];
+        int64_t value[PRS_DECISION_HEADERS_MAX];
+        int n = prs_decision_headers(&rows[i].d, name, value), k = 0;
+        for (int j = 0; j < 4; j++) {
+            if (rows[i].want[j] < 0) continue;
+            ASSERT(k < n);
+            ASSERT_STREQ(name[k], names[j]);
+            ASSERT(value[k] == rows[i].want[j]);
+            k++;
+        }
+        ASSERT(k == n);
+    }
+}
+
 /* ---- the core's locks under contention (prs_internal.h) ------------------ *
  * More threads than CPUs hammer one spinlock and one backoff mutex guarding
  * plain (non-atomic) counters: every slow-path branch (backoff, yield, block)

@@ -71,6 +71,7 @@ TEST(ring_config) {
         {4, PRS_RING_BLOCK, 1, 0.2, 0.8, PRS_EINVAL, "low_watermark"},
         {4, PRS_RING_BLOCK, 1, 0.5, -0.1, PRS_EINVAL, "low_watermark"},
         {4, PRS_RING_BLOCK, 1, 0.9, NAN, PRS_EINVAL, "low_watermark"},
+        {0, PRS_RING_BLOCK, 1, 0.8, 0.2, PRS_EINVAL, "capacity"}, /* watermarks need a bound */
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         prs_ring_config cfg;

@@ -4,6 +4,114 @@
 
 #include <stddef.h>
 
+/* ---- CircuitBreakerMetrics ---- */
+#define CircuitBreakerMetrics_DOC \
+    "CircuitBreakerMetrics: a snapshot of a CircuitBreaker's state and counters."
+static PyStructSequence_Field CircuitBreakerMetrics_fields[] = {
+    {"state", "the CircuitState"},
+    {"consecutive_failures", "failures since the last success (CLOSED)"},
+    {"consecutive_successes", "successes since the last failure; trial successes in HALF_OPEN"},
+    {"calls", "successes + failures recorded (since creation or reset())"},
+    {"failures", "failures recorded"},
+    {"slow_calls", "slow calls recorded"},
+    {"rejected", "calls rejected"},
+    {"ignored", "outcomes that counted as neither"},
+    {"failure_rate", "failures / calls over the current window (0.0 when empty)"},
+    {"slow_call_rate", "slow calls / calls over the current window"},
+    {"retry_after", "seconds until a trial call is allowed when OPEN (inf when forced), else 0.0"},
+    {"window_calls", "outcomes in the current window"},
+    {"window_failures", "failures in the current window"},
+    {"window_slow_calls", "slow calls in the current window"},
+    {"half_open_in_flight", "trial calls running"},
+    {"mode", "'normal', 'forced_open' or 'disabled'"},
+    {NULL, NULL},
+};
+static PyStructSequence_Desc CircuitBreakerMetrics_desc = {"pyresilience.breaker.CircuitBreakerMetrics", CircuitBreakerMetrics_DOC, CircuitBreakerMetrics_fields, 16};
+static PyObject *CircuitBreakerMetrics_repr(PyObject *self) {
+    static const char *const attrs[] = {"state", "consecutive_failures", "consecutive_successes", "calls", "failures", "slow_calls", "rejected", "ignored", "failure_rate", "slow_call_rate", "retry_after", "window_calls", "window_failures", "window_slow_calls", "half_open_in_flight", "mode", NULL};
+    return prs_py_repr_attrs(self, "CircuitBreakerMetrics", attrs);
+}
+/* A new CircuitBreakerMetrics (NULL with an exception). */
+static PyObject *CircuitBreakerMetrics_new(prs_py_state *st, const prs_breaker_metrics *m, PyObject *states) {
+    PyObject *items[16] = {
+        Py_NewRef(PyTuple_GET_ITEM(states, m->state)),
+        PyLong_FromLongLong(m->consecutive_failures),
+        PyLong_FromLongLong(m->consecutive_successes),
+        PyLong_FromLongLong(m->calls),
+        PyLong_FromLongLong(m->failures),
+        PyLong_FromLongLong(m->slow_calls),
+        PyLong_FromLongLong(m->rejected),
+        PyLong_FromLongLong(m->ignored),
+        PyFloat_FromDouble(m->failure_rate),
+        PyFloat_FromDouble(m->slow_call_rate),
+        PyFloat_FromDouble(prs_py_ns_to_s(m->retry_after_ns)),
+        PyLong_FromLongLong(m->window_calls),
+        PyLong_FromLongLong(m->window_failures),
+        PyLong_FromLongLong(m->window_slow_calls),
+        PyLong_FromLongLong(m->half_open_in_flight),
+        PyUnicode_FromString(prs_breaker_mode_name(m->mode)),
+    };
+    return prs_py_struct_new(PRS_PY_TYPE(st, CircuitBreakerMetrics), items, 16);
+}
+
+/* ---- BreakerFunction ---- */
+#define BreakerFunction_DOC \
+    "A function protected by a CircuitBreaker (made by using the breaker as a decorator): each call goes through breaker.call(func, ...)."
+static PyGetSetDef BreakerFunction_getset[] = {
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PyMemberDef BreakerFunction_members[] = {
+    {"__dictoffset__", T_PYSSIZET, offsetof(wrapped_obj, dict), READONLY, NULL},
+    {"__weaklistoffset__", T_PYSSIZET, offsetof(wrapped_obj, weakreflist), READONLY, NULL},
+    {"__vectorcalloffset__", T_PYSSIZET, offsetof(wrapped_obj, vectorcall), READONLY, NULL},
+    {"breaker", T_OBJECT, offsetof(wrapped_obj, breaker), READONLY,
+     "The CircuitBreaker that protects this function."},
+    {NULL, 0, 0, 0, NULL},
+};
+static PyObject *wrapped_descr_get(PyObject *self, PyObject *obj, PyObject *type);
+static PyObject *wrapped_repr(PyObject *self);
+static void wrapped_dealloc(PyObject *self);
+static int wrapped_traverse(PyObject *self, visitproc visit, void *arg);
+static int wrapped_clear(PyObject *self);
+static PyType_Slot BreakerFunction_slots[] = {
+    {Py_tp_doc, (void *)BreakerFunction_DOC},
+    {Py_tp_call, PyVectorcall_Call},
+    {Py_tp_descr_get, wrapped_descr_get},
+    {Py_tp_repr, wrapped_repr},
+    {Py_tp_dealloc, wrapped_dealloc},
+    {Py_tp_traverse, wrapped_traverse},
+    {Py_tp_clear, wrapped_clear},
+    {Py_tp_getset, BreakerFunction_getset},
+    {Py_tp_members, BreakerFunction_members},
+    {0, NULL},
+};
+static PyType_Spec BreakerFunction_spec = {"pyresilience._core.BreakerFunction", sizeof(wrapped_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION, BreakerFunction_slots};
+static int wrapped_traverse(PyObject *self, visitproc visit, void *arg) {
+    wrapped_obj *o = (wrapped_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->breaker);
+    Py_VISIT(o->func);
+    Py_VISIT(o->dict);
+    return 0;
+}
+static int wrapped_clear(PyObject *self) {
+    wrapped_obj *o = (wrapped_obj *)self;
+    Py_CLEAR(o->breaker);
+    Py_CLEAR(o->func);
+    Py_CLEAR(o->dict);
+    return 0;
+}
+static void wrapped_dealloc(PyObject *self) {
+    wrapped_obj *o = (wrapped_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    wrapped_clear(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
 /* ---- CircuitBreaker ---- */
 enum {
     P_CircuitBreaker_failure_threshold = 0,
@@ -82,17 +190,42 @@ static const prs_py_param CircuitBreaker_record_failure_param_list[] = {
     {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params CircuitBreaker_record_failure_params = {"record_failure", 1, 1, 0, CircuitBreaker_record_failure_param_list, CircuitBreaker_record_failure_names};
+enum {
+    P_CircuitBreaker__record_token = 0,
+    P_CircuitBreaker__record_exc = 1,
+    P_CircuitBreaker__record_result = 2,
+    P_CircuitBreaker__record__COUNT = 3
+};
+static const char *const CircuitBreaker__record_names[] = {"token", "exc", "result", NULL};
+static const prs_py_param CircuitBreaker__record_param_list[] = {
+    {"token", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"exc", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"result", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params CircuitBreaker__record_params = {"_record", 3, 3, 1, CircuitBreaker__record_param_list, CircuitBreaker__record_names};
 static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *cb_allow_request(PyObject *self, PyObject *unused);
 static PyObject *cb_record_success(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *cb_record_failure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *cb_record_ignored(PyObject *self, PyObject *unused);
-static PyObject *cb_open(PyObject *self, PyObject *unused);
-static PyObject *cb_close(PyObject *self, PyObject *unused);
-static PyObject *cb_half_open(PyObject *self, PyObject *unused);
-static PyObject *cb_reset(PyObject *self, PyObject *unused);
-static PyObject *cb_force_open(PyObject *self, PyObject *unused);
-static PyObject *cb_disable(PyObject *self, PyObject *unused);
+static PyObject *cb_open(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_open);
+}
+static PyObject *cb_close(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_close);
+}
+static PyObject *cb_half_open(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_half_open);
+}
+static PyObject *cb_reset(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_reset);
+}
+static PyObject *cb_force_open(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_force_open);
+}
+static PyObject *cb_disable(PyObject *self, PyObject *unused) {
+    return manual(self, prs_breaker_disable);
+}
 static PyObject *cb_add_listener(PyObject *self, PyObject *arg);
 static PyObject *cb_remove_listener(PyObject *self, PyObject *arg);
 static PyObject *cb_wrap(PyObject *self, PyObject *arg);
@@ -192,25 +325,31 @@ static PyMethodDef CircuitBreaker_methods[] = {
      "Internal: record the outcome of a call admitted by _acquire()."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *cb_get_state(PyObject *self, void *closure);
-static PyObject *cb_get_mode(PyObject *self, void *closure);
+static PyObject *cb_get_state(PyObject *self, void *closure) {
+    breaker_obj *o = (breaker_obj *)self;
+    return Py_NewRef(PyTuple_GET_ITEM(o->states, prs_breaker_get_state(o->core)));
+}
+static PyObject *cb_get_mode(PyObject *self, void *closure) {
+    breaker_obj *o = (breaker_obj *)self;
+    return PyUnicode_FromString(prs_breaker_mode_name(prs_breaker_get_mode(o->core)));
+}
 static PyObject *cb_get_metrics(PyObject *self, void *closure);
-static PyObject *cb_get_config(PyObject *self, void *closure);
+static PyObject *cb_param_get(PyObject *self, void *closure);
 static PyObject *cb_get_listeners(PyObject *self, void *closure);
 static PyGetSetDef CircuitBreaker_getset[] = {
     {"state", cb_get_state, NULL, "The current CircuitState (OPEN stays OPEN past its timeout until the next call).", NULL},
     {"mode", cb_get_mode, NULL, "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).", NULL},
     {"metrics", cb_get_metrics, NULL, "A CircuitBreakerMetrics snapshot taken now.", NULL},
-    {"failure_threshold", cb_get_config, NULL, "Consecutive failures that open the circuit (consecutive mode).", (void *)(intptr_t)0},
-    {"success_threshold", cb_get_config, NULL, "Half-open successes that close the circuit.", (void *)(intptr_t)1},
-    {"half_open_max_calls", cb_get_config, NULL, "Trial calls admitted at once while half-open.", (void *)(intptr_t)2},
-    {"window_size", cb_get_config, NULL, "Outcomes (count window) or seconds (time window) in the window.", (void *)(intptr_t)3},
-    {"minimum_calls", cb_get_config, NULL, "Outcomes the window needs before a rate can open the circuit.", (void *)(intptr_t)4},
-    {"timeout_seconds", cb_get_config, NULL, "Seconds the circuit stays open before a trial call (inf: until a manual call).", (void *)(intptr_t)5},
-    {"failure_rate_threshold", cb_get_config, NULL, "The failure rate that opens the circuit (None: consecutive mode).", (void *)(intptr_t)6},
-    {"slow_call_rate_threshold", cb_get_config, NULL, "The slow-call rate that opens the circuit (None: off).", (void *)(intptr_t)7},
-    {"slow_call_duration", cb_get_config, NULL, "Seconds from which a call is slow (None: never).", (void *)(intptr_t)8},
-    {"window_type", cb_get_config, NULL, "'count' or 'time'.", (void *)(intptr_t)9},
+    {"failure_threshold", cb_param_get, NULL, "Consecutive failures that open the circuit (consecutive mode).", (void *)(intptr_t)0},
+    {"success_threshold", cb_param_get, NULL, "Half-open successes that close the circuit.", (void *)(intptr_t)1},
+    {"half_open_max_calls", cb_param_get, NULL, "Trial calls admitted at once while half-open.", (void *)(intptr_t)11},
+    {"window_size", cb_param_get, NULL, "Outcomes (count window) or seconds (time window) in the window.", (void *)(intptr_t)7},
+    {"minimum_calls", cb_param_get, NULL, "Outcomes the window needs before a rate can open the circuit.", (void *)(intptr_t)8},
+    {"timeout_seconds", cb_param_get, NULL, "Seconds the circuit stays open before a trial call (inf: until a manual call).", (void *)(intptr_t)2},
+    {"failure_rate_threshold", cb_param_get, NULL, "The failure rate that opens the circuit (None: consecutive mode).", (void *)(intptr_t)5},
+    {"slow_call_rate_threshold", cb_param_get, NULL, "The slow-call rate that opens the circuit (None: off).", (void *)(intptr_t)10},
+    {"slow_call_duration", cb_param_get, NULL, "Seconds from which a call is slow (None: never).", (void *)(intptr_t)9},
+    {"window_type", cb_param_get, NULL, "'count' or 'time'.", (void *)(intptr_t)6},
     {"listeners", cb_get_listeners, NULL, "The on_state_change listeners (a tuple).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock this breaker reads.", (void *)offsetof(breaker_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
@@ -254,7 +393,7 @@ static int cb_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->ignore_exc);
     Py_VISIT(o->is_failure);
     Py_VISIT(o->listeners);
-    for (int i = 0; i < 3; i++) Py_VISIT(o->states[i]);
+    Py_VISIT(o->states);
     Py_VISIT(o->msg_open);
     Py_VISIT(o->msg_half);
     return prs_py_clock_traverse(&o->clock, visit, arg);
@@ -267,7 +406,7 @@ static int cb_clear(PyObject *self) {
     Py_CLEAR(o->ignore_exc);
     Py_CLEAR(o->is_failure);
     Py_CLEAR(o->listeners);
-    for (int i = 0; i < 3; i++) Py_CLEAR(o->states[i]);
+    Py_CLEAR(o->states);
     Py_CLEAR(o->msg_open);
     Py_CLEAR(o->msg_half);
     prs_py_clock_clear(&o->clock);
@@ -284,67 +423,10 @@ static void cb_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-/* ---- BreakerFunction ---- */
-#define BreakerFunction_DOC \
-    "A function protected by a CircuitBreaker (made by using the breaker as a decorator): each call goes through breaker.call(func, ...)."
-static PyGetSetDef BreakerFunction_getset[] = {
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-static PyMemberDef BreakerFunction_members[] = {
-    {"__dictoffset__", T_PYSSIZET, offsetof(wrapped_obj, dict), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(wrapped_obj, weakreflist), READONLY, NULL},
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(wrapped_obj, vectorcall), READONLY, NULL},
-    {"breaker", T_OBJECT, offsetof(wrapped_obj, breaker), READONLY,
-     "The CircuitBreaker that protects this function."},
-    {NULL, 0, 0, 0, NULL},
-};
-static PyObject *wrapped_descr_get(PyObject *self, PyObject *obj, PyObject *type);
-static PyObject *wrapped_repr(PyObject *self);
-static void wrapped_dealloc(PyObject *self);
-static int wrapped_traverse(PyObject *self, visitproc visit, void *arg);
-static int wrapped_clear(PyObject *self);
-static PyType_Slot BreakerFunction_slots[] = {
-    {Py_tp_doc, (void *)BreakerFunction_DOC},
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, wrapped_descr_get},
-    {Py_tp_repr, wrapped_repr},
-    {Py_tp_dealloc, wrapped_dealloc},
-    {Py_tp_traverse, wrapped_traverse},
-    {Py_tp_clear, wrapped_clear},
-    {Py_tp_getset, BreakerFunction_getset},
-    {Py_tp_members, BreakerFunction_members},
-    {0, NULL},
-};
-static PyType_Spec BreakerFunction_spec = {"pyresilience._core.BreakerFunction", sizeof(wrapped_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_DISALLOW_INSTANTIATION, BreakerFunction_slots};
-static int wrapped_traverse(PyObject *self, visitproc visit, void *arg) {
-    wrapped_obj *o = (wrapped_obj *)self;
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(o->breaker);
-    Py_VISIT(o->func);
-    Py_VISIT(o->dict);
-    return 0;
-}
-static int wrapped_clear(PyObject *self) {
-    wrapped_obj *o = (wrapped_obj *)self;
-    Py_CLEAR(o->breaker);
-    Py_CLEAR(o->func);
-    Py_CLEAR(o->dict);
-    return 0;
-}
-static void wrapped_dealloc(PyObject *self) {
-    wrapped_obj *o = (wrapped_obj *)self;
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (o->weakreflist) PyObject_ClearWeakRefs(self);
-    wrapped_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 static int breaker_add_types(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
+    if (prs_py_add_struct(m, st, PRS_SLOT_CircuitBreakerMetrics, &CircuitBreakerMetrics_desc, CircuitBreakerMetrics_repr) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &BreakerFunction_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
     return 0;
 }
 

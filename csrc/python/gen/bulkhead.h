@@ -126,14 +126,37 @@ static PyMethodDef Bulkhead_methods[] = {
      "Internal: a dict snapshot of every counter."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *bh_attr(PyObject *self, void *closure);
+static PyObject *bh_get_max_concurrent(PyObject *self, void *closure) {
+    bh_obj *o = (bh_obj *)self;
+    return PyLong_FromLongLong(prs_bulkhead_max_concurrent(o->core));
+}
+static PyObject *bh_get_max_wait_seconds(PyObject *self, void *closure) {
+    bh_obj *o = (bh_obj *)self;
+    return PyFloat_FromDouble(o->max_wait_s);
+}
+static PyObject *bh_get_active_count(PyObject *self, void *closure) {
+    bh_obj *o = (bh_obj *)self;
+    return PyLong_FromLongLong(bh_stats_of(o).active);
+}
+static PyObject *bh_get_available(PyObject *self, void *closure) {
+    bh_obj *o = (bh_obj *)self;
+    return PyLong_FromLongLong(bh_stats_of(o).available);
+}
+static PyObject *bh_get_waiting_count(PyObject *self, void *closure) {
+    bh_obj *o = (bh_obj *)self;
+    return PyLong_FromLongLong(bh_stats_of(o).waiting);
+}
+static PyObject *bh_get_rejected_count(PyObject *self, void *closure) {
+    bh_obj *o = (bh_obj *)self;
+    return PyLong_FromLongLong(bh_stats_of(o).rejected_total);
+}
 static PyGetSetDef Bulkhead_getset[] = {
-    {"max_concurrent", bh_attr, NULL, "Slots in the bulkhead.", (void *)(intptr_t)0},
-    {"max_wait_seconds", bh_attr, NULL, "Default wait for a slot, in seconds.", (void *)(intptr_t)1},
-    {"active_count", bh_attr, NULL, "Slots held now.", (void *)(intptr_t)2},
-    {"available", bh_attr, NULL, "Slots free now (max_concurrent - active_count).", (void *)(intptr_t)3},
-    {"waiting_count", bh_attr, NULL, "Callers waiting for a slot now.", (void *)(intptr_t)4},
-    {"rejected_count", bh_attr, NULL, "Calls refused because no slot freed in time.", (void *)(intptr_t)5},
+    {"max_concurrent", bh_get_max_concurrent, NULL, "Slots in the bulkhead.", NULL},
+    {"max_wait_seconds", bh_get_max_wait_seconds, NULL, "Default wait for a slot, in seconds.", NULL},
+    {"active_count", bh_get_active_count, NULL, "Slots held now.", NULL},
+    {"available", bh_get_available, NULL, "Slots free now (max_concurrent - active_count).", NULL},
+    {"waiting_count", bh_get_waiting_count, NULL, "Callers waiting for a slot now.", NULL},
+    {"rejected_count", bh_get_rejected_count, NULL, "Calls refused because no slot freed in time.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef Bulkhead_members[] = {

@@ -43,11 +43,26 @@ static PyMethodDef Decision_methods[] = {
      "are left out, and so is X-RateLimit-Reset whenever reset_after is math.inf."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *decision_get_allowed(PyObject *self, void *closure);
-static PyObject *decision_get_limit(PyObject *self, void *closure);
-static PyObject *decision_get_remaining(PyObject *self, void *closure);
-static PyObject *decision_get_retry_after(PyObject *self, void *closure);
-static PyObject *decision_get_reset_after(PyObject *self, void *closure);
+static PyObject *decision_get_allowed(PyObject *self, void *closure) {
+    prs_py_decision *o = (prs_py_decision *)self;
+    return PyBool_FromLong(o->d.allowed);
+}
+static PyObject *decision_get_limit(PyObject *self, void *closure) {
+    prs_py_decision *o = (prs_py_decision *)self;
+    return PyLong_FromLongLong(o->d.limit);
+}
+static PyObject *decision_get_remaining(PyObject *self, void *closure) {
+    prs_py_decision *o = (prs_py_decision *)self;
+    return PyLong_FromLongLong(o->d.remaining);
+}
+static PyObject *decision_get_retry_after(PyObject *self, void *closure) {
+    prs_py_decision *o = (prs_py_decision *)self;
+    return PyFloat_FromDouble(prs_py_ns_to_s(o->d.retry_after_ns));
+}
+static PyObject *decision_get_reset_after(PyObject *self, void *closure) {
+    prs_py_decision *o = (prs_py_decision *)self;
+    return PyFloat_FromDouble(prs_py_ns_to_s(o->d.reset_after_ns));
+}
 static PyGetSetDef Decision_getset[] = {
     {"allowed", decision_get_allowed, NULL, "True when the request was admitted.", NULL},
     {"limit", decision_get_limit, NULL, "The limiter's capacity / limit / burst.", NULL},

@@ -26,13 +26,34 @@ static const prs_py_params KeyedLimiter_params = {"KeyedLimiter", 3, 1, 1, Keyed
     "(an in-process limiter object used as a template), in a bounded C hash table\n" \
     "(SipHash with a per-process random seed). At most max_keys keys; a key whose\n" \
     "state is fresh may be evicted, a limited key never is."
+enum {
+    P_KeyedLimiter_reset_key = 0,
+    P_KeyedLimiter_reset__COUNT = 1
+};
+static const char *const KeyedLimiter_reset_names[] = {"key", NULL};
+static const prs_py_param KeyedLimiter_reset_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params KeyedLimiter_reset_params = {"reset", 1, 1, 0, KeyedLimiter_reset_param_list, KeyedLimiter_reset_names};
+static int keyed_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, keyed_target, 1, args, nargs, kwnames);
+}
+static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, keyed_target, 1, args, nargs, kwnames);
+}
+static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, keyed_target, 1, args, nargs, kwnames);
+}
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *keyed_available(PyObject *self, PyObject *arg);
-static PyObject *keyed_prune(PyObject *self, PyObject *unused);
+static PyObject *keyed_prune(PyObject *self, PyObject *unused) {
+    keyed_obj *o = (keyed_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return PyLong_FromLongLong(prs_keyed_prune(o->table, now));
+}
 static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef KeyedLimiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))keyed_allow, METH_FASTCALL | METH_KEYWORDS,
@@ -87,11 +108,17 @@ static PyMethodDef KeyedLimiter_methods[] = {
      "not changed (the table keeps its own copy of the parameters)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *keyed_get_max_keys(PyObject *self, void *closure);
-static PyObject *keyed_get_memory(PyObject *self, void *closure);
+static PyObject *keyed_get_max_keys(PyObject *self, void *closure) {
+    keyed_obj *o = (keyed_obj *)self;
+    return PyLong_FromLongLong(prs_keyed_max_keys(o->table));
+}
+static PyObject *keyed_get_memory_bytes(PyObject *self, void *closure) {
+    keyed_obj *o = (keyed_obj *)self;
+    return PyLong_FromSize_t(prs_keyed_memory(o->table));
+}
 static PyGetSetDef KeyedLimiter_getset[] = {
     {"max_keys", keyed_get_max_keys, NULL, "The most keys held at once.", NULL},
-    {"memory_bytes", keyed_get_memory, NULL, "Bytes the key table holds now (C allocations).", NULL},
+    {"memory_bytes", keyed_get_memory_bytes, NULL, "Bytes the key table holds now (C allocations).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(keyed_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -163,12 +190,27 @@ static const prs_py_params KeyedLimiterView_params = {"KeyedLimiterView", 2, 2, 
     "One key of a KeyedLimiter with the plain limiter interface (allow, check, peek,\n" \
     "acquire, reset, available); what KeyedLimiter.for_key(key) returns. Can be a\n" \
     "LimiterGroup member."
-static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *view_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *view_reset(PyObject *self, PyObject *unused);
+static int view_target(PyObject *self, PyObject *key, prs_py_rate *r);
+static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ALLOW, view_target, 0, args, nargs, kwnames);
+}
+static PyObject *view_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, view_target, 0, args, nargs, kwnames);
+}
+static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, view_target, 0, args, nargs, kwnames);
+}
+static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, view_target, 0, args, nargs, kwnames);
+}
+static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_WAITER, view_target, 0, args, nargs, kwnames);
+}
+static PyObject *view_reset(PyObject *self, PyObject *unused) {
+    view_obj *o = (view_obj *)self;
+    prs_keyed_reset_key(VTABLE(o), VKEY(o));
+    Py_RETURN_NONE;
+}
 static PyMethodDef KeyedLimiterView_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))view_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow($self, /, n=1, *, tokens_needed=None)\n"
@@ -202,8 +244,16 @@ static PyMethodDef KeyedLimiterView_methods[] = {
      "Forget this key (back to a fresh limiter)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *view_get_available(PyObject *self, void *closure);
-static PyObject *view_get_clock(PyObject *self, void *closure);
+static PyObject *view_get_available(PyObject *self, void *closure) {
+    view_obj *o = (view_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(VCLOCK(o), &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_keyed_available(VTABLE(o), VKEY(o), now));
+}
+static PyObject *view_get_clock(PyObject *self, void *closure) {
+    view_obj *o = (view_obj *)self;
+    return prs_py_get_clock(o->keyed, (void *)offsetof(keyed_obj, clock));
+}
 static PyGetSetDef KeyedLimiterView_getset[] = {
     {"available", view_get_available, NULL, "Requests of weight 1 admissible for this key now (float).", NULL},
     {"clock", view_get_clock, NULL, "The clock of the KeyedLimiter.", NULL},
@@ -269,12 +319,25 @@ static void view_dealloc(PyObject *self) {
     "deadlock-free whatever the member order (members are locked in one global\n" \
     "order). The same limiter (or key) listed twice is one state asked for 2n: peek,\n" \
     "check, retry_after and acquire all count it once per appearance."
+static int group_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_reset(PyObject *self, PyObject *unused);
+static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, group_target, 0, args, nargs, kwnames);
+}
+static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, group_target, 0, args, nargs, kwnames);
+}
+static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, group_target, 0, args, nargs, kwnames);
+}
+static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_WAITER, group_target, 0, args, nargs, kwnames);
+}
+static PyObject *group_reset(PyObject *self, PyObject *unused) {
+    group_obj *o = (group_obj *)self;
+    prs_group_reset(o->group);
+    Py_RETURN_NONE;
+}
 static PyMethodDef LimiterGroup_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))group_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow($self, /, n=1, *, tokens_needed=None)\n"
@@ -315,7 +378,12 @@ static PyMethodDef LimiterGroup_methods[] = {
      "Reset every member (one after the other)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *group_get_available(PyObject *self, void *closure);
+static PyObject *group_get_available(PyObject *self, void *closure) {
+    group_obj *o = (group_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_group_available(o->group, now));
+}
 static PyGetSetDef LimiterGroup_getset[] = {
     {"available", group_get_available, NULL, "The smallest amount any member admits now (float).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock every member reads.", (void *)offsetof(group_obj, clock)},

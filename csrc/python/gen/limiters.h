@@ -52,12 +52,25 @@ static void rate_wait_dealloc(PyObject *self) {
 /* ---- _Limiter ---- */
 #define _Limiter_DOC \
     "The shared base of the in-process limiters (not instantiable)."
+static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_reset(PyObject *self, PyObject *unused);
+static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, limiter_target, 0, args, nargs, kwnames);
+}
+static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, limiter_target, 0, args, nargs, kwnames);
+}
+static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, limiter_target, 0, args, nargs, kwnames);
+}
+static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_WAITER, limiter_target, 0, args, nargs, kwnames);
+}
+static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    prs_limiter_reset(o->core);
+    Py_RETURN_NONE;
+}
 static PyObject *limiter_config(PyObject *self, PyObject *unused);
 static PyMethodDef _Limiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))limiter_allow, METH_FASTCALL | METH_KEYWORDS,
@@ -106,7 +119,12 @@ static PyMethodDef _Limiter_methods[] = {
      "The parameters as (name, value) pairs, for reprs."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *limiter_get_available(PyObject *self, void *closure);
+static PyObject *limiter_get_available(PyObject *self, void *closure) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_limiter_available(o->core, now));
+}
 static PyGetSetDef _Limiter_getset[] = {
     {"available", limiter_get_available, NULL, "Requests of weight 1 admissible now (float).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(prs_py_limiter, clock)},
@@ -352,11 +370,16 @@ static PyMethodDef LeakyBucket_methods[] = {
     {NULL, NULL, 0, NULL},
 };
 static PyObject *limiter_param_get(PyObject *self, void *closure);
-static PyObject *lb_get_level(PyObject *self, void *closure);
+static PyObject *limiter_get_level(PyObject *self, void *closure) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_leaky_bucket_level((prs_leaky_bucket *)o->core, now));
+}
 static PyGetSetDef LeakyBucket_getset[] = {
     {"capacity", limiter_param_get, NULL, "The most the bucket holds.", (void *)(intptr_t)0},
     {"leak_rate", limiter_param_get, NULL, "Units drained per second.", (void *)(intptr_t)1},
-    {"level", lb_get_level, NULL, "The level now, in [0, capacity] (float).", NULL},
+    {"level", limiter_get_level, NULL, "The level now, in [0, capacity] (float).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
@@ -603,6 +626,104 @@ static PyType_Slot SlidingWindowCounter_slots[] = {
     {0, NULL},
 };
 static PyType_Spec SlidingWindowCounter_spec = {"pyresilience._core.SlidingWindowCounter", sizeof(prs_py_limiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, SlidingWindowCounter_slots};
+
+enum {
+    P_kn_params_0_n = 0,
+    P_kn_params_0__COUNT = 1
+};
+static const char *const kn_params_0_names[] = {"n", NULL};
+static const prs_py_param kn_params_0_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params kn_params_0_params = {"allow", 1, 1, 0, kn_params_0_param_list, kn_params_0_names};
+enum {
+    P_kn_params_1_key = 0,
+    P_kn_params_1_n = 1,
+    P_kn_params_1__COUNT = 2
+};
+static const char *const kn_params_1_names[] = {"key", "n", NULL};
+static const prs_py_param kn_params_1_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params kn_params_1_params = {"allow", 2, 2, 1, kn_params_1_param_list, kn_params_1_names};
+enum {
+    P_kn_params_2_n = 0,
+    P_kn_params_2_timeout = 1,
+    P_kn_params_2__COUNT = 2
+};
+static const char *const kn_params_2_names[] = {"n", "timeout", NULL};
+static const prs_py_param kn_params_2_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_kn_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params kn_params_2_params = {"allow", 2, 2, 0, kn_params_2_param_list, kn_params_2_names};
+enum {
+    P_kn_params_3_key = 0,
+    P_kn_params_3_n = 1,
+    P_kn_params_3_timeout = 2,
+    P_kn_params_3__COUNT = 3
+};
+static const char *const kn_params_3_names[] = {"key", "n", "timeout", NULL};
+static const prs_py_param kn_params_3_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_kn_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params kn_params_3_params = {"allow", 3, 3, 1, kn_params_3_param_list, kn_params_3_names};
+enum {
+    P_kn_params_4_n = 0,
+    P_kn_params_4_tokens_needed = 1,
+    P_kn_params_4__COUNT = 2
+};
+static const char *const kn_params_4_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param kn_params_4_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params kn_params_4_params = {"allow", 2, 1, 0, kn_params_4_param_list, kn_params_4_names};
+enum {
+    P_kn_params_5_key = 0,
+    P_kn_params_5_n = 1,
+    P_kn_params_5_tokens_needed = 2,
+    P_kn_params_5__COUNT = 3
+};
+static const char *const kn_params_5_names[] = {"key", "n", "tokens_needed", NULL};
+static const prs_py_param kn_params_5_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+};
+static const prs_py_params kn_params_5_params = {"allow", 3, 2, 1, kn_params_5_param_list, kn_params_5_names};
+enum {
+    P_kn_params_6_n = 0,
+    P_kn_params_6_timeout = 1,
+    P_kn_params_6_tokens_needed = 2,
+    P_kn_params_6__COUNT = 3
+};
+static const char *const kn_params_6_names[] = {"n", "timeout", "tokens_needed", NULL};
+static const prs_py_param kn_params_6_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_kn_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params kn_params_6_params = {"allow", 3, 2, 0, kn_params_6_param_list, kn_params_6_names};
+enum {
+    P_kn_params_7_key = 0,
+    P_kn_params_7_n = 1,
+    P_kn_params_7_timeout = 2,
+    P_kn_params_7_tokens_needed = 3,
+    P_kn_params_7__COUNT = 4
+};
+static const char *const kn_params_7_names[] = {"key", "n", "timeout", "tokens_needed", NULL};
+static const prs_py_param kn_params_7_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_kn_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+};
+static const prs_py_params kn_params_7_params = {"allow", 4, 3, 1, kn_params_7_param_list, kn_params_7_names};
+static const prs_py_params *const kn_params[] = {&kn_params_0_params, &kn_params_1_params, &kn_params_2_params, &kn_params_3_params, &kn_params_4_params, &kn_params_5_params, &kn_params_6_params, &kn_params_7_params};
 
 static int limiters_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &_RateWait_spec, NULL) < 0) return -1;

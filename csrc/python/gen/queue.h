@@ -17,14 +17,14 @@ enum {
     P_RingQueue__COUNT = 8
 };
 static const char *const RingQueue_names[] = {"max_size", "strategy", "block_timeout", "high_watermark", "low_watermark", "on_high_watermark", "on_low_watermark", "maxsize", NULL};
+static const char *const RingQueue_strategy_choices[] = {"block", "drop_oldest", "drop_newest", "error", NULL};
 static int q_max_size(PyObject *arg, void *config);
-static int q_strategy(PyObject *arg, void *config);
 static int q_high(PyObject *arg, void *config);
 static int q_low(PyObject *arg, void *config);
 static int q_maxsize(PyObject *arg, void *config);
 static const prs_py_param RingQueue_param_list[] = {
     {"max_size", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_max_size, 0},
-    {"strategy", "strategy", PRS_PK_CONVERT, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, NULL, q_strategy, 0},
+    {"strategy", "strategy", PRS_PK_ENUM, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, RingQueue_strategy_choices, NULL, 0},
     {"block_timeout", "block_timeout_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(q_args, block_timeout_s), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"high_watermark", "high_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, q_high, 0},
     {"low_watermark", "low_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, q_low, 0},
@@ -51,6 +51,30 @@ static int RingQueue_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, p
     "\n" \
     "A bounded FIFO on a C ring with a backpressure strategy: the C core of\n" \
     "pyresilience.BoundedQueue and pyresilience.BackpressureQueue."
+enum {
+    P_RingQueue_put_item = 0,
+    P_RingQueue_put_block = 1,
+    P_RingQueue_put_timeout = 2,
+    P_RingQueue_put__COUNT = 3
+};
+static const char *const RingQueue_put_names[] = {"item", "block", "timeout", NULL};
+static const prs_py_param RingQueue_put_param_list[] = {
+    {"item", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"block", "block", PRS_PK_BOOL, 0, offsetof(q_wait_args, block), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, PRS_PY_NONE_OK, offsetof(q_wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RingQueue_put_params = {"put", 3, 3, 1, RingQueue_put_param_list, RingQueue_put_names};
+enum {
+    P_RingQueue_get_block = 0,
+    P_RingQueue_get_timeout = 1,
+    P_RingQueue_get__COUNT = 2
+};
+static const char *const RingQueue_get_names[] = {"block", "timeout", NULL};
+static const prs_py_param RingQueue_get_param_list[] = {
+    {"block", "block", PRS_PK_BOOL, 0, offsetof(q_wait_args, block), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(q_wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RingQueue_get_params = {"get", 2, 2, 0, RingQueue_get_param_list, RingQueue_get_names};
 static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *q_put_nowait(PyObject *self, PyObject *arg);
 static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -58,15 +82,15 @@ static PyObject *q_get_nowait(PyObject *self, PyObject *unused);
 static PyObject *q_task_done(PyObject *self, PyObject *unused);
 static PyObject *q_join(PyObject *self, PyObject *unused);
 static PyObject *q_join_async(PyObject *self, PyObject *arg);
-static PyObject *q_finish_join(PyObject *self, PyObject *arg);
+static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_close(PyObject *self, PyObject *unused);
 static PyObject *q_qsize(PyObject *self, PyObject *unused);
 static PyObject *q_empty(PyObject *self, PyObject *unused);
 static PyObject *q_full(PyObject *self, PyObject *unused);
 static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_get_async(PyObject *self, PyObject *arg);
-static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *q_stats(PyObject *self, PyObject *unused);
 static PyMethodDef RingQueue_methods[] = {
@@ -124,7 +148,7 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of join): True now, or a queued waiter."},
-    {"_finish_join", q_finish_join, METH_O,
+    {"_finish_join", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
      "_finish_join($self, waiter, /)\n"
      "--\n"
      "\n"
@@ -161,12 +185,12 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of get): an item now, or a queued waiter."},
-    {"_finish_put", (PyCFunction)(void (*)(void))q_finish_put, METH_FASTCALL,
+    {"_finish_put", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
      "_finish_put($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
      "Internal: settle a producer waiter."},
-    {"_finish_get", (PyCFunction)(void (*)(void))q_finish_get, METH_FASTCALL,
+    {"_finish_get", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
      "_finish_get($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
@@ -188,17 +212,52 @@ static PyMethodDef RingQueue_methods[] = {
      "unfinished)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *q_attr(PyObject *self, void *closure);
+static PyObject *q_get_fill_ratio(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyFloat_FromDouble(q_given(o) <= 0 ? 0.0 : (double)prs_ring_size(o->core) / (double)prs_ring_capacity(o->core));
+}
+static PyObject *q_get_max_size(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyLong_FromLongLong(q_given(o));
+}
+static PyObject *q_get_maxsize(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyLong_FromLongLong(q_given(o));
+}
+static PyObject *q_get_unfinished_tasks(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyLong_FromLongLong(q_stats_of(o).unfinished);
+}
+static PyObject *q_get__strategy_name(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyUnicode_FromString(prs_ring_strategy_name(prs_ring_strategy_of(o->core)));
+}
+static PyObject *q_get_block_timeout(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return isinf(o->a.block_timeout_s) ? Py_NewRef(Py_None) : PyFloat_FromDouble(o->a.block_timeout_s);
+}
+static PyObject *q_get_closed(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return PyBool_FromLong(prs_ring_is_closed(o->core));
+}
+static PyObject *q_get_high_watermark(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.high_watermark) : Py_NewRef(Py_None);
+}
+static PyObject *q_get_low_watermark(PyObject *self, void *closure) {
+    q_obj *o = (q_obj *)self;
+    return o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.low_watermark) : Py_NewRef(Py_None);
+}
 static PyGetSetDef RingQueue_getset[] = {
-    {"fill_ratio", q_attr, NULL, "qsize() / max_size, in [0, 1].", (void *)(intptr_t)0},
-    {"max_size", q_attr, q_set_size, "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", (void *)(intptr_t)1},
-    {"maxsize", q_attr, q_set_size, "Alias of max_size (the queue.Queue name).", (void *)(intptr_t)2},
-    {"unfinished_tasks", q_attr, NULL, "Items put and not yet marked done with task_done().", (void *)(intptr_t)3},
-    {"_strategy_name", q_attr, NULL, "The strategy's value ('block', ...).", (void *)(intptr_t)4},
-    {"block_timeout", q_attr, NULL, "Seconds a BLOCK put waits by default (None: no limit).", (void *)(intptr_t)5},
-    {"closed", q_attr, NULL, "True after close().", (void *)(intptr_t)6},
-    {"high_watermark", q_attr, NULL, "The high watermark fraction, or None.", (void *)(intptr_t)7},
-    {"low_watermark", q_attr, NULL, "The low watermark fraction, or None.", (void *)(intptr_t)8},
+    {"fill_ratio", q_get_fill_ratio, NULL, "qsize() / max_size, in [0, 1].", NULL},
+    {"max_size", q_get_max_size, q_set_size, "The queue's capacity (<= 0: unbounded); assigning it resizes the queue.", (void *)(intptr_t)1},
+    {"maxsize", q_get_maxsize, q_set_size, "Alias of max_size (the queue.Queue name).", (void *)(intptr_t)2},
+    {"unfinished_tasks", q_get_unfinished_tasks, NULL, "Items put and not yet marked done with task_done().", NULL},
+    {"_strategy_name", q_get__strategy_name, NULL, "The strategy's value ('block', ...).", NULL},
+    {"block_timeout", q_get_block_timeout, NULL, "Seconds a BLOCK put waits by default (None: no limit).", NULL},
+    {"closed", q_get_closed, NULL, "True after close().", NULL},
+    {"high_watermark", q_get_high_watermark, NULL, "The high watermark fraction, or None.", NULL},
+    {"low_watermark", q_get_low_watermark, NULL, "The low watermark fraction, or None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef RingQueue_members[] = {
@@ -206,23 +265,47 @@ static PyMemberDef RingQueue_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static Py_ssize_t q_len(PyObject *self);
 static void q_dealloc(PyObject *self);
 static int q_traverse(PyObject *self, visitproc visit, void *arg);
 static int q_clear(PyObject *self);
-static Py_ssize_t q_len(PyObject *self);
 static PyType_Slot RingQueue_slots[] = {
     {Py_tp_doc, (void *)RingQueue_DOC},
     {Py_tp_new, q_new},
+    {Py_sq_length, q_len},
     {Py_tp_dealloc, q_dealloc},
     {Py_tp_traverse, q_traverse},
     {Py_tp_clear, q_clear},
-    {Py_sq_length, q_len},
     {Py_tp_methods, RingQueue_methods},
     {Py_tp_getset, RingQueue_getset},
     {Py_tp_members, RingQueue_members},
     {0, NULL},
 };
 static PyType_Spec RingQueue_spec = {"pyresilience._core.RingQueue", sizeof(q_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, RingQueue_slots};
+static int q_traverse(PyObject *self, visitproc visit, void *arg) {
+    q_obj *o = (q_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->on_high);
+    Py_VISIT(o->on_low);
+    return q_visit_items(o, visit, arg);
+}
+static int q_clear(PyObject *self) {
+    q_obj *o = (q_obj *)self;
+    Py_CLEAR(o->on_high);
+    Py_CLEAR(o->on_low);
+    if (o->core) prs_ring_drain(o->core, decref_item, NULL);
+    return 0;
+}
+static void q_dealloc(PyObject *self) {
+    q_obj *o = (q_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    if (o->weakreflist) PyObject_ClearWeakRefs(self);
+    q_clear(self);
+    prs_ring_free(o->core); /* no waiter is queued: each holds this object */
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 static int queue_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_RingQueue, &RingQueue_spec, NULL) < 0) return -1;

@@ -94,30 +94,82 @@ static PyMethodDef RetryPolicy_methods[] = {
      "A uniform draw in [0, 1) from this policy's generator."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *policy_get_field(PyObject *self, void *closure);
+static PyObject *policy_get_max_attempts(PyObject *self, void *closure) {
+    policy_obj *o = (policy_obj *)self;
+    return PyLong_FromLongLong(policy_config(o).max_attempts);
+}
+static PyObject *policy_get_base_delay(PyObject *self, void *closure) {
+    policy_obj *o = (policy_obj *)self;
+    return PyFloat_FromDouble(policy_config(o).base_delay);
+}
+static PyObject *policy_get_max_delay(PyObject *self, void *closure) {
+    policy_obj *o = (policy_obj *)self;
+    return PyFloat_FromDouble(policy_config(o).max_delay);
+}
+static PyObject *policy_get_exponential_base(PyObject *self, void *closure) {
+    policy_obj *o = (policy_obj *)self;
+    return PyFloat_FromDouble(policy_config(o).exponential_base);
+}
+static PyObject *policy_get_jitter(PyObject *self, void *closure) {
+    policy_obj *o = (policy_obj *)self;
+    return PyUnicode_FromString(prs_jitter_name(policy_config(o).jitter));
+}
+static PyObject *policy_get_max_retry_after(PyObject *self, void *closure) {
+    policy_obj *o = (policy_obj *)self;
+    return PyFloat_FromDouble(policy_config(o).max_retry_after);
+}
 static PyGetSetDef RetryPolicy_getset[] = {
-    {"max_attempts", policy_get_field, NULL, "Attempts in all, the first included.", (void *)(intptr_t)0},
-    {"base_delay", policy_get_field, NULL, "Seconds before the first retry (before jitter).", (void *)(intptr_t)1},
-    {"max_delay", policy_get_field, NULL, "The cap of the exponential delay, seconds.", (void *)(intptr_t)2},
-    {"exponential_base", policy_get_field, NULL, "The growth factor per attempt.", (void *)(intptr_t)3},
-    {"jitter", policy_get_field, NULL, "The jitter strategy's name.", (void *)(intptr_t)4},
-    {"seed", policy_get_field, NULL, "The seed given (None: random).", (void *)(intptr_t)5},
-    {"max_retry_after", policy_get_field, NULL, "The longest server Retry-After waited, seconds (inf: no limit); a longer one gives up.", (void *)(intptr_t)6},
+    {"max_attempts", policy_get_max_attempts, NULL, "Attempts in all, the first included.", NULL},
+    {"base_delay", policy_get_base_delay, NULL, "Seconds before the first retry (before jitter).", NULL},
+    {"max_delay", policy_get_max_delay, NULL, "The cap of the exponential delay, seconds.", NULL},
+    {"exponential_base", policy_get_exponential_base, NULL, "The growth factor per attempt.", NULL},
+    {"jitter", policy_get_jitter, NULL, "The jitter strategy's name.", NULL},
+    {"max_retry_after", policy_get_max_retry_after, NULL, "The longest server Retry-After waited, seconds (inf: no limit); a longer one gives up.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
+static PyMemberDef RetryPolicy_members[] = {
+    {"seed", T_OBJECT, offsetof(policy_obj, seed), READONLY,
+     "The seed given (None: random)."},
+    {NULL, 0, 0, 0, NULL},
+};
 static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
-static void policy_dealloc(PyObject *self);
 static PyObject *policy_repr(PyObject *self);
+static void policy_dealloc(PyObject *self);
+static int policy_traverse(PyObject *self, visitproc visit, void *arg);
+static int policy_clear(PyObject *self);
 static PyType_Slot RetryPolicy_slots[] = {
     {Py_tp_doc, (void *)RetryPolicy_DOC},
     {Py_tp_new, policy_new},
-    {Py_tp_dealloc, policy_dealloc},
     {Py_tp_repr, policy_repr},
+    {Py_tp_dealloc, policy_dealloc},
+    {Py_tp_traverse, policy_traverse},
+    {Py_tp_clear, policy_clear},
     {Py_tp_methods, RetryPolicy_methods},
     {Py_tp_getset, RetryPolicy_getset},
+    {Py_tp_members, RetryPolicy_members},
     {0, NULL},
 };
-static PyType_Spec RetryPolicy_spec = {"pyresilience._core.RetryPolicy", sizeof(policy_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, RetryPolicy_slots};
+static PyType_Spec RetryPolicy_spec = {"pyresilience._core.RetryPolicy", sizeof(policy_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, RetryPolicy_slots};
+static int policy_traverse(PyObject *self, visitproc visit, void *arg) {
+    policy_obj *o = (policy_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->seed);
+    return 0;
+}
+static int policy_clear(PyObject *self) {
+    policy_obj *o = (policy_obj *)self;
+    Py_CLEAR(o->seed);
+    return 0;
+}
+static void policy_dealloc(PyObject *self) {
+    policy_obj *o = (policy_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    policy_clear(self);
+    prs_retry_free(o->core);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 static PyObject *policy_repr(PyObject *self) {
     static const char *const attrs[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
     return prs_py_repr_attrs(self, "RetryPolicy", attrs);
@@ -192,11 +244,22 @@ static PyMethodDef RetryBudget_methods[] = {
      "gives them as a RetryBudgetMetrics)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *budget_get_field(PyObject *self, void *closure);
+static PyObject *budget_get_ratio(PyObject *self, void *closure) {
+    budget_obj *o = (budget_obj *)self;
+    return PyFloat_FromDouble(prs_retry_budget_ratio(o->core));
+}
+static PyObject *budget_get_min_retries_per_second(PyObject *self, void *closure) {
+    budget_obj *o = (budget_obj *)self;
+    return PyFloat_FromDouble(prs_retry_budget_min_per_second(o->core));
+}
+static PyObject *budget_get_window(PyObject *self, void *closure) {
+    budget_obj *o = (budget_obj *)self;
+    return PyFloat_FromDouble(prs_retry_budget_window(o->core));
+}
 static PyGetSetDef RetryBudget_getset[] = {
-    {"ratio", budget_get_field, NULL, "Retries allowed per first attempt.", (void *)(intptr_t)0},
-    {"min_retries_per_second", budget_get_field, NULL, "The floor: retries per second always allowed.", (void *)(intptr_t)1},
-    {"window", budget_get_field, NULL, "The sliding window, seconds.", (void *)(intptr_t)2},
+    {"ratio", budget_get_ratio, NULL, "Retries allowed per first attempt.", NULL},
+    {"min_retries_per_second", budget_get_min_retries_per_second, NULL, "The floor: retries per second always allowed.", NULL},
+    {"window", budget_get_window, NULL, "The sliding window, seconds.", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock the budget reads.", (void *)offsetof(budget_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };

@@ -26,6 +26,32 @@ static PyType_Slot _AsyncWaiter_slots[] = {
     {0, NULL},
 };
 static PyType_Spec _AsyncWaiter_spec = {"pyresilience._core._AsyncWaiter", sizeof(prs_py_waiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _AsyncWaiter_slots};
+static int waiter_traverse(PyObject *self, visitproc visit, void *arg) {
+    prs_py_waiter *o = (prs_py_waiter *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->owner);
+    Py_VISIT(o->loop);
+    Py_VISIT(o->future);
+    Py_VISIT(o->get_loop);
+    return 0;
+}
+static int waiter_clear(PyObject *self) {
+    prs_py_waiter *o = (prs_py_waiter *)self;
+    Py_CLEAR(o->loop);
+    Py_CLEAR(o->future);
+    Py_CLEAR(o->get_loop);
+    return 0;
+}
+static void waiter_dealloc(PyObject *self) {
+    prs_py_waiter *o = (prs_py_waiter *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    waiter_clear(self);
+    waiter_free(o);
+    Py_CLEAR(o->owner);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 /* ---- _Ready ---- */
 #define _Ready_DOC \
