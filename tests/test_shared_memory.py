@@ -134,7 +134,7 @@ def test_mismatch_names_both_configurations(region_dir):
         pr.TokenBucket(10, 5, shared=r, name="api")  # the same config opens it
 
 
-def test_shared_limiter_cannot_be_reconfigured_or_grouped(region_dir):
+def test_shared_limiter_cannot_be_reconfigured_grouped_or_keyed(region_dir):
     with pr.SharedMemory("g", directory=region_dir) as r:
         lim = pr.GCRA(1, 2, shared=r, name="g")
         with pytest.raises(NotImplementedError, match="shared memory"):
@@ -142,6 +142,10 @@ def test_shared_limiter_cannot_be_reconfigured_or_grouped(region_dir):
         assert lim.burst == 2
         with pytest.raises(NotImplementedError):
             pr.LimiterGroup(lim)
+        with pytest.raises(NotImplementedError, match="shared memory"):
+            pr._core.KeyedLimiter(lim)  # not a silent process-local copy
+        with pytest.raises(NotImplementedError, match="shared memory"):
+            pr.KeyedLimiter(pr.GCRA, 1, 2, shared=r, name="g")
 
 
 def test_full_region(region_dir):

@@ -91,6 +91,11 @@ static int limiter_algo(prs_py_state *st, PyObject *o, const char *what, const p
         return -1;
     }
     prs_limiter *core = ((prs_py_limiter *)o)->core;
+    if (prs_limiter_shared(core)) { /* not yet (issue 14): it would be a process-local copy */
+        PyErr_Format(PyExc_NotImplementedError, "%s is a limiter in shared memory: not "
+                     "supported here yet", what);
+        return -1;
+    }
     *algo = prs_limiter_algo(core);
     *params = prs_limiter_params(core);
     return 0;
