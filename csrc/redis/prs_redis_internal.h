@@ -50,6 +50,9 @@ typedef struct prs_redis__cmd {
 
 int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies);
 const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b);
+/* Redis's clock now, in microseconds since the epoch: our CLOCK_REALTIME plus
+ * the offset learned by a TIME on each new connection (0 before the first). */
+int64_t prs_redis__now_us(prs_redis_backend *b);
 
 /* The generation of this process (bumped in every forked child). */
 uint64_t prs_redis__fork_gen(void);

@@ -67,6 +67,8 @@ struct prs_redis_backend {
 
     _Atomic uint64_t gen;      /* the fork generation the pool belongs to */
     _Atomic int resetting;     /* 1 while a child re-initialises the pool */
+
+    _Atomic int64_t clock_offset_us; /* Redis's TIME minus our CLOCK_REALTIME, learned at each dial */
 };
 
 /* ---- errors ---------------------------------------------------------------- */
@@ -391,6 +393,7 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
     atomic_init(&b->probing, 0);
     atomic_init(&b->gen, prs_redis__fork_gen());
     atomic_init(&b->resetting, 0);
+    atomic_init(&b->clock_offset_us, 0);
     *out = b;
     return PRS_OK;
 }
@@ -616,7 +619,7 @@ static int io_failure(redisContext *c, int io, int saved, const char *what, int 
 
 /* A simple command on a fresh connection during setup (AUTH, SELECT). */
 static int setup_cmd(redisContext *c, int argc, const char **argv, const char *what, int64_t deadline,
-                     int64_t *sock_ns) {
+                     int64_t *sock_ns, redisReply **keep) {
     size_t lens[3];
     for (int i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
     if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK) {
@@ -636,8 +639,39 @@ static int setup_cmd(redisContext *c, int argc, const char **argv, const char *w
     redisReply *reply = r;
     int bad = reply->type == REDIS_REPLY_ERROR;
     if (bad) prs_redis__set_error("redis: %s failed: %.200s", what, reply->str);
-    freeReplyObject(reply);
+    if (keep && !bad) *keep = reply;
+    else freeReplyObject(reply);
     return bad ? PRS_EBACKEND : PRS_OK;
+}
+
+static int64_t realtime_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Learns Redis's clock on a fresh connection: one TIME, its reply taken as
+ * the server's time at the middle of the round trip. The scripts then run
+ * on our CLOCK_REALTIME plus this offset instead of calling TIME themselves
+ * (a redis.call costs more server CPU than the rest of a GCRA decision). */
+static int sync_clock(prs_redis_backend *b, redisContext *c, int64_t deadline, int64_t *sock_ns) {
+    const char *argv[1] = {"TIME"};
+    redisReply *r = NULL;
+    int64_t t0 = realtime_us();
+    int rc = setup_cmd(c, 1, argv, "TIME", deadline, sock_ns, &r);
+    int64_t t1 = realtime_us();
+    if (rc) return rc;
+    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
+        r->element[1]->type == REDIS_REPLY_STRING) {
+        int64_t server = strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
+        atomic_store_explicit(&b->clock_offset_us, server - (t0 + (t1 - t0) / 2), memory_order_relaxed);
+    }
+    freeReplyObject(r);
+    return PRS_OK;
+}
+
+int64_t prs_redis__now_us(prs_redis_backend *b) {
+    return realtime_us() + atomic_load_explicit(&b->clock_offset_us, memory_order_relaxed);
 }
 
 /* Opens a connection before `deadline`; *sock_ns is the socket timeout it
@@ -670,14 +704,15 @@ static redisContext *dial(prs_redis_backend *b, int64_t deadline, int64_t *sock_
     int rc = redisSetTimeout(c, tv_of(*sock_ns)) == REDIS_OK ? PRS_OK : PRS_ECONN;
     if (rc == PRS_OK && b->url.password) {
         const char *argv[3] = {"AUTH", b->url.user ? b->url.user : b->url.password, b->url.password};
-        rc = setup_cmd(c, b->url.user ? 3 : 2, argv, "AUTH", deadline, sock_ns);
+        rc = setup_cmd(c, b->url.user ? 3 : 2, argv, "AUTH", deadline, sock_ns, NULL);
     }
     if (rc == PRS_OK && b->url.db) {
         char db[24];
         snprintf(db, sizeof db, "%lld", (long long)b->url.db);
         const char *argv[2] = {"SELECT", db};
-        rc = setup_cmd(c, 2, argv, "SELECT", deadline, sock_ns);
+        rc = setup_cmd(c, 2, argv, "SELECT", deadline, sock_ns, NULL);
     }
+    if (rc == PRS_OK) rc = sync_clock(b, c, deadline, sock_ns);
     if (rc) {
         redisFree(c);
         *status = rc;

@@ -592,8 +592,8 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
     c->argv[i] = nk[l->nkeys]; c->lens[i++] = 1;
     for (int k = 0; k < l->nkeys; k++) { c->argv[i] = c->ks.k[k]; c->lens[i++] = c->ks.len[k]; }
     char *ov = c->nbuf[0];
-    size_t ovlen = 0;
-    if (now_us >= 0) ovlen = fmt_i64(ov, now_us);
+    if (now_us < 0) now_us = prs_redis__now_us(l->b); /* Redis's clock, read here: no TIME in the script */
+    size_t ovlen = fmt_i64(ov, now_us);
     c->argv[i] = ov; c->lens[i++] = ovlen;
     c->argv[i] = modes[mode == 'c' ? 0 : mode == 'p' ? 1 : 2]; c->lens[i++] = 1;
     c->argv[i] = c->nbuf[1]; c->lens[i++] = fmt_i64(c->nbuf[1], n);
@@ -1045,7 +1045,7 @@ static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, pr
         for (size_t k = 0; k < count; k++)
             for (int j = 0; j < m[k].limiter->nkeys; j++) { argv[i] = ks[k].k[j]; lens[i++] = ks[k].len[j]; }
         argv[i] = nums[count + 1];
-        lens[i++] = now_us >= 0 ? fmt_i64(nums[count + 1], now_us) : 0;
+        lens[i++] = fmt_i64(nums[count + 1], now_us >= 0 ? now_us : prs_redis__now_us(b));
         char mstr[24];
         argv[i] = mstr; lens[i++] = fmt_i64(mstr, (int64_t)count);
         for (size_t k = 0; k < count; k++) {

@@ -242,18 +242,215 @@
     "  return string.format('%d %d %d %.17g %.17g %d', r[1], r[2], r[3], r[4], r[5], r[6])\n" \
     "end\n"
 
-/* KEYS: the algorithm's keys. ARGV: now override ('' = TIME), mode ('c' check,
- * 'p' peek, 'l' lease), n, want (lease batch), give (permits given back), p1, p2. */
-#define LUA_SINGLE                                                                       \
-    LUA_ENCODE                                                                           \
-    "local now = clock(ARGV[1])\n"                                                       \
-    "local mode = ARGV[2]\n"                                                             \
+/* ---- the single-decision scripts ----------------------------------------
+ *
+ * One per algorithm, written straight through: no function or table is made
+ * per call (a closure costs about as much as a redis.call), numbers go to
+ * redis.call as numbers (Redis formats them with %.17g: exact), the caller
+ * supplies the time (no TIME call), and a write whose TTL would not change
+ * keeps it (KEEPTTL: SET ... PX is rewritten for propagation on every call).
+ * They decide exactly as the algorithm functions above (the group script's),
+ * on the same stored state.
+ *
+ * KEYS[1]: the key. ARGV: now (us; '' = Redis's TIME), mode ('c' check, 'p'
+ * peek, 'l' lease), n, want (lease batch), give (permits given back), p1, p2.
+ * Returns the decision string (see the top of the file). */
+#define LUA_ARGS                                                                         \
+    "local now, mode = ARGV[1], ARGV[2]\n"                                               \
+    "if now == '' then local t = redis.call('TIME'); now = t[1] * 1000000 + t[2]\n"      \
+    "else now = tonumber(now) end\n"                                                     \
     "local n, want, give = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"    \
-    "local p1, p2 = tonumber(ARGV[6]), tonumber(ARGV[7])\n"                              \
-    "local st = A.load(KEYS, p1, p2, now)\n"                                             \
-    "local r, nst, dirty = A.decide(st, n, mode, want, give, p1, p2, now)\n"             \
-    "if dirty and mode ~= 'p' then A.store(KEYS, nst, p1, p2, now) end\n"                \
-    "return encode(r)\n"
+    "local k = KEYS[1]\n"                                                                \
+    "local floor = math.floor\n"
+
+/* take = n, or in lease mode min(want, left) when that is more */
+#define LUA_TAKE(left)                                                                   \
+    "  take = n\n"                                                                       \
+    "  if mode == 'l' then local w = want; if w > " left " then w = " left " end\n"      \
+    "    if w > n then take = w end end\n"
+
+#define LUA_RETURN(limit)                                                                \
+    "return string.format('%d %d %d %.17g %.17g %d', a, " limit ", rem, retry, reset, take)\n"
+
+static const char script_gcra[] =
+    LUA_ARGS
+    "local T, burst = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local tat = tonumber(redis.call('GET', k))\n"
+    "if tat == nil or tat < now then tat = now end\n"
+    "local dirty = false\n"
+    "if give > 0 then tat = math.max(now, tat - give * T); dirty = true end\n"
+    "local fits = burst - (tat - now) / T\n"
+    "local left = floor(fits + 1e-9)\n"
+    "if left < 0 then left = 0 end\n"
+    "local a, rem, retry, reset, take = 0, left, 0, tat - now, 0\n"
+    "if n > burst then retry = -1\n"
+    "else\n"
+    LUA_TAKE("left")
+    "  if take > fits + 1e-9 then\n"
+    "    take = 0; retry = (n - fits) * T\n"
+    "    if retry < 0 then retry = 0 end\n"
+    "  elseif mode == 'p' then\n"
+    "    a = 1; take = 0; rem = floor(fits - n + 1e-9)\n"
+    "    if rem < 0 then rem = 0 end\n"
+    "  else\n"
+    "    a = 1; tat = tat + take * T; reset = tat - now; dirty = true\n"
+    "    rem = floor(fits - take + 1e-9)\n"
+    "    if rem < 0 then rem = 0 end\n"
+    "  end\n"
+    "end\n"
+    "if dirty and mode ~= 'p' then\n"
+    "  local ahead = tat - now\n"
+    "  if ahead <= 0 then redis.call('DEL', k)\n"
+    "  else redis.call('SET', k, tat, 'PX', math.ceil(ahead / 1000) + 1) end\n"
+    "end\n"
+    LUA_RETURN("burst");
+
+static const char script_tb[] =
+    LUA_ARGS
+    "local cap, r = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local tokens, last\n"
+    "local v = redis.call('GET', k)\n"
+    "if v then\n"
+    "  local x, y = string.match(v, '^(%S+) (%S+)$')\n"
+    "  tokens, last = tonumber(x), tonumber(y)\n"
+    "end\n"
+    "if tokens == nil or last == nil then tokens = cap; last = now end\n"
+    "if now > last then tokens = math.min(cap, tokens + (now - last) * r); last = now end\n"
+    "local dirty = false\n"
+    "if give > 0 then tokens = math.min(cap, tokens + give); dirty = true end\n"
+    "local left = floor(tokens + 1e-9)\n"
+    "if left < 0 then left = 0 end\n"
+    "local a, rem, retry, reset, take = 0, left, 0, (cap - tokens) / r, 0\n"
+    "if n > cap then retry = -1\n"
+    "else\n"
+    LUA_TAKE("left")
+    "  if take > tokens + 1e-9 then\n"
+    "    take = 0; retry = (n - tokens) / r\n"
+    "    if retry < 0 then retry = 0 end\n"
+    "  elseif mode == 'p' then\n"
+    "    a = 1; take = 0; rem = floor(tokens - n + 1e-9)\n"
+    "    if rem < 0 then rem = 0 end\n"
+    "  else\n"
+    "    a = 1; tokens = tokens - take; dirty = true\n"
+    "    if tokens < 0 then tokens = 0 end\n"
+    "    rem = floor(tokens + 1e-9)\n"
+    "    if rem < 0 then rem = 0 end\n"
+    "    reset = (cap - tokens) / r\n"
+    "  end\n"
+    "end\n"
+    "if dirty and mode ~= 'p' then\n"
+    "  if tokens >= cap then redis.call('DEL', k)\n"
+    "  else\n"
+    "    local ahead = last - now\n"
+    "    if ahead < 0 then ahead = 0 end\n"
+    "    redis.call('SET', k, string.format('%.17g %.17g', tokens, last), 'PX',\n"
+    "               math.ceil(((cap - tokens) / r + ahead) / 1000) + 1)\n"
+    "  end\n"
+    "end\n"
+    LUA_RETURN("cap");
+
+/* Fixed window: a write inside the stored window keeps its TTL (the same
+ * window end); a new window sets it. */
+static const char script_fw[] =
+    LUA_ARGS
+    "local limit, W = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local idx = floor(now / W)\n"
+    "local c, same = 0, false\n"
+    "local v = redis.call('GET', k)\n"
+    "if v then\n"
+    "  local x, y = string.match(v, '^(%S+) (%S+)$')\n"
+    "  if tonumber(x) == idx and y then c = tonumber(y); same = true end\n"
+    "end\n"
+    "local wend = (idx + 1) * W - now\n"
+    "local reset = 0\n"
+    "if c > 0 then reset = wend end\n"
+    "local a, rem, retry, take = 0, limit - c, 0, 0\n"
+    "if rem < 0 then rem = 0 end\n"
+    "if n > limit then retry = -1\n"
+    "elseif c + n > limit then retry = wend\n"
+    "elseif mode == 'p' then a = 1; rem = limit - c - n\n"
+    "else\n"
+    "  a = 1; rem = limit - c - n; reset = wend; take = n\n"
+    "  if same then redis.call('SET', k, string.format('%d %d', idx, c + n), 'KEEPTTL')\n"
+    "  else redis.call('SET', k, string.format('%d %d', idx, c + n), 'PX', math.ceil(wend / 1000) + 1) end\n"
+    "end\n"
+    LUA_RETURN("limit");
+
+/* Sliding window counter: the same TTL rule as the fixed window. */
+static const char script_swc[] =
+    LUA_ARGS
+    "local limit, W = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local idx = floor(now / W)\n"
+    "local s = idx * W\n"
+    "local cur, prev, same = 0, 0, false\n"
+    "local v = redis.call('GET', k)\n"
+    "if v then\n"
+    "  local x, y, z = string.match(v, '^(%S+) (%S+) (%S+)$')\n"
+    "  x = tonumber(x)\n"
+    "  if x == idx then cur = tonumber(y) or 0; prev = tonumber(z) or 0; same = true\n"
+    "  elseif x == idx - 1 then prev = tonumber(y) or 0 end\n"
+    "end\n"
+    "local est = prev * (W - (now - s)) / W + cur\n"
+    "local reset = 0\n"
+    "if cur > 0 then reset = s + 2 * W - now elseif prev > 0 then reset = s + W - now end\n"
+    "local a, rem, retry, take = 0, floor(limit - est + 1e-9), 0, 0\n"
+    "if n > limit then retry = -1\n"
+    "elseif est + n > limit + 1e-9 then\n"
+    "  if cur + n <= limit then retry = s + W * (1 - (limit - n - cur) / prev) - now\n"
+    "  else retry = s + W + W * (1 - (limit - n) / cur) - now end\n"
+    "  if retry < 0 then retry = 0 end\n"
+    "else\n"
+    "  a = 1; rem = floor(limit - est - n + 1e-9)\n"
+    "  if mode ~= 'p' then\n"
+    "    take = n; reset = s + 2 * W - now\n"
+    "    if same then redis.call('SET', k, string.format('%d %d %d', idx, cur + n, prev), 'KEEPTTL')\n"
+    "    else redis.call('SET', k, string.format('%d %d %d', idx, cur + n, prev), 'PX',\n"
+    "                    math.ceil(((idx + 2) * W - now) / 1000) + 1) end\n"
+    "  end\n"
+    "end\n"
+    "if rem < 0 then rem = 0 end\n"
+    LUA_RETURN("limit");
+
+/* Sliding window log: see LOG above (the same entries and names). */
+static const char script_log[] =
+    LUA_ARGS
+    "local limit, W = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "redis.call('ZREMRANGEBYSCORE', k, '-inf', now - W)\n"
+    "local cnt = redis.call('ZCARD', k)\n"
+    "local a, rem, retry, reset, take = 0, limit - cnt, 0, -2, 0\n"
+    "if rem < 0 then rem = 0 end\n"
+    "if n > limit then retry = -1\n"
+    "elseif cnt + n > limit then\n"
+    "  local j = cnt + n - limit\n"
+    "  retry = W\n"
+    "  if j <= cnt then\n"
+    "    retry = redis.call('ZRANGE', k, j - 1, j - 1, 'WITHSCORES')[2] + W - now\n"
+    "    if retry < 0 then retry = 0 end\n"
+    "  end\n"
+    "elseif mode == 'p' then a = 1; rem = limit - cnt - n\n"
+    "else\n"
+    "  a = 1; rem = limit - cnt - n; reset = W; take = n\n"
+    "  local base = redis.call('ZCOUNT', k, now, now)\n"
+    "  if n == 1 then redis.call('ZADD', k, now, string.format('%.17g:%d', now, base + 1))\n"
+    "  else\n"
+    "    local args, t = {}, string.format('%.17g', now)\n"
+    "    for i = base + 1, base + n do\n"
+    "      args[#args + 1] = t\n"
+    "      args[#args + 1] = t .. ':' .. string.format('%d', i)\n"
+    "      if #args >= 1000 then redis.call('ZADD', k, unpack(args)); args = {} end\n"
+    "    end\n"
+    "    if #args > 0 then redis.call('ZADD', k, unpack(args)) end\n"
+    "  end\n"
+    "  redis.call('PEXPIRE', k, math.ceil(W / 1000) + 1)\n"
+    "end\n"
+    "if reset == -2 then\n"
+    "  reset = 0\n"
+    "  if cnt > 0 then\n"
+    "    reset = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + W - now\n"
+    "    if reset < 0 then reset = 0 end\n"
+    "  end\n"
+    "end\n"
+    LUA_RETURN("limit");
 
 /* KEYS: each member's keys in order. ARGV: now override, member count m, then
  * per member: algorithm number, n, p1, p2. Every member decides against the
@@ -292,11 +489,6 @@
     "end\n"                                                                              \
     "return out\n"
 
-static const char script_gcra[] = LUA_PRELUDE LUA_GCRA "local A = GCRA\n" LUA_SINGLE;
-static const char script_tb[] = LUA_PRELUDE LUA_TOKEN_BUCKET "local A = TB\n" LUA_SINGLE;
-static const char script_fw[] = LUA_PRELUDE LUA_FIXED_WINDOW "local A = FW\n" LUA_SINGLE;
-static const char script_swc[] = LUA_PRELUDE LUA_SLIDING_WINDOW_COUNTER "local A = SWC\n" LUA_SINGLE;
-static const char script_log[] = LUA_PRELUDE LUA_SLIDING_WINDOW_LOG "local A = LOG\n" LUA_SINGLE;
 static const char script_group[] = LUA_PRELUDE LUA_GCRA LUA_TOKEN_BUCKET LUA_FIXED_WINDOW
     LUA_SLIDING_WINDOW_COUNTER LUA_SLIDING_WINDOW_LOG LUA_GROUP;
 static const char script_noop[] = "return 0";
