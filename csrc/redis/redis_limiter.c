@@ -86,6 +86,7 @@ struct prs_redis_limiter {
     char *prefix;
     size_t prefix_len;
     char p1[32], p2[32];           /* the script's two parameters, %.17g */
+    double window_us;              /* the window algorithms' window */
     size_t p1len, p2len;
 
     int64_t lease_batch;           /* 0: no leases */
@@ -373,6 +374,7 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
         l->limit = cfg->limit;
         snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->limit);
         snprintf(l->p2, sizeof l->p2, "%.17g", (double)cfg->window_ns / 1e3);
+        l->window_us = (double)cfg->window_ns / 1e3;
     }
     l->p1len = strlen(l->p1);
     l->p2len = strlen(l->p2);
@@ -456,7 +458,7 @@ static int own_tag(const unsigned char *k, size_t n, size_t *off, size_t *len) {
 /* Writes the Redis key of (key, suffix) into buf (cap bytes) and returns its
  * length (which may exceed cap: then nothing useful was written). */
 static size_t make_key(const prs_redis_limiter *l, const unsigned char *key, size_t n, char sfx,
-                       char *buf, size_t cap) {
+                       const char *extra, size_t extralen, char *buf, size_t cap) {
     int plain = n > 0 && !memchr(key, '{', n) && !memchr(key, '}', n);
     char hex[17];
     const unsigned char *tag;
@@ -473,7 +475,7 @@ static size_t make_key(const prs_redis_limiter *l, const unsigned char *key, siz
         tag = (const unsigned char *)hex;
         taglen = 16;
     }
-    size_t total = l->prefix_len + 1 + taglen + 1 + (plain ? 0 : n) + 2;
+    size_t total = l->prefix_len + 1 + taglen + 1 + (plain ? 0 : n) + 2 + extralen;
     if (total > cap) return total;
     char *p = buf;
     memcpy(p, l->prefix, l->prefix_len); p += l->prefix_len;
@@ -483,12 +485,13 @@ static size_t make_key(const prs_redis_limiter *l, const unsigned char *key, siz
     if (!plain) { memcpy(p, key, n); p += n; }
     *p++ = ':';
     *p++ = sfx;
+    if (extralen) memcpy(p, extra, extralen);
     return total;
 }
 
 size_t prs_redis_limiter_redis_key(const prs_redis_limiter *l, const void *key, size_t keylen, char *buf,
                                    size_t cap) {
-    return make_key(l, key, keylen, algo_suffix[l->algorithm], buf, cap);
+    return make_key(l, key, keylen, algo_suffix[l->algorithm], NULL, 0, buf, cap);
 }
 
 /* Keys of one decision, in caller-provided small buffers or on the heap. */
@@ -499,10 +502,35 @@ typedef struct keyset {
     int heap[2];
 } keyset;
 
-static int keyset_make(const prs_redis_limiter *l, const void *key, size_t n, keyset *ks) {
+static size_t fmt_i64(char *buf, int64_t v);
+
+/* The fixed window's counter for the window holding now_us: the value is a
+ * 53-bit signed field (BITFIELD i53 at offset 0, 7 bytes) that starts at
+ * FW_TOP - limit, so that INCRBY with OVERFLOW FAIL refuses exactly the
+ * increments that would take the count past the limit. One key per window
+ * (and limit: the start value depends on it), named by the window's index;
+ * it lives until the window's end. */
+#define FW_TOP ((INT64_C(1) << 52) - 1)
+
+static int64_t fw_index(const prs_redis_limiter *l, int64_t now_us) {
+    return (int64_t)floor((double)now_us / l->window_us);
+}
+
+/* "<index>/<limit>" of the window holding now_us, into buf (>= 48 bytes). */
+static size_t fw_extra(const prs_redis_limiter *l, int64_t now_us, char *buf) {
+    size_t len = fmt_i64(buf, fw_index(l, now_us));
+    buf[len++] = '/';
+    return len + fmt_i64(buf + len, l->limit);
+}
+
+/* The Redis keys of one decision at now_us (< 0: the fixed window's stem,
+ * without a window: enough for its hash slot). */
+static int keyset_make(const prs_redis_limiter *l, const void *key, size_t n, int64_t now_us, keyset *ks) {
+    char extra[48];
+    size_t extralen = l->algorithm == PRS_REDIS_FIXED_WINDOW && now_us >= 0 ? fw_extra(l, now_us, extra) : 0;
     for (int i = 0; i < l->nkeys; i++) {
         char sfx = i == 0 ? algo_suffix[l->algorithm] : 's';
-        size_t need = make_key(l, key, n, sfx, ks->small[i], STACK_KEY);
+        size_t need = make_key(l, key, n, sfx, extra, extralen, ks->small[i], STACK_KEY);
         ks->heap[i] = need > STACK_KEY;
         if (ks->heap[i]) {
             ks->k[i] = prs__malloc(&l->alloc, need);
@@ -511,7 +539,7 @@ static int keyset_make(const prs_redis_limiter *l, const void *key, size_t n, ke
                 prs_redis__set_error("out of memory");
                 return PRS_ENOMEM;
             }
-            make_key(l, key, n, sfx, ks->k[i], need);
+            make_key(l, key, n, sfx, extra, extralen, ks->k[i], need);
         } else {
             ks->k[i] = ks->small[i];
         }
@@ -546,7 +574,7 @@ int prs_redis_group_slot(size_t count, const prs_redis_member *m) {
     for (size_t i = 0; i < count; i++) {
         if (!m || !m[i].limiter || (!m[i].key && m[i].keylen)) return -1;
         keyset ks;
-        if (keyset_make(m[i].limiter, m[i].key ? m[i].key : "", m[i].keylen, &ks)) return -1;
+        if (keyset_make(m[i].limiter, m[i].key ? m[i].key : "", m[i].keylen, -1, &ks)) return -1;
         int s = prs_redis_key_slot(ks.k[0], ks.len[0]);
         keyset_free(m[i].limiter, &ks);
         if (slot >= 0 && s != slot) return -1;
@@ -557,12 +585,21 @@ int prs_redis_group_slot(size_t count, const prs_redis_member *m) {
 
 /* ---- calls ------------------------------------------------------------------ */
 
+/* One decision's commands: an EVALSHA, or for the fixed window MULTI, SET
+ * NX (the window's start value and TTL), BITFIELD (the conditional
+ * increment), EXEC; or a GET (its peek). */
 typedef struct call {
-    const char *argv[12];
-    size_t lens[12];
-    char nbuf[4][24];
+    const char *argv[24];
+    size_t lens[24];
+    char nbuf[6][24];
+    unsigned char start[7];        /* the fixed window's start value (FW_TOP - limit as i53) */
     keyset ks;
-    prs_redis__cmd cmd;
+    prs_redis__cmd cmds[4];
+    size_t ncmds;
+    char kind;                     /* 's' script, 'x' fixed window increment, 'g' fixed window GET */
+    char mode;
+    int64_t n;
+    double wend_us;                /* the fixed window: time left in the window */
 } call;
 
 /* Decimal of v into buf (>= 21 bytes), NUL-terminated; returns the length.
@@ -578,12 +615,61 @@ static size_t fmt_i64(char *buf, int64_t v) {
     return n;
 }
 
-/* Prepares EVALSHA for one decision. mode: 'c', 'p', 'l'. */
+/* The fixed window's commands for one decision (see FW_TOP): a check is
+ * MULTI / SET key start NX PX ttl / BITFIELD key OVERFLOW FAIL INCRBY i53 0 n
+ * GET i53 0 / EXEC, exact without a script (a refused increment changes
+ * nothing); a peek, or an n beyond the limit, is a GET. */
+static void fw_commands(prs_redis_limiter *l, call *c, int64_t now_us) {
+    double idx = floor((double)now_us / l->window_us);
+    c->wend_us = (idx + 1) * l->window_us - (double)now_us;
+    size_t i = 0;
+    if (c->mode != 'c' || c->n > l->limit) {
+        c->kind = 'g';
+        c->argv[0] = "GET"; c->lens[0] = 3;
+        c->argv[1] = c->ks.k[0]; c->lens[1] = c->ks.len[0];
+        c->cmds[0] = (prs_redis__cmd){2, c->argv, c->lens, -1};
+        c->ncmds = 1;
+        return;
+    }
+    c->kind = 'x';
+    uint64_t raw = (uint64_t)(FW_TOP - l->limit) << 3; /* 53 bits, most significant first */
+    for (int b = 0; b < 7; b++) c->start[b] = (unsigned char)(raw >> (8 * (6 - b)));
+    static const char *const bf[] = {"BITFIELD", NULL, "OVERFLOW", "FAIL", "INCRBY", "i53", "0", NULL,
+                                     "GET", "i53", "0"};
+    c->argv[i] = "MULTI"; c->lens[i++] = 5;
+    c->cmds[0] = (prs_redis__cmd){1, &c->argv[0], &c->lens[0], -1};
+    c->argv[i] = "SET"; c->lens[i++] = 3;
+    c->argv[i] = c->ks.k[0]; c->lens[i++] = c->ks.len[0];
+    c->argv[i] = (const char *)c->start; c->lens[i++] = 7;
+    c->argv[i] = "NX"; c->lens[i++] = 2;
+    c->argv[i] = "PX"; c->lens[i++] = 2;
+    c->argv[i] = c->nbuf[0]; c->lens[i++] = fmt_i64(c->nbuf[0], (int64_t)ceil(c->wend_us / 1000) + 1);
+    c->cmds[1] = (prs_redis__cmd){6, &c->argv[1], &c->lens[1], -1};
+    size_t at = i;
+    for (size_t k = 0; k < 11; k++, i++) {
+        c->argv[i] = k == 1 ? c->ks.k[0] : k == 7 ? c->nbuf[1] : bf[k];
+        c->lens[i] = k == 1 ? c->ks.len[0] : k == 7 ? fmt_i64(c->nbuf[1], c->n) : strlen(bf[k]);
+    }
+    c->cmds[2] = (prs_redis__cmd){11, &c->argv[at], &c->lens[at], -1};
+    c->argv[i] = "EXEC"; c->lens[i] = 4;
+    c->cmds[3] = (prs_redis__cmd){1, &c->argv[i], &c->lens[i], -1};
+    c->ncmds = 4;
+}
+
+/* Prepares one decision's commands. mode: 'c', 'p', 'l'. now_us < 0: Redis's
+ * clock (the backend's estimate: the scripts never call TIME). */
 static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keylen, char mode, int64_t n,
                      int64_t want, int64_t give, int64_t now_us) {
-    const prs_redis__script *s = &prs_redis__scripts()[l->algorithm];
-    int rc = keyset_make(l, key, keylen, &c->ks);
+    if (now_us < 0) now_us = prs_redis__now_us(l->b);
+    int rc = keyset_make(l, key, keylen, now_us, &c->ks);
     if (rc) return rc;
+    c->mode = mode;
+    c->n = n;
+    if (l->algorithm == PRS_REDIS_FIXED_WINDOW) {
+        fw_commands(l, c, now_us);
+        return PRS_OK;
+    }
+    const prs_redis__script *s = &prs_redis__scripts()[l->algorithm];
     static const char modes[3][2] = {"c", "p", "l"};
     static char nk[3][2] = {"0", "1", "2"};
     int i = 0;
@@ -591,20 +677,16 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
     c->argv[i] = s->sha; c->lens[i++] = 40;
     c->argv[i] = nk[l->nkeys]; c->lens[i++] = 1;
     for (int k = 0; k < l->nkeys; k++) { c->argv[i] = c->ks.k[k]; c->lens[i++] = c->ks.len[k]; }
-    char *ov = c->nbuf[0];
-    if (now_us < 0) now_us = prs_redis__now_us(l->b); /* Redis's clock, read here: no TIME in the script */
-    size_t ovlen = fmt_i64(ov, now_us);
-    c->argv[i] = ov; c->lens[i++] = ovlen;
+    c->argv[i] = c->nbuf[0]; c->lens[i++] = fmt_i64(c->nbuf[0], now_us);
     c->argv[i] = modes[mode == 'c' ? 0 : mode == 'p' ? 1 : 2]; c->lens[i++] = 1;
     c->argv[i] = c->nbuf[1]; c->lens[i++] = fmt_i64(c->nbuf[1], n);
     c->argv[i] = c->nbuf[2]; c->lens[i++] = fmt_i64(c->nbuf[2], want < 0 ? 0 : want);
     c->argv[i] = c->nbuf[3]; c->lens[i++] = fmt_i64(c->nbuf[3], give < 0 ? 0 : give);
     c->argv[i] = l->p1; c->lens[i++] = l->p1len;
     c->argv[i] = l->p2; c->lens[i++] = l->p2len;
-    c->cmd.argc = i;
-    c->cmd.argv = c->argv;
-    c->cmd.argvlen = c->lens;
-    c->cmd.script = l->algorithm;
+    c->cmds[0] = (prs_redis__cmd){i, c->argv, c->lens, l->algorithm};
+    c->ncmds = 1;
+    c->kind = 's';
     return PRS_OK;
 }
 
@@ -653,17 +735,62 @@ bad:
     return PRS_EPROTO;
 }
 
+/* The fixed window's decision from its count (after the increment when
+ * admitted) and whether the increment went through. */
+static void fw_decide(const prs_redis_limiter *l, const call *c, int64_t count, int admitted, prs_decision *d) {
+    int64_t wend = us_to_ns(c->wend_us), lim = l->limit;
+    d->limit = lim;
+    d->reset_after_ns = count > 0 ? wend : 0;
+    d->retry_after_ns = 0;
+    if (admitted) {
+        d->allowed = 1;
+        d->remaining = lim - count;
+        d->reset_after_ns = wend;
+        return;
+    }
+    int fits = c->mode == 'p' && c->n <= lim && count + c->n <= lim;
+    d->allowed = fits;
+    d->remaining = prs__max64(0, lim - count - (fits ? c->n : 0));
+    if (!fits) d->retry_after_ns = c->n > lim ? PRS_NEVER : wend;
+}
+
+/* The decision in a call's replies (replies[0..c->ncmds)). */
+static int call_parse(const prs_redis_limiter *l, const call *c, redisReply **replies, prs_decision *d,
+                      int64_t *granted) {
+    if (c->kind == 's') return parse_decision(replies[0], d, granted);
+    int64_t start = FW_TOP - l->limit;
+    if (granted) *granted = 0;
+    if (c->kind == 'g') {
+        const redisReply *r = replies[0];
+        if (r->type == REDIS_REPLY_NIL) { fw_decide(l, c, 0, 0, d); return PRS_OK; }
+        if (r->type != REDIS_REPLY_STRING || r->len < 7) return reply_error(r);
+        uint64_t raw = 0;
+        for (int b = 0; b < 7; b++) raw = raw << 8 | (unsigned char)r->str[b];
+        fw_decide(l, c, (int64_t)(raw >> 3) - start, 0, d);
+        return PRS_OK;
+    }
+    const redisReply *r = replies[3];
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return reply_error(r);
+    const redisReply *bf = r->element[1];
+    if (bf->type != REDIS_REPLY_ARRAY || bf->elements != 2 || bf->element[1]->type != REDIS_REPLY_INTEGER)
+        return reply_error(bf->type == REDIS_REPLY_ERROR ? bf : r);
+    int admitted = bf->element[0]->type == REDIS_REPLY_INTEGER;
+    fw_decide(l, c, bf->element[1]->integer - start, admitted, d);
+    if (granted && admitted) *granted = c->n;
+    return PRS_OK;
+}
+
 static int run_one(prs_redis_limiter *l, const void *key, size_t keylen, char mode, int64_t n, int64_t want,
                    int64_t give, int64_t now_us, prs_decision *d, int64_t *granted) {
     call c;
     int rc = call_init(l, &c, key, keylen, mode, n, want, give, now_us);
     if (rc) return rc;
-    redisReply *r = NULL;
-    rc = prs_redis__roundtrip(l->b, 1, &c.cmd, &r);
+    redisReply *r[4] = {NULL, NULL, NULL, NULL};
+    rc = prs_redis__roundtrip(l->b, c.ncmds, c.cmds, r);
     keyset_free(l, &c.ks);
     if (rc) return rc;
-    rc = parse_decision(r, d, granted);
-    freeReplyObject(r);
+    rc = call_parse(l, &c, r, d, granted);
+    for (size_t i = 0; i < c.ncmds; i++) freeReplyObject(r[i]);
     return rc;
 }
 
@@ -839,11 +966,10 @@ static int release_leases(prs_redis_limiter *l) {
     if (!calls || !cmds || !replies) rc = PRS_ENOMEM;
     for (lease *e = list; e && rc == PRS_OK; e = e->next, made++) {
         rc = call_init(l, &calls[made], e->key, e->keylen, 'l', 0, 0, e->left, -1);
-        if (rc == PRS_OK) cmds[made] = calls[made].cmd;
+        if (rc == PRS_OK) cmds[made] = calls[made].cmds[0]; /* leases: gcra, token_bucket: one script call */
         else break;
     }
     if (rc == PRS_OK) {
-        for (size_t i = 0; i < count; i++) cmds[i].argv = calls[i].argv, cmds[i].argvlen = calls[i].lens;
         rc = prs_redis__roundtrip(l->b, count, cmds, replies);
         if (rc == PRS_OK)
             for (size_t i = 0; i < count; i++) freeReplyObject(replies[i]);
@@ -954,7 +1080,7 @@ int prs_redis_limiter_reset(prs_redis_limiter *l, const void *key, size_t keylen
         pthread_mutex_unlock(&l->lmu);
     }
     keyset ks;
-    int rc = keyset_make(l, key, keylen, &ks);
+    int rc = keyset_make(l, key, keylen, prs_redis__now_us(l->b), &ks); /* the fixed window: this window's */
     if (rc) return rc;
     const char *argv[3] = {"DEL", ks.k[0], l->nkeys > 1 ? ks.k[1] : NULL};
     size_t lens[3] = {3, ks.len[0], l->nkeys > 1 ? ks.len[1] : 0};
@@ -975,26 +1101,26 @@ int prs_redis_limiter_check_many(prs_redis_limiter *l, size_t count, const prs_r
     for (size_t i = 0; i < count; i++)
         if (reqs[i].n < 1 || (!reqs[i].key && reqs[i].keylen)) return PRS_EINVAL;
     call *calls = prs__calloc(&l->alloc, count, sizeof *calls);
-    prs_redis__cmd *cmds = prs__calloc(&l->alloc, count, sizeof *cmds);
-    redisReply **replies = prs__calloc(&l->alloc, count, sizeof *replies);
+    prs_redis__cmd *cmds = prs__calloc(&l->alloc, 4 * count, sizeof *cmds);
+    redisReply **replies = prs__calloc(&l->alloc, 4 * count, sizeof *replies);
     int rc = (!calls || !cmds || !replies) ? PRS_ENOMEM : PRS_OK;
-    size_t made = 0;
+    size_t made = 0, ncmds = 0;
+    int64_t now_us = prs_redis__now_us(l->b);
     for (; rc == PRS_OK && made < count; made++) {
         rc = call_init(l, &calls[made], reqs[made].key ? reqs[made].key : "", reqs[made].keylen, 'c',
-                       reqs[made].n, 0, 0, -1);
+                       reqs[made].n, 0, 0, now_us);
         if (rc) break;
-        cmds[made] = calls[made].cmd;
-        cmds[made].argv = calls[made].argv;
-        cmds[made].argvlen = calls[made].lens;
+        for (size_t k = 0; k < calls[made].ncmds; k++) cmds[ncmds++] = calls[made].cmds[k];
     }
-    if (rc == PRS_OK) rc = prs_redis__roundtrip(l->b, count, cmds, replies);
+    if (rc == PRS_OK) rc = prs_redis__roundtrip(l->b, ncmds, cmds, replies);
     int first = PRS_OK;
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0, at = 0; i < count; i++) {
         if (rc) {
             status[i] = rc;
         } else {
-            status[i] = parse_decision(replies[i], &d[i], NULL);
-            freeReplyObject(replies[i]);
+            status[i] = call_parse(l, &calls[i], &replies[at], &d[i], NULL);
+            for (size_t k = 0; k < calls[i].ncmds; k++) freeReplyObject(replies[at + k]);
+            at += calls[i].ncmds;
         }
         status[i] = apply_policy(l, status[i], reqs[i].key ? reqs[i].key : "", reqs[i].keylen, reqs[i].n, 1, &d[i]);
         if (status[i] && first == PRS_OK) first = status[i];
@@ -1013,6 +1139,7 @@ static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, pr
     if (!count || !m || !d || !denied_by || count > 10000) return PRS_EINVAL;
     prs_redis_backend *b = m[0].limiter ? m[0].limiter->b : NULL;
     if (!b) return PRS_EINVAL;
+    if (now_us < 0) now_us = prs_redis__now_us(b); /* one time for every member (and its keys) */
     size_t nkeys = 0;
     for (size_t i = 0; i < count; i++) {
         if (!m[i].limiter || m[i].n < 1 || (!m[i].key && m[i].keylen)) return PRS_EINVAL;
@@ -1031,7 +1158,7 @@ static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, pr
     int rc = (!argv || !lens || !ks || !nums) ? PRS_ENOMEM : PRS_OK;
     size_t made = 0;
     for (; rc == PRS_OK && made < count; made++) {
-        rc = keyset_make(m[made].limiter, m[made].key ? m[made].key : "", m[made].keylen, &ks[made]);
+        rc = keyset_make(m[made].limiter, m[made].key ? m[made].key : "", m[made].keylen, now_us, &ks[made]);
         if (rc) break;
     }
     redisReply *r = NULL;
@@ -1045,7 +1172,7 @@ static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, pr
         for (size_t k = 0; k < count; k++)
             for (int j = 0; j < m[k].limiter->nkeys; j++) { argv[i] = ks[k].k[j]; lens[i++] = ks[k].len[j]; }
         argv[i] = nums[count + 1];
-        lens[i++] = fmt_i64(nums[count + 1], now_us >= 0 ? now_us : prs_redis__now_us(b));
+        lens[i++] = fmt_i64(nums[count + 1], now_us);
         char mstr[24];
         argv[i] = mstr; lens[i++] = fmt_i64(mstr, (int64_t)count);
         for (size_t k = 0; k < count; k++) {

@@ -125,15 +125,20 @@
     "  redis.call('SET', k[1], fmt(st.t) .. ' ' .. fmt(st.l), 'PX', ms((cap - st.t) / r + nonneg(st.l - now)))\n" \
     "end\n"
 
-/* Fixed window: state {w = window index, c = count}, stored as "w c"; windows aligned to
- * multiples of W us on Redis's clock. */
+/* Fixed window: one key per window (the caller names it), holding the count
+ * as a 53-bit field that starts at 2^52 - 1 - limit (see redis_limiter.c:
+ * the single decision is a BITFIELD increment that fails past the limit, no
+ * script). The state here is {w = the window, c = count, new = no key yet}. */
 #define LUA_FIXED_WINDOW                                                                 \
     "local FW = {nkeys = 1}\n"                                                           \
+    "local FW_TOP = 4503599627370495\n"                                                  \
     "function FW.load(k, limit, W, now)\n"                                               \
-    "  local v = redis.call('GET', k[1])\n"                                              \
-    "  if not v then return {} end\n"                                                   \
-    "  local w, c = string.match(v, '^(%S+) (%S+)$')\n"                                 \
-    "  return {w = tonumber(w), c = tonumber(c)}\n"                                      \
+    "  local st = {w = floor(now / W), c = 0, new = true}\n"                             \
+    "  if redis.call('EXISTS', k[1]) == 1 then\n"                                        \
+    "    st.c = redis.call('BITFIELD', k[1], 'GET', 'i53', 0)[1] - (FW_TOP - limit)\n"   \
+    "    st.new = false\n"                                                               \
+    "  end\n"                                                                            \
+    "  return st\n"                                                                      \
     "end\n"                                                                              \
     "function FW.decide(st, n, mode, want, give, limit, W, now)\n"                       \
     "  local idx = floor(now / W)\n"                                                     \
@@ -145,10 +150,11 @@
     "  if n > limit then return {0, limit, nonneg(limit - c), NEVER, reset, 0}, st, false end\n" \
     "  if c + n > limit then return {0, limit, nonneg(limit - c), wend, reset, 0}, st, false end\n" \
     "  if mode == 'p' then return {1, limit, limit - c - n, 0, reset, 0}, st, false end\n" \
-    "  return {1, limit, limit - c - n, 0, wend, n}, {w = idx, c = c + n}, true\n"       \
+    "  return {1, limit, limit - c - n, 0, wend, n}, {w = idx, c = c + n, new = st.new}, true\n" \
     "end\n"                                                                              \
     "function FW.store(k, st, limit, W, now)\n"                                          \
-    "  redis.call('SET', k[1], fmt(st.w) .. ' ' .. fmt(st.c), 'PX', ms((st.w + 1) * W - now))\n" \
+    "  redis.call('BITFIELD', k[1], 'SET', 'i53', 0, FW_TOP - limit + st.c)\n"           \
+    "  if st.new then redis.call('PEXPIRE', k[1], ms((st.w + 1) * W - now)) end\n"       \
     "end\n"
 
 /* Sliding window counter: state {w, c = count in window w, p = count in w-1},
@@ -349,34 +355,12 @@ static const char script_tb[] =
     "end\n"
     LUA_RETURN("cap");
 
-/* Fixed window: a write inside the stored window keeps its TTL (the same
- * window end); a new window sets it. */
-static const char script_fw[] =
-    LUA_ARGS
-    "local limit, W = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "local idx = floor(now / W)\n"
-    "local c, same = 0, false\n"
-    "local v = redis.call('GET', k)\n"
-    "if v then\n"
-    "  local x, y = string.match(v, '^(%S+) (%S+)$')\n"
-    "  if tonumber(x) == idx and y then c = tonumber(y); same = true end\n"
-    "end\n"
-    "local wend = (idx + 1) * W - now\n"
-    "local reset = 0\n"
-    "if c > 0 then reset = wend end\n"
-    "local a, rem, retry, take = 0, limit - c, 0, 0\n"
-    "if rem < 0 then rem = 0 end\n"
-    "if n > limit then retry = -1\n"
-    "elseif c + n > limit then retry = wend\n"
-    "elseif mode == 'p' then a = 1; rem = limit - c - n\n"
-    "else\n"
-    "  a = 1; rem = limit - c - n; reset = wend; take = n\n"
-    "  if same then redis.call('SET', k, string.format('%d %d', idx, c + n), 'KEEPTTL')\n"
-    "  else redis.call('SET', k, string.format('%d %d', idx, c + n), 'PX', math.ceil(wend / 1000) + 1) end\n"
-    "end\n"
-    LUA_RETURN("limit");
+/* The fixed window's single decision needs no script (redis_limiter.c); its
+ * slot holds the empty script. */
+static const char script_fw[] = "return 0";
 
-/* Sliding window counter: the same TTL rule as the fixed window. */
+/* Sliding window counter: a write inside the stored window keeps its TTL
+ * (the same window end); a new window sets it. */
 static const char script_swc[] =
     LUA_ARGS
     "local limit, W = tonumber(ARGV[6]), tonumber(ARGV[7])\n"

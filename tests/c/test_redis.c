@@ -829,6 +829,97 @@ TEST(redis_group_all_or_nothing) {
     prs_redis_backend_free(b);
 }
 
+/* The single-decision scripts are written straight through for server CPU
+ * while the group script keeps one function set per algorithm: both must
+ * decide exactly alike on the same stored state. Random schedules (times,
+ * sizes, peeks) through a single check and a group of one, on two keys that
+ * start equal: every field of every decision agrees. */
+TEST(redis_single_scripts_decide_as_group_script) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo <= 1;
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, 7.5, 4) : limiter_for(b, algo, 4, 0.3);
+        uint64_t x = 4242 + (uint64_t)algo;
+        int64_t now = 3000000000 + 123457; /* odd microseconds: off the window grid */
+        for (int i = 0; i < 300; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            now += (int64_t)((x >> 33) % 90000);
+            int64_t n = 1 + (int64_t)((x >> 20) % 3);
+            if (((x >> 40) & 7) == 0) n = 5; /* beyond the limit: never */
+            prs_decision ds, dg;
+            int denied;
+            ASSERT_OK(prs_redis_limiter_check_at(l, "single", 6, n, now, &ds));
+            prs_redis_member m = {l, "group", 5, n};
+            ASSERT_OK(prs_redis_group_check(1, &m, now, &dg, &denied));
+            if (ds.allowed != dg.allowed || ds.remaining != dg.remaining || ds.retry_after_ns != dg.retry_after_ns ||
+                ds.reset_after_ns != dg.reset_after_ns || ds.limit != dg.limit)
+                PRS__FAIL("algo %d step %d n %lld: single {%d %lld %lld %lld} group {%d %lld %lld %lld}", algo, i,
+                          (long long)n, ds.allowed, (long long)ds.remaining, (long long)ds.retry_after_ns,
+                          (long long)ds.reset_after_ns, dg.allowed, (long long)dg.remaining,
+                          (long long)dg.retry_after_ns, (long long)dg.reset_after_ns);
+        }
+        prs_redis_limiter_free(l);
+    }
+    prs_redis_backend_free(b);
+}
+
+static int64_t stat_calls(prs_redis_backend *b, const char *command) {
+    char script[200], out[64];
+    snprintf(script, sizeof script,
+             "local s = redis.call('INFO', 'commandstats') "
+             "return tonumber(string.match(s, 'cmdstat_%s:calls=(%%d+)') or '0')", command);
+    cmd(b, out, sizeof out, 3, "EVAL", script, "0");
+    return atoll(out);
+}
+
+/* Server CPU: a decision's script reads no clock (the backend sends Redis's
+ * time, learned at connect), and a fixed or sliding-counter window written
+ * again inside its window keeps its TTL instead of setting it anew. */
+TEST(redis_scripts_cheap_paths) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    cmd(b, NULL, 0, 2, "CONFIG", "RESETSTAT");
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo <= 1;
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, 100, 10) : limiter_for(b, algo, 10, 3600);
+        prs_decision d;
+        for (int i = 0; i < 3; i++) ASSERT_OK(prs_redis_limiter_check(l, "k", 1, 1, &d));
+        ASSERT_OK(prs_redis_limiter_peek(l, "k", 1, 1, &d));
+        prs_redis_limiter_free(l);
+    }
+    ASSERT_EQ(stat_calls(b, "time"), 0);
+    /* the fixed window decides without a script: MULTI/BITFIELD/EXEC */
+    int64_t scripts = stat_calls(b, "evalsha"), bitfields = stat_calls(b, "bitfield");
+    prs_redis_limiter *fw = limiter_for(b, PRS_REDIS_FIXED_WINDOW, 2, 3600);
+    prs_decision d;
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(prs_redis_limiter_check_at(fw, "nos", 3, 1, 36000000000 + i, &d));
+        ASSERT_EQ(d.allowed, i < 2);
+    }
+    prs_redis_limiter_free(fw);
+    ASSERT_EQ(stat_calls(b, "evalsha"), scripts);
+    ASSERT_EQ(stat_calls(b, "bitfield"), bitfields + 4);
+    for (int algo = PRS_REDIS_FIXED_WINDOW; algo <= PRS_REDIS_SLIDING_WINDOW_COUNTER; algo++) {
+        prs_redis_limiter *l = limiter_for(b, algo, 10, 3600);
+        int64_t start = 7200 * INT64_C(1000000) * 1000; /* a window start, in us */
+        prs_decision d;
+        ASSERT_OK(prs_redis_limiter_check_at(l, "ttl", 3, 1, start + 1000000, &d)); /* 3599 s left */
+        ASSERT_OK(prs_redis_limiter_check_at(l, "ttl", 3, 1, start + 3000000000LL, &d)); /* 600 s left */
+        ASSERT(d.allowed);
+        char key[64], out[32];
+        size_t len = prs_redis_limiter_redis_key(l, "ttl", 3, key, sizeof key);
+        key[len] = '\0';
+        if (algo == PRS_REDIS_FIXED_WINDOW) strcat(key, "2000/10"); /* one key per window: index/limit */
+        cmd(b, out, sizeof out, 2, "PTTL", key);
+        /* kept from the first write (the window's end), not reset from the second */
+        if (algo == PRS_REDIS_FIXED_WINDOW) ASSERT(atoll(out) > 3500 * 1000);
+        else ASSERT(atoll(out) > 7100 * 1000);
+        prs_redis_limiter_free(l);
+    }
+    prs_redis_backend_free(b);
+}
+
 static int64_t server_calls(prs_redis_backend *b) {
     char out[64];
     const char *argv[2] = {"EVAL", "local s = redis.call('INFO', 'commandstats') "
