@@ -81,7 +81,7 @@ struct prs_redis_limiter {
     prs_redis_backend *b;          /* not owned */
     prs_allocator alloc;
     int algorithm;
-    int nkeys;                     /* Redis keys per decision (1 for every algorithm) */
+    int nkeys;                     /* Redis keys per decision (2: sliding_window_counter) */
     int64_t limit;                 /* burst or limit, for decisions */
     char *prefix;
     size_t prefix_len;
@@ -357,7 +357,7 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
     memcpy(l->prefix, p, l->prefix_len + 1);
     l->b = b;
     l->algorithm = cfg->algorithm;
-    l->nkeys = 1;
+    l->nkeys = cfg->algorithm == PRS_REDIS_SLIDING_WINDOW_COUNTER ? 2 : 1;
     double rate;
     int64_t burst;
     sizing(cfg, &rate, &burst);
@@ -523,13 +523,18 @@ static size_t fw_extra(const prs_redis_limiter *l, int64_t now_us, char *buf) {
     return len + fmt_i64(buf + len, l->limit);
 }
 
-/* The Redis keys of one decision at now_us (< 0: the fixed window's stem,
- * without a window: enough for its hash slot). */
+/* The Redis keys of one decision at now_us (< 0: the window algorithms'
+ * stems, without a window: enough for the hash slot). The sliding window
+ * counter keeps one counter per window too: this window's and the one
+ * before, "<index>" each. */
 static int keyset_make(const prs_redis_limiter *l, const void *key, size_t n, int64_t now_us, keyset *ks) {
-    char extra[48];
-    size_t extralen = l->algorithm == PRS_REDIS_FIXED_WINDOW && now_us >= 0 ? fw_extra(l, now_us, extra) : 0;
     for (int i = 0; i < l->nkeys; i++) {
-        char sfx = i == 0 ? algo_suffix[l->algorithm] : 's';
+        char extra[48];
+        size_t extralen = 0;
+        if (now_us >= 0 && l->algorithm == PRS_REDIS_FIXED_WINDOW) extralen = fw_extra(l, now_us, extra);
+        if (now_us >= 0 && l->algorithm == PRS_REDIS_SLIDING_WINDOW_COUNTER)
+            extralen = fmt_i64(extra, fw_index(l, now_us) - i);
+        char sfx = algo_suffix[l->algorithm];
         size_t need = make_key(l, key, n, sfx, extra, extralen, ks->small[i], STACK_KEY);
         ks->heap[i] = need > STACK_KEY;
         if (ks->heap[i]) {

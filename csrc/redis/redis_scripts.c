@@ -157,16 +157,16 @@
     "  if st.new then redis.call('PEXPIRE', k[1], ms((st.w + 1) * W - now)) end\n"       \
     "end\n"
 
-/* Sliding window counter: state {w, c = count in window w, p = count in w-1},
- * stored as "w c p";
- * estimate = p * (W - elapsed) / W + c. */
+/* Sliding window counter: one integer counter per window, k[1] this
+ * window's and k[2] the one before (the caller names them); state {w, c =
+ * count in window w, p = count in w-1}; estimate = p * (W - elapsed) / W + c.
+ * A counter lives until the end of the window after its own (it is the
+ * previous one there). */
 #define LUA_SLIDING_WINDOW_COUNTER                                                       \
-    "local SWC = {nkeys = 1}\n"                                                          \
+    "local SWC = {nkeys = 2}\n"                                                          \
     "function SWC.load(k, limit, W, now)\n"                                              \
-    "  local v = redis.call('GET', k[1])\n"                                              \
-    "  if not v then return {} end\n"                                                   \
-    "  local w, c, p = string.match(v, '^(%S+) (%S+) (%S+)$')\n"                        \
-    "  return {w = tonumber(w), c = tonumber(c), p = tonumber(p)}\n"                     \
+    "  return {w = floor(now / W), c = tonumber(redis.call('GET', k[1])) or 0,\n"        \
+    "          p = tonumber(redis.call('GET', k[2])) or 0}\n"                            \
     "end\n"                                                                              \
     "function SWC.decide(st, n, mode, want, give, limit, W, now)\n"                      \
     "  local idx = floor(now / W)\n"                                                     \
@@ -192,7 +192,7 @@
     "  return {1, limit, rem(est + n), 0, reset_of(cur + n, prev), n}, {w = idx, c = cur + n, p = prev}, true\n" \
     "end\n"                                                                              \
     "function SWC.store(k, st, limit, W, now)\n"                                         \
-    "  redis.call('SET', k[1], fmt(st.w) .. ' ' .. fmt(st.c) .. ' ' .. fmt(st.p), 'PX', ms((st.w + 2) * W - now))\n" \
+    "  redis.call('SET', k[1], st.c, 'PX', ms((st.w + 2) * W - now))\n"                  \
     "end\n"
 
 /* Sliding window log: k[1] a sorted set of admission times, one member per
@@ -359,21 +359,18 @@ static const char script_tb[] =
  * slot holds the empty script. */
 static const char script_fw[] = "return 0";
 
-/* Sliding window counter: a write inside the stored window keeps its TTL
- * (the same window end); a new window sets it. */
+/* Sliding window counter: this window's counter is incremented first
+ * (INCRBY: no read-modify-write of a string) and put back when the estimate
+ * refuses; a new counter gets its TTL, a refused new one is deleted. */
 static const char script_swc[] =
     LUA_ARGS
     "local limit, W = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
     "local idx = floor(now / W)\n"
     "local s = idx * W\n"
-    "local cur, prev, same = 0, 0, false\n"
-    "local v = redis.call('GET', k)\n"
-    "if v then\n"
-    "  local x, y, z = string.match(v, '^(%S+) (%S+) (%S+)$')\n"
-    "  x = tonumber(x)\n"
-    "  if x == idx then cur = tonumber(y) or 0; prev = tonumber(z) or 0; same = true\n"
-    "  elseif x == idx - 1 then prev = tonumber(y) or 0 end\n"
-    "end\n"
+    "local prev = tonumber(redis.call('GET', KEYS[2])) or 0\n"
+    "local cur, added = 0, false\n"
+    "if mode ~= 'p' and n <= limit then cur = redis.call('INCRBY', k, n) - n; added = true\n"
+    "else cur = tonumber(redis.call('GET', k)) or 0 end\n"
     "local est = prev * (W - (now - s)) / W + cur\n"
     "local reset = 0\n"
     "if cur > 0 then reset = s + 2 * W - now elseif prev > 0 then reset = s + W - now end\n"
@@ -383,13 +380,14 @@ static const char script_swc[] =
     "  if cur + n <= limit then retry = s + W * (1 - (limit - n - cur) / prev) - now\n"
     "  else retry = s + W + W * (1 - (limit - n) / cur) - now end\n"
     "  if retry < 0 then retry = 0 end\n"
+    "  if added then\n"
+    "    if cur == 0 then redis.call('DEL', k) else redis.call('DECRBY', k, n) end\n"
+    "  end\n"
     "else\n"
     "  a = 1; rem = floor(limit - est - n + 1e-9)\n"
-    "  if mode ~= 'p' then\n"
+    "  if added then\n"
     "    take = n; reset = s + 2 * W - now\n"
-    "    if same then redis.call('SET', k, string.format('%d %d %d', idx, cur + n, prev), 'KEEPTTL')\n"
-    "    else redis.call('SET', k, string.format('%d %d %d', idx, cur + n, prev), 'PX',\n"
-    "                    math.ceil(((idx + 2) * W - now) / 1000) + 1) end\n"
+    "    if cur == 0 then redis.call('PEXPIRE', k, math.ceil(((idx + 2) * W - now) / 1000) + 1) end\n"
     "  end\n"
     "end\n"
     "if rem < 0 then rem = 0 end\n"
