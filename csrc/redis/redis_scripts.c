@@ -10,12 +10,13 @@
  * evaluate every member against an overlay of pending writes and commit all
  * of them or none.
  *
- * Needs Redis >= 5 (scripts replicate their effects, so TIME may precede
- * writes). Small state (a bucket, a window) is one string value written with
- * SET ... PX: one call stores it and its TTL.
+ * Needs Redis >= 6 (KEEPTTL). Small state (a bucket) is one string value
+ * written with SET ... PX: one call stores it and its TTL; window counters
+ * are integers, one key per window (INCRBY).
  *
- * Units inside the scripts: time in microseconds (Redis's TIME, or the
- * caller's override in tests), held in Lua doubles (exact up to 2^53 us, far
+ * Units inside the scripts: time in microseconds (sent by the caller: Redis's
+ * clock as the backend learned it, or the override of the tests; '' makes a
+ * script call TIME), held in Lua doubles (exact up to 2^53 us, far
  * past any epoch). Fractional state (GCRA's theoretical arrival time, a
  * bucket's tokens) is stored with %.17g so it round-trips exactly; fractional
  * results (retry/reset times) are returned as text for the same reason
