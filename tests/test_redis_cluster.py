@@ -172,3 +172,69 @@ def test_a_group_with_one_hash_tag_runs_on_its_slots_primary(cluster: Cluster) -
         assert group.same_slot
         assert [group.allow() for _ in range(3)] == [True, True, False]
         assert not pr.RedisLimiterGroup([(members[0][0], "a", 1), (members[1][0], "b", 1)]).same_slot
+
+
+# ---- routing: redis+cluster:// ---------------------------------------------------
+
+def _cluster_backend(c: Cluster) -> pr.RedisBackend:
+    return pr.RedisBackend("redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in c.ports[:2]),
+                           timeout=2.0, connect_timeout=2.0)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_cluster_backend_routes_every_key_to_its_primary(cluster: Cluster, algorithm: str) -> None:
+    """Keys spread over the whole slot space (every primary): each decides
+    exactly, through check, peek, check_many (split per node) and reset."""
+    pfx = f"r{algorithm[:2]}{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        lim = _limiter(b, algorithm, 2, pfx)
+        users = [f"user:{i}" for i in range(24)]
+        owners = {cluster.owner[_slot(cluster, lim._redis_key(u))] for u in users}
+        assert len(owners) == 3  # the keys really span the three primaries
+        for u in users:
+            assert lim.check(u).allowed
+        ds = lim.check_many([(u, 1) for u in users] + [(u, 1) for u in users])
+        assert [d.allowed for d in ds] == [True] * len(users) + [False] * len(users)
+        assert not any(lim.peek(u).allowed for u in users)
+        for u in users:
+            lim.reset(u)
+        assert all(lim.check(u, 2).allowed for u in users)
+
+
+def test_cluster_group_on_one_tag_and_refusal_across_slots(cluster: Cluster) -> None:
+    pfx = f"rg{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        members = [(_limiter(b, algo, 2, pfx + algo[:2]), "{acct5}" + algo, 1) for algo in ALGORITHMS]
+        group = pr.RedisLimiterGroup(members)
+        assert [group.allow() for _ in range(3)] == [True, True, False]
+        a = members[0][0]
+        with pytest.raises(ValueError, match="hash tag"):
+            pr.RedisLimiterGroup([(a, "user:1", 1), (a, "user:2", 1)])
+
+
+def test_cluster_follows_moved_after_a_slot_migrates(cluster: Cluster) -> None:
+    """A slot holding a limiter's key is migrated to another primary between two
+    calls (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE): the next
+    call gets MOVED, follows it, and the count continues exactly."""
+    pfx = f"rm{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        lim = _limiter(b, "fixed_window", 3, pfx)
+        glim = _limiter(b, "gcra", 3, pfx)
+        user = "{mover}u"
+        assert lim.check(user).allowed and glim.check(user).allowed
+        slot = _slot(cluster, lim._redis_key(user))
+        src = cluster.owner[slot]
+        dst = next(p for p in cluster.ports if p != src)
+        ids = {p: cluster.cli(p, "CLUSTER", "MYID") for p in cluster.ports}
+        assert cluster.cli(dst, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[src]) == "OK"
+        assert cluster.cli(src, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[dst]) == "OK"
+        keys = cluster.cli(src, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split()
+        assert keys
+        for k in keys:
+            assert cluster.cli(src, "MIGRATE", "127.0.0.1", str(dst), k, "0", "5000") == "OK"
+        for p in cluster.ports:
+            assert cluster.cli(p, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[dst]) == "OK"
+        cluster.owner[slot] = dst
+        assert [lim.check(user).allowed for _ in range(3)] == [True, True, False]
+        assert [glim.check(user).allowed for _ in range(3)] == [True, True, False]
+        assert cluster.cli(dst, "CLUSTER", "COUNTKEYSINSLOT", str(slot)) != "0"

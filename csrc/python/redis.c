@@ -617,6 +617,11 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         m[i].keylen = (size_t)klen;
         m[i].n = n;
     }
+    if (prs_redis_backend_is_cluster(((backend_obj *)backend)->b) && prs_redis_group_slot((size_t)count, m) < 0) {
+        PyErr_SetString(PyExc_ValueError, "a group on a Redis Cluster needs every member's key in one hash slot: "
+                        "give the keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
+        goto fail;
+    }
     group_obj *self = (group_obj *)type->tp_alloc(type, 0);
     if (!self) goto fail;
     Py_DECREF(seq);

@@ -69,6 +69,7 @@ struct prs_redis_backend {
     _Atomic int resetting;     /* 1 while a child re-initialises the pool */
 
     _Atomic int64_t clock_offset_us; /* Redis's TIME minus our CLOCK_REALTIME, learned at each dial */
+    prs_redis__cluster *cluster;     /* redis+cluster://: the node pools (this pool stays empty) */
 };
 
 /* ---- errors ---------------------------------------------------------------- */
@@ -376,10 +377,17 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
     prs_redis_backend *b = prs__calloc(a, 1, sizeof *b);
     if (!b) return PRS_ENOMEM;
     b->alloc = *a;
-    rc = prs_redis_url_parse(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0", a, &b->url);
-    if (rc) { prs__free(a, b); return rc; }
+    if (cfg->url && !strncmp(cfg->url, "redis+cluster://", 16)) {
+        rc = prs_redis__cluster_new(cfg, &b->cluster);
+        if (rc == PRS_OK) rc = prs_redis_url_parse("redis://127.0.0.1/0", a, &b->url); /* unused */
+        if (rc) { prs_redis__cluster_free(b->cluster); prs__free(a, b); return rc; }
+    } else {
+        rc = prs_redis_url_parse(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0", a, &b->url);
+        if (rc) { prs__free(a, b); return rc; }
+    }
     b->idle = prs__calloc(a, (size_t)cfg->max_connections, sizeof *b->idle);
     if (!b->idle || init_sync(b)) {
+        prs_redis__cluster_free(b->cluster);
         prs__free(a, b->idle);
         prs_redis_url_clear(&b->url, a);
         prs__free(a, b);
@@ -399,6 +407,8 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
 }
 
 const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b) { return &b->alloc; }
+prs_redis__cluster *prs_redis__backend_cluster(const prs_redis_backend *b) { return b->cluster; }
+int prs_redis_backend_is_cluster(const prs_redis_backend *b) { return b && b->cluster != NULL; }
 
 /* In a forked child: forget the parent's pool (see the top of the file). */
 static void pool_reinit(void *ctx) {
@@ -425,6 +435,7 @@ void prs_redis_backend_close(prs_redis_backend *b) {
     b->nidle = 0;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
+    if (b->cluster) prs_redis__cluster_close(b->cluster);
 }
 
 int prs_redis_backend_closed(const prs_redis_backend *b) {
@@ -442,6 +453,7 @@ void prs_redis_backend_free(prs_redis_backend *b) {
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
     prs_allocator a = b->alloc;
+    prs_redis__cluster_free(b->cluster);
     prs__free(&a, b->idle);
     prs_redis_url_clear(&b->url, &a);
     prs__free(&a, b);
@@ -452,7 +464,7 @@ int prs_redis_backend_connections(prs_redis_backend *b) {
     pthread_mutex_lock(&b->mu);
     int n = b->nopen;
     pthread_mutex_unlock(&b->mu);
-    return n;
+    return b->cluster ? n + prs_redis__cluster_connections(b->cluster) : n;
 }
 
 /* ---- connections ------------------------------------------------------------ */
@@ -902,6 +914,13 @@ static int exchange(redisContext *c, size_t ncmds, prs_redis__cmd *cmds, redisRe
 
 int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies) {
     after_fork(b);
+    if (b->cluster) {
+        if (prs_redis_backend_closed(b)) {
+            prs_redis__set_error("redis: backend is closed");
+            return PRS_EBACKENDCLOSED;
+        }
+        return prs_redis__cluster_roundtrip(b->cluster, ncmds, cmds, replies);
+    }
     int64_t start = prs_monotonic_ns(), deadline = prs__sat_add(start, b->timeout_ns);
     int admit = circuit_admit(b, start);
     if (!admit) {
@@ -941,7 +960,8 @@ int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmd
 int prs_redis_command(prs_redis_backend *b, int argc, const char *const *argv, const size_t *argvlen,
                       char *buf, size_t bufsize) {
     if (!b || argc < 1 || !argv || !argvlen) return PRS_EINVAL;
-    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1};
+    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1,
+                          argc > 1 ? prs_redis_key_slot(argv[1], argvlen[1]) : 0, 1};
     redisReply *r = NULL;
     int rc = prs_redis__roundtrip(b, 1, &cmd, &r);
     if (rc) return rc;
@@ -970,7 +990,8 @@ int prs_redis_command(prs_redis_backend *b, int argc, const char *const *argv, c
 int prs_redis_command_reply(prs_redis_backend *b, int argc, const char *const *argv, const size_t *argvlen,
                             void **reply) {
     if (!b || argc < 1 || !argv || !argvlen || !reply) return PRS_EINVAL;
-    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1};
+    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1,
+                          argc > 1 ? prs_redis_key_slot(argv[1], argvlen[1]) : 0, 1};
     redisReply *r = NULL;
     int rc = prs_redis__roundtrip(b, 1, &cmd, &r);
     *reply = rc ? NULL : r;

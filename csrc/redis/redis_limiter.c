@@ -632,7 +632,7 @@ static void fw_commands(prs_redis_limiter *l, call *c, int64_t now_us) {
         c->kind = 'g';
         c->argv[0] = "GET"; c->lens[0] = 3;
         c->argv[1] = c->ks.k[0]; c->lens[1] = c->ks.len[0];
-        c->cmds[0] = (prs_redis__cmd){2, c->argv, c->lens, -1};
+        c->cmds[0] = (prs_redis__cmd){2, c->argv, c->lens, -1, 0, 0};
         c->ncmds = 1;
         return;
     }
@@ -642,22 +642,22 @@ static void fw_commands(prs_redis_limiter *l, call *c, int64_t now_us) {
     static const char *const bf[] = {"BITFIELD", NULL, "OVERFLOW", "FAIL", "INCRBY", "i53", "0", NULL,
                                      "GET", "i53", "0"};
     c->argv[i] = "MULTI"; c->lens[i++] = 5;
-    c->cmds[0] = (prs_redis__cmd){1, &c->argv[0], &c->lens[0], -1};
+    c->cmds[0] = (prs_redis__cmd){1, &c->argv[0], &c->lens[0], -1, 0, 0};
     c->argv[i] = "SET"; c->lens[i++] = 3;
     c->argv[i] = c->ks.k[0]; c->lens[i++] = c->ks.len[0];
     c->argv[i] = (const char *)c->start; c->lens[i++] = 7;
     c->argv[i] = "NX"; c->lens[i++] = 2;
     c->argv[i] = "PX"; c->lens[i++] = 2;
     c->argv[i] = c->nbuf[0]; c->lens[i++] = fmt_i64(c->nbuf[0], (int64_t)ceil(c->wend_us / 1000) + 1);
-    c->cmds[1] = (prs_redis__cmd){6, &c->argv[1], &c->lens[1], -1};
+    c->cmds[1] = (prs_redis__cmd){6, &c->argv[1], &c->lens[1], -1, 0, 0};
     size_t at = i;
     for (size_t k = 0; k < 11; k++, i++) {
         c->argv[i] = k == 1 ? c->ks.k[0] : k == 7 ? c->nbuf[1] : bf[k];
         c->lens[i] = k == 1 ? c->ks.len[0] : k == 7 ? fmt_i64(c->nbuf[1], c->n) : strlen(bf[k]);
     }
-    c->cmds[2] = (prs_redis__cmd){11, &c->argv[at], &c->lens[at], -1};
+    c->cmds[2] = (prs_redis__cmd){11, &c->argv[at], &c->lens[at], -1, 0, 0};
     c->argv[i] = "EXEC"; c->lens[i] = 4;
-    c->cmds[3] = (prs_redis__cmd){1, &c->argv[i], &c->lens[i], -1};
+    c->cmds[3] = (prs_redis__cmd){1, &c->argv[i], &c->lens[i], -1, 0, 0};
     c->ncmds = 4;
 }
 
@@ -670,8 +670,11 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
     if (rc) return rc;
     c->mode = mode;
     c->n = n;
+    int slot = prs_redis_key_slot(c->ks.k[0], c->ks.len[0]); /* every key of a decision: one hash tag */
     if (l->algorithm == PRS_REDIS_FIXED_WINDOW) {
         fw_commands(l, c, now_us);
+        for (size_t k = 0; k < c->ncmds; k++) c->cmds[k].slot = slot;
+        c->cmds[0].nblock = (int)c->ncmds;
         return PRS_OK;
     }
     const prs_redis__script *s = &prs_redis__scripts()[l->algorithm];
@@ -689,7 +692,7 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
     c->argv[i] = c->nbuf[3]; c->lens[i++] = fmt_i64(c->nbuf[3], give < 0 ? 0 : give);
     c->argv[i] = l->p1; c->lens[i++] = l->p1len;
     c->argv[i] = l->p2; c->lens[i++] = l->p2len;
-    c->cmds[0] = (prs_redis__cmd){i, c->argv, c->lens, l->algorithm};
+    c->cmds[0] = (prs_redis__cmd){i, c->argv, c->lens, l->algorithm, slot, 1};
     c->ncmds = 1;
     c->kind = 's';
     return PRS_OK;
@@ -1089,7 +1092,7 @@ int prs_redis_limiter_reset(prs_redis_limiter *l, const void *key, size_t keylen
     if (rc) return rc;
     const char *argv[3] = {"DEL", ks.k[0], l->nkeys > 1 ? ks.k[1] : NULL};
     size_t lens[3] = {3, ks.len[0], l->nkeys > 1 ? ks.len[1] : 0};
-    prs_redis__cmd cmd = {1 + l->nkeys, argv, lens, -1};
+    prs_redis__cmd cmd = {1 + l->nkeys, argv, lens, -1, prs_redis_key_slot(ks.k[0], ks.len[0]), 1};
     redisReply *r = NULL;
     rc = prs_redis__roundtrip(l->b, 1, &cmd, &r);
     keyset_free(l, &ks);
@@ -1145,6 +1148,11 @@ static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, pr
     prs_redis_backend *b = m[0].limiter ? m[0].limiter->b : NULL;
     if (!b) return PRS_EINVAL;
     if (now_us < 0) now_us = prs_redis__now_us(b); /* one time for every member (and its keys) */
+    if (prs_redis__backend_cluster(b) && prs_redis_group_slot(count, m) < 0) {
+        prs_redis__set_error("a group on a Redis Cluster needs every member's key in one hash slot: give the "
+                             "keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
+        return PRS_EINVAL;
+    }
     size_t nkeys = 0;
     for (size_t i = 0; i < count; i++) {
         if (!m[i].limiter || m[i].n < 1 || (!m[i].key && m[i].keylen)) return PRS_EINVAL;
@@ -1187,7 +1195,8 @@ static int group_run(size_t count, const prs_redis_member *m, int64_t now_us, pr
             argv[i] = l->p1; lens[i++] = l->p1len;
             argv[i] = l->p2; lens[i++] = l->p2len;
         }
-        prs_redis__cmd cmd = {(int)i, argv, lens, PRS_REDIS__SCRIPT_GROUP};
+        prs_redis__cmd cmd = {(int)i, argv, lens, PRS_REDIS__SCRIPT_GROUP, prs_redis_key_slot(ks[0].k[0], ks[0].len[0]),
+                              1};
         rc = prs_redis__roundtrip(b, 1, &cmd, &r);
     }
     if (rc == PRS_OK) {

@@ -67,7 +67,12 @@ extern "C" {
 /* A parsed Redis URL:
  *   redis://[[user]:password@]host[:port][/db]
  *   unix:///path/to/socket[?db=N][&password=P][&user=U]
- * user/password are percent-decoded; host may be [IPv6]. */
+ * user/password are percent-decoded; host may be [IPv6].
+ * (A backend also takes redis+cluster://host:port[,host:port...], the seeds
+ * of a Redis Cluster: every command then goes to the primary of its keys'
+ * hash slot, from a slot map read with CLUSTER SLOTS, following MOVED and
+ * ASK; scripts are loaded per node on NOSCRIPT. That form is not a
+ * prs_redis_url.) */
 typedef struct prs_redis_url {
     int is_unix;       /* 1: unix socket at `path`; 0: TCP host:port */
     char *host;        /* TCP host (NULL for unix) */
@@ -113,6 +118,8 @@ void prs_redis_backend_free(prs_redis_backend *b);
  * Idempotent; connections in use are closed when given back. */
 void prs_redis_backend_close(prs_redis_backend *b);
 int prs_redis_backend_closed(const prs_redis_backend *b);
+/* 1 when the backend was made from a redis+cluster:// URL. */
+int prs_redis_backend_is_cluster(const prs_redis_backend *b);
 /* PING: PRS_OK or a failure status. */
 int prs_redis_ping(prs_redis_backend *b);
 /* Open connections (idle + in use) in this process. */

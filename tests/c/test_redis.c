@@ -829,6 +829,29 @@ TEST(redis_group_all_or_nothing) {
     prs_redis_backend_free(b);
 }
 
+/* redis+cluster:// seeds: host:port lists; bad ones are refused with a message. */
+TEST(redis_cluster_urls) {
+    const char *bad[] = {"redis+cluster://", "redis+cluster://h:0", "redis+cluster://h:70000",
+                         "redis+cluster://h:1,,", "redis+cluster://u:p@h:1", "redis+cluster://h:1/3",
+                         "redis+cluster://h:x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        prs_redis_config cfg;
+        prs_redis_config_init(&cfg);
+        cfg.url = bad[i];
+        prs_redis_backend *b = NULL;
+        if (prs_redis_backend_new(&cfg, &b) != PRS_EINVAL) PRS__FAIL("accepted %s", bad[i]);
+        ASSERT(strstr(prs_redis_last_error(), "redis+cluster") || strstr(prs_redis_last_error(), "seed"));
+    }
+    prs_redis_config cfg;
+    prs_redis_config_init(&cfg);
+    cfg.url = "redis+cluster://127.0.0.1:1,[::1]:2,localhost";
+    prs_redis_backend *b = NULL;
+    ASSERT_OK(prs_redis_backend_new(&cfg, &b));
+    ASSERT(prs_redis_backend_is_cluster(b));
+    ASSERT_EQ(prs_redis_backend_connections(b), 0);
+    prs_redis_backend_free(b);
+}
+
 /* The single-decision scripts are written straight through for server CPU
  * while the group script keeps one function set per algorithm: both must
  * decide exactly alike on the same stored state. Random schedules (times,
