@@ -26,6 +26,10 @@
  * slot host:port" (a slot half-migrated) sends the block once to that node
  * after ASKING, without changing the map. At most PRS_REDIS_MAX_REDIRECTS per
  * block; past that the redirect reply is returned as it is (an error reply).
+ *
+ * Time. One call has one budget (the backend's timeout), shared by every node
+ * it asks, the map load and the redirects: each node round trip ends by the
+ * call's deadline.
  */
 #include <pthread.h>
 #include <stdio.h>
@@ -51,7 +55,13 @@ struct prs_redis__cluster {
     int nnodes;
     int16_t slots[NSLOTS];         /* node index, -1 unknown */
     int stale;                     /* reload the map before the next call */
+    _Atomic uint64_t gen;          /* fork generation of `mu` */
+    _Atomic int resetting;
 };
+
+/* In a forked child: `mu` may have been copied locked (the node pools renew
+ * themselves). */
+static void cluster_reinit(void *ctx) { pthread_mutex_init(&((prs_redis__cluster *)ctx)->mu, NULL); }
 
 /* The node host:port (added, with its pool, when new). -1 when the list is
  * full or out of memory. Caller holds mu. */
@@ -116,6 +126,9 @@ int prs_redis__cluster_new(const prs_redis_config *cfg, prs_redis__cluster **out
     c->stale = 1;
     for (int i = 0; i < NSLOTS; i++) c->slots[i] = -1;
     if (pthread_mutex_init(&c->mu, NULL)) { prs__free(a, c); return PRS_ENOMEM; }
+    prs_redis__fork_init();
+    atomic_init(&c->gen, prs_redis__fork_gen());
+    atomic_init(&c->resetting, 0);
     int rc = PRS_OK;
     size_t plen = strcspn(p, "/?");
     if (p[plen] && strcmp(p + plen, "/") && strcmp(p + plen, "/0")) {
@@ -208,7 +221,7 @@ static int apply_slots(prs_redis__cluster *c, const redisReply *r, int from) {
 }
 
 /* Loads the map from the first node that answers CLUSTER SLOTS. */
-static int load_map(prs_redis__cluster *c) {
+static int load_map(prs_redis__cluster *c, int64_t deadline) {
     static const char *const argv[] = {"CLUSTER", "SLOTS"};
     static const size_t lens[] = {7, 5};
     pthread_mutex_lock(&c->mu);
@@ -218,7 +231,7 @@ static int load_map(prs_redis__cluster *c) {
     for (int i = 0; i < n; i++) {
         prs_redis__cmd cmd = {2, (const char **)argv, (size_t *)lens, -1, 0, 0};
         redisReply *r = NULL;
-        rc = prs_redis__roundtrip(c->nodes[i].pool, 1, &cmd, &r);
+        rc = prs_redis__roundtrip_until(c->nodes[i].pool, deadline, 1, &cmd, &r);
         if (rc) continue;
         pthread_mutex_lock(&c->mu);
         int bad = apply_slots(c, r, i);
@@ -275,8 +288,9 @@ static size_t block_len(const prs_redis__cmd *cmds, size_t i, size_t ncmds) {
 
 /* Sends the block cmds[0..k) to node `to` (after ASKING when ask), its
  * replies into replies[0..k). */
-static int send_block(prs_redis__cluster *c, int to, int ask, size_t k, prs_redis__cmd *cmds, redisReply **replies) {
-    if (!ask) return prs_redis__roundtrip(c->nodes[to].pool, k, cmds, replies);
+static int send_block(prs_redis__cluster *c, int64_t deadline, int to, int ask, size_t k, prs_redis__cmd *cmds,
+                      redisReply **replies) {
+    if (!ask) return prs_redis__roundtrip_until(c->nodes[to].pool, deadline, k, cmds, replies);
     static const char *asking[] = {"ASKING"};
     static size_t asking_len[] = {6};
     prs_redis__cmd tmp[8];
@@ -284,18 +298,20 @@ static int send_block(prs_redis__cluster *c, int to, int ask, size_t k, prs_redi
     if (k + 1 > 8) return PRS_EINVAL;
     tmp[0] = (prs_redis__cmd){1, asking, asking_len, -1, 0, 0};
     memcpy(&tmp[1], cmds, k * sizeof *cmds);
-    int rc = prs_redis__roundtrip(c->nodes[to].pool, k + 1, tmp, rr);
+    int rc = prs_redis__roundtrip_until(c->nodes[to].pool, deadline, k + 1, tmp, rr);
     if (rc) return rc;
     freeReplyObject(rr[0]);
     memcpy(replies, &rr[1], k * sizeof *replies);
     return PRS_OK;
 }
 
-int prs_redis__cluster_roundtrip(prs_redis__cluster *c, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies) {
+int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t ncmds, prs_redis__cmd *cmds,
+                                 redisReply **replies) {
+    prs_redis__after_fork(&c->gen, &c->resetting, cluster_reinit, c);
     pthread_mutex_lock(&c->mu);
     int stale = c->stale;
     pthread_mutex_unlock(&c->mu);
-    if (stale) (void)load_map(c); /* a failure: the first node is asked, its redirects followed */
+    if (stale) (void)load_map(c, deadline); /* a failure: the first node is asked, its redirects followed */
     int *to = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *to);
     prs_redis__cmd *sub = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *sub);
     redisReply **got = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *got);
@@ -318,7 +334,7 @@ int prs_redis__cluster_roundtrip(prs_redis__cluster *c, size_t ncmds, prs_redis_
         for (size_t i = 0; i < ncmds; i++)
             if (to[i] == n) { sub[m] = cmds[i]; at[m++] = i; }
         if (!m) continue;
-        rc = prs_redis__roundtrip(c->nodes[n].pool, m, sub, got);
+        rc = prs_redis__roundtrip_until(c->nodes[n].pool, deadline, m, sub, got);
         for (size_t j = 0; rc == PRS_OK && j < m; j++) replies[at[j]] = got[j];
     }
     /* Redirected blocks: sent again where the cluster says. */
@@ -329,7 +345,7 @@ int prs_redis__cluster_roundtrip(prs_redis__cluster *c, size_t ncmds, prs_redis_
             for (size_t j = 0; j < k && !kind; j++) kind = redirect_of(c, replies[i + j], &slot, &target);
             if (!kind) break;
             for (size_t j = 0; j < k; j++) { freeReplyObject(replies[i + j]); replies[i + j] = NULL; }
-            rc = send_block(c, target, kind == 2, k, &cmds[i], &replies[i]);
+            rc = send_block(c, deadline, target, kind == 2, k, &cmds[i], &replies[i]);
             if (rc) break;
         }
         i += k;

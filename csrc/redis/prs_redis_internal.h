@@ -51,6 +51,10 @@ typedef struct prs_redis__cmd {
 } prs_redis__cmd;
 
 int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies);
+/* The same on a single-server backend, ending by `until` (monotonic ns) when
+ * that comes before its own timeout. */
+int prs_redis__roundtrip_until(prs_redis_backend *b, int64_t until, size_t ncmds, prs_redis__cmd *cmds,
+                               redisReply **replies);
 
 /* ---- Redis Cluster (cluster.c) ---------------------------------------- */
 
@@ -64,7 +68,8 @@ void prs_redis__cluster_close(prs_redis__cluster *c);
 int prs_redis__cluster_connections(prs_redis__cluster *c);
 /* prs_redis__roundtrip over the cluster: each command (block) goes to the
  * primary of its slot; MOVED and ASK replies are followed. */
-int prs_redis__cluster_roundtrip(prs_redis__cluster *c, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies);
+int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t ncmds, prs_redis__cmd *cmds,
+                                 redisReply **replies);
 prs_redis__cluster *prs_redis__backend_cluster(const prs_redis_backend *b);
 const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b);
 /* Redis's clock now, in microseconds since the epoch: our CLOCK_REALTIME plus

@@ -919,9 +919,21 @@ int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmd
             prs_redis__set_error("redis: backend is closed");
             return PRS_EBACKENDCLOSED;
         }
-        return prs_redis__cluster_roundtrip(b->cluster, ncmds, cmds, replies);
+        /* one budget for the whole call, however many nodes it asks */
+        int64_t deadline = prs__sat_add(prs_monotonic_ns(), b->timeout_ns);
+        return prs_redis__cluster_roundtrip(b->cluster, deadline, ncmds, cmds, replies);
     }
-    int64_t start = prs_monotonic_ns(), deadline = prs__sat_add(start, b->timeout_ns);
+    return prs_redis__roundtrip_until(b, INT64_MAX, ncmds, cmds, replies);
+}
+
+int prs_redis__roundtrip_until(prs_redis_backend *b, int64_t end_by, size_t ncmds, prs_redis__cmd *cmds,
+                               redisReply **replies) {
+    after_fork(b);
+    int64_t start = prs_monotonic_ns(), deadline = prs__min64(prs__sat_add(start, b->timeout_ns), end_by);
+    if (deadline <= start) {
+        prs_redis__set_error("redis: timed out before sending");
+        return PRS_ETIMEDOUT;
+    }
     int admit = circuit_admit(b, start);
     if (!admit) {
         if (prs_redis_backend_closed(b)) { /* closed on purpose says so, open circuit or not */
