@@ -26,7 +26,9 @@ static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, Redis
     "--\n" \
     "\n" \
     "A thread-safe pool of connections to one Redis server.\n" \
-    "url: redis://[user:password@]host:port/db or unix:///path/to/socket?db=N.\n" \
+    "url: redis://[user:password@]host:port/db or unix:///path/to/socket?db=N,\n" \
+    "or redis+cluster://host:port[,host:port...] for a Redis Cluster (each\n" \
+    "command goes to the primary of its keys' hash slot; MOVED/ASK followed).\n" \
     "timeout bounds a whole call (including any connection it must open);\n" \
     "connect_timeout bounds opening one. Connections open lazily, reopen after\n" \
     "errors, and a forked child opens its own. After repeated failures the\n" \
