@@ -41,6 +41,9 @@ BACKEND = Type(
         M("_admit", returns="Tuple[int, Optional[Tuple[str, str]]]",
           doc="Internal (asyncio transport): ask the backend's circuit, shared with\n"
               "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."),
+        M("_clock", "sent_us: int, got_us: int, reply: Any",
+          doc="Internal (asyncio transport): learn Redis's clock from a TIME reply\n"
+              "(sent and read at these time.time_ns() // 1000), as a pooled connection does."),
         M("_outcome", "admit: int, error: Optional[Tuple[str, str]] = None",
           doc="Internal (asyncio transport): report an admitted exchange's outcome\n"
               "to the circuit (error: (status, message) of a transport failure)."),

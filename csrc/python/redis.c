@@ -990,6 +990,19 @@ static PyObject *backend_admit(PyObject *self, PyObject *unused) {
                          prs_redis_last_error());
 }
 
+static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"sent_us", "got_us", "reply", NULL};
+    PyObject *v[3] = {NULL, NULL, NULL};
+    if (prs_py_unpack("_clock", args, nargs, kwnames, names, 3, 3, v) < 0) return NULL;
+    long long sent = PyLong_AsLongLong(v[0]), got = PyLong_AsLongLong(v[1]);
+    if ((sent == -1 || got == -1) && PyErr_Occurred()) return NULL;
+    redisReply *r = reply_from_py(v[2], 0);
+    if (!r) return NULL;
+    prs_redis_backend_clock(((backend_obj *)self)->b, sent, got, r);
+    reply_free(r);
+    Py_RETURN_NONE;
+}
+
 static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"admit", "error", NULL};
     PyObject *v[2] = {NULL, NULL};

@@ -82,6 +82,11 @@ void prs_redis_op_free(prs_redis_op *op);
  * PRS_OK or the transport's failure status. */
 int prs_redis_backend_admit(prs_redis_backend *b, int *admit);
 void prs_redis_backend_outcome(prs_redis_backend *b, int admit, int rc);
+/* Redis's clock, learned by a transport's fresh connection as the pool's
+ * connections learn it: a TIME sent at sent_us and its reply read at got_us
+ * (CLOCK_REALTIME, microseconds since the epoch); the ops then send Redis's
+ * time as the blocking calls do. A reply that is not TIME's is ignored. */
+void prs_redis_backend_clock(prs_redis_backend *b, int64_t sent_us, int64_t got_us, const redisReply *time_reply);
 /* The backend's parsed URL (owned by b). */
 const prs_redis_url *prs_redis_backend_url(const prs_redis_backend *b);
 /* The backend of a limiter. */

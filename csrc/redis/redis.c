@@ -674,13 +674,18 @@ static int sync_clock(prs_redis_backend *b, redisContext *c, int64_t deadline, i
     int rc = setup_cmd(c, 1, argv, "TIME", deadline, sock_ns, &r);
     int64_t t1 = realtime_us();
     if (rc) return rc;
-    if (r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
-        r->element[1]->type == REDIS_REPLY_STRING) {
-        int64_t server = strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
-        atomic_store_explicit(&b->clock_offset_us, server - (t0 + (t1 - t0) / 2), memory_order_relaxed);
-    }
+    prs_redis_backend_clock(b, t0, t1, r);
     freeReplyObject(r);
     return PRS_OK;
+}
+
+void prs_redis_backend_clock(prs_redis_backend *b, int64_t sent_us, int64_t got_us, const redisReply *r) {
+    if (b && r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
+        r->element[1]->type == REDIS_REPLY_STRING) {
+        int64_t server = strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
+        atomic_store_explicit(&b->clock_offset_us, server - (sent_us + (got_us - sent_us) / 2),
+                              memory_order_relaxed);
+    }
 }
 
 int64_t prs_redis__now_us(prs_redis_backend *b) {

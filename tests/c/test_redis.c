@@ -905,6 +905,20 @@ TEST(redis_ops_decide_as_the_blocking_calls) {
     prs_redis_op_free(op);
     ASSERT_EQ(prs_redis_op_limiter_new(l, 'x', "k", 1, 1, -1, &op, &d), PRS_EINVAL);
     ASSERT(op == NULL);
+    /* a transport's TIME reply sets the clock the ops send (a day ahead here) */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t t = (int64_t)ts.tv_sec * 1000000;
+    char secs[24], zero[] = "0";
+    snprintf(secs, sizeof secs, "%lld", (long long)(ts.tv_sec + 86400));
+    redisReply e0 = {.type = REDIS_REPLY_STRING, .str = secs, .len = strlen(secs)};
+    redisReply e1 = {.type = REDIS_REPLY_STRING, .str = zero, .len = 1};
+    redisReply *el[2] = {&e0, &e1};
+    redisReply tr = {.type = REDIS_REPLY_ARRAY, .elements = 2, .element = el};
+    prs_redis_backend_clock(b, t, t, &tr);
+    int64_t ahead = prs_redis__now_us(b) - t;
+    ASSERT(ahead >= INT64_C(86400000000));
+    ASSERT(ahead < INT64_C(90000000000));
     int admit = 0;
     ASSERT_OK(prs_redis_backend_admit(b, &admit));
     ASSERT_EQ(admit, 1);
