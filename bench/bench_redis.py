@@ -16,6 +16,14 @@ stopped here. Rows, all admitting (limits far above what the loop reaches):
 Targets: a single check within 1.2x of the EVALSHA floor; at least 2x
 faster per decision than ``limits``; check_many >= 100k decisions/s; lease mode
 >= 1M decisions/s.
+
+A second table measures the Redis server's CPU per decision, which is what caps
+a shared Redis: ``CONFIG RESETSTAT``, N decisions one round trip each, then the
+microseconds ``INFO commandstats`` charges to the top-level commands a decision
+sends (EVALSHA/EVAL, or MULTI/EXEC: nested calls are inside them), for ours and
+``limits``' strategies in the same run, rounds interleaved, median of rounds.
+The server's own CPU clock (``INFO cpu``, user + sys) is shown beside it: it
+also counts reading, parsing and answering each request.
 """
 from __future__ import annotations
 
@@ -27,6 +35,7 @@ import subprocess
 import tempfile
 import time
 from functools import partial
+from pathlib import Path
 
 
 class _Server:
@@ -60,6 +69,37 @@ class _Server:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _cmdstats(b) -> dict:
+    out = {}
+    for line in b._command("INFO", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_"):
+            name, rest = line[8:].split(":", 1)
+            f = dict(kv.split("=") for kv in rest.split(","))
+            out[name] = (int(f["calls"]), int(f["usec"]))
+    return out
+
+
+def _server_cpu_us(b) -> float:
+    f = dict(line.split(":", 1) for line in b._command("INFO", "cpu").decode().splitlines() if ":" in line)
+    return (float(f["used_cpu_user"]) + float(f["used_cpu_sys"])) * 1e6
+
+
+TOP_LEVEL = ("evalsha", "eval", "multi", "exec")
+
+
+def _server_us(b, fn, n: int):
+    """(commandstats us, server CPU us) per call of fn, over n calls."""
+    fn()
+    b._command("CONFIG", "RESETSTAT")
+    cpu0 = _server_cpu_us(b)
+    for _ in range(n):
+        fn()
+    cpu1 = _server_cpu_us(b)
+    st = _cmdstats(b)
+    us = sum(st[c][1] for c in TOP_LEVEL if c in st)
+    return us / n, (cpu1 - cpu0) / n
 
 
 def _evalsha_calls(b) -> int:
@@ -105,6 +145,7 @@ def run(h) -> None:
             saved = None
     try:
         _run(h, pr, srv)
+        _run_server_cpu(h, pr, srv)
     finally:
         if saved is not None:
             os.sched_setaffinity(0, saved)
@@ -193,4 +234,103 @@ def _run(h, pr, srv) -> None:
     for key in ("user:1",):
         for lim in (gcra, log, fixed):
             lim.reset(key)
+    b.close()
+
+
+def _run_server_cpu(h, pr, srv) -> None:
+    import statistics
+
+    h.section("Redis server CPU per decision (INFO commandstats)",
+              note="Server microseconds per admitting decision, one round trip each, all rows in one "
+                   "run with rounds interleaved (median of rounds): the top-level commands a decision "
+                   "sends (nested redis.call()s included in them), and the server's whole CPU "
+                   "(INFO cpu, which also counts reading and answering requests). Targets: fixed "
+                   "window, sliding window counter and sliding log within 1.1x of limits' FixedWindow, "
+                   "SlidingWindowCounter and MovingWindow; gcra and token_bucket at most 2.5 us "
+                   "(the issue's figure, taken on a machine where limits' FixedWindow cost 1.9 us: "
+                   "scaled here by limits' FixedWindow, 2.5 / 1.9 of it).")
+    b = pr.RedisBackend(srv.url, timeout=2.0, connect_timeout=2.0)
+    # Sized so that every row keeps state in Redis and admits: the realistic write path
+    # (a drained-but-not-empty bucket, a counted window), not a no-op.
+    ours = {
+        "gcra": pr.RedisRateLimiter(b, "gcra", rate=1000, burst=10**9, key_prefix="cpu:"),
+        "token_bucket": pr.RedisRateLimiter(b, "token_bucket", rate=1000, burst=10**9, key_prefix="cpu:"),
+        "fixed_window": pr.RedisRateLimiter(b, "fixed_window", limit=10**12, window=3600, key_prefix="cpu:"),
+        "sliding_window_counter": pr.RedisRateLimiter(b, "sliding_window_counter", limit=10**12, window=3600,
+                                                      key_prefix="cpu:"),
+        "sliding_window_log": pr.RedisRateLimiter(b, "sliding_window_log", limit=10**6, window=0.5,
+                                                  key_prefix="cpu:"),
+    }
+    rows = {f"ours {name}": partial(lim.allow, "user:1") for name, lim in ours.items()}
+    sha = b._command("SCRIPT", "LOAD", "return 0").decode()
+    rows["floor: EVALSHA of an empty script"] = partial(b._command, "EVALSHA", sha, "0")
+    peers = {}
+    limits = h.peer("limits")
+    if limits is not None:
+        try:
+            from limits import parse
+            from limits.storage import RedisStorage
+            from limits.strategies import (FixedWindowRateLimiter, MovingWindowRateLimiter,
+                                           SlidingWindowCounterRateLimiter)
+            storage = RedisStorage(srv.url)
+            for name, cls, item in (
+                    ("FixedWindow", FixedWindowRateLimiter, parse("1000000000/hour")),
+                    ("SlidingWindowCounter", SlidingWindowCounterRateLimiter, parse("1000000000/hour")),
+                    ("MovingWindow", MovingWindowRateLimiter, parse("100000/hour"))):
+                lim = cls(storage)
+                rows[f"limits {name}"] = partial(lim.hit, item, "user:1")
+                peers[name] = f"limits {name}"
+            # The same scripts sent by our client: a slower client leaves the server's caches
+            # colder between requests, which inflates the server's microseconds per command,
+            # so the targets are judged on these rows (same client, same pace).
+            import limits as limits_pkg
+            res = Path(limits_pkg.__file__).parent / "resources" / "redis" / "lua_scripts"
+
+            def load(name: str) -> str:
+                return b._command("SCRIPT", "LOAD", (res / name).read_text()).decode()
+
+            fw, swc, mw = load("incr_expire.lua"), load("acquire_sliding_window.lua"), \
+                load("acquire_moving_window.lua")
+            rows["limits FixedWindow script, our client"] = partial(
+                b._command, "EVALSHA", fw, "1", "cpu-limits:fw", "3600", "1")
+            rows["limits SlidingWindowCounter script, our client"] = partial(
+                b._command, "EVALSHA", swc, "2", "{cpu-limits:swc}:prev", "{cpu-limits:swc}:cur",
+                str(10**9), "3600", "1")
+            mw_limit = 100_000
+
+            def moving() -> object:
+                return b._command("EVALSHA", mw, "1", "cpu-limits:mw", repr(time.time()), str(mw_limit),
+                                  "3600", "1")
+            rows["limits MovingWindow script, our client"] = moving
+            peers = {name: f"limits {name} script, our client" for name in peers}
+        except Exception as e:  # noqa: BLE001 - a peer's API drift must not stop the run
+            h.note(f"limits rows failed: {type(e).__name__}: {e}")
+    n = 500 if h.quick else 3000
+    rounds = 3 if h.quick else 7
+    got = {label: ([], []) for label in rows}
+    for _ in range(rounds):
+        for label, fn in rows.items():
+            us, cpu = _server_us(b, fn, n)
+            got[label][0].append(us)
+            got[label][1].append(cpu)
+    med = {label: statistics.median(v[0]) for label, v in got.items()}
+    for label in rows:
+        h.value(f"{label}: commandstats", round(med[label], 2), "us/decision")
+        h.value(f"{label}: server CPU", round(statistics.median(got[label][1]), 2), "us/decision")
+    pairs = (("fixed_window", "FixedWindow"), ("sliding_window_counter", "SlidingWindowCounter"),
+             ("sliding_window_log", "MovingWindow"))
+    for algo, peer in pairs:
+        if peer in peers:
+            r = med[f"ours {algo}"] / med[peers[peer]]
+            h.value(f"ours {algo} / limits {peer}", round(r, 2), "x")
+            h.target(f"{algo} within 1.1x of limits' {peer}", r <= 1.1)
+    if "FixedWindow" in peers:
+        budget = 2.5 / 1.9 * med[peers["FixedWindow"]]
+        for algo in ("gcra", "token_bucket"):
+            r = med[f"ours {algo}"] / med[peers["FixedWindow"]]
+            h.value(f"ours {algo} / limits FixedWindow", round(r, 2), "x")
+            h.target(f"{algo} within 2.5/1.9 = 1.32x of limits' FixedWindow ({budget:.2f} us here)",
+                     med[f"ours {algo}"] <= budget)
+    for lim in ours.values():
+        lim.reset("user:1")
     b.close()

@@ -27,6 +27,7 @@ import asyncio
 import collections
 import os
 import threading
+import time
 import weakref
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
@@ -244,6 +245,16 @@ async def _open(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float) 
         if isinstance(reply, RespError):
             conn.fail(("EBACKEND", f"redis: {argv[0].decode()} failed: {reply}"))
             raise _TransportFailure(("EBACKEND", f"redis: {argv[0].decode()} failed: {reply}"))
+    # Redis's clock, as a pooled connection learns it: the ops send Redis's
+    # time (the scripts never call TIME), estimated from this offset.
+    sent = time.time_ns() // 1000
+    fut = conn.send(b"*1\r\n$4\r\nTIME\r\n", 1, loop.time() + budget, None, None)
+    try:
+        (reply,) = await fut
+    except _TransportFailure:
+        conn.fail(("ECONN", "redis: connection lost during setup"))
+        raise
+    backend._clock(sent, time.time_ns() // 1000, reply)
     return conn
 
 

@@ -115,6 +115,37 @@ def test_binary_keys_and_same_state_as_sync(backend: pr.RedisBackend) -> None:
     asyncio.run(run())
 
 
+def test_async_connection_learns_redis_clock(server: Server) -> None:
+    """The asyncio connection sends TIME when it opens, as a pooled one does,
+    so an async-only process sends Redis's time: the fixed window's key is
+    the window of Redis's clock (here made a day ahead through _clock)."""
+    seen: List[Any] = []
+
+    class Recording(pr.RedisBackend):
+        def _clock(self, sent_us: int, got_us: int, reply: Any) -> None:
+            seen.append((sent_us, got_us, reply))
+            super()._clock(sent_us, got_us, reply)
+
+    b = Recording(server.url, timeout=2.0, connect_timeout=2.0)
+    lim = make(b, "fixed_window", size=dict(limit=5, window=60))
+
+    async def run() -> None:
+        assert (await lim.check_async("k")).allowed  # opens this loop's connection: TIME
+        assert len(seen) == 1 and seen[0][0] <= seen[0][1]
+        assert isinstance(seen[0][2], list) and len(seen[0][2]) == 2
+        now_s = time.time()
+        day = 86400
+        b._clock(int(now_s * 1e6), int(now_s * 1e6), [str(int(now_s) + day).encode(), b"0"])
+        assert (await lim.check_async("k")).remaining == 4  # a fresh window: Redis's tomorrow
+        keys = [k.decode() for k in b._command("KEYS", lim.key_prefix + "*")]
+        tomorrow = (int(now_s) + day) // 60
+        assert any(k.endswith((f":f{tomorrow}/5", f":f{tomorrow + 1}/5")) for k in keys), keys
+
+    asyncio.run(run())
+    assert len(seen) == 2  # one connection: one TIME (and our own call)
+    b.close()
+
+
 def test_group_async_all_or_nothing(backend: pr.RedisBackend) -> None:
     a = make(backend, "fixed_window", size=dict(limit=2, window=600))
     b = make(backend, "gcra", size=dict(rate=0.001, burst=5))

@@ -22,7 +22,9 @@ BACKEND = Type(
           convert="backend_max_connections"),
     ],
     doc="A thread-safe pool of connections to one Redis server.\n"
-        "url: redis://[user:password@]host:port/db or unix:///path/to/socket?db=N.\n"
+        "url: redis://[user:password@]host:port/db or unix:///path/to/socket?db=N,\n"
+        "or redis+cluster://host:port[,host:port...] for a Redis Cluster (each\n"
+        "command goes to the primary of its keys' hash slot; MOVED/ASK followed).\n"
         "timeout bounds a whole call (including any connection it must open);\n"
         "connect_timeout bounds opening one. Connections open lazily, reopen after\n"
         "errors, and a forked child opens its own. After repeated failures the\n"
@@ -39,6 +41,9 @@ BACKEND = Type(
         M("_admit", returns="Tuple[int, Optional[Tuple[str, str]]]",
           doc="Internal (asyncio transport): ask the backend's circuit, shared with\n"
               "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."),
+        M("_clock", "sent_us: int, got_us: int, reply: Any",
+          doc="Internal (asyncio transport): learn Redis's clock from a TIME reply\n"
+              "(sent and read at these time.time_ns() // 1000), as a pooled connection does."),
         M("_outcome", "admit: int, error: Optional[Tuple[str, str]] = None",
           doc="Internal (asyncio transport): report an admitted exchange's outcome\n"
               "to the circuit (error: (status, message) of a transport failure)."),

@@ -618,6 +618,11 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         m[i].keylen = (size_t)klen;
         m[i].n = n;
     }
+    if (prs_redis_backend_is_cluster(((backend_obj *)backend)->b) && prs_redis_group_slot((size_t)count, m) < 0) {
+        PyErr_SetString(PyExc_ValueError, "a group on a Redis Cluster needs every member's key in one hash slot: "
+                        "give the keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
+        goto fail;
+    }
     group_obj *self = (group_obj *)type->tp_alloc(type, 0);
     if (!self) goto fail;
     Py_DECREF(seq);
@@ -932,8 +937,8 @@ static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssi
     case 'r':
     case 'h': result = Py_NewRef(Py_None); break;
     case 'm':
-        if (!(result = PyList_New((Py_ssize_t)n))) break;
-        for (size_t i = 0; i < n; i++) {
+        if (!(result = PyList_New((Py_ssize_t)prs_redis_op_decisions(op)))) break;
+        for (size_t i = 0; i < prs_redis_op_decisions(op); i++) {
             PyObject *dec = prs_py_decision_new(st, &d[i]);
             if (!dec) { Py_CLEAR(result); break; }
             PyList_SET_ITEM(result, (Py_ssize_t)i, dec);
@@ -975,11 +980,27 @@ static PyObject *backend_endpoint(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *backend_admit(PyObject *self, PyObject *unused) {
+    if (prs_redis_backend_is_cluster(((backend_obj *)self)->b)) /* the asyncio transport: one server */
+        return prs_py_error(prs_py_state_of(self), PRS_ENOTSUP, "the asyncio forms do not support a Redis "
+                            "Cluster backend yet: call the blocking form (e.g. in loop.run_in_executor)");
     int admit;
     int rc = prs_redis_backend_admit(((backend_obj *)self)->b, &admit);
     if (rc == PRS_OK) return Py_BuildValue("(iO)", admit, Py_None);
     return Py_BuildValue("(i(ss))", 0, rc == PRS_EBACKENDCLOSED ? "EBACKENDCLOSED" : "EBACKEND",
                          prs_redis_last_error());
+}
+
+static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"sent_us", "got_us", "reply", NULL};
+    PyObject *v[3] = {NULL, NULL, NULL};
+    if (prs_py_unpack("_clock", args, nargs, kwnames, names, 3, 3, v) < 0) return NULL;
+    long long sent = PyLong_AsLongLong(v[0]), got = PyLong_AsLongLong(v[1]);
+    if ((sent == -1 || got == -1) && PyErr_Occurred()) return NULL;
+    redisReply *r = reply_from_py(v[2], 0);
+    if (!r) return NULL;
+    prs_redis_backend_clock(((backend_obj *)self)->b, sent, got, r);
+    reply_free(r);
+    Py_RETURN_NONE;
 }
 
 static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {

@@ -46,10 +46,35 @@ typedef struct prs_redis__cmd {
     const char **argv;
     size_t *argvlen;
     int script;     /* -1 or the script slot (then argv[0..1] are EVALSHA, sha) */
+    int slot;       /* Cluster: the hash slot of its keys (0 for a command without keys) */
+    int nblock;     /* > 1: first of nblock commands sent together to one node (MULTI ... EXEC) */
 } prs_redis__cmd;
 
 int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies);
+/* The same on a single-server backend, ending by `until` (monotonic ns) when
+ * that comes before its own timeout. */
+int prs_redis__roundtrip_until(prs_redis_backend *b, int64_t until, size_t ncmds, prs_redis__cmd *cmds,
+                               redisReply **replies);
+
+/* ---- Redis Cluster (cluster.c) ---------------------------------------- */
+
+typedef struct prs_redis__cluster prs_redis__cluster;
+/* Parses "redis+cluster://host:port[,host:port...]" and makes one pool per
+ * seed (cfg's timeouts and max_connections each). PRS_EINVAL (message set),
+ * PRS_ENOMEM. */
+int prs_redis__cluster_new(const prs_redis_config *cfg, prs_redis__cluster **out);
+void prs_redis__cluster_free(prs_redis__cluster *c);
+void prs_redis__cluster_close(prs_redis__cluster *c);
+int prs_redis__cluster_connections(prs_redis__cluster *c);
+/* prs_redis__roundtrip over the cluster: each command (block) goes to the
+ * primary of its slot; MOVED and ASK replies are followed. */
+int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t ncmds, prs_redis__cmd *cmds,
+                                 redisReply **replies);
+prs_redis__cluster *prs_redis__backend_cluster(const prs_redis_backend *b);
 const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b);
+/* Redis's clock now, in microseconds since the epoch: our CLOCK_REALTIME plus
+ * the offset learned by a TIME on each new connection (0 before the first). */
+int64_t prs_redis__now_us(prs_redis_backend *b);
 
 /* The generation of this process (bumped in every forked child). */
 uint64_t prs_redis__fork_gen(void);

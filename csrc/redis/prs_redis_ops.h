@@ -10,7 +10,11 @@
  * hands them to prs_redis_op_finish, which turns them into the decisions the
  * blocking call returns - or, when the transport failed, applies the same
  * failure policy (on_backend_error, per member for groups). Leases work the
- * same: a check served by the local lease needs no op at all.
+ * same: a check served by the local lease needs no op at all. The builders
+ * and the parsers are the blocking calls' own.
+ *
+ * The ops talk to one server: on a Redis Cluster backend every
+ * prs_redis_op_*_new returns PRS_ENOTSUP (message set) and changes nothing.
  *
  * A NOSCRIPT error reply to command i means the server lost its script
  * cache: send prs_redis_op_eval(op, i) (EVAL with the script's body) and
@@ -51,6 +55,10 @@ int prs_redis_op_group_new(size_t count, const prs_redis_member *members, int64_
 /* The commands to send (RESP, pipelined) and how many replies they get. */
 const char *prs_redis_op_request(const prs_redis_op *op, size_t *len);
 size_t prs_redis_op_ncmds(const prs_redis_op *op);
+/* How many decisions (and statuses) finishing it fills: check_many's
+ * requests, else 1. A decision may take several commands (the fixed window
+ * sends MULTI, SET, BITFIELD, EXEC and reads its decision in EXEC's reply). */
+size_t prs_redis_op_decisions(const prs_redis_op *op);
 /* 'c' check, 'p' peek, 'l' leased check, 'r' reset, 'm' check_many, 'g' group, 'h' lease give-back. */
 int prs_redis_op_kind(const prs_redis_op *op);
 /* Command i again as EVAL with its script's body (after a NOSCRIPT reply):
@@ -74,6 +82,11 @@ void prs_redis_op_free(prs_redis_op *op);
  * PRS_OK or the transport's failure status. */
 int prs_redis_backend_admit(prs_redis_backend *b, int *admit);
 void prs_redis_backend_outcome(prs_redis_backend *b, int admit, int rc);
+/* Redis's clock, learned by a transport's fresh connection as the pool's
+ * connections learn it: a TIME sent at sent_us and its reply read at got_us
+ * (CLOCK_REALTIME, microseconds since the epoch); the ops then send Redis's
+ * time as the blocking calls do. A reply that is not TIME's is ignored. */
+void prs_redis_backend_clock(prs_redis_backend *b, int64_t sent_us, int64_t got_us, const redisReply *time_reply);
 /* The backend's parsed URL (owned by b). */
 const prs_redis_url *prs_redis_backend_url(const prs_redis_backend *b);
 /* The backend of a limiter. */

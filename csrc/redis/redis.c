@@ -68,6 +68,9 @@ struct prs_redis_backend {
 
     _Atomic uint64_t gen;      /* the fork generation the pool belongs to */
     _Atomic int resetting;     /* 1 while a child re-initialises the pool */
+
+    _Atomic int64_t clock_offset_us; /* Redis's TIME minus our CLOCK_REALTIME, learned at each dial */
+    prs_redis__cluster *cluster;     /* redis+cluster://: the node pools (this pool stays empty) */
 };
 
 /* ---- errors ---------------------------------------------------------------- */
@@ -375,10 +378,17 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
     prs_redis_backend *b = prs__calloc(a, 1, sizeof *b);
     if (!b) return PRS_ENOMEM;
     b->alloc = *a;
-    rc = prs_redis_url_parse(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0", a, &b->url);
-    if (rc) { prs__free(a, b); return rc; }
+    if (cfg->url && !strncmp(cfg->url, "redis+cluster://", 16)) {
+        rc = prs_redis__cluster_new(cfg, &b->cluster);
+        if (rc == PRS_OK) rc = prs_redis_url_parse("redis://127.0.0.1/0", a, &b->url); /* unused */
+        if (rc) { prs_redis__cluster_free(b->cluster); prs__free(a, b); return rc; }
+    } else {
+        rc = prs_redis_url_parse(cfg->url ? cfg->url : "redis://127.0.0.1:6379/0", a, &b->url);
+        if (rc) { prs__free(a, b); return rc; }
+    }
     b->idle = prs__calloc(a, (size_t)cfg->max_connections, sizeof *b->idle);
     if (!b->idle || init_sync(b)) {
+        prs_redis__cluster_free(b->cluster);
         prs__free(a, b->idle);
         prs_redis_url_clear(&b->url, a);
         prs__free(a, b);
@@ -392,11 +402,14 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
     atomic_init(&b->probing, 0);
     atomic_init(&b->gen, prs_redis__fork_gen());
     atomic_init(&b->resetting, 0);
+    atomic_init(&b->clock_offset_us, 0);
     *out = b;
     return PRS_OK;
 }
 
 const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b) { return &b->alloc; }
+prs_redis__cluster *prs_redis__backend_cluster(const prs_redis_backend *b) { return b->cluster; }
+int prs_redis_backend_is_cluster(const prs_redis_backend *b) { return b && b->cluster != NULL; }
 
 /* In a forked child: forget the parent's pool (see the top of the file). */
 static void pool_reinit(void *ctx) {
@@ -423,6 +436,7 @@ void prs_redis_backend_close(prs_redis_backend *b) {
     b->nidle = 0;
     pthread_cond_broadcast(&b->cv);
     pthread_mutex_unlock(&b->mu);
+    if (b->cluster) prs_redis__cluster_close(b->cluster);
 }
 
 int prs_redis_backend_closed(const prs_redis_backend *b) {
@@ -440,6 +454,7 @@ void prs_redis_backend_free(prs_redis_backend *b) {
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->cv);
     prs_allocator a = b->alloc;
+    prs_redis__cluster_free(b->cluster);
     prs__free(&a, b->idle);
     prs_redis_url_clear(&b->url, &a);
     prs__free(&a, b);
@@ -450,7 +465,7 @@ int prs_redis_backend_connections(prs_redis_backend *b) {
     pthread_mutex_lock(&b->mu);
     int n = b->nopen;
     pthread_mutex_unlock(&b->mu);
-    return n;
+    return b->cluster ? n + prs_redis__cluster_connections(b->cluster) : n;
 }
 
 /* ---- connections ------------------------------------------------------------ */
@@ -617,7 +632,7 @@ static int io_failure(redisContext *c, int io, int saved, const char *what, int 
 
 /* A simple command on a fresh connection during setup (AUTH, SELECT). */
 static int setup_cmd(redisContext *c, int argc, const char **argv, const char *what, int64_t deadline,
-                     int64_t *sock_ns) {
+                     int64_t *sock_ns, redisReply **keep) {
     size_t lens[3];
     for (int i = 0; i < argc; i++) lens[i] = strlen(argv[i]);
     if (redisAppendCommandArgv(c, argc, argv, lens) != REDIS_OK) {
@@ -637,8 +652,44 @@ static int setup_cmd(redisContext *c, int argc, const char **argv, const char *w
     redisReply *reply = r;
     int bad = reply->type == REDIS_REPLY_ERROR;
     if (bad) prs_redis__set_error("redis: %s failed: %.200s", what, reply->str);
-    freeReplyObject(reply);
+    if (keep && !bad) *keep = reply;
+    else freeReplyObject(reply);
     return bad ? PRS_EBACKEND : PRS_OK;
+}
+
+static int64_t realtime_us(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Learns Redis's clock on a fresh connection: one TIME, its reply taken as
+ * the server's time at the middle of the round trip. The scripts then run
+ * on our CLOCK_REALTIME plus this offset instead of calling TIME themselves
+ * (a redis.call costs more server CPU than the rest of a GCRA decision). */
+static int sync_clock(prs_redis_backend *b, redisContext *c, int64_t deadline, int64_t *sock_ns) {
+    const char *argv[1] = {"TIME"};
+    redisReply *r = NULL;
+    int64_t t0 = realtime_us();
+    int rc = setup_cmd(c, 1, argv, "TIME", deadline, sock_ns, &r);
+    int64_t t1 = realtime_us();
+    if (rc) return rc;
+    prs_redis_backend_clock(b, t0, t1, r);
+    freeReplyObject(r);
+    return PRS_OK;
+}
+
+void prs_redis_backend_clock(prs_redis_backend *b, int64_t sent_us, int64_t got_us, const redisReply *r) {
+    if (b && r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
+        r->element[1]->type == REDIS_REPLY_STRING) {
+        int64_t server = strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
+        atomic_store_explicit(&b->clock_offset_us, server - (sent_us + (got_us - sent_us) / 2),
+                              memory_order_relaxed);
+    }
+}
+
+int64_t prs_redis__now_us(prs_redis_backend *b) {
+    return realtime_us() + atomic_load_explicit(&b->clock_offset_us, memory_order_relaxed);
 }
 
 /* Opens a connection before `deadline`; *sock_ns is the socket timeout it
@@ -671,14 +722,15 @@ static redisContext *dial(prs_redis_backend *b, int64_t deadline, int64_t *sock_
     int rc = redisSetTimeout(c, tv_of(*sock_ns)) == REDIS_OK ? PRS_OK : PRS_ECONN;
     if (rc == PRS_OK && b->url.password) {
         const char *argv[3] = {"AUTH", b->url.user ? b->url.user : b->url.password, b->url.password};
-        rc = setup_cmd(c, b->url.user ? 3 : 2, argv, "AUTH", deadline, sock_ns);
+        rc = setup_cmd(c, b->url.user ? 3 : 2, argv, "AUTH", deadline, sock_ns, NULL);
     }
     if (rc == PRS_OK && b->url.db) {
         char db[24];
         snprintf(db, sizeof db, "%lld", (long long)b->url.db);
         const char *argv[2] = {"SELECT", db};
-        rc = setup_cmd(c, 2, argv, "SELECT", deadline, sock_ns);
+        rc = setup_cmd(c, 2, argv, "SELECT", deadline, sock_ns, NULL);
     }
+    if (rc == PRS_OK) rc = sync_clock(b, c, deadline, sock_ns);
     if (rc) {
         redisFree(c);
         *status = rc;
@@ -868,7 +920,26 @@ static int exchange(redisContext *c, size_t ncmds, prs_redis__cmd *cmds, redisRe
 
 int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies) {
     after_fork(b);
-    int64_t start = prs_monotonic_ns(), deadline = prs__sat_add(start, b->timeout_ns);
+    if (b->cluster) {
+        if (prs_redis_backend_closed(b)) {
+            prs_redis__set_error("redis: backend is closed");
+            return PRS_EBACKENDCLOSED;
+        }
+        /* one budget for the whole call, however many nodes it asks */
+        int64_t deadline = prs__sat_add(prs_monotonic_ns(), b->timeout_ns);
+        return prs_redis__cluster_roundtrip(b->cluster, deadline, ncmds, cmds, replies);
+    }
+    return prs_redis__roundtrip_until(b, INT64_MAX, ncmds, cmds, replies);
+}
+
+int prs_redis__roundtrip_until(prs_redis_backend *b, int64_t end_by, size_t ncmds, prs_redis__cmd *cmds,
+                               redisReply **replies) {
+    after_fork(b);
+    int64_t start = prs_monotonic_ns(), deadline = prs__min64(prs__sat_add(start, b->timeout_ns), end_by);
+    if (deadline <= start) {
+        prs_redis__set_error("redis: timed out before sending");
+        return PRS_ETIMEDOUT;
+    }
     int admit = circuit_admit(b, start);
     if (!admit) {
         if (prs_redis_backend_closed(b)) { /* closed on purpose says so, open circuit or not */
@@ -937,7 +1008,8 @@ void prs_redis_set_last_error(const char *msg) { prs_redis__set_error("%s", msg 
 int prs_redis_command(prs_redis_backend *b, int argc, const char *const *argv, const size_t *argvlen,
                       char *buf, size_t bufsize) {
     if (!b || argc < 1 || !argv || !argvlen) return PRS_EINVAL;
-    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1};
+    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1,
+                          argc > 1 ? prs_redis_key_slot(argv[1], argvlen[1]) : 0, 1};
     redisReply *r = NULL;
     int rc = prs_redis__roundtrip(b, 1, &cmd, &r);
     if (rc) return rc;
@@ -966,7 +1038,8 @@ int prs_redis_command(prs_redis_backend *b, int argc, const char *const *argv, c
 int prs_redis_command_reply(prs_redis_backend *b, int argc, const char *const *argv, const size_t *argvlen,
                             void **reply) {
     if (!b || argc < 1 || !argv || !argvlen || !reply) return PRS_EINVAL;
-    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1};
+    prs_redis__cmd cmd = {argc, (const char **)argv, (size_t *)argvlen, -1,
+                          argc > 1 ? prs_redis_key_slot(argv[1], argvlen[1]) : 0, 1};
     redisReply *r = NULL;
     int rc = prs_redis__roundtrip(b, 1, &cmd, &r);
     *reply = rc ? NULL : r;

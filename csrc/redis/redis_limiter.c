@@ -82,11 +82,12 @@ struct prs_redis_limiter {
     prs_redis_backend *b;          /* not owned */
     prs_allocator alloc;
     int algorithm;
-    int nkeys;                     /* Redis keys per decision (1 for every algorithm) */
+    int nkeys;                     /* Redis keys per decision (2: sliding_window_counter) */
     int64_t limit;                 /* burst or limit, for decisions */
     char *prefix;
     size_t prefix_len;
     char p1[32], p2[32];           /* the script's two parameters, %.17g */
+    double window_us;              /* the window algorithms' window */
     size_t p1len, p2len;
 
     int64_t lease_batch;           /* 0: no leases */
@@ -357,7 +358,7 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
     memcpy(l->prefix, p, l->prefix_len + 1);
     l->b = b;
     l->algorithm = cfg->algorithm;
-    l->nkeys = 1;
+    l->nkeys = cfg->algorithm == PRS_REDIS_SLIDING_WINDOW_COUNTER ? 2 : 1;
     double rate;
     int64_t burst;
     sizing(cfg, &rate, &burst);
@@ -374,6 +375,7 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
         l->limit = cfg->limit;
         snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->limit);
         snprintf(l->p2, sizeof l->p2, "%.17g", (double)cfg->window_ns / 1e3);
+        l->window_us = (double)cfg->window_ns / 1e3;
     }
     l->p1len = strlen(l->p1);
     l->p2len = strlen(l->p2);
@@ -457,7 +459,7 @@ static int own_tag(const unsigned char *k, size_t n, size_t *off, size_t *len) {
 /* Writes the Redis key of (key, suffix) into buf (cap bytes) and returns its
  * length (which may exceed cap: then nothing useful was written). */
 static size_t make_key(const prs_redis_limiter *l, const unsigned char *key, size_t n, char sfx,
-                       char *buf, size_t cap) {
+                       const char *extra, size_t extralen, char *buf, size_t cap) {
     int plain = n > 0 && !memchr(key, '{', n) && !memchr(key, '}', n);
     char hex[17];
     const unsigned char *tag;
@@ -474,7 +476,7 @@ static size_t make_key(const prs_redis_limiter *l, const unsigned char *key, siz
         tag = (const unsigned char *)hex;
         taglen = 16;
     }
-    size_t total = l->prefix_len + 1 + taglen + 1 + (plain ? 0 : n) + 2;
+    size_t total = l->prefix_len + 1 + taglen + 1 + (plain ? 0 : n) + 2 + extralen;
     if (total > cap) return total;
     char *p = buf;
     memcpy(p, l->prefix, l->prefix_len); p += l->prefix_len;
@@ -484,12 +486,13 @@ static size_t make_key(const prs_redis_limiter *l, const unsigned char *key, siz
     if (!plain) { memcpy(p, key, n); p += n; }
     *p++ = ':';
     *p++ = sfx;
+    if (extralen) memcpy(p, extra, extralen);
     return total;
 }
 
 size_t prs_redis_limiter_redis_key(const prs_redis_limiter *l, const void *key, size_t keylen, char *buf,
                                    size_t cap) {
-    return make_key(l, key, keylen, algo_suffix[l->algorithm], buf, cap);
+    return make_key(l, key, keylen, algo_suffix[l->algorithm], NULL, 0, buf, cap);
 }
 
 /* Keys of one decision, in caller-provided small buffers or on the heap. */
@@ -500,10 +503,40 @@ typedef struct keyset {
     int heap[2];
 } keyset;
 
-static int keyset_make(const prs_redis_limiter *l, const void *key, size_t n, keyset *ks) {
+static size_t fmt_i64(char *buf, int64_t v);
+
+/* The fixed window's counter for the window holding now_us: the value is a
+ * 53-bit signed field (BITFIELD i53 at offset 0, 7 bytes) that starts at
+ * FW_TOP - limit, so that INCRBY with OVERFLOW FAIL refuses exactly the
+ * increments that would take the count past the limit. One key per window
+ * (and limit: the start value depends on it), named by the window's index;
+ * it lives until the window's end. */
+#define FW_TOP ((INT64_C(1) << 52) - 1)
+
+static int64_t fw_index(const prs_redis_limiter *l, int64_t now_us) {
+    return (int64_t)floor((double)now_us / l->window_us);
+}
+
+/* "<index>/<limit>" of the window holding now_us, into buf (>= 48 bytes). */
+static size_t fw_extra(const prs_redis_limiter *l, int64_t now_us, char *buf) {
+    size_t len = fmt_i64(buf, fw_index(l, now_us));
+    buf[len++] = '/';
+    return len + fmt_i64(buf + len, l->limit);
+}
+
+/* The Redis keys of one decision at now_us (< 0: the window algorithms'
+ * stems, without a window: enough for the hash slot). The sliding window
+ * counter keeps one counter per window too: this window's and the one
+ * before, "<index>" each. */
+static int keyset_make(const prs_redis_limiter *l, const void *key, size_t n, int64_t now_us, keyset *ks) {
     for (int i = 0; i < l->nkeys; i++) {
-        char sfx = i == 0 ? algo_suffix[l->algorithm] : 's';
-        size_t need = make_key(l, key, n, sfx, ks->small[i], STACK_KEY);
+        char extra[48];
+        size_t extralen = 0;
+        if (now_us >= 0 && l->algorithm == PRS_REDIS_FIXED_WINDOW) extralen = fw_extra(l, now_us, extra);
+        if (now_us >= 0 && l->algorithm == PRS_REDIS_SLIDING_WINDOW_COUNTER)
+            extralen = fmt_i64(extra, fw_index(l, now_us) - i);
+        char sfx = algo_suffix[l->algorithm];
+        size_t need = make_key(l, key, n, sfx, extra, extralen, ks->small[i], STACK_KEY);
         ks->heap[i] = need > STACK_KEY;
         if (ks->heap[i]) {
             ks->k[i] = prs__malloc(&l->alloc, need);
@@ -512,7 +545,7 @@ static int keyset_make(const prs_redis_limiter *l, const void *key, size_t n, ke
                 prs_redis__set_error("out of memory");
                 return PRS_ENOMEM;
             }
-            make_key(l, key, n, sfx, ks->k[i], need);
+            make_key(l, key, n, sfx, extra, extralen, ks->k[i], need);
         } else {
             ks->k[i] = ks->small[i];
         }
@@ -547,7 +580,7 @@ int prs_redis_group_slot(size_t count, const prs_redis_member *m) {
     for (size_t i = 0; i < count; i++) {
         if (!m || !m[i].limiter || (!m[i].key && m[i].keylen)) return -1;
         keyset ks;
-        if (keyset_make(m[i].limiter, m[i].key ? m[i].key : "", m[i].keylen, &ks)) return -1;
+        if (keyset_make(m[i].limiter, m[i].key ? m[i].key : "", m[i].keylen, -1, &ks)) return -1;
         int s = prs_redis_key_slot(ks.k[0], ks.len[0]);
         keyset_free(m[i].limiter, &ks);
         if (slot >= 0 && s != slot) return -1;
@@ -558,12 +591,21 @@ int prs_redis_group_slot(size_t count, const prs_redis_member *m) {
 
 /* ---- calls ------------------------------------------------------------------ */
 
+/* One decision's commands: an EVALSHA, or for the fixed window MULTI, SET
+ * NX (the window's start value and TTL), BITFIELD (the conditional
+ * increment), EXEC; or a GET (its peek). */
 typedef struct call {
-    const char *argv[12];
-    size_t lens[12];
-    char nbuf[4][24];
+    const char *argv[24];
+    size_t lens[24];
+    char nbuf[6][24];
+    unsigned char start[7];        /* the fixed window's start value (FW_TOP - limit as i53) */
     keyset ks;
-    prs_redis__cmd cmd;
+    prs_redis__cmd cmds[4];
+    size_t ncmds;
+    char kind;                     /* 's' script, 'x' fixed window increment, 'g' fixed window GET */
+    char mode;
+    int64_t n;
+    double wend_us;                /* the fixed window: time left in the window */
 } call;
 
 /* Decimal of v into buf (>= 21 bytes), NUL-terminated; returns the length.
@@ -579,12 +621,64 @@ static size_t fmt_i64(char *buf, int64_t v) {
     return n;
 }
 
-/* Prepares EVALSHA for one decision. mode: 'c', 'p', 'l'. */
+/* The fixed window's commands for one decision (see FW_TOP): a check is
+ * MULTI / SET key start NX PX ttl / BITFIELD key OVERFLOW FAIL INCRBY i53 0 n
+ * GET i53 0 / EXEC, exact without a script (a refused increment changes
+ * nothing); a peek, or an n beyond the limit, is a GET. */
+static void fw_commands(prs_redis_limiter *l, call *c, int64_t now_us) {
+    double idx = floor((double)now_us / l->window_us);
+    c->wend_us = (idx + 1) * l->window_us - (double)now_us;
+    size_t i = 0;
+    if (c->mode != 'c' || c->n > l->limit) {
+        c->kind = 'g';
+        c->argv[0] = "GET"; c->lens[0] = 3;
+        c->argv[1] = c->ks.k[0]; c->lens[1] = c->ks.len[0];
+        c->cmds[0] = (prs_redis__cmd){2, c->argv, c->lens, -1, 0, 0};
+        c->ncmds = 1;
+        return;
+    }
+    c->kind = 'x';
+    uint64_t raw = (uint64_t)(FW_TOP - l->limit) << 3; /* 53 bits, most significant first */
+    for (int b = 0; b < 7; b++) c->start[b] = (unsigned char)(raw >> (8 * (6 - b)));
+    static const char *const bf[] = {"BITFIELD", NULL, "OVERFLOW", "FAIL", "INCRBY", "i53", "0", NULL,
+                                     "GET", "i53", "0"};
+    c->argv[i] = "MULTI"; c->lens[i++] = 5;
+    c->cmds[0] = (prs_redis__cmd){1, &c->argv[0], &c->lens[0], -1, 0, 0};
+    c->argv[i] = "SET"; c->lens[i++] = 3;
+    c->argv[i] = c->ks.k[0]; c->lens[i++] = c->ks.len[0];
+    c->argv[i] = (const char *)c->start; c->lens[i++] = 7;
+    c->argv[i] = "NX"; c->lens[i++] = 2;
+    c->argv[i] = "PX"; c->lens[i++] = 2;
+    c->argv[i] = c->nbuf[0]; c->lens[i++] = fmt_i64(c->nbuf[0], (int64_t)ceil(c->wend_us / 1000) + 1);
+    c->cmds[1] = (prs_redis__cmd){6, &c->argv[1], &c->lens[1], -1, 0, 0};
+    size_t at = i;
+    for (size_t k = 0; k < 11; k++, i++) {
+        c->argv[i] = k == 1 ? c->ks.k[0] : k == 7 ? c->nbuf[1] : bf[k];
+        c->lens[i] = k == 1 ? c->ks.len[0] : k == 7 ? fmt_i64(c->nbuf[1], c->n) : strlen(bf[k]);
+    }
+    c->cmds[2] = (prs_redis__cmd){11, &c->argv[at], &c->lens[at], -1, 0, 0};
+    c->argv[i] = "EXEC"; c->lens[i] = 4;
+    c->cmds[3] = (prs_redis__cmd){1, &c->argv[i], &c->lens[i], -1, 0, 0};
+    c->ncmds = 4;
+}
+
+/* Prepares one decision's commands. mode: 'c', 'p', 'l'. now_us < 0: Redis's
+ * clock (the backend's estimate: the scripts never call TIME). */
 static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keylen, char mode, int64_t n,
                      int64_t want, int64_t give, int64_t now_us) {
-    const prs_redis__script *s = &prs_redis__scripts()[l->algorithm];
-    int rc = keyset_make(l, key, keylen, &c->ks);
+    if (now_us < 0) now_us = prs_redis__now_us(l->b);
+    int rc = keyset_make(l, key, keylen, now_us, &c->ks);
     if (rc) return rc;
+    c->mode = mode;
+    c->n = n;
+    int slot = prs_redis_key_slot(c->ks.k[0], c->ks.len[0]); /* every key of a decision: one hash tag */
+    if (l->algorithm == PRS_REDIS_FIXED_WINDOW) {
+        fw_commands(l, c, now_us);
+        for (size_t k = 0; k < c->ncmds; k++) c->cmds[k].slot = slot;
+        c->cmds[0].nblock = (int)c->ncmds;
+        return PRS_OK;
+    }
+    const prs_redis__script *s = &prs_redis__scripts()[l->algorithm];
     static const char modes[3][2] = {"c", "p", "l"};
     static char nk[3][2] = {"0", "1", "2"};
     int i = 0;
@@ -592,20 +686,16 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
     c->argv[i] = s->sha; c->lens[i++] = 40;
     c->argv[i] = nk[l->nkeys]; c->lens[i++] = 1;
     for (int k = 0; k < l->nkeys; k++) { c->argv[i] = c->ks.k[k]; c->lens[i++] = c->ks.len[k]; }
-    char *ov = c->nbuf[0];
-    size_t ovlen = 0;
-    if (now_us >= 0) ovlen = fmt_i64(ov, now_us);
-    c->argv[i] = ov; c->lens[i++] = ovlen;
+    c->argv[i] = c->nbuf[0]; c->lens[i++] = fmt_i64(c->nbuf[0], now_us);
     c->argv[i] = modes[mode == 'c' ? 0 : mode == 'p' ? 1 : 2]; c->lens[i++] = 1;
     c->argv[i] = c->nbuf[1]; c->lens[i++] = fmt_i64(c->nbuf[1], n);
     c->argv[i] = c->nbuf[2]; c->lens[i++] = fmt_i64(c->nbuf[2], want < 0 ? 0 : want);
     c->argv[i] = c->nbuf[3]; c->lens[i++] = fmt_i64(c->nbuf[3], give < 0 ? 0 : give);
     c->argv[i] = l->p1; c->lens[i++] = l->p1len;
     c->argv[i] = l->p2; c->lens[i++] = l->p2len;
-    c->cmd.argc = i;
-    c->cmd.argv = c->argv;
-    c->cmd.argvlen = c->lens;
-    c->cmd.script = l->algorithm;
+    c->cmds[0] = (prs_redis__cmd){i, c->argv, c->lens, l->algorithm, slot, 1};
+    c->ncmds = 1;
+    c->kind = 's';
     return PRS_OK;
 }
 
@@ -654,17 +744,62 @@ bad:
     return PRS_EPROTO;
 }
 
+/* The fixed window's decision from its count (after the increment when
+ * admitted) and whether the increment went through. */
+static void fw_decide(const prs_redis_limiter *l, const call *c, int64_t count, int admitted, prs_decision *d) {
+    int64_t wend = us_to_ns(c->wend_us), lim = l->limit;
+    d->limit = lim;
+    d->reset_after_ns = count > 0 ? wend : 0;
+    d->retry_after_ns = 0;
+    if (admitted) {
+        d->allowed = 1;
+        d->remaining = lim - count;
+        d->reset_after_ns = wend;
+        return;
+    }
+    int fits = c->mode == 'p' && c->n <= lim && count + c->n <= lim;
+    d->allowed = fits;
+    d->remaining = prs__max64(0, lim - count - (fits ? c->n : 0));
+    if (!fits) d->retry_after_ns = c->n > lim ? PRS_NEVER : wend;
+}
+
+/* The decision in a call's replies (replies[0..c->ncmds)). */
+static int call_parse(const prs_redis_limiter *l, const call *c, redisReply *const *replies, prs_decision *d,
+                      int64_t *granted) {
+    if (c->kind == 's') return parse_decision(replies[0], d, granted);
+    int64_t start = FW_TOP - l->limit;
+    if (granted) *granted = 0;
+    if (c->kind == 'g') {
+        const redisReply *r = replies[0];
+        if (r->type == REDIS_REPLY_NIL) { fw_decide(l, c, 0, 0, d); return PRS_OK; }
+        if (r->type != REDIS_REPLY_STRING || r->len < 7) return reply_error(r);
+        uint64_t raw = 0;
+        for (int b = 0; b < 7; b++) raw = raw << 8 | (unsigned char)r->str[b];
+        fw_decide(l, c, (int64_t)(raw >> 3) - start, 0, d);
+        return PRS_OK;
+    }
+    const redisReply *r = replies[3];
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2) return reply_error(r);
+    const redisReply *bf = r->element[1];
+    if (bf->type != REDIS_REPLY_ARRAY || bf->elements != 2 || bf->element[1]->type != REDIS_REPLY_INTEGER)
+        return reply_error(bf->type == REDIS_REPLY_ERROR ? bf : r);
+    int admitted = bf->element[0]->type == REDIS_REPLY_INTEGER;
+    fw_decide(l, c, bf->element[1]->integer - start, admitted, d);
+    if (granted && admitted) *granted = c->n;
+    return PRS_OK;
+}
+
 static int run_one(prs_redis_limiter *l, const void *key, size_t keylen, char mode, int64_t n, int64_t want,
                    int64_t give, int64_t now_us, prs_decision *d, int64_t *granted) {
     call c;
     int rc = call_init(l, &c, key, keylen, mode, n, want, give, now_us);
     if (rc) return rc;
-    redisReply *r = NULL;
-    rc = prs_redis__roundtrip(l->b, 1, &c.cmd, &r);
+    redisReply *r[4] = {NULL, NULL, NULL, NULL};
+    rc = prs_redis__roundtrip(l->b, c.ncmds, c.cmds, r);
     keyset_free(l, &c.ks);
     if (rc) return rc;
-    rc = parse_decision(r, d, granted);
-    freeReplyObject(r);
+    rc = call_parse(l, &c, r, d, granted);
+    for (size_t i = 0; i < c.ncmds; i++) freeReplyObject(r[i]);
     return rc;
 }
 
@@ -828,24 +963,44 @@ static int lease_check(prs_redis_limiter *l, const void *key, size_t keylen, int
     return PRS_OK;
 }
 
-static int release_leases(prs_redis_limiter *l) {
+/* Detaches every lease (a forked child's first: see locks_after_fork) and
+ * returns those with permits left, *count of them; frees the others. */
+static lease *leases_detach(prs_redis_limiter *l, size_t *count) {
     locks_after_fork(l);
-    /* Detach every lease with permits left, then give them back pipelined. */
     pthread_mutex_lock(&l->lmu);
     lease *list = NULL;
-    size_t count = 0;
+    *count = 0;
     for (size_t i = 0; i < l->nbuckets; i++) {
         lease *e = l->buckets[i];
         l->buckets[i] = NULL;
         while (e) {
             lease *nx = e->next;
-            if (e->left > 0) { e->next = list; list = e; count++; }
+            if (e->left > 0) { e->next = list; list = e; (*count)++; }
             else prs__free(&l->alloc, e);
             e = nx;
         }
     }
     l->nleases = 0;
     pthread_mutex_unlock(&l->lmu);
+    return list;
+}
+
+/* Drops key's lease, if any (a reset). */
+static void lease_drop(prs_redis_limiter *l, const void *key, size_t keylen) {
+    if (!l->buckets) return;
+    locks_after_fork(l);
+    uint64_t h = prs_redis__siphash(key, keylen, l->k0, l->k1);
+    pthread_mutex_lock(&l->lmu);
+    lease **slot;
+    lease *e = lease_find(l, h, key, keylen, &slot);
+    if (e) { *slot = e->next; prs__free(&l->alloc, e); l->nleases--; }
+    pthread_mutex_unlock(&l->lmu);
+}
+
+static int release_leases(prs_redis_limiter *l) {
+    /* Detach every lease with permits left, then give them back pipelined. */
+    size_t count;
+    lease *list = leases_detach(l, &count);
     if (!count) return PRS_OK;
     int rc = PRS_OK;
     call *calls = prs__calloc(&l->alloc, count, sizeof *calls);
@@ -855,11 +1010,10 @@ static int release_leases(prs_redis_limiter *l) {
     if (!calls || !cmds || !replies) rc = PRS_ENOMEM;
     for (lease *e = list; e && rc == PRS_OK; e = e->next, made++) {
         rc = call_init(l, &calls[made], e->key, e->keylen, 'l', 0, 0, e->left, -1);
-        if (rc == PRS_OK) cmds[made] = calls[made].cmd;
+        if (rc == PRS_OK) cmds[made] = calls[made].cmds[0]; /* leases: gcra, token_bucket: one script call */
         else break;
     }
     if (rc == PRS_OK) {
-        for (size_t i = 0; i < count; i++) cmds[i].argv = calls[i].argv, cmds[i].argvlen = calls[i].lens;
         rc = prs_redis__roundtrip(l->b, count, cmds, replies);
         if (rc == PRS_OK)
             for (size_t i = 0; i < count; i++) freeReplyObject(replies[i]);
@@ -957,29 +1111,41 @@ int prs_redis_limiter_check_at(prs_redis_limiter *l, const void *key, size_t key
     return apply_policy(l, rc, key, keylen, n, 1, d);
 }
 
+/* A reset's one command: DEL of the key's Redis keys (the fixed window: this
+ * window's, by Redis's clock), shared by the blocking call and its op. */
+typedef struct reset_cmd {
+    keyset ks;
+    const char *argv[3];
+    size_t lens[3];
+    prs_redis__cmd cmd;
+} reset_cmd;
+
+static int reset_init(prs_redis_limiter *l, const void *key, size_t keylen, reset_cmd *r) {
+    int rc = keyset_make(l, key, keylen, prs_redis__now_us(l->b), &r->ks);
+    if (rc) return rc;
+    r->argv[0] = "DEL"; r->lens[0] = 3;
+    for (int i = 0; i < l->nkeys; i++) { r->argv[1 + i] = r->ks.k[i]; r->lens[1 + i] = r->ks.len[i]; }
+    r->cmd = (prs_redis__cmd){1 + l->nkeys, r->argv, r->lens, -1, prs_redis_key_slot(r->ks.k[0], r->ks.len[0]), 1};
+    return PRS_OK;
+}
+
+/* The reset's reply: PRS_OK unless Redis refused. */
+static int reset_parse(const redisReply *r) {
+    return r->type == REDIS_REPLY_ERROR ? reply_error(r) : PRS_OK;
+}
+
 int prs_redis_limiter_reset(prs_redis_limiter *l, const void *key, size_t keylen) {
     if (!l || (!key && keylen)) return PRS_EINVAL;
     if (!key) key = "";
-    if (l->buckets) {
-        locks_after_fork(l);
-        uint64_t h = prs_redis__siphash(key, keylen, l->k0, l->k1);
-        pthread_mutex_lock(&l->lmu);
-        lease **slot;
-        lease *e = lease_find(l, h, key, keylen, &slot);
-        if (e) { *slot = e->next; prs__free(&l->alloc, e); l->nleases--; }
-        pthread_mutex_unlock(&l->lmu);
-    }
-    keyset ks;
-    int rc = keyset_make(l, key, keylen, &ks);
+    lease_drop(l, key, keylen);
+    reset_cmd rq;
+    int rc = reset_init(l, key, keylen, &rq);
     if (rc) return rc;
-    const char *argv[3] = {"DEL", ks.k[0], l->nkeys > 1 ? ks.k[1] : NULL};
-    size_t lens[3] = {3, ks.len[0], l->nkeys > 1 ? ks.len[1] : 0};
-    prs_redis__cmd cmd = {1 + l->nkeys, argv, lens, -1};
     redisReply *r = NULL;
-    rc = prs_redis__roundtrip(l->b, 1, &cmd, &r);
-    keyset_free(l, &ks);
+    rc = prs_redis__roundtrip(l->b, 1, &rq.cmd, &r);
+    keyset_free(l, &rq.ks);
     if (rc) return rc;
-    if (r->type == REDIS_REPLY_ERROR) rc = reply_error(r);
+    rc = reset_parse(r);
     freeReplyObject(r);
     return rc;
 }
@@ -991,26 +1157,26 @@ int prs_redis_limiter_check_many(prs_redis_limiter *l, size_t count, const prs_r
     for (size_t i = 0; i < count; i++)
         if (reqs[i].n < 1 || (!reqs[i].key && reqs[i].keylen)) return PRS_EINVAL;
     call *calls = prs__calloc(&l->alloc, count, sizeof *calls);
-    prs_redis__cmd *cmds = prs__calloc(&l->alloc, count, sizeof *cmds);
-    redisReply **replies = prs__calloc(&l->alloc, count, sizeof *replies);
+    prs_redis__cmd *cmds = prs__calloc(&l->alloc, 4 * count, sizeof *cmds);
+    redisReply **replies = prs__calloc(&l->alloc, 4 * count, sizeof *replies);
     int rc = (!calls || !cmds || !replies) ? PRS_ENOMEM : PRS_OK;
-    size_t made = 0;
+    size_t made = 0, ncmds = 0;
+    int64_t now_us = prs_redis__now_us(l->b);
     for (; rc == PRS_OK && made < count; made++) {
         rc = call_init(l, &calls[made], reqs[made].key ? reqs[made].key : "", reqs[made].keylen, 'c',
-                       reqs[made].n, 0, 0, -1);
+                       reqs[made].n, 0, 0, now_us);
         if (rc) break;
-        cmds[made] = calls[made].cmd;
-        cmds[made].argv = calls[made].argv;
-        cmds[made].argvlen = calls[made].lens;
+        for (size_t k = 0; k < calls[made].ncmds; k++) cmds[ncmds++] = calls[made].cmds[k];
     }
-    if (rc == PRS_OK) rc = prs_redis__roundtrip(l->b, count, cmds, replies);
+    if (rc == PRS_OK) rc = prs_redis__roundtrip(l->b, ncmds, cmds, replies);
     int first = PRS_OK;
-    for (size_t i = 0; i < count; i++) {
+    for (size_t i = 0, at = 0; i < count; i++) {
         if (rc) {
             status[i] = rc;
         } else {
-            status[i] = parse_decision(replies[i], &d[i], NULL);
-            freeReplyObject(replies[i]);
+            status[i] = call_parse(l, &calls[i], &replies[at], &d[i], NULL);
+            for (size_t k = 0; k < calls[i].ncmds; k++) freeReplyObject(replies[at + k]);
+            at += calls[i].ncmds;
         }
         status[i] = apply_policy(l, status[i], reqs[i].key ? reqs[i].key : "", reqs[i].keylen, reqs[i].n, 1, &d[i]);
         if (status[i] && first == PRS_OK) first = status[i];
@@ -1051,6 +1217,12 @@ static int group_cmd_init(size_t count, const prs_redis_member *m, int64_t now_u
     if (!count || !m || count > 10000) return PRS_EINVAL;
     prs_redis_backend *b = m[0].limiter ? m[0].limiter->b : NULL;
     if (!b) return PRS_EINVAL;
+    if (now_us < 0) now_us = prs_redis__now_us(b); /* one time for every member (and its keys) */
+    if (prs_redis__backend_cluster(b) && prs_redis_group_slot(count, m) < 0) {
+        prs_redis__set_error("a group on a Redis Cluster needs every member's key in one hash slot: give the "
+                             "keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
+        return PRS_EINVAL;
+    }
     size_t nkeys = 0;
     for (size_t i = 0; i < count; i++) {
         if (!m[i].limiter || m[i].n < 1 || (!m[i].key && m[i].keylen)) return PRS_EINVAL;
@@ -1070,7 +1242,7 @@ static int group_cmd_init(size_t count, const prs_redis_member *m, int64_t now_u
     g->nums = prs__calloc(a, count + 2, 24);
     int rc = (!g->argv || !g->lens || !g->ks || !g->nums) ? PRS_ENOMEM : PRS_OK;
     for (; rc == PRS_OK && g->made < count; g->made++) {
-        rc = keyset_make(m[g->made].limiter, m[g->made].key ? m[g->made].key : "", m[g->made].keylen,
+        rc = keyset_make(m[g->made].limiter, m[g->made].key ? m[g->made].key : "", m[g->made].keylen, now_us,
                          &g->ks[g->made]);
         if (rc) break;
     }
@@ -1086,7 +1258,7 @@ static int group_cmd_init(size_t count, const prs_redis_member *m, int64_t now_u
     for (size_t k = 0; k < count; k++)
         for (int j = 0; j < m[k].limiter->nkeys; j++) { argv[i] = g->ks[k].k[j]; lens[i++] = g->ks[k].len[j]; }
     argv[i] = nums[count + 1];
-    lens[i++] = now_us >= 0 ? fmt_i64(nums[count + 1], now_us) : 0;
+    lens[i++] = fmt_i64(nums[count + 1], now_us);
     argv[i] = g->mstr; lens[i++] = fmt_i64(g->mstr, (int64_t)count);
     for (size_t k = 0; k < count; k++) {
         const prs_redis_limiter *l = m[k].limiter;
@@ -1099,6 +1271,8 @@ static int group_cmd_init(size_t count, const prs_redis_member *m, int64_t now_u
     g->cmd.argv = argv;
     g->cmd.argvlen = lens;
     g->cmd.script = PRS_REDIS__SCRIPT_GROUP;
+    g->cmd.slot = prs_redis_key_slot(g->ks[0].k[0], g->ks[0].len[0]);
+    g->cmd.nblock = 1;
     return PRS_OK;
 }
 
@@ -1261,77 +1435,119 @@ int prs_redis_group_check(size_t count, const prs_redis_member *m, int64_t now_u
 
 /* ---- sans-I/O ops (prs_redis_ops.h) ------------------------------------------- */
 
+/* An op is built by the blocking calls' own builders (call_init, reset_init,
+ * group_cmd_init) and finished by their own parsers (call_parse, reset_parse,
+ * group_parse): only the I/O differs. A decision may take several commands
+ * (the fixed window's MULTI ... EXEC): calls[i] knows how many. */
 struct prs_redis_op {
-    int kind;                  /* 'c' check, 'p' peek, 'l' leased check, 'r' reset, 'm' many, 'g' group */
+    int kind;                  /* 'c' check, 'p' peek, 'l' leased check, 'r' reset, 'm' many, 'g' group, 'h' */
     int finished;
-    prs_redis_limiter *l;      /* single calls and many */
+    prs_redis_limiter *l;      /* single calls, many, give-back */
     const prs_allocator *a;
-    size_t ncmds;
-    prs_redis_request *reqs;   /* [ncmds] single calls and many: keys copied into keys */
+    size_t ncmds, maxcmds;     /* commands (one reply each) sent; room in off[] and scripts[] */
+    size_t ndec;               /* limiter ops: decisions, calls[0..ndec) and reqs[0..ndec) */
+    call *calls;               /* what call_parse reads (their keys are freed once written) */
+    prs_redis_request *reqs;   /* keys copied into keys (apply_policy's) */
     prs_redis_member *m;       /* [count] group: keys copied into keys */
     size_t count;
-    int script;                /* every command's script slot, or -1 (reset) */
+    int *scripts;              /* [ncmds] each command's script slot, or -1 */
     int64_t lnow;              /* leased check: lease_end's arguments */
     uint64_t h;
     char *keys;
     char *req;                 /* the commands, RESP */
-    size_t reqlen, *off;       /* command i is req[off[i] .. off[i+1]) */
+    size_t reqlen, reqcap, *off; /* command i is req[off[i] .. off[i+1]) */
     char *eval;                /* the last prs_redis_op_eval */
 };
 
-/* Appends one command in RESP to op->req (capacity *cap). */
-static int resp_append(prs_redis_op *op, size_t *cap, int argc, const char *const *argv, const size_t *lens) {
+/* Appends one command in RESP to op->req. */
+static int resp_append(prs_redis_op *op, const prs_redis__cmd *cmd) {
+    if (op->ncmds >= op->maxcmds) return PRS_EINVAL; /* cannot happen: sized by the builders' maximum */
     size_t need = 24;
-    for (int i = 0; i < argc; i++) need += lens[i] + 28;
-    if (op->reqlen + need > *cap) {
-        size_t nc = (*cap ? *cap * 2 : 256);
+    for (int i = 0; i < cmd->argc; i++) need += cmd->argvlen[i] + 28;
+    if (op->reqlen + need > op->reqcap) {
+        size_t nc = (op->reqcap ? op->reqcap * 2 : 256);
         while (nc < op->reqlen + need) nc *= 2;
         char *nb = prs__malloc(op->a, nc);
         if (!nb) return PRS_ENOMEM;
         if (op->reqlen) memcpy(nb, op->req, op->reqlen);
         prs__free(op->a, op->req);
         op->req = nb;
-        *cap = nc;
+        op->reqcap = nc;
     }
     char *p = op->req + op->reqlen;
     *p++ = '*';
-    p += fmt_i64(p, argc);
+    p += fmt_i64(p, cmd->argc);
     *p++ = '\r'; *p++ = '\n';
-    for (int i = 0; i < argc; i++) {
+    for (int i = 0; i < cmd->argc; i++) {
+        size_t len = cmd->argvlen[i];
         *p++ = '$';
-        p += fmt_i64(p, (int64_t)lens[i]);
+        p += fmt_i64(p, (int64_t)len);
         *p++ = '\r'; *p++ = '\n';
-        if (lens[i]) memcpy(p, argv[i], lens[i]);
-        p += lens[i];
+        if (len) memcpy(p, cmd->argv[i], len);
+        p += len;
         *p++ = '\r'; *p++ = '\n';
     }
     op->reqlen = (size_t)(p - op->req);
+    op->scripts[op->ncmds] = cmd->script;
+    op->off[++op->ncmds] = op->reqlen;
     return PRS_OK;
 }
 
-static prs_redis_op *op_alloc(const prs_allocator *a, int kind, size_t ncmds, size_t keybytes) {
+/* Builds decision i of a limiter op with call_init and writes its commands. */
+static int op_add_call(prs_redis_op *op, size_t i, char mode, int64_t n, int64_t want, int64_t give,
+                       int64_t now_us) {
+    prs_redis_limiter *l = op->l;
+    call *c = &op->calls[i];
+    int rc = call_init(l, c, op->reqs[i].key, op->reqs[i].keylen, mode, n, want, give, now_us);
+    if (rc) return rc;
+    for (size_t k = 0; k < c->ncmds && rc == PRS_OK; k++) rc = resp_append(op, &c->cmds[k]);
+    keyset_free(l, &c->ks);
+    op->ndec = i + 1;
+    return rc;
+}
+
+/* ndec decisions of up to 4 commands each (a group: ndec 1, one command). */
+static prs_redis_op *op_alloc(const prs_allocator *a, int kind, size_t ndec, size_t keybytes, int with_calls) {
     prs_redis_op *op = prs__calloc(a, 1, sizeof *op);
     if (!op) return NULL;
     op->a = a;
     op->kind = kind;
-    op->ncmds = ncmds;
-    op->script = -1;
-    op->off = prs__calloc(a, ncmds + 1, sizeof *op->off);
+    op->maxcmds = 4 * ndec;
+    op->off = prs__calloc(a, op->maxcmds + 1, sizeof *op->off);
+    op->scripts = prs__calloc(a, op->maxcmds, sizeof *op->scripts);
     op->keys = prs__malloc(a, keybytes ? keybytes : 1);
-    if (!op->off || !op->keys) { prs_redis_op_free(op); return NULL; }
+    if (with_calls) {
+        op->calls = prs__calloc(a, ndec, sizeof *op->calls);
+        op->reqs = prs__calloc(a, ndec, sizeof *op->reqs);
+    }
+    if (!op->off || !op->scripts || !op->keys || (with_calls && (!op->calls || !op->reqs))) {
+        prs_redis_op_free(op);
+        return NULL;
+    }
     return op;
 }
 
 void prs_redis_op_free(prs_redis_op *op) {
     if (!op) return;
     const prs_allocator *a = op->a;
+    prs__free(a, op->calls);
     prs__free(a, op->reqs);
     prs__free(a, op->m);
     prs__free(a, op->keys);
     prs__free(a, op->req);
     prs__free(a, op->off);
+    prs__free(a, op->scripts);
     prs__free(a, op->eval);
     prs__free(a, op);
+}
+
+/* The asyncio transport speaks to one server: on a Cluster backend the ops
+ * refuse (before touching any lease), and the blocking calls are the way. */
+static int op_backend_ok(prs_redis_backend *b) {
+    if (!prs_redis__backend_cluster(b)) return PRS_OK;
+    prs_redis__set_error("the asyncio forms do not support a Redis Cluster backend yet: call the blocking "
+                         "form (e.g. in loop.run_in_executor)");
+    return PRS_ENOTSUP;
 }
 
 int prs_redis_op_limiter_new(prs_redis_limiter *l, int kind, const void *key, size_t keylen, int64_t n,
@@ -1340,55 +1556,37 @@ int prs_redis_op_limiter_new(prs_redis_limiter *l, int kind, const void *key, si
     *out = NULL;
     if (!l || !d || (!key && keylen) || (kind != 'r' && n < 1) || (kind != 'c' && kind != 'p' && kind != 'r'))
         return PRS_EINVAL;
+    int rc = op_backend_ok(l->b);
+    if (rc) return rc;
     if (!key) key = "";
     int64_t want = 0, give = 0, lnow = 0;
     uint64_t h = 0;
     int mode = kind;
     if (kind == 'c' && now_us < 0 && l->lease_batch > 0 && n <= l->limit) {
-        int rc = lease_begin(l, key, keylen, n, d, 0, &want, &give, &h, &lnow);
+        rc = lease_begin(l, key, keylen, n, d, 0, &want, &give, &h, &lnow);
         if (rc != PRS_EAGAIN) return rc;
         mode = 'l';
     }
-    if (kind == 'r' && l->buckets) { /* drop the local lease, as prs_redis_limiter_reset does */
-        locks_after_fork(l);
-        uint64_t hh = prs_redis__siphash(key, keylen, l->k0, l->k1);
-        pthread_mutex_lock(&l->lmu);
-        lease **slot;
-        lease *e = lease_find(l, hh, key, keylen, &slot);
-        if (e) { *slot = e->next; prs__free(&l->alloc, e); l->nleases--; }
-        pthread_mutex_unlock(&l->lmu);
-    }
-    prs_redis_op *op = op_alloc(&l->alloc, mode, 1, keylen);
+    if (kind == 'r') lease_drop(l, key, keylen); /* as prs_redis_limiter_reset does */
+    prs_redis_op *op = op_alloc(&l->alloc, mode, 1, keylen, 1);
     if (!op) return PRS_ENOMEM;
     op->l = l;
     op->h = h;
     op->lnow = lnow;
-    op->reqs = prs__calloc(op->a, 1, sizeof *op->reqs);
-    if (!op->reqs) { prs_redis_op_free(op); return PRS_ENOMEM; }
     if (keylen) memcpy(op->keys, key, keylen);
     op->reqs[0].key = op->keys;
     op->reqs[0].keylen = keylen;
     op->reqs[0].n = n;
-    size_t cap = 0;
-    int rc;
     if (kind == 'r') {
-        keyset ks;
-        if ((rc = keyset_make(l, key, keylen, &ks)) == PRS_OK) {
-            const char *argv[3] = {"DEL", ks.k[0], l->nkeys > 1 ? ks.k[1] : NULL};
-            size_t lens[3] = {3, ks.len[0], l->nkeys > 1 ? ks.len[1] : 0};
-            rc = resp_append(op, &cap, 1 + l->nkeys, argv, lens);
-            keyset_free(l, &ks);
+        reset_cmd rq;
+        if ((rc = reset_init(l, key, keylen, &rq)) == PRS_OK) {
+            rc = resp_append(op, &rq.cmd);
+            keyset_free(l, &rq.ks);
         }
     } else {
-        call c;
-        if ((rc = call_init(l, &c, key, keylen, (char)mode, n, want, give, now_us)) == PRS_OK) {
-            rc = resp_append(op, &cap, c.cmd.argc, c.argv, c.lens);
-            op->script = c.cmd.script;
-            keyset_free(l, &c.ks);
-        }
+        rc = op_add_call(op, 0, (char)mode, n, want, give, now_us);
     }
     if (rc) { prs_redis_op_free(op); return rc; }
-    op->off[1] = op->reqlen;
     *out = op;
     return PRS_OK;
 }
@@ -1396,32 +1594,26 @@ int prs_redis_op_limiter_new(prs_redis_limiter *l, int kind, const void *key, si
 int prs_redis_op_many_new(prs_redis_limiter *l, size_t count, const prs_redis_request *reqs, prs_redis_op **out) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
-    if (!l || !count || !reqs) return PRS_EINVAL;
+    if (!l || !count || !reqs || count > SIZE_MAX / 8) return PRS_EINVAL;
+    int rc = op_backend_ok(l->b);
+    if (rc) return rc;
     size_t keybytes = 0;
     for (size_t i = 0; i < count; i++) {
         if (reqs[i].n < 1 || (!reqs[i].key && reqs[i].keylen)) return PRS_EINVAL;
         keybytes += reqs[i].keylen;
     }
-    prs_redis_op *op = op_alloc(&l->alloc, 'm', count, keybytes);
+    prs_redis_op *op = op_alloc(&l->alloc, 'm', count, keybytes, 1);
     if (!op) return PRS_ENOMEM;
     op->l = l;
-    op->reqs = prs__calloc(op->a, count, sizeof *op->reqs);
-    if (!op->reqs) { prs_redis_op_free(op); return PRS_ENOMEM; }
-    size_t cap = 0, at = 0;
-    int rc = PRS_OK;
+    size_t at = 0;
+    int64_t now_us = prs_redis__now_us(l->b); /* one time for every request, as check_many */
     for (size_t i = 0; i < count && rc == PRS_OK; i++) {
         if (reqs[i].keylen) memcpy(op->keys + at, reqs[i].key, reqs[i].keylen);
         op->reqs[i].key = op->keys + at;
         op->reqs[i].keylen = reqs[i].keylen;
         op->reqs[i].n = reqs[i].n;
         at += reqs[i].keylen;
-        call c;
-        if ((rc = call_init(l, &c, op->reqs[i].key, op->reqs[i].keylen, 'c', reqs[i].n, 0, 0, -1)) == PRS_OK) {
-            rc = resp_append(op, &cap, c.cmd.argc, c.argv, c.lens);
-            op->script = c.cmd.script;
-            keyset_free(l, &c.ks);
-        }
-        op->off[i + 1] = op->reqlen;
+        rc = op_add_call(op, i, 'c', reqs[i].n, 0, 0, now_us);
     }
     if (rc) { prs_redis_op_free(op); return rc; }
     *out = op;
@@ -1431,20 +1623,21 @@ int prs_redis_op_many_new(prs_redis_limiter *l, size_t count, const prs_redis_re
 int prs_redis_op_group_new(size_t count, const prs_redis_member *m, int64_t now_us, prs_redis_op **out) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
+    if (count && m && m[0].limiter) {
+        int rc = op_backend_ok(m[0].limiter->b);
+        if (rc) return rc;
+    }
     group_cmd g;
     int rc = group_cmd_init(count, m, now_us, &g);
     if (rc) return rc;
     size_t keybytes = 0;
     for (size_t i = 0; i < count; i++) keybytes += m[i].keylen;
-    prs_redis_op *op = op_alloc(g.a, 'g', 1, keybytes);
+    prs_redis_op *op = op_alloc(g.a, 'g', 1, keybytes, 0);
     if (op) op->m = prs__calloc(op->a, count, sizeof *op->m);
-    size_t cap = 0;
-    rc = op && op->m ? resp_append(op, &cap, g.cmd.argc, g.cmd.argv, g.cmd.argvlen) : PRS_ENOMEM;
+    rc = op && op->m ? resp_append(op, &g.cmd) : PRS_ENOMEM;
     group_cmd_free(&g);
     if (rc) { prs_redis_op_free(op); return rc; }
     op->count = count;
-    op->script = PRS_REDIS__SCRIPT_GROUP;
-    op->off[1] = op->reqlen;
     size_t at = 0;
     for (size_t i = 0; i < count; i++) {
         op->m[i] = m[i];
@@ -1462,6 +1655,7 @@ const char *prs_redis_op_request(const prs_redis_op *op, size_t *len) {
 }
 
 size_t prs_redis_op_ncmds(const prs_redis_op *op) { return op->ncmds; }
+size_t prs_redis_op_decisions(const prs_redis_op *op) { return op->kind == 'm' ? op->ndec : 1; }
 
 /* Skips one RESP bulk string header+payload at p ("$<n>\r\n<n bytes>\r\n"). */
 static const char *skip_bulk(const char *p) {
@@ -1472,8 +1666,8 @@ static const char *skip_bulk(const char *p) {
 }
 
 int prs_redis_op_eval(prs_redis_op *op, size_t i, const char **buf, size_t *len) {
-    if (!op || i >= op->ncmds || op->script < 0) return PRS_EINVAL;
-    const prs_redis__script *s = &prs_redis__scripts()[op->script];
+    if (!op || i >= op->ncmds || op->scripts[i] < 0) return PRS_EINVAL;
+    const prs_redis__script *s = &prs_redis__scripts()[op->scripts[i]];
     const char *cmd = op->req + op->off[i], *end = op->req + op->off[i + 1];
     const char *args = strchr(cmd, '\n') + 1;          /* after "*N\r\n" */
     const char *rest = skip_bulk(skip_bulk(args));     /* after EVALSHA and the sha */
@@ -1510,16 +1704,17 @@ int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, pr
         if (rc == PRS_OK) rc = group_parse(op->count, replies[0], d, denied_by);
         return rc == PRS_OK ? rc : group_policy(op->count, op->m, rc, d, denied_by);
     case 'r':
-        if (rc == PRS_OK && replies[0]->type == REDIS_REPLY_ERROR) rc = reply_error(replies[0]);
-        return rc;
+        return rc == PRS_OK ? reset_parse(replies[0]) : rc;
     case 'h': /* leases given back: a failure matters only under RAISE (the permits lapse) */
         return l->policy == PRS_REDIS_RAISE ? rc : PRS_OK;
     case 'm': {
         if (!status) return PRS_EINVAL;
         int first = PRS_OK;
-        for (size_t i = 0; i < op->ncmds; i++) {
-            status[i] = rc ? rc : parse_decision(replies[i], &d[i], NULL);
-            status[i] = apply_policy(l, status[i], op->reqs[i].key, op->reqs[i].keylen, op->reqs[i].n, 1, &d[i]);
+        for (size_t i = 0, at = 0; i < op->ndec; i++) {
+            const prs_redis_request *q = &op->reqs[i];
+            status[i] = rc ? rc : call_parse(l, &op->calls[i], &replies[at], &d[i], NULL);
+            at += op->calls[i].ncmds;
+            status[i] = apply_policy(l, status[i], q->key, q->keylen, q->n, 1, &d[i]);
             if (status[i] && first == PRS_OK) first = status[i];
         }
         return first;
@@ -1527,7 +1722,7 @@ int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, pr
     default: {
         const prs_redis_request *q = &op->reqs[0];
         int64_t granted = 0;
-        if (rc == PRS_OK) rc = parse_decision(replies[0], d, op->kind == 'l' ? &granted : NULL);
+        if (rc == PRS_OK) rc = call_parse(l, &op->calls[0], replies, d, op->kind == 'l' ? &granted : NULL);
         if (rc == PRS_OK && op->kind == 'l') lease_end(l, op->h, q->key, q->keylen, q->n, op->lnow, d, granted);
         return apply_policy(l, rc, q->key, q->keylen, q->n, op->kind != 'p', d);
     }
@@ -1542,39 +1737,23 @@ int prs_redis_op_release_new(prs_redis_limiter *l, prs_redis_op **out) {
     *out = NULL;
     if (!l) return PRS_EINVAL;
     if (!l->buckets) return PRS_OK;
-    locks_after_fork(l);
-    /* Detach every lease with permits left (as release_leases does). */
-    pthread_mutex_lock(&l->lmu);
-    lease *list = NULL;
-    size_t count = 0;
-    for (size_t i = 0; i < l->nbuckets; i++) {
-        lease *e = l->buckets[i];
-        l->buckets[i] = NULL;
-        while (e) {
-            lease *nx = e->next;
-            if (e->left > 0) { e->next = list; list = e; count++; }
-            else prs__free(&l->alloc, e);
-            e = nx;
-        }
-    }
-    l->nleases = 0;
-    pthread_mutex_unlock(&l->lmu);
-    int rc = PRS_OK;
-    prs_redis_op *op = count ? op_alloc(&l->alloc, 'h', count, 0) : NULL;
+    int rc = op_backend_ok(l->b);
+    if (rc) return rc;
+    size_t count;
+    lease *list = leases_detach(l, &count); /* as release_leases */
+    prs_redis_op *op = count ? op_alloc(&l->alloc, 'h', count, 0, 1) : NULL;
     if (count && !op) rc = PRS_ENOMEM;
-    size_t cap = 0, i = 0;
+    if (op) op->l = l;
+    size_t i = 0;
     for (lease *e = list; e && rc == PRS_OK; e = e->next, i++) {
-        call c;
-        if ((rc = call_init(l, &c, e->key, e->keylen, 'l', 0, 0, e->left, -1)) == PRS_OK) {
-            rc = resp_append(op, &cap, c.cmd.argc, c.argv, c.lens);
-            op->script = c.cmd.script;
-            keyset_free(l, &c.ks);
-        }
-        op->off[i + 1] = op->reqlen;
+        op->reqs[i].key = (const char *)e->key; /* read by call_init only, before the lease is freed */
+        op->reqs[i].keylen = e->keylen;
+        rc = op_add_call(op, i, 'l', 0, 0, e->left, -1);
+        op->reqs[i].key = NULL;
+        op->reqs[i].keylen = 0;
     }
     while (list) { lease *nx = list->next; prs__free(&l->alloc, list); list = nx; }
     if (rc) { prs_redis_op_free(op); return rc; }
-    if (op) op->l = l;
     *out = op;
     return PRS_OK;
 }

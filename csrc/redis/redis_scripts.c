@@ -10,12 +10,13 @@
  * evaluate every member against an overlay of pending writes and commit all
  * of them or none.
  *
- * Needs Redis >= 5 (scripts replicate their effects, so TIME may precede
- * writes). Small state (a bucket, a window) is one string value written with
- * SET ... PX: one call stores it and its TTL.
+ * Needs Redis >= 6 (KEEPTTL). Small state (a bucket) is one string value
+ * written with SET ... PX: one call stores it and its TTL; window counters
+ * are integers, one key per window (INCRBY).
  *
- * Units inside the scripts: time in microseconds (Redis's TIME, or the
- * caller's override in tests), held in Lua doubles (exact up to 2^53 us, far
+ * Units inside the scripts: time in microseconds (sent by the caller: Redis's
+ * clock as the backend learned it, or the override of the tests; '' makes a
+ * script call TIME), held in Lua doubles (exact up to 2^53 us, far
  * past any epoch). Fractional state (GCRA's theoretical arrival time, a
  * bucket's tokens) is stored with %.17g so it round-trips exactly; fractional
  * results (retry/reset times) are returned as text for the same reason
@@ -125,15 +126,20 @@
     "  redis.call('SET', k[1], fmt(st.t) .. ' ' .. fmt(st.l), 'PX', ms((cap - st.t) / r + nonneg(st.l - now)))\n" \
     "end\n"
 
-/* Fixed window: state {w = window index, c = count}, stored as "w c"; windows aligned to
- * multiples of W us on Redis's clock. */
+/* Fixed window: one key per window (the caller names it), holding the count
+ * as a 53-bit field that starts at 2^52 - 1 - limit (see redis_limiter.c:
+ * the single decision is a BITFIELD increment that fails past the limit, no
+ * script). The state here is {w = the window, c = count, new = no key yet}. */
 #define LUA_FIXED_WINDOW                                                                 \
     "local FW = {nkeys = 1}\n"                                                           \
+    "local FW_TOP = 4503599627370495\n"                                                  \
     "function FW.load(k, limit, W, now)\n"                                               \
-    "  local v = redis.call('GET', k[1])\n"                                              \
-    "  if not v then return {} end\n"                                                   \
-    "  local w, c = string.match(v, '^(%S+) (%S+)$')\n"                                 \
-    "  return {w = tonumber(w), c = tonumber(c)}\n"                                      \
+    "  local st = {w = floor(now / W), c = 0, new = true}\n"                             \
+    "  if redis.call('EXISTS', k[1]) == 1 then\n"                                        \
+    "    st.c = redis.call('BITFIELD', k[1], 'GET', 'i53', 0)[1] - (FW_TOP - limit)\n"   \
+    "    st.new = false\n"                                                               \
+    "  end\n"                                                                            \
+    "  return st\n"                                                                      \
     "end\n"                                                                              \
     "function FW.decide(st, n, mode, want, give, limit, W, now)\n"                       \
     "  local idx = floor(now / W)\n"                                                     \
@@ -145,22 +151,23 @@
     "  if n > limit then return {0, limit, nonneg(limit - c), NEVER, reset, 0}, st, false end\n" \
     "  if c + n > limit then return {0, limit, nonneg(limit - c), wend, reset, 0}, st, false end\n" \
     "  if mode == 'p' then return {1, limit, limit - c - n, 0, reset, 0}, st, false end\n" \
-    "  return {1, limit, limit - c - n, 0, wend, n}, {w = idx, c = c + n}, true\n"       \
+    "  return {1, limit, limit - c - n, 0, wend, n}, {w = idx, c = c + n, new = st.new}, true\n" \
     "end\n"                                                                              \
     "function FW.store(k, st, limit, W, now)\n"                                          \
-    "  redis.call('SET', k[1], fmt(st.w) .. ' ' .. fmt(st.c), 'PX', ms((st.w + 1) * W - now))\n" \
+    "  redis.call('BITFIELD', k[1], 'SET', 'i53', 0, FW_TOP - limit + st.c)\n"           \
+    "  if st.new then redis.call('PEXPIRE', k[1], ms((st.w + 1) * W - now)) end\n"       \
     "end\n"
 
-/* Sliding window counter: state {w, c = count in window w, p = count in w-1},
- * stored as "w c p";
- * estimate = p * (W - elapsed) / W + c. */
+/* Sliding window counter: one integer counter per window, k[1] this
+ * window's and k[2] the one before (the caller names them); state {w, c =
+ * count in window w, p = count in w-1}; estimate = p * (W - elapsed) / W + c.
+ * A counter lives until the end of the window after its own (it is the
+ * previous one there). */
 #define LUA_SLIDING_WINDOW_COUNTER                                                       \
-    "local SWC = {nkeys = 1}\n"                                                          \
+    "local SWC = {nkeys = 2}\n"                                                          \
     "function SWC.load(k, limit, W, now)\n"                                              \
-    "  local v = redis.call('GET', k[1])\n"                                              \
-    "  if not v then return {} end\n"                                                   \
-    "  local w, c, p = string.match(v, '^(%S+) (%S+) (%S+)$')\n"                        \
-    "  return {w = tonumber(w), c = tonumber(c), p = tonumber(p)}\n"                     \
+    "  return {w = floor(now / W), c = tonumber(redis.call('GET', k[1])) or 0,\n"        \
+    "          p = tonumber(redis.call('GET', k[2])) or 0}\n"                            \
     "end\n"                                                                              \
     "function SWC.decide(st, n, mode, want, give, limit, W, now)\n"                      \
     "  local idx = floor(now / W)\n"                                                     \
@@ -186,7 +193,7 @@
     "  return {1, limit, rem(est + n), 0, reset_of(cur + n, prev), n}, {w = idx, c = cur + n, p = prev}, true\n" \
     "end\n"                                                                              \
     "function SWC.store(k, st, limit, W, now)\n"                                         \
-    "  redis.call('SET', k[1], fmt(st.w) .. ' ' .. fmt(st.c) .. ' ' .. fmt(st.p), 'PX', ms((st.w + 2) * W - now))\n" \
+    "  redis.call('SET', k[1], st.c, 'PX', ms((st.w + 2) * W - now))\n"                  \
     "end\n"
 
 /* Sliding window log: k[1] a sorted set of admission times, one member per
@@ -242,18 +249,191 @@
     "  return string.format('%d %d %d %.17g %.17g %d', r[1], r[2], r[3], r[4], r[5], r[6])\n" \
     "end\n"
 
-/* KEYS: the algorithm's keys. ARGV: now override ('' = TIME), mode ('c' check,
- * 'p' peek, 'l' lease), n, want (lease batch), give (permits given back), p1, p2. */
-#define LUA_SINGLE                                                                       \
-    LUA_ENCODE                                                                           \
-    "local now = clock(ARGV[1])\n"                                                       \
-    "local mode = ARGV[2]\n"                                                             \
+/* ---- the single-decision scripts ----------------------------------------
+ *
+ * One per algorithm, written straight through: no function or table is made
+ * per call (a closure costs about as much as a redis.call), numbers go to
+ * redis.call as numbers (Redis formats them with %.17g: exact), the caller
+ * supplies the time (no TIME call), and a write whose TTL would not change
+ * keeps it (KEEPTTL: SET ... PX is rewritten for propagation on every call).
+ * They decide exactly as the algorithm functions above (the group script's),
+ * on the same stored state.
+ *
+ * KEYS[1]: the key. ARGV: now (us; '' = Redis's TIME), mode ('c' check, 'p'
+ * peek, 'l' lease), n, want (lease batch), give (permits given back), p1, p2.
+ * Returns the decision string (see the top of the file). */
+#define LUA_ARGS                                                                         \
+    "local now, mode = ARGV[1], ARGV[2]\n"                                               \
+    "if now == '' then local t = redis.call('TIME'); now = t[1] * 1000000 + t[2]\n"      \
+    "else now = tonumber(now) end\n"                                                     \
     "local n, want, give = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"    \
-    "local p1, p2 = tonumber(ARGV[6]), tonumber(ARGV[7])\n"                              \
-    "local st = A.load(KEYS, p1, p2, now)\n"                                             \
-    "local r, nst, dirty = A.decide(st, n, mode, want, give, p1, p2, now)\n"             \
-    "if dirty and mode ~= 'p' then A.store(KEYS, nst, p1, p2, now) end\n"                \
-    "return encode(r)\n"
+    "local k = KEYS[1]\n"                                                                \
+    "local floor = math.floor\n"
+
+/* take = n, or in lease mode min(want, left) when that is more */
+#define LUA_TAKE(left)                                                                   \
+    "  take = n\n"                                                                       \
+    "  if mode == 'l' then local w = want; if w > " left " then w = " left " end\n"      \
+    "    if w > n then take = w end end\n"
+
+#define LUA_RETURN(limit)                                                                \
+    "return string.format('%d %d %d %.17g %.17g %d', a, " limit ", rem, retry, reset, take)\n"
+
+static const char script_gcra[] =
+    LUA_ARGS
+    "local T, burst = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local tat = tonumber(redis.call('GET', k))\n"
+    "if tat == nil or tat < now then tat = now end\n"
+    "local dirty = false\n"
+    "if give > 0 then tat = math.max(now, tat - give * T); dirty = true end\n"
+    "local fits = burst - (tat - now) / T\n"
+    "local left = floor(fits + 1e-9)\n"
+    "if left < 0 then left = 0 end\n"
+    "local a, rem, retry, reset, take = 0, left, 0, tat - now, 0\n"
+    "if n > burst then retry = -1\n"
+    "else\n"
+    LUA_TAKE("left")
+    "  if take > fits + 1e-9 then\n"
+    "    take = 0; retry = (n - fits) * T\n"
+    "    if retry < 0 then retry = 0 end\n"
+    "  elseif mode == 'p' then\n"
+    "    a = 1; take = 0; rem = floor(fits - n + 1e-9)\n"
+    "    if rem < 0 then rem = 0 end\n"
+    "  else\n"
+    "    a = 1; tat = tat + take * T; reset = tat - now; dirty = true\n"
+    "    rem = floor(fits - take + 1e-9)\n"
+    "    if rem < 0 then rem = 0 end\n"
+    "  end\n"
+    "end\n"
+    "if dirty and mode ~= 'p' then\n"
+    "  local ahead = tat - now\n"
+    "  if ahead <= 0 then redis.call('DEL', k)\n"
+    "  else redis.call('SET', k, tat, 'PX', math.ceil(ahead / 1000) + 1) end\n"
+    "end\n"
+    LUA_RETURN("burst");
+
+static const char script_tb[] =
+    LUA_ARGS
+    "local cap, r = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local tokens, last\n"
+    "local v = redis.call('GET', k)\n"
+    "if v then\n"
+    "  local x, y = string.match(v, '^(%S+) (%S+)$')\n"
+    "  tokens, last = tonumber(x), tonumber(y)\n"
+    "end\n"
+    "if tokens == nil or last == nil then tokens = cap; last = now end\n"
+    "if now > last then tokens = math.min(cap, tokens + (now - last) * r); last = now end\n"
+    "local dirty = false\n"
+    "if give > 0 then tokens = math.min(cap, tokens + give); dirty = true end\n"
+    "local left = floor(tokens + 1e-9)\n"
+    "if left < 0 then left = 0 end\n"
+    "local a, rem, retry, reset, take = 0, left, 0, (cap - tokens) / r, 0\n"
+    "if n > cap then retry = -1\n"
+    "else\n"
+    LUA_TAKE("left")
+    "  if take > tokens + 1e-9 then\n"
+    "    take = 0; retry = (n - tokens) / r\n"
+    "    if retry < 0 then retry = 0 end\n"
+    "  elseif mode == 'p' then\n"
+    "    a = 1; take = 0; rem = floor(tokens - n + 1e-9)\n"
+    "    if rem < 0 then rem = 0 end\n"
+    "  else\n"
+    "    a = 1; tokens = tokens - take; dirty = true\n"
+    "    if tokens < 0 then tokens = 0 end\n"
+    "    rem = floor(tokens + 1e-9)\n"
+    "    if rem < 0 then rem = 0 end\n"
+    "    reset = (cap - tokens) / r\n"
+    "  end\n"
+    "end\n"
+    "if dirty and mode ~= 'p' then\n"
+    "  if tokens >= cap then redis.call('DEL', k)\n"
+    "  else\n"
+    "    local ahead = last - now\n"
+    "    if ahead < 0 then ahead = 0 end\n"
+    "    redis.call('SET', k, string.format('%.17g %.17g', tokens, last), 'PX',\n"
+    "               math.ceil(((cap - tokens) / r + ahead) / 1000) + 1)\n"
+    "  end\n"
+    "end\n"
+    LUA_RETURN("cap");
+
+/* The fixed window's single decision needs no script (redis_limiter.c); its
+ * slot holds the empty script. */
+static const char script_fw[] = "return 0";
+
+/* Sliding window counter: this window's counter is incremented first
+ * (INCRBY: no read-modify-write of a string) and put back when the estimate
+ * refuses; a new counter gets its TTL, a refused new one is deleted. */
+static const char script_swc[] =
+    LUA_ARGS
+    "local limit, W = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "local idx = floor(now / W)\n"
+    "local s = idx * W\n"
+    "local prev = tonumber(redis.call('GET', KEYS[2])) or 0\n"
+    "local cur, added = 0, false\n"
+    "if mode ~= 'p' and n <= limit then cur = redis.call('INCRBY', k, n) - n; added = true\n"
+    "else cur = tonumber(redis.call('GET', k)) or 0 end\n"
+    "local est = prev * (W - (now - s)) / W + cur\n"
+    "local reset = 0\n"
+    "if cur > 0 then reset = s + 2 * W - now elseif prev > 0 then reset = s + W - now end\n"
+    "local a, rem, retry, take = 0, floor(limit - est + 1e-9), 0, 0\n"
+    "if n > limit then retry = -1\n"
+    "elseif est + n > limit + 1e-9 then\n"
+    "  if cur + n <= limit then retry = s + W * (1 - (limit - n - cur) / prev) - now\n"
+    "  else retry = s + W + W * (1 - (limit - n) / cur) - now end\n"
+    "  if retry < 0 then retry = 0 end\n"
+    "  if added then\n"
+    "    if cur == 0 then redis.call('DEL', k) else redis.call('DECRBY', k, n) end\n"
+    "  end\n"
+    "else\n"
+    "  a = 1; rem = floor(limit - est - n + 1e-9)\n"
+    "  if added then\n"
+    "    take = n; reset = s + 2 * W - now\n"
+    "    if cur == 0 then redis.call('PEXPIRE', k, math.ceil(((idx + 2) * W - now) / 1000) + 1) end\n"
+    "  end\n"
+    "end\n"
+    "if rem < 0 then rem = 0 end\n"
+    LUA_RETURN("limit");
+
+/* Sliding window log: see LOG above (the same entries and names). */
+static const char script_log[] =
+    LUA_ARGS
+    "local limit, W = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
+    "redis.call('ZREMRANGEBYSCORE', k, '-inf', now - W)\n"
+    "local cnt = redis.call('ZCARD', k)\n"
+    "local a, rem, retry, reset, take = 0, limit - cnt, 0, -2, 0\n"
+    "if rem < 0 then rem = 0 end\n"
+    "if n > limit then retry = -1\n"
+    "elseif cnt + n > limit then\n"
+    "  local j = cnt + n - limit\n"
+    "  retry = W\n"
+    "  if j <= cnt then\n"
+    "    retry = redis.call('ZRANGE', k, j - 1, j - 1, 'WITHSCORES')[2] + W - now\n"
+    "    if retry < 0 then retry = 0 end\n"
+    "  end\n"
+    "elseif mode == 'p' then a = 1; rem = limit - cnt - n\n"
+    "else\n"
+    "  a = 1; rem = limit - cnt - n; reset = W; take = n\n"
+    "  local base = redis.call('ZCOUNT', k, now, now)\n"
+    "  if n == 1 then redis.call('ZADD', k, now, string.format('%.17g:%d', now, base + 1))\n"
+    "  else\n"
+    "    local args, t = {}, string.format('%.17g', now)\n"
+    "    for i = base + 1, base + n do\n"
+    "      args[#args + 1] = t\n"
+    "      args[#args + 1] = t .. ':' .. string.format('%d', i)\n"
+    "      if #args >= 1000 then redis.call('ZADD', k, unpack(args)); args = {} end\n"
+    "    end\n"
+    "    if #args > 0 then redis.call('ZADD', k, unpack(args)) end\n"
+    "  end\n"
+    "  redis.call('PEXPIRE', k, math.ceil(W / 1000) + 1)\n"
+    "end\n"
+    "if reset == -2 then\n"
+    "  reset = 0\n"
+    "  if cnt > 0 then\n"
+    "    reset = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + W - now\n"
+    "    if reset < 0 then reset = 0 end\n"
+    "  end\n"
+    "end\n"
+    LUA_RETURN("limit");
 
 /* KEYS: each member's keys in order. ARGV: now override, member count m, then
  * per member: algorithm number, n, p1, p2. Every member decides against the
@@ -292,11 +472,6 @@
     "end\n"                                                                              \
     "return out\n"
 
-static const char script_gcra[] = LUA_PRELUDE LUA_GCRA "local A = GCRA\n" LUA_SINGLE;
-static const char script_tb[] = LUA_PRELUDE LUA_TOKEN_BUCKET "local A = TB\n" LUA_SINGLE;
-static const char script_fw[] = LUA_PRELUDE LUA_FIXED_WINDOW "local A = FW\n" LUA_SINGLE;
-static const char script_swc[] = LUA_PRELUDE LUA_SLIDING_WINDOW_COUNTER "local A = SWC\n" LUA_SINGLE;
-static const char script_log[] = LUA_PRELUDE LUA_SLIDING_WINDOW_LOG "local A = LOG\n" LUA_SINGLE;
 static const char script_group[] = LUA_PRELUDE LUA_GCRA LUA_TOKEN_BUCKET LUA_FIXED_WINDOW
     LUA_SLIDING_WINDOW_COUNTER LUA_SLIDING_WINDOW_LOG LUA_GROUP;
 static const char script_noop[] = "return 0";

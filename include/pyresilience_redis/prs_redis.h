@@ -7,8 +7,14 @@
  * this header never includes hiredis, every type is opaque.
  *
  * What callers can rely on:
- *   - Time is Redis's own (TIME inside the scripts, in microseconds), so
- *     clients with disagreeing clocks make the same decisions.
+ *   - Time is Redis's own, in microseconds: each new connection learns
+ *     Redis's clock (one TIME) and every request carries that time (the
+ *     scripts never call TIME: it cost more server CPU than the rest of a
+ *     decision), so clients with disagreeing clocks make the same decisions
+ *     to within half a round trip.
+ *   - Server CPU: the fixed window decides without a script (MULTI, SET NX,
+ *     BITFIELD OVERFLOW FAIL, EXEC: exact); the other algorithms run one
+ *     short script each. Needs Redis >= 6.
  *   - User keys travel only as command arguments (binary-safe: NUL, CR/LF,
  *     spaces, braces, megabytes). Every key a script writes gets a TTL. The
  *     keys of one decision share a hash tag: one Redis Cluster slot.
@@ -61,7 +67,12 @@ extern "C" {
 /* A parsed Redis URL:
  *   redis://[[user]:password@]host[:port][/db]
  *   unix:///path/to/socket[?db=N][&password=P][&user=U]
- * user/password are percent-decoded; host may be [IPv6]. */
+ * user/password are percent-decoded; host may be [IPv6].
+ * (A backend also takes redis+cluster://host:port[,host:port...], the seeds
+ * of a Redis Cluster: every command then goes to the primary of its keys'
+ * hash slot, from a slot map read with CLUSTER SLOTS, following MOVED and
+ * ASK; scripts are loaded per node on NOSCRIPT. That form is not a
+ * prs_redis_url.) */
 typedef struct prs_redis_url {
     int is_unix;       /* 1: unix socket at `path`; 0: TCP host:port */
     char *host;        /* TCP host (NULL for unix) */
@@ -107,6 +118,8 @@ void prs_redis_backend_free(prs_redis_backend *b);
  * Idempotent; connections in use are closed when given back. */
 void prs_redis_backend_close(prs_redis_backend *b);
 int prs_redis_backend_closed(const prs_redis_backend *b);
+/* 1 when the backend was made from a redis+cluster:// URL. */
+int prs_redis_backend_is_cluster(const prs_redis_backend *b);
 /* PING: PRS_OK or a failure status. */
 int prs_redis_ping(prs_redis_backend *b);
 /* Open connections (idle + in use) in this process. */
@@ -300,7 +313,10 @@ int prs_redis_group_slot(size_t count, const prs_redis_member *members);
  * tag, or of the whole key). */
 int prs_redis_key_slot(const void *key, size_t len);
 /* The Redis key that a limiter stores `key` under. Writes up to cap bytes to
- * buf (no NUL added); returns the full length (call with cap 0 to size it). */
+ * buf (no NUL added); returns the full length (call with cap 0 to size it).
+ * fixed_window and sliding_window_counter keep one key per window: this is
+ * their stem, to which the window's "<index>" (fixed_window:
+ * "<index>/<limit>") is appended; the hash tag is the same. */
 size_t prs_redis_limiter_redis_key(const prs_redis_limiter *l, const void *key, size_t keylen,
                                    char *buf, size_t cap);
 

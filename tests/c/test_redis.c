@@ -806,8 +806,8 @@ static void op_exchange(int fd, redisReader *rd, const char *buf, size_t len, si
 static int op_run(int fd, redisReader *rd, prs_redis_op *op, prs_decision *d, int *status, int *denied) {
     size_t len, n = prs_redis_op_ncmds(op);
     const char *req = prs_redis_op_request(op, &len);
-    redisReply *r[8] = {NULL};
-    ASSERT(n <= 8);
+    redisReply *r[16] = {NULL};
+    ASSERT(n <= 16);
     op_exchange(fd, rd, req, len, n, r);
     for (size_t i = 0; i < n; i++) {
         if (r[i]->type == REDIS_REPLY_ERROR && !strncmp(r[i]->str, "NOSCRIPT", 8)) {
@@ -876,6 +876,8 @@ TEST(redis_ops_decide_as_the_blocking_calls) {
         int st[3];
         ASSERT_OK(prs_redis_op_many_new(l, 3, reqs, &op));
         ASSERT_EQ(prs_redis_op_kind(op), 'm');
+        ASSERT_EQ(prs_redis_op_decisions(op), 3);
+        ASSERT_EQ(prs_redis_op_ncmds(op), algo == PRS_REDIS_FIXED_WINDOW ? 12 : 3); /* MULTI ... EXEC each */
         ASSERT_OK(op_run(fd, rd, op, ds, st, NULL));
         ASSERT(ds[0].allowed && ds[1].allowed && !ds[2].allowed);
         prs_redis_member m[2] = {{l, "{g}a", 4, 1}, {l, "{g}b", 4, 3}};
@@ -903,6 +905,20 @@ TEST(redis_ops_decide_as_the_blocking_calls) {
     prs_redis_op_free(op);
     ASSERT_EQ(prs_redis_op_limiter_new(l, 'x', "k", 1, 1, -1, &op, &d), PRS_EINVAL);
     ASSERT(op == NULL);
+    /* a transport's TIME reply sets the clock the ops send (a day ahead here) */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t t = (int64_t)ts.tv_sec * 1000000;
+    char secs[24], zero[] = "0";
+    snprintf(secs, sizeof secs, "%lld", (long long)(ts.tv_sec + 86400));
+    redisReply e0 = {.type = REDIS_REPLY_STRING, .str = secs, .len = strlen(secs)};
+    redisReply e1 = {.type = REDIS_REPLY_STRING, .str = zero, .len = 1};
+    redisReply *el[2] = {&e0, &e1};
+    redisReply tr = {.type = REDIS_REPLY_ARRAY, .elements = 2, .element = el};
+    prs_redis_backend_clock(b, t, t, &tr);
+    int64_t ahead = prs_redis__now_us(b) - t;
+    ASSERT(ahead >= INT64_C(86400000000));
+    ASSERT(ahead < INT64_C(90000000000));
     int admit = 0;
     ASSERT_OK(prs_redis_backend_admit(b, &admit));
     ASSERT_EQ(admit, 1);
@@ -956,6 +972,120 @@ TEST(redis_group_all_or_nothing) {
     prs_redis_limiter_free(user);
     prs_redis_limiter_free(global);
     prs_redis_limiter_free(log);
+    prs_redis_backend_free(b);
+}
+
+/* redis+cluster:// seeds: host:port lists; bad ones are refused with a message. */
+TEST(redis_cluster_urls) {
+    const char *bad[] = {"redis+cluster://", "redis+cluster://h:0", "redis+cluster://h:70000",
+                         "redis+cluster://h:1,,", "redis+cluster://u:p@h:1", "redis+cluster://h:1/3",
+                         "redis+cluster://h:x"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        prs_redis_config cfg;
+        prs_redis_config_init(&cfg);
+        cfg.url = bad[i];
+        prs_redis_backend *b = NULL;
+        if (prs_redis_backend_new(&cfg, &b) != PRS_EINVAL) PRS__FAIL("accepted %s", bad[i]);
+        ASSERT(strstr(prs_redis_last_error(), "redis+cluster") || strstr(prs_redis_last_error(), "seed"));
+    }
+    prs_redis_config cfg;
+    prs_redis_config_init(&cfg);
+    cfg.url = "redis+cluster://127.0.0.1:1,[::1]:2,localhost";
+    prs_redis_backend *b = NULL;
+    ASSERT_OK(prs_redis_backend_new(&cfg, &b));
+    ASSERT(prs_redis_backend_is_cluster(b));
+    ASSERT_EQ(prs_redis_backend_connections(b), 0);
+    prs_redis_backend_free(b);
+}
+
+/* The single-decision scripts are written straight through for server CPU
+ * while the group script keeps one function set per algorithm: both must
+ * decide exactly alike on the same stored state. Random schedules (times,
+ * sizes, peeks) through a single check and a group of one, on two keys that
+ * start equal: every field of every decision agrees. */
+TEST(redis_single_scripts_decide_as_group_script) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo <= 1;
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, 7.5, 4) : limiter_for(b, algo, 4, 0.3);
+        uint64_t x = 4242 + (uint64_t)algo;
+        int64_t now = 3000000000 + 123457; /* odd microseconds: off the window grid */
+        for (int i = 0; i < 300; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            now += (int64_t)((x >> 33) % 90000);
+            int64_t n = 1 + (int64_t)((x >> 20) % 3);
+            if (((x >> 40) & 7) == 0) n = 5; /* beyond the limit: never */
+            prs_decision ds, dg;
+            int denied;
+            ASSERT_OK(prs_redis_limiter_check_at(l, "single", 6, n, now, &ds));
+            prs_redis_member m = {l, "group", 5, n};
+            ASSERT_OK(prs_redis_group_check(1, &m, now, &dg, &denied));
+            if (ds.allowed != dg.allowed || ds.remaining != dg.remaining || ds.retry_after_ns != dg.retry_after_ns ||
+                ds.reset_after_ns != dg.reset_after_ns || ds.limit != dg.limit)
+                PRS__FAIL("algo %d step %d n %lld: single {%d %lld %lld %lld} group {%d %lld %lld %lld}", algo, i,
+                          (long long)n, ds.allowed, (long long)ds.remaining, (long long)ds.retry_after_ns,
+                          (long long)ds.reset_after_ns, dg.allowed, (long long)dg.remaining,
+                          (long long)dg.retry_after_ns, (long long)dg.reset_after_ns);
+        }
+        prs_redis_limiter_free(l);
+    }
+    prs_redis_backend_free(b);
+}
+
+static int64_t stat_calls(prs_redis_backend *b, const char *command) {
+    char script[200], out[64];
+    snprintf(script, sizeof script,
+             "local s = redis.call('INFO', 'commandstats') "
+             "return tonumber(string.match(s, 'cmdstat_%s:calls=(%%d+)') or '0')", command);
+    cmd(b, out, sizeof out, 3, "EVAL", script, "0");
+    return atoll(out);
+}
+
+/* Server CPU: a decision's script reads no clock (the backend sends Redis's
+ * time, learned at connect), and a fixed or sliding-counter window written
+ * again inside its window keeps its TTL instead of setting it anew. */
+TEST(redis_scripts_cheap_paths) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    cmd(b, NULL, 0, 2, "CONFIG", "RESETSTAT");
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo <= 1;
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, 100, 10) : limiter_for(b, algo, 10, 3600);
+        prs_decision d;
+        for (int i = 0; i < 3; i++) ASSERT_OK(prs_redis_limiter_check(l, "k", 1, 1, &d));
+        ASSERT_OK(prs_redis_limiter_peek(l, "k", 1, 1, &d));
+        prs_redis_limiter_free(l);
+    }
+    ASSERT_EQ(stat_calls(b, "time"), 0);
+    /* the fixed window decides without a script: MULTI/BITFIELD/EXEC */
+    int64_t scripts = stat_calls(b, "evalsha"), bitfields = stat_calls(b, "bitfield");
+    prs_redis_limiter *fw = limiter_for(b, PRS_REDIS_FIXED_WINDOW, 2, 3600);
+    prs_decision d;
+    for (int i = 0; i < 4; i++) {
+        ASSERT_OK(prs_redis_limiter_check_at(fw, "nos", 3, 1, 36000000000 + i, &d));
+        ASSERT_EQ(d.allowed, i < 2);
+    }
+    prs_redis_limiter_free(fw);
+    ASSERT_EQ(stat_calls(b, "evalsha"), scripts);
+    ASSERT_EQ(stat_calls(b, "bitfield"), bitfields + 4);
+    for (int algo = PRS_REDIS_FIXED_WINDOW; algo <= PRS_REDIS_SLIDING_WINDOW_COUNTER; algo++) {
+        prs_redis_limiter *l = limiter_for(b, algo, 10, 3600);
+        int64_t start = 7200 * INT64_C(1000000) * 1000; /* a window start, in us */
+        prs_decision d;
+        ASSERT_OK(prs_redis_limiter_check_at(l, "ttl", 3, 1, start + 1000000, &d)); /* 3599 s left */
+        ASSERT_OK(prs_redis_limiter_check_at(l, "ttl", 3, 1, start + 3000000000LL, &d)); /* 600 s left */
+        ASSERT(d.allowed);
+        char key[64], out[32];
+        size_t len = prs_redis_limiter_redis_key(l, "ttl", 3, key, sizeof key);
+        key[len] = '\0';
+        strcat(key, algo == PRS_REDIS_FIXED_WINDOW ? "2000/10" : "2000"); /* one key per window */
+        cmd(b, out, sizeof out, 2, "PTTL", key);
+        /* kept from the first write (the window's end), not reset from the second */
+        if (algo == PRS_REDIS_FIXED_WINDOW) ASSERT(atoll(out) > 3500 * 1000);
+        else ASSERT(atoll(out) > 7100 * 1000);
+        prs_redis_limiter_free(l);
+    }
     prs_redis_backend_free(b);
 }
 

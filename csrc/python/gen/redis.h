@@ -26,7 +26,9 @@ static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, Redis
     "--\n" \
     "\n" \
     "A thread-safe pool of connections to one Redis server.\n" \
-    "url: redis://[user:password@]host:port/db or unix:///path/to/socket?db=N.\n" \
+    "url: redis://[user:password@]host:port/db or unix:///path/to/socket?db=N,\n" \
+    "or redis+cluster://host:port[,host:port...] for a Redis Cluster (each\n" \
+    "command goes to the primary of its keys' hash slot; MOVED/ASK followed).\n" \
     "timeout bounds a whole call (including any connection it must open);\n" \
     "connect_timeout bounds opening one. Connections open lazily, reopen after\n" \
     "errors, and a forked child opens its own. After repeated failures the\n" \
@@ -36,6 +38,7 @@ static PyObject *backend_close(PyObject *self, PyObject *unused);
 static PyObject *backend_ping(PyObject *self, PyObject *unused);
 static PyObject *backend_endpoint(PyObject *self, PyObject *unused);
 static PyObject *backend_admit(PyObject *self, PyObject *unused);
+static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_breaker_script(PyObject *self, PyObject *unused);
 static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -65,6 +68,12 @@ static PyMethodDef RedisBackend_methods[] = {
      "\n"
      "Internal (asyncio transport): ask the backend's circuit, shared with\n"
      "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."},
+    {"_clock", (PyCFunction)(void (*)(void))backend_clock, METH_FASTCALL | METH_KEYWORDS,
+     "_clock($self, /, sent_us, got_us, reply)\n"
+     "--\n"
+     "\n"
+     "Internal (asyncio transport): learn Redis's clock from a TIME reply\n"
+     "(sent and read at these time.time_ns() // 1000), as a pooled connection does."},
     {"_outcome", (PyCFunction)(void (*)(void))backend_outcome, METH_FASTCALL | METH_KEYWORDS,
      "_outcome($self, /, admit, error=None)\n"
      "--\n"

@@ -1,0 +1,361 @@
+/*
+ * cluster.c - Redis Cluster: one connection pool per primary, commands routed
+ * by hash slot, MOVED and ASK followed.
+ *
+ * A backend made from "redis+cluster://host:port[,host:port...]" holds a
+ * prs_redis__cluster instead of dialing itself. Each node is an ordinary
+ * backend (its own pool, deadline, circuit, NOSCRIPT reload and fork
+ * handling), so everything a single server guarantees holds per node.
+ *
+ * Slot map. slots[s] is the node serving slot s (-1: unknown, then the first
+ * node is asked and its redirect followed). It is loaded with CLUSTER SLOTS
+ * from any node that answers, before the first call and again after any MOVED
+ * (a topology change: a resharding or a failover). `mu` guards the map and the
+ * node list; it is held only to read or write them, never across I/O. Nodes
+ * are added (a redirect may name a new one) but never removed while the
+ * backend lives, so a pool pointer read under the lock stays valid.
+ *
+ * Routing. Every command carries the slot of its keys (the limiter's keys of
+ * one decision share a hash tag: one slot); a block (MULTI ... EXEC) goes to
+ * one node whole. Commands for one node keep their order and travel in one
+ * pipelined round trip; different nodes are asked one after the other.
+ *
+ * Redirects. A block whose reply holds "MOVED slot host:port" was not run
+ * (a script or a queued command is refused before it runs; EXEC then answers
+ * EXECABORT), so it is sent again to that node, and the map is reloaded. "ASK
+ * slot host:port" (a slot half-migrated) sends the block once to that node
+ * after ASKING, without changing the map. At most PRS_REDIS_MAX_REDIRECTS per
+ * block; past that the redirect reply is returned as it is (an error reply).
+ *
+ * Time. One call has one budget (the backend's timeout), shared by every node
+ * it asks, the map load and the redirects: each node round trip ends by the
+ * call's deadline.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "prs_redis_internal.h"
+
+#define PRS_REDIS_MAX_NODES 256
+#define PRS_REDIS_MAX_REDIRECTS 5
+#define NSLOTS 16384
+
+typedef struct node {
+    char *host;
+    int port;
+    prs_redis_backend *pool;
+} node;
+
+struct prs_redis__cluster {
+    prs_allocator alloc;
+    prs_redis_config cfg;          /* each node pool's (url replaced) */
+    pthread_mutex_t mu;            /* guards everything below */
+    node nodes[PRS_REDIS_MAX_NODES];
+    int nnodes;
+    int16_t slots[NSLOTS];         /* node index, -1 unknown */
+    int stale;                     /* reload the map before the next call */
+    _Atomic uint64_t gen;          /* fork generation of `mu` */
+    _Atomic int resetting;
+};
+
+/* In a forked child: `mu` may have been copied locked (the node pools renew
+ * themselves). */
+static void cluster_reinit(void *ctx) { pthread_mutex_init(&((prs_redis__cluster *)ctx)->mu, NULL); }
+
+/* The node host:port (added, with its pool, when new). -1 when the list is
+ * full or out of memory. Caller holds mu. */
+static int node_index(prs_redis__cluster *c, const char *host, size_t hostlen, int port) {
+    for (int i = 0; i < c->nnodes; i++)
+        if (c->nodes[i].port == port && strlen(c->nodes[i].host) == hostlen &&
+            !memcmp(c->nodes[i].host, host, hostlen))
+            return i;
+    if (c->nnodes >= PRS_REDIS_MAX_NODES || hostlen == 0 || hostlen > 255) return -1;
+    char url[300];
+    int v6 = memchr(host, ':', hostlen) != NULL;
+    snprintf(url, sizeof url, "redis://%s%.*s%s:%d/0", v6 ? "[" : "", (int)hostlen, host, v6 ? "]" : "", port);
+    node *n = &c->nodes[c->nnodes];
+    n->host = prs__malloc(&c->alloc, hostlen + 1);
+    if (!n->host) return -1;
+    memcpy(n->host, host, hostlen);
+    n->host[hostlen] = '\0';
+    n->port = port;
+    prs_redis_config cfg = c->cfg;
+    cfg.url = url;
+    if (prs_redis_backend_new(&cfg, &n->pool)) {
+        prs__free(&c->alloc, n->host);
+        return -1;
+    }
+    return c->nnodes++;
+}
+
+/* "host:port" (host may be [IPv6]) in s[0..len): *host, *hostlen, *port. */
+static int split_hostport(const char *s, size_t len, const char **host, size_t *hostlen, int *port) {
+    const char *colon = NULL;
+    for (size_t i = len; i-- > 0;)
+        if (s[i] == ':') { colon = s + i; break; }
+    *port = 6379;
+    size_t hl = colon ? (size_t)(colon - s) : len;
+    if (colon) {
+        long p = 0;
+        const char *q = colon + 1;
+        if (q == s + len) return -1;
+        for (; q < s + len; q++) {
+            if (*q < '0' || *q > '9') return -1;
+            p = p * 10 + (*q - '0');
+            if (p > 65535) return -1;
+        }
+        if (p < 1) return -1;
+        *port = (int)p;
+    }
+    if (hl >= 2 && s[0] == '[' && s[hl - 1] == ']') { s++; hl -= 2; }
+    if (hl == 0) return -1;
+    *host = s;
+    *hostlen = hl;
+    return 0;
+}
+
+int prs_redis__cluster_new(const prs_redis_config *cfg, prs_redis__cluster **out) {
+    const char *url = cfg->url;
+    const char *p = url + strlen("redis+cluster://");
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_redis__cluster *c = prs__calloc(a, 1, sizeof *c);
+    if (!c) return PRS_ENOMEM;
+    c->alloc = *a;
+    c->cfg = *cfg;
+    c->stale = 1;
+    for (int i = 0; i < NSLOTS; i++) c->slots[i] = -1;
+    if (pthread_mutex_init(&c->mu, NULL)) { prs__free(a, c); return PRS_ENOMEM; }
+    prs_redis__fork_init();
+    atomic_init(&c->gen, prs_redis__fork_gen());
+    atomic_init(&c->resetting, 0);
+    int rc = PRS_OK;
+    size_t plen = strcspn(p, "/?");
+    if (p[plen] && strcmp(p + plen, "/") && strcmp(p + plen, "/0")) {
+        prs_redis__set_error("invalid Redis URL: redis+cluster:// takes host:port[,host:port...] only "
+                             "(a Cluster has database 0 alone)");
+        rc = PRS_EINVAL;
+    }
+    while (rc == PRS_OK && plen > 0) {
+        size_t len = 0;
+        while (len < plen && p[len] != ',') len++;
+        const char *host;
+        size_t hostlen;
+        int port;
+        if (split_hostport(p, len, &host, &hostlen, &port) || memchr(host, '@', hostlen)) {
+            prs_redis__set_error("invalid Redis URL: bad seed %.*s in redis+cluster://", (int)len, p);
+            rc = PRS_EINVAL;
+        } else if (node_index(c, host, hostlen, port) < 0) {
+            rc = PRS_ENOMEM;
+        }
+        p += len + (len < plen);
+        plen -= len + (len < plen);
+    }
+    if (rc == PRS_OK && c->nnodes == 0) {
+        prs_redis__set_error("invalid Redis URL: redis+cluster:// needs at least one host:port");
+        rc = PRS_EINVAL;
+    }
+    if (rc) { prs_redis__cluster_free(c); return rc; }
+    *out = c;
+    return PRS_OK;
+}
+
+void prs_redis__cluster_free(prs_redis__cluster *c) {
+    if (!c) return;
+    for (int i = 0; i < c->nnodes; i++) {
+        prs_redis_backend_free(c->nodes[i].pool);
+        prs__free(&c->alloc, c->nodes[i].host);
+    }
+    pthread_mutex_destroy(&c->mu);
+    prs_allocator a = c->alloc;
+    prs__free(&a, c);
+}
+
+void prs_redis__cluster_close(prs_redis__cluster *c) {
+    pthread_mutex_lock(&c->mu);
+    int n = c->nnodes;
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < n; i++) prs_redis_backend_close(c->nodes[i].pool);
+}
+
+int prs_redis__cluster_connections(prs_redis__cluster *c) {
+    pthread_mutex_lock(&c->mu);
+    int n = c->nnodes, total = 0;
+    pthread_mutex_unlock(&c->mu);
+    for (int i = 0; i < n; i++) total += prs_redis_backend_connections(c->nodes[i].pool);
+    return total;
+}
+
+/* ---- the slot map ------------------------------------------------------- */
+
+static int int_of(const redisReply *r, long long *v) {
+    if (r->type == REDIS_REPLY_INTEGER) { *v = r->integer; return 0; }
+    return -1;
+}
+
+/* Applies a CLUSTER SLOTS reply got from node `from`. 0, or -1 when it is
+ * not one. Caller holds mu. */
+static int apply_slots(prs_redis__cluster *c, const redisReply *r, int from) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements == 0) return -1;
+    for (size_t i = 0; i < r->elements; i++) {
+        const redisReply *e = r->element[i];
+        long long lo, hi, port;
+        if (e->type != REDIS_REPLY_ARRAY || e->elements < 3 || int_of(e->element[0], &lo) ||
+            int_of(e->element[1], &hi) || lo < 0 || hi >= NSLOTS || lo > hi)
+            return -1;
+        const redisReply *primary = e->element[2];
+        if (primary->type != REDIS_REPLY_ARRAY || primary->elements < 2 ||
+            primary->element[0]->type != REDIS_REPLY_STRING || int_of(primary->element[1], &port))
+            return -1;
+        const char *host = primary->element[0]->str;
+        size_t hostlen = primary->element[0]->len;
+        if (hostlen == 0 || (hostlen == 1 && host[0] == '?')) { /* "the node you asked" */
+            host = c->nodes[from].host;
+            hostlen = strlen(host);
+        }
+        int idx = node_index(c, host, hostlen, (int)port);
+        if (idx < 0) return -1;
+        for (long long s = lo; s <= hi; s++) c->slots[s] = (int16_t)idx;
+    }
+    return 0;
+}
+
+/* Loads the map from the first node that answers CLUSTER SLOTS. */
+static int load_map(prs_redis__cluster *c, int64_t deadline) {
+    static const char *const argv[] = {"CLUSTER", "SLOTS"};
+    static const size_t lens[] = {7, 5};
+    pthread_mutex_lock(&c->mu);
+    int n = c->nnodes;
+    pthread_mutex_unlock(&c->mu);
+    int rc = PRS_ECONN;
+    for (int i = 0; i < n; i++) {
+        prs_redis__cmd cmd = {2, (const char **)argv, (size_t *)lens, -1, 0, 0};
+        redisReply *r = NULL;
+        rc = prs_redis__roundtrip_until(c->nodes[i].pool, deadline, 1, &cmd, &r);
+        if (rc) continue;
+        pthread_mutex_lock(&c->mu);
+        int bad = apply_slots(c, r, i);
+        if (!bad) c->stale = 0;
+        pthread_mutex_unlock(&c->mu);
+        freeReplyObject(r);
+        if (!bad) return PRS_OK;
+        prs_redis__set_error("redis: CLUSTER SLOTS gave an unexpected reply (is this a Redis Cluster?)");
+        rc = PRS_EPROTO;
+    }
+    return rc;
+}
+
+static int node_of_slot(prs_redis__cluster *c, int slot) {
+    pthread_mutex_lock(&c->mu);
+    int i = slot >= 0 && slot < NSLOTS ? c->slots[slot] : -1;
+    pthread_mutex_unlock(&c->mu);
+    return i < 0 ? 0 : i;
+}
+
+/* A MOVED or ASK reply: 1 (MOVED) or 2 (ASK) with the target node, else 0. */
+static int redirect_of(prs_redis__cluster *c, const redisReply *r, int *slot, int *target) {
+    if (!r || r->type != REDIS_REPLY_ERROR || !r->str) return 0;
+    int kind = !strncmp(r->str, "MOVED ", 6) ? 1 : !strncmp(r->str, "ASK ", 4) ? 2 : 0;
+    if (!kind) return 0;
+    const char *p = r->str + (kind == 1 ? 6 : 4);
+    char *end;
+    long s = strtol(p, &end, 10);
+    if (end == p || *end != ' ' || s < 0 || s >= NSLOTS) return 0;
+    const char *hp = end + 1;
+    const char *host;
+    size_t hostlen;
+    int port;
+    if (split_hostport(hp, strlen(hp), &host, &hostlen, &port)) return 0;
+    pthread_mutex_lock(&c->mu);
+    int idx = node_index(c, host, hostlen, port);
+    if (idx >= 0 && kind == 1) {
+        c->slots[s] = (int16_t)idx;
+        c->stale = 1;
+    }
+    pthread_mutex_unlock(&c->mu);
+    if (idx < 0) return 0;
+    *slot = (int)s;
+    *target = idx;
+    return kind;
+}
+
+/* ---- routing ------------------------------------------------------------ */
+
+static size_t block_len(const prs_redis__cmd *cmds, size_t i, size_t ncmds) {
+    size_t k = cmds[i].nblock > 1 ? (size_t)cmds[i].nblock : 1;
+    return k <= ncmds - i ? k : ncmds - i;
+}
+
+/* Sends the block cmds[0..k) to node `to` (after ASKING when ask), its
+ * replies into replies[0..k). */
+static int send_block(prs_redis__cluster *c, int64_t deadline, int to, int ask, size_t k, prs_redis__cmd *cmds,
+                      redisReply **replies) {
+    if (!ask) return prs_redis__roundtrip_until(c->nodes[to].pool, deadline, k, cmds, replies);
+    static const char *asking[] = {"ASKING"};
+    static size_t asking_len[] = {6};
+    prs_redis__cmd tmp[8];
+    redisReply *rr[8];
+    if (k + 1 > 8) return PRS_EINVAL;
+    tmp[0] = (prs_redis__cmd){1, asking, asking_len, -1, 0, 0};
+    memcpy(&tmp[1], cmds, k * sizeof *cmds);
+    int rc = prs_redis__roundtrip_until(c->nodes[to].pool, deadline, k + 1, tmp, rr);
+    if (rc) return rc;
+    freeReplyObject(rr[0]);
+    memcpy(replies, &rr[1], k * sizeof *replies);
+    return PRS_OK;
+}
+
+int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t ncmds, prs_redis__cmd *cmds,
+                                 redisReply **replies) {
+    prs_redis__after_fork(&c->gen, &c->resetting, cluster_reinit, c);
+    pthread_mutex_lock(&c->mu);
+    int stale = c->stale;
+    pthread_mutex_unlock(&c->mu);
+    if (stale) (void)load_map(c, deadline); /* a failure: the first node is asked, its redirects followed */
+    int *to = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *to);
+    prs_redis__cmd *sub = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *sub);
+    redisReply **got = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *got);
+    size_t *at = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *at);
+    int rc = to && sub && got && at ? PRS_OK : PRS_ENOMEM;
+    for (size_t i = 0; rc == PRS_OK && i < ncmds;) {
+        size_t k = block_len(cmds, i, ncmds);
+        int n = node_of_slot(c, cmds[i].slot);
+        for (size_t j = 0; j < k; j++) to[i + j] = n;
+        i += k;
+    }
+    for (size_t i = 0; i < ncmds; i++) replies[i] = NULL;
+    /* One pipelined round trip per node, in node order. */
+    for (int n = 0; rc == PRS_OK; n++) {
+        pthread_mutex_lock(&c->mu);
+        int nnodes = c->nnodes;
+        pthread_mutex_unlock(&c->mu);
+        if (n >= nnodes) break;
+        size_t m = 0;
+        for (size_t i = 0; i < ncmds; i++)
+            if (to[i] == n) { sub[m] = cmds[i]; at[m++] = i; }
+        if (!m) continue;
+        rc = prs_redis__roundtrip_until(c->nodes[n].pool, deadline, m, sub, got);
+        for (size_t j = 0; rc == PRS_OK && j < m; j++) replies[at[j]] = got[j];
+    }
+    /* Redirected blocks: sent again where the cluster says. */
+    for (size_t i = 0; rc == PRS_OK && i < ncmds;) {
+        size_t k = block_len(cmds, i, ncmds);
+        for (int hops = 0; hops < PRS_REDIS_MAX_REDIRECTS; hops++) {
+            int kind = 0, slot = 0, target = 0;
+            for (size_t j = 0; j < k && !kind; j++) kind = redirect_of(c, replies[i + j], &slot, &target);
+            if (!kind) break;
+            for (size_t j = 0; j < k; j++) { freeReplyObject(replies[i + j]); replies[i + j] = NULL; }
+            rc = send_block(c, deadline, target, kind == 2, k, &cmds[i], &replies[i]);
+            if (rc) break;
+        }
+        i += k;
+    }
+    if (rc)
+        for (size_t i = 0; i < ncmds; i++)
+            if (replies[i]) { freeReplyObject(replies[i]); replies[i] = NULL; }
+    prs__free(&c->alloc, to);
+    prs__free(&c->alloc, sub);
+    prs__free(&c->alloc, got);
+    prs__free(&c->alloc, at);
+    return rc;
+}

@@ -1,0 +1,263 @@
+"""The Redis limiters against a real local Redis Cluster (never a mock).
+
+Three primaries, started here on free 127.0.0.1 ports with
+``redis-server --cluster-enabled yes`` and joined with
+``redis-cli --cluster create``, stopped by PID at the end.
+
+The backend does not route by slot yet: these tests point it at the primary
+that owns a key's slot and prove that the key layout is Cluster-ready: every
+key a decision touches (one per window for fixed_window, two for
+sliding_window_counter, the MULTI of the fixed window, a group's script) lies
+in one slot, that slot is the one ``prs_redis_key_slot`` computes, and the
+decisions are exact there.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from typing import Dict, Iterator, List, Tuple
+
+import pytest
+
+import pyresilience as pr
+from pyresilience import _core
+
+if os.environ.get("PRS_SKIP_REDIS"):
+    pytest.skip("PRS_SKIP_REDIS is set", allow_module_level=True)
+if not _core.HAVE_REDIS:
+    pytest.fail("pyresilience was built without hiredis: run `make deps install`", pytrace=False)
+
+ALGORITHMS = ["gcra", "token_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log"]
+
+
+def _free_port_pair() -> int:
+    """A port p with p and p + 10000 (the cluster bus) both free."""
+    for _ in range(200):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        if port + 10000 > 65535:
+            continue
+        try:
+            with socket.socket() as bus:
+                bus.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair")
+
+
+class Cluster:
+    def __init__(self, size: int = 3) -> None:
+        self.dir = tempfile.mkdtemp(prefix="prs-cluster-")
+        self.ports: List[int] = []
+        self.procs: List[subprocess.Popen[bytes]] = []
+        exe = shutil.which("redis-server")
+        cli = shutil.which("redis-cli")
+        if exe is None or cli is None:
+            pytest.fail("redis-server / redis-cli are not installed (make deps)", pytrace=False)
+        for i in range(size):
+            port = _free_port_pair()
+            d = os.path.join(self.dir, str(port))
+            os.mkdir(d)
+            self.procs.append(subprocess.Popen(
+                [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
+                 "--appendonly", "no", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", "2000"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            self.ports.append(port)
+        for port in self.ports:
+            self._wait(lambda p=port: self.cli(p, "PING") == "PONG")
+        subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        for port in self.ports:
+            self._wait(lambda p=port: "cluster_state:ok" in self.cli(p, "CLUSTER", "INFO"))
+        self.owner: Dict[int, int] = {}  # slot -> port
+        for line in self.cli(self.ports[0], "CLUSTER", "NODES").splitlines():
+            f = line.split()
+            port = int(f[1].split(":")[1].split("@")[0])
+            for rng in f[8:]:
+                lo, _, hi = rng.partition("-")
+                for slot in range(int(lo), int(hi or lo) + 1):
+                    self.owner[slot] = port
+
+    @staticmethod
+    def _wait(ok: object, seconds: float = 10) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                if ok():  # type: ignore[operator]
+                    return
+            except (OSError, subprocess.SubprocessError):
+                pass
+            time.sleep(0.05)
+        raise RuntimeError("the Redis Cluster did not come up")
+
+    def cli(self, port: int, *args: str) -> str:
+        out = subprocess.run(["redis-cli", "-p", str(port), *args], capture_output=True, timeout=5)
+        return out.stdout.decode().strip()
+
+    def stop(self) -> None:
+        for p in self.procs:
+            p.send_signal(signal.SIGKILL)
+            p.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    c = Cluster()
+    yield c
+    c.stop()
+
+
+def _slot(c: Cluster, key: bytes) -> int:
+    return int(c.cli(c.ports[0], "CLUSTER", "KEYSLOT", key.decode("latin-1")))
+
+
+def _limiter(b: pr.RedisBackend, algorithm: str, size: int, pfx: str) -> pr.RedisRateLimiter:
+    if algorithm in ("gcra", "token_bucket"):
+        return pr.RedisRateLimiter(b, algorithm, rate=0.001, burst=size, key_prefix=pfx)
+    return pr.RedisRateLimiter(b, algorithm, limit=size, window=3600, key_prefix=pfx)
+
+
+def _keys_written(c: Cluster, port: int, pfx: str) -> List[Tuple[str, int]]:
+    """(key, PTTL) of every key of ours on the node at port."""
+    keys = [k for k in c.cli(port, "--no-raw", "KEYS", f"{pfx}*").splitlines() if k]
+    keys = [k.split(") ", 1)[-1].strip('"') for k in keys]
+    return [(k, int(c.cli(port, "PTTL", k))) for k in keys]
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_every_decision_lives_in_its_keys_slot(cluster: Cluster, algorithm: str) -> None:
+    """On the primary that owns the user key's slot (as Cluster computes it for
+    the limiter's Redis key), the decisions are exact, every key written is in
+    that slot (Redis refuses a command or script across slots) and has a TTL."""
+    for i, user in enumerate(("alice", "user:42", "{acct7}global", "x" * 300)):
+        pfx = f"c{algorithm[:2]}{os.getpid()}-{i}:"
+        probe = pr.RedisBackend(f"redis://127.0.0.1:{cluster.ports[0]}")
+        key = _limiter(probe, algorithm, 3, pfx)._redis_key(user)
+        probe.close()
+        slot = _slot(cluster, key)
+        port = cluster.owner[slot]
+        with pr.RedisBackend(f"redis://127.0.0.1:{port}", timeout=2.0) as b:
+            lim = _limiter(b, algorithm, 3, pfx)
+            assert [lim.check(user).allowed for _ in range(4)] == [True, True, True, False], user
+            assert not lim.peek(user).allowed
+            assert [d.allowed for d in lim.check_many([(user, 1), (user, 1)])] == [False, False]
+            written = _keys_written(cluster, port, pfx)
+            assert written
+            for k, ttl in written:
+                assert _slot(cluster, k.encode("latin-1")) == slot, k
+                assert ttl > 0, k
+            lim.reset(user)
+            assert lim.check(user, 3).allowed
+
+
+def test_a_group_with_one_hash_tag_runs_on_its_slots_primary(cluster: Cluster) -> None:
+    pfx = f"cg{os.getpid()}:"
+    probe = pr.RedisBackend(f"redis://127.0.0.1:{cluster.ports[0]}")
+    slot = _slot(cluster, _limiter(probe, "gcra", 1, pfx)._redis_key("{acct9}user"))
+    probe.close()
+    with pr.RedisBackend(f"redis://127.0.0.1:{cluster.owner[slot]}", timeout=2.0) as b:
+        members = [(_limiter(b, algo, 2, pfx + algo[:2]), "{acct9}" + algo, 1) for algo in ALGORITHMS]
+        group = pr.RedisLimiterGroup(members)
+        assert group.same_slot
+        assert [group.allow() for _ in range(3)] == [True, True, False]
+        assert not pr.RedisLimiterGroup([(members[0][0], "a", 1), (members[1][0], "b", 1)]).same_slot
+
+
+# ---- routing: redis+cluster:// ---------------------------------------------------
+
+def _cluster_backend(c: Cluster) -> pr.RedisBackend:
+    return pr.RedisBackend("redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in c.ports[:2]),
+                           timeout=2.0, connect_timeout=2.0)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_cluster_backend_routes_every_key_to_its_primary(cluster: Cluster, algorithm: str) -> None:
+    """Keys spread over the whole slot space (every primary): each decides
+    exactly, through check, peek, check_many (split per node) and reset."""
+    pfx = f"r{algorithm[:2]}{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        lim = _limiter(b, algorithm, 2, pfx)
+        users = [f"user:{i}" for i in range(24)]
+        owners = {cluster.owner[_slot(cluster, lim._redis_key(u))] for u in users}
+        assert len(owners) == 3  # the keys really span the three primaries
+        for u in users:
+            assert lim.check(u).allowed
+        ds = lim.check_many([(u, 1) for u in users] + [(u, 1) for u in users])
+        assert [d.allowed for d in ds] == [True] * len(users) + [False] * len(users)
+        assert not any(lim.peek(u).allowed for u in users)
+        for u in users:
+            lim.reset(u)
+        assert all(lim.check(u, 2).allowed for u in users)
+
+
+def test_cluster_group_on_one_tag_and_refusal_across_slots(cluster: Cluster) -> None:
+    pfx = f"rg{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        members = [(_limiter(b, algo, 2, pfx + algo[:2]), "{acct5}" + algo, 1) for algo in ALGORITHMS]
+        group = pr.RedisLimiterGroup(members)
+        assert [group.allow() for _ in range(3)] == [True, True, False]
+        a = members[0][0]
+        with pytest.raises(ValueError, match="hash tag"):
+            pr.RedisLimiterGroup([(a, "user:1", 1), (a, "user:2", 1)])
+
+
+def test_asyncio_forms_refuse_a_cluster_backend(cluster: Cluster) -> None:
+    """The asyncio transport speaks to one server: on a Cluster backend every
+    _async call raises NotImplementedError before any I/O, leases untouched;
+    the blocking calls keep working."""
+    pfx = f"ra{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        lim = pr.RedisRateLimiter(b, "gcra", rate=0.001, burst=10, lease=pr.LeaseConfig(5, 60), key_prefix=pfx)
+        assert lim.check("u").allowed  # takes a lease of 5: 4 left locally
+        group = pr.RedisLimiterGroup([(lim, "{t}a", 1)])
+
+        async def main() -> None:
+            calls = [lim.check_async("v"), lim.peek_async("u"), lim.reset_async("u"),
+                     lim.check_many_async([("u", 1)]), lim.close_async(), group.check_async(), b.ping_async()]
+            for coro in calls:
+                with pytest.raises(NotImplementedError, match="Redis Cluster"):
+                    await coro
+
+        asyncio.run(main())
+        assert lim.check("u").remaining == 3  # the lease was not given back by close_async
+        lim.close()
+
+
+def test_cluster_follows_moved_after_a_slot_migrates(cluster: Cluster) -> None:
+    """A slot holding a limiter's key is migrated to another primary between two
+    calls (CLUSTER SETSLOT IMPORTING/MIGRATING, MIGRATE, SETSLOT NODE): the next
+    call gets MOVED, follows it, and the count continues exactly."""
+    pfx = f"rm{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        lim = _limiter(b, "fixed_window", 3, pfx)
+        glim = _limiter(b, "gcra", 3, pfx)
+        user = "{mover}u"
+        assert lim.check(user).allowed and glim.check(user).allowed
+        slot = _slot(cluster, lim._redis_key(user))
+        src = cluster.owner[slot]
+        dst = next(p for p in cluster.ports if p != src)
+        ids = {p: cluster.cli(p, "CLUSTER", "MYID") for p in cluster.ports}
+        assert cluster.cli(dst, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[src]) == "OK"
+        assert cluster.cli(src, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[dst]) == "OK"
+        keys = cluster.cli(src, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split()
+        assert keys
+        for k in keys:
+            assert cluster.cli(src, "MIGRATE", "127.0.0.1", str(dst), k, "0", "5000") == "OK"
+        for p in cluster.ports:
+            assert cluster.cli(p, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[dst]) == "OK"
+        cluster.owner[slot] = dst
+        assert [lim.check(user).allowed for _ in range(3)] == [True, True, False]
+        assert [glim.check(user).allowed for _ in range(3)] == [True, True, False]
+        assert cluster.cli(dst, "CLUSTER", "COUNTKEYSINSLOT", str(slot)) != "0"
