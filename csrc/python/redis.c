@@ -479,64 +479,91 @@ static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     Py_RETURN_NONE;
 }
 
-static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    limiter_obj *self = (limiter_obj *)op;
-    static const char *const names[] = {"requests", NULL};
-    PyObject *v[1];
-    if (prs_py_unpack("check_many", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    PyObject *seq = PySequence_Fast(v[0], "requests must be an iterable of (key, n) pairs");
-    if (!seq) return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    PyObject *result = NULL, *keys = NULL;
-    prs_redis_request *reqs = NULL;
-    prs_decision *ds = NULL;
-    int *status = NULL;
-    if (count == 0) { result = PyList_New(0); goto done; }
-    reqs = PyMem_Calloc((size_t)count, sizeof *reqs);
-    ds = PyMem_Calloc((size_t)count, sizeof *ds);
-    status = PyMem_Calloc((size_t)count, sizeof *status);
-    keys = PyList_New(count); /* keeps each key object alive while the GIL is released */
-    if (!reqs || !ds || !status) { PyErr_NoMemory(); goto done; }
-    if (!keys) goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *key = item;
+/* check_many's requests: (key, n) pairs or bare keys into reqs[count]. The
+ * iterable is copied into a tuple and each pair into a tuple of its own (held
+ * in *keep) before anything is parsed, so every key stays alive whatever an
+ * n's __index__ does to the caller's lists. 0, or -1 with an exception;
+ * PyMem_Free(*reqs) and Py_DECREF(*keep) after. */
+static int requests_arg(PyObject *obj, PyObject **keep, prs_redis_request **reqs, Py_ssize_t *count) {
+    PyObject *seq = PySequence_Tuple(obj);
+    if (!seq) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "requests must be an iterable of (key, n) pairs");
+        }
+        return -1;
+    }
+    *count = PyTuple_GET_SIZE(seq);
+    *keep = PyTuple_New(*count);
+    *reqs = PyMem_Calloc(*count ? (size_t)*count : 1, sizeof **reqs);
+    if (!*keep || !*reqs) {
+        if (*keep) PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < *count; i++) { /* first hold every item: no user code runs here */
+        PyObject *item = PyTuple_GET_ITEM(seq, i);
+        item = PyTuple_Check(item) || PyList_Check(item) ? PySequence_Tuple(item) : Py_NewRef(item);
+        if (!item) goto fail;
+        PyTuple_SET_ITEM(*keep, i, item);
+    }
+    for (Py_ssize_t i = 0; i < *count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(*keep, i), *key = item;
         int64_t n = 1;
-        if (PyTuple_Check(item) || PyList_Check(item)) {
-            if (PySequence_Size(item) != 2) {
-                PyErr_Format(PyExc_TypeError, "requests[%zd] must be a (key, n) pair, got %R", i, item);
-                goto done;
+        if (PyTuple_Check(item)) {
+            if (PyTuple_GET_SIZE(item) != 2) {
+                PyErr_Format(PyExc_TypeError, "requests[%zd] must be a (key, n) pair, got %R",
+                             i, PyTuple_GET_ITEM(seq, i));
+                goto fail;
             }
-            key = PySequence_Fast_GET_ITEM(item, 0);
-            if (prs_py_parse_n(PySequence_Fast_GET_ITEM(item, 1), "n", &n) < 0) goto done;
+            key = PyTuple_GET_ITEM(item, 0);
+            if (prs_py_parse_n(PyTuple_GET_ITEM(item, 1), "n", &n) < 0) goto fail;
         }
         const char *k;
         Py_ssize_t klen;
-        if (bytes_of(key, "key", &k, &klen) < 0) goto done;
-        PyList_SET_ITEM(keys, i, Py_NewRef(key));
-        reqs[i].key = k;
-        reqs[i].keylen = (size_t)klen;
-        reqs[i].n = n;
+        if (bytes_of(key, "key", &k, &klen) < 0) goto fail;
+        (*reqs)[i] = (prs_redis_request){k, (size_t)klen, n};
     }
-    int rc;
-    prs_redis_limiter *l = self->l;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
-    Py_END_ALLOW_THREADS
+    Py_DECREF(seq);
+    return 0;
+fail:
+    Py_DECREF(seq);
+    Py_CLEAR(*keep);
+    PyMem_Free(*reqs);
+    *reqs = NULL;
+    return -1;
+}
+
+static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    static const char *const names[] = {"requests", NULL};
+    PyObject *v[1], *keep, *result = NULL;
+    prs_redis_request *reqs;
+    Py_ssize_t count;
+    if (prs_py_unpack("check_many", args, nargs, kwnames, names, 1, 1, v) < 0 ||
+        requests_arg(v[0], &keep, &reqs, &count) < 0)
+        return NULL;
+    prs_py_state *st = prs_py_state_of(op);
+    prs_decision *ds = PyMem_Calloc(count ? (size_t)count : 1, sizeof *ds);
+    int *status = PyMem_Calloc(count ? (size_t)count : 1, sizeof *status);
+    if (!ds || !status) { PyErr_NoMemory(); goto done; }
+    int rc = PRS_OK;
+    prs_redis_limiter *l = ((limiter_obj *)op)->l;
+    if (count) {
+        Py_BEGIN_ALLOW_THREADS /* keep holds every key */
+        rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
+        Py_END_ALLOW_THREADS
+    }
     if (rc) { redis_error(st, rc); goto done; }
     result = PyList_New(count);
-    if (!result) goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
+    for (Py_ssize_t i = 0; result && i < count; i++) {
         PyObject *dec = prs_py_decision_new(st, &ds[i]);
-        if (!dec) { Py_CLEAR(result); goto done; }
+        if (!dec) { Py_CLEAR(result); break; }
         PyList_SET_ITEM(result, i, dec);
     }
 done:
     PyMem_Free(reqs);
     PyMem_Free(ds);
     PyMem_Free(status);
-    Py_XDECREF(keys);
-    Py_DECREF(seq);
+    Py_DECREF(keep);
     return result;
 }
 
@@ -572,9 +599,15 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     prs_py_state *st = prs_py_state_of_type(type);
     PyObject *members;
     if (!st || prs_py_parse_params_tuple(&RedisLimiterGroup_params, args, kwds, NULL, &members) < 0) return NULL;
-    PyObject *seq = PySequence_Fast(members, "members must be a list of (limiter, key, n) tuples");
-    if (!seq) return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
+    PyObject *seq = PySequence_Tuple(members); /* its items held, whatever an n's __index__ does */
+    if (!seq) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "members must be a list of (limiter, key, n) tuples");
+        }
+        return NULL;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(seq);
     if (count < 1 || count > 1000) {
         Py_DECREF(seq);
         PyErr_Format(PyExc_ValueError, "a group needs 1 to 1000 members, got %zd", count);
@@ -588,7 +621,7 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     }
     PyObject *backend = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *item = PyTuple_GET_ITEM(seq, i);
         if (!PyTuple_Check(item) || (PyTuple_GET_SIZE(item) != 3 && PyTuple_GET_SIZE(item) != 2)) {
             PyErr_Format(PyExc_TypeError, "members[%zd] must be a (limiter, key, n) tuple, got %R", i, item);
             goto fail;
@@ -769,41 +802,19 @@ static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, Py
 
 static PyObject *rl_op_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     static const char *const names[] = {"requests", NULL};
-    PyObject *v[1];
-    if (prs_py_unpack("_op_many", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
-    PyObject *seq = PySequence_Fast(v[0], "requests must be an iterable of (key, n) pairs");
-    if (!seq) return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    PyObject *result = NULL;
-    prs_redis_request *reqs = NULL;
-    if (count == 0) { result = PyList_New(0); goto done; }
-    reqs = PyMem_Calloc((size_t)count, sizeof *reqs);
-    if (!reqs) { PyErr_NoMemory(); goto done; }
-    for (Py_ssize_t i = 0; i < count; i++) { /* keys borrowed from seq's items, copied by the op */
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *key = item;
-        int64_t n = 1;
-        if (PyTuple_Check(item) || PyList_Check(item)) {
-            if (PySequence_Size(item) != 2) {
-                PyErr_Format(PyExc_TypeError, "requests[%zd] must be a (key, n) pair, got %R", i, item);
-                goto done;
-            }
-            key = PySequence_Fast_GET_ITEM(item, 0);
-            if (prs_py_parse_n(PySequence_Fast_GET_ITEM(item, 1), "n", &n) < 0) goto done;
-        }
-        const char *k;
-        Py_ssize_t klen;
-        if (bytes_of(key, "key", &k, &klen) < 0) goto done;
-        reqs[i].key = k;
-        reqs[i].keylen = (size_t)klen;
-        reqs[i].n = n;
-    }
+    PyObject *v[1], *keep, *result = NULL;
+    prs_redis_request *reqs;
+    Py_ssize_t count;
+    if (prs_py_unpack("_op_many", args, nargs, kwnames, names, 1, 1, v) < 0 ||
+        requests_arg(v[0], &keep, &reqs, &count) < 0)
+        return NULL;
     prs_redis_op *o;
-    int rc = prs_redis_op_many_new(((limiter_obj *)op)->l, (size_t)count, reqs, &o);
-    if (rc) redis_error(prs_py_state_of(op), rc);
+    int rc = count ? prs_redis_op_many_new(((limiter_obj *)op)->l, (size_t)count, reqs, &o) : PRS_OK;
+    if (!count) result = PyList_New(0); /* keys copied by the op */
+    else if (rc) redis_error(prs_py_state_of(op), rc);
     else result = op_result(o, op);
-done:
     PyMem_Free(reqs);
-    Py_DECREF(seq);
+    Py_DECREF(keep);
     return result;
 }
 
