@@ -279,29 +279,17 @@ static int rl_policy(PyObject *arg, void *config) {
     return 0;
 }
 
-/* Which sizing parameters were given: the one rule the core cannot see (it
- * has no "not given"). gcra and token_bucket take rate and burst, or limit
- * and window (cfg->from_window); the window algorithms take limit and window. */
+/* Which sizing parameters were given (the config has no "not given"): the
+ * core's sizing rule, worded after the algorithm's name. */
 static int sizing_rule(prs_redis_limiter_config *cfg, PyObject **v) {
-    const char *algo = prs_redis_algorithm_name(cfg->algorithm);
-    int rate_algo = cfg->algorithm == PRS_REDIS_GCRA || cfg->algorithm == PRS_REDIS_TOKEN_BUCKET;
-    int rate = !is_none(v[P_RedisRateLimiter_rate]), burst = !is_none(v[P_RedisRateLimiter_burst]);
-    int limit = !is_none(v[P_RedisRateLimiter_limit]), window = !is_none(v[P_RedisRateLimiter_window]);
-    const char *bad = NULL;
-    if (rate_algo && (rate || burst) && (limit || window)) bad = "%s takes rate and burst, or limit and window, not both";
-    else if (!rate_algo && (rate || burst)) bad = "%s takes limit and window; rate and burst are for gcra and token_bucket";
-    else if (rate || burst) {
-        if (rate && burst) return 0;
-        PyErr_Format(PyExc_ValueError, "%s needs both rate and burst (missing %s)", algo, rate ? "burst" : "rate");
-        return -1;
-    } else if (!limit || !window)
-        bad = rate_algo ? "%s needs rate and burst (or limit and window)" : "%s needs both limit and window";
-    if (bad) {
-        PyErr_Format(PyExc_ValueError, bad, algo);
-        return -1;
-    }
-    cfg->from_window = rate_algo;
-    return 0;
+    unsigned given = (is_none(v[P_RedisRateLimiter_rate]) ? 0 : PRS_REDIS_GIVEN_RATE) |
+                     (is_none(v[P_RedisRateLimiter_burst]) ? 0 : PRS_REDIS_GIVEN_BURST) |
+                     (is_none(v[P_RedisRateLimiter_limit]) ? 0 : PRS_REDIS_GIVEN_LIMIT) |
+                     (is_none(v[P_RedisRateLimiter_window]) ? 0 : PRS_REDIS_GIVEN_WINDOW);
+    prs_config_error why = {NULL, NULL};
+    if (prs_redis_limiter_sizing(cfg, given, &why) == PRS_OK) return 0;
+    PyErr_Format(PyExc_ValueError, "%s %s", prs_redis_algorithm_name(cfg->algorithm), why.reason);
+    return -1;
 }
 
 /* lease=LeaseConfig(batch, max_hold) into the config; its attributes in b[2]. */
@@ -608,9 +596,9 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         return NULL;
     }
     Py_ssize_t count = PyTuple_GET_SIZE(seq);
-    if (count < 1 || count > 1000) {
+    if (count < 1 || count > PRS_REDIS_GROUP_MAX) {
         Py_DECREF(seq);
-        PyErr_Format(PyExc_ValueError, "a group needs 1 to 1000 members, got %zd", count);
+        PyErr_Format(PyExc_ValueError, "a group needs 1 to %d members, got %zd", PRS_REDIS_GROUP_MAX, count);
         return NULL;
     }
     PyObject *tup = PyTuple_New(count);
@@ -619,7 +607,6 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         if (tup && !m) PyErr_NoMemory();
         goto fail;
     }
-    PyObject *backend = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *item = PyTuple_GET_ITEM(seq, i);
         if (!PyTuple_Check(item) || (PyTuple_GET_SIZE(item) != 3 && PyTuple_GET_SIZE(item) != 2)) {
@@ -632,12 +619,6 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
                          Py_TYPE(lim)->tp_name);
             goto fail;
         }
-        if (backend && ((limiter_obj *)lim)->backend != backend) {
-            PyErr_Format(PyExc_ValueError, "members[%zd] uses another RedisBackend: a group runs one script "
-                         "on one server", i);
-            goto fail;
-        }
-        backend = ((limiter_obj *)lim)->backend;
         int64_t n = 1;
         if (PyTuple_GET_SIZE(item) == 3 && prs_py_parse_n(PyTuple_GET_ITEM(item, 2), "n", &n) < 0) goto fail;
         const char *k;
@@ -651,9 +632,14 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         m[i].keylen = (size_t)klen;
         m[i].n = n;
     }
-    if (prs_redis_backend_is_cluster(((backend_obj *)backend)->b) && prs_redis_group_slot((size_t)count, m) < 0) {
-        PyErr_SetString(PyExc_ValueError, "a group on a Redis Cluster needs every member's key in one hash slot: "
-                        "give the keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
+    size_t bad;
+    if (prs_redis_group_members_check((size_t)count, m, &bad) != PRS_OK) {
+        if (bad < (size_t)count)
+            PyErr_Format(PyExc_ValueError, "members[%zu] uses another RedisBackend: a group runs one script "
+                         "on one server", bad);
+        else
+            PyErr_SetString(PyExc_ValueError, "a group on a Redis Cluster needs every member's key in one hash "
+                            "slot: give the keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
         goto fail;
     }
     group_obj *self = (group_obj *)type->tp_alloc(type, 0);
@@ -779,8 +765,7 @@ static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, Py
     PyObject *v[4] = {NULL, NULL, NULL, NULL};
     if (prs_py_unpack("_op", args, nargs, kwnames, names, 4, 2, v) < 0) return NULL;
     const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
-    int k = !kind ? 0 : !strcmp(kind, "check") ? PRS_REDIS_OP_CHECK : !strcmp(kind, "peek") ? PRS_REDIS_OP_PEEK
-          : !strcmp(kind, "reset") ? PRS_REDIS_OP_RESET : 0;
+    int k = prs_redis_op_kind_from_name(kind);
     if (!k) {
         if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "kind must be 'check', 'peek' or 'reset', got %R", v[0]);
         return NULL;
@@ -897,21 +882,15 @@ fail:
 static int error_status(PyObject *err, int *rc) {
     *rc = PRS_OK;
     if (is_none(err)) return 0;
-    static const struct { const char *name; int rc; } known[] = {
-        {"ECONN", PRS_ECONN}, {"ETIMEDOUT", PRS_ETIMEDOUT}, {"EPROTO", PRS_EPROTO},
-        {"EBACKEND", PRS_EBACKEND}, {"EBACKENDCLOSED", PRS_EBACKENDCLOSED}};
-    const char *name = NULL, *msg = NULL;
     if (PyTuple_Check(err) && PyTuple_GET_SIZE(err) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(err, 0)) &&
         PyUnicode_Check(PyTuple_GET_ITEM(err, 1))) {
-        name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 0));
-        msg = name ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 1)) : NULL;
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 0));
+        const char *msg = name ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 1)) : NULL;
         if (!msg) return -1;
-        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-            if (!strcmp(name, known[i].name)) {
-                *rc = known[i].rc;
-                prs_redis_set_last_error(msg);
-                return 0;
-            }
+        if ((*rc = prs_redis_transport_status(name)) != PRS_OK) {
+            prs_redis_set_last_error(msg);
+            return 0;
+        }
     }
     PyErr_Format(PyExc_ValueError, "error must be None or (status, message) with a status among ECONN, "
                  "ETIMEDOUT, EPROTO, EBACKEND, EBACKENDCLOSED, got %R", err);
@@ -997,8 +976,7 @@ static PyObject *backend_admit(PyObject *self, PyObject *unused) {
     int admit;
     int rc = prs_redis_backend_admit(((backend_obj *)self)->b, &admit);
     if (rc == PRS_OK) return Py_BuildValue("(iO)", admit, Py_None);
-    return Py_BuildValue("(i(ss))", 0, rc == PRS_EBACKENDCLOSED ? "EBACKENDCLOSED" : "EBACKEND",
-                         prs_redis_last_error());
+    return Py_BuildValue("(i(ss))", 0, prs_err_name(rc) + 4, prs_redis_last_error()); /* "EBACKEND"... */
 }
 
 static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
