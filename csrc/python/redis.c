@@ -250,17 +250,6 @@ done:
     return result;
 }
 
-static PyObject *backend_get(PyObject *op, void *closure) {
-    backend_obj *self = (backend_obj *)op;
-    switch ((int)(intptr_t)closure) {
-    case 0: return PyFloat_FromDouble((double)self->cfg.timeout_ns / 1e9);
-    case 1: return PyFloat_FromDouble((double)self->cfg.connect_timeout_ns / 1e9);
-    case 2: return PyLong_FromLong(self->cfg.max_connections);
-    case 3: return PyBool_FromLong(prs_redis_backend_closed(self->b));
-    default: return PyLong_FromLong(prs_redis_backend_connections(self->b));
-    }
-}
-
 /* ---- RedisRateLimiter -------------------------------------------------------- */
 
 /* limit and burst: counts the core range-checks (an int beyond int64 saturates,
@@ -402,11 +391,9 @@ static PyObject *rl_peek(PyObject *op, PyObject *const *args, Py_ssize_t nargs, 
     return rl_call(op, args, nargs, kwnames, 'p');
 }
 
-static const char *const at_names[] = {"key", "n", "now", NULL};
-
 static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[3];
-    if (prs_py_unpack("_check_at", args, nargs, kwnames, at_names, 3, 3, v) < 0) return NULL;
+    if (prs_py_parse_params(&RedisRateLimiter__check_at_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     int64_t n, now_us;
     if (prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0) return NULL;
     prs_decision d;
@@ -452,9 +439,8 @@ static PyObject *rl_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs
 }
 
 static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"key", NULL};
     PyObject *v[1];
-    if (prs_py_unpack("reset", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
+    if (prs_py_parse_params(&RedisRateLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     const char *k;
     Py_ssize_t klen;
     if (bytes_of(v[0], "key", &k, &klen) < 0) return NULL;
@@ -522,11 +508,10 @@ fail:
 }
 
 static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"requests", NULL};
     PyObject *v[1], *keep, *result = NULL;
     prs_redis_request *reqs;
     Py_ssize_t count;
-    if (prs_py_unpack("check_many", args, nargs, kwnames, names, 1, 1, v) < 0 ||
+    if (prs_py_parse_params(&RedisRateLimiter_check_many_params, args, nargs, kwnames, NULL, v) < 0 ||
         requests_arg(v[0], &keep, &reqs, &count) < 0)
         return NULL;
     prs_py_state *st = prs_py_state_of(op);
@@ -575,10 +560,6 @@ static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
     if (!out) return NULL;
     prs_redis_limiter_redis_key(self->l, k, (size_t)klen, PyBytes_AS_STRING(out), need);
     return out;
-}
-
-static PyObject *rl_get_policy(PyObject *op, void *c) {
-    return PyUnicode_FromString(prs_redis_policy_name(((limiter_obj *)op)->policy));
 }
 
 /* ---- RedisLimiterGroup ---------------------------------------------------------- */
@@ -700,10 +681,10 @@ static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs
 
 /* acquire (sync = 1) and _waiter (0): (timeout=None). */
 static PyObject *group_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int sync) {
-    static const char *const names[] = {"timeout", NULL};
     PyObject *v[1];
     int64_t timeout_ns;
-    if (prs_py_unpack(sync ? "acquire" : "_waiter", args, nargs, kwnames, names, 1, 0, v) < 0 ||
+    if (prs_py_parse_params(sync ? &RedisLimiterGroup_acquire_params : &RedisLimiterGroup__waiter_params, args,
+                            nargs, kwnames, NULL, v) < 0 ||
         prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
         return NULL;
     prs_py_state *st = prs_py_state_of(op);
@@ -716,12 +697,6 @@ static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t n
 }
 static PyObject *group_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return group_wait(op, args, nargs, kwnames, 0);
-}
-
-static PyObject *group_get(PyObject *op, void *closure) {
-    group_obj *self = (group_obj *)op;
-    if (closure == NULL) return PySequence_List(self->members);
-    return PyBool_FromLong(prs_redis_group_slot((size_t)self->count, self->m) >= 0);
 }
 
 /* ---- the asyncio transport's ops (pyresilience._redis_async) --------------------
@@ -761,9 +736,8 @@ static prs_redis_op *op_of(PyObject *cap) {
 }
 
 static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"kind", "key", "n", "now", NULL};
-    PyObject *v[4] = {NULL, NULL, NULL, NULL};
-    if (prs_py_unpack("_op", args, nargs, kwnames, names, 4, 2, v) < 0) return NULL;
+    PyObject *v[4];
+    if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
     int k = prs_redis_op_kind_from_name(kind);
     if (!k) {
@@ -786,11 +760,10 @@ static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, Py
 }
 
 static PyObject *rl_op_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"requests", NULL};
     PyObject *v[1], *keep, *result = NULL;
     prs_redis_request *reqs;
     Py_ssize_t count;
-    if (prs_py_unpack("_op_many", args, nargs, kwnames, names, 1, 1, v) < 0 ||
+    if (prs_py_parse_params(&RedisRateLimiter__op_many_params, args, nargs, kwnames, NULL, v) < 0 ||
         requests_arg(v[0], &keep, &reqs, &count) < 0)
         return NULL;
     prs_redis_op *o;
@@ -812,10 +785,9 @@ static PyObject *rl_op_release(PyObject *op, PyObject *unused) {
 }
 
 static PyObject *group_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"now", NULL};
-    PyObject *v[1] = {NULL};
+    PyObject *v[1];
     int64_t now_us = -1;
-    if (prs_py_unpack("_op", args, nargs, kwnames, names, 1, 0, v) < 0 ||
+    if (prs_py_parse_params(&RedisLimiterGroup__op_params, args, nargs, kwnames, NULL, v) < 0 ||
         (!is_none(v[0]) && now_us_arg(v[0], &now_us) < 0))
         return NULL;
     group_obj *self = (group_obj *)op;
@@ -898,9 +870,8 @@ static int error_status(PyObject *err, int *rc) {
 }
 
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"op", "replies", "error", NULL};
-    PyObject *v[3] = {NULL, NULL, NULL};
-    if (prs_py_unpack("_op_finish", args, nargs, kwnames, names, 3, 2, v) < 0) return NULL;
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     prs_redis_op *op = op_of(v[0]);
     int rc;
     if (!op || error_status(v[2], &rc) < 0) return NULL;
@@ -945,9 +916,8 @@ done:
 }
 
 static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"op", "i", NULL};
     PyObject *v[2];
-    if (prs_py_unpack("_op_eval", args, nargs, kwnames, names, 2, 2, v) < 0) return NULL;
+    if (prs_py_parse_params(&RedisBackend__op_eval_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     prs_redis_op *op = op_of(v[0]);
     Py_ssize_t i = op ? PyLong_AsSsize_t(v[1]) : -1;
     if (i < 0) {
@@ -980,9 +950,8 @@ static PyObject *backend_admit(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"sent_us", "got_us", "reply", NULL};
-    PyObject *v[3] = {NULL, NULL, NULL};
-    if (prs_py_unpack("_clock", args, nargs, kwnames, names, 3, 3, v) < 0) return NULL;
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisBackend__clock_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     long long sent = PyLong_AsLongLong(v[0]), got = PyLong_AsLongLong(v[1]);
     if ((sent == -1 || got == -1) && PyErr_Occurred()) return NULL;
     redisReply *r = reply_from_py(v[2], 0);
@@ -993,10 +962,10 @@ static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t
 }
 
 static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"admit", "error", NULL};
-    PyObject *v[2] = {NULL, NULL};
+    PyObject *v[2];
     int rc;
-    if (prs_py_unpack("_outcome", args, nargs, kwnames, names, 2, 1, v) < 0 || error_status(v[1], &rc) < 0)
+    if (prs_py_parse_params(&RedisBackend__outcome_params, args, nargs, kwnames, NULL, v) < 0 ||
+        error_status(v[1], &rc) < 0)
         return NULL;
     long admit = PyLong_AsLong(v[0]);
     if (admit == -1 && PyErr_Occurred()) return NULL;
@@ -1056,10 +1025,9 @@ static PyObject *rl_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t
 }
 
 static PyObject *group_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"timeout", NULL};
-    PyObject *v[1] = {NULL};
+    PyObject *v[1];
     int64_t timeout_ns;
-    if (prs_py_unpack("_async_waiter", args, nargs, kwnames, names, 1, 0, v) < 0 ||
+    if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, NULL, v) < 0 ||
         prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
         return NULL;
     return fed_waiter(op, "Redis group", 1, timeout_ns);
