@@ -806,9 +806,12 @@ static void reply_free(redisReply *r) {
     PyMem_Free(r);
 }
 
-/* A reply from the facade's RESP parser as a hiredis reply (strings borrowed
- * from `o`, which outlives it). NULL with an exception on a bad value. */
-static redisReply *reply_from_py(PyObject *o, int depth) {
+/* A reply from the facade's RESP parser as a hiredis reply. Its strings are
+ * borrowed from objects `hold` (a list) keeps alive: each list is copied into
+ * a tuple and an error's text kept, so an exception's __str__ that changes
+ * the lists frees nothing the reply points into. NULL with an exception on a
+ * bad value. */
+static redisReply *reply_from_py(PyObject *o, int depth, PyObject *hold) {
     redisReply *r = PyMem_Calloc(1, sizeof *r);
     if (!r) { PyErr_NoMemory(); return NULL; }
     Py_ssize_t len = 0;
@@ -824,20 +827,24 @@ static redisReply *reply_from_py(PyObject *o, int depth) {
         r->type = REDIS_REPLY_NIL;
     } else if (PyUnicode_Check(o) || PyExceptionInstance_Check(o)) {
         PyObject *text = PyUnicode_Check(o) ? Py_NewRef(o) : PyObject_Str(o);
-        if (!text) goto fail;
-        const char *t = PyUnicode_AsUTF8AndSize(text, &len);
-        Py_DECREF(text); /* the exception keeps its args (and str of a str is itself) */
+        int kept = text ? PyList_Append(hold, text) : -1;
+        Py_XDECREF(text);
+        const char *t = kept < 0 ? NULL : PyUnicode_AsUTF8AndSize(text, &len);
         if (!t) goto fail;
         r->type = PyUnicode_Check(o) ? REDIS_REPLY_STATUS : REDIS_REPLY_ERROR;
         r->str = (char *)t;
         r->len = (size_t)len;
     } else if (PyList_Check(o) && depth < 8) {
+        PyObject *items = PySequence_Tuple(o);
+        int kept = items ? PyList_Append(hold, items) : -1;
+        Py_XDECREF(items);
+        if (kept < 0) goto fail;
         r->type = REDIS_REPLY_ARRAY;
-        r->elements = (size_t)PyList_GET_SIZE(o);
+        r->elements = (size_t)PyTuple_GET_SIZE(items);
         r->element = PyMem_Calloc(r->elements ? r->elements : 1, sizeof *r->element);
         if (!r->element) { PyErr_NoMemory(); goto fail; }
         for (size_t i = 0; i < r->elements; i++)
-            if (!(r->element[i] = reply_from_py(PyList_GET_ITEM(o, (Py_ssize_t)i), depth + 1))) goto fail;
+            if (!(r->element[i] = reply_from_py(PyTuple_GET_ITEM(items, (Py_ssize_t)i), depth + 1, hold))) goto fail;
     } else {
         PyErr_Format(PyExc_TypeError, "a reply must be bytes, int, None, str, list or an exception, not %.200s",
                      Py_TYPE(o)->tp_name);
@@ -880,15 +887,23 @@ static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssi
     redisReply **replies = PyMem_Calloc(n, sizeof *replies);
     prs_decision *d = PyMem_Calloc(n, sizeof *d);
     int *status = PyMem_Calloc(n, sizeof *status);
-    PyObject *result = NULL;
+    PyObject *result = NULL, *hold = NULL;
     if (!replies || !d || !status) { PyErr_NoMemory(); goto done; }
     if (rc == PRS_OK) {
         if (!PyList_Check(v[1]) || (size_t)PyList_GET_SIZE(v[1]) != n) {
             PyErr_Format(PyExc_ValueError, "replies must be a list of %zu replies, got %R", n, v[1]);
             goto done;
         }
-        for (size_t i = 0; i < n; i++)
-            if (!(replies[i] = reply_from_py(PyList_GET_ITEM(v[1], (Py_ssize_t)i), 0))) goto done;
+        redisReply *all = (hold = PyList_New(0)) ? reply_from_py(v[1], -1, hold) : NULL; /* one array */
+        if (all && all->elements != n) { /* the list changed meanwhile (a finalizer) */
+            reply_free(all);
+            all = NULL;
+            PyErr_Format(PyExc_ValueError, "replies must be a list of %zu replies, got %R", n, v[1]);
+        }
+        if (!all) goto done;
+        for (size_t i = 0; i < n; i++) replies[i] = all->element[i];
+        PyMem_Free(all->element); /* the elements are freed one by one below */
+        PyMem_Free(all);
     }
     int denied = -1;
     rc = prs_redis_op_finish(op, rc, replies, d, status, &denied);
@@ -909,6 +924,7 @@ static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssi
     }
 done:
     for (size_t i = 0; replies && i < n; i++) reply_free(replies[i]);
+    Py_XDECREF(hold);
     PyMem_Free(replies);
     PyMem_Free(d);
     PyMem_Free(status);
@@ -954,10 +970,12 @@ static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t
     if (prs_py_parse_params(&RedisBackend__clock_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     long long sent = PyLong_AsLongLong(v[0]), got = PyLong_AsLongLong(v[1]);
     if ((sent == -1 || got == -1) && PyErr_Occurred()) return NULL;
-    redisReply *r = reply_from_py(v[2], 0);
-    if (!r) return NULL;
-    prs_redis_backend_clock(((backend_obj *)self)->b, sent, got, r);
+    PyObject *hold = PyList_New(0);
+    redisReply *r = hold ? reply_from_py(v[2], 0, hold) : NULL;
+    if (r) prs_redis_backend_clock(((backend_obj *)self)->b, sent, got, r);
     reply_free(r);
+    Py_XDECREF(hold);
+    if (!r) return NULL;
     Py_RETURN_NONE;
 }
 
