@@ -452,6 +452,42 @@ def test_check_many_in_one_round_trip(backend: pr.RedisBackend) -> None:
     assert lim.check_many([]) == []
 
 
+class _ClearsOnIndex:
+    """An n whose __index__ empties the list being parsed (the caller's list,
+    and the pair it came from): the binding must hold what it reads."""
+
+    def __init__(self, *lists: list) -> None:  # type: ignore[type-arg]
+        self.lists = lists
+
+    def __index__(self) -> int:
+        for lst in self.lists:
+            lst.clear()
+        return 1
+
+
+def test_check_many_holds_its_requests_when_an_n_mutates_them(backend: pr.RedisBackend) -> None:
+    lim = pr.RedisRateLimiter(backend, "fixed_window", limit=3, window=3600, key_prefix=prefix())
+    pair: list = [("k" * 40 + "a").encode()]  # type: ignore[type-arg]
+    requests: list = [pair, ("k" * 40 + "b", 1), ("k" * 40 + "c").encode()]  # type: ignore[type-arg]
+    pair.append(_ClearsOnIndex(requests, pair))
+    ds = lim.check_many(requests)
+    assert [d.allowed for d in ds] == [True, True, True] and requests == [] and pair == []
+    assert lim.check("k" * 40 + "a").remaining == 1 and lim.check("k" * 40 + "c").remaining == 1
+    requests = [("k" * 40 + "d", 1), ("k" * 40 + "e", 1)]
+    requests[0] = ("k" * 40 + "d", _ClearsOnIndex(requests))
+    op = lim._op_many(requests)
+    assert op[2] >= 2 and requests == []
+
+
+def test_group_holds_its_members_when_an_n_mutates_them(backend: pr.RedisBackend) -> None:
+    lim = pr.RedisRateLimiter(backend, "fixed_window", limit=3, window=3600, key_prefix=prefix())
+    members: list = [(lim, "{g}" + "u" * 40, 1), (lim, "{g}" + "v" * 40, 1)]  # type: ignore[type-arg]
+    members[0] = (lim, "{g}" + "u" * 40, _ClearsOnIndex(members))
+    g = pr.RedisLimiterGroup(members)
+    assert members == [] and [m[1] for m in g.members] == ["{g}" + "u" * 40, "{g}" + "v" * 40]
+    assert g.allow()
+
+
 def test_group_is_all_or_nothing(backend: pr.RedisBackend) -> None:
     user = pr.RedisRateLimiter(backend, "token_bucket", rate=0.001, burst=3, key_prefix=prefix())
     glob = pr.RedisRateLimiter(backend, "fixed_window", limit=4, window=3600, key_prefix=prefix())

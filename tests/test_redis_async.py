@@ -440,3 +440,26 @@ def test_cancel_while_stalled_then_recover(own_server: Server) -> None:
         assert d.allowed and d.remaining == 99 - 20 - 1  # the cancelled ones had been sent
 
     asyncio.run(run())
+
+
+def test_op_finish_holds_replies_an_error_str_mutates() -> None:
+    """An error reply's __str__ (user code) that empties the replies list and
+    returns a fresh string: the binding keeps what the C reply points into."""
+    b = pr.RedisBackend("redis://127.0.0.1:1/0")
+    lim = pr.RedisRateLimiter(b, "gcra", rate=1, burst=5, key_prefix=prefix())
+    op, _, want = lim._op_many(["a" * 40, "b" * 40])
+    assert want == 2
+    replies: List[Any] = []
+
+    class Mutating(Exception):
+        def __str__(self) -> str:
+            replies.clear()
+            return "ERR " + "x" * 64 + str(len(replies))
+
+    replies += [Mutating(), Mutating()]
+    with pytest.raises(pr.BackendError, match="ERR x{64}0"):
+        b._op_finish(op, replies)
+    assert replies == []
+    op, _, _ = lim._op_many(["c"])
+    with pytest.raises(ValueError, match="replies must be a list of 1 replies"):
+        b._op_finish(op, [b"1", b"2"])

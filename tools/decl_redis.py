@@ -4,6 +4,28 @@ RedisRateLimiter, RedisLimiterGroup. Validation is csrc/redis's
 from binding_decl import M, P, Prop, Type
 
 KEY = "Union[str, bytes]"
+
+
+def declared(sig):
+    """Declared params (OBJECT: the binding converts each) from stub syntax
+    "name: type = default, ..."; the text signature and stub come out as written."""
+    parts, depth, cur = [], 0, ""
+    for ch in sig:
+        depth += ch in "[(" and 1 or ch in "])" and -1 or 0
+        if ch == "," and depth == 0:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    params = []
+    for part in filter(None, (x.strip() for x in parts + [cur])):
+        name, rest = part.split(":", 1)
+        typ, _, default = rest.partition("=")
+        params.append(P(name.strip(), "OBJECT", typ.strip(), default.strip() or None))
+    return params
+
+
+
 MEMBER = "Tuple[RedisRateLimiter, Union[str, bytes], int]"
 FLAGS = ("BASETYPE", "HAVE_GC")
 WEAK = {"weaklist": "weakreflist"}
@@ -41,20 +63,20 @@ BACKEND = Type(
         M("_admit", returns="Tuple[int, Optional[Tuple[str, str]]]",
           doc="Internal (asyncio transport): ask the backend's circuit, shared with\n"
               "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."),
-        M("_clock", "sent_us: int, got_us: int, reply: Any",
+        M("_clock", params=declared("sent_us: int, got_us: int, reply: Any"),
           doc="Internal (asyncio transport): learn Redis's clock from a TIME reply\n"
               "(sent and read at these time.time_ns() // 1000), as a pooled connection does."),
-        M("_outcome", "admit: int, error: Optional[Tuple[str, str]] = None",
+        M("_outcome", params=declared("admit: int, error: Optional[Tuple[str, str]] = None"),
           doc="Internal (asyncio transport): report an admitted exchange's outcome\n"
               "to the circuit (error: (status, message) of a transport failure)."),
         M("_breaker_script", returns="bytes",
           doc="Internal: the distributed circuit breaker's Lua script\n"
               "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."),
-        M("_op_eval", "op: Any, i: int", "bytes",
+        M("_op_eval", params=declared("op: Any, i: int"), returns="bytes",
           doc="Internal (asyncio transport): command i of op as EVAL with its script's\n"
               "body (after a NOSCRIPT reply)."),
-        M("_op_finish", "op: Any, replies: Optional[List[Any]], error: Optional[Tuple[str, str]] = None",
-          "Any",
+        M("_op_finish", params=declared("op: Any, replies: Optional[List[Any]], error: Optional[Tuple[str, str]] = None"),
+          returns="Any",
           doc="Internal (asyncio transport): finish op with its replies (bytes, int,\n"
               "None, str status, list, or an Exception for an error reply), or with a\n"
               "transport failure (status, message) that the failure policy decides. Returns\n"
@@ -65,11 +87,14 @@ BACKEND = Type(
     ],
     props=[
         Prop("url", "str", "The server URL.", member="url"),
-        Prop("timeout", "float", "Seconds a call may take in total.", "backend_get", 0),
-        Prop("connect_timeout", "float", "Seconds to establish a connection.", "backend_get", 1),
-        Prop("max_connections", "int", "Pool size.", "backend_get", 2),
-        Prop("closed", "bool", "True after close().", "backend_get", 3),
-        Prop("connections", "int", "Connections open in this process now.", "backend_get", 4),
+        Prop("timeout", "float", "Seconds a call may take in total.",
+             expr="PyFloat_FromDouble((double)o->cfg.timeout_ns / 1e9)"),
+        Prop("connect_timeout", "float", "Seconds to establish a connection.",
+             expr="PyFloat_FromDouble((double)o->cfg.connect_timeout_ns / 1e9)"),
+        Prop("max_connections", "int", "Pool size.", expr="PyLong_FromLong(o->cfg.max_connections)"),
+        Prop("closed", "bool", "True after close().", expr="PyBool_FromLong(prs_redis_backend_closed(o->b))"),
+        Prop("connections", "int", "Connections open in this process now.",
+             expr="PyLong_FromLong(prs_redis_backend_connections(o->b))"),
     ])
 
 LIMITER = Type(
@@ -118,27 +143,27 @@ LIMITER = Type(
         M("_waiter", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY, "_RateWait",
           doc="Internal: the wait of acquire_async() (its step() does the network call:\n"
               "run it in an executor)."),
-        M("reset", "key: %s" % KEY, doc="Delete key's state in Redis (and its local lease)."),
-        M("check_many", "requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]",
-          "List[Decision]",
+        M("reset", params=declared("key: %s" % KEY), doc="Delete key's state in Redis (and its local lease)."),
+        M("check_many", params=declared("requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]"),
+          returns="List[Decision]",
           doc="Check a list of (key, n) pairs (or bare keys, n=1) in one\n"
               "pipelined round trip; returns a list of Decisions in the same order. Each\n"
               "check is atomic on its own (not all-or-nothing: see RedisLimiterGroup)."),
-        M("_op", "kind: str, key: %s, n: int = 1, now: Optional[float] = None" % KEY, "Any",
+        M("_op", params=declared("kind: str, key: %s, n: int = 1, now: Optional[float] = None" % KEY), returns="Any",
           doc="Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
               "I/O: a Decision when a lease decided it, else (op, request bytes, replies)."),
         M("_async_waiter", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
           "Tuple[_RateWait, List[Decision]]",
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
-        M("_op_many", "requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]", "Any",
+        M("_op_many", params=declared("requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]"), returns="Any",
           doc="Internal (asyncio transport): check_many's (op, request bytes, replies),\n"
               "or [] for no requests."),
         M("_op_release", returns="Any",
           doc="Internal (asyncio transport): close()'s give-back of the leases as\n"
               "(op, request bytes, replies), or None when no lease holds a permit."),
         M("close", doc="Give back every unspent lease permit (one pipelined round trip)."),
-        M("_check_at", "key: %s, n: int, now: float" % KEY, "Decision",
+        M("_check_at", params=declared("key: %s, n: int, now: float" % KEY), returns="Decision",
           doc="Tests only: check at `now` seconds (microsecond\n"
               "resolution) instead of Redis's TIME. Never uses leases."),
         M("_redis_key", "key: %s, /" % KEY, "bytes",
@@ -154,7 +179,8 @@ LIMITER = Type(
              member="window"),
         Prop("rate", "Optional[float]", "rate as given (None when not).", member="rate"),
         Prop("burst", "Optional[int]", "burst as given (None when not).", member="burst"),
-        Prop("on_backend_error", "str", "'raise', 'allow', 'deny' or 'local'.", "rl_get_policy"),
+        Prop("on_backend_error", "str", "'raise', 'allow', 'deny' or 'local'.",
+             expr="PyUnicode_FromString(prs_redis_policy_name(o->policy))"),
         Prop("local_share", "Optional[float]", "Share of the limit the 'local' fallback admits.",
              member="local_share"),
         Prop("lease", "Any", "The LeaseConfig, or None.", member="lease"),
@@ -176,25 +202,26 @@ GROUP = Type(
               "Decision is the most restrictive member's; denied_by is the index of the first\n"
               "member that denied."),
         M("allow", returns="bool", doc="check() as a bool."),
-        M("acquire", "timeout: Optional[float] = None",
+        M("acquire", params=declared("timeout: Optional[float] = None"),
           doc="Block until the whole group is admitted (GIL released\n"
               "while waiting); RateLimitExceeded when that cannot happen within timeout."),
-        M("_waiter", "timeout: Optional[float] = None", "_RateWait",
+        M("_waiter", params=declared("timeout: Optional[float] = None"), returns="_RateWait",
           doc="Internal: the wait of acquire_async() (its step() does the network call:\n"
               "run it in an executor)."),
         M("_check_at", "now: float, /", "Decision",
           doc="Tests only: check at `now` seconds instead of Redis's TIME."),
-        M("_async_waiter", "timeout: Optional[float] = None", "Tuple[_RateWait, List[Decision]]",
+        M("_async_waiter", params=declared("timeout: Optional[float] = None"), returns="Tuple[_RateWait, List[Decision]]",
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
-        M("_op", "now: Optional[float] = None", "Any",
+        M("_op", params=declared("now: Optional[float] = None"), returns="Any",
           doc="Internal (asyncio transport): the group check's (op, request bytes, replies)."),
     ],
     props=[
-        Prop("members", "List[%s]" % MEMBER, "The (limiter, key, n) members.", "group_get", 0),
+        Prop("members", "List[%s]" % MEMBER, "The (limiter, key, n) members.",
+             expr="PySequence_List(o->members)"),
         Prop("same_slot", "bool",
              "True when every member's key maps to one Redis Cluster slot (same hash tag).",
-             "group_get", 1),
+             expr="PyBool_FromLong(prs_redis_group_slot((size_t)o->count, o->m) >= 0)"),
     ])
 
 TYPES = [BACKEND, LIMITER, GROUP]

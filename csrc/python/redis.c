@@ -250,17 +250,6 @@ done:
     return result;
 }
 
-static PyObject *backend_get(PyObject *op, void *closure) {
-    backend_obj *self = (backend_obj *)op;
-    switch ((int)(intptr_t)closure) {
-    case 0: return PyFloat_FromDouble((double)self->cfg.timeout_ns / 1e9);
-    case 1: return PyFloat_FromDouble((double)self->cfg.connect_timeout_ns / 1e9);
-    case 2: return PyLong_FromLong(self->cfg.max_connections);
-    case 3: return PyBool_FromLong(prs_redis_backend_closed(self->b));
-    default: return PyLong_FromLong(prs_redis_backend_connections(self->b));
-    }
-}
-
 /* ---- RedisRateLimiter -------------------------------------------------------- */
 
 /* limit and burst: counts the core range-checks (an int beyond int64 saturates,
@@ -279,29 +268,17 @@ static int rl_policy(PyObject *arg, void *config) {
     return 0;
 }
 
-/* Which sizing parameters were given: the one rule the core cannot see (it
- * has no "not given"). gcra and token_bucket take rate and burst, or limit
- * and window (cfg->from_window); the window algorithms take limit and window. */
+/* Which sizing parameters were given (the config has no "not given"): the
+ * core's sizing rule, worded after the algorithm's name. */
 static int sizing_rule(prs_redis_limiter_config *cfg, PyObject **v) {
-    const char *algo = prs_redis_algorithm_name(cfg->algorithm);
-    int rate_algo = cfg->algorithm == PRS_REDIS_GCRA || cfg->algorithm == PRS_REDIS_TOKEN_BUCKET;
-    int rate = !is_none(v[P_RedisRateLimiter_rate]), burst = !is_none(v[P_RedisRateLimiter_burst]);
-    int limit = !is_none(v[P_RedisRateLimiter_limit]), window = !is_none(v[P_RedisRateLimiter_window]);
-    const char *bad = NULL;
-    if (rate_algo && (rate || burst) && (limit || window)) bad = "%s takes rate and burst, or limit and window, not both";
-    else if (!rate_algo && (rate || burst)) bad = "%s takes limit and window; rate and burst are for gcra and token_bucket";
-    else if (rate || burst) {
-        if (rate && burst) return 0;
-        PyErr_Format(PyExc_ValueError, "%s needs both rate and burst (missing %s)", algo, rate ? "burst" : "rate");
-        return -1;
-    } else if (!limit || !window)
-        bad = rate_algo ? "%s needs rate and burst (or limit and window)" : "%s needs both limit and window";
-    if (bad) {
-        PyErr_Format(PyExc_ValueError, bad, algo);
-        return -1;
-    }
-    cfg->from_window = rate_algo;
-    return 0;
+    unsigned given = (is_none(v[P_RedisRateLimiter_rate]) ? 0 : PRS_REDIS_GIVEN_RATE) |
+                     (is_none(v[P_RedisRateLimiter_burst]) ? 0 : PRS_REDIS_GIVEN_BURST) |
+                     (is_none(v[P_RedisRateLimiter_limit]) ? 0 : PRS_REDIS_GIVEN_LIMIT) |
+                     (is_none(v[P_RedisRateLimiter_window]) ? 0 : PRS_REDIS_GIVEN_WINDOW);
+    prs_config_error why = {NULL, NULL};
+    if (prs_redis_limiter_sizing(cfg, given, &why) == PRS_OK) return 0;
+    PyErr_Format(PyExc_ValueError, "%s %s", prs_redis_algorithm_name(cfg->algorithm), why.reason);
+    return -1;
 }
 
 /* lease=LeaseConfig(batch, max_hold) into the config; its attributes in b[2]. */
@@ -414,11 +391,9 @@ static PyObject *rl_peek(PyObject *op, PyObject *const *args, Py_ssize_t nargs, 
     return rl_call(op, args, nargs, kwnames, 'p');
 }
 
-static const char *const at_names[] = {"key", "n", "now", NULL};
-
 static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[3];
-    if (prs_py_unpack("_check_at", args, nargs, kwnames, at_names, 3, 3, v) < 0) return NULL;
+    if (prs_py_parse_params(&RedisRateLimiter__check_at_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     int64_t n, now_us;
     if (prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0) return NULL;
     prs_decision d;
@@ -464,9 +439,8 @@ static PyObject *rl_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs
 }
 
 static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"key", NULL};
     PyObject *v[1];
-    if (prs_py_unpack("reset", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
+    if (prs_py_parse_params(&RedisRateLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     const char *k;
     Py_ssize_t klen;
     if (bytes_of(v[0], "key", &k, &klen) < 0) return NULL;
@@ -479,64 +453,90 @@ static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     Py_RETURN_NONE;
 }
 
-static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    limiter_obj *self = (limiter_obj *)op;
-    static const char *const names[] = {"requests", NULL};
-    PyObject *v[1];
-    if (prs_py_unpack("check_many", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    PyObject *seq = PySequence_Fast(v[0], "requests must be an iterable of (key, n) pairs");
-    if (!seq) return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    PyObject *result = NULL, *keys = NULL;
-    prs_redis_request *reqs = NULL;
-    prs_decision *ds = NULL;
-    int *status = NULL;
-    if (count == 0) { result = PyList_New(0); goto done; }
-    reqs = PyMem_Calloc((size_t)count, sizeof *reqs);
-    ds = PyMem_Calloc((size_t)count, sizeof *ds);
-    status = PyMem_Calloc((size_t)count, sizeof *status);
-    keys = PyList_New(count); /* keeps each key object alive while the GIL is released */
-    if (!reqs || !ds || !status) { PyErr_NoMemory(); goto done; }
-    if (!keys) goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *key = item;
+/* check_many's requests: (key, n) pairs or bare keys into reqs[count]. The
+ * iterable is copied into a tuple and each pair into a tuple of its own (held
+ * in *keep) before anything is parsed, so every key stays alive whatever an
+ * n's __index__ does to the caller's lists. 0, or -1 with an exception;
+ * PyMem_Free(*reqs) and Py_DECREF(*keep) after. */
+static int requests_arg(PyObject *obj, PyObject **keep, prs_redis_request **reqs, Py_ssize_t *count) {
+    PyObject *seq = PySequence_Tuple(obj);
+    if (!seq) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "requests must be an iterable of (key, n) pairs");
+        }
+        return -1;
+    }
+    *count = PyTuple_GET_SIZE(seq);
+    *keep = PyTuple_New(*count);
+    *reqs = PyMem_Calloc(*count ? (size_t)*count : 1, sizeof **reqs);
+    if (!*keep || !*reqs) {
+        if (*keep) PyErr_NoMemory();
+        goto fail;
+    }
+    for (Py_ssize_t i = 0; i < *count; i++) { /* first hold every item: no user code runs here */
+        PyObject *item = PyTuple_GET_ITEM(seq, i);
+        item = PyTuple_Check(item) || PyList_Check(item) ? PySequence_Tuple(item) : Py_NewRef(item);
+        if (!item) goto fail;
+        PyTuple_SET_ITEM(*keep, i, item);
+    }
+    for (Py_ssize_t i = 0; i < *count; i++) {
+        PyObject *item = PyTuple_GET_ITEM(*keep, i), *key = item;
         int64_t n = 1;
-        if (PyTuple_Check(item) || PyList_Check(item)) {
-            if (PySequence_Size(item) != 2) {
-                PyErr_Format(PyExc_TypeError, "requests[%zd] must be a (key, n) pair, got %R", i, item);
-                goto done;
+        if (PyTuple_Check(item)) {
+            if (PyTuple_GET_SIZE(item) != 2) {
+                PyErr_Format(PyExc_TypeError, "requests[%zd] must be a (key, n) pair, got %R",
+                             i, PyTuple_GET_ITEM(seq, i));
+                goto fail;
             }
-            key = PySequence_Fast_GET_ITEM(item, 0);
-            if (prs_py_parse_n(PySequence_Fast_GET_ITEM(item, 1), "n", &n) < 0) goto done;
+            key = PyTuple_GET_ITEM(item, 0);
+            if (prs_py_parse_n(PyTuple_GET_ITEM(item, 1), "n", &n) < 0) goto fail;
         }
         const char *k;
         Py_ssize_t klen;
-        if (bytes_of(key, "key", &k, &klen) < 0) goto done;
-        PyList_SET_ITEM(keys, i, Py_NewRef(key));
-        reqs[i].key = k;
-        reqs[i].keylen = (size_t)klen;
-        reqs[i].n = n;
+        if (bytes_of(key, "key", &k, &klen) < 0) goto fail;
+        (*reqs)[i] = (prs_redis_request){k, (size_t)klen, n};
     }
-    int rc;
-    prs_redis_limiter *l = self->l;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
-    Py_END_ALLOW_THREADS
+    Py_DECREF(seq);
+    return 0;
+fail:
+    Py_DECREF(seq);
+    Py_CLEAR(*keep);
+    PyMem_Free(*reqs);
+    *reqs = NULL;
+    return -1;
+}
+
+static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[1], *keep, *result = NULL;
+    prs_redis_request *reqs;
+    Py_ssize_t count;
+    if (prs_py_parse_params(&RedisRateLimiter_check_many_params, args, nargs, kwnames, NULL, v) < 0 ||
+        requests_arg(v[0], &keep, &reqs, &count) < 0)
+        return NULL;
+    prs_py_state *st = prs_py_state_of(op);
+    prs_decision *ds = PyMem_Calloc(count ? (size_t)count : 1, sizeof *ds);
+    int *status = PyMem_Calloc(count ? (size_t)count : 1, sizeof *status);
+    if (!ds || !status) { PyErr_NoMemory(); goto done; }
+    int rc = PRS_OK;
+    prs_redis_limiter *l = ((limiter_obj *)op)->l;
+    if (count) {
+        Py_BEGIN_ALLOW_THREADS /* keep holds every key */
+        rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
+        Py_END_ALLOW_THREADS
+    }
     if (rc) { redis_error(st, rc); goto done; }
     result = PyList_New(count);
-    if (!result) goto done;
-    for (Py_ssize_t i = 0; i < count; i++) {
+    for (Py_ssize_t i = 0; result && i < count; i++) {
         PyObject *dec = prs_py_decision_new(st, &ds[i]);
-        if (!dec) { Py_CLEAR(result); goto done; }
+        if (!dec) { Py_CLEAR(result); break; }
         PyList_SET_ITEM(result, i, dec);
     }
 done:
     PyMem_Free(reqs);
     PyMem_Free(ds);
     PyMem_Free(status);
-    Py_XDECREF(keys);
-    Py_DECREF(seq);
+    Py_DECREF(keep);
     return result;
 }
 
@@ -562,22 +562,24 @@ static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
     return out;
 }
 
-static PyObject *rl_get_policy(PyObject *op, void *c) {
-    return PyUnicode_FromString(prs_redis_policy_name(((limiter_obj *)op)->policy));
-}
-
 /* ---- RedisLimiterGroup ---------------------------------------------------------- */
 
 static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     prs_py_state *st = prs_py_state_of_type(type);
     PyObject *members;
     if (!st || prs_py_parse_params_tuple(&RedisLimiterGroup_params, args, kwds, NULL, &members) < 0) return NULL;
-    PyObject *seq = PySequence_Fast(members, "members must be a list of (limiter, key, n) tuples");
-    if (!seq) return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    if (count < 1 || count > 1000) {
+    PyObject *seq = PySequence_Tuple(members); /* its items held, whatever an n's __index__ does */
+    if (!seq) {
+        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_TypeError, "members must be a list of (limiter, key, n) tuples");
+        }
+        return NULL;
+    }
+    Py_ssize_t count = PyTuple_GET_SIZE(seq);
+    if (count < 1 || count > PRS_REDIS_GROUP_MAX) {
         Py_DECREF(seq);
-        PyErr_Format(PyExc_ValueError, "a group needs 1 to 1000 members, got %zd", count);
+        PyErr_Format(PyExc_ValueError, "a group needs 1 to %d members, got %zd", PRS_REDIS_GROUP_MAX, count);
         return NULL;
     }
     PyObject *tup = PyTuple_New(count);
@@ -586,9 +588,8 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         if (tup && !m) PyErr_NoMemory();
         goto fail;
     }
-    PyObject *backend = NULL;
     for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i);
+        PyObject *item = PyTuple_GET_ITEM(seq, i);
         if (!PyTuple_Check(item) || (PyTuple_GET_SIZE(item) != 3 && PyTuple_GET_SIZE(item) != 2)) {
             PyErr_Format(PyExc_TypeError, "members[%zd] must be a (limiter, key, n) tuple, got %R", i, item);
             goto fail;
@@ -599,12 +600,6 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
                          Py_TYPE(lim)->tp_name);
             goto fail;
         }
-        if (backend && ((limiter_obj *)lim)->backend != backend) {
-            PyErr_Format(PyExc_ValueError, "members[%zd] uses another RedisBackend: a group runs one script "
-                         "on one server", i);
-            goto fail;
-        }
-        backend = ((limiter_obj *)lim)->backend;
         int64_t n = 1;
         if (PyTuple_GET_SIZE(item) == 3 && prs_py_parse_n(PyTuple_GET_ITEM(item, 2), "n", &n) < 0) goto fail;
         const char *k;
@@ -618,9 +613,14 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         m[i].keylen = (size_t)klen;
         m[i].n = n;
     }
-    if (prs_redis_backend_is_cluster(((backend_obj *)backend)->b) && prs_redis_group_slot((size_t)count, m) < 0) {
-        PyErr_SetString(PyExc_ValueError, "a group on a Redis Cluster needs every member's key in one hash slot: "
-                        "give the keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
+    size_t bad;
+    if (prs_redis_group_members_check((size_t)count, m, &bad) != PRS_OK) {
+        if (bad < (size_t)count)
+            PyErr_Format(PyExc_ValueError, "members[%zu] uses another RedisBackend: a group runs one script "
+                         "on one server", bad);
+        else
+            PyErr_SetString(PyExc_ValueError, "a group on a Redis Cluster needs every member's key in one hash "
+                            "slot: give the keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
         goto fail;
     }
     group_obj *self = (group_obj *)type->tp_alloc(type, 0);
@@ -681,10 +681,10 @@ static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs
 
 /* acquire (sync = 1) and _waiter (0): (timeout=None). */
 static PyObject *group_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int sync) {
-    static const char *const names[] = {"timeout", NULL};
     PyObject *v[1];
     int64_t timeout_ns;
-    if (prs_py_unpack(sync ? "acquire" : "_waiter", args, nargs, kwnames, names, 1, 0, v) < 0 ||
+    if (prs_py_parse_params(sync ? &RedisLimiterGroup_acquire_params : &RedisLimiterGroup__waiter_params, args,
+                            nargs, kwnames, NULL, v) < 0 ||
         prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
         return NULL;
     prs_py_state *st = prs_py_state_of(op);
@@ -697,12 +697,6 @@ static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t n
 }
 static PyObject *group_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return group_wait(op, args, nargs, kwnames, 0);
-}
-
-static PyObject *group_get(PyObject *op, void *closure) {
-    group_obj *self = (group_obj *)op;
-    if (closure == NULL) return PySequence_List(self->members);
-    return PyBool_FromLong(prs_redis_group_slot((size_t)self->count, self->m) >= 0);
 }
 
 /* ---- the asyncio transport's ops (pyresilience._redis_async) --------------------
@@ -742,12 +736,10 @@ static prs_redis_op *op_of(PyObject *cap) {
 }
 
 static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"kind", "key", "n", "now", NULL};
-    PyObject *v[4] = {NULL, NULL, NULL, NULL};
-    if (prs_py_unpack("_op", args, nargs, kwnames, names, 4, 2, v) < 0) return NULL;
+    PyObject *v[4];
+    if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
-    int k = !kind ? 0 : !strcmp(kind, "check") ? PRS_REDIS_OP_CHECK : !strcmp(kind, "peek") ? PRS_REDIS_OP_PEEK
-          : !strcmp(kind, "reset") ? PRS_REDIS_OP_RESET : 0;
+    int k = prs_redis_op_kind_from_name(kind);
     if (!k) {
         if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "kind must be 'check', 'peek' or 'reset', got %R", v[0]);
         return NULL;
@@ -768,42 +760,19 @@ static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, Py
 }
 
 static PyObject *rl_op_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"requests", NULL};
-    PyObject *v[1];
-    if (prs_py_unpack("_op_many", args, nargs, kwnames, names, 1, 1, v) < 0) return NULL;
-    PyObject *seq = PySequence_Fast(v[0], "requests must be an iterable of (key, n) pairs");
-    if (!seq) return NULL;
-    Py_ssize_t count = PySequence_Fast_GET_SIZE(seq);
-    PyObject *result = NULL;
-    prs_redis_request *reqs = NULL;
-    if (count == 0) { result = PyList_New(0); goto done; }
-    reqs = PyMem_Calloc((size_t)count, sizeof *reqs);
-    if (!reqs) { PyErr_NoMemory(); goto done; }
-    for (Py_ssize_t i = 0; i < count; i++) { /* keys borrowed from seq's items, copied by the op */
-        PyObject *item = PySequence_Fast_GET_ITEM(seq, i), *key = item;
-        int64_t n = 1;
-        if (PyTuple_Check(item) || PyList_Check(item)) {
-            if (PySequence_Size(item) != 2) {
-                PyErr_Format(PyExc_TypeError, "requests[%zd] must be a (key, n) pair, got %R", i, item);
-                goto done;
-            }
-            key = PySequence_Fast_GET_ITEM(item, 0);
-            if (prs_py_parse_n(PySequence_Fast_GET_ITEM(item, 1), "n", &n) < 0) goto done;
-        }
-        const char *k;
-        Py_ssize_t klen;
-        if (bytes_of(key, "key", &k, &klen) < 0) goto done;
-        reqs[i].key = k;
-        reqs[i].keylen = (size_t)klen;
-        reqs[i].n = n;
-    }
+    PyObject *v[1], *keep, *result = NULL;
+    prs_redis_request *reqs;
+    Py_ssize_t count;
+    if (prs_py_parse_params(&RedisRateLimiter__op_many_params, args, nargs, kwnames, NULL, v) < 0 ||
+        requests_arg(v[0], &keep, &reqs, &count) < 0)
+        return NULL;
     prs_redis_op *o;
-    int rc = prs_redis_op_many_new(((limiter_obj *)op)->l, (size_t)count, reqs, &o);
-    if (rc) redis_error(prs_py_state_of(op), rc);
+    int rc = count ? prs_redis_op_many_new(((limiter_obj *)op)->l, (size_t)count, reqs, &o) : PRS_OK;
+    if (!count) result = PyList_New(0); /* keys copied by the op */
+    else if (rc) redis_error(prs_py_state_of(op), rc);
     else result = op_result(o, op);
-done:
     PyMem_Free(reqs);
-    Py_DECREF(seq);
+    Py_DECREF(keep);
     return result;
 }
 
@@ -816,10 +785,9 @@ static PyObject *rl_op_release(PyObject *op, PyObject *unused) {
 }
 
 static PyObject *group_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"now", NULL};
-    PyObject *v[1] = {NULL};
+    PyObject *v[1];
     int64_t now_us = -1;
-    if (prs_py_unpack("_op", args, nargs, kwnames, names, 1, 0, v) < 0 ||
+    if (prs_py_parse_params(&RedisLimiterGroup__op_params, args, nargs, kwnames, NULL, v) < 0 ||
         (!is_none(v[0]) && now_us_arg(v[0], &now_us) < 0))
         return NULL;
     group_obj *self = (group_obj *)op;
@@ -838,9 +806,12 @@ static void reply_free(redisReply *r) {
     PyMem_Free(r);
 }
 
-/* A reply from the facade's RESP parser as a hiredis reply (strings borrowed
- * from `o`, which outlives it). NULL with an exception on a bad value. */
-static redisReply *reply_from_py(PyObject *o, int depth) {
+/* A reply from the facade's RESP parser as a hiredis reply. Its strings are
+ * borrowed from objects `hold` (a list) keeps alive: each list is copied into
+ * a tuple and an error's text kept, so an exception's __str__ that changes
+ * the lists frees nothing the reply points into. NULL with an exception on a
+ * bad value. */
+static redisReply *reply_from_py(PyObject *o, int depth, PyObject *hold) {
     redisReply *r = PyMem_Calloc(1, sizeof *r);
     if (!r) { PyErr_NoMemory(); return NULL; }
     Py_ssize_t len = 0;
@@ -856,20 +827,24 @@ static redisReply *reply_from_py(PyObject *o, int depth) {
         r->type = REDIS_REPLY_NIL;
     } else if (PyUnicode_Check(o) || PyExceptionInstance_Check(o)) {
         PyObject *text = PyUnicode_Check(o) ? Py_NewRef(o) : PyObject_Str(o);
-        if (!text) goto fail;
-        const char *t = PyUnicode_AsUTF8AndSize(text, &len);
-        Py_DECREF(text); /* the exception keeps its args (and str of a str is itself) */
+        int kept = text ? PyList_Append(hold, text) : -1;
+        Py_XDECREF(text);
+        const char *t = kept < 0 ? NULL : PyUnicode_AsUTF8AndSize(text, &len);
         if (!t) goto fail;
         r->type = PyUnicode_Check(o) ? REDIS_REPLY_STATUS : REDIS_REPLY_ERROR;
         r->str = (char *)t;
         r->len = (size_t)len;
     } else if (PyList_Check(o) && depth < 8) {
+        PyObject *items = PySequence_Tuple(o);
+        int kept = items ? PyList_Append(hold, items) : -1;
+        Py_XDECREF(items);
+        if (kept < 0) goto fail;
         r->type = REDIS_REPLY_ARRAY;
-        r->elements = (size_t)PyList_GET_SIZE(o);
+        r->elements = (size_t)PyTuple_GET_SIZE(items);
         r->element = PyMem_Calloc(r->elements ? r->elements : 1, sizeof *r->element);
         if (!r->element) { PyErr_NoMemory(); goto fail; }
         for (size_t i = 0; i < r->elements; i++)
-            if (!(r->element[i] = reply_from_py(PyList_GET_ITEM(o, (Py_ssize_t)i), depth + 1))) goto fail;
+            if (!(r->element[i] = reply_from_py(PyTuple_GET_ITEM(items, (Py_ssize_t)i), depth + 1, hold))) goto fail;
     } else {
         PyErr_Format(PyExc_TypeError, "a reply must be bytes, int, None, str, list or an exception, not %.200s",
                      Py_TYPE(o)->tp_name);
@@ -886,21 +861,15 @@ fail:
 static int error_status(PyObject *err, int *rc) {
     *rc = PRS_OK;
     if (is_none(err)) return 0;
-    static const struct { const char *name; int rc; } known[] = {
-        {"ECONN", PRS_ECONN}, {"ETIMEDOUT", PRS_ETIMEDOUT}, {"EPROTO", PRS_EPROTO},
-        {"EBACKEND", PRS_EBACKEND}, {"EBACKENDCLOSED", PRS_EBACKENDCLOSED}};
-    const char *name = NULL, *msg = NULL;
     if (PyTuple_Check(err) && PyTuple_GET_SIZE(err) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(err, 0)) &&
         PyUnicode_Check(PyTuple_GET_ITEM(err, 1))) {
-        name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 0));
-        msg = name ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 1)) : NULL;
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 0));
+        const char *msg = name ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 1)) : NULL;
         if (!msg) return -1;
-        for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-            if (!strcmp(name, known[i].name)) {
-                *rc = known[i].rc;
-                prs_redis_set_last_error(msg);
-                return 0;
-            }
+        if ((*rc = prs_redis_transport_status(name)) != PRS_OK) {
+            prs_redis_set_last_error(msg);
+            return 0;
+        }
     }
     PyErr_Format(PyExc_ValueError, "error must be None or (status, message) with a status among ECONN, "
                  "ETIMEDOUT, EPROTO, EBACKEND, EBACKENDCLOSED, got %R", err);
@@ -908,9 +877,8 @@ static int error_status(PyObject *err, int *rc) {
 }
 
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"op", "replies", "error", NULL};
-    PyObject *v[3] = {NULL, NULL, NULL};
-    if (prs_py_unpack("_op_finish", args, nargs, kwnames, names, 3, 2, v) < 0) return NULL;
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     prs_redis_op *op = op_of(v[0]);
     int rc;
     if (!op || error_status(v[2], &rc) < 0) return NULL;
@@ -919,15 +887,23 @@ static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssi
     redisReply **replies = PyMem_Calloc(n, sizeof *replies);
     prs_decision *d = PyMem_Calloc(n, sizeof *d);
     int *status = PyMem_Calloc(n, sizeof *status);
-    PyObject *result = NULL;
+    PyObject *result = NULL, *hold = NULL;
     if (!replies || !d || !status) { PyErr_NoMemory(); goto done; }
     if (rc == PRS_OK) {
         if (!PyList_Check(v[1]) || (size_t)PyList_GET_SIZE(v[1]) != n) {
             PyErr_Format(PyExc_ValueError, "replies must be a list of %zu replies, got %R", n, v[1]);
             goto done;
         }
-        for (size_t i = 0; i < n; i++)
-            if (!(replies[i] = reply_from_py(PyList_GET_ITEM(v[1], (Py_ssize_t)i), 0))) goto done;
+        redisReply *all = (hold = PyList_New(0)) ? reply_from_py(v[1], -1, hold) : NULL; /* one array */
+        if (all && all->elements != n) { /* the list changed meanwhile (a finalizer) */
+            reply_free(all);
+            all = NULL;
+            PyErr_Format(PyExc_ValueError, "replies must be a list of %zu replies, got %R", n, v[1]);
+        }
+        if (!all) goto done;
+        for (size_t i = 0; i < n; i++) replies[i] = all->element[i];
+        PyMem_Free(all->element); /* the elements are freed one by one below */
+        PyMem_Free(all);
     }
     int denied = -1;
     rc = prs_redis_op_finish(op, rc, replies, d, status, &denied);
@@ -948,6 +924,7 @@ static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssi
     }
 done:
     for (size_t i = 0; replies && i < n; i++) reply_free(replies[i]);
+    Py_XDECREF(hold);
     PyMem_Free(replies);
     PyMem_Free(d);
     PyMem_Free(status);
@@ -955,9 +932,8 @@ done:
 }
 
 static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"op", "i", NULL};
     PyObject *v[2];
-    if (prs_py_unpack("_op_eval", args, nargs, kwnames, names, 2, 2, v) < 0) return NULL;
+    if (prs_py_parse_params(&RedisBackend__op_eval_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     prs_redis_op *op = op_of(v[0]);
     Py_ssize_t i = op ? PyLong_AsSsize_t(v[1]) : -1;
     if (i < 0) {
@@ -986,28 +962,28 @@ static PyObject *backend_admit(PyObject *self, PyObject *unused) {
     int admit;
     int rc = prs_redis_backend_admit(((backend_obj *)self)->b, &admit);
     if (rc == PRS_OK) return Py_BuildValue("(iO)", admit, Py_None);
-    return Py_BuildValue("(i(ss))", 0, rc == PRS_EBACKENDCLOSED ? "EBACKENDCLOSED" : "EBACKEND",
-                         prs_redis_last_error());
+    return Py_BuildValue("(i(ss))", 0, prs_err_name(rc) + 4, prs_redis_last_error()); /* "EBACKEND"... */
 }
 
 static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"sent_us", "got_us", "reply", NULL};
-    PyObject *v[3] = {NULL, NULL, NULL};
-    if (prs_py_unpack("_clock", args, nargs, kwnames, names, 3, 3, v) < 0) return NULL;
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisBackend__clock_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     long long sent = PyLong_AsLongLong(v[0]), got = PyLong_AsLongLong(v[1]);
     if ((sent == -1 || got == -1) && PyErr_Occurred()) return NULL;
-    redisReply *r = reply_from_py(v[2], 0);
-    if (!r) return NULL;
-    prs_redis_backend_clock(((backend_obj *)self)->b, sent, got, r);
+    PyObject *hold = PyList_New(0);
+    redisReply *r = hold ? reply_from_py(v[2], 0, hold) : NULL;
+    if (r) prs_redis_backend_clock(((backend_obj *)self)->b, sent, got, r);
     reply_free(r);
+    Py_XDECREF(hold);
+    if (!r) return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"admit", "error", NULL};
-    PyObject *v[2] = {NULL, NULL};
+    PyObject *v[2];
     int rc;
-    if (prs_py_unpack("_outcome", args, nargs, kwnames, names, 2, 1, v) < 0 || error_status(v[1], &rc) < 0)
+    if (prs_py_parse_params(&RedisBackend__outcome_params, args, nargs, kwnames, NULL, v) < 0 ||
+        error_status(v[1], &rc) < 0)
         return NULL;
     long admit = PyLong_AsLong(v[0]);
     if (admit == -1 && PyErr_Occurred()) return NULL;
@@ -1067,10 +1043,9 @@ static PyObject *rl_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t
 }
 
 static PyObject *group_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"timeout", NULL};
-    PyObject *v[1] = {NULL};
+    PyObject *v[1];
     int64_t timeout_ns;
-    if (prs_py_unpack("_async_waiter", args, nargs, kwnames, names, 1, 0, v) < 0 ||
+    if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, NULL, v) < 0 ||
         prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
         return NULL;
     return fed_waiter(op, "Redis group", 1, timeout_ns);

@@ -34,6 +34,8 @@
 typedef struct prs_redis_op prs_redis_op;
 
 enum { PRS_REDIS_OP_CHECK = 'c', PRS_REDIS_OP_PEEK = 'p', PRS_REDIS_OP_RESET = 'r' };
+/* The kind named "check", "peek" or "reset"; 0 for any other name. */
+int prs_redis_op_kind_from_name(const char *name);
 
 /* One limiter call: kind CHECK (now_us >= 0: at that time, no lease), PEEK
  * or RESET. PRS_OK with *out NULL and *d filled when it was decided without
@@ -91,6 +93,11 @@ void prs_redis_backend_clock(prs_redis_backend *b, int64_t sent_us, int64_t got_
 const prs_redis_url *prs_redis_backend_url(const prs_redis_backend *b);
 /* The backend of a limiter. */
 prs_redis_backend *prs_redis_limiter_backend(const prs_redis_limiter *l);
+
+/* A transport failure reported by name: "ECONN", "ETIMEDOUT", "EPROTO",
+ * "EBACKEND" or "EBACKENDCLOSED" (prs_err_name without "PRS_"): its status;
+ * PRS_OK for any other name. */
+int prs_redis_transport_status(const char *name);
 
 /* Sets this thread's last error message (what prs_redis_last_error returns). */
 void prs_redis_set_last_error(const char *msg);

@@ -144,6 +144,31 @@ int prs_redis_policy_from_name(const char *name) {
     return name && policy_names[i] ? i : -1;
 }
 
+int prs_redis_limiter_sizing(prs_redis_limiter_config *cfg, unsigned given, prs_config_error *why) {
+    if (!cfg || !prs_redis_algorithm_name(cfg->algorithm)) return prs_config_fail(why, PRS_EINVAL, "algorithm", "is unknown");
+    int rate_algo = uses_rate(cfg->algorithm);
+    int rate = !!(given & PRS_REDIS_GIVEN_RATE), burst = !!(given & PRS_REDIS_GIVEN_BURST);
+    int limit = !!(given & PRS_REDIS_GIVEN_LIMIT), window = !!(given & PRS_REDIS_GIVEN_WINDOW);
+    const char *field = rate || burst ? "rate" : "limit";
+    if (rate_algo && (rate || burst) && (limit || window))
+        return prs_config_fail(why, PRS_EINVAL, field, "takes rate and burst, or limit and window, not both");
+    if (!rate_algo && (rate || burst))
+        return prs_config_fail(why, PRS_EINVAL, field,
+                               "takes limit and window; rate and burst are for gcra and token_bucket");
+    if (rate || burst) {
+        if (!rate) return prs_config_fail(why, PRS_EINVAL, "rate", "needs both rate and burst (missing rate)");
+        if (!burst) return prs_config_fail(why, PRS_EINVAL, "burst", "needs both rate and burst (missing burst)");
+        cfg->from_window = 0;
+        return PRS_OK;
+    }
+    if (!limit || !window)
+        return prs_config_fail(why, PRS_EINVAL, limit ? "window" : "limit",
+                               rate_algo ? "needs rate and burst (or limit and window)"
+                                         : "needs both limit and window");
+    cfg->from_window = rate_algo;
+    return PRS_OK;
+}
+
 void prs_redis_limiter_config_init(prs_redis_limiter_config *cfg) {
     memset(cfg, 0, sizeof *cfg);
     cfg->algorithm = PRS_REDIS_GCRA;
@@ -587,6 +612,21 @@ int prs_redis_group_slot(size_t count, const prs_redis_member *m) {
         slot = s;
     }
     return slot;
+}
+
+int prs_redis_group_members_check(size_t count, const prs_redis_member *m, size_t *bad) {
+    *bad = 0;
+    if (count < 1 || count > PRS_REDIS_GROUP_MAX || !m) return PRS_ERANGE;
+    for (size_t i = 0; i < count; i++)
+        if (!m[i].limiter || m[i].limiter->b != m[0].limiter->b) {
+            *bad = i;
+            return PRS_EINVAL;
+        }
+    if (prs_redis_backend_is_cluster(m[0].limiter->b) && prs_redis_group_slot(count, m) < 0) {
+        *bad = count;
+        return PRS_EINVAL;
+    }
+    return PRS_OK;
 }
 
 /* ---- calls ------------------------------------------------------------------ */
@@ -1755,5 +1795,20 @@ int prs_redis_op_release_new(prs_redis_limiter *l, prs_redis_op **out) {
     while (list) { lease *nx = list->next; prs__free(&l->alloc, list); list = nx; }
     if (rc) { prs_redis_op_free(op); return rc; }
     *out = op;
+    return PRS_OK;
+}
+
+int prs_redis_op_kind_from_name(const char *name) {
+    static const struct { const char *name; int kind; } kinds[] = {
+        {"check", PRS_REDIS_OP_CHECK}, {"peek", PRS_REDIS_OP_PEEK}, {"reset", PRS_REDIS_OP_RESET}};
+    for (size_t i = 0; name && i < sizeof kinds / sizeof *kinds; i++)
+        if (!strcmp(name, kinds[i].name)) return kinds[i].kind;
+    return 0;
+}
+
+int prs_redis_transport_status(const char *name) {
+    static const int failures[] = {PRS_ECONN, PRS_ETIMEDOUT, PRS_EPROTO, PRS_EBACKEND, PRS_EBACKENDCLOSED};
+    for (size_t i = 0; name && i < sizeof failures / sizeof *failures; i++)
+        if (!strcmp(name, prs_err_name(failures[i]) + 4)) return failures[i]; /* after "PRS_" */
     return PRS_OK;
 }

@@ -228,6 +228,19 @@ typedef struct prs_redis_limiter_config {
 typedef struct prs_redis_limiter prs_redis_limiter;
 
 void prs_redis_limiter_config_init(prs_redis_limiter_config *cfg);
+/* Which sizing fields a caller set (the config has no "not given"). */
+enum {
+    PRS_REDIS_GIVEN_RATE = 1u,
+    PRS_REDIS_GIVEN_BURST = 2u,
+    PRS_REDIS_GIVEN_LIMIT = 4u,
+    PRS_REDIS_GIVEN_WINDOW = 8u
+};
+/* The sizing rule: gcra and token_bucket take rate and burst, or limit and
+ * window (then it sets from_window); the window algorithms take limit and
+ * window. PRS_OK, or PRS_EINVAL with *why (may be NULL) whose reason reads
+ * after the algorithm's name ("gcra needs both rate and burst (missing
+ * burst)"). Then prs_redis_limiter_config_check checks the values. */
+int prs_redis_limiter_sizing(prs_redis_limiter_config *cfg, unsigned given, prs_config_error *why);
 /* PRS_OK, or PRS_EINVAL/PRS_ERANGE with *why (may be NULL) naming the config
  * field that failed ("rate", "window_ns", "lease_batch", "local_share", ...)
  * and why ("must be >= 1"). */
@@ -303,6 +316,15 @@ typedef struct prs_redis_member {
  * among DENY/ALLOW denials), or the most restrictive admitting one's. */
 int prs_redis_group_check(size_t count, const prs_redis_member *members, int64_t now_us,
                           prs_decision *d, int *denied_by);
+
+/* The most members of a group. */
+#define PRS_REDIS_GROUP_MAX 1000
+/* Whether count members can make one group: PRS_OK; PRS_ERANGE for a count
+ * outside 1..PRS_REDIS_GROUP_MAX; PRS_EINVAL with *bad the index of a member
+ * on another backend than member 0's (a group runs one script on one
+ * server), or *bad == count when the backend is a Redis Cluster and the
+ * members' keys span several hash slots (give them a common hash tag). */
+int prs_redis_group_members_check(size_t count, const prs_redis_member *members, size_t *bad);
 
 /* The one Redis Cluster slot every member's Redis key maps to, or -1 when
  * they span several (a group on Cluster needs one: give the keys a common

@@ -312,6 +312,89 @@ TEST(redis_config_check_names_the_field) {
     ASSERT(prs_redis_policy_name(4) == NULL);
 }
 
+/* The sizing rule, the group's member rule and the names a transport uses:
+ * the core's, so a C user gets what the binding words. */
+TEST(redis_sizing_members_and_names) {
+    static const struct {
+        int algorithm;
+        unsigned given;
+        int want, from_window;
+        const char *field, *reason;
+    } rows[] = {
+        {PRS_REDIS_GCRA, PRS_REDIS_GIVEN_RATE | PRS_REDIS_GIVEN_BURST, PRS_OK, 0, NULL, NULL},
+        {PRS_REDIS_GCRA, PRS_REDIS_GIVEN_LIMIT | PRS_REDIS_GIVEN_WINDOW, PRS_OK, 1, NULL, NULL},
+        {PRS_REDIS_FIXED_WINDOW, PRS_REDIS_GIVEN_LIMIT | PRS_REDIS_GIVEN_WINDOW, PRS_OK, 0, NULL, NULL},
+        {PRS_REDIS_TOKEN_BUCKET, PRS_REDIS_GIVEN_RATE | PRS_REDIS_GIVEN_LIMIT, PRS_EINVAL, 0, "rate",
+         "takes rate and burst, or limit and window, not both"},
+        {PRS_REDIS_SLIDING_WINDOW_LOG, PRS_REDIS_GIVEN_BURST, PRS_EINVAL, 0, "rate",
+         "takes limit and window; rate and burst are for gcra and token_bucket"},
+        {PRS_REDIS_GCRA, PRS_REDIS_GIVEN_RATE, PRS_EINVAL, 0, "burst", "needs both rate and burst (missing burst)"},
+        {PRS_REDIS_GCRA, PRS_REDIS_GIVEN_BURST, PRS_EINVAL, 0, "rate", "needs both rate and burst (missing rate)"},
+        {PRS_REDIS_GCRA, 0, PRS_EINVAL, 0, "limit", "needs rate and burst (or limit and window)"},
+        {PRS_REDIS_FIXED_WINDOW, PRS_REDIS_GIVEN_LIMIT, PRS_EINVAL, 0, "window", "needs both limit and window"},
+        {42, PRS_REDIS_GIVEN_LIMIT, PRS_EINVAL, 0, "algorithm", NULL},
+    };
+    for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
+        prs_redis_limiter_config c;
+        prs_redis_limiter_config_init(&c);
+        c.algorithm = rows[i].algorithm;
+        c.from_window = 7;
+        prs_config_error why = {NULL, NULL};
+        int rc = prs_redis_limiter_sizing(&c, rows[i].given, &why);
+        if (rc != rows[i].want) PRS__FAIL("row %zu: %s, expected %s", i, prs_err_name(rc), prs_err_name(rows[i].want));
+        if (rc == PRS_OK) ASSERT_EQ(c.from_window, rows[i].from_window);
+        if (rows[i].field) ASSERT_STREQ(why.field, rows[i].field);
+        if (rows[i].reason) ASSERT_STREQ(why.reason, rows[i].reason);
+    }
+    ASSERT_STATUS(prs_redis_limiter_sizing(NULL, 0, NULL), PRS_EINVAL);
+
+    ASSERT_EQ(prs_redis_op_kind_from_name("check"), PRS_REDIS_OP_CHECK);
+    ASSERT_EQ(prs_redis_op_kind_from_name("peek"), PRS_REDIS_OP_PEEK);
+    ASSERT_EQ(prs_redis_op_kind_from_name("reset"), PRS_REDIS_OP_RESET);
+    ASSERT_EQ(prs_redis_op_kind_from_name("allow"), 0);
+    ASSERT_EQ(prs_redis_op_kind_from_name(NULL), 0);
+    ASSERT_EQ(prs_redis_transport_status("ECONN"), PRS_ECONN);
+    ASSERT_EQ(prs_redis_transport_status("ETIMEDOUT"), PRS_ETIMEDOUT);
+    ASSERT_EQ(prs_redis_transport_status("EBACKENDCLOSED"), PRS_EBACKENDCLOSED);
+    ASSERT_EQ(prs_redis_transport_status("EINVAL"), PRS_OK); /* not a transport's failure */
+    ASSERT_EQ(prs_redis_transport_status(NULL), PRS_OK);
+
+    prs_redis_config bc;
+    prs_redis_backend *b1, *b2, *cl;
+    prs_redis_config_init(&bc);
+    bc.url = "redis://127.0.0.1:1/0";
+    ASSERT_OK(prs_redis_backend_new(&bc, &b1));
+    ASSERT_OK(prs_redis_backend_new(&bc, &b2));
+    bc.url = "redis+cluster://127.0.0.1:1";
+    ASSERT_OK(prs_redis_backend_new(&bc, &cl));
+    prs_redis_limiter_config lc;
+    prs_redis_limiter_config_init(&lc);
+    prs_redis_limiter *l1, *l2, *lc1;
+    ASSERT_OK(prs_redis_limiter_new(b1, &lc, &l1));
+    ASSERT_OK(prs_redis_limiter_new(b2, &lc, &l2));
+    ASSERT_OK(prs_redis_limiter_new(cl, &lc, &lc1));
+    prs_redis_member m[3] = {{l1, "a", 1, 1}, {l1, "b", 1, 1}, {l2, "c", 1, 1}};
+    size_t bad = 99;
+    ASSERT_OK(prs_redis_group_members_check(2, m, &bad));
+    ASSERT_STATUS(prs_redis_group_members_check(3, m, &bad), PRS_EINVAL);
+    ASSERT_EQ(bad, 2);
+    ASSERT_STATUS(prs_redis_group_members_check(0, m, &bad), PRS_ERANGE);
+    ASSERT_STATUS(prs_redis_group_members_check(PRS_REDIS_GROUP_MAX + 1, m, &bad), PRS_ERANGE);
+    prs_redis_member c[2] = {{lc1, "{t}a", 4, 1}, {lc1, "{t}b", 4, 1}};
+    ASSERT_OK(prs_redis_group_members_check(2, c, &bad)); /* one hash slot */
+    c[1].key = "{u}b";
+    ASSERT_STATUS(prs_redis_group_members_check(2, c, &bad), PRS_EINVAL);
+    ASSERT_EQ(bad, 2);
+    m[1].key = "{u}b"; /* one server: any slots */
+    ASSERT_OK(prs_redis_group_members_check(2, m, &bad));
+    prs_redis_limiter_free(l1);
+    prs_redis_limiter_free(l2);
+    prs_redis_limiter_free(lc1);
+    prs_redis_backend_free(b1);
+    prs_redis_backend_free(b2);
+    prs_redis_backend_free(cl);
+}
+
 /* ---- failure policies, on a backend nothing listens to ------------------- */
 
 static prs_redis_limiter *policy_limiter(prs_redis_backend *b, int algo, int policy, int64_t size, double share,

@@ -34,6 +34,54 @@ static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, Redis
     "errors, and a forked child opens its own. After repeated failures the\n" \
     "backend fails fast for 200 ms at a time instead of waiting out a timeout\n" \
     "on every call, and recovers by itself once Redis answers again."
+enum {
+    P_RedisBackend__clock_sent_us = 0,
+    P_RedisBackend__clock_got_us = 1,
+    P_RedisBackend__clock_reply = 2,
+    P_RedisBackend__clock__COUNT = 3
+};
+static const char *const RedisBackend__clock_names[] = {"sent_us", "got_us", "reply", NULL};
+static const prs_py_param RedisBackend__clock_param_list[] = {
+    {"sent_us", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"got_us", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"reply", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisBackend__clock_params = {"_clock", 3, 3, 3, RedisBackend__clock_param_list, RedisBackend__clock_names};
+enum {
+    P_RedisBackend__outcome_admit = 0,
+    P_RedisBackend__outcome_error = 1,
+    P_RedisBackend__outcome__COUNT = 2
+};
+static const char *const RedisBackend__outcome_names[] = {"admit", "error", NULL};
+static const prs_py_param RedisBackend__outcome_param_list[] = {
+    {"admit", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"error", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisBackend__outcome_params = {"_outcome", 2, 2, 1, RedisBackend__outcome_param_list, RedisBackend__outcome_names};
+enum {
+    P_RedisBackend__op_eval_op = 0,
+    P_RedisBackend__op_eval_i = 1,
+    P_RedisBackend__op_eval__COUNT = 2
+};
+static const char *const RedisBackend__op_eval_names[] = {"op", "i", NULL};
+static const prs_py_param RedisBackend__op_eval_param_list[] = {
+    {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"i", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisBackend__op_eval_params = {"_op_eval", 2, 2, 2, RedisBackend__op_eval_param_list, RedisBackend__op_eval_names};
+enum {
+    P_RedisBackend__op_finish_op = 0,
+    P_RedisBackend__op_finish_replies = 1,
+    P_RedisBackend__op_finish_error = 2,
+    P_RedisBackend__op_finish__COUNT = 3
+};
+static const char *const RedisBackend__op_finish_names[] = {"op", "replies", "error", NULL};
+static const prs_py_param RedisBackend__op_finish_param_list[] = {
+    {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"replies", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"error", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisBackend__op_finish_params = {"_op_finish", 3, 3, 2, RedisBackend__op_finish_param_list, RedisBackend__op_finish_names};
 static PyObject *backend_close(PyObject *self, PyObject *unused);
 static PyObject *backend_ping(PyObject *self, PyObject *unused);
 static PyObject *backend_endpoint(PyObject *self, PyObject *unused);
@@ -108,13 +156,32 @@ static PyMethodDef RedisBackend_methods[] = {
      "return its reply (bytes, int, None, str status, list). For tests and tools."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *backend_get(PyObject *self, void *closure);
+static PyObject *backend_get_timeout(PyObject *self, void *closure) {
+    backend_obj *o = (backend_obj *)self;
+    return PyFloat_FromDouble((double)o->cfg.timeout_ns / 1e9);
+}
+static PyObject *backend_get_connect_timeout(PyObject *self, void *closure) {
+    backend_obj *o = (backend_obj *)self;
+    return PyFloat_FromDouble((double)o->cfg.connect_timeout_ns / 1e9);
+}
+static PyObject *backend_get_max_connections(PyObject *self, void *closure) {
+    backend_obj *o = (backend_obj *)self;
+    return PyLong_FromLong(o->cfg.max_connections);
+}
+static PyObject *backend_get_closed(PyObject *self, void *closure) {
+    backend_obj *o = (backend_obj *)self;
+    return PyBool_FromLong(prs_redis_backend_closed(o->b));
+}
+static PyObject *backend_get_connections(PyObject *self, void *closure) {
+    backend_obj *o = (backend_obj *)self;
+    return PyLong_FromLong(prs_redis_backend_connections(o->b));
+}
 static PyGetSetDef RedisBackend_getset[] = {
-    {"timeout", backend_get, NULL, "Seconds a call may take in total.", (void *)(intptr_t)0},
-    {"connect_timeout", backend_get, NULL, "Seconds to establish a connection.", (void *)(intptr_t)1},
-    {"max_connections", backend_get, NULL, "Pool size.", (void *)(intptr_t)2},
-    {"closed", backend_get, NULL, "True after close().", (void *)(intptr_t)3},
-    {"connections", backend_get, NULL, "Connections open in this process now.", (void *)(intptr_t)4},
+    {"timeout", backend_get_timeout, NULL, "Seconds a call may take in total.", NULL},
+    {"connect_timeout", backend_get_connect_timeout, NULL, "Seconds to establish a connection.", NULL},
+    {"max_connections", backend_get_max_connections, NULL, "Pool size.", NULL},
+    {"closed", backend_get_closed, NULL, "True after close().", NULL},
+    {"connections", backend_get_connections, NULL, "Connections open in this process now.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef RedisBackend_members[] = {
@@ -202,6 +269,61 @@ static const prs_py_params RedisRateLimiter_params = {"RedisRateLimiter", 10, 2,
     "sliding_window_log take limit and window (seconds). Time is Redis's own.\n" \
     "on_backend_error: 'raise' (BackendError), 'allow', 'deny' or 'local' (an\n" \
     "in-process limiter with local_share of the limit)."
+enum {
+    P_RedisRateLimiter_reset_key = 0,
+    P_RedisRateLimiter_reset__COUNT = 1
+};
+static const char *const RedisRateLimiter_reset_names[] = {"key", NULL};
+static const prs_py_param RedisRateLimiter_reset_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter_reset_params = {"reset", 1, 1, 1, RedisRateLimiter_reset_param_list, RedisRateLimiter_reset_names};
+enum {
+    P_RedisRateLimiter_check_many_requests = 0,
+    P_RedisRateLimiter_check_many__COUNT = 1
+};
+static const char *const RedisRateLimiter_check_many_names[] = {"requests", NULL};
+static const prs_py_param RedisRateLimiter_check_many_param_list[] = {
+    {"requests", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter_check_many_params = {"check_many", 1, 1, 1, RedisRateLimiter_check_many_param_list, RedisRateLimiter_check_many_names};
+enum {
+    P_RedisRateLimiter__op_kind = 0,
+    P_RedisRateLimiter__op_key = 1,
+    P_RedisRateLimiter__op_n = 2,
+    P_RedisRateLimiter__op_now = 3,
+    P_RedisRateLimiter__op__COUNT = 4
+};
+static const char *const RedisRateLimiter__op_names[] = {"kind", "key", "n", "now", NULL};
+static const prs_py_param RedisRateLimiter__op_param_list[] = {
+    {"kind", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter__op_params = {"_op", 4, 4, 2, RedisRateLimiter__op_param_list, RedisRateLimiter__op_names};
+enum {
+    P_RedisRateLimiter__op_many_requests = 0,
+    P_RedisRateLimiter__op_many__COUNT = 1
+};
+static const char *const RedisRateLimiter__op_many_names[] = {"requests", NULL};
+static const prs_py_param RedisRateLimiter__op_many_param_list[] = {
+    {"requests", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter__op_many_params = {"_op_many", 1, 1, 1, RedisRateLimiter__op_many_param_list, RedisRateLimiter__op_many_names};
+enum {
+    P_RedisRateLimiter__check_at_key = 0,
+    P_RedisRateLimiter__check_at_n = 1,
+    P_RedisRateLimiter__check_at_now = 2,
+    P_RedisRateLimiter__check_at__COUNT = 3
+};
+static const char *const RedisRateLimiter__check_at_names[] = {"key", "n", "now", NULL};
+static const prs_py_param RedisRateLimiter__check_at_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter__check_at_params = {"_check_at", 3, 3, 3, RedisRateLimiter__check_at_param_list, RedisRateLimiter__check_at_names};
 static PyObject *rl_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -302,9 +424,12 @@ static PyMethodDef RedisRateLimiter_methods[] = {
      "The Redis key holding key's state (for tools and tests)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *rl_get_policy(PyObject *self, void *closure);
+static PyObject *rl_get_on_backend_error(PyObject *self, void *closure) {
+    limiter_obj *o = (limiter_obj *)self;
+    return PyUnicode_FromString(prs_redis_policy_name(o->policy));
+}
 static PyGetSetDef RedisRateLimiter_getset[] = {
-    {"on_backend_error", rl_get_policy, NULL, "'raise', 'allow', 'deny' or 'local'.", NULL},
+    {"on_backend_error", rl_get_on_backend_error, NULL, "'raise', 'allow', 'deny' or 'local'.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef RedisRateLimiter_members[] = {
@@ -403,6 +528,42 @@ static const prs_py_params RedisLimiterGroup_params = {"RedisLimiterGroup", 1, 1
     "When Redis fails, each member's on_backend_error applies and the strictest\n" \
     "outcome wins: 'raise' over 'deny' over 'local' over 'allow'; the 'local'\n" \
     "members' in-process limiters decide all or nothing among themselves."
+enum {
+    P_RedisLimiterGroup_acquire_timeout = 0,
+    P_RedisLimiterGroup_acquire__COUNT = 1
+};
+static const char *const RedisLimiterGroup_acquire_names[] = {"timeout", NULL};
+static const prs_py_param RedisLimiterGroup_acquire_param_list[] = {
+    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisLimiterGroup_acquire_params = {"acquire", 1, 1, 0, RedisLimiterGroup_acquire_param_list, RedisLimiterGroup_acquire_names};
+enum {
+    P_RedisLimiterGroup__waiter_timeout = 0,
+    P_RedisLimiterGroup__waiter__COUNT = 1
+};
+static const char *const RedisLimiterGroup__waiter_names[] = {"timeout", NULL};
+static const prs_py_param RedisLimiterGroup__waiter_param_list[] = {
+    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisLimiterGroup__waiter_params = {"_waiter", 1, 1, 0, RedisLimiterGroup__waiter_param_list, RedisLimiterGroup__waiter_names};
+enum {
+    P_RedisLimiterGroup__async_waiter_timeout = 0,
+    P_RedisLimiterGroup__async_waiter__COUNT = 1
+};
+static const char *const RedisLimiterGroup__async_waiter_names[] = {"timeout", NULL};
+static const prs_py_param RedisLimiterGroup__async_waiter_param_list[] = {
+    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisLimiterGroup__async_waiter_params = {"_async_waiter", 1, 1, 0, RedisLimiterGroup__async_waiter_param_list, RedisLimiterGroup__async_waiter_names};
+enum {
+    P_RedisLimiterGroup__op_now = 0,
+    P_RedisLimiterGroup__op__COUNT = 1
+};
+static const char *const RedisLimiterGroup__op_names[] = {"now", NULL};
+static const prs_py_param RedisLimiterGroup__op_param_list[] = {
+    {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisLimiterGroup__op_params = {"_op", 1, 1, 0, RedisLimiterGroup__op_param_list, RedisLimiterGroup__op_names};
 static PyObject *group_check(PyObject *self, PyObject *unused);
 static PyObject *group_allow(PyObject *self, PyObject *unused);
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -453,10 +614,17 @@ static PyMethodDef RedisLimiterGroup_methods[] = {
      "Internal (asyncio transport): the group check's (op, request bytes, replies)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *group_get(PyObject *self, void *closure);
+static PyObject *group_get_members(PyObject *self, void *closure) {
+    group_obj *o = (group_obj *)self;
+    return PySequence_List(o->members);
+}
+static PyObject *group_get_same_slot(PyObject *self, void *closure) {
+    group_obj *o = (group_obj *)self;
+    return PyBool_FromLong(prs_redis_group_slot((size_t)o->count, o->m) >= 0);
+}
 static PyGetSetDef RedisLimiterGroup_getset[] = {
-    {"members", group_get, NULL, "The (limiter, key, n) members.", (void *)(intptr_t)0},
-    {"same_slot", group_get, NULL, "True when every member's key maps to one Redis Cluster slot (same hash tag).", (void *)(intptr_t)1},
+    {"members", group_get_members, NULL, "The (limiter, key, n) members.", NULL},
+    {"same_slot", group_get_same_slot, NULL, "True when every member's key maps to one Redis Cluster slot (same hash tag).", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef RedisLimiterGroup_members[] = {
