@@ -21,6 +21,7 @@ from .errors import (
     RetryExhausted,
 )
 from .errors import PolicyWarning, TimeoutExceeded
+from .errors import IdempotencyInProgress, IdempotencyKeyMismatch
 from .limiters import GCRA, LimiterMetrics, TokenBucket
 
 # -- rate limiter family --
@@ -53,6 +54,7 @@ from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimite
 # -- composition: policies, timeouts, deadlines --
 from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
 # -- observing: events (pr.prometheus, pr.otel load on first use) --
+from .idempotency import Idempotency, MemoryIdempotencyStore
 from . import events
 from .events import Event
 
@@ -122,6 +124,11 @@ __all__ = [
     "Timeout",
     "TimeoutExceeded",
     "deadline_remaining",
+    # -- idempotency --
+    "Idempotency",
+    "IdempotencyInProgress",
+    "IdempotencyKeyMismatch",
+    "MemoryIdempotencyStore",
     # -- observing --
     "Event",
     "LimiterMetrics",
