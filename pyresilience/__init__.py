@@ -55,6 +55,7 @@ from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimite
 from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
 # -- observing: events (pr.prometheus, pr.otel load on first use) --
 from .idempotency import Idempotency, MemoryIdempotencyStore
+from ._idempotency_redis import RedisIdempotencyStore
 from . import events
 from .events import Event
 
@@ -129,6 +130,7 @@ __all__ = [
     "IdempotencyInProgress",
     "IdempotencyKeyMismatch",
     "MemoryIdempotencyStore",
+    "RedisIdempotencyStore",
     # -- observing --
     "Event",
     "LimiterMetrics",

@@ -1,0 +1,189 @@
+"""RedisIdempotencyStore against a real, throwaway redis-server (the fixtures
+of test_redis.py): once per key across threads and tasks, replay, mismatch,
+owner tokens, TTLs, Cluster-safe keys, round trips, and a SIGKILLed owner
+process taken over."""
+from __future__ import annotations
+
+import asyncio
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+import pyresilience as pr
+from pyresilience import idempotency as pi
+
+from test_redis import Server, backend, prefix, server  # noqa: F401  (fixtures)
+
+
+@pytest.fixture
+def store(backend):  # noqa: F811
+    return pr.RedisIdempotencyStore(backend, key_prefix=prefix())
+
+
+def test_first_call_runs_then_replays_json(store):
+    idem = pr.Idempotency(store)
+    n = []
+
+    def charge(order, amount):
+        n.append(order)
+        return {"order": order, "amount": amount, "items": (1, 2)}
+
+    first = idem.call("c1", charge, 1, amount=5)
+    again = idem.call("c1", charge, 1, amount=5)
+    assert first == {"order": 1, "amount": 5, "items": (1, 2)}
+    assert again == {"order": 1, "amount": 5, "items": [1, 2]}  # through JSON
+    assert n == [1]
+    with pytest.raises(pr.IdempotencyKeyMismatch):
+        idem.call("c1", charge, 2, amount=5)
+
+
+def test_record_layout_ttls_and_hash_tag(store, backend):  # noqa: F811
+    idem = pr.Idempotency(store, ttl=100.0, in_progress_ttl=30.0)
+    assert store.redis_key("a:b") == f"{store.key_prefix}{{a:b}}".encode()
+    inside, release = threading.Event(), threading.Event()
+    t = threading.Thread(target=idem.call, args=("a:b", lambda: inside.set() or release.wait(10)))
+    t.start()
+    assert inside.wait(10)
+    rk = store.redis_key("a:b")
+    assert 0 < backend._command("PTTL", rk) <= 30000
+    assert backend._command("HGET", rk, "s") == b"p"
+    release.set()
+    t.join()
+    assert 30000 < backend._command("PTTL", rk) <= 100000
+    assert backend._command("HGET", rk, "s") == b"d"
+
+
+def test_owner_tokens_takeover_and_late_finisher(store, backend):  # noqa: F811
+    assert store.begin("k", "fp", "a", 30.0) == (pi.ACQUIRED, "fp", None)
+    assert store.begin("k", "fp", "b", 30.0) == (pi.BUSY, "fp", None)
+    assert store.renew("k", "a", 30.0) and not store.renew("k", "b", 30.0)
+    backend._command("PEXPIRE", store.redis_key("k"), 1)  # the lease runs out
+    while backend._command("EXISTS", store.redis_key("k")):
+        pass
+    assert store.begin("k", "fp", "b", 30.0)[0] == pi.ACQUIRED  # taken over
+    assert not store.complete("k", "a", (pi.OK, 1), 10.0)  # the late finisher
+    assert not store.release("k", "a")
+    assert store.complete("k", "b", (pi.OK, 2), 10.0)
+    assert store.begin("k", "fp", "c", 30.0) == (pi.DONE, "fp", (pi.OK, 2))
+
+
+def test_exceptions_free_or_store(store):
+    idem = pr.Idempotency(store)
+    with pytest.raises(KeyError):
+        idem.call("e", lambda: {}["x"])
+    assert idem.call("e", lambda: 3) == 3
+    idem2 = pr.Idempotency(store, store_exceptions=True)
+    with pytest.raises(ValueError):
+        idem2.call("f", lambda: int("x"))
+    with pytest.raises(RuntimeError, match="ValueError"):
+        idem2.call("f", lambda: 0)
+
+
+def test_n_threads_one_key_runs_once(store):
+    idem = pr.Idempotency(store, wait=30.0)
+    n, lock, start = [], threading.Lock(), threading.Barrier(8)
+    out = []
+
+    def work():
+        with lock:
+            n.append(1)
+        return "r"
+
+    def caller():
+        start.wait()
+        out.append(idem.call("one", work))
+
+    ts = [threading.Thread(target=caller) for _ in range(8)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert n == [1] and out == ["r"] * 8
+
+
+def test_n_tasks_one_key_runs_once_async(store):
+    idem = pr.Idempotency(store, wait=30.0)
+    n = []
+
+    async def work(x):
+        n.append(x)
+        await asyncio.sleep(0.01)
+        return {"x": x}
+
+    async def main():
+        return await asyncio.gather(*(idem.call_async("one", work, 4) for _ in range(20)))
+
+    assert asyncio.run(main()) == [{"x": 4}] * 20
+    assert n == [4]
+
+
+def test_one_round_trip_per_hit(store, backend):  # noqa: F811
+    idem = pr.Idempotency(store)
+    idem.call("rt", lambda: 1)
+
+    def calls():
+        info = backend._command("INFO", "commandstats").decode()
+        return sum(int(line.split("calls=")[1].split(",")[0]) for line in info.splitlines()
+                   if line.startswith(("cmdstat_evalsha:", "cmdstat_eval:")))
+
+    before = calls()
+    for _ in range(10):
+        assert idem.call("rt", lambda: 2) == 1
+    assert calls() - before == 10
+    before = calls()
+    idem.call("rt2", lambda: 1)
+    assert calls() - before == 2
+
+
+def test_pickle_serializer_keeps_types(store, backend):  # noqa: F811
+    s = pr.RedisIdempotencyStore(backend, key_prefix=store.key_prefix, serializer=pickle)
+    idem = pr.Idempotency(s)
+    assert idem.call("p", lambda: (1, {2})) == (1, {2})
+    assert idem.call("p", lambda: None) == (1, {2})
+
+
+def test_bad_arguments(backend):  # noqa: F811
+    with pytest.raises(TypeError, match="backend"):
+        pr.RedisIdempotencyStore(object())
+    with pytest.raises(TypeError, match="key_prefix"):
+        pr.RedisIdempotencyStore(backend, key_prefix=3)
+    with pytest.raises(TypeError, match="serializer"):
+        pr.RedisIdempotencyStore(backend, serializer=object())
+
+
+OWNER = textwrap.dedent("""
+    import sys, time, pyresilience as pr
+    b = pr.RedisBackend(sys.argv[1])
+    idem = pr.Idempotency(pr.RedisIdempotencyStore(b, key_prefix=sys.argv[2]),
+                          in_progress_ttl=float(sys.argv[3]))
+    def forever():
+        print("running", flush=True)
+        time.sleep(3600)
+    idem.call("job", forever)
+""")
+
+
+def test_sigkilled_owner_process_is_taken_over(store, server):  # noqa: F811
+    p = subprocess.Popen([sys.executable, "-c", OWNER, server.url, store.key_prefix, "0.5"],
+                         stdout=subprocess.PIPE, cwd=os.path.dirname(__file__))
+    try:
+        assert p.stdout.readline() == b"running\n"
+        idem = pr.Idempotency(store)
+        with pytest.raises(pr.IdempotencyInProgress):
+            idem.call("job", lambda: "mine")
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        # nobody renews the dead owner's lease: it expires and we take over
+        waiting = pr.Idempotency(store, wait=30.0)
+        assert waiting.call("job", lambda: "mine") == "mine"
+        assert idem.call("job", lambda: "other") == "mine"
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
