@@ -56,6 +56,7 @@ from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
 # -- observing: events (pr.prometheus, pr.otel load on first use) --
 from .idempotency import Idempotency, MemoryIdempotencyStore
 from ._idempotency_redis import RedisIdempotencyStore
+from .dead_letters import DeadLetter, RedisDeadLetters
 from . import events
 from .events import Event
 
@@ -131,6 +132,8 @@ __all__ = [
     "IdempotencyKeyMismatch",
     "MemoryIdempotencyStore",
     "RedisIdempotencyStore",
+    "DeadLetter",
+    "RedisDeadLetters",
     # -- observing --
     "Event",
     "LimiterMetrics",
