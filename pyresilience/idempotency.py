@@ -250,9 +250,12 @@ _renewer = _Renewer()
 
 def _local_fingerprint(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     try:
-        if kwargs:
-            return hash((args, tuple(sorted(kwargs.items()))))
-        return hash(args)
+        if not kwargs:
+            return hash(args)
+        if len(kwargs) == 1:  # no sorting, no item tuples
+            for name in kwargs:
+                return hash((args, name, kwargs[name]))
+        return hash((args, tuple(sorted(kwargs.items()))))
     except TypeError:  # unhashable arguments (lists, dicts): their repr
         return repr((args, sorted(kwargs.items())))
 

@@ -335,3 +335,11 @@ def test_bad_store_and_max_keys():
     for bad in (0, 10.5, "3", True):
         with pytest.raises(ValueError, match="max_keys"):
             pr.MemoryIdempotencyStore(max_keys=bad)
+
+
+def test_keyword_order_does_not_change_the_fingerprint():
+    _, idem = make()
+    assert idem.call("k", lambda a, b: a + b, a=1, b=2) == 3
+    assert idem.call("k", lambda a, b: 0, b=2, a=1) == 3
+    with pytest.raises(pr.IdempotencyKeyMismatch):
+        idem.call("k", lambda a, b: 0, b=1, a=2)
