@@ -168,7 +168,8 @@ class MemoryIdempotencyStore:
             rec = self._records.get(key)
             if rec is None or rec[4] != token or rec[0] != BUSY:
                 return False
-            rec[0], rec[2], rec[3], rec[4] = DONE, outcome, now + ttl, ""
+            # a new record, swapped in whole: the lock-free hit path never sees half of it
+            self._records[key] = [DONE, rec[1], outcome, now + ttl, ""]
             self._cond.notify_all()
             return True
 

@@ -187,3 +187,36 @@ def test_sigkilled_owner_process_is_taken_over(store, server):  # noqa: F811
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_records_on_a_redis_cluster_live_in_their_keys_slot():
+    """On a real local Redis Cluster (test_redis_cluster.py's): each record is
+    one key with a TTL, in the slot of its hash tag; the scripts run on that
+    slot's primary (the backend does not route by slot yet, as there)."""
+    from test_redis_cluster import Cluster, _keys_written, _slot
+    c = Cluster()
+    try:
+        for i, user_key in enumerate(("order:1", "{acct}x", "a}b", "k" * 200)):
+            pfx = f"ci{os.getpid()}-{i}:"
+            rkey = pr.RedisIdempotencyStore(_Probe(), key_prefix=pfx).redis_key(user_key)
+            slot = _slot(c, rkey)
+            port = c.owner[slot]
+            with pr.RedisBackend(f"redis://127.0.0.1:{port}", timeout=2.0) as b:
+                idem = pr.Idempotency(pr.RedisIdempotencyStore(b, key_prefix=pfx), ttl=60.0)
+                n = []
+                assert idem.call(user_key, lambda: n.append(1) or "r") == "r"
+                assert idem.call(user_key, lambda: n.append(1) or "s") == "r"
+                assert n == [1]
+                written = _keys_written(c, port, pfx)
+                assert len(written) == 1
+                for k, ttl in written:
+                    assert _slot(c, k.encode("latin-1")) == slot and 0 < ttl <= 60000
+    finally:
+        c.stop()
+
+
+class _Probe:
+    """Stands in for a backend where only the key layout is asked for."""
+
+    def _command(self, *args):  # pragma: no cover - never called
+        raise AssertionError(args)
