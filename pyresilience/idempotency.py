@@ -20,6 +20,7 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import logging
 import os
 import threading
 import time
@@ -249,6 +250,14 @@ class _Renewer:
 _renewer = _Renewer()
 
 
+_log = logging.getLogger("pyresilience.idempotency")
+
+
+def _not_stored(key: str, exc: BaseException) -> None:
+    _log.warning("idempotency: the result of %r was not stored (%s: %s); its lease runs out "
+                 "after in_progress_ttl", key, type(exc).__name__, exc)
+
+
 def _local_fingerprint(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     try:
         if not kwargs:
@@ -396,7 +405,10 @@ class Idempotency:
             except BaseException:
                 store.release(key, token)
                 raise
-            store.complete(key, token, self._pack(OK, result), self.ttl)
+            try:
+                store.complete(key, token, self._pack(OK, result), self.ttl)
+            except Exception as e:  # the call ran: its caller gets its result all the same
+                _not_stored(key, e)
             return result
         finally:
             _renewer.remove(token)
@@ -459,7 +471,10 @@ class Idempotency:
                 else:
                     self.store.release(key, token)
                 raise
-            await self._store_op("complete", key, token, self._pack(OK, result), self.ttl)
+            try:
+                await self._store_op("complete", key, token, self._pack(OK, result), self.ttl)
+            except Exception as e:  # the call ran: its caller gets its result all the same
+                _not_stored(key, e)
             return result
         finally:
             _renewer.remove(token)

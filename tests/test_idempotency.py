@@ -343,3 +343,21 @@ def test_keyword_order_does_not_change_the_fingerprint():
     assert idem.call("k", lambda a, b: 0, b=2, a=1) == 3
     with pytest.raises(pr.IdempotencyKeyMismatch):
         idem.call("k", lambda a, b: 0, b=1, a=2)
+
+
+def test_a_store_failing_after_the_call_still_returns_its_result(caplog):
+    store, idem = make()
+
+    def broken(*a):
+        raise OSError("store down")
+
+    store.complete = broken
+    assert idem.call("k", lambda: "ran") == "ran"
+    assert "was not stored (OSError: store down)" in caplog.text
+
+    async def main():
+        async def f():
+            return "ran async"
+        return await idem.call_async("k2", f)
+
+    assert asyncio.run(main()) == "ran async"
