@@ -220,3 +220,63 @@ class _Probe:
 
     def _command(self, *args):  # pragma: no cover - never called
         raise AssertionError(args)
+
+
+def test_asgi_and_wsgi_middleware_over_the_redis_store(store):
+    """The middleware's async store path (begin_async/complete_async) and the
+    sync one, on Redis: the first response stored as JSON and replayed."""
+    import io
+
+    from pyresilience.asgi import IdempotencyMiddleware as AsgiIdem
+    from pyresilience.wsgi import IdempotencyMiddleware as WsgiIdem
+    runs = []
+
+    async def app(scope, receive, send):
+        body = (await receive())["body"]
+        runs.append(body)
+        await send({"type": "http.response.start", "status": 201,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"made " + body})
+
+    mw = AsgiIdem(app, store)
+
+    async def request(key, body):
+        sent = []
+
+        async def receive():
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        async def send(msg):
+            sent.append(msg)
+
+        await mw({"type": "http", "method": "POST", "path": "/x",
+                  "headers": [(b"idempotency-key", key.encode())]}, receive, send)
+        return sent[0]["status"], dict(sent[0]["headers"]), sent[1]["body"]
+
+    async def main():
+        a = await request("k1", b"\xff1")
+        b = await request("k1", b"\xff1")
+        c = await request("k1", b"2")
+        return a, b, c
+
+    a, b, c = asyncio.run(main())
+    assert a[0] == b[0] == 201 and a[2] == b[2] == b"made \xff1"
+    assert b[1][b"idempotent-replayed"] == b"true" and c[0] == 422
+    assert runs == [b"\xff1"]
+
+    def wapp(environ, start_response):
+        runs.append(environ["wsgi.input"].read())
+        start_response("200 OK", [("X-A", "1")])
+        return [b"w"]
+
+    w = WsgiIdem(wapp, store)
+    got = []
+
+    def call():
+        env = {"REQUEST_METHOD": "POST", "PATH_INFO": "/w", "HTTP_IDEMPOTENCY_KEY": "k2",
+               "CONTENT_LENGTH": "3", "wsgi.input": io.BytesIO(b"abc")}
+        body = b"".join(w(env, lambda status, headers, exc=None: got.append((status, headers))))
+        return got[-1][0], body
+
+    assert call() == ("200 OK", b"w") and call() == ("200 OK", b"w")
+    assert ("Idempotent-Replayed", "true") in got[-1][1] and runs[-1] == b"abc" and len(runs) == 2
