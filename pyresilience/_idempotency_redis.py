@@ -97,7 +97,7 @@ class RedisIdempotencyStore:
         kind, value = outcome
         if kind == RAISED:
             data: Any = f"{type(value).__name__}: {value}"
-            return b"e" + data.encode()
+            return b"e" + str(data).encode()
         data = self.serializer.dumps(value)
         return b"o" + (data.encode() if isinstance(data, str) else bytes(data))
 
