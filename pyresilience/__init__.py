@@ -21,6 +21,7 @@ from .errors import (
     RetryExhausted,
 )
 from .errors import PolicyWarning, TimeoutExceeded
+from .errors import IdempotencyInProgress, IdempotencyKeyMismatch
 from .limiters import GCRA, LimiterMetrics, TokenBucket
 
 # -- rate limiter family --
@@ -53,6 +54,9 @@ from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimite
 # -- composition: policies, timeouts, deadlines --
 from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
 # -- observing: events (pr.prometheus, pr.otel load on first use) --
+from .idempotency import Idempotency, MemoryIdempotencyStore
+from ._idempotency_redis import RedisIdempotencyStore
+from .dead_letters import DeadLetter, RedisDeadLetters
 from . import events
 from .events import Event
 # -- shared memory: one limit across worker processes --
@@ -124,6 +128,14 @@ __all__ = [
     "Timeout",
     "TimeoutExceeded",
     "deadline_remaining",
+    # -- idempotency --
+    "Idempotency",
+    "IdempotencyInProgress",
+    "IdempotencyKeyMismatch",
+    "MemoryIdempotencyStore",
+    "RedisIdempotencyStore",
+    "DeadLetter",
+    "RedisDeadLetters",
     # -- observing --
     "Event",
     "LimiterMetrics",

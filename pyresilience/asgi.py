@@ -26,7 +26,10 @@ from .errors import BulkheadFullError
 from .web import (Engine, HeaderList, Limit, OnLimited, Outcome, Request, _gate_filters, _ScopeRequest,
                   busy_response)
 
-__all__ = ["RateLimitMiddleware", "ConcurrencyLimitMiddleware"]
+__all__ = ["RateLimitMiddleware", "ConcurrencyLimitMiddleware", "IdempotencyMiddleware"]
+
+# the Idempotency-Key header (IETF draft): pyresilience._idempotency_http
+from ._idempotency_http import AsgiIdempotencyMiddleware as IdempotencyMiddleware  # noqa: E402
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -23,6 +23,8 @@ __all__ = [
     "BackendError",
     "TimeoutExceeded",
     "PolicyWarning",
+    "IdempotencyInProgress",
+    "IdempotencyKeyMismatch",
 ]
 
 
@@ -145,3 +147,26 @@ class TimeoutExceeded(ResilienceError, TimeoutError):
 class PolicyWarning(UserWarning):
     """A :class:`~pyresilience.Policy` was built in an order known to be wrong
     (the message says why and which order is better)."""
+
+
+class IdempotencyInProgress(ResilienceError):
+    """IdempotencyInProgress(message='idempotent call in progress', key=None)
+
+    An :class:`~pyresilience.Idempotency` call found the first call with its
+    key still running (and its ``wait`` ran out, or there was none)."""
+
+    def __init__(self, message: str = "idempotent call in progress", key: Any = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+class IdempotencyKeyMismatch(ResilienceError):
+    """IdempotencyKeyMismatch(message='idempotency key reused with another payload', key=None)
+
+    An idempotency key was reused with a payload whose fingerprint differs from
+    the first call's."""
+
+    def __init__(self, message: str = "idempotency key reused with another payload",
+                 key: Any = None) -> None:
+        super().__init__(message)
+        self.key = key

@@ -686,7 +686,7 @@ def _check_order(strategies: Tuple[Any, ...]) -> List[str]:
 
 
 class Policy:
-    """Policy(*strategies)
+    """Policy(*strategies, dead_letter=None)
 
     Runs calls through ``strategies``, the first one outermost: ``Policy(a, b,
     c).call(f)`` is ``a(b(c(f)))``. Strategies: :class:`Fallback`,
@@ -702,11 +702,12 @@ class Policy:
     The recommended order is :meth:`recommended`'s. Orders known to be wrong
     warn with :class:`~pyresilience.PolicyWarning` when the policy is made."""
 
-    __slots__ = ("strategies", "_async", "__weakref__") + (() if TYPE_CHECKING else ("call",))
+    __slots__ = ("strategies", "_async", "dead_letter", "__weakref__") + (() if TYPE_CHECKING else ("call",))
 
     strategies: Tuple[Any, ...]
+    dead_letter: Any
 
-    def __init__(self, *strategies: Strategy) -> None:
+    def __init__(self, *strategies: Strategy, dead_letter: Any = None) -> None:
         flat: List[Any] = []
         for s in strategies:
             if isinstance(s, Policy):
@@ -716,9 +717,13 @@ class Policy:
         self.strategies = tuple(flat)
         for problem in _check_order(self.strategies):
             warnings.warn(f"Policy order: {problem}", PolicyWarning, stacklevel=2)
+        # dead_letter: each Retry without its own sink gives up into this one
+        from .dead_letters import check_sink
+        self.dead_letter = check_sink(dead_letter)
+        chain = self._chain()
         # policy.call is the chain itself (a C object: no Python frame per call)
-        object.__setattr__(self, "call", _sync_chain(self.strategies, _APPLY, 1))
-        self._async = _async_chain(self.strategies)
+        object.__setattr__(self, "call", _sync_chain(chain, _APPLY, 1))
+        self._async = _async_chain(chain)
 
     @classmethod
     def recommended(cls, *, fallback: Optional[Fallback] = None,
@@ -769,7 +774,15 @@ class Policy:
         if not self.strategies:
             return func  # nothing to apply
         # the chain around this very function: a C object, called with the call's arguments
-        return cast(Callable[P, T], finish(_sync_chain(self.strategies, func, 0), func))
+        return cast(Callable[P, T], finish(_sync_chain(self._chain(func), func, 0), func))
+
+    def _chain(self, target: Any = None) -> Tuple[Any, ...]:
+        """The strategies as the chain runs them: with a ``dead_letter``, each
+        Retry as a view handing its give-ups to it."""
+        if self.dead_letter is None:
+            return self.strategies
+        return tuple(s._with_dead_letter(self.dead_letter, target) if isinstance(s, Retry) else s
+                     for s in self.strategies)
 
     def __repr__(self) -> str:
         return f"Policy({', '.join(repr(s) for s in self.strategies)})"

@@ -508,10 +508,11 @@ def _give_up(exc: Optional[BaseException], result: Any, attempts: int, elapsed_n
 class _Loop:
     """The per-call state of one retry loop (never shared between calls)."""
 
-    __slots__ = ("cfg", "start", "attempt", "previous", "owner")
+    __slots__ = ("cfg", "start", "attempt", "previous", "owner", "verdict")
 
     def __init__(self, cfg: RetryConfig, start: int, owner: Any = None) -> None:
         self.owner = owner  # the Retry, for counters and events
+        self.verdict = 0  # the give-up verdict once it gave up (for the dead letter)
         self.cfg = cfg
         self.start = start
         self.attempt = 0
@@ -536,6 +537,7 @@ class _Loop:
         if verdict == _SLEEP and cfg.budget is not None and not cfg.budget.withdraw():
             verdict = _GIVE_UP_BUDGET
         if verdict != _SLEEP:
+            self.verdict = verdict
             _gave_up(self.owner, exc, self.attempt + 1, verdict)
             _give_up(exc, result, self.attempt + 1, elapsed, verdict)
         if cfg.on_retry is not None:
@@ -543,6 +545,7 @@ class _Loop:
             if deadline != _NEVER:  # on_retry took time: still never sleep past the deadline
                 elapsed = _core.retry_now_ns(clock) - self.start
                 if delay_ns >= deadline - elapsed:
+                    self.verdict = _GIVE_UP_DEADLINE
                     _gave_up(self.owner, exc, self.attempt + 1, _GIVE_UP_DEADLINE)
                     _give_up(exc, result, self.attempt + 1, elapsed, _GIVE_UP_DEADLINE)
         if self.owner is not None:
@@ -568,12 +571,15 @@ class Retry(Named):
     Per-call state is never shared: one Retry serves any number of concurrent
     calls (threads or tasks)."""
 
-    __slots__ = ("config", "__weakref__")
+    __slots__ = ("config", "dead_letter", "__weakref__")
 
     config: RetryConfig
+    dead_letter: Any
 
     def __init__(self, config: Optional[RetryConfig] = None, *, name: Optional[str] = None,
-                 **config_kwargs: Any) -> None:
+                 dead_letter: Any = None, **config_kwargs: Any) -> None:
+        from .dead_letters import check_sink
+        self.dead_letter = check_sink(dead_letter)
         if config is None:
             config = RetryConfig(**config_kwargs)
         elif not isinstance(config, RetryConfig):
@@ -603,10 +609,14 @@ class Retry(Named):
                 exc: Optional[BaseException], result: Any, start: int) -> Any:
         """Continue a call whose first attempt failed (called by the C fast path)."""
         cfg = self.config
-        loop = _Loop(cfg, start, self)
+        loop = _Loop(cfg, start, self._owner())
         clock = cfg.clock
+        sink = self.dead_letter
         while True:
-            _core.retry_sleep(clock, loop.step(exc, result))
+            if sink is None:
+                _core.retry_sleep(clock, loop.step(exc, result))
+            else:
+                _core.retry_sleep(clock, self._step_or_dead_letter(loop, sink, func, args, kwargs, exc, result))
             exc = result = None
             try:
                 result = func(*args, **kwargs)
@@ -615,7 +625,7 @@ class Retry(Named):
                 continue
             predicate = cfg.retry_on_result
             if predicate is None or not predicate(result):
-                _registry.count(self, "successful_with_retry")
+                _registry.count(loop.owner, "successful_with_retry")
                 return result
 
     def call(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -661,14 +671,49 @@ class Retry(Named):
                 return cast(T, result)
         return cast(T, await self._resume_async(func, args, kwargs, exc, result, start))
 
+    def _owner(self) -> "Retry":
+        """Whose counters and events a call's loop updates."""
+        return self
+
+    def _dead_letter(self, loop: _Loop, func: Any, args: Tuple[Any, ...], kwargs: Any,
+                     exc: Optional[BaseException], result: Any, is_async: bool) -> Any:
+        from .dead_letters import make
+        clock = self.config.clock
+        return make(func, args, kwargs, exc, result, loop.attempt + 1, loop.start,
+                    _core.retry_now_ns(clock), _REASON_KEYS.get(loop.verdict, "other"),
+                    wall=clock is None or isinstance(clock, MonotonicClock))
+
+    def _step_or_dead_letter(self, loop: _Loop, sink: Any, func: Any, args: Tuple[Any, ...], kwargs: Any,
+                             exc: Optional[BaseException], result: Any) -> int:
+        """loop.step, handing a DeadLetter to the sink when it gives up (the slow path only)."""
+        try:
+            return loop.step(exc, result)
+        except BaseException as gone:
+            if loop.verdict:
+                from .dead_letters import deliver
+                deliver(sink, self._dead_letter(loop, func, args, kwargs, exc, result, False), gone)
+            raise
+
     async def _resume_async(self, func: Callable[..., Awaitable[Any]], args: Tuple[Any, ...],
                             kwargs: Any, exc: Optional[BaseException], result: Any, start: int) -> Any:
         """Continue an async call whose first attempt failed."""
         cfg = self.config
-        loop = _Loop(cfg, start, self)
+        loop = _Loop(cfg, start, self._owner())
         clock = cfg.clock
+        sink = self.dead_letter
         while True:
-            delay_ns = loop.step(exc, result)
+            if sink is None:
+                delay_ns = loop.step(exc, result)
+            else:
+                try:
+                    delay_ns = loop.step(exc, result)
+                except BaseException as gone:
+                    if loop.verdict:
+                        from .dead_letters import deliver_async
+                        await deliver_async(sink,
+                                            self._dead_letter(loop, func, args, kwargs, exc, result, True),
+                                            gone)
+                    raise
             exc = result = None
             if isinstance(clock, ManualClock):
                 _core.retry_sleep(clock, delay_ns)
@@ -682,8 +727,15 @@ class Retry(Named):
                 continue
             predicate = cfg.retry_on_result
             if predicate is None or not predicate(result):
-                _registry.count(self, "successful_with_retry")
+                _registry.count(loop.owner, "successful_with_retry")
                 return result
+
+    def _with_dead_letter(self, sink: Any, target: Any = None) -> "Retry":
+        """A view of this Retry for a Policy's ``dead_letter``: counters and events
+        stay this Retry's; its own sink, when it has one, wins."""
+        if sink is None:
+            return self
+        return _RetryView(self, self.dead_letter or sink, target)
 
     # -- decorator --
 
@@ -732,6 +784,32 @@ class Retry(Named):
             spent += delay_ns
             previous = delay
             attempt += 1
+
+
+class _RetryView(Retry):
+    """A Retry inside a Policy(dead_letter=...): the base's config, counters and
+    events, the Policy's sink; the dead letter names the call the Policy ran."""
+
+    __slots__ = ("base", "target")
+
+    def __init__(self, base: Retry, sink: Any, target: Any = None) -> None:
+        self.base = base
+        self.target = target  # the decorated function (a policy decorator), else None
+        self.config = base.config
+        self.dead_letter = sink
+
+    def _owner(self) -> Retry:
+        return self.base
+
+    def _dead_letter(self, loop: _Loop, func: Any, args: Tuple[Any, ...], kwargs: Any,
+                     exc: Optional[BaseException], result: Any, is_async: bool) -> Any:
+        if is_async and len(args) == 3 and not kwargs:  # the async layers' (fn, args, kwargs)
+            func, args, kwargs = args
+        elif self.target is not None:  # a policy decorator's chain: the call's own arguments
+            func = self.target
+        elif args:  # policy.call(fn, *args, **kwargs)
+            func, args = args[0], args[1:]
+        return Retry._dead_letter(self, loop, func, args, kwargs, exc, result, is_async)
 
 
 def retry_with_backoff(config: Optional[RetryConfig] = None) -> Retry:

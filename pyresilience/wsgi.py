@@ -20,7 +20,10 @@ from .errors import BulkheadFullError
 from .web import (Engine, HeaderList, Limit, OnLimited, Outcome, Request, _gate_filters, busy_response,
                   status_line)
 
-__all__ = ["RateLimitMiddleware", "ConcurrencyLimitMiddleware"]
+__all__ = ["RateLimitMiddleware", "ConcurrencyLimitMiddleware", "IdempotencyMiddleware"]
+
+# the Idempotency-Key header (IETF draft): pyresilience._idempotency_http
+from ._idempotency_http import WsgiIdempotencyMiddleware as IdempotencyMiddleware  # noqa: E402
 
 Environ = Dict[str, Any]
 StartResponse = Callable[..., Any]
