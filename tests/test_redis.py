@@ -690,7 +690,7 @@ def test_sigkill_mid_load_then_restart(own_server: Server, policy: str) -> None:
             t.join()
     after = [c for c in calls if c[0] > killed]
     assert len(after) > 20
-    assert max(d for _, d, _ in calls) < timeout + 0.5  # a bound against a hang, loose for loaded machines
+    assert max(d for _, d, _ in calls) < 2.0  # a bound against a hang (a connect or read without its timeout), loose for loaded machines
     expected = {"raise": {"raised"}, "allow": {True}, "deny": {False}, "local": {True, False}}[policy]
     assert {o for *_, o in after} == expected
     own_server.start()
@@ -853,7 +853,7 @@ def test_stalled_server_every_call_within_timeout(own_server: Server) -> None:
             d = lim.check("k")
             worst = max(worst, time.monotonic() - t)
             assert not d.allowed and d.retry_after == pytest.approx(0.1)
-        assert worst < timeout + 0.5
+        assert worst < 2.0
     finally:
         own_server.proc.send_signal(signal.SIGCONT)
     back = time.monotonic()
