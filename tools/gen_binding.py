@@ -67,7 +67,7 @@ import binding_decl as D  # noqa: E402
 
 FLAGS = {"zero": "PRS_PY_ZERO_OK", "neg": "PRS_PY_NEG_OK", "inf": "PRS_PY_INF_OK",
          "none": "PRS_PY_NONE_OK", "none_inf": "PRS_PY_NONE_INF", "double": "PRS_PY_DOUBLE",
-         "trunc": "PRS_PY_TRUNC"}
+         "trunc": "PRS_PY_TRUNC", "sat": "PRS_PY_SAT"}
 INT64_MIN, INT64_MAX = "INT64_MIN", "INT64_MAX"
 
 
@@ -340,6 +340,11 @@ def c_body(t, head, x):
     L = [head]
     if re.search(r"\bo\b", " ".join(filter(None, (x.expr, getattr(x, "call", None), x.now)))):
         L.append("    %s *o = (%s *)self;" % (t.obj, t.obj))
+    if getattr(x, "params", None):  # a method's declared arguments, parsed into `a`
+        given = {"METH_O": "&arg, 1, NULL", "METH_FASTCALL": "args, nargs, NULL"}
+        L += ["    %s a = {0};" % x.config, "    PyObject *v[%d];" % len(x.params),
+              "    if (prs_py_parse_params(&%s_%s_params, %s, &a, v) < 0) return NULL;"
+              % (t.name, x.name, given.get(meth_flags(x), "args, nargs, kwnames"))]
     if x.now:
         L += ["    int64_t now;", "    if (prs_py_clock_now(%s, &now) < 0) return NULL;" % x.now]
     if x.expr:

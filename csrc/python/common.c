@@ -187,7 +187,8 @@ static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
     return -1;
 }
 
-int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
+/* An int in [lo, hi]; with `sat`, one beyond int64 is hi. */
+static int parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int sat, int64_t *out) {
     if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o))))
         return int_type_error(o, param);
     PyObject *idx = PyNumber_Index(o);
@@ -196,9 +197,14 @@ int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int
     long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
     Py_DECREF(idx);
     if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
+    if (overflow > 0 && sat) v = hi;
+    else if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
     *out = v;
     return 0;
+}
+
+int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
+    return parse_int(o, param, lo, hi, 0, out);
 }
 
 /* A float standing for a count must be integral: 10.0 is 10, 10.5 is refused.
@@ -422,7 +428,7 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         else *(int64_t *)field = v;
         return 0;
     case PRS_PK_INT:
-        if (prs_py_parse_int(o, p->name, p->lo, p->hi, &v) < 0) return -1;
+        if (parse_int(o, p->name, p->lo, p->hi, (p->flags & PRS_PY_SAT) != 0, &v) < 0) return -1;
         *(int64_t *)field = v;
         return 0;
     case PRS_PK_REAL:
