@@ -95,6 +95,12 @@ class Type:
     fields are visited but outlive tp_clear: dealloc drops them after `free`
     (a core that borrows them until it is freed).
 
+    `build` (a C statement over `o`, the new object, `cfg`, the parsed
+    config, and `st`, which may set `rc` to the core's status): the header
+    defines tp_new (<prefix>_new): parse (and check), allocate, `keep` each
+    argument object ({field: param}, None when not given) and the clock,
+    then build; a refusal is worded by prs_py_error().
+
     `rate` (a prs_py_rate_fn, with rate_key when its methods take a key):
     what the rate methods M(rate=True) decide on.
     `repr` (attribute names): the header defines <prefix>_repr, the type's
@@ -106,8 +112,10 @@ class Type:
     def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
                  props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
                  stub_head=(), stub_tail=(), init=None, check=None, refs=None, clock=None,
-                 free=None, kept=(), repr=None, slot=None, rate=None, rate_key=False):
+                 free=None, kept=(), repr=None, slot=None, rate=None, rate_key=False,
+                 build=None, keep=None):
         self.rate, self.rate_key = rate, rate_key
+        self.build, self.keep = build, dict(keep or {})
         self.refs, self.clock, self.free, self.kept = refs, clock, free, list(kept)
         self.repr, self.slot = repr, slot or name.lstrip("_")
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc
@@ -169,7 +177,7 @@ SECONDS = P("seconds", "DURATION", "float", field="ns", flags=("zero", "trunc"),
 MANUAL_CLOCK = Type(
     "ManualClock", "clock", "manual", obj="prs_py_manual_clock", qualname="pyresilience.ManualClock",
     flags=("BASETYPE", "IMMUTABLETYPE"), slots={"call": None, "repr": None, "dealloc": None},
-    config="prs_py_manual_clock_args",
+    config="prs_py_manual_clock_args", build="atomic_store(&o->now_ns, cfg.start_ns);",
     params=[P("start", "DURATION", "float", "0.0", field="start_ns", flags=("zero", "neg"),
               doc="The initial time, seconds.")],
     doc="A clock that moves only when told to: for deterministic tests. Every primitive\n"
@@ -199,7 +207,7 @@ MANUAL_CLOCK = Type(
     ])
 
 MONOTONIC_CLOCK = Type(
-    "MonotonicClock", "clock", "mono", params=[], obj="PyObject",
+    "MonotonicClock", "clock", "mono", params=[], obj="PyObject", build="",
     qualname="pyresilience.MonotonicClock", flags=("BASETYPE", "IMMUTABLETYPE"),
     slots={"call": None, "repr": None, "dealloc": "manual_dealloc"},
     doc="The default clock: CLOCK_MONOTONIC read in C. Passing clock=None is the same.",
@@ -217,7 +225,7 @@ DECISION = Type(
     "Decision", "decision", "decision", config="prs_decision", obj="prs_py_decision",
     qualname="pyresilience.Decision", flags=("HAVE_GC", "IMMUTABLETYPE"),
     slots={"repr": None, "richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
-    refs=["denied_by"],
+    refs=["denied_by"], build="o->d = cfg;", keep={"denied_by": "denied_by"},
     params=[
         P("allowed", "BOOL", "bool", field="allowed"),
         P("limit", "INT", "int", field="limit"),
@@ -264,6 +272,7 @@ RETRY_POLICY = Type(
     "RetryPolicy", "retry", "policy", config="prs_retry_config", obj="policy_obj",
     init="prs_retry_config_init", check="prs_retry_config_check",
     flags=("HAVE_GC", "IMMUTABLETYPE"), refs=["seed"], free="prs_retry_free(o->core);",
+    build="rc = prs_retry_new(&cfg, &o->core);", keep={"seed": "seed"},
     repr=["max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed",
           "max_retry_after"],
     params=[
@@ -333,6 +342,7 @@ RETRY_BUDGET = Type(
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     offsets={"weaklist": "weakreflist"}, repr=["ratio", "min_retries_per_second", "window"],
     refs=[], clock="clock", free="prs_retry_budget_free(o->core);",
+    build="rc = prs_retry_budget_new(&cfg, &o->core);",
     params=[
         P("ratio", "REAL", "float", "0.1", field="ratio", flags=("zero",)),
         P("min_retries_per_second", "REAL", "float", "10.0", field="min_retries_per_second",

@@ -334,6 +334,38 @@ def c_parse(t):
     ]
 
 
+def c_new(t):
+    """<prefix>_new of a type declaring `build`: the configuration step (with
+    the core's check when the type has one), the object, the argument objects
+    it keeps (None when not given), its clock, then `build`, a C statement
+    over o, cfg and st that may set rc (a status: the core's refusal)."""
+    n = "P_%s__COUNT" % t.name
+    L = ["static PyObject *%s_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {" % t.prefix,
+         "    prs_py_state *st;", "    PyObject *v[%s];" % (n if t.params else "1")]
+    if t.check:
+        L += ["    %s cfg;" % t.config,
+              "    if (%s_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;" % t.name]
+    else:
+        L += ["    %s cfg = {0};" % t.config if t.config else "    void *cfg = NULL;",
+              "    if (!(st = prs_py_state_of_type(type)) ||",
+              "        prs_py_parse_params_tuple(&%s_params, args, kwds, %s, v) < 0)"
+              % (t.name, "&cfg" if t.config else "cfg"),
+              "        return NULL;"]
+    L += ["    %s *o = (%s *)type->tp_alloc(type, 0);" % (t.obj, t.obj),
+          "    if (!o) return NULL;", "    int rc = 0;"]
+    for field, param in t.keep.items():
+        L.append("    o->%s = Py_NewRef(v[P_%s_%s] ? v[P_%s_%s] : Py_None);"
+                 % (field, t.name, param, t.name, param))
+    if t.clock:
+        L.append("    if (prs_py_clock_init(st, v[P_%s_clock], &o->%s) < 0) rc = -1;"
+                 % (t.name, t.clock))
+    L += ["    if (!rc) %s" % t.build] if t.build else []
+    L += ["    if (!rc) return (PyObject *)o;",
+          "    Py_DECREF(o);",
+          "    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);", "}"]
+    return L
+
+
 def c_body(t, head, x):
     """A function over the object `o` (and the clock read once into `now`)
     returning x.expr, or None after x.call."""
@@ -446,6 +478,8 @@ def gen_header(cfile, types, funcs):
             L += c_spec(t)
         if t.refs is not None:
             L += c_life(t)
+        if t.build is not None:
+            L += c_new(t)
         if t.repr:
             L += ["static PyObject *%s_repr(PyObject *self) {" % t.prefix,
                   "    static const char *const attrs[] = {%sNULL};"

@@ -19,15 +19,6 @@ typedef struct prs_py_manual_clock_args {
 
 /* ---- ManualClock -------------------------------------------------------- */
 
-static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_manual_clock_args a = {0};
-    PyObject *v[P_ManualClock__COUNT];
-    if (prs_py_parse_params_tuple(&ManualClock_params, args, kwds, &a, v) < 0) return NULL;
-    PyObject *self = type->tp_alloc(type, 0);
-    if (self) atomic_store(&((prs_py_manual_clock *)self)->now_ns, a.start_ns);
-    return self;
-}
-
 /* Every advance of a ManualClock goes through here: concurrent advances each
  * add their own amount, and the time saturates at 2^63 - 1 ns instead of
  * wrapping negative. */
@@ -70,12 +61,6 @@ static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
     return called_bare(args, kwds, "MonotonicClock") ? NULL : mono_now(self, NULL);
 }
 static PyObject *mono_repr(PyObject *self) { return PyUnicode_FromString("MonotonicClock()"); }
-
-static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *v[1];
-    if (prs_py_parse_params_tuple(&MonotonicClock_params, args, kwds, NULL, v) < 0) return NULL;
-    return type->tp_alloc(type, 0);
-}
 
 int prs_py_register_clock(PyObject *m, prs_py_state *st) {
     return clock_add_types(m, st);

@@ -122,45 +122,9 @@ static int policy_seed(PyObject *o, void *config) {
     return 0;
 }
 
-static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    prs_retry_config cfg;
-    PyObject *v[P_RetryPolicy__COUNT];
-    if (RetryPolicy_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
-    policy_obj *p = (policy_obj *)type->tp_alloc(type, 0);
-    if (!p) return NULL;
-    p->seed = Py_NewRef(v[P_RetryPolicy_seed] ? v[P_RetryPolicy_seed] : Py_None);
-    int rc = prs_retry_new(&cfg, &p->core);
-    if (rc) {
-        Py_DECREF(p);
-        return prs_py_error(st, rc, NULL);
-    }
-    return (PyObject *)p;
-}
-
 /* ======================================================================== */
 /* RetryBudget                                                              */
 /* ======================================================================== */
-
-static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    prs_retry_budget_config cfg;
-    PyObject *v[P_RetryBudget__COUNT];
-    if (RetryBudget_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
-    budget_obj *b = (budget_obj *)type->tp_alloc(type, 0);
-    if (!b) return NULL;
-    b->clock.kind = PRS_CLOCK_MONOTONIC;
-    if (prs_py_clock_init(st, v[P_RetryBudget_clock], &b->clock) < 0) {
-        Py_DECREF(b);
-        return NULL;
-    }
-    int rc = prs_retry_budget_new(&cfg, &b->core);
-    if (rc) {
-        Py_DECREF(b);
-        return prs_py_error(st, rc, NULL);
-    }
-    return (PyObject *)b;
-}
 
 /* Deposits one first attempt at the budget's clock's now. 0 or -1. */
 static int budget_deposit_now(budget_obj *b) {

@@ -132,6 +132,21 @@ static PyType_Slot ManualClock_slots[] = {
     {0, NULL},
 };
 static PyType_Spec ManualClock_spec = {"pyresilience.ManualClock", sizeof(prs_py_manual_clock), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, ManualClock_slots};
+static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_ManualClock__COUNT];
+    prs_py_manual_clock_args cfg = {0};
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&ManualClock_params, args, kwds, &cfg, v) < 0)
+        return NULL;
+    prs_py_manual_clock *o = (prs_py_manual_clock *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (!rc) atomic_store(&o->now_ns, cfg.start_ns);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 
 /* ---- MonotonicClock ---- */
 enum {
@@ -180,6 +195,20 @@ static PyType_Slot MonotonicClock_slots[] = {
     {0, NULL},
 };
 static PyType_Spec MonotonicClock_spec = {"pyresilience.MonotonicClock", sizeof(PyObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, MonotonicClock_slots};
+static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[1];
+    void *cfg = NULL;
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&MonotonicClock_params, args, kwds, cfg, v) < 0)
+        return NULL;
+    PyObject *o = (PyObject *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 
 static int clock_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &ManualClock_spec, NULL) < 0) return -1;

@@ -262,6 +262,20 @@ static void policy_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RetryPolicy__COUNT];
+    prs_retry_config cfg;
+    if (RetryPolicy_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    policy_obj *o = (policy_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->seed = Py_NewRef(v[P_RetryPolicy_seed] ? v[P_RetryPolicy_seed] : Py_None);
+    if (!rc) rc = prs_retry_new(&cfg, &o->core);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 static PyObject *policy_repr(PyObject *self) {
     static const char *const attrs[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
     return prs_py_repr_attrs(self, "RetryPolicy", attrs);
@@ -406,6 +420,20 @@ static void budget_dealloc(PyObject *self) {
     prs_retry_budget_free(o->core);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RetryBudget__COUNT];
+    prs_retry_budget_config cfg;
+    if (RetryBudget_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    budget_obj *o = (budget_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (prs_py_clock_init(st, v[P_RetryBudget_clock], &o->clock) < 0) rc = -1;
+    if (!rc) rc = prs_retry_budget_new(&cfg, &o->core);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 static PyObject *budget_repr(PyObject *self) {
     static const char *const attrs[] = {"ratio", "min_retries_per_second", "window", NULL};
