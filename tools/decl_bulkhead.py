@@ -87,6 +87,12 @@ OPT_MARK = ("o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.%s_watermark) :
 BLOCK = P("block", "BOOL", "bool", "True", field="block")
 LOOP = "get_running_loop: Callable[[], Any], /"
 
+# A watermark: a fraction the core checks (None: not given, NaN in the config).
+MARK = ("zero", "neg", "inf", "none")
+# queue.Queue's name of max_size (the same field; at most one of the two).
+MAXSIZE = at(P("maxsize", "COUNT", "Optional[int]", "None", field="capacity", flags=("none",),
+               kw=True), "given")
+
 RING_QUEUE = Type(
     "RingQueue", "queue", "q", config="q_args", obj="q_obj",
     init="q_args_init", check="q_args_check",
@@ -94,20 +100,19 @@ RING_QUEUE = Type(
     slots={"len": None}, offsets={"weaklist": "weakreflist"}, refs=["on_high", "on_low"],
     free="prs_ring_free(o->core); /* no waiter is queued: each holds this object */",
     params=[
-        at(P("max_size", "CONVERT", "Optional[int]", "0", field="capacity", flags=("none",),
-             convert="q_max_size"), "ring.capacity"),
+        at(P("max_size", "COUNT", "Optional[int]", "0", field="capacity", flags=("none",)),
+           "given"),
         at(P("strategy", "ENUM", "Any", "'block'", field="strategy",  # a str, or the str enum
              choices=("block", "drop_oldest", "drop_newest", "error")), "ring.strategy"),
         P("block_timeout", "REAL", "Optional[float]", "30.0", field="block_timeout_s",
           flags=("zero", "inf", "none_inf")),
-        at(P("high_watermark", "CONVERT", "Optional[float]", "None", field="high_watermark",
-             flags=("none",), convert="q_high"), "ring.high_watermark"),
-        at(P("low_watermark", "CONVERT", "Optional[float]", "None", field="low_watermark",
-             flags=("none",), convert="q_low"), "ring.low_watermark"),
+        at(P("high_watermark", "REAL", "Optional[float]", "None", field="high_watermark",
+             flags=MARK), "ring.high_watermark"),
+        at(P("low_watermark", "REAL", "Optional[float]", "None", field="low_watermark",
+             flags=MARK), "ring.low_watermark"),
         P("on_high_watermark", "CALLABLE", "Optional[Callable[[], Any]]", "None", flags=("none",)),
         P("on_low_watermark", "CALLABLE", "Optional[Callable[[], Any]]", "None", flags=("none",)),
-        at(P("maxsize", "CONVERT", "Optional[int]", "None", field="capacity", flags=("none",),
-             convert="q_maxsize", kw=True), "ring.capacity"),
+        MAXSIZE,
     ],
     doc="A bounded FIFO on a C ring with a backpressure strategy: the C core of\n"
         "pyresilience.BoundedQueue and pyresilience.BackpressureQueue.",

@@ -18,19 +18,15 @@ enum {
 };
 static const char *const RingQueue_names[] = {"max_size", "strategy", "block_timeout", "high_watermark", "low_watermark", "on_high_watermark", "on_low_watermark", "maxsize", NULL};
 static const char *const RingQueue_strategy_choices[] = {"block", "drop_oldest", "drop_newest", "error", NULL};
-static int q_max_size(PyObject *arg, void *config);
-static int q_high(PyObject *arg, void *config);
-static int q_low(PyObject *arg, void *config);
-static int q_maxsize(PyObject *arg, void *config);
 static const prs_py_param RingQueue_param_list[] = {
-    {"max_size", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_max_size, 0},
+    {"max_size", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"strategy", "strategy", PRS_PK_ENUM, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, RingQueue_strategy_choices, NULL, 0},
     {"block_timeout", "block_timeout_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(q_args, block_timeout_s), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"high_watermark", "high_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, q_high, 0},
-    {"low_watermark", "low_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, q_low, 0},
+    {"high_watermark", "high_watermark", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"low_watermark", "low_watermark", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"on_high_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"on_low_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"maxsize", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_maxsize, 0},
+    {"maxsize", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RingQueue_params = {"RingQueue", 8, 7, 0, RingQueue_param_list, RingQueue_names};
 /* The module state, the config (defaults, then the arguments) and the
