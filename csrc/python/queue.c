@@ -283,11 +283,6 @@ static PyObject *q_get_async(PyObject *self, PyObject *get_loop) { return Q_CALL
 
 static PyObject *q_join_async(PyObject *self, PyObject *get_loop) { return Q_CALL(JOIN, NULL, PRS_NEVER, get_loop); }
 
-/* _finish_put, _finish_get, _finish_join: settles an asyncio waiter (wait.c). */
-static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
-}
-
 static PyObject *q_task_done(PyObject *self, PyObject *unused) {
     prs_ring_result res;
     int rc = prs_ring_task_done(SELF->core, &res);
@@ -320,20 +315,8 @@ static PyObject *q_close(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *q_qsize(PyObject *self, PyObject *unused) {
-    return PyLong_FromLongLong(prs_ring_size(SELF->core));
-}
-
 static Py_ssize_t q_len(PyObject *self) {
     return (Py_ssize_t)prs_ring_size(SELF->core);
-}
-
-static PyObject *q_empty(PyObject *self, PyObject *unused) {
-    return PyBool_FromLong(prs_ring_size(SELF->core) == 0);
-}
-
-static PyObject *q_full(PyObject *self, PyObject *unused) {
-    return PyBool_FromLong(prs_ring_is_full(SELF->core));
 }
 
 static PyObject *q_stats(PyObject *self, PyObject *unused) {

@@ -78,15 +78,30 @@ static PyObject *q_get_nowait(PyObject *self, PyObject *unused);
 static PyObject *q_task_done(PyObject *self, PyObject *unused);
 static PyObject *q_join(PyObject *self, PyObject *unused);
 static PyObject *q_join_async(PyObject *self, PyObject *arg);
-static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *q_finish_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
+}
 static PyObject *q_close(PyObject *self, PyObject *unused);
-static PyObject *q_qsize(PyObject *self, PyObject *unused);
-static PyObject *q_empty(PyObject *self, PyObject *unused);
-static PyObject *q_full(PyObject *self, PyObject *unused);
+static PyObject *q_qsize(PyObject *self, PyObject *unused) {
+    q_obj *o = (q_obj *)self;
+    return PyLong_FromLongLong(prs_ring_size(o->core));
+}
+static PyObject *q_empty(PyObject *self, PyObject *unused) {
+    q_obj *o = (q_obj *)self;
+    return PyBool_FromLong(prs_ring_size(o->core) == 0);
+}
+static PyObject *q_full(PyObject *self, PyObject *unused) {
+    q_obj *o = (q_obj *)self;
+    return PyBool_FromLong(prs_ring_is_full(o->core));
+}
 static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_get_async(PyObject *self, PyObject *arg);
-static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
+}
+static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
+}
 static PyObject *q_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *q_stats(PyObject *self, PyObject *unused);
 static PyMethodDef RingQueue_methods[] = {
@@ -144,7 +159,7 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of join): True now, or a queued waiter."},
-    {"_finish_join", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
+    {"_finish_join", (PyCFunction)(void (*)(void))q_finish_join, METH_FASTCALL,
      "_finish_join($self, waiter, /)\n"
      "--\n"
      "\n"
@@ -181,12 +196,12 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of get): an item now, or a queued waiter."},
-    {"_finish_put", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
+    {"_finish_put", (PyCFunction)(void (*)(void))q_finish_put, METH_FASTCALL,
      "_finish_put($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
      "Internal: settle a producer waiter."},
-    {"_finish_get", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
+    {"_finish_get", (PyCFunction)(void (*)(void))q_finish_get, METH_FASTCALL,
      "_finish_get($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
