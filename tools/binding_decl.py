@@ -42,7 +42,8 @@ class M:
     header defines over the type's `rate` target (prs_py_rate_method). A
     method may be a C statement `call` (returning None) or expression `expr`
     over `o` (and `now`), as Prop's, and `a`, its declared params parsed into
-    a zeroed `config`: the header defines it."""
+    a zeroed `config`: the header defines it. So is a slot __call__ with an
+    `expr`: a call without arguments (a clock's now())."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,
                  flags=None, slot=False, rate=False, expr=None, call=None, now=None):
@@ -203,7 +204,7 @@ MANUAL_CLOCK = Type(
           config="prs_py_manual_clock_args", call="atomic_store(&o->now_ns, a.ns)",
           doc="Set the clock to `seconds` (finite; may move it backwards, which primitives\n"
               "treat as no time passing)."),
-        M("__call__", returns="float", slot=True),
+        M("__call__", returns="float", slot=True, expr="manual_now(self, NULL)"),
     ])
 
 MONOTONIC_CLOCK = Type(
@@ -216,7 +217,7 @@ MONOTONIC_CLOCK = Type(
           doc="CLOCK_MONOTONIC in seconds (float)."),
         M("now_ns", returns="int", expr="PyLong_FromLongLong(prs_monotonic_ns())",
           doc="CLOCK_MONOTONIC in integer nanoseconds."),
-        M("__call__", returns="float", slot=True),
+        M("__call__", returns="float", slot=True, expr="mono_now(self, NULL)"),
     ])
 
 # ---- Decision --------------------------------------------------------------------

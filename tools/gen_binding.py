@@ -480,6 +480,14 @@ def gen_header(cfile, types, funcs):
             L += c_life(t)
         if t.build is not None:
             L += c_new(t)
+        for m in t.methods:  # a __call__ taking no arguments, declared as an expression
+            if m.slot and m.name == "__call__" and m.expr:
+                L += ["static PyObject *%s(PyObject *self, PyObject *args, PyObject *kwds) {"
+                      % (t.slots.get("call") or t.prefix + "_call"),
+                      "    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))",
+                      '        return PyErr_Format(PyExc_TypeError, "%s() takes no arguments when '
+                      'called");' % t.name,
+                      "    return %s;" % m.expr, "}"]
         if t.repr:
             L += ["static PyObject *%s_repr(PyObject *self) {" % t.prefix,
                   "    static const char *const attrs[] = {%sNULL};"

@@ -29,17 +29,6 @@ void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns) {
     }
 }
 
-/* Calling a clock is its now(), with no arguments. 0, or -1 with TypeError. */
-static int called_bare(PyObject *args, PyObject *kwds, const char *name) {
-    if (!PyTuple_GET_SIZE(args) && !(kwds && PyDict_GET_SIZE(kwds))) return 0;
-    PyErr_Format(PyExc_TypeError, "%s() takes no arguments when called", name);
-    return -1;
-}
-
-static PyObject *manual_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    return called_bare(args, kwds, "ManualClock") ? NULL : manual_now(self, NULL);
-}
-
 static PyObject *manual_repr(PyObject *self) {
     int64_t ns = atomic_load(&((prs_py_manual_clock *)self)->now_ns);
     PyObject *f = PyFloat_FromDouble((double)ns / 1e9);
@@ -57,9 +46,6 @@ static void manual_dealloc(PyObject *self) {
 
 /* ---- MonotonicClock ----------------------------------------------------- */
 
-static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    return called_bare(args, kwds, "MonotonicClock") ? NULL : mono_now(self, NULL);
-}
 static PyObject *mono_repr(PyObject *self) { return PyUnicode_FromString("MonotonicClock()"); }
 
 int prs_py_register_clock(PyObject *m, prs_py_state *st) {

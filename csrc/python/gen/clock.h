@@ -147,6 +147,11 @@ static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     Py_DECREF(o);
     return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
+static PyObject *manual_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))
+        return PyErr_Format(PyExc_TypeError, "ManualClock() takes no arguments when called");
+    return manual_now(self, NULL);
+}
 
 /* ---- MonotonicClock ---- */
 enum {
@@ -208,6 +213,11 @@ static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
     return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
+static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))
+        return PyErr_Format(PyExc_TypeError, "MonotonicClock() takes no arguments when called");
+    return mono_now(self, NULL);
 }
 
 static int clock_add_types(PyObject *m, prs_py_state *st) {
