@@ -189,13 +189,18 @@ static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
 
 /* An int in [lo, hi]; with `sat`, one beyond int64 is hi. */
 static int parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int sat, int64_t *out) {
-    if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o))))
-        return int_type_error(o, param);
-    PyObject *idx = PyNumber_Index(o);
-    if (!idx) return -1;
     int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
-    Py_DECREF(idx);
+    long long v;
+    if (PyLong_CheckExact(o)) { /* the usual case: no __index__ to call */
+        v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    } else {
+        if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o))))
+            return int_type_error(o, param);
+        PyObject *idx = PyNumber_Index(o);
+        if (!idx) return -1;
+        v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+        Py_DECREF(idx);
+    }
     if (v == -1 && PyErr_Occurred()) return -1;
     if (overflow > 0 && sat) v = hi;
     else if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
@@ -513,7 +518,9 @@ static int convert_params(const prs_py_params *spec, void *config, PyObject **va
 
 int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames, void *config, PyObject **vals) {
-    if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, 0, vals) < 0)
+    if (!kwnames && nargs <= spec->maxpos) /* positional only: nothing to match by name */
+        for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
+    else if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, 0, vals) < 0)
         return -1;
     return convert_params(spec, config, vals);
 }
