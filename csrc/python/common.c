@@ -503,6 +503,8 @@ static int convert_params(const prs_py_params *spec, void *config, PyObject **va
     for (Py_ssize_t i = 0; i < spec->n; i++)
         if (spec->p[i].alias && merge_alias(spec, i, vals) < 0) return -1;
     for (Py_ssize_t i = 0; i < spec->n; i++) {
+        if (vals[i] == Py_None && (spec->p[i].flags & (PRS_PY_NONE_OK | PRS_PY_NONE_INF)) == PRS_PY_NONE_OK)
+            continue; /* None: the field keeps its default */
         if (!vals[i]) {
             if (missing(spec, i, vals)) {
                 PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", spec->fname,
