@@ -40,8 +40,10 @@ class M:
     a type slot (__call__, ...), in the stub only. rate=True: one of the rate
     methods (allow, check, peek, acquire, _waiter), whose C function the
     header defines over the type's `rate` target (prs_py_rate_method). A
-    method without arguments may be a C statement `call` (returning None) or
-    expression `expr` over `o` (and `now`), as Prop's: the header defines it."""
+    method may be a C statement `call` (returning None) or expression `expr`
+    over `o` (and `now`), as Prop's, and `a`, its declared params parsed into
+    a zeroed `config`: the header defines it. So is a slot __call__ with an
+    `expr`: a call without arguments (a clock's now())."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,
                  flags=None, slot=False, rate=False, expr=None, call=None, now=None):
@@ -94,6 +96,12 @@ class Type:
     fields are visited but outlive tp_clear: dealloc drops them after `free`
     (a core that borrows them until it is freed).
 
+    `build` (a C statement over `o`, the new object, `cfg`, the parsed
+    config, and `st`, which may set `rc` to the core's status): the header
+    defines tp_new (<prefix>_new): parse (and check), allocate, `keep` each
+    argument object ({field: param}, None when not given) and the clock,
+    then build; a refusal is worded by prs_py_error().
+
     `rate` (a prs_py_rate_fn, with rate_key when its methods take a key):
     what the rate methods M(rate=True) decide on.
     `repr` (attribute names): the header defines <prefix>_repr, the type's
@@ -105,8 +113,10 @@ class Type:
     def __init__(self, name, cfile, prefix, doc, obj=None, params=None, config=None, methods=(),
                  props=(), flags=(), slots=None, offsets=None, qualname=None, base=None,
                  stub_head=(), stub_tail=(), init=None, check=None, refs=None, clock=None,
-                 free=None, kept=(), repr=None, slot=None, rate=None, rate_key=False):
+                 free=None, kept=(), repr=None, slot=None, rate=None, rate_key=False,
+                 build=None, keep=None):
         self.rate, self.rate_key = rate, rate_key
+        self.build, self.keep = build, dict(keep or {})
         self.refs, self.clock, self.free, self.kept = refs, clock, free, list(kept)
         self.repr, self.slot = repr, slot or name.lstrip("_")
         self.name, self.cfile, self.prefix, self.doc = name, cfile, prefix, doc
@@ -161,42 +171,53 @@ CLOCK_OBJ = "Union[ManualClock, MonotonicClock, Callable[[], float]]"
 
 # ---- clocks ----------------------------------------------------------------------
 
+# A clock's time read as float seconds (the object `o`: a ManualClock).
+MANUAL_NOW = "PyFloat_FromDouble((double)atomic_load_explicit(&o->now_ns, memory_order_acquire) / 1e9)"
+SECONDS = P("seconds", "DURATION", "float", field="ns", flags=("zero", "trunc"), posonly=True)
+
 MANUAL_CLOCK = Type(
     "ManualClock", "clock", "manual", obj="prs_py_manual_clock", qualname="pyresilience.ManualClock",
     flags=("BASETYPE", "IMMUTABLETYPE"), slots={"call": None, "repr": None, "dealloc": None},
-    config="prs_py_manual_clock_args",
+    config="prs_py_manual_clock_args", build="atomic_store(&o->now_ns, cfg.start_ns);",
     params=[P("start", "DURATION", "float", "0.0", field="start_ns", flags=("zero", "neg"),
               doc="The initial time, seconds.")],
     doc="A clock that moves only when told to: for deterministic tests. Every primitive\n"
         "accepts clock=ManualClock(); waits of the library (acquire, retry sleeps, ...)\n"
         "advance it by the wait instead of sleeping. Calling the clock returns now().",
     methods=[
-        M("now", returns="float", doc="The clock's time in seconds (float)."),
-        M("now_ns", returns="int", doc="The clock's time in integer nanoseconds."),
-        M("advance", "seconds: float, /",
+        M("now", returns="float", expr=MANUAL_NOW, doc="The clock's time in seconds (float)."),
+        M("now_ns", returns="int", expr="PyLong_FromLongLong(atomic_load(&o->now_ns))",
+          doc="The clock's time in integer nanoseconds."),
+        M("advance", params=[SECONDS], config="prs_py_manual_clock_args",
+          call="prs_py_manual_clock_add(&o->now_ns, a.ns)",
           doc="Move the clock forward by `seconds` (finite, >= 0); the time\n"
               "saturates at 2**63 - 1 ns instead of wrapping."),
-        M("advance_ns", "ns: int, /",
+        M("advance_ns", params=[P("ns", "INT", "int", field="ns", lo=0, flags=("sat",), posonly=True)],
+          config="prs_py_manual_clock_args", call="prs_py_manual_clock_add(&o->now_ns, a.ns)",
           doc="Move the clock forward by `ns` integer nanoseconds (>= 0), exactly\n"
               "at any time (float seconds cannot resolve 1 ns once the clock is past ~100 days).\n"
               "Like advance(), the time saturates at 2**63 - 1 ns."),
         M("sleep", "seconds: float, /", c="manual_advance",
           doc="Sleeping on a ManualClock advances it by `seconds` at once."),
-        M("set", "seconds: float, /",
+        M("set", params=[P("seconds", "DURATION", "float", field="ns", flags=("zero", "neg", "trunc"),
+                           posonly=True)],
+          config="prs_py_manual_clock_args", call="atomic_store(&o->now_ns, a.ns)",
           doc="Set the clock to `seconds` (finite; may move it backwards, which primitives\n"
               "treat as no time passing)."),
-        M("__call__", returns="float", slot=True),
+        M("__call__", returns="float", slot=True, expr="manual_now(self, NULL)"),
     ])
 
 MONOTONIC_CLOCK = Type(
-    "MonotonicClock", "clock", "mono", params=[], obj="PyObject",
+    "MonotonicClock", "clock", "mono", params=[], obj="PyObject", build="",
     qualname="pyresilience.MonotonicClock", flags=("BASETYPE", "IMMUTABLETYPE"),
     slots={"call": None, "repr": None, "dealloc": "manual_dealloc"},
     doc="The default clock: CLOCK_MONOTONIC read in C. Passing clock=None is the same.",
     methods=[
-        M("now", returns="float", doc="CLOCK_MONOTONIC in seconds (float)."),
-        M("now_ns", returns="int", doc="CLOCK_MONOTONIC in integer nanoseconds."),
-        M("__call__", returns="float", slot=True),
+        M("now", returns="float", expr="PyFloat_FromDouble((double)prs_monotonic_ns() / 1e9)",
+          doc="CLOCK_MONOTONIC in seconds (float)."),
+        M("now_ns", returns="int", expr="PyLong_FromLongLong(prs_monotonic_ns())",
+          doc="CLOCK_MONOTONIC in integer nanoseconds."),
+        M("__call__", returns="float", slot=True, expr="mono_now(self, NULL)"),
     ])
 
 # ---- Decision --------------------------------------------------------------------
@@ -205,7 +226,7 @@ DECISION = Type(
     "Decision", "decision", "decision", config="prs_decision", obj="prs_py_decision",
     qualname="pyresilience.Decision", flags=("HAVE_GC", "IMMUTABLETYPE"),
     slots={"repr": None, "richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
-    refs=["denied_by"],
+    refs=["denied_by"], build="o->d = cfg;", keep={"denied_by": "denied_by"},
     params=[
         P("allowed", "BOOL", "bool", field="allowed"),
         P("limit", "INT", "int", field="limit"),
@@ -243,10 +264,16 @@ DECISION = Type(
 
 # ---- retry -----------------------------------------------------------------------
 
+# An attempt index (0-based): an int >= 0; one beyond int64 is INT64_MAX.
+ATTEMPT = P("attempt", "INT", "int", field="attempt", lo=0, flags=("sat",))
+ATTEMPT_POS = P("attempt", "INT", "int", field="attempt", lo=0, flags=("sat",), posonly=True)
+PREVIOUS = P("previous", "REAL", "Optional[float]", "None", field="previous", flags=("zero", "none"))
+
 RETRY_POLICY = Type(
     "RetryPolicy", "retry", "policy", config="prs_retry_config", obj="policy_obj",
     init="prs_retry_config_init", check="prs_retry_config_check",
     flags=("HAVE_GC", "IMMUTABLETYPE"), refs=["seed"], free="prs_retry_free(o->core);",
+    build="rc = prs_retry_new(&cfg, &o->core);", keep={"seed": "seed"},
     repr=["max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed",
           "max_retry_after"],
     params=[
@@ -266,23 +293,32 @@ RETRY_POLICY = Type(
         "never shortens it); one longer than max_retry_after (None: no limit) gives up.\n"
         "Used by RetryConfig; rarely needed directly.",
     methods=[
-        M("delay", "attempt: int, previous: Optional[float] = None", "float",
+        M("delay", params=[ATTEMPT, PREVIOUS], config="retry_args", returns="float",
+          expr="PyFloat_FromDouble(prs_retry_delay(o->core, a.attempt, a.previous))",
           doc="The delay in seconds after failed attempt `attempt` (0-based), with this policy's\n"
               "jitter. `previous` is the delay slept last by the same retry loop (only the\n"
               "decorrelated strategy reads it; None: the first sleep). Thread-safe."),
-        M("base", "attempt: int, /", "float",
+        M("base", params=[ATTEMPT_POS], config="retry_args", returns="float",
+          expr="PyFloat_FromDouble(prs_retry_base_delay(o->core, a.attempt))",
           doc="min(base_delay * exponential_base ** attempt, max_delay): the delay without jitter."),
-        M("sample", "attempt: int, n: int, previous: Optional[float] = None", "list[float]",
+        M("sample", params=[ATTEMPT, P("n", "INT", "int", field="n", lo=0, hi=100000000), PREVIOUS],
+          config="retry_args", returns="list[float]", expr="sample_list(o, &a)",
           doc="A list of n delays for the same attempt (statistics and tests)."),
-        M("_next", "attempt: int, previous: float, retry_after_ns: int, remaining_ns: int, /",
-          "tuple[int, float, int]",
+        M("_next", params=[ATTEMPT, P("previous", "REAL", "float", field="previous",
+                                     flags=("zero", "none")),
+                           P("retry_after_ns", "INT", "int", field="retry_after_ns"),
+                           P("remaining_ns", "INT", "int", field="remaining_ns", posonly=True)],
+          config="retry_args", returns="tuple[int, float, int]", expr="next_step(o, &a)",
           doc="The retry loop's step: (verdict, delay_s, delay_ns). verdict is one of RETRY_SLEEP,\n"
               "RETRY_GIVE_UP_ATTEMPTS, RETRY_GIVE_UP_DEADLINE, RETRY_GIVE_UP_RETRY_AFTER,\n"
               "RETRY_GIVE_UP_RETRY_AFTER_LIMIT.\n"
               "retry_after_ns < 0: none; remaining_ns == NEVER_NS: no deadline."),
-        M("reseed", "seed: Optional[int], /",
+        M("reseed", params=[P("seed", "CONVERT", "Optional[int]", convert="policy_seed",
+                              posonly=True)], config="prs_retry_config",
+          call="prs_retry_seed(o->core, a.has_seed ? a.seed : prs_random_seed())",
           doc="Restart the jitter generator from `seed` (None: a random seed)."),
-        M("random", returns="float", doc="A uniform draw in [0, 1) from this policy's generator."),
+        M("random", returns="float", expr="PyFloat_FromDouble(prs_retry_uniform(o->core))",
+          doc="A uniform draw in [0, 1) from this policy's generator."),
     ],
     props=[
         Prop("max_attempts", "int", "Attempts in all, the first included.",
@@ -307,6 +343,7 @@ RETRY_BUDGET = Type(
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     offsets={"weaklist": "weakreflist"}, repr=["ratio", "min_retries_per_second", "window"],
     refs=[], clock="clock", free="prs_retry_budget_free(o->core);",
+    build="rc = prs_retry_budget_new(&cfg, &o->core);",
     params=[
         P("ratio", "REAL", "float", "0.1", field="ratio", flags=("zero",)),
         P("min_retries_per_second", "REAL", "float", "10.0", field="min_retries_per_second",
@@ -320,12 +357,13 @@ RETRY_BUDGET = Type(
         "storms: under total failure, attempts stay near (1 + ratio) x requests.\n"
         "Pass it as RetryConfig(budget=...). Thread-safe.",
     methods=[
-        M("deposit", doc="Record a first attempt (a new request). Retry wrappers do this for you."),
+        M("deposit", call="prs_retry_budget_deposit(o->core, now)", now="&o->clock",
+          doc="Record a first attempt (a new request). Retry wrappers do this for you."),
         M("withdraw", returns="bool",
           doc="Ask for one retry: True (counted) while retries in the window stay within\n"
               "ratio x first attempts + min_retries_per_second x window, else False (counted\n"
               "as denied). Retry wrappers call it before each retry and give up on False."),
-        M("reset", doc="Empty the window and zero the metrics."),
+        M("reset", call="prs_retry_budget_reset(o->core)", doc="Empty the window and zero the metrics."),
         M("_metrics", returns="tuple[int, int, int, int, int, float]",
           doc="(attempts, retries_allowed, retries_denied, window_attempts, window_retries, "
               "available):\n"

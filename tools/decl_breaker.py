@@ -95,10 +95,12 @@ BREAKER = Type(
               "stray there: counted in the totals, it neither frees another caller's trial\n"
               "slot nor moves the state."),
         M("record_success", config="cb_record_args",
+          expr="record_manual(self, a.duration_ns, PRS_BREAKER_SUCCESS)",
           params=[P("duration", "DURATION", "float", "0.0", field="duration_ns",
                     flags=("zero", "inf"))],
           doc="Record a successful call that lasted `duration` seconds (slow-call detection)."),
         M("record_failure", config="cb_record_args",
+          expr="record_manual(self, a.duration_ns, PRS_BREAKER_FAILURE)",
           params=[P("duration", "DURATION", "float", "0.0", field="duration_ns",
                     flags=("zero", "inf"))],
           doc="Record a failed call that lasted `duration` seconds."),

@@ -14,6 +14,11 @@ AWAITABLE_SELF = "Awaitable[Self]"
 STAT = "PyLong_FromLongLong(bh_stats_of(o).%s)"  # a counter of the bulkhead's core
 EXIT = "exc_type: Any, exc: Any, tb: Any, /"
 
+# Releases a Bulkhead's slot, then the value of a release()-like method.
+RELEASED = "prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : %s"
+# An owner's _finish*(waiter, cancel): settles an asyncio waiter (wait.c).
+FINISH = "prs_py_cond_finish(self, args, nargs)"
+
 BULKHEAD = Type(
     "Bulkhead", "bulkhead", "bh", config="bh_args", obj="bh_obj",
     init="bh_args_init", check="bh_args_check",
@@ -38,24 +43,26 @@ BULKHEAD = Type(
               "BulkheadFullError (counted in rejected_count) when no slot frees in time.\n"
               "Pair every acquire() with one release()."),
         M("try_acquire", returns="bool",
+          expr="PyBool_FromLong(prs_py_bulkhead_try_at(self, prs_monotonic_ns()))",
           doc="Take a slot if one is free and nobody is waiting: True, else False (not\n"
               "counted as a rejection)."),
-        M("release", doc="Give a slot back (to the oldest waiter, if any). RuntimeError when no "
+        M("release", expr=RELEASED % "Py_NewRef(Py_None)", doc="Give a slot back (to the oldest waiter, if any). RuntimeError when no "
                          "slot is held."),
         M("__enter__", returns="Self", c="bh_enter",
           doc="acquire() with max_wait_seconds; returns the bulkhead."),
-        M("__exit__", EXIT, c="bh_exit", doc="release(); never suppresses the exception."),
+        M("__exit__", EXIT, c="bh_exit", expr=RELEASED % "Py_NewRef(Py_False)", doc="release(); never suppresses the exception."),
         M("__aenter__", returns=AWAITABLE_SELF, c="bh_aenter",
           doc="async with: take a slot (waiting up to max_wait_seconds without blocking the\n"
               "event loop; BulkheadFullError when none frees); the bulkhead is the value."),
         M("__aexit__", EXIT, "Awaitable[None]", c="bh_aexit",
+          expr=RELEASED % "prs_py_ready_new(o->ready, Py_None)",
           doc="Release the slot; never suppresses the exception."),
         M("_acquire_async", "get_running_loop: Callable[[], Any], wait: Optional[bool], /",
           "Union[bool, _AsyncWaiter]",
           doc="Internal (asyncio form): True if a slot was taken, False if none and\n"
               "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
               "queued waiter whose .future is woken when a slot is handed to it."),
-        M("_finish", "waiter: _AsyncWaiter, cancel: bool, /", "bool",
+        M("_finish", "waiter: _AsyncWaiter, cancel: bool, /", "bool", expr=FINISH,
           doc="Internal: settle a waiter. cancel=False: True if it holds a slot, False if\n"
               "it timed out (a rejection). cancel=True: a slot it was handed goes back."),
         M("_full_error", returns="Exception",
@@ -87,6 +94,12 @@ OPT_MARK = ("o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.%s_watermark) :
 BLOCK = P("block", "BOOL", "bool", "True", field="block")
 LOOP = "get_running_loop: Callable[[], Any], /"
 
+# A watermark: a fraction the core checks (None: not given, NaN in the config).
+MARK = ("zero", "neg", "inf", "none")
+# queue.Queue's name of max_size (the same field; at most one of the two).
+MAXSIZE = at(P("maxsize", "COUNT", "Optional[int]", "None", field="capacity", flags=("none",),
+               kw=True), "given")
+
 RING_QUEUE = Type(
     "RingQueue", "queue", "q", config="q_args", obj="q_obj",
     init="q_args_init", check="q_args_check",
@@ -94,20 +107,19 @@ RING_QUEUE = Type(
     slots={"len": None}, offsets={"weaklist": "weakreflist"}, refs=["on_high", "on_low"],
     free="prs_ring_free(o->core); /* no waiter is queued: each holds this object */",
     params=[
-        at(P("max_size", "CONVERT", "Optional[int]", "0", field="capacity", flags=("none",),
-             convert="q_max_size"), "ring.capacity"),
+        at(P("max_size", "COUNT", "Optional[int]", "0", field="capacity", flags=("none",)),
+           "given"),
         at(P("strategy", "ENUM", "Any", "'block'", field="strategy",  # a str, or the str enum
              choices=("block", "drop_oldest", "drop_newest", "error")), "ring.strategy"),
         P("block_timeout", "REAL", "Optional[float]", "30.0", field="block_timeout_s",
           flags=("zero", "inf", "none_inf")),
-        at(P("high_watermark", "CONVERT", "Optional[float]", "None", field="high_watermark",
-             flags=("none",), convert="q_high"), "ring.high_watermark"),
-        at(P("low_watermark", "CONVERT", "Optional[float]", "None", field="low_watermark",
-             flags=("none",), convert="q_low"), "ring.low_watermark"),
+        at(P("high_watermark", "REAL", "Optional[float]", "None", field="high_watermark",
+             flags=MARK), "ring.high_watermark"),
+        at(P("low_watermark", "REAL", "Optional[float]", "None", field="low_watermark",
+             flags=MARK), "ring.low_watermark"),
         P("on_high_watermark", "CALLABLE", "Optional[Callable[[], Any]]", "None", flags=("none",)),
         P("on_low_watermark", "CALLABLE", "Optional[Callable[[], Any]]", "None", flags=("none",)),
-        at(P("maxsize", "CONVERT", "Optional[int]", "None", field="capacity", flags=("none",),
-             convert="q_maxsize", kw=True), "ring.capacity"),
+        MAXSIZE,
     ],
     doc="A bounded FIFO on a C ring with a backpressure strategy: the C core of\n"
         "pyresilience.BoundedQueue and pyresilience.BackpressureQueue.",
@@ -149,23 +161,26 @@ RING_QUEUE = Type(
               "interrupts the wait."),
         M("_join_async", LOOP, "Union[bool, _AsyncWaiter]",
           doc="Internal (asyncio form of join): True now, or a queued waiter."),
-        M("_finish_join", "waiter: _AsyncWaiter, /", "bool", c="q_finish", flags="METH_FASTCALL",
+        M("_finish_join", "waiter: _AsyncWaiter, /", "bool", expr=FINISH, flags="METH_FASTCALL",
           doc="Internal: settle a joiner waiter."),
         M("close",
           doc="Close the queue: later puts raise QueueClosedError; getters drain what is\n"
               "left, then raise QueueClosedError. Blocked producers (their items are\n"
               "dropped) and consumers wake at once. Idempotent."),
-        M("qsize", returns="int", doc="Items in the queue."),
-        M("empty", returns="bool", doc="True when no item is queued."),
-        M("full", returns="bool", doc="True when qsize() == max_size."),
+        M("qsize", returns="int", expr="PyLong_FromLongLong(prs_ring_size(o->core))",
+          doc="Items in the queue."),
+        M("empty", returns="bool", expr="PyBool_FromLong(prs_ring_size(o->core) == 0)",
+          doc="True when no item is queued."),
+        M("full", returns="bool", expr="PyBool_FromLong(prs_ring_is_full(o->core))",
+          doc="True when qsize() == max_size."),
         M("__len__", returns="int", slot=True),
         M("_put_async", "item: Any, get_running_loop: Callable[[], Any], /",
           "Union[bool, _AsyncWaiter]",
           doc="Internal (asyncio form of put): a verdict now, or a queued waiter."),
         M("_get_async", LOOP, "Any",
           doc="Internal (asyncio form of get): an item now, or a queued waiter."),
-        M("_finish_put", WAITER, "bool", c="q_finish", doc="Internal: settle a producer waiter."),
-        M("_finish_get", WAITER, "Any", c="q_finish", doc="Internal: settle a consumer waiter."),
+        M("_finish_put", WAITER, "bool", expr=FINISH, doc="Internal: settle a producer waiter."),
+        M("_finish_get", WAITER, "Any", expr=FINISH, doc="Internal: settle a consumer waiter."),
         M("_after_fork_child",
           doc="Internal: call in a child process right after fork, with one thread\n"
               "running (pyresilience.queues' os.register_at_fork hook does): a new lock;\n"

@@ -67,7 +67,7 @@ import binding_decl as D  # noqa: E402
 
 FLAGS = {"zero": "PRS_PY_ZERO_OK", "neg": "PRS_PY_NEG_OK", "inf": "PRS_PY_INF_OK",
          "none": "PRS_PY_NONE_OK", "none_inf": "PRS_PY_NONE_INF", "double": "PRS_PY_DOUBLE",
-         "trunc": "PRS_PY_TRUNC"}
+         "trunc": "PRS_PY_TRUNC", "sat": "PRS_PY_SAT"}
 INT64_MIN, INT64_MAX = "INT64_MIN", "INT64_MAX"
 
 
@@ -334,12 +334,49 @@ def c_parse(t):
     ]
 
 
+def c_new(t):
+    """<prefix>_new of a type declaring `build`: the configuration step (with
+    the core's check when the type has one), the object, the argument objects
+    it keeps (None when not given), its clock, then `build`, a C statement
+    over o, cfg and st that may set rc (a status: the core's refusal)."""
+    n = "P_%s__COUNT" % t.name
+    L = ["static PyObject *%s_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {" % t.prefix,
+         "    prs_py_state *st;", "    PyObject *v[%s];" % (n if t.params else "1")]
+    if t.check:
+        L += ["    %s cfg;" % t.config,
+              "    if (%s_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;" % t.name]
+    else:
+        L += ["    %s cfg = {0};" % t.config if t.config else "    void *cfg = NULL;",
+              "    if (!(st = prs_py_state_of_type(type)) ||",
+              "        prs_py_parse_params_tuple(&%s_params, args, kwds, %s, v) < 0)"
+              % (t.name, "&cfg" if t.config else "cfg"),
+              "        return NULL;"]
+    L += ["    %s *o = (%s *)type->tp_alloc(type, 0);" % (t.obj, t.obj),
+          "    if (!o) return NULL;", "    int rc = 0;"]
+    for field, param in t.keep.items():
+        L.append("    o->%s = Py_NewRef(v[P_%s_%s] ? v[P_%s_%s] : Py_None);"
+                 % (field, t.name, param, t.name, param))
+    if t.clock:
+        L.append("    if (prs_py_clock_init(st, v[P_%s_clock], &o->%s) < 0) rc = -1;"
+                 % (t.name, t.clock))
+    L += ["    if (!rc) %s" % t.build] if t.build else []
+    L += ["    if (!rc) return (PyObject *)o;",
+          "    Py_DECREF(o);",
+          "    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);", "}"]
+    return L
+
+
 def c_body(t, head, x):
     """A function over the object `o` (and the clock read once into `now`)
     returning x.expr, or None after x.call."""
     L = [head]
     if re.search(r"\bo\b", " ".join(filter(None, (x.expr, getattr(x, "call", None), x.now)))):
         L.append("    %s *o = (%s *)self;" % (t.obj, t.obj))
+    if getattr(x, "params", None):  # a method's declared arguments, parsed into `a`
+        given = {"METH_O": "&arg, 1, NULL", "METH_FASTCALL": "args, nargs, NULL"}
+        L += ["    %s a = {0};" % x.config, "    PyObject *v[%d];" % len(x.params),
+              "    if (prs_py_parse_params(&%s_%s_params, %s, &a, v) < 0) return NULL;"
+              % (t.name, x.name, given.get(meth_flags(x), "args, nargs, kwnames"))]
     if x.now:
         L += ["    int64_t now;", "    if (prs_py_clock_now(%s, &now) < 0) return NULL;" % x.now]
     if x.expr:
@@ -441,6 +478,16 @@ def gen_header(cfile, types, funcs):
             L += c_spec(t)
         if t.refs is not None:
             L += c_life(t)
+        if t.build is not None:
+            L += c_new(t)
+        for m in t.methods:  # a __call__ taking no arguments, declared as an expression
+            if m.slot and m.name == "__call__" and m.expr:
+                L += ["static PyObject *%s(PyObject *self, PyObject *args, PyObject *kwds) {"
+                      % (t.slots.get("call") or t.prefix + "_call"),
+                      "    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))",
+                      '        return PyErr_Format(PyExc_TypeError, "%s() takes no arguments when '
+                      'called");' % t.name,
+                      "    return %s;" % m.expr, "}"]
         if t.repr:
             L += ["static PyObject *%s_repr(PyObject *self) {" % t.prefix,
                   "    static const char *const attrs[] = {%sNULL};"

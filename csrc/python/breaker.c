@@ -62,6 +62,8 @@ typedef struct cb_record_args {
     int64_t duration_ns;
 } cb_record_args;
 
+static PyObject *record_manual(PyObject *self, int64_t duration_ns, prs_breaker_outcome outcome);
+
 /* A manual state call (open, close, ...: generated methods over the core's). */
 typedef void (*manual_fn)(prs_breaker *, int64_t, prs_breaker_transition *);
 static PyObject *manual(PyObject *self, manual_fn fn);
@@ -448,31 +450,18 @@ static PyObject *cb_allow_request(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(d.allowed);
 }
 
-static PyObject *record_manual(PyObject *self, const prs_py_params *spec, PyObject *const *args,
-                               Py_ssize_t nargs, PyObject *kwnames, prs_breaker_outcome outcome) {
-    cb_record_args a = {0};
-    PyObject *v[1];
-    if (prs_py_parse_params(spec, args, nargs, kwnames, &a, v) < 0) return NULL;
+/* record_success()/record_failure(): an outcome reported without a permit. */
+static PyObject *record_manual(PyObject *self, int64_t duration_ns, prs_breaker_outcome outcome) {
     int64_t now = INT64_MIN;
     if (prs_breaker_outcome_needs_time(SELF->core, outcome) &&
         prs_py_clock_now(&SELF->clock, &now) < 0)
         return NULL;
     prs_breaker_transition tr;
-    prs_breaker_record(SELF->core, now, PRS_BREAKER_NO_PERMIT, outcome, a.duration_ns, &tr);
+    prs_breaker_record(SELF->core, now, PRS_BREAKER_NO_PERMIT, outcome, duration_ns, &tr);
     fire(SELF, &tr);
     Py_RETURN_NONE;
 }
 
-static PyObject *cb_record_success(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames) {
-    return record_manual(self, &CircuitBreaker_record_success_params, args, nargs, kwnames,
-                         PRS_BREAKER_SUCCESS);
-}
-static PyObject *cb_record_failure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames) {
-    return record_manual(self, &CircuitBreaker_record_failure_params, args, nargs, kwnames,
-                         PRS_BREAKER_FAILURE);
-}
 static PyObject *cb_record_ignored(PyObject *self, PyObject *unused) {
     prs_breaker_transition tr;
     prs_breaker_record(SELF->core, INT64_MIN, PRS_BREAKER_NO_PERMIT, PRS_BREAKER_IGNORED, 0, &tr);

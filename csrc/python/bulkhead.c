@@ -155,8 +155,6 @@ int prs_py_bulkhead_try_at(PyObject *self, int64_t now) {
     return got;
 }
 
-static int release_one(PyObject *self) { return prs_py_bulkhead_release_at(self, prs_monotonic_ns()); }
-
 int prs_py_bulkhead_release_at(PyObject *self, int64_t now) {
     prs_bulkhead_waiter *woken = NULL;
     int rc = prs_bulkhead_release(SELF->core, now, &woken);
@@ -188,27 +186,11 @@ static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t na
     return BH_CALL(timeout_ns, NULL);
 }
 
-static PyObject *bh_try_acquire(PyObject *self, PyObject *unused) {
-    int got;
-    prs_bulkhead_try_acquire(SELF->core, prs_monotonic_ns(), 0, &got);
-    return PyBool_FromLong(got);
-}
-
-static PyObject *bh_release(PyObject *self, PyObject *unused) {
-    if (release_one(self) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
 static PyObject *bh_enter(PyObject *self, PyObject *unused) {
     PyObject *r = BH_CALL(SELF->max_wait_ns, NULL);
     if (!r) return NULL;
     Py_DECREF(r);
     return Py_NewRef(self);
-}
-
-static PyObject *bh_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (release_one(self) < 0) return NULL;
-    Py_RETURN_FALSE;
 }
 
 /* _acquire_async(get_running_loop, wait): True (acquired now), False (no
@@ -223,23 +205,11 @@ static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssiz
     return BH_CALL(wait ? PRS_NEVER : 0, args[0]);
 }
 
-/* _finish(waiter, cancel): settles an asyncio waiter (wait.c). */
-static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
-}
-
 /* async with: a slot free now -> an already-done awaitable (no coroutine);
  * else the coroutine self._aenter_slow(). */
 static PyObject *bh_aenter(PyObject *self, PyObject *unused) {
-    int got;
-    prs_bulkhead_try_acquire(SELF->core, prs_monotonic_ns(), 0, &got);
-    if (got) return prs_py_ready_new(SELF->ready, self);
+    if (prs_py_bulkhead_try_at(self, prs_monotonic_ns())) return prs_py_ready_new(SELF->ready, self);
     return PyObject_CallMethod(self, "_aenter_slow", NULL);
-}
-
-static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (release_one(self) < 0) return NULL;
-    return prs_py_ready_new(SELF->ready, Py_None);
 }
 
 static PyObject *bh_stats(PyObject *self, PyObject *unused) {

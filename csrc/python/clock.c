@@ -9,32 +9,15 @@
 
 #include <math.h>
 
-/* ManualClock()'s parsed arguments. */
+/* The parsed arguments of ManualClock() and of its methods. */
 typedef struct prs_py_manual_clock_args {
     int64_t start_ns;
+    int64_t ns; /* advance, advance_ns, set */
 } prs_py_manual_clock_args;
 
 #include "gen/clock.h"
 
 /* ---- ManualClock -------------------------------------------------------- */
-
-static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_manual_clock_args a = {0};
-    PyObject *v[P_ManualClock__COUNT];
-    if (prs_py_parse_params_tuple(&ManualClock_params, args, kwds, &a, v) < 0) return NULL;
-    PyObject *self = type->tp_alloc(type, 0);
-    if (self) atomic_store(&((prs_py_manual_clock *)self)->now_ns, a.start_ns);
-    return self;
-}
-
-static PyObject *manual_now(PyObject *self, PyObject *unused) {
-    int64_t ns = atomic_load_explicit(&((prs_py_manual_clock *)self)->now_ns, memory_order_acquire);
-    return PyFloat_FromDouble((double)ns / 1e9);
-}
-
-static PyObject *manual_now_ns(PyObject *self, PyObject *unused) {
-    return PyLong_FromLongLong(atomic_load(&((prs_py_manual_clock *)self)->now_ns));
-}
 
 /* Every advance of a ManualClock goes through here: concurrent advances each
  * add their own amount, and the time saturates at 2^63 - 1 ns instead of
@@ -44,47 +27,6 @@ void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns) {
     while (!atomic_compare_exchange_weak_explicit(t, &seen, prs__sat_add(seen, ns),
                                                   memory_order_acq_rel, memory_order_acquire)) {
     }
-}
-
-static PyObject *manual_advance(PyObject *self, PyObject *arg) {
-    double s;
-    if (prs_py_parse_real(arg, "seconds", PRS_PY_ZERO_OK, &s) < 0) return NULL;
-    prs_py_manual_clock_add(&((prs_py_manual_clock *)self)->now_ns, prs_seconds_to_ns(s));
-    Py_RETURN_NONE;
-}
-
-static PyObject *manual_advance_ns(PyObject *self, PyObject *arg) {
-    if (PyBool_Check(arg) || !PyLong_Check(arg)) {
-        PyErr_Format(PyExc_TypeError, "ns must be an int, not %.200s: %R", Py_TYPE(arg)->tp_name, arg);
-        return NULL;
-    }
-    int overflow;
-    long long ns = PyLong_AsLongLongAndOverflow(arg, &overflow);
-    if (ns == -1 && PyErr_Occurred()) return NULL;
-    if (overflow < 0 || (!overflow && ns < 0)) {
-        PyErr_Format(PyExc_ValueError, "ns must be >= 0, got %R", arg);
-        return NULL;
-    }
-    prs_py_manual_clock_add(&((prs_py_manual_clock *)self)->now_ns, overflow ? INT64_MAX : ns);
-    Py_RETURN_NONE;
-}
-
-static PyObject *manual_set(PyObject *self, PyObject *arg) {
-    double s;
-    if (prs_py_parse_real(arg, "seconds", PRS_PY_ZERO_OK | PRS_PY_NEG_OK, &s) < 0) return NULL;
-    atomic_store(&((prs_py_manual_clock *)self)->now_ns, prs_seconds_to_ns(s));
-    Py_RETURN_NONE;
-}
-
-/* Calling a clock is its now(), with no arguments. 0, or -1 with TypeError. */
-static int called_bare(PyObject *args, PyObject *kwds, const char *name) {
-    if (!PyTuple_GET_SIZE(args) && !(kwds && PyDict_GET_SIZE(kwds))) return 0;
-    PyErr_Format(PyExc_TypeError, "%s() takes no arguments when called", name);
-    return -1;
-}
-
-static PyObject *manual_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    return called_bare(args, kwds, "ManualClock") ? NULL : manual_now(self, NULL);
 }
 
 static PyObject *manual_repr(PyObject *self) {
@@ -104,22 +46,7 @@ static void manual_dealloc(PyObject *self) {
 
 /* ---- MonotonicClock ----------------------------------------------------- */
 
-static PyObject *mono_now(PyObject *self, PyObject *unused) {
-    return PyFloat_FromDouble((double)prs_monotonic_ns() / 1e9);
-}
-static PyObject *mono_now_ns(PyObject *self, PyObject *unused) {
-    return PyLong_FromLongLong(prs_monotonic_ns());
-}
-static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    return called_bare(args, kwds, "MonotonicClock") ? NULL : mono_now(self, NULL);
-}
 static PyObject *mono_repr(PyObject *self) { return PyUnicode_FromString("MonotonicClock()"); }
-
-static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *v[1];
-    if (prs_py_parse_params_tuple(&MonotonicClock_params, args, kwds, NULL, v) < 0) return NULL;
-    return type->tp_alloc(type, 0);
-}
 
 int prs_py_register_clock(PyObject *m, prs_py_state *st) {
     return clock_add_types(m, st);

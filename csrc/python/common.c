@@ -187,18 +187,29 @@ static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
     return -1;
 }
 
-int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
-    if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o))))
-        return int_type_error(o, param);
-    PyObject *idx = PyNumber_Index(o);
-    if (!idx) return -1;
+/* An int in [lo, hi]; with `sat`, one beyond int64 is hi. */
+static int parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int sat, int64_t *out) {
     int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(idx, &overflow);
-    Py_DECREF(idx);
+    long long v;
+    if (PyLong_CheckExact(o)) { /* the usual case: no __index__ to call */
+        v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    } else {
+        if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o))))
+            return int_type_error(o, param);
+        PyObject *idx = PyNumber_Index(o);
+        if (!idx) return -1;
+        v = PyLong_AsLongLongAndOverflow(idx, &overflow);
+        Py_DECREF(idx);
+    }
     if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
+    if (overflow > 0 && sat) v = hi;
+    else if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
     *out = v;
     return 0;
+}
+
+int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
+    return parse_int(o, param, lo, hi, 0, out);
 }
 
 /* A float standing for a count must be integral: 10.0 is 10, 10.5 is refused.
@@ -422,7 +433,7 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         else *(int64_t *)field = v;
         return 0;
     case PRS_PK_INT:
-        if (prs_py_parse_int(o, p->name, p->lo, p->hi, &v) < 0) return -1;
+        if (parse_int(o, p->name, p->lo, p->hi, (p->flags & PRS_PY_SAT) != 0, &v) < 0) return -1;
         *(int64_t *)field = v;
         return 0;
     case PRS_PK_REAL:
@@ -492,6 +503,8 @@ static int convert_params(const prs_py_params *spec, void *config, PyObject **va
     for (Py_ssize_t i = 0; i < spec->n; i++)
         if (spec->p[i].alias && merge_alias(spec, i, vals) < 0) return -1;
     for (Py_ssize_t i = 0; i < spec->n; i++) {
+        if (vals[i] == Py_None && (spec->p[i].flags & (PRS_PY_NONE_OK | PRS_PY_NONE_INF)) == PRS_PY_NONE_OK)
+            continue; /* None: the field keeps its default */
         if (!vals[i]) {
             if (missing(spec, i, vals)) {
                 PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", spec->fname,
@@ -507,7 +520,9 @@ static int convert_params(const prs_py_params *spec, void *config, PyObject **va
 
 int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames, void *config, PyObject **vals) {
-    if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, 0, vals) < 0)
+    if (!kwnames && nargs <= spec->maxpos) /* positional only: nothing to match by name */
+        for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
+    else if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, 0, vals) < 0)
         return -1;
     return convert_params(spec, config, vals);
 }

@@ -28,17 +28,6 @@ PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int de
     return r;
 }
 
-static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_decision d = {0};
-    PyObject *v[P_Decision__COUNT];
-    if (prs_py_parse_params_tuple(&Decision_params, args, kwds, &d, v) < 0) return NULL;
-    prs_py_decision *self = (prs_py_decision *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
-    self->d = d;
-    self->denied_by = Py_NewRef(v[P_Decision_denied_by] ? v[P_Decision_denied_by] : Py_None);
-    return (PyObject *)self;
-}
-
 #define D(self) (((prs_py_decision *)(self))->d)
 
 /* The headers are the core's (prs_decision_headers), as str values. */

@@ -222,6 +222,7 @@ enum prs_py_kind {
 #define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
 #define PRS_PY_DOUBLE   32u /* COUNT: the field is a double */
 #define PRS_PY_TRUNC    64u /* DURATION: a positive value under 1 ns stays 0 (the core refuses it) */
+#define PRS_PY_SAT     128u /* INT: an int beyond int64 is hi (an attempt index, a wait in ns) */
 
 typedef struct prs_py_param {
     const char *name;           /* the Python name */

@@ -23,10 +23,9 @@
 
 /* The constructor's arguments: the core's config and the binding's own. */
 typedef struct {
-    prs_ring_config ring;
+    prs_ring_config ring;    /* watermarks NaN: not given */
     double block_timeout_s;  /* inf: no limit */
     int64_t given;           /* the capacity as given (<= 0: unbounded, as queue.Queue) */
-    const char *size_param;  /* the name it was given under (NULL: not given) */
 } q_args;
 
 typedef struct {
@@ -41,40 +40,22 @@ typedef struct {
 
 static void q_args_init(q_args *a) {
     prs_ring_config_init(&a->ring);
-    a->ring.capacity = 0;
+    a->ring.high_watermark = a->ring.low_watermark = NAN;
     a->block_timeout_s = 30.0;
     a->given = 0;
-    a->size_param = NULL;
 }
 
-static int q_args_check(const q_args *a, prs_config_error *why) {
-    return prs_ring_config_check(&a->ring, why);
-}
-
-/* max_size / maxsize: a count; <= 0 is unbounded (the core's 0). */
-static int set_size(PyObject *o, q_args *a, const char *param) {
-    if (a->size_param) {
-        PyErr_SetString(PyExc_TypeError, "give max_size or maxsize (its queue.Queue name), not both");
-        return -1;
-    }
-    if (prs_py_parse_config_count(o, param, &a->given) < 0) return -1;
-    a->ring.capacity = a->given <= 0 ? 0 : a->given;
-    a->size_param = param;
-    return 0;
-}
-static int q_max_size(PyObject *o, void *a) { return set_size(o, a, "max_size"); }
-static int q_maxsize(PyObject *o, void *a) { return set_size(o, a, "maxsize"); }
-
-/* A watermark turns the watermarks on; the core checks its range. */
-static int set_mark(PyObject *o, q_args *a, const char *param, double *out) {
-    a->ring.watermarks = 1;
-    return prs_py_parse_real(o, param, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, out);
-}
-static int q_high(PyObject *o, void *a) {
-    return set_mark(o, a, "high_watermark", &((q_args *)a)->ring.high_watermark);
-}
-static int q_low(PyObject *o, void *a) {
-    return set_mark(o, a, "low_watermark", &((q_args *)a)->ring.low_watermark);
+/* The core's config from the arguments - the capacity as given (<= 0:
+ * unbounded, the core's 0), the watermarks on when either is given (the
+ * other at the core's default) - then the core's check. */
+static int q_args_check(q_args *a, prs_config_error *why) {
+    prs_ring_config d, *r = &a->ring;
+    prs_ring_config_init(&d);
+    r->capacity = a->given <= 0 ? 0 : a->given;
+    r->watermarks = !isnan(r->high_watermark) || !isnan(r->low_watermark);
+    if (r->watermarks && isnan(r->high_watermark)) r->high_watermark = d.high_watermark;
+    if (r->watermarks && isnan(r->low_watermark)) r->low_watermark = d.low_watermark;
+    return prs_ring_config_check(r, why);
 }
 
 /* The arguments of put() and get(). */
@@ -118,6 +99,11 @@ static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     q_args a;
     PyObject *v[P_RingQueue__COUNT];
     if (RingQueue_parse(type, args, kwds, &st, &a, v) < 0) return NULL;
+    if (v[P_RingQueue_max_size] && v[P_RingQueue_max_size] != Py_None && v[P_RingQueue_maxsize] &&
+        v[P_RingQueue_maxsize] != Py_None) {
+        PyErr_SetString(PyExc_TypeError, "give max_size or maxsize (its queue.Queue name), not both");
+        return NULL;
+    }
     PyObject *onhi = v[P_RingQueue_on_high_watermark], *onlo = v[P_RingQueue_on_low_watermark];
     if (onhi == Py_None) onhi = NULL;
     if (onlo == Py_None) onlo = NULL;
@@ -297,11 +283,6 @@ static PyObject *q_get_async(PyObject *self, PyObject *get_loop) { return Q_CALL
 
 static PyObject *q_join_async(PyObject *self, PyObject *get_loop) { return Q_CALL(JOIN, NULL, PRS_NEVER, get_loop); }
 
-/* _finish_put, _finish_get, _finish_join: settles an asyncio waiter (wait.c). */
-static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
-}
-
 static PyObject *q_task_done(PyObject *self, PyObject *unused) {
     prs_ring_result res;
     int rc = prs_ring_task_done(SELF->core, &res);
@@ -334,20 +315,8 @@ static PyObject *q_close(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *q_qsize(PyObject *self, PyObject *unused) {
-    return PyLong_FromLongLong(prs_ring_size(SELF->core));
-}
-
 static Py_ssize_t q_len(PyObject *self) {
     return (Py_ssize_t)prs_ring_size(SELF->core);
-}
-
-static PyObject *q_empty(PyObject *self, PyObject *unused) {
-    return PyBool_FromLong(prs_ring_size(SELF->core) == 0);
-}
-
-static PyObject *q_full(PyObject *self, PyObject *unused) {
-    return PyBool_FromLong(prs_ring_is_full(SELF->core));
 }
 
 static PyObject *q_stats(PyObject *self, PyObject *unused) {
@@ -367,10 +336,8 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
         PyErr_Format(PyExc_AttributeError, "cannot delete %s", param);
         return -1;
     }
-    q_args a; /* the queue's config with the new capacity, for the verdict */
-    q_args_init(&a);
-    a.ring = SELF->a.ring; /* fixed since tp_new; set_size replaces the capacity */
-    if (set_size(v, &a, param) < 0) return -1;
+    q_args a = SELF->a; /* the queue's config with the new capacity, for the verdict */
+    if (prs_py_parse_config_count(v, param, &a.given) < 0) return -1;
     prs_config_error why;
     int rc = q_args_check(&a, &why);
     if (rc) {

@@ -54,39 +54,32 @@ static prs_retry_config policy_config(policy_obj *o) {
     return cfg;
 }
 
+/* The arguments of RetryPolicy's methods (declared: attempt, previous, ...). */
+typedef struct {
+    int64_t attempt, n, retry_after_ns, remaining_ns;
+    double previous; /* None: 0, no previous delay */
+} retry_args;
+
+/* sample(attempt, n, previous=None): n delays for one attempt. */
+static PyObject *sample_list(policy_obj *o, const retry_args *a) {
+    PyObject *list = PyList_New((Py_ssize_t)a->n);
+    for (Py_ssize_t i = 0; list && i < (Py_ssize_t)a->n; i++) {
+        PyObject *f = PyFloat_FromDouble(prs_retry_delay(o->core, a->attempt, a->previous));
+        if (!f) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, i, f);
+    }
+    return list;
+}
+
+/* _next(attempt, previous, retry_after_ns, remaining_ns) -> (verdict, delay_s, delay_ns) */
+static PyObject *next_step(policy_obj *o, const retry_args *a) {
+    prs_retry_step s;
+    int rc = prs_retry_next(o->core, a->attempt, a->previous, a->retry_after_ns, a->remaining_ns, &s);
+    if (rc) return prs_py_error(prs_py_state_of((PyObject *)o), rc, NULL);
+    return Py_BuildValue("(idL)", s.verdict, s.delay, (long long)s.delay_ns);
+}
+
 #include "gen/retry.h"
-
-/* ---- shared parsing ------------------------------------------------------ */
-
-/* An attempt index: an int >= 0 (not bool); ints past int64 saturate. */
-static int parse_attempt(PyObject *o, int64_t *out) {
-    if (PyBool_Check(o) || !PyLong_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "attempt must be an int, not %.200s: %R", Py_TYPE(o)->tp_name, o);
-        return -1;
-    }
-    int overflow = 0;
-    long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-    if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow > 0) { *out = INT64_MAX; return 0; }
-    if (overflow < 0 || v < 0) {
-        PyErr_Format(PyExc_ValueError, "attempt must be >= 0, got %R", o);
-        return -1;
-    }
-    *out = v;
-    return 0;
-}
-
-/* previous=None -> 0 (no previous delay). */
-static int parse_previous(PyObject *o, double *out) {
-    *out = 0.0;
-    if (!o || o == Py_None) return 0;
-    return prs_py_parse_real(o, "previous", PRS_PY_ZERO_OK, out);
-}
-
-/* An int64 passed by the facade (ns values); TypeError otherwise. */
-static int parse_i64(PyObject *o, const char *param, int64_t *out) {
-    return prs_py_parse_int(o, param, INT64_MIN, INT64_MAX, out);
-}
 
 /* ======================================================================== */
 /* RetryPolicy                                                              */
@@ -112,129 +105,26 @@ static int policy_jitter(PyObject *o, void *config) {
     return -1;
 }
 
-static int parse_seed(PyObject *o, int *has, uint64_t *seed) {
-    *has = 0;
-    *seed = 0;
-    if (!o || o == Py_None) return 0;
+/* seed=: None (random) or an int, whose low 64 bits seed the generator. */
+static int policy_seed(PyObject *o, void *config) {
+    prs_retry_config *cfg = config;
+    cfg->has_seed = 0;
+    cfg->seed = 0;
+    if (o == Py_None) return 0;
     if (PyBool_Check(o) || !PyLong_Check(o)) {
         PyErr_Format(PyExc_TypeError, "seed must be an int or None, not %.200s: %R", Py_TYPE(o)->tp_name, o);
         return -1;
     }
     unsigned long long v = PyLong_AsUnsignedLongLongMask(o); /* the low 64 bits */
     if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    *has = 1;
-    *seed = v;
+    cfg->has_seed = 1;
+    cfg->seed = v;
     return 0;
-}
-
-static int policy_seed(PyObject *arg, void *config) {
-    prs_retry_config *cfg = config;
-    return parse_seed(arg, &cfg->has_seed, &cfg->seed);
-}
-
-static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    prs_retry_config cfg;
-    PyObject *v[P_RetryPolicy__COUNT];
-    if (RetryPolicy_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
-    policy_obj *p = (policy_obj *)type->tp_alloc(type, 0);
-    if (!p) return NULL;
-    p->seed = Py_NewRef(v[P_RetryPolicy_seed] ? v[P_RetryPolicy_seed] : Py_None);
-    int rc = prs_retry_new(&cfg, &p->core);
-    if (rc) {
-        Py_DECREF(p);
-        return prs_py_error(st, rc, NULL);
-    }
-    return (PyObject *)p;
-}
-
-static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"attempt", "previous", NULL};
-    PyObject *a[2];
-    if (prs_py_unpack("delay", args, nargs, kwnames, names, 2, 1, a) < 0) return NULL;
-    int64_t attempt;
-    double prev;
-    if (parse_attempt(a[0], &attempt) < 0 || parse_previous(a[1], &prev) < 0) return NULL;
-    return PyFloat_FromDouble(prs_retry_delay(POLICY(self)->core, attempt, prev));
-}
-
-static PyObject *policy_base(PyObject *self, PyObject *arg) {
-    int64_t attempt;
-    if (parse_attempt(arg, &attempt) < 0) return NULL;
-    return PyFloat_FromDouble(prs_retry_base_delay(POLICY(self)->core, attempt));
-}
-
-static PyObject *policy_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    static const char *const names[] = {"attempt", "n", "previous", NULL};
-    PyObject *a[3];
-    if (prs_py_unpack("sample", args, nargs, kwnames, names, 3, 2, a) < 0) return NULL;
-    int64_t attempt, n;
-    double prev;
-    if (parse_attempt(a[0], &attempt) < 0 || prs_py_parse_int(a[1], "n", 0, 100000000, &n) < 0 ||
-        parse_previous(a[2], &prev) < 0)
-        return NULL;
-    PyObject *list = PyList_New((Py_ssize_t)n);
-    if (!list) return NULL;
-    for (Py_ssize_t i = 0; i < (Py_ssize_t)n; i++) {
-        PyObject *f = PyFloat_FromDouble(prs_retry_delay(POLICY(self)->core, attempt, prev));
-        if (!f) { Py_DECREF(list); return NULL; }
-        PyList_SET_ITEM(list, i, f);
-    }
-    return list;
-}
-
-/* _next(attempt, previous, retry_after_ns, remaining_ns) -> (verdict, delay_s, delay_ns) */
-static PyObject *policy_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 4) {
-        PyErr_SetString(PyExc_TypeError, "_next() takes attempt, previous, retry_after_ns, remaining_ns");
-        return NULL;
-    }
-    int64_t attempt, ra, rem;
-    double prev;
-    if (parse_attempt(args[0], &attempt) < 0 || parse_previous(args[1], &prev) < 0 ||
-        parse_i64(args[2], "retry_after_ns", &ra) < 0 || parse_i64(args[3], "remaining_ns", &rem) < 0)
-        return NULL;
-    prs_retry_step s;
-    int rc = prs_retry_next(POLICY(self)->core, attempt, prev, ra, rem, &s);
-    if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
-    return Py_BuildValue("(idL)", s.verdict, s.delay, (long long)s.delay_ns);
-}
-
-static PyObject *policy_reseed(PyObject *self, PyObject *arg) {
-    int has;
-    uint64_t seed;
-    if (parse_seed(arg, &has, &seed) < 0) return NULL;
-    prs_retry_seed(POLICY(self)->core, has ? seed : prs_random_seed());
-    Py_RETURN_NONE;
-}
-
-static PyObject *policy_random(PyObject *self, PyObject *unused) {
-    return PyFloat_FromDouble(prs_retry_uniform(POLICY(self)->core));
 }
 
 /* ======================================================================== */
 /* RetryBudget                                                              */
 /* ======================================================================== */
-
-static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    prs_retry_budget_config cfg;
-    PyObject *v[P_RetryBudget__COUNT];
-    if (RetryBudget_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
-    budget_obj *b = (budget_obj *)type->tp_alloc(type, 0);
-    if (!b) return NULL;
-    b->clock.kind = PRS_CLOCK_MONOTONIC;
-    if (prs_py_clock_init(st, v[P_RetryBudget_clock], &b->clock) < 0) {
-        Py_DECREF(b);
-        return NULL;
-    }
-    int rc = prs_retry_budget_new(&cfg, &b->core);
-    if (rc) {
-        Py_DECREF(b);
-        return prs_py_error(st, rc, NULL);
-    }
-    return (PyObject *)b;
-}
 
 /* Deposits one first attempt at the budget's clock's now. 0 or -1. */
 static int budget_deposit_now(budget_obj *b) {
@@ -244,22 +134,12 @@ static int budget_deposit_now(budget_obj *b) {
     return 0;
 }
 
-static PyObject *budget_deposit(PyObject *self, PyObject *unused) {
-    if (budget_deposit_now(BUDGET(self)) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
 static PyObject *budget_withdraw(PyObject *self, PyObject *unused) {
     int64_t now;
     if (prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
     int ok = 0;
     prs_retry_budget_withdraw(BUDGET(self)->core, now, &ok);
     return PyBool_FromLong(ok);
-}
-
-static PyObject *budget_reset(PyObject *self, PyObject *unused) {
-    prs_retry_budget_reset(BUDGET(self)->core);
-    Py_RETURN_NONE;
 }
 
 /* _metrics() -> (attempts, retries_allowed, retries_denied, window_attempts,

@@ -205,8 +205,18 @@ static const prs_py_param CircuitBreaker__record_param_list[] = {
 static const prs_py_params CircuitBreaker__record_params = {"_record", 3, 3, 1, CircuitBreaker__record_param_list, CircuitBreaker__record_names};
 static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *cb_allow_request(PyObject *self, PyObject *unused);
-static PyObject *cb_record_success(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *cb_record_failure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *cb_record_success(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    cb_record_args a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&CircuitBreaker_record_success_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return record_manual(self, a.duration_ns, PRS_BREAKER_SUCCESS);
+}
+static PyObject *cb_record_failure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    cb_record_args a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&CircuitBreaker_record_failure_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return record_manual(self, a.duration_ns, PRS_BREAKER_FAILURE);
+}
 static PyObject *cb_record_ignored(PyObject *self, PyObject *unused);
 static PyObject *cb_open(PyObject *self, PyObject *unused) {
     return manual(self, prs_breaker_open);

@@ -39,14 +39,25 @@ static int Bulkhead_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, pr
     "pyresilience.Bulkhead (which adds execute(), call(), decorators and\n" \
     "async with)."
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *bh_try_acquire(PyObject *self, PyObject *unused);
-static PyObject *bh_release(PyObject *self, PyObject *unused);
+static PyObject *bh_try_acquire(PyObject *self, PyObject *unused) {
+    return PyBool_FromLong(prs_py_bulkhead_try_at(self, prs_monotonic_ns()));
+}
+static PyObject *bh_release(PyObject *self, PyObject *unused) {
+    return prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : Py_NewRef(Py_None);
+}
 static PyObject *bh_enter(PyObject *self, PyObject *unused);
-static PyObject *bh_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *bh_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : Py_NewRef(Py_False);
+}
 static PyObject *bh_aenter(PyObject *self, PyObject *unused);
-static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    bh_obj *o = (bh_obj *)self;
+    return prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : prs_py_ready_new(o->ready, Py_None);
+}
 static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
+}
 static PyObject *bh_full_error(PyObject *self, PyObject *unused);
 static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *bh_stats(PyObject *self, PyObject *unused);

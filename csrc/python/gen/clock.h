@@ -21,12 +21,66 @@ static const prs_py_params ManualClock_params = {"ManualClock", 1, 1, 0, ManualC
     "A clock that moves only when told to: for deterministic tests. Every primitive\n" \
     "accepts clock=ManualClock(); waits of the library (acquire, retry sleeps, ...)\n" \
     "advance it by the wait instead of sleeping. Calling the clock returns now()."
-static PyObject *manual_now(PyObject *self, PyObject *unused);
-static PyObject *manual_now_ns(PyObject *self, PyObject *unused);
+enum {
+    P_ManualClock_advance_seconds = 0,
+    P_ManualClock_advance__COUNT = 1
+};
+static const char *const ManualClock_advance_names[] = {"seconds", NULL};
+static const prs_py_param ManualClock_advance_param_list[] = {
+    {"seconds", "ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_TRUNC, offsetof(prs_py_manual_clock_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params ManualClock_advance_params = {"advance", 1, 1, 1, ManualClock_advance_param_list, ManualClock_advance_names};
+enum {
+    P_ManualClock_advance_ns_ns = 0,
+    P_ManualClock_advance_ns__COUNT = 1
+};
+static const char *const ManualClock_advance_ns_names[] = {"ns", NULL};
+static const prs_py_param ManualClock_advance_ns_param_list[] = {
+    {"ns", "ns", PRS_PK_INT, PRS_PY_SAT, offsetof(prs_py_manual_clock_args, ns), 0, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params ManualClock_advance_ns_params = {"advance_ns", 1, 1, 1, ManualClock_advance_ns_param_list, ManualClock_advance_ns_names};
+enum {
+    P_ManualClock_set_seconds = 0,
+    P_ManualClock_set__COUNT = 1
+};
+static const char *const ManualClock_set_names[] = {"seconds", NULL};
+static const prs_py_param ManualClock_set_param_list[] = {
+    {"seconds", "ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_py_manual_clock_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params ManualClock_set_params = {"set", 1, 1, 1, ManualClock_set_param_list, ManualClock_set_names};
+static PyObject *manual_now(PyObject *self, PyObject *unused) {
+    prs_py_manual_clock *o = (prs_py_manual_clock *)self;
+    return PyFloat_FromDouble((double)atomic_load_explicit(&o->now_ns, memory_order_acquire) / 1e9);
+}
+static PyObject *manual_now_ns(PyObject *self, PyObject *unused) {
+    prs_py_manual_clock *o = (prs_py_manual_clock *)self;
+    return PyLong_FromLongLong(atomic_load(&o->now_ns));
+}
+static PyObject *manual_advance(PyObject *self, PyObject *arg) {
+    prs_py_manual_clock *o = (prs_py_manual_clock *)self;
+    prs_py_manual_clock_args a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&ManualClock_advance_params, &arg, 1, NULL, &a, v) < 0) return NULL;
+    prs_py_manual_clock_add(&o->now_ns, a.ns);
+    Py_RETURN_NONE;
+}
+static PyObject *manual_advance_ns(PyObject *self, PyObject *arg) {
+    prs_py_manual_clock *o = (prs_py_manual_clock *)self;
+    prs_py_manual_clock_args a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&ManualClock_advance_ns_params, &arg, 1, NULL, &a, v) < 0) return NULL;
+    prs_py_manual_clock_add(&o->now_ns, a.ns);
+    Py_RETURN_NONE;
+}
 static PyObject *manual_advance(PyObject *self, PyObject *arg);
-static PyObject *manual_advance_ns(PyObject *self, PyObject *arg);
-static PyObject *manual_advance(PyObject *self, PyObject *arg);
-static PyObject *manual_set(PyObject *self, PyObject *arg);
+static PyObject *manual_set(PyObject *self, PyObject *arg) {
+    prs_py_manual_clock *o = (prs_py_manual_clock *)self;
+    prs_py_manual_clock_args a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&ManualClock_set_params, &arg, 1, NULL, &a, v) < 0) return NULL;
+    atomic_store(&o->now_ns, a.ns);
+    Py_RETURN_NONE;
+}
 static PyMethodDef ManualClock_methods[] = {
     {"now", manual_now, METH_NOARGS,
      "now($self, /)\n"
@@ -78,6 +132,26 @@ static PyType_Slot ManualClock_slots[] = {
     {0, NULL},
 };
 static PyType_Spec ManualClock_spec = {"pyresilience.ManualClock", sizeof(prs_py_manual_clock), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, ManualClock_slots};
+static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_ManualClock__COUNT];
+    prs_py_manual_clock_args cfg = {0};
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&ManualClock_params, args, kwds, &cfg, v) < 0)
+        return NULL;
+    prs_py_manual_clock *o = (prs_py_manual_clock *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (!rc) atomic_store(&o->now_ns, cfg.start_ns);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
+static PyObject *manual_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))
+        return PyErr_Format(PyExc_TypeError, "ManualClock() takes no arguments when called");
+    return manual_now(self, NULL);
+}
 
 /* ---- MonotonicClock ---- */
 enum {
@@ -93,8 +167,12 @@ static const prs_py_params MonotonicClock_params = {"MonotonicClock", 0, 0, 0, M
     "--\n" \
     "\n" \
     "The default clock: CLOCK_MONOTONIC read in C. Passing clock=None is the same."
-static PyObject *mono_now(PyObject *self, PyObject *unused);
-static PyObject *mono_now_ns(PyObject *self, PyObject *unused);
+static PyObject *mono_now(PyObject *self, PyObject *unused) {
+    return PyFloat_FromDouble((double)prs_monotonic_ns() / 1e9);
+}
+static PyObject *mono_now_ns(PyObject *self, PyObject *unused) {
+    return PyLong_FromLongLong(prs_monotonic_ns());
+}
 static PyMethodDef MonotonicClock_methods[] = {
     {"now", mono_now, METH_NOARGS,
      "now($self, /)\n"
@@ -122,6 +200,25 @@ static PyType_Slot MonotonicClock_slots[] = {
     {0, NULL},
 };
 static PyType_Spec MonotonicClock_spec = {"pyresilience.MonotonicClock", sizeof(PyObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, MonotonicClock_slots};
+static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[1];
+    void *cfg = NULL;
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&MonotonicClock_params, args, kwds, cfg, v) < 0)
+        return NULL;
+    PyObject *o = (PyObject *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
+static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))
+        return PyErr_Format(PyExc_TypeError, "MonotonicClock() takes no arguments when called");
+    return mono_now(self, NULL);
+}
 
 static int clock_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &ManualClock_spec, NULL) < 0) return -1;

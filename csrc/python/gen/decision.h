@@ -117,6 +117,22 @@ static void decision_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_Decision__COUNT];
+    prs_decision cfg = {0};
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&Decision_params, args, kwds, &cfg, v) < 0)
+        return NULL;
+    prs_py_decision *o = (prs_py_decision *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->denied_by = Py_NewRef(v[P_Decision_denied_by] ? v[P_Decision_denied_by] : Py_None);
+    if (!rc) o->d = cfg;
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 
 static int decision_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_Decision, &Decision_spec, NULL) < 0) return -1;

@@ -18,19 +18,15 @@ enum {
 };
 static const char *const RingQueue_names[] = {"max_size", "strategy", "block_timeout", "high_watermark", "low_watermark", "on_high_watermark", "on_low_watermark", "maxsize", NULL};
 static const char *const RingQueue_strategy_choices[] = {"block", "drop_oldest", "drop_newest", "error", NULL};
-static int q_max_size(PyObject *arg, void *config);
-static int q_high(PyObject *arg, void *config);
-static int q_low(PyObject *arg, void *config);
-static int q_maxsize(PyObject *arg, void *config);
 static const prs_py_param RingQueue_param_list[] = {
-    {"max_size", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_max_size, 0},
+    {"max_size", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"strategy", "strategy", PRS_PK_ENUM, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, RingQueue_strategy_choices, NULL, 0},
     {"block_timeout", "block_timeout_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(q_args, block_timeout_s), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"high_watermark", "high_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, q_high, 0},
-    {"low_watermark", "low_watermark", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, q_low, 0},
+    {"high_watermark", "high_watermark", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"low_watermark", "low_watermark", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"on_high_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"on_low_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"maxsize", "capacity", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(q_args, ring.capacity), INT64_MIN, INT64_MAX, NULL, q_maxsize, 0},
+    {"maxsize", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RingQueue_params = {"RingQueue", 8, 7, 0, RingQueue_param_list, RingQueue_names};
 /* The module state, the config (defaults, then the arguments) and the
@@ -82,15 +78,30 @@ static PyObject *q_get_nowait(PyObject *self, PyObject *unused);
 static PyObject *q_task_done(PyObject *self, PyObject *unused);
 static PyObject *q_join(PyObject *self, PyObject *unused);
 static PyObject *q_join_async(PyObject *self, PyObject *arg);
-static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *q_finish_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
+}
 static PyObject *q_close(PyObject *self, PyObject *unused);
-static PyObject *q_qsize(PyObject *self, PyObject *unused);
-static PyObject *q_empty(PyObject *self, PyObject *unused);
-static PyObject *q_full(PyObject *self, PyObject *unused);
+static PyObject *q_qsize(PyObject *self, PyObject *unused) {
+    q_obj *o = (q_obj *)self;
+    return PyLong_FromLongLong(prs_ring_size(o->core));
+}
+static PyObject *q_empty(PyObject *self, PyObject *unused) {
+    q_obj *o = (q_obj *)self;
+    return PyBool_FromLong(prs_ring_size(o->core) == 0);
+}
+static PyObject *q_full(PyObject *self, PyObject *unused) {
+    q_obj *o = (q_obj *)self;
+    return PyBool_FromLong(prs_ring_is_full(o->core));
+}
 static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *q_get_async(PyObject *self, PyObject *arg);
-static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *q_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
+}
+static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return prs_py_cond_finish(self, args, nargs);
+}
 static PyObject *q_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *q_stats(PyObject *self, PyObject *unused);
 static PyMethodDef RingQueue_methods[] = {
@@ -148,7 +159,7 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of join): True now, or a queued waiter."},
-    {"_finish_join", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
+    {"_finish_join", (PyCFunction)(void (*)(void))q_finish_join, METH_FASTCALL,
      "_finish_join($self, waiter, /)\n"
      "--\n"
      "\n"
@@ -185,12 +196,12 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of get): an item now, or a queued waiter."},
-    {"_finish_put", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
+    {"_finish_put", (PyCFunction)(void (*)(void))q_finish_put, METH_FASTCALL,
      "_finish_put($self, waiter, cancel, /)\n"
      "--\n"
      "\n"
      "Internal: settle a producer waiter."},
-    {"_finish_get", (PyCFunction)(void (*)(void))q_finish, METH_FASTCALL,
+    {"_finish_get", (PyCFunction)(void (*)(void))q_finish_get, METH_FASTCALL,
      "_finish_get($self, waiter, cancel, /)\n"
      "--\n"
      "\n"

@@ -50,12 +50,104 @@ static int RetryPolicy_parse(PyTypeObject *type, PyObject *args, PyObject *kwds,
     "no per-call state. A server's Retry-After is a floor of the delay (max_delay\n" \
     "never shortens it); one longer than max_retry_after (None: no limit) gives up.\n" \
     "Used by RetryConfig; rarely needed directly."
-static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *policy_base(PyObject *self, PyObject *arg);
-static PyObject *policy_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *policy_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *policy_reseed(PyObject *self, PyObject *arg);
-static PyObject *policy_random(PyObject *self, PyObject *unused);
+enum {
+    P_RetryPolicy_delay_attempt = 0,
+    P_RetryPolicy_delay_previous = 1,
+    P_RetryPolicy_delay__COUNT = 2
+};
+static const char *const RetryPolicy_delay_names[] = {"attempt", "previous", NULL};
+static const prs_py_param RetryPolicy_delay_param_list[] = {
+    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, 0},
+    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RetryPolicy_delay_params = {"delay", 2, 2, 1, RetryPolicy_delay_param_list, RetryPolicy_delay_names};
+enum {
+    P_RetryPolicy_base_attempt = 0,
+    P_RetryPolicy_base__COUNT = 1
+};
+static const char *const RetryPolicy_base_names[] = {"attempt", NULL};
+static const prs_py_param RetryPolicy_base_param_list[] = {
+    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RetryPolicy_base_params = {"base", 1, 1, 1, RetryPolicy_base_param_list, RetryPolicy_base_names};
+enum {
+    P_RetryPolicy_sample_attempt = 0,
+    P_RetryPolicy_sample_n = 1,
+    P_RetryPolicy_sample_previous = 2,
+    P_RetryPolicy_sample__COUNT = 3
+};
+static const char *const RetryPolicy_sample_names[] = {"attempt", "n", "previous", NULL};
+static const prs_py_param RetryPolicy_sample_param_list[] = {
+    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, 100000000, NULL, NULL, 0},
+    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RetryPolicy_sample_params = {"sample", 3, 3, 2, RetryPolicy_sample_param_list, RetryPolicy_sample_names};
+enum {
+    P_RetryPolicy__next_attempt = 0,
+    P_RetryPolicy__next_previous = 1,
+    P_RetryPolicy__next_retry_after_ns = 2,
+    P_RetryPolicy__next_remaining_ns = 3,
+    P_RetryPolicy__next__COUNT = 4
+};
+static const char *const RetryPolicy__next_names[] = {"attempt", "previous", "retry_after_ns", "remaining_ns", NULL};
+static const prs_py_param RetryPolicy__next_param_list[] = {
+    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, 0},
+    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"retry_after_ns", "retry_after_ns", PRS_PK_INT, 0, offsetof(retry_args, retry_after_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"remaining_ns", "remaining_ns", PRS_PK_INT, 0, offsetof(retry_args, remaining_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RetryPolicy__next_params = {"_next", 4, 4, 4, RetryPolicy__next_param_list, RetryPolicy__next_names};
+enum {
+    P_RetryPolicy_reseed_seed = 0,
+    P_RetryPolicy_reseed__COUNT = 1
+};
+static const char *const RetryPolicy_reseed_names[] = {"seed", NULL};
+static int policy_seed(PyObject *arg, void *config);
+static const prs_py_param RetryPolicy_reseed_param_list[] = {
+    {"seed", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_seed, 0},
+};
+static const prs_py_params RetryPolicy_reseed_params = {"reseed", 1, 1, 1, RetryPolicy_reseed_param_list, RetryPolicy_reseed_names};
+static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    policy_obj *o = (policy_obj *)self;
+    retry_args a = {0};
+    PyObject *v[2];
+    if (prs_py_parse_params(&RetryPolicy_delay_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return PyFloat_FromDouble(prs_retry_delay(o->core, a.attempt, a.previous));
+}
+static PyObject *policy_base(PyObject *self, PyObject *arg) {
+    policy_obj *o = (policy_obj *)self;
+    retry_args a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&RetryPolicy_base_params, &arg, 1, NULL, &a, v) < 0) return NULL;
+    return PyFloat_FromDouble(prs_retry_base_delay(o->core, a.attempt));
+}
+static PyObject *policy_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    policy_obj *o = (policy_obj *)self;
+    retry_args a = {0};
+    PyObject *v[3];
+    if (prs_py_parse_params(&RetryPolicy_sample_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return sample_list(o, &a);
+}
+static PyObject *policy_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    policy_obj *o = (policy_obj *)self;
+    retry_args a = {0};
+    PyObject *v[4];
+    if (prs_py_parse_params(&RetryPolicy__next_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    return next_step(o, &a);
+}
+static PyObject *policy_reseed(PyObject *self, PyObject *arg) {
+    policy_obj *o = (policy_obj *)self;
+    prs_retry_config a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&RetryPolicy_reseed_params, &arg, 1, NULL, &a, v) < 0) return NULL;
+    prs_retry_seed(o->core, a.has_seed ? a.seed : prs_random_seed());
+    Py_RETURN_NONE;
+}
+static PyObject *policy_random(PyObject *self, PyObject *unused) {
+    policy_obj *o = (policy_obj *)self;
+    return PyFloat_FromDouble(prs_retry_uniform(o->core));
+}
 static PyMethodDef RetryPolicy_methods[] = {
     {"delay", (PyCFunction)(void (*)(void))policy_delay, METH_FASTCALL | METH_KEYWORDS,
      "delay($self, /, attempt, previous=None)\n"
@@ -170,6 +262,20 @@ static void policy_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RetryPolicy__COUNT];
+    prs_retry_config cfg;
+    if (RetryPolicy_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    policy_obj *o = (policy_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->seed = Py_NewRef(v[P_RetryPolicy_seed] ? v[P_RetryPolicy_seed] : Py_None);
+    if (!rc) rc = prs_retry_new(&cfg, &o->core);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 static PyObject *policy_repr(PyObject *self) {
     static const char *const attrs[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
     return prs_py_repr_attrs(self, "RetryPolicy", attrs);
@@ -212,9 +318,19 @@ static int RetryBudget_parse(PyTypeObject *type, PyObject *args, PyObject *kwds,
     "`ratio` x first attempts plus `min_retries_per_second` x window. Stops retry\n" \
     "storms: under total failure, attempts stay near (1 + ratio) x requests.\n" \
     "Pass it as RetryConfig(budget=...). Thread-safe."
-static PyObject *budget_deposit(PyObject *self, PyObject *unused);
+static PyObject *budget_deposit(PyObject *self, PyObject *unused) {
+    budget_obj *o = (budget_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    prs_retry_budget_deposit(o->core, now);
+    Py_RETURN_NONE;
+}
 static PyObject *budget_withdraw(PyObject *self, PyObject *unused);
-static PyObject *budget_reset(PyObject *self, PyObject *unused);
+static PyObject *budget_reset(PyObject *self, PyObject *unused) {
+    budget_obj *o = (budget_obj *)self;
+    prs_retry_budget_reset(o->core);
+    Py_RETURN_NONE;
+}
 static PyObject *budget_metrics(PyObject *self, PyObject *unused);
 static PyMethodDef RetryBudget_methods[] = {
     {"deposit", budget_deposit, METH_NOARGS,
@@ -304,6 +420,20 @@ static void budget_dealloc(PyObject *self) {
     prs_retry_budget_free(o->core);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RetryBudget__COUNT];
+    prs_retry_budget_config cfg;
+    if (RetryBudget_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    budget_obj *o = (budget_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (prs_py_clock_init(st, v[P_RetryBudget_clock], &o->clock) < 0) rc = -1;
+    if (!rc) rc = prs_retry_budget_new(&cfg, &o->core);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 static PyObject *budget_repr(PyObject *self) {
     static const char *const attrs[] = {"ratio", "min_retries_per_second", "window", NULL};
