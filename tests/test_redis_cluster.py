@@ -36,14 +36,15 @@ if not _core.HAVE_REDIS:
 ALGORITHMS = ["gcra", "token_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log"]
 
 
-def _free_port_pair() -> int:
-    """A port p with p and p + 10000 (the cluster bus) both free."""
+def _free_port_pair(taken: "tuple[int, ...] | list[int]" = ()) -> int:
+    """A port p with p and p + 10000 (the cluster bus) both free, and not one
+    of `taken` (chosen for another node but not listened on yet)."""
     for _ in range(200):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
         s.close()
-        if port + 10000 > 65535:
+        if port + 10000 > 65535 or {port, port - 10000, port + 10000} & set(taken):
             continue
         try:
             with socket.socket() as bus:
@@ -64,7 +65,7 @@ class Cluster:
         if exe is None or cli is None:
             pytest.fail("redis-server / redis-cli are not installed (make deps)", pytrace=False)
         for i in range(size):
-            port = _free_port_pair()
+            port = _free_port_pair(self.ports)
             d = os.path.join(self.dir, str(port))
             os.mkdir(d)
             self.procs.append(subprocess.Popen(
