@@ -442,7 +442,7 @@ def _bulkhead_async_layer(bulkhead: Bulkhead, inner: Async) -> Async:
     return bulkhead_layer
 
 
-def _flat_async_layer(group: List[Any], inner: Async) -> Async:
+def _flat_async_layer(group: List[Any], inner: Async, *, star: bool = False) -> Async:
     """One coroutine frame for consecutive Retry, CircuitBreaker, Bulkhead,
     Timeout (finite) and limiter strategies (a limiter without wait or key).
     Its code is the bodies of _retry_async_layer, _breaker_async_layer,
@@ -451,7 +451,8 @@ def _flat_async_layer(group: List[Any], inner: Async) -> Async:
     written out once when the policy is made: the same steps, the same
     outcomes, one frame instead of one per strategy. A Retry re-runs what is
     inside it (``rest``: the same kind of layer over the strategies after it)
-    through its own loop."""
+    through its own loop. ``star``: the same code called as ``(fn, /, *args,
+    **kwargs)`` (a policy's call_async: no frame of its own before it)."""
     ns: Dict[str, Any] = {"inner": inner, "now_ns": _core.retry_now_ns, "_get_running_loop": _get_running_loop,
                 "_timeout_enter": _core._timeout_enter, "_DEADLINE": _DEADLINE, "_timeout": asyncio.timeout,
                 "_monotonic_ns": _monotonic_ns}
@@ -545,7 +546,7 @@ if not allow{i}(n{i}):
             gen(j, depth)
             emit(depth, f"r{i} = r{j}")
 
-    emit(0, "async def flat_layer(fn, args, kwargs):")
+    emit(0, "async def flat_layer(fn, /, *args, **kwargs):" if star else "async def flat_layer(fn, args, kwargs):")
     gen(0, 1)
     emit(1, "return r0")
     exec(compile("\n".join(lines), "<pyresilience.policy: " + ", ".join(_kind(s) for s in group) + ">",
@@ -598,6 +599,22 @@ def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_ret
         else:
             nxt = s._step(nxt, offset)
     return nxt
+
+
+def _async_entry(strategies: Tuple[Any, ...], run: Async) -> Callable[..., Awaitable[Any]]:
+    """A policy's call_async, called as (fn, /, *args, **kwargs): when the
+    outermost strategies share one frame, that frame's code in this form;
+    else a function handing (fn, args, kwargs) to the chain (``run``)."""
+    n = 0
+    while n < len(strategies) and _flattens(strategies[n]):
+        n += 1
+    if n > 1:
+        inner = _async_chain(strategies[n:])
+        return _flat_async_layer(list(strategies[:n]), inner, star=True)
+
+    def call_async(fn: Callable[..., Awaitable[Any]], /, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+        return run(fn, args, kwargs)
+    return call_async
 
 
 def _async_chain(strategies: Tuple[Any, ...], *, skip_retry: bool = False,
@@ -702,7 +719,8 @@ class Policy:
     The recommended order is :meth:`recommended`'s. Orders known to be wrong
     warn with :class:`~pyresilience.PolicyWarning` when the policy is made."""
 
-    __slots__ = ("strategies", "_async", "dead_letter", "__weakref__") + (() if TYPE_CHECKING else ("call",))
+    __slots__ = ("strategies", "_async", "dead_letter", "__weakref__") + (
+        () if TYPE_CHECKING else ("call", "call_async"))
 
     strategies: Tuple[Any, ...]
     dead_letter: Any
@@ -724,6 +742,8 @@ class Policy:
         # policy.call is the chain itself (a C object: no Python frame per call)
         object.__setattr__(self, "call", _sync_chain(chain, _APPLY, 1))
         self._async = _async_chain(chain)
+        # policy.call_async: the outermost frame's coroutine function itself
+        object.__setattr__(self, "call_async", _async_entry(chain, self._async))
 
     @classmethod
     def recommended(cls, *, fallback: Optional[Fallback] = None,
@@ -752,14 +772,15 @@ class Policy:
 
             ``func(*args, **kwargs)`` through every strategy, outermost first."""
 
-    def call_async(self, func: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> Awaitable[T]:
-        """call_async(self, func, /, *args, **kwargs)
+        def call_async(self, func: Callable[P, Awaitable[T]], /, *args: P.args,
+                       **kwargs: P.kwargs) -> Awaitable[T]:
+            """call_async(func, /, *args, **kwargs)
 
-        An awaitable of ``func(*args, **kwargs)`` through every strategy (the
-        outermost strategy's coroutine: no frame of its own). Cancelling it
-        gives back what the strategies held (a bulkhead slot, a breaker's
-        trial slot; a limiter wait takes nothing until admitted)."""
-        return cast(Awaitable[T], self._async(func, args, kwargs))
+            An awaitable of ``func(*args, **kwargs)`` through every strategy
+            (the outermost strategy's coroutine: no frame of its own, set per
+            policy as ``call`` is). Cancelling it gives back what the
+            strategies held (a bulkhead slot, a breaker's trial slot; a
+            limiter wait takes nothing until admitted)."""
 
     def __call__(self, func: Callable[P, T]) -> Callable[P, T]:
         """Use the policy as a decorator on a sync or async function (the

@@ -556,6 +556,36 @@ def test_async_strategies_share_one_coroutine_frame_with_the_nested_outcomes() -
     asyncio.run(main())
 
 
+def test_async_call_async_is_the_shared_frame_itself_with_the_call_arguments() -> None:
+    # call_async adds no frame: for an outermost shared frame it is that
+    # frame's coroutine function, called (fn, /, *args, **kwargs)
+    bh = pr.Bulkhead("entry", 1, max_wait_seconds=0)
+    p = pr.Policy(pr.Retry(max_attempts=2, base_delay=0, jitter=False), pr.CircuitBreaker(),
+                  pr.Timeout(60), bh)
+    assert inspect.iscoroutinefunction(p.call_async)
+    assert p.call_async.__code__.co_name == "flat_layer"
+
+    async def echo(*args: Any, **kwargs: Any) -> Any:
+        assert bh.available == 0
+        return args, kwargs
+
+    # a Fallback outermost (not shared): call_async hands the arguments to the chain
+    q = pr.Policy(pr.Fallback("fb"), pr.CircuitBreaker(), bh)
+    one = pr.Policy(bh)  # a single strategy, and an empty policy
+    empty = pr.Policy()
+
+    async def main() -> None:
+        assert await p.call_async(echo, 1, "fn", fn=2, args=3) == ((1, "fn"), {"fn": 2, "args": 3})
+        assert await q.call_async(echo, 3, fn=4) == ((3,), {"fn": 4})
+        assert await one.call_async(echo, 5) == ((5,), {})
+
+        async def bare(x: int, *, y: int) -> int:
+            return x + y
+        assert await empty.call_async(bare, 1, y=2) == 3
+        assert bh.available == 1
+    asyncio.run(main())
+
+
 def test_async_timeout_in_the_shared_frame_is_recorded_by_an_outer_breaker() -> None:
     breaker = pr.CircuitBreaker(failure_threshold=5)
     bh = pr.Bulkhead("tframe", 1)
