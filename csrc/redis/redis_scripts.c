@@ -41,6 +41,30 @@
 
 /* ---- Lua ----------------------------------------------------------------- */
 
+/* Lazy expiry for the bucket keys (GCRA, token bucket). Setting a TTL costs
+ * the server more than the rest of such a decision, so a bucket's key does
+ * not expire exactly when its state runs out (at `ideal`, in us on the
+ * caller's clock) but at the end of the slack-long step holding ideal + 1 ms:
+ * expiry(ideal, S) = (floor((ideal + 1000) / S) + 1) * S, S = slack(full),
+ * a whole number of ms between 1 ms and 1 s (1/16 of the time a full bucket
+ * needs to refill, clamped). The expiry is a function of the stored state,
+ * so a write whose state maps to the same step as the state it replaces
+ * keeps the TTL (SET ... KEEPTTL: the cheap write); any other write sets it
+ * (SET ... PX). A key therefore lives at least until its state equals "no
+ * state" plus 1 ms and at most S + 1 ms (<= 1.001 s) past that. */
+#define LUA_EXPIRY_FNS                                                                   \
+    "local function slack(full)\n"                                                      \
+    "  local S = floor(full / 16000) * 1000\n"                                          \
+    "  if S < 1000 then return 1000 elseif S > 1000000 then return 1000000 end\n"       \
+    "  return S\n"                                                                      \
+    "end\n"                                                                             \
+    "local function expiry(ideal, S) return (floor((ideal + 1000) / S) + 1) * S end\n"   \
+    "local function bucket_set(k, v, old, ideal, S, now)\n"                            \
+    "  local e = expiry(ideal, S)\n"                                                    \
+    "  if old and expiry(old, S) == e then redis.call('SET', k, v, 'KEEPTTL')\n"        \
+    "  else redis.call('SET', k, v, 'PX', math.ceil((e - now) / 1000)) end\n"          \
+    "end\n"
+
 #define LUA_PRELUDE                                                                      \
     "local NEVER = -1\n"                                                                 \
     "local EPS = 1e-9\n"                                                                 \
@@ -57,6 +81,8 @@
     "  return m\n"                                                                       \
     "end\n"                                                                              \
     "local function nonneg(x) if x < 0 then return 0 end return x end\n"                 \
+    "local OLD = {}\n"                                                                   \
+    LUA_EXPIRY_FNS                                                                       \
     "local function lease_take(n, mode, want, left)\n"                                   \
     "  if mode ~= 'l' then return n end\n"                                               \
     "  if want < left then left = want end\n"                                            \
@@ -69,7 +95,9 @@
 #define LUA_GCRA                                                                         \
     "local GCRA = {nkeys = 1}\n"                                                         \
     "function GCRA.load(k, T, burst, now)\n"                                             \
-    "  return {tat = tonumber(redis.call('GET', k[1]))}\n"                               \
+    "  local tat = tonumber(redis.call('GET', k[1]))\n"                                  \
+    "  OLD[k[1]] = tat\n"                                                                \
+    "  return {tat = tat}\n"                                                             \
     "end\n"                                                                              \
     "function GCRA.decide(st, n, mode, want, give, T, burst, now)\n"                     \
     "  local tat = st.tat\n"                                                             \
@@ -90,7 +118,7 @@
     "function GCRA.store(k, st, T, burst, now)\n"                                        \
     "  local ahead = st.tat - now\n"                                                     \
     "  if ahead <= 0 then redis.call('DEL', k[1])\n"                                     \
-    "  else redis.call('SET', k[1], fmt(st.tat), 'PX', ms(ahead)) end\n"                 \
+    "  else bucket_set(k[1], st.tat, OLD[k[1]], st.tat, slack(burst * T), now) end\n"    \
     "end\n"
 
 /* Token bucket: state {t = tokens at l, l = time}, stored as "t l"; cap, r =
@@ -101,7 +129,9 @@
     "  local v = redis.call('GET', k[1])\n"                                              \
     "  if not v then return {} end\n"                                                   \
     "  local t, l = string.match(v, '^(%S+) (%S+)$')\n"                                 \
-    "  return {t = tonumber(t), l = tonumber(l)}\n"                                      \
+    "  t, l = tonumber(t), tonumber(l)\n"                                                \
+    "  if t and l then OLD[k[1]] = l + (cap - t) / r end\n"                              \
+    "  return {t = t, l = l}\n"                                                          \
     "end\n"                                                                              \
     "function TB.decide(st, n, mode, want, give, cap, r, now)\n"                         \
     "  local tokens, last = st.t, st.l\n"                                                \
@@ -123,7 +153,7 @@
     "end\n"                                                                              \
     "function TB.store(k, st, cap, r, now)\n"                                            \
     "  if st.t >= cap then redis.call('DEL', k[1]) return end\n"                         \
-    "  redis.call('SET', k[1], fmt(st.t) .. ' ' .. fmt(st.l), 'PX', ms((cap - st.t) / r + nonneg(st.l - now)))\n" \
+    "  bucket_set(k[1], fmt(st.t) .. ' ' .. fmt(st.l), OLD[k[1]], st.l + (cap - st.t) / r, slack(cap / r), now)\n" \
     "end\n"
 
 /* Fixed window: one key per window (the caller names it), holding the count
@@ -276,13 +306,23 @@
     "  if mode == 'l' then local w = want; if w > " left " then w = " left " end\n"      \
     "    if w > n then take = w end end\n"
 
+/* bucket_set of LUA_EXPIRY_FNS, inlined (no closure per call) */
+#define LUA_BUCKET_SET(full, value, old, ideal)                                          \
+    "    local S = floor((" full ") / 16000) * 1000\n"                                   \
+    "    if S < 1000 then S = 1000 elseif S > 1000000 then S = 1000000 end\n"            \
+    "    local e = (floor((" ideal " + 1000) / S) + 1) * S\n"                            \
+    "    if " old " and (floor((" old " + 1000) / S) + 1) * S == e then\n"               \
+    "      redis.call('SET', k, " value ", 'KEEPTTL')\n"                                 \
+    "    else redis.call('SET', k, " value ", 'PX', math.ceil((e - now) / 1000)) end\n"
+
 #define LUA_RETURN(limit)                                                                \
     "return string.format('%d %d %d %.17g %.17g %d', a, " limit ", rem, retry, reset, take)\n"
 
 static const char script_gcra[] =
     LUA_ARGS
     "local T, burst = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "local tat = tonumber(redis.call('GET', k))\n"
+    "local old = tonumber(redis.call('GET', k))\n"
+    "local tat = old\n"
     "if tat == nil or tat < now then tat = now end\n"
     "local dirty = false\n"
     "if give > 0 then tat = math.max(now, tat - give * T); dirty = true end\n"
@@ -308,20 +348,23 @@ static const char script_gcra[] =
     "if dirty and mode ~= 'p' then\n"
     "  local ahead = tat - now\n"
     "  if ahead <= 0 then redis.call('DEL', k)\n"
-    "  else redis.call('SET', k, tat, 'PX', math.ceil(ahead / 1000) + 1) end\n"
+    "  else\n"
+    LUA_BUCKET_SET("burst * T", "tat", "old", "tat")
+    "  end\n"
     "end\n"
     LUA_RETURN("burst");
 
 static const char script_tb[] =
     LUA_ARGS
     "local cap, r = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "local tokens, last\n"
+    "local tokens, last, old\n"
     "local v = redis.call('GET', k)\n"
     "if v then\n"
     "  local x, y = string.match(v, '^(%S+) (%S+)$')\n"
     "  tokens, last = tonumber(x), tonumber(y)\n"
     "end\n"
-    "if tokens == nil or last == nil then tokens = cap; last = now end\n"
+    "if tokens == nil or last == nil then tokens = cap; last = now\n"
+    "else old = last + (cap - tokens) / r end\n"
     "if now > last then tokens = math.min(cap, tokens + (now - last) * r); last = now end\n"
     "local dirty = false\n"
     "if give > 0 then tokens = math.min(cap, tokens + give); dirty = true end\n"
@@ -348,10 +391,8 @@ static const char script_tb[] =
     "if dirty and mode ~= 'p' then\n"
     "  if tokens >= cap then redis.call('DEL', k)\n"
     "  else\n"
-    "    local ahead = last - now\n"
-    "    if ahead < 0 then ahead = 0 end\n"
-    "    redis.call('SET', k, string.format('%.17g %.17g', tokens, last), 'PX',\n"
-    "               math.ceil(((cap - tokens) / r + ahead) / 1000) + 1)\n"
+    LUA_BUCKET_SET("cap / r", "string.format('%.17g %.17g', tokens, last)", "old",
+                   "last + (cap - tokens) / r")
     "  end\n"
     "end\n"
     LUA_RETURN("cap");

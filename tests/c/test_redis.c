@@ -1172,6 +1172,55 @@ TEST(redis_scripts_cheap_paths) {
     prs_redis_backend_free(b);
 }
 
+/* A bucket's key (GCRA, token bucket) keeps its TTL while its state's expiry
+ * step (1/16 of the full refill time, clamped to 1 ms..1 s; 1 s here) is
+ * unchanged, and its TTL always lies between the state's remaining life and
+ * that plus the step (+ 1 ms of rounding). */
+static int64_t bucket_pttl(prs_redis_backend *b, prs_redis_limiter *l) {
+    char key[64], out[32];
+    size_t len = prs_redis_limiter_redis_key(l, "lazy", 4, key, sizeof key);
+    key[len] = '\0';
+    cmd(b, out, sizeof out, 2, "PTTL", key);
+    return atoll(out);
+}
+
+TEST(redis_bucket_ttl_is_lazy_and_bounded) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    for (int algo = PRS_REDIS_GCRA; algo <= PRS_REDIS_TOKEN_BUCKET; algo++) {
+        /* 1000 permits/s, a million of burst: each permit is 1 ms of state */
+        prs_redis_limiter *l = limiter_for(b, algo, 1000, 1000000);
+        int64_t now = INT64_C(1000000000000); /* on a step boundary */
+        prs_decision d;
+        ASSERT_OK(prs_redis_limiter_check_at(l, "lazy", 4, 1, now, &d));
+        ASSERT(d.allowed);
+        int64_t first = bucket_pttl(b, l); /* state lives 1 ms: the step's end, 1 s */
+        ASSERT(first >= 990 && first <= 1000);
+        for (int i = 1; i <= 5; i++) {
+            ASSERT_OK(prs_redis_limiter_check_at(l, "lazy", 4, 1, now + 10 * i, &d));
+            ASSERT(d.allowed);
+            int64_t ttl = bucket_pttl(b, l); /* kept, not set anew from the grown state */
+            ASSERT(ttl <= first && ttl >= 990);
+        }
+        /* a state past the step moves the TTL: 1.006 s of state, expiry step 2 s */
+        ASSERT_OK(prs_redis_limiter_check_at(l, "lazy", 4, 1000, now + 100, &d));
+        ASSERT(d.allowed);
+        int64_t ttl = bucket_pttl(b, l);
+        ASSERT(ttl >= 1006 - 10 && ttl <= 2000);
+        /* every state stays within [life, life + step + 1 ms] */
+        for (int i = 0; i < 50; i++) {
+            int64_t t = now + 200 + 20000 * i, n = 1 + (i * 37) % 500;
+            ASSERT_OK(prs_redis_limiter_check_at(l, "lazy", 4, n, t, &d));
+            ASSERT(d.allowed);
+            double life_ms = d.reset_after_ns / 1e6;
+            ttl = bucket_pttl(b, l);
+            ASSERT((double)ttl >= life_ms - 10 && (double)ttl <= life_ms + 1000 + 2);
+        }
+        prs_redis_limiter_free(l);
+    }
+    prs_redis_backend_free(b);
+}
+
 static int64_t server_calls(prs_redis_backend *b) {
     char out[64];
     const char *argv[2] = {"EVAL", "local s = redis.call('INFO', 'commandstats') "
