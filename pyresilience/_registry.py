@@ -133,6 +133,23 @@ def count(obj: Any, key: str, n: int = 1) -> None:
         o.counts[key] = o.counts.get(key, 0) + n
 
 
+def count_many(obj: Any, items: List[Tuple[str, int]]) -> None:
+    """Add each (key, n) of items to obj's counters, in one update."""
+    o = _entries.get(id(obj))
+    if o is None:
+        o = obs_of(obj)
+    with _lock:
+        c = o.counts
+        for key, n in items:
+            c[key] = c.get(key, 0) + n
+
+
+def has_listeners(obj: Any) -> bool:
+    """Whether obj has event listeners now (cheap: for the callers' fast path)."""
+    o = _entries.get(id(obj))
+    return o is not None and bool(o.listeners)
+
+
 def counts_of(obj: Any) -> Dict[str, int]:
     o = _entries.get(id(obj))
     if o is None:

@@ -33,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import email.utils
+import logging
 import math
 import re
 import time
@@ -47,6 +48,9 @@ from ._decorate import P, finish, inspect_target
 from . import _registry
 from .errors import RetryExhausted
 from .events import Named, emit
+
+_RETRY_LOG = logging.getLogger("pyresilience.retry")
+_DEBUG = logging.DEBUG
 
 __all__ = [
     "RetryConfig",
@@ -481,14 +485,15 @@ class RetryMetrics:
     gave_up: Dict[str, int]
 
 
-def _gave_up(owner: Any, exc: Optional[BaseException], attempts: int, verdict: int) -> None:
-    """Count and report a give-up (the caller raises next)."""
-    if owner is None:
+def _gave_up(loop: "_Loop", exc: Optional[BaseException], attempts: int, verdict: int) -> None:
+    """Record and report a give-up (the caller raises next; the loop's close()
+    counts it)."""
+    if loop.owner is None:
         return
     reason = _REASON_KEYS.get(verdict, "other")
-    _registry.count(owner, "failed_with_retry" if attempts > 1 else "failed_without_retry")
-    _registry.count(owner, "gave_up:" + reason)
-    emit(owner, "gave_up", attempt=attempts, reason=reason, exception=exc)
+    loop.outcome = "failed_with_retry" if attempts > 1 else "failed_without_retry"
+    loop.reason = reason
+    emit(loop.owner, "gave_up", attempt=attempts, reason=reason, exception=exc)
 
 
 def _give_up(exc: Optional[BaseException], result: Any, attempts: int, elapsed_ns: int,
@@ -508,11 +513,14 @@ def _give_up(exc: Optional[BaseException], result: Any, attempts: int, elapsed_n
 class _Loop:
     """The per-call state of one retry loop (never shared between calls)."""
 
-    __slots__ = ("cfg", "start", "attempt", "previous", "owner", "verdict")
+    __slots__ = ("cfg", "start", "attempt", "previous", "owner", "verdict", "outcome", "reason")
 
     def __init__(self, cfg: RetryConfig, start: int, owner: Any = None) -> None:
         self.owner = owner  # the Retry, for counters and events
         self.verdict = 0  # the give-up verdict once it gave up (for the dead letter)
+        self.outcome: Optional[str] = None  # the counter of how the call ended
+        self.reason: Optional[str] = None  # why it gave up
+
         self.cfg = cfg
         self.start = start
         self.attempt = 0
@@ -522,8 +530,7 @@ class _Loop:
         """After a failure: the ns to sleep before the next attempt; raises when giving up."""
         cfg = self.cfg
         if exc is not None and not isinstance(exc, cfg.retryable_exceptions):
-            if self.owner is not None:
-                _registry.count(self.owner, "failed_with_retry" if self.attempt else "failed_without_retry")
+            self.outcome = "failed_with_retry" if self.attempt else "failed_without_retry"
             raise exc
         clock = cfg.clock
         elapsed = _core.retry_now_ns(clock) - self.start
@@ -538,7 +545,7 @@ class _Loop:
             verdict = _GIVE_UP_BUDGET
         if verdict != _SLEEP:
             self.verdict = verdict
-            _gave_up(self.owner, exc, self.attempt + 1, verdict)
+            _gave_up(self, exc, self.attempt + 1, verdict)
             _give_up(exc, result, self.attempt + 1, elapsed, verdict)
         if cfg.on_retry is not None:
             cfg.on_retry(RetryState(self.attempt, delay, exc, result, elapsed / 1e9))
@@ -546,14 +553,28 @@ class _Loop:
                 elapsed = _core.retry_now_ns(clock) - self.start
                 if delay_ns >= deadline - elapsed:
                     self.verdict = _GIVE_UP_DEADLINE
-                    _gave_up(self.owner, exc, self.attempt + 1, _GIVE_UP_DEADLINE)
+                    _gave_up(self, exc, self.attempt + 1, _GIVE_UP_DEADLINE)
                     _give_up(exc, result, self.attempt + 1, elapsed, _GIVE_UP_DEADLINE)
-        if self.owner is not None:
-            _registry.count(self.owner, "retries")
-            emit(self.owner, "retry", attempt=self.attempt, delay=delay, exception=exc)
+        owner = self.owner
+        if owner is not None and (_RETRY_LOG.isEnabledFor(_DEBUG) or _registry.has_listeners(owner)):
+            emit(owner, "retry", attempt=self.attempt, delay=delay, exception=exc)
         self.attempt += 1
         self.previous = delay
         return delay_ns
+
+    def close(self) -> None:
+        """Count how the call ended and its retries, in one update (whatever
+        ended it: a result, a give-up, an exception not retried, a cancellation)."""
+        owner = self.owner
+        if owner is None:
+            return
+        items = [("retries", self.attempt)] if self.attempt else []
+        if self.outcome is not None:
+            items.append((self.outcome, 1))
+        if self.reason is not None:
+            items.append(("gave_up:" + self.reason, 1))
+        if items:
+            _registry.count_many(owner, items)
 
 
 class Retry(Named):
@@ -612,21 +633,24 @@ class Retry(Named):
         loop = _Loop(cfg, start, self._owner())
         clock = cfg.clock
         sink = self.dead_letter
-        while True:
-            if sink is None:
-                _core.retry_sleep(clock, loop.step(exc, result))
-            else:
-                _core.retry_sleep(clock, self._step_or_dead_letter(loop, sink, func, args, kwargs, exc, result))
-            exc = result = None
-            try:
-                result = func(*args, **kwargs)
-            except Exception as e:  # BaseExceptions propagate: never retried
-                exc = e
-                continue
-            predicate = cfg.retry_on_result
-            if predicate is None or not predicate(result):
-                _registry.count(loop.owner, "successful_with_retry")
-                return result
+        try:
+            while True:
+                if sink is None:
+                    _core.retry_sleep(clock, loop.step(exc, result))
+                else:
+                    _core.retry_sleep(clock, self._step_or_dead_letter(loop, sink, func, args, kwargs, exc, result))
+                exc = result = None
+                try:
+                    result = func(*args, **kwargs)
+                except Exception as e:  # BaseExceptions propagate: never retried
+                    exc = e
+                    continue
+                predicate = cfg.retry_on_result
+                if predicate is None or not predicate(result):
+                    loop.outcome = "successful_with_retry"
+                    return result
+        finally:
+            loop.close()
 
     def call(self, func: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """call(self, func, /, *args, **kwargs)
@@ -701,34 +725,37 @@ class Retry(Named):
         loop = _Loop(cfg, start, self._owner())
         clock = cfg.clock
         sink = self.dead_letter
-        while True:
-            if sink is None:
-                delay_ns = loop.step(exc, result)
-            else:
-                try:
+        try:
+            while True:
+                if sink is None:
                     delay_ns = loop.step(exc, result)
-                except BaseException as gone:
-                    if loop.verdict:
-                        from .dead_letters import deliver_async
-                        await deliver_async(sink,
-                                            self._dead_letter(loop, func, args, kwargs, exc, result, True),
-                                            gone)
-                    raise
-            exc = result = None
-            if isinstance(clock, ManualClock):
-                _core.retry_sleep(clock, delay_ns)
-                await asyncio.sleep(0)
-            else:
-                await asyncio.sleep(delay_ns / 1e9)
-            try:
-                result = await func(*args, **kwargs)
-            except Exception as e:  # BaseExceptions (CancelledError) propagate: never retried
-                exc = e
-                continue
-            predicate = cfg.retry_on_result
-            if predicate is None or not predicate(result):
-                _registry.count(loop.owner, "successful_with_retry")
-                return result
+                else:
+                    try:
+                        delay_ns = loop.step(exc, result)
+                    except BaseException as gone:
+                        if loop.verdict:
+                            from .dead_letters import deliver_async
+                            await deliver_async(sink,
+                                                self._dead_letter(loop, func, args, kwargs, exc, result, True),
+                                                gone)
+                        raise
+                exc = result = None
+                if isinstance(clock, ManualClock):
+                    _core.retry_sleep(clock, delay_ns)
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(delay_ns / 1e9)
+                try:
+                    result = await func(*args, **kwargs)
+                except Exception as e:  # BaseExceptions (CancelledError) propagate: never retried
+                    exc = e
+                    continue
+                predicate = cfg.retry_on_result
+                if predicate is None or not predicate(result):
+                    loop.outcome = "successful_with_retry"
+                    return result
+        finally:
+            loop.close()
 
     def _with_dead_letter(self, sink: Any, target: Any = None) -> "Retry":
         """A view of this Retry for a Policy's ``dead_letter``: counters and events
