@@ -142,29 +142,6 @@ static PyObject *step_apply(step_obj *s, pcx *cx, PyObject *const *args, size_t 
 
 /* ---- Retry ------------------------------------------------------------------------- */
 
-/* Hands a failed first attempt to the Retry's Python loop:
- * handler(next, args, kwargs, exc, result, start). Steals exc and result. */
-static PyObject *retry_slow(step_obj *s, PyObject *const *args, size_t nargsf, PyObject *kwnames,
-                            PyObject *exc, PyObject *result, int64_t start) {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
-    PyObject *tuple = PyTuple_New(nargs), *kwargs = PyDict_New(), *start_o = PyLong_FromLongLong(start);
-    PyObject *out = NULL;
-    if (!tuple || !kwargs || !start_o) goto done;
-    for (Py_ssize_t i = 0; i < nargs; i++) PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
-    for (Py_ssize_t k = 0; k < nkw; k++)
-        if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, k), args[nargs + k]) < 0) goto done;
-    PyObject *hargs[6] = {s->next, tuple, kwargs, exc ? exc : Py_None, result ? result : Py_None, start_o};
-    out = PyObject_Vectorcall(s->a, hargs, 6, NULL);
-done:
-    Py_XDECREF(tuple);
-    Py_XDECREF(kwargs);
-    Py_XDECREF(start_o);
-    Py_XDECREF(exc);
-    Py_XDECREF(result);
-    return out;
-}
-
 static PyObject *step_retry(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     CHECK_LIVE(s);
     int64_t start;
@@ -184,14 +161,14 @@ static PyObject *step_retry(step_obj *s, pcx *cx, PyObject *const *args, size_t 
         Py_DECREF(r);
         if (again < 0) { Py_DECREF(res); return NULL; }
         if (!again) return res;
-        return retry_slow(s, args, nargsf, kwnames, NULL, res, start);
+        return prs_py_retry_resume(s->a, s->next, args, nargsf, kwnames, NULL, res, start);
     }
     /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
      * GeneratorExit, CancelledError) are never retried. */
     if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
     PyObject *exc = prs_py_take_exception();
     if (!exc) return NULL;
-    return retry_slow(s, args, nargsf, kwnames, exc, NULL, start);
+    return prs_py_retry_resume(s->a, s->next, args, nargsf, kwnames, exc, NULL, start);
 }
 
 /* ---- CircuitBreaker: its own C wrapper, the time handed across -------------------- */

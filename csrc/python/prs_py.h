@@ -79,6 +79,10 @@ int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */
 int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
+/* Hands a call whose first attempt failed to a Retry's Python loop,
+ * handler(func, args, kwargs, exc, result, start) (retry.c). Steals exc and result. */
+PyObject *prs_py_retry_resume(PyObject *handler, PyObject *func, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames, PyObject *exc, PyObject *result, int64_t start);
 /* The deadline in effect: the value of the context variable `var` (may be
  * NULL), absolute ns, or PRS_NEVER. 0, or -1 with an exception. */
 int prs_py_deadline_abs(PyObject *var, int64_t *out);

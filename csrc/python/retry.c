@@ -158,9 +158,11 @@ static PyObject *budget_metrics(PyObject *self, PyObject *unused) {
 /* RetryCall: the fast path                                                 */
 /* ======================================================================== */
 
-/* Hands a failed first attempt to the Python loop. Steals exc and result. */
-static PyObject *call_slow(call_obj *c, PyObject *const *args, size_t nargsf, PyObject *kwnames,
-                           PyObject *exc, PyObject *result, int64_t start) {
+/* Hands a failed first attempt to the Retry's Python loop:
+ * handler(func, args, kwargs, exc, result, start). Steals exc and result.
+ * Shared with the Policy's Retry step (policy.c). */
+PyObject *prs_py_retry_resume(PyObject *handler, PyObject *func, PyObject *const *args, size_t nargsf,
+                              PyObject *kwnames, PyObject *exc, PyObject *result, int64_t start) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     PyObject *tuple = PyTuple_New(nargs), *kwargs = PyDict_New(), *start_o = PyLong_FromLongLong(start);
@@ -169,8 +171,8 @@ static PyObject *call_slow(call_obj *c, PyObject *const *args, size_t nargsf, Py
     for (Py_ssize_t i = 0; i < nargs; i++) PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
     for (Py_ssize_t k = 0; k < nkw; k++)
         if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, k), args[nargs + k]) < 0) goto done;
-    PyObject *hargs[6] = {c->func, tuple, kwargs, exc ? exc : Py_None, result ? result : Py_None, start_o};
-    out = PyObject_Vectorcall(c->handler, hargs, 6, NULL);
+    PyObject *hargs[6] = {func, tuple, kwargs, exc ? exc : Py_None, result ? result : Py_None, start_o};
+    out = PyObject_Vectorcall(handler, hargs, 6, NULL);
 done:
     Py_XDECREF(tuple);
     Py_XDECREF(kwargs);
@@ -194,14 +196,14 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
         Py_DECREF(r);
         if (retry < 0) { Py_DECREF(res); return NULL; }
         if (!retry) return res;
-        return call_slow(c, args, nargsf, kwnames, NULL, res, start);
+        return prs_py_retry_resume(c->handler, c->func, args, nargsf, kwnames, NULL, res, start);
     }
     /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
      * GeneratorExit, CancelledError) are never retried. */
     if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
     PyObject *exc = prs_py_take_exception();
     if (!exc) return NULL;
-    return call_slow(c, args, nargsf, kwnames, exc, NULL, start);
+    return prs_py_retry_resume(c->handler, c->func, args, nargsf, kwnames, exc, NULL, start);
 }
 
 static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
