@@ -21,17 +21,9 @@ if os.environ.get("PRS_SKIP_REDIS"):
 if not _core.HAVE_REDIS:
     pytest.fail("pyresilience was built without hiredis: run `make deps install`", pytrace=False)
 
-from test_redis import Server, prefix  # noqa: E402  (the same throwaway server)
+from test_redis import Server, backend, prefix, server  # noqa: E402,F401  (the same throwaway server; fixtures)
 
 ALGOS = ["gcra", "token_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log"]
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    s = Server()
-    s.start()
-    yield s
-    s.stop()
 
 
 @pytest.fixture
@@ -42,13 +34,6 @@ def own_server() -> Iterator[Server]:
     if s.proc is not None:
         s.proc.send_signal(signal.SIGCONT)
     s.stop()
-
-
-@pytest.fixture
-def backend(server: Server) -> Iterator[pr.RedisBackend]:
-    b = pr.RedisBackend(server.url, timeout=2.0, connect_timeout=2.0)
-    yield b
-    b.close()
 
 
 def make(backend: pr.RedisBackend, algo: str, **kw: Any) -> pr.RedisRateLimiter:

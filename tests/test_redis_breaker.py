@@ -10,7 +10,7 @@ import multiprocessing
 import os
 import signal
 import time
-from typing import Any, Iterator, List
+from typing import Any, List
 
 import pytest
 
@@ -23,30 +23,7 @@ if os.environ.get("PRS_SKIP_REDIS"):
 if not _core.HAVE_REDIS:
     pytest.fail("pyresilience was built without hiredis: run `make deps install`", pytrace=False)
 
-from test_redis import Server, prefix  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    s = Server()
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def own_server() -> Iterator[Server]:
-    s = Server()
-    s.start()
-    yield s
-    s.stop()
-
-
-@pytest.fixture
-def backend(server: Server) -> Iterator[pr.RedisBackend]:
-    b = pr.RedisBackend(server.url, timeout=2.0, connect_timeout=2.0)
-    yield b
-    b.close()
+from test_redis import Server, backend, own_server, prefix, server  # noqa: E402,F401  (fixtures)
 
 
 def boom() -> None:
