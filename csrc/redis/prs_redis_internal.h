@@ -14,9 +14,11 @@
 /* ---- scripts (redis_scripts.c) ---------------------------------------- */
 
 /* Script slots: one per algorithm (same numbers as prs_redis_algorithm), the
- * group script, and the empty script used as the benchmark floor. */
+ * group script, the empty script used as the benchmark floor, and the
+ * check-only scripts of the bucket algorithms (GCRA, token bucket) and of the
+ * sliding log. */
 enum { PRS_REDIS__SCRIPT_GROUP = PRS_REDIS__ALGORITHM_COUNT, PRS_REDIS__SCRIPT_NOOP,
-       PRS_REDIS__NSCRIPTS };
+       PRS_REDIS__SCRIPT_BUCKET_CHECK, PRS_REDIS__SCRIPT_LOG_CHECK, PRS_REDIS__NSCRIPTS };
 
 typedef struct prs_redis__script {
     const char *body;
