@@ -28,6 +28,12 @@ typedef struct prs_redis__script {
 
 /* The scripts, with their SHA1s computed once (thread-safe, idempotent). */
 const prs_redis__script *prs_redis__scripts(void);
+/* The slot of a limiter's specialised check script (thread-safe; one per
+ * distinct configuration, kept for the process's life): the bucket's
+ * (gcra, token_bucket: p1 = T in us, p2 = burst) or the sliding log's (p1 =
+ * W in us, p2 = limit, ttl_ms its key's TTL). -1 when the table is full:
+ * then the generic check script, which reads them from ARGV. */
+int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms);
 /* SHA1 of data as 40 lowercase hex digits + NUL. */
 void prs_redis__sha1_hex(const void *data, size_t len, char out[41]);
 

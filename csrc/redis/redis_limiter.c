@@ -91,6 +91,7 @@ struct prs_redis_limiter {
     double interval_us;            /* gcra, token_bucket: T, as the scripts read p1 */
     char ttl[24];                  /* sliding_window_log: its key's TTL (ms), ceil(W / 1000) + 1 */
     size_t p1len, p2len, ttllen;
+    int check_script;              /* the specialised check script's slot, or -1 (redis_scripts.c) */
 
     int64_t lease_batch;           /* 0: no leases */
     int64_t lease_max_hold_ns;
@@ -399,12 +400,16 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
         snprintf(l->p1, sizeof l->p1, "%.17g", 1e6 / rate);
         snprintf(l->p2, sizeof l->p2, "%lld", (long long)burst);
         l->interval_us = strtod(l->p1, NULL);
+        l->check_script = prs_redis__check_script(cfg->algorithm, l->interval_us, burst, 0);
     } else {
         l->limit = cfg->limit;
         snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->limit);
         snprintf(l->p2, sizeof l->p2, "%.17g", (double)cfg->window_ns / 1e3);
         l->window_us = (double)cfg->window_ns / 1e3;
         l->ttllen = fmt_i64(l->ttl, (int64_t)ceil(l->window_us / 1000) + 1);
+        l->check_script = cfg->algorithm != PRS_REDIS_SLIDING_WINDOW_LOG ? -1
+            : prs_redis__check_script(cfg->algorithm, l->window_us, cfg->limit,
+                                      (int64_t)ceil(l->window_us / 1000) + 1);
     }
     l->p1len = strlen(l->p1);
     l->p2len = strlen(l->p2);
@@ -727,9 +732,10 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
     int i = 0;
     if (mode == 'c' && l->algorithm != PRS_REDIS_SLIDING_WINDOW_COUNTER) {
         /* a plain check: the check-only scripts (redis_scripts.c) */
-        int log = l->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG;
-        const prs_redis__script *s =
-            &prs_redis__scripts()[log ? PRS_REDIS__SCRIPT_LOG_CHECK : PRS_REDIS__SCRIPT_BUCKET_CHECK];
+        int log = l->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG, own = l->check_script >= 0;
+        const prs_redis__script *s = &prs_redis__scripts()[own ? l->check_script
+                                                          : log ? PRS_REDIS__SCRIPT_LOG_CHECK
+                                                                : PRS_REDIS__SCRIPT_BUCKET_CHECK];
         c->argv[i] = "EVALSHA"; c->lens[i++] = 7;
         c->argv[i] = s->sha; c->lens[i++] = 40;
         c->argv[i] = nk[1]; c->lens[i++] = 1;
@@ -740,9 +746,11 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
             c->argv[i] = c->cut;
             c->lens[i++] = (size_t)snprintf(c->cut, sizeof c->cut, "%.17g", (double)now_us - l->window_us);
         }
-        c->argv[i] = l->p1; c->lens[i++] = l->p1len;
-        c->argv[i] = l->p2; c->lens[i++] = l->p2len;
-        if (log) { c->argv[i] = l->ttl; c->lens[i++] = l->ttllen; }
+        if (!own) { /* the generic script: the parameters too */
+            c->argv[i] = l->p1; c->lens[i++] = l->p1len;
+            c->argv[i] = l->p2; c->lens[i++] = l->p2len;
+            if (log) { c->argv[i] = l->ttl; c->lens[i++] = l->ttllen; }
+        }
         c->cmds[0] = (prs_redis__cmd){i, c->argv, c->lens, (int)(s - prs_redis__scripts()), slot, 1};
         c->ncmds = 1;
         c->kind = 'q';

@@ -34,8 +34,10 @@
  * for never; granted is the number of permits taken (n, or up to the lease
  * batch). The group script returns {denied_by, decision string x m}.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "prs_redis_internal.h"
 
@@ -429,7 +431,14 @@ static const char script_log[] =
  * with `+ 0` (the caller sends decimal numbers): cheaper than tonumber, a
  * global of the scripts' guarded environment.
  *
- * Bucket (GCRA, token bucket): KEYS[1]; ARGV now (us), n, T, burst. An
+ * Each limiter runs its own copy, specialised with its parameters as Lua
+ * constants (prs_redis__check_script: ARGV carries only the time and n, and
+ * the script computes nothing from its configuration per call); a generic
+ * copy that reads them from ARGV serves when the table of specialised
+ * scripts is full. Redis's script cache holds one script per configuration
+ * in use.
+ *
+ * Bucket (GCRA, token bucket): KEYS[1]; ARGV now (us), n[, T, burst]. An
  * admitted check answers q = 4 * reset_after_us (the state's new tat - now:
  * a whole number of quarter microseconds whenever now >= 2^50 us, i.e. on
  * any real clock since 2005) when that is exact and the caller's
@@ -437,83 +446,101 @@ static const char script_log[] =
  * decision string otherwise. The new tat is written as "<whole>[.25|.5|.75]"
  * when it is such a number (a cheap %d instead of %.17g; tonumber reads both
  * forms to the same double). */
+/* The bucket check after its head has set now, n, T, burst and S (the
+ * expiry step of LUA_EXPIRY_FNS for burst * T). */
+#define LUA_BUCKET_CHECK_BODY                                                            \
+    "local floor = math.floor\n"                                                         \
+    "local k = KEYS[1]\n"                                                                \
+    "local v = redis.call('GET', k)\n"                                                   \
+    "local old = tonumber(v)\n"                                                          \
+    LUA_OLD_TB("old")                                                                    \
+    "local tat = old\n"                                                                  \
+    "if tat == nil or tat < now then tat = now end\n"                                    \
+    "local fits = burst - (tat - now) / T\n"                                             \
+    "if n > burst or n > fits + 1e-9 then\n"                                             \
+    "  local left = floor(fits + 1e-9)\n"                                                \
+    "  if left < 0 then left = 0 end\n"                                                  \
+    "  local retry = -1\n"                                                               \
+    "  if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n" \
+    "  return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n" \
+    "end\n"                                                                              \
+    "local rem = floor(fits - n + 1e-9)\n"                                               \
+    "if rem < 0 then rem = 0 end\n"                                                      \
+    "tat = tat + n * T\n"                                                                \
+    "local reset = tat - now\n"                                                          \
+    "if reset <= 0 then redis.call('DEL', k)\n"                                          \
+    "else\n"                                                                             \
+    "  local w = floor(tat)\n"                                                           \
+    "  local f, s = tat - w\n"                                                           \
+    "  if tat < 0 then s = string.format('%.17g', tat)\n"                                \
+    "  elseif f == 0 then s = string.format('%d', w)\n"                                  \
+    "  elseif f == 0.5 then s = string.format('%d.5', w)\n"                              \
+    "  elseif f == 0.25 then s = string.format('%d.25', w)\n"                            \
+    "  elseif f == 0.75 then s = string.format('%d.75', w)\n"                            \
+    "  else s = string.format('%.17g', tat) end\n"                                       \
+    "  local e = (floor((tat + 1000) / S) + 1) * S\n"                                    \
+    "  if old and (floor((old + 1000) / S) + 1) * S == e then\n"                         \
+    "    redis.call('SET', k, s, 'KEEPTTL')\n"                                           \
+    "  else redis.call('SET', k, s, 'PX', math.ceil((e - now) / 1000)) end\n"            \
+    "end\n"                                                                              \
+    "local q = reset * 4\n"                                                              \
+    "if q == floor(q) and q >= 0 and q < 1125899906842624 then\n"                        \
+    "  local r2 = floor(burst - reset / T + 1e-9)\n"                                     \
+    "  if r2 < 0 then r2 = 0 end\n"                                                      \
+    "  if r2 == rem then return q end\n"                                                 \
+    "end\n"                                                                              \
+    "return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n"
+
+/* The generic one: ARGV now, n, T, burst. */
 static const char script_bucket_check[] =
-    "local k = KEYS[1]\n"
     "local now, n, T, burst = ARGV[1] + 0, ARGV[2] + 0, ARGV[3] + 0, ARGV[4] + 0\n"
-    "local floor = math.floor\n"
-    "local v = redis.call('GET', k)\n"
-    "local old = tonumber(v)\n"
-    LUA_OLD_TB("old")
-    "local tat = old\n"
-    "if tat == nil or tat < now then tat = now end\n"
-    "local fits = burst - (tat - now) / T\n"
-    "if n > burst or n > fits + 1e-9 then\n"
-    "  local left = floor(fits + 1e-9)\n"
-    "  if left < 0 then left = 0 end\n"
-    "  local retry = -1\n"
-    "  if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n"
-    "  return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n"
-    "end\n"
-    "local rem = floor(fits - n + 1e-9)\n"
-    "if rem < 0 then rem = 0 end\n"
-    "tat = tat + n * T\n"
-    "local reset = tat - now\n"
-    "if reset <= 0 then redis.call('DEL', k)\n"
-    "else\n"
-    "  local w = floor(tat)\n"
-    "  local f, s = tat - w\n"
-    "  if tat < 0 then s = string.format('%.17g', tat)\n"
-    "  elseif f == 0 then s = string.format('%d', w)\n"
-    "  elseif f == 0.5 then s = string.format('%d.5', w)\n"
-    "  elseif f == 0.25 then s = string.format('%d.25', w)\n"
-    "  elseif f == 0.75 then s = string.format('%d.75', w)\n"
-    "  else s = string.format('%.17g', tat) end\n"
-    LUA_BUCKET_SET("burst * T", "s", "old", "tat")
-    "end\n"
-    "local q = reset * 4\n"
-    "if q == floor(q) and q >= 0 and q < 1125899906842624 then\n"
-    "  local r2 = floor(burst - reset / T + 1e-9)\n"
-    "  if r2 < 0 then r2 = 0 end\n"
-    "  if r2 == rem then return q end\n"
-    "end\n"
-    "return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n";
+    "local S = math.floor((burst * T) / 16000) * 1000\n"
+    "if S < 1000 then S = 1000 elseif S > 1000000 then S = 1000000 end\n"
+    LUA_BUCKET_CHECK_BODY;
 
 /* Sliding log: KEYS[1]; ARGV now (us, an integer: the entries' score and
  * name stem as sent), n, now - W (%.17g, the caller's: the expiry cutoff),
- * limit, W, the key's TTL in ms (ceil(W / 1000) + 1). An admitted check
- * answers its remaining (limit - count - n >= 0); reset_after is W. */
+ * then limit, W and the key's TTL in ms (ceil(W / 1000) + 1) unless the
+ * script has them. An admitted check answers its remaining
+ * (limit - count - n >= 0); reset_after is W. The body needs limit, TTL
+ * and W (a number or its decimal string). */
+#define LUA_LOG_CHECK_BODY                                                               \
+    "local k = KEYS[1]\n"                                                                \
+    "local n = ARGV[2] + 0\n"                                                            \
+    "redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[3])\n"                               \
+    "local cnt = redis.call('ZCARD', k)\n"                                               \
+    "if n <= limit and cnt + n <= limit then\n"                                          \
+    "  local t, added = ARGV[1], 0\n"                                                    \
+    "  if n == 1 then added = redis.call('ZADD', k, t, t .. ':' .. (cnt + 1))\n"         \
+    "  else\n"                                                                           \
+    LUA_LOG_ADD_MANY("k", "t", "cnt", "n")                                               \
+    "  end\n"                                                                            \
+    LUA_LOG_ADD_FIX("k", "t", "cnt", "n")                                                \
+    "  redis.call('PEXPIRE', k, TTL)\n"                                                  \
+    "  return limit - cnt - n\n"                                                         \
+    "end\n"                                                                              \
+    "local now = ARGV[1] + 0\n"                                                          \
+    "local rem = limit - cnt\n"                                                          \
+    "if rem < 0 then rem = 0 end\n"                                                      \
+    "local retry, reset = -1, 0\n"                                                       \
+    "if n <= limit then\n"                                                               \
+    "  retry = W + 0\n"                                                                  \
+    "  local j = cnt + n - limit\n"                                                      \
+    "  if j <= cnt then\n"                                                               \
+    "    retry = redis.call('ZRANGE', k, j - 1, j - 1, 'WITHSCORES')[2] + W - now\n"     \
+    "    if retry < 0 then retry = 0 end\n"                                              \
+    "  end\n"                                                                            \
+    "end\n"                                                                              \
+    "if cnt > 0 then\n"                                                                  \
+    "  reset = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + W - now\n"             \
+    "  if reset < 0 then reset = 0 end\n"                                                \
+    "end\n"                                                                              \
+    "return string.format('%d %d %d %.17g %.17g %d', 0, limit, rem, retry, reset, 0)\n"
+
+/* The generic one: ARGV[4..6] limit, W, TTL. */
 static const char script_log_check[] =
-    "local k = KEYS[1]\n"
-    "local n, limit = ARGV[2] + 0, ARGV[4] + 0\n"
-    "redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[3])\n"
-    "local cnt = redis.call('ZCARD', k)\n"
-    "if n <= limit and cnt + n <= limit then\n"
-    "  local t, added = ARGV[1], 0\n"
-    "  if n == 1 then added = redis.call('ZADD', k, t, t .. ':' .. (cnt + 1))\n"
-    "  else\n"
-    LUA_LOG_ADD_MANY("k", "t", "cnt", "n")
-    "  end\n"
-    LUA_LOG_ADD_FIX("k", "t", "cnt", "n")
-    "  redis.call('PEXPIRE', k, ARGV[6])\n"
-    "  return limit - cnt - n\n"
-    "end\n"
-    "local now, W = ARGV[1] + 0, ARGV[5] + 0\n"
-    "local rem = limit - cnt\n"
-    "if rem < 0 then rem = 0 end\n"
-    "local retry, reset = -1, 0\n"
-    "if n <= limit then\n"
-    "  retry = W\n"
-    "  local j = cnt + n - limit\n"
-    "  if j <= cnt then\n"
-    "    retry = redis.call('ZRANGE', k, j - 1, j - 1, 'WITHSCORES')[2] + W - now\n"
-    "    if retry < 0 then retry = 0 end\n"
-    "  end\n"
-    "end\n"
-    "if cnt > 0 then\n"
-    "  reset = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + W - now\n"
-    "  if reset < 0 then reset = 0 end\n"
-    "end\n"
-    "return string.format('%d %d %d %.17g %.17g %d', 0, limit, rem, retry, reset, 0)\n";
+    "local limit, W, TTL = ARGV[4] + 0, ARGV[5], ARGV[6]\n"
+    LUA_LOG_CHECK_BODY;
 
 /* KEYS: each member's keys in order. ARGV: now override, member count m, then
  * per member: algorithm number, n, p1, p2. Every member decides against the
@@ -556,7 +583,11 @@ static const char script_group[] = LUA_PRELUDE LUA_GCRA LUA_FIXED_WINDOW
     LUA_SLIDING_WINDOW_COUNTER LUA_SLIDING_WINDOW_LOG LUA_GROUP;
 static const char script_noop[] = "return 0";
 
-static prs_redis__script scripts[PRS_REDIS__NSCRIPTS] = {
+/* The static scripts, then up to DYN_MAX specialised check scripts
+ * (registered once, kept for the process's life: a slot handed out never
+ * changes, so readers index it without a lock). */
+#define DYN_MAX 1024
+static prs_redis__script scripts[PRS_REDIS__NSCRIPTS + DYN_MAX] = {
     {script_gcra, sizeof script_gcra - 1, ""},
     {script_gcra, sizeof script_gcra - 1, ""}, /* the token bucket is GCRA's state */
     {script_fw, sizeof script_fw - 1, ""},
@@ -578,6 +609,57 @@ static void scripts_init(void) {
 const prs_redis__script *prs_redis__scripts(void) {
     pthread_once(&scripts_once, scripts_init);
     return scripts;
+}
+
+static pthread_mutex_t dyn_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ndyn;
+
+/* The slot of the script with this body (registered on first use), or -1
+ * when the table is full or memory is short. */
+static int dyn_register(const char *body, size_t len) {
+    (void)prs_redis__scripts();
+    int slot = -1;
+    pthread_mutex_lock(&dyn_mu);
+    for (int i = PRS_REDIS__NSCRIPTS; i < PRS_REDIS__NSCRIPTS + ndyn; i++)
+        if (scripts[i].len == len && !memcmp(scripts[i].body, body, len)) { slot = i; break; }
+    if (slot < 0 && ndyn < DYN_MAX) {
+        char *copy = malloc(len + 1);
+        if (copy) {
+            memcpy(copy, body, len + 1);
+            slot = PRS_REDIS__NSCRIPTS + ndyn;
+            prs_redis__sha1_hex(copy, len, scripts[slot].sha);
+            scripts[slot].body = copy;
+            scripts[slot].len = len;
+            ndyn++;
+        }
+    }
+    pthread_mutex_unlock(&dyn_mu);
+    return slot;
+}
+
+int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms) {
+    char head[160];
+    const char *body;
+    if (algorithm == PRS_REDIS_SLIDING_WINDOW_LOG) {
+        snprintf(head, sizeof head, "local limit, W, TTL = %lld, %.17g, '%lld'\n", (long long)p2, p1,
+                 (long long)ttl_ms);
+        body = LUA_LOG_CHECK_BODY;
+    } else {
+        /* S as script_bucket_check computes it, in the same doubles */
+        double S = floor(((double)p2 * p1) / 16000) * 1000;
+        if (S < 1000) S = 1000; else if (S > 1000000) S = 1000000;
+        snprintf(head, sizeof head, "local T, burst, S = %.17g, %lld, %.17g\n"
+                 "local now, n = ARGV[1] + 0, ARGV[2] + 0\n", p1, (long long)p2, S);
+        body = LUA_BUCKET_CHECK_BODY;
+    }
+    size_t hl = strlen(head), bl = strlen(body);
+    char *text = malloc(hl + bl + 1);
+    if (!text) return -1;
+    memcpy(text, head, hl);
+    memcpy(text + hl, body, bl + 1);
+    int slot = dyn_register(text, hl + bl);
+    free(text);
+    return slot;
 }
 
 /* ---- SHA1 (FIPS 180-4), for EVALSHA -------------------------------------- */
