@@ -92,6 +92,7 @@ struct prs_redis_limiter {
     char ttl[24];                  /* sliding_window_log: its key's TTL (ms), ceil(W / 1000) + 1 */
     size_t p1len, p2len, ttllen;
     int check_script;              /* the specialised check script's slot, or -1 (redis_scripts.c) */
+    int check_incr;                /* ... in its INCRBY form (then ARGV[3] is n * T) */
 
     int64_t lease_batch;           /* 0: no leases */
     int64_t lease_max_hold_ns;
@@ -401,6 +402,7 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
         snprintf(l->p2, sizeof l->p2, "%lld", (long long)burst);
         l->interval_us = strtod(l->p1, NULL);
         l->check_script = prs_redis__check_script(cfg->algorithm, l->interval_us, burst, 0);
+        l->check_incr = l->check_script >= 0 && prs_redis__bucket_incr(l->interval_us, burst);
     } else {
         l->limit = cfg->limit;
         snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->limit);
@@ -733,6 +735,7 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
     if (mode == 'c' && l->algorithm != PRS_REDIS_SLIDING_WINDOW_COUNTER) {
         /* a plain check: the check-only scripts (redis_scripts.c) */
         int log = l->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG, own = l->check_script >= 0;
+        if (l->check_incr && n > l->limit) own = 0; /* no n * T to send: the generic script denies it */
         const prs_redis__script *s = &prs_redis__scripts()[own ? l->check_script
                                                           : log ? PRS_REDIS__SCRIPT_LOG_CHECK
                                                                 : PRS_REDIS__SCRIPT_BUCKET_CHECK];
@@ -742,6 +745,9 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
         c->argv[i] = c->ks.k[0]; c->lens[i++] = c->ks.len[0];
         c->argv[i] = c->nbuf[0]; c->lens[i++] = fmt_i64(c->nbuf[0], now_us);
         c->argv[i] = c->nbuf[1]; c->lens[i++] = fmt_i64(c->nbuf[1], n);
+        if (own && l->check_incr) {
+            c->argv[i] = c->nbuf[2]; c->lens[i++] = fmt_i64(c->nbuf[2], n * (int64_t)l->interval_us);
+        }
         if (log) {
             c->argv[i] = c->cut;
             c->lens[i++] = (size_t)snprintf(c->cut, sizeof c->cut, "%.17g", (double)now_us - l->window_us);

@@ -491,6 +491,53 @@ static const char script_log[] =
     "end\n"                                                                              \
     "return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n"
 
+/* The bucket check when T is a whole number of microseconds (and burst * T
+ * < 2^52): every tat is then an integer, stored as one, and a busy bucket's
+ * admitted check is one INCRBY of n * T (ARGV[3], the caller's decimal: no
+ * read, no number to format, the TTL kept) checked afterwards: a denial
+ * takes it back (DECRBY), a spent or absent state (tat < now) is written as
+ * now + n * T, and a value INCRBY refuses (a fractional tat or an old token
+ * bucket value) goes to LUA_BUCKET_CHECK_BODY. The same decisions as that
+ * body. Needs T, burst, S, now, n. */
+#define LUA_BUCKET_INCR_BODY                                                             \
+    "local r = redis.pcall('INCRBY', KEYS[1], ARGV[3])\n"                               \
+    "if type(r) == 'number' then\n"                                                      \
+    "  local k, floor = KEYS[1], math.floor\n"                                           \
+    "  local inc = n * T\n"                                                              \
+    "  local tat, old = r - inc, nil\n"                                                  \
+    "  if r ~= inc then old = tat end\n"                                                 \
+    "  if tat < now then tat = now end\n"                                                \
+    "  local fits = burst - (tat - now) / T\n"                                           \
+    "  if n > burst or n > fits + 1e-9 then\n"                                           \
+    "    if old then redis.call('DECRBY', k, ARGV[3]) else redis.call('DEL', k) end\n"   \
+    "    local left = floor(fits + 1e-9)\n"                                              \
+    "    if left < 0 then left = 0 end\n"                                                \
+    "    local retry = -1\n"                                                             \
+    "    if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n" \
+    "    return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n" \
+    "  end\n"                                                                            \
+    "  local rem = floor(fits - n + 1e-9)\n"                                             \
+    "  if rem < 0 then rem = 0 end\n"                                                    \
+    "  local nxt = tat + inc\n"                                                          \
+    "  local e = (floor((nxt + 1000) / S) + 1) * S\n"                                    \
+    "  local same = old and (floor((old + 1000) / S) + 1) * S == e\n"                    \
+    "  if nxt <= now then redis.call('DEL', k)\n"                                        \
+    "  elseif nxt ~= r then\n"                                                           \
+    "    if same then redis.call('SET', k, string.format('%d', nxt), 'KEEPTTL')\n"       \
+    "    else redis.call('SET', k, string.format('%d', nxt), 'PX', math.ceil((e - now) / 1000)) end\n" \
+    "  elseif not same then redis.call('PEXPIRE', k, math.ceil((e - now) / 1000)) end\n" \
+    "  local reset = nxt - now\n"                                                        \
+    "  local q = reset * 4\n"                                                            \
+    "  if q < 1125899906842624 then\n"                                                   \
+    "    local r2 = floor(burst - reset / T + 1e-9)\n"                                   \
+    "    if r2 < 0 then r2 = 0 end\n"                                                    \
+    "    if r2 == rem then return q end\n"                                               \
+    "  end\n"                                                                            \
+    "  return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n"   \
+    "else\n"                                                                             \
+    LUA_BUCKET_CHECK_BODY                                                                \
+    "end\n"
+
 /* The generic one: ARGV now, n, T, burst. */
 static const char script_bucket_check[] =
     "local now, n, T, burst = ARGV[1] + 0, ARGV[2] + 0, ARGV[3] + 0, ARGV[4] + 0\n"
@@ -614,10 +661,17 @@ const prs_redis__script *prs_redis__scripts(void) {
 static pthread_mutex_t dyn_mu = PTHREAD_MUTEX_INITIALIZER;
 static int ndyn;
 
+/* A fork while another thread registers: the child gets the lock free. */
+static void dyn_lock(void) { pthread_mutex_lock(&dyn_mu); }
+static void dyn_unlock(void) { pthread_mutex_unlock(&dyn_mu); }
+static pthread_once_t dyn_once = PTHREAD_ONCE_INIT;
+static void dyn_init(void) { pthread_atfork(dyn_lock, dyn_unlock, dyn_unlock); }
+
 /* The slot of the script with this body (registered on first use), or -1
  * when the table is full or memory is short. */
 static int dyn_register(const char *body, size_t len) {
     (void)prs_redis__scripts();
+    pthread_once(&dyn_once, dyn_init);
     int slot = -1;
     pthread_mutex_lock(&dyn_mu);
     for (int i = PRS_REDIS__NSCRIPTS; i < PRS_REDIS__NSCRIPTS + ndyn; i++)
@@ -637,6 +691,10 @@ static int dyn_register(const char *body, size_t len) {
     return slot;
 }
 
+int prs_redis__bucket_incr(double T, int64_t burst) {
+    return T == floor(T) && T >= 1 && (double)burst * T < 4503599627370496.0;
+}
+
 int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms) {
     char head[160];
     const char *body;
@@ -650,7 +708,7 @@ int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms
         if (S < 1000) S = 1000; else if (S > 1000000) S = 1000000;
         snprintf(head, sizeof head, "local T, burst, S = %.17g, %lld, %.17g\n"
                  "local now, n = ARGV[1] + 0, ARGV[2] + 0\n", p1, (long long)p2, S);
-        body = LUA_BUCKET_CHECK_BODY;
+        body = prs_redis__bucket_incr(p1, p2) ? LUA_BUCKET_INCR_BODY : LUA_BUCKET_CHECK_BODY;
     }
     size_t hl = strlen(head), bl = strlen(body);
     char *text = malloc(hl + bl + 1);

@@ -1091,11 +1091,13 @@ TEST(redis_single_scripts_decide_as_group_script) {
     prs_redis_backend *b = backend_for(s->url, 1000);
     /* at 3e9 us a bucket's times mostly have fine fractions (the check
      * scripts answer with the decision string); at 1.7e15 us (a real clock)
-     * they are whole quarters (the one-integer answer) */
-    for (int pass = 0; pass < 2; pass++)
+     * they are whole quarters (the one-integer answer); at 8/s, T is
+     * 125000 us: the INCRBY form of the bucket check */
+    for (int pass = 0; pass < 3; pass++)
     for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
         int rate = algo <= 1;
-        prs_redis_limiter *l = rate ? limiter_for(b, algo, 7.5, 4) : limiter_for(b, algo, 4, 0.3);
+        if (pass == 2 && !rate) continue;
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, pass == 2 ? 8 : 7.5, 4) : limiter_for(b, algo, 4, 0.3);
         uint64_t x = 4242 + (uint64_t)algo + 100 * (uint64_t)pass;
         int64_t now = (pass ? INT64_C(1700000000000000) : 3000000000) + 123457; /* odd microseconds: off the window grid */
         ASSERT_OK(prs_redis_limiter_reset(l, "single", 6));
@@ -1232,6 +1234,25 @@ TEST(redis_scripts_cheap_paths) {
     ASSERT_EQ(stat_calls(b, "time"), 0);
     /* the sliding log's check names its entries without a ZCOUNT */
     ASSERT_EQ(stat_calls(b, "zcount"), 0);
+    /* a bucket with T in whole microseconds, in debt: an admitted check is one
+     * INCRBY (no GET, no SET) */
+    for (int algo = PRS_REDIS_GCRA; algo <= PRS_REDIS_TOKEN_BUCKET; algo++) {
+        prs_redis_limiter *l = limiter_for(b, algo, 1000, 1000000);
+        prs_decision d;
+        int64_t t = INT64_C(1700000000000000);
+        ASSERT_OK(prs_redis_limiter_check_at(l, "inc", 3, 1, t, &d)); /* spent state: INCRBY + SET */
+        int64_t gets = stat_calls(b, "get"), sets = stat_calls(b, "set"), incrs = stat_calls(b, "incrby");
+        for (int i = 1; i <= 5; i++) {
+            ASSERT_OK(prs_redis_limiter_check_at(l, "inc", 3, 1, t + i, &d));
+            ASSERT(d.allowed);
+            ASSERT_EQ(d.remaining, 1000000 - 1 - i);
+            ASSERT_EQ(d.reset_after_ns, (1000 * (i + 1) - i) * INT64_C(1000));
+        }
+        ASSERT_EQ(stat_calls(b, "get"), gets);
+        ASSERT_EQ(stat_calls(b, "set"), sets);
+        ASSERT_EQ(stat_calls(b, "incrby"), incrs + 5);
+        prs_redis_limiter_free(l);
+    }
     /* the fixed window decides without a script: MULTI/BITFIELD/EXEC */
     int64_t scripts = stat_calls(b, "evalsha"), bitfields = stat_calls(b, "bitfield");
     prs_redis_limiter *fw = limiter_for(b, PRS_REDIS_FIXED_WINDOW, 2, 3600);
