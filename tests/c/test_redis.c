@@ -1081,11 +1081,36 @@ TEST(redis_cluster_urls) {
     prs_redis_backend_free(b);
 }
 
+static int64_t stat_calls(prs_redis_backend *b, const char *command);
+
+/* A random schedule (times, sizes; every eighth n beyond the limit) from
+ * `now` through a single check and a group of one, on two keys that start
+ * equal: every field of every decision agrees. */
+static void single_as_group(prs_redis_limiter *l, int algo, int64_t now, uint64_t x) {
+    ASSERT_OK(prs_redis_limiter_reset(l, "single", 6));
+    ASSERT_OK(prs_redis_limiter_reset(l, "group", 5));
+    for (int i = 0; i < 300; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        now += (int64_t)((x >> 33) % 90000);
+        int64_t n = 1 + (int64_t)((x >> 20) % 3);
+        if (((x >> 40) & 7) == 0) n = 5; /* beyond the limit: never */
+        prs_decision ds, dg;
+        int denied;
+        ASSERT_OK(prs_redis_limiter_check_at(l, "single", 6, n, now, &ds));
+        prs_redis_member m = {l, "group", 5, n};
+        ASSERT_OK(prs_redis_group_check(1, &m, now, &dg, &denied));
+        if (ds.allowed != dg.allowed || ds.remaining != dg.remaining || ds.retry_after_ns != dg.retry_after_ns ||
+            ds.reset_after_ns != dg.reset_after_ns || ds.limit != dg.limit)
+            PRS__FAIL("algo %d step %d n %lld: single {%d %lld %lld %lld} group {%d %lld %lld %lld}", algo, i,
+                      (long long)n, ds.allowed, (long long)ds.remaining, (long long)ds.retry_after_ns,
+                      (long long)ds.reset_after_ns, dg.allowed, (long long)dg.remaining,
+                      (long long)dg.retry_after_ns, (long long)dg.reset_after_ns);
+    }
+}
+
 /* The single-decision scripts are written straight through for server CPU
  * while the group script keeps one function set per algorithm: both must
- * decide exactly alike on the same stored state. Random schedules (times,
- * sizes, peeks) through a single check and a group of one, on two keys that
- * start equal: every field of every decision agrees. */
+ * decide exactly alike on the same stored state. */
 TEST(redis_single_scripts_decide_as_group_script) {
     server *s = server_start();
     prs_redis_backend *b = backend_for(s->url, 1000);
@@ -1098,28 +1123,30 @@ TEST(redis_single_scripts_decide_as_group_script) {
         int rate = algo <= 1;
         if (pass == 2 && !rate) continue;
         prs_redis_limiter *l = rate ? limiter_for(b, algo, pass == 2 ? 8 : 7.5, 4) : limiter_for(b, algo, 4, 0.3);
-        uint64_t x = 4242 + (uint64_t)algo + 100 * (uint64_t)pass;
-        int64_t now = (pass ? INT64_C(1700000000000000) : 3000000000) + 123457; /* odd microseconds: off the window grid */
-        ASSERT_OK(prs_redis_limiter_reset(l, "single", 6));
-        ASSERT_OK(prs_redis_limiter_reset(l, "group", 5));
-        for (int i = 0; i < 300; i++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            now += (int64_t)((x >> 33) % 90000);
-            int64_t n = 1 + (int64_t)((x >> 20) % 3);
-            if (((x >> 40) & 7) == 0) n = 5; /* beyond the limit: never */
-            prs_decision ds, dg;
-            int denied;
-            ASSERT_OK(prs_redis_limiter_check_at(l, "single", 6, n, now, &ds));
-            prs_redis_member m = {l, "group", 5, n};
-            ASSERT_OK(prs_redis_group_check(1, &m, now, &dg, &denied));
-            if (ds.allowed != dg.allowed || ds.remaining != dg.remaining || ds.retry_after_ns != dg.retry_after_ns ||
-                ds.reset_after_ns != dg.reset_after_ns || ds.limit != dg.limit)
-                PRS__FAIL("algo %d step %d n %lld: single {%d %lld %lld %lld} group {%d %lld %lld %lld}", algo, i,
-                          (long long)n, ds.allowed, (long long)ds.remaining, (long long)ds.retry_after_ns,
-                          (long long)ds.reset_after_ns, dg.allowed, (long long)dg.remaining,
-                          (long long)dg.retry_after_ns, (long long)dg.reset_after_ns);
-        }
+        /* odd microseconds: off the window grid */
+        single_as_group(l, algo, (pass ? INT64_C(1700000000000000) : 3000000000) + 123457,
+                        4242 + (uint64_t)algo + 100 * (uint64_t)pass);
         prs_redis_limiter_free(l);
+    }
+    prs_redis_backend_free(b);
+}
+
+/* Once the table of specialised check scripts is full (1024 configurations
+ * in this process), a new configuration runs the generic check scripts,
+ * which read the parameters from ARGV: the same decisions. */
+TEST(redis_generic_check_scripts_when_the_table_is_full) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    int slot = 0;
+    for (int i = 0; slot >= 0; i++) slot = prs_redis__check_script(PRS_REDIS_GCRA, 1000 + i, 7, 0);
+    for (int pass = 0; pass < 2; pass++)
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo <= 1;
+        int64_t incrs = stat_calls(b, "incrby");
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, pass ? 8 : 7.5, 4) : limiter_for(b, algo, 4, 0.3);
+        single_as_group(l, algo, INT64_C(1700000000000000) + 123457, 77 + (uint64_t)algo + 100 * (uint64_t)pass);
+        prs_redis_limiter_free(l);
+        if (rate) ASSERT_EQ(stat_calls(b, "incrby"), incrs); /* the INCRBY form is a specialised script's */
     }
     prs_redis_backend_free(b);
 }
