@@ -23,7 +23,11 @@ microseconds ``INFO commandstats`` charges to the top-level commands a decision
 sends (EVALSHA/EVAL, or MULTI/EXEC: nested calls are inside them), for ours and
 ``limits``' strategies in the same run, rounds interleaved, median of rounds.
 The server's own CPU clock (``INFO cpu``, user + sys) is shown beside it: it
-also counts reading, parsing and answering each request.
+also counts reading, parsing and answering each request. Floor rows: an empty
+script with one key and two arguments, and one whose body is only a GET and a
+SET ... KEEPTTL of constant strings (what a read-modify-write script cannot go
+below); a gcra at a rate whose emission interval is not a whole number of
+microseconds shows the bucket check's GET + SET form beside its INCRBY form.
 """
 from __future__ import annotations
 
@@ -262,8 +266,20 @@ def _run_server_cpu(h, pr, srv) -> None:
                                                   key_prefix="cpu:"),
     }
     rows = {f"ours {name}": partial(lim.allow, "user:1") for name, lim in ours.items()}
+    # A rate whose emission interval is not a whole number of microseconds (1/3 s):
+    # the bucket check's GET + SET form instead of its one INCRBY.
+    frac = pr.RedisRateLimiter(b, "gcra", rate=3, burst=10**9, key_prefix="cpu-frac:")
+    rows["ours gcra, rate 3/s (T not whole us: GET + SET)"] = partial(frac.allow, "user:1")
+    ours["gcra-frac"] = frac
     sha = b._command("SCRIPT", "LOAD", "return 0").decode()
     rows["floor: EVALSHA of an empty script"] = partial(b._command, "EVALSHA", sha, "0")
+    rows["floor: EVALSHA of an empty script, 1 key 2 args"] = partial(
+        b._command, "EVALSHA", sha, "1", "{cpu-floor}:x", "1700000000000000", "1")
+    b._command("SET", "{cpu-floor}:gs", "1", "PX", "3600000")
+    gs = b._command("SCRIPT", "LOAD", "redis.call('GET', KEYS[1]) "
+                    "redis.call('SET', KEYS[1], '1700000000000001', 'KEEPTTL') return 4000").decode()
+    rows["floor: a script's GET + SET KEEPTTL (constant strings), 1 key 2 args"] = partial(
+        b._command, "EVALSHA", gs, "1", "{cpu-floor}:gs", "1700000000000000", "1")
     peers = {}
     limits = h.peer("limits")
     if limits is not None:

@@ -174,7 +174,7 @@ class RedisCircuitBreaker(CircuitBreaker):
     def _run(self, mode: str, *extra: str) -> Tuple[str, float, str]:
         """One script run: (state, retry_after seconds, result). BackendError when Redis fails."""
         b = self._backend
-        argv = [self._key, mode.encode(), *self._args, *(e.encode() for e in extra)]
+        argv = [self._key, mode.encode(), *self._args, str(b._now_us()).encode(), *(e.encode() for e in extra)]
         try:
             r = b._command("EVALSHA", self._sha, 1, *argv)
         except BackendError as e:
@@ -187,7 +187,8 @@ class RedisCircuitBreaker(CircuitBreaker):
     async def _run_async(self, mode: str, *extra: str) -> Tuple[str, float, str]:
         """_run on the event loop's connection (pyresilience._redis_async)."""
         from . import _redis_async
-        argv = [self._key, mode.encode(), *self._args, *(e.encode() for e in extra)]
+        argv = [self._key, mode.encode(), *self._args, str(self._backend._now_us()).encode(),
+                *(e.encode() for e in extra)]
         try:
             r = await _redis_async.command(self._backend, [b"EVALSHA", self._sha.encode(), b"1", *argv])
             if isinstance(r, _redis_async.RespError) and str(r).startswith("NOSCRIPT"):

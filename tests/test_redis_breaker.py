@@ -323,3 +323,24 @@ def test_decorator_and_with_block(backend: pr.RedisBackend) -> None:
     assert cb.state == "open"
     cb.reset()
     assert cb.state == "closed"
+
+
+def test_the_script_reads_no_clock(backend: pr.RedisBackend) -> None:
+    """The breaker's script runs on the time its process sends (Redis's clock
+    as the backend learned it), as the limiters' scripts do: no TIME per run."""
+    def time_calls() -> int:
+        for line in backend._command("INFO", "commandstats").decode().splitlines():
+            if line.startswith("cmdstat_time:"):
+                return int(line.split("calls=")[1].split(",")[0])
+        return 0
+    name = prefix()
+    cb = pr.CircuitBreaker(2, 1, 0.05, backend=backend, name=name, flush_interval=30)
+    before, runs = time_calls(), script_runs(backend)
+    fail(cb, 2)
+    assert cb.state == "open"
+    now_us = backend._now_us()
+    assert abs(now_us - time.time() * 1e6) < 60e6  # Redis's clock on this machine
+    until = int(backend._command("HGET", f"prs:cb:{{{name}}}", "until"))
+    assert until - now_us <= 50_000  # opened at a time sent before this one, for the timeout
+    cb.flush()
+    assert script_runs(backend) > runs and time_calls() == before

@@ -69,6 +69,9 @@ BACKEND = Type(
         M("_outcome", params=declared("admit: int, error: Optional[Tuple[str, str]] = None"),
           doc="Internal (asyncio transport): report an admitted exchange's outcome\n"
               "to the circuit (error: (status, message) of a transport failure)."),
+        M("_now_us", returns="int",
+          doc="Internal: Redis's clock now (microseconds since the epoch), as the\n"
+              "backend's connections learned it (the shared breaker sends it to its script)."),
         M("_breaker_script", returns="bytes",
           doc="Internal: the distributed circuit breaker's Lua script\n"
               "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."),

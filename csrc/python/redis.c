@@ -1051,6 +1051,10 @@ static PyObject *group_async_waiter(PyObject *op, PyObject *const *args, Py_ssiz
     return fed_waiter(op, "Redis group", 1, timeout_ns);
 }
 
+static PyObject *backend_now_us(PyObject *self, PyObject *unused) {
+    return PyLong_FromLongLong(prs_redis_backend_now_us(((backend_obj *)self)->b));
+}
+
 static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
     size_t len;
     const char *body = prs_redis_breaker_script(&len);

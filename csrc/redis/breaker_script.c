@@ -5,7 +5,9 @@
  * own clock.
  *
  * KEYS[1]: the hash. ARGV: mode, failure_threshold, success_threshold,
- * timeout (us), half_open_max_calls, then the mode's arguments:
+ * timeout (us), half_open_max_calls, now (us: Redis's clock as the caller's
+ * backend learned it, prs_redis_backend_now_us; the script reads no TIME),
+ * then the mode's arguments:
  *   flush  had_success (0/1), trailing failures: a process's closed-path
  *          outcomes since its last flush; a success resets the shared
  *          consecutive count to the trailing failures, else they add up;
@@ -23,14 +25,14 @@
  */
 #include <string.h>
 
+#include "prs_redis_internal.h"
 #include "prs_redis_ops.h"
 
 static const char breaker_lua[] =
     "local k = KEYS[1]\n"
     "local mode = ARGV[1]\n"
     "local ft, st, to, hmax = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])\n"
-    "local t = redis.call('TIME')\n"
-    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "local now = tonumber(ARGV[6])\n"
     "local h = redis.call('HMGET', k, 'state', 'fails', 'until', 'inflight', 'succ', 'since')\n"
     "local state = h[1] or 'closed'\n"
     "local fails, untl = tonumber(h[2] or '0'), tonumber(h[3] or '0')\n"
@@ -41,7 +43,7 @@ static const char breaker_lua[] =
     "local out = mode\n"
     "if mode == 'flush' then\n"
     "  if state == 'closed' then\n"
-    "    if ARGV[6] == '1' then fails = tonumber(ARGV[7]) else fails = fails + tonumber(ARGV[7]) end\n"
+    "    if ARGV[7] == '1' then fails = tonumber(ARGV[8]) else fails = fails + tonumber(ARGV[8]) end\n"
     "    if fails >= ft then open() end\n"
     "  end\n"
     "elseif mode == 'trip' then\n"
@@ -54,8 +56,8 @@ static const char breaker_lua[] =
     "elseif mode == 'result' then\n"
     "  if state == 'half_open' then\n"
     "    if inflight > 0 then inflight = inflight - 1 end\n"
-    "    if ARGV[6] == 'f' then open()\n"
-    "    elseif ARGV[6] == 's' then\n"
+    "    if ARGV[7] == 'f' then open()\n"
+    "    elseif ARGV[7] == 's' then\n"
     "      succ = succ + 1\n"
     "      if succ >= st then state = 'closed'; fails = 0; succ = 0; inflight = 0 end\n"
     "    end\n"
@@ -74,3 +76,5 @@ const char *prs_redis_breaker_script(size_t *len) {
     if (len) *len = sizeof breaker_lua - 1;
     return breaker_lua;
 }
+
+int64_t prs_redis_backend_now_us(prs_redis_backend *b) { return prs_redis__now_us(b); }

@@ -14,9 +14,11 @@
 /* ---- scripts (redis_scripts.c) ---------------------------------------- */
 
 /* Script slots: one per algorithm (same numbers as prs_redis_algorithm), the
- * group script, and the empty script used as the benchmark floor. */
+ * group script, the empty script used as the benchmark floor, and the
+ * check-only scripts of the bucket algorithms (GCRA, token bucket) and of the
+ * sliding log. */
 enum { PRS_REDIS__SCRIPT_GROUP = PRS_REDIS__ALGORITHM_COUNT, PRS_REDIS__SCRIPT_NOOP,
-       PRS_REDIS__NSCRIPTS };
+       PRS_REDIS__SCRIPT_BUCKET_CHECK, PRS_REDIS__SCRIPT_LOG_CHECK, PRS_REDIS__NSCRIPTS };
 
 typedef struct prs_redis__script {
     const char *body;
@@ -26,6 +28,15 @@ typedef struct prs_redis__script {
 
 /* The scripts, with their SHA1s computed once (thread-safe, idempotent). */
 const prs_redis__script *prs_redis__scripts(void);
+/* The slot of a limiter's specialised check script (thread-safe; one per
+ * distinct configuration, kept for the process's life): the bucket's
+ * (gcra, token_bucket: p1 = T in us, p2 = burst) or the sliding log's (p1 =
+ * W in us, p2 = limit, ttl_ms its key's TTL). -1 when the table is full:
+ * then the generic check script, which reads them from ARGV. */
+int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms);
+/* Whether a bucket's check script is the INCRBY form (T whole microseconds,
+ * burst * T < 2^52): its ARGV[3] is then n * T in decimal (n <= burst). */
+int prs_redis__bucket_incr(double T, int64_t burst);
 /* SHA1 of data as 40 lowercase hex digits + NUL. */
 void prs_redis__sha1_hex(const void *data, size_t len, char out[41]);
 

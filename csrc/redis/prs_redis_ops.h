@@ -104,5 +104,9 @@ void prs_redis_set_last_error(const char *msg);
 
 /* The distributed circuit breaker's Lua script (breaker_script.c). */
 const char *prs_redis_breaker_script(size_t *len);
+/* Redis's clock now, in microseconds since the epoch, as the backend's
+ * connections learned it (the time the breaker script is sent, as the
+ * limiters send theirs: no script reads TIME). */
+int64_t prs_redis_backend_now_us(prs_redis_backend *b);
 
 #endif /* PRS_REDIS_OPS_H */

@@ -88,7 +88,11 @@ struct prs_redis_limiter {
     size_t prefix_len;
     char p1[32], p2[32];           /* the script's two parameters, %.17g */
     double window_us;              /* the window algorithms' window */
-    size_t p1len, p2len;
+    double interval_us;            /* gcra, token_bucket: T, as the scripts read p1 */
+    char ttl[24];                  /* sliding_window_log: its key's TTL (ms), ceil(W / 1000) + 1 */
+    size_t p1len, p2len, ttllen;
+    int check_script;              /* the specialised check script's slot, or -1 (redis_scripts.c) */
+    int check_incr;                /* ... in its INCRBY form (then ARGV[3] is n * T) */
 
     int64_t lease_batch;           /* 0: no leases */
     int64_t lease_max_hold_ns;
@@ -130,6 +134,8 @@ int prs_redis_algorithm_from_name(const char *name) {
 static int uses_rate(int algorithm) {
     return algorithm == PRS_REDIS_GCRA || algorithm == PRS_REDIS_TOKEN_BUCKET;
 }
+
+static size_t fmt_i64(char *buf, int64_t v);
 
 /* The policies' names, indexed by prs_redis_policy, NULL-terminated. */
 static const char *const policy_names[] = {"raise", "allow", "deny", "local", NULL};
@@ -388,19 +394,24 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
     int64_t burst;
     sizing(cfg, &rate, &burst);
     /* The scripts' two parameters: what each algorithm's script reads. */
-    if (cfg->algorithm == PRS_REDIS_GCRA) {
+    if (uses_rate(cfg->algorithm)) {
+        /* The token bucket is GCRA's state (redis_scripts.c): the time its
+         * bucket is full again, T = 1/rate, burst = capacity. */
         l->limit = burst;
         snprintf(l->p1, sizeof l->p1, "%.17g", 1e6 / rate);
         snprintf(l->p2, sizeof l->p2, "%lld", (long long)burst);
-    } else if (cfg->algorithm == PRS_REDIS_TOKEN_BUCKET) {
-        l->limit = burst;
-        snprintf(l->p1, sizeof l->p1, "%lld", (long long)burst);
-        snprintf(l->p2, sizeof l->p2, "%.17g", rate / 1e6);
+        l->interval_us = strtod(l->p1, NULL);
+        l->check_script = prs_redis__check_script(cfg->algorithm, l->interval_us, burst, 0);
+        l->check_incr = l->check_script >= 0 && prs_redis__bucket_incr(l->interval_us, burst);
     } else {
         l->limit = cfg->limit;
         snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->limit);
         snprintf(l->p2, sizeof l->p2, "%.17g", (double)cfg->window_ns / 1e3);
         l->window_us = (double)cfg->window_ns / 1e3;
+        l->ttllen = fmt_i64(l->ttl, (int64_t)ceil(l->window_us / 1000) + 1);
+        l->check_script = cfg->algorithm != PRS_REDIS_SLIDING_WINDOW_LOG ? -1
+            : prs_redis__check_script(cfg->algorithm, l->window_us, cfg->limit,
+                                      (int64_t)ceil(l->window_us / 1000) + 1);
     }
     l->p1len = strlen(l->p1);
     l->p2len = strlen(l->p2);
@@ -638,11 +649,12 @@ typedef struct call {
     const char *argv[24];
     size_t lens[24];
     char nbuf[6][24];
+    char cut[40];                  /* the sliding log's check: now - W, %.17g */
     unsigned char start[7];        /* the fixed window's start value (FW_TOP - limit as i53) */
     keyset ks;
     prs_redis__cmd cmds[4];
     size_t ncmds;
-    char kind;                     /* 's' script, 'x' fixed window increment, 'g' fixed window GET */
+    char kind;                     /* 's' script, 'q' check script, 'x' fixed window increment, 'g' fixed window GET */
     char mode;
     int64_t n;
     double wend_us;                /* the fixed window: time left in the window */
@@ -718,10 +730,40 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
         c->cmds[0].nblock = (int)c->ncmds;
         return PRS_OK;
     }
-    const prs_redis__script *s = &prs_redis__scripts()[l->algorithm];
-    static const char modes[3][2] = {"c", "p", "l"};
     static char nk[3][2] = {"0", "1", "2"};
     int i = 0;
+    if (mode == 'c' && l->algorithm != PRS_REDIS_SLIDING_WINDOW_COUNTER) {
+        /* a plain check: the check-only scripts (redis_scripts.c) */
+        int log = l->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG, own = l->check_script >= 0;
+        if (l->check_incr && n > l->limit) own = 0; /* no n * T to send: the generic script denies it */
+        const prs_redis__script *s = &prs_redis__scripts()[own ? l->check_script
+                                                          : log ? PRS_REDIS__SCRIPT_LOG_CHECK
+                                                                : PRS_REDIS__SCRIPT_BUCKET_CHECK];
+        c->argv[i] = "EVALSHA"; c->lens[i++] = 7;
+        c->argv[i] = s->sha; c->lens[i++] = 40;
+        c->argv[i] = nk[1]; c->lens[i++] = 1;
+        c->argv[i] = c->ks.k[0]; c->lens[i++] = c->ks.len[0];
+        c->argv[i] = c->nbuf[0]; c->lens[i++] = fmt_i64(c->nbuf[0], now_us);
+        c->argv[i] = c->nbuf[1]; c->lens[i++] = fmt_i64(c->nbuf[1], n);
+        if (own && l->check_incr) {
+            c->argv[i] = c->nbuf[2]; c->lens[i++] = fmt_i64(c->nbuf[2], n * (int64_t)l->interval_us);
+        }
+        if (log) {
+            c->argv[i] = c->cut;
+            c->lens[i++] = (size_t)snprintf(c->cut, sizeof c->cut, "%.17g", (double)now_us - l->window_us);
+        }
+        if (!own) { /* the generic script: the parameters too */
+            c->argv[i] = l->p1; c->lens[i++] = l->p1len;
+            c->argv[i] = l->p2; c->lens[i++] = l->p2len;
+            if (log) { c->argv[i] = l->ttl; c->lens[i++] = l->ttllen; }
+        }
+        c->cmds[0] = (prs_redis__cmd){i, c->argv, c->lens, (int)(s - prs_redis__scripts()), slot, 1};
+        c->ncmds = 1;
+        c->kind = 'q';
+        return PRS_OK;
+    }
+    const prs_redis__script *s = &prs_redis__scripts()[l->algorithm];
+    static const char modes[3][2] = {"c", "p", "l"};
     c->argv[i] = "EVALSHA"; c->lens[i++] = 7;
     c->argv[i] = s->sha; c->lens[i++] = 40;
     c->argv[i] = nk[l->nkeys]; c->lens[i++] = 1;
@@ -784,6 +826,31 @@ bad:
     return PRS_EPROTO;
 }
 
+/* An admitted check's one-integer reply (redis_scripts.c, the check
+ * scripts): the sliding log's remaining; the bucket's 4 * reset_after_us,
+ * from which remaining follows as the script computed it. */
+static int check_reply(const prs_redis_limiter *l, const call *c, long long v, prs_decision *d,
+                       int64_t *granted) {
+    if (v < 0) {
+        prs_redis__set_error("redis: malformed script reply %lld", v);
+        return PRS_EPROTO;
+    }
+    d->allowed = 1;
+    d->limit = l->limit;
+    d->retry_after_ns = 0;
+    if (l->algorithm == PRS_REDIS_SLIDING_WINDOW_LOG) {
+        d->remaining = v;
+        d->reset_after_ns = us_to_ns(l->window_us);
+    } else {
+        double reset = (double)v / 4.0;
+        double rem = floor((double)l->limit - reset / l->interval_us + 1e-9);
+        d->remaining = rem < 0 ? 0 : (int64_t)rem;
+        d->reset_after_ns = us_to_ns(reset);
+    }
+    if (granted) *granted = c->n;
+    return PRS_OK;
+}
+
 /* The fixed window's decision from its count (after the increment when
  * admitted) and whether the increment went through. */
 static void fw_decide(const prs_redis_limiter *l, const call *c, int64_t count, int admitted, prs_decision *d) {
@@ -806,7 +873,9 @@ static void fw_decide(const prs_redis_limiter *l, const call *c, int64_t count, 
 /* The decision in a call's replies (replies[0..c->ncmds)). */
 static int call_parse(const prs_redis_limiter *l, const call *c, redisReply *const *replies, prs_decision *d,
                       int64_t *granted) {
-    if (c->kind == 's') return parse_decision(replies[0], d, granted);
+    if (c->kind == 's' || (c->kind == 'q' && replies[0]->type != REDIS_REPLY_INTEGER))
+        return parse_decision(replies[0], d, granted);
+    if (c->kind == 'q') return check_reply(l, c, replies[0]->integer, d, granted);
     int64_t start = FW_TOP - l->limit;
     if (granted) *granted = 0;
     if (c->kind == 'g') {

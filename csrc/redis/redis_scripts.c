@@ -34,8 +34,10 @@
  * for never; granted is the number of permits taken (n, or up to the lease
  * batch). The group script returns {denied_by, decision string x m}.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "prs_redis_internal.h"
 
@@ -91,11 +93,27 @@
     "end\n"
 
 /* GCRA: state {tat} in us; T = emission interval (us), burst. Capacity left
- * at now, in permits: burst - (tat - now)/T. */
+ * at now, in permits: burst - (tat - now)/T. The token bucket is the same
+ * state (tat = the time its bucket is full again, T = 1/rate, burst =
+ * capacity: tokens at now = burst - (tat - now)/T), so both algorithms run
+ * this code; LUA_OLD_TB reads a token bucket key written before that change
+ * ("tokens last", see there). */
+/* A token bucket key written by an earlier version holds "tokens last" (two
+ * %.17g numbers, tonumber() of the whole gives nil): its tat is the time that
+ * bucket would be full, last + (burst - tokens) * T. Needs v, T, burst. */
+#define LUA_OLD_TB(tat)                                                                  \
+    "if v and not " tat " then\n"                                                        \
+    "  local x, y = string.match(v, '^(%S+) (%S+)$')\n"                                  \
+    "  x, y = tonumber(x), tonumber(y)\n"                                                \
+    "  if x and y then " tat " = y + (burst - x) * T end\n"                              \
+    "end\n"
+
 #define LUA_GCRA                                                                         \
     "local GCRA = {nkeys = 1}\n"                                                         \
     "function GCRA.load(k, T, burst, now)\n"                                             \
-    "  local tat = tonumber(redis.call('GET', k[1]))\n"                                  \
+    "  local v = redis.call('GET', k[1])\n"                                              \
+    "  local tat = tonumber(v)\n"                                                        \
+    LUA_OLD_TB("tat")                                                                    \
     "  OLD[k[1]] = tat\n"                                                                \
     "  return {tat = tat}\n"                                                             \
     "end\n"                                                                              \
@@ -119,41 +137,6 @@
     "  local ahead = st.tat - now\n"                                                     \
     "  if ahead <= 0 then redis.call('DEL', k[1])\n"                                     \
     "  else bucket_set(k[1], st.tat, OLD[k[1]], st.tat, slack(burst * T), now) end\n"    \
-    "end\n"
-
-/* Token bucket: state {t = tokens at l, l = time}, stored as "t l"; cap, r =
- * tokens per us. */
-#define LUA_TOKEN_BUCKET                                                                 \
-    "local TB = {nkeys = 1}\n"                                                           \
-    "function TB.load(k, cap, r, now)\n"                                                 \
-    "  local v = redis.call('GET', k[1])\n"                                              \
-    "  if not v then return {} end\n"                                                   \
-    "  local t, l = string.match(v, '^(%S+) (%S+)$')\n"                                 \
-    "  t, l = tonumber(t), tonumber(l)\n"                                                \
-    "  if t and l then OLD[k[1]] = l + (cap - t) / r end\n"                              \
-    "  return {t = t, l = l}\n"                                                          \
-    "end\n"                                                                              \
-    "function TB.decide(st, n, mode, want, give, cap, r, now)\n"                         \
-    "  local tokens, last = st.t, st.l\n"                                                \
-    "  if tokens == nil or last == nil then tokens = cap; last = now end\n"              \
-    "  if now > last then tokens = math.min(cap, tokens + (now - last) * r); last = now end\n" \
-    "  local dirty = false\n"                                                            \
-    "  if give > 0 then tokens = math.min(cap, tokens + give); dirty = true end\n"       \
-    "  local left = nonneg(floor(tokens + EPS))\n"                                       \
-    "  local full = (cap - tokens) / r\n"                                                \
-    "  local nst = {t = tokens, l = last}\n"                                             \
-    "  if n > cap then return {0, cap, left, NEVER, full, 0}, nst, dirty end\n"          \
-    "  local take = lease_take(n, mode, want, left)\n"                                   \
-    "  if take > tokens + EPS then\n"                                                    \
-    "    return {0, cap, left, nonneg((n - tokens) / r), full, 0}, nst, dirty\n"         \
-    "  end\n"                                                                            \
-    "  if mode == 'p' then return {1, cap, nonneg(floor(tokens - n + EPS)), 0, full, 0}, st, false end\n" \
-    "  tokens = nonneg(tokens - take)\n"                                                 \
-    "  return {1, cap, nonneg(floor(tokens + EPS)), 0, (cap - tokens) / r, take}, {t = tokens, l = last}, true\n" \
-    "end\n"                                                                              \
-    "function TB.store(k, st, cap, r, now)\n"                                            \
-    "  if st.t >= cap then redis.call('DEL', k[1]) return end\n"                         \
-    "  bucket_set(k[1], fmt(st.t) .. ' ' .. fmt(st.l), OLD[k[1]], st.l + (cap - st.t) / r, slack(cap / r), now)\n" \
     "end\n"
 
 /* Fixed window: one key per window (the caller names it), holding the count
@@ -226,11 +209,27 @@
     "  redis.call('SET', k[1], st.c, 'PX', ms((st.w + 2) * W - now))\n"                  \
     "end\n"
 
+/* Adds n entries at time t (a string: the score, and the stem of the
+ * names) to the log k whose live count is base: names "t:<base+1>" ...
+ * "t:<base+n>". Entries of one time are only ever removed together, so with
+ * a clock that only moves forward the names are new; after a clock that
+ * went back they may not be (ZADD then counts fewer new members), and the
+ * missing ones are added under the next free numbers. Sets `added`. */
+#define LUA_LOG_ADD_MANY(k, t, base, n)                                                                \
+    "local args = {}\n"                                                                                \
+    "for i = " base " + 1, " base " + " n " do\n"                                                      \
+    "  args[#args + 1] = " t "; args[#args + 1] = " t " .. ':' .. i\n"                                 \
+    "  if #args >= 1000 then added = added + redis.call('ZADD', " k ", unpack(args)); args = {} end\n" \
+    "end\n"                                                                                            \
+    "if #args > 0 then added = added + redis.call('ZADD', " k ", unpack(args)) end\n"
+
+#define LUA_LOG_ADD_FIX(k, t, base, n)                                                                            \
+    "local j = " base " + " n "\n"                                                                                \
+    "while added < " n " do j = j + 1; added = added + redis.call('ZADD', " k ", " t ", " t " .. ':' .. j) end\n"
+
 /* Sliding window log: k[1] a sorted set of admission times, one member per
- * permit; an entry at t counts while now - t < W. Members at time t are named
- * "t:1", "t:2", ... numbered from ZCOUNT of that exact score: entries of one
- * score are only ever removed together (by score range), so names never
- * collide. Loading drops expired entries (a harmless write). */
+ * permit; an entry at t counts while now - t < W. Members are named as
+ * LUA_LOG_ADD_MANY says. Loading drops expired entries (a harmless write). */
 #define LUA_SLIDING_WINDOW_LOG                                                           \
     "local LOG = {nkeys = 1}\n"                                                          \
     "function LOG.load(k, limit, W, now)\n"                                              \
@@ -261,16 +260,10 @@
     "end\n"                                                                              \
     "function LOG.store(k, st, limit, W, now)\n"                                         \
     "  if st.add <= 0 then return end\n"                                                 \
-    "  local t = fmt(now)\n"                                                             \
-    "  local base = redis.call('ZCOUNT', k[1], t, t)\n"                                  \
-    "  local args = {}\n"                                                                \
-    "  for i = base + 1, base + st.add do\n"                                             \
-    "    args[#args + 1] = t\n"                                                          \
-    "    args[#args + 1] = t .. ':' .. string.format('%d', i)\n"                         \
-    "    if #args >= 1000 then redis.call('ZADD', k[1], unpack(args)); args = {} end\n"  \
-    "  end\n"                                                                            \
-    "  if #args > 0 then redis.call('ZADD', k[1], unpack(args)) end\n"                   \
-    "  redis.call('PEXPIRE', k[1], ms(W))\n"                                             \
+    "  local t, kk, added = fmt(now), k[1], 0\n"                                         \
+    LUA_LOG_ADD_MANY("kk", "t", "st.n", "st.add")                                        \
+    LUA_LOG_ADD_FIX("kk", "t", "st.n", "st.add")                                         \
+    "  redis.call('PEXPIRE', kk, ms(W))\n"                                               \
     "  st.add = 0\n"                                                                     \
     "end\n"
 
@@ -321,7 +314,9 @@
 static const char script_gcra[] =
     LUA_ARGS
     "local T, burst = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "local old = tonumber(redis.call('GET', k))\n"
+    "local v = redis.call('GET', k)\n"
+    "local old = tonumber(v)\n"
+    LUA_OLD_TB("old")
     "local tat = old\n"
     "if tat == nil or tat < now then tat = now end\n"
     "local dirty = false\n"
@@ -353,49 +348,6 @@ static const char script_gcra[] =
     "  end\n"
     "end\n"
     LUA_RETURN("burst");
-
-static const char script_tb[] =
-    LUA_ARGS
-    "local cap, r = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
-    "local tokens, last, old\n"
-    "local v = redis.call('GET', k)\n"
-    "if v then\n"
-    "  local x, y = string.match(v, '^(%S+) (%S+)$')\n"
-    "  tokens, last = tonumber(x), tonumber(y)\n"
-    "end\n"
-    "if tokens == nil or last == nil then tokens = cap; last = now\n"
-    "else old = last + (cap - tokens) / r end\n"
-    "if now > last then tokens = math.min(cap, tokens + (now - last) * r); last = now end\n"
-    "local dirty = false\n"
-    "if give > 0 then tokens = math.min(cap, tokens + give); dirty = true end\n"
-    "local left = floor(tokens + 1e-9)\n"
-    "if left < 0 then left = 0 end\n"
-    "local a, rem, retry, reset, take = 0, left, 0, (cap - tokens) / r, 0\n"
-    "if n > cap then retry = -1\n"
-    "else\n"
-    LUA_TAKE("left")
-    "  if take > tokens + 1e-9 then\n"
-    "    take = 0; retry = (n - tokens) / r\n"
-    "    if retry < 0 then retry = 0 end\n"
-    "  elseif mode == 'p' then\n"
-    "    a = 1; take = 0; rem = floor(tokens - n + 1e-9)\n"
-    "    if rem < 0 then rem = 0 end\n"
-    "  else\n"
-    "    a = 1; tokens = tokens - take; dirty = true\n"
-    "    if tokens < 0 then tokens = 0 end\n"
-    "    rem = floor(tokens + 1e-9)\n"
-    "    if rem < 0 then rem = 0 end\n"
-    "    reset = (cap - tokens) / r\n"
-    "  end\n"
-    "end\n"
-    "if dirty and mode ~= 'p' then\n"
-    "  if tokens >= cap then redis.call('DEL', k)\n"
-    "  else\n"
-    LUA_BUCKET_SET("cap / r", "string.format('%.17g %.17g', tokens, last)", "old",
-                   "last + (cap - tokens) / r")
-    "  end\n"
-    "end\n"
-    LUA_RETURN("cap");
 
 /* The fixed window's single decision needs no script (redis_limiter.c); its
  * slot holds the empty script. */
@@ -454,17 +406,9 @@ static const char script_log[] =
     "elseif mode == 'p' then a = 1; rem = limit - cnt - n\n"
     "else\n"
     "  a = 1; rem = limit - cnt - n; reset = W; take = n\n"
-    "  local base = redis.call('ZCOUNT', k, now, now)\n"
-    "  if n == 1 then redis.call('ZADD', k, now, string.format('%.17g:%d', now, base + 1))\n"
-    "  else\n"
-    "    local args, t = {}, string.format('%.17g', now)\n"
-    "    for i = base + 1, base + n do\n"
-    "      args[#args + 1] = t\n"
-    "      args[#args + 1] = t .. ':' .. string.format('%d', i)\n"
-    "      if #args >= 1000 then redis.call('ZADD', k, unpack(args)); args = {} end\n"
-    "    end\n"
-    "    if #args > 0 then redis.call('ZADD', k, unpack(args)) end\n"
-    "  end\n"
+    "  local t, added = string.format('%.17g', now), 0\n"
+    LUA_LOG_ADD_MANY("k", "t", "cnt", "n")
+    LUA_LOG_ADD_FIX("k", "t", "cnt", "n")
     "  redis.call('PEXPIRE', k, math.ceil(W / 1000) + 1)\n"
     "end\n"
     "if reset == -2 then\n"
@@ -476,13 +420,182 @@ static const char script_log[] =
     "end\n"
     LUA_RETURN("limit");
 
+/* ---- the check scripts ----------------------------------------------------
+ *
+ * A plain check (no peek, lease or give-back) of the bucket algorithms and
+ * of the sliding log runs one of these: fewer arguments, and an admitted
+ * decision answered with one integer (no reply string to format: the
+ * caller derives the rest of the decision from its parameters). Every other
+ * outcome is the decision string of the scripts above, and every decision is
+ * the one those scripts make on the same state. Their arguments are read
+ * with `+ 0` (the caller sends decimal numbers): cheaper than tonumber, a
+ * global of the scripts' guarded environment.
+ *
+ * Each limiter runs its own copy, specialised with its parameters as Lua
+ * constants (prs_redis__check_script: ARGV carries only the time and n, and
+ * the script computes nothing from its configuration per call); a generic
+ * copy that reads them from ARGV serves when the table of specialised
+ * scripts is full. Redis's script cache holds one script per configuration
+ * in use.
+ *
+ * Bucket (GCRA, token bucket): KEYS[1]; ARGV now (us), n[, T, burst]. An
+ * admitted check answers q = 4 * reset_after_us (the state's new tat - now:
+ * a whole number of quarter microseconds whenever now >= 2^50 us, i.e. on
+ * any real clock since 2005) when that is exact and the caller's
+ * remaining, floor(burst - (q / 4) / T + 1e-9), is the script's; the
+ * decision string otherwise. The new tat is written as "<whole>[.25|.5|.75]"
+ * when it is such a number (a cheap %d instead of %.17g; tonumber reads both
+ * forms to the same double). */
+/* The bucket check after its head has set now, n, T, burst and S (the
+ * expiry step of LUA_EXPIRY_FNS for burst * T). */
+#define LUA_BUCKET_CHECK_BODY                                                            \
+    "local floor = math.floor\n"                                                         \
+    "local k = KEYS[1]\n"                                                                \
+    "local v = redis.call('GET', k)\n"                                                   \
+    "local old = tonumber(v)\n"                                                          \
+    LUA_OLD_TB("old")                                                                    \
+    "local tat = old\n"                                                                  \
+    "if tat == nil or tat < now then tat = now end\n"                                    \
+    "local fits = burst - (tat - now) / T\n"                                             \
+    "if n > burst or n > fits + 1e-9 then\n"                                             \
+    "  local left = floor(fits + 1e-9)\n"                                                \
+    "  if left < 0 then left = 0 end\n"                                                  \
+    "  local retry = -1\n"                                                               \
+    "  if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n" \
+    "  return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n" \
+    "end\n"                                                                              \
+    "local rem = floor(fits - n + 1e-9)\n"                                               \
+    "if rem < 0 then rem = 0 end\n"                                                      \
+    "tat = tat + n * T\n"                                                                \
+    "local reset = tat - now\n"                                                          \
+    "if reset <= 0 then redis.call('DEL', k)\n"                                          \
+    "else\n"                                                                             \
+    "  local w = floor(tat)\n"                                                           \
+    "  local f, s = tat - w\n"                                                           \
+    "  if tat < 0 then s = string.format('%.17g', tat)\n"                                \
+    "  elseif f == 0 then s = string.format('%d', w)\n"                                  \
+    "  elseif f == 0.5 then s = string.format('%d.5', w)\n"                              \
+    "  elseif f == 0.25 then s = string.format('%d.25', w)\n"                            \
+    "  elseif f == 0.75 then s = string.format('%d.75', w)\n"                            \
+    "  else s = string.format('%.17g', tat) end\n"                                       \
+    "  local e = (floor((tat + 1000) / S) + 1) * S\n"                                    \
+    "  if old and (floor((old + 1000) / S) + 1) * S == e then\n"                         \
+    "    redis.call('SET', k, s, 'KEEPTTL')\n"                                           \
+    "  else redis.call('SET', k, s, 'PX', math.ceil((e - now) / 1000)) end\n"            \
+    "end\n"                                                                              \
+    "local q = reset * 4\n"                                                              \
+    "if q == floor(q) and q >= 0 and q < 1125899906842624 then\n"                        \
+    "  local r2 = floor(burst - reset / T + 1e-9)\n"                                     \
+    "  if r2 < 0 then r2 = 0 end\n"                                                      \
+    "  if r2 == rem then return q end\n"                                                 \
+    "end\n"                                                                              \
+    "return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n"
+
+/* The bucket check when T is a whole number of microseconds (and burst * T
+ * < 2^52): every tat is then an integer, stored as one, and a busy bucket's
+ * admitted check is one INCRBY of n * T (ARGV[3], the caller's decimal: no
+ * read, no number to format, the TTL kept) checked afterwards: a denial
+ * takes it back (DECRBY), a spent or absent state (tat < now) is written as
+ * now + n * T, and a value INCRBY refuses (a fractional tat or an old token
+ * bucket value) goes to LUA_BUCKET_CHECK_BODY. The same decisions as that
+ * body. Needs T, burst, S, now, n. */
+#define LUA_BUCKET_INCR_BODY                                                             \
+    "local r = redis.pcall('INCRBY', KEYS[1], ARGV[3])\n"                               \
+    "if type(r) == 'number' then\n"                                                      \
+    "  local k, floor = KEYS[1], math.floor\n"                                           \
+    "  local inc = n * T\n"                                                              \
+    "  local tat, old = r - inc, nil\n"                                                  \
+    "  if r ~= inc then old = tat end\n"                                                 \
+    "  if tat < now then tat = now end\n"                                                \
+    "  local fits = burst - (tat - now) / T\n"                                           \
+    "  if n > burst or n > fits + 1e-9 then\n"                                           \
+    "    if old then redis.call('DECRBY', k, ARGV[3]) else redis.call('DEL', k) end\n"   \
+    "    local left = floor(fits + 1e-9)\n"                                              \
+    "    if left < 0 then left = 0 end\n"                                                \
+    "    local retry = -1\n"                                                             \
+    "    if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n" \
+    "    return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n" \
+    "  end\n"                                                                            \
+    "  local rem = floor(fits - n + 1e-9)\n"                                             \
+    "  if rem < 0 then rem = 0 end\n"                                                    \
+    "  local nxt = tat + inc\n"                                                          \
+    "  local e = (floor((nxt + 1000) / S) + 1) * S\n"                                    \
+    "  local same = old and (floor((old + 1000) / S) + 1) * S == e\n"                    \
+    "  if nxt <= now then redis.call('DEL', k)\n"                                        \
+    "  elseif nxt ~= r then\n"                                                           \
+    "    if same then redis.call('SET', k, string.format('%d', nxt), 'KEEPTTL')\n"       \
+    "    else redis.call('SET', k, string.format('%d', nxt), 'PX', math.ceil((e - now) / 1000)) end\n" \
+    "  elseif not same then redis.call('PEXPIRE', k, math.ceil((e - now) / 1000)) end\n" \
+    "  local reset = nxt - now\n"                                                        \
+    "  local q = reset * 4\n"                                                            \
+    "  if q < 1125899906842624 then\n"                                                   \
+    "    local r2 = floor(burst - reset / T + 1e-9)\n"                                   \
+    "    if r2 < 0 then r2 = 0 end\n"                                                    \
+    "    if r2 == rem then return q end\n"                                               \
+    "  end\n"                                                                            \
+    "  return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n"   \
+    "else\n"                                                                             \
+    LUA_BUCKET_CHECK_BODY                                                                \
+    "end\n"
+
+/* The generic one: ARGV now, n, T, burst. */
+static const char script_bucket_check[] =
+    "local now, n, T, burst = ARGV[1] + 0, ARGV[2] + 0, ARGV[3] + 0, ARGV[4] + 0\n"
+    "local S = math.floor((burst * T) / 16000) * 1000\n"
+    "if S < 1000 then S = 1000 elseif S > 1000000 then S = 1000000 end\n"
+    LUA_BUCKET_CHECK_BODY;
+
+/* Sliding log: KEYS[1]; ARGV now (us, an integer: the entries' score and
+ * name stem as sent), n, now - W (%.17g, the caller's: the expiry cutoff),
+ * then limit, W and the key's TTL in ms (ceil(W / 1000) + 1) unless the
+ * script has them. An admitted check answers its remaining
+ * (limit - count - n >= 0); reset_after is W. The body needs limit, TTL
+ * and W (a number or its decimal string). */
+#define LUA_LOG_CHECK_BODY                                                               \
+    "local k = KEYS[1]\n"                                                                \
+    "local n = ARGV[2] + 0\n"                                                            \
+    "redis.call('ZREMRANGEBYSCORE', k, '-inf', ARGV[3])\n"                               \
+    "local cnt = redis.call('ZCARD', k)\n"                                               \
+    "if n <= limit and cnt + n <= limit then\n"                                          \
+    "  local t, added = ARGV[1], 0\n"                                                    \
+    "  if n == 1 then added = redis.call('ZADD', k, t, t .. ':' .. (cnt + 1))\n"         \
+    "  else\n"                                                                           \
+    LUA_LOG_ADD_MANY("k", "t", "cnt", "n")                                               \
+    "  end\n"                                                                            \
+    LUA_LOG_ADD_FIX("k", "t", "cnt", "n")                                                \
+    "  redis.call('PEXPIRE', k, TTL)\n"                                                  \
+    "  return limit - cnt - n\n"                                                         \
+    "end\n"                                                                              \
+    "local now = ARGV[1] + 0\n"                                                          \
+    "local rem = limit - cnt\n"                                                          \
+    "if rem < 0 then rem = 0 end\n"                                                      \
+    "local retry, reset = -1, 0\n"                                                       \
+    "if n <= limit then\n"                                                               \
+    "  retry = W + 0\n"                                                                  \
+    "  local j = cnt + n - limit\n"                                                      \
+    "  if j <= cnt then\n"                                                               \
+    "    retry = redis.call('ZRANGE', k, j - 1, j - 1, 'WITHSCORES')[2] + W - now\n"     \
+    "    if retry < 0 then retry = 0 end\n"                                              \
+    "  end\n"                                                                            \
+    "end\n"                                                                              \
+    "if cnt > 0 then\n"                                                                  \
+    "  reset = redis.call('ZRANGE', k, -1, -1, 'WITHSCORES')[2] + W - now\n"             \
+    "  if reset < 0 then reset = 0 end\n"                                                \
+    "end\n"                                                                              \
+    "return string.format('%d %d %d %.17g %.17g %d', 0, limit, rem, retry, reset, 0)\n"
+
+/* The generic one: ARGV[4..6] limit, W, TTL. */
+static const char script_log_check[] =
+    "local limit, W, TTL = ARGV[4] + 0, ARGV[5], ARGV[6]\n"
+    LUA_LOG_CHECK_BODY;
+
 /* KEYS: each member's keys in order. ARGV: now override, member count m, then
  * per member: algorithm number, n, p1, p2. Every member decides against the
  * overlay of the earlier members' pending writes; all are stored only when
  * all admit. Returns {denied_by (0-based, -1 when admitted), decision x m}. */
 #define LUA_GROUP                                                                        \
     LUA_ENCODE                                                                           \
-    "local ALGOS = {[0] = GCRA, [1] = TB, [2] = FW, [3] = SWC, [4] = LOG}\n"             \
+    "local ALGOS = {[0] = GCRA, [1] = GCRA, [2] = FW, [3] = SWC, [4] = LOG}\n"             \
     "local now = clock(ARGV[1])\n"                                                       \
     "local m = tonumber(ARGV[2])\n"                                                      \
     "local overlay, members, out = {}, {}, {-1}\n"                                       \
@@ -513,18 +626,24 @@ static const char script_log[] =
     "end\n"                                                                              \
     "return out\n"
 
-static const char script_group[] = LUA_PRELUDE LUA_GCRA LUA_TOKEN_BUCKET LUA_FIXED_WINDOW
+static const char script_group[] = LUA_PRELUDE LUA_GCRA LUA_FIXED_WINDOW
     LUA_SLIDING_WINDOW_COUNTER LUA_SLIDING_WINDOW_LOG LUA_GROUP;
 static const char script_noop[] = "return 0";
 
-static prs_redis__script scripts[PRS_REDIS__NSCRIPTS] = {
+/* The static scripts, then up to DYN_MAX specialised check scripts
+ * (registered once, kept for the process's life: a slot handed out never
+ * changes, so readers index it without a lock). */
+#define DYN_MAX 1024
+static prs_redis__script scripts[PRS_REDIS__NSCRIPTS + DYN_MAX] = {
     {script_gcra, sizeof script_gcra - 1, ""},
-    {script_tb, sizeof script_tb - 1, ""},
+    {script_gcra, sizeof script_gcra - 1, ""}, /* the token bucket is GCRA's state */
     {script_fw, sizeof script_fw - 1, ""},
     {script_swc, sizeof script_swc - 1, ""},
     {script_log, sizeof script_log - 1, ""},
     {script_group, sizeof script_group - 1, ""},
     {script_noop, sizeof script_noop - 1, ""},
+    {script_bucket_check, sizeof script_bucket_check - 1, ""},
+    {script_log_check, sizeof script_log_check - 1, ""},
 };
 
 static pthread_once_t scripts_once = PTHREAD_ONCE_INIT;
@@ -537,6 +656,68 @@ static void scripts_init(void) {
 const prs_redis__script *prs_redis__scripts(void) {
     pthread_once(&scripts_once, scripts_init);
     return scripts;
+}
+
+static pthread_mutex_t dyn_mu = PTHREAD_MUTEX_INITIALIZER;
+static int ndyn;
+
+/* A fork while another thread registers: the child gets the lock free. */
+static void dyn_lock(void) { pthread_mutex_lock(&dyn_mu); }
+static void dyn_unlock(void) { pthread_mutex_unlock(&dyn_mu); }
+static pthread_once_t dyn_once = PTHREAD_ONCE_INIT;
+static void dyn_init(void) { pthread_atfork(dyn_lock, dyn_unlock, dyn_unlock); }
+
+/* The slot of the script with this body (registered on first use), or -1
+ * when the table is full or memory is short. */
+static int dyn_register(const char *body, size_t len) {
+    (void)prs_redis__scripts();
+    pthread_once(&dyn_once, dyn_init);
+    int slot = -1;
+    pthread_mutex_lock(&dyn_mu);
+    for (int i = PRS_REDIS__NSCRIPTS; i < PRS_REDIS__NSCRIPTS + ndyn; i++)
+        if (scripts[i].len == len && !memcmp(scripts[i].body, body, len)) { slot = i; break; }
+    if (slot < 0 && ndyn < DYN_MAX) {
+        char *copy = malloc(len + 1);
+        if (copy) {
+            memcpy(copy, body, len + 1);
+            slot = PRS_REDIS__NSCRIPTS + ndyn;
+            prs_redis__sha1_hex(copy, len, scripts[slot].sha);
+            scripts[slot].body = copy;
+            scripts[slot].len = len;
+            ndyn++;
+        }
+    }
+    pthread_mutex_unlock(&dyn_mu);
+    return slot;
+}
+
+int prs_redis__bucket_incr(double T, int64_t burst) {
+    return T == floor(T) && T >= 1 && (double)burst * T < 4503599627370496.0;
+}
+
+int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms) {
+    char head[160];
+    const char *body;
+    if (algorithm == PRS_REDIS_SLIDING_WINDOW_LOG) {
+        snprintf(head, sizeof head, "local limit, W, TTL = %lld, %.17g, '%lld'\n", (long long)p2, p1,
+                 (long long)ttl_ms);
+        body = LUA_LOG_CHECK_BODY;
+    } else {
+        /* S as script_bucket_check computes it, in the same doubles */
+        double S = floor(((double)p2 * p1) / 16000) * 1000;
+        if (S < 1000) S = 1000; else if (S > 1000000) S = 1000000;
+        snprintf(head, sizeof head, "local T, burst, S = %.17g, %lld, %.17g\n"
+                 "local now, n = ARGV[1] + 0, ARGV[2] + 0\n", p1, (long long)p2, S);
+        body = prs_redis__bucket_incr(p1, p2) ? LUA_BUCKET_INCR_BODY : LUA_BUCKET_CHECK_BODY;
+    }
+    size_t hl = strlen(head), bl = strlen(body);
+    char *text = malloc(hl + bl + 1);
+    if (!text) return -1;
+    memcpy(text, head, hl);
+    memcpy(text + hl, body, bl + 1);
+    int slot = dyn_register(text, hl + bl);
+    free(text);
+    return slot;
 }
 
 /* ---- SHA1 (FIPS 180-4), for EVALSHA -------------------------------------- */

@@ -1081,38 +1081,156 @@ TEST(redis_cluster_urls) {
     prs_redis_backend_free(b);
 }
 
+static int64_t stat_calls(prs_redis_backend *b, const char *command);
+
+/* A random schedule (times, sizes; every eighth n beyond the limit) from
+ * `now` through a single check and a group of one, on two keys that start
+ * equal: every field of every decision agrees. */
+static void single_as_group(prs_redis_limiter *l, int algo, int64_t now, uint64_t x) {
+    ASSERT_OK(prs_redis_limiter_reset(l, "single", 6));
+    ASSERT_OK(prs_redis_limiter_reset(l, "group", 5));
+    for (int i = 0; i < 300; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        now += (int64_t)((x >> 33) % 90000);
+        int64_t n = 1 + (int64_t)((x >> 20) % 3);
+        if (((x >> 40) & 7) == 0) n = 5; /* beyond the limit: never */
+        prs_decision ds, dg;
+        int denied;
+        ASSERT_OK(prs_redis_limiter_check_at(l, "single", 6, n, now, &ds));
+        prs_redis_member m = {l, "group", 5, n};
+        ASSERT_OK(prs_redis_group_check(1, &m, now, &dg, &denied));
+        if (ds.allowed != dg.allowed || ds.remaining != dg.remaining || ds.retry_after_ns != dg.retry_after_ns ||
+            ds.reset_after_ns != dg.reset_after_ns || ds.limit != dg.limit)
+            PRS__FAIL("algo %d step %d n %lld: single {%d %lld %lld %lld} group {%d %lld %lld %lld}", algo, i,
+                      (long long)n, ds.allowed, (long long)ds.remaining, (long long)ds.retry_after_ns,
+                      (long long)ds.reset_after_ns, dg.allowed, (long long)dg.remaining,
+                      (long long)dg.retry_after_ns, (long long)dg.reset_after_ns);
+    }
+}
+
 /* The single-decision scripts are written straight through for server CPU
  * while the group script keeps one function set per algorithm: both must
- * decide exactly alike on the same stored state. Random schedules (times,
- * sizes, peeks) through a single check and a group of one, on two keys that
- * start equal: every field of every decision agrees. */
+ * decide exactly alike on the same stored state. */
 TEST(redis_single_scripts_decide_as_group_script) {
     server *s = server_start();
     prs_redis_backend *b = backend_for(s->url, 1000);
+    /* at 3e9 us a bucket's times mostly have fine fractions (the check
+     * scripts answer with the decision string); at 1.7e15 us (a real clock)
+     * they are whole quarters (the one-integer answer); at 8/s, T is
+     * 125000 us: the INCRBY form of the bucket check */
+    for (int pass = 0; pass < 3; pass++)
     for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
         int rate = algo <= 1;
-        prs_redis_limiter *l = rate ? limiter_for(b, algo, 7.5, 4) : limiter_for(b, algo, 4, 0.3);
-        uint64_t x = 4242 + (uint64_t)algo;
-        int64_t now = 3000000000 + 123457; /* odd microseconds: off the window grid */
-        for (int i = 0; i < 300; i++) {
-            x = x * 6364136223846793005ull + 1442695040888963407ull;
-            now += (int64_t)((x >> 33) % 90000);
-            int64_t n = 1 + (int64_t)((x >> 20) % 3);
-            if (((x >> 40) & 7) == 0) n = 5; /* beyond the limit: never */
-            prs_decision ds, dg;
-            int denied;
-            ASSERT_OK(prs_redis_limiter_check_at(l, "single", 6, n, now, &ds));
-            prs_redis_member m = {l, "group", 5, n};
-            ASSERT_OK(prs_redis_group_check(1, &m, now, &dg, &denied));
-            if (ds.allowed != dg.allowed || ds.remaining != dg.remaining || ds.retry_after_ns != dg.retry_after_ns ||
-                ds.reset_after_ns != dg.reset_after_ns || ds.limit != dg.limit)
-                PRS__FAIL("algo %d step %d n %lld: single {%d %lld %lld %lld} group {%d %lld %lld %lld}", algo, i,
-                          (long long)n, ds.allowed, (long long)ds.remaining, (long long)ds.retry_after_ns,
-                          (long long)ds.reset_after_ns, dg.allowed, (long long)dg.remaining,
-                          (long long)dg.retry_after_ns, (long long)dg.reset_after_ns);
-        }
+        if (pass == 2 && !rate) continue;
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, pass == 2 ? 8 : 7.5, 4) : limiter_for(b, algo, 4, 0.3);
+        /* odd microseconds: off the window grid */
+        single_as_group(l, algo, (pass ? INT64_C(1700000000000000) : 3000000000) + 123457,
+                        4242 + (uint64_t)algo + 100 * (uint64_t)pass);
         prs_redis_limiter_free(l);
     }
+    prs_redis_backend_free(b);
+}
+
+/* Once the table of specialised check scripts is full (1024 configurations
+ * in this process), a new configuration runs the generic check scripts,
+ * which read the parameters from ARGV: the same decisions. */
+TEST(redis_generic_check_scripts_when_the_table_is_full) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    int slot = 0;
+    for (int i = 0; slot >= 0; i++) slot = prs_redis__check_script(PRS_REDIS_GCRA, 1000 + i, 7, 0);
+    for (int pass = 0; pass < 2; pass++)
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo <= 1;
+        int64_t incrs = stat_calls(b, "incrby");
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, pass ? 8 : 7.5, 4) : limiter_for(b, algo, 4, 0.3);
+        single_as_group(l, algo, INT64_C(1700000000000000) + 123457, 77 + (uint64_t)algo + 100 * (uint64_t)pass);
+        prs_redis_limiter_free(l);
+        if (rate) ASSERT_EQ(stat_calls(b, "incrby"), incrs); /* the INCRBY form is a specialised script's */
+    }
+    prs_redis_backend_free(b);
+}
+
+/* The token bucket is stored as GCRA's state since the check scripts (one
+ * number: the time the bucket is full again). A key written by an earlier
+ * version ("tokens last", two %.17g numbers) is read as the same bucket by
+ * the check script, the general script (peek) and the group script. */
+TEST(redis_old_token_bucket_value_is_read) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    prs_redis_limiter *l = limiter_for(b, PRS_REDIS_TOKEN_BUCKET, 1, 10); /* 1 token/s, capacity 10 */
+    int64_t now = INT64_C(1700000000000000);
+    char key[64], val[64], out[32];
+    size_t len = prs_redis_limiter_redis_key(l, "old", 3, key, sizeof key);
+    key[len] = '\0';
+    prs_decision d;
+    for (int how = 0; how < 3; how++) {
+        /* 4 tokens at now - 1 s: 5 at now */
+        snprintf(val, sizeof val, "4 %lld", (long long)(now - 1000000));
+        cmd(b, out, sizeof out, 5, "SET", key, val, "PX", "60000");
+        if (how == 0) {
+            ASSERT_OK(prs_redis_limiter_check_at(l, "old", 3, 2, now, &d));
+        } else if (how == 1) {
+            /* peek runs on Redis's clock: a bucket last seen in 2223 holds 4
+             * tokens then and has not refilled since (a full one would admit) */
+            cmd(b, out, sizeof out, 5, "SET", key, "4 8000000000000000", "PX", "60000");
+            ASSERT_OK(prs_redis_limiter_peek(l, "old", 3, 5, &d));
+            ASSERT(!d.allowed);
+            continue;
+        } else {
+            prs_redis_member m = {l, "old", 3, 2};
+            int denied;
+            ASSERT_OK(prs_redis_group_check(1, &m, now, &d, &denied));
+        }
+        ASSERT(d.allowed);
+        ASSERT_EQ(d.remaining, 3);
+        ASSERT_EQ(d.limit, 10);
+    }
+    /* the group wrote the new form: 3 tokens at now, full 7 s later */
+    cmd(b, out, sizeof out, 2, "GET", key);
+    ASSERT_EQ(atoll(out), now + 7000000);
+    ASSERT_OK(prs_redis_limiter_check_at(l, "old", 3, 4, now, &d));
+    ASSERT(!d.allowed);
+    ASSERT_EQ(d.remaining, 3);
+    ASSERT_EQ(d.retry_after_ns, INT64_C(1000000000));
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+}
+
+/* The sliding log names its entries "t:<count + i>" (no ZCOUNT). With a clock
+ * that goes back a name can already exist; the entry is then added under the
+ * next free number, so the log still holds one entry per permit. */
+TEST(redis_log_names_survive_a_clock_step_back) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    prs_redis_limiter *l = limiter_for(b, PRS_REDIS_SLIDING_WINDOW_LOG, 10, 60); /* 10 per 60 s */
+    char key[64], out[32];
+    size_t len = prs_redis_limiter_redis_key(l, "back", 4, key, sizeof key);
+    key[len] = '\0';
+    int64_t t0 = INT64_C(1700000000000000);
+    prs_decision d;
+    ASSERT_OK(prs_redis_limiter_check_at(l, "back", 4, 2, t0, &d));          /* t0:1, t0:2 */
+    ASSERT_OK(prs_redis_limiter_check_at(l, "back", 4, 1, t0 + 30000000, &d)); /* t0+30s:3 */
+    ASSERT_OK(prs_redis_limiter_check_at(l, "back", 4, 1, t0 + 72000000, &d)); /* t0 gone; t0+72s:2 */
+    ASSERT(d.allowed);
+    ASSERT_EQ(d.remaining, 8);
+    /* back to t0 + 30 s: two live entries, so the next name is t0+30s:3 - taken */
+    ASSERT_OK(prs_redis_limiter_check_at(l, "back", 4, 1, t0 + 30000000, &d));
+    ASSERT(d.allowed);
+    ASSERT_EQ(d.remaining, 7);
+    cmd(b, out, sizeof out, 2, "ZCARD", key);
+    ASSERT_EQ(atoll(out), 3);
+    /* the same through a group (its own store) and with n > 1 */
+    prs_redis_member m = {l, "back", 4, 2};
+    int denied;
+    ASSERT_OK(prs_redis_group_check(1, &m, t0 + 30000000, &d, &denied));
+    ASSERT(d.allowed);
+    ASSERT_OK(prs_redis_limiter_check_at(l, "back", 4, 2, t0 + 30000000, &d));
+    ASSERT(d.allowed);
+    ASSERT_EQ(d.remaining, 3);
+    cmd(b, out, sizeof out, 2, "ZCARD", key);
+    ASSERT_EQ(atoll(out), 7);
+    prs_redis_limiter_free(l);
     prs_redis_backend_free(b);
 }
 
@@ -1141,6 +1259,27 @@ TEST(redis_scripts_cheap_paths) {
         prs_redis_limiter_free(l);
     }
     ASSERT_EQ(stat_calls(b, "time"), 0);
+    /* the sliding log's check names its entries without a ZCOUNT */
+    ASSERT_EQ(stat_calls(b, "zcount"), 0);
+    /* a bucket with T in whole microseconds, in debt: an admitted check is one
+     * INCRBY (no GET, no SET) */
+    for (int algo = PRS_REDIS_GCRA; algo <= PRS_REDIS_TOKEN_BUCKET; algo++) {
+        prs_redis_limiter *l = limiter_for(b, algo, 1000, 1000000);
+        prs_decision d;
+        int64_t t = INT64_C(1700000000000000);
+        ASSERT_OK(prs_redis_limiter_check_at(l, "inc", 3, 1, t, &d)); /* spent state: INCRBY + SET */
+        int64_t gets = stat_calls(b, "get"), sets = stat_calls(b, "set"), incrs = stat_calls(b, "incrby");
+        for (int i = 1; i <= 5; i++) {
+            ASSERT_OK(prs_redis_limiter_check_at(l, "inc", 3, 1, t + i, &d));
+            ASSERT(d.allowed);
+            ASSERT_EQ(d.remaining, 1000000 - 1 - i);
+            ASSERT_EQ(d.reset_after_ns, (1000 * (i + 1) - i) * INT64_C(1000));
+        }
+        ASSERT_EQ(stat_calls(b, "get"), gets);
+        ASSERT_EQ(stat_calls(b, "set"), sets);
+        ASSERT_EQ(stat_calls(b, "incrby"), incrs + 5);
+        prs_redis_limiter_free(l);
+    }
     /* the fixed window decides without a script: MULTI/BITFIELD/EXEC */
     int64_t scripts = stat_calls(b, "evalsha"), bitfields = stat_calls(b, "bitfield");
     prs_redis_limiter *fw = limiter_for(b, PRS_REDIS_FIXED_WINDOW, 2, 3600);

@@ -88,6 +88,7 @@ static PyObject *backend_endpoint(PyObject *self, PyObject *unused);
 static PyObject *backend_admit(PyObject *self, PyObject *unused);
 static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *backend_now_us(PyObject *self, PyObject *unused);
 static PyObject *backend_breaker_script(PyObject *self, PyObject *unused);
 static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -128,6 +129,12 @@ static PyMethodDef RedisBackend_methods[] = {
      "\n"
      "Internal (asyncio transport): report an admitted exchange's outcome\n"
      "to the circuit (error: (status, message) of a transport failure)."},
+    {"_now_us", backend_now_us, METH_NOARGS,
+     "_now_us($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal: Redis's clock now (microseconds since the epoch), as the\n"
+     "backend's connections learned it (the shared breaker sends it to its script)."},
     {"_breaker_script", backend_breaker_script, METH_NOARGS,
      "_breaker_script($self, /)\n"
      "--\n"
