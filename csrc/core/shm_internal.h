@@ -28,6 +28,17 @@ static inline void prs__pidlock_unlock(prs__pidlock *l) {
     atomic_store_explicit(&l->owner, 0, memory_order_release);
 }
 
+/* Takes l without waiting: when free, or over from a dead holder. 1 when
+ * taken, 0 when a live process (or this one) holds it. */
+int prs__pidlock_trylock(prs__pidlock *l, int32_t me);
+
+/* The start of the handle's mapping (offsets in the region are from it). */
+unsigned char *prs__shm_base(const prs_shm *r);
+
+/* shm_group.c: 1 when the transaction in slot `slot` of the region's group
+ * journal committed (a member tagged with it keeps its new state), else 0. */
+int prs__shm_group_committed(prs_shm *region, uint32_t slot);
+
 /* The handle stays mapped while referenced (each placed object holds one). */
 void prs__shm_ref(prs_shm *r);
 void prs__shm_unref(prs_shm *r);
