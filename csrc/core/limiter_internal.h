@@ -52,8 +52,9 @@ struct prs_limiter {
 /* The shared part of a limiter placed in a region: position-independent (no
  * pointer), followed by the params (params_size, 16-byte aligned), their undo
  * copy (a reconfiguration's journal), the state (state_size: 0 for a
- * lock-free algorithm, whose state is `word`) and its undo copy (state_size
- * bytes; a decision journals only undo_size of them: shm_limiter.c). */
+ * lock-free algorithm, whose state is `word`) and its undo copy (undo_size:
+ * the bytes of the state a decision or a reconfiguration overwrites while
+ * they are live; shm_limiter.c). */
 #define PRS__SHM_LIM_MAGIC 0x4c4d4c5350525333ull
 typedef struct prs__shm_lim {
     _Atomic int32_t lock;     /* a prs__pidlock: 0 or the holder's pid */
@@ -71,7 +72,7 @@ typedef struct prs__shm_lim {
 _Static_assert(sizeof(prs__shm_lim) == 128, "two lines");
 
 /* `dirty` values: nothing pending; a decision or reset (undo: undo_size bytes
- * of the state); a reconfiguration (undo: params, the whole state, the word);
+ * of the state); a reconfiguration (undo: the params, the state, the word);
  * PRS__J_GROUP + slot: a group's transaction in that slot of the region's
  * group journal (shm_group.c), kept when the slot committed, else undone. */
 enum { PRS__J_NONE = 0, PRS__J_DECIDE = 1, PRS__J_RECONF = 2, PRS__J_GROUP = 16 };

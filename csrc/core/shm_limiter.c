@@ -20,7 +20,7 @@
  *
  * Reconfiguration (prs_limiter_reconfigure on a placed limiter) runs under the
  * same lock with a journal of its own (PRS__J_RECONF): the params' undo copy,
- * the whole state's (or the word's), then the change; a lock-free limiter's
+ * the state's (as a decision's; or the word's), then the change; a lock-free limiter's
  * word stays PRS__WORD_LOCKED until the new params and tat are in place, so a
  * holder that dies with the word held is undone (old params, old word), and
  * one that died after storing the new word had finished. The params live in
@@ -49,9 +49,12 @@ static unsigned char *shm_undo(prs__shm_lim *s) { return shm_state(s) + A16(s->s
 unsigned char *prs__shm_lim_state(prs__shm_lim *s) { return shm_state(s); }
 unsigned char *prs__shm_lim_undo(prs__shm_lim *s) { return shm_undo(s); }
 
-/* The block's bytes: header, params and their undo copy, state and its undo copy. */
-static size_t block_len(size_t psz, size_t ssz) {
-    return sizeof(prs__shm_lim) + 2 * A16(psz) + 2 * A16(ssz);
+/* The block's bytes: header, params and their undo copy, state and its undo
+ * copy (usz: the bytes of the state a decision or a reconfiguration may
+ * overwrite while they are live; a sliding log keeps its limit in a region,
+ * and a reconfiguration that keeps the limit leaves its ring untouched). */
+static size_t block_len(size_t psz, size_t ssz, size_t usz) {
+    return sizeof(prs__shm_lim) + 2 * A16(psz) + A16(ssz) + A16(usz);
 }
 
 static size_t undo_bytes(const prs_algo *algo, size_t ssz) {
@@ -115,7 +118,7 @@ int prs_limiter_new_placed(const prs_algo *algo, const void *config,
     size_t psz = algo->params_size, ssz = lockfree ? 0 : algo->state_size(p);
     if (ssz > ((size_t)1 << 40)) return PRS_EFULL;
     size_t usz = undo_bytes(algo, ssz);
-    size_t len = block_len(psz, ssz);
+    size_t len = block_len(psz, ssz, usz);
     const prs_allocator *a = prs__alloc_or_default(allocator);
     /* the process's own object first: nothing is placed when it cannot be made */
     void *mem = prs__malloc(a, sizeof(prs_limiter) + PRS__LINE - 1);
@@ -190,7 +193,7 @@ static void recover(prs__shm_lim *s, prs_shm *region) {
                 __atomic_store_n(shm_params(s) + i, shm_params_undo(s)[i], __ATOMIC_RELAXED);
             atomic_store_explicit(&s->seq, v + 1, memory_order_release);
             if (lockfree) atomic_store_explicit(&s->word, s->undo_word, memory_order_release);
-            else memcpy(shm_state(s), shm_undo(s), (size_t)s->state_size);
+            else memcpy(shm_state(s), shm_undo(s), (size_t)s->undo_size);
         }
     } else if (t >= PRS__J_GROUP) {
         int done = prs__shm_group_committed(region, t - PRS__J_GROUP);
@@ -288,7 +291,7 @@ int prs__shm_limiter_reconfigure(prs_limiter *lim, const void *np, int64_t now,
     shm_lock(s);
     memcpy(shm_params_undo(s), shm_params(s), psz);
     if (lockfree) s->undo_word = atomic_load_explicit(&s->word, memory_order_relaxed);
-    else memcpy(shm_undo(s), shm_state(s), (size_t)s->state_size);
+    else memcpy(shm_undo(s), shm_state(s), (size_t)s->undo_size);
     atomic_store_explicit(&s->dirty, PRS__J_RECONF, memory_order_release);
     if (lockfree) { /* word held (never by another: we hold the lock), params under seq */
         al->reconfigure_lockfree(lim, np, now);
