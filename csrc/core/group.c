@@ -36,6 +36,7 @@
 #include "group_internal.h"
 #include "prs_group.h"
 #include "prs_internal.h"
+#include "prs_shm.h"
 
 #include <stdalign.h>
 #include <stdlib.h>
@@ -118,6 +119,7 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
             return PRS_EINVAL;
         if (m->kind == KIND_LIMITER && ((const prs_limiter *)m->obj)->shm) nshared++;
         if (m->kind == KIND_KEYED) {
+            if (prs_keyed_shared(m->obj)) return PRS_ENOTSUP; /* its keys are the region's */
             if (!m->key && m->key_len) return PRS_EINVAL;
             if (m->key_len > SIZE_MAX / 2 - key_bytes) return PRS_ENOMEM;
             key_bytes += m->key_len;

@@ -39,6 +39,31 @@ unsigned char *prs__shm_base(const prs_shm *r);
  * journal committed (a member tagged with it keeps its new state), else 0. */
 int prs__shm_group_committed(prs_shm *region, uint32_t slot);
 
+/* "<kind>(f1=v1, f2=v2)": the params p of the limiter algorithm named kind
+ * (shm_limiter.c; "<kind>(...)" for another kind). */
+void prs__shm_describe(char *out, size_t cap, const char *kind, const void *p);
+
+/* ---- a keyed table placed in a region (shm_keyed.c; keyed.c dispatches to
+ * these when prs_keyed_new_placed made the table) ---- */
+typedef struct prs__shm_keyed prs__shm_keyed;
+struct prs_keyed_config;
+int prs__shm_keyed_open(const struct prs_keyed_config *cfg, const prs_shm_place *place,
+                        prs__shm_keyed **out, prs_config_error *why);
+void prs__shm_keyed_free(prs__shm_keyed *k);
+int prs__shm_keyed_decide(prs__shm_keyed *k, const void *key, size_t len, int64_t now,
+                          int64_t n, int consume, prs_decision *d);
+int prs__shm_keyed_reset_key(prs__shm_keyed *k, const void *key, size_t len);
+void prs__shm_keyed_reset_all(prs__shm_keyed *k);
+int64_t prs__shm_keyed_prune(prs__shm_keyed *k, int64_t now);
+int prs__shm_keyed_contains(prs__shm_keyed *k, const void *key, size_t len, int64_t now);
+double prs__shm_keyed_available(prs__shm_keyed *k, const void *key, size_t len, int64_t now);
+int64_t prs__shm_keyed_len(prs__shm_keyed *k);
+size_t prs__shm_keyed_memory(const prs__shm_keyed *k);
+int64_t prs__shm_keyed_max_keys(const prs__shm_keyed *k);
+const void *prs__shm_keyed_params(const prs__shm_keyed *k);
+/* keyed.c: random bytes (getrandom, /dev/urandom, else the clock). */
+void prs__keyed_random(uint8_t *buf, size_t n);
+
 /* The handle stays mapped while referenced (each placed object holds one). */
 void prs__shm_ref(prs_shm *r);
 void prs__shm_unref(prs_shm *r);

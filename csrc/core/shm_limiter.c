@@ -332,7 +332,7 @@ static void field_text(char *out, size_t cap, char t, const unsigned char *at) {
 }
 
 /* "<kind>(f1=v1, f2=v2)" for the params p of kind (the algorithm of that name). */
-static void describe(char *out, size_t cap, const char *kind, const unsigned char *p) {
+void prs__shm_describe(char *out, size_t cap, const char *kind, const void *p) {
     const prs_algo *al = NULL;
     for (int i = 0; i < PRS_ALGO__COUNT; i++)
         if (strcmp(prs_algorithms[i].algo->name, kind) == 0) al = prs_algorithms[i].algo;
@@ -384,8 +384,8 @@ int prs_limiter_placed_mismatch(const prs_algo *algo, const void *config,
         return PRS_EINVAL;
     }
     char have[160], want[160];
-    describe(have, sizeof have, kind, found);
-    describe(want, sizeof want, algo->name, p);
+    prs__shm_describe(have, sizeof have, kind, found);
+    prs__shm_describe(want, sizeof want, algo->name, p);
     snprintf(buf, cap, "exists as %s, asked for %s", have, want);
     return PRS_OK;
 }
