@@ -45,15 +45,19 @@ class KeyedLimiter(_core.KeyedLimiter, Named):
     __slots__ = ()
 
     def __new__(cls, limiter_class: Any, *args: Any, max_keys: int = 100_000,
-                clock: Any = None, **kwargs: Any) -> Self:
+                clock: Any = None, shared: Any = None, name: Any = None,
+                **kwargs: Any) -> Self:
         # the C type builds its table in __new__ from the template limiter
         if not isinstance(limiter_class, type) or not issubclass(limiter_class, _core._Limiter):
             names = ", ".join(t.__name__ for t in _core._Limiter.__subclasses__()
                               if t.__module__ == _core.__name__)  # the algorithm table's
             raise TypeError(f"limiter_class must be an in-process limiter class ({names}), "
                             f"not {type(limiter_class).__name__}: {limiter_class!r}")
-        template = limiter_class(*args, **kwargs)
-        return super().__new__(cls, template, max_keys=max_keys, clock=clock)
+        template = limiter_class(*args, **kwargs)  # in-process: its params are copied
+        if shared is None and name is None:
+            return super().__new__(cls, template, max_keys=max_keys, clock=clock)
+        return super().__new__(cls, template, max_keys=max_keys, clock=clock, shared=shared,
+                               name=name)
 
     def reconfigure(self, **params: Any) -> None:
         """reconfigure(self, **params)

@@ -274,11 +274,15 @@ KEYED = Type(
     params=[P("limiter", "OBJECT", "_Limiter"),
             P("max_keys", "COUNT", "int", "100000", field="max_keys", lo=1,
               hi="PRS_KEYED_MAX_KEYS", kw=True),
-            P("clock", "CLOCK", "ClockArg", "None", kw=True)],
+            P("clock", "CLOCK", "ClockArg", "None", kw=True),
+            P("shared", "OBJECT", "Optional[SharedMemory]", "None", kw=True),
+            P("name", "STR", "Optional[str]", "None", flags=("none",), kw=True)],
     doc="One limiter state per key, all with the algorithm and parameters of `limiter`\n"
         "(an in-process limiter object used as a template), in a bounded C hash table\n"
         "(SipHash with a per-process random seed). At most max_keys keys; a key whose\n"
-        "state is fresh may be evicted, a limited key never is.",
+        "state is fresh may be evicted, a limited key never is. With shared=region,\n"
+        "name=...: the table lives in that SharedMemory region (max_keys reserved there\n"
+        "at creation), one state per key for every process.",
     methods=[
         M("allow", KEY_N_SIG, "bool",
           doc="Consume n for `key` (str or bytes) if available now: True when admitted."),

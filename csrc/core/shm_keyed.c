@@ -190,6 +190,11 @@ int prs__shm_keyed_open(const prs_keyed_config *cfg, const prs_shm_place *place,
     int created = 0;
     rc = prs_shm_entry(place->region, place->name, kind, NULL, 0, (size_t)ctx.g.len, block_init,
                        &ctx, &blk, &created, NULL, NULL);
+    if (rc == PRS_EPROTO && prs_shm_entry(place->region, place->name, kind, NULL, 0,
+                                          sizeof(kt_hdr), NULL, NULL, &blk, NULL, NULL,
+                                          NULL) == PRS_OK &&
+        ((kt_hdr *)blk)->magic == KT_MAGIC && ((kt_hdr *)blk)->max_keys != (uint64_t)cfg->max_keys)
+        rc = PRS_ESTATE; /* a smaller table than asked for: another max_keys */
     kt_hdr *h = blk;
     if (rc == PRS_OK &&
         (h->magic != KT_MAGIC || h->params_size != ctx.psz || h->state_size != ctx.ssz ||
