@@ -28,7 +28,7 @@ class KeyedLimiterView(_core.KeyedLimiterView, LimiterMixin):
 
 
 class KeyedLimiter(_core.KeyedLimiter, Named):
-    """KeyedLimiter(limiter_class, *args, max_keys=100_000, clock=None, **kwargs)
+    """KeyedLimiter(limiter_class, *args, max_keys=100_000, clock=None, shared=None, name=None, **kwargs)
 
     One ``limiter_class(*args, **kwargs)`` per key, e.g.
     ``KeyedLimiter(TokenBucket, capacity=10, refill_rate=5)``: 10 requests at
@@ -40,7 +40,13 @@ class KeyedLimiter(_core.KeyedLimiter, Named):
     whose state is fresh (full bucket, empty window) may be evicted at any
     time; a key that is being limited never is. When the room is taken by
     limited keys, a new key is denied with ``retry_after`` = when a slot
-    frees."""
+    frees.
+
+    With ``shared=region, name="..."`` (a :class:`SharedMemory`) the table
+    lives in the region: every process that opens the name decides on one
+    state per key. ``max_keys`` is fixed (and reserved in the region) when it
+    is first placed; room for a new key is looked for among the 16 keys of
+    its bucket; such a table cannot be reconfigured nor be a group member."""
 
     __slots__ = ()
 
