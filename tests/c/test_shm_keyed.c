@@ -10,38 +10,17 @@
 
 #include "prs_test.h"
 #include "pyresilience.h"
+#include "test_shm_util.h"
 
 #define NOW (5 * PRS_NS_PER_SEC)
 
-static prs_shm *region(const char *name, size_t size) {
-    prs_shm_config c;
-    prs_shm_config_init(&c);
-    c.directory = prs_test_tmpdir();
-    if (size) c.size = size;
-    prs_shm *r = NULL;
-    return prs_shm_open(name, &c, &r, NULL) == PRS_OK ? r : NULL;
-}
+#define region test_region
 
 /* A keyed table of algorithm i (each key admits `cap` at a frozen instant). */
 static prs_keyed *table(prs_shm *r, const char *name, int i, int64_t cap, int64_t max_keys) {
     static prs_limiter *tmpl[PRS_ALGO__COUNT];
-    union {
-        prs_token_bucket_config tb;
-        prs_gcra_config g;
-        prs_leaky_bucket_config lb;
-        prs_fixed_window_config fw;
-        prs_sliding_log_config sl;
-        prs_sliding_counter_config sc;
-    } c;
-    const prs_algo *al;
-    switch (i) {
-    case 0: prs_token_bucket_config_init(&c.tb); c.tb.capacity = (double)cap; c.tb.refill_rate = 1; al = &prs_algo_token_bucket; break;
-    case 1: prs_gcra_config_init(&c.g); c.g.rate = 1; c.g.burst = cap; al = &prs_algo_gcra; break;
-    case 2: prs_leaky_bucket_config_init(&c.lb); c.lb.capacity = (double)cap; c.lb.leak_rate = 1; al = &prs_algo_leaky_bucket; break;
-    case 3: prs_fixed_window_config_init(&c.fw); c.fw.limit = cap; c.fw.window_ns = 1000 * PRS_NS_PER_SEC; al = &prs_algo_fixed_window; break;
-    case 4: prs_sliding_log_config_init(&c.sl); c.sl.limit = cap; c.sl.window_ns = 1000 * PRS_NS_PER_SEC; al = &prs_algo_sliding_log; break;
-    default: prs_sliding_counter_config_init(&c.sc); c.sc.limit = cap; c.sc.window_ns = 1000 * PRS_NS_PER_SEC; al = &prs_algo_sliding_counter; break;
-    }
+    any_config c;
+    const prs_algo *al = config_of(i, cap, &c);
     prs_limiter_free(tmpl[i]);
     if (prs_limiter_new(al, &c, NULL, &tmpl[i], NULL)) return NULL;
     prs_keyed_config kc;
