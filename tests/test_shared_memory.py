@@ -142,8 +142,8 @@ def test_shared_limiter_reconfigured_and_grouped_but_not_keyed(region_dir):
         assert pr.LimiterGroup(lim).peek().allowed
         with pytest.raises(NotImplementedError, match="shared memory"):
             pr._core.KeyedLimiter(lim)  # not a silent process-local copy
-        with pytest.raises(NotImplementedError, match="shared memory"):
-            pr.KeyedLimiter(pr.GCRA, 1, 3, shared=r, name="g")
+        with pytest.raises(ValueError, match="exists as gcra, asked for keyed.gcra"):
+            pr.KeyedLimiter(pr.GCRA, 1, 3, shared=r, name="g")  # test_shared_keyed.py
 
 
 def test_full_region(region_dir):

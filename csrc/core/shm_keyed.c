@@ -182,7 +182,6 @@ int prs__shm_keyed_open(const prs_keyed_config *cfg, const prs_shm_place *place,
     /* the entry is found by kind; its params and max_keys must match, below */
     init_ctx ctx = {al, p, cfg->max_keys, al->params_size, al->state_size(p), {0}};
     if ((rc = geometry(cfg->max_keys, ctx.psz, ctx.ssz, &ctx.g))) return rc;
-    if (ctx.g.len > prs_shm_size(place->region)) return PRS_EFULL;
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
     prs__shm_keyed *k = prs__calloc(a, 1, sizeof *k);
     if (!k) return PRS_ENOMEM;
