@@ -362,7 +362,9 @@ GROUP = Type(
         "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads "
         "and deadlock-free whatever the member order (members are locked in one global "
         "order). The same limiter (or key) listed twice is one state asked for 2n: "
-        "peek, check, retry_after and acquire all count it once per appearance."
+        "peek, check, retry_after and acquire all count it once per appearance. "
+        "Or members all placed in one SharedMemory region (shared=, name=): then all "
+        "or nothing holds across processes, even one killed in the middle of a check."
         % ", ".join(py for _, py in ALGORITHMS), 80, break_on_hyphens=False),
     methods=[
         M("allow", N_SIG, "bool",

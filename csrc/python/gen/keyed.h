@@ -324,7 +324,9 @@ static void view_dealloc(PyObject *self) {
     "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads and\n" \
     "deadlock-free whatever the member order (members are locked in one global\n" \
     "order). The same limiter (or key) listed twice is one state asked for 2n: peek,\n" \
-    "check, retry_after and acquire all count it once per appearance."
+    "check, retry_after and acquire all count it once per appearance. Or members all\n" \
+    "placed in one SharedMemory region (shared=, name=): then all or nothing holds\n" \
+    "across processes, even one killed in the middle of a check."
 static int group_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
