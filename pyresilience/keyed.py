@@ -28,7 +28,7 @@ class KeyedLimiterView(_core.KeyedLimiterView, LimiterMixin):
 
 
 class KeyedLimiter(_core.KeyedLimiter, Named):
-    """KeyedLimiter(limiter_class, *args, max_keys=100_000, clock=None, **kwargs)
+    """KeyedLimiter(limiter_class, *args, max_keys=100_000, clock=None, shared=None, name=None, **kwargs)
 
     One ``limiter_class(*args, **kwargs)`` per key, e.g.
     ``KeyedLimiter(TokenBucket, capacity=10, refill_rate=5)``: 10 requests at
@@ -40,20 +40,30 @@ class KeyedLimiter(_core.KeyedLimiter, Named):
     whose state is fresh (full bucket, empty window) may be evicted at any
     time; a key that is being limited never is. When the room is taken by
     limited keys, a new key is denied with ``retry_after`` = when a slot
-    frees."""
+    frees.
+
+    With ``shared=region, name="..."`` (a :class:`SharedMemory`) the table
+    lives in the region: every process that opens the name decides on one
+    state per key. ``max_keys`` is fixed (and reserved in the region) when it
+    is first placed; room for a new key is looked for among the 16 keys of
+    its bucket; such a table cannot be reconfigured nor be a group member."""
 
     __slots__ = ()
 
     def __new__(cls, limiter_class: Any, *args: Any, max_keys: int = 100_000,
-                clock: Any = None, **kwargs: Any) -> Self:
+                clock: Any = None, shared: Any = None, name: Any = None,
+                **kwargs: Any) -> Self:
         # the C type builds its table in __new__ from the template limiter
         if not isinstance(limiter_class, type) or not issubclass(limiter_class, _core._Limiter):
             names = ", ".join(t.__name__ for t in _core._Limiter.__subclasses__()
                               if t.__module__ == _core.__name__)  # the algorithm table's
             raise TypeError(f"limiter_class must be an in-process limiter class ({names}), "
                             f"not {type(limiter_class).__name__}: {limiter_class!r}")
-        template = limiter_class(*args, **kwargs)
-        return super().__new__(cls, template, max_keys=max_keys, clock=clock)
+        template = limiter_class(*args, **kwargs)  # in-process: its params are copied
+        if shared is None and name is None:
+            return super().__new__(cls, template, max_keys=max_keys, clock=clock)
+        return super().__new__(cls, template, max_keys=max_keys, clock=clock, shared=shared,
+                               name=name)
 
     def reconfigure(self, **params: Any) -> None:
         """reconfigure(self, **params)

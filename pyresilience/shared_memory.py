@@ -3,7 +3,9 @@
 :class:`SharedMemory` is the C type of ``pyresilience._core`` (a named region
 mapped by every process that opens it); limiters are placed in it with
 ``shared=region, name="..."`` on TokenBucket, GCRA, LeakyBucket, FixedWindow,
-SlidingWindowLog and SlidingWindowCounter.
+SlidingWindowLog, SlidingWindowCounter and KeyedLimiter; a LimiterGroup of
+shared limiters (of one region) takes from all or none across processes, and
+``reconfigure()`` of a shared limiter is seen by every process.
 """
 from __future__ import annotations
 

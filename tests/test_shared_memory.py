@@ -134,18 +134,16 @@ def test_mismatch_names_both_configurations(region_dir):
         pr.TokenBucket(10, 5, shared=r, name="api")  # the same config opens it
 
 
-def test_shared_limiter_cannot_be_reconfigured_grouped_or_keyed(region_dir):
+def test_shared_limiter_reconfigured_and_grouped_but_not_keyed(region_dir):
     with pr.SharedMemory("g", directory=region_dir) as r:
         lim = pr.GCRA(1, 2, shared=r, name="g")
-        with pytest.raises(NotImplementedError, match="shared memory"):
-            lim.reconfigure(burst=3)
-        assert lim.burst == 2
-        with pytest.raises(NotImplementedError):
-            pr.LimiterGroup(lim)
+        lim.reconfigure(burst=3)  # test_shared_group.py covers it across processes
+        assert lim.burst == 3
+        assert pr.LimiterGroup(lim).peek().allowed
         with pytest.raises(NotImplementedError, match="shared memory"):
             pr._core.KeyedLimiter(lim)  # not a silent process-local copy
-        with pytest.raises(NotImplementedError, match="shared memory"):
-            pr.KeyedLimiter(pr.GCRA, 1, 2, shared=r, name="g")
+        with pytest.raises(ValueError, match="exists as gcra, asked for keyed.gcra"):
+            pr.KeyedLimiter(pr.GCRA, 1, 3, shared=r, name="g")  # test_shared_keyed.py
 
 
 def test_full_region(region_dir):

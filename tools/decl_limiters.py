@@ -274,11 +274,15 @@ KEYED = Type(
     params=[P("limiter", "OBJECT", "_Limiter"),
             P("max_keys", "COUNT", "int", "100000", field="max_keys", lo=1,
               hi="PRS_KEYED_MAX_KEYS", kw=True),
-            P("clock", "CLOCK", "ClockArg", "None", kw=True)],
+            P("clock", "CLOCK", "ClockArg", "None", kw=True),
+            P("shared", "OBJECT", "Optional[SharedMemory]", "None", kw=True),
+            P("name", "STR", "Optional[str]", "None", flags=("none",), kw=True)],
     doc="One limiter state per key, all with the algorithm and parameters of `limiter`\n"
         "(an in-process limiter object used as a template), in a bounded C hash table\n"
         "(SipHash with a per-process random seed). At most max_keys keys; a key whose\n"
-        "state is fresh may be evicted, a limited key never is.",
+        "state is fresh may be evicted, a limited key never is. With shared=region,\n"
+        "name=...: the table lives in that SharedMemory region (max_keys reserved there\n"
+        "at creation), one state per key for every process.",
     methods=[
         M("allow", KEY_N_SIG, "bool",
           doc="Consume n for `key` (str or bytes) if available now: True when admitted."),
@@ -358,7 +362,9 @@ GROUP = Type(
         "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads "
         "and deadlock-free whatever the member order (members are locked in one global "
         "order). The same limiter (or key) listed twice is one state asked for 2n: "
-        "peek, check, retry_after and acquire all count it once per appearance."
+        "peek, check, retry_after and acquire all count it once per appearance. "
+        "Or members all placed in one SharedMemory region (shared=, name=): then all "
+        "or nothing holds across processes, even one killed in the middle of a check."
         % ", ".join(py for _, py in ALGORITHMS), 80, break_on_hyphens=False),
     methods=[
         M("allow", N_SIG, "bool",

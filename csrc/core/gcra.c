@@ -152,6 +152,7 @@ static int decide_lockfree(prs_limiter *lim, int64_t now, int64_t n, int consume
         uint64_t v = atomic_load_explicit(lim->seqp, memory_order_acquire);
         if (v & 1) {
             prs__spin_yield(++spins);
+            if (lim->shm && (spins & 1023) == 0) prs__shm_limiter_poke(lim); /* a dead holder? */
             continue;
         }
         p.interval_ns = __atomic_load_n(&live->interval_ns, __ATOMIC_RELAXED);
@@ -162,6 +163,7 @@ static int decide_lockfree(prs_limiter *lim, int64_t now, int64_t n, int consume
         atomic_thread_fence(memory_order_acquire);
         if (seen == PRS__WORD_LOCKED || atomic_load_explicit(lim->seqp, memory_order_relaxed) != v) {
             prs__spin_yield(++spins); /* a group or a reconfiguration holds the word */
+            if (lim->shm && (spins & 1023) == 0) prs__shm_limiter_poke(lim); /* a dead holder? */
             continue;
         }
         if (!eval(&p, seen, now, n, consume, &next, d) || !consume) break;

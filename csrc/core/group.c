@@ -36,6 +36,7 @@
 #include "group_internal.h"
 #include "prs_group.h"
 #include "prs_internal.h"
+#include "prs_shm.h"
 
 #include <stdalign.h>
 #include <stdlib.h>
@@ -66,6 +67,7 @@ struct prs_group {
     gmember *members;
     glock *locks;
     prs__keyref *excl;
+    prs__shm_group *shm;     /* members placed in a region: shm_group.c decides */
     unsigned char *keys;     /* copies of the keys */
     size_t scratch_bytes;    /* fresh states of the distinct keyed members */
     prs_allocator alloc;
@@ -110,19 +112,20 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
     if (!out) return PRS_EINVAL;
     *out = NULL;
     if (!members || n < 1 || n > PRS_GROUP_MAX_MEMBERS) return PRS_EINVAL;
-    size_t key_bytes = 0;
+    size_t key_bytes = 0, nshared = 0;
     for (size_t i = 0; i < n; i++) {
         const prs_group_member *m = &members[i];
         if (m->kind < KIND_LIMITER || m->kind > KIND_KEYED || !m->algo || !m->params || !m->obj)
             return PRS_EINVAL;
-        if (m->kind == KIND_LIMITER && ((const prs_limiter *)m->obj)->shm)
-            return PRS_ENOTSUP; /* a group of shared limiters: not yet (issue 14) */
+        if (m->kind == KIND_LIMITER && ((const prs_limiter *)m->obj)->shm) nshared++;
         if (m->kind == KIND_KEYED) {
+            if (prs_keyed_shared(m->obj)) return PRS_ENOTSUP; /* its keys are the region's */
             if (!m->key && m->key_len) return PRS_EINVAL;
             if (m->key_len > SIZE_MAX / 2 - key_bytes) return PRS_ENOMEM;
             key_bytes += m->key_len;
         }
     }
+    if (nshared && nshared != n) return PRS_ENOTSUP; /* shared and in-process mixed */
     const prs_allocator *a = prs__alloc_or_default(allocator);
     prs_group *g = prs__calloc(a, 1, sizeof *g);
     if (!g) return PRS_ENOMEM;
@@ -145,7 +148,8 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
         if (gm->m.kind != KIND_KEYED) {
             for (size_t j = 0; j < i; j++) {
                 const gmember *o = &g->members[j];
-                if (o->m.kind == gm->m.kind && o->m.obj == gm->m.obj) {
+                if (o->m.kind == gm->m.kind &&
+                    (o->m.obj == gm->m.obj || (nshared && prs__shm_same_state(o->m.obj, gm->m.obj)))) {
                     gm->first = (uint32_t)j;
                     break;
                 }
@@ -166,6 +170,22 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
                 break;
             }
         }
+    }
+    if (nshared) { /* every member placed: their locks are the region's */
+        prs_limiter *lims[PRS_GROUP_MAX_MEMBERS];
+        uint32_t first[PRS_GROUP_MAX_MEMBERS], mult[PRS_GROUP_MAX_MEMBERS];
+        for (size_t i = 0; i < n; i++) {
+            lims[i] = g->members[i].m.obj;
+            first[i] = g->members[i].first;
+            mult[i] = g->members[i].mult;
+        }
+        int rc = prs__shm_group_new(lims, first, mult, n, a, &g->shm);
+        if (rc) {
+            prs_group_free(g);
+            return rc;
+        }
+        *out = g;
+        return PRS_OK;
     }
     /* excl[]: the distinct keys of each table, contiguous per table */
     size_t ne = 0;
@@ -227,6 +247,7 @@ int prs_group_new(const prs_group_member *members, size_t n, const prs_allocator
 void prs_group_free(prs_group *g) {
     if (!g) return;
     prs_allocator a = g->alloc;
+    prs__shm_group_free(g->shm);
     prs__free(&a, g->members);
     prs__free(&a, g->locks);
     prs__free(&a, g->excl);
@@ -305,9 +326,31 @@ static int pick_reported(const prs_group *g, const prs_decision *dec, prs_decisi
     return best;
 }
 
+/* The group's decision from its members' (dec[i] of each first i). */
+static void report(const prs_group *g, const prs_decision *dec, int all, int first_denied,
+                   prs_decision *out, prs_group_info *info) {
+    prs_decision agg;
+    int64_t max_n;
+    int reported = pick_reported(g, dec, &agg, &max_n);
+    agg.allowed = all;
+    if (all) agg.retry_after_ns = 0;
+    *out = agg;
+    if (info) {
+        info->denied_by = first_denied;
+        info->reported = reported;
+        info->max_n = max_n;
+    }
+}
+
 int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_decision *out,
                      prs_group_info *info) {
     if (!g || !out || n < 1) return PRS_EINVAL;
+    if (g->shm) {
+        prs_decision sdec[PRS_GROUP_MAX_MEMBERS];
+        int all, fd, rc = prs__shm_group_decide(g->shm, now, n, consume, sdec, &all, &fd);
+        if (rc == PRS_OK) report(g, sdec, all, fd, out, info);
+        return rc;
+    }
     size_t cnt = g->n;
     int64_t tat[PRS_GROUP_MAX_MEMBERS];
     void *state[PRS_GROUP_MAX_MEMBERS];
@@ -447,17 +490,7 @@ int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_deci
             }
         }
     }
-    prs_decision agg;
-    int64_t max_n;
-    int reported = pick_reported(g, dec, &agg, &max_n);
-    agg.allowed = all;
-    if (all) agg.retry_after_ns = 0;
-    *out = agg;
-    if (info) {
-        info->denied_by = first_denied;
-        info->reported = reported;
-        info->max_n = max_n;
-    }
+    report(g, dec, all, first_denied, out, info);
 
     /* 4. commit the new keys */
     if (all && consume) {

@@ -45,4 +45,21 @@ void prs__keyed_insert_locked(struct prs_keyed *t, uint64_t h, const void *key, 
                               void *block, const void *state);
 size_t prs__keyed_state_size(const struct prs_keyed *t);
 
+/* ---- groups of limiters placed in a shared-memory region (shm_group.c) ---- */
+
+typedef struct prs__shm_group prs__shm_group;
+/* 1 when a and b are placed limiters deciding on the same entry of a region. */
+int prs__shm_same_state(const prs_limiter *a, const prs_limiter *b);
+/* The shared part of a group of lims[0..n) (first/mult: group.c's). PRS_OK,
+ * PRS_ENOTSUP (a member not placed, or members of several regions),
+ * PRS_EFULL (no room for the region's group journal), PRS_ENOMEM. */
+int prs__shm_group_new(prs_limiter *const *lims, const uint32_t *first, const uint32_t *mult,
+                       size_t n, const prs_allocator *a, prs__shm_group **out);
+void prs__shm_group_free(prs__shm_group *sg);
+/* Decides every distinct member i (first[i] == i) into dec[i], taking n from
+ * all of them or from none (crash-safe); *all: admitted; *first_denied: the
+ * first member that denied, or -1. */
+int prs__shm_group_decide(prs__shm_group *sg, int64_t now, int64_t n, int consume,
+                          prs_decision *dec, int *all, int *first_denied);
+
 #endif /* PRS_GROUP_INTERNAL_H */

@@ -69,6 +69,7 @@
 #include "group_internal.h"
 #include "prs_internal.h"
 #include "prs_keyed.h"
+#include "shm_internal.h"
 
 #include <fcntl.h>
 #include <stdalign.h>
@@ -127,6 +128,7 @@ struct prs_keyed {
     shard *shards;          /* 1 << shard_bits, cache-line aligned within shards_mem */
     void *shards_mem;
     prs_allocator alloc;
+    struct prs__shm_keyed *shm; /* placed in a region: shm_keyed.c holds every key */
 };
 
 /* ---- SipHash ------------------------------------------------------------ *
@@ -482,6 +484,7 @@ int prs_keyed_new(const prs_keyed_config *cfg, prs_keyed **out) {
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
     prs_keyed *t = prs__malloc(a, sizeof *t);
     if (!t) return PRS_ENOMEM;
+    t->shm = NULL;
     t->alloc = *a;
     t->algo = cfg->algo;
     t->params = cfg->params;
@@ -555,6 +558,12 @@ static void clear_shard(prs_keyed *t, shard *sh) {
 
 void prs_keyed_free(prs_keyed *t) {
     if (!t) return;
+    if (t->shm) {
+        prs_allocator a = t->alloc;
+        prs__shm_keyed_free(t->shm);
+        prs__free(&a, t);
+        return;
+    }
     size_t nsh = (size_t)1 << t->shard_bits;
     for (size_t i = 0; i < nsh; i++) clear_shard(t, &t->shards[i]);
     prs_allocator a = t->alloc;
@@ -645,16 +654,21 @@ out:
 
 int prs_keyed_check(prs_keyed *t, const void *key, size_t key_len, int64_t now_ns, int64_t n,
                     prs_decision *d) {
+    if (t && t->shm && d && n >= 1 && (key || !key_len))
+        return prs__shm_keyed_decide(t->shm, key, key_len, now_ns, n, 1, d);
     return decide_key(t, key, key_len, now_ns, n, 1, d);
 }
 
 int prs_keyed_peek(prs_keyed *t, const void *key, size_t key_len, int64_t now_ns, int64_t n,
                    prs_decision *d) {
+    if (t && t->shm && d && n >= 1 && (key || !key_len))
+        return prs__shm_keyed_decide(t->shm, key, key_len, now_ns, n, 0, d);
     return decide_key(t, key, key_len, now_ns, n, 0, d);
 }
 
 int prs_keyed_reset_key(prs_keyed *t, const void *key, size_t key_len) {
     if (!t || (!key && key_len)) return PRS_EINVAL;
+    if (t->shm) return prs__shm_keyed_reset_key(t->shm, key, key_len);
     uint64_t h = hash_key(t, key, key_len);
     shard *sh = shard_of(t, h);
     prs__spin_lock(&sh->lock);
@@ -666,6 +680,10 @@ int prs_keyed_reset_key(prs_keyed *t, const void *key, size_t key_len) {
 
 void prs_keyed_reset_all(prs_keyed *t) {
     if (!t) return;
+    if (t->shm) {
+        prs__shm_keyed_reset_all(t->shm);
+        return;
+    }
     size_t nsh = (size_t)1 << t->shard_bits;
     for (size_t i = 0; i < nsh; i++) {
         shard *sh = &t->shards[i];
@@ -677,6 +695,7 @@ void prs_keyed_reset_all(prs_keyed *t) {
 
 int prs_keyed_contains(prs_keyed *t, const void *key, size_t key_len, int64_t now_ns) {
     if (!t || (!key && key_len)) return 0;
+    if (t->shm) return prs__shm_keyed_contains(t->shm, key, key_len, now_ns);
     uint64_t h = hash_key(t, key, key_len);
     shard *sh = shard_of(t, h);
     prs__spin_lock(&sh->lock);
@@ -688,6 +707,7 @@ int prs_keyed_contains(prs_keyed *t, const void *key, size_t key_len, int64_t no
 
 double prs_keyed_available(prs_keyed *t, const void *key, size_t key_len, int64_t now_ns) {
     if (!t || (!key && key_len)) return 0.0;
+    if (t->shm) return prs__shm_keyed_available(t->shm, key, key_len, now_ns);
     uint64_t h = hash_key(t, key, key_len);
     shard *sh = shard_of(t, h);
     double r;
@@ -708,6 +728,7 @@ double prs_keyed_available(prs_keyed *t, const void *key, size_t key_len, int64_
 
 int64_t prs_keyed_len(prs_keyed *t) {
     if (!t) return 0;
+    if (t->shm) return prs__shm_keyed_len(t->shm);
     int64_t total = 0;
     size_t nsh = (size_t)1 << t->shard_bits;
     for (size_t i = 0; i < nsh; i++) {
@@ -721,6 +742,7 @@ int64_t prs_keyed_len(prs_keyed *t) {
 
 int64_t prs_keyed_prune(prs_keyed *t, int64_t now_ns) {
     if (!t) return 0;
+    if (t->shm) return prs__shm_keyed_prune(t->shm, now_ns);
     int64_t removed = 0;
     size_t nsh = (size_t)1 << t->shard_bits;
     for (size_t k = 0; k < nsh; k++) {
@@ -754,6 +776,9 @@ int prs_keyed_reconfigure_why(prs_keyed *t, const void *config, int64_t now_ns,
                               prs_config_error *why) {
     if (!t || !config) return PRS_EINVAL;
     const prs_algo *al = t->algo;
+    if (t->shm) /* every key of every process at once: not crash-safe in one write */
+        return prs_config_fail(why, PRS_ENOTSUP, "params",
+                               "of a keyed table in shared memory are fixed when it is made");
     if (!t->own_params) return PRS_ENOTSUP;
     size_t nsh = (size_t)1 << t->shard_bits, psz = al->params_size;
     unsigned char *np = prs__calloc(&t->alloc, 2, psz), *op = np + psz;
@@ -816,11 +841,38 @@ int prs_keyed_reconfigure_why(prs_keyed *t, const void *config, int64_t now_ns,
 }
 
 int64_t prs_keyed_max_keys(const prs_keyed *t) { return t ? t->max_keys : 0; }
+
+void prs__keyed_random(uint8_t *buf, size_t n) { fill_random(buf, n); }
+
+int prs_keyed_shared(const prs_keyed *t) { return t && t->shm != NULL; }
+
+int prs_keyed_new_placed(const prs_keyed_config *cfg, const prs_shm_place *place,
+                         prs_keyed **out, prs_config_error *why) {
+    if (!place) return prs_keyed_new(cfg, out);
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_keyed_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_keyed *t = prs__calloc(a, 1, sizeof *t);
+    if (!t) return PRS_ENOMEM;
+    t->alloc = *a;
+    if ((rc = prs__shm_keyed_open(cfg, place, &t->shm, why))) {
+        prs__free(a, t);
+        return rc;
+    }
+    t->algo = cfg->algo;
+    t->params = prs__shm_keyed_params(t->shm); /* in the region: fixed */
+    t->max_keys = prs__shm_keyed_max_keys(t->shm);
+    *out = t;
+    return PRS_OK;
+}
 const prs_algo *prs_keyed_algo(const prs_keyed *t) { return t->algo; }
 const void *prs_keyed_params(const prs_keyed *t) { return t->params; }
 
 size_t prs_keyed_memory(prs_keyed *t) {
     if (!t) return 0;
+    if (t->shm) return prs__shm_keyed_memory(t->shm);
     size_t nsh = (size_t)1 << t->shard_bits;
     size_t total = sizeof *t + nsh * sizeof(shard) + 63;
     for (size_t i = 0; i < nsh; i++) {

@@ -76,8 +76,10 @@ int prs__window_params_make(int64_t limit, int64_t window_ns, int64_t max_limit,
 int64_t prs__word_load(prs_limiter *lim) {
     unsigned spins = 0;
     int64_t v;
-    while ((v = atomic_load_explicit(lim->wordp, memory_order_acquire)) == PRS__WORD_LOCKED)
+    while ((v = atomic_load_explicit(lim->wordp, memory_order_acquire)) == PRS__WORD_LOCKED) {
         prs__spin_yield(++spins);
+        if (lim->shm && (spins & 1023) == 0) prs__shm_limiter_poke(lim); /* a dead holder? */
+    }
     return v;
 }
 
@@ -112,6 +114,7 @@ void prs__seq_params_load(const prs_limiter *lim, void *out) {
             if (atomic_load_explicit(lim->seqp, memory_order_relaxed) == v) return;
         }
         prs__spin_yield(++spins);
+        if (lim->shm && (spins & 1023) == 0) prs__shm_limiter_poke((prs_limiter *)lim);
     }
 }
 
@@ -232,6 +235,12 @@ double prs_limiter_available(prs_limiter *lim, int64_t now_ns) {
 
 void prs_limiter_config(const prs_limiter *lim, void *config) {
     prs_limiter *l = (prs_limiter *)lim;
+    if (l->shm) { /* the params in force in the region */
+        alignas(16) unsigned char p[PRS_ALGO_MAX_CONFIG];
+        prs__shm_limiter_config(l, p);
+        l->algo->config_from_params(p, config);
+        return;
+    }
     if (prs__limiter_lockfree(l)) {
         alignas(16) unsigned char p[PRS_ALGO_MAX_CONFIG];
         prs__seq_params_load(l, p);
@@ -246,14 +255,12 @@ void prs_limiter_config(const prs_limiter *lim, void *config) {
 int prs_limiter_reconfigure(prs_limiter *lim, const void *config, int64_t now_ns,
                             prs_config_error *why) {
     if (!lim) return PRS_EINVAL;
-    if (lim->shm) /* every process holds these params: they are fixed at creation */
-        return prs_config_fail(why, PRS_ENOTSUP, NULL,
-                               "a limiter in shared memory cannot be reconfigured");
     const prs_algo *al = lim->algo;
     alignas(16) unsigned char np[PRS_ALGO_MAX_CONFIG];
     int rc = prs_algo_validate(al, config, why);
     if (rc) return rc;
     al->params_from_config(config, np, NULL);
+    if (lim->shm) return prs__shm_limiter_reconfigure(lim, np, now_ns, why); /* every process */
     if (al->reconfigure_lockfree) {
         al->reconfigure_lockfree(lim, np, now_ns);
         return PRS_OK;

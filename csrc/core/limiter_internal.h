@@ -50,20 +50,32 @@ struct prs_limiter {
 };
 
 /* The shared part of a limiter placed in a region: position-independent (no
- * pointer), followed by the params (params_size, 16-byte aligned), the state
- * (state_size) and its undo copy (undo_size: the bytes of the state a
- * decision may overwrite while they are live; shm_limiter.c). */
-#define PRS__SHM_LIM_MAGIC 0x4c4d4c5350525332ull
+ * pointer), followed by the params (params_size, 16-byte aligned), their undo
+ * copy (a reconfiguration's journal), the state (state_size: 0 for a
+ * lock-free algorithm, whose state is `word`) and its undo copy (undo_size:
+ * the bytes of the state a decision or a reconfiguration overwrites while
+ * they are live; shm_limiter.c). */
+#define PRS__SHM_LIM_MAGIC 0x4c4d4c5350525333ull
 typedef struct prs__shm_lim {
     _Atomic int32_t lock;     /* a prs__pidlock: 0 or the holder's pid */
-    _Atomic uint32_t dirty;   /* 1 while a holder writes the state: undo holds the old one */
+    _Atomic uint32_t dirty;   /* what a holder is writing (PRS__J_*): how to undo it */
     _Atomic int64_t word;     /* lock-free algorithms' state */
-    _Atomic uint64_t seq;     /* always even: a placed limiter's params never change */
+    _Atomic uint64_t seq;     /* even while the params are stable (a reconfiguration) */
     uint64_t magic;
     uint64_t params_size, state_size, undo_size;
     unsigned char pad[8];
+    /* ---- journal words (under `lock`) ---- */
+    int64_t undo_word;        /* `word` before a reconfiguration or a group took it */
+    int64_t redo_word;        /* a group's new `word`, once its transaction commits */
+    unsigned char pad2[48];
 } prs__shm_lim;
-_Static_assert(sizeof(prs__shm_lim) == 64, "one line");
+_Static_assert(sizeof(prs__shm_lim) == 128, "two lines");
+
+/* `dirty` values: nothing pending; a decision or reset (undo: undo_size bytes
+ * of the state); a reconfiguration (undo: the params, the state, the word);
+ * PRS__J_GROUP + slot: a group's transaction in that slot of the region's
+ * group journal (shm_group.c), kept when the slot committed, else undone. */
+enum { PRS__J_NONE = 0, PRS__J_DECIDE = 1, PRS__J_RECONF = 2, PRS__J_GROUP = 16 };
 
 /* sliding_log.c: the bytes of its state a decision overwrites while live (its
  * header; appended entries go to free slots of the ring). */
@@ -76,6 +88,18 @@ void prs__shm_limiter_reset(prs_limiter *lim);
 double prs__shm_limiter_read(prs_limiter *lim, int64_t now,
                              double (*fn)(const void *params, const void *state, int64_t now));
 void prs__shm_limiter_release(prs_limiter *lim);
+int prs__shm_limiter_reconfigure(prs_limiter *lim, const void *new_params, int64_t now,
+                                 prs_config_error *why);
+void prs__shm_limiter_config(const prs_limiter *lim, void *params_out);
+/* A lock-free decision that finds the word held for long asks whether its
+ * holder died (and if so undoes what it was doing); cheap when alive. */
+void prs__shm_limiter_poke(prs_limiter *lim);
+/* The pid lock of the block with recovery (shm_limiter.c, for shm_group.c):
+ * whatever a dead holder left half-done is undone or finished. */
+void prs__shm_lim_lock(struct prs__shm_lim *s, struct prs_shm *region);
+void prs__shm_lim_unlock(struct prs__shm_lim *s);
+unsigned char *prs__shm_lim_state(struct prs__shm_lim *s);
+unsigned char *prs__shm_lim_undo(struct prs__shm_lim *s);
 
 static inline int prs__limiter_lockfree(const prs_limiter *lim) {
     return lim->algo->decide_lockfree != NULL;

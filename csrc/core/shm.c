@@ -104,6 +104,16 @@ void prs__pidlock_lock_slow(prs__pidlock *l, int32_t me) {
     }
 }
 
+int prs__pidlock_trylock(prs__pidlock *l, int32_t me) {
+    int32_t seen = atomic_load_explicit(&l->owner, memory_order_relaxed);
+    if (seen == me) return 0;
+    if (seen != 0 && seen > 0 && !pid_dead(seen)) return 0;
+    return atomic_compare_exchange_strong_explicit(&l->owner, &seen, me, memory_order_acquire,
+                                                   memory_order_relaxed);
+}
+
+unsigned char *prs__shm_base(const prs_shm *r) { return r->base; }
+
 /* ---- names and configs ---------------------------------------------------- */
 
 int prs_shm_name_check(const char *name) {

@@ -28,6 +28,42 @@ static inline void prs__pidlock_unlock(prs__pidlock *l) {
     atomic_store_explicit(&l->owner, 0, memory_order_release);
 }
 
+/* Takes l without waiting: when free, or over from a dead holder. 1 when
+ * taken, 0 when a live process (or this one) holds it. */
+int prs__pidlock_trylock(prs__pidlock *l, int32_t me);
+
+/* The start of the handle's mapping (offsets in the region are from it). */
+unsigned char *prs__shm_base(const prs_shm *r);
+
+/* shm_group.c: 1 when the transaction in slot `slot` of the region's group
+ * journal committed (a member tagged with it keeps its new state), else 0. */
+int prs__shm_group_committed(prs_shm *region, uint32_t slot);
+
+/* "<kind>(f1=v1, f2=v2)": the params p of the limiter algorithm named kind
+ * (shm_limiter.c; "<kind>(...)" for another kind). */
+void prs__shm_describe(char *out, size_t cap, const char *kind, const void *p);
+
+/* ---- a keyed table placed in a region (shm_keyed.c; keyed.c dispatches to
+ * these when prs_keyed_new_placed made the table) ---- */
+typedef struct prs__shm_keyed prs__shm_keyed;
+struct prs_keyed_config;
+int prs__shm_keyed_open(const struct prs_keyed_config *cfg, const prs_shm_place *place,
+                        prs__shm_keyed **out, prs_config_error *why);
+void prs__shm_keyed_free(prs__shm_keyed *k);
+int prs__shm_keyed_decide(prs__shm_keyed *k, const void *key, size_t len, int64_t now,
+                          int64_t n, int consume, prs_decision *d);
+int prs__shm_keyed_reset_key(prs__shm_keyed *k, const void *key, size_t len);
+void prs__shm_keyed_reset_all(prs__shm_keyed *k);
+int64_t prs__shm_keyed_prune(prs__shm_keyed *k, int64_t now);
+int prs__shm_keyed_contains(prs__shm_keyed *k, const void *key, size_t len, int64_t now);
+double prs__shm_keyed_available(prs__shm_keyed *k, const void *key, size_t len, int64_t now);
+int64_t prs__shm_keyed_len(prs__shm_keyed *k);
+size_t prs__shm_keyed_memory(const prs__shm_keyed *k);
+int64_t prs__shm_keyed_max_keys(const prs__shm_keyed *k);
+const void *prs__shm_keyed_params(const prs__shm_keyed *k);
+/* keyed.c: random bytes (getrandom, /dev/urandom, else the clock). */
+void prs__keyed_random(uint8_t *buf, size_t n);
+
 /* The handle stays mapped while referenced (each placed object holds one). */
 void prs__shm_ref(prs_shm *r);
 void prs__shm_unref(prs_shm *r);

@@ -580,6 +580,8 @@ static int mentions(const char *text, const char *word) {
 PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_error *why,
                               const prs_py_params *spec, PyObject *const *vals,
                               const void *config) {
+    if (status == PRS_ENOTSUP && why && why->field && why->reason) /* e.g. a shared sliding log */
+        return PyErr_Format(PyExc_NotImplementedError, "%s %s", why->field, why->reason);
     if ((status != PRS_EINVAL && status != PRS_ERANGE) || !why || !why->field || !why->reason)
         return prs_py_error(st, status, NULL);
     Py_ssize_t at = -1;

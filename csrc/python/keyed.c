@@ -124,7 +124,15 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     keyed_obj *self = (keyed_obj *)type->tp_alloc(type, 0);
     if (!self) return NULL;
     self->tmpl = Py_NewRef(tmpl);
-    int rc = prs_keyed_new(&cfg, &self->table);
+    PyObject *shared = v[P_KeyedLimiter_shared], *name = v[P_KeyedLimiter_name];
+    int rc = shared && shared != Py_None ? prs_py_shm_keyed_new(st, shared, name, &cfg, &self->table)
+             : name && name != Py_None   ? (PyErr_Format(PyExc_ValueError, "name= is used with "
+                                                         "shared=, got name=%R", name), 1)
+                                         : prs_keyed_new(&cfg, &self->table);
+    if (rc == 1) {
+        Py_DECREF(self);
+        return NULL;
+    }
     if (rc) {
         Py_DECREF(self);
         return prs_py_error(st, rc, "invalid KeyedLimiter configuration");

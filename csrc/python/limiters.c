@@ -297,9 +297,6 @@ PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_p
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames) {
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
-    if (prs_limiter_shared(SELF->core)) /* shm.c: fixed at creation for every process */
-        return PyErr_Format(PyExc_NotImplementedError, "a limiter in shared memory cannot be "
-                            "reconfigured: its configuration is fixed when the region entry is made");
     prs_py_op_lock(&SELF->reconfiguring);
     prs_limiter_config(SELF->core, config);
     PyObject *r = prs_py_limiter_reconfigure_with(self, config, &SELF->clock, args, nargs, kwnames,

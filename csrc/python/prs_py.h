@@ -75,6 +75,10 @@ int prs_py_register_shm(PyObject *m, prs_py_state *st);
 int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
                            const prs_algo *algo, const void *config, prs_limiter **out,
                            prs_config_error *why);
+/* shm.c: a keyed table placed by shared=, name= (KeyedLimiter): 0, 1 with an
+ * exception set, or a status for the caller to raise. */
+int prs_py_shm_keyed_new(prs_py_state *st, PyObject *shared, PyObject *name,
+                         const prs_keyed_config *cfg, prs_keyed **out);
 
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */

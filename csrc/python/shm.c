@@ -211,51 +211,87 @@ static PyObject *shm_get_closed(PyObject *self, void *c) {
 
 /* ---- placing a limiter ---------------------------------------------------------- */
 
-int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const prs_algo *algo, const void *config, prs_limiter **out,
-                           prs_config_error *why) {
+/* The region of shared= and the checked name= of a placement: 0 with a
+ * reference in *r (drop it with prs__shm_unref), or -1 with an exception. */
+static int placement(prs_py_state *st, PyObject *shared, PyObject *name, const char **cname,
+                     prs_shm **r) {
     if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
         PyErr_Format(PyExc_TypeError, "shared must be a SharedMemory, not %.200s: %R",
                      Py_TYPE(shared)->tp_name, shared);
-        return 1;
+        return -1;
     }
     if (!name || name == Py_None) {
         PyErr_SetString(PyExc_ValueError, "shared= needs name=: the entry's name in the region");
-        return 1;
+        return -1;
     }
-    const char *cname = checked_name(name, "name");
-    if (!cname) return 1;
+    if (!(*cname = checked_name(name, "name"))) return -1;
+    return (*r = region_ref(shared)) ? 0 : -1;
+}
+
+/* Raises the error of a placement that failed with rc (msg: both
+ * configurations, for PRS_ESTATE): 1, or rc when it is not the region's. */
+static int placement_error(int rc, PyObject *shared, PyObject *name, prs_shm *r, const char *what,
+                           const char *msg) {
+    if (rc == PRS_ESTATE) {
+        PyErr_Format(PyExc_ValueError, "%s %R in region %R %s", what, name,
+                     ((shm_obj *)shared)->name, msg);
+    } else if (rc == PRS_EFULL) {
+        PyObject *m = PyUnicode_FromFormat(
+            "shared memory region %R is full (%zu bytes, %zu entries): create it with a larger "
+            "size= to place %R", ((shm_obj *)shared)->name, prs_shm_size(r), prs_shm_entries(r),
+            name);
+        PyObject *exc = m ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, m) : NULL;
+        if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_XDECREF(exc);
+        Py_XDECREF(m);
+    } else if (rc == PRS_EPROTO) {
+        PyErr_Format(PyExc_ValueError, "%s %R in region %R is corrupt", what, name,
+                     ((shm_obj *)shared)->name);
+    } else {
+        return rc;
+    }
+    return 1;
+}
+
+int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
+                           const prs_algo *algo, const void *config, prs_limiter **out,
+                           prs_config_error *why) {
+    const char *cname;
+    prs_shm *r;
+    if (placement(st, shared, name, &cname, &r) < 0) return 1;
     /* validate first: a bad config is the constructor's usual error */
     int rc = prs_algo_validate(algo, config, why);
-    if (rc) return rc;
-    prs_shm *r = region_ref(shared);
-    if (!r) return 1;
+    if (rc) {
+        prs__shm_unref(r);
+        return rc;
+    }
     prs_shm_place pl = {r, cname};
     Py_BEGIN_ALLOW_THREADS
     rc = prs_limiter_new_placed(algo, config, NULL, &pl, out, why);
     Py_END_ALLOW_THREADS
-    if (rc == PRS_ESTATE) {
-        char msg[400];
-        if (prs_limiter_placed_mismatch(algo, config, &pl, msg, sizeof msg) != PRS_OK)
-            snprintf(msg, sizeof msg, "exists with another configuration");
-        PyErr_Format(PyExc_ValueError, "shared limiter %R in region %R %s", name,
-                     ((shm_obj *)shared)->name, msg);
-        rc = 1;
-    } else if (rc == PRS_EFULL) {
-        PyObject *msg = PyUnicode_FromFormat(
-            "shared memory region %R is full (%zu bytes, %zu entries): create it with a larger "
-            "size= to place %R", ((shm_obj *)shared)->name, prs_shm_size(r), prs_shm_entries(r),
-            name);
-        PyObject *exc = msg ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, msg) : NULL;
-        if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_XDECREF(exc);
-        Py_XDECREF(msg);
-        rc = 1;
-    } else if (rc == PRS_EPROTO) {
-        PyErr_Format(PyExc_ValueError, "shared limiter %R in region %R is corrupt", name,
-                     ((shm_obj *)shared)->name);
-        rc = 1;
-    }
+    char msg[400] = "exists with another configuration";
+    if (rc == PRS_ESTATE && prs_limiter_placed_mismatch(algo, config, &pl, msg, sizeof msg))
+        snprintf(msg, sizeof msg, "exists with another configuration");
+    rc = placement_error(rc, shared, name, r, "shared limiter", msg);
+    prs__shm_unref(r);
+    return rc;
+}
+
+int prs_py_shm_keyed_new(prs_py_state *st, PyObject *shared, PyObject *name,
+                         const prs_keyed_config *cfg, prs_keyed **out) {
+    const char *cname;
+    prs_shm *r;
+    if (placement(st, shared, name, &cname, &r) < 0) return 1;
+    prs_shm_place pl = {r, cname};
+    prs_config_error why = {NULL, NULL};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS /* a new table is zeroed: max_keys slots */
+    rc = prs_keyed_new_placed(cfg, &pl, out, &why);
+    Py_END_ALLOW_THREADS
+    char msg[400] = "exists with another configuration";
+    if (rc == PRS_ESTATE && prs_keyed_placed_mismatch(cfg, &pl, msg, sizeof msg))
+        snprintf(msg, sizeof msg, "exists with another configuration");
+    rc = placement_error(rc, shared, name, r, "shared KeyedLimiter", msg);
     prs__shm_unref(r);
     return rc;
 }

@@ -45,6 +45,7 @@
 #include <stddef.h>
 
 #include "prs_common.h"
+#include "prs_keyed.h"
 #include "prs_limiter.h"
 
 #ifdef __cplusplus
@@ -124,8 +125,19 @@ typedef struct prs_shm_place {
  * mapped until prs_limiter_free). Errors: prs_limiter_new's, PRS_EINVAL (a bad
  * name), PRS_ESTATE (the entry exists with another algorithm or config:
  * prs_limiter_placed_mismatch() words it), PRS_EFULL (no room), PRS_EPROTO
- * (a corrupt entry). A placed limiter cannot be reconfigured (PRS_ENOTSUP)
- * nor joined into a group (prs_group_new: PRS_ENOTSUP). */
+ * (a corrupt entry).
+ *
+ * prs_limiter_reconfigure on a placed limiter changes the entry's params for
+ * every process (journalled: a process killed in it leaves the old config or
+ * the new one whole); a later open compares its config with the params in
+ * force, so after a reconfiguration opening with the old config is
+ * PRS_ESTATE (the stored configuration wins). A sliding log keeps its limit
+ * (PRS_ENOTSUP: its ring is sized at creation); its window may change.
+ *
+ * prs_group_new takes placed limiters of one region (not mixed with
+ * in-process members, nor of several regions: PRS_ENOTSUP): a request is
+ * taken from all of them or from none, also when the process is killed in
+ * the middle (the region's group journal, shm_group.c). */
 int prs_limiter_new_placed(const prs_algo *algo, const void *config,
                            const prs_allocator *allocator, const prs_shm_place *place,
                            prs_limiter **out, prs_config_error *why);
@@ -137,6 +149,25 @@ int prs_limiter_shared(const prs_limiter *lim);
  * PRS_EINVAL when the entry does not differ (or is absent). */
 int prs_limiter_placed_mismatch(const prs_algo *algo, const void *config,
                                 const prs_shm_place *place, char *buf, size_t cap);
+
+/* Makes a keyed table (prs_keyed.h: check, peek, reset, len, prune ...)
+ * whose keys live in the entry place->name of place->region: every process
+ * that opens the name decides on the same state per key. cfg->params are
+ * copied into the entry; cfg->max_keys sizes it once (the whole table is
+ * reserved in the region: about max_keys x (state + 40 bytes)). The
+ * config (algorithm, params, max_keys) must match an existing entry's:
+ * PRS_ESTATE otherwise (prs_keyed_placed_mismatch words it). Errors also:
+ * prs_keyed_new's, PRS_EINVAL (a bad name), PRS_EFULL (no room), PRS_EPROTO
+ * (a corrupt entry). A placed table cannot be reconfigured (PRS_ENOTSUP) nor
+ * be a group's member (prs_group_new: PRS_ENOTSUP). See shm_keyed.c for its
+ * eviction (per bucket of 16 keys) and crash safety. */
+int prs_keyed_new_placed(const prs_keyed_config *cfg, const prs_shm_place *place,
+                         prs_keyed **out, prs_config_error *why);
+/* 1 when t was placed in a region, else 0. */
+int prs_keyed_shared(const prs_keyed *t);
+/* After PRS_ESTATE: both configurations into buf (cap bytes, NUL-terminated). */
+int prs_keyed_placed_mismatch(const prs_keyed_config *cfg, const prs_shm_place *place,
+                              char *buf, size_t cap);
 
 #ifdef __cplusplus
 }

@@ -9,23 +9,29 @@ enum {
     P_KeyedLimiter_limiter = 0,
     P_KeyedLimiter_max_keys = 1,
     P_KeyedLimiter_clock = 2,
-    P_KeyedLimiter__COUNT = 3
+    P_KeyedLimiter_shared = 3,
+    P_KeyedLimiter_name = 4,
+    P_KeyedLimiter__COUNT = 5
 };
-static const char *const KeyedLimiter_names[] = {"limiter", "max_keys", "clock", NULL};
+static const char *const KeyedLimiter_names[] = {"limiter", "max_keys", "clock", "shared", "name", NULL};
 static const prs_py_param KeyedLimiter_param_list[] = {
     {"limiter", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"max_keys", "max_keys", PRS_PK_COUNT, 0, offsetof(prs_keyed_config, max_keys), 1, PRS_KEYED_MAX_KEYS, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params KeyedLimiter_params = {"KeyedLimiter", 3, 1, 1, KeyedLimiter_param_list, KeyedLimiter_names};
+static const prs_py_params KeyedLimiter_params = {"KeyedLimiter", 5, 1, 1, KeyedLimiter_param_list, KeyedLimiter_names};
 #define KeyedLimiter_DOC \
-    "KeyedLimiter(limiter, *, max_keys=100000, clock=None)\n" \
+    "KeyedLimiter(limiter, *, max_keys=100000, clock=None, shared=None, name=None)\n" \
     "--\n" \
     "\n" \
     "One limiter state per key, all with the algorithm and parameters of `limiter`\n" \
     "(an in-process limiter object used as a template), in a bounded C hash table\n" \
     "(SipHash with a per-process random seed). At most max_keys keys; a key whose\n" \
-    "state is fresh may be evicted, a limited key never is."
+    "state is fresh may be evicted, a limited key never is. With shared=region,\n" \
+    "name=...: the table lives in that SharedMemory region (max_keys reserved there\n" \
+    "at creation), one state per key for every process."
 enum {
     P_KeyedLimiter_reset_key = 0,
     P_KeyedLimiter_reset__COUNT = 1
@@ -318,7 +324,9 @@ static void view_dealloc(PyObject *self) {
     "per-key views (KeyedLimiter.for_key), all on one clock. Exact under threads and\n" \
     "deadlock-free whatever the member order (members are locked in one global\n" \
     "order). The same limiter (or key) listed twice is one state asked for 2n: peek,\n" \
-    "check, retry_after and acquire all count it once per appearance."
+    "check, retry_after and acquire all count it once per appearance. Or members all\n" \
+    "placed in one SharedMemory region (shared=, name=): then all or nothing holds\n" \
+    "across processes, even one killed in the middle of a check."
 static int group_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
