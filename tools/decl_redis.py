@@ -57,30 +57,32 @@ BACKEND = Type(
         M("ping", returns="bool",
           doc="PING the server: True, or BackendError when it cannot be reached\n"
               "within the timeout."),
-        M("_endpoint", returns="Tuple[Optional[str], int, Optional[str], Optional[str], Optional[str], int]",
+        M("_endpoint", params=declared("node: int = 0"),
+          returns="Tuple[Optional[str], int, Optional[str], Optional[str], Optional[str], int]",
           doc="Internal (asyncio transport): (host, port, unix_path, user, password, db)\n"
-              "of the parsed url."),
+              "of the parsed url, or of a Cluster's node (an index the ops name)."),
         M("_admit", returns="Tuple[int, Optional[Tuple[str, str]]]",
           doc="Internal (asyncio transport): ask the backend's circuit, shared with\n"
               "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."),
-        M("_clock", params=declared("sent_us: int, got_us: int, reply: Any"),
-          doc="Internal (asyncio transport): learn Redis's clock from a TIME reply\n"
-              "(sent and read at these time.time_ns() // 1000), as a pooled connection does."),
+        M("_clock", config="clock_args", call="prs_redis_backend_clock_us(o->b, a.sent_us, a.got_us, a.server_us)",
+          params=[P(x, "INT", "int", field=x, lo="INT64_MIN", hi="INT64_MAX")
+                  for x in ("sent_us", "got_us", "server_us")],
+          doc="Internal (asyncio transport): learn Redis's clock from a TIME reply (server_us)\n"
+              "sent and read at these time.time_ns() // 1000, as a pooled connection does."),
         M("_outcome", params=declared("admit: int, error: Optional[Tuple[str, str]] = None"),
           doc="Internal (asyncio transport): report an admitted exchange's outcome\n"
               "to the circuit (error: (status, message) of a transport failure)."),
         M("_breaker_script", returns="bytes",
           doc="Internal: the distributed circuit breaker's Lua script\n"
               "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."),
-        M("_op_eval", params=declared("op: Any, i: int"), returns="bytes",
-          doc="Internal (asyncio transport): command i of op as EVAL with its script's\n"
-              "body (after a NOSCRIPT reply)."),
-        M("_op_finish", params=declared("op: Any, replies: Optional[List[Any]], error: Optional[Tuple[str, str]] = None"),
+        M("_op_step", "op: Any, /", "Tuple[Tuple[int, bytes, int], ...]",
+          doc="Internal (asyncio transport): the op's next sends, (node, bytes, replies)\n"
+              "each; () when it is complete."),
+        M("_op_finish", params=declared("op: Any, error: Optional[Tuple[str, str]] = None"),
           returns="Any",
-          doc="Internal (asyncio transport): finish op with its replies (bytes, int,\n"
-              "None, str status, list, or an Exception for an error reply), or with a\n"
-              "transport failure (status, message) that the failure policy decides. Returns\n"
-              "what the blocking call returns (Decision, list of Decisions, None)."),
+          doc="Internal (asyncio transport): finish op with the replies put into it, or\n"
+              "with a transport failure (status, message) that the failure policy decides.\n"
+              "Returns what the blocking call returns (Decision, list of Decisions, None)."),
         M("_command", "*args: Union[str, bytes, int]", "Any", flags="METH_FASTCALL",
           doc="Run one raw Redis command (arguments str, bytes or int) and\n"
               "return its reply (bytes, int, None, str status, list). For tests and tools."),
@@ -151,17 +153,16 @@ LIMITER = Type(
               "check is atomic on its own (not all-or-nothing: see RedisLimiterGroup)."),
         M("_op", params=declared("kind: str, key: %s, n: int = 1, now: Optional[float] = None" % KEY), returns="Any",
           doc="Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
-              "I/O: a Decision when a lease decided it, else (op, request bytes, replies)."),
+              "I/O: a Decision when a lease decided it, else the op."),
         M("_async_waiter", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
           "Tuple[_RateWait, List[Decision]]",
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
         M("_op_many", params=declared("requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]"), returns="Any",
-          doc="Internal (asyncio transport): check_many's (op, request bytes, replies),\n"
-              "or [] for no requests."),
+          doc="Internal (asyncio transport): check_many's op, or [] for no requests."),
         M("_op_release", returns="Any",
-          doc="Internal (asyncio transport): close()'s give-back of the leases as\n"
-              "(op, request bytes, replies), or None when no lease holds a permit."),
+          doc="Internal (asyncio transport): close()'s give-back of the leases as an op,\n"
+              "or None when no lease holds a permit."),
         M("close", doc="Give back every unspent lease permit (one pipelined round trip)."),
         M("_check_at", params=declared("key: %s, n: int, now: float" % KEY), returns="Decision",
           doc="Tests only: check at `now` seconds (microsecond\n"
@@ -214,7 +215,7 @@ GROUP = Type(
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
         M("_op", params=declared("now: Optional[float] = None"), returns="Any",
-          doc="Internal (asyncio transport): the group check's (op, request bytes, replies)."),
+          doc="Internal (asyncio transport): the group check's op."),
     ],
     props=[
         Prop("members", "List[%s]" % MEMBER, "The (limiter, key, n) members.",
@@ -224,4 +225,20 @@ GROUP = Type(
              expr="PyBool_FromLong(prs_redis_group_slot((size_t)o->count, o->m) >= 0)"),
     ])
 
-TYPES = [BACKEND, LIMITER, GROUP]
+READER = Type(
+    "_RespReader", "redis", "reader", obj="reader_obj", flags=("HAVE_GC",), refs=["error"],
+    free="prs_redis_reader_free(o->r);", keep={"error": "error"}, build="rc = prs_redis_reader_new(&o->r);",
+    params=[P("error", "OBJECT", "Any")],
+    doc="Internal (asyncio transport): one connection's replies, parsed by csrc/redis\n"
+        "(hiredis's reader) as the pool's are. An error reply is error(text).",
+    methods=[
+        M("feed", "data: bytes, /", doc="The bytes the connection read."),
+        M("put", params=declared("op: Any, send: int"), returns="int",
+          doc="Hand the next whole reply to op as a reply of its send `send`: 0 when no\n"
+              "reply is whole yet, 1 when handed, 2 when it was the last the op's step awaited."),
+        M("pop", "default: Any, /", "Any",
+          doc="The next whole reply as bytes, int, None, str (a status), list or error(text),\n"
+              "or default when none is whole yet."),
+    ])
+
+TYPES = [BACKEND, LIMITER, GROUP, READER]

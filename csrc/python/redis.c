@@ -28,6 +28,7 @@
 #include <math.h>
 
 #include "prs_redis.h"
+#include "prs_redis_ops.h"
 
 typedef struct {
     PyObject_HEAD
@@ -55,6 +56,16 @@ typedef struct {
     Py_ssize_t count;
     PyObject *weakreflist;
 } group_obj;
+
+typedef struct {
+    PyObject_HEAD
+    prs_redis_reader *r;
+    PyObject *error; /* the class of an error reply */
+} reader_obj;
+
+typedef struct clock_args {
+    int64_t sent_us, got_us, server_us;
+} clock_args;
 
 #include "gen/redis.h"
 
@@ -182,16 +193,22 @@ static PyObject *backend_ping(PyObject *op, PyObject *unused) {
 }
 
 /* A hiredis reply as a Python object: bytes, int, None, list, or str for a
- * status; an error reply raises BackendError. */
-static PyObject *reply_to_py(prs_py_state *st, const redisReply *r) {
+ * status; an error reply is an `error` (an exception class) made from its
+ * text, or with error NULL raises BackendError. */
+static PyObject *reply_to_py(prs_py_state *st, const redisReply *r, PyObject *error) {
     switch (r->type) {
     case REDIS_REPLY_STRING: return PyBytes_FromStringAndSize(r->str, (Py_ssize_t)r->len);
     case REDIS_REPLY_STATUS: return PyUnicode_FromStringAndSize(r->str, (Py_ssize_t)r->len);
     case REDIS_REPLY_INTEGER: return PyLong_FromLongLong(r->integer);
     case REDIS_REPLY_NIL: Py_RETURN_NONE;
     case REDIS_REPLY_ERROR: {
-        PyObject *msg = PyUnicode_FromFormat("redis: %.400s", r->str ? r->str : "error");
-        if (!msg) return NULL;
+        PyObject *msg = error ? PyUnicode_FromString(r->str ? r->str : "error")
+                              : PyUnicode_FromFormat("redis: %.400s", r->str ? r->str : "error");
+        if (!msg || error) {
+            PyObject *exc = msg ? PyObject_CallOneArg(error, msg) : NULL;
+            Py_XDECREF(msg);
+            return exc;
+        }
         PyErr_SetObject(PRS_PY_EXC(st, BackendError), msg);
         Py_DECREF(msg);
         return NULL;
@@ -200,7 +217,7 @@ static PyObject *reply_to_py(prs_py_state *st, const redisReply *r) {
         PyObject *list = PyList_New((Py_ssize_t)r->elements);
         if (!list) return NULL;
         for (size_t i = 0; i < r->elements; i++) {
-            PyObject *item = reply_to_py(st, r->element[i]);
+            PyObject *item = reply_to_py(st, r->element[i], error);
             if (!item) { Py_DECREF(list); return NULL; }
             PyList_SET_ITEM(list, (Py_ssize_t)i, item);
         }
@@ -242,7 +259,7 @@ static PyObject *backend_command(PyObject *op, PyObject *const *args, Py_ssize_t
         rc = prs_redis_command_reply(self->b, (int)nargs, argv, lens, &reply);
         Py_END_ALLOW_THREADS
         if (rc) { redis_error(st, rc); goto done; }
-        result = reply_to_py(st, reply);
+        result = reply_to_py(st, reply, NULL);
         freeReplyObject(reply);
     }
 done:
@@ -700,13 +717,13 @@ static PyObject *group_waiter(PyObject *op, PyObject *const *args, Py_ssize_t na
 }
 
 /* ---- the asyncio transport's ops (pyresilience._redis_async) --------------------
- * The ops of csrc/redis/prs_redis_ops.h as capsules: _op builds the request
- * (no I/O), the facade sends it on its asyncio connection and hands the
- * replies to RedisBackend._op_finish, which decides as the blocking call
- * would (failure policy included). The capsule's context holds a reference
- * to the limiter or group, so the C objects outlive the op. */
-
-#include "prs_redis_ops.h"
+ * The ops of csrc/redis/prs_redis_ops.h as capsules: _op builds the commands
+ * (no I/O); RedisBackend._op_step says what to send to which node; the
+ * facade sends it on its asyncio connection to that node and hands each
+ * reply from the connection's _RespReader to the op (put); _op_finish then
+ * decides as the blocking call would (failure policy included). The
+ * capsule's context holds a reference to the limiter or group, so the C
+ * objects outlive the op. */
 
 static const char OP_CAPSULE[] = "pyresilience._core.redis_op";
 
@@ -715,15 +732,12 @@ static void op_capsule_free(PyObject *cap) {
     Py_XDECREF((PyObject *)PyCapsule_GetContext(cap));
 }
 
-/* (capsule, request bytes, replies expected), owning op; NULL (op freed) on error. */
+/* The op as a capsule owning it (freed on error). */
 static PyObject *op_result(prs_redis_op *op, PyObject *owner) {
     PyObject *cap = PyCapsule_New(op, OP_CAPSULE, op_capsule_free);
     if (!cap) { prs_redis_op_free(op); return NULL; }
     if (PyCapsule_SetContext(cap, Py_NewRef(owner)) < 0) { Py_DECREF(owner); Py_DECREF(cap); return NULL; }
-    size_t len;
-    const char *req = prs_redis_op_request(op, &len);
-    PyObject *out = Py_BuildValue("(Ny#n)", cap, req, (Py_ssize_t)len, (Py_ssize_t)prs_redis_op_ncmds(op));
-    return out;
+    return cap;
 }
 
 static prs_redis_op *op_of(PyObject *cap) {
@@ -797,63 +811,22 @@ static PyObject *group_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     return op_result(o, op);
 }
 
-static void reply_free(redisReply *r) {
-    if (!r) return;
-    if (r->element) {
-        for (size_t i = 0; i < r->elements; i++) reply_free(r->element[i]);
-        PyMem_Free(r->element);
+/* The op's next step: a tuple of (node, bytes, replies) sends; () when done. */
+static PyObject *backend_op_step(PyObject *self, PyObject *cap) {
+    prs_redis_op *op = op_of(cap);
+    const prs_redis_send *sends;
+    size_t count;
+    int rc = op ? prs_redis_op_step(op, &sends, &count) : PRS_EINVAL;
+    if (!op) return NULL;
+    if (rc) return redis_error(prs_py_state_of(self), rc);
+    PyObject *out = PyTuple_New((Py_ssize_t)count);
+    for (size_t i = 0; out && i < count; i++) {
+        PyObject *one = Py_BuildValue("(iy#n)", sends[i].node, sends[i].buf, (Py_ssize_t)sends[i].len,
+                                      (Py_ssize_t)sends[i].nreplies);
+        if (!one) Py_CLEAR(out);
+        else PyTuple_SET_ITEM(out, (Py_ssize_t)i, one);
     }
-    PyMem_Free(r);
-}
-
-/* A reply from the facade's RESP parser as a hiredis reply. Its strings are
- * borrowed from objects `hold` (a list) keeps alive: each list is copied into
- * a tuple and an error's text kept, so an exception's __str__ that changes
- * the lists frees nothing the reply points into. NULL with an exception on a
- * bad value. */
-static redisReply *reply_from_py(PyObject *o, int depth, PyObject *hold) {
-    redisReply *r = PyMem_Calloc(1, sizeof *r);
-    if (!r) { PyErr_NoMemory(); return NULL; }
-    Py_ssize_t len = 0;
-    if (PyBytes_Check(o)) {
-        r->type = REDIS_REPLY_STRING;
-        r->str = PyBytes_AS_STRING(o);
-        r->len = (size_t)PyBytes_GET_SIZE(o);
-    } else if (PyLong_Check(o)) {
-        r->type = REDIS_REPLY_INTEGER;
-        r->integer = PyLong_AsLongLong(o);
-        if (r->integer == -1 && PyErr_Occurred()) goto fail;
-    } else if (o == Py_None) {
-        r->type = REDIS_REPLY_NIL;
-    } else if (PyUnicode_Check(o) || PyExceptionInstance_Check(o)) {
-        PyObject *text = PyUnicode_Check(o) ? Py_NewRef(o) : PyObject_Str(o);
-        int kept = text ? PyList_Append(hold, text) : -1;
-        Py_XDECREF(text);
-        const char *t = kept < 0 ? NULL : PyUnicode_AsUTF8AndSize(text, &len);
-        if (!t) goto fail;
-        r->type = PyUnicode_Check(o) ? REDIS_REPLY_STATUS : REDIS_REPLY_ERROR;
-        r->str = (char *)t;
-        r->len = (size_t)len;
-    } else if (PyList_Check(o) && depth < 8) {
-        PyObject *items = PySequence_Tuple(o);
-        int kept = items ? PyList_Append(hold, items) : -1;
-        Py_XDECREF(items);
-        if (kept < 0) goto fail;
-        r->type = REDIS_REPLY_ARRAY;
-        r->elements = (size_t)PyTuple_GET_SIZE(items);
-        r->element = PyMem_Calloc(r->elements ? r->elements : 1, sizeof *r->element);
-        if (!r->element) { PyErr_NoMemory(); goto fail; }
-        for (size_t i = 0; i < r->elements; i++)
-            if (!(r->element[i] = reply_from_py(PyTuple_GET_ITEM(items, (Py_ssize_t)i), depth + 1, hold))) goto fail;
-    } else {
-        PyErr_Format(PyExc_TypeError, "a reply must be bytes, int, None, str, list or an exception, not %.200s",
-                     Py_TYPE(o)->tp_name);
-        goto fail;
-    }
-    return r;
-fail:
-    reply_free(r);
-    return NULL;
+    return out;
 }
 
 /* error=(status name, message) of a transport failure: its status (the
@@ -877,106 +850,56 @@ static int error_status(PyObject *err, int *rc) {
 }
 
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3];
+    PyObject *v[2];
     if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     prs_redis_op *op = op_of(v[0]);
     int rc;
-    if (!op || error_status(v[2], &rc) < 0) return NULL;
+    if (!op || error_status(v[1], &rc) < 0) return NULL;
     prs_py_state *st = prs_py_state_of(self);
-    size_t n = prs_redis_op_ncmds(op);
-    redisReply **replies = PyMem_Calloc(n, sizeof *replies);
+    size_t n = prs_redis_op_decisions(op);
     prs_decision *d = PyMem_Calloc(n, sizeof *d);
     int *status = PyMem_Calloc(n, sizeof *status);
-    PyObject *result = NULL, *hold = NULL;
-    if (!replies || !d || !status) { PyErr_NoMemory(); goto done; }
-    if (rc == PRS_OK) {
-        if (!PyList_Check(v[1]) || (size_t)PyList_GET_SIZE(v[1]) != n) {
-            PyErr_Format(PyExc_ValueError, "replies must be a list of %zu replies, got %R", n, v[1]);
-            goto done;
-        }
-        redisReply *all = (hold = PyList_New(0)) ? reply_from_py(v[1], -1, hold) : NULL; /* one array */
-        if (all && all->elements != n) { /* the list changed meanwhile (a finalizer) */
-            reply_free(all);
-            all = NULL;
-            PyErr_Format(PyExc_ValueError, "replies must be a list of %zu replies, got %R", n, v[1]);
-        }
-        if (!all) goto done;
-        for (size_t i = 0; i < n; i++) replies[i] = all->element[i];
-        PyMem_Free(all->element); /* the elements are freed one by one below */
-        PyMem_Free(all);
-    }
+    PyObject *result = NULL;
     int denied = -1;
-    rc = prs_redis_op_finish(op, rc, replies, d, status, &denied);
-    if (rc) { redis_error(st, rc); goto done; }
-    switch (prs_redis_op_kind(op)) {
-    case 'g': result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied); break;
-    case 'r':
-    case 'h': result = Py_NewRef(Py_None); break;
-    case 'm':
-        if (!(result = PyList_New((Py_ssize_t)prs_redis_op_decisions(op)))) break;
-        for (size_t i = 0; i < prs_redis_op_decisions(op); i++) {
+    if (!d || !status) PyErr_NoMemory();
+    else if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(st, rc);
+    else if (prs_redis_op_kind(op) == 'g') result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied);
+    else if (prs_redis_op_kind(op) == 'r' || prs_redis_op_kind(op) == 'h') result = Py_NewRef(Py_None);
+    else if (prs_redis_op_kind(op) != 'm') result = prs_py_decision_new(st, &d[0]);
+    else if ((result = PyList_New((Py_ssize_t)n)))
+        for (size_t i = 0; i < n; i++) {
             PyObject *dec = prs_py_decision_new(st, &d[i]);
             if (!dec) { Py_CLEAR(result); break; }
             PyList_SET_ITEM(result, (Py_ssize_t)i, dec);
         }
-        break;
-    default: result = prs_py_decision_new(st, &d[0]); break;
-    }
-done:
-    for (size_t i = 0; replies && i < n; i++) reply_free(replies[i]);
-    Py_XDECREF(hold);
-    PyMem_Free(replies);
     PyMem_Free(d);
     PyMem_Free(status);
     return result;
 }
 
-static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[2];
-    if (prs_py_parse_params(&RedisBackend__op_eval_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    prs_redis_op *op = op_of(v[0]);
-    Py_ssize_t i = op ? PyLong_AsSsize_t(v[1]) : -1;
-    if (i < 0) {
-        if (op && !PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "i must be >= 0, got %R", v[1]);
-        return NULL;
-    }
-    const char *buf;
-    size_t len;
-    int rc = prs_redis_op_eval(op, (size_t)i, &buf, &len);
-    if (rc) return prs_py_error(prs_py_state_of(self), rc, "i names no script command of this op");
-    return PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
-}
-
 static PyObject *opt_str(const char *s) { return s ? PyUnicode_FromString(s) : Py_NewRef(Py_None); }
 
-static PyObject *backend_endpoint(PyObject *self, PyObject *unused) {
-    const prs_redis_url *u = prs_redis_backend_url(((backend_obj *)self)->b);
+static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[1];
+    if (prs_py_parse_params(&RedisBackend__endpoint_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    int node = v[0] ? PyLong_AsLong(v[0]) : 0;
+    const char *host;
+    prs_redis_backend *b = ((backend_obj *)self)->b;
+    if (node == -1 && PyErr_Occurred()) return NULL;
+    if (prs_redis_backend_is_cluster(b)) {
+        if (prs_redis_backend_node(b, node, &host, &node)) return PyErr_Format(PyExc_ValueError, "no node %R", v[0]);
+        return Py_BuildValue("(siOOOi)", host, node, Py_None, Py_None, Py_None, 0);
+    }
+    const prs_redis_url *u = prs_redis_backend_url(b);
     return Py_BuildValue("(NiNNNL)", opt_str(u->is_unix ? NULL : u->host), u->port, opt_str(u->path),
                          opt_str(u->user), opt_str(u->password), (long long)u->db);
 }
 
 static PyObject *backend_admit(PyObject *self, PyObject *unused) {
-    if (prs_redis_backend_is_cluster(((backend_obj *)self)->b)) /* the asyncio transport: one server */
-        return prs_py_error(prs_py_state_of(self), PRS_ENOTSUP, "the asyncio forms do not support a Redis "
-                            "Cluster backend yet: call the blocking form (e.g. in loop.run_in_executor)");
     int admit;
     int rc = prs_redis_backend_admit(((backend_obj *)self)->b, &admit);
     if (rc == PRS_OK) return Py_BuildValue("(iO)", admit, Py_None);
     return Py_BuildValue("(i(ss))", 0, prs_err_name(rc) + 4, prs_redis_last_error()); /* "EBACKEND"... */
-}
-
-static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3];
-    if (prs_py_parse_params(&RedisBackend__clock_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    long long sent = PyLong_AsLongLong(v[0]), got = PyLong_AsLongLong(v[1]);
-    if ((sent == -1 || got == -1) && PyErr_Occurred()) return NULL;
-    PyObject *hold = PyList_New(0);
-    redisReply *r = hold ? reply_from_py(v[2], 0, hold) : NULL;
-    if (r) prs_redis_backend_clock(((backend_obj *)self)->b, sent, got, r);
-    reply_free(r);
-    Py_XDECREF(hold);
-    if (!r) return NULL;
-    Py_RETURN_NONE;
 }
 
 static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -989,6 +912,45 @@ static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize
     if (admit == -1 && PyErr_Occurred()) return NULL;
     prs_redis_backend_outcome(((backend_obj *)self)->b, (int)admit, rc);
     Py_RETURN_NONE;
+}
+
+/* ---- _RespReader: a connection's replies, parsed by csrc/redis ------------------ */
+
+static PyObject *reader_feed(PyObject *self, PyObject *data) {
+    if (!PyBytes_Check(data))
+        return PyErr_Format(PyExc_TypeError, "data must be bytes, not %.200s", Py_TYPE(data)->tp_name);
+    int rc = prs_redis_reader_feed(((reader_obj *)self)->r, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
+    if (rc) return redis_error(prs_py_state_of(self), rc);
+    Py_RETURN_NONE;
+}
+
+/* The next whole reply (NULL: none yet), or -1 with an exception. */
+static int reader_next(PyObject *self, redisReply **r) {
+    int rc = prs_redis_reader_next(((reader_obj *)self)->r, r);
+    if (rc) redis_error(prs_py_state_of(self), rc);
+    return rc ? -1 : 0;
+}
+
+static PyObject *reader_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[2];
+    redisReply *r;
+    if (prs_py_parse_params(&_RespReader_put_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    prs_redis_op *op = op_of(v[0]);
+    Py_ssize_t send = op ? PyLong_AsSsize_t(v[1]) : -1;
+    if (!op || (send == -1 && PyErr_Occurred()) || reader_next(self, &r) < 0) return NULL;
+    if (!r) return PyLong_FromLong(0);
+    int done = prs_redis_op_put(op, (size_t)send, r);
+    if (done < 0) return PyErr_Format(PyExc_ValueError, "send %zd of this op expects no reply", send);
+    return PyLong_FromLong(1 + done);
+}
+
+static PyObject *reader_pop(PyObject *self, PyObject *dflt) {
+    redisReply *r;
+    if (reader_next(self, &r) < 0) return NULL;
+    if (!r) return Py_NewRef(dflt);
+    PyObject *out = reply_to_py(prs_py_state_of(self), r, ((reader_obj *)self)->error);
+    freeReplyObject(r);
+    return out;
 }
 
 /* The async waits: the binding's rate wait (the same steps and errors as

@@ -38,7 +38,6 @@
 #include "prs_redis_internal.h"
 
 #define PRS_REDIS_MAX_NODES 256
-#define PRS_REDIS_MAX_REDIRECTS 5
 #define NSLOTS 16384
 
 typedef struct node {
@@ -358,4 +357,40 @@ int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t
     prs__free(&c->alloc, got);
     prs__free(&c->alloc, at);
     return rc;
+}
+
+/* ---- the sans-I/O ops' view (no I/O, mu held only to read or write) ----- */
+
+int prs_redis__cluster_route(prs_redis__cluster *c, int slot) { return node_of_slot(c, slot); }
+
+int prs_redis__cluster_stale(prs_redis__cluster *c) {
+    prs_redis__after_fork(&c->gen, &c->resetting, cluster_reinit, c);
+    pthread_mutex_lock(&c->mu);
+    int stale = c->stale;
+    pthread_mutex_unlock(&c->mu);
+    return stale;
+}
+
+int prs_redis__cluster_apply(prs_redis__cluster *c, const redisReply *r, int from) {
+    pthread_mutex_lock(&c->mu);
+    int bad = from < 0 || from >= c->nnodes || apply_slots(c, r, from);
+    if (!bad) c->stale = 0;
+    pthread_mutex_unlock(&c->mu);
+    return bad ? PRS_EPROTO : PRS_OK;
+}
+
+int prs_redis__cluster_redirect(prs_redis__cluster *c, const redisReply *r, int *target) {
+    int slot;
+    return redirect_of(c, r, &slot, target);
+}
+
+int prs_redis__cluster_node(prs_redis__cluster *c, int i, const char **host, int *port) {
+    pthread_mutex_lock(&c->mu);
+    int ok = i >= 0 && i < c->nnodes;
+    if (ok) {
+        *host = c->nodes[i].host; /* nodes are never removed: valid while the backend lives */
+        *port = c->nodes[i].port;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ok ? PRS_OK : PRS_EINVAL;
 }

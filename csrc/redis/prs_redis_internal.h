@@ -58,6 +58,9 @@ int prs_redis__roundtrip_until(prs_redis_backend *b, int64_t until, size_t ncmds
 
 /* ---- Redis Cluster (cluster.c) ---------------------------------------- */
 
+/* Redirects (MOVED, ASK) followed per block of commands before its reply stands. */
+#define PRS_REDIS_MAX_REDIRECTS 5
+
 typedef struct prs_redis__cluster prs_redis__cluster;
 /* Parses "redis+cluster://host:port[,host:port...]" and makes one pool per
  * seed (cfg's timeouts and max_connections each). PRS_EINVAL (message set),
@@ -70,6 +73,16 @@ int prs_redis__cluster_connections(prs_redis__cluster *c);
  * primary of its slot; MOVED and ASK replies are followed. */
 int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t ncmds, prs_redis__cmd *cmds,
                                  redisReply **replies);
+/* The same map without I/O, for the sans-I/O ops: the node (index) serving
+ * slot (0 when unknown: its redirect is followed); whether the map needs a
+ * reload; a CLUSTER SLOTS reply got from node `from` applied (PRS_EPROTO when
+ * it is not one); a MOVED (1) or ASK (2) reply's target node (0: neither; a
+ * MOVED updates the slot and marks the map stale); node i's address. */
+int prs_redis__cluster_route(prs_redis__cluster *c, int slot);
+int prs_redis__cluster_stale(prs_redis__cluster *c);
+int prs_redis__cluster_apply(prs_redis__cluster *c, const redisReply *r, int from);
+int prs_redis__cluster_redirect(prs_redis__cluster *c, const redisReply *r, int *target);
+int prs_redis__cluster_node(prs_redis__cluster *c, int i, const char **host, int *port);
 prs_redis__cluster *prs_redis__backend_cluster(const prs_redis_backend *b);
 const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b);
 /* Redis's clock now, in microseconds since the epoch: our CLOCK_REALTIME plus

@@ -683,9 +683,18 @@ void prs_redis_backend_clock(prs_redis_backend *b, int64_t sent_us, int64_t got_
     if (b && r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
         r->element[1]->type == REDIS_REPLY_STRING) {
         int64_t server = strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
-        atomic_store_explicit(&b->clock_offset_us, server - (sent_us + (got_us - sent_us) / 2),
-                              memory_order_relaxed);
+        prs_redis_backend_clock_us(b, sent_us, got_us, server);
     }
+}
+
+void prs_redis_backend_clock_us(prs_redis_backend *b, int64_t sent_us, int64_t got_us, int64_t server_us) {
+    if (b) atomic_store_explicit(&b->clock_offset_us, server_us - (sent_us + (got_us - sent_us) / 2),
+                                 memory_order_relaxed);
+}
+
+int prs_redis_backend_node(prs_redis_backend *b, int i, const char **host, int *port) {
+    if (!b || !b->cluster || !host || !port) return PRS_EINVAL;
+    return prs_redis__cluster_node(b->cluster, i, host, port);
 }
 
 int64_t prs_redis__now_us(prs_redis_backend *b) {
