@@ -1501,7 +1501,7 @@ struct prs_redis_op {
     prs_redis_backend *b;
     int *slot, *nblock;        /* its keys' slot; > 1: first of a MULTI ... EXEC block */
     int *node, *hops;          /* the node that answered it; a block's redirects so far */
-    char *evaled;              /* sent again as EVAL already */
+    char *evaled;              /* 1: sent again as EVAL already; 2: last sent after ASKING */
     redisReply **got;          /* its reply (prs_redis_op_put) */
     struct op_send *sends;     /* this step's [nsends] (room for ncmds + 1) */
     prs_redis_send *pub;
@@ -1821,8 +1821,10 @@ static int send_block(prs_redis_op *op, int node, int ask, size_t i, size_t k) {
     op_send *s = send_to(op, node);
     if (!s) return PRS_ENOMEM;
     int rc = ask ? send_add(op, s, "*1\r\n$6\r\nASKING\r\n", 16, -1) : PRS_OK;
-    for (size_t j = i; j < i + k && rc == PRS_OK; j++)
+    for (size_t j = i; j < i + k && rc == PRS_OK; j++) {
+        op->evaled[j] = (char)((op->evaled[j] & 1) | (ask ? 2 : 0));
         rc = send_add(op, s, op->req + op->off[j], op->off[j + 1] - op->off[j], (int)j);
+    }
     return rc;
 }
 
@@ -1862,12 +1864,14 @@ static int step_sends(prs_redis_op *op, prs_redis__cluster *c) {
             continue;
         }
         for (size_t j = i; j < i + k && rc == PRS_OK; j++) {
-            if (!is_noscript(op->got[j]) || op->scripts[j] < 0 || op->evaled[j]) continue;
-            op->evaled[j] = 1;
+            if (!is_noscript(op->got[j]) || op->scripts[j] < 0 || (op->evaled[j] & 1)) continue;
+            op->evaled[j] |= 1;
             char *e;
             size_t len;
             op_send *s = send_to(op, op->node[j]);
-            rc = s ? eval_of(op, j, &e, &len) : PRS_ENOMEM;
+            if (s && (op->evaled[j] & 2)) /* a slot half-migrated: the node answers it after ASKING only */
+                rc = send_add(op, s, "*1\r\n$6\r\nASKING\r\n", 16, -1);
+            if (rc == PRS_OK) rc = s ? eval_of(op, j, &e, &len) : PRS_ENOMEM;
             if (rc == PRS_OK) {
                 rc = send_add(op, s, e, len, (int)j);
                 prs__free(op->a, e);
