@@ -296,7 +296,10 @@ async def call(backend: Any, built: Any) -> Any:
     deadline = loop.time() + backend.timeout
     try:
         while True:
-            sends = backend._op_step(op)
+            try:
+                sends = backend._op_step(op)
+            except BackendError as e:  # Sentinel: no master known
+                raise _TransportFailure(("ECONN", str(e))) from None
             if len(sends) == 1:  # one server, or one node: the common case
                 node, data, want = sends[0]
                 conn = _live(backend, loop, node) or await _connection(backend, loop, deadline, node)

@@ -886,10 +886,8 @@ static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssiz
     const char *host;
     prs_redis_backend *b = ((backend_obj *)self)->b;
     if (node == -1 && PyErr_Occurred()) return NULL;
-    if (prs_redis_backend_is_cluster(b)) {
-        if (prs_redis_backend_node(b, node, &host, &node)) return PyErr_Format(PyExc_ValueError, "no node %R", v[0]);
+    if (prs_redis_backend_node(b, node, &host, &node) == PRS_OK) /* a Cluster's or Sentinel's node */
         return Py_BuildValue("(siOOOi)", host, node, Py_None, Py_None, Py_None, 0);
-    }
     const prs_redis_url *u = prs_redis_backend_url(b);
     return Py_BuildValue("(NiNNNL)", opt_str(u->is_unix ? NULL : u->host), u->port, opt_str(u->path),
                          opt_str(u->user), opt_str(u->password), (long long)u->db);

@@ -1258,7 +1258,7 @@ static int group_cmd_init(size_t count, const prs_redis_member *m, int64_t now_u
     prs_redis_backend *b = m[0].limiter ? m[0].limiter->b : NULL;
     if (!b) return PRS_EINVAL;
     if (now_us < 0) now_us = prs_redis__now_us(b); /* one time for every member (and its keys) */
-    if (prs_redis__backend_cluster(b) && prs_redis_group_slot(count, m) < 0) {
+    if (prs_redis_backend_is_cluster(b) && prs_redis_group_slot(count, m) < 0) {
         prs_redis__set_error("a group on a Redis Cluster needs every member's key in one hash slot: give the "
                              "keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
         return PRS_EINVAL;
@@ -1507,6 +1507,7 @@ struct prs_redis_op {
     prs_redis_send *pub;
     size_t nsends, due;        /* replies of this step not yet put */
     int routed;                /* the commands were sent (else the next step sends them) */
+    int reasked;               /* Sentinel: sent again after a READONLY reply */
 };
 
 /* Appends one command in RESP to op->req. */
@@ -1835,10 +1836,28 @@ static int is_noscript(const redisReply *r) {
 /* The next step's sends: the commands, or what their replies ask for again. */
 static int step_sends(prs_redis_op *op, prs_redis__cluster *c) {
     int rc = PRS_OK;
+    if (op->routed && c && prs_redis__cluster_sentinel(c) && !op->reasked) {
+        int readonly = 0;
+        for (size_t i = 0; i < op->ncmds; i++) readonly |= prs_redis__is_readonly(op->got[i]);
+        if (readonly) { /* the master turned replica (a failover): nothing written; ask, send it all again */
+            prs_redis__cluster_invalidate(c);
+            op->reasked = 1;
+            op->routed = 0;
+            op->hops[0] = 0;
+        }
+    }
     if (!op->routed && c && prs_redis__cluster_stale(c) && !op->hops[0]) {
         op->hops[0] = -1; /* asked once per op: a failure routes to the first node, redirects followed */
-        op_send *s = send_to(op, 0);
-        return s ? send_add(op, s, "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n", 28, -2) : PRS_ENOMEM;
+        int node;
+        const char *q;
+        size_t qlen;
+        prs_redis__cluster_map_query(c, &node, &q, &qlen);
+        op_send *s = send_to(op, node);
+        return s ? send_add(op, s, q, qlen, -2) : PRS_ENOMEM;
+    }
+    if (!op->routed && c && prs_redis__cluster_sentinel(c) && prs_redis__cluster_stale(c)) {
+        prs_redis__set_error("redis: no sentinel named a master");
+        return PRS_ECONN;
     }
     if (!op->routed) {
         op->routed = 1;
