@@ -291,7 +291,7 @@ async def call(backend: Any, built: Any) -> Any:
     op = built
     admit, error = backend._admit()
     if not admit:
-        return backend._op_finish(op, error)
+        return backend._op_finish(op, *error)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + backend.timeout
     try:
@@ -313,12 +313,12 @@ async def call(backend: Any, built: Any) -> Any:
                 futs.append(conn.send(data, want, deadline, op, i, backend))
             await asyncio.gather(*futs)
     except _TransportFailure as e:
-        backend._outcome(admit, e.error)
-        return backend._op_finish(op, e.error)
+        backend._outcome(admit, *e.error)
+        return backend._op_finish(op, *e.error)
     except BaseException:
-        backend._outcome(admit, None)
+        backend._outcome(admit)
         raise
-    backend._outcome(admit, None)
+    backend._outcome(admit)
     return backend._op_finish(op)
 
 
@@ -353,7 +353,7 @@ async def command(backend: Any, argv: List[bytes]) -> Any:
         conn = await _connection(backend, loop, deadline)
         (reply,) = await conn.send(_encode(argv), 1, deadline)
     except _TransportFailure as e:
-        backend._outcome(admit, e.error)
+        backend._outcome(admit, *e.error)
         raise
-    backend._outcome(admit, None)
+    backend._outcome(admit)
     return reply

@@ -636,7 +636,7 @@ def test_group_wait_names_the_denying_member(backend: pr.RedisBackend) -> None:
     with pytest.raises(ValueError, match=r"n=11 can never be admitted .*\(limit 10\)"):
         small.acquire("x", 11)
     with pytest.raises(ValueError, match="timeout"):
-        free._waiter("k", 1, -1)
+        free._async_waiter("k", 1, -1)
 
 
 def test_a_wait_asks_redis_once_per_retry_after(backend: pr.RedisBackend) -> None:

@@ -475,7 +475,9 @@ def test_op_steps_put_and_finish_without_a_server() -> None:
     with pytest.raises(ValueError, match="expects no reply"):
         r.put(op, 0)
     op = lim._op("check", "d")
-    assert b._op_finish(op, ("ECONN", "redis: gone")).allowed  # on_backend_error='allow'
+    assert b._op_finish(op, "ECONN", "redis: gone").allowed  # on_backend_error="allow"
+    with pytest.raises(ValueError, match="status must be 'OK', 'ECONN'.*got 'EWHAT'"):
+        b._op_finish(lim._op("check", "e"), "EWHAT")
     b.close()
 
 

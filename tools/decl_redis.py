@@ -27,6 +27,10 @@ def declared(sig):
 
 
 MEMBER = "Tuple[RedisRateLimiter, Union[str, bytes], int]"
+# A transport's failure, by status name (csrc/redis maps it: transport_failure).
+FAILURE = [P("status", "ENUM", "str", "'OK'", field="status",
+             choices=("OK", "ECONN", "ETIMEDOUT", "EPROTO", "EBACKEND", "EBACKENDCLOSED")),
+           P("message", "STR", "str", "''")]
 FLAGS = ("BASETYPE", "HAVE_GC")
 WEAK = {"weaklist": "weakreflist"}
 
@@ -61,25 +65,25 @@ BACKEND = Type(
           returns="Tuple[Optional[str], int, Optional[str], Optional[str], Optional[str], int]",
           doc="Internal (asyncio transport): (host, port, unix_path, user, password, db)\n"
               "of the parsed url, or of a Cluster's node (an index the ops name)."),
-        M("_admit", returns="Tuple[int, Optional[Tuple[str, str]]]",
+        M("_admit", returns="Tuple[int, Tuple[str, str]]",
           doc="Internal (asyncio transport): ask the backend's circuit, shared with\n"
-              "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."),
+              "the blocking calls: (1 or 2, ('OK', '')) to go, (0, (status, message)) to fail fast."),
         M("_clock", config="clock_args", call="prs_redis_backend_clock_us(o->b, a.sent_us, a.got_us, a.server_us)",
           params=[P(x, "INT", "int", field=x, lo="INT64_MIN", hi="INT64_MAX")
                   for x in ("sent_us", "got_us", "server_us")],
           doc="Internal (asyncio transport): learn Redis's clock from a TIME reply (server_us)\n"
               "sent and read at these time.time_ns() // 1000, as a pooled connection does."),
-        M("_outcome", params=declared("admit: int, error: Optional[Tuple[str, str]] = None"),
-          doc="Internal (asyncio transport): report an admitted exchange's outcome\n"
-              "to the circuit (error: (status, message) of a transport failure)."),
+        M("_outcome", config="transport_args", params=[P("admit", "INT", "int", field="admit", lo="0", hi="2")] + FAILURE,
+          call="prs_redis_backend_outcome(o->b, (int)a.admit, transport_failure(&a, v[2]))",
+          doc="Internal (asyncio transport): report an admitted exchange's outcome to the\n"
+              "circuit (status, message: a transport failure's)."),
         M("_breaker_script", returns="bytes",
           doc="Internal: the distributed circuit breaker's Lua script\n"
               "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."),
         M("_op_step", "op: Any, /", "Tuple[Tuple[int, bytes, int], ...]",
           doc="Internal (asyncio transport): the op's next sends, (node, bytes, replies)\n"
               "each; () when it is complete."),
-        M("_op_finish", params=declared("op: Any, error: Optional[Tuple[str, str]] = None"),
-          returns="Any",
+        M("_op_finish", config="transport_args", params=[P("op", "OBJECT", "Any")] + FAILURE, returns="Any",
           doc="Internal (asyncio transport): finish op with the replies put into it, or\n"
               "with a transport failure (status, message) that the failure policy decides.\n"
               "Returns what the blocking call returns (Decision, list of Decisions, None)."),
@@ -101,7 +105,7 @@ BACKEND = Type(
 
 LIMITER = Type(
     "RedisRateLimiter", "redis", "rl", obj="limiter_obj", config="prs_redis_limiter_config",
-    flags=FLAGS, offsets=WEAK, kept=["backend", "algorithm", "key_prefix"],
+    flags=FLAGS, offsets=WEAK, kept=["backend", "algorithm", "key_prefix"], rate="rl_target", rate_key=True,
     refs=["limit", "window", "rate", "burst", "local_share", "lease"],  # as given: tp_clear drops them
     free="prs_redis_limiter_free(o->l); /* no I/O: held lease permits lapse; before the backend */",
     params=[
@@ -129,22 +133,19 @@ LIMITER = Type(
         "on_backend_error: 'raise' (BackendError), 'allow', 'deny' or 'local' (an\n"
         "in-process limiter with local_share of the limit).",
     methods=[
-        M("allow", "key: %s, n: int = 1" % KEY, "bool",
+        M("allow", "key: %s, n: int = 1" % KEY, "bool", rate=True,
           doc="Consume n for key if Redis admits it now: True or False.\n"
               "key is str (UTF-8) or bytes, any content and length."),
-        M("check", "key: %s, n: int = 1" % KEY, "Decision",
+        M("check", "key: %s, n: int = 1" % KEY, "Decision", rate=True,
           doc="Like allow(), returning the Decision (allowed, limit, remaining,\n"
               "retry_after, reset_after; headers()). One EVALSHA round trip, or none when a\n"
               "local lease can serve it."),
-        M("peek", "key: %s, n: int = 1" % KEY, "Decision",
+        M("peek", "key: %s, n: int = 1" % KEY, "Decision", rate=True,
           doc="The Decision check(key, n) would return now, consuming nothing."),
         M("acquire", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
           doc="Block until n is admitted for key (the GIL is\n"
               "released while waiting; Ctrl-C interrupts). RateLimitExceeded at once when n\n"
               "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."),
-        M("_waiter", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY, "_RateWait",
-          doc="Internal: the wait of acquire_async() (its step() does the network call:\n"
-              "run it in an executor)."),
         M("reset", params=declared("key: %s" % KEY), doc="Delete key's state in Redis (and its local lease)."),
         M("check_many", params=declared("requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]"),
           returns="List[Decision]",
@@ -206,9 +207,6 @@ GROUP = Type(
         M("acquire", params=declared("timeout: Optional[float] = None"),
           doc="Block until the whole group is admitted (GIL released\n"
               "while waiting); RateLimitExceeded when that cannot happen within timeout."),
-        M("_waiter", params=declared("timeout: Optional[float] = None"), returns="_RateWait",
-          doc="Internal: the wait of acquire_async() (its step() does the network call:\n"
-              "run it in an executor)."),
         M("_check_at", "now: float, /", "Decision",
           doc="Tests only: check at `now` seconds instead of Redis's TIME."),
         M("_async_waiter", params=declared("timeout: Optional[float] = None"), returns="Tuple[_RateWait, List[Decision]]",

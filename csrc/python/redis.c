@@ -63,6 +63,12 @@ typedef struct {
     PyObject *error; /* the class of an error reply */
 } reader_obj;
 
+typedef struct transport_args {
+    int64_t admit;
+    int status; /* index in the declared choices: OK, ECONN, ETIMEDOUT, EPROTO, EBACKEND, EBACKENDCLOSED */
+} transport_args;
+static int transport_failure(const transport_args *a, PyObject *message);
+
 typedef struct clock_args {
     int64_t sent_us, got_us, server_us;
 } clock_args;
@@ -72,19 +78,18 @@ typedef struct clock_args {
 /* The monotonic clock of the Redis waits (time itself is Redis's). */
 static prs_py_clock wait_clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
 
-/* The sync wait: the binding's wait steps, each a round trip, so it sleeps a
- * step's whole delay (in slices, checking signals) before deciding again. 0
- * or -1 with an exception; nothing is taken unless admitted. */
+/* The blocking wait: the binding's wait steps, each a round trip, so it
+ * sleeps a step's whole delay (in slices, checking signals) before deciding
+ * again (prs_py_wait_admitted re-decides every slice). 0 or -1 with an
+ * exception; nothing is taken unless admitted. */
 static int wait_admitted(prs_py_state *st, prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
                          int64_t timeout_ns) {
     prs_py_wait w;
-    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
-    if (prs_py_wait_begin(&wait_clock, n, timeout_ns, &w) < 0) return -1;
+    if (prs_py_wait_begin(&wait_clock, n, prs_py_deadline_cap(st, timeout_ns), &w) < 0) return -1;
     for (;;) {
         int64_t ns = 0;
         int r = prs_py_wait_step(st, &wait_clock, fn, ctx, what, &w, &ns);
-        if (r <= 0) return r;
-        if (prs_py_clock_sleep(&wait_clock, ns) < 0) return -1;
+        if (r <= 0 || prs_py_clock_sleep(&wait_clock, ns) < 0) return r <= 0 ? r : -1;
     }
 }
 
@@ -365,94 +370,64 @@ done:
     return result;
 }
 
-/* One decision for key: 0 with *d, or a status with an exception set. The
- * core applies on_backend_error. consume: 1 check, 0 peek; now_us >= 0: the
- * test time override. */
-static int rl_decide(limiter_obj *self, PyObject *key, int64_t n, int consume, int64_t now_us, prs_decision *d) {
-    const char *k;
-    Py_ssize_t klen;
-    if (bytes_of(key, "key", &k, &klen) < 0) return PRS_EINVAL;
+/* One decision for key (bytes borrowed from an argument object): 0 with *d,
+ * or a status with an exception set. The core applies on_backend_error.
+ * consume: 1 check, 0 peek; now_us >= 0: the test time override. */
+static int rl_decide(limiter_obj *self, const char *k, size_t klen, int64_t n, int consume, int64_t now_us,
+                     prs_decision *d) {
     int rc;
     if (consume && self->has_lease && now_us < 0) {
-        rc = prs_redis_limiter_check_local(self->l, k, (size_t)klen, n, d);
+        rc = prs_redis_limiter_check_local(self->l, k, klen, n, d);
         if (rc == PRS_OK) return 0;
     }
-    prs_redis_limiter *l = self->l; /* key's bytes: the caller's argument keeps them alive */
+    prs_redis_limiter *l = self->l;
     Py_BEGIN_ALLOW_THREADS
-    if (!consume) rc = prs_redis_limiter_peek(l, k, (size_t)klen, n, d);
-    else if (now_us >= 0) rc = prs_redis_limiter_check_at(l, k, (size_t)klen, n, now_us, d);
-    else rc = prs_redis_limiter_check(l, k, (size_t)klen, n, d);
+    if (!consume) rc = prs_redis_limiter_peek(l, k, klen, n, d);
+    else if (now_us >= 0) rc = prs_redis_limiter_check_at(l, k, klen, n, now_us, d);
+    else rc = prs_redis_limiter_check(l, k, klen, n, d);
     Py_END_ALLOW_THREADS
     if (rc) redis_error(prs_py_state_of((PyObject *)self), rc);
     return rc;
 }
 
-/* allow/check/peek: (key, n=1); acquire/_waiter: (key, n=1, timeout=None). */
-/* allow/check/peek: what = 'a' (a bool), 'c' or 'p' (a Decision). */
-static PyObject *rl_call(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, char what) {
-    PyObject *key;
-    int64_t n;
-    prs_decision d;
-    const char *fname = what == 'a' ? "allow" : what == 'c' ? "check" : "peek";
-    if (prs_py_parse_kn(fname, args, nargs, kwnames, PRS_PY_KEY, &key, &n, NULL) < 0) return NULL;
-    if (rl_decide((limiter_obj *)op, key, n, what != 'p', -1, &d)) return NULL;
-    return what == 'a' ? PyBool_FromLong(d.allowed) : prs_py_decision_new(prs_py_state_of(op), &d);
-}
-static PyObject *rl_allow(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_call(op, args, nargs, kwnames, 'a');
-}
-static PyObject *rl_check(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_call(op, args, nargs, kwnames, 'c');
-}
-static PyObject *rl_peek(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_call(op, args, nargs, kwnames, 'p');
-}
-
-static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3];
-    if (prs_py_parse_params(&RedisRateLimiter__check_at_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    int64_t n, now_us;
-    if (prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0) return NULL;
-    prs_decision d;
-    if (rl_decide((limiter_obj *)op, v[0], n, 1, now_us, &d)) return NULL;
-    return prs_py_decision_new(prs_py_state_of(op), &d);
-}
-
-/* The wait's decide step; ctx: a (limiter, key) tuple. A request beyond the
- * limit can never be admitted (*max_n: the limit). */
-static int rl_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
+/* The rate methods' decision (allow, check, peek, acquire: prs_py_rate_method);
+ * ctx: the prs_py_rate. A request beyond the limit can never be admitted. */
+static int rl_rate_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
                           int64_t *max_n) {
-    PyObject *lk = ctx;
-    int rc = rl_decide((limiter_obj *)PyTuple_GET_ITEM(lk, 0), PyTuple_GET_ITEM(lk, 1), n, consume, -1, d);
+    const prs_py_rate *r = ctx;
+    int rc = rl_decide(r->core, r->key, r->len, n, consume, -1, d);
     if (!rc && !d->allowed && d->retry_after_ns == PRS_NEVER) *max_n = d->limit;
     return rc;
 }
 
-/* acquire (wait = 1) and _waiter (0). */
-static PyObject *rl_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int sync) {
+static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
+    Py_ssize_t len;
+    *r = (prs_py_rate){&wait_clock, rl_rate_decide, r, "Redis limiter", self, NULL, 0};
+    if (bytes_of(key, "key", &r->key, &len) < 0) return -1;
+    r->len = (size_t)len;
+    return 0;
+}
+
+static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *key;
     int64_t n, timeout_ns;
-    const char *k;
-    Py_ssize_t klen;
-    if (prs_py_parse_kn(sync ? "acquire" : "_waiter", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT,
-                        &key, &n, &timeout_ns) < 0 ||
-        bytes_of(key, "key", &k, &klen) < 0)
+    prs_py_rate r;
+    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT, &key, &n, &timeout_ns) < 0 ||
+        rl_target(op, key, &r) < 0 || wait_admitted(prs_py_state_of(op), r.fn, &r, r.what, n, timeout_ns) < 0)
         return NULL;
-    PyObject *lk = PyTuple_Pack(2, op, key), *result = NULL;
-    if (!lk) return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    if (!sync)
-        result = prs_py_rate_wait_new(st, lk, &wait_clock, rl_wait_decide, lk, "Redis limiter", n, timeout_ns);
-    else if (wait_admitted(st, rl_wait_decide, lk, "Redis limiter", n, timeout_ns) == 0)
-        result = Py_NewRef(Py_None);
-    Py_DECREF(lk);
-    return result;
+    Py_RETURN_NONE;
 }
-static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_wait(op, args, nargs, kwnames, 1);
-}
-static PyObject *rl_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_wait(op, args, nargs, kwnames, 0);
+
+static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[3];
+    prs_py_rate r;
+    int64_t n, now_us;
+    prs_decision d;
+    if (prs_py_parse_params(&RedisRateLimiter__check_at_params, args, nargs, kwnames, NULL, v) < 0 ||
+        prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0 || rl_target(op, v[0], &r) < 0 ||
+        rl_decide((limiter_obj *)op, r.key, r.len, n, 1, now_us, &d))
+        return NULL;
+    return prs_py_decision_new(prs_py_state_of(op), &d);
 }
 
 static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -696,24 +671,14 @@ static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs
     return PRS_ENEVER;
 }
 
-/* acquire (sync = 1) and _waiter (0): (timeout=None). */
-static PyObject *group_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int sync) {
+static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1];
     int64_t timeout_ns;
-    if (prs_py_parse_params(sync ? &RedisLimiterGroup_acquire_params : &RedisLimiterGroup__waiter_params, args,
-                            nargs, kwnames, NULL, v) < 0 ||
-        prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
+    if (prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, NULL, v) < 0 ||
+        prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0 ||
+        wait_admitted(prs_py_state_of(op), group_wait_decide, op, "Redis group", 1, timeout_ns))
         return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    if (!sync) return prs_py_rate_wait_new(st, op, &wait_clock, group_wait_decide, op, "Redis group", 1, timeout_ns);
-    if (wait_admitted(st, group_wait_decide, op, "Redis group", 1, timeout_ns) < 0) return NULL;
     Py_RETURN_NONE;
-}
-static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return group_wait(op, args, nargs, kwnames, 1);
-}
-static PyObject *group_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return group_wait(op, args, nargs, kwnames, 0);
 }
 
 /* ---- the asyncio transport's ops (pyresilience._redis_async) --------------------
@@ -829,32 +794,23 @@ static PyObject *backend_op_step(PyObject *self, PyObject *cap) {
     return out;
 }
 
-/* error=(status name, message) of a transport failure: its status (the
- * message becomes this thread's last error), PRS_OK for None. */
-static int error_status(PyObject *err, int *rc) {
-    *rc = PRS_OK;
-    if (is_none(err)) return 0;
-    if (PyTuple_Check(err) && PyTuple_GET_SIZE(err) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(err, 0)) &&
-        PyUnicode_Check(PyTuple_GET_ITEM(err, 1))) {
-        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 0));
-        const char *msg = name ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 1)) : NULL;
-        if (!msg) return -1;
-        if ((*rc = prs_redis_transport_status(name)) != PRS_OK) {
-            prs_redis_set_last_error(msg);
-            return 0;
-        }
-    }
-    PyErr_Format(PyExc_ValueError, "error must be None or (status, message) with a status among ECONN, "
-                 "ETIMEDOUT, EPROTO, EBACKEND, EBACKENDCLOSED, got %R", err);
-    return -1;
+/* A transport failure's declared (status, message): its status; the message
+ * becomes this thread's last error (the policy's BackendError says it). */
+static int transport_failure(const transport_args *a, PyObject *message) {
+    static const int status[] = {PRS_OK, PRS_ECONN, PRS_ETIMEDOUT, PRS_EPROTO, PRS_EBACKEND, PRS_EBACKENDCLOSED};
+    const char *msg = message ? PyUnicode_AsUTF8(message) : NULL;
+    if (msg) prs_redis_set_last_error(msg);
+    else PyErr_Clear();
+    return status[a->status];
 }
 
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[2];
-    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    PyObject *v[3];
+    transport_args a = {0, 0};
+    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     prs_redis_op *op = op_of(v[0]);
-    int rc;
-    if (!op || error_status(v[1], &rc) < 0) return NULL;
+    if (!op) return NULL;
+    int rc = transport_failure(&a, v[2]);
     prs_py_state *st = prs_py_state_of(self);
     size_t n = prs_redis_op_decisions(op);
     prs_decision *d = PyMem_Calloc(n, sizeof *d);
@@ -896,20 +852,8 @@ static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssiz
 static PyObject *backend_admit(PyObject *self, PyObject *unused) {
     int admit;
     int rc = prs_redis_backend_admit(((backend_obj *)self)->b, &admit);
-    if (rc == PRS_OK) return Py_BuildValue("(iO)", admit, Py_None);
+    if (rc == PRS_OK) return Py_BuildValue("(i(ss))", admit, "OK", "");
     return Py_BuildValue("(i(ss))", 0, prs_err_name(rc) + 4, prs_redis_last_error()); /* "EBACKEND"... */
-}
-
-static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[2];
-    int rc;
-    if (prs_py_parse_params(&RedisBackend__outcome_params, args, nargs, kwnames, NULL, v) < 0 ||
-        error_status(v[1], &rc) < 0)
-        return NULL;
-    long admit = PyLong_AsLong(v[0]);
-    if (admit == -1 && PyErr_Occurred()) return NULL;
-    prs_redis_backend_outcome(((backend_obj *)self)->b, (int)admit, rc);
-    Py_RETURN_NONE;
 }
 
 /* ---- _RespReader: a connection's replies, parsed by csrc/redis ------------------ */

@@ -58,26 +58,32 @@ static const prs_py_param RedisBackend__clock_param_list[] = {
 static const prs_py_params RedisBackend__clock_params = {"_clock", 3, 3, 3, RedisBackend__clock_param_list, RedisBackend__clock_names};
 enum {
     P_RedisBackend__outcome_admit = 0,
-    P_RedisBackend__outcome_error = 1,
-    P_RedisBackend__outcome__COUNT = 2
+    P_RedisBackend__outcome_status = 1,
+    P_RedisBackend__outcome_message = 2,
+    P_RedisBackend__outcome__COUNT = 3
 };
-static const char *const RedisBackend__outcome_names[] = {"admit", "error", NULL};
+static const char *const RedisBackend__outcome_names[] = {"admit", "status", "message", NULL};
+static const char *const RedisBackend__outcome_status_choices[] = {"OK", "ECONN", "ETIMEDOUT", "EPROTO", "EBACKEND", "EBACKENDCLOSED", NULL};
 static const prs_py_param RedisBackend__outcome_param_list[] = {
-    {"admit", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"error", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"admit", "admit", PRS_PK_INT, 0, offsetof(transport_args, admit), 0, 2, NULL, NULL, 0},
+    {"status", "status", PRS_PK_ENUM, 0, offsetof(transport_args, status), INT64_MIN, INT64_MAX, RedisBackend__outcome_status_choices, NULL, 0},
+    {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params RedisBackend__outcome_params = {"_outcome", 2, 2, 1, RedisBackend__outcome_param_list, RedisBackend__outcome_names};
+static const prs_py_params RedisBackend__outcome_params = {"_outcome", 3, 3, 1, RedisBackend__outcome_param_list, RedisBackend__outcome_names};
 enum {
     P_RedisBackend__op_finish_op = 0,
-    P_RedisBackend__op_finish_error = 1,
-    P_RedisBackend__op_finish__COUNT = 2
+    P_RedisBackend__op_finish_status = 1,
+    P_RedisBackend__op_finish_message = 2,
+    P_RedisBackend__op_finish__COUNT = 3
 };
-static const char *const RedisBackend__op_finish_names[] = {"op", "error", NULL};
+static const char *const RedisBackend__op_finish_names[] = {"op", "status", "message", NULL};
+static const char *const RedisBackend__op_finish_status_choices[] = {"OK", "ECONN", "ETIMEDOUT", "EPROTO", "EBACKEND", "EBACKENDCLOSED", NULL};
 static const prs_py_param RedisBackend__op_finish_param_list[] = {
     {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"error", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"status", "status", PRS_PK_ENUM, 0, offsetof(transport_args, status), INT64_MIN, INT64_MAX, RedisBackend__op_finish_status_choices, NULL, 0},
+    {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params RedisBackend__op_finish_params = {"_op_finish", 2, 2, 1, RedisBackend__op_finish_param_list, RedisBackend__op_finish_names};
+static const prs_py_params RedisBackend__op_finish_params = {"_op_finish", 3, 3, 1, RedisBackend__op_finish_param_list, RedisBackend__op_finish_names};
 static PyObject *backend_close(PyObject *self, PyObject *unused);
 static PyObject *backend_ping(PyObject *self, PyObject *unused);
 static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -90,7 +96,14 @@ static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t
     prs_redis_backend_clock_us(o->b, a.sent_us, a.got_us, a.server_us);
     Py_RETURN_NONE;
 }
-static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    backend_obj *o = (backend_obj *)self;
+    transport_args a = {0};
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisBackend__outcome_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    prs_redis_backend_outcome(o->b, (int)a.admit, transport_failure(&a, v[2]));
+    Py_RETURN_NONE;
+}
 static PyObject *backend_breaker_script(PyObject *self, PyObject *unused);
 static PyObject *backend_op_step(PyObject *self, PyObject *arg);
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -118,7 +131,7 @@ static PyMethodDef RedisBackend_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio transport): ask the backend's circuit, shared with\n"
-     "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."},
+     "the blocking calls: (1 or 2, ('OK', '')) to go, (0, (status, message)) to fail fast."},
     {"_clock", (PyCFunction)(void (*)(void))backend_clock, METH_FASTCALL | METH_KEYWORDS,
      "_clock($self, /, sent_us, got_us, server_us)\n"
      "--\n"
@@ -126,11 +139,11 @@ static PyMethodDef RedisBackend_methods[] = {
      "Internal (asyncio transport): learn Redis's clock from a TIME reply (server_us)\n"
      "sent and read at these time.time_ns() // 1000, as a pooled connection does."},
     {"_outcome", (PyCFunction)(void (*)(void))backend_outcome, METH_FASTCALL | METH_KEYWORDS,
-     "_outcome($self, /, admit, error=None)\n"
+     "_outcome($self, /, admit, status='OK', message='')\n"
      "--\n"
      "\n"
-     "Internal (asyncio transport): report an admitted exchange's outcome\n"
-     "to the circuit (error: (status, message) of a transport failure)."},
+     "Internal (asyncio transport): report an admitted exchange's outcome to the\n"
+     "circuit (status, message: a transport failure's)."},
     {"_breaker_script", backend_breaker_script, METH_NOARGS,
      "_breaker_script($self, /)\n"
      "--\n"
@@ -144,7 +157,7 @@ static PyMethodDef RedisBackend_methods[] = {
      "Internal (asyncio transport): the op's next sends, (node, bytes, replies)\n"
      "each; () when it is complete."},
     {"_op_finish", (PyCFunction)(void (*)(void))backend_op_finish, METH_FASTCALL | METH_KEYWORDS,
-     "_op_finish($self, /, op, error=None)\n"
+     "_op_finish($self, /, op, status='OK', message='')\n"
      "--\n"
      "\n"
      "Internal (asyncio transport): finish op with the replies put into it, or\n"
@@ -326,11 +339,17 @@ static const prs_py_param RedisRateLimiter__check_at_param_list[] = {
     {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter__check_at_params = {"_check_at", 3, 3, 3, RedisRateLimiter__check_at_param_list, RedisRateLimiter__check_at_names};
-static PyObject *rl_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r);
+static PyObject *rl_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ALLOW, rl_target, 1, args, nargs, kwnames);
+}
+static PyObject *rl_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, rl_target, 1, args, nargs, kwnames);
+}
+static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, 1, args, nargs, kwnames);
+}
 static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -366,12 +385,6 @@ static PyMethodDef RedisRateLimiter_methods[] = {
      "Block until n is admitted for key (the GIL is\n"
      "released while waiting; Ctrl-C interrupts). RateLimitExceeded at once when n\n"
      "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."},
-    {"_waiter", (PyCFunction)(void (*)(void))rl_waiter, METH_FASTCALL | METH_KEYWORDS,
-     "_waiter($self, /, key, n=1, timeout=None)\n"
-     "--\n"
-     "\n"
-     "Internal: the wait of acquire_async() (its step() does the network call:\n"
-     "run it in an executor)."},
     {"reset", (PyCFunction)(void (*)(void))rl_reset, METH_FASTCALL | METH_KEYWORDS,
      "reset($self, /, key)\n"
      "--\n"
@@ -539,15 +552,6 @@ static const prs_py_param RedisLimiterGroup_acquire_param_list[] = {
 };
 static const prs_py_params RedisLimiterGroup_acquire_params = {"acquire", 1, 1, 0, RedisLimiterGroup_acquire_param_list, RedisLimiterGroup_acquire_names};
 enum {
-    P_RedisLimiterGroup__waiter_timeout = 0,
-    P_RedisLimiterGroup__waiter__COUNT = 1
-};
-static const char *const RedisLimiterGroup__waiter_names[] = {"timeout", NULL};
-static const prs_py_param RedisLimiterGroup__waiter_param_list[] = {
-    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-};
-static const prs_py_params RedisLimiterGroup__waiter_params = {"_waiter", 1, 1, 0, RedisLimiterGroup__waiter_param_list, RedisLimiterGroup__waiter_names};
-enum {
     P_RedisLimiterGroup__async_waiter_timeout = 0,
     P_RedisLimiterGroup__async_waiter__COUNT = 1
 };
@@ -568,7 +572,6 @@ static const prs_py_params RedisLimiterGroup__op_params = {"_op", 1, 1, 0, Redis
 static PyObject *group_check(PyObject *self, PyObject *unused);
 static PyObject *group_allow(PyObject *self, PyObject *unused);
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_check_at(PyObject *self, PyObject *arg);
 static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -591,12 +594,6 @@ static PyMethodDef RedisLimiterGroup_methods[] = {
      "\n"
      "Block until the whole group is admitted (GIL released\n"
      "while waiting); RateLimitExceeded when that cannot happen within timeout."},
-    {"_waiter", (PyCFunction)(void (*)(void))group_waiter, METH_FASTCALL | METH_KEYWORDS,
-     "_waiter($self, /, timeout=None)\n"
-     "--\n"
-     "\n"
-     "Internal: the wait of acquire_async() (its step() does the network call:\n"
-     "run it in an executor)."},
     {"_check_at", group_check_at, METH_O,
      "_check_at($self, now, /)\n"
      "--\n"
