@@ -77,7 +77,7 @@ BACKEND = Type(
           call="prs_redis_backend_outcome(o->b, (int)a.admit, transport_failure(&a, v[2]))",
           doc="Internal (asyncio transport): report an admitted exchange's outcome to the\n"
               "circuit (status, message: a transport failure's)."),
-        M("_breaker_script", returns="bytes",
+        M("_breaker_script", returns="bytes", expr="PyBytes_FromString(prs_redis_breaker_script(NULL))",
           doc="Internal: the distributed circuit breaker's Lua script\n"
               "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."),
         M("_op_step", "op: Any, /", "Tuple[Tuple[int, bytes, int], ...]",
@@ -152,11 +152,15 @@ LIMITER = Type(
           doc="Check a list of (key, n) pairs (or bare keys, n=1) in one\n"
               "pipelined round trip; returns a list of Decisions in the same order. Each\n"
               "check is atomic on its own (not all-or-nothing: see RedisLimiterGroup)."),
-        M("_op", params=declared("kind: str, key: %s, n: int = 1, now: Optional[float] = None" % KEY), returns="Any",
+        M("_op", config="op_args", returns="Any",
+          params=[P("kind", "ENUM", "str", field="kind", choices=("check", "peek", "reset")), P("key", "OBJECT", KEY),
+                  P("n", "N", "int", "1", field="n"), P("now", "OBJECT", "Optional[float]", "None")],
           doc="Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
               "I/O: a Decision when a lease decided it, else the op."),
-        M("_async_waiter", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
-          "Tuple[_RateWait, List[Decision]]",
+M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]",
+          params=[P("key", "OBJECT", KEY), P("n", "N", "int", "1", field="n"),
+                  P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
+          expr='fed_waiter(self, "Redis limiter", a.n, a.timeout_ns)',
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
         M("_op_many", params=declared("requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]"), returns="Any",
@@ -209,7 +213,9 @@ GROUP = Type(
               "while waiting); RateLimitExceeded when that cannot happen within timeout."),
         M("_check_at", "now: float, /", "Decision",
           doc="Tests only: check at `now` seconds instead of Redis's TIME."),
-        M("_async_waiter", params=declared("timeout: Optional[float] = None"), returns="Tuple[_RateWait, List[Decision]]",
+        M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]",
+          params=[P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
+          expr='fed_waiter(self, "Redis group", 1, a.timeout_ns)',
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
         M("_op", params=declared("now: Optional[float] = None"), returns="Any",

@@ -69,6 +69,16 @@ typedef struct transport_args {
 } transport_args;
 static int transport_failure(const transport_args *a, PyObject *message);
 
+typedef struct wait_args {
+    int64_t n, timeout_ns;
+} wait_args;
+static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_t timeout_ns);
+
+typedef struct op_args {
+    int kind; /* check, peek, reset */
+    int64_t n;
+} op_args;
+
 typedef struct clock_args {
     int64_t sent_us, got_us, server_us;
 } clock_args;
@@ -445,6 +455,17 @@ static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     Py_RETURN_NONE;
 }
 
+/* check_many's Decisions, a list. */
+static PyObject *decisions(prs_py_state *st, const prs_decision *d, size_t n) {
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        PyObject *dec = prs_py_decision_new(st, &d[i]);
+        if (!dec) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, (Py_ssize_t)i, dec);
+    }
+    return list;
+}
+
 /* check_many's requests: (key, n) pairs or bare keys into reqs[count]. The
  * iterable is copied into a tuple and each pair into a tuple of its own (held
  * in *keep) before anything is parsed, so every key stays alive whatever an
@@ -517,13 +538,8 @@ static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t n
         rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
         Py_END_ALLOW_THREADS
     }
-    if (rc) { redis_error(st, rc); goto done; }
-    result = PyList_New(count);
-    for (Py_ssize_t i = 0; result && i < count; i++) {
-        PyObject *dec = prs_py_decision_new(st, &ds[i]);
-        if (!dec) { Py_CLEAR(result); break; }
-        PyList_SET_ITEM(result, i, dec);
-    }
+    if (rc) redis_error(st, rc);
+    else result = decisions(st, ds, (size_t)count);
 done:
     PyMem_Free(reqs);
     PyMem_Free(ds);
@@ -607,12 +623,7 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     }
     size_t bad;
     if (prs_redis_group_members_check((size_t)count, m, &bad) != PRS_OK) {
-        if (bad < (size_t)count)
-            PyErr_Format(PyExc_ValueError, "members[%zu] uses another RedisBackend: a group runs one script "
-                         "on one server", bad);
-        else
-            PyErr_SetString(PyExc_ValueError, "a group on a Redis Cluster needs every member's key in one hash "
-                            "slot: give the keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
+        PyErr_SetString(PyExc_ValueError, prs_redis_last_error()); /* which member, or the hash tags */
         goto fail;
     }
     group_obj *self = (group_obj *)type->tp_alloc(type, 0);
@@ -716,26 +727,18 @@ static prs_redis_op *op_of(PyObject *cap) {
 
 static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[4];
-    if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
-    int k = prs_redis_op_kind_from_name(kind);
-    if (!k) {
-        if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "kind must be 'check', 'peek' or 'reset', got %R", v[0]);
-        return NULL;
-    }
-    int64_t n = 1, now_us = -1;
+    op_args a = {0, 1};
+    int64_t now_us = -1;
     const char *key;
     Py_ssize_t klen;
-    if ((v[2] && prs_py_parse_n(v[2], "n", &n) < 0) || (!is_none(v[3]) && now_us_arg(v[3], &now_us) < 0) ||
-        bytes_of(v[1], "key", &key, &klen) < 0)
+    if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, &a, v) < 0 ||
+        (!is_none(v[3]) && now_us_arg(v[3], &now_us) < 0) || bytes_of(v[1], "key", &key, &klen) < 0)
         return NULL;
-    limiter_obj *self = (limiter_obj *)op;
     prs_redis_op *o = NULL;
     prs_decision d;
-    int rc = prs_redis_op_limiter_new(self->l, k, key, (size_t)klen, n, now_us, &o, &d);
+    int rc = prs_redis_op_limiter_new(((limiter_obj *)op)->l, "cpr"[a.kind], key, (size_t)klen, a.n, now_us, &o, &d);
     if (rc) return redis_error(prs_py_state_of(op), rc);
-    if (!o) return prs_py_decision_new(prs_py_state_of(op), &d);
-    return op_result(o, op);
+    return o ? op_result(o, op) : prs_py_decision_new(prs_py_state_of(op), &d);
 }
 
 static PyObject *rl_op_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -821,13 +824,7 @@ static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssi
     else if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(st, rc);
     else if (prs_redis_op_kind(op) == 'g') result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied);
     else if (prs_redis_op_kind(op) == 'r' || prs_redis_op_kind(op) == 'h') result = Py_NewRef(Py_None);
-    else if (prs_redis_op_kind(op) != 'm') result = prs_py_decision_new(st, &d[0]);
-    else if ((result = PyList_New((Py_ssize_t)n)))
-        for (size_t i = 0; i < n; i++) {
-            PyObject *dec = prs_py_decision_new(st, &d[i]);
-            if (!dec) { Py_CLEAR(result); break; }
-            PyList_SET_ITEM(result, (Py_ssize_t)i, dec);
-        }
+    else result = prs_redis_op_kind(op) == 'm' ? decisions(st, d, n) : prs_py_decision_new(st, &d[0]);
     PyMem_Free(d);
     PyMem_Free(status);
     return result;
@@ -932,33 +929,6 @@ static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_
     Py_XDECREF(cell);
     Py_XDECREF(ctx);
     return out;
-}
-
-static PyObject *rl_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n, timeout_ns;
-    const char *k;
-    Py_ssize_t klen;
-    if (prs_py_parse_kn("_async_waiter", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT, &key, &n,
-                        &timeout_ns) < 0 ||
-        bytes_of(key, "key", &k, &klen) < 0)
-        return NULL;
-    return fed_waiter(op, "Redis limiter", n, timeout_ns);
-}
-
-static PyObject *group_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    int64_t timeout_ns;
-    if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, NULL, v) < 0 ||
-        prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
-        return NULL;
-    return fed_waiter(op, "Redis group", 1, timeout_ns);
-}
-
-static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
-    size_t len;
-    const char *body = prs_redis_breaker_script(&len);
-    return PyBytes_FromStringAndSize(body, (Py_ssize_t)len);
 }
 
 int prs_py_register_redis(PyObject *m, prs_py_state *st) {

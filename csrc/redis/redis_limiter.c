@@ -620,10 +620,14 @@ int prs_redis_group_members_check(size_t count, const prs_redis_member *m, size_
     for (size_t i = 0; i < count; i++)
         if (!m[i].limiter || m[i].limiter->b != m[0].limiter->b) {
             *bad = i;
+            prs_redis__set_error("members[%zu] uses another RedisBackend: a group runs one script on one server",
+                                 i);
             return PRS_EINVAL;
         }
     if (prs_redis_backend_is_cluster(m[0].limiter->b) && prs_redis_group_slot(count, m) < 0) {
         *bad = count;
+        prs_redis__set_error("a group on a Redis Cluster needs every member's key in one hash slot: give the keys "
+                             "a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
         return PRS_EINVAL;
     }
     return PRS_OK;

@@ -104,7 +104,9 @@ static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize
     prs_redis_backend_outcome(o->b, (int)a.admit, transport_failure(&a, v[2]));
     Py_RETURN_NONE;
 }
-static PyObject *backend_breaker_script(PyObject *self, PyObject *unused);
+static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
+    return PyBytes_FromString(prs_redis_breaker_script(NULL));
+}
 static PyObject *backend_op_step(PyObject *self, PyObject *arg);
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
@@ -310,13 +312,27 @@ enum {
     P_RedisRateLimiter__op__COUNT = 4
 };
 static const char *const RedisRateLimiter__op_names[] = {"kind", "key", "n", "now", NULL};
+static const char *const RedisRateLimiter__op_kind_choices[] = {"check", "peek", "reset", NULL};
 static const prs_py_param RedisRateLimiter__op_param_list[] = {
-    {"kind", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"kind", "kind", PRS_PK_ENUM, 0, offsetof(op_args, kind), INT64_MIN, INT64_MAX, RedisRateLimiter__op_kind_choices, NULL, 0},
     {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(op_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter__op_params = {"_op", 4, 4, 2, RedisRateLimiter__op_param_list, RedisRateLimiter__op_names};
+enum {
+    P_RedisRateLimiter__async_waiter_key = 0,
+    P_RedisRateLimiter__async_waiter_n = 1,
+    P_RedisRateLimiter__async_waiter_timeout = 2,
+    P_RedisRateLimiter__async_waiter__COUNT = 3
+};
+static const char *const RedisRateLimiter__async_waiter_names[] = {"key", "n", "timeout", NULL};
+static const prs_py_param RedisRateLimiter__async_waiter_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter__async_waiter_params = {"_async_waiter", 3, 3, 1, RedisRateLimiter__async_waiter_param_list, RedisRateLimiter__async_waiter_names};
 enum {
     P_RedisRateLimiter__op_many_requests = 0,
     P_RedisRateLimiter__op_many__COUNT = 1
@@ -353,7 +369,12 @@ static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t na
 static PyObject *rl_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    wait_args a = {0};
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisRateLimiter__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return fed_waiter(self, "Redis limiter", a.n, a.timeout_ns);
+}
 static PyObject *rl_op_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_op_release(PyObject *self, PyObject *unused);
 static PyObject *rl_close(PyObject *self, PyObject *unused);
@@ -557,7 +578,7 @@ enum {
 };
 static const char *const RedisLimiterGroup__async_waiter_names[] = {"timeout", NULL};
 static const prs_py_param RedisLimiterGroup__async_waiter_param_list[] = {
-    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup__async_waiter_params = {"_async_waiter", 1, 1, 0, RedisLimiterGroup__async_waiter_param_list, RedisLimiterGroup__async_waiter_names};
 enum {
@@ -573,7 +594,12 @@ static PyObject *group_check(PyObject *self, PyObject *unused);
 static PyObject *group_allow(PyObject *self, PyObject *unused);
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_check_at(PyObject *self, PyObject *arg);
-static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    wait_args a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return fed_waiter(self, "Redis group", 1, a.timeout_ns);
+}
 static PyObject *group_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef RedisLimiterGroup_methods[] = {
     {"check", group_check, METH_NOARGS,
