@@ -1515,20 +1515,25 @@ struct prs_redis_op {
 };
 
 /* Appends one command in RESP to op->req. */
+/* Room for `need` more bytes after the `len` in *buf (capacity *cap). */
+static int buf_room(const prs_allocator *a, char **buf, size_t len, size_t *cap, size_t need) {
+    if (len + need <= *cap) return PRS_OK;
+    size_t nc = *cap ? *cap * 2 : 256;
+    while (nc < len + need) nc *= 2;
+    char *nb = prs__malloc(a, nc);
+    if (!nb) return PRS_ENOMEM;
+    if (len) memcpy(nb, *buf, len);
+    prs__free(a, *buf);
+    *buf = nb;
+    *cap = nc;
+    return PRS_OK;
+}
+
 static int resp_append(prs_redis_op *op, const prs_redis__cmd *cmd) {
     if (op->ncmds >= op->maxcmds) return PRS_EINVAL; /* cannot happen: sized by the builders' maximum */
     size_t need = 24;
     for (int i = 0; i < cmd->argc; i++) need += cmd->argvlen[i] + 28;
-    if (op->reqlen + need > op->reqcap) {
-        size_t nc = (op->reqcap ? op->reqcap * 2 : 256);
-        while (nc < op->reqlen + need) nc *= 2;
-        char *nb = prs__malloc(op->a, nc);
-        if (!nb) return PRS_ENOMEM;
-        if (op->reqlen) memcpy(nb, op->req, op->reqlen);
-        prs__free(op->a, op->req);
-        op->req = nb;
-        op->reqcap = nc;
-    }
+    if (buf_room(op->a, &op->req, op->reqlen, &op->reqcap, need)) return PRS_ENOMEM;
     char *p = op->req + op->reqlen;
     *p++ = '*';
     p += fmt_i64(p, cmd->argc);
@@ -1799,16 +1804,7 @@ static op_send *send_to(prs_redis_op *op, int node) {
 
 /* Appends bytes answered by one reply (for command `want`) to send s. */
 static int send_add(prs_redis_op *op, op_send *s, const char *p, size_t len, int want) {
-    if (s->len + len > s->cap) {
-        size_t nc = s->cap ? s->cap * 2 : 256;
-        while (nc < s->len + len) nc *= 2;
-        char *nb = prs__malloc(op->a, nc);
-        if (!nb) return PRS_ENOMEM;
-        if (s->len) memcpy(nb, s->buf, s->len);
-        prs__free(op->a, s->buf);
-        s->buf = nb;
-        s->cap = nc;
-    }
+    if (buf_room(op->a, &s->buf, s->len, &s->cap, len)) return PRS_ENOMEM;
     memcpy(s->buf + s->len, p, len);
     s->len += len;
     s->want[s->n++] = want;

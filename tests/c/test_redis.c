@@ -1062,14 +1062,15 @@ TEST(redis_group_all_or_nothing) {
 TEST(redis_cluster_urls) {
     const char *bad[] = {"redis+cluster://", "redis+cluster://h:0", "redis+cluster://h:70000",
                          "redis+cluster://h:1,,", "redis+cluster://u:p@h:1", "redis+cluster://h:1/3",
-                         "redis+cluster://h:x"};
+                         "redis+cluster://h:x", "redis+sentinel://h:1", "redis+sentinel://h:1/",
+                         "redis+sentinel:///m", "redis+sentinel://h:x/m", "redis+sentinel://h:1/m/0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         prs_redis_config cfg;
         prs_redis_config_init(&cfg);
         cfg.url = bad[i];
         prs_redis_backend *b = NULL;
         if (prs_redis_backend_new(&cfg, &b) != PRS_EINVAL) PRS__FAIL("accepted %s", bad[i]);
-        ASSERT(strstr(prs_redis_last_error(), "redis+cluster") || strstr(prs_redis_last_error(), "seed"));
+        ASSERT(strstr(prs_redis_last_error(), "redis+") || strstr(prs_redis_last_error(), "seed"));
     }
     prs_redis_config cfg;
     prs_redis_config_init(&cfg);
@@ -1201,15 +1202,6 @@ TEST(redis_op_steps_route_redirect_and_reload) {
 }
 
 TEST(redis_sentinel_urls) {
-    const char *bad[] = {"redis+sentinel://h:1", "redis+sentinel://h:1/", "redis+sentinel:///m",
-                         "redis+sentinel://h:x/m", "redis+sentinel://h:1/m/0"};
-    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-        prs_redis_config cfg;
-        prs_redis_config_init(&cfg);
-        cfg.url = bad[i];
-        prs_redis_backend *b = NULL;
-        if (prs_redis_backend_new(&cfg, &b) != PRS_EINVAL) PRS__FAIL("accepted %s", bad[i]);
-    }
     prs_redis_config cfg;
     prs_redis_config_init(&cfg);
     cfg.url = "redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster";
