@@ -36,7 +36,8 @@ WEAK = {"weaklist": "weakreflist"}
 
 BACKEND = Type(
     "RedisBackend", "redis", "backend", obj="backend_obj", config="prs_redis_config",
-    flags=FLAGS, offsets=WEAK, refs=[], kept=["url"],
+    flags=FLAGS, offsets=WEAK, refs=[], kept=["url"], init="prs_redis_config_init", check="prs_redis_config_check",
+    build="rc = backend_build(o, &cfg, v[P_RedisBackend_url]);",
     free="prs_redis_backend *b = o->b; Py_BEGIN_ALLOW_THREADS prs_redis_backend_free(b); "
          "Py_END_ALLOW_THREADS",
     params=[

@@ -37,6 +37,7 @@ typedef struct {
     prs_redis_config cfg;
     PyObject *weakreflist;
 } backend_obj;
+static int backend_build(backend_obj *o, prs_redis_config *cfg, PyObject *url);
 
 typedef struct {
     PyObject_HEAD
@@ -162,31 +163,15 @@ static int backend_max_connections(PyObject *arg, void *config) {
     return 0;
 }
 
-static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    prs_redis_config cfg;
-    PyObject *v[P_RedisBackend__COUNT];
-    prs_redis_config_init(&cfg);
-    if (!st || prs_py_parse_params_tuple(&RedisBackend_params, args, kwds, &cfg, v) < 0) return NULL;
-    if (utf8_arg(v[P_RedisBackend_url], "url", &cfg.url) < 0) return NULL;
-    prs_config_error why = {NULL, NULL};
-    int rc = prs_redis_config_check(&cfg, &why);
-    if (rc) return prs_py_config_error(st, rc, &why, &RedisBackend_params, v, &cfg);
-    prs_redis_backend *b;
-    if ((rc = prs_redis_backend_new(&cfg, &b))) return redis_error(st, rc); /* a bad URL: password hidden */
-    backend_obj *self = (backend_obj *)type->tp_alloc(type, 0);
-    PyObject *url = v[P_RedisBackend_url] ? Py_NewRef(v[P_RedisBackend_url]) : PyUnicode_FromString(cfg.url);
-    if (!self || !url) {
-        prs_redis_backend_free(b);
-        Py_XDECREF(url);
-        Py_XDECREF(self);
-        return NULL;
-    }
-    self->b = b;
-    self->url = url;
-    self->cfg = cfg;
-    self->cfg.url = NULL; /* the url object's */
-    return (PyObject *)self;
+/* tp_new's last step (the declared one parses and checks cfg): the backend. */
+static int backend_build(backend_obj *o, prs_redis_config *cfg, PyObject *url) {
+    int rc = utf8_arg(url, "url", &cfg->url) < 0 ? -1 : prs_redis_backend_new(cfg, &o->b);
+    if (rc && !PyErr_Occurred()) redis_error(prs_py_state_of((PyObject *)o), rc); /* a bad URL: password hidden */
+    if (rc) return -1;
+    o->url = url ? Py_NewRef(url) : PyUnicode_FromString(cfg->url);
+    o->cfg = *cfg;
+    o->cfg.url = NULL; /* the url object's */
+    return o->url ? 0 : -1;
 }
 
 static PyObject *backend_close(PyObject *op, PyObject *unused) {

@@ -21,6 +21,18 @@ static const prs_py_param RedisBackend_param_list[] = {
     {"max_connections", "max_connections", PRS_PK_CONVERT, 0, offsetof(prs_redis_config, max_connections), INT64_MIN, INT64_MAX, NULL, backend_max_connections, 0},
 };
 static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, RedisBackend_param_list, RedisBackend_names};
+/* The module state, the config (defaults, then the arguments) and the
+ * argument objects for RedisBackend's tp_new; validated by prs_redis_config_check. 0 or -1. */
+static int RedisBackend_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
+    prs_redis_config *cfg, PyObject **vals) {
+    if (!(*st = prs_py_state_of_type(type))) return -1;
+    prs_redis_config_init(cfg);
+    if (prs_py_parse_params_tuple(&RedisBackend_params, args, kwds, cfg, vals) < 0) return -1;
+    prs_config_error why;
+    int rc = prs_redis_config_check(cfg, &why);
+    if (rc) prs_py_config_error(*st, rc, &why, &RedisBackend_params, vals, cfg);
+    return rc ? -1 : 0;
+}
 #define RedisBackend_DOC \
     "RedisBackend(url='redis://127.0.0.1:6379/0', *, connect_timeout=0.25, timeout=0.25, max_connections=8)\n" \
     "--\n" \
@@ -242,6 +254,19 @@ static void backend_dealloc(PyObject *self) {
     Py_CLEAR(o->url);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RedisBackend__COUNT];
+    prs_redis_config cfg;
+    if (RedisBackend_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    backend_obj *o = (backend_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (!rc) rc = backend_build(o, &cfg, v[P_RedisBackend_url]);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- RedisRateLimiter ---- */
