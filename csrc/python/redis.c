@@ -8,9 +8,15 @@
  * given), decides, and applies each limiter's on_backend_error policy when
  * Redis fails - including the 'local' fallback. A status becomes an
  * exception through prs_py_error(), with the backend's message from
- * prs_redis_last_error() when it has one. acquire() is the binding's one
- * rate wait (prs_py_wait_step, sync here and a _RateWait for async) over a
- * decide function here.
+ * prs_redis_last_error() when it has one. allow/check/peek are the shared
+ * rate methods (prs_py_rate_method over rl_target); acquire() is the
+ * binding's rate wait (prs_py_wait_step) sleeping each step's whole delay,
+ * a step being a round trip; acquire_async feeds it the Decisions its
+ * asyncio checks got (_async_waiter).
+ *
+ * The asyncio transport (pyresilience._redis_async) gets the C ops as
+ * capsules and a _RespReader per connection: the replies are parsed by
+ * csrc/redis and handed straight to the op, never converted to Python.
  *
  * Every network call runs with the GIL released (the C backend never touches
  * Python objects; the key bytes it reads belong to argument objects kept
