@@ -102,7 +102,8 @@ class Sentinels:
         its replica (it answers writes with READONLY). The new master's port."""
         old, new = self.master, self.replica
         assert _cli(old, "WAIT", "1", "2000") == "1"  # the replica has every write
-        assert _cli(self.sentinels[0], "SENTINEL", "FAILOVER", SERVICE) == "OK"
+        # NOGOODSLAVE until the sentinel has its own INFO from the replica: ask again
+        _wait(lambda: _cli(self.sentinels[0], "SENTINEL", "FAILOVER", SERVICE) == "OK", "a promotable replica")
         _wait(lambda: all(int(_cli(p, "SENTINEL", "get-master-addr-by-name", SERVICE).split()[1]) == new
                           for p in self.sentinels), "the sentinels to name the new master")
         _wait(lambda: "role:master" in _cli(new, "INFO", "replication"), "the promotion")
