@@ -204,11 +204,11 @@ GROUP = Type(
         "outcome wins: 'raise' over 'deny' over 'local' over 'allow'; the 'local'\n"
         "members' in-process limiters decide all or nothing among themselves.",
     methods=[
-        M("check", returns="Decision",
+        M("check", returns="Decision", expr="group_decision(self, -1, 0)",
           doc="Admit every member's (key, n) or none, in one atomic script. The\n"
               "Decision is the most restrictive member's; denied_by is the index of the first\n"
               "member that denied."),
-        M("allow", returns="bool", doc="check() as a bool."),
+        M("allow", returns="bool", expr="group_decision(self, -1, 1)", doc="check() as a bool."),
         M("acquire", params=declared("timeout: Optional[float] = None"),
           doc="Block until the whole group is admitted (GIL released\n"
               "while waiting); RateLimitExceeded when that cannot happen within timeout."),

@@ -70,6 +70,8 @@ typedef struct {
     PyObject *error; /* the class of an error reply */
 } reader_obj;
 
+static PyObject *group_decision(PyObject *op, int64_t now_us, int as_bool);
+
 typedef struct transport_args {
     int64_t admit;
     int status; /* index in the declared choices: OK, ECONN, ETIMEDOUT, EPROTO, EBACKEND, EBACKENDCLOSED */
@@ -653,8 +655,6 @@ static PyObject *group_decision(PyObject *op, int64_t now_us, int as_bool) {
     return prs_py_decision_new_by(prs_py_state_of(op), &d, d.allowed ? -1 : denied);
 }
 
-static PyObject *group_check(PyObject *op, PyObject *unused) { return group_decision(op, -1, 0); }
-static PyObject *group_allow(PyObject *op, PyObject *unused) { return group_decision(op, -1, 1); }
 
 static PyObject *group_check_at(PyObject *op, PyObject *now_o) {
     int64_t now_us;

@@ -615,8 +615,12 @@ static const prs_py_param RedisLimiterGroup__op_param_list[] = {
     {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup__op_params = {"_op", 1, 1, 0, RedisLimiterGroup__op_param_list, RedisLimiterGroup__op_names};
-static PyObject *group_check(PyObject *self, PyObject *unused);
-static PyObject *group_allow(PyObject *self, PyObject *unused);
+static PyObject *group_check(PyObject *self, PyObject *unused) {
+    return group_decision(self, -1, 0);
+}
+static PyObject *group_allow(PyObject *self, PyObject *unused) {
+    return group_decision(self, -1, 1);
+}
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_check_at(PyObject *self, PyObject *arg);
 static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
