@@ -1,24 +1,28 @@
-"""The asyncio transport of the Redis types: one connection per backend per
-event loop, speaking RESP, requests pipelined with a FIFO of pending replies.
+"""The asyncio transport of the Redis types: one connection per backend, node
+and event loop, requests pipelined with a FIFO of pending replies.
 
-What is sent and what a reply means is the C core's (csrc/redis ops): an op
-built by ``limiter._op(...)`` carries exactly the commands the blocking call
-sends (same scripts, keys, arguments), and ``backend._op_finish`` turns the
-replies into the same Decisions, or applies the same failure policy
+What is sent, where, and what a reply means is the C core's (csrc/redis
+ops): an op built by ``limiter._op(...)`` carries exactly the commands the
+blocking call sends (same scripts, keys, arguments); ``backend._op_step``
+says which bytes go to which node (one server: node 0; a Redis Cluster: the
+primary of each command's slot, MOVED / ASK followed, NOSCRIPT answered with
+EVAL on that node); the replies are parsed by the C reader (hiredis's, as
+the pool's) and handed straight to the op; ``backend._op_finish`` turns them
+into the same Decisions, or applies the same failure policy
 (``on_backend_error``) when the transport fails. This module only moves bytes:
 
-- Never blocks the loop: non-blocking sockets, the loop's own callbacks; the
-  work per reply is parsing it.
+- Never blocks the loop: non-blocking sockets, the loop's own callbacks.
 - Deadlines: a call gets the backend's ``timeout`` in all (waiting for the
-  connection to open, bounded by ``connect_timeout``, then for its replies).
-  One watchdog timer per connection fails every pending call when the oldest
-  one is overdue, and drops the connection (a server that stalls mid-stream
-  cannot leave the FIFO out of step); the next call opens a fresh one.
+  connections to open, bounded by ``connect_timeout``, then for its replies,
+  every step). One watchdog timer per connection fails every pending call
+  when the oldest one is overdue, and drops the connection (a server that
+  stalls mid-stream cannot leave the FIFO out of step); the next call opens
+  a fresh one.
 - The backend's circuit (repeated failures -> fail fast) is shared with the
   blocking calls.
 - Cancellation: a cancelled call's replies are still read in order (the FIFO
-  entry stays; its op is finished when they arrive, so a lease still records
-  what Redis granted), and the connection stays usable.
+  entry stays and hands them to its op, which is then finished, so a lease
+  still records what Redis granted), and the connection stays usable.
 - Fork: a connection belongs to the process (and loop) that opened it.
 """
 from __future__ import annotations
@@ -31,6 +35,9 @@ import time
 import weakref
 from typing import Any, Deque, Dict, List, Optional, Tuple
 
+from . import _core
+from .errors import BackendError
+
 __all__ = ["RespError", "call", "close_all"]
 
 
@@ -39,72 +46,18 @@ class RespError(Exception):
 
 
 _Error = Tuple[str, str]
-
-
-class _Parser:
-    """Incremental RESP2 parser: feed bytes, get whole replies (bytes, int,
-    None, str for a status, list, RespError)."""
-
-    __slots__ = ("buf", "pos")
-
-    def __init__(self) -> None:
-        self.buf = b""
-        self.pos = 0
-
-    def feed(self, data: bytes) -> List[Any]:
-        buf = self.buf[self.pos:] + data if self.pos < len(self.buf) else data
-        self.buf, self.pos = buf, 0
-        out: List[Any] = []
-        while True:
-            r = self._one(self.pos)
-            if r is None:
-                return out
-            value, self.pos = r
-            out.append(value)
-
-    def _one(self, pos: int) -> Optional[Tuple[Any, int]]:
-        buf = self.buf
-        end = buf.find(b"\r\n", pos)
-        if end < 0:
-            return None
-        t = buf[pos:pos + 1]
-        if t == b"$":
-            n = int(buf[pos + 1:end])
-            if n < 0:
-                return None, end + 2
-            stop = end + 2 + n
-            if len(buf) < stop + 2:
-                return None
-            return buf[end + 2:stop], stop + 2
-        if t == b":":
-            return int(buf[pos + 1:end]), end + 2
-        if t == b"+":
-            return buf[pos + 1:end].decode("utf-8", "replace"), end + 2
-        if t == b"-":
-            return RespError(buf[pos + 1:end].decode("utf-8", "replace")), end + 2
-        if t == b"*":
-            n = int(buf[pos + 1:end])
-            if n < 0:
-                return None, end + 2
-            items: List[Any] = []
-            at = end + 2
-            for _ in range(n):
-                r = self._one(at)
-                if r is None:
-                    return None
-                items.append(r[0])
-                at = r[1]
-            return items, at
-        raise ValueError(f"redis: unexpected RESP type byte {t!r}")
+_NO_REPLY = object()
 
 
 class _Pending:
-    __slots__ = ("fut", "want", "replies", "deadline", "op", "backend")
+    __slots__ = ("fut", "want", "got", "replies", "deadline", "op", "send", "backend")
 
-    def __init__(self, fut: "asyncio.Future[Any]", want: int, deadline: float, op: Any, backend: Any) -> None:
+    def __init__(self, fut: "asyncio.Future[Any]", want: int, deadline: float, op: Any, send: int,
+                 backend: Any) -> None:
         self.fut, self.want, self.deadline = fut, want, deadline
+        self.got = 0
         self.replies: List[Any] = []
-        self.op, self.backend = op, backend
+        self.op, self.send, self.backend = op, send, backend
 
 
 class _Connection(asyncio.Protocol):
@@ -113,7 +66,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.transport: Optional[asyncio.Transport] = None
-        self.parser = _Parser()
+        self.reader = _core._RespReader(RespError)
         self.fifo: Deque[_Pending] = collections.deque()
         self.out: List[bytes] = []
         self.flush_scheduled = False
@@ -126,28 +79,35 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        reader, fifo = self.reader, self.fifo
         try:
-            replies = self.parser.feed(data)
-        except (ValueError, IndexError) as e:
-            self.fail(("EPROTO", f"redis: {e}"))
-            return
-        fifo = self.fifo
-        for r in replies:
-            if not fifo:
+            reader.feed(data)
+            while fifo:
+                p = fifo[0]
+                if p.op is not None:  # the reply goes straight to its op (C)
+                    got = reader.put(p.op, p.send)
+                    if not got:
+                        return
+                else:
+                    r = reader.pop(_NO_REPLY)
+                    if r is _NO_REPLY:
+                        return
+                    p.replies.append(r)
+                p.got += 1
+                if p.got == p.want:
+                    fifo.popleft()
+                    fut = p.fut
+                    if not fut.done():
+                        fut.set_result(p.replies)
+                    elif p.op is not None and got == 2:  # cancelled: still finish its op (a lease records its grant)
+                        try:
+                            p.backend._op_finish(p.op)
+                        except Exception:
+                            pass
+            if reader.pop(_NO_REPLY) is not _NO_REPLY:
                 self.fail(("EPROTO", "redis: a reply nobody asked for"))
-                return
-            p = fifo[0]
-            p.replies.append(r)
-            if len(p.replies) == p.want:
-                fifo.popleft()
-                fut = p.fut
-                if not fut.done():
-                    fut.set_result(p.replies)
-                elif p.op is not None:  # cancelled: still finish its op (a lease records its grant)
-                    try:
-                        p.backend._op_finish(p.op, p.replies)
-                    except Exception:
-                        pass
+        except (BackendError, ValueError) as e:  # not RESP: the stream is lost
+            self.fail(("EPROTO", str(e)))
 
     def connection_lost(self, exc: Optional[BaseException]) -> None:
         self.fail(("ECONN", f"redis: connection lost: {exc or 'closed by the server'}"))
@@ -169,9 +129,10 @@ class _Connection(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
-    def send(self, data: bytes, want: int, deadline: float, op: Any, backend: Any) -> "asyncio.Future[Any]":
+    def send(self, data: bytes, want: int, deadline: float, op: Any = None, send: int = 0,
+             backend: Any = None) -> "asyncio.Future[Any]":
         fut = self.loop.create_future()
-        self.fifo.append(_Pending(fut, want, deadline, op, backend))
+        self.fifo.append(_Pending(fut, want, deadline, op, send, backend))
         self.out.append(data)
         if not self.flush_scheduled:
             self.flush_scheduled = True
@@ -208,12 +169,13 @@ _NONE: Dict[Any, Any] = {}
 _registry_lock = threading.Lock()
 _pid = os.getpid
 
-# backend -> {loop: (pid, connection or the task opening it)}
-_registry: "weakref.WeakKeyDictionary[Any, Dict[asyncio.AbstractEventLoop, Any]]" = weakref.WeakKeyDictionary()
+# backend -> {(loop, node): (pid, connection or the task opening it)}
+_registry: "weakref.WeakKeyDictionary[Any, Dict[Tuple[asyncio.AbstractEventLoop, int], Any]]" = \
+    weakref.WeakKeyDictionary()
 
 
-async def _open(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
-    host, port, path, user, password, db = backend._endpoint()
+async def _open(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float, node: int) -> _Connection:
+    host, port, path, user, password, db = backend._endpoint(node)
     budget = min(backend.connect_timeout, deadline - loop.time())
     if budget <= 0:
         raise _TransportFailure(("ETIMEDOUT", "redis: timed out before connecting"))
@@ -236,7 +198,7 @@ async def _open(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float) 
     if db:
         setup.append([b"SELECT", str(db).encode()])
     for argv in setup:
-        fut = conn.send(_encode(argv), 1, loop.time() + budget, None, None)
+        fut = conn.send(_encode(argv), 1, loop.time() + budget)
         try:
             (reply,) = await fut
         except _TransportFailure:
@@ -248,13 +210,14 @@ async def _open(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float) 
     # Redis's clock, as a pooled connection learns it: the ops send Redis's
     # time (the scripts never call TIME), estimated from this offset.
     sent = time.time_ns() // 1000
-    fut = conn.send(b"*1\r\n$4\r\nTIME\r\n", 1, loop.time() + budget, None, None)
+    fut = conn.send(b"*1\r\n$4\r\nTIME\r\n", 1, loop.time() + budget)
     try:
         (reply,) = await fut
     except _TransportFailure:
         conn.fail(("ECONN", "redis: connection lost during setup"))
         raise
-    backend._clock(sent, time.time_ns() // 1000, reply)
+    if isinstance(reply, list) and len(reply) == 2:
+        backend._clock(sent, time.time_ns() // 1000, int(reply[0]) * 1_000_000 + int(reply[1]))
     return conn
 
 
@@ -265,12 +228,13 @@ def _encode(argv: List[bytes]) -> bytes:
     return b"".join(parts)
 
 
-async def _connection(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float) -> _Connection:
+async def _connection(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float, node: int = 0) -> _Connection:
     per_loop = _registry.get(backend)
     if per_loop is None:
         with _registry_lock:  # loops of several threads may share a backend
             per_loop = _registry.setdefault(backend, {})
-    entry = per_loop.get(loop)
+    where = (loop, node)
+    entry = per_loop.get(where)
     pid = os.getpid()
     if entry is not None and entry[0] == pid:
         got = entry[1]
@@ -280,24 +244,24 @@ async def _connection(backend: Any, loop: asyncio.AbstractEventLoop, deadline: f
         else:  # another call is opening it: share that
             return await asyncio.shield(got)
     _purge(per_loop)
-    task = loop.create_task(_open(backend, loop, deadline))
-    per_loop[loop] = (pid, task)
+    task = loop.create_task(_open(backend, loop, deadline, node))
+    per_loop[where] = (pid, task)
     try:
         conn = await asyncio.shield(task)
     except BaseException:
-        if per_loop.get(loop, (0, None))[1] is task:
-            del per_loop[loop]
+        if per_loop.get(where, (0, None))[1] is task:
+            del per_loop[where]
         if not task.done():
             task.add_done_callback(_swallow)
         raise
-    per_loop[loop] = (pid, conn)
+    per_loop[where] = (pid, conn)
     return conn
 
 
-def _purge(per_loop: Dict[asyncio.AbstractEventLoop, Any]) -> None:
+def _purge(per_loop: Dict[Tuple[asyncio.AbstractEventLoop, int], Any]) -> None:
     """Closes the sockets of connections whose loop was closed (asyncio.run
     ends its loop without telling us), and forgets them."""
-    for old in [lp for lp in per_loop if lp.is_closed()]:
+    for old in [where for where in per_loop if where[0].is_closed()]:
         got = per_loop.pop(old)[1]
         if isinstance(got, _Connection) and got.transport is not None:
             sock = getattr(got.transport, "_sock", None)
@@ -312,44 +276,56 @@ def _swallow(task: "asyncio.Task[Any]") -> None:
             task.result().fail(("ECONN", "redis: opened for a cancelled call"))
 
 
+def _live(backend: Any, loop: asyncio.AbstractEventLoop, node: int) -> Optional[_Connection]:
+    """The open connection to node, without a coroutine (the common case)."""
+    entry = _registry.get(backend, _NONE).get((loop, node))
+    conn = entry[1] if entry is not None and entry[0] == _pid() else None
+    return conn if conn.__class__ is _Connection and conn.dead is None else None
+
+
 async def call(backend: Any, built: Any) -> Any:
-    """Runs a built op (an (op, request, replies) tuple from _op/_op_many, or
-    a result already decided locally) and returns what the blocking call
-    returns."""
-    if not isinstance(built, tuple):
+    """Runs a built op (from _op/_op_many/_op_release, or a result already
+    decided locally) and returns what the blocking call returns."""
+    if built is None or isinstance(built, (list, _core.Decision)):
         return built
-    op, request, want = built
+    op = built
     admit, error = backend._admit()
     if not admit:
-        return backend._op_finish(op, None, error)
+        return backend._op_finish(op, *error)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + backend.timeout
     try:
-        entry = _registry.get(backend, _NONE).get(loop)  # the open connection, without a coroutine
-        conn = entry[1] if entry is not None and entry[0] == _pid() else None
-        if conn.__class__ is not _Connection or conn.dead is not None:
-            conn = await _connection(backend, loop, deadline)
-        replies = await conn.send(request, want, deadline, op, backend)
-        retry = [i for i, r in enumerate(replies) if isinstance(r, RespError) and str(r).startswith("NOSCRIPT")]
-        if retry:  # the server lost its script cache: EVAL with the bodies, pipelined
-            again = await conn.send(b"".join(backend._op_eval(op, i) for i in retry), len(retry), deadline,
-                                    None, None)
-            for i, r in zip(retry, again):
-                replies[i] = r
+        while True:
+            try:
+                sends = backend._op_step(op)
+            except BackendError as e:  # Sentinel: no master known
+                raise _TransportFailure(("ECONN", str(e))) from None
+            if len(sends) == 1:  # one server, or one node: the common case
+                node, data, want = sends[0]
+                conn = _live(backend, loop, node) or await _connection(backend, loop, deadline, node)
+                await conn.send(data, want, deadline, op, 0, backend)
+                continue
+            if not sends:
+                break
+            futs = []
+            for i, (node, data, want) in enumerate(sends):  # one per node, all in flight at once
+                conn = _live(backend, loop, node) or await _connection(backend, loop, deadline, node)
+                futs.append(conn.send(data, want, deadline, op, i, backend))
+            await asyncio.gather(*futs)
     except _TransportFailure as e:
-        backend._outcome(admit, e.error)
-        return backend._op_finish(op, None, e.error)
+        backend._outcome(admit, *e.error)
+        return backend._op_finish(op, *e.error)
     except BaseException:
-        backend._outcome(admit, None)
+        backend._outcome(admit)
         raise
-    backend._outcome(admit, None)
-    return backend._op_finish(op, replies)
+    backend._outcome(admit)
+    return backend._op_finish(op)
 
 
 def close_all(backend: Any) -> None:
     """Drops this backend's connections on every loop (from any thread)."""
     per_loop = _registry.pop(backend, None)
-    for loop, (pid, got) in (per_loop or {}).items():
+    for (loop, _node), (pid, got) in (per_loop or {}).items():
         if isinstance(got, _Connection) and pid == os.getpid():
             err = ("EBACKENDCLOSED", "redis: backend is closed")
             try:
@@ -359,26 +335,15 @@ def close_all(backend: Any) -> None:
 
 
 async def ping(backend: Any) -> bool:
-    admit, error = backend._admit()
-    if not admit:
-        raise _TransportFailure(error)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + backend.timeout
-    try:
-        conn = await _connection(backend, loop, deadline)
-        (reply,) = await conn.send(b"*1\r\n$4\r\nPING\r\n", 1, deadline, None, None)
-    except _TransportFailure as e:
-        backend._outcome(admit, e.error)
-        raise
-    backend._outcome(admit, None)
+    reply = await command(backend, [b"PING"])
     if isinstance(reply, RespError):
         raise _TransportFailure(("EBACKEND", f"redis: {reply}"))
     return True
 
 
 async def command(backend: Any, argv: List[bytes]) -> Any:
-    """One raw command on this loop's connection: its reply (an error reply
-    as a RespError), or _TransportFailure."""
+    """One raw command on this loop's connection (a Cluster's first node): its
+    reply (an error reply as a RespError), or _TransportFailure."""
     admit, error = backend._admit()
     if not admit:
         raise _TransportFailure(error)
@@ -386,9 +351,9 @@ async def command(backend: Any, argv: List[bytes]) -> Any:
     deadline = loop.time() + backend.timeout
     try:
         conn = await _connection(backend, loop, deadline)
-        (reply,) = await conn.send(_encode(argv), 1, deadline, None, None)
+        (reply,) = await conn.send(_encode(argv), 1, deadline)
     except _TransportFailure as e:
-        backend._outcome(admit, e.error)
+        backend._outcome(admit, *e.error)
         raise
-    backend._outcome(admit, None)
+    backend._outcome(admit)
     return reply

@@ -63,6 +63,7 @@ if hasattr(_core, "RedisBackend"):  # built with hiredis (a backend connects laz
     _limiter = _core.RedisRateLimiter(_core.RedisBackend("redis://127.0.0.1:1"), rate=1, burst=1)
     REQUIRED["RedisRateLimiter"] = dict(backend=_limiter.backend, rate=1, burst=1)
     REQUIRED["RedisLimiterGroup"] = dict(members=[(_limiter, "k", 1)])
+    REQUIRED["_RespReader"] = dict(error=Exception)
 
 
 def _alias_of(p):

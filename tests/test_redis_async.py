@@ -107,9 +107,9 @@ def test_async_connection_learns_redis_clock(server: Server) -> None:
     seen: List[Any] = []
 
     class Recording(pr.RedisBackend):
-        def _clock(self, sent_us: int, got_us: int, reply: Any) -> None:
-            seen.append((sent_us, got_us, reply))
-            super()._clock(sent_us, got_us, reply)
+        def _clock(self, sent_us: int, got_us: int, server_us: int) -> None:
+            seen.append((sent_us, got_us, server_us))
+            super()._clock(sent_us, got_us, server_us)
 
     b = Recording(server.url, timeout=2.0, connect_timeout=2.0)
     lim = make(b, "fixed_window", size=dict(limit=5, window=60))
@@ -117,10 +117,10 @@ def test_async_connection_learns_redis_clock(server: Server) -> None:
     async def run() -> None:
         assert (await lim.check_async("k")).allowed  # opens this loop's connection: TIME
         assert len(seen) == 1 and seen[0][0] <= seen[0][1]
-        assert isinstance(seen[0][2], list) and len(seen[0][2]) == 2
+        assert abs(seen[0][2] - time.time() * 1e6) < 60e6  # Redis's TIME, in microseconds
         now_s = time.time()
         day = 86400
-        b._clock(int(now_s * 1e6), int(now_s * 1e6), [str(int(now_s) + day).encode(), b"0"])
+        b._clock(int(now_s * 1e6), int(now_s * 1e6), (int(now_s) + day) * 1_000_000)
         assert (await lim.check_async("k")).remaining == 4  # a fresh window: Redis's tomorrow
         keys = [k.decode() for k in b._command("KEYS", lim.key_prefix + "*")]
         tomorrow = (int(now_s) + day) // 60
@@ -218,9 +218,9 @@ def test_one_connection_per_loop_and_pipelined(backend: pr.RedisBackend) -> None
         assert sorted(d.remaining for d in ds) == list(range(500, 1000))
         per_loop = _redis_async._registry[backend]
         assert len(per_loop) == 1  # this loop's one connection (a closed loop's is dropped)
-        conn = per_loop[asyncio.get_running_loop()][1]
+        conn = per_loop[(asyncio.get_running_loop(), 0)][1]
         await asyncio.gather(*[lim.check_async(key) for _ in range(10)])
-        assert per_loop[asyncio.get_running_loop()][1] is conn
+        assert per_loop[(asyncio.get_running_loop(), 0)][1] is conn
         return conn
 
     first = asyncio.run(run("a"))
@@ -397,7 +397,7 @@ def test_ten_thousand_cancelled_calls_leave_the_connection_healthy(backend: pr.R
         sent = 10**6 - 1 - (lim.peek("k").remaining + 1)  # cancelled after sending: counted in Redis
         # the connection stays in step: every later reply is the right one
         ds = await asyncio.gather(*[lim.check_async("k") for _ in range(100)])
-        conn = _redis_async._registry[backend][asyncio.get_running_loop()][1]
+        conn = _redis_async._registry[backend][(asyncio.get_running_loop(), 0)][1]
         assert conn.dead is None and not conn.fifo
         left = sorted(d.remaining for d in ds)
         first = lim.peek("k").remaining + 1
@@ -427,24 +427,57 @@ def test_cancel_while_stalled_then_recover(own_server: Server) -> None:
     asyncio.run(run())
 
 
-def test_op_finish_holds_replies_an_error_str_mutates() -> None:
-    """An error reply's __str__ (user code) that empties the replies list and
-    returns a fresh string: the binding keeps what the C reply points into."""
+def test_reader_parses_split_replies_and_refuses_garbage() -> None:
+    """The connection's replies are parsed in C by hiredis's reader (as the
+    pool's): replies split anywhere across reads come out whole and in
+    order, an error reply as the class given, and a stream that is not RESP
+    raises BackendError (the transport then drops the connection)."""
+    from pyresilience._redis_async import RespError
+    r = _core._RespReader(RespError)
+    stream = b"+OK\r\n:42\r\n$3\r\nabc\r\n$-1\r\n*2\r\n$1\r\nx\r\n:7\r\n-NOSCRIPT gone\r\n"
+    none = object()
+    out: List[Any] = []
+    for i in range(len(stream)):  # one byte per read: the worst split
+        r.feed(stream[i:i + 1])
+        while (got := r.pop(none)) is not none:
+            out.append(got)
+    assert out[:5] == ["OK", 42, b"abc", None, [b"x", 7]]
+    assert isinstance(out[5], RespError) and str(out[5]) == "NOSCRIPT gone"
+    assert r.pop(none) is none
+    r.feed(b"?what\r\n")
+    with pytest.raises(pr.BackendError, match="protocol error"):
+        r.pop(none)
+    with pytest.raises(TypeError, match="data must be bytes"):
+        r.feed("text")  # type: ignore[arg-type]
+
+
+def test_op_steps_put_and_finish_without_a_server() -> None:
+    """The sans-I/O op drives its transport: one send of its commands to node
+    0, each reply put into the op in C, the decision from them; a reply
+    beyond what the step awaits is refused; a transport failure is decided
+    by the policy."""
+    from pyresilience._redis_async import RespError
     b = pr.RedisBackend("redis://127.0.0.1:1/0")
-    lim = pr.RedisRateLimiter(b, "gcra", rate=1, burst=5, key_prefix=prefix())
-    op, _, want = lim._op_many(["a" * 40, "b" * 40])
-    assert want == 2
-    replies: List[Any] = []
+    lim = pr.RedisRateLimiter(b, "gcra", rate=1, burst=5, key_prefix=prefix(), on_backend_error="allow")
+    op = lim._op_many(["a", "b"])
+    ((node, data, want),) = b._op_step(op)
+    assert node == 0 and want == 2 and data.count(b"EVALSHA") == 2
+    r = _core._RespReader(RespError)
+    r.feed(b"$17\r\n1 5 4 0 1000000 0\r\n$19\r\n0 5 0 2000 900000 0\r\n")
+    assert r.put(op, 0) == 1 and r.put(op, 0) == 2 and r.put(op, 0) == 0
+    assert b._op_step(op) == ()
+    d = b._op_finish(op)
+    assert [x.allowed for x in d] == [True, False] and d[1].retry_after == pytest.approx(0.002)
+    op = lim._op("check", "c")
+    b._op_step(op)
+    r.feed(b"$17\r\n1 5 4 0 1000000 0\r\n:1\r\n")
+    assert r.put(op, 0) == 2
+    with pytest.raises(ValueError, match="expects no reply"):
+        r.put(op, 0)
+    op = lim._op("check", "d")
+    assert b._op_finish(op, "ECONN", "redis: gone").allowed  # on_backend_error="allow"
+    with pytest.raises(ValueError, match="status must be 'OK', 'ECONN'.*got 'EWHAT'"):
+        b._op_finish(lim._op("check", "e"), "EWHAT")
+    b.close()
 
-    class Mutating(Exception):
-        def __str__(self) -> str:
-            replies.clear()
-            return "ERR " + "x" * 64 + str(len(replies))
 
-    replies += [Mutating(), Mutating()]
-    with pytest.raises(pr.BackendError, match="ERR x{64}0"):
-        b._op_finish(op, replies)
-    assert replies == []
-    op, _, _ = lim._op_many(["c"])
-    with pytest.raises(ValueError, match="replies must be a list of 1 replies"):
-        b._op_finish(op, [b"1", b"2"])

@@ -4,12 +4,13 @@ Three primaries, started here on free 127.0.0.1 ports with
 ``redis-server --cluster-enabled yes`` and joined with
 ``redis-cli --cluster create``, stopped by PID at the end.
 
-The backend does not route by slot yet: these tests point it at the primary
-that owns a key's slot and prove that the key layout is Cluster-ready: every
-key a decision touches (one per window for fixed_window, two for
-sliding_window_counter, the MULTI of the fixed window, a group's script) lies
-in one slot, that slot is the one ``prs_redis_key_slot`` computes, and the
-decisions are exact there.
+The first tests point a plain backend at the primary that owns a key's
+slot and prove that the key layout is Cluster-ready: every key a decision
+touches (one per window for fixed_window, two for sliding_window_counter, the
+MULTI of the fixed window, a group's script) lies in one slot, that slot is
+the one ``prs_redis_key_slot`` computes, and the decisions are exact there.
+The rest use ``redis+cluster://`` (slot routing, MOVED/ASK, NOSCRIPT per
+node), blocking and asyncio.
 """
 from __future__ import annotations
 
@@ -214,26 +215,127 @@ def test_cluster_group_on_one_tag_and_refusal_across_slots(cluster: Cluster) -> 
             pr.RedisLimiterGroup([(a, "user:1", 1), (a, "user:2", 1)])
 
 
-def test_asyncio_forms_refuse_a_cluster_backend(cluster: Cluster) -> None:
-    """The asyncio transport speaks to one server: on a Cluster backend every
-    _async call raises NotImplementedError before any I/O, leases untouched;
-    the blocking calls keep working."""
-    pfx = f"ra{os.getpid()}:"
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_cluster_async_routes_every_key_to_its_primary(cluster: Cluster, algorithm: str) -> None:
+    """The asyncio forms on redis+cluster://: every key spread over the three
+    primaries decides exactly through check_async, allow_async, peek_async,
+    check_many_async (one send per node, all in flight at once) and
+    reset_async, and the state is the blocking calls' own."""
+    pfx = f"ar{algorithm[:2]}{os.getpid()}:"
     with _cluster_backend(cluster) as b:
-        lim = pr.RedisRateLimiter(b, "gcra", rate=0.001, burst=10, lease=pr.LeaseConfig(5, 60), key_prefix=pfx)
-        assert lim.check("u").allowed  # takes a lease of 5: 4 left locally
-        group = pr.RedisLimiterGroup([(lim, "{t}a", 1)])
+        lim = _limiter(b, algorithm, 2, pfx)
+        users = [f"user:{i}" for i in range(24)]
+        assert len({cluster.owner[_slot(cluster, lim._redis_key(u))] for u in users}) == 3
 
         async def main() -> None:
-            calls = [lim.check_async("v"), lim.peek_async("u"), lim.reset_async("u"),
-                     lim.check_many_async([("u", 1)]), lim.close_async(), group.check_async(), b.ping_async()]
-            for coro in calls:
-                with pytest.raises(NotImplementedError, match="Redis Cluster"):
-                    await coro
+            assert all([(await lim.check_async(u)).allowed for u in users])
+            ds = await lim.check_many_async([(u, 1) for u in users] + [(u, 1) for u in users])
+            assert [d.allowed for d in ds] == [True] * len(users) + [False] * len(users)
+            assert not any([(await lim.peek_async(u)).allowed for u in users])
+            assert not await lim.allow_async(users[0])
+            for u in users:
+                await lim.reset_async(u)
+            assert all(await asyncio.gather(*[lim.allow_async(u, 2) for u in users]))
 
         asyncio.run(main())
-        assert lim.check("u").remaining == 3  # the lease was not given back by close_async
-        lim.close()
+        assert not any(lim.peek(u).allowed for u in users)  # the same state as the blocking calls see
+
+
+def test_cluster_async_group_leases_acquire_and_ping(cluster: Cluster) -> None:
+    pfx = f"ag{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        members = [(_limiter(b, algo, 2, pfx + algo[:2]), "{acct6}" + algo, 1) for algo in ALGORITHMS]
+        group = pr.RedisLimiterGroup(members)
+        lim = pr.RedisRateLimiter(b, "gcra", rate=0.001, burst=10, lease=pr.LeaseConfig(5, 60), key_prefix=pfx)
+        fast = pr.RedisRateLimiter(b, "gcra", rate=1000, burst=1, key_prefix=pfx + "f")
+
+        async def main() -> None:
+            assert [await group.allow_async() for _ in range(3)] == [True, True, False]
+            assert (await group.check_async()).denied_by == 0
+            assert (await lim.check_async("u")).allowed  # takes a lease of 5 on u's node
+            assert (await lim.check_async("u")).allowed  # served by the lease
+            await lim.close_async()  # the 3 unspent permits go back to u's node
+            await fast.acquire_async("w")
+            await fast.acquire_async("w", timeout=1.0)
+            assert await b.ping_async()
+
+        asyncio.run(main())
+        assert lim.check("u").remaining == 7
+
+
+def test_cluster_async_reloads_scripts_per_node(cluster: Cluster) -> None:
+    """SCRIPT FLUSH on every primary: each node answers NOSCRIPT, the op sends
+    EVAL to that node, and the decisions stay exact."""
+    pfx = f"an{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        lim = _limiter(b, "sliding_window_log", 2, pfx)
+        users = [f"user:{i}" for i in range(12)]
+
+        async def main() -> None:
+            assert all([(await lim.check_async(u)).allowed for u in users])
+            for p in cluster.ports:
+                assert cluster.cli(p, "SCRIPT", "FLUSH") == "OK"
+            ds = await lim.check_many_async([(u, 1) for u in users] * 2)
+            assert [d.allowed for d in ds] == [True] * 12 + [False] * 12
+
+        asyncio.run(main())
+
+
+def _migrate(cluster: Cluster, slot: int, finish: bool) -> int:
+    """Moves slot's keys to another primary (IMPORTING/MIGRATING, MIGRATE);
+    with finish, SETSLOT NODE everywhere. The new owner's port."""
+    src = cluster.owner[slot]
+    dst = next(p for p in cluster.ports if p != src)
+    ids = {p: cluster.cli(p, "CLUSTER", "MYID") for p in cluster.ports}
+    assert cluster.cli(dst, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[src]) == "OK"
+    assert cluster.cli(src, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[dst]) == "OK"
+    for k in cluster.cli(src, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+        assert cluster.cli(src, "MIGRATE", "127.0.0.1", str(dst), k, "0", "5000") == "OK"
+    if finish:
+        for p in cluster.ports:
+            assert cluster.cli(p, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[dst]) == "OK"
+        cluster.owner[slot] = dst
+    return dst
+
+
+def test_cluster_async_follows_ask_then_moved_as_a_slot_migrates(cluster: Cluster) -> None:
+    """A slot holding the limiters' keys migrates between async calls: while
+    half-migrated (keys moved, slot still the source's) the source answers
+    ASK and the op resends after ASKING (the fixed window's whole MULTI block
+    too; a lost script as EVAL after ASKING); once the slot is the target's,
+    MOVED. No decision is wrong."""
+    pfx = f"am{os.getpid()}:"
+    with _cluster_backend(cluster) as b:
+        lims = [_limiter(b, algo, 4, pfx + algo[:2]) for algo in ALGORITHMS]
+        user = "{asker}u"
+        slots = {_slot(cluster, lim._redis_key(user)) for lim in lims}
+        assert len(slots) == 1
+        slot = slots.pop()
+
+        async def check_all() -> List[bool]:
+            return [(await lim.check_async(user)).allowed for lim in lims]
+
+        async def main() -> None:
+            assert await check_all() == [True] * 5
+            dst = _migrate(cluster, slot, finish=False)
+            # The sliding window counter's decision reads two keys, one of them
+            # absent: a node importing the slot refuses such a command until
+            # the migration ends (TRYAGAIN), and on_backend_error decides.
+            with pytest.raises(pr.BackendError, match="TRYAGAIN"):
+                await lims[3].check_async(user)
+            assert [(await lim.check_async(user)).allowed for lim in lims[:3] + lims[4:]] == [True] * 4  # ASK
+            ds = await lims[1].check_many_async([(user, 1)])
+            assert [d.remaining for d in ds] == [1]
+            ids = {p: cluster.cli(p, "CLUSTER", "MYID") for p in cluster.ports}
+            for p in cluster.ports:
+                assert cluster.cli(p, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[dst]) == "OK"
+            cluster.owner[slot] = dst
+            ds = [await lim.check_async(user) for lim in lims]  # MOVED, then the map reloads
+            assert [d.remaining for d in ds] == [1, 0, 1, 2, 1] and all(d.allowed for d in ds)
+            assert await check_all() == [True, False, True, True, True]
+            assert cluster.cli(dst, "CLUSTER", "COUNTKEYSINSLOT", str(slot)) != "0"
+
+        asyncio.run(main())
 
 
 def test_cluster_follows_moved_after_a_slot_migrates(cluster: Cluster) -> None:

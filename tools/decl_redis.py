@@ -27,12 +27,17 @@ def declared(sig):
 
 
 MEMBER = "Tuple[RedisRateLimiter, Union[str, bytes], int]"
+# A transport's failure, by status name (csrc/redis maps it: transport_failure).
+FAILURE = [P("status", "ENUM", "str", "'OK'", field="status",
+             choices=("OK", "ECONN", "ETIMEDOUT", "EPROTO", "EBACKEND", "EBACKENDCLOSED")),
+           P("message", "STR", "str", "''")]
 FLAGS = ("BASETYPE", "HAVE_GC")
 WEAK = {"weaklist": "weakreflist"}
 
 BACKEND = Type(
     "RedisBackend", "redis", "backend", obj="backend_obj", config="prs_redis_config",
-    flags=FLAGS, offsets=WEAK, refs=[], kept=["url"],
+    flags=FLAGS, offsets=WEAK, refs=[], kept=["url"], init="prs_redis_config_init", check="prs_redis_config_check",
+    build="rc = backend_build(o, &cfg, v[P_RedisBackend_url]);",
     free="prs_redis_backend *b = o->b; Py_BEGIN_ALLOW_THREADS prs_redis_backend_free(b); "
          "Py_END_ALLOW_THREADS",
     params=[
@@ -57,33 +62,35 @@ BACKEND = Type(
         M("ping", returns="bool",
           doc="PING the server: True, or BackendError when it cannot be reached\n"
               "within the timeout."),
-        M("_endpoint", returns="Tuple[Optional[str], int, Optional[str], Optional[str], Optional[str], int]",
+        M("_endpoint", params=declared("node: int = 0"),
+          returns="Tuple[Optional[str], int, Optional[str], Optional[str], Optional[str], int]",
           doc="Internal (asyncio transport): (host, port, unix_path, user, password, db)\n"
-              "of the parsed url."),
-        M("_admit", returns="Tuple[int, Optional[Tuple[str, str]]]",
+              "of the parsed url, or of a Cluster's node (an index the ops name)."),
+        M("_admit", returns="Tuple[int, Tuple[str, str]]",
           doc="Internal (asyncio transport): ask the backend's circuit, shared with\n"
-              "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."),
-        M("_clock", params=declared("sent_us: int, got_us: int, reply: Any"),
-          doc="Internal (asyncio transport): learn Redis's clock from a TIME reply\n"
-              "(sent and read at these time.time_ns() // 1000), as a pooled connection does."),
-        M("_outcome", params=declared("admit: int, error: Optional[Tuple[str, str]] = None"),
-          doc="Internal (asyncio transport): report an admitted exchange's outcome\n"
-              "to the circuit (error: (status, message) of a transport failure)."),
-        M("_now_us", returns="int",
+              "the blocking calls: (1 or 2, ('OK', '')) to go, (0, (status, message)) to fail fast."),
+        M("_clock", config="clock_args", call="prs_redis_backend_clock_us(o->b, a.sent_us, a.got_us, a.server_us)",
+          params=[P(x, "INT", "int", field=x, lo="INT64_MIN", hi="INT64_MAX")
+                  for x in ("sent_us", "got_us", "server_us")],
+          doc="Internal (asyncio transport): learn Redis's clock from a TIME reply (server_us)\n"
+              "sent and read at these time.time_ns() // 1000, as a pooled connection does."),
+        M("_outcome", config="transport_args", params=[P("admit", "INT", "int", field="admit", lo="0", hi="2")] + FAILURE,
+          call="prs_redis_backend_outcome(o->b, (int)a.admit, transport_failure(&a, v[2]))",
+          doc="Internal (asyncio transport): report an admitted exchange's outcome to the\n"
+              "circuit (status, message: a transport failure's)."),
+        M("_now_us", returns="int", expr="PyLong_FromLongLong(prs_redis_backend_now_us(((backend_obj *)self)->b))",
           doc="Internal: Redis's clock now (microseconds since the epoch), as the\n"
               "backend's connections learned it (the shared breaker sends it to its script)."),
-        M("_breaker_script", returns="bytes",
+        M("_breaker_script", returns="bytes", expr="PyBytes_FromString(prs_redis_breaker_script(NULL))",
           doc="Internal: the distributed circuit breaker's Lua script\n"
               "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."),
-        M("_op_eval", params=declared("op: Any, i: int"), returns="bytes",
-          doc="Internal (asyncio transport): command i of op as EVAL with its script's\n"
-              "body (after a NOSCRIPT reply)."),
-        M("_op_finish", params=declared("op: Any, replies: Optional[List[Any]], error: Optional[Tuple[str, str]] = None"),
-          returns="Any",
-          doc="Internal (asyncio transport): finish op with its replies (bytes, int,\n"
-              "None, str status, list, or an Exception for an error reply), or with a\n"
-              "transport failure (status, message) that the failure policy decides. Returns\n"
-              "what the blocking call returns (Decision, list of Decisions, None)."),
+        M("_op_step", "op: Any, /", "Tuple[Tuple[int, bytes, int], ...]",
+          doc="Internal (asyncio transport): the op's next sends, (node, bytes, replies)\n"
+              "each; () when it is complete."),
+        M("_op_finish", config="transport_args", params=[P("op", "OBJECT", "Any")] + FAILURE, returns="Any",
+          doc="Internal (asyncio transport): finish op with the replies put into it, or\n"
+              "with a transport failure (status, message) that the failure policy decides.\n"
+              "Returns what the blocking call returns (Decision, list of Decisions, None)."),
         M("_command", "*args: Union[str, bytes, int]", "Any", flags="METH_FASTCALL",
           doc="Run one raw Redis command (arguments str, bytes or int) and\n"
               "return its reply (bytes, int, None, str status, list). For tests and tools."),
@@ -102,7 +109,7 @@ BACKEND = Type(
 
 LIMITER = Type(
     "RedisRateLimiter", "redis", "rl", obj="limiter_obj", config="prs_redis_limiter_config",
-    flags=FLAGS, offsets=WEAK, kept=["backend", "algorithm", "key_prefix"],
+    flags=FLAGS, offsets=WEAK, kept=["backend", "algorithm", "key_prefix"], rate="rl_target", rate_key=True,
     refs=["limit", "window", "rate", "burst", "local_share", "lease"],  # as given: tp_clear drops them
     free="prs_redis_limiter_free(o->l); /* no I/O: held lease permits lapse; before the backend */",
     params=[
@@ -130,41 +137,41 @@ LIMITER = Type(
         "on_backend_error: 'raise' (BackendError), 'allow', 'deny' or 'local' (an\n"
         "in-process limiter with local_share of the limit).",
     methods=[
-        M("allow", "key: %s, n: int = 1" % KEY, "bool",
+        M("allow", "key: %s, n: int = 1" % KEY, "bool", rate=True,
           doc="Consume n for key if Redis admits it now: True or False.\n"
               "key is str (UTF-8) or bytes, any content and length."),
-        M("check", "key: %s, n: int = 1" % KEY, "Decision",
+        M("check", "key: %s, n: int = 1" % KEY, "Decision", rate=True,
           doc="Like allow(), returning the Decision (allowed, limit, remaining,\n"
               "retry_after, reset_after; headers()). One EVALSHA round trip, or none when a\n"
               "local lease can serve it."),
-        M("peek", "key: %s, n: int = 1" % KEY, "Decision",
+        M("peek", "key: %s, n: int = 1" % KEY, "Decision", rate=True,
           doc="The Decision check(key, n) would return now, consuming nothing."),
         M("acquire", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
           doc="Block until n is admitted for key (the GIL is\n"
               "released while waiting; Ctrl-C interrupts). RateLimitExceeded at once when n\n"
               "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."),
-        M("_waiter", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY, "_RateWait",
-          doc="Internal: the wait of acquire_async() (its step() does the network call:\n"
-              "run it in an executor)."),
         M("reset", params=declared("key: %s" % KEY), doc="Delete key's state in Redis (and its local lease)."),
         M("check_many", params=declared("requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]"),
           returns="List[Decision]",
           doc="Check a list of (key, n) pairs (or bare keys, n=1) in one\n"
               "pipelined round trip; returns a list of Decisions in the same order. Each\n"
               "check is atomic on its own (not all-or-nothing: see RedisLimiterGroup)."),
-        M("_op", params=declared("kind: str, key: %s, n: int = 1, now: Optional[float] = None" % KEY), returns="Any",
+        M("_op", config="op_args", returns="Any",
+          params=[P("kind", "ENUM", "str", field="kind", choices=("check", "peek", "reset")), P("key", "OBJECT", KEY),
+                  P("n", "N", "int", "1", field="n"), P("now", "OBJECT", "Optional[float]", "None")],
           doc="Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
-              "I/O: a Decision when a lease decided it, else (op, request bytes, replies)."),
-        M("_async_waiter", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
-          "Tuple[_RateWait, List[Decision]]",
+              "I/O: a Decision when a lease decided it, else the op."),
+M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]",
+          params=[P("key", "OBJECT", KEY), P("n", "N", "int", "1", field="n"),
+                  P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
+          expr='fed_waiter(self, "Redis limiter", a.n, a.timeout_ns)',
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
         M("_op_many", params=declared("requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]"), returns="Any",
-          doc="Internal (asyncio transport): check_many's (op, request bytes, replies),\n"
-              "or [] for no requests."),
+          doc="Internal (asyncio transport): check_many's op, or [] for no requests."),
         M("_op_release", returns="Any",
-          doc="Internal (asyncio transport): close()'s give-back of the leases as\n"
-              "(op, request bytes, replies), or None when no lease holds a permit."),
+          doc="Internal (asyncio transport): close()'s give-back of the leases as an op,\n"
+              "or None when no lease holds a permit."),
         M("close", doc="Give back every unspent lease permit (one pipelined round trip)."),
         M("_check_at", params=declared("key: %s, n: int, now: float" % KEY), returns="Decision",
           doc="Tests only: check at `now` seconds (microsecond\n"
@@ -200,24 +207,23 @@ GROUP = Type(
         "outcome wins: 'raise' over 'deny' over 'local' over 'allow'; the 'local'\n"
         "members' in-process limiters decide all or nothing among themselves.",
     methods=[
-        M("check", returns="Decision",
+        M("check", returns="Decision", expr="group_decision(self, -1, 0)",
           doc="Admit every member's (key, n) or none, in one atomic script. The\n"
               "Decision is the most restrictive member's; denied_by is the index of the first\n"
               "member that denied."),
-        M("allow", returns="bool", doc="check() as a bool."),
+        M("allow", returns="bool", expr="group_decision(self, -1, 1)", doc="check() as a bool."),
         M("acquire", params=declared("timeout: Optional[float] = None"),
           doc="Block until the whole group is admitted (GIL released\n"
               "while waiting); RateLimitExceeded when that cannot happen within timeout."),
-        M("_waiter", params=declared("timeout: Optional[float] = None"), returns="_RateWait",
-          doc="Internal: the wait of acquire_async() (its step() does the network call:\n"
-              "run it in an executor)."),
         M("_check_at", "now: float, /", "Decision",
           doc="Tests only: check at `now` seconds instead of Redis's TIME."),
-        M("_async_waiter", params=declared("timeout: Optional[float] = None"), returns="Tuple[_RateWait, List[Decision]]",
+        M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]",
+          params=[P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
+          expr='fed_waiter(self, "Redis group", 1, a.timeout_ns)',
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
         M("_op", params=declared("now: Optional[float] = None"), returns="Any",
-          doc="Internal (asyncio transport): the group check's (op, request bytes, replies)."),
+          doc="Internal (asyncio transport): the group check's op."),
     ],
     props=[
         Prop("members", "List[%s]" % MEMBER, "The (limiter, key, n) members.",
@@ -227,4 +233,20 @@ GROUP = Type(
              expr="PyBool_FromLong(prs_redis_group_slot((size_t)o->count, o->m) >= 0)"),
     ])
 
-TYPES = [BACKEND, LIMITER, GROUP]
+READER = Type(
+    "_RespReader", "redis", "reader", obj="reader_obj", flags=("HAVE_GC",), refs=["error"],
+    free="prs_redis_reader_free(o->r);", keep={"error": "error"}, build="rc = prs_redis_reader_new(&o->r);",
+    params=[P("error", "OBJECT", "Any")],
+    doc="Internal (asyncio transport): one connection's replies, parsed by csrc/redis\n"
+        "(hiredis's reader) as the pool's are. An error reply is error(text).",
+    methods=[
+        M("feed", "data: bytes, /", doc="The bytes the connection read."),
+        M("put", params=declared("op: Any, send: int"), returns="int",
+          doc="Hand the next whole reply to op as a reply of its send `send`: 0 when no\n"
+              "reply is whole yet, 1 when handed, 2 when it was the last the op's step awaited."),
+        M("pop", "default: Any, /", "Any",
+          doc="The next whole reply as bytes, int, None, str (a status), list or error(text),\n"
+              "or default when none is whole yet."),
+    ])
+
+TYPES = [BACKEND, LIMITER, GROUP, READER]

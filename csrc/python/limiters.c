@@ -156,7 +156,7 @@ PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, in
     prs_decision d;
     if (prs_py_clock_now(r.clock, &now) < 0) return NULL;
     int rc = r.fn(r.ctx, now, n, kind != PRS_PY_PEEK, &d, &by, &max_n);
-    if (rc) return prs_py_error(st, rc, NULL);
+    if (rc) return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL); /* fn may word its own failure */
     if (kind == PRS_PY_ALLOW) return PyBool_FromLong(d.allowed);
     return prs_py_decision_new_by(st, &d, by);
 }

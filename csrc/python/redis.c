@@ -8,9 +8,15 @@
  * given), decides, and applies each limiter's on_backend_error policy when
  * Redis fails - including the 'local' fallback. A status becomes an
  * exception through prs_py_error(), with the backend's message from
- * prs_redis_last_error() when it has one. acquire() is the binding's one
- * rate wait (prs_py_wait_step, sync here and a _RateWait for async) over a
- * decide function here.
+ * prs_redis_last_error() when it has one. allow/check/peek are the shared
+ * rate methods (prs_py_rate_method over rl_target); acquire() is the
+ * binding's rate wait (prs_py_wait_step) sleeping each step's whole delay,
+ * a step being a round trip; acquire_async feeds it the Decisions its
+ * asyncio checks got (_async_waiter).
+ *
+ * The asyncio transport (pyresilience._redis_async) gets the C ops as
+ * capsules and a _RespReader per connection: the replies are parsed by
+ * csrc/redis and handed straight to the op, never converted to Python.
  *
  * Every network call runs with the GIL released (the C backend never touches
  * Python objects; the key bytes it reads belong to argument objects kept
@@ -28,6 +34,7 @@
 #include <math.h>
 
 #include "prs_redis.h"
+#include "prs_redis_ops.h"
 
 typedef struct {
     PyObject_HEAD
@@ -36,6 +43,7 @@ typedef struct {
     prs_redis_config cfg;
     PyObject *weakreflist;
 } backend_obj;
+static int backend_build(backend_obj *o, prs_redis_config *cfg, PyObject *url);
 
 typedef struct {
     PyObject_HEAD
@@ -56,24 +64,51 @@ typedef struct {
     PyObject *weakreflist;
 } group_obj;
 
+typedef struct {
+    PyObject_HEAD
+    prs_redis_reader *r;
+    PyObject *error; /* the class of an error reply */
+} reader_obj;
+
+static PyObject *group_decision(PyObject *op, int64_t now_us, int as_bool);
+
+typedef struct transport_args {
+    int64_t admit;
+    int status; /* index in the declared choices: OK, ECONN, ETIMEDOUT, EPROTO, EBACKEND, EBACKENDCLOSED */
+} transport_args;
+static int transport_failure(const transport_args *a, PyObject *message);
+
+typedef struct wait_args {
+    int64_t n, timeout_ns;
+} wait_args;
+static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_t timeout_ns);
+
+typedef struct op_args {
+    int kind; /* check, peek, reset */
+    int64_t n;
+} op_args;
+
+typedef struct clock_args {
+    int64_t sent_us, got_us, server_us;
+} clock_args;
+
 #include "gen/redis.h"
 
 /* The monotonic clock of the Redis waits (time itself is Redis's). */
 static prs_py_clock wait_clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
 
-/* The sync wait: the binding's wait steps, each a round trip, so it sleeps a
- * step's whole delay (in slices, checking signals) before deciding again. 0
- * or -1 with an exception; nothing is taken unless admitted. */
+/* The blocking wait: the binding's wait steps, each a round trip, so it
+ * sleeps a step's whole delay (in slices, checking signals) before deciding
+ * again (prs_py_wait_admitted re-decides every slice). 0 or -1 with an
+ * exception; nothing is taken unless admitted. */
 static int wait_admitted(prs_py_state *st, prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
                          int64_t timeout_ns) {
     prs_py_wait w;
-    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
-    if (prs_py_wait_begin(&wait_clock, n, timeout_ns, &w) < 0) return -1;
+    if (prs_py_wait_begin(&wait_clock, n, prs_py_deadline_cap(st, timeout_ns), &w) < 0) return -1;
     for (;;) {
         int64_t ns = 0;
         int r = prs_py_wait_step(st, &wait_clock, fn, ctx, what, &w, &ns);
-        if (r <= 0) return r;
-        if (prs_py_clock_sleep(&wait_clock, ns) < 0) return -1;
+        if (r <= 0 || prs_py_clock_sleep(&wait_clock, ns) < 0) return r <= 0 ? r : -1;
     }
 }
 
@@ -136,31 +171,15 @@ static int backend_max_connections(PyObject *arg, void *config) {
     return 0;
 }
 
-static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    prs_redis_config cfg;
-    PyObject *v[P_RedisBackend__COUNT];
-    prs_redis_config_init(&cfg);
-    if (!st || prs_py_parse_params_tuple(&RedisBackend_params, args, kwds, &cfg, v) < 0) return NULL;
-    if (utf8_arg(v[P_RedisBackend_url], "url", &cfg.url) < 0) return NULL;
-    prs_config_error why = {NULL, NULL};
-    int rc = prs_redis_config_check(&cfg, &why);
-    if (rc) return prs_py_config_error(st, rc, &why, &RedisBackend_params, v, &cfg);
-    prs_redis_backend *b;
-    if ((rc = prs_redis_backend_new(&cfg, &b))) return redis_error(st, rc); /* a bad URL: password hidden */
-    backend_obj *self = (backend_obj *)type->tp_alloc(type, 0);
-    PyObject *url = v[P_RedisBackend_url] ? Py_NewRef(v[P_RedisBackend_url]) : PyUnicode_FromString(cfg.url);
-    if (!self || !url) {
-        prs_redis_backend_free(b);
-        Py_XDECREF(url);
-        Py_XDECREF(self);
-        return NULL;
-    }
-    self->b = b;
-    self->url = url;
-    self->cfg = cfg;
-    self->cfg.url = NULL; /* the url object's */
-    return (PyObject *)self;
+/* tp_new's last step (the declared one parses and checks cfg): the backend. */
+static int backend_build(backend_obj *o, prs_redis_config *cfg, PyObject *url) {
+    int rc = utf8_arg(url, "url", &cfg->url) < 0 ? -1 : prs_redis_backend_new(cfg, &o->b);
+    if (rc && !PyErr_Occurred()) redis_error(prs_py_state_of((PyObject *)o), rc); /* a bad URL: password hidden */
+    if (rc) return -1;
+    o->url = url ? Py_NewRef(url) : PyUnicode_FromString(cfg->url);
+    o->cfg = *cfg;
+    o->cfg.url = NULL; /* the url object's */
+    return o->url ? 0 : -1;
 }
 
 static PyObject *backend_close(PyObject *op, PyObject *unused) {
@@ -182,16 +201,22 @@ static PyObject *backend_ping(PyObject *op, PyObject *unused) {
 }
 
 /* A hiredis reply as a Python object: bytes, int, None, list, or str for a
- * status; an error reply raises BackendError. */
-static PyObject *reply_to_py(prs_py_state *st, const redisReply *r) {
+ * status; an error reply is an `error` (an exception class) made from its
+ * text, or with error NULL raises BackendError. */
+static PyObject *reply_to_py(prs_py_state *st, const redisReply *r, PyObject *error) {
     switch (r->type) {
     case REDIS_REPLY_STRING: return PyBytes_FromStringAndSize(r->str, (Py_ssize_t)r->len);
     case REDIS_REPLY_STATUS: return PyUnicode_FromStringAndSize(r->str, (Py_ssize_t)r->len);
     case REDIS_REPLY_INTEGER: return PyLong_FromLongLong(r->integer);
     case REDIS_REPLY_NIL: Py_RETURN_NONE;
     case REDIS_REPLY_ERROR: {
-        PyObject *msg = PyUnicode_FromFormat("redis: %.400s", r->str ? r->str : "error");
-        if (!msg) return NULL;
+        PyObject *msg = error ? PyUnicode_FromString(r->str ? r->str : "error")
+                              : PyUnicode_FromFormat("redis: %.400s", r->str ? r->str : "error");
+        if (!msg || error) {
+            PyObject *exc = msg ? PyObject_CallOneArg(error, msg) : NULL;
+            Py_XDECREF(msg);
+            return exc;
+        }
         PyErr_SetObject(PRS_PY_EXC(st, BackendError), msg);
         Py_DECREF(msg);
         return NULL;
@@ -200,7 +225,7 @@ static PyObject *reply_to_py(prs_py_state *st, const redisReply *r) {
         PyObject *list = PyList_New((Py_ssize_t)r->elements);
         if (!list) return NULL;
         for (size_t i = 0; i < r->elements; i++) {
-            PyObject *item = reply_to_py(st, r->element[i]);
+            PyObject *item = reply_to_py(st, r->element[i], error);
             if (!item) { Py_DECREF(list); return NULL; }
             PyList_SET_ITEM(list, (Py_ssize_t)i, item);
         }
@@ -242,7 +267,7 @@ static PyObject *backend_command(PyObject *op, PyObject *const *args, Py_ssize_t
         rc = prs_redis_command_reply(self->b, (int)nargs, argv, lens, &reply);
         Py_END_ALLOW_THREADS
         if (rc) { redis_error(st, rc); goto done; }
-        result = reply_to_py(st, reply);
+        result = reply_to_py(st, reply, NULL);
         freeReplyObject(reply);
     }
 done:
@@ -348,94 +373,64 @@ done:
     return result;
 }
 
-/* One decision for key: 0 with *d, or a status with an exception set. The
- * core applies on_backend_error. consume: 1 check, 0 peek; now_us >= 0: the
- * test time override. */
-static int rl_decide(limiter_obj *self, PyObject *key, int64_t n, int consume, int64_t now_us, prs_decision *d) {
-    const char *k;
-    Py_ssize_t klen;
-    if (bytes_of(key, "key", &k, &klen) < 0) return PRS_EINVAL;
+/* One decision for key (bytes borrowed from an argument object): 0 with *d,
+ * or a status with an exception set. The core applies on_backend_error.
+ * consume: 1 check, 0 peek; now_us >= 0: the test time override. */
+static int rl_decide(limiter_obj *self, const char *k, size_t klen, int64_t n, int consume, int64_t now_us,
+                     prs_decision *d) {
     int rc;
     if (consume && self->has_lease && now_us < 0) {
-        rc = prs_redis_limiter_check_local(self->l, k, (size_t)klen, n, d);
+        rc = prs_redis_limiter_check_local(self->l, k, klen, n, d);
         if (rc == PRS_OK) return 0;
     }
-    prs_redis_limiter *l = self->l; /* key's bytes: the caller's argument keeps them alive */
+    prs_redis_limiter *l = self->l;
     Py_BEGIN_ALLOW_THREADS
-    if (!consume) rc = prs_redis_limiter_peek(l, k, (size_t)klen, n, d);
-    else if (now_us >= 0) rc = prs_redis_limiter_check_at(l, k, (size_t)klen, n, now_us, d);
-    else rc = prs_redis_limiter_check(l, k, (size_t)klen, n, d);
+    if (!consume) rc = prs_redis_limiter_peek(l, k, klen, n, d);
+    else if (now_us >= 0) rc = prs_redis_limiter_check_at(l, k, klen, n, now_us, d);
+    else rc = prs_redis_limiter_check(l, k, klen, n, d);
     Py_END_ALLOW_THREADS
     if (rc) redis_error(prs_py_state_of((PyObject *)self), rc);
     return rc;
 }
 
-/* allow/check/peek: (key, n=1); acquire/_waiter: (key, n=1, timeout=None). */
-/* allow/check/peek: what = 'a' (a bool), 'c' or 'p' (a Decision). */
-static PyObject *rl_call(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, char what) {
-    PyObject *key;
-    int64_t n;
-    prs_decision d;
-    const char *fname = what == 'a' ? "allow" : what == 'c' ? "check" : "peek";
-    if (prs_py_parse_kn(fname, args, nargs, kwnames, PRS_PY_KEY, &key, &n, NULL) < 0) return NULL;
-    if (rl_decide((limiter_obj *)op, key, n, what != 'p', -1, &d)) return NULL;
-    return what == 'a' ? PyBool_FromLong(d.allowed) : prs_py_decision_new(prs_py_state_of(op), &d);
-}
-static PyObject *rl_allow(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_call(op, args, nargs, kwnames, 'a');
-}
-static PyObject *rl_check(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_call(op, args, nargs, kwnames, 'c');
-}
-static PyObject *rl_peek(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_call(op, args, nargs, kwnames, 'p');
-}
-
-static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3];
-    if (prs_py_parse_params(&RedisRateLimiter__check_at_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    int64_t n, now_us;
-    if (prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0) return NULL;
-    prs_decision d;
-    if (rl_decide((limiter_obj *)op, v[0], n, 1, now_us, &d)) return NULL;
-    return prs_py_decision_new(prs_py_state_of(op), &d);
-}
-
-/* The wait's decide step; ctx: a (limiter, key) tuple. A request beyond the
- * limit can never be admitted (*max_n: the limit). */
-static int rl_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
+/* The rate methods' decision (allow, check, peek, acquire: prs_py_rate_method);
+ * ctx: the prs_py_rate. A request beyond the limit can never be admitted. */
+static int rl_rate_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
                           int64_t *max_n) {
-    PyObject *lk = ctx;
-    int rc = rl_decide((limiter_obj *)PyTuple_GET_ITEM(lk, 0), PyTuple_GET_ITEM(lk, 1), n, consume, -1, d);
+    const prs_py_rate *r = ctx;
+    int rc = rl_decide(r->core, r->key, r->len, n, consume, -1, d);
     if (!rc && !d->allowed && d->retry_after_ns == PRS_NEVER) *max_n = d->limit;
     return rc;
 }
 
-/* acquire (wait = 1) and _waiter (0). */
-static PyObject *rl_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int sync) {
+static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
+    Py_ssize_t len;
+    *r = (prs_py_rate){&wait_clock, rl_rate_decide, r, "Redis limiter", self, NULL, 0};
+    if (bytes_of(key, "key", &r->key, &len) < 0) return -1;
+    r->len = (size_t)len;
+    return 0;
+}
+
+static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *key;
     int64_t n, timeout_ns;
-    const char *k;
-    Py_ssize_t klen;
-    if (prs_py_parse_kn(sync ? "acquire" : "_waiter", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT,
-                        &key, &n, &timeout_ns) < 0 ||
-        bytes_of(key, "key", &k, &klen) < 0)
+    prs_py_rate r;
+    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT, &key, &n, &timeout_ns) < 0 ||
+        rl_target(op, key, &r) < 0 || wait_admitted(prs_py_state_of(op), r.fn, &r, r.what, n, timeout_ns) < 0)
         return NULL;
-    PyObject *lk = PyTuple_Pack(2, op, key), *result = NULL;
-    if (!lk) return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    if (!sync)
-        result = prs_py_rate_wait_new(st, lk, &wait_clock, rl_wait_decide, lk, "Redis limiter", n, timeout_ns);
-    else if (wait_admitted(st, rl_wait_decide, lk, "Redis limiter", n, timeout_ns) == 0)
-        result = Py_NewRef(Py_None);
-    Py_DECREF(lk);
-    return result;
+    Py_RETURN_NONE;
 }
-static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_wait(op, args, nargs, kwnames, 1);
-}
-static PyObject *rl_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return rl_wait(op, args, nargs, kwnames, 0);
+
+static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[3];
+    prs_py_rate r;
+    int64_t n, now_us;
+    prs_decision d;
+    if (prs_py_parse_params(&RedisRateLimiter__check_at_params, args, nargs, kwnames, NULL, v) < 0 ||
+        prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0 || rl_target(op, v[0], &r) < 0 ||
+        rl_decide((limiter_obj *)op, r.key, r.len, n, 1, now_us, &d))
+        return NULL;
+    return prs_py_decision_new(prs_py_state_of(op), &d);
 }
 
 static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -451,6 +446,17 @@ static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     Py_END_ALLOW_THREADS
     if (rc) return redis_error(prs_py_state_of(op), rc);
     Py_RETURN_NONE;
+}
+
+/* check_many's Decisions, a list. */
+static PyObject *decisions(prs_py_state *st, const prs_decision *d, size_t n) {
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        PyObject *dec = prs_py_decision_new(st, &d[i]);
+        if (!dec) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, (Py_ssize_t)i, dec);
+    }
+    return list;
 }
 
 /* check_many's requests: (key, n) pairs or bare keys into reqs[count]. The
@@ -525,13 +531,8 @@ static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t n
         rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
         Py_END_ALLOW_THREADS
     }
-    if (rc) { redis_error(st, rc); goto done; }
-    result = PyList_New(count);
-    for (Py_ssize_t i = 0; result && i < count; i++) {
-        PyObject *dec = prs_py_decision_new(st, &ds[i]);
-        if (!dec) { Py_CLEAR(result); break; }
-        PyList_SET_ITEM(result, i, dec);
-    }
+    if (rc) redis_error(st, rc);
+    else result = decisions(st, ds, (size_t)count);
 done:
     PyMem_Free(reqs);
     PyMem_Free(ds);
@@ -615,12 +616,7 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     }
     size_t bad;
     if (prs_redis_group_members_check((size_t)count, m, &bad) != PRS_OK) {
-        if (bad < (size_t)count)
-            PyErr_Format(PyExc_ValueError, "members[%zu] uses another RedisBackend: a group runs one script "
-                         "on one server", bad);
-        else
-            PyErr_SetString(PyExc_ValueError, "a group on a Redis Cluster needs every member's key in one hash "
-                            "slot: give the keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
+        PyErr_SetString(PyExc_ValueError, prs_redis_last_error()); /* which member, or the hash tags */
         goto fail;
     }
     group_obj *self = (group_obj *)type->tp_alloc(type, 0);
@@ -659,8 +655,6 @@ static PyObject *group_decision(PyObject *op, int64_t now_us, int as_bool) {
     return prs_py_decision_new_by(prs_py_state_of(op), &d, d.allowed ? -1 : denied);
 }
 
-static PyObject *group_check(PyObject *op, PyObject *unused) { return group_decision(op, -1, 0); }
-static PyObject *group_allow(PyObject *op, PyObject *unused) { return group_decision(op, -1, 1); }
 
 static PyObject *group_check_at(PyObject *op, PyObject *now_o) {
     int64_t now_us;
@@ -679,34 +673,24 @@ static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs
     return PRS_ENEVER;
 }
 
-/* acquire (sync = 1) and _waiter (0): (timeout=None). */
-static PyObject *group_wait(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames, int sync) {
+static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1];
     int64_t timeout_ns;
-    if (prs_py_parse_params(sync ? &RedisLimiterGroup_acquire_params : &RedisLimiterGroup__waiter_params, args,
-                            nargs, kwnames, NULL, v) < 0 ||
-        prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
+    if (prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, NULL, v) < 0 ||
+        prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0 ||
+        wait_admitted(prs_py_state_of(op), group_wait_decide, op, "Redis group", 1, timeout_ns))
         return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    if (!sync) return prs_py_rate_wait_new(st, op, &wait_clock, group_wait_decide, op, "Redis group", 1, timeout_ns);
-    if (wait_admitted(st, group_wait_decide, op, "Redis group", 1, timeout_ns) < 0) return NULL;
     Py_RETURN_NONE;
-}
-static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return group_wait(op, args, nargs, kwnames, 1);
-}
-static PyObject *group_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return group_wait(op, args, nargs, kwnames, 0);
 }
 
 /* ---- the asyncio transport's ops (pyresilience._redis_async) --------------------
- * The ops of csrc/redis/prs_redis_ops.h as capsules: _op builds the request
- * (no I/O), the facade sends it on its asyncio connection and hands the
- * replies to RedisBackend._op_finish, which decides as the blocking call
- * would (failure policy included). The capsule's context holds a reference
- * to the limiter or group, so the C objects outlive the op. */
-
-#include "prs_redis_ops.h"
+ * The ops of csrc/redis/prs_redis_ops.h as capsules: _op builds the commands
+ * (no I/O); RedisBackend._op_step says what to send to which node; the
+ * facade sends it on its asyncio connection to that node and hands each
+ * reply from the connection's _RespReader to the op (put); _op_finish then
+ * decides as the blocking call would (failure policy included). The
+ * capsule's context holds a reference to the limiter or group, so the C
+ * objects outlive the op. */
 
 static const char OP_CAPSULE[] = "pyresilience._core.redis_op";
 
@@ -715,15 +699,12 @@ static void op_capsule_free(PyObject *cap) {
     Py_XDECREF((PyObject *)PyCapsule_GetContext(cap));
 }
 
-/* (capsule, request bytes, replies expected), owning op; NULL (op freed) on error. */
+/* The op as a capsule owning it (freed on error). */
 static PyObject *op_result(prs_redis_op *op, PyObject *owner) {
     PyObject *cap = PyCapsule_New(op, OP_CAPSULE, op_capsule_free);
     if (!cap) { prs_redis_op_free(op); return NULL; }
     if (PyCapsule_SetContext(cap, Py_NewRef(owner)) < 0) { Py_DECREF(owner); Py_DECREF(cap); return NULL; }
-    size_t len;
-    const char *req = prs_redis_op_request(op, &len);
-    PyObject *out = Py_BuildValue("(Ny#n)", cap, req, (Py_ssize_t)len, (Py_ssize_t)prs_redis_op_ncmds(op));
-    return out;
+    return cap;
 }
 
 static prs_redis_op *op_of(PyObject *cap) {
@@ -737,26 +718,18 @@ static prs_redis_op *op_of(PyObject *cap) {
 
 static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[4];
-    if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    const char *kind = PyUnicode_Check(v[0]) ? PyUnicode_AsUTF8(v[0]) : NULL;
-    int k = prs_redis_op_kind_from_name(kind);
-    if (!k) {
-        if (!PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "kind must be 'check', 'peek' or 'reset', got %R", v[0]);
-        return NULL;
-    }
-    int64_t n = 1, now_us = -1;
+    op_args a = {0, 1};
+    int64_t now_us = -1;
     const char *key;
     Py_ssize_t klen;
-    if ((v[2] && prs_py_parse_n(v[2], "n", &n) < 0) || (!is_none(v[3]) && now_us_arg(v[3], &now_us) < 0) ||
-        bytes_of(v[1], "key", &key, &klen) < 0)
+    if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, &a, v) < 0 ||
+        (!is_none(v[3]) && now_us_arg(v[3], &now_us) < 0) || bytes_of(v[1], "key", &key, &klen) < 0)
         return NULL;
-    limiter_obj *self = (limiter_obj *)op;
     prs_redis_op *o = NULL;
     prs_decision d;
-    int rc = prs_redis_op_limiter_new(self->l, k, key, (size_t)klen, n, now_us, &o, &d);
+    int rc = prs_redis_op_limiter_new(((limiter_obj *)op)->l, "cpr"[a.kind], key, (size_t)klen, a.n, now_us, &o, &d);
     if (rc) return redis_error(prs_py_state_of(op), rc);
-    if (!o) return prs_py_decision_new(prs_py_state_of(op), &d);
-    return op_result(o, op);
+    return o ? op_result(o, op) : prs_py_decision_new(prs_py_state_of(op), &d);
 }
 
 static PyObject *rl_op_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -797,198 +770,117 @@ static PyObject *group_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs,
     return op_result(o, op);
 }
 
-static void reply_free(redisReply *r) {
-    if (!r) return;
-    if (r->element) {
-        for (size_t i = 0; i < r->elements; i++) reply_free(r->element[i]);
-        PyMem_Free(r->element);
+/* The op's next step: a tuple of (node, bytes, replies) sends; () when done. */
+static PyObject *backend_op_step(PyObject *self, PyObject *cap) {
+    prs_redis_op *op = op_of(cap);
+    const prs_redis_send *sends;
+    size_t count;
+    int rc = op ? prs_redis_op_step(op, &sends, &count) : PRS_EINVAL;
+    if (!op) return NULL;
+    if (rc) return redis_error(prs_py_state_of(self), rc);
+    PyObject *out = PyTuple_New((Py_ssize_t)count);
+    for (size_t i = 0; out && i < count; i++) {
+        PyObject *one = Py_BuildValue("(iy#n)", sends[i].node, sends[i].buf, (Py_ssize_t)sends[i].len,
+                                      (Py_ssize_t)sends[i].nreplies);
+        if (!one) Py_CLEAR(out);
+        else PyTuple_SET_ITEM(out, (Py_ssize_t)i, one);
     }
-    PyMem_Free(r);
+    return out;
 }
 
-/* A reply from the facade's RESP parser as a hiredis reply. Its strings are
- * borrowed from objects `hold` (a list) keeps alive: each list is copied into
- * a tuple and an error's text kept, so an exception's __str__ that changes
- * the lists frees nothing the reply points into. NULL with an exception on a
- * bad value. */
-static redisReply *reply_from_py(PyObject *o, int depth, PyObject *hold) {
-    redisReply *r = PyMem_Calloc(1, sizeof *r);
-    if (!r) { PyErr_NoMemory(); return NULL; }
-    Py_ssize_t len = 0;
-    if (PyBytes_Check(o)) {
-        r->type = REDIS_REPLY_STRING;
-        r->str = PyBytes_AS_STRING(o);
-        r->len = (size_t)PyBytes_GET_SIZE(o);
-    } else if (PyLong_Check(o)) {
-        r->type = REDIS_REPLY_INTEGER;
-        r->integer = PyLong_AsLongLong(o);
-        if (r->integer == -1 && PyErr_Occurred()) goto fail;
-    } else if (o == Py_None) {
-        r->type = REDIS_REPLY_NIL;
-    } else if (PyUnicode_Check(o) || PyExceptionInstance_Check(o)) {
-        PyObject *text = PyUnicode_Check(o) ? Py_NewRef(o) : PyObject_Str(o);
-        int kept = text ? PyList_Append(hold, text) : -1;
-        Py_XDECREF(text);
-        const char *t = kept < 0 ? NULL : PyUnicode_AsUTF8AndSize(text, &len);
-        if (!t) goto fail;
-        r->type = PyUnicode_Check(o) ? REDIS_REPLY_STATUS : REDIS_REPLY_ERROR;
-        r->str = (char *)t;
-        r->len = (size_t)len;
-    } else if (PyList_Check(o) && depth < 8) {
-        PyObject *items = PySequence_Tuple(o);
-        int kept = items ? PyList_Append(hold, items) : -1;
-        Py_XDECREF(items);
-        if (kept < 0) goto fail;
-        r->type = REDIS_REPLY_ARRAY;
-        r->elements = (size_t)PyTuple_GET_SIZE(items);
-        r->element = PyMem_Calloc(r->elements ? r->elements : 1, sizeof *r->element);
-        if (!r->element) { PyErr_NoMemory(); goto fail; }
-        for (size_t i = 0; i < r->elements; i++)
-            if (!(r->element[i] = reply_from_py(PyTuple_GET_ITEM(items, (Py_ssize_t)i), depth + 1, hold))) goto fail;
-    } else {
-        PyErr_Format(PyExc_TypeError, "a reply must be bytes, int, None, str, list or an exception, not %.200s",
-                     Py_TYPE(o)->tp_name);
-        goto fail;
-    }
-    return r;
-fail:
-    reply_free(r);
-    return NULL;
-}
-
-/* error=(status name, message) of a transport failure: its status (the
- * message becomes this thread's last error), PRS_OK for None. */
-static int error_status(PyObject *err, int *rc) {
-    *rc = PRS_OK;
-    if (is_none(err)) return 0;
-    if (PyTuple_Check(err) && PyTuple_GET_SIZE(err) == 2 && PyUnicode_Check(PyTuple_GET_ITEM(err, 0)) &&
-        PyUnicode_Check(PyTuple_GET_ITEM(err, 1))) {
-        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 0));
-        const char *msg = name ? PyUnicode_AsUTF8(PyTuple_GET_ITEM(err, 1)) : NULL;
-        if (!msg) return -1;
-        if ((*rc = prs_redis_transport_status(name)) != PRS_OK) {
-            prs_redis_set_last_error(msg);
-            return 0;
-        }
-    }
-    PyErr_Format(PyExc_ValueError, "error must be None or (status, message) with a status among ECONN, "
-                 "ETIMEDOUT, EPROTO, EBACKEND, EBACKENDCLOSED, got %R", err);
-    return -1;
+/* A transport failure's declared (status, message): its status; the message
+ * becomes this thread's last error (the policy's BackendError says it). */
+static int transport_failure(const transport_args *a, PyObject *message) {
+    static const int status[] = {PRS_OK, PRS_ECONN, PRS_ETIMEDOUT, PRS_EPROTO, PRS_EBACKEND, PRS_EBACKENDCLOSED};
+    const char *msg = message ? PyUnicode_AsUTF8(message) : NULL;
+    if (msg) prs_redis_set_last_error(msg);
+    else PyErr_Clear();
+    return status[a->status];
 }
 
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[3];
-    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    transport_args a = {0, 0};
+    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     prs_redis_op *op = op_of(v[0]);
-    int rc;
-    if (!op || error_status(v[2], &rc) < 0) return NULL;
+    if (!op) return NULL;
+    int rc = transport_failure(&a, v[2]);
     prs_py_state *st = prs_py_state_of(self);
-    size_t n = prs_redis_op_ncmds(op);
-    redisReply **replies = PyMem_Calloc(n, sizeof *replies);
+    size_t n = prs_redis_op_decisions(op);
     prs_decision *d = PyMem_Calloc(n, sizeof *d);
     int *status = PyMem_Calloc(n, sizeof *status);
-    PyObject *result = NULL, *hold = NULL;
-    if (!replies || !d || !status) { PyErr_NoMemory(); goto done; }
-    if (rc == PRS_OK) {
-        if (!PyList_Check(v[1]) || (size_t)PyList_GET_SIZE(v[1]) != n) {
-            PyErr_Format(PyExc_ValueError, "replies must be a list of %zu replies, got %R", n, v[1]);
-            goto done;
-        }
-        redisReply *all = (hold = PyList_New(0)) ? reply_from_py(v[1], -1, hold) : NULL; /* one array */
-        if (all && all->elements != n) { /* the list changed meanwhile (a finalizer) */
-            reply_free(all);
-            all = NULL;
-            PyErr_Format(PyExc_ValueError, "replies must be a list of %zu replies, got %R", n, v[1]);
-        }
-        if (!all) goto done;
-        for (size_t i = 0; i < n; i++) replies[i] = all->element[i];
-        PyMem_Free(all->element); /* the elements are freed one by one below */
-        PyMem_Free(all);
-    }
+    PyObject *result = NULL;
     int denied = -1;
-    rc = prs_redis_op_finish(op, rc, replies, d, status, &denied);
-    if (rc) { redis_error(st, rc); goto done; }
-    switch (prs_redis_op_kind(op)) {
-    case 'g': result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied); break;
-    case 'r':
-    case 'h': result = Py_NewRef(Py_None); break;
-    case 'm':
-        if (!(result = PyList_New((Py_ssize_t)prs_redis_op_decisions(op)))) break;
-        for (size_t i = 0; i < prs_redis_op_decisions(op); i++) {
-            PyObject *dec = prs_py_decision_new(st, &d[i]);
-            if (!dec) { Py_CLEAR(result); break; }
-            PyList_SET_ITEM(result, (Py_ssize_t)i, dec);
-        }
-        break;
-    default: result = prs_py_decision_new(st, &d[0]); break;
-    }
-done:
-    for (size_t i = 0; replies && i < n; i++) reply_free(replies[i]);
-    Py_XDECREF(hold);
-    PyMem_Free(replies);
+    if (!d || !status) PyErr_NoMemory();
+    else if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(st, rc);
+    else if (prs_redis_op_kind(op) == 'g') result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied);
+    else if (prs_redis_op_kind(op) == 'r' || prs_redis_op_kind(op) == 'h') result = Py_NewRef(Py_None);
+    else result = prs_redis_op_kind(op) == 'm' ? decisions(st, d, n) : prs_py_decision_new(st, &d[0]);
     PyMem_Free(d);
     PyMem_Free(status);
     return result;
 }
 
-static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[2];
-    if (prs_py_parse_params(&RedisBackend__op_eval_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    prs_redis_op *op = op_of(v[0]);
-    Py_ssize_t i = op ? PyLong_AsSsize_t(v[1]) : -1;
-    if (i < 0) {
-        if (op && !PyErr_Occurred()) PyErr_Format(PyExc_ValueError, "i must be >= 0, got %R", v[1]);
-        return NULL;
-    }
-    const char *buf;
-    size_t len;
-    int rc = prs_redis_op_eval(op, (size_t)i, &buf, &len);
-    if (rc) return prs_py_error(prs_py_state_of(self), rc, "i names no script command of this op");
-    return PyBytes_FromStringAndSize(buf, (Py_ssize_t)len);
-}
-
 static PyObject *opt_str(const char *s) { return s ? PyUnicode_FromString(s) : Py_NewRef(Py_None); }
 
-static PyObject *backend_endpoint(PyObject *self, PyObject *unused) {
-    const prs_redis_url *u = prs_redis_backend_url(((backend_obj *)self)->b);
+static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[1];
+    if (prs_py_parse_params(&RedisBackend__endpoint_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    int node = v[0] ? PyLong_AsLong(v[0]) : 0;
+    const char *host;
+    prs_redis_backend *b = ((backend_obj *)self)->b;
+    if (node == -1 && PyErr_Occurred()) return NULL;
+    if (prs_redis_backend_node(b, node, &host, &node) == PRS_OK) /* a Cluster's or Sentinel's node */
+        return Py_BuildValue("(siOOOi)", host, node, Py_None, Py_None, Py_None, 0);
+    const prs_redis_url *u = prs_redis_backend_url(b);
     return Py_BuildValue("(NiNNNL)", opt_str(u->is_unix ? NULL : u->host), u->port, opt_str(u->path),
                          opt_str(u->user), opt_str(u->password), (long long)u->db);
 }
 
 static PyObject *backend_admit(PyObject *self, PyObject *unused) {
-    if (prs_redis_backend_is_cluster(((backend_obj *)self)->b)) /* the asyncio transport: one server */
-        return prs_py_error(prs_py_state_of(self), PRS_ENOTSUP, "the asyncio forms do not support a Redis "
-                            "Cluster backend yet: call the blocking form (e.g. in loop.run_in_executor)");
     int admit;
     int rc = prs_redis_backend_admit(((backend_obj *)self)->b, &admit);
-    if (rc == PRS_OK) return Py_BuildValue("(iO)", admit, Py_None);
+    if (rc == PRS_OK) return Py_BuildValue("(i(ss))", admit, "OK", "");
     return Py_BuildValue("(i(ss))", 0, prs_err_name(rc) + 4, prs_redis_last_error()); /* "EBACKEND"... */
 }
 
-static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3];
-    if (prs_py_parse_params(&RedisBackend__clock_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    long long sent = PyLong_AsLongLong(v[0]), got = PyLong_AsLongLong(v[1]);
-    if ((sent == -1 || got == -1) && PyErr_Occurred()) return NULL;
-    PyObject *hold = PyList_New(0);
-    redisReply *r = hold ? reply_from_py(v[2], 0, hold) : NULL;
-    if (r) prs_redis_backend_clock(((backend_obj *)self)->b, sent, got, r);
-    reply_free(r);
-    Py_XDECREF(hold);
-    if (!r) return NULL;
+/* ---- _RespReader: a connection's replies, parsed by csrc/redis ------------------ */
+
+static PyObject *reader_feed(PyObject *self, PyObject *data) {
+    if (!PyBytes_Check(data))
+        return PyErr_Format(PyExc_TypeError, "data must be bytes, not %.200s", Py_TYPE(data)->tp_name);
+    int rc = prs_redis_reader_feed(((reader_obj *)self)->r, PyBytes_AS_STRING(data), (size_t)PyBytes_GET_SIZE(data));
+    if (rc) return redis_error(prs_py_state_of(self), rc);
     Py_RETURN_NONE;
 }
 
-static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+/* The next whole reply (NULL: none yet), or -1 with an exception. */
+static int reader_next(PyObject *self, redisReply **r) {
+    int rc = prs_redis_reader_next(((reader_obj *)self)->r, r);
+    if (rc) redis_error(prs_py_state_of(self), rc);
+    return rc ? -1 : 0;
+}
+
+static PyObject *reader_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[2];
-    int rc;
-    if (prs_py_parse_params(&RedisBackend__outcome_params, args, nargs, kwnames, NULL, v) < 0 ||
-        error_status(v[1], &rc) < 0)
-        return NULL;
-    long admit = PyLong_AsLong(v[0]);
-    if (admit == -1 && PyErr_Occurred()) return NULL;
-    prs_redis_backend_outcome(((backend_obj *)self)->b, (int)admit, rc);
-    Py_RETURN_NONE;
+    redisReply *r;
+    if (prs_py_parse_params(&_RespReader_put_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    prs_redis_op *op = op_of(v[0]);
+    Py_ssize_t send = op ? PyLong_AsSsize_t(v[1]) : -1;
+    if (!op || (send == -1 && PyErr_Occurred()) || reader_next(self, &r) < 0) return NULL;
+    if (!r) return PyLong_FromLong(0);
+    int done = prs_redis_op_put(op, (size_t)send, r);
+    if (done < 0) return PyErr_Format(PyExc_ValueError, "send %zd of this op expects no reply", send);
+    return PyLong_FromLong(1 + done);
+}
+
+static PyObject *reader_pop(PyObject *self, PyObject *dflt) {
+    redisReply *r;
+    if (reader_next(self, &r) < 0) return NULL;
+    if (!r) return Py_NewRef(dflt);
+    PyObject *out = reply_to_py(prs_py_state_of(self), r, ((reader_obj *)self)->error);
+    freeReplyObject(r);
+    return out;
 }
 
 /* The async waits: the binding's rate wait (the same steps and errors as
@@ -1028,37 +920,6 @@ static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_
     Py_XDECREF(cell);
     Py_XDECREF(ctx);
     return out;
-}
-
-static PyObject *rl_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n, timeout_ns;
-    const char *k;
-    Py_ssize_t klen;
-    if (prs_py_parse_kn("_async_waiter", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT, &key, &n,
-                        &timeout_ns) < 0 ||
-        bytes_of(key, "key", &k, &klen) < 0)
-        return NULL;
-    return fed_waiter(op, "Redis limiter", n, timeout_ns);
-}
-
-static PyObject *group_async_waiter(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    int64_t timeout_ns;
-    if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, NULL, v) < 0 ||
-        prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0)
-        return NULL;
-    return fed_waiter(op, "Redis group", 1, timeout_ns);
-}
-
-static PyObject *backend_now_us(PyObject *self, PyObject *unused) {
-    return PyLong_FromLongLong(prs_redis_backend_now_us(((backend_obj *)self)->b));
-}
-
-static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
-    size_t len;
-    const char *body = prs_redis_breaker_script(&len);
-    return PyBytes_FromStringAndSize(body, (Py_ssize_t)len);
 }
 
 int prs_py_register_redis(PyObject *m, prs_py_state *st) {

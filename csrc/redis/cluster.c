@@ -34,11 +34,11 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/time.h>
 
 #include "prs_redis_internal.h"
 
 #define PRS_REDIS_MAX_NODES 256
-#define PRS_REDIS_MAX_REDIRECTS 5
 #define NSLOTS 16384
 
 typedef struct node {
@@ -55,6 +55,11 @@ struct prs_redis__cluster {
     int nnodes;
     int16_t slots[NSLOTS];         /* node index, -1 unknown */
     int stale;                     /* reload the map before the next call */
+    /* Sentinel: the seeds are the sentinels (nodes[0..nsentinels)); the map
+     * is every slot on the master they name for `service`. */
+    char *service, *query;         /* the name; SENTINEL get-master-addr-by-name <name> in RESP */
+    size_t querylen;
+    int nsentinels, ask;           /* the sentinel asked next */
     _Atomic uint64_t gen;          /* fork generation of `mu` */
     _Atomic int resetting;
 };
@@ -115,9 +120,28 @@ static int split_hostport(const char *s, size_t len, const char **host, size_t *
     return 0;
 }
 
+/* redis+sentinel://...: the service's name after the hosts, and the query
+ * naming its master, RESP. */
+static int sentinel_init(prs_redis__cluster *c, const char *name) {
+    size_t n = strlen(name);
+    if (n == 0 || strcspn(name, "/?#") != n) {
+        prs_redis__set_error("invalid Redis URL: redis+sentinel://host:port[,host:port...]/service_name "
+                             "needs the service's name");
+        return PRS_EINVAL;
+    }
+    c->service = prs__malloc(&c->alloc, n + 1);
+    c->query = prs__malloc(&c->alloc, n + 80);
+    if (!c->service || !c->query) return PRS_ENOMEM;
+    memcpy(c->service, name, n + 1);
+    c->querylen = (size_t)snprintf(c->query, n + 80, "*3\r\n$8\r\nSENTINEL\r\n$23\r\nget-master-addr-by-name\r\n"
+                                   "$%zu\r\n%s\r\n", n, name);
+    return PRS_OK;
+}
+
 int prs_redis__cluster_new(const prs_redis_config *cfg, prs_redis__cluster **out) {
     const char *url = cfg->url;
-    const char *p = url + strlen("redis+cluster://");
+    int sentinel = !strncmp(url, "redis+sentinel://", 17);
+    const char *p = url + (sentinel ? strlen("redis+sentinel://") : strlen("redis+cluster://"));
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
     prs_redis__cluster *c = prs__calloc(a, 1, sizeof *c);
     if (!c) return PRS_ENOMEM;
@@ -131,7 +155,9 @@ int prs_redis__cluster_new(const prs_redis_config *cfg, prs_redis__cluster **out
     atomic_init(&c->resetting, 0);
     int rc = PRS_OK;
     size_t plen = strcspn(p, "/?");
-    if (p[plen] && strcmp(p + plen, "/") && strcmp(p + plen, "/0")) {
+    if (sentinel) {
+        rc = p[plen] == '/' ? sentinel_init(c, p + plen + 1) : sentinel_init(c, "");
+    } else if (p[plen] && strcmp(p + plen, "/") && strcmp(p + plen, "/0")) {
         prs_redis__set_error("invalid Redis URL: redis+cluster:// takes host:port[,host:port...] only "
                              "(a Cluster has database 0 alone)");
         rc = PRS_EINVAL;
@@ -143,7 +169,8 @@ int prs_redis__cluster_new(const prs_redis_config *cfg, prs_redis__cluster **out
         size_t hostlen;
         int port;
         if (split_hostport(p, len, &host, &hostlen, &port) || memchr(host, '@', hostlen)) {
-            prs_redis__set_error("invalid Redis URL: bad seed %.*s in redis+cluster://", (int)len, p);
+            prs_redis__set_error("invalid Redis URL: bad seed %.*s in %s", (int)len, p,
+                                 sentinel ? "redis+sentinel://" : "redis+cluster://");
             rc = PRS_EINVAL;
         } else if (node_index(c, host, hostlen, port) < 0) {
             rc = PRS_ENOMEM;
@@ -152,9 +179,11 @@ int prs_redis__cluster_new(const prs_redis_config *cfg, prs_redis__cluster **out
         plen -= len + (len < plen);
     }
     if (rc == PRS_OK && c->nnodes == 0) {
-        prs_redis__set_error("invalid Redis URL: redis+cluster:// needs at least one host:port");
+        prs_redis__set_error("invalid Redis URL: %s needs at least one host:port",
+                             sentinel ? "redis+sentinel://" : "redis+cluster://");
         rc = PRS_EINVAL;
     }
+    c->nsentinels = sentinel ? c->nnodes : 0;
     if (rc) { prs_redis__cluster_free(c); return rc; }
     *out = c;
     return PRS_OK;
@@ -167,6 +196,8 @@ void prs_redis__cluster_free(prs_redis__cluster *c) {
         prs__free(&c->alloc, c->nodes[i].host);
     }
     pthread_mutex_destroy(&c->mu);
+    prs__free(&c->alloc, c->service);
+    prs__free(&c->alloc, c->query);
     prs_allocator a = c->alloc;
     prs__free(&a, c);
 }
@@ -220,8 +251,58 @@ static int apply_slots(prs_redis__cluster *c, const redisReply *r, int from) {
     return 0;
 }
 
+/* Applies a sentinel's SENTINEL get-master-addr-by-name reply: every slot
+ * on the master it names. 0, or -1 when it names none. Caller holds mu. */
+static int apply_master(prs_redis__cluster *c, const redisReply *r) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 || r->element[0]->type != REDIS_REPLY_STRING ||
+        r->element[1]->type != REDIS_REPLY_STRING)
+        return -1;
+    char *end;
+    long port = strtol(r->element[1]->str, &end, 10);
+    if (*end || port < 1 || port > 65535) return -1;
+    int idx = node_index(c, r->element[0]->str, r->element[0]->len, (int)port);
+    if (idx < 0) return -1;
+    for (int s = 0; s < NSLOTS; s++) c->slots[s] = (int16_t)idx;
+    return 0;
+}
+
+/* Asks the sentinels in turn (from the one that answered last) for the
+ * master, on a connection of its own that ends by the deadline. */
+static int ask_sentinels(prs_redis__cluster *c, int64_t deadline) {
+    int rc = PRS_ECONN;
+    prs_redis__set_error("redis: no sentinel of %s answered", c->service);
+    for (int k = 0; k < c->nsentinels; k++) {
+        pthread_mutex_lock(&c->mu);
+        int i = (c->ask + k) % c->nsentinels;
+        pthread_mutex_unlock(&c->mu);
+        int64_t left = prs__min64(deadline - prs_monotonic_ns(), c->cfg.connect_timeout_ns);
+        if (left <= 0) return PRS_ETIMEDOUT;
+        struct timeval tv = {(time_t)(left / PRS_NS_PER_SEC), (suseconds_t)(left % PRS_NS_PER_SEC / 1000)};
+        redisContext *ctx = redisConnectWithTimeout(c->nodes[i].host, c->nodes[i].port, tv);
+        redisReply *r = ctx && !ctx->err && redisSetTimeout(ctx, tv) == REDIS_OK
+                            ? redisCommand(ctx, "SENTINEL get-master-addr-by-name %s", c->service) : NULL;
+        pthread_mutex_lock(&c->mu);
+        int bad = !r || apply_master(c, r);
+        if (!bad) {
+            c->stale = 0;
+            c->ask = i;
+        }
+        pthread_mutex_unlock(&c->mu);
+        if (r) freeReplyObject(r);
+        redisFree(ctx);
+        if (!bad) return PRS_OK;
+        if (r) {
+            prs_redis__set_error("redis: sentinel %s:%d names no master for %s", c->nodes[i].host, c->nodes[i].port,
+                                 c->service);
+            rc = PRS_EBACKEND;
+        }
+    }
+    return rc;
+}
+
 /* Loads the map from the first node that answers CLUSTER SLOTS. */
 static int load_map(prs_redis__cluster *c, int64_t deadline) {
+    if (c->service) return ask_sentinels(c, deadline);
     static const char *const argv[] = {"CLUSTER", "SLOTS"};
     static const size_t lens[] = {7, 5};
     pthread_mutex_lock(&c->mu);
@@ -305,13 +386,15 @@ static int send_block(prs_redis__cluster *c, int64_t deadline, int to, int ask, 
     return PRS_OK;
 }
 
-int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t ncmds, prs_redis__cmd *cmds,
-                                 redisReply **replies) {
-    prs_redis__after_fork(&c->gen, &c->resetting, cluster_reinit, c);
+static int route_all(prs_redis__cluster *c, int64_t deadline, size_t ncmds, prs_redis__cmd *cmds,
+                     redisReply **replies) {
     pthread_mutex_lock(&c->mu);
     int stale = c->stale;
     pthread_mutex_unlock(&c->mu);
-    if (stale) (void)load_map(c, deadline); /* a failure: the first node is asked, its redirects followed */
+    if (stale) { /* a failure: the first node is asked, its redirects followed (a sentinel knows no slot) */
+        int lr = load_map(c, deadline);
+        if (lr && c->service) return lr;
+    }
     int *to = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *to);
     prs_redis__cmd *sub = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *sub);
     redisReply **got = prs__calloc(&c->alloc, ncmds ? ncmds : 1, sizeof *got);
@@ -358,4 +441,87 @@ int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t
     prs__free(&c->alloc, got);
     prs__free(&c->alloc, at);
     return rc;
+}
+
+/* ---- the sans-I/O ops' view (no I/O, mu held only to read or write) ----- */
+
+int prs_redis__cluster_route(prs_redis__cluster *c, int slot) { return node_of_slot(c, slot); }
+
+int prs_redis__cluster_stale(prs_redis__cluster *c) {
+    prs_redis__after_fork(&c->gen, &c->resetting, cluster_reinit, c);
+    pthread_mutex_lock(&c->mu);
+    int stale = c->stale;
+    pthread_mutex_unlock(&c->mu);
+    return stale;
+}
+
+int prs_redis__cluster_apply(prs_redis__cluster *c, const redisReply *r, int from) {
+    pthread_mutex_lock(&c->mu);
+    int bad = from < 0 || from >= c->nnodes || (c->service ? apply_master(c, r) : apply_slots(c, r, from));
+    if (!bad) c->stale = 0;
+    pthread_mutex_unlock(&c->mu);
+    return bad ? PRS_EPROTO : PRS_OK;
+}
+
+int prs_redis__cluster_redirect(prs_redis__cluster *c, const redisReply *r, int *target) {
+    int slot;
+    return redirect_of(c, r, &slot, target);
+}
+
+int prs_redis__cluster_node(prs_redis__cluster *c, int i, const char **host, int *port) {
+    pthread_mutex_lock(&c->mu);
+    int ok = i >= 0 && i < c->nnodes;
+    if (ok) {
+        *host = c->nodes[i].host; /* nodes are never removed: valid while the backend lives */
+        *port = c->nodes[i].port;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return ok ? PRS_OK : PRS_EINVAL;
+}
+
+int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t ncmds, prs_redis__cmd *cmds,
+                                 redisReply **replies) {
+    prs_redis__after_fork(&c->gen, &c->resetting, cluster_reinit, c);
+    for (int again = 0;; again++) {
+        int rc = route_all(c, deadline, ncmds, cmds, replies);
+        if (rc == PRS_ECONN || rc == PRS_ETIMEDOUT || rc == PRS_EPROTO) prs_redis__cluster_invalidate(c);
+        int readonly = 0;
+        for (size_t i = 0; rc == PRS_OK && i < ncmds; i++) readonly |= prs_redis__is_readonly(replies[i]);
+        if (!readonly || !c->service || again) return rc;
+        /* A sentinel's master turned replica (a failover): nothing was
+         * written; ask again and send it all to the master named now. */
+        prs_redis__cluster_invalidate(c);
+        for (size_t i = 0; i < ncmds; i++) { freeReplyObject(replies[i]); replies[i] = NULL; }
+    }
+}
+
+int prs_redis__cluster_sentinel(const prs_redis__cluster *c) { return c->service != NULL; }
+
+void prs_redis__cluster_invalidate(prs_redis__cluster *c) {
+    pthread_mutex_lock(&c->mu);
+    c->stale = 1;
+    if (c->service) {
+        c->ask = (c->ask + 1) % c->nsentinels;
+        for (int s = 0; s < NSLOTS; s++) c->slots[s] = -1;
+    }
+    pthread_mutex_unlock(&c->mu);
+}
+
+int prs_redis__cluster_map_query(prs_redis__cluster *c, int *node, const char **buf, size_t *len) {
+    pthread_mutex_lock(&c->mu);
+    *node = c->service ? c->ask : 0;
+    pthread_mutex_unlock(&c->mu);
+    *buf = c->service ? c->query : "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
+    *len = c->service ? c->querylen : 28;
+    return PRS_OK;
+}
+
+int prs_redis__is_readonly(const redisReply *r) {
+    if (!r) return 0;
+    if (r->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < r->elements; i++)
+            if (prs_redis__is_readonly(r->element[i])) return 1;
+        return 0;
+    }
+    return r->type == REDIS_REPLY_ERROR && r->str && (!strncmp(r->str, "READONLY", 8) || strstr(r->str, "-READONLY"));
 }

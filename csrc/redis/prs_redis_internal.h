@@ -69,8 +69,12 @@ int prs_redis__roundtrip_until(prs_redis_backend *b, int64_t until, size_t ncmds
 
 /* ---- Redis Cluster (cluster.c) ---------------------------------------- */
 
+/* Redirects (MOVED, ASK) followed per block of commands before its reply stands. */
+#define PRS_REDIS_MAX_REDIRECTS 5
+
 typedef struct prs_redis__cluster prs_redis__cluster;
-/* Parses "redis+cluster://host:port[,host:port...]" and makes one pool per
+/* Parses "redis+cluster://host:port[,host:port...]" (or
+ * "redis+sentinel://host:port[,host:port...]/service_name") and makes one pool per
  * seed (cfg's timeouts and max_connections each). PRS_EINVAL (message set),
  * PRS_ENOMEM. */
 int prs_redis__cluster_new(const prs_redis_config *cfg, prs_redis__cluster **out);
@@ -81,6 +85,26 @@ int prs_redis__cluster_connections(prs_redis__cluster *c);
  * primary of its slot; MOVED and ASK replies are followed. */
 int prs_redis__cluster_roundtrip(prs_redis__cluster *c, int64_t deadline, size_t ncmds, prs_redis__cmd *cmds,
                                  redisReply **replies);
+/* The same map without I/O, for the sans-I/O ops: the node (index) serving
+ * slot (0 when unknown: its redirect is followed); whether the map needs a
+ * reload; a CLUSTER SLOTS reply got from node `from` applied (PRS_EPROTO when
+ * it is not one); a MOVED (1) or ASK (2) reply's target node (0: neither; a
+ * MOVED updates the slot and marks the map stale); node i's address. */
+int prs_redis__cluster_route(prs_redis__cluster *c, int slot);
+int prs_redis__cluster_stale(prs_redis__cluster *c);
+int prs_redis__cluster_apply(prs_redis__cluster *c, const redisReply *r, int from);
+int prs_redis__cluster_redirect(prs_redis__cluster *c, const redisReply *r, int *target);
+int prs_redis__cluster_node(prs_redis__cluster *c, int i, const char **host, int *port);
+/* The query that loads the map, for the sans-I/O ops: its node and RESP (a
+ * Cluster: CLUSTER SLOTS to the first node; Sentinel: the sentinel to ask). */
+int prs_redis__cluster_map_query(prs_redis__cluster *c, int *node, const char **buf, size_t *len);
+/* After a connection failure, or a master that turned replica: reload the
+ * map before the next call (Sentinel: ask the next sentinel). */
+void prs_redis__cluster_invalidate(prs_redis__cluster *c);
+/* redis+sentinel:// - the same routing over one master, named by sentinels. */
+int prs_redis__cluster_sentinel(const prs_redis__cluster *c);
+/* A READONLY error reply (or one inside an EXEC's): written on a replica. */
+int prs_redis__is_readonly(const redisReply *r);
 prs_redis__cluster *prs_redis__backend_cluster(const prs_redis_backend *b);
 const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b);
 /* Redis's clock now, in microseconds since the epoch: our CLOCK_REALTIME plus

@@ -13,12 +13,13 @@
  * same: a check served by the local lease needs no op at all. The builders
  * and the parsers are the blocking calls' own.
  *
- * The ops talk to one server: on a Redis Cluster backend every
- * prs_redis_op_*_new returns PRS_ENOTSUP (message set) and changes nothing.
- *
- * A NOSCRIPT error reply to command i means the server lost its script
- * cache: send prs_redis_op_eval(op, i) (EVAL with the script's body) and
- * use its reply instead.
+ * A transport either sends prs_redis_op_request to its one server itself
+ * (a NOSCRIPT error reply to command i means the server lost its script
+ * cache: send prs_redis_op_eval(op, i), EVAL with the script's body, and use
+ * its reply instead), or lets the op drive it (prs_redis_op_step below):
+ * then the op also routes a Redis Cluster's commands by slot, follows MOVED
+ * and ASK, and reloads lost scripts per node. The replies a transport reads
+ * are parsed by prs_redis_reader (hiredis's reader), as the pool's are.
  *
  * The backend's circuit is shared with the blocking calls:
  * prs_redis_backend_admit() before sending (0: fail fast with the status it
@@ -77,6 +78,44 @@ int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, pr
                         int *denied_by);
 void prs_redis_op_free(prs_redis_op *op);
 
+/* ---- an op driving its transport ------------------------------------------
+ * The op runs in steps. prs_redis_op_step gives the next step's sends; each
+ * goes to one node of the backend - 0, the server, or a Cluster's node
+ * (address from prs_redis_backend_node) - and gets `nreplies` replies, in
+ * order, each handed to prs_redis_op_put(op, send index, reply). When every
+ * reply of the step is in, step again; a step without sends means done:
+ * finish the op with replies NULL (it uses the ones it was given). The first
+ * step sends the commands (one send of prs_redis_op_request on one server; on
+ * a Cluster, CLUSTER SLOTS first when the slot map is stale, then one send per
+ * node, commands in order); later ones send a MOVED or ASK block again where
+ * the cluster says (at most 5 times a block) and a NOSCRIPT command as EVAL
+ * to the node that answered. The sends are the op's until its next step. */
+typedef struct prs_redis_send {
+    int node;
+    const char *buf;
+    size_t len;
+    size_t nreplies;
+} prs_redis_send;
+int prs_redis_op_step(prs_redis_op *op, const prs_redis_send **sends, size_t *count);
+/* Reply (the op's from now on, freed even on failure) as the next of send s:
+ * 1 when it was the step's last, 0 when more are due, PRS_EINVAL when none
+ * is due from s. */
+int prs_redis_op_put(prs_redis_op *op, size_t s, redisReply *reply);
+/* A Cluster's node i: PRS_OK with its address (valid while b lives), else
+ * PRS_EINVAL (no such node, or not a Cluster). */
+int prs_redis_backend_node(prs_redis_backend *b, int i, const char **host, int *port);
+
+/* ---- the reader -------------------------------------------------------------
+ * Feed the bytes a connection reads; take whole replies in order (hiredis
+ * redisReply trees: freeReplyObject). PRS_EPROTO (message set) when the
+ * stream is not RESP: drop the connection. */
+typedef struct prs_redis_reader prs_redis_reader;
+int prs_redis_reader_new(prs_redis_reader **out);
+void prs_redis_reader_free(prs_redis_reader *r);
+int prs_redis_reader_feed(prs_redis_reader *r, const char *buf, size_t len);
+/* PRS_OK with *out the next reply, or NULL when none is whole yet. */
+int prs_redis_reader_next(prs_redis_reader *r, redisReply **out);
+
 /* The backend's circuit, shared with its blocking calls: *admit 1 (go), 2
  * (go as the probe of a half-open circuit) with PRS_OK, or 0 with
  * PRS_EBACKEND (open: fail fast) or PRS_EBACKENDCLOSED, the message in
@@ -89,6 +128,8 @@ void prs_redis_backend_outcome(prs_redis_backend *b, int admit, int rc);
  * (CLOCK_REALTIME, microseconds since the epoch); the ops then send Redis's
  * time as the blocking calls do. A reply that is not TIME's is ignored. */
 void prs_redis_backend_clock(prs_redis_backend *b, int64_t sent_us, int64_t got_us, const redisReply *time_reply);
+/* The same from the reply's time: server_us, microseconds since the epoch. */
+void prs_redis_backend_clock_us(prs_redis_backend *b, int64_t sent_us, int64_t got_us, int64_t server_us);
 /* The backend's parsed URL (owned by b). */
 const prs_redis_url *prs_redis_backend_url(const prs_redis_backend *b);
 /* The backend of a limiter. */

@@ -378,7 +378,7 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
     prs_redis_backend *b = prs__calloc(a, 1, sizeof *b);
     if (!b) return PRS_ENOMEM;
     b->alloc = *a;
-    if (cfg->url && !strncmp(cfg->url, "redis+cluster://", 16)) {
+    if (cfg->url && (!strncmp(cfg->url, "redis+cluster://", 16) || !strncmp(cfg->url, "redis+sentinel://", 17))) {
         rc = prs_redis__cluster_new(cfg, &b->cluster);
         if (rc == PRS_OK) rc = prs_redis_url_parse("redis://127.0.0.1/0", a, &b->url); /* unused */
         if (rc) { prs_redis__cluster_free(b->cluster); prs__free(a, b); return rc; }
@@ -409,7 +409,9 @@ int prs_redis_backend_new(const prs_redis_config *cfg, prs_redis_backend **out) 
 
 const prs_allocator *prs_redis__backend_alloc(const prs_redis_backend *b) { return &b->alloc; }
 prs_redis__cluster *prs_redis__backend_cluster(const prs_redis_backend *b) { return b->cluster; }
-int prs_redis_backend_is_cluster(const prs_redis_backend *b) { return b && b->cluster != NULL; }
+int prs_redis_backend_is_cluster(const prs_redis_backend *b) {
+    return b && b->cluster != NULL && !prs_redis__cluster_sentinel(b->cluster);
+}
 
 /* In a forked child: forget the parent's pool (see the top of the file). */
 static void pool_reinit(void *ctx) {
@@ -683,9 +685,18 @@ void prs_redis_backend_clock(prs_redis_backend *b, int64_t sent_us, int64_t got_
     if (b && r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[0]->type == REDIS_REPLY_STRING &&
         r->element[1]->type == REDIS_REPLY_STRING) {
         int64_t server = strtoll(r->element[0]->str, NULL, 10) * 1000000 + strtoll(r->element[1]->str, NULL, 10);
-        atomic_store_explicit(&b->clock_offset_us, server - (sent_us + (got_us - sent_us) / 2),
-                              memory_order_relaxed);
+        prs_redis_backend_clock_us(b, sent_us, got_us, server);
     }
+}
+
+void prs_redis_backend_clock_us(prs_redis_backend *b, int64_t sent_us, int64_t got_us, int64_t server_us) {
+    if (b) atomic_store_explicit(&b->clock_offset_us, server_us - (sent_us + (got_us - sent_us) / 2),
+                                 memory_order_relaxed);
+}
+
+int prs_redis_backend_node(prs_redis_backend *b, int i, const char **host, int *port) {
+    if (!b || !b->cluster || !host || !port) return PRS_EINVAL;
+    return prs_redis__cluster_node(b->cluster, i, host, port);
 }
 
 int64_t prs_redis__now_us(prs_redis_backend *b) {
@@ -991,6 +1002,7 @@ int prs_redis_backend_admit(prs_redis_backend *b, int *admit) {
 }
 
 void prs_redis_backend_outcome(prs_redis_backend *b, int admit, int rc) {
+    if (b->cluster && is_conn_failure(rc)) prs_redis__cluster_invalidate(b->cluster); /* a failover? ask again */
     if (!admit) return;
     if (rc == PRS_EBACKENDCLOSED || rc == PRS_ENOMEM) {
         if (admit == 2) atomic_store(&b->probing, 0);

@@ -631,10 +631,14 @@ int prs_redis_group_members_check(size_t count, const prs_redis_member *m, size_
     for (size_t i = 0; i < count; i++)
         if (!m[i].limiter || m[i].limiter->b != m[0].limiter->b) {
             *bad = i;
+            prs_redis__set_error("members[%zu] uses another RedisBackend: a group runs one script on one server",
+                                 i);
             return PRS_EINVAL;
         }
     if (prs_redis_backend_is_cluster(m[0].limiter->b) && prs_redis_group_slot(count, m) < 0) {
         *bad = count;
+        prs_redis__set_error("a group on a Redis Cluster needs every member's key in one hash slot: give the keys "
+                             "a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
         return PRS_EINVAL;
     }
     return PRS_OK;
@@ -1327,7 +1331,7 @@ static int group_cmd_init(size_t count, const prs_redis_member *m, int64_t now_u
     prs_redis_backend *b = m[0].limiter ? m[0].limiter->b : NULL;
     if (!b) return PRS_EINVAL;
     if (now_us < 0) now_us = prs_redis__now_us(b); /* one time for every member (and its keys) */
-    if (prs_redis__backend_cluster(b) && prs_redis_group_slot(count, m) < 0) {
+    if (prs_redis_backend_is_cluster(b) && prs_redis_group_slot(count, m) < 0) {
         prs_redis__set_error("a group on a Redis Cluster needs every member's key in one hash slot: give the "
                              "keys a common hash tag, e.g. '{acct42}user' and '{acct42}global'");
         return PRS_EINVAL;
@@ -1566,23 +1570,39 @@ struct prs_redis_op {
     char *req;                 /* the commands, RESP */
     size_t reqlen, reqcap, *off; /* command i is req[off[i] .. off[i+1]) */
     char *eval;                /* the last prs_redis_op_eval */
+    /* Driving its transport (prs_redis_op_step): per command [maxcmds] */
+    prs_redis_backend *b;
+    int *slot, *nblock;        /* its keys' slot; > 1: first of a MULTI ... EXEC block */
+    int *node, *hops;          /* the node that answered it; a block's redirects so far */
+    char *evaled;              /* 1: sent again as EVAL already; 2: last sent after ASKING */
+    redisReply **got;          /* its reply (prs_redis_op_put) */
+    struct op_send *sends;     /* this step's [nsends] (room for ncmds + 1) */
+    prs_redis_send *pub;
+    size_t nsends, due;        /* replies of this step not yet put */
+    int routed;                /* the commands were sent (else the next step sends them) */
+    int reasked;               /* Sentinel: sent again after a READONLY reply */
 };
 
 /* Appends one command in RESP to op->req. */
+/* Room for `need` more bytes after the `len` in *buf (capacity *cap). */
+static int buf_room(const prs_allocator *a, char **buf, size_t len, size_t *cap, size_t need) {
+    if (len + need <= *cap) return PRS_OK;
+    size_t nc = *cap ? *cap * 2 : 256;
+    while (nc < len + need) nc *= 2;
+    char *nb = prs__malloc(a, nc);
+    if (!nb) return PRS_ENOMEM;
+    if (len) memcpy(nb, *buf, len);
+    prs__free(a, *buf);
+    *buf = nb;
+    *cap = nc;
+    return PRS_OK;
+}
+
 static int resp_append(prs_redis_op *op, const prs_redis__cmd *cmd) {
     if (op->ncmds >= op->maxcmds) return PRS_EINVAL; /* cannot happen: sized by the builders' maximum */
     size_t need = 24;
     for (int i = 0; i < cmd->argc; i++) need += cmd->argvlen[i] + 28;
-    if (op->reqlen + need > op->reqcap) {
-        size_t nc = (op->reqcap ? op->reqcap * 2 : 256);
-        while (nc < op->reqlen + need) nc *= 2;
-        char *nb = prs__malloc(op->a, nc);
-        if (!nb) return PRS_ENOMEM;
-        if (op->reqlen) memcpy(nb, op->req, op->reqlen);
-        prs__free(op->a, op->req);
-        op->req = nb;
-        op->reqcap = nc;
-    }
+    if (buf_room(op->a, &op->req, op->reqlen, &op->reqcap, need)) return PRS_ENOMEM;
     char *p = op->req + op->reqlen;
     *p++ = '*';
     p += fmt_i64(p, cmd->argc);
@@ -1598,6 +1618,8 @@ static int resp_append(prs_redis_op *op, const prs_redis__cmd *cmd) {
     }
     op->reqlen = (size_t)(p - op->req);
     op->scripts[op->ncmds] = cmd->script;
+    op->slot[op->ncmds] = cmd->slot;
+    op->nblock[op->ncmds] = cmd->nblock;
     op->off[++op->ncmds] = op->reqlen;
     return PRS_OK;
 }
@@ -1624,21 +1646,40 @@ static prs_redis_op *op_alloc(const prs_allocator *a, int kind, size_t ndec, siz
     op->maxcmds = 4 * ndec;
     op->off = prs__calloc(a, op->maxcmds + 1, sizeof *op->off);
     op->scripts = prs__calloc(a, op->maxcmds, sizeof *op->scripts);
+    op->slot = prs__calloc(a, 4 * op->maxcmds, sizeof *op->slot); /* slot, nblock, node, hops */
+    op->evaled = prs__calloc(a, op->maxcmds, 1);
+    op->got = prs__calloc(a, op->maxcmds, sizeof *op->got);
     op->keys = prs__malloc(a, keybytes ? keybytes : 1);
     if (with_calls) {
         op->calls = prs__calloc(a, ndec, sizeof *op->calls);
         op->reqs = prs__calloc(a, ndec, sizeof *op->reqs);
     }
-    if (!op->off || !op->scripts || !op->keys || (with_calls && (!op->calls || !op->reqs))) {
+    if (op->slot) {
+        op->nblock = op->slot + op->maxcmds;
+        op->node = op->nblock + op->maxcmds;
+        op->hops = op->node + op->maxcmds;
+    }
+    if (!op->off || !op->scripts || !op->slot || !op->evaled || !op->got || !op->keys ||
+        (with_calls && (!op->calls || !op->reqs))) {
         prs_redis_op_free(op);
         return NULL;
     }
     return op;
 }
 
+static void sends_clear(prs_redis_op *op);
+
 void prs_redis_op_free(prs_redis_op *op) {
     if (!op) return;
     const prs_allocator *a = op->a;
+    sends_clear(op);
+    prs__free(a, op->sends);
+    prs__free(a, op->pub);
+    for (size_t i = 0; op->got && i < op->ncmds; i++)
+        if (op->got[i]) freeReplyObject(op->got[i]);
+    prs__free(a, op->got);
+    prs__free(a, op->slot);
+    prs__free(a, op->evaled);
     prs__free(a, op->calls);
     prs__free(a, op->reqs);
     prs__free(a, op->m);
@@ -1650,23 +1691,13 @@ void prs_redis_op_free(prs_redis_op *op) {
     prs__free(a, op);
 }
 
-/* The asyncio transport speaks to one server: on a Cluster backend the ops
- * refuse (before touching any lease), and the blocking calls are the way. */
-static int op_backend_ok(prs_redis_backend *b) {
-    if (!prs_redis__backend_cluster(b)) return PRS_OK;
-    prs_redis__set_error("the asyncio forms do not support a Redis Cluster backend yet: call the blocking "
-                         "form (e.g. in loop.run_in_executor)");
-    return PRS_ENOTSUP;
-}
-
 int prs_redis_op_limiter_new(prs_redis_limiter *l, int kind, const void *key, size_t keylen, int64_t n,
                              int64_t now_us, prs_redis_op **out, prs_decision *d) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
     if (!l || !d || (!key && keylen) || (kind != 'r' && n < 1) || (kind != 'c' && kind != 'p' && kind != 'r'))
         return PRS_EINVAL;
-    int rc = op_backend_ok(l->b);
-    if (rc) return rc;
+    int rc;
     if (!key) key = "";
     int64_t want = 0, give = 0, lnow = 0;
     uint64_t h = 0;
@@ -1680,6 +1711,7 @@ int prs_redis_op_limiter_new(prs_redis_limiter *l, int kind, const void *key, si
     prs_redis_op *op = op_alloc(&l->alloc, mode, 1, keylen, 1);
     if (!op) return PRS_ENOMEM;
     op->l = l;
+    op->b = l->b;
     op->h = h;
     op->lnow = lnow;
     if (keylen) memcpy(op->keys, key, keylen);
@@ -1704,8 +1736,7 @@ int prs_redis_op_many_new(prs_redis_limiter *l, size_t count, const prs_redis_re
     if (!out) return PRS_EINVAL;
     *out = NULL;
     if (!l || !count || !reqs || count > SIZE_MAX / 8) return PRS_EINVAL;
-    int rc = op_backend_ok(l->b);
-    if (rc) return rc;
+    int rc = PRS_OK;
     size_t keybytes = 0;
     for (size_t i = 0; i < count; i++) {
         if (reqs[i].n < 1 || (!reqs[i].key && reqs[i].keylen)) return PRS_EINVAL;
@@ -1714,6 +1745,7 @@ int prs_redis_op_many_new(prs_redis_limiter *l, size_t count, const prs_redis_re
     prs_redis_op *op = op_alloc(&l->alloc, 'm', count, keybytes, 1);
     if (!op) return PRS_ENOMEM;
     op->l = l;
+    op->b = l->b;
     size_t at = 0;
     int64_t now_us = prs_redis__now_us(l->b); /* one time for every request, as check_many */
     for (size_t i = 0; i < count && rc == PRS_OK; i++) {
@@ -1732,10 +1764,6 @@ int prs_redis_op_many_new(prs_redis_limiter *l, size_t count, const prs_redis_re
 int prs_redis_op_group_new(size_t count, const prs_redis_member *m, int64_t now_us, prs_redis_op **out) {
     if (!out) return PRS_EINVAL;
     *out = NULL;
-    if (count && m && m[0].limiter) {
-        int rc = op_backend_ok(m[0].limiter->b);
-        if (rc) return rc;
-    }
     group_cmd g;
     int rc = group_cmd_init(count, m, now_us, &g);
     if (rc) return rc;
@@ -1747,6 +1775,7 @@ int prs_redis_op_group_new(size_t count, const prs_redis_member *m, int64_t now_
     group_cmd_free(&g);
     if (rc) { prs_redis_op_free(op); return rc; }
     op->count = count;
+    op->b = m[0].limiter->b;
     size_t at = 0;
     for (size_t i = 0; i < count; i++) {
         op->m[i] = m[i];
@@ -1774,8 +1803,9 @@ static const char *skip_bulk(const char *p) {
     return p + 2 + n + 2;
 }
 
-int prs_redis_op_eval(prs_redis_op *op, size_t i, const char **buf, size_t *len) {
-    if (!op || i >= op->ncmds || op->scripts[i] < 0) return PRS_EINVAL;
+/* Command i as EVAL with its script's body, in a new buffer *out. */
+static int eval_of(prs_redis_op *op, size_t i, char **out, size_t *len) {
+    if (i >= op->ncmds || op->scripts[i] < 0) return PRS_EINVAL;
     const prs_redis__script *s = &prs_redis__scripts()[op->scripts[i]];
     const char *cmd = op->req + op->off[i], *end = op->req + op->off[i + 1];
     const char *args = strchr(cmd, '\n') + 1;          /* after "*N\r\n" */
@@ -1795,17 +1825,203 @@ int prs_redis_op_eval(prs_redis_op *op, size_t i, const char **buf, size_t *len)
     memcpy(p, s->body, s->len); p += s->len;
     *p++ = '\r'; *p++ = '\n';
     memcpy(p, rest, tail);
-    prs__free(op->a, op->eval);
-    op->eval = e;
-    *buf = e;
+    *out = e;
     *len = total;
     return PRS_OK;
 }
 
+int prs_redis_op_eval(prs_redis_op *op, size_t i, const char **buf, size_t *len) {
+    if (!op) return PRS_EINVAL;
+    char *e;
+    int rc = eval_of(op, i, &e, len);
+    if (rc) return rc;
+    prs__free(op->a, op->eval);
+    op->eval = e;
+    *buf = e;
+    return PRS_OK;
+}
+
+/* One send of a step: the bytes for one node and what each reply answers. */
+typedef struct op_send {
+    char *buf;                 /* owned; NULL: the op's whole request */
+    size_t len, cap;
+    int *want;                 /* [n] the command each reply answers; -1 ASKING's, -2 CLUSTER SLOTS' */
+    size_t n, got;
+    int node;
+} op_send;
+
+static void sends_clear(prs_redis_op *op) {
+    for (size_t i = 0; i < op->nsends; i++) {
+        prs__free(op->a, op->sends[i].buf);
+        prs__free(op->a, op->sends[i].want);
+    }
+    op->nsends = 0;
+    op->due = 0;
+}
+
+/* This step's send to `node` (added when new). */
+static op_send *send_to(prs_redis_op *op, int node) {
+    for (size_t i = 0; i < op->nsends; i++)
+        if (op->sends[i].node == node) return &op->sends[i];
+    op_send *s = &op->sends[op->nsends];
+    memset(s, 0, sizeof *s);
+    s->node = node;
+    if (!(s->want = prs__calloc(op->a, 2 * op->ncmds + 1, sizeof *s->want))) return NULL;
+    op->nsends++;
+    return s;
+}
+
+/* Appends bytes answered by one reply (for command `want`) to send s. */
+static int send_add(prs_redis_op *op, op_send *s, const char *p, size_t len, int want) {
+    if (buf_room(op->a, &s->buf, s->len, &s->cap, len)) return PRS_ENOMEM;
+    memcpy(s->buf + s->len, p, len);
+    s->len += len;
+    s->want[s->n++] = want;
+    op->due++;
+    return PRS_OK;
+}
+
+static size_t op_block(const prs_redis_op *op, size_t i) {
+    size_t k = op->nblock[i] > 1 ? (size_t)op->nblock[i] : 1;
+    return k <= op->ncmds - i ? k : op->ncmds - i;
+}
+
+/* Commands [i, i + k) to `node`, after ASKING when ask. */
+static int send_block(prs_redis_op *op, int node, int ask, size_t i, size_t k) {
+    op_send *s = send_to(op, node);
+    if (!s) return PRS_ENOMEM;
+    int rc = ask ? send_add(op, s, "*1\r\n$6\r\nASKING\r\n", 16, -1) : PRS_OK;
+    for (size_t j = i; j < i + k && rc == PRS_OK; j++) {
+        op->evaled[j] = (char)((op->evaled[j] & 1) | (ask ? 2 : 0));
+        rc = send_add(op, s, op->req + op->off[j], op->off[j + 1] - op->off[j], (int)j);
+    }
+    return rc;
+}
+
+static int is_noscript(const redisReply *r) {
+    return r && r->type == REDIS_REPLY_ERROR && r->str && !strncmp(r->str, "NOSCRIPT", 8);
+}
+
+/* The next step's sends: the commands, or what their replies ask for again. */
+static int step_sends(prs_redis_op *op, prs_redis__cluster *c) {
+    int rc = PRS_OK;
+    if (op->routed && c && prs_redis__cluster_sentinel(c) && !op->reasked) {
+        int readonly = 0;
+        for (size_t i = 0; i < op->ncmds; i++) readonly |= prs_redis__is_readonly(op->got[i]);
+        if (readonly) { /* the master turned replica (a failover): nothing written; ask, send it all again */
+            prs_redis__cluster_invalidate(c);
+            op->reasked = 1;
+            op->routed = 0;
+            op->hops[0] = 0;
+        }
+    }
+    if (!op->routed && c && prs_redis__cluster_stale(c) && !op->hops[0]) {
+        op->hops[0] = -1; /* asked once per op: a failure routes to the first node, redirects followed */
+        int node;
+        const char *q;
+        size_t qlen;
+        prs_redis__cluster_map_query(c, &node, &q, &qlen);
+        op_send *s = send_to(op, node);
+        return s ? send_add(op, s, q, qlen, -2) : PRS_ENOMEM;
+    }
+    if (!op->routed && c && prs_redis__cluster_sentinel(c) && prs_redis__cluster_stale(c)) {
+        prs_redis__set_error("redis: no sentinel named a master");
+        return PRS_ECONN;
+    }
+    if (!op->routed) {
+        op->routed = 1;
+        op->hops[0] = 0;
+        if (!c) { /* one server: the request as it is */
+            op_send *s = send_to(op, 0);
+            if (!s) return PRS_ENOMEM;
+            for (size_t i = 0; i < op->ncmds; i++) s->want[i] = (int)i;
+            s->n = op->due = op->ncmds;
+            return PRS_OK;
+        }
+        for (size_t i = 0; i < op->ncmds && rc == PRS_OK; i += op_block(op, i))
+            rc = send_block(op, prs_redis__cluster_route(c, op->slot[i]), 0, i, op_block(op, i));
+        return rc;
+    }
+    for (size_t i = 0; i < op->ncmds && rc == PRS_OK; i += op_block(op, i)) {
+        size_t k = op_block(op, i);
+        int kind = 0, target = 0;
+        for (size_t j = i; c && j < i + k && !kind; j++) kind = prs_redis__cluster_redirect(c, op->got[j], &target);
+        if (kind && op->hops[i] < PRS_REDIS_MAX_REDIRECTS) {
+            op->hops[i]++;
+            rc = send_block(op, target, kind == 2, i, k);
+            continue;
+        }
+        for (size_t j = i; j < i + k && rc == PRS_OK; j++) {
+            if (!is_noscript(op->got[j]) || op->scripts[j] < 0 || (op->evaled[j] & 1)) continue;
+            op->evaled[j] |= 1;
+            char *e;
+            size_t len;
+            op_send *s = send_to(op, op->node[j]);
+            if (s && (op->evaled[j] & 2)) /* a slot half-migrated: the node answers it after ASKING only */
+                rc = send_add(op, s, "*1\r\n$6\r\nASKING\r\n", 16, -1);
+            if (rc == PRS_OK) rc = s ? eval_of(op, j, &e, &len) : PRS_ENOMEM;
+            if (rc == PRS_OK) {
+                rc = send_add(op, s, e, len, (int)j);
+                prs__free(op->a, e);
+            }
+        }
+    }
+    return rc;
+}
+
+int prs_redis_op_step(prs_redis_op *op, const prs_redis_send **sends, size_t *count) {
+    if (!op || !sends || !count || op->finished || op->due) return PRS_EINVAL;
+    sends_clear(op);
+    if (!op->sends) {
+        op->sends = prs__calloc(op->a, op->ncmds + 1, sizeof *op->sends);
+        op->pub = prs__calloc(op->a, op->ncmds + 1, sizeof *op->pub);
+        if (!op->sends || !op->pub) return PRS_ENOMEM;
+    }
+    int rc = step_sends(op, prs_redis__backend_cluster(op->b));
+    if (rc) {
+        sends_clear(op);
+        return rc;
+    }
+    for (size_t i = 0; i < op->nsends; i++) {
+        const op_send *s = &op->sends[i];
+        op->pub[i] = (prs_redis_send){s->node, s->buf ? s->buf : op->req, s->buf ? s->len : op->reqlen, s->n};
+    }
+    *sends = op->pub;
+    *count = op->nsends;
+    return PRS_OK;
+}
+
+int prs_redis_op_put(prs_redis_op *op, size_t i, redisReply *r) {
+    if (!op || i >= op->nsends || op->sends[i].got >= op->sends[i].n) {
+        if (r) freeReplyObject(r);
+        return PRS_EINVAL;
+    }
+    op_send *s = &op->sends[i];
+    int want = s->want[s->got++];
+    op->due--;
+    if (want == -2) (void)prs_redis__cluster_apply(prs_redis__backend_cluster(op->b), r, s->node);
+    if (want < 0) {
+        freeReplyObject(r);
+    } else {
+        if (op->got[want]) freeReplyObject(op->got[want]);
+        op->got[want] = r;
+        op->node[want] = s->node;
+    }
+    return op->due == 0;
+}
+
 int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, prs_decision *d, int *status,
                         int *denied_by) {
-    if (!op || op->finished || !d || (rc == PRS_OK && !replies)) return PRS_EINVAL;
+    if (!op || op->finished || !d) return PRS_EINVAL;
     op->finished = 1;
+    if (rc == PRS_OK && !replies) { /* its own, put by its transport */
+        for (size_t i = 0; i < op->ncmds && rc == PRS_OK; i++)
+            if (!op->got[i] || op->due) {
+                prs_redis__set_error("redis: the op's replies are not all in");
+                rc = PRS_EPROTO;
+            }
+        replies = op->got;
+    }
     prs_redis_limiter *l = op->l;
     switch (op->kind) {
     case 'g':
@@ -1846,13 +2062,15 @@ int prs_redis_op_release_new(prs_redis_limiter *l, prs_redis_op **out) {
     *out = NULL;
     if (!l) return PRS_EINVAL;
     if (!l->buckets) return PRS_OK;
-    int rc = op_backend_ok(l->b);
-    if (rc) return rc;
+    int rc = PRS_OK;
     size_t count;
     lease *list = leases_detach(l, &count); /* as release_leases */
     prs_redis_op *op = count ? op_alloc(&l->alloc, 'h', count, 0, 1) : NULL;
     if (count && !op) rc = PRS_ENOMEM;
-    if (op) op->l = l;
+    if (op) {
+        op->l = l;
+        op->b = l->b;
+    }
     size_t i = 0;
     for (lease *e = list; e && rc == PRS_OK; e = e->next, i++) {
         op->reqs[i].key = (const char *)e->key; /* read by call_init only, before the lease is freed */

@@ -1062,14 +1062,15 @@ TEST(redis_group_all_or_nothing) {
 TEST(redis_cluster_urls) {
     const char *bad[] = {"redis+cluster://", "redis+cluster://h:0", "redis+cluster://h:70000",
                          "redis+cluster://h:1,,", "redis+cluster://u:p@h:1", "redis+cluster://h:1/3",
-                         "redis+cluster://h:x"};
+                         "redis+cluster://h:x", "redis+sentinel://h:1", "redis+sentinel://h:1/",
+                         "redis+sentinel:///m", "redis+sentinel://h:x/m", "redis+sentinel://h:1/m/0"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         prs_redis_config cfg;
         prs_redis_config_init(&cfg);
         cfg.url = bad[i];
         prs_redis_backend *b = NULL;
         if (prs_redis_backend_new(&cfg, &b) != PRS_EINVAL) PRS__FAIL("accepted %s", bad[i]);
-        ASSERT(strstr(prs_redis_last_error(), "redis+cluster") || strstr(prs_redis_last_error(), "seed"));
+        ASSERT(strstr(prs_redis_last_error(), "redis+") || strstr(prs_redis_last_error(), "seed"));
     }
     prs_redis_config cfg;
     prs_redis_config_init(&cfg);
@@ -1106,6 +1107,172 @@ static void single_as_group(prs_redis_limiter *l, int algo, int64_t now, uint64_
                       (long long)ds.reset_after_ns, dg.allowed, (long long)dg.remaining,
                       (long long)dg.retry_after_ns, (long long)dg.reset_after_ns);
     }
+}
+
+/* The next reply of RESP text, through the reader an asyncio transport uses. */
+static redisReply *resp(prs_redis_reader *rd, const char *text) {
+    redisReply *r = NULL;
+    if (prs_redis_reader_feed(rd, text, strlen(text)) || prs_redis_reader_next(rd, &r)) return NULL;
+    return r;
+}
+
+/* A user key of l whose Redis key's slot is in [lo, hi]. */
+static void key_in(prs_redis_limiter *l, int lo, int hi, char *key) {
+    char rk[256];
+    for (int i = 0;; i++) {
+        snprintf(key, 16, "k%d", i);
+        size_t n = prs_redis_limiter_redis_key(l, key, strlen(key), rk, sizeof rk);
+        int slot = prs_redis_key_slot(rk, n);
+        if (slot >= lo && slot <= hi) return;
+    }
+}
+
+/* The reader, split anywhere and refusing what is not RESP; an op driving a
+ * Cluster transport without a server: CLUSTER SLOTS first (stale map), one
+ * send per node, MOVED resent to its target (the map then stale again), a
+ * NOSCRIPT resent as EVAL to the node that answered, ASK resent after
+ * ASKING, and the decisions from the replies put into the op. */
+TEST(redis_op_steps_route_redirect_and_reload) {
+    prs_redis_reader *rd;
+    ASSERT_OK(prs_redis_reader_new(&rd));
+    const char *text = "*2\r\n$1\r\nx\r\n:7\r\n+OK\r\n";
+    redisReply *r = NULL;
+    for (size_t i = 0; i + 5 < strlen(text); i++) {
+        ASSERT_OK(prs_redis_reader_feed(rd, text + i, 1));
+        ASSERT_OK(prs_redis_reader_next(rd, &r));
+        ASSERT(r == NULL || i == strlen(text) - 6);
+    }
+    ASSERT(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 && r->element[1]->integer == 7);
+    freeReplyObject(r);
+    ASSERT_OK(prs_redis_reader_feed(rd, "+", 1));
+    ASSERT_OK(prs_redis_reader_next(rd, &r));
+    ASSERT(r == NULL);
+    ASSERT_OK(prs_redis_reader_feed(rd, "OK\r\n?\r\n", 7));
+    ASSERT_OK(prs_redis_reader_next(rd, &r));
+    ASSERT(r && r->type == REDIS_REPLY_STATUS);
+    freeReplyObject(r);
+    ASSERT_EQ(prs_redis_reader_next(rd, &r), PRS_EPROTO);
+    ASSERT_EQ(prs_redis_reader_feed(rd, "+OK\r\n", 5), PRS_EPROTO); /* broken for good */
+    prs_redis_reader_free(rd);
+
+    ASSERT_OK(prs_redis_reader_new(&rd));
+    prs_redis_config cfg;
+    prs_redis_config_init(&cfg);
+    cfg.url = "redis+cluster://127.0.0.1:1,127.0.0.1:2";
+    prs_redis_backend *b;
+    ASSERT_OK(prs_redis_backend_new(&cfg, &b));
+    prs_redis_limiter_config lc;
+    prs_redis_limiter_config_init(&lc);
+    prs_redis_limiter *l;
+    ASSERT_OK(prs_redis_limiter_new(b, &lc, &l));
+    char low[16], high[16], moved[64], ask[64], rk[256];
+    key_in(l, 0, 8191, low);
+    key_in(l, 8192, 16383, high);
+    int hslot = prs_redis_key_slot(rk, prs_redis_limiter_redis_key(l, high, strlen(high), rk, sizeof rk));
+    const char *slots = "*2\r\n*3\r\n:0\r\n:8191\r\n*2\r\n$9\r\n127.0.0.1\r\n:1\r\n"
+                        "*3\r\n:8192\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:2\r\n";
+    const char *yes = "$17\r\n1 5 4 0 1000000 0\r\n";
+    prs_redis_request reqs[2] = {{low, strlen(low), 1}, {high, strlen(high), 1}};
+    prs_redis_op *op;
+    const prs_redis_send *s;
+    size_t n;
+    ASSERT_OK(prs_redis_op_many_new(l, 2, reqs, &op));
+    ASSERT_OK(prs_redis_op_step(op, &s, &n)); /* the map is stale: CLUSTER SLOTS to the first seed */
+    ASSERT(n == 1 && s[0].node == 0 && s[0].nreplies == 1 && memmem(s[0].buf, s[0].len, "SLOTS", 5));
+    ASSERT_EQ(prs_redis_op_step(op, &s, &n), PRS_EINVAL); /* replies are due */
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, slots)), 1);
+    ASSERT_OK(prs_redis_op_step(op, &s, &n)); /* one send per node */
+    ASSERT(n == 2 && s[0].nreplies == 1 && s[1].nreplies == 1 && s[0].node != s[1].node);
+    size_t to0 = s[0].node == 0 ? 0 : 1;
+    snprintf(moved, sizeof moved, "-MOVED %d 127.0.0.1:1\r\n", hslot);
+    ASSERT_EQ(prs_redis_op_put(op, to0, resp(rd, "-NOSCRIPT No matching script\r\n")), 0);
+    ASSERT_EQ(prs_redis_op_put(op, 1 - to0, resp(rd, moved)), 1);
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, yes)), PRS_EINVAL); /* nothing due */
+    ASSERT_OK(prs_redis_op_step(op, &s, &n)); /* both to node 0: the EVALSHA moved there, the EVAL */
+    ASSERT(n == 1 && s[0].node == 0 && s[0].nreplies == 2);
+    ASSERT(memmem(s[0].buf, s[0].len, "$4\r\nEVAL\r\n", 10) && memmem(s[0].buf, s[0].len, "EVALSHA", 7));
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, yes)), 0);
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, yes)), 1);
+    ASSERT_OK(prs_redis_op_step(op, &s, &n));
+    ASSERT_EQ(n, 0);
+    prs_decision d[2];
+    int st[2];
+    ASSERT_OK(prs_redis_op_finish(op, PRS_OK, NULL, d, st, NULL));
+    ASSERT(d[0].allowed && d[1].allowed && d[1].remaining == 4);
+    prs_redis_op_free(op);
+    /* ASK: the block once more after ASKING, the map kept; a MOVED made it stale */
+    ASSERT_OK(prs_redis_op_limiter_new(l, PRS_REDIS_OP_CHECK, high, strlen(high), 1, -1, &op, d));
+    ASSERT_OK(prs_redis_op_step(op, &s, &n));
+    ASSERT(n == 1 && memmem(s[0].buf, s[0].len, "SLOTS", 5));
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, slots)), 1);
+    ASSERT_OK(prs_redis_op_step(op, &s, &n));
+    ASSERT(n == 1 && s[0].node == 1);
+    snprintf(ask, sizeof ask, "-ASK %d 127.0.0.1:1\r\n", hslot);
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, ask)), 1);
+    ASSERT_OK(prs_redis_op_step(op, &s, &n));
+    ASSERT(n == 1 && s[0].node == 0 && s[0].nreplies == 2 && !memcmp(s[0].buf, "*1\r\n$6\r\nASKING\r\n", 16));
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, "+OK\r\n")), 0);
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, yes)), 1);
+    ASSERT_OK(prs_redis_op_step(op, &s, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(prs_redis_op_finish(op, PRS_OK, NULL, d, NULL, NULL));
+    ASSERT(d[0].allowed);
+    prs_redis_op_free(op);
+    const char *host;
+    int port;
+    ASSERT_OK(prs_redis_backend_node(b, 1, &host, &port));
+    ASSERT(!strcmp(host, "127.0.0.1") && port == 2);
+    ASSERT_EQ(prs_redis_backend_node(b, 2, &host, &port), PRS_EINVAL);
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+    prs_redis_reader_free(rd);
+}
+
+TEST(redis_sentinel_urls) {
+    prs_redis_config cfg;
+    prs_redis_config_init(&cfg);
+    cfg.url = "redis+sentinel://127.0.0.1:1,127.0.0.1:2/mymaster";
+    prs_redis_backend *b = NULL;
+    ASSERT_OK(prs_redis_backend_new(&cfg, &b));
+    ASSERT(!prs_redis_backend_is_cluster(b)); /* one server: groups need no common slot */
+    prs_redis_limiter_config lc;
+    prs_redis_limiter_config_init(&lc);
+    lc.on_backend_error = PRS_REDIS_ALLOW;
+    prs_redis_limiter *l;
+    ASSERT_OK(prs_redis_limiter_new(b, &lc, &l));
+    prs_decision d;
+    ASSERT_OK(prs_redis_limiter_check(l, "k", 1, 1, &d)); /* no sentinel answers: the policy decides */
+    ASSERT(d.allowed);
+    prs_redis_op *op;
+    const prs_redis_send *s;
+    size_t n;
+    ASSERT_OK(prs_redis_op_limiter_new(l, PRS_REDIS_OP_CHECK, "k", 1, 1, -1, &op, &d));
+    ASSERT_OK(prs_redis_op_step(op, &s, &n)); /* ask a sentinel first */
+    ASSERT(n == 1 && s[0].node < 2 && memmem(s[0].buf, s[0].len, "get-master-addr-by-name", 23));
+    prs_redis_reader *rd;
+    ASSERT_OK(prs_redis_reader_new(&rd));
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6390\r\n")), 1);
+    ASSERT_OK(prs_redis_op_step(op, &s, &n)); /* then the master it named, a node of its own */
+    ASSERT(n == 1 && s[0].node == 2 && memmem(s[0].buf, s[0].len, "EVALSHA", 7));
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, "-READONLY You can't write against a read only replica.\r\n")), 1);
+    ASSERT_OK(prs_redis_op_step(op, &s, &n)); /* a replica now: ask again */
+    ASSERT(n == 1 && s[0].node < 2 && memmem(s[0].buf, s[0].len, "get-master-addr-by-name", 23));
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, "*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6391\r\n")), 1);
+    ASSERT_OK(prs_redis_op_step(op, &s, &n));
+    ASSERT(n == 1 && s[0].node == 3);
+    ASSERT_EQ(prs_redis_op_put(op, 0, resp(rd, "$17\r\n1 5 4 0 1000000 0\r\n")), 1);
+    ASSERT_OK(prs_redis_op_step(op, &s, &n));
+    ASSERT_EQ(n, 0);
+    ASSERT_OK(prs_redis_op_finish(op, PRS_OK, NULL, &d, NULL, NULL));
+    ASSERT(d.allowed && d.remaining == 4);
+    prs_redis_op_free(op);
+    const char *host;
+    int port;
+    ASSERT_OK(prs_redis_backend_node(b, 3, &host, &port));
+    ASSERT_EQ(port, 6391);
+    prs_redis_reader_free(rd);
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
 }
 
 /* The single-decision scripts are written straight through for server CPU

@@ -30,6 +30,7 @@ enum prs_py_slot {
     PRS_SLOT_RedisBackend,
     PRS_SLOT_RedisRateLimiter,
     PRS_SLOT_RedisLimiterGroup,
+    PRS_SLOT_RespReader,
     PRS_SLOT_SharedMemory,
     PRS_SLOT_DeadlineVar,
     PRS_SLOT_ResilienceError,

@@ -21,6 +21,18 @@ static const prs_py_param RedisBackend_param_list[] = {
     {"max_connections", "max_connections", PRS_PK_CONVERT, 0, offsetof(prs_redis_config, max_connections), INT64_MIN, INT64_MAX, NULL, backend_max_connections, 0},
 };
 static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, RedisBackend_param_list, RedisBackend_names};
+/* The module state, the config (defaults, then the arguments) and the
+ * argument objects for RedisBackend's tp_new; validated by prs_redis_config_check. 0 or -1. */
+static int RedisBackend_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
+    prs_redis_config *cfg, PyObject **vals) {
+    if (!(*st = prs_py_state_of_type(type))) return -1;
+    prs_redis_config_init(cfg);
+    if (prs_py_parse_params_tuple(&RedisBackend_params, args, kwds, cfg, vals) < 0) return -1;
+    prs_config_error why;
+    int rc = prs_redis_config_check(cfg, &why);
+    if (rc) prs_py_config_error(*st, rc, &why, &RedisBackend_params, vals, cfg);
+    return rc ? -1 : 0;
+}
 #define RedisBackend_DOC \
     "RedisBackend(url='redis://127.0.0.1:6379/0', *, connect_timeout=0.25, timeout=0.25, max_connections=8)\n" \
     "--\n" \
@@ -35,62 +47,82 @@ static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, Redis
     "backend fails fast for 200 ms at a time instead of waiting out a timeout\n" \
     "on every call, and recovers by itself once Redis answers again."
 enum {
+    P_RedisBackend__endpoint_node = 0,
+    P_RedisBackend__endpoint__COUNT = 1
+};
+static const char *const RedisBackend__endpoint_names[] = {"node", NULL};
+static const prs_py_param RedisBackend__endpoint_param_list[] = {
+    {"node", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisBackend__endpoint_params = {"_endpoint", 1, 1, 0, RedisBackend__endpoint_param_list, RedisBackend__endpoint_names};
+enum {
     P_RedisBackend__clock_sent_us = 0,
     P_RedisBackend__clock_got_us = 1,
-    P_RedisBackend__clock_reply = 2,
+    P_RedisBackend__clock_server_us = 2,
     P_RedisBackend__clock__COUNT = 3
 };
-static const char *const RedisBackend__clock_names[] = {"sent_us", "got_us", "reply", NULL};
+static const char *const RedisBackend__clock_names[] = {"sent_us", "got_us", "server_us", NULL};
 static const prs_py_param RedisBackend__clock_param_list[] = {
-    {"sent_us", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"got_us", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"reply", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"sent_us", "sent_us", PRS_PK_INT, 0, offsetof(clock_args, sent_us), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"got_us", "got_us", PRS_PK_INT, 0, offsetof(clock_args, got_us), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"server_us", "server_us", PRS_PK_INT, 0, offsetof(clock_args, server_us), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisBackend__clock_params = {"_clock", 3, 3, 3, RedisBackend__clock_param_list, RedisBackend__clock_names};
 enum {
     P_RedisBackend__outcome_admit = 0,
-    P_RedisBackend__outcome_error = 1,
-    P_RedisBackend__outcome__COUNT = 2
+    P_RedisBackend__outcome_status = 1,
+    P_RedisBackend__outcome_message = 2,
+    P_RedisBackend__outcome__COUNT = 3
 };
-static const char *const RedisBackend__outcome_names[] = {"admit", "error", NULL};
+static const char *const RedisBackend__outcome_names[] = {"admit", "status", "message", NULL};
+static const char *const RedisBackend__outcome_status_choices[] = {"OK", "ECONN", "ETIMEDOUT", "EPROTO", "EBACKEND", "EBACKENDCLOSED", NULL};
 static const prs_py_param RedisBackend__outcome_param_list[] = {
-    {"admit", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"error", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"admit", "admit", PRS_PK_INT, 0, offsetof(transport_args, admit), 0, 2, NULL, NULL, 0},
+    {"status", "status", PRS_PK_ENUM, 0, offsetof(transport_args, status), INT64_MIN, INT64_MAX, RedisBackend__outcome_status_choices, NULL, 0},
+    {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params RedisBackend__outcome_params = {"_outcome", 2, 2, 1, RedisBackend__outcome_param_list, RedisBackend__outcome_names};
-enum {
-    P_RedisBackend__op_eval_op = 0,
-    P_RedisBackend__op_eval_i = 1,
-    P_RedisBackend__op_eval__COUNT = 2
-};
-static const char *const RedisBackend__op_eval_names[] = {"op", "i", NULL};
-static const prs_py_param RedisBackend__op_eval_param_list[] = {
-    {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"i", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-};
-static const prs_py_params RedisBackend__op_eval_params = {"_op_eval", 2, 2, 2, RedisBackend__op_eval_param_list, RedisBackend__op_eval_names};
+static const prs_py_params RedisBackend__outcome_params = {"_outcome", 3, 3, 1, RedisBackend__outcome_param_list, RedisBackend__outcome_names};
 enum {
     P_RedisBackend__op_finish_op = 0,
-    P_RedisBackend__op_finish_replies = 1,
-    P_RedisBackend__op_finish_error = 2,
+    P_RedisBackend__op_finish_status = 1,
+    P_RedisBackend__op_finish_message = 2,
     P_RedisBackend__op_finish__COUNT = 3
 };
-static const char *const RedisBackend__op_finish_names[] = {"op", "replies", "error", NULL};
+static const char *const RedisBackend__op_finish_names[] = {"op", "status", "message", NULL};
+static const char *const RedisBackend__op_finish_status_choices[] = {"OK", "ECONN", "ETIMEDOUT", "EPROTO", "EBACKEND", "EBACKENDCLOSED", NULL};
 static const prs_py_param RedisBackend__op_finish_param_list[] = {
     {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"replies", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"error", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"status", "status", PRS_PK_ENUM, 0, offsetof(transport_args, status), INT64_MIN, INT64_MAX, RedisBackend__op_finish_status_choices, NULL, 0},
+    {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params RedisBackend__op_finish_params = {"_op_finish", 3, 3, 2, RedisBackend__op_finish_param_list, RedisBackend__op_finish_names};
+static const prs_py_params RedisBackend__op_finish_params = {"_op_finish", 3, 3, 1, RedisBackend__op_finish_param_list, RedisBackend__op_finish_names};
 static PyObject *backend_close(PyObject *self, PyObject *unused);
 static PyObject *backend_ping(PyObject *self, PyObject *unused);
-static PyObject *backend_endpoint(PyObject *self, PyObject *unused);
+static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_admit(PyObject *self, PyObject *unused);
-static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *backend_now_us(PyObject *self, PyObject *unused);
-static PyObject *backend_breaker_script(PyObject *self, PyObject *unused);
-static PyObject *backend_op_eval(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    backend_obj *o = (backend_obj *)self;
+    clock_args a = {0};
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisBackend__clock_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    prs_redis_backend_clock_us(o->b, a.sent_us, a.got_us, a.server_us);
+    Py_RETURN_NONE;
+}
+static PyObject *backend_outcome(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    backend_obj *o = (backend_obj *)self;
+    transport_args a = {0};
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisBackend__outcome_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    prs_redis_backend_outcome(o->b, (int)a.admit, transport_failure(&a, v[2]));
+    Py_RETURN_NONE;
+}
+static PyObject *backend_now_us(PyObject *self, PyObject *unused) {
+    return PyLong_FromLongLong(prs_redis_backend_now_us(((backend_obj *)self)->b));
+}
+static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
+    return PyBytes_FromString(prs_redis_breaker_script(NULL));
+}
+static PyObject *backend_op_step(PyObject *self, PyObject *arg);
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyMethodDef RedisBackend_methods[] = {
@@ -105,30 +137,30 @@ static PyMethodDef RedisBackend_methods[] = {
      "\n"
      "PING the server: True, or BackendError when it cannot be reached\n"
      "within the timeout."},
-    {"_endpoint", backend_endpoint, METH_NOARGS,
-     "_endpoint($self, /)\n"
+    {"_endpoint", (PyCFunction)(void (*)(void))backend_endpoint, METH_FASTCALL | METH_KEYWORDS,
+     "_endpoint($self, /, node=0)\n"
      "--\n"
      "\n"
      "Internal (asyncio transport): (host, port, unix_path, user, password, db)\n"
-     "of the parsed url."},
+     "of the parsed url, or of a Cluster's node (an index the ops name)."},
     {"_admit", backend_admit, METH_NOARGS,
      "_admit($self, /)\n"
      "--\n"
      "\n"
      "Internal (asyncio transport): ask the backend's circuit, shared with\n"
-     "the blocking calls: (1 or 2, None) to go, (0, (status, message)) to fail fast."},
+     "the blocking calls: (1 or 2, ('OK', '')) to go, (0, (status, message)) to fail fast."},
     {"_clock", (PyCFunction)(void (*)(void))backend_clock, METH_FASTCALL | METH_KEYWORDS,
-     "_clock($self, /, sent_us, got_us, reply)\n"
+     "_clock($self, /, sent_us, got_us, server_us)\n"
      "--\n"
      "\n"
-     "Internal (asyncio transport): learn Redis's clock from a TIME reply\n"
-     "(sent and read at these time.time_ns() // 1000), as a pooled connection does."},
+     "Internal (asyncio transport): learn Redis's clock from a TIME reply (server_us)\n"
+     "sent and read at these time.time_ns() // 1000, as a pooled connection does."},
     {"_outcome", (PyCFunction)(void (*)(void))backend_outcome, METH_FASTCALL | METH_KEYWORDS,
-     "_outcome($self, /, admit, error=None)\n"
+     "_outcome($self, /, admit, status='OK', message='')\n"
      "--\n"
      "\n"
-     "Internal (asyncio transport): report an admitted exchange's outcome\n"
-     "to the circuit (error: (status, message) of a transport failure)."},
+     "Internal (asyncio transport): report an admitted exchange's outcome to the\n"
+     "circuit (status, message: a transport failure's)."},
     {"_now_us", backend_now_us, METH_NOARGS,
      "_now_us($self, /)\n"
      "--\n"
@@ -141,20 +173,19 @@ static PyMethodDef RedisBackend_methods[] = {
      "\n"
      "Internal: the distributed circuit breaker's Lua script\n"
      "(csrc/redis/breaker_script.c; pyresilience.redis_breaker runs it)."},
-    {"_op_eval", (PyCFunction)(void (*)(void))backend_op_eval, METH_FASTCALL | METH_KEYWORDS,
-     "_op_eval($self, /, op, i)\n"
+    {"_op_step", backend_op_step, METH_O,
+     "_op_step($self, op, /)\n"
      "--\n"
      "\n"
-     "Internal (asyncio transport): command i of op as EVAL with its script's\n"
-     "body (after a NOSCRIPT reply)."},
+     "Internal (asyncio transport): the op's next sends, (node, bytes, replies)\n"
+     "each; () when it is complete."},
     {"_op_finish", (PyCFunction)(void (*)(void))backend_op_finish, METH_FASTCALL | METH_KEYWORDS,
-     "_op_finish($self, /, op, replies, error=None)\n"
+     "_op_finish($self, /, op, status='OK', message='')\n"
      "--\n"
      "\n"
-     "Internal (asyncio transport): finish op with its replies (bytes, int,\n"
-     "None, str status, list, or an Exception for an error reply), or with a\n"
-     "transport failure (status, message) that the failure policy decides. Returns\n"
-     "what the blocking call returns (Decision, list of Decisions, None)."},
+     "Internal (asyncio transport): finish op with the replies put into it, or\n"
+     "with a transport failure (status, message) that the failure policy decides.\n"
+     "Returns what the blocking call returns (Decision, list of Decisions, None)."},
     {"_command", (PyCFunction)(void (*)(void))backend_command, METH_FASTCALL,
      "_command($self, /, *args)\n"
      "--\n"
@@ -233,6 +264,19 @@ static void backend_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RedisBackend__COUNT];
+    prs_redis_config cfg;
+    if (RedisBackend_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    backend_obj *o = (backend_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (!rc) rc = backend_build(o, &cfg, v[P_RedisBackend_url]);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 
 /* ---- RedisRateLimiter ---- */
 enum {
@@ -302,13 +346,27 @@ enum {
     P_RedisRateLimiter__op__COUNT = 4
 };
 static const char *const RedisRateLimiter__op_names[] = {"kind", "key", "n", "now", NULL};
+static const char *const RedisRateLimiter__op_kind_choices[] = {"check", "peek", "reset", NULL};
 static const prs_py_param RedisRateLimiter__op_param_list[] = {
-    {"kind", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"kind", "kind", PRS_PK_ENUM, 0, offsetof(op_args, kind), INT64_MIN, INT64_MAX, RedisRateLimiter__op_kind_choices, NULL, 0},
     {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(op_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter__op_params = {"_op", 4, 4, 2, RedisRateLimiter__op_param_list, RedisRateLimiter__op_names};
+enum {
+    P_RedisRateLimiter__async_waiter_key = 0,
+    P_RedisRateLimiter__async_waiter_n = 1,
+    P_RedisRateLimiter__async_waiter_timeout = 2,
+    P_RedisRateLimiter__async_waiter__COUNT = 3
+};
+static const char *const RedisRateLimiter__async_waiter_names[] = {"key", "n", "timeout", NULL};
+static const prs_py_param RedisRateLimiter__async_waiter_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter__async_waiter_params = {"_async_waiter", 3, 3, 1, RedisRateLimiter__async_waiter_param_list, RedisRateLimiter__async_waiter_names};
 enum {
     P_RedisRateLimiter__op_many_requests = 0,
     P_RedisRateLimiter__op_many__COUNT = 1
@@ -331,15 +389,26 @@ static const prs_py_param RedisRateLimiter__check_at_param_list[] = {
     {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter__check_at_params = {"_check_at", 3, 3, 3, RedisRateLimiter__check_at_param_list, RedisRateLimiter__check_at_names};
-static PyObject *rl_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r);
+static PyObject *rl_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_ALLOW, rl_target, 1, args, nargs, kwnames);
+}
+static PyObject *rl_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_CHECK, rl_target, 1, args, nargs, kwnames);
+}
+static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, 1, args, nargs, kwnames);
+}
 static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    wait_args a = {0};
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisRateLimiter__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return fed_waiter(self, "Redis limiter", a.n, a.timeout_ns);
+}
 static PyObject *rl_op_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_op_release(PyObject *self, PyObject *unused);
 static PyObject *rl_close(PyObject *self, PyObject *unused);
@@ -371,12 +440,6 @@ static PyMethodDef RedisRateLimiter_methods[] = {
      "Block until n is admitted for key (the GIL is\n"
      "released while waiting; Ctrl-C interrupts). RateLimitExceeded at once when n\n"
      "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."},
-    {"_waiter", (PyCFunction)(void (*)(void))rl_waiter, METH_FASTCALL | METH_KEYWORDS,
-     "_waiter($self, /, key, n=1, timeout=None)\n"
-     "--\n"
-     "\n"
-     "Internal: the wait of acquire_async() (its step() does the network call:\n"
-     "run it in an executor)."},
     {"reset", (PyCFunction)(void (*)(void))rl_reset, METH_FASTCALL | METH_KEYWORDS,
      "reset($self, /, key)\n"
      "--\n"
@@ -394,7 +457,7 @@ static PyMethodDef RedisRateLimiter_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
-     "I/O: a Decision when a lease decided it, else (op, request bytes, replies)."},
+     "I/O: a Decision when a lease decided it, else the op."},
     {"_async_waiter", (PyCFunction)(void (*)(void))rl_async_waiter, METH_FASTCALL | METH_KEYWORDS,
      "_async_waiter($self, /, key, n=1, timeout=None)\n"
      "--\n"
@@ -405,14 +468,13 @@ static PyMethodDef RedisRateLimiter_methods[] = {
      "_op_many($self, /, requests)\n"
      "--\n"
      "\n"
-     "Internal (asyncio transport): check_many's (op, request bytes, replies),\n"
-     "or [] for no requests."},
+     "Internal (asyncio transport): check_many's op, or [] for no requests."},
     {"_op_release", rl_op_release, METH_NOARGS,
      "_op_release($self, /)\n"
      "--\n"
      "\n"
-     "Internal (asyncio transport): close()'s give-back of the leases as\n"
-     "(op, request bytes, replies), or None when no lease holds a permit."},
+     "Internal (asyncio transport): close()'s give-back of the leases as an op,\n"
+     "or None when no lease holds a permit."},
     {"close", rl_close, METH_NOARGS,
      "close($self, /)\n"
      "--\n"
@@ -545,21 +607,12 @@ static const prs_py_param RedisLimiterGroup_acquire_param_list[] = {
 };
 static const prs_py_params RedisLimiterGroup_acquire_params = {"acquire", 1, 1, 0, RedisLimiterGroup_acquire_param_list, RedisLimiterGroup_acquire_names};
 enum {
-    P_RedisLimiterGroup__waiter_timeout = 0,
-    P_RedisLimiterGroup__waiter__COUNT = 1
-};
-static const char *const RedisLimiterGroup__waiter_names[] = {"timeout", NULL};
-static const prs_py_param RedisLimiterGroup__waiter_param_list[] = {
-    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-};
-static const prs_py_params RedisLimiterGroup__waiter_params = {"_waiter", 1, 1, 0, RedisLimiterGroup__waiter_param_list, RedisLimiterGroup__waiter_names};
-enum {
     P_RedisLimiterGroup__async_waiter_timeout = 0,
     P_RedisLimiterGroup__async_waiter__COUNT = 1
 };
 static const char *const RedisLimiterGroup__async_waiter_names[] = {"timeout", NULL};
 static const prs_py_param RedisLimiterGroup__async_waiter_param_list[] = {
-    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup__async_waiter_params = {"_async_waiter", 1, 1, 0, RedisLimiterGroup__async_waiter_param_list, RedisLimiterGroup__async_waiter_names};
 enum {
@@ -571,12 +624,20 @@ static const prs_py_param RedisLimiterGroup__op_param_list[] = {
     {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup__op_params = {"_op", 1, 1, 0, RedisLimiterGroup__op_param_list, RedisLimiterGroup__op_names};
-static PyObject *group_check(PyObject *self, PyObject *unused);
-static PyObject *group_allow(PyObject *self, PyObject *unused);
+static PyObject *group_check(PyObject *self, PyObject *unused) {
+    return group_decision(self, -1, 0);
+}
+static PyObject *group_allow(PyObject *self, PyObject *unused) {
+    return group_decision(self, -1, 1);
+}
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *group_check_at(PyObject *self, PyObject *arg);
-static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    wait_args a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return fed_waiter(self, "Redis group", 1, a.timeout_ns);
+}
 static PyObject *group_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef RedisLimiterGroup_methods[] = {
     {"check", group_check, METH_NOARGS,
@@ -597,12 +658,6 @@ static PyMethodDef RedisLimiterGroup_methods[] = {
      "\n"
      "Block until the whole group is admitted (GIL released\n"
      "while waiting); RateLimitExceeded when that cannot happen within timeout."},
-    {"_waiter", (PyCFunction)(void (*)(void))group_waiter, METH_FASTCALL | METH_KEYWORDS,
-     "_waiter($self, /, timeout=None)\n"
-     "--\n"
-     "\n"
-     "Internal: the wait of acquire_async() (its step() does the network call:\n"
-     "run it in an executor)."},
     {"_check_at", group_check_at, METH_O,
      "_check_at($self, now, /)\n"
      "--\n"
@@ -618,7 +673,7 @@ static PyMethodDef RedisLimiterGroup_methods[] = {
      "_op($self, /, now=None)\n"
      "--\n"
      "\n"
-     "Internal (asyncio transport): the group check's (op, request bytes, replies)."},
+     "Internal (asyncio transport): the group check's op."},
     {NULL, NULL, 0, NULL},
 };
 static PyObject *group_get_members(PyObject *self, void *closure) {
@@ -675,10 +730,112 @@ static void group_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
+/* ---- _RespReader ---- */
+enum {
+    P__RespReader_error = 0,
+    P__RespReader__COUNT = 1
+};
+static const char *const _RespReader_names[] = {"error", NULL};
+static const prs_py_param _RespReader_param_list[] = {
+    {"error", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params _RespReader_params = {"_RespReader", 1, 1, 1, _RespReader_param_list, _RespReader_names};
+#define _RespReader_DOC \
+    "_RespReader(error)\n" \
+    "--\n" \
+    "\n" \
+    "Internal (asyncio transport): one connection's replies, parsed by csrc/redis\n" \
+    "(hiredis's reader) as the pool's are. An error reply is error(text)."
+enum {
+    P__RespReader_put_op = 0,
+    P__RespReader_put_send = 1,
+    P__RespReader_put__COUNT = 2
+};
+static const char *const _RespReader_put_names[] = {"op", "send", NULL};
+static const prs_py_param _RespReader_put_param_list[] = {
+    {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"send", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params _RespReader_put_params = {"put", 2, 2, 2, _RespReader_put_param_list, _RespReader_put_names};
+static PyObject *reader_feed(PyObject *self, PyObject *arg);
+static PyObject *reader_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *reader_pop(PyObject *self, PyObject *arg);
+static PyMethodDef _RespReader_methods[] = {
+    {"feed", reader_feed, METH_O,
+     "feed($self, data, /)\n"
+     "--\n"
+     "\n"
+     "The bytes the connection read."},
+    {"put", (PyCFunction)(void (*)(void))reader_put, METH_FASTCALL | METH_KEYWORDS,
+     "put($self, /, op, send)\n"
+     "--\n"
+     "\n"
+     "Hand the next whole reply to op as a reply of its send `send`: 0 when no\n"
+     "reply is whole yet, 1 when handed, 2 when it was the last the op's step awaited."},
+    {"pop", reader_pop, METH_O,
+     "pop($self, default, /)\n"
+     "--\n"
+     "\n"
+     "The next whole reply as bytes, int, None, str (a status), list or error(text),\n"
+     "or default when none is whole yet."},
+    {NULL, NULL, 0, NULL},
+};
+static PyObject *reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static void reader_dealloc(PyObject *self);
+static int reader_traverse(PyObject *self, visitproc visit, void *arg);
+static int reader_clear(PyObject *self);
+static PyType_Slot _RespReader_slots[] = {
+    {Py_tp_doc, (void *)_RespReader_DOC},
+    {Py_tp_new, reader_new},
+    {Py_tp_dealloc, reader_dealloc},
+    {Py_tp_traverse, reader_traverse},
+    {Py_tp_clear, reader_clear},
+    {Py_tp_methods, _RespReader_methods},
+    {0, NULL},
+};
+static PyType_Spec _RespReader_spec = {"pyresilience._core._RespReader", sizeof(reader_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC, _RespReader_slots};
+static int reader_traverse(PyObject *self, visitproc visit, void *arg) {
+    reader_obj *o = (reader_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->error);
+    return 0;
+}
+static int reader_clear(PyObject *self) {
+    reader_obj *o = (reader_obj *)self;
+    Py_CLEAR(o->error);
+    return 0;
+}
+static void reader_dealloc(PyObject *self) {
+    reader_obj *o = (reader_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    reader_clear(self);
+    prs_redis_reader_free(o->r);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+static PyObject *reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P__RespReader__COUNT];
+    void *cfg = NULL;
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&_RespReader_params, args, kwds, cfg, v) < 0)
+        return NULL;
+    reader_obj *o = (reader_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->error = Py_NewRef(v[P__RespReader_error] ? v[P__RespReader_error] : Py_None);
+    if (!rc) rc = prs_redis_reader_new(&o->r);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
+
 static int redis_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_RedisBackend, &RedisBackend_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RedisRateLimiter, &RedisRateLimiter_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RedisLimiterGroup, &RedisLimiterGroup_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RespReader, &_RespReader_spec, NULL) < 0) return -1;
     return 0;
 }
 
