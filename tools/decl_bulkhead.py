@@ -136,7 +136,7 @@ RING_QUEUE = Type(
               "drops this one (False); ERROR raises QueueFullError. QueueClosedError\n"
               "after close(). The GIL is released while waiting and Ctrl-C interrupts\n"
               "the wait."),
-        M("put_nowait", "item: Any, /", "bool",
+        M("put_nowait", "item: Any, /", "bool", expr="Q_CALL(PUT, arg, 0, NULL)",
           doc="put(item, block=False): a full BLOCK queue raises QueueFullError (a\n"
               "queue.Full and an asyncio.QueueFull; the item is counted dropped)."),
         M("get", returns="Any", config="q_wait_args",
@@ -147,7 +147,7 @@ RING_QUEUE = Type(
               "closed queue is drained. The GIL is released while waiting; Ctrl-C\n"
               "interrupts the wait, and an interrupted get takes nothing (an item\n"
               "handed to it in the same instant goes back to the front)."),
-        M("get_nowait", returns="Any",
+        M("get_nowait", returns="Any", expr="Q_CALL(GET, NULL, 0, NULL)",
           doc="get(block=False): QueueEmptyError (a queue.Empty and an\n"
               "asyncio.QueueEmpty) when empty."),
         M("task_done",
@@ -155,11 +155,11 @@ RING_QUEUE = Type(
               "join() returns once every item put has been marked. ValueError when\n"
               "called more times than items were put. An evicted item (DROP_OLDEST)\n"
               "counts as done; a dropped one was never counted."),
-        M("join",
+        M("join", expr="Q_CALL(JOIN, NULL, PRS_NEVER, NULL)",
           doc="Wait until every item put has been marked done with task_done()\n"
               "(queue.Queue.join). The GIL is released while waiting and Ctrl-C\n"
               "interrupts the wait."),
-        M("_join_async", LOOP, "Union[bool, _AsyncWaiter]",
+        M("_join_async", LOOP, "Union[bool, _AsyncWaiter]", expr="Q_CALL(JOIN, NULL, PRS_NEVER, arg)",
           doc="Internal (asyncio form of join): True now, or a queued waiter."),
         M("_finish_join", "waiter: _AsyncWaiter, /", "bool", expr=FINISH, flags="METH_FASTCALL",
           doc="Internal: settle a joiner waiter."),
@@ -174,10 +174,12 @@ RING_QUEUE = Type(
         M("full", returns="bool", expr="PyBool_FromLong(prs_ring_is_full(o->core))",
           doc="True when qsize() == max_size."),
         M("__len__", returns="int", slot=True),
-        M("_put_async", "item: Any, get_running_loop: Callable[[], Any], /",
-          "Union[bool, _AsyncWaiter]",
+        M("_put_async", returns="Union[bool, _AsyncWaiter]",
+          params=[P("item", "OBJECT", "Any"),
+                  P("get_running_loop", "OBJECT", "Callable[[], Any]", posonly=True)],
+          expr="Q_CALL(PUT, v[0], o->block_timeout_ns, v[1])",
           doc="Internal (asyncio form of put): a verdict now, or a queued waiter."),
-        M("_get_async", LOOP, "Any",
+        M("_get_async", LOOP, "Any", expr="Q_CALL(GET, NULL, PRS_NEVER, arg)",
           doc="Internal (asyncio form of get): an item now, or a queued waiter."),
         M("_finish_put", WAITER, "bool", expr=FINISH, doc="Internal: settle a producer waiter."),
         M("_finish_get", WAITER, "Any", expr=FINISH, doc="Internal: settle a consumer waiter."),

@@ -374,9 +374,12 @@ def c_body(t, head, x):
         L.append("    %s *o = (%s *)self;" % (t.obj, t.obj))
     if getattr(x, "params", None):  # a method's declared arguments, parsed into `a`
         given = {"METH_O": "&arg, 1, NULL", "METH_FASTCALL": "args, nargs, NULL"}
-        L += ["    %s a = {0};" % x.config, "    PyObject *v[%d];" % len(x.params),
-              "    if (prs_py_parse_params(&%s_%s_params, %s, &a, v) < 0) return NULL;"
-              % (t.name, x.name, given.get(meth_flags(x), "args, nargs, kwnames"))]
+        if x.config:  # no config: arguments without a field, read from v[P_<Type>_<m>_<p>]
+            L.append("    %s a = {0};" % x.config)
+        L += ["    PyObject *v[%d];" % len(x.params),
+              "    if (prs_py_parse_params(&%s_%s_params, %s, %s, v) < 0) return NULL;"
+              % (t.name, x.name, given.get(meth_flags(x), "args, nargs, kwnames"),
+                 "&a" if x.config else "NULL")]
     if x.now:
         L += ["    int64_t now;", "    if (prs_py_clock_now(%s, &now) < 0) return NULL;" % x.now]
     if x.expr:
