@@ -334,6 +334,27 @@ def c_parse(t):
     ]
 
 
+def c_arg_checks(t):
+    """The checks of argument objects a P declares (P.instance: an instance of
+    that module type, or None when None is its default; P.nonempty: a str
+    that is not empty), in a generated tp_new."""
+    L = []
+    for p in t.params:
+        arg = "v[P_%s_%s]" % (t.name, p.name)
+        if getattr(p, "instance", None):
+            none = p.default == "None"
+            L += ["    if (%s%s && !PyObject_TypeCheck(%s, PRS_PY_TYPE(st, %s)))"
+                  % (arg, " && %s != Py_None" % arg if none else "", arg, p.instance),
+                  '        return PyErr_Format(PyExc_TypeError, "%s must be a %s%s, not %%.200s: %%R",'
+                  % (p.name, p.instance, " or None" if none else ""),
+                  "                            Py_TYPE(%s)->tp_name, %s);" % (arg, arg)]
+        if getattr(p, "nonempty", False):
+            L += ["    if (%s && PyUnicode_GET_LENGTH(%s) == 0)" % (arg, arg),
+                  '        return PyErr_Format(PyExc_ValueError, "%s must be a non-empty str, '
+                  'got %%R", %s);' % (p.name, arg)]
+    return L
+
+
 def c_new(t):
     """<prefix>_new of a type declaring `build`: the configuration step (with
     the core's check when the type has one), the object, the argument objects
@@ -351,6 +372,7 @@ def c_new(t):
               "        prs_py_parse_params_tuple(&%s_params, args, kwds, %s, v) < 0)"
               % (t.name, "&cfg" if t.config else "cfg"),
               "        return NULL;"]
+    L += c_arg_checks(t)
     L += ["    %s *o = (%s *)type->tp_alloc(type, 0);" % (t.obj, t.obj),
           "    if (!o) return NULL;", "    int rc = 0;"]
     for field, param in t.keep.items():
@@ -359,7 +381,10 @@ def c_new(t):
     if t.clock:
         L.append("    if (prs_py_clock_init(st, v[P_%s_clock], &o->%s) < 0) rc = -1;"
                  % (t.name, t.clock))
-    L += ["    if (!rc) %s" % t.build] if t.build else []
+    if isinstance(t.build, list):  # several statements
+        L += ["    if (!rc) {"] + ["        " + b for b in t.build] + ["    }"]
+    elif t.build:
+        L.append("    if (!rc) %s" % t.build)
     L += ["    if (!rc) return (PyObject *)o;",
           "    Py_DECREF(o);",
           "    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);", "}"]
