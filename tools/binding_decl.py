@@ -389,10 +389,12 @@ RETRY_CALL = Type(
     slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
     offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
     refs=["func", "handler", "check_result", "budget", "dict"], clock="clock",
+    keep={"func": "func", "handler": "handler", "check_result": "retry_on_result",
+          "budget": "budget"}, build="o->vectorcall = call_vectorcall;",
     params=[
         P("func", "CALLABLE", "Callable[..., Any]"),
         P("handler", "CALLABLE", "Callable[..., Any]"),
-        P("budget", "OBJECT", "Optional[RetryBudget]", "None", kw=True),
+        P("budget", "OBJECT", "Optional[RetryBudget]", "None", kw=True, instance="RetryBudget"),
         P("clock", "CLOCK", "ClockArg", "None"),
         P("retry_on_result", "CALLABLE", "Optional[Callable[[Any], Any]]", "None",
           flags=("none",)),
