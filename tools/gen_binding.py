@@ -315,7 +315,16 @@ def c_life(t):
 
 def c_parse(t):
     """<Type>_parse(): a tp_new's whole configuration step - the core's
-    defaults, the declared parameters, the core's check, its error worded."""
+    defaults, the declared parameters, the core's check, its error worded.
+    Without a check, the declared ranges are the whole validation."""
+    if not t.check:
+        return ["/* The module state, the config (defaults, then the arguments) and the",
+                " * argument objects for %s's tp_new. 0 or -1. */" % t.name,
+                "static int %s_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, "
+                "prs_py_state **st," % t.name, "    %s *cfg, PyObject **vals) {" % t.config,
+                "    if (!(*st = prs_py_state_of_type(type))) return -1;", "    %s(cfg);" % t.init,
+                "    return prs_py_parse_params_tuple(&%s_params, args, kwds, cfg, vals);" % t.name,
+                "}"]
     return [
         "/* The module state, the config (defaults, then the arguments) and the",
         " * argument objects for %s's tp_new; validated by %s. 0 or -1. */" % (t.name, t.check),
@@ -363,7 +372,7 @@ def c_new(t):
     n = "P_%s__COUNT" % t.name
     L = ["static PyObject *%s_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {" % t.prefix,
          "    prs_py_state *st;", "    PyObject *v[%s];" % (n if t.params else "1")]
-    if t.check:
+    if t.init:
         L += ["    %s cfg;" % t.config,
               "    if (%s_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;" % t.name]
     else:
@@ -449,7 +458,7 @@ def gen_header(cfile, types, funcs):
         L.append("/* ---- %s ---- */" % t.name)
         if t.params is not None:
             L += c_params(t.name, t.name, t.params, t.config)
-        if t.check:
+        if t.init:
             L += c_parse(t)
         doc = t.doc
         if t.params is not None:

@@ -33,11 +33,15 @@ static void shm_args_init(shm_args *a) {
     a->mode = 0600;
 }
 
-static int shm_args_check(const shm_args *a, prs_config_error *why) {
-    (void)a;
-    (void)why;
-    return PRS_OK; /* the bounds are the declaration's */
+/* fn's reading of the open region under the lock, 0 once closed (fn NULL:
+ * 1 when closed). */
+static size_t shm_read(shm_obj *o, size_t (*fn)(const prs_shm *)) {
+    prs__spin_lock(&o->lock);
+    size_t v = !o->r ? !fn : fn ? fn(o->r) : 0;
+    prs__spin_unlock(&o->lock);
+    return v;
 }
+static size_t created_of(const prs_shm *r) { return (size_t)prs_shm_created(r); }
 
 #include "gen/shm.h"
 
@@ -178,36 +182,6 @@ static PyObject *shm_enter(PyObject *self, PyObject *unused) {
     return Py_NewRef(self);
 }
 
-static PyObject *shm_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return shm_close(self, NULL);
-}
-
-/* A reading of the open region, or of nothing once closed (0 / closed). */
-static PyObject *reading(PyObject *self, size_t (*fn)(const prs_shm *)) {
-    prs__spin_lock(&SELF->lock);
-    size_t v = SELF->r ? fn(SELF->r) : 0;
-    prs__spin_unlock(&SELF->lock);
-    return PyLong_FromSize_t(v);
-}
-static PyObject *shm_get_size(PyObject *self, void *c) { return reading(self, prs_shm_size); }
-static PyObject *shm_get_entries(PyObject *self, void *c) { return reading(self, prs_shm_entries); }
-static PyObject *shm_get_free_bytes(PyObject *self, void *c) {
-    return reading(self, prs_shm_free_bytes);
-}
-static size_t created_of(const prs_shm *r) { return (size_t)prs_shm_created(r); }
-static PyObject *shm_get_created(PyObject *self, void *c) {
-    PyObject *v = reading(self, created_of);
-    if (!v) return NULL;
-    int t = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return PyBool_FromLong(t);
-}
-static PyObject *shm_get_closed(PyObject *self, void *c) {
-    prs__spin_lock(&SELF->lock);
-    int closed = SELF->r == NULL;
-    prs__spin_unlock(&SELF->lock);
-    return PyBool_FromLong(closed);
-}
 
 /* ---- placing a limiter ---------------------------------------------------------- */
 
