@@ -432,6 +432,26 @@ static void cb_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_CircuitBreaker__COUNT];
+    prs_breaker_config cfg;
+    if (CircuitBreaker_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    breaker_obj *o = (breaker_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->name = Py_NewRef(v[P_CircuitBreaker_name] ? v[P_CircuitBreaker_name] : Py_None);
+    o->fallback = Py_NewRef(v[P_CircuitBreaker_fallback] ? v[P_CircuitBreaker_fallback] : Py_None);
+    o->is_failure = Py_NewRef(v[P_CircuitBreaker_is_failure] ? v[P_CircuitBreaker_is_failure] : Py_None);
+    if (prs_py_clock_init(st, v[P_CircuitBreaker_clock], &o->clock) < 0) rc = -1;
+    if (!rc) {
+        o->timing = cfg.slow_call_ns > 0;
+        rc = cb_objects(o, v) < 0 ? -1 : prs_breaker_new(&cfg, &o->core);
+    }
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 
 static int breaker_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_struct(m, st, PRS_SLOT_CircuitBreakerMetrics, &CircuitBreakerMetrics_desc, CircuitBreakerMetrics_repr) < 0) return -1;
