@@ -9,7 +9,8 @@ SHARED_MEMORY = Type(
     init="shm_args_init",  # the declared bounds are the whole check
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     offsets={"weaklist": "weakreflist"}, refs=[], kept=["name", "directory", "path"],
-    free="prs_shm_close(o->r);",
+    free="prs_shm_close(o->r);", keep={"name": "name", "directory": "directory"},
+    build=["prs__spin_init(&o->lock);", "rc = shm_open_region(o, &cfg);"],
     params=[
         P("name", "STR", "str", doc="The region's name: 1..63 bytes, no '/', '..' or NUL."),
         P("size", "COUNT", "Optional[int]", "None", field="size", lo=16384, hi=1 << 40,

@@ -43,6 +43,8 @@ static size_t shm_read(shm_obj *o, size_t (*fn)(const prs_shm *)) {
 }
 static size_t created_of(const prs_shm *r) { return (size_t)prs_shm_created(r); }
 
+static int shm_open_region(shm_obj *o, const shm_args *a);
+
 #include "gen/shm.h"
 
 #define SELF ((shm_obj *)self)
@@ -97,47 +99,27 @@ static void region_error(int rc, int sys_errno, PyObject *name, const char *path
     }
 }
 
-static PyObject *shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    shm_args a;
-    PyObject *v[P_SharedMemory__COUNT];
-    if (SharedMemory_parse(type, args, kwds, &st, &a, v) < 0) return NULL;
-    PyObject *name = v[P_SharedMemory_name], *dir = v[P_SharedMemory_directory];
-    const char *cname = checked_name(name, "name");
-    if (!cname) return NULL;
-    const char *cdir = checked_dir(dir);
-    if (!cdir && PyErr_Occurred()) return NULL;
+/* Opens region `name` (in `dir`, None: /dev/shm) as built by tp_new
+ * (generated: name and directory kept). 0, or -1 with an exception. */
+static int shm_open_region(shm_obj *o, const shm_args *a) {
+    const char *cname = checked_name(o->name, "name"), *cdir = cname ? checked_dir(o->directory) : NULL;
+    if (!cname || (!cdir && PyErr_Occurred())) return -1;
     prs_shm_config cfg;
     prs_shm_config_init(&cfg);
-    cfg.size = (size_t)a.size;
-    cfg.mode = (unsigned)a.mode;
+    cfg.size = (size_t)a->size;
+    cfg.mode = (unsigned)a->mode;
     cfg.directory = cdir;
-    prs_shm *r = NULL;
     int err = 0, rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = prs_shm_open(cname, &cfg, &r, &err);
+    rc = prs_shm_open(cname, &cfg, &o->r, &err);
     Py_END_ALLOW_THREADS
     if (rc) {
         char path[4200];
         snprintf(path, sizeof path, "%s/pyresilience.%s", cdir ? cdir : "/dev/shm", cname);
-        region_error(rc, err, name, path);
-        return NULL;
+        region_error(rc, err, o->name, path);
+        return -1;
     }
-    shm_obj *self = (shm_obj *)type->tp_alloc(type, 0);
-    if (!self) {
-        prs_shm_close(r);
-        return NULL;
-    }
-    self->r = r;
-    prs__spin_init(&self->lock);
-    self->name = Py_NewRef(name);
-    self->directory = Py_NewRef(dir && dir != Py_None ? dir : Py_None);
-    self->path = PyUnicode_DecodeFSDefault(prs_shm_path(r));
-    if (!self->path) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
+    return (o->path = PyUnicode_DecodeFSDefault(prs_shm_path(o->r))) ? 0 : -1;
 }
 
 /* A reference to the open region (to be dropped with prs__shm_unref), or

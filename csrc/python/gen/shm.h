@@ -147,6 +147,24 @@ static void shm_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_SharedMemory__COUNT];
+    shm_args cfg;
+    if (SharedMemory_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    shm_obj *o = (shm_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->name = Py_NewRef(v[P_SharedMemory_name] ? v[P_SharedMemory_name] : Py_None);
+    o->directory = Py_NewRef(v[P_SharedMemory_directory] ? v[P_SharedMemory_directory] : Py_None);
+    if (!rc) {
+        prs__spin_init(&o->lock);
+        rc = shm_open_region(o, &cfg);
+    }
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 
 static int shm_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_SharedMemory, &SharedMemory_spec, NULL) < 0) return -1;
