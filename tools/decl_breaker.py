@@ -167,7 +167,7 @@ BREAKER = Type(
              "is_failure(result) -> bool marks returned values as failures (or None).",
              member="is_failure"),
         Prop("listeners", "tuple[%s, ...]" % LISTENER, "The on_state_change listeners (a tuple).",
-             "cb_get_listeners"),
+             expr="listeners_of(o)"),
         Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", clock="clock"),
     ])
 

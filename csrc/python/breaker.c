@@ -71,6 +71,16 @@ static PyObject *manual(PyObject *self, manual_fn fn);
 /* The tuples, states and messages tp_new (generated) makes from the arguments v. */
 static int cb_objects(breaker_obj *self, PyObject **v);
 
+/* The listeners: a tuple replaced whole, read under the object's lock (a new
+ * reference; NULL once cleared). */
+static PyObject *listeners_of(breaker_obj *self) {
+    PyObject *ls;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    ls = Py_XNewRef(self->listeners);
+    Py_END_CRITICAL_SECTION();
+    return ls;
+}
+
 #include "gen/breaker.h"
 
 /* ---- arguments --------------------------------------------------------------------- */
@@ -154,10 +164,7 @@ static void report_listener_error(PyObject *listener) {
  * is held; a pending exception (the protected call's) is kept as it was. */
 static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
     if (!tr->happened) return;
-    PyObject *ls;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    ls = Py_XNewRef(self->listeners);
-    Py_END_CRITICAL_SECTION();
+    PyObject *ls = listeners_of(self);
     if (!ls) return;
     if (PyTuple_GET_SIZE(ls) == 0 || !self->states) {
         Py_DECREF(ls);
@@ -194,15 +201,6 @@ static PyObject *open_error(breaker_obj *self, const prs_breaker_decision *d) {
     PyObject *exc = PyObject_Vectorcall(PRS_PY_EXC(st, CircuitOpenError), args, 3, NULL);
     Py_DECREF(retry);
     return exc;
-}
-
-static PyObject *raise_open(breaker_obj *self, const prs_breaker_decision *d) {
-    PyObject *exc = open_error(self, d);
-    if (exc) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
 }
 
 /* ---- admission and recording ------------------------------------------------------------ */
@@ -298,7 +296,7 @@ static PyObject *run_protected(breaker_obj *self, PyObject *func, PyObject *cons
     if (a < 0) return NULL;
     if (a == 0) {
         if (self->fallback != Py_None) return PyObject_CallNoArgs(self->fallback);
-        return raise_open(self, &d);
+        return prs_py_raise(open_error(self, &d));
     }
     PyObject *res = PyObject_Vectorcall(func, args, nargsf, kwnames);
     prs_breaker_outcome outcome;
@@ -520,15 +518,6 @@ static PyObject *cb_param_get(PyObject *self, void *i) {
     prs_breaker_get_config(SELF->core, &cfg);
     if (!cfg.half_open_max_calls) cfg.half_open_max_calls = cfg.success_threshold;
     return prs_py_param_get(&CircuitBreaker_param_list[(intptr_t)i], &cfg);
-}
-
-/* A tuple replaced whole, read under the object's lock. */
-static PyObject *cb_get_listeners(PyObject *self, void *unused) {
-    PyObject *o;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    o = Py_NewRef(SELF->listeners);
-    Py_END_CRITICAL_SECTION();
-    return o;
 }
 
 int prs_py_register_breaker(PyObject *m, prs_py_state *st) {

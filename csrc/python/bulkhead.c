@@ -68,13 +68,6 @@ static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
     return exc;
 }
 
-static PyObject *raise_full(PyObject *self) {
-    PyObject *exc = bh_full_error(self, NULL);
-    if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_XDECREF(exc);
-    return NULL;
-}
-
 /* Wakes the asyncio waiters served by a core call (linked by `next`): one that
  * cannot be woken (its loop is gone) gives its permit back, which may serve
  * the next one. */
@@ -119,7 +112,7 @@ static inline PyObject *bh_result(PyObject *self, int kind, unsigned flags, prs_
     int got = out->outcome == PRS_BULKHEAD_ACQUIRED;
     if (flags & PRS_PY_COND_ASYNC) return PyBool_FromLong(got);
     if (got) Py_RETURN_NONE;
-    return raise_full(self);
+    return prs_py_raise(bh_full_error(self, NULL));
 }
 
 static const prs_py_cond_ops bh_ops = {bh_call, bh_wait, bh_settle, bh_result};

@@ -202,9 +202,7 @@ int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
             "shared memory region %R is full (%zu bytes, %zu entries): create it with a larger "
             "size= to place %R", ((shm_obj *)shared)->name, prs_shm_size(r), prs_shm_entries(r),
             name);
-        PyObject *exc = msg ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, msg) : NULL;
-        if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_XDECREF(exc);
+        prs_py_raise(msg ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, msg) : NULL);
         Py_XDECREF(msg);
         rc = 1;
     } else if (rc == PRS_EPROTO) {

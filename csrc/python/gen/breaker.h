@@ -345,7 +345,10 @@ static PyObject *cb_get_mode(PyObject *self, void *closure) {
 }
 static PyObject *cb_get_metrics(PyObject *self, void *closure);
 static PyObject *cb_param_get(PyObject *self, void *closure);
-static PyObject *cb_get_listeners(PyObject *self, void *closure);
+static PyObject *cb_get_listeners(PyObject *self, void *closure) {
+    breaker_obj *o = (breaker_obj *)self;
+    return listeners_of(o);
+}
 static PyGetSetDef CircuitBreaker_getset[] = {
     {"state", cb_get_state, NULL, "The current CircuitState (OPEN stays OPEN past its timeout until the next call).", NULL},
     {"mode", cb_get_mode, NULL, "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).", NULL},
