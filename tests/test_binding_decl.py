@@ -504,3 +504,30 @@ def test_rate_methods_parse_n_as_declared_everywhere():
         assert obj.allow(*key, tokens_needed=None) is True
         assert obj.check(*key, 2.0).allowed is True
         assert obj.peek(*key, n=2**70).allowed is False
+
+
+GENERATED_NEW = ["Bulkhead", "RetryCall", "KeyedLimiter", "KeyedLimiterView", "CircuitBreaker",
+                 "SharedMemory"]
+
+
+@pytest.mark.parametrize("name", GENERATED_NEW)
+def test_tp_new_is_generated_from_the_declaration(name):
+    t = DECLARED[name]
+    assert t.build is not None
+    header = (ROOT / "csrc" / "python" / "gen" / f"{t.cfile}.h").read_text()
+    assert f"static PyObject *{t.prefix}_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {{" \
+        in header
+    source = (ROOT / "csrc" / "python" / f"{t.cfile}.c").read_text()
+    assert f"{t.prefix}_new(PyTypeObject" not in source  # not written by hand any more
+
+
+def test_generated_tp_new_checks_declared_argument_objects():
+    """P(instance=...) and P(nonempty=True): the checks a generated tp_new makes,
+    worded as the hand-written ones were."""
+    with pytest.raises(ValueError, match=r"^name must be a non-empty str, got ''$"):
+        _core.Bulkhead("", 1)
+    with pytest.raises(TypeError, match=r"^budget must be a RetryBudget or None, not int: 5$"):
+        _core.RetryCall(print, print, budget=5)
+    assert _core.RetryCall(print, print, budget=None).__func__ is print
+    with pytest.raises(TypeError, match=r"^limiter must be a KeyedLimiter, not pyresilience._core.TokenBucket: "):
+        _core.KeyedLimiterView(_core.TokenBucket(1, 1), "k")

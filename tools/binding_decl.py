@@ -26,8 +26,10 @@ class P:
     required), the core config field it fills."""
 
     def __init__(self, name, kind, type, default=None, field=None, lo=None, hi=None, flags=(),
-                 choices=None, kw=False, posonly=False, doc="", convert=None):
+                 choices=None, kw=False, posonly=False, doc="", convert=None, instance=None,
+                 nonempty=False):
         self.name, self.kind, self.type, self.default = name, kind, type, default
+        self.instance, self.nonempty = instance, nonempty  # checked by a generated tp_new
         self.convert = convert
         self.field, self.lo, self.hi, self.flags = field, lo, hi, tuple(flags)
         self.choices, self.kw, self.posonly, self.doc = choices, kw, posonly, doc
@@ -96,7 +98,7 @@ class Type:
     fields are visited but outlive tp_clear: dealloc drops them after `free`
     (a core that borrows them until it is freed).
 
-    `build` (a C statement over `o`, the new object, `cfg`, the parsed
+    `build` (a C statement, or a list of them, over `o`, the new object, `cfg`, the parsed
     config, and `st`, which may set `rc` to the core's status): the header
     defines tp_new (<prefix>_new): parse (and check), allocate, `keep` each
     argument object ({field: param}, None when not given) and the clock,
@@ -387,10 +389,12 @@ RETRY_CALL = Type(
     slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
     offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
     refs=["func", "handler", "check_result", "budget", "dict"], clock="clock",
+    keep={"func": "func", "handler": "handler", "check_result": "retry_on_result",
+          "budget": "budget"}, build="o->vectorcall = call_vectorcall;",
     params=[
         P("func", "CALLABLE", "Callable[..., Any]"),
         P("handler", "CALLABLE", "Callable[..., Any]"),
-        P("budget", "OBJECT", "Optional[RetryBudget]", "None", kw=True),
+        P("budget", "OBJECT", "Optional[RetryBudget]", "None", kw=True, instance="RetryBudget"),
         P("clock", "CLOCK", "ClockArg", "None"),
         P("retry_on_result", "CALLABLE", "Optional[Callable[[Any], Any]]", "None",
           flags=("none",)),

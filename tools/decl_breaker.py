@@ -76,6 +76,9 @@ BREAKER = Type(
     init="prs_breaker_config_init", check="prs_breaker_config_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     offsets={"weaklist": "weakreflist"}, clock="clock", free="prs_breaker_free(o->core);",
+    keep={"name": "name", "fallback": "fallback", "is_failure": "is_failure"},
+    build=["o->timing = cfg.slow_call_ns > 0;",
+           "rc = cb_objects(o, v) < 0 ? -1 : prs_breaker_new(&cfg, &o->core);"],
     refs=["fallback", "name", "record_exc", "ignore_exc", "is_failure", "listeners", "states",
           "msg_open", "msg_half"],
     params=PARAMS,
@@ -164,7 +167,7 @@ BREAKER = Type(
              "is_failure(result) -> bool marks returned values as failures (or None).",
              member="is_failure"),
         Prop("listeners", "tuple[%s, ...]" % LISTENER, "The on_state_change listeners (a tuple).",
-             "cb_get_listeners"),
+             expr="listeners_of(o)"),
         Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", clock="clock"),
     ])
 

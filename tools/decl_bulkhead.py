@@ -23,10 +23,12 @@ BULKHEAD = Type(
     "Bulkhead", "bulkhead", "bh", config="bh_args", obj="bh_obj",
     init="bh_args_init", check="bh_args_check",
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
-    offsets={"weaklist": "weakreflist"}, refs=[], kept=["name", "ready"],
+    offsets={"weaklist": "weakreflist"}, refs=[], kept=["name", "ready"], keep={"name": "name"},
+    build=["o->a = cfg;", "o->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);",
+           "rc = prs_bulkhead_new(&cfg.core, &o->core);"],
     free="prs_bulkhead_free(o->core); /* no waiter is queued: each holds this object */",
     params=[
-        P("name", "STR", "str"),
+        P("name", "STR", "str", nonempty=True),
         at(P("max_concurrent", "COUNT", "int", field="max_concurrent"), "core.max_concurrent"),
         P("max_wait_seconds", "REAL", "float", "30.0", field="max_wait_s", flags=("zero", "inf")),
     ],
@@ -79,7 +81,7 @@ BULKHEAD = Type(
         Prop("max_concurrent", "int", "Slots in the bulkhead.",
              expr="PyLong_FromLongLong(prs_bulkhead_max_concurrent(o->core))"),
         Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds.",
-             expr="PyFloat_FromDouble(o->max_wait_s)"),
+             expr="PyFloat_FromDouble(o->a.max_wait_s)"),
         Prop("active_count", "int", "Slots held now.", expr=STAT % "active"),
         Prop("available", "int", "Slots free now (max_concurrent - active_count).",
              expr=STAT % "available"),
@@ -136,7 +138,7 @@ RING_QUEUE = Type(
               "drops this one (False); ERROR raises QueueFullError. QueueClosedError\n"
               "after close(). The GIL is released while waiting and Ctrl-C interrupts\n"
               "the wait."),
-        M("put_nowait", "item: Any, /", "bool",
+        M("put_nowait", "item: Any, /", "bool", expr="Q_CALL(PUT, arg, 0, NULL)",
           doc="put(item, block=False): a full BLOCK queue raises QueueFullError (a\n"
               "queue.Full and an asyncio.QueueFull; the item is counted dropped)."),
         M("get", returns="Any", config="q_wait_args",
@@ -147,7 +149,7 @@ RING_QUEUE = Type(
               "closed queue is drained. The GIL is released while waiting; Ctrl-C\n"
               "interrupts the wait, and an interrupted get takes nothing (an item\n"
               "handed to it in the same instant goes back to the front)."),
-        M("get_nowait", returns="Any",
+        M("get_nowait", returns="Any", expr="Q_CALL(GET, NULL, 0, NULL)",
           doc="get(block=False): QueueEmptyError (a queue.Empty and an\n"
               "asyncio.QueueEmpty) when empty."),
         M("task_done",
@@ -155,11 +157,11 @@ RING_QUEUE = Type(
               "join() returns once every item put has been marked. ValueError when\n"
               "called more times than items were put. An evicted item (DROP_OLDEST)\n"
               "counts as done; a dropped one was never counted."),
-        M("join",
+        M("join", expr="Q_CALL(JOIN, NULL, PRS_NEVER, NULL)",
           doc="Wait until every item put has been marked done with task_done()\n"
               "(queue.Queue.join). The GIL is released while waiting and Ctrl-C\n"
               "interrupts the wait."),
-        M("_join_async", LOOP, "Union[bool, _AsyncWaiter]",
+        M("_join_async", LOOP, "Union[bool, _AsyncWaiter]", expr="Q_CALL(JOIN, NULL, PRS_NEVER, arg)",
           doc="Internal (asyncio form of join): True now, or a queued waiter."),
         M("_finish_join", "waiter: _AsyncWaiter, /", "bool", expr=FINISH, flags="METH_FASTCALL",
           doc="Internal: settle a joiner waiter."),
@@ -174,10 +176,12 @@ RING_QUEUE = Type(
         M("full", returns="bool", expr="PyBool_FromLong(prs_ring_is_full(o->core))",
           doc="True when qsize() == max_size."),
         M("__len__", returns="int", slot=True),
-        M("_put_async", "item: Any, get_running_loop: Callable[[], Any], /",
-          "Union[bool, _AsyncWaiter]",
+        M("_put_async", returns="Union[bool, _AsyncWaiter]",
+          params=[P("item", "OBJECT", "Any"),
+                  P("get_running_loop", "OBJECT", "Callable[[], Any]", posonly=True)],
+          expr="Q_CALL(PUT, v[0], o->block_timeout_ns, v[1])",
           doc="Internal (asyncio form of put): a verdict now, or a queued waiter."),
-        M("_get_async", LOOP, "Any",
+        M("_get_async", LOOP, "Any", expr="Q_CALL(GET, NULL, PRS_NEVER, arg)",
           doc="Internal (asyncio form of get): an item now, or a queued waiter."),
         M("_finish_put", WAITER, "bool", expr=FINISH, doc="Internal: settle a producer waiter."),
         M("_finish_get", WAITER, "Any", expr=FINISH, doc="Internal: settle a consumer waiter."),

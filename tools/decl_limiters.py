@@ -269,8 +269,9 @@ KEYED = Type(
     "KeyedLimiter", "keyed", "keyed", obj="keyed_obj", config="prs_keyed_config",
     rate="keyed_target", rate_key=True,
     flags=KEYED_FLAGS, offsets={"weaklist": "weakreflist"}, slots={"len": None, "contains": None},
-    refs=[], clock="clock", kept=["tmpl"],
+    refs=[], clock="clock", kept=["tmpl"], init="prs_keyed_config_init", keep={"tmpl": "limiter"},
     free="prs_keyed_free(o->table); /* before the template whose params it reads */",
+    build="rc = keyed_build(st, o, &cfg, v[P_KeyedLimiter_shared], v[P_KeyedLimiter_name]);",
     params=[P("limiter", "OBJECT", "_Limiter"),
             P("max_keys", "COUNT", "int", "100000", field="max_keys", lo=1,
               hi="PRS_KEYED_MAX_KEYS", kw=True),
@@ -326,7 +327,8 @@ KEYED = Type(
 VIEW = Type(
     "KeyedLimiterView", "keyed", "view", rate="view_target", obj="view_obj", flags=KEYED_FLAGS,
     offsets={"weaklist": "weakreflist"}, refs=[], kept=["keyed", "key", "keybytes"],
-    params=[P("limiter", "OBJECT", "KeyedLimiter"), P("key", "OBJECT", "KeyArg")],
+    keep={"keyed": "limiter", "key": "key"}, build="rc = (o->keybytes = key_bytes(o->key)) ? 0 : -1;",
+    params=[P("limiter", "OBJECT", "KeyedLimiter", instance="KeyedLimiter"), P("key", "OBJECT", "KeyArg")],
     doc="One key of a KeyedLimiter with the plain limiter interface (allow, check, peek,\n"
         "acquire, reset, available); what KeyedLimiter.for_key(key) returns. Can be a\n"
         "LimiterGroup member.",

@@ -6,10 +6,11 @@ EXIT = "exc_type: Any, exc: Any, tb: Any, /"
 
 SHARED_MEMORY = Type(
     "SharedMemory", "shm", "shm", config="shm_args", obj="shm_obj",
-    init="shm_args_init", check="shm_args_check",
+    init="shm_args_init",  # the declared bounds are the whole check
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     offsets={"weaklist": "weakreflist"}, refs=[], kept=["name", "directory", "path"],
-    free="prs_shm_close(o->r);",
+    free="prs_shm_close(o->r);", keep={"name": "name", "directory": "directory"},
+    build=["prs__spin_init(&o->lock);", "rc = shm_open_region(o, &cfg);"],
     params=[
         P("name", "STR", "str", doc="The region's name: 1..63 bytes, no '/', '..' or NUL."),
         P("size", "COUNT", "Optional[int]", "None", field="size", lo=16384, hi=1 << 40,
@@ -34,15 +35,18 @@ SHARED_MEMORY = Type(
         M("unlink", doc="Remove the region's name; processes that have it open keep it.\n"
                         "FileNotFoundError when there is none."),
         M("__enter__", returns="Self", c="shm_enter", doc="The region itself."),
-        M("__exit__", EXIT, "None", c="shm_exit", doc="close()."),
+        M("__exit__", EXIT, "None", c="shm_exit", expr="shm_close(self, NULL)", doc="close()."),
     ],
     props=[Prop("name", "str", "The region's name.", member="name"),
            Prop("path", "str", "The region's file.", member="path"),
-           Prop("size", "int", "The region's size in bytes.", "shm_get_size"),
+           Prop("size", "int", "The region's size in bytes.",
+                expr="PyLong_FromSize_t(shm_read(o, prs_shm_size))"),
            Prop("created", "bool", "True when this handle created the region.",
-                "shm_get_created"),
-           Prop("closed", "bool", "True after close().", "shm_get_closed"),
-           Prop("entries", "int", "Objects placed in the region so far.", "shm_get_entries"),
-           Prop("free_bytes", "int", "Bytes left for new objects.", "shm_get_free_bytes")])
+                expr="PyBool_FromLong(shm_read(o, created_of) != 0)"),
+           Prop("closed", "bool", "True after close().", expr="PyBool_FromLong(shm_read(o, NULL) != 0)"),
+           Prop("entries", "int", "Objects placed in the region so far.",
+                expr="PyLong_FromSize_t(shm_read(o, prs_shm_entries))"),
+           Prop("free_bytes", "int", "Bytes left for new objects.",
+                expr="PyLong_FromSize_t(shm_read(o, prs_shm_free_bytes))")])
 
 TYPES = [SHARED_MEMORY]

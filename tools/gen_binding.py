@@ -315,7 +315,16 @@ def c_life(t):
 
 def c_parse(t):
     """<Type>_parse(): a tp_new's whole configuration step - the core's
-    defaults, the declared parameters, the core's check, its error worded."""
+    defaults, the declared parameters, the core's check, its error worded.
+    Without a check, the declared ranges are the whole validation."""
+    if not t.check:
+        return ["/* The module state, the config (defaults, then the arguments) and the",
+                " * argument objects for %s's tp_new. 0 or -1. */" % t.name,
+                "static int %s_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, "
+                "prs_py_state **st," % t.name, "    %s *cfg, PyObject **vals) {" % t.config,
+                "    if (!(*st = prs_py_state_of_type(type))) return -1;", "    %s(cfg);" % t.init,
+                "    return prs_py_parse_params_tuple(&%s_params, args, kwds, cfg, vals);" % t.name,
+                "}"]
     return [
         "/* The module state, the config (defaults, then the arguments) and the",
         " * argument objects for %s's tp_new; validated by %s. 0 or -1. */" % (t.name, t.check),
@@ -334,6 +343,27 @@ def c_parse(t):
     ]
 
 
+def c_arg_checks(t):
+    """The checks of argument objects a P declares (P.instance: an instance of
+    that module type, or None when None is its default; P.nonempty: a str
+    that is not empty), in a generated tp_new."""
+    L = []
+    for p in t.params:
+        arg = "v[P_%s_%s]" % (t.name, p.name)
+        if getattr(p, "instance", None):
+            none = p.default == "None"
+            L += ["    if (%s%s && !PyObject_TypeCheck(%s, PRS_PY_TYPE(st, %s)))"
+                  % (arg, " && %s != Py_None" % arg if none else "", arg, p.instance),
+                  '        return PyErr_Format(PyExc_TypeError, "%s must be a %s%s, not %%.200s: %%R",'
+                  % (p.name, p.instance, " or None" if none else ""),
+                  "                            Py_TYPE(%s)->tp_name, %s);" % (arg, arg)]
+        if getattr(p, "nonempty", False):
+            L += ["    if (%s && PyUnicode_GET_LENGTH(%s) == 0)" % (arg, arg),
+                  '        return PyErr_Format(PyExc_ValueError, "%s must be a non-empty str, '
+                  'got %%R", %s);' % (p.name, arg)]
+    return L
+
+
 def c_new(t):
     """<prefix>_new of a type declaring `build`: the configuration step (with
     the core's check when the type has one), the object, the argument objects
@@ -342,7 +372,7 @@ def c_new(t):
     n = "P_%s__COUNT" % t.name
     L = ["static PyObject *%s_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {" % t.prefix,
          "    prs_py_state *st;", "    PyObject *v[%s];" % (n if t.params else "1")]
-    if t.check:
+    if t.init:
         L += ["    %s cfg;" % t.config,
               "    if (%s_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;" % t.name]
     else:
@@ -351,6 +381,7 @@ def c_new(t):
               "        prs_py_parse_params_tuple(&%s_params, args, kwds, %s, v) < 0)"
               % (t.name, "&cfg" if t.config else "cfg"),
               "        return NULL;"]
+    L += c_arg_checks(t)
     L += ["    %s *o = (%s *)type->tp_alloc(type, 0);" % (t.obj, t.obj),
           "    if (!o) return NULL;", "    int rc = 0;"]
     for field, param in t.keep.items():
@@ -359,7 +390,10 @@ def c_new(t):
     if t.clock:
         L.append("    if (prs_py_clock_init(st, v[P_%s_clock], &o->%s) < 0) rc = -1;"
                  % (t.name, t.clock))
-    L += ["    if (!rc) %s" % t.build] if t.build else []
+    if isinstance(t.build, list):  # several statements
+        L += ["    if (!rc) {"] + ["        " + b for b in t.build] + ["    }"]
+    elif t.build:
+        L.append("    if (!rc) %s" % t.build)
     L += ["    if (!rc) return (PyObject *)o;",
           "    Py_DECREF(o);",
           "    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);", "}"]
@@ -374,9 +408,12 @@ def c_body(t, head, x):
         L.append("    %s *o = (%s *)self;" % (t.obj, t.obj))
     if getattr(x, "params", None):  # a method's declared arguments, parsed into `a`
         given = {"METH_O": "&arg, 1, NULL", "METH_FASTCALL": "args, nargs, NULL"}
-        L += ["    %s a = {0};" % x.config, "    PyObject *v[%d];" % len(x.params),
-              "    if (prs_py_parse_params(&%s_%s_params, %s, &a, v) < 0) return NULL;"
-              % (t.name, x.name, given.get(meth_flags(x), "args, nargs, kwnames"))]
+        if x.config:  # no config: arguments without a field, read from v[P_<Type>_<m>_<p>]
+            L.append("    %s a = {0};" % x.config)
+        L += ["    PyObject *v[%d];" % len(x.params),
+              "    if (prs_py_parse_params(&%s_%s_params, %s, %s, v) < 0) return NULL;"
+              % (t.name, x.name, given.get(meth_flags(x), "args, nargs, kwnames"),
+                 "&a" if x.config else "NULL")]
     if x.now:
         L += ["    int64_t now;", "    if (prs_py_clock_now(%s, &now) < 0) return NULL;" % x.now]
     if x.expr:
@@ -421,7 +458,7 @@ def gen_header(cfile, types, funcs):
         L.append("/* ---- %s ---- */" % t.name)
         if t.params is not None:
             L += c_params(t.name, t.name, t.params, t.config)
-        if t.check:
+        if t.init:
             L += c_parse(t)
         doc = t.doc
         if t.params is not None:

@@ -32,11 +32,11 @@ typedef struct breaker_obj {
     prs_breaker *core;       /* built by tp_new, never NULL after it */
     prs_py_clock clock;
     int timing;              /* slow_call_duration set: every call is timed */
-    PyObject *fallback;      /* NULL or a callable */
+    PyObject *fallback;      /* None or a callable */
     PyObject *name;          /* a str or None */
     PyObject *record_exc;    /* tuple of exception classes */
     PyObject *ignore_exc;    /* tuple of exception classes (may be empty) */
-    PyObject *is_failure;    /* NULL or a callable */
+    PyObject *is_failure;    /* None or a callable */
     PyObject *listeners;     /* tuple of callables; replaced whole, never mutated */
     PyObject *states;        /* tuple: the CircuitState members, by prs_breaker_state */
     PyObject *msg_open;      /* the CircuitOpenError messages, made once (a float's repr */
@@ -67,6 +67,19 @@ static PyObject *record_manual(PyObject *self, int64_t duration_ns, prs_breaker_
 /* A manual state call (open, close, ...: generated methods over the core's). */
 typedef void (*manual_fn)(prs_breaker *, int64_t, prs_breaker_transition *);
 static PyObject *manual(PyObject *self, manual_fn fn);
+
+/* The tuples, states and messages tp_new (generated) makes from the arguments v. */
+static int cb_objects(breaker_obj *self, PyObject **v);
+
+/* The listeners: a tuple replaced whole, read under the object's lock (a new
+ * reference; NULL once cleared). */
+static PyObject *listeners_of(breaker_obj *self) {
+    PyObject *ls;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    ls = Py_XNewRef(self->listeners);
+    Py_END_CRITICAL_SECTION();
+    return ls;
+}
 
 #include "gen/breaker.h"
 
@@ -111,34 +124,17 @@ static PyObject *load_states(void) {
     return t;
 }
 
-static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    prs_breaker_config cfg;
-    PyObject *v[P_CircuitBreaker__COUNT];
-    if (CircuitBreaker_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
-
-    PyObject *name = v[P_CircuitBreaker_name];
-    if (!name) name = Py_None;
-    PyObject *rec = v[P_CircuitBreaker_record_exceptions], *ign = v[P_CircuitBreaker_ignore_exceptions];
-    breaker_obj *self = (breaker_obj *)type->tp_alloc(type, 0); /* zeroed */
-    if (!self) return NULL;
-    self->name = Py_NewRef(name);
-    self->fallback = v[P_CircuitBreaker_fallback] == Py_None ? NULL
-                                                             : Py_XNewRef(v[P_CircuitBreaker_fallback]);
-    self->is_failure = v[P_CircuitBreaker_is_failure] == Py_None
-                           ? NULL
-                           : Py_XNewRef(v[P_CircuitBreaker_is_failure]);
-    self->timing = cfg.slow_call_ns > 0;
+static int cb_objects(breaker_obj *self, PyObject **v) {
+    PyObject *rec = v[P_CircuitBreaker_record_exceptions], *name = self->name;
     if (!(self->record_exc = rec ? as_tuple(rec, "record_exceptions", is_exc_class,
                                             "an exception class", 0)
                                  : PyTuple_Pack(1, PyExc_Exception)) ||
-        !(self->ignore_exc = as_tuple(ign, "ignore_exceptions", is_exc_class,
-                                      "an exception class", 0)) ||
+        !(self->ignore_exc = as_tuple(v[P_CircuitBreaker_ignore_exceptions], "ignore_exceptions",
+                                      is_exc_class, "an exception class", 0)) ||
         !(self->listeners = as_tuple(v[P_CircuitBreaker_on_state_change], "on_state_change",
                                      PyCallable_Check, "a callable", 1)) ||
-        prs_py_clock_init(st, v[P_CircuitBreaker_clock], &self->clock) < 0 ||
         !(self->states = load_states()))
-        goto fail;
+        return -1;
     if (name != Py_None) {
         self->msg_open = PyUnicode_FromFormat("circuit breaker %R is open", name);
         self->msg_half = PyUnicode_FromFormat(
@@ -148,16 +144,7 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         self->msg_half = PyUnicode_FromString(
             "circuit breaker is half-open and its trial calls are all taken");
     }
-    if (!self->msg_open || !self->msg_half) goto fail;
-    int rc = prs_breaker_new(&cfg, &self->core);
-    if (rc) {
-        prs_py_error(st, rc, NULL);
-        goto fail;
-    }
-    return (PyObject *)self;
-fail:
-    Py_DECREF(self);
-    return NULL;
+    return self->msg_open && self->msg_half ? 0 : -1;
 }
 
 /* ---- listeners --------------------------------------------------------------------- */
@@ -177,10 +164,7 @@ static void report_listener_error(PyObject *listener) {
  * is held; a pending exception (the protected call's) is kept as it was. */
 static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
     if (!tr->happened) return;
-    PyObject *ls;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    ls = Py_XNewRef(self->listeners);
-    Py_END_CRITICAL_SECTION();
+    PyObject *ls = listeners_of(self);
     if (!ls) return;
     if (PyTuple_GET_SIZE(ls) == 0 || !self->states) {
         Py_DECREF(ls);
@@ -219,15 +203,6 @@ static PyObject *open_error(breaker_obj *self, const prs_breaker_decision *d) {
     return exc;
 }
 
-static PyObject *raise_open(breaker_obj *self, const prs_breaker_decision *d) {
-    PyObject *exc = open_error(self, d);
-    if (exc) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
-}
-
 /* ---- admission and recording ------------------------------------------------------------ */
 
 /* 1 admitted (permit, start set), 0 rejected (d set), -1 error. Listeners of an
@@ -261,7 +236,7 @@ static prs_breaker_outcome classify(breaker_obj *self, PyObject *t) {
  * -1 with an exception when is_failure raised. */
 static int classify_result(breaker_obj *self, PyObject *result, prs_breaker_outcome *out) {
     *out = PRS_BREAKER_SUCCESS;
-    if (!self->is_failure) return 0;
+    if (self->is_failure == Py_None) return 0;
     PyObject *r = PyObject_CallOneArg(self->is_failure, result);
     if (!r) return -1;
     int bad = PyObject_IsTrue(r);
@@ -320,8 +295,8 @@ static PyObject *run_protected(breaker_obj *self, PyObject *func, PyObject *cons
     int a = admit(self, &permit, &start, &d);
     if (a < 0) return NULL;
     if (a == 0) {
-        if (self->fallback) return PyObject_CallNoArgs(self->fallback);
-        return raise_open(self, &d);
+        if (self->fallback != Py_None) return PyObject_CallNoArgs(self->fallback);
+        return prs_py_raise(open_error(self, &d));
     }
     PyObject *res = PyObject_Vectorcall(func, args, nargsf, kwnames);
     prs_breaker_outcome outcome;
@@ -543,15 +518,6 @@ static PyObject *cb_param_get(PyObject *self, void *i) {
     prs_breaker_get_config(SELF->core, &cfg);
     if (!cfg.half_open_max_calls) cfg.half_open_max_calls = cfg.success_threshold;
     return prs_py_param_get(&CircuitBreaker_param_list[(intptr_t)i], &cfg);
-}
-
-/* A tuple replaced whole, read under the object's lock. */
-static PyObject *cb_get_listeners(PyObject *self, void *unused) {
-    PyObject *o;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    o = Py_NewRef(SELF->listeners);
-    Py_END_CRITICAL_SECTION();
-    return o;
 }
 
 int prs_py_register_breaker(PyObject *m, prs_py_state *st) {

@@ -14,28 +14,29 @@
 
 #include <math.h>
 
+/* The constructor's arguments: the core's config and the binding's wait. */
+typedef struct {
+    prs_bulkhead_config core;
+    double max_wait_s;
+    int64_t max_wait_ns;   /* from max_wait_s; PRS_NEVER: wait forever */
+} bh_args;
+
 typedef struct {
     PyObject_HEAD
     prs_bulkhead *core;    /* made in tp_new, never NULL */
     PyObject *name;        /* str */
     PyTypeObject *ready;   /* strong: the module's _Ready type (async with fast path) */
-    int64_t max_wait_ns;   /* PRS_NEVER: wait forever */
-    double max_wait_s;
+    bh_args a;             /* as built */
     PyObject *weakreflist;
 } bh_obj;
-
-/* The constructor's arguments: the core's config and the binding's wait. */
-typedef struct {
-    prs_bulkhead_config core;
-    double max_wait_s;
-} bh_args;
 
 static void bh_args_init(bh_args *a) {
     prs_bulkhead_config_init(&a->core);
     a->max_wait_s = 30.0;
 }
 
-static int bh_args_check(const bh_args *a, prs_config_error *why) {
+static int bh_args_check(bh_args *a, prs_config_error *why) {
+    a->max_wait_ns = isinf(a->max_wait_s) ? PRS_NEVER : prs_seconds_to_ns(a->max_wait_s);
     return prs_bulkhead_config_check(&a->core, why);
 }
 
@@ -49,29 +50,6 @@ static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
 #include "gen/bulkhead.h"
 
 #define SELF ((bh_obj *)self)
-
-static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    bh_args a;
-    PyObject *v[P_Bulkhead__COUNT];
-    if (Bulkhead_parse(type, args, kwds, &st, &a, v) < 0) return NULL;
-    if (PyUnicode_GET_LENGTH(v[P_Bulkhead_name]) == 0) {
-        PyErr_SetString(PyExc_ValueError, "name must be a non-empty str, got ''");
-        return NULL;
-    }
-    bh_obj *self = (bh_obj *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
-    int rc = prs_bulkhead_new(&a.core, &self->core);
-    if (rc) {
-        Py_DECREF(self);
-        return prs_py_error(st, rc, NULL);
-    }
-    self->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);
-    self->name = Py_NewRef(v[P_Bulkhead_name]);
-    self->max_wait_s = a.max_wait_s;
-    self->max_wait_ns = isinf(a.max_wait_s) ? PRS_NEVER : prs_seconds_to_ns(a.max_wait_s);
-    return (PyObject *)self;
-}
 
 /* A fresh BulkheadFullError(message, retry_after=, name=) (new reference), or
  * NULL with an exception. retry_after is always an estimate: the observed
@@ -88,13 +66,6 @@ static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
     Py_XDECREF(args);
     Py_XDECREF(kw);
     return exc;
-}
-
-static PyObject *raise_full(PyObject *self) {
-    PyObject *exc = bh_full_error(self, NULL);
-    if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_XDECREF(exc);
-    return NULL;
 }
 
 /* Wakes the asyncio waiters served by a core call (linked by `next`): one that
@@ -141,7 +112,7 @@ static inline PyObject *bh_result(PyObject *self, int kind, unsigned flags, prs_
     int got = out->outcome == PRS_BULKHEAD_ACQUIRED;
     if (flags & PRS_PY_COND_ASYNC) return PyBool_FromLong(got);
     if (got) Py_RETURN_NONE;
-    return raise_full(self);
+    return prs_py_raise(bh_full_error(self, NULL));
 }
 
 static const prs_py_cond_ops bh_ops = {bh_call, bh_wait, bh_settle, bh_result};
@@ -181,13 +152,13 @@ static const char *const acquire_names[] = {"timeout", NULL};
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1];
     if (prs_py_unpack("acquire", args, nargs, kwnames, acquire_names, 1, 0, v) < 0) return NULL;
-    int64_t timeout_ns = SELF->max_wait_ns; /* ... (the default) too */
+    int64_t timeout_ns = SELF->a.max_wait_ns; /* ... (the default) too */
     if (v[0] && v[0] != Py_Ellipsis && prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
     return BH_CALL(timeout_ns, NULL);
 }
 
 static PyObject *bh_enter(PyObject *self, PyObject *unused) {
-    PyObject *r = BH_CALL(SELF->max_wait_ns, NULL);
+    PyObject *r = BH_CALL(SELF->a.max_wait_ns, NULL);
     if (!r) return NULL;
     Py_DECREF(r);
     return Py_NewRef(self);
@@ -200,7 +171,7 @@ static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssiz
         PyErr_SetString(PyExc_TypeError, "_acquire_async(get_running_loop, wait)");
         return NULL;
     }
-    int wait = args[1] == Py_None ? SELF->max_wait_ns != 0 : PyObject_IsTrue(args[1]);
+    int wait = args[1] == Py_None ? SELF->a.max_wait_ns != 0 : PyObject_IsTrue(args[1]);
     if (wait < 0) return NULL;
     return BH_CALL(wait ? PRS_NEVER : 0, args[0]);
 }

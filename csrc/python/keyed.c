@@ -51,8 +51,6 @@ typedef struct {
 #define VKEY(v) PyBytes_AS_STRING((v)->keybytes), (size_t)PyBytes_GET_SIZE((v)->keybytes)
 #define VCLOCK(v) (&((keyed_obj *)(v)->keyed)->clock)
 
-#include "gen/keyed.h"
-
 /* ---- shared helpers ------------------------------------------------------- */
 
 static int get_key(PyObject *o, const char **p, Py_ssize_t *len) {
@@ -69,25 +67,26 @@ static int get_key(PyObject *o, const char **p, Py_ssize_t *len) {
     return -1;
 }
 
-/* "TokenBucket, GCRA, ...": the Python types of the algorithm table, for
- * messages (a new reference, or NULL). */
-static PyObject *algo_names(void) {
-    PyObject *s = PyUnicode_FromString(prs_algorithms[0].py_name);
-    for (int i = 1; s && i < PRS_ALGO__COUNT; i++)
-        Py_SETREF(s, PyUnicode_FromFormat("%U, %s", s, prs_algorithms[i].py_name));
-    return s;
+/* A key as bytes (str keys UTF-8 encoded): a new reference, or NULL. */
+static PyObject *key_bytes(PyObject *key) {
+    const char *p;
+    Py_ssize_t len;
+    return get_key(key, &p, &len) < 0 ? NULL : PyBytes_FromStringAndSize(p, len);
 }
+
+/* ", TokenBucket, GCRA, ...": the Python types of the algorithm table, for
+ * messages (from the third character). */
+#define PY_NAME(c, py, redis) ", " #py
+static const char algo_names[] = PRS_ALGORITHMS(PY_NAME);
+#undef PY_NAME
 
 /* The algorithm and params of an in-process limiter object. 0, or -1 with a
  * TypeError naming `what`. */
 static int limiter_algo(prs_py_state *st, PyObject *o, const char *what, const prs_algo **algo,
                         const void **params) {
     if (!PRS_PY_IS_LIMITER(st, o)) {
-        PyObject *names = algo_names();
-        if (names)
-            PyErr_Format(PyExc_TypeError, "%s must be an in-process limiter (%U), not %.200s: %R",
-                         what, names, Py_TYPE(o)->tp_name, o);
-        Py_XDECREF(names);
+        PyErr_Format(PyExc_TypeError, "%s must be an in-process limiter (%s), not %.200s: %R",
+                     what, algo_names + 2, Py_TYPE(o)->tp_name, o);
         return -1;
     }
     prs_limiter *core = ((prs_py_limiter *)o)->core;
@@ -108,41 +107,27 @@ static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
     return a->obj == b->obj;
 }
 
+/* The table of a new KeyedLimiter o: in process, or placed in the region
+ * `shared` under `name`; -1 with an exception set, or a status. */
+static int keyed_build(prs_py_state *st, keyed_obj *o, prs_keyed_config *cfg, PyObject *shared,
+                       PyObject *name) {
+    if (limiter_algo(st, o->tmpl, "limiter", &cfg->algo, &cfg->params) < 0) return -1;
+    if (shared && shared != Py_None) {
+        int rc = prs_py_shm_keyed_new(st, shared, name, cfg, &o->table);
+        return rc == 1 ? -1 : rc;
+    }
+    if (name && name != Py_None) {
+        PyErr_Format(PyExc_ValueError, "name= is used with shared=, got name=%R", name);
+        return -1;
+    }
+    return prs_keyed_new(cfg, &o->table);
+}
+
+#include "gen/keyed.h"
+
 /* ---- KeyedLimiter ------------------------------------------------------------ */
 
 #define KSELF ((keyed_obj *)self)
-
-static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    if (!st) return NULL;
-    prs_keyed_config cfg;
-    PyObject *v[P_KeyedLimiter__COUNT];
-    prs_keyed_config_init(&cfg);
-    if (prs_py_parse_params_tuple(&KeyedLimiter_params, args, kwds, &cfg, v) < 0) return NULL;
-    PyObject *tmpl = v[P_KeyedLimiter_limiter];
-    if (limiter_algo(st, tmpl, "limiter", &cfg.algo, &cfg.params) < 0) return NULL;
-    keyed_obj *self = (keyed_obj *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
-    self->tmpl = Py_NewRef(tmpl);
-    PyObject *shared = v[P_KeyedLimiter_shared], *name = v[P_KeyedLimiter_name];
-    int rc = shared && shared != Py_None ? prs_py_shm_keyed_new(st, shared, name, &cfg, &self->table)
-             : name && name != Py_None   ? (PyErr_Format(PyExc_ValueError, "name= is used with "
-                                                         "shared=, got name=%R", name), 1)
-                                         : prs_keyed_new(&cfg, &self->table);
-    if (rc == 1) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    if (rc) {
-        Py_DECREF(self);
-        return prs_py_error(st, rc, "invalid KeyedLimiter configuration");
-    }
-    if (prs_py_clock_init(st, v[P_KeyedLimiter_clock], &self->clock) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
-}
 
 /* A key of a table as a prs_py_decide_fn (ctx: the prs_py_rate naming table
  * and key): the key's limit is the largest n. */
@@ -232,33 +217,6 @@ static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssi
 
 #define VSELF ((view_obj *)self)
 
-static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    PyObject *v[P_KeyedLimiterView__COUNT];
-    if (prs_py_parse_params_tuple(&KeyedLimiterView_params, args, kwds, NULL, v) < 0) return NULL;
-    PyObject *keyed = v[P_KeyedLimiterView_limiter], *key = v[P_KeyedLimiterView_key];
-    prs_py_state *st = prs_py_state_of_type(type);
-    if (!st) return NULL;
-    if (!PyObject_TypeCheck(keyed, PRS_PY_TYPE(st, KeyedLimiter))) {
-        PyErr_Format(PyExc_TypeError, "limiter must be a KeyedLimiter, not %.200s: %R",
-                     Py_TYPE(keyed)->tp_name, keyed);
-        return NULL;
-    }
-    const char *p;
-    Py_ssize_t len;
-    if (get_key(key, &p, &len) < 0) return NULL;
-    PyObject *kb = PyBytes_FromStringAndSize(p, len);
-    if (!kb) return NULL;
-    view_obj *self = (view_obj *)type->tp_alloc(type, 0);
-    if (!self) {
-        Py_DECREF(kb);
-        return NULL;
-    }
-    self->keybytes = kb;
-    self->key = Py_NewRef(key);
-    self->keyed = Py_NewRef(keyed);
-    return (PyObject *)self;
-}
-
 static int view_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
                           int *by, int64_t *max_n) {
     view_obj *v = ctx;
@@ -302,14 +260,10 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
             prs_group_member_limiter(&m[i], ((prs_py_limiter *)o)->core);
             c = &((prs_py_limiter *)o)->clock;
         } else {
-            PyObject *names = algo_names();
-            if (names)
-                PyErr_Format(PyExc_TypeError,
-                             "LimiterGroup members must be in-process limiters (%U) or per-key "
-                             "views (KeyedLimiter.for_key(key)); member %zd is %.200s: %R",
-                             names, i, Py_TYPE(o)->tp_name, o);
-            Py_XDECREF(names);
-            return NULL;
+            return PyErr_Format(PyExc_TypeError,
+                                "LimiterGroup members must be in-process limiters (%s) or per-key "
+                                "views (KeyedLimiter.for_key(key)); member %zd is %.200s: %R",
+                                algo_names + 2, i, Py_TYPE(o)->tp_name, o);
         }
         if (!clock0) clock0 = c;
         else if (!same_clock(clock0, c)) {

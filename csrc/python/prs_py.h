@@ -114,6 +114,14 @@ PyObject *prs_py_error(prs_py_state *st, int status, const char *what);
 PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int denied_by,
                                     int64_t retry_after_ns, const char *message);
 
+/* Raises `exc`, an exception instance the caller made (NULL: making it failed,
+ * its error is set), taking the reference. Returns NULL. */
+static inline PyObject *prs_py_raise(PyObject *exc) {
+    if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_XDECREF(exc);
+    return NULL;
+}
+
 /* The current exception, normalised, with its traceback attached (new
  * reference; cleared), or NULL, and setting it back: CPython 3.12's API, on
  * older versions too. PRS_PY_EXC_SAVE/RESTORE set a pending exception aside

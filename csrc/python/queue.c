@@ -90,6 +90,11 @@ static int q_visit_items(q_obj *o, visitproc visit, void *arg) {
 
 static void decref_item(void *item, void *arg) { Py_DECREF((PyObject *)item); }
 
+/* Every put, get and join: the queue's cond ops (below) over its core. */
+static const prs_py_cond_ops q_ops;
+#define Q_CALL(kind, item, timeout_ns, get_loop) \
+    prs_py_cond_call(&q_ops, self, ((q_obj *)self)->core, PRS_PY_WAITER_##kind, item, timeout_ns, get_loop)
+
 #include "gen/queue.h"
 
 #define SELF ((q_obj *)self)
@@ -164,13 +169,10 @@ static int q_wait(void *core, void *waiter, int64_t deadline_ns) {
     return prs_ring_wait(core, waiter, deadline_ns);
 }
 
+/* QueueFullError, QueueClosedError, QueueEmptyError, MemoryError, ... (NULL). */
 static PyObject *raise_exc(PyObject *self, int status, const char *msg) {
     return prs_py_error(prs_py_state_of(self), status, msg);
 }
-
-static PyObject *raise_full(PyObject *self) { return raise_exc(self, PRS_EFULL, "Queue is full"); }
-static PyObject *raise_closed(PyObject *self) { return raise_exc(self, PRS_ECLOSED, "Queue is closed"); }
-static PyObject *raise_empty(PyObject *self) { return raise_exc(self, PRS_EEMPTY, "Queue is empty"); }
 
 /* q_call and q_result are inline: prs_py_cond_call's path without a wait
  * (inline too) runs them with a constant kind, the put/get hot path. */
@@ -227,20 +229,18 @@ static inline PyObject *q_result(PyObject *self, int kind, unsigned flags, prs_p
     int o = out->outcome, async = (flags & PRS_PY_COND_ASYNC) != 0;
     if (o == PRS_RING_GOT) return out->item;
     Py_XDECREF(out->item); /* a put's item that was not stored */
-    if (o == PRS_RING_CLOSED) return raise_closed(self);
+    if (o == PRS_RING_CLOSED) return raise_exc(self, PRS_ECLOSED, "Queue is closed");
     if (kind == PRS_PY_WAITER_JOIN) return async ? PyBool_FromLong(o == PRS_RING_DONE) : Py_NewRef(Py_None);
-    if (kind == PRS_PY_WAITER_GET) return o && (flags & PRS_PY_COND_CANCEL) ? Py_NewRef(Py_None) : raise_empty(self);
+    if (kind == PRS_PY_WAITER_GET)
+        return o && (flags & PRS_PY_COND_CANCEL) ? Py_NewRef(Py_None) : raise_exc(self, PRS_EEMPTY, "Queue is empty");
     if (o == PRS_RING_STORED || o == PRS_RING_EVICTED) Py_RETURN_TRUE;
     if (o != PRS_RING_DROPPED &&
         (!async || (o == PRS_RING_FULL && prs_ring_strategy_of(SELF->core) == PRS_RING_ERROR)))
-        return raise_full(self);
+        return raise_exc(self, PRS_EFULL, "Queue is full");
     Py_RETURN_FALSE;
 }
 
 static const prs_py_cond_ops q_ops = {q_call, q_wait, q_settle, q_result};
-
-#define Q_CALL(kind, item, timeout_ns, get_loop) \
-    prs_py_cond_call(&q_ops, self, SELF->core, PRS_PY_WAITER_##kind, item, timeout_ns, get_loop)
 
 /* ---- put, get, join: sync and asyncio (driven by pyresilience/queues.py) -- */
 
@@ -253,8 +253,6 @@ static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     return Q_CALL(PUT, v[P_RingQueue_put_item] ? v[P_RingQueue_put_item] : args[0], a.block ? a.timeout_ns : 0, NULL);
 }
 
-static PyObject *q_put_nowait(PyObject *self, PyObject *item) { return Q_CALL(PUT, item, 0, NULL); }
-
 static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     q_wait_args a = {1, PRS_NEVER};
     PyObject *v[P_RingQueue_get__COUNT];
@@ -262,26 +260,6 @@ static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
         return NULL;
     return Q_CALL(GET, NULL, a.block ? a.timeout_ns : 0, NULL);
 }
-
-static PyObject *q_get_nowait(PyObject *self, PyObject *unused) { return Q_CALL(GET, NULL, 0, NULL); }
-
-/* join(): waits (GIL released, signals checked between slices) until every
- * item put has been marked done; Ctrl-C leaves the joiner queue. */
-static PyObject *q_join(PyObject *self, PyObject *unused) { return Q_CALL(JOIN, NULL, PRS_NEVER, NULL); }
-
-/* _put_async(item, get_running_loop): a verdict now, or a queued
- * _AsyncWaiter holding the item (a full BLOCK queue, block_timeout > 0). */
-static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_put_async(item, get_running_loop)");
-        return NULL;
-    }
-    return Q_CALL(PUT, args[0], SELF->block_timeout_ns, args[1]);
-}
-
-static PyObject *q_get_async(PyObject *self, PyObject *get_loop) { return Q_CALL(GET, NULL, PRS_NEVER, get_loop); }
-
-static PyObject *q_join_async(PyObject *self, PyObject *get_loop) { return Q_CALL(JOIN, NULL, PRS_NEVER, get_loop); }
 
 static PyObject *q_task_done(PyObject *self, PyObject *unused) {
     prs_ring_result res;

@@ -38,8 +38,8 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *func;          /* the wrapped callable */
     PyObject *handler;       /* handler(func, args, kwargs, exc, result, start_ns): the Python loop */
-    PyObject *check_result;  /* NULL or retry_on_result */
-    PyObject *budget;        /* NULL or a RetryBudget */
+    PyObject *check_result;  /* None or retry_on_result */
+    PyObject *budget;        /* None or a RetryBudget */
     prs_py_clock clock;
     PyObject *dict;          /* __dict__ (functools.wraps writes there) */
     PyObject *weakreflist;
@@ -78,6 +78,8 @@ static PyObject *next_step(policy_obj *o, const retry_args *a) {
     if (rc) return prs_py_error(prs_py_state_of((PyObject *)o), rc, NULL);
     return Py_BuildValue("(idL)", s.verdict, s.delay, (long long)s.delay_ns);
 }
+
+static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
 
 #include "gen/retry.h"
 
@@ -186,10 +188,10 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
     call_obj *c = CALL(self);
     int64_t start;
     if (prs_py_clock_now(&c->clock, &start) < 0) return NULL;
-    if (c->budget && budget_deposit_now(BUDGET(c->budget)) < 0) return NULL;
+    if (c->budget != Py_None && budget_deposit_now(BUDGET(c->budget)) < 0) return NULL;
     PyObject *res = PyObject_Vectorcall(c->func, args, nargsf, kwnames);
     if (res) {
-        if (!c->check_result) return res;
+        if (c->check_result == Py_None) return res;
         PyObject *r = PyObject_CallOneArg(c->check_result, res);
         if (!r) { Py_DECREF(res); return NULL; }
         int retry = PyObject_IsTrue(r);
@@ -204,33 +206,6 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
     PyObject *exc = prs_py_take_exception();
     if (!exc) return NULL;
     return prs_py_retry_resume(c->handler, c->func, args, nargsf, kwnames, exc, NULL, start);
-}
-
-static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    if (!st) return NULL;
-    PyObject *v[P_RetryCall__COUNT];
-    if (prs_py_parse_params_tuple(&RetryCall_params, args, kwds, NULL, v) < 0) return NULL;
-    PyObject *budget = v[P_RetryCall_budget] == Py_None ? NULL : v[P_RetryCall_budget];
-    PyObject *check = v[P_RetryCall_retry_on_result] == Py_None ? NULL : v[P_RetryCall_retry_on_result];
-    if (budget && !PyObject_TypeCheck(budget, PRS_PY_TYPE(st, RetryBudget))) {
-        PyErr_Format(PyExc_TypeError, "budget must be a RetryBudget or None, not %.200s: %R",
-                     Py_TYPE(budget)->tp_name, budget);
-        return NULL;
-    }
-    call_obj *c = (call_obj *)type->tp_alloc(type, 0); /* zeroed */
-    if (!c) return NULL;
-    c->vectorcall = call_vectorcall;
-    c->func = Py_NewRef(v[P_RetryCall_func]);
-    c->handler = Py_NewRef(v[P_RetryCall_handler]);
-    c->check_result = Py_XNewRef(check);
-    c->budget = Py_XNewRef(budget);
-    c->clock.kind = PRS_CLOCK_MONOTONIC;
-    if (prs_py_clock_init(st, v[P_RetryCall_clock], &c->clock) < 0) {
-        Py_DECREF(c);
-        return NULL;
-    }
-    return (PyObject *)c;
 }
 
 /* A method: bind like a function does. */

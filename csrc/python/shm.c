@@ -33,11 +33,17 @@ static void shm_args_init(shm_args *a) {
     a->mode = 0600;
 }
 
-static int shm_args_check(const shm_args *a, prs_config_error *why) {
-    (void)a;
-    (void)why;
-    return PRS_OK; /* the bounds are the declaration's */
+/* fn's reading of the open region under the lock, 0 once closed (fn NULL:
+ * 1 when closed). */
+static size_t shm_read(shm_obj *o, size_t (*fn)(const prs_shm *)) {
+    prs__spin_lock(&o->lock);
+    size_t v = !o->r ? !fn : fn ? fn(o->r) : 0;
+    prs__spin_unlock(&o->lock);
+    return v;
 }
+static size_t created_of(const prs_shm *r) { return (size_t)prs_shm_created(r); }
+
+static int shm_open_region(shm_obj *o, const shm_args *a);
 
 #include "gen/shm.h"
 
@@ -93,47 +99,27 @@ static void region_error(int rc, int sys_errno, PyObject *name, const char *path
     }
 }
 
-static PyObject *shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    shm_args a;
-    PyObject *v[P_SharedMemory__COUNT];
-    if (SharedMemory_parse(type, args, kwds, &st, &a, v) < 0) return NULL;
-    PyObject *name = v[P_SharedMemory_name], *dir = v[P_SharedMemory_directory];
-    const char *cname = checked_name(name, "name");
-    if (!cname) return NULL;
-    const char *cdir = checked_dir(dir);
-    if (!cdir && PyErr_Occurred()) return NULL;
+/* Opens region `name` (in `dir`, None: /dev/shm) as built by tp_new
+ * (generated: name and directory kept). 0, or -1 with an exception. */
+static int shm_open_region(shm_obj *o, const shm_args *a) {
+    const char *cname = checked_name(o->name, "name"), *cdir = cname ? checked_dir(o->directory) : NULL;
+    if (!cname || (!cdir && PyErr_Occurred())) return -1;
     prs_shm_config cfg;
     prs_shm_config_init(&cfg);
-    cfg.size = (size_t)a.size;
-    cfg.mode = (unsigned)a.mode;
+    cfg.size = (size_t)a->size;
+    cfg.mode = (unsigned)a->mode;
     cfg.directory = cdir;
-    prs_shm *r = NULL;
     int err = 0, rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = prs_shm_open(cname, &cfg, &r, &err);
+    rc = prs_shm_open(cname, &cfg, &o->r, &err);
     Py_END_ALLOW_THREADS
     if (rc) {
         char path[4200];
         snprintf(path, sizeof path, "%s/pyresilience.%s", cdir ? cdir : "/dev/shm", cname);
-        region_error(rc, err, name, path);
-        return NULL;
+        region_error(rc, err, o->name, path);
+        return -1;
     }
-    shm_obj *self = (shm_obj *)type->tp_alloc(type, 0);
-    if (!self) {
-        prs_shm_close(r);
-        return NULL;
-    }
-    self->r = r;
-    prs__spin_init(&self->lock);
-    self->name = Py_NewRef(name);
-    self->directory = Py_NewRef(dir && dir != Py_None ? dir : Py_None);
-    self->path = PyUnicode_DecodeFSDefault(prs_shm_path(r));
-    if (!self->path) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
+    return (o->path = PyUnicode_DecodeFSDefault(prs_shm_path(o->r))) ? 0 : -1;
 }
 
 /* A reference to the open region (to be dropped with prs__shm_unref), or
@@ -178,36 +164,6 @@ static PyObject *shm_enter(PyObject *self, PyObject *unused) {
     return Py_NewRef(self);
 }
 
-static PyObject *shm_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return shm_close(self, NULL);
-}
-
-/* A reading of the open region, or of nothing once closed (0 / closed). */
-static PyObject *reading(PyObject *self, size_t (*fn)(const prs_shm *)) {
-    prs__spin_lock(&SELF->lock);
-    size_t v = SELF->r ? fn(SELF->r) : 0;
-    prs__spin_unlock(&SELF->lock);
-    return PyLong_FromSize_t(v);
-}
-static PyObject *shm_get_size(PyObject *self, void *c) { return reading(self, prs_shm_size); }
-static PyObject *shm_get_entries(PyObject *self, void *c) { return reading(self, prs_shm_entries); }
-static PyObject *shm_get_free_bytes(PyObject *self, void *c) {
-    return reading(self, prs_shm_free_bytes);
-}
-static size_t created_of(const prs_shm *r) { return (size_t)prs_shm_created(r); }
-static PyObject *shm_get_created(PyObject *self, void *c) {
-    PyObject *v = reading(self, created_of);
-    if (!v) return NULL;
-    int t = PyObject_IsTrue(v);
-    Py_DECREF(v);
-    return PyBool_FromLong(t);
-}
-static PyObject *shm_get_closed(PyObject *self, void *c) {
-    prs__spin_lock(&SELF->lock);
-    int closed = SELF->r == NULL;
-    prs__spin_unlock(&SELF->lock);
-    return PyBool_FromLong(closed);
-}
 
 /* ---- placing a limiter ---------------------------------------------------------- */
 
@@ -240,9 +196,7 @@ static int placement_error(int rc, PyObject *shared, PyObject *name, prs_shm *r,
             "shared memory region %R is full (%zu bytes, %zu entries): create it with a larger "
             "size= to place %R", ((shm_obj *)shared)->name, prs_shm_size(r), prs_shm_entries(r),
             name);
-        PyObject *exc = m ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, m) : NULL;
-        if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_XDECREF(exc);
+        prs_py_raise(m ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, m) : NULL);
         Py_XDECREF(m);
     } else if (rc == PRS_EPROTO) {
         PyErr_Format(PyExc_ValueError, "%s %R in region %R is corrupt", what, name,

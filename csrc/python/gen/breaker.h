@@ -345,7 +345,10 @@ static PyObject *cb_get_mode(PyObject *self, void *closure) {
 }
 static PyObject *cb_get_metrics(PyObject *self, void *closure);
 static PyObject *cb_param_get(PyObject *self, void *closure);
-static PyObject *cb_get_listeners(PyObject *self, void *closure);
+static PyObject *cb_get_listeners(PyObject *self, void *closure) {
+    breaker_obj *o = (breaker_obj *)self;
+    return listeners_of(o);
+}
 static PyGetSetDef CircuitBreaker_getset[] = {
     {"state", cb_get_state, NULL, "The current CircuitState (OPEN stays OPEN past its timeout until the next call).", NULL},
     {"mode", cb_get_mode, NULL, "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).", NULL},
@@ -431,6 +434,26 @@ static void cb_dealloc(PyObject *self) {
     prs_breaker_free(o->core);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_CircuitBreaker__COUNT];
+    prs_breaker_config cfg;
+    if (CircuitBreaker_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    breaker_obj *o = (breaker_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->name = Py_NewRef(v[P_CircuitBreaker_name] ? v[P_CircuitBreaker_name] : Py_None);
+    o->fallback = Py_NewRef(v[P_CircuitBreaker_fallback] ? v[P_CircuitBreaker_fallback] : Py_None);
+    o->is_failure = Py_NewRef(v[P_CircuitBreaker_is_failure] ? v[P_CircuitBreaker_is_failure] : Py_None);
+    if (prs_py_clock_init(st, v[P_CircuitBreaker_clock], &o->clock) < 0) rc = -1;
+    if (!rc) {
+        o->timing = cfg.slow_call_ns > 0;
+        rc = cb_objects(o, v) < 0 ? -1 : prs_breaker_new(&cfg, &o->core);
+    }
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int breaker_add_types(PyObject *m, prs_py_state *st) {

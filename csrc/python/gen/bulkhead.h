@@ -143,7 +143,7 @@ static PyObject *bh_get_max_concurrent(PyObject *self, void *closure) {
 }
 static PyObject *bh_get_max_wait_seconds(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
-    return PyFloat_FromDouble(o->max_wait_s);
+    return PyFloat_FromDouble(o->a.max_wait_s);
 }
 static PyObject *bh_get_active_count(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
@@ -213,6 +213,26 @@ static void bh_dealloc(PyObject *self) {
     Py_CLEAR(o->ready);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_Bulkhead__COUNT];
+    bh_args cfg;
+    if (Bulkhead_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    if (v[P_Bulkhead_name] && PyUnicode_GET_LENGTH(v[P_Bulkhead_name]) == 0)
+        return PyErr_Format(PyExc_ValueError, "name must be a non-empty str, got %R", v[P_Bulkhead_name]);
+    bh_obj *o = (bh_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->name = Py_NewRef(v[P_Bulkhead_name] ? v[P_Bulkhead_name] : Py_None);
+    if (!rc) {
+        o->a = cfg;
+        o->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);
+        rc = prs_bulkhead_new(&cfg.core, &o->core);
+    }
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int bulkhead_add_types(PyObject *m, prs_py_state *st) {

@@ -22,6 +22,14 @@ static const prs_py_param KeyedLimiter_param_list[] = {
     {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params KeyedLimiter_params = {"KeyedLimiter", 5, 1, 1, KeyedLimiter_param_list, KeyedLimiter_names};
+/* The module state, the config (defaults, then the arguments) and the
+ * argument objects for KeyedLimiter's tp_new. 0 or -1. */
+static int KeyedLimiter_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
+    prs_keyed_config *cfg, PyObject **vals) {
+    if (!(*st = prs_py_state_of_type(type))) return -1;
+    prs_keyed_config_init(cfg);
+    return prs_py_parse_params_tuple(&KeyedLimiter_params, args, kwds, cfg, vals);
+}
 #define KeyedLimiter_DOC \
     "KeyedLimiter(limiter, *, max_keys=100000, clock=None, shared=None, name=None)\n" \
     "--\n" \
@@ -176,6 +184,21 @@ static void keyed_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_KeyedLimiter__COUNT];
+    prs_keyed_config cfg;
+    if (KeyedLimiter_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    keyed_obj *o = (keyed_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->tmpl = Py_NewRef(v[P_KeyedLimiter_limiter] ? v[P_KeyedLimiter_limiter] : Py_None);
+    if (prs_py_clock_init(st, v[P_KeyedLimiter_clock], &o->clock) < 0) rc = -1;
+    if (!rc) rc = keyed_build(st, o, &cfg, v[P_KeyedLimiter_shared], v[P_KeyedLimiter_name]);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 
 /* ---- KeyedLimiterView ---- */
 enum {
@@ -311,6 +334,26 @@ static void view_dealloc(PyObject *self) {
     Py_CLEAR(o->keybytes);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_KeyedLimiterView__COUNT];
+    void *cfg = NULL;
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&KeyedLimiterView_params, args, kwds, cfg, v) < 0)
+        return NULL;
+    if (v[P_KeyedLimiterView_limiter] && !PyObject_TypeCheck(v[P_KeyedLimiterView_limiter], PRS_PY_TYPE(st, KeyedLimiter)))
+        return PyErr_Format(PyExc_TypeError, "limiter must be a KeyedLimiter, not %.200s: %R",
+                            Py_TYPE(v[P_KeyedLimiterView_limiter])->tp_name, v[P_KeyedLimiterView_limiter]);
+    view_obj *o = (view_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->keyed = Py_NewRef(v[P_KeyedLimiterView_limiter] ? v[P_KeyedLimiterView_limiter] : Py_None);
+    o->key = Py_NewRef(v[P_KeyedLimiterView_key] ? v[P_KeyedLimiterView_key] : Py_None);
+    if (!rc) rc = (o->keybytes = key_bytes(o->key)) ? 0 : -1;
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- LimiterGroup ---- */

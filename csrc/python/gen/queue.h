@@ -71,13 +71,32 @@ static const prs_py_param RingQueue_get_param_list[] = {
     {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(q_wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RingQueue_get_params = {"get", 2, 2, 0, RingQueue_get_param_list, RingQueue_get_names};
+enum {
+    P_RingQueue__put_async_item = 0,
+    P_RingQueue__put_async_get_running_loop = 1,
+    P_RingQueue__put_async__COUNT = 2
+};
+static const char *const RingQueue__put_async_names[] = {"item", "get_running_loop", NULL};
+static const prs_py_param RingQueue__put_async_param_list[] = {
+    {"item", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"get_running_loop", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RingQueue__put_async_params = {"_put_async", 2, 2, 2, RingQueue__put_async_param_list, RingQueue__put_async_names};
 static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *q_put_nowait(PyObject *self, PyObject *arg);
+static PyObject *q_put_nowait(PyObject *self, PyObject *arg) {
+    return Q_CALL(PUT, arg, 0, NULL);
+}
 static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *q_get_nowait(PyObject *self, PyObject *unused);
+static PyObject *q_get_nowait(PyObject *self, PyObject *unused) {
+    return Q_CALL(GET, NULL, 0, NULL);
+}
 static PyObject *q_task_done(PyObject *self, PyObject *unused);
-static PyObject *q_join(PyObject *self, PyObject *unused);
-static PyObject *q_join_async(PyObject *self, PyObject *arg);
+static PyObject *q_join(PyObject *self, PyObject *unused) {
+    return Q_CALL(JOIN, NULL, PRS_NEVER, NULL);
+}
+static PyObject *q_join_async(PyObject *self, PyObject *arg) {
+    return Q_CALL(JOIN, NULL, PRS_NEVER, arg);
+}
 static PyObject *q_finish_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return prs_py_cond_finish(self, args, nargs);
 }
@@ -94,8 +113,15 @@ static PyObject *q_full(PyObject *self, PyObject *unused) {
     q_obj *o = (q_obj *)self;
     return PyBool_FromLong(prs_ring_is_full(o->core));
 }
-static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *q_get_async(PyObject *self, PyObject *arg);
+static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    q_obj *o = (q_obj *)self;
+    PyObject *v[2];
+    if (prs_py_parse_params(&RingQueue__put_async_params, args, nargs, NULL, NULL, v) < 0) return NULL;
+    return Q_CALL(PUT, v[0], o->block_timeout_ns, v[1]);
+}
+static PyObject *q_get_async(PyObject *self, PyObject *arg) {
+    return Q_CALL(GET, NULL, PRS_NEVER, arg);
+}
 static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return prs_py_cond_finish(self, args, nargs);
 }

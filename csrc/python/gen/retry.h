@@ -530,6 +530,29 @@ static void call_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RetryCall__COUNT];
+    void *cfg = NULL;
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&RetryCall_params, args, kwds, cfg, v) < 0)
+        return NULL;
+    if (v[P_RetryCall_budget] && v[P_RetryCall_budget] != Py_None && !PyObject_TypeCheck(v[P_RetryCall_budget], PRS_PY_TYPE(st, RetryBudget)))
+        return PyErr_Format(PyExc_TypeError, "budget must be a RetryBudget or None, not %.200s: %R",
+                            Py_TYPE(v[P_RetryCall_budget])->tp_name, v[P_RetryCall_budget]);
+    call_obj *o = (call_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->func = Py_NewRef(v[P_RetryCall_func] ? v[P_RetryCall_func] : Py_None);
+    o->handler = Py_NewRef(v[P_RetryCall_handler] ? v[P_RetryCall_handler] : Py_None);
+    o->check_result = Py_NewRef(v[P_RetryCall_retry_on_result] ? v[P_RetryCall_retry_on_result] : Py_None);
+    o->budget = Py_NewRef(v[P_RetryCall_budget] ? v[P_RetryCall_budget] : Py_None);
+    if (prs_py_clock_init(st, v[P_RetryCall_clock], &o->clock) < 0) rc = -1;
+    if (!rc) o->vectorcall = call_vectorcall;
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 
 static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg);
 static PyObject *mod_retry_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs);

@@ -21,16 +21,12 @@ static const prs_py_param SharedMemory_param_list[] = {
 };
 static const prs_py_params SharedMemory_params = {"SharedMemory", 4, 1, 1, SharedMemory_param_list, SharedMemory_names};
 /* The module state, the config (defaults, then the arguments) and the
- * argument objects for SharedMemory's tp_new; validated by shm_args_check. 0 or -1. */
+ * argument objects for SharedMemory's tp_new. 0 or -1. */
 static int SharedMemory_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
     shm_args *cfg, PyObject **vals) {
     if (!(*st = prs_py_state_of_type(type))) return -1;
     shm_args_init(cfg);
-    if (prs_py_parse_params_tuple(&SharedMemory_params, args, kwds, cfg, vals) < 0) return -1;
-    prs_config_error why;
-    int rc = shm_args_check(cfg, &why);
-    if (rc) prs_py_config_error(*st, rc, &why, &SharedMemory_params, vals, cfg);
-    return rc ? -1 : 0;
+    return prs_py_parse_params_tuple(&SharedMemory_params, args, kwds, cfg, vals);
 }
 #define SharedMemory_DOC \
     "SharedMemory(name, *, size=None, directory=None, mode=0o600)\n" \
@@ -48,7 +44,9 @@ static int SharedMemory_parse(PyTypeObject *type, PyObject *args, PyObject *kwds
 static PyObject *shm_close(PyObject *self, PyObject *unused);
 static PyObject *shm_unlink(PyObject *self, PyObject *unused);
 static PyObject *shm_enter(PyObject *self, PyObject *unused);
-static PyObject *shm_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *shm_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    return shm_close(self, NULL);
+}
 static PyMethodDef SharedMemory_methods[] = {
     {"close", shm_close, METH_NOARGS,
      "close($self, /)\n"
@@ -73,11 +71,26 @@ static PyMethodDef SharedMemory_methods[] = {
      "close()."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *shm_get_size(PyObject *self, void *closure);
-static PyObject *shm_get_created(PyObject *self, void *closure);
-static PyObject *shm_get_closed(PyObject *self, void *closure);
-static PyObject *shm_get_entries(PyObject *self, void *closure);
-static PyObject *shm_get_free_bytes(PyObject *self, void *closure);
+static PyObject *shm_get_size(PyObject *self, void *closure) {
+    shm_obj *o = (shm_obj *)self;
+    return PyLong_FromSize_t(shm_read(o, prs_shm_size));
+}
+static PyObject *shm_get_created(PyObject *self, void *closure) {
+    shm_obj *o = (shm_obj *)self;
+    return PyBool_FromLong(shm_read(o, created_of) != 0);
+}
+static PyObject *shm_get_closed(PyObject *self, void *closure) {
+    shm_obj *o = (shm_obj *)self;
+    return PyBool_FromLong(shm_read(o, NULL) != 0);
+}
+static PyObject *shm_get_entries(PyObject *self, void *closure) {
+    shm_obj *o = (shm_obj *)self;
+    return PyLong_FromSize_t(shm_read(o, prs_shm_entries));
+}
+static PyObject *shm_get_free_bytes(PyObject *self, void *closure) {
+    shm_obj *o = (shm_obj *)self;
+    return PyLong_FromSize_t(shm_read(o, prs_shm_free_bytes));
+}
 static PyGetSetDef SharedMemory_getset[] = {
     {"size", shm_get_size, NULL, "The region's size in bytes.", NULL},
     {"created", shm_get_created, NULL, "True when this handle created the region.", NULL},
@@ -133,6 +146,24 @@ static void shm_dealloc(PyObject *self) {
     Py_CLEAR(o->path);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_SharedMemory__COUNT];
+    shm_args cfg;
+    if (SharedMemory_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    shm_obj *o = (shm_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->name = Py_NewRef(v[P_SharedMemory_name] ? v[P_SharedMemory_name] : Py_None);
+    o->directory = Py_NewRef(v[P_SharedMemory_directory] ? v[P_SharedMemory_directory] : Py_None);
+    if (!rc) {
+        prs__spin_init(&o->lock);
+        rc = shm_open_region(o, &cfg);
+    }
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int shm_add_types(PyObject *m, prs_py_state *st) {
