@@ -25,12 +25,19 @@ __all__ = ["LimiterMixin", "LimiterMetrics", "TokenBucket", "GCRA"]
 @dataclass(frozen=True, slots=True)
 class LimiterMetrics:
     """A snapshot of a rate limiter (``limiter.metrics``), one type for the six
-    algorithms: its ``name``, ``limit`` (the most one check can admit, as in
-    Decision.limit) and ``available`` (requests of weight 1 admissible now)."""
+    algorithms, keyed limiters, their per-key views and groups: its ``name``,
+    ``limit`` (the most one check can admit, as in Decision.limit),
+    ``available`` (requests of weight 1 admissible now; NaN for a KeyedLimiter,
+    whose keys each have their own), ``admitted`` and ``rejected`` (consuming
+    decisions since creation - each allow/check, each step of a waiting
+    acquire - counted in the core, exact under threads; a per-key view
+    reports its KeyedLimiter's, a group its own, not its members')."""
 
     name: str
     limit: int
     available: float
+    admitted: int = 0
+    rejected: int = 0
 
 
 class LimiterMixin(Named):
@@ -101,7 +108,9 @@ class LimiterMixin(Named):
     def metrics(self) -> LimiterMetrics:
         """A LimiterMetrics snapshot taken now (consumes nothing)."""
         d = self.peek(1)
-        return LimiterMetrics(self.name, d.limit, cast(float, getattr(self, "available")))
+        admitted, rejected = cast(Tuple[int, int], getattr(self, "_counts", (0, 0)))
+        return LimiterMetrics(self.name, d.limit, cast(float, getattr(self, "available")),
+                              admitted, rejected)
 
     def _config(self) -> List[Tuple[str, Any]]:
         """(name, value) of the constructor parameters, for repr()."""
