@@ -17,7 +17,7 @@ from ._decorate import P, T, finish, inspect_target
 from ._wait import check_timeout
 from ._core import Decision, ManualClock
 from .errors import RateLimitExceeded
-from .events import Named
+from .events import Named, on_class_change
 
 __all__ = ["LimiterMixin", "LimiterMetrics", "TokenBucket", "GCRA"]
 
@@ -151,9 +151,15 @@ class LimiterMixin(Named):
 
         acquire = self.acquire
 
+        def repoint() -> None:  # this limiter's class changed: observed or not
+            nonlocal acquire
+            acquire = self.acquire
+
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             acquire()
             return func(*args, **kwargs)
+        wrapper._prs_repoint = repoint  # type: ignore[attr-defined]
+        on_class_change(self, repoint)
         return cast(Callable[P, T], finish(wrapper, func))
 
 
