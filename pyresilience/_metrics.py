@@ -131,7 +131,7 @@ def _queue(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -
 
 
 def _redis(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
-    m = getattr(obj, "metrics", None)  # a RedisLimiterGroup has none (its members count)
+    m: Any = getattr(obj, "metrics", None)  # a RedisLimiterGroup has none (its members count)
     if hasattr(m, "round_trips"):
         out[_BY_KEY["redis", "round_trips"]].append(((("name", name),), float(m.round_trips)))
         out[_BY_KEY["redis", "errors"]].append(((("name", name),), float(m.errors)))
