@@ -297,3 +297,16 @@ def test_policy_breaker_step_made_before_listener_reports_rejections():
     with pytest.raises(pr.CircuitOpenError):
         policy.call(lambda: 1)
     assert [e.kind for e in seen] == ["rejected"]
+
+
+def test_policy_retry_step_counts_first_try_successes():
+    r = pr.Retry(max_attempts=2, base_delay=0, name="in-policy")
+    policy = pr.Policy(r)
+    for _ in range(3):
+        assert policy.call(lambda: 7) == 7
+
+    @policy
+    def f():
+        return 1
+    f()
+    assert r.metrics.successful_without_retry == 4

@@ -204,6 +204,10 @@ done:
     return out;
 }
 
+void prs_py_retry_first_try(PyObject *counts) {
+    if (counts) prs__counters_add(COUNTS(counts)->core, 0, 1);
+}
+
 static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     call_obj *c = CALL(self);
     int64_t start;
