@@ -49,7 +49,8 @@ from .bulkhead import Bulkhead, BulkheadMetrics
 from .queues import BackpressureMetrics, BackpressureQueue, BackpressureStrategy, BoundedQueue
 
 # -- redis --
-from .redis import LeaseConfig, RedisBackend, RedisLimiterGroup, RedisRateLimiter
+from .redis import (LeaseConfig, RedisBackend, RedisBackendMetrics, RedisLimiterGroup,
+                    RedisLimiterMetrics, RedisRateLimiter)
 
 # -- composition: policies, timeouts, deadlines --
 from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
@@ -118,7 +119,9 @@ __all__ = [
     # -- redis --
     "LeaseConfig",
     "RedisBackend",
+    "RedisBackendMetrics",
     "RedisLimiterGroup",
+    "RedisLimiterMetrics",
     "RedisRateLimiter",
     # -- composition: policies, timeouts, deadlines --
     "Fallback",

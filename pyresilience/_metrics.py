@@ -24,6 +24,8 @@ class Family(NamedTuple):
 
 
 FAMILIES: Tuple[Family, ...] = (
+    Family("ratelimiter", "calls", "counter",
+           "Consuming decisions by outcome: admitted, rejected", ("name", "kind")),
     Family("ratelimiter", "available", "gauge",
            "Requests of weight 1 the limiter would admit now", ("name",)),
     Family("circuitbreaker", "calls", "counter",
@@ -37,7 +39,8 @@ FAMILIES: Tuple[Family, ...] = (
     Family("circuitbreaker", "transitions", "counter",
            "State transitions", ("name", "from_state", "to_state")),
     Family("retry", "calls", "counter",
-           "Calls that needed a retry or failed, by kind", ("name", "kind")),
+           "Calls by outcome: successful_without_retry, successful_with_retry, "
+           "failed_with_retry, failed_without_retry", ("name", "kind")),
     Family("retry", "attempts", "counter",
            "Retry attempts made (after a first attempt failed)", ("name",)),
     Family("retry", "gave_up", "counter", "Calls given up, by reason", ("name", "reason")),
@@ -47,10 +50,19 @@ FAMILIES: Tuple[Family, ...] = (
            "Free slots now", ("name",)),
     Family("bulkhead", "max_allowed_concurrent_calls", "gauge", "max_concurrent", ("name",)),
     Family("bulkhead", "waiting", "gauge", "Callers waiting for a slot now", ("name",)),
+    Family("bulkhead", "waited_calls", "counter",
+           "Callers that had to queue for a slot", ("name",)),
+    Family("bulkhead", "held_seconds", "counter",
+           "Slot-seconds held (the sum of every hold)", ("name",)),
     Family("queue", "items", "counter",
            "Items by fate: received, processed, dropped", ("name", "kind")),
     Family("queue", "producer_blocked", "counter", "Puts that had to wait for room", ("name",)),
     Family("queue", "size", "gauge", "Items in the queue now", ("name",)),
+    Family("redis", "round_trips", "counter", "Calls made to Redis", ("name",)),
+    Family("redis", "errors", "counter", "Calls to Redis that failed", ("name",)),
+    Family("redis", "fallbacks", "counter",
+           "Decisions a limiter's on_backend_error policy made because Redis failed",
+           ("name", "policy")),
 )
 
 _BY_KEY = {(f.pattern, f.metric): f for f in FAMILIES}
@@ -59,10 +71,11 @@ _STATES = ("closed", "open", "half_open")
 
 
 def _limiter(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
-    available = obj.available
-    if callable(available):  # KeyedLimiter: per key, nothing global to report
-        return
-    out[_BY_KEY["ratelimiter", "available"]].append(((("name", name),), float(available)))
+    m = obj.metrics  # one snapshot: counts kept in the core
+    for kind, v in (("admitted", m.admitted), ("rejected", m.rejected)):
+        out[_BY_KEY["ratelimiter", "calls"]].append(((("name", name), ("kind", kind)), float(v)))
+    if m.available == m.available:  # NaN for a KeyedLimiter: per key, nothing global
+        out[_BY_KEY["ratelimiter", "available"]].append(((("name", name),), float(m.available)))
 
 
 def _breaker(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
@@ -86,7 +99,8 @@ def _breaker(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]])
 
 def _retry(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
     m = obj.metrics
-    for kind in ("successful_with_retry", "failed_with_retry", "failed_without_retry"):
+    for kind in ("successful_without_retry", "successful_with_retry", "failed_with_retry",
+                 "failed_without_retry"):
         out[_BY_KEY["retry", "calls"]].append(
             ((("name", name), ("kind", kind)), float(getattr(m, kind))))
     out[_BY_KEY["retry", "attempts"]].append(((("name", name),), float(m.retries)))
@@ -103,6 +117,8 @@ def _bulkhead(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]
     out[_BY_KEY["bulkhead", "max_allowed_concurrent_calls"]].append(
         ((("name", name),), float(m.max_concurrent)))
     out[_BY_KEY["bulkhead", "waiting"]].append(((("name", name),), float(m.waiting_count)))
+    out[_BY_KEY["bulkhead", "waited_calls"]].append(((("name", name),), float(m.waited_count)))
+    out[_BY_KEY["bulkhead", "held_seconds"]].append(((("name", name),), float(m.held_seconds_total)))
 
 
 def _queue(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
@@ -114,8 +130,18 @@ def _queue(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -
     out[_BY_KEY["queue", "size"]].append(((("name", name),), float(obj.qsize())))
 
 
+def _redis(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+    m: Any = getattr(obj, "metrics", None)  # a RedisLimiterGroup has none (its members count)
+    if hasattr(m, "round_trips"):
+        out[_BY_KEY["redis", "round_trips"]].append(((("name", name),), float(m.round_trips)))
+        out[_BY_KEY["redis", "errors"]].append(((("name", name),), float(m.errors)))
+    elif hasattr(m, "fallbacks"):
+        out[_BY_KEY["redis", "fallbacks"]].append(
+            ((("name", name), ("policy", m.policy)), float(m.fallbacks)))
+
+
 _READERS = {"limiter": _limiter, "breaker": _breaker, "retry": _retry, "bulkhead": _bulkhead,
-            "queue": _queue}
+            "queue": _queue, "redis": _redis}
 
 
 def collect(objects: Optional[Iterable[Any]] = None) -> Dict[Family, List[Tuple[Labels, float]]]:

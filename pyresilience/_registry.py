@@ -41,7 +41,7 @@ class Obs:
     rate-limited log lines."""
 
     __slots__ = ("name", "named", "pattern", "listeners", "log_next", "log_suppressed", "ref",
-                 "counts")
+                 "counts", "repoint")
 
     def __init__(self, obj: Any, name: str, named: bool) -> None:
         self.name = name
@@ -56,6 +56,9 @@ class Obs:
         # counters kept in Python, for the patterns whose counting runs in
         # Python on a slow path anyway (retry): key -> count
         self.counts: Dict[str, int] = {}
+        # decorators that bound the object's methods when they were made: weak
+        # references to functions re-binding them, called when its class changes
+        self.repoint: List["weakref.ref[Callable[[], None]]"] = []
 
 
 _lock = threading.Lock()

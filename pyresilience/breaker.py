@@ -21,7 +21,7 @@ from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional,
 
 from . import _core, _registry
 from ._decorate import P, finish, inspect_target
-from .events import EventSource, emit
+from .events import EventSource, emit, on_class_change
 
 __all__ = ["CircuitBreaker", "CircuitState", "CircuitBreakerMetrics"]
 
@@ -212,6 +212,10 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
             acquire, record, rejected = self._acquire, self._record, self._rejected_async
             afunc = cast(Callable[..., Awaitable[Any]], func)
 
+            def repoint() -> None:  # this breaker's class changed: observed or not
+                nonlocal acquire, record, rejected
+                acquire, record, rejected = self._acquire, self._record, self._rejected_async
+
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
                 # call_async inlined: one coroutine frame per call, not two
                 token = acquire()
@@ -224,6 +228,8 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
                     raise
                 record(token, None, result)
                 return result
+            async_wrapper._prs_repoint = repoint  # type: ignore[attr-defined]
+            on_class_change(self, repoint)
             return cast(Callable[P, T], finish(async_wrapper, func))
 
         # a C callable (no Python frame per call) that binds like a function

@@ -55,6 +55,8 @@ class BulkheadMetrics:
     rejected_count: int
     cancelled_count: int
     average_hold_seconds: Optional[float]
+    waited_count: int = 0  # callers that had to queue for a slot (whatever came of it)
+    held_seconds_total: float = 0.0  # slot-seconds held (the sum of every hold so far)
 
 
 # Every live Bulkhead, for the at-fork hook at the end of this module.

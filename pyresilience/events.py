@@ -235,7 +235,8 @@ _REJECTING: Dict[str, Dict[str, str]] = {
     # (with-blocks and decorators go through these methods)
     "limiter": {"allow": "bool", "check": "decision", "acquire": "RateLimitExceeded",
                 "acquire_async": "RateLimitExceeded"},
-    "breaker": {"allow_request": "bool", "_acquire": "token", "call": "CircuitOpenError"},
+    "breaker": {"allow_request": "bool", "_acquire": "token", "_acquire_async": "token",
+                "call": "CircuitOpenError"},
     "bulkhead": {"try_acquire": "bool", "acquire": "BulkheadFullError",
                  "__enter__": "BulkheadFullError", "_full_error": "token"},
     "queue": {"put": "drop", "put_nowait": "drop", "put_async": "drop"},
@@ -278,6 +279,13 @@ def _wrapper(base: type, meth: str, how: str, pattern: str) -> Callable[..., Any
                 emit(self, "rejected", retry_after=d.retry_after)
             return d
         return m_dec
+    if how == "token" and inspect.iscoroutinefunction(fn):
+        async def m_token_async(self: Any, *a: Any, **kw: Any) -> Any:
+            t = await fn(self, *a, **kw)
+            if t.__class__ is not tuple:
+                emit(self, "rejected", retry_after=getattr(t, "retry_after", None), exception=t)
+            return t
+        return m_token_async
     if how == "token":
         def m_token(self: Any, *a: Any, **kw: Any) -> Any:
             t = fn(self, *a, **kw)
@@ -375,7 +383,8 @@ def _variant(cls: type, pattern: str) -> type:
     if v is not None:
         return v
     ns: Dict[str, Any] = {"__slots__": (), "__module__": cls.__module__,
-                          "__qualname__": cls.__qualname__, "__doc__": cls.__doc__}
+                          "__qualname__": cls.__qualname__, "__doc__": cls.__doc__,
+                          "_prs_plain": cls}  # the class a C wrapper's fast path serves
     for meth, how in _REJECTING.get(pattern, {}).items():
         if not hasattr(cls, meth):
             continue
@@ -395,7 +404,8 @@ def _variant(cls: type, pattern: str) -> type:
 
 def _observe(obj: Any, on: bool) -> None:
     """Switch obj to its observed variant (on) or back to its own class."""
-    pattern = obs_of(obj).pattern
+    o = obs_of(obj)
+    pattern = o.pattern
     if pattern not in _REJECTING:
         return  # everything it reports goes through slow paths already
     cls = type(obj)
@@ -403,6 +413,44 @@ def _observe(obj: Any, on: bool) -> None:
         obj.__class__ = _variant(cls, pattern)
     elif not on and cls in _base_of:
         obj.__class__ = _base_of[cls]
+    else:
+        return
+    _repoint(o)
+
+
+def _repoint(o: Obs) -> None:
+    live = []
+    for ref in o.repoint:
+        fn = ref()
+        if fn is not None:
+            fn()
+            live.append(ref)
+    o.repoint = live
+
+
+def switch_class(obj: Any, cls: type) -> None:
+    """Give obj the class cls (a path switch: RedisCircuitBreaker's local and
+    shared paths), keeping it observed when it is: its observed variant of cls
+    then. Decorators bound to obj's methods are re-pointed."""
+    with _listen_lock:
+        o = get_obs(obj)
+        observed = o is not None and bool(o.listeners) and o.pattern in _REJECTING
+        target = _variant(cls, o.pattern) if observed and o is not None else cls
+        if type(obj) is target:
+            return
+        obj.__class__ = target
+        if o is not None:
+            _repoint(o)
+
+
+def on_class_change(obj: Any, repoint: Callable[[], None]) -> None:
+    """Call repoint() each time obj's class changes (observed or not, path
+    switched) while repoint lives: for decorators that bound obj's methods
+    when they were made (no lookup per call). The caller keeps repoint alive
+    (an attribute of its wrapper)."""
+    o = obs_of(obj)
+    with _listen_lock:
+        o.repoint = [r for r in o.repoint if r() is not None] + [weakref.ref(repoint)]
 
 
 def base_class(cls: type) -> type:

@@ -8,11 +8,12 @@ Everything per call runs in C; this module adds the Python conveniences
 """
 from __future__ import annotations
 
+import math
 from typing import Any, Optional, Self, Union
 
 from . import _core
 from .events import Named
-from .limiters import LimiterMixin
+from .limiters import LimiterMetrics, LimiterMixin
 
 __all__ = ["KeyedLimiter", "KeyedLimiterView", "LimiterGroup"]
 
@@ -64,6 +65,13 @@ class KeyedLimiter(_core.KeyedLimiter, Named):
             return super().__new__(cls, template, max_keys=max_keys, clock=clock)
         return super().__new__(cls, template, max_keys=max_keys, clock=clock, shared=shared,
                                name=name)
+
+    @property
+    def metrics(self) -> LimiterMetrics:
+        """A LimiterMetrics snapshot over every key (``available`` is NaN: each
+        key has its own, ``for_key(k).available``)."""
+        admitted, rejected = self._counts
+        return LimiterMetrics(self.name, self.limiter.peek(1).limit, math.nan, admitted, rejected)
 
     def reconfigure(self, **params: Any) -> None:
         """reconfigure(self, **params)

@@ -17,7 +17,7 @@ from ._decorate import P, T, finish, inspect_target
 from ._wait import check_timeout
 from ._core import Decision, ManualClock
 from .errors import RateLimitExceeded
-from .events import Named
+from .events import Named, on_class_change
 
 __all__ = ["LimiterMixin", "LimiterMetrics", "TokenBucket", "GCRA"]
 
@@ -25,12 +25,19 @@ __all__ = ["LimiterMixin", "LimiterMetrics", "TokenBucket", "GCRA"]
 @dataclass(frozen=True, slots=True)
 class LimiterMetrics:
     """A snapshot of a rate limiter (``limiter.metrics``), one type for the six
-    algorithms: its ``name``, ``limit`` (the most one check can admit, as in
-    Decision.limit) and ``available`` (requests of weight 1 admissible now)."""
+    algorithms, keyed limiters, their per-key views and groups: its ``name``,
+    ``limit`` (the most one check can admit, as in Decision.limit),
+    ``available`` (requests of weight 1 admissible now; NaN for a KeyedLimiter,
+    whose keys each have their own), ``admitted`` and ``rejected`` (consuming
+    decisions since creation - each allow/check, each step of a waiting
+    acquire - counted in the core, exact under threads; a per-key view
+    reports its KeyedLimiter's, a group its own, not its members')."""
 
     name: str
     limit: int
     available: float
+    admitted: int = 0
+    rejected: int = 0
 
 
 class LimiterMixin(Named):
@@ -101,7 +108,9 @@ class LimiterMixin(Named):
     def metrics(self) -> LimiterMetrics:
         """A LimiterMetrics snapshot taken now (consumes nothing)."""
         d = self.peek(1)
-        return LimiterMetrics(self.name, d.limit, cast(float, getattr(self, "available")))
+        admitted, rejected = cast(Tuple[int, int], getattr(self, "_counts", (0, 0)))
+        return LimiterMetrics(self.name, d.limit, cast(float, getattr(self, "available")),
+                              admitted, rejected)
 
     def _config(self) -> List[Tuple[str, Any]]:
         """(name, value) of the constructor parameters, for repr()."""
@@ -142,9 +151,15 @@ class LimiterMixin(Named):
 
         acquire = self.acquire
 
+        def repoint() -> None:  # this limiter's class changed: observed or not
+            nonlocal acquire
+            acquire = self.acquire
+
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             acquire()
             return func(*args, **kwargs)
+        wrapper._prs_repoint = repoint  # type: ignore[attr-defined]
+        on_class_change(self, repoint)
         return cast(Callable[P, T], finish(wrapper, func))
 
 

@@ -588,7 +588,7 @@ def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_ret
             cfg = s.config
             deposit = cfg.budget.deposit if cfg.budget is not None else None
             nxt = _core.PolicyStep(_core.STEP_RETRY, nxt, s._resume, deposit, cfg.retry_on_result, -1,
-                                   cfg.clock)
+                                   cfg.clock, s._owner()._counts)
         elif isinstance(s, CircuitBreaker):
             # the breaker's own C wrapper; a step around it hands the clock reading over
             wrapped = s._wrap(nxt)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, List, Optional, Union
 
 from . import _core
@@ -22,7 +23,8 @@ from . import _redis_async
 from .errors import BackendError
 from .events import Named
 
-__all__ = ["HAVE_REDIS", "LeaseConfig", "RedisBackend", "RedisLimiterGroup", "RedisRateLimiter"]
+__all__ = ["HAVE_REDIS", "LeaseConfig", "RedisBackend", "RedisBackendMetrics", "RedisLimiterGroup",
+           "RedisLimiterMetrics", "RedisRateLimiter"]
 
 HAVE_REDIS: bool = bool(getattr(_core, "HAVE_REDIS", 0))
 
@@ -118,7 +120,31 @@ else:  # pragma: no cover - exercised only by builds without hiredis
 
 # The C types build their objects whole from the constructor's arguments
 # (tp_new): these subclasses add Python conveniences and never re-parse.
-class RedisBackend(_BackendBase):
+@dataclass(frozen=True, slots=True)
+class RedisBackendMetrics:
+    """A snapshot of a RedisBackend's counters (``backend.metrics``), kept in
+    C: ``round_trips`` (calls made to Redis: one pipelined exchange each, a
+    cluster call one however many nodes it asks, a refusal of the backend's
+    open circuit included) and ``errors`` (those that failed)."""
+
+    name: str
+    round_trips: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedisLimiterMetrics:
+    """A snapshot of a RedisRateLimiter's counters (``limiter.metrics``), kept
+    in C: ``fallbacks``, the decisions its ``on_backend_error`` policy
+    (``policy``: 'allow', 'deny', 'local'; never counted for 'raise') made
+    because Redis failed."""
+
+    name: str
+    policy: str
+    fallbacks: int
+
+
+class RedisBackend(_BackendBase, Named):
     __doc__ = _BackendBase.__doc__ if HAVE_REDIS else (
         "RedisBackend(url='redis://127.0.0.1:6379/0', *, connect_timeout=0.25, timeout=0.25, "
         "max_connections=8)\n\nUnavailable in this build: " + _INSTALL_HINT)
@@ -147,6 +173,12 @@ class RedisBackend(_BackendBase):
         except _redis_async._TransportFailure as e:
             raise BackendError(str(e)) from None
 
+    @property
+    def metrics(self) -> RedisBackendMetrics:
+        """A RedisBackendMetrics snapshot (round trips and errors)."""
+        round_trips, errors = self._counts
+        return RedisBackendMetrics(self.name, round_trips, errors)
+
     def __repr__(self) -> str:
         return (f"RedisBackend(url={_redact_url(self.url)!r}, connect_timeout={self.connect_timeout!r}, "
                 f"timeout={self.timeout!r}, max_connections={self.max_connections!r})")
@@ -154,6 +186,11 @@ class RedisBackend(_BackendBase):
 
 class RedisRateLimiter(_LimiterBase, Named):
     __doc__ = _LimiterBase.__doc__ if HAVE_REDIS else "Unavailable in this build."
+
+    @property
+    def metrics(self) -> RedisLimiterMetrics:
+        """A RedisLimiterMetrics snapshot (the fallbacks its policy took)."""
+        return RedisLimiterMetrics(self.name, self.on_backend_error, self._fallbacks)
 
     # The asyncio forms: the same requests and decisions as the blocking
     # calls (built and decided in C), sent on this event loop's connection.

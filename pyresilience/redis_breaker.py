@@ -51,6 +51,7 @@ from typing import Any, Awaitable, Callable, List, NamedTuple, Optional, Tuple, 
 from . import _core
 from .breaker import CircuitBreaker, CircuitState
 from .errors import BackendError, CircuitOpenError
+from .events import switch_class
 
 __all__ = ["RedisCircuitBreaker", "RedisCircuitBreakerMetrics"]
 
@@ -229,8 +230,9 @@ class RedisCircuitBreaker(CircuitBreaker):
     def _set_local(self, local: bool) -> None:
         # The closed path is the C breaker's own call() (no Python frame): the
         # shared paths are methods of a subclass this object switches to.
+        # (an observed breaker stays observed: the observed variant of the path)
         self._local = local
-        self.__class__ = RedisCircuitBreaker if local else _SharedPath
+        switch_class(self, RedisCircuitBreaker if local else _SharedPath)
 
     def _go_fallback(self) -> None:
         if not self._fallback:

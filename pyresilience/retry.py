@@ -469,13 +469,14 @@ _REASON_KEYS = {
 
 @dataclass(frozen=True, slots=True)
 class RetryMetrics:
-    """A snapshot of a :class:`Retry`'s counters (``retry.metrics``), counted on
-    the paths that run after a failure: ``successful_with_retry``,
-    ``failed_with_retry`` (gave up after retrying), ``failed_without_retry``
-    (the first failure was not retryable, or no retry was allowed),
-    ``retries`` (attempts after the first) and ``gave_up`` (reason -> count;
-    reasons ``attempts``, ``deadline``, ``retry_after``, ``retry_after_limit``,
-    ``budget``). Calls that succeed at once run in C and are not counted."""
+    """A snapshot of a :class:`Retry`'s counters (``retry.metrics``), kept in
+    the core (exact under threads): ``successful_without_retry`` (the first
+    attempt succeeded: counted in C on the decorator's fast path),
+    ``successful_with_retry``, ``failed_with_retry`` (gave up after
+    retrying), ``failed_without_retry`` (the first failure was not retryable,
+    or no retry was allowed), ``retries`` (attempts after the first) and
+    ``gave_up`` (reason -> count; reasons ``attempts``, ``deadline``,
+    ``retry_after``, ``retry_after_limit``, ``budget``)."""
 
     name: str
     successful_with_retry: int
@@ -483,6 +484,16 @@ class RetryMetrics:
     failed_without_retry: int
     retries: int
     gave_up: Dict[str, int]
+    successful_without_retry: int = 0
+
+
+# The counters of a Retry, by index in its _core.RetryCounts (index 0, the
+# first-try success, is also added by RetryCall in C).
+_COUNTERS = ("successful_without_retry", "successful_with_retry", "failed_with_retry",
+             "failed_without_retry", "retries", "gave_up:attempts", "gave_up:deadline",
+             "gave_up:retry_after", "gave_up:retry_after_limit", "gave_up:budget",
+             "gave_up:other")
+_COUNTER_INDEX = {k: i for i, k in enumerate(_COUNTERS)}
 
 
 def _gave_up(loop: "_Loop", exc: Optional[BaseException], attempts: int, verdict: int) -> None:
@@ -568,13 +579,13 @@ class _Loop:
         owner = self.owner
         if owner is None:
             return
-        items = [("retries", self.attempt)] if self.attempt else []
+        add = owner._counts.add
+        if self.attempt:
+            add(4, self.attempt)  # retries
         if self.outcome is not None:
-            items.append((self.outcome, 1))
+            add(_COUNTER_INDEX[self.outcome], 1)
         if self.reason is not None:
-            items.append(("gave_up:" + self.reason, 1))
-        if items:
-            _registry.count_many(owner, items)
+            add(_COUNTER_INDEX.get("gave_up:" + self.reason, 10), 1)
 
 
 class Retry(Named):
@@ -592,7 +603,7 @@ class Retry(Named):
     Per-call state is never shared: one Retry serves any number of concurrent
     calls (threads or tasks)."""
 
-    __slots__ = ("config", "dead_letter", "__weakref__")
+    __slots__ = ("config", "dead_letter", "_counts", "__weakref__")
 
     config: RetryConfig
     dead_letter: Any
@@ -608,16 +619,16 @@ class Retry(Named):
         elif config_kwargs:
             config = config.replace(**config_kwargs)
         self.config = config
+        self._counts = _core.RetryCounts()  # see _COUNTERS
         if name is not None:
             self.name = name
 
     @property
     def metrics(self) -> RetryMetrics:
         """A RetryMetrics snapshot of the counters."""
-        c = _registry.counts_of(self)
-        return RetryMetrics(self.name, c.get("successful_with_retry", 0), c.get("failed_with_retry", 0),
-                            c.get("failed_without_retry", 0), c.get("retries", 0),
-                            {k[8:]: v for k, v in c.items() if k.startswith("gave_up:")})
+        v = self._counts.values
+        return RetryMetrics(self.name, v[1], v[2], v[3], v[4],
+                            {_COUNTERS[i][8:]: v[i] for i in range(5, len(_COUNTERS)) if v[i]}, v[0])
 
     def __repr__(self) -> str:
         cfg = self.config
@@ -670,6 +681,7 @@ class Retry(Named):
         else:
             predicate = cfg.retry_on_result
             if predicate is None or not predicate(result):
+                self._owner()._counts.add(0, 1)
                 return cast(T, result)
         return cast(T, self._resume(func, args, kwargs, exc, result, start))
 
@@ -692,6 +704,7 @@ class Retry(Named):
         else:
             predicate = cfg.retry_on_result
             if predicate is None or not predicate(result):
+                self._owner()._counts.add(0, 1)
                 return cast(T, result)
         return cast(T, await self._resume_async(func, args, kwargs, exc, result, start))
 
@@ -784,7 +797,8 @@ class Retry(Named):
             return cast(Callable[P, T], async_wrapper)
         cfg = self.config
         wrapper = _core.RetryCall(func, self._resume, budget=cfg.budget, clock=cfg.clock,
-                                  retry_on_result=cfg.retry_on_result)
+                                  retry_on_result=cfg.retry_on_result,
+                                  counts=self._owner()._counts)
         finish(wrapper, func)
         wrapper.retry = self
         return cast(Callable[P, T], wrapper)

@@ -669,7 +669,8 @@ def test_metrics_are_a_frozen_public_snapshot():
     assert repr(m).startswith("BulkheadMetrics(name='snap', max_concurrent=2, active_count=1")
     assert [f.name for f in dataclasses.fields(m)] == [
         "name", "max_concurrent", "active_count", "available", "waiting_count", "acquired_count",
-        "released_count", "rejected_count", "cancelled_count", "average_hold_seconds"]
+        "released_count", "rejected_count", "cancelled_count", "average_hold_seconds",
+        "waited_count", "held_seconds_total"]
 
 
 # ---- fork -------------------------------------------------------------------------

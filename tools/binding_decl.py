@@ -383,19 +383,35 @@ RETRY_BUDGET = Type(
         Prop("clock", CLOCK_OBJ, "The clock the budget reads.", clock="clock"),
     ])
 
+RETRY_COUNTS = Type(
+    "RetryCounts", "retry", "counts", obj="counts_obj", params=[],
+    flags=("HAVE_GC", "IMMUTABLETYPE"), refs=[], free="prs_counters_free(o->core);",
+    build="rc = prs_counters_new(PRS_PY_RETRY_COUNTS, NULL, &o->core);",
+    doc="The counters of one Retry, kept in the core (striped per thread: exact under\n"
+        "threads, no lock): RetryCall adds its first-try successes in C, the Python\n"
+        "loop the rest. Index i of `values` is pyresilience.retry's _COUNTERS[i].",
+    methods=[
+        M("add", "i: int, n: int, /", doc="Add n (>= 0) to counter i."),
+    ],
+    props=[
+        Prop("values", "tuple[int, ...]", "Every counter now, in index order.",
+             expr="counts_values(o)"),
+    ])
+
 RETRY_CALL = Type(
     "RetryCall", "retry", "call", obj="call_obj",
     flags=("HAVE_GC", "HAVE_VECTORCALL", "IMMUTABLETYPE", "METHOD_DESCRIPTOR"),
     slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
     offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
-    refs=["func", "handler", "check_result", "budget", "dict"], clock="clock",
+    refs=["func", "handler", "check_result", "budget", "counts", "dict"], clock="clock",
     keep={"func": "func", "handler": "handler", "check_result": "retry_on_result",
-          "budget": "budget"}, build="o->vectorcall = call_vectorcall;",
+          "budget": "budget", "counts": "counts"}, build="o->vectorcall = call_vectorcall;",
     params=[
         P("func", "CALLABLE", "Callable[..., Any]"),
         P("handler", "CALLABLE", "Callable[..., Any]"),
         P("budget", "OBJECT", "Optional[RetryBudget]", "None", kw=True, instance="RetryBudget"),
         P("clock", "CLOCK", "ClockArg", "None"),
+        P("counts", "OBJECT", "Optional[RetryCounts]", "None", kw=True, instance="RetryCounts"),
         P("retry_on_result", "CALLABLE", "Optional[Callable[[Any], Any]]", "None",
           flags=("none",)),
     ],
@@ -403,7 +419,8 @@ RETRY_CALL = Type(
         "clock, deposits a first attempt in `budget`, calls func and returns its result\n"
         "unless it raised an Exception or retry_on_result(result) is true; then\n"
         "handler(func, args, kwargs, exception_or_None, result_or_None, start_ns) takes\n"
-        "over (the Python loop of Retry). Made by Retry as a decorator.",
+        "over (the Python loop of Retry). `counts` (a RetryCounts): where a first-try\n"
+        "success is counted. Made by Retry as a decorator.",
     methods=[
         M("__call__", "*args: Any, **kwargs: Any", "Any", slot=True),
         M("__get__", "obj: Any, objtype: Any = None, /", "Any", slot=True),
@@ -418,7 +435,8 @@ RETRY_CALL = Type(
                "__wrapped__: Callable[..., Any]",
                "retry: Any"])
 
-TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION, RETRY_POLICY, RETRY_BUDGET, RETRY_CALL]
+TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION, RETRY_POLICY, RETRY_BUDGET, RETRY_COUNTS,
+         RETRY_CALL]
 
 # The exception classes the binding raises, read from pyresilience.errors (pure
 # Python, so users can subclass and construct them) into module-state slots.

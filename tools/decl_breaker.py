@@ -176,7 +176,7 @@ BREAKER_FUNCTION = Type(
     flags=("HAVE_GC", "IMMUTABLETYPE", "HAVE_VECTORCALL", "DISALLOW_INSTANTIATION"),
     slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
     offsets={"dict": "dict", "weaklist": "weakreflist", "vectorcall": "vectorcall"},
-    refs=["breaker", "func", "dict"],
+    refs=["breaker", "func", "dict", "fast"],
     doc="A function protected by a CircuitBreaker (made by using the breaker as a "
         "decorator): each call goes through breaker.call(func, ...).",
     methods=[

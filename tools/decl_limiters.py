@@ -27,6 +27,9 @@ def algorithm_table():
     return re.findall(r'X\((\w+),\s*(\w+),\s*"[^"]*"\)', body)
 
 
+# (admitted, rejected) of a core object: prs_<kind>_admitted/_rejected(obj)
+COUNTS = 'Py_BuildValue("(KK)", (unsigned long long)prs_%s_admitted(%s), (unsigned long long)prs_%s_rejected(%s))'
+
 LIMITER_FLAGS = ("BASETYPE", "HAVE_GC", "IMMUTABLETYPE")
 LIMITER_SLOTS = {"dealloc": "limiter_dealloc", "traverse": "limiter_traverse",
                  "clear": "limiter_clear"}
@@ -259,7 +262,9 @@ LIMITER_BASE = Type(
         M("_config", returns="list[tuple[str, Any]]",
           doc="The parameters as (name, value) pairs, for reprs."),
     ],
-    props=[Prop("available", "float", "Requests of weight 1 admissible now (float).",
+    props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
+                expr=COUNTS % ("limiter", "o->core", "limiter", "o->core")),
+           Prop("available", "float", "Requests of weight 1 admissible now (float).",
                 expr="PyFloat_FromDouble(prs_limiter_available(o->core, now))", now="&o->clock"),
            Prop("clock", CLOCK_OBJ, "The clock this limiter reads.", clock="clock")])
 
@@ -315,7 +320,9 @@ KEYED = Type(
         M("__len__", returns="int", slot=True),
         M("__contains__", "key: object, /", "bool", slot=True),
     ],
-    props=[Prop("max_keys", "int", "The most keys held at once.",
+    props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
+                expr=COUNTS % ("keyed", "o->table", "keyed", "o->table")),
+           Prop("max_keys", "int", "The most keys held at once.",
                 expr="PyLong_FromLongLong(prs_keyed_max_keys(o->table))"),
            Prop("memory_bytes", "int", "Bytes the key table holds now (C allocations).",
                 expr="PyLong_FromSize_t(prs_keyed_memory(o->table))"),
@@ -343,7 +350,9 @@ VIEW = Type(
         M("reset", call="prs_keyed_reset_key(VTABLE(o), VKEY(o))",
           doc="Forget this key (back to a fresh limiter)."),
     ],
-    props=[Prop("available", "float", "Requests of weight 1 admissible for this key now (float).",
+    props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
+                expr=COUNTS % ("keyed", "VTABLE(o)", "keyed", "VTABLE(o)")),
+           Prop("available", "float", "Requests of weight 1 admissible for this key now (float).",
                 expr="PyFloat_FromDouble(prs_keyed_available(VTABLE(o), VKEY(o), now))",
                 now="VCLOCK(o)"),
            Prop("clock", CLOCK_OBJ, "The clock of the KeyedLimiter.",
@@ -387,7 +396,9 @@ GROUP = Type(
         M("reset", call="prs_group_reset(o->group)", doc="Reset every member (one after the other)."),
         M("__len__", returns="int", slot=True),
     ],
-    props=[Prop("available", "float", "The smallest amount any member admits now (float).",
+    props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
+                expr=COUNTS % ("group", "o->group", "group", "o->group")),
+           Prop("available", "float", "The smallest amount any member admits now (float).",
                 expr="PyFloat_FromDouble(prs_group_available(o->group, now))", now="&o->clock"),
            Prop("clock", CLOCK_OBJ, "The clock every member reads.", clock="clock"),
            Prop("limiters", "tuple[Union[_Limiter, KeyedLimiterView], ...]",

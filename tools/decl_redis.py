@@ -105,6 +105,10 @@ BACKEND = Type(
         Prop("closed", "bool", "True after close().", expr="PyBool_FromLong(prs_redis_backend_closed(o->b))"),
         Prop("connections", "int", "Connections open in this process now.",
              expr="PyLong_FromLong(prs_redis_backend_connections(o->b))"),
+        Prop("_counts", "tuple[int, int]",
+             "(round_trips, errors): calls made to Redis and those that failed, since creation.",
+             expr='Py_BuildValue("(KK)", (unsigned long long)prs_redis_backend_round_trips(o->b), '
+                  '(unsigned long long)prs_redis_backend_errors(o->b))'),
     ])
 
 LIMITER = Type(
@@ -194,6 +198,9 @@ M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]
         Prop("local_share", "Optional[float]", "Share of the limit the 'local' fallback admits.",
              member="local_share"),
         Prop("lease", "Any", "The LeaseConfig, or None.", member="lease"),
+        Prop("_fallbacks", "int",
+             "Decisions the on_backend_error policy made because Redis failed, since creation.",
+             expr="PyLong_FromUnsignedLongLong(prs_redis_limiter_fallbacks(o->l))"),
     ])
 
 GROUP = Type(

@@ -55,6 +55,7 @@ struct prs_bulkhead {
     prs_bulkhead_waiter *served; /* served, unsettled BLOCKING waiters (any order) */
     uint64_t next_ticket;
     int64_t acquired, released, rejected, cancelled;
+    int64_t waited;              /* callers that joined the queue */
     double area;                 /* integral of active dt, permit*ns */
     int64_t last_ns;             /* INT64_MIN until the first timed call */
     prs_allocator alloc;
@@ -212,6 +213,7 @@ int prs_bulkhead_acquire(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter *w
         if (b->tail) b->tail->next = w; else b->head = w;
         b->tail = w;
         b->nwaiting++;
+        b->waited++;
         *outcome = PRS_BULKHEAD_WAITING;
     }
     pthread_mutex_unlock(&b->mu);
@@ -359,6 +361,8 @@ void prs_bulkhead_stats_get(prs_bulkhead *b, prs_bulkhead_stats *s) {
     s->rejected_total = b->rejected;
     s->cancelled_total = b->cancelled;
     s->avg_hold_ns = b->released > 0 ? prs__ceil_to_i64(b->area / (double)b->released) : -1;
+    s->waited_total = b->waited;
+    s->held_ns_total = prs__floor_to_i64(b->area);
     pthread_mutex_unlock(&b->mu);
 }
 

@@ -71,6 +71,10 @@ struct prs_group {
     unsigned char *keys;     /* copies of the keys */
     size_t scratch_bytes;    /* fresh states of the distinct keyed members */
     prs_allocator alloc;
+    /* consuming decisions that admitted / refused: every decision of the
+     * group holds all its locks, so a relaxed load and store under them is
+     * exact; read with relaxed loads */
+    _Atomic uint64_t admitted, rejected;
 };
 
 /* ---- members ---------------------------------------------------------------- */
@@ -503,11 +507,24 @@ int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_deci
     }
 
 unlock:
+    if (consume && rc == PRS_OK) {
+        _Atomic uint64_t *c = out->allowed ? &g->admitted : &g->rejected;
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    }
     unlock_all(g, tat);
     for (size_t i = 0; i < cnt; i++)
         if (block[i]) prs__keyed_free_block(g->members[i].m.obj, block[i]);
     if (scratch != stack_scratch) prs__free(&g->alloc, scratch);
     return rc;
+}
+
+uint64_t prs_group_admitted(const prs_group *g) {
+    return g ? atomic_load_explicit(&g->admitted, memory_order_relaxed) : 0;
+}
+
+uint64_t prs_group_rejected(const prs_group *g) {
+    return g ? atomic_load_explicit(&g->rejected, memory_order_relaxed) : 0;
 }
 
 static int decide_by(prs_group *g, int64_t now, int64_t n, int consume, prs_decision *d,

@@ -113,6 +113,9 @@ typedef struct shard {
                                (valid while count == cap and nothing was deleted) */
     size_t long_bytes;      /* bytes in long-key blocks */
     unsigned char *slots;   /* nslots * stride bytes, or NULL */
+    /* consuming decisions that admitted / refused (relaxed load and store
+     * under `lock`: exact; read with relaxed loads, summed over the shards) */
+    _Atomic uint64_t admitted, rejected;
 } __attribute__((aligned(64))) shard;
 
 struct prs_keyed {
@@ -647,6 +650,11 @@ static int decide_key(prs_keyed *t, const void *key, size_t len, int64_t now, in
     }
     place(t, sh, (uint32_t)h, key, len, kb, scratch);
 out:
+    if (consume && rc == PRS_OK) {
+        _Atomic uint64_t *c = d->allowed ? &sh->admitted : &sh->rejected;
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    }
     prs__spin_unlock(&sh->lock);
     if (scratch != stack_state) prs__free(&t->alloc, scratch);
     return rc;
@@ -869,6 +877,19 @@ int prs_keyed_new_placed(const prs_keyed_config *cfg, const prs_shm_place *place
 }
 const prs_algo *prs_keyed_algo(const prs_keyed *t) { return t->algo; }
 const void *prs_keyed_params(const prs_keyed *t) { return t->params; }
+
+static uint64_t sum_counts(const prs_keyed *t, int rejected) {
+    if (!t) return 0;
+    uint64_t sum = 0;
+    size_t nsh = (size_t)1 << t->shard_bits;
+    for (size_t i = 0; i < nsh; i++)
+        sum += atomic_load_explicit(rejected ? &t->shards[i].rejected : &t->shards[i].admitted,
+                                    memory_order_relaxed);
+    return sum;
+}
+
+uint64_t prs_keyed_admitted(const prs_keyed *t) { return sum_counts(t, 0); }
+uint64_t prs_keyed_rejected(const prs_keyed *t) { return sum_counts(t, 1); }
 
 size_t prs_keyed_memory(prs_keyed *t) {
     if (!t) return 0;

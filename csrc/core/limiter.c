@@ -140,6 +140,9 @@ int prs_limiter_new(const prs_algo *algo, const void *config, const prs_allocato
         (prs_limiter *)(((uintptr_t)block + PRS__LINE - 1) & ~(uintptr_t)(PRS__LINE - 1));
     lim->block = block;
     prs__spin_init(&lim->lock);
+    atomic_init(&lim->admitted, 0);
+    atomic_init(&lim->rejected, 0);
+    prs__stripes_init(&lim->counts);
     lim->wordp = &lim->word;
     lim->seqp = &lim->seq;
     lim->shm = NULL;
@@ -180,12 +183,35 @@ const void *prs_limiter_params(const prs_limiter *lim) { return lim ? lim->param
 int prs_limiter_decide(prs_limiter *lim, int64_t now, int64_t n, int consume, prs_decision *d) {
     if (!lim || !d || n < 1) return PRS_EINVAL;
     const prs_algo *al = lim->algo;
-    if (al->decide_lockfree) return al->decide_lockfree(lim, now, n, consume, d);
-    if (__builtin_expect(lim->shm != NULL, 0)) return prs__shm_limiter_decide(lim, now, n, consume, d);
+    int rc;
+    if (al->decide_lockfree || __builtin_expect(lim->shm != NULL, 0)) {
+        rc = al->decide_lockfree ? al->decide_lockfree(lim, now, n, consume, d)
+                                 : prs__shm_limiter_decide(lim, now, n, consume, d);
+        if (consume && rc == PRS_OK)
+            prs__stripes_add(&lim->counts, d->allowed ? PRS__LIM_ADMITTED : PRS__LIM_REJECTED, 1);
+        return rc;
+    }
     prs__spin_lock(&lim->lock);
-    int rc = al->decide(lim->params, lim->state, now, n, consume, d);
+    rc = al->decide(lim->params, lim->state, now, n, consume, d);
+    if (consume && rc == PRS_OK) { /* the lock makes load + store exact */
+        _Atomic uint64_t *c = d->allowed ? &lim->admitted : &lim->rejected;
+        atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + 1,
+                              memory_order_relaxed);
+    }
     prs__spin_unlock(&lim->lock);
     return rc;
+}
+
+uint64_t prs_limiter_admitted(const prs_limiter *lim) {
+    if (!lim) return 0;
+    return atomic_load_explicit(&lim->admitted, memory_order_relaxed) +
+           prs__stripes_get(&lim->counts, PRS__LIM_ADMITTED);
+}
+
+uint64_t prs_limiter_rejected(const prs_limiter *lim) {
+    if (!lim) return 0;
+    return atomic_load_explicit(&lim->rejected, memory_order_relaxed) +
+           prs__stripes_get(&lim->counts, PRS__LIM_REJECTED);
 }
 
 int prs_limiter_check(prs_limiter *lim, int64_t now_ns, int64_t n, prs_decision *d) {

@@ -6,6 +6,7 @@
 #ifndef PRS_LIMITER_INTERNAL_H
 #define PRS_LIMITER_INTERNAL_H
 
+#include "counter_internal.h"
 #include "prs_internal.h"
 #include "prs_limiter.h"
 
@@ -47,7 +48,17 @@ struct prs_limiter {
     _Alignas(PRS__LINE) prs__spinlock lock;
     /* Lock-free algorithms: the state, or PRS__WORD_LOCKED while held. */
     _Atomic int64_t word;
+    /* Spinlocked algorithms in this process: the consuming decisions that
+     * admitted / refused, written under `lock` (a relaxed load and store on
+     * the line the lock already owns), read with relaxed loads. */
+    _Atomic uint64_t admitted, rejected;
+    /* Lock-free algorithms and limiters placed in a region: the same two
+     * counts (PRS__LIM_ADMITTED, PRS__LIM_REJECTED), striped per thread: no
+     * lock to count under, and no line every caller writes. */
+    prs__stripes counts;
 };
+#define PRS__LIM_ADMITTED 0
+#define PRS__LIM_REJECTED 1
 
 /* The shared part of a limiter placed in a region: position-independent (no
  * pointer), followed by the params (params_size, 16-byte aligned), their undo

@@ -150,6 +150,9 @@ int prs_limiter_new_placed(const prs_algo *algo, const void *config,
     memset(lim, 0, sizeof *lim);
     lim->block = mem;
     prs__spin_init(&lim->lock);
+    atomic_init(&lim->admitted, 0);
+    atomic_init(&lim->rejected, 0);
+    prs__stripes_init(&lim->counts);
     atomic_init(&lim->seq, 0);
     atomic_init(&lim->word, 0);
     lim->algo = algo;

@@ -53,6 +53,9 @@ typedef struct wrapped_obj {
     PyObject *dict;         /* __dict__: functools.update_wrapper stores __name__ etc. here */
     PyObject *weakreflist;
     vectorcallfunc vectorcall;
+    PyObject *fast;         /* strong: the class the C path serves (the breaker's own,
+                               unobserved); under any other (an observed variant, a
+                               shared path) calls go through that class's call() */
 } wrapped_obj;
 
 #define WSELF ((wrapped_obj *)self)
@@ -323,8 +326,26 @@ static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 
 /* ---- the decorated function: a C callable, so @breaker adds no Python frame ---- */
 
+/* breaker.call(func, *args, **kwargs) through the breaker's class as it is now. */
+static PyObject *call_through(PyObject *breaker, PyObject *func, PyObject *const *args,
+                              size_t nargsf, PyObject *kwnames) {
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
+    PyObject **v = PyMem_Malloc((size_t)(n + 1) * sizeof(PyObject *));
+    if (!v) return PyErr_NoMemory();
+    v[0] = func;
+    for (Py_ssize_t i = 0; i < n; i++) v[i + 1] = args[i];
+    PyObject *call = PyObject_GetAttrString(breaker, "call");
+    PyObject *r = call ? PyObject_Vectorcall(call, v, (size_t)(nargs + 1), kwnames) : NULL;
+    Py_XDECREF(call);
+    PyMem_Free(v);
+    return r;
+}
+
 static PyObject *wrapped_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
                                     PyObject *kwnames) {
+    if (__builtin_expect((PyObject *)Py_TYPE(WSELF->breaker) != WSELF->fast, 0))
+        return call_through((PyObject *)WSELF->breaker, WSELF->func, args, nargsf, kwnames);
     return run_protected(WSELF->breaker, WSELF->func, args, nargsf, kwnames);
 }
 
@@ -354,6 +375,16 @@ static PyObject *cb_wrap(PyObject *self, PyObject *func) {
     w->breaker = (breaker_obj *)Py_NewRef(self);
     w->func = Py_NewRef(func);
     w->vectorcall = wrapped_vectorcall;
+    /* an observed variant names the class it stands for (_prs_plain) */
+    w->fast = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_prs_plain");
+    if (!w->fast) {
+        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
+            Py_DECREF(w);
+            return NULL;
+        }
+        PyErr_Clear();
+        w->fast = Py_NewRef((PyObject *)Py_TYPE(self));
+    }
     return (PyObject *)w;
 }
 

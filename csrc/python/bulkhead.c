@@ -187,12 +187,13 @@ static PyObject *bh_stats(PyObject *self, PyObject *unused) {
     prs_bulkhead_stats s = bh_stats_of(SELF);
     PyObject *hold = s.avg_hold_ns < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)s.avg_hold_ns / 1e9);
     if (!hold) return NULL;
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:N}", "max_concurrent", (long long)s.max_concurrent,
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:N,s:L,s:d}", "max_concurrent", (long long)s.max_concurrent,
                          "active_count", (long long)s.active, "available", (long long)s.available,
                          "waiting_count", (long long)s.waiting, "acquired_count", (long long)s.acquired_total,
                          "released_count", (long long)s.released_total, "rejected_count",
                          (long long)s.rejected_total, "cancelled_count", (long long)s.cancelled_total,
-                         "average_hold_seconds", hold);
+                         "average_hold_seconds", hold, "waited_count", (long long)s.waited_total,
+                         "held_seconds_total", (double)s.held_ns_total / 1e9);
 }
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {

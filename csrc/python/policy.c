@@ -154,13 +154,19 @@ static PyObject *step_retry(step_obj *s, pcx *cx, PyObject *const *args, size_t 
     }
     PyObject *res = call_next(s, cx, args, nargsf, kwnames);
     if (res) {
-        if (s->c == Py_None) return res;
+        if (s->c == Py_None) {
+            prs_py_retry_first_try(s->o);
+            return res;
+        }
         PyObject *r = PyObject_CallOneArg(s->c, res);
         if (!r) { Py_DECREF(res); return NULL; }
         int again = PyObject_IsTrue(r);
         Py_DECREF(r);
         if (again < 0) { Py_DECREF(res); return NULL; }
-        if (!again) return res;
+        if (!again) {
+            prs_py_retry_first_try(s->o);
+            return res;
+        }
         return prs_py_retry_resume(s->a, s->next, args, nargsf, kwnames, NULL, res, start);
     }
     /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
@@ -349,18 +355,19 @@ static PyObject *method_self(PyObject *meth, const char *name) {
     return self && strcmp(mname, name) == 0 ? self : NULL;
 }
 
-/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, /):
+/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, e=None, /):
  * checked by the facade, which alone builds them; here only what would crash
  * is refused. */
 static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     int kind;
     long long ns = -1;
-    PyObject *next = Py_None, *a = Py_None, *b = Py_None, *c = Py_None, *d = Py_None;
+    PyObject *next = Py_None, *a = Py_None, *b = Py_None, *c = Py_None, *d = Py_None, *e = Py_None;
     if (kwds && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "PolicyStep() takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "i|OOOOLO:PolicyStep", &kind, &next, &a, &b, &c, &ns, &d)) return NULL;
+    if (!PyArg_ParseTuple(args, "i|OOOOLOO:PolicyStep", &kind, &next, &a, &b, &c, &ns, &d, &e))
+        return NULL;
     if (kind < 0 || kind >= STEP__COUNT) {
         PyErr_Format(PyExc_ValueError, "kind must be in [0, %d), got %d", STEP__COUNT, kind);
         return NULL;
@@ -376,7 +383,7 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         (kind == STEP_FALLBACK && c != Py_None && !PyCallable_Check(c)) ||
         (kind == STEP_RETRY && (!PyCallable_Check(a) || (b != Py_None && !PyCallable_Check(b)) ||
                                 (c != Py_None && !PyCallable_Check(c)))) ||
-        (kind == STEP_BREAKER && !PyCallable_Check(a))) {
+        (kind == STEP_BREAKER && !PyCallable_Check(a)) || (e != Py_None && kind != STEP_RETRY)) {
         PyErr_SetString(PyExc_TypeError, "PolicyStep: wrong arguments for its kind");
         return NULL;
     }
@@ -395,6 +402,13 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         }
     } else if (kind == STEP_LIMIT) {
         o = NULL;
+    }
+    if (e != Py_None) { /* STEP_RETRY: its RetryCounts */
+        if (!PyObject_TypeCheck(e, PRS_PY_TYPE(st, RetryCounts))) {
+            PyErr_SetString(PyExc_TypeError, "PolicyStep: wrong arguments for its kind");
+            return NULL;
+        }
+        o = e;
     }
     if (kind == STEP_BULKHEAD && (o = method_self(a, "acquire")) &&
         !(PyObject_TypeCheck(o, PRS_PY_TYPE(st, Bulkhead)) && method_self(b, "release") == o))
@@ -467,7 +481,7 @@ static PyMemberDef step_members[] = {
 };
 
 static PyType_Slot step_slots[] = {
-    {Py_tp_doc, (void *)"PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, /)\n--\n\n"
+    {Py_tp_doc, (void *)"PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, e=None, /)\n--\n\n"
                         "One layer of a Policy's sync chain, run in C (built by pyresilience.policy)."},
     {Py_tp_new, step_new},
     {Py_tp_call, PyVectorcall_Call},

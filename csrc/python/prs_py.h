@@ -87,6 +87,8 @@ int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
  * handler(func, args, kwargs, exc, result, start) (retry.c). Steals exc and result. */
 PyObject *prs_py_retry_resume(PyObject *handler, PyObject *func, PyObject *const *args, size_t nargsf,
                               PyObject *kwnames, PyObject *exc, PyObject *result, int64_t start);
+/* retry.c: a RetryCounts (or NULL: nothing) counts a first-try success. */
+void prs_py_retry_first_try(PyObject *counts);
 /* The deadline in effect: the value of the context variable `var` (may be
  * NULL), absolute ns, or PRS_NEVER. 0, or -1 with an exception. */
 int prs_py_deadline_abs(PyObject *var, int64_t *out);

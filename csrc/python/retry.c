@@ -11,6 +11,7 @@
  * function and returns its result.
  */
 #include "prs_py.h"
+#include "counter_internal.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -33,6 +34,16 @@ typedef struct {
 
 #define BUDGET(o) ((budget_obj *)(o))
 
+/* A Retry's counters (pyresilience.retry's _COUNTERS: index 0 is the
+ * first-try success, which RetryCall adds here). */
+#define PRS_PY_RETRY_COUNTS 11
+typedef struct {
+    PyObject_HEAD
+    prs_counters *core; /* built by tp_new */
+} counts_obj;
+
+#define COUNTS(o) ((counts_obj *)(o))
+
 typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
@@ -40,6 +51,7 @@ typedef struct {
     PyObject *handler;       /* handler(func, args, kwargs, exc, result, start_ns): the Python loop */
     PyObject *check_result;  /* None or retry_on_result */
     PyObject *budget;        /* None or a RetryBudget */
+    PyObject *counts;        /* None or a RetryCounts */
     prs_py_clock clock;
     PyObject *dict;          /* __dict__ (functools.wraps writes there) */
     PyObject *weakreflist;
@@ -80,6 +92,15 @@ static PyObject *next_step(policy_obj *o, const retry_args *a) {
 }
 
 static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+static PyObject *counts_values(counts_obj *o) {
+    PyObject *t = PyTuple_New(PRS_PY_RETRY_COUNTS);
+    for (Py_ssize_t i = 0; t && i < PRS_PY_RETRY_COUNTS; i++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(prs_counters_get(o->core, (size_t)i));
+        if (!v) Py_CLEAR(t);
+        else PyTuple_SET_ITEM(t, i, v);
+    }
+    return t;
+}
 
 #include "gen/retry.h"
 
@@ -184,6 +205,10 @@ done:
     return out;
 }
 
+void prs_py_retry_first_try(PyObject *counts) {
+    if (counts && counts != Py_None) prs__counters_add(COUNTS(counts)->core, 0, 1);
+}
+
 static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     call_obj *c = CALL(self);
     int64_t start;
@@ -191,13 +216,19 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
     if (c->budget != Py_None && budget_deposit_now(BUDGET(c->budget)) < 0) return NULL;
     PyObject *res = PyObject_Vectorcall(c->func, args, nargsf, kwnames);
     if (res) {
-        if (c->check_result == Py_None) return res;
+        if (c->check_result == Py_None) {
+            if (c->counts != Py_None) prs__counters_add(COUNTS(c->counts)->core, 0, 1);
+            return res;
+        }
         PyObject *r = PyObject_CallOneArg(c->check_result, res);
         if (!r) { Py_DECREF(res); return NULL; }
         int retry = PyObject_IsTrue(r);
         Py_DECREF(r);
         if (retry < 0) { Py_DECREF(res); return NULL; }
-        if (!retry) return res;
+        if (!retry) {
+            if (c->counts != Py_None) prs__counters_add(COUNTS(c->counts)->core, 0, 1);
+            return res;
+        }
         return prs_py_retry_resume(c->handler, c->func, args, nargsf, kwnames, NULL, res, start);
     }
     /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
@@ -207,6 +238,20 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
     if (!exc) return NULL;
     return prs_py_retry_resume(c->handler, c->func, args, nargsf, kwnames, exc, NULL, start);
 }
+
+static PyObject *counts_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (!_PyArg_CheckPositional("add", nargs, 2, 2)) return NULL;
+    Py_ssize_t i = PyLong_AsSsize_t(args[0]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    long long n = PyLong_AsLongLong(args[1]);
+    if (n == -1 && PyErr_Occurred()) return NULL;
+    if (i < 0 || i >= PRS_PY_RETRY_COUNTS || n < 0)
+        return PyErr_Format(PyExc_ValueError, "add(i, n): i must be in 0..%d and n >= 0, got %zd, %lld",
+                            PRS_PY_RETRY_COUNTS - 1, i, n);
+    prs__counters_add(COUNTS(self)->core, (size_t)i, (uint64_t)n);
+    Py_RETURN_NONE;
+}
+
 
 /* A method: bind like a function does. */
 static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type) {

@@ -70,6 +70,10 @@ struct prs_redis_backend {
     _Atomic int resetting;     /* 1 while a child re-initialises the pool */
 
     _Atomic int64_t clock_offset_us; /* Redis's TIME minus our CLOCK_REALTIME, learned at each dial */
+    /* calls to Redis made through this backend (one pipelined exchange each,
+     * however many nodes a cluster call asks; a refusal of the open circuit
+     * included) and those that failed: relaxed atomic adds, off the hot path */
+    _Atomic uint64_t round_trips, errors;
     prs_redis__cluster *cluster;     /* redis+cluster://: the node pools (this pool stays empty) */
 };
 
@@ -929,7 +933,28 @@ static int exchange(redisContext *c, size_t ncmds, prs_redis__cmd *cmds, redisRe
     return io_failure(c, io, saved, "waiting for a reply", instant);
 }
 
+static void count_call(prs_redis_backend *b, int rc) {
+    atomic_fetch_add_explicit(&b->round_trips, 1, memory_order_relaxed);
+    if (rc != PRS_OK) atomic_fetch_add_explicit(&b->errors, 1, memory_order_relaxed);
+}
+
+uint64_t prs_redis_backend_round_trips(const prs_redis_backend *b) {
+    return b ? atomic_load_explicit(&b->round_trips, memory_order_relaxed) : 0;
+}
+
+uint64_t prs_redis_backend_errors(const prs_redis_backend *b) {
+    return b ? atomic_load_explicit(&b->errors, memory_order_relaxed) : 0;
+}
+
+static int roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies);
+
 int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies) {
+    int rc = roundtrip(b, ncmds, cmds, replies);
+    count_call(b, rc);
+    return rc;
+}
+
+static int roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies) {
     after_fork(b);
     if (b->cluster) {
         if (prs_redis_backend_closed(b)) {
@@ -991,6 +1016,7 @@ int prs_redis_backend_admit(prs_redis_backend *b, int *admit) {
     int64_t now = prs_monotonic_ns();
     *admit = prs_redis_backend_closed(b) ? 0 : circuit_admit(b, now);
     if (*admit) return PRS_OK;
+    count_call(b, PRS_EBACKEND);
     if (prs_redis_backend_closed(b)) {
         prs_redis__set_error("redis: backend is closed");
         return PRS_EBACKENDCLOSED;
@@ -1004,6 +1030,7 @@ int prs_redis_backend_admit(prs_redis_backend *b, int *admit) {
 void prs_redis_backend_outcome(prs_redis_backend *b, int admit, int rc) {
     if (b->cluster && is_conn_failure(rc)) prs_redis__cluster_invalidate(b->cluster); /* a failover? ask again */
     if (!admit) return;
+    count_call(b, rc);
     if (rc == PRS_EBACKENDCLOSED || rc == PRS_ENOMEM) {
         if (admit == 2) atomic_store(&b->probing, 0);
         return;

@@ -109,6 +109,7 @@ struct prs_redis_limiter {
     prs_redis_fallback fb;         /* PRS_REDIS_LOCAL: the fallback asked */
     prs_keyed *own;                /* the fallback's table when the limiter made it */
     pthread_mutex_t fmu;           /* own: serialises its decisions (fb.lock) */
+    _Atomic uint64_t fallbacks;    /* decisions its policy made because Redis failed */
 };
 
 /* Each Redis algorithm's row in the algorithm table (prs_algo.h), which names it. */
@@ -1170,6 +1171,7 @@ static void fb_unlock(prs_redis_limiter *l) {
 static int apply_policy(prs_redis_limiter *l, int rc, const void *key, size_t keylen, int64_t n, int consume,
                         prs_decision *d) {
     if (rc == PRS_OK || policy_exempt(rc)) return rc;
+    if (l->policy != PRS_REDIS_RAISE) atomic_fetch_add_explicit(&l->fallbacks, 1, memory_order_relaxed);
     switch (l->policy) {
     case PRS_REDIS_ALLOW:
     case PRS_REDIS_DENY:
@@ -1186,6 +1188,10 @@ static int apply_policy(prs_redis_limiter *l, int rc, const void *key, size_t ke
 }
 
 /* ---- the public calls -------------------------------------------------------- */
+
+uint64_t prs_redis_limiter_fallbacks(const prs_redis_limiter *l) {
+    return l ? atomic_load_explicit(&l->fallbacks, memory_order_relaxed) : 0;
+}
 
 int prs_redis_limiter_release_leases(prs_redis_limiter *l) {
     if (!l || !l->buckets) return PRS_OK;
@@ -1499,6 +1505,8 @@ static int group_policy(size_t count, const prs_redis_member *m, int rc, prs_dec
         if (m[i].limiter->policy == PRS_REDIS_RAISE) return rc;
         nlocal += m[i].limiter->policy == PRS_REDIS_LOCAL;
     }
+    for (size_t i = 0; i < count; i++)
+        atomic_fetch_add_explicit(&m[i].limiter->fallbacks, 1, memory_order_relaxed);
     prs_decision best = {0}, denial = {0};
     int have = 0, denied = -1;
     for (size_t i = 0; i < count; i++) {

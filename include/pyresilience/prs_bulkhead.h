@@ -94,6 +94,9 @@ typedef struct prs_bulkhead_stats {
     int64_t rejected_total;  /* timeouts and fast failures */
     int64_t cancelled_total; /* waits cancelled (including handed permits given back) */
     int64_t avg_hold_ns;     /* mean time a permit is held; -1 before the first release */
+    int64_t waited_total;    /* callers that had to queue for a permit (whatever came of it) */
+    int64_t held_ns_total;   /* permit-nanoseconds held, up to the last timed call (the
+                                integral of active over time: the sum of every hold) */
 } prs_bulkhead_stats;
 
 /* Defaults: max_concurrent 1, prior_hold_ns PRS_BULKHEAD_PRIOR_HOLD_NS,

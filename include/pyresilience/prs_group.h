@@ -123,6 +123,11 @@ int prs_group_decide(prs_group *g, int64_t now_ns, int64_t n, int consume, prs_d
 int prs_group_check(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by);
 /* The same decision without taking anything. */
 int prs_group_peek(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by);
+/* Consuming decisions of the group (check, each step of a wait) that
+ * admitted / refused, since creation; the members' own counts do not include
+ * them. Exact under threads; 0 for NULL. */
+uint64_t prs_group_admitted(const prs_group *g);
+uint64_t prs_group_rejected(const prs_group *g);
 /* Resets every member (one after the other, not atomically). */
 void prs_group_reset(prs_group *g);
 /* The smallest of the members' available amounts at now_ns, each divided by

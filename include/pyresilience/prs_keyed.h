@@ -100,6 +100,10 @@ int64_t prs_keyed_max_keys(const prs_keyed *t);
 /* Bytes this table holds from its allocator right now (slots, long keys,
  * shards, the table itself). */
 size_t prs_keyed_memory(prs_keyed *t);
+/* Consuming decisions (check, each step of a wait) over every key that
+ * admitted / refused, since creation. Exact under threads; 0 for NULL. */
+uint64_t prs_keyed_admitted(const prs_keyed *t);
+uint64_t prs_keyed_rejected(const prs_keyed *t);
 const prs_algo *prs_keyed_algo(const prs_keyed *t);
 /* The table's params (its own copy for the built-in algorithms: at a fixed
  * address, its contents changed by prs_keyed_reconfigure). */

@@ -55,6 +55,11 @@ int prs_limiter_peek(prs_limiter *lim, int64_t now_ns, int64_t n, prs_decision *
 void prs_limiter_reset(prs_limiter *lim);
 /* Requests of weight 1 admissible at now_ns (a real number). */
 double prs_limiter_available(prs_limiter *lim, int64_t now_ns);
+/* Consuming decisions (check, and each step of a wait) that admitted /
+ * refused, in this process, since creation (reset and reconfigure keep
+ * them). Exact under threads; 0 for NULL. */
+uint64_t prs_limiter_admitted(const prs_limiter *lim);
+uint64_t prs_limiter_rejected(const prs_limiter *lim);
 /* Changes the params of a live limiter at now_ns to those of `config` (its
  * allocator is not read). What the state keeps is each algorithm's
  * (documented at prs_<c>_reconfigure). Thread-safe: a concurrent decision

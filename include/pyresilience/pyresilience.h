@@ -19,5 +19,6 @@
 #include "prs_bulkhead.h"
 #include "prs_ring.h"
 #include "prs_shm.h"
+#include "prs_counters.h"
 /* more modules: one include line each */
 #endif

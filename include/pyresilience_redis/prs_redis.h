@@ -124,6 +124,11 @@ int prs_redis_backend_is_cluster(const prs_redis_backend *b);
 int prs_redis_ping(prs_redis_backend *b);
 /* Open connections (idle + in use) in this process. */
 int prs_redis_backend_connections(prs_redis_backend *b);
+/* Calls made to Redis through b (one pipelined exchange each; a cluster call
+ * is one however many nodes it asks; a refusal of b's open circuit counts)
+ * and those that failed, since creation. 0 for NULL. */
+uint64_t prs_redis_backend_round_trips(const prs_redis_backend *b);
+uint64_t prs_redis_backend_errors(const prs_redis_backend *b);
 /* This thread's message for its last failure ("" when none). */
 const char *prs_redis_last_error(void);
 
@@ -256,6 +261,9 @@ void prs_redis_limiter_free(prs_redis_limiter *l);
  * the leases. PRS_OK, or under PRS_REDIS_RAISE a failure status (the permits
  * then lapse; under the other policies they lapse quietly). */
 int prs_redis_limiter_release_leases(prs_redis_limiter *l);
+/* Decisions l's on_backend_error policy made (allow, deny, local) because
+ * Redis failed, alone or as a group member, since creation. 0 for NULL. */
+uint64_t prs_redis_limiter_fallbacks(const prs_redis_limiter *l);
 
 /* Asks for n (>= 1) permits for `key`; consumes only when allowed. With a
  * lease configured, served from the local lease when it can be. When Redis

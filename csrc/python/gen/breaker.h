@@ -93,6 +93,7 @@ static int wrapped_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->breaker);
     Py_VISIT(o->func);
     Py_VISIT(o->dict);
+    Py_VISIT(o->fast);
     return 0;
 }
 static int wrapped_clear(PyObject *self) {
@@ -100,6 +101,7 @@ static int wrapped_clear(PyObject *self) {
     Py_CLEAR(o->breaker);
     Py_CLEAR(o->func);
     Py_CLEAR(o->dict);
+    Py_CLEAR(o->fast);
     return 0;
 }
 static void wrapped_dealloc(PyObject *self) {

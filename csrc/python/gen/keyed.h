@@ -122,6 +122,10 @@ static PyMethodDef KeyedLimiter_methods[] = {
      "not changed (the table keeps its own copy of the parameters)."},
     {NULL, NULL, 0, NULL},
 };
+static PyObject *keyed_get__counts(PyObject *self, void *closure) {
+    keyed_obj *o = (keyed_obj *)self;
+    return Py_BuildValue("(KK)", (unsigned long long)prs_keyed_admitted(o->table), (unsigned long long)prs_keyed_rejected(o->table));
+}
 static PyObject *keyed_get_max_keys(PyObject *self, void *closure) {
     keyed_obj *o = (keyed_obj *)self;
     return PyLong_FromLongLong(prs_keyed_max_keys(o->table));
@@ -131,6 +135,7 @@ static PyObject *keyed_get_memory_bytes(PyObject *self, void *closure) {
     return PyLong_FromSize_t(prs_keyed_memory(o->table));
 }
 static PyGetSetDef KeyedLimiter_getset[] = {
+    {"_counts", keyed_get__counts, NULL, "(admitted, rejected): consuming decisions since creation, counted in the core.", NULL},
     {"max_keys", keyed_get_max_keys, NULL, "The most keys held at once.", NULL},
     {"memory_bytes", keyed_get_memory_bytes, NULL, "Bytes the key table holds now (C allocations).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(keyed_obj, clock)},
@@ -273,6 +278,10 @@ static PyMethodDef KeyedLimiterView_methods[] = {
      "Forget this key (back to a fresh limiter)."},
     {NULL, NULL, 0, NULL},
 };
+static PyObject *view_get__counts(PyObject *self, void *closure) {
+    view_obj *o = (view_obj *)self;
+    return Py_BuildValue("(KK)", (unsigned long long)prs_keyed_admitted(VTABLE(o)), (unsigned long long)prs_keyed_rejected(VTABLE(o)));
+}
 static PyObject *view_get_available(PyObject *self, void *closure) {
     view_obj *o = (view_obj *)self;
     int64_t now;
@@ -284,6 +293,7 @@ static PyObject *view_get_clock(PyObject *self, void *closure) {
     return prs_py_get_clock(o->keyed, (void *)offsetof(keyed_obj, clock));
 }
 static PyGetSetDef KeyedLimiterView_getset[] = {
+    {"_counts", view_get__counts, NULL, "(admitted, rejected): consuming decisions since creation, counted in the core.", NULL},
     {"available", view_get_available, NULL, "Requests of weight 1 admissible for this key now (float).", NULL},
     {"clock", view_get_clock, NULL, "The clock of the KeyedLimiter.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -429,6 +439,10 @@ static PyMethodDef LimiterGroup_methods[] = {
      "Reset every member (one after the other)."},
     {NULL, NULL, 0, NULL},
 };
+static PyObject *group_get__counts(PyObject *self, void *closure) {
+    group_obj *o = (group_obj *)self;
+    return Py_BuildValue("(KK)", (unsigned long long)prs_group_admitted(o->group), (unsigned long long)prs_group_rejected(o->group));
+}
 static PyObject *group_get_available(PyObject *self, void *closure) {
     group_obj *o = (group_obj *)self;
     int64_t now;
@@ -436,6 +450,7 @@ static PyObject *group_get_available(PyObject *self, void *closure) {
     return PyFloat_FromDouble(prs_group_available(o->group, now));
 }
 static PyGetSetDef LimiterGroup_getset[] = {
+    {"_counts", group_get__counts, NULL, "(admitted, rejected): consuming decisions since creation, counted in the core.", NULL},
     {"available", group_get_available, NULL, "The smallest amount any member admits now (float).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock every member reads.", (void *)offsetof(group_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},

@@ -119,6 +119,10 @@ static PyMethodDef _Limiter_methods[] = {
      "The parameters as (name, value) pairs, for reprs."},
     {NULL, NULL, 0, NULL},
 };
+static PyObject *limiter_get__counts(PyObject *self, void *closure) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    return Py_BuildValue("(KK)", (unsigned long long)prs_limiter_admitted(o->core), (unsigned long long)prs_limiter_rejected(o->core));
+}
 static PyObject *limiter_get_available(PyObject *self, void *closure) {
     prs_py_limiter *o = (prs_py_limiter *)self;
     int64_t now;
@@ -126,6 +130,7 @@ static PyObject *limiter_get_available(PyObject *self, void *closure) {
     return PyFloat_FromDouble(prs_limiter_available(o->core, now));
 }
 static PyGetSetDef _Limiter_getset[] = {
+    {"_counts", limiter_get__counts, NULL, "(admitted, rejected): consuming decisions since creation, counted in the core.", NULL},
     {"available", limiter_get_available, NULL, "Requests of weight 1 admissible now (float).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock this limiter reads.", (void *)offsetof(prs_py_limiter, clock)},
     {NULL, NULL, NULL, NULL, NULL},

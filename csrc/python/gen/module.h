@@ -8,6 +8,7 @@ enum prs_py_slot {
     PRS_SLOT_Decision,
     PRS_SLOT_RetryPolicy,
     PRS_SLOT_RetryBudget,
+    PRS_SLOT_RetryCounts,
     PRS_SLOT_RetryCall,
     PRS_SLOT_CircuitBreakerMetrics,
     PRS_SLOT_BreakerFunction,

@@ -214,12 +214,17 @@ static PyObject *backend_get_connections(PyObject *self, void *closure) {
     backend_obj *o = (backend_obj *)self;
     return PyLong_FromLong(prs_redis_backend_connections(o->b));
 }
+static PyObject *backend_get__counts(PyObject *self, void *closure) {
+    backend_obj *o = (backend_obj *)self;
+    return Py_BuildValue("(KK)", (unsigned long long)prs_redis_backend_round_trips(o->b), (unsigned long long)prs_redis_backend_errors(o->b));
+}
 static PyGetSetDef RedisBackend_getset[] = {
     {"timeout", backend_get_timeout, NULL, "Seconds a call may take in total.", NULL},
     {"connect_timeout", backend_get_connect_timeout, NULL, "Seconds to establish a connection.", NULL},
     {"max_connections", backend_get_max_connections, NULL, "Pool size.", NULL},
     {"closed", backend_get_closed, NULL, "True after close().", NULL},
     {"connections", backend_get_connections, NULL, "Connections open in this process now.", NULL},
+    {"_counts", backend_get__counts, NULL, "(round_trips, errors): calls made to Redis and those that failed, since creation.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef RedisBackend_members[] = {
@@ -497,8 +502,13 @@ static PyObject *rl_get_on_backend_error(PyObject *self, void *closure) {
     limiter_obj *o = (limiter_obj *)self;
     return PyUnicode_FromString(prs_redis_policy_name(o->policy));
 }
+static PyObject *rl_get__fallbacks(PyObject *self, void *closure) {
+    limiter_obj *o = (limiter_obj *)self;
+    return PyLong_FromUnsignedLongLong(prs_redis_limiter_fallbacks(o->l));
+}
 static PyGetSetDef RedisRateLimiter_getset[] = {
     {"on_backend_error", rl_get_on_backend_error, NULL, "'raise', 'allow', 'deny' or 'local'.", NULL},
+    {"_fallbacks", rl_get__fallbacks, NULL, "Decisions the on_backend_error policy made because Redis failed, since creation.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 static PyMemberDef RedisRateLimiter_members[] = {

@@ -440,33 +440,116 @@ static PyObject *budget_repr(PyObject *self) {
     return prs_py_repr_attrs(self, "RetryBudget", attrs);
 }
 
+/* ---- RetryCounts ---- */
+enum {
+    P_RetryCounts__COUNT = 0
+};
+static const char *const RetryCounts_names[] = {NULL};
+static const prs_py_param RetryCounts_param_list[] = {
+    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, 0}, /* none: C wants an element */
+};
+static const prs_py_params RetryCounts_params = {"RetryCounts", 0, 0, 0, RetryCounts_param_list, RetryCounts_names};
+#define RetryCounts_DOC \
+    "RetryCounts()\n" \
+    "--\n" \
+    "\n" \
+    "The counters of one Retry, kept in the core (striped per thread: exact under\n" \
+    "threads, no lock): RetryCall adds its first-try successes in C, the Python\n" \
+    "loop the rest. Index i of `values` is pyresilience.retry's _COUNTERS[i]."
+static PyObject *counts_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyMethodDef RetryCounts_methods[] = {
+    {"add", (PyCFunction)(void (*)(void))counts_add, METH_FASTCALL,
+     "add($self, i, n, /)\n"
+     "--\n"
+     "\n"
+     "Add n (>= 0) to counter i."},
+    {NULL, NULL, 0, NULL},
+};
+static PyObject *counts_get_values(PyObject *self, void *closure) {
+    counts_obj *o = (counts_obj *)self;
+    return counts_values(o);
+}
+static PyGetSetDef RetryCounts_getset[] = {
+    {"values", counts_get_values, NULL, "Every counter now, in index order.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+static PyObject *counts_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static void counts_dealloc(PyObject *self);
+static int counts_traverse(PyObject *self, visitproc visit, void *arg);
+static int counts_clear(PyObject *self);
+static PyType_Slot RetryCounts_slots[] = {
+    {Py_tp_doc, (void *)RetryCounts_DOC},
+    {Py_tp_new, counts_new},
+    {Py_tp_dealloc, counts_dealloc},
+    {Py_tp_traverse, counts_traverse},
+    {Py_tp_clear, counts_clear},
+    {Py_tp_methods, RetryCounts_methods},
+    {Py_tp_getset, RetryCounts_getset},
+    {0, NULL},
+};
+static PyType_Spec RetryCounts_spec = {"pyresilience._core.RetryCounts", sizeof(counts_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, RetryCounts_slots};
+static int counts_traverse(PyObject *self, visitproc visit, void *arg) {
+    Py_VISIT(Py_TYPE(self));
+    return 0;
+}
+static int counts_clear(PyObject *self) {
+    return 0;
+}
+static void counts_dealloc(PyObject *self) {
+    counts_obj *o = (counts_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    counts_clear(self);
+    prs_counters_free(o->core);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+static PyObject *counts_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[1];
+    void *cfg = NULL;
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&RetryCounts_params, args, kwds, cfg, v) < 0)
+        return NULL;
+    counts_obj *o = (counts_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (!rc) rc = prs_counters_new(PRS_PY_RETRY_COUNTS, NULL, &o->core);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
+
 /* ---- RetryCall ---- */
 enum {
     P_RetryCall_func = 0,
     P_RetryCall_handler = 1,
     P_RetryCall_budget = 2,
     P_RetryCall_clock = 3,
-    P_RetryCall_retry_on_result = 4,
-    P_RetryCall__COUNT = 5
+    P_RetryCall_counts = 4,
+    P_RetryCall_retry_on_result = 5,
+    P_RetryCall__COUNT = 6
 };
-static const char *const RetryCall_names[] = {"func", "handler", "budget", "clock", "retry_on_result", NULL};
+static const char *const RetryCall_names[] = {"func", "handler", "budget", "clock", "counts", "retry_on_result", NULL};
 static const prs_py_param RetryCall_param_list[] = {
     {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"handler", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"budget", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"counts", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"retry_on_result", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params RetryCall_params = {"RetryCall", 5, 2, 2, RetryCall_param_list, RetryCall_names};
+static const prs_py_params RetryCall_params = {"RetryCall", 6, 2, 2, RetryCall_param_list, RetryCall_names};
 #define RetryCall_DOC \
-    "RetryCall(func, handler, *, budget=None, clock=None, retry_on_result=None)\n" \
+    "RetryCall(func, handler, *, budget=None, clock=None, counts=None, retry_on_result=None)\n" \
     "--\n" \
     "\n" \
     "A callable wrapping `func` with the C fast path of a retry loop: it reads the\n" \
     "clock, deposits a first attempt in `budget`, calls func and returns its result\n" \
     "unless it raised an Exception or retry_on_result(result) is true; then\n" \
     "handler(func, args, kwargs, exception_or_None, result_or_None, start_ns) takes\n" \
-    "over (the Python loop of Retry). Made by Retry as a decorator."
+    "over (the Python loop of Retry). `counts` (a RetryCounts): where a first-try\n" \
+    "success is counted. Made by Retry as a decorator."
 static PyGetSetDef RetryCall_getset[] = {
     {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
@@ -508,6 +591,7 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->handler);
     Py_VISIT(o->check_result);
     Py_VISIT(o->budget);
+    Py_VISIT(o->counts);
     Py_VISIT(o->dict);
     return prs_py_clock_traverse(&o->clock, visit, arg);
 }
@@ -517,6 +601,7 @@ static int call_clear(PyObject *self) {
     Py_CLEAR(o->handler);
     Py_CLEAR(o->check_result);
     Py_CLEAR(o->budget);
+    Py_CLEAR(o->counts);
     Py_CLEAR(o->dict);
     prs_py_clock_clear(&o->clock);
     return 0;
@@ -540,6 +625,9 @@ static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (v[P_RetryCall_budget] && v[P_RetryCall_budget] != Py_None && !PyObject_TypeCheck(v[P_RetryCall_budget], PRS_PY_TYPE(st, RetryBudget)))
         return PyErr_Format(PyExc_TypeError, "budget must be a RetryBudget or None, not %.200s: %R",
                             Py_TYPE(v[P_RetryCall_budget])->tp_name, v[P_RetryCall_budget]);
+    if (v[P_RetryCall_counts] && v[P_RetryCall_counts] != Py_None && !PyObject_TypeCheck(v[P_RetryCall_counts], PRS_PY_TYPE(st, RetryCounts)))
+        return PyErr_Format(PyExc_TypeError, "counts must be a RetryCounts or None, not %.200s: %R",
+                            Py_TYPE(v[P_RetryCall_counts])->tp_name, v[P_RetryCall_counts]);
     call_obj *o = (call_obj *)type->tp_alloc(type, 0);
     if (!o) return NULL;
     int rc = 0;
@@ -547,6 +635,7 @@ static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     o->handler = Py_NewRef(v[P_RetryCall_handler] ? v[P_RetryCall_handler] : Py_None);
     o->check_result = Py_NewRef(v[P_RetryCall_retry_on_result] ? v[P_RetryCall_retry_on_result] : Py_None);
     o->budget = Py_NewRef(v[P_RetryCall_budget] ? v[P_RetryCall_budget] : Py_None);
+    o->counts = Py_NewRef(v[P_RetryCall_counts] ? v[P_RetryCall_counts] : Py_None);
     if (prs_py_clock_init(st, v[P_RetryCall_clock], &o->clock) < 0) rc = -1;
     if (!rc) o->vectorcall = call_vectorcall;
     if (!rc) return (PyObject *)o;
@@ -574,6 +663,7 @@ static PyMethodDef retry_functions[] = {
 static int retry_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &RetryPolicy_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &RetryBudget_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RetryCounts, &RetryCounts_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &RetryCall_spec, NULL) < 0) return -1;
     return PyModule_AddFunctions(m, retry_functions);
 }
