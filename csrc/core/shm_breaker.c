@@ -595,3 +595,31 @@ int prs_breaker_placed_mismatch(const prs_breaker_config *cfg, const prs_shm_pla
     snprintf(buf, cap, "exists as %s, asked for %s", have, asked);
     return PRS_OK;
 }
+
+/* ---- for tests: the invariants, checked under the lock ------------------------------ */
+
+int prs__shm_brk_check(prs_breaker *b, prs_shm *r, const char *name) {
+    prs_breaker_config cfg;
+    prs_breaker_get_config(b, &cfg);
+    sb_conf c;
+    conf_of(&cfg, &c);
+    void *blk = NULL;
+    int rc = prs_shm_entry(r, name, "circuit_breaker", &c, sizeof c, 1, NULL, NULL, &blk, NULL,
+                           NULL, NULL);
+    if (rc) return rc;
+    prs__shm_brk *s = blk;
+    begin(s);
+    sb_vars v = s->v;
+    uint64_t w = atomic_load_explicit(&s->word, memory_order_relaxed);
+    recount(s); /* what the storage holds */
+    int ok = v.w_calls == s->v.w_calls && v.w_failures == s->v.w_failures &&
+             v.w_slow == s->v.w_slow && v.in_flight == s->v.in_flight &&
+             v.untracked == s->v.untracked && SW_STATE(w) <= PRS_BREAKER_HALF_OPEN &&
+             SW_MODE(w) <= PRS_BREAKER_DISABLED && v.w_failures <= v.w_calls &&
+             v.w_calls <= (is_ring(s) ? c.window_size : INT64_MAX) && v.in_flight <= c.half_open_max &&
+             (SW_STATE(w) == PRS_BREAKER_HALF_OPEN || v.in_flight == 0) && v.calls >= 0 &&
+             v.failures <= v.calls;
+    s->v = v;
+    end(s);
+    return ok ? PRS_OK : PRS_EPROTO;
+}

@@ -48,6 +48,7 @@ int prs__token_dead(uint64_t token);
 /* ---- a breaker placed in a region (shm_breaker.c; breaker.c dispatches) -- */
 
 typedef struct prs__shm_brk prs__shm_brk;
+typedef struct prs_breaker prs_breaker;
 struct prs_breaker_config;
 struct prs_breaker_decision;
 struct prs_breaker_transition;
@@ -64,6 +65,9 @@ void prs__shm_brk_manual(prs__shm_brk *s, int64_t now, int op, struct prs_breake
 uint64_t prs__shm_brk_word(const prs__shm_brk *s); /* state | mode << 2 */
 void prs__shm_brk_metrics(prs__shm_brk *s, int64_t now, struct prs_breaker_metrics *m);
 int prs__shm_brk_reap(prs__shm_brk *s);
+/* Tests: PRS_OK when the placed breaker `name` of r keeps its invariants (its
+ * aggregates equal what its window and slots hold, states in range). */
+int prs__shm_brk_check(prs_breaker *b, prs_shm *r, const char *name);
 
 /* ---- a bulkhead placed in a region (shm_bulkhead.c; bulkhead.c dispatches) */
 
