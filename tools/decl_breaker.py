@@ -32,6 +32,7 @@ PARAMS = [
     P("is_failure", "CALLABLE", "Optional[Callable[[Any], Any]]", "None", flags=("none",)),
     P("on_state_change", "OBJECT", "Any", "None"),
     P("clock", "CLOCK", "ClockArg", "None"),
+    P("shared", "OBJECT", "Optional[SharedMemory]", "None", kw=True),
 ]
 
 
@@ -154,6 +155,8 @@ BREAKER = Type(
                     "Seconds from which a call is slow (None: never)."),
         config_prop("window_type", "str", "'count' or 'time'."),
         Prop("name", "Optional[str]", "The breaker's name (or None).", member="name"),
+        Prop("shared", "bool", "True when its state lives in a SharedMemory region.",
+             expr="PyBool_FromLong(prs_breaker_shared(o->core))"),
         Prop("fallback", "Optional[Callable[[], Any]]",
              "Called with no arguments instead of raising when a call is rejected.", member="fallback"),
         Prop("record_exceptions", EXC_TUPLE, "Exception classes that count as failures.",

@@ -29,6 +29,7 @@ BULKHEAD = Type(
         P("name", "STR", "str"),
         at(P("max_concurrent", "COUNT", "int", field="max_concurrent"), "core.max_concurrent"),
         P("max_wait_seconds", "REAL", "float", "30.0", field="max_wait_s", flags=("zero", "inf")),
+        P("shared", "OBJECT", "Optional[SharedMemory]", "None", kw=True),
     ],
     doc="At most max_concurrent callers at once; others wait up to\n"
         "max_wait_seconds for a slot, first come, first served. The C core of\n"
@@ -78,6 +79,8 @@ BULKHEAD = Type(
         Prop("name", "str", "The bulkhead's name.", member="name"),
         Prop("max_concurrent", "int", "Slots in the bulkhead.",
              expr="PyLong_FromLongLong(prs_bulkhead_max_concurrent(o->core))"),
+        Prop("shared", "bool", "True when its permits live in a SharedMemory region.",
+             expr="PyBool_FromLong(prs_bulkhead_shared(o->core))"),
         Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds.",
              expr="PyFloat_FromDouble(o->max_wait_s)"),
         Prop("active_count", "int", "Slots held now.", expr=STAT % "active"),

@@ -149,7 +149,10 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
             "circuit breaker is half-open and its trial calls are all taken");
     }
     if (!self->msg_open || !self->msg_half) goto fail;
-    int rc = prs_breaker_new(&cfg, &self->core);
+    PyObject *shared = v[P_CircuitBreaker_shared]; /* shared=, name=: shm.c */
+    int rc = shared && shared != Py_None ? prs_py_shm_breaker_new(st, shared, name, &cfg, &self->core)
+                                         : prs_breaker_new(&cfg, &self->core);
+    if (rc == 1) goto fail;
     if (rc) {
         prs_py_error(st, rc, NULL);
         goto fail;

@@ -61,7 +61,14 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     }
     bh_obj *self = (bh_obj *)type->tp_alloc(type, 0);
     if (!self) return NULL;
-    int rc = prs_bulkhead_new(&a.core, &self->core);
+    PyObject *shared = v[P_Bulkhead_shared]; /* shared=: the name is the entry's (shm.c) */
+    int rc = shared && shared != Py_None
+                 ? prs_py_shm_bulkhead_new(st, shared, v[P_Bulkhead_name], &a.core, &self->core)
+                 : prs_bulkhead_new(&a.core, &self->core);
+    if (rc == 1) {
+        Py_DECREF(self);
+        return NULL;
+    }
     if (rc) {
         Py_DECREF(self);
         return prs_py_error(st, rc, NULL);
