@@ -123,6 +123,8 @@ BREAKER = Type(
           doc="Internal: a C callable running func through this breaker (the sync decorator)."),
         M("_acquire", returns="Any",
           doc="Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."),
+        M("_reap", returns="int", expr="PyLong_FromLong(prs_breaker_reap(o->core))",
+          doc="Internal: free now the half-open trial slots of dead processes (shared): how many."),
         M("_record", params=[P("token", "OBJECT", "Any"),
                              P("exc", "OBJECT", "Optional[BaseException]", "None"),
                              P("result", "OBJECT", "Any", "None")],

@@ -74,6 +74,8 @@ BULKHEAD = Type(
               "lock; the parent's threads leave the queue and a slot handed to one of\n"
               "them comes back. asyncio waiters stay queued."),
         M("_stats", returns="Dict[str, Any]", doc="Internal: a dict snapshot of every counter."),
+        M("_reap", returns="int", expr="PyLong_FromLong(prs_bulkhead_reap(o->core))",
+          doc="Internal: free now the permits held by dead processes (shared): how many."),
     ],
     props=[
         Prop("name", "str", "The bulkhead's name.", member="name"),

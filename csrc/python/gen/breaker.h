@@ -242,6 +242,10 @@ static PyObject *cb_add_listener(PyObject *self, PyObject *arg);
 static PyObject *cb_remove_listener(PyObject *self, PyObject *arg);
 static PyObject *cb_wrap(PyObject *self, PyObject *arg);
 static PyObject *cb_acquire(PyObject *self, PyObject *unused);
+static PyObject *cb_reap(PyObject *self, PyObject *unused) {
+    breaker_obj *o = (breaker_obj *)self;
+    return PyLong_FromLong(prs_breaker_reap(o->core));
+}
 static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef CircuitBreaker_methods[] = {
     {"call", (PyCFunction)(void (*)(void))cb_call, METH_FASTCALL | METH_KEYWORDS,
@@ -330,6 +334,11 @@ static PyMethodDef CircuitBreaker_methods[] = {
      "--\n"
      "\n"
      "Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."},
+    {"_reap", cb_reap, METH_NOARGS,
+     "_reap($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal: free now the half-open trial slots of dead processes (shared): how many."},
     {"_record", (PyCFunction)(void (*)(void))cb_record, METH_FASTCALL | METH_KEYWORDS,
      "_record($self, /, token, exc=None, result=None)\n"
      "--\n"

@@ -63,6 +63,10 @@ static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nar
 static PyObject *bh_full_error(PyObject *self, PyObject *unused);
 static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *bh_stats(PyObject *self, PyObject *unused);
+static PyObject *bh_reap(PyObject *self, PyObject *unused) {
+    bh_obj *o = (bh_obj *)self;
+    return PyLong_FromLong(prs_bulkhead_reap(o->core));
+}
 static PyMethodDef Bulkhead_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))bh_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire($self, /, timeout=...)\n"
@@ -137,6 +141,11 @@ static PyMethodDef Bulkhead_methods[] = {
      "--\n"
      "\n"
      "Internal: a dict snapshot of every counter."},
+    {"_reap", bh_reap, METH_NOARGS,
+     "_reap($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal: free now the permits held by dead processes (shared): how many."},
     {NULL, NULL, 0, NULL},
 };
 static PyObject *bh_get_max_concurrent(PyObject *self, void *closure) {
