@@ -31,9 +31,8 @@ static int64_t start_time_of(int32_t pid) {
     if (!p) return 0;
     p++;
     if (p[0] == ' ' && (p[1] == 'Z' || p[1] == 'X')) return -1; /* a zombie holds nothing */
-    for (int field = 2; field < 22 && p; field++) { /* ")" ends field 2 */
-        p = strchr(p + 1, ' ');
-    }
+    /* p: the space before field 3; move it to the space before field 22 */
+    for (int field = 3; field < 22 && p; field++) p = strchr(p + 1, ' ');
     if (!p) return 0;
     unsigned long long t = strtoull(p + 1, NULL, 10);
     return (int64_t)(t & 0xffffffffu);

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -212,6 +213,7 @@ TEST(shm_breaker_exact_trials_and_dead_holders) {
         for (int k = 0; k < P; k++) {
             pids[k] = fork();
             if (pids[k] == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a failed test */
                 int got = 0;
                 for (int i = 0; i < TRIES; i++) got += admit(b, t, NULL);
                 if (write(fds[1], &got, sizeof got) != sizeof got) _exit(3);

@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -121,6 +122,7 @@ TEST(shm_bulkhead_exact_and_dead_holders) {
         for (int k = 0; k < P; k++) {
             pids[k] = fork();
             if (pids[k] == 0) {
+                prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlives a failed test */
                 int got = 0;
                 for (int i = 0; i < 20; i++) {
                     int g = 0;
@@ -249,4 +251,47 @@ TEST(shm_bulkhead_kill_loop) {
     for (int i = 0; i < MAXC; i++) ASSERT_OK(prs_bulkhead_release(b, 0, NULL));
     prs_bulkhead_free(b);
     prs_shm_close(r);
+}
+
+/* The owner token: pid and start time (field 22 of /proc/<pid>/stat), which
+ * stay the same however the process changes (its memory size, field 23, was
+ * once read by mistake: a holder that grew looked dead). */
+TEST(shm_owner_token_is_pid_and_start_time) {
+    uint64_t me = prs__self_token();
+    ASSERT_EQ((int64_t)(me >> 32), (int64_t)getpid());
+    FILE *f = fopen("/proc/self/stat", "r");
+    if (f) {
+        char buf[1024];
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        char *p = strrchr(buf, ')') + 2;
+        unsigned long long start = 0;
+        int field = 3;
+        for (char *tok = strtok(p, " "); tok; tok = strtok(NULL, " "), field++)
+            if (field == 22) start = strtoull(tok, NULL, 10);
+        ASSERT_EQ((int64_t)(me & 0xffffffffu), (int64_t)(start & 0xffffffffu));
+    }
+    ASSERT_EQ(prs__token_dead(me), 0);
+    int fds[2];
+    ASSERT_EQ(pipe(fds), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        uint64_t t = prs__self_token();
+        void *big = mmap(NULL, 256 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        (void)big; /* the process grows after its token was taken */
+        if (write(fds[1], &t, sizeof t) != sizeof t) _exit(3);
+        for (;;) pause();
+    }
+    uint64_t t = 0;
+    ASSERT_EQ(read(fds[0], &t, sizeof t), (ssize_t)sizeof t);
+    ASSERT(t != me);
+    ASSERT_EQ(prs__token_dead(t), 0);
+    ASSERT_EQ(prs__token_dead(t ^ 1), 1); /* the same pid started at another time */
+    kill(pid, SIGKILL);
+    ASSERT_EQ(waitpid(pid, NULL, 0), pid);
+    ASSERT_EQ(prs__token_dead(t), 1);
+    close(fds[0]);
+    close(fds[1]);
 }
