@@ -131,6 +131,9 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
     def __new__(cls, *args: Any, backend: Any = None, **kwargs: Any) -> "CircuitBreaker":
         # backend=: the state is shared through Redis (pyresilience.redis_breaker)
         if backend is not None:
+            if kwargs.get("shared") is not None:
+                raise ValueError("backend= and shared= are exclusive: the state lives in Redis "
+                                 "or in a SharedMemory region, got both")
             from .redis_breaker import RedisCircuitBreaker
             if not issubclass(cls, RedisCircuitBreaker):
                 return RedisCircuitBreaker(*args, backend=backend, **kwargs)
@@ -159,7 +162,7 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
         clock: Any = None,
         backend: Any = None,
         flush_interval: float = 0.5,
-        shared: Any = None,
+        shared: Optional[_core.SharedMemory] = None,
     ) -> None:
         # The C type's tp_new parsed these and built the breaker; __init__
         # states the signature (inspect shows the real default of

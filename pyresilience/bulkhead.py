@@ -96,7 +96,7 @@ class Bulkhead(_core.Bulkhead, EventSource):
     """
 
     def __init__(self, name: str, max_concurrent: int, max_wait_seconds: float = 30.0, *,
-                 shared: Any = None) -> None:
+                 shared: Optional[_core.SharedMemory] = None) -> None:
         # The C type was built from these arguments (tp_new); only the
         # Python-side state is made here.
         super().__init__()

@@ -3,7 +3,8 @@
 :class:`SharedMemory` is the C type of ``pyresilience._core`` (a named region
 mapped by every process that opens it); limiters are placed in it with
 ``shared=region, name="..."`` on TokenBucket, GCRA, LeakyBucket, FixedWindow,
-SlidingWindowLog and SlidingWindowCounter.
+SlidingWindowLog and SlidingWindowCounter, and CircuitBreaker and Bulkhead
+(their state, windows, half-open trial slots and permits).
 """
 from __future__ import annotations
 

@@ -100,6 +100,8 @@ def test_mismatch_names_both_configurations(region):
 
 
 def test_bad_arguments(region):
+    with pytest.raises(ValueError, match="exclusive"):
+        pr.CircuitBreaker(name="x", shared=region, backend=object())
     with pytest.raises(ValueError, match="needs name="):
         pr.CircuitBreaker(shared=region)
     with pytest.raises(TypeError, match="shared must be a SharedMemory"):

@@ -11,6 +11,8 @@ import os
 import random
 import select
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -94,6 +96,23 @@ def test_exact_holders_across_processes_and_back_when_they_die(region, method):
     for _ in range(MAXC):
         b.release()
     assert b.available == MAXC
+
+
+def test_unrelated_interpreters_share_the_permits(region):
+    """Separate `python` processes open the region by name and take what
+    they can, then exit holding it: exactly max_concurrent among them, and
+    the permits of the exited ones come back."""
+    script = ("import sys, pyresilience as pr\n"
+              "r = pr.SharedMemory('bh', directory=sys.argv[1])\n"
+              "b = pr.Bulkhead('cli', %d, 0.0, shared=r)\n"
+              "print(sum(b.try_acquire() for _ in range(10)))\n" % MAXC)
+    procs = [subprocess.Popen([sys.executable, "-c", script, os.path.dirname(region.path)],
+                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs)
+    assert sum(int(o) for o in outs) == MAXC
+    b = pr.Bulkhead("cli", MAXC, shared=region)
+    assert b._reap() == MAXC and b.available == MAXC
 
 
 def _hold_then_release(directory, name, go_rd, held_wr):
