@@ -49,6 +49,8 @@ struct prs_bulkhead {
     pthread_mutex_t mu;
     int64_t max;                 /* immutable, 1..PRS_BULKHEAD_MAX */
     int64_t prior_hold_ns;       /* immutable, >= 1: mean hold before any release */
+    struct prs__shm_bh *shm;     /* placed in a region (see "placed" at the end); in the
+                                    mutex's cache line: every call reads it first */
     int64_t active;              /* 0..max */
     prs_bulkhead_waiter *head;   /* oldest waiter, or NULL */
     prs_bulkhead_waiter *tail;   /* newest waiter, or NULL */
@@ -59,8 +61,7 @@ struct prs_bulkhead {
     double area;                 /* integral of active dt, permit*ns */
     int64_t last_ns;             /* INT64_MIN until the first timed call */
     prs_allocator alloc;
-    struct prs__shm_bh *shm;     /* placed in a region (see "placed" at the end) */
-    prs_shm *region;
+    prs_shm *region;             /* placed: referenced */
 };
 
 /* The placed forms (end of file). */

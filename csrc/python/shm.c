@@ -304,8 +304,10 @@ static int placed_fail(prs_py_state *st, int rc, PyObject *shared, PyObject *nam
     return 1;
 }
 
-int prs_py_shm_breaker_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const prs_breaker_config *cfg, prs_breaker **out) {
+/* Places a breaker (bulkhead 0) or a bulkhead (1) of config cfg: PRS_OK, or 1
+ * with an exception. */
+static int place(prs_py_state *st, PyObject *shared, PyObject *name, int bulkhead,
+                 const void *cfg, void **out) {
     const char *cname;
     prs_shm *r = place_args(st, shared, name, &cname);
     if (!r) return 1;
@@ -313,31 +315,27 @@ int prs_py_shm_breaker_new(prs_py_state *st, PyObject *shared, PyObject *name,
     prs_config_error why = {0};
     int rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = prs_breaker_new_placed(cfg, &pl, out, &why);
+    rc = bulkhead ? prs_bulkhead_new_placed(cfg, &pl, (prs_bulkhead **)out, &why)
+                  : prs_breaker_new_placed(cfg, &pl, (prs_breaker **)out, &why);
     Py_END_ALLOW_THREADS
     char msg[1024] = "exists with another configuration";
-    if (rc == PRS_ESTATE) prs_breaker_placed_mismatch(cfg, &pl, msg, sizeof msg);
-    if (rc) rc = placed_fail(st, rc, shared, name, r, "circuit breaker", msg, &why);
+    if (rc == PRS_ESTATE && bulkhead) prs_bulkhead_placed_mismatch(cfg, &pl, msg, sizeof msg);
+    if (rc == PRS_ESTATE && !bulkhead) prs_breaker_placed_mismatch(cfg, &pl, msg, sizeof msg);
+    if (rc)
+        rc = placed_fail(st, rc, shared, name, r, bulkhead ? "bulkhead" : "circuit breaker", msg,
+                         &why);
     prs__shm_unref(r);
     return rc;
 }
 
+int prs_py_shm_breaker_new(prs_py_state *st, PyObject *shared, PyObject *name,
+                           const prs_breaker_config *cfg, prs_breaker **out) {
+    return place(st, shared, name, 0, cfg, (void **)out);
+}
+
 int prs_py_shm_bulkhead_new(prs_py_state *st, PyObject *shared, PyObject *name,
                             const prs_bulkhead_config *cfg, prs_bulkhead **out) {
-    const char *cname;
-    prs_shm *r = place_args(st, shared, name, &cname);
-    if (!r) return 1;
-    prs_shm_place pl = {r, cname};
-    prs_config_error why = {0};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_bulkhead_new_placed(cfg, &pl, out, &why);
-    Py_END_ALLOW_THREADS
-    char msg[400] = "exists with another configuration";
-    if (rc == PRS_ESTATE) prs_bulkhead_placed_mismatch(cfg, &pl, msg, sizeof msg);
-    if (rc) rc = placed_fail(st, rc, shared, name, r, "bulkhead", msg, &why);
-    prs__shm_unref(r);
-    return rc;
+    return place(st, shared, name, 1, cfg, (void **)out);
 }
 
 int prs_py_register_shm(PyObject *m, prs_py_state *st) { return shm_add_types(m, st); }
