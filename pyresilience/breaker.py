@@ -75,7 +75,7 @@ _core_listeners = _core.CircuitBreaker.listeners
 
 
 class CircuitBreaker(_core.CircuitBreaker, EventSource):
-    """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None, backend=None, flush_interval=0.5)
+    """CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=(Exception,), ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None, backend=None, flush_interval=0.5, shared=None)
 
     Stops calling a dependency that keeps failing, and lets it recover.
 
@@ -116,6 +116,14 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
     state is shared by every breaker of that name on that Redis server; the
     closed path stays in process and its outcomes are flushed every
     ``flush_interval`` seconds (see :mod:`pyresilience.redis_breaker`).
+
+    ``shared`` (a :class:`~pyresilience.SharedMemory`, with a ``name``): the
+    state, windows and half-open trial slots live in that region, one breaker
+    for every process that opens the same name (same configuration, else
+    ValueError naming both). The closed path still admits with one atomic
+    load; outcomes take the region's lock. A trial slot held by a process that
+    dies comes back at the next admission that finds half-open full (at most
+    every 0.25 s). Use the default monotonic clock across processes.
     """
 
     __slots__ = ()
@@ -123,6 +131,9 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
     def __new__(cls, *args: Any, backend: Any = None, **kwargs: Any) -> "CircuitBreaker":
         # backend=: the state is shared through Redis (pyresilience.redis_breaker)
         if backend is not None:
+            if kwargs.get("shared") is not None:
+                raise ValueError("backend= and shared= are exclusive: the state lives in Redis "
+                                 "or in a SharedMemory region, got both")
             from .redis_breaker import RedisCircuitBreaker
             if not issubclass(cls, RedisCircuitBreaker):
                 return RedisCircuitBreaker(*args, backend=backend, **kwargs)
@@ -151,6 +162,7 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
         clock: Any = None,
         backend: Any = None,
         flush_interval: float = 0.5,
+        shared: Optional[_core.SharedMemory] = None,
     ) -> None:
         # The C type's tp_new parsed these and built the breaker; __init__
         # states the signature (inspect shows the real default of

@@ -64,7 +64,7 @@ _live: "weakref.WeakSet[Bulkhead]" = weakref.WeakSet()
 
 
 class Bulkhead(_core.Bulkhead, EventSource):
-    """Bulkhead(name, max_concurrent, max_wait_seconds=30.0)
+    """Bulkhead(name, max_concurrent, max_wait_seconds=30.0, *, shared=None)
 
     At most ``max_concurrent`` operations at once; the others wait up to
     ``max_wait_seconds`` (0: fail at once; ``math.inf``: no limit) for a slot,
@@ -84,9 +84,21 @@ class Bulkhead(_core.Bulkhead, EventSource):
     - asyncio: ``async with bulkhead:``, ``await bulkhead.acquire_async()``.
 
     Thread-safe; sync and async users share one pool of permits.
+
+    ``shared`` (a :class:`~pyresilience.SharedMemory`): the permits live in
+    that region under ``name``, one pool for every process that opens it
+    (same ``max_concurrent``, else ValueError naming both). Each held permit
+    records its process, so a permit of a process that dies comes back
+    within about 0.3 s of the next caller that needs it. Threads waiting in
+    any process are woken by a release in any other (a futex on Linux);
+    asyncio waiters poll with backoff (0.5 ms doubling to 20 ms: a release
+    elsewhere is seen within 20 ms). Waiters are then served in no
+    particular order, ``waiting_count`` counts this process's waiters, and
+    ``retry_after`` assumes a 1 s hold.
     """
 
-    def __init__(self, name: str, max_concurrent: int, max_wait_seconds: float = 30.0) -> None:
+    def __init__(self, name: str, max_concurrent: int, max_wait_seconds: float = 30.0, *,
+                 shared: Optional[_core.SharedMemory] = None) -> None:
         # The C type was built from these arguments (tp_new); only the
         # Python-side state is made here.
         super().__init__()
@@ -116,6 +128,8 @@ class Bulkhead(_core.Bulkhead, EventSource):
         cancelled while waiting, nothing is kept (a slot handed over at that
         moment goes to the next waiter). Pair with release()."""
         limit = self.max_wait_seconds if timeout is _DEFAULT else check_timeout(timeout)
+        if self.shared:
+            return await self._acquire_polling(limit)
         r = self._acquire_async(_get_running_loop, limit != 0)
         if r is not True:
             await self._acquire_slow(r, limit)
@@ -126,7 +140,31 @@ class Bulkhead(_core.Bulkhead, EventSource):
 
     # ``async with``: __aenter__/__aexit__ are in C (no coroutine on the fast
     # path); when no slot is free __aenter__ awaits this one.
+    async def _acquire_polling(self, limit: float) -> None:
+        # A shared bulkhead: a release in another process wakes no future of
+        # this loop, so poll with backoff. Nothing is held between polls, so
+        # a cancellation takes nothing; a permit is taken only by the last
+        # try_acquire(), after which nothing is awaited.
+        if self.try_acquire():
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        delay = 0.0005
+        while True:
+            left = deadline - loop.time()
+            if left <= 0:  # a last try, counted as a rejection when it fails
+                if self._acquire_async(_get_running_loop, False) is True:
+                    return
+                raise self._full_error()
+            await asyncio.sleep(min(delay, left))
+            delay = min(delay * 2, 0.02)
+            if self.try_acquire():
+                return
+
     async def _aenter_slow(self) -> "Bulkhead":
+        if self.shared:
+            await self._acquire_polling(self.max_wait_seconds)
+            return self
         r = self._acquire_async(_get_running_loop, None)
         if r is not True:
             await self._acquire_slow(r, self.max_wait_seconds)
@@ -158,9 +196,12 @@ class Bulkhead(_core.Bulkhead, EventSource):
         the bulkhead's thread pool otherwise. The slot is released when the
         call ends - for a thread-pool call, when the thread finishes, even if
         the awaiting task was cancelled meanwhile."""
-        r = self._acquire_async(_get_running_loop, None)
-        if r is not True:
-            await self._acquire_slow(r, self.max_wait_seconds)
+        if self.shared:
+            await self._acquire_polling(self.max_wait_seconds)
+        else:
+            r = self._acquire_async(_get_running_loop, None)
+            if r is not True:
+                await self._acquire_slow(r, self.max_wait_seconds)
         if inspect.iscoroutinefunction(func):
             try:
                 return await func(*args, **kwargs)

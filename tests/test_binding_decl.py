@@ -297,7 +297,7 @@ def test_bulkhead_and_queue_types_are_declared():
     """Bulkhead, RingQueue and their waiter types come from tools/decl_bulkhead.py:
     the constructors' text signatures are the declared ones."""
     assert {"Bulkhead", "RingQueue", "_AsyncWaiter", "_Ready"} <= set(DECLARED)
-    assert str(inspect.signature(_core.Bulkhead)) == "(name, max_concurrent, max_wait_seconds=30.0)"
+    assert str(inspect.signature(_core.Bulkhead)) == "(name, max_concurrent, max_wait_seconds=30.0, *, shared=None)"
     assert str(inspect.signature(_core.RingQueue)).startswith("(max_size=0, strategy='block', ")
 
 

@@ -63,7 +63,7 @@ def test_signature_is_exact():
         "minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, "
         "half_open_max_calls=None, record_exceptions=(<class 'Exception'>,), "
         "ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None, backend=None, "
-        "flush_interval=0.5")
+        "flush_interval=0.5, shared=None")
     kinds = [p.kind for p in params]
     assert kinds[:4] == [inspect.Parameter.POSITIONAL_OR_KEYWORD] * 4
     assert set(kinds[4:]) == {inspect.Parameter.KEYWORD_ONLY}

@@ -798,7 +798,8 @@ def test_signatures():
                Bulkhead.call, Bulkhead.acquire_async, pr._core.Bulkhead.__enter__):
         inspect.signature(fn)
         assert fn.__doc__
-    assert list(inspect.signature(Bulkhead).parameters) == ["name", "max_concurrent", "max_wait_seconds"]
+    assert list(inspect.signature(Bulkhead).parameters) == ["name", "max_concurrent", "max_wait_seconds",
+                                                          "shared"]
 
 
 def test_mypy_passes_on_example():

@@ -32,6 +32,7 @@ PARAMS = [
     P("is_failure", "CALLABLE", "Optional[Callable[[Any], Any]]", "None", flags=("none",)),
     P("on_state_change", "OBJECT", "Any", "None"),
     P("clock", "CLOCK", "ClockArg", "None"),
+    P("shared", "OBJECT", "Optional[SharedMemory]", "None", kw=True),
 ]
 
 
@@ -78,7 +79,7 @@ BREAKER = Type(
     offsets={"weaklist": "weakreflist"}, clock="clock", free="prs_breaker_free(o->core);",
     keep={"name": "name", "fallback": "fallback", "is_failure": "is_failure"},
     build=["o->timing = cfg.slow_call_ns > 0;",
-           "rc = cb_objects(o, v) < 0 ? -1 : prs_breaker_new(&cfg, &o->core);"],
+           "rc = cb_objects(o, v) < 0 ? -1 : cb_core(st, o, &cfg, v[P_CircuitBreaker_shared]);"],
     refs=["fallback", "name", "record_exc", "ignore_exc", "is_failure", "listeners", "states",
           "msg_open", "msg_half"],
     params=PARAMS,
@@ -125,6 +126,8 @@ BREAKER = Type(
           doc="Internal: a C callable running func through this breaker (the sync decorator)."),
         M("_acquire", returns="Any",
           doc="Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."),
+        M("_reap", returns="int", expr="PyLong_FromLong(prs_breaker_reap(o->core))",
+          doc="Internal: free now the half-open trial slots of dead processes (shared): how many."),
         M("_record", params=[P("token", "OBJECT", "Any"),
                              P("exc", "OBJECT", "Optional[BaseException]", "None"),
                              P("result", "OBJECT", "Any", "None")],
@@ -157,6 +160,8 @@ BREAKER = Type(
                     "Seconds from which a call is slow (None: never)."),
         config_prop("window_type", "str", "'count' or 'time'."),
         Prop("name", "Optional[str]", "The breaker's name (or None).", member="name"),
+        Prop("shared", "bool", "True when its state lives in a SharedMemory region.",
+             expr="PyBool_FromLong(prs_breaker_shared(o->core))"),
         Prop("fallback", "Optional[Callable[[], Any]]",
              "Called with no arguments instead of raising when a call is rejected.", member="fallback"),
         Prop("record_exceptions", EXC_TUPLE, "Exception classes that count as failures.",

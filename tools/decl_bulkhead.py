@@ -25,12 +25,13 @@ BULKHEAD = Type(
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     offsets={"weaklist": "weakreflist"}, refs=[], kept=["name", "ready"], keep={"name": "name"},
     build=["o->a = cfg;", "o->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);",
-           "rc = prs_bulkhead_new(&cfg.core, &o->core);"],
+           "rc = bh_core(st, o, &cfg.core, v[P_Bulkhead_shared]);"],
     free="prs_bulkhead_free(o->core); /* no waiter is queued: each holds this object */",
     params=[
         P("name", "STR", "str", nonempty=True),
         at(P("max_concurrent", "COUNT", "int", field="max_concurrent"), "core.max_concurrent"),
         P("max_wait_seconds", "REAL", "float", "30.0", field="max_wait_s", flags=("zero", "inf")),
+        P("shared", "OBJECT", "Optional[SharedMemory]", "None", kw=True),
     ],
     doc="At most max_concurrent callers at once; others wait up to\n"
         "max_wait_seconds for a slot, first come, first served. The C core of\n"
@@ -75,11 +76,15 @@ BULKHEAD = Type(
               "lock; the parent's threads leave the queue and a slot handed to one of\n"
               "them comes back. asyncio waiters stay queued."),
         M("_stats", returns="Dict[str, Any]", doc="Internal: a dict snapshot of every counter."),
+        M("_reap", returns="int", expr="PyLong_FromLong(prs_bulkhead_reap(o->core))",
+          doc="Internal: free now the permits held by dead processes (shared): how many."),
     ],
     props=[
         Prop("name", "str", "The bulkhead's name.", member="name"),
         Prop("max_concurrent", "int", "Slots in the bulkhead.",
              expr="PyLong_FromLongLong(prs_bulkhead_max_concurrent(o->core))"),
+        Prop("shared", "bool", "True when its permits live in a SharedMemory region.",
+             expr="PyBool_FromLong(prs_bulkhead_shared(o->core))"),
         Prop("max_wait_seconds", "float", "Default wait for a slot, in seconds.",
              expr="PyFloat_FromDouble(o->a.max_wait_s)"),
         Prop("active_count", "int", "Slots held now.", expr=STAT % "active"),

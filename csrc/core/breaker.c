@@ -69,6 +69,7 @@
  */
 #include "prs_breaker.h"
 #include "prs_internal.h"
+#include "shm_internal.h" /* a breaker placed in a region: shm_breaker.c decides */
 
 #define W_STATE(w) ((prs_breaker_state)((w) & 3u))
 #define W_MODE(w) ((prs_breaker_mode)(((w) >> 2) & 3u))
@@ -98,6 +99,8 @@ typedef struct tw_bucket {
 struct prs_breaker {
     /* ---- read by every call: the word and what never changes ---- */
     _Atomic uint64_t word;      /* see above; written under lock */
+    struct prs__shm_brk *shm;   /* placed in a region: shm_breaker.c holds the state */
+    prs_shm *region;            /* then referenced */
     prs_breaker_config cfg;     /* allocator field NULL */
     int64_t half_open_max;      /* >= 1 */
     int64_t min_calls;          /* effective minimum_calls */
@@ -227,6 +230,7 @@ int prs_breaker_new(const prs_breaker_config *cfg, prs_breaker **out) {
 
 void prs_breaker_free(prs_breaker *b) {
     if (!b) return;
+    prs__shm_unref(b->region);
     prs_allocator a = b->alloc;
     prs__free(&a, b->ring);
     prs__free(&a, b->buckets);
@@ -452,6 +456,7 @@ static void no_transition(prs_breaker_transition *tr) {
  * (NO_PERMIT) and its trial slot counts in `untracked`. */
 static int admit(prs_breaker *b, int64_t now, prs_breaker_decision *d, int untracked) {
     if (!b || !d) return PRS_EINVAL;
+    if (__builtin_expect(b->shm != NULL, 0)) return prs__shm_brk_admit(b->shm, now, d, untracked);
     uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
     d->transition.happened = 0;
     d->transition.from = d->transition.to = W_STATE(w);
@@ -510,6 +515,7 @@ int prs_breaker_acquire_untracked(prs_breaker *b, int64_t now, prs_breaker_decis
 }
 
 int prs_breaker_try_acquire_closed(const prs_breaker *b, prs_breaker_permit *permit) {
+    if (__builtin_expect(b->shm != NULL, 0)) return prs__shm_brk_closed(b->shm, permit);
     uint64_t w = atomic_load_explicit(&((prs_breaker *)b)->word, memory_order_acquire);
     if (W_STATE(w) != PRS_BREAKER_CLOSED) return 0;
     *permit = W_EPOCH(w) << 1;
@@ -521,7 +527,8 @@ int prs_breaker_try_acquire_closed(const prs_breaker *b, prs_breaker_permit *per
 int prs_breaker_outcome_needs_time(const prs_breaker *b, prs_breaker_outcome outcome) {
     /* A success never trips a consecutive-mode breaker, a half-open success
      * closes without a time, and a count window ignores time. */
-    return outcome == PRS_BREAKER_FAILURE || b->rate_mode || b->buckets != NULL;
+    return outcome == PRS_BREAKER_FAILURE || b->rate_mode || b->buckets != NULL ||
+           (b->shm && b->cfg.window_type == PRS_BREAKER_WINDOW_TIME);
 }
 
 int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
@@ -532,6 +539,7 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
     if (outcome != PRS_BREAKER_SUCCESS && outcome != PRS_BREAKER_FAILURE &&
         outcome != PRS_BREAKER_IGNORED)
         return PRS_EINVAL;
+    if (b->shm) return prs__shm_brk_record(b->shm, now, permit, outcome, duration_ns, tr);
     int slow = outcome != PRS_BREAKER_IGNORED && b->cfg.slow_call_ns > 0 &&
                duration_ns >= b->cfg.slow_call_ns;
     int fail = outcome == PRS_BREAKER_FAILURE;
@@ -603,6 +611,10 @@ typedef enum manual_op { M_OPEN, M_FORCE_OPEN, M_HALF_OPEN, M_CLOSE, M_RESET, M_
 static void manual(prs_breaker *b, int64_t now, manual_op op, prs_breaker_transition *tr) {
     no_transition(tr);
     if (!b) return;
+    if (b->shm) {
+        prs__shm_brk_manual(b->shm, now, (int)op, tr);
+        return;
+    }
     prs__spin_lock(&b->lock);
     now = clamp_now(b, now);
     switch (op) {
@@ -646,16 +658,22 @@ MANUAL_TRANSITION(disable, M_DISABLE)
 /* ---- reading ----------------------------------------------------------------- */
 
 prs_breaker_state prs_breaker_get_state(const prs_breaker *b) {
+    if (b->shm) return (prs_breaker_state)(prs__shm_brk_word(b->shm) & 3u);
     return W_STATE(atomic_load_explicit(&((prs_breaker *)b)->word, memory_order_acquire));
 }
 
 prs_breaker_mode prs_breaker_get_mode(const prs_breaker *b) {
+    if (b->shm) return (prs_breaker_mode)(prs__shm_brk_word(b->shm) >> 2);
     return W_MODE(atomic_load_explicit(&((prs_breaker *)b)->word, memory_order_acquire));
 }
 
 void prs_breaker_get_metrics(prs_breaker *b, int64_t now, prs_breaker_metrics *m) {
     memset(m, 0, sizeof *m);
     if (!b) return;
+    if (b->shm) {
+        prs__shm_brk_metrics(b->shm, now, m);
+        return;
+    }
     prs__spin_lock(&b->lock);
     now = clamp_now(b, now);
     window_roll(b, now);
@@ -702,3 +720,50 @@ const char *prs_breaker_state_name(int state) {
     default: return "unknown";
     }
 }
+
+/* ---- placed in a shared-memory region (prs_shm.h; shm_breaker.c) ------------------ */
+
+int prs_breaker_new_placed(const prs_breaker_config *cfg, const prs_shm_place *place,
+                           prs_breaker **out, prs_config_error *why) {
+    if (!place) {
+        int rc = prs_breaker_config_check(cfg, why);
+        return rc ? rc : prs_breaker_new(cfg, out);
+    }
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_breaker_config_check(cfg, why);
+    if (rc) return rc;
+    if (!place->region) return prs_config_fail(why, PRS_EINVAL, NULL, "no region");
+    if (prs_shm_name_check(place->name))
+        return prs_config_fail(why, PRS_EINVAL, "name",
+                               "must be 1..63 bytes without '/', '..' or control characters");
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    void *block = prs__calloc(a, 1, sizeof(prs_breaker) + LINE - 1);
+    if (!block) return PRS_ENOMEM;
+    struct prs__shm_brk *s = NULL;
+    rc = prs__shm_brk_place(cfg, place, &s);
+    if (rc) {
+        prs__free(a, block);
+        if (rc == PRS_ESTATE)
+            return prs_config_fail(why, rc, NULL, "exists in the region with another configuration");
+        if (rc == PRS_ERANGE)
+            return prs_config_fail(why, rc, "half_open_max_calls", "must be <= 65536 in a region");
+        return rc;
+    }
+    prs_breaker *b = (prs_breaker *)(((uintptr_t)block + LINE - 1) & ~(uintptr_t)(LINE - 1));
+    b->block = block;
+    b->cfg = *cfg;
+    b->cfg.allocator = NULL;
+    b->half_open_max = cfg->half_open_max_calls ? cfg->half_open_max_calls : cfg->success_threshold;
+    b->rate_mode = cfg->failure_rate_threshold > 0.0 || cfg->slow_call_rate_threshold > 0.0;
+    b->alloc = *a;
+    b->shm = s;
+    b->region = place->region;
+    prs__shm_ref(place->region);
+    *out = b;
+    return PRS_OK;
+}
+
+int prs_breaker_shared(const prs_breaker *b) { return b && b->shm != NULL; }
+
+int prs_breaker_reap(prs_breaker *b) { return b && b->shm ? prs__shm_brk_reap(b->shm) : 0; }

@@ -40,6 +40,7 @@
  */
 #include "prs_bulkhead.h"
 #include "prs_internal.h"
+#include "shm_internal.h" /* placed in a region: the permits are shm_bulkhead.c's */
 
 #include <errno.h>
 #include <time.h>
@@ -48,6 +49,8 @@ struct prs_bulkhead {
     pthread_mutex_t mu;
     int64_t max;                 /* immutable, 1..PRS_BULKHEAD_MAX */
     int64_t prior_hold_ns;       /* immutable, >= 1: mean hold before any release */
+    struct prs__shm_bh *shm;     /* placed in a region (see "placed" at the end); in the
+                                    mutex's cache line: every call reads it first */
     int64_t active;              /* 0..max */
     prs_bulkhead_waiter *head;   /* oldest waiter, or NULL */
     prs_bulkhead_waiter *tail;   /* newest waiter, or NULL */
@@ -59,7 +62,15 @@ struct prs_bulkhead {
     double area;                 /* integral of active dt, permit*ns */
     int64_t last_ns;             /* INT64_MIN until the first timed call */
     prs_allocator alloc;
+    prs_shm *region;             /* placed: referenced */
 };
+
+/* The placed forms (end of file). */
+static int placed_try(prs_bulkhead *b, int count_rejection, int *acquired);
+static int placed_acquire(prs_bulkhead *b, prs_bulkhead_waiter *w, int *outcome);
+static int placed_wait(prs_bulkhead *b, prs_bulkhead_waiter *w, int64_t deadline_ns);
+static int placed_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int *outcome);
+static void placed_stats(prs_bulkhead *b, prs_bulkhead_stats *s);
 
 /* ---- lifecycle ----------------------------------------------------------- */
 
@@ -106,6 +117,7 @@ int prs_bulkhead_new(const prs_bulkhead_config *cfg, prs_bulkhead **out) {
 void prs_bulkhead_free(prs_bulkhead *b) {
     if (!b) return;
     assert(b->head == NULL && b->served == NULL);
+    prs__shm_unref(b->region);
     pthread_mutex_destroy(&b->mu);
     prs_allocator a = b->alloc;
     prs__free(&a, b);
@@ -182,6 +194,7 @@ static prs_bulkhead_waiter *hand_over(prs_bulkhead *b) {
 
 int prs_bulkhead_try_acquire(prs_bulkhead *b, int64_t now_ns, int count_rejection, int *acquired) {
     if (!b || !acquired) return PRS_EINVAL;
+    if (b->shm) return placed_try(b, count_rejection, acquired);
     prs__mutex_lock(&b->mu);
     advance(b, now_ns);
     if (b->active < b->max && b->nwaiting == 0) {
@@ -198,6 +211,7 @@ int prs_bulkhead_try_acquire(prs_bulkhead *b, int64_t now_ns, int count_rejectio
 
 int prs_bulkhead_acquire(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter *w, int *outcome) {
     if (!b || !w || !outcome || w->state == PRS_WAITER_WAITING) return PRS_EINVAL;
+    if (b->shm) return placed_acquire(b, w, outcome);
     prs__mutex_lock(&b->mu);
     advance(b, now_ns);
     if (b->active < b->max && b->nwaiting == 0) {
@@ -223,6 +237,11 @@ int prs_bulkhead_acquire(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter *w
 int prs_bulkhead_release(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter **woken) {
     if (woken) *woken = NULL;
     if (!b) return PRS_EINVAL;
+    if (b->shm) {
+        if (prs__shm_bh_unclaim(b->shm)) return PRS_ESTATE;
+        prs__shm_bh_count(b->shm, 1, 1);
+        return PRS_OK;
+    }
     prs__mutex_lock(&b->mu);
     if (b->active <= 0) {
         pthread_mutex_unlock(&b->mu);
@@ -239,6 +258,7 @@ int prs_bulkhead_release(prs_bulkhead *b, int64_t now_ns, prs_bulkhead_waiter **
 }
 
 int prs_bulkhead_wait(prs_bulkhead *b, prs_bulkhead_waiter *w, int64_t deadline_ns) {
+    if (b && w && b->shm) return placed_wait(b, w, deadline_ns);
     if (!b || !w || !w->blocking) return PRS_EINVAL;
     return prs__cond_wait_while(&w->cond, &b->mu, &w->state, PRS_WAITER_WAITING, deadline_ns);
 }
@@ -248,6 +268,7 @@ int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64
     if (woken) *woken = NULL;
     if (!b || !w || !outcome) return PRS_EINVAL;
     if (mode != PRS_BULKHEAD_FINISH_ACCEPT && mode != PRS_BULKHEAD_FINISH_CANCEL) return PRS_EINVAL;
+    if (b->shm) return placed_finish(b, w, mode, outcome);
     prs_bulkhead_waiter *next = NULL;
     prs__mutex_lock(&b->mu);
     advance(b, now_ns);
@@ -285,6 +306,10 @@ int prs_bulkhead_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int64
 
 void prs_bulkhead_note_rejected(prs_bulkhead *b) {
     if (!b) return;
+    if (b->shm) {
+        prs__shm_bh_count(b->shm, 2, 1);
+        return;
+    }
     prs__mutex_lock(&b->mu);
     b->rejected++;
     pthread_mutex_unlock(&b->mu);
@@ -314,6 +339,10 @@ int prs_bulkhead_after_fork_child(prs_bulkhead *b, prs_bulkhead_waiter **woken) 
      * new one (no other thread runs, so nothing else can be using it). */
     memset(&b->mu, 0, sizeof b->mu);
     if (pthread_mutex_init(&b->mu, NULL) != 0) return PRS_ENOMEM;
+    if (b->shm) { /* no queue: the parent's waiters were its threads' own */
+        b->nwaiting = 0;
+        return PRS_OK;
+    }
     prs__mutex_lock(&b->mu);
     /* Queued threads leave the queue, as finish(CANCEL) would (counted
      * cancelled); nobody is woken: their condition variables are the parent's. */
@@ -351,6 +380,10 @@ int prs_bulkhead_after_fork_child(prs_bulkhead *b, prs_bulkhead_waiter **woken) 
 }
 
 void prs_bulkhead_stats_get(prs_bulkhead *b, prs_bulkhead_stats *s) {
+    if (b->shm) {
+        placed_stats(b, s);
+        return;
+    }
     prs__mutex_lock(&b->mu);
     s->max_concurrent = b->max;
     s->active = b->active;
@@ -370,6 +403,13 @@ int64_t prs_bulkhead_max_concurrent(const prs_bulkhead *b) { return b->max; }
 
 int64_t prs_bulkhead_estimate_wait_ns(prs_bulkhead *b, int64_t now_ns) {
     int64_t est;
+    if (b->shm) {
+        prs__mutex_lock(&b->mu);
+        int64_t waiting = b->nwaiting;
+        pthread_mutex_unlock(&b->mu);
+        if (prs__shm_bh_active(b->shm) < b->max && waiting == 0) return 0;
+        return prs__ceil_to_i64((double)b->prior_hold_ns * (double)(waiting + 1) / (double)b->max);
+    }
     prs__mutex_lock(&b->mu);
     advance(b, now_ns);
     if (b->active < b->max && b->nwaiting == 0) {
@@ -381,4 +421,125 @@ int64_t prs_bulkhead_estimate_wait_ns(prs_bulkhead *b, int64_t now_ns) {
     }
     pthread_mutex_unlock(&b->mu);
     return est;
+}
+
+/* ---- placed in a shared-memory region (prs_shm.h; shm_bulkhead.c) ------------------
+ * The permits are the region's slots; this object keeps only its waiters'
+ * states (no queue: a waiter takes a permit in prs_bulkhead_wait, which
+ * sleeps on the region's futex word) and counts them in nwaiting (under mu). */
+
+int prs_bulkhead_new_placed(const prs_bulkhead_config *cfg, const prs_shm_place *place,
+                            prs_bulkhead **out, prs_config_error *why) {
+    int rc = prs_bulkhead_config_check(cfg, why);
+    if (rc || !place) return rc ? rc : prs_bulkhead_new(cfg, out);
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    if (!place->region) return prs_config_fail(why, PRS_EINVAL, NULL, "no region");
+    if (prs_shm_name_check(place->name))
+        return prs_config_fail(why, PRS_EINVAL, "name",
+                               "must be 1..63 bytes without '/', '..' or control characters");
+    if (cfg->max_concurrent > PRS_SHM_BULKHEAD_MAX)
+        return prs_config_fail(why, PRS_ERANGE, "max_concurrent", "must be <= 65536 in a region");
+    prs_bulkhead *b = NULL;
+    rc = prs_bulkhead_new(cfg, &b);
+    if (rc) return rc;
+    rc = prs__shm_bh_place(cfg, place, &b->shm);
+    if (rc) {
+        prs_bulkhead_free(b);
+        if (rc == PRS_ESTATE)
+            return prs_config_fail(why, rc, NULL, "exists in the region with another configuration");
+        return rc;
+    }
+    b->region = place->region;
+    prs__shm_ref(place->region);
+    *out = b;
+    return PRS_OK;
+}
+
+int prs_bulkhead_shared(const prs_bulkhead *b) { return b && b->shm != NULL; }
+
+int prs_bulkhead_reap(prs_bulkhead *b) { return b && b->shm ? prs__shm_bh_reap(b->shm) : 0; }
+
+static int placed_try(prs_bulkhead *b, int count_rejection, int *acquired) {
+    *acquired = prs__shm_bh_claim(b->shm);
+    if (*acquired || count_rejection) prs__shm_bh_count(b->shm, *acquired ? 0 : 2, 1);
+    return PRS_OK;
+}
+
+static int placed_acquire(prs_bulkhead *b, prs_bulkhead_waiter *w, int *outcome) {
+    if (prs__shm_bh_claim(b->shm)) {
+        prs__shm_bh_count(b->shm, 0, 1);
+        w->state = PRS_WAITER_IDLE;
+        *outcome = PRS_BULKHEAD_ACQUIRED;
+        return PRS_OK;
+    }
+    prs__mutex_lock(&b->mu);
+    w->state = PRS_WAITER_WAITING;
+    b->nwaiting++;
+    pthread_mutex_unlock(&b->mu);
+    *outcome = PRS_BULKHEAD_WAITING;
+    return PRS_OK;
+}
+
+/* Takes a permit for a WAITING waiter when one is free: 1 when it is served. */
+static int placed_serve(prs_bulkhead *b, prs_bulkhead_waiter *w) {
+    int served = 0;
+    prs__mutex_lock(&b->mu);
+    if (w->state != PRS_WAITER_WAITING) {
+        served = 1;
+    } else if (prs__shm_bh_claim(b->shm)) {
+        prs__shm_bh_count(b->shm, 0, 1);
+        w->state = PRS_WAITER_GRANTED;
+        b->nwaiting--;
+        served = 1;
+    }
+    pthread_mutex_unlock(&b->mu);
+    return served;
+}
+
+static int placed_wait(prs_bulkhead *b, prs_bulkhead_waiter *w, int64_t deadline_ns) {
+    for (;;) {
+        if (placed_serve(b, w)) return PRS_OK;
+        if (deadline_ns != PRS_NEVER && prs_monotonic_ns() >= deadline_ns) return PRS_ETIMEDOUT;
+        prs__shm_bh_sleep(b->shm, deadline_ns);
+    }
+}
+
+static int placed_finish(prs_bulkhead *b, prs_bulkhead_waiter *w, int mode, int *outcome) {
+    prs__mutex_lock(&b->mu);
+    int state = w->state;
+    if (state == PRS_WAITER_WAITING) b->nwaiting--;
+    w->state = PRS_WAITER_IDLE;
+    pthread_mutex_unlock(&b->mu);
+    if (state == PRS_WAITER_WAITING) {
+        int cancel = mode == PRS_BULKHEAD_FINISH_CANCEL;
+        prs__shm_bh_count(b->shm, cancel ? 3 : 2, 1);
+        *outcome = cancel ? PRS_BULKHEAD_CANCELLED : PRS_BULKHEAD_REJECTED;
+    } else if (state == PRS_WAITER_GRANTED) {
+        if (mode == PRS_BULKHEAD_FINISH_ACCEPT) {
+            *outcome = PRS_BULKHEAD_ACQUIRED;
+        } else {
+            prs__shm_bh_unclaim(b->shm);
+            prs__shm_bh_count(b->shm, 0, -1);
+            prs__shm_bh_count(b->shm, 3, 1);
+            *outcome = PRS_BULKHEAD_RETURNED;
+        }
+    } else {
+        *outcome = PRS_BULKHEAD_CANCELLED;
+    }
+    return PRS_OK;
+}
+
+static void placed_stats(prs_bulkhead *b, prs_bulkhead_stats *s) {
+    prs__mutex_lock(&b->mu);
+    s->waiting = b->nwaiting;
+    pthread_mutex_unlock(&b->mu);
+    s->max_concurrent = b->max;
+    s->active = prs__shm_bh_active(b->shm);
+    s->available = b->max - s->active;
+    s->acquired_total = prs__shm_bh_counter(b->shm, 0);
+    s->released_total = prs__shm_bh_counter(b->shm, 1);
+    s->rejected_total = prs__shm_bh_counter(b->shm, 2);
+    s->cancelled_total = prs__shm_bh_counter(b->shm, 3);
+    s->avg_hold_ns = -1;
 }

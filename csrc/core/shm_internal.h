@@ -68,4 +68,57 @@ void prs__keyed_random(uint8_t *buf, size_t n);
 void prs__shm_ref(prs_shm *r);
 void prs__shm_unref(prs_shm *r);
 
+
+/* ---- owners that survive pid reuse (shm_owner.c) ----------------------- */
+
+/* This process as a record in a region: pid << 32 | the low 32 bits of its
+ * start time (/proc/<pid>/stat field 22; 0 where there is no /proc). Never 0;
+ * bit 63 is always clear (callers may use it as a flag). */
+uint64_t prs__self_token(void);
+/* 1 when the process a token names is gone: no such pid, or the pid now
+ * names a process started at another time (a reused pid). */
+int prs__token_dead(uint64_t token);
+#define PRS__TOKEN_FLAG (UINT64_C(1) << 63)
+#define PRS__REAP_INTERVAL_NS INT64_C(250000000) /* a full object looks for dead holders */
+
+/* ---- a breaker placed in a region (shm_breaker.c; breaker.c dispatches) -- */
+
+typedef struct prs__shm_brk prs__shm_brk;
+typedef struct prs_breaker prs_breaker;
+struct prs_breaker_config;
+struct prs_breaker_decision;
+struct prs_breaker_transition;
+struct prs_breaker_metrics;
+int prs__shm_brk_place(const struct prs_breaker_config *cfg, const prs_shm_place *place,
+                       prs__shm_brk **out);
+int prs__shm_brk_admit(prs__shm_brk *s, int64_t now, struct prs_breaker_decision *d,
+                       int untracked);
+int prs__shm_brk_closed(prs__shm_brk *s, uint64_t *permit);
+int prs__shm_brk_record(prs__shm_brk *s, int64_t now, uint64_t permit, int outcome,
+                        int64_t duration_ns, struct prs_breaker_transition *tr);
+/* op: 0 open, 1 force_open, 2 half_open, 3 close, 4 reset, 5 disable */
+void prs__shm_brk_manual(prs__shm_brk *s, int64_t now, int op, struct prs_breaker_transition *tr);
+uint64_t prs__shm_brk_word(const prs__shm_brk *s); /* state | mode << 2 */
+void prs__shm_brk_metrics(prs__shm_brk *s, int64_t now, struct prs_breaker_metrics *m);
+int prs__shm_brk_reap(prs__shm_brk *s);
+/* Tests: PRS_OK when the placed breaker `name` of r keeps its invariants (its
+ * aggregates equal what its window and slots hold, states in range). */
+int prs__shm_brk_check(prs_breaker *b, prs_shm *r, const char *name);
+
+/* ---- a bulkhead placed in a region (shm_bulkhead.c; bulkhead.c dispatches) */
+
+typedef struct prs__shm_bh prs__shm_bh;
+struct prs_bulkhead_config;
+int prs__shm_bh_place(const struct prs_bulkhead_config *cfg, const prs_shm_place *place,
+                      prs__shm_bh **out);
+int prs__shm_bh_claim(prs__shm_bh *s);        /* 1 when a permit was taken */
+int prs__shm_bh_unclaim(prs__shm_bh *s);      /* PRS_OK, PRS_ESTATE when this process holds none */
+/* Waits until a permit may have freed (a release anywhere) or deadline_ns
+ * (never past 50 ms from now); looks for dead holders when due. */
+void prs__shm_bh_sleep(prs__shm_bh *s, int64_t deadline_ns);
+int64_t prs__shm_bh_active(prs__shm_bh *s);
+int prs__shm_bh_reap(prs__shm_bh *s);
+void prs__shm_bh_count(prs__shm_bh *s, int which, int64_t delta); /* 0 acq 1 rel 2 rej 3 canc */
+int64_t prs__shm_bh_counter(prs__shm_bh *s, int which);
+
 #endif /* PRS_SHM_INTERNAL_H */

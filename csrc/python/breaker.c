@@ -73,6 +73,7 @@ static PyObject *manual(PyObject *self, manual_fn fn);
 
 /* The tuples, states and messages tp_new (generated) makes from the arguments v. */
 static int cb_objects(breaker_obj *self, PyObject **v);
+static int cb_core(prs_py_state *st, breaker_obj *o, const prs_breaker_config *cfg, PyObject *shared);
 
 /* The listeners: a tuple replaced whole, read under the object's lock (a new
  * reference; NULL once cleared). */
@@ -148,6 +149,14 @@ static int cb_objects(breaker_obj *self, PyObject **v) {
             "circuit breaker is half-open and its trial calls are all taken");
     }
     return self->msg_open && self->msg_half ? 0 : -1;
+}
+
+/* The core of a new breaker o: in process, or placed in the region `shared`
+ * under the breaker's name (shm.c); -1 with an exception set, or a status. */
+static int cb_core(prs_py_state *st, breaker_obj *o, const prs_breaker_config *cfg, PyObject *shared) {
+    if (!shared || shared == Py_None) return prs_breaker_new(cfg, &o->core);
+    int rc = prs_py_shm_breaker_new(st, shared, o->name, cfg, &o->core);
+    return rc == 1 ? -1 : rc;
 }
 
 /* ---- listeners --------------------------------------------------------------------- */

@@ -79,6 +79,12 @@ int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
  * exception set, or a status for the caller to raise. */
 int prs_py_shm_keyed_new(prs_py_state *st, PyObject *shared, PyObject *name,
                          const prs_keyed_config *cfg, prs_keyed **out);
+/* shm.c: a breaker / a bulkhead placed in `shared` under `name` (shared=,
+ * name=): PRS_OK with *out, or 1 with an exception set. */
+int prs_py_shm_breaker_new(prs_py_state *st, PyObject *shared, PyObject *name,
+                           const prs_breaker_config *cfg, prs_breaker **out);
+int prs_py_shm_bulkhead_new(prs_py_state *st, PyObject *shared, PyObject *name,
+                            const prs_bulkhead_config *cfg, prs_bulkhead **out);
 
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */

@@ -250,4 +250,82 @@ int prs_py_shm_keyed_new(prs_py_state *st, PyObject *shared, PyObject *name,
     return rc;
 }
 
+/* ---- placing a breaker or a bulkhead ----------------------------------------------- */
+
+/* The region of shared= with a checked name= (*cname), referenced; NULL with
+ * an exception. */
+static prs_shm *place_args(prs_py_state *st, PyObject *shared, PyObject *name,
+                           const char **cname) {
+    if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
+        PyErr_Format(PyExc_TypeError, "shared must be a SharedMemory, not %.200s: %R",
+                     Py_TYPE(shared)->tp_name, shared);
+        return NULL;
+    }
+    if (!name || name == Py_None) {
+        PyErr_SetString(PyExc_ValueError, "shared= needs name=: the entry's name in the region");
+        return NULL;
+    }
+    if (!(*cname = checked_name(name, "name"))) return NULL;
+    return region_ref(shared);
+}
+
+/* Raises for a failed placement (rc != PRS_OK); `mismatch` words PRS_ESTATE. */
+static int placed_fail(prs_py_state *st, int rc, PyObject *shared, PyObject *name, prs_shm *r,
+                       const char *what, const char *mismatch, const prs_config_error *why) {
+    PyObject *rname = ((shm_obj *)shared)->name;
+    if (rc == PRS_ESTATE) {
+        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R %s", what, name, rname,
+                     mismatch);
+    } else if (rc == PRS_EFULL) {
+        PyObject *msg = PyUnicode_FromFormat(
+            "shared memory region %R is full (%zu bytes, %zu entries): create it with a larger "
+            "size= to place %R", rname, prs_shm_size(r), prs_shm_entries(r), name);
+        PyObject *exc = msg ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, msg) : NULL;
+        if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+        Py_XDECREF(exc);
+        Py_XDECREF(msg);
+    } else if (rc == PRS_EPROTO) {
+        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R is corrupt", what, name, rname);
+    } else if ((rc == PRS_ERANGE || rc == PRS_EINVAL) && why && why->field) {
+        PyErr_Format(PyExc_ValueError, "%s %s in a shared memory region", why->field, why->reason);
+    } else {
+        prs_py_error(st, rc, NULL);
+    }
+    return 1;
+}
+
+/* Places a breaker (bulkhead 0) or a bulkhead (1) of config cfg: PRS_OK, or 1
+ * with an exception. */
+static int place(prs_py_state *st, PyObject *shared, PyObject *name, int bulkhead,
+                 const void *cfg, void **out) {
+    const char *cname;
+    prs_shm *r = place_args(st, shared, name, &cname);
+    if (!r) return 1;
+    prs_shm_place pl = {r, cname};
+    prs_config_error why = {0};
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = bulkhead ? prs_bulkhead_new_placed(cfg, &pl, (prs_bulkhead **)out, &why)
+                  : prs_breaker_new_placed(cfg, &pl, (prs_breaker **)out, &why);
+    Py_END_ALLOW_THREADS
+    char msg[1024] = "exists with another configuration";
+    if (rc == PRS_ESTATE && bulkhead) prs_bulkhead_placed_mismatch(cfg, &pl, msg, sizeof msg);
+    if (rc == PRS_ESTATE && !bulkhead) prs_breaker_placed_mismatch(cfg, &pl, msg, sizeof msg);
+    if (rc)
+        rc = placed_fail(st, rc, shared, name, r, bulkhead ? "bulkhead" : "circuit breaker", msg,
+                         &why);
+    prs__shm_unref(r);
+    return rc;
+}
+
+int prs_py_shm_breaker_new(prs_py_state *st, PyObject *shared, PyObject *name,
+                           const prs_breaker_config *cfg, prs_breaker **out) {
+    return place(st, shared, name, 0, cfg, (void **)out);
+}
+
+int prs_py_shm_bulkhead_new(prs_py_state *st, PyObject *shared, PyObject *name,
+                            const prs_bulkhead_config *cfg, prs_bulkhead **out) {
+    return place(st, shared, name, 1, cfg, (void **)out);
+}
+
 int prs_py_register_shm(PyObject *m, prs_py_state *st) { return shm_add_types(m, st); }

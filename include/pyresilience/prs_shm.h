@@ -44,6 +44,8 @@
 
 #include <stddef.h>
 
+#include "prs_breaker.h"
+#include "prs_bulkhead.h"
 #include "prs_common.h"
 #include "prs_keyed.h"
 #include "prs_limiter.h"
@@ -168,6 +170,56 @@ int prs_keyed_shared(const prs_keyed *t);
 /* After PRS_ESTATE: both configurations into buf (cap bytes, NUL-terminated). */
 int prs_keyed_placed_mismatch(const prs_keyed_config *cfg, const prs_shm_place *place,
                               char *buf, size_t cap);
+
+/* ---- a circuit breaker and a bulkhead in a region ------------------------
+ *
+ *   prs_breaker *b;
+ *   prs_shm_place place = {region, "payments"};
+ *   prs_breaker_new_placed(&cfg, &place, &b, NULL);   (every process: one state)
+ *   prs_bulkhead *bh;
+ *   prs_bulkhead_new_placed(&bcfg, &(prs_shm_place){region, "db"}, &bh, NULL);
+ *
+ * Then the usual prs_breaker_* / prs_bulkhead_* calls, with the same
+ * decisions across every process that placed the same name: a half-open
+ * breaker admits exactly half_open_max_calls trials among all of them, a
+ * bulkhead exactly max_concurrent holders. A CLOSED placed breaker admits
+ * with one atomic load, as in-process; its outcomes take the region's lock
+ * (no striped fast path). A trial slot or a permit records its holder's pid
+ * and start time: one held by a dead process comes back when the object is
+ * full and next asked (at most every 250 ms of the callers' now, and in each
+ * 50 ms slice of a waiting bulkhead caller). prs_breaker_reap() and
+ * prs_bulkhead_reap() free them at once.
+ *
+ * Bulkhead specifics: waiters of every process are woken across processes
+ * (Linux: a futex on a shared word; elsewhere a 1 ms poll), in no particular
+ * order (FIFO holds within nothing: the first to look takes the permit); a
+ * NOTIFY waiter is only served by polling it with prs_bulkhead_wait(w, now)
+ * (it never blocks then); waiting counts this process's waiters; the hold
+ * estimate uses prior_hold_ns. A permit belongs to the process that took it
+ * (threads of one process are not told apart): a child after fork does not
+ * hold its parent's permits (its release of one is PRS_ESTATE).
+ *
+ * Errors: as prs_limiter_new_placed (PRS_ESTATE for another configuration,
+ * worded by prs_*_placed_mismatch; PRS_EFULL; PRS_EPROTO), PRS_ERANGE for
+ * half_open_max_calls > 65536 or max_concurrent > PRS_SHM_BULKHEAD_MAX.
+ */
+#define PRS_SHM_BULKHEAD_MAX INT64_C(65536)
+
+int prs_breaker_new_placed(const prs_breaker_config *cfg, const prs_shm_place *place,
+                           prs_breaker **out, prs_config_error *why);
+int prs_breaker_shared(const prs_breaker *b);
+int prs_breaker_placed_mismatch(const prs_breaker_config *cfg, const prs_shm_place *place,
+                                char *buf, size_t cap);
+/* Frees the half-open trial slots of dead processes now: how many (0 when not placed). */
+int prs_breaker_reap(prs_breaker *b);
+
+int prs_bulkhead_new_placed(const prs_bulkhead_config *cfg, const prs_shm_place *place,
+                            prs_bulkhead **out, prs_config_error *why);
+int prs_bulkhead_shared(const prs_bulkhead *b);
+int prs_bulkhead_placed_mismatch(const prs_bulkhead_config *cfg, const prs_shm_place *place,
+                                 char *buf, size_t cap);
+/* Frees the permits of dead processes now: how many (0 when not placed). */
+int prs_bulkhead_reap(prs_bulkhead *b);
 
 #ifdef __cplusplus
 }

@@ -133,9 +133,10 @@ enum {
     P_CircuitBreaker_is_failure = 14,
     P_CircuitBreaker_on_state_change = 15,
     P_CircuitBreaker_clock = 16,
-    P_CircuitBreaker__COUNT = 17
+    P_CircuitBreaker_shared = 17,
+    P_CircuitBreaker__COUNT = 18
 };
-static const char *const CircuitBreaker_names[] = {"failure_threshold", "success_threshold", "timeout_seconds", "fallback", "name", "failure_rate_threshold", "window_type", "window_size", "minimum_calls", "slow_call_duration", "slow_call_rate_threshold", "half_open_max_calls", "record_exceptions", "ignore_exceptions", "is_failure", "on_state_change", "clock", NULL};
+static const char *const CircuitBreaker_names[] = {"failure_threshold", "success_threshold", "timeout_seconds", "fallback", "name", "failure_rate_threshold", "window_type", "window_size", "minimum_calls", "slow_call_duration", "slow_call_rate_threshold", "half_open_max_calls", "record_exceptions", "ignore_exceptions", "is_failure", "on_state_change", "clock", "shared", NULL};
 static const char *const CircuitBreaker_window_type_choices[] = {"count", "time", NULL};
 static const prs_py_param CircuitBreaker_param_list[] = {
     {"failure_threshold", "failure_threshold", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, failure_threshold), 1, INT64_MAX, NULL, NULL, 0},
@@ -155,8 +156,9 @@ static const prs_py_param CircuitBreaker_param_list[] = {
     {"is_failure", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"on_state_change", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params CircuitBreaker_params = {"CircuitBreaker", 17, 4, 0, CircuitBreaker_param_list, CircuitBreaker_names};
+static const prs_py_params CircuitBreaker_params = {"CircuitBreaker", 18, 4, 0, CircuitBreaker_param_list, CircuitBreaker_names};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for CircuitBreaker's tp_new; validated by prs_breaker_config_check. 0 or -1. */
 static int CircuitBreaker_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -170,7 +172,7 @@ static int CircuitBreaker_parse(PyTypeObject *type, PyObject *args, PyObject *kw
     return rc ? -1 : 0;
 }
 #define CircuitBreaker_DOC \
-    "CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=..., ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None)\n" \
+    "CircuitBreaker(failure_threshold=5, success_threshold=2, timeout_seconds=30.0, fallback=None, *, name=None, failure_rate_threshold=None, window_type='count', window_size=100, minimum_calls=10, slow_call_duration=None, slow_call_rate_threshold=None, half_open_max_calls=None, record_exceptions=..., ignore_exceptions=(), is_failure=None, on_state_change=None, clock=None, shared=None)\n" \
     "--\n" \
     "\n" \
     "The C core of pyresilience.CircuitBreaker (use that class)."
@@ -242,6 +244,10 @@ static PyObject *cb_add_listener(PyObject *self, PyObject *arg);
 static PyObject *cb_remove_listener(PyObject *self, PyObject *arg);
 static PyObject *cb_wrap(PyObject *self, PyObject *arg);
 static PyObject *cb_acquire(PyObject *self, PyObject *unused);
+static PyObject *cb_reap(PyObject *self, PyObject *unused) {
+    breaker_obj *o = (breaker_obj *)self;
+    return PyLong_FromLong(prs_breaker_reap(o->core));
+}
 static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef CircuitBreaker_methods[] = {
     {"call", (PyCFunction)(void (*)(void))cb_call, METH_FASTCALL | METH_KEYWORDS,
@@ -330,6 +336,11 @@ static PyMethodDef CircuitBreaker_methods[] = {
      "--\n"
      "\n"
      "Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."},
+    {"_reap", cb_reap, METH_NOARGS,
+     "_reap($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal: free now the half-open trial slots of dead processes (shared): how many."},
     {"_record", (PyCFunction)(void (*)(void))cb_record, METH_FASTCALL | METH_KEYWORDS,
      "_record($self, /, token, exc=None, result=None)\n"
      "--\n"
@@ -347,6 +358,10 @@ static PyObject *cb_get_mode(PyObject *self, void *closure) {
 }
 static PyObject *cb_get_metrics(PyObject *self, void *closure);
 static PyObject *cb_param_get(PyObject *self, void *closure);
+static PyObject *cb_get_shared(PyObject *self, void *closure) {
+    breaker_obj *o = (breaker_obj *)self;
+    return PyBool_FromLong(prs_breaker_shared(o->core));
+}
 static PyObject *cb_get_listeners(PyObject *self, void *closure) {
     breaker_obj *o = (breaker_obj *)self;
     return listeners_of(o);
@@ -365,6 +380,7 @@ static PyGetSetDef CircuitBreaker_getset[] = {
     {"slow_call_rate_threshold", cb_param_get, NULL, "The slow-call rate that opens the circuit (None: off).", (void *)(intptr_t)10},
     {"slow_call_duration", cb_param_get, NULL, "Seconds from which a call is slow (None: never).", (void *)(intptr_t)9},
     {"window_type", cb_param_get, NULL, "'count' or 'time'.", (void *)(intptr_t)6},
+    {"shared", cb_get_shared, NULL, "True when its state lives in a SharedMemory region.", NULL},
     {"listeners", cb_get_listeners, NULL, "The on_state_change listeners (a tuple).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock this breaker reads.", (void *)offsetof(breaker_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
@@ -451,7 +467,7 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (prs_py_clock_init(st, v[P_CircuitBreaker_clock], &o->clock) < 0) rc = -1;
     if (!rc) {
         o->timing = cfg.slow_call_ns > 0;
-        rc = cb_objects(o, v) < 0 ? -1 : prs_breaker_new(&cfg, &o->core);
+        rc = cb_objects(o, v) < 0 ? -1 : cb_core(st, o, &cfg, v[P_CircuitBreaker_shared]);
     }
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);

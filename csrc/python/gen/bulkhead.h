@@ -9,15 +9,17 @@ enum {
     P_Bulkhead_name = 0,
     P_Bulkhead_max_concurrent = 1,
     P_Bulkhead_max_wait_seconds = 2,
-    P_Bulkhead__COUNT = 3
+    P_Bulkhead_shared = 3,
+    P_Bulkhead__COUNT = 4
 };
-static const char *const Bulkhead_names[] = {"name", "max_concurrent", "max_wait_seconds", NULL};
+static const char *const Bulkhead_names[] = {"name", "max_concurrent", "max_wait_seconds", "shared", NULL};
 static const prs_py_param Bulkhead_param_list[] = {
     {"name", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"max_concurrent", "max_concurrent", PRS_PK_COUNT, 0, offsetof(bh_args, core.max_concurrent), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"max_wait_seconds", "max_wait_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(bh_args, max_wait_s), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
-static const prs_py_params Bulkhead_params = {"Bulkhead", 3, 3, 2, Bulkhead_param_list, Bulkhead_names};
+static const prs_py_params Bulkhead_params = {"Bulkhead", 4, 3, 2, Bulkhead_param_list, Bulkhead_names};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for Bulkhead's tp_new; validated by bh_args_check. 0 or -1. */
 static int Bulkhead_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -31,7 +33,7 @@ static int Bulkhead_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, pr
     return rc ? -1 : 0;
 }
 #define Bulkhead_DOC \
-    "Bulkhead(name, max_concurrent, max_wait_seconds=30.0)\n" \
+    "Bulkhead(name, max_concurrent, max_wait_seconds=30.0, *, shared=None)\n" \
     "--\n" \
     "\n" \
     "At most max_concurrent callers at once; others wait up to\n" \
@@ -61,6 +63,10 @@ static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nar
 static PyObject *bh_full_error(PyObject *self, PyObject *unused);
 static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *bh_stats(PyObject *self, PyObject *unused);
+static PyObject *bh_reap(PyObject *self, PyObject *unused) {
+    bh_obj *o = (bh_obj *)self;
+    return PyLong_FromLong(prs_bulkhead_reap(o->core));
+}
 static PyMethodDef Bulkhead_methods[] = {
     {"acquire", (PyCFunction)(void (*)(void))bh_acquire, METH_FASTCALL | METH_KEYWORDS,
      "acquire($self, /, timeout=...)\n"
@@ -135,11 +141,20 @@ static PyMethodDef Bulkhead_methods[] = {
      "--\n"
      "\n"
      "Internal: a dict snapshot of every counter."},
+    {"_reap", bh_reap, METH_NOARGS,
+     "_reap($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal: free now the permits held by dead processes (shared): how many."},
     {NULL, NULL, 0, NULL},
 };
 static PyObject *bh_get_max_concurrent(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
     return PyLong_FromLongLong(prs_bulkhead_max_concurrent(o->core));
+}
+static PyObject *bh_get_shared(PyObject *self, void *closure) {
+    bh_obj *o = (bh_obj *)self;
+    return PyBool_FromLong(prs_bulkhead_shared(o->core));
 }
 static PyObject *bh_get_max_wait_seconds(PyObject *self, void *closure) {
     bh_obj *o = (bh_obj *)self;
@@ -163,6 +178,7 @@ static PyObject *bh_get_rejected_count(PyObject *self, void *closure) {
 }
 static PyGetSetDef Bulkhead_getset[] = {
     {"max_concurrent", bh_get_max_concurrent, NULL, "Slots in the bulkhead.", NULL},
+    {"shared", bh_get_shared, NULL, "True when its permits live in a SharedMemory region.", NULL},
     {"max_wait_seconds", bh_get_max_wait_seconds, NULL, "Default wait for a slot, in seconds.", NULL},
     {"active_count", bh_get_active_count, NULL, "Slots held now.", NULL},
     {"available", bh_get_available, NULL, "Slots free now (max_concurrent - active_count).", NULL},
@@ -228,7 +244,7 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) {
         o->a = cfg;
         o->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);
-        rc = prs_bulkhead_new(&cfg.core, &o->core);
+        rc = bh_core(st, o, &cfg.core, v[P_Bulkhead_shared]);
     }
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
