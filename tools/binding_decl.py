@@ -105,7 +105,9 @@ class Type:
     `rate` (a prs_py_rate_fn, with rate_key when its methods take a key):
     what the rate methods M(rate=True) decide on.
     `repr` (attribute names): the header defines <prefix>_repr, the type's
-    name and each attribute as name=repr(value). <cfile>_add_types(m, st)
+    name and each attribute as name=repr(value) ("name?": left out when None;
+    a (label, expr) entry: the C expression over `o`, a new reference). A
+    type that is not HAVE_GC with `refs` gets only <prefix>_dealloc. <cfile>_add_types(m, st)
     adds every type with an `obj` and no `base` (those with one come from the
     algorithm table) to the module, in module-state slot PRS_SLOT_<slot>
     (default: the name without a leading _), then the module functions."""
@@ -124,10 +126,10 @@ class Type:
         self.obj, self.params, self.config = obj, params, config
         self.methods, self.props = list(methods), list(props)
         self.flags, self.slots, self.offsets = tuple(flags), dict(slots or {}), dict(offsets or {})
-        if repr:
+        if repr is not None:
             self.slots.setdefault("repr", None)
         if refs is not None:
-            for slot in ("dealloc", "traverse", "clear"):
+            for slot in ("dealloc", "traverse", "clear") if "HAVE_GC" in flags else ("dealloc",):
                 self.slots.setdefault(slot, None)
         self.qualname = qualname or "pyresilience._core." + name
         self.base = base
@@ -177,7 +179,7 @@ SECONDS = P("seconds", "DURATION", "float", field="ns", flags=("zero", "trunc"),
 
 MANUAL_CLOCK = Type(
     "ManualClock", "clock", "manual", obj="prs_py_manual_clock", qualname="pyresilience.ManualClock",
-    flags=("BASETYPE", "IMMUTABLETYPE"), slots={"call": None, "repr": None, "dealloc": None},
+    flags=("BASETYPE", "IMMUTABLETYPE"), slots={"call": None}, refs=[], repr=[("start", MANUAL_NOW)],
     config="prs_py_manual_clock_args", build="atomic_store(&o->now_ns, cfg.start_ns);",
     params=[P("start", "DURATION", "float", "0.0", field="start_ns", flags=("zero", "neg"),
               doc="The initial time, seconds.")],
@@ -210,7 +212,7 @@ MANUAL_CLOCK = Type(
 MONOTONIC_CLOCK = Type(
     "MonotonicClock", "clock", "mono", params=[], obj="PyObject", build="",
     qualname="pyresilience.MonotonicClock", flags=("BASETYPE", "IMMUTABLETYPE"),
-    slots={"call": None, "repr": None, "dealloc": "manual_dealloc"},
+    slots={"call": None}, refs=[], repr=[],
     doc="The default clock: CLOCK_MONOTONIC read in C. Passing clock=None is the same.",
     methods=[
         M("now", returns="float", expr="PyFloat_FromDouble((double)prs_monotonic_ns() / 1e9)",
@@ -225,8 +227,8 @@ MONOTONIC_CLOCK = Type(
 DECISION = Type(
     "Decision", "decision", "decision", config="prs_decision", obj="prs_py_decision",
     qualname="pyresilience.Decision", flags=("HAVE_GC", "IMMUTABLETYPE"),
-    slots={"repr": None, "richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
-    refs=["denied_by"], build="o->d = cfg;", keep={"denied_by": "denied_by"},
+    slots={"richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
+    repr=["allowed", "limit", "remaining", "retry_after", "reset_after", "denied_by?"], refs=["denied_by"], build="o->d = cfg;", keep={"denied_by": "denied_by"},
     params=[
         P("allowed", "BOOL", "bool", field="allowed"),
         P("limit", "INT", "int", field="limit"),

@@ -235,8 +235,8 @@ ASYNC_WAITER = Type(
 READY = Type(
     "_Ready", "wait", "ready", obj="ready_obj",
     flags=("IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
-    slots={"am_await": "ready_await", "iter": "ready_await", "iternext": "ready_next",
-           "dealloc": None},
+    slots={"am_await": "ready_await", "iter": "ready_await", "iternext": "ready_next"},
+    refs=["value"],
     doc="An awaitable that is already done (internal).",
     methods=[M("send", "value: Any, /", "Any", doc="Finish: raise StopIteration(result)."),
              M("__await__", returns="Any", slot=True), M("__iter__", returns="Any", slot=True),

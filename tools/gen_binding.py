@@ -288,6 +288,10 @@ def c_life(t):
         clear.append("    prs_py_clock_clear(&o->%s);" % t.clock)
     this = "    %s *o = (%s *)self;" % (t.obj, t.obj)
     p = t.prefix
+    if "HAVE_GC" not in t.flags:  # no cycle through it: dealloc alone drops the refs
+        return ["static void %s_dealloc(PyObject *self) {" % p] + ([this] if t.refs or t.free else []) + [
+            "    PyTypeObject *tp = Py_TYPE(self);"] + clear + (["    " + t.free] if t.free else []) + [
+            "    tp->tp_free(self);", "    Py_DECREF(tp);", "}"]
     L = ["static int %s_traverse(PyObject *self, visitproc visit, void *arg) {" % p]
     L += ([this] if visit or t.clock or getattr(t, "visit", None) else []) + [
         "    Py_VISIT(Py_TYPE(self));"] + visit
@@ -311,6 +315,22 @@ def c_life(t):
     L += ["    Py_CLEAR(o->%s);" % k for k in t.kept]
     L += ["    tp->tp_free(self);", "    Py_DECREF(tp);", "}"]
     return L
+
+
+def c_repr(t):
+    """<prefix>_repr: Name(attr=repr(value), ...); an entry (label, expr) shows
+    the C expression (a new reference over `o`) instead of an attribute."""
+    labels = [a if isinstance(a, str) else a[0] for a in t.repr]
+    exprs = [a[1] for a in t.repr if not isinstance(a, str)]
+    L = ["static PyObject *%s_repr(PyObject *self) {" % t.prefix]
+    if exprs:
+        L.append("    %s *o = (%s *)self;" % (t.obj, t.obj))
+    L.append("    static const char *const attrs[] = {%sNULL};" % "".join('"%s", ' % a for a in labels))
+    if exprs:
+        L.append("    PyObject *vals[] = {%s};" % ", ".join(
+            "NULL" if isinstance(a, str) else a[1] for a in t.repr))
+    return L + ['    return prs_py_repr_attrs(self, "%s", attrs, %s);'
+                % (t.name, "vals" if exprs else "NULL"), "}"]
 
 
 def c_parse(t):
@@ -403,7 +423,7 @@ def c_struct(t):
           "static PyObject *%s_repr(PyObject *self) {" % t.name,
           "    static const char *const attrs[] = {%sNULL};"
           % "".join('"%s", ' % f.name for f in t.fields),
-          '    return prs_py_repr_attrs(self, "%s", attrs);' % t.name, "}",
+          '    return prs_py_repr_attrs(self, "%s", attrs, NULL);' % t.name, "}",
           "/* A new %s (NULL with an exception). */" % t.name,
           "static PyObject *%s_new(prs_py_state *st, %s) {" % (t.name, t.src),
           "    PyObject *items[%d] = {" % n]
@@ -488,11 +508,8 @@ def gen_header(cfile, types, funcs):
                       '        return PyErr_Format(PyExc_TypeError, "%s() takes no arguments when '
                       'called");' % t.name,
                       "    return %s;" % m.expr, "}"]
-        if t.repr:
-            L += ["static PyObject *%s_repr(PyObject *self) {" % t.prefix,
-                  "    static const char *const attrs[] = {%sNULL};"
-                  % "".join('"%s", ' % a for a in t.repr),
-                  '    return prs_py_repr_attrs(self, "%s", attrs);' % t.name, "}"]
+        if t.repr is not None:
+            L += c_repr(t)
         L.append("")
     for name, (config, entries) in D.PARAM_TABLES.get(cfile, {}).items():
         for i, (fname, params) in enumerate(entries):

@@ -29,25 +29,6 @@ void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns) {
     }
 }
 
-static PyObject *manual_repr(PyObject *self) {
-    int64_t ns = atomic_load(&((prs_py_manual_clock *)self)->now_ns);
-    PyObject *f = PyFloat_FromDouble((double)ns / 1e9);
-    if (!f) return NULL;
-    PyObject *r = PyUnicode_FromFormat("ManualClock(start=%R)", f);
-    Py_DECREF(f);
-    return r;
-}
-
-static void manual_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-/* ---- MonotonicClock ----------------------------------------------------- */
-
-static PyObject *mono_repr(PyObject *self) { return PyUnicode_FromString("MonotonicClock()"); }
-
 int prs_py_register_clock(PyObject *m, prs_py_state *st) {
     return clock_add_types(m, st);
 }

@@ -300,13 +300,22 @@ void prs_py_clock_clear(prs_py_clock *c) {
     Py_CLEAR(c->obj);
 }
 
-PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs) {
+PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs,
+                            PyObject **vals) {
     PyObject *r = PyUnicode_FromFormat("%s(", name);
-    for (int i = 0; r && attrs[i]; i++) {
-        PyObject *v = PyObject_GetAttrString(self, attrs[i]);
-        if (!v) Py_CLEAR(r);
-        else Py_SETREF(r, PyUnicode_FromFormat("%U%s%s=%R", r, i ? ", " : "", attrs[i], v));
+    const char *sep = "";
+    for (int i = 0; attrs[i]; i++) { /* "name?": left out when None */
+        Py_ssize_t len = (Py_ssize_t)strcspn(attrs[i], "?");
+        PyObject *key = PyUnicode_FromStringAndSize(attrs[i], len);
+        PyObject *v = vals && vals[i] ? vals[i] : key && r ? PyObject_GetAttr(self, key) : NULL;
+        if (!v || !key) {
+            Py_CLEAR(r);
+        } else if (r && !(attrs[i][len] && v == Py_None)) {
+            Py_SETREF(r, PyUnicode_FromFormat("%U%s%U=%R", r, sep, key, v));
+            sep = ", ";
+        }
         Py_XDECREF(v);
+        Py_XDECREF(key);
     }
     if (r) Py_SETREF(r, PyUnicode_FromFormat("%U)", r));
     return r;

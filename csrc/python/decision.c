@@ -46,15 +46,6 @@ static PyObject *decision_headers(PyObject *self, PyObject *unused) {
 
 static int decision_bool(PyObject *self) { return D(self).allowed; }
 
-static PyObject *decision_repr(PyObject *self) {
-    static const char *const attrs[] = {"allowed", "limit", "remaining", "retry_after",
-                                        "reset_after", "denied_by", NULL};
-    static const char *const plain[] = {"allowed", "limit", "remaining", "retry_after",
-                                        "reset_after", NULL};
-    return prs_py_repr_attrs(self, "Decision",
-                             ((prs_py_decision *)self)->denied_by != Py_None ? attrs : plain);
-}
-
 static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
     if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b)) Py_RETURN_NOTIMPLEMENTED;
     const prs_decision *x = &D(a), *y = &D(b);

@@ -303,8 +303,11 @@ static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *
 /* The getter of a `.clock` property, the prs_py_clock at offset `off` (new
  * reference: the clock object given; a MonotonicClock for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off);
-/* name(attr=repr(self.attr), ...) for a type's repr. */
-PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs);
+/* name(attr=repr(self.attr), ...) for a type's repr; vals (may be NULL):
+ * values given instead of attributes (stolen; NULL: the attribute). An
+ * attribute "attr?" is left out when it is None. */
+PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs,
+                            PyObject **vals);
 
 int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now);
 /* Reads the clock once: 0, or -1 with an exception (a callable clock failed or

@@ -260,13 +260,6 @@ static PyObject *ready_next(PyObject *self) {
 
 static PyObject *ready_send(PyObject *self, PyObject *arg) { return ready_next(self); }
 
-static void ready_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    Py_CLEAR(((ready_obj *)self)->value);
-    PyObject_Free(self);
-    Py_DECREF(tp);
-}
-
 int prs_py_register_waiter(PyObject *m, prs_py_state *st) {
     return wait_add_types(m, st);
 }

@@ -278,7 +278,7 @@ static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
 }
 static PyObject *policy_repr(PyObject *self) {
     static const char *const attrs[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
-    return prs_py_repr_attrs(self, "RetryPolicy", attrs);
+    return prs_py_repr_attrs(self, "RetryPolicy", attrs, NULL);
 }
 
 /* ---- RetryBudget ---- */
@@ -437,7 +437,7 @@ static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
 }
 static PyObject *budget_repr(PyObject *self) {
     static const char *const attrs[] = {"ratio", "min_retries_per_second", "window", NULL};
-    return prs_py_repr_attrs(self, "RetryBudget", attrs);
+    return prs_py_repr_attrs(self, "RetryBudget", attrs, NULL);
 }
 
 /* ---- RetryCall ---- */

@@ -79,6 +79,13 @@ static PyType_Slot _Ready_slots[] = {
     {0, NULL},
 };
 static PyType_Spec _Ready_spec = {"pyresilience._core._Ready", sizeof(ready_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _Ready_slots};
+static void ready_dealloc(PyObject *self) {
+    ready_obj *o = (ready_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(o->value);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
 static int wait_add_types(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &_AsyncWaiter_spec, NULL) < 0) return -1;
