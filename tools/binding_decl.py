@@ -386,7 +386,7 @@ RETRY_BUDGET = Type(
 RETRY_CALL = Type(
     "RetryCall", "retry", "call", obj="call_obj",
     flags=("HAVE_GC", "HAVE_VECTORCALL", "IMMUTABLETYPE", "METHOD_DESCRIPTOR"),
-    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
+    slots={"call": "PyVectorcall_Call", "descr_get": "prs_py_method_get", "repr": None},
     offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
     refs=["func", "handler", "check_result", "budget", "dict"], clock="clock",
     params=[
@@ -428,6 +428,16 @@ EXCEPTIONS = ["ResilienceError", "RateLimitExceeded", "CircuitOpenError", "Bulkh
 # declared type nor an exception class): the policy call's deadline variable.
 STATE = ["DeadlineVar"]
 
+# The binding files in the order the module's exec registers them: each has
+# prs_py_register_<file>(m, st), which the header generates for a file in
+# SETUP ({file: a C function (m, st) -> 0/-1 run first, or None}): it adds
+# the file's CONSTANTS (int constants named as their C enumerators), types
+# and module functions.
+MODULE = ["clock", "decision", "limiters", "keyed", "breaker", "retry", "wait", "bulkhead",
+          "queue", "redis", "deadline", "policy", "shm"]
+SETUP = {"clock": None, "decision": None, "wait": None}
+CONSTANTS = {}
+
 # Parameter tables used by no one method, by binding file: {cfile: {name:
 # (config struct, [(fname, [P])...])}} -> the array `name` of prs_py_params.
 PARAM_TABLES = {}
@@ -446,8 +456,8 @@ FUNCTIONS = {
 
 def _load_areas() -> None:
     """More declarations, one module per binding area (tools/decl_<area>.py,
-    each with TYPES and optionally FUNCTIONS and PARAM_TABLES), so areas are declared side by
-    side without editing this file. They import P, M, Prop and Type from here."""
+    each with TYPES and optionally FUNCTIONS, PARAM_TABLES, SETUP and
+    CONSTANTS), so areas are declared side by side without editing this file. They import P, M, Prop and Type from here."""
     import glob
     import importlib
 
@@ -459,6 +469,9 @@ def _load_areas() -> None:
             FUNCTIONS.setdefault(cfile, []).extend(funcs)
         for cfile, tables in getattr(mod, "PARAM_TABLES", {}).items():
             PARAM_TABLES.setdefault(cfile, {}).update(tables)
+        SETUP.update(getattr(mod, "SETUP", {}))
+        for cfile, names in getattr(mod, "CONSTANTS", {}).items():
+            CONSTANTS.setdefault(cfile, []).extend(names)
 
 
 _load_areas()

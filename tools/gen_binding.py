@@ -13,6 +13,8 @@ Writes, for each binding file F declared (csrc/python/F.c):
                         with its text signature (<Type>_DOC), the method table
                         (<Type>_methods) and property table (<Type>_getset),
                         with forward declarations of the C functions they name;
+                        for a file in D.SETUP, its prs_py_register_<F>() (its
+                        setup function, its D.CONSTANTS, types and functions);
                         per method with declared params, its prs_py_params
                         (<Type>_<method>_params); the module functions
                         (<F>_functions).
@@ -251,7 +253,7 @@ def c_spec(t):
                  % t.prefix)
     for slot, fn in t.slots.items():
         fn = fn or "%s_%s" % (t.prefix, slot)
-        if not fn.startswith("Py"):
+        if not fn.startswith(("Py", "prs_py_")):  # CPython's, common.c's
             L.append(SLOT_PROTO[slot] % fn)
         slots.append((slot, fn))
     L.append("static PyType_Slot %s_slots[] = {" % t.name)
@@ -532,7 +534,14 @@ def gen_header(cfile, types, funcs):
         L.append("    {NULL, NULL, 0, NULL},")
         L.append("};")
         L.append("")
-    L.append("static int %s_add_types(PyObject *m, prs_py_state *st) {" % cfile)
+    if cfile in D.SETUP:  # the file's whole registration, called by module.c
+        L.append("int prs_py_register_%s(PyObject *m, prs_py_state *st) {" % cfile)
+        if D.SETUP[cfile]:
+            L.append("    if (%s(m, st) < 0) return -1;" % D.SETUP[cfile])
+    else:
+        L.append("static int %s_add_types(PyObject *m, prs_py_state *st) {" % cfile)
+    for name in D.CONSTANTS.get(cfile, []):
+        L.append('    if (PyModule_AddIntConstant(m, "%s", %s) < 0) return -1;' % (name, name))
     for t in types:
         if t.obj and not t.base:
             L.append("    if (prs_py_add_type(m, st, PRS_SLOT_%s, &%s_spec, NULL) < 0) return -1;"
@@ -560,6 +569,8 @@ def gen_module():
     if D.TYPES[first:first + len(algos)] != algos:
         raise SystemExit("the limiter types must be declared together, in the algorithm table's order")
     L.append("#define PRS_SLOT__ALGO_FIRST PRS_SLOT_%s" % algos[0].slot)
+    L.append("/* The binding files, each registered by prs_py_register_<file>(m, st), in order. */")
+    L.append("#define PRS_PY_REGISTER_FILES(X) %s" % " ".join("X(%s)" % f for f in D.MODULE))
     L.append("#define PRS_PY_EXCEPTIONS(X) %s" % " ".join("X(%s)" % e for e in D.EXCEPTIONS))
     return "\n".join(L + ["", "#endif"]) + "\n"
 
@@ -634,7 +645,7 @@ def splice_stub(text):
 
 def outputs():
     files = {}
-    cfiles = sorted({t.cfile for t in D.TYPES} | set(D.FUNCTIONS))
+    cfiles = sorted({t.cfile for t in D.TYPES} | set(D.FUNCTIONS) | set(D.SETUP))
     for cfile in cfiles:
         types = [t for t in D.TYPES if t.cfile == cfile]
         files[os.path.join("csrc", "python", "gen", cfile + ".h")] = gen_header(

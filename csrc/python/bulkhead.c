@@ -225,6 +225,5 @@ static PyObject *bh_stats(PyObject *self, PyObject *unused) {
 }
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {
-    if (prs_py_register_waiter(m, st) < 0) return -1;
     return bulkhead_add_types(m, st);
 }

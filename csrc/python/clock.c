@@ -28,7 +28,3 @@ void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns) {
                                                   memory_order_acq_rel, memory_order_acquire)) {
     }
 }
-
-int prs_py_register_clock(PyObject *m, prs_py_state *st) {
-    return clock_add_types(m, st);
-}

@@ -321,6 +321,11 @@ PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const 
     return r;
 }
 
+PyObject *prs_py_method_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
+    return PyMethod_New(self, obj);
+}
+
 /* A getter: the prs_py_clock at offset `off` of the object, as given (a
  * MonotonicClock instance for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off) {

@@ -86,7 +86,7 @@ static dl_stack *dl_make(void) {
     return dl = d;
 }
 
-/* CPython's context object as far as ctx_prev (checked in prs_py_register_deadline). */
+/* CPython's context object as far as ctx_prev (checked in deadline_setup). */
 typedef struct {
     PyObject_HEAD
     PyObject *ctx_prev;
@@ -213,21 +213,6 @@ static PyObject *timeout_enter(PyObject *m, PyObject *arg) {
     return out;
 }
 
-static PyMethodDef deadline_methods[] = {
-    {"_timeout_enter", timeout_enter, METH_O,
-     "_timeout_enter(ns, /)\n--\n\n"
-     "The async Timeout's entry: the deadline in effect inside (ns from now, or a\n"
-     "sooner outer one) set in DEADLINE; (token, seconds left), or None when it has passed."},
-    {"_deadline_ns", deadline_ns, METH_NOARGS,
-     "_deadline_ns()\n--\n\n"
-     "The absolute deadline in effect (CLOCK_MONOTONIC ns), or None."},
-    {"deadline_remaining", deadline_remaining, METH_NOARGS,
-     "deadline_remaining()\n--\n\n"
-     "Seconds left before the deadline of the current policy call (0.0 once it has\n"
-     "passed), or None when no Timeout of a Policy is in effect."},
-    {NULL, NULL, 0, NULL},
-};
-
 /* Checks where ctx_prev lives: a context entered from the current one must
  * point at it, and at nothing once left. */
 static int check_ctx_prev(void) {
@@ -250,7 +235,8 @@ static int check_ctx_prev(void) {
     return 0;
 }
 
-int prs_py_register_deadline(PyObject *m, prs_py_state *st) {
+/* Before the functions: the DEADLINE context variable, in the module and its state. */
+static int deadline_setup(PyObject *m, prs_py_state *st) {
     if (check_ctx_prev() < 0) return -1;
     PyObject *var = PyContextVar_New("pyresilience_deadline", NULL);
     if (!var) return -1;
@@ -259,5 +245,7 @@ int prs_py_register_deadline(PyObject *m, prs_py_state *st) {
         return -1;
     }
     Py_XSETREF(st->slots[PRS_SLOT_DeadlineVar], var);
-    return PyModule_AddFunctions(m, deadline_methods);
+    return 0;
 }
+
+#include "gen/deadline.h"

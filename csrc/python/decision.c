@@ -58,7 +58,3 @@ static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
     }
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
 }
-
-int prs_py_register_decision(PyObject *m, prs_py_state *st) {
-    return decision_add_types(m, st);
-}

@@ -55,20 +55,12 @@ int prs_py_add_struct(PyObject *m, prs_py_state *st, int slot, PyStructSequence_
  * one is NULL, with its exception). */
 PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n);
 
-/* Each binding file registers its types through one function called from
- * module.c's table. 0 or -1 with an exception. */
-int prs_py_register_clock(PyObject *m, prs_py_state *st);
-int prs_py_register_decision(PyObject *m, prs_py_state *st);
-int prs_py_register_limiters(PyObject *m, prs_py_state *st);
-int prs_py_register_breaker(PyObject *m, prs_py_state *st);
-int prs_py_register_keyed(PyObject *m, prs_py_state *st);
-int prs_py_register_retry(PyObject *m, prs_py_state *st);
-int prs_py_register_bulkhead(PyObject *m, prs_py_state *st);
-int prs_py_register_queue(PyObject *m, prs_py_state *st);
-int prs_py_register_redis(PyObject *m, prs_py_state *st);
-int prs_py_register_deadline(PyObject *m, prs_py_state *st);
-int prs_py_register_policy(PyObject *m, prs_py_state *st);
-int prs_py_register_shm(PyObject *m, prs_py_state *st);
+/* Each binding file registers its types, constants and functions through
+ * one function (generated for the declared files), called by module.c in
+ * the order of PRS_PY_REGISTER_FILES. 0 or -1 with an exception. */
+#define PRS_PY_REGISTER_DECL(file) int prs_py_register_##file(PyObject *m, prs_py_state *st);
+PRS_PY_REGISTER_FILES(PRS_PY_REGISTER_DECL)
+#undef PRS_PY_REGISTER_DECL
 /* shm.c: a limiter of `algo` placed in the SharedMemory `shared` under `name`
  * (limiters.c's tp_new, when shared= is given). PRS_OK with *out; a status
  * for prs_py_config_error() (why filled); or 1 with a Python exception set. */
@@ -79,10 +71,10 @@ int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */
 int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
-/* Hands a call whose first attempt failed to a Retry's Python loop,
- * handler(func, args, kwargs, exc, result, start) (retry.c). Steals exc and result. */
-PyObject *prs_py_retry_resume(PyObject *handler, PyObject *func, PyObject *const *args, size_t nargsf,
-                              PyObject *kwnames, PyObject *exc, PyObject *result, int64_t start);
+/* After a call's first attempt (result; NULL: it raised): result, or the
+ * Retry's Python loop taking over (retry.c). Steals result. */
+PyObject *prs_py_retry_after(PyObject *handler, PyObject *check, PyObject *func, PyObject *const *args,
+                             size_t nargsf, PyObject *kwnames, PyObject *result, int64_t start);
 /* The deadline in effect: the value of the context variable `var` (may be
  * NULL), absolute ns, or PRS_NEVER. 0, or -1 with an exception. */
 int prs_py_deadline_abs(PyObject *var, int64_t *out);
@@ -303,6 +295,8 @@ static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *
 /* The getter of a `.clock` property, the prs_py_clock at offset `off` (new
  * reference: the clock object given; a MonotonicClock for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off);
+/* tp_descr_get of a callable object that binds like a function (a method). */
+PyObject *prs_py_method_get(PyObject *self, PyObject *obj, PyObject *type);
 /* name(attr=repr(self.attr), ...) for a type's repr; vals (may be NULL):
  * values given instead of attributes (stolen; NULL: the attribute). An
  * attribute "attr?" is left out when it is None. */

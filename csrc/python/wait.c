@@ -259,7 +259,3 @@ static PyObject *ready_next(PyObject *self) {
 }
 
 static PyObject *ready_send(PyObject *self, PyObject *arg) { return ready_next(self); }
-
-int prs_py_register_waiter(PyObject *m, prs_py_state *st) {
-    return wait_add_types(m, st);
-}

@@ -240,7 +240,7 @@ static PyObject *mono_repr(PyObject *self) {
     return prs_py_repr_attrs(self, "MonotonicClock", attrs, NULL);
 }
 
-static int clock_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_clock(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &ManualClock_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &MonotonicClock_spec, NULL) < 0) return -1;
     return 0;

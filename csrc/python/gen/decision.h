@@ -138,7 +138,7 @@ static PyObject *decision_repr(PyObject *self) {
     return prs_py_repr_attrs(self, "Decision", attrs, NULL);
 }
 
-static int decision_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_decision(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_Decision, &Decision_spec, NULL) < 0) return -1;
     return 0;
 }

@@ -27,6 +27,7 @@ enum prs_py_slot {
     PRS_SLOT_KeyedLimiter,
     PRS_SLOT_KeyedLimiterView,
     PRS_SLOT_LimiterGroup,
+    PRS_SLOT_PolicyStep,
     PRS_SLOT_RedisBackend,
     PRS_SLOT_RedisRateLimiter,
     PRS_SLOT_RedisLimiterGroup,
@@ -44,6 +45,8 @@ enum prs_py_slot {
     PRS_SLOT__COUNT
 };
 #define PRS_SLOT__ALGO_FIRST PRS_SLOT_TokenBucket
+/* The binding files, each registered by prs_py_register_<file>(m, st), in order. */
+#define PRS_PY_REGISTER_FILES(X) X(clock) X(decision) X(limiters) X(keyed) X(breaker) X(retry) X(wait) X(bulkhead) X(queue) X(redis) X(deadline) X(policy) X(shm)
 #define PRS_PY_EXCEPTIONS(X) X(ResilienceError) X(RateLimitExceeded) X(CircuitOpenError) X(BulkheadFullError) X(QueueFullError) X(QueueClosedError) X(QueueEmptyError) X(RetryExhausted) X(BackendError)
 
 #endif

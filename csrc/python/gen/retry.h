@@ -482,7 +482,6 @@ static PyMemberDef RetryCall_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
-static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type);
 static PyObject *call_repr(PyObject *self);
 static void call_dealloc(PyObject *self);
 static int call_traverse(PyObject *self, visitproc visit, void *arg);
@@ -491,7 +490,7 @@ static PyType_Slot RetryCall_slots[] = {
     {Py_tp_doc, (void *)RetryCall_DOC},
     {Py_tp_new, call_new},
     {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, call_descr_get},
+    {Py_tp_descr_get, prs_py_method_get},
     {Py_tp_repr, call_repr},
     {Py_tp_dealloc, call_dealloc},
     {Py_tp_traverse, call_traverse},

@@ -87,7 +87,7 @@ static void ready_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-static int wait_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_wait(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &_AsyncWaiter_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_Ready, &_Ready_spec, NULL) < 0) return -1;
     return 0;
