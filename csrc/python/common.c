@@ -172,11 +172,6 @@ int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *ou
     return 0;
 }
 
-static int int_type_error(PyObject *o, const char *param) {
-    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.200s: %R", param, Py_TYPE(o)->tp_name, o);
-    return -1;
-}
-
 /* ValueError: o (as the caller gave it) is outside [lo, hi]. -1. */
 static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
     if (hi == INT64_MAX)
@@ -187,78 +182,53 @@ static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
     return -1;
 }
 
-/* An int in [lo, hi]; with `sat`, one beyond int64 is hi. */
-static int parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int sat, int64_t *out) {
+#define WHOLE_FLOAT 1u /* an integral float is a whole number too (10.0 is 10, 10.5 is refused) */
+#define WHOLE_SAT   2u /* beyond int64: hi (and lo when it is INT64_MIN) instead of an error */
+
+/* The one parser of whole numbers: an int (or __index__; never bool), or with
+ * WHOLE_FLOAT an integral float, in [lo, hi]. TypeError/ValueError naming
+ * `param` and the value as given. 0 or -1. */
+static int parse_whole(PyObject *o, const char *param, int64_t lo, int64_t hi, unsigned how,
+                       int64_t *out) {
     int overflow = 0;
     long long v;
     if (PyLong_CheckExact(o)) { /* the usual case: no __index__ to call */
         v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    } else if (PyFloat_Check(o) && (how & WHOLE_FLOAT)) {
+        double d = PyFloat_AS_DOUBLE(o);
+        if (!isfinite(d) || d != floor(d)) {
+            PyErr_Format(PyExc_ValueError, "%s must be a whole number, got %R", param, o);
+            return -1;
+        }
+        overflow = d >= 9.2233720368547758e18 ? 1 : d < -9.2233720368547758e18 ? -1 : 0;
+        v = overflow ? 0 : (long long)d;
+    } else if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o)))) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.200s: %R", param,
+                     Py_TYPE(o)->tp_name, o);
+        return -1;
     } else {
-        if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o))))
-            return int_type_error(o, param);
         PyObject *idx = PyNumber_Index(o);
         if (!idx) return -1;
         v = PyLong_AsLongLongAndOverflow(idx, &overflow);
         Py_DECREF(idx);
     }
     if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow > 0 && sat) v = hi;
+    if (overflow && (how & WHOLE_SAT) && (overflow > 0 || lo == INT64_MIN)) v = overflow > 0 ? hi : lo;
     else if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
     *out = v;
     return 0;
 }
 
 int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
-    return parse_int(o, param, lo, hi, 0, out);
-}
-
-/* A float standing for a count must be integral: 10.0 is 10, 10.5 is refused.
- * Returns a new int object, or NULL with ValueError naming `param`. */
-static PyObject *integral_float(PyObject *o, const char *param) {
-    double v = PyFloat_AS_DOUBLE(o);
-    if (!isfinite(v) || v != floor(v)) {
-        PyErr_Format(PyExc_ValueError, "%s must be a whole number, got %R", param, o);
-        return NULL;
-    }
-    return PyLong_FromDouble(v);
-}
-
-int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
-    if (!PyFloat_Check(o)) return prs_py_parse_int(o, param, lo, hi, out);
-    PyObject *i = integral_float(o, param);
-    if (!i) return -1;
-    int64_t v;
-    int rc = prs_py_parse_int(i, param, lo, hi, &v);
-    Py_DECREF(i);
-    if (rc < 0) { /* name the value the caller gave, not its int form */
-        PyErr_Clear();
-        return range_error(o, param, lo, hi);
-    }
-    *out = v;
-    return 0;
+    return parse_whole(o, param, lo, hi, 0, out);
 }
 
 int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out) {
-    if (PyLong_Check(o) && !PyBool_Check(o)) {
-        int overflow = 0;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (v == -1 && PyErr_Occurred()) return -1;
-        *out = overflow > 0 ? INT64_MAX : overflow < 0 ? INT64_MIN : v;
-        return 0;
-    }
-    if (PyFloat_Check(o)) {
-        double d = PyFloat_AS_DOUBLE(o);
-        if (isfinite(d) && d == floor(d) && fabs(d) >= 9.2233720368547758e18) {
-            *out = d > 0 ? INT64_MAX : INT64_MIN;
-            return 0;
-        }
-    }
-    return prs_py_parse_count(o, param, INT64_MIN, INT64_MAX, out);
+    return parse_whole(o, param, INT64_MIN, INT64_MAX, WHOLE_FLOAT | WHOLE_SAT, out);
 }
 
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
-    if (prs_py_parse_config_count(o, param, out) < 0) return -1;
-    return *out >= 1 ? 0 : range_error(o, param, 1, INT64_MAX);
+    return parse_whole(o, param, 1, INT64_MAX, WHOLE_FLOAT | WHOLE_SAT, out);
 }
 
 int prs_py_parse_timeout(PyObject *o, const char *param, int64_t *out_ns) {
@@ -439,15 +409,16 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         return 0;
     }
     switch (p->kind) {
-    case PRS_PK_COUNT:
-        if (p->lo == INT64_MIN && p->hi == INT64_MAX ? prs_py_parse_config_count(o, p->name, &v)
-                                                     : prs_py_parse_count(o, p->name, p->lo, p->hi, &v))
+    case PRS_PK_COUNT: /* with no range declared, the core checks it: beyond int64 saturates */
+        if (parse_whole(o, p->name, p->lo, p->hi,
+                        WHOLE_FLOAT | (p->lo == INT64_MIN && p->hi == INT64_MAX ? WHOLE_SAT : 0), &v))
             return -1;
         if (p->flags & PRS_PY_DOUBLE) *(double *)field = (double)v;
         else *(int64_t *)field = v;
         return 0;
     case PRS_PK_INT:
-        if (parse_int(o, p->name, p->lo, p->hi, (p->flags & PRS_PY_SAT) != 0, &v) < 0) return -1;
+        if (parse_whole(o, p->name, p->lo, p->hi, (p->flags & PRS_PY_SAT) ? WHOLE_SAT : 0, &v) < 0)
+            return -1;
         *(int64_t *)field = v;
         return 0;
     case PRS_PK_REAL:

@@ -163,14 +163,12 @@ static inline void prs_py_op_unlock(atomic_int *held) {
 int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *out);
 /* An int (not bool) in [lo, hi]; TypeError/ValueError naming `param`. 0 or -1. */
 int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out);
-/* A count (capacity, limit, burst, max_keys, thresholds, sizes...): the one
- * rule for every count-like parameter. An int (or __index__), or a float with
- * an integral value (10.0 -> 10); 10.5 -> ValueError, bool/str -> TypeError;
- * then checked against [lo, hi] like prs_py_parse_int. 0 or -1. */
-int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out);
-/* A count for a core config field, whose validator checks its range: as
- * prs_py_parse_count over all of int64, except that a whole number beyond
- * int64 saturates (so the validator's message names it too). 0 or -1. */
+/* A count (capacity, limit, burst, max_keys, thresholds, sizes...) follows
+ * one rule (PRS_PK_COUNT): an int (or __index__), or a float with an
+ * integral value (10.0 -> 10); 10.5 -> ValueError, bool/str -> TypeError.
+ * A count for a core config field, whose validator checks its range: a
+ * whole number beyond int64 saturates (so the validator's message names it
+ * too). 0 or -1. */
 int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out);
 /* A request weight n: a count >= 1 (an int, or an integral float; not bool). Ints beyond int64 saturate to
  * INT64_MAX (such n can never be admitted: a decision, not an error). */
@@ -198,8 +196,8 @@ int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
  * config field straight into the core's config struct (offsetof), and hands
  * back the borrowed argument objects for what the binding keeps itself. */
 enum prs_py_kind {
-    PRS_PK_COUNT,    /* int64_t field: prs_py_parse_count in [lo, hi]; with no range
-                        declared, prs_py_parse_config_count (the core checks it) */
+    PRS_PK_COUNT,    /* int64_t field: a count in [lo, hi]; with no range declared,
+                        prs_py_parse_config_count (the core checks it) */
     PRS_PK_REAL,     /* double field: prs_py_parse_real with flags */
     PRS_PK_DURATION, /* int64_t field, ns, from float seconds (flags); +inf -> PRS_NEVER;
                         a positive value is at least 1 ns */
