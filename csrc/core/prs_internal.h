@@ -147,4 +147,22 @@ int prs__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadlin
 int prs__cond_wait_while(pthread_cond_t *c, pthread_mutex_t *mu, const int *state, int waiting,
                          int64_t deadline_ns);
 
+/* ---- deadlines of calls (deadline.c) ---------------------------------- */
+
+/* The sooner of `deadline` and now + ns (ns < 0: no limit of its own). */
+int64_t prs_deadline_within(int64_t deadline, int64_t now, int64_t ns);
+/* A wait's timeout (PRS_NEVER: none) capped at what is left before the
+ * absolute `deadline` (PRS_NEVER: none) at `now`; never negative. */
+int64_t prs_deadline_cap(int64_t deadline, int64_t now, int64_t timeout_ns);
+
+/* This thread's deadline frames: push gives the frame's index for pop (-1:
+ * all PRS_DEADLINE_FRAMES taken, or no memory); pop returns the frame's key
+ * (the caller's to release); prs_deadline_of is the sooner of `deadline` and
+ * the frames of `key`; prs_deadline_any says whether there is a frame. */
+#define PRS_DEADLINE_FRAMES 32
+int prs_deadline_push(void *key, int64_t deadline);
+void *prs_deadline_pop(int i);
+int prs_deadline_any(void);
+int64_t prs_deadline_of(const void *key, int64_t deadline);
+
 #endif /* PRS_INTERNAL_H */

@@ -288,10 +288,7 @@ static PyObject *step_timeout(step_obj *s, pcx *cx, PyObject *const *args, size_
     int64_t deadline;
     if (prs_py_deadline_abs(s->a, &deadline) < 0) return NULL;
     int64_t now = cx_now(cx);
-    if (s->ns >= 0) {
-        int64_t mine = prs__sat_add(now, s->ns);
-        if (mine < deadline) deadline = mine;
-    }
+    deadline = prs_deadline_within(deadline, now, s->ns);
     if (deadline == PRS_NEVER) return call_next(s, cx, args, nargsf, kwnames);
     if (now >= deadline) return timeout_exceeded(s);
     PyObject *res;
