@@ -424,6 +424,23 @@ EXCEPTIONS = ["ResilienceError", "RateLimitExceeded", "CircuitOpenError", "Bulkh
               "QueueFullError", "QueueClosedError", "QueueEmptyError", "RetryExhausted",
               "BackendError"]
 
+# The exception of each core status (prs_py_error(), the one status ->
+# exception map): a built-in exception or one of EXCEPTIONS.
+#   - ETIMEDOUT: the in-process waits turn their own timeouts into their
+#     pattern's exception where they happen (RateLimitExceeded,
+#     BulkheadFullError, QueueEmptyError/QueueFullError, each carrying its
+#     decision); the timeouts that reach the map are a backend's network I/O,
+#     hence BackendError.
+#   - ECLOSED is a closed queue; a backend closed on purpose is EBACKENDCLOSED.
+STATUS_EXCEPTIONS = {
+    "OK": "RuntimeError",  # never raised
+    "EINVAL": "ValueError", "ENOMEM": "MemoryError", "ERANGE": "ValueError",
+    "EAGAIN": "RuntimeError", "ETIMEDOUT": "BackendError", "ECLOSED": "QueueClosedError",
+    "EFULL": "QueueFullError", "EEMPTY": "QueueEmptyError", "ENOTSUP": "NotImplementedError",
+    "EBACKEND": "BackendError", "EPROTO": "BackendError", "ESTATE": "RuntimeError",
+    "ECONN": "BackendError", "ENEVER": "ValueError", "EBACKENDCLOSED": "BackendError",
+}
+
 # Other module-state slots (objects the binding keeps that are neither a
 # declared type nor an exception class): the policy call's deadline variable.
 STATE = ["DeadlineVar"]

@@ -572,6 +572,9 @@ def gen_module():
     L.append("/* The binding files, each registered by prs_py_register_<file>(m, st), in order. */")
     L.append("#define PRS_PY_REGISTER_FILES(X) %s" % " ".join("X(%s)" % f for f in D.MODULE))
     L.append("#define PRS_PY_EXCEPTIONS(X) %s" % " ".join("X(%s)" % e for e in D.EXCEPTIONS))
+    L.append("/* The exception of each status (common.c's table). */")
+    L += ["#define PRS_PY_EXC_%s EXC_%s(%s)" % (status, "MODULE" if exc in D.EXCEPTIONS else "BUILTIN", exc)
+          for status, exc in D.STATUS_EXCEPTIONS.items()]
     return "\n".join(L + ["", "#endif"]) + "\n"
 
 

@@ -11,15 +11,9 @@
 /* ---- errors ----------------------------------------------------------- */
 
 /* The exception of each status, one row per status of PRS_ERRNO_MAP: a row
- * names a built-in exception or a module exception slot. A status added to
- * the core without its row here does not compile (EXC_<name> is undefined).
- *   - ETIMEDOUT: the in-process waits turn their own timeouts into their
- *     pattern's exception where they happen (RateLimitExceeded,
- *     BulkheadFullError, QueueEmptyError/QueueFullError, each carrying its
- *     decision); the timeouts that reach this table are a backend's network
- *     I/O, hence BackendError.
- *   - ECLOSED is a closed queue; a backend closed on purpose is
- *     EBACKENDCLOSED. */
+ * names a built-in exception or a module exception slot (declared:
+ * STATUS_EXCEPTIONS in tools/binding_decl.py -> gen/module.h's PRS_PY_EXC_<status>).
+ * A status added to the core without its row does not compile. */
 typedef struct exc_row {
     PyObject *const *builtin; /* &PyExc_X, or NULL: the module slot below */
     int slot;                 /* PRS_SLOT_X when builtin is NULL */
@@ -27,25 +21,9 @@ typedef struct exc_row {
 
 #define EXC_BUILTIN(name) {&PyExc_##name, 0}
 #define EXC_MODULE(name)  {NULL, PRS_SLOT_##name}
-#define EXC_OK             EXC_BUILTIN(RuntimeError) /* never raised */
-#define EXC_EINVAL         EXC_BUILTIN(ValueError)
-#define EXC_ENOMEM         EXC_BUILTIN(MemoryError)
-#define EXC_ERANGE         EXC_BUILTIN(ValueError)
-#define EXC_EAGAIN         EXC_BUILTIN(RuntimeError)
-#define EXC_ETIMEDOUT      EXC_MODULE(BackendError)
-#define EXC_ECLOSED        EXC_MODULE(QueueClosedError)
-#define EXC_EFULL          EXC_MODULE(QueueFullError)
-#define EXC_EEMPTY         EXC_MODULE(QueueEmptyError)
-#define EXC_ENOTSUP        EXC_BUILTIN(NotImplementedError)
-#define EXC_EBACKEND       EXC_MODULE(BackendError)
-#define EXC_EPROTO         EXC_MODULE(BackendError)
-#define EXC_ESTATE         EXC_BUILTIN(RuntimeError)
-#define EXC_ECONN          EXC_MODULE(BackendError)
-#define EXC_ENEVER         EXC_BUILTIN(ValueError)
-#define EXC_EBACKENDCLOSED EXC_MODULE(BackendError)
 
 static const exc_row exc_table[-PRS__STATUS_MIN] = {
-#define ROW(name, value, msg) [-(value)] = EXC_##name,
+#define ROW(name, value, msg) [-(value)] = PRS_PY_EXC_##name,
     PRS_ERRNO_MAP(ROW)
 #undef ROW
 };

@@ -9,23 +9,14 @@
 
 #include <math.h>
 
-PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d) {
+PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by) {
     PyTypeObject *tp = PRS_PY_TYPE(st, Decision);
     prs_py_decision *self = (prs_py_decision *)tp->tp_alloc(tp, 0);
     if (!self) return NULL;
     self->d = *d;
-    self->denied_by = Py_NewRef(Py_None);
+    self->denied_by = denied_by < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(denied_by);
+    if (!self->denied_by) Py_CLEAR(self);
     return (PyObject *)self;
-}
-
-PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by) {
-    PyObject *r = prs_py_decision_new(st, d);
-    if (r && denied_by >= 0) {
-        PyObject *i = PyLong_FromLong(denied_by);
-        if (!i) { Py_DECREF(r); return NULL; }
-        Py_SETREF(((prs_py_decision *)r)->denied_by, i);
-    }
-    return r;
 }
 
 #define D(self) (((prs_py_decision *)(self))->d)

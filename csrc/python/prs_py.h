@@ -332,10 +332,10 @@ typedef struct prs_py_decision {
     PyObject *denied_by; /* None or an int (groups) */
 } prs_py_decision;
 
-/* A new Decision object (new reference) or NULL with an exception. */
-PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d);
-/* The same with denied_by = the index `denied_by` (None when < 0). */
+/* A new Decision object (new reference) or NULL with an exception; its
+ * denied_by the index `denied_by` (None when < 0). */
 PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by);
+#define prs_py_decision_new(st, d) prs_py_decision_new_by((st), (d), -1)
 
 /* ---- the in-process limiter types (limiters.c) ------------------------- *
  * One implementation for every algorithm of the table (PRS_ALGORITHMS); each

@@ -41,6 +41,7 @@ typedef struct {
 } ready_obj;
 
 static void waiter_free(prs_py_waiter *w);
+static int waiter_resolve(prs_py_waiter *w);
 
 #include "gen/wait.h"
 
@@ -167,11 +168,6 @@ void prs_py_waiter_served(void *data) {
     PRS_PY_EXC_RESTORE(saved);
 }
 
-static PyObject *waiter_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (waiter_resolve((prs_py_waiter *)self) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
 /* After its references are cleared (the owner is kept until the end). Never
  * queued here (the queue holds a reference); served but never settled (its
  * coroutine vanished): gives back what it was handed. */
@@ -242,8 +238,6 @@ PyObject *prs_py_ready_new(PyTypeObject *tp, PyObject *value) {
     r->value = Py_NewRef(value);
     return (PyObject *)r;
 }
-
-static PyObject *ready_await(PyObject *self) { return Py_NewRef(self); }
 
 static PyObject *ready_next(PyObject *self) {
     /* taken whole: two threads resuming one awaitable get it once */

@@ -52,6 +52,11 @@ static void waiter_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *waiter_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))
+        return PyErr_Format(PyExc_TypeError, "_AsyncWaiter() takes no arguments when called");
+    return waiter_resolve((prs_py_waiter *)self) < 0 ? NULL : Py_NewRef(Py_None);
+}
 
 /* ---- _Ready ---- */
 #define _Ready_DOC \
@@ -65,14 +70,12 @@ static PyMethodDef _Ready_methods[] = {
      "Finish: raise StopIteration(result)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *ready_await(PyObject *self);
-static PyObject *ready_await(PyObject *self);
 static PyObject *ready_next(PyObject *self);
 static void ready_dealloc(PyObject *self);
 static PyType_Slot _Ready_slots[] = {
     {Py_tp_doc, (void *)_Ready_DOC},
-    {Py_am_await, ready_await},
-    {Py_tp_iter, ready_await},
+    {Py_am_await, PyObject_SelfIter},
+    {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, ready_next},
     {Py_tp_dealloc, ready_dealloc},
     {Py_tp_methods, _Ready_methods},
