@@ -34,11 +34,6 @@ typedef struct {
     frame f[PRS_DEADLINE_FRAMES];
 } frames;
 
-#if defined(__GLIBC__) && defined(__GNUC__)
-#define PRS_TLS_FAST __attribute__((tls_model("initial-exec"))) /* one word of static TLS */
-#else
-#define PRS_TLS_FAST
-#endif
 static _Thread_local frames *mine PRS_TLS_FAST;
 static pthread_key_t key_of_thread;
 static pthread_once_t once = PTHREAD_ONCE_INIT;

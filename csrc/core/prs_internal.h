@@ -149,6 +149,15 @@ int prs__cond_wait_while(pthread_cond_t *c, pthread_mutex_t *mu, const int *stat
 
 /* ---- deadlines of calls (deadline.c) ---------------------------------- */
 
+/* A thread-local variable read on a hot path: in the initial-exec model
+ * where the C library allows it (one load, no __tls_get_addr call; static TLS
+ * is scarce, so only a few words). */
+#if defined(__GLIBC__) && defined(__GNUC__)
+#define PRS_TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#define PRS_TLS_FAST
+#endif
+
 /* The sooner of `deadline` and now + ns (ns < 0: no limit of its own). */
 int64_t prs_deadline_within(int64_t deadline, int64_t now, int64_t ns);
 /* A wait's timeout (PRS_NEVER: none) capped at what is left before the

@@ -96,12 +96,7 @@ typedef struct step_args {
 #include "gen/policy.h"
 
 /* The reading handed across a foreign C layer (the breaker's wrapper) to the
- * step it wraps; taken (cleared) by that step only. */
-#if defined(__GLIBC__) && defined(__GNUC__)
-#define PRS_TLS_FAST __attribute__((tls_model("initial-exec"))) /* 16 bytes of static TLS */
-#else
-#define PRS_TLS_FAST
-#endif
+ * step it wraps; taken (cleared) by that step only. 16 bytes of static TLS. */
 static _Thread_local struct {
     PyObject *expect;
     int64_t now;
@@ -128,9 +123,18 @@ static PyObject *step_vectorcall(PyObject *self, PyObject *const *args, size_t n
 #define CHECK_LIVE(s) \
     if (!(s)->a) { PyErr_SetString(PyExc_RuntimeError, "this policy step was cleared"); return NULL; }
 
-/* Drops the result and the pending exception saved in `saved` (the caller's
- * own error wins). NULL. */
-#define DROP_SAVED(saved) Py_XDECREF(saved)
+/* A step's result once its cleanup ran with the call's exception set aside
+ * in `saved`: res, and that exception back; when the cleanup failed (rc < 0)
+ * its error wins: NULL. */
+static PyObject *after_cleanup(PyObject *res, PyObject *saved, int rc) {
+    if (rc < 0) {
+        Py_XDECREF(res);
+        Py_XDECREF(saved);
+        return NULL;
+    }
+    PRS_PY_EXC_RESTORE(saved);
+    return res;
+}
 
 static PyObject *step_apply(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -235,13 +239,7 @@ static PyObject *step_bulkhead(step_obj *s, pcx *cx, PyObject *const *args, size
         rc = r ? 0 : -1;
         Py_XDECREF(r);
     }
-    if (rc < 0) {
-        Py_XDECREF(res);
-        DROP_SAVED(saved);
-        return NULL;
-    }
-    PRS_PY_EXC_RESTORE(saved);
-    return res;
+    return after_cleanup(res, saved, rc);
 }
 
 /* ---- Timeout ----------------------------------------------------------------------- */
@@ -272,13 +270,7 @@ static PyObject *timeout_in_var(step_obj *s, pcx *cx, int64_t deadline, PyObject
     PRS_PY_EXC_SAVE(saved);
     int rc = PyContextVar_Reset(s->a, token);
     Py_DECREF(token);
-    if (rc < 0) { /* the reset's error wins */
-        Py_XDECREF(res);
-        DROP_SAVED(saved);
-        return NULL;
-    }
-    PRS_PY_EXC_RESTORE(saved);
-    return res;
+    return after_cleanup(res, saved, rc);
 }
 
 /* The deadline (the sooner of ours and an outer one) in a sync frame for the
