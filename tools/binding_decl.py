@@ -191,11 +191,11 @@ MANUAL_CLOCK = Type(
         M("now_ns", returns="int", expr="PyLong_FromLongLong(atomic_load(&o->now_ns))",
           doc="The clock's time in integer nanoseconds."),
         M("advance", params=[SECONDS], config="prs_py_manual_clock_args",
-          call="prs_py_manual_clock_add(&o->now_ns, a.ns)",
+          call="prs__atomic_sat_add(&o->now_ns, a.ns)",
           doc="Move the clock forward by `seconds` (finite, >= 0); the time\n"
               "saturates at 2**63 - 1 ns instead of wrapping."),
         M("advance_ns", params=[P("ns", "INT", "int", field="ns", lo=0, flags=("sat",), posonly=True)],
-          config="prs_py_manual_clock_args", call="prs_py_manual_clock_add(&o->now_ns, a.ns)",
+          config="prs_py_manual_clock_args", call="prs__atomic_sat_add(&o->now_ns, a.ns)",
           doc="Move the clock forward by `ns` integer nanoseconds (>= 0), exactly\n"
               "at any time (float seconds cannot resolve 1 ns once the clock is past ~100 days).\n"
               "Like advance(), the time saturates at 2**63 - 1 ns."),

@@ -147,6 +147,27 @@ int prs__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadlin
 int prs__cond_wait_while(pthread_cond_t *c, pthread_mutex_t *mu, const int *state, int waiting,
                          int64_t deadline_ns);
 
+/* ---- an atomic int64 time ----------------------------------------------- */
+
+/* Adds ns to *t, saturating instead of wrapping; concurrent adds each count. */
+static inline void prs__atomic_sat_add(_Atomic int64_t *t, int64_t ns) {
+    int64_t seen = atomic_load_explicit(t, memory_order_acquire);
+    while (!atomic_compare_exchange_weak_explicit(t, &seen, prs__sat_add(seen, ns),
+                                                  memory_order_acq_rel, memory_order_acquire)) {
+    }
+}
+/* Raises *t to v (never lowers it). */
+static inline void prs__atomic_raise(_Atomic int64_t *t, int64_t v) {
+    int64_t seen = atomic_load_explicit(t, memory_order_acquire);
+    while (seen < v && !atomic_compare_exchange_weak_explicit(t, &seen, v, memory_order_acq_rel,
+                                                             memory_order_acquire)) {
+    }
+}
+
+/* 1 when a validator's `reason` names config field `field` (as a whole
+ * identifier: "must be >= base_delay" names base_delay, not delay). */
+int prs_config_mentions(const char *reason, const char *field);
+
 /* ---- deadlines of calls (deadline.c) ---------------------------------- */
 
 /* A thread-local variable read on a hot path: in the initial-exec model

@@ -5,7 +5,6 @@
 #include "prs_py.h"
 
 #include <math.h>
-#include <ctype.h>
 #include <string.h>
 
 /* ---- errors ----------------------------------------------------------- */
@@ -308,19 +307,11 @@ int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {
     return 0;
 }
 
-static void manual_advance_to(_Atomic int64_t *t, int64_t wake) {
-    int64_t seen = atomic_load_explicit(t, memory_order_acquire);
-    while (seen < wake &&
-           !atomic_compare_exchange_weak_explicit(t, &seen, wake, memory_order_acq_rel,
-                                                  memory_order_acquire)) {
-    }
-}
-
 #define PRS_PY_SLICE_NS (50 * PRS_NS_PER_MS)
 
 int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns) {
     if (c->kind == PRS_CLOCK_MANUAL) {
-        manual_advance_to(c->manual_ns, wake);
+        prs__atomic_raise(c->manual_ns, wake);
         return PyErr_CheckSignals();
     }
     if (slice_ns <= 0 || slice_ns > PRS_PY_SLICE_NS) slice_ns = PRS_PY_SLICE_NS;
@@ -341,7 +332,7 @@ int prs_py_clock_sleep(prs_py_clock *c, int64_t ns) {
     int64_t wake = prs__sat_add(now, ns);
     if (c->kind == PRS_CLOCK_MANUAL) {
         /* advance by exactly ns (concurrent sleepers each add their own wait), saturating */
-        prs_py_manual_clock_add(c->manual_ns, ns);
+        prs__atomic_sat_add(c->manual_ns, ns);
         return 0;
     }
     for (;;) {
@@ -529,17 +520,6 @@ PyObject *prs_py_param_get(const prs_py_param *p, const void *config) {
     return v || PyErr_Occurred() ? v : Py_NewRef(Py_None);
 }
 
-/* 1 when `word` occurs in `text` as a whole identifier. */
-static int mentions(const char *text, const char *word) {
-    size_t n = strlen(word);
-    for (const char *at = strstr(text, word); at; at = strstr(at + 1, word)) {
-        int before = at > text && (isalnum((unsigned char)at[-1]) || at[-1] == '_');
-        int after = isalnum((unsigned char)at[n]) || at[n] == '_';
-        if (!before && !after) return 1;
-    }
-    return 0;
-}
-
 PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_error *why,
                               const prs_py_params *spec, PyObject *const *vals,
                               const void *config) {
@@ -565,7 +545,8 @@ PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_err
     const char *open = " (";
     for (Py_ssize_t i = 0; msg && i < spec->n; i++) {
         const prs_py_param *q = &spec->p[i];
-        if (i == at || !q->field || !strcmp(q->field, p->field) || !mentions(why->reason, q->field))
+        if (i == at || !q->field || !strcmp(q->field, p->field) ||
+            !prs_config_mentions(why->reason, q->field))
             continue;
         PyObject *v = param_value(q, vals[i], config);
         if (!v) {

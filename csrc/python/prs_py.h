@@ -433,7 +433,5 @@ typedef struct prs_py_rate {
 typedef int (*prs_py_rate_fn)(PyObject *self, PyObject *key, prs_py_rate *r);
 PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, int keyed,
                              PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-/* Saturating integer advance of a ManualClock's time (clock.c). */
-void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns);
 
 #endif /* PRS_PY_H */

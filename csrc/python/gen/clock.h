@@ -61,7 +61,7 @@ static PyObject *manual_advance(PyObject *self, PyObject *arg) {
     prs_py_manual_clock_args a = {0};
     PyObject *v[1];
     if (prs_py_parse_params(&ManualClock_advance_params, &arg, 1, NULL, &a, v) < 0) return NULL;
-    prs_py_manual_clock_add(&o->now_ns, a.ns);
+    prs__atomic_sat_add(&o->now_ns, a.ns);
     Py_RETURN_NONE;
 }
 static PyObject *manual_advance_ns(PyObject *self, PyObject *arg) {
@@ -69,7 +69,7 @@ static PyObject *manual_advance_ns(PyObject *self, PyObject *arg) {
     prs_py_manual_clock_args a = {0};
     PyObject *v[1];
     if (prs_py_parse_params(&ManualClock_advance_ns_params, &arg, 1, NULL, &a, v) < 0) return NULL;
-    prs_py_manual_clock_add(&o->now_ns, a.ns);
+    prs__atomic_sat_add(&o->now_ns, a.ns);
     Py_RETURN_NONE;
 }
 static PyObject *manual_advance(PyObject *self, PyObject *arg);
