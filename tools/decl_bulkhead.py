@@ -35,7 +35,7 @@ BULKHEAD = Type(
         "pyresilience.Bulkhead (which adds execute(), call(), decorators and\n"
         "async with).",
     methods=[
-        M("acquire", "timeout: Optional[float] = ...",
+        M("acquire", params=[P("timeout", "OBJECT", "Optional[float]", "...")],
           doc="Take a slot, waiting up to `timeout` seconds (... default: max_wait_seconds;\n"
               "None or math.inf: no limit; 0: fail at once). Waiters are served first\n"
               "come, first served, threads and asyncio tasks alike. The GIL is released\n"

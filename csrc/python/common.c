@@ -88,21 +88,15 @@ static int put_keyword(const char *fname, const char *const *names, Py_ssize_t n
     return 0;
 }
 
-int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out) {
-    Py_ssize_t nnames = 0;
-    while (names[nnames]) nnames++;
+/* Fastcall arguments by name: out[0..n) the borrowed argument objects (NULL:
+ * not given); the first `maxpos` may be positional. 0 or -1 with TypeError. */
+static int unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                  const char *const *names, Py_ssize_t n, Py_ssize_t maxpos, PyObject **out) {
     if (nargs > maxpos) return too_many(fname, maxpos, nargs);
-    for (Py_ssize_t i = 0; i < nnames; i++) out[i] = i < nargs ? args[i] : NULL;
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = i < nargs ? args[i] : NULL;
     for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
-        if (put_keyword(fname, names, nnames, PyTuple_GET_ITEM(kwnames, k), args[nargs + k], out) < 0)
+        if (put_keyword(fname, names, n, PyTuple_GET_ITEM(kwnames, k), args[nargs + k], out) < 0)
             return -1;
-    for (Py_ssize_t i = 0; i < nreq; i++) {
-        if (!out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
-            return -1;
-        }
-    }
     return 0;
 }
 
@@ -476,7 +470,7 @@ int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssi
                         PyObject *kwnames, void *config, PyObject **vals) {
     if (!kwnames && nargs <= spec->maxpos) /* positional only: nothing to match by name */
         for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
-    else if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, 0, vals) < 0)
+    else if (unpack(spec->fname, args, nargs, kwnames, spec->names, spec->n, spec->maxpos, vals) < 0)
         return -1;
     return convert_params(spec, config, vals);
 }

@@ -181,13 +181,6 @@ static inline double prs_py_ns_to_s(int64_t ns) {
     return ns == PRS_NEVER ? Py_HUGE_VAL : (double)ns / 1e9;
 }
 
-/* Fastcall argument unpacking: fills out[0..nnames) with borrowed references
- * (NULL when not given). names[] ends with NULL; the first `maxpos` may be
- * passed positionally, the first `nreq` are required. Unknown, repeated or
- * missing arguments raise TypeError naming `fname`. 0 or -1. */
-int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out);
-
 /* ---- declared parameters ------------------------------------------------ *
  * A type's parameters are declared once, in tools/binding_decl.py; the build
  * generates csrc/python/gen/<file>.h from it (tools/gen_binding.py): one
