@@ -1,6 +1,6 @@
 /*
- * deadline.c - deadlines of calls: their arithmetic, and each thread's
- * stack of deadline frames.
+ * deadline.c - each thread's stack of deadline frames (the arithmetic of
+ * deadlines is inline, in prs_internal.h).
  *
  * A frame is the deadline of a call running on this thread, keyed by what the
  * call runs in (the Python binding keys it by the context: a greenlet switch
@@ -77,14 +77,4 @@ int64_t prs_deadline_of(const void *key, int64_t deadline) {
     for (int i = d ? d->n - 1 : -1; i >= 0; i--)
         if (d->f[i].key == key && d->f[i].deadline < deadline) deadline = d->f[i].deadline;
     return deadline;
-}
-
-int64_t prs_deadline_within(int64_t deadline, int64_t now, int64_t ns) {
-    return ns < 0 ? deadline : prs__min64(deadline, prs__sat_add(now, ns));
-}
-
-int64_t prs_deadline_cap(int64_t deadline, int64_t now, int64_t timeout_ns) {
-    if (deadline == PRS_NEVER) return timeout_ns;
-    int64_t left = prs__max64(prs__sat_sub(deadline, now), 0);
-    return timeout_ns == PRS_NEVER ? left : prs__min64(left, timeout_ns);
 }

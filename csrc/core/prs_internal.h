@@ -180,10 +180,16 @@ int prs_config_mentions(const char *reason, const char *field);
 #endif
 
 /* The sooner of `deadline` and now + ns (ns < 0: no limit of its own). */
-int64_t prs_deadline_within(int64_t deadline, int64_t now, int64_t ns);
+static inline int64_t prs_deadline_within(int64_t deadline, int64_t now, int64_t ns) {
+    return ns < 0 ? deadline : prs__min64(deadline, prs__sat_add(now, ns));
+}
 /* A wait's timeout (PRS_NEVER: none) capped at what is left before the
  * absolute `deadline` (PRS_NEVER: none) at `now`; never negative. */
-int64_t prs_deadline_cap(int64_t deadline, int64_t now, int64_t timeout_ns);
+static inline int64_t prs_deadline_cap(int64_t deadline, int64_t now, int64_t timeout_ns) {
+    if (deadline == PRS_NEVER) return timeout_ns;
+    int64_t left = prs__max64(prs__sat_sub(deadline, now), 0);
+    return timeout_ns == PRS_NEVER ? left : prs__min64(left, timeout_ns);
+}
 
 /* This thread's deadline frames: push gives the frame's index for pop (-1:
  * all PRS_DEADLINE_FRAMES taken, or no memory); pop returns the frame's key
