@@ -710,9 +710,11 @@ class SharedMemory:
 # -- the deadline of a policy call (deadline.c): absolute CLOCK_MONOTONIC ns --
 import contextvars
 DEADLINE: contextvars.ContextVar[int]
+# <gen deadline functions>
 def deadline_remaining() -> Optional[float]: ...
 def _deadline_ns() -> Optional[int]: ...
 def _timeout_enter(ns: int, /) -> Optional[Tuple[contextvars.Token[int], float]]: ...
+# </gen>
 
 # -- one layer of a Policy's sync chain (policy.c) --
 STEP_APPLY: int
@@ -722,6 +724,7 @@ STEP_TIMEOUT: int
 STEP_FALLBACK: int
 STEP_RETRY: int
 STEP_BREAKER: int
+# <gen PolicyStep>
 @final
 class PolicyStep:
     def __new__(cls, kind: int, next: Any = None, a: Any = None, b: Any = None, c: Any = None,
@@ -732,3 +735,4 @@ class PolicyStep:
     def kind(self) -> int: ...
     @property
     def next(self) -> Any: ...
+# </gen>

@@ -40,8 +40,9 @@ decl = _load("binding_decl")
 gen = _load("gen_binding")
 DECLARED = {t.name: t for t in decl.TYPES}
 # the declared types Python code can construct (BreakerFunction is made by the breaker)
-CONSTRUCTED = {name: t for name, t in DECLARED.items()
-               if t.params is not None and hasattr(_core, name)}  # Redis: only with hiredis
+CONSTRUCTED = {name: t for name, t in DECLARED.items()  # Redis: only with hiredis; a positional-
+               if t.params is not None and hasattr(_core, name)  # only one: test_positional_only
+               and not any(p.posonly for p in t.params)}
 
 # valid values of the required parameters, to vary one parameter at a time
 REQUIRED = {
@@ -115,8 +116,9 @@ def test_signature_is_the_declared_one(name):
     sig = inspect.signature(_runtime(name))
     params = [p for p in t.params if not _alias_of(p)]  # the text signature shows no alias
     assert [p.name for p in sig.parameters.values()] == [p.name for p in params]
-    for p, q in zip(params, sig.parameters.values()):
-        want = q.KEYWORD_ONLY if p.kw else q.POSITIONAL_OR_KEYWORD
+    posonly = max((i + 1 for i, p in enumerate(params) if p.posonly), default=0)  # before a "/"
+    for i, (p, q) in enumerate(zip(params, sig.parameters.values())):
+        want = q.KEYWORD_ONLY if p.kw else q.POSITIONAL_ONLY if i < posonly else q.POSITIONAL_OR_KEYWORD
         assert q.kind is want, p.name
         if p.default is None:
             assert q.default is q.empty, p.name
@@ -140,6 +142,21 @@ def test_module_functions_are_declared():
             fn = getattr(_core, f.name)
             assert fn.__doc__ == f.doc
             assert str(inspect.signature(fn)) == "(%s)" % gen.strip_types(f.sig)
+
+
+def test_positional_only():
+    """PolicyStep(kind, next=None, ..., /): declared, positional only."""
+    sig = inspect.signature(_core.PolicyStep)
+    assert str(sig) == "(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, e=None, /)"
+    assert _core.PolicyStep(_core.STEP_APPLY).kind == _core.STEP_APPLY
+    with pytest.raises(TypeError, match="positional arguments only"):
+        _core.PolicyStep(kind=_core.STEP_APPLY)
+    with pytest.raises(ValueError, match="kind must be between 0 and 6, got 7"):
+        _core.PolicyStep(7)
+    with pytest.raises(TypeError, match="kind must be an int, not str"):
+        _core.PolicyStep("0")
+    with pytest.raises(TypeError, match="missing required argument 'kind'"):
+        _core.PolicyStep()
 
 
 # ---- the generic parser behaves as declared ------------------------------------------

@@ -107,7 +107,9 @@ class Type:
     `rate` (a prs_py_rate_fn, with rate_key when its methods take a key):
     what the rate methods M(rate=True) decide on.
     `repr` (attribute names): the header defines <prefix>_repr, the type's
-    name and each attribute as name=repr(value). <cfile>_add_types(m, st)
+    name and each attribute as name=repr(value) ("name?": left out when None;
+    a (label, expr) entry: the C expression over `o`, a new reference). A
+    type that is not HAVE_GC with `refs` gets only <prefix>_dealloc. <cfile>_add_types(m, st)
     adds every type with an `obj` and no `base` (those with one come from the
     algorithm table) to the module, in module-state slot PRS_SLOT_<slot>
     (default: the name without a leading _), then the module functions."""
@@ -126,10 +128,10 @@ class Type:
         self.obj, self.params, self.config = obj, params, config
         self.methods, self.props = list(methods), list(props)
         self.flags, self.slots, self.offsets = tuple(flags), dict(slots or {}), dict(offsets or {})
-        if repr:
+        if repr is not None:
             self.slots.setdefault("repr", None)
         if refs is not None:
-            for slot in ("dealloc", "traverse", "clear"):
+            for slot in ("dealloc", "traverse", "clear") if "HAVE_GC" in flags else ("dealloc",):
                 self.slots.setdefault(slot, None)
         self.qualname = qualname or "pyresilience._core." + name
         self.base = base
@@ -179,7 +181,7 @@ SECONDS = P("seconds", "DURATION", "float", field="ns", flags=("zero", "trunc"),
 
 MANUAL_CLOCK = Type(
     "ManualClock", "clock", "manual", obj="prs_py_manual_clock", qualname="pyresilience.ManualClock",
-    flags=("BASETYPE", "IMMUTABLETYPE"), slots={"call": None, "repr": None, "dealloc": None},
+    flags=("BASETYPE", "IMMUTABLETYPE"), slots={"call": None}, refs=[], repr=[("start", MANUAL_NOW)],
     config="prs_py_manual_clock_args", build="atomic_store(&o->now_ns, cfg.start_ns);",
     params=[P("start", "DURATION", "float", "0.0", field="start_ns", flags=("zero", "neg"),
               doc="The initial time, seconds.")],
@@ -191,11 +193,11 @@ MANUAL_CLOCK = Type(
         M("now_ns", returns="int", expr="PyLong_FromLongLong(atomic_load(&o->now_ns))",
           doc="The clock's time in integer nanoseconds."),
         M("advance", params=[SECONDS], config="prs_py_manual_clock_args",
-          call="prs_py_manual_clock_add(&o->now_ns, a.ns)",
+          call="prs__atomic_sat_add(&o->now_ns, a.ns)",
           doc="Move the clock forward by `seconds` (finite, >= 0); the time\n"
               "saturates at 2**63 - 1 ns instead of wrapping."),
         M("advance_ns", params=[P("ns", "INT", "int", field="ns", lo=0, flags=("sat",), posonly=True)],
-          config="prs_py_manual_clock_args", call="prs_py_manual_clock_add(&o->now_ns, a.ns)",
+          config="prs_py_manual_clock_args", call="prs__atomic_sat_add(&o->now_ns, a.ns)",
           doc="Move the clock forward by `ns` integer nanoseconds (>= 0), exactly\n"
               "at any time (float seconds cannot resolve 1 ns once the clock is past ~100 days).\n"
               "Like advance(), the time saturates at 2**63 - 1 ns."),
@@ -212,7 +214,7 @@ MANUAL_CLOCK = Type(
 MONOTONIC_CLOCK = Type(
     "MonotonicClock", "clock", "mono", params=[], obj="PyObject", build="",
     qualname="pyresilience.MonotonicClock", flags=("BASETYPE", "IMMUTABLETYPE"),
-    slots={"call": None, "repr": None, "dealloc": "manual_dealloc"},
+    slots={"call": None}, refs=[], repr=[],
     doc="The default clock: CLOCK_MONOTONIC read in C. Passing clock=None is the same.",
     methods=[
         M("now", returns="float", expr="PyFloat_FromDouble((double)prs_monotonic_ns() / 1e9)",
@@ -227,8 +229,8 @@ MONOTONIC_CLOCK = Type(
 DECISION = Type(
     "Decision", "decision", "decision", config="prs_decision", obj="prs_py_decision",
     qualname="pyresilience.Decision", flags=("HAVE_GC", "IMMUTABLETYPE"),
-    slots={"repr": None, "richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
-    refs=["denied_by"], build="o->d = cfg;", keep={"denied_by": "denied_by"},
+    slots={"richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
+    repr=["allowed", "limit", "remaining", "retry_after", "reset_after", "denied_by?"], refs=["denied_by"], build="o->d = cfg;", keep={"denied_by": "denied_by"},
     params=[
         P("allowed", "BOOL", "bool", field="allowed"),
         P("limit", "INT", "int", field="limit"),
@@ -401,7 +403,7 @@ RETRY_COUNTS = Type(
 RETRY_CALL = Type(
     "RetryCall", "retry", "call", obj="call_obj",
     flags=("HAVE_GC", "HAVE_VECTORCALL", "IMMUTABLETYPE", "METHOD_DESCRIPTOR"),
-    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
+    slots={"call": "PyVectorcall_Call", "descr_get": "prs_py_method_get", "repr": None},
     offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
     refs=["func", "handler", "check_result", "budget", "counts", "dict"], clock="clock",
     keep={"func": "func", "handler": "handler", "check_result": "retry_on_result",
@@ -444,9 +446,36 @@ EXCEPTIONS = ["ResilienceError", "RateLimitExceeded", "CircuitOpenError", "Bulkh
               "QueueFullError", "QueueClosedError", "QueueEmptyError", "RetryExhausted",
               "BackendError"]
 
+# The exception of each core status (prs_py_error(), the one status ->
+# exception map): a built-in exception or one of EXCEPTIONS.
+#   - ETIMEDOUT: the in-process waits turn their own timeouts into their
+#     pattern's exception where they happen (RateLimitExceeded,
+#     BulkheadFullError, QueueEmptyError/QueueFullError, each carrying its
+#     decision); the timeouts that reach the map are a backend's network I/O,
+#     hence BackendError.
+#   - ECLOSED is a closed queue; a backend closed on purpose is EBACKENDCLOSED.
+STATUS_EXCEPTIONS = {
+    "OK": "RuntimeError",  # never raised
+    "EINVAL": "ValueError", "ENOMEM": "MemoryError", "ERANGE": "ValueError",
+    "EAGAIN": "RuntimeError", "ETIMEDOUT": "BackendError", "ECLOSED": "QueueClosedError",
+    "EFULL": "QueueFullError", "EEMPTY": "QueueEmptyError", "ENOTSUP": "NotImplementedError",
+    "EBACKEND": "BackendError", "EPROTO": "BackendError", "ESTATE": "RuntimeError",
+    "ECONN": "BackendError", "ENEVER": "ValueError", "EBACKENDCLOSED": "BackendError",
+}
+
 # Other module-state slots (objects the binding keeps that are neither a
 # declared type nor an exception class): the policy call's deadline variable.
 STATE = ["DeadlineVar"]
+
+# The binding files in the order the module's exec registers them: each has
+# prs_py_register_<file>(m, st), which the header generates for a file in
+# SETUP ({file: a C function (m, st) -> 0/-1 run first, or None}): it adds
+# the file's CONSTANTS (int constants named as their C enumerators), types
+# and module functions.
+MODULE = ["clock", "decision", "limiters", "keyed", "breaker", "retry", "wait", "bulkhead",
+          "queue", "redis", "deadline", "policy", "shm"]
+SETUP = {"clock": None, "decision": None, "wait": None}
+CONSTANTS = {}
 
 # Parameter tables used by no one method, by binding file: {cfile: {name:
 # (config struct, [(fname, [P])...])}} -> the array `name` of prs_py_params.
@@ -466,8 +495,8 @@ FUNCTIONS = {
 
 def _load_areas() -> None:
     """More declarations, one module per binding area (tools/decl_<area>.py,
-    each with TYPES and optionally FUNCTIONS and PARAM_TABLES), so areas are declared side by
-    side without editing this file. They import P, M, Prop and Type from here."""
+    each with TYPES and optionally FUNCTIONS, PARAM_TABLES, SETUP and
+    CONSTANTS), so areas are declared side by side without editing this file. They import P, M, Prop and Type from here."""
     import glob
     import importlib
 
@@ -479,6 +508,9 @@ def _load_areas() -> None:
             FUNCTIONS.setdefault(cfile, []).extend(funcs)
         for cfile, tables in getattr(mod, "PARAM_TABLES", {}).items():
             PARAM_TABLES.setdefault(cfile, {}).update(tables)
+        SETUP.update(getattr(mod, "SETUP", {}))
+        for cfile, names in getattr(mod, "CONSTANTS", {}).items():
+            CONSTANTS.setdefault(cfile, []).extend(names)
 
 
 _load_areas()

@@ -38,7 +38,7 @@ BULKHEAD = Type(
         "pyresilience.Bulkhead (which adds execute(), call(), decorators and\n"
         "async with).",
     methods=[
-        M("acquire", "timeout: Optional[float] = ...",
+        M("acquire", params=[P("timeout", "OBJECT", "Optional[float]", "...")],
           doc="Take a slot, waiting up to `timeout` seconds (... default: max_wait_seconds;\n"
               "None or math.inf: no limit; 0: fail at once). Waiters are served first\n"
               "come, first served, threads and asyncio tasks alike. The GIL is released\n"
@@ -234,18 +234,18 @@ RING_QUEUE.drop = "if (o->core) prs_ring_drain(o->core, decref_item, NULL);"
 
 ASYNC_WAITER = Type(
     "_AsyncWaiter", "wait", "waiter", obj="prs_py_waiter",
-    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"), slots={"call": None},
+    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"), slots={"call": "waiter_call"},
     refs=["loop", "future", "get_loop"], kept=["owner"], free="waiter_free(o);",
     doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
-    methods=[M("__call__", slot=True)],
+    methods=[M("__call__", slot=True, expr="waiter_resolve((prs_py_waiter *)self) < 0 ? NULL : Py_NewRef(Py_None)")],
     props=[Prop("future", "Any", "The asyncio future woken when this waiter is served.",
                 member="future")])
 
 READY = Type(
     "_Ready", "wait", "ready", obj="ready_obj",
     flags=("IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
-    slots={"am_await": "ready_await", "iter": "ready_await", "iternext": "ready_next",
-           "dealloc": None},
+    slots={"am_await": "PyObject_SelfIter", "iter": "PyObject_SelfIter", "iternext": "ready_next"},
+    refs=["value"],
     doc="An awaitable that is already done (internal).",
     methods=[M("send", "value: Any, /", "Any", doc="Finish: raise StopIteration(result)."),
              M("__await__", returns="Any", slot=True), M("__iter__", returns="Any", slot=True),

@@ -13,6 +13,8 @@ Writes, for each binding file F declared (csrc/python/F.c):
                         with its text signature (<Type>_DOC), the method table
                         (<Type>_methods) and property table (<Type>_getset),
                         with forward declarations of the C functions they name;
+                        for a file in D.SETUP, its prs_py_register_<F>() (its
+                        setup function, its D.CONSTANTS, types and functions);
                         per method with declared params, its prs_py_params
                         (<Type>_<method>_params); the module functions
                         (<F>_functions).
@@ -251,7 +253,7 @@ def c_spec(t):
                  % t.prefix)
     for slot, fn in t.slots.items():
         fn = fn or "%s_%s" % (t.prefix, slot)
-        if not fn.startswith("Py"):
+        if not fn.startswith(("Py", "prs_py_")):  # CPython's, common.c's
             L.append(SLOT_PROTO[slot] % fn)
         slots.append((slot, fn))
     L.append("static PyType_Slot %s_slots[] = {" % t.name)
@@ -288,6 +290,10 @@ def c_life(t):
         clear.append("    prs_py_clock_clear(&o->%s);" % t.clock)
     this = "    %s *o = (%s *)self;" % (t.obj, t.obj)
     p = t.prefix
+    if "HAVE_GC" not in t.flags:  # no cycle through it: dealloc alone drops the refs
+        return ["static void %s_dealloc(PyObject *self) {" % p] + ([this] if t.refs or t.free else []) + [
+            "    PyTypeObject *tp = Py_TYPE(self);"] + clear + (["    " + t.free] if t.free else []) + [
+            "    tp->tp_free(self);", "    Py_DECREF(tp);", "}"]
     L = ["static int %s_traverse(PyObject *self, visitproc visit, void *arg) {" % p]
     L += ([this] if visit or t.clock or getattr(t, "visit", None) else []) + [
         "    Py_VISIT(Py_TYPE(self));"] + visit
@@ -311,6 +317,22 @@ def c_life(t):
     L += ["    Py_CLEAR(o->%s);" % k for k in t.kept]
     L += ["    tp->tp_free(self);", "    Py_DECREF(tp);", "}"]
     return L
+
+
+def c_repr(t):
+    """<prefix>_repr: Name(attr=repr(value), ...); an entry (label, expr) shows
+    the C expression (a new reference over `o`) instead of an attribute."""
+    labels = [a if isinstance(a, str) else a[0] for a in t.repr]
+    exprs = [a[1] for a in t.repr if not isinstance(a, str)]
+    L = ["static PyObject *%s_repr(PyObject *self) {" % t.prefix]
+    if exprs:
+        L.append("    %s *o = (%s *)self;" % (t.obj, t.obj))
+    L.append("    static const char *const attrs[] = {%sNULL};" % "".join('"%s", ' % a for a in labels))
+    if exprs:
+        L.append("    PyObject *vals[] = {%s};" % ", ".join(
+            "NULL" if isinstance(a, str) else a[1] for a in t.repr))
+    return L + ['    return prs_py_repr_attrs(self, "%s", attrs, %s);'
+                % (t.name, "vals" if exprs else "NULL"), "}"]
 
 
 def c_parse(t):
@@ -440,7 +462,7 @@ def c_struct(t):
           "static PyObject *%s_repr(PyObject *self) {" % t.name,
           "    static const char *const attrs[] = {%sNULL};"
           % "".join('"%s", ' % f.name for f in t.fields),
-          '    return prs_py_repr_attrs(self, "%s", attrs);' % t.name, "}",
+          '    return prs_py_repr_attrs(self, "%s", attrs, NULL);' % t.name, "}",
           "/* A new %s (NULL with an exception). */" % t.name,
           "static PyObject *%s_new(prs_py_state *st, %s) {" % (t.name, t.src),
           "    PyObject *items[%d] = {" % n]
@@ -525,11 +547,8 @@ def gen_header(cfile, types, funcs):
                       '        return PyErr_Format(PyExc_TypeError, "%s() takes no arguments when '
                       'called");' % t.name,
                       "    return %s;" % m.expr, "}"]
-        if t.repr:
-            L += ["static PyObject *%s_repr(PyObject *self) {" % t.prefix,
-                  "    static const char *const attrs[] = {%sNULL};"
-                  % "".join('"%s", ' % a for a in t.repr),
-                  '    return prs_py_repr_attrs(self, "%s", attrs);' % t.name, "}"]
+        if t.repr is not None:
+            L += c_repr(t)
         L.append("")
     for name, (config, entries) in D.PARAM_TABLES.get(cfile, {}).items():
         for i, (fname, params) in enumerate(entries):
@@ -552,7 +571,14 @@ def gen_header(cfile, types, funcs):
         L.append("    {NULL, NULL, 0, NULL},")
         L.append("};")
         L.append("")
-    L.append("static int %s_add_types(PyObject *m, prs_py_state *st) {" % cfile)
+    if cfile in D.SETUP:  # the file's whole registration, called by module.c
+        L.append("int prs_py_register_%s(PyObject *m, prs_py_state *st) {" % cfile)
+        if D.SETUP[cfile]:
+            L.append("    if (%s(m, st) < 0) return -1;" % D.SETUP[cfile])
+    else:
+        L.append("static int %s_add_types(PyObject *m, prs_py_state *st) {" % cfile)
+    for name in D.CONSTANTS.get(cfile, []):
+        L.append('    if (PyModule_AddIntConstant(m, "%s", %s) < 0) return -1;' % (name, name))
     for t in types:
         if t.obj and not t.base:
             L.append("    if (prs_py_add_type(m, st, PRS_SLOT_%s, &%s_spec, NULL) < 0) return -1;"
@@ -580,7 +606,12 @@ def gen_module():
     if D.TYPES[first:first + len(algos)] != algos:
         raise SystemExit("the limiter types must be declared together, in the algorithm table's order")
     L.append("#define PRS_SLOT__ALGO_FIRST PRS_SLOT_%s" % algos[0].slot)
+    L.append("/* The binding files, each registered by prs_py_register_<file>(m, st), in order. */")
+    L.append("#define PRS_PY_REGISTER_FILES(X) %s" % " ".join("X(%s)" % f for f in D.MODULE))
     L.append("#define PRS_PY_EXCEPTIONS(X) %s" % " ".join("X(%s)" % e for e in D.EXCEPTIONS))
+    L.append("/* The exception of each status (common.c's table). */")
+    L += ["#define PRS_PY_EXC_%s EXC_%s(%s)" % (status, "MODULE" if exc in D.EXCEPTIONS else "BUILTIN", exc)
+          for status, exc in D.STATUS_EXCEPTIONS.items()]
     return "\n".join(L + ["", "#endif"]) + "\n"
 
 
@@ -654,7 +685,7 @@ def splice_stub(text):
 
 def outputs():
     files = {}
-    cfiles = sorted({t.cfile for t in D.TYPES} | set(D.FUNCTIONS))
+    cfiles = sorted({t.cfile for t in D.TYPES} | set(D.FUNCTIONS) | set(D.SETUP))
     for cfile in cfiles:
         types = [t for t in D.TYPES if t.cfile == cfile]
         files[os.path.join("csrc", "python", "gen", cfile + ".h")] = gen_header(

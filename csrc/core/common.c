@@ -7,6 +7,7 @@
 #endif
 #include "prs_internal.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <sched.h>
 #include <stdlib.h>
@@ -31,6 +32,16 @@ const char *prs_err_name(int status) {
 #undef PRS__XX
     default: return "PRS_UNKNOWN";
     }
+}
+
+int prs_config_mentions(const char *reason, const char *field) {
+    size_t n = strlen(field);
+    for (const char *at = strstr(reason, field); n && at; at = strstr(at + 1, field)) {
+        int before = at > reason && (isalnum((unsigned char)at[-1]) || at[-1] == '_');
+        int after = isalnum((unsigned char)at[n]) || at[n] == '_';
+        if (!before && !after) return 1;
+    }
+    return 0;
 }
 
 static void *default_malloc(void *ctx, size_t size) { (void)ctx; return malloc(size ? size : 1); }

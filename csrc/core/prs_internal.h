@@ -147,4 +147,58 @@ int prs__cond_wait_until(pthread_cond_t *c, pthread_mutex_t *mu, int64_t deadlin
 int prs__cond_wait_while(pthread_cond_t *c, pthread_mutex_t *mu, const int *state, int waiting,
                          int64_t deadline_ns);
 
+/* ---- an atomic int64 time ----------------------------------------------- */
+
+/* Adds ns to *t, saturating instead of wrapping; concurrent adds each count. */
+static inline void prs__atomic_sat_add(_Atomic int64_t *t, int64_t ns) {
+    int64_t seen = atomic_load_explicit(t, memory_order_acquire);
+    while (!atomic_compare_exchange_weak_explicit(t, &seen, prs__sat_add(seen, ns),
+                                                  memory_order_acq_rel, memory_order_acquire)) {
+    }
+}
+/* Raises *t to v (never lowers it). */
+static inline void prs__atomic_raise(_Atomic int64_t *t, int64_t v) {
+    int64_t seen = atomic_load_explicit(t, memory_order_acquire);
+    while (seen < v && !atomic_compare_exchange_weak_explicit(t, &seen, v, memory_order_acq_rel,
+                                                             memory_order_acquire)) {
+    }
+}
+
+/* 1 when a validator's `reason` names config field `field` (as a whole
+ * identifier: "must be >= base_delay" names base_delay, not delay). */
+int prs_config_mentions(const char *reason, const char *field);
+
+/* ---- deadlines of calls (deadline.c) ---------------------------------- */
+
+/* A thread-local variable read on a hot path: in the initial-exec model
+ * where the C library allows it (one load, no __tls_get_addr call; static TLS
+ * is scarce, so only a few words). */
+#if defined(__GLIBC__) && defined(__GNUC__)
+#define PRS_TLS_FAST __attribute__((tls_model("initial-exec")))
+#else
+#define PRS_TLS_FAST
+#endif
+
+/* The sooner of `deadline` and now + ns (ns < 0: no limit of its own). */
+static inline int64_t prs_deadline_within(int64_t deadline, int64_t now, int64_t ns) {
+    return ns < 0 ? deadline : prs__min64(deadline, prs__sat_add(now, ns));
+}
+/* A wait's timeout (PRS_NEVER: none) capped at what is left before the
+ * absolute `deadline` (PRS_NEVER: none) at `now`; never negative. */
+static inline int64_t prs_deadline_cap(int64_t deadline, int64_t now, int64_t timeout_ns) {
+    if (deadline == PRS_NEVER) return timeout_ns;
+    int64_t left = prs__max64(prs__sat_sub(deadline, now), 0);
+    return timeout_ns == PRS_NEVER ? left : prs__min64(left, timeout_ns);
+}
+
+/* This thread's deadline frames: push gives the frame's index for pop (-1:
+ * all PRS_DEADLINE_FRAMES taken, or no memory); pop returns the frame's key
+ * (the caller's to release); prs_deadline_of is the sooner of `deadline` and
+ * the frames of `key`; prs_deadline_any says whether there is a frame. */
+#define PRS_DEADLINE_FRAMES 32
+int prs_deadline_push(void *key, int64_t deadline);
+void *prs_deadline_pop(int i);
+int prs_deadline_any(void);
+int64_t prs_deadline_of(const void *key, int64_t deadline);
+
 #endif /* PRS_INTERNAL_H */

@@ -155,11 +155,9 @@ static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static const char *const acquire_names[] = {"timeout", NULL};
-
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1];
-    if (prs_py_unpack("acquire", args, nargs, kwnames, acquire_names, 1, 0, v) < 0) return NULL;
+    if (prs_py_parse_params(&Bulkhead_acquire_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     int64_t timeout_ns = SELF->a.max_wait_ns; /* ... (the default) too */
     if (v[0] && v[0] != Py_Ellipsis && prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
     return BH_CALL(timeout_ns, NULL);
@@ -205,6 +203,5 @@ static PyObject *bh_stats(PyObject *self, PyObject *unused) {
 }
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {
-    if (prs_py_register_waiter(m, st) < 0) return -1;
     return bulkhead_add_types(m, st);
 }

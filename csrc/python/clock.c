@@ -4,10 +4,10 @@
  * ManualClock holds int64 nanoseconds in an atomic, read by primitives without
  * calling into Python. Waits of the library on a ManualClock advance it instead
  * of sleeping (prs_py_clock_wait), so time-based tests are instant and exact.
+ * Every advance adds atomically (concurrent advances each count) and
+ * saturates at 2^63 - 1 ns instead of wrapping (prs__atomic_sat_add).
  */
 #include "prs_py.h"
-
-#include <math.h>
 
 /* The parsed arguments of ManualClock() and of its methods. */
 typedef struct prs_py_manual_clock_args {
@@ -16,38 +16,3 @@ typedef struct prs_py_manual_clock_args {
 } prs_py_manual_clock_args;
 
 #include "gen/clock.h"
-
-/* ---- ManualClock -------------------------------------------------------- */
-
-/* Every advance of a ManualClock goes through here: concurrent advances each
- * add their own amount, and the time saturates at 2^63 - 1 ns instead of
- * wrapping negative. */
-void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns) {
-    int64_t seen = atomic_load_explicit(t, memory_order_acquire);
-    while (!atomic_compare_exchange_weak_explicit(t, &seen, prs__sat_add(seen, ns),
-                                                  memory_order_acq_rel, memory_order_acquire)) {
-    }
-}
-
-static PyObject *manual_repr(PyObject *self) {
-    int64_t ns = atomic_load(&((prs_py_manual_clock *)self)->now_ns);
-    PyObject *f = PyFloat_FromDouble((double)ns / 1e9);
-    if (!f) return NULL;
-    PyObject *r = PyUnicode_FromFormat("ManualClock(start=%R)", f);
-    Py_DECREF(f);
-    return r;
-}
-
-static void manual_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-/* ---- MonotonicClock ----------------------------------------------------- */
-
-static PyObject *mono_repr(PyObject *self) { return PyUnicode_FromString("MonotonicClock()"); }
-
-int prs_py_register_clock(PyObject *m, prs_py_state *st) {
-    return clock_add_types(m, st);
-}

@@ -5,21 +5,14 @@
 #include "prs_py.h"
 
 #include <math.h>
-#include <ctype.h>
 #include <string.h>
 
 /* ---- errors ----------------------------------------------------------- */
 
 /* The exception of each status, one row per status of PRS_ERRNO_MAP: a row
- * names a built-in exception or a module exception slot. A status added to
- * the core without its row here does not compile (EXC_<name> is undefined).
- *   - ETIMEDOUT: the in-process waits turn their own timeouts into their
- *     pattern's exception where they happen (RateLimitExceeded,
- *     BulkheadFullError, QueueEmptyError/QueueFullError, each carrying its
- *     decision); the timeouts that reach this table are a backend's network
- *     I/O, hence BackendError.
- *   - ECLOSED is a closed queue; a backend closed on purpose is
- *     EBACKENDCLOSED. */
+ * names a built-in exception or a module exception slot (declared:
+ * STATUS_EXCEPTIONS in tools/binding_decl.py -> gen/module.h's PRS_PY_EXC_<status>).
+ * A status added to the core without its row does not compile. */
 typedef struct exc_row {
     PyObject *const *builtin; /* &PyExc_X, or NULL: the module slot below */
     int slot;                 /* PRS_SLOT_X when builtin is NULL */
@@ -27,25 +20,9 @@ typedef struct exc_row {
 
 #define EXC_BUILTIN(name) {&PyExc_##name, 0}
 #define EXC_MODULE(name)  {NULL, PRS_SLOT_##name}
-#define EXC_OK             EXC_BUILTIN(RuntimeError) /* never raised */
-#define EXC_EINVAL         EXC_BUILTIN(ValueError)
-#define EXC_ENOMEM         EXC_BUILTIN(MemoryError)
-#define EXC_ERANGE         EXC_BUILTIN(ValueError)
-#define EXC_EAGAIN         EXC_BUILTIN(RuntimeError)
-#define EXC_ETIMEDOUT      EXC_MODULE(BackendError)
-#define EXC_ECLOSED        EXC_MODULE(QueueClosedError)
-#define EXC_EFULL          EXC_MODULE(QueueFullError)
-#define EXC_EEMPTY         EXC_MODULE(QueueEmptyError)
-#define EXC_ENOTSUP        EXC_BUILTIN(NotImplementedError)
-#define EXC_EBACKEND       EXC_MODULE(BackendError)
-#define EXC_EPROTO         EXC_MODULE(BackendError)
-#define EXC_ESTATE         EXC_BUILTIN(RuntimeError)
-#define EXC_ECONN          EXC_MODULE(BackendError)
-#define EXC_ENEVER         EXC_BUILTIN(ValueError)
-#define EXC_EBACKENDCLOSED EXC_MODULE(BackendError)
 
 static const exc_row exc_table[-PRS__STATUS_MIN] = {
-#define ROW(name, value, msg) [-(value)] = EXC_##name,
+#define ROW(name, value, msg) [-(value)] = PRS_PY_EXC_##name,
     PRS_ERRNO_MAP(ROW)
 #undef ROW
 };
@@ -111,21 +88,15 @@ static int put_keyword(const char *fname, const char *const *names, Py_ssize_t n
     return 0;
 }
 
-int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out) {
-    Py_ssize_t nnames = 0;
-    while (names[nnames]) nnames++;
+/* Fastcall arguments by name: out[0..n) the borrowed argument objects (NULL:
+ * not given); the first `maxpos` may be positional. 0 or -1 with TypeError. */
+static int unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
+                  const char *const *names, Py_ssize_t n, Py_ssize_t maxpos, PyObject **out) {
     if (nargs > maxpos) return too_many(fname, maxpos, nargs);
-    for (Py_ssize_t i = 0; i < nnames; i++) out[i] = i < nargs ? args[i] : NULL;
+    for (Py_ssize_t i = 0; i < n; i++) out[i] = i < nargs ? args[i] : NULL;
     for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
-        if (put_keyword(fname, names, nnames, PyTuple_GET_ITEM(kwnames, k), args[nargs + k], out) < 0)
+        if (put_keyword(fname, names, n, PyTuple_GET_ITEM(kwnames, k), args[nargs + k], out) < 0)
             return -1;
-    for (Py_ssize_t i = 0; i < nreq; i++) {
-        if (!out[i]) {
-            PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", fname, names[i]);
-            return -1;
-        }
-    }
     return 0;
 }
 
@@ -172,11 +143,6 @@ int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *ou
     return 0;
 }
 
-static int int_type_error(PyObject *o, const char *param) {
-    PyErr_Format(PyExc_TypeError, "%s must be an int, not %.200s: %R", param, Py_TYPE(o)->tp_name, o);
-    return -1;
-}
-
 /* ValueError: o (as the caller gave it) is outside [lo, hi]. -1. */
 static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
     if (hi == INT64_MAX)
@@ -187,78 +153,53 @@ static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
     return -1;
 }
 
-/* An int in [lo, hi]; with `sat`, one beyond int64 is hi. */
-static int parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int sat, int64_t *out) {
+#define WHOLE_FLOAT 1u /* an integral float is a whole number too (10.0 is 10, 10.5 is refused) */
+#define WHOLE_SAT   2u /* beyond int64: hi (and lo when it is INT64_MIN) instead of an error */
+
+/* The one parser of whole numbers: an int (or __index__; never bool), or with
+ * WHOLE_FLOAT an integral float, in [lo, hi]. TypeError/ValueError naming
+ * `param` and the value as given. 0 or -1. */
+static int parse_whole(PyObject *o, const char *param, int64_t lo, int64_t hi, unsigned how,
+                       int64_t *out) {
     int overflow = 0;
     long long v;
     if (PyLong_CheckExact(o)) { /* the usual case: no __index__ to call */
         v = PyLong_AsLongLongAndOverflow(o, &overflow);
+    } else if (PyFloat_Check(o) && (how & WHOLE_FLOAT)) {
+        double d = PyFloat_AS_DOUBLE(o);
+        if (!isfinite(d) || d != floor(d)) {
+            PyErr_Format(PyExc_ValueError, "%s must be a whole number, got %R", param, o);
+            return -1;
+        }
+        overflow = d >= 9.2233720368547758e18 ? 1 : d < -9.2233720368547758e18 ? -1 : 0;
+        v = overflow ? 0 : (long long)d;
+    } else if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o)))) {
+        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.200s: %R", param,
+                     Py_TYPE(o)->tp_name, o);
+        return -1;
     } else {
-        if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o))))
-            return int_type_error(o, param);
         PyObject *idx = PyNumber_Index(o);
         if (!idx) return -1;
         v = PyLong_AsLongLongAndOverflow(idx, &overflow);
         Py_DECREF(idx);
     }
     if (v == -1 && PyErr_Occurred()) return -1;
-    if (overflow > 0 && sat) v = hi;
+    if (overflow && (how & WHOLE_SAT) && (overflow > 0 || lo == INT64_MIN)) v = overflow > 0 ? hi : lo;
     else if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
     *out = v;
     return 0;
 }
 
 int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
-    return parse_int(o, param, lo, hi, 0, out);
-}
-
-/* A float standing for a count must be integral: 10.0 is 10, 10.5 is refused.
- * Returns a new int object, or NULL with ValueError naming `param`. */
-static PyObject *integral_float(PyObject *o, const char *param) {
-    double v = PyFloat_AS_DOUBLE(o);
-    if (!isfinite(v) || v != floor(v)) {
-        PyErr_Format(PyExc_ValueError, "%s must be a whole number, got %R", param, o);
-        return NULL;
-    }
-    return PyLong_FromDouble(v);
-}
-
-int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
-    if (!PyFloat_Check(o)) return prs_py_parse_int(o, param, lo, hi, out);
-    PyObject *i = integral_float(o, param);
-    if (!i) return -1;
-    int64_t v;
-    int rc = prs_py_parse_int(i, param, lo, hi, &v);
-    Py_DECREF(i);
-    if (rc < 0) { /* name the value the caller gave, not its int form */
-        PyErr_Clear();
-        return range_error(o, param, lo, hi);
-    }
-    *out = v;
-    return 0;
+    return parse_whole(o, param, lo, hi, 0, out);
 }
 
 int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out) {
-    if (PyLong_Check(o) && !PyBool_Check(o)) {
-        int overflow = 0;
-        long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
-        if (v == -1 && PyErr_Occurred()) return -1;
-        *out = overflow > 0 ? INT64_MAX : overflow < 0 ? INT64_MIN : v;
-        return 0;
-    }
-    if (PyFloat_Check(o)) {
-        double d = PyFloat_AS_DOUBLE(o);
-        if (isfinite(d) && d == floor(d) && fabs(d) >= 9.2233720368547758e18) {
-            *out = d > 0 ? INT64_MAX : INT64_MIN;
-            return 0;
-        }
-    }
-    return prs_py_parse_count(o, param, INT64_MIN, INT64_MAX, out);
+    return parse_whole(o, param, INT64_MIN, INT64_MAX, WHOLE_FLOAT | WHOLE_SAT, out);
 }
 
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out) {
-    if (prs_py_parse_config_count(o, param, out) < 0) return -1;
-    return *out >= 1 ? 0 : range_error(o, param, 1, INT64_MAX);
+    return parse_whole(o, param, 1, INT64_MAX, WHOLE_FLOAT | WHOLE_SAT, out);
 }
 
 int prs_py_parse_timeout(PyObject *o, const char *param, int64_t *out_ns) {
@@ -300,16 +241,30 @@ void prs_py_clock_clear(prs_py_clock *c) {
     Py_CLEAR(c->obj);
 }
 
-PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs) {
+PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs,
+                            PyObject **vals) {
     PyObject *r = PyUnicode_FromFormat("%s(", name);
-    for (int i = 0; r && attrs[i]; i++) {
-        PyObject *v = PyObject_GetAttrString(self, attrs[i]);
-        if (!v) Py_CLEAR(r);
-        else Py_SETREF(r, PyUnicode_FromFormat("%U%s%s=%R", r, i ? ", " : "", attrs[i], v));
+    const char *sep = "";
+    for (int i = 0; attrs[i]; i++) { /* "name?": left out when None */
+        Py_ssize_t len = (Py_ssize_t)strcspn(attrs[i], "?");
+        PyObject *key = PyUnicode_FromStringAndSize(attrs[i], len);
+        PyObject *v = vals && vals[i] ? vals[i] : key && r ? PyObject_GetAttr(self, key) : NULL;
+        if (!v || !key) {
+            Py_CLEAR(r);
+        } else if (r && !(attrs[i][len] && v == Py_None)) {
+            Py_SETREF(r, PyUnicode_FromFormat("%U%s%U=%R", r, sep, key, v));
+            sep = ", ";
+        }
         Py_XDECREF(v);
+        Py_XDECREF(key);
     }
     if (r) Py_SETREF(r, PyUnicode_FromFormat("%U)", r));
     return r;
+}
+
+PyObject *prs_py_method_get(PyObject *self, PyObject *obj, PyObject *type) {
+    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
+    return PyMethod_New(self, obj);
 }
 
 /* A getter: the prs_py_clock at offset `off` of the object, as given (a
@@ -346,19 +301,11 @@ int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {
     return 0;
 }
 
-static void manual_advance_to(_Atomic int64_t *t, int64_t wake) {
-    int64_t seen = atomic_load_explicit(t, memory_order_acquire);
-    while (seen < wake &&
-           !atomic_compare_exchange_weak_explicit(t, &seen, wake, memory_order_acq_rel,
-                                                  memory_order_acquire)) {
-    }
-}
-
 #define PRS_PY_SLICE_NS (50 * PRS_NS_PER_MS)
 
 int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns) {
     if (c->kind == PRS_CLOCK_MANUAL) {
-        manual_advance_to(c->manual_ns, wake);
+        prs__atomic_raise(c->manual_ns, wake);
         return PyErr_CheckSignals();
     }
     if (slice_ns <= 0 || slice_ns > PRS_PY_SLICE_NS) slice_ns = PRS_PY_SLICE_NS;
@@ -379,7 +326,7 @@ int prs_py_clock_sleep(prs_py_clock *c, int64_t ns) {
     int64_t wake = prs__sat_add(now, ns);
     if (c->kind == PRS_CLOCK_MANUAL) {
         /* advance by exactly ns (concurrent sleepers each add their own wait), saturating */
-        prs_py_manual_clock_add(c->manual_ns, ns);
+        prs__atomic_sat_add(c->manual_ns, ns);
         return 0;
     }
     for (;;) {
@@ -425,15 +372,16 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         return 0;
     }
     switch (p->kind) {
-    case PRS_PK_COUNT:
-        if (p->lo == INT64_MIN && p->hi == INT64_MAX ? prs_py_parse_config_count(o, p->name, &v)
-                                                     : prs_py_parse_count(o, p->name, p->lo, p->hi, &v))
+    case PRS_PK_COUNT: /* with no range declared, the core checks it: beyond int64 saturates */
+        if (parse_whole(o, p->name, p->lo, p->hi,
+                        WHOLE_FLOAT | (p->lo == INT64_MIN && p->hi == INT64_MAX ? WHOLE_SAT : 0), &v))
             return -1;
         if (p->flags & PRS_PY_DOUBLE) *(double *)field = (double)v;
         else *(int64_t *)field = v;
         return 0;
     case PRS_PK_INT:
-        if (parse_int(o, p->name, p->lo, p->hi, (p->flags & PRS_PY_SAT) != 0, &v) < 0) return -1;
+        if (parse_whole(o, p->name, p->lo, p->hi, (p->flags & PRS_PY_SAT) ? WHOLE_SAT : 0, &v) < 0)
+            return -1;
         *(int64_t *)field = v;
         return 0;
     case PRS_PK_REAL:
@@ -522,7 +470,7 @@ int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssi
                         PyObject *kwnames, void *config, PyObject **vals) {
     if (!kwnames && nargs <= spec->maxpos) /* positional only: nothing to match by name */
         for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
-    else if (prs_py_unpack(spec->fname, args, nargs, kwnames, spec->names, spec->maxpos, 0, vals) < 0)
+    else if (unpack(spec->fname, args, nargs, kwnames, spec->names, spec->n, spec->maxpos, vals) < 0)
         return -1;
     return convert_params(spec, config, vals);
 }
@@ -566,17 +514,6 @@ PyObject *prs_py_param_get(const prs_py_param *p, const void *config) {
     return v || PyErr_Occurred() ? v : Py_NewRef(Py_None);
 }
 
-/* 1 when `word` occurs in `text` as a whole identifier. */
-static int mentions(const char *text, const char *word) {
-    size_t n = strlen(word);
-    for (const char *at = strstr(text, word); at; at = strstr(at + 1, word)) {
-        int before = at > text && (isalnum((unsigned char)at[-1]) || at[-1] == '_');
-        int after = isalnum((unsigned char)at[n]) || at[n] == '_';
-        if (!before && !after) return 1;
-    }
-    return 0;
-}
-
 PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_error *why,
                               const prs_py_params *spec, PyObject *const *vals,
                               const void *config) {
@@ -604,7 +541,8 @@ PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_err
     const char *open = " (";
     for (Py_ssize_t i = 0; msg && i < spec->n; i++) {
         const prs_py_param *q = &spec->p[i];
-        if (i == at || !q->field || !strcmp(q->field, p->field) || !mentions(why->reason, q->field))
+        if (i == at || !q->field || !strcmp(q->field, p->field) ||
+            !prs_config_mentions(why->reason, q->field))
             continue;
         PyObject *v = param_value(q, vals[i], config);
         if (!v) {

@@ -32,7 +32,7 @@
  * the deadline then fails at once, as with a timeout of its own.
  *
  * Cost when no deadline is set: one PyContextVar_Get that finds nothing and
- * one thread-local load.
+ * one call to the core that finds no frame (a thread-local load).
  *
  * "A context entered from it" walks each context's ctx_prev (the context
  * that was current when it was entered). That field is CPython's, not in its
@@ -42,51 +42,9 @@
  */
 #include "prs_py.h"
 
-#include <pthread.h>
+/* ---- the sync frames: the core's (csrc/core/deadline.c), keyed by context ---- */
 
-/* ---- the sync frames --------------------------------------------------------- */
-
-#define DL_FRAMES 32
-
-typedef struct {
-    PyObject *ctx;     /* strong; NULL: a dead frame (popped out of order) */
-    int64_t deadline;
-} dl_frame;
-
-typedef struct {
-    int n;
-    dl_frame f[DL_FRAMES];
-} dl_stack;
-
-/* Each thread's frames, made at its first sync Timeout and freed when it
- * ends. The pointer is thread-local in the initial-exec model where the C
- * library allows it (one load instead of a __tls_get_addr call per access:
- * every wait and every policy step reads it), so only a word of static TLS. */
-#if defined(__GLIBC__) && defined(__GNUC__)
-#define PRS_TLS_FAST __attribute__((tls_model("initial-exec")))
-#else
-#define PRS_TLS_FAST
-#endif
-static _Thread_local dl_stack *dl PRS_TLS_FAST;
-static pthread_key_t dl_key;
-static pthread_once_t dl_once = PTHREAD_ONCE_INIT;
-static int dl_key_ok;
-
-static void dl_free(void *p) { PyMem_RawFree(p); } /* a thread ends: its frames were all popped */
-static void dl_key_init(void) { dl_key_ok = pthread_key_create(&dl_key, dl_free) == 0; }
-
-static dl_stack *dl_make(void) {
-    pthread_once(&dl_once, dl_key_init);
-    if (!dl_key_ok) return NULL;
-    dl_stack *d = PyMem_RawCalloc(1, sizeof *d);
-    if (d && pthread_setspecific(dl_key, d) != 0) {
-        PyMem_RawFree(d);
-        return NULL;
-    }
-    return dl = d;
-}
-
-/* CPython's context object as far as ctx_prev (checked in prs_py_register_deadline). */
+/* CPython's context object as far as ctx_prev (checked in deadline_setup). */
 typedef struct {
     PyObject_HEAD
     PyObject *ctx_prev;
@@ -97,42 +55,19 @@ static int walk_prev; /* 1 once ctx_prev's place is checked */
 static inline PyObject *current_context(void) { return PyThreadState_Get()->context; }
 
 int prs_py_deadline_push(int64_t deadline) {
-    dl_stack *d = dl ? dl : dl_make();
-    if (!d || d->n == DL_FRAMES) return -1;
     PyObject *ctx = current_context();
     if (!ctx) { /* a new thread or greenlet that never used a context: make its own */
         PyObject *copy = PyContext_CopyCurrent();
         if (!copy) return -2;
         Py_DECREF(copy);
-        ctx = current_context();
-        if (!ctx) return -1;
+        if (!(ctx = current_context())) return -1;
     }
-    int i = d->n++;
-    d->f[i].ctx = Py_NewRef(ctx);
-    d->f[i].deadline = deadline;
+    int i = prs_deadline_push(ctx, deadline);
+    if (i >= 0) Py_INCREF(ctx); /* the frame's */
     return i;
 }
 
-void prs_py_deadline_pop(int i) {
-    dl_stack *d = dl;
-    PyObject *ctx = d->f[i].ctx;
-    d->f[i].ctx = NULL;
-    if (i == d->n - 1) /* the usual case; else a greenlet's frame below another's */
-        while (d->n && !d->f[d->n - 1].ctx) d->n--;
-    Py_XDECREF(ctx);
-}
-
-/* The sooner of `deadline` and the frames that apply to the current context. */
-static int64_t frames_deadline(const dl_stack *d, int64_t deadline) {
-    PyObject *ctx = current_context();
-    for (int depth = 0; ctx && depth < 64; depth++) {
-        for (int i = d->n - 1; i >= 0; i--)
-            if (d->f[i].ctx == ctx && d->f[i].deadline < deadline) deadline = d->f[i].deadline;
-        if (!walk_prev) break;
-        ctx = ((ctx_head *)ctx)->ctx_prev;
-    }
-    return deadline;
-}
+void prs_py_deadline_pop(int i) { Py_XDECREF((PyObject *)prs_deadline_pop(i)); }
 
 int prs_py_deadline_abs(PyObject *var, int64_t *out) {
     int64_t deadline = PRS_NEVER;
@@ -144,8 +79,12 @@ int prs_py_deadline_abs(PyObject *var, int64_t *out) {
         if (v == -1 && PyErr_Occurred()) return -1;
         if ((int64_t)v < deadline) deadline = (int64_t)v;
     }
-    const dl_stack *d = dl;
-    if (d && d->n) deadline = frames_deadline(d, deadline);
+    /* the frames of the current context and of those it was entered from */
+    PyObject *ctx = prs_deadline_any() ? current_context() : NULL;
+    for (int depth = 0; ctx && depth < 64; depth++) {
+        deadline = prs_deadline_of(ctx, deadline);
+        ctx = walk_prev ? ((ctx_head *)ctx)->ctx_prev : NULL;
+    }
     *out = deadline;
     return 0;
 }
@@ -156,10 +95,7 @@ int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns) {
         PyErr_Clear(); /* no usable deadline: the wait's own timeout stands */
         return timeout_ns;
     }
-    if (deadline == PRS_NEVER) return timeout_ns;
-    int64_t left = prs__sat_sub(deadline, prs_monotonic_ns());
-    if (left < 0) left = 0;
-    return (timeout_ns == PRS_NEVER || left < timeout_ns) ? left : timeout_ns;
+    return deadline == PRS_NEVER ? timeout_ns : prs_deadline_cap(deadline, prs_monotonic_ns(), timeout_ns);
 }
 
 /* deadline_remaining(): seconds left before the current call's deadline, or None. */
@@ -193,8 +129,8 @@ static PyObject *timeout_enter(PyObject *m, PyObject *arg) {
     }
     int64_t deadline;
     if (prs_py_deadline_abs(var, &deadline) < 0) return NULL;
-    int64_t now = prs_monotonic_ns(), mine = prs__sat_add(now, (int64_t)ns);
-    if (mine < deadline) deadline = mine;
+    int64_t now = prs_monotonic_ns();
+    deadline = prs_deadline_within(deadline, now, (int64_t)ns);
     if (deadline <= now) Py_RETURN_NONE;
     PyObject *value = PyLong_FromLongLong(deadline);
     if (!value) return NULL;
@@ -212,21 +148,6 @@ static PyObject *timeout_enter(PyObject *m, PyObject *arg) {
     Py_DECREF(token);
     return out;
 }
-
-static PyMethodDef deadline_methods[] = {
-    {"_timeout_enter", timeout_enter, METH_O,
-     "_timeout_enter(ns, /)\n--\n\n"
-     "The async Timeout's entry: the deadline in effect inside (ns from now, or a\n"
-     "sooner outer one) set in DEADLINE; (token, seconds left), or None when it has passed."},
-    {"_deadline_ns", deadline_ns, METH_NOARGS,
-     "_deadline_ns()\n--\n\n"
-     "The absolute deadline in effect (CLOCK_MONOTONIC ns), or None."},
-    {"deadline_remaining", deadline_remaining, METH_NOARGS,
-     "deadline_remaining()\n--\n\n"
-     "Seconds left before the deadline of the current policy call (0.0 once it has\n"
-     "passed), or None when no Timeout of a Policy is in effect."},
-    {NULL, NULL, 0, NULL},
-};
 
 /* Checks where ctx_prev lives: a context entered from the current one must
  * point at it, and at nothing once left. */
@@ -250,7 +171,8 @@ static int check_ctx_prev(void) {
     return 0;
 }
 
-int prs_py_register_deadline(PyObject *m, prs_py_state *st) {
+/* Before the functions: the DEADLINE context variable, in the module and its state. */
+static int deadline_setup(PyObject *m, prs_py_state *st) {
     if (check_ctx_prev() < 0) return -1;
     PyObject *var = PyContextVar_New("pyresilience_deadline", NULL);
     if (!var) return -1;
@@ -259,5 +181,7 @@ int prs_py_register_deadline(PyObject *m, prs_py_state *st) {
         return -1;
     }
     Py_XSETREF(st->slots[PRS_SLOT_DeadlineVar], var);
-    return PyModule_AddFunctions(m, deadline_methods);
+    return 0;
 }
+
+#include "gen/deadline.h"

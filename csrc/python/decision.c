@@ -9,23 +9,14 @@
 
 #include <math.h>
 
-PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d) {
+PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by) {
     PyTypeObject *tp = PRS_PY_TYPE(st, Decision);
     prs_py_decision *self = (prs_py_decision *)tp->tp_alloc(tp, 0);
     if (!self) return NULL;
     self->d = *d;
-    self->denied_by = Py_NewRef(Py_None);
+    self->denied_by = denied_by < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(denied_by);
+    if (!self->denied_by) Py_CLEAR(self);
     return (PyObject *)self;
-}
-
-PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by) {
-    PyObject *r = prs_py_decision_new(st, d);
-    if (r && denied_by >= 0) {
-        PyObject *i = PyLong_FromLong(denied_by);
-        if (!i) { Py_DECREF(r); return NULL; }
-        Py_SETREF(((prs_py_decision *)r)->denied_by, i);
-    }
-    return r;
 }
 
 #define D(self) (((prs_py_decision *)(self))->d)
@@ -46,15 +37,6 @@ static PyObject *decision_headers(PyObject *self, PyObject *unused) {
 
 static int decision_bool(PyObject *self) { return D(self).allowed; }
 
-static PyObject *decision_repr(PyObject *self) {
-    static const char *const attrs[] = {"allowed", "limit", "remaining", "retry_after",
-                                        "reset_after", "denied_by", NULL};
-    static const char *const plain[] = {"allowed", "limit", "remaining", "retry_after",
-                                        "reset_after", NULL};
-    return prs_py_repr_attrs(self, "Decision",
-                             ((prs_py_decision *)self)->denied_by != Py_None ? attrs : plain);
-}
-
 static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
     if ((op != Py_EQ && op != Py_NE) || Py_TYPE(a) != Py_TYPE(b)) Py_RETURN_NOTIMPLEMENTED;
     const prs_decision *x = &D(a), *y = &D(b);
@@ -66,8 +48,4 @@ static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
         if (eq < 0) return NULL;
     }
     return PyBool_FromLong(op == Py_EQ ? eq : !eq);
-}
-
-int prs_py_register_decision(PyObject *m, prs_py_state *st) {
-    return decision_add_types(m, st);
 }

@@ -11,28 +11,9 @@
 
 typedef int (*register_fn)(PyObject *m, prs_py_state *st);
 
-static const register_fn register_fns[] = {
-    prs_py_register_clock,
-    prs_py_register_decision,
-    prs_py_register_limiters,
-    /* rate limiter family */
-    prs_py_register_keyed,
-    /* circuit breaker */
-    prs_py_register_breaker,
-    /* retry */
-    prs_py_register_retry,
-    /* bulkhead and queues */
-    prs_py_register_bulkhead,
-    prs_py_register_queue,
-    /* redis */
-    prs_py_register_redis,
-    /* deadline of a policy call */
-    prs_py_register_deadline,
-    prs_py_register_policy,
-    /* shared memory */
-    prs_py_register_shm,
-    NULL,
-};
+#define REGISTER(file) prs_py_register_##file,
+static const register_fn register_fns[] = {PRS_PY_REGISTER_FILES(REGISTER) NULL};
+#undef REGISTER
 
 #define EXC(name) {PRS_SLOT_##name, #name},
 static const struct { int slot; const char *name; } exception_slots[] = {PRS_PY_EXCEPTIONS(EXC)};

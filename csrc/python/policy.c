@@ -54,9 +54,6 @@
  */
 #include "prs_py.h"
 
-#include <stddef.h>
-#include <structmember.h>
-
 enum { STEP_APPLY, STEP_LIMIT, STEP_BULKHEAD, STEP_TIMEOUT, STEP_FALLBACK, STEP_RETRY, STEP_BREAKER,
        STEP__COUNT };
 
@@ -90,13 +87,15 @@ typedef struct step_obj {
 
 #define STEP(o) ((step_obj *)(o))
 
+/* PolicyStep()'s parsed numbers (its objects are taken as given). */
+typedef struct step_args {
+    int64_t kind, ns;
+} step_args;
+
+#include "gen/policy.h"
+
 /* The reading handed across a foreign C layer (the breaker's wrapper) to the
- * step it wraps; taken (cleared) by that step only. */
-#if defined(__GLIBC__) && defined(__GNUC__)
-#define PRS_TLS_FAST __attribute__((tls_model("initial-exec"))) /* 16 bytes of static TLS */
-#else
-#define PRS_TLS_FAST
-#endif
+ * step it wraps; taken (cleared) by that step only. 16 bytes of static TLS. */
 static _Thread_local struct {
     PyObject *expect;
     int64_t now;
@@ -123,9 +122,18 @@ static PyObject *step_vectorcall(PyObject *self, PyObject *const *args, size_t n
 #define CHECK_LIVE(s) \
     if (!(s)->a) { PyErr_SetString(PyExc_RuntimeError, "this policy step was cleared"); return NULL; }
 
-/* Drops the result and the pending exception saved in `saved` (the caller's
- * own error wins). NULL. */
-#define DROP_SAVED(saved) Py_XDECREF(saved)
+/* A step's result once its cleanup ran with the call's exception set aside
+ * in `saved`: res, and that exception back; when the cleanup failed (rc < 0)
+ * its error wins: NULL. */
+static PyObject *after_cleanup(PyObject *res, PyObject *saved, int rc) {
+    if (rc < 0) {
+        Py_XDECREF(res);
+        Py_XDECREF(saved);
+        return NULL;
+    }
+    PRS_PY_EXC_RESTORE(saved);
+    return res;
+}
 
 static PyObject *step_apply(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
@@ -153,28 +161,12 @@ static PyObject *step_retry(step_obj *s, pcx *cx, PyObject *const *args, size_t 
         Py_DECREF(r);
     }
     PyObject *res = call_next(s, cx, args, nargsf, kwnames);
-    if (res) {
-        if (s->c == Py_None) {
-            prs_py_retry_first_try(s->o);
-            return res;
-        }
-        PyObject *r = PyObject_CallOneArg(s->c, res);
-        if (!r) { Py_DECREF(res); return NULL; }
-        int again = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        if (again < 0) { Py_DECREF(res); return NULL; }
-        if (!again) {
-            prs_py_retry_first_try(s->o);
-            return res;
-        }
-        return prs_py_retry_resume(s->a, s->next, args, nargsf, kwnames, NULL, res, start);
+    if (res && s->c == Py_None) {
+        prs_py_retry_first_try(s->o);
+        return res;
     }
-    /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
-     * GeneratorExit, CancelledError) are never retried. */
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
-    PyObject *exc = prs_py_take_exception();
-    if (!exc) return NULL;
-    return prs_py_retry_resume(s->a, s->next, args, nargsf, kwnames, exc, NULL, start);
+    PyObject *check = s->c == Py_None ? NULL : s->c;
+    return prs_py_retry_after(s->a, check, s->o, s->next, args, nargsf, kwnames, res, start);
 }
 
 /* ---- CircuitBreaker: its own C wrapper, the time handed across -------------------- */
@@ -249,13 +241,7 @@ static PyObject *step_bulkhead(step_obj *s, pcx *cx, PyObject *const *args, size
         rc = r ? 0 : -1;
         Py_XDECREF(r);
     }
-    if (rc < 0) {
-        Py_XDECREF(res);
-        DROP_SAVED(saved);
-        return NULL;
-    }
-    PRS_PY_EXC_RESTORE(saved);
-    return res;
+    return after_cleanup(res, saved, rc);
 }
 
 /* ---- Timeout ----------------------------------------------------------------------- */
@@ -286,13 +272,7 @@ static PyObject *timeout_in_var(step_obj *s, pcx *cx, int64_t deadline, PyObject
     PRS_PY_EXC_SAVE(saved);
     int rc = PyContextVar_Reset(s->a, token);
     Py_DECREF(token);
-    if (rc < 0) { /* the reset's error wins */
-        Py_XDECREF(res);
-        DROP_SAVED(saved);
-        return NULL;
-    }
-    PRS_PY_EXC_RESTORE(saved);
-    return res;
+    return after_cleanup(res, saved, rc);
 }
 
 /* The deadline (the sooner of ours and an outer one) in a sync frame for the
@@ -302,10 +282,7 @@ static PyObject *step_timeout(step_obj *s, pcx *cx, PyObject *const *args, size_
     int64_t deadline;
     if (prs_py_deadline_abs(s->a, &deadline) < 0) return NULL;
     int64_t now = cx_now(cx);
-    if (s->ns >= 0) {
-        int64_t mine = prs__sat_add(now, s->ns);
-        if (mine < deadline) deadline = mine;
-    }
+    deadline = prs_deadline_within(deadline, now, s->ns);
     if (deadline == PRS_NEVER) return call_next(s, cx, args, nargsf, kwnames);
     if (now >= deadline) return timeout_exceeded(s);
     PyObject *res;
@@ -359,19 +336,19 @@ static PyObject *method_self(PyObject *meth, const char *name) {
  * checked by the facade, which alone builds them; here only what would crash
  * is refused. */
 static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    int kind;
-    long long ns = -1;
-    PyObject *next = Py_None, *a = Py_None, *b = Py_None, *c = Py_None, *d = Py_None, *e = Py_None;
+    step_args cfg = {0, -1};
+    PyObject *v[P_PolicyStep__COUNT];
     if (kwds && PyDict_GET_SIZE(kwds)) {
         PyErr_SetString(PyExc_TypeError, "PolicyStep() takes positional arguments only");
         return NULL;
     }
-    if (!PyArg_ParseTuple(args, "i|OOOOLOO:PolicyStep", &kind, &next, &a, &b, &c, &ns, &d, &e))
-        return NULL;
-    if (kind < 0 || kind >= STEP__COUNT) {
-        PyErr_Format(PyExc_ValueError, "kind must be in [0, %d), got %d", STEP__COUNT, kind);
-        return NULL;
-    }
+    if (prs_py_parse_params_tuple(&PolicyStep_params, args, kwds, &cfg, v) < 0) return NULL;
+    int kind = (int)cfg.kind;
+    PyObject *next = v[P_PolicyStep_next] ? v[P_PolicyStep_next] : Py_None;
+    PyObject *a = v[P_PolicyStep_a] ? v[P_PolicyStep_a] : Py_None;
+    PyObject *b = v[P_PolicyStep_b] ? v[P_PolicyStep_b] : Py_None;
+    PyObject *c = v[P_PolicyStep_c] ? v[P_PolicyStep_c] : Py_None;
+    PyObject *e = v[P_PolicyStep_e] ? v[P_PolicyStep_e] : Py_None;
     if (kind != STEP_APPLY && !PyCallable_Check(next)) {
         PyErr_SetString(PyExc_TypeError, "next must be callable");
         return NULL;
@@ -416,14 +393,14 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     step_obj *s = (step_obj *)type->tp_alloc(type, 0);
     if (!s) return NULL;
     s->clock.kind = PRS_CLOCK_MONOTONIC;
-    if (kind == STEP_RETRY && prs_py_clock_init(st, d, &s->clock) < 0) {
+    if (kind == STEP_RETRY && prs_py_clock_init(st, v[P_PolicyStep_d], &s->clock) < 0) {
         Py_DECREF(s);
         return NULL;
     }
     s->vectorcall = step_vectorcall;
     s->run = step_runs[kind];
     s->kind = kind;
-    s->ns = kind == STEP_LIMIT ? n : (int64_t)ns;
+    s->ns = kind == STEP_LIMIT ? n : cfg.ns;
     s->next = kind == STEP_APPLY ? NULL : Py_NewRef(next);
     s->native = kind != STEP_APPLY && Py_IS_TYPE(next, type);
     s->a = Py_NewRef(a);
@@ -431,87 +408,4 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     s->c = Py_NewRef(c);
     s->o = Py_XNewRef(o);
     return (PyObject *)s;
-}
-
-static int step_traverse(PyObject *self, visitproc visit, void *arg) {
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(STEP(self)->next);
-    Py_VISIT(STEP(self)->a);
-    Py_VISIT(STEP(self)->b);
-    Py_VISIT(STEP(self)->c);
-    Py_VISIT(STEP(self)->o);
-    Py_VISIT(STEP(self)->dict);
-    return prs_py_clock_traverse(&STEP(self)->clock, visit, arg);
-}
-
-static int step_clear(PyObject *self) {
-    Py_CLEAR(STEP(self)->next);
-    Py_CLEAR(STEP(self)->a);
-    Py_CLEAR(STEP(self)->b);
-    Py_CLEAR(STEP(self)->c);
-    Py_CLEAR(STEP(self)->o);
-    Py_CLEAR(STEP(self)->dict);
-    prs_py_clock_clear(&STEP(self)->clock);
-    return 0;
-}
-
-static void step_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (STEP(self)->weakreflist) PyObject_ClearWeakRefs(self);
-    step_clear(self);
-    Py_CLEAR(STEP(self)->dict);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
-/* A decorated method: bind like a function does. */
-static PyObject *step_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
-    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
-    return PyMethod_New(self, obj);
-}
-
-static PyMemberDef step_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(step_obj, vectorcall), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(step_obj, dict), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(step_obj, weakreflist), READONLY, NULL},
-    {"kind", T_INT, offsetof(step_obj, kind), READONLY, "What the step does (see policy.c)."},
-    {"next", T_OBJECT, offsetof(step_obj, next), READONLY, "The next callable of the chain."},
-    {NULL, 0, 0, 0, NULL},
-};
-
-static PyType_Slot step_slots[] = {
-    {Py_tp_doc, (void *)"PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, e=None, /)\n--\n\n"
-                        "One layer of a Policy's sync chain, run in C (built by pyresilience.policy)."},
-    {Py_tp_new, step_new},
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, step_descr_get},
-    {Py_tp_dealloc, step_dealloc},
-    {Py_tp_traverse, step_traverse},
-    {Py_tp_clear, step_clear},
-    {Py_tp_members, step_members},
-    {0, NULL},
-};
-
-static PyType_Spec step_spec = {
-    "pyresilience._core.PolicyStep", sizeof(step_obj), 0,
-    Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE |
-        Py_TPFLAGS_METHOD_DESCRIPTOR,
-    step_slots};
-
-int prs_py_register_policy(PyObject *m, prs_py_state *st) {
-    PyObject *tp = PyType_FromModuleAndSpec(m, &step_spec, NULL);
-    if (!tp) return -1;
-    int rc = PyModule_AddObjectRef(m, "PolicyStep", tp);
-    Py_DECREF(tp);
-    if (rc < 0) return -1;
-    return PyModule_AddIntConstant(m, "STEP_APPLY", STEP_APPLY) < 0 ||
-                   PyModule_AddIntConstant(m, "STEP_LIMIT", STEP_LIMIT) < 0 ||
-                   PyModule_AddIntConstant(m, "STEP_BULKHEAD", STEP_BULKHEAD) < 0 ||
-                   PyModule_AddIntConstant(m, "STEP_TIMEOUT", STEP_TIMEOUT) < 0 ||
-                   PyModule_AddIntConstant(m, "STEP_FALLBACK", STEP_FALLBACK) < 0 ||
-                   PyModule_AddIntConstant(m, "STEP_RETRY", STEP_RETRY) < 0 ||
-                   PyModule_AddIntConstant(m, "STEP_BREAKER", STEP_BREAKER) < 0
-               ? -1
-               : 0;
 }

@@ -55,20 +55,12 @@ int prs_py_add_struct(PyObject *m, prs_py_state *st, int slot, PyStructSequence_
  * one is NULL, with its exception). */
 PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n);
 
-/* Each binding file registers its types through one function called from
- * module.c's table. 0 or -1 with an exception. */
-int prs_py_register_clock(PyObject *m, prs_py_state *st);
-int prs_py_register_decision(PyObject *m, prs_py_state *st);
-int prs_py_register_limiters(PyObject *m, prs_py_state *st);
-int prs_py_register_breaker(PyObject *m, prs_py_state *st);
-int prs_py_register_keyed(PyObject *m, prs_py_state *st);
-int prs_py_register_retry(PyObject *m, prs_py_state *st);
-int prs_py_register_bulkhead(PyObject *m, prs_py_state *st);
-int prs_py_register_queue(PyObject *m, prs_py_state *st);
-int prs_py_register_redis(PyObject *m, prs_py_state *st);
-int prs_py_register_deadline(PyObject *m, prs_py_state *st);
-int prs_py_register_policy(PyObject *m, prs_py_state *st);
-int prs_py_register_shm(PyObject *m, prs_py_state *st);
+/* Each binding file registers its types, constants and functions through
+ * one function (generated for the declared files), called by module.c in
+ * the order of PRS_PY_REGISTER_FILES. 0 or -1 with an exception. */
+#define PRS_PY_REGISTER_DECL(file) int prs_py_register_##file(PyObject *m, prs_py_state *st);
+PRS_PY_REGISTER_FILES(PRS_PY_REGISTER_DECL)
+#undef PRS_PY_REGISTER_DECL
 /* shm.c: a limiter of `algo` placed in the SharedMemory `shared` under `name`
  * (limiters.c's tp_new, when shared= is given). PRS_OK with *out; a status
  * for prs_py_config_error() (why filled); or 1 with a Python exception set. */
@@ -89,11 +81,13 @@ int prs_py_shm_bulkhead_new(prs_py_state *st, PyObject *shared, PyObject *name,
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */
 int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
-/* Hands a call whose first attempt failed to a Retry's Python loop,
- * handler(func, args, kwargs, exc, result, start) (retry.c). Steals exc and result. */
-PyObject *prs_py_retry_resume(PyObject *handler, PyObject *func, PyObject *const *args, size_t nargsf,
-                              PyObject *kwnames, PyObject *exc, PyObject *result, int64_t start);
-/* retry.c: a RetryCounts (or NULL: nothing) counts a first-try success. */
+/* After a call's first attempt (result; NULL: it raised): result, or the
+ * Retry's Python loop taking over (retry.c); counts (a RetryCounts, None or
+ * NULL) counts a result kept at the first try. Steals result. */
+PyObject *prs_py_retry_after(PyObject *handler, PyObject *check, PyObject *counts, PyObject *func,
+                             PyObject *const *args, size_t nargsf, PyObject *kwnames, PyObject *result,
+                             int64_t start);
+/* retry.c: a RetryCounts (or None/NULL: nothing) counts a first-try success. */
 void prs_py_retry_first_try(PyObject *counts);
 /* The deadline in effect: the value of the context variable `var` (may be
  * NULL), absolute ns, or PRS_NEVER. 0, or -1 with an exception. */
@@ -191,14 +185,12 @@ static inline void prs_py_op_unlock(atomic_int *held) {
 int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *out);
 /* An int (not bool) in [lo, hi]; TypeError/ValueError naming `param`. 0 or -1. */
 int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out);
-/* A count (capacity, limit, burst, max_keys, thresholds, sizes...): the one
- * rule for every count-like parameter. An int (or __index__), or a float with
- * an integral value (10.0 -> 10); 10.5 -> ValueError, bool/str -> TypeError;
- * then checked against [lo, hi] like prs_py_parse_int. 0 or -1. */
-int prs_py_parse_count(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out);
-/* A count for a core config field, whose validator checks its range: as
- * prs_py_parse_count over all of int64, except that a whole number beyond
- * int64 saturates (so the validator's message names it too). 0 or -1. */
+/* A count (capacity, limit, burst, max_keys, thresholds, sizes...) follows
+ * one rule (PRS_PK_COUNT): an int (or __index__), or a float with an
+ * integral value (10.0 -> 10); 10.5 -> ValueError, bool/str -> TypeError.
+ * A count for a core config field, whose validator checks its range: a
+ * whole number beyond int64 saturates (so the validator's message names it
+ * too). 0 or -1. */
 int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out);
 /* A request weight n: a count >= 1 (an int, or an integral float; not bool). Ints beyond int64 saturate to
  * INT64_MAX (such n can never be admitted: a decision, not an error). */
@@ -211,13 +203,6 @@ static inline double prs_py_ns_to_s(int64_t ns) {
     return ns == PRS_NEVER ? Py_HUGE_VAL : (double)ns / 1e9;
 }
 
-/* Fastcall argument unpacking: fills out[0..nnames) with borrowed references
- * (NULL when not given). names[] ends with NULL; the first `maxpos` may be
- * passed positionally, the first `nreq` are required. Unknown, repeated or
- * missing arguments raise TypeError naming `fname`. 0 or -1. */
-int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t maxpos, Py_ssize_t nreq, PyObject **out);
-
 /* ---- declared parameters ------------------------------------------------ *
  * A type's parameters are declared once, in tools/binding_decl.py; the build
  * generates csrc/python/gen/<file>.h from it (tools/gen_binding.py): one
@@ -226,8 +211,8 @@ int prs_py_unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, Py
  * config field straight into the core's config struct (offsetof), and hands
  * back the borrowed argument objects for what the binding keeps itself. */
 enum prs_py_kind {
-    PRS_PK_COUNT,    /* int64_t field: prs_py_parse_count in [lo, hi]; with no range
-                        declared, prs_py_parse_config_count (the core checks it) */
+    PRS_PK_COUNT,    /* int64_t field: a count in [lo, hi]; with no range declared,
+                        prs_py_parse_config_count (the core checks it) */
     PRS_PK_REAL,     /* double field: prs_py_parse_real with flags */
     PRS_PK_DURATION, /* int64_t field, ns, from float seconds (flags); +inf -> PRS_NEVER;
                         a positive value is at least 1 ns */
@@ -323,8 +308,13 @@ static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *
 /* The getter of a `.clock` property, the prs_py_clock at offset `off` (new
  * reference: the clock object given; a MonotonicClock for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off);
-/* name(attr=repr(self.attr), ...) for a type's repr. */
-PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs);
+/* tp_descr_get of a callable object that binds like a function (a method). */
+PyObject *prs_py_method_get(PyObject *self, PyObject *obj, PyObject *type);
+/* name(attr=repr(self.attr), ...) for a type's repr; vals (may be NULL):
+ * values given instead of attributes (stolen; NULL: the attribute). An
+ * attribute "attr?" is left out when it is None. */
+PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs,
+                            PyObject **vals);
 
 int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now);
 /* Reads the clock once: 0, or -1 with an exception (a callable clock failed or
@@ -357,10 +347,10 @@ typedef struct prs_py_decision {
     PyObject *denied_by; /* None or an int (groups) */
 } prs_py_decision;
 
-/* A new Decision object (new reference) or NULL with an exception. */
-PyObject *prs_py_decision_new(prs_py_state *st, const prs_decision *d);
-/* The same with denied_by = the index `denied_by` (None when < 0). */
+/* A new Decision object (new reference) or NULL with an exception; its
+ * denied_by the index `denied_by` (None when < 0). */
 PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by);
+#define prs_py_decision_new(st, d) prs_py_decision_new_by((st), (d), -1)
 
 /* ---- the in-process limiter types (limiters.c) ------------------------- *
  * One implementation for every algorithm of the table (PRS_ALGORITHMS); each
@@ -458,7 +448,5 @@ typedef struct prs_py_rate {
 typedef int (*prs_py_rate_fn)(PyObject *self, PyObject *key, prs_py_rate *r);
 PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, int keyed,
                              PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-/* Saturating integer advance of a ManualClock's time (clock.c). */
-void prs_py_manual_clock_add(_Atomic int64_t *t, int64_t ns);
 
 #endif /* PRS_PY_H */

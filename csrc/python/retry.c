@@ -181,11 +181,27 @@ static PyObject *budget_metrics(PyObject *self, PyObject *unused) {
 /* RetryCall: the fast path                                                 */
 /* ======================================================================== */
 
-/* Hands a failed first attempt to the Retry's Python loop:
- * handler(func, args, kwargs, exc, result, start). Steals exc and result.
- * Shared with the Policy's Retry step (policy.c). */
-PyObject *prs_py_retry_resume(PyObject *handler, PyObject *func, PyObject *const *args, size_t nargsf,
-                              PyObject *kwnames, PyObject *exc, PyObject *result, int64_t start) {
+/* After a call's first attempt (res: its result; NULL with its exception
+ * set): res, unless retry_on_result `check` (NULL: none) wants a retry or it
+ * raised an Exception; then the Retry's Python loop takes over,
+ * handler(func, args, kwargs, exc, result, start). Steals res. Shared with
+ * the Policy's Retry step (policy.c). */
+PyObject *prs_py_retry_after(PyObject *handler, PyObject *check, PyObject *counts, PyObject *func,
+                             PyObject *const *args, size_t nargsf, PyObject *kwnames, PyObject *result,
+                             int64_t start) {
+    PyObject *exc = NULL;
+    if (result) {
+        PyObject *r = check ? PyObject_CallOneArg(check, result) : Py_NewRef(Py_False);
+        int again = r ? PyObject_IsTrue(r) : -1;
+        Py_XDECREF(r);
+        if (again < 0) Py_CLEAR(result);
+        if (!again) prs_py_retry_first_try(counts);
+        if (again <= 0) return result;
+    /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
+     * GeneratorExit, CancelledError) are never retried. */
+    } else if (!PyErr_ExceptionMatches(PyExc_Exception) || !(exc = prs_py_take_exception())) {
+        return NULL;
+    }
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
     Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
     PyObject *tuple = PyTuple_New(nargs), *kwargs = PyDict_New(), *start_o = PyLong_FromLongLong(start);
@@ -215,28 +231,12 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
     if (prs_py_clock_now(&c->clock, &start) < 0) return NULL;
     if (c->budget != Py_None && budget_deposit_now(BUDGET(c->budget)) < 0) return NULL;
     PyObject *res = PyObject_Vectorcall(c->func, args, nargsf, kwnames);
-    if (res) {
-        if (c->check_result == Py_None) {
-            if (c->counts != Py_None) prs__counters_add(COUNTS(c->counts)->core, 0, 1);
-            return res;
-        }
-        PyObject *r = PyObject_CallOneArg(c->check_result, res);
-        if (!r) { Py_DECREF(res); return NULL; }
-        int retry = PyObject_IsTrue(r);
-        Py_DECREF(r);
-        if (retry < 0) { Py_DECREF(res); return NULL; }
-        if (!retry) {
-            if (c->counts != Py_None) prs__counters_add(COUNTS(c->counts)->core, 0, 1);
-            return res;
-        }
-        return prs_py_retry_resume(c->handler, c->func, args, nargsf, kwnames, NULL, res, start);
+    if (res && c->check_result == Py_None) {
+        if (c->counts != Py_None) prs__counters_add(COUNTS(c->counts)->core, 0, 1);
+        return res;
     }
-    /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
-     * GeneratorExit, CancelledError) are never retried. */
-    if (!PyErr_ExceptionMatches(PyExc_Exception)) return NULL;
-    PyObject *exc = prs_py_take_exception();
-    if (!exc) return NULL;
-    return prs_py_retry_resume(c->handler, c->func, args, nargsf, kwnames, exc, NULL, start);
+    PyObject *check = c->check_result == Py_None ? NULL : c->check_result;
+    return prs_py_retry_after(c->handler, check, c->counts, c->func, args, nargsf, kwnames, res, start);
 }
 
 static PyObject *counts_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
@@ -254,11 +254,6 @@ static PyObject *counts_add(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 
 /* A method: bind like a function does. */
-static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
-    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
-    return PyMethod_New(self, obj);
-}
-
 static PyObject *call_repr(PyObject *self) {
     if (!CALL(self)->func) return PyUnicode_FromString("<retrying wrapper (cleared)>");
     return PyUnicode_FromFormat("<retrying wrapper of %R>", CALL(self)->func);

@@ -41,6 +41,7 @@ typedef struct {
 } ready_obj;
 
 static void waiter_free(prs_py_waiter *w);
+static int waiter_resolve(prs_py_waiter *w);
 
 #include "gen/wait.h"
 
@@ -167,11 +168,6 @@ void prs_py_waiter_served(void *data) {
     PRS_PY_EXC_RESTORE(saved);
 }
 
-static PyObject *waiter_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (waiter_resolve((prs_py_waiter *)self) < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
 /* After its references are cleared (the owner is kept until the end). Never
  * queued here (the queue holds a reference); served but never settled (its
  * coroutine vanished): gives back what it was handed. */
@@ -243,8 +239,6 @@ PyObject *prs_py_ready_new(PyTypeObject *tp, PyObject *value) {
     return (PyObject *)r;
 }
 
-static PyObject *ready_await(PyObject *self) { return Py_NewRef(self); }
-
 static PyObject *ready_next(PyObject *self) {
     /* taken whole: two threads resuming one awaitable get it once */
     PyObject *v = __atomic_exchange_n(&((ready_obj *)self)->value, NULL, __ATOMIC_ACQ_REL);
@@ -259,14 +253,3 @@ static PyObject *ready_next(PyObject *self) {
 }
 
 static PyObject *ready_send(PyObject *self, PyObject *arg) { return ready_next(self); }
-
-static void ready_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    Py_CLEAR(((ready_obj *)self)->value);
-    PyObject_Free(self);
-    Py_DECREF(tp);
-}
-
-int prs_py_register_waiter(PyObject *m, prs_py_state *st) {
-    return wait_add_types(m, st);
-}

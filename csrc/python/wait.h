@@ -94,7 +94,4 @@ void prs_py_waiter_served(void *w);
  * type, which owners cache: the async with fast path). */
 PyObject *prs_py_ready_new(PyTypeObject *tp, PyObject *value);
 
-/* Registers _AsyncWaiter and _Ready. 0 or -1. */
-int prs_py_register_waiter(PyObject *m, prs_py_state *st);
-
 #endif

@@ -315,3 +315,27 @@ TEST(common_backoff_grows_and_is_bounded) {
     prs__backoff_wait(&d);
     ASSERT_EQ(d.limit, 2 * PRS__BACKOFF_MIN);
 }
+
+/* ---- internal helpers the binding leans on ------------------------------- */
+
+TEST(common_atomic_time) {
+    _Atomic int64_t t = 10;
+    prs__atomic_sat_add(&t, 5);
+    ASSERT_EQ_I64(atomic_load(&t), 15);
+    prs__atomic_sat_add(&t, INT64_MAX); /* saturates, never wraps */
+    ASSERT_EQ_I64(atomic_load(&t), INT64_MAX);
+    atomic_store(&t, 10);
+    prs__atomic_raise(&t, 7); /* never lowered */
+    ASSERT_EQ_I64(atomic_load(&t), 10);
+    prs__atomic_raise(&t, 12);
+    ASSERT_EQ_I64(atomic_load(&t), 12);
+}
+
+TEST(common_config_mentions_whole_identifiers) {
+    ASSERT(prs_config_mentions("must be >= base_delay", "base_delay"));
+    ASSERT(!prs_config_mentions("must be >= base_delay", "delay"));
+    ASSERT(!prs_config_mentions("must be >= base_delay", "base"));
+    ASSERT(prs_config_mentions("limit must be <= burst (x)", "burst"));
+    ASSERT(!prs_config_mentions("must be > 0", "capacity"));
+    ASSERT(!prs_config_mentions("anything", ""));
+}

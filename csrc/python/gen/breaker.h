@@ -29,7 +29,7 @@ static PyStructSequence_Field CircuitBreakerMetrics_fields[] = {
 static PyStructSequence_Desc CircuitBreakerMetrics_desc = {"pyresilience.breaker.CircuitBreakerMetrics", CircuitBreakerMetrics_DOC, CircuitBreakerMetrics_fields, 16};
 static PyObject *CircuitBreakerMetrics_repr(PyObject *self) {
     static const char *const attrs[] = {"state", "consecutive_failures", "consecutive_successes", "calls", "failures", "slow_calls", "rejected", "ignored", "failure_rate", "slow_call_rate", "retry_after", "window_calls", "window_failures", "window_slow_calls", "half_open_in_flight", "mode", NULL};
-    return prs_py_repr_attrs(self, "CircuitBreakerMetrics", attrs);
+    return prs_py_repr_attrs(self, "CircuitBreakerMetrics", attrs, NULL);
 }
 /* A new CircuitBreakerMetrics (NULL with an exception). */
 static PyObject *CircuitBreakerMetrics_new(prs_py_state *st, const prs_breaker_metrics *m, PyObject *states) {

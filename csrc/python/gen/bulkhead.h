@@ -40,6 +40,15 @@ static int Bulkhead_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, pr
     "max_wait_seconds for a slot, first come, first served. The C core of\n" \
     "pyresilience.Bulkhead (which adds execute(), call(), decorators and\n" \
     "async with)."
+enum {
+    P_Bulkhead_acquire_timeout = 0,
+    P_Bulkhead_acquire__COUNT = 1
+};
+static const char *const Bulkhead_acquire_names[] = {"timeout", NULL};
+static const prs_py_param Bulkhead_acquire_param_list[] = {
+    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params Bulkhead_acquire_params = {"acquire", 1, 1, 0, Bulkhead_acquire_param_list, Bulkhead_acquire_names};
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *bh_try_acquire(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(prs_py_bulkhead_try_at(self, prs_monotonic_ns()));

@@ -61,7 +61,7 @@ static PyObject *manual_advance(PyObject *self, PyObject *arg) {
     prs_py_manual_clock_args a = {0};
     PyObject *v[1];
     if (prs_py_parse_params(&ManualClock_advance_params, &arg, 1, NULL, &a, v) < 0) return NULL;
-    prs_py_manual_clock_add(&o->now_ns, a.ns);
+    prs__atomic_sat_add(&o->now_ns, a.ns);
     Py_RETURN_NONE;
 }
 static PyObject *manual_advance_ns(PyObject *self, PyObject *arg) {
@@ -69,7 +69,7 @@ static PyObject *manual_advance_ns(PyObject *self, PyObject *arg) {
     prs_py_manual_clock_args a = {0};
     PyObject *v[1];
     if (prs_py_parse_params(&ManualClock_advance_ns_params, &arg, 1, NULL, &a, v) < 0) return NULL;
-    prs_py_manual_clock_add(&o->now_ns, a.ns);
+    prs__atomic_sat_add(&o->now_ns, a.ns);
     Py_RETURN_NONE;
 }
 static PyObject *manual_advance(PyObject *self, PyObject *arg);
@@ -132,6 +132,11 @@ static PyType_Slot ManualClock_slots[] = {
     {0, NULL},
 };
 static PyType_Spec ManualClock_spec = {"pyresilience.ManualClock", sizeof(prs_py_manual_clock), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, ManualClock_slots};
+static void manual_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     prs_py_state *st;
     PyObject *v[P_ManualClock__COUNT];
@@ -151,6 +156,12 @@ static PyObject *manual_call(PyObject *self, PyObject *args, PyObject *kwds) {
     if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))
         return PyErr_Format(PyExc_TypeError, "ManualClock() takes no arguments when called");
     return manual_now(self, NULL);
+}
+static PyObject *manual_repr(PyObject *self) {
+    prs_py_manual_clock *o = (prs_py_manual_clock *)self;
+    static const char *const attrs[] = {"start", NULL};
+    PyObject *vals[] = {PyFloat_FromDouble((double)atomic_load_explicit(&o->now_ns, memory_order_acquire) / 1e9)};
+    return prs_py_repr_attrs(self, "ManualClock", attrs, vals);
 }
 
 /* ---- MonotonicClock ---- */
@@ -189,17 +200,22 @@ static PyMethodDef MonotonicClock_methods[] = {
 static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
 static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds);
 static PyObject *mono_repr(PyObject *self);
-static void manual_dealloc(PyObject *self);
+static void mono_dealloc(PyObject *self);
 static PyType_Slot MonotonicClock_slots[] = {
     {Py_tp_doc, (void *)MonotonicClock_DOC},
     {Py_tp_new, mono_new},
     {Py_tp_call, mono_call},
     {Py_tp_repr, mono_repr},
-    {Py_tp_dealloc, manual_dealloc},
+    {Py_tp_dealloc, mono_dealloc},
     {Py_tp_methods, MonotonicClock_methods},
     {0, NULL},
 };
 static PyType_Spec MonotonicClock_spec = {"pyresilience.MonotonicClock", sizeof(PyObject), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_IMMUTABLETYPE, MonotonicClock_slots};
+static void mono_dealloc(PyObject *self) {
+    PyTypeObject *tp = Py_TYPE(self);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     prs_py_state *st;
     PyObject *v[1];
@@ -219,8 +235,12 @@ static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
         return PyErr_Format(PyExc_TypeError, "MonotonicClock() takes no arguments when called");
     return mono_now(self, NULL);
 }
+static PyObject *mono_repr(PyObject *self) {
+    static const char *const attrs[] = {NULL};
+    return prs_py_repr_attrs(self, "MonotonicClock", attrs, NULL);
+}
 
-static int clock_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_clock(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &ManualClock_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &MonotonicClock_spec, NULL) < 0) return -1;
     return 0;

@@ -77,19 +77,19 @@ static PyMemberDef Decision_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
-static PyObject *decision_repr(PyObject *self);
 static PyObject *decision_richcompare(PyObject *self, PyObject *other, int op);
 static int decision_bool(PyObject *self);
+static PyObject *decision_repr(PyObject *self);
 static void decision_dealloc(PyObject *self);
 static int decision_traverse(PyObject *self, visitproc visit, void *arg);
 static int decision_clear(PyObject *self);
 static PyType_Slot Decision_slots[] = {
     {Py_tp_doc, (void *)Decision_DOC},
     {Py_tp_new, decision_new},
-    {Py_tp_repr, decision_repr},
     {Py_tp_richcompare, decision_richcompare},
     {Py_tp_hash, PyObject_HashNotImplemented},
     {Py_nb_bool, decision_bool},
+    {Py_tp_repr, decision_repr},
     {Py_tp_dealloc, decision_dealloc},
     {Py_tp_traverse, decision_traverse},
     {Py_tp_clear, decision_clear},
@@ -133,8 +133,12 @@ static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     Py_DECREF(o);
     return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
+static PyObject *decision_repr(PyObject *self) {
+    static const char *const attrs[] = {"allowed", "limit", "remaining", "retry_after", "reset_after", "denied_by?", NULL};
+    return prs_py_repr_attrs(self, "Decision", attrs, NULL);
+}
 
-static int decision_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_decision(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_Decision, &Decision_spec, NULL) < 0) return -1;
     return 0;
 }

@@ -28,6 +28,7 @@ enum prs_py_slot {
     PRS_SLOT_KeyedLimiter,
     PRS_SLOT_KeyedLimiterView,
     PRS_SLOT_LimiterGroup,
+    PRS_SLOT_PolicyStep,
     PRS_SLOT_RedisBackend,
     PRS_SLOT_RedisRateLimiter,
     PRS_SLOT_RedisLimiterGroup,
@@ -46,6 +47,25 @@ enum prs_py_slot {
     PRS_SLOT__COUNT
 };
 #define PRS_SLOT__ALGO_FIRST PRS_SLOT_TokenBucket
+/* The binding files, each registered by prs_py_register_<file>(m, st), in order. */
+#define PRS_PY_REGISTER_FILES(X) X(clock) X(decision) X(limiters) X(keyed) X(breaker) X(retry) X(wait) X(bulkhead) X(queue) X(redis) X(deadline) X(policy) X(shm)
 #define PRS_PY_EXCEPTIONS(X) X(ResilienceError) X(RateLimitExceeded) X(CircuitOpenError) X(BulkheadFullError) X(QueueFullError) X(QueueClosedError) X(QueueEmptyError) X(RetryExhausted) X(BackendError)
+/* The exception of each status (common.c's table). */
+#define PRS_PY_EXC_OK EXC_BUILTIN(RuntimeError)
+#define PRS_PY_EXC_EINVAL EXC_BUILTIN(ValueError)
+#define PRS_PY_EXC_ENOMEM EXC_BUILTIN(MemoryError)
+#define PRS_PY_EXC_ERANGE EXC_BUILTIN(ValueError)
+#define PRS_PY_EXC_EAGAIN EXC_BUILTIN(RuntimeError)
+#define PRS_PY_EXC_ETIMEDOUT EXC_MODULE(BackendError)
+#define PRS_PY_EXC_ECLOSED EXC_MODULE(QueueClosedError)
+#define PRS_PY_EXC_EFULL EXC_MODULE(QueueFullError)
+#define PRS_PY_EXC_EEMPTY EXC_MODULE(QueueEmptyError)
+#define PRS_PY_EXC_ENOTSUP EXC_BUILTIN(NotImplementedError)
+#define PRS_PY_EXC_EBACKEND EXC_MODULE(BackendError)
+#define PRS_PY_EXC_EPROTO EXC_MODULE(BackendError)
+#define PRS_PY_EXC_ESTATE EXC_BUILTIN(RuntimeError)
+#define PRS_PY_EXC_ECONN EXC_MODULE(BackendError)
+#define PRS_PY_EXC_ENEVER EXC_BUILTIN(ValueError)
+#define PRS_PY_EXC_EBACKENDCLOSED EXC_MODULE(BackendError)
 
 #endif

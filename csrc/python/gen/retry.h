@@ -278,7 +278,7 @@ static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
 }
 static PyObject *policy_repr(PyObject *self) {
     static const char *const attrs[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
-    return prs_py_repr_attrs(self, "RetryPolicy", attrs);
+    return prs_py_repr_attrs(self, "RetryPolicy", attrs, NULL);
 }
 
 /* ---- RetryBudget ---- */
@@ -437,7 +437,7 @@ static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
 }
 static PyObject *budget_repr(PyObject *self) {
     static const char *const attrs[] = {"ratio", "min_retries_per_second", "window", NULL};
-    return prs_py_repr_attrs(self, "RetryBudget", attrs);
+    return prs_py_repr_attrs(self, "RetryBudget", attrs, NULL);
 }
 
 /* ---- RetryCounts ---- */
@@ -565,7 +565,6 @@ static PyMemberDef RetryCall_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
-static PyObject *call_descr_get(PyObject *self, PyObject *obj, PyObject *type);
 static PyObject *call_repr(PyObject *self);
 static void call_dealloc(PyObject *self);
 static int call_traverse(PyObject *self, visitproc visit, void *arg);
@@ -574,7 +573,7 @@ static PyType_Slot RetryCall_slots[] = {
     {Py_tp_doc, (void *)RetryCall_DOC},
     {Py_tp_new, call_new},
     {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, call_descr_get},
+    {Py_tp_descr_get, prs_py_method_get},
     {Py_tp_repr, call_repr},
     {Py_tp_dealloc, call_dealloc},
     {Py_tp_traverse, call_traverse},

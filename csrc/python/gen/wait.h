@@ -52,6 +52,11 @@ static void waiter_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *waiter_call(PyObject *self, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))
+        return PyErr_Format(PyExc_TypeError, "_AsyncWaiter() takes no arguments when called");
+    return waiter_resolve((prs_py_waiter *)self) < 0 ? NULL : Py_NewRef(Py_None);
+}
 
 /* ---- _Ready ---- */
 #define _Ready_DOC \
@@ -65,22 +70,27 @@ static PyMethodDef _Ready_methods[] = {
      "Finish: raise StopIteration(result)."},
     {NULL, NULL, 0, NULL},
 };
-static PyObject *ready_await(PyObject *self);
-static PyObject *ready_await(PyObject *self);
 static PyObject *ready_next(PyObject *self);
 static void ready_dealloc(PyObject *self);
 static PyType_Slot _Ready_slots[] = {
     {Py_tp_doc, (void *)_Ready_DOC},
-    {Py_am_await, ready_await},
-    {Py_tp_iter, ready_await},
+    {Py_am_await, PyObject_SelfIter},
+    {Py_tp_iter, PyObject_SelfIter},
     {Py_tp_iternext, ready_next},
     {Py_tp_dealloc, ready_dealloc},
     {Py_tp_methods, _Ready_methods},
     {0, NULL},
 };
 static PyType_Spec _Ready_spec = {"pyresilience._core._Ready", sizeof(ready_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _Ready_slots};
+static void ready_dealloc(PyObject *self) {
+    ready_obj *o = (ready_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(o->value);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
 
-static int wait_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_wait(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &_AsyncWaiter_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_Ready, &_Ready_spec, NULL) < 0) return -1;
     return 0;
