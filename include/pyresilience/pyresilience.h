@@ -19,5 +19,6 @@
 #include "prs_bulkhead.h"
 #include "prs_ring.h"
 #include "prs_shm.h"
+#include "prs_shm_kv.h"
 /* more modules: one include line each */
 #endif
