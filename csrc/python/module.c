@@ -31,6 +31,7 @@ static const register_fn register_fns[] = {
     prs_py_register_policy,
     /* shared memory */
     prs_py_register_shm,
+    prs_py_register_kv,
     NULL,
 };
 

@@ -69,6 +69,10 @@ int prs_py_register_redis(PyObject *m, prs_py_state *st);
 int prs_py_register_deadline(PyObject *m, prs_py_state *st);
 int prs_py_register_policy(PyObject *m, prs_py_state *st);
 int prs_py_register_shm(PyObject *m, prs_py_state *st);
+int prs_py_register_kv(PyObject *m, prs_py_state *st);
+/* shm.c: a reference to SharedMemory `shared`'s open region (prs__shm_unref
+ * drops it), or NULL with an exception. */
+struct prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared);
 /* shm.c: a limiter of `algo` placed in the SharedMemory `shared` under `name`
  * (limiters.c's tp_new, when shared= is given). PRS_OK with *out; a status
  * for prs_py_config_error() (why filled); or 1 with a Python exception set. */

@@ -16,6 +16,7 @@ enum prs_py_slot {
     PRS_SLOT_RingQueue,
     PRS_SLOT_AsyncWaiter,
     PRS_SLOT_Ready,
+    PRS_SLOT_SharedKV,
     PRS_SLOT_RateWait,
     PRS_SLOT_LimiterBase,
     PRS_SLOT_TokenBucket,
