@@ -94,7 +94,7 @@ class SharedIdempotencyStore:
 
     def __init__(self, region: Any, *, name: str = "idempotency", max_keys: int = 1024,
                  max_key_bytes: int = 256, max_value_bytes: int = 4096,
-                 serializer: Serializer = pickle,  # type: ignore[assignment]
+                 serializer: Serializer = pickle,
                  clock: Any = None) -> None:
         if not (callable(getattr(serializer, "dumps", None))
                 and callable(getattr(serializer, "loads", None))):
