@@ -22,7 +22,7 @@ import errno
 import hashlib
 import pickle
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from . import _core
 from .errors import IdempotencyInProgress
@@ -106,6 +106,7 @@ class SharedIdempotencyStore:
         self.serializer = serializer
         self.clock = clock
         self._now_ns = _clock_ns(clock)
+        self._key_max = self._kv.max_key_bytes
 
     @staticmethod
     def bytes_needed(max_keys: int = 1024, max_key_bytes: int = 256,
@@ -148,8 +149,19 @@ class SharedIdempotencyStore:
 
     @staticmethod
     def _fp(fingerprint: Any) -> bytes:
+        if type(fingerprint) is bytes and len(fingerprint) <= _FP_MAX:
+            return fingerprint
         b = str(fingerprint).encode("utf-8", "surrogatepass")
         return b if len(b) <= _FP_MAX else b"#" + hashlib.sha256(b).digest()
+
+    @staticmethod
+    def fingerprint_args(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> bytes:
+        """The default fingerprint of a call's arguments for this store: their
+        repr (stable across processes for plain data) when it fits the record's
+        64 bytes, else its SHA-256 (no hashing for small payloads)."""
+        b = repr((args, sorted(kwargs.items())) if kwargs else args).encode(
+            "utf-8", "backslashreplace")
+        return b if len(b) < _FP_MAX else b"#" + hashlib.sha256(b).digest()
 
     @staticmethod
     def _token(token: str) -> bytes:
@@ -170,28 +182,30 @@ class SharedIdempotencyStore:
         kind, value = self.serializer.loads(raw)
         return (RAISED if kind == RAISED else OK, value)
 
-    def _result(self, r: Tuple[int, bool, Optional[bytes]], fingerprint: Any) -> BeginResult:
-        state, match, raw = r
-        if state == ACQUIRED:
-            return (ACQUIRED, fingerprint, None)
-        fp = fingerprint if match else _OTHER
-        if state == DONE:
-            return (DONE, fp, self._decode(raw or b""))
-        return (BUSY, fp, None)
-
     # -- the store interface -------------------------------------------------
 
     def begin(self, key: str, fingerprint: Any, token: str, lease: float) -> BeginResult:
+        k = key.encode("utf-8", "surrogatepass")
+        if len(k) > self._key_max or not k:
+            k = self._key(key)
+        fp = fingerprint if type(fingerprint) is bytes and len(fingerprint) <= _FP_MAX \
+            else self._fp(fingerprint)
+        t = token.encode()
         try:
-            r = self._kv.begin(self._key(key), self._fp(fingerprint), self._token(token),
-                               _ns(lease), self._now_ns())
+            state, match, raw = self._kv.begin(k, fp, t if len(t) <= _TOKEN_MAX else
+                                               self._token(token), int(lease * 1e9) or 1,
+                                               self._now_ns())
         except OSError as e:
             if e.errno != errno.ENOSPC:
                 raise
             raise IdempotencyInProgress(
                 f"shared idempotency store full of in-progress keys "
                 f"(max_keys={self._kv.max_keys})", key) from None
-        return self._result(r, fingerprint)
+        if state == DONE:
+            kind, value = self.serializer.loads(raw)
+            return (DONE, fingerprint if match else _OTHER, (RAISED if kind == RAISED else OK,
+                                                            value))
+        return (state, fingerprint if match or state == ACQUIRED else _OTHER, None)
 
     def complete(self, key: str, token: str, outcome: Any, ttl: float) -> bool:
         k, t = self._key(key), self._token(token)

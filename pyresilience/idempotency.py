@@ -20,6 +20,7 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import itertools
 import logging
 import os
 import threading
@@ -258,6 +259,26 @@ def _not_stored(key: str, exc: BaseException) -> None:
                  "after in_progress_ttl", key, type(exc).__name__, exc)
 
 
+# -- owner tokens: a random per-process prefix and a counter (no system call per
+# call); a forked child draws its own prefix ---------------------------------
+
+class _Tokens:
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_new_token = _Tokens()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_token.reseed)
+
+
 def _local_fingerprint(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
     try:
         if not kwargs:
@@ -321,6 +342,8 @@ class Idempotency:
             fp_args = fingerprint
             self._fp: Callable[[Tuple[Any, ...], Dict[str, Any]], Any] = \
                 lambda a, k: fp_args(*a, **k)
+        elif callable(getattr(store, "fingerprint_args", None)):
+            self._fp = store.fingerprint_args  # the store's own (stable across processes)
         elif getattr(store, "local", False):
             self._fp = _local_fingerprint
         else:
@@ -359,7 +382,7 @@ class Idempotency:
                     and self._plain and rec[2][0] == OK:
                 return cast(T, rec[2][1])
         store = self.store
-        token = os.urandom(12).hex()
+        token = _new_token()
         state, rec_fp, outcome = store.begin(key, fp, token, self.in_progress_ttl)
         if state == DONE and rec_fp == fp:
             return cast(T, self._unpack(key, outcome))
@@ -425,7 +448,7 @@ class Idempotency:
                          **kwargs: Any) -> T:
         """The async form of :meth:`call`: ``await fn(*args, **kwargs)`` once for ``key``."""
         fp = self._fp(args, kwargs)
-        token = os.urandom(12).hex()
+        token = _new_token()
         state, rec_fp, outcome = await self._store_op("begin", key, fp, token,
                                                       self.in_progress_ttl)
         if state == DONE and rec_fp == fp:
