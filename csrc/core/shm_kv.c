@@ -593,52 +593,54 @@ done:
     return rc;
 }
 
+/* Takes the lock and finds key's record: its index (and *slot) when token
+ * owns its lease (token NULL: any record), else -1. The caller unlocks. */
+static int64_t lock_find(prs_shm_kv *kv, const void *key, size_t klen, const void *token,
+                         size_t toklen, uint32_t *slot) {
+    uint64_t hash = hash_of(kv, key, klen);
+    uint32_t ins;
+    kv_lock(kv);
+    int64_t r = find(kv, key, klen, hash, slot, &ins);
+    if (r >= 0 && token && !owned_by(REC(kv, r), token, toklen)) r = -1;
+    return r;
+}
+
 int prs_shm_kv_complete(prs_shm_kv *kv, const void *key, size_t klen, const void *token,
                         size_t toklen, const void *value, size_t vlen, int64_t ttl_ns,
                         int64_t now_ns) {
     if (!args_ok(kv, key, klen, token, toklen) || (vlen && !value)) return PRS_EINVAL;
     if (vlen > kv->value_max) return PRS_ERANGE;
-    uint64_t hash = hash_of(kv, key, klen);
-    uint32_t slot, ins;
-    int rc = PRS_OK;
-    kv_lock(kv);
-    int64_t r = find(kv, key, klen, hash, &slot, &ins);
-    kv_rec *rec = r >= 0 ? REC(kv, r) : NULL;
-    if (!rec || !owned_by(rec, token, toklen)) {
-        rc = PRS_ESTATE;
-        goto done;
+    uint32_t slot;
+    int64_t r = lock_find(kv, key, klen, token, toklen, &slot);
+    if (r >= 0) {
+        kv_rec *rec = REC(kv, r);
+        crash_point();
+        if (vlen) memcpy(VALUE(kv, rec), value, vlen); /* unseen while in progress */
+        BARRIER();
+        tx t;
+        tx_begin(kv, &t);
+        jw(&t, rec, sizeof *rec);
+        rec->state = R_DONE;
+        rec->value_len = (uint32_t)vlen;
+        rec->expires_ns = sat_add(now_ns, ttl_ns);
+        rec->stamp_ns = now_ns;
+        rec->tok_len = 0;
+        memset(rec->token, 0, sizeof rec->token);
+        tx_commit(&t);
     }
-    crash_point();
-    if (vlen) memcpy(VALUE(kv, rec), value, vlen); /* unseen while in progress */
-    BARRIER();
-    tx t;
-    tx_begin(kv, &t);
-    jw(&t, rec, sizeof *rec);
-    rec->state = R_DONE;
-    rec->value_len = (uint32_t)vlen;
-    rec->expires_ns = sat_add(now_ns, ttl_ns);
-    rec->stamp_ns = now_ns;
-    rec->tok_len = 0;
-    memset(rec->token, 0, sizeof rec->token);
-    tx_commit(&t);
-done:
     kv_unlock(kv);
-    if (rc == PRS_OK) wake(kv);
-    return rc;
+    if (r < 0) return PRS_ESTATE;
+    wake(kv);
+    return PRS_OK;
 }
 
 int prs_shm_kv_renew(prs_shm_kv *kv, const void *key, size_t klen, const void *token,
                      size_t toklen, int64_t lease_ns, int64_t now_ns) {
     if (!args_ok(kv, key, klen, token, toklen) || lease_ns <= 0) return PRS_EINVAL;
-    uint64_t hash = hash_of(kv, key, klen);
-    uint32_t slot, ins;
-    int rc = PRS_OK;
-    kv_lock(kv);
-    int64_t r = find(kv, key, klen, hash, &slot, &ins);
-    kv_rec *rec = r >= 0 ? REC(kv, r) : NULL;
-    if (!rec || !owned_by(rec, token, toklen)) {
-        rc = PRS_ESTATE;
-    } else {
+    uint32_t slot;
+    int64_t r = lock_find(kv, key, klen, token, toklen, &slot);
+    if (r >= 0) {
+        kv_rec *rec = REC(kv, r);
         tx t;
         tx_begin(kv, &t);
         jw(&t, &rec->expires_ns, 8);
@@ -646,26 +648,28 @@ int prs_shm_kv_renew(prs_shm_kv *kv, const void *key, size_t klen, const void *t
         tx_commit(&t);
     }
     kv_unlock(kv);
-    return rc;
+    return r < 0 ? PRS_ESTATE : PRS_OK;
+}
+
+/* Deletes key's record when token owns it (token NULL: whoever does). */
+static int remove_key(prs_shm_kv *kv, const void *key, size_t klen, const void *token,
+                      size_t toklen) {
+    uint32_t slot;
+    int64_t r = lock_find(kv, key, klen, token, toklen, &slot);
+    if (r >= 0) {
+        remove_record(kv, (uint32_t)r, slot);
+        maybe_rebuild(kv);
+    }
+    kv_unlock(kv);
+    if (r < 0) return PRS_ESTATE;
+    wake(kv);
+    return PRS_OK;
 }
 
 int prs_shm_kv_release(prs_shm_kv *kv, const void *key, size_t klen, const void *token,
                        size_t toklen) {
     if (!args_ok(kv, key, klen, token, toklen)) return PRS_EINVAL;
-    uint64_t hash = hash_of(kv, key, klen);
-    uint32_t slot, ins;
-    int rc = PRS_OK;
-    kv_lock(kv);
-    int64_t r = find(kv, key, klen, hash, &slot, &ins);
-    if (r < 0 || !owned_by(REC(kv, r), token, toklen)) {
-        rc = PRS_ESTATE;
-    } else {
-        remove_record(kv, (uint32_t)r, slot);
-        maybe_rebuild(kv);
-    }
-    kv_unlock(kv);
-    if (rc == PRS_OK) wake(kv);
-    return rc;
+    return remove_key(kv, key, klen, token, toklen);
 }
 
 int prs_shm_kv_peek(prs_shm_kv *kv, const void *key, size_t klen, const void *fp, size_t fplen,
@@ -702,20 +706,7 @@ int prs_shm_kv_peek(prs_shm_kv *kv, const void *key, size_t klen, const void *fp
 
 int prs_shm_kv_delete(prs_shm_kv *kv, const void *key, size_t klen) {
     if (!kv || !key || klen < 1 || klen > kv->key_max) return PRS_EINVAL;
-    uint64_t hash = hash_of(kv, key, klen);
-    uint32_t slot, ins;
-    int rc = PRS_OK;
-    kv_lock(kv);
-    int64_t r = find(kv, key, klen, hash, &slot, &ins);
-    if (r < 0) {
-        rc = PRS_ESTATE;
-    } else {
-        remove_record(kv, (uint32_t)r, slot);
-        maybe_rebuild(kv);
-    }
-    kv_unlock(kv);
-    if (rc == PRS_OK) wake(kv);
-    return rc;
+    return remove_key(kv, key, klen, NULL, 0);
 }
 
 void prs_shm_kv_clear(prs_shm_kv *kv) {
