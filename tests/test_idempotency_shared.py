@@ -221,6 +221,18 @@ def test_processes_run_a_key_exactly_once(region, tmp_path, method):
     assert len({g["ran_in"] for g in got}) == 1  # every caller got the one result
 
 
+def test_a_store_inherited_across_fork_keeps_working(region):
+    store = store_of(region)
+    idem = pr.Idempotency(store)
+    assert idem.call("parent", lambda: "p") == "p"
+    pid = os.fork()
+    if pid == 0:  # the child uses the parent's objects as they are
+        ok = idem.call("parent", lambda: "x") == "p" and idem.call("child", lambda: "c") == "c"
+        os._exit(0 if ok and store.check() else 1)
+    assert os.waitpid(pid, 0)[1] == 0
+    assert idem.call("child", lambda: "again") == "c"
+
+
 UNRELATED = textwrap.dedent("""
     import os, sys, time, json
     import pyresilience as pr

@@ -2,6 +2,7 @@
  * records): owner tokens, leases and takeover, TTLs, bounded eviction, sizes,
  * a randomized run against a reference model, a crash at every journal point,
  * exactly-once across processes, kill loops and allocation failure. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <sys/wait.h>
@@ -380,6 +381,49 @@ TEST(shm_kv_kill_loop) {
         ASSERT_EQ(prs_test_wait_child(pid), 128 + SIGKILL);
         ASSERT_OK(prs_shm_kv_check(kv));
     }
+    prs_shm_kv_free(kv);
+    prs_shm_close(r);
+}
+
+/* Threads of one process (one pid: the lock is shared by them as by
+ * processes): every key runs once, and the area stays consistent. */
+typedef struct thr_ctx {
+    prs_shm_kv *kv;
+    int id;
+    _Atomic int *runs;
+} thr_ctx;
+
+static void *thr_main(void *arg) {
+    thr_ctx *c = arg;
+    char t[8];
+    snprintf(t, sizeof t, "t%d", c->id);
+    for (int i = 0; i < 2000; i++) {
+        char key[16];
+        snprintf(key, sizeof key, "k%d", i % 300);
+        prs_shm_kv_result res;
+        if (prs_shm_kv_begin(c->kv, S(key), S("f"), S(t), INT64_MAX / 4, 0, NULL, NULL, &res))
+            continue;
+        if (res.state == PRS_KV_ACQUIRED) {
+            atomic_fetch_add(&c->runs[i % 300], 1);
+            prs_shm_kv_complete(c->kv, S(key), S(t), S("v"), INT64_MAX / 4, 0);
+        }
+    }
+    return NULL;
+}
+
+TEST(shm_kv_threads_run_each_key_once) {
+    prs_shm *r = region("kv9", 4 << 20);
+    prs_shm_kv *kv = area(r, 512, 16);
+    _Atomic int runs[300] = {0};
+    pthread_t th[4];
+    thr_ctx ctx[4];
+    for (int i = 0; i < 4; i++) {
+        ctx[i] = (thr_ctx){kv, i, runs};
+        ASSERT_EQ(pthread_create(&th[i], NULL, thr_main, &ctx[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) pthread_join(th[i], NULL);
+    for (int i = 0; i < 300; i++) ASSERT_EQ(atomic_load(&runs[i]), 1);
+    ASSERT_OK(prs_shm_kv_check(kv));
     prs_shm_kv_free(kv);
     prs_shm_close(r);
 }
