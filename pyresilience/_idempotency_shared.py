@@ -212,8 +212,10 @@ class SharedIdempotencyStore:
         try:
             data = self._encode(outcome)
             return self._kv.complete(k, t, data, max(0, int(ttl * 1e9)), self._now_ns())
-        except BaseException:
+        except Exception:
             self._kv.release(k, t)  # not storable: free the key rather than leave it waiting
+            if outcome[0] == RAISED:
+                return False  # the caller re-raises its own exception, not ours
             raise
 
     def renew(self, key: str, token: str, lease: float) -> bool:

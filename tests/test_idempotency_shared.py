@@ -160,6 +160,14 @@ def test_sizes_and_clear_errors(region, tmp_path, caplog):
     assert idem.call("big", lambda: big) == big  # the caller still gets its result,
     assert "not stored" in caplog.text and "max_value_bytes=64" in caplog.text
     assert store.peek("big") is None             # and the key is free again
+    stored = pr.Idempotency(store, store_exceptions=True)
+
+    def huge_error() -> None:
+        raise KeyError("e" * 500)
+
+    with pytest.raises(KeyError):  # its own exception, not the store's refusal
+        stored.call("err", huge_error)
+    assert store.peek("err") is None
     long_key = "k" * 1000                          # stored as its hash
     assert idem.call(long_key, lambda: 1) == 1 and idem.call(long_key, lambda: 2) == 1
     with pytest.raises(ValueError, match="max_keys=4.*asked for max_keys=5"):
