@@ -249,6 +249,10 @@ class _Renewer:
 
 
 _renewer = _Renewer()
+if hasattr(os, "register_at_fork"):
+    # a forked child has none of the parent's running calls (their threads
+    # stay behind) and may have been forked while the renewer held its lock
+    os.register_at_fork(after_in_child=_renewer.__init__)
 
 
 _log = logging.getLogger("pyresilience.idempotency")

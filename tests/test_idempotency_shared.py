@@ -6,6 +6,7 @@ kill loop, and the HTTP middleware behind real servers."""
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 import http.client
 import json
 import multiprocessing
@@ -17,6 +18,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -235,10 +237,35 @@ def test_a_store_inherited_across_fork_keeps_working(region):
     assert idem.call("parent", lambda: "p") == "p"
     pid = os.fork()
     if pid == 0:  # the child uses the parent's objects as they are
+        faulthandler.dump_traceback_later(30, exit=True)  # a hang fails, with its stack
         ok = idem.call("parent", lambda: "x") == "p" and idem.call("child", lambda: "c") == "c"
         os._exit(0 if ok and store.check() else 1)
     assert os.waitpid(pid, 0)[1] == 0
     assert idem.call("child", lambda: "again") == "c"
+
+
+def test_fork_while_the_renewer_holds_its_lock(region):
+    from pyresilience.idempotency import _renewer
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with _renewer._cond:
+            held.set()
+            release.wait(30)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait()
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child's renewer must not wait for a thread it does not have
+            faulthandler.dump_traceback_later(10, exit=True)
+            ok = pr.Idempotency(store_of(region)).call("f", lambda: 1) == 1
+            os._exit(0 if ok else 1)
+    finally:
+        release.set()
+        t.join()
+    assert os.waitpid(pid, 0)[1] == 0
 
 
 UNRELATED = textwrap.dedent("""
