@@ -209,6 +209,9 @@ class MemoryIdempotencyStore:
 
 class _Renewer:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self._cond = threading.Condition()
         self._leases: Dict[str, Tuple[Any, str, float, float]] = {}  # token -> (store, key, lease, due)
         self._thread: Optional[threading.Thread] = None
@@ -252,7 +255,7 @@ _renewer = _Renewer()
 if hasattr(os, "register_at_fork"):
     # a forked child has none of the parent's running calls (their threads
     # stay behind) and may have been forked while the renewer held its lock
-    os.register_at_fork(after_in_child=_renewer.__init__)
+    os.register_at_fork(after_in_child=_renewer.reset)
 
 
 _log = logging.getLogger("pyresilience.idempotency")
