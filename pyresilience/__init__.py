@@ -57,6 +57,7 @@ from .policy import Fallback, Limit, Policy, Timeout, deadline_remaining
 # -- observing: events (pr.prometheus, pr.otel load on first use) --
 from .idempotency import Idempotency, MemoryIdempotencyStore
 from ._idempotency_redis import RedisIdempotencyStore
+from ._idempotency_shared import SharedIdempotencyStore
 from .dead_letters import DeadLetter, RedisDeadLetters
 from . import events
 from .events import Event
@@ -137,6 +138,7 @@ __all__ = [
     "IdempotencyKeyMismatch",
     "MemoryIdempotencyStore",
     "RedisIdempotencyStore",
+    "SharedIdempotencyStore",
     "DeadLetter",
     "RedisDeadLetters",
     # -- observing --

@@ -20,6 +20,7 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import itertools
 import logging
 import os
 import threading
@@ -208,6 +209,9 @@ class MemoryIdempotencyStore:
 
 class _Renewer:
     def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
         self._cond = threading.Condition()
         self._leases: Dict[str, Tuple[Any, str, float, float]] = {}  # token -> (store, key, lease, due)
         self._thread: Optional[threading.Thread] = None
@@ -248,6 +252,10 @@ class _Renewer:
 
 
 _renewer = _Renewer()
+if hasattr(os, "register_at_fork"):
+    # a forked child has none of the parent's running calls (their threads
+    # stay behind) and may have been forked while the renewer held its lock
+    os.register_at_fork(after_in_child=_renewer.reset)
 
 
 _log = logging.getLogger("pyresilience.idempotency")
@@ -256,6 +264,26 @@ _log = logging.getLogger("pyresilience.idempotency")
 def _not_stored(key: str, exc: BaseException) -> None:
     _log.warning("idempotency: the result of %r was not stored (%s: %s); its lease runs out "
                  "after in_progress_ttl", key, type(exc).__name__, exc)
+
+
+# -- owner tokens: a random per-process prefix and a counter (no system call per
+# call); a forked child draws its own prefix ---------------------------------
+
+class _Tokens:
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):x}"
+
+
+_new_token = _Tokens()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_token.reseed)
 
 
 def _local_fingerprint(args: Tuple[Any, ...], kwargs: Dict[str, Any]) -> Any:
@@ -321,6 +349,8 @@ class Idempotency:
             fp_args = fingerprint
             self._fp: Callable[[Tuple[Any, ...], Dict[str, Any]], Any] = \
                 lambda a, k: fp_args(*a, **k)
+        elif callable(getattr(store, "fingerprint_args", None)):
+            self._fp = store.fingerprint_args  # the store's own (stable across processes)
         elif getattr(store, "local", False):
             self._fp = _local_fingerprint
         else:
@@ -359,7 +389,7 @@ class Idempotency:
                     and self._plain and rec[2][0] == OK:
                 return cast(T, rec[2][1])
         store = self.store
-        token = os.urandom(12).hex()
+        token = _new_token()
         state, rec_fp, outcome = store.begin(key, fp, token, self.in_progress_ttl)
         if state == DONE and rec_fp == fp:
             return cast(T, self._unpack(key, outcome))
@@ -425,7 +455,7 @@ class Idempotency:
                          **kwargs: Any) -> T:
         """The async form of :meth:`call`: ``await fn(*args, **kwargs)`` once for ``key``."""
         fp = self._fp(args, kwargs)
-        token = os.urandom(12).hex()
+        token = _new_token()
         state, rec_fp, outcome = await self._store_op("begin", key, fp, token,
                                                       self.in_progress_ttl)
         if state == DONE and rec_fp == fp:

@@ -38,7 +38,7 @@ from ._decorate import P, finish, inspect_target
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead
 from .errors import PolicyWarning, TimeoutExceeded
-from .retry import Retry, RetryConfig
+from .retry import Retry, RetryConfig, _RetryView
 
 __all__ = ["Policy", "Timeout", "Fallback", "Limit", "deadline_remaining"]
 
@@ -729,7 +729,8 @@ class Policy:
         flat: List[Any] = []
         for s in strategies:
             if isinstance(s, Policy):
-                flat.extend(s.strategies)
+                # its Retry steps keep its dead_letter (as views onto them)
+                flat.extend(s._chain() if s.dead_letter is not None else s.strategies)
             else:
                 flat.append(_normalize(s))
         self.strategies = tuple(flat)
@@ -800,10 +801,12 @@ class Policy:
     def _chain(self, target: Any = None) -> Tuple[Any, ...]:
         """The strategies as the chain runs them: with a ``dead_letter``, each
         Retry as a view handing its give-ups to it."""
-        if self.dead_letter is None:
+        if self.dead_letter is None and target is None:
             return self.strategies
-        return tuple(s._with_dead_letter(self.dead_letter, target) if isinstance(s, Retry) else s
-                     for s in self.strategies)
+        return tuple(_RetryView(s.base, s.dead_letter or self.dead_letter, target)
+                     if isinstance(s, _RetryView)  # a nested Policy's: its own sink wins
+                     else s._with_dead_letter(self.dead_letter, target) if isinstance(s, Retry)
+                     else s for s in self.strategies)
 
     def __repr__(self) -> str:
         return f"Policy({', '.join(repr(s) for s in self.strategies)})"

@@ -60,6 +60,8 @@ REQUIRED = {
     "SharedMemory": dict(name="decl-test", directory=tempfile.mkdtemp(prefix="prs-decl-")),
 }
 atexit.register(shutil.rmtree, REQUIRED["SharedMemory"]["directory"], True)
+REQUIRED["SharedKV"] = dict(region=_core.SharedMemory(**REQUIRED["SharedMemory"]), name="kv",
+                            max_keys=4, max_value_bytes=16)
 if hasattr(_core, "RedisBackend"):  # built with hiredis (a backend connects lazily: no server needed)
     _limiter = _core.RedisRateLimiter(_core.RedisBackend("redis://127.0.0.1:1"), rate=1, burst=1)
     REQUIRED["RedisRateLimiter"] = dict(backend=_limiter.backend, rate=1, burst=1)

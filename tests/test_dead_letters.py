@@ -170,3 +170,25 @@ def test_redis_dead_letters_async_and_maxlen(backend):  # noqa: F811
     assert 1 <= len(dlq) < 300  # approximate MAXLEN trims
     with pytest.raises(ValueError, match="maxlen"):
         RedisDeadLetters(backend, stream, maxlen=1.5)
+
+
+def test_nested_policy_keeps_its_dead_letter():
+    inner_got, outer_got = [], []
+    r = pr.Retry(max_attempts=2, base_delay=1.0, jitter=False, clock=pr.ManualClock())
+    inner = pr.Policy(r, dead_letter=inner_got.append)
+    for outer in (pr.Policy(inner), pr.Policy(inner, dead_letter=outer_got.append)):
+        with pytest.raises(ConnectionError):
+            outer.call(charge, 1, amount=2)
+        with pytest.raises(ConnectionError):
+            outer(charge)(3)
+        with pytest.raises(ConnectionError):
+            asyncio.run(outer.call_async(acharge, 4))
+    assert [(g.function.rsplit(".", 1)[1], g.args, g.kwargs) for g in inner_got] == [
+        ("charge", (1,), {"amount": 2}), ("charge", (3,), {}), ("acharge", (4,), {})] * 2
+    assert outer_got == []  # the inner Policy's sink wins, as a Retry's own does
+    assert r.metrics.gave_up == {"attempts": 6}
+    # an outer sink still reaches the outer Policy's own Retry steps
+    p = pr.Policy(inner, pr.Retry(max_attempts=1), dead_letter=outer_got.append)
+    with pytest.raises(ConnectionError):
+        p.call(charge, 7)
+    assert len(outer_got) == 2 and len(inner_got) == 7  # the inner Retry(1) per attempt

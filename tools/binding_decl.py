@@ -473,7 +473,7 @@ STATE = ["DeadlineVar"]
 # the file's CONSTANTS (int constants named as their C enumerators), types
 # and module functions.
 MODULE = ["clock", "decision", "limiters", "keyed", "breaker", "retry", "wait", "bulkhead",
-          "queue", "redis", "deadline", "policy", "shm"]
+          "queue", "redis", "deadline", "policy", "shm", "kv"]
 SETUP = {"clock": None, "decision": None, "wait": None}
 CONSTANTS = {}
 

@@ -61,6 +61,9 @@ PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n);
 #define PRS_PY_REGISTER_DECL(file) int prs_py_register_##file(PyObject *m, prs_py_state *st);
 PRS_PY_REGISTER_FILES(PRS_PY_REGISTER_DECL)
 #undef PRS_PY_REGISTER_DECL
+/* shm.c: a reference to SharedMemory `shared`'s open region (prs__shm_unref
+ * drops it), or NULL with an exception. */
+struct prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared);
 /* shm.c: a limiter of `algo` placed in the SharedMemory `shared` under `name`
  * (limiters.c's tp_new, when shared= is given). PRS_OK with *out; a status
  * for prs_py_config_error() (why filled); or 1 with a Python exception set. */

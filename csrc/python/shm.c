@@ -329,3 +329,15 @@ int prs_py_shm_bulkhead_new(prs_py_state *st, PyObject *shared, PyObject *name,
 }
 
 int prs_py_register_shm(PyObject *m, prs_py_state *st) { return shm_add_types(m, st); }
+
+/* For other binding files (kv.c): a reference to the open region of the
+ * SharedMemory `shared` (drop it with prs__shm_unref), or NULL with TypeError
+ * (not a SharedMemory) or ValueError (closed). */
+prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared) {
+    if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
+        PyErr_Format(PyExc_TypeError, "region must be a SharedMemory, not %.200s: %R",
+                     Py_TYPE(shared)->tp_name, shared);
+        return NULL;
+    }
+    return region_ref(shared);
+}

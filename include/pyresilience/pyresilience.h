@@ -20,5 +20,6 @@
 #include "prs_ring.h"
 #include "prs_shm.h"
 #include "prs_counters.h"
+#include "prs_shm_kv.h"
 /* more modules: one include line each */
 #endif

@@ -17,6 +17,7 @@ enum prs_py_slot {
     PRS_SLOT_RingQueue,
     PRS_SLOT_AsyncWaiter,
     PRS_SLOT_Ready,
+    PRS_SLOT_SharedKV,
     PRS_SLOT_RateWait,
     PRS_SLOT_LimiterBase,
     PRS_SLOT_TokenBucket,
@@ -48,7 +49,7 @@ enum prs_py_slot {
 };
 #define PRS_SLOT__ALGO_FIRST PRS_SLOT_TokenBucket
 /* The binding files, each registered by prs_py_register_<file>(m, st), in order. */
-#define PRS_PY_REGISTER_FILES(X) X(clock) X(decision) X(limiters) X(keyed) X(breaker) X(retry) X(wait) X(bulkhead) X(queue) X(redis) X(deadline) X(policy) X(shm)
+#define PRS_PY_REGISTER_FILES(X) X(clock) X(decision) X(limiters) X(keyed) X(breaker) X(retry) X(wait) X(bulkhead) X(queue) X(redis) X(deadline) X(policy) X(shm) X(kv)
 #define PRS_PY_EXCEPTIONS(X) X(ResilienceError) X(RateLimitExceeded) X(CircuitOpenError) X(BulkheadFullError) X(QueueFullError) X(QueueClosedError) X(QueueEmptyError) X(RetryExhausted) X(BackendError)
 /* The exception of each status (common.c's table). */
 #define PRS_PY_EXC_OK EXC_BUILTIN(RuntimeError)

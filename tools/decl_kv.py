@@ -1,0 +1,65 @@
+"""Declared binding of the key/value area of a shared-memory region
+(csrc/python/kv.c; core: csrc/core/shm_kv.c): what SharedIdempotencyStore is
+made of. Loaded by binding_decl.py beside the other areas."""
+from binding_decl import M, P, Prop, Type
+
+KEY = "key: bytes"
+TOKEN = "token: bytes"
+
+SHARED_KV = Type(
+    "SharedKV", "kv", "kv", config="kv_args", obj="kv_obj",
+    init="kv_args_init", check="kv_args_check", flags=("HAVE_GC", "IMMUTABLETYPE"), slots={"len": None},
+    refs=[], kept=["name"], keep={"name": "name"}, free="prs_shm_kv_free(o->kv);",
+    build="rc = kv_build(st, o, &cfg, v[P_SharedKV_region]);",
+    params=[
+        P("region", "OBJECT", "SharedMemory", doc="The SharedMemory holding the area."),
+        P("name", "STR", "str", doc="The area's entry name in the region."),
+        P("max_keys", "COUNT", "int", "1024", field="max_keys", lo=1, hi=1 << 24, kw=True),
+        P("max_key_bytes", "COUNT", "int", "256", field="max_key_bytes", lo=1, hi=1024, kw=True),
+        P("max_value_bytes", "COUNT", "int", "4096", field="max_value_bytes", lo=1, hi=1 << 26,
+          kw=True),
+    ],
+    doc="A bounded key/value area of idempotency records in a SharedMemory region\n"
+        "(the core of pyresilience.SharedIdempotencyStore): max_keys records, each with\n"
+        "room for a key of max_key_bytes and a value of max_value_bytes. Times are\n"
+        "integer ns of CLOCK_MONOTONIC (shared by every process). Crash safe: a process\n"
+        "killed in the middle of a step leaves it rolled back (an undo journal).",
+    methods=[
+        M("begin", "key: bytes, fp: bytes, token: bytes, lease_ns: int, now_ns: int, /",
+          "tuple[int, bool, Optional[bytes]]",
+          doc="(state, fingerprint_matches, value): ACQUIRED (0) a new lease for token,\n"
+              "DONE (1) with the stored value, or BUSY (2). OSError(ENOSPC) when every\n"
+              "record is a live lease."),
+        M("complete", "key: bytes, token: bytes, value: bytes, ttl_ns: int, now_ns: int, /",
+          "bool", doc="Store value while token owns the lease: True, or False (not the owner).\n"
+                      "ValueError when value is larger than max_value_bytes."),
+        M("renew", "key: bytes, token: bytes, lease_ns: int, now_ns: int, /", "bool",
+          doc="Extend token's lease: True, or False (not the owner)."),
+        M("release", "key: bytes, token: bytes, /", "bool",
+          doc="Delete token's in-progress record: True, or False (not the owner)."),
+        M("delete", "key: bytes, /", "bool", doc="Delete key's record, whoever owns it."),
+        M("peek", "key: bytes, fp: bytes, /",
+          "Optional[tuple[int, bool, Optional[bytes], int]]",
+          doc="(state, fingerprint_matches, value, expires_ns) of key's record, expired\n"
+              "or not, or None; changes nothing."),
+        M("seq", returns="int", expr="PyLong_FromUnsignedLong(prs_shm_kv_seq(o->kv))",
+          doc="The change counter to pass to wait()."),
+        M("wait", "seq: int, timeout_ns: int, /",
+          doc="Block (GIL released) until a record completes or goes after seq was read,\n"
+              "or timeout_ns passes (at most 50 ms); may return early."),
+        M("clear", c="kv_clear_all", call="prs_shm_kv_clear(o->kv)", doc="Delete every record."),
+        M("check", returns="bool", expr="PyBool_FromLong(prs_shm_kv_check(o->kv) == PRS_OK)",
+          doc="True when the area's invariants hold (records, index, free list)."),
+        M("__len__", returns="int", slot=True),
+    ],
+    props=[
+        Prop("name", "str", "The area's entry name.", member="name"),
+        Prop("max_keys", "int", "Records in the area.", expr="kv_config_int(o, 0)"),
+        Prop("max_key_bytes", "int", "The longest key.", expr="kv_config_int(o, 1)"),
+        Prop("max_value_bytes", "int", "The largest value.", expr="kv_config_int(o, 2)"),
+    ])
+
+TYPES = [SHARED_KV]
+
+# kv.c registers through the generated prs_py_register_kv (its types only).
+SETUP = {"kv": None}
