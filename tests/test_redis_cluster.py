@@ -1,6 +1,7 @@
 """The Redis limiters against a real local Redis Cluster (never a mock).
 
-Three primaries, started here on free 127.0.0.1 ports with
+Three primaries (and, for the failover test, a cluster of its own of three
+primaries with a replica each), started here on free 127.0.0.1 ports with
 ``redis-server --cluster-enabled yes`` and joined with
 ``redis-cli --cluster create``, stopped by PID at the end.
 
@@ -21,6 +22,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Dict, Iterator, List, Tuple
 
@@ -397,8 +399,6 @@ def test_cluster_failover_sync_and_async_keep_deciding(replicated_cluster: Clust
     returns within its timeout, nothing raises, and decisions on the dead
     primary's slots come back (its replica promoted) within 10 s of the kill,
     for the blocking and the async calls alike."""
-    import threading
-
     c = replicated_cluster
     primaries = sorted(set(c.owner.values()))
     assert len(primaries) == 3 and len(c.replica_of) == 3
