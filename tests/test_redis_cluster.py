@@ -1,6 +1,7 @@
 """The Redis limiters against a real local Redis Cluster (never a mock).
 
-Three primaries, started here on free 127.0.0.1 ports with
+Three primaries (and, for the failover test, a cluster of its own of three
+primaries with a replica each), started here on free 127.0.0.1 ports with
 ``redis-server --cluster-enabled yes`` and joined with
 ``redis-cli --cluster create``, stopped by PID at the end.
 
@@ -21,6 +22,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from typing import Dict, Iterator, List, Tuple
 
@@ -57,7 +59,7 @@ def _free_port_pair(taken: "tuple[int, ...] | list[int]" = ()) -> int:
 
 
 class Cluster:
-    def __init__(self, size: int = 3) -> None:
+    def __init__(self, size: int = 3, replicas: int = 0, node_timeout_ms: int = 2000) -> None:
         self.dir = tempfile.mkdtemp(prefix="prs-cluster-")
         self.ports: List[int] = []
         self.procs: List[subprocess.Popen[bytes]] = []
@@ -72,20 +74,29 @@ class Cluster:
             self.procs.append(subprocess.Popen(
                 [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "",
                  "--appendonly", "no", "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                 "--cluster-node-timeout", "2000"],
+                 "--cluster-node-timeout", str(node_timeout_ms)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
             self.ports.append(port)
         for port in self.ports:
             self._wait(lambda p=port: self.cli(p, "PING") == "PONG")
         subprocess.run([cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
-                        "--cluster-replicas", "0", "--cluster-yes"],
+                        "--cluster-replicas", str(replicas), "--cluster-yes"],
                        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
         for port in self.ports:
             self._wait(lambda p=port: "cluster_state:ok" in self.cli(p, "CLUSTER", "INFO"))
+        if replicas:  # every replica known to every node and in sync with its primary
+            self._wait(lambda: all(self.cli(p, "CLUSTER", "NODES").count("slave") == len(self.ports) // (replicas + 1)
+                                   * replicas for p in self.ports), 30)
+            self._wait(lambda: all("master_link_status:up" in self.cli(p, "INFO", "replication")
+                                   for p in self.ports if "role:slave" in self.cli(p, "INFO", "replication")), 30)
         self.owner: Dict[int, int] = {}  # slot -> port
-        for line in self.cli(self.ports[0], "CLUSTER", "NODES").splitlines():
-            f = line.split()
-            port = int(f[1].split(":")[1].split("@")[0])
+        self.replica_of: Dict[int, int] = {}  # replica's port -> its primary's port
+        nodes = [line.split() for line in self.cli(self.ports[0], "CLUSTER", "NODES").splitlines()]
+        port_of = {f[0]: int(f[1].split(":")[1].split("@")[0]) for f in nodes}
+        for f in nodes:
+            port = port_of[f[0]]
+            if "slave" in f[2]:
+                self.replica_of[port] = port_of[f[3]]
             for rng in f[8:]:
                 lo, _, hi = rng.partition("-")
                 for slot in range(int(lo), int(hi or lo) + 1):
@@ -364,3 +375,123 @@ def test_cluster_follows_moved_after_a_slot_migrates(cluster: Cluster) -> None:
         assert [lim.check(user).allowed for _ in range(3)] == [True, True, False]
         assert [glim.check(user).allowed for _ in range(3)] == [True, True, False]
         assert cluster.cli(dst, "CLUSTER", "COUNTKEYSINSLOT", str(slot)) != "0"
+
+
+# ---- failover: 3 primaries + 3 replicas, a primary killed --------------------------
+
+@pytest.fixture(scope="module")
+def replicated_cluster() -> Iterator[Cluster]:
+    """Its own cluster (the tests above never see a failover): 3 primaries,
+    one replica each, node timeout 1 s so a replica takes over quickly."""
+    c = Cluster(size=6, replicas=1, node_timeout_ms=1000)
+    yield c
+    c.stop()
+
+
+FAILOVER_TIMEOUT = 0.5  # the backend's whole-call budget
+SLACK = 1.0  # scheduling on a loaded 2-core machine; a hang would be far past it
+
+
+def test_cluster_failover_sync_and_async_keep_deciding(replicated_cluster: Cluster) -> None:
+    """A primary (also the first seed of the URL) is SIGKILLed while three
+    threads (blocking calls) and an asyncio task keep deciding on keys of
+    every primary, under on_backend_error "deny" and "allow": every call
+    returns within its timeout, nothing raises, and decisions on the dead
+    primary's slots come back (its replica promoted) within 10 s of the kill,
+    for the blocking and the async calls alike."""
+    c = replicated_cluster
+    primaries = sorted(set(c.owner.values()))
+    assert len(primaries) == 3 and len(c.replica_of) == 3
+    victim = primaries[0]
+    seeds = [victim] + primaries[1:]  # the dead node is the first seed: the map comes from the others
+    pfx = f"fo{os.getpid()}:"
+    url = "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in seeds)
+    # The blocking and the async calls on backends of their own: each reloads its own map.
+    b = pr.RedisBackend(url, timeout=FAILOVER_TIMEOUT, connect_timeout=FAILOVER_TIMEOUT)
+    ba = pr.RedisBackend(url, timeout=FAILOVER_TIMEOUT, connect_timeout=FAILOVER_TIMEOUT)
+
+    def limiters(be: pr.RedisBackend) -> Tuple[pr.RedisRateLimiter, pr.RedisRateLimiter]:
+        # A huge burst: a "deny" limiter's call is allowed exactly when Redis decided it.
+        return (pr.RedisRateLimiter(be, "gcra", rate=1000, burst=10**9, key_prefix=pfx + "d",
+                                    on_backend_error="deny"),
+                pr.RedisRateLimiter(be, "fixed_window", limit=10**9, window=3600, key_prefix=pfx + "a",
+                                    on_backend_error="allow"))
+
+    deny, allow = limiters(b)
+    adeny, aallow = limiters(ba)
+    users = [f"user:{i}" for i in range(30)]
+    on_victim = {u for u in users if c.owner[_slot(c, deny._redis_key(u))] == victim}
+    assert on_victim and len({c.owner[_slot(c, deny._redis_key(u))] for u in users}) == 3
+    assert all(deny.check(u).allowed for u in users)
+
+    stop = threading.Event()
+    killed_at: List[float] = []
+    errors: List[BaseException] = []
+    slowest: List[float] = [0.0]
+    resumed: Dict[str, float] = {}  # who -> monotonic time of its first Redis decision on the victim's slots after the kill
+
+    def note(who: str, u: str, ok: bool, spent: float) -> None:
+        slowest[0] = max(slowest[0], spent)
+        if ok and u in on_victim and killed_at and who not in resumed:
+            resumed[who] = time.monotonic()
+
+    def worker(who: str) -> None:
+        try:
+            i = 0
+            while not stop.is_set():
+                u = users[i % len(users)]
+                i += 1
+                t = time.monotonic()
+                ok = deny.check(u).allowed
+                assert allow.check(u).allowed
+                note(who, u, ok, time.monotonic() - t)
+        except BaseException as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    def async_worker() -> None:
+        async def main() -> None:
+            i = 0
+            while not stop.is_set():
+                u = users[i % len(users)]
+                i += 1
+                t = time.monotonic()
+                ok = (await adeny.check_async(u)).allowed
+                assert await aallow.allow_async(u)
+                ds = await adeny.check_many_async([(v, 1) for v in users[:6]])
+                assert len(ds) == 6
+                note("async", u, ok, time.monotonic() - t)
+                await asyncio.sleep(0)
+        try:
+            asyncio.run(main())
+        except BaseException as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(f"sync{k}",)) for k in range(3)]
+    threads.append(threading.Thread(target=async_worker))
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        victim_proc = c.procs[c.ports.index(victim)]
+        victim_proc.send_signal(signal.SIGKILL)
+        victim_proc.wait()
+        killed_at.append(time.monotonic())
+        deadline = killed_at[0] + 10
+        while len(resumed) < 4 and time.monotonic() < deadline and not errors:
+            time.sleep(0.05)
+        time.sleep(0.3)  # a little more load on the new topology
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        b.close()
+        ba.close()
+    assert not errors, errors
+    assert not any(t.is_alive() for t in threads)
+    assert slowest[0] <= 2 * FAILOVER_TIMEOUT + SLACK, slowest[0]  # two calls per round: no hang
+    assert set(resumed) == {"sync0", "sync1", "sync2", "async"}, resumed
+    took = {who: round(t - killed_at[0], 2) for who, t in resumed.items()}
+    assert max(took.values()) <= 10, took
+    print(f"failover: first Redis decision on the killed primary's slots after {took} s; slowest call {slowest[0]:.3f} s")
+    promoted = next(p for p, m in c.replica_of.items() if m == victim)
+    assert "role:master" in c.cli(promoted, "INFO", "replication")

@@ -59,7 +59,7 @@ struct prs_redis__cluster {
      * is every slot on the master they name for `service`. */
     char *service, *query;         /* the name; SENTINEL get-master-addr-by-name <name> in RESP */
     size_t querylen;
-    int nsentinels, ask;           /* the sentinel asked next */
+    int nsentinels, ask;           /* the sentinel, or the Cluster node, asked next for the map */
     _Atomic uint64_t gen;          /* fork generation of `mu` */
     _Atomic int resetting;
 };
@@ -306,17 +306,21 @@ static int load_map(prs_redis__cluster *c, int64_t deadline) {
     static const char *const argv[] = {"CLUSTER", "SLOTS"};
     static const size_t lens[] = {7, 5};
     pthread_mutex_lock(&c->mu);
-    int n = c->nnodes;
+    int n = c->nnodes, first = c->ask;
     pthread_mutex_unlock(&c->mu);
     int rc = PRS_ECONN;
-    for (int i = 0; i < n; i++) {
+    for (int k = 0; k < n; k++) { /* from the node that answered last: a dead first seed costs nothing */
+        int i = (first + k) % n;
         prs_redis__cmd cmd = {2, (const char **)argv, (size_t *)lens, -1, 0, 0};
         redisReply *r = NULL;
         rc = prs_redis__roundtrip_until(c->nodes[i].pool, deadline, 1, &cmd, &r);
         if (rc) continue;
         pthread_mutex_lock(&c->mu);
         int bad = apply_slots(c, r, i);
-        if (!bad) c->stale = 0;
+        if (!bad) {
+            c->stale = 0;
+            c->ask = i;
+        }
         pthread_mutex_unlock(&c->mu);
         freeReplyObject(r);
         if (!bad) return PRS_OK;
@@ -459,6 +463,7 @@ int prs_redis__cluster_apply(prs_redis__cluster *c, const redisReply *r, int fro
     pthread_mutex_lock(&c->mu);
     int bad = from < 0 || from >= c->nnodes || (c->service ? apply_master(c, r) : apply_slots(c, r, from));
     if (!bad) c->stale = 0;
+    if (!bad && !c->service) c->ask = from;
     pthread_mutex_unlock(&c->mu);
     return bad ? PRS_EPROTO : PRS_OK;
 }
@@ -500,6 +505,7 @@ int prs_redis__cluster_sentinel(const prs_redis__cluster *c) { return c->service
 void prs_redis__cluster_invalidate(prs_redis__cluster *c) {
     pthread_mutex_lock(&c->mu);
     c->stale = 1;
+    if (!c->service) c->ask = (c->ask + 1) % c->nnodes; /* the node asked for the map may be the dead one */
     if (c->service) {
         c->ask = (c->ask + 1) % c->nsentinels;
         for (int s = 0; s < NSLOTS; s++) c->slots[s] = -1;
@@ -509,7 +515,7 @@ void prs_redis__cluster_invalidate(prs_redis__cluster *c) {
 
 int prs_redis__cluster_map_query(prs_redis__cluster *c, int *node, const char **buf, size_t *len) {
     pthread_mutex_lock(&c->mu);
-    *node = c->service ? c->ask : 0;
+    *node = c->ask;
     pthread_mutex_unlock(&c->mu);
     *buf = c->service ? c->query : "*2\r\n$7\r\nCLUSTER\r\n$5\r\nSLOTS\r\n";
     *len = c->service ? c->querylen : 28;

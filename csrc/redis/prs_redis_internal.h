@@ -96,7 +96,8 @@ int prs_redis__cluster_apply(prs_redis__cluster *c, const redisReply *r, int fro
 int prs_redis__cluster_redirect(prs_redis__cluster *c, const redisReply *r, int *target);
 int prs_redis__cluster_node(prs_redis__cluster *c, int i, const char **host, int *port);
 /* The query that loads the map, for the sans-I/O ops: its node and RESP (a
- * Cluster: CLUSTER SLOTS to the first node; Sentinel: the sentinel to ask). */
+ * Cluster: CLUSTER SLOTS to the node that answered last, the next one
+ * after a connection failure; Sentinel: the sentinel to ask). */
 int prs_redis__cluster_map_query(prs_redis__cluster *c, int *node, const char **buf, size_t *len);
 /* After a connection failure, or a master that turned replica: reload the
  * map before the next call (Sentinel: ask the next sentinel). */
