@@ -323,7 +323,7 @@ TEST(shm_breaker_kill_loop_count_window) {
     cfg.minimum_calls = 5;
     cfg.open_timeout_ns = S / 10;
     cfg.half_open_max_calls = 4;
-    kill_loop(&cfg, "kc", 300);
+    kill_loop(&cfg, "kc", 340);
 }
 
 TEST(shm_breaker_kill_loop_time_window) {
@@ -334,7 +334,7 @@ TEST(shm_breaker_kill_loop_time_window) {
     cfg.window_size = 5;
     cfg.minimum_calls = 5;
     cfg.open_timeout_ns = S / 10;
-    kill_loop(&cfg, "kt", 300);
+    kill_loop(&cfg, "kt", 340);
 }
 
 TEST(shm_breaker_kill_loop_consecutive) {
@@ -343,5 +343,5 @@ TEST(shm_breaker_kill_loop_consecutive) {
     cfg.failure_threshold = 3;
     cfg.open_timeout_ns = S / 20;
     cfg.half_open_max_calls = 2;
-    kill_loop(&cfg, "kn", 300);
+    kill_loop(&cfg, "kn", 340);
 }
