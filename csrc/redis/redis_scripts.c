@@ -538,6 +538,72 @@ static const char script_log[] =
     LUA_BUCKET_CHECK_BODY                                                                \
     "end\n"
 
+/* The bucket check when T is not a whole number of microseconds, on a real
+ * clock (the caller sends ARGV[3] only when 2^50 <= now < 2^51 us, 2005 to
+ * 2041). There every double is a whole number of quarter microseconds, so
+ * the state the other scripts keep (tat, a double) is one too, and the
+ * caller's ARGV[3] = q, n * T rounded to a quarter (decimal "<whole>.<q>"),
+ * added by one INCRBYFLOAT (long double: exact for such numbers; no read, no
+ * number to format in Lua, the TTL kept) gives back tat + q exactly, read
+ * as the double it is (a value a script wrote with %.17g is within 0.05 us
+ * of its quarter, so the read rounds it back). The decision is then the one
+ * LUA_BUCKET_CHECK_BODY makes on that tat, in the same doubles, and the new
+ * state is that body's tat + n * T: when it differs from tat + q (a rounding
+ * tie; a spent or absent state, tat < now) it is written with SET. A denial
+ * takes the increment back (INCRBYFLOAT -q, exact again); a value
+ * INCRBYFLOAT refuses (an old token bucket value), one at or past 2^51 (its
+ * quarters no longer exact: taken back first) or no ARGV[3] goes to
+ * LUA_BUCKET_CHECK_BODY. Needs T, burst, S, now, n. */
+#define LUA_BUCKET_FLOAT_BODY                                                            \
+    "local q = ARGV[3]\n"                                                                \
+    "local r = q and redis.pcall('INCRBYFLOAT', KEYS[1], q)\n"                           \
+    "if type(r) == 'string' and r + 0 >= 2251799813685248 then\n"                        \
+    "  redis.call('INCRBYFLOAT', KEYS[1], '-' .. q); r = nil\n"                          \
+    "end\n"                                                                              \
+    "if type(r) == 'string' then\n"                                                      \
+    "  local k, floor = KEYS[1], math.floor\n"                                           \
+    "  local v, add = r + 0, q + 0\n"                                                    \
+    "  local tat, old = v - add, nil\n"                                                  \
+    "  if v ~= add then old = tat end\n"                                                 \
+    "  if tat < now then tat = now end\n"                                                \
+    "  local fits = burst - (tat - now) / T\n"                                           \
+    "  if n > burst or n > fits + 1e-9 then\n"                                           \
+    "    if old then redis.call('INCRBYFLOAT', k, '-' .. q) else redis.call('DEL', k) end\n" \
+    "    local left = floor(fits + 1e-9)\n"                                              \
+    "    if left < 0 then left = 0 end\n"                                                \
+    "    local retry = -1\n"                                                             \
+    "    if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n" \
+    "    return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n" \
+    "  end\n"                                                                            \
+    "  local rem = floor(fits - n + 1e-9)\n"                                             \
+    "  if rem < 0 then rem = 0 end\n"                                                    \
+    "  local nxt = tat + n * T\n"                                                        \
+    "  local e = (floor((nxt + 1000) / S) + 1) * S\n"                                    \
+    "  local same = old and (floor((old + 1000) / S) + 1) * S == e\n"                    \
+    "  if nxt <= now then redis.call('DEL', k)\n"                                        \
+    "  elseif nxt ~= v then\n"                                                           \
+    "    local w = floor(nxt)\n"                                                         \
+    "    local f, s = nxt - w\n"                                                         \
+    "    if f == 0 then s = string.format('%d', w)\n"                                    \
+    "    elseif f == 0.5 then s = string.format('%d.5', w)\n"                            \
+    "    elseif f == 0.25 then s = string.format('%d.25', w)\n"                          \
+    "    elseif f == 0.75 then s = string.format('%d.75', w)\n"                          \
+    "    else s = string.format('%.17g', nxt) end\n"                                     \
+    "    if same then redis.call('SET', k, s, 'KEEPTTL')\n"                              \
+    "    else redis.call('SET', k, s, 'PX', math.ceil((e - now) / 1000)) end\n"          \
+    "  elseif not same then redis.call('PEXPIRE', k, math.ceil((e - now) / 1000)) end\n" \
+    "  local reset = nxt - now\n"                                                        \
+    "  local q4 = reset * 4\n"                                                           \
+    "  if q4 == floor(q4) and q4 >= 0 and q4 < 1125899906842624 then\n"                  \
+    "    local r2 = floor(burst - reset / T + 1e-9)\n"                                   \
+    "    if r2 < 0 then r2 = 0 end\n"                                                    \
+    "    if r2 == rem then return q4 end\n"                                              \
+    "  end\n"                                                                            \
+    "  return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n"   \
+    "else\n"                                                                             \
+    LUA_BUCKET_CHECK_BODY                                                                \
+    "end\n"
+
 /* The generic one: ARGV now, n, T, burst. */
 static const char script_bucket_check[] =
     "local now, n, T, burst = ARGV[1] + 0, ARGV[2] + 0, ARGV[3] + 0, ARGV[4] + 0\n"
@@ -708,7 +774,7 @@ int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms
         if (S < 1000) S = 1000; else if (S > 1000000) S = 1000000;
         snprintf(head, sizeof head, "local T, burst, S = %.17g, %lld, %.17g\n"
                  "local now, n = ARGV[1] + 0, ARGV[2] + 0\n", p1, (long long)p2, S);
-        body = prs_redis__bucket_incr(p1, p2) ? LUA_BUCKET_INCR_BODY : LUA_BUCKET_CHECK_BODY;
+        body = prs_redis__bucket_incr(p1, p2) ? LUA_BUCKET_INCR_BODY : LUA_BUCKET_FLOAT_BODY;
     }
     size_t hl = strlen(head), bl = strlen(body);
     char *text = malloc(hl + bl + 1);
