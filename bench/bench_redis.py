@@ -359,6 +359,8 @@ def _run_server_cpu(h, pr, srv) -> None:
             h.value(f"ours {algo} / limits FixedWindow", round(r, 2), "x")
             h.target(f"{algo} within 2.5/1.9 = 1.32x of limits' FixedWindow ({budget:.2f} us here)",
                      med[f"ours {algo}"] <= budget)
+        label = "ours gcra, rate 3000/s (T not whole us: quarters, INCRBY)"
+        h.target(f"gcra at a T not whole us (3000/s) within {budget:.2f} us here", med[label] <= budget)
     for lim in ours.values():
         lim.reset("user:1")
     b.close()
