@@ -26,8 +26,10 @@ The server's own CPU clock (``INFO cpu``, user + sys) is shown beside it: it
 also counts reading, parsing and answering each request. Floor rows: an empty
 script with one key and two arguments, and one whose body is only a GET and a
 SET ... KEEPTTL of constant strings (what a read-modify-write script cannot go
-below); a gcra at a rate whose emission interval is not a whole number of
-microseconds shows the bucket check's GET + SET form beside its INCRBY form.
+below); a gcra at rates whose emission interval is not a whole number of
+microseconds (3/s, 3000/s: the state kept in quarter microseconds, one INCRBY)
+beside the whole-microsecond rows (1000/s, and 4/s: the TTL step crossed as
+often as at 3/s).
 """
 from __future__ import annotations
 
@@ -268,9 +270,19 @@ def _run_server_cpu(h, pr, srv) -> None:
     rows = {f"ours {name}": partial(lim.allow, "user:1") for name, lim in ours.items()}
     # A rate whose emission interval is not a whole number of microseconds (1/3 s):
     # the bucket check's GET + SET form instead of its one INCRBY.
+    # the bucket check's state in quarter microseconds, one INCRBY (before: GET + SET).
+    # At a few permits per second the TTL rule's step (at most 1 s) is crossed every
+    # few decisions (a PEXPIRE each time), so a whole-us rate with the same cadence
+    # (4/s) and a fractional rate as fast as the whole-us row (3000/s) stand beside it.
     frac = pr.RedisRateLimiter(b, "gcra", rate=3, burst=10**9, key_prefix="cpu-frac:")
-    rows["ours gcra, rate 3/s (T not whole us: GET + SET)"] = partial(frac.allow, "user:1")
+    rows["ours gcra, rate 3/s (T not whole us: quarters, INCRBY)"] = partial(frac.allow, "user:1")
     ours["gcra-frac"] = frac
+    whole4 = pr.RedisRateLimiter(b, "gcra", rate=4, burst=10**9, key_prefix="cpu-w4:")
+    rows["ours gcra, rate 4/s (T whole us, the same TTL cadence as 3/s)"] = partial(whole4.allow, "user:1")
+    ours["gcra-w4"] = whole4
+    frac3k = pr.RedisRateLimiter(b, "gcra", rate=3000, burst=10**9, key_prefix="cpu-frac3k:")
+    rows["ours gcra, rate 3000/s (T not whole us: quarters, INCRBY)"] = partial(frac3k.allow, "user:1")
+    ours["gcra-frac3k"] = frac3k
     sha = b._command("SCRIPT", "LOAD", "return 0").decode()
     rows["floor: EVALSHA of an empty script"] = partial(b._command, "EVALSHA", sha, "0")
     rows["floor: EVALSHA of an empty script, 1 key 2 args"] = partial(
@@ -347,6 +359,8 @@ def _run_server_cpu(h, pr, srv) -> None:
             h.value(f"ours {algo} / limits FixedWindow", round(r, 2), "x")
             h.target(f"{algo} within 2.5/1.9 = 1.32x of limits' FixedWindow ({budget:.2f} us here)",
                      med[f"ours {algo}"] <= budget)
+        label = "ours gcra, rate 3000/s (T not whole us: quarters, INCRBY)"
+        h.target(f"gcra at a T not whole us (3000/s) within {budget:.2f} us here", med[label] <= budget)
     for lim in ours.values():
         lim.reset("user:1")
     b.close()

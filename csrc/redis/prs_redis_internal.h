@@ -35,7 +35,9 @@ const prs_redis__script *prs_redis__scripts(void);
  * then the generic check script, which reads them from ARGV. */
 int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms);
 /* Whether a bucket's check script is the INCRBY form (T whole microseconds,
- * burst * T < 2^52): its ARGV[3] is then n * T in decimal (n <= burst). */
+ * burst * T < 2^52): its ARGV[3] is then n * T in decimal (n <= burst).
+ * Otherwise it is the quarter form: ARGV[3], when sent (2^50 <= now <
+ * 2^51 us, n <= burst), is n * T in quarter microseconds, rounded. */
 int prs_redis__bucket_incr(double T, int64_t burst);
 /* SHA1 of data as 40 lowercase hex digits + NUL. */
 void prs_redis__sha1_hex(const void *data, size_t len, char out[41]);

@@ -93,6 +93,7 @@ struct prs_redis_limiter {
     size_t p1len, p2len, ttllen;
     int check_script;              /* the specialised check script's slot, or -1 (redis_scripts.c) */
     int check_incr;                /* ... in its INCRBY form (then ARGV[3] is n * T) */
+    int check_quarters;            /* ... in its quarter form (ARGV[3]: n * T in quarter us, on a real clock) */
 
     int64_t lease_batch;           /* 0: no leases */
     int64_t lease_max_hold_ns;
@@ -404,6 +405,7 @@ int prs_redis_limiter_new(prs_redis_backend *b, const prs_redis_limiter_config *
         l->interval_us = strtod(l->p1, NULL);
         l->check_script = prs_redis__check_script(cfg->algorithm, l->interval_us, burst, 0);
         l->check_incr = l->check_script >= 0 && prs_redis__bucket_incr(l->interval_us, burst);
+        l->check_quarters = l->check_script >= 0 && !l->check_incr;
     } else {
         l->limit = cfg->limit;
         snprintf(l->p1, sizeof l->p1, "%lld", (long long)cfg->limit);
@@ -752,6 +754,14 @@ static int call_init(prs_redis_limiter *l, call *c, const void *key, size_t keyl
         c->argv[i] = c->nbuf[1]; c->lens[i++] = fmt_i64(c->nbuf[1], n);
         if (own && l->check_incr) {
             c->argv[i] = c->nbuf[2]; c->lens[i++] = fmt_i64(c->nbuf[2], n * (int64_t)l->interval_us);
+        }
+        /* between 2^50 and 2^51 us every double is a whole number of quarter
+         * microseconds: the state (in quarters) moves by one INCRBY of n * T
+         * in quarters, rounded (redis_scripts.c, LUA_BUCKET_QUARTER_BODY) */
+        double x4 = (double)n * l->interval_us * 4;
+        if (own && l->check_quarters && n <= l->limit && now_us >= INT64_C(1) << 50 &&
+            now_us < INT64_C(1) << 51 && x4 < 4e18) {
+            c->argv[i] = c->nbuf[2]; c->lens[i++] = fmt_i64(c->nbuf[2], (int64_t)llrint(x4));
         }
         if (log) {
             c->argv[i] = c->cut;

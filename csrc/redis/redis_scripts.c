@@ -108,11 +108,19 @@
     "  if x and y then " tat " = y + (burst - x) * T end\n"                              \
     "end\n"
 
+/* A bucket's tat stored in quarter microseconds (an integer in [2^52,
+ * 2^53): the check script's INCRBY form for a T that is not a whole number
+ * of microseconds, see LUA_BUCKET_QUARTER_BODY) read as microseconds; no
+ * microsecond time is that large (2^52 us is the year 2112). */
+#define LUA_QUARTERS(tat)                                                                \
+    "if " tat " and " tat " >= 4503599627370496 then " tat " = " tat " / 4 end\n"
+
 #define LUA_GCRA                                                                         \
     "local GCRA = {nkeys = 1}\n"                                                         \
     "function GCRA.load(k, T, burst, now)\n"                                             \
     "  local v = redis.call('GET', k[1])\n"                                              \
     "  local tat = tonumber(v)\n"                                                        \
+    LUA_QUARTERS("tat")                                                                  \
     LUA_OLD_TB("tat")                                                                    \
     "  OLD[k[1]] = tat\n"                                                                \
     "  return {tat = tat}\n"                                                             \
@@ -316,6 +324,7 @@ static const char script_gcra[] =
     "local T, burst = tonumber(ARGV[6]), tonumber(ARGV[7])\n"
     "local v = redis.call('GET', k)\n"
     "local old = tonumber(v)\n"
+    LUA_QUARTERS("old")
     LUA_OLD_TB("old")
     "local tat = old\n"
     "if tat == nil or tat < now then tat = now end\n"
@@ -448,11 +457,15 @@ static const char script_log[] =
  * forms to the same double). */
 /* The bucket check after its head has set now, n, T, burst and S (the
  * expiry step of LUA_EXPIRY_FNS for burst * T). */
-#define LUA_BUCKET_CHECK_BODY                                                            \
+#define LUA_BUCKET_CHECK_BODY LUA_BUCKET_CHECK_BODY_Q("false")
+/* ... writing a tat in [2^50, 2^51) us in quarter microseconds when
+ * `quarters` (Lua text: true or false) */
+#define LUA_BUCKET_CHECK_BODY_Q(quarters)                                                \
     "local floor = math.floor\n"                                                         \
     "local k = KEYS[1]\n"                                                                \
     "local v = redis.call('GET', k)\n"                                                   \
     "local old = tonumber(v)\n"                                                          \
+    LUA_QUARTERS("old")                                                                  \
     LUA_OLD_TB("old")                                                                    \
     "local tat = old\n"                                                                  \
     "if tat == nil or tat < now then tat = now end\n"                                    \
@@ -472,7 +485,9 @@ static const char script_log[] =
     "else\n"                                                                             \
     "  local w = floor(tat)\n"                                                           \
     "  local f, s = tat - w\n"                                                           \
-    "  if tat < 0 then s = string.format('%.17g', tat)\n"                                \
+    "  if " quarters " and tat >= 1125899906842624 and tat < 2251799813685248 then\n"      \
+    "    s = string.format('%d', tat * 4)\n"                                              \
+    "  elseif tat < 0 then s = string.format('%.17g', tat)\n"                            \
     "  elseif f == 0 then s = string.format('%d', w)\n"                                  \
     "  elseif f == 0.5 then s = string.format('%d.5', w)\n"                              \
     "  elseif f == 0.25 then s = string.format('%d.25', w)\n"                            \
@@ -536,6 +551,74 @@ static const char script_log[] =
     "  return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n"   \
     "else\n"                                                                             \
     LUA_BUCKET_CHECK_BODY                                                                \
+    "end\n"
+
+/* The bucket check when T is not a whole number of microseconds. On a real
+ * clock (2^50 <= now < 2^51 us, 2005 to 2041) every double is a whole number
+ * of quarter microseconds, so the state the other scripts keep (tat, a
+ * double) is one too: this script stores a tat in [2^50, 2^51) us as the
+ * integer tat * 4, in [2^52, 2^53) (exact in a Lua number; every reader
+ * tells it from microseconds by its size, LUA_QUARTERS), and the caller
+ * sends ARGV[3] = q, n * T in quarters rounded to a whole number (only
+ * when now is in that range and n <= burst). A busy bucket's admitted check
+ * is then one INCRBY of q (no read, no number to format, the TTL kept)
+ * checked afterwards: tat = (r - q) / 4 exactly, the decision is the one
+ * LUA_BUCKET_CHECK_BODY makes on that tat in the same doubles, and the new
+ * state is that body's tat + n * T, which is tat + q / 4 except at a
+ * rounding tie: written with SET when it differs (a tie, a spent or absent
+ * state, a tat at or past 2^51 us: then in microseconds). A denial takes
+ * the increment back (DECRBY). A value not in quarters (microseconds from
+ * the other scripts: taken back first; a fraction or an old token bucket
+ * value: INCRBY refuses) or no ARGV[3] goes to the GET + SET body, which
+ * writes quarters too. Needs T, burst, S, now, n. */
+#define LUA_BUCKET_QUARTER_BODY                                                          \
+    "local q = ARGV[3]\n"                                                                \
+    "local r = q and redis.pcall('INCRBY', KEYS[1], q)\n"                               \
+    "local old\n"                                                                        \
+    "if type(r) == 'number' then\n"                                                      \
+    "  local b = r - q\n"                                                                \
+    "  if b ~= 0 then\n"                                                                 \
+    "    if b < 4503599627370496 or r >= 9007199254740992 then\n"                        \
+    "      redis.call('DECRBY', KEYS[1], q); r = nil\n"                                  \
+    "    else old = b / 4 end\n"                                                         \
+    "  end\n"                                                                            \
+    "else r = nil end\n"                                                                 \
+    "if r then\n"                                                                        \
+    "  local k, floor = KEYS[1], math.floor\n"                                           \
+    "  local tat = old or 0\n"                                                           \
+    "  if tat < now then tat = now end\n"                                                \
+    "  local fits = burst - (tat - now) / T\n"                                           \
+    "  if n > burst or n > fits + 1e-9 then\n"                                           \
+    "    if old then redis.call('DECRBY', k, q) else redis.call('DEL', k) end\n"         \
+    "    local left = floor(fits + 1e-9)\n"                                              \
+    "    if left < 0 then left = 0 end\n"                                                \
+    "    local retry = -1\n"                                                             \
+    "    if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n" \
+    "    return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n" \
+    "  end\n"                                                                            \
+    "  local rem = floor(fits - n + 1e-9)\n"                                             \
+    "  if rem < 0 then rem = 0 end\n"                                                    \
+    "  local nxt = tat + n * T\n"                                                        \
+    "  local e = (floor((nxt + 1000) / S) + 1) * S\n"                                    \
+    "  local same = old and (floor((old + 1000) / S) + 1) * S == e\n"                    \
+    "  if nxt <= now then redis.call('DEL', k)\n"                                        \
+    "  elseif nxt * 4 ~= r then\n"                                                       \
+    "    local s\n"                                                                      \
+    "    if nxt < 2251799813685248 then s = string.format('%d', nxt * 4)\n"              \
+    "    else s = string.format('%.17g', nxt) end\n"                                     \
+    "    if same then redis.call('SET', k, s, 'KEEPTTL')\n"                              \
+    "    else redis.call('SET', k, s, 'PX', math.ceil((e - now) / 1000)) end\n"          \
+    "  elseif not same then redis.call('PEXPIRE', k, math.ceil((e - now) / 1000)) end\n" \
+    "  local reset = nxt - now\n"                                                        \
+    "  local q4 = reset * 4\n"                                                           \
+    "  if q4 == floor(q4) and q4 >= 0 and q4 < 1125899906842624 then\n"                  \
+    "    local r2 = floor(burst - reset / T + 1e-9)\n"                                   \
+    "    if r2 < 0 then r2 = 0 end\n"                                                    \
+    "    if r2 == rem then return q4 end\n"                                              \
+    "  end\n"                                                                            \
+    "  return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n"   \
+    "else\n"                                                                             \
+    LUA_BUCKET_CHECK_BODY_Q("true")                                                      \
     "end\n"
 
 /* The generic one: ARGV now, n, T, burst. */
@@ -708,7 +791,7 @@ int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms
         if (S < 1000) S = 1000; else if (S > 1000000) S = 1000000;
         snprintf(head, sizeof head, "local T, burst, S = %.17g, %lld, %.17g\n"
                  "local now, n = ARGV[1] + 0, ARGV[2] + 0\n", p1, (long long)p2, S);
-        body = prs_redis__bucket_incr(p1, p2) ? LUA_BUCKET_INCR_BODY : LUA_BUCKET_CHECK_BODY;
+        body = prs_redis__bucket_incr(p1, p2) ? LUA_BUCKET_INCR_BODY : LUA_BUCKET_QUARTER_BODY;
     }
     size_t hl = strlen(head), bl = strlen(body);
     char *text = malloc(hl + bl + 1);

@@ -1109,6 +1109,35 @@ static void single_as_group(prs_redis_limiter *l, int algo, int64_t now, uint64_
     }
 }
 
+/* The same, one key driven by single checks and groups in turn (each
+ * reading what the other wrote), the other by groups only. */
+static void mixed_as_group(prs_redis_limiter *l, int algo, int64_t now, uint64_t x) {
+    ASSERT_OK(prs_redis_limiter_reset(l, "mixed", 5));
+    ASSERT_OK(prs_redis_limiter_reset(l, "group", 5));
+    for (int i = 0; i < 300; i++) {
+        x = x * 6364136223846793005ull + 1442695040888963407ull;
+        now += (int64_t)((x >> 33) % 90000);
+        int64_t n = 1 + (int64_t)((x >> 20) % 3);
+        if (((x >> 40) & 7) == 0) n = 5;
+        prs_decision ds, dg;
+        int denied;
+        if ((x >> 45) & 1) {
+            ASSERT_OK(prs_redis_limiter_check_at(l, "mixed", 5, n, now, &ds));
+        } else {
+            prs_redis_member mm = {l, "mixed", 5, n};
+            ASSERT_OK(prs_redis_group_check(1, &mm, now, &ds, &denied));
+        }
+        prs_redis_member m = {l, "group", 5, n};
+        ASSERT_OK(prs_redis_group_check(1, &m, now, &dg, &denied));
+        if (ds.allowed != dg.allowed || ds.remaining != dg.remaining || ds.retry_after_ns != dg.retry_after_ns ||
+            ds.reset_after_ns != dg.reset_after_ns)
+            PRS__FAIL("mixed algo %d step %d n %lld: {%d %lld %lld %lld} group {%d %lld %lld %lld}", algo, i,
+                      (long long)n, ds.allowed, (long long)ds.remaining, (long long)ds.retry_after_ns,
+                      (long long)ds.reset_after_ns, dg.allowed, (long long)dg.remaining,
+                      (long long)dg.retry_after_ns, (long long)dg.reset_after_ns);
+    }
+}
+
 /* The next reply of RESP text, through the reader an asyncio transport uses. */
 static redisReply *resp(prs_redis_reader *rd, const char *text) {
     redisReply *r = NULL;
@@ -1283,16 +1312,83 @@ TEST(redis_single_scripts_decide_as_group_script) {
     prs_redis_backend *b = backend_for(s->url, 1000);
     /* at 3e9 us a bucket's times mostly have fine fractions (the check
      * scripts answer with the decision string); at 1.7e15 us (a real clock)
-     * they are whole quarters (the one-integer answer); at 8/s, T is
-     * 125000 us: the INCRBY form of the bucket check */
-    for (int pass = 0; pass < 3; pass++)
+     * they are whole quarters (the one-integer answer) and a bucket's check
+     * keeps its state in quarters (one INCRBY); at 8/s, T is 125000 us: the INCRBY
+     * form of the bucket check; at 3/s and 7/s (T 333333.33.. and
+     * 142857.14.. us) the quarter form again, the 7/s run crossing 2^51 us
+     * (where doubles stop being whole quarters: the GET + SET form) */
+    static const double rates[] = {7.5, 7.5, 8, 3, 7};
+    static const int64_t starts[] = {3000000000, INT64_C(1700000000000000), INT64_C(1700000000000000),
+                                     INT64_C(1700000000000000), (INT64_C(1) << 51) - 6000000};
+    for (int pass = 0; pass < 5; pass++)
     for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
         int rate = algo <= 1;
-        if (pass == 2 && !rate) continue;
-        prs_redis_limiter *l = rate ? limiter_for(b, algo, pass == 2 ? 8 : 7.5, 4) : limiter_for(b, algo, 4, 0.3);
+        if (pass >= 2 && !rate) continue;
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, rates[pass], 4) : limiter_for(b, algo, 4, 0.3);
         /* odd microseconds: off the window grid */
-        single_as_group(l, algo, (pass ? INT64_C(1700000000000000) : 3000000000) + 123457,
-                        4242 + (uint64_t)algo + 100 * (uint64_t)pass);
+        single_as_group(l, algo, starts[pass] + 123457, 4242 + (uint64_t)algo + 100 * (uint64_t)pass);
+        if (rate && pass) mixed_as_group(l, algo, starts[pass] + 123457, 777 + (uint64_t)algo + 100 * (uint64_t)pass);
+        prs_redis_limiter_free(l);
+    }
+    prs_redis_backend_free(b);
+}
+
+/* The quarter form of the bucket check reads every form a bucket's key may
+ * hold (microseconds written by the other scripts with %.17g or as an
+ * integer, quarters, an old token bucket's "tokens last", stale, negative,
+ * past 2^51 us, deep in debt), and the group script reads the quarters it
+ * leaves: every decision, and the state left behind, are the group
+ * script's on the same value. */
+TEST(redis_bucket_quarter_form_reads_stored_forms) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 1000);
+    static const char *forms[] = {
+        NULL, "1700000000123457.2", "1700000000456790.7000732421875", "1700000000800000",
+        "2.5 1700000000000000", "3000000000.333", "-5", "2251799813685300", "1700000001500000",
+        "1700000001000000.5", "6800000000493828", "6800000003200001", "6800000009000000", "6800000000000000",
+        "9007199254740000",
+    };
+    int64_t now = INT64_C(1700000000123457);
+    for (int algo = PRS_REDIS_GCRA; algo <= PRS_REDIS_TOKEN_BUCKET; algo++) {
+        prs_redis_limiter *l = limiter_for(b, algo, 3, 4);
+        char ks[256], kg[256], out[128], vs[128], vg[128];
+        ks[prs_redis_limiter_redis_key(l, "fs", 2, ks, sizeof ks - 1)] = 0;
+        kg[prs_redis_limiter_redis_key(l, "fg", 2, kg, sizeof kg - 1)] = 0;
+        for (size_t f = 0; f < sizeof forms / sizeof forms[0]; f++) {
+            for (int step = 0; step < 3; step++) {
+                if (step == 0) {
+                    cmd(b, out, sizeof out, 2, "DEL", ks);
+                    cmd(b, out, sizeof out, 2, "DEL", kg);
+                    if (forms[f]) {
+                        cmd(b, out, sizeof out, 5, "SET", ks, forms[f], "PX", "100000000");
+                        cmd(b, out, sizeof out, 5, "SET", kg, forms[f], "PX", "100000000");
+                    }
+                }
+                int64_t n = step == 2 ? 2 : 1, t = now + 1000 * step;
+                prs_decision ds, dg;
+                int denied;
+                ASSERT_OK(prs_redis_limiter_check_at(l, "fs", 2, n, t, &ds));
+                prs_redis_member m = {l, "fg", 2, n};
+                ASSERT_OK(prs_redis_group_check(1, &m, t, &dg, &denied));
+                if (ds.allowed != dg.allowed || ds.remaining != dg.remaining ||
+                    ds.retry_after_ns != dg.retry_after_ns || ds.reset_after_ns != dg.reset_after_ns)
+                    PRS__FAIL("algo %d form %zu step %d: single {%d %lld %lld %lld} group {%d %lld %lld %lld}",
+                              algo, f, step, ds.allowed, (long long)ds.remaining, (long long)ds.retry_after_ns,
+                              (long long)ds.reset_after_ns, dg.allowed, (long long)dg.remaining,
+                              (long long)dg.retry_after_ns, (long long)dg.reset_after_ns);
+                cmd(b, vs, sizeof vs, 2, "GET", ks);
+                cmd(b, vg, sizeof vg, 2, "GET", kg);
+                /* the same state: the same number (an old token bucket value
+                 * denied and left as it was: the same text) */
+                double xs = strtod(vs, NULL), xg = strtod(vg, NULL);
+                if (xs >= 4503599627370496.0) xs /= 4;
+                if (xg >= 4503599627370496.0) xg /= 4;
+                if (strcmp(vs, vg) && xs != xg)
+                    PRS__FAIL("algo %d form %zu step %d: single left '%s', group '%s'", algo, f, step, vs, vg);
+                cmd(b, out, sizeof out, 2, "PTTL", ks);
+                ASSERT(atoll(out) != -1); /* never a key without a TTL */
+            }
+        }
         prs_redis_limiter_free(l);
     }
     prs_redis_backend_free(b);
@@ -1445,6 +1541,29 @@ TEST(redis_scripts_cheap_paths) {
         ASSERT_EQ(stat_calls(b, "get"), gets);
         ASSERT_EQ(stat_calls(b, "set"), sets);
         ASSERT_EQ(stat_calls(b, "incrby"), incrs + 5);
+        prs_redis_limiter_free(l);
+    }
+    /* T not whole microseconds (3/s), on a real clock: an admitted check of a
+     * bucket in debt is one INCRBY of its state in quarter microseconds (no
+     * GET, no SET) */
+    for (int algo = PRS_REDIS_GCRA; algo <= PRS_REDIS_TOKEN_BUCKET; algo++) {
+        prs_redis_limiter *l = limiter_for(b, algo, 3, 1000000);
+        prs_decision d;
+        int64_t t = INT64_C(1700000000000000);
+        ASSERT_OK(prs_redis_limiter_check_at(l, "flt", 3, 1, t, &d)); /* spent state: INCRBY + SET */
+        int64_t gets = stat_calls(b, "get"), sets = stat_calls(b, "set"), incrs = stat_calls(b, "incrby");
+        for (int i = 1; i <= 5; i++) {
+            ASSERT_OK(prs_redis_limiter_check_at(l, "flt", 3, 1, t + i, &d));
+            ASSERT(d.allowed);
+            ASSERT_EQ(d.remaining, 1000000 - 1 - i);
+        }
+        ASSERT_EQ(stat_calls(b, "get"), gets);
+        ASSERT_EQ(stat_calls(b, "set"), sets);
+        ASSERT_EQ(stat_calls(b, "incrby"), incrs + 5);
+        char rk[256], out[64];
+        rk[prs_redis_limiter_redis_key(l, "flt", 3, rk, sizeof rk - 1)] = 0;
+        cmd(b, out, sizeof out, 2, "GET", rk); /* tat in quarters: (t + 6 T) * 4 */
+        ASSERT_EQ(atoll(out), 4 * t + 6 * 1333333);
         prs_redis_limiter_free(l);
     }
     /* the fixed window decides without a script: MULTI/BITFIELD/EXEC */
