@@ -1086,13 +1086,16 @@ static int64_t stat_calls(prs_redis_backend *b, const char *command);
 
 /* A random schedule (times, sizes; every eighth n beyond the limit) from
  * `now` through a single check and a group of one, on two keys that start
- * equal: every field of every decision agrees. */
-static void single_as_group(prs_redis_limiter *l, int algo, int64_t now, uint64_t x) {
+ * equal: every field of every decision agrees. Steps are up to 90 ms times
+ * `scale`: a window limiter runs with a 30 s window and scale 100, so that
+ * its keys' TTLs (which Redis counts on its own clock, not the schedule's)
+ * outlast the test however slowly the machine runs it. */
+static void single_as_group(prs_redis_limiter *l, int algo, int64_t now, uint64_t x, int64_t scale) {
     ASSERT_OK(prs_redis_limiter_reset(l, "single", 6));
     ASSERT_OK(prs_redis_limiter_reset(l, "group", 5));
     for (int i = 0; i < 300; i++) {
         x = x * 6364136223846793005ull + 1442695040888963407ull;
-        now += (int64_t)((x >> 33) % 90000);
+        now += (int64_t)((x >> 33) % 90000) * scale;
         int64_t n = 1 + (int64_t)((x >> 20) % 3);
         if (((x >> 40) & 7) == 0) n = 5; /* beyond the limit: never */
         prs_decision ds, dg;
@@ -1324,9 +1327,10 @@ TEST(redis_single_scripts_decide_as_group_script) {
     for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
         int rate = algo <= 1;
         if (pass >= 2 && !rate) continue;
-        prs_redis_limiter *l = rate ? limiter_for(b, algo, rates[pass], 4) : limiter_for(b, algo, 4, 0.3);
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, rates[pass], 4) : limiter_for(b, algo, 4, 30);
         /* odd microseconds: off the window grid */
-        single_as_group(l, algo, starts[pass] + 123457, 4242 + (uint64_t)algo + 100 * (uint64_t)pass);
+        single_as_group(l, algo, starts[pass] + 123457, 4242 + (uint64_t)algo + 100 * (uint64_t)pass,
+                        rate ? 1 : 100);
         if (rate && pass) mixed_as_group(l, algo, starts[pass] + 123457, 777 + (uint64_t)algo + 100 * (uint64_t)pass);
         prs_redis_limiter_free(l);
     }
@@ -1406,8 +1410,9 @@ TEST(redis_generic_check_scripts_when_the_table_is_full) {
     for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
         int rate = algo <= 1;
         int64_t incrs = stat_calls(b, "incrby");
-        prs_redis_limiter *l = rate ? limiter_for(b, algo, pass ? 8 : 7.5, 4) : limiter_for(b, algo, 4, 0.3);
-        single_as_group(l, algo, INT64_C(1700000000000000) + 123457, 77 + (uint64_t)algo + 100 * (uint64_t)pass);
+        prs_redis_limiter *l = rate ? limiter_for(b, algo, pass ? 8 : 7.5, 4) : limiter_for(b, algo, 4, 30);
+        single_as_group(l, algo, INT64_C(1700000000000000) + 123457, 77 + (uint64_t)algo + 100 * (uint64_t)pass,
+                        rate ? 1 : 100);
         prs_redis_limiter_free(l);
         if (rate) ASSERT_EQ(stat_calls(b, "incrby"), incrs); /* the INCRBY form is a specialised script's */
     }
