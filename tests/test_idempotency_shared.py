@@ -14,7 +14,6 @@ import os
 import pickle
 import random
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -28,6 +27,7 @@ import pytest
 
 import pyresilience as pr
 import pyresilience.idempotency as pi
+from test_shared_servers import _free_port, _serve  # the same server start and stop
 
 TESTS = Path(__file__).resolve().parent
 
@@ -376,40 +376,6 @@ def test_kill_loop_leaves_the_store_consistent(region, tmp_path):
 
 # -- the HTTP middleware behind real servers ----------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(cmd: List[str], port: int, directory: Path, workers: int) -> Iterator[int]:
-    env = dict(os.environ, PRS_SHARED_DIR=str(directory))
-    log = directory.parent / (directory.name + ".log")
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=TESTS, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"server exited ({proc.returncode}): {log.read_text()[-2000:]}")
-            if len(list(directory.glob("ready.*"))) >= workers:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                        break
-                except OSError:
-                    pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"server did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.05)
-        yield port
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
 
 
 def _post(port: int, key: str, body: bytes) -> tuple:

@@ -41,9 +41,10 @@ def _ready_pids(directory: Path) -> List[int]:
     return [int(p.name.split(".", 1)[1]) for p in directory.glob("ready.*")]
 
 
-def _serve(cmd: List[str], port: int, directory: Path) -> Iterator[int]:
+def _serve(cmd: List[str], port: int, directory: Path, workers: int = WORKERS) -> Iterator[int]:
     """Start the server with the region's directory in its environment; yield
-    once every worker has opened the region and the port accepts."""
+    once every worker (`workers` of them) has opened the region and the port
+    accepts. Stopped by its PID. tests/test_idempotency_shared.py uses it too."""
     env = dict(os.environ, PRS_SHARED_DIR=str(directory), PRS_SHARED_LIMIT=str(LIMIT))
     log = directory.parent / (directory.name + ".log")
     with open(log, "wb") as out:
@@ -53,7 +54,7 @@ def _serve(cmd: List[str], port: int, directory: Path) -> Iterator[int]:
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"server exited ({proc.returncode}): {log.read_text()[-2000:]}")
-            if len(_ready_pids(directory)) >= WORKERS:
+            if len(_ready_pids(directory)) >= workers:
                 try:
                     with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                         break
