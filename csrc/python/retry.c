@@ -240,7 +240,8 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
 }
 
 static PyObject *counts_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (!_PyArg_CheckPositional("add", nargs, 2, 2)) return NULL;
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "add() takes exactly 2 arguments (%zd given)", nargs);
     Py_ssize_t i = PyLong_AsSsize_t(args[0]);
     if (i == -1 && PyErr_Occurred()) return NULL;
     long long n = PyLong_AsLongLong(args[1]);
