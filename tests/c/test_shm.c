@@ -271,16 +271,7 @@ TEST(shm_limiter_exact_across_processes) {
                 _exit(0);
             }
         }
-        int total = 0;
-        for (int k = 0; k < P; k++) {
-            int got = 0, status;
-            ASSERT_EQ(read(fds[0], &got, sizeof got), (ssize_t)sizeof got);
-            total += got;
-            ASSERT(wait(&status) > 0);
-            ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-        }
-        close(fds[0]);
-        close(fds[1]);
+        int total = children_sum(fds, P, 1);
         if (total != CAP) PRS__FAIL("%s admitted %d, capacity %d", al->name, total, CAP);
         /* this process sees the same state, and reset refills it for all */
         prs_shm_place pl = {r, name};

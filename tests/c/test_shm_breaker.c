@@ -13,6 +13,7 @@
 #include "prs_test.h"
 #include "pyresilience.h"
 #include "shm_internal.h"
+#include "test_shm_util.h"
 
 #define S (PRS_NS_PER_SEC)
 
@@ -220,15 +221,7 @@ TEST(shm_breaker_exact_trials_and_dead_holders) {
                 for (;;) pause(); /* hold the slots until killed */
             }
         }
-        int total = 0;
-        for (int k = 0; k < P; k++) {
-            int got = 0;
-            ASSERT_EQ(read(fds[0], &got, sizeof got), (ssize_t)sizeof got);
-            total += got;
-        }
-        close(fds[0]);
-        close(fds[1]);
-        ASSERT_EQ(total, MAXC);
+        ASSERT_EQ(children_sum(fds, P, 0), MAXC);
         prs_breaker_metrics m;
         prs_breaker_get_metrics(b, t, &m);
         ASSERT_EQ(m.half_open_in_flight, MAXC);

@@ -13,6 +13,7 @@
 #include "prs_test.h"
 #include "pyresilience.h"
 #include "shm_internal.h"
+#include "test_shm_util.h"
 
 static prs_shm *open_region(const char *name) {
     prs_shm_config c;
@@ -133,15 +134,7 @@ TEST(shm_bulkhead_exact_and_dead_holders) {
                 for (;;) pause();
             }
         }
-        int total = 0;
-        for (int k = 0; k < P; k++) {
-            int got = 0;
-            ASSERT_EQ(read(fds[0], &got, sizeof got), (ssize_t)sizeof got);
-            total += got;
-        }
-        close(fds[0]);
-        close(fds[1]);
-        ASSERT_EQ(total, MAXC);
+        ASSERT_EQ(children_sum(fds, P, 0), MAXC);
         ASSERT_EQ(active(b), MAXC);
         ASSERT_EQ(prs_bulkhead_reap(b), 0);
         ASSERT(!try_take(b));

@@ -218,17 +218,7 @@ TEST(shm_group_exact_across_processes) {
             _exit(0);
         }
     }
-    int total = 0;
-    for (int k = 0; k < P; k++) {
-        int got = 0, status;
-        ASSERT_EQ(read(fds[0], &got, sizeof got), (ssize_t)sizeof got);
-        total += got;
-        ASSERT(wait(&status) > 0);
-        ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-    }
-    close(fds[0]);
-    close(fds[1]);
-    ASSERT_EQ(total, CAP);
+    ASSERT_EQ(children_sum(fds, P, 1), CAP);
     ASSERT_EQ(remaining(lims[0]), 0);
     ASSERT_EQ(remaining(lims[1]), 100);
     ASSERT_EQ(remaining(lims[2]), 200);

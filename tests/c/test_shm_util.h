@@ -4,6 +4,9 @@
 #ifndef TEST_SHM_UTIL_H
 #define TEST_SHM_UTIL_H
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include "prs_test.h"
 #include "pyresilience.h"
 
@@ -37,6 +40,26 @@ static inline prs_shm *test_region(const char *name, size_t size) {
     if (size) c.size = size;
     prs_shm *r = NULL;
     return prs_shm_open(name, &c, &r, NULL) == PRS_OK ? r : NULL;
+}
+
+/* The sum of one int written by each of `procs` children on fds[1], read
+ * from fds[0]; with `reap`, each child is also waited for and must have
+ * exited 0 (without it they keep running: they hold something). Closes both
+ * ends of the pipe. */
+static inline int children_sum(int fds[2], int procs, int reap) {
+    int total = 0;
+    for (int k = 0; k < procs; k++) {
+        int got = 0, status;
+        ASSERT_EQ(read(fds[0], &got, sizeof got), (ssize_t)sizeof got);
+        total += got;
+        if (reap) {
+            ASSERT(wait(&status) > 0);
+            ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+        }
+    }
+    close(fds[0]);
+    close(fds[1]);
+    return total;
 }
 
 #endif /* TEST_SHM_UTIL_H */
