@@ -38,7 +38,7 @@ import weakref
 from asyncio.events import _get_running_loop
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterator, Optional, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterator, Optional, TypeVar, Union
 
 from . import _core
 from ._core import _AsyncWaiter
