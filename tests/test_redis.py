@@ -249,6 +249,20 @@ def test_bad_limiter_arguments(backend: pr.RedisBackend) -> None:
         pr.LeaseConfig(1.5, 1)  # type: ignore[arg-type]
 
 
+def test_lease_config_is_a_frozen_value() -> None:
+    lease = pr.LeaseConfig(5, 1)
+    assert (lease.batch, lease.max_hold) == (5, 1.0) and type(lease.max_hold) is float
+    assert lease == pr.LeaseConfig(batch=5, max_hold=1.0) and lease != pr.LeaseConfig(5, 2)
+    assert hash(lease) == hash(pr.LeaseConfig(5, 1.0)) and len({lease, pr.LeaseConfig(5, 1)}) == 1
+    assert repr(lease) == "LeaseConfig(batch=5, max_hold=1.0)"
+    with pytest.raises(AttributeError):
+        lease.batch = 6  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        pr.LeaseConfig(True, 1)
+    with pytest.raises(TypeError):
+        pr.LeaseConfig(1, "1")  # type: ignore[arg-type]
+
+
 def test_bad_arguments_are_worded_from_the_core(backend: pr.RedisBackend) -> None:
     # The core validates and names the field and why; the binding adds the value given.
     R = pr.RedisRateLimiter
