@@ -55,6 +55,7 @@ typedef struct {
     int has_lease;
     PyObject *weakreflist;
 } limiter_obj;
+static int rl_build(limiter_obj *o, prs_py_state *st, prs_redis_limiter_config *cfg, PyObject **v);
 
 typedef struct {
     PyObject_HEAD
@@ -63,6 +64,7 @@ typedef struct {
     Py_ssize_t count;
     PyObject *weakreflist;
 } group_obj;
+static int group_build(group_obj *o, prs_py_state *st, PyObject *members);
 
 typedef struct {
     PyObject_HEAD
@@ -70,7 +72,12 @@ typedef struct {
     PyObject *error; /* the class of an error reply */
 } reader_obj;
 
-static PyObject *group_decision(PyObject *op, int64_t now_us, int as_bool);
+enum { GROUP_CHECK, GROUP_ALLOW, GROUP_OP };
+static PyObject *group_call(PyObject *self, PyObject *now, int how);
+static PyObject *rl_call(PyObject *self, int kind, PyObject *key, int64_t n, PyObject *now, int as_op);
+static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op);
+static PyObject *rl_release(PyObject *self, int as_op);
+static PyObject *op_result(prs_redis_op *op, PyObject *owner);
 
 typedef struct transport_args {
     int64_t admit;
@@ -91,6 +98,8 @@ typedef struct op_args {
 typedef struct clock_args {
     int64_t sent_us, got_us, server_us;
 } clock_args;
+
+static int is_none(PyObject *o) { return !o || o == Py_None; }
 
 #include "gen/redis.h"
 
@@ -118,8 +127,6 @@ static PyObject *redis_error(prs_py_state *st, int rc) {
     const char *msg = prs_redis_last_error();
     return prs_py_error(st, rc, msg && *msg ? msg : NULL);
 }
-
-static int is_none(PyObject *o) { return !o || o == Py_None; }
 
 /* A str argument as UTF-8 without NUL (borrowed from `o`), else `*out` kept. */
 static int utf8_arg(PyObject *o, const char *param, const char **out) {
@@ -277,14 +284,6 @@ done:
 
 /* ---- RedisRateLimiter -------------------------------------------------------- */
 
-/* limit and burst: counts the core range-checks (an int beyond int64 saturates,
- * so the core's message names it too). */
-static int rl_limit(PyObject *arg, void *config) {
-    return prs_py_parse_config_count(arg, "limit", &((prs_redis_limiter_config *)config)->limit);
-}
-static int rl_burst(PyObject *arg, void *config) {
-    return prs_py_parse_config_count(arg, "burst", &((prs_redis_limiter_config *)config)->burst);
-}
 /* on_backend_error: a name; anything else is the core's refusal (-1). */
 static int rl_policy(PyObject *arg, void *config) {
     const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
@@ -293,101 +292,76 @@ static int rl_policy(PyObject *arg, void *config) {
     return 0;
 }
 
-/* Which sizing parameters were given (the config has no "not given"): the
- * core's sizing rule, worded after the algorithm's name. */
-static int sizing_rule(prs_redis_limiter_config *cfg, PyObject **v) {
+/* lease=LeaseConfig(batch, max_hold): its two attributes into the config. */
+static int rl_lease(PyObject *lease, void *config) {
+    prs_redis_limiter_config *cfg = config;
+    PyObject *b[2] = {PyObject_GetAttrString(lease, "batch"), NULL};
+    double hold;
+    int rc = -1;
+    if (b[0] && (b[1] = PyObject_GetAttrString(lease, "max_hold"))) {
+        if (prs_py_parse_config_count(b[0], "lease.batch", &cfg->lease_batch) == 0 &&
+            prs_py_parse_real(b[1], "lease.max_hold", PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, &hold) == 0) {
+            cfg->lease_max_hold_ns = prs_seconds_to_ns(hold);
+            if (hold > 0 && cfg->lease_max_hold_ns < 1) cfg->lease_max_hold_ns = 1;
+            rc = 0;
+        }
+    } else if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "lease must be a LeaseConfig or None, not %.200s: %R",
+                     Py_TYPE(lease)->tp_name, lease);
+    }
+    Py_XDECREF(b[0]);
+    Py_XDECREF(b[1]);
+    return rc;
+}
+
+/* tp_new's last step (the declared one parses cfg and keeps the arguments
+ * as given): the core's sizing rule (which sizing parameters were given: the
+ * config has no "not given"), worded after the algorithm's name; the core's
+ * check (a LeaseConfig's field named as lease.<attribute>); the limiter. */
+static int rl_build(limiter_obj *o, prs_py_state *st, prs_redis_limiter_config *cfg, PyObject **v) {
     unsigned given = (is_none(v[P_RedisRateLimiter_rate]) ? 0 : PRS_REDIS_GIVEN_RATE) |
                      (is_none(v[P_RedisRateLimiter_burst]) ? 0 : PRS_REDIS_GIVEN_BURST) |
                      (is_none(v[P_RedisRateLimiter_limit]) ? 0 : PRS_REDIS_GIVEN_LIMIT) |
                      (is_none(v[P_RedisRateLimiter_window]) ? 0 : PRS_REDIS_GIVEN_WINDOW);
     prs_config_error why = {NULL, NULL};
-    if (prs_redis_limiter_sizing(cfg, given, &why) == PRS_OK) return 0;
-    PyErr_Format(PyExc_ValueError, "%s %s", prs_redis_algorithm_name(cfg->algorithm), why.reason);
-    return -1;
-}
-
-/* lease=LeaseConfig(batch, max_hold) into the config; its attributes in b[2]. */
-static int lease_args(prs_redis_limiter_config *cfg, PyObject *lease, PyObject **b) {
-    b[0] = PyObject_GetAttrString(lease, "batch");
-    b[1] = b[0] ? PyObject_GetAttrString(lease, "max_hold") : NULL;
-    if (!b[1]) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "lease must be a LeaseConfig or None, not %.200s: %R",
-                         Py_TYPE(lease)->tp_name, lease);
-        }
+    if (prs_redis_limiter_sizing(cfg, given, &why) != PRS_OK) {
+        PyErr_Format(PyExc_ValueError, "%s %s", prs_redis_algorithm_name(cfg->algorithm), why.reason);
         return -1;
     }
-    double hold;
-    if (prs_py_parse_config_count(b[0], "lease.batch", &cfg->lease_batch) < 0 ||
-        prs_py_parse_real(b[1], "lease.max_hold", PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, &hold) < 0)
+    if (utf8_arg(v[P_RedisRateLimiter_key_prefix], "key_prefix", &cfg->key_prefix) < 0) return -1;
+    int rc = prs_redis_limiter_config_check(cfg, &why);
+    const char *attr = !rc || !why.field ? NULL : !strcmp(why.field, "lease_batch") ? "batch"
+                     : !strcmp(why.field, "lease_max_hold_ns") ? "max_hold" : NULL;
+    PyObject *value = attr ? PyObject_GetAttrString(v[P_RedisRateLimiter_lease], attr) : NULL;
+    if (value) PyErr_Format(PyExc_ValueError, "lease.%s %s, got %R", attr, why.reason, value);
+    else if (rc && !attr) prs_py_config_error(st, rc, &why, &RedisRateLimiter_params, v, cfg);
+    Py_XDECREF(value);
+    if (rc) return -1;
+    if ((rc = prs_redis_limiter_new(((backend_obj *)o->backend)->b, cfg, &o->l))) {
+        redis_error(st, rc);
         return -1;
-    cfg->lease_max_hold_ns = prs_seconds_to_ns(hold);
-    if (hold > 0 && cfg->lease_max_hold_ns < 1) cfg->lease_max_hold_ns = 1;
-    return 0;
+    }
+    o->policy = cfg->on_backend_error;
+    o->has_lease = cfg->lease_batch > 0;
+    o->algorithm = PyUnicode_FromString(prs_redis_algorithm_name(cfg->algorithm));
+    o->key_prefix = PyUnicode_FromString(cfg->key_prefix);
+    return o->algorithm && o->key_prefix ? 0 : -1;
 }
 
-static PyObject *rl_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    prs_redis_limiter_config cfg;
-    PyObject *v[P_RedisRateLimiter__COUNT], *lease[2] = {NULL, NULL}, *result = NULL;
-    prs_redis_limiter_config_init(&cfg);
-    if (!st || prs_py_parse_params_tuple(&RedisRateLimiter_params, args, kwds, &cfg, v) < 0) return NULL;
-    PyObject *backend = v[P_RedisRateLimiter_backend];
-    if (!PyObject_TypeCheck(backend, PRS_PY_TYPE(st, RedisBackend))) {
-        PyErr_Format(PyExc_TypeError, "backend must be a RedisBackend, not %.200s: %R", Py_TYPE(backend)->tp_name,
-                     backend);
-        return NULL;
-    }
-    if (sizing_rule(&cfg, v) < 0 || utf8_arg(v[P_RedisRateLimiter_key_prefix], "key_prefix", &cfg.key_prefix) < 0)
-        return NULL;
-    if (!is_none(v[P_RedisRateLimiter_lease]) && lease_args(&cfg, v[P_RedisRateLimiter_lease], lease) < 0) goto done;
-    prs_config_error why = {NULL, NULL};
-    int rc = prs_redis_limiter_config_check(&cfg, &why);
-    int batch = rc && why.field && !strcmp(why.field, "lease_batch"); /* fields of the LeaseConfig */
-    if (batch || (rc && why.field && !strcmp(why.field, "lease_max_hold_ns"))) {
-        PyErr_Format(PyExc_ValueError, "lease.%s %s, got %R", batch ? "batch" : "max_hold", why.reason,
-                     lease[batch ? 0 : 1]);
-        goto done;
-    }
-    if (rc) { prs_py_config_error(st, rc, &why, &RedisRateLimiter_params, v, &cfg); goto done; }
-    prs_redis_limiter *l;
-    if ((rc = prs_redis_limiter_new(((backend_obj *)backend)->b, &cfg, &l))) { redis_error(st, rc); goto done; }
-    limiter_obj *self = (limiter_obj *)type->tp_alloc(type, 0);
-    if (!self) { prs_redis_limiter_free(l); goto done; }
-    self->l = l;
-    self->backend = Py_NewRef(backend);
-    self->policy = cfg.on_backend_error;
-    self->has_lease = cfg.lease_batch > 0;
-    PyObject **given[] = {&self->limit, &self->window, &self->rate, &self->burst, &self->local_share, &self->lease};
-    const int at[] = {P_RedisRateLimiter_limit, P_RedisRateLimiter_window, P_RedisRateLimiter_rate,
-                      P_RedisRateLimiter_burst, P_RedisRateLimiter_local_share, P_RedisRateLimiter_lease};
-    for (int i = 0; i < 6; i++) *given[i] = Py_XNewRef(v[at[i]]);
-    self->algorithm = PyUnicode_FromString(prs_redis_algorithm_name(cfg.algorithm));
-    self->key_prefix = PyUnicode_FromString(cfg.key_prefix);
-    if (!self->algorithm || !self->key_prefix) { Py_DECREF(self); goto done; }
-    result = (PyObject *)self;
-done:
-    Py_XDECREF(lease[0]);
-    Py_XDECREF(lease[1]);
-    return result;
-}
-
-/* One decision for key (bytes borrowed from an argument object): 0 with *d,
+/* One call for key (bytes borrowed from an argument object): 0 with *d,
  * or a status with an exception set. The core applies on_backend_error.
- * consume: 1 check, 0 peek; now_us >= 0: the test time override. */
-static int rl_decide(limiter_obj *self, const char *k, size_t klen, int64_t n, int consume, int64_t now_us,
+ * kind: an op's (check, peek, reset); now_us >= 0: the test time override.
+ * A leased check served locally never releases the GIL. */
+static int rl_decide(limiter_obj *self, int kind, const char *k, size_t klen, int64_t n, int64_t now_us,
                      prs_decision *d) {
-    int rc;
-    if (consume && self->has_lease && now_us < 0) {
+    int rc = PRS_EAGAIN;
+    if (kind == PRS_REDIS_OP_CHECK && self->has_lease && now_us < 0)
         rc = prs_redis_limiter_check_local(self->l, k, klen, n, d);
-        if (rc == PRS_OK) return 0;
-    }
+    if (rc == PRS_OK) return 0;
     prs_redis_limiter *l = self->l;
     Py_BEGIN_ALLOW_THREADS
-    if (!consume) rc = prs_redis_limiter_peek(l, k, klen, n, d);
-    else if (now_us >= 0) rc = prs_redis_limiter_check_at(l, k, klen, n, now_us, d);
-    else rc = prs_redis_limiter_check(l, k, klen, n, d);
+    rc = prs_redis_limiter_call(l, kind, k, klen, n, now_us, d);
     Py_END_ALLOW_THREADS
     if (rc) redis_error(prs_py_state_of((PyObject *)self), rc);
     return rc;
@@ -398,7 +372,7 @@ static int rl_decide(limiter_obj *self, const char *k, size_t klen, int64_t n, i
 static int rl_rate_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
                           int64_t *max_n) {
     const prs_py_rate *r = ctx;
-    int rc = rl_decide(r->core, r->key, r->len, n, consume, -1, d);
+    int rc = rl_decide(r->core, consume ? PRS_REDIS_OP_CHECK : PRS_REDIS_OP_PEEK, r->key, r->len, n, -1, d);
     if (!rc && !d->allowed && d->retry_after_ns == PRS_NEVER) *max_n = d->limit;
     return rc;
 }
@@ -421,31 +395,32 @@ static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t narg
     Py_RETURN_NONE;
 }
 
-static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3];
-    prs_py_rate r;
-    int64_t n, now_us;
-    prs_decision d;
-    if (prs_py_parse_params(&RedisRateLimiter__check_at_params, args, nargs, kwnames, NULL, v) < 0 ||
-        prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0 || rl_target(op, v[0], &r) < 0 ||
-        rl_decide((limiter_obj *)op, r.key, r.len, n, 1, now_us, &d))
-        return NULL;
-    return prs_py_decision_new(prs_py_state_of(op), &d);
-}
-
-static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisRateLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+/* reset, _check_at (now: seconds, or NULL) and _op (as_op: the op, or the
+ * Decision a lease gave): one call of an op's kind for key. */
+static PyObject *rl_call(PyObject *self, int kind, PyObject *key, int64_t n, PyObject *now, int as_op) {
+    limiter_obj *o = (limiter_obj *)self;
+    int64_t now_us = -1;
     const char *k;
     Py_ssize_t klen;
-    if (bytes_of(v[0], "key", &k, &klen) < 0) return NULL;
-    int rc;
-    prs_redis_limiter *l = ((limiter_obj *)op)->l;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_limiter_reset(l, k, (size_t)klen);
-    Py_END_ALLOW_THREADS
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    Py_RETURN_NONE;
+    prs_redis_op *op = NULL;
+    prs_decision d;
+    if ((now && now_us_arg(now, &now_us) < 0) || bytes_of(key, "key", &k, &klen) < 0) return NULL;
+    if (as_op) {
+        int rc = prs_redis_op_limiter_new(o->l, kind, k, (size_t)klen, n, now_us, &op, &d);
+        if (rc) return redis_error(prs_py_state_of(self), rc);
+        if (op) return op_result(op, self);
+    } else if (rl_decide(o, kind, k, (size_t)klen, n, now_us, &d)) {
+        return NULL;
+    }
+    return kind == PRS_REDIS_OP_RESET ? Py_NewRef(Py_None) : prs_py_decision_new(prs_py_state_of(self), &d);
+}
+
+/* Room for n decisions and their statuses, one block (PyMem_Free(d)). */
+static prs_decision *decisions_alloc(size_t n, int **status) {
+    prs_decision *d = PyMem_Calloc(n ? n : 1, sizeof *d + sizeof **status);
+    if (!d) PyErr_NoMemory();
+    *status = d ? (int *)(d + (n ? n : 1)) : NULL;
+    return d;
 }
 
 /* check_many's Decisions, a list. */
@@ -459,24 +434,35 @@ static PyObject *decisions(prs_py_state *st, const prs_decision *d, size_t n) {
     return list;
 }
 
-/* check_many's requests: (key, n) pairs or bare keys into reqs[count]. The
- * iterable is copied into a tuple and each pair into a tuple of its own (held
- * in *keep) before anything is parsed, so every key stays alive whatever an
- * n's __index__ does to the caller's lists. 0, or -1 with an exception;
- * PyMem_Free(*reqs) and Py_DECREF(*keep) after. */
-static int requests_arg(PyObject *obj, PyObject **keep, prs_redis_request **reqs, Py_ssize_t *count) {
+/* A group's members, (limiter, key[, n]) tuples (group), or check_many's
+ * requests, (key, n) pairs or bare keys (n = 1), into m[count] (limiter
+ * NULL for requests). The iterable is copied into a tuple and each item
+ * into a tuple of its own (held in *keep; a group's become (limiter, key, n))
+ * before anything is parsed, so every key stays alive whatever an n's
+ * __index__ does to the caller's lists. 0, or -1 with an exception;
+ * PyMem_Free(*m) and Py_DECREF(*keep) after. */
+static int items_arg(prs_py_state *st, PyObject *obj, int group, PyObject **keep, prs_redis_member **m,
+                     Py_ssize_t *count) {
+    const char *param = group ? "members" : "requests";
     PyObject *seq = PySequence_Tuple(obj);
     if (!seq) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
-            PyErr_SetString(PyExc_TypeError, "requests must be an iterable of (key, n) pairs");
+            PyErr_Format(PyExc_TypeError, "%s must be %s", param,
+                         group ? "a list of (limiter, key, n) tuples" : "an iterable of (key, n) pairs");
         }
         return -1;
     }
     *count = PyTuple_GET_SIZE(seq);
+    *m = NULL;
+    *keep = NULL;
+    if (group && (*count < 1 || *count > PRS_REDIS_GROUP_MAX)) {
+        PyErr_Format(PyExc_ValueError, "a group needs 1 to %d members, got %zd", PRS_REDIS_GROUP_MAX, *count);
+        goto fail;
+    }
     *keep = PyTuple_New(*count);
-    *reqs = PyMem_Calloc(*count ? (size_t)*count : 1, sizeof **reqs);
-    if (!*keep || !*reqs) {
+    *m = PyMem_Calloc(*count ? (size_t)*count : 1, sizeof **m);
+    if (!*keep || !*m) {
         if (*keep) PyErr_NoMemory();
         goto fail;
     }
@@ -487,68 +473,90 @@ static int requests_arg(PyObject *obj, PyObject **keep, prs_redis_request **reqs
         PyTuple_SET_ITEM(*keep, i, item);
     }
     for (Py_ssize_t i = 0; i < *count; i++) {
-        PyObject *item = PyTuple_GET_ITEM(*keep, i), *key = item;
-        int64_t n = 1;
-        if (PyTuple_Check(item)) {
-            if (PyTuple_GET_SIZE(item) != 2) {
-                PyErr_Format(PyExc_TypeError, "requests[%zd] must be a (key, n) pair, got %R",
-                             i, PyTuple_GET_ITEM(seq, i));
-                goto fail;
-            }
-            key = PyTuple_GET_ITEM(item, 0);
-            if (prs_py_parse_n(PyTuple_GET_ITEM(item, 1), "n", &n) < 0) goto fail;
+        PyObject *item = PyTuple_GET_ITEM(*keep, i), *given = PyTuple_GET_ITEM(seq, i), *lim = NULL;
+        Py_ssize_t size = PyTuple_Check(item) ? PyTuple_GET_SIZE(item) : -1;
+        if (group ? !PyTuple_Check(given) || (size != 2 && size != 3) : size != -1 && size != 2) {
+            PyErr_Format(PyExc_TypeError, group ? "members[%zd] must be a (limiter, key, n) tuple, got %R"
+                                                : "requests[%zd] must be a (key, n) pair, got %R", i, given);
+            goto fail;
         }
+        if (group && !PyObject_TypeCheck(lim = PyTuple_GET_ITEM(item, 0), PRS_PY_TYPE(st, RedisRateLimiter))) {
+            PyErr_Format(PyExc_TypeError, "members[%zd][0] must be a RedisRateLimiter, not %.200s", i,
+                         Py_TYPE(lim)->tp_name);
+            goto fail;
+        }
+        PyObject *key = size < 0 ? item : PyTuple_GET_ITEM(item, group);
+        int64_t n = 1;
         const char *k;
         Py_ssize_t klen;
-        if (bytes_of(key, "key", &k, &klen) < 0) goto fail;
-        (*reqs)[i] = (prs_redis_request){k, (size_t)klen, n};
+        if ((size == group + 2 && prs_py_parse_n(PyTuple_GET_ITEM(item, group + 1), "n", &n) < 0) ||
+            bytes_of(key, "key", &k, &klen) < 0)
+            goto fail;
+        (*m)[i] = (prs_redis_member){lim ? ((limiter_obj *)lim)->l : NULL, k, (size_t)klen, n};
+        if (group) { /* the member as a (limiter, key, n) tuple, which holds the key */
+            PyObject *norm = Py_BuildValue("(OOL)", lim, key, (long long)n);
+            if (!norm) goto fail;
+            PyTuple_SET_ITEM(*keep, i, norm);
+            Py_DECREF(item);
+        }
     }
     Py_DECREF(seq);
     return 0;
 fail:
     Py_DECREF(seq);
     Py_CLEAR(*keep);
-    PyMem_Free(*reqs);
-    *reqs = NULL;
+    PyMem_Free(*m);
+    *m = NULL;
     return -1;
 }
 
-static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1], *keep, *result = NULL;
-    prs_redis_request *reqs;
+/* check_many (blocking) or its op (_op_many: [] for no requests). */
+static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op) {
+    prs_py_state *st = prs_py_state_of(self);
+    prs_redis_limiter *l = ((limiter_obj *)self)->l;
+    PyObject *keep, *result = NULL;
+    prs_redis_member *m;
     Py_ssize_t count;
-    if (prs_py_parse_params(&RedisRateLimiter_check_many_params, args, nargs, kwnames, NULL, v) < 0 ||
-        requests_arg(v[0], &keep, &reqs, &count) < 0)
-        return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    prs_decision *ds = PyMem_Calloc(count ? (size_t)count : 1, sizeof *ds);
-    int *status = PyMem_Calloc(count ? (size_t)count : 1, sizeof *status);
-    if (!ds || !status) { PyErr_NoMemory(); goto done; }
-    int rc = PRS_OK;
-    prs_redis_limiter *l = ((limiter_obj *)op)->l;
-    if (count) {
+    if (items_arg(st, requests, 0, &keep, &m, &count) < 0) return NULL;
+    prs_redis_request *reqs = PyMem_Calloc(count ? (size_t)count : 1, sizeof *reqs);
+    for (Py_ssize_t i = 0; reqs && i < count; i++) reqs[i] = (prs_redis_request){m[i].key, m[i].keylen, m[i].n};
+    int *status, rc = PRS_OK;
+    prs_decision *ds = as_op || !reqs ? NULL : decisions_alloc((size_t)count, &status);
+    prs_redis_op *o;
+    if (!reqs) {
+        PyErr_NoMemory();
+    } else if (!count) {
+        result = PyList_New(0);
+    } else if (as_op) {
+        if ((rc = prs_redis_op_many_new(l, (size_t)count, reqs, &o)) == PRS_OK) result = op_result(o, self);
+    } else if (ds) {
         Py_BEGIN_ALLOW_THREADS /* keep holds every key */
         rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
         Py_END_ALLOW_THREADS
+        if (!rc) result = decisions(st, ds, (size_t)count);
     }
     if (rc) redis_error(st, rc);
-    else result = decisions(st, ds, (size_t)count);
-done:
-    PyMem_Free(reqs);
     PyMem_Free(ds);
-    PyMem_Free(status);
+    PyMem_Free(reqs);
+    PyMem_Free(m);
     Py_DECREF(keep);
     return result;
 }
 
-static PyObject *rl_close(PyObject *op, PyObject *unused) {
+/* close() (blocking) or its op (_op_release: None when no lease holds a permit). */
+static PyObject *rl_release(PyObject *self, int as_op) {
+    prs_redis_limiter *l = ((limiter_obj *)self)->l;
+    prs_redis_op *o = NULL;
     int rc;
-    prs_redis_limiter *l = ((limiter_obj *)op)->l;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_limiter_release_leases(l);
-    Py_END_ALLOW_THREADS
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    Py_RETURN_NONE;
+    if (as_op) {
+        rc = prs_redis_op_release_new(l, &o);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        rc = prs_redis_limiter_release_leases(l);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc) return redis_error(prs_py_state_of(self), rc);
+    return o ? op_result(o, self) : Py_NewRef(Py_None);
 }
 
 static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
@@ -565,72 +573,13 @@ static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
 
 /* ---- RedisLimiterGroup ---------------------------------------------------------- */
 
-static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    PyObject *members;
-    if (!st || prs_py_parse_params_tuple(&RedisLimiterGroup_params, args, kwds, NULL, &members) < 0) return NULL;
-    PyObject *seq = PySequence_Tuple(members); /* its items held, whatever an n's __index__ does */
-    if (!seq) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_SetString(PyExc_TypeError, "members must be a list of (limiter, key, n) tuples");
-        }
-        return NULL;
-    }
-    Py_ssize_t count = PyTuple_GET_SIZE(seq);
-    if (count < 1 || count > PRS_REDIS_GROUP_MAX) {
-        Py_DECREF(seq);
-        PyErr_Format(PyExc_ValueError, "a group needs 1 to %d members, got %zd", PRS_REDIS_GROUP_MAX, count);
-        return NULL;
-    }
-    PyObject *tup = PyTuple_New(count);
-    prs_redis_member *m = PyMem_Calloc((size_t)count, sizeof *m);
-    if (!tup || !m) {
-        if (tup && !m) PyErr_NoMemory();
-        goto fail;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PyTuple_GET_ITEM(seq, i);
-        if (!PyTuple_Check(item) || (PyTuple_GET_SIZE(item) != 3 && PyTuple_GET_SIZE(item) != 2)) {
-            PyErr_Format(PyExc_TypeError, "members[%zd] must be a (limiter, key, n) tuple, got %R", i, item);
-            goto fail;
-        }
-        PyObject *lim = PyTuple_GET_ITEM(item, 0), *key = PyTuple_GET_ITEM(item, 1);
-        if (!PyObject_TypeCheck(lim, PRS_PY_TYPE(st, RedisRateLimiter))) {
-            PyErr_Format(PyExc_TypeError, "members[%zd][0] must be a RedisRateLimiter, not %.200s", i,
-                         Py_TYPE(lim)->tp_name);
-            goto fail;
-        }
-        int64_t n = 1;
-        if (PyTuple_GET_SIZE(item) == 3 && prs_py_parse_n(PyTuple_GET_ITEM(item, 2), "n", &n) < 0) goto fail;
-        const char *k;
-        Py_ssize_t klen;
-        if (bytes_of(key, "key", &k, &klen) < 0) goto fail;
-        PyObject *norm = Py_BuildValue("(OOL)", lim, key, (long long)n);
-        if (!norm) goto fail;
-        PyTuple_SET_ITEM(tup, i, norm);
-        m[i].limiter = ((limiter_obj *)lim)->l;
-        m[i].key = k;
-        m[i].keylen = (size_t)klen;
-        m[i].n = n;
-    }
+/* tp_new's last step: the members, held as (limiter, key, n) tuples. */
+static int group_build(group_obj *o, prs_py_state *st, PyObject *members) {
     size_t bad;
-    if (prs_redis_group_members_check((size_t)count, m, &bad) != PRS_OK) {
-        PyErr_SetString(PyExc_ValueError, prs_redis_last_error()); /* which member, or the hash tags */
-        goto fail;
-    }
-    group_obj *self = (group_obj *)type->tp_alloc(type, 0);
-    if (!self) goto fail;
-    Py_DECREF(seq);
-    self->members = tup;
-    self->m = m;
-    self->count = count;
-    return (PyObject *)self;
-fail:
-    Py_DECREF(seq);
-    Py_XDECREF(tup);
-    PyMem_Free(m);
-    return NULL;
+    if (items_arg(st, members, 1, &o->members, &o->m, &o->count) < 0) return -1;
+    if (prs_redis_group_members_check((size_t)o->count, o->m, &bad) == PRS_OK) return 0;
+    PyErr_SetString(PyExc_ValueError, prs_redis_last_error()); /* which member, or the hash tags */
+    return -1;
 }
 
 /* The group's decision (the core applies the members' policies when Redis
@@ -647,19 +596,22 @@ static int group_decide(group_obj *self, int64_t now_us, prs_decision *d, int *d
     return rc;
 }
 
-static PyObject *group_decision(PyObject *op, int64_t now_us, int as_bool) {
+/* check (a Decision), allow (a bool), _check_at and _op (the op): now in
+ * seconds, NULL for Redis's time. */
+static PyObject *group_call(PyObject *self, PyObject *now, int how) {
+    group_obj *o = (group_obj *)self;
+    int64_t now_us = -1;
     prs_decision d;
-    int denied;
-    if (group_decide((group_obj *)op, now_us, &d, &denied)) return NULL;
-    if (as_bool) return PyBool_FromLong(d.allowed);
-    return prs_py_decision_new_by(prs_py_state_of(op), &d, d.allowed ? -1 : denied);
-}
-
-
-static PyObject *group_check_at(PyObject *op, PyObject *now_o) {
-    int64_t now_us;
-    if (now_us_arg(now_o, &now_us) < 0) return NULL;
-    return group_decision(op, now_us, 0);
+    prs_redis_op *op;
+    int denied, rc;
+    if (now && now_us_arg(now, &now_us) < 0) return NULL;
+    if (how == GROUP_OP) {
+        if ((rc = prs_redis_op_group_new((size_t)o->count, o->m, now_us, &op))) return redis_error(prs_py_state_of(self), rc);
+        return op_result(op, self);
+    }
+    if (group_decide(o, now_us, &d, &denied)) return NULL;
+    if (how == GROUP_ALLOW) return PyBool_FromLong(d.allowed);
+    return prs_py_decision_new_by(prs_py_state_of(self), &d, d.allowed ? -1 : denied);
 }
 
 /* The wait's decide step; ctx: the group. An n beyond its member's limit can
@@ -716,60 +668,6 @@ static prs_redis_op *op_of(PyObject *cap) {
     return op;
 }
 
-static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[4];
-    op_args a = {0, 1};
-    int64_t now_us = -1;
-    const char *key;
-    Py_ssize_t klen;
-    if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, &a, v) < 0 ||
-        (!is_none(v[3]) && now_us_arg(v[3], &now_us) < 0) || bytes_of(v[1], "key", &key, &klen) < 0)
-        return NULL;
-    prs_redis_op *o = NULL;
-    prs_decision d;
-    int rc = prs_redis_op_limiter_new(((limiter_obj *)op)->l, "cpr"[a.kind], key, (size_t)klen, a.n, now_us, &o, &d);
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    return o ? op_result(o, op) : prs_py_decision_new(prs_py_state_of(op), &d);
-}
-
-static PyObject *rl_op_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1], *keep, *result = NULL;
-    prs_redis_request *reqs;
-    Py_ssize_t count;
-    if (prs_py_parse_params(&RedisRateLimiter__op_many_params, args, nargs, kwnames, NULL, v) < 0 ||
-        requests_arg(v[0], &keep, &reqs, &count) < 0)
-        return NULL;
-    prs_redis_op *o;
-    int rc = count ? prs_redis_op_many_new(((limiter_obj *)op)->l, (size_t)count, reqs, &o) : PRS_OK;
-    if (!count) result = PyList_New(0); /* keys copied by the op */
-    else if (rc) redis_error(prs_py_state_of(op), rc);
-    else result = op_result(o, op);
-    PyMem_Free(reqs);
-    Py_DECREF(keep);
-    return result;
-}
-
-static PyObject *rl_op_release(PyObject *op, PyObject *unused) {
-    prs_redis_op *o;
-    int rc = prs_redis_op_release_new(((limiter_obj *)op)->l, &o);
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    if (!o) Py_RETURN_NONE;
-    return op_result(o, op);
-}
-
-static PyObject *group_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    int64_t now_us = -1;
-    if (prs_py_parse_params(&RedisLimiterGroup__op_params, args, nargs, kwnames, NULL, v) < 0 ||
-        (!is_none(v[0]) && now_us_arg(v[0], &now_us) < 0))
-        return NULL;
-    group_obj *self = (group_obj *)op;
-    prs_redis_op *o;
-    int rc = prs_redis_op_group_new((size_t)self->count, self->m, now_us, &o);
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    return op_result(o, op);
-}
-
 /* The op's next step: a tuple of (node, bytes, replies) sends; () when done. */
 static PyObject *backend_op_step(PyObject *self, PyObject *cap) {
     prs_redis_op *op = op_of(cap);
@@ -807,17 +705,15 @@ static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssi
     int rc = transport_failure(&a, v[2]);
     prs_py_state *st = prs_py_state_of(self);
     size_t n = prs_redis_op_decisions(op);
-    prs_decision *d = PyMem_Calloc(n, sizeof *d);
-    int *status = PyMem_Calloc(n, sizeof *status);
+    int *status, denied = -1;
+    prs_decision *d = decisions_alloc(n, &status);
     PyObject *result = NULL;
-    int denied = -1;
-    if (!d || !status) PyErr_NoMemory();
-    else if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(st, rc);
+    if (!d) return NULL;
+    if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(st, rc);
     else if (prs_redis_op_kind(op) == 'g') result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied);
     else if (prs_redis_op_kind(op) == 'r' || prs_redis_op_kind(op) == 'h') result = Py_NewRef(Py_None);
     else result = prs_redis_op_kind(op) == 'm' ? decisions(st, d, n) : prs_py_decision_new(st, &d[0]);
     PyMem_Free(d);
-    PyMem_Free(status);
     return result;
 }
 

@@ -1279,6 +1279,18 @@ int prs_redis_limiter_reset(prs_redis_limiter *l, const void *key, size_t keylen
     return rc;
 }
 
+int prs_redis_limiter_call(prs_redis_limiter *l, int kind, const void *key, size_t keylen, int64_t n,
+                           int64_t now_us, prs_decision *d) {
+    switch (kind) {
+    case PRS_REDIS_OP_CHECK:
+        return now_us >= 0 ? prs_redis_limiter_check_at(l, key, keylen, n, now_us, d)
+                           : prs_redis_limiter_check(l, key, keylen, n, d);
+    case PRS_REDIS_OP_PEEK: return prs_redis_limiter_peek(l, key, keylen, n, d);
+    case PRS_REDIS_OP_RESET: return prs_redis_limiter_reset(l, key, keylen);
+    default: return PRS_EINVAL;
+    }
+}
+
 int prs_redis_limiter_check_many(prs_redis_limiter *l, size_t count, const prs_redis_request *reqs,
                                  prs_decision *d, int *status) {
     if (!l || (count && (!reqs || !d || !status))) return PRS_EINVAL;
