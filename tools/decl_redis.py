@@ -58,8 +58,8 @@ BACKEND = Type(
         "backend fails fast for 200 ms at a time instead of waiting out a timeout\n"
         "on every call, and recovers by itself once Redis answers again.",
     methods=[
-        M("close", doc="Close every connection; later calls raise BackendError. Idempotent."),
-        M("ping", returns="bool",
+        M("close", expr="backend_call(self, 0)", doc="Close every connection; later calls raise BackendError. Idempotent."),
+        M("ping", returns="bool", expr="backend_call(self, 1)",
           doc="PING the server: True, or BackendError when it cannot be reached\n"
               "within the timeout."),
         M("_endpoint", params=declared("node: int = 0"),
@@ -150,7 +150,9 @@ LIMITER = Type(
               "local lease can serve it."),
         M("peek", "key: %s, n: int = 1" % KEY, "Decision", rate=True,
           doc="The Decision check(key, n) would return now, consuming nothing."),
-        M("acquire", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
+        M("acquire", config="wait_args", expr="acquired(self, v[0], a.n, a.timeout_ns)",
+          params=[P("key", "OBJECT", KEY), P("n", "N", "int", "1", field="n"),
+                  P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           doc="Block until n is admitted for key (the GIL is\n"
               "released while waiting; Ctrl-C interrupts). RateLimitExceeded at once when n\n"
               "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."),
@@ -164,7 +166,7 @@ LIMITER = Type(
         M("_op", config="op_args", returns="Any",
           params=[P("kind", "ENUM", "str", field="kind", choices=("check", "peek", "reset")), P("key", "OBJECT", KEY),
                   P("n", "N", "int", "1", field="n"), P("now", "OBJECT", "Optional[float]", "None")],
-          expr='rl_call(self, "cpr"[a.kind], v[1], v[2] ? a.n : 1, is_none(v[3]) ? NULL : v[3], 1)',  # n: 1 if not given
+          expr='rl_call(self, "cpr"[a.kind], v[1], a.n, is_none(v[3]) ? NULL : v[3], 1)',
           doc="Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
               "I/O: a Decision when a lease decided it, else the op."),
 M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]",
@@ -224,7 +226,8 @@ GROUP = Type(
               "Decision is the most restrictive member's; denied_by is the index of the first\n"
               "member that denied."),
         M("allow", returns="bool", expr="group_call(self, NULL, GROUP_ALLOW)", doc="check() as a bool."),
-        M("acquire", params=declared("timeout: Optional[float] = None"),
+        M("acquire", config="wait_args", expr="acquired(self, NULL, 1, a.timeout_ns)",
+          params=[P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           doc="Block until the whole group is admitted (GIL released\n"
               "while waiting); RateLimitExceeded when that cannot happen within timeout."),
         M("_check_at", "now: float, /", "Decision", expr="group_call(self, arg, GROUP_CHECK)",

@@ -78,6 +78,10 @@ static PyObject *rl_call(PyObject *self, int kind, PyObject *key, int64_t n, PyO
 static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op);
 static PyObject *rl_release(PyObject *self, int as_op);
 static PyObject *op_result(prs_redis_op *op, PyObject *owner);
+static PyObject *backend_call(PyObject *self, int ping);
+static PyObject *acquired(PyObject *self, PyObject *key, int64_t n, int64_t timeout_ns);
+static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
+                             int64_t *max_n);
 
 typedef struct transport_args {
     int64_t admit;
@@ -106,26 +110,25 @@ static int is_none(PyObject *o) { return !o || o == Py_None; }
 /* The monotonic clock of the Redis waits (time itself is Redis's). */
 static prs_py_clock wait_clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
 
-/* The blocking wait: the binding's wait steps, each a round trip, so it
- * sleeps a step's whole delay (in slices, checking signals) before deciding
- * again (prs_py_wait_admitted re-decides every slice). 0 or -1 with an
- * exception; nothing is taken unless admitted. */
-static int wait_admitted(prs_py_state *st, prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
-                         int64_t timeout_ns) {
-    prs_py_wait w;
-    if (prs_py_wait_begin(&wait_clock, n, prs_py_deadline_cap(st, timeout_ns), &w) < 0) return -1;
-    for (;;) {
-        int64_t ns = 0;
-        int r = prs_py_wait_step(st, &wait_clock, fn, ctx, what, &w, &ns);
-        if (r <= 0 || prs_py_clock_sleep(&wait_clock, ns) < 0) return r <= 0 ? r : -1;
-    }
-}
-
 /* A status of the Redis library as an exception, with the backend's message
  * for this thread's last failure when there is one. */
 static PyObject *redis_error(prs_py_state *st, int rc) {
     const char *msg = prs_redis_last_error();
     return prs_py_error(st, rc, msg && *msg ? msg : NULL);
+}
+
+/* A wait's decision that no wait can end (denied, retry_after never): for
+ * a limiter its limit, in *max_n (the wait words it); for a group,
+ * ValueError (PRS_ENEVER) in the group's own words. */
+static int never_admitted(PyObject *owner, const prs_decision *d, int64_t *max_n) {
+    prs_py_state *st = prs_py_state_of(owner);
+    if (d->allowed || d->retry_after_ns != PRS_NEVER) return PRS_OK;
+    if (!PyObject_TypeCheck(owner, PRS_PY_TYPE(st, RedisLimiterGroup))) {
+        *max_n = d->limit;
+        return PRS_OK;
+    }
+    prs_py_error(st, PRS_ENEVER, "this group can never admit its request (an n exceeds a limit)");
+    return PRS_ENEVER;
 }
 
 /* A str argument as UTF-8 without NUL (borrowed from `o`), else `*out` kept. */
@@ -189,22 +192,16 @@ static int backend_build(backend_obj *o, prs_redis_config *cfg, PyObject *url) {
     return o->url ? 0 : -1;
 }
 
-static PyObject *backend_close(PyObject *op, PyObject *unused) {
-    prs_redis_backend *b = ((backend_obj *)op)->b;
+/* close() and ping(): a call on the pool. */
+static PyObject *backend_call(PyObject *self, int ping) {
+    prs_redis_backend *b = ((backend_obj *)self)->b;
+    int rc = PRS_OK;
     Py_BEGIN_ALLOW_THREADS
-    prs_redis_backend_close(b);
+    if (ping) rc = prs_redis_ping(b);
+    else prs_redis_backend_close(b);
     Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
-static PyObject *backend_ping(PyObject *op, PyObject *unused) {
-    prs_redis_backend *b = ((backend_obj *)op)->b;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_ping(b);
-    Py_END_ALLOW_THREADS
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    Py_RETURN_TRUE;
+    if (rc) return redis_error(prs_py_state_of(self), rc);
+    return Py_NewRef(ping ? Py_True : Py_None);
 }
 
 /* A hiredis reply as a Python object: bytes, int, None, list, or str for a
@@ -373,8 +370,7 @@ static int rl_rate_decide(void *ctx, int64_t now, int64_t n, int consume, prs_de
                           int64_t *max_n) {
     const prs_py_rate *r = ctx;
     int rc = rl_decide(r->core, consume ? PRS_REDIS_OP_CHECK : PRS_REDIS_OP_PEEK, r->key, r->len, n, -1, d);
-    if (!rc && !d->allowed && d->retry_after_ns == PRS_NEVER) *max_n = d->limit;
-    return rc;
+    return rc ? rc : never_admitted(r->core, d, max_n);
 }
 
 static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
@@ -385,14 +381,23 @@ static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     return 0;
 }
 
-static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n, timeout_ns;
-    prs_py_rate r;
-    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT, &key, &n, &timeout_ns) < 0 ||
-        rl_target(op, key, &r) < 0 || wait_admitted(prs_py_state_of(op), r.fn, &r, r.what, n, timeout_ns) < 0)
+/* acquire() of a limiter's key (a group's: key NULL): the binding's wait
+ * steps, each a round trip, so it sleeps a step's whole delay (in slices,
+ * checking signals) before deciding again (prs_py_wait_admitted re-decides
+ * every slice). Nothing is taken unless admitted. */
+static PyObject *acquired(PyObject *self, PyObject *key, int64_t n, int64_t timeout_ns) {
+    prs_py_state *st = prs_py_state_of(self);
+    prs_py_rate r = {&wait_clock, group_wait_decide, self, "Redis group", NULL, NULL, 0};
+    prs_py_wait w;
+    if ((key && rl_target(self, key, &r) < 0) ||
+        prs_py_wait_begin(&wait_clock, n, prs_py_deadline_cap(st, timeout_ns), &w) < 0)
         return NULL;
-    Py_RETURN_NONE;
+    for (;;) {
+        int64_t ns = 0;
+        int rc = prs_py_wait_step(st, &wait_clock, r.fn, r.ctx, r.what, &w, &ns);
+        if (rc == 0) Py_RETURN_NONE;
+        if (rc < 0 || prs_py_clock_sleep(&wait_clock, ns) < 0) return NULL;
+    }
 }
 
 /* reset, _check_at (now: seconds, or NULL) and _op (as_op: the op, or the
@@ -614,25 +619,12 @@ static PyObject *group_call(PyObject *self, PyObject *now, int how) {
     return prs_py_decision_new_by(prs_py_state_of(self), &d, d.allowed ? -1 : denied);
 }
 
-/* The wait's decide step; ctx: the group. An n beyond its member's limit can
- * never be admitted: ValueError (PRS_ENEVER) with the group's own words. */
+/* The wait's decide step; ctx: the group. */
 static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
                              int64_t *max_n) {
     (void)consume; /* a wait always takes (a group's decision consumes) */
     int rc = group_decide(ctx, -1, d, by);
-    if (rc || d->allowed || d->retry_after_ns != PRS_NEVER) return rc;
-    prs_py_error(prs_py_state_of(ctx), PRS_ENEVER, "this group can never admit its request (an n exceeds a limit)");
-    return PRS_ENEVER;
-}
-
-static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    int64_t timeout_ns;
-    if (prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, NULL, v) < 0 ||
-        prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0 ||
-        wait_admitted(prs_py_state_of(op), group_wait_decide, op, "Redis group", 1, timeout_ns))
-        return NULL;
-    Py_RETURN_NONE;
+    return rc ? rc : never_admitted(ctx, d, max_n);
 }
 
 /* ---- the asyncio transport's ops (pyresilience._redis_async) --------------------
@@ -796,13 +788,7 @@ static int fed_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decisi
     *d = pd->d;
     *by = PyLong_Check(pd->denied_by) ? (int)PyLong_AsLong(pd->denied_by) : -1;
     if (PyList_SetSlice(cell, 0, len, NULL) < 0) return PRS_ENOMEM;
-    if (d->allowed || d->retry_after_ns != PRS_NEVER) return PRS_OK;
-    if (PyObject_TypeCheck(owner, PRS_PY_TYPE(st, RedisLimiterGroup))) {
-        prs_py_error(st, PRS_ENEVER, "this group can never admit its request (an n exceeds a limit)");
-        return PRS_ENEVER;
-    }
-    *max_n = d->limit;
-    return PRS_OK;
+    return never_admitted(owner, d, max_n);
 }
 
 static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_t timeout_ns) {

@@ -96,8 +96,12 @@ static const prs_py_param RedisBackend__op_finish_param_list[] = {
     {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisBackend__op_finish_params = {"_op_finish", 3, 3, 1, RedisBackend__op_finish_param_list, RedisBackend__op_finish_names};
-static PyObject *backend_close(PyObject *self, PyObject *unused);
-static PyObject *backend_ping(PyObject *self, PyObject *unused);
+static PyObject *backend_close(PyObject *self, PyObject *unused) {
+    return backend_call(self, 0);
+}
+static PyObject *backend_ping(PyObject *self, PyObject *unused) {
+    return backend_call(self, 1);
+}
 static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_admit(PyObject *self, PyObject *unused);
 static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -333,6 +337,19 @@ static int RedisRateLimiter_parse(PyTypeObject *type, PyObject *args, PyObject *
     "on_backend_error: 'raise' (BackendError), 'allow', 'deny' or 'local' (an\n" \
     "in-process limiter with local_share of the limit)."
 enum {
+    P_RedisRateLimiter_acquire_key = 0,
+    P_RedisRateLimiter_acquire_n = 1,
+    P_RedisRateLimiter_acquire_timeout = 2,
+    P_RedisRateLimiter_acquire__COUNT = 3
+};
+static const char *const RedisRateLimiter_acquire_names[] = {"key", "n", "timeout", NULL};
+static const prs_py_param RedisRateLimiter_acquire_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter_acquire_params = {"acquire", 3, 3, 1, RedisRateLimiter_acquire_param_list, RedisRateLimiter_acquire_names};
+enum {
     P_RedisRateLimiter_reset_key = 0,
     P_RedisRateLimiter_reset__COUNT = 1
 };
@@ -411,7 +428,14 @@ static PyObject *rl_check(PyObject *self, PyObject *const *args, Py_ssize_t narg
 static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, 1, args, nargs, kwnames);
 }
-static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    wait_args a = {0};
+    a.n = 1;
+    a.timeout_ns = PRS_NEVER;
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisRateLimiter_acquire_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return acquired(self, v[0], a.n, a.timeout_ns);
+}
 static PyObject *rl_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1];
     if (prs_py_parse_params(&RedisRateLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
@@ -424,12 +448,15 @@ static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t
 }
 static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     op_args a = {0};
+    a.n = 1;
     PyObject *v[4];
     if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, &a, v) < 0) return NULL;
-    return rl_call(self, "cpr"[a.kind], v[1], v[2] ? a.n : 1, is_none(v[3]) ? NULL : v[3], 1);
+    return rl_call(self, "cpr"[a.kind], v[1], a.n, is_none(v[3]) ? NULL : v[3], 1);
 }
 static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     wait_args a = {0};
+    a.n = 1;
+    a.timeout_ns = PRS_NEVER;
     PyObject *v[3];
     if (prs_py_parse_params(&RedisRateLimiter__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return fed_waiter(self, "Redis limiter", a.n, a.timeout_ns);
@@ -669,7 +696,7 @@ enum {
 };
 static const char *const RedisLimiterGroup_acquire_names[] = {"timeout", NULL};
 static const prs_py_param RedisLimiterGroup_acquire_param_list[] = {
-    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup_acquire_params = {"acquire", 1, 1, 0, RedisLimiterGroup_acquire_param_list, RedisLimiterGroup_acquire_names};
 enum {
@@ -696,12 +723,19 @@ static PyObject *group_check(PyObject *self, PyObject *unused) {
 static PyObject *group_allow(PyObject *self, PyObject *unused) {
     return group_call(self, NULL, GROUP_ALLOW);
 }
-static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    wait_args a = {0};
+    a.timeout_ns = PRS_NEVER;
+    PyObject *v[1];
+    if (prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return acquired(self, NULL, 1, a.timeout_ns);
+}
 static PyObject *group_check_at(PyObject *self, PyObject *arg) {
     return group_call(self, arg, GROUP_CHECK);
 }
 static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     wait_args a = {0};
+    a.timeout_ns = PRS_NEVER;
     PyObject *v[1];
     if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return fed_waiter(self, "Redis group", 1, a.timeout_ns);
