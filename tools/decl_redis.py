@@ -41,7 +41,7 @@ BACKEND = Type(
     free="prs_redis_backend *b = o->b; Py_BEGIN_ALLOW_THREADS prs_redis_backend_free(b); "
          "Py_END_ALLOW_THREADS",
     params=[
-        P("url", "STR", "str", "'redis://127.0.0.1:6379/0'"),
+        P("url", "STR", "str", "'redis://127.0.0.1:6379/0'", field="url"),
         P("connect_timeout", "DURATION", "float", "0.25", field="connect_timeout_ns",
           flags=("zero", "neg", "inf"), kw=True),
         P("timeout", "DURATION", "float", "0.25", field="timeout_ns", flags=("zero", "neg", "inf")),

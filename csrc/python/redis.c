@@ -131,20 +131,6 @@ static int never_admitted(PyObject *owner, const prs_decision *d, int64_t *max_n
     return PRS_ENEVER;
 }
 
-/* A str argument as UTF-8 without NUL (borrowed from `o`), else `*out` kept. */
-static int utf8_arg(PyObject *o, const char *param, const char **out) {
-    if (!o) return 0;
-    Py_ssize_t len;
-    const char *s = PyUnicode_AsUTF8AndSize(o, &len);
-    if (!s) return -1;
-    if ((size_t)len != strlen(s)) {
-        PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters, got %R", param, o);
-        return -1;
-    }
-    *out = s;
-    return 0;
-}
-
 /* Bytes of a str (UTF-8) or bytes argument: borrowed from `o`. */
 static int bytes_of(PyObject *o, const char *param, const char **p, Py_ssize_t *n) {
     if (PyBytes_Check(o)) {
@@ -183,9 +169,11 @@ static int backend_max_connections(PyObject *arg, void *config) {
 
 /* tp_new's last step (the declared one parses and checks cfg): the backend. */
 static int backend_build(backend_obj *o, prs_redis_config *cfg, PyObject *url) {
-    int rc = utf8_arg(url, "url", &cfg->url) < 0 ? -1 : prs_redis_backend_new(cfg, &o->b);
-    if (rc && !PyErr_Occurred()) redis_error(prs_py_state_of((PyObject *)o), rc); /* a bad URL: password hidden */
-    if (rc) return -1;
+    int rc = prs_redis_backend_new(cfg, &o->b);
+    if (rc) {
+        redis_error(prs_py_state_of((PyObject *)o), rc); /* a bad URL: the message hides the password */
+        return -1;
+    }
     o->url = url ? Py_NewRef(url) : PyUnicode_FromString(cfg->url);
     o->cfg = *cfg;
     o->cfg.url = NULL; /* the url object's */
@@ -326,7 +314,6 @@ static int rl_build(limiter_obj *o, prs_py_state *st, prs_redis_limiter_config *
         PyErr_Format(PyExc_ValueError, "%s %s", prs_redis_algorithm_name(cfg->algorithm), why.reason);
         return -1;
     }
-    if (utf8_arg(v[P_RedisRateLimiter_key_prefix], "key_prefix", &cfg->key_prefix) < 0) return -1;
     int rc = prs_redis_limiter_config_check(cfg, &why);
     const char *attr = !rc || !why.field ? NULL : !strcmp(why.field, "lease_batch") ? "batch"
                      : !strcmp(why.field, "lease_max_hold_ns") ? "max_hold" : NULL;

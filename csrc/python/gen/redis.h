@@ -15,7 +15,7 @@ enum {
 static const char *const RedisBackend_names[] = {"url", "connect_timeout", "timeout", "max_connections", NULL};
 static int backend_max_connections(PyObject *arg, void *config);
 static const prs_py_param RedisBackend_param_list[] = {
-    {"url", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"url", "url", PRS_PK_STR, 0, offsetof(prs_redis_config, url), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"connect_timeout", "connect_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, connect_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"timeout", "timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"max_connections", "max_connections", PRS_PK_CONVERT, 0, offsetof(prs_redis_config, max_connections), INT64_MIN, INT64_MAX, NULL, backend_max_connections, 0},
