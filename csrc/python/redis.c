@@ -50,7 +50,7 @@ typedef struct {
     prs_redis_limiter *l;
     PyObject *backend;    /* strong: the RedisBackend (keeps the C backend alive) */
     PyObject *algorithm, *key_prefix; /* str */
-    PyObject *limit, *window, *rate, *burst, *local_share, *lease; /* as given, or NULL */
+    PyObject *limit, *window, *rate, *burst, *local_share, *lease; /* as given, or None */
     int policy;           /* prs_redis_policy */
     int has_lease;
     PyObject *weakreflist;
@@ -230,40 +230,29 @@ static PyObject *reply_to_py(prs_py_state *st, const redisReply *r, PyObject *er
 }
 
 
-static PyObject *backend_command(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
-    backend_obj *self = (backend_obj *)op;
-    if (nargs < 1 || nargs > 64) {
-        PyErr_SetString(PyExc_TypeError, "_command() takes 1 to 64 str/bytes/int arguments");
-        return NULL;
-    }
+static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    prs_py_state *st = prs_py_state_of(self);
     const char *argv[64];
     size_t lens[64];
-    PyObject *tmp[64];
-    Py_ssize_t ntmp = 0;
-    PyObject *result = NULL;
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        PyObject *a = args[i];
-        if (PyLong_Check(a) && !PyBool_Check(a)) {
-            a = tmp[ntmp++] = PyObject_Str(a);
-            if (!a) goto done;
-        }
-        Py_ssize_t n;
-        if (bytes_of(a, "argument", &argv[i], &n) < 0) goto done;
-        lens[i] = (size_t)n;
+    if (nargs < 1 || nargs > 64)
+        return PyErr_Format(PyExc_TypeError, "_command() takes 1 to 64 str/bytes/int arguments");
+    PyObject *keep = PyTuple_New(nargs), *result = NULL; /* the arguments, an int as its str */
+    for (Py_ssize_t i = 0, n; keep && i < nargs; i++) {
+        PyObject *a = PyLong_Check(args[i]) && !PyBool_Check(args[i]) ? PyObject_Str(args[i]) : Py_NewRef(args[i]);
+        if (a) PyTuple_SET_ITEM(keep, i, a);
+        if (!a || bytes_of(a, "argument", &argv[i], &n) < 0) Py_CLEAR(keep);
+        else lens[i] = (size_t)n;
     }
-    {
-        prs_py_state *st = prs_py_state_of(op);
-        void *reply = NULL;
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = prs_redis_command_reply(self->b, (int)nargs, argv, lens, &reply);
-        Py_END_ALLOW_THREADS
-        if (rc) { redis_error(st, rc); goto done; }
-        result = reply_to_py(st, reply, NULL);
-        freeReplyObject(reply);
-    }
-done:
-    for (Py_ssize_t i = 0; i < ntmp; i++) Py_XDECREF(tmp[i]);
+    if (!keep) return NULL;
+    void *reply = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = prs_redis_command_reply(((backend_obj *)self)->b, (int)nargs, argv, lens, &reply);
+    Py_END_ALLOW_THREADS
+    if (rc) redis_error(st, rc);
+    else result = reply_to_py(st, reply, NULL);
+    freeReplyObject(reply);
+    Py_DECREF(keep);
     return result;
 }
 
