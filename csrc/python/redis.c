@@ -121,8 +121,8 @@ static PyObject *redis_error(prs_py_state *st, int rc) {
  * a limiter its limit, in *max_n (the wait words it); for a group,
  * ValueError (PRS_ENEVER) in the group's own words. */
 static int never_admitted(PyObject *owner, const prs_decision *d, int64_t *max_n) {
-    prs_py_state *st = prs_py_state_of(owner);
     if (d->allowed || d->retry_after_ns != PRS_NEVER) return PRS_OK;
+    prs_py_state *st = prs_py_state_of(owner);
     if (!PyObject_TypeCheck(owner, PRS_PY_TYPE(st, RedisLimiterGroup))) {
         *max_n = d->limit;
         return PRS_OK;
