@@ -88,6 +88,7 @@ BACKEND = Type(
           doc="Internal (asyncio transport): the op's next sends, (node, bytes, replies)\n"
               "each; () when it is complete."),
         M("_op_finish", config="transport_args", params=[P("op", "OBJECT", "Any")] + FAILURE, returns="Any",
+          expr="op_finish(self, v[0], transport_failure(&a, v[2]))",
           doc="Internal (asyncio transport): finish op with the replies put into it, or\n"
               "with a transport failure (status, message) that the failure policy decides.\n"
               "Returns what the blocking call returns (Decision, list of Decisions, None)."),

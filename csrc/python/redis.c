@@ -79,6 +79,7 @@ static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op);
 static PyObject *rl_release(PyObject *self, int as_op);
 static PyObject *op_result(prs_redis_op *op, PyObject *owner);
 static PyObject *backend_call(PyObject *self, int ping);
+static PyObject *op_finish(PyObject *self, PyObject *cap, int rc);
 static PyObject *acquired(PyObject *self, PyObject *key, int64_t n, int64_t timeout_ns);
 static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
                              int64_t *max_n);
@@ -357,6 +358,22 @@ static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     return 0;
 }
 
+/* What a call of an op's kind returns, from its decisions: a Decision (a
+ * group's names the member that denied), check_many's list of them, or
+ * None (reset, the leases' give-back). */
+static PyObject *op_value(prs_py_state *st, int kind, const prs_decision *d, size_t n, int denied) {
+    if (kind == 'g') return prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied);
+    if (kind == PRS_REDIS_OP_RESET || kind == 'h') return Py_NewRef(Py_None);
+    if (kind != 'm') return prs_py_decision_new(st, &d[0]);
+    PyObject *list = PyList_New((Py_ssize_t)n);
+    for (size_t i = 0; list && i < n; i++) {
+        PyObject *dec = prs_py_decision_new(st, &d[i]);
+        if (!dec) Py_CLEAR(list);
+        else PyList_SET_ITEM(list, (Py_ssize_t)i, dec);
+    }
+    return list;
+}
+
 /* acquire() of a limiter's key (a group's: key NULL): the binding's wait
  * steps, each a round trip, so it sleeps a step's whole delay (in slices,
  * checking signals) before deciding again (prs_py_wait_admitted re-decides
@@ -393,7 +410,7 @@ static PyObject *rl_call(PyObject *self, int kind, PyObject *key, int64_t n, PyO
     } else if (rl_decide(o, kind, k, (size_t)klen, n, now_us, &d)) {
         return NULL;
     }
-    return kind == PRS_REDIS_OP_RESET ? Py_NewRef(Py_None) : prs_py_decision_new(prs_py_state_of(self), &d);
+    return op_value(prs_py_state_of(self), kind, &d, 1, -1);
 }
 
 /* Room for n decisions and their statuses, one block (PyMem_Free(d)). */
@@ -402,17 +419,6 @@ static prs_decision *decisions_alloc(size_t n, int **status) {
     if (!d) PyErr_NoMemory();
     *status = d ? (int *)(d + (n ? n : 1)) : NULL;
     return d;
-}
-
-/* check_many's Decisions, a list. */
-static PyObject *decisions(prs_py_state *st, const prs_decision *d, size_t n) {
-    PyObject *list = PyList_New((Py_ssize_t)n);
-    for (size_t i = 0; list && i < n; i++) {
-        PyObject *dec = prs_py_decision_new(st, &d[i]);
-        if (!dec) Py_CLEAR(list);
-        else PyList_SET_ITEM(list, (Py_ssize_t)i, dec);
-    }
-    return list;
 }
 
 /* A group's members, (limiter, key[, n]) tuples (group), or check_many's
@@ -514,7 +520,7 @@ static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op) {
         Py_BEGIN_ALLOW_THREADS /* keep holds every key */
         rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
         Py_END_ALLOW_THREADS
-        if (!rc) result = decisions(st, ds, (size_t)count);
+        if (!rc) result = op_value(st, 'm', ds, (size_t)count, -1);
     }
     if (rc) redis_error(st, rc);
     PyMem_Free(ds);
@@ -592,7 +598,7 @@ static PyObject *group_call(PyObject *self, PyObject *now, int how) {
     }
     if (group_decide(o, now_us, &d, &denied)) return NULL;
     if (how == GROUP_ALLOW) return PyBool_FromLong(d.allowed);
-    return prs_py_decision_new_by(prs_py_state_of(self), &d, d.allowed ? -1 : denied);
+    return op_value(prs_py_state_of(self), 'g', &d, 1, denied);
 }
 
 /* The wait's decide step; ctx: the group. */
@@ -664,23 +670,17 @@ static int transport_failure(const transport_args *a, PyObject *message) {
     return status[a->status];
 }
 
-static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3];
-    transport_args a = {0, 0};
-    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, &a, v) < 0) return NULL;
-    prs_redis_op *op = op_of(v[0]);
-    if (!op) return NULL;
-    int rc = transport_failure(&a, v[2]);
-    prs_py_state *st = prs_py_state_of(self);
-    size_t n = prs_redis_op_decisions(op);
+/* _op_finish: op finished with the replies put into it, or with the
+ * transport's failure (rc), which the policy decides. */
+static PyObject *op_finish(PyObject *self, PyObject *cap, int rc) {
+    prs_redis_op *op = op_of(cap);
+    size_t n = op ? prs_redis_op_decisions(op) : 1;
     int *status, denied = -1;
-    prs_decision *d = decisions_alloc(n, &status);
+    prs_decision *d = op ? decisions_alloc(n, &status) : NULL;
     PyObject *result = NULL;
     if (!d) return NULL;
-    if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(st, rc);
-    else if (prs_redis_op_kind(op) == 'g') result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied);
-    else if (prs_redis_op_kind(op) == 'r' || prs_redis_op_kind(op) == 'h') result = Py_NewRef(Py_None);
-    else result = prs_redis_op_kind(op) == 'm' ? decisions(st, d, n) : prs_py_decision_new(st, &d[0]);
+    if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(prs_py_state_of(self), rc);
+    else result = op_value(prs_py_state_of(self), prs_redis_op_kind(op), d, n, denied);
     PyMem_Free(d);
     return result;
 }

@@ -127,7 +127,12 @@ static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
     return PyBytes_FromString(prs_redis_breaker_script(NULL));
 }
 static PyObject *backend_op_step(PyObject *self, PyObject *arg);
-static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    transport_args a = {0};
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return op_finish(self, v[0], transport_failure(&a, v[2]));
+}
 static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyMethodDef RedisBackend_methods[] = {
     {"close", backend_close, METH_NOARGS,
