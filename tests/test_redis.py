@@ -287,6 +287,14 @@ def test_bad_arguments_are_worded_from_the_core(backend: pr.RedisBackend) -> Non
         assert str(err.value) == message
 
 
+def test_str_arguments_with_nul_are_refused(backend: pr.RedisBackend) -> None:
+    # A declared str parameter filling a C string (the declared STR kind with a field).
+    with pytest.raises(ValueError, match="key_prefix must not contain NUL characters"):
+        pr.RedisRateLimiter(backend, rate=1, burst=1, key_prefix="a\0b")
+    with pytest.raises(ValueError, match="url must not contain NUL characters"):
+        pr.RedisBackend("redis://127.0.0.1:1/0\0x")
+
+
 def test_bad_call_arguments(backend: pr.RedisBackend) -> None:
     lim = pr.RedisRateLimiter(backend, rate=10, burst=10, key_prefix=prefix())
     with pytest.raises(TypeError, match="key"):

@@ -12,7 +12,8 @@ type. Kinds of parameters (csrc/python/prs_py.h, enum prs_py_kind):
   BOOL      int field: truth value
   ENUM      int field: index of the str in choices
   CLOCK, CALLABLE, STR, OBJECT: no field, checked (CALLABLE, STR) and handed
-            to the binding as the argument object
+            to the binding as the argument object; a STR's field, if any
+            (const char *), gets its UTF-8 (borrowed; NUL refused)
   CONVERT   convert=<C function>(arg, config): fills what it needs (PyArg "O&")
   N         int64 field, a request weight: a count >= 1, beyond int64 saturating
 Flags: "none" (None accepted, field left at its default), "none_inf" (None ->

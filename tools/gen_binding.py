@@ -432,6 +432,11 @@ def c_body(t, head, x):
         given = {"METH_O": "&arg, 1, NULL", "METH_FASTCALL": "args, nargs, NULL"}
         if x.config:  # no config: arguments without a field, read from v[P_<Type>_<m>_<p>]
             L.append("    %s a = {0};" % x.config)
+            for p in x.params:  # declared defaults of whole-number and timeout fields
+                if p.field and p.kind in ("N", "COUNT", "INT") and p.default not in (None, "None"):
+                    L.append("    a.%s = %s;" % (p.field, p.default))
+                elif p.field and p.kind == "TIMEOUT" and p.default == "None":
+                    L.append("    a.%s = PRS_NEVER;" % p.field)
         L += ["    PyObject *v[%d];" % len(x.params),
               "    if (prs_py_parse_params(&%s_%s_params, %s, %s, v) < 0) return NULL;"
               % (t.name, x.name, given.get(meth_flags(x), "args, nargs, kwnames"),

@@ -225,7 +225,8 @@ enum prs_py_kind {
     PRS_PK_ENUM,     /* int field: the index of the str in choices */
     PRS_PK_CLOCK,    /* no field: the binding passes it to prs_py_clock_init */
     PRS_PK_CALLABLE, /* no field: a callable */
-    PRS_PK_STR,      /* no field: a str */
+    PRS_PK_STR,      /* a str; a field (const char *) gets its UTF-8, borrowed from the
+                        argument (NUL refused) */
     PRS_PK_OBJECT,   /* no field: anything; the binding converts it */
     PRS_PK_CONVERT,  /* convert(arg, config) fills what it needs (like PyArg "O&") */
     PRS_PK_N         /* int64_t field: a request weight (prs_py_parse_n); never None */
