@@ -15,6 +15,7 @@ type. Kinds of parameters (csrc/python/prs_py.h, enum prs_py_kind):
             to the binding as the argument object
   CONVERT   convert=<C function>(arg, config): fills what it needs (PyArg "O&")
   N         int64 field, a request weight: a count >= 1, beyond int64 saturating
+  BYTES     prs_py_bytes field: a bytes object's buffer and length (for the call)
 Flags: "none" (None accepted, field left at its default), "none_inf" (None ->
 +inf / NEVER).
 """
