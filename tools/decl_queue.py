@@ -21,6 +21,8 @@ RING_QUEUE = Type(
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     slots={"len": None}, offsets={"weaklist": "weakreflist"}, refs=["on_high", "on_low"],
     free="prs_ring_free(o->core); /* no waiter is queued: each holds this object */",
+    keep={"on_high": "on_high_watermark", "on_low": "on_low_watermark"},
+    build="rc = q_build(o, &cfg, v);",
     params=[
         at(P("max_size", "COUNT", "Optional[int]", "0", field="capacity", flags=("none",)),
            "given"),
@@ -65,7 +67,7 @@ RING_QUEUE = Type(
         M("get_nowait", returns="Any", expr="Q_CALL(GET, NULL, 0, NULL)",
           doc="get(block=False): QueueEmptyError (a queue.Empty and an\n"
               "asyncio.QueueEmpty) when empty."),
-        M("task_done",
+        M("task_done", expr='q_op(self, prs_ring_task_done, "task_done() called too many times")',
           doc="Mark one item taken from the queue as processed (queue.Queue.task_done):\n"
               "join() returns once every item put has been marked. ValueError when\n"
               "called more times than items were put. An evicted item (DROP_OLDEST)\n"
@@ -78,7 +80,7 @@ RING_QUEUE = Type(
           doc="Internal (asyncio form of join): True now, or a queued waiter."),
         M("_finish_join", "waiter: _AsyncWaiter, /", "bool", expr=FINISH, flags="METH_FASTCALL",
           doc="Internal: settle a joiner waiter."),
-        M("close",
+        M("close", expr="q_op(self, prs_ring_close, NULL)",
           doc="Close the queue: later puts raise QueueClosedError; getters drain what is\n"
               "left, then raise QueueClosedError. Blocked producers (their items are\n"
               "dropped) and consumers wake at once. Idempotent."),
@@ -99,6 +101,7 @@ RING_QUEUE = Type(
         M("_finish_put", WAITER, "bool", expr=FINISH, doc="Internal: settle a producer waiter."),
         M("_finish_get", WAITER, "Any", expr=FINISH, doc="Internal: settle a consumer waiter."),
         M("_after_fork_child",
+          expr='q_op(self, prs_ring_after_fork_child, "cannot re-create the queue\'s lock after fork")',
           doc="Internal: call in a child process right after fork, with one thread\n"
               "running (pyresilience.queues' os.register_at_fork hook does): a new lock;\n"
               "an item handed to a parent's thread goes back to the front, the parent's\n"

@@ -90,7 +90,9 @@ static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
 static PyObject *q_get_nowait(PyObject *self, PyObject *unused) {
     return Q_CALL(GET, NULL, 0, NULL);
 }
-static PyObject *q_task_done(PyObject *self, PyObject *unused);
+static PyObject *q_task_done(PyObject *self, PyObject *unused) {
+    return q_op(self, prs_ring_task_done, "task_done() called too many times");
+}
 static PyObject *q_join(PyObject *self, PyObject *unused) {
     return Q_CALL(JOIN, NULL, PRS_NEVER, NULL);
 }
@@ -100,7 +102,9 @@ static PyObject *q_join_async(PyObject *self, PyObject *arg) {
 static PyObject *q_finish_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return prs_py_cond_finish(self, args, nargs);
 }
-static PyObject *q_close(PyObject *self, PyObject *unused);
+static PyObject *q_close(PyObject *self, PyObject *unused) {
+    return q_op(self, prs_ring_close, NULL);
+}
 static PyObject *q_qsize(PyObject *self, PyObject *unused) {
     q_obj *o = (q_obj *)self;
     return PyLong_FromLongLong(prs_ring_size(o->core));
@@ -128,7 +132,9 @@ static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return prs_py_cond_finish(self, args, nargs);
 }
-static PyObject *q_after_fork_child(PyObject *self, PyObject *unused);
+static PyObject *q_after_fork_child(PyObject *self, PyObject *unused) {
+    return q_op(self, prs_ring_after_fork_child, "cannot re-create the queue's lock after fork");
+}
 static PyObject *q_stats(PyObject *self, PyObject *unused);
 static PyMethodDef RingQueue_methods[] = {
     {"put", (PyCFunction)(void (*)(void))q_put, METH_FASTCALL | METH_KEYWORDS,
@@ -342,6 +348,21 @@ static void q_dealloc(PyObject *self) {
     prs_ring_free(o->core); /* no waiter is queued: each holds this object */
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RingQueue__COUNT];
+    q_args cfg;
+    if (RingQueue_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    q_obj *o = (q_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->on_high = Py_NewRef(v[P_RingQueue_on_high_watermark] ? v[P_RingQueue_on_high_watermark] : Py_None);
+    o->on_low = Py_NewRef(v[P_RingQueue_on_low_watermark] ? v[P_RingQueue_on_low_watermark] : Py_None);
+    if (!rc) rc = q_build(o, &cfg, v);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int queue_add_types(PyObject *m, prs_py_state *st) {
