@@ -364,12 +364,13 @@ RETRY_BUDGET = Type(
     methods=[
         M("deposit", call="prs_retry_budget_deposit(o->core, now)", now="&o->clock",
           doc="Record a first attempt (a new request). Retry wrappers do this for you."),
-        M("withdraw", returns="bool",
+        M("withdraw", returns="bool", expr="withdraw_at(o, now)", now="&o->clock",
           doc="Ask for one retry: True (counted) while retries in the window stay within\n"
               "ratio x first attempts + min_retries_per_second x window, else False (counted\n"
               "as denied). Retry wrappers call it before each retry and give up on False."),
         M("reset", call="prs_retry_budget_reset(o->core)", doc="Empty the window and zero the metrics."),
-        M("_metrics", returns="tuple[int, int, int, int, int, float]",
+        M("_metrics", returns="tuple[int, int, int, int, int, float]", now="&o->clock",
+          expr="metrics_at(o, now)",
           doc="(attempts, retries_allowed, retries_denied, window_attempts, window_retries, "
               "available):\n"
               "lifetime counts of first attempts and of retries allowed and denied, the window's\n"
@@ -394,7 +395,10 @@ RETRY_COUNTS = Type(
         "threads, no lock): RetryCall adds its first-try successes in C, the Python\n"
         "loop the rest. Index i of `values` is pyresilience.retry's _COUNTERS[i].",
     methods=[
-        M("add", "i: int, n: int, /", doc="Add n (>= 0) to counter i."),
+        M("add", params=[P("i", "INT", "int", field="i", lo=0, hi="PRS_PY_RETRY_COUNTS - 1"),
+                         P("n", "INT", "int", field="n", lo=0, posonly=True)],
+          config="retry_args", call="prs__counters_add(o->core, (size_t)a.i, (uint64_t)a.n)",
+          doc="Add n (>= 0) to counter i."),
     ],
     props=[
         Prop("values", "tuple[int, ...]", "Every counter now, in index order.",
@@ -475,8 +479,10 @@ STATE = ["DeadlineVar"]
 # and module functions.
 MODULE = ["clock", "decision", "limiters", "keyed", "breaker", "retry", "wait", "bulkhead",
           "queue", "redis", "deadline", "policy", "shm", "kv"]
-SETUP = {"clock": None, "decision": None, "wait": None}
-CONSTANTS = {}
+SETUP = {"clock": None, "decision": None, "wait": None, "retry": None}
+CONSTANTS = {"retry": [(v, "PRS_" + v) for v in (
+    "RETRY_SLEEP", "RETRY_GIVE_UP_ATTEMPTS", "RETRY_GIVE_UP_DEADLINE", "RETRY_GIVE_UP_RETRY_AFTER",
+    "RETRY_GIVE_UP_RETRY_AFTER_LIMIT")]}
 
 # Parameter tables used by no one method, by binding file: {cfile: {name:
 # (config struct, [(fname, [P])...])}} -> the array `name` of prs_py_params.

@@ -577,8 +577,9 @@ def gen_header(cfile, types, funcs):
             L.append("    if (%s(m, st) < 0) return -1;" % D.SETUP[cfile])
     else:
         L.append("static int %s_add_types(PyObject *m, prs_py_state *st) {" % cfile)
-    for name in D.CONSTANTS.get(cfile, []):
-        L.append('    if (PyModule_AddIntConstant(m, "%s", %s) < 0) return -1;' % (name, name))
+    for name in D.CONSTANTS.get(cfile, []):  # a name, or (Python name, C expression)
+        name, value = name if isinstance(name, tuple) else (name, name)
+        L.append('    if (PyModule_AddIntConstant(m, "%s", %s) < 0) return -1;' % (name, value))
     for t in types:
         if t.obj and not t.base:
             L.append("    if (prs_py_add_type(m, st, PRS_SLOT_%s, &%s_spec, NULL) < 0) return -1;"
