@@ -143,7 +143,21 @@ def test_module_functions_are_declared():
         for f in funcs:
             fn = getattr(_core, f.name)
             assert fn.__doc__ == f.doc
-            assert str(inspect.signature(fn)) == "(%s)" % gen.strip_types(f.sig)
+            assert str(inspect.signature(fn)) == "(%s)" % gen.method_sig(f, False)
+
+
+def test_module_functions_parse_their_declared_params():
+    """A module function declared with params (gen_binding's c_func): the
+    generic parser names the argument and its value."""
+    with pytest.raises(ValueError, match=r"^ns must be >= 0, got -1$"):
+        _core._timeout_enter(-1)
+    with pytest.raises(TypeError, match=r"^ns must be an int, not float: 1.5$"):
+        _core.retry_sleep(None, 1.5)
+    with pytest.raises(TypeError, match="missing required argument 'ns'"):
+        _core.retry_sleep(None)
+    clock = _core.ManualClock()
+    assert _core.retry_sleep(clock, 5) is None and _core.retry_now_ns(clock) == 5
+    assert _core.deadline_remaining() is None and _core._deadline_ns() is None
 
 
 def test_positional_only():

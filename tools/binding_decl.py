@@ -46,7 +46,8 @@ class M:
     method may be a C statement `call` (returning None) or expression `expr`
     over `o` (and `now`), as Prop's, and `a`, its declared params parsed into
     a zeroed `config`: the header defines it. So is a slot __call__ with an
-    `expr`: a call without arguments (a clock's now())."""
+    `expr`: a call without arguments (a clock's now()), and a module function
+    with an `expr` or `call` (over `st`, the module state, instead of `o`)."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,
                  flags=None, slot=False, rate=False, expr=None, call=None, now=None):
@@ -492,8 +493,11 @@ PARAM_TABLES = {}
 FUNCTIONS = {
     "retry": [
         M("retry_now_ns", "clock: ClockArg, /", "int", c="mod_retry_now_ns",
+          expr="clock_use(st, arg, -1)",
           doc="The time of `clock` (None: monotonic) in integer nanoseconds."),
-        M("retry_sleep", "clock: ClockArg, ns: int, /", c="mod_retry_sleep",
+        M("retry_sleep", params=[P("clock", "CLOCK", "ClockArg"),
+                                 P("ns", "INT", "int", field="n", lo=0, posonly=True)],
+          config="retry_args", c="mod_retry_sleep", expr="clock_use(st, v[0], a.n)",
           doc="Sleep `ns` nanoseconds for a retry: advances a ManualClock at once; otherwise "
               "sleeps\nwith the GIL released, interruptible by signals (Ctrl-C)."),
     ],

@@ -35,13 +35,14 @@ CONSTANTS = {"policy": ["STEP_APPLY", "STEP_LIMIT", "STEP_BULKHEAD", "STEP_TIMEO
 
 FUNCTIONS = {
     "deadline": [
-        M("deadline_remaining", returns="Optional[float]",
+        M("deadline_remaining", returns="Optional[float]", expr="deadline_get(st, 1)",
           doc="Seconds left before the deadline of the current policy call (0.0 once it has\n"
               "passed), or None when no Timeout of a Policy is in effect."),
-        M("_deadline_ns", returns="Optional[int]", c="deadline_ns",
+        M("_deadline_ns", returns="Optional[int]", c="deadline_ns", expr="deadline_get(st, 0)",
           doc="The absolute deadline in effect (CLOCK_MONOTONIC ns), or None."),
-        M("_timeout_enter", "ns: int, /", "Optional[Tuple[contextvars.Token[int], float]]",
-          c="timeout_enter",
+        M("_timeout_enter", returns="Optional[Tuple[contextvars.Token[int], float]]",
+          params=[P("ns", "INT", "int", field="ns", lo=0, posonly=True)], config="timeout_args",
+          c="timeout_enter", expr="timeout_enter_ns(st, a.ns)",
           doc="The async Timeout's entry: the deadline in effect inside (ns from now, or a\n"
               "sooner outer one) set in DEADLINE; (token, seconds left), or None when it has passed."),
     ],

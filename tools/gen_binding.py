@@ -443,6 +443,21 @@ def c_body(t, head, x):
     return L + ["    %s;" % x.call, "    Py_RETURN_NONE;", "}"]
 
 
+class _Module:
+    """What c_body reads of a type, for a module function of binding file `cfile`."""
+    def __init__(self, cfile):
+        self.name, self.obj = cfile, None
+
+
+def c_func(cfile, f, proto):
+    """A module function declared as an expression or statement (as a method's:
+    its declared params parsed into `a` and `v`) over `st`, the module state."""
+    L = c_body(_Module(cfile), proto.replace(";", " {"), f)
+    if re.search(r"\bst\b", " ".join(filter(None, (f.expr, f.call)))):
+        L.insert(1, "    prs_py_state *st = PyModule_GetState(module);")
+    return L
+
+
 def c_rate_method(t, m):
     """A rate method's C function: prs_py_rate_method over the type's target."""
     kind = "PRS_PY_" + m.name.lstrip("_").upper()
@@ -558,8 +573,10 @@ def gen_header(cfile, types, funcs):
         L.append("")
     if funcs:
         for f in funcs:
-            L.append(PROTO[meth_flags(f)].replace("PyObject *self", "PyObject *module")
-                     % f.cname(""))
+            proto = PROTO[meth_flags(f)].replace("PyObject *self", "PyObject *module") % f.cname("")
+            if f.params is not None:
+                L += c_params("%s_%s" % (cfile, f.name), f.name, f.params, f.config)
+            L += c_func(cfile, f, proto) if f.expr or f.call else [proto]
         L.append("static PyMethodDef %s_functions[] = {" % cfile)
         for f in funcs:
             doc = text_signature(f.name, method_sig(f, False), None) + "\n--\n\n" + f.doc

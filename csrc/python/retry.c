@@ -92,6 +92,7 @@ static PyObject *next_step(policy_obj *o, const retry_args *a) {
 }
 
 static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+static PyObject *clock_use(prs_py_state *st, PyObject *clock, int64_t ns);
 static PyObject *counts_values(counts_obj *o) {
     PyObject *t = PyTuple_New(PRS_PY_RETRY_COUNTS);
     for (Py_ssize_t i = 0; t && i < PRS_PY_RETRY_COUNTS; i++) {
@@ -247,33 +248,17 @@ static PyObject *call_repr(PyObject *self) {
 /* Clock helpers for the Python loop                                        */
 /* ======================================================================== */
 
-static PyObject *mod_retry_now_ns(PyObject *m, PyObject *arg) {
-    prs_py_state *st = PyModule_GetState(m);
-    prs_py_clock c;
-    if (prs_py_clock_init(st, arg, &c) < 0) return NULL;
-    int64_t now;
-    int rc = prs_py_clock_now(&c, &now);
-    prs_py_clock_clear(&c);
-    if (rc < 0) return NULL;
-    return PyLong_FromLongLong(now);
-}
-
-/* retry_sleep(clock, ns): a ManualClock is advanced by ns at once; any other
- * clock sleeps ns of real (monotonic) time, the one clock sleep of the
- * binding (prs_py_clock_sleep: the GIL released in slices of <= 50 ms,
- * signal handlers run between slices). */
-static PyObject *mod_retry_sleep(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "retry_sleep() takes clock and ns");
-        return NULL;
-    }
-    int64_t ns;
+/* retry_now_ns(clock) (ns < 0): the clock's time; retry_sleep(clock, ns): a
+ * ManualClock is advanced by ns at once, any other clock sleeps ns of real
+ * (monotonic) time, the one clock sleep of the binding (prs_py_clock_sleep:
+ * the GIL released in slices of <= 50 ms, signal handlers run between
+ * slices). */
+static PyObject *clock_use(prs_py_state *st, PyObject *clock, int64_t ns) {
     prs_py_clock c, mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-    if (prs_py_parse_int(args[1], "ns", 0, INT64_MAX, &ns) < 0 ||
-        prs_py_clock_init(PyModule_GetState(m), args[0], &c) < 0)
-        return NULL;
-    int rc = prs_py_clock_sleep(c.kind == PRS_CLOCK_MANUAL ? &c : &mono, ns);
+    int64_t now = 0;
+    if (prs_py_clock_init(st, clock, &c) < 0) return NULL;
+    int rc = ns < 0 ? prs_py_clock_now(&c, &now) : prs_py_clock_sleep(c.kind == PRS_CLOCK_MANUAL ? &c : &mono, ns);
     prs_py_clock_clear(&c);
     if (rc < 0) return NULL;
-    Py_RETURN_NONE;
+    return ns < 0 ? PyLong_FromLongLong(now) : Py_NewRef(Py_None);
 }

@@ -670,8 +670,28 @@ static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 
-static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg);
-static PyObject *mod_retry_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg) {
+    prs_py_state *st = PyModule_GetState(module);
+    return clock_use(st, arg, -1);
+}
+enum {
+    P_retry_retry_sleep_clock = 0,
+    P_retry_retry_sleep_ns = 1,
+    P_retry_retry_sleep__COUNT = 2
+};
+static const char *const retry_retry_sleep_names[] = {"clock", "ns", NULL};
+static const prs_py_param retry_retry_sleep_param_list[] = {
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"ns", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params retry_retry_sleep_params = {"retry_sleep", 2, 2, 2, retry_retry_sleep_param_list, retry_retry_sleep_names};
+static PyObject *mod_retry_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    prs_py_state *st = PyModule_GetState(module);
+    retry_args a = {0};
+    PyObject *v[2];
+    if (prs_py_parse_params(&retry_retry_sleep_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    return clock_use(st, v[0], a.n);
+}
 static PyMethodDef retry_functions[] = {
     {"retry_now_ns", mod_retry_now_ns, METH_O,
      "retry_now_ns(clock, /)\n"
