@@ -394,6 +394,10 @@ def c_new(t):
     n = "P_%s__COUNT" % t.name
     L = ["static PyObject *%s_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {" % t.prefix,
          "    prs_py_state *st;", "    PyObject *v[%s];" % (n if t.params else "1")]
+    if t.params and t.params[-1].posonly and not t.params[-1].kw:  # all positional-only
+        L += ["    if (kwds && PyDict_GET_SIZE(kwds))",
+              '        return PyErr_Format(PyExc_TypeError, "%s() takes positional arguments only");'
+              % t.name]
     if t.init:
         L += ["    %s cfg;" % t.config,
               "    if (%s_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;" % t.name]
