@@ -45,13 +45,15 @@ class M:
     header defines over the type's `rate` target (prs_py_rate_method). A
     method may be a C statement `call` (returning None) or expression `expr`
     over `o` (and `now`), as Prop's, and `a`, its declared params parsed into
-    a zeroed `config`: the header defines it. So is a slot __call__ with an
-    `expr`: a call without arguments (a clock's now()), and a module function
-    with an `expr` or `call` (over `st`, the module state, instead of `o`)."""
+    a `config` zeroed, or set by `init` (a C initializer over `o`): the header
+    defines it (a call giving just the required OBJECT arguments skips the
+    parser). So is a slot __call__ with an `expr`: a call without arguments (a
+    clock's now()), and a module function with an `expr` or `call` (over
+    `st`, the module state, instead of `o`)."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,
-                 flags=None, slot=False, rate=False, expr=None, call=None, now=None):
-        self.name, self.sig, self.returns, self.doc = name, sig, returns, doc
+                 flags=None, slot=False, rate=False, expr=None, call=None, now=None, init=None):
+        self.name, self.sig, self.returns, self.doc, self.init = name, sig, returns, doc, init
         self.rate, self.expr, self.call, self.now = rate, expr, call, now
         self.params, self.config, self.c, self.flags, self.slot = params, config, c, flags, slot
 

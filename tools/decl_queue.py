@@ -41,7 +41,8 @@ RING_QUEUE = Type(
     doc="A bounded FIFO on a C ring with a backpressure strategy: the C core of\n"
         "pyresilience.BoundedQueue and pyresilience.BackpressureQueue.",
     methods=[
-        M("put", returns="bool", config="q_wait_args",
+        M("put", returns="bool", config="q_wait_args", init="{1, o->block_timeout_ns}",
+          expr="Q_CALL(PUT, v[0], a.block ? a.timeout_ns : 0, NULL)",
           params=[P("item", "OBJECT", "Any"), BLOCK,
                   P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns",
                     flags=("none",))],
@@ -56,7 +57,8 @@ RING_QUEUE = Type(
         M("put_nowait", "item: Any, /", "bool", expr="Q_CALL(PUT, arg, 0, NULL)",
           doc="put(item, block=False): a full BLOCK queue raises QueueFullError (a\n"
               "queue.Full and an asyncio.QueueFull; the item is counted dropped)."),
-        M("get", returns="Any", config="q_wait_args",
+        M("get", returns="Any", config="q_wait_args", init="{1, PRS_NEVER}",
+          expr="Q_CALL(GET, NULL, a.block ? a.timeout_ns : 0, NULL)",
           params=[BLOCK, P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           doc="Remove and return the oldest item (queue.Queue.get), waiting up to\n"
               "`timeout` seconds (None: no limit; block=False: not at all) for one:\n"

@@ -430,16 +430,28 @@ def c_body(t, head, x):
     """A function over the object `o` (and the clock read once into `now`)
     returning x.expr, or None after x.call."""
     L = [head]
-    if re.search(r"\bo\b", " ".join(filter(None, (x.expr, getattr(x, "call", None), x.now)))):
+    init = getattr(x, "init", None)  # M.init: the C initializer of `a` (the defaults)
+    if re.search(r"\bo\b", " ".join(filter(None, (x.expr, getattr(x, "call", None), x.now, init)))):
         L.append("    %s *o = (%s *)self;" % (t.obj, t.obj))
     if getattr(x, "params", None):  # a method's declared arguments, parsed into `a`
+        fl = meth_flags(x)
         given = {"METH_O": "&arg, 1, NULL", "METH_FASTCALL": "args, nargs, NULL"}
         if x.config:  # no config: arguments without a field, read from v[P_<Type>_<m>_<p>]
-            L.append("    %s a = {0};" % x.config)
-        L += ["    PyObject *v[%d];" % len(x.params),
-              "    if (prs_py_parse_params(&%s_%s_params, %s, %s, v) < 0) return NULL;"
-              % (t.name, x.name, given.get(meth_flags(x), "args, nargs, kwnames"),
-                 "&a" if x.config else "NULL")]
+            L.append("    %s a = %s;" % (x.config, init or "{0}"))
+        parse = "prs_py_parse_params(&%s_%s_params, %s, %s, v) < 0" % (
+            t.name, x.name, given.get(fl, "args, nargs, kwnames"), "&a" if x.config else "NULL")
+        req = [p for p in x.params if p.default is None]
+        if fl == "METH_O" or any(p.kind != "OBJECT" or getattr(p, "alias_of", None) for p in req) \
+                or any(getattr(p, "alias_of", None) for p in x.params):
+            L += ["    PyObject *v[%d];" % len(x.params), "    if (%s) return NULL;" % parse]
+        else:  # a call with just its required objects, as is: the parser would only hand them over
+            plain = "nargs == %d%s" % (len(req), " && !kwnames" if "KEYWORDS" in fl else "")
+            L.append("    PyObject *v[%d] = {NULL};" % len(x.params))
+            if req:
+                L += ["    if (%s) {" % plain] + ["        v[%d] = args[%d];" % (i, i) for i in range(len(req))]
+                L += ["    } else if (%s) {" % parse, "        return NULL;", "    }"]
+            else:
+                L.append("    if ((nargs%s) && %s) return NULL;" % (" || kwnames" if "KEYWORDS" in fl else "", parse))
     if x.now:
         L += ["    int64_t now;", "    if (prs_py_clock_now(%s, &now) < 0) return NULL;" % x.now]
     if x.expr:

@@ -232,23 +232,6 @@ static const prs_py_cond_ops q_ops = {q_call, q_wait, q_settle, q_result};
 
 /* ---- put, get, join: sync and asyncio (driven by pyresilience/queues.py) -- */
 
-/* put(item, block=True, timeout=None): timeout None is block_timeout. */
-static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    q_wait_args a = {1, SELF->block_timeout_ns};
-    PyObject *v[P_RingQueue_put__COUNT] = {NULL};
-    if ((nargs != 1 || kwnames) && prs_py_parse_params(&RingQueue_put_params, args, nargs, kwnames, &a, v) < 0)
-        return NULL;
-    return Q_CALL(PUT, v[P_RingQueue_put_item] ? v[P_RingQueue_put_item] : args[0], a.block ? a.timeout_ns : 0, NULL);
-}
-
-static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    q_wait_args a = {1, PRS_NEVER};
-    PyObject *v[P_RingQueue_get__COUNT];
-    if ((nargs || kwnames) && prs_py_parse_params(&RingQueue_get_params, args, nargs, kwnames, &a, v) < 0)
-        return NULL;
-    return Q_CALL(GET, NULL, a.block ? a.timeout_ns : 0, NULL);
-}
-
 /* task_done, close, _after_fork_child: one core call over the ring, what it
  * left to do, then None or its refusal (PRS_EINVAL: ValueError(refusal)).
  * After fork (in the child, pyresilience.queues' at-fork hook): a new lock;

@@ -82,11 +82,26 @@ static const prs_py_param RingQueue__put_async_param_list[] = {
     {"get_running_loop", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RingQueue__put_async_params = {"_put_async", 2, 2, 2, RingQueue__put_async_param_list, RingQueue__put_async_names};
-static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    q_obj *o = (q_obj *)self;
+    q_wait_args a = {1, o->block_timeout_ns};
+    PyObject *v[3] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RingQueue_put_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return Q_CALL(PUT, v[0], a.block ? a.timeout_ns : 0, NULL);
+}
 static PyObject *q_put_nowait(PyObject *self, PyObject *arg) {
     return Q_CALL(PUT, arg, 0, NULL);
 }
-static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    q_wait_args a = {1, PRS_NEVER};
+    PyObject *v[2] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RingQueue_get_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return Q_CALL(GET, NULL, a.block ? a.timeout_ns : 0, NULL);
+}
 static PyObject *q_get_nowait(PyObject *self, PyObject *unused) {
     return Q_CALL(GET, NULL, 0, NULL);
 }
@@ -119,8 +134,13 @@ static PyObject *q_full(PyObject *self, PyObject *unused) {
 }
 static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     q_obj *o = (q_obj *)self;
-    PyObject *v[2];
-    if (prs_py_parse_params(&RingQueue__put_async_params, args, nargs, NULL, NULL, v) < 0) return NULL;
+    PyObject *v[2] = {NULL};
+    if (nargs == 2) {
+        v[0] = args[0];
+        v[1] = args[1];
+    } else if (prs_py_parse_params(&RingQueue__put_async_params, args, nargs, NULL, NULL, v) < 0) {
+        return NULL;
+    }
     return Q_CALL(PUT, v[0], o->block_timeout_ns, v[1]);
 }
 static PyObject *q_get_async(PyObject *self, PyObject *arg) {

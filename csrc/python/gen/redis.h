@@ -410,8 +410,12 @@ static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t
 static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     wait_args a = {0};
-    PyObject *v[3];
-    if (prs_py_parse_params(&RedisRateLimiter__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    PyObject *v[3] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter__async_waiter_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
     return fed_waiter(self, "Redis limiter", a.n, a.timeout_ns);
 }
 static PyObject *rl_op_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -644,8 +648,8 @@ static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t
 static PyObject *group_check_at(PyObject *self, PyObject *arg);
 static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     wait_args a = {0};
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return fed_waiter(self, "Redis group", 1, a.timeout_ns);
 }
 static PyObject *group_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
