@@ -48,7 +48,7 @@ class M:
     a `config` zeroed, or set by `init` (a C initializer over `o`): the header
     defines it (a call giving just the required OBJECT arguments skips the
     parser). So is a slot __call__ with an `expr`: a call without arguments (a
-    clock's now()), and a module function with an `expr` or `call` (over
+    clock's now()), a slot __len__ with an `expr` (a size), and a module function with an `expr` or `call` (over
     `st`, the module state, instead of `o`)."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,

@@ -67,7 +67,7 @@ SHARED_KV = Type(
         M("clear", c="kv_clear_all", call="prs_shm_kv_clear(o->kv)", doc="Delete every record."),
         M("check", returns="bool", expr="PyBool_FromLong(prs_shm_kv_check(o->kv) == PRS_OK)",
           doc="True when the area's invariants hold (records, index, free list)."),
-        M("__len__", returns="int", slot=True),
+        M("__len__", returns="int", slot=True, expr="prs_shm_kv_count(o->kv)"),
     ],
     props=[
         Prop("name", "str", "The area's entry name.", member="name"),

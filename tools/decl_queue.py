@@ -92,7 +92,7 @@ RING_QUEUE = Type(
           doc="True when no item is queued."),
         M("full", returns="bool", expr="PyBool_FromLong(prs_ring_is_full(o->core))",
           doc="True when qsize() == max_size."),
-        M("__len__", returns="int", slot=True),
+        M("__len__", returns="int", slot=True, expr="prs_ring_size(o->core)"),
         M("_put_async", returns="Union[bool, _AsyncWaiter]",
           params=[P("item", "OBJECT", "Any"),
                   P("get_running_loop", "OBJECT", "Callable[[], Any]", posonly=True)],
@@ -147,3 +147,6 @@ RING_QUEUE.drop = "if (o->core) prs_ring_drain(o->core, decref_item, NULL);"
 
 
 TYPES = [RING_QUEUE]
+
+# queue.c registers through the generated prs_py_register_queue (its type only).
+SETUP = {"queue": None}

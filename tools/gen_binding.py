@@ -570,6 +570,10 @@ def gen_header(cfile, types, funcs):
             L += c_life(t)
         if t.build is not None:
             L += c_new(t)
+        for m in t.methods:  # a __len__ declared as an expression over `o`
+            if m.slot and m.name == "__len__" and m.expr:
+                L += ["static Py_ssize_t %s(PyObject *self) {" % (t.slots.get("len") or t.prefix + "_len"),
+                      "    %s *o = (%s *)self;" % (t.obj, t.obj), "    return (Py_ssize_t)(%s);" % m.expr, "}"]
         for m in t.methods:  # a __call__ taking no arguments, declared as an expression
             if m.slot and m.name == "__call__" and m.expr:
                 L += ["static PyObject *%s(PyObject *self, PyObject *args, PyObject *kwds) {"

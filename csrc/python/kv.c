@@ -160,6 +160,3 @@ static PyObject *wait_slice(kv_obj *o, const kv_call *a) {
     if (PyErr_CheckSignals() < 0) return NULL;
     Py_RETURN_NONE;
 }
-
-static Py_ssize_t kv_len(PyObject *self) { return (Py_ssize_t)prs_shm_kv_count(((kv_obj *)self)->kv); }
-

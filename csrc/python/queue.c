@@ -249,10 +249,6 @@ static PyObject *q_op(PyObject *self, int (*op)(prs_ring *, prs_ring_result *), 
 
 /* ---- the rest ------------------------------------------------------------ */
 
-static Py_ssize_t q_len(PyObject *self) {
-    return (Py_ssize_t)prs_ring_size(SELF->core);
-}
-
 static PyObject *q_stats(PyObject *self, PyObject *unused) {
     prs_ring_stats s = q_stats_of(SELF);
     return Py_BuildValue("(LLLLLLLLLiiL)", (long long)s.received, (long long)s.processed, (long long)s.dropped,
@@ -288,8 +284,4 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
     if (rc) { raise_exc(self, rc, NULL); return -1; }
     after(self, &res);
     return 0;
-}
-
-int prs_py_register_queue(PyObject *m, prs_py_state *st) {
-    return queue_add_types(m, st);
 }

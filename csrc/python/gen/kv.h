@@ -328,6 +328,10 @@ static PyObject *kv_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     Py_DECREF(o);
     return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
+static Py_ssize_t kv_len(PyObject *self) {
+    kv_obj *o = (kv_obj *)self;
+    return (Py_ssize_t)(prs_shm_kv_count(o->kv));
+}
 
 int prs_py_register_kv(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_SharedKV, &SharedKV_spec, NULL) < 0) return -1;

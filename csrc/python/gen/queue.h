@@ -384,8 +384,12 @@ static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     Py_DECREF(o);
     return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
+static Py_ssize_t q_len(PyObject *self) {
+    q_obj *o = (q_obj *)self;
+    return (Py_ssize_t)(prs_ring_size(o->core));
+}
 
-static int queue_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_queue(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_RingQueue, &RingQueue_spec, NULL) < 0) return -1;
     return 0;
 }
