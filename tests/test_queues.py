@@ -1275,3 +1275,20 @@ def test_typing_example_passes_mypy_strict():
     finally:
         bad.unlink()
     assert r.returncode == 1 and r.stdout.count("error:") == 2, r.stdout
+
+
+def test_ring_queue_constructor_checks_and_core_calls():
+    """RingQueue's declared tp_new keeps its own checks (q_build), and
+    task_done / close / _after_fork_child share one core-call helper (q_op)."""
+    from pyresilience import _core
+
+    with pytest.raises(TypeError, match="not both"):
+        _core.RingQueue(2, maxsize=3)
+    with pytest.raises(ValueError, match="need high_watermark"):
+        _core.RingQueue(2, on_low_watermark=print)
+    q = _core.RingQueue(maxsize=3)
+    assert q.max_size == 3 and q.put(1) and q.get() == 1
+    q.task_done()
+    with pytest.raises(ValueError, match=r"^task_done\(\) called too many times$"):
+        q.task_done()
+    assert q._after_fork_child() is None and q.close() is None and q.closed

@@ -423,6 +423,14 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         return p->convert(o, config);
     case PRS_PK_N:
         return prs_py_parse_n(o, p->name, (int64_t *)field);
+    case PRS_PK_BYTES:
+        if (!PyBytes_Check(o)) {
+            PyErr_Format(PyExc_TypeError, "%s must be bytes, not %.200s: %R", p->name, Py_TYPE(o)->tp_name, o);
+            return -1;
+        }
+        ((prs_py_bytes *)field)->p = PyBytes_AS_STRING(o);
+        ((prs_py_bytes *)field)->n = (size_t)PyBytes_GET_SIZE(o);
+        return 0;
     default: /* CLOCK, OBJECT: the binding's */
         return 0;
     }

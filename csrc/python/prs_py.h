@@ -229,13 +229,21 @@ enum prs_py_kind {
                         argument (NUL refused) */
     PRS_PK_OBJECT,   /* no field: anything; the binding converts it */
     PRS_PK_CONVERT,  /* convert(arg, config) fills what it needs (like PyArg "O&") */
-    PRS_PK_N         /* int64_t field: a request weight (prs_py_parse_n); never None */
+    PRS_PK_N,        /* int64_t field: a request weight (prs_py_parse_n); never None */
+    PRS_PK_BYTES     /* prs_py_bytes field: a bytes object's buffer and length (borrowed
+                        for the call) */
 };
 #define PRS_PY_NONE_OK  8u  /* None accepted: leaves the field at its default */
 #define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
 #define PRS_PY_DOUBLE   32u /* COUNT: the field is a double */
 #define PRS_PY_TRUNC    64u /* DURATION: a positive value under 1 ns stays 0 (the core refuses it) */
 #define PRS_PY_SAT     128u /* INT: an int beyond int64 is hi (an attempt index, a wait in ns) */
+
+/* A PRS_PK_BYTES field: the argument's bytes, valid while the call runs. */
+typedef struct prs_py_bytes {
+    const char *p;
+    size_t n;
+} prs_py_bytes;
 
 typedef struct prs_py_param {
     const char *name;           /* the Python name */

@@ -129,8 +129,12 @@ static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
 static PyObject *backend_op_step(PyObject *self, PyObject *arg);
 static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     transport_args a = {0};
-    PyObject *v[3];
-    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    PyObject *v[3] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
     return op_finish(self, v[0], transport_failure(&a, v[2]));
 }
 static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
@@ -437,18 +441,30 @@ static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t na
     wait_args a = {0};
     a.n = 1;
     a.timeout_ns = PRS_NEVER;
-    PyObject *v[3];
-    if (prs_py_parse_params(&RedisRateLimiter_acquire_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    PyObject *v[3] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter_acquire_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
     return acquired(self, v[0], a.n, a.timeout_ns);
 }
 static PyObject *rl_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisRateLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    PyObject *v[1] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
     return rl_call(self, PRS_REDIS_OP_RESET, v[0], 1, NULL, 0);
 }
 static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisRateLimiter_check_many_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    PyObject *v[1] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter_check_many_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
     return rl_many(self, v[0], 0);
 }
 static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -462,13 +478,21 @@ static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize
     wait_args a = {0};
     a.n = 1;
     a.timeout_ns = PRS_NEVER;
-    PyObject *v[3];
-    if (prs_py_parse_params(&RedisRateLimiter__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    PyObject *v[3] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter__async_waiter_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
     return fed_waiter(self, "Redis limiter", a.n, a.timeout_ns);
 }
 static PyObject *rl_op_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisRateLimiter__op_many_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    PyObject *v[1] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter__op_many_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
     return rl_many(self, v[0], 1);
 }
 static PyObject *rl_op_release(PyObject *self, PyObject *unused) {
@@ -731,8 +755,8 @@ static PyObject *group_allow(PyObject *self, PyObject *unused) {
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     wait_args a = {0};
     a.timeout_ns = PRS_NEVER;
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return acquired(self, NULL, 1, a.timeout_ns);
 }
 static PyObject *group_check_at(PyObject *self, PyObject *arg) {
@@ -741,13 +765,13 @@ static PyObject *group_check_at(PyObject *self, PyObject *arg) {
 static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     wait_args a = {0};
     a.timeout_ns = PRS_NEVER;
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return fed_waiter(self, "Redis group", 1, a.timeout_ns);
 }
 static PyObject *group_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisLimiterGroup__op_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup__op_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
     return group_call(self, is_none(v[0]) ? NULL : v[0], GROUP_OP);
 }
 static PyMethodDef RedisLimiterGroup_methods[] = {
