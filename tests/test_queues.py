@@ -1292,3 +1292,25 @@ def test_ring_queue_constructor_checks_and_core_calls():
     with pytest.raises(ValueError, match=r"^task_done\(\) called too many times$"):
         q.task_done()
     assert q._after_fork_child() is None and q.close() is None and q.closed
+
+
+def test_put_without_timeout_waits_the_queues_block_timeout():
+    """put() with no timeout waits block_timeout: 0 here, so a full queue
+    refuses at once (a put that waited forever would leave the thread alive)."""
+    q = BoundedQueue(1, block_timeout=0)
+    q.put(1)
+    raised = []
+
+    def put():
+        try:
+            q.put(2)
+        except QueueFullError:
+            raised.append(True)
+
+    t = threading.Thread(target=put, daemon=True)
+    t.start()
+    t.join(10)
+    alive = t.is_alive()
+    if alive:
+        q.get()  # let the stuck put finish
+    assert not alive and raised == [True]
