@@ -101,14 +101,19 @@ def test_exact_holders_across_processes_and_back_when_they_die(region, method):
 def test_unrelated_interpreters_share_the_permits(region):
     """Separate `python` processes open the region by name and take what
     they can, then exit holding it: exactly max_concurrent among them, and
-    the permits of the exited ones come back."""
+    the permits of the exited ones come back. Each stays alive until all have
+    tried (a live holder's permit is not reaped: a process starting after
+    another exited could otherwise take the dead one's permits back)."""
     script = ("import sys, pyresilience as pr\n"
               "r = pr.SharedMemory('bh', directory=sys.argv[1])\n"
               "b = pr.Bulkhead('cli', %d, 0.0, shared=r)\n"
-              "print(sum(b.try_acquire() for _ in range(10)))\n" % MAXC)
+              "print(sum(b.try_acquire() for _ in range(10)), flush=True)\n"
+              "sys.stdin.readline()\n" % MAXC)
     procs = [subprocess.Popen([sys.executable, "-c", script, os.path.dirname(region.path)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(3)]
-    outs = [p.communicate(timeout=120)[0] for p in procs]
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+             for _ in range(3)]
+    firsts = [p.stdout.readline() for p in procs]  # type: ignore[union-attr]
+    outs = [first + p.communicate("go\n", timeout=120)[0] for first, p in zip(firsts, procs)]
     assert all(p.returncode == 0 for p in procs)
     assert sum(int(o) for o in outs) == MAXC
     b = pr.Bulkhead("cli", MAXC, shared=region)
