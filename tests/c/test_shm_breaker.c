@@ -12,7 +12,7 @@
 
 #include "prs_test.h"
 #include "pyresilience.h"
-#include "shm_internal.h"
+#include "breaker_internal.h"
 #include "test_shm_util.h"
 
 #define S (PRS_NS_PER_SEC)
