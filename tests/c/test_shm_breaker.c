@@ -192,6 +192,35 @@ TEST(shm_breaker_mismatch) {
     prs_shm_close(r);
 }
 
+/* A block in the layout of the builds before the one state machine (magic 1:
+ * words of epoch << 4, permits of epoch << 17) is refused, never misread. */
+TEST(shm_breaker_refuses_the_older_layout) {
+    prs_shm *r = open_region("b5");
+    ASSERT(r);
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    prs_breaker *b = placed(r, "dep", &cfg);
+    _Alignas(16) unsigned char conf[PRS_SHM_CONFIG_MAX];
+    unsigned char none = 0;
+    void *blk = NULL;
+    ASSERT_EQ(prs_shm_entry(r, "dep", "circuit_breaker", &none, 1, 1, NULL, NULL, &blk, NULL, NULL,
+                            conf),
+              PRS_ESTATE);
+    ASSERT_OK(prs_shm_entry(r, "dep", "circuit_breaker", conf, sizeof(prs__brk_conf), 1, NULL, NULL,
+                            &blk, NULL, NULL, NULL));
+    prs__shm_brk *s = blk;
+    uint64_t magic = s->magic;
+    s->magic = UINT64_C(0x50525342524b0001);
+    prs_shm_place pl = {r, "dep"};
+    prs_breaker *c = NULL;
+    ASSERT_EQ(prs_breaker_new_placed(&cfg, &pl, &c, NULL), PRS_EPROTO);
+    ASSERT(c == NULL);
+    s->magic = magic;
+    prs_breaker_free(placed(r, "dep", &cfg));
+    prs_breaker_free(b);
+    prs_shm_close(r);
+}
+
 /* P processes ask for trials at once in half-open: exactly half_open_max
  * are admitted among them all. Then the holders are killed: their slots come
  * back at the next full admission once the reap interval is due (or at once
