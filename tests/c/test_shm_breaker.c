@@ -192,23 +192,29 @@ TEST(shm_breaker_mismatch) {
     prs_shm_close(r);
 }
 
-/* A block in the layout of the builds before the one state machine (magic 1:
- * words of epoch << 4, permits of epoch << 17) is refused, never misread. */
-TEST(shm_breaker_refuses_the_older_layout) {
-    prs_shm *r = open_region("b5");
-    ASSERT(r);
-    prs_breaker_config cfg;
-    prs_breaker_config_init(&cfg);
-    prs_breaker *b = placed(r, "dep", &cfg);
+/* The block of the placed breaker `name` of r (its entry's config as
+ * stored). */
+static prs__shm_brk *block_of(prs_shm *r, const char *name) {
     _Alignas(16) unsigned char conf[PRS_SHM_CONFIG_MAX];
     unsigned char none = 0;
     void *blk = NULL;
-    ASSERT_EQ(prs_shm_entry(r, "dep", "circuit_breaker", &none, 1, 1, NULL, NULL, &blk, NULL, NULL,
+    ASSERT_EQ(prs_shm_entry(r, name, "circuit_breaker", &none, 1, 1, NULL, NULL, &blk, NULL, NULL,
                             conf),
               PRS_ESTATE);
-    ASSERT_OK(prs_shm_entry(r, "dep", "circuit_breaker", conf, sizeof(prs__brk_conf), 1, NULL, NULL,
+    ASSERT_OK(prs_shm_entry(r, name, "circuit_breaker", conf, sizeof(prs__brk_conf), 1, NULL, NULL,
                             &blk, NULL, NULL, NULL));
-    prs__shm_brk *s = blk;
+    return blk;
+}
+
+/* A block in the layout of the builds before the one state machine (magic 1:
+ * a word of epoch << 4) is refused, never misread. */
+TEST(shm_breaker_refuses_the_older_layout) {
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    prs_shm *r = open_region("b5");
+    ASSERT(r);
+    prs_breaker_free(placed(r, "dep", &cfg)); /* the entry stays */
+    prs__shm_brk *s = block_of(r, "dep");
     uint64_t magic = s->magic;
     s->magic = UINT64_C(0x50525342524b0001);
     prs_shm_place pl = {r, "dep"};
@@ -217,7 +223,6 @@ TEST(shm_breaker_refuses_the_older_layout) {
     ASSERT(c == NULL);
     s->magic = magic;
     prs_breaker_free(placed(r, "dep", &cfg));
-    prs_breaker_free(b);
     prs_shm_close(r);
 }
 
