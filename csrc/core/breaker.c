@@ -116,9 +116,6 @@ typedef struct stripe {
     _Alignas(LINE) _Atomic uint64_t v;
 } stripe;
 
-#define OUT_FAIL 1u
-#define OUT_SLOW 2u
-
 struct prs_breaker {
     /* ---- read by every call: where the state is, and what never changes ---- */
     prs__brk_state *st;         /* &own, or in the region's block */
@@ -456,15 +453,15 @@ static void window_roll(prs_breaker *b, int64_t now) {
 
 static void window_push(prs_breaker *b, int64_t now, unsigned flags) {
     prs__brk_vars *v = &b->st->v;
-    int64_t fail = (flags & OUT_FAIL) != 0, slow = (flags & OUT_SLOW) != 0;
+    int64_t fail = (flags & PRS__BRK_FAIL) != 0, slow = (flags & PRS__BRK_SLOW) != 0;
     if (b->ring) {
         int64_t size = b->cfg.window_size;
         journal_cell(b, v->ring_head);
         if (v->ring_n == size) {
             unsigned old = b->ring[v->ring_head];
             v->w_calls--;
-            v->w_failures -= (old & OUT_FAIL) != 0;
-            v->w_slow -= (old & OUT_SLOW) != 0;
+            v->w_failures -= (old & PRS__BRK_FAIL) != 0;
+            v->w_slow -= (old & PRS__BRK_SLOW) != 0;
         } else {
             v->ring_n++;
         }
@@ -661,7 +658,7 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
     if (state == PRS_BREAKER_CLOSED) {
         if (outcome != PRS_BREAKER_IGNORED) {
             leave_clean(b);
-            window_push(b, now, (fail ? OUT_FAIL : 0u) | (slow ? OUT_SLOW : 0u));
+            window_push(b, now, (fail ? PRS__BRK_FAIL : 0u) | (slow ? PRS__BRK_SLOW : 0u));
             if (fail) {
                 v->consec_fail++;
                 v->consec_succ = 0;

@@ -15,6 +15,10 @@
 #include "prs_breaker.h"
 #include "shm_internal.h"
 
+/* A count window's cell: one outcome. */
+#define PRS__BRK_FAIL 1u
+#define PRS__BRK_SLOW 2u
+
 /* One second of a time window. */
 typedef struct prs__brk_bucket {
     int64_t calls, failures, slow;

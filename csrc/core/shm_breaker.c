@@ -37,8 +37,6 @@
 
 #define SB_MAGIC UINT64_C(0x50525342524b0002) /* 2: the state of breaker_internal.h */
 #define MAX_SLOTS 65536
-#define OUT_FAIL 1u
-#define OUT_SLOW 2u
 
 static uint64_t *slots_of(prs__shm_brk *s) { return (uint64_t *)((char *)s + s->slots_off); }
 static uint8_t *ring_of(prs__shm_brk *s) { return (uint8_t *)s + s->win_off; }
@@ -114,8 +112,8 @@ static void recount(prs__shm_brk *s) {
         for (int64_t i = 0; i < v->ring_n; i++) {
             uint8_t b = r[(v->ring_head - 1 - i + size) % size];
             v->w_calls++;
-            v->w_failures += (b & OUT_FAIL) != 0;
-            v->w_slow += (b & OUT_SLOW) != 0;
+            v->w_failures += (b & PRS__BRK_FAIL) != 0;
+            v->w_slow += (b & PRS__BRK_SLOW) != 0;
         }
     } else {
         prs__brk_bucket *k = buckets_of(s);
