@@ -93,8 +93,8 @@
  */
 #include "breaker_internal.h"
 
-#define W_STATE(w) ((prs_breaker_state)((w) & 3u))
-#define W_MODE(w) ((prs_breaker_mode)(((w) >> 2) & 3u))
+#define W_STATE(w) PRS__BRK_STATE_OF(w)
+#define W_MODE(w) PRS__BRK_MODE_OF(w)
 #define W_CLEAN ((uint64_t)1 << 4)
 #define W_GEN_SHIFT 5
 #define W_GEN_MASK ((UINT64_C(1) << 24) - 1)

@@ -15,6 +15,10 @@
 #include "prs_breaker.h"
 #include "shm_internal.h"
 
+/* The state and mode in a word (breaker.c: "State layout"). */
+#define PRS__BRK_STATE_OF(w) ((prs_breaker_state)((w) & 3u))
+#define PRS__BRK_MODE_OF(w) ((prs_breaker_mode)(((w) >> 2) & 3u))
+
 /* A count window's cell: one outcome. */
 #define PRS__BRK_FAIL 1u
 #define PRS__BRK_SLOW 2u

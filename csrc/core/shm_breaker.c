@@ -26,8 +26,9 @@
  * a push overwrites, before `dirty` is set; whoever takes the lock over from a
  * dead holder finds `dirty` and restores them, then recounts what can be
  * recounted from the storage itself (the window's aggregates, after a roll
- * or a clear that was cut short; in_flight and untracked from the slots), so
- * the counts always agree with what they count. The clean fast path of
+ * or a clear that was cut short; in_flight and untracked from the slots, all
+ * freed when the state restored is not HALF_OPEN), so the counts always
+ * agree with what they count. The clean fast path of
  * breaker.c (striped success counters) is not used here: every outcome takes
  * the lock.
  */
@@ -140,6 +141,9 @@ void prs__shm_brk_recover(prs__shm_brk *s) {
         else
             buckets_of(s)[s->undo_cell] = s->undo_bucket;
     }
+    /* trial slots are held in HALF_OPEN only: an admission that went
+     * half-open and took one is undone to a state that holds none */
+    if (PRS__BRK_STATE_OF(s->undo_word) != PRS_BREAKER_HALF_OPEN) prs__shm_brk_clear(s);
     recount(s);
     atomic_store_explicit(&s->st.dirty, 0, memory_order_release);
 }
@@ -253,8 +257,8 @@ int prs__shm_brk_check(prs_breaker *b, prs_shm *r, const char *name) {
     prs__shm_brk_begin(s);
     prs__brk_vars v = s->st.v;
     uint64_t w = atomic_load_explicit(&s->st.word, memory_order_relaxed);
-    prs_breaker_state state = (prs_breaker_state)(w & 3u);
-    prs_breaker_mode mode = (prs_breaker_mode)((w >> 2) & 3u);
+    prs_breaker_state state = PRS__BRK_STATE_OF(w);
+    prs_breaker_mode mode = PRS__BRK_MODE_OF(w);
     recount(s); /* what the storage holds */
     int ok = v.w_calls == s->st.v.w_calls && v.w_failures == s->st.v.w_failures &&
              v.w_slow == s->st.v.w_slow && v.in_flight == s->st.v.in_flight &&

@@ -226,6 +226,53 @@ TEST(shm_breaker_refuses_the_older_layout) {
     prs_shm_close(r);
 }
 
+/* A child makes one real change (admits, or records a failure, at now), then
+ * dies as if killed just before closing it: the lock still its own, the
+ * journal open. */
+static void die_inside(prs_breaker *b, prs__shm_brk *s, int64_t now, int fail) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        prs_breaker_permit p;
+        if (admit(b, now, &p) && fail) prs_breaker_record(b, now, p, PRS_BREAKER_FAILURE, 0, NULL);
+        atomic_store(&s->st.lock.pid.owner, (int32_t)getpid());
+        atomic_store(&s->st.dirty, 1u);
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+}
+
+/* The next locker undoes a dead holder's change whole: the state, the
+ * variables, the window cell and the trial slots are as before it. */
+TEST(shm_breaker_dead_holders_change_undone) {
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    cfg.failure_threshold = 2;
+    cfg.open_timeout_ns = S;
+    prs_shm *r = open_region("b6");
+    ASSERT(r);
+    prs_breaker *b = placed(r, "dep", &cfg);
+    prs__shm_brk *s = block_of(r, "dep");
+    prs_breaker_permit p;
+    ASSERT(admit(b, 0, &p));
+    ASSERT_OK(prs_breaker_record(b, 0, p, PRS_BREAKER_FAILURE, 0, NULL));
+    die_inside(b, s, 0, 1); /* the failure that opened it */
+    ASSERT_OK(prs__shm_brk_check(b, r, "dep"));
+    prs_breaker_metrics m;
+    prs_breaker_get_metrics(b, 0, &m);
+    ASSERT_EQ(m.state, PRS_BREAKER_CLOSED);
+    ASSERT_EQ(m.consecutive_failures, 1);
+    ASSERT_EQ(m.window_failures, 1);
+    prs_breaker_open(b, 0, NULL);
+    die_inside(b, s, 2 * S, 0); /* the admission that went half-open and took a trial slot */
+    ASSERT_OK(prs__shm_brk_check(b, r, "dep"));
+    prs_breaker_get_metrics(b, 2 * S, &m);
+    ASSERT_EQ(m.state, PRS_BREAKER_OPEN);
+    ASSERT_EQ(m.half_open_in_flight, 0);
+    ASSERT(admit(b, 2 * S, NULL) && admit(b, 2 * S, NULL) && !admit(b, 2 * S, NULL));
+    prs_breaker_free(b);
+    prs_shm_close(r);
+}
+
 /* P processes ask for trials at once in half-open: exactly half_open_max
  * are admitted among them all. Then the holders are killed: their slots come
  * back at the next full admission once the reap interval is due (or at once
