@@ -281,14 +281,8 @@ static inline void unlock(prs_breaker *b) {
 }
 
 /* Placed: journals window cell i before a push overwrites it (lock held). */
-static void journal_cell(prs_breaker *b, int64_t i) {
-    prs__shm_brk *s = b->shm;
-    if (!s) return;
-    s->undo_cell = i;
-    if (b->ring)
-        s->undo_byte = b->ring[i];
-    else
-        s->undo_bucket = b->buckets[i];
+static inline void journal_cell(prs_breaker *b, int64_t i) {
+    if (__builtin_expect(b->shm != NULL, 0)) prs__shm_brk_journal_cell(b->shm, i);
 }
 
 /* Takes a half-open trial slot (lock held): its index (0 in process, where
@@ -375,7 +369,8 @@ static void leave_clean(prs_breaker *b) {
 static void maybe_enter_clean(prs_breaker *b) {
     prs__brk_state *st = b->st;
     uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
-    if ((w & W_CLEAN) || W_STATE(w) != PRS_BREAKER_CLOSED || !b->ring || b->shm) return;
+    if ((w & W_CLEAN) || W_STATE(w) != PRS_BREAKER_CLOSED || !b->ring) return;
+    if (__builtin_expect(b->shm != NULL, 0)) return;
     if (st->v.ring_n != b->cfg.window_size || st->v.w_failures != 0 || st->v.w_slow != 0 ||
         st->v.consec_fail != 0)
         return;

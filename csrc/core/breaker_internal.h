@@ -110,6 +110,10 @@ static inline void prs__shm_brk_end(prs__shm_brk *s) {
     prs__pidlock_unlock(&s->st.lock.pid);
 }
 
+/* Journals window cell i (its bytes as they are) before a push overwrites
+ * it (lock held). */
+void prs__shm_brk_journal_cell(prs__shm_brk *s, int64_t i);
+
 /* The half-open trial slots (lock held; in_flight and untracked are the
  * caller's to count). claim: a free slot marked with this process (and
  * PRS__TOKEN_FLAG when untracked), after freeing dead holders' slots when
