@@ -71,6 +71,7 @@ typedef struct prs__brk_conf {
     double failure_rate, slow_rate;
     int64_t slow_call_ns, window_type, window_size, minimum_calls;
 } prs__brk_conf;
+_Static_assert(sizeof(prs__brk_conf) == 10 * sizeof(int64_t), "no padding");
 
 /* ---- the block of a breaker placed in a region (shm_breaker.c) ---------- */
 
