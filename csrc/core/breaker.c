@@ -9,7 +9,7 @@
  * and take the lock for admission too.
  *
  * Placement. The state (prs__brk_state, breaker_internal.h: the word, last_now,
- * the lock and the variables under it) is reached through b->st: the
+ * the lock and the variables under it) is reached through state_of(b): the
  * object's own `own`, or the block of a region entry (prs_breaker_new_placed;
  * shm_breaker.c) that every process maps, so all processes run this one state
  * machine on one state. The windows are reached through b->ring / b->buckets
@@ -118,7 +118,6 @@ typedef struct stripe {
 
 struct prs_breaker {
     /* ---- read by every call: where the state is, and what never changes ---- */
-    prs__brk_state *st;         /* &own, or in the region's block */
     uint8_t *ring;              /* count window: window_size bytes (else NULL) */
     prs__brk_bucket *buckets;   /* time window: window_size buckets, second s at s mod size */
     prs__shm_brk *shm;          /* placed: the block (lock, journal, trial slots); else NULL */
@@ -136,6 +135,12 @@ struct prs_breaker {
     /* ---- the state in process (unused when placed) ---- */
     prs__brk_state own;
 };
+
+/* The state: the object's own, or the region's block's. In process the
+ * word is read straight from the object (no pointer to follow first). */
+static inline prs__brk_state *state_of(const prs_breaker *b) {
+    return __builtin_expect(b->shm == NULL, 1) ? (prs__brk_state *)&b->own : &b->shm->st;
+}
 
 void prs_breaker_config_init(prs_breaker_config *cfg) {
     cfg->failure_threshold = 5;
@@ -247,7 +252,6 @@ int prs_breaker_new(const prs_breaker_config *cfg, prs_breaker **out) {
     }
     attach_window(b, window);
     prs__brk_state_init(&b->own);
-    b->st = &b->own;
     *out = b;
     return PRS_OK;
 }
@@ -270,14 +274,14 @@ static inline void lock(prs_breaker *b) {
     if (__builtin_expect(b->shm != NULL, 0))
         prs__shm_brk_begin(b->shm);
     else
-        prs__spin_lock(&b->st->lock.spin);
+        prs__spin_lock(&state_of(b)->lock.spin);
 }
 
 static inline void unlock(prs_breaker *b) {
     if (__builtin_expect(b->shm != NULL, 0))
         prs__shm_brk_end(b->shm);
     else
-        prs__spin_unlock(&b->st->lock.spin);
+        prs__spin_unlock(&state_of(b)->lock.spin);
 }
 
 /* Placed: journals window cell i before a push overwrites it (lock held). */
@@ -288,7 +292,7 @@ static inline void journal_cell(prs_breaker *b, int64_t i) {
 /* Takes a half-open trial slot (lock held): its index (0 in process, where
  * slots are counted, not named), or -1 when half_open_max are taken. */
 static int64_t take_slot(prs_breaker *b, int64_t now, int untracked) {
-    prs__brk_vars *v = &b->st->v;
+    prs__brk_vars *v = &state_of(b)->v;
     int64_t slot = 0;
     if (b->shm)
         slot = prs__shm_brk_claim(b->shm, now, untracked);
@@ -305,7 +309,7 @@ static int64_t take_slot(prs_breaker *b, int64_t now, int untracked) {
 /* Frees the trial slot a HALF_OPEN outcome of this epoch holds (lock held): 1,
  * or 0 when it holds none (a stray: it counts in the totals only). */
 static int free_slot(prs_breaker *b, prs_breaker_permit permit) {
-    prs__brk_vars *v = &b->st->v;
+    prs__brk_vars *v = &state_of(b)->v;
     int untracked = permit == PRS_BREAKER_NO_PERMIT;
     if (b->shm) {
         if (!untracked && !(permit & 1u)) return 0;
@@ -348,7 +352,7 @@ static int64_t stripes_sum(prs_breaker *b) {
  * without the clean bit and with the next gen, then the stripes folded into
  * the counters (see "the clean fast path"). */
 static void leave_clean(prs_breaker *b) {
-    prs__brk_state *st = b->st;
+    prs__brk_state *st = state_of(b);
     uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     if (!(w & W_CLEAN)) return;
     uint64_t gen = (W_GEN(w) + 1) & W_GEN_MASK;
@@ -367,7 +371,7 @@ static void leave_clean(prs_breaker *b) {
 /* Lock held, in CLOSED after an outcome: sets the clean bit when one more plain
  * success could change nothing but the counters (in process, count window). */
 static void maybe_enter_clean(prs_breaker *b) {
-    prs__brk_state *st = b->st;
+    prs__brk_state *st = state_of(b);
     uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     if ((w & W_CLEAN) || W_STATE(w) != PRS_BREAKER_CLOSED || !b->ring) return;
     if (__builtin_expect(b->shm != NULL, 0)) return;
@@ -387,7 +391,7 @@ static inline stripe *my_stripe(prs_breaker *b) {
 /* A plain success counted without the lock while clean: 1 if it was, 0 if
  * the caller must take the lock. */
 static int record_clean_success(prs_breaker *b, int64_t now, prs_breaker_permit permit) {
-    prs__brk_state *st = b->st;
+    prs__brk_state *st = state_of(b);
     uint64_t w = atomic_load_explicit(&st->word, memory_order_acquire);
     if (!(w & W_CLEAN)) return 0;
     if (permit != PRS_BREAKER_NO_PERMIT && permit != P_MAKE(W_EPOCH(w), 0, 0)) return 0;
@@ -410,7 +414,7 @@ static int64_t floor_mod(int64_t a, int64_t d) {
 }
 
 static void window_clear(prs_breaker *b) {
-    prs__brk_vars *v = &b->st->v;
+    prs__brk_vars *v = &state_of(b)->v;
     v->w_calls = v->w_failures = v->w_slow = 0;
     if (b->ring) {
         v->ring_n = 0;
@@ -424,7 +428,7 @@ static void window_clear(prs_breaker *b) {
 /* Moves a time window forward to second `sec` (never backwards: now is clamped). */
 static void window_roll(prs_breaker *b, int64_t now) {
     if (!b->buckets) return;
-    prs__brk_vars *v = &b->st->v;
+    prs__brk_vars *v = &state_of(b)->v;
     int64_t sec = floor_div(now, PRS_NS_PER_SEC), size = b->cfg.window_size;
     if (v->head_sec == INT64_MIN) {
         v->head_sec = sec;
@@ -447,7 +451,7 @@ static void window_roll(prs_breaker *b, int64_t now) {
 }
 
 static void window_push(prs_breaker *b, int64_t now, unsigned flags) {
-    prs__brk_vars *v = &b->st->v;
+    prs__brk_vars *v = &state_of(b)->v;
     int64_t fail = (flags & PRS__BRK_FAIL) != 0, slow = (flags & PRS__BRK_SLOW) != 0;
     if (b->ring) {
         int64_t size = b->cfg.window_size;
@@ -482,7 +486,7 @@ static double rate_of(int64_t part, int64_t whole) {
 }
 
 static int window_trips(const prs_breaker *b) {
-    const prs__brk_vars *v = &b->st->v;
+    const prs__brk_vars *v = &state_of(b)->v;
     if (v->w_calls < b->min_calls) return 0;
     double frt = b->cfg.failure_rate_threshold, srt = b->cfg.slow_call_rate_threshold;
     if (frt > 0.0 && rate_of(v->w_failures, v->w_calls) >= frt) return 1;
@@ -495,7 +499,7 @@ static int window_trips(const prs_breaker *b) {
 static void set_state(prs_breaker *b, prs_breaker_state to, prs_breaker_mode mode,
                       prs_breaker_transition *tr) {
     leave_clean(b);
-    prs__brk_state *st = b->st;
+    prs__brk_state *st = state_of(b);
     uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     prs_breaker_state from = W_STATE(w);
     atomic_store_explicit(&st->word,
@@ -513,14 +517,14 @@ static void set_state(prs_breaker *b, prs_breaker_state to, prs_breaker_mode mod
 static void enter_open(prs_breaker *b, int64_t now, prs_breaker_mode mode,
                        prs_breaker_transition *tr) {
     set_state(b, PRS_BREAKER_OPEN, mode, tr);
-    b->st->v.opened_at = now;
-    b->st->v.consec_succ = 0;
+    state_of(b)->v.opened_at = now;
+    state_of(b)->v.consec_succ = 0;
 }
 
 static void enter_half_open(prs_breaker *b, prs_breaker_transition *tr) {
     set_state(b, PRS_BREAKER_HALF_OPEN, PRS_BREAKER_NORMAL, tr);
-    b->st->v.consec_succ = 0;
-    b->st->v.consec_fail = 0;
+    state_of(b)->v.consec_succ = 0;
+    state_of(b)->v.consec_fail = 0;
 }
 
 static void enter_closed(prs_breaker *b, prs_breaker_mode mode, int clear,
@@ -528,15 +532,15 @@ static void enter_closed(prs_breaker *b, prs_breaker_mode mode, int clear,
     set_state(b, PRS_BREAKER_CLOSED, mode, tr);
     if (clear) {
         window_clear(b);
-        b->st->v.consec_succ = 0;
-        b->st->v.consec_fail = 0;
+        state_of(b)->v.consec_succ = 0;
+        state_of(b)->v.consec_fail = 0;
     }
 }
 
 static int64_t open_retry_after(const prs_breaker *b, uint64_t w, int64_t now) {
     if (W_MODE(w) == PRS_BREAKER_FORCED_OPEN || b->cfg.open_timeout_ns == PRS_NEVER)
         return PRS_NEVER;
-    int64_t at = prs__sat_add(b->st->v.opened_at, b->cfg.open_timeout_ns);
+    int64_t at = prs__sat_add(state_of(b)->v.opened_at, b->cfg.open_timeout_ns);
     return at > now ? prs__sat_sub(at, now) : 0;
 }
 
@@ -553,7 +557,7 @@ static void no_transition(prs_breaker_transition *tr) {
  * (NO_PERMIT) and its trial slot counts in `untracked`. */
 static int admit(prs_breaker *b, int64_t now, prs_breaker_decision *d, int untracked) {
     if (!b || !d) return PRS_EINVAL;
-    prs__brk_state *st = b->st;
+    prs__brk_state *st = state_of(b);
     uint64_t w = atomic_load_explicit(&st->word, memory_order_acquire);
     d->transition.happened = 0;
     d->transition.from = d->transition.to = W_STATE(w);
@@ -605,7 +609,7 @@ int prs_breaker_acquire_untracked(prs_breaker *b, int64_t now, prs_breaker_decis
 }
 
 int prs_breaker_try_acquire_closed(const prs_breaker *b, prs_breaker_permit *permit) {
-    uint64_t w = atomic_load_explicit(&b->st->word, memory_order_acquire);
+    uint64_t w = atomic_load_explicit(&state_of(b)->word, memory_order_acquire);
     if (W_STATE(w) != PRS_BREAKER_CLOSED) return 0;
     *permit = P_MAKE(W_EPOCH(w), 0, 0);
     return 1;
@@ -633,7 +637,7 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
     if (outcome == PRS_BREAKER_SUCCESS && !slow && record_clean_success(b, now, permit))
         return PRS_OK;
 
-    prs__brk_state *st = b->st;
+    prs__brk_state *st = state_of(b);
     prs__brk_vars *v = &st->v;
     lock(b);
     now = clamp_now(st, now);
@@ -691,8 +695,8 @@ static void manual(prs_breaker *b, int64_t now, manual_op op, prs_breaker_transi
     no_transition(tr);
     if (!b) return;
     lock(b);
-    now = clamp_now(b->st, now);
-    prs__brk_vars *v = &b->st->v;
+    now = clamp_now(state_of(b), now);
+    prs__brk_vars *v = &state_of(b)->v;
     switch (op) {
     case M_OPEN:
         enter_open(b, now, PRS_BREAKER_NORMAL, tr);
@@ -709,7 +713,7 @@ static void manual(prs_breaker *b, int64_t now, manual_op op, prs_breaker_transi
         if (op == M_RESET) v->calls = v->failures = v->slow_calls = v->rejected = v->ignored = 0;
         break;
     case M_DISABLE: {
-        uint64_t w = atomic_load_explicit(&b->st->word, memory_order_relaxed);
+        uint64_t w = atomic_load_explicit(&state_of(b)->word, memory_order_relaxed);
         /* from CLOSED the window and counts go on; from elsewhere start clean */
         enter_closed(b, PRS_BREAKER_DISABLED, W_STATE(w) != PRS_BREAKER_CLOSED, tr);
         break;
@@ -734,17 +738,17 @@ MANUAL_TRANSITION(disable, M_DISABLE)
 /* ---- reading ----------------------------------------------------------------- */
 
 prs_breaker_state prs_breaker_get_state(const prs_breaker *b) {
-    return W_STATE(atomic_load_explicit(&b->st->word, memory_order_acquire));
+    return W_STATE(atomic_load_explicit(&state_of(b)->word, memory_order_acquire));
 }
 
 prs_breaker_mode prs_breaker_get_mode(const prs_breaker *b) {
-    return W_MODE(atomic_load_explicit(&b->st->word, memory_order_acquire));
+    return W_MODE(atomic_load_explicit(&state_of(b)->word, memory_order_acquire));
 }
 
 void prs_breaker_get_metrics(prs_breaker *b, int64_t now, prs_breaker_metrics *m) {
     memset(m, 0, sizeof *m);
     if (!b) return;
-    prs__brk_state *st = b->st;
+    prs__brk_state *st = state_of(b);
     const prs__brk_vars *v = &st->v;
     lock(b);
     now = clamp_now(st, now);
@@ -824,7 +828,6 @@ int prs_breaker_new_placed(const prs_breaker_config *cfg, const prs_shm_place *p
             return prs_config_fail(why, rc, "half_open_max_calls", "must be <= 65536 in a region");
         return rc;
     }
-    b->st = &s->st;
     attach_window(b, (unsigned char *)s + s->win_off);
     b->shm = s;
     b->region = place->region;
