@@ -1,5 +1,6 @@
 /*
- * breaker.c - the circuit breaker's state machine, windows and counters.
+ * breaker.c - the circuit breaker's state machine, windows and counters, in
+ * process or placed in a shared-memory region.
  *
  * Workload. A breaker sits in front of every call to one dependency, so the
  * common case - CLOSED, the dependency healthy - must cost next to nothing:
@@ -7,16 +8,33 @@
  * dozen nanoseconds of arithmetic under a spinlock. OPEN and HALF_OPEN are rare
  * and take the lock for admission too.
  *
+ * Placement. The state (prs__brk_state, breaker_internal.h: the word, last_now,
+ * the lock and the variables under it) is reached through state_of(b): the
+ * object's own `own`, or the block of a region entry (prs_breaker_new_placed;
+ * shm_breaker.c) that every process maps, so all processes run this one state
+ * machine on one state. The windows are reached through b->ring / b->buckets
+ * the same way. What the placement decides is passed through b->shm (NULL in
+ * process): the lock (lock()/unlock(): the spinlock, or the region's pid lock
+ * opening a journalled change that a process taking the lock over from a dead
+ * holder undoes), the journalling of the one window cell a push overwrites,
+ * and the half-open trial slots (counted in process; named in a placed
+ * breaker, each recording its process so a dead one's slot comes back).
+ * Configuration is per object (b->cfg and what it implies), equal in every
+ * process that opens a placed breaker (its block's configuration is matched
+ * on open).
+ *
  * State layout.
  *   word    epoch << 29 | gen << 5 | clean << 4 | mode << 2 | state. Written
- *           only with `lock` held, read without it by the CLOSED fast path of
+ *           only with the lock held, read without it by the CLOSED fast path of
  *           acquire(), by the clean fast path of record() and by get_state().
  *           Every transition (and every manual state call) bumps the epoch, so a
- *           permit (epoch << 1 | trial-slot bit) names the state that admitted it.
- *   Everything else below `lock` is guarded by it, except last_now (atomic,
- *   only ever raised) and the stripes.
+ *           permit (epoch << 17 | slot << 1 | trial bit; slot 0 in process)
+ *           names the state that admitted it.
+ *   v       the variables, guarded by the lock.
+ *   last_now  atomic, only ever raised; the stripes (in process) are atomic.
  *
- * The clean fast path (contention). In CLOSED, once a count window is full of
+ * The clean fast path (contention; in process only). In CLOSED, once a count
+ * window is full of
  * plain successes (no failure, no slow call) and no failure is pending, one
  * more plain success changes nothing but two counters: the window stays full
  * of successes (the success it evicts is a success), the state cannot move, and
@@ -36,7 +54,9 @@
  * recorded in. Readers (metrics) add the stripes to the locked counters. A gen
  * is 24 bits: a thread stalled between its load and its compare-and-swap over
  * 16M changes of the clean condition (and a stripe back at its exact value)
- * is the one case that would count its success in the later phase.
+ * is the one case that would count its success in the later phase. A placed
+ * breaker never sets clean (its gen stays 0): every outcome takes the lock,
+ * journalled.
  *
  * The window. The same sliding window runs in both modes (consecutive mode
  * uses it only for the metrics): a ring of the last window_size outcomes (one
@@ -46,7 +66,9 @@
  * window rolls forward by clearing the buckets of the seconds that passed
  * (at most window_size of them; a jump of a whole window clears it at once).
  * The window is cleared whenever the breaker (re-)enters CLOSED through a
- * transition, so a recovered dependency starts from a clean slate.
+ * transition, so a recovered dependency starts from a clean slate. (A placed
+ * breaker's recovery recounts the aggregates from the window itself, so a
+ * roll or a clear cut short by a kill leaves them agreeing with it.)
  *
  * Time. now_ns is clamped to the largest time seen: a clock stepping back can
  * neither re-open a window's old seconds nor shorten the open timeout.
@@ -54,31 +76,36 @@
  * Concurrency of half-open. `in_flight` counts trial calls admitted in the
  * current HALF_OPEN epoch and not yet recorded; acquire admits only while
  * in_flight < half_open_max, under the lock, so no crowd of callers released at
- * once can get more than half_open_max trials. Outcomes of stale permits never
- * touch in_flight, so a slot is freed exactly once, by the call that took it.
+ * once can get more than half_open_max trials (across processes, for a placed
+ * breaker). Outcomes of stale permits never touch in_flight, so a slot is
+ * freed exactly once, by the call that took it.
  *
  * Outcomes without a permit. A caller that carries nothing between admission
  * and outcome (a binding's allow_request() / record_success() pair) is admitted
  * by acquire_untracked(): its trial slot is counted in `untracked` as well as in
  * `in_flight`. In HALF_OPEN an outcome recorded with PRS_BREAKER_NO_PERMIT is
  * the outcome of one of those trials when untracked > 0 (it frees one untracked
- * slot: matched by count, not identity), and a stray otherwise: counted in the
+ * slot: in process matched by count, not identity; placed, one that this
+ * process took), and a stray otherwise: counted in the
  * totals only, like a stale permit's, so it can neither free a slot some other
  * caller holds nor move the state. Hence 0 <= untracked <= in_flight <=
  * half_open_max at every instant.
  */
-#include "prs_breaker.h"
-#include "prs_internal.h"
-#include "shm_internal.h" /* a breaker placed in a region: shm_breaker.c decides */
+#include "breaker_internal.h"
 
-#define W_STATE(w) ((prs_breaker_state)((w) & 3u))
-#define W_MODE(w) ((prs_breaker_mode)(((w) >> 2) & 3u))
+#define W_STATE(w) PRS__BRK_STATE_OF(w)
+#define W_MODE(w) PRS__BRK_MODE_OF(w)
 #define W_CLEAN ((uint64_t)1 << 4)
 #define W_GEN_SHIFT 5
 #define W_GEN_MASK ((UINT64_C(1) << 24) - 1)
 #define W_GEN(w) (((w) >> W_GEN_SHIFT) & W_GEN_MASK)
 #define W_EPOCH(w) ((w) >> 29)
 #define W_MAKE(epoch, mode, state) (((uint64_t)(epoch) << 29) | ((uint64_t)(mode) << 2) | (uint64_t)(state))
+
+/* A permit: epoch << 17 | slot << 1 | trial (the epoch is the word's 35 bits). */
+#define P_MAKE(epoch, slot, trial) ((uint64_t)(epoch) << 17 | (uint64_t)(slot) << 1 | (uint64_t)(trial))
+#define P_EPOCH(p) ((p) >> 17)
+#define P_SLOT(p) ((int64_t)(((p) >> 1) & 0xffffu))
 
 /* A stripe: gen << 40 | count (see "the clean fast path"). */
 #define STRIPES 32
@@ -89,49 +116,31 @@ typedef struct stripe {
     _Alignas(LINE) _Atomic uint64_t v;
 } stripe;
 
-#define OUT_FAIL 1u
-#define OUT_SLOW 2u
-
-typedef struct tw_bucket {
-    int64_t calls, failures, slow;
-} tw_bucket;
-
 struct prs_breaker {
-    /* ---- read by every call: the word and what never changes ---- */
-    _Atomic uint64_t word;      /* see above; written under lock */
-    struct prs__shm_brk *shm;   /* placed in a region: shm_breaker.c holds the state */
-    prs_shm *region;            /* then referenced */
-    prs_breaker_config cfg;     /* allocator field NULL */
+    /* ---- read by every call: where the state is, and what never changes ---- */
+    uint8_t *ring;              /* count window: window_size bytes (else NULL) */
+    prs__brk_bucket *buckets;   /* time window: window_size buckets, second s at s mod size */
+    prs__shm_brk *shm;          /* placed: the block (lock, journal, trial slots); else NULL */
     int64_t half_open_max;      /* >= 1 */
     int64_t min_calls;          /* effective minimum_calls */
     int rate_mode;              /* a failure or slow-call rate threshold is set */
+    prs_breaker_config cfg;     /* allocator field NULL */
+    prs_shm *region;            /* placed: referenced */
     prs_allocator alloc;
     void *block;                /* what the allocator returned (this struct is aligned in it) */
 
-    /* largest now_ns seen; INT64_MIN before any. Only ever raised (cas_max). */
-    _Alignas(LINE) _Atomic int64_t last_now;
-
-    /* ---- guarded by lock ---- */
-    _Alignas(LINE) prs__spinlock lock;
-    int64_t opened_at;          /* OPEN: when it (last) opened */
-    int64_t consec_fail;        /* CLOSED: failures since the last success */
-    int64_t consec_succ;        /* CLOSED: successes since the last failure;
-                                   HALF_OPEN: trial successes in this epoch */
-    int64_t in_flight;          /* HALF_OPEN: 0 <= in_flight <= half_open_max; else 0 */
-    int64_t untracked;          /* HALF_OPEN: the part of in_flight admitted by
-                                   acquire_untracked(); 0 <= untracked <= in_flight */
-    int64_t calls, failures, slow_calls, rejected, ignored; /* totals */
-
-    int64_t w_calls, w_failures, w_slow;  /* window aggregates, 0 <= w_failures <= w_calls */
-    uint8_t *ring;              /* count window: window_size bytes */
-    int64_t ring_n;             /* outcomes in the ring, <= window_size (== w_calls) */
-    int64_t ring_head;          /* next slot to write */
-    tw_bucket *buckets;         /* time window: window_size buckets, second s at s mod size */
-    int64_t head_sec;           /* newest second the time window covers; INT64_MIN: empty */
-
-    /* ---- the clean fast path's counters (see above) ---- */
+    /* ---- the clean fast path's counters (see above; in process only) ---- */
     stripe stripes[STRIPES];
+
+    /* ---- the state in process (unused when placed) ---- */
+    prs__brk_state own;
 };
+
+/* The state: the object's own, or the region's block's. In process the
+ * word is read straight from the object (no pointer to follow first). */
+static inline prs__brk_state *state_of(const prs_breaker *b) {
+    return __builtin_expect(b->shm == NULL, 1) ? (prs__brk_state *)&b->own : &b->shm->st;
+}
 
 void prs_breaker_config_init(prs_breaker_config *cfg) {
     cfg->failure_threshold = 5;
@@ -192,30 +201,20 @@ int prs_breaker_config_validate(const prs_breaker_config *cfg) {
     return prs_breaker_config_check(cfg, NULL);
 }
 
-int prs_breaker_new(const prs_breaker_config *cfg, prs_breaker **out) {
-    if (!out) return PRS_EINVAL;
-    *out = NULL;
-    int rc = prs_breaker_config_validate(cfg);
-    if (rc) return rc;
-    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+void prs__brk_state_init(prs__brk_state *st) {
+    memset(st, 0, sizeof *st); /* unlocked, clean of a journal, every count 0 */
+    atomic_init(&st->word, W_MAKE(0, PRS_BREAKER_NORMAL, PRS_BREAKER_CLOSED));
+    atomic_init(&st->last_now, INT64_MIN);
+    st->v.head_sec = INT64_MIN;
+}
+
+/* The object both placements share (the state and windows not yet attached):
+ * NULL when the allocator fails. */
+static prs_breaker *object_new(const prs_breaker_config *cfg, const prs_allocator *a) {
     void *block = prs__calloc(a, 1, sizeof(prs_breaker) + LINE - 1);
-    if (!block) return PRS_ENOMEM;
+    if (!block) return NULL;
     prs_breaker *b = (prs_breaker *)(((uintptr_t)block + LINE - 1) & ~(uintptr_t)(LINE - 1));
     b->block = block;
-    size_t n = (size_t)cfg->window_size;
-    if (cfg->window_type == PRS_BREAKER_WINDOW_COUNT)
-        b->ring = prs__calloc(a, n, 1);
-    else
-        b->buckets = prs__calloc(a, n, sizeof(tw_bucket));
-    if (!b->ring && !b->buckets) {
-        prs__free(a, block);
-        return PRS_ENOMEM;
-    }
-    atomic_init(&b->word, W_MAKE(0, PRS_BREAKER_NORMAL, PRS_BREAKER_CLOSED));
-    prs__spin_init(&b->lock);
-    atomic_init(&b->last_now, INT64_MIN);
-    for (int i = 0; i < STRIPES; i++) atomic_init(&b->stripes[i].v, 0);
-    b->head_sec = INT64_MIN;
     b->cfg = *cfg;
     b->cfg.allocator = NULL;
     b->half_open_max = cfg->half_open_max_calls ? cfg->half_open_max_calls : cfg->success_threshold;
@@ -224,27 +223,116 @@ int prs_breaker_new(const prs_breaker_config *cfg, prs_breaker **out) {
         b->min_calls = cfg->window_size;
     b->rate_mode = cfg->failure_rate_threshold > 0.0 || cfg->slow_call_rate_threshold > 0.0;
     b->alloc = *a;
+    for (int i = 0; i < STRIPES; i++) atomic_init(&b->stripes[i].v, 0);
+    return b;
+}
+
+/* Points the object at its window: `window` holds window_size cells. */
+static void attach_window(prs_breaker *b, void *window) {
+    if (b->cfg.window_type == PRS_BREAKER_WINDOW_COUNT)
+        b->ring = window;
+    else
+        b->buckets = window;
+}
+
+int prs_breaker_new(const prs_breaker_config *cfg, prs_breaker **out) {
+    if (!out) return PRS_EINVAL;
+    *out = NULL;
+    int rc = prs_breaker_config_validate(cfg);
+    if (rc) return rc;
+    const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
+    prs_breaker *b = object_new(cfg, a);
+    if (!b) return PRS_ENOMEM;
+    size_t n = (size_t)cfg->window_size;
+    void *window = cfg->window_type == PRS_BREAKER_WINDOW_COUNT ? prs__calloc(a, n, 1)
+                                                               : prs__calloc(a, n, sizeof(prs__brk_bucket));
+    if (!window) {
+        prs__free(a, b->block);
+        return PRS_ENOMEM;
+    }
+    attach_window(b, window);
+    prs__brk_state_init(&b->own);
     *out = b;
     return PRS_OK;
 }
 
 void prs_breaker_free(prs_breaker *b) {
     if (!b) return;
-    prs__shm_unref(b->region);
     prs_allocator a = b->alloc;
-    prs__free(&a, b->ring);
-    prs__free(&a, b->buckets);
+    if (b->shm) {
+        prs__shm_unref(b->region); /* the window is the region's */
+    } else {
+        prs__free(&a, b->ring);
+        prs__free(&a, b->buckets);
+    }
     prs__free(&a, b->block);
+}
+
+/* ---- what the placement decides ------------------------------------------- */
+
+static inline void lock(prs_breaker *b) {
+    if (__builtin_expect(b->shm != NULL, 0))
+        prs__shm_brk_begin(b->shm);
+    else
+        prs__spin_lock(&state_of(b)->lock.spin);
+}
+
+static inline void unlock(prs_breaker *b) {
+    if (__builtin_expect(b->shm != NULL, 0))
+        prs__shm_brk_end(b->shm);
+    else
+        prs__spin_unlock(&state_of(b)->lock.spin);
+}
+
+/* Placed: journals window cell i before a push overwrites it (lock held). */
+static inline void journal_cell(prs_breaker *b, int64_t i) {
+    if (__builtin_expect(b->shm != NULL, 0)) prs__shm_brk_journal_cell(b->shm, i);
+}
+
+/* Takes a half-open trial slot (lock held): its index (0 in process, where
+ * slots are counted, not named), or -1 when half_open_max are taken. */
+static int64_t take_slot(prs_breaker *b, int64_t now, int untracked) {
+    prs__brk_vars *v = &state_of(b)->v;
+    int64_t slot = 0;
+    if (b->shm)
+        slot = prs__shm_brk_claim(b->shm, now, untracked);
+    else if (v->in_flight >= b->half_open_max)
+        slot = -1;
+    if (slot >= 0) {
+        v->in_flight++;
+        v->untracked += untracked;
+        assert(v->untracked <= v->in_flight && v->in_flight <= b->half_open_max);
+    }
+    return slot;
+}
+
+/* Frees the trial slot a HALF_OPEN outcome of this epoch holds (lock held): 1,
+ * or 0 when it holds none (a stray: it counts in the totals only). */
+static int free_slot(prs_breaker *b, prs_breaker_permit permit) {
+    prs__brk_vars *v = &state_of(b)->v;
+    int untracked = permit == PRS_BREAKER_NO_PERMIT;
+    if (b->shm) {
+        if (!untracked && !(permit & 1u)) return 0;
+        if (!prs__shm_brk_release(b->shm, untracked ? -1 : P_SLOT(permit))) return 0;
+    } else if (untracked && v->untracked == 0) {
+        return 0;
+    }
+    /* a current HALF_OPEN permit always holds a slot (its bit 0 is set) */
+    assert(untracked || (permit & 1u));
+    v->in_flight--;
+    v->untracked -= untracked;
+    assert(v->in_flight >= 0 && v->untracked >= 0 && v->untracked <= v->in_flight);
+    return 1;
 }
 
 /* ---- helpers (lock held) ------------------------------------------------ */
 
 /* Raises last_now to now (never lowers it: the clean fast path raises it
  * without the lock) and returns the clamped now. */
-static int64_t clamp_now(prs_breaker *b, int64_t now) {
-    int64_t seen = atomic_load_explicit(&b->last_now, memory_order_relaxed);
+static int64_t clamp_now(prs__brk_state *st, int64_t now) {
+    int64_t seen = atomic_load_explicit(&st->last_now, memory_order_relaxed);
     while (now > seen) {
-        if (atomic_compare_exchange_weak_explicit(&b->last_now, &seen, now, memory_order_relaxed,
+        if (atomic_compare_exchange_weak_explicit(&st->last_now, &seen, now, memory_order_relaxed,
                                                   memory_order_relaxed))
             return now;
     }
@@ -264,30 +352,33 @@ static int64_t stripes_sum(prs_breaker *b) {
  * without the clean bit and with the next gen, then the stripes folded into
  * the counters (see "the clean fast path"). */
 static void leave_clean(prs_breaker *b) {
-    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    prs__brk_state *st = state_of(b);
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     if (!(w & W_CLEAN)) return;
     uint64_t gen = (W_GEN(w) + 1) & W_GEN_MASK;
     w = (w & ~(W_CLEAN | (W_GEN_MASK << W_GEN_SHIFT))) | gen << W_GEN_SHIFT;
-    atomic_store_explicit(&b->word, w, memory_order_seq_cst);
+    atomic_store_explicit(&st->word, w, memory_order_seq_cst);
     int64_t folded = 0;
     for (int i = 0; i < STRIPES; i++) {
         uint64_t v = atomic_exchange_explicit(&b->stripes[i].v, gen << 40, memory_order_acq_rel);
         assert(S_GEN(v) == ((gen - 1) & W_GEN_MASK));
         folded += (int64_t)(v & S_COUNT_MASK);
     }
-    b->calls += folded;
-    b->consec_succ += folded;
+    st->v.calls += folded;
+    st->v.consec_succ += folded;
 }
 
 /* Lock held, in CLOSED after an outcome: sets the clean bit when one more plain
- * success could change nothing but the counters. */
+ * success could change nothing but the counters (in process, count window). */
 static void maybe_enter_clean(prs_breaker *b) {
-    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    prs__brk_state *st = state_of(b);
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     if ((w & W_CLEAN) || W_STATE(w) != PRS_BREAKER_CLOSED || !b->ring) return;
-    if (b->ring_n != b->cfg.window_size || b->w_failures != 0 || b->w_slow != 0 ||
-        b->consec_fail != 0)
+    if (__builtin_expect(b->shm != NULL, 0)) return;
+    if (st->v.ring_n != b->cfg.window_size || st->v.w_failures != 0 || st->v.w_slow != 0 ||
+        st->v.consec_fail != 0)
         return;
-    atomic_store_explicit(&b->word, w | W_CLEAN, memory_order_release);
+    atomic_store_explicit(&st->word, w | W_CLEAN, memory_order_release);
 }
 
 /* The thread's stripe: its stack address, hashed (threads' stacks are far
@@ -300,13 +391,14 @@ static inline stripe *my_stripe(prs_breaker *b) {
 /* A plain success counted without the lock while clean: 1 if it was, 0 if
  * the caller must take the lock. */
 static int record_clean_success(prs_breaker *b, int64_t now, prs_breaker_permit permit) {
-    uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
+    prs__brk_state *st = state_of(b);
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_acquire);
     if (!(w & W_CLEAN)) return 0;
-    if (permit != PRS_BREAKER_NO_PERMIT && permit != W_EPOCH(w) << 1) return 0;
+    if (permit != PRS_BREAKER_NO_PERMIT && permit != P_MAKE(W_EPOCH(w), 0, 0)) return 0;
     stripe *s = my_stripe(b);
     uint64_t v = atomic_load_explicit(&s->v, memory_order_relaxed);
     if (S_GEN(v) != W_GEN(w) || (v & S_COUNT_MASK) == S_COUNT_MASK) return 0;
-    clamp_now(b, now); /* first: a failure after this success opens no earlier */
+    clamp_now(st, now); /* first: a failure after this success opens no earlier */
     return atomic_compare_exchange_strong_explicit(&s->v, &v, v + 1, memory_order_relaxed,
                                                    memory_order_relaxed);
 }
@@ -322,65 +414,71 @@ static int64_t floor_mod(int64_t a, int64_t d) {
 }
 
 static void window_clear(prs_breaker *b) {
-    b->w_calls = b->w_failures = b->w_slow = 0;
+    prs__brk_vars *v = &state_of(b)->v;
+    v->w_calls = v->w_failures = v->w_slow = 0;
     if (b->ring) {
-        b->ring_n = 0;
-        b->ring_head = 0;
+        v->ring_n = 0;
+        v->ring_head = 0;
     } else {
-        memset(b->buckets, 0, (size_t)b->cfg.window_size * sizeof(tw_bucket));
-        b->head_sec = INT64_MIN;
+        memset(b->buckets, 0, (size_t)b->cfg.window_size * sizeof(prs__brk_bucket));
+        v->head_sec = INT64_MIN;
     }
 }
 
 /* Moves a time window forward to second `sec` (never backwards: now is clamped). */
 static void window_roll(prs_breaker *b, int64_t now) {
     if (!b->buckets) return;
+    prs__brk_vars *v = &state_of(b)->v;
     int64_t sec = floor_div(now, PRS_NS_PER_SEC), size = b->cfg.window_size;
-    if (b->head_sec == INT64_MIN) {
-        b->head_sec = sec;
+    if (v->head_sec == INT64_MIN) {
+        v->head_sec = sec;
         return;
     }
-    if (sec <= b->head_sec) return;
-    if (sec - b->head_sec >= size) {
-        memset(b->buckets, 0, (size_t)size * sizeof(tw_bucket));
-        b->w_calls = b->w_failures = b->w_slow = 0;
+    if (sec <= v->head_sec) return;
+    if (sec - v->head_sec >= size) {
+        memset(b->buckets, 0, (size_t)size * sizeof(prs__brk_bucket));
+        v->w_calls = v->w_failures = v->w_slow = 0;
     } else {
-        for (int64_t s = b->head_sec + 1; s <= sec; s++) {
-            tw_bucket *k = &b->buckets[floor_mod(s, size)];
-            b->w_calls -= k->calls;
-            b->w_failures -= k->failures;
-            b->w_slow -= k->slow;
+        for (int64_t s = v->head_sec + 1; s <= sec; s++) {
+            prs__brk_bucket *k = &b->buckets[floor_mod(s, size)];
+            v->w_calls -= k->calls;
+            v->w_failures -= k->failures;
+            v->w_slow -= k->slow;
             k->calls = k->failures = k->slow = 0;
         }
     }
-    b->head_sec = sec;
+    v->head_sec = sec;
 }
 
 static void window_push(prs_breaker *b, int64_t now, unsigned flags) {
-    int64_t fail = (flags & OUT_FAIL) != 0, slow = (flags & OUT_SLOW) != 0;
+    prs__brk_vars *v = &state_of(b)->v;
+    int64_t fail = (flags & PRS__BRK_FAIL) != 0, slow = (flags & PRS__BRK_SLOW) != 0;
     if (b->ring) {
         int64_t size = b->cfg.window_size;
-        if (b->ring_n == size) {
-            unsigned old = b->ring[b->ring_head];
-            b->w_calls--;
-            b->w_failures -= (old & OUT_FAIL) != 0;
-            b->w_slow -= (old & OUT_SLOW) != 0;
+        journal_cell(b, v->ring_head);
+        if (v->ring_n == size) {
+            unsigned old = b->ring[v->ring_head];
+            v->w_calls--;
+            v->w_failures -= (old & PRS__BRK_FAIL) != 0;
+            v->w_slow -= (old & PRS__BRK_SLOW) != 0;
         } else {
-            b->ring_n++;
+            v->ring_n++;
         }
-        b->ring[b->ring_head] = (uint8_t)flags;
-        if (++b->ring_head == size) b->ring_head = 0;
+        b->ring[v->ring_head] = (uint8_t)flags;
+        if (++v->ring_head == size) v->ring_head = 0;
     } else {
         window_roll(b, now);
-        tw_bucket *k = &b->buckets[floor_mod(b->head_sec, b->cfg.window_size)];
+        int64_t i = floor_mod(v->head_sec, b->cfg.window_size);
+        journal_cell(b, i);
+        prs__brk_bucket *k = &b->buckets[i];
         k->calls++;
         k->failures += fail;
         k->slow += slow;
     }
-    b->w_calls++;
-    b->w_failures += fail;
-    b->w_slow += slow;
-    assert(b->w_failures >= 0 && b->w_failures <= b->w_calls && b->w_slow <= b->w_calls);
+    v->w_calls++;
+    v->w_failures += fail;
+    v->w_slow += slow;
+    assert(v->w_failures >= 0 && v->w_failures <= v->w_calls && v->w_slow <= v->w_calls);
 }
 
 static double rate_of(int64_t part, int64_t whole) {
@@ -388,23 +486,27 @@ static double rate_of(int64_t part, int64_t whole) {
 }
 
 static int window_trips(const prs_breaker *b) {
-    if (b->w_calls < b->min_calls) return 0;
+    const prs__brk_vars *v = &state_of(b)->v;
+    if (v->w_calls < b->min_calls) return 0;
     double frt = b->cfg.failure_rate_threshold, srt = b->cfg.slow_call_rate_threshold;
-    if (frt > 0.0 && rate_of(b->w_failures, b->w_calls) >= frt) return 1;
-    if (srt > 0.0 && rate_of(b->w_slow, b->w_calls) >= srt) return 1;
+    if (frt > 0.0 && rate_of(v->w_failures, v->w_calls) >= frt) return 1;
+    if (srt > 0.0 && rate_of(v->w_slow, v->w_calls) >= srt) return 1;
     return 0;
 }
 
-/* Stores a new word (epoch + 1) and reports the transition, if the state changed. */
+/* Stores a new word (epoch + 1) and reports the transition, if the state
+ * changed. Every trial of the old epoch is over: its slots are freed. */
 static void set_state(prs_breaker *b, prs_breaker_state to, prs_breaker_mode mode,
                       prs_breaker_transition *tr) {
     leave_clean(b);
-    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    prs__brk_state *st = state_of(b);
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     prs_breaker_state from = W_STATE(w);
-    atomic_store_explicit(&b->word,
+    atomic_store_explicit(&st->word,
                           W_MAKE(W_EPOCH(w) + 1, mode, to) | (w & (W_GEN_MASK << W_GEN_SHIFT)),
                           memory_order_release);
-    if (to != PRS_BREAKER_HALF_OPEN) b->in_flight = b->untracked = 0;
+    st->v.in_flight = st->v.untracked = 0;
+    if (b->shm) prs__shm_brk_clear(b->shm);
     if (tr) {
         tr->happened = from != to;
         tr->from = from;
@@ -415,15 +517,14 @@ static void set_state(prs_breaker *b, prs_breaker_state to, prs_breaker_mode mod
 static void enter_open(prs_breaker *b, int64_t now, prs_breaker_mode mode,
                        prs_breaker_transition *tr) {
     set_state(b, PRS_BREAKER_OPEN, mode, tr);
-    b->opened_at = now;
-    b->consec_succ = 0;
+    state_of(b)->v.opened_at = now;
+    state_of(b)->v.consec_succ = 0;
 }
 
 static void enter_half_open(prs_breaker *b, prs_breaker_transition *tr) {
     set_state(b, PRS_BREAKER_HALF_OPEN, PRS_BREAKER_NORMAL, tr);
-    b->in_flight = b->untracked = 0;
-    b->consec_succ = 0;
-    b->consec_fail = 0;
+    state_of(b)->v.consec_succ = 0;
+    state_of(b)->v.consec_fail = 0;
 }
 
 static void enter_closed(prs_breaker *b, prs_breaker_mode mode, int clear,
@@ -431,15 +532,15 @@ static void enter_closed(prs_breaker *b, prs_breaker_mode mode, int clear,
     set_state(b, PRS_BREAKER_CLOSED, mode, tr);
     if (clear) {
         window_clear(b);
-        b->consec_succ = 0;
-        b->consec_fail = 0;
+        state_of(b)->v.consec_succ = 0;
+        state_of(b)->v.consec_fail = 0;
     }
 }
 
 static int64_t open_retry_after(const prs_breaker *b, uint64_t w, int64_t now) {
     if (W_MODE(w) == PRS_BREAKER_FORCED_OPEN || b->cfg.open_timeout_ns == PRS_NEVER)
         return PRS_NEVER;
-    int64_t at = prs__sat_add(b->opened_at, b->cfg.open_timeout_ns);
+    int64_t at = prs__sat_add(state_of(b)->v.opened_at, b->cfg.open_timeout_ns);
     return at > now ? prs__sat_sub(at, now) : 0;
 }
 
@@ -456,53 +557,46 @@ static void no_transition(prs_breaker_transition *tr) {
  * (NO_PERMIT) and its trial slot counts in `untracked`. */
 static int admit(prs_breaker *b, int64_t now, prs_breaker_decision *d, int untracked) {
     if (!b || !d) return PRS_EINVAL;
-    if (__builtin_expect(b->shm != NULL, 0)) return prs__shm_brk_admit(b->shm, now, d, untracked);
-    uint64_t w = atomic_load_explicit(&b->word, memory_order_acquire);
+    prs__brk_state *st = state_of(b);
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_acquire);
     d->transition.happened = 0;
     d->transition.from = d->transition.to = W_STATE(w);
+    d->retry_after_ns = 0;
     if (W_STATE(w) == PRS_BREAKER_CLOSED) { /* fast path, also DISABLED (always CLOSED) */
         d->allowed = 1;
-        d->permit = untracked ? PRS_BREAKER_NO_PERMIT : W_EPOCH(w) << 1;
-        d->retry_after_ns = 0;
+        d->permit = untracked ? PRS_BREAKER_NO_PERMIT : P_MAKE(W_EPOCH(w), 0, 0);
         return PRS_OK;
     }
-    prs__spin_lock(&b->lock);
-    now = clamp_now(b, now);
-    w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    lock(b);
+    now = clamp_now(st, now);
+    w = atomic_load_explicit(&st->word, memory_order_relaxed);
+    d->allowed = 0;
+    d->permit = PRS_BREAKER_NO_PERMIT;
     if (W_STATE(w) == PRS_BREAKER_OPEN) {
         int64_t retry = open_retry_after(b, w, now);
         if (retry > 0) {
-            b->rejected++;
-            prs__spin_unlock(&b->lock);
-            d->allowed = 0;
-            d->permit = PRS_BREAKER_NO_PERMIT;
+            st->v.rejected++;
+            unlock(b);
             d->retry_after_ns = retry;
             d->transition.from = d->transition.to = PRS_BREAKER_OPEN;
             return PRS_OK;
         }
         enter_half_open(b, &d->transition);
-        w = atomic_load_explicit(&b->word, memory_order_relaxed);
+        w = atomic_load_explicit(&st->word, memory_order_relaxed);
     }
     if (W_STATE(w) == PRS_BREAKER_HALF_OPEN) {
-        if (b->in_flight < b->half_open_max) {
-            b->in_flight++;
-            b->untracked += untracked;
-            assert(b->untracked <= b->in_flight);
+        int64_t slot = take_slot(b, now, untracked);
+        if (slot >= 0) {
             d->allowed = 1;
-            d->permit = untracked ? PRS_BREAKER_NO_PERMIT : (W_EPOCH(w) << 1) | 1u;
-            d->retry_after_ns = 0;
+            d->permit = untracked ? PRS_BREAKER_NO_PERMIT : P_MAKE(W_EPOCH(w), slot, 1);
         } else {
-            b->rejected++;
-            d->allowed = 0;
-            d->permit = PRS_BREAKER_NO_PERMIT;
-            d->retry_after_ns = 0;
+            st->v.rejected++;
         }
     } else { /* closed since the fast path looked */
         d->allowed = 1;
-        d->permit = untracked ? PRS_BREAKER_NO_PERMIT : W_EPOCH(w) << 1;
-        d->retry_after_ns = 0;
+        d->permit = untracked ? PRS_BREAKER_NO_PERMIT : P_MAKE(W_EPOCH(w), 0, 0);
     }
-    prs__spin_unlock(&b->lock);
+    unlock(b);
     return PRS_OK;
 }
 
@@ -515,10 +609,9 @@ int prs_breaker_acquire_untracked(prs_breaker *b, int64_t now, prs_breaker_decis
 }
 
 int prs_breaker_try_acquire_closed(const prs_breaker *b, prs_breaker_permit *permit) {
-    if (__builtin_expect(b->shm != NULL, 0)) return prs__shm_brk_closed(b->shm, permit);
-    uint64_t w = atomic_load_explicit(&((prs_breaker *)b)->word, memory_order_acquire);
+    uint64_t w = atomic_load_explicit(&state_of(b)->word, memory_order_acquire);
     if (W_STATE(w) != PRS_BREAKER_CLOSED) return 0;
-    *permit = W_EPOCH(w) << 1;
+    *permit = P_MAKE(W_EPOCH(w), 0, 0);
     return 1;
 }
 
@@ -527,8 +620,7 @@ int prs_breaker_try_acquire_closed(const prs_breaker *b, prs_breaker_permit *per
 int prs_breaker_outcome_needs_time(const prs_breaker *b, prs_breaker_outcome outcome) {
     /* A success never trips a consecutive-mode breaker, a half-open success
      * closes without a time, and a count window ignores time. */
-    return outcome == PRS_BREAKER_FAILURE || b->rate_mode || b->buckets != NULL ||
-           (b->shm && b->cfg.window_type == PRS_BREAKER_WINDOW_TIME);
+    return outcome == PRS_BREAKER_FAILURE || b->rate_mode || b->buckets != NULL;
 }
 
 int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
@@ -539,67 +631,58 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
     if (outcome != PRS_BREAKER_SUCCESS && outcome != PRS_BREAKER_FAILURE &&
         outcome != PRS_BREAKER_IGNORED)
         return PRS_EINVAL;
-    if (b->shm) return prs__shm_brk_record(b->shm, now, permit, outcome, duration_ns, tr);
     int slow = outcome != PRS_BREAKER_IGNORED && b->cfg.slow_call_ns > 0 &&
                duration_ns >= b->cfg.slow_call_ns;
     int fail = outcome == PRS_BREAKER_FAILURE;
     if (outcome == PRS_BREAKER_SUCCESS && !slow && record_clean_success(b, now, permit))
         return PRS_OK;
 
-    prs__spin_lock(&b->lock);
-    now = clamp_now(b, now);
+    prs__brk_state *st = state_of(b);
+    prs__brk_vars *v = &st->v;
+    lock(b);
+    now = clamp_now(st, now);
     if (outcome == PRS_BREAKER_IGNORED) {
-        b->ignored++;
+        v->ignored++;
     } else {
-        b->calls++;
-        b->failures += fail;
-        b->slow_calls += slow;
+        v->calls++;
+        v->failures += fail;
+        v->slow_calls += slow;
     }
-    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     prs_breaker_state state = W_STATE(w);
-    if (permit != PRS_BREAKER_NO_PERMIT && (permit >> 1) != W_EPOCH(w)) {
-        prs__spin_unlock(&b->lock); /* stale: admitted before a transition */
+    if (permit != PRS_BREAKER_NO_PERMIT && P_EPOCH(permit) != W_EPOCH(w)) {
+        unlock(b); /* stale: admitted before a transition */
         return PRS_OK;
     }
     if (state == PRS_BREAKER_CLOSED) {
         if (outcome != PRS_BREAKER_IGNORED) {
             leave_clean(b);
-            window_push(b, now, (fail ? OUT_FAIL : 0u) | (slow ? OUT_SLOW : 0u));
+            window_push(b, now, (fail ? PRS__BRK_FAIL : 0u) | (slow ? PRS__BRK_SLOW : 0u));
             if (fail) {
-                b->consec_fail++;
-                b->consec_succ = 0;
+                v->consec_fail++;
+                v->consec_succ = 0;
             } else {
-                b->consec_succ++;
-                b->consec_fail = 0;
+                v->consec_succ++;
+                v->consec_fail = 0;
             }
             if (W_MODE(w) == PRS_BREAKER_NORMAL &&
-                (b->rate_mode ? window_trips(b) : b->consec_fail >= b->cfg.failure_threshold))
+                (b->rate_mode ? window_trips(b) : v->consec_fail >= b->cfg.failure_threshold))
                 enter_open(b, now, PRS_BREAKER_NORMAL, tr);
             else
                 maybe_enter_clean(b);
         }
-    } else if (state == PRS_BREAKER_HALF_OPEN) {
-        if (permit == PRS_BREAKER_NO_PERMIT) {
-            if (b->untracked == 0) { /* a stray: it holds no slot, so it is no trial */
-                prs__spin_unlock(&b->lock);
-                return PRS_OK;
-            }
-            b->untracked--;
-        }
-        /* a current HALF_OPEN permit always holds a slot (its bit 0 is set) */
-        assert(permit == PRS_BREAKER_NO_PERMIT || (permit & 1u));
-        b->in_flight--;
-        assert(b->in_flight >= 0 && b->untracked <= b->in_flight);
+    } else if (state == PRS_BREAKER_HALF_OPEN && free_slot(b, permit)) {
         if (outcome == PRS_BREAKER_IGNORED) {
             /* neither: the slot is free again */
         } else if (fail || (slow && b->cfg.slow_call_rate_threshold > 0.0)) {
             enter_open(b, now, PRS_BREAKER_NORMAL, tr);
-        } else if (++b->consec_succ >= b->cfg.success_threshold) {
+        } else if (++v->consec_succ >= b->cfg.success_threshold) {
             enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
         }
     }
-    /* OPEN: an outcome without a permit only counts in the totals. */
-    prs__spin_unlock(&b->lock);
+    /* OPEN, or a stray in HALF_OPEN: an outcome that holds no slot only
+     * counts in the totals. */
+    unlock(b);
     return PRS_OK;
 }
 
@@ -611,12 +694,9 @@ typedef enum manual_op { M_OPEN, M_FORCE_OPEN, M_HALF_OPEN, M_CLOSE, M_RESET, M_
 static void manual(prs_breaker *b, int64_t now, manual_op op, prs_breaker_transition *tr) {
     no_transition(tr);
     if (!b) return;
-    if (b->shm) {
-        prs__shm_brk_manual(b->shm, now, (int)op, tr);
-        return;
-    }
-    prs__spin_lock(&b->lock);
-    now = clamp_now(b, now);
+    lock(b);
+    now = clamp_now(state_of(b), now);
+    prs__brk_vars *v = &state_of(b)->v;
     switch (op) {
     case M_OPEN:
         enter_open(b, now, PRS_BREAKER_NORMAL, tr);
@@ -630,16 +710,16 @@ static void manual(prs_breaker *b, int64_t now, manual_op op, prs_breaker_transi
     case M_CLOSE:
     case M_RESET:
         enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
-        if (op == M_RESET) b->calls = b->failures = b->slow_calls = b->rejected = b->ignored = 0;
+        if (op == M_RESET) v->calls = v->failures = v->slow_calls = v->rejected = v->ignored = 0;
         break;
     case M_DISABLE: {
-        uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
+        uint64_t w = atomic_load_explicit(&state_of(b)->word, memory_order_relaxed);
         /* from CLOSED the window and counts go on; from elsewhere start clean */
         enter_closed(b, PRS_BREAKER_DISABLED, W_STATE(w) != PRS_BREAKER_CLOSED, tr);
         break;
     }
     }
-    prs__spin_unlock(&b->lock);
+    unlock(b);
 }
 
 /* Defines prs_breaker_<name>(b, now, tr): the manual transition `op`. */
@@ -658,45 +738,43 @@ MANUAL_TRANSITION(disable, M_DISABLE)
 /* ---- reading ----------------------------------------------------------------- */
 
 prs_breaker_state prs_breaker_get_state(const prs_breaker *b) {
-    if (b->shm) return (prs_breaker_state)(prs__shm_brk_word(b->shm) & 3u);
-    return W_STATE(atomic_load_explicit(&((prs_breaker *)b)->word, memory_order_acquire));
+    return W_STATE(atomic_load_explicit(&state_of(b)->word, memory_order_acquire));
 }
 
 prs_breaker_mode prs_breaker_get_mode(const prs_breaker *b) {
-    if (b->shm) return (prs_breaker_mode)(prs__shm_brk_word(b->shm) >> 2);
-    return W_MODE(atomic_load_explicit(&((prs_breaker *)b)->word, memory_order_acquire));
+    return W_MODE(atomic_load_explicit(&state_of(b)->word, memory_order_acquire));
 }
 
 void prs_breaker_get_metrics(prs_breaker *b, int64_t now, prs_breaker_metrics *m) {
     memset(m, 0, sizeof *m);
     if (!b) return;
-    if (b->shm) {
-        prs__shm_brk_metrics(b->shm, now, m);
-        return;
-    }
-    prs__spin_lock(&b->lock);
-    now = clamp_now(b, now);
+    prs__brk_state *st = state_of(b);
+    const prs__brk_vars *v = &st->v;
+    lock(b);
+    now = clamp_now(st, now);
     window_roll(b, now);
-    uint64_t w = atomic_load_explicit(&b->word, memory_order_relaxed);
-    m->state = W_STATE(w);
-    m->mode = W_MODE(w);
+    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     int64_t fast = stripes_sum(b);
-    m->consecutive_failures = b->consec_fail;
-    m->consecutive_successes = b->consec_succ + fast;
-    m->calls = b->calls + fast;
-    m->failures = b->failures;
-    m->slow_calls = b->slow_calls;
-    m->rejected = b->rejected;
-    m->ignored = b->ignored;
-    m->window_calls = b->w_calls;
-    m->window_failures = b->w_failures;
-    m->window_slow_calls = b->w_slow;
-    m->failure_rate = rate_of(b->w_failures, b->w_calls);
-    m->slow_call_rate = rate_of(b->w_slow, b->w_calls);
-    m->retry_after_ns = m->state == PRS_BREAKER_OPEN ? open_retry_after(b, w, now) : 0;
-    m->half_open_in_flight = b->in_flight;
-    m->half_open_untracked = b->untracked;
-    prs__spin_unlock(&b->lock);
+    *m = (prs_breaker_metrics){
+        .state = W_STATE(w),
+        .mode = W_MODE(w),
+        .consecutive_failures = v->consec_fail,
+        .consecutive_successes = v->consec_succ + fast,
+        .calls = v->calls + fast,
+        .failures = v->failures,
+        .slow_calls = v->slow_calls,
+        .rejected = v->rejected,
+        .ignored = v->ignored,
+        .window_calls = v->w_calls,
+        .window_failures = v->w_failures,
+        .window_slow_calls = v->w_slow,
+        .failure_rate = rate_of(v->w_failures, v->w_calls),
+        .slow_call_rate = rate_of(v->w_slow, v->w_calls),
+        .retry_after_ns = W_STATE(w) == PRS_BREAKER_OPEN ? open_retry_after(b, w, now) : 0,
+        .half_open_in_flight = v->in_flight,
+        .half_open_untracked = v->untracked,
+    };
+    unlock(b);
 }
 
 void prs_breaker_get_config(const prs_breaker *b, prs_breaker_config *cfg) {
@@ -738,25 +816,19 @@ int prs_breaker_new_placed(const prs_breaker_config *cfg, const prs_shm_place *p
         return prs_config_fail(why, PRS_EINVAL, "name",
                                "must be 1..63 bytes without '/', '..' or control characters");
     const prs_allocator *a = prs__alloc_or_default(cfg->allocator);
-    void *block = prs__calloc(a, 1, sizeof(prs_breaker) + LINE - 1);
-    if (!block) return PRS_ENOMEM;
-    struct prs__shm_brk *s = NULL;
+    prs_breaker *b = object_new(cfg, a);
+    if (!b) return PRS_ENOMEM;
+    prs__shm_brk *s = NULL;
     rc = prs__shm_brk_place(cfg, place, &s);
     if (rc) {
-        prs__free(a, block);
+        prs__free(a, b->block);
         if (rc == PRS_ESTATE)
             return prs_config_fail(why, rc, NULL, "exists in the region with another configuration");
         if (rc == PRS_ERANGE)
             return prs_config_fail(why, rc, "half_open_max_calls", "must be <= 65536 in a region");
         return rc;
     }
-    prs_breaker *b = (prs_breaker *)(((uintptr_t)block + LINE - 1) & ~(uintptr_t)(LINE - 1));
-    b->block = block;
-    b->cfg = *cfg;
-    b->cfg.allocator = NULL;
-    b->half_open_max = cfg->half_open_max_calls ? cfg->half_open_max_calls : cfg->success_threshold;
-    b->rate_mode = cfg->failure_rate_threshold > 0.0 || cfg->slow_call_rate_threshold > 0.0;
-    b->alloc = *a;
+    attach_window(b, (unsigned char *)s + s->win_off);
     b->shm = s;
     b->region = place->region;
     prs__shm_ref(place->region);
@@ -766,4 +838,10 @@ int prs_breaker_new_placed(const prs_breaker_config *cfg, const prs_shm_place *p
 
 int prs_breaker_shared(const prs_breaker *b) { return b && b->shm != NULL; }
 
-int prs_breaker_reap(prs_breaker *b) { return b && b->shm ? prs__shm_brk_reap(b->shm) : 0; }
+int prs_breaker_reap(prs_breaker *b) {
+    if (!b || !b->shm) return 0;
+    lock(b);
+    int n = prs__shm_brk_reap(b->shm);
+    unlock(b);
+    return n;
+}

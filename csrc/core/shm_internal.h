@@ -81,30 +81,6 @@ int prs__token_dead(uint64_t token);
 #define PRS__TOKEN_FLAG (UINT64_C(1) << 63)
 #define PRS__REAP_INTERVAL_NS INT64_C(250000000) /* a full object looks for dead holders */
 
-/* ---- a breaker placed in a region (shm_breaker.c; breaker.c dispatches) -- */
-
-typedef struct prs__shm_brk prs__shm_brk;
-typedef struct prs_breaker prs_breaker;
-struct prs_breaker_config;
-struct prs_breaker_decision;
-struct prs_breaker_transition;
-struct prs_breaker_metrics;
-int prs__shm_brk_place(const struct prs_breaker_config *cfg, const prs_shm_place *place,
-                       prs__shm_brk **out);
-int prs__shm_brk_admit(prs__shm_brk *s, int64_t now, struct prs_breaker_decision *d,
-                       int untracked);
-int prs__shm_brk_closed(prs__shm_brk *s, uint64_t *permit);
-int prs__shm_brk_record(prs__shm_brk *s, int64_t now, uint64_t permit, int outcome,
-                        int64_t duration_ns, struct prs_breaker_transition *tr);
-/* op: 0 open, 1 force_open, 2 half_open, 3 close, 4 reset, 5 disable */
-void prs__shm_brk_manual(prs__shm_brk *s, int64_t now, int op, struct prs_breaker_transition *tr);
-uint64_t prs__shm_brk_word(const prs__shm_brk *s); /* state | mode << 2 */
-void prs__shm_brk_metrics(prs__shm_brk *s, int64_t now, struct prs_breaker_metrics *m);
-int prs__shm_brk_reap(prs__shm_brk *s);
-/* Tests: PRS_OK when the placed breaker `name` of r keeps its invariants (its
- * aggregates equal what its window and slots hold, states in range). */
-int prs__shm_brk_check(prs_breaker *b, prs_shm *r, const char *name);
-
 /* ---- a bulkhead placed in a region (shm_bulkhead.c; bulkhead.c dispatches) */
 
 typedef struct prs__shm_bh prs__shm_bh;

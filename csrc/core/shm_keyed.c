@@ -343,20 +343,37 @@ static int64_t room(prs__shm_keyed *k, const kkey *kk, int64_t now, int64_t *ret
     return -1;
 }
 
+/* Locks the stripe of key's bucket (*s) and looks the key up (*kk): its
+ * slot, or -1 when absent. */
+static int64_t lock_find(prs__shm_keyed *k, const void *key, size_t len, kkey *kk, stripe **s) {
+    key_of(k, key, len, kk);
+    *s = stripe_at(k, kk->bucket % k->h->nstripes);
+    stripe_lock(k, *s);
+    return find(k, kk);
+}
+
+/* Room for a fresh state, taken before the lock: `stack` (STACK_STATE
+ * bytes) when the state fits it, else allocated; NULL when that fails.
+ * scratch_free gives it back. */
 #define STACK_STATE 4096
+static unsigned char *scratch(prs__shm_keyed *k, unsigned char *stack) {
+    size_t ssz = (size_t)k->h->state_size;
+    return ssz <= STACK_STATE ? stack : prs__malloc(&k->alloc, ssz);
+}
+static void scratch_free(prs__shm_keyed *k, unsigned char *p, const unsigned char *stack) {
+    if (p != stack) prs__free(&k->alloc, p);
+}
 
 int prs__shm_keyed_decide(prs__shm_keyed *k, const void *key, size_t len, int64_t now,
                           int64_t n, int consume, prs_decision *d) {
-    kkey kk;
-    key_of(k, key, len, &kk);
-    stripe *s = stripe_at(k, kk.bucket % k->h->nstripes);
     size_t ssz = (size_t)k->h->state_size;
     alignas(16) unsigned char stack_state[STACK_STATE];
-    unsigned char *fresh = ssz <= sizeof stack_state ? stack_state : prs__malloc(&k->alloc, ssz);
+    unsigned char *fresh = scratch(k, stack_state);
     if (!fresh) return PRS_ENOMEM;
     int rc;
-    stripe_lock(k, s);
-    int64_t i = find(k, &kk);
+    kkey kk;
+    stripe *s;
+    int64_t i = lock_find(k, key, len, &kk, &s);
     if (i >= 0) { /* a held key: journalled in place */
         if (consume) journal_begin(k, s, (uint64_t)i);
         rc = k->algo->decide(k->params, state_at(k, (uint64_t)i), now, n, consume, d);
@@ -386,7 +403,7 @@ int prs__shm_keyed_decide(prs__shm_keyed *k, const void *key, size_t len, int64_
     journal_end(s);
 out:
     stripe_unlock(s);
-    if (fresh != stack_state) prs__free(&k->alloc, fresh);
+    scratch_free(k, fresh, stack_state);
     return rc;
 }
 
@@ -400,10 +417,8 @@ static void forget(prs__shm_keyed *k, stripe *s, uint64_t i) {
 
 int prs__shm_keyed_reset_key(prs__shm_keyed *k, const void *key, size_t len) {
     kkey kk;
-    key_of(k, key, len, &kk);
-    stripe *s = stripe_at(k, kk.bucket % k->h->nstripes);
-    stripe_lock(k, s);
-    int64_t i = find(k, &kk);
+    stripe *s;
+    int64_t i = lock_find(k, key, len, &kk, &s);
     if (i >= 0) forget(k, s, (uint64_t)i);
     stripe_unlock(s);
     return i >= 0;
@@ -440,25 +455,20 @@ int64_t prs__shm_keyed_prune(prs__shm_keyed *k, int64_t now) {
 
 int prs__shm_keyed_contains(prs__shm_keyed *k, const void *key, size_t len, int64_t now) {
     kkey kk;
-    key_of(k, key, len, &kk);
-    stripe *s = stripe_at(k, kk.bucket % k->h->nstripes);
-    stripe_lock(k, s);
-    int64_t i = find(k, &kk);
+    stripe *s;
+    int64_t i = lock_find(k, key, len, &kk, &s);
     int r = i >= 0 && !k->algo->is_fresh(k->params, state_at(k, (uint64_t)i), now);
     stripe_unlock(s);
     return r;
 }
 
 double prs__shm_keyed_available(prs__shm_keyed *k, const void *key, size_t len, int64_t now) {
-    kkey kk;
-    key_of(k, key, len, &kk);
-    stripe *s = stripe_at(k, kk.bucket % k->h->nstripes);
-    size_t ssz = (size_t)k->h->state_size;
     alignas(16) unsigned char stack_state[STACK_STATE];
-    unsigned char *fresh = ssz <= sizeof stack_state ? stack_state : prs__malloc(&k->alloc, ssz);
+    unsigned char *fresh = scratch(k, stack_state);
     if (!fresh) return 0.0;
-    stripe_lock(k, s);
-    int64_t i = find(k, &kk);
+    kkey kk;
+    stripe *s;
+    int64_t i = lock_find(k, key, len, &kk, &s);
     double r;
     if (i >= 0) {
         r = k->algo->available(k->params, state_at(k, (uint64_t)i), now);
@@ -467,7 +477,7 @@ double prs__shm_keyed_available(prs__shm_keyed *k, const void *key, size_t len, 
         r = k->algo->available(k->params, fresh, now);
     }
     stripe_unlock(s);
-    if (fresh != stack_state) prs__free(&k->alloc, fresh);
+    scratch_free(k, fresh, stack_state);
     return r;
 }
 

@@ -12,7 +12,7 @@
 
 #include "prs_test.h"
 #include "pyresilience.h"
-#include "shm_internal.h"
+#include "breaker_internal.h"
 #include "test_shm_util.h"
 
 #define S (PRS_NS_PER_SEC)
@@ -188,6 +188,87 @@ TEST(shm_breaker_mismatch) {
     cfg.failure_threshold = 0;
     ASSERT_EQ(prs_breaker_new_placed(&cfg, &pl, &c, &why), PRS_EINVAL);
     ASSERT_STREQ(why.field, "failure_threshold");
+    prs_breaker_free(b);
+    prs_shm_close(r);
+}
+
+/* The block of the placed breaker `name` of r (its entry's config as
+ * stored). */
+static prs__shm_brk *block_of(prs_shm *r, const char *name) {
+    _Alignas(16) unsigned char conf[PRS_SHM_CONFIG_MAX];
+    unsigned char none = 0;
+    void *blk = NULL;
+    ASSERT_EQ(prs_shm_entry(r, name, "circuit_breaker", &none, 1, 1, NULL, NULL, &blk, NULL, NULL,
+                            conf),
+              PRS_ESTATE);
+    ASSERT_OK(prs_shm_entry(r, name, "circuit_breaker", conf, sizeof(prs__brk_conf), 1, NULL, NULL,
+                            &blk, NULL, NULL, NULL));
+    return blk;
+}
+
+/* A block in the layout of the builds before the one state machine (magic 1:
+ * a word of epoch << 4) is refused, never misread. */
+TEST(shm_breaker_refuses_the_older_layout) {
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    prs_shm *r = open_region("b5");
+    ASSERT(r);
+    prs_breaker_free(placed(r, "dep", &cfg)); /* the entry stays */
+    prs__shm_brk *s = block_of(r, "dep");
+    uint64_t magic = s->magic;
+    s->magic = UINT64_C(0x50525342524b0001);
+    prs_shm_place pl = {r, "dep"};
+    prs_breaker *c = NULL;
+    ASSERT_EQ(prs_breaker_new_placed(&cfg, &pl, &c, NULL), PRS_EPROTO);
+    ASSERT(c == NULL);
+    s->magic = magic;
+    prs_breaker_free(placed(r, "dep", &cfg));
+    prs_shm_close(r);
+}
+
+/* A child makes one real change (admits, or records a failure, at now), then
+ * dies as if killed just before closing it: the lock still its own, the
+ * journal open. */
+static void die_inside(prs_breaker *b, prs__shm_brk *s, int64_t now, int fail) {
+    pid_t pid = fork();
+    if (pid == 0) {
+        prs_breaker_permit p;
+        if (admit(b, now, &p) && fail) prs_breaker_record(b, now, p, PRS_BREAKER_FAILURE, 0, NULL);
+        atomic_store(&s->st.lock.pid.owner, (int32_t)getpid());
+        atomic_store(&s->st.dirty, 1u);
+        _exit(0);
+    }
+    waitpid(pid, NULL, 0);
+}
+
+/* The next locker undoes a dead holder's change whole: the state, the
+ * variables, the window cell and the trial slots are as before it. */
+TEST(shm_breaker_dead_holders_change_undone) {
+    prs_breaker_config cfg;
+    prs_breaker_config_init(&cfg);
+    cfg.failure_threshold = 2;
+    cfg.open_timeout_ns = S;
+    prs_shm *r = open_region("b6");
+    ASSERT(r);
+    prs_breaker *b = placed(r, "dep", &cfg);
+    prs__shm_brk *s = block_of(r, "dep");
+    prs_breaker_permit p;
+    ASSERT(admit(b, 0, &p));
+    ASSERT_OK(prs_breaker_record(b, 0, p, PRS_BREAKER_FAILURE, 0, NULL));
+    die_inside(b, s, 0, 1); /* the failure that opened it */
+    ASSERT_OK(prs__shm_brk_check(b, r, "dep"));
+    prs_breaker_metrics m;
+    prs_breaker_get_metrics(b, 0, &m);
+    ASSERT_EQ(m.state, PRS_BREAKER_CLOSED);
+    ASSERT_EQ(m.consecutive_failures, 1);
+    ASSERT_EQ(m.window_failures, 1);
+    prs_breaker_open(b, 0, NULL);
+    die_inside(b, s, 2 * S, 0); /* the admission that went half-open and took a trial slot */
+    ASSERT_OK(prs__shm_brk_check(b, r, "dep"));
+    prs_breaker_get_metrics(b, 2 * S, &m);
+    ASSERT_EQ(m.state, PRS_BREAKER_OPEN);
+    ASSERT_EQ(m.half_open_in_flight, 0);
+    ASSERT(admit(b, 2 * S, NULL) && admit(b, 2 * S, NULL) && !admit(b, 2 * S, NULL));
     prs_breaker_free(b);
     prs_shm_close(r);
 }
