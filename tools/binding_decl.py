@@ -19,6 +19,7 @@ Flags: "none" (None accepted, field left at its default), "none_inf" (None ->
 +inf / NEVER).
 """
 import os
+import re
 
 
 class P:
@@ -41,7 +42,9 @@ class M:
     from it). C function: <prefix>_<name without leading _>, or `c`. slot=True:
     a type slot (__call__, ...), in the stub only. rate=True: one of the rate
     methods (allow, check, peek, acquire, _waiter), whose C function the
-    header defines over the type's `rate` target (prs_py_rate_method). A
+    header defines over the type's `rate` target (prs_py_rate_method), its
+    params those `sig` names (rate_params); rate="fast": the header's function
+    is <c>_slow, the fallback of a hand-written <c> with a fast path. A
     method may be a C statement `call` (returning None) or expression `expr`
     over `o` (and `now`), as Prop's, and `a`, its declared params parsed into
     a zeroed `config`: the header defines it. So is a slot __call__ with an
@@ -52,11 +55,38 @@ class M:
         self.name, self.sig, self.returns, self.doc = name, sig, returns, doc
         self.rate, self.expr, self.call, self.now = rate, expr, call, now
         self.params, self.config, self.c, self.flags, self.slot = params, config, c, flags, slot
+        if rate and params is None:
+            self.params, self.config = rate_params(sig), "prs_py_rate_args"
 
     def cname(self, prefix):
         if self.c:
             return self.c
         return (prefix + "_" if prefix else "") + self.name.lstrip("_")
+
+
+# The arguments a rate method's signature may name (into prs_py_rate_args):
+# key (the binding's), n, timeout and tokens_needed (an alias of n).
+RATE_ARGS = {"key": dict(kind="OBJECT"), "n": dict(kind="N", field="n"),
+             "timeout": dict(kind="TIMEOUT", field="timeout_ns"),
+             "tokens_needed": dict(kind="N", field="n")}
+
+
+def rate_params(sig):
+    """The declared params of a rate method's `sig` (stub syntax over
+    RATE_ARGS' names): the stub and text signature come out as written."""
+    params, kw = [], False
+    for part in filter(None, (x.strip() for x in re.split(r",(?![^\[]*\])", sig))):
+        if part == "*":
+            kw = True
+            continue
+        name, rest = part.split(":", 1)
+        typ, _, default = rest.partition("=")
+        p = P(name.strip(), type=typ.strip(), default=default.strip() or None, kw=kw,
+              **RATE_ARGS[name.strip()])
+        if p.name == "tokens_needed":
+            p.alias_of = "n"
+        params.append(p)
+    return params
 
 
 class Prop:
@@ -477,10 +507,6 @@ MODULE = ["clock", "decision", "limiters", "keyed", "breaker", "retry", "wait", 
 SETUP = {"clock": None, "decision": None, "wait": None}
 CONSTANTS = {}
 
-# Parameter tables used by no one method, by binding file: {cfile: {name:
-# (config struct, [(fname, [P])...])}} -> the array `name` of prs_py_params.
-PARAM_TABLES = {}
-
 # Module-level functions, by binding file (<cfile>_functions in gen/<cfile>.h).
 FUNCTIONS = {
     "retry": [
@@ -495,7 +521,7 @@ FUNCTIONS = {
 
 def _load_areas() -> None:
     """More declarations, one module per binding area (tools/decl_<area>.py,
-    each with TYPES and optionally FUNCTIONS, PARAM_TABLES, SETUP and
+    each with TYPES and optionally FUNCTIONS, SETUP and
     CONSTANTS), so areas are declared side by side without editing this file. They import P, M, Prop and Type from here."""
     import glob
     import importlib
@@ -506,8 +532,6 @@ def _load_areas() -> None:
         TYPES.extend(mod.TYPES)
         for cfile, funcs in getattr(mod, "FUNCTIONS", {}).items():
             FUNCTIONS.setdefault(cfile, []).extend(funcs)
-        for cfile, tables in getattr(mod, "PARAM_TABLES", {}).items():
-            PARAM_TABLES.setdefault(cfile, {}).update(tables)
         SETUP.update(getattr(mod, "SETUP", {}))
         for cfile, names in getattr(mod, "CONSTANTS", {}).items():
             CONSTANTS.setdefault(cfile, []).extend(names)

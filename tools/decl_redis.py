@@ -1,7 +1,7 @@
 """The declared binding of the Redis types (csrc/python/redis.c): RedisBackend,
 RedisRateLimiter, RedisLimiterGroup. Validation is csrc/redis's
 (prs_redis_config_check, prs_redis_limiter_config_check)."""
-from binding_decl import M, P, Prop, Type
+from binding_decl import M, P, Prop, Type, rate_params
 
 KEY = "Union[str, bytes]"
 
@@ -150,7 +150,8 @@ LIMITER = Type(
               "local lease can serve it."),
         M("peek", "key: %s, n: int = 1" % KEY, "Decision", rate=True,
           doc="The Decision check(key, n) would return now, consuming nothing."),
-        M("acquire", "key: %s, n: int = 1, timeout: Optional[float] = None" % KEY,
+        M("acquire", params=rate_params("key: %s, n: int = 1, timeout: Optional[float] = None" % KEY),
+          config="prs_py_rate_args",
           doc="Block until n is admitted for key (the GIL is\n"
               "released while waiting; Ctrl-C interrupts). RateLimitExceeded at once when n\n"
               "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."),

@@ -444,11 +444,20 @@ def c_body(t, head, x):
 
 
 def c_rate_method(t, m):
-    """A rate method's C function: prs_py_rate_method over the type's target."""
+    """A rate method's C function: its declared arguments, then
+    prs_py_rate_method over the type's target (a call without arguments
+    parses nothing when no key is required). With rate="fast", <c>_slow, the
+    fallback of the hand-written <c>."""
     kind = "PRS_PY_" + m.name.lstrip("_").upper()
-    return [PROTO[meth_flags(m)].replace(";", " {") % m.cname(t.prefix),
-            "    return prs_py_rate_method(self, %s, %s, %d, args, nargs, kwnames);"
-            % (kind, t.rate, t.rate_key), "}"]
+    name = m.cname(t.prefix)
+    L = [PROTO[meth_flags(m)] % name] if m.rate == "fast" else []
+    return L + [PROTO[meth_flags(m)].replace(";", " {") % (name + ("_slow" if m.rate == "fast" else "")),
+                "    prs_py_rate_args a = {1, PRS_NEVER};", "    PyObject *v[%d];" % len(m.params),
+                "    if (%sprs_py_parse_params(&%s_%s_params, args, nargs, kwnames, &a, v) < 0)"
+                % ("" if t.rate_key else "(nargs || kwnames) && ", t.name, m.name),
+                "        return NULL;",
+                "    return prs_py_rate_method(self, %s, %s, %s, &a);"
+                % (kind, t.rate, "v[0]" if t.rate_key else "NULL"), "}"]
 
 
 def c_struct(t):
@@ -549,12 +558,6 @@ def gen_header(cfile, types, funcs):
                       "    return %s;" % m.expr, "}"]
         if t.repr is not None:
             L += c_repr(t)
-        L.append("")
-    for name, (config, entries) in D.PARAM_TABLES.get(cfile, {}).items():
-        for i, (fname, params) in enumerate(entries):
-            L += c_params("%s_%d" % (name, i), fname, params, config)
-        L.append("static const prs_py_params *const %s[] = {%s};"
-                 % (name, ", ".join("&%s_%d_params" % (name, i) for i in range(len(entries)))))
         L.append("")
     if funcs:
         for f in funcs:

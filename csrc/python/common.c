@@ -1,6 +1,7 @@
 /*
  * common.c - the binding's shared helpers: status -> exception (the one place),
- * argument unpacking, numbers and durations at the boundary, and clocks.
+ * numbers and durations at the boundary, clocks, and the declared parameters'
+ * one parser.
  */
 #include "prs_py.h"
 
@@ -53,51 +54,7 @@ PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int
     Py_XDECREF(dec);
     Py_XDECREF(retry);
     Py_XDECREF(msg);
-    if (exc) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
-}
-
-/* ---- argument unpacking ----------------------------------------------- */
-
-static int too_many(const char *fname, Py_ssize_t maxpos, Py_ssize_t nargs) {
-    PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)", fname,
-                 maxpos, maxpos == 1 ? "" : "s", nargs);
-    return -1;
-}
-
-/* Puts keyword argument key=value into out[] by names[0..n). 0 or -1. */
-static int put_keyword(const char *fname, const char *const *names, Py_ssize_t n, PyObject *key,
-                       PyObject *value, PyObject **out) {
-    Py_ssize_t i = 0;
-    if (PyUnicode_Check(key))
-        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0) i++;
-    else
-        i = n;
-    if (i == n) {
-        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", fname, key);
-        return -1;
-    }
-    if (out[i]) {
-        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
-        return -1;
-    }
-    out[i] = value;
-    return 0;
-}
-
-/* Fastcall arguments by name: out[0..n) the borrowed argument objects (NULL:
- * not given); the first `maxpos` may be positional. 0 or -1 with TypeError. */
-static int unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t n, Py_ssize_t maxpos, PyObject **out) {
-    if (nargs > maxpos) return too_many(fname, maxpos, nargs);
-    for (Py_ssize_t i = 0; i < n; i++) out[i] = i < nargs ? args[i] : NULL;
-    for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
-        if (put_keyword(fname, names, n, PyTuple_GET_ITEM(kwnames, k), args[nargs + k], out) < 0)
-            return -1;
-    return 0;
+    return prs_py_raise(exc);
 }
 
 /* ---- numbers ---------------------------------------------------------- */
@@ -301,16 +258,12 @@ int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {
     return 0;
 }
 
-#define PRS_PY_SLICE_NS (50 * PRS_NS_PER_MS)
-
-int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns) {
+int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake) {
     if (c->kind == PRS_CLOCK_MANUAL) {
         prs__atomic_raise(c->manual_ns, wake);
         return PyErr_CheckSignals();
     }
-    if (slice_ns <= 0 || slice_ns > PRS_PY_SLICE_NS) slice_ns = PRS_PY_SLICE_NS;
-    int64_t ns = prs__sat_sub(wake, now);
-    if (ns > slice_ns) ns = slice_ns;
+    int64_t ns = prs__min64(prs__sat_sub(wake, now), 50 * PRS_NS_PER_MS);
     if (ns > 0) {
         Py_BEGIN_ALLOW_THREADS
         prs_sleep_ns(ns);
@@ -330,7 +283,7 @@ int prs_py_clock_sleep(prs_py_clock *c, int64_t ns) {
         return 0;
     }
     for (;;) {
-        if (prs_py_clock_wait(c, now, wake, 0) < 0) return -1;
+        if (prs_py_clock_wait(c, now, wake) < 0) return -1;
         if (prs_py_clock_now(c, &now) < 0) return -1;
         if (now >= wake) return 0;
     }
@@ -420,6 +373,32 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
     }
 }
 
+static int too_many(const char *fname, Py_ssize_t maxpos, Py_ssize_t nargs) {
+    PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)", fname,
+                 maxpos, maxpos == 1 ? "" : "s", nargs);
+    return -1;
+}
+
+/* Puts keyword argument key=value into out[] by names[0..n). 0 or -1. */
+static int put_keyword(const char *fname, const char *const *names, Py_ssize_t n, PyObject *key,
+                       PyObject *value, PyObject **out) {
+    Py_ssize_t i = 0;
+    if (PyUnicode_Check(key))
+        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0) i++;
+    else
+        i = n;
+    if (i == n) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", fname, key);
+        return -1;
+    }
+    if (out[i]) {
+        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
+        return -1;
+    }
+    out[i] = value;
+    return 0;
+}
+
 /* An alias and its parameter: None is not given (but a weight n is an int),
  * at most one of the two. */
 static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
@@ -468,10 +447,12 @@ static int convert_params(const prs_py_params *spec, void *config, PyObject **va
 
 int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames, void *config, PyObject **vals) {
-    if (!kwnames && nargs <= spec->maxpos) /* positional only: nothing to match by name */
-        for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
-    else if (unpack(spec->fname, args, nargs, kwnames, spec->names, spec->n, spec->maxpos, vals) < 0)
-        return -1;
+    if (nargs > spec->maxpos) return too_many(spec->fname, spec->maxpos, nargs);
+    for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
+    for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
+        if (put_keyword(spec->fname, spec->names, spec->n, PyTuple_GET_ITEM(kwnames, k),
+                        args[nargs + k], vals) < 0)
+            return -1;
     return convert_params(spec, config, vals);
 }
 

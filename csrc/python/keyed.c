@@ -17,7 +17,7 @@
  * dealloc); only clocks are, which is enough to break any cycle (a clock
  * callable is the only user object these hold besides their members).
  */
-#include "prs_py.h"
+#include "wait.h"
 
 #include <stdalign.h>
 
@@ -159,7 +159,7 @@ static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
         return PyBool_FromLong(d.allowed);
     }
-    return prs_py_rate_method(self, PRS_PY_ALLOW, keyed_target, 1, args, nargs, kwnames);
+    return keyed_allow_slow(self, args, nargs, kwnames);
 }
 
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
@@ -310,7 +310,7 @@ static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
         if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
         return PyBool_FromLong(d.allowed);
     }
-    return prs_py_rate_method(self, PRS_PY_ALLOW, group_target, 0, args, nargs, kwnames);
+    return group_allow_slow(self, args, nargs, kwnames);
 }
 
 static Py_ssize_t group_len(PyObject *self) {

@@ -10,7 +10,7 @@
  * exception through prs_py_error(), with the backend's message from
  * prs_redis_last_error() when it has one. allow/check/peek are the shared
  * rate methods (prs_py_rate_method over rl_target); acquire() is the
- * binding's rate wait (prs_py_wait_step) sleeping each step's whole delay,
+ * binding's rate wait (prs_py_wait_admitted) sleeping each step's whole delay,
  * a step being a round trip; acquire_async feeds it the Decisions its
  * asyncio checks got (_async_waiter).
  *
@@ -25,7 +25,7 @@
  * Built without hiredis, this file registers nothing and the facade's
  * RedisBackend raises an error explaining how to install hiredis.
  */
-#include "prs_py.h"
+#include "wait.h"
 
 #ifdef PRS_HAVE_HIREDIS
 
@@ -97,20 +97,6 @@ typedef struct clock_args {
 /* The monotonic clock of the Redis waits (time itself is Redis's). */
 static prs_py_clock wait_clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
 
-/* The blocking wait: the binding's wait steps, each a round trip, so it
- * sleeps a step's whole delay (in slices, checking signals) before deciding
- * again (prs_py_wait_admitted re-decides every slice). 0 or -1 with an
- * exception; nothing is taken unless admitted. */
-static int wait_admitted(prs_py_state *st, prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
-                         int64_t timeout_ns) {
-    prs_py_wait w;
-    if (prs_py_wait_begin(&wait_clock, n, prs_py_deadline_cap(st, timeout_ns), &w) < 0) return -1;
-    for (;;) {
-        int64_t ns = 0;
-        int r = prs_py_wait_step(st, &wait_clock, fn, ctx, what, &w, &ns);
-        if (r <= 0 || prs_py_clock_sleep(&wait_clock, ns) < 0) return r <= 0 ? r : -1;
-    }
-}
 
 /* A status of the Redis library as an exception, with the backend's message
  * for this thread's last failure when there is one. */
@@ -412,11 +398,12 @@ static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
 }
 
 static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *key;
-    int64_t n, timeout_ns;
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
     prs_py_rate r;
-    if (prs_py_parse_kn("acquire", args, nargs, kwnames, PRS_PY_KEY | PRS_PY_TIMEOUT, &key, &n, &timeout_ns) < 0 ||
-        rl_target(op, key, &r) < 0 || wait_admitted(prs_py_state_of(op), r.fn, &r, r.what, n, timeout_ns) < 0)
+    if (prs_py_parse_params(&RedisRateLimiter_acquire_params, args, nargs, kwnames, &a, v) < 0 ||
+        rl_target(op, v[0], &r) < 0 ||
+        prs_py_wait_admitted(prs_py_state_of(op), &wait_clock, r.fn, &r, r.what, a.n, a.timeout_ns, 1) < 0)
         return NULL;
     Py_RETURN_NONE;
 }
@@ -678,7 +665,8 @@ static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t n
     int64_t timeout_ns;
     if (prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, NULL, v) < 0 ||
         prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0 ||
-        wait_admitted(prs_py_state_of(op), group_wait_decide, op, "Redis group", 1, timeout_ns))
+        prs_py_wait_admitted(prs_py_state_of(op), &wait_clock, group_wait_decide, op, "Redis group", 1,
+                             timeout_ns, 1))
         return NULL;
     Py_RETURN_NONE;
 }
