@@ -43,16 +43,18 @@ class M:
     a type slot (__call__, ...), in the stub only. rate=True: one of the rate
     methods (allow, check, peek, acquire, _waiter), whose C function the
     header defines over the type's `rate` target (prs_py_rate_method), its
-    params those `sig` names (rate_params); rate="fast": the header's function
-    is <c>_slow, the fallback of a hand-written <c> with a fast path. A
+    params those `sig` names (rate_params); with `fast`, the status
+    expression of allow's hot path (n=1 on the monotonic clock, nothing to
+    parse; over `o` and `d`, the decision, and - with the type's rate_key -
+    `key`, `len`, the file's get_key() of the one argument). A
     method may be a C statement `call` (returning None) or expression `expr`
     over `o` (and `now`), as Prop's, and `a`, its declared params parsed into
     a zeroed `config`: the header defines it. So is a slot __call__ with an
     `expr`: a call without arguments (a clock's now())."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,
-                 flags=None, slot=False, rate=False, expr=None, call=None, now=None):
-        self.name, self.sig, self.returns, self.doc = name, sig, returns, doc
+                 flags=None, slot=False, rate=False, expr=None, call=None, now=None, fast=None):
+        self.name, self.sig, self.returns, self.doc, self.fast = name, sig, returns, doc, fast
         self.rate, self.expr, self.call, self.now = rate, expr, call, now
         self.params, self.config, self.c, self.flags, self.slot = params, config, c, flags, slot
         if rate and params is None:

@@ -239,7 +239,8 @@ LIMITER_BASE = Type(
     refs=[], clock="clock", free="prs_limiter_free(o->core);",
     doc="The shared base of the in-process limiters (not instantiable).",
     methods=[
-        M("allow", N_SIG, "bool", rate="fast",
+        M("allow", N_SIG, "bool", rate=True,
+          fast="prs_limiter_decide(o->core, prs_monotonic_ns(), 1, 1, &d)",
           doc="Consume n if it is available now: True when admitted, False when not.\n"
               "tokens_needed= is an alias of n. n larger than the limit is never admitted."),
         M("check", N_SIG, "Decision", rate=True,
@@ -290,7 +291,8 @@ KEYED = Type(
         "name=...: the table lives in that SharedMemory region (max_keys reserved there\n"
         "at creation), one state per key for every process.",
     methods=[
-        M("allow", KEY_N_SIG, "bool", rate="fast",
+        M("allow", KEY_N_SIG, "bool", rate=True,
+          fast="prs_keyed_check(o->table, key, (size_t)len, prs_monotonic_ns(), 1, &d)",
           doc="Consume n for `key` (str or bytes) if available now: True when admitted."),
         M("check", KEY_N_SIG, "Decision", rate=True,
           doc="Like allow(), returning the Decision. When the table is full of limited keys a\n"
@@ -378,7 +380,8 @@ GROUP = Type(
         "or nothing holds across processes, even one killed in the middle of a check."
         % ", ".join(py for _, py in ALGORITHMS), 80, break_on_hyphens=False),
     methods=[
-        M("allow", N_SIG, "bool", rate="fast",
+        M("allow", N_SIG, "bool", rate=True,
+          fast="prs_group_check(o->group, prs_monotonic_ns(), 1, &d, NULL)",
           doc="Consume n from every member if every member admits it now, else from none."),
         M("check", N_SIG, "Decision", rate=True,
           doc="Like allow(), returning a Decision whose limit, remaining and reset_after are one\n"

@@ -446,18 +446,25 @@ def c_body(t, head, x):
 def c_rate_method(t, m):
     """A rate method's C function: its declared arguments, then
     prs_py_rate_method over the type's target (a call without arguments
-    parses nothing when no key is required). With rate="fast", <c>_slow, the
-    fallback of the hand-written <c>."""
-    kind = "PRS_PY_" + m.name.lstrip("_").upper()
-    name = m.cname(t.prefix)
-    L = [PROTO[meth_flags(m)] % name] if m.rate == "fast" else []
-    return L + [PROTO[meth_flags(m)].replace(";", " {") % (name + ("_slow" if m.rate == "fast" else "")),
-                "    prs_py_rate_args a = {1, PRS_NEVER};", "    PyObject *v[%d];" % len(m.params),
+    parses nothing when no key is required); first, with m.fast, allow's hot
+    path straight into the core."""
+    L = [PROTO[meth_flags(m)].replace(";", " {") % m.cname(t.prefix)]
+    if m.fast:
+        L += ["    %s *o = (%s *)self;" % (t.obj, t.obj),
+              "    if (nargs == %d && !kwnames && o->%s.kind == PRS_CLOCK_MONOTONIC) {"
+              % (1 if t.rate_key else 0, t.clock), "        prs_decision d;"]
+        if t.rate_key:
+            L += ["        const char *key;", "        Py_ssize_t len;",
+                  "        if (get_key(args[0], &key, &len) < 0) return NULL;"]
+        L += ["        int rc = %s;" % m.fast,
+              "        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);",
+              "        return PyBool_FromLong(d.allowed);", "    }"]
+    return L + ["    prs_py_rate_args a = {1, PRS_NEVER};", "    PyObject *v[%d];" % len(m.params),
                 "    if (%sprs_py_parse_params(&%s_%s_params, args, nargs, kwnames, &a, v) < 0)"
                 % ("" if t.rate_key else "(nargs || kwnames) && ", t.name, m.name),
                 "        return NULL;",
-                "    return prs_py_rate_method(self, %s, %s, %s, &a);"
-                % (kind, t.rate, "v[0]" if t.rate_key else "NULL"), "}"]
+                "    return prs_py_rate_method(self, PRS_PY_%s, %s, %s, &a);"
+                % (m.name.lstrip("_").upper(), t.rate, "v[0]" if t.rate_key else "NULL"), "}"]
 
 
 def c_struct(t):

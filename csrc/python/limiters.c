@@ -131,50 +131,43 @@ static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     return 0;
 }
 
-static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                               PyObject *kwnames) {
-    if (nargs == 0 && !kwnames && SELF->clock.kind == PRS_CLOCK_MONOTONIC) {
-        prs_decision d; /* the hot path: allow() */
-        prs_limiter_decide(SELF->core, prs_monotonic_ns(), 1, 1, &d);
-        return PyBool_FromLong(d.allowed);
-    }
-    return limiter_allow_slow(self, args, nargs, kwnames);
-}
-
 /* ---- reconfigure --------------------------------------------------------------- */
 
+static void read_limiter(const void *ctx, void *config) { prs_limiter_config(ctx, config); }
 static int apply_limiter(void *ctx, const void *config, int64_t now, prs_config_error *why) {
     return prs_limiter_reconfigure(ctx, config, now, why);
 }
 
-PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
-                                          PyObject *const *args, Py_ssize_t nargs,
-                                          PyObject *kwnames, prs_py_apply_fn apply, void *ctx) {
+PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, atomic_int *lock, prs_py_clock *clock,
+                                          const prs_py_reconf *ops, void *ctx, PyObject *const *args,
+                                          Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_state *st = prs_py_state_of(limiter);
     if (!st) return NULL;
     const prs_py_params *spec = algos[((prs_py_limiter *)limiter)->algo].reconfigure;
+    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
     PyObject *v[PRS_PY_LIMITER_MAX_PARAMS];
-    if (prs_py_parse_params(spec, args, nargs, kwnames, config, v) < 0) return NULL;
-    int64_t now;
-    if (prs_py_clock_now(clock, &now) < 0) return NULL;
     prs_config_error why = {NULL, NULL};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS /* O(limit) for a sliding log's ring, O(keys) for a table */
-    rc = apply(ctx, config, now, &why);
-    Py_END_ALLOW_THREADS
-    if (rc) return prs_py_config_error(st, rc, &why, spec, v, config);
+    int64_t now;
+    int rc = -1;
+    prs_py_op_lock(lock);
+    ops->read(ctx, config);
+    if (prs_py_parse_params(spec, args, nargs, kwnames, config, v) == 0 &&
+        prs_py_clock_now(clock, &now) == 0) {
+        Py_BEGIN_ALLOW_THREADS /* O(limit) for a sliding log's ring, O(keys) for a table */
+        rc = ops->apply(ctx, config, now, &why);
+        Py_END_ALLOW_THREADS
+        if (rc) prs_py_config_error(st, rc, &why, spec, v, config);
+    }
+    prs_py_op_unlock(lock);
+    if (rc) return NULL;
     Py_RETURN_NONE;
 }
 
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames) {
-    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
-    prs_py_op_lock(&SELF->reconfiguring);
-    prs_limiter_config(SELF->core, config);
-    PyObject *r = prs_py_limiter_reconfigure_with(self, config, &SELF->clock, args, nargs, kwnames,
-                                                  apply_limiter, SELF->core);
-    prs_py_op_unlock(&SELF->reconfiguring);
-    return r;
+    static const prs_py_reconf ops = {read_limiter, apply_limiter};
+    return prs_py_limiter_reconfigure_with(self, &SELF->reconfiguring, &SELF->clock, &ops, SELF->core,
+                                           args, nargs, kwnames);
 }
 
 /* A parameter's property (closure: its index in the constructor's params). */

@@ -368,15 +368,19 @@ typedef struct prs_py_limiter {
     atomic_int reconfiguring; /* prs_py_op_lock: one reconfigure() at a time */
 } prs_py_limiter;
 
-/* reconfigure(**params) over any holder of a limiter's params: parses by the
- * reconfigure() description of `limiter`'s algorithm into `config` (the
- * config in force: what is not given keeps its value), then calls
- * apply(ctx, config, now, why) with the GIL released; the core's refusal is
- * worded by prs_py_config_error(). None, or NULL with an exception. */
-typedef int (*prs_py_apply_fn)(void *ctx, const void *config, int64_t now, prs_config_error *why);
-PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
-                                          PyObject *const *args, Py_ssize_t nargs,
-                                          PyObject *kwnames, prs_py_apply_fn apply, void *ctx);
+/* reconfigure(**params) over any holder of a limiter's params (a limiter, a
+ * key table: ctx), one call at a time (*lock): ops->read gives the config in
+ * force, the arguments parsed by the reconfigure() description of `limiter`'s
+ * algorithm change it (what is not given keeps its value), then ops->apply
+ * runs with the GIL released; the core's refusal is worded by
+ * prs_py_config_error(). None, or NULL with an exception. */
+typedef struct prs_py_reconf {
+    void (*read)(const void *ctx, void *config);
+    int (*apply)(void *ctx, const void *config, int64_t now, prs_config_error *why);
+} prs_py_reconf;
+PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, atomic_int *lock, prs_py_clock *clock,
+                                          const prs_py_reconf *ops, void *ctx, PyObject *const *args,
+                                          Py_ssize_t nargs, PyObject *kwnames);
 /* Whether `o` is an in-process limiter (of any algorithm). */
 #define PRS_PY_IS_LIMITER(st, o) PyObject_TypeCheck((o), PRS_PY_TYPE(st, LimiterBase))
 

@@ -104,8 +104,17 @@ static const prs_py_param KeyedLimiter_reset_param_list[] = {
 };
 static const prs_py_params KeyedLimiter_reset_params = {"reset", 1, 1, 0, KeyedLimiter_reset_param_list, KeyedLimiter_reset_names};
 static int keyed_target(PyObject *self, PyObject *key, prs_py_rate *r);
-static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *keyed_allow_slow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    keyed_obj *o = (keyed_obj *)self;
+    if (nargs == 1 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
+        prs_decision d;
+        const char *key;
+        Py_ssize_t len;
+        if (get_key(args[0], &key, &len) < 0) return NULL;
+        int rc = prs_keyed_check(o->table, key, (size_t)len, prs_monotonic_ns(), 1, &d);
+        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return PyBool_FromLong(d.allowed);
+    }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
     if (prs_py_parse_params(&KeyedLimiter_allow_params, args, nargs, kwnames, &a, v) < 0)
@@ -592,8 +601,14 @@ static const prs_py_param LimiterGroup__waiter_param_list[] = {
 };
 static const prs_py_params LimiterGroup__waiter_params = {"_waiter", 3, 2, 0, LimiterGroup__waiter_param_list, LimiterGroup__waiter_names};
 static int group_target(PyObject *self, PyObject *key, prs_py_rate *r);
-static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_allow_slow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    group_obj *o = (group_obj *)self;
+    if (nargs == 0 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
+        prs_decision d;
+        int rc = prs_group_check(o->group, prs_monotonic_ns(), 1, &d, NULL);
+        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return PyBool_FromLong(d.allowed);
+    }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
     if ((nargs || kwnames) && prs_py_parse_params(&LimiterGroup_allow_params, args, nargs, kwnames, &a, v) < 0)

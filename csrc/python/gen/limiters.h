@@ -67,8 +67,14 @@ static const prs_py_param _Limiter__waiter_param_list[] = {
 };
 static const prs_py_params _Limiter__waiter_params = {"_waiter", 3, 2, 0, _Limiter__waiter_param_list, _Limiter__waiter_names};
 static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r);
-static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *limiter_allow_slow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    if (nargs == 0 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
+        prs_decision d;
+        int rc = prs_limiter_decide(o->core, prs_monotonic_ns(), 1, 1, &d);
+        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return PyBool_FromLong(d.allowed);
+    }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
     if ((nargs || kwnames) && prs_py_parse_params(&_Limiter_allow_params, args, nargs, kwnames, &a, v) < 0)
