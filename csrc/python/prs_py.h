@@ -158,10 +158,6 @@ static inline void PyErr_SetRaisedException(PyObject *v) {
 #define Py_BEGIN_CRITICAL_SECTION(op) {
 #define Py_END_CRITICAL_SECTION() }
 #endif
-/* Takes a one-shot flag: 0 for the one caller that set it, 1 for every other. */
-static inline int prs_py_claim(int *flag) {
-    return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_REL);
-}
 /* An object's lock around an operation that releases the GIL while it holds
  * it (reconfigure: read the config in force, change some fields, apply):
  * callers wait for each other with the GIL released, so no update is lost. */
@@ -284,14 +280,9 @@ PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_err
                               const prs_py_params *spec, PyObject *const *vals,
                               const void *config);
 
-/* ---- clocks ------------------------------------------------------------ */
+/* ---- clocks (clock.c) --------------------------------------------------- */
 
 enum { PRS_CLOCK_MONOTONIC = 0, PRS_CLOCK_MANUAL = 1, PRS_CLOCK_CALLABLE = 2 };
-
-typedef struct prs_py_manual_clock {
-    PyObject_HEAD
-    _Atomic int64_t now_ns;
-} prs_py_manual_clock;
 
 /* A primitive's clock: how it reads time and how it waits. */
 typedef struct prs_py_clock {

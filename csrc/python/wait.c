@@ -196,6 +196,9 @@ static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
 
 #define SLICE_NS (50 * PRS_NS_PER_MS)
 
+/* Takes a one-shot flag: 0 for the one caller that set it, 1 for every other. */
+static int claim(int *flag) { return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_REL); }
+
 static int core_waiter_init(core_waiter *u, int kind, int blocking, void *data) {
     if (kind == PRS_PY_WAITER_BULKHEAD) return prs_bulkhead_waiter_init(&u->b, blocking, data);
     return prs_ring_waiter_init(&u->r, kind == PRS_PY_WAITER_PUT ? PRS_RING_PRODUCER
@@ -276,7 +279,7 @@ static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *get_loop, 
  * handed goes back. */
 static void waiter_abandon(prs_py_waiter *w) {
     prs_py_settled out = {0, NULL};
-    if (!prs_py_claim(&w->settled)) w->ops->settle(w->owner, &w->u, 1, &out);
+    if (!claim(&w->settled)) w->ops->settle(w->owner, &w->u, 1, &out);
     Py_XDECREF(out.item);
 }
 
@@ -370,7 +373,7 @@ PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t 
     int cancel = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
     if (cancel < 0) return NULL;
     prs_py_settled out = {0, NULL};
-    if (!prs_py_claim(&w->settled)) { /* settled once, whichever thread comes first */
+    if (!claim(&w->settled)) { /* settled once, whichever thread comes first */
         if (w->ops->settle(owner, &w->u, cancel, &out)) Py_DECREF(w); /* it was queued: the queue's reference */
     }
     return w->ops->result(owner, w->kind, PRS_PY_COND_ASYNC | (cancel ? PRS_PY_COND_CANCEL : 0), &out);
