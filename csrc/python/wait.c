@@ -68,10 +68,10 @@ typedef struct {
 /* ---- the rate wait: until a rate limiter admits ---------------------------- *
  * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
  * never); this only turns the step into a sleep, an advance of a ManualClock,
- * or an exception. Three waits can never end and raise at once: a request the limiter can never
- * admit (PRS_NEVER: a spent budget; ValueError when n exceeds the limit), an
- * admission at or beyond 2^63 ns (a saturated clock, e.g. time.time_ns passed
- * as a clock), and one past the timeout. A finite timeout is also measured on
+ * or an exception. Three waits can never end and raise at once: a request the
+ * limiter can never admit (PRS_NEVER: a spent budget; ValueError when n
+ * exceeds the limit), an admission at or beyond 2^63 ns (a saturated clock,
+ * e.g. time.time_ns passed as a clock), and one past the timeout. A finite timeout is also measured on
  * CLOCK_MONOTONIC for clocks that are not a ManualClock, so a callable clock
  * that stalls cannot stretch it. */
 
