@@ -444,10 +444,10 @@ def c_body(t, head, x):
 
 
 def c_rate_method(t, m):
-    """A rate method's C function: its declared arguments, then
-    prs_py_rate_method over the type's target (a call without arguments
-    parses nothing when no key is required); first, with m.fast, allow's hot
-    path straight into the core."""
+    """A rate method's C function: its declared arguments (the usual
+    positional calls straight, as prs_py_parse_params would parse them), then
+    prs_py_rate_method over the type's target; first, with m.fast, allow's
+    hot path straight into the core."""
     L = [PROTO[meth_flags(m)].replace(";", " {") % m.cname(t.prefix)]
     if m.fast:
         L += ["    %s *o = (%s *)self;" % (t.obj, t.obj),
@@ -459,10 +459,16 @@ def c_rate_method(t, m):
         L += ["        int rc = %s;" % m.fast,
               "        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);",
               "        return PyBool_FromLong(d.allowed);", "    }"]
-    return L + ["    prs_py_rate_args a = {1, PRS_NEVER};", "    PyObject *v[%d];" % len(m.params),
-                "    if (%sprs_py_parse_params(&%s_%s_params, args, nargs, kwnames, &a, v) < 0)"
-                % ("" if t.rate_key else "(nargs || kwnames) && ", t.name, m.name),
-                "        return NULL;",
+    k = 1 if t.rate_key else 0  # the usual calls, ([key][, n]), need no matching by name
+    assert [p.name for p in m.params[k:k + 1]] == ["n"], (t.name, m.name)
+    L += ["    prs_py_rate_args a = {1, PRS_NEVER};", "    PyObject *v[%d];" % len(m.params),
+          "    if (!kwnames && nargs >= %d && nargs <= %d) {" % (k, k + 1)]
+    if k:
+        L.append("        v[0] = args[0];")
+    return L + ['        if (nargs > %d && prs_py_parse_n(args[%d], "n", &a.n) < 0) return NULL;' % (k, k),
+                "    } else if (prs_py_parse_params(&%s_%s_params, args, nargs, kwnames, &a, v) < 0) {"
+                % (t.name, m.name),
+                "        return NULL;", "    }",
                 "    return prs_py_rate_method(self, PRS_PY_%s, %s, %s, &a);"
                 % (m.name.lstrip("_").upper(), t.rate, "v[0]" if t.rate_key else "NULL"), "}"]
 

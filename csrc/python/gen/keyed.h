@@ -117,29 +117,45 @@ static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
-    if (prs_py_parse_params(&KeyedLimiter_allow_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiter_allow_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_ALLOW, keyed_target, v[0], &a);
 }
 static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
-    if (prs_py_parse_params(&KeyedLimiter_check_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiter_check_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_CHECK, keyed_target, v[0], &a);
 }
 static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
-    if (prs_py_parse_params(&KeyedLimiter_peek_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiter_peek_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_PEEK, keyed_target, v[0], &a);
 }
 static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[4];
-    if (prs_py_parse_params(&KeyedLimiter_acquire_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiter_acquire_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_ACQUIRE, keyed_target, v[0], &a);
 }
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
@@ -369,36 +385,51 @@ static int view_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if ((nargs || kwnames) && prs_py_parse_params(&KeyedLimiterView_allow_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView_allow_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_ALLOW, view_target, NULL, &a);
 }
 static PyObject *view_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if ((nargs || kwnames) && prs_py_parse_params(&KeyedLimiterView_check_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView_check_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_CHECK, view_target, NULL, &a);
 }
 static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if ((nargs || kwnames) && prs_py_parse_params(&KeyedLimiterView_peek_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView_peek_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_PEEK, view_target, NULL, &a);
 }
 static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
-    if ((nargs || kwnames) && prs_py_parse_params(&KeyedLimiterView_acquire_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView_acquire_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_ACQUIRE, view_target, NULL, &a);
 }
 static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
-    if ((nargs || kwnames) && prs_py_parse_params(&KeyedLimiterView__waiter_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView__waiter_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_WAITER, view_target, NULL, &a);
 }
 static PyObject *view_reset(PyObject *self, PyObject *unused) {
@@ -611,36 +642,51 @@ static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
     }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if ((nargs || kwnames) && prs_py_parse_params(&LimiterGroup_allow_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup_allow_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_ALLOW, group_target, NULL, &a);
 }
 static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if ((nargs || kwnames) && prs_py_parse_params(&LimiterGroup_check_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup_check_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_CHECK, group_target, NULL, &a);
 }
 static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if ((nargs || kwnames) && prs_py_parse_params(&LimiterGroup_peek_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup_peek_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_PEEK, group_target, NULL, &a);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
-    if ((nargs || kwnames) && prs_py_parse_params(&LimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_ACQUIRE, group_target, NULL, &a);
 }
 static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
-    if ((nargs || kwnames) && prs_py_parse_params(&LimiterGroup__waiter_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup__waiter_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_WAITER, group_target, NULL, &a);
 }
 static PyObject *group_reset(PyObject *self, PyObject *unused) {

@@ -77,36 +77,51 @@ static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if ((nargs || kwnames) && prs_py_parse_params(&_Limiter_allow_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter_allow_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_ALLOW, limiter_target, NULL, &a);
 }
 static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if ((nargs || kwnames) && prs_py_parse_params(&_Limiter_check_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter_check_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_CHECK, limiter_target, NULL, &a);
 }
 static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if ((nargs || kwnames) && prs_py_parse_params(&_Limiter_peek_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter_peek_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_PEEK, limiter_target, NULL, &a);
 }
 static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
-    if ((nargs || kwnames) && prs_py_parse_params(&_Limiter_acquire_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter_acquire_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_ACQUIRE, limiter_target, NULL, &a);
 }
 static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[3];
-    if ((nargs || kwnames) && prs_py_parse_params(&_Limiter__waiter_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter__waiter_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_WAITER, limiter_target, NULL, &a);
 }
 static PyObject *limiter_reset(PyObject *self, PyObject *unused) {

@@ -444,22 +444,34 @@ static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *rl_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if (prs_py_parse_params(&RedisRateLimiter_allow_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&RedisRateLimiter_allow_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_ALLOW, rl_target, v[0], &a);
 }
 static PyObject *rl_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if (prs_py_parse_params(&RedisRateLimiter_check_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&RedisRateLimiter_check_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_CHECK, rl_target, v[0], &a);
 }
 static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
-    if (prs_py_parse_params(&RedisRateLimiter_peek_params, args, nargs, kwnames, &a, v) < 0)
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&RedisRateLimiter_peek_params, args, nargs, kwnames, &a, v) < 0) {
         return NULL;
+    }
     return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, v[0], &a);
 }
 static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
