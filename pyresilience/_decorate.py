@@ -6,7 +6,10 @@ One place decides what a decorator accepts and how its wrapper looks:
   generator function: see below) and says whether calls must be awaited;
 - :func:`finish` copies the wrapped function's metadata onto the wrapper
   (``functools.update_wrapper``: ``__name__``, ``__doc__``, ``__wrapped__``,
-  so ``inspect.signature`` shows the original parameters).
+  so ``inspect.signature`` shows the original parameters);
+- :func:`same_body` gives one function body a second name and docstring, for
+  methods that do the same thing on a per-call path where a forwarding call
+  would cost a frame (a queue's ``put``/``put_async``).
 
 Typing: every decorator is typed ``(Callable[P, T]) -> Callable[P, T]``. For a
 coroutine function T is ``Coroutine[Any, Any, R]``, so ``async def f(x: int) ->
@@ -27,9 +30,10 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, ParamSpec, TypeVar
+import types
+from typing import Any, Callable, Optional, ParamSpec, TypeVar
 
-__all__ = ["P", "T", "inspect_target", "finish"]
+__all__ = ["P", "T", "inspect_target", "finish", "same_body"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -77,3 +81,17 @@ def finish(wrapper: Any, func: Any) -> Any:
         wrapper.__wrapped__ = func
     return wrapper
 
+
+def same_body(func: Any, name: str, doc: Optional[str], owner: Optional[str] = None) -> Any:
+    """A new function running ``func``'s code (its body, defaults and closure,
+    with no call in between) as ``name`` with docstring ``doc``; its
+    ``__qualname__`` is ``owner.name`` (default: ``func``'s owner)."""
+    f = types.FunctionType(func.__code__, func.__globals__, name, func.__defaults__, func.__closure__)
+    f.__kwdefaults__ = func.__kwdefaults__
+    f.__annotations__ = dict(func.__annotations__)
+    f.__module__ = func.__module__
+    if owner is None:
+        owner = func.__qualname__.rpartition(".")[0]
+    f.__qualname__ = f"{owner}.{name}" if owner else name
+    f.__doc__ = doc
+    return f

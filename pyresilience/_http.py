@@ -122,11 +122,13 @@ class Classifier:
         self.sync_once = _sync_chain(strategies, _APPLY, 1, skip_retry=True)
         self.async_once = _async_chain(strategies, skip_retry=True)
 
-    def check(self, response: Any, status: int, headers: Any, may_retry: bool) -> Any:
-        """The attempt's response, or raise what the policy should see."""
+    def check(self, response: Any, may_retry: bool) -> Any:
+        """The attempt's response (a status in ``watched``: the adapter tests
+        that first), or raise what the policy should see."""
+        status = response.status_code
         if status in self.retry_statuses and may_retry:
             raise StatusRetry(response, status,
-                              retry_after_of(headers) if self.respect_retry_after else None)
+                              retry_after_of(response.headers) if self.respect_retry_after else None)
         if status in self.failure_statuses or status in self.retry_statuses:
             raise StatusFailure(response, status)
         return response

@@ -69,85 +69,87 @@ _BY_KEY = {(f.pattern, f.metric): f for f in FAMILIES}
 
 _STATES = ("closed", "open", "half_open")
 
+Out = Dict[Family, List[Tuple[Labels, float]]]
 
-def _limiter(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+
+def _add(out: Out, pattern: str, metric: str, value: Any, *labels: str) -> None:
+    """One sample of family (pattern, metric): ``labels`` are the values of the
+    family's labels, in its order (the object's name first)."""
+    family = _BY_KEY[pattern, metric]
+    out[family].append((tuple(zip(family.labels, labels)), float(value)))
+
+
+def _limiter(obj: Any, name: str, out: Out) -> None:
     m = obj.metrics  # one snapshot: counts kept in the core
     for kind, v in (("admitted", m.admitted), ("rejected", m.rejected)):
-        out[_BY_KEY["ratelimiter", "calls"]].append(((("name", name), ("kind", kind)), float(v)))
+        _add(out, "ratelimiter", "calls", v, name, kind)
     if m.available == m.available:  # NaN for a KeyedLimiter: per key, nothing global
-        out[_BY_KEY["ratelimiter", "available"]].append(((("name", name),), float(m.available)))
+        _add(out, "ratelimiter", "available", m.available, name)
 
 
-def _breaker(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+def _breaker(obj: Any, name: str, out: Out) -> None:
     m = obj.metrics
-    calls = out[_BY_KEY["circuitbreaker", "calls"]]
     for kind, v in (("successful", m.calls - m.failures), ("failed", m.failures),
                     ("slow", m.slow_calls), ("ignored", m.ignored), ("not_permitted", m.rejected)):
-        calls.append(((("name", name), ("kind", kind)), float(v)))
+        _add(out, "circuitbreaker", "calls", v, name, kind)
     state = str(m.state)
     for s in _STATES:
-        out[_BY_KEY["circuitbreaker", "state"]].append(
-            ((("name", name), ("state", s)), 1.0 if s == state else 0.0))
-    out[_BY_KEY["circuitbreaker", "failure_rate"]].append(((("name", name),), float(m.failure_rate)))
-    out[_BY_KEY["circuitbreaker", "slow_call_rate"]].append(((("name", name),), float(m.slow_call_rate)))
+        _add(out, "circuitbreaker", "state", s == state, name, s)
+    _add(out, "circuitbreaker", "failure_rate", m.failure_rate, name)
+    _add(out, "circuitbreaker", "slow_call_rate", m.slow_call_rate, name)
     for key, v in _registry.counts_of(obj).items():
         if key.startswith("transition:"):
             _, old, new = key.split(":")
-            out[_BY_KEY["circuitbreaker", "transitions"]].append(
-                ((("name", name), ("from_state", old), ("to_state", new)), float(v)))
+            _add(out, "circuitbreaker", "transitions", v, name, old, new)
 
 
-def _retry(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+def _retry(obj: Any, name: str, out: Out) -> None:
     m = obj.metrics
     for kind in ("successful_without_retry", "successful_with_retry", "failed_with_retry",
                  "failed_without_retry"):
-        out[_BY_KEY["retry", "calls"]].append(
-            ((("name", name), ("kind", kind)), float(getattr(m, kind))))
-    out[_BY_KEY["retry", "attempts"]].append(((("name", name),), float(m.retries)))
+        _add(out, "retry", "calls", getattr(m, kind), name, kind)
+    _add(out, "retry", "attempts", m.retries, name)
     for reason, v in sorted(m.gave_up.items()):
-        out[_BY_KEY["retry", "gave_up"]].append(((("name", name), ("reason", reason)), float(v)))
+        _add(out, "retry", "gave_up", v, name, reason)
 
 
-def _bulkhead(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+def _bulkhead(obj: Any, name: str, out: Out) -> None:
     m = obj.metrics
     for kind, v in (("permitted", m.acquired_count), ("rejected", m.rejected_count),
                     ("cancelled", m.cancelled_count)):
-        out[_BY_KEY["bulkhead", "calls"]].append(((("name", name), ("kind", kind)), float(v)))
-    out[_BY_KEY["bulkhead", "available_concurrent_calls"]].append(((("name", name),), float(m.available)))
-    out[_BY_KEY["bulkhead", "max_allowed_concurrent_calls"]].append(
-        ((("name", name),), float(m.max_concurrent)))
-    out[_BY_KEY["bulkhead", "waiting"]].append(((("name", name),), float(m.waiting_count)))
-    out[_BY_KEY["bulkhead", "waited_calls"]].append(((("name", name),), float(m.waited_count)))
-    out[_BY_KEY["bulkhead", "held_seconds"]].append(((("name", name),), float(m.held_seconds_total)))
+        _add(out, "bulkhead", "calls", v, name, kind)
+    for metric, v in (("available_concurrent_calls", m.available),
+                      ("max_allowed_concurrent_calls", m.max_concurrent), ("waiting", m.waiting_count),
+                      ("waited_calls", m.waited_count), ("held_seconds", m.held_seconds_total)):
+        _add(out, "bulkhead", metric, v, name)
 
 
-def _queue(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+def _queue(obj: Any, name: str, out: Out) -> None:
     m = obj.metrics
     for kind, v in (("received", m.items_received), ("processed", m.items_processed),
                     ("dropped", m.items_dropped)):
-        out[_BY_KEY["queue", "items"]].append(((("name", name), ("kind", kind)), float(v)))
-    out[_BY_KEY["queue", "producer_blocked"]].append(((("name", name),), float(m.producer_blocked_count)))
-    out[_BY_KEY["queue", "size"]].append(((("name", name),), float(obj.qsize())))
+        _add(out, "queue", "items", v, name, kind)
+    _add(out, "queue", "producer_blocked", m.producer_blocked_count, name)
+    _add(out, "queue", "size", obj.qsize(), name)
 
 
-def _redis(obj: Any, name: str, out: Dict[Family, List[Tuple[Labels, float]]]) -> None:
+def _redis(obj: Any, name: str, out: Out) -> None:
     m: Any = getattr(obj, "metrics", None)  # a RedisLimiterGroup has none (its members count)
     if hasattr(m, "round_trips"):
-        out[_BY_KEY["redis", "round_trips"]].append(((("name", name),), float(m.round_trips)))
-        out[_BY_KEY["redis", "errors"]].append(((("name", name),), float(m.errors)))
+        _add(out, "redis", "round_trips", m.round_trips, name)
+        _add(out, "redis", "errors", m.errors, name)
     elif hasattr(m, "fallbacks"):
-        out[_BY_KEY["redis", "fallbacks"]].append(
-            ((("name", name), ("policy", m.policy)), float(m.fallbacks)))
+        _add(out, "redis", "fallbacks", m.fallbacks, name, m.policy)
 
 
 _READERS = {"limiter": _limiter, "breaker": _breaker, "retry": _retry, "bulkhead": _bulkhead,
             "queue": _queue, "redis": _redis}
 
 
-def collect(objects: Optional[Iterable[Any]] = None) -> Dict[Family, List[Tuple[Labels, float]]]:
+def collect(objects: Optional[Iterable[Any]] = None) -> Out:
     """Every family's samples for `objects` (default: every live named object).
     An object whose snapshot fails (closed, being torn down) is skipped."""
-    out: Dict[Family, List[Tuple[Labels, float]]] = {f: [] for f in FAMILIES}
+    out: Out = {f: [] for f in FAMILIES}
     for obj in (_registry.live_named() if objects is None else objects):
         reader = _READERS.get(_registry.pattern_of(obj))
         if reader is None:

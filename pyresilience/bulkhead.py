@@ -63,6 +63,27 @@ class BulkheadMetrics:
 _live: "weakref.WeakSet[Bulkhead]" = weakref.WeakSet()
 
 
+
+def start_pool(owner: Any, lock: threading.Lock, workers: int, prefix: str) -> concurrent.futures.ThreadPoolExecutor:
+    """``owner._executor``, started under ``lock`` if it is still None: the slow
+    path of a lazy thread pool (Bulkhead.execute's, Timeout(thread=True)'s),
+    whose owner reads ``_executor`` first without the lock."""
+    with lock:
+        ex: Optional[concurrent.futures.ThreadPoolExecutor] = owner._executor
+        if ex is None:
+            ex = owner._executor = concurrent.futures.ThreadPoolExecutor(
+                max_workers=workers, thread_name_prefix=prefix)
+    return ex
+
+
+def stop_pool(owner: Any, lock: threading.Lock, wait: bool) -> None:
+    """Take ``owner._executor`` under ``lock`` and shut it down (a later
+    start_pool starts a new one)."""
+    with lock:
+        ex, owner._executor = owner._executor, None
+    if ex is not None:
+        ex.shutdown(wait=wait)
+
 class Bulkhead(_core.Bulkhead, EventSource):
     """Bulkhead(name, max_concurrent, max_wait_seconds=30.0, *, shared=None)
 
@@ -173,13 +194,8 @@ class Bulkhead(_core.Bulkhead, EventSource):
     def _get_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         ex = self._executor
         if ex is None:
-            with self._executor_lock:
-                ex = self._executor
-                if ex is None:
-                    ex = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=min(self.max_concurrent, 1 << 15),
-                        thread_name_prefix=f"bulkhead-{self.name}")
-                    self._executor = ex
+            ex = start_pool(self, self._executor_lock, min(self.max_concurrent, 1 << 15),
+                            f"bulkhead-{self.name}")
         return ex
 
     @overload
@@ -273,10 +289,7 @@ class Bulkhead(_core.Bulkhead, EventSource):
         """shutdown(self, wait=True)
 
         Stop the thread pool of execute() (a later execute() starts a new one)."""
-        with self._executor_lock:
-            ex, self._executor = self._executor, None
-        if ex is not None:
-            ex.shutdown(wait=wait)
+        stop_pool(self, self._executor_lock, wait)
 
     def __repr__(self) -> str:
         """``Bulkhead(name=..., max_concurrent=..., max_wait_seconds=...)``: the

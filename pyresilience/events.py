@@ -31,6 +31,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Tuple, Type
 
 from . import _registry
+from ._decorate import same_body
 from ._registry import Obs, get_obs, obs_of
 
 __all__ = ["Event", "EventListener", "add_event_listener", "remove_event_listener", "emit",
@@ -357,25 +358,26 @@ def _wrapper(base: type, meth: str, how: str, pattern: str) -> Callable[..., Any
     return m_raise
 
 
-def _breaker_call(base: type) -> Callable[..., Any]:
-    """CircuitBreaker.call when observed: the same steps through _acquire, so a
-    rejection is seen also when a fallback answers it."""
-    def call(self: Any, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        token = self._acquire()  # the observed _acquire reports a rejection
-        if token.__class__ is not tuple:
-            fallback = self.fallback
-            if fallback is None:
-                raise token
-            return fallback()
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as exc:
-            self._record(token, exc)
-            raise
-        self._record(token, None, result)
-        return result
-    call.__doc__ = base.call.__doc__  # type: ignore[attr-defined]
-    return call
+def breaker_call(self: Any, func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """call(self, func, /, *args, **kwargs)
+
+    CircuitBreaker.call written with the Python-level steps, ``_acquire`` then
+    ``_record``: what an observed breaker runs (its ``_acquire`` reports a
+    rejection, also when a fallback answers it) and a shared breaker's path
+    while the shared state is open or half-open."""
+    token = self._acquire()
+    if token.__class__ is not tuple:
+        fallback = self.fallback
+        if fallback is None:
+            raise token
+        return fallback()
+    try:
+        result = func(*args, **kwargs)
+    except BaseException as exc:
+        self._record(token, exc)
+        raise
+    self._record(token, None, result)
+    return result
 
 
 def _variant(cls: type, pattern: str) -> type:
@@ -389,7 +391,7 @@ def _variant(cls: type, pattern: str) -> type:
         if not hasattr(cls, meth):
             continue
         if pattern == "breaker" and meth == "call":
-            ns[meth] = _breaker_call(cls)
+            ns[meth] = same_body(breaker_call, "call", cls.call.__doc__, cls.__qualname__)  # type: ignore[attr-defined]
             continue
         w = _wrapper(cls, meth, how, pattern)
         w.__name__ = meth

@@ -95,12 +95,10 @@ class ResilientTransport(_Base, httpx.BaseTransport):
             if capped:
                 raise deadline_error(exc) from exc
             raise
-        status = response.status_code
-        c = self._c
-        if status in c.watched:
+        if response.status_code in self._c.watched:
             response.read()  # the connection goes back before a retry; the body stays readable
             response.close()
-            return c.check(response, status, response.headers, may_retry)  # type: ignore[no-any-return]
+            return self._c.check(response, may_retry)  # type: ignore[no-any-return]
         return response
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -136,12 +134,10 @@ class AsyncResilientTransport(_Base, httpx.AsyncBaseTransport):
             if capped:
                 raise deadline_error(exc) from exc
             raise
-        status = response.status_code
-        c = self._c
-        if status in c.watched:
+        if response.status_code in self._c.watched:
             await response.aread()
             await response.aclose()
-            return c.check(response, status, response.headers, may_retry)  # type: ignore[no-any-return]
+            return self._c.check(response, may_retry)  # type: ignore[no-any-return]
         return response
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:

@@ -261,6 +261,16 @@ if hasattr(os, "register_at_fork"):
 _log = logging.getLogger("pyresilience.idempotency")
 
 
+def _mismatch(key: str) -> IdempotencyKeyMismatch:
+    """The error of a key reused with another payload (the caller raises it)."""
+    return IdempotencyKeyMismatch(f"idempotency key {key!r} reused with another payload", key)
+
+
+def _in_progress(key: str) -> IdempotencyInProgress:
+    """The error of a key whose call runs elsewhere past the wait (the caller raises it)."""
+    return IdempotencyInProgress(f"idempotent call {key!r} is in progress", key)
+
+
 def _not_stored(key: str, exc: BaseException) -> None:
     _log.warning("idempotency: the result of %r was not stored (%s: %s); its lease runs out "
                  "after in_progress_ttl", key, type(exc).__name__, exc)
@@ -395,8 +405,7 @@ class Idempotency:
             return cast(T, self._unpack(key, outcome))
         if state != ACQUIRED:
             if rec_fp != fp:
-                raise IdempotencyKeyMismatch(
-                    f"idempotency key {key!r} reused with another payload", key)
+                raise _mismatch(key)
             state, outcome = self._wait_sync(key, fp, token)
             if state == DONE:
                 return cast(T, self._unpack(key, outcome))
@@ -404,18 +413,17 @@ class Idempotency:
 
     def _wait_sync(self, key: str, fp: Any, token: str) -> Tuple[int, Any]:
         if self.wait is None or self.wait <= 0:
-            raise IdempotencyInProgress(f"idempotent call {key!r} is in progress", key)
+            raise _in_progress(key)
         deadline = time.monotonic() + self.wait
         store = self.store
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise IdempotencyInProgress(f"idempotent call {key!r} is in progress", key)
+                raise _in_progress(key)
             store.wait(key, left)
             state, rec_fp, outcome = store.begin(key, fp, token, self.in_progress_ttl)
             if state != ACQUIRED and rec_fp != fp:
-                raise IdempotencyKeyMismatch(
-                    f"idempotency key {key!r} reused with another payload", key)
+                raise _mismatch(key)
             if state != BUSY:
                 return state, outcome
 
@@ -462,24 +470,22 @@ class Idempotency:
             return cast(T, self._unpack(key, outcome))
         if state != ACQUIRED:
             if rec_fp != fp:
-                raise IdempotencyKeyMismatch(
-                    f"idempotency key {key!r} reused with another payload", key)
+                raise _mismatch(key)
             if self.wait is None or self.wait <= 0:
-                raise IdempotencyInProgress(f"idempotent call {key!r} is in progress", key)
+                raise _in_progress(key)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + self.wait
             pause = 0.001
             while True:
                 left = deadline - loop.time()
                 if left <= 0:
-                    raise IdempotencyInProgress(f"idempotent call {key!r} is in progress", key)
+                    raise _in_progress(key)
                 await asyncio.sleep(min(pause, left))
                 pause = min(pause * 2, 0.05)
                 state, rec_fp, outcome = await self._store_op("begin", key, fp, token,
                                                               self.in_progress_ttl)
                 if state != ACQUIRED and rec_fp != fp:
-                    raise IdempotencyKeyMismatch(
-                        f"idempotency key {key!r} reused with another payload", key)
+                    raise _mismatch(key)
                 if state == DONE:
                     return cast(T, self._unpack(key, outcome))
                 if state == ACQUIRED:

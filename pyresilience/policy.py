@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional
 from . import _core
 from ._decorate import P, finish, inspect_target
 from .breaker import CircuitBreaker
-from .bulkhead import Bulkhead
+from .bulkhead import Bulkhead, start_pool, stop_pool
 from .errors import PolicyWarning, TimeoutExceeded
 from .retry import Retry, RetryConfig, _RetryView
 
@@ -150,11 +150,7 @@ class Timeout:
     def _get_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         ex = self._executor
         if ex is None:
-            with self._lock:
-                ex = self._executor
-                if ex is None:
-                    ex = self._executor = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=self.max_workers or 32, thread_name_prefix="pyresilience-timeout")
+            ex = start_pool(self, self._lock, self.max_workers or 32, "pyresilience-timeout")
         return ex
 
     def _finished(self, cf: "concurrent.futures.Future[Any]") -> None:
@@ -220,10 +216,7 @@ class Timeout:
         """shutdown(self, wait=True)
 
         Stop the worker pool of ``thread=True`` (a later call starts a new one)."""
-        with self._lock:
-            ex, self._executor = self._executor, None
-        if ex is not None:
-            ex.shutdown(wait=wait)
+        stop_pool(self, self._lock, wait)
 
 
 # ---- Fallback ----------------------------------------------------------------------

@@ -38,10 +38,11 @@ import weakref
 from asyncio.events import _get_running_loop
 from dataclasses import dataclass
 from enum import Enum
-from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterator, Optional, TypeVar, Union, cast
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterator, Optional, TypeVar, Union
 
 from . import _core
 from ._core import _AsyncWaiter
+from ._decorate import same_body
 from ._wait import await_waiter, check_timeout, repair_after_fork
 from .errors import QueueClosedError
 from .events import Named
@@ -131,6 +132,15 @@ class _RingQueueMixin(_core.RingQueue, Named):
 
     # -- asyncio --------------------------------------------------------------
 
+    # put and get of BackpressureQueue, put_async and get_async of BoundedQueue:
+    # the bodies of _aput and _aget under those names (see the class bodies)
+
+    async def _aput(self, item: Any) -> bool:
+        r = self._put_async(item, _get_running_loop)
+        if r.__class__ is bool:
+            return r
+        return await self._await_put(r)
+
     async def _await_put(self, w: Any) -> bool:
         # Cancelled (even after room was given): the item is not stored.
         return await await_waiter(w, self.block_timeout, self._finish_put)
@@ -218,6 +228,20 @@ class BackpressureQueue(_RingQueueMixin, Generic[T]):
     if TYPE_CHECKING:
         def put_nowait(self, item: T, /) -> bool: ...
         def get_nowait(self) -> T: ...
+        async def put(self, item: T) -> bool: ...  # type: ignore[override]
+        async def get(self, timeout: Optional[float] = None) -> T: ...  # type: ignore[override]
+    else:
+        put = same_body(_RingQueueMixin._aput, "put", """put(self, item)
+
+        Put an item: True if it is queued, False if it was dropped (see the
+        class docstring for each strategy). QueueFullError with ERROR,
+        QueueClosedError after close().""", "BackpressureQueue")
+
+        get = same_body(_RingQueueMixin._aget, "get", """get(self, timeout=None)
+
+        Remove and return the oldest item, waiting for one (up to ``timeout``
+        seconds if given: QueueEmptyError). QueueClosedError once a closed
+        queue is drained.""", "BackpressureQueue")
 
     async def join(self) -> None:  # type: ignore[override]
         """join(self)
@@ -225,30 +249,6 @@ class BackpressureQueue(_RingQueueMixin, Generic[T]):
         Wait until every item put has been marked done with task_done()
         (asyncio.Queue.join)."""
         await self._ajoin()
-
-    async def put(self, item: T) -> bool:  # type: ignore[override]
-        """put(self, item)
-
-        Put an item: True if it is queued, False if it was dropped (see the
-        class docstring for each strategy). QueueFullError with ERROR,
-        QueueClosedError after close()."""
-        r = self._put_async(item, _get_running_loop)
-        if r.__class__ is bool:
-            return r
-        return await self._await_put(r)
-
-    async def get(self, timeout: Optional[float] = None) -> T:  # type: ignore[override]
-        """get(self, timeout=None)
-
-        Remove and return the oldest item, waiting for one (up to ``timeout``
-        seconds if given: QueueEmptyError). QueueClosedError once a closed
-        queue is drained."""
-        if timeout is not None:
-            check_timeout(timeout)
-        r = self._get_async(_get_running_loop)
-        if r.__class__ is not _AsyncWaiter:
-            return cast(T, r)
-        return cast(T, await self._await_get(r, timeout))
 
 
 class BoundedQueue(_RingQueueMixin, Generic[T]):
@@ -295,33 +295,23 @@ class BoundedQueue(_RingQueueMixin, Generic[T]):
         def get(self, block: bool = True, timeout: Optional[float] = None) -> T: ...
         def get_nowait(self) -> T: ...
         def __iter__(self) -> Iterator[T]: ...
+        async def put_async(self, item: T) -> bool: ...
+        async def get_async(self, timeout: Optional[float] = None) -> T: ...
+    else:
+        put_async = same_body(_RingQueueMixin._aput, "put_async", """put_async(self, item)
+
+        The asyncio form of put() (waits up to block_timeout without blocking
+        the event loop).""", "BoundedQueue")
+
+        get_async = same_body(_RingQueueMixin._aget, "get_async", """get_async(self, timeout=None)
+
+        The asyncio form of get().""", "BoundedQueue")
 
     async def join_async(self) -> None:
         """join_async(self)
 
         The asyncio form of join()."""
         await self._ajoin()
-
-    async def put_async(self, item: T) -> bool:
-        """put_async(self, item)
-
-        The asyncio form of put() (waits up to block_timeout without blocking
-        the event loop)."""
-        r = self._put_async(item, _get_running_loop)
-        if r.__class__ is bool:
-            return r
-        return await self._await_put(r)
-
-    async def get_async(self, timeout: Optional[float] = None) -> T:
-        """get_async(self, timeout=None)
-
-        The asyncio form of get()."""
-        if timeout is not None:
-            check_timeout(timeout)
-        r = self._get_async(_get_running_loop)
-        if r.__class__ is not _AsyncWaiter:
-            return cast(T, r)
-        return cast(T, await self._await_get(r, timeout))
 
 
 if hasattr(os, "register_at_fork"):

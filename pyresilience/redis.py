@@ -39,6 +39,7 @@ _INSTALL_HINT = (
 )
 
 
+@dataclass(frozen=True, slots=True)
 class LeaseConfig:
     """LeaseConfig(batch, max_hold)
 
@@ -52,9 +53,11 @@ class LeaseConfig:
     a lease reports as ``remaining`` the permits this process still holds for
     the key; a denial from Redis is remembered locally until its retry_after."""
 
-    __slots__ = ("_batch", "_max_hold")
+    batch: int  # permits taken per round trip
+    max_hold: float  # seconds a taken permit may be spent locally
 
-    def __init__(self, batch: int, max_hold: float) -> None:
+    def __post_init__(self) -> None:
+        batch, max_hold = self.batch, self.max_hold
         if isinstance(batch, bool) or not isinstance(batch, int):
             raise TypeError(f"batch must be an int, not {type(batch).__name__}: {batch!r}")
         if batch < 1:
@@ -63,29 +66,7 @@ class LeaseConfig:
             raise TypeError(f"max_hold must be a real number, not {type(max_hold).__name__}: {max_hold!r}")
         if math.isnan(max_hold) or math.isinf(max_hold) or max_hold <= 0:
             raise ValueError(f"max_hold must be a finite number > 0, got {max_hold!r}")
-        self._batch = batch
-        self._max_hold = float(max_hold)
-
-    @property
-    def batch(self) -> int:
-        """Permits taken per round trip."""
-        return self._batch
-
-    @property
-    def max_hold(self) -> float:
-        """Seconds a taken permit may be spent locally."""
-        return self._max_hold
-
-    def __repr__(self) -> str:
-        return f"LeaseConfig(batch={self._batch!r}, max_hold={self._max_hold!r})"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, LeaseConfig):
-            return NotImplemented
-        return (self._batch, self._max_hold) == (other._batch, other._max_hold)
-
-    def __hash__(self) -> int:
-        return hash((self._batch, self._max_hold))
+        object.__setattr__(self, "max_hold", float(max_hold))
 
 
 def _redact_url(url: str) -> str:

@@ -51,7 +51,8 @@ from typing import Any, Awaitable, Callable, List, NamedTuple, Optional, Tuple, 
 from . import _core
 from .breaker import CircuitBreaker, CircuitState
 from .errors import BackendError, CircuitOpenError
-from .events import switch_class
+from ._decorate import same_body
+from .events import breaker_call, switch_class
 
 __all__ = ["RedisCircuitBreaker", "RedisCircuitBreakerMetrics"]
 
@@ -389,10 +390,18 @@ class _SharedPath(RedisCircuitBreaker):
         if now < self._open_until:
             return self._open_error(self._open_until - now)
         try:
-            state, left, out = self._run("trial")
+            answer: Optional[Tuple[str, float, str]] = self._run("trial")
         except BackendError:
+            answer = None
+        return self._trial_token(now, answer)
+
+    def _trial_token(self, now: float, answer: Optional[Tuple[str, float, str]]) -> Any:
+        """The token of a trial: Redis's answer (None: the backend failed, the
+        fallback decides)."""
+        if answer is None:
             self._go_fallback()
             return _CB._acquire(self)
+        state, left, out = answer
         if out == "granted":
             return (_SHARED, now)
         self._adopt(state, left)
@@ -400,41 +409,21 @@ class _SharedPath(RedisCircuitBreaker):
             return _CB._acquire(self)
         return self._open_error(left)
 
-    def call(self, func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        """call(self, func, /, *args, **kwargs)
+    call = same_body(breaker_call, "call", """call(self, func, /, *args, **kwargs)
 
         ``func(*args, **kwargs)`` through the shared breaker: closed, the
         in-process breaker runs it (no round trip); open, rejected from the
-        local cache; half-open, a trial slot taken in Redis."""
-        token = self._acquire()
-        if token.__class__ is not tuple:
-            if self.fallback is not None:
-                return cast(T, self.fallback())
-            raise token
-        try:
-            result = func(*args, **kwargs)
-        except BaseException as exc:
-            self._record(token, exc)
-            raise
-        self._record(token, None, result)
-        return result
-
+        local cache; half-open, a trial slot taken in Redis.""", "_SharedPath")
 
     async def _acquire_async(self) -> Any:
         now = time.monotonic()
         if now < self._open_until:
             return self._open_error(self._open_until - now)
         try:
-            state, left, out = await self._run_async("trial")
+            answer: Optional[Tuple[str, float, str]] = await self._run_async("trial")
         except BackendError:
-            self._go_fallback()
-            return _CB._acquire(self)
-        if out == "granted":
-            return (_SHARED, now)
-        self._adopt(state, left)
-        if self._local:
-            return _CB._acquire(self)
-        return self._open_error(left)
+            answer = None
+        return self._trial_token(now, answer)
 
     async def _record_async(self, token: Any, exc: Optional[BaseException], result: Any) -> None:
         if token[0] is not _SHARED:

@@ -78,11 +78,9 @@ class ResilientAdapter(HTTPAdapter):
             if capped:
                 raise deadline_error(exc) from exc
             raise
-        status = response.status_code
-        c = self._c
-        if status in c.watched:
+        if response.status_code in self._c.watched:
             response.content  # read it all: the connection goes back before a retry
-            return c.check(response, status, response.headers, may_retry)
+            return self._c.check(response, may_retry)
         return response
 
     def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,

@@ -93,8 +93,8 @@ class Headers(Mapping[str, str]):
 class _ASGIHeaders(Headers):
     __slots__ = ()
 
-    def __init__(self, raw: Iterable[Tuple[bytes, bytes]]) -> None:  # names are lower-case
-        self._pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in raw]
+    def __init__(self, scope: Mapping[str, Any]) -> None:  # the scope's (bytes, bytes) pairs
+        self._pairs = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in scope.get("headers", ())]
 
 
 def _environ_headers(environ: Mapping[str, Any]) -> Headers:
@@ -166,73 +166,74 @@ class Request:
         return f"Request(method={self.method!r}, path={self.path!r}, client={self.client!r})"
 
 
-class _ScopeRequest(Request):
-    __slots__ = ("_scope",)
+class _View(Request):
+    """A Request read on demand from a server's own mapping (an ASGI scope, a
+    WSGI environ): the subclass names the method's key, how to build the
+    headers (once) and how to read the rest."""
 
-    def __init__(self, scope: MutableMapping[str, Any]) -> None:  # lazy: reads the scope on demand
-        self._scope = scope
+    __slots__ = ("_raw",)
+
+    _METHOD: str  # the key of the request method in the mapping
+    _HEADERS: Callable[[Any], Headers]  # the mapping -> its Headers
+
+    def __init__(self, raw: Any) -> None:  # lazy: nothing read until a rule asks
+        self._raw = raw
         self._headers = None
 
     @property
     def method(self) -> str:
-        m: str = self._scope.get("method", "GET")
+        m: str = self._raw.get(self._METHOD, "GET")
         return m
-
-    @property
-    def path(self) -> str:
-        p: str = self._scope["path"]
-        return p
-
-    @property
-    def client(self) -> Optional[str]:
-        c = self._scope.get("client")
-        return c[0] if c else None
 
     @property
     def headers(self) -> Headers:
         h = self._headers
         if h is None:
-            h = self._headers = _ASGIHeaders(self._scope.get("headers", ()))
+            h = self._headers = self._HEADERS(self._raw)
         return h
 
-    @property
-    def scope(self) -> Optional[MutableMapping[str, Any]]:
-        return self._scope
 
-
-class _EnvironRequest(Request):
-    __slots__ = ("_environ",)
-
-    def __init__(self, environ: Dict[str, Any]) -> None:
-        self._environ = environ
-        self._headers = None
-
-    @property
-    def method(self) -> str:
-        m: str = self._environ.get("REQUEST_METHOD", "GET")
-        return m
+class _ScopeRequest(_View):
+    __slots__ = ()
+    _METHOD = "method"
+    _HEADERS = _ASGIHeaders
+    _raw: MutableMapping[str, Any]
 
     @property
     def path(self) -> str:
-        e = self._environ
+        p: str = self._raw["path"]
+        return p
+
+    @property
+    def client(self) -> Optional[str]:
+        c = self._raw.get("client")
+        return c[0] if c else None
+
+    @property
+    def scope(self) -> Optional[MutableMapping[str, Any]]:
+        return self._raw
+
+
+class _EnvironRequest(_View):
+    __slots__ = ()
+    _METHOD = "REQUEST_METHOD"
+    _HEADERS = staticmethod(_environ_headers)
+    _raw: Dict[str, Any]
+
+    @property
+    def path(self) -> str:
+        e = self._raw
         p: str = e.get("SCRIPT_NAME", "") + e.get("PATH_INFO", "")
         return p
 
     @property
     def client(self) -> Optional[str]:
-        c: Optional[str] = self._environ.get("REMOTE_ADDR") or None
+        c: Optional[str] = self._raw.get("REMOTE_ADDR") or None
         return c
 
     @property
-    def headers(self) -> Headers:
-        h = self._headers
-        if h is None:
-            h = self._headers = _environ_headers(self._environ)
-        return h
-
-    @property
     def environ(self) -> Optional[Dict[str, Any]]:
-        return self._environ
+        return self._raw
 
 
 # -- key functions ---------------------------------------------------------------

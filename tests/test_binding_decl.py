@@ -143,13 +143,27 @@ def test_module_functions_are_declared():
         for f in funcs:
             fn = getattr(_core, f.name)
             assert fn.__doc__ == f.doc
-            assert str(inspect.signature(fn)) == "(%s)" % gen.strip_types(f.sig)
+            assert str(inspect.signature(fn)) == "(%s)" % gen.method_sig(f, False)
+
+
+def test_module_functions_parse_their_declared_params():
+    """A module function declared with params (gen_binding's c_func): the
+    generic parser names the argument and its value."""
+    with pytest.raises(ValueError, match=r"^ns must be >= 0, got -1$"):
+        _core._timeout_enter(-1)
+    with pytest.raises(TypeError, match=r"^ns must be an int, not float: 1.5$"):
+        _core.retry_sleep(None, 1.5)
+    with pytest.raises(TypeError, match="missing required argument 'ns'"):
+        _core.retry_sleep(None)
+    clock = _core.ManualClock()
+    assert _core.retry_sleep(clock, 5) is None and _core.retry_now_ns(clock) == 5
+    assert _core.deadline_remaining() is None and _core._deadline_ns() is None
 
 
 def test_positional_only():
     """PolicyStep(kind, next=None, ..., /): declared, positional only."""
     sig = inspect.signature(_core.PolicyStep)
-    assert str(sig) == "(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, e=None, /)"
+    assert str(sig) == "(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, e=None, /)"
     assert _core.PolicyStep(_core.STEP_APPLY).kind == _core.STEP_APPLY
     with pytest.raises(TypeError, match="positional arguments only"):
         _core.PolicyStep(kind=_core.STEP_APPLY)

@@ -597,6 +597,26 @@ def test_bad_max_concurrent_words_the_core_rule():
         assert str(ei.value) == f"max_concurrent must be between 1 and 1000000000, got {bad!r}"
 
 
+def test_lazy_pools_start_on_use_and_again_after_shutdown():
+    # Bulkhead.execute's pool and Timeout(thread=True)'s: started by the first
+    # use, named by their owner, stopped by shutdown(), started anew after it
+    b = Bulkhead("lazy", 2)
+    t = pr.Timeout(5, thread=True)
+    p = pr.Policy(t)
+    name = lambda: threading.current_thread().name  # noqa: E731
+    for _ in range(2):
+        assert b._executor is None and t._executor is None
+        assert run(b.execute(name)).startswith("bulkhead-lazy")
+        assert p.call(name).startswith("pyresilience-timeout")
+        first = (b._executor, t._executor)
+        assert None not in first
+        assert run(b.execute(name)) and p.call(name) and (b._executor, t._executor) == first
+        b.shutdown()
+        t.shutdown()
+    b.shutdown()  # nothing running: a no-op
+    t.shutdown()
+
+
 def test_built_when_made_and_subclassed():
     """The C bulkhead is built from the constructor's arguments when made: a
     subclass taking the same arguments works unchanged, and __init__ never

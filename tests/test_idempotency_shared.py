@@ -73,6 +73,25 @@ def test_store_owner_tokens_leases_and_ttl(region):
     assert store.check()
 
 
+def test_the_areas_methods_name_a_wrong_argument(region):
+    """SharedKV's declared methods (tools/decl_kv.py): a bytes argument that is
+    not bytes, or an int that is not an int, is named with its value."""
+    from pyresilience import _core
+
+    kv = _core.SharedKV(region, "args", max_keys=4, max_value_bytes=16)
+    with pytest.raises(TypeError, match=r"^fp must be bytes, not str: 'x'$"):
+        kv.begin(b"k", "x", b"t", 1, 0)
+    with pytest.raises(TypeError, match=r"^now_ns must be an int"):
+        kv.renew(b"k", b"t", 1, 0.5)
+    with pytest.raises(TypeError, match=r"takes at most 1 positional argument|argument"):
+        kv.delete(b"k", b"x")
+    assert kv.begin(b"k", b"f", b"t", 10, 0) == (0, True, None)
+    assert kv.complete(b"k", b"t", b"v", 100, 1) and kv.peek(b"k", b"f") == (1, True, b"v", 101)
+    assert kv.delete(b"k") and not kv.release(b"k", b"t")
+    with pytest.raises(ValueError, match="larger than the shared area 'args'"):
+        kv.complete(b"k", b"t", b"x" * 17, 1, 0)
+
+
 def test_idempotency_over_the_shared_store(region):
     idem = pr.Idempotency(store_of(region))
     runs: List[int] = []

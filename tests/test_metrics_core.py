@@ -119,10 +119,12 @@ def test_core_counters_c_api():
     c.add(3, 2)
     c.add(0, 1)
     assert c.values[:4] == (1, 0, 0, 2) and len(c.values) == 11
-    with pytest.raises(ValueError, match="add"):
+    with pytest.raises(ValueError, match=r"^i must be between 0 and 10, got 11$"):
         c.add(11, 1)
-    with pytest.raises(ValueError, match="add"):
+    with pytest.raises(ValueError, match=r"^n must be >= 0, got -1$"):
         c.add(0, -1)
+    with pytest.raises(TypeError, match="missing required argument 'n'"):
+        c.add(0)  # type: ignore[call-arg]
 
 
 # ---- retry ----------------------------------------------------------------------------------

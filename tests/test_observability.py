@@ -88,6 +88,31 @@ def test_retry_metrics_count_slow_paths():
 
 # ---- listeners -------------------------------------------------------------------------------
 
+def test_observed_breaker_call_is_the_shared_python_call():
+    # one Python-level breaker call (_acquire/_record) serves the observed
+    # variant of every breaker class and RedisCircuitBreaker's shared path
+    from pyresilience.events import breaker_call
+    cb = pr.CircuitBreaker(1, 1, 10, name="obs")
+    fb = pr.CircuitBreaker(1, 1, 10, fallback=lambda: "fb")
+    seen = []
+    fb.add_event_listener(seen.append)
+    cb.add_event_listener(seen.append)
+    call = type(cb).__dict__["call"]
+    assert call.__code__ is breaker_call.__code__
+    assert call.__doc__ == pr.CircuitBreaker.call.__doc__ and call.__name__ == "call"
+    with pytest.raises(ZeroDivisionError):
+        cb.call(lambda: 1 / 0)
+    with pytest.raises(pr.CircuitOpenError):
+        cb.call(lambda: 1)
+    with pytest.raises(ZeroDivisionError):
+        fb.call(lambda: 1 / 0)
+    assert fb.call(lambda: 1) == "fb"  # a rejection answered by the fallback is seen too
+    assert [e.source for e in seen if e.kind == "rejected"] == [cb, fb]
+    from pyresilience.redis_breaker import _SharedPath
+    assert _SharedPath.call.__code__ is breaker_call.__code__
+    assert "shared breaker" in _SharedPath.call.__doc__
+
+
 def test_no_listener_no_variant_and_back():
     b = pr.TokenBucket(1, 1)
     assert type(b) is pr.TokenBucket

@@ -149,3 +149,23 @@ def test_prometheus_multiprocess_sums_workers(tmp_path):
     assert s["pyresilience_queue_items_total", (("kind", "dropped"), ("name", "jobs"))] == 8
     # livesum: each worker's queue holds one item (until mark_process_dead(pid))
     assert s["pyresilience_queue_size", (("name", "jobs"),)] == 2
+
+
+def test_every_sample_carries_its_familys_labels():
+    # the readers give label values only; the names come from the family
+    from pyresilience._metrics import FAMILIES, collect
+    objs = _objects()
+    objs[0].open()  # a transition sample too
+    out = collect(objs)
+    assert set(out) == set(FAMILIES)
+    seen = 0
+    for fam, samples in out.items():
+        for labels, value in samples:
+            assert tuple(k for k, _ in labels) == fam.labels, fam
+            assert all(isinstance(v, str) for _, v in labels), fam
+            assert isinstance(value, float)
+            seen += 1
+    assert seen > 20
+    states = {dict(lb)["state"]: v for lb, v in out[next(f for f in FAMILIES if f.metric == "state")]
+              if dict(lb)["name"] == "db"}
+    assert states == {"closed": 0.0, "open": 1.0, "half_open": 0.0}

@@ -805,6 +805,30 @@ def test_collectable_with_cycles():
     assert ref() is None
 
 
+def test_async_put_and_get_are_one_body_each():
+    # BackpressureQueue.put/get and BoundedQueue.put_async/get_async run the
+    # mixin's _aput/_aget code (no forwarding frame), each with its own name
+    # and docstring, and stay coroutine functions
+    from pyresilience.queues import _RingQueueMixin
+    for cls, name, body in ((BackpressureQueue, "put", _RingQueueMixin._aput),
+                            (BackpressureQueue, "get", _RingQueueMixin._aget),
+                            (BoundedQueue, "put_async", _RingQueueMixin._aput),
+                            (BoundedQueue, "get_async", _RingQueueMixin._aget)):
+        fn = cls.__dict__[name]
+        assert fn.__code__ is body.__code__, name
+        assert inspect.iscoroutinefunction(fn), name
+        assert fn.__name__ == name and fn.__qualname__ == f"{cls.__name__}.{name}"
+        assert fn.__doc__.startswith(name + "(self, ")
+    assert list(inspect.signature(BoundedQueue.get_async).parameters) == ["self", "timeout"]
+
+    async def main():
+        q = BackpressureQueue(2)
+        b = BoundedQueue(2)
+        assert await q.put(1) and await b.put_async(2)
+        assert await q.get() == 1 and await b.get_async(timeout=1) == 2
+    run(main())
+
+
 def test_signatures():
     for fn in (BoundedQueue.put, BoundedQueue.get, BoundedQueue.put_nowait, BoundedQueue.get_nowait,
                BoundedQueue.close, BoundedQueue.qsize, BackpressureQueue.put, BackpressureQueue.get,
@@ -1251,3 +1275,20 @@ def test_typing_example_passes_mypy_strict():
     finally:
         bad.unlink()
     assert r.returncode == 1 and r.stdout.count("error:") == 2, r.stdout
+
+
+def test_ring_queue_constructor_checks_and_core_calls():
+    """RingQueue's declared tp_new keeps its own checks (q_build), and
+    task_done / close / _after_fork_child share one core-call helper (q_op)."""
+    from pyresilience import _core
+
+    with pytest.raises(TypeError, match="not both"):
+        _core.RingQueue(2, maxsize=3)
+    with pytest.raises(ValueError, match="need high_watermark"):
+        _core.RingQueue(2, on_low_watermark=print)
+    q = _core.RingQueue(maxsize=3)
+    assert q.max_size == 3 and q.put(1) and q.get() == 1
+    q.task_done()
+    with pytest.raises(ValueError, match=r"^task_done\(\) called too many times$"):
+        q.task_done()
+    assert q._after_fork_child() is None and q.close() is None and q.closed

@@ -249,6 +249,20 @@ def test_bad_limiter_arguments(backend: pr.RedisBackend) -> None:
         pr.LeaseConfig(1.5, 1)  # type: ignore[arg-type]
 
 
+def test_lease_config_is_a_frozen_value() -> None:
+    lease = pr.LeaseConfig(5, 1)
+    assert (lease.batch, lease.max_hold) == (5, 1.0) and type(lease.max_hold) is float
+    assert lease == pr.LeaseConfig(batch=5, max_hold=1.0) and lease != pr.LeaseConfig(5, 2)
+    assert hash(lease) == hash(pr.LeaseConfig(5, 1.0)) and len({lease, pr.LeaseConfig(5, 1)}) == 1
+    assert repr(lease) == "LeaseConfig(batch=5, max_hold=1.0)"
+    with pytest.raises(AttributeError):
+        lease.batch = 6  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        pr.LeaseConfig(True, 1)
+    with pytest.raises(TypeError):
+        pr.LeaseConfig(1, "1")  # type: ignore[arg-type]
+
+
 def test_bad_arguments_are_worded_from_the_core(backend: pr.RedisBackend) -> None:
     # The core validates and names the field and why; the binding adds the value given.
     R = pr.RedisRateLimiter
@@ -271,6 +285,14 @@ def test_bad_arguments_are_worded_from_the_core(backend: pr.RedisBackend) -> Non
         with pytest.raises(ValueError) as err:
             pr.RedisBackend(backend.url, **kw)  # type: ignore[arg-type]
         assert str(err.value) == message
+
+
+def test_str_arguments_with_nul_are_refused(backend: pr.RedisBackend) -> None:
+    # A declared str parameter filling a C string (the declared STR kind with a field).
+    with pytest.raises(ValueError, match="key_prefix must not contain NUL characters"):
+        pr.RedisRateLimiter(backend, rate=1, burst=1, key_prefix="a\0b")
+    with pytest.raises(ValueError, match="url must not contain NUL characters"):
+        pr.RedisBackend("redis://127.0.0.1:1/0\0x")
 
 
 def test_bad_call_arguments(backend: pr.RedisBackend) -> None:

@@ -3,8 +3,18 @@
 made of. Loaded by binding_decl.py beside the other areas."""
 from binding_decl import M, P, Prop, Type
 
-KEY = "key: bytes"
-TOKEN = "token: bytes"
+
+def B(name, posonly=False):
+    """A bytes argument of a method (its buffer and length in kv_call.<name>)."""
+    return P(name, "BYTES", "bytes", field=name, posonly=posonly)
+
+
+def I(name, posonly=False):
+    """An int argument of a method (kv_call.<name>; the core checks its range)."""
+    return P(name, "INT", "int", field=name, posonly=posonly)
+
+
+KEY, TOKEN = B("key"), B("token")
 
 SHARED_KV = Type(
     "SharedKV", "kv", "kv", config="kv_args", obj="kv_obj",
@@ -25,38 +35,45 @@ SHARED_KV = Type(
         "integer ns of CLOCK_MONOTONIC (shared by every process). Crash safe: a process\n"
         "killed in the middle of a step leaves it rolled back (an undo journal).",
     methods=[
-        M("begin", "key: bytes, fp: bytes, token: bytes, lease_ns: int, now_ns: int, /",
-          "tuple[int, bool, Optional[bytes]]",
+        M("begin", params=[KEY, B("fp"), TOKEN, I("lease_ns"), I("now_ns", posonly=True)],
+          config="kv_call", returns="tuple[int, bool, Optional[bytes]]", expr="begin_call(o, &a)",
           doc="(state, fingerprint_matches, value): ACQUIRED (0) a new lease for token,\n"
               "DONE (1) with the stored value, or BUSY (2). OSError(ENOSPC) when every\n"
               "record is a live lease."),
-        M("complete", "key: bytes, token: bytes, value: bytes, ttl_ns: int, now_ns: int, /",
-          "bool", doc="Store value while token owns the lease: True, or False (not the owner).\n"
-                      "ValueError when value is larger than max_value_bytes."),
-        M("renew", "key: bytes, token: bytes, lease_ns: int, now_ns: int, /", "bool",
+        M("complete", params=[KEY, TOKEN, B("value"), I("ttl_ns"), I("now_ns", posonly=True)],
+          config="kv_call", returns="bool", expr="complete_call(o, &a)",
+          doc="Store value while token owns the lease: True, or False (not the owner).\n"
+              "ValueError when value is larger than max_value_bytes."),
+        M("renew", params=[KEY, TOKEN, I("lease_ns"), I("now_ns", posonly=True)], config="kv_call",
+          returns="bool", expr="kv_status(o, prs_shm_kv_renew(o->kv, KV_KEY(a), KV_TOKEN(a), "
+                               "a.lease_ns, a.now_ns))",
           doc="Extend token's lease: True, or False (not the owner)."),
-        M("release", "key: bytes, token: bytes, /", "bool",
+        M("release", params=[KEY, B("token", posonly=True)], config="kv_call", returns="bool",
+          expr="kv_status(o, prs_shm_kv_release(o->kv, KV_KEY(a), KV_TOKEN(a)))",
           doc="Delete token's in-progress record: True, or False (not the owner)."),
-        M("delete", "key: bytes, /", "bool", doc="Delete key's record, whoever owns it."),
-        M("peek", "key: bytes, fp: bytes, /",
-          "Optional[tuple[int, bool, Optional[bytes], int]]",
+        M("delete", params=[B("key", posonly=True)], config="kv_call", returns="bool",
+          expr="kv_status(o, prs_shm_kv_delete(o->kv, KV_KEY(a)))",
+          doc="Delete key's record, whoever owns it."),
+        M("peek", params=[KEY, B("fp", posonly=True)], config="kv_call",
+          returns="Optional[tuple[int, bool, Optional[bytes], int]]", expr="peek_call(o, &a)",
           doc="(state, fingerprint_matches, value, expires_ns) of key's record, expired\n"
               "or not, or None; changes nothing."),
         M("seq", returns="int", expr="PyLong_FromUnsignedLong(prs_shm_kv_seq(o->kv))",
           doc="The change counter to pass to wait()."),
-        M("wait", "seq: int, timeout_ns: int, /",
+        M("wait", params=[I("seq"), I("timeout_ns", posonly=True)], config="kv_call",
+          expr="wait_slice(o, &a)",
           doc="Block (GIL released) until a record completes or goes after seq was read,\n"
               "or timeout_ns passes (at most 50 ms); may return early."),
         M("clear", c="kv_clear_all", call="prs_shm_kv_clear(o->kv)", doc="Delete every record."),
         M("check", returns="bool", expr="PyBool_FromLong(prs_shm_kv_check(o->kv) == PRS_OK)",
           doc="True when the area's invariants hold (records, index, free list)."),
-        M("__len__", returns="int", slot=True),
+        M("__len__", returns="int", slot=True, expr="prs_shm_kv_count(o->kv)"),
     ],
     props=[
         Prop("name", "str", "The area's entry name.", member="name"),
-        Prop("max_keys", "int", "Records in the area.", expr="kv_config_int(o, 0)"),
-        Prop("max_key_bytes", "int", "The longest key.", expr="kv_config_int(o, 1)"),
-        Prop("max_value_bytes", "int", "The largest value.", expr="kv_config_int(o, 2)"),
+        Prop("max_keys", "int", "Records in the area.", expr="PyLong_FromUnsignedLong(config_of(o, 0))"),
+        Prop("max_key_bytes", "int", "The longest key.", expr="PyLong_FromUnsignedLong(config_of(o, 1))"),
+        Prop("max_value_bytes", "int", "The largest value.", expr="PyLong_FromUnsignedLong(config_of(o, 2))"),
     ])
 
 TYPES = [SHARED_KV]

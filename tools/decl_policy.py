@@ -7,13 +7,15 @@ POLICY_STEP = Type(
     flags=("HAVE_GC", "HAVE_VECTORCALL", "IMMUTABLETYPE", "METHOD_DESCRIPTOR"),
     slots={"call": "PyVectorcall_Call", "descr_get": "prs_py_method_get"},
     offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
-    refs=["next", "a", "b", "c", "o", "dict"], clock="clock",
+    refs=["next", "a", "b", "c", "o", "dict"], clock="clock", init="step_args_init",
+    keep={"next": "next", "a": "a", "b": "b", "c": "c"},
+    build="rc = step_build(st, o, &cfg, v[P_PolicyStep_e]);",
     params=[
         P("kind", "INT", "int", field="kind", lo=0, hi="STEP__COUNT - 1"),
         P("next", "OBJECT", "Any", "None"), P("a", "OBJECT", "Any", "None"),
         P("b", "OBJECT", "Any", "None"), P("c", "OBJECT", "Any", "None"),
         P("ns", "INT", "int", "-1", field="ns"),
-        P("d", "OBJECT", "Any", "None", posonly=True),
+        P("clock", "CLOCK", "Any", "None", posonly=True),
         P("e", "OBJECT", "Any", "None", posonly=True),
     ],
     doc="One layer of a Policy's sync chain, run in C (built by pyresilience.policy).",
@@ -35,13 +37,14 @@ CONSTANTS = {"policy": ["STEP_APPLY", "STEP_LIMIT", "STEP_BULKHEAD", "STEP_TIMEO
 
 FUNCTIONS = {
     "deadline": [
-        M("deadline_remaining", returns="Optional[float]",
+        M("deadline_remaining", returns="Optional[float]", expr="deadline_get(st, 1)",
           doc="Seconds left before the deadline of the current policy call (0.0 once it has\n"
               "passed), or None when no Timeout of a Policy is in effect."),
-        M("_deadline_ns", returns="Optional[int]", c="deadline_ns",
+        M("_deadline_ns", returns="Optional[int]", c="deadline_ns", expr="deadline_get(st, 0)",
           doc="The absolute deadline in effect (CLOCK_MONOTONIC ns), or None."),
-        M("_timeout_enter", "ns: int, /", "Optional[Tuple[contextvars.Token[int], float]]",
-          c="timeout_enter",
+        M("_timeout_enter", returns="Optional[Tuple[contextvars.Token[int], float]]",
+          params=[P("ns", "INT", "int", field="ns", lo=0, posonly=True)], config="timeout_args",
+          c="timeout_enter", expr="timeout_enter_ns(st, a.ns)",
           doc="The async Timeout's entry: the deadline in effect inside (ns from now, or a\n"
               "sooner outer one) set in DEADLINE; (token, seconds left), or None when it has passed."),
     ],

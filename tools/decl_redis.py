@@ -1,7 +1,7 @@
 """The declared binding of the Redis types (csrc/python/redis.c): RedisBackend,
 RedisRateLimiter, RedisLimiterGroup. Validation is csrc/redis's
 (prs_redis_config_check, prs_redis_limiter_config_check)."""
-from binding_decl import M, P, Prop, Type, rate_params
+from binding_decl import M, P, Prop, Type
 
 KEY = "Union[str, bytes]"
 
@@ -41,7 +41,7 @@ BACKEND = Type(
     free="prs_redis_backend *b = o->b; Py_BEGIN_ALLOW_THREADS prs_redis_backend_free(b); "
          "Py_END_ALLOW_THREADS",
     params=[
-        P("url", "STR", "str", "'redis://127.0.0.1:6379/0'"),
+        P("url", "STR", "str", "'redis://127.0.0.1:6379/0'", field="url"),
         P("connect_timeout", "DURATION", "float", "0.25", field="connect_timeout_ns",
           flags=("zero", "neg", "inf"), kw=True),
         P("timeout", "DURATION", "float", "0.25", field="timeout_ns", flags=("zero", "neg", "inf")),
@@ -58,8 +58,8 @@ BACKEND = Type(
         "backend fails fast for 200 ms at a time instead of waiting out a timeout\n"
         "on every call, and recovers by itself once Redis answers again.",
     methods=[
-        M("close", doc="Close every connection; later calls raise BackendError. Idempotent."),
-        M("ping", returns="bool",
+        M("close", expr="backend_call(self, 0)", doc="Close every connection; later calls raise BackendError. Idempotent."),
+        M("ping", returns="bool", expr="backend_call(self, 1)",
           doc="PING the server: True, or BackendError when it cannot be reached\n"
               "within the timeout."),
         M("_endpoint", params=declared("node: int = 0"),
@@ -88,6 +88,7 @@ BACKEND = Type(
           doc="Internal (asyncio transport): the op's next sends, (node, bytes, replies)\n"
               "each; () when it is complete."),
         M("_op_finish", config="transport_args", params=[P("op", "OBJECT", "Any")] + FAILURE, returns="Any",
+          expr="op_finish(self, v[0], transport_failure(&a, v[2]))",
           doc="Internal (asyncio transport): finish op with the replies put into it, or\n"
               "with a transport failure (status, message) that the failure policy decides.\n"
               "Returns what the blocking call returns (Decision, list of Decisions, None)."),
@@ -115,24 +116,24 @@ LIMITER = Type(
     "RedisRateLimiter", "redis", "rl", obj="limiter_obj", config="prs_redis_limiter_config",
     flags=FLAGS, offsets=WEAK, kept=["backend", "algorithm", "key_prefix"], rate="rl_target", rate_key=True,
     refs=["limit", "window", "rate", "burst", "local_share", "lease"],  # as given: tp_clear drops them
+    keep={x: x for x in ("backend", "limit", "window", "rate", "burst", "local_share", "lease")},
+    init="prs_redis_limiter_config_init", build="rc = rl_build(o, st, &cfg, v);",
     free="prs_redis_limiter_free(o->l); /* no I/O: held lease permits lapse; before the backend */",
     params=[
-        P("backend", "OBJECT", "RedisBackend"),
+        P("backend", "OBJECT", "RedisBackend", instance="RedisBackend"),
         P("algorithm", "ENUM", "str", "'gcra'", field="algorithm",
           choices=("gcra", "token_bucket", "fixed_window", "sliding_window_counter",
                    "sliding_window_log")),
-        P("limit", "CONVERT", "Optional[int]", "None", field="limit", flags=("none",),
-          convert="rl_limit", kw=True),
+        P("limit", "COUNT", "Optional[int]", "None", field="limit", flags=("none",), kw=True),
         P("window", "DURATION", "Optional[float]", "None", field="window_ns",
           flags=("zero", "neg", "inf", "none")),
         P("rate", "REAL", "Optional[float]", "None", field="rate", flags=("zero", "neg", "inf", "none")),
-        P("burst", "CONVERT", "Optional[int]", "None", field="burst", flags=("none",),
-          convert="rl_burst"),
+        P("burst", "COUNT", "Optional[int]", "None", field="burst", flags=("none",)),
         P("key_prefix", "STR", "str", "'prs:'", field="key_prefix"),
         P("on_backend_error", "CONVERT", "str", "'raise'", field="on_backend_error",
           convert="rl_policy"),
         P("local_share", "REAL", "Optional[float]", "None", field="local_share", flags=("none",)),
-        P("lease", "OBJECT", "Any", "None"),
+        P("lease", "CONVERT", "Any", "None", flags=("none",), convert="rl_lease"),
     ],
     doc="A rate limit shared by every process using the same Redis, per key.\n"
         "gcra and token_bucket take rate (per second) and burst, or limit and window\n"
@@ -150,20 +151,23 @@ LIMITER = Type(
               "local lease can serve it."),
         M("peek", "key: %s, n: int = 1" % KEY, "Decision", rate=True,
           doc="The Decision check(key, n) would return now, consuming nothing."),
-        M("acquire", params=rate_params("key: %s, n: int = 1, timeout: Optional[float] = None" % KEY),
-          config="prs_py_rate_args",
+        M("acquire", config="wait_args", expr="acquired(self, v[0], a.n, a.timeout_ns)",
+          params=[P("key", "OBJECT", KEY), P("n", "N", "int", "1", field="n"),
+                  P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           doc="Block until n is admitted for key (the GIL is\n"
               "released while waiting; Ctrl-C interrupts). RateLimitExceeded at once when n\n"
               "cannot be admitted within timeout seconds; ValueError when n exceeds the limit."),
-        M("reset", params=declared("key: %s" % KEY), doc="Delete key's state in Redis (and its local lease)."),
+        M("reset", params=declared("key: %s" % KEY), expr="rl_call(self, PRS_REDIS_OP_RESET, v[0], 1, NULL, 0)",
+          doc="Delete key's state in Redis (and its local lease)."),
         M("check_many", params=declared("requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]"),
-          returns="List[Decision]",
+          returns="List[Decision]", expr="rl_many(self, v[0], 0)",
           doc="Check a list of (key, n) pairs (or bare keys, n=1) in one\n"
               "pipelined round trip; returns a list of Decisions in the same order. Each\n"
               "check is atomic on its own (not all-or-nothing: see RedisLimiterGroup)."),
         M("_op", config="op_args", returns="Any",
           params=[P("kind", "ENUM", "str", field="kind", choices=("check", "peek", "reset")), P("key", "OBJECT", KEY),
                   P("n", "N", "int", "1", field="n"), P("now", "OBJECT", "Optional[float]", "None")],
+          expr='rl_call(self, "cpr"[a.kind], v[1], a.n, is_none(v[3]) ? NULL : v[3], 1)',
           doc="Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
               "I/O: a Decision when a lease decided it, else the op."),
 M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]",
@@ -173,12 +177,14 @@ M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
         M("_op_many", params=declared("requests: Iterable[Union[str, bytes, Tuple[Union[str, bytes], int]]]"), returns="Any",
-          doc="Internal (asyncio transport): check_many's op, or [] for no requests."),
-        M("_op_release", returns="Any",
+          expr="rl_many(self, v[0], 1)", doc="Internal (asyncio transport): check_many's op, or [] for no requests."),
+        M("_op_release", returns="Any", expr="rl_release(self, 1)",
           doc="Internal (asyncio transport): close()'s give-back of the leases as an op,\n"
               "or None when no lease holds a permit."),
-        M("close", doc="Give back every unspent lease permit (one pipelined round trip)."),
-        M("_check_at", params=declared("key: %s, n: int, now: float" % KEY), returns="Decision",
+        M("close", expr="rl_release(self, 0)", doc="Give back every unspent lease permit (one pipelined round trip)."),
+        M("_check_at", config="op_args", returns="Decision",
+          params=[P("key", "OBJECT", KEY), P("n", "N", "int", field="n"), P("now", "OBJECT", "float")],
+          expr="rl_call(self, PRS_REDIS_OP_CHECK, v[0], a.n, v[2], 0)",
           doc="Tests only: check at `now` seconds (microsecond\n"
               "resolution) instead of Redis's TIME. Never uses leases."),
         M("_redis_key", "key: %s, /" % KEY, "bytes",
@@ -207,6 +213,7 @@ M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]
 GROUP = Type(
     "RedisLimiterGroup", "redis", "group", obj="group_obj", flags=FLAGS, offsets=WEAK,
     refs=[], kept=["members"], free="PyMem_Free(o->m); /* its keys are borrowed from members */",
+    build="rc = group_build(o, st, v[P_RedisLimiterGroup_members]);",
     params=[P("members", "OBJECT", "Iterable[%s]" % MEMBER)],
     doc="Several Redis limits checked as one, all or nothing, in one atomic script:\n"
         "members is a list of (limiter, key, n) tuples whose limiters share one\n"
@@ -215,15 +222,16 @@ GROUP = Type(
         "outcome wins: 'raise' over 'deny' over 'local' over 'allow'; the 'local'\n"
         "members' in-process limiters decide all or nothing among themselves.",
     methods=[
-        M("check", returns="Decision", expr="group_decision(self, -1, 0)",
+        M("check", returns="Decision", expr="group_call(self, NULL, GROUP_CHECK)",
           doc="Admit every member's (key, n) or none, in one atomic script. The\n"
               "Decision is the most restrictive member's; denied_by is the index of the first\n"
               "member that denied."),
-        M("allow", returns="bool", expr="group_decision(self, -1, 1)", doc="check() as a bool."),
-        M("acquire", params=declared("timeout: Optional[float] = None"),
+        M("allow", returns="bool", expr="group_call(self, NULL, GROUP_ALLOW)", doc="check() as a bool."),
+        M("acquire", config="wait_args", expr="acquired(self, NULL, 1, a.timeout_ns)",
+          params=[P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           doc="Block until the whole group is admitted (GIL released\n"
               "while waiting); RateLimitExceeded when that cannot happen within timeout."),
-        M("_check_at", "now: float, /", "Decision",
+        M("_check_at", "now: float, /", "Decision", expr="group_call(self, arg, GROUP_CHECK)",
           doc="Tests only: check at `now` seconds instead of Redis's TIME."),
         M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]",
           params=[P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
@@ -231,6 +239,7 @@ GROUP = Type(
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"
               "Decision of a check to the list; step() then decides as acquire() does."),
         M("_op", params=declared("now: Optional[float] = None"), returns="Any",
+          expr="group_call(self, is_none(v[0]) ? NULL : v[0], GROUP_OP)",
           doc="Internal (asyncio transport): the group check's op."),
     ],
     props=[

@@ -394,6 +394,10 @@ def c_new(t):
     n = "P_%s__COUNT" % t.name
     L = ["static PyObject *%s_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {" % t.prefix,
          "    prs_py_state *st;", "    PyObject *v[%s];" % (n if t.params else "1")]
+    if t.params and t.params[-1].posonly and not t.params[-1].kw:  # all positional-only
+        L += ["    if (kwds && PyDict_GET_SIZE(kwds))",
+              '        return PyErr_Format(PyExc_TypeError, "%s() takes positional arguments only");'
+              % t.name]
     if t.init:
         L += ["    %s cfg;" % t.config,
               "    if (%s_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;" % t.name]
@@ -426,21 +430,53 @@ def c_body(t, head, x):
     """A function over the object `o` (and the clock read once into `now`)
     returning x.expr, or None after x.call."""
     L = [head]
-    if re.search(r"\bo\b", " ".join(filter(None, (x.expr, getattr(x, "call", None), x.now)))):
+    init = getattr(x, "init", None)  # M.init: the C initializer of `a` (the defaults)
+    if re.search(r"\bo\b", " ".join(filter(None, (x.expr, getattr(x, "call", None), x.now, init)))):
         L.append("    %s *o = (%s *)self;" % (t.obj, t.obj))
     if getattr(x, "params", None):  # a method's declared arguments, parsed into `a`
+        fl = meth_flags(x)
         given = {"METH_O": "&arg, 1, NULL", "METH_FASTCALL": "args, nargs, NULL"}
         if x.config:  # no config: arguments without a field, read from v[P_<Type>_<m>_<p>]
-            L.append("    %s a = {0};" % x.config)
-        L += ["    PyObject *v[%d];" % len(x.params),
-              "    if (prs_py_parse_params(&%s_%s_params, %s, %s, v) < 0) return NULL;"
-              % (t.name, x.name, given.get(meth_flags(x), "args, nargs, kwnames"),
-                 "&a" if x.config else "NULL")]
+            L.append("    %s a = %s;" % (x.config, init or "{0}"))
+            for p in x.params:  # declared defaults of whole-number and timeout fields
+                if p.field and p.kind in ("N", "COUNT", "INT") and p.default not in (None, "None"):
+                    L.append("    a.%s = %s;" % (p.field, p.default))
+                elif p.field and p.kind == "TIMEOUT" and p.default == "None":
+                    L.append("    a.%s = PRS_NEVER;" % p.field)
+        parse = "prs_py_parse_params(&%s_%s_params, %s, %s, v) < 0" % (
+            t.name, x.name, given.get(fl, "args, nargs, kwnames"), "&a" if x.config else "NULL")
+        req = [p for p in x.params if p.default is None]
+        if fl == "METH_O" or any(p.kind != "OBJECT" or getattr(p, "alias_of", None) for p in req) \
+                or any(getattr(p, "alias_of", None) for p in x.params):
+            L += ["    PyObject *v[%d];" % len(x.params), "    if (%s) return NULL;" % parse]
+        else:  # a call with just its required objects, as is: the parser would only hand them over
+            plain = "nargs == %d%s" % (len(req), " && !kwnames" if "KEYWORDS" in fl else "")
+            L.append("    PyObject *v[%d] = {NULL};" % len(x.params))
+            if req:
+                L += ["    if (%s) {" % plain] + ["        v[%d] = args[%d];" % (i, i) for i in range(len(req))]
+                L += ["    } else if (%s) {" % parse, "        return NULL;", "    }"]
+            else:
+                L.append("    if ((nargs%s) && %s) return NULL;" % (" || kwnames" if "KEYWORDS" in fl else "", parse))
     if x.now:
         L += ["    int64_t now;", "    if (prs_py_clock_now(%s, &now) < 0) return NULL;" % x.now]
     if x.expr:
         return L + ["    return %s;" % x.expr, "}"]
     return L + ["    %s;" % x.call, "    Py_RETURN_NONE;", "}"]
+
+
+class _Module:
+    """What c_body reads of a type, for a module function of binding file `cfile`."""
+    def __init__(self, cfile):
+        self.name, self.obj = cfile, None
+
+
+def c_func(cfile, f, proto):
+    """A module function declared as an expression or statement (as a method's:
+    its declared params parsed into `a` and `v`) over `st`, the module state."""
+    L = c_body(_Module(cfile), proto.replace(";", " {"), f)
+    if re.search(r"\bst\b", " ".join(filter(None, (f.expr, f.call)))):
+        L.insert(1, "    prs_py_state *st = PyModule_GetState(module);")
+    return L
 
 
 def c_rate_method(t, m):
@@ -561,6 +597,10 @@ def gen_header(cfile, types, funcs):
             L += c_life(t)
         if t.build is not None:
             L += c_new(t)
+        for m in t.methods:  # a __len__ declared as an expression over `o`
+            if m.slot and m.name == "__len__" and m.expr:
+                L += ["static Py_ssize_t %s(PyObject *self) {" % (t.slots.get("len") or t.prefix + "_len"),
+                      "    %s *o = (%s *)self;" % (t.obj, t.obj), "    return (Py_ssize_t)(%s);" % m.expr, "}"]
         for m in t.methods:  # a __call__ taking no arguments, declared as an expression
             if m.slot and m.name == "__call__" and m.expr:
                 L += ["static PyObject *%s(PyObject *self, PyObject *args, PyObject *kwds) {"
@@ -574,8 +614,10 @@ def gen_header(cfile, types, funcs):
         L.append("")
     if funcs:
         for f in funcs:
-            L.append(PROTO[meth_flags(f)].replace("PyObject *self", "PyObject *module")
-                     % f.cname(""))
+            proto = PROTO[meth_flags(f)].replace("PyObject *self", "PyObject *module") % f.cname("")
+            if f.params is not None:
+                L += c_params("%s_%s" % (cfile, f.name), f.name, f.params, f.config)
+            L += c_func(cfile, f, proto) if f.expr or f.call else [proto]
         L.append("static PyMethodDef %s_functions[] = {" % cfile)
         for f in funcs:
             doc = text_signature(f.name, method_sig(f, False), None) + "\n--\n\n" + f.doc
@@ -593,8 +635,9 @@ def gen_header(cfile, types, funcs):
             L.append("    if (%s(m, st) < 0) return -1;" % D.SETUP[cfile])
     else:
         L.append("static int %s_add_types(PyObject *m, prs_py_state *st) {" % cfile)
-    for name in D.CONSTANTS.get(cfile, []):
-        L.append('    if (PyModule_AddIntConstant(m, "%s", %s) < 0) return -1;' % (name, name))
+    for name in D.CONSTANTS.get(cfile, []):  # a name, or (Python name, C expression)
+        name, value = name if isinstance(name, tuple) else (name, name)
+        L.append('    if (PyModule_AddIntConstant(m, "%s", %s) < 0) return -1;' % (name, value))
     for t in types:
         if t.obj and not t.base:
             L.append("    if (prs_py_add_type(m, st, PRS_SLOT_%s, &%s_spec, NULL) < 0) return -1;"

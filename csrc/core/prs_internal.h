@@ -65,6 +65,11 @@ static inline void *prs__realloc(const prs_allocator *a, void *p, size_t size) {
 static inline void prs__free(const prs_allocator *a, void *p) {
     if (p) a->free_fn(a->ctx, p);
 }
+/* Frees p, an object holding its own allocator `own` (copied out first). */
+static inline void prs__free_self(void *p, const prs_allocator *own) {
+    prs_allocator a = *own;
+    prs__free(&a, p);
+}
 
 /* ---- backoff ---------------------------------------------------------- *
  * What every contended path does after it lost a race (a held spinlock, a

@@ -156,9 +156,7 @@ int prs_retry_new(const prs_retry_config *cfg, prs_retry **out) {
 }
 
 void prs_retry_free(prs_retry *r) {
-    if (!r) return;
-    prs_allocator a = r->alloc;
-    prs__free(&a, r);
+    if (r) prs__free_self(r, &r->alloc);
 }
 
 void prs_retry_get_config(const prs_retry *r, prs_retry_config *cfg) {

@@ -464,8 +464,7 @@ int prs_shm_kv_open(prs_shm *region, const char *name, const prs_shm_kv_config *
 void prs_shm_kv_free(prs_shm_kv *kv) {
     if (!kv) return;
     prs__shm_unref(kv->region);
-    prs_allocator a = kv->alloc;
-    prs__free(&a, kv);
+    prs__free_self(kv, &kv->alloc);
 }
 
 void prs_shm_kv_config_get(const prs_shm_kv *kv, prs_shm_kv_config *cfg) {
@@ -480,6 +479,19 @@ static int args_ok(const prs_shm_kv *kv, const void *key, size_t klen, const voi
                    size_t toklen) {
     return kv && key && klen >= 1 && klen <= kv->key_max && token && toklen >= 1 &&
            toklen <= PRS_SHM_KV_TOKEN_MAX;
+}
+
+/* A done record's value handed to sink (NULL: its length only), its length
+ * in out. PRS_OK, or PRS_ENOMEM when the sink has no room. */
+static int give_value(const prs_shm_kv *kv, kv_rec *rec, prs_shm_kv_sink sink, void *ctx,
+                      prs_shm_kv_result *out) {
+    size_t vlen = rec->value_len <= kv->value_max ? rec->value_len : 0;
+    out->value_len = vlen;
+    if (!sink) return PRS_OK;
+    void *dst = sink(ctx, vlen);
+    if (!dst) return PRS_ENOMEM;
+    if (vlen) memcpy(dst, VALUE(kv, rec), vlen);
+    return PRS_OK;
 }
 
 static int owned_by(const kv_rec *rec, const void *token, size_t toklen) {
@@ -534,13 +546,7 @@ int prs_shm_kv_begin(prs_shm_kv *kv, const void *key, size_t klen, const void *f
         out->fp_match = rec->fp_len == fplen && memcmp(rec->fp, fp, fplen) == 0;
         if (rec->expires_ns > now_ns && rec->state == R_DONE) {
             out->state = PRS_KV_DONE;
-            size_t vlen = rec->value_len <= kv->value_max ? rec->value_len : 0;
-            out->value_len = vlen;
-            if (sink) {
-                void *dst = sink(ctx, vlen);
-                if (!dst) rc = PRS_ENOMEM;
-                else if (vlen) memcpy(dst, VALUE(kv, rec), vlen);
-            }
+            rc = give_value(kv, rec, sink, ctx, out);
             goto done;
         }
         if (rec->expires_ns > now_ns && !owned_by(rec, token, toklen)) {
@@ -690,15 +696,7 @@ int prs_shm_kv_peek(prs_shm_kv *kv, const void *key, size_t klen, const void *fp
         out->state = rec->state == R_DONE ? PRS_KV_DONE : PRS_KV_BUSY;
         out->fp_match = fp && rec->fp_len == fplen && memcmp(rec->fp, fp, fplen) == 0;
         out->expires_ns = rec->expires_ns;
-        if (rec->state == R_DONE) {
-            size_t vlen = rec->value_len <= kv->value_max ? rec->value_len : 0;
-            out->value_len = vlen;
-            if (sink) {
-                void *dst = sink(ctx, vlen);
-                if (!dst) rc = PRS_ENOMEM;
-                else if (vlen) memcpy(dst, VALUE(kv, rec), vlen);
-            }
-        }
+        if (rec->state == R_DONE) rc = give_value(kv, rec, sink, ctx, out);
     }
     kv_unlock(kv);
     return rc;

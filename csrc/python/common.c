@@ -266,6 +266,14 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
                      (p->flags & PRS_PY_NONE_OK) ? " or None" : "", Py_TYPE(o)->tp_name, o);
         return -1;
     case PRS_PK_STR:
+        if (PyUnicode_Check(o) && field) { /* its UTF-8, borrowed from the argument */
+            Py_ssize_t len;
+            const char *s = PyUnicode_AsUTF8AndSize(o, &len);
+            if (s && (size_t)len != strlen(s))
+                PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters, got %R", p->name, o);
+            if (!s || (size_t)len != strlen(s)) return -1;
+            *(const char **)field = s;
+        }
         if (PyUnicode_Check(o)) return 0;
         PyErr_Format(PyExc_TypeError, "%s must be a str%s, not %.200s: %R", p->name,
                      (p->flags & PRS_PY_NONE_OK) ? " or None" : "", Py_TYPE(o)->tp_name, o);
@@ -274,6 +282,14 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         return p->convert(o, config);
     case PRS_PK_N:
         return prs_py_parse_n(o, p->name, (int64_t *)field);
+    case PRS_PK_BYTES:
+        if (!PyBytes_Check(o)) {
+            PyErr_Format(PyExc_TypeError, "%s must be bytes, not %.200s: %R", p->name, Py_TYPE(o)->tp_name, o);
+            return -1;
+        }
+        ((prs_py_bytes *)field)->p = PyBytes_AS_STRING(o);
+        ((prs_py_bytes *)field)->n = (size_t)PyBytes_GET_SIZE(o);
+        return 0;
     default: /* CLOCK, OBJECT: the binding's */
         return 0;
     }

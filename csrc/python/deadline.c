@@ -98,39 +98,28 @@ int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns) {
     return deadline == PRS_NEVER ? timeout_ns : prs_deadline_cap(deadline, prs_monotonic_ns(), timeout_ns);
 }
 
-/* deadline_remaining(): seconds left before the current call's deadline, or None. */
-static PyObject *deadline_remaining(PyObject *m, PyObject *unused) {
-    prs_py_state *st = PyModule_GetState(m);
-    int64_t left = prs_py_deadline_cap(st, PRS_NEVER);
-    if (left == PRS_NEVER) Py_RETURN_NONE;
-    return PyFloat_FromDouble((double)left / 1e9);
+/* deadline_remaining() (remaining): seconds left before the current call's
+ * deadline; _deadline_ns(): the absolute deadline in effect (CLOCK_MONOTONIC
+ * ns). None when there is none. */
+static PyObject *deadline_get(prs_py_state *st, int remaining) {
+    int64_t d;
+    if (remaining) d = prs_py_deadline_cap(st, PRS_NEVER);
+    else if (prs_py_deadline_abs(st->slots[PRS_SLOT_DeadlineVar], &d) < 0) return NULL;
+    if (d == PRS_NEVER) Py_RETURN_NONE;
+    return remaining ? PyFloat_FromDouble((double)d / 1e9) : PyLong_FromLongLong(d);
 }
 
-/* _deadline_ns(): the absolute deadline in effect (CLOCK_MONOTONIC ns), or None. */
-static PyObject *deadline_ns(PyObject *m, PyObject *unused) {
-    prs_py_state *st = PyModule_GetState(m);
-    int64_t deadline;
-    if (prs_py_deadline_abs(st->slots[PRS_SLOT_DeadlineVar], &deadline) < 0) return NULL;
-    if (deadline == PRS_NEVER) Py_RETURN_NONE;
-    return PyLong_FromLongLong(deadline);
-}
+typedef struct { int64_t ns; } timeout_args; /* _timeout_enter's (declared) */
 
 /* _timeout_enter(ns): the async Timeout's entry in one call: the deadline in
  * effect inside (ns from now, or a sooner outer one) set in DEADLINE; returns
  * (token, seconds left), or None when that deadline has already passed. */
-static PyObject *timeout_enter(PyObject *m, PyObject *arg) {
-    prs_py_state *st = PyModule_GetState(m);
+static PyObject *timeout_enter_ns(prs_py_state *st, int64_t ns) {
     PyObject *var = st->slots[PRS_SLOT_DeadlineVar];
-    long long ns = PyLong_AsLongLong(arg);
-    if (ns == -1 && PyErr_Occurred()) return NULL;
-    if (ns < 0) {
-        PyErr_Format(PyExc_ValueError, "ns must be >= 0, got %lld", ns);
-        return NULL;
-    }
     int64_t deadline;
     if (prs_py_deadline_abs(var, &deadline) < 0) return NULL;
     int64_t now = prs_monotonic_ns();
-    deadline = prs_deadline_within(deadline, now, (int64_t)ns);
+    deadline = prs_deadline_within(deadline, now, ns);
     if (deadline <= now) Py_RETURN_NONE;
     PyObject *value = PyLong_FromLongLong(deadline);
     if (!value) return NULL;

@@ -29,12 +29,24 @@ static void kv_args_init(kv_args *a) {
 
 static int kv_args_check(const kv_args *a, prs_config_error *why) { return PRS_OK; }
 
+/* The arguments of the methods (declared in tools/decl_kv.py; bytes borrowed for the call). */
+typedef struct kv_call {
+    prs_py_bytes key, fp, token, value;
+    int64_t lease_ns, ttl_ns, now_ns, seq, timeout_ns;
+} kv_call;
+
+#define KV_KEY(a) (a).key.p, (a).key.n
+#define KV_TOKEN(a) (a).token.p, (a).token.n
+
 static int kv_build(prs_py_state *st, kv_obj *o, const kv_args *a, PyObject *region);
-static PyObject *kv_config_int(kv_obj *o, int which);
+static unsigned long config_of(kv_obj *o, int which);
+static PyObject *kv_status(kv_obj *o, int rc);
+static PyObject *begin_call(kv_obj *o, const kv_call *a);
+static PyObject *complete_call(kv_obj *o, const kv_call *a);
+static PyObject *peek_call(kv_obj *o, const kv_call *a);
+static PyObject *wait_slice(kv_obj *o, const kv_call *a);
 
 #include "gen/kv.h"
-
-#define KV (((kv_obj *)self)->kv)
 
 /* Raises OSError(ENOSPC, msg) (msg stolen; NULL: its error stays). NULL. */
 static PyObject *enospc(PyObject *msg) {
@@ -77,55 +89,24 @@ static int kv_build(prs_py_state *st, kv_obj *o, const kv_args *a, PyObject *reg
     return rc ? -1 : 0;
 }
 
-static unsigned long config_of(PyObject *self, int which) {
+/* One field of the area's configuration: 0 max_keys, 1 max_key_bytes, 2 max_value_bytes. */
+static unsigned long config_of(kv_obj *o, int which) {
     prs_shm_kv_config c;
-    prs_shm_kv_config_get(((kv_obj *)self)->kv, &c);
+    prs_shm_kv_config_get(o->kv, &c);
     return which == 0 ? c.max_keys : which == 1 ? c.max_key_bytes : c.max_value_bytes;
 }
 
-static PyObject *kv_config_int(kv_obj *o, int which) {
-    return PyLong_FromUnsignedLong(config_of((PyObject *)o, which));
-}
-
-/* Positional arguments: 'b' bytes (buffer and length), 'i' int64. 0 or -1. */
-typedef struct { const char *p; Py_ssize_t n; int64_t i; } arg;
-static int parse(const char *fn, const char *fmt, PyObject *const *args, Py_ssize_t nargs,
-                 arg *out) {
-    Py_ssize_t want = (Py_ssize_t)strlen(fmt);
-    if (nargs != want) {
-        PyErr_Format(PyExc_TypeError, "%s() takes %zd arguments (%zd given)", fn, want, nargs);
-        return -1;
-    }
-    for (Py_ssize_t k = 0; k < want; k++) {
-        if (fmt[k] == 'b') {
-            if (!PyBytes_Check(args[k])) {
-                PyErr_Format(PyExc_TypeError, "%s() argument %zd must be bytes, not %.100s", fn,
-                             k + 1, Py_TYPE(args[k])->tp_name);
-                return -1;
-            }
-            out[k].p = PyBytes_AS_STRING(args[k]);
-            out[k].n = PyBytes_GET_SIZE(args[k]);
-        } else {
-            out[k].i = PyLong_AsLongLong(args[k]);
-            if (out[k].i == -1 && PyErr_Occurred()) return -1;
-        }
-    }
-    return 0;
-}
-
-static PyObject *status(PyObject *self, int rc) {
+/* A method's verdict: True (done), False (not the owner), or its error. */
+static PyObject *kv_status(kv_obj *o, int rc) {
     if (rc == PRS_OK) Py_RETURN_TRUE;
     if (rc == PRS_ESTATE) Py_RETURN_FALSE;
     if (rc == PRS_EINVAL)
         return PyErr_Format(PyExc_ValueError,
                             "shared area %R: a key of 1..%d bytes, a token of 1..%d, a fingerprint "
-                            "of at most %d and a positive lease", ((kv_obj *)self)->name,
-                            (int)config_of(self, 1),
-                            PRS_SHM_KV_TOKEN_MAX, PRS_SHM_KV_FP_MAX);
-    if (rc == PRS_EFULL)
-        return enospc(PyUnicode_FromFormat("shared area %R is full of live leases",
-                                           ((kv_obj *)self)->name));
-    return prs_py_error(prs_py_state_of(self), rc, "SharedKV");
+                            "of at most %d and a positive lease", o->name,
+                            (int)config_of(o, 1), PRS_SHM_KV_TOKEN_MAX, PRS_SHM_KV_FP_MAX);
+    if (rc == PRS_EFULL) return enospc(PyUnicode_FromFormat("shared area %R is full of live leases", o->name));
+    return prs_py_error(prs_py_state_of((PyObject *)o), rc, "SharedKV");
 }
 
 static void *bytes_sink(void *ctx, size_t len) {
@@ -134,80 +115,48 @@ static void *bytes_sink(void *ctx, size_t len) {
     return *out ? PyBytes_AS_STRING(*out) : NULL;
 }
 
-static PyObject *kv_begin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    arg a[5];
-    if (parse("begin", "bbbii", args, nargs, a) < 0) return NULL;
+static PyObject *begin_call(kv_obj *o, const kv_call *a) {
     PyObject *value = NULL;
     prs_shm_kv_result res;
-    int rc = prs_shm_kv_begin(KV, a[0].p, (size_t)a[0].n, a[1].p, (size_t)a[1].n, a[2].p,
-                              (size_t)a[2].n, a[3].i, a[4].i, bytes_sink, &value, &res);
+    int rc = prs_shm_kv_begin(o->kv, KV_KEY(*a), a->fp.p, a->fp.n, KV_TOKEN(*a), a->lease_ns, a->now_ns,
+                              bytes_sink, &value, &res);
     if (rc) {
         Py_XDECREF(value);
-        return status(self, rc);
+        return kv_status(o, rc);
     }
     return Py_BuildValue("(iNN)", res.state, PyBool_FromLong(res.fp_match),
                          value ? value : Py_NewRef(Py_None));
 }
 
-static PyObject *kv_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    arg a[2];
-    if (parse("peek", "bb", args, nargs, a) < 0) return NULL;
+static PyObject *peek_call(kv_obj *o, const kv_call *a) {
     PyObject *value = NULL;
     prs_shm_kv_result res;
-    int rc = prs_shm_kv_peek(KV, a[0].p, (size_t)a[0].n, a[1].p, (size_t)a[1].n, bytes_sink,
-                             &value, &res);
+    int rc = prs_shm_kv_peek(o->kv, KV_KEY(*a), a->fp.p, a->fp.n, bytes_sink, &value, &res);
     if (rc == PRS_ESTATE) Py_RETURN_NONE;
     if (rc) {
         Py_XDECREF(value);
-        return status(self, rc);
+        return kv_status(o, rc);
     }
     return Py_BuildValue("(iNNL)", res.state, PyBool_FromLong(res.fp_match),
                          value ? value : Py_NewRef(Py_None), (long long)res.expires_ns);
 }
 
-static PyObject *kv_complete(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    arg a[5];
-    if (parse("complete", "bbbii", args, nargs, a) < 0) return NULL;
-    int rc = prs_shm_kv_complete(KV, a[0].p, (size_t)a[0].n, a[1].p, (size_t)a[1].n, a[2].p,
-                                 (size_t)a[2].n, a[3].i, a[4].i);
+static PyObject *complete_call(kv_obj *o, const kv_call *a) {
+    int rc = prs_shm_kv_complete(o->kv, KV_KEY(*a), KV_TOKEN(*a), a->value.p, a->value.n, a->ttl_ns,
+                                 a->now_ns);
     if (rc == PRS_ERANGE)
         return PyErr_Format(PyExc_ValueError,
-                            "value of %zd bytes is larger than the shared area %R's "
-                            "max_value_bytes=%lu", a[2].n, ((kv_obj *)self)->name,
-                            config_of(self, 2));
-    return status(self, rc);
+                            "value of %zu bytes is larger than the shared area %R's "
+                            "max_value_bytes=%lu", a->value.n, o->name, config_of(o, 2));
+    return kv_status(o, rc);
 }
 
-static PyObject *kv_renew(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    arg a[4];
-    if (parse("renew", "bbii", args, nargs, a) < 0) return NULL;
-    return status(self, prs_shm_kv_renew(KV, a[0].p, (size_t)a[0].n, a[1].p, (size_t)a[1].n,
-                                         a[2].i, a[3].i));
-}
-
-static PyObject *kv_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    arg a[2];
-    if (parse("release", "bb", args, nargs, a) < 0) return NULL;
-    return status(self, prs_shm_kv_release(KV, a[0].p, (size_t)a[0].n, a[1].p, (size_t)a[1].n));
-}
-
-static PyObject *kv_delete(PyObject *self, PyObject *arg_) {
-    arg a[1];
-    if (parse("delete", "b", &arg_, 1, a) < 0) return NULL;
-    return status(self, prs_shm_kv_delete(KV, a[0].p, (size_t)a[0].n));
-}
-
-static PyObject *kv_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    arg a[2];
-    if (parse("wait", "ii", args, nargs, a) < 0) return NULL;
-    int64_t t = a[1].i < 50000000 ? a[1].i : 50000000; /* a slice: the caller checks signals */
-    prs_shm_kv *kv = KV;
+/* One slice of a wait (at most 50 ms: the caller checks signals and loops). */
+static PyObject *wait_slice(kv_obj *o, const kv_call *a) {
+    int64_t t = a->timeout_ns < 50000000 ? a->timeout_ns : 50000000;
     Py_BEGIN_ALLOW_THREADS
-    prs_shm_kv_wait(kv, (uint32_t)a[0].i, t);
+    prs_shm_kv_wait(o->kv, (uint32_t)a->seq, t);
     Py_END_ALLOW_THREADS
     if (PyErr_CheckSignals() < 0) return NULL;
     Py_RETURN_NONE;
 }
-
-static Py_ssize_t kv_len(PyObject *self) { return (Py_ssize_t)prs_shm_kv_count(KV); }
-

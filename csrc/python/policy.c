@@ -92,6 +92,13 @@ typedef struct step_args {
     int64_t kind, ns;
 } step_args;
 
+static void step_args_init(step_args *a) {
+    a->kind = 0;
+    a->ns = -1;
+}
+
+static int step_build(prs_py_state *st, step_obj *s, const step_args *cfg, PyObject *e);
+
 #include "gen/policy.h"
 
 /* The reading handed across a foreign C layer (the breaker's wrapper) to the
@@ -332,26 +339,16 @@ static PyObject *method_self(PyObject *meth, const char *name) {
     return self && strcmp(mname, name) == 0 ? self : NULL;
 }
 
-/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, d=None, e=None, /):
- * checked by the facade, which alone builds them; here only what would crash
- * is refused. */
-static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    step_args cfg = {0, -1};
-    PyObject *v[P_PolicyStep__COUNT];
-    if (kwds && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "PolicyStep() takes positional arguments only");
-        return NULL;
-    }
-    if (prs_py_parse_params_tuple(&PolicyStep_params, args, kwds, &cfg, v) < 0) return NULL;
-    int kind = (int)cfg.kind;
-    PyObject *next = v[P_PolicyStep_next] ? v[P_PolicyStep_next] : Py_None;
-    PyObject *a = v[P_PolicyStep_a] ? v[P_PolicyStep_a] : Py_None;
-    PyObject *b = v[P_PolicyStep_b] ? v[P_PolicyStep_b] : Py_None;
-    PyObject *c = v[P_PolicyStep_c] ? v[P_PolicyStep_c] : Py_None;
-    PyObject *e = v[P_PolicyStep_e] ? v[P_PolicyStep_e] : Py_None;
-    if (kind != STEP_APPLY && !PyCallable_Check(next)) {
+/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, e=None, /)
+ * after its arguments are kept (tp_new is generated): checked by the facade,
+ * which alone builds steps; here only what would crash is refused. Then the
+ * kind's run function and what it decides in C (o). 0 or -1. */
+static int step_build(prs_py_state *st, step_obj *s, const step_args *cfg, PyObject *e) {
+    int kind = (int)cfg->kind;
+    PyObject *a = s->a, *b = s->b, *c = s->c, *o = NULL;
+    if (kind != STEP_APPLY && !PyCallable_Check(s->next)) {
         PyErr_SetString(PyExc_TypeError, "next must be callable");
-        return NULL;
+        return -1;
     }
     if ((kind == STEP_LIMIT && (!PyCallable_Check(a) || !PyTuple_Check(b) ||
                                 (c != Py_None && (!PyTuple_Check(c) || PyTuple_GET_SIZE(c) < 1)))) ||
@@ -360,16 +357,13 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         (kind == STEP_FALLBACK && c != Py_None && !PyCallable_Check(c)) ||
         (kind == STEP_RETRY && (!PyCallable_Check(a) || (b != Py_None && !PyCallable_Check(b)) ||
                                 (c != Py_None && !PyCallable_Check(c)))) ||
-        (kind == STEP_BREAKER && !PyCallable_Check(a)) || (e != Py_None && kind != STEP_RETRY)) {
+        (kind == STEP_BREAKER && !PyCallable_Check(a)) ||
+        (e && e != Py_None && (kind != STEP_RETRY || !PyObject_TypeCheck(e, PRS_PY_TYPE(st, RetryCounts))))) {
         PyErr_SetString(PyExc_TypeError, "PolicyStep: wrong arguments for its kind");
-        return NULL;
+        return -1;
     }
-    prs_py_state *st = prs_py_state_of_type(type);
-    if (!st) return NULL;
-    PyObject *o = NULL;
     int64_t n = 1;
-    if (kind == STEP_LIMIT && c != Py_None && (o = method_self(a, "allow")) &&
-        PRS_PY_IS_LIMITER(st, o)) {
+    if (kind == STEP_LIMIT && c != Py_None && (o = method_self(a, "allow")) && PRS_PY_IS_LIMITER(st, o)) {
         /* allow() or allow(n) of an in-process limiter: decided here */
         if (PyTuple_GET_SIZE(b) == 1 && PyLong_CheckExact(PyTuple_GET_ITEM(b, 0))) {
             n = PyLong_AsLongLong(PyTuple_GET_ITEM(b, 0));
@@ -379,33 +373,17 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
         }
     } else if (kind == STEP_LIMIT) {
         o = NULL;
-    }
-    if (e != Py_None) { /* STEP_RETRY: its RetryCounts */
-        if (!PyObject_TypeCheck(e, PRS_PY_TYPE(st, RetryCounts))) {
-            PyErr_SetString(PyExc_TypeError, "PolicyStep: wrong arguments for its kind");
-            return NULL;
-        }
+    } else if (kind == STEP_RETRY && e && e != Py_None) { /* its RetryCounts */
         o = e;
-    }
-    if (kind == STEP_BULKHEAD && (o = method_self(a, "acquire")) &&
-        !(PyObject_TypeCheck(o, PRS_PY_TYPE(st, Bulkhead)) && method_self(b, "release") == o))
+    } else if (kind == STEP_BULKHEAD && (o = method_self(a, "acquire")) &&
+               !(PyObject_TypeCheck(o, PRS_PY_TYPE(st, Bulkhead)) && method_self(b, "release") == o)) {
         o = NULL;
-    step_obj *s = (step_obj *)type->tp_alloc(type, 0);
-    if (!s) return NULL;
-    s->clock.kind = PRS_CLOCK_MONOTONIC;
-    if (kind == STEP_RETRY && prs_py_clock_init(st, v[P_PolicyStep_d], &s->clock) < 0) {
-        Py_DECREF(s);
-        return NULL;
     }
     s->vectorcall = step_vectorcall;
     s->run = step_runs[kind];
     s->kind = kind;
-    s->ns = kind == STEP_LIMIT ? n : cfg.ns;
-    s->next = kind == STEP_APPLY ? NULL : Py_NewRef(next);
-    s->native = kind != STEP_APPLY && Py_IS_TYPE(next, type);
-    s->a = Py_NewRef(a);
-    s->b = Py_NewRef(b);
-    s->c = Py_NewRef(c);
+    s->ns = kind == STEP_LIMIT ? n : cfg->ns;
+    s->native = kind != STEP_APPLY && Py_IS_TYPE(s->next, Py_TYPE(s));
     s->o = Py_XNewRef(o);
-    return (PyObject *)s;
+    return 0;
 }

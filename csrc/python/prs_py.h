@@ -221,16 +221,25 @@ enum prs_py_kind {
     PRS_PK_ENUM,     /* int field: the index of the str in choices */
     PRS_PK_CLOCK,    /* no field: the binding passes it to prs_py_clock_init */
     PRS_PK_CALLABLE, /* no field: a callable */
-    PRS_PK_STR,      /* no field: a str */
+    PRS_PK_STR,      /* a str; a field (const char *) gets its UTF-8, borrowed from the
+                        argument (NUL refused) */
     PRS_PK_OBJECT,   /* no field: anything; the binding converts it */
     PRS_PK_CONVERT,  /* convert(arg, config) fills what it needs (like PyArg "O&") */
-    PRS_PK_N         /* int64_t field: a request weight (prs_py_parse_n); never None */
+    PRS_PK_N,        /* int64_t field: a request weight (prs_py_parse_n); never None */
+    PRS_PK_BYTES     /* prs_py_bytes field: a bytes object's buffer and length (borrowed
+                        for the call) */
 };
 #define PRS_PY_NONE_OK  8u  /* None accepted: leaves the field at its default */
 #define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
 #define PRS_PY_DOUBLE   32u /* COUNT: the field is a double */
 #define PRS_PY_TRUNC    64u /* DURATION: a positive value under 1 ns stays 0 (the core refuses it) */
 #define PRS_PY_SAT     128u /* INT: an int beyond int64 is hi (an attempt index, a wait in ns) */
+
+/* A PRS_PK_BYTES field: the argument's bytes, valid while the call runs. */
+typedef struct prs_py_bytes {
+    const char *p;
+    size_t n;
+} prs_py_bytes;
 
 typedef struct prs_py_param {
     const char *name;           /* the Python name */

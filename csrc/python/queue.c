@@ -33,8 +33,8 @@ typedef struct {
     prs_ring *core;            /* made in tp_new (NULL only while it fails) */
     q_args a;                  /* as built; a.given: the capacity in force (atomic) */
     int64_t block_timeout_ns;  /* PRS_NEVER: no limit */
-    PyObject *on_high;         /* NULL or a callable */
-    PyObject *on_low;          /* NULL or a callable */
+    PyObject *on_high;         /* None or a callable */
+    PyObject *on_low;          /* None or a callable */
     PyObject *weakreflist;
 } q_obj;
 
@@ -65,6 +65,8 @@ typedef struct {
 } q_wait_args;
 
 static int q_set_size(PyObject *self, PyObject *v, void *closure);
+static int q_build(q_obj *o, q_args *a, PyObject **v);
+static PyObject *q_op(PyObject *self, int (*op)(prs_ring *, prs_ring_result *), const char *refusal);
 
 /* The capacity as given (<= 0: unbounded); q_set_size may change it. */
 static int64_t q_given(q_obj *o) { return __atomic_load_n(&o->a.given, __ATOMIC_RELAXED); }
@@ -99,36 +101,22 @@ static const prs_py_cond_ops q_ops;
 
 #define SELF ((q_obj *)self)
 
-static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    q_args a;
-    PyObject *v[P_RingQueue__COUNT];
-    if (RingQueue_parse(type, args, kwds, &st, &a, v) < 0) return NULL;
+/* tp_new's last step, the arguments kept: max_size or maxsize, the watermark
+ * callbacks only with a watermark; then the core. -1 (raised) or its status. */
+static int q_build(q_obj *o, q_args *a, PyObject **v) {
     if (v[P_RingQueue_max_size] && v[P_RingQueue_max_size] != Py_None && v[P_RingQueue_maxsize] &&
         v[P_RingQueue_maxsize] != Py_None) {
         PyErr_SetString(PyExc_TypeError, "give max_size or maxsize (its queue.Queue name), not both");
-        return NULL;
+        return -1;
     }
-    PyObject *onhi = v[P_RingQueue_on_high_watermark], *onlo = v[P_RingQueue_on_low_watermark];
-    if (onhi == Py_None) onhi = NULL;
-    if (onlo == Py_None) onlo = NULL;
-    if (!a.ring.watermarks && (onhi || onlo)) {
+    if (!a->ring.watermarks && (o->on_high != Py_None || o->on_low != Py_None)) {
         PyErr_SetString(PyExc_ValueError,
                         "on_high_watermark/on_low_watermark need high_watermark and/or low_watermark");
-        return NULL;
+        return -1;
     }
-    q_obj *self = (q_obj *)type->tp_alloc(type, 0);
-    if (!self) return NULL;
-    self->on_high = Py_XNewRef(onhi);
-    self->on_low = Py_XNewRef(onlo);
-    int rc = prs_ring_new(&a.ring, &self->core);
-    if (rc) {
-        Py_DECREF(self);
-        return prs_py_error(st, rc, NULL);
-    }
-    self->a = a;
-    self->block_timeout_ns = isinf(a.block_timeout_s) ? PRS_NEVER : prs_seconds_to_ns(a.block_timeout_s);
-    return (PyObject *)self;
+    o->a = *a;
+    o->block_timeout_ns = isinf(a->block_timeout_s) ? PRS_NEVER : prs_seconds_to_ns(a->block_timeout_s);
+    return prs_ring_new(&a->ring, &o->core);
 }
 
 /* ---- after a core call: wake, call back, release (no lock held) --------- */
@@ -143,9 +131,9 @@ static void deliver(prs_ring_waiter *woken) {
     }
 }
 
-/* Calls a watermark callback (NULL: none), holding it across the call. */
+/* Calls a watermark callback (None, or NULL once cleared: none), holding it across the call. */
 static void call_hook(PyObject *fn) {
-    if (!fn) return;
+    if (!fn || fn == Py_None) return;
     Py_INCREF(fn);
     PyObject *r = PyObject_CallNoArgs(fn);
     if (r) Py_DECREF(r);
@@ -244,58 +232,22 @@ static const prs_py_cond_ops q_ops = {q_call, q_wait, q_settle, q_result};
 
 /* ---- put, get, join: sync and asyncio (driven by pyresilience/queues.py) -- */
 
-/* put(item, block=True, timeout=None): timeout None is block_timeout. */
-static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    q_wait_args a = {1, SELF->block_timeout_ns};
-    PyObject *v[P_RingQueue_put__COUNT] = {NULL};
-    if ((nargs != 1 || kwnames) && prs_py_parse_params(&RingQueue_put_params, args, nargs, kwnames, &a, v) < 0)
-        return NULL;
-    return Q_CALL(PUT, v[P_RingQueue_put_item] ? v[P_RingQueue_put_item] : args[0], a.block ? a.timeout_ns : 0, NULL);
-}
-
-static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    q_wait_args a = {1, PRS_NEVER};
-    PyObject *v[P_RingQueue_get__COUNT];
-    if ((nargs || kwnames) && prs_py_parse_params(&RingQueue_get_params, args, nargs, kwnames, &a, v) < 0)
-        return NULL;
-    return Q_CALL(GET, NULL, a.block ? a.timeout_ns : 0, NULL);
-}
-
-static PyObject *q_task_done(PyObject *self, PyObject *unused) {
+/* task_done, close, _after_fork_child: one core call over the ring, what it
+ * left to do, then None or its refusal (PRS_EINVAL: ValueError(refusal)).
+ * After fork (in the child, pyresilience.queues' at-fork hook): a new lock;
+ * items handed to the parent's threads go back to the front, their queued
+ * puts and gets leave. The item of a put left so is owned by that thread's
+ * frame, which never runs in the child: its reference stays taken. */
+static PyObject *q_op(PyObject *self, int (*op)(prs_ring *, prs_ring_result *), const char *refusal) {
     prs_ring_result res;
-    int rc = prs_ring_task_done(SELF->core, &res);
+    int rc = op(SELF->core, &res);
     after(self, &res);
-    if (rc == PRS_EINVAL) {
-        PyErr_SetString(PyExc_ValueError, "task_done() called too many times");
-        return NULL;
-    }
+    if (rc == PRS_EINVAL) return PyErr_Format(PyExc_ValueError, "%s", refusal);
+    if (rc) return raise_exc(self, rc, refusal); /* MemoryError: no new lock after fork */
     Py_RETURN_NONE;
 }
 
 /* ---- the rest ------------------------------------------------------------ */
-
-/* In a child process after fork (pyresilience.queues' at-fork hook): a new
- * lock; items handed to the parent's threads go back to the front, their
- * queued puts and gets leave. The item of a put left so is owned by that
- * thread's frame, which never runs in the child: its reference stays taken. */
-static PyObject *q_after_fork_child(PyObject *self, PyObject *unused) {
-    prs_ring_result res;
-    int rc = prs_ring_after_fork_child(SELF->core, &res);
-    if (rc) return raise_exc(self, rc, "cannot re-create the queue's lock after fork");
-    after(self, &res);
-    Py_RETURN_NONE;
-}
-
-static PyObject *q_close(PyObject *self, PyObject *unused) {
-    prs_ring_result res;
-    prs_ring_close(SELF->core, &res);
-    after(self, &res);
-    Py_RETURN_NONE;
-}
-
-static Py_ssize_t q_len(PyObject *self) {
-    return (Py_ssize_t)prs_ring_size(SELF->core);
-}
 
 static PyObject *q_stats(PyObject *self, PyObject *unused) {
     prs_ring_stats s = q_stats_of(SELF);
@@ -332,8 +284,4 @@ static int q_set_size(PyObject *self, PyObject *v, void *closure) {
     if (rc) { raise_exc(self, rc, NULL); return -1; }
     after(self, &res);
     return 0;
-}
-
-int prs_py_register_queue(PyObject *m, prs_py_state *st) {
-    return queue_add_types(m, st);
 }

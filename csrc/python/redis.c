@@ -50,11 +50,12 @@ typedef struct {
     prs_redis_limiter *l;
     PyObject *backend;    /* strong: the RedisBackend (keeps the C backend alive) */
     PyObject *algorithm, *key_prefix; /* str */
-    PyObject *limit, *window, *rate, *burst, *local_share, *lease; /* as given, or NULL */
+    PyObject *limit, *window, *rate, *burst, *local_share, *lease; /* as given, or None */
     int policy;           /* prs_redis_policy */
     int has_lease;
     PyObject *weakreflist;
 } limiter_obj;
+static int rl_build(limiter_obj *o, prs_py_state *st, prs_redis_limiter_config *cfg, PyObject **v);
 
 typedef struct {
     PyObject_HEAD
@@ -63,6 +64,7 @@ typedef struct {
     Py_ssize_t count;
     PyObject *weakreflist;
 } group_obj;
+static int group_build(group_obj *o, prs_py_state *st, PyObject *members);
 
 typedef struct {
     PyObject_HEAD
@@ -70,7 +72,17 @@ typedef struct {
     PyObject *error; /* the class of an error reply */
 } reader_obj;
 
-static PyObject *group_decision(PyObject *op, int64_t now_us, int as_bool);
+enum { GROUP_CHECK, GROUP_ALLOW, GROUP_OP };
+static PyObject *group_call(PyObject *self, PyObject *now, int how);
+static PyObject *rl_call(PyObject *self, int kind, PyObject *key, int64_t n, PyObject *now, int as_op);
+static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op);
+static PyObject *rl_release(PyObject *self, int as_op);
+static PyObject *op_result(prs_redis_op *op, PyObject *owner);
+static PyObject *backend_call(PyObject *self, int ping);
+static PyObject *op_finish(PyObject *self, PyObject *cap, int rc);
+static PyObject *acquired(PyObject *self, PyObject *key, int64_t n, int64_t timeout_ns);
+static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
+                             int64_t *max_n);
 
 typedef struct transport_args {
     int64_t admit;
@@ -92,11 +104,12 @@ typedef struct clock_args {
     int64_t sent_us, got_us, server_us;
 } clock_args;
 
+static int is_none(PyObject *o) { return !o || o == Py_None; }
+
 #include "gen/redis.h"
 
 /* The monotonic clock of the Redis waits (time itself is Redis's). */
 static prs_py_clock wait_clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-
 
 /* A status of the Redis library as an exception, with the backend's message
  * for this thread's last failure when there is one. */
@@ -105,20 +118,18 @@ static PyObject *redis_error(prs_py_state *st, int rc) {
     return prs_py_error(st, rc, msg && *msg ? msg : NULL);
 }
 
-static int is_none(PyObject *o) { return !o || o == Py_None; }
-
-/* A str argument as UTF-8 without NUL (borrowed from `o`), else `*out` kept. */
-static int utf8_arg(PyObject *o, const char *param, const char **out) {
-    if (!o) return 0;
-    Py_ssize_t len;
-    const char *s = PyUnicode_AsUTF8AndSize(o, &len);
-    if (!s) return -1;
-    if ((size_t)len != strlen(s)) {
-        PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters, got %R", param, o);
-        return -1;
+/* A wait's decision that no wait can end (denied, retry_after never): for
+ * a limiter its limit, in *max_n (the wait words it); for a group,
+ * ValueError (PRS_ENEVER) in the group's own words. */
+static int never_admitted(PyObject *owner, const prs_decision *d, int64_t *max_n) {
+    if (d->allowed || d->retry_after_ns != PRS_NEVER) return PRS_OK;
+    prs_py_state *st = prs_py_state_of(owner);
+    if (!PyObject_TypeCheck(owner, PRS_PY_TYPE(st, RedisLimiterGroup))) {
+        *max_n = d->limit;
+        return PRS_OK;
     }
-    *out = s;
-    return 0;
+    prs_py_error(st, PRS_ENEVER, "this group can never admit its request (an n exceeds a limit)");
+    return PRS_ENEVER;
 }
 
 /* Bytes of a str (UTF-8) or bytes argument: borrowed from `o`. */
@@ -159,31 +170,27 @@ static int backend_max_connections(PyObject *arg, void *config) {
 
 /* tp_new's last step (the declared one parses and checks cfg): the backend. */
 static int backend_build(backend_obj *o, prs_redis_config *cfg, PyObject *url) {
-    int rc = utf8_arg(url, "url", &cfg->url) < 0 ? -1 : prs_redis_backend_new(cfg, &o->b);
-    if (rc && !PyErr_Occurred()) redis_error(prs_py_state_of((PyObject *)o), rc); /* a bad URL: password hidden */
-    if (rc) return -1;
+    int rc = prs_redis_backend_new(cfg, &o->b);
+    if (rc) {
+        redis_error(prs_py_state_of((PyObject *)o), rc); /* a bad URL: the message hides the password */
+        return -1;
+    }
     o->url = url ? Py_NewRef(url) : PyUnicode_FromString(cfg->url);
     o->cfg = *cfg;
     o->cfg.url = NULL; /* the url object's */
     return o->url ? 0 : -1;
 }
 
-static PyObject *backend_close(PyObject *op, PyObject *unused) {
-    prs_redis_backend *b = ((backend_obj *)op)->b;
+/* close() and ping(): a call on the pool. */
+static PyObject *backend_call(PyObject *self, int ping) {
+    prs_redis_backend *b = ((backend_obj *)self)->b;
+    int rc = PRS_OK;
     Py_BEGIN_ALLOW_THREADS
-    prs_redis_backend_close(b);
+    if (ping) rc = prs_redis_ping(b);
+    else prs_redis_backend_close(b);
     Py_END_ALLOW_THREADS
-    Py_RETURN_NONE;
-}
-
-static PyObject *backend_ping(PyObject *op, PyObject *unused) {
-    prs_redis_backend *b = ((backend_obj *)op)->b;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_ping(b);
-    Py_END_ALLOW_THREADS
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    Py_RETURN_TRUE;
+    if (rc) return redis_error(prs_py_state_of(self), rc);
+    return Py_NewRef(ping ? Py_True : Py_None);
 }
 
 /* A hiredis reply as a Python object: bytes, int, None, list, or str for a
@@ -224,53 +231,34 @@ static PyObject *reply_to_py(prs_py_state *st, const redisReply *r, PyObject *er
 }
 
 
-static PyObject *backend_command(PyObject *op, PyObject *const *args, Py_ssize_t nargs) {
-    backend_obj *self = (backend_obj *)op;
-    if (nargs < 1 || nargs > 64) {
-        PyErr_SetString(PyExc_TypeError, "_command() takes 1 to 64 str/bytes/int arguments");
-        return NULL;
-    }
+static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    prs_py_state *st = prs_py_state_of(self);
     const char *argv[64];
     size_t lens[64];
-    PyObject *tmp[64];
-    Py_ssize_t ntmp = 0;
-    PyObject *result = NULL;
-    for (Py_ssize_t i = 0; i < nargs; i++) {
-        PyObject *a = args[i];
-        if (PyLong_Check(a) && !PyBool_Check(a)) {
-            a = tmp[ntmp++] = PyObject_Str(a);
-            if (!a) goto done;
-        }
-        Py_ssize_t n;
-        if (bytes_of(a, "argument", &argv[i], &n) < 0) goto done;
-        lens[i] = (size_t)n;
+    if (nargs < 1 || nargs > 64)
+        return PyErr_Format(PyExc_TypeError, "_command() takes 1 to 64 str/bytes/int arguments");
+    PyObject *keep = PyTuple_New(nargs), *result = NULL; /* the arguments, an int as its str */
+    for (Py_ssize_t i = 0, n; keep && i < nargs; i++) {
+        PyObject *a = PyLong_Check(args[i]) && !PyBool_Check(args[i]) ? PyObject_Str(args[i]) : Py_NewRef(args[i]);
+        if (a) PyTuple_SET_ITEM(keep, i, a);
+        if (!a || bytes_of(a, "argument", &argv[i], &n) < 0) Py_CLEAR(keep);
+        else lens[i] = (size_t)n;
     }
-    {
-        prs_py_state *st = prs_py_state_of(op);
-        void *reply = NULL;
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = prs_redis_command_reply(self->b, (int)nargs, argv, lens, &reply);
-        Py_END_ALLOW_THREADS
-        if (rc) { redis_error(st, rc); goto done; }
-        result = reply_to_py(st, reply, NULL);
-        freeReplyObject(reply);
-    }
-done:
-    for (Py_ssize_t i = 0; i < ntmp; i++) Py_XDECREF(tmp[i]);
+    if (!keep) return NULL;
+    void *reply = NULL;
+    int rc;
+    Py_BEGIN_ALLOW_THREADS
+    rc = prs_redis_command_reply(((backend_obj *)self)->b, (int)nargs, argv, lens, &reply);
+    Py_END_ALLOW_THREADS
+    if (rc) redis_error(st, rc);
+    else result = reply_to_py(st, reply, NULL);
+    freeReplyObject(reply);
+    Py_DECREF(keep);
     return result;
 }
 
 /* ---- RedisRateLimiter -------------------------------------------------------- */
 
-/* limit and burst: counts the core range-checks (an int beyond int64 saturates,
- * so the core's message names it too). */
-static int rl_limit(PyObject *arg, void *config) {
-    return prs_py_parse_config_count(arg, "limit", &((prs_redis_limiter_config *)config)->limit);
-}
-static int rl_burst(PyObject *arg, void *config) {
-    return prs_py_parse_config_count(arg, "burst", &((prs_redis_limiter_config *)config)->burst);
-}
 /* on_backend_error: a name; anything else is the core's refusal (-1). */
 static int rl_policy(PyObject *arg, void *config) {
     const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
@@ -279,101 +267,75 @@ static int rl_policy(PyObject *arg, void *config) {
     return 0;
 }
 
-/* Which sizing parameters were given (the config has no "not given"): the
- * core's sizing rule, worded after the algorithm's name. */
-static int sizing_rule(prs_redis_limiter_config *cfg, PyObject **v) {
+/* lease=LeaseConfig(batch, max_hold): its two attributes into the config. */
+static int rl_lease(PyObject *lease, void *config) {
+    prs_redis_limiter_config *cfg = config;
+    PyObject *b[2] = {PyObject_GetAttrString(lease, "batch"), NULL};
+    double hold;
+    int rc = -1;
+    if (b[0] && (b[1] = PyObject_GetAttrString(lease, "max_hold"))) {
+        if (prs_py_parse_config_count(b[0], "lease.batch", &cfg->lease_batch) == 0 &&
+            prs_py_parse_real(b[1], "lease.max_hold", PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, &hold) == 0) {
+            cfg->lease_max_hold_ns = prs_seconds_to_ns(hold);
+            if (hold > 0 && cfg->lease_max_hold_ns < 1) cfg->lease_max_hold_ns = 1;
+            rc = 0;
+        }
+    } else if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_TypeError, "lease must be a LeaseConfig or None, not %.200s: %R",
+                     Py_TYPE(lease)->tp_name, lease);
+    }
+    Py_XDECREF(b[0]);
+    Py_XDECREF(b[1]);
+    return rc;
+}
+
+/* tp_new's last step (the declared one parses cfg and keeps the arguments
+ * as given): the core's sizing rule (which sizing parameters were given: the
+ * config has no "not given"), worded after the algorithm's name; the core's
+ * check (a LeaseConfig's field named as lease.<attribute>); the limiter. */
+static int rl_build(limiter_obj *o, prs_py_state *st, prs_redis_limiter_config *cfg, PyObject **v) {
     unsigned given = (is_none(v[P_RedisRateLimiter_rate]) ? 0 : PRS_REDIS_GIVEN_RATE) |
                      (is_none(v[P_RedisRateLimiter_burst]) ? 0 : PRS_REDIS_GIVEN_BURST) |
                      (is_none(v[P_RedisRateLimiter_limit]) ? 0 : PRS_REDIS_GIVEN_LIMIT) |
                      (is_none(v[P_RedisRateLimiter_window]) ? 0 : PRS_REDIS_GIVEN_WINDOW);
     prs_config_error why = {NULL, NULL};
-    if (prs_redis_limiter_sizing(cfg, given, &why) == PRS_OK) return 0;
-    PyErr_Format(PyExc_ValueError, "%s %s", prs_redis_algorithm_name(cfg->algorithm), why.reason);
-    return -1;
-}
-
-/* lease=LeaseConfig(batch, max_hold) into the config; its attributes in b[2]. */
-static int lease_args(prs_redis_limiter_config *cfg, PyObject *lease, PyObject **b) {
-    b[0] = PyObject_GetAttrString(lease, "batch");
-    b[1] = b[0] ? PyObject_GetAttrString(lease, "max_hold") : NULL;
-    if (!b[1]) {
-        if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "lease must be a LeaseConfig or None, not %.200s: %R",
-                         Py_TYPE(lease)->tp_name, lease);
-        }
+    if (prs_redis_limiter_sizing(cfg, given, &why) != PRS_OK) {
+        PyErr_Format(PyExc_ValueError, "%s %s", prs_redis_algorithm_name(cfg->algorithm), why.reason);
         return -1;
     }
-    double hold;
-    if (prs_py_parse_config_count(b[0], "lease.batch", &cfg->lease_batch) < 0 ||
-        prs_py_parse_real(b[1], "lease.max_hold", PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, &hold) < 0)
+    int rc = prs_redis_limiter_config_check(cfg, &why);
+    const char *attr = !rc || !why.field ? NULL : !strcmp(why.field, "lease_batch") ? "batch"
+                     : !strcmp(why.field, "lease_max_hold_ns") ? "max_hold" : NULL;
+    PyObject *value = attr ? PyObject_GetAttrString(v[P_RedisRateLimiter_lease], attr) : NULL;
+    if (value) PyErr_Format(PyExc_ValueError, "lease.%s %s, got %R", attr, why.reason, value);
+    else if (rc && !attr) prs_py_config_error(st, rc, &why, &RedisRateLimiter_params, v, cfg);
+    Py_XDECREF(value);
+    if (rc) return -1;
+    if ((rc = prs_redis_limiter_new(((backend_obj *)o->backend)->b, cfg, &o->l))) {
+        redis_error(st, rc);
         return -1;
-    cfg->lease_max_hold_ns = prs_seconds_to_ns(hold);
-    if (hold > 0 && cfg->lease_max_hold_ns < 1) cfg->lease_max_hold_ns = 1;
-    return 0;
+    }
+    o->policy = cfg->on_backend_error;
+    o->has_lease = cfg->lease_batch > 0;
+    o->algorithm = PyUnicode_FromString(prs_redis_algorithm_name(cfg->algorithm));
+    o->key_prefix = PyUnicode_FromString(cfg->key_prefix);
+    return o->algorithm && o->key_prefix ? 0 : -1;
 }
 
-static PyObject *rl_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    prs_redis_limiter_config cfg;
-    PyObject *v[P_RedisRateLimiter__COUNT], *lease[2] = {NULL, NULL}, *result = NULL;
-    prs_redis_limiter_config_init(&cfg);
-    if (!st || prs_py_parse_params_tuple(&RedisRateLimiter_params, args, kwds, &cfg, v) < 0) return NULL;
-    PyObject *backend = v[P_RedisRateLimiter_backend];
-    if (!PyObject_TypeCheck(backend, PRS_PY_TYPE(st, RedisBackend))) {
-        PyErr_Format(PyExc_TypeError, "backend must be a RedisBackend, not %.200s: %R", Py_TYPE(backend)->tp_name,
-                     backend);
-        return NULL;
-    }
-    if (sizing_rule(&cfg, v) < 0 || utf8_arg(v[P_RedisRateLimiter_key_prefix], "key_prefix", &cfg.key_prefix) < 0)
-        return NULL;
-    if (!is_none(v[P_RedisRateLimiter_lease]) && lease_args(&cfg, v[P_RedisRateLimiter_lease], lease) < 0) goto done;
-    prs_config_error why = {NULL, NULL};
-    int rc = prs_redis_limiter_config_check(&cfg, &why);
-    int batch = rc && why.field && !strcmp(why.field, "lease_batch"); /* fields of the LeaseConfig */
-    if (batch || (rc && why.field && !strcmp(why.field, "lease_max_hold_ns"))) {
-        PyErr_Format(PyExc_ValueError, "lease.%s %s, got %R", batch ? "batch" : "max_hold", why.reason,
-                     lease[batch ? 0 : 1]);
-        goto done;
-    }
-    if (rc) { prs_py_config_error(st, rc, &why, &RedisRateLimiter_params, v, &cfg); goto done; }
-    prs_redis_limiter *l;
-    if ((rc = prs_redis_limiter_new(((backend_obj *)backend)->b, &cfg, &l))) { redis_error(st, rc); goto done; }
-    limiter_obj *self = (limiter_obj *)type->tp_alloc(type, 0);
-    if (!self) { prs_redis_limiter_free(l); goto done; }
-    self->l = l;
-    self->backend = Py_NewRef(backend);
-    self->policy = cfg.on_backend_error;
-    self->has_lease = cfg.lease_batch > 0;
-    PyObject **given[] = {&self->limit, &self->window, &self->rate, &self->burst, &self->local_share, &self->lease};
-    const int at[] = {P_RedisRateLimiter_limit, P_RedisRateLimiter_window, P_RedisRateLimiter_rate,
-                      P_RedisRateLimiter_burst, P_RedisRateLimiter_local_share, P_RedisRateLimiter_lease};
-    for (int i = 0; i < 6; i++) *given[i] = Py_XNewRef(v[at[i]]);
-    self->algorithm = PyUnicode_FromString(prs_redis_algorithm_name(cfg.algorithm));
-    self->key_prefix = PyUnicode_FromString(cfg.key_prefix);
-    if (!self->algorithm || !self->key_prefix) { Py_DECREF(self); goto done; }
-    result = (PyObject *)self;
-done:
-    Py_XDECREF(lease[0]);
-    Py_XDECREF(lease[1]);
-    return result;
-}
-
-/* One decision for key (bytes borrowed from an argument object): 0 with *d,
+/* One call for key (bytes borrowed from an argument object): 0 with *d,
  * or a status with an exception set. The core applies on_backend_error.
- * consume: 1 check, 0 peek; now_us >= 0: the test time override. */
-static int rl_decide(limiter_obj *self, const char *k, size_t klen, int64_t n, int consume, int64_t now_us,
+ * kind: an op's (check, peek, reset); now_us >= 0: the test time override.
+ * A leased check served locally never releases the GIL. */
+static int rl_decide(limiter_obj *self, int kind, const char *k, size_t klen, int64_t n, int64_t now_us,
                      prs_decision *d) {
-    int rc;
-    if (consume && self->has_lease && now_us < 0) {
+    int rc = PRS_EAGAIN;
+    if (kind == PRS_REDIS_OP_CHECK && self->has_lease && now_us < 0)
         rc = prs_redis_limiter_check_local(self->l, k, klen, n, d);
-        if (rc == PRS_OK) return 0;
-    }
+    if (rc == PRS_OK) return 0;
     prs_redis_limiter *l = self->l;
     Py_BEGIN_ALLOW_THREADS
-    if (!consume) rc = prs_redis_limiter_peek(l, k, klen, n, d);
-    else if (now_us >= 0) rc = prs_redis_limiter_check_at(l, k, klen, n, now_us, d);
-    else rc = prs_redis_limiter_check(l, k, klen, n, d);
+    rc = prs_redis_limiter_call(l, kind, k, klen, n, now_us, d);
     Py_END_ALLOW_THREADS
     if (rc) redis_error(prs_py_state_of((PyObject *)self), rc);
     return rc;
@@ -384,9 +346,8 @@ static int rl_decide(limiter_obj *self, const char *k, size_t klen, int64_t n, i
 static int rl_rate_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
                           int64_t *max_n) {
     const prs_py_rate *r = ctx;
-    int rc = rl_decide(r->core, r->key, r->len, n, consume, -1, d);
-    if (!rc && !d->allowed && d->retry_after_ns == PRS_NEVER) *max_n = d->limit;
-    return rc;
+    int rc = rl_decide(r->core, consume ? PRS_REDIS_OP_CHECK : PRS_REDIS_OP_PEEK, r->key, r->len, n, -1, d);
+    return rc ? rc : never_admitted(r->core, d, max_n);
 }
 
 static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
@@ -397,46 +358,13 @@ static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     return 0;
 }
 
-static PyObject *rl_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    prs_py_rate_args a = {1, PRS_NEVER};
-    PyObject *v[3];
-    prs_py_rate r;
-    if (prs_py_parse_params(&RedisRateLimiter_acquire_params, args, nargs, kwnames, &a, v) < 0 ||
-        rl_target(op, v[0], &r) < 0 ||
-        prs_py_wait_admitted(prs_py_state_of(op), &wait_clock, r.fn, &r, r.what, a.n, a.timeout_ns, 1) < 0)
-        return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *rl_check_at(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3];
-    prs_py_rate r;
-    int64_t n, now_us;
-    prs_decision d;
-    if (prs_py_parse_params(&RedisRateLimiter__check_at_params, args, nargs, kwnames, NULL, v) < 0 ||
-        prs_py_parse_n(v[1], "n", &n) < 0 || now_us_arg(v[2], &now_us) < 0 || rl_target(op, v[0], &r) < 0 ||
-        rl_decide((limiter_obj *)op, r.key, r.len, n, 1, now_us, &d))
-        return NULL;
-    return prs_py_decision_new(prs_py_state_of(op), &d);
-}
-
-static PyObject *rl_reset(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisRateLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    const char *k;
-    Py_ssize_t klen;
-    if (bytes_of(v[0], "key", &k, &klen) < 0) return NULL;
-    int rc;
-    prs_redis_limiter *l = ((limiter_obj *)op)->l;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_limiter_reset(l, k, (size_t)klen);
-    Py_END_ALLOW_THREADS
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    Py_RETURN_NONE;
-}
-
-/* check_many's Decisions, a list. */
-static PyObject *decisions(prs_py_state *st, const prs_decision *d, size_t n) {
+/* What a call of an op's kind returns, from its decisions: a Decision (a
+ * group's names the member that denied), check_many's list of them, or
+ * None (reset, the leases' give-back). */
+static PyObject *op_value(prs_py_state *st, int kind, const prs_decision *d, size_t n, int denied) {
+    if (kind == 'g') return prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied);
+    if (kind == PRS_REDIS_OP_RESET || kind == 'h') return Py_NewRef(Py_None);
+    if (kind != 'm') return prs_py_decision_new(st, &d[0]);
     PyObject *list = PyList_New((Py_ssize_t)n);
     for (size_t i = 0; list && i < n; i++) {
         PyObject *dec = prs_py_decision_new(st, &d[i]);
@@ -446,24 +374,74 @@ static PyObject *decisions(prs_py_state *st, const prs_decision *d, size_t n) {
     return list;
 }
 
-/* check_many's requests: (key, n) pairs or bare keys into reqs[count]. The
- * iterable is copied into a tuple and each pair into a tuple of its own (held
- * in *keep) before anything is parsed, so every key stays alive whatever an
- * n's __index__ does to the caller's lists. 0, or -1 with an exception;
- * PyMem_Free(*reqs) and Py_DECREF(*keep) after. */
-static int requests_arg(PyObject *obj, PyObject **keep, prs_redis_request **reqs, Py_ssize_t *count) {
+/* acquire() of a limiter's key (a group's: key NULL): the binding's rate
+ * wait, each step a round trip, so it sleeps a step's whole delay before
+ * deciding again. Nothing is taken unless admitted. */
+static PyObject *acquired(PyObject *self, PyObject *key, int64_t n, int64_t timeout_ns) {
+    prs_py_rate r = {&wait_clock, group_wait_decide, self, "Redis group", NULL, NULL, 0};
+    if ((key && rl_target(self, key, &r) < 0) ||
+        prs_py_wait_admitted(prs_py_state_of(self), &wait_clock, r.fn, r.ctx, r.what, n, timeout_ns, 1) < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* reset, _check_at (now: seconds, or NULL) and _op (as_op: the op, or the
+ * Decision a lease gave): one call of an op's kind for key. */
+static PyObject *rl_call(PyObject *self, int kind, PyObject *key, int64_t n, PyObject *now, int as_op) {
+    limiter_obj *o = (limiter_obj *)self;
+    int64_t now_us = -1;
+    const char *k;
+    Py_ssize_t klen;
+    prs_redis_op *op = NULL;
+    prs_decision d;
+    if ((now && now_us_arg(now, &now_us) < 0) || bytes_of(key, "key", &k, &klen) < 0) return NULL;
+    if (as_op) {
+        int rc = prs_redis_op_limiter_new(o->l, kind, k, (size_t)klen, n, now_us, &op, &d);
+        if (rc) return redis_error(prs_py_state_of(self), rc);
+        if (op) return op_result(op, self);
+    } else if (rl_decide(o, kind, k, (size_t)klen, n, now_us, &d)) {
+        return NULL;
+    }
+    return op_value(prs_py_state_of(self), kind, &d, 1, -1);
+}
+
+/* Room for n decisions and their statuses, one block (PyMem_Free(d)). */
+static prs_decision *decisions_alloc(size_t n, int **status) {
+    prs_decision *d = PyMem_Calloc(n ? n : 1, sizeof *d + sizeof **status);
+    if (!d) PyErr_NoMemory();
+    *status = d ? (int *)(d + (n ? n : 1)) : NULL;
+    return d;
+}
+
+/* A group's members, (limiter, key[, n]) tuples (group), or check_many's
+ * requests, (key, n) pairs or bare keys (n = 1), into m[count] (limiter
+ * NULL for requests). The iterable is copied into a tuple and each item
+ * into a tuple of its own (held in *keep; a group's become (limiter, key, n))
+ * before anything is parsed, so every key stays alive whatever an n's
+ * __index__ does to the caller's lists. 0, or -1 with an exception;
+ * PyMem_Free(*m) and Py_DECREF(*keep) after. */
+static int items_arg(prs_py_state *st, PyObject *obj, int group, PyObject **keep, prs_redis_member **m,
+                     Py_ssize_t *count) {
+    const char *param = group ? "members" : "requests";
     PyObject *seq = PySequence_Tuple(obj);
     if (!seq) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
-            PyErr_SetString(PyExc_TypeError, "requests must be an iterable of (key, n) pairs");
+            PyErr_Format(PyExc_TypeError, "%s must be %s", param,
+                         group ? "a list of (limiter, key, n) tuples" : "an iterable of (key, n) pairs");
         }
         return -1;
     }
     *count = PyTuple_GET_SIZE(seq);
+    *m = NULL;
+    *keep = NULL;
+    if (group && (*count < 1 || *count > PRS_REDIS_GROUP_MAX)) {
+        PyErr_Format(PyExc_ValueError, "a group needs 1 to %d members, got %zd", PRS_REDIS_GROUP_MAX, *count);
+        goto fail;
+    }
     *keep = PyTuple_New(*count);
-    *reqs = PyMem_Calloc(*count ? (size_t)*count : 1, sizeof **reqs);
-    if (!*keep || !*reqs) {
+    *m = PyMem_Calloc(*count ? (size_t)*count : 1, sizeof **m);
+    if (!*keep || !*m) {
         if (*keep) PyErr_NoMemory();
         goto fail;
     }
@@ -474,68 +452,90 @@ static int requests_arg(PyObject *obj, PyObject **keep, prs_redis_request **reqs
         PyTuple_SET_ITEM(*keep, i, item);
     }
     for (Py_ssize_t i = 0; i < *count; i++) {
-        PyObject *item = PyTuple_GET_ITEM(*keep, i), *key = item;
-        int64_t n = 1;
-        if (PyTuple_Check(item)) {
-            if (PyTuple_GET_SIZE(item) != 2) {
-                PyErr_Format(PyExc_TypeError, "requests[%zd] must be a (key, n) pair, got %R",
-                             i, PyTuple_GET_ITEM(seq, i));
-                goto fail;
-            }
-            key = PyTuple_GET_ITEM(item, 0);
-            if (prs_py_parse_n(PyTuple_GET_ITEM(item, 1), "n", &n) < 0) goto fail;
+        PyObject *item = PyTuple_GET_ITEM(*keep, i), *given = PyTuple_GET_ITEM(seq, i), *lim = NULL;
+        Py_ssize_t size = PyTuple_Check(item) ? PyTuple_GET_SIZE(item) : -1;
+        if (group ? !PyTuple_Check(given) || (size != 2 && size != 3) : size != -1 && size != 2) {
+            PyErr_Format(PyExc_TypeError, group ? "members[%zd] must be a (limiter, key, n) tuple, got %R"
+                                                : "requests[%zd] must be a (key, n) pair, got %R", i, given);
+            goto fail;
         }
+        if (group && !PyObject_TypeCheck(lim = PyTuple_GET_ITEM(item, 0), PRS_PY_TYPE(st, RedisRateLimiter))) {
+            PyErr_Format(PyExc_TypeError, "members[%zd][0] must be a RedisRateLimiter, not %.200s", i,
+                         Py_TYPE(lim)->tp_name);
+            goto fail;
+        }
+        PyObject *key = size < 0 ? item : PyTuple_GET_ITEM(item, group);
+        int64_t n = 1;
         const char *k;
         Py_ssize_t klen;
-        if (bytes_of(key, "key", &k, &klen) < 0) goto fail;
-        (*reqs)[i] = (prs_redis_request){k, (size_t)klen, n};
+        if ((size == group + 2 && prs_py_parse_n(PyTuple_GET_ITEM(item, group + 1), "n", &n) < 0) ||
+            bytes_of(key, "key", &k, &klen) < 0)
+            goto fail;
+        (*m)[i] = (prs_redis_member){lim ? ((limiter_obj *)lim)->l : NULL, k, (size_t)klen, n};
+        if (group) { /* the member as a (limiter, key, n) tuple, which holds the key */
+            PyObject *norm = Py_BuildValue("(OOL)", lim, key, (long long)n);
+            if (!norm) goto fail;
+            PyTuple_SET_ITEM(*keep, i, norm);
+            Py_DECREF(item);
+        }
     }
     Py_DECREF(seq);
     return 0;
 fail:
     Py_DECREF(seq);
     Py_CLEAR(*keep);
-    PyMem_Free(*reqs);
-    *reqs = NULL;
+    PyMem_Free(*m);
+    *m = NULL;
     return -1;
 }
 
-static PyObject *rl_check_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1], *keep, *result = NULL;
-    prs_redis_request *reqs;
+/* check_many (blocking) or its op (_op_many: [] for no requests). */
+static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op) {
+    prs_py_state *st = prs_py_state_of(self);
+    prs_redis_limiter *l = ((limiter_obj *)self)->l;
+    PyObject *keep, *result = NULL;
+    prs_redis_member *m;
     Py_ssize_t count;
-    if (prs_py_parse_params(&RedisRateLimiter_check_many_params, args, nargs, kwnames, NULL, v) < 0 ||
-        requests_arg(v[0], &keep, &reqs, &count) < 0)
-        return NULL;
-    prs_py_state *st = prs_py_state_of(op);
-    prs_decision *ds = PyMem_Calloc(count ? (size_t)count : 1, sizeof *ds);
-    int *status = PyMem_Calloc(count ? (size_t)count : 1, sizeof *status);
-    if (!ds || !status) { PyErr_NoMemory(); goto done; }
-    int rc = PRS_OK;
-    prs_redis_limiter *l = ((limiter_obj *)op)->l;
-    if (count) {
+    if (items_arg(st, requests, 0, &keep, &m, &count) < 0) return NULL;
+    prs_redis_request *reqs = PyMem_Calloc(count ? (size_t)count : 1, sizeof *reqs);
+    for (Py_ssize_t i = 0; reqs && i < count; i++) reqs[i] = (prs_redis_request){m[i].key, m[i].keylen, m[i].n};
+    int *status, rc = PRS_OK;
+    prs_decision *ds = as_op || !reqs ? NULL : decisions_alloc((size_t)count, &status);
+    prs_redis_op *o;
+    if (!reqs) {
+        PyErr_NoMemory();
+    } else if (!count) {
+        result = PyList_New(0);
+    } else if (as_op) {
+        if ((rc = prs_redis_op_many_new(l, (size_t)count, reqs, &o)) == PRS_OK) result = op_result(o, self);
+    } else if (ds) {
         Py_BEGIN_ALLOW_THREADS /* keep holds every key */
         rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
         Py_END_ALLOW_THREADS
+        if (!rc) result = op_value(st, 'm', ds, (size_t)count, -1);
     }
     if (rc) redis_error(st, rc);
-    else result = decisions(st, ds, (size_t)count);
-done:
-    PyMem_Free(reqs);
     PyMem_Free(ds);
-    PyMem_Free(status);
+    PyMem_Free(reqs);
+    PyMem_Free(m);
     Py_DECREF(keep);
     return result;
 }
 
-static PyObject *rl_close(PyObject *op, PyObject *unused) {
+/* close() (blocking) or its op (_op_release: None when no lease holds a permit). */
+static PyObject *rl_release(PyObject *self, int as_op) {
+    prs_redis_limiter *l = ((limiter_obj *)self)->l;
+    prs_redis_op *o = NULL;
     int rc;
-    prs_redis_limiter *l = ((limiter_obj *)op)->l;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_limiter_release_leases(l);
-    Py_END_ALLOW_THREADS
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    Py_RETURN_NONE;
+    if (as_op) {
+        rc = prs_redis_op_release_new(l, &o);
+    } else {
+        Py_BEGIN_ALLOW_THREADS
+        rc = prs_redis_limiter_release_leases(l);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc) return redis_error(prs_py_state_of(self), rc);
+    return o ? op_result(o, self) : Py_NewRef(Py_None);
 }
 
 static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
@@ -552,72 +552,13 @@ static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
 
 /* ---- RedisLimiterGroup ---------------------------------------------------------- */
 
-static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st = prs_py_state_of_type(type);
-    PyObject *members;
-    if (!st || prs_py_parse_params_tuple(&RedisLimiterGroup_params, args, kwds, NULL, &members) < 0) return NULL;
-    PyObject *seq = PySequence_Tuple(members); /* its items held, whatever an n's __index__ does */
-    if (!seq) {
-        if (PyErr_ExceptionMatches(PyExc_TypeError)) {
-            PyErr_Clear();
-            PyErr_SetString(PyExc_TypeError, "members must be a list of (limiter, key, n) tuples");
-        }
-        return NULL;
-    }
-    Py_ssize_t count = PyTuple_GET_SIZE(seq);
-    if (count < 1 || count > PRS_REDIS_GROUP_MAX) {
-        Py_DECREF(seq);
-        PyErr_Format(PyExc_ValueError, "a group needs 1 to %d members, got %zd", PRS_REDIS_GROUP_MAX, count);
-        return NULL;
-    }
-    PyObject *tup = PyTuple_New(count);
-    prs_redis_member *m = PyMem_Calloc((size_t)count, sizeof *m);
-    if (!tup || !m) {
-        if (tup && !m) PyErr_NoMemory();
-        goto fail;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        PyObject *item = PyTuple_GET_ITEM(seq, i);
-        if (!PyTuple_Check(item) || (PyTuple_GET_SIZE(item) != 3 && PyTuple_GET_SIZE(item) != 2)) {
-            PyErr_Format(PyExc_TypeError, "members[%zd] must be a (limiter, key, n) tuple, got %R", i, item);
-            goto fail;
-        }
-        PyObject *lim = PyTuple_GET_ITEM(item, 0), *key = PyTuple_GET_ITEM(item, 1);
-        if (!PyObject_TypeCheck(lim, PRS_PY_TYPE(st, RedisRateLimiter))) {
-            PyErr_Format(PyExc_TypeError, "members[%zd][0] must be a RedisRateLimiter, not %.200s", i,
-                         Py_TYPE(lim)->tp_name);
-            goto fail;
-        }
-        int64_t n = 1;
-        if (PyTuple_GET_SIZE(item) == 3 && prs_py_parse_n(PyTuple_GET_ITEM(item, 2), "n", &n) < 0) goto fail;
-        const char *k;
-        Py_ssize_t klen;
-        if (bytes_of(key, "key", &k, &klen) < 0) goto fail;
-        PyObject *norm = Py_BuildValue("(OOL)", lim, key, (long long)n);
-        if (!norm) goto fail;
-        PyTuple_SET_ITEM(tup, i, norm);
-        m[i].limiter = ((limiter_obj *)lim)->l;
-        m[i].key = k;
-        m[i].keylen = (size_t)klen;
-        m[i].n = n;
-    }
+/* tp_new's last step: the members, held as (limiter, key, n) tuples. */
+static int group_build(group_obj *o, prs_py_state *st, PyObject *members) {
     size_t bad;
-    if (prs_redis_group_members_check((size_t)count, m, &bad) != PRS_OK) {
-        PyErr_SetString(PyExc_ValueError, prs_redis_last_error()); /* which member, or the hash tags */
-        goto fail;
-    }
-    group_obj *self = (group_obj *)type->tp_alloc(type, 0);
-    if (!self) goto fail;
-    Py_DECREF(seq);
-    self->members = tup;
-    self->m = m;
-    self->count = count;
-    return (PyObject *)self;
-fail:
-    Py_DECREF(seq);
-    Py_XDECREF(tup);
-    PyMem_Free(m);
-    return NULL;
+    if (items_arg(st, members, 1, &o->members, &o->m, &o->count) < 0) return -1;
+    if (prs_redis_group_members_check((size_t)o->count, o->m, &bad) == PRS_OK) return 0;
+    PyErr_SetString(PyExc_ValueError, prs_redis_last_error()); /* which member, or the hash tags */
+    return -1;
 }
 
 /* The group's decision (the core applies the members' policies when Redis
@@ -634,41 +575,30 @@ static int group_decide(group_obj *self, int64_t now_us, prs_decision *d, int *d
     return rc;
 }
 
-static PyObject *group_decision(PyObject *op, int64_t now_us, int as_bool) {
+/* check (a Decision), allow (a bool), _check_at and _op (the op): now in
+ * seconds, NULL for Redis's time. */
+static PyObject *group_call(PyObject *self, PyObject *now, int how) {
+    group_obj *o = (group_obj *)self;
+    int64_t now_us = -1;
     prs_decision d;
-    int denied;
-    if (group_decide((group_obj *)op, now_us, &d, &denied)) return NULL;
-    if (as_bool) return PyBool_FromLong(d.allowed);
-    return prs_py_decision_new_by(prs_py_state_of(op), &d, d.allowed ? -1 : denied);
+    prs_redis_op *op;
+    int denied, rc;
+    if (now && now_us_arg(now, &now_us) < 0) return NULL;
+    if (how == GROUP_OP) {
+        if ((rc = prs_redis_op_group_new((size_t)o->count, o->m, now_us, &op))) return redis_error(prs_py_state_of(self), rc);
+        return op_result(op, self);
+    }
+    if (group_decide(o, now_us, &d, &denied)) return NULL;
+    if (how == GROUP_ALLOW) return PyBool_FromLong(d.allowed);
+    return op_value(prs_py_state_of(self), 'g', &d, 1, denied);
 }
 
-
-static PyObject *group_check_at(PyObject *op, PyObject *now_o) {
-    int64_t now_us;
-    if (now_us_arg(now_o, &now_us) < 0) return NULL;
-    return group_decision(op, now_us, 0);
-}
-
-/* The wait's decide step; ctx: the group. An n beyond its member's limit can
- * never be admitted: ValueError (PRS_ENEVER) with the group's own words. */
+/* The wait's decide step; ctx: the group. */
 static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
                              int64_t *max_n) {
     (void)consume; /* a wait always takes (a group's decision consumes) */
     int rc = group_decide(ctx, -1, d, by);
-    if (rc || d->allowed || d->retry_after_ns != PRS_NEVER) return rc;
-    prs_py_error(prs_py_state_of(ctx), PRS_ENEVER, "this group can never admit its request (an n exceeds a limit)");
-    return PRS_ENEVER;
-}
-
-static PyObject *group_acquire(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    int64_t timeout_ns;
-    if (prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, NULL, v) < 0 ||
-        prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0 ||
-        prs_py_wait_admitted(prs_py_state_of(op), &wait_clock, group_wait_decide, op, "Redis group", 1,
-                             timeout_ns, 1))
-        return NULL;
-    Py_RETURN_NONE;
+    return rc ? rc : never_admitted(ctx, d, max_n);
 }
 
 /* ---- the asyncio transport's ops (pyresilience._redis_async) --------------------
@@ -704,60 +634,6 @@ static prs_redis_op *op_of(PyObject *cap) {
     return op;
 }
 
-static PyObject *rl_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[4];
-    op_args a = {0, 1};
-    int64_t now_us = -1;
-    const char *key;
-    Py_ssize_t klen;
-    if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, &a, v) < 0 ||
-        (!is_none(v[3]) && now_us_arg(v[3], &now_us) < 0) || bytes_of(v[1], "key", &key, &klen) < 0)
-        return NULL;
-    prs_redis_op *o = NULL;
-    prs_decision d;
-    int rc = prs_redis_op_limiter_new(((limiter_obj *)op)->l, "cpr"[a.kind], key, (size_t)klen, a.n, now_us, &o, &d);
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    return o ? op_result(o, op) : prs_py_decision_new(prs_py_state_of(op), &d);
-}
-
-static PyObject *rl_op_many(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1], *keep, *result = NULL;
-    prs_redis_request *reqs;
-    Py_ssize_t count;
-    if (prs_py_parse_params(&RedisRateLimiter__op_many_params, args, nargs, kwnames, NULL, v) < 0 ||
-        requests_arg(v[0], &keep, &reqs, &count) < 0)
-        return NULL;
-    prs_redis_op *o;
-    int rc = count ? prs_redis_op_many_new(((limiter_obj *)op)->l, (size_t)count, reqs, &o) : PRS_OK;
-    if (!count) result = PyList_New(0); /* keys copied by the op */
-    else if (rc) redis_error(prs_py_state_of(op), rc);
-    else result = op_result(o, op);
-    PyMem_Free(reqs);
-    Py_DECREF(keep);
-    return result;
-}
-
-static PyObject *rl_op_release(PyObject *op, PyObject *unused) {
-    prs_redis_op *o;
-    int rc = prs_redis_op_release_new(((limiter_obj *)op)->l, &o);
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    if (!o) Py_RETURN_NONE;
-    return op_result(o, op);
-}
-
-static PyObject *group_op(PyObject *op, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    int64_t now_us = -1;
-    if (prs_py_parse_params(&RedisLimiterGroup__op_params, args, nargs, kwnames, NULL, v) < 0 ||
-        (!is_none(v[0]) && now_us_arg(v[0], &now_us) < 0))
-        return NULL;
-    group_obj *self = (group_obj *)op;
-    prs_redis_op *o;
-    int rc = prs_redis_op_group_new((size_t)self->count, self->m, now_us, &o);
-    if (rc) return redis_error(prs_py_state_of(op), rc);
-    return op_result(o, op);
-}
-
 /* The op's next step: a tuple of (node, bytes, replies) sends; () when done. */
 static PyObject *backend_op_step(PyObject *self, PyObject *cap) {
     prs_redis_op *op = op_of(cap);
@@ -786,26 +662,18 @@ static int transport_failure(const transport_args *a, PyObject *message) {
     return status[a->status];
 }
 
-static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[3];
-    transport_args a = {0, 0};
-    if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, &a, v) < 0) return NULL;
-    prs_redis_op *op = op_of(v[0]);
-    if (!op) return NULL;
-    int rc = transport_failure(&a, v[2]);
-    prs_py_state *st = prs_py_state_of(self);
-    size_t n = prs_redis_op_decisions(op);
-    prs_decision *d = PyMem_Calloc(n, sizeof *d);
-    int *status = PyMem_Calloc(n, sizeof *status);
+/* _op_finish: op finished with the replies put into it, or with the
+ * transport's failure (rc), which the policy decides. */
+static PyObject *op_finish(PyObject *self, PyObject *cap, int rc) {
+    prs_redis_op *op = op_of(cap);
+    size_t n = op ? prs_redis_op_decisions(op) : 1;
+    int *status, denied = -1;
+    prs_decision *d = op ? decisions_alloc(n, &status) : NULL;
     PyObject *result = NULL;
-    int denied = -1;
-    if (!d || !status) PyErr_NoMemory();
-    else if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(st, rc);
-    else if (prs_redis_op_kind(op) == 'g') result = prs_py_decision_new_by(st, &d[0], d[0].allowed ? -1 : denied);
-    else if (prs_redis_op_kind(op) == 'r' || prs_redis_op_kind(op) == 'h') result = Py_NewRef(Py_None);
-    else result = prs_redis_op_kind(op) == 'm' ? decisions(st, d, n) : prs_py_decision_new(st, &d[0]);
+    if (!d) return NULL;
+    if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(prs_py_state_of(self), rc);
+    else result = op_value(prs_py_state_of(self), prs_redis_op_kind(op), d, n, denied);
     PyMem_Free(d);
-    PyMem_Free(status);
     return result;
 }
 
@@ -888,13 +756,7 @@ static int fed_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decisi
     *d = pd->d;
     *by = PyLong_Check(pd->denied_by) ? (int)PyLong_AsLong(pd->denied_by) : -1;
     if (PyList_SetSlice(cell, 0, len, NULL) < 0) return PRS_ENOMEM;
-    if (d->allowed || d->retry_after_ns != PRS_NEVER) return PRS_OK;
-    if (PyObject_TypeCheck(owner, PRS_PY_TYPE(st, RedisLimiterGroup))) {
-        prs_py_error(st, PRS_ENEVER, "this group can never admit its request (an n exceeds a limit)");
-        return PRS_ENEVER;
-    }
-    *max_n = d->limit;
-    return PRS_OK;
+    return never_admitted(owner, d, max_n);
 }
 
 static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_t timeout_ns) {

@@ -66,9 +66,9 @@ static prs_retry_config policy_config(policy_obj *o) {
     return cfg;
 }
 
-/* The arguments of RetryPolicy's methods (declared: attempt, previous, ...). */
+/* The arguments of RetryPolicy's and RetryCounts' methods (declared: attempt, previous, ...). */
 typedef struct {
-    int64_t attempt, n, retry_after_ns, remaining_ns;
+    int64_t attempt, n, retry_after_ns, remaining_ns, i;
     double previous; /* None: 0, no previous delay */
 } retry_args;
 
@@ -92,6 +92,7 @@ static PyObject *next_step(policy_obj *o, const retry_args *a) {
 }
 
 static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames);
+static PyObject *clock_use(prs_py_state *st, PyObject *clock, int64_t ns);
 static PyObject *counts_values(counts_obj *o) {
     PyObject *t = PyTuple_New(PRS_PY_RETRY_COUNTS);
     for (Py_ssize_t i = 0; t && i < PRS_PY_RETRY_COUNTS; i++) {
@@ -100,6 +101,23 @@ static PyObject *counts_values(counts_obj *o) {
         else PyTuple_SET_ITEM(t, i, v);
     }
     return t;
+}
+
+/* withdraw(): True when one retry is allowed now (counted either way). */
+static PyObject *withdraw_at(budget_obj *o, int64_t now) {
+    int ok = 0;
+    prs_retry_budget_withdraw(o->core, now, &ok);
+    return PyBool_FromLong(ok);
+}
+
+/* _metrics() -> (attempts, retries_allowed, retries_denied, window_attempts,
+ * window_retries, available): the facade's RetryBudgetMetrics, in field order. */
+static PyObject *metrics_at(budget_obj *o, int64_t now) {
+    prs_retry_budget_metrics m;
+    prs_retry_budget_metrics_get(o->core, now, &m);
+    return Py_BuildValue("(LLLLLd)", (long long)m.attempts, (long long)m.retries_allowed,
+                         (long long)m.retries_denied, (long long)m.window_attempts,
+                         (long long)m.window_retries, m.available);
 }
 
 #include "gen/retry.h"
@@ -155,26 +173,6 @@ static int budget_deposit_now(budget_obj *b) {
     if (prs_py_clock_now(&b->clock, &now) < 0) return -1;
     prs_retry_budget_deposit(b->core, now);
     return 0;
-}
-
-static PyObject *budget_withdraw(PyObject *self, PyObject *unused) {
-    int64_t now;
-    if (prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
-    int ok = 0;
-    prs_retry_budget_withdraw(BUDGET(self)->core, now, &ok);
-    return PyBool_FromLong(ok);
-}
-
-/* _metrics() -> (attempts, retries_allowed, retries_denied, window_attempts,
- * window_retries, available): the facade's RetryBudgetMetrics, in field order. */
-static PyObject *budget_metrics(PyObject *self, PyObject *unused) {
-    int64_t now;
-    if (prs_py_clock_now(&BUDGET(self)->clock, &now) < 0) return NULL;
-    prs_retry_budget_metrics m;
-    prs_retry_budget_metrics_get(BUDGET(self)->core, now, &m);
-    return Py_BuildValue("(LLLLLd)", (long long)m.attempts, (long long)m.retries_allowed,
-                         (long long)m.retries_denied, (long long)m.window_attempts,
-                         (long long)m.window_retries, m.available);
 }
 
 /* ======================================================================== */
@@ -239,21 +237,6 @@ static PyObject *call_vectorcall(PyObject *self, PyObject *const *args, size_t n
     return prs_py_retry_after(c->handler, check, c->counts, c->func, args, nargsf, kwnames, res, start);
 }
 
-static PyObject *counts_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2)
-        return PyErr_Format(PyExc_TypeError, "add() takes exactly 2 arguments (%zd given)", nargs);
-    Py_ssize_t i = PyLong_AsSsize_t(args[0]);
-    if (i == -1 && PyErr_Occurred()) return NULL;
-    long long n = PyLong_AsLongLong(args[1]);
-    if (n == -1 && PyErr_Occurred()) return NULL;
-    if (i < 0 || i >= PRS_PY_RETRY_COUNTS || n < 0)
-        return PyErr_Format(PyExc_ValueError, "add(i, n): i must be in 0..%d and n >= 0, got %zd, %lld",
-                            PRS_PY_RETRY_COUNTS - 1, i, n);
-    prs__counters_add(COUNTS(self)->core, (size_t)i, (uint64_t)n);
-    Py_RETURN_NONE;
-}
-
-
 /* A method: bind like a function does. */
 static PyObject *call_repr(PyObject *self) {
     if (!CALL(self)->func) return PyUnicode_FromString("<retrying wrapper (cleared)>");
@@ -265,43 +248,17 @@ static PyObject *call_repr(PyObject *self) {
 /* Clock helpers for the Python loop                                        */
 /* ======================================================================== */
 
-static PyObject *mod_retry_now_ns(PyObject *m, PyObject *arg) {
-    prs_py_state *st = PyModule_GetState(m);
-    prs_py_clock c;
-    if (prs_py_clock_init(st, arg, &c) < 0) return NULL;
-    int64_t now;
-    int rc = prs_py_clock_now(&c, &now);
-    prs_py_clock_clear(&c);
-    if (rc < 0) return NULL;
-    return PyLong_FromLongLong(now);
-}
-
-/* retry_sleep(clock, ns): a ManualClock is advanced by ns at once; any other
- * clock sleeps ns of real (monotonic) time, the one clock sleep of the
- * binding (prs_py_clock_sleep: the GIL released in slices of <= 50 ms,
- * signal handlers run between slices). */
-static PyObject *mod_retry_sleep(PyObject *m, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "retry_sleep() takes clock and ns");
-        return NULL;
-    }
-    int64_t ns;
+/* retry_now_ns(clock) (ns < 0): the clock's time; retry_sleep(clock, ns): a
+ * ManualClock is advanced by ns at once, any other clock sleeps ns of real
+ * (monotonic) time, the one clock sleep of the binding (prs_py_clock_sleep:
+ * the GIL released in slices of <= 50 ms, signal handlers run between
+ * slices). */
+static PyObject *clock_use(prs_py_state *st, PyObject *clock, int64_t ns) {
     prs_py_clock c, mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-    if (prs_py_parse_int(args[1], "ns", 0, INT64_MAX, &ns) < 0 ||
-        prs_py_clock_init(PyModule_GetState(m), args[0], &c) < 0)
-        return NULL;
-    int rc = prs_py_clock_sleep(c.kind == PRS_CLOCK_MANUAL ? &c : &mono, ns);
+    int64_t now = 0;
+    if (prs_py_clock_init(st, clock, &c) < 0) return NULL;
+    int rc = ns < 0 ? prs_py_clock_now(&c, &now) : prs_py_clock_sleep(c.kind == PRS_CLOCK_MANUAL ? &c : &mono, ns);
     prs_py_clock_clear(&c);
     if (rc < 0) return NULL;
-    Py_RETURN_NONE;
-}
-
-int prs_py_register_retry(PyObject *m, prs_py_state *st) {
-    if (retry_add_types(m, st) < 0 || PyModule_AddIntConstant(m, "RETRY_SLEEP", PRS_RETRY_SLEEP) < 0 ||
-        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_ATTEMPTS", PRS_RETRY_GIVE_UP_ATTEMPTS) < 0 ||
-        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_DEADLINE", PRS_RETRY_GIVE_UP_DEADLINE) < 0 ||
-        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_RETRY_AFTER", PRS_RETRY_GIVE_UP_RETRY_AFTER) < 0 ||
-        PyModule_AddIntConstant(m, "RETRY_GIVE_UP_RETRY_AFTER_LIMIT", PRS_RETRY_GIVE_UP_RETRY_AFTER_LIMIT) < 0)
-        return -1;
-    return 0;
+    return ns < 0 ? PyLong_FromLongLong(now) : Py_NewRef(Py_None);
 }

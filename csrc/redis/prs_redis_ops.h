@@ -44,6 +44,12 @@ int prs_redis_op_kind_from_name(const char *name);
  * (PRS_EINVAL, PRS_ENOMEM). Keys are copied. */
 int prs_redis_op_limiter_new(prs_redis_limiter *l, int kind, const void *key, size_t keylen, int64_t n,
                              int64_t now_us, prs_redis_op **out, prs_decision *d);
+/* The same call made blocking on the backend's pool, as the op's builder
+ * takes it: CHECK (now_us >= 0: prs_redis_limiter_check_at, else
+ * prs_redis_limiter_check), PEEK, or RESET (d untouched). PRS_EINVAL for
+ * another kind. */
+int prs_redis_limiter_call(prs_redis_limiter *l, int kind, const void *key, size_t keylen, int64_t n,
+                           int64_t now_us, prs_decision *d);
 /* check_many: count (>= 1) pipelined checks (no leases). */
 int prs_redis_op_many_new(prs_redis_limiter *l, size_t count, const prs_redis_request *reqs,
                           prs_redis_op **out);

@@ -302,39 +302,30 @@ static int own_fallback_new(prs_redis_limiter *l, const prs_redis_limiter_config
         prs_sliding_counter_config c;
         prs_sliding_log_config s;
     } c;
-    const prs_algo *algo;
+    const prs_algo *algo = prs_algorithms[algo_row[cfg->algorithm]].algo;
+    /* the window algorithms' configs: the same two fields */
+#define WINDOW_CONFIG(x, init)                          \
+    do {                                                \
+        init(&(x));                                     \
+        (x).limit = share_of(cfg->limit, share);        \
+        (x).window_ns = cfg->window_ns;                 \
+    } while (0)
     switch (cfg->algorithm) {
     case PRS_REDIS_GCRA:
         prs_gcra_config_init(&c.g);
         c.g.rate = rate * share;
         c.g.burst = share_of(burst, share);
-        algo = &prs_algo_gcra;
         break;
     case PRS_REDIS_TOKEN_BUCKET:
         prs_token_bucket_config_init(&c.t);
         c.t.capacity = (double)share_of(burst, share);
         c.t.refill_rate = rate * share;
-        algo = &prs_algo_token_bucket;
         break;
-    case PRS_REDIS_FIXED_WINDOW:
-        prs_fixed_window_config_init(&c.f);
-        c.f.limit = share_of(cfg->limit, share);
-        c.f.window_ns = cfg->window_ns;
-        algo = &prs_algo_fixed_window;
-        break;
-    case PRS_REDIS_SLIDING_WINDOW_COUNTER:
-        prs_sliding_counter_config_init(&c.c);
-        c.c.limit = share_of(cfg->limit, share);
-        c.c.window_ns = cfg->window_ns;
-        algo = &prs_algo_sliding_counter;
-        break;
-    default:
-        prs_sliding_log_config_init(&c.s);
-        c.s.limit = share_of(cfg->limit, share);
-        c.s.window_ns = cfg->window_ns;
-        algo = &prs_algo_sliding_log;
-        break;
+    case PRS_REDIS_FIXED_WINDOW: WINDOW_CONFIG(c.f, prs_fixed_window_config_init); break;
+    case PRS_REDIS_SLIDING_WINDOW_COUNTER: WINDOW_CONFIG(c.c, prs_sliding_counter_config_init); break;
+    default: WINDOW_CONFIG(c.s, prs_sliding_log_config_init); break;
     }
+#undef WINDOW_CONFIG
     _Alignas(max_align_t) unsigned char params[PRS_ALGO_MAX_CONFIG * 2];
     if (algo->params_size > sizeof params) return PRS_ENOMEM;
     int rc = algo->params_from_config(&c, params, NULL);
@@ -1277,6 +1268,18 @@ int prs_redis_limiter_reset(prs_redis_limiter *l, const void *key, size_t keylen
     rc = reset_parse(r);
     freeReplyObject(r);
     return rc;
+}
+
+int prs_redis_limiter_call(prs_redis_limiter *l, int kind, const void *key, size_t keylen, int64_t n,
+                           int64_t now_us, prs_decision *d) {
+    switch (kind) {
+    case PRS_REDIS_OP_CHECK:
+        return now_us >= 0 ? prs_redis_limiter_check_at(l, key, keylen, n, now_us, d)
+                           : prs_redis_limiter_check(l, key, keylen, n, d);
+    case PRS_REDIS_OP_PEEK: return prs_redis_limiter_peek(l, key, keylen, n, d);
+    case PRS_REDIS_OP_RESET: return prs_redis_limiter_reset(l, key, keylen);
+    default: return PRS_EINVAL;
+    }
 }
 
 int prs_redis_limiter_check_many(prs_redis_limiter *l, size_t count, const prs_redis_request *reqs,

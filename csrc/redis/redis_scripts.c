@@ -506,6 +506,24 @@ static const char script_log[] =
     "end\n"                                                                              \
     "return string.format('%d %d %d %.17g %.17g %d', 1, burst, rem, 0, reset, n)\n"
 
+/* The INCRBY bodies' decision on tat, their state before this check: a
+ * denial takes the increment (the Lua expression `undo`) back, or deletes a
+ * state the INCRBY created (old nil), and returns it; else rem, the permits
+ * left after n. Needs T, burst, now, n, k, floor, old. */
+#define LUA_BUCKET_INCR_DECIDE(undo)                                                     \
+    "  if tat < now then tat = now end\n"                                                \
+    "  local fits = burst - (tat - now) / T\n"                                           \
+    "  if n > burst or n > fits + 1e-9 then\n"                                           \
+    "    if old then redis.call('DECRBY', k, " undo ") else redis.call('DEL', k) end\n" \
+    "    local left = floor(fits + 1e-9)\n"                                              \
+    "    if left < 0 then left = 0 end\n"                                                \
+    "    local retry = -1\n"                                                             \
+    "    if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n" \
+    "    return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n" \
+    "  end\n"                                                                            \
+    "  local rem = floor(fits - n + 1e-9)\n"                                             \
+    "  if rem < 0 then rem = 0 end\n"
+
 /* The bucket check when T is a whole number of microseconds (and burst * T
  * < 2^52): every tat is then an integer, stored as one, and a busy bucket's
  * admitted check is one INCRBY of n * T (ARGV[3], the caller's decimal: no
@@ -521,18 +539,7 @@ static const char script_log[] =
     "  local inc = n * T\n"                                                              \
     "  local tat, old = r - inc, nil\n"                                                  \
     "  if r ~= inc then old = tat end\n"                                                 \
-    "  if tat < now then tat = now end\n"                                                \
-    "  local fits = burst - (tat - now) / T\n"                                           \
-    "  if n > burst or n > fits + 1e-9 then\n"                                           \
-    "    if old then redis.call('DECRBY', k, ARGV[3]) else redis.call('DEL', k) end\n"   \
-    "    local left = floor(fits + 1e-9)\n"                                              \
-    "    if left < 0 then left = 0 end\n"                                                \
-    "    local retry = -1\n"                                                             \
-    "    if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n" \
-    "    return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n" \
-    "  end\n"                                                                            \
-    "  local rem = floor(fits - n + 1e-9)\n"                                             \
-    "  if rem < 0 then rem = 0 end\n"                                                    \
+    LUA_BUCKET_INCR_DECIDE("ARGV[3]")                                                    \
     "  local nxt = tat + inc\n"                                                          \
     "  local e = (floor((nxt + 1000) / S) + 1) * S\n"                                    \
     "  local same = old and (floor((old + 1000) / S) + 1) * S == e\n"                    \
@@ -586,18 +593,7 @@ static const char script_log[] =
     "if r then\n"                                                                        \
     "  local k, floor = KEYS[1], math.floor\n"                                           \
     "  local tat = old or 0\n"                                                           \
-    "  if tat < now then tat = now end\n"                                                \
-    "  local fits = burst - (tat - now) / T\n"                                           \
-    "  if n > burst or n > fits + 1e-9 then\n"                                           \
-    "    if old then redis.call('DECRBY', k, q) else redis.call('DEL', k) end\n"         \
-    "    local left = floor(fits + 1e-9)\n"                                              \
-    "    if left < 0 then left = 0 end\n"                                                \
-    "    local retry = -1\n"                                                             \
-    "    if n <= burst then retry = (n - fits) * T; if retry < 0 then retry = 0 end end\n" \
-    "    return string.format('%d %d %d %.17g %.17g %d', 0, burst, left, retry, tat - now, 0)\n" \
-    "  end\n"                                                                            \
-    "  local rem = floor(fits - n + 1e-9)\n"                                             \
-    "  if rem < 0 then rem = 0 end\n"                                                    \
+    LUA_BUCKET_INCR_DECIDE("q")                                                          \
     "  local nxt = tat + n * T\n"                                                        \
     "  local e = (floor((nxt + 1000) / S) + 1) * S\n"                                    \
     "  local same = old and (floor((old + 1000) / S) + 1) * S == e\n"                    \

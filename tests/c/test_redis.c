@@ -1014,6 +1014,26 @@ TEST(redis_ops_decide_as_the_blocking_calls) {
     prs_redis_backend_free(b);
 }
 
+/* prs_redis_limiter_call: the blocking call an op's kind names. */
+TEST(redis_limiter_call_makes_the_blocking_call_of_a_kind) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    prs_redis_limiter *l = limiter_for(b, PRS_REDIS_GCRA, 1, 3);
+    prs_decision d;
+    ASSERT_OK(prs_redis_limiter_call(l, PRS_REDIS_OP_CHECK, "c", 1, 2, 7000000, &d)); /* at that time */
+    ASSERT(d.allowed && d.remaining == 1);
+    ASSERT_OK(prs_redis_limiter_call(l, PRS_REDIS_OP_CHECK, "c", 1, 2, 7000000, &d));
+    ASSERT(!d.allowed);
+    ASSERT_OK(prs_redis_limiter_call(l, PRS_REDIS_OP_RESET, "c", 1, 0, -1, NULL));
+    ASSERT_OK(prs_redis_limiter_call(l, PRS_REDIS_OP_PEEK, "c", 1, 3, -1, &d));
+    ASSERT(d.allowed && d.remaining == 0); /* reset: the whole burst, nothing taken */
+    ASSERT_OK(prs_redis_limiter_call(l, PRS_REDIS_OP_CHECK, "c", 1, 3, -1, &d)); /* Redis's time */
+    ASSERT(d.allowed);
+    ASSERT_EQ(prs_redis_limiter_call(l, 'x', "c", 1, 1, -1, &d), PRS_EINVAL);
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+}
+
 TEST(redis_group_all_or_nothing) {
     server *s = server_start();
     prs_redis_backend *b = backend_for(s->url, 500);

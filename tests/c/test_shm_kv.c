@@ -442,3 +442,25 @@ TEST(shm_kv_alloc_failures) {
     prs_test_alloc_failures(make_kv, free_kv);
     prs_shm_close(alloc_region);
 }
+
+static void *no_room(void *ctx, size_t len) { return NULL; }
+
+/* begin and peek hand a done record's value through the same sink step: its
+ * length with no sink, PRS_ENOMEM from a sink without room. */
+TEST(shm_kv_value_through_the_sink) {
+    prs_shm *r = region("kv9", 0);
+    prs_shm_kv *kv = area(r, 8, 64);
+    prs_shm_kv_result res;
+    buf b = {{0}, 0};
+    ASSERT_EQ(begin(kv, "k", "f", "t", 10, 0, NULL, NULL), PRS_KV_ACQUIRED);
+    ASSERT_OK(prs_shm_kv_complete(kv, S("k"), S("t"), S("value"), 100, 1));
+    ASSERT_EQ(begin(kv, "k", "f", "u", 10, 2, &b, NULL), PRS_KV_DONE);
+    ASSERT_EQ(b.len, 5u);
+    ASSERT(memcmp(b.data, "value", 5) == 0);
+    ASSERT_OK(prs_shm_kv_peek(kv, S("k"), S("f"), NULL, NULL, &res));
+    ASSERT_EQ(res.value_len, 5u);
+    ASSERT_EQ(prs_shm_kv_peek(kv, S("k"), S("f"), no_room, NULL, &res), PRS_ENOMEM);
+    ASSERT_EQ(prs_shm_kv_begin(kv, S("k"), S("f"), S("u"), 10, 3, no_room, NULL, &res), PRS_ENOMEM);
+    prs_shm_kv_free(kv);
+    prs_shm_close(r);
+}

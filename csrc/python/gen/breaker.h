@@ -211,14 +211,14 @@ static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs
 static PyObject *cb_allow_request(PyObject *self, PyObject *unused);
 static PyObject *cb_record_success(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     cb_record_args a = {0};
-    PyObject *v[1];
-    if (prs_py_parse_params(&CircuitBreaker_record_success_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&CircuitBreaker_record_success_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return record_manual(self, a.duration_ns, PRS_BREAKER_SUCCESS);
 }
 static PyObject *cb_record_failure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     cb_record_args a = {0};
-    PyObject *v[1];
-    if (prs_py_parse_params(&CircuitBreaker_record_failure_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&CircuitBreaker_record_failure_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return record_manual(self, a.duration_ns, PRS_BREAKER_FAILURE);
 }
 static PyObject *cb_record_ignored(PyObject *self, PyObject *unused);

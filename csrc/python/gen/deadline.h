@@ -4,9 +4,30 @@
 
 #include <stddef.h>
 
-static PyObject *deadline_remaining(PyObject *module, PyObject *unused);
-static PyObject *deadline_ns(PyObject *module, PyObject *unused);
-static PyObject *timeout_enter(PyObject *module, PyObject *arg);
+static PyObject *deadline_remaining(PyObject *module, PyObject *unused) {
+    prs_py_state *st = PyModule_GetState(module);
+    return deadline_get(st, 1);
+}
+static PyObject *deadline_ns(PyObject *module, PyObject *unused) {
+    prs_py_state *st = PyModule_GetState(module);
+    return deadline_get(st, 0);
+}
+enum {
+    P_deadline__timeout_enter_ns = 0,
+    P_deadline__timeout_enter__COUNT = 1
+};
+static const char *const deadline__timeout_enter_names[] = {"ns", NULL};
+static const prs_py_param deadline__timeout_enter_param_list[] = {
+    {"ns", "ns", PRS_PK_INT, 0, offsetof(timeout_args, ns), 0, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params deadline__timeout_enter_params = {"_timeout_enter", 1, 1, 1, deadline__timeout_enter_param_list, deadline__timeout_enter_names};
+static PyObject *timeout_enter(PyObject *module, PyObject *arg) {
+    prs_py_state *st = PyModule_GetState(module);
+    timeout_args a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&deadline__timeout_enter_params, &arg, 1, NULL, &a, v) < 0) return NULL;
+    return timeout_enter_ns(st, a.ns);
+}
 static PyMethodDef deadline_functions[] = {
     {"deadline_remaining", deadline_remaining, METH_NOARGS,
      "deadline_remaining()\n"

@@ -43,17 +43,150 @@ static int SharedKV_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, pr
     "room for a key of max_key_bytes and a value of max_value_bytes. Times are\n" \
     "integer ns of CLOCK_MONOTONIC (shared by every process). Crash safe: a process\n" \
     "killed in the middle of a step leaves it rolled back (an undo journal)."
-static PyObject *kv_begin(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *kv_complete(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *kv_renew(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *kv_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *kv_delete(PyObject *self, PyObject *arg);
-static PyObject *kv_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+enum {
+    P_SharedKV_begin_key = 0,
+    P_SharedKV_begin_fp = 1,
+    P_SharedKV_begin_token = 2,
+    P_SharedKV_begin_lease_ns = 3,
+    P_SharedKV_begin_now_ns = 4,
+    P_SharedKV_begin__COUNT = 5
+};
+static const char *const SharedKV_begin_names[] = {"key", "fp", "token", "lease_ns", "now_ns", NULL};
+static const prs_py_param SharedKV_begin_param_list[] = {
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"fp", "fp", PRS_PK_BYTES, 0, offsetof(kv_call, fp), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"lease_ns", "lease_ns", PRS_PK_INT, 0, offsetof(kv_call, lease_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"now_ns", "now_ns", PRS_PK_INT, 0, offsetof(kv_call, now_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params SharedKV_begin_params = {"begin", 5, 5, 5, SharedKV_begin_param_list, SharedKV_begin_names};
+enum {
+    P_SharedKV_complete_key = 0,
+    P_SharedKV_complete_token = 1,
+    P_SharedKV_complete_value = 2,
+    P_SharedKV_complete_ttl_ns = 3,
+    P_SharedKV_complete_now_ns = 4,
+    P_SharedKV_complete__COUNT = 5
+};
+static const char *const SharedKV_complete_names[] = {"key", "token", "value", "ttl_ns", "now_ns", NULL};
+static const prs_py_param SharedKV_complete_param_list[] = {
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"value", "value", PRS_PK_BYTES, 0, offsetof(kv_call, value), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"ttl_ns", "ttl_ns", PRS_PK_INT, 0, offsetof(kv_call, ttl_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"now_ns", "now_ns", PRS_PK_INT, 0, offsetof(kv_call, now_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params SharedKV_complete_params = {"complete", 5, 5, 5, SharedKV_complete_param_list, SharedKV_complete_names};
+enum {
+    P_SharedKV_renew_key = 0,
+    P_SharedKV_renew_token = 1,
+    P_SharedKV_renew_lease_ns = 2,
+    P_SharedKV_renew_now_ns = 3,
+    P_SharedKV_renew__COUNT = 4
+};
+static const char *const SharedKV_renew_names[] = {"key", "token", "lease_ns", "now_ns", NULL};
+static const prs_py_param SharedKV_renew_param_list[] = {
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"lease_ns", "lease_ns", PRS_PK_INT, 0, offsetof(kv_call, lease_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"now_ns", "now_ns", PRS_PK_INT, 0, offsetof(kv_call, now_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params SharedKV_renew_params = {"renew", 4, 4, 4, SharedKV_renew_param_list, SharedKV_renew_names};
+enum {
+    P_SharedKV_release_key = 0,
+    P_SharedKV_release_token = 1,
+    P_SharedKV_release__COUNT = 2
+};
+static const char *const SharedKV_release_names[] = {"key", "token", NULL};
+static const prs_py_param SharedKV_release_param_list[] = {
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params SharedKV_release_params = {"release", 2, 2, 2, SharedKV_release_param_list, SharedKV_release_names};
+enum {
+    P_SharedKV_delete_key = 0,
+    P_SharedKV_delete__COUNT = 1
+};
+static const char *const SharedKV_delete_names[] = {"key", NULL};
+static const prs_py_param SharedKV_delete_param_list[] = {
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params SharedKV_delete_params = {"delete", 1, 1, 1, SharedKV_delete_param_list, SharedKV_delete_names};
+enum {
+    P_SharedKV_peek_key = 0,
+    P_SharedKV_peek_fp = 1,
+    P_SharedKV_peek__COUNT = 2
+};
+static const char *const SharedKV_peek_names[] = {"key", "fp", NULL};
+static const prs_py_param SharedKV_peek_param_list[] = {
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"fp", "fp", PRS_PK_BYTES, 0, offsetof(kv_call, fp), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params SharedKV_peek_params = {"peek", 2, 2, 2, SharedKV_peek_param_list, SharedKV_peek_names};
+enum {
+    P_SharedKV_wait_seq = 0,
+    P_SharedKV_wait_timeout_ns = 1,
+    P_SharedKV_wait__COUNT = 2
+};
+static const char *const SharedKV_wait_names[] = {"seq", "timeout_ns", NULL};
+static const prs_py_param SharedKV_wait_param_list[] = {
+    {"seq", "seq", PRS_PK_INT, 0, offsetof(kv_call, seq), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout_ns", "timeout_ns", PRS_PK_INT, 0, offsetof(kv_call, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params SharedKV_wait_params = {"wait", 2, 2, 2, SharedKV_wait_param_list, SharedKV_wait_names};
+static PyObject *kv_begin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    kv_obj *o = (kv_obj *)self;
+    kv_call a = {0};
+    PyObject *v[5];
+    if (prs_py_parse_params(&SharedKV_begin_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    return begin_call(o, &a);
+}
+static PyObject *kv_complete(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    kv_obj *o = (kv_obj *)self;
+    kv_call a = {0};
+    PyObject *v[5];
+    if (prs_py_parse_params(&SharedKV_complete_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    return complete_call(o, &a);
+}
+static PyObject *kv_renew(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    kv_obj *o = (kv_obj *)self;
+    kv_call a = {0};
+    PyObject *v[4];
+    if (prs_py_parse_params(&SharedKV_renew_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    return kv_status(o, prs_shm_kv_renew(o->kv, KV_KEY(a), KV_TOKEN(a), a.lease_ns, a.now_ns));
+}
+static PyObject *kv_release(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    kv_obj *o = (kv_obj *)self;
+    kv_call a = {0};
+    PyObject *v[2];
+    if (prs_py_parse_params(&SharedKV_release_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    return kv_status(o, prs_shm_kv_release(o->kv, KV_KEY(a), KV_TOKEN(a)));
+}
+static PyObject *kv_delete(PyObject *self, PyObject *arg) {
+    kv_obj *o = (kv_obj *)self;
+    kv_call a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&SharedKV_delete_params, &arg, 1, NULL, &a, v) < 0) return NULL;
+    return kv_status(o, prs_shm_kv_delete(o->kv, KV_KEY(a)));
+}
+static PyObject *kv_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    kv_obj *o = (kv_obj *)self;
+    kv_call a = {0};
+    PyObject *v[2];
+    if (prs_py_parse_params(&SharedKV_peek_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    return peek_call(o, &a);
+}
 static PyObject *kv_seq(PyObject *self, PyObject *unused) {
     kv_obj *o = (kv_obj *)self;
     return PyLong_FromUnsignedLong(prs_shm_kv_seq(o->kv));
 }
-static PyObject *kv_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *kv_wait(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    kv_obj *o = (kv_obj *)self;
+    kv_call a = {0};
+    PyObject *v[2];
+    if (prs_py_parse_params(&SharedKV_wait_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    return wait_slice(o, &a);
+}
 static PyObject *kv_clear_all(PyObject *self, PyObject *unused) {
     kv_obj *o = (kv_obj *)self;
     prs_shm_kv_clear(o->kv);
@@ -123,15 +256,15 @@ static PyMethodDef SharedKV_methods[] = {
 };
 static PyObject *kv_get_max_keys(PyObject *self, void *closure) {
     kv_obj *o = (kv_obj *)self;
-    return kv_config_int(o, 0);
+    return PyLong_FromUnsignedLong(config_of(o, 0));
 }
 static PyObject *kv_get_max_key_bytes(PyObject *self, void *closure) {
     kv_obj *o = (kv_obj *)self;
-    return kv_config_int(o, 1);
+    return PyLong_FromUnsignedLong(config_of(o, 1));
 }
 static PyObject *kv_get_max_value_bytes(PyObject *self, void *closure) {
     kv_obj *o = (kv_obj *)self;
-    return kv_config_int(o, 2);
+    return PyLong_FromUnsignedLong(config_of(o, 2));
 }
 static PyGetSetDef SharedKV_getset[] = {
     {"max_keys", kv_get_max_keys, NULL, "Records in the area.", NULL},
@@ -194,6 +327,10 @@ static PyObject *kv_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
     return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
+static Py_ssize_t kv_len(PyObject *self) {
+    kv_obj *o = (kv_obj *)self;
+    return (Py_ssize_t)(prs_shm_kv_count(o->kv));
 }
 
 int prs_py_register_kv(PyObject *m, prs_py_state *st) {

@@ -82,15 +82,34 @@ static const prs_py_param RingQueue__put_async_param_list[] = {
     {"get_running_loop", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RingQueue__put_async_params = {"_put_async", 2, 2, 2, RingQueue__put_async_param_list, RingQueue__put_async_names};
-static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    q_obj *o = (q_obj *)self;
+    q_wait_args a = {1, o->block_timeout_ns};
+    a.timeout_ns = PRS_NEVER;
+    PyObject *v[3] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RingQueue_put_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return Q_CALL(PUT, v[0], a.block ? a.timeout_ns : 0, NULL);
+}
 static PyObject *q_put_nowait(PyObject *self, PyObject *arg) {
     return Q_CALL(PUT, arg, 0, NULL);
 }
-static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    q_wait_args a = {1, PRS_NEVER};
+    a.timeout_ns = PRS_NEVER;
+    PyObject *v[2] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RingQueue_get_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return Q_CALL(GET, NULL, a.block ? a.timeout_ns : 0, NULL);
+}
 static PyObject *q_get_nowait(PyObject *self, PyObject *unused) {
     return Q_CALL(GET, NULL, 0, NULL);
 }
-static PyObject *q_task_done(PyObject *self, PyObject *unused);
+static PyObject *q_task_done(PyObject *self, PyObject *unused) {
+    return q_op(self, prs_ring_task_done, "task_done() called too many times");
+}
 static PyObject *q_join(PyObject *self, PyObject *unused) {
     return Q_CALL(JOIN, NULL, PRS_NEVER, NULL);
 }
@@ -100,7 +119,9 @@ static PyObject *q_join_async(PyObject *self, PyObject *arg) {
 static PyObject *q_finish_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return prs_py_cond_finish(self, args, nargs);
 }
-static PyObject *q_close(PyObject *self, PyObject *unused);
+static PyObject *q_close(PyObject *self, PyObject *unused) {
+    return q_op(self, prs_ring_close, NULL);
+}
 static PyObject *q_qsize(PyObject *self, PyObject *unused) {
     q_obj *o = (q_obj *)self;
     return PyLong_FromLongLong(prs_ring_size(o->core));
@@ -115,8 +136,13 @@ static PyObject *q_full(PyObject *self, PyObject *unused) {
 }
 static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     q_obj *o = (q_obj *)self;
-    PyObject *v[2];
-    if (prs_py_parse_params(&RingQueue__put_async_params, args, nargs, NULL, NULL, v) < 0) return NULL;
+    PyObject *v[2] = {NULL};
+    if (nargs == 2) {
+        v[0] = args[0];
+        v[1] = args[1];
+    } else if (prs_py_parse_params(&RingQueue__put_async_params, args, nargs, NULL, NULL, v) < 0) {
+        return NULL;
+    }
     return Q_CALL(PUT, v[0], o->block_timeout_ns, v[1]);
 }
 static PyObject *q_get_async(PyObject *self, PyObject *arg) {
@@ -128,7 +154,9 @@ static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t 
 static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return prs_py_cond_finish(self, args, nargs);
 }
-static PyObject *q_after_fork_child(PyObject *self, PyObject *unused);
+static PyObject *q_after_fork_child(PyObject *self, PyObject *unused) {
+    return q_op(self, prs_ring_after_fork_child, "cannot re-create the queue's lock after fork");
+}
 static PyObject *q_stats(PyObject *self, PyObject *unused);
 static PyMethodDef RingQueue_methods[] = {
     {"put", (PyCFunction)(void (*)(void))q_put, METH_FASTCALL | METH_KEYWORDS,
@@ -343,8 +371,27 @@ static void q_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RingQueue__COUNT];
+    q_args cfg;
+    if (RingQueue_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    q_obj *o = (q_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->on_high = Py_NewRef(v[P_RingQueue_on_high_watermark] ? v[P_RingQueue_on_high_watermark] : Py_None);
+    o->on_low = Py_NewRef(v[P_RingQueue_on_low_watermark] ? v[P_RingQueue_on_low_watermark] : Py_None);
+    if (!rc) rc = q_build(o, &cfg, v);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
+static Py_ssize_t q_len(PyObject *self) {
+    q_obj *o = (q_obj *)self;
+    return (Py_ssize_t)(prs_ring_size(o->core));
+}
 
-static int queue_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_queue(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_RingQueue, &RingQueue_spec, NULL) < 0) return -1;
     return 0;
 }

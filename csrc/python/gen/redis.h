@@ -15,7 +15,7 @@ enum {
 static const char *const RedisBackend_names[] = {"url", "connect_timeout", "timeout", "max_connections", NULL};
 static int backend_max_connections(PyObject *arg, void *config);
 static const prs_py_param RedisBackend_param_list[] = {
-    {"url", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"url", "url", PRS_PK_STR, 0, offsetof(prs_redis_config, url), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"connect_timeout", "connect_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, connect_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"timeout", "timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"max_connections", "max_connections", PRS_PK_CONVERT, 0, offsetof(prs_redis_config, max_connections), INT64_MIN, INT64_MAX, NULL, backend_max_connections, 0},
@@ -96,8 +96,12 @@ static const prs_py_param RedisBackend__op_finish_param_list[] = {
     {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisBackend__op_finish_params = {"_op_finish", 3, 3, 1, RedisBackend__op_finish_param_list, RedisBackend__op_finish_names};
-static PyObject *backend_close(PyObject *self, PyObject *unused);
-static PyObject *backend_ping(PyObject *self, PyObject *unused);
+static PyObject *backend_close(PyObject *self, PyObject *unused) {
+    return backend_call(self, 0);
+}
+static PyObject *backend_ping(PyObject *self, PyObject *unused) {
+    return backend_call(self, 1);
+}
 static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *backend_admit(PyObject *self, PyObject *unused);
 static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -123,7 +127,16 @@ static PyObject *backend_breaker_script(PyObject *self, PyObject *unused) {
     return PyBytes_FromString(prs_redis_breaker_script(NULL));
 }
 static PyObject *backend_op_step(PyObject *self, PyObject *arg);
-static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *backend_op_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    transport_args a = {0};
+    PyObject *v[3] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisBackend__op_finish_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return op_finish(self, v[0], transport_failure(&a, v[2]));
+}
 static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyMethodDef RedisBackend_methods[] = {
     {"close", backend_close, METH_NOARGS,
@@ -299,22 +312,29 @@ enum {
 };
 static const char *const RedisRateLimiter_names[] = {"backend", "algorithm", "limit", "window", "rate", "burst", "key_prefix", "on_backend_error", "local_share", "lease", NULL};
 static const char *const RedisRateLimiter_algorithm_choices[] = {"gcra", "token_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log", NULL};
-static int rl_limit(PyObject *arg, void *config);
-static int rl_burst(PyObject *arg, void *config);
 static int rl_policy(PyObject *arg, void *config);
+static int rl_lease(PyObject *arg, void *config);
 static const prs_py_param RedisRateLimiter_param_list[] = {
     {"backend", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"algorithm", "algorithm", PRS_PK_ENUM, 0, offsetof(prs_redis_limiter_config, algorithm), INT64_MIN, INT64_MAX, RedisRateLimiter_algorithm_choices, NULL, 0},
-    {"limit", "limit", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, limit), INT64_MIN, INT64_MAX, NULL, rl_limit, 0},
+    {"limit", "limit", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, limit), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"burst", "burst", PRS_PK_CONVERT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, burst), INT64_MIN, INT64_MAX, NULL, rl_burst, 0},
+    {"burst", "burst", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, burst), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"key_prefix", "key_prefix", PRS_PK_STR, 0, offsetof(prs_redis_limiter_config, key_prefix), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"on_backend_error", "on_backend_error", PRS_PK_CONVERT, 0, offsetof(prs_redis_limiter_config, on_backend_error), INT64_MIN, INT64_MAX, NULL, rl_policy, 0},
     {"local_share", "local_share", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, local_share), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"lease", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"lease", NULL, PRS_PK_CONVERT, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, rl_lease, 0},
 };
 static const prs_py_params RedisRateLimiter_params = {"RedisRateLimiter", 10, 2, 1, RedisRateLimiter_param_list, RedisRateLimiter_names};
+/* The module state, the config (defaults, then the arguments) and the
+ * argument objects for RedisRateLimiter's tp_new. 0 or -1. */
+static int RedisRateLimiter_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
+    prs_redis_limiter_config *cfg, PyObject **vals) {
+    if (!(*st = prs_py_state_of_type(type))) return -1;
+    prs_redis_limiter_config_init(cfg);
+    return prs_py_parse_params_tuple(&RedisRateLimiter_params, args, kwds, cfg, vals);
+}
 #define RedisRateLimiter_DOC \
     "RedisRateLimiter(backend, algorithm='gcra', *, limit=None, window=None, rate=None, burst=None, key_prefix='prs:', on_backend_error='raise', local_share=None, lease=None)\n" \
     "--\n" \
@@ -367,8 +387,8 @@ enum {
 static const char *const RedisRateLimiter_acquire_names[] = {"key", "n", "timeout", NULL};
 static const prs_py_param RedisRateLimiter_acquire_param_list[] = {
     {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter_acquire_params = {"acquire", 3, 3, 1, RedisRateLimiter_acquire_param_list, RedisRateLimiter_acquire_names};
 enum {
@@ -436,7 +456,7 @@ enum {
 static const char *const RedisRateLimiter__check_at_names[] = {"key", "n", "now", NULL};
 static const prs_py_param RedisRateLimiter__check_at_param_list[] = {
     {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(op_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter__check_at_params = {"_check_at", 3, 3, 3, RedisRateLimiter__check_at_param_list, RedisRateLimiter__check_at_names};
@@ -474,20 +494,76 @@ static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     }
     return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, v[0], &a);
 }
-static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    wait_args a = {0};
+    a.n = 1;
+    a.timeout_ns = PRS_NEVER;
+    PyObject *v[3] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter_acquire_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return acquired(self, v[0], a.n, a.timeout_ns);
+}
+static PyObject *rl_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[1] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
+    return rl_call(self, PRS_REDIS_OP_RESET, v[0], 1, NULL, 0);
+}
+static PyObject *rl_check_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[1] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter_check_many_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
+    return rl_many(self, v[0], 0);
+}
+static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    op_args a = {0};
+    a.n = 1;
+    PyObject *v[4];
+    if (prs_py_parse_params(&RedisRateLimiter__op_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return rl_call(self, "cpr"[a.kind], v[1], a.n, is_none(v[3]) ? NULL : v[3], 1);
+}
 static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     wait_args a = {0};
-    PyObject *v[3];
-    if (prs_py_parse_params(&RedisRateLimiter__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    a.n = 1;
+    a.timeout_ns = PRS_NEVER;
+    PyObject *v[3] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter__async_waiter_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
     return fed_waiter(self, "Redis limiter", a.n, a.timeout_ns);
 }
-static PyObject *rl_op_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *rl_op_release(PyObject *self, PyObject *unused);
-static PyObject *rl_close(PyObject *self, PyObject *unused);
-static PyObject *rl_check_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *rl_op_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[1] = {NULL};
+    if (nargs == 1 && !kwnames) {
+        v[0] = args[0];
+    } else if (prs_py_parse_params(&RedisRateLimiter__op_many_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
+    return rl_many(self, v[0], 1);
+}
+static PyObject *rl_op_release(PyObject *self, PyObject *unused) {
+    return rl_release(self, 1);
+}
+static PyObject *rl_close(PyObject *self, PyObject *unused) {
+    return rl_release(self, 0);
+}
+static PyObject *rl_check_at(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    op_args a = {0};
+    PyObject *v[3];
+    if (prs_py_parse_params(&RedisRateLimiter__check_at_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return rl_call(self, PRS_REDIS_OP_CHECK, v[0], a.n, v[2], 0);
+}
 static PyObject *rl_redis_key(PyObject *self, PyObject *arg);
 static PyMethodDef RedisRateLimiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))rl_allow, METH_FASTCALL | METH_KEYWORDS,
@@ -656,6 +732,29 @@ static void rl_dealloc(PyObject *self) {
     tp->tp_free(self);
     Py_DECREF(tp);
 }
+static PyObject *rl_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RedisRateLimiter__COUNT];
+    prs_redis_limiter_config cfg;
+    if (RedisRateLimiter_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    if (v[P_RedisRateLimiter_backend] && !PyObject_TypeCheck(v[P_RedisRateLimiter_backend], PRS_PY_TYPE(st, RedisBackend)))
+        return PyErr_Format(PyExc_TypeError, "backend must be a RedisBackend, not %.200s: %R",
+                            Py_TYPE(v[P_RedisRateLimiter_backend])->tp_name, v[P_RedisRateLimiter_backend]);
+    limiter_obj *o = (limiter_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    o->backend = Py_NewRef(v[P_RedisRateLimiter_backend] ? v[P_RedisRateLimiter_backend] : Py_None);
+    o->limit = Py_NewRef(v[P_RedisRateLimiter_limit] ? v[P_RedisRateLimiter_limit] : Py_None);
+    o->window = Py_NewRef(v[P_RedisRateLimiter_window] ? v[P_RedisRateLimiter_window] : Py_None);
+    o->rate = Py_NewRef(v[P_RedisRateLimiter_rate] ? v[P_RedisRateLimiter_rate] : Py_None);
+    o->burst = Py_NewRef(v[P_RedisRateLimiter_burst] ? v[P_RedisRateLimiter_burst] : Py_None);
+    o->local_share = Py_NewRef(v[P_RedisRateLimiter_local_share] ? v[P_RedisRateLimiter_local_share] : Py_None);
+    o->lease = Py_NewRef(v[P_RedisRateLimiter_lease] ? v[P_RedisRateLimiter_lease] : Py_None);
+    if (!rc) rc = rl_build(o, st, &cfg, v);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+}
 
 /* ---- RedisLimiterGroup ---- */
 enum {
@@ -683,7 +782,7 @@ enum {
 };
 static const char *const RedisLimiterGroup_acquire_names[] = {"timeout", NULL};
 static const prs_py_param RedisLimiterGroup_acquire_param_list[] = {
-    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup_acquire_params = {"acquire", 1, 1, 0, RedisLimiterGroup_acquire_param_list, RedisLimiterGroup_acquire_names};
 enum {
@@ -705,20 +804,33 @@ static const prs_py_param RedisLimiterGroup__op_param_list[] = {
 };
 static const prs_py_params RedisLimiterGroup__op_params = {"_op", 1, 1, 0, RedisLimiterGroup__op_param_list, RedisLimiterGroup__op_names};
 static PyObject *group_check(PyObject *self, PyObject *unused) {
-    return group_decision(self, -1, 0);
+    return group_call(self, NULL, GROUP_CHECK);
 }
 static PyObject *group_allow(PyObject *self, PyObject *unused) {
-    return group_decision(self, -1, 1);
+    return group_call(self, NULL, GROUP_ALLOW);
 }
-static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
-static PyObject *group_check_at(PyObject *self, PyObject *arg);
+static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    wait_args a = {0};
+    a.timeout_ns = PRS_NEVER;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    return acquired(self, NULL, 1, a.timeout_ns);
+}
+static PyObject *group_check_at(PyObject *self, PyObject *arg) {
+    return group_call(self, arg, GROUP_CHECK);
+}
 static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     wait_args a = {0};
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    a.timeout_ns = PRS_NEVER;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return fed_waiter(self, "Redis group", 1, a.timeout_ns);
 }
-static PyObject *group_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *group_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup__op_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    return group_call(self, is_none(v[0]) ? NULL : v[0], GROUP_OP);
+}
 static PyMethodDef RedisLimiterGroup_methods[] = {
     {"check", group_check, METH_NOARGS,
      "check($self, /)\n"
@@ -808,6 +920,21 @@ static void group_dealloc(PyObject *self) {
     Py_CLEAR(o->members);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    prs_py_state *st;
+    PyObject *v[P_RedisLimiterGroup__COUNT];
+    void *cfg = NULL;
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&RedisLimiterGroup_params, args, kwds, cfg, v) < 0)
+        return NULL;
+    group_obj *o = (group_obj *)type->tp_alloc(type, 0);
+    if (!o) return NULL;
+    int rc = 0;
+    if (!rc) rc = group_build(o, st, v[P_RedisLimiterGroup_members]);
+    if (!rc) return (PyObject *)o;
+    Py_DECREF(o);
+    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- _RespReader ---- */

@@ -325,13 +325,23 @@ static PyObject *budget_deposit(PyObject *self, PyObject *unused) {
     prs_retry_budget_deposit(o->core, now);
     Py_RETURN_NONE;
 }
-static PyObject *budget_withdraw(PyObject *self, PyObject *unused);
+static PyObject *budget_withdraw(PyObject *self, PyObject *unused) {
+    budget_obj *o = (budget_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return withdraw_at(o, now);
+}
 static PyObject *budget_reset(PyObject *self, PyObject *unused) {
     budget_obj *o = (budget_obj *)self;
     prs_retry_budget_reset(o->core);
     Py_RETURN_NONE;
 }
-static PyObject *budget_metrics(PyObject *self, PyObject *unused);
+static PyObject *budget_metrics(PyObject *self, PyObject *unused) {
+    budget_obj *o = (budget_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return metrics_at(o, now);
+}
 static PyMethodDef RetryBudget_methods[] = {
     {"deposit", budget_deposit, METH_NOARGS,
      "deposit($self, /)\n"
@@ -456,7 +466,25 @@ static const prs_py_params RetryCounts_params = {"RetryCounts", 0, 0, 0, RetryCo
     "The counters of one Retry, kept in the core (striped per thread: exact under\n" \
     "threads, no lock): RetryCall adds its first-try successes in C, the Python\n" \
     "loop the rest. Index i of `values` is pyresilience.retry's _COUNTERS[i]."
-static PyObject *counts_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+enum {
+    P_RetryCounts_add_i = 0,
+    P_RetryCounts_add_n = 1,
+    P_RetryCounts_add__COUNT = 2
+};
+static const char *const RetryCounts_add_names[] = {"i", "n", NULL};
+static const prs_py_param RetryCounts_add_param_list[] = {
+    {"i", "i", PRS_PK_INT, 0, offsetof(retry_args, i), 0, PRS_PY_RETRY_COUNTS - 1, NULL, NULL, 0},
+    {"n", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RetryCounts_add_params = {"add", 2, 2, 2, RetryCounts_add_param_list, RetryCounts_add_names};
+static PyObject *counts_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    counts_obj *o = (counts_obj *)self;
+    retry_args a = {0};
+    PyObject *v[2];
+    if (prs_py_parse_params(&RetryCounts_add_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    prs__counters_add(o->core, (size_t)a.i, (uint64_t)a.n);
+    Py_RETURN_NONE;
+}
 static PyMethodDef RetryCounts_methods[] = {
     {"add", (PyCFunction)(void (*)(void))counts_add, METH_FASTCALL,
      "add($self, i, n, /)\n"
@@ -642,8 +670,28 @@ static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
 }
 
-static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg);
-static PyObject *mod_retry_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg) {
+    prs_py_state *st = PyModule_GetState(module);
+    return clock_use(st, arg, -1);
+}
+enum {
+    P_retry_retry_sleep_clock = 0,
+    P_retry_retry_sleep_ns = 1,
+    P_retry_retry_sleep__COUNT = 2
+};
+static const char *const retry_retry_sleep_names[] = {"clock", "ns", NULL};
+static const prs_py_param retry_retry_sleep_param_list[] = {
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"ns", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params retry_retry_sleep_params = {"retry_sleep", 2, 2, 2, retry_retry_sleep_param_list, retry_retry_sleep_names};
+static PyObject *mod_retry_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    prs_py_state *st = PyModule_GetState(module);
+    retry_args a = {0};
+    PyObject *v[2];
+    if (prs_py_parse_params(&retry_retry_sleep_params, args, nargs, NULL, &a, v) < 0) return NULL;
+    return clock_use(st, v[0], a.n);
+}
 static PyMethodDef retry_functions[] = {
     {"retry_now_ns", mod_retry_now_ns, METH_O,
      "retry_now_ns(clock, /)\n"
@@ -659,7 +707,12 @@ static PyMethodDef retry_functions[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static int retry_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_retry(PyObject *m, prs_py_state *st) {
+    if (PyModule_AddIntConstant(m, "RETRY_SLEEP", PRS_RETRY_SLEEP) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "RETRY_GIVE_UP_ATTEMPTS", PRS_RETRY_GIVE_UP_ATTEMPTS) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "RETRY_GIVE_UP_DEADLINE", PRS_RETRY_GIVE_UP_DEADLINE) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "RETRY_GIVE_UP_RETRY_AFTER", PRS_RETRY_GIVE_UP_RETRY_AFTER) < 0) return -1;
+    if (PyModule_AddIntConstant(m, "RETRY_GIVE_UP_RETRY_AFTER_LIMIT", PRS_RETRY_GIVE_UP_RETRY_AFTER_LIMIT) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &RetryPolicy_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &RetryBudget_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RetryCounts, &RetryCounts_spec, NULL) < 0) return -1;
