@@ -438,7 +438,8 @@ def c_body(t, head, x):
         given = {"METH_O": "&arg, 1, NULL", "METH_FASTCALL": "args, nargs, NULL"}
         if x.config:  # no config: arguments without a field, read from v[P_<Type>_<m>_<p>]
             L.append("    %s a = %s;" % (x.config, init or "{0}"))
-            for p in x.params:  # declared defaults of whole-number and timeout fields
+            for p in x.params if not init else ():  # else the declared defaults of
+                # whole-number and timeout fields (M.init states them all)
                 if p.field and p.kind in ("N", "COUNT", "INT") and p.default not in (None, "None"):
                     L.append("    a.%s = %s;" % (p.field, p.default))
                 elif p.field and p.kind == "TIMEOUT" and p.default == "None":

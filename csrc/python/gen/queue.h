@@ -85,7 +85,6 @@ static const prs_py_params RingQueue__put_async_params = {"_put_async", 2, 2, 2,
 static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     q_obj *o = (q_obj *)self;
     q_wait_args a = {1, o->block_timeout_ns};
-    a.timeout_ns = PRS_NEVER;
     PyObject *v[3] = {NULL};
     if (nargs == 1 && !kwnames) {
         v[0] = args[0];
@@ -99,7 +98,6 @@ static PyObject *q_put_nowait(PyObject *self, PyObject *arg) {
 }
 static PyObject *q_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     q_wait_args a = {1, PRS_NEVER};
-    a.timeout_ns = PRS_NEVER;
     PyObject *v[2] = {NULL};
     if ((nargs || kwnames) && prs_py_parse_params(&RingQueue_get_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return Q_CALL(GET, NULL, a.block ? a.timeout_ns : 0, NULL);
