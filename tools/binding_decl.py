@@ -21,6 +21,7 @@ Flags: "none" (None accepted, field left at its default), "none_inf" (None ->
 +inf / NEVER).
 """
 import os
+import re
 
 
 class P:
@@ -43,7 +44,11 @@ class M:
     from it). C function: <prefix>_<name without leading _>, or `c`. slot=True:
     a type slot (__call__, ...), in the stub only. rate=True: one of the rate
     methods (allow, check, peek, acquire, _waiter), whose C function the
-    header defines over the type's `rate` target (prs_py_rate_method). A
+    header defines over the type's `rate` target (prs_py_rate_method), its
+    params those `sig` names (rate_params); with `fast`, the status
+    expression of allow's hot path (n=1 on the monotonic clock, nothing to
+    parse; over `o` and `d`, the decision, and - with the type's rate_key -
+    `key`, `len`, the file's get_key() of the one argument). A
     method may be a C statement `call` (returning None) or expression `expr`
     over `o` (and `now`), as Prop's, and `a`, its declared params parsed into
     a `config` zeroed, or set by `init` (a C initializer over `o`): the header
@@ -53,15 +58,44 @@ class M:
     `st`, the module state, instead of `o`)."""
 
     def __init__(self, name, sig="", returns="None", doc="", params=None, config=None, c=None,
-                 flags=None, slot=False, rate=False, expr=None, call=None, now=None, init=None):
+                 flags=None, slot=False, rate=False, expr=None, call=None, now=None, init=None,
+                 fast=None):
         self.name, self.sig, self.returns, self.doc, self.init = name, sig, returns, doc, init
+        self.fast = fast
         self.rate, self.expr, self.call, self.now = rate, expr, call, now
         self.params, self.config, self.c, self.flags, self.slot = params, config, c, flags, slot
+        if rate and params is None:
+            self.params, self.config = rate_params(sig), "prs_py_rate_args"
 
     def cname(self, prefix):
         if self.c:
             return self.c
         return (prefix + "_" if prefix else "") + self.name.lstrip("_")
+
+
+# The arguments a rate method's signature may name (into prs_py_rate_args):
+# key (the binding's), n, timeout and tokens_needed (an alias of n).
+RATE_ARGS = {"key": dict(kind="OBJECT"), "n": dict(kind="N", field="n"),
+             "timeout": dict(kind="TIMEOUT", field="timeout_ns"),
+             "tokens_needed": dict(kind="N", field="n")}
+
+
+def rate_params(sig):
+    """The declared params of a rate method's `sig` (stub syntax over
+    RATE_ARGS' names): the stub and text signature come out as written."""
+    params, kw = [], False
+    for part in filter(None, (x.strip() for x in re.split(r",(?![^\[]*\])", sig))):
+        if part == "*":
+            kw = True
+            continue
+        name, rest = part.split(":", 1)
+        typ, _, default = rest.partition("=")
+        p = P(name.strip(), type=typ.strip(), default=default.strip() or None, kw=kw,
+              **RATE_ARGS[name.strip()])
+        if p.name == "tokens_needed":
+            p.alias_of = "n"
+        params.append(p)
+    return params
 
 
 class Prop:
@@ -310,17 +344,13 @@ MODULE = ["clock", "decision", "limiters", "keyed", "breaker", "retry", "wait", 
 SETUP = {"clock": None, "decision": None, "wait": None}
 CONSTANTS = {}
 
-# Parameter tables used by no one method, by binding file: {cfile: {name:
-# (config struct, [(fname, [P])...])}} -> the array `name` of prs_py_params.
-PARAM_TABLES = {}
-
 # Module-level functions, by binding file (<cfile>_functions in gen/<cfile>.h).
 FUNCTIONS = {}
 
 
 def _load_areas() -> None:
     """More declarations, one module per binding area (tools/decl_<area>.py,
-    each with TYPES and optionally FUNCTIONS, PARAM_TABLES, SETUP and
+    each with TYPES and optionally FUNCTIONS, SETUP and
     CONSTANTS), so areas are declared side by side without editing this file. They import P, M, Prop and Type from here."""
     import glob
     import importlib
@@ -331,8 +361,6 @@ def _load_areas() -> None:
         TYPES.extend(mod.TYPES)
         for cfile, funcs in getattr(mod, "FUNCTIONS", {}).items():
             FUNCTIONS.setdefault(cfile, []).extend(funcs)
-        for cfile, tables in getattr(mod, "PARAM_TABLES", {}).items():
-            PARAM_TABLES.setdefault(cfile, {}).update(tables)
         SETUP.update(getattr(mod, "SETUP", {}))
         for cfile, names in getattr(mod, "CONSTANTS", {}).items():
             CONSTANTS.setdefault(cfile, []).extend(names)

@@ -222,7 +222,7 @@ KEY_N_SIG = "key: KeyArg, " + N_SIG
 WAITER_DOC = "A _RateWait for acquire_async (the deadline starts now)."
 
 RATE_WAIT = Type(
-    "_RateWait", "limiters", "rate_wait", obj="rate_wait_obj",
+    "_RateWait", "wait", "rate_wait", obj="rate_wait_obj",
     flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
     refs=[], kept=["owner"],  # no tp_clear: ctx lives in owner
     doc="An acquire in progress, for the async forms (made by _waiter()).",
@@ -239,7 +239,8 @@ LIMITER_BASE = Type(
     refs=[], clock="clock", free="prs_limiter_free(o->core);",
     doc="The shared base of the in-process limiters (not instantiable).",
     methods=[
-        M("allow", N_SIG, "bool",
+        M("allow", N_SIG, "bool", rate=True,
+          fast="prs_limiter_decide(o->core, prs_monotonic_ns(), 1, 1, &d)",
           doc="Consume n if it is available now: True when admitted, False when not.\n"
               "tokens_needed= is an alias of n. n larger than the limit is never admitted."),
         M("check", N_SIG, "Decision", rate=True,
@@ -290,7 +291,8 @@ KEYED = Type(
         "name=...: the table lives in that SharedMemory region (max_keys reserved there\n"
         "at creation), one state per key for every process.",
     methods=[
-        M("allow", KEY_N_SIG, "bool",
+        M("allow", KEY_N_SIG, "bool", rate=True,
+          fast="prs_keyed_check(o->table, key, (size_t)len, prs_monotonic_ns(), 1, &d)",
           doc="Consume n for `key` (str or bytes) if available now: True when admitted."),
         M("check", KEY_N_SIG, "Decision", rate=True,
           doc="Like allow(), returning the Decision. When the table is full of limited keys a\n"
@@ -378,7 +380,8 @@ GROUP = Type(
         "or nothing holds across processes, even one killed in the middle of a check."
         % ", ".join(py for _, py in ALGORITHMS), 80, break_on_hyphens=False),
     methods=[
-        M("allow", N_SIG, "bool",
+        M("allow", N_SIG, "bool", rate=True,
+          fast="prs_group_check(o->group, prs_monotonic_ns(), 1, &d, NULL)",
           doc="Consume n from every member if every member admits it now, else from none."),
         M("check", N_SIG, "Decision", rate=True,
           doc="Like allow(), returning a Decision whose limit, remaining and reset_after are one\n"
@@ -403,23 +406,6 @@ GROUP = Type(
            Prop("clock", CLOCK_OBJ, "The clock every member reads.", clock="clock"),
            Prop("limiters", "tuple[Union[_Limiter, KeyedLimiterView], ...]",
                 "The members, in order (tuple).", member="members")])
-
-def kn_params(what):
-    """The arguments of a rate method for the PRS_PY_KEY/TIMEOUT/ALIAS bits of
-    `what`: [key,] n=1[, timeout=None][, *, tokens_needed=None]."""
-    n = P("n", "N", "int", "1", field="n")
-    out = ([P("key", "OBJECT", "KeyArg")] if what & 1 else []) + [n]
-    if what & 2:
-        out.append(P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns"))
-    if what & 4:
-        out.append(alias(n, "tokens_needed"))
-        out[-1].kw, out[-1].default = True, "None"
-    return out
-
-
-# prs_py_parse_kn's tables, by its `what` bits (named after the method in messages)
-PARAM_TABLES = {"limiters": {"kn_params": ("prs_py_kn_args",
-                                           [("allow", kn_params(w)) for w in range(8)])}}
 
 TYPES = ([RATE_WAIT, LIMITER_BASE] + [algo_type(c, py) for c, py in ALGORITHMS]
          + [KEYED, VIEW, GROUP])

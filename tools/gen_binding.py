@@ -482,11 +482,33 @@ def c_func(cfile, f, proto):
 
 
 def c_rate_method(t, m):
-    """A rate method's C function: prs_py_rate_method over the type's target."""
-    kind = "PRS_PY_" + m.name.lstrip("_").upper()
-    return [PROTO[meth_flags(m)].replace(";", " {") % m.cname(t.prefix),
-            "    return prs_py_rate_method(self, %s, %s, %d, args, nargs, kwnames);"
-            % (kind, t.rate, t.rate_key), "}"]
+    """A rate method's C function: its declared arguments (the usual
+    positional calls straight, as prs_py_parse_params would parse them), then
+    prs_py_rate_method over the type's target; first, with m.fast, allow's
+    hot path straight into the core."""
+    L = [PROTO[meth_flags(m)].replace(";", " {") % m.cname(t.prefix)]
+    if m.fast:
+        L += ["    %s *o = (%s *)self;" % (t.obj, t.obj),
+              "    if (nargs == %d && !kwnames && o->%s.kind == PRS_CLOCK_MONOTONIC) {"
+              % (1 if t.rate_key else 0, t.clock), "        prs_decision d;"]
+        if t.rate_key:
+            L += ["        const char *key;", "        Py_ssize_t len;",
+                  "        if (get_key(args[0], &key, &len) < 0) return NULL;"]
+        L += ["        int rc = %s;" % m.fast,
+              "        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);",
+              "        return PyBool_FromLong(d.allowed);", "    }"]
+    k = 1 if t.rate_key else 0  # the usual calls, ([key][, n]), need no matching by name
+    assert [p.name for p in m.params[k:k + 1]] == ["n"], (t.name, m.name)
+    L += ["    prs_py_rate_args a = {1, PRS_NEVER};", "    PyObject *v[%d];" % len(m.params),
+          "    if (!kwnames && nargs >= %d && nargs <= %d) {" % (k, k + 1)]
+    if k:
+        L.append("        v[0] = args[0];")
+    return L + ['        if (nargs > %d && prs_py_parse_n(args[%d], "n", &a.n) < 0) return NULL;' % (k, k),
+                "    } else if (prs_py_parse_params(&%s_%s_params, args, nargs, kwnames, &a, v) < 0) {"
+                % (t.name, m.name),
+                "        return NULL;", "    }",
+                "    return prs_py_rate_method(self, PRS_PY_%s, %s, %s, &a);"
+                % (m.name.lstrip("_").upper(), t.rate, "v[0]" if t.rate_key else "NULL"), "}"]
 
 
 def c_struct(t):
@@ -591,12 +613,6 @@ def gen_header(cfile, types, funcs):
                       "    return %s;" % m.expr, "}"]
         if t.repr is not None:
             L += c_repr(t)
-        L.append("")
-    for name, (config, entries) in D.PARAM_TABLES.get(cfile, {}).items():
-        for i, (fname, params) in enumerate(entries):
-            L += c_params("%s_%d" % (name, i), fname, params, config)
-        L.append("static const prs_py_params *const %s[] = {%s};"
-                 % (name, ", ".join("&%s_%d_params" % (name, i) for i in range(len(entries)))))
         L.append("")
     if funcs:
         for f in funcs:

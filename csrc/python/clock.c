@@ -6,8 +6,18 @@
  * of sleeping (prs_py_clock_wait), so time-based tests are instant and exact.
  * Every advance adds atomically (concurrent advances each count) and
  * saturates at 2^63 - 1 ns instead of wrapping (prs__atomic_sat_add).
+ *
+ * And every primitive's clock (prs_py_clock, prs_py.h): how it reads time
+ * (monotonic, a ManualClock's atomic, or a Python callable) and waits.
  */
 #include "prs_py.h"
+
+#include <math.h>
+
+typedef struct prs_py_manual_clock {
+    PyObject_HEAD
+    _Atomic int64_t now_ns;
+} prs_py_manual_clock;
 
 /* The parsed arguments of ManualClock() and of its methods. */
 typedef struct prs_py_manual_clock_args {
@@ -16,3 +26,97 @@ typedef struct prs_py_manual_clock_args {
 } prs_py_manual_clock_args;
 
 #include "gen/clock.h"
+
+int prs_py_clock_init(prs_py_state *st, PyObject *arg, prs_py_clock *c) {
+    c->kind = PRS_CLOCK_MONOTONIC;
+    c->obj = NULL;
+    c->manual_ns = NULL;
+    if (!arg || arg == Py_None) return 0;
+    if (PyObject_TypeCheck(arg, PRS_PY_TYPE(st, ManualClock))) {
+        c->kind = PRS_CLOCK_MANUAL;
+        c->manual_ns = &((prs_py_manual_clock *)arg)->now_ns;
+    } else if (PyObject_TypeCheck(arg, PRS_PY_TYPE(st, MonotonicClock))) {
+        c->kind = PRS_CLOCK_MONOTONIC;
+    } else if (PyCallable_Check(arg) && !PyType_Check(arg)) {
+        c->kind = PRS_CLOCK_CALLABLE;
+    } else {
+        PyErr_Format(PyExc_TypeError,
+                     "clock must be None, a ManualClock, a MonotonicClock or a zero-argument "
+                     "callable returning seconds, not %.200s: %R",
+                     Py_TYPE(arg)->tp_name, arg);
+        return -1;
+    }
+    c->obj = Py_NewRef(arg);
+    return 0;
+}
+
+void prs_py_clock_clear(prs_py_clock *c) {
+    c->kind = PRS_CLOCK_MONOTONIC;
+    c->manual_ns = NULL;
+    Py_CLEAR(c->obj);
+}
+
+/* A getter: the prs_py_clock at offset `off` of the object, as given (a
+ * MonotonicClock instance for the default). */
+PyObject *prs_py_get_clock(PyObject *self, void *off) {
+    prs_py_clock *c = (prs_py_clock *)((char *)self + (intptr_t)off);
+    prs_py_state *st = prs_py_state_of(self);
+    if (c->obj) return Py_NewRef(c->obj);
+    return st ? PyObject_CallNoArgs((PyObject *)PRS_PY_TYPE(st, MonotonicClock)) : NULL;
+}
+
+int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {
+    PyObject *r = PyObject_CallNoArgs(c->obj);
+    if (!r) return -1;
+    double s;
+    if (PyFloat_CheckExact(r)) {
+        s = PyFloat_AS_DOUBLE(r);
+    } else if (PyBool_Check(r) || !(PyFloat_Check(r) || PyLong_Check(r))) {
+        PyErr_Format(PyExc_TypeError, "clock() must return float seconds, not %.200s: %R",
+                     Py_TYPE(r)->tp_name, r);
+        Py_DECREF(r);
+        return -1;
+    } else {
+        s = PyFloat_AsDouble(r);
+        if (s == -1.0 && PyErr_Occurred()) { Py_DECREF(r); return -1; }
+    }
+    if (!isfinite(s)) {
+        PyErr_Format(PyExc_ValueError, "clock() must return finite seconds, got %R", r);
+        Py_DECREF(r);
+        return -1;
+    }
+    Py_DECREF(r);
+    *now = prs_seconds_to_ns(s);
+    return 0;
+}
+
+int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake) {
+    if (c->kind == PRS_CLOCK_MANUAL) {
+        prs__atomic_raise(c->manual_ns, wake);
+        return PyErr_CheckSignals();
+    }
+    int64_t ns = prs__min64(prs__sat_sub(wake, now), 50 * PRS_NS_PER_MS);
+    if (ns > 0) {
+        Py_BEGIN_ALLOW_THREADS
+        prs_sleep_ns(ns);
+        Py_END_ALLOW_THREADS
+    }
+    return PyErr_CheckSignals();
+}
+
+int prs_py_clock_sleep(prs_py_clock *c, int64_t ns) {
+    if (ns <= 0) return PyErr_CheckSignals();
+    int64_t now;
+    if (prs_py_clock_now(c, &now) < 0) return -1;
+    int64_t wake = prs__sat_add(now, ns);
+    if (c->kind == PRS_CLOCK_MANUAL) {
+        /* advance by exactly ns (concurrent sleepers each add their own wait), saturating */
+        prs__atomic_sat_add(c->manual_ns, ns);
+        return 0;
+    }
+    for (;;) {
+        if (prs_py_clock_wait(c, now, wake) < 0) return -1;
+        if (prs_py_clock_now(c, &now) < 0) return -1;
+        if (now >= wake) return 0;
+    }
+}

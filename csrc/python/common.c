@@ -1,6 +1,7 @@
 /*
  * common.c - the binding's shared helpers: status -> exception (the one place),
- * argument unpacking, numbers and durations at the boundary, and clocks.
+ * numbers and durations at the boundary, reprs, and the declared parameters'
+ * one parser.
  */
 #include "prs_py.h"
 
@@ -53,51 +54,7 @@ PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int
     Py_XDECREF(dec);
     Py_XDECREF(retry);
     Py_XDECREF(msg);
-    if (exc) {
-        PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_DECREF(exc);
-    }
-    return NULL;
-}
-
-/* ---- argument unpacking ----------------------------------------------- */
-
-static int too_many(const char *fname, Py_ssize_t maxpos, Py_ssize_t nargs) {
-    PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)", fname,
-                 maxpos, maxpos == 1 ? "" : "s", nargs);
-    return -1;
-}
-
-/* Puts keyword argument key=value into out[] by names[0..n). 0 or -1. */
-static int put_keyword(const char *fname, const char *const *names, Py_ssize_t n, PyObject *key,
-                       PyObject *value, PyObject **out) {
-    Py_ssize_t i = 0;
-    if (PyUnicode_Check(key))
-        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0) i++;
-    else
-        i = n;
-    if (i == n) {
-        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", fname, key);
-        return -1;
-    }
-    if (out[i]) {
-        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
-        return -1;
-    }
-    out[i] = value;
-    return 0;
-}
-
-/* Fastcall arguments by name: out[0..n) the borrowed argument objects (NULL:
- * not given); the first `maxpos` may be positional. 0 or -1 with TypeError. */
-static int unpack(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                  const char *const *names, Py_ssize_t n, Py_ssize_t maxpos, PyObject **out) {
-    if (nargs > maxpos) return too_many(fname, maxpos, nargs);
-    for (Py_ssize_t i = 0; i < n; i++) out[i] = i < nargs ? args[i] : NULL;
-    for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
-        if (put_keyword(fname, names, n, PyTuple_GET_ITEM(kwnames, k), args[nargs + k], out) < 0)
-            return -1;
-    return 0;
+    return prs_py_raise(exc);
 }
 
 /* ---- numbers ---------------------------------------------------------- */
@@ -210,36 +167,7 @@ int prs_py_parse_timeout(PyObject *o, const char *param, int64_t *out_ns) {
     return 0;
 }
 
-/* ---- clocks ----------------------------------------------------------- */
-
-int prs_py_clock_init(prs_py_state *st, PyObject *arg, prs_py_clock *c) {
-    c->kind = PRS_CLOCK_MONOTONIC;
-    c->obj = NULL;
-    c->manual_ns = NULL;
-    if (!arg || arg == Py_None) return 0;
-    if (PyObject_TypeCheck(arg, PRS_PY_TYPE(st, ManualClock))) {
-        c->kind = PRS_CLOCK_MANUAL;
-        c->manual_ns = &((prs_py_manual_clock *)arg)->now_ns;
-    } else if (PyObject_TypeCheck(arg, PRS_PY_TYPE(st, MonotonicClock))) {
-        c->kind = PRS_CLOCK_MONOTONIC;
-    } else if (PyCallable_Check(arg) && !PyType_Check(arg)) {
-        c->kind = PRS_CLOCK_CALLABLE;
-    } else {
-        PyErr_Format(PyExc_TypeError,
-                     "clock must be None, a ManualClock, a MonotonicClock or a zero-argument "
-                     "callable returning seconds, not %.200s: %R",
-                     Py_TYPE(arg)->tp_name, arg);
-        return -1;
-    }
-    c->obj = Py_NewRef(arg);
-    return 0;
-}
-
-void prs_py_clock_clear(prs_py_clock *c) {
-    c->kind = PRS_CLOCK_MONOTONIC;
-    c->manual_ns = NULL;
-    Py_CLEAR(c->obj);
-}
+/* ---- reprs and methods ------------------------------------------------- */
 
 PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const *attrs,
                             PyObject **vals) {
@@ -265,75 +193,6 @@ PyObject *prs_py_repr_attrs(PyObject *self, const char *name, const char *const 
 PyObject *prs_py_method_get(PyObject *self, PyObject *obj, PyObject *type) {
     if (obj == NULL || obj == Py_None) return Py_NewRef(self);
     return PyMethod_New(self, obj);
-}
-
-/* A getter: the prs_py_clock at offset `off` of the object, as given (a
- * MonotonicClock instance for the default). */
-PyObject *prs_py_get_clock(PyObject *self, void *off) {
-    prs_py_clock *c = (prs_py_clock *)((char *)self + (intptr_t)off);
-    prs_py_state *st = prs_py_state_of(self);
-    if (c->obj) return Py_NewRef(c->obj);
-    return st ? PyObject_CallNoArgs((PyObject *)PRS_PY_TYPE(st, MonotonicClock)) : NULL;
-}
-
-int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {
-    PyObject *r = PyObject_CallNoArgs(c->obj);
-    if (!r) return -1;
-    double s;
-    if (PyFloat_CheckExact(r)) {
-        s = PyFloat_AS_DOUBLE(r);
-    } else if (PyBool_Check(r) || !(PyFloat_Check(r) || PyLong_Check(r))) {
-        PyErr_Format(PyExc_TypeError, "clock() must return float seconds, not %.200s: %R",
-                     Py_TYPE(r)->tp_name, r);
-        Py_DECREF(r);
-        return -1;
-    } else {
-        s = PyFloat_AsDouble(r);
-        if (s == -1.0 && PyErr_Occurred()) { Py_DECREF(r); return -1; }
-    }
-    if (!isfinite(s)) {
-        PyErr_Format(PyExc_ValueError, "clock() must return finite seconds, got %R", r);
-        Py_DECREF(r);
-        return -1;
-    }
-    Py_DECREF(r);
-    *now = prs_seconds_to_ns(s);
-    return 0;
-}
-
-#define PRS_PY_SLICE_NS (50 * PRS_NS_PER_MS)
-
-int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns) {
-    if (c->kind == PRS_CLOCK_MANUAL) {
-        prs__atomic_raise(c->manual_ns, wake);
-        return PyErr_CheckSignals();
-    }
-    if (slice_ns <= 0 || slice_ns > PRS_PY_SLICE_NS) slice_ns = PRS_PY_SLICE_NS;
-    int64_t ns = prs__sat_sub(wake, now);
-    if (ns > slice_ns) ns = slice_ns;
-    if (ns > 0) {
-        Py_BEGIN_ALLOW_THREADS
-        prs_sleep_ns(ns);
-        Py_END_ALLOW_THREADS
-    }
-    return PyErr_CheckSignals();
-}
-
-int prs_py_clock_sleep(prs_py_clock *c, int64_t ns) {
-    if (ns <= 0) return PyErr_CheckSignals();
-    int64_t now;
-    if (prs_py_clock_now(c, &now) < 0) return -1;
-    int64_t wake = prs__sat_add(now, ns);
-    if (c->kind == PRS_CLOCK_MANUAL) {
-        /* advance by exactly ns (concurrent sleepers each add their own wait), saturating */
-        prs__atomic_sat_add(c->manual_ns, ns);
-        return 0;
-    }
-    for (;;) {
-        if (prs_py_clock_wait(c, now, wake, 0) < 0) return -1;
-        if (prs_py_clock_now(c, &now) < 0) return -1;
-        if (now >= wake) return 0;
-    }
 }
 
 /* ---- declared parameters ------------------------------------------------ */
@@ -436,6 +295,32 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
     }
 }
 
+static int too_many(const char *fname, Py_ssize_t maxpos, Py_ssize_t nargs) {
+    PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)", fname,
+                 maxpos, maxpos == 1 ? "" : "s", nargs);
+    return -1;
+}
+
+/* Puts keyword argument key=value into out[] by names[0..n). 0 or -1. */
+static int put_keyword(const char *fname, const char *const *names, Py_ssize_t n, PyObject *key,
+                       PyObject *value, PyObject **out) {
+    Py_ssize_t i = 0;
+    if (PyUnicode_Check(key))
+        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0) i++;
+    else
+        i = n;
+    if (i == n) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", fname, key);
+        return -1;
+    }
+    if (out[i]) {
+        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
+        return -1;
+    }
+    out[i] = value;
+    return 0;
+}
+
 /* An alias and its parameter: None is not given (but a weight n is an int),
  * at most one of the two. */
 static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
@@ -484,10 +369,12 @@ static int convert_params(const prs_py_params *spec, void *config, PyObject **va
 
 int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames, void *config, PyObject **vals) {
-    if (!kwnames && nargs <= spec->maxpos) /* positional only: nothing to match by name */
-        for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
-    else if (unpack(spec->fname, args, nargs, kwnames, spec->names, spec->n, spec->maxpos, vals) < 0)
-        return -1;
+    if (nargs > spec->maxpos) return too_many(spec->fname, spec->maxpos, nargs);
+    for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
+    for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
+        if (put_keyword(spec->fname, spec->names, spec->n, PyTuple_GET_ITEM(kwnames, k),
+                        args[nargs + k], vals) < 0)
+            return -1;
     return convert_params(spec, config, vals);
 }
 

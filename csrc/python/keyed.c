@@ -17,9 +17,7 @@
  * dealloc); only clocks are, which is enough to break any cycle (a clock
  * callable is the only user object these hold besides their members).
  */
-#include "prs_py.h"
-
-#include <stdalign.h>
+#include "wait.h"
 
 typedef struct {
     PyObject_HEAD
@@ -148,20 +146,6 @@ static int keyed_target(PyObject *self, PyObject *keyo, prs_py_rate *r) {
     return 0;
 }
 
-static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                             PyObject *kwnames) {
-    if (nargs == 1 && !kwnames && KSELF->clock.kind == PRS_CLOCK_MONOTONIC) {
-        const char *key; /* the hot path: allow(key) */
-        Py_ssize_t len;
-        prs_decision d;
-        if (get_key(args[0], &key, &len) < 0) return NULL;
-        int rc = prs_keyed_check(KSELF->table, key, (size_t)len, prs_monotonic_ns(), 1, &d);
-        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
-        return PyBool_FromLong(d.allowed);
-    }
-    return prs_py_rate_method(self, PRS_PY_ALLOW, keyed_target, 1, args, nargs, kwnames);
-}
-
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                              PyObject *kwnames) {
     PyObject *v[1];
@@ -196,6 +180,9 @@ static int keyed_contains(PyObject *self, PyObject *key) {
     return prs_keyed_contains(r.core, r.key, r.len, now);
 }
 
+static void read_keyed(const void *ctx, void *config) { /* unlocked: no other writer */
+    prs_keyed_algo(ctx)->config_from_params(prs_keyed_params(ctx), config);
+}
 static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_error *why) {
     return prs_keyed_reconfigure_why(ctx, config, now, why);
 }
@@ -204,13 +191,9 @@ static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_er
  * current params; the core changes every key at once. */
 static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                    PyObject *kwnames) {
-    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
-    prs_py_op_lock(&KSELF->reconfiguring); /* the params are read unlocked: no other writer */
-    prs_keyed_algo(KSELF->table)->config_from_params(prs_keyed_params(KSELF->table), config);
-    PyObject *r = prs_py_limiter_reconfigure_with(KSELF->tmpl, config, &KSELF->clock, args, nargs,
-                                                  kwnames, apply_keyed, KSELF->table);
-    prs_py_op_unlock(&KSELF->reconfiguring);
-    return r;
+    static const prs_py_reconf ops = {read_keyed, apply_keyed};
+    return prs_py_limiter_reconfigure_with(KSELF->tmpl, &KSELF->reconfiguring, &KSELF->clock, &ops,
+                                           KSELF->table, args, nargs, kwnames);
 }
 
 /* ---- KeyedLimiterView ----------------------------------------------------------- */
@@ -301,16 +284,6 @@ static int group_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_d
 static int group_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     *r = (prs_py_rate){&GSELF->clock, group_decide_cb, GSELF->group, "LimiterGroup", NULL, NULL, 0};
     return 0;
-}
-
-static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    if (nargs == 0 && !kwnames && GSELF->clock.kind == PRS_CLOCK_MONOTONIC) {
-        prs_decision d; /* the hot path: allow() */
-        int rc = prs_group_check(GSELF->group, prs_monotonic_ns(), 1, &d, NULL);
-        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
-        return PyBool_FromLong(d.allowed);
-    }
-    return prs_py_rate_method(self, PRS_PY_ALLOW, group_target, 0, args, nargs, kwnames);
 }
 
 static Py_ssize_t group_len(PyObject *self) {

@@ -158,10 +158,6 @@ static inline void PyErr_SetRaisedException(PyObject *v) {
 #define Py_BEGIN_CRITICAL_SECTION(op) {
 #define Py_END_CRITICAL_SECTION() }
 #endif
-/* Takes a one-shot flag: 0 for the one caller that set it, 1 for every other. */
-static inline int prs_py_claim(int *flag) {
-    return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_REL);
-}
 /* An object's lock around an operation that releases the GIL while it holds
  * it (reconfigure: read the config in force, change some fields, apply):
  * callers wait for each other with the GIL released, so no update is lost. */
@@ -293,14 +289,9 @@ PyObject *prs_py_config_error(prs_py_state *st, int status, const prs_config_err
                               const prs_py_params *spec, PyObject *const *vals,
                               const void *config);
 
-/* ---- clocks ------------------------------------------------------------ */
+/* ---- clocks (clock.c) --------------------------------------------------- */
 
 enum { PRS_CLOCK_MONOTONIC = 0, PRS_CLOCK_MANUAL = 1, PRS_CLOCK_CALLABLE = 2 };
-
-typedef struct prs_py_manual_clock {
-    PyObject_HEAD
-    _Atomic int64_t now_ns;
-} prs_py_manual_clock;
 
 /* A primitive's clock: how it reads time and how it waits. */
 typedef struct prs_py_clock {
@@ -342,11 +333,10 @@ static inline int prs_py_clock_now(prs_py_clock *c, int64_t *now) {
 
 /* Waits on this clock from `now` until `wake` (absolute, this clock's ns).
  * A ManualClock is advanced to `wake` (never moved backwards) instead of
- * sleeping. Otherwise sleeps with the GIL released for at most `slice_ns`
- * (<= 50 ms used when slice_ns <= 0). Then runs PyErr_CheckSignals().
- * Returns 0 (the caller re-reads the clock and decides again) or -1 with an
- * exception (KeyboardInterrupt, ...). Callers loop. */
-int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake, int64_t slice_ns);
+ * sleeping. Otherwise sleeps with the GIL released for at most 50 ms. Then
+ * runs PyErr_CheckSignals(). Returns 0 (the caller re-reads the clock and
+ * decides again) or -1 with an exception (KeyboardInterrupt, ...). Callers loop. */
+int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake);
 /* Sleep `ns` on this clock (advance a ManualClock by ns; else wait with the GIL
  * released, in slices, checking signals). 0 or -1 with an exception. */
 int prs_py_clock_sleep(prs_py_clock *c, int64_t ns);
@@ -369,8 +359,6 @@ PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int de
  * type is its row + its declaration (tools/decl_limiters.py -> gen/limiters.h:
  * the constructor's and reconfigure()'s prs_py_params, properties, docs). */
 
-#define PRS_PY_LIMITER_MAX_PARAMS 8 /* a limiter constructor's parameters, at most */
-
 typedef struct prs_py_limiter {
     PyObject_HEAD
     prs_limiter *core;  /* built in tp_new: never NULL */
@@ -380,85 +368,20 @@ typedef struct prs_py_limiter {
     atomic_int reconfiguring; /* prs_py_op_lock: one reconfigure() at a time */
 } prs_py_limiter;
 
-/* reconfigure(**params) over any holder of a limiter's params: parses by the
- * reconfigure() description of `limiter`'s algorithm into `config` (the
- * config in force: what is not given keeps its value), then calls
- * apply(ctx, config, now, why) with the GIL released; the core's refusal is
- * worded by prs_py_config_error(). None, or NULL with an exception. */
-typedef int (*prs_py_apply_fn)(void *ctx, const void *config, int64_t now, prs_config_error *why);
-PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, void *config, prs_py_clock *clock,
-                                          PyObject *const *args, Py_ssize_t nargs,
-                                          PyObject *kwnames, prs_py_apply_fn apply, void *ctx);
+/* reconfigure(**params) over any holder of a limiter's params (a limiter, a
+ * key table: ctx), one call at a time (*lock): ops->read gives the config in
+ * force, the arguments parsed by the reconfigure() description of `limiter`'s
+ * algorithm change it (what is not given keeps its value), then ops->apply
+ * runs with the GIL released; the core's refusal is worded by
+ * prs_py_config_error(). None, or NULL with an exception. */
+typedef struct prs_py_reconf {
+    void (*read)(const void *ctx, void *config);
+    int (*apply)(void *ctx, const void *config, int64_t now, prs_config_error *why);
+} prs_py_reconf;
+PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, atomic_int *lock, prs_py_clock *clock,
+                                          const prs_py_reconf *ops, void *ctx, PyObject *const *args,
+                                          Py_ssize_t nargs, PyObject *kwnames);
 /* Whether `o` is an in-process limiter (of any algorithm). */
 #define PRS_PY_IS_LIMITER(st, o) PyObject_TypeCheck((o), PRS_PY_TYPE(st, LimiterBase))
-
-/* ---- waiting until a rate limiter admits (limiters.c: how it works) ---- */
-
-/* Decides n at now, consuming (when `consume`) only when admitted. *denied_by:
- * a group's first denying member (left as it is otherwise); *max_n: the
- * largest n that can ever be admitted (a request for more is a ValueError,
- * not a wait). 0 or a status (with an exception set when fn words it itself,
- * e.g. a backend's message). */
-typedef int (*prs_py_decide_fn)(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
-                                int *denied_by, int64_t *max_n);
-
-typedef struct prs_py_wait {
-    int64_t n;
-    int64_t deadline;      /* on the limiter's clock; PRS_NEVER: no timeout */
-    int64_t real_deadline; /* CLOCK_MONOTONIC (clocks other than a ManualClock):
-                              a finite timeout holds even when the clock stalls */
-} prs_py_wait;
-
-/* Starts a wait for n with timeout_ns (PRS_NEVER: none), reading the clock. 0 or -1. */
-int prs_py_wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, prs_py_wait *w);
-/* Decides once. 0: admitted (n taken). 1: not yet, *sleep_ns is how long to
- * sleep before the next step (0 on a ManualClock, which was advanced to the
- * instant of admission instead). -1 with an exception: RateLimitExceeded
- * (retry_after inf) when the wait would never end - a spent budget, or a
- * clock saturated at 2^63 ns - or when admission lies beyond the timeout;
- * ValueError when n exceeds what can ever be admitted; a clock error.
- * Nothing is taken unless 0 is returned. `what` names the limiter in messages. */
-int prs_py_wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
-                     const char *what, prs_py_wait *w, int64_t *sleep_ns);
-/* Steps until admitted, sleeping with the GIL released in slices of <= 50 ms
- * and checking signals between them. 0 or -1 with an exception. */
-int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
-                         const char *what, int64_t n, int64_t timeout_ns);
-/* A _RateWait object for the async forms: its step() returns None once
- * admitted, else the float seconds to await before calling it again.
- * `owner` (kept alive by the object) owns `clock` and `ctx`. */
-PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
-                               prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
-                               int64_t timeout_ns);
-/* The arguments of allow/check/peek/acquire/_waiter: (key, n=1, timeout=None,
- * *, tokens_needed=None), the parts `what` names (key: required, borrowed;
- * tokens_needed: an alias of n, None is not given; n beyond int64 saturates;
- * timeout: None or >= 0). 0 or -1 with TypeError/ValueError naming the
- * parameter. */
-#define PRS_PY_KEY 1u
-#define PRS_PY_TIMEOUT 2u
-#define PRS_PY_ALIAS 4u
-int prs_py_parse_kn(const char *fname, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames,
-                    unsigned what, PyObject **key, int64_t *n, int64_t *timeout_ns);
-/* The rate methods of every limiter-like type (plain, keyed, per-key view,
- * group): allow (a bool), check (a Decision), peek (nothing taken), acquire
- * (the sync wait) and _waiter (a _RateWait for the async form), with the
- * arguments ([key,] n=1[, timeout=None], *, tokens_needed=None). A type
- * provides one target function, which says what a call decides on; the
- * generated method wrappers (decl: M(rate=True)) call prs_py_rate_method. */
-enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK, PRS_PY_ACQUIRE, PRS_PY_WAITER };
-typedef struct prs_py_rate {
-    prs_py_clock *clock;
-    prs_py_decide_fn fn;
-    void *ctx;            /* fn's (outlives the call for _waiter: owned by self) */
-    const char *what;     /* names the limiter in messages (static) */
-    void *core;           /* a keyed limiter's table, */
-    const char *key;      /* and the key (UTF-8 or bytes), borrowed for the call; */
-    size_t len;           /* ctx is then this struct */
-} prs_py_rate;
-/* Fills *r for self and `key` (NULL for the types without one). 0 or -1. */
-typedef int (*prs_py_rate_fn)(PyObject *self, PyObject *key, prs_py_rate *r);
-PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, int keyed,
-                             PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 
 #endif /* PRS_PY_H */

@@ -10,7 +10,7 @@
  * exception through prs_py_error(), with the backend's message from
  * prs_redis_last_error() when it has one. allow/check/peek are the shared
  * rate methods (prs_py_rate_method over rl_target); acquire() is the
- * binding's rate wait (prs_py_wait_step) sleeping each step's whole delay,
+ * binding's rate wait (prs_py_wait_admitted) sleeping each step's whole delay,
  * a step being a round trip; acquire_async feeds it the Decisions its
  * asyncio checks got (_async_waiter).
  *
@@ -25,7 +25,7 @@
  * Built without hiredis, this file registers nothing and the facade's
  * RedisBackend raises an error explaining how to install hiredis.
  */
-#include "prs_py.h"
+#include "wait.h"
 
 #ifdef PRS_HAVE_HIREDIS
 
@@ -374,23 +374,15 @@ static PyObject *op_value(prs_py_state *st, int kind, const prs_decision *d, siz
     return list;
 }
 
-/* acquire() of a limiter's key (a group's: key NULL): the binding's wait
- * steps, each a round trip, so it sleeps a step's whole delay (in slices,
- * checking signals) before deciding again (prs_py_wait_admitted re-decides
- * every slice). Nothing is taken unless admitted. */
+/* acquire() of a limiter's key (a group's: key NULL): the binding's rate
+ * wait, each step a round trip, so it sleeps a step's whole delay before
+ * deciding again. Nothing is taken unless admitted. */
 static PyObject *acquired(PyObject *self, PyObject *key, int64_t n, int64_t timeout_ns) {
-    prs_py_state *st = prs_py_state_of(self);
     prs_py_rate r = {&wait_clock, group_wait_decide, self, "Redis group", NULL, NULL, 0};
-    prs_py_wait w;
     if ((key && rl_target(self, key, &r) < 0) ||
-        prs_py_wait_begin(&wait_clock, n, prs_py_deadline_cap(st, timeout_ns), &w) < 0)
+        prs_py_wait_admitted(prs_py_state_of(self), &wait_clock, r.fn, r.ctx, r.what, n, timeout_ns, 1) < 0)
         return NULL;
-    for (;;) {
-        int64_t ns = 0;
-        int rc = prs_py_wait_step(st, &wait_clock, r.fn, r.ctx, r.what, &w, &ns);
-        if (rc == 0) Py_RETURN_NONE;
-        if (rc < 0 || prs_py_clock_sleep(&wait_clock, ns) < 0) return NULL;
-    }
+    Py_RETURN_NONE;
 }
 
 /* reset, _check_at (now: seconds, or NULL) and _op (as_op: the op, or the

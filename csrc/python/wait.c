@@ -1,7 +1,8 @@
 /*
- * wait.c - the condition wait of Bulkhead and RingQueue (wait.h): the one
- * call every blocking and asyncio form goes through, the _AsyncWaiter type
- * and the _Ready awaitable.
+ * wait.c - the binding's two waits (wait.h): the rate wait of every rate
+ * limiter (its sync loop and the _RateWait of the async forms), and the
+ * condition wait of Bulkhead and RingQueue (the one call every blocking and
+ * asyncio form goes through, the _AsyncWaiter type and the _Ready awaitable).
  *
  * An _AsyncWaiter's references:
  *   - the coroutine that got it holds one until it settles it (_finish);
@@ -43,9 +44,160 @@ typedef struct {
 static void waiter_free(prs_py_waiter *w);
 static int waiter_resolve(prs_py_waiter *w);
 
+/* A rate wait in progress: n, and its deadlines. */
+typedef struct rate_wait {
+    int64_t n;
+    int64_t deadline;      /* on the limiter's clock; PRS_NEVER: no timeout */
+    int64_t real_deadline; /* CLOCK_MONOTONIC (clocks other than a ManualClock):
+                              a finite timeout holds even when the clock stalls */
+} rate_wait;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner;          /* strong: owns clock and ctx */
+    prs_py_clock *clock;
+    prs_py_decide_fn fn;
+    void *ctx;
+    const char *what;         /* static string */
+    rate_wait w;
+    int done;
+} rate_wait_obj;
+
 #include "gen/wait.h"
 
+/* ---- the rate wait: until a rate limiter admits ---------------------------- *
+ * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
+ * never); this only turns the step into a sleep, an advance of a ManualClock,
+ * or an exception. Three waits can never end and raise at once: a request the
+ * limiter can never admit (PRS_NEVER: a spent budget; ValueError when n
+ * exceeds the limit), an admission at or beyond 2^63 ns (a saturated clock,
+ * e.g. time.time_ns passed as a clock), and one past the timeout. A finite timeout is also measured on
+ * CLOCK_MONOTONIC for clocks that are not a ManualClock, so a callable clock
+ * that stalls cannot stretch it. */
+
+/* Starts a wait for n with timeout_ns (PRS_NEVER: none), reading the clock. 0 or -1. */
+static int wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, rate_wait *w) {
+    int64_t now;
+    if (prs_py_clock_now(clock, &now) < 0) return -1;
+    w->n = n;
+    w->deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
+    w->real_deadline = (timeout_ns == PRS_NEVER || clock->kind == PRS_CLOCK_MANUAL)
+                           ? PRS_NEVER
+                           : prs__sat_add(prs_monotonic_ns(), timeout_ns);
+    return 0;
+}
+
+/* Decides once. 0: admitted (n taken). 1: not yet, *sleep_ns is how long to
+ * sleep before the next step (0 on a ManualClock, which was advanced to the
+ * instant of admission instead). -1 with an exception: RateLimitExceeded
+ * (retry_after inf) when the wait would never end, or when admission lies
+ * beyond the timeout; ValueError when n exceeds what can ever be admitted; a
+ * clock error. Nothing is taken unless 0 is returned. */
+static int wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
+                     const char *what, rate_wait *w, int64_t *sleep_ns) {
+    static const char *const late = "rate limit exceeded: not admissible within timeout";
+    int64_t now, max_n = INT64_MAX, wake = 0;
+    prs_decision d;
+    int by = -1;
+    if (prs_py_clock_now(clock, &now) < 0) return -1;
+    int rc = fn(ctx, now, w->n, 1, &d, &by, &max_n);
+    if (rc) { /* fn may word its own failure (a backend's message) */
+        if (!PyErr_Occurred()) prs_py_error(st, rc, NULL);
+        return -1;
+    }
+    switch (prs_wait_decide(&d, now, w->deadline, &wake)) {
+    case PRS_WAIT_ADMITTED: return 0;
+    case PRS_WAIT_NEVER:
+        if (w->n > max_n) {
+            PyErr_Format(PyExc_ValueError, "n=%lld can never be admitted by this %s (limit %lld)",
+                         (long long)w->n, what, (long long)max_n);
+            return -1;
+        }
+        prs_py_raise_rate_limited(st, &d, by, PRS_NEVER,
+                                  d.retry_after_ns == PRS_NEVER
+                                      ? "rate limit exceeded: never admissible (the budget is "
+                                        "spent and does not refill)"
+                                      : "rate limit exceeded: never admissible (the clock has "
+                                        "reached 2**63 ns)");
+        return -1;
+    case PRS_WAIT_TIMEOUT:
+        prs_py_raise_rate_limited(st, &d, by, d.retry_after_ns, late);
+        return -1;
+    default: break; /* PRS_WAIT_SLEEP until `wake` */
+    }
+    if (clock->kind == PRS_CLOCK_MANUAL) { /* advanced to the admission instant instead */
+        *sleep_ns = 0;
+        return prs_py_clock_wait(clock, now, wake) < 0 ? -1 : 1;
+    }
+    int64_t ns = wake - now;
+    if (w->real_deadline != PRS_NEVER) {
+        int64_t left = prs__sat_sub(w->real_deadline, prs_monotonic_ns());
+        if (left <= 0) {
+            prs_py_raise_rate_limited(st, &d, by, d.retry_after_ns, late);
+            return -1;
+        }
+        if (ns > left) ns = left;
+    }
+    *sleep_ns = ns;
+    return 1;
+}
+
+int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
+                         const char *what, int64_t n, int64_t timeout_ns, int whole) {
+    rate_wait w;
+    if (wait_begin(clock, n, prs_py_deadline_cap(st, timeout_ns), &w) < 0) return -1;
+    for (;;) { /* nothing is taken unless admitted */
+        int64_t ns = 0;
+        int r = wait_step(st, clock, fn, ctx, what, &w, &ns);
+        if (r <= 0) return r;
+        if ((whole ? prs_py_clock_sleep(clock, ns) : prs_py_clock_wait(clock, 0, ns)) < 0) return -1;
+    }
+}
+
+/* _RateWait: a rate wait of an async form in progress. */
+
+PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
+                               prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
+                               int64_t timeout_ns) {
+    PyTypeObject *tp = PRS_PY_TYPE(st, RateWait);
+    rate_wait_obj *self = (rate_wait_obj *)tp->tp_alloc(tp, 0);
+    if (!self) return NULL;
+    self->owner = Py_NewRef(owner);
+    self->clock = clock;
+    self->fn = fn;
+    self->ctx = ctx;
+    self->what = what;
+    self->done = 0;
+    if (wait_begin(clock, n, prs_py_deadline_cap(st, timeout_ns), &self->w) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
+    rate_wait_obj *self = (rate_wait_obj *)op;
+    prs_py_state *st = prs_py_state_of(op);
+    if (!st) return NULL;
+    int64_t ns = 0;
+    int r = -1;
+    Py_BEGIN_CRITICAL_SECTION(op); /* steps of one wait, one at a time: admitted once */
+    if (self->done)
+        PyErr_SetString(PyExc_RuntimeError, "this wait has already been admitted");
+    else if ((r = wait_step(st, self->clock, self->fn, self->ctx, self->what, &self->w, &ns)) == 0)
+        self->done = 1;
+    Py_END_CRITICAL_SECTION();
+    if (r < 0) return NULL;
+    if (r == 0) Py_RETURN_NONE;
+    return PyFloat_FromDouble((double)ns / 1e9);
+}
+
+/* ---- the condition wait ----------------------------------------------------- */
+
 #define SLICE_NS (50 * PRS_NS_PER_MS)
+
+/* Takes a one-shot flag: 0 for the one caller that set it, 1 for every other. */
+static int claim(int *flag) { return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_REL); }
 
 static int core_waiter_init(core_waiter *u, int kind, int blocking, void *data) {
     if (kind == PRS_PY_WAITER_BULKHEAD) return prs_bulkhead_waiter_init(&u->b, blocking, data);
@@ -127,7 +279,7 @@ static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *get_loop, 
  * handed goes back. */
 static void waiter_abandon(prs_py_waiter *w) {
     prs_py_settled out = {0, NULL};
-    if (!prs_py_claim(&w->settled)) w->ops->settle(w->owner, &w->u, 1, &out);
+    if (!claim(&w->settled)) w->ops->settle(w->owner, &w->u, 1, &out);
     Py_XDECREF(out.item);
 }
 
@@ -221,7 +373,7 @@ PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t 
     int cancel = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
     if (cancel < 0) return NULL;
     prs_py_settled out = {0, NULL};
-    if (!prs_py_claim(&w->settled)) { /* settled once, whichever thread comes first */
+    if (!claim(&w->settled)) { /* settled once, whichever thread comes first */
         if (w->ops->settle(owner, &w->u, cancel, &out)) Py_DECREF(w); /* it was queued: the queue's reference */
     }
     return w->ops->result(owner, w->kind, PRS_PY_COND_ASYNC | (cancel ? PRS_PY_COND_CANCEL : 0), &out);

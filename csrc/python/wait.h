@@ -1,9 +1,10 @@
 /*
- * wait.h - the binding's condition wait: how a thread or an asyncio task
- * waits on a FIFO of intrusive core waiters (a prs_bulkhead or a prs_ring)
- * until the core serves it. Every blocking and asyncio form of Bulkhead and
- * RingQueue goes through prs_py_cond_call(); the rate limiters' wait is
- * prs_py_wait_* in prs_py.h.
+ * wait.h - the binding's two waits. The rate wait: until a rate limiter
+ * (in-process, keyed, group, Redis) admits n, the core deciding each step;
+ * with the rate methods every limiter-like type shares. The condition wait:
+ * how a thread or an asyncio task waits on a FIFO of intrusive core waiters
+ * (a prs_bulkhead or a prs_ring) until the core serves it; every blocking and
+ * asyncio form of Bulkhead and RingQueue goes through prs_py_cond_call().
  *
  * The core decides everything (served, still queued, closed) and never calls
  * Python; this file only sleeps with the GIL released, checks signals, wakes
@@ -25,6 +26,59 @@
 #define PRS_PY_WAIT_H
 
 #include "prs_py.h"
+
+/* ---- the rate wait ------------------------------------------------------- */
+
+/* Decides n at now, consuming (when `consume`) only when admitted. *denied_by:
+ * a group's first denying member (left as it is otherwise); *max_n: the
+ * largest n that can ever be admitted (a request for more is a ValueError,
+ * not a wait). 0 or a status (with an exception set when fn words it itself,
+ * e.g. a backend's message). */
+typedef int (*prs_py_decide_fn)(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d,
+                                int *denied_by, int64_t *max_n);
+
+/* Decides until n is admitted (0), sleeping between steps with the GIL
+ * released in slices of <= 50 ms, checking signals; `whole`: each step's
+ * whole delay before deciding again (a decision is a round trip), else a
+ * slice. -1 with an exception: RateLimitExceeded (retry_after inf) when the
+ * wait would never end - a spent budget, or a clock saturated at 2^63 ns -
+ * or when admission lies beyond timeout_ns; ValueError when n exceeds what
+ * can ever be admitted; a clock error, a signal handler's. Nothing is taken
+ * then. `what` names the limiter in messages. */
+int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
+                         const char *what, int64_t n, int64_t timeout_ns, int whole);
+/* A _RateWait object for the async forms: its step() returns None once
+ * admitted, else the float seconds to await before calling it again.
+ * `owner` (kept alive by the object) owns `clock` and `ctx`. */
+PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *clock,
+                               prs_py_decide_fn fn, void *ctx, const char *what, int64_t n,
+                               int64_t timeout_ns);
+
+/* The rate methods of every limiter-like type (limiters.c): allow (a bool),
+ * check (a Decision), peek (nothing taken), acquire (the sync wait) and
+ * _waiter (a _RateWait for the async form). A type provides one target
+ * function, which says what a call decides on; the generated method wrappers
+ * (decl: M(rate=True)) parse the declared arguments ([key,] n=1[,
+ * timeout=None], *, tokens_needed=None) and call prs_py_rate_method. */
+enum { PRS_PY_ALLOW, PRS_PY_CHECK, PRS_PY_PEEK, PRS_PY_ACQUIRE, PRS_PY_WAITER };
+typedef struct prs_py_rate {
+    prs_py_clock *clock;
+    prs_py_decide_fn fn;
+    void *ctx;            /* fn's (outlives the call for _waiter: owned by self) */
+    const char *what;     /* names the limiter in messages (static) */
+    void *core;           /* a keyed limiter's table, */
+    const char *key;      /* and the key (UTF-8 or bytes), borrowed for the call; */
+    size_t len;           /* ctx is then this struct */
+} prs_py_rate;
+/* Fills *r for self and `key` (NULL for the types without one). 0 or -1. */
+typedef int (*prs_py_rate_fn)(PyObject *self, PyObject *key, prs_py_rate *r);
+typedef struct prs_py_rate_args {
+    int64_t n, timeout_ns;
+} prs_py_rate_args;
+PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, PyObject *key,
+                             const prs_py_rate_args *a);
+
+/* ---- the condition wait -------------------------------------------------- */
 
 /* The operations a waiter can be queued for (the core waiter's kind). */
 enum { PRS_PY_WAITER_BULKHEAD = 0, PRS_PY_WAITER_PUT = 1, PRS_PY_WAITER_GET = 2, PRS_PY_WAITER_JOIN = 3 };

@@ -41,6 +41,60 @@ static int KeyedLimiter_parse(PyTypeObject *type, PyObject *args, PyObject *kwds
     "name=...: the table lives in that SharedMemory region (max_keys reserved there\n" \
     "at creation), one state per key for every process."
 enum {
+    P_KeyedLimiter_allow_key = 0,
+    P_KeyedLimiter_allow_n = 1,
+    P_KeyedLimiter_allow_tokens_needed = 2,
+    P_KeyedLimiter_allow__COUNT = 3
+};
+static const char *const KeyedLimiter_allow_names[] = {"key", "n", "tokens_needed", NULL};
+static const prs_py_param KeyedLimiter_allow_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+};
+static const prs_py_params KeyedLimiter_allow_params = {"allow", 3, 2, 1, KeyedLimiter_allow_param_list, KeyedLimiter_allow_names};
+enum {
+    P_KeyedLimiter_check_key = 0,
+    P_KeyedLimiter_check_n = 1,
+    P_KeyedLimiter_check_tokens_needed = 2,
+    P_KeyedLimiter_check__COUNT = 3
+};
+static const char *const KeyedLimiter_check_names[] = {"key", "n", "tokens_needed", NULL};
+static const prs_py_param KeyedLimiter_check_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+};
+static const prs_py_params KeyedLimiter_check_params = {"check", 3, 2, 1, KeyedLimiter_check_param_list, KeyedLimiter_check_names};
+enum {
+    P_KeyedLimiter_peek_key = 0,
+    P_KeyedLimiter_peek_n = 1,
+    P_KeyedLimiter_peek_tokens_needed = 2,
+    P_KeyedLimiter_peek__COUNT = 3
+};
+static const char *const KeyedLimiter_peek_names[] = {"key", "n", "tokens_needed", NULL};
+static const prs_py_param KeyedLimiter_peek_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+};
+static const prs_py_params KeyedLimiter_peek_params = {"peek", 3, 2, 1, KeyedLimiter_peek_param_list, KeyedLimiter_peek_names};
+enum {
+    P_KeyedLimiter_acquire_key = 0,
+    P_KeyedLimiter_acquire_n = 1,
+    P_KeyedLimiter_acquire_timeout = 2,
+    P_KeyedLimiter_acquire_tokens_needed = 3,
+    P_KeyedLimiter_acquire__COUNT = 4
+};
+static const char *const KeyedLimiter_acquire_names[] = {"key", "n", "timeout", "tokens_needed", NULL};
+static const prs_py_param KeyedLimiter_acquire_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+};
+static const prs_py_params KeyedLimiter_acquire_params = {"acquire", 4, 3, 1, KeyedLimiter_acquire_param_list, KeyedLimiter_acquire_names};
+enum {
     P_KeyedLimiter_reset_key = 0,
     P_KeyedLimiter_reset__COUNT = 1
 };
@@ -50,15 +104,59 @@ static const prs_py_param KeyedLimiter_reset_param_list[] = {
 };
 static const prs_py_params KeyedLimiter_reset_params = {"reset", 1, 1, 0, KeyedLimiter_reset_param_list, KeyedLimiter_reset_names};
 static int keyed_target(PyObject *self, PyObject *key, prs_py_rate *r);
-static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    keyed_obj *o = (keyed_obj *)self;
+    if (nargs == 1 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
+        prs_decision d;
+        const char *key;
+        Py_ssize_t len;
+        if (get_key(args[0], &key, &len) < 0) return NULL;
+        int rc = prs_keyed_check(o->table, key, (size_t)len, prs_monotonic_ns(), 1, &d);
+        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return PyBool_FromLong(d.allowed);
+    }
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiter_allow_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_ALLOW, keyed_target, v[0], &a);
+}
 static PyObject *keyed_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_CHECK, keyed_target, 1, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiter_check_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_CHECK, keyed_target, v[0], &a);
 }
 static PyObject *keyed_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_PEEK, keyed_target, 1, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiter_peek_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_PEEK, keyed_target, v[0], &a);
 }
 static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_ACQUIRE, keyed_target, 1, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[4];
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiter_acquire_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, keyed_target, v[0], &a);
 }
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *keyed_available(PyObject *self, PyObject *arg);
@@ -224,21 +322,115 @@ static const prs_py_params KeyedLimiterView_params = {"KeyedLimiterView", 2, 2, 
     "One key of a KeyedLimiter with the plain limiter interface (allow, check, peek,\n" \
     "acquire, reset, available); what KeyedLimiter.for_key(key) returns. Can be a\n" \
     "LimiterGroup member."
+enum {
+    P_KeyedLimiterView_allow_n = 0,
+    P_KeyedLimiterView_allow_tokens_needed = 1,
+    P_KeyedLimiterView_allow__COUNT = 2
+};
+static const char *const KeyedLimiterView_allow_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param KeyedLimiterView_allow_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params KeyedLimiterView_allow_params = {"allow", 2, 1, 0, KeyedLimiterView_allow_param_list, KeyedLimiterView_allow_names};
+enum {
+    P_KeyedLimiterView_check_n = 0,
+    P_KeyedLimiterView_check_tokens_needed = 1,
+    P_KeyedLimiterView_check__COUNT = 2
+};
+static const char *const KeyedLimiterView_check_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param KeyedLimiterView_check_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params KeyedLimiterView_check_params = {"check", 2, 1, 0, KeyedLimiterView_check_param_list, KeyedLimiterView_check_names};
+enum {
+    P_KeyedLimiterView_peek_n = 0,
+    P_KeyedLimiterView_peek_tokens_needed = 1,
+    P_KeyedLimiterView_peek__COUNT = 2
+};
+static const char *const KeyedLimiterView_peek_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param KeyedLimiterView_peek_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params KeyedLimiterView_peek_params = {"peek", 2, 1, 0, KeyedLimiterView_peek_param_list, KeyedLimiterView_peek_names};
+enum {
+    P_KeyedLimiterView_acquire_n = 0,
+    P_KeyedLimiterView_acquire_timeout = 1,
+    P_KeyedLimiterView_acquire_tokens_needed = 2,
+    P_KeyedLimiterView_acquire__COUNT = 3
+};
+static const char *const KeyedLimiterView_acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
+static const prs_py_param KeyedLimiterView_acquire_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params KeyedLimiterView_acquire_params = {"acquire", 3, 2, 0, KeyedLimiterView_acquire_param_list, KeyedLimiterView_acquire_names};
+enum {
+    P_KeyedLimiterView__waiter_n = 0,
+    P_KeyedLimiterView__waiter_timeout = 1,
+    P_KeyedLimiterView__waiter_tokens_needed = 2,
+    P_KeyedLimiterView__waiter__COUNT = 3
+};
+static const char *const KeyedLimiterView__waiter_names[] = {"n", "timeout", "tokens_needed", NULL};
+static const prs_py_param KeyedLimiterView__waiter_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params KeyedLimiterView__waiter_params = {"_waiter", 3, 2, 0, KeyedLimiterView__waiter_param_list, KeyedLimiterView__waiter_names};
 static int view_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_ALLOW, view_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView_allow_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_ALLOW, view_target, NULL, &a);
 }
 static PyObject *view_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_CHECK, view_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView_check_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_CHECK, view_target, NULL, &a);
 }
 static PyObject *view_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_PEEK, view_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView_peek_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_PEEK, view_target, NULL, &a);
 }
 static PyObject *view_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_ACQUIRE, view_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView_acquire_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, view_target, NULL, &a);
 }
 static PyObject *view_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_WAITER, view_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&KeyedLimiterView__waiter_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_WAITER, view_target, NULL, &a);
 }
 static PyObject *view_reset(PyObject *self, PyObject *unused) {
     view_obj *o = (view_obj *)self;
@@ -380,19 +572,122 @@ static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     "check, retry_after and acquire all count it once per appearance. Or members all\n" \
     "placed in one SharedMemory region (shared=, name=): then all or nothing holds\n" \
     "across processes, even one killed in the middle of a check."
+enum {
+    P_LimiterGroup_allow_n = 0,
+    P_LimiterGroup_allow_tokens_needed = 1,
+    P_LimiterGroup_allow__COUNT = 2
+};
+static const char *const LimiterGroup_allow_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param LimiterGroup_allow_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params LimiterGroup_allow_params = {"allow", 2, 1, 0, LimiterGroup_allow_param_list, LimiterGroup_allow_names};
+enum {
+    P_LimiterGroup_check_n = 0,
+    P_LimiterGroup_check_tokens_needed = 1,
+    P_LimiterGroup_check__COUNT = 2
+};
+static const char *const LimiterGroup_check_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param LimiterGroup_check_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params LimiterGroup_check_params = {"check", 2, 1, 0, LimiterGroup_check_param_list, LimiterGroup_check_names};
+enum {
+    P_LimiterGroup_peek_n = 0,
+    P_LimiterGroup_peek_tokens_needed = 1,
+    P_LimiterGroup_peek__COUNT = 2
+};
+static const char *const LimiterGroup_peek_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param LimiterGroup_peek_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params LimiterGroup_peek_params = {"peek", 2, 1, 0, LimiterGroup_peek_param_list, LimiterGroup_peek_names};
+enum {
+    P_LimiterGroup_acquire_n = 0,
+    P_LimiterGroup_acquire_timeout = 1,
+    P_LimiterGroup_acquire_tokens_needed = 2,
+    P_LimiterGroup_acquire__COUNT = 3
+};
+static const char *const LimiterGroup_acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
+static const prs_py_param LimiterGroup_acquire_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params LimiterGroup_acquire_params = {"acquire", 3, 2, 0, LimiterGroup_acquire_param_list, LimiterGroup_acquire_names};
+enum {
+    P_LimiterGroup__waiter_n = 0,
+    P_LimiterGroup__waiter_timeout = 1,
+    P_LimiterGroup__waiter_tokens_needed = 2,
+    P_LimiterGroup__waiter__COUNT = 3
+};
+static const char *const LimiterGroup__waiter_names[] = {"n", "timeout", "tokens_needed", NULL};
+static const prs_py_param LimiterGroup__waiter_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params LimiterGroup__waiter_params = {"_waiter", 3, 2, 0, LimiterGroup__waiter_param_list, LimiterGroup__waiter_names};
 static int group_target(PyObject *self, PyObject *key, prs_py_rate *r);
-static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    group_obj *o = (group_obj *)self;
+    if (nargs == 0 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
+        prs_decision d;
+        int rc = prs_group_check(o->group, prs_monotonic_ns(), 1, &d, NULL);
+        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return PyBool_FromLong(d.allowed);
+    }
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup_allow_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_ALLOW, group_target, NULL, &a);
+}
 static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_CHECK, group_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup_check_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_CHECK, group_target, NULL, &a);
 }
 static PyObject *group_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_PEEK, group_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup_peek_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_PEEK, group_target, NULL, &a);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_ACQUIRE, group_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, group_target, NULL, &a);
 }
 static PyObject *group_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_WAITER, group_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&LimiterGroup__waiter_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_WAITER, group_target, NULL, &a);
 }
 static PyObject *group_reset(PyObject *self, PyObject *unused) {
     group_obj *o = (group_obj *)self;

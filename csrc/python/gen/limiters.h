@@ -4,67 +4,125 @@
 
 #include <stddef.h>
 
-/* ---- _RateWait ---- */
-#define _RateWait_DOC \
-    "An acquire in progress, for the async forms (made by _waiter())."
-static PyObject *rate_wait_step(PyObject *self, PyObject *unused);
-static PyMethodDef _RateWait_methods[] = {
-    {"step", rate_wait_step, METH_NOARGS,
-     "step($self, /)\n"
-     "--\n"
-     "\n"
-     "Decide once: None when admitted (n was taken), else the float seconds to wait\n"
-     "before the next step (0.0 on a ManualClock, which was advanced instead). Raises\n"
-     "RateLimitExceeded / ValueError as acquire() does; nothing is taken then."},
-    {NULL, NULL, 0, NULL},
-};
-static void rate_wait_dealloc(PyObject *self);
-static int rate_wait_traverse(PyObject *self, visitproc visit, void *arg);
-static int rate_wait_clear(PyObject *self);
-static PyType_Slot _RateWait_slots[] = {
-    {Py_tp_doc, (void *)_RateWait_DOC},
-    {Py_tp_dealloc, rate_wait_dealloc},
-    {Py_tp_traverse, rate_wait_traverse},
-    {Py_tp_clear, rate_wait_clear},
-    {Py_tp_methods, _RateWait_methods},
-    {0, NULL},
-};
-static PyType_Spec _RateWait_spec = {"pyresilience._core._RateWait", sizeof(rate_wait_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _RateWait_slots};
-static int rate_wait_traverse(PyObject *self, visitproc visit, void *arg) {
-    rate_wait_obj *o = (rate_wait_obj *)self;
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(o->owner);
-    return 0;
-}
-static int rate_wait_clear(PyObject *self) {
-    return 0;
-}
-static void rate_wait_dealloc(PyObject *self) {
-    rate_wait_obj *o = (rate_wait_obj *)self;
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    rate_wait_clear(self);
-    Py_CLEAR(o->owner);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* ---- _Limiter ---- */
 #define _Limiter_DOC \
     "The shared base of the in-process limiters (not instantiable)."
+enum {
+    P__Limiter_allow_n = 0,
+    P__Limiter_allow_tokens_needed = 1,
+    P__Limiter_allow__COUNT = 2
+};
+static const char *const _Limiter_allow_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param _Limiter_allow_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params _Limiter_allow_params = {"allow", 2, 1, 0, _Limiter_allow_param_list, _Limiter_allow_names};
+enum {
+    P__Limiter_check_n = 0,
+    P__Limiter_check_tokens_needed = 1,
+    P__Limiter_check__COUNT = 2
+};
+static const char *const _Limiter_check_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param _Limiter_check_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params _Limiter_check_params = {"check", 2, 1, 0, _Limiter_check_param_list, _Limiter_check_names};
+enum {
+    P__Limiter_peek_n = 0,
+    P__Limiter_peek_tokens_needed = 1,
+    P__Limiter_peek__COUNT = 2
+};
+static const char *const _Limiter_peek_names[] = {"n", "tokens_needed", NULL};
+static const prs_py_param _Limiter_peek_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params _Limiter_peek_params = {"peek", 2, 1, 0, _Limiter_peek_param_list, _Limiter_peek_names};
+enum {
+    P__Limiter_acquire_n = 0,
+    P__Limiter_acquire_timeout = 1,
+    P__Limiter_acquire_tokens_needed = 2,
+    P__Limiter_acquire__COUNT = 3
+};
+static const char *const _Limiter_acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
+static const prs_py_param _Limiter_acquire_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params _Limiter_acquire_params = {"acquire", 3, 2, 0, _Limiter_acquire_param_list, _Limiter_acquire_names};
+enum {
+    P__Limiter__waiter_n = 0,
+    P__Limiter__waiter_timeout = 1,
+    P__Limiter__waiter_tokens_needed = 2,
+    P__Limiter__waiter__COUNT = 3
+};
+static const char *const _Limiter__waiter_names[] = {"n", "timeout", "tokens_needed", NULL};
+static const prs_py_param _Limiter__waiter_param_list[] = {
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+};
+static const prs_py_params _Limiter__waiter_params = {"_waiter", 3, 2, 0, _Limiter__waiter_param_list, _Limiter__waiter_names};
 static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r);
-static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    if (nargs == 0 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
+        prs_decision d;
+        int rc = prs_limiter_decide(o->core, prs_monotonic_ns(), 1, 1, &d);
+        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return PyBool_FromLong(d.allowed);
+    }
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter_allow_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_ALLOW, limiter_target, NULL, &a);
+}
 static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_CHECK, limiter_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter_check_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_CHECK, limiter_target, NULL, &a);
 }
 static PyObject *limiter_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_PEEK, limiter_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter_peek_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_PEEK, limiter_target, NULL, &a);
 }
 static PyObject *limiter_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_ACQUIRE, limiter_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter_acquire_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_ACQUIRE, limiter_target, NULL, &a);
 }
 static PyObject *limiter_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_WAITER, limiter_target, 0, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[3];
+    if (!kwnames && nargs >= 0 && nargs <= 1) {
+        if (nargs > 0 && prs_py_parse_n(args[0], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&_Limiter__waiter_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_WAITER, limiter_target, NULL, &a);
 }
 static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
     prs_py_limiter *o = (prs_py_limiter *)self;
@@ -632,106 +690,7 @@ static PyType_Slot SlidingWindowCounter_slots[] = {
 };
 static PyType_Spec SlidingWindowCounter_spec = {"pyresilience._core.SlidingWindowCounter", sizeof(prs_py_limiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, SlidingWindowCounter_slots};
 
-enum {
-    P_kn_params_0_n = 0,
-    P_kn_params_0__COUNT = 1
-};
-static const char *const kn_params_0_names[] = {"n", NULL};
-static const prs_py_param kn_params_0_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-};
-static const prs_py_params kn_params_0_params = {"allow", 1, 1, 0, kn_params_0_param_list, kn_params_0_names};
-enum {
-    P_kn_params_1_key = 0,
-    P_kn_params_1_n = 1,
-    P_kn_params_1__COUNT = 2
-};
-static const char *const kn_params_1_names[] = {"key", "n", NULL};
-static const prs_py_param kn_params_1_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-};
-static const prs_py_params kn_params_1_params = {"allow", 2, 2, 1, kn_params_1_param_list, kn_params_1_names};
-enum {
-    P_kn_params_2_n = 0,
-    P_kn_params_2_timeout = 1,
-    P_kn_params_2__COUNT = 2
-};
-static const char *const kn_params_2_names[] = {"n", "timeout", NULL};
-static const prs_py_param kn_params_2_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_kn_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-};
-static const prs_py_params kn_params_2_params = {"allow", 2, 2, 0, kn_params_2_param_list, kn_params_2_names};
-enum {
-    P_kn_params_3_key = 0,
-    P_kn_params_3_n = 1,
-    P_kn_params_3_timeout = 2,
-    P_kn_params_3__COUNT = 3
-};
-static const char *const kn_params_3_names[] = {"key", "n", "timeout", NULL};
-static const prs_py_param kn_params_3_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_kn_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-};
-static const prs_py_params kn_params_3_params = {"allow", 3, 3, 1, kn_params_3_param_list, kn_params_3_names};
-enum {
-    P_kn_params_4_n = 0,
-    P_kn_params_4_tokens_needed = 1,
-    P_kn_params_4__COUNT = 2
-};
-static const char *const kn_params_4_names[] = {"n", "tokens_needed", NULL};
-static const prs_py_param kn_params_4_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
-};
-static const prs_py_params kn_params_4_params = {"allow", 2, 1, 0, kn_params_4_param_list, kn_params_4_names};
-enum {
-    P_kn_params_5_key = 0,
-    P_kn_params_5_n = 1,
-    P_kn_params_5_tokens_needed = 2,
-    P_kn_params_5__COUNT = 3
-};
-static const char *const kn_params_5_names[] = {"key", "n", "tokens_needed", NULL};
-static const prs_py_param kn_params_5_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
-};
-static const prs_py_params kn_params_5_params = {"allow", 3, 2, 1, kn_params_5_param_list, kn_params_5_names};
-enum {
-    P_kn_params_6_n = 0,
-    P_kn_params_6_timeout = 1,
-    P_kn_params_6_tokens_needed = 2,
-    P_kn_params_6__COUNT = 3
-};
-static const char *const kn_params_6_names[] = {"n", "timeout", "tokens_needed", NULL};
-static const prs_py_param kn_params_6_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_kn_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
-};
-static const prs_py_params kn_params_6_params = {"allow", 3, 2, 0, kn_params_6_param_list, kn_params_6_names};
-enum {
-    P_kn_params_7_key = 0,
-    P_kn_params_7_n = 1,
-    P_kn_params_7_timeout = 2,
-    P_kn_params_7_tokens_needed = 3,
-    P_kn_params_7__COUNT = 4
-};
-static const char *const kn_params_7_names[] = {"key", "n", "timeout", "tokens_needed", NULL};
-static const prs_py_param kn_params_7_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_kn_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_kn_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
-};
-static const prs_py_params kn_params_7_params = {"allow", 4, 3, 1, kn_params_7_param_list, kn_params_7_names};
-static const prs_py_params *const kn_params[] = {&kn_params_0_params, &kn_params_1_params, &kn_params_2_params, &kn_params_3_params, &kn_params_4_params, &kn_params_5_params, &kn_params_6_params, &kn_params_7_params};
-
 static int limiters_add_types(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &_RateWait_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_LimiterBase, &_Limiter_spec, NULL) < 0) return -1;
     return 0;
 }

@@ -346,6 +346,39 @@ static int RedisRateLimiter_parse(PyTypeObject *type, PyObject *args, PyObject *
     "on_backend_error: 'raise' (BackendError), 'allow', 'deny' or 'local' (an\n" \
     "in-process limiter with local_share of the limit)."
 enum {
+    P_RedisRateLimiter_allow_key = 0,
+    P_RedisRateLimiter_allow_n = 1,
+    P_RedisRateLimiter_allow__COUNT = 2
+};
+static const char *const RedisRateLimiter_allow_names[] = {"key", "n", NULL};
+static const prs_py_param RedisRateLimiter_allow_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter_allow_params = {"allow", 2, 2, 1, RedisRateLimiter_allow_param_list, RedisRateLimiter_allow_names};
+enum {
+    P_RedisRateLimiter_check_key = 0,
+    P_RedisRateLimiter_check_n = 1,
+    P_RedisRateLimiter_check__COUNT = 2
+};
+static const char *const RedisRateLimiter_check_names[] = {"key", "n", NULL};
+static const prs_py_param RedisRateLimiter_check_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter_check_params = {"check", 2, 2, 1, RedisRateLimiter_check_param_list, RedisRateLimiter_check_names};
+enum {
+    P_RedisRateLimiter_peek_key = 0,
+    P_RedisRateLimiter_peek_n = 1,
+    P_RedisRateLimiter_peek__COUNT = 2
+};
+static const char *const RedisRateLimiter_peek_names[] = {"key", "n", NULL};
+static const prs_py_param RedisRateLimiter_peek_param_list[] = {
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params RedisRateLimiter_peek_params = {"peek", 2, 2, 1, RedisRateLimiter_peek_param_list, RedisRateLimiter_peek_names};
+enum {
     P_RedisRateLimiter_acquire_key = 0,
     P_RedisRateLimiter_acquire_n = 1,
     P_RedisRateLimiter_acquire_timeout = 2,
@@ -429,13 +462,37 @@ static const prs_py_param RedisRateLimiter__check_at_param_list[] = {
 static const prs_py_params RedisRateLimiter__check_at_params = {"_check_at", 3, 3, 3, RedisRateLimiter__check_at_param_list, RedisRateLimiter__check_at_names};
 static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *rl_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_ALLOW, rl_target, 1, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&RedisRateLimiter_allow_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_ALLOW, rl_target, v[0], &a);
 }
 static PyObject *rl_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_CHECK, rl_target, 1, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&RedisRateLimiter_check_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_CHECK, rl_target, v[0], &a);
 }
 static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, 1, args, nargs, kwnames);
+    prs_py_rate_args a = {1, PRS_NEVER};
+    PyObject *v[2];
+    if (!kwnames && nargs >= 1 && nargs <= 2) {
+        v[0] = args[0];
+        if (nargs > 1 && prs_py_parse_n(args[1], "n", &a.n) < 0) return NULL;
+    } else if (prs_py_parse_params(&RedisRateLimiter_peek_params, args, nargs, kwnames, &a, v) < 0) {
+        return NULL;
+    }
+    return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, v[0], &a);
 }
 static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     wait_args a = {0};

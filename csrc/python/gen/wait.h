@@ -90,9 +90,55 @@ static void ready_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
+/* ---- _RateWait ---- */
+#define _RateWait_DOC \
+    "An acquire in progress, for the async forms (made by _waiter())."
+static PyObject *rate_wait_step(PyObject *self, PyObject *unused);
+static PyMethodDef _RateWait_methods[] = {
+    {"step", rate_wait_step, METH_NOARGS,
+     "step($self, /)\n"
+     "--\n"
+     "\n"
+     "Decide once: None when admitted (n was taken), else the float seconds to wait\n"
+     "before the next step (0.0 on a ManualClock, which was advanced instead). Raises\n"
+     "RateLimitExceeded / ValueError as acquire() does; nothing is taken then."},
+    {NULL, NULL, 0, NULL},
+};
+static void rate_wait_dealloc(PyObject *self);
+static int rate_wait_traverse(PyObject *self, visitproc visit, void *arg);
+static int rate_wait_clear(PyObject *self);
+static PyType_Slot _RateWait_slots[] = {
+    {Py_tp_doc, (void *)_RateWait_DOC},
+    {Py_tp_dealloc, rate_wait_dealloc},
+    {Py_tp_traverse, rate_wait_traverse},
+    {Py_tp_clear, rate_wait_clear},
+    {Py_tp_methods, _RateWait_methods},
+    {0, NULL},
+};
+static PyType_Spec _RateWait_spec = {"pyresilience._core._RateWait", sizeof(rate_wait_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _RateWait_slots};
+static int rate_wait_traverse(PyObject *self, visitproc visit, void *arg) {
+    rate_wait_obj *o = (rate_wait_obj *)self;
+    Py_VISIT(Py_TYPE(self));
+    Py_VISIT(o->owner);
+    return 0;
+}
+static int rate_wait_clear(PyObject *self) {
+    return 0;
+}
+static void rate_wait_dealloc(PyObject *self) {
+    rate_wait_obj *o = (rate_wait_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    PyObject_GC_UnTrack(self);
+    rate_wait_clear(self);
+    Py_CLEAR(o->owner);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
 int prs_py_register_wait(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &_AsyncWaiter_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_Ready, &_Ready_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &_RateWait_spec, NULL) < 0) return -1;
     return 0;
 }
 
