@@ -47,14 +47,6 @@ static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
     return s;
 }
 
-/* The permits of a new bulkhead o: in process, or placed in the region
- * `shared` under the bulkhead's name (shm.c); -1 with an exception set, or a status. */
-static int bh_core(prs_py_state *st, bh_obj *o, const prs_bulkhead_config *cfg, PyObject *shared) {
-    if (!shared || shared == Py_None) return prs_bulkhead_new(cfg, &o->core);
-    int rc = prs_py_shm_bulkhead_new(st, shared, o->name, cfg, &o->core);
-    return rc == 1 ? -1 : rc;
-}
-
 #include "gen/bulkhead.h"
 
 #define SELF ((bh_obj *)self)

@@ -96,7 +96,7 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
              : name && name != Py_None ? PRS_EINVAL
                                        : prs_limiter_new(prs_algorithms[id].algo, config, NULL,
                                                          &core, &why);
-    if (rc == 1) return NULL;
+    if (rc && PyErr_Occurred()) return NULL;
     if (rc == PRS_EINVAL && !why.field && name && name != Py_None && !(shared && shared != Py_None))
         return PyErr_Format(PyExc_ValueError, "name= is used with shared=, got name=%R", name);
     if (rc) return prs_py_config_error(st, rc, &why, spec, v, config);

@@ -165,12 +165,12 @@ static PyObject *shm_enter(PyObject *self, PyObject *unused) {
 }
 
 
-/* ---- placing a limiter ---------------------------------------------------------- */
+/* ---- placing a limiter, a keyed table, a breaker or a bulkhead ---------------------- */
 
-/* The region of shared= and the checked name= of a placement: 0 with a
- * reference in *r (drop it with prs__shm_unref), or -1 with an exception. */
-static int placement(prs_py_state *st, PyObject *shared, PyObject *name, const char **cname,
-                     prs_shm **r) {
+static const char *const place_what[] = {"limiter", "KeyedLimiter", "circuit breaker", "bulkhead"};
+
+int prs_py_shm_place(prs_py_state *st, PyObject *shared, PyObject *name, int kind,
+                     const prs_algo *algo, const void *cfg, void *out, prs_config_error *why) {
     if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
         PyErr_Format(PyExc_TypeError, "shared must be a SharedMemory, not %.200s: %R",
                      Py_TYPE(shared)->tp_name, shared);
@@ -180,152 +180,54 @@ static int placement(prs_py_state *st, PyObject *shared, PyObject *name, const c
         PyErr_SetString(PyExc_ValueError, "shared= needs name=: the entry's name in the region");
         return -1;
     }
-    if (!(*cname = checked_name(name, "name"))) return -1;
-    return (*r = region_ref(shared)) ? 0 : -1;
-}
-
-/* Raises the error of a placement that failed with rc (msg: both
- * configurations, for PRS_ESTATE): 1, or rc when it is not the region's. */
-static int placement_error(int rc, PyObject *shared, PyObject *name, prs_shm *r, const char *what,
-                           const char *msg) {
+    const char *cname = checked_name(name, "name");
+    prs_shm *r = cname ? region_ref(shared) : NULL;
+    if (!r) return -1;
+    prs_shm_place pl = {r, cname};
+    prs_config_error own = {NULL, NULL}, *w = why ? why : &own;
+    char msg[1024] = "exists with another configuration";
+    int rc, differs = 1;
+    Py_BEGIN_ALLOW_THREADS /* a new keyed table is zeroed: max_keys slots */
+    switch (kind) {
+    case PRS_PY_PLACE_LIMITER: /* validated first: a bad config is the constructor's usual error */
+        if (!(rc = prs_algo_validate(algo, cfg, w))) rc = prs_limiter_new_placed(algo, cfg, NULL, &pl, out, w);
+        if (rc == PRS_ESTATE) differs = !prs_limiter_placed_mismatch(algo, cfg, &pl, msg, sizeof msg);
+        break;
+    case PRS_PY_PLACE_KEYED:
+        if ((rc = prs_keyed_new_placed(cfg, &pl, out, w)) == PRS_ESTATE)
+            differs = !prs_keyed_placed_mismatch(cfg, &pl, msg, sizeof msg);
+        break;
+    case PRS_PY_PLACE_BREAKER:
+        if ((rc = prs_breaker_new_placed(cfg, &pl, out, w)) == PRS_ESTATE)
+            differs = !prs_breaker_placed_mismatch(cfg, &pl, msg, sizeof msg);
+        break;
+    default:
+        if ((rc = prs_bulkhead_new_placed(cfg, &pl, out, w)) == PRS_ESTATE)
+            differs = !prs_bulkhead_placed_mismatch(cfg, &pl, msg, sizeof msg);
+    }
+    Py_END_ALLOW_THREADS
+    PyObject *rname = ((shm_obj *)shared)->name;
     if (rc == PRS_ESTATE) {
-        PyErr_Format(PyExc_ValueError, "%s %R in region %R %s", what, name,
-                     ((shm_obj *)shared)->name, msg);
+        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R %s", place_what[kind], name, rname,
+                     differs ? msg : "exists with another configuration");
     } else if (rc == PRS_EFULL) {
         PyObject *m = PyUnicode_FromFormat(
             "shared memory region %R is full (%zu bytes, %zu entries): create it with a larger "
-            "size= to place %R", ((shm_obj *)shared)->name, prs_shm_size(r), prs_shm_entries(r),
-            name);
+            "size= to place %R", rname, prs_shm_size(r), prs_shm_entries(r), name);
         prs_py_raise(m ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, m) : NULL);
         Py_XDECREF(m);
     } else if (rc == PRS_EPROTO) {
-        PyErr_Format(PyExc_ValueError, "%s %R in region %R is corrupt", what, name,
-                     ((shm_obj *)shared)->name);
+        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R is corrupt", place_what[kind], name,
+                     rname);
+    } else if (rc && !why) { /* the caller words no config error: a placement's own limit */
+        if (own.field) PyErr_Format(PyExc_ValueError, "%s %s", own.field, own.reason);
+        else prs_py_error(st, rc, NULL);
     } else {
-        return rc;
-    }
-    return 1;
-}
-
-int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const prs_algo *algo, const void *config, prs_limiter **out,
-                           prs_config_error *why) {
-    const char *cname;
-    prs_shm *r;
-    if (placement(st, shared, name, &cname, &r) < 0) return 1;
-    /* validate first: a bad config is the constructor's usual error */
-    int rc = prs_algo_validate(algo, config, why);
-    if (rc) {
         prs__shm_unref(r);
         return rc;
     }
-    prs_shm_place pl = {r, cname};
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_limiter_new_placed(algo, config, NULL, &pl, out, why);
-    Py_END_ALLOW_THREADS
-    char msg[400] = "exists with another configuration";
-    if (rc == PRS_ESTATE && prs_limiter_placed_mismatch(algo, config, &pl, msg, sizeof msg))
-        snprintf(msg, sizeof msg, "exists with another configuration");
-    rc = placement_error(rc, shared, name, r, "shared limiter", msg);
     prs__shm_unref(r);
-    return rc;
-}
-
-int prs_py_shm_keyed_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                         const prs_keyed_config *cfg, prs_keyed **out) {
-    const char *cname;
-    prs_shm *r;
-    if (placement(st, shared, name, &cname, &r) < 0) return 1;
-    prs_shm_place pl = {r, cname};
-    prs_config_error why = {NULL, NULL};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS /* a new table is zeroed: max_keys slots */
-    rc = prs_keyed_new_placed(cfg, &pl, out, &why);
-    Py_END_ALLOW_THREADS
-    char msg[400] = "exists with another configuration";
-    if (rc == PRS_ESTATE && prs_keyed_placed_mismatch(cfg, &pl, msg, sizeof msg))
-        snprintf(msg, sizeof msg, "exists with another configuration");
-    rc = placement_error(rc, shared, name, r, "shared KeyedLimiter", msg);
-    prs__shm_unref(r);
-    return rc;
-}
-
-/* ---- placing a breaker or a bulkhead ----------------------------------------------- */
-
-/* The region of shared= with a checked name= (*cname), referenced; NULL with
- * an exception. */
-static prs_shm *place_args(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const char **cname) {
-    if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
-        PyErr_Format(PyExc_TypeError, "shared must be a SharedMemory, not %.200s: %R",
-                     Py_TYPE(shared)->tp_name, shared);
-        return NULL;
-    }
-    if (!name || name == Py_None) {
-        PyErr_SetString(PyExc_ValueError, "shared= needs name=: the entry's name in the region");
-        return NULL;
-    }
-    if (!(*cname = checked_name(name, "name"))) return NULL;
-    return region_ref(shared);
-}
-
-/* Raises for a failed placement (rc != PRS_OK); `mismatch` words PRS_ESTATE. */
-static int placed_fail(prs_py_state *st, int rc, PyObject *shared, PyObject *name, prs_shm *r,
-                       const char *what, const char *mismatch, const prs_config_error *why) {
-    PyObject *rname = ((shm_obj *)shared)->name;
-    if (rc == PRS_ESTATE) {
-        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R %s", what, name, rname,
-                     mismatch);
-    } else if (rc == PRS_EFULL) {
-        PyObject *msg = PyUnicode_FromFormat(
-            "shared memory region %R is full (%zu bytes, %zu entries): create it with a larger "
-            "size= to place %R", rname, prs_shm_size(r), prs_shm_entries(r), name);
-        PyObject *exc = msg ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, msg) : NULL;
-        if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_XDECREF(exc);
-        Py_XDECREF(msg);
-    } else if (rc == PRS_EPROTO) {
-        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R is corrupt", what, name, rname);
-    } else if ((rc == PRS_ERANGE || rc == PRS_EINVAL) && why && why->field) {
-        PyErr_Format(PyExc_ValueError, "%s %s in a shared memory region", why->field, why->reason);
-    } else {
-        prs_py_error(st, rc, NULL);
-    }
-    return 1;
-}
-
-/* Places a breaker (bulkhead 0) or a bulkhead (1) of config cfg: PRS_OK, or 1
- * with an exception. */
-static int place(prs_py_state *st, PyObject *shared, PyObject *name, int bulkhead,
-                 const void *cfg, void **out) {
-    const char *cname;
-    prs_shm *r = place_args(st, shared, name, &cname);
-    if (!r) return 1;
-    prs_shm_place pl = {r, cname};
-    prs_config_error why = {0};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = bulkhead ? prs_bulkhead_new_placed(cfg, &pl, (prs_bulkhead **)out, &why)
-                  : prs_breaker_new_placed(cfg, &pl, (prs_breaker **)out, &why);
-    Py_END_ALLOW_THREADS
-    char msg[1024] = "exists with another configuration";
-    if (rc == PRS_ESTATE && bulkhead) prs_bulkhead_placed_mismatch(cfg, &pl, msg, sizeof msg);
-    if (rc == PRS_ESTATE && !bulkhead) prs_breaker_placed_mismatch(cfg, &pl, msg, sizeof msg);
-    if (rc)
-        rc = placed_fail(st, rc, shared, name, r, bulkhead ? "bulkhead" : "circuit breaker", msg,
-                         &why);
-    prs__shm_unref(r);
-    return rc;
-}
-
-int prs_py_shm_breaker_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const prs_breaker_config *cfg, prs_breaker **out) {
-    return place(st, shared, name, 0, cfg, (void **)out);
-}
-
-int prs_py_shm_bulkhead_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                            const prs_bulkhead_config *cfg, prs_bulkhead **out) {
-    return place(st, shared, name, 1, cfg, (void **)out);
+    return -1;
 }
 
 int prs_py_register_shm(PyObject *m, prs_py_state *st) { return shm_add_types(m, st); }

@@ -253,11 +253,12 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) {
         o->a = cfg;
         o->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);
-        rc = bh_core(st, o, &cfg.core, v[P_Bulkhead_shared]);
+        PyObject *shared = v[P_Bulkhead_shared];
+        rc = shared && shared != Py_None ? prs_py_shm_place(st, shared, o->name, PRS_PY_PLACE_BULKHEAD, NULL, &cfg.core, &o->core, NULL) : prs_bulkhead_new(&cfg.core, &o->core);
     }
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int bulkhead_add_types(PyObject *m, prs_py_state *st) {

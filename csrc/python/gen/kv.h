@@ -193,7 +193,7 @@ static PyObject *kv_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) rc = kv_build(st, o, &cfg, v[P_SharedKV_region]);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 int prs_py_register_kv(PyObject *m, prs_py_state *st) {

@@ -280,7 +280,7 @@ static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (!rc) rc = backend_build(o, &cfg, v[P_RedisBackend_url]);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- RedisRateLimiter ---- */
@@ -838,7 +838,7 @@ static PyObject *reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (!rc) rc = prs_redis_reader_new(&o->r);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int redis_add_types(PyObject *m, prs_py_state *st) {
