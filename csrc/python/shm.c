@@ -1,7 +1,7 @@
 /*
  * shm.c - pyresilience._core.SharedMemory (a named shared-memory region,
- * core: csrc/core/shm.c) and the placement of a limiter in it (shared=,
- * name= on every limiter type: limiters.c calls prs_py_shm_limiter_new).
+ * core: csrc/core/shm.c) and the placement in it of a limiter, a keyed
+ * table, a breaker or a bulkhead (their shared=, name=: prs_py_shm_place).
  *
  * The object holds one handle of the core (prs_shm); close() drops it under
  * a tiny lock, and a placement takes its own reference under the same lock,
@@ -63,47 +63,49 @@ static const char *checked_name(PyObject *name, const char *what) {
     return s;
 }
 
-static const char *checked_dir(PyObject *dir) {
-    if (!dir || dir == Py_None) return NULL;
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(dir, &n);
-    if (!s) return NULL;
-    if (n == 0 || (size_t)n != strlen(s)) {
-        PyErr_Format(PyExc_ValueError, "directory must be a non-empty path without NUL, got %R",
-                     dir);
-        return NULL;
-    }
-    return s;
+/* The UTF-8 of region o's name and directory (NULL: the default), checked:
+ * 0, or -1 with ValueError naming the argument. */
+static int names_of(shm_obj *o, const char **cname, const char **cdir) {
+    Py_ssize_t n = 0;
+    *cdir = NULL;
+    if (!(*cname = checked_name(o->name, "name"))) return -1;
+    if (o->directory == Py_None) return 0;
+    if (!(*cdir = PyUnicode_AsUTF8AndSize(o->directory, &n))) return -1;
+    if (n > 0 && (size_t)n == strlen(*cdir)) return 0;
+    PyErr_Format(PyExc_ValueError, "directory must be a non-empty path without NUL, got %R",
+                 o->directory);
+    return -1;
 }
 
-/* Raises the error of a failed open/unlink of region `name`. */
-static void region_error(int rc, int sys_errno, PyObject *name, const char *path) {
+/* Raises the error of a failed open/unlink of region o (its file: in cdir). */
+static void region_error(shm_obj *o, int rc, int sys_errno, const char *cname, const char *cdir) {
+    char path[4200] = "?";
+    prs_shm_path_for(cname, cdir, path, sizeof path);
     if (rc == PRS_EPROTO) {
         PyErr_Format(PyExc_ValueError,
                      "shared memory region %R (%s) is not a pyresilience region of version %d: "
                      "truncated, corrupt, another version or not a regular file",
-                     name, path ? path : "?", PRS_SHM_VERSION);
+                     o->name, path, PRS_SHM_VERSION);
     } else if (rc == PRS_EBACKEND && sys_errno == EPERM) {
         errno = EPERM;
         PyErr_Format(PyExc_PermissionError,
-                     "shared memory region %R (%s) belongs to another user", name,
-                     path ? path : "?");
+                     "shared memory region %R (%s) belongs to another user", o->name, path);
     } else if (rc == PRS_EBACKEND) {
         errno = sys_errno;
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
     } else if (rc == PRS_ENOMEM) {
         PyErr_NoMemory();
     } else {
-        PyErr_Format(PyExc_ValueError, "cannot open shared memory region %R: %s", name,
+        PyErr_Format(PyExc_ValueError, "cannot open shared memory region %R: %s", o->name,
                      prs_strerror(rc));
     }
 }
 
-/* Opens region `name` (in `dir`, None: /dev/shm) as built by tp_new
+/* Opens region `name` (in `directory`, None: the default) as built by tp_new
  * (generated: name and directory kept). 0, or -1 with an exception. */
 static int shm_open_region(shm_obj *o, const shm_args *a) {
-    const char *cname = checked_name(o->name, "name"), *cdir = cname ? checked_dir(o->directory) : NULL;
-    if (!cname || (!cdir && PyErr_Occurred())) return -1;
+    const char *cname, *cdir;
+    if (names_of(o, &cname, &cdir) < 0) return -1;
     prs_shm_config cfg;
     prs_shm_config_init(&cfg);
     cfg.size = (size_t)a->size;
@@ -114,23 +116,33 @@ static int shm_open_region(shm_obj *o, const shm_args *a) {
     rc = prs_shm_open(cname, &cfg, &o->r, &err);
     Py_END_ALLOW_THREADS
     if (rc) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/pyresilience.%s", cdir ? cdir : "/dev/shm", cname);
-        region_error(rc, err, o->name, path);
+        region_error(o, rc, err, cname, cdir);
         return -1;
     }
     return (o->path = PyUnicode_DecodeFSDefault(prs_shm_path(o->r))) ? 0 : -1;
 }
 
-/* A reference to the open region (to be dropped with prs__shm_unref), or
- * NULL with ValueError when closed. */
-static prs_shm *region_ref(PyObject *self) {
-    prs__spin_lock(&SELF->lock);
-    prs_shm *r = SELF->r;
+/* A reference to the open region of `o` (to be dropped with prs__shm_unref),
+ * or NULL with ValueError when closed; with `param` (o an argument),
+ * TypeError naming it when o is not a SharedMemory. */
+static prs_shm *region_ref(prs_py_state *st, PyObject *o, const char *param) {
+    if (param && !PyObject_TypeCheck(o, PRS_PY_TYPE(st, SharedMemory))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a SharedMemory, not %.200s: %R", param,
+                     Py_TYPE(o)->tp_name, o);
+        return NULL;
+    }
+    shm_obj *s = (shm_obj *)o;
+    prs__spin_lock(&s->lock);
+    prs_shm *r = s->r;
     if (r) prs__shm_ref(r);
-    prs__spin_unlock(&SELF->lock);
-    if (!r) PyErr_Format(PyExc_ValueError, "shared memory region %R is closed", SELF->name);
+    prs__spin_unlock(&s->lock);
+    if (!r) PyErr_Format(PyExc_ValueError, "shared memory region %R is closed", s->name);
     return r;
+}
+
+/* For other binding files (kv.c): the region of the SharedMemory `shared`. */
+prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared) {
+    return region_ref(st, shared, "region");
 }
 
 static PyObject *shm_close(PyObject *self, PyObject *unused) {
@@ -143,27 +155,22 @@ static PyObject *shm_close(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *shm_unlink(PyObject *self, PyObject *unused) {
-    const char *cname = PyUnicode_AsUTF8(SELF->name);
-    if (!cname) return NULL;
-    const char *cdir = checked_dir(SELF->directory);
-    if (!cdir && PyErr_Occurred()) return NULL;
+    const char *cname, *cdir;
+    if (names_of(SELF, &cname, &cdir) < 0) return NULL;
     int err = 0, rc = prs_shm_unlink(cname, cdir, &err);
     if (rc) {
-        PyObject *b = PyUnicode_EncodeFSDefault(SELF->path);
-        region_error(rc, err, SELF->name, b ? PyBytes_AS_STRING(b) : NULL);
-        Py_XDECREF(b);
+        region_error(SELF, rc, err, cname, cdir);
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
 static PyObject *shm_enter(PyObject *self, PyObject *unused) {
-    prs_shm *r = region_ref(self);
+    prs_shm *r = region_ref(NULL, self, NULL);
     if (!r) return NULL;
     prs__shm_unref(r);
     return Py_NewRef(self);
 }
-
 
 /* ---- placing a limiter, a keyed table, a breaker or a bulkhead ---------------------- */
 
@@ -171,18 +178,15 @@ static const char *const place_what[] = {"limiter", "KeyedLimiter", "circuit bre
 
 int prs_py_shm_place(prs_py_state *st, PyObject *shared, PyObject *name, int kind,
                      const prs_algo *algo, const void *cfg, void *out, prs_config_error *why) {
-    if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
-        PyErr_Format(PyExc_TypeError, "shared must be a SharedMemory, not %.200s: %R",
-                     Py_TYPE(shared)->tp_name, shared);
-        return -1;
-    }
-    if (!name || name == Py_None) {
-        PyErr_SetString(PyExc_ValueError, "shared= needs name=: the entry's name in the region");
-        return -1;
-    }
-    const char *cname = checked_name(name, "name");
-    prs_shm *r = cname ? region_ref(shared) : NULL;
+    prs_shm *r = region_ref(st, shared, "shared");
     if (!r) return -1;
+    const char *cname = name && name != Py_None ? checked_name(name, "name") : NULL;
+    if (!cname) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "shared= needs name=: the entry's name in the region");
+        prs__shm_unref(r);
+        return -1;
+    }
     prs_shm_place pl = {r, cname};
     prs_config_error own = {NULL, NULL}, *w = why ? why : &own;
     char msg[1024] = "exists with another configuration";
@@ -231,15 +235,3 @@ int prs_py_shm_place(prs_py_state *st, PyObject *shared, PyObject *name, int kin
 }
 
 int prs_py_register_shm(PyObject *m, prs_py_state *st) { return shm_add_types(m, st); }
-
-/* For other binding files (kv.c): a reference to the open region of the
- * SharedMemory `shared` (drop it with prs__shm_unref), or NULL with TypeError
- * (not a SharedMemory) or ValueError (closed). */
-prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared) {
-    if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
-        PyErr_Format(PyExc_TypeError, "region must be a SharedMemory, not %.200s: %R",
-                     Py_TYPE(shared)->tp_name, shared);
-        return NULL;
-    }
-    return region_ref(shared);
-}
