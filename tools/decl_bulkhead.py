@@ -42,6 +42,7 @@ BULKHEAD = Type(
         "async with).",
     methods=[
         M("acquire", params=[P("timeout", "OBJECT", "Optional[float]", "...")],
+          expr="acquire_for(self, v[0])",
           doc="Take a slot, waiting up to `timeout` seconds (... default: max_wait_seconds;\n"
               "None or math.inf: no limit; 0: fail at once). Waiters are served first\n"
               "come, first served, threads and asyncio tasks alike. The GIL is released\n"
@@ -63,8 +64,10 @@ BULKHEAD = Type(
         M("__aexit__", EXIT, "Awaitable[None]", c="bh_aexit",
           expr=RELEASED % "prs_py_ready_new(o->ready, Py_None)",
           doc="Release the slot; never suppresses the exception."),
-        M("_acquire_async", "get_running_loop: Callable[[], Any], wait: Optional[bool], /",
-          "Union[bool, _AsyncWaiter]",
+        M("_acquire_async", returns="Union[bool, _AsyncWaiter]",
+          params=[P("get_running_loop", "OBJECT", "Callable[[], Any]", posonly=True),
+                  P("wait", "OBJECT", "Optional[bool]", posonly=True)],
+          expr="acquire_async(self, v[0], v[1])",
           doc="Internal (asyncio form): True if a slot was taken, False if none and\n"
               "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
               "queued waiter whose .future is woken when a slot is handed to it."),

@@ -47,8 +47,6 @@ static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
     return s;
 }
 
-#include "gen/bulkhead.h"
-
 #define SELF ((bh_obj *)self)
 
 /* A fresh BulkheadFullError(message, retry_after=, name=) (new reference), or
@@ -147,11 +145,10 @@ static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&Bulkhead_acquire_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    int64_t timeout_ns = SELF->a.max_wait_ns; /* ... (the default) too */
-    if (v[0] && v[0] != Py_Ellipsis && prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
+/* acquire(timeout=...): the default (...) waits max_wait_seconds. */
+static PyObject *acquire_for(PyObject *self, PyObject *timeout) {
+    int64_t timeout_ns = SELF->a.max_wait_ns;
+    if (timeout && timeout != Py_Ellipsis && prs_py_parse_timeout(timeout, "timeout", &timeout_ns) < 0) return NULL;
     return BH_CALL(timeout_ns, NULL);
 }
 
@@ -164,14 +161,9 @@ static PyObject *bh_enter(PyObject *self, PyObject *unused) {
 
 /* _acquire_async(get_running_loop, wait): True (acquired now), False (no
  * permit and wait is false: counted as rejected), or a queued _AsyncWaiter. */
-static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_acquire_async(get_running_loop, wait)");
-        return NULL;
-    }
-    int wait = args[1] == Py_None ? SELF->a.max_wait_ns != 0 : PyObject_IsTrue(args[1]);
-    if (wait < 0) return NULL;
-    return BH_CALL(wait ? PRS_NEVER : 0, args[0]);
+static PyObject *acquire_async(PyObject *self, PyObject *get_loop, PyObject *w) {
+    int wait = w == Py_None ? SELF->a.max_wait_ns != 0 : PyObject_IsTrue(w);
+    return wait < 0 ? NULL : BH_CALL(wait ? PRS_NEVER : 0, get_loop);
 }
 
 /* async with: a slot free now -> an already-done awaitable (no coroutine);
@@ -193,6 +185,8 @@ static PyObject *bh_stats(PyObject *self, PyObject *unused) {
                          "average_hold_seconds", hold, "waited_count", (long long)s.waited_total,
                          "held_seconds_total", (double)s.held_ns_total / 1e9);
 }
+
+#include "gen/bulkhead.h"
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {
     return bulkhead_add_types(m, st);
