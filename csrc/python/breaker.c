@@ -85,10 +85,10 @@ static PyObject *relisten(breaker_obj *self, PyObject *fn, int add) {
     Py_ssize_t at = PyTuple_GET_SIZE(old);
     while (!add && at-- > 0 && (rc = PyObject_RichCompareBool(PyTuple_GET_ITEM(old, at), fn, Py_EQ)) == 0) {
     }
-    PyObject *t = rc > 0 && (l = PySequence_List(old)) &&
-                          (add ? PyList_Append(l, fn) : PySequence_DelItem(l, at)) == 0
-                      ? PyList_AsTuple(l) : NULL;
-    if (t) Py_SETREF(self->listeners, t);
+    PyObject *t = NULL;
+    if (rc > 0 && (l = PySequence_List(old)) &&
+        (add ? PyList_Append(l, fn) : PySequence_DelItem(l, at)) == 0 && (t = PyList_AsTuple(l)))
+        Py_SETREF(self->listeners, t);
     else if (rc > 0) rc = -1;
     Py_XDECREF(l);
     Py_DECREF(old);
@@ -113,9 +113,8 @@ static void report_listener_error(PyObject *listener) {
 static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
     if (!tr->happened) return;
     PyObject *ls = listeners_of(self);
-    if (!ls) return;
-    if (PyTuple_GET_SIZE(ls) == 0 || !self->states) {
-        Py_DECREF(ls);
+    if (!ls || PyTuple_GET_SIZE(ls) == 0 || !self->states) {
+        Py_XDECREF(ls);
         return;
     }
     PRS_PY_EXC_SAVE(saved);
@@ -177,11 +176,9 @@ static int admit(breaker_obj *self, prs_breaker_permit *permit, int64_t *start,
     return 1;
 }
 
-/* The outcome of a call that raised (exc_type: the exception's class) or
- * returned `result`: an exception that is not an Exception, or matches
- * ignore_exceptions, is IGNORED; one matching record_exceptions a FAILURE; a
- * result a FAILURE when is_failure(result) is true. -1 with an exception
- * (IGNORED) when is_failure raised. */
+/* The outcome (Classification, above) of a call that raised (exc_type: the
+ * exception's class) or returned `result`. -1 with an exception (IGNORED)
+ * when is_failure raised. */
 static int outcome_of(breaker_obj *self, PyObject *exc_type, PyObject *result,
                       prs_breaker_outcome *out) {
     *out = PRS_BREAKER_SUCCESS;
