@@ -179,8 +179,8 @@ static int admit(breaker_obj *self, prs_breaker_permit *permit, int64_t *start,
 /* The outcome (Classification, above) of a call that raised (exc_type: the
  * exception's class) or returned `result`. -1 with an exception (IGNORED)
  * when is_failure raised. */
-static int outcome_of(breaker_obj *self, PyObject *exc_type, PyObject *result,
-                      prs_breaker_outcome *out) {
+static inline int outcome_of(breaker_obj *self, PyObject *exc_type, PyObject *result,
+                             prs_breaker_outcome *out) {
     *out = PRS_BREAKER_SUCCESS;
     if (exc_type) {
         if (!PyErr_GivenExceptionMatches(exc_type, PyExc_Exception) ||
