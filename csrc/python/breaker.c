@@ -52,12 +52,9 @@ typedef struct wrapped_obj {
 
 #define WSELF ((wrapped_obj *)self)
 
-/* The parsed arguments of record_success()/record_failure() (duration) and
- * of _record() (its token: the permit and start of _acquire()). */
+/* record_success()/record_failure()'s parsed arguments. */
 typedef struct cb_record_args {
     int64_t duration_ns;
-    prs_breaker_permit permit;
-    int64_t start;
 } cb_record_args;
 
 /* The tuples, states and messages tp_new (generated) makes from the arguments v. */
@@ -268,34 +265,6 @@ static PyObject *cb_acquire(PyObject *self, PyObject *unused) {
     return Py_BuildValue("(KL)", (unsigned long long)permit, (long long)start);
 }
 
-/* _record()'s token: None (without a permit) or what _acquire() returned. */
-static int cb_token(PyObject *token, void *args) {
-    cb_record_args *a = args;
-    a->permit = PRS_BREAKER_NO_PERMIT;
-    a->start = INT64_MIN;
-    if (token == Py_None) return 0;
-    if (!PyTuple_CheckExact(token) || PyTuple_GET_SIZE(token) != 2 ||
-        !PyLong_CheckExact(PyTuple_GET_ITEM(token, 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(token, 1))) {
-        PyErr_Format(PyExc_TypeError, "_record() token must come from _acquire(), got %R", token);
-        return -1;
-    }
-    a->permit = (prs_breaker_permit)PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(token, 0));
-    a->start = (int64_t)PyLong_AsLongLong(PyTuple_GET_ITEM(token, 1));
-    return PyErr_Occurred() ? -1 : 0;
-}
-
-/* _record(token, exc=None, result=None): the outcome of a call admitted by
- * _acquire() (the token parsed into a). */
-static PyObject *record_token(breaker_obj *self, const cb_record_args *a, PyObject *exc,
-                              PyObject *result) {
-    if (exc && exc != Py_None && !PyExceptionInstance_Check(exc))
-        return PyErr_Format(PyExc_TypeError, "_record() exc must be an exception or None, got %R", exc);
-    prs_breaker_outcome outcome;
-    int bad = outcome_of(self, exc && exc != Py_None ? (PyObject *)Py_TYPE(exc) : NULL,
-                         result ? result : Py_None, &outcome);
-    return finish(self, a->permit, a->start, outcome) < 0 || bad ? NULL : Py_NewRef(Py_None);
-}
-
 /* ---- the decorated function: a C callable, so @breaker adds no Python frame ---- */
 
 static PyObject *wrapped_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
@@ -372,6 +341,34 @@ static PyObject *manual(PyObject *self, void (*fn)(prs_breaker *, int64_t, prs_b
 }
 
 #include "gen/breaker.h"
+
+/* _record(token, exc=None, result=None): the outcome of a call admitted by
+ * _acquire() (token None: without a permit). */
+static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames) {
+    PyObject *v[3] = {NULL, NULL, NULL};
+    if (!kwnames && nargs >= 1 && nargs <= 3) { /* the facade's calls: positional */
+        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
+    } else if (prs_py_parse_params(&CircuitBreaker__record_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
+    PyObject *token = v[0], *exc = v[1] == Py_None ? NULL : v[1];
+    prs_breaker_permit permit = PRS_BREAKER_NO_PERMIT;
+    long long start = INT64_MIN;
+    if (token != Py_None) {
+        if (!PyTuple_CheckExact(token) || PyTuple_GET_SIZE(token) != 2 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(token, 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(token, 1)))
+            return PyErr_Format(PyExc_TypeError, "_record() token must come from _acquire(), got %R", token);
+        permit = (prs_breaker_permit)PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(token, 0));
+        start = PyLong_AsLongLong(PyTuple_GET_ITEM(token, 1));
+        if (PyErr_Occurred()) return NULL;
+    }
+    if (exc && !PyExceptionInstance_Check(exc))
+        return PyErr_Format(PyExc_TypeError, "_record() exc must be an exception or None, got %R", exc);
+    prs_breaker_outcome outcome;
+    int bad = outcome_of(SELF, exc ? (PyObject *)Py_TYPE(exc) : NULL, v[2] ? v[2] : Py_None, &outcome);
+    return finish(SELF, permit, (int64_t)start, outcome) < 0 || bad ? NULL : Py_NewRef(Py_None);
+}
 
 /* ---- construction ------------------------------------------------------------------------ */
 

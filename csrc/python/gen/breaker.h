@@ -218,9 +218,8 @@ enum {
     P_CircuitBreaker__record__COUNT = 3
 };
 static const char *const CircuitBreaker__record_names[] = {"token", "exc", "result", NULL};
-static int cb_token(PyObject *arg, void *config);
 static const prs_py_param CircuitBreaker__record_param_list[] = {
-    {"token", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, cb_token, 0},
+    {"token", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"exc", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
     {"result", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
@@ -281,13 +280,7 @@ static PyObject *cb_reap(PyObject *self, PyObject *unused) {
     breaker_obj *o = (breaker_obj *)self;
     return PyLong_FromLong(prs_breaker_reap(o->core));
 }
-static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    breaker_obj *o = (breaker_obj *)self;
-    cb_record_args a = {0};
-    PyObject *v[3];
-    if (prs_py_parse_params(&CircuitBreaker__record_params, args, nargs, kwnames, &a, v) < 0) return NULL;
-    return record_token(o, &a, v[1], v[2]);
-}
+static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef CircuitBreaker_methods[] = {
     {"call", (PyCFunction)(void (*)(void))cb_call, METH_FASTCALL | METH_KEYWORDS,
      "call($self, func, /, *args, **kwargs)\n"
