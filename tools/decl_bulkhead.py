@@ -64,10 +64,8 @@ BULKHEAD = Type(
         M("__aexit__", EXIT, "Awaitable[None]", c="bh_aexit",
           expr=RELEASED % "prs_py_ready_new(o->ready, Py_None)",
           doc="Release the slot; never suppresses the exception."),
-        M("_acquire_async", returns="Union[bool, _AsyncWaiter]",
-          params=[P("get_running_loop", "OBJECT", "Callable[[], Any]", posonly=True),
-                  P("wait", "OBJECT", "Optional[bool]", posonly=True)],
-          expr="acquire_async(self, v[0], v[1])",
+        M("_acquire_async", "get_running_loop: Callable[[], Any], wait: Optional[bool], /",
+          "Union[bool, _AsyncWaiter]",
           doc="Internal (asyncio form): True if a slot was taken, False if none and\n"
               "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
               "queued waiter whose .future is woken when a slot is handed to it."),

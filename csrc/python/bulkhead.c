@@ -161,9 +161,11 @@ static PyObject *bh_enter(PyObject *self, PyObject *unused) {
 
 /* _acquire_async(get_running_loop, wait): True (acquired now), False (no
  * permit and wait is false: counted as rejected), or a queued _AsyncWaiter. */
-static PyObject *acquire_async(PyObject *self, PyObject *get_loop, PyObject *w) {
-    int wait = w == Py_None ? SELF->a.max_wait_ns != 0 : PyObject_IsTrue(w);
-    return wait < 0 ? NULL : BH_CALL(wait ? PRS_NEVER : 0, get_loop);
+static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 2) /* the facade's call: no table parse on this path */
+        return PyErr_Format(PyExc_TypeError, "_acquire_async(get_running_loop, wait)");
+    int wait = args[1] == Py_None ? SELF->a.max_wait_ns != 0 : PyObject_IsTrue(args[1]);
+    return wait < 0 ? NULL : BH_CALL(wait ? PRS_NEVER : 0, args[0]);
 }
 
 /* async with: a slot free now -> an already-done awaitable (no coroutine);

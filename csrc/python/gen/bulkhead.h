@@ -49,17 +49,6 @@ static const prs_py_param Bulkhead_acquire_param_list[] = {
     {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params Bulkhead_acquire_params = {"acquire", 1, 1, 0, Bulkhead_acquire_param_list, Bulkhead_acquire_names};
-enum {
-    P_Bulkhead__acquire_async_get_running_loop = 0,
-    P_Bulkhead__acquire_async_wait = 1,
-    P_Bulkhead__acquire_async__COUNT = 2
-};
-static const char *const Bulkhead__acquire_async_names[] = {"get_running_loop", "wait", NULL};
-static const prs_py_param Bulkhead__acquire_async_param_list[] = {
-    {"get_running_loop", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"wait", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-};
-static const prs_py_params Bulkhead__acquire_async_params = {"_acquire_async", 2, 2, 2, Bulkhead__acquire_async_param_list, Bulkhead__acquire_async_names};
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1];
     if (prs_py_parse_params(&Bulkhead_acquire_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
@@ -80,11 +69,7 @@ static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t narg
     bh_obj *o = (bh_obj *)self;
     return prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : prs_py_ready_new(o->ready, Py_None);
 }
-static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    PyObject *v[2];
-    if (prs_py_parse_params(&Bulkhead__acquire_async_params, args, nargs, NULL, NULL, v) < 0) return NULL;
-    return acquire_async(self, v[0], v[1]);
-}
+static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
 static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return prs_py_cond_finish(self, args, nargs);
 }
