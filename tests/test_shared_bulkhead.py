@@ -54,8 +54,9 @@ def test_mismatch_and_bad_arguments(region):
         pr.Bulkhead("db", 3, shared=region)
     assert str(e.value) == ("shared bulkhead 'db' in region 'bh' exists as "
                             "bulkhead(max_concurrent=2), asked for bulkhead(max_concurrent=3)")
-    with pytest.raises(ValueError, match="max_concurrent"):
+    with pytest.raises(ValueError) as e:
         pr.Bulkhead("big", 70000, shared=region)
+    assert str(e.value) == "max_concurrent must be <= 65536 in a region"  # said once
     with pytest.raises(TypeError, match="shared must be a SharedMemory"):
         pr.Bulkhead("x", 1, shared=object())
     with pytest.raises(ValueError, match="name must be"):

@@ -141,7 +141,7 @@ class Type:
     config, and `st`, which may set `rc` to the core's status): the header
     defines tp_new (<prefix>_new): parse (and check), allocate, `keep` each
     argument object ({field: param}, None when not given) and the clock,
-    then build; a refusal is worded by prs_py_error().
+    then build; a refusal (rc nonzero, no exception set) is worded by prs_py_error().
 
     `rate` (a prs_py_rate_fn, with rate_key when its methods take a key):
     what the rate methods M(rate=True) decide on.

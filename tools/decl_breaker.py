@@ -79,7 +79,10 @@ BREAKER = Type(
     offsets={"weaklist": "weakreflist"}, clock="clock", free="prs_breaker_free(o->core);",
     keep={"name": "name", "fallback": "fallback", "is_failure": "is_failure"},
     build=["o->timing = cfg.slow_call_ns > 0;",
-           "rc = cb_objects(o, v) < 0 ? -1 : cb_core(st, o, &cfg, v[P_CircuitBreaker_shared]);"],
+           "PyObject *shared = v[P_CircuitBreaker_shared];",
+           "rc = cb_objects(o, v) < 0 ? -1 : shared && shared != Py_None ? prs_py_shm_place("
+           "st, shared, o->name, PRS_PY_PLACE_BREAKER, NULL, &cfg, &o->core, NULL) "
+           ": prs_breaker_new(&cfg, &o->core);"],
     refs=["fallback", "name", "record_exc", "ignore_exc", "is_failure", "listeners", "states",
           "msg_open", "msg_half"],
     params=PARAMS,
@@ -108,7 +111,7 @@ BREAKER = Type(
           params=[P("duration", "DURATION", "float", "0.0", field="duration_ns",
                     flags=("zero", "inf"))],
           doc="Record a failed call that lasted `duration` seconds."),
-        M("record_ignored",
+        M("record_ignored", expr="record_manual(self, 0, PRS_BREAKER_IGNORED)",
           doc="Record a call that counts as neither (frees the half-open trial slot that\n"
               "allow_request() took)."),
         M("open", expr="manual(self, prs_breaker_open)", doc="Open the circuit now; it half-opens after timeout_seconds as usual."),
@@ -118,19 +121,21 @@ BREAKER = Type(
         M("force_open", expr="manual(self, prs_breaker_force_open)", doc="Open the circuit until reset() or another manual state call."),
         M("disable", expr="manual(self, prs_breaker_disable)", doc="Allow every call and never trip (outcomes are still counted) until\n"
                          "reset() or another manual state call."),
-        M("add_listener", "listener: %s, /" % LISTENER,
+        M("add_listener", params=[P("listener", "CALLABLE", LISTENER, posonly=True)],
+          expr="relisten(o, v[0], 1)",
           doc="Call listener(breaker, old_state, new_state) after every transition."),
-        M("remove_listener", "listener: %s, /" % LISTENER,
+        M("remove_listener", "listener: %s, /" % LISTENER, expr="relisten(o, arg, 0)",
           doc="Remove a listener (ValueError if absent)."),
-        M("_wrap", "func: Callable[..., Any], /", '"BreakerFunction"',
+        M("_wrap", returns='"BreakerFunction"', expr="wrap(o, v[0])",
+          params=[P("func", "CALLABLE", "Callable[..., Any]", posonly=True)],
           doc="Internal: a C callable running func through this breaker (the sync decorator)."),
         M("_acquire", returns="Any",
           doc="Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."),
         M("_reap", returns="int", expr="PyLong_FromLong(prs_breaker_reap(o->core))",
           doc="Internal: free now the half-open trial slots of dead processes (shared): how many."),
         M("_record", params=[P("token", "OBJECT", "Any"),
-                             P("exc", "OBJECT", "Optional[BaseException]", "None"),
-                             P("result", "OBJECT", "Any", "None")],
+                  P("exc", "OBJECT", "Optional[BaseException]", "None"),
+                  P("result", "OBJECT", "Any", "None")],
           doc="Internal: record the outcome of a call admitted by _acquire()."),
     ],
     props=[
@@ -179,7 +184,7 @@ BREAKER = Type(
 BREAKER_FUNCTION = Type(
     "BreakerFunction", "breaker", "wrapped", obj="wrapped_obj",
     flags=("HAVE_GC", "IMMUTABLETYPE", "HAVE_VECTORCALL", "DISALLOW_INSTANTIATION"),
-    slots={"call": "PyVectorcall_Call", "descr_get": None, "repr": None},
+    slots={"call": "PyVectorcall_Call", "descr_get": "prs_py_method_get", "repr": None},
     offsets={"dict": "dict", "weaklist": "weakreflist", "vectorcall": "vectorcall"},
     refs=["breaker", "func", "dict", "fast"],
     doc="A function protected by a CircuitBreaker (made by using the breaker as a "

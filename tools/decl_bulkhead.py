@@ -26,7 +26,10 @@ BULKHEAD = Type(
     flags=("BASETYPE", "HAVE_GC", "IMMUTABLETYPE"),
     offsets={"weaklist": "weakreflist"}, refs=[], kept=["name", "ready"], keep={"name": "name"},
     build=["o->a = cfg;", "o->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);",
-           "rc = bh_core(st, o, &cfg.core, v[P_Bulkhead_shared]);"],
+           "PyObject *shared = v[P_Bulkhead_shared];",
+           "rc = shared && shared != Py_None ? prs_py_shm_place(st, shared, o->name, "
+           "PRS_PY_PLACE_BULKHEAD, NULL, &cfg.core, &o->core, NULL) "
+           ": prs_bulkhead_new(&cfg.core, &o->core);"],
     free="prs_bulkhead_free(o->core); /* no waiter is queued: each holds this object */",
     params=[
         P("name", "STR", "str", nonempty=True),
@@ -40,6 +43,7 @@ BULKHEAD = Type(
         "async with).",
     methods=[
         M("acquire", params=[P("timeout", "OBJECT", "Optional[float]", "...")],
+          expr="acquire_for(self, v[0])",
           doc="Take a slot, waiting up to `timeout` seconds (... default: max_wait_seconds;\n"
               "None or math.inf: no limit; 0: fail at once). Waiters are served first\n"
               "come, first served, threads and asyncio tasks alike. The GIL is released\n"

@@ -390,7 +390,8 @@ def c_new(t):
     """<prefix>_new of a type declaring `build`: the configuration step (with
     the core's check when the type has one), the object, the argument objects
     it keeps (None when not given), its clock, then `build`, a C statement
-    over o, cfg and st that may set rc (a status: the core's refusal)."""
+    over o, cfg and st that may set rc: nonzero with an exception set, or a
+    status (the core's refusal, even -1: PRS_EINVAL) that prs_py_error() words."""
     n = "P_%s__COUNT" % t.name
     L = ["static PyObject *%s_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {" % t.prefix,
          "    prs_py_state *st;", "    PyObject *v[%s];" % (n if t.params else "1")]
@@ -422,7 +423,7 @@ def c_new(t):
         L.append("    if (!rc) %s" % t.build)
     L += ["    if (!rc) return (PyObject *)o;",
           "    Py_DECREF(o);",
-          "    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);", "}"]
+          "    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);", "}"]
     return L
 
 

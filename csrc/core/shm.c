@@ -325,6 +325,9 @@ int prs_shm_unlink(const char *name, const char *directory, int *sys_errno) {
 int prs_shm_created(const prs_shm *r) { return r ? r->created : 0; }
 size_t prs_shm_size(const prs_shm *r) { return r ? r->size : 0; }
 const char *prs_shm_path(const prs_shm *r) { return r ? r->path : NULL; }
+int prs_shm_path_for(const char *name, const char *directory, char *buf, size_t cap) {
+    return name && buf ? make_path(buf, cap, directory, name, NULL) : PRS_EINVAL;
+}
 
 size_t prs_shm_entries(const prs_shm *r) {
     if (!r) return 0;

@@ -19,14 +19,6 @@
  */
 #include "prs_py.h"
 
-#include <math.h>
-#include <structmember.h>
-
-#ifndef Py_BEGIN_CRITICAL_SECTION
-#define Py_BEGIN_CRITICAL_SECTION(op) {
-#define Py_END_CRITICAL_SECTION() }
-#endif
-
 typedef struct breaker_obj {
     PyObject_HEAD
     prs_breaker *core;       /* built by tp_new, never NULL after it */
@@ -65,15 +57,10 @@ typedef struct cb_record_args {
     int64_t duration_ns;
 } cb_record_args;
 
-static PyObject *record_manual(PyObject *self, int64_t duration_ns, prs_breaker_outcome outcome);
-
-/* A manual state call (open, close, ...: generated methods over the core's). */
-typedef void (*manual_fn)(prs_breaker *, int64_t, prs_breaker_transition *);
-static PyObject *manual(PyObject *self, manual_fn fn);
-
 /* The tuples, states and messages tp_new (generated) makes from the arguments v. */
 static int cb_objects(breaker_obj *self, PyObject **v);
-static int cb_core(prs_py_state *st, breaker_obj *o, const prs_breaker_config *cfg, PyObject *shared);
+
+/* ---- listeners --------------------------------------------------------------------- */
 
 /* The listeners: a tuple replaced whole, read under the object's lock (a new
  * reference; NULL once cleared). */
@@ -85,9 +72,305 @@ static PyObject *listeners_of(breaker_obj *self) {
     return ls;
 }
 
+/* add_listener(fn) (add) and remove_listener(fn): a new tuple with fn
+ * appended, or without the last listener equal to fn (ValueError when none
+ * is), replaces the old one under the object's lock. */
+static PyObject *relisten(breaker_obj *self, PyObject *fn, int add) {
+    int rc = add;
+    Py_BEGIN_CRITICAL_SECTION(self);
+    PyObject *old = Py_NewRef(self->listeners), *l = NULL; /* __eq__ may run code that replaces it */
+    Py_ssize_t at = PyTuple_GET_SIZE(old);
+    while (!add && at-- > 0 && (rc = PyObject_RichCompareBool(PyTuple_GET_ITEM(old, at), fn, Py_EQ)) == 0) {
+    }
+    PyObject *t = NULL;
+    if (rc > 0 && (l = PySequence_List(old)) &&
+        (add ? PyList_Append(l, fn) : PySequence_DelItem(l, at)) == 0 && (t = PyList_AsTuple(l)))
+        Py_SETREF(self->listeners, t);
+    else if (rc > 0) rc = -1;
+    Py_XDECREF(l);
+    Py_DECREF(old);
+    Py_END_CRITICAL_SECTION();
+    if (rc == 0) PyErr_Format(PyExc_ValueError, "%R is not a listener of this breaker", fn);
+    return rc > 0 ? Py_NewRef(Py_None) : NULL;
+}
+
+/* Reports a listener's exception (the current one) as a RuntimeWarning; when
+ * warnings are errors, through sys.unraisablehook. Clears it either way. */
+static void report_listener_error(PyObject *listener) {
+    PyObject *v = prs_py_take_exception();
+    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
+                         "circuit breaker listener %R raised %R (ignored)", listener,
+                         v ? v : Py_None) < 0)
+        PyErr_WriteUnraisable(listener);
+    Py_XDECREF(v);
+}
+
+/* Calls every listener as listener(breaker, old_state, new_state). No core lock
+ * is held; a pending exception (the protected call's) is kept as it was. */
+static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
+    if (!tr->happened) return;
+    PyObject *ls = listeners_of(self);
+    if (!ls || PyTuple_GET_SIZE(ls) == 0 || !self->states) {
+        Py_XDECREF(ls);
+        return;
+    }
+    PRS_PY_EXC_SAVE(saved);
+    PyObject *args[3] = {(PyObject *)self, PyTuple_GET_ITEM(self->states, tr->from),
+                         PyTuple_GET_ITEM(self->states, tr->to)};
+    Py_INCREF(args[1]);
+    Py_INCREF(args[2]);
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ls); i++) {
+        PyObject *l = PyTuple_GET_ITEM(ls, i);
+        PyObject *r = PyObject_Vectorcall(l, args, 3, NULL);
+        if (r) Py_DECREF(r);
+        else report_listener_error(l);
+    }
+    Py_DECREF(args[1]);
+    Py_DECREF(args[2]);
+    Py_DECREF(ls);
+    PRS_PY_EXC_RESTORE(saved);
+}
+
+/* ---- rejection ------------------------------------------------------------------------ */
+
+/* A fresh CircuitOpenError instance (not raised), or NULL with an exception. */
+static PyObject *open_error(breaker_obj *self, const prs_breaker_decision *d) {
+    prs_py_state *st = prs_py_state_of((PyObject *)self);
+    if (!st) return NULL;
+    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(d->retry_after_ns));
+    if (!retry) return NULL;
+    int half = prs_breaker_get_state(self->core) == PRS_BREAKER_HALF_OPEN;
+    PyObject *args[3] = {half ? self->msg_half : self->msg_open, retry,
+                         self->name ? self->name : Py_None};
+    PyObject *exc = PyObject_Vectorcall(PRS_PY_EXC(st, CircuitOpenError), args, 3, NULL);
+    Py_DECREF(retry);
+    return exc;
+}
+
+/* ---- admission and recording ------------------------------------------------------------ */
+
+/* 1 admitted (*permit, *start set), 0 rejected (d set), -1 error. Listeners
+ * of an OPEN -> HALF_OPEN transition are called before returning. permit
+ * NULL (allow_request()): no permit to hand out, so record_*() reports
+ * without one and frees the untracked trial slot taken here (a stray
+ * record_*() frees none). */
+static int admit(breaker_obj *self, prs_breaker_permit *permit, int64_t *start,
+                 prs_breaker_decision *d) {
+    prs_breaker_permit untracked;
+    if ((!self->timing || !permit) &&
+        prs_breaker_try_acquire_closed(self->core, permit ? permit : &untracked)) {
+        *start = 0;
+        return 1;
+    }
+    int64_t now;
+    if (prs_py_clock_now(&self->clock, &now) < 0) return -1;
+    if (permit) prs_breaker_acquire(self->core, now, d);
+    else prs_breaker_acquire_untracked(self->core, now, d);
+    fire(self, &d->transition);
+    if (!d->allowed) return 0;
+    if (permit) *permit = d->permit;
+    *start = now;
+    return 1;
+}
+
+/* The outcome (Classification, above) of a call that raised (exc_type: the
+ * exception's class) or returned `result`. -1 with an exception (IGNORED)
+ * when is_failure raised. */
+static inline int outcome_of(breaker_obj *self, PyObject *exc_type, PyObject *result,
+                             prs_breaker_outcome *out) {
+    *out = PRS_BREAKER_SUCCESS;
+    if (exc_type) {
+        if (!PyErr_GivenExceptionMatches(exc_type, PyExc_Exception) ||
+            (PyTuple_GET_SIZE(self->ignore_exc) && PyErr_GivenExceptionMatches(exc_type, self->ignore_exc)))
+            *out = PRS_BREAKER_IGNORED;
+        else if (PyErr_GivenExceptionMatches(exc_type, self->record_exc))
+            *out = PRS_BREAKER_FAILURE;
+        return 0;
+    }
+    if (self->is_failure == Py_None) return 0;
+    PyObject *r = PyObject_CallOneArg(self->is_failure, result);
+    int bad = r ? PyObject_IsTrue(r) : -1;
+    Py_XDECREF(r);
+    *out = bad < 0 ? PRS_BREAKER_IGNORED : bad ? PRS_BREAKER_FAILURE : PRS_BREAKER_SUCCESS;
+    return bad < 0 ? -1 : 0;
+}
+
+/* Records `outcome` for `permit`, timing it from `start` when slow calls are
+ * measured, and notifies listeners. A pending exception is left as it is: a
+ * callable clock read meanwhile that fails goes to sys.unraisablehook.
+ * Returns 0, or -1 with an exception (the clock failed and nothing was
+ * pending; the outcome was still recorded, so a half-open slot is never lost). */
+static int finish(breaker_obj *self, prs_breaker_permit permit, int64_t start,
+                  prs_breaker_outcome outcome) {
+    int64_t now = INT64_MIN, duration = 0;
+    int rc = 0;
+    if (self->timing || prs_breaker_outcome_needs_time(self->core, outcome)) {
+        PyObject *pending = self->clock.kind == PRS_CLOCK_CALLABLE ? prs_py_take_exception() : NULL;
+        if (prs_py_clock_now(&self->clock, &now) < 0) {
+            now = INT64_MIN; /* taken as the latest time seen */
+            outcome = PRS_BREAKER_IGNORED;
+            if (pending) PyErr_WriteUnraisable(self->clock.obj);
+            else rc = -1;
+        } else if (self->timing && start != INT64_MIN) {
+            duration = now > start ? now - start : 0;
+        }
+        if (pending) PRS_PY_EXC_RESTORE(pending);
+    }
+    prs_breaker_transition tr;
+    prs_breaker_record(self->core, now, permit, outcome, duration, &tr);
+    fire(self, &tr);
+    return rc;
+}
+
+/* ---- call() ---------------------------------------------------------------------------- */
+
+/* Runs func(*args) through the breaker; `nargsf` may carry
+ * PY_VECTORCALL_ARGUMENTS_OFFSET, passed on to func. */
+static PyObject *run_protected(breaker_obj *self, PyObject *func, PyObject *const *args,
+                               size_t nargsf, PyObject *kwnames) {
+    prs_breaker_permit permit;
+    prs_breaker_decision d;
+    int64_t start;
+    int a = admit(self, &permit, &start, &d);
+    if (a < 0) return NULL;
+    if (a == 0) {
+        if (self->fallback != Py_None) return PyObject_CallNoArgs(self->fallback);
+        return prs_py_raise(open_error(self, &d));
+    }
+    PyObject *res = PyObject_Vectorcall(func, args, nargsf, kwnames);
+    prs_breaker_outcome outcome;
+    int bad = outcome_of(self, res ? NULL : PyErr_Occurred(), res, &outcome);
+    if (finish(self, permit, start, outcome) < 0 || bad) Py_CLEAR(res);
+    return res;
+}
+
+static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                         PyObject *kwnames) {
+    if (nargs < 1) {
+        PyErr_SetString(PyExc_TypeError, "call() missing required argument 'func' (pos 1)");
+        return NULL;
+    }
+    return run_protected(SELF, args[0], args + 1, (size_t)(nargs - 1), kwnames);
+}
+
+/* _acquire() -> (permit, start_ns) when admitted, else a fresh CircuitOpenError
+ * instance (not raised): the facade decides between fallback() and raise. */
+static PyObject *cb_acquire(PyObject *self, PyObject *unused) {
+    prs_breaker_permit permit;
+    prs_breaker_decision d;
+    int64_t start;
+    int a = admit(SELF, &permit, &start, &d);
+    if (a < 0) return NULL;
+    if (a == 0) return open_error(SELF, &d);
+    return Py_BuildValue("(KL)", (unsigned long long)permit, (long long)start);
+}
+
+/* ---- the decorated function: a C callable, so @breaker adds no Python frame ---- */
+
+static PyObject *wrapped_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
+                                    PyObject *kwnames) {
+    if (__builtin_expect((PyObject *)Py_TYPE(WSELF->breaker) != WSELF->fast, 0)) {
+        /* breaker.call(func, *args, **kwargs) through the breaker's class as it is now */
+        PyObject *call = PyObject_GetAttrString((PyObject *)WSELF->breaker, "call");
+        PyObject *bound = call ? PyMethod_New(call, WSELF->func) : NULL;
+        PyObject *r = bound ? PyObject_Vectorcall(bound, args, nargsf, kwnames) : NULL;
+        Py_XDECREF(call);
+        Py_XDECREF(bound);
+        return r;
+    }
+    return run_protected(WSELF->breaker, WSELF->func, args, nargsf, kwnames);
+}
+
+static PyObject *wrapped_repr(PyObject *self) {
+    if (!WSELF->func) return PyUnicode_FromString("<CircuitBreaker-protected function>");
+    return PyUnicode_FromFormat("<CircuitBreaker-protected %R>", WSELF->func);
+}
+
+/* _wrap(func) -> a BreakerFunction calling func through this breaker. */
+static PyObject *wrap(breaker_obj *self, PyObject *func) {
+    prs_py_state *st = prs_py_state_of((PyObject *)self);
+    /* an observed variant names the class it stands for (_prs_plain) */
+    PyObject *fast = st ? PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_prs_plain") : NULL;
+    if (!fast && st && PyErr_ExceptionMatches(PyExc_AttributeError)) {
+        PyErr_Clear();
+        fast = Py_NewRef((PyObject *)Py_TYPE(self));
+    }
+    PyTypeObject *tp = fast ? PRS_PY_TYPE(st, BreakerFunction) : NULL;
+    wrapped_obj *w = tp ? (wrapped_obj *)tp->tp_alloc(tp, 0) : NULL;
+    if (!w) {
+        Py_XDECREF(fast);
+        return NULL;
+    }
+    w->breaker = (breaker_obj *)Py_NewRef(self);
+    w->func = Py_NewRef(func);
+    w->vectorcall = wrapped_vectorcall;
+    w->fast = fast;
+    return (PyObject *)w;
+}
+
+/* ---- low level ----------------------------------------------------------------------------- */
+
+static PyObject *cb_allow_request(PyObject *self, PyObject *unused) {
+    prs_breaker_decision d;
+    int64_t start;
+    int a = admit(SELF, NULL, &start, &d);
+    return a < 0 ? NULL : PyBool_FromLong(a);
+}
+
+/* record_success()/record_failure()/record_ignored(): an outcome reported
+ * without a permit (an ignored one needs no time). */
+static PyObject *record_manual(PyObject *self, int64_t duration_ns, prs_breaker_outcome outcome) {
+    int64_t now = INT64_MIN;
+    if (outcome != PRS_BREAKER_IGNORED && prs_breaker_outcome_needs_time(SELF->core, outcome) &&
+        prs_py_clock_now(&SELF->clock, &now) < 0)
+        return NULL;
+    prs_breaker_transition tr;
+    prs_breaker_record(SELF->core, now, PRS_BREAKER_NO_PERMIT, outcome, duration_ns, &tr);
+    fire(SELF, &tr);
+    Py_RETURN_NONE;
+}
+
+/* A manual state call (open, close, ...: generated methods over the core's). */
+static PyObject *manual(PyObject *self, void (*fn)(prs_breaker *, int64_t, prs_breaker_transition *)) {
+    int64_t now;
+    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
+    prs_breaker_transition tr;
+    fn(SELF->core, now, &tr);
+    fire(SELF, &tr);
+    Py_RETURN_NONE;
+}
+
 #include "gen/breaker.h"
 
-/* ---- arguments --------------------------------------------------------------------- */
+/* _record(token, exc=None, result=None): the outcome of a call admitted by
+ * _acquire() (token None: without a permit). */
+static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames) {
+    PyObject *v[3] = {NULL, NULL, NULL};
+    if (!kwnames && nargs >= 1 && nargs <= 3) { /* the facade's calls: positional */
+        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
+    } else if (prs_py_parse_params(&CircuitBreaker__record_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
+    PyObject *token = v[0], *exc = v[1] == Py_None ? NULL : v[1];
+    prs_breaker_permit permit = PRS_BREAKER_NO_PERMIT;
+    long long start = INT64_MIN;
+    if (token != Py_None) {
+        if (!PyTuple_CheckExact(token) || PyTuple_GET_SIZE(token) != 2 ||
+            !PyLong_CheckExact(PyTuple_GET_ITEM(token, 0)) || !PyLong_CheckExact(PyTuple_GET_ITEM(token, 1)))
+            return PyErr_Format(PyExc_TypeError, "_record() token must come from _acquire(), got %R", token);
+        permit = (prs_breaker_permit)PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(token, 0));
+        start = PyLong_AsLongLong(PyTuple_GET_ITEM(token, 1));
+        if (PyErr_Occurred()) return NULL;
+    }
+    if (exc && !PyExceptionInstance_Check(exc))
+        return PyErr_Format(PyExc_TypeError, "_record() exc must be an exception or None, got %R", exc);
+    prs_breaker_outcome outcome;
+    int bad = outcome_of(SELF, exc ? (PyObject *)Py_TYPE(exc) : NULL, v[2] ? v[2] : Py_None, &outcome);
+    return finish(SELF, permit, (int64_t)start, outcome) < 0 || bad ? NULL : Py_NewRef(Py_None);
+}
+
+/* ---- construction ------------------------------------------------------------------------ */
 
 /* An argument holding one item or an iterable of them -> a new tuple of items
  * passing `ok` (not given -> (); None too when none_ok). TypeError naming
@@ -149,395 +432,6 @@ static int cb_objects(breaker_obj *self, PyObject **v) {
             "circuit breaker is half-open and its trial calls are all taken");
     }
     return self->msg_open && self->msg_half ? 0 : -1;
-}
-
-/* The core of a new breaker o: in process, or placed in the region `shared`
- * under the breaker's name (shm.c); -1 with an exception set, or a status. */
-static int cb_core(prs_py_state *st, breaker_obj *o, const prs_breaker_config *cfg, PyObject *shared) {
-    if (!shared || shared == Py_None) return prs_breaker_new(cfg, &o->core);
-    int rc = prs_py_shm_breaker_new(st, shared, o->name, cfg, &o->core);
-    return rc == 1 ? -1 : rc;
-}
-
-/* ---- listeners --------------------------------------------------------------------- */
-
-/* Reports a listener's exception (the current one) as a RuntimeWarning; when
- * warnings are errors, through sys.unraisablehook. Clears it either way. */
-static void report_listener_error(PyObject *listener) {
-    PyObject *v = prs_py_take_exception();
-    if (PyErr_WarnFormat(PyExc_RuntimeWarning, 1,
-                         "circuit breaker listener %R raised %R (ignored)", listener,
-                         v ? v : Py_None) < 0)
-        PyErr_WriteUnraisable(listener);
-    Py_XDECREF(v);
-}
-
-/* Calls every listener as listener(breaker, old_state, new_state). No core lock
- * is held; a pending exception (the protected call's) is kept as it was. */
-static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
-    if (!tr->happened) return;
-    PyObject *ls = listeners_of(self);
-    if (!ls) return;
-    if (PyTuple_GET_SIZE(ls) == 0 || !self->states) {
-        Py_DECREF(ls);
-        return;
-    }
-    PRS_PY_EXC_SAVE(saved);
-    PyObject *args[3] = {(PyObject *)self, PyTuple_GET_ITEM(self->states, tr->from),
-                         PyTuple_GET_ITEM(self->states, tr->to)};
-    Py_INCREF(args[1]);
-    Py_INCREF(args[2]);
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ls); i++) {
-        PyObject *l = PyTuple_GET_ITEM(ls, i);
-        PyObject *r = PyObject_Vectorcall(l, args, 3, NULL);
-        if (r) Py_DECREF(r);
-        else report_listener_error(l);
-    }
-    Py_DECREF(args[1]);
-    Py_DECREF(args[2]);
-    Py_DECREF(ls);
-    PRS_PY_EXC_RESTORE(saved);
-}
-
-/* ---- rejection ------------------------------------------------------------------------ */
-
-/* A fresh CircuitOpenError instance (not raised), or NULL with an exception. */
-static PyObject *open_error(breaker_obj *self, const prs_breaker_decision *d) {
-    prs_py_state *st = prs_py_state_of((PyObject *)self);
-    if (!st) return NULL;
-    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(d->retry_after_ns));
-    if (!retry) return NULL;
-    int half = prs_breaker_get_state(self->core) == PRS_BREAKER_HALF_OPEN;
-    PyObject *args[3] = {half ? self->msg_half : self->msg_open, retry,
-                         self->name ? self->name : Py_None};
-    PyObject *exc = PyObject_Vectorcall(PRS_PY_EXC(st, CircuitOpenError), args, 3, NULL);
-    Py_DECREF(retry);
-    return exc;
-}
-
-/* ---- admission and recording ------------------------------------------------------------ */
-
-/* 1 admitted (permit, start set), 0 rejected (d set), -1 error. Listeners of an
- * OPEN -> HALF_OPEN transition are called before returning. */
-static int admit(breaker_obj *self, prs_breaker_permit *permit, int64_t *start,
-                 prs_breaker_decision *d) {
-    if (!self->timing && prs_breaker_try_acquire_closed(self->core, permit)) {
-        *start = 0;
-        return 1;
-    }
-    int64_t now;
-    if (prs_py_clock_now(&self->clock, &now) < 0) return -1;
-    prs_breaker_acquire(self->core, now, d);
-    fire(self, &d->transition);
-    if (!d->allowed) return 0;
-    *permit = d->permit;
-    *start = now;
-    return 1;
-}
-
-/* The outcome for the current exception type `t`. */
-static prs_breaker_outcome classify(breaker_obj *self, PyObject *t) {
-    if (!PyErr_GivenExceptionMatches(t, PyExc_Exception)) return PRS_BREAKER_IGNORED;
-    if (PyTuple_GET_SIZE(self->ignore_exc) && PyErr_GivenExceptionMatches(t, self->ignore_exc))
-        return PRS_BREAKER_IGNORED;
-    if (PyErr_GivenExceptionMatches(t, self->record_exc)) return PRS_BREAKER_FAILURE;
-    return PRS_BREAKER_SUCCESS;
-}
-
-/* The outcome for a returned value: FAILURE when is_failure(result) is true.
- * -1 with an exception when is_failure raised. */
-static int classify_result(breaker_obj *self, PyObject *result, prs_breaker_outcome *out) {
-    *out = PRS_BREAKER_SUCCESS;
-    if (self->is_failure == Py_None) return 0;
-    PyObject *r = PyObject_CallOneArg(self->is_failure, result);
-    if (!r) return -1;
-    int bad = PyObject_IsTrue(r);
-    Py_DECREF(r);
-    if (bad < 0) return -1;
-    if (bad) *out = PRS_BREAKER_FAILURE;
-    return 0;
-}
-
-/* Reads the clock with any pending exception (the protected call's) set aside.
- * 0; -1 when the clock failed with nothing pending (its exception is set); -2
- * when it failed with an exception pending (the clock's error goes to
- * sys.unraisablehook, the pending exception is kept). */
-static int read_clock_keeping(breaker_obj *self, int64_t *now) {
-    if (self->clock.kind != PRS_CLOCK_CALLABLE || !PyErr_Occurred())
-        return prs_py_clock_now(&self->clock, now);
-    PRS_PY_EXC_SAVE(saved);
-    int rc = prs_py_clock_now(&self->clock, now);
-    if (rc < 0) PyErr_WriteUnraisable(self->clock.obj);
-    PRS_PY_EXC_RESTORE(saved);
-    return rc < 0 ? -2 : 0;
-}
-
-/* Records `outcome` for `permit`, timing it from `start` when slow calls are
- * measured, and notifies listeners. A pending exception is left as it is.
- * Returns 0, or -1 with an exception (the clock failed and nothing was pending;
- * the outcome was still recorded, so a half-open slot is never lost). */
-static int finish(breaker_obj *self, prs_breaker_permit permit, int64_t start,
-                  prs_breaker_outcome outcome) {
-    int64_t now = INT64_MIN, duration = 0;
-    int rc = 0;
-    if (self->timing || prs_breaker_outcome_needs_time(self->core, outcome)) {
-        rc = read_clock_keeping(self, &now);
-        if (rc < 0) {
-            now = INT64_MIN; /* taken as the latest time seen */
-            outcome = PRS_BREAKER_IGNORED;
-        } else if (self->timing && start != INT64_MIN) {
-            duration = now > start ? now - start : 0;
-        }
-    }
-    prs_breaker_transition tr;
-    prs_breaker_record(self->core, now, permit, outcome, duration, &tr);
-    fire(self, &tr);
-    return rc == -1 ? -1 : 0;
-}
-
-/* ---- call() ---------------------------------------------------------------------------- */
-
-/* Runs func(*args) through the breaker; `nargsf` may carry
- * PY_VECTORCALL_ARGUMENTS_OFFSET, passed on to func. */
-static PyObject *run_protected(breaker_obj *self, PyObject *func, PyObject *const *args,
-                               size_t nargsf, PyObject *kwnames) {
-    prs_breaker_permit permit;
-    prs_breaker_decision d;
-    int64_t start;
-    int a = admit(self, &permit, &start, &d);
-    if (a < 0) return NULL;
-    if (a == 0) {
-        if (self->fallback != Py_None) return PyObject_CallNoArgs(self->fallback);
-        return prs_py_raise(open_error(self, &d));
-    }
-    PyObject *res = PyObject_Vectorcall(func, args, nargsf, kwnames);
-    prs_breaker_outcome outcome;
-    if (res) {
-        if (classify_result(self, res, &outcome) < 0) {
-            Py_CLEAR(res);
-            outcome = PRS_BREAKER_IGNORED;
-        }
-    } else {
-        outcome = classify(self, PyErr_Occurred());
-    }
-    if (finish(self, permit, start, outcome) < 0) Py_CLEAR(res);
-    return res;
-}
-
-static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                         PyObject *kwnames) {
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "call() missing required argument 'func' (pos 1)");
-        return NULL;
-    }
-    return run_protected(SELF, args[0], args + 1, (size_t)(nargs - 1), kwnames);
-}
-
-/* ---- the decorated function: a C callable, so @breaker adds no Python frame ---- */
-
-/* breaker.call(func, *args, **kwargs) through the breaker's class as it is now. */
-static PyObject *call_through(PyObject *breaker, PyObject *func, PyObject *const *args,
-                              size_t nargsf, PyObject *kwnames) {
-    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    Py_ssize_t n = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject **v = PyMem_Malloc((size_t)(n + 1) * sizeof(PyObject *));
-    if (!v) return PyErr_NoMemory();
-    v[0] = func;
-    for (Py_ssize_t i = 0; i < n; i++) v[i + 1] = args[i];
-    PyObject *call = PyObject_GetAttrString(breaker, "call");
-    PyObject *r = call ? PyObject_Vectorcall(call, v, (size_t)(nargs + 1), kwnames) : NULL;
-    Py_XDECREF(call);
-    PyMem_Free(v);
-    return r;
-}
-
-static PyObject *wrapped_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf,
-                                    PyObject *kwnames) {
-    if (__builtin_expect((PyObject *)Py_TYPE(WSELF->breaker) != WSELF->fast, 0))
-        return call_through((PyObject *)WSELF->breaker, WSELF->func, args, nargsf, kwnames);
-    return run_protected(WSELF->breaker, WSELF->func, args, nargsf, kwnames);
-}
-
-/* A plain function's binding: accessed through an instance, a bound method. */
-static PyObject *wrapped_descr_get(PyObject *self, PyObject *obj, PyObject *type) {
-    if (obj == NULL || obj == Py_None) return Py_NewRef(self);
-    return PyMethod_New(self, obj);
-}
-
-static PyObject *wrapped_repr(PyObject *self) {
-    if (!WSELF->func) return PyUnicode_FromString("<CircuitBreaker-protected function>");
-    return PyUnicode_FromFormat("<CircuitBreaker-protected %R>", WSELF->func);
-}
-
-/* _wrap(func) -> a BreakerFunction calling func through this breaker. */
-static PyObject *cb_wrap(PyObject *self, PyObject *func) {
-    if (!PyCallable_Check(func)) {
-        PyErr_Format(PyExc_TypeError, "a CircuitBreaker decorates callables, not %.200s: %R",
-                     Py_TYPE(func)->tp_name, func);
-        return NULL;
-    }
-    prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
-    PyTypeObject *tp = PRS_PY_TYPE(st, BreakerFunction);
-    wrapped_obj *w = (wrapped_obj *)tp->tp_alloc(tp, 0);
-    if (!w) return NULL;
-    w->breaker = (breaker_obj *)Py_NewRef(self);
-    w->func = Py_NewRef(func);
-    w->vectorcall = wrapped_vectorcall;
-    /* an observed variant names the class it stands for (_prs_plain) */
-    w->fast = PyObject_GetAttrString((PyObject *)Py_TYPE(self), "_prs_plain");
-    if (!w->fast) {
-        if (!PyErr_ExceptionMatches(PyExc_AttributeError)) {
-            Py_DECREF(w);
-            return NULL;
-        }
-        PyErr_Clear();
-        w->fast = Py_NewRef((PyObject *)Py_TYPE(self));
-    }
-    return (PyObject *)w;
-}
-
-/* _acquire() -> (permit, start_ns) when admitted, else a fresh CircuitOpenError
- * instance (not raised): the facade decides between fallback() and raise. */
-static PyObject *cb_acquire(PyObject *self, PyObject *unused) {
-    prs_breaker_permit permit;
-    prs_breaker_decision d;
-    int64_t start;
-    int a = admit(SELF, &permit, &start, &d);
-    if (a < 0) return NULL;
-    if (a == 0) return open_error(SELF, &d);
-    return Py_BuildValue("(KL)", (unsigned long long)permit, (long long)start);
-}
-
-/* _record(token, exc=None, result=None): the outcome of a call admitted by
- * _acquire() (token None: without a permit). */
-static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                 PyObject *kwnames) {
-    PyObject *v[3] = {NULL, NULL, NULL};
-    if (!kwnames && nargs >= 1 && nargs <= 3) { /* the facade's calls: positional */
-        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
-    } else if (prs_py_parse_params(&CircuitBreaker__record_params, args, nargs, kwnames, NULL, v) < 0) {
-        return NULL;
-    }
-    PyObject *token = v[0], *exc = v[1], *result = v[2];
-    prs_breaker_permit permit = PRS_BREAKER_NO_PERMIT;
-    long long start = INT64_MIN;
-    if (token != Py_None) {
-        if (!PyTuple_CheckExact(token) || PyTuple_GET_SIZE(token) != 2 ||
-            !PyLong_CheckExact(PyTuple_GET_ITEM(token, 0)) ||
-            !PyLong_CheckExact(PyTuple_GET_ITEM(token, 1))) {
-            PyErr_Format(PyExc_TypeError, "_record() token must come from _acquire(), got %R", token);
-            return NULL;
-        }
-        permit = (prs_breaker_permit)PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(token, 0));
-        start = PyLong_AsLongLong(PyTuple_GET_ITEM(token, 1));
-        if (PyErr_Occurred()) return NULL;
-    }
-    prs_breaker_outcome outcome;
-    int failed = 0;
-    if (exc && exc != Py_None) {
-        if (!PyExceptionInstance_Check(exc)) {
-            PyErr_Format(PyExc_TypeError, "_record() exc must be an exception or None, got %R", exc);
-            return NULL;
-        }
-        outcome = classify(SELF, (PyObject *)Py_TYPE(exc));
-    } else if (classify_result(SELF, result ? result : Py_None, &outcome) < 0) {
-        outcome = PRS_BREAKER_IGNORED;
-        failed = 1;
-    }
-    if (finish(SELF, permit, (int64_t)start, outcome) < 0 || failed) return NULL;
-    Py_RETURN_NONE;
-}
-
-/* ---- low level ----------------------------------------------------------------------------- */
-
-static PyObject *cb_allow_request(PyObject *self, PyObject *unused) {
-    prs_breaker_permit permit;
-    if (prs_breaker_try_acquire_closed(SELF->core, &permit)) Py_RETURN_TRUE;
-    int64_t now;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
-    prs_breaker_decision d;
-    /* no permit to hand out: record_*() will report without one, and free the
-     * untracked trial slot taken here (a stray record_*() frees none) */
-    prs_breaker_acquire_untracked(SELF->core, now, &d);
-    fire(SELF, &d.transition);
-    if (PyErr_Occurred()) return NULL;
-    return PyBool_FromLong(d.allowed);
-}
-
-/* record_success()/record_failure(): an outcome reported without a permit. */
-static PyObject *record_manual(PyObject *self, int64_t duration_ns, prs_breaker_outcome outcome) {
-    int64_t now = INT64_MIN;
-    if (prs_breaker_outcome_needs_time(SELF->core, outcome) &&
-        prs_py_clock_now(&SELF->clock, &now) < 0)
-        return NULL;
-    prs_breaker_transition tr;
-    prs_breaker_record(SELF->core, now, PRS_BREAKER_NO_PERMIT, outcome, duration_ns, &tr);
-    fire(SELF, &tr);
-    Py_RETURN_NONE;
-}
-
-static PyObject *cb_record_ignored(PyObject *self, PyObject *unused) {
-    prs_breaker_transition tr;
-    prs_breaker_record(SELF->core, INT64_MIN, PRS_BREAKER_NO_PERMIT, PRS_BREAKER_IGNORED, 0, &tr);
-    fire(SELF, &tr);
-    Py_RETURN_NONE;
-}
-
-/* ---- manual states ------------------------------------------------------------------------- */
-
-static PyObject *manual(PyObject *self, manual_fn fn) {
-    int64_t now;
-    if (prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
-    prs_breaker_transition tr;
-    fn(SELF->core, now, &tr);
-    fire(SELF, &tr);
-    Py_RETURN_NONE;
-}
-
-/* ---- listeners -------------------------------------------------------------------------------- */
-
-/* The listeners are a tuple replaced whole under the object's lock (fire()
- * calls a snapshot of it). */
-static PyObject *cb_add_listener(PyObject *self, PyObject *fn) {
-    if (!PyCallable_Check(fn)) {
-        PyErr_Format(PyExc_TypeError, "listener must be callable, not %.200s: %R",
-                     Py_TYPE(fn)->tp_name, fn);
-        return NULL;
-    }
-    PyObject *one = PyTuple_Pack(1, fn), *t = NULL;
-    if (!one) return NULL;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    if ((t = PySequence_Concat(SELF->listeners, one))) Py_SETREF(SELF->listeners, t);
-    Py_END_CRITICAL_SECTION();
-    Py_DECREF(one);
-    if (!t) return NULL;
-    Py_RETURN_NONE;
-}
-
-static PyObject *cb_remove_listener(PyObject *self, PyObject *fn) {
-    int rc = 0;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    PyObject *old = Py_NewRef(SELF->listeners); /* __eq__ may run code that replaces it */
-    Py_ssize_t n = PyTuple_GET_SIZE(old), at = n;
-    while (at-- > 0 && (rc = PyObject_RichCompareBool(PyTuple_GET_ITEM(old, at), fn, Py_EQ)) == 0) {
-    }
-    if (rc > 0) { /* the last equal one goes */
-        PyObject *head = PyTuple_GetSlice(old, 0, at), *tail = PyTuple_GetSlice(old, at + 1, n);
-        PyObject *t = head && tail ? PySequence_Concat(head, tail) : NULL;
-        if (t) Py_SETREF(SELF->listeners, t);
-        else rc = -1;
-        Py_XDECREF(head);
-        Py_XDECREF(tail);
-    }
-    Py_DECREF(old);
-    Py_END_CRITICAL_SECTION();
-    if (rc < 0) return NULL;
-    if (rc == 0) {
-        PyErr_Format(PyExc_ValueError, "%R is not a listener of this breaker", fn);
-        return NULL;
-    }
-    Py_RETURN_NONE;
 }
 
 /* ---- properties ------------------------------------------------------------------------------- */

@@ -47,16 +47,6 @@ static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
     return s;
 }
 
-/* The permits of a new bulkhead o: in process, or placed in the region
- * `shared` under the bulkhead's name (shm.c); -1 with an exception set, or a status. */
-static int bh_core(prs_py_state *st, bh_obj *o, const prs_bulkhead_config *cfg, PyObject *shared) {
-    if (!shared || shared == Py_None) return prs_bulkhead_new(cfg, &o->core);
-    int rc = prs_py_shm_bulkhead_new(st, shared, o->name, cfg, &o->core);
-    return rc == 1 ? -1 : rc;
-}
-
-#include "gen/bulkhead.h"
-
 #define SELF ((bh_obj *)self)
 
 /* A fresh BulkheadFullError(message, retry_after=, name=) (new reference), or
@@ -155,11 +145,10 @@ static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&Bulkhead_acquire_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    int64_t timeout_ns = SELF->a.max_wait_ns; /* ... (the default) too */
-    if (v[0] && v[0] != Py_Ellipsis && prs_py_parse_timeout(v[0], "timeout", &timeout_ns) < 0) return NULL;
+/* acquire(timeout=...): the default (...) waits max_wait_seconds. */
+static PyObject *acquire_for(PyObject *self, PyObject *timeout) {
+    int64_t timeout_ns = SELF->a.max_wait_ns;
+    if (timeout && timeout != Py_Ellipsis && prs_py_parse_timeout(timeout, "timeout", &timeout_ns) < 0) return NULL;
     return BH_CALL(timeout_ns, NULL);
 }
 
@@ -173,13 +162,10 @@ static PyObject *bh_enter(PyObject *self, PyObject *unused) {
 /* _acquire_async(get_running_loop, wait): True (acquired now), False (no
  * permit and wait is false: counted as rejected), or a queued _AsyncWaiter. */
 static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) {
-        PyErr_SetString(PyExc_TypeError, "_acquire_async(get_running_loop, wait)");
-        return NULL;
-    }
+    if (nargs != 2) /* the facade's call: no table parse on this path */
+        return PyErr_Format(PyExc_TypeError, "_acquire_async(get_running_loop, wait)");
     int wait = args[1] == Py_None ? SELF->a.max_wait_ns != 0 : PyObject_IsTrue(args[1]);
-    if (wait < 0) return NULL;
-    return BH_CALL(wait ? PRS_NEVER : 0, args[0]);
+    return wait < 0 ? NULL : BH_CALL(wait ? PRS_NEVER : 0, args[0]);
 }
 
 /* async with: a slot free now -> an already-done awaitable (no coroutine);
@@ -201,6 +187,8 @@ static PyObject *bh_stats(PyObject *self, PyObject *unused) {
                          "average_hold_seconds", hold, "waited_count", (long long)s.waited_total,
                          "held_seconds_total", (double)s.held_ns_total / 1e9);
 }
+
+#include "gen/bulkhead.h"
 
 int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {
     return bulkhead_add_types(m, st);

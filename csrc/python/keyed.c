@@ -110,10 +110,7 @@ static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
 static int keyed_build(prs_py_state *st, keyed_obj *o, prs_keyed_config *cfg, PyObject *shared,
                        PyObject *name) {
     if (limiter_algo(st, o->tmpl, "limiter", &cfg->algo, &cfg->params) < 0) return -1;
-    if (shared && shared != Py_None) {
-        int rc = prs_py_shm_keyed_new(st, shared, name, cfg, &o->table);
-        return rc == 1 ? -1 : rc;
-    }
+    if (shared && shared != Py_None) return prs_py_shm_keyed_new(st, shared, name, cfg, &o->table);
     if (name && name != Py_None) {
         PyErr_Format(PyExc_ValueError, "name= is used with shared=, got name=%R", name);
         return -1;

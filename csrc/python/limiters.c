@@ -80,7 +80,7 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     int rc = placed ? prs_py_shm_limiter_new(st, shared, name, prs_algorithms[id].algo, config,
                                              &core, &why)
                     : prs_limiter_new(prs_algorithms[id].algo, config, NULL, &core, &why);
-    if (rc == 1) return NULL;
+    if (rc && PyErr_Occurred()) return NULL;
     if (rc) return prs_py_config_error(st, rc, &why, spec, v, config);
     prs_py_limiter *self = (prs_py_limiter *)type->tp_alloc(type, 0);
     if (!self) {

@@ -64,22 +64,20 @@ PRS_PY_REGISTER_FILES(PRS_PY_REGISTER_DECL)
 /* shm.c: a reference to SharedMemory `shared`'s open region (prs__shm_unref
  * drops it), or NULL with an exception. */
 struct prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared);
-/* shm.c: a limiter of `algo` placed in the SharedMemory `shared` under `name`
- * (limiters.c's tp_new, when shared= is given). PRS_OK with *out; a status
- * for prs_py_config_error() (why filled); or 1 with a Python exception set. */
-int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const prs_algo *algo, const void *config, prs_limiter **out,
-                           prs_config_error *why);
-/* shm.c: a keyed table placed by shared=, name= (KeyedLimiter): 0, 1 with an
- * exception set, or a status for the caller to raise. */
-int prs_py_shm_keyed_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                         const prs_keyed_config *cfg, prs_keyed **out);
-/* shm.c: a breaker / a bulkhead placed in `shared` under `name` (shared=,
- * name=): PRS_OK with *out, or 1 with an exception set. */
-int prs_py_shm_breaker_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const prs_breaker_config *cfg, prs_breaker **out);
-int prs_py_shm_bulkhead_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                            const prs_bulkhead_config *cfg, prs_bulkhead **out);
+/* shm.c: the core object of a constructor's shared=, name=: a limiter of
+ * `algo` (LIMITER, cfg validated first), a keyed table, a breaker or a
+ * bulkhead of config cfg, placed in the SharedMemory `shared` under `name`.
+ * PRS_OK with *out (a prs_limiter **, ...); else -1 with an exception set
+ * (not a region, a bad name, closed, another object or configuration there,
+ * full, corrupt; without `why`, every refusal) or, only with `why`, the
+ * core's status with none set, why filled, for prs_py_config_error(). */
+enum { PRS_PY_PLACE_LIMITER, PRS_PY_PLACE_KEYED, PRS_PY_PLACE_BREAKER, PRS_PY_PLACE_BULKHEAD };
+int prs_py_shm_place(prs_py_state *st, PyObject *shared, PyObject *name, int kind,
+                     const prs_algo *algo, const void *cfg, void *out, prs_config_error *why);
+#define prs_py_shm_limiter_new(st, shared, name, algo, cfg, out, why) \
+    prs_py_shm_place(st, shared, name, PRS_PY_PLACE_LIMITER, algo, cfg, out, why)
+#define prs_py_shm_keyed_new(st, shared, name, cfg, out) \
+    prs_py_shm_place(st, shared, name, PRS_PY_PLACE_KEYED, NULL, cfg, out, NULL)
 
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */

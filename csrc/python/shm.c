@@ -1,7 +1,7 @@
 /*
  * shm.c - pyresilience._core.SharedMemory (a named shared-memory region,
- * core: csrc/core/shm.c) and the placement of a limiter in it (shared=,
- * name= on every limiter type: limiters.c calls prs_py_shm_limiter_new).
+ * core: csrc/core/shm.c) and the placement in it of a limiter, a keyed
+ * table, a breaker or a bulkhead (their shared=, name=: prs_py_shm_place).
  *
  * The object holds one handle of the core (prs_shm); close() drops it under
  * a tiny lock, and a placement takes its own reference under the same lock,
@@ -63,47 +63,49 @@ static const char *checked_name(PyObject *name, const char *what) {
     return s;
 }
 
-static const char *checked_dir(PyObject *dir) {
-    if (!dir || dir == Py_None) return NULL;
-    Py_ssize_t n;
-    const char *s = PyUnicode_AsUTF8AndSize(dir, &n);
-    if (!s) return NULL;
-    if (n == 0 || (size_t)n != strlen(s)) {
-        PyErr_Format(PyExc_ValueError, "directory must be a non-empty path without NUL, got %R",
-                     dir);
-        return NULL;
-    }
-    return s;
+/* The UTF-8 of region o's name and directory (NULL: the default), checked:
+ * 0, or -1 with ValueError naming the argument. */
+static int names_of(shm_obj *o, const char **cname, const char **cdir) {
+    Py_ssize_t n = 0;
+    *cdir = NULL;
+    if (!(*cname = checked_name(o->name, "name"))) return -1;
+    if (o->directory == Py_None) return 0;
+    if (!(*cdir = PyUnicode_AsUTF8AndSize(o->directory, &n))) return -1;
+    if (n > 0 && (size_t)n == strlen(*cdir)) return 0;
+    PyErr_Format(PyExc_ValueError, "directory must be a non-empty path without NUL, got %R",
+                 o->directory);
+    return -1;
 }
 
-/* Raises the error of a failed open/unlink of region `name`. */
-static void region_error(int rc, int sys_errno, PyObject *name, const char *path) {
+/* Raises the error of a failed open/unlink of region o (its file: in cdir). */
+static void region_error(shm_obj *o, int rc, int sys_errno, const char *cname, const char *cdir) {
+    char path[4200] = "?";
+    prs_shm_path_for(cname, cdir, path, sizeof path);
     if (rc == PRS_EPROTO) {
         PyErr_Format(PyExc_ValueError,
                      "shared memory region %R (%s) is not a pyresilience region of version %d: "
                      "truncated, corrupt, another version or not a regular file",
-                     name, path ? path : "?", PRS_SHM_VERSION);
+                     o->name, path, PRS_SHM_VERSION);
     } else if (rc == PRS_EBACKEND && sys_errno == EPERM) {
         errno = EPERM;
         PyErr_Format(PyExc_PermissionError,
-                     "shared memory region %R (%s) belongs to another user", name,
-                     path ? path : "?");
+                     "shared memory region %R (%s) belongs to another user", o->name, path);
     } else if (rc == PRS_EBACKEND) {
         errno = sys_errno;
         PyErr_SetFromErrnoWithFilename(PyExc_OSError, path);
     } else if (rc == PRS_ENOMEM) {
         PyErr_NoMemory();
     } else {
-        PyErr_Format(PyExc_ValueError, "cannot open shared memory region %R: %s", name,
+        PyErr_Format(PyExc_ValueError, "cannot open shared memory region %R: %s", o->name,
                      prs_strerror(rc));
     }
 }
 
-/* Opens region `name` (in `dir`, None: /dev/shm) as built by tp_new
+/* Opens region `name` (in `directory`, None: the default) as built by tp_new
  * (generated: name and directory kept). 0, or -1 with an exception. */
 static int shm_open_region(shm_obj *o, const shm_args *a) {
-    const char *cname = checked_name(o->name, "name"), *cdir = cname ? checked_dir(o->directory) : NULL;
-    if (!cname || (!cdir && PyErr_Occurred())) return -1;
+    const char *cname, *cdir;
+    if (names_of(o, &cname, &cdir) < 0) return -1;
     prs_shm_config cfg;
     prs_shm_config_init(&cfg);
     cfg.size = (size_t)a->size;
@@ -114,23 +116,33 @@ static int shm_open_region(shm_obj *o, const shm_args *a) {
     rc = prs_shm_open(cname, &cfg, &o->r, &err);
     Py_END_ALLOW_THREADS
     if (rc) {
-        char path[4200];
-        snprintf(path, sizeof path, "%s/pyresilience.%s", cdir ? cdir : "/dev/shm", cname);
-        region_error(rc, err, o->name, path);
+        region_error(o, rc, err, cname, cdir);
         return -1;
     }
     return (o->path = PyUnicode_DecodeFSDefault(prs_shm_path(o->r))) ? 0 : -1;
 }
 
-/* A reference to the open region (to be dropped with prs__shm_unref), or
- * NULL with ValueError when closed. */
-static prs_shm *region_ref(PyObject *self) {
-    prs__spin_lock(&SELF->lock);
-    prs_shm *r = SELF->r;
+/* A reference to the open region of `o` (to be dropped with prs__shm_unref),
+ * or NULL with ValueError when closed; with `param` (o an argument),
+ * TypeError naming it when o is not a SharedMemory. */
+static prs_shm *region_ref(prs_py_state *st, PyObject *o, const char *param) {
+    if (param && !PyObject_TypeCheck(o, PRS_PY_TYPE(st, SharedMemory))) {
+        PyErr_Format(PyExc_TypeError, "%s must be a SharedMemory, not %.200s: %R", param,
+                     Py_TYPE(o)->tp_name, o);
+        return NULL;
+    }
+    shm_obj *s = (shm_obj *)o;
+    prs__spin_lock(&s->lock);
+    prs_shm *r = s->r;
     if (r) prs__shm_ref(r);
-    prs__spin_unlock(&SELF->lock);
-    if (!r) PyErr_Format(PyExc_ValueError, "shared memory region %R is closed", SELF->name);
+    prs__spin_unlock(&s->lock);
+    if (!r) PyErr_Format(PyExc_ValueError, "shared memory region %R is closed", s->name);
     return r;
+}
+
+/* For other binding files (kv.c): the region of the SharedMemory `shared`. */
+prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared) {
+    return region_ref(st, shared, "region");
 }
 
 static PyObject *shm_close(PyObject *self, PyObject *unused) {
@@ -143,201 +155,83 @@ static PyObject *shm_close(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *shm_unlink(PyObject *self, PyObject *unused) {
-    const char *cname = PyUnicode_AsUTF8(SELF->name);
-    if (!cname) return NULL;
-    const char *cdir = checked_dir(SELF->directory);
-    if (!cdir && PyErr_Occurred()) return NULL;
+    const char *cname, *cdir;
+    if (names_of(SELF, &cname, &cdir) < 0) return NULL;
     int err = 0, rc = prs_shm_unlink(cname, cdir, &err);
     if (rc) {
-        PyObject *b = PyUnicode_EncodeFSDefault(SELF->path);
-        region_error(rc, err, SELF->name, b ? PyBytes_AS_STRING(b) : NULL);
-        Py_XDECREF(b);
+        region_error(SELF, rc, err, cname, cdir);
         return NULL;
     }
     Py_RETURN_NONE;
 }
 
 static PyObject *shm_enter(PyObject *self, PyObject *unused) {
-    prs_shm *r = region_ref(self);
+    prs_shm *r = region_ref(NULL, self, NULL);
     if (!r) return NULL;
     prs__shm_unref(r);
     return Py_NewRef(self);
 }
 
+/* ---- placing a limiter, a keyed table, a breaker or a bulkhead ---------------------- */
 
-/* ---- placing a limiter ---------------------------------------------------------- */
+static const char *const place_what[] = {"limiter", "KeyedLimiter", "circuit breaker", "bulkhead"};
 
-/* The region of shared= and the checked name= of a placement: 0 with a
- * reference in *r (drop it with prs__shm_unref), or -1 with an exception. */
-static int placement(prs_py_state *st, PyObject *shared, PyObject *name, const char **cname,
-                     prs_shm **r) {
-    if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
-        PyErr_Format(PyExc_TypeError, "shared must be a SharedMemory, not %.200s: %R",
-                     Py_TYPE(shared)->tp_name, shared);
+int prs_py_shm_place(prs_py_state *st, PyObject *shared, PyObject *name, int kind,
+                     const prs_algo *algo, const void *cfg, void *out, prs_config_error *why) {
+    prs_shm *r = region_ref(st, shared, "shared");
+    if (!r) return -1;
+    const char *cname = name && name != Py_None ? checked_name(name, "name") : NULL;
+    if (!cname) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_ValueError, "shared= needs name=: the entry's name in the region");
+        prs__shm_unref(r);
         return -1;
     }
-    if (!name || name == Py_None) {
-        PyErr_SetString(PyExc_ValueError, "shared= needs name=: the entry's name in the region");
-        return -1;
+    prs_shm_place pl = {r, cname};
+    prs_config_error own = {NULL, NULL}, *w = why ? why : &own;
+    char msg[1024] = "exists with another configuration";
+    int rc, differs = 1;
+    Py_BEGIN_ALLOW_THREADS /* a new keyed table is zeroed: max_keys slots */
+    switch (kind) {
+    case PRS_PY_PLACE_LIMITER: /* validated first: a bad config is the constructor's usual error */
+        if (!(rc = prs_algo_validate(algo, cfg, w))) rc = prs_limiter_new_placed(algo, cfg, NULL, &pl, out, w);
+        if (rc == PRS_ESTATE) differs = !prs_limiter_placed_mismatch(algo, cfg, &pl, msg, sizeof msg);
+        break;
+    case PRS_PY_PLACE_KEYED:
+        if ((rc = prs_keyed_new_placed(cfg, &pl, out, w)) == PRS_ESTATE)
+            differs = !prs_keyed_placed_mismatch(cfg, &pl, msg, sizeof msg);
+        break;
+    case PRS_PY_PLACE_BREAKER:
+        if ((rc = prs_breaker_new_placed(cfg, &pl, out, w)) == PRS_ESTATE)
+            differs = !prs_breaker_placed_mismatch(cfg, &pl, msg, sizeof msg);
+        break;
+    default:
+        if ((rc = prs_bulkhead_new_placed(cfg, &pl, out, w)) == PRS_ESTATE)
+            differs = !prs_bulkhead_placed_mismatch(cfg, &pl, msg, sizeof msg);
     }
-    if (!(*cname = checked_name(name, "name"))) return -1;
-    return (*r = region_ref(shared)) ? 0 : -1;
-}
-
-/* Raises the error of a placement that failed with rc (msg: both
- * configurations, for PRS_ESTATE): 1, or rc when it is not the region's. */
-static int placement_error(int rc, PyObject *shared, PyObject *name, prs_shm *r, const char *what,
-                           const char *msg) {
+    Py_END_ALLOW_THREADS
+    PyObject *rname = ((shm_obj *)shared)->name;
     if (rc == PRS_ESTATE) {
-        PyErr_Format(PyExc_ValueError, "%s %R in region %R %s", what, name,
-                     ((shm_obj *)shared)->name, msg);
+        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R %s", place_what[kind], name, rname,
+                     differs ? msg : "exists with another configuration");
     } else if (rc == PRS_EFULL) {
         PyObject *m = PyUnicode_FromFormat(
             "shared memory region %R is full (%zu bytes, %zu entries): create it with a larger "
-            "size= to place %R", ((shm_obj *)shared)->name, prs_shm_size(r), prs_shm_entries(r),
-            name);
+            "size= to place %R", rname, prs_shm_size(r), prs_shm_entries(r), name);
         prs_py_raise(m ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, m) : NULL);
         Py_XDECREF(m);
     } else if (rc == PRS_EPROTO) {
-        PyErr_Format(PyExc_ValueError, "%s %R in region %R is corrupt", what, name,
-                     ((shm_obj *)shared)->name);
+        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R is corrupt", place_what[kind], name,
+                     rname);
+    } else if (rc && !why) { /* the caller words no config error: a placement's own limit */
+        if (own.field) PyErr_Format(PyExc_ValueError, "%s %s", own.field, own.reason);
+        else prs_py_error(st, rc, NULL);
     } else {
-        return rc;
-    }
-    return 1;
-}
-
-int prs_py_shm_limiter_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const prs_algo *algo, const void *config, prs_limiter **out,
-                           prs_config_error *why) {
-    const char *cname;
-    prs_shm *r;
-    if (placement(st, shared, name, &cname, &r) < 0) return 1;
-    /* validate first: a bad config is the constructor's usual error */
-    int rc = prs_algo_validate(algo, config, why);
-    if (rc) {
         prs__shm_unref(r);
         return rc;
     }
-    prs_shm_place pl = {r, cname};
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_limiter_new_placed(algo, config, NULL, &pl, out, why);
-    Py_END_ALLOW_THREADS
-    char msg[400] = "exists with another configuration";
-    if (rc == PRS_ESTATE && prs_limiter_placed_mismatch(algo, config, &pl, msg, sizeof msg))
-        snprintf(msg, sizeof msg, "exists with another configuration");
-    rc = placement_error(rc, shared, name, r, "shared limiter", msg);
     prs__shm_unref(r);
-    return rc;
-}
-
-int prs_py_shm_keyed_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                         const prs_keyed_config *cfg, prs_keyed **out) {
-    const char *cname;
-    prs_shm *r;
-    if (placement(st, shared, name, &cname, &r) < 0) return 1;
-    prs_shm_place pl = {r, cname};
-    prs_config_error why = {NULL, NULL};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS /* a new table is zeroed: max_keys slots */
-    rc = prs_keyed_new_placed(cfg, &pl, out, &why);
-    Py_END_ALLOW_THREADS
-    char msg[400] = "exists with another configuration";
-    if (rc == PRS_ESTATE && prs_keyed_placed_mismatch(cfg, &pl, msg, sizeof msg))
-        snprintf(msg, sizeof msg, "exists with another configuration");
-    rc = placement_error(rc, shared, name, r, "shared KeyedLimiter", msg);
-    prs__shm_unref(r);
-    return rc;
-}
-
-/* ---- placing a breaker or a bulkhead ----------------------------------------------- */
-
-/* The region of shared= with a checked name= (*cname), referenced; NULL with
- * an exception. */
-static prs_shm *place_args(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const char **cname) {
-    if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
-        PyErr_Format(PyExc_TypeError, "shared must be a SharedMemory, not %.200s: %R",
-                     Py_TYPE(shared)->tp_name, shared);
-        return NULL;
-    }
-    if (!name || name == Py_None) {
-        PyErr_SetString(PyExc_ValueError, "shared= needs name=: the entry's name in the region");
-        return NULL;
-    }
-    if (!(*cname = checked_name(name, "name"))) return NULL;
-    return region_ref(shared);
-}
-
-/* Raises for a failed placement (rc != PRS_OK); `mismatch` words PRS_ESTATE. */
-static int placed_fail(prs_py_state *st, int rc, PyObject *shared, PyObject *name, prs_shm *r,
-                       const char *what, const char *mismatch, const prs_config_error *why) {
-    PyObject *rname = ((shm_obj *)shared)->name;
-    if (rc == PRS_ESTATE) {
-        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R %s", what, name, rname,
-                     mismatch);
-    } else if (rc == PRS_EFULL) {
-        PyObject *msg = PyUnicode_FromFormat(
-            "shared memory region %R is full (%zu bytes, %zu entries): create it with a larger "
-            "size= to place %R", rname, prs_shm_size(r), prs_shm_entries(r), name);
-        PyObject *exc = msg ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, msg) : NULL;
-        if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-        Py_XDECREF(exc);
-        Py_XDECREF(msg);
-    } else if (rc == PRS_EPROTO) {
-        PyErr_Format(PyExc_ValueError, "shared %s %R in region %R is corrupt", what, name, rname);
-    } else if ((rc == PRS_ERANGE || rc == PRS_EINVAL) && why && why->field) {
-        PyErr_Format(PyExc_ValueError, "%s %s in a shared memory region", why->field, why->reason);
-    } else {
-        prs_py_error(st, rc, NULL);
-    }
-    return 1;
-}
-
-/* Places a breaker (bulkhead 0) or a bulkhead (1) of config cfg: PRS_OK, or 1
- * with an exception. */
-static int place(prs_py_state *st, PyObject *shared, PyObject *name, int bulkhead,
-                 const void *cfg, void **out) {
-    const char *cname;
-    prs_shm *r = place_args(st, shared, name, &cname);
-    if (!r) return 1;
-    prs_shm_place pl = {r, cname};
-    prs_config_error why = {0};
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = bulkhead ? prs_bulkhead_new_placed(cfg, &pl, (prs_bulkhead **)out, &why)
-                  : prs_breaker_new_placed(cfg, &pl, (prs_breaker **)out, &why);
-    Py_END_ALLOW_THREADS
-    char msg[1024] = "exists with another configuration";
-    if (rc == PRS_ESTATE && bulkhead) prs_bulkhead_placed_mismatch(cfg, &pl, msg, sizeof msg);
-    if (rc == PRS_ESTATE && !bulkhead) prs_breaker_placed_mismatch(cfg, &pl, msg, sizeof msg);
-    if (rc)
-        rc = placed_fail(st, rc, shared, name, r, bulkhead ? "bulkhead" : "circuit breaker", msg,
-                         &why);
-    prs__shm_unref(r);
-    return rc;
-}
-
-int prs_py_shm_breaker_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                           const prs_breaker_config *cfg, prs_breaker **out) {
-    return place(st, shared, name, 0, cfg, (void **)out);
-}
-
-int prs_py_shm_bulkhead_new(prs_py_state *st, PyObject *shared, PyObject *name,
-                            const prs_bulkhead_config *cfg, prs_bulkhead **out) {
-    return place(st, shared, name, 1, cfg, (void **)out);
+    return -1;
 }
 
 int prs_py_register_shm(PyObject *m, prs_py_state *st) { return shm_add_types(m, st); }
-
-/* For other binding files (kv.c): a reference to the open region of the
- * SharedMemory `shared` (drop it with prs__shm_unref), or NULL with TypeError
- * (not a SharedMemory) or ValueError (closed). */
-prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared) {
-    if (!PyObject_TypeCheck(shared, PRS_PY_TYPE(st, SharedMemory))) {
-        PyErr_Format(PyExc_TypeError, "region must be a SharedMemory, not %.200s: %R",
-                     Py_TYPE(shared)->tp_name, shared);
-        return NULL;
-    }
-    return region_ref(shared);
-}

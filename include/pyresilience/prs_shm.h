@@ -93,6 +93,9 @@ int prs_shm_unlink(const char *name, const char *directory, int *sys_errno);
 int prs_shm_created(const prs_shm *r); /* 1 when this handle created the region */
 size_t prs_shm_size(const prs_shm *r);
 const char *prs_shm_path(const prs_shm *r);
+/* The file of region `name` in `directory` (NULL: the default, as
+ * prs_shm_open) into buf: PRS_OK, or PRS_EINVAL when it does not fit in cap. */
+int prs_shm_path_for(const char *name, const char *directory, char *buf, size_t cap);
 /* Entries in use, and the bytes left for new ones. */
 size_t prs_shm_entries(const prs_shm *r);
 size_t prs_shm_free_bytes(const prs_shm *r);

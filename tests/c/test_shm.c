@@ -75,6 +75,10 @@ TEST(shm_create_then_open) {
     struct stat st;
     ASSERT_EQ(stat(prs_shm_path(a), &st), 0);
     ASSERT_EQ(st.st_mode & 0777, 0600);
+    char path[512];
+    ASSERT_EQ(prs_shm_path_for("r1", prs_test_tmpdir(), path, sizeof path), PRS_OK);
+    ASSERT_STREQ(path, prs_shm_path(a));
+    ASSERT_EQ(prs_shm_path_for("r1", prs_test_tmpdir(), path, 8), PRS_EINVAL);
     prs_shm_close(a);
     prs_shm_close(b);
     ASSERT_EQ(prs_shm_unlink("r1", prs_test_tmpdir(), &e), PRS_OK);

@@ -69,7 +69,6 @@ static PyMemberDef BreakerFunction_members[] = {
      "The CircuitBreaker that protects this function."},
     {NULL, 0, 0, 0, NULL},
 };
-static PyObject *wrapped_descr_get(PyObject *self, PyObject *obj, PyObject *type);
 static PyObject *wrapped_repr(PyObject *self);
 static void wrapped_dealloc(PyObject *self);
 static int wrapped_traverse(PyObject *self, visitproc visit, void *arg);
@@ -77,7 +76,7 @@ static int wrapped_clear(PyObject *self);
 static PyType_Slot BreakerFunction_slots[] = {
     {Py_tp_doc, (void *)BreakerFunction_DOC},
     {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, wrapped_descr_get},
+    {Py_tp_descr_get, prs_py_method_get},
     {Py_tp_repr, wrapped_repr},
     {Py_tp_dealloc, wrapped_dealloc},
     {Py_tp_traverse, wrapped_traverse},
@@ -195,6 +194,24 @@ static const prs_py_param CircuitBreaker_record_failure_param_list[] = {
 };
 static const prs_py_params CircuitBreaker_record_failure_params = {"record_failure", 1, 1, 0, CircuitBreaker_record_failure_param_list, CircuitBreaker_record_failure_names};
 enum {
+    P_CircuitBreaker_add_listener_listener = 0,
+    P_CircuitBreaker_add_listener__COUNT = 1
+};
+static const char *const CircuitBreaker_add_listener_names[] = {"listener", NULL};
+static const prs_py_param CircuitBreaker_add_listener_param_list[] = {
+    {"listener", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params CircuitBreaker_add_listener_params = {"add_listener", 1, 1, 1, CircuitBreaker_add_listener_param_list, CircuitBreaker_add_listener_names};
+enum {
+    P_CircuitBreaker__wrap_func = 0,
+    P_CircuitBreaker__wrap__COUNT = 1
+};
+static const char *const CircuitBreaker__wrap_names[] = {"func", NULL};
+static const prs_py_param CircuitBreaker__wrap_param_list[] = {
+    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+};
+static const prs_py_params CircuitBreaker__wrap_params = {"_wrap", 1, 1, 1, CircuitBreaker__wrap_param_list, CircuitBreaker__wrap_names};
+enum {
     P_CircuitBreaker__record_token = 0,
     P_CircuitBreaker__record_exc = 1,
     P_CircuitBreaker__record_result = 2,
@@ -221,7 +238,9 @@ static PyObject *cb_record_failure(PyObject *self, PyObject *const *args, Py_ssi
     if ((nargs || kwnames) && prs_py_parse_params(&CircuitBreaker_record_failure_params, args, nargs, kwnames, &a, v) < 0) return NULL;
     return record_manual(self, a.duration_ns, PRS_BREAKER_FAILURE);
 }
-static PyObject *cb_record_ignored(PyObject *self, PyObject *unused);
+static PyObject *cb_record_ignored(PyObject *self, PyObject *unused) {
+    return record_manual(self, 0, PRS_BREAKER_IGNORED);
+}
 static PyObject *cb_open(PyObject *self, PyObject *unused) {
     return manual(self, prs_breaker_open);
 }
@@ -240,9 +259,22 @@ static PyObject *cb_force_open(PyObject *self, PyObject *unused) {
 static PyObject *cb_disable(PyObject *self, PyObject *unused) {
     return manual(self, prs_breaker_disable);
 }
-static PyObject *cb_add_listener(PyObject *self, PyObject *arg);
-static PyObject *cb_remove_listener(PyObject *self, PyObject *arg);
-static PyObject *cb_wrap(PyObject *self, PyObject *arg);
+static PyObject *cb_add_listener(PyObject *self, PyObject *arg) {
+    breaker_obj *o = (breaker_obj *)self;
+    PyObject *v[1];
+    if (prs_py_parse_params(&CircuitBreaker_add_listener_params, &arg, 1, NULL, NULL, v) < 0) return NULL;
+    return relisten(o, v[0], 1);
+}
+static PyObject *cb_remove_listener(PyObject *self, PyObject *arg) {
+    breaker_obj *o = (breaker_obj *)self;
+    return relisten(o, arg, 0);
+}
+static PyObject *cb_wrap(PyObject *self, PyObject *arg) {
+    breaker_obj *o = (breaker_obj *)self;
+    PyObject *v[1];
+    if (prs_py_parse_params(&CircuitBreaker__wrap_params, &arg, 1, NULL, NULL, v) < 0) return NULL;
+    return wrap(o, v[0]);
+}
 static PyObject *cb_acquire(PyObject *self, PyObject *unused);
 static PyObject *cb_reap(PyObject *self, PyObject *unused) {
     breaker_obj *o = (breaker_obj *)self;
@@ -467,11 +499,12 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (prs_py_clock_init(st, v[P_CircuitBreaker_clock], &o->clock) < 0) rc = -1;
     if (!rc) {
         o->timing = cfg.slow_call_ns > 0;
-        rc = cb_objects(o, v) < 0 ? -1 : cb_core(st, o, &cfg, v[P_CircuitBreaker_shared]);
+        PyObject *shared = v[P_CircuitBreaker_shared];
+        rc = cb_objects(o, v) < 0 ? -1 : shared && shared != Py_None ? prs_py_shm_place(st, shared, o->name, PRS_PY_PLACE_BREAKER, NULL, &cfg, &o->core, NULL) : prs_breaker_new(&cfg, &o->core);
     }
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int breaker_add_types(PyObject *m, prs_py_state *st) {

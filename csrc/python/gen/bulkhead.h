@@ -49,7 +49,11 @@ static const prs_py_param Bulkhead_acquire_param_list[] = {
     {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params Bulkhead_acquire_params = {"acquire", 1, 1, 0, Bulkhead_acquire_param_list, Bulkhead_acquire_names};
-static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&Bulkhead_acquire_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    return acquire_for(self, v[0]);
+}
 static PyObject *bh_try_acquire(PyObject *self, PyObject *unused) {
     return PyBool_FromLong(prs_py_bulkhead_try_at(self, prs_monotonic_ns()));
 }
@@ -253,11 +257,12 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) {
         o->a = cfg;
         o->ready = (PyTypeObject *)Py_NewRef(st->slots[PRS_SLOT_Ready]);
-        rc = bh_core(st, o, &cfg.core, v[P_Bulkhead_shared]);
+        PyObject *shared = v[P_Bulkhead_shared];
+        rc = shared && shared != Py_None ? prs_py_shm_place(st, shared, o->name, PRS_PY_PLACE_BULKHEAD, NULL, &cfg.core, &o->core, NULL) : prs_bulkhead_new(&cfg.core, &o->core);
     }
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int bulkhead_add_types(PyObject *m, prs_py_state *st) {

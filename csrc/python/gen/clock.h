@@ -150,7 +150,7 @@ static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (!rc) atomic_store(&o->now_ns, cfg.start_ns);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 static PyObject *manual_call(PyObject *self, PyObject *args, PyObject *kwds) {
     if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))
@@ -228,7 +228,7 @@ static PyObject *mono_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     int rc = 0;
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 static PyObject *mono_call(PyObject *self, PyObject *args, PyObject *kwds) {
     if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))

@@ -131,7 +131,7 @@ static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     if (!rc) o->d = cfg;
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 static PyObject *decision_repr(PyObject *self) {
     static const char *const attrs[] = {"allowed", "limit", "remaining", "retry_after", "reset_after", "denied_by?", NULL};

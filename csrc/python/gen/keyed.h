@@ -300,7 +300,7 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) rc = keyed_build(st, o, &cfg, v[P_KeyedLimiter_shared], v[P_KeyedLimiter_name]);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- KeyedLimiterView ---- */
@@ -555,7 +555,7 @@ static PyObject *view_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) rc = (o->keybytes = key_bytes(o->key)) ? 0 : -1;
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- LimiterGroup ---- */

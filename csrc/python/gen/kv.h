@@ -326,7 +326,7 @@ static PyObject *kv_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) rc = kv_build(st, o, &cfg, v[P_SharedKV_region]);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 static Py_ssize_t kv_len(PyObject *self) {
     kv_obj *o = (kv_obj *)self;

@@ -123,7 +123,7 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) rc = step_build(st, o, &cfg, v[P_PolicyStep_e]);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 int prs_py_register_policy(PyObject *m, prs_py_state *st) {

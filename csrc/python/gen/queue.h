@@ -382,7 +382,7 @@ static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) rc = q_build(o, &cfg, v);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 static Py_ssize_t q_len(PyObject *self) {
     q_obj *o = (q_obj *)self;

@@ -293,7 +293,7 @@ static PyObject *backend_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (!rc) rc = backend_build(o, &cfg, v[P_RedisBackend_url]);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- RedisRateLimiter ---- */
@@ -753,7 +753,7 @@ static PyObject *rl_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) rc = rl_build(o, st, &cfg, v);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- RedisLimiterGroup ---- */
@@ -934,7 +934,7 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) rc = group_build(o, st, v[P_RedisLimiterGroup_members]);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- _RespReader ---- */
@@ -1035,7 +1035,7 @@ static PyObject *reader_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (!rc) rc = prs_redis_reader_new(&o->r);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int redis_add_types(PyObject *m, prs_py_state *st) {

@@ -274,7 +274,7 @@ static PyObject *policy_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (!rc) rc = prs_retry_new(&cfg, &o->core);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 static PyObject *policy_repr(PyObject *self) {
     static const char *const attrs[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
@@ -443,7 +443,7 @@ static PyObject *budget_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (!rc) rc = prs_retry_budget_new(&cfg, &o->core);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 static PyObject *budget_repr(PyObject *self) {
     static const char *const attrs[] = {"ratio", "min_retries_per_second", "window", NULL};
@@ -545,7 +545,7 @@ static PyObject *counts_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     if (!rc) rc = prs_counters_new(PRS_PY_RETRY_COUNTS, NULL, &o->core);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 /* ---- RetryCall ---- */
@@ -667,7 +667,7 @@ static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) o->vectorcall = call_vectorcall;
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg) {

@@ -163,7 +163,7 @@ static PyObject *shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     }
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
-    return rc < 0 ? NULL : prs_py_error(st, rc, NULL);
+    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
 static int shm_add_types(PyObject *m, prs_py_state *st) {
