@@ -398,11 +398,19 @@ TEST(shm_limiter_kill_loop) {
         prs_limiter *lim;
         ASSERT_OK(prs_limiter_new_placed(al, &c, NULL, &pl, &lim, NULL));
         for (int k = 0; k < ROUNDS; k++) {
+            int ready[2];
+            ASSERT_EQ(pipe(ready), 0);
             pid_t pid = fork();
-            if (pid == 0) {
+            if (pid == 0) { /* one decision, then say so: every round takes some */
                 prs_decision d;
+                prs_limiter_check(lim, NOW, 1, &d);
+                if (write(ready[1], "r", 1) != 1) _exit(1);
                 for (;;) prs_limiter_check(lim, NOW, 1, &d);
             }
+            char c1;
+            ASSERT_EQ(read(ready[0], &c1, 1), 1);
+            close(ready[0]);
+            close(ready[1]);
             usleep((useconds_t)(200 + (k * 37) % 900));
             kill(pid, SIGKILL);
             waitpid(pid, NULL, 0);
