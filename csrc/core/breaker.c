@@ -300,10 +300,6 @@ static inline void unlock(held h) {
         prs__spin_unlock(&h.st->lock.spin);
 }
 
-/* Placed: journals window cell i before a push overwrites it (lock held). */
-static inline void journal_cell(held h, int64_t i) {
-    if (__builtin_expect(h.shm != NULL, 0)) prs__shm_brk_journal_cell(h.shm, i);
-}
 
 /* Takes a half-open trial slot (lock held): its index (0 in process, where
  * slots are counted, not named), or -1 when half_open_max are taken. */
@@ -367,10 +363,8 @@ static int64_t stripes_sum(prs_breaker *b) {
 /* Lock held, before changing anything the clean condition covers: a new word
  * without the clean bit and with the next gen, then the stripes folded into
  * the counters (see "the clean fast path"). */
-static void leave_clean(held h) {
+static __attribute__((noinline, cold)) void leave_clean_fold(held h, uint64_t w) {
     prs__brk_state *st = h.st;
-    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
-    if (!(w & W_CLEAN)) return;
     prs_breaker *b = h.b;
     uint64_t gen = (W_GEN(w) + 1) & W_GEN_MASK;
     w = (w & ~(W_CLEAN | (W_GEN_MASK << W_GEN_SHIFT))) | gen << W_GEN_SHIFT;
@@ -383,6 +377,13 @@ static void leave_clean(held h) {
     }
     st->v.calls += folded;
     st->v.consec_succ += folded;
+}
+
+/* The clean bit's check inline (every locked outcome passes here), the
+ * leaving out of line. */
+static inline void leave_clean(held h) {
+    uint64_t w = atomic_load_explicit(&h.st->word, memory_order_relaxed);
+    if (__builtin_expect((w & W_CLEAN) != 0, 0)) leave_clean_fold(h, w);
 }
 
 /* Lock held, in CLOSED after an outcome: sets the clean bit when one more plain
@@ -409,12 +410,12 @@ static inline stripe *my_stripe(prs_breaker *b) {
 
 /* A plain success counted without the lock while clean: 1 if it was, 0 if
  * the caller must take the lock. */
-static int record_clean_success(held h, int64_t now, prs_breaker_permit permit) {
-    prs__brk_state *st = h.st;
+static int record_clean_success(prs_breaker *b, int64_t now, prs_breaker_permit permit) {
+    prs__brk_state *st = state_of(b);
     uint64_t w = atomic_load_explicit(&st->word, memory_order_acquire);
     if (!(w & W_CLEAN)) return 0;
     if (permit != PRS_BREAKER_NO_PERMIT && permit != P_MAKE(W_EPOCH(w), 0, 0)) return 0;
-    stripe *s = my_stripe(h.b);
+    stripe *s = my_stripe(b);
     uint64_t v = atomic_load_explicit(&s->v, memory_order_relaxed);
     if (S_GEN(v) != W_GEN(w) || (v & S_COUNT_MASK) == S_COUNT_MASK) return 0;
     clamp_now(st, now); /* first: a failure after this success opens no earlier */
@@ -445,12 +446,12 @@ static void window_clear(held h) {
     }
 }
 
-/* Moves a time window forward to second `sec` (never backwards: now is clamped). */
-static void window_roll(held h, int64_t now) {
+/* Moves a time window forward to second `sec` > head_sec (never backwards:
+ * now is clamped). */
+static void window_roll_to(held h, int64_t sec) {
     prs_breaker *b = h.b;
-    if (!b->buckets) return;
     prs__brk_vars *v = &h.st->v;
-    int64_t sec = floor_div(now, PRS_NS_PER_SEC), size = b->cfg.window_size;
+    int64_t size = b->cfg.window_size;
     if (v->head_sec == INT64_MIN) {
         v->head_sec = sec;
         return;
@@ -471,13 +472,23 @@ static void window_roll(held h, int64_t now) {
     v->head_sec = sec;
 }
 
+/* Moves a time window forward to now's second: inline, the common case
+ * (still in the newest second) is one comparison. head_sec INT64_MIN (empty)
+ * is below every second. */
+static inline void window_roll(held h, int64_t now) {
+    if (!h.b->buckets) return;
+    int64_t sec = floor_div(now, PRS_NS_PER_SEC);
+    if (sec > h.st->v.head_sec) window_roll_to(h, sec);
+}
+
 static void window_push(held h, int64_t now, unsigned flags) {
     prs_breaker *b = h.b;
     prs__brk_vars *v = &h.st->v;
     int64_t fail = (flags & PRS__BRK_FAIL) != 0, slow = (flags & PRS__BRK_SLOW) != 0;
     if (b->ring) {
         int64_t size = b->cfg.window_size;
-        journal_cell(h, v->ring_head);
+        if (__builtin_expect(h.shm != NULL, 0)) /* placed: journal the cell first */
+            prs__shm_brk_journal_byte(h.shm, v->ring_head, b->ring[v->ring_head]);
         if (v->ring_n == size) {
             unsigned old = b->ring[v->ring_head];
             v->w_calls--;
@@ -491,8 +502,8 @@ static void window_push(held h, int64_t now, unsigned flags) {
     } else {
         window_roll(h, now);
         int64_t i = floor_mod(v->head_sec, b->cfg.window_size);
-        journal_cell(h, i);
         prs__brk_bucket *k = &b->buckets[i];
+        if (__builtin_expect(h.shm != NULL, 0)) prs__shm_brk_journal_bucket(h.shm, i, k);
         k->calls++;
         k->failures += fail;
         k->slow += slow;
@@ -657,10 +668,10 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
     int slow = outcome != PRS_BREAKER_IGNORED && b->cfg.slow_call_ns > 0 &&
                duration_ns >= b->cfg.slow_call_ns;
     int fail = outcome == PRS_BREAKER_FAILURE;
-    held h = held_of(b);
-    if (outcome == PRS_BREAKER_SUCCESS && !slow && record_clean_success(h, now, permit))
+    if (outcome == PRS_BREAKER_SUCCESS && !slow && record_clean_success(b, now, permit))
         return PRS_OK;
 
+    held h = held_of(b);
     prs__brk_state *st = h.st;
     prs__brk_vars *v = &st->v;
     lock(h);
