@@ -270,50 +270,62 @@ void prs_breaker_free(prs_breaker *b) {
 
 /* ---- what the placement decides ------------------------------------------- */
 
-static inline void lock(prs_breaker *b) {
-    if (__builtin_expect(b->shm != NULL, 0))
-        prs__shm_brk_begin(b->shm);
-    else
-        prs__spin_lock(&state_of(b)->lock.spin);
+/* What a locked operation works on, resolved once before it takes the lock
+ * (b->shm never changes after construction) and passed to the helpers: the
+ * object, its state (state_of(b)) and its placement (b->shm, NULL in process).
+ * Passed by value so that the helpers, inlined, keep the pointers in
+ * registers across the lock's atomics instead of re-deriving them. */
+typedef struct held {
+    prs_breaker *b;
+    prs__brk_state *st;
+    prs__shm_brk *shm;
+} held;
+
+static inline held held_of(prs_breaker *b) {
+    prs__shm_brk *shm = b->shm;
+    return (held){b, __builtin_expect(shm == NULL, 1) ? &b->own : &shm->st, shm};
 }
 
-static inline void unlock(prs_breaker *b) {
-    if (__builtin_expect(b->shm != NULL, 0))
-        prs__shm_brk_end(b->shm);
+static inline void lock(held h) {
+    if (__builtin_expect(h.shm != NULL, 0))
+        prs__shm_brk_begin(h.shm);
     else
-        prs__spin_unlock(&state_of(b)->lock.spin);
+        prs__spin_lock(&h.st->lock.spin);
 }
 
-/* Placed: journals window cell i before a push overwrites it (lock held). */
-static inline void journal_cell(prs_breaker *b, int64_t i) {
-    if (__builtin_expect(b->shm != NULL, 0)) prs__shm_brk_journal_cell(b->shm, i);
+static inline void unlock(held h) {
+    if (__builtin_expect(h.shm != NULL, 0))
+        prs__shm_brk_end(h.shm);
+    else
+        prs__spin_unlock(&h.st->lock.spin);
 }
+
 
 /* Takes a half-open trial slot (lock held): its index (0 in process, where
  * slots are counted, not named), or -1 when half_open_max are taken. */
-static int64_t take_slot(prs_breaker *b, int64_t now, int untracked) {
-    prs__brk_vars *v = &state_of(b)->v;
+static int64_t take_slot(held h, int64_t now, int untracked) {
+    prs__brk_vars *v = &h.st->v;
     int64_t slot = 0;
-    if (b->shm)
-        slot = prs__shm_brk_claim(b->shm, now, untracked);
-    else if (v->in_flight >= b->half_open_max)
+    if (h.shm)
+        slot = prs__shm_brk_claim(h.shm, now, untracked);
+    else if (v->in_flight >= h.b->half_open_max)
         slot = -1;
     if (slot >= 0) {
         v->in_flight++;
         v->untracked += untracked;
-        assert(v->untracked <= v->in_flight && v->in_flight <= b->half_open_max);
+        assert(v->untracked <= v->in_flight && v->in_flight <= h.b->half_open_max);
     }
     return slot;
 }
 
 /* Frees the trial slot a HALF_OPEN outcome of this epoch holds (lock held): 1,
  * or 0 when it holds none (a stray: it counts in the totals only). */
-static int free_slot(prs_breaker *b, prs_breaker_permit permit) {
-    prs__brk_vars *v = &state_of(b)->v;
+static int free_slot(held h, prs_breaker_permit permit) {
+    prs__brk_vars *v = &h.st->v;
     int untracked = permit == PRS_BREAKER_NO_PERMIT;
-    if (b->shm) {
+    if (h.shm) {
         if (!untracked && !(permit & 1u)) return 0;
-        if (!prs__shm_brk_release(b->shm, untracked ? -1 : P_SLOT(permit))) return 0;
+        if (!prs__shm_brk_release(h.shm, untracked ? -1 : P_SLOT(permit))) return 0;
     } else if (untracked && v->untracked == 0) {
         return 0;
     }
@@ -351,10 +363,9 @@ static int64_t stripes_sum(prs_breaker *b) {
 /* Lock held, before changing anything the clean condition covers: a new word
  * without the clean bit and with the next gen, then the stripes folded into
  * the counters (see "the clean fast path"). */
-static void leave_clean(prs_breaker *b) {
-    prs__brk_state *st = state_of(b);
-    uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
-    if (!(w & W_CLEAN)) return;
+static __attribute__((noinline, cold)) void leave_clean_fold(held h, uint64_t w) {
+    prs__brk_state *st = h.st;
+    prs_breaker *b = h.b;
     uint64_t gen = (W_GEN(w) + 1) & W_GEN_MASK;
     w = (w & ~(W_CLEAN | (W_GEN_MASK << W_GEN_SHIFT))) | gen << W_GEN_SHIFT;
     atomic_store_explicit(&st->word, w, memory_order_seq_cst);
@@ -368,13 +379,22 @@ static void leave_clean(prs_breaker *b) {
     st->v.consec_succ += folded;
 }
 
+/* The clean bit's check inline (every locked outcome passes here), the
+ * leaving out of line. */
+static inline void leave_clean(held h) {
+    uint64_t w = atomic_load_explicit(&h.st->word, memory_order_relaxed);
+    if (__builtin_expect((w & W_CLEAN) != 0, 0)) leave_clean_fold(h, w);
+}
+
 /* Lock held, in CLOSED after an outcome: sets the clean bit when one more plain
  * success could change nothing but the counters (in process, count window). */
-static void maybe_enter_clean(prs_breaker *b) {
-    prs__brk_state *st = state_of(b);
+static void maybe_enter_clean(held h) {
+    /* what never changes first: a time window or a placed breaker is never clean */
+    if (!h.b->ring || __builtin_expect(h.shm != NULL, 0)) return;
+    prs__brk_state *st = h.st;
+    prs_breaker *b = h.b;
     uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
-    if ((w & W_CLEAN) || W_STATE(w) != PRS_BREAKER_CLOSED || !b->ring) return;
-    if (__builtin_expect(b->shm != NULL, 0)) return;
+    if ((w & W_CLEAN) || W_STATE(w) != PRS_BREAKER_CLOSED) return;
     if (st->v.ring_n != b->cfg.window_size || st->v.w_failures != 0 || st->v.w_slow != 0 ||
         st->v.consec_fail != 0)
         return;
@@ -413,8 +433,9 @@ static int64_t floor_mod(int64_t a, int64_t d) {
     return r < 0 ? r + d : r;
 }
 
-static void window_clear(prs_breaker *b) {
-    prs__brk_vars *v = &state_of(b)->v;
+static void window_clear(held h) {
+    prs_breaker *b = h.b;
+    prs__brk_vars *v = &h.st->v;
     v->w_calls = v->w_failures = v->w_slow = 0;
     if (b->ring) {
         v->ring_n = 0;
@@ -425,11 +446,12 @@ static void window_clear(prs_breaker *b) {
     }
 }
 
-/* Moves a time window forward to second `sec` (never backwards: now is clamped). */
-static void window_roll(prs_breaker *b, int64_t now) {
-    if (!b->buckets) return;
-    prs__brk_vars *v = &state_of(b)->v;
-    int64_t sec = floor_div(now, PRS_NS_PER_SEC), size = b->cfg.window_size;
+/* Moves a time window forward to second `sec` > head_sec (never backwards:
+ * now is clamped). */
+static void window_roll_to(held h, int64_t sec) {
+    prs_breaker *b = h.b;
+    prs__brk_vars *v = &h.st->v;
+    int64_t size = b->cfg.window_size;
     if (v->head_sec == INT64_MIN) {
         v->head_sec = sec;
         return;
@@ -450,12 +472,23 @@ static void window_roll(prs_breaker *b, int64_t now) {
     v->head_sec = sec;
 }
 
-static void window_push(prs_breaker *b, int64_t now, unsigned flags) {
-    prs__brk_vars *v = &state_of(b)->v;
+/* Moves a time window forward to now's second: inline, the common case
+ * (still in the newest second) is one comparison. head_sec INT64_MIN (empty)
+ * is below every second. */
+static inline void window_roll(held h, int64_t now) {
+    if (!h.b->buckets) return;
+    int64_t sec = floor_div(now, PRS_NS_PER_SEC);
+    if (sec > h.st->v.head_sec) window_roll_to(h, sec);
+}
+
+static void window_push(held h, int64_t now, unsigned flags) {
+    prs_breaker *b = h.b;
+    prs__brk_vars *v = &h.st->v;
     int64_t fail = (flags & PRS__BRK_FAIL) != 0, slow = (flags & PRS__BRK_SLOW) != 0;
     if (b->ring) {
         int64_t size = b->cfg.window_size;
-        journal_cell(b, v->ring_head);
+        if (__builtin_expect(h.shm != NULL, 0)) /* placed: journal the cell first */
+            prs__shm_brk_journal_byte(h.shm, v->ring_head, b->ring[v->ring_head]);
         if (v->ring_n == size) {
             unsigned old = b->ring[v->ring_head];
             v->w_calls--;
@@ -467,10 +500,10 @@ static void window_push(prs_breaker *b, int64_t now, unsigned flags) {
         b->ring[v->ring_head] = (uint8_t)flags;
         if (++v->ring_head == size) v->ring_head = 0;
     } else {
-        window_roll(b, now);
+        window_roll(h, now);
         int64_t i = floor_mod(v->head_sec, b->cfg.window_size);
-        journal_cell(b, i);
         prs__brk_bucket *k = &b->buckets[i];
+        if (__builtin_expect(h.shm != NULL, 0)) prs__shm_brk_journal_bucket(h.shm, i, k);
         k->calls++;
         k->failures += fail;
         k->slow += slow;
@@ -485,8 +518,9 @@ static double rate_of(int64_t part, int64_t whole) {
     return whole > 0 ? (double)part / (double)whole : 0.0;
 }
 
-static int window_trips(const prs_breaker *b) {
-    const prs__brk_vars *v = &state_of(b)->v;
+static int window_trips(held h) {
+    const prs_breaker *b = h.b;
+    const prs__brk_vars *v = &h.st->v;
     if (v->w_calls < b->min_calls) return 0;
     double frt = b->cfg.failure_rate_threshold, srt = b->cfg.slow_call_rate_threshold;
     if (frt > 0.0 && rate_of(v->w_failures, v->w_calls) >= frt) return 1;
@@ -496,17 +530,17 @@ static int window_trips(const prs_breaker *b) {
 
 /* Stores a new word (epoch + 1) and reports the transition, if the state
  * changed. Every trial of the old epoch is over: its slots are freed. */
-static void set_state(prs_breaker *b, prs_breaker_state to, prs_breaker_mode mode,
+static void set_state(held h, prs_breaker_state to, prs_breaker_mode mode,
                       prs_breaker_transition *tr) {
-    leave_clean(b);
-    prs__brk_state *st = state_of(b);
+    leave_clean(h);
+    prs__brk_state *st = h.st;
     uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     prs_breaker_state from = W_STATE(w);
     atomic_store_explicit(&st->word,
                           W_MAKE(W_EPOCH(w) + 1, mode, to) | (w & (W_GEN_MASK << W_GEN_SHIFT)),
                           memory_order_release);
     st->v.in_flight = st->v.untracked = 0;
-    if (b->shm) prs__shm_brk_clear(b->shm);
+    if (h.shm) prs__shm_brk_clear(h.shm);
     if (tr) {
         tr->happened = from != to;
         tr->from = from;
@@ -514,33 +548,32 @@ static void set_state(prs_breaker *b, prs_breaker_state to, prs_breaker_mode mod
     }
 }
 
-static void enter_open(prs_breaker *b, int64_t now, prs_breaker_mode mode,
-                       prs_breaker_transition *tr) {
-    set_state(b, PRS_BREAKER_OPEN, mode, tr);
-    state_of(b)->v.opened_at = now;
-    state_of(b)->v.consec_succ = 0;
+static void enter_open(held h, int64_t now, prs_breaker_mode mode, prs_breaker_transition *tr) {
+    set_state(h, PRS_BREAKER_OPEN, mode, tr);
+    h.st->v.opened_at = now;
+    h.st->v.consec_succ = 0;
 }
 
-static void enter_half_open(prs_breaker *b, prs_breaker_transition *tr) {
-    set_state(b, PRS_BREAKER_HALF_OPEN, PRS_BREAKER_NORMAL, tr);
-    state_of(b)->v.consec_succ = 0;
-    state_of(b)->v.consec_fail = 0;
+static void enter_half_open(held h, prs_breaker_transition *tr) {
+    set_state(h, PRS_BREAKER_HALF_OPEN, PRS_BREAKER_NORMAL, tr);
+    h.st->v.consec_succ = 0;
+    h.st->v.consec_fail = 0;
 }
 
-static void enter_closed(prs_breaker *b, prs_breaker_mode mode, int clear,
-                         prs_breaker_transition *tr) {
-    set_state(b, PRS_BREAKER_CLOSED, mode, tr);
+static void enter_closed(held h, prs_breaker_mode mode, int clear, prs_breaker_transition *tr) {
+    set_state(h, PRS_BREAKER_CLOSED, mode, tr);
     if (clear) {
-        window_clear(b);
-        state_of(b)->v.consec_succ = 0;
-        state_of(b)->v.consec_fail = 0;
+        window_clear(h);
+        h.st->v.consec_succ = 0;
+        h.st->v.consec_fail = 0;
     }
 }
 
-static int64_t open_retry_after(const prs_breaker *b, uint64_t w, int64_t now) {
+static int64_t open_retry_after(held h, uint64_t w, int64_t now) {
+    const prs_breaker *b = h.b;
     if (W_MODE(w) == PRS_BREAKER_FORCED_OPEN || b->cfg.open_timeout_ns == PRS_NEVER)
         return PRS_NEVER;
-    int64_t at = prs__sat_add(state_of(b)->v.opened_at, b->cfg.open_timeout_ns);
+    int64_t at = prs__sat_add(h.st->v.opened_at, b->cfg.open_timeout_ns);
     return at > now ? prs__sat_sub(at, now) : 0;
 }
 
@@ -557,7 +590,8 @@ static void no_transition(prs_breaker_transition *tr) {
  * (NO_PERMIT) and its trial slot counts in `untracked`. */
 static int admit(prs_breaker *b, int64_t now, prs_breaker_decision *d, int untracked) {
     if (!b || !d) return PRS_EINVAL;
-    prs__brk_state *st = state_of(b);
+    held h = held_of(b);
+    prs__brk_state *st = h.st;
     uint64_t w = atomic_load_explicit(&st->word, memory_order_acquire);
     d->transition.happened = 0;
     d->transition.from = d->transition.to = W_STATE(w);
@@ -567,25 +601,25 @@ static int admit(prs_breaker *b, int64_t now, prs_breaker_decision *d, int untra
         d->permit = untracked ? PRS_BREAKER_NO_PERMIT : P_MAKE(W_EPOCH(w), 0, 0);
         return PRS_OK;
     }
-    lock(b);
+    lock(h);
     now = clamp_now(st, now);
     w = atomic_load_explicit(&st->word, memory_order_relaxed);
     d->allowed = 0;
     d->permit = PRS_BREAKER_NO_PERMIT;
     if (W_STATE(w) == PRS_BREAKER_OPEN) {
-        int64_t retry = open_retry_after(b, w, now);
+        int64_t retry = open_retry_after(h, w, now);
         if (retry > 0) {
             st->v.rejected++;
-            unlock(b);
+            unlock(h);
             d->retry_after_ns = retry;
             d->transition.from = d->transition.to = PRS_BREAKER_OPEN;
             return PRS_OK;
         }
-        enter_half_open(b, &d->transition);
+        enter_half_open(h, &d->transition);
         w = atomic_load_explicit(&st->word, memory_order_relaxed);
     }
     if (W_STATE(w) == PRS_BREAKER_HALF_OPEN) {
-        int64_t slot = take_slot(b, now, untracked);
+        int64_t slot = take_slot(h, now, untracked);
         if (slot >= 0) {
             d->allowed = 1;
             d->permit = untracked ? PRS_BREAKER_NO_PERMIT : P_MAKE(W_EPOCH(w), slot, 1);
@@ -596,7 +630,7 @@ static int admit(prs_breaker *b, int64_t now, prs_breaker_decision *d, int untra
         d->allowed = 1;
         d->permit = untracked ? PRS_BREAKER_NO_PERMIT : P_MAKE(W_EPOCH(w), 0, 0);
     }
-    unlock(b);
+    unlock(h);
     return PRS_OK;
 }
 
@@ -637,9 +671,10 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
     if (outcome == PRS_BREAKER_SUCCESS && !slow && record_clean_success(b, now, permit))
         return PRS_OK;
 
-    prs__brk_state *st = state_of(b);
+    held h = held_of(b);
+    prs__brk_state *st = h.st;
     prs__brk_vars *v = &st->v;
-    lock(b);
+    lock(h);
     now = clamp_now(st, now);
     if (outcome == PRS_BREAKER_IGNORED) {
         v->ignored++;
@@ -651,13 +686,13 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
     uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     prs_breaker_state state = W_STATE(w);
     if (permit != PRS_BREAKER_NO_PERMIT && P_EPOCH(permit) != W_EPOCH(w)) {
-        unlock(b); /* stale: admitted before a transition */
+        unlock(h); /* stale: admitted before a transition */
         return PRS_OK;
     }
     if (state == PRS_BREAKER_CLOSED) {
         if (outcome != PRS_BREAKER_IGNORED) {
-            leave_clean(b);
-            window_push(b, now, (fail ? PRS__BRK_FAIL : 0u) | (slow ? PRS__BRK_SLOW : 0u));
+            leave_clean(h);
+            window_push(h, now, (fail ? PRS__BRK_FAIL : 0u) | (slow ? PRS__BRK_SLOW : 0u));
             if (fail) {
                 v->consec_fail++;
                 v->consec_succ = 0;
@@ -666,23 +701,23 @@ int prs_breaker_record(prs_breaker *b, int64_t now, prs_breaker_permit permit,
                 v->consec_fail = 0;
             }
             if (W_MODE(w) == PRS_BREAKER_NORMAL &&
-                (b->rate_mode ? window_trips(b) : v->consec_fail >= b->cfg.failure_threshold))
-                enter_open(b, now, PRS_BREAKER_NORMAL, tr);
+                (b->rate_mode ? window_trips(h) : v->consec_fail >= b->cfg.failure_threshold))
+                enter_open(h, now, PRS_BREAKER_NORMAL, tr);
             else
-                maybe_enter_clean(b);
+                maybe_enter_clean(h);
         }
-    } else if (state == PRS_BREAKER_HALF_OPEN && free_slot(b, permit)) {
+    } else if (state == PRS_BREAKER_HALF_OPEN && free_slot(h, permit)) {
         if (outcome == PRS_BREAKER_IGNORED) {
             /* neither: the slot is free again */
         } else if (fail || (slow && b->cfg.slow_call_rate_threshold > 0.0)) {
-            enter_open(b, now, PRS_BREAKER_NORMAL, tr);
+            enter_open(h, now, PRS_BREAKER_NORMAL, tr);
         } else if (++v->consec_succ >= b->cfg.success_threshold) {
-            enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
+            enter_closed(h, PRS_BREAKER_NORMAL, 1, tr);
         }
     }
     /* OPEN, or a stray in HALF_OPEN: an outcome that holds no slot only
      * counts in the totals. */
-    unlock(b);
+    unlock(h);
     return PRS_OK;
 }
 
@@ -694,32 +729,33 @@ typedef enum manual_op { M_OPEN, M_FORCE_OPEN, M_HALF_OPEN, M_CLOSE, M_RESET, M_
 static void manual(prs_breaker *b, int64_t now, manual_op op, prs_breaker_transition *tr) {
     no_transition(tr);
     if (!b) return;
-    lock(b);
-    now = clamp_now(state_of(b), now);
-    prs__brk_vars *v = &state_of(b)->v;
+    held h = held_of(b);
+    lock(h);
+    now = clamp_now(h.st, now);
+    prs__brk_vars *v = &h.st->v;
     switch (op) {
     case M_OPEN:
-        enter_open(b, now, PRS_BREAKER_NORMAL, tr);
+        enter_open(h, now, PRS_BREAKER_NORMAL, tr);
         break;
     case M_FORCE_OPEN:
-        enter_open(b, now, PRS_BREAKER_FORCED_OPEN, tr);
+        enter_open(h, now, PRS_BREAKER_FORCED_OPEN, tr);
         break;
     case M_HALF_OPEN:
-        enter_half_open(b, tr);
+        enter_half_open(h, tr);
         break;
     case M_CLOSE:
     case M_RESET:
-        enter_closed(b, PRS_BREAKER_NORMAL, 1, tr);
+        enter_closed(h, PRS_BREAKER_NORMAL, 1, tr);
         if (op == M_RESET) v->calls = v->failures = v->slow_calls = v->rejected = v->ignored = 0;
         break;
     case M_DISABLE: {
-        uint64_t w = atomic_load_explicit(&state_of(b)->word, memory_order_relaxed);
+        uint64_t w = atomic_load_explicit(&h.st->word, memory_order_relaxed);
         /* from CLOSED the window and counts go on; from elsewhere start clean */
-        enter_closed(b, PRS_BREAKER_DISABLED, W_STATE(w) != PRS_BREAKER_CLOSED, tr);
+        enter_closed(h, PRS_BREAKER_DISABLED, W_STATE(w) != PRS_BREAKER_CLOSED, tr);
         break;
     }
     }
-    unlock(b);
+    unlock(h);
 }
 
 /* Defines prs_breaker_<name>(b, now, tr): the manual transition `op`. */
@@ -748,11 +784,12 @@ prs_breaker_mode prs_breaker_get_mode(const prs_breaker *b) {
 void prs_breaker_get_metrics(prs_breaker *b, int64_t now, prs_breaker_metrics *m) {
     memset(m, 0, sizeof *m);
     if (!b) return;
-    prs__brk_state *st = state_of(b);
+    held h = held_of(b);
+    prs__brk_state *st = h.st;
     const prs__brk_vars *v = &st->v;
-    lock(b);
+    lock(h);
     now = clamp_now(st, now);
-    window_roll(b, now);
+    window_roll(h, now);
     uint64_t w = atomic_load_explicit(&st->word, memory_order_relaxed);
     int64_t fast = stripes_sum(b);
     *m = (prs_breaker_metrics){
@@ -770,11 +807,11 @@ void prs_breaker_get_metrics(prs_breaker *b, int64_t now, prs_breaker_metrics *m
         .window_slow_calls = v->w_slow,
         .failure_rate = rate_of(v->w_failures, v->w_calls),
         .slow_call_rate = rate_of(v->w_slow, v->w_calls),
-        .retry_after_ns = W_STATE(w) == PRS_BREAKER_OPEN ? open_retry_after(b, w, now) : 0,
+        .retry_after_ns = W_STATE(w) == PRS_BREAKER_OPEN ? open_retry_after(h, w, now) : 0,
         .half_open_in_flight = v->in_flight,
         .half_open_untracked = v->untracked,
     };
-    unlock(b);
+    unlock(h);
 }
 
 void prs_breaker_get_config(const prs_breaker *b, prs_breaker_config *cfg) {
@@ -840,8 +877,9 @@ int prs_breaker_shared(const prs_breaker *b) { return b && b->shm != NULL; }
 
 int prs_breaker_reap(prs_breaker *b) {
     if (!b || !b->shm) return 0;
-    lock(b);
-    int n = prs__shm_brk_reap(b->shm);
-    unlock(b);
+    held h = held_of(b);
+    lock(h);
+    int n = prs__shm_brk_reap(h.shm);
+    unlock(h);
     return n;
 }

@@ -112,8 +112,16 @@ static inline void prs__shm_brk_end(prs__shm_brk *s) {
 }
 
 /* Journals window cell i (its bytes as they are) before a push overwrites
- * it (lock held). */
-void prs__shm_brk_journal_cell(prs__shm_brk *s, int64_t i);
+ * it (lock held): a count window's byte, or a time window's bucket. Inline:
+ * every placed outcome journals one. */
+static inline void prs__shm_brk_journal_byte(prs__shm_brk *s, int64_t i, uint8_t byte) {
+    s->undo_cell = i;
+    s->undo_byte = byte;
+}
+static inline void prs__shm_brk_journal_bucket(prs__shm_brk *s, int64_t i, const prs__brk_bucket *k) {
+    s->undo_cell = i;
+    s->undo_bucket = *k;
+}
 
 /* The half-open trial slots (lock held; in_flight and untracked are the
  * caller's to count). claim: a free slot marked with this process (and

@@ -148,14 +148,6 @@ void prs__shm_brk_recover(prs__shm_brk *s) {
     atomic_store_explicit(&s->st.dirty, 0, memory_order_release);
 }
 
-void prs__shm_brk_journal_cell(prs__shm_brk *s, int64_t i) {
-    s->undo_cell = i;
-    if (is_ring(s))
-        s->undo_byte = ring_of(s)[i];
-    else
-        s->undo_bucket = buckets_of(s)[i];
-}
-
 /* ---- trial slots (lock held) ----------------------------------------------------- */
 
 int prs__shm_brk_reap(prs__shm_brk *s) {
