@@ -486,18 +486,21 @@ def c_rate_method(t, m):
     """A rate method's C function: its declared arguments (the usual
     positional calls straight, as prs_py_parse_params would parse them), then
     prs_py_rate_method over the type's target; first, with m.fast, allow's
-    hot path straight into the core."""
+    hot path straight into the core (m.fast filling `d` and returning a
+    status, or, without `d`, returning 1 / 0 / a negative status)."""
     L = [PROTO[meth_flags(m)].replace(";", " {") % m.cname(t.prefix)]
     if m.fast:
+        fills = "&d" in m.fast
         L += ["    %s *o = (%s *)self;" % (t.obj, t.obj),
               "    if (nargs == %d && !kwnames && o->%s.kind == PRS_CLOCK_MONOTONIC) {"
-              % (1 if t.rate_key else 0, t.clock), "        prs_decision d;"]
+              % (1 if t.rate_key else 0, t.clock)] + (["        prs_decision d;"] if fills else [])
         if t.rate_key:
             L += ["        const char *key;", "        Py_ssize_t len;",
                   "        if (get_key(args[0], &key, &len) < 0) return NULL;"]
         L += ["        int rc = %s;" % m.fast,
-              "        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);",
-              "        return PyBool_FromLong(d.allowed);", "    }"]
+              "        if (rc%s) return prs_py_error(prs_py_state_of(self), rc, NULL);"
+              % ("" if fills else " < 0"),
+              "        return PyBool_FromLong(%s);" % ("d.allowed" if fills else "rc"), "    }"]
     k = 1 if t.rate_key else 0  # the usual calls, ([key][, n]), need no matching by name
     assert [p.name for p in m.params[k:k + 1]] == ["n"], (t.name, m.name)
     L += ["    prs_py_rate_args a = {1, PRS_NEVER};", "    PyObject *v[%d];" % len(m.params),

@@ -132,8 +132,7 @@ static int eval(const gcra_params *p, int64_t seen, int64_t now, int64_t n, int 
     d->retry_after_ns = 0;
     /* peek reports the decision check would make: the state after this request
      * (as the token bucket does), for remaining and reset_after alike. */
-    (void)consume;
-    d->remaining = (p->tolerance_ns - ahead) / p->interval_ns;
+    d->remaining = consume & PRS__DECIDE_BARE ? 0 : (p->tolerance_ns - ahead) / p->interval_ns;
     d->reset_after_ns = ahead;
     return 1;
 }
@@ -176,6 +175,7 @@ static int decide_lockfree(prs_limiter *lim, int64_t now, int64_t n, int consume
          * consistent pair */
         prs__backoff_wait(&bo);
     }
+    if (consume) prs__limiter_count(lim, d->allowed);
     return PRS_OK;
 }
 

@@ -180,17 +180,20 @@ const void *prs_limiter_params(const prs_limiter *lim) { return lim ? lim->param
 
 /* ---- deciding ---------------------------------------------------------------- */
 
-int prs_limiter_decide(prs_limiter *lim, int64_t now, int64_t n, int consume, prs_decision *d) {
+/* consume: 0, 1, or 1 | PRS__DECIDE_BARE (seen by a lock-free descriptor only). */
+static inline int decide(prs_limiter *lim, int64_t now, int64_t n, int consume, prs_decision *d) {
     if (!lim || !d || n < 1) return PRS_EINVAL;
     const prs_algo *al = lim->algo;
     int rc;
-    if (al->decide_lockfree || __builtin_expect(lim->shm != NULL, 0)) {
-        rc = al->decide_lockfree ? al->decide_lockfree(lim, now, n, consume, d)
-                                 : prs__shm_limiter_decide(lim, now, n, consume, d);
-        if (consume && rc == PRS_OK)
-            prs__stripes_add(&lim->counts, d->allowed ? PRS__LIM_ADMITTED : PRS__LIM_REJECTED, 1);
+    if (al->decide_lockfree) /* counts its own consuming decisions: a tail call */
+        return al->decide_lockfree(lim, now, n, consume, d);
+    if (__builtin_expect(lim->shm != NULL, 0)) {
+        consume &= 1;
+        rc = prs__shm_limiter_decide(lim, now, n, consume, d);
+        if (consume && rc == PRS_OK) prs__limiter_count(lim, d->allowed);
         return rc;
     }
+    consume &= 1;
     prs__spin_lock(&lim->lock);
     rc = al->decide(lim->params, lim->state, now, n, consume, d);
     if (consume && rc == PRS_OK) { /* the lock makes load + store exact */
@@ -200,6 +203,16 @@ int prs_limiter_decide(prs_limiter *lim, int64_t now, int64_t n, int consume, pr
     }
     prs__spin_unlock(&lim->lock);
     return rc;
+}
+
+int prs_limiter_decide(prs_limiter *lim, int64_t now, int64_t n, int consume, prs_decision *d) {
+    return decide(lim, now, n, consume != 0, d);
+}
+
+int prs_limiter_allow(prs_limiter *lim, int64_t now, int64_t n) {
+    prs_decision d;
+    int rc = decide(lim, now, n, 1 | PRS__DECIDE_BARE, &d);
+    return rc ? rc : d.allowed;
 }
 
 uint64_t prs_limiter_admitted(const prs_limiter *lim) {

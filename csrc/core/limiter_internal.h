@@ -112,6 +112,17 @@ void prs__shm_lim_unlock(struct prs__shm_lim *s);
 unsigned char *prs__shm_lim_state(struct prs__shm_lim *s);
 unsigned char *prs__shm_lim_undo(struct prs__shm_lim *s);
 
+/* A decide's `consume` with this bit too: the caller reads only d->allowed (a
+ * descriptor may leave the other fields unset). Only lock-free descriptors see
+ * it; spinlocked ones get consume & 1. */
+#define PRS__DECIDE_BARE 2
+
+/* Counts one consuming decision of a lock-free or placed limiter (striped:
+ * no lock, no shared line). */
+static inline void prs__limiter_count(prs_limiter *lim, int allowed) {
+    prs__stripes_add(&lim->counts, allowed ? PRS__LIM_ADMITTED : PRS__LIM_REJECTED, 1);
+}
+
 static inline int prs__limiter_lockfree(const prs_limiter *lim) {
     return lim->algo->decide_lockfree != NULL;
 }

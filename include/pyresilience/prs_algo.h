@@ -75,7 +75,8 @@ typedef struct prs_algo {
      * params and the word consistently (the limiter's sequence counter) and
      * updates the word by compare-and-swap, waiting while the word holds
      * PRS__WORD_LOCKED (limiter_internal.h); every other access (reset, a
-     * group) takes the word itself as the lock. reconfigure_lockfree changes
+     * group) takes the word itself as the lock; it counts each consuming
+     * decision (prs__limiter_count). reconfigure_lockfree changes
      * the params of such a limiter (validated new params) at now. */
     int (*decide_lockfree)(struct prs_limiter *lim, int64_t now, int64_t n, int consume,
                            prs_decision *d);

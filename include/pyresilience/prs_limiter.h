@@ -51,6 +51,10 @@ void prs_limiter_free(prs_limiter *lim); /* NULL-safe */
 int prs_limiter_decide(prs_limiter *lim, int64_t now_ns, int64_t n, int consume, prs_decision *d);
 int prs_limiter_check(prs_limiter *lim, int64_t now_ns, int64_t n, prs_decision *d);
 int prs_limiter_peek(prs_limiter *lim, int64_t now_ns, int64_t n, prs_decision *d);
+/* The consuming decision when only yes/no matters: 1 allowed (n taken), 0
+ * refused, or a negative status as prs_limiter_decide. Counted like a check;
+ * skips what only the decision's other fields need. */
+int prs_limiter_allow(prs_limiter *lim, int64_t now_ns, int64_t n);
 /* Back to the initial (full) state. */
 void prs_limiter_reset(prs_limiter *lim);
 /* Requests of weight 1 admissible at now_ns (a real number). */

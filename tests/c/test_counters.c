@@ -99,6 +99,40 @@ static void run_hammer(hammer proto, uint64_t *admitted, uint64_t *rejected) {
     ASSERT_EQ(*admitted + *rejected, (uint64_t)THREADS * CALLS);
 }
 
+/* prs_limiter_allow: the yes/no of a check, taking and counting the same. */
+TEST(limiter_allow_is_a_counted_check) {
+    prs_gcra_config g;
+    prs_gcra_config_init(&g);
+    g.rate = 1;
+    g.burst = 2;
+    prs_gcra *gcra = NULL;
+    ASSERT_OK(prs_gcra_new(&g, &gcra));
+    prs_token_bucket_config t;
+    prs_token_bucket_config_init(&t);
+    t.capacity = 2;
+    t.refill_rate = 1;
+    prs_token_bucket *tb = NULL;
+    ASSERT_OK(prs_token_bucket_new(&t, &tb));
+    prs_limiter *lims[2] = {prs_gcra_limiter(gcra), prs_token_bucket_limiter(tb)};
+    for (int k = 0; k < 2; k++) {
+        prs_decision d;
+        ASSERT_EQ(prs_limiter_allow(lims[k], 0, 1), 1);
+        ASSERT_EQ(prs_limiter_allow(lims[k], 0, 1), 1);
+        ASSERT_EQ(prs_limiter_allow(lims[k], 0, 1), 0);
+        ASSERT_EQ(prs_limiter_allow(lims[k], 0, 3), 0); /* above the limit: never */
+        ASSERT_EQ(prs_limiter_allow(lims[k], 0, 0), PRS_EINVAL);
+        ASSERT_EQ(prs_limiter_admitted(lims[k]), 2);
+        ASSERT_EQ(prs_limiter_rejected(lims[k]), 2);
+        ASSERT_OK(prs_limiter_check(lims[k], 1000000000, 1, &d)); /* one refilled */
+        ASSERT_EQ(d.allowed, 1);
+        ASSERT_EQ(d.remaining, 0);
+        ASSERT_EQ(prs_limiter_allow(lims[k], 1000000000, 1), 0);
+    }
+    ASSERT_EQ(prs_limiter_allow(NULL, 0, 1), PRS_EINVAL);
+    prs_gcra_free(gcra);
+    prs_token_bucket_free(tb);
+}
+
 TEST(limiter_counts_exact_under_threads) {
     prs_gcra_config g;
     prs_gcra_config_init(&g);

@@ -70,10 +70,9 @@ static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_limiter *o = (prs_py_limiter *)self;
     if (nargs == 0 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
-        prs_decision d;
-        int rc = prs_limiter_decide(o->core, prs_monotonic_ns(), 1, 1, &d);
-        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
-        return PyBool_FromLong(d.allowed);
+        int rc = prs_limiter_allow(o->core, prs_monotonic_ns(), 1);
+        if (rc < 0) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return PyBool_FromLong(rc);
     }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
