@@ -99,21 +99,30 @@ static void run_hammer(hammer proto, uint64_t *admitted, uint64_t *rejected) {
     ASSERT_EQ(*admitted + *rejected, (uint64_t)THREADS * CALLS);
 }
 
-/* prs_limiter_allow: the yes/no of a check, taking and counting the same. */
-TEST(limiter_allow_is_a_counted_check) {
+/* A GCRA and a token bucket of `burst` (refilling `rate` a second: GCRA's rate
+ * must be > 0) into *gcra, *tb and lims[]. */
+static int two_limiters(int64_t burst, double rate, prs_gcra **gcra, prs_token_bucket **tb,
+                        prs_limiter *lims[2]) {
     prs_gcra_config g;
     prs_gcra_config_init(&g);
-    g.rate = 1;
-    g.burst = 2;
-    prs_gcra *gcra = NULL;
-    ASSERT_OK(prs_gcra_new(&g, &gcra));
+    g.rate = rate > 0 ? rate : 1;
+    g.burst = burst;
     prs_token_bucket_config t;
     prs_token_bucket_config_init(&t);
-    t.capacity = 2;
-    t.refill_rate = 1;
+    t.capacity = (double)burst;
+    t.refill_rate = rate;
+    if (prs_gcra_new(&g, gcra) || prs_token_bucket_new(&t, tb)) return -1;
+    lims[0] = prs_gcra_limiter(*gcra);
+    lims[1] = prs_token_bucket_limiter(*tb);
+    return 0;
+}
+
+/* prs_limiter_allow: the yes/no of a check, taking and counting the same. */
+TEST(limiter_allow_is_a_counted_check) {
+    prs_gcra *gcra = NULL;
     prs_token_bucket *tb = NULL;
-    ASSERT_OK(prs_token_bucket_new(&t, &tb));
-    prs_limiter *lims[2] = {prs_gcra_limiter(gcra), prs_token_bucket_limiter(tb)};
+    prs_limiter *lims[2];
+    ASSERT_EQ(two_limiters(2, 1, &gcra, &tb, lims), 0);
     for (int k = 0; k < 2; k++) {
         prs_decision d;
         ASSERT_EQ(prs_limiter_allow(lims[k], 0, 1), 1);
@@ -134,19 +143,10 @@ TEST(limiter_allow_is_a_counted_check) {
 }
 
 TEST(limiter_counts_exact_under_threads) {
-    prs_gcra_config g;
-    prs_gcra_config_init(&g);
-    g.rate = 1;
-    g.burst = 50000;
     prs_gcra *gcra = NULL;
-    ASSERT_OK(prs_gcra_new(&g, &gcra));
-    prs_token_bucket_config t;
-    prs_token_bucket_config_init(&t);
-    t.capacity = 50000;
-    t.refill_rate = 0;
     prs_token_bucket *tb = NULL;
-    ASSERT_OK(prs_token_bucket_new(&t, &tb));
-    prs_limiter *lims[2] = {prs_gcra_limiter(gcra), prs_token_bucket_limiter(tb)};
+    prs_limiter *lims[2];
+    ASSERT_EQ(two_limiters(50000, 0, &gcra, &tb, lims), 0);
     for (int k = 0; k < 2; k++) {
         uint64_t a, r;
         prs_decision d;
