@@ -1549,48 +1549,36 @@ TEST(redis_scripts_cheap_paths) {
     ASSERT_EQ(stat_calls(b, "time"), 0);
     /* the sliding log's check names its entries without a ZCOUNT */
     ASSERT_EQ(stat_calls(b, "zcount"), 0);
-    /* a bucket with T in whole microseconds, in debt: an admitted check is one
-     * INCRBY (no GET, no SET) */
-    for (int algo = PRS_REDIS_GCRA; algo <= PRS_REDIS_TOKEN_BUCKET; algo++) {
-        prs_redis_limiter *l = limiter_for(b, algo, 1000, 1000000);
-        prs_decision d;
-        int64_t t = INT64_C(1700000000000000);
-        ASSERT_OK(prs_redis_limiter_check_at(l, "inc", 3, 1, t, &d)); /* spent state: INCRBY + SET */
-        int64_t gets = stat_calls(b, "get"), sets = stat_calls(b, "set"), incrs = stat_calls(b, "incrby");
-        for (int i = 1; i <= 5; i++) {
-            ASSERT_OK(prs_redis_limiter_check_at(l, "inc", 3, 1, t + i, &d));
-            ASSERT(d.allowed);
-            ASSERT_EQ(d.remaining, 1000000 - 1 - i);
-            ASSERT_EQ(d.reset_after_ns, (1000 * (i + 1) - i) * INT64_C(1000));
+    /* a bucket in debt, admitted checks: one INCRBY each (no GET, no SET), with
+     * T in whole microseconds (1000/s) and, on a real clock, not (3/s: the
+     * state in quarter microseconds) */
+    static const struct { double rate; const char *key; } forms[] = {{1000, "inc"}, {3, "flt"}};
+    for (int f = 0; f < 2; f++)
+        for (int algo = PRS_REDIS_GCRA; algo <= PRS_REDIS_TOKEN_BUCKET; algo++) {
+            const char *key = forms[f].key;
+            prs_redis_limiter *l = limiter_for(b, algo, forms[f].rate, 1000000);
+            prs_decision d;
+            int64_t t = INT64_C(1700000000000000);
+            ASSERT_OK(prs_redis_limiter_check_at(l, key, 3, 1, t, &d)); /* spent: INCRBY + SET */
+            int64_t gets = stat_calls(b, "get"), sets = stat_calls(b, "set");
+            int64_t incrs = stat_calls(b, "incrby");
+            for (int i = 1; i <= 5; i++) {
+                ASSERT_OK(prs_redis_limiter_check_at(l, key, 3, 1, t + i, &d));
+                ASSERT(d.allowed);
+                ASSERT_EQ(d.remaining, 1000000 - 1 - i);
+                if (f == 0) ASSERT_EQ(d.reset_after_ns, (1000 * (i + 1) - i) * INT64_C(1000));
+            }
+            ASSERT_EQ(stat_calls(b, "get"), gets);
+            ASSERT_EQ(stat_calls(b, "set"), sets);
+            ASSERT_EQ(stat_calls(b, "incrby"), incrs + 5);
+            if (f == 1) {
+                char rk[256], out[64];
+                rk[prs_redis_limiter_redis_key(l, key, 3, rk, sizeof rk - 1)] = 0;
+                cmd(b, out, sizeof out, 2, "GET", rk); /* tat in quarters: (t + 6 T) * 4 */
+                ASSERT_EQ(atoll(out), 4 * t + 6 * 1333333);
+            }
+            prs_redis_limiter_free(l);
         }
-        ASSERT_EQ(stat_calls(b, "get"), gets);
-        ASSERT_EQ(stat_calls(b, "set"), sets);
-        ASSERT_EQ(stat_calls(b, "incrby"), incrs + 5);
-        prs_redis_limiter_free(l);
-    }
-    /* T not whole microseconds (3/s), on a real clock: an admitted check of a
-     * bucket in debt is one INCRBY of its state in quarter microseconds (no
-     * GET, no SET) */
-    for (int algo = PRS_REDIS_GCRA; algo <= PRS_REDIS_TOKEN_BUCKET; algo++) {
-        prs_redis_limiter *l = limiter_for(b, algo, 3, 1000000);
-        prs_decision d;
-        int64_t t = INT64_C(1700000000000000);
-        ASSERT_OK(prs_redis_limiter_check_at(l, "flt", 3, 1, t, &d)); /* spent state: INCRBY + SET */
-        int64_t gets = stat_calls(b, "get"), sets = stat_calls(b, "set"), incrs = stat_calls(b, "incrby");
-        for (int i = 1; i <= 5; i++) {
-            ASSERT_OK(prs_redis_limiter_check_at(l, "flt", 3, 1, t + i, &d));
-            ASSERT(d.allowed);
-            ASSERT_EQ(d.remaining, 1000000 - 1 - i);
-        }
-        ASSERT_EQ(stat_calls(b, "get"), gets);
-        ASSERT_EQ(stat_calls(b, "set"), sets);
-        ASSERT_EQ(stat_calls(b, "incrby"), incrs + 5);
-        char rk[256], out[64];
-        rk[prs_redis_limiter_redis_key(l, "flt", 3, rk, sizeof rk - 1)] = 0;
-        cmd(b, out, sizeof out, 2, "GET", rk); /* tat in quarters: (t + 6 T) * 4 */
-        ASSERT_EQ(atoll(out), 4 * t + 6 * 1333333);
-        prs_redis_limiter_free(l);
-    }
     /* the fixed window decides without a script: MULTI/BITFIELD/EXEC */
     int64_t scripts = stat_calls(b, "evalsha"), bitfields = stat_calls(b, "bitfield");
     prs_redis_limiter *fw = limiter_for(b, PRS_REDIS_FIXED_WINDOW, 2, 3600);
