@@ -67,9 +67,6 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import binding_decl as D  # noqa: E402
 
-FLAGS = {"zero": "PRS_PY_ZERO_OK", "neg": "PRS_PY_NEG_OK", "inf": "PRS_PY_INF_OK",
-         "none": "PRS_PY_NONE_OK", "none_inf": "PRS_PY_NONE_INF", "double": "PRS_PY_DOUBLE",
-         "trunc": "PRS_PY_TRUNC", "sat": "PRS_PY_SAT"}
 INT64_MIN, INT64_MAX = "INT64_MIN", "INT64_MAX"
 
 
@@ -171,6 +168,14 @@ PROTO = {
 }
 
 
+def listed(choices):
+    """An ENUM's choices as its messages list them ("'a', 'b' or 'c'"), a C string."""
+    if not choices:
+        return "NULL"
+    q = ["'%s'" % c for c in choices]
+    return '"%s"' % (", ".join(q[:-1]) + " or " + q[-1] if len(q) > 1 else q[0])
+
+
 def c_params(prefix, fname, params, config):
     """The prs_py_params table of `params` (fields of struct `config`)."""
     L = ["enum {"]
@@ -178,8 +183,6 @@ def c_params(prefix, fname, params, config):
         L.append("    P_%s_%s = %d," % (prefix, p.name, i))
     L.append("    P_%s__COUNT = %d" % (prefix, len(params)))
     L.append("};")
-    L.append("static const char *const %s_names[] = {%sNULL};"
-             % (prefix, "".join('"%s", ' % p.name for p in params)))
     for p in params:
         if p.choices:
             L.append("static const char *const %s_%s_choices[] = {%s, NULL};"
@@ -191,21 +194,22 @@ def c_params(prefix, fname, params, config):
     index = {p.name: i for i, p in enumerate(params)}
     for p in params:
         alias = getattr(p, "alias_of", None)  # P.alias_of: this is another keyword for that P
-        flags = " | ".join(FLAGS[f] for f in p.flags) or "0"
+        flags = " | ".join(D.FLAGS[f][0] for f in p.flags) or "0"
         off = "offsetof(%s, %s)" % (config, getattr(p, "at", None) or p.field) if p.field else "-1"
         choices = "%s_%s_choices" % (prefix, p.name) if p.choices else "NULL"
-        L.append('    {"%s", %s, PRS_PK_%s, %s, %s, %s, %s, %s, %s, %d},'
+        L.append('    {"%s", %s, PRS_PK_%s, %s, %s, %s, %s, %s, %s, %s, %d},'
                  % (p.name, '"%s"' % p.field if p.field else "NULL", p.kind, flags, off,
                     p.lo if p.lo is not None else INT64_MIN,
-                    p.hi if p.hi is not None else INT64_MAX, choices, p.convert or "NULL",
+                    p.hi if p.hi is not None else INT64_MAX, choices, listed(p.choices),
+                    p.convert or "NULL",
                     index[alias] + 1 if alias else 0))
     if not params:
-        L.append("    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, 0}, /* none: C wants an element */")
+        L.append("    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, NULL, 0}, /* none: C wants an element */")
     L.append("};")
     maxpos = sum(1 for p in params if not p.kw)
     required = sum(1 for p in params if p.default is None)
-    L.append('static const prs_py_params %s_params = {"%s", %d, %d, %d, %s_param_list, %s_names};'
-             % (prefix, fname, len(params), maxpos, required, prefix, prefix))
+    L.append('static const prs_py_params %s_params = {"%s", %d, %d, %d, %s_param_list};'
+             % (prefix, fname, len(params), maxpos, required, prefix))
     return L
 
 
@@ -666,6 +670,10 @@ def gen_module():
     L += ["    PRS_SLOT_%s," % e for e in D.STATE]
     L += ["    PRS_SLOT_%s," % e for e in D.EXCEPTIONS]
     L += ["    PRS_SLOT__COUNT", "};"]
+    L.append("/* The kinds of declared parameters and their flags (binding_decl.py KINDS, FLAGS). */")
+    L += ["enum prs_py_kind {"] + ["    PRS_PK_%s, /* %s */" % (k, doc.replace("\n", "\n       "))
+                                   for k, doc in D.KINDS.items()] + ["};"]
+    L += ["#define %s %du /* %s */" % (macro, bit, doc) for macro, bit, doc in D.FLAGS.values()]
     algos = [t for t in D.TYPES if t.base == "_Limiter"]
     first = D.TYPES.index(algos[0])
     if D.TYPES[first:first + len(algos)] != algos:
