@@ -192,6 +192,8 @@ def c_params(prefix, fname, params, config):
             L.append("static int %s(PyObject *arg, void *config);" % p.convert)
     L.append("static const prs_py_param %s_param_list[] = {" % prefix)
     index = {p.name: i for i, p in enumerate(params)}
+    targets = [p.alias_of for p in params if getattr(p, "alias_of", None)]
+    assert len(targets) == len(set(targets)), (fname, "a parameter has at most one alias")
     for p in params:
         alias = getattr(p, "alias_of", None)  # P.alias_of: this is another keyword for that P
         flags = " | ".join(D.FLAGS[f][0] for f in p.flags) or "0"

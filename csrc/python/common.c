@@ -295,48 +295,39 @@ static int put_keyword(const prs_py_params *spec, PyObject *key, PyObject *value
     return 0;
 }
 
-/* An alias and its parameter: None is not given (but a weight n is an int),
- * at most one of the two. */
+static int missing(const prs_py_params *spec, Py_ssize_t i) {
+    PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", spec->fname, spec->p[i].name);
+    return -1;
+}
+
+/* Alias i and its parameter t: None is not given (but a weight n is an int);
+ * at most one of the two, and one of them unless t takes None or is a
+ * weight n (1 by default). */
 static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
     Py_ssize_t t = spec->p[i].alias - 1;
+    const prs_py_param *p = &spec->p[t];
     if (vals[i] == Py_None) vals[i] = NULL;
-    if (vals[t] == Py_None && spec->p[t].kind != PRS_PK_N) vals[t] = NULL;
+    if (vals[t] == Py_None && p->kind != PRS_PK_N) vals[t] = NULL;
     if (vals[i] && vals[t]) {
         PyErr_Format(PyExc_TypeError, "%s() got both %s and %s (%s is an alias)", spec->fname,
-                     spec->p[t].name, spec->p[i].name, spec->p[i].name);
+                     p->name, spec->p[i].name, spec->p[i].name);
         return -1;
     }
+    if (!vals[i] && !vals[t] && !(p->flags & PRS_PY_NONE_OK) && p->kind != PRS_PK_N)
+        return missing(spec, t);
     return 0;
 }
 
-/* 1 when parameter i is missing: required, or (without NONE_OK, and not a
- * weight n, which is 1 by default) neither it nor an alias of it was given. */
-static int missing(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
-    if (i < spec->required) return 1;
-    int aliased = 0;
-    for (Py_ssize_t j = 0; j < spec->n; j++) {
-        if (spec->p[j].alias != i + 1) continue;
-        if (vals[j]) return 0;
-        aliased = 1;
-    }
-    return aliased && !(spec->p[i].flags & PRS_PY_NONE_OK) && spec->p[i].kind != PRS_PK_N;
-}
-
+/* The missing arguments first (as CPython's parsers do), then each given one converted. */
 static int convert_params(const prs_py_params *spec, void *config, PyObject **vals) {
+    for (Py_ssize_t i = 0; i < spec->required; i++)
+        if (!vals[i]) return missing(spec, i);
     for (Py_ssize_t i = 0; i < spec->n; i++)
         if (spec->p[i].alias && merge_alias(spec, i, vals) < 0) return -1;
     for (Py_ssize_t i = 0; i < spec->n; i++) {
         if (vals[i] == Py_None && (spec->p[i].flags & (PRS_PY_NONE_OK | PRS_PY_NONE_INF)) == PRS_PY_NONE_OK)
             continue; /* None: the field keeps its default */
-        if (!vals[i]) {
-            if (missing(spec, i, vals)) {
-                PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", spec->fname,
-                             spec->p[i].name);
-                return -1;
-            }
-            continue;
-        }
-        if (convert_param(&spec->p[i], vals[i], config) < 0) return -1;
+        if (vals[i] && convert_param(&spec->p[i], vals[i], config) < 0) return -1;
     }
     return 0;
 }

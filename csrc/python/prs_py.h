@@ -222,9 +222,9 @@ typedef struct prs_py_param {
     const char *const *choices; /* ENUM: NULL-terminated */
     const char *listed;         /* ENUM: the choices for messages ("'a', 'b' or 'c'") */
     int (*convert)(PyObject *arg, void *config); /* CONVERT: 0 or -1 with an exception */
-    unsigned char alias;        /* k > 0: another keyword for parameter k - 1 (same field and
-                                   conversion, named as given in errors; at most one of the two;
-                                   None is not given; without NONE_OK one of them is required) */
+    unsigned char alias;        /* k > 0: the one other keyword for parameter k - 1 (same field
+                                   and conversion, named as given in errors; at most one of the
+                                   two; None is not given; without NONE_OK one of them is required) */
 } prs_py_param;
 
 typedef struct prs_py_params {
