@@ -293,6 +293,7 @@ def c_life(t):
             visit.append("    Py_VISIT(o->%s);" % name)
             clear.append("    Py_CLEAR(o->%s);" % name)
     if t.clock:
+        visit.append("    Py_VISIT(o->%s.obj);" % t.clock)
         clear.append("    prs_py_clock_clear(&o->%s);" % t.clock)
     this = "    %s *o = (%s *)self;" % (t.obj, t.obj)
     p = t.prefix
@@ -301,15 +302,14 @@ def c_life(t):
             "    PyTypeObject *tp = Py_TYPE(self);"] + clear + (["    " + t.free] if t.free else []) + [
             "    tp->tp_free(self);", "    Py_DECREF(tp);", "}"]
     L = ["static int %s_traverse(PyObject *self, visitproc visit, void *arg) {" % p]
-    L += ([this] if visit or t.clock or getattr(t, "visit", None) else []) + [
+    L += ([this] if visit or getattr(t, "visit", None) else []) + [
         "    Py_VISIT(Py_TYPE(self));"] + visit
     # Type.visit (optional): more the GC must see, a C expression of o, visit, arg (0 or an
     # error); Type.drop: the statement tp_clear runs for it, after the refs are cleared.
     visit_more, drop = getattr(t, "visit", None), getattr(t, "drop", None)
     if drop:
         clear.append("    %s" % drop)
-    L.append("    return %s;" % ("prs_py_clock_traverse(&o->%s, visit, arg)" % t.clock
-                                 if t.clock else visit_more or "0"))
+    L.append("    return %s;" % (visit_more or "0"))
     L += ["}", "static int %s_clear(PyObject *self) {" % p]
     L += ([this] if clear else []) + clear + ["    return 0;", "}"]
     uses = "weaklist" in t.offsets or "o->" in (t.free or "") or t.kept

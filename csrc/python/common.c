@@ -44,17 +44,9 @@ PyObject *prs_py_error(prs_py_state *st, int status, const char *what) {
 PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int denied_by,
                                     int64_t retry_after_ns, const char *message) {
     PyObject *dec = prs_py_decision_new_by(st, d, denied_by);
-    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(retry_after_ns));
-    PyObject *msg = PyUnicode_FromString(message);
-    PyObject *exc = NULL;
-    if (dec && retry && msg) {
-        PyObject *args[3] = {msg, retry, dec};
-        exc = PyObject_Vectorcall(PRS_PY_EXC(st, RateLimitExceeded), args, 3, NULL);
-    }
-    Py_XDECREF(dec);
-    Py_XDECREF(retry);
-    Py_XDECREF(msg);
-    return prs_py_raise(exc);
+    if (!dec) return NULL;
+    return prs_py_raise(PyObject_CallFunction(PRS_PY_EXC(st, RateLimitExceeded), "sdN", message,
+                                              prs_py_ns_to_s(retry_after_ns), dec));
 }
 
 /* ---- numbers ---------------------------------------------------------- */
@@ -69,9 +61,8 @@ int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *ou
     double v;
     if (PyFloat_CheckExact(o)) {
         v = PyFloat_AS_DOUBLE(o);
-    } else if (PyBool_Check(o) || PyUnicode_Check(o) || PyBytes_Check(o) ||
-               !(PyFloat_Check(o) || PyLong_Check(o) || PyIndex_Check(o) ||
-                 (Py_TYPE(o)->tp_as_number && Py_TYPE(o)->tp_as_number->nb_float))) {
+    } else if (PyBool_Check(o) || !(PyLong_Check(o) || PyIndex_Check(o) ||
+                                    (Py_TYPE(o)->tp_as_number && Py_TYPE(o)->tp_as_number->nb_float))) {
         return type_error(param, "a real number", o);
     } else {
         v = PyFloat_AsDouble(o);

@@ -275,10 +275,6 @@ typedef struct prs_py_clock {
  * ManualClock, or any callable returning float seconds. TypeError otherwise. */
 int prs_py_clock_init(prs_py_state *st, PyObject *arg, prs_py_clock *c);
 void prs_py_clock_clear(prs_py_clock *c);
-static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *arg) {
-    Py_VISIT(c->obj);
-    return 0;
-}
 /* The getter of a `.clock` property, the prs_py_clock at offset `off` (new
  * reference: the clock object given; a MonotonicClock for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off);

@@ -453,7 +453,8 @@ static int cb_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->states);
     Py_VISIT(o->msg_open);
     Py_VISIT(o->msg_half);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int cb_clear(PyObject *self) {
     breaker_obj *o = (breaker_obj *)self;

@@ -263,7 +263,8 @@ static int keyed_traverse(PyObject *self, visitproc visit, void *arg) {
     keyed_obj *o = (keyed_obj *)self;
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(o->tmpl);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int keyed_clear(PyObject *self) {
     keyed_obj *o = (keyed_obj *)self;
@@ -761,7 +762,8 @@ static int group_traverse(PyObject *self, visitproc visit, void *arg) {
     group_obj *o = (group_obj *)self;
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(o->members);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int group_clear(PyObject *self) {
     group_obj *o = (group_obj *)self;

@@ -210,7 +210,8 @@ static PyType_Spec _Limiter_spec = {"pyresilience._core._Limiter", sizeof(prs_py
 static int limiter_traverse(PyObject *self, visitproc visit, void *arg) {
     prs_py_limiter *o = (prs_py_limiter *)self;
     Py_VISIT(Py_TYPE(self));
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int limiter_clear(PyObject *self) {
     prs_py_limiter *o = (prs_py_limiter *)self;

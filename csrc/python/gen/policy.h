@@ -82,7 +82,8 @@ static int step_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->c);
     Py_VISIT(o->o);
     Py_VISIT(o->dict);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int step_clear(PyObject *self) {
     step_obj *o = (step_obj *)self;

@@ -407,7 +407,8 @@ static PyType_Spec RetryBudget_spec = {"pyresilience._core.RetryBudget", sizeof(
 static int budget_traverse(PyObject *self, visitproc visit, void *arg) {
     budget_obj *o = (budget_obj *)self;
     Py_VISIT(Py_TYPE(self));
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int budget_clear(PyObject *self) {
     budget_obj *o = (budget_obj *)self;
@@ -610,7 +611,8 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->budget);
     Py_VISIT(o->counts);
     Py_VISIT(o->dict);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int call_clear(PyObject *self) {
     call_obj *o = (call_obj *)self;
