@@ -173,19 +173,18 @@ static inline void prs_py_op_unlock(atomic_int *held) {
 /* ---- numbers and durations at the boundary ----------------------------- */
 
 /* A real number (int or float or anything with __float__/__index__; never bool,
- * never str). NaN always rejected; flags (PRS_PY_ZERO_OK, NEG_OK, INF_OK, of
- * gen/module.h) widen what is accepted. TypeError or
- * ValueError naming `param` and the value. 0 or -1. */
+ * never str). NaN always rejected; flags (PRS_PY_ZERO_OK, NEG_OK, INF_OK)
+ * widen what is accepted. TypeError or ValueError naming `param` and the
+ * value. 0 or -1. */
 int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *out);
-/* A count (capacity, limit, burst, max_keys, thresholds, sizes...) follows
- * one rule (PRS_PK_COUNT): an int (or __index__), or a float with an
- * integral value (10.0 -> 10); 10.5 -> ValueError, bool/str -> TypeError.
- * A count for a core config field, whose validator checks its range: a
- * whole number beyond int64 saturates (so the validator's message names it
- * too). 0 or -1. */
+/* A count for a core config field (PRS_PK_COUNT's rule: an int, or an
+ * integral float; 10.5 -> ValueError, bool/str -> TypeError), whose validator
+ * checks its range: beyond int64 saturates (so the validator's message names
+ * it too). 0 or -1. */
 int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out);
-/* A request weight n: a count >= 1 (an int, or an integral float; not bool). Ints beyond int64 saturate to
- * INT64_MAX (such n can never be admitted: a decision, not an error). */
+/* A request weight n: a count >= 1 (an int, or an integral float; not bool).
+ * Ints beyond int64 saturate to INT64_MAX (such n can never be admitted: a
+ * decision, not an error). */
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out);
 /* A timeout in seconds: None or +inf -> PRS_NEVER (wait forever), else a finite
  * number >= 0 converted to ns (saturating). */
