@@ -38,11 +38,8 @@ int prs_py_clock_init(prs_py_state *st, PyObject *arg, prs_py_clock *c) {
     } else if (PyCallable_Check(arg) && !PyType_Check(arg)) {
         c->kind = PRS_CLOCK_CALLABLE;
     } else {
-        PyErr_Format(PyExc_TypeError,
-                     "clock must be None, a ManualClock, a MonotonicClock or a zero-argument "
-                     "callable returning seconds, not %.200s: %R",
-                     Py_TYPE(arg)->tp_name, arg);
-        return -1;
+        return prs_py_type_error("clock", "None, a ManualClock, a MonotonicClock or a "
+                                          "zero-argument callable returning seconds", arg);
     }
     c->obj = Py_NewRef(arg);
     return 0;
@@ -66,9 +63,10 @@ PyObject *prs_py_get_clock(PyObject *self, void *off) {
 int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {
     PyObject *r = PyObject_CallNoArgs(c->obj);
     double s;
-    int rc = r ? prs_py_parse_real(r, "the seconds clock() returned", PRS_PY_ZERO_OK | PRS_PY_NEG_OK, &s)
-               : -1;
-    Py_XDECREF(r);
+    if (!r) return -1;
+    int rc = prs_py_parse_real(r, "the seconds clock() returned", PRS_PY_ZERO_OK | PRS_PY_NEG_OK,
+                               &s);
+    Py_DECREF(r);
     if (rc == 0) *now = prs_seconds_to_ns(s);
     return rc;
 }

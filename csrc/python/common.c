@@ -51,9 +51,9 @@ PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int
 
 /* ---- numbers ---------------------------------------------------------- */
 
-/* TypeError "<param> must be <what>, not <type>: <repr>". -1. */
-static int type_error(const char *param, const char *what, PyObject *o) {
-    PyErr_Format(PyExc_TypeError, "%s must be %s, not %.200s: %R", param, what, Py_TYPE(o)->tp_name, o);
+int prs_py_type_error(const char *param, const char *what, PyObject *o) {
+    PyErr_Format(PyExc_TypeError, "%s must be %s, not %.200s: %R", param, what, Py_TYPE(o)->tp_name,
+                 o);
     return -1;
 }
 
@@ -63,7 +63,7 @@ int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *ou
         v = PyFloat_AS_DOUBLE(o);
     } else if (PyBool_Check(o) || !(PyLong_Check(o) || PyIndex_Check(o) ||
                                     (Py_TYPE(o)->tp_as_number && Py_TYPE(o)->tp_as_number->nb_float))) {
-        return type_error(param, "a real number", o);
+        return prs_py_type_error(param, "a real number", o);
     } else {
         v = PyFloat_AsDouble(o);
         if (v == -1.0 && PyErr_Occurred()) {
@@ -126,7 +126,7 @@ static int parse_whole(PyObject *o, const char *param, int64_t lo, int64_t hi, u
         overflow = d >= 9.2233720368547758e18 ? 1 : d < -9.2233720368547758e18 ? -1 : 0;
         v = overflow ? 0 : (long long)d;
     } else if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o)))) {
-        return type_error(param, "an int", o);
+        return prs_py_type_error(param, "an int", o);
     } else {
         PyObject *idx = PyNumber_Index(o);
         if (!idx) return -1;
@@ -190,10 +190,12 @@ PyObject *prs_py_method_get(PyObject *self, PyObject *obj, PyObject *type) {
 static int parse_choice(PyObject *o, const prs_py_param *p, int *out) {
     for (int i = 0; PyUnicode_Check(o) && p->choices[i]; i++)
         if (PyUnicode_CompareWithASCIIString(o, p->choices[i]) == 0) { *out = i; return 0; }
-    if (!PyUnicode_Check(o)) return type_error(p->name, p->listed, o);
+    if (!PyUnicode_Check(o)) return prs_py_type_error(p->name, p->listed, o);
     PyErr_Format(PyExc_ValueError, "%s must be %s, got %R", p->name, p->listed, o);
     return -1;
 }
+
+#define OR_NONE(p, what) (((p)->flags & PRS_PY_NONE_OK) ? what " or None" : what)
 
 /* Converts one given argument into its field (or checks its type). 0 or -1. */
 static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
@@ -238,10 +240,10 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         return parse_choice(o, p, (int *)field);
     case PRS_PK_CALLABLE:
         if (PyCallable_Check(o)) return 0;
-        return type_error(p->name, (p->flags & PRS_PY_NONE_OK) ? "a callable or None" : "a callable", o);
+        return prs_py_type_error(p->name, OR_NONE(p, "a callable"), o);
     case PRS_PK_STR: { /* a field gets its UTF-8, borrowed from the argument */
         if (!PyUnicode_Check(o))
-            return type_error(p->name, (p->flags & PRS_PY_NONE_OK) ? "a str or None" : "a str", o);
+            return prs_py_type_error(p->name, OR_NONE(p, "a str"), o);
         Py_ssize_t len;
         const char *utf8 = field ? PyUnicode_AsUTF8AndSize(o, &len) : NULL;
         if (!field) return 0;
@@ -258,7 +260,7 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
     case PRS_PK_N:
         return prs_py_parse_n(o, p->name, (int64_t *)field);
     case PRS_PK_BYTES:
-        if (!PyBytes_Check(o)) return type_error(p->name, "bytes", o);
+        if (!PyBytes_Check(o)) return prs_py_type_error(p->name, "bytes", o);
         ((prs_py_bytes *)field)->p = PyBytes_AS_STRING(o);
         ((prs_py_bytes *)field)->n = (size_t)PyBytes_GET_SIZE(o);
         return 0;

@@ -177,6 +177,8 @@ static inline void prs_py_op_unlock(atomic_int *held) {
  * widen what is accepted. TypeError or ValueError naming `param` and the
  * value. 0 or -1. */
 int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *out);
+/* TypeError "<param> must be <what>, not <type>: <repr of o>". Returns -1. */
+int prs_py_type_error(const char *param, const char *what, PyObject *o);
 /* A count for a core config field (PRS_PK_COUNT's rule: an int, or an
  * integral float; 10.5 -> ValueError, bool/str -> TypeError), whose validator
  * checks its range: beyond int64 saturates (so the validator's message names
