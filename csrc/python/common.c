@@ -203,7 +203,7 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
     double s;
     int64_t v;
     if (o == Py_None && (p->flags & (PRS_PY_NONE_OK | PRS_PY_NONE_INF))) {
-        if (!(p->flags & PRS_PY_NONE_INF) || !field) return 0;
+        if (!(p->flags & PRS_PY_NONE_INF) || !field) return 0; /* the field keeps its default */
         if (p->kind == PRS_PK_REAL) *(double *)field = INFINITY;
         else *(int64_t *)field = PRS_NEVER;
         return 0;
@@ -317,11 +317,8 @@ static int convert_params(const prs_py_params *spec, void *config, PyObject **va
         if (!vals[i]) return missing(spec, i);
     for (Py_ssize_t i = 0; i < spec->n; i++)
         if (spec->p[i].alias && merge_alias(spec, i, vals) < 0) return -1;
-    for (Py_ssize_t i = 0; i < spec->n; i++) {
-        if (vals[i] == Py_None && (spec->p[i].flags & (PRS_PY_NONE_OK | PRS_PY_NONE_INF)) == PRS_PY_NONE_OK)
-            continue; /* None: the field keeps its default */
+    for (Py_ssize_t i = 0; i < spec->n; i++)
         if (vals[i] && convert_param(&spec->p[i], vals[i], config) < 0) return -1;
-    }
     return 0;
 }
 
