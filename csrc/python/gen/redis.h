@@ -387,8 +387,8 @@ enum {
 static const char *const RedisRateLimiter_acquire_names[] = {"key", "n", "timeout", NULL};
 static const prs_py_param RedisRateLimiter_acquire_param_list[] = {
     {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter_acquire_params = {"acquire", 3, 3, 1, RedisRateLimiter_acquire_param_list, RedisRateLimiter_acquire_names};
 enum {
@@ -434,8 +434,8 @@ enum {
 static const char *const RedisRateLimiter__async_waiter_names[] = {"key", "n", "timeout", NULL};
 static const prs_py_param RedisRateLimiter__async_waiter_param_list[] = {
     {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter__async_waiter_params = {"_async_waiter", 3, 3, 1, RedisRateLimiter__async_waiter_param_list, RedisRateLimiter__async_waiter_names};
 enum {
@@ -495,7 +495,7 @@ static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, v[0], &a);
 }
 static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.n = 1;
     a.timeout_ns = PRS_NEVER;
     PyObject *v[3] = {NULL};
@@ -532,7 +532,7 @@ static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     return rl_call(self, "cpr"[a.kind], v[1], a.n, is_none(v[3]) ? NULL : v[3], 1);
 }
 static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.n = 1;
     a.timeout_ns = PRS_NEVER;
     PyObject *v[3] = {NULL};
@@ -782,7 +782,7 @@ enum {
 };
 static const char *const RedisLimiterGroup_acquire_names[] = {"timeout", NULL};
 static const prs_py_param RedisLimiterGroup_acquire_param_list[] = {
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup_acquire_params = {"acquire", 1, 1, 0, RedisLimiterGroup_acquire_param_list, RedisLimiterGroup_acquire_names};
 enum {
@@ -791,7 +791,7 @@ enum {
 };
 static const char *const RedisLimiterGroup__async_waiter_names[] = {"timeout", NULL};
 static const prs_py_param RedisLimiterGroup__async_waiter_param_list[] = {
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup__async_waiter_params = {"_async_waiter", 1, 1, 0, RedisLimiterGroup__async_waiter_param_list, RedisLimiterGroup__async_waiter_names};
 enum {
@@ -810,7 +810,7 @@ static PyObject *group_allow(PyObject *self, PyObject *unused) {
     return group_call(self, NULL, GROUP_ALLOW);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.timeout_ns = PRS_NEVER;
     PyObject *v[1] = {NULL};
     if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0) return NULL;
@@ -820,7 +820,7 @@ static PyObject *group_check_at(PyObject *self, PyObject *arg) {
     return group_call(self, arg, GROUP_CHECK);
 }
 static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.timeout_ns = PRS_NEVER;
     PyObject *v[1] = {NULL};
     if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
