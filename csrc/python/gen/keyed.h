@@ -619,10 +619,9 @@ static int group_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     group_obj *o = (group_obj *)self;
     if (nargs == 0 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
-        prs_decision d;
-        int rc = prs_group_check(o->group, prs_monotonic_ns(), 1, &d, NULL);
-        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
-        return PyBool_FromLong(d.allowed);
+        int rc = prs_group_allow(o->group, prs_monotonic_ns(), 1);
+        if (rc < 0) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return PyBool_FromLong(rc);
     }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];

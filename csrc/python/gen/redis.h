@@ -377,8 +377,8 @@ enum {
 };
 static const prs_py_param RedisRateLimiter_acquire_param_list[] = {
     {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter_acquire_params = {"acquire", 3, 3, 1, RedisRateLimiter_acquire_param_list};
 enum {
@@ -420,8 +420,8 @@ enum {
 };
 static const prs_py_param RedisRateLimiter__async_waiter_param_list[] = {
     {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
 static const prs_py_params RedisRateLimiter__async_waiter_params = {"_async_waiter", 3, 3, 1, RedisRateLimiter__async_waiter_param_list};
 enum {
@@ -479,7 +479,7 @@ static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, v[0], &a);
 }
 static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.n = 1;
     a.timeout_ns = PRS_NEVER;
     PyObject *v[3] = {NULL};
@@ -516,7 +516,7 @@ static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     return rl_call(self, "cpr"[a.kind], v[1], a.n, is_none(v[3]) ? NULL : v[3], 1);
 }
 static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.n = 1;
     a.timeout_ns = PRS_NEVER;
     PyObject *v[3] = {NULL};
@@ -764,7 +764,7 @@ enum {
     P_RedisLimiterGroup_acquire__COUNT = 1
 };
 static const prs_py_param RedisLimiterGroup_acquire_param_list[] = {
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup_acquire_params = {"acquire", 1, 1, 0, RedisLimiterGroup_acquire_param_list};
 enum {
@@ -772,7 +772,7 @@ enum {
     P_RedisLimiterGroup__async_waiter__COUNT = 1
 };
 static const prs_py_param RedisLimiterGroup__async_waiter_param_list[] = {
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
 static const prs_py_params RedisLimiterGroup__async_waiter_params = {"_async_waiter", 1, 1, 0, RedisLimiterGroup__async_waiter_param_list};
 enum {
@@ -790,7 +790,7 @@ static PyObject *group_allow(PyObject *self, PyObject *unused) {
     return group_call(self, NULL, GROUP_ALLOW);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.timeout_ns = PRS_NEVER;
     PyObject *v[1] = {NULL};
     if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0) return NULL;
@@ -800,7 +800,7 @@ static PyObject *group_check_at(PyObject *self, PyObject *arg) {
     return group_call(self, arg, GROUP_CHECK);
 }
 static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.timeout_ns = PRS_NEVER;
     PyObject *v[1] = {NULL};
     if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
