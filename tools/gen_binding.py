@@ -31,8 +31,8 @@ How to convert a type (hand-written -> declared):
  1. In tools/binding_decl.py add Type(name, cfile, prefix, config=<core config
     struct or None>, params=[P(...)...], methods=[M(...)], props=[Prop(...)],
     doc=...). A P says once: the Python name, the kind (binding_decl.KINDS), the
-    stub type, the default as source text (None: required), the core config field it fills
-    (field=, omitted for kinds the binding keeps itself), range/flags, and
+    stub type, the default as source text (None: required), the core config
+    field it fills (field=, omitted for kinds the binding keeps itself), range/flags, and
     whether it is keyword-only (kw=True; every P after the first kw one is too).
     A field of a core config embedded in the binding's own argument struct
     (Type(config=<that struct>)) names its path in `p.at` ("core.max_concurrent"):
