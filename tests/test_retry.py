@@ -1015,14 +1015,13 @@ def test_core_policy_and_call_bad_input():
     assert RetryBudget.__new__(RetryBudget).withdraw() is True
     p.__init__(max_attempts=9)  # object.__init__: the policy stays as built
     assert p.max_attempts == 4
-    with pytest.raises(TypeError, match="func"):
-        _core.RetryCall(5, print)
-    with pytest.raises(TypeError, match="budget"):
-        _core.RetryCall(print, print, budget=5)
-    with pytest.raises(TypeError, match="retry_on_result"):
-        _core.RetryCall(print, print, retry_on_result=5)
+    # the C layer of a Retry (a decorated function's wrapper): what would crash is refused
+    with pytest.raises(TypeError, match="wrong arguments for its kind"):
+        _core.PolicyStep(_core.STEP_RETRY, print, print, 5)  # a budget that is not a RetryBudget
+    with pytest.raises(TypeError, match="wrong arguments for its kind"):
+        _core.PolicyStep(_core.STEP_RETRY, print, print, None, None, -1, None, 5)  # counts
     with pytest.raises(TypeError, match="clock"):
-        _core.RetryCall(print, print, clock=5)
+        _core.PolicyStep(_core.STEP_RETRY, print, print, None, None, -1, 5)
     with pytest.raises(ValueError, match="ns"):
         _core.retry_sleep(None, -1)
     with pytest.raises(TypeError, match="clock"):
