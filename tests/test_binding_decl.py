@@ -482,8 +482,6 @@ def test_required_method_arguments_are_named_by_the_one_unpacker():
     policy = _core.RetryPolicy()
     with pytest.raises(TypeError, match=r"delay\(\) missing required argument 'attempt'"):
         policy.delay(previous=1.0)
-    with pytest.raises(TypeError, match=r"sample\(\) missing required argument 'n'"):
-        policy.sample(1)
 
 
 def test_breaker_config_properties_read_the_declared_parameters():

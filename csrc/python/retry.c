@@ -56,17 +56,6 @@ typedef struct {
     double previous; /* None: 0, no previous delay */
 } retry_args;
 
-/* sample(attempt, n, previous=None): n delays for one attempt. */
-static PyObject *sample_list(policy_obj *o, const retry_args *a) {
-    PyObject *list = PyList_New((Py_ssize_t)a->n);
-    for (Py_ssize_t i = 0; list && i < (Py_ssize_t)a->n; i++) {
-        PyObject *f = PyFloat_FromDouble(prs_retry_delay(o->core, a->attempt, a->previous));
-        if (!f) Py_CLEAR(list);
-        else PyList_SET_ITEM(list, i, f);
-    }
-    return list;
-}
-
 /* _next(attempt, previous, retry_after_ns, remaining_ns) -> (verdict, delay_s, delay_ns) */
 static PyObject *next_step(policy_obj *o, const retry_args *a) {
     prs_retry_step s;

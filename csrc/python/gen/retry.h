@@ -71,19 +71,6 @@ static const prs_py_param RetryPolicy_base_param_list[] = {
 };
 static const prs_py_params RetryPolicy_base_params = {"base", 1, 1, 1, RetryPolicy_base_param_list, RetryPolicy_base_names};
 enum {
-    P_RetryPolicy_sample_attempt = 0,
-    P_RetryPolicy_sample_n = 1,
-    P_RetryPolicy_sample_previous = 2,
-    P_RetryPolicy_sample__COUNT = 3
-};
-static const char *const RetryPolicy_sample_names[] = {"attempt", "n", "previous", NULL};
-static const prs_py_param RetryPolicy_sample_param_list[] = {
-    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, 100000000, NULL, NULL, 0},
-    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-};
-static const prs_py_params RetryPolicy_sample_params = {"sample", 3, 3, 2, RetryPolicy_sample_param_list, RetryPolicy_sample_names};
-enum {
     P_RetryPolicy__next_attempt = 0,
     P_RetryPolicy__next_previous = 1,
     P_RetryPolicy__next_retry_after_ns = 2,
@@ -122,13 +109,6 @@ static PyObject *policy_base(PyObject *self, PyObject *arg) {
     if (prs_py_parse_params(&RetryPolicy_base_params, &arg, 1, NULL, &a, v) < 0) return NULL;
     return PyFloat_FromDouble(prs_retry_base_delay(o->core, a.attempt));
 }
-static PyObject *policy_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    policy_obj *o = (policy_obj *)self;
-    retry_args a = {0};
-    PyObject *v[3];
-    if (prs_py_parse_params(&RetryPolicy_sample_params, args, nargs, kwnames, &a, v) < 0) return NULL;
-    return sample_list(o, &a);
-}
 static PyObject *policy_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     policy_obj *o = (policy_obj *)self;
     retry_args a = {0};
@@ -161,11 +141,6 @@ static PyMethodDef RetryPolicy_methods[] = {
      "--\n"
      "\n"
      "min(base_delay * exponential_base ** attempt, max_delay): the delay without jitter."},
-    {"sample", (PyCFunction)(void (*)(void))policy_sample, METH_FASTCALL | METH_KEYWORDS,
-     "sample($self, /, attempt, n, previous=None)\n"
-     "--\n"
-     "\n"
-     "A list of n delays for the same attempt (statistics and tests)."},
     {"_next", (PyCFunction)(void (*)(void))policy_next, METH_FASTCALL,
      "_next($self, attempt, previous, retry_after_ns, remaining_ns, /)\n"
      "--\n"
