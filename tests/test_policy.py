@@ -203,6 +203,21 @@ def test_sync_timeout_late_return_is_a_failure_for_an_outer_breaker() -> None:
     assert breaker.state == "open"
 
 
+def test_sync_timeout_message_is_the_other_forms() -> None:
+    """The sync Timeout's TimeoutExceeded is made by the Timeout itself: one
+    wording for the sync, thread and async forms (not "60.0 s")."""
+    import contextvars
+
+    def past_deadline() -> Any:
+        _core.DEADLINE.set(0)  # an outer deadline long passed: the call is not started
+        return pr.Policy(pr.Timeout(60)).call(lambda: None)
+
+    with pytest.raises(pr.TimeoutExceeded, match=r"^timeout of 60 s exceeded$") as info:
+        contextvars.copy_context().run(past_deadline)
+    assert info.value.timeout == 60.0
+    assert str(pr.Timeout(60)._exceeded()) == str(info.value)
+
+
 def test_sync_timeout_past_outer_deadline_does_not_start() -> None:
     calls = [0]
 

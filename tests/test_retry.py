@@ -1029,3 +1029,28 @@ def test_core_policy_and_call_bad_input():
     clock = pr.ManualClock()
     _core.retry_sleep(clock, 1_500_000_000)
     assert clock.now() == 1.5 and _core.retry_now_ns(clock) == 1_500_000_000
+
+
+def test_decorated_function_is_the_policys_retry_step():
+    """A Retry's decorator and a Policy's Retry are one C layer (PolicyStep
+    RETRY): its repr names the function, and both deposit in the budget in C."""
+    clock = pr.ManualClock()
+    budget = RetryBudget(clock=clock)
+    r = Retry(max_attempts=2, base_delay=0, budget=budget)
+
+    @r
+    def add(x, *, y=1):
+        return x + y
+    assert type(add) is pr._core.PolicyStep and add.kind == pr._core.STEP_RETRY
+    assert repr(add).startswith("<retrying wrapper of <function ") and add.__wrapped__.__name__ == "add"
+    assert add(1, y=2) == 3
+    assert pr.Policy(r).call(add.__wrapped__, 2) == 3
+    assert budget.metrics.attempts == 2
+    fails = iter([ValueError("once")])
+
+    def flaky(x, *, y):
+        for exc in fails:
+            raise exc
+        return (x, y)
+    assert r(flaky)(1, y=2) == (1, 2)  # the Python loop got the call's arguments
+    assert r.metrics.successful_with_retry == 1
