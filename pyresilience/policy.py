@@ -355,7 +355,7 @@ class Limit:
             acquire_args = (key, n, wait)
         if wait == 0:  # allow() (the fast path); a refusal raises from acquire(..., 0)
             return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.allow, allow_args,
-                                               (lim.acquire, *acquire_args)))
+                                               (lim.acquire, *acquire_args), n))
         return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.acquire, acquire_args))
 
     def _async_layer(self, inner: Async) -> Async:

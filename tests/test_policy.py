@@ -459,6 +459,24 @@ def test_limit_refusal_through_allow_then_acquire_carries_retry_after() -> None:
     assert p.call(lambda: 3) == 3
 
 
+def test_limit_of_n_on_an_in_process_limiter_is_decided_in_c_for_n() -> None:
+    """Limit(limiter, n=k): the C step takes k per call (n handed by the facade)."""
+    clock = pr.ManualClock()
+    tb = pr.TokenBucket(capacity=5, refill_rate=1, clock=clock)
+    p = pr.Policy(pr.Limit(tb, n=2))
+    assert [p.call(lambda: i) for i in range(2)] == [0, 1]
+    with pytest.raises(pr.RateLimitExceeded) as info:
+        p.call(lambda: 1)
+    assert info.value.retry_after == pytest.approx(1.0)
+    clock.advance(1)
+    assert p.call(lambda: 3) == 3
+    step = _core.PolicyStep(_core.STEP_LIMIT, lambda: 4, tb.allow, (), (tb.acquire, 1, 0))  # no ns: n=1
+    clock.advance(1)
+    assert step() == 4
+    with pytest.raises(pr.RateLimitExceeded):
+        step()
+
+
 def test_mypy_strict_passes_on_the_policy_example() -> None:
     from test_typing import HERE, run_mypy
     r = run_mypy(HERE / "example_policy.py")

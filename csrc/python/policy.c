@@ -48,7 +48,7 @@
  *      FALLBACK exc -> the value replacing it
  *   c: RETRY retry_on_result or None; LIMIT None (a waits), or (acquire, *args)
  *      raising a refusal of allow
- *   ns: TIMEOUT the duration in ns (-1: no limit of its own); LIMIT n
+ *   ns: TIMEOUT the duration in ns (-1: no limit of its own); LIMIT n (allow's)
  *   o: LIMIT the in-process limiter (allow's fast path); BULKHEAD the _core.Bulkhead
  *      (NULL: call a and b); RETRY its RetryCounts (e)
  *   clock: RETRY the Retry's clock (None: monotonic)
@@ -386,27 +386,20 @@ static int step_build(prs_py_state *st, step_obj *s, const step_args *cfg, PyObj
         PyErr_SetString(PyExc_TypeError, "PolicyStep: wrong arguments for its kind");
         return -1;
     }
-    int64_t n = 1;
-    if (kind == STEP_LIMIT && c != Py_None && (o = method_self(a, "allow")) && PRS_PY_IS_LIMITER(st, o)) {
-        /* allow() or allow(n) of an in-process limiter: decided here */
-        if (PyTuple_GET_SIZE(b) == 1 && PyLong_CheckExact(PyTuple_GET_ITEM(b, 0))) {
-            n = PyLong_AsLongLong(PyTuple_GET_ITEM(b, 0));
-            if (n < 1) { PyErr_Clear(); o = NULL; }
-        } else if (PyTuple_GET_SIZE(b) != 0) {
-            o = NULL;
-        }
-    } else if (kind == STEP_LIMIT) {
-        o = NULL;
-    } else if (kind == STEP_RETRY && (o = e)) { /* its RetryCounts */
+    if (kind == STEP_LIMIT && c != Py_None) { /* allow() or allow(n) of an in-process limiter: decided here */
+        o = method_self(a, "allow");
+        if (o && !PRS_PY_IS_LIMITER(st, o)) o = NULL;
+    } else if (kind == STEP_BULKHEAD) { /* a _core.Bulkhead's own acquire and release */
+        o = method_self(a, "acquire");
+        if (o && !(PyObject_TypeCheck(o, PRS_PY_TYPE(st, Bulkhead)) && method_self(b, "release") == o)) o = NULL;
+    } else if (kind == STEP_RETRY && e) { /* its RetryCounts */
+        o = e;
         s->counts = prs_py_retry_counters(o);
-    } else if (kind == STEP_BULKHEAD && (o = method_self(a, "acquire")) &&
-               !(PyObject_TypeCheck(o, PRS_PY_TYPE(st, Bulkhead)) && method_self(b, "release") == o)) {
-        o = NULL;
     }
     s->vectorcall = step_vectorcall;
     s->run = step_runs[kind];
     s->kind = kind;
-    s->ns = kind == STEP_LIMIT ? n : cfg->ns;
+    s->ns = kind == STEP_LIMIT && cfg->ns < 1 ? 1 : cfg->ns;
     s->native = kind != STEP_APPLY && Py_IS_TYPE(s->next, Py_TYPE(s));
     s->o = Py_XNewRef(o);
     return 0;
