@@ -36,15 +36,6 @@ typedef struct kv_call {
 #define KV_KEY(a) (a).key.p, (a).key.n
 #define KV_TOKEN(a) (a).token.p, (a).token.n
 
-static int kv_build(prs_py_state *st, kv_obj *o, const kv_args *a, PyObject *region);
-static unsigned long config_of(kv_obj *o, int which);
-static PyObject *kv_status(kv_obj *o, int rc);
-static PyObject *record_call(kv_obj *o, const kv_call *a, int peek);
-static PyObject *complete_call(kv_obj *o, const kv_call *a);
-static PyObject *wait_slice(kv_obj *o, const kv_call *a);
-
-#include "gen/kv.h"
-
 /* Raises OSError(ENOSPC, msg) (msg stolen; NULL: its error stays). NULL. */
 static PyObject *enospc(PyObject *msg) {
     PyObject *exc = msg ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, msg) : NULL;
@@ -150,3 +141,5 @@ static PyObject *wait_slice(kv_obj *o, const kv_call *a) {
     if (PyErr_CheckSignals() < 0) return NULL;
     Py_RETURN_NONE;
 }
+
+#include "gen/kv.h"

@@ -64,7 +64,6 @@ static PyObject *next_step(policy_obj *o, const retry_args *a) {
     return Py_BuildValue("(idL)", s.verdict, s.delay, (long long)s.delay_ns);
 }
 
-static PyObject *clock_use(prs_py_state *st, PyObject *clock, int64_t ns);
 static PyObject *counts_values(counts_obj *o) {
     PyObject *t = PyTuple_New(PRS_PY_RETRY_COUNTS);
     for (Py_ssize_t i = 0; t && i < PRS_PY_RETRY_COUNTS; i++) {
@@ -92,11 +91,26 @@ static PyObject *metrics_at(budget_obj *o, int64_t now) {
                          (long long)m.window_retries, m.available);
 }
 
+/* ---- Clock helpers for the Python loop ----------------------------------------------- */
+
+/* retry_now_ns(clock) (ns < 0): the clock's time; retry_sleep(clock, ns): a
+ * ManualClock is advanced by ns at once, any other clock sleeps ns of real
+ * (monotonic) time, the one clock sleep of the binding (prs_py_clock_sleep:
+ * the GIL released in slices of <= 50 ms, signal handlers run between
+ * slices). */
+static PyObject *clock_use(prs_py_state *st, PyObject *clock, int64_t ns) {
+    prs_py_clock c, mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
+    int64_t now = 0;
+    if (prs_py_clock_init(st, clock, &c) < 0) return NULL;
+    int rc = ns < 0 ? prs_py_clock_now(&c, &now) : prs_py_clock_sleep(c.kind == PRS_CLOCK_MANUAL ? &c : &mono, ns);
+    prs_py_clock_clear(&c);
+    if (rc < 0) return NULL;
+    return ns < 0 ? PyLong_FromLongLong(now) : Py_NewRef(Py_None);
+}
+
 #include "gen/retry.h"
 
-/* ======================================================================== */
-/* RetryPolicy                                                              */
-/* ======================================================================== */
+/* ---- RetryPolicy --------------------------------------------------------------------- */
 
 /* jitter=: True (proportional), False/None (none) or a strategy's name. */
 static int policy_jitter(PyObject *o, void *config) {
@@ -135,9 +149,7 @@ static int policy_seed(PyObject *o, void *config) {
     return 0;
 }
 
-/* ======================================================================== */
-/* RetryBudget                                                              */
-/* ======================================================================== */
+/* ---- RetryBudget and RetryCounts in the RETRY step (policy.c) ------------------------ */
 
 int prs_py_retry_deposit(PyObject *budget, int64_t mono_now) {
     budget_obj *b = BUDGET(budget);
@@ -148,22 +160,3 @@ int prs_py_retry_deposit(PyObject *budget, int64_t mono_now) {
 }
 
 prs_counters *prs_py_retry_counters(PyObject *counts) { return COUNTS(counts)->core; }
-
-/* ======================================================================== */
-/* Clock helpers for the Python loop                                        */
-/* ======================================================================== */
-
-/* retry_now_ns(clock) (ns < 0): the clock's time; retry_sleep(clock, ns): a
- * ManualClock is advanced by ns at once, any other clock sleeps ns of real
- * (monotonic) time, the one clock sleep of the binding (prs_py_clock_sleep:
- * the GIL released in slices of <= 50 ms, signal handlers run between
- * slices). */
-static PyObject *clock_use(prs_py_state *st, PyObject *clock, int64_t ns) {
-    prs_py_clock c, mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
-    int64_t now = 0;
-    if (prs_py_clock_init(st, clock, &c) < 0) return NULL;
-    int rc = ns < 0 ? prs_py_clock_now(&c, &now) : prs_py_clock_sleep(c.kind == PRS_CLOCK_MANUAL ? &c : &mono, ns);
-    prs_py_clock_clear(&c);
-    if (rc < 0) return NULL;
-    return ns < 0 ? PyLong_FromLongLong(now) : Py_NewRef(Py_None);
-}
