@@ -83,7 +83,7 @@ typedef struct step_obj {
     int64_t ns;
     PyObject *next, *a, *b, *c, *o;
     prs_py_clock clock;    /* RETRY */
-    prs_counters *counts;  /* RETRY: o's, counting a first-try success (NULL: none) */
+    prs_counters *counts;  /* RETRY: o's core (o keeps it), a first-try success counted (NULL: none) */
     PyObject *dict;        /* __name__, __doc__, __wrapped__ of a decorated function */
     PyObject *weakreflist;
 } step_obj;
