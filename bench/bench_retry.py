@@ -4,8 +4,8 @@ Two tables, each timing the function called directly, ours, and the retry
 libraries a user would otherwise pick, all decorating the same function:
 
 * "first-try success": a no-op that returns at once - the path of nearly every
-  call in a healthy service. Ours never leaves C on this path (a RetryCall
-  reads the clock, calls the function and returns its result).
+  call in a healthy service. Ours never leaves C on this path (the Retry's
+  PolicyStep reads the clock, calls the function and returns its result).
 * "fail twice, then succeed": every wrapped call makes three attempts (two
   ValueErrors, then a return) with zero delays, so the figure is the cost of
   the retry machinery (plus raising two exceptions, the same for everyone).

@@ -144,8 +144,8 @@ class Timeout:
     def _step(self, inner: Sync, offset: int) -> Sync:
         if self.thread:
             return self._thread_layer(inner)
-        return cast(Sync, _core.PolicyStep(_core.STEP_TIMEOUT, inner, _DEADLINE, TimeoutExceeded,
-                                           self.seconds, self._ns))
+        return cast(Sync, _core.PolicyStep(_core.STEP_TIMEOUT, inner, _DEADLINE, self._exceeded, None,
+                                           self._ns))
 
     def _get_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         ex = self._executor
@@ -253,7 +253,9 @@ class Fallback:
         return f"Fallback({what}, on={self.on!r})"
 
     def _step(self, inner: Sync, offset: int) -> Sync:
-        return cast(Sync, _core.PolicyStep(_core.STEP_FALLBACK, inner, self.on, self.value, self.factory))
+        factory, value = self.factory, self.value
+        return cast(Sync, _core.PolicyStep(_core.STEP_FALLBACK, inner, self.on,
+                                           factory if factory is not None else lambda exc: value))
 
     def _async_layer(self, inner: Async) -> Async:
         on, factory, value = self.on, self.factory, self.value
@@ -353,7 +355,7 @@ class Limit:
             acquire_args = (key, n, wait)
         if wait == 0:  # allow() (the fast path); a refusal raises from acquire(..., 0)
             return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.allow, allow_args,
-                                               (lim.acquire, *acquire_args)))
+                                               (lim.acquire, *acquire_args), n))
         return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.acquire, acquire_args))
 
     def _async_layer(self, inner: Async) -> Async:
@@ -578,10 +580,7 @@ def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_ret
                 continue
             if inside_retry is not None:
                 nxt = inside_retry(nxt)
-            cfg = s.config
-            deposit = cfg.budget.deposit if cfg.budget is not None else None
-            nxt = _core.PolicyStep(_core.STEP_RETRY, nxt, s._resume, deposit, cfg.retry_on_result, -1,
-                                   cfg.clock, s._owner()._counts)
+            nxt = s._step(nxt)
         elif isinstance(s, CircuitBreaker):
             # the breaker's own C wrapper; a step around it hands the clock reading over
             wrapped = s._wrap(nxt)

@@ -7,7 +7,7 @@ object with ``call``/``call_async``/decorator/``delays()``), :class:`RetryState`
 
 Where the work happens: the delay, the jitter draw, the Retry-After and deadline
 capping and the budget are C (``pyresilience._core.RetryPolicy`` and
-``RetryBudget``). A decorated synchronous function is a C ``RetryCall``: a call
+``RetryBudget``). A decorated synchronous function is a C ``PolicyStep``: a call
 that succeeds at once never runs Python code of ours. Only after a failure does
 the loop below take over: it sleeps (advancing a ManualClock instead), calls
 ``on_retry`` and re-raises.
@@ -488,7 +488,7 @@ class RetryMetrics:
 
 
 # The counters of a Retry, by index in its _core.RetryCounts (index 0, the
-# first-try success, is also added by RetryCall in C).
+# first-try success, is also added by the C PolicyStep).
 _COUNTERS = ("successful_without_retry", "successful_with_retry", "failed_with_retry",
              "failed_without_retry", "retries", "gave_up:attempts", "gave_up:deadline",
              "gave_up:retry_after", "gave_up:retry_after_limit", "gave_up:budget",
@@ -795,13 +795,17 @@ class Retry(Named):
             finish(async_wrapper, func)
             async_wrapper.retry = self  # type: ignore[attr-defined]
             return cast(Callable[P, T], async_wrapper)
-        cfg = self.config
-        wrapper = _core.RetryCall(func, self._resume, budget=cfg.budget, clock=cfg.clock,
-                                  retry_on_result=cfg.retry_on_result,
-                                  counts=self._owner()._counts)
+        wrapper = self._step(func)
         finish(wrapper, func)
         wrapper.retry = self
         return cast(Callable[P, T], wrapper)
+
+    def _step(self, inner: Callable[..., Any], offset: int = 0) -> _core.PolicyStep:
+        """The C layer calling ``inner`` with this Retry (a decorated function's
+        wrapper, a layer of a Policy's sync chain)."""
+        cfg = self.config
+        return _core.PolicyStep(_core.STEP_RETRY, inner, self._resume, cfg.budget, cfg.retry_on_result, -1,
+                                cfg.clock, self._owner()._counts)
 
     # -- inspection --
 

@@ -47,7 +47,6 @@ CONSTRUCTED = {name: t for name, t in DECLARED.items()  # Redis: only with hired
 # valid values of the required parameters, to vary one parameter at a time
 REQUIRED = {
     "Decision": dict(allowed=True, limit=1, remaining=1, retry_after=0.0, reset_after=0.0),
-    "RetryCall": dict(func=print, handler=print),
     "Bulkhead": dict(name="x", max_concurrent=1),
     "TokenBucket": dict(capacity=1, refill_rate=1),
     "GCRA": dict(rate=1, burst=1),
@@ -99,7 +98,7 @@ def test_check_reports_a_hand_edit_of_a_generated_block():
     assert gen.splice_stub(edited) == stub  # the generator puts the declared text back
     with pytest.raises(SystemExit, match="no declaration"):
         gen.splice_stub(stub + "\n# <gen Nonexistent>\n# </gen>\n")
-    without = stub.replace("# <gen RetryCall>", "# (removed)")
+    without = stub.replace("# <gen RetryCounts>", "# (removed)")
     with pytest.raises(SystemExit):
         gen.splice_stub(without)
 
@@ -425,7 +424,7 @@ def test_messages_and_docs_list_the_algorithm_table():
 
 LIFE_TYPES = ["CircuitBreaker", "BreakerFunction", "Decision", "Bulkhead", "KeyedLimiter",
               "KeyedLimiterView", "LimiterGroup", "_Limiter", "_RateWait", "RetryBudget",
-              "RetryCall"]
+              "PolicyStep"]
 
 
 @pytest.mark.parametrize("name", LIFE_TYPES)
@@ -503,8 +502,6 @@ def test_required_method_arguments_are_named_by_the_one_unpacker():
     policy = _core.RetryPolicy()
     with pytest.raises(TypeError, match=r"delay\(\) missing required argument 'attempt'"):
         policy.delay(previous=1.0)
-    with pytest.raises(TypeError, match=r"sample\(\) missing required argument 'n'"):
-        policy.sample(1)
 
 
 def test_breaker_config_properties_read_the_declared_parameters():
@@ -559,7 +556,7 @@ def test_rate_methods_parse_n_as_declared_everywhere():
         assert obj.peek(*key, n=2**70).allowed is False
 
 
-GENERATED_NEW = ["Bulkhead", "RetryCall", "KeyedLimiter", "KeyedLimiterView", "CircuitBreaker",
+GENERATED_NEW = ["Bulkhead", "PolicyStep", "KeyedLimiter", "KeyedLimiterView", "CircuitBreaker",
                  "SharedMemory"]
 
 
@@ -579,8 +576,5 @@ def test_generated_tp_new_checks_declared_argument_objects():
     worded as the hand-written ones were."""
     with pytest.raises(ValueError, match=r"^name must be a non-empty str, got ''$"):
         _core.Bulkhead("", 1)
-    with pytest.raises(TypeError, match=r"^budget must be a RetryBudget or None, not int: 5$"):
-        _core.RetryCall(print, print, budget=5)
-    assert _core.RetryCall(print, print, budget=None).__func__ is print
     with pytest.raises(TypeError, match=r"^limiter must be a KeyedLimiter, not pyresilience._core.TokenBucket: "):
         _core.KeyedLimiterView(_core.TokenBucket(1, 1), "k")

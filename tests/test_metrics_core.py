@@ -145,7 +145,7 @@ def test_retry_first_try_success_counted_in_c_exactly_under_threads():
     @r
     def ok():
         return 1
-    assert type(ok) is _core.RetryCall  # the C fast path
+    assert type(ok) is _core.PolicyStep and ok.kind == _core.STEP_RETRY  # the C fast path
     _hammer(ok, 8, 1000)
     assert r.call(lambda: 2) == 2
     m = r.metrics

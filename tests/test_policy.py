@@ -203,6 +203,21 @@ def test_sync_timeout_late_return_is_a_failure_for_an_outer_breaker() -> None:
     assert breaker.state == "open"
 
 
+def test_sync_timeout_message_is_the_other_forms() -> None:
+    """The sync Timeout's TimeoutExceeded is made by the Timeout itself: one
+    wording for the sync, thread and async forms (not "60.0 s")."""
+    import contextvars
+
+    def past_deadline() -> Any:
+        _core.DEADLINE.set(0)  # an outer deadline long passed: the call is not started
+        return pr.Policy(pr.Timeout(60)).call(lambda: None)
+
+    with pytest.raises(pr.TimeoutExceeded, match=r"^timeout of 60 s exceeded$") as info:
+        contextvars.copy_context().run(past_deadline)
+    assert info.value.timeout == 60.0
+    assert str(pr.Timeout(60)._exceeded()) == str(info.value)
+
+
 def test_sync_timeout_past_outer_deadline_does_not_start() -> None:
     calls = [0]
 
@@ -442,6 +457,24 @@ def test_limit_refusal_through_allow_then_acquire_carries_retry_after() -> None:
     assert info.value.retry_after == pytest.approx(2.0)
     clock.advance(2)
     assert p.call(lambda: 3) == 3
+
+
+def test_limit_of_n_on_an_in_process_limiter_is_decided_in_c_for_n() -> None:
+    """Limit(limiter, n=k): the C step takes k per call (n handed by the facade)."""
+    clock = pr.ManualClock()
+    tb = pr.TokenBucket(capacity=5, refill_rate=1, clock=clock)
+    p = pr.Policy(pr.Limit(tb, n=2))
+    assert [p.call(lambda: i) for i in range(2)] == [0, 1]
+    with pytest.raises(pr.RateLimitExceeded) as info:
+        p.call(lambda: 1)
+    assert info.value.retry_after == pytest.approx(1.0)
+    clock.advance(1)
+    assert p.call(lambda: 3) == 3
+    step = _core.PolicyStep(_core.STEP_LIMIT, lambda: 4, tb.allow, (), (tb.acquire, 1, 0))  # no ns: n=1
+    clock.advance(1)
+    assert step() == 4
+    with pytest.raises(pr.RateLimitExceeded):
+        step()
 
 
 def test_mypy_strict_passes_on_the_policy_example() -> None:

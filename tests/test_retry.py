@@ -121,13 +121,13 @@ def test_decorrelated_distribution_ks():
     assert all(0.2 <= x <= 30.0 for x in capped)
     assert max(capped) == 30.0
     # first sleep (no previous): uniform(base, 3 * base)
-    first = cfg._policy.sample(0, N)
+    first = [cfg._policy.delay(0) for _ in range(N)]
     assert ks_uniform(first, 0.2, 0.6) > 1e-3
 
 
 def test_none_jitter_is_exact():
     cfg = RetryConfig(base_delay=0.5, jitter="none", seed=1)
-    assert set(cfg._policy.sample(3, 1000)) == {4.0}
+    assert {cfg._policy.delay(3) for _ in range(1000)} == {4.0}
 
 
 def test_generator_uniform_ks():
@@ -1003,9 +1003,9 @@ def test_core_policy_and_call_bad_input():
     assert (p.max_attempts, p.base_delay, p.max_delay, p.exponential_base, p.jitter, p.seed) == \
         (4, 0.5, 60.0, 2.0, "equal", 1)
     assert p.base(2) == 2.0 and "RetryPolicy(max_attempts=4" in repr(p)
-    first = p.sample(1, 5)
+    first = [p.delay(1) for _ in range(5)]
     p.reseed(1)
-    assert p.sample(1, 5) == first
+    assert [p.delay(1) for _ in range(5)] == first
     p.reseed(None)
     with pytest.raises(TypeError, match="seed"):
         p.reseed("x")
@@ -1015,14 +1015,13 @@ def test_core_policy_and_call_bad_input():
     assert RetryBudget.__new__(RetryBudget).withdraw() is True
     p.__init__(max_attempts=9)  # object.__init__: the policy stays as built
     assert p.max_attempts == 4
-    with pytest.raises(TypeError, match="func"):
-        _core.RetryCall(5, print)
-    with pytest.raises(TypeError, match="budget"):
-        _core.RetryCall(print, print, budget=5)
-    with pytest.raises(TypeError, match="retry_on_result"):
-        _core.RetryCall(print, print, retry_on_result=5)
+    # the C layer of a Retry (a decorated function's wrapper): what would crash is refused
+    with pytest.raises(TypeError, match="wrong arguments for its kind"):
+        _core.PolicyStep(_core.STEP_RETRY, print, print, 5)  # a budget that is not a RetryBudget
+    with pytest.raises(TypeError, match="wrong arguments for its kind"):
+        _core.PolicyStep(_core.STEP_RETRY, print, print, None, None, -1, None, 5)  # counts
     with pytest.raises(TypeError, match="clock"):
-        _core.RetryCall(print, print, clock=5)
+        _core.PolicyStep(_core.STEP_RETRY, print, print, None, None, -1, 5)
     with pytest.raises(ValueError, match="ns"):
         _core.retry_sleep(None, -1)
     with pytest.raises(TypeError, match="clock"):
@@ -1030,3 +1029,28 @@ def test_core_policy_and_call_bad_input():
     clock = pr.ManualClock()
     _core.retry_sleep(clock, 1_500_000_000)
     assert clock.now() == 1.5 and _core.retry_now_ns(clock) == 1_500_000_000
+
+
+def test_decorated_function_is_the_policys_retry_step():
+    """A Retry's decorator and a Policy's Retry are one C layer (PolicyStep
+    RETRY): its repr names the function, and both deposit in the budget in C."""
+    clock = pr.ManualClock()
+    budget = RetryBudget(clock=clock)
+    r = Retry(max_attempts=2, base_delay=0, budget=budget)
+
+    @r
+    def add(x, *, y=1):
+        return x + y
+    assert type(add) is pr._core.PolicyStep and add.kind == pr._core.STEP_RETRY
+    assert repr(add).startswith("<retrying wrapper of <function ") and add.__wrapped__.__name__ == "add"
+    assert add(1, y=2) == 3
+    assert pr.Policy(r).call(add.__wrapped__, 2) == 3
+    assert budget.metrics.attempts == 2
+    fails = iter([ValueError("once")])
+
+    def flaky(x, *, y):
+        for exc in fails:
+            raise exc
+        return (x, y)
+    assert r(flaky)(1, y=2) == (1, 2)  # the Python loop got the call's arguments
+    assert r.metrics.successful_with_retry == 1

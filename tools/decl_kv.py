@@ -18,7 +18,7 @@ KEY, TOKEN = B("key"), B("token")
 
 SHARED_KV = Type(
     "SharedKV", "kv", "kv", config="kv_args", obj="kv_obj",
-    init="kv_args_init", check="kv_args_check", flags=("HAVE_GC", "IMMUTABLETYPE"), slots={"len": None},
+    init="kv_args_init", flags=("HAVE_GC", "IMMUTABLETYPE"), slots={"len": None},
     refs=[], kept=["name"], keep={"name": "name"}, free="prs_shm_kv_free(o->kv);",
     build="rc = kv_build(st, o, &cfg, v[P_SharedKV_region]);",
     params=[
@@ -36,7 +36,7 @@ SHARED_KV = Type(
         "killed in the middle of a step leaves it rolled back (an undo journal).",
     methods=[
         M("begin", params=[KEY, B("fp"), TOKEN, I("lease_ns"), I("now_ns", posonly=True)],
-          config="kv_call", returns="tuple[int, bool, Optional[bytes]]", expr="begin_call(o, &a)",
+          config="kv_call", returns="tuple[int, bool, Optional[bytes]]", expr="record_call(o, &a, 0)",
           doc="(state, fingerprint_matches, value): ACQUIRED (0) a new lease for token,\n"
               "DONE (1) with the stored value, or BUSY (2). OSError(ENOSPC) when every\n"
               "record is a live lease."),
@@ -55,7 +55,7 @@ SHARED_KV = Type(
           expr="kv_status(o, prs_shm_kv_delete(o->kv, KV_KEY(a)))",
           doc="Delete key's record, whoever owns it."),
         M("peek", params=[KEY, B("fp", posonly=True)], config="kv_call",
-          returns="Optional[tuple[int, bool, Optional[bytes], int]]", expr="peek_call(o, &a)",
+          returns="Optional[tuple[int, bool, Optional[bytes], int]]", expr="record_call(o, &a, 1)",
           doc="(state, fingerprint_matches, value, expires_ns) of key's record, expired\n"
               "or not, or None; changes nothing."),
         M("seq", returns="int", expr="PyLong_FromUnsignedLong(prs_shm_kv_seq(o->kv))",

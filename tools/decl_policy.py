@@ -5,7 +5,7 @@ from binding_decl import M, P, Prop, Type
 POLICY_STEP = Type(
     "PolicyStep", "policy", "step", obj="step_obj", config="step_args",
     flags=("HAVE_GC", "HAVE_VECTORCALL", "IMMUTABLETYPE", "METHOD_DESCRIPTOR"),
-    slots={"call": "PyVectorcall_Call", "descr_get": "prs_py_method_get"},
+    slots={"call": "PyVectorcall_Call", "descr_get": "prs_py_method_get", "repr": None},
     offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
     refs=["next", "a", "b", "c", "o", "dict"], clock="clock", init="step_args_init",
     keep={"next": "next", "a": "a", "b": "b", "c": "c"},
@@ -26,7 +26,10 @@ POLICY_STEP = Type(
     props=[
         Prop("kind", "int", "What the step does (see policy.c).", expr="PyLong_FromLong(o->kind)"),
         Prop("next", "Any", "The next callable of the chain.", member="next"),
-    ])
+    ],
+    stub_tail=["# functools.update_wrapper and Retry write these into the instance __dict__",
+               "__wrapped__: Callable[..., Any]",
+               "retry: Any"])
 
 TYPES = [POLICY_STEP]
 

@@ -1,5 +1,5 @@
 """Declared binding of retry (csrc/python/retry.c; core: csrc/core/retry.c):
-RetryPolicy, RetryBudget, RetryCounts, RetryCall and the retry loop's clock
+RetryPolicy, RetryBudget, RetryCounts and the retry loop's clock
 functions. Loaded by binding_decl.py beside the other areas."""
 from binding_decl import CLOCK_OBJ, M, P, Prop, Type
 
@@ -40,9 +40,6 @@ RETRY_POLICY = Type(
         M("base", params=[ATTEMPT_POS], config="retry_args", returns="float",
           expr="PyFloat_FromDouble(prs_retry_base_delay(o->core, a.attempt))",
           doc="min(base_delay * exponential_base ** attempt, max_delay): the delay without jitter."),
-        M("sample", params=[ATTEMPT, P("n", "INT", "int", field="n", lo=0, hi=100000000), PREVIOUS],
-          config="retry_args", returns="list[float]", expr="sample_list(o, &a)",
-          doc="A list of n delays for the same attempt (statistics and tests)."),
         M("_next", params=[ATTEMPT, P("previous", "REAL", "float", field="previous",
                                      flags=("zero", "none")),
                            P("retry_after_ns", "INT", "int", field="retry_after_ns"),
@@ -126,7 +123,7 @@ RETRY_COUNTS = Type(
     flags=("HAVE_GC", "IMMUTABLETYPE"), refs=[], free="prs_counters_free(o->core);",
     build="rc = prs_counters_new(PRS_PY_RETRY_COUNTS, NULL, &o->core);",
     doc="The counters of one Retry, kept in the core (striped per thread: exact under\n"
-        "threads, no lock): RetryCall adds its first-try successes in C, the Python\n"
+        "threads, no lock): its PolicyStep adds the first-try successes in C, the Python\n"
         "loop the rest. Index i of `values` is pyresilience.retry's _COUNTERS[i].",
     methods=[
         M("add", params=[P("i", "INT", "int", field="i", lo=0, hi="PRS_PY_RETRY_COUNTS - 1"),
@@ -139,44 +136,7 @@ RETRY_COUNTS = Type(
              expr="counts_values(o)"),
     ])
 
-RETRY_CALL = Type(
-    "RetryCall", "retry", "call", obj="call_obj",
-    flags=("HAVE_GC", "HAVE_VECTORCALL", "IMMUTABLETYPE", "METHOD_DESCRIPTOR"),
-    slots={"call": "PyVectorcall_Call", "descr_get": "prs_py_method_get", "repr": None},
-    offsets={"vectorcall": "vectorcall", "dict": "dict", "weaklist": "weakreflist"},
-    refs=["func", "handler", "check_result", "budget", "counts", "dict"], clock="clock",
-    keep={"func": "func", "handler": "handler", "check_result": "retry_on_result",
-          "budget": "budget", "counts": "counts"}, build="o->vectorcall = call_vectorcall;",
-    params=[
-        P("func", "CALLABLE", "Callable[..., Any]"),
-        P("handler", "CALLABLE", "Callable[..., Any]"),
-        P("budget", "OBJECT", "Optional[RetryBudget]", "None", kw=True, instance="RetryBudget"),
-        P("clock", "CLOCK", "ClockArg", "None"),
-        P("counts", "OBJECT", "Optional[RetryCounts]", "None", kw=True, instance="RetryCounts"),
-        P("retry_on_result", "CALLABLE", "Optional[Callable[[Any], Any]]", "None",
-          flags=("none",)),
-    ],
-    doc="A callable wrapping `func` with the C fast path of a retry loop: it reads the\n"
-        "clock, deposits a first attempt in `budget`, calls func and returns its result\n"
-        "unless it raised an Exception or retry_on_result(result) is true; then\n"
-        "handler(func, args, kwargs, exception_or_None, result_or_None, start_ns) takes\n"
-        "over (the Python loop of Retry). `counts` (a RetryCounts): where a first-try\n"
-        "success is counted. Made by Retry as a decorator.",
-    methods=[
-        M("__call__", "*args: Any, **kwargs: Any", "Any", slot=True),
-        M("__get__", "obj: Any, objtype: Any = None, /", "Any", slot=True),
-    ],
-    props=[
-        Prop("__func__", "Callable[..., Any]", "The wrapped callable.", member="func"),
-        Prop("_handler", "Callable[..., Any]", "The Python retry loop taking over after a failure.",
-             member="handler"),
-        Prop("__dict__", None, None, "PyObject_GenericGetDict", set="PyObject_GenericSetDict"),
-    ],
-    stub_tail=["# functools.update_wrapper and Retry write these into the instance __dict__",
-               "__wrapped__: Callable[..., Any]",
-               "retry: Any"])
-
-TYPES = [RETRY_POLICY, RETRY_BUDGET, RETRY_COUNTS, RETRY_CALL]
+TYPES = [RETRY_POLICY, RETRY_BUDGET, RETRY_COUNTS]
 
 # retry.c registers through the generated prs_py_register_retry: the loop's verdicts.
 SETUP = {"retry": None}

@@ -27,8 +27,6 @@ static void kv_args_init(kv_args *a) {
     a->max_value_bytes = c.max_value_bytes;
 }
 
-static int kv_args_check(const kv_args *a, prs_config_error *why) { return PRS_OK; }
-
 /* The arguments of the methods (declared in tools/decl_kv.py; bytes borrowed for the call). */
 typedef struct kv_call {
     prs_py_bytes key, fp, token, value;
@@ -37,16 +35,6 @@ typedef struct kv_call {
 
 #define KV_KEY(a) (a).key.p, (a).key.n
 #define KV_TOKEN(a) (a).token.p, (a).token.n
-
-static int kv_build(prs_py_state *st, kv_obj *o, const kv_args *a, PyObject *region);
-static unsigned long config_of(kv_obj *o, int which);
-static PyObject *kv_status(kv_obj *o, int rc);
-static PyObject *begin_call(kv_obj *o, const kv_call *a);
-static PyObject *complete_call(kv_obj *o, const kv_call *a);
-static PyObject *peek_call(kv_obj *o, const kv_call *a);
-static PyObject *wait_slice(kv_obj *o, const kv_call *a);
-
-#include "gen/kv.h"
 
 /* Raises OSError(ENOSPC, msg) (msg stolen; NULL: its error stays). NULL. */
 static PyObject *enospc(PyObject *msg) {
@@ -115,30 +103,23 @@ static void *bytes_sink(void *ctx, size_t len) {
     return *out ? PyBytes_AS_STRING(*out) : NULL;
 }
 
-static PyObject *begin_call(kv_obj *o, const kv_call *a) {
+/* begin (peek 0): (state, fp_match, value); peek: (state, fp_match, value,
+ * expires_ns) of the record, or None. */
+static PyObject *record_call(kv_obj *o, const kv_call *a, int peek) {
     PyObject *value = NULL;
     prs_shm_kv_result res;
-    int rc = prs_shm_kv_begin(o->kv, KV_KEY(*a), a->fp.p, a->fp.n, KV_TOKEN(*a), a->lease_ns, a->now_ns,
-                              bytes_sink, &value, &res);
+    int rc = peek ? prs_shm_kv_peek(o->kv, KV_KEY(*a), a->fp.p, a->fp.n, bytes_sink, &value, &res)
+                  : prs_shm_kv_begin(o->kv, KV_KEY(*a), a->fp.p, a->fp.n, KV_TOKEN(*a), a->lease_ns,
+                                     a->now_ns, bytes_sink, &value, &res);
+    if (peek && rc == PRS_ESTATE) Py_RETURN_NONE;
     if (rc) {
         Py_XDECREF(value);
         return kv_status(o, rc);
     }
-    return Py_BuildValue("(iNN)", res.state, PyBool_FromLong(res.fp_match),
-                         value ? value : Py_NewRef(Py_None));
-}
-
-static PyObject *peek_call(kv_obj *o, const kv_call *a) {
-    PyObject *value = NULL;
-    prs_shm_kv_result res;
-    int rc = prs_shm_kv_peek(o->kv, KV_KEY(*a), a->fp.p, a->fp.n, bytes_sink, &value, &res);
-    if (rc == PRS_ESTATE) Py_RETURN_NONE;
-    if (rc) {
-        Py_XDECREF(value);
-        return kv_status(o, rc);
-    }
-    return Py_BuildValue("(iNNL)", res.state, PyBool_FromLong(res.fp_match),
-                         value ? value : Py_NewRef(Py_None), (long long)res.expires_ns);
+    value = value ? value : Py_NewRef(Py_None);
+    if (peek)
+        return Py_BuildValue("(iNNL)", res.state, PyBool_FromLong(res.fp_match), value, (long long)res.expires_ns);
+    return Py_BuildValue("(iNN)", res.state, PyBool_FromLong(res.fp_match), value);
 }
 
 static PyObject *complete_call(kv_obj *o, const kv_call *a) {
@@ -160,3 +141,5 @@ static PyObject *wait_slice(kv_obj *o, const kv_call *a) {
     if (PyErr_CheckSignals() < 0) return NULL;
     Py_RETURN_NONE;
 }
+
+#include "gen/kv.h"

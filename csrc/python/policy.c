@@ -6,7 +6,8 @@
  * so a call that succeeds runs no Python frame of the package:
  *
  *   Retry          -> PolicyStep RETRY:    the next; after a failure, the Retry's
- *                                          Python loop (handler) takes over
+ *                                          Python loop (handler) takes over (also
+ *                                          the wrapper of a function it decorates)
  *   CircuitBreaker -> PolicyStep BREAKER:  the breaker's C wrapper (breaker.c)
  *                                          around the next
  *   limiter        -> PolicyStep LIMIT:    allow (or acquire), then the next
@@ -42,17 +43,18 @@
  *   a: RETRY the handler (retry._resume); BREAKER the breaker's wrapper of next;
  *      LIMIT allow (or acquire, with a wait); BULKHEAD acquire;
  *      TIMEOUT the DEADLINE context variable; FALLBACK `on`
- *   b: RETRY budget.deposit or None; LIMIT a's arguments (a tuple);
- *      BULKHEAD release; TIMEOUT the exception class; FALLBACK the value
+ *   b: RETRY the RetryBudget or None; LIMIT a's arguments (a tuple);
+ *      BULKHEAD release; TIMEOUT making its TimeoutExceeded (no arguments);
+ *      FALLBACK exc -> the value replacing it
  *   c: RETRY retry_on_result or None; LIMIT None (a waits), or (acquire, *args)
- *      raising a refusal of allow; TIMEOUT the seconds (a float, for the
- *      exception); FALLBACK the factory or None
- *   d: RETRY the Retry's clock (None: monotonic)
- *   ns: TIMEOUT the duration in ns (-1: no limit of its own); LIMIT n
+ *      raising a refusal of allow
+ *   ns: TIMEOUT the duration in ns (-1: no limit of its own); LIMIT n (allow's)
  *   o: LIMIT the in-process limiter (allow's fast path); BULKHEAD the _core.Bulkhead
- *      (NULL: call a and b)
+ *      (NULL: call a and b); RETRY its RetryCounts (e)
+ *   clock: RETRY the Retry's clock (None: monotonic)
  */
 #include "prs_py.h"
+#include "counter_internal.h"
 
 enum { STEP_APPLY, STEP_LIMIT, STEP_BULKHEAD, STEP_TIMEOUT, STEP_FALLBACK, STEP_RETRY, STEP_BREAKER,
        STEP__COUNT };
@@ -81,6 +83,7 @@ typedef struct step_obj {
     int64_t ns;
     PyObject *next, *a, *b, *c, *o;
     prs_py_clock clock;    /* RETRY */
+    prs_counters *counts;  /* RETRY: o's core (o keeps it), a first-try success counted (NULL: none) */
     PyObject *dict;        /* __name__, __doc__, __wrapped__ of a decorated function */
     PyObject *weakreflist;
 } step_obj;
@@ -157,23 +160,58 @@ static PyObject *step_apply(step_obj *s, pcx *cx, PyObject *const *args, size_t 
 
 /* ---- Retry ------------------------------------------------------------------------- */
 
+/* After the first attempt (res: its result; NULL with its exception set):
+ * res, unless retry_on_result (c) wants a retry or it raised an Exception;
+ * then the Retry's Python loop takes over, a(next, args, kwargs, exc,
+ * result, start). Steals res. */
+static PyObject *retry_after(step_obj *s, PyObject *const *args, size_t nargsf, PyObject *kwnames,
+                             PyObject *result, int64_t start) {
+    PyObject *exc = NULL;
+    if (result) {
+        PyObject *r = PyObject_CallOneArg(s->c, result);
+        int again = r ? PyObject_IsTrue(r) : -1;
+        Py_XDECREF(r);
+        if (again < 0) Py_CLEAR(result);
+        if (!again && s->counts) prs__counters_add(s->counts, 0, 1);
+        if (again <= 0) return result;
+    /* BaseExceptions that are not Exceptions (KeyboardInterrupt, SystemExit,
+     * GeneratorExit, CancelledError) are never retried. */
+    } else if (!PyErr_ExceptionMatches(PyExc_Exception) || !(exc = prs_py_take_exception())) {
+        return NULL;
+    }
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    PyObject *tuple = PyTuple_New(nargs), *kwargs = PyDict_New(), *start_o = PyLong_FromLongLong(start);
+    PyObject *out = NULL;
+    if (!tuple || !kwargs || !start_o) goto done;
+    for (Py_ssize_t i = 0; i < nargs; i++) PyTuple_SET_ITEM(tuple, i, Py_NewRef(args[i]));
+    for (Py_ssize_t k = 0; k < nkw; k++)
+        if (PyDict_SetItem(kwargs, PyTuple_GET_ITEM(kwnames, k), args[nargs + k]) < 0) goto done;
+    PyObject *hargs[6] = {s->next, tuple, kwargs, exc ? exc : Py_None, result ? result : Py_None, start_o};
+    out = PyObject_Vectorcall(s->a, hargs, 6, NULL);
+done:
+    Py_XDECREF(tuple);
+    Py_XDECREF(kwargs);
+    Py_XDECREF(start_o);
+    Py_XDECREF(exc);
+    Py_XDECREF(result);
+    return out;
+}
+
+/* Also a decorated function's own wrapper (pyresilience.retry): a call that
+ * succeeds at once reads the clock, deposits in the budget and returns. */
 static PyObject *step_retry(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     CHECK_LIVE(s);
     int64_t start;
     if (s->clock.kind == PRS_CLOCK_MONOTONIC) start = cx_now(cx);
     else if (prs_py_clock_now(&s->clock, &start) < 0) return NULL;
-    if (s->b != Py_None) {
-        PyObject *r = PyObject_CallNoArgs(s->b); /* budget.deposit() */
-        if (!r) return NULL;
-        Py_DECREF(r);
-    }
+    if (s->b != Py_None && prs_py_retry_deposit(s->b, cx_now(cx)) < 0) return NULL;
     PyObject *res = call_next(s, cx, args, nargsf, kwnames);
     if (res && s->c == Py_None) {
-        prs_py_retry_first_try(s->o);
+        if (s->counts) prs__counters_add(s->counts, 0, 1);
         return res;
     }
-    PyObject *check = s->c == Py_None ? NULL : s->c;
-    return prs_py_retry_after(s->a, check, s->o, s->next, args, nargsf, kwnames, res, start);
+    return retry_after(s, args, nargsf, kwnames, res, start);
 }
 
 /* ---- CircuitBreaker: its own C wrapper, the time handed across -------------------- */
@@ -253,16 +291,11 @@ static PyObject *step_bulkhead(step_obj *s, pcx *cx, PyObject *const *args, size
 
 /* ---- Timeout ----------------------------------------------------------------------- */
 
-/* Raises TimeoutExceeded(message, seconds) (a fresh one each time). NULL. */
+/* Raises the Timeout's TimeoutExceeded (b() makes a fresh one each time). NULL. */
 static PyObject *timeout_exceeded(step_obj *s) {
-    PyObject *msg = PyUnicode_FromFormat("timeout of %S s exceeded", s->c);
-    if (!msg) return NULL;
-    PyObject *args[2] = {msg, s->c};
-    PyObject *exc = PyObject_Vectorcall(s->b, args, 2, NULL);
-    Py_DECREF(msg);
-    if (!exc) return NULL;
-    PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_DECREF(exc);
+    PyObject *exc = PyObject_CallNoArgs(s->b);
+    if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
+    Py_XDECREF(exc);
     return NULL;
 }
 
@@ -311,17 +344,15 @@ static PyObject *step_timeout(step_obj *s, pcx *cx, PyObject *const *args, size_
 
 /* ---- Fallback ---------------------------------------------------------------------- */
 
+/* The next; an exception of `on` (a) is replaced by b(exc): the Fallback's
+ * value or factory's result. */
 static PyObject *step_fallback(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     CHECK_LIVE(s);
     PyObject *res = call_next(s, cx, args, nargsf, kwnames);
     if (res || !PyErr_ExceptionMatches(s->a)) return res;
-    if (s->c == Py_None) {
-        PyErr_Clear();
-        return Py_NewRef(s->b);
-    }
     PyObject *exc = prs_py_take_exception();
     if (!exc) return NULL;
-    res = PyObject_CallOneArg(s->c, exc);
+    res = PyObject_CallOneArg(s->b, exc);
     Py_DECREF(exc);
     cx->now = NO_TIME;
     return res;
@@ -341,49 +372,41 @@ static PyObject *method_self(PyObject *meth, const char *name) {
 
 /* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, e=None, /)
  * after its arguments are kept (tp_new is generated): checked by the facade,
- * which alone builds steps; here only what would crash is refused. Then the
- * kind's run function and what it decides in C (o). 0 or -1. */
+ * which alone builds steps; here only what would crash is refused (a callable
+ * that is not one raises when called). Then the kind's run function and what
+ * it decides in C (o). 0 or -1. */
 static int step_build(prs_py_state *st, step_obj *s, const step_args *cfg, PyObject *e) {
     int kind = (int)cfg->kind;
     PyObject *a = s->a, *b = s->b, *c = s->c, *o = NULL;
-    if (kind != STEP_APPLY && !PyCallable_Check(s->next)) {
-        PyErr_SetString(PyExc_TypeError, "next must be callable");
-        return -1;
-    }
-    if ((kind == STEP_LIMIT && (!PyCallable_Check(a) || !PyTuple_Check(b) ||
-                                (c != Py_None && (!PyTuple_Check(c) || PyTuple_GET_SIZE(c) < 1)))) ||
-        (kind == STEP_BULKHEAD && (!PyCallable_Check(a) || !PyCallable_Check(b))) ||
-        (kind == STEP_TIMEOUT && (!PyContextVar_CheckExact(a) || !PyCallable_Check(b))) ||
-        (kind == STEP_FALLBACK && c != Py_None && !PyCallable_Check(c)) ||
-        (kind == STEP_RETRY && (!PyCallable_Check(a) || (b != Py_None && !PyCallable_Check(b)) ||
-                                (c != Py_None && !PyCallable_Check(c)))) ||
-        (kind == STEP_BREAKER && !PyCallable_Check(a)) ||
-        (e && e != Py_None && (kind != STEP_RETRY || !PyObject_TypeCheck(e, PRS_PY_TYPE(st, RetryCounts))))) {
+    if (e == Py_None) e = NULL;
+    if ((kind == STEP_LIMIT &&
+         (!PyTuple_Check(b) || (c != Py_None && (!PyTuple_Check(c) || PyTuple_GET_SIZE(c) < 1)))) ||
+        (kind == STEP_RETRY && b != Py_None && !PyObject_TypeCheck(b, PRS_PY_TYPE(st, RetryBudget))) ||
+        (e && (kind != STEP_RETRY || !PyObject_TypeCheck(e, PRS_PY_TYPE(st, RetryCounts))))) {
         PyErr_SetString(PyExc_TypeError, "PolicyStep: wrong arguments for its kind");
         return -1;
     }
-    int64_t n = 1;
-    if (kind == STEP_LIMIT && c != Py_None && (o = method_self(a, "allow")) && PRS_PY_IS_LIMITER(st, o)) {
-        /* allow() or allow(n) of an in-process limiter: decided here */
-        if (PyTuple_GET_SIZE(b) == 1 && PyLong_CheckExact(PyTuple_GET_ITEM(b, 0))) {
-            n = PyLong_AsLongLong(PyTuple_GET_ITEM(b, 0));
-            if (n < 1) { PyErr_Clear(); o = NULL; }
-        } else if (PyTuple_GET_SIZE(b) != 0) {
-            o = NULL;
-        }
-    } else if (kind == STEP_LIMIT) {
-        o = NULL;
-    } else if (kind == STEP_RETRY && e && e != Py_None) { /* its RetryCounts */
+    if (kind == STEP_LIMIT && c != Py_None) { /* allow() or allow(n) of an in-process limiter: decided here */
+        o = method_self(a, "allow");
+        if (o && !PRS_PY_IS_LIMITER(st, o)) o = NULL;
+    } else if (kind == STEP_BULKHEAD) { /* a _core.Bulkhead's own acquire and release */
+        o = method_self(a, "acquire");
+        if (o && !(PyObject_TypeCheck(o, PRS_PY_TYPE(st, Bulkhead)) && method_self(b, "release") == o)) o = NULL;
+    } else if (kind == STEP_RETRY && e) { /* its RetryCounts */
         o = e;
-    } else if (kind == STEP_BULKHEAD && (o = method_self(a, "acquire")) &&
-               !(PyObject_TypeCheck(o, PRS_PY_TYPE(st, Bulkhead)) && method_self(b, "release") == o)) {
-        o = NULL;
+        s->counts = prs_py_retry_counters(o);
     }
     s->vectorcall = step_vectorcall;
     s->run = step_runs[kind];
     s->kind = kind;
-    s->ns = kind == STEP_LIMIT ? n : cfg->ns;
+    s->ns = kind == STEP_LIMIT && cfg->ns < 1 ? 1 : cfg->ns;
     s->native = kind != STEP_APPLY && Py_IS_TYPE(s->next, Py_TYPE(s));
     s->o = Py_XNewRef(o);
     return 0;
+}
+
+/* A retrying wrapper's repr names the function (a Retry's decorator). */
+static PyObject *step_repr(PyObject *self) {
+    if (STEP(self)->kind != STEP_RETRY || !STEP(self)->next) return PyBaseObject_Type.tp_repr(self);
+    return PyUnicode_FromFormat("<retrying wrapper of %R>", STEP(self)->next);
 }

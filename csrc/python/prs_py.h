@@ -82,14 +82,11 @@ int prs_py_shm_place(prs_py_state *st, PyObject *shared, PyObject *name, int kin
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */
 int64_t prs_py_deadline_cap(prs_py_state *st, int64_t timeout_ns);
-/* After a call's first attempt (result; NULL: it raised): result, or the
- * Retry's Python loop taking over (retry.c); counts (a RetryCounts, None or
- * NULL) counts a result kept at the first try. Steals result. */
-PyObject *prs_py_retry_after(PyObject *handler, PyObject *check, PyObject *counts, PyObject *func,
-                             PyObject *const *args, size_t nargsf, PyObject *kwnames, PyObject *result,
-                             int64_t start);
-/* retry.c: a RetryCounts (or None/NULL: nothing) counts a first-try success. */
-void prs_py_retry_first_try(PyObject *counts);
+/* retry.c: a RetryBudget's deposit of a first attempt (at mono_now, a
+ * CLOCK_MONOTONIC reading, when that is its clock), 0 or -1; a RetryCounts'
+ * counters in the core. */
+int prs_py_retry_deposit(PyObject *budget, int64_t mono_now);
+prs_counters *prs_py_retry_counters(PyObject *counts);
 /* The deadline in effect: the value of the context variable `var` (may be
  * NULL), absolute ns, or PRS_NEVER. 0, or -1 with an exception. */
 int prs_py_deadline_abs(PyObject *var, int64_t *out);

@@ -22,16 +22,12 @@ static const prs_py_param SharedKV_param_list[] = {
 };
 static const prs_py_params SharedKV_params = {"SharedKV", 5, 2, 2, SharedKV_param_list};
 /* The module state, the config (defaults, then the arguments) and the
- * argument objects for SharedKV's tp_new; validated by kv_args_check. 0 or -1. */
+ * argument objects for SharedKV's tp_new. 0 or -1. */
 static int SharedKV_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
     kv_args *cfg, PyObject **vals) {
     if (!(*st = prs_py_state_of_type(type))) return -1;
     kv_args_init(cfg);
-    if (prs_py_parse_params_tuple(&SharedKV_params, args, kwds, cfg, vals) < 0) return -1;
-    prs_config_error why;
-    int rc = kv_args_check(cfg, &why);
-    if (rc) prs_py_config_error(*st, rc, &why, &SharedKV_params, vals, cfg);
-    return rc ? -1 : 0;
+    return prs_py_parse_params_tuple(&SharedKV_params, args, kwds, cfg, vals);
 }
 #define SharedKV_DOC \
     "SharedKV(region, name, *, max_keys=1024, max_key_bytes=256, max_value_bytes=4096)\n" \
@@ -131,7 +127,7 @@ static PyObject *kv_begin(PyObject *self, PyObject *const *args, Py_ssize_t narg
     kv_call a = {0};
     PyObject *v[5];
     if (prs_py_parse_params(&SharedKV_begin_params, args, nargs, NULL, &a, v) < 0) return NULL;
-    return begin_call(o, &a);
+    return record_call(o, &a, 0);
 }
 static PyObject *kv_complete(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     kv_obj *o = (kv_obj *)self;
@@ -166,7 +162,7 @@ static PyObject *kv_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     kv_call a = {0};
     PyObject *v[2];
     if (prs_py_parse_params(&SharedKV_peek_params, args, nargs, NULL, &a, v) < 0) return NULL;
-    return peek_call(o, &a);
+    return record_call(o, &a, 1);
 }
 static PyObject *kv_seq(PyObject *self, PyObject *unused) {
     kv_obj *o = (kv_obj *)self;

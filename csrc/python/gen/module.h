@@ -33,7 +33,6 @@ enum prs_py_slot {
     PRS_SLOT_RetryPolicy,
     PRS_SLOT_RetryBudget,
     PRS_SLOT_RetryCounts,
-    PRS_SLOT_RetryCall,
     PRS_SLOT_SharedMemory,
     PRS_SLOT_DeadlineVar,
     PRS_SLOT_ResilienceError,

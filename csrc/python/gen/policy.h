@@ -57,6 +57,7 @@ static PyMemberDef PolicyStep_members[] = {
     {NULL, 0, 0, 0, NULL},
 };
 static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
+static PyObject *step_repr(PyObject *self);
 static void step_dealloc(PyObject *self);
 static int step_traverse(PyObject *self, visitproc visit, void *arg);
 static int step_clear(PyObject *self);
@@ -65,6 +66,7 @@ static PyType_Slot PolicyStep_slots[] = {
     {Py_tp_new, step_new},
     {Py_tp_call, PyVectorcall_Call},
     {Py_tp_descr_get, prs_py_method_get},
+    {Py_tp_repr, step_repr},
     {Py_tp_dealloc, step_dealloc},
     {Py_tp_traverse, step_traverse},
     {Py_tp_clear, step_clear},

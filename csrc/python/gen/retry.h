@@ -68,18 +68,6 @@ static const prs_py_param RetryPolicy_base_param_list[] = {
 };
 static const prs_py_params RetryPolicy_base_params = {"base", 1, 1, 1, RetryPolicy_base_param_list};
 enum {
-    P_RetryPolicy_sample_attempt = 0,
-    P_RetryPolicy_sample_n = 1,
-    P_RetryPolicy_sample_previous = 2,
-    P_RetryPolicy_sample__COUNT = 3
-};
-static const prs_py_param RetryPolicy_sample_param_list[] = {
-    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, NULL, 0},
-    {"n", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, 100000000, NULL, NULL, NULL, 0},
-    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-};
-static const prs_py_params RetryPolicy_sample_params = {"sample", 3, 3, 2, RetryPolicy_sample_param_list};
-enum {
     P_RetryPolicy__next_attempt = 0,
     P_RetryPolicy__next_previous = 1,
     P_RetryPolicy__next_retry_after_ns = 2,
@@ -116,13 +104,6 @@ static PyObject *policy_base(PyObject *self, PyObject *arg) {
     if (prs_py_parse_params(&RetryPolicy_base_params, &arg, 1, NULL, &a, v) < 0) return NULL;
     return PyFloat_FromDouble(prs_retry_base_delay(o->core, a.attempt));
 }
-static PyObject *policy_sample(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    policy_obj *o = (policy_obj *)self;
-    retry_args a = {0};
-    PyObject *v[3];
-    if (prs_py_parse_params(&RetryPolicy_sample_params, args, nargs, kwnames, &a, v) < 0) return NULL;
-    return sample_list(o, &a);
-}
 static PyObject *policy_next(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     policy_obj *o = (policy_obj *)self;
     retry_args a = {0};
@@ -155,11 +136,6 @@ static PyMethodDef RetryPolicy_methods[] = {
      "--\n"
      "\n"
      "min(base_delay * exponential_base ** attempt, max_delay): the delay without jitter."},
-    {"sample", (PyCFunction)(void (*)(void))policy_sample, METH_FASTCALL | METH_KEYWORDS,
-     "sample($self, /, attempt, n, previous=None)\n"
-     "--\n"
-     "\n"
-     "A list of n delays for the same attempt (statistics and tests)."},
     {"_next", (PyCFunction)(void (*)(void))policy_next, METH_FASTCALL,
      "_next($self, attempt, previous, retry_after_ns, remaining_ns, /)\n"
      "--\n"
@@ -457,7 +433,7 @@ static const prs_py_params RetryCounts_params = {"RetryCounts", 0, 0, 0, RetryCo
     "--\n" \
     "\n" \
     "The counters of one Retry, kept in the core (striped per thread: exact under\n" \
-    "threads, no lock): RetryCall adds its first-try successes in C, the Python\n" \
+    "threads, no lock): its PolicyStep adds the first-try successes in C, the Python\n" \
     "loop the rest. Index i of `values` is pyresilience.retry's _COUNTERS[i]."
 enum {
     P_RetryCounts_add_i = 0,
@@ -540,128 +516,6 @@ static PyObject *counts_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
-/* ---- RetryCall ---- */
-enum {
-    P_RetryCall_func = 0,
-    P_RetryCall_handler = 1,
-    P_RetryCall_budget = 2,
-    P_RetryCall_clock = 3,
-    P_RetryCall_counts = 4,
-    P_RetryCall_retry_on_result = 5,
-    P_RetryCall__COUNT = 6
-};
-static const prs_py_param RetryCall_param_list[] = {
-    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"handler", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"budget", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"counts", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"retry_on_result", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-};
-static const prs_py_params RetryCall_params = {"RetryCall", 6, 2, 2, RetryCall_param_list};
-#define RetryCall_DOC \
-    "RetryCall(func, handler, *, budget=None, clock=None, counts=None, retry_on_result=None)\n" \
-    "--\n" \
-    "\n" \
-    "A callable wrapping `func` with the C fast path of a retry loop: it reads the\n" \
-    "clock, deposits a first attempt in `budget`, calls func and returns its result\n" \
-    "unless it raised an Exception or retry_on_result(result) is true; then\n" \
-    "handler(func, args, kwargs, exception_or_None, result_or_None, start_ns) takes\n" \
-    "over (the Python loop of Retry). `counts` (a RetryCounts): where a first-try\n" \
-    "success is counted. Made by Retry as a decorator."
-static PyGetSetDef RetryCall_getset[] = {
-    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
-    {NULL, NULL, NULL, NULL, NULL},
-};
-static PyMemberDef RetryCall_members[] = {
-    {"__vectorcalloffset__", T_PYSSIZET, offsetof(call_obj, vectorcall), READONLY, NULL},
-    {"__dictoffset__", T_PYSSIZET, offsetof(call_obj, dict), READONLY, NULL},
-    {"__weaklistoffset__", T_PYSSIZET, offsetof(call_obj, weakreflist), READONLY, NULL},
-    {"__func__", T_OBJECT, offsetof(call_obj, func), READONLY,
-     "The wrapped callable."},
-    {"_handler", T_OBJECT, offsetof(call_obj, handler), READONLY,
-     "The Python retry loop taking over after a failure."},
-    {NULL, 0, 0, 0, NULL},
-};
-static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
-static PyObject *call_repr(PyObject *self);
-static void call_dealloc(PyObject *self);
-static int call_traverse(PyObject *self, visitproc visit, void *arg);
-static int call_clear(PyObject *self);
-static PyType_Slot RetryCall_slots[] = {
-    {Py_tp_doc, (void *)RetryCall_DOC},
-    {Py_tp_new, call_new},
-    {Py_tp_call, PyVectorcall_Call},
-    {Py_tp_descr_get, prs_py_method_get},
-    {Py_tp_repr, call_repr},
-    {Py_tp_dealloc, call_dealloc},
-    {Py_tp_traverse, call_traverse},
-    {Py_tp_clear, call_clear},
-    {Py_tp_getset, RetryCall_getset},
-    {Py_tp_members, RetryCall_members},
-    {0, NULL},
-};
-static PyType_Spec RetryCall_spec = {"pyresilience._core.RetryCall", sizeof(call_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_METHOD_DESCRIPTOR, RetryCall_slots};
-static int call_traverse(PyObject *self, visitproc visit, void *arg) {
-    call_obj *o = (call_obj *)self;
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(o->func);
-    Py_VISIT(o->handler);
-    Py_VISIT(o->check_result);
-    Py_VISIT(o->budget);
-    Py_VISIT(o->counts);
-    Py_VISIT(o->dict);
-    Py_VISIT(o->clock.obj);
-    return 0;
-}
-static int call_clear(PyObject *self) {
-    call_obj *o = (call_obj *)self;
-    Py_CLEAR(o->func);
-    Py_CLEAR(o->handler);
-    Py_CLEAR(o->check_result);
-    Py_CLEAR(o->budget);
-    Py_CLEAR(o->counts);
-    Py_CLEAR(o->dict);
-    prs_py_clock_clear(&o->clock);
-    return 0;
-}
-static void call_dealloc(PyObject *self) {
-    call_obj *o = (call_obj *)self;
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    if (o->weakreflist) PyObject_ClearWeakRefs(self);
-    call_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-static PyObject *call_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
-    prs_py_state *st;
-    PyObject *v[P_RetryCall__COUNT];
-    void *cfg = NULL;
-    if (!(st = prs_py_state_of_type(type)) ||
-        prs_py_parse_params_tuple(&RetryCall_params, args, kwds, cfg, v) < 0)
-        return NULL;
-    if (v[P_RetryCall_budget] && v[P_RetryCall_budget] != Py_None && !PyObject_TypeCheck(v[P_RetryCall_budget], PRS_PY_TYPE(st, RetryBudget)))
-        return PyErr_Format(PyExc_TypeError, "budget must be a RetryBudget or None, not %.200s: %R",
-                            Py_TYPE(v[P_RetryCall_budget])->tp_name, v[P_RetryCall_budget]);
-    if (v[P_RetryCall_counts] && v[P_RetryCall_counts] != Py_None && !PyObject_TypeCheck(v[P_RetryCall_counts], PRS_PY_TYPE(st, RetryCounts)))
-        return PyErr_Format(PyExc_TypeError, "counts must be a RetryCounts or None, not %.200s: %R",
-                            Py_TYPE(v[P_RetryCall_counts])->tp_name, v[P_RetryCall_counts]);
-    call_obj *o = (call_obj *)type->tp_alloc(type, 0);
-    if (!o) return NULL;
-    int rc = 0;
-    o->func = Py_NewRef(v[P_RetryCall_func] ? v[P_RetryCall_func] : Py_None);
-    o->handler = Py_NewRef(v[P_RetryCall_handler] ? v[P_RetryCall_handler] : Py_None);
-    o->check_result = Py_NewRef(v[P_RetryCall_retry_on_result] ? v[P_RetryCall_retry_on_result] : Py_None);
-    o->budget = Py_NewRef(v[P_RetryCall_budget] ? v[P_RetryCall_budget] : Py_None);
-    o->counts = Py_NewRef(v[P_RetryCall_counts] ? v[P_RetryCall_counts] : Py_None);
-    if (prs_py_clock_init(st, v[P_RetryCall_clock], &o->clock) < 0) rc = -1;
-    if (!rc) o->vectorcall = call_vectorcall;
-    if (!rc) return (PyObject *)o;
-    Py_DECREF(o);
-    return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
-}
-
 static PyObject *mod_retry_now_ns(PyObject *module, PyObject *arg) {
     prs_py_state *st = PyModule_GetState(module);
     return clock_use(st, arg, -1);
@@ -707,7 +561,6 @@ int prs_py_register_retry(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_RetryPolicy, &RetryPolicy_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RetryBudget, &RetryBudget_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RetryCounts, &RetryCounts_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_RetryCall, &RetryCall_spec, NULL) < 0) return -1;
     return PyModule_AddFunctions(m, retry_functions);
 }
 
