@@ -80,6 +80,8 @@ typedef struct step_obj {
     step_run run;
     int kind;
     int native;            /* next is a PolicyStep: called through run */
+    int plain;             /* RETRY on the monotonic clock, no budget, no retry_on_result,
+                              next not native: retry_vectorcall's own first try */
     int64_t ns;
     PyObject *next, *a, *b, *c, *o;
     prs_py_clock clock;    /* RETRY */
@@ -164,6 +166,7 @@ static PyObject *step_apply(step_obj *s, pcx *cx, PyObject *const *args, size_t 
  * res, unless retry_on_result (c) wants a retry or it raised an Exception;
  * then the Retry's Python loop takes over, a(next, args, kwargs, exc,
  * result, start). Steals res. */
+__attribute__((noinline, cold)) /* kept out of step_retry: its first try stays a small frame */
 static PyObject *retry_after(step_obj *s, PyObject *const *args, size_t nargsf, PyObject *kwnames,
                              PyObject *result, int64_t start) {
     PyObject *exc = NULL;
@@ -212,6 +215,19 @@ static PyObject *step_retry(step_obj *s, pcx *cx, PyObject *const *args, size_t 
         return res;
     }
     return retry_after(s, args, nargsf, kwnames, res, start);
+}
+
+/* A RETRY step's own entry (a decorated function's call, a policy's outer
+ * Retry): a plain step's first try in a small frame; else step_vectorcall's
+ * way (a time handed across, a budget, retry_on_result, a cleared step). */
+static PyObject *retry_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
+    step_obj *s = STEP(self);
+    if (!s->plain || !s->a || handoff.expect == self) return step_vectorcall(self, args, nargsf, kwnames);
+    int64_t start = prs_monotonic_ns();
+    PyObject *res = PyObject_Vectorcall(s->next, args, nargsf, kwnames);
+    if (!res) return retry_after(s, args, nargsf, kwnames, NULL, start);
+    if (s->counts) prs__counters_add(s->counts, 0, 1);
+    return res;
 }
 
 /* ---- CircuitBreaker: its own C wrapper, the time handed across -------------------- */
@@ -396,11 +412,13 @@ static int step_build(prs_py_state *st, step_obj *s, const step_args *cfg, PyObj
         o = e;
         s->counts = prs_py_retry_counters(o);
     }
-    s->vectorcall = step_vectorcall;
+    s->vectorcall = kind == STEP_RETRY ? retry_vectorcall : step_vectorcall;
     s->run = step_runs[kind];
     s->kind = kind;
     s->ns = kind == STEP_LIMIT && cfg->ns < 1 ? 1 : cfg->ns;
     s->native = kind != STEP_APPLY && Py_IS_TYPE(s->next, Py_TYPE(s));
+    s->plain = kind == STEP_RETRY && s->clock.kind == PRS_CLOCK_MONOTONIC && b == Py_None && c == Py_None &&
+               !s->native;
     s->o = Py_XNewRef(o);
     return 0;
 }
