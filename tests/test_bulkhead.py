@@ -568,6 +568,27 @@ def test_release_from_thread_wakes_async_waiter():
     assert b.available == 1
 
 
+def test_waiter_of_a_closed_loop_gives_its_slot_back():
+    # Served after its loop closed: the wake (new_waiter's) raises, which is
+    # reported as unraisable, and the slot handed to the waiter comes back.
+    b = Bulkhead("closed-loop", 1, max_wait_seconds=math.inf)
+    b.acquire()
+    loop = asyncio.new_event_loop()
+    t = loop.create_task(b.acquire_async())
+    while b.waiting_count == 0:
+        loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    unraisable = []
+    old, sys.unraisablehook = sys.unraisablehook, lambda u: unraisable.append(u.exc_type)
+    try:
+        b.release()
+    finally:
+        sys.unraisablehook = old
+    assert unraisable == [RuntimeError]
+    assert (b.available, b.waiting_count, b.active_count) == (1, 0, 0)
+    assert not t.done()
+
+
 # ---- bad input ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("args,exc", [

@@ -65,7 +65,7 @@ BULKHEAD = Type(
         M("__aexit__", EXIT, "Awaitable[None]", c="bh_aexit",
           expr=RELEASED % "prs_py_ready_new(o->ready, Py_None)",
           doc="Release the slot; never suppresses the exception."),
-        M("_acquire_async", "get_running_loop: Callable[[], Any], wait: Optional[bool], /",
+        M("_acquire_async", "new_waiter: Callable[[], Any], wait: Optional[bool], /",
           "Union[bool, _AsyncWaiter]",
           doc="Internal (asyncio form): True if a slot was taken, False if none and\n"
               "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
@@ -102,10 +102,9 @@ BULKHEAD = Type(
 
 ASYNC_WAITER = Type(
     "_AsyncWaiter", "wait", "waiter", obj="prs_py_waiter",
-    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"), slots={"call": "waiter_call"},
-    refs=["loop", "future", "get_loop"], kept=["owner"], free="waiter_free(o);",
+    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
+    refs=["future", "wake"], kept=["owner"], free="waiter_free(o);",
     doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
-    methods=[M("__call__", slot=True, expr="waiter_resolve((prs_py_waiter *)self) < 0 ? NULL : Py_NewRef(Py_None)")],
     props=[Prop("future", "Any", "The asyncio future woken when this waiter is served.",
                 member="future")])
 

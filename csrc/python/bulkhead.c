@@ -115,8 +115,8 @@ static inline PyObject *bh_result(PyObject *self, int kind, unsigned flags, prs_
 
 static const prs_py_cond_ops bh_ops = {bh_call, bh_wait, bh_settle, bh_result};
 
-#define BH_CALL(timeout_ns, get_loop) \
-    prs_py_cond_call(&bh_ops, self, SELF->core, PRS_PY_WAITER_BULKHEAD, NULL, timeout_ns, get_loop)
+#define BH_CALL(timeout_ns, new_waiter) \
+    prs_py_cond_call(&bh_ops, self, SELF->core, PRS_PY_WAITER_BULKHEAD, NULL, timeout_ns, new_waiter)
 
 int prs_py_bulkhead_try_at(PyObject *self, int64_t now) {
     int got = 0;

@@ -94,8 +94,8 @@ static void decref_item(void *item, void *arg) { Py_DECREF((PyObject *)item); }
 
 /* Every put, get and join: the queue's cond ops (below) over its core. */
 static const prs_py_cond_ops q_ops;
-#define Q_CALL(kind, item, timeout_ns, get_loop) \
-    prs_py_cond_call(&q_ops, self, ((q_obj *)self)->core, PRS_PY_WAITER_##kind, item, timeout_ns, get_loop)
+#define Q_CALL(kind, item, timeout_ns, new_waiter) \
+    prs_py_cond_call(&q_ops, self, ((q_obj *)self)->core, PRS_PY_WAITER_##kind, item, timeout_ns, new_waiter)
 
 #include "gen/queue.h"
 

@@ -11,10 +11,9 @@
  *     thread that served it (prs_py_waiter_served, after waking its future),
  *     or prs_py_cond_finish when the settle finds it still queued;
  *   - it holds its owner strongly, so the core outlives every queued waiter.
- * Waking: on the future's loop thread, future.set_result(None) directly; from
- * any other thread, loop.call_soon_threadsafe(waiter) (calling the waiter
- * sets the result if the future is still pending). The future says only "look
- * again": what was handed over is in the core waiter's state.
+ * Its future and the wake of that future come from the facade's new_waiter()
+ * (pyresilience/_wait.py), called when an asyncio form must wait; serving it
+ * calls the wake, from whichever thread served it.
  */
 #include "wait.h"
 
@@ -27,9 +26,8 @@ typedef union core_waiter {
 typedef struct prs_py_waiter {
     PyObject_HEAD
     PyObject *owner;              /* strong: the Bulkhead or RingQueue */
-    PyObject *loop;               /* strong: the loop of `future` */
     PyObject *future;             /* strong: asyncio future */
-    PyObject *get_loop;           /* strong: asyncio's _get_running_loop */
+    PyObject *wake;               /* strong: wakes `future`, from any thread */
     const prs_py_cond_ops *ops;   /* the owner's */
     int kind;                     /* PRS_PY_WAITER_* */
     int settled;                  /* 1 once settled */
@@ -42,7 +40,6 @@ typedef struct {
 } ready_obj;
 
 static void waiter_free(prs_py_waiter *w);
-static int waiter_resolve(prs_py_waiter *w);
 
 /* A rate wait in progress: n, and its deadlines. */
 typedef struct rate_wait {
@@ -244,28 +241,21 @@ static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, vo
 
 /* ---- _AsyncWaiter -------------------------------------------------------- */
 
-/* A new waiter of `kind` for `owner`, with a fresh future of the running loop
- * (get_loop() returns it; RuntimeError when there is none), its core waiter
+/* A new waiter of `kind` for `owner`, with the future and wake that
+ * new_waiter() returns (RuntimeError when no loop runs), its core waiter
  * initialised, and the queue's reference already taken (two references in
  * all). NULL with an exception. */
-static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *get_loop, const prs_py_cond_ops *ops) {
+static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *new_waiter, const prs_py_cond_ops *ops) {
     prs_py_state *st = prs_py_state_of(owner);
-    if (!st) return NULL;
-    PyObject *loop = PyObject_CallNoArgs(get_loop);
-    if (!loop) return NULL;
-    if (loop == Py_None) {
-        Py_DECREF(loop);
-        PyErr_SetString(PyExc_RuntimeError, "no running event loop");
-        return NULL;
-    }
-    PyObject *fut = PyObject_CallMethod(loop, "create_future", NULL);
-    if (!fut) { Py_DECREF(loop); return NULL; }
-    prs_py_waiter *w = PyObject_GC_New(prs_py_waiter, PRS_PY_TYPE(st, AsyncWaiter));
-    if (!w) { Py_DECREF(loop); Py_DECREF(fut); return NULL; }
+    PyObject *fut, *wake, *pair = st ? PyObject_CallNoArgs(new_waiter) : NULL;
+    if (!pair) return NULL;
+    prs_py_waiter *w = PyArg_ParseTuple(pair, "OO:new_waiter", &fut, &wake)
+                           ? PyObject_GC_New(prs_py_waiter, PRS_PY_TYPE(st, AsyncWaiter)) : NULL;
+    if (!w) { Py_DECREF(pair); return NULL; }
     w->owner = Py_NewRef(owner);
-    w->loop = loop;
-    w->future = fut;
-    w->get_loop = Py_NewRef(get_loop);
+    w->future = Py_NewRef(fut);
+    w->wake = Py_NewRef(wake);
+    Py_DECREF(pair);
     w->ops = ops;
     w->kind = kind;
     w->settled = 0;
@@ -283,36 +273,12 @@ static void waiter_abandon(prs_py_waiter *w) {
     Py_XDECREF(out.item);
 }
 
-/* future.set_result(None) unless the future is done already. */
-static int waiter_resolve(prs_py_waiter *w) {
-    PyObject *done = PyObject_CallMethod(w->future, "done", NULL);
-    if (!done) return -1;
-    int d = PyObject_IsTrue(done);
-    Py_DECREF(done);
-    if (d < 0) return -1;
-    if (d) return 0;
-    PyObject *r = PyObject_CallMethod(w->future, "set_result", "O", Py_None);
-    if (!r) return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-static int waiter_wake(prs_py_waiter *w) {
-    PyObject *running = PyObject_CallNoArgs(w->get_loop);
-    if (!running) return -1;
-    int same = running == w->loop;
-    Py_DECREF(running);
-    if (same) return waiter_resolve(w);
-    PyObject *r = PyObject_CallMethod(w->loop, "call_soon_threadsafe", "O", (PyObject *)w);
-    if (!r) return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
 void prs_py_waiter_served(void *data) {
     prs_py_waiter *w = data;
     PRS_PY_EXC_SAVE(saved);
-    if (waiter_wake(w) < 0) {
+    PyObject *r = PyObject_CallNoArgs(w->wake);
+    if (r) Py_DECREF(r);
+    else {
         PyErr_WriteUnraisable((PyObject *)w); /* its loop is gone: undo what was handed to it */
         waiter_abandon(w);
     }
@@ -335,11 +301,11 @@ static void waiter_free(prs_py_waiter *w) {
 /* ---- the one call (its path without a wait is inline, in wait.h) --------- */
 
 PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, PyObject *arg,
-                            int64_t timeout_ns, PyObject *get_loop) {
+                            int64_t timeout_ns, PyObject *new_waiter) {
     prs_py_settled out = {0, NULL};
     int rc;
-    if (get_loop) {
-        prs_py_waiter *w = waiter_new(owner, kind, get_loop, ops);
+    if (new_waiter) {
+        prs_py_waiter *w = waiter_new(owner, kind, new_waiter, ops);
         if (!w) return NULL;
         rc = ops->call(owner, kind, &w->u, 0, arg, &out);
         if (rc == 1) return (PyObject *)w;
@@ -358,7 +324,7 @@ PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *c
         Py_XDECREF(out.item);
         return NULL;
     }
-    return ops->result(owner, kind, get_loop ? PRS_PY_COND_ASYNC : 0, &out);
+    return ops->result(owner, kind, new_waiter ? PRS_PY_COND_ASYNC : 0, &out);
 }
 
 PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t nargs) {

@@ -114,24 +114,24 @@ typedef struct prs_py_cond_ops {
     PyObject *(*result)(PyObject *owner, int kind, unsigned flags, prs_py_settled *out);
 } prs_py_cond_ops;
 
-/* When operation `kind` must wait: refused with timeout_ns 0; with get_loop
- * (asyncio's _get_running_loop), a queued _AsyncWaiter whose future the core
- * wakes; else waits up to timeout_ns (PRS_NEVER: no limit) with the GIL
+/* When operation `kind` must wait: refused with timeout_ns 0; with new_waiter
+ * (the facade's: a future and its wake), a queued _AsyncWaiter whose future
+ * the core wakes; else waits up to timeout_ns (PRS_NEVER: no limit) with the GIL
  * released. ops->result() of the outcome, the _AsyncWaiter, or NULL with an
  * exception (a signal handler's: the waiter settled with CANCEL). */
 PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, PyObject *arg,
-                            int64_t timeout_ns, PyObject *get_loop);
+                            int64_t timeout_ns, PyObject *new_waiter);
 
 /* Runs operation `kind` of `owner` (whose core is `core`): at once when it
  * can (inline, so that an owner's constant ops are called directly on this
  * path), else prs_py_cond_queue(). */
 static inline PyObject *prs_py_cond_call(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind,
-                                         PyObject *arg, int64_t timeout_ns, PyObject *get_loop) {
+                                         PyObject *arg, int64_t timeout_ns, PyObject *new_waiter) {
     prs_py_settled out = {0, NULL};
     int rc = ops->call(owner, kind, NULL, timeout_ns == 0, arg, &out); /* no waiter made when none waits */
-    if (rc == 1) return prs_py_cond_queue(ops, owner, core, kind, arg, timeout_ns, get_loop);
+    if (rc == 1) return prs_py_cond_queue(ops, owner, core, kind, arg, timeout_ns, new_waiter);
     if (rc < 0) return NULL;
-    return ops->result(owner, kind, get_loop ? PRS_PY_COND_ASYNC : 0, &out);
+    return ops->result(owner, kind, new_waiter ? PRS_PY_COND_ASYNC : 0, &out);
 }
 
 /* An owner's _finish(waiter, cancel=False): settles an _AsyncWaiter of

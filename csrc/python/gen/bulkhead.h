@@ -124,7 +124,7 @@ static PyMethodDef Bulkhead_methods[] = {
      "\n"
      "Release the slot; never suppresses the exception."},
     {"_acquire_async", (PyCFunction)(void (*)(void))bh_acquire_async, METH_FASTCALL,
-     "_acquire_async($self, get_running_loop, wait, /)\n"
+     "_acquire_async($self, new_waiter, wait, /)\n"
      "--\n"
      "\n"
      "Internal (asyncio form): True if a slot was taken, False if none and\n"

@@ -73,13 +73,13 @@ static const prs_py_param RingQueue_get_param_list[] = {
 static const prs_py_params RingQueue_get_params = {"get", 2, 2, 0, RingQueue_get_param_list, RingQueue_get_names};
 enum {
     P_RingQueue__put_async_item = 0,
-    P_RingQueue__put_async_get_running_loop = 1,
+    P_RingQueue__put_async_new_waiter = 1,
     P_RingQueue__put_async__COUNT = 2
 };
-static const char *const RingQueue__put_async_names[] = {"item", "get_running_loop", NULL};
+static const char *const RingQueue__put_async_names[] = {"item", "new_waiter", NULL};
 static const prs_py_param RingQueue__put_async_param_list[] = {
     {"item", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"get_running_loop", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"new_waiter", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
 };
 static const prs_py_params RingQueue__put_async_params = {"_put_async", 2, 2, 2, RingQueue__put_async_param_list, RingQueue__put_async_names};
 static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -207,7 +207,7 @@ static PyMethodDef RingQueue_methods[] = {
      "(queue.Queue.join). The GIL is released while waiting and Ctrl-C\n"
      "interrupts the wait."},
     {"_join_async", q_join_async, METH_O,
-     "_join_async($self, get_running_loop, /)\n"
+     "_join_async($self, new_waiter, /)\n"
      "--\n"
      "\n"
      "Internal (asyncio form of join): True now, or a queued waiter."},
@@ -239,12 +239,12 @@ static PyMethodDef RingQueue_methods[] = {
      "\n"
      "True when qsize() == max_size."},
     {"_put_async", (PyCFunction)(void (*)(void))q_put_async, METH_FASTCALL,
-     "_put_async($self, item, get_running_loop, /)\n"
+     "_put_async($self, item, new_waiter, /)\n"
      "--\n"
      "\n"
      "Internal (asyncio form of put): a verdict now, or a queued waiter."},
     {"_get_async", q_get_async, METH_O,
-     "_get_async($self, get_running_loop, /)\n"
+     "_get_async($self, new_waiter, /)\n"
      "--\n"
      "\n"
      "Internal (asyncio form of get): an item now, or a queued waiter."},
