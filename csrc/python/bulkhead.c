@@ -66,18 +66,6 @@ static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
     return exc;
 }
 
-/* Wakes the asyncio waiters served by a core call (linked by `next`): one that
- * cannot be woken (its loop is gone) gives its permit back, which may serve
- * the next one. */
-static void deliver(prs_bulkhead_waiter *woken) {
-    while (woken) {
-        prs_bulkhead_waiter *next = woken->next;
-        woken->next = NULL;
-        prs_py_waiter_served(woken->data);
-        woken = next;
-    }
-}
-
 /* Takes a permit: at once (waiter NULL; a refusal counted when final), or
  * queueing `waiter`. */
 static inline int bh_call(PyObject *self, int kind, void *waiter, int final, PyObject *arg, prs_py_settled *out) {
@@ -91,15 +79,11 @@ static inline int bh_call(PyObject *self, int kind, void *waiter, int final, PyO
     return !got && !final;
 }
 
-static int bh_wait(void *core, void *waiter, int64_t deadline_ns) {
-    return prs_bulkhead_wait(core, waiter, deadline_ns);
-}
-
 static int bh_settle(PyObject *self, void *waiter, int cancel, prs_py_settled *out) {
     prs_bulkhead_waiter *woken = NULL;
     prs_bulkhead_finish(SELF->core, waiter, cancel ? PRS_BULKHEAD_FINISH_CANCEL : PRS_BULKHEAD_FINISH_ACCEPT,
                         prs_monotonic_ns(), &out->outcome, &woken);
-    deliver(woken);
+    prs_py_waiters_served(PRS_PY_WAITER_BULKHEAD, woken);
     return out->outcome == PRS_BULKHEAD_REJECTED || out->outcome == PRS_BULKHEAD_CANCELLED;
 }
 
@@ -113,7 +97,7 @@ static inline PyObject *bh_result(PyObject *self, int kind, unsigned flags, prs_
     return prs_py_raise(bh_full_error(self, NULL));
 }
 
-static const prs_py_cond_ops bh_ops = {bh_call, bh_wait, bh_settle, bh_result};
+static const prs_py_cond_ops bh_ops = {bh_call, bh_settle, bh_result};
 
 #define BH_CALL(timeout_ns, new_waiter) \
     prs_py_cond_call(&bh_ops, self, SELF->core, PRS_PY_WAITER_BULKHEAD, NULL, timeout_ns, new_waiter)
@@ -131,7 +115,7 @@ int prs_py_bulkhead_release_at(PyObject *self, int64_t now) {
         PyErr_Format(PyExc_RuntimeError, "Bulkhead '%U' released more times than acquired", SELF->name);
         return -1;
     }
-    deliver(woken);
+    prs_py_waiters_served(PRS_PY_WAITER_BULKHEAD, woken);
     return 0;
 }
 
@@ -141,7 +125,7 @@ static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused) {
     prs_bulkhead_waiter *woken = NULL;
     int rc = prs_bulkhead_after_fork_child(SELF->core, &woken);
     if (rc) return prs_py_error(prs_py_state_of(self), rc, "cannot re-create the Bulkhead's lock after fork");
-    deliver(woken); /* asyncio waiters served by the permits given back */
+    prs_py_waiters_served(PRS_PY_WAITER_BULKHEAD, woken); /* by the permits given back */
     Py_RETURN_NONE;
 }
 

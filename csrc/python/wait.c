@@ -210,10 +210,10 @@ static void core_waiter_destroy(core_waiter *u, int kind) {
 
 /* ---- sync ---------------------------------------------------------------- */
 
-/* Waits until `waiter` (queued, BLOCKING) is served or timeout_ns has passed,
- * then settles it with ACCEPT into *out: 0. When a signal handler raises,
- * settles it with CANCEL instead: -1 with that exception. */
-static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, void *waiter,
+/* Waits until `u` (queued, BLOCKING, of `kind`) is served or timeout_ns has
+ * passed, then settles it with ACCEPT into *out: 0. When a signal handler
+ * raises, settles it with CANCEL instead: -1 with that exception. */
+static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, core_waiter *u,
                      int64_t timeout_ns, prs_py_settled *out) {
     timeout_ns = prs_py_deadline_cap(prs_py_state_of(owner), timeout_ns);
     int64_t now = prs_monotonic_ns();
@@ -222,20 +222,21 @@ static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, vo
         int64_t slice_end = prs__min64(prs__sat_add(now, SLICE_NS), deadline);
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = ops->wait(core, waiter, slice_end);
+        rc = kind == PRS_PY_WAITER_BULKHEAD ? prs_bulkhead_wait(core, &u->b, slice_end)
+                                            : prs_ring_wait(core, &u->r, slice_end); /* only the core */
         Py_END_ALLOW_THREADS
         /* Signals first, served or not: what was handed over in the slice in
          * which a signal came would otherwise be kept while the handler's
          * exception (KeyboardInterrupt) propagates. */
         if (PyErr_CheckSignals() < 0) {
-            ops->settle(owner, waiter, 1, out);
+            ops->settle(owner, u, 1, out);
             return -1;
         }
         if (rc == PRS_OK) break;
         now = prs_monotonic_ns();
         if (now >= deadline) break;
     }
-    ops->settle(owner, waiter, 0, out);
+    ops->settle(owner, u, 0, out);
     return 0;
 }
 
@@ -273,17 +274,21 @@ static void waiter_abandon(prs_py_waiter *w) {
     Py_XDECREF(out.item);
 }
 
-void prs_py_waiter_served(void *data) {
-    prs_py_waiter *w = data;
-    PRS_PY_EXC_SAVE(saved);
-    PyObject *r = PyObject_CallNoArgs(w->wake);
-    if (r) Py_DECREF(r);
-    else {
-        PyErr_WriteUnraisable((PyObject *)w); /* its loop is gone: undo what was handed to it */
-        waiter_abandon(w);
+void prs_py_waiters_served(int kind, void *woken) {
+    while (woken) {
+        core_waiter *u = woken;
+        prs_py_waiter *w = kind == PRS_PY_WAITER_BULKHEAD ? u->b.data : u->r.data;
+        woken = kind == PRS_PY_WAITER_BULKHEAD ? (void *)u->b.next : (void *)u->r.next; /* before w may go */
+        PRS_PY_EXC_SAVE(saved);
+        PyObject *r = PyObject_CallNoArgs(w->wake);
+        if (r) Py_DECREF(r);
+        else {
+            PyErr_WriteUnraisable((PyObject *)w); /* its loop is gone: undo what was handed to it */
+            waiter_abandon(w);
+        }
+        Py_DECREF(w); /* the queue's reference */
+        PRS_PY_EXC_RESTORE(saved);
     }
-    Py_DECREF(w); /* the queue's reference */
-    PRS_PY_EXC_RESTORE(saved);
 }
 
 /* After its references are cleared (the owner is kept until the end). Never
@@ -317,7 +322,7 @@ PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *c
         int err = core_waiter_init(&u, kind, 1, NULL);
         if (err) return prs_py_error(prs_py_state_of(owner), err, NULL);
         rc = ops->call(owner, kind, &u, 0, arg, &out);
-        if (rc == 1) rc = cond_wait(ops, owner, core, &u, timeout_ns, &out);
+        if (rc == 1) rc = cond_wait(ops, owner, core, kind, &u, timeout_ns, &out);
         core_waiter_destroy(&u, kind);
     }
     if (rc < 0) {

@@ -102,9 +102,6 @@ typedef struct prs_py_cond_ops {
      * Else queues `waiter` when it must wait: 1. 0 when done, with *out;
      * -1 with an exception. */
     int (*call)(PyObject *owner, int kind, void *waiter, int final, PyObject *arg, prs_py_settled *out);
-    /* The core's wait for a queued BLOCKING waiter (GIL released: touches only
-     * the core): PRS_OK once served, PRS_ETIMEDOUT at deadline_ns. */
-    int (*wait)(void *core, void *waiter, int64_t deadline_ns);
     /* Settles `waiter` (cancel: nothing may be kept, what it was handed goes
      * back), then runs what the call left to do. Keeps a pending exception.
      * 1 when the waiter was still queued until this call, else 0. */
@@ -139,10 +136,11 @@ static inline PyObject *prs_py_cond_call(const prs_py_cond_ops *ops, PyObject *o
  * settled already). TypeError for anything else. */
 PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t nargs);
 
-/* The core served the asyncio waiter whose core waiter's data is `w`: wakes
- * its future - or, when its loop is gone, reports that and settles it with
- * CANCEL - and drops the queue's reference. Keeps a pending exception. */
-void prs_py_waiter_served(void *w);
+/* A core call of an owner of `kind` served the asyncio waiters `woken` (its
+ * core's waiters, linked by `next`): wakes each one's future - or, when its
+ * loop is gone, reports that and settles it with CANCEL, which may serve the
+ * next - and drops the queue's reference. Keeps a pending exception. */
+void prs_py_waiters_served(int kind, void *woken);
 
 /* An already-done awaitable yielding `value`, of `tp` (the module's _Ready
  * type, which owners cache: the async with fast path). */
