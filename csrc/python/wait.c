@@ -8,7 +8,7 @@
  *   - the coroutine that got it holds one until it settles it (_finish);
  *   - while it is queued in the core, the core "holds" one more (taken when
  *     it is made). Whoever takes it out of the queue drops that one: the
- *     thread that served it (prs_py_waiter_served, after waking its future),
+ *     thread that served it (prs_py_waiters_served, after waking its future),
  *     or prs_py_cond_finish when the settle finds it still queued;
  *   - it holds its owner strongly, so the core outlives every queued waiter.
  * Its future and the wake of that future come from the facade's new_waiter()
@@ -41,8 +41,12 @@ typedef struct {
 
 static void waiter_free(prs_py_waiter *w);
 
-/* A rate wait in progress: n, and its deadlines. */
+/* A rate wait in progress: what decides, n, and its deadlines. */
 typedef struct rate_wait {
+    prs_py_clock *clock;
+    prs_py_decide_fn fn;
+    void *ctx;
+    const char *what;      /* static string */
     int64_t n;
     int64_t deadline;      /* on the limiter's clock; PRS_NEVER: no timeout */
     int64_t real_deadline; /* CLOCK_MONOTONIC (clocks other than a ManualClock):
@@ -51,11 +55,7 @@ typedef struct rate_wait {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *owner;          /* strong: owns clock and ctx */
-    prs_py_clock *clock;
-    prs_py_decide_fn fn;
-    void *ctx;
-    const char *what;         /* static string */
+    PyObject *owner;          /* strong: owns the wait's clock and ctx */
     rate_wait w;
     int done;
 } rate_wait_obj;
@@ -65,20 +65,18 @@ typedef struct {
 /* ---- the rate wait: until a rate limiter admits ---------------------------- *
  * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
  * never); this only turns the step into a sleep, an advance of a ManualClock,
- * or an exception. Three waits can never end and raise at once: a request the
- * limiter can never admit (PRS_NEVER: a spent budget; ValueError when n
- * exceeds the limit), an admission at or beyond 2^63 ns (a saturated clock,
- * e.g. time.time_ns passed as a clock), and one past the timeout. A finite timeout is also measured on
+ * or one of the exceptions wait.h lists. A finite timeout is also measured on
  * CLOCK_MONOTONIC for clocks that are not a ManualClock, so a callable clock
  * that stalls cannot stretch it. */
 
-/* Starts a wait for n with timeout_ns (PRS_NEVER: none), reading the clock. 0 or -1. */
-static int wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, rate_wait *w) {
+/* Starts wait *w (what decides and n set) with timeout_ns (PRS_NEVER: none;
+ * a policy's deadline caps it), reading the clock. 0 or -1. */
+static int wait_begin(prs_py_state *st, rate_wait *w, int64_t timeout_ns) {
     int64_t now;
-    if (prs_py_clock_now(clock, &now) < 0) return -1;
-    w->n = n;
+    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
+    if (prs_py_clock_now(w->clock, &now) < 0) return -1;
     w->deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
-    w->real_deadline = (timeout_ns == PRS_NEVER || clock->kind == PRS_CLOCK_MANUAL)
+    w->real_deadline = (timeout_ns == PRS_NEVER || w->clock->kind == PRS_CLOCK_MANUAL)
                            ? PRS_NEVER
                            : prs__sat_add(prs_monotonic_ns(), timeout_ns);
     return 0;
@@ -86,18 +84,15 @@ static int wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, rate_w
 
 /* Decides once. 0: admitted (n taken). 1: not yet, *sleep_ns is how long to
  * sleep before the next step (0 on a ManualClock, which was advanced to the
- * instant of admission instead). -1 with an exception: RateLimitExceeded
- * (retry_after inf) when the wait would never end, or when admission lies
- * beyond the timeout; ValueError when n exceeds what can ever be admitted; a
- * clock error. Nothing is taken unless 0 is returned. */
-static int wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
-                     const char *what, rate_wait *w, int64_t *sleep_ns) {
+ * instant of admission instead). -1 with an exception (prs_py_wait_admitted's).
+ * Nothing is taken unless 0 is returned. */
+static int wait_step(prs_py_state *st, rate_wait *w, int64_t *sleep_ns) {
     static const char *const late = "rate limit exceeded: not admissible within timeout";
     int64_t now, max_n = INT64_MAX, wake = 0;
     prs_decision d;
     int by = -1;
-    if (prs_py_clock_now(clock, &now) < 0) return -1;
-    int rc = fn(ctx, now, w->n, 1, &d, &by, &max_n);
+    if (prs_py_clock_now(w->clock, &now) < 0) return -1;
+    int rc = w->fn(w->ctx, now, w->n, 1, &d, &by, &max_n);
     if (rc) { /* fn may word its own failure (a backend's message) */
         if (!PyErr_Occurred()) prs_py_error(st, rc, NULL);
         return -1;
@@ -107,7 +102,7 @@ static int wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
     case PRS_WAIT_NEVER:
         if (w->n > max_n) {
             PyErr_Format(PyExc_ValueError, "n=%lld can never be admitted by this %s (limit %lld)",
-                         (long long)w->n, what, (long long)max_n);
+                         (long long)w->n, w->what, (long long)max_n);
             return -1;
         }
         prs_py_raise_rate_limited(st, &d, by, PRS_NEVER,
@@ -122,9 +117,9 @@ static int wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
         return -1;
     default: break; /* PRS_WAIT_SLEEP until `wake` */
     }
-    if (clock->kind == PRS_CLOCK_MANUAL) { /* advanced to the admission instant instead */
+    if (w->clock->kind == PRS_CLOCK_MANUAL) { /* advanced to the admission instant instead */
         *sleep_ns = 0;
-        return prs_py_clock_wait(clock, now, wake) < 0 ? -1 : 1;
+        return prs_py_clock_wait(w->clock, now, wake) < 0 ? -1 : 1;
     }
     int64_t ns = wake - now;
     if (w->real_deadline != PRS_NEVER) {
@@ -141,11 +136,11 @@ static int wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
 
 int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                          const char *what, int64_t n, int64_t timeout_ns, int whole) {
-    rate_wait w;
-    if (wait_begin(clock, n, prs_py_deadline_cap(st, timeout_ns), &w) < 0) return -1;
+    rate_wait w = {clock, fn, ctx, what, n};
+    if (wait_begin(st, &w, timeout_ns) < 0) return -1;
     for (;;) { /* nothing is taken unless admitted */
         int64_t ns = 0;
-        int r = wait_step(st, clock, fn, ctx, what, &w, &ns);
+        int r = wait_step(st, &w, &ns);
         if (r <= 0) return r;
         if ((whole ? prs_py_clock_sleep(clock, ns) : prs_py_clock_wait(clock, 0, ns)) < 0) return -1;
     }
@@ -160,12 +155,9 @@ PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *
     rate_wait_obj *self = (rate_wait_obj *)tp->tp_alloc(tp, 0);
     if (!self) return NULL;
     self->owner = Py_NewRef(owner);
-    self->clock = clock;
-    self->fn = fn;
-    self->ctx = ctx;
-    self->what = what;
+    self->w = (rate_wait){clock, fn, ctx, what, n};
     self->done = 0;
-    if (wait_begin(clock, n, prs_py_deadline_cap(st, timeout_ns), &self->w) < 0) {
+    if (wait_begin(st, &self->w, timeout_ns) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -181,7 +173,7 @@ static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
     Py_BEGIN_CRITICAL_SECTION(op); /* steps of one wait, one at a time: admitted once */
     if (self->done)
         PyErr_SetString(PyExc_RuntimeError, "this wait has already been admitted");
-    else if ((r = wait_step(st, self->clock, self->fn, self->ctx, self->what, &self->w, &ns)) == 0)
+    else if ((r = wait_step(st, &self->w, &ns)) == 0)
         self->done = 1;
     Py_END_CRITICAL_SECTION();
     if (r < 0) return NULL;
