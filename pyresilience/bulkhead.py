@@ -44,6 +44,7 @@ _DEFAULT: Any = ...  # "the bulkhead's max_wait_seconds"
 class BulkheadMetrics:
     """A snapshot of a bulkhead's counters (``Bulkhead.metrics``)."""
 
+    # the name, then what _core.Bulkhead._stats() returns, in its order
     name: str
     max_concurrent: int
     active_count: int
@@ -282,7 +283,7 @@ class Bulkhead(_core.Bulkhead, EventSource):
     @property
     def metrics(self) -> BulkheadMetrics:
         """A snapshot of every counter (BulkheadMetrics)."""
-        return BulkheadMetrics(name=self.name, **self._stats())
+        return BulkheadMetrics(self.name, *self._stats())
 
     def shutdown(self, wait: bool = True) -> None:
         """shutdown(self, wait=True)

@@ -80,7 +80,8 @@ BULKHEAD = Type(
               "running (pyresilience.bulkhead's os.register_at_fork hook does): a new\n"
               "lock; the parent's threads leave the queue and a slot handed to one of\n"
               "them comes back. asyncio waiters stay queued."),
-        M("_stats", returns="Dict[str, Any]", doc="Internal: a dict snapshot of every counter."),
+        M("_stats", returns="tuple[Any, ...]",
+          doc="Internal: a snapshot of every counter (BulkheadMetrics' fields after name)."),
         M("_reap", returns="int", expr="PyLong_FromLong(prs_bulkhead_reap(o->core))",
           doc="Internal: free now the permits held by dead processes (shared): how many."),
     ],

@@ -159,17 +159,15 @@ static PyObject *bh_aenter(PyObject *self, PyObject *unused) {
     return PyObject_CallMethod(self, "_aenter_slow", NULL);
 }
 
+/* BulkheadMetrics' fields after the name, in its order. */
 static PyObject *bh_stats(PyObject *self, PyObject *unused) {
     prs_bulkhead_stats s = bh_stats_of(SELF);
     PyObject *hold = s.avg_hold_ns < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)s.avg_hold_ns / 1e9);
-    if (!hold) return NULL;
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:N,s:L,s:d}", "max_concurrent", (long long)s.max_concurrent,
-                         "active_count", (long long)s.active, "available", (long long)s.available,
-                         "waiting_count", (long long)s.waiting, "acquired_count", (long long)s.acquired_total,
-                         "released_count", (long long)s.released_total, "rejected_count",
-                         (long long)s.rejected_total, "cancelled_count", (long long)s.cancelled_total,
-                         "average_hold_seconds", hold, "waited_count", (long long)s.waited_total,
-                         "held_seconds_total", (double)s.held_ns_total / 1e9);
+    return hold ? Py_BuildValue("(LLLLLLLLNLd)", (long long)s.max_concurrent, (long long)s.active,
+                                (long long)s.available, (long long)s.waiting, (long long)s.acquired_total,
+                                (long long)s.released_total, (long long)s.rejected_total,
+                                (long long)s.cancelled_total, hold, (long long)s.waited_total,
+                                (double)s.held_ns_total / 1e9) : NULL;
 }
 
 #include "gen/bulkhead.h"

@@ -1,8 +1,6 @@
 /*
- * wait.c - the binding's two waits (wait.h): the rate wait of every rate
- * limiter (its sync loop and the _RateWait of the async forms), and the
- * condition wait of Bulkhead and RingQueue (the one call every blocking and
- * asyncio form goes through, the _AsyncWaiter type and the _Ready awaitable).
+ * wait.c - the binding's two waits (wait.h), the _AsyncWaiter and _RateWait
+ * types, and the _Ready awaitable.
  *
  * An _AsyncWaiter's references:
  *   - the coroutine that got it holds one until it settles it (_finish);

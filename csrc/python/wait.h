@@ -10,8 +10,8 @@
  * Python; this file only sleeps with the GIL released, checks signals, wakes
  * futures and settles. An owner type describes its core once, in a
  * prs_py_cond_ops: its core call (try, refuse, or queue a waiter), how a
- * queued BLOCKING waiter waits, how a waiter is settled (ACCEPT or CANCEL,
- * then whatever the call left to do) and what an outcome returns to Python.
+ * waiter is settled (ACCEPT or CANCEL, then whatever the call left to do) and
+ * what an outcome returns to Python; the waiters of both cores are wait.c's.
  *
  * Sync: the waiter is a BLOCKING core waiter on the caller's C stack, waited
  * on in slices of at most 50 ms with the GIL released; PyErr_CheckSignals()

@@ -153,7 +153,7 @@ static PyMethodDef Bulkhead_methods[] = {
      "_stats($self, /)\n"
      "--\n"
      "\n"
-     "Internal: a dict snapshot of every counter."},
+     "Internal: a snapshot of every counter (BulkheadMetrics' fields after name)."},
     {"_reap", bh_reap, METH_NOARGS,
      "_reap($self, /)\n"
      "--\n"
