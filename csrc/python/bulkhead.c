@@ -3,12 +3,9 @@
  *
  * Every acquire, sync or asyncio, is one prs_py_cond_call() (wait.h) over
  * this file's bh_ops: a try without blocking, then a core waiter queued in
- * one FIFO for threads and asyncio tasks alike. A thread waits with the GIL
- * released, signals checked, and an interrupted wait takes nothing; an
- * asyncio waiter (driven by pyresilience/bulkhead.py) is woken when release()
- * hands it the permit, and its coroutine settles it with _finish(): ACCEPT
- * keeps the permit, CANCEL (task cancelled) gives it back, exactly once (the
- * core waiter's state decides).
+ * one FIFO for threads and asyncio tasks alike. An asyncio waiter (driven by
+ * pyresilience/bulkhead.py) is woken when release() hands it the permit; its
+ * _finish() keeps it (ACCEPT) or gives it back (CANCEL: task cancelled).
  */
 #include "wait.h"
 
@@ -49,20 +46,19 @@ static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
 
 #define SELF ((bh_obj *)self)
 
-/* A fresh BulkheadFullError(message, retry_after=, name=) (new reference), or
+/* A fresh BulkheadFullError(message, retry_after, name) (new reference), or
  * NULL with an exception. retry_after is always an estimate: the observed
  * mean hold, or the core's prior (1 s) before any slot came back. */
 static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
     prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
     int64_t est = prs_bulkhead_estimate_wait_ns(SELF->core, prs_monotonic_ns());
-    PyObject *msg = PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)", SELF->name,
-                                         (long long)prs_bulkhead_max_concurrent(SELF->core));
-    PyObject *args = Py_BuildValue("(N)", msg);
-    PyObject *kw = Py_BuildValue("{s:d,s:O}", "retry_after", prs_py_ns_to_s(est), "name", SELF->name);
-    PyObject *exc = args && kw ? PyObject_Call(PRS_PY_EXC(st, BulkheadFullError), args, kw) : NULL;
-    Py_XDECREF(args);
-    Py_XDECREF(kw);
+    PyObject *args[3] = {PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)", SELF->name,
+                                              (long long)prs_bulkhead_max_concurrent(SELF->core)),
+                         PyFloat_FromDouble(prs_py_ns_to_s(est)), SELF->name};
+    PyObject *exc = st && args[0] && args[1] ? PyObject_Vectorcall(PRS_PY_EXC(st, BulkheadFullError), args, 3, NULL)
+                                             : NULL;
+    Py_XDECREF(args[0]);
+    Py_XDECREF(args[1]);
     return exc;
 }
 

@@ -10,8 +10,7 @@
  *
  * Every put, get and join, sync or asyncio, is one prs_py_cond_call() (wait.h)
  * over this file's q_ops: the core call, its settle, and what an outcome
- * returns (threads wait with the GIL released, signals checked, and an
- * interrupted wait takes nothing; asyncio waiters share the threads' FIFO).
+ * returns.
  *
  * Watermark callbacks run after the core call returned (no lock held), in the
  * thread whose call crossed the mark; an exception from one is reported
