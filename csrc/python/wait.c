@@ -188,9 +188,7 @@ static int claim(int *flag) { return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_R
 
 static int core_waiter_init(core_waiter *u, int kind, int blocking, void *data) {
     if (kind == PRS_PY_WAITER_BULKHEAD) return prs_bulkhead_waiter_init(&u->b, blocking, data);
-    return prs_ring_waiter_init(&u->r, kind == PRS_PY_WAITER_PUT ? PRS_RING_PRODUCER
-                                       : kind == PRS_PY_WAITER_GET ? PRS_RING_CONSUMER
-                                                                   : PRS_RING_JOINER, blocking, data);
+    return prs_ring_waiter_init(&u->r, kind, blocking, data); /* kind is the ring's role */
 }
 
 static void core_waiter_destroy(core_waiter *u, int kind) {

@@ -80,8 +80,9 @@ PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, Py
 
 /* ---- the condition wait -------------------------------------------------- */
 
-/* The operations a waiter can be queued for (the core waiter's kind). */
-enum { PRS_PY_WAITER_BULKHEAD = 0, PRS_PY_WAITER_PUT = 1, PRS_PY_WAITER_GET = 2, PRS_PY_WAITER_JOIN = 3 };
+/* The operations a waiter can be queued for: a bulkhead's, or a ring's role. */
+enum { PRS_PY_WAITER_BULKHEAD = -1, PRS_PY_WAITER_PUT = PRS_RING_PRODUCER, PRS_PY_WAITER_GET = PRS_RING_CONSUMER,
+       PRS_PY_WAITER_JOIN = PRS_RING_JOINER };
 
 /* What a core call or a settle produced: the core's outcome (PRS_BULKHEAD_* /
  * PRS_RING_*; 0: a waiter settled already) and, for a queue, the item that
