@@ -111,7 +111,7 @@ int prs_py_bulkhead_release_at(PyObject *self, int64_t now) {
         PyErr_Format(PyExc_RuntimeError, "Bulkhead '%U' released more times than acquired", SELF->name);
         return -1;
     }
-    prs_py_waiters_served(PRS_PY_WAITER_BULKHEAD, woken);
+    if (woken) prs_py_waiters_served(PRS_PY_WAITER_BULKHEAD, woken); /* no call on the hot path */
     return 0;
 }
 
