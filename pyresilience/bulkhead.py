@@ -156,7 +156,7 @@ class Bulkhead(_core.Bulkhead, EventSource):
             await self._acquire_slow(r, limit)
 
     async def _acquire_slow(self, r: Any, limit: float) -> None:
-        if r is False or not await await_waiter(r, limit, self._finish):
+        if r is False or not await await_waiter(r, limit):
             raise self._full_error()
 
     # ``async with``: __aenter__/__aexit__ are in C (no coroutine on the fast

@@ -142,7 +142,8 @@ class _RingQueueMixin(_core.RingQueue, Named):
 
     async def _await_put(self, w: Any) -> bool:
         # Cancelled (even after room was given): the item is not stored.
-        return await await_waiter(w, self.block_timeout, self._finish_put)
+        stored: bool = await await_waiter(w, self.block_timeout)
+        return stored
 
     async def _aget(self, timeout: Optional[float] = None) -> Any:
         if timeout is not None:
@@ -153,7 +154,7 @@ class _RingQueueMixin(_core.RingQueue, Named):
         return await self._await_get(r, timeout)
 
     async def _await_get(self, w: Any, timeout: Optional[float]) -> Any:
-        return await await_waiter(w, timeout, self._finish_get)
+        return await await_waiter(w, timeout)
 
     async def _ajoin(self) -> None:
         w = self._join_async(new_waiter)
@@ -162,7 +163,7 @@ class _RingQueueMixin(_core.RingQueue, Named):
         try:
             await w.future
         finally:
-            self._finish_join(w)
+            w.finish()
 
     # -- iteration -------------------------------------------------------------
 

@@ -1,9 +1,8 @@
 """Declared binding of the ring queue (csrc/python/queue.c): loaded by
 binding_decl.py beside the other areas."""
 from binding_decl import M, P, Prop, Type
-from decl_bulkhead import FINISH, at
+from decl_bulkhead import at
 
-WAITER = "waiter: _AsyncWaiter, cancel: bool, /"
 OPT_MARK = ("o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.%s_watermark) : "
             "Py_NewRef(Py_None)")
 BLOCK = P("block", "BOOL", "bool", "True", field="block")
@@ -80,8 +79,6 @@ RING_QUEUE = Type(
               "interrupts the wait."),
         M("_join_async", NEW_WAITER, "Union[bool, _AsyncWaiter]", expr="Q_CALL(JOIN, NULL, PRS_NEVER, arg)",
           doc="Internal (asyncio form of join): True now, or a queued waiter."),
-        M("_finish_join", "waiter: _AsyncWaiter, /", "bool", expr=FINISH, flags="METH_FASTCALL",
-          doc="Internal: settle a joiner waiter."),
         M("close", expr="q_op(self, prs_ring_close, NULL)",
           doc="Close the queue: later puts raise QueueClosedError; getters drain what is\n"
               "left, then raise QueueClosedError. Blocked producers (their items are\n"
@@ -100,8 +97,6 @@ RING_QUEUE = Type(
           doc="Internal (asyncio form of put): a verdict now, or a queued waiter."),
         M("_get_async", NEW_WAITER, "Any", expr="Q_CALL(GET, NULL, PRS_NEVER, arg)",
           doc="Internal (asyncio form of get): an item now, or a queued waiter."),
-        M("_finish_put", WAITER, "bool", expr=FINISH, doc="Internal: settle a producer waiter."),
-        M("_finish_get", WAITER, "Any", expr=FINISH, doc="Internal: settle a consumer waiter."),
         M("_after_fork_child",
           expr='q_op(self, prs_ring_after_fork_child, "cannot re-create the queue\'s lock after fork")',
           doc="Internal: call in a child process right after fork, with one thread\n"

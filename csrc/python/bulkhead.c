@@ -5,7 +5,7 @@
  * this file's bh_ops: a try without blocking, then a core waiter queued in
  * one FIFO for threads and asyncio tasks alike. An asyncio waiter (driven by
  * pyresilience/bulkhead.py) is woken when release() hands it the permit; its
- * _finish() keeps it (ACCEPT) or gives it back (CANCEL: task cancelled).
+ * finish() keeps it (ACCEPT) or gives it back (CANCEL: task cancelled).
  */
 #include "wait.h"
 

@@ -3,11 +3,11 @@
  * types, and the _Ready awaitable.
  *
  * An _AsyncWaiter's references:
- *   - the coroutine that got it holds one until it settles it (_finish);
+ *   - the coroutine that got it holds one until it settles it (finish());
  *   - while it is queued in the core, the core "holds" one more (taken when
  *     it is made). Whoever takes it out of the queue drops that one: the
  *     thread that served it (prs_py_waiters_served, after waking its future),
- *     or prs_py_cond_finish when the settle finds it still queued;
+ *     or finish() when the settle finds it still queued;
  *   - it holds its owner strongly, so the core outlives every queued waiter.
  * Its future and the wake of that future come from the facade's new_waiter()
  * (pyresilience/_wait.py), called when an asyncio form must wait; serving it
@@ -320,22 +320,18 @@ PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *c
     return ops->result(owner, kind, new_waiter ? PRS_PY_COND_ASYNC : 0, &out);
 }
 
-PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t nargs) {
-    prs_py_state *st = prs_py_state_of(owner);
-    if (!st) return NULL;
-    prs_py_waiter *w = nargs >= 1 && nargs <= 2 ? (prs_py_waiter *)args[0] : NULL;
-    if (!w || !PyObject_TypeCheck(args[0], PRS_PY_TYPE(st, AsyncWaiter)) || w->owner != owner) {
-        PyErr_Format(PyExc_TypeError, "expected (waiter, cancel) with a waiter of this object, not %.200s",
-                     w ? Py_TYPE(args[0])->tp_name : "other arguments");
-        return NULL;
-    }
-    int cancel = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
+/* finish(cancel=False, /): settles the waiter once, whichever thread comes
+ * first, and returns its owner's result of it (outcome 0 when it had been
+ * settled already). */
+static PyObject *waiter_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    prs_py_waiter *w = (prs_py_waiter *)self;
+    if (nargs > 1) return PyErr_Format(PyExc_TypeError, "finish() takes at most 1 argument (%zd given)", nargs);
+    int cancel = nargs ? PyObject_IsTrue(args[0]) : 0;
     if (cancel < 0) return NULL;
     prs_py_settled out = {0, NULL};
-    if (!claim(&w->settled)) { /* settled once, whichever thread comes first */
-        if (w->ops->settle(owner, &w->u, cancel, &out)) Py_DECREF(w); /* it was queued: the queue's reference */
-    }
-    return w->ops->result(owner, w->kind, PRS_PY_COND_ASYNC | (cancel ? PRS_PY_COND_CANCEL : 0), &out);
+    if (!claim(&w->settled) && w->ops->settle(w->owner, &w->u, cancel, &out))
+        Py_DECREF(w); /* it was still queued: the queue's reference */
+    return w->ops->result(w->owner, w->kind, PRS_PY_COND_ASYNC | (cancel ? PRS_PY_COND_CANCEL : 0), &out);
 }
 
 /* ---- _Ready: an awaitable that is already done ----------------------------- */

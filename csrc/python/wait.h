@@ -20,7 +20,7 @@
  *
  * Async: the waiter is an _AsyncWaiter, an entry of the same FIFO tied to an
  * asyncio future, returned to the facade; the core serving it wakes the
- * future, and the owner's _finish method settles it (prs_py_cond_finish).
+ * future, and its finish(cancel) method settles it through its owner's ops.
  */
 #ifndef PRS_PY_WAIT_H
 #define PRS_PY_WAIT_H
@@ -131,11 +131,6 @@ static inline PyObject *prs_py_cond_call(const prs_py_cond_ops *ops, PyObject *o
     if (rc < 0) return NULL;
     return ops->result(owner, kind, new_waiter ? PRS_PY_COND_ASYNC : 0, &out);
 }
-
-/* An owner's _finish(waiter, cancel=False): settles an _AsyncWaiter of
- * `owner` once and returns ops->result() of it (outcome 0 when it had been
- * settled already). TypeError for anything else. */
-PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t nargs);
 
 /* A core call of an owner of `kind` served the asyncio waiters `woken` (its
  * core's waiters, linked by `next`): wakes each one's future - or, when its

@@ -114,9 +114,6 @@ static PyObject *q_join(PyObject *self, PyObject *unused) {
 static PyObject *q_join_async(PyObject *self, PyObject *arg) {
     return Q_CALL(JOIN, NULL, PRS_NEVER, arg);
 }
-static PyObject *q_finish_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
-}
 static PyObject *q_close(PyObject *self, PyObject *unused) {
     return q_op(self, prs_ring_close, NULL);
 }
@@ -145,12 +142,6 @@ static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t n
 }
 static PyObject *q_get_async(PyObject *self, PyObject *arg) {
     return Q_CALL(GET, NULL, PRS_NEVER, arg);
-}
-static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
-}
-static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
 }
 static PyObject *q_after_fork_child(PyObject *self, PyObject *unused) {
     return q_op(self, prs_ring_after_fork_child, "cannot re-create the queue's lock after fork");
@@ -211,11 +202,6 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of join): True now, or a queued waiter."},
-    {"_finish_join", (PyCFunction)(void (*)(void))q_finish_join, METH_FASTCALL,
-     "_finish_join($self, waiter, /)\n"
-     "--\n"
-     "\n"
-     "Internal: settle a joiner waiter."},
     {"close", q_close, METH_NOARGS,
      "close($self, /)\n"
      "--\n"
@@ -248,16 +234,6 @@ static PyMethodDef RingQueue_methods[] = {
      "--\n"
      "\n"
      "Internal (asyncio form of get): an item now, or a queued waiter."},
-    {"_finish_put", (PyCFunction)(void (*)(void))q_finish_put, METH_FASTCALL,
-     "_finish_put($self, waiter, cancel, /)\n"
-     "--\n"
-     "\n"
-     "Internal: settle a producer waiter."},
-    {"_finish_get", (PyCFunction)(void (*)(void))q_finish_get, METH_FASTCALL,
-     "_finish_get($self, waiter, cancel, /)\n"
-     "--\n"
-     "\n"
-     "Internal: settle a consumer waiter."},
     {"_after_fork_child", q_after_fork_child, METH_NOARGS,
      "_after_fork_child($self, /)\n"
      "--\n"

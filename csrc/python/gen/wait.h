@@ -7,6 +7,19 @@
 /* ---- _AsyncWaiter ---- */
 #define _AsyncWaiter_DOC \
     "A queued asyncio waiter of a Bulkhead or queue (internal; made by them)."
+static PyObject *waiter_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyMethodDef _AsyncWaiter_methods[] = {
+    {"finish", (PyCFunction)(void (*)(void))waiter_finish, METH_FASTCALL,
+     "finish($self, cancel=False, /)\n"
+     "--\n"
+     "\n"
+     "Settle the waiter through its owner, once (a later call finds it settled):\n"
+     "cancel=False keeps what it was handed, cancel=True gives it back. The owner's\n"
+     "result: a Bulkhead's True if it holds a slot (False: timed out - a rejection -\n"
+     "or cancelled); a put's True if its item is stored, a get's item (None when\n"
+     "cancelled), a join's True."},
+    {NULL, NULL, 0, NULL},
+};
 static PyMemberDef _AsyncWaiter_members[] = {
     {"future", T_OBJECT, offsetof(prs_py_waiter, future), READONLY,
      "The asyncio future woken when this waiter is served."},
@@ -20,6 +33,7 @@ static PyType_Slot _AsyncWaiter_slots[] = {
     {Py_tp_dealloc, waiter_dealloc},
     {Py_tp_traverse, waiter_traverse},
     {Py_tp_clear, waiter_clear},
+    {Py_tp_methods, _AsyncWaiter_methods},
     {Py_tp_members, _AsyncWaiter_members},
     {0, NULL},
 };
