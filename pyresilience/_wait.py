@@ -1,20 +1,24 @@
 """The asyncio side of the condition wait shared by Bulkhead and the queues.
 
-The C core queues an ``_AsyncWaiter`` in the same FIFO as the threads and
-wakes its future when it serves it; :func:`await_waiter` awaits that future
-(up to a time limit) and settles the waiter exactly once through the owner's
-``finish(waiter, cancel)``: ``cancel=True`` when the task is cancelled (or
-anything else is raised), so what was handed to it goes back.
+When an asyncio form must wait, the binding calls :func:`new_waiter` (the
+facade passes it with the call) for a future of the running loop and its
+wake, queues an ``_AsyncWaiter`` holding both in the same FIFO as the threads,
+and calls the wake when the core serves it, from whichever thread did;
+:func:`await_waiter` awaits that future (up to a time limit) and settles the
+waiter exactly once with its ``finish(cancel)``: ``cancel=True`` when the
+task is cancelled (or anything else is raised), so what was handed to it goes
+back. The future says only "look again": what was
+handed over is in the core waiter's state.
 """
 from __future__ import annotations
 
 import math
 import weakref
-from typing import Any, Callable, Iterable, Optional, TypeVar
+from asyncio import get_running_loop
+from asyncio.events import _get_running_loop
+from typing import Any, Callable, Iterable, Optional
 
 from ._core import deadline_remaining as _deadline_remaining
-
-R = TypeVar("R")
 
 
 def check_timeout(timeout: Any) -> float:
@@ -34,10 +38,26 @@ def _wake(fut: Any) -> None:
         fut.set_result(None)
 
 
-async def await_waiter(waiter: Any, limit: Optional[float], finish: Callable[[Any, bool], R]) -> R:
+def new_waiter() -> "tuple[Any, Callable[[], None]]":
+    """A new future of the running loop (RuntimeError when none runs) and its
+    wake: on the loop's thread the result is set at once, from any other
+    thread through ``loop.call_soon_threadsafe`` (which raises once the loop
+    is closed: the binding then gives back what the waiter was handed)."""
+    loop = get_running_loop()
+    fut = loop.create_future()
+
+    def wake() -> None:
+        if _get_running_loop() is loop:
+            _wake(fut)
+        else:
+            loop.call_soon_threadsafe(_wake, fut)
+    return fut, wake
+
+
+async def await_waiter(waiter: Any, limit: Optional[float]) -> Any:
     """Awaits ``waiter.future`` for up to ``limit`` seconds (None or inf: no
-    limit), then returns ``finish(waiter, False)``; on any exception (a
-    cancellation) calls ``finish(waiter, True)`` and re-raises."""
+    limit), then returns ``waiter.finish(False)``; on any exception (a
+    cancellation) calls ``waiter.finish(True)`` and re-raises."""
     fut = waiter.future
     handle = None
     left = _deadline_remaining()  # a policy call's deadline caps every wait
@@ -48,12 +68,12 @@ async def await_waiter(waiter: Any, limit: Optional[float], finish: Callable[[An
     try:
         await fut
     except BaseException:
-        finish(waiter, True)
+        waiter.finish(True)
         raise
     finally:
         if handle is not None:
             handle.cancel()
-    return finish(waiter, False)
+    return waiter.finish(False)
 
 
 def repair_after_fork(live: "weakref.WeakSet[Any]") -> None:

@@ -25,13 +25,12 @@ import inspect
 import os
 import threading
 import weakref
-from asyncio.events import _get_running_loop
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Optional, TypeVar, Union, cast, overload
 
 from . import _core, _registry
 from ._decorate import P, finish, inspect_target
-from ._wait import await_waiter, check_timeout, repair_after_fork
+from ._wait import await_waiter, check_timeout, new_waiter, repair_after_fork
 from .events import EventSource
 
 __all__ = ["Bulkhead", "BulkheadMetrics"]
@@ -45,6 +44,7 @@ _DEFAULT: Any = ...  # "the bulkhead's max_wait_seconds"
 class BulkheadMetrics:
     """A snapshot of a bulkhead's counters (``Bulkhead.metrics``)."""
 
+    # the name, then what _core.Bulkhead._stats() returns, in its order
     name: str
     max_concurrent: int
     active_count: int
@@ -151,12 +151,12 @@ class Bulkhead(_core.Bulkhead, EventSource):
         limit = self.max_wait_seconds if timeout is _DEFAULT else check_timeout(timeout)
         if self.shared:
             return await self._acquire_polling(limit)
-        r = self._acquire_async(_get_running_loop, limit != 0)
+        r = self._acquire_async(new_waiter, limit != 0)
         if r is not True:
             await self._acquire_slow(r, limit)
 
     async def _acquire_slow(self, r: Any, limit: float) -> None:
-        if r is False or not await await_waiter(r, limit, self._finish):
+        if r is False or not await await_waiter(r, limit):
             raise self._full_error()
 
     # ``async with``: __aenter__/__aexit__ are in C (no coroutine on the fast
@@ -174,7 +174,7 @@ class Bulkhead(_core.Bulkhead, EventSource):
         while True:
             left = deadline - loop.time()
             if left <= 0:  # a last try, counted as a rejection when it fails
-                if self._acquire_async(_get_running_loop, False) is True:
+                if self._acquire_async(new_waiter, False) is True:
                     return
                 raise self._full_error()
             await asyncio.sleep(min(delay, left))
@@ -186,7 +186,7 @@ class Bulkhead(_core.Bulkhead, EventSource):
         if self.shared:
             await self._acquire_polling(self.max_wait_seconds)
             return self
-        r = self._acquire_async(_get_running_loop, None)
+        r = self._acquire_async(new_waiter, None)
         if r is not True:
             await self._acquire_slow(r, self.max_wait_seconds)
         return self
@@ -215,7 +215,7 @@ class Bulkhead(_core.Bulkhead, EventSource):
         if self.shared:
             await self._acquire_polling(self.max_wait_seconds)
         else:
-            r = self._acquire_async(_get_running_loop, None)
+            r = self._acquire_async(new_waiter, None)
             if r is not True:
                 await self._acquire_slow(r, self.max_wait_seconds)
         if inspect.iscoroutinefunction(func):
@@ -261,7 +261,7 @@ class Bulkhead(_core.Bulkhead, EventSource):
             afunc = cast(Callable[..., Awaitable[Any]], func)
 
             async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
-                r = self._acquire_async(_get_running_loop, None)
+                r = self._acquire_async(new_waiter, None)
                 if r is not True:
                     await self._acquire_slow(r, self.max_wait_seconds)
                 try:
@@ -283,7 +283,7 @@ class Bulkhead(_core.Bulkhead, EventSource):
     @property
     def metrics(self) -> BulkheadMetrics:
         """A snapshot of every counter (BulkheadMetrics)."""
-        return BulkheadMetrics(name=self.name, **self._stats())
+        return BulkheadMetrics(self.name, *self._stats())
 
     def shutdown(self, wait: bool = True) -> None:
         """shutdown(self, wait=True)

@@ -30,11 +30,11 @@ import math
 import threading
 import time
 import warnings
-from asyncio.events import _get_running_loop
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _core
 from ._decorate import P, finish, inspect_target
+from ._wait import new_waiter
 from .breaker import CircuitBreaker
 from .bulkhead import Bulkhead, start_pool, stop_pool
 from .errors import PolicyWarning, TimeoutExceeded
@@ -427,7 +427,7 @@ def _bulkhead_async_layer(bulkhead: Bulkhead, inner: Async) -> Async:
     take, slow, release = bulkhead._acquire_async, bulkhead._acquire_slow, bulkhead.release
 
     async def bulkhead_layer(fn: Callable[..., Awaitable[Any]], args: Tuple[Any, ...], kwargs: Any) -> Any:
-        r = take(_get_running_loop, bulkhead.max_wait_seconds != 0)
+        r = take(new_waiter, bulkhead.max_wait_seconds != 0)
         if r is not True:
             await slow(r, bulkhead.max_wait_seconds)  # a cancelled wait keeps nothing
         try:
@@ -448,7 +448,7 @@ def _flat_async_layer(group: List[Any], inner: Async, *, star: bool = False) -> 
     inside it (``rest``: the same kind of layer over the strategies after it)
     through its own loop. ``star``: the same code called as ``(fn, /, *args,
     **kwargs)`` (a policy's call_async: no frame of its own before it)."""
-    ns: Dict[str, Any] = {"inner": inner, "now_ns": _core.retry_now_ns, "_get_running_loop": _get_running_loop,
+    ns: Dict[str, Any] = {"inner": inner, "now_ns": _core.retry_now_ns, "new_waiter": new_waiter,
                 "_timeout_enter": _core._timeout_enter, "_DEADLINE": _DEADLINE, "_timeout": asyncio.timeout,
                 "_monotonic_ns": _monotonic_ns}
     lines: List[str] = []
@@ -505,7 +505,7 @@ else:
             ns[f"take{i}"], ns[f"slow{i}"], ns[f"release{i}"] = s._acquire_async, s._acquire_slow, s.release
             ns[f"wait{i}"] = s.max_wait_seconds  # fixed when the bulkhead is made
             emit(depth, f"""
-w{i} = take{i}(_get_running_loop, {s.max_wait_seconds != 0})
+w{i} = take{i}(new_waiter, {s.max_wait_seconds != 0})
 if w{i} is not True:
     await slow{i}(w{i}, wait{i})  # a cancelled wait keeps nothing
 try:""")

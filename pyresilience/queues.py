@@ -35,7 +35,6 @@ from __future__ import annotations
 import os
 import types
 import weakref
-from asyncio.events import _get_running_loop
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterator, Optional, TypeVar, Union
@@ -43,7 +42,7 @@ from typing import TYPE_CHECKING, Any, AsyncIterator, Callable, Generic, Iterato
 from . import _core
 from ._core import _AsyncWaiter
 from ._decorate import same_body
-from ._wait import await_waiter, check_timeout, repair_after_fork
+from ._wait import await_waiter, check_timeout, new_waiter, repair_after_fork
 from .errors import QueueClosedError
 from .events import Named
 
@@ -136,34 +135,35 @@ class _RingQueueMixin(_core.RingQueue, Named):
     # the bodies of _aput and _aget under those names (see the class bodies)
 
     async def _aput(self, item: Any) -> bool:
-        r = self._put_async(item, _get_running_loop)
+        r = self._put_async(item, new_waiter)
         if r.__class__ is bool:
             return r
         return await self._await_put(r)
 
     async def _await_put(self, w: Any) -> bool:
         # Cancelled (even after room was given): the item is not stored.
-        return await await_waiter(w, self.block_timeout, self._finish_put)
+        stored: bool = await await_waiter(w, self.block_timeout)
+        return stored
 
     async def _aget(self, timeout: Optional[float] = None) -> Any:
         if timeout is not None:
             check_timeout(timeout)
-        r = self._get_async(_get_running_loop)
+        r = self._get_async(new_waiter)
         if r.__class__ is not _AsyncWaiter:
             return r
         return await self._await_get(r, timeout)
 
     async def _await_get(self, w: Any, timeout: Optional[float]) -> Any:
-        return await await_waiter(w, timeout, self._finish_get)
+        return await await_waiter(w, timeout)
 
     async def _ajoin(self) -> None:
-        w = self._join_async(_get_running_loop)
+        w = self._join_async(new_waiter)
         if isinstance(w, bool):
             return
         try:
             await w.future
         finally:
-            self._finish_join(w)
+            w.finish()
 
     # -- iteration -------------------------------------------------------------
 

@@ -568,6 +568,47 @@ def test_release_from_thread_wakes_async_waiter():
     assert b.available == 1
 
 
+def test_async_waiter_settles_once_through_its_owner():
+    # _AsyncWaiter.finish(cancel): the waiter knows its owner; the first call
+    # settles it, a later one finds it settled (a slot is never given twice).
+    from pyresilience._wait import new_waiter
+    b = Bulkhead("finish-once", 1, max_wait_seconds=math.inf)
+    b.acquire()
+
+    async def main():
+        w = b._acquire_async(new_waiter, True)
+        assert type(w) is pr._core._AsyncWaiter and b.waiting_count == 1
+        b.release()  # handed to the waiter
+        assert w.future.done() and b.active_count == 1
+        assert w.finish(True) is False  # given back
+        assert (b.active_count, b.waiting_count) == (0, 0)
+        assert w.finish() is False and b.available == 1
+        with pytest.raises(TypeError):
+            w.finish(True, False)
+    run(main())
+
+
+def test_waiter_of_a_closed_loop_gives_its_slot_back():
+    # Served after its loop closed: the wake (new_waiter's) raises, which is
+    # reported as unraisable, and the slot handed to the waiter comes back.
+    b = Bulkhead("closed-loop", 1, max_wait_seconds=math.inf)
+    b.acquire()
+    loop = asyncio.new_event_loop()
+    t = loop.create_task(b.acquire_async())
+    while b.waiting_count == 0:
+        loop.run_until_complete(asyncio.sleep(0))
+    loop.close()
+    unraisable = []
+    old, sys.unraisablehook = sys.unraisablehook, lambda u: unraisable.append(u.exc_type)
+    try:
+        b.release()
+    finally:
+        sys.unraisablehook = old
+    assert unraisable == [RuntimeError]
+    assert (b.available, b.waiting_count, b.active_count) == (1, 0, 0)
+    assert not t.done()
+
+
 # ---- bad input ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("args,exc", [

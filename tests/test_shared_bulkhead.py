@@ -44,8 +44,8 @@ def test_one_pool_for_every_handle(region):
     a.release()
     with pytest.raises(RuntimeError, match="released more times"):
         a.release()
-    s = a._stats()
-    assert (s["acquired_count"], s["released_count"], s["rejected_count"]) == (2, 2, 1)
+    m = a.metrics
+    assert (m.acquired_count, m.released_count, m.rejected_count) == (2, 2, 1)
 
 
 def test_mismatch_and_bad_arguments(region):

@@ -17,8 +17,6 @@ EXIT = "exc_type: Any, exc: Any, tb: Any, /"
 
 # Releases a Bulkhead's slot, then the value of a release()-like method.
 RELEASED = "prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : %s"
-# An owner's _finish*(waiter, cancel): settles an asyncio waiter (wait.c).
-FINISH = "prs_py_cond_finish(self, args, nargs)"
 
 BULKHEAD = Type(
     "Bulkhead", "bulkhead", "bh", config="bh_args", obj="bh_obj",
@@ -65,14 +63,11 @@ BULKHEAD = Type(
         M("__aexit__", EXIT, "Awaitable[None]", c="bh_aexit",
           expr=RELEASED % "prs_py_ready_new(o->ready, Py_None)",
           doc="Release the slot; never suppresses the exception."),
-        M("_acquire_async", "get_running_loop: Callable[[], Any], wait: Optional[bool], /",
+        M("_acquire_async", "new_waiter: Callable[[], Any], wait: Optional[bool], /",
           "Union[bool, _AsyncWaiter]",
           doc="Internal (asyncio form): True if a slot was taken, False if none and\n"
               "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
               "queued waiter whose .future is woken when a slot is handed to it."),
-        M("_finish", "waiter: _AsyncWaiter, cancel: bool, /", "bool", expr=FINISH,
-          doc="Internal: settle a waiter. cancel=False: True if it holds a slot, False if\n"
-              "it timed out (a rejection). cancel=True: a slot it was handed goes back."),
         M("_full_error", returns="Exception",
           doc="Internal: a new BulkheadFullError for this bulkhead."),
         M("_after_fork_child",
@@ -80,7 +75,8 @@ BULKHEAD = Type(
               "running (pyresilience.bulkhead's os.register_at_fork hook does): a new\n"
               "lock; the parent's threads leave the queue and a slot handed to one of\n"
               "them comes back. asyncio waiters stay queued."),
-        M("_stats", returns="Dict[str, Any]", doc="Internal: a dict snapshot of every counter."),
+        M("_stats", returns="tuple[Any, ...]",
+          doc="Internal: a snapshot of every counter (BulkheadMetrics' fields after name)."),
         M("_reap", returns="int", expr="PyLong_FromLong(prs_bulkhead_reap(o->core))",
           doc="Internal: free now the permits held by dead processes (shared): how many."),
     ],
@@ -102,10 +98,15 @@ BULKHEAD = Type(
 
 ASYNC_WAITER = Type(
     "_AsyncWaiter", "wait", "waiter", obj="prs_py_waiter",
-    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"), slots={"call": "waiter_call"},
-    refs=["loop", "future", "get_loop"], kept=["owner"], free="waiter_free(o);",
+    flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
+    refs=["future", "wake"], kept=["owner"], free="waiter_free(o);",
     doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
-    methods=[M("__call__", slot=True, expr="waiter_resolve((prs_py_waiter *)self) < 0 ? NULL : Py_NewRef(Py_None)")],
+    methods=[M("finish", "cancel: bool = False, /", "Any", flags="METH_FASTCALL",
+               doc="Settle the waiter through its owner, once (a later call finds it settled):\n"
+                   "cancel=False keeps what it was handed, cancel=True gives it back. The owner's\n"
+                   "result: a Bulkhead's True if it holds a slot (False: timed out - a rejection -\n"
+                   "or cancelled); a put's True if its item is stored, a get's item (None when\n"
+                   "cancelled), a join's True.")],
     props=[Prop("future", "Any", "The asyncio future woken when this waiter is served.",
                 member="future")])
 

@@ -1,13 +1,12 @@
 """Declared binding of the ring queue (csrc/python/queue.c): loaded by
 binding_decl.py beside the other areas."""
 from binding_decl import M, P, Prop, Type
-from decl_bulkhead import FINISH, at
+from decl_bulkhead import at
 
-WAITER = "waiter: _AsyncWaiter, cancel: bool, /"
 OPT_MARK = ("o->a.ring.watermarks ? PyFloat_FromDouble(o->a.ring.%s_watermark) : "
             "Py_NewRef(Py_None)")
 BLOCK = P("block", "BOOL", "bool", "True", field="block")
-LOOP = "get_running_loop: Callable[[], Any], /"
+NEW_WAITER = "new_waiter: Callable[[], Any], /"
 
 # A watermark: a fraction the core checks (None: not given, NaN in the config).
 MARK = ("zero", "neg", "inf", "none")
@@ -78,10 +77,8 @@ RING_QUEUE = Type(
           doc="Wait until every item put has been marked done with task_done()\n"
               "(queue.Queue.join). The GIL is released while waiting and Ctrl-C\n"
               "interrupts the wait."),
-        M("_join_async", LOOP, "Union[bool, _AsyncWaiter]", expr="Q_CALL(JOIN, NULL, PRS_NEVER, arg)",
+        M("_join_async", NEW_WAITER, "Union[bool, _AsyncWaiter]", expr="Q_CALL(JOIN, NULL, PRS_NEVER, arg)",
           doc="Internal (asyncio form of join): True now, or a queued waiter."),
-        M("_finish_join", "waiter: _AsyncWaiter, /", "bool", expr=FINISH, flags="METH_FASTCALL",
-          doc="Internal: settle a joiner waiter."),
         M("close", expr="q_op(self, prs_ring_close, NULL)",
           doc="Close the queue: later puts raise QueueClosedError; getters drain what is\n"
               "left, then raise QueueClosedError. Blocked producers (their items are\n"
@@ -95,13 +92,11 @@ RING_QUEUE = Type(
         M("__len__", returns="int", slot=True, expr="prs_ring_size(o->core)"),
         M("_put_async", returns="Union[bool, _AsyncWaiter]",
           params=[P("item", "OBJECT", "Any"),
-                  P("get_running_loop", "OBJECT", "Callable[[], Any]", posonly=True)],
+                  P("new_waiter", "OBJECT", "Callable[[], Any]", posonly=True)],
           expr="Q_CALL(PUT, v[0], o->block_timeout_ns, v[1])",
           doc="Internal (asyncio form of put): a verdict now, or a queued waiter."),
-        M("_get_async", LOOP, "Any", expr="Q_CALL(GET, NULL, PRS_NEVER, arg)",
+        M("_get_async", NEW_WAITER, "Any", expr="Q_CALL(GET, NULL, PRS_NEVER, arg)",
           doc="Internal (asyncio form of get): an item now, or a queued waiter."),
-        M("_finish_put", WAITER, "bool", expr=FINISH, doc="Internal: settle a producer waiter."),
-        M("_finish_get", WAITER, "Any", expr=FINISH, doc="Internal: settle a consumer waiter."),
         M("_after_fork_child",
           expr='q_op(self, prs_ring_after_fork_child, "cannot re-create the queue\'s lock after fork")',
           doc="Internal: call in a child process right after fork, with one thread\n"

@@ -3,12 +3,9 @@
  *
  * Every acquire, sync or asyncio, is one prs_py_cond_call() (wait.h) over
  * this file's bh_ops: a try without blocking, then a core waiter queued in
- * one FIFO for threads and asyncio tasks alike. A thread waits with the GIL
- * released, signals checked, and an interrupted wait takes nothing; an
- * asyncio waiter (driven by pyresilience/bulkhead.py) is woken when release()
- * hands it the permit, and its coroutine settles it with _finish(): ACCEPT
- * keeps the permit, CANCEL (task cancelled) gives it back, exactly once (the
- * core waiter's state decides).
+ * one FIFO for threads and asyncio tasks alike. An asyncio waiter (driven by
+ * pyresilience/bulkhead.py) is woken when release() hands it the permit; its
+ * finish() keeps it (ACCEPT) or gives it back (CANCEL: task cancelled).
  */
 #include "wait.h"
 
@@ -49,33 +46,20 @@ static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
 
 #define SELF ((bh_obj *)self)
 
-/* A fresh BulkheadFullError(message, retry_after=, name=) (new reference), or
+/* A fresh BulkheadFullError(message, retry_after, name) (new reference), or
  * NULL with an exception. retry_after is always an estimate: the observed
  * mean hold, or the core's prior (1 s) before any slot came back. */
 static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
     prs_py_state *st = prs_py_state_of(self);
-    if (!st) return NULL;
     int64_t est = prs_bulkhead_estimate_wait_ns(SELF->core, prs_monotonic_ns());
-    PyObject *msg = PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)", SELF->name,
-                                         (long long)prs_bulkhead_max_concurrent(SELF->core));
-    PyObject *args = Py_BuildValue("(N)", msg);
-    PyObject *kw = Py_BuildValue("{s:d,s:O}", "retry_after", prs_py_ns_to_s(est), "name", SELF->name);
-    PyObject *exc = args && kw ? PyObject_Call(PRS_PY_EXC(st, BulkheadFullError), args, kw) : NULL;
-    Py_XDECREF(args);
-    Py_XDECREF(kw);
+    PyObject *args[3] = {PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)", SELF->name,
+                                              (long long)prs_bulkhead_max_concurrent(SELF->core)),
+                         PyFloat_FromDouble(prs_py_ns_to_s(est)), SELF->name};
+    PyObject *exc = st && args[0] && args[1] ? PyObject_Vectorcall(PRS_PY_EXC(st, BulkheadFullError), args, 3, NULL)
+                                             : NULL;
+    Py_XDECREF(args[0]);
+    Py_XDECREF(args[1]);
     return exc;
-}
-
-/* Wakes the asyncio waiters served by a core call (linked by `next`): one that
- * cannot be woken (its loop is gone) gives its permit back, which may serve
- * the next one. */
-static void deliver(prs_bulkhead_waiter *woken) {
-    while (woken) {
-        prs_bulkhead_waiter *next = woken->next;
-        woken->next = NULL;
-        prs_py_waiter_served(woken->data);
-        woken = next;
-    }
 }
 
 /* Takes a permit: at once (waiter NULL; a refusal counted when final), or
@@ -91,15 +75,11 @@ static inline int bh_call(PyObject *self, int kind, void *waiter, int final, PyO
     return !got && !final;
 }
 
-static int bh_wait(void *core, void *waiter, int64_t deadline_ns) {
-    return prs_bulkhead_wait(core, waiter, deadline_ns);
-}
-
 static int bh_settle(PyObject *self, void *waiter, int cancel, prs_py_settled *out) {
     prs_bulkhead_waiter *woken = NULL;
     prs_bulkhead_finish(SELF->core, waiter, cancel ? PRS_BULKHEAD_FINISH_CANCEL : PRS_BULKHEAD_FINISH_ACCEPT,
                         prs_monotonic_ns(), &out->outcome, &woken);
-    deliver(woken);
+    prs_py_waiters_served(PRS_PY_WAITER_BULKHEAD, woken);
     return out->outcome == PRS_BULKHEAD_REJECTED || out->outcome == PRS_BULKHEAD_CANCELLED;
 }
 
@@ -113,10 +93,10 @@ static inline PyObject *bh_result(PyObject *self, int kind, unsigned flags, prs_
     return prs_py_raise(bh_full_error(self, NULL));
 }
 
-static const prs_py_cond_ops bh_ops = {bh_call, bh_wait, bh_settle, bh_result};
+static const prs_py_cond_ops bh_ops = {bh_call, bh_settle, bh_result};
 
-#define BH_CALL(timeout_ns, get_loop) \
-    prs_py_cond_call(&bh_ops, self, SELF->core, PRS_PY_WAITER_BULKHEAD, NULL, timeout_ns, get_loop)
+#define BH_CALL(timeout_ns, new_waiter) \
+    prs_py_cond_call(&bh_ops, self, SELF->core, PRS_PY_WAITER_BULKHEAD, NULL, timeout_ns, new_waiter)
 
 int prs_py_bulkhead_try_at(PyObject *self, int64_t now) {
     int got = 0;
@@ -131,7 +111,7 @@ int prs_py_bulkhead_release_at(PyObject *self, int64_t now) {
         PyErr_Format(PyExc_RuntimeError, "Bulkhead '%U' released more times than acquired", SELF->name);
         return -1;
     }
-    deliver(woken);
+    if (woken) prs_py_waiters_served(PRS_PY_WAITER_BULKHEAD, woken); /* no call on the hot path */
     return 0;
 }
 
@@ -141,7 +121,7 @@ static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused) {
     prs_bulkhead_waiter *woken = NULL;
     int rc = prs_bulkhead_after_fork_child(SELF->core, &woken);
     if (rc) return prs_py_error(prs_py_state_of(self), rc, "cannot re-create the Bulkhead's lock after fork");
-    deliver(woken); /* asyncio waiters served by the permits given back */
+    prs_py_waiters_served(PRS_PY_WAITER_BULKHEAD, woken); /* by the permits given back */
     Py_RETURN_NONE;
 }
 
@@ -175,17 +155,15 @@ static PyObject *bh_aenter(PyObject *self, PyObject *unused) {
     return PyObject_CallMethod(self, "_aenter_slow", NULL);
 }
 
+/* BulkheadMetrics' fields after the name, in its order. */
 static PyObject *bh_stats(PyObject *self, PyObject *unused) {
     prs_bulkhead_stats s = bh_stats_of(SELF);
     PyObject *hold = s.avg_hold_ns < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)s.avg_hold_ns / 1e9);
-    if (!hold) return NULL;
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:L,s:N,s:L,s:d}", "max_concurrent", (long long)s.max_concurrent,
-                         "active_count", (long long)s.active, "available", (long long)s.available,
-                         "waiting_count", (long long)s.waiting, "acquired_count", (long long)s.acquired_total,
-                         "released_count", (long long)s.released_total, "rejected_count",
-                         (long long)s.rejected_total, "cancelled_count", (long long)s.cancelled_total,
-                         "average_hold_seconds", hold, "waited_count", (long long)s.waited_total,
-                         "held_seconds_total", (double)s.held_ns_total / 1e9);
+    return hold ? Py_BuildValue("(LLLLLLLLNLd)", (long long)s.max_concurrent, (long long)s.active,
+                                (long long)s.available, (long long)s.waiting, (long long)s.acquired_total,
+                                (long long)s.released_total, (long long)s.rejected_total,
+                                (long long)s.cancelled_total, hold, (long long)s.waited_total,
+                                (double)s.held_ns_total / 1e9) : NULL;
 }
 
 #include "gen/bulkhead.h"

@@ -10,8 +10,7 @@
  *
  * Every put, get and join, sync or asyncio, is one prs_py_cond_call() (wait.h)
  * over this file's q_ops: the core call, its settle, and what an outcome
- * returns (threads wait with the GIL released, signals checked, and an
- * interrupted wait takes nothing; asyncio waiters share the threads' FIFO).
+ * returns.
  *
  * Watermark callbacks run after the core call returned (no lock held), in the
  * thread whose call crossed the mark; an exception from one is reported
@@ -94,8 +93,8 @@ static void decref_item(void *item, void *arg) { Py_DECREF((PyObject *)item); }
 
 /* Every put, get and join: the queue's cond ops (below) over its core. */
 static const prs_py_cond_ops q_ops;
-#define Q_CALL(kind, item, timeout_ns, get_loop) \
-    prs_py_cond_call(&q_ops, self, ((q_obj *)self)->core, PRS_PY_WAITER_##kind, item, timeout_ns, get_loop)
+#define Q_CALL(kind, item, timeout_ns, new_waiter) \
+    prs_py_cond_call(&q_ops, self, ((q_obj *)self)->core, PRS_PY_WAITER_##kind, item, timeout_ns, new_waiter)
 
 #include "gen/queue.h"
 
@@ -121,16 +120,6 @@ static int q_build(q_obj *o, q_args *a, PyObject **v) {
 
 /* ---- after a core call: wake, call back, release (no lock held) --------- */
 
-/* Wakes the asyncio waiters served by a core call (one whose loop is gone
- * gives back what it was handed). */
-static void deliver(prs_ring_waiter *woken) {
-    while (woken) {
-        prs_ring_waiter *next = woken->next;
-        prs_py_waiter_served(woken->data);
-        woken = next;
-    }
-}
-
 /* Calls a watermark callback (None, or NULL once cleared: none), holding it across the call. */
 static void call_hook(PyObject *fn) {
     if (!fn || fn == Py_None) return;
@@ -145,16 +134,12 @@ static void call_hook(PyObject *fn) {
 static void after(PyObject *self, prs_ring_result *res) {
     if (!res->woken && !res->events && !res->evicted) return;
     PRS_PY_EXC_SAVE(saved);
-    deliver(res->woken);
+    prs_py_waiters_served(PRS_PY_WAITER_GET, res->woken); /* a ring's, whatever their kind */
     if (res->events & PRS_RING_EV_HIGH) call_hook(SELF->on_high);
     if (res->events & PRS_RING_EV_LOW) call_hook(SELF->on_low);
     if (res->evicted) Py_DECREF((PyObject *)res->evicted);
     res->evicted = NULL;
     PRS_PY_EXC_RESTORE(saved);
-}
-
-static int q_wait(void *core, void *waiter, int64_t deadline_ns) {
-    return prs_ring_wait(core, waiter, deadline_ns);
 }
 
 /* QueueFullError, QueueClosedError, QueueEmptyError, MemoryError, ... (NULL). */
@@ -228,7 +213,7 @@ static inline PyObject *q_result(PyObject *self, int kind, unsigned flags, prs_p
     Py_RETURN_FALSE;
 }
 
-static const prs_py_cond_ops q_ops = {q_call, q_wait, q_settle, q_result};
+static const prs_py_cond_ops q_ops = {q_call, q_settle, q_result};
 
 /* ---- put, get, join: sync and asyncio (driven by pyresilience/queues.py) -- */
 

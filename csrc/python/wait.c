@@ -1,20 +1,17 @@
 /*
- * wait.c - the binding's two waits (wait.h): the rate wait of every rate
- * limiter (its sync loop and the _RateWait of the async forms), and the
- * condition wait of Bulkhead and RingQueue (the one call every blocking and
- * asyncio form goes through, the _AsyncWaiter type and the _Ready awaitable).
+ * wait.c - the binding's two waits (wait.h), the _AsyncWaiter and _RateWait
+ * types, and the _Ready awaitable.
  *
  * An _AsyncWaiter's references:
- *   - the coroutine that got it holds one until it settles it (_finish);
+ *   - the coroutine that got it holds one until it settles it (finish());
  *   - while it is queued in the core, the core "holds" one more (taken when
  *     it is made). Whoever takes it out of the queue drops that one: the
- *     thread that served it (prs_py_waiter_served, after waking its future),
- *     or prs_py_cond_finish when the settle finds it still queued;
+ *     thread that served it (prs_py_waiters_served, after waking its future),
+ *     or finish() when the settle finds it still queued;
  *   - it holds its owner strongly, so the core outlives every queued waiter.
- * Waking: on the future's loop thread, future.set_result(None) directly; from
- * any other thread, loop.call_soon_threadsafe(waiter) (calling the waiter
- * sets the result if the future is still pending). The future says only "look
- * again": what was handed over is in the core waiter's state.
+ * Its future and the wake of that future come from the facade's new_waiter()
+ * (pyresilience/_wait.py), called when an asyncio form must wait; serving it
+ * calls the wake, from whichever thread served it.
  */
 #include "wait.h"
 
@@ -27,9 +24,8 @@ typedef union core_waiter {
 typedef struct prs_py_waiter {
     PyObject_HEAD
     PyObject *owner;              /* strong: the Bulkhead or RingQueue */
-    PyObject *loop;               /* strong: the loop of `future` */
     PyObject *future;             /* strong: asyncio future */
-    PyObject *get_loop;           /* strong: asyncio's _get_running_loop */
+    PyObject *wake;               /* strong: wakes `future`, from any thread */
     const prs_py_cond_ops *ops;   /* the owner's */
     int kind;                     /* PRS_PY_WAITER_* */
     int settled;                  /* 1 once settled */
@@ -42,10 +38,13 @@ typedef struct {
 } ready_obj;
 
 static void waiter_free(prs_py_waiter *w);
-static int waiter_resolve(prs_py_waiter *w);
 
-/* A rate wait in progress: n, and its deadlines. */
+/* A rate wait in progress: what decides, n, and its deadlines. */
 typedef struct rate_wait {
+    prs_py_clock *clock;
+    prs_py_decide_fn fn;
+    void *ctx;
+    const char *what;      /* static string */
     int64_t n;
     int64_t deadline;      /* on the limiter's clock; PRS_NEVER: no timeout */
     int64_t real_deadline; /* CLOCK_MONOTONIC (clocks other than a ManualClock):
@@ -54,11 +53,7 @@ typedef struct rate_wait {
 
 typedef struct {
     PyObject_HEAD
-    PyObject *owner;          /* strong: owns clock and ctx */
-    prs_py_clock *clock;
-    prs_py_decide_fn fn;
-    void *ctx;
-    const char *what;         /* static string */
+    PyObject *owner;          /* strong: owns the wait's clock and ctx */
     rate_wait w;
     int done;
 } rate_wait_obj;
@@ -68,20 +63,18 @@ typedef struct {
 /* ---- the rate wait: until a rate limiter admits ---------------------------- *
  * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
  * never); this only turns the step into a sleep, an advance of a ManualClock,
- * or an exception. Three waits can never end and raise at once: a request the
- * limiter can never admit (PRS_NEVER: a spent budget; ValueError when n
- * exceeds the limit), an admission at or beyond 2^63 ns (a saturated clock,
- * e.g. time.time_ns passed as a clock), and one past the timeout. A finite timeout is also measured on
+ * or one of the exceptions wait.h lists. A finite timeout is also measured on
  * CLOCK_MONOTONIC for clocks that are not a ManualClock, so a callable clock
  * that stalls cannot stretch it. */
 
-/* Starts a wait for n with timeout_ns (PRS_NEVER: none), reading the clock. 0 or -1. */
-static int wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, rate_wait *w) {
+/* Starts wait *w (what decides and n set) with timeout_ns (PRS_NEVER: none;
+ * a policy's deadline caps it), reading the clock. 0 or -1. */
+static int wait_begin(prs_py_state *st, rate_wait *w, int64_t timeout_ns) {
     int64_t now;
-    if (prs_py_clock_now(clock, &now) < 0) return -1;
-    w->n = n;
+    timeout_ns = prs_py_deadline_cap(st, timeout_ns);
+    if (prs_py_clock_now(w->clock, &now) < 0) return -1;
     w->deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
-    w->real_deadline = (timeout_ns == PRS_NEVER || clock->kind == PRS_CLOCK_MANUAL)
+    w->real_deadline = (timeout_ns == PRS_NEVER || w->clock->kind == PRS_CLOCK_MANUAL)
                            ? PRS_NEVER
                            : prs__sat_add(prs_monotonic_ns(), timeout_ns);
     return 0;
@@ -89,18 +82,15 @@ static int wait_begin(prs_py_clock *clock, int64_t n, int64_t timeout_ns, rate_w
 
 /* Decides once. 0: admitted (n taken). 1: not yet, *sleep_ns is how long to
  * sleep before the next step (0 on a ManualClock, which was advanced to the
- * instant of admission instead). -1 with an exception: RateLimitExceeded
- * (retry_after inf) when the wait would never end, or when admission lies
- * beyond the timeout; ValueError when n exceeds what can ever be admitted; a
- * clock error. Nothing is taken unless 0 is returned. */
-static int wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
-                     const char *what, rate_wait *w, int64_t *sleep_ns) {
+ * instant of admission instead). -1 with an exception (prs_py_wait_admitted's).
+ * Nothing is taken unless 0 is returned. */
+static int wait_step(prs_py_state *st, rate_wait *w, int64_t *sleep_ns) {
     static const char *const late = "rate limit exceeded: not admissible within timeout";
     int64_t now, max_n = INT64_MAX, wake = 0;
     prs_decision d;
     int by = -1;
-    if (prs_py_clock_now(clock, &now) < 0) return -1;
-    int rc = fn(ctx, now, w->n, 1, &d, &by, &max_n);
+    if (prs_py_clock_now(w->clock, &now) < 0) return -1;
+    int rc = w->fn(w->ctx, now, w->n, 1, &d, &by, &max_n);
     if (rc) { /* fn may word its own failure (a backend's message) */
         if (!PyErr_Occurred()) prs_py_error(st, rc, NULL);
         return -1;
@@ -110,7 +100,7 @@ static int wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
     case PRS_WAIT_NEVER:
         if (w->n > max_n) {
             PyErr_Format(PyExc_ValueError, "n=%lld can never be admitted by this %s (limit %lld)",
-                         (long long)w->n, what, (long long)max_n);
+                         (long long)w->n, w->what, (long long)max_n);
             return -1;
         }
         prs_py_raise_rate_limited(st, &d, by, PRS_NEVER,
@@ -125,9 +115,9 @@ static int wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
         return -1;
     default: break; /* PRS_WAIT_SLEEP until `wake` */
     }
-    if (clock->kind == PRS_CLOCK_MANUAL) { /* advanced to the admission instant instead */
+    if (w->clock->kind == PRS_CLOCK_MANUAL) { /* advanced to the admission instant instead */
         *sleep_ns = 0;
-        return prs_py_clock_wait(clock, now, wake) < 0 ? -1 : 1;
+        return prs_py_clock_wait(w->clock, now, wake) < 0 ? -1 : 1;
     }
     int64_t ns = wake - now;
     if (w->real_deadline != PRS_NEVER) {
@@ -144,11 +134,11 @@ static int wait_step(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn,
 
 int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                          const char *what, int64_t n, int64_t timeout_ns, int whole) {
-    rate_wait w;
-    if (wait_begin(clock, n, prs_py_deadline_cap(st, timeout_ns), &w) < 0) return -1;
+    rate_wait w = {clock, fn, ctx, what, n};
+    if (wait_begin(st, &w, timeout_ns) < 0) return -1;
     for (;;) { /* nothing is taken unless admitted */
         int64_t ns = 0;
-        int r = wait_step(st, clock, fn, ctx, what, &w, &ns);
+        int r = wait_step(st, &w, &ns);
         if (r <= 0) return r;
         if ((whole ? prs_py_clock_sleep(clock, ns) : prs_py_clock_wait(clock, 0, ns)) < 0) return -1;
     }
@@ -163,12 +153,9 @@ PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *
     rate_wait_obj *self = (rate_wait_obj *)tp->tp_alloc(tp, 0);
     if (!self) return NULL;
     self->owner = Py_NewRef(owner);
-    self->clock = clock;
-    self->fn = fn;
-    self->ctx = ctx;
-    self->what = what;
+    self->w = (rate_wait){clock, fn, ctx, what, n};
     self->done = 0;
-    if (wait_begin(clock, n, prs_py_deadline_cap(st, timeout_ns), &self->w) < 0) {
+    if (wait_begin(st, &self->w, timeout_ns) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -184,7 +171,7 @@ static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
     Py_BEGIN_CRITICAL_SECTION(op); /* steps of one wait, one at a time: admitted once */
     if (self->done)
         PyErr_SetString(PyExc_RuntimeError, "this wait has already been admitted");
-    else if ((r = wait_step(st, self->clock, self->fn, self->ctx, self->what, &self->w, &ns)) == 0)
+    else if ((r = wait_step(st, &self->w, &ns)) == 0)
         self->done = 1;
     Py_END_CRITICAL_SECTION();
     if (r < 0) return NULL;
@@ -201,9 +188,7 @@ static int claim(int *flag) { return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_R
 
 static int core_waiter_init(core_waiter *u, int kind, int blocking, void *data) {
     if (kind == PRS_PY_WAITER_BULKHEAD) return prs_bulkhead_waiter_init(&u->b, blocking, data);
-    return prs_ring_waiter_init(&u->r, kind == PRS_PY_WAITER_PUT ? PRS_RING_PRODUCER
-                                       : kind == PRS_PY_WAITER_GET ? PRS_RING_CONSUMER
-                                                                   : PRS_RING_JOINER, blocking, data);
+    return prs_ring_waiter_init(&u->r, kind, blocking, data); /* kind is the ring's role */
 }
 
 static void core_waiter_destroy(core_waiter *u, int kind) {
@@ -213,10 +198,10 @@ static void core_waiter_destroy(core_waiter *u, int kind) {
 
 /* ---- sync ---------------------------------------------------------------- */
 
-/* Waits until `waiter` (queued, BLOCKING) is served or timeout_ns has passed,
- * then settles it with ACCEPT into *out: 0. When a signal handler raises,
- * settles it with CANCEL instead: -1 with that exception. */
-static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, void *waiter,
+/* Waits until `u` (queued, BLOCKING, of `kind`) is served or timeout_ns has
+ * passed, then settles it with ACCEPT into *out: 0. When a signal handler
+ * raises, settles it with CANCEL instead: -1 with that exception. */
+static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, core_waiter *u,
                      int64_t timeout_ns, prs_py_settled *out) {
     timeout_ns = prs_py_deadline_cap(prs_py_state_of(owner), timeout_ns);
     int64_t now = prs_monotonic_ns();
@@ -225,47 +210,41 @@ static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, vo
         int64_t slice_end = prs__min64(prs__sat_add(now, SLICE_NS), deadline);
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = ops->wait(core, waiter, slice_end);
+        rc = kind == PRS_PY_WAITER_BULKHEAD ? prs_bulkhead_wait(core, &u->b, slice_end)
+                                            : prs_ring_wait(core, &u->r, slice_end); /* only the core */
         Py_END_ALLOW_THREADS
         /* Signals first, served or not: what was handed over in the slice in
          * which a signal came would otherwise be kept while the handler's
          * exception (KeyboardInterrupt) propagates. */
         if (PyErr_CheckSignals() < 0) {
-            ops->settle(owner, waiter, 1, out);
+            ops->settle(owner, u, 1, out);
             return -1;
         }
         if (rc == PRS_OK) break;
         now = prs_monotonic_ns();
         if (now >= deadline) break;
     }
-    ops->settle(owner, waiter, 0, out);
+    ops->settle(owner, u, 0, out);
     return 0;
 }
 
 /* ---- _AsyncWaiter -------------------------------------------------------- */
 
-/* A new waiter of `kind` for `owner`, with a fresh future of the running loop
- * (get_loop() returns it; RuntimeError when there is none), its core waiter
+/* A new waiter of `kind` for `owner`, with the future and wake that
+ * new_waiter() returns (RuntimeError when no loop runs), its core waiter
  * initialised, and the queue's reference already taken (two references in
  * all). NULL with an exception. */
-static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *get_loop, const prs_py_cond_ops *ops) {
+static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *new_waiter, const prs_py_cond_ops *ops) {
     prs_py_state *st = prs_py_state_of(owner);
-    if (!st) return NULL;
-    PyObject *loop = PyObject_CallNoArgs(get_loop);
-    if (!loop) return NULL;
-    if (loop == Py_None) {
-        Py_DECREF(loop);
-        PyErr_SetString(PyExc_RuntimeError, "no running event loop");
-        return NULL;
-    }
-    PyObject *fut = PyObject_CallMethod(loop, "create_future", NULL);
-    if (!fut) { Py_DECREF(loop); return NULL; }
-    prs_py_waiter *w = PyObject_GC_New(prs_py_waiter, PRS_PY_TYPE(st, AsyncWaiter));
-    if (!w) { Py_DECREF(loop); Py_DECREF(fut); return NULL; }
+    PyObject *fut, *wake, *pair = st ? PyObject_CallNoArgs(new_waiter) : NULL;
+    if (!pair) return NULL;
+    prs_py_waiter *w = PyArg_ParseTuple(pair, "OO:new_waiter", &fut, &wake)
+                           ? PyObject_GC_New(prs_py_waiter, PRS_PY_TYPE(st, AsyncWaiter)) : NULL;
+    if (!w) { Py_DECREF(pair); return NULL; }
     w->owner = Py_NewRef(owner);
-    w->loop = loop;
-    w->future = fut;
-    w->get_loop = Py_NewRef(get_loop);
+    w->future = Py_NewRef(fut);
+    w->wake = Py_NewRef(wake);
+    Py_DECREF(pair);
     w->ops = ops;
     w->kind = kind;
     w->settled = 0;
@@ -283,41 +262,21 @@ static void waiter_abandon(prs_py_waiter *w) {
     Py_XDECREF(out.item);
 }
 
-/* future.set_result(None) unless the future is done already. */
-static int waiter_resolve(prs_py_waiter *w) {
-    PyObject *done = PyObject_CallMethod(w->future, "done", NULL);
-    if (!done) return -1;
-    int d = PyObject_IsTrue(done);
-    Py_DECREF(done);
-    if (d < 0) return -1;
-    if (d) return 0;
-    PyObject *r = PyObject_CallMethod(w->future, "set_result", "O", Py_None);
-    if (!r) return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-static int waiter_wake(prs_py_waiter *w) {
-    PyObject *running = PyObject_CallNoArgs(w->get_loop);
-    if (!running) return -1;
-    int same = running == w->loop;
-    Py_DECREF(running);
-    if (same) return waiter_resolve(w);
-    PyObject *r = PyObject_CallMethod(w->loop, "call_soon_threadsafe", "O", (PyObject *)w);
-    if (!r) return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-void prs_py_waiter_served(void *data) {
-    prs_py_waiter *w = data;
-    PRS_PY_EXC_SAVE(saved);
-    if (waiter_wake(w) < 0) {
-        PyErr_WriteUnraisable((PyObject *)w); /* its loop is gone: undo what was handed to it */
-        waiter_abandon(w);
+void prs_py_waiters_served(int kind, void *woken) {
+    while (woken) {
+        core_waiter *u = woken;
+        prs_py_waiter *w = kind == PRS_PY_WAITER_BULKHEAD ? u->b.data : u->r.data;
+        woken = kind == PRS_PY_WAITER_BULKHEAD ? (void *)u->b.next : (void *)u->r.next; /* before w may go */
+        PRS_PY_EXC_SAVE(saved);
+        PyObject *r = PyObject_CallNoArgs(w->wake);
+        if (r) Py_DECREF(r);
+        else {
+            PyErr_WriteUnraisable((PyObject *)w); /* its loop is gone: undo what was handed to it */
+            waiter_abandon(w);
+        }
+        Py_DECREF(w); /* the queue's reference */
+        PRS_PY_EXC_RESTORE(saved);
     }
-    Py_DECREF(w); /* the queue's reference */
-    PRS_PY_EXC_RESTORE(saved);
 }
 
 /* After its references are cleared (the owner is kept until the end). Never
@@ -335,11 +294,11 @@ static void waiter_free(prs_py_waiter *w) {
 /* ---- the one call (its path without a wait is inline, in wait.h) --------- */
 
 PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, PyObject *arg,
-                            int64_t timeout_ns, PyObject *get_loop) {
+                            int64_t timeout_ns, PyObject *new_waiter) {
     prs_py_settled out = {0, NULL};
     int rc;
-    if (get_loop) {
-        prs_py_waiter *w = waiter_new(owner, kind, get_loop, ops);
+    if (new_waiter) {
+        prs_py_waiter *w = waiter_new(owner, kind, new_waiter, ops);
         if (!w) return NULL;
         rc = ops->call(owner, kind, &w->u, 0, arg, &out);
         if (rc == 1) return (PyObject *)w;
@@ -351,32 +310,28 @@ PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *c
         int err = core_waiter_init(&u, kind, 1, NULL);
         if (err) return prs_py_error(prs_py_state_of(owner), err, NULL);
         rc = ops->call(owner, kind, &u, 0, arg, &out);
-        if (rc == 1) rc = cond_wait(ops, owner, core, &u, timeout_ns, &out);
+        if (rc == 1) rc = cond_wait(ops, owner, core, kind, &u, timeout_ns, &out);
         core_waiter_destroy(&u, kind);
     }
     if (rc < 0) {
         Py_XDECREF(out.item);
         return NULL;
     }
-    return ops->result(owner, kind, get_loop ? PRS_PY_COND_ASYNC : 0, &out);
+    return ops->result(owner, kind, new_waiter ? PRS_PY_COND_ASYNC : 0, &out);
 }
 
-PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t nargs) {
-    prs_py_state *st = prs_py_state_of(owner);
-    if (!st) return NULL;
-    prs_py_waiter *w = nargs >= 1 && nargs <= 2 ? (prs_py_waiter *)args[0] : NULL;
-    if (!w || !PyObject_TypeCheck(args[0], PRS_PY_TYPE(st, AsyncWaiter)) || w->owner != owner) {
-        PyErr_Format(PyExc_TypeError, "expected (waiter, cancel) with a waiter of this object, not %.200s",
-                     w ? Py_TYPE(args[0])->tp_name : "other arguments");
-        return NULL;
-    }
-    int cancel = nargs == 2 ? PyObject_IsTrue(args[1]) : 0;
+/* finish(cancel=False, /): settles the waiter once, whichever thread comes
+ * first, and returns its owner's result of it (outcome 0 when it had been
+ * settled already). */
+static PyObject *waiter_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    prs_py_waiter *w = (prs_py_waiter *)self;
+    if (nargs > 1) return PyErr_Format(PyExc_TypeError, "finish() takes at most 1 argument (%zd given)", nargs);
+    int cancel = nargs ? PyObject_IsTrue(args[0]) : 0;
     if (cancel < 0) return NULL;
     prs_py_settled out = {0, NULL};
-    if (!claim(&w->settled)) { /* settled once, whichever thread comes first */
-        if (w->ops->settle(owner, &w->u, cancel, &out)) Py_DECREF(w); /* it was queued: the queue's reference */
-    }
-    return w->ops->result(owner, w->kind, PRS_PY_COND_ASYNC | (cancel ? PRS_PY_COND_CANCEL : 0), &out);
+    if (!claim(&w->settled) && w->ops->settle(w->owner, &w->u, cancel, &out))
+        Py_DECREF(w); /* it was still queued: the queue's reference */
+    return w->ops->result(w->owner, w->kind, PRS_PY_COND_ASYNC | (cancel ? PRS_PY_COND_CANCEL : 0), &out);
 }
 
 /* ---- _Ready: an awaitable that is already done ----------------------------- */

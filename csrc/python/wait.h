@@ -10,8 +10,8 @@
  * Python; this file only sleeps with the GIL released, checks signals, wakes
  * futures and settles. An owner type describes its core once, in a
  * prs_py_cond_ops: its core call (try, refuse, or queue a waiter), how a
- * queued BLOCKING waiter waits, how a waiter is settled (ACCEPT or CANCEL,
- * then whatever the call left to do) and what an outcome returns to Python.
+ * waiter is settled (ACCEPT or CANCEL, then whatever the call left to do) and
+ * what an outcome returns to Python; the waiters of both cores are wait.c's.
  *
  * Sync: the waiter is a BLOCKING core waiter on the caller's C stack, waited
  * on in slices of at most 50 ms with the GIL released; PyErr_CheckSignals()
@@ -20,7 +20,7 @@
  *
  * Async: the waiter is an _AsyncWaiter, an entry of the same FIFO tied to an
  * asyncio future, returned to the facade; the core serving it wakes the
- * future, and the owner's _finish method settles it (prs_py_cond_finish).
+ * future, and its finish(cancel) method settles it through its owner's ops.
  */
 #ifndef PRS_PY_WAIT_H
 #define PRS_PY_WAIT_H
@@ -80,8 +80,9 @@ PyObject *prs_py_rate_method(PyObject *self, int kind, prs_py_rate_fn target, Py
 
 /* ---- the condition wait -------------------------------------------------- */
 
-/* The operations a waiter can be queued for (the core waiter's kind). */
-enum { PRS_PY_WAITER_BULKHEAD = 0, PRS_PY_WAITER_PUT = 1, PRS_PY_WAITER_GET = 2, PRS_PY_WAITER_JOIN = 3 };
+/* The operations a waiter can be queued for: a bulkhead's, or a ring's role. */
+enum { PRS_PY_WAITER_BULKHEAD = -1, PRS_PY_WAITER_PUT = PRS_RING_PRODUCER, PRS_PY_WAITER_GET = PRS_RING_CONSUMER,
+       PRS_PY_WAITER_JOIN = PRS_RING_JOINER };
 
 /* What a core call or a settle produced: the core's outcome (PRS_BULKHEAD_* /
  * PRS_RING_*; 0: a waiter settled already) and, for a queue, the item that
@@ -102,9 +103,6 @@ typedef struct prs_py_cond_ops {
      * Else queues `waiter` when it must wait: 1. 0 when done, with *out;
      * -1 with an exception. */
     int (*call)(PyObject *owner, int kind, void *waiter, int final, PyObject *arg, prs_py_settled *out);
-    /* The core's wait for a queued BLOCKING waiter (GIL released: touches only
-     * the core): PRS_OK once served, PRS_ETIMEDOUT at deadline_ns. */
-    int (*wait)(void *core, void *waiter, int64_t deadline_ns);
     /* Settles `waiter` (cancel: nothing may be kept, what it was handed goes
      * back), then runs what the call left to do. Keeps a pending exception.
      * 1 when the waiter was still queued until this call, else 0. */
@@ -114,35 +112,31 @@ typedef struct prs_py_cond_ops {
     PyObject *(*result)(PyObject *owner, int kind, unsigned flags, prs_py_settled *out);
 } prs_py_cond_ops;
 
-/* When operation `kind` must wait: refused with timeout_ns 0; with get_loop
- * (asyncio's _get_running_loop), a queued _AsyncWaiter whose future the core
- * wakes; else waits up to timeout_ns (PRS_NEVER: no limit) with the GIL
+/* When operation `kind` must wait: refused with timeout_ns 0; with new_waiter
+ * (the facade's: a future and its wake), a queued _AsyncWaiter whose future
+ * the core wakes; else waits up to timeout_ns (PRS_NEVER: no limit) with the GIL
  * released. ops->result() of the outcome, the _AsyncWaiter, or NULL with an
  * exception (a signal handler's: the waiter settled with CANCEL). */
 PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, PyObject *arg,
-                            int64_t timeout_ns, PyObject *get_loop);
+                            int64_t timeout_ns, PyObject *new_waiter);
 
 /* Runs operation `kind` of `owner` (whose core is `core`): at once when it
  * can (inline, so that an owner's constant ops are called directly on this
  * path), else prs_py_cond_queue(). */
 static inline PyObject *prs_py_cond_call(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind,
-                                         PyObject *arg, int64_t timeout_ns, PyObject *get_loop) {
+                                         PyObject *arg, int64_t timeout_ns, PyObject *new_waiter) {
     prs_py_settled out = {0, NULL};
     int rc = ops->call(owner, kind, NULL, timeout_ns == 0, arg, &out); /* no waiter made when none waits */
-    if (rc == 1) return prs_py_cond_queue(ops, owner, core, kind, arg, timeout_ns, get_loop);
+    if (rc == 1) return prs_py_cond_queue(ops, owner, core, kind, arg, timeout_ns, new_waiter);
     if (rc < 0) return NULL;
-    return ops->result(owner, kind, get_loop ? PRS_PY_COND_ASYNC : 0, &out);
+    return ops->result(owner, kind, new_waiter ? PRS_PY_COND_ASYNC : 0, &out);
 }
 
-/* An owner's _finish(waiter, cancel=False): settles an _AsyncWaiter of
- * `owner` once and returns ops->result() of it (outcome 0 when it had been
- * settled already). TypeError for anything else. */
-PyObject *prs_py_cond_finish(PyObject *owner, PyObject *const *args, Py_ssize_t nargs);
-
-/* The core served the asyncio waiter whose core waiter's data is `w`: wakes
- * its future - or, when its loop is gone, reports that and settles it with
- * CANCEL - and drops the queue's reference. Keeps a pending exception. */
-void prs_py_waiter_served(void *w);
+/* A core call of an owner of `kind` served the asyncio waiters `woken` (its
+ * core's waiters, linked by `next`): wakes each one's future - or, when its
+ * loop is gone, reports that and settles it with CANCEL, which may serve the
+ * next - and drops the queue's reference. Keeps a pending exception. */
+void prs_py_waiters_served(int kind, void *woken);
 
 /* An already-done awaitable yielding `value`, of `tp` (the module's _Ready
  * type, which owners cache: the async with fast path). */

@@ -68,9 +68,6 @@ static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t narg
     return prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : prs_py_ready_new(o->ready, Py_None);
 }
 static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
-static PyObject *bh_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
-}
 static PyObject *bh_full_error(PyObject *self, PyObject *unused);
 static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *bh_stats(PyObject *self, PyObject *unused);
@@ -122,18 +119,12 @@ static PyMethodDef Bulkhead_methods[] = {
      "\n"
      "Release the slot; never suppresses the exception."},
     {"_acquire_async", (PyCFunction)(void (*)(void))bh_acquire_async, METH_FASTCALL,
-     "_acquire_async($self, get_running_loop, wait, /)\n"
+     "_acquire_async($self, new_waiter, wait, /)\n"
      "--\n"
      "\n"
      "Internal (asyncio form): True if a slot was taken, False if none and\n"
      "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
      "queued waiter whose .future is woken when a slot is handed to it."},
-    {"_finish", (PyCFunction)(void (*)(void))bh_finish, METH_FASTCALL,
-     "_finish($self, waiter, cancel, /)\n"
-     "--\n"
-     "\n"
-     "Internal: settle a waiter. cancel=False: True if it holds a slot, False if\n"
-     "it timed out (a rejection). cancel=True: a slot it was handed goes back."},
     {"_full_error", bh_full_error, METH_NOARGS,
      "_full_error($self, /)\n"
      "--\n"
@@ -151,7 +142,7 @@ static PyMethodDef Bulkhead_methods[] = {
      "_stats($self, /)\n"
      "--\n"
      "\n"
-     "Internal: a dict snapshot of every counter."},
+     "Internal: a snapshot of every counter (BulkheadMetrics' fields after name)."},
     {"_reap", bh_reap, METH_NOARGS,
      "_reap($self, /)\n"
      "--\n"

@@ -70,12 +70,12 @@ static const prs_py_param RingQueue_get_param_list[] = {
 static const prs_py_params RingQueue_get_params = {"get", 2, 2, 0, RingQueue_get_param_list};
 enum {
     P_RingQueue__put_async_item = 0,
-    P_RingQueue__put_async_get_running_loop = 1,
+    P_RingQueue__put_async_new_waiter = 1,
     P_RingQueue__put_async__COUNT = 2
 };
 static const prs_py_param RingQueue__put_async_param_list[] = {
     {"item", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"get_running_loop", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"new_waiter", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
 static const prs_py_params RingQueue__put_async_params = {"_put_async", 2, 2, 2, RingQueue__put_async_param_list};
 static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -110,9 +110,6 @@ static PyObject *q_join(PyObject *self, PyObject *unused) {
 static PyObject *q_join_async(PyObject *self, PyObject *arg) {
     return Q_CALL(JOIN, NULL, PRS_NEVER, arg);
 }
-static PyObject *q_finish_join(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
-}
 static PyObject *q_close(PyObject *self, PyObject *unused) {
     return q_op(self, prs_ring_close, NULL);
 }
@@ -141,12 +138,6 @@ static PyObject *q_put_async(PyObject *self, PyObject *const *args, Py_ssize_t n
 }
 static PyObject *q_get_async(PyObject *self, PyObject *arg) {
     return Q_CALL(GET, NULL, PRS_NEVER, arg);
-}
-static PyObject *q_finish_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
-}
-static PyObject *q_finish_get(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    return prs_py_cond_finish(self, args, nargs);
 }
 static PyObject *q_after_fork_child(PyObject *self, PyObject *unused) {
     return q_op(self, prs_ring_after_fork_child, "cannot re-create the queue's lock after fork");
@@ -203,15 +194,10 @@ static PyMethodDef RingQueue_methods[] = {
      "(queue.Queue.join). The GIL is released while waiting and Ctrl-C\n"
      "interrupts the wait."},
     {"_join_async", q_join_async, METH_O,
-     "_join_async($self, get_running_loop, /)\n"
+     "_join_async($self, new_waiter, /)\n"
      "--\n"
      "\n"
      "Internal (asyncio form of join): True now, or a queued waiter."},
-    {"_finish_join", (PyCFunction)(void (*)(void))q_finish_join, METH_FASTCALL,
-     "_finish_join($self, waiter, /)\n"
-     "--\n"
-     "\n"
-     "Internal: settle a joiner waiter."},
     {"close", q_close, METH_NOARGS,
      "close($self, /)\n"
      "--\n"
@@ -235,25 +221,15 @@ static PyMethodDef RingQueue_methods[] = {
      "\n"
      "True when qsize() == max_size."},
     {"_put_async", (PyCFunction)(void (*)(void))q_put_async, METH_FASTCALL,
-     "_put_async($self, item, get_running_loop, /)\n"
+     "_put_async($self, item, new_waiter, /)\n"
      "--\n"
      "\n"
      "Internal (asyncio form of put): a verdict now, or a queued waiter."},
     {"_get_async", q_get_async, METH_O,
-     "_get_async($self, get_running_loop, /)\n"
+     "_get_async($self, new_waiter, /)\n"
      "--\n"
      "\n"
      "Internal (asyncio form of get): an item now, or a queued waiter."},
-    {"_finish_put", (PyCFunction)(void (*)(void))q_finish_put, METH_FASTCALL,
-     "_finish_put($self, waiter, cancel, /)\n"
-     "--\n"
-     "\n"
-     "Internal: settle a producer waiter."},
-    {"_finish_get", (PyCFunction)(void (*)(void))q_finish_get, METH_FASTCALL,
-     "_finish_get($self, waiter, cancel, /)\n"
-     "--\n"
-     "\n"
-     "Internal: settle a consumer waiter."},
     {"_after_fork_child", q_after_fork_child, METH_NOARGS,
      "_after_fork_child($self, /)\n"
      "--\n"

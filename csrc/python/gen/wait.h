@@ -7,21 +7,33 @@
 /* ---- _AsyncWaiter ---- */
 #define _AsyncWaiter_DOC \
     "A queued asyncio waiter of a Bulkhead or queue (internal; made by them)."
+static PyObject *waiter_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyMethodDef _AsyncWaiter_methods[] = {
+    {"finish", (PyCFunction)(void (*)(void))waiter_finish, METH_FASTCALL,
+     "finish($self, cancel=False, /)\n"
+     "--\n"
+     "\n"
+     "Settle the waiter through its owner, once (a later call finds it settled):\n"
+     "cancel=False keeps what it was handed, cancel=True gives it back. The owner's\n"
+     "result: a Bulkhead's True if it holds a slot (False: timed out - a rejection -\n"
+     "or cancelled); a put's True if its item is stored, a get's item (None when\n"
+     "cancelled), a join's True."},
+    {NULL, NULL, 0, NULL},
+};
 static PyMemberDef _AsyncWaiter_members[] = {
     {"future", T_OBJECT, offsetof(prs_py_waiter, future), READONLY,
      "The asyncio future woken when this waiter is served."},
     {NULL, 0, 0, 0, NULL},
 };
-static PyObject *waiter_call(PyObject *self, PyObject *args, PyObject *kwds);
 static void waiter_dealloc(PyObject *self);
 static int waiter_traverse(PyObject *self, visitproc visit, void *arg);
 static int waiter_clear(PyObject *self);
 static PyType_Slot _AsyncWaiter_slots[] = {
     {Py_tp_doc, (void *)_AsyncWaiter_DOC},
-    {Py_tp_call, waiter_call},
     {Py_tp_dealloc, waiter_dealloc},
     {Py_tp_traverse, waiter_traverse},
     {Py_tp_clear, waiter_clear},
+    {Py_tp_methods, _AsyncWaiter_methods},
     {Py_tp_members, _AsyncWaiter_members},
     {0, NULL},
 };
@@ -30,16 +42,14 @@ static int waiter_traverse(PyObject *self, visitproc visit, void *arg) {
     prs_py_waiter *o = (prs_py_waiter *)self;
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(o->owner);
-    Py_VISIT(o->loop);
     Py_VISIT(o->future);
-    Py_VISIT(o->get_loop);
+    Py_VISIT(o->wake);
     return 0;
 }
 static int waiter_clear(PyObject *self) {
     prs_py_waiter *o = (prs_py_waiter *)self;
-    Py_CLEAR(o->loop);
     Py_CLEAR(o->future);
-    Py_CLEAR(o->get_loop);
+    Py_CLEAR(o->wake);
     return 0;
 }
 static void waiter_dealloc(PyObject *self) {
@@ -51,11 +61,6 @@ static void waiter_dealloc(PyObject *self) {
     Py_CLEAR(o->owner);
     tp->tp_free(self);
     Py_DECREF(tp);
-}
-static PyObject *waiter_call(PyObject *self, PyObject *args, PyObject *kwds) {
-    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds)))
-        return PyErr_Format(PyExc_TypeError, "_AsyncWaiter() takes no arguments when called");
-    return waiter_resolve((prs_py_waiter *)self) < 0 ? NULL : Py_NewRef(Py_None);
 }
 
 /* ---- _Ready ---- */
