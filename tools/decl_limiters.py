@@ -260,8 +260,6 @@ LIMITER_BASE = Type(
               "sleeping."),
         M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
         M("reset", call="prs_limiter_reset(o->core)", doc="Back to the initial (full) state."),
-        M("_config", returns="list[tuple[str, Any]]",
-          doc="The parameters as (name, value) pairs, for reprs."),
     ],
     props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
                 expr=COUNTS % ("limiter", "o->core", "limiter", "o->core")),

@@ -128,7 +128,6 @@ static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
     prs_limiter_reset(o->core);
     Py_RETURN_NONE;
 }
-static PyObject *limiter_config(PyObject *self, PyObject *unused);
 static PyMethodDef _Limiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))limiter_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow($self, /, n=1, *, tokens_needed=None)\n"
@@ -169,11 +168,6 @@ static PyMethodDef _Limiter_methods[] = {
      "--\n"
      "\n"
      "Back to the initial (full) state."},
-    {"_config", limiter_config, METH_NOARGS,
-     "_config($self, /)\n"
-     "--\n"
-     "\n"
-     "The parameters as (name, value) pairs, for reprs."},
     {NULL, NULL, 0, NULL},
 };
 static PyObject *limiter_get__counts(PyObject *self, void *closure) {
