@@ -177,24 +177,6 @@ static PyObject *limiter_param_get(PyObject *self, void *closure) {
     return prs_py_param_get(&algos[SELF->algo].ctor->p[(intptr_t)closure], config);
 }
 
-/* _config(): [(name, value)] of the parameters (not their aliases, not the
- * clock), for reprs. */
-static PyObject *limiter_config(PyObject *self, PyObject *unused) {
-    const prs_py_params *spec = algos[SELF->algo].ctor;
-    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
-    prs_limiter_config(SELF->core, config);
-    PyObject *list = PyList_New(0);
-    for (Py_ssize_t i = 0; list && i < spec->n; i++) {
-        const prs_py_param *p = &spec->p[i];
-        if (p->alias || p->kind == PRS_PK_CLOCK || p->kind == PRS_PK_OBJECT || p->kind == PRS_PK_STR)
-            continue; /* not a parameter of the algorithm (clock=, shared=, name=) */
-        PyObject *item = Py_BuildValue("(sN)", p->name, prs_py_param_get(p, config));
-        if (!item || PyList_Append(list, item) < 0) Py_CLEAR(list);
-        Py_XDECREF(item);
-    }
-    return list;
-}
-
 /* ---- registration ------------------------------------------------------------ */
 
 int prs_py_register_limiters(PyObject *m, prs_py_state *st) {
