@@ -302,7 +302,7 @@ KEYED = Type(
               "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
               "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
               "ValueError when n exceeds the limit."),
-        M("reset", params=[P("key", "OBJECT", "Optional[KeyArg]", "None")],
+        M("reset", params=[P("key", "OBJECT", "Optional[KeyArg]", "None")], expr="reset_key(o, v[0])",
           doc="Forget `key` (back to a fresh limiter), or every key when None."),
         M("available", "key: KeyArg, /", "float",
           doc="Requests of weight 1 admissible for `key` now (float)."),

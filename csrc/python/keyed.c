@@ -118,6 +118,16 @@ static int keyed_build(prs_py_state *st, keyed_obj *o, prs_keyed_config *cfg, Py
     return prs_keyed_new(cfg, &o->table);
 }
 
+/* reset(key=None): forget one key, or every key when None. */
+static PyObject *reset_key(keyed_obj *o, PyObject *key) {
+    const char *p;
+    Py_ssize_t len;
+    if (!key || key == Py_None) prs_keyed_reset_all(o->table);
+    else if (get_key(key, &p, &len) < 0) return NULL;
+    else prs_keyed_reset_key(o->table, p, (size_t)len);
+    Py_RETURN_NONE;
+}
+
 #include "gen/keyed.h"
 
 /* ---- KeyedLimiter ------------------------------------------------------------ */
@@ -141,22 +151,6 @@ static int keyed_target(PyObject *self, PyObject *keyo, prs_py_rate *r) {
     if (get_key(keyo, &r->key, &len) < 0) return -1;
     r->len = (size_t)len;
     return 0;
-}
-
-static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                             PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&KeyedLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0)
-        return NULL;
-    if (!v[0] || v[0] == Py_None) {
-        prs_keyed_reset_all(KSELF->table);
-        Py_RETURN_NONE;
-    }
-    const char *key;
-    Py_ssize_t len;
-    if (get_key(v[0], &key, &len) < 0) return NULL;
-    prs_keyed_reset_key(KSELF->table, key, (size_t)len);
-    Py_RETURN_NONE;
 }
 
 static PyObject *keyed_available(PyObject *self, PyObject *key) {

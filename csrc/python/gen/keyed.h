@@ -158,7 +158,12 @@ static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     return prs_py_rate_method(self, PRS_PY_ACQUIRE, keyed_target, v[0], &a);
 }
-static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    keyed_obj *o = (keyed_obj *)self;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&KeyedLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    return reset_key(o, v[0]);
+}
 static PyObject *keyed_available(PyObject *self, PyObject *arg);
 static PyObject *keyed_prune(PyObject *self, PyObject *unused) {
     keyed_obj *o = (keyed_obj *)self;
