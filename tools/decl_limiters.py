@@ -233,9 +233,9 @@ RATE_WAIT = Type(
                    "then.")])
 
 LIMITER_BASE = Type(
-    "_Limiter", "limiters", "limiter", obj="prs_py_limiter", flags=LIMITER_FLAGS,
-    rate="limiter_target",
-    slots=dict(LIMITER_SLOTS, new="limiter_new"), offsets={"weaklist": "weakreflist"}, slot="LimiterBase",
+    "_Limiter", "limiters", "limiter", obj="prs_py_limiter",
+    flags=LIMITER_FLAGS + ("DISALLOW_INSTANTIATION",), rate="limiter_target",
+    slots=LIMITER_SLOTS, offsets={"weaklist": "weakreflist"}, slot="LimiterBase",
     refs=[], clock="clock", free="prs_limiter_free(o->core);",
     doc="The shared base of the in-process limiters (not instantiable).",
     methods=[

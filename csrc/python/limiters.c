@@ -48,11 +48,14 @@ static const algo_binding algos[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(ROW)};
 PRS_ALGORITHMS(FITS)
 #undef FITS
 
-/* The table row of `type` (one of ours or a subclass), or -1. */
+/* The table row of `type`: one of ours or a subclass (the base _Limiter
+ * cannot be instantiated: DISALLOW_INSTANTIATION). */
 static int algo_of_type(prs_py_state *st, PyTypeObject *type) {
-    for (int i = 0; i < PRS_ALGO__COUNT; i++)
-        if (PyType_IsSubtype(type, (PyTypeObject *)st->slots[PRS_SLOT__ALGO_FIRST + i])) return i;
-    return -1;
+    int i = 0;
+    while (i < PRS_ALGO__COUNT - 1 &&
+           !PyType_IsSubtype(type, (PyTypeObject *)st->slots[PRS_SLOT__ALGO_FIRST + i]))
+        i++;
+    return i;
 }
 
 /* ---- the object -------------------------------------------------------------- */
@@ -61,11 +64,6 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     prs_py_state *st = prs_py_state_of_type(type);
     if (!st) return NULL;
     int id = algo_of_type(st, type);
-    if (id < 0) {
-        PyErr_Format(PyExc_TypeError, "cannot create '%.200s' instances: use one of the limiter "
-                     "types (TokenBucket, GCRA, ...)", type->tp_name);
-        return NULL;
-    }
     const prs_py_params *spec = algos[id].ctor;
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     PyObject *v[PRS_PY_LIMITER_MAX_PARAMS];

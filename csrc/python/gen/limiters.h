@@ -193,19 +193,17 @@ static PyMemberDef _Limiter_members[] = {
 static void limiter_dealloc(PyObject *self);
 static int limiter_traverse(PyObject *self, visitproc visit, void *arg);
 static int limiter_clear(PyObject *self);
-static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
 static PyType_Slot _Limiter_slots[] = {
     {Py_tp_doc, (void *)_Limiter_DOC},
     {Py_tp_dealloc, limiter_dealloc},
     {Py_tp_traverse, limiter_traverse},
     {Py_tp_clear, limiter_clear},
-    {Py_tp_new, limiter_new},
     {Py_tp_methods, _Limiter_methods},
     {Py_tp_getset, _Limiter_getset},
     {Py_tp_members, _Limiter_members},
     {0, NULL},
 };
-static PyType_Spec _Limiter_spec = {"pyresilience._core._Limiter", sizeof(prs_py_limiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, _Limiter_slots};
+static PyType_Spec _Limiter_spec = {"pyresilience._core._Limiter", sizeof(prs_py_limiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _Limiter_slots};
 static int limiter_traverse(PyObject *self, visitproc visit, void *arg) {
     prs_py_limiter *o = (prs_py_limiter *)self;
     Py_VISIT(Py_TYPE(self));
