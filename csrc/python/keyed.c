@@ -78,26 +78,6 @@ static PyObject *key_bytes(PyObject *key) {
 static const char algo_names[] = PRS_ALGORITHMS(PY_NAME);
 #undef PY_NAME
 
-/* The algorithm and params of an in-process limiter object. 0, or -1 with a
- * TypeError naming `what`. */
-static int limiter_algo(prs_py_state *st, PyObject *o, const char *what, const prs_algo **algo,
-                        const void **params) {
-    if (!PRS_PY_IS_LIMITER(st, o)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an in-process limiter (%s), not %.200s: %R",
-                     what, algo_names + 2, Py_TYPE(o)->tp_name, o);
-        return -1;
-    }
-    prs_limiter *core = ((prs_py_limiter *)o)->core;
-    if (prs_limiter_shared(core)) { /* not yet (issue 14): it would be a process-local copy */
-        PyErr_Format(PyExc_NotImplementedError, "%s is a limiter in shared memory: not "
-                     "supported here yet", what);
-        return -1;
-    }
-    *algo = prs_limiter_algo(core);
-    *params = prs_limiter_params(core);
-    return 0;
-}
-
 static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
     if (a->kind != b->kind) return 0;
     if (a->kind == PRS_CLOCK_MONOTONIC) return 1;
@@ -105,11 +85,24 @@ static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
     return a->obj == b->obj;
 }
 
-/* The table of a new KeyedLimiter o: in process, or placed in the region
+/* The table of a new KeyedLimiter o, with the algorithm and params of its
+ * template (an in-process limiter): in process, or placed in the region
  * `shared` under `name`; -1 with an exception set, or a status. */
 static int keyed_build(prs_py_state *st, keyed_obj *o, prs_keyed_config *cfg, PyObject *shared,
                        PyObject *name) {
-    if (limiter_algo(st, o->tmpl, "limiter", &cfg->algo, &cfg->params) < 0) return -1;
+    if (!PRS_PY_IS_LIMITER(st, o->tmpl)) {
+        PyErr_Format(PyExc_TypeError, "limiter must be an in-process limiter (%s), not %.200s: %R",
+                     algo_names + 2, Py_TYPE(o->tmpl)->tp_name, o->tmpl);
+        return -1;
+    }
+    prs_limiter *core = ((prs_py_limiter *)o->tmpl)->core;
+    if (prs_limiter_shared(core)) { /* it would be a process-local copy */
+        PyErr_SetString(PyExc_NotImplementedError,
+                        "limiter is a limiter in shared memory: not supported here yet");
+        return -1;
+    }
+    cfg->algo = prs_limiter_algo(core);
+    cfg->params = prs_limiter_params(core);
     if (shared && shared != Py_None) return prs_py_shm_keyed_new(st, shared, name, cfg, &o->table);
     if (name && name != Py_None) {
         PyErr_Format(PyExc_ValueError, "name= is used with shared=, got name=%R", name);
