@@ -210,7 +210,7 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
         """The state-change listeners (``on_state_change``, ``add_listener``)."""
         return tuple(f for f in self._listeners if f is not _on_transition)
 
-    def add_listener(self, listener: Listener, /) -> None:
+    def add_listener(self, listener: Callable[[Any, Any, Any], Any], /) -> None:
         """Call listener(breaker, old_state, new_state) after every transition."""
         if not callable(listener):
             raise TypeError(f"listener must be a callable, not {type(listener).__name__}: "
@@ -218,7 +218,7 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
         with _listeners_lock:
             self._listeners += (listener,)
 
-    def remove_listener(self, listener: Listener, /) -> None:
+    def remove_listener(self, listener: Callable[[Any, Any, Any], Any], /) -> None:
         """Remove a listener (the last one equal to it; ValueError if absent)."""
         while True:  # __eq__ may run any code: compared outside the lock
             old = self._listeners
