@@ -317,7 +317,7 @@ KEYED = Type(
               "as that limiter's reconfigure() keeps it, and a concurrent decision on any key sees\n"
               "the old parameters or the new ones, never a mix. The template limiter itself is\n"
               "not changed (the table keeps its own copy of the parameters)."),
-        M("__len__", returns="int", slot=True),
+        M("__len__", returns="int", slot=True, expr="prs_keyed_len(o->table)"),
         M("__contains__", "key: object, /", "bool", slot=True),
     ],
     props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
@@ -395,7 +395,7 @@ GROUP = Type(
               "ValueError when n exceeds what a member can ever admit."),
         M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
         M("reset", call="prs_group_reset(o->group)", doc="Reset every member (one after the other)."),
-        M("__len__", returns="int", slot=True),
+        M("__len__", returns="int", slot=True, expr="prs_group_size(o->group)"),
     ],
     props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
                 expr=COUNTS % ("group", "o->group", "group", "o->group")),

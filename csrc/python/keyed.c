@@ -153,10 +153,6 @@ static PyObject *keyed_available(PyObject *self, PyObject *key) {
     return PyFloat_FromDouble(prs_keyed_available(r.core, r.key, r.len, now));
 }
 
-static Py_ssize_t keyed_len(PyObject *self) {
-    return (Py_ssize_t)prs_keyed_len(KSELF->table);
-}
-
 static int keyed_contains(PyObject *self, PyObject *key) {
     prs_py_rate r;
     int64_t now;
@@ -270,9 +266,6 @@ static int group_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     return 0;
 }
 
-static Py_ssize_t group_len(PyObject *self) {
-    return (Py_ssize_t)prs_group_size(GSELF->group);
-}
 int prs_py_register_keyed(PyObject *m, prs_py_state *st) {
     return keyed_add_types(m, st);
 }

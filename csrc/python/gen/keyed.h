@@ -307,6 +307,10 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     Py_DECREF(o);
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
+static Py_ssize_t keyed_len(PyObject *self) {
+    keyed_obj *o = (keyed_obj *)self;
+    return (Py_ssize_t)(prs_keyed_len(o->table));
+}
 
 /* ---- KeyedLimiterView ---- */
 enum {
@@ -800,6 +804,10 @@ static void group_dealloc(PyObject *self) {
     Py_CLEAR(o->members);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static Py_ssize_t group_len(PyObject *self) {
+    group_obj *o = (group_obj *)self;
+    return (Py_ssize_t)(prs_group_size(o->group));
 }
 
 static int keyed_add_types(PyObject *m, prs_py_state *st) {
