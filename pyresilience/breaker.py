@@ -163,13 +163,13 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
             if not issubclass(cls, RedisCircuitBreaker):
                 return RedisCircuitBreaker(*args, backend=backend, **kwargs)
             kwargs["backend"] = backend
-        # the C type takes tuples; every facade breaker has its own listener last
+        # the C type takes tuples: one item or an iterable of them becomes one
         for param in ("record_exceptions", "ignore_exceptions"):
             if param in kwargs:
                 kwargs[param] = _as_tuple(kwargs[param], param, _is_exc_class, "an exception class")
-        listeners = kwargs.get("on_state_change")
-        kwargs["on_state_change"] = (() if listeners is None else _as_tuple(
-            listeners, "on_state_change", callable, "a callable")) + (_on_transition,)
+        if kwargs.get("on_state_change") is not None:
+            kwargs["on_state_change"] = _as_tuple(kwargs["on_state_change"], "on_state_change",
+                                                  callable, "a callable")
         return super().__new__(cls, *args, **kwargs)
 
     def __init__(
@@ -198,7 +198,9 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
     ) -> None:
         # The C type's tp_new parsed these and built the breaker; __init__
         # states the signature (inspect shows the real default of
-        # record_exceptions) and never re-initialises.
+        # record_exceptions), never re-initialises, and only adds the listener
+        # of events and log lines (called on transitions only).
+        self.add_listener(_on_transition)
         if name is not None:
             _registry.obs_of(self)  # the exporters see named breakers
 
