@@ -197,25 +197,24 @@ async def _open(backend: Any, loop: asyncio.AbstractEventLoop, deadline: float, 
         setup.append([b"AUTH"] + ([user.encode()] if user else []) + [password.encode()])
     if db:
         setup.append([b"SELECT", str(db).encode()])
-    for argv in setup:
-        fut = conn.send(_encode(argv), 1, loop.time() + budget)
+
+    async def ask(data: bytes) -> Any:
         try:
-            (reply,) = await fut
+            (reply,) = await conn.send(data, 1, loop.time() + budget)
         except _TransportFailure:
             conn.fail(("ECONN", "redis: connection lost during setup"))
             raise
+        return reply
+
+    for argv in setup:
+        reply = await ask(_encode(argv))
         if isinstance(reply, RespError):
             conn.fail(("EBACKEND", f"redis: {argv[0].decode()} failed: {reply}"))
             raise _TransportFailure(("EBACKEND", f"redis: {argv[0].decode()} failed: {reply}"))
     # Redis's clock, as a pooled connection learns it: the ops send Redis's
     # time (the scripts never call TIME), estimated from this offset.
     sent = time.time_ns() // 1000
-    fut = conn.send(b"*1\r\n$4\r\nTIME\r\n", 1, loop.time() + budget)
-    try:
-        (reply,) = await fut
-    except _TransportFailure:
-        conn.fail(("ECONN", "redis: connection lost during setup"))
-        raise
+    reply = await ask(b"*1\r\n$4\r\nTIME\r\n")
     if isinstance(reply, list) and len(reply) == 2:
         backend._clock(sent, time.time_ns() // 1000, int(reply[0]) * 1_000_000 + int(reply[1]))
     return conn

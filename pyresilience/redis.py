@@ -16,7 +16,7 @@ import asyncio
 import math
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, List, Optional, Union
 
 from . import _core
 from . import _redis_async
@@ -97,6 +97,18 @@ else:  # pragma: no cover - exercised only by builds without hiredis
             _require_redis()
 
     _BackendBase = _LimiterBase = _GroupBase = _Unavailable
+
+
+async def _fed_wait(waiter_cell: Any, check: Callable[[], Awaitable["_core.Decision"]]) -> None:
+    """acquire_async's wait: the binding's rate wait (waiter.step(), deciding
+    as acquire() does) fed with the Decision of each asyncio check."""
+    waiter, cell = waiter_cell
+    while True:
+        cell.append(await check())
+        delay = waiter.step()
+        if delay is None:
+            return
+        await asyncio.sleep(delay)
 
 
 # The C types build their objects whole from the constructor's arguments
@@ -229,13 +241,7 @@ class RedisRateLimiter(_LimiterBase, Named):
         when n cannot be admitted within ``timeout`` seconds, ValueError when
         n exceeds the limit. Cancellation consumes nothing beyond a check
         already in flight."""
-        waiter, cell = self._async_waiter(key, n, timeout)
-        while True:
-            cell.append(await self.check_async(key, n))
-            delay = waiter.step()
-            if delay is None:
-                return
-            await asyncio.sleep(delay)
+        await _fed_wait(self._async_waiter(key, n, timeout), lambda: self.check_async(key, n))
 
     def __repr__(self) -> str:
         if self.rate is not None or self.algorithm in ("gcra", "token_bucket") and self.limit is None:
@@ -275,13 +281,7 @@ class RedisLimiterGroup(_GroupBase, Named):
         Wait until the whole group is admitted without blocking the event loop
         (check_async, asyncio.sleep; no thread). RateLimitExceeded at once when
         that cannot happen within ``timeout``."""
-        waiter, cell = self._async_waiter(timeout)
-        while True:
-            cell.append(await self.check_async())
-            delay = waiter.step()
-            if delay is None:
-                return
-            await asyncio.sleep(delay)
+        await _fed_wait(self._async_waiter(timeout), self.check_async)
 
     def __repr__(self) -> str:
         return f"RedisLimiterGroup(members={self.members!r})"

@@ -390,6 +390,26 @@ def test_an_alias_is_named_as_given_everywhere():
         pr.TokenBucket(4, refill_rate=None, rate=None)
 
 
+def test_missing_arguments_are_reported_before_conversion():
+    """As CPython's own parsers do: a missing argument is named before any
+    given one is converted (an alias pair counts as one argument)."""
+    with pytest.raises(TypeError, match=r"^Decision\(\) missing required argument 'remaining'$"):
+        pr.Decision(True, "x")
+    with pytest.raises(TypeError, match=r"^TokenBucket\(\) missing required argument 'refill_rate'$"):
+        pr.TokenBucket(capacity="x")
+
+
+def test_a_choice_lists_its_choices():
+    """An ENUM's choices, listed for its messages by the generator."""
+    with pytest.raises(ValueError, match=r"^window_type must be 'count' or 'time', got 'x'$"):
+        _core.CircuitBreaker(window_type="x")
+    with pytest.raises(TypeError, match=r"^window_type must be 'count' or 'time', not int: 1$"):
+        _core.CircuitBreaker(window_type=1)
+    with pytest.raises(ValueError, match=r"^strategy must be 'block', 'drop_oldest', 'drop_newest' "
+                                         r"or 'error', got 'x'$"):
+        _core.RingQueue(4, strategy="x")
+
+
 def test_messages_and_docs_list_the_algorithm_table():
     """The lists of limiter types in messages and docs come from the table."""
     names = ", ".join(py for _, py in _table_rows())

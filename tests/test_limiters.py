@@ -81,6 +81,18 @@ def test_callable_clock_bad_result():
         tb.allow()
 
 
+@pytest.mark.parametrize("result, exc, says", [
+    ("now", TypeError, "must be a real number, not str: 'now'"), (True, TypeError, "must be a real number, not bool: True"),
+    (float("inf"), ValueError, "must be finite: inf"), (float("nan"), ValueError, "must not be NaN")])
+def test_callable_clock_bad_result_message(result, exc, says):
+    """A callable clock's result is read as any real number is: the message
+    names clock() and the value it returned."""
+    tb = pr.TokenBucket(2, 1, clock=lambda: result)
+    with pytest.raises(exc, match=r"^the seconds clock\(\) returned " + re.escape(says)):
+        tb.allow()
+    assert pr.TokenBucket(2, 1, clock=lambda: -5).allow()  # negative seconds are a time like any
+
+
 @pytest.mark.parametrize("bad", [1, "monotonic", object(), pr.ManualClock])
 def test_wrong_clock_type(bad):
     with pytest.raises(TypeError, match="clock"):

@@ -105,6 +105,16 @@ def test_keyed_view_and_group_counts_exact_under_threads():
     assert g.limiters[0].metrics.admitted == 0
 
 
+def test_group_allow_on_the_default_clock_counts_all_or_nothing():
+    # allow() with no argument on the monotonic clock: the core's yes/no path
+    tb, fw = pr.TokenBucket(3, 0), pr.FixedWindow(2, 3600)
+    g = pr.LimiterGroup(tb, fw)
+    assert [g.allow() for _ in range(4)] == [True, True, False, False]
+    assert (g.metrics.admitted, g.metrics.rejected) == (2, 2)
+    assert g.check().denied_by == 1
+    assert [tb.allow(), tb.allow()] == [True, False]  # the refused calls took nothing from it
+
+
 def test_waiting_acquire_counts_its_steps():
     clock = pr.ManualClock()
     lim = pr.TokenBucket(1, 1, clock=clock)

@@ -587,10 +587,12 @@ def test_objects_are_collectable(backend: pr.RedisBackend) -> None:
 
 
 def test_acquire_sync_and_async(backend: pr.RedisBackend) -> None:
-    lim = pr.RedisRateLimiter(backend, rate=50, burst=1, key_prefix=prefix())
+    # rate 5: a 200 ms wait, so that the timeout=0 calls that follow each
+    # wait come well before the next admission even on a loaded machine.
+    lim = pr.RedisRateLimiter(backend, rate=5, burst=1, key_prefix=prefix())
     lim.acquire("k")
     t0 = time.monotonic()
-    lim.acquire("k", timeout=1)  # waits about 20 ms
+    lim.acquire("k", timeout=1)  # waits about 200 ms
     assert time.monotonic() - t0 < 1
     with pytest.raises(pr.RateLimitExceeded):
         lim.acquire("k", timeout=0)
@@ -606,7 +608,8 @@ def test_acquire_sync_and_async(backend: pr.RedisBackend) -> None:
 def test_group_acquire_async_takes_timeout_as_acquire_does(backend: pr.RedisBackend) -> None:
     # The limiter and the group share one async wait: the same timeout rules
     # as the sync acquire (a negative timeout is a ValueError, not "expired").
-    lim = pr.RedisRateLimiter(backend, rate=50, burst=1, key_prefix=prefix())
+    # rate 1: the next admission is a second after the one taken.
+    lim = pr.RedisRateLimiter(backend, rate=1, burst=1, key_prefix=prefix())
     g = pr.RedisLimiterGroup([(lim, "k", 1)])
     with pytest.raises(ValueError, match="timeout"):
         g.acquire(timeout=-1)

@@ -3,25 +3,44 @@
 tools/gen_binding.py turns this into csrc/python/gen/<cfile>.h (parameter
 tables, docstrings with text signatures, method and property tables) and the
 type's block in pyresilience/_core.pyi. See its docstring for how to convert a
-type. Kinds of parameters (csrc/python/prs_py.h, enum prs_py_kind):
-  COUNT     int64 field, an int or an integral float in [lo, hi]
-  INT       int64 field, an int (no bool, no float) in [lo, hi]
-  REAL      double field; flags widen: zero, neg, inf
-  DURATION  int64 ns field from float seconds (inf -> NEVER; > 0 -> >= 1 ns)
-  TIMEOUT   int64 ns field: None/inf -> NEVER
-  BOOL      int field: truth value
-  ENUM      int field: index of the str in choices
-  CLOCK, CALLABLE, STR, OBJECT: no field, checked (CALLABLE, STR) and handed
-            to the binding as the argument object; a STR's field, if any
-            (const char *), gets its UTF-8 (borrowed; NUL refused)
-  CONVERT   convert=<C function>(arg, config): fills what it needs (PyArg "O&")
-  N         int64 field, a request weight: a count >= 1, beyond int64 saturating
-  BYTES     prs_py_bytes field: a bytes object's buffer and length (for the call)
-Flags: "none" (None accepted, field left at its default), "none_inf" (None ->
-+inf / NEVER).
+type. The kinds of parameters and their flags: KINDS and FLAGS below.
 """
 import os
 import re
+
+# The kinds of parameters: what the argument may be and what its field gets
+# (enum prs_py_kind in gen/module.h, PRS_PK_<kind>; common.c converts each).
+KINDS = {
+    "COUNT": "int64_t field: an int or an integral float in [lo, hi]; with no range\n"
+             "declared, beyond int64 saturates (the core checks it)",
+    "REAL": "double field: prs_py_parse_real with flags (zero, neg, inf)",
+    "DURATION": "int64_t field, ns, from float seconds (flags); +inf -> PRS_NEVER;\n"
+                "a positive value is at least 1 ns",
+    "TIMEOUT": "int64_t field, ns: None or +inf -> PRS_NEVER (prs_py_parse_timeout)",
+    "BOOL": "int field: the argument's truth value",
+    "INT": "int64_t field: an int (not bool, no float) in [lo, hi]",
+    "ENUM": "int field: the index of the str in choices",
+    "CLOCK": "no field: the binding passes it to prs_py_clock_init",
+    "CALLABLE": "no field: a callable",
+    "STR": "a str; a field (const char *) gets its UTF-8, borrowed from the\n"
+           "argument (NUL refused)",
+    "OBJECT": "no field: anything; the binding converts it",
+    "CONVERT": "convert(arg, config) fills what it needs (like PyArg \"O&\")",
+    "N": "int64_t field: a request weight (prs_py_parse_n); never None",
+    "BYTES": "prs_py_bytes field: a bytes object's buffer and length (borrowed\n"
+             "for the call)",
+}
+# The flags of a P: name -> (C macro, bit, meaning).
+FLAGS = {
+    "zero": ("PRS_PY_ZERO_OK", 1, "accept 0"),
+    "neg": ("PRS_PY_NEG_OK", 2, "accept negatives"),
+    "inf": ("PRS_PY_INF_OK", 4, "accept +inf"),
+    "none": ("PRS_PY_NONE_OK", 8, "None accepted: leaves the field at its default"),
+    "none_inf": ("PRS_PY_NONE_INF", 16, "None means +inf (REAL) or PRS_NEVER (DURATION)"),
+    "double": ("PRS_PY_DOUBLE", 32, "COUNT: the field is a double"),
+    "trunc": ("PRS_PY_TRUNC", 64, "DURATION: a positive value under 1 ns stays 0 (the core refuses it)"),
+    "sat": ("PRS_PY_SAT", 128, "INT: an int beyond int64 is hi (an attempt index, a wait in ns)"),
+}
 
 
 class P:
@@ -31,6 +50,7 @@ class P:
     def __init__(self, name, kind, type, default=None, field=None, lo=None, hi=None, flags=(),
                  choices=None, kw=False, posonly=False, doc="", convert=None, instance=None,
                  nonempty=False, is_tuple=False):
+        assert kind in KINDS and set(flags) <= set(FLAGS), (name, kind, flags)
         self.name, self.kind, self.type, self.default = name, kind, type, default
         # checked by a generated tp_new
         self.instance, self.nonempty, self.is_tuple = instance, nonempty, is_tuple

@@ -151,7 +151,7 @@ LIMITER = Type(
               "local lease can serve it."),
         M("peek", "key: %s, n: int = 1" % KEY, "Decision", rate=True,
           doc="The Decision check(key, n) would return now, consuming nothing."),
-        M("acquire", config="wait_args", expr="acquired(self, v[0], a.n, a.timeout_ns)",
+        M("acquire", config="prs_py_rate_args", expr="acquired(self, v[0], a.n, a.timeout_ns)",
           params=[P("key", "OBJECT", KEY), P("n", "N", "int", "1", field="n"),
                   P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           doc="Block until n is admitted for key (the GIL is\n"
@@ -170,7 +170,7 @@ LIMITER = Type(
           expr='rl_call(self, "cpr"[a.kind], v[1], a.n, is_none(v[3]) ? NULL : v[3], 1)',
           doc="Internal (asyncio transport): kind 'check', 'peek' or 'reset' without\n"
               "I/O: a Decision when a lease decided it, else the op."),
-M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]",
+M("_async_waiter", config="prs_py_rate_args", returns="Tuple[_RateWait, List[Decision]]",
           params=[P("key", "OBJECT", KEY), P("n", "N", "int", "1", field="n"),
                   P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           expr='fed_waiter(self, "Redis limiter", a.n, a.timeout_ns)',
@@ -227,13 +227,13 @@ GROUP = Type(
               "Decision is the most restrictive member's; denied_by is the index of the first\n"
               "member that denied."),
         M("allow", returns="bool", expr="group_call(self, NULL, GROUP_ALLOW)", doc="check() as a bool."),
-        M("acquire", config="wait_args", expr="acquired(self, NULL, 1, a.timeout_ns)",
+        M("acquire", config="prs_py_rate_args", expr="acquired(self, NULL, 1, a.timeout_ns)",
           params=[P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           doc="Block until the whole group is admitted (GIL released\n"
               "while waiting); RateLimitExceeded when that cannot happen within timeout."),
         M("_check_at", "now: float, /", "Decision", expr="group_call(self, arg, GROUP_CHECK)",
           doc="Tests only: check at `now` seconds instead of Redis's TIME."),
-        M("_async_waiter", config="wait_args", returns="Tuple[_RateWait, List[Decision]]",
+        M("_async_waiter", config="prs_py_rate_args", returns="Tuple[_RateWait, List[Decision]]",
           params=[P("timeout", "TIMEOUT", "Optional[float]", "None", field="timeout_ns")],
           expr='fed_waiter(self, "Redis group", 1, a.timeout_ns)',
           doc="Internal: the wait of acquire_async(): before each step(), append the\n"

@@ -30,10 +30,9 @@ only rewrites files whose text changed.
 How to convert a type (hand-written -> declared):
  1. In tools/binding_decl.py add Type(name, cfile, prefix, config=<core config
     struct or None>, params=[P(...)...], methods=[M(...)], props=[Prop(...)],
-    doc=...). A P says once: the Python name, the kind (COUNT, REAL, DURATION,
-    TIMEOUT, BOOL, INT, ENUM, CLOCK, CALLABLE, STR, OBJECT, CONVERT), the stub type, the
-    default as source text (None: required), the core config field it fills
-    (field=, omitted for kinds the binding keeps itself), range/flags, and
+    doc=...). A P says once: the Python name, the kind (binding_decl.KINDS), the
+    stub type, the default as source text (None: required), the core config
+    field it fills (field=, omitted for kinds the binding keeps itself), range/flags, and
     whether it is keyword-only (kw=True; every P after the first kw one is too).
     A field of a core config embedded in the binding's own argument struct
     (Type(config=<that struct>)) names its path in `p.at` ("core.max_concurrent"):
@@ -67,9 +66,6 @@ sys.path.insert(0, os.path.join(ROOT, "tools"))
 
 import binding_decl as D  # noqa: E402
 
-FLAGS = {"zero": "PRS_PY_ZERO_OK", "neg": "PRS_PY_NEG_OK", "inf": "PRS_PY_INF_OK",
-         "none": "PRS_PY_NONE_OK", "none_inf": "PRS_PY_NONE_INF", "double": "PRS_PY_DOUBLE",
-         "trunc": "PRS_PY_TRUNC", "sat": "PRS_PY_SAT"}
 INT64_MIN, INT64_MAX = "INT64_MIN", "INT64_MAX"
 
 
@@ -171,6 +167,14 @@ PROTO = {
 }
 
 
+def listed(choices):
+    """An ENUM's choices as its messages list them ("'a', 'b' or 'c'"), a C string."""
+    if not choices:
+        return "NULL"
+    q = ["'%s'" % c for c in choices]
+    return '"%s"' % (", ".join(q[:-1]) + " or " + q[-1] if len(q) > 1 else q[0])
+
+
 def c_params(prefix, fname, params, config):
     """The prs_py_params table of `params` (fields of struct `config`)."""
     L = ["enum {"]
@@ -178,8 +182,6 @@ def c_params(prefix, fname, params, config):
         L.append("    P_%s_%s = %d," % (prefix, p.name, i))
     L.append("    P_%s__COUNT = %d" % (prefix, len(params)))
     L.append("};")
-    L.append("static const char *const %s_names[] = {%sNULL};"
-             % (prefix, "".join('"%s", ' % p.name for p in params)))
     for p in params:
         if p.choices:
             L.append("static const char *const %s_%s_choices[] = {%s, NULL};"
@@ -189,23 +191,26 @@ def c_params(prefix, fname, params, config):
             L.append("static int %s(PyObject *arg, void *config);" % p.convert)
     L.append("static const prs_py_param %s_param_list[] = {" % prefix)
     index = {p.name: i for i, p in enumerate(params)}
+    targets = [p.alias_of for p in params if getattr(p, "alias_of", None)]
+    assert len(targets) == len(set(targets)), (fname, "a parameter has at most one alias")
     for p in params:
         alias = getattr(p, "alias_of", None)  # P.alias_of: this is another keyword for that P
-        flags = " | ".join(FLAGS[f] for f in p.flags) or "0"
+        flags = " | ".join(D.FLAGS[f][0] for f in p.flags) or "0"
         off = "offsetof(%s, %s)" % (config, getattr(p, "at", None) or p.field) if p.field else "-1"
         choices = "%s_%s_choices" % (prefix, p.name) if p.choices else "NULL"
-        L.append('    {"%s", %s, PRS_PK_%s, %s, %s, %s, %s, %s, %s, %d},'
+        L.append('    {"%s", %s, PRS_PK_%s, %s, %s, %s, %s, %s, %s, %s, %d},'
                  % (p.name, '"%s"' % p.field if p.field else "NULL", p.kind, flags, off,
                     p.lo if p.lo is not None else INT64_MIN,
-                    p.hi if p.hi is not None else INT64_MAX, choices, p.convert or "NULL",
+                    p.hi if p.hi is not None else INT64_MAX, choices, listed(p.choices),
+                    p.convert or "NULL",
                     index[alias] + 1 if alias else 0))
     if not params:
-        L.append("    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, 0}, /* none: C wants an element */")
+        L.append("    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, NULL, 0}, /* none: C wants an element */")
     L.append("};")
     maxpos = sum(1 for p in params if not p.kw)
     required = sum(1 for p in params if p.default is None)
-    L.append('static const prs_py_params %s_params = {"%s", %d, %d, %d, %s_param_list, %s_names};'
-             % (prefix, fname, len(params), maxpos, required, prefix, prefix))
+    L.append('static const prs_py_params %s_params = {"%s", %d, %d, %d, %s_param_list};'
+             % (prefix, fname, len(params), maxpos, required, prefix))
     return L
 
 
@@ -287,6 +292,7 @@ def c_life(t):
             visit.append("    Py_VISIT(o->%s);" % name)
             clear.append("    Py_CLEAR(o->%s);" % name)
     if t.clock:
+        visit.append("    Py_VISIT(o->%s.obj);" % t.clock)
         clear.append("    prs_py_clock_clear(&o->%s);" % t.clock)
     this = "    %s *o = (%s *)self;" % (t.obj, t.obj)
     p = t.prefix
@@ -295,15 +301,14 @@ def c_life(t):
             "    PyTypeObject *tp = Py_TYPE(self);"] + clear + (["    " + t.free] if t.free else []) + [
             "    tp->tp_free(self);", "    Py_DECREF(tp);", "}"]
     L = ["static int %s_traverse(PyObject *self, visitproc visit, void *arg) {" % p]
-    L += ([this] if visit or t.clock or getattr(t, "visit", None) else []) + [
+    L += ([this] if visit or getattr(t, "visit", None) else []) + [
         "    Py_VISIT(Py_TYPE(self));"] + visit
     # Type.visit (optional): more the GC must see, a C expression of o, visit, arg (0 or an
     # error); Type.drop: the statement tp_clear runs for it, after the refs are cleared.
     visit_more, drop = getattr(t, "visit", None), getattr(t, "drop", None)
     if drop:
         clear.append("    %s" % drop)
-    L.append("    return %s;" % ("prs_py_clock_traverse(&o->%s, visit, arg)" % t.clock
-                                 if t.clock else visit_more or "0"))
+    L.append("    return %s;" % (visit_more or "0"))
     L += ["}", "static int %s_clear(PyObject *self) {" % p]
     L += ([this] if clear else []) + clear + ["    return 0;", "}"]
     uses = "weaklist" in t.offsets or "o->" in (t.free or "") or t.kept
@@ -676,6 +681,10 @@ def gen_module():
     L += ["    PRS_SLOT_%s," % e for e in D.STATE]
     L += ["    PRS_SLOT_%s," % e for e in D.EXCEPTIONS]
     L += ["    PRS_SLOT__COUNT", "};"]
+    L.append("/* The kinds of declared parameters and their flags (binding_decl.py KINDS, FLAGS). */")
+    L += ["enum prs_py_kind {"] + ["    PRS_PK_%s, /* %s */" % (k, doc.replace("\n", "\n       "))
+                                   for k, doc in D.KINDS.items()] + ["};"]
+    L += ["#define %s %du /* %s */" % (macro, bit, doc) for macro, bit, doc in D.FLAGS.values()]
     algos = [t for t in D.TYPES if t.base == "_Limiter"]
     first = D.TYPES.index(algos[0])
     if D.TYPES[first:first + len(algos)] != algos:

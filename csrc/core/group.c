@@ -331,7 +331,7 @@ static int pick_reported(const prs_group *g, const prs_decision *dec, prs_decisi
 }
 
 /* The group's decision from its members' (dec[i] of each first i). */
-static void report(const prs_group *g, const prs_decision *dec, int all, int first_denied,
+static inline void report(const prs_group *g, const prs_decision *dec, int all, int first_denied,
                    prs_decision *out, prs_group_info *info) {
     prs_decision agg;
     int64_t max_n;
@@ -346,13 +346,18 @@ static void report(const prs_group *g, const prs_decision *dec, int all, int fir
     }
 }
 
-int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_decision *out,
-                     prs_group_info *info) {
+/* how: consume (0 or 1), with PRS__DECIDE_BARE when only out->allowed is
+ * read (allow()): no member's decision is assembled into a report, none is
+ * decided again to report what is left, and descriptors may skip the fields. */
+static int decide(prs_group *g, int64_t now, int64_t n, int how, prs_decision *out,
+                  prs_group_info *info) {
     if (!g || !out || n < 1) return PRS_EINVAL;
+    int consume = how & 1, bare = how & PRS__DECIDE_BARE;
     if (g->shm) {
         prs_decision sdec[PRS_GROUP_MAX_MEMBERS];
         int all, fd, rc = prs__shm_group_decide(g->shm, now, n, consume, sdec, &all, &fd);
-        if (rc == PRS_OK) report(g, sdec, all, fd, out, info);
+        if (rc == PRS_OK && bare) out->allowed = all;
+        else if (rc == PRS_OK) report(g, sdec, all, fd, out, info);
         return rc;
     }
     size_t cnt = g->n;
@@ -468,7 +473,7 @@ int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_deci
         int64_t demand = prs__sat_mul(n, (int64_t)gm->mult);
         int take = all && consume && full[i] == -1;
         if (take && state_size_of(gm) <= SNAP) memcpy(snap[i], state[i], state_size_of(gm));
-        rc = al->decide(gm->m.params, state[i], now, demand, take, &dec[i]);
+        rc = al->decide(gm->m.params, state[i], now, demand, take | bare, &dec[i]);
         if (rc) { /* cannot happen with validated members; undo what was taken */
             roll_back(g, state, snap, took, i, now, n);
             goto unlock;
@@ -484,7 +489,7 @@ int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_deci
             first_denied = (int)i;
             if (consume) { /* give back, then report what is really left */
                 roll_back(g, state, snap, took, i, now, n);
-                for (size_t j = 0; j < i; j++) {
+                for (size_t j = 0; !bare && j < i; j++) {
                     const gmember *o = &g->members[j];
                     if (o->first != j || full[j] != -1) continue;
                     rc = o->m.algo->decide(o->m.params, state[j], now,
@@ -494,7 +499,8 @@ int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_deci
             }
         }
     }
-    report(g, dec, all, first_denied, out, info);
+    if (bare) out->allowed = all;
+    else report(g, dec, all, first_denied, out, info);
 
     /* 4. commit the new keys */
     if (all && consume) {
@@ -517,6 +523,17 @@ unlock:
         if (block[i]) prs__keyed_free_block(g->members[i].m.obj, block[i]);
     if (scratch != stack_scratch) prs__free(&g->alloc, scratch);
     return rc;
+}
+
+int prs_group_decide(prs_group *g, int64_t now, int64_t n, int consume, prs_decision *out,
+                     prs_group_info *info) {
+    return decide(g, now, n, consume != 0, out, info);
+}
+
+int prs_group_allow(prs_group *g, int64_t now_ns, int64_t n) {
+    prs_decision d;
+    int rc = decide(g, now_ns, n, 1 | PRS__DECIDE_BARE, &d, NULL);
+    return rc ? rc : d.allowed;
 }
 
 uint64_t prs_group_admitted(const prs_group *g) {

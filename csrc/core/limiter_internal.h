@@ -113,8 +113,9 @@ unsigned char *prs__shm_lim_state(struct prs__shm_lim *s);
 unsigned char *prs__shm_lim_undo(struct prs__shm_lim *s);
 
 /* A decide's `consume` with this bit too: the caller reads only d->allowed (a
- * descriptor may leave the other fields unset). Only lock-free descriptors see
- * it; spinlocked ones get consume & 1. */
+ * descriptor may leave the other fields unset). Every descriptor's decide
+ * takes `consume` as a truth value; a limiter object passes the bit to
+ * lock-free descriptors only, a group (prs_group_allow) to every member. */
 #define PRS__DECIDE_BARE 2
 
 /* Counts one consuming decision of a lock-free or placed limiter (striped:

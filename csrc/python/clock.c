@@ -12,8 +12,6 @@
  */
 #include "prs_py.h"
 
-#include <math.h>
-
 typedef struct prs_py_manual_clock {
     PyObject_HEAD
     _Atomic int64_t now_ns;
@@ -40,11 +38,8 @@ int prs_py_clock_init(prs_py_state *st, PyObject *arg, prs_py_clock *c) {
     } else if (PyCallable_Check(arg) && !PyType_Check(arg)) {
         c->kind = PRS_CLOCK_CALLABLE;
     } else {
-        PyErr_Format(PyExc_TypeError,
-                     "clock must be None, a ManualClock, a MonotonicClock or a zero-argument "
-                     "callable returning seconds, not %.200s: %R",
-                     Py_TYPE(arg)->tp_name, arg);
-        return -1;
+        return prs_py_type_error("clock", "None, a ManualClock, a MonotonicClock or a "
+                                          "zero-argument callable returning seconds", arg);
     }
     c->obj = Py_NewRef(arg);
     return 0;
@@ -67,27 +62,13 @@ PyObject *prs_py_get_clock(PyObject *self, void *off) {
 
 int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {
     PyObject *r = PyObject_CallNoArgs(c->obj);
-    if (!r) return -1;
     double s;
-    if (PyFloat_CheckExact(r)) {
-        s = PyFloat_AS_DOUBLE(r);
-    } else if (PyBool_Check(r) || !(PyFloat_Check(r) || PyLong_Check(r))) {
-        PyErr_Format(PyExc_TypeError, "clock() must return float seconds, not %.200s: %R",
-                     Py_TYPE(r)->tp_name, r);
-        Py_DECREF(r);
-        return -1;
-    } else {
-        s = PyFloat_AsDouble(r);
-        if (s == -1.0 && PyErr_Occurred()) { Py_DECREF(r); return -1; }
-    }
-    if (!isfinite(s)) {
-        PyErr_Format(PyExc_ValueError, "clock() must return finite seconds, got %R", r);
-        Py_DECREF(r);
-        return -1;
-    }
+    if (!r) return -1;
+    int rc = prs_py_parse_real(r, "the seconds clock() returned", PRS_PY_ZERO_OK | PRS_PY_NEG_OK,
+                               &s);
     Py_DECREF(r);
-    *now = prs_seconds_to_ns(s);
-    return 0;
+    if (rc == 0) *now = prs_seconds_to_ns(s);
+    return rc;
 }
 
 int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake) {

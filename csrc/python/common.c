@@ -44,31 +44,26 @@ PyObject *prs_py_error(prs_py_state *st, int status, const char *what) {
 PyObject *prs_py_raise_rate_limited(prs_py_state *st, const prs_decision *d, int denied_by,
                                     int64_t retry_after_ns, const char *message) {
     PyObject *dec = prs_py_decision_new_by(st, d, denied_by);
-    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(retry_after_ns));
-    PyObject *msg = PyUnicode_FromString(message);
-    PyObject *exc = NULL;
-    if (dec && retry && msg) {
-        PyObject *args[3] = {msg, retry, dec};
-        exc = PyObject_Vectorcall(PRS_PY_EXC(st, RateLimitExceeded), args, 3, NULL);
-    }
-    Py_XDECREF(dec);
-    Py_XDECREF(retry);
-    Py_XDECREF(msg);
-    return prs_py_raise(exc);
+    if (!dec) return NULL;
+    return prs_py_raise(PyObject_CallFunction(PRS_PY_EXC(st, RateLimitExceeded), "sdN", message,
+                                              prs_py_ns_to_s(retry_after_ns), dec));
 }
 
 /* ---- numbers ---------------------------------------------------------- */
+
+int prs_py_type_error(const char *param, const char *what, PyObject *o) {
+    PyErr_Format(PyExc_TypeError, "%s must be %s, not %.200s: %R", param, what, Py_TYPE(o)->tp_name,
+                 o);
+    return -1;
+}
 
 int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *out) {
     double v;
     if (PyFloat_CheckExact(o)) {
         v = PyFloat_AS_DOUBLE(o);
-    } else if (PyBool_Check(o) || PyUnicode_Check(o) || PyBytes_Check(o) ||
-               !(PyFloat_Check(o) || PyLong_Check(o) || PyIndex_Check(o) ||
-                 (Py_TYPE(o)->tp_as_number && Py_TYPE(o)->tp_as_number->nb_float))) {
-        PyErr_Format(PyExc_TypeError, "%s must be a real number, not %.200s: %R", param,
-                     Py_TYPE(o)->tp_name, o);
-        return -1;
+    } else if (PyBool_Check(o) || !(PyLong_Check(o) || PyIndex_Check(o) ||
+                                    (Py_TYPE(o)->tp_as_number && Py_TYPE(o)->tp_as_number->nb_float))) {
+        return prs_py_type_error(param, "a real number", o);
     } else {
         v = PyFloat_AsDouble(o);
         if (v == -1.0 && PyErr_Occurred()) {
@@ -131,9 +126,7 @@ static int parse_whole(PyObject *o, const char *param, int64_t lo, int64_t hi, u
         overflow = d >= 9.2233720368547758e18 ? 1 : d < -9.2233720368547758e18 ? -1 : 0;
         v = overflow ? 0 : (long long)d;
     } else if (PyBool_Check(o) || !(PyLong_Check(o) || (PyIndex_Check(o) && !PyFloat_Check(o)))) {
-        PyErr_Format(PyExc_TypeError, "%s must be an int, not %.200s: %R", param,
-                     Py_TYPE(o)->tp_name, o);
-        return -1;
+        return prs_py_type_error(param, "an int", o);
     } else {
         PyObject *idx = PyNumber_Index(o);
         if (!idx) return -1;
@@ -145,10 +138,6 @@ static int parse_whole(PyObject *o, const char *param, int64_t lo, int64_t hi, u
     else if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
     *out = v;
     return 0;
-}
-
-int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out) {
-    return parse_whole(o, param, lo, hi, 0, out);
 }
 
 int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out) {
@@ -197,27 +186,16 @@ PyObject *prs_py_method_get(PyObject *self, PyObject *obj, PyObject *type) {
 
 /* ---- declared parameters ------------------------------------------------ */
 
-/* A str among `choices`: its index; TypeError/ValueError listing them. */
-static int parse_choice(PyObject *o, const char *param, const char *const *choices, int *out) {
-    if (PyUnicode_Check(o)) {
-        for (int i = 0; choices[i]; i++)
-            if (PyUnicode_CompareWithASCIIString(o, choices[i]) == 0) { *out = i; return 0; }
-    }
-    PyObject *list = PyUnicode_FromString("");
-    for (int i = 0; list && choices[i]; i++) {
-        const char *sep = i == 0 ? "" : choices[i + 1] ? ", " : " or ";
-        PyObject *more = PyUnicode_FromFormat("%U%s'%s'", list, sep, choices[i]);
-        Py_SETREF(list, more);
-    }
-    if (!list) return -1;
-    if (PyUnicode_Check(o))
-        PyErr_Format(PyExc_ValueError, "%s must be %U, got %R", param, list, o);
-    else
-        PyErr_Format(PyExc_TypeError, "%s must be %U, not %.200s: %R", param, list,
-                     Py_TYPE(o)->tp_name, o);
-    Py_DECREF(list);
+/* A str among p->choices: its index; TypeError/ValueError listing them. */
+static int parse_choice(PyObject *o, const prs_py_param *p, int *out) {
+    for (int i = 0; PyUnicode_Check(o) && p->choices[i]; i++)
+        if (PyUnicode_CompareWithASCIIString(o, p->choices[i]) == 0) { *out = i; return 0; }
+    if (!PyUnicode_Check(o)) return prs_py_type_error(p->name, p->listed, o);
+    PyErr_Format(PyExc_ValueError, "%s must be %s, got %R", p->name, p->listed, o);
     return -1;
 }
+
+#define OR_NONE(p, what) (((p)->flags & PRS_PY_NONE_OK) ? what " or None" : what)
 
 /* Converts one given argument into its field (or checks its type). 0 or -1. */
 static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
@@ -225,7 +203,7 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
     double s;
     int64_t v;
     if (o == Py_None && (p->flags & (PRS_PY_NONE_OK | PRS_PY_NONE_INF))) {
-        if (!(p->flags & PRS_PY_NONE_INF) || !field) return 0;
+        if (!(p->flags & PRS_PY_NONE_INF) || !field) return 0; /* the field keeps its default */
         if (p->kind == PRS_PK_REAL) *(double *)field = INFINITY;
         else *(int64_t *)field = PRS_NEVER;
         return 0;
@@ -259,34 +237,30 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         return 0;
     }
     case PRS_PK_ENUM:
-        return parse_choice(o, p->name, p->choices, (int *)field);
+        return parse_choice(o, p, (int *)field);
     case PRS_PK_CALLABLE:
         if (PyCallable_Check(o)) return 0;
-        PyErr_Format(PyExc_TypeError, "%s must be a callable%s, not %.200s: %R", p->name,
-                     (p->flags & PRS_PY_NONE_OK) ? " or None" : "", Py_TYPE(o)->tp_name, o);
-        return -1;
-    case PRS_PK_STR:
-        if (PyUnicode_Check(o) && field) { /* its UTF-8, borrowed from the argument */
-            Py_ssize_t len;
-            const char *s = PyUnicode_AsUTF8AndSize(o, &len);
-            if (s && (size_t)len != strlen(s))
-                PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters, got %R", p->name, o);
-            if (!s || (size_t)len != strlen(s)) return -1;
-            *(const char **)field = s;
+        return prs_py_type_error(p->name, OR_NONE(p, "a callable"), o);
+    case PRS_PK_STR: { /* a field gets its UTF-8, borrowed from the argument */
+        if (!PyUnicode_Check(o))
+            return prs_py_type_error(p->name, OR_NONE(p, "a str"), o);
+        Py_ssize_t len;
+        const char *utf8 = field ? PyUnicode_AsUTF8AndSize(o, &len) : NULL;
+        if (!field) return 0;
+        if (!utf8) return -1;
+        if ((size_t)len != strlen(utf8)) {
+            PyErr_Format(PyExc_ValueError, "%s must not contain NUL characters, got %R", p->name, o);
+            return -1;
         }
-        if (PyUnicode_Check(o)) return 0;
-        PyErr_Format(PyExc_TypeError, "%s must be a str%s, not %.200s: %R", p->name,
-                     (p->flags & PRS_PY_NONE_OK) ? " or None" : "", Py_TYPE(o)->tp_name, o);
-        return -1;
+        *(const char **)field = utf8;
+        return 0;
+    }
     case PRS_PK_CONVERT:
         return p->convert(o, config);
     case PRS_PK_N:
         return prs_py_parse_n(o, p->name, (int64_t *)field);
     case PRS_PK_BYTES:
-        if (!PyBytes_Check(o)) {
-            PyErr_Format(PyExc_TypeError, "%s must be bytes, not %.200s: %R", p->name, Py_TYPE(o)->tp_name, o);
-            return -1;
-        }
+        if (!PyBytes_Check(o)) return prs_py_type_error(p->name, "bytes", o);
         ((prs_py_bytes *)field)->p = PyBytes_AS_STRING(o);
         ((prs_py_bytes *)field)->n = (size_t)PyBytes_GET_SIZE(o);
         return 0;
@@ -295,98 +269,88 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
     }
 }
 
-static int too_many(const char *fname, Py_ssize_t maxpos, Py_ssize_t nargs) {
-    PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)", fname,
-                 maxpos, maxpos == 1 ? "" : "s", nargs);
-    return -1;
-}
-
-/* Puts keyword argument key=value into out[] by names[0..n). 0 or -1. */
-static int put_keyword(const char *fname, const char *const *names, Py_ssize_t n, PyObject *key,
-                       PyObject *value, PyObject **out) {
+/* Puts keyword argument key=value into out[] by spec's names. 0 or -1. */
+static int put_keyword(const prs_py_params *spec, PyObject *key, PyObject *value, PyObject **out) {
     Py_ssize_t i = 0;
-    if (PyUnicode_Check(key))
-        while (i < n && PyUnicode_CompareWithASCIIString(key, names[i]) != 0) i++;
-    else
-        i = n;
-    if (i == n) {
-        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", fname, key);
+    while (i < spec->n && PyUnicode_Check(key) &&
+           PyUnicode_CompareWithASCIIString(key, spec->p[i].name) != 0)
+        i++;
+    if (i == spec->n || !PyUnicode_Check(key)) {
+        PyErr_Format(PyExc_TypeError, "%s() got an unexpected keyword argument '%S'", spec->fname, key);
         return -1;
     }
     if (out[i]) {
-        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", fname, names[i]);
+        PyErr_Format(PyExc_TypeError, "%s() got multiple values for argument '%s'", spec->fname,
+                     spec->p[i].name);
         return -1;
     }
     out[i] = value;
     return 0;
 }
 
-/* An alias and its parameter: None is not given (but a weight n is an int),
- * at most one of the two. */
+static int missing(const prs_py_params *spec, Py_ssize_t i) {
+    PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", spec->fname, spec->p[i].name);
+    return -1;
+}
+
+/* Alias i and its parameter t: None is not given (but a weight n is an int);
+ * at most one of the two, and one of them unless t takes None or is a
+ * weight n (1 by default). */
 static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
     Py_ssize_t t = spec->p[i].alias - 1;
+    const prs_py_param *p = &spec->p[t];
     if (vals[i] == Py_None) vals[i] = NULL;
-    if (vals[t] == Py_None && spec->p[t].kind != PRS_PK_N) vals[t] = NULL;
+    if (vals[t] == Py_None && p->kind != PRS_PK_N) vals[t] = NULL;
     if (vals[i] && vals[t]) {
         PyErr_Format(PyExc_TypeError, "%s() got both %s and %s (%s is an alias)", spec->fname,
-                     spec->p[t].name, spec->p[i].name, spec->p[i].name);
+                     p->name, spec->p[i].name, spec->p[i].name);
         return -1;
     }
+    if (!vals[i] && !vals[t] && !(p->flags & PRS_PY_NONE_OK) && p->kind != PRS_PK_N)
+        return missing(spec, t);
     return 0;
 }
 
-/* 1 when parameter i is missing: required, or (without NONE_OK, and not a
- * weight n, which is 1 by default) neither it nor an alias of it was given. */
-static int missing(const prs_py_params *spec, Py_ssize_t i, PyObject **vals) {
-    if (i < spec->required) return 1;
-    int aliased = 0;
-    for (Py_ssize_t j = 0; j < spec->n; j++) {
-        if (spec->p[j].alias != i + 1) continue;
-        if (vals[j]) return 0;
-        aliased = 1;
-    }
-    return aliased && !(spec->p[i].flags & PRS_PY_NONE_OK) && spec->p[i].kind != PRS_PK_N;
-}
-
+/* The missing arguments first (as CPython's parsers do), then each given one converted. */
 static int convert_params(const prs_py_params *spec, void *config, PyObject **vals) {
+    for (Py_ssize_t i = 0; i < spec->required; i++)
+        if (!vals[i]) return missing(spec, i);
     for (Py_ssize_t i = 0; i < spec->n; i++)
         if (spec->p[i].alias && merge_alias(spec, i, vals) < 0) return -1;
-    for (Py_ssize_t i = 0; i < spec->n; i++) {
-        if (vals[i] == Py_None && (spec->p[i].flags & (PRS_PY_NONE_OK | PRS_PY_NONE_INF)) == PRS_PY_NONE_OK)
-            continue; /* None: the field keeps its default */
-        if (!vals[i]) {
-            if (missing(spec, i, vals)) {
-                PyErr_Format(PyExc_TypeError, "%s() missing required argument '%s'", spec->fname,
-                             spec->p[i].name);
-                return -1;
-            }
-            continue;
-        }
-        if (convert_param(&spec->p[i], vals[i], config) < 0) return -1;
-    }
+    for (Py_ssize_t i = 0; i < spec->n; i++)
+        if (vals[i] && convert_param(&spec->p[i], vals[i], config) < 0) return -1;
     return 0;
+}
+
+/* The one parser: the positional args[0..nargs), then the keywords, as
+ * kwnames with their values after the positional ones (fastcall) or as the
+ * dict kwds, into vals by name; then each is converted. */
+static int parse(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
+                 PyObject *kwnames, PyObject *kwds, void *config, PyObject **vals) {
+    if (nargs > spec->maxpos) {
+        PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)",
+                     spec->fname, spec->maxpos, spec->maxpos == 1 ? "" : "s", nargs);
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
+    for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
+        if (put_keyword(spec, PyTuple_GET_ITEM(kwnames, k), args[nargs + k], vals) < 0) return -1;
+    Py_ssize_t pos = 0;
+    PyObject *key, *value;
+    while (kwds && PyDict_Next(kwds, &pos, &key, &value))
+        if (put_keyword(spec, key, value, vals) < 0) return -1;
+    return convert_params(spec, config, vals);
 }
 
 int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
                         PyObject *kwnames, void *config, PyObject **vals) {
-    if (nargs > spec->maxpos) return too_many(spec->fname, spec->maxpos, nargs);
-    for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? args[i] : NULL;
-    for (Py_ssize_t k = 0; kwnames && k < PyTuple_GET_SIZE(kwnames); k++)
-        if (put_keyword(spec->fname, spec->names, spec->n, PyTuple_GET_ITEM(kwnames, k),
-                        args[nargs + k], vals) < 0)
-            return -1;
-    return convert_params(spec, config, vals);
+    return parse(spec, args, nargs, kwnames, NULL, config, vals);
 }
 
 int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
                               void *config, PyObject **vals) {
-    Py_ssize_t nargs = PyTuple_GET_SIZE(args), pos = 0;
-    if (nargs > spec->maxpos) return too_many(spec->fname, spec->maxpos, nargs);
-    for (Py_ssize_t i = 0; i < spec->n; i++) vals[i] = i < nargs ? PyTuple_GET_ITEM(args, i) : NULL;
-    PyObject *key, *value;
-    while (kwds && PyDict_Next(kwds, &pos, &key, &value))
-        if (put_keyword(spec->fname, spec->names, spec->n, key, value, vals) < 0) return -1;
-    return convert_params(spec, config, vals);
+    return parse(spec, ((PyTupleObject *)args)->ob_item, PyTuple_GET_SIZE(args), NULL, kwds, config,
+                 vals);
 }
 
 /* The value a parameter has: the argument as given, else its field's default

@@ -61,19 +61,17 @@ PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n) {
 static int core_exec(PyObject *m) {
     prs_py_state *st = PyModule_GetState(m);
     PyObject *errors = PyImport_ImportModule("pyresilience.errors");
-    if (!errors) return -1;
-    for (size_t i = 0; i < sizeof exception_slots / sizeof exception_slots[0]; i++) {
+    for (size_t i = 0; errors && i < sizeof exception_slots / sizeof exception_slots[0]; i++) {
         PyObject *cls = PyObject_GetAttrString(errors, exception_slots[i].name);
-        if (!cls) { Py_DECREF(errors); return -1; }
-        if (!PyType_Check(cls) || !PyType_IsSubtype((PyTypeObject *)cls, (PyTypeObject *)PyExc_Exception)) {
-            Py_DECREF(cls);
-            Py_DECREF(errors);
+        if (cls && !PyExceptionClass_Check(cls)) {
             PyErr_Format(PyExc_TypeError, "pyresilience.errors.%s is not an exception class",
                          exception_slots[i].name);
-            return -1;
+            Py_CLEAR(cls);
         }
-        Py_XSETREF(st->slots[exception_slots[i].slot], cls);
+        if (!cls) Py_CLEAR(errors);
+        else Py_XSETREF(st->slots[exception_slots[i].slot], cls);
     }
+    if (!errors) return -1;
     Py_DECREF(errors);
     for (const register_fn *f = register_fns; *f; f++)
         if ((*f)(m, st) < 0) return -1;

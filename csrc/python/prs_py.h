@@ -172,25 +172,21 @@ static inline void prs_py_op_unlock(atomic_int *held) {
 
 /* ---- numbers and durations at the boundary ----------------------------- */
 
-#define PRS_PY_ZERO_OK 1u  /* accept 0 */
-#define PRS_PY_NEG_OK  2u  /* accept negatives */
-#define PRS_PY_INF_OK  4u  /* accept +inf */
-
 /* A real number (int or float or anything with __float__/__index__; never bool,
- * never str). NaN always rejected; flags widen what is accepted. TypeError or
- * ValueError naming `param` and the value. 0 or -1. */
+ * never str). NaN always rejected; flags (PRS_PY_ZERO_OK, NEG_OK, INF_OK)
+ * widen what is accepted. TypeError or ValueError naming `param` and the
+ * value. 0 or -1. */
 int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *out);
-/* An int (not bool) in [lo, hi]; TypeError/ValueError naming `param`. 0 or -1. */
-int prs_py_parse_int(PyObject *o, const char *param, int64_t lo, int64_t hi, int64_t *out);
-/* A count (capacity, limit, burst, max_keys, thresholds, sizes...) follows
- * one rule (PRS_PK_COUNT): an int (or __index__), or a float with an
- * integral value (10.0 -> 10); 10.5 -> ValueError, bool/str -> TypeError.
- * A count for a core config field, whose validator checks its range: a
- * whole number beyond int64 saturates (so the validator's message names it
- * too). 0 or -1. */
+/* TypeError "<param> must be <what>, not <type>: <repr of o>". Returns -1. */
+int prs_py_type_error(const char *param, const char *what, PyObject *o);
+/* A count for a core config field (PRS_PK_COUNT's rule: an int, or an
+ * integral float; 10.5 -> ValueError, bool/str -> TypeError), whose validator
+ * checks its range: beyond int64 saturates (so the validator's message names
+ * it too). 0 or -1. */
 int prs_py_parse_config_count(PyObject *o, const char *param, int64_t *out);
-/* A request weight n: a count >= 1 (an int, or an integral float; not bool). Ints beyond int64 saturate to
- * INT64_MAX (such n can never be admitted: a decision, not an error). */
+/* A request weight n: a count >= 1 (an int, or an integral float; not bool).
+ * Ints beyond int64 saturate to INT64_MAX (such n can never be admitted: a
+ * decision, not an error). */
 int prs_py_parse_n(PyObject *o, const char *param, int64_t *out);
 /* A timeout in seconds: None or +inf -> PRS_NEVER (wait forever), else a finite
  * number >= 0 converted to ns (saturating). */
@@ -206,32 +202,10 @@ static inline double prs_py_ns_to_s(int64_t ns) {
  * prs_py_params table per constructor/method, its text signature, and the
  * _core.pyi stub. prs_py_parse_params() then converts every argument with a
  * config field straight into the core's config struct (offsetof), and hands
- * back the borrowed argument objects for what the binding keeps itself. */
-enum prs_py_kind {
-    PRS_PK_COUNT,    /* int64_t field: a count in [lo, hi]; with no range declared,
-                        prs_py_parse_config_count (the core checks it) */
-    PRS_PK_REAL,     /* double field: prs_py_parse_real with flags */
-    PRS_PK_DURATION, /* int64_t field, ns, from float seconds (flags); +inf -> PRS_NEVER;
-                        a positive value is at least 1 ns */
-    PRS_PK_TIMEOUT,  /* int64_t field, ns: None or +inf -> PRS_NEVER (prs_py_parse_timeout) */
-    PRS_PK_BOOL,     /* int field: the argument's truth value */
-    PRS_PK_INT,      /* int64_t field: an int (not bool, no float) in [lo, hi] */
-    PRS_PK_ENUM,     /* int field: the index of the str in choices */
-    PRS_PK_CLOCK,    /* no field: the binding passes it to prs_py_clock_init */
-    PRS_PK_CALLABLE, /* no field: a callable */
-    PRS_PK_STR,      /* a str; a field (const char *) gets its UTF-8, borrowed from the
-                        argument (NUL refused) */
-    PRS_PK_OBJECT,   /* no field: anything; the binding converts it */
-    PRS_PK_CONVERT,  /* convert(arg, config) fills what it needs (like PyArg "O&") */
-    PRS_PK_N,        /* int64_t field: a request weight (prs_py_parse_n); never None */
-    PRS_PK_BYTES     /* prs_py_bytes field: a bytes object's buffer and length (borrowed
-                        for the call) */
-};
-#define PRS_PY_NONE_OK  8u  /* None accepted: leaves the field at its default */
-#define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
-#define PRS_PY_DOUBLE   32u /* COUNT: the field is a double */
-#define PRS_PY_TRUNC    64u /* DURATION: a positive value under 1 ns stays 0 (the core refuses it) */
-#define PRS_PY_SAT     128u /* INT: an int beyond int64 is hi (an attempt index, a wait in ns) */
+ * back the borrowed argument objects for what the binding keeps itself.
+ * The kinds of parameters (enum prs_py_kind, PRS_PK_<kind>) and their flags
+ * (PRS_PY_<flag>) are declared, with what each means, in tools/binding_decl.py
+ * (KINDS, FLAGS) and generated into gen/module.h. */
 
 /* A PRS_PK_BYTES field: the argument's bytes, valid while the call runs. */
 typedef struct prs_py_bytes {
@@ -243,14 +217,15 @@ typedef struct prs_py_param {
     const char *name;           /* the Python name */
     const char *field;          /* the core config field it fills (NULL: none) */
     unsigned char kind;         /* enum prs_py_kind */
-    unsigned char flags;        /* PRS_PY_ZERO_OK | NEG_OK | INF_OK | NONE_OK | NONE_INF */
+    unsigned char flags;        /* PRS_PY_ZERO_OK | NEG_OK | INF_OK | NONE_OK | ... */
     Py_ssize_t offset;          /* offsetof the field in the config struct; -1: none */
     int64_t lo, hi;             /* COUNT, INT */
     const char *const *choices; /* ENUM: NULL-terminated */
+    const char *listed;         /* ENUM: the choices for messages ("'a', 'b' or 'c'") */
     int (*convert)(PyObject *arg, void *config); /* CONVERT: 0 or -1 with an exception */
-    unsigned char alias;        /* k > 0: another keyword for parameter k - 1 (same field and
-                                   conversion, named as given in errors; at most one of the two;
-                                   None is not given; without NONE_OK one of them is required) */
+    unsigned char alias;        /* k > 0: the one other keyword for parameter k - 1 (same field
+                                   and conversion, named as given in errors; at most one of the
+                                   two; None is not given; without NONE_OK one of them is required) */
 } prs_py_param;
 
 typedef struct prs_py_params {
@@ -259,7 +234,6 @@ typedef struct prs_py_params {
     Py_ssize_t maxpos;          /* the first maxpos may be positional */
     Py_ssize_t required;        /* the first `required` must be given */
     const prs_py_param *p;
-    const char *const *names;   /* the n names, NULL-terminated */
 } prs_py_params;
 
 /* Parses fastcall arguments by `spec`: vals[0..n) get the borrowed argument
@@ -302,10 +276,6 @@ typedef struct prs_py_clock {
  * ManualClock, or any callable returning float seconds. TypeError otherwise. */
 int prs_py_clock_init(prs_py_state *st, PyObject *arg, prs_py_clock *c);
 void prs_py_clock_clear(prs_py_clock *c);
-static inline int prs_py_clock_traverse(prs_py_clock *c, visitproc visit, void *arg) {
-    Py_VISIT(c->obj);
-    return 0;
-}
 /* The getter of a `.clock` property, the prs_py_clock at offset `off` (new
  * reference: the clock object given; a MonotonicClock for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off);

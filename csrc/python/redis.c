@@ -90,9 +90,6 @@ typedef struct transport_args {
 } transport_args;
 static int transport_failure(const transport_args *a, PyObject *message);
 
-typedef struct wait_args {
-    int64_t n, timeout_ns;
-} wait_args;
 static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_t timeout_ns);
 
 typedef struct op_args {
@@ -778,8 +775,6 @@ int prs_py_register_redis(PyObject *m, prs_py_state *st) {
 
 #else /* !PRS_HAVE_HIREDIS */
 
-/* Built without hiredis: no Redis types (pyresilience.redis explains how to
- * get them). */
 int prs_py_register_redis(PyObject *m, prs_py_state *st) { return 0; }
 
 #endif /* PRS_HAVE_HIREDIS */

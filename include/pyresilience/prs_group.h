@@ -121,6 +121,9 @@ int prs_group_decide(prs_group *g, int64_t now_ns, int64_t n, int consume, prs_d
  * PRS_OK with *d filled, PRS_EINVAL (n < 1, NULL), PRS_ENOMEM (a new key could
  * not be stored: nothing was taken). */
 int prs_group_check(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by);
+/* The yes/no of prs_group_check (taking and counting the same), without the
+ * rest of the decision: 1 admitted, 0 refused, or a negative status. */
+int prs_group_allow(prs_group *g, int64_t now_ns, int64_t n);
 /* The same decision without taking anything. */
 int prs_group_peek(prs_group *g, int64_t now_ns, int64_t n, prs_decision *d, int *denied_by);
 /* Consuming decisions of the group (check, each step of a wait) that

@@ -142,6 +142,38 @@ TEST(limiter_allow_is_a_counted_check) {
     prs_token_bucket_free(tb);
 }
 
+/* prs_group_allow: the yes/no of a group check, all or nothing, counted the same. */
+TEST(group_allow_is_a_counted_check) {
+    prs_gcra *gcra = NULL;
+    prs_token_bucket *tb = NULL;
+    prs_limiter *lims[2];
+    ASSERT_EQ(two_limiters(4, 1, &gcra, &tb, lims), 0);
+    prs_group_member m[3];
+    prs_group_member_limiter(&m[0], lims[0]);
+    prs_group_member_limiter(&m[1], lims[1]);
+    prs_group_member_limiter(&m[2], lims[1]); /* listed twice: asked for 2n */
+    prs_group *g = NULL;
+    ASSERT_OK(prs_group_new(m, 3, NULL, &g));
+    prs_decision d;
+    ASSERT_EQ(prs_group_allow(g, 0, 1), 1);
+    ASSERT_EQ(prs_group_allow(g, 0, 1), 1);
+    ASSERT_EQ(prs_group_allow(g, 0, 1), 0); /* the bucket is empty: the GCRA keeps its 2 */
+    ASSERT_OK(prs_limiter_peek(lims[0], 0, 2, &d));
+    ASSERT_EQ(d.allowed, 1);
+    ASSERT_EQ(prs_group_allow(g, 0, 3), 0); /* above what the group can ever admit */
+    ASSERT_EQ(prs_group_allow(g, 0, 0), PRS_EINVAL);
+    ASSERT_EQ(prs_group_allow(NULL, 0, 1), PRS_EINVAL);
+    ASSERT_EQ(prs_group_admitted(g), 2);
+    ASSERT_EQ(prs_group_rejected(g), 2);
+    ASSERT_OK(prs_group_check(g, 2000000000, 1, &d, NULL)); /* 2 refilled in the bucket */
+    ASSERT_EQ(d.allowed, 1);
+    ASSERT_EQ(d.remaining, 0);
+    ASSERT_EQ(prs_group_allow(g, 2000000000, 1), 0);
+    prs_group_free(g);
+    prs_gcra_free(gcra);
+    prs_token_bucket_free(tb);
+}
+
 TEST(limiter_counts_exact_under_threads) {
     prs_gcra *gcra = NULL;
     prs_token_bucket *tb = NULL;

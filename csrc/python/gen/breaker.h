@@ -135,29 +135,28 @@ enum {
     P_CircuitBreaker_shared = 17,
     P_CircuitBreaker__COUNT = 18
 };
-static const char *const CircuitBreaker_names[] = {"failure_threshold", "success_threshold", "timeout_seconds", "fallback", "name", "failure_rate_threshold", "window_type", "window_size", "minimum_calls", "slow_call_duration", "slow_call_rate_threshold", "half_open_max_calls", "record_exceptions", "ignore_exceptions", "is_failure", "on_state_change", "clock", "shared", NULL};
 static const char *const CircuitBreaker_window_type_choices[] = {"count", "time", NULL};
 static const prs_py_param CircuitBreaker_param_list[] = {
-    {"failure_threshold", "failure_threshold", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, failure_threshold), 1, INT64_MAX, NULL, NULL, 0},
-    {"success_threshold", "success_threshold", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, success_threshold), 1, INT64_MAX, NULL, NULL, 0},
-    {"timeout_seconds", "open_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(prs_breaker_config, open_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"fallback", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"failure_rate_threshold", "failure_rate_threshold", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_breaker_config, failure_rate_threshold), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"window_type", "window_type", PRS_PK_ENUM, 0, offsetof(prs_breaker_config, window_type), INT64_MIN, INT64_MAX, CircuitBreaker_window_type_choices, NULL, 0},
-    {"window_size", "window_size", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, window_size), 1, INT64_MAX, NULL, NULL, 0},
-    {"minimum_calls", "minimum_calls", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, minimum_calls), 1, INT64_MAX, NULL, NULL, 0},
-    {"slow_call_duration", "slow_call_ns", PRS_PK_DURATION, PRS_PY_NONE_OK, offsetof(prs_breaker_config, slow_call_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"slow_call_rate_threshold", "slow_call_rate_threshold", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_breaker_config, slow_call_rate_threshold), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"half_open_max_calls", "half_open_max_calls", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_breaker_config, half_open_max_calls), 1, INT64_MAX, NULL, NULL, 0},
-    {"record_exceptions", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"ignore_exceptions", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"is_failure", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"on_state_change", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"failure_threshold", "failure_threshold", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, failure_threshold), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"success_threshold", "success_threshold", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, success_threshold), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout_seconds", "open_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(prs_breaker_config, open_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"fallback", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"failure_rate_threshold", "failure_rate_threshold", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_breaker_config, failure_rate_threshold), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"window_type", "window_type", PRS_PK_ENUM, 0, offsetof(prs_breaker_config, window_type), INT64_MIN, INT64_MAX, CircuitBreaker_window_type_choices, "'count' or 'time'", NULL, 0},
+    {"window_size", "window_size", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, window_size), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"minimum_calls", "minimum_calls", PRS_PK_COUNT, 0, offsetof(prs_breaker_config, minimum_calls), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"slow_call_duration", "slow_call_ns", PRS_PK_DURATION, PRS_PY_NONE_OK, offsetof(prs_breaker_config, slow_call_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"slow_call_rate_threshold", "slow_call_rate_threshold", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_breaker_config, slow_call_rate_threshold), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"half_open_max_calls", "half_open_max_calls", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_breaker_config, half_open_max_calls), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"record_exceptions", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"ignore_exceptions", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"is_failure", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"on_state_change", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params CircuitBreaker_params = {"CircuitBreaker", 18, 4, 0, CircuitBreaker_param_list, CircuitBreaker_names};
+static const prs_py_params CircuitBreaker_params = {"CircuitBreaker", 18, 4, 0, CircuitBreaker_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for CircuitBreaker's tp_new; validated by prs_breaker_config_check. 0 or -1. */
 static int CircuitBreaker_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -179,42 +178,38 @@ enum {
     P_CircuitBreaker_record_success_duration = 0,
     P_CircuitBreaker_record_success__COUNT = 1
 };
-static const char *const CircuitBreaker_record_success_names[] = {"duration", NULL};
 static const prs_py_param CircuitBreaker_record_success_param_list[] = {
-    {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params CircuitBreaker_record_success_params = {"record_success", 1, 1, 0, CircuitBreaker_record_success_param_list, CircuitBreaker_record_success_names};
+static const prs_py_params CircuitBreaker_record_success_params = {"record_success", 1, 1, 0, CircuitBreaker_record_success_param_list};
 enum {
     P_CircuitBreaker_record_failure_duration = 0,
     P_CircuitBreaker_record_failure__COUNT = 1
 };
-static const char *const CircuitBreaker_record_failure_names[] = {"duration", NULL};
 static const prs_py_param CircuitBreaker_record_failure_param_list[] = {
-    {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"duration", "duration_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(cb_record_args, duration_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params CircuitBreaker_record_failure_params = {"record_failure", 1, 1, 0, CircuitBreaker_record_failure_param_list, CircuitBreaker_record_failure_names};
+static const prs_py_params CircuitBreaker_record_failure_params = {"record_failure", 1, 1, 0, CircuitBreaker_record_failure_param_list};
 enum {
     P_CircuitBreaker__wrap_func = 0,
     P_CircuitBreaker__wrap__COUNT = 1
 };
-static const char *const CircuitBreaker__wrap_names[] = {"func", NULL};
 static const prs_py_param CircuitBreaker__wrap_param_list[] = {
-    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params CircuitBreaker__wrap_params = {"_wrap", 1, 1, 1, CircuitBreaker__wrap_param_list, CircuitBreaker__wrap_names};
+static const prs_py_params CircuitBreaker__wrap_params = {"_wrap", 1, 1, 1, CircuitBreaker__wrap_param_list};
 enum {
     P_CircuitBreaker__record_token = 0,
     P_CircuitBreaker__record_exc = 1,
     P_CircuitBreaker__record_result = 2,
     P_CircuitBreaker__record__COUNT = 3
 };
-static const char *const CircuitBreaker__record_names[] = {"token", "exc", "result", NULL};
 static const prs_py_param CircuitBreaker__record_param_list[] = {
-    {"token", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"exc", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"result", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"token", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"exc", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"result", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params CircuitBreaker__record_params = {"_record", 3, 3, 1, CircuitBreaker__record_param_list, CircuitBreaker__record_names};
+static const prs_py_params CircuitBreaker__record_params = {"_record", 3, 3, 1, CircuitBreaker__record_param_list};
 static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *cb_allow_request(PyObject *self, PyObject *unused);
 static PyObject *cb_record_success(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
@@ -439,7 +434,8 @@ static int cb_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->states);
     Py_VISIT(o->msg_open);
     Py_VISIT(o->msg_half);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int cb_clear(PyObject *self) {
     breaker_obj *o = (breaker_obj *)self;

@@ -12,14 +12,13 @@ enum {
     P_Bulkhead_shared = 3,
     P_Bulkhead__COUNT = 4
 };
-static const char *const Bulkhead_names[] = {"name", "max_concurrent", "max_wait_seconds", "shared", NULL};
 static const prs_py_param Bulkhead_param_list[] = {
-    {"name", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"max_concurrent", "max_concurrent", PRS_PK_COUNT, 0, offsetof(bh_args, core.max_concurrent), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"max_wait_seconds", "max_wait_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(bh_args, max_wait_s), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"max_concurrent", "max_concurrent", PRS_PK_COUNT, 0, offsetof(bh_args, core.max_concurrent), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"max_wait_seconds", "max_wait_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(bh_args, max_wait_s), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params Bulkhead_params = {"Bulkhead", 4, 3, 2, Bulkhead_param_list, Bulkhead_names};
+static const prs_py_params Bulkhead_params = {"Bulkhead", 4, 3, 2, Bulkhead_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for Bulkhead's tp_new; validated by bh_args_check. 0 or -1. */
 static int Bulkhead_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -44,11 +43,10 @@ enum {
     P_Bulkhead_acquire_timeout = 0,
     P_Bulkhead_acquire__COUNT = 1
 };
-static const char *const Bulkhead_acquire_names[] = {"timeout", NULL};
 static const prs_py_param Bulkhead_acquire_param_list[] = {
-    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params Bulkhead_acquire_params = {"acquire", 1, 1, 0, Bulkhead_acquire_param_list, Bulkhead_acquire_names};
+static const prs_py_params Bulkhead_acquire_params = {"acquire", 1, 1, 0, Bulkhead_acquire_param_list};
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1] = {NULL};
     if ((nargs || kwnames) && prs_py_parse_params(&Bulkhead_acquire_params, args, nargs, kwnames, NULL, v) < 0) return NULL;

@@ -9,11 +9,10 @@ enum {
     P_ManualClock_start = 0,
     P_ManualClock__COUNT = 1
 };
-static const char *const ManualClock_names[] = {"start", NULL};
 static const prs_py_param ManualClock_param_list[] = {
-    {"start", "start_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK, offsetof(prs_py_manual_clock_args, start_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"start", "start_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK, offsetof(prs_py_manual_clock_args, start_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params ManualClock_params = {"ManualClock", 1, 1, 0, ManualClock_param_list, ManualClock_names};
+static const prs_py_params ManualClock_params = {"ManualClock", 1, 1, 0, ManualClock_param_list};
 #define ManualClock_DOC \
     "ManualClock(start=0.0)\n" \
     "--\n" \
@@ -25,29 +24,26 @@ enum {
     P_ManualClock_advance_seconds = 0,
     P_ManualClock_advance__COUNT = 1
 };
-static const char *const ManualClock_advance_names[] = {"seconds", NULL};
 static const prs_py_param ManualClock_advance_param_list[] = {
-    {"seconds", "ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_TRUNC, offsetof(prs_py_manual_clock_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"seconds", "ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_TRUNC, offsetof(prs_py_manual_clock_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params ManualClock_advance_params = {"advance", 1, 1, 1, ManualClock_advance_param_list, ManualClock_advance_names};
+static const prs_py_params ManualClock_advance_params = {"advance", 1, 1, 1, ManualClock_advance_param_list};
 enum {
     P_ManualClock_advance_ns_ns = 0,
     P_ManualClock_advance_ns__COUNT = 1
 };
-static const char *const ManualClock_advance_ns_names[] = {"ns", NULL};
 static const prs_py_param ManualClock_advance_ns_param_list[] = {
-    {"ns", "ns", PRS_PK_INT, PRS_PY_SAT, offsetof(prs_py_manual_clock_args, ns), 0, INT64_MAX, NULL, NULL, 0},
+    {"ns", "ns", PRS_PK_INT, PRS_PY_SAT, offsetof(prs_py_manual_clock_args, ns), 0, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params ManualClock_advance_ns_params = {"advance_ns", 1, 1, 1, ManualClock_advance_ns_param_list, ManualClock_advance_ns_names};
+static const prs_py_params ManualClock_advance_ns_params = {"advance_ns", 1, 1, 1, ManualClock_advance_ns_param_list};
 enum {
     P_ManualClock_set_seconds = 0,
     P_ManualClock_set__COUNT = 1
 };
-static const char *const ManualClock_set_names[] = {"seconds", NULL};
 static const prs_py_param ManualClock_set_param_list[] = {
-    {"seconds", "ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_py_manual_clock_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"seconds", "ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_py_manual_clock_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params ManualClock_set_params = {"set", 1, 1, 1, ManualClock_set_param_list, ManualClock_set_names};
+static const prs_py_params ManualClock_set_params = {"set", 1, 1, 1, ManualClock_set_param_list};
 static PyObject *manual_now(PyObject *self, PyObject *unused) {
     prs_py_manual_clock *o = (prs_py_manual_clock *)self;
     return PyFloat_FromDouble((double)atomic_load_explicit(&o->now_ns, memory_order_acquire) / 1e9);
@@ -168,11 +164,10 @@ static PyObject *manual_repr(PyObject *self) {
 enum {
     P_MonotonicClock__COUNT = 0
 };
-static const char *const MonotonicClock_names[] = {NULL};
 static const prs_py_param MonotonicClock_param_list[] = {
-    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, 0}, /* none: C wants an element */
+    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, NULL, 0}, /* none: C wants an element */
 };
-static const prs_py_params MonotonicClock_params = {"MonotonicClock", 0, 0, 0, MonotonicClock_param_list, MonotonicClock_names};
+static const prs_py_params MonotonicClock_params = {"MonotonicClock", 0, 0, 0, MonotonicClock_param_list};
 #define MonotonicClock_DOC \
     "MonotonicClock()\n" \
     "--\n" \

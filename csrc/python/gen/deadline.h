@@ -16,11 +16,10 @@ enum {
     P_deadline__timeout_enter_ns = 0,
     P_deadline__timeout_enter__COUNT = 1
 };
-static const char *const deadline__timeout_enter_names[] = {"ns", NULL};
 static const prs_py_param deadline__timeout_enter_param_list[] = {
-    {"ns", "ns", PRS_PK_INT, 0, offsetof(timeout_args, ns), 0, INT64_MAX, NULL, NULL, 0},
+    {"ns", "ns", PRS_PK_INT, 0, offsetof(timeout_args, ns), 0, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params deadline__timeout_enter_params = {"_timeout_enter", 1, 1, 1, deadline__timeout_enter_param_list, deadline__timeout_enter_names};
+static const prs_py_params deadline__timeout_enter_params = {"_timeout_enter", 1, 1, 1, deadline__timeout_enter_param_list};
 static PyObject *timeout_enter(PyObject *module, PyObject *arg) {
     prs_py_state *st = PyModule_GetState(module);
     timeout_args a = {0};

@@ -14,16 +14,15 @@ enum {
     P_Decision_denied_by = 5,
     P_Decision__COUNT = 6
 };
-static const char *const Decision_names[] = {"allowed", "limit", "remaining", "retry_after", "reset_after", "denied_by", NULL};
 static const prs_py_param Decision_param_list[] = {
-    {"allowed", "allowed", PRS_PK_BOOL, 0, offsetof(prs_decision, allowed), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"limit", "limit", PRS_PK_INT, 0, offsetof(prs_decision, limit), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"remaining", "remaining", PRS_PK_INT, 0, offsetof(prs_decision, remaining), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"retry_after", "retry_after_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(prs_decision, retry_after_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"reset_after", "reset_after_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(prs_decision, reset_after_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"denied_by", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"allowed", "allowed", PRS_PK_BOOL, 0, offsetof(prs_decision, allowed), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"limit", "limit", PRS_PK_INT, 0, offsetof(prs_decision, limit), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"remaining", "remaining", PRS_PK_INT, 0, offsetof(prs_decision, remaining), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"retry_after", "retry_after_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(prs_decision, retry_after_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"reset_after", "reset_after_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_INF_OK, offsetof(prs_decision, reset_after_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"denied_by", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params Decision_params = {"Decision", 6, 6, 5, Decision_param_list, Decision_names};
+static const prs_py_params Decision_params = {"Decision", 6, 6, 5, Decision_param_list};
 #define Decision_DOC \
     "Decision(allowed, limit, remaining, retry_after, reset_after, denied_by=None)\n" \
     "--\n" \

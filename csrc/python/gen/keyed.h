@@ -13,15 +13,14 @@ enum {
     P_KeyedLimiter_name = 4,
     P_KeyedLimiter__COUNT = 5
 };
-static const char *const KeyedLimiter_names[] = {"limiter", "max_keys", "clock", "shared", "name", NULL};
 static const prs_py_param KeyedLimiter_param_list[] = {
-    {"limiter", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"max_keys", "max_keys", PRS_PK_COUNT, 0, offsetof(prs_keyed_config, max_keys), 1, PRS_KEYED_MAX_KEYS, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"limiter", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"max_keys", "max_keys", PRS_PK_COUNT, 0, offsetof(prs_keyed_config, max_keys), 1, PRS_KEYED_MAX_KEYS, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params KeyedLimiter_params = {"KeyedLimiter", 5, 1, 1, KeyedLimiter_param_list, KeyedLimiter_names};
+static const prs_py_params KeyedLimiter_params = {"KeyedLimiter", 5, 1, 1, KeyedLimiter_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for KeyedLimiter's tp_new. 0 or -1. */
 static int KeyedLimiter_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -46,39 +45,36 @@ enum {
     P_KeyedLimiter_allow_tokens_needed = 2,
     P_KeyedLimiter_allow__COUNT = 3
 };
-static const char *const KeyedLimiter_allow_names[] = {"key", "n", "tokens_needed", NULL};
 static const prs_py_param KeyedLimiter_allow_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 2},
 };
-static const prs_py_params KeyedLimiter_allow_params = {"allow", 3, 2, 1, KeyedLimiter_allow_param_list, KeyedLimiter_allow_names};
+static const prs_py_params KeyedLimiter_allow_params = {"allow", 3, 2, 1, KeyedLimiter_allow_param_list};
 enum {
     P_KeyedLimiter_check_key = 0,
     P_KeyedLimiter_check_n = 1,
     P_KeyedLimiter_check_tokens_needed = 2,
     P_KeyedLimiter_check__COUNT = 3
 };
-static const char *const KeyedLimiter_check_names[] = {"key", "n", "tokens_needed", NULL};
 static const prs_py_param KeyedLimiter_check_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 2},
 };
-static const prs_py_params KeyedLimiter_check_params = {"check", 3, 2, 1, KeyedLimiter_check_param_list, KeyedLimiter_check_names};
+static const prs_py_params KeyedLimiter_check_params = {"check", 3, 2, 1, KeyedLimiter_check_param_list};
 enum {
     P_KeyedLimiter_peek_key = 0,
     P_KeyedLimiter_peek_n = 1,
     P_KeyedLimiter_peek_tokens_needed = 2,
     P_KeyedLimiter_peek__COUNT = 3
 };
-static const char *const KeyedLimiter_peek_names[] = {"key", "n", "tokens_needed", NULL};
 static const prs_py_param KeyedLimiter_peek_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 2},
 };
-static const prs_py_params KeyedLimiter_peek_params = {"peek", 3, 2, 1, KeyedLimiter_peek_param_list, KeyedLimiter_peek_names};
+static const prs_py_params KeyedLimiter_peek_params = {"peek", 3, 2, 1, KeyedLimiter_peek_param_list};
 enum {
     P_KeyedLimiter_acquire_key = 0,
     P_KeyedLimiter_acquire_n = 1,
@@ -86,23 +82,21 @@ enum {
     P_KeyedLimiter_acquire_tokens_needed = 3,
     P_KeyedLimiter_acquire__COUNT = 4
 };
-static const char *const KeyedLimiter_acquire_names[] = {"key", "n", "timeout", "tokens_needed", NULL};
 static const prs_py_param KeyedLimiter_acquire_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 2},
 };
-static const prs_py_params KeyedLimiter_acquire_params = {"acquire", 4, 3, 1, KeyedLimiter_acquire_param_list, KeyedLimiter_acquire_names};
+static const prs_py_params KeyedLimiter_acquire_params = {"acquire", 4, 3, 1, KeyedLimiter_acquire_param_list};
 enum {
     P_KeyedLimiter_reset_key = 0,
     P_KeyedLimiter_reset__COUNT = 1
 };
-static const char *const KeyedLimiter_reset_names[] = {"key", NULL};
 static const prs_py_param KeyedLimiter_reset_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params KeyedLimiter_reset_params = {"reset", 1, 1, 0, KeyedLimiter_reset_param_list, KeyedLimiter_reset_names};
+static const prs_py_params KeyedLimiter_reset_params = {"reset", 1, 1, 0, KeyedLimiter_reset_param_list};
 static int keyed_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     keyed_obj *o = (keyed_obj *)self;
@@ -274,7 +268,8 @@ static int keyed_traverse(PyObject *self, visitproc visit, void *arg) {
     keyed_obj *o = (keyed_obj *)self;
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(o->tmpl);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int keyed_clear(PyObject *self) {
     keyed_obj *o = (keyed_obj *)self;
@@ -318,12 +313,11 @@ enum {
     P_KeyedLimiterView_key = 1,
     P_KeyedLimiterView__COUNT = 2
 };
-static const char *const KeyedLimiterView_names[] = {"limiter", "key", NULL};
 static const prs_py_param KeyedLimiterView_param_list[] = {
-    {"limiter", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"limiter", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params KeyedLimiterView_params = {"KeyedLimiterView", 2, 2, 2, KeyedLimiterView_param_list, KeyedLimiterView_names};
+static const prs_py_params KeyedLimiterView_params = {"KeyedLimiterView", 2, 2, 2, KeyedLimiterView_param_list};
 #define KeyedLimiterView_DOC \
     "KeyedLimiterView(limiter, key)\n" \
     "--\n" \
@@ -336,60 +330,55 @@ enum {
     P_KeyedLimiterView_allow_tokens_needed = 1,
     P_KeyedLimiterView_allow__COUNT = 2
 };
-static const char *const KeyedLimiterView_allow_names[] = {"n", "tokens_needed", NULL};
 static const prs_py_param KeyedLimiterView_allow_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params KeyedLimiterView_allow_params = {"allow", 2, 1, 0, KeyedLimiterView_allow_param_list, KeyedLimiterView_allow_names};
+static const prs_py_params KeyedLimiterView_allow_params = {"allow", 2, 1, 0, KeyedLimiterView_allow_param_list};
 enum {
     P_KeyedLimiterView_check_n = 0,
     P_KeyedLimiterView_check_tokens_needed = 1,
     P_KeyedLimiterView_check__COUNT = 2
 };
-static const char *const KeyedLimiterView_check_names[] = {"n", "tokens_needed", NULL};
 static const prs_py_param KeyedLimiterView_check_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params KeyedLimiterView_check_params = {"check", 2, 1, 0, KeyedLimiterView_check_param_list, KeyedLimiterView_check_names};
+static const prs_py_params KeyedLimiterView_check_params = {"check", 2, 1, 0, KeyedLimiterView_check_param_list};
 enum {
     P_KeyedLimiterView_peek_n = 0,
     P_KeyedLimiterView_peek_tokens_needed = 1,
     P_KeyedLimiterView_peek__COUNT = 2
 };
-static const char *const KeyedLimiterView_peek_names[] = {"n", "tokens_needed", NULL};
 static const prs_py_param KeyedLimiterView_peek_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params KeyedLimiterView_peek_params = {"peek", 2, 1, 0, KeyedLimiterView_peek_param_list, KeyedLimiterView_peek_names};
+static const prs_py_params KeyedLimiterView_peek_params = {"peek", 2, 1, 0, KeyedLimiterView_peek_param_list};
 enum {
     P_KeyedLimiterView_acquire_n = 0,
     P_KeyedLimiterView_acquire_timeout = 1,
     P_KeyedLimiterView_acquire_tokens_needed = 2,
     P_KeyedLimiterView_acquire__COUNT = 3
 };
-static const char *const KeyedLimiterView_acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
 static const prs_py_param KeyedLimiterView_acquire_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params KeyedLimiterView_acquire_params = {"acquire", 3, 2, 0, KeyedLimiterView_acquire_param_list, KeyedLimiterView_acquire_names};
+static const prs_py_params KeyedLimiterView_acquire_params = {"acquire", 3, 2, 0, KeyedLimiterView_acquire_param_list};
 enum {
     P_KeyedLimiterView__waiter_n = 0,
     P_KeyedLimiterView__waiter_timeout = 1,
     P_KeyedLimiterView__waiter_tokens_needed = 2,
     P_KeyedLimiterView__waiter__COUNT = 3
 };
-static const char *const KeyedLimiterView__waiter_names[] = {"n", "timeout", "tokens_needed", NULL};
 static const prs_py_param KeyedLimiterView__waiter_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params KeyedLimiterView__waiter_params = {"_waiter", 3, 2, 0, KeyedLimiterView__waiter_param_list, KeyedLimiterView__waiter_names};
+static const prs_py_params KeyedLimiterView__waiter_params = {"_waiter", 3, 2, 0, KeyedLimiterView__waiter_param_list};
 static int view_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *view_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
@@ -586,68 +575,62 @@ enum {
     P_LimiterGroup_allow_tokens_needed = 1,
     P_LimiterGroup_allow__COUNT = 2
 };
-static const char *const LimiterGroup_allow_names[] = {"n", "tokens_needed", NULL};
 static const prs_py_param LimiterGroup_allow_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params LimiterGroup_allow_params = {"allow", 2, 1, 0, LimiterGroup_allow_param_list, LimiterGroup_allow_names};
+static const prs_py_params LimiterGroup_allow_params = {"allow", 2, 1, 0, LimiterGroup_allow_param_list};
 enum {
     P_LimiterGroup_check_n = 0,
     P_LimiterGroup_check_tokens_needed = 1,
     P_LimiterGroup_check__COUNT = 2
 };
-static const char *const LimiterGroup_check_names[] = {"n", "tokens_needed", NULL};
 static const prs_py_param LimiterGroup_check_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params LimiterGroup_check_params = {"check", 2, 1, 0, LimiterGroup_check_param_list, LimiterGroup_check_names};
+static const prs_py_params LimiterGroup_check_params = {"check", 2, 1, 0, LimiterGroup_check_param_list};
 enum {
     P_LimiterGroup_peek_n = 0,
     P_LimiterGroup_peek_tokens_needed = 1,
     P_LimiterGroup_peek__COUNT = 2
 };
-static const char *const LimiterGroup_peek_names[] = {"n", "tokens_needed", NULL};
 static const prs_py_param LimiterGroup_peek_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params LimiterGroup_peek_params = {"peek", 2, 1, 0, LimiterGroup_peek_param_list, LimiterGroup_peek_names};
+static const prs_py_params LimiterGroup_peek_params = {"peek", 2, 1, 0, LimiterGroup_peek_param_list};
 enum {
     P_LimiterGroup_acquire_n = 0,
     P_LimiterGroup_acquire_timeout = 1,
     P_LimiterGroup_acquire_tokens_needed = 2,
     P_LimiterGroup_acquire__COUNT = 3
 };
-static const char *const LimiterGroup_acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
 static const prs_py_param LimiterGroup_acquire_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params LimiterGroup_acquire_params = {"acquire", 3, 2, 0, LimiterGroup_acquire_param_list, LimiterGroup_acquire_names};
+static const prs_py_params LimiterGroup_acquire_params = {"acquire", 3, 2, 0, LimiterGroup_acquire_param_list};
 enum {
     P_LimiterGroup__waiter_n = 0,
     P_LimiterGroup__waiter_timeout = 1,
     P_LimiterGroup__waiter_tokens_needed = 2,
     P_LimiterGroup__waiter__COUNT = 3
 };
-static const char *const LimiterGroup__waiter_names[] = {"n", "timeout", "tokens_needed", NULL};
 static const prs_py_param LimiterGroup__waiter_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params LimiterGroup__waiter_params = {"_waiter", 3, 2, 0, LimiterGroup__waiter_param_list, LimiterGroup__waiter_names};
+static const prs_py_params LimiterGroup__waiter_params = {"_waiter", 3, 2, 0, LimiterGroup__waiter_param_list};
 static int group_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     group_obj *o = (group_obj *)self;
     if (nargs == 0 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
-        prs_decision d;
-        int rc = prs_group_check(o->group, prs_monotonic_ns(), 1, &d, NULL);
-        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
-        return PyBool_FromLong(d.allowed);
+        int rc = prs_group_allow(o->group, prs_monotonic_ns(), 1);
+        if (rc < 0) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return PyBool_FromLong(rc);
     }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
@@ -787,7 +770,8 @@ static int group_traverse(PyObject *self, visitproc visit, void *arg) {
     group_obj *o = (group_obj *)self;
     Py_VISIT(Py_TYPE(self));
     Py_VISIT(o->members);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int group_clear(PyObject *self) {
     group_obj *o = (group_obj *)self;

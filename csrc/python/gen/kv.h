@@ -13,15 +13,14 @@ enum {
     P_SharedKV_max_value_bytes = 4,
     P_SharedKV__COUNT = 5
 };
-static const char *const SharedKV_names[] = {"region", "name", "max_keys", "max_key_bytes", "max_value_bytes", NULL};
 static const prs_py_param SharedKV_param_list[] = {
-    {"region", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"name", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"max_keys", "max_keys", PRS_PK_COUNT, 0, offsetof(kv_args, max_keys), 1, 16777216, NULL, NULL, 0},
-    {"max_key_bytes", "max_key_bytes", PRS_PK_COUNT, 0, offsetof(kv_args, max_key_bytes), 1, 1024, NULL, NULL, 0},
-    {"max_value_bytes", "max_value_bytes", PRS_PK_COUNT, 0, offsetof(kv_args, max_value_bytes), 1, 67108864, NULL, NULL, 0},
+    {"region", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"max_keys", "max_keys", PRS_PK_COUNT, 0, offsetof(kv_args, max_keys), 1, 16777216, NULL, NULL, NULL, 0},
+    {"max_key_bytes", "max_key_bytes", PRS_PK_COUNT, 0, offsetof(kv_args, max_key_bytes), 1, 1024, NULL, NULL, NULL, 0},
+    {"max_value_bytes", "max_value_bytes", PRS_PK_COUNT, 0, offsetof(kv_args, max_value_bytes), 1, 67108864, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SharedKV_params = {"SharedKV", 5, 2, 2, SharedKV_param_list, SharedKV_names};
+static const prs_py_params SharedKV_params = {"SharedKV", 5, 2, 2, SharedKV_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for SharedKV's tp_new; validated by kv_args_check. 0 or -1. */
 static int SharedKV_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -51,15 +50,14 @@ enum {
     P_SharedKV_begin_now_ns = 4,
     P_SharedKV_begin__COUNT = 5
 };
-static const char *const SharedKV_begin_names[] = {"key", "fp", "token", "lease_ns", "now_ns", NULL};
 static const prs_py_param SharedKV_begin_param_list[] = {
-    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"fp", "fp", PRS_PK_BYTES, 0, offsetof(kv_call, fp), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"lease_ns", "lease_ns", PRS_PK_INT, 0, offsetof(kv_call, lease_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"now_ns", "now_ns", PRS_PK_INT, 0, offsetof(kv_call, now_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"fp", "fp", PRS_PK_BYTES, 0, offsetof(kv_call, fp), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"lease_ns", "lease_ns", PRS_PK_INT, 0, offsetof(kv_call, lease_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"now_ns", "now_ns", PRS_PK_INT, 0, offsetof(kv_call, now_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SharedKV_begin_params = {"begin", 5, 5, 5, SharedKV_begin_param_list, SharedKV_begin_names};
+static const prs_py_params SharedKV_begin_params = {"begin", 5, 5, 5, SharedKV_begin_param_list};
 enum {
     P_SharedKV_complete_key = 0,
     P_SharedKV_complete_token = 1,
@@ -68,15 +66,14 @@ enum {
     P_SharedKV_complete_now_ns = 4,
     P_SharedKV_complete__COUNT = 5
 };
-static const char *const SharedKV_complete_names[] = {"key", "token", "value", "ttl_ns", "now_ns", NULL};
 static const prs_py_param SharedKV_complete_param_list[] = {
-    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"value", "value", PRS_PK_BYTES, 0, offsetof(kv_call, value), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"ttl_ns", "ttl_ns", PRS_PK_INT, 0, offsetof(kv_call, ttl_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"now_ns", "now_ns", PRS_PK_INT, 0, offsetof(kv_call, now_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"value", "value", PRS_PK_BYTES, 0, offsetof(kv_call, value), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"ttl_ns", "ttl_ns", PRS_PK_INT, 0, offsetof(kv_call, ttl_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"now_ns", "now_ns", PRS_PK_INT, 0, offsetof(kv_call, now_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SharedKV_complete_params = {"complete", 5, 5, 5, SharedKV_complete_param_list, SharedKV_complete_names};
+static const prs_py_params SharedKV_complete_params = {"complete", 5, 5, 5, SharedKV_complete_param_list};
 enum {
     P_SharedKV_renew_key = 0,
     P_SharedKV_renew_token = 1,
@@ -84,56 +81,51 @@ enum {
     P_SharedKV_renew_now_ns = 3,
     P_SharedKV_renew__COUNT = 4
 };
-static const char *const SharedKV_renew_names[] = {"key", "token", "lease_ns", "now_ns", NULL};
 static const prs_py_param SharedKV_renew_param_list[] = {
-    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"lease_ns", "lease_ns", PRS_PK_INT, 0, offsetof(kv_call, lease_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"now_ns", "now_ns", PRS_PK_INT, 0, offsetof(kv_call, now_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"lease_ns", "lease_ns", PRS_PK_INT, 0, offsetof(kv_call, lease_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"now_ns", "now_ns", PRS_PK_INT, 0, offsetof(kv_call, now_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SharedKV_renew_params = {"renew", 4, 4, 4, SharedKV_renew_param_list, SharedKV_renew_names};
+static const prs_py_params SharedKV_renew_params = {"renew", 4, 4, 4, SharedKV_renew_param_list};
 enum {
     P_SharedKV_release_key = 0,
     P_SharedKV_release_token = 1,
     P_SharedKV_release__COUNT = 2
 };
-static const char *const SharedKV_release_names[] = {"key", "token", NULL};
 static const prs_py_param SharedKV_release_param_list[] = {
-    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"token", "token", PRS_PK_BYTES, 0, offsetof(kv_call, token), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SharedKV_release_params = {"release", 2, 2, 2, SharedKV_release_param_list, SharedKV_release_names};
+static const prs_py_params SharedKV_release_params = {"release", 2, 2, 2, SharedKV_release_param_list};
 enum {
     P_SharedKV_delete_key = 0,
     P_SharedKV_delete__COUNT = 1
 };
-static const char *const SharedKV_delete_names[] = {"key", NULL};
 static const prs_py_param SharedKV_delete_param_list[] = {
-    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SharedKV_delete_params = {"delete", 1, 1, 1, SharedKV_delete_param_list, SharedKV_delete_names};
+static const prs_py_params SharedKV_delete_params = {"delete", 1, 1, 1, SharedKV_delete_param_list};
 enum {
     P_SharedKV_peek_key = 0,
     P_SharedKV_peek_fp = 1,
     P_SharedKV_peek__COUNT = 2
 };
-static const char *const SharedKV_peek_names[] = {"key", "fp", NULL};
 static const prs_py_param SharedKV_peek_param_list[] = {
-    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"fp", "fp", PRS_PK_BYTES, 0, offsetof(kv_call, fp), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", "key", PRS_PK_BYTES, 0, offsetof(kv_call, key), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"fp", "fp", PRS_PK_BYTES, 0, offsetof(kv_call, fp), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SharedKV_peek_params = {"peek", 2, 2, 2, SharedKV_peek_param_list, SharedKV_peek_names};
+static const prs_py_params SharedKV_peek_params = {"peek", 2, 2, 2, SharedKV_peek_param_list};
 enum {
     P_SharedKV_wait_seq = 0,
     P_SharedKV_wait_timeout_ns = 1,
     P_SharedKV_wait__COUNT = 2
 };
-static const char *const SharedKV_wait_names[] = {"seq", "timeout_ns", NULL};
 static const prs_py_param SharedKV_wait_param_list[] = {
-    {"seq", "seq", PRS_PK_INT, 0, offsetof(kv_call, seq), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout_ns", "timeout_ns", PRS_PK_INT, 0, offsetof(kv_call, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"seq", "seq", PRS_PK_INT, 0, offsetof(kv_call, seq), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout_ns", "timeout_ns", PRS_PK_INT, 0, offsetof(kv_call, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SharedKV_wait_params = {"wait", 2, 2, 2, SharedKV_wait_param_list, SharedKV_wait_names};
+static const prs_py_params SharedKV_wait_params = {"wait", 2, 2, 2, SharedKV_wait_param_list};
 static PyObject *kv_begin(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     kv_obj *o = (kv_obj *)self;
     kv_call a = {0};

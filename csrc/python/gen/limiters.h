@@ -12,60 +12,55 @@ enum {
     P__Limiter_allow_tokens_needed = 1,
     P__Limiter_allow__COUNT = 2
 };
-static const char *const _Limiter_allow_names[] = {"n", "tokens_needed", NULL};
 static const prs_py_param _Limiter_allow_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params _Limiter_allow_params = {"allow", 2, 1, 0, _Limiter_allow_param_list, _Limiter_allow_names};
+static const prs_py_params _Limiter_allow_params = {"allow", 2, 1, 0, _Limiter_allow_param_list};
 enum {
     P__Limiter_check_n = 0,
     P__Limiter_check_tokens_needed = 1,
     P__Limiter_check__COUNT = 2
 };
-static const char *const _Limiter_check_names[] = {"n", "tokens_needed", NULL};
 static const prs_py_param _Limiter_check_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params _Limiter_check_params = {"check", 2, 1, 0, _Limiter_check_param_list, _Limiter_check_names};
+static const prs_py_params _Limiter_check_params = {"check", 2, 1, 0, _Limiter_check_param_list};
 enum {
     P__Limiter_peek_n = 0,
     P__Limiter_peek_tokens_needed = 1,
     P__Limiter_peek__COUNT = 2
 };
-static const char *const _Limiter_peek_names[] = {"n", "tokens_needed", NULL};
 static const prs_py_param _Limiter_peek_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params _Limiter_peek_params = {"peek", 2, 1, 0, _Limiter_peek_param_list, _Limiter_peek_names};
+static const prs_py_params _Limiter_peek_params = {"peek", 2, 1, 0, _Limiter_peek_param_list};
 enum {
     P__Limiter_acquire_n = 0,
     P__Limiter_acquire_timeout = 1,
     P__Limiter_acquire_tokens_needed = 2,
     P__Limiter_acquire__COUNT = 3
 };
-static const char *const _Limiter_acquire_names[] = {"n", "timeout", "tokens_needed", NULL};
 static const prs_py_param _Limiter_acquire_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params _Limiter_acquire_params = {"acquire", 3, 2, 0, _Limiter_acquire_param_list, _Limiter_acquire_names};
+static const prs_py_params _Limiter_acquire_params = {"acquire", 3, 2, 0, _Limiter_acquire_param_list};
 enum {
     P__Limiter__waiter_n = 0,
     P__Limiter__waiter_timeout = 1,
     P__Limiter__waiter_tokens_needed = 2,
     P__Limiter__waiter__COUNT = 3
 };
-static const char *const _Limiter__waiter_names[] = {"n", "timeout", "tokens_needed", NULL};
 static const prs_py_param _Limiter__waiter_param_list[] = {
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 1},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"tokens_needed", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
-static const prs_py_params _Limiter__waiter_params = {"_waiter", 3, 2, 0, _Limiter__waiter_param_list, _Limiter__waiter_names};
+static const prs_py_params _Limiter__waiter_params = {"_waiter", 3, 2, 0, _Limiter__waiter_param_list};
 static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_limiter *o = (prs_py_limiter *)self;
@@ -207,7 +202,8 @@ static PyType_Spec _Limiter_spec = {"pyresilience._core._Limiter", sizeof(prs_py
 static int limiter_traverse(PyObject *self, visitproc visit, void *arg) {
     prs_py_limiter *o = (prs_py_limiter *)self;
     Py_VISIT(Py_TYPE(self));
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int limiter_clear(PyObject *self) {
     prs_py_limiter *o = (prs_py_limiter *)self;
@@ -235,16 +231,15 @@ enum {
     P_TokenBucket_clock = 5,
     P_TokenBucket__COUNT = 6
 };
-static const char *const TokenBucket_names[] = {"capacity", "refill_rate", "rate", "shared", "name", "clock", NULL};
 static const prs_py_param TokenBucket_param_list[] = {
-    {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE, offsetof(prs_token_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, 0},
-    {"refill_rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, 2},
-    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE, offsetof(prs_token_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"refill_rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 2},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params TokenBucket_params = {"TokenBucket", 6, 2, 1, TokenBucket_param_list, TokenBucket_names};
+static const prs_py_params TokenBucket_params = {"TokenBucket", 6, 2, 1, TokenBucket_param_list};
 #define TokenBucket_DOC \
     "TokenBucket(capacity, refill_rate, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
@@ -259,13 +254,12 @@ enum {
     P_TokenBucket_reconfigure_rate = 2,
     P_TokenBucket_reconfigure__COUNT = 3
 };
-static const char *const TokenBucket_reconfigure_names[] = {"capacity", "refill_rate", "rate", NULL};
 static const prs_py_param TokenBucket_reconfigure_param_list[] = {
-    {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE | PRS_PY_NONE_OK, offsetof(prs_token_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, 0},
-    {"refill_rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, 2},
+    {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE | PRS_PY_NONE_OK, offsetof(prs_token_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"refill_rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"rate", "refill_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_token_bucket_config, refill_rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 2},
 };
-static const prs_py_params TokenBucket_reconfigure_params = {"reconfigure", 3, 0, 0, TokenBucket_reconfigure_param_list, TokenBucket_reconfigure_names};
+static const prs_py_params TokenBucket_reconfigure_params = {"reconfigure", 3, 0, 0, TokenBucket_reconfigure_param_list};
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef TokenBucket_methods[] = {
     {"reconfigure", (PyCFunction)(void (*)(void))limiter_reconfigure, METH_FASTCALL | METH_KEYWORDS,
@@ -309,15 +303,14 @@ enum {
     P_GCRA_clock = 4,
     P_GCRA__COUNT = 5
 };
-static const char *const GCRA_names[] = {"rate", "burst", "shared", "name", "clock", NULL};
 static const prs_py_param GCRA_param_list[] = {
-    {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_gcra_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"burst", "burst", PRS_PK_COUNT, 0, offsetof(prs_gcra_config, burst), 1, INT64_MAX, NULL, NULL, 0},
-    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_gcra_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"burst", "burst", PRS_PK_COUNT, 0, offsetof(prs_gcra_config, burst), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params GCRA_params = {"GCRA", 5, 2, 2, GCRA_param_list, GCRA_names};
+static const prs_py_params GCRA_params = {"GCRA", 5, 2, 2, GCRA_param_list};
 #define GCRA_DOC \
     "GCRA(rate, burst, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
@@ -332,12 +325,11 @@ enum {
     P_GCRA_reconfigure_burst = 1,
     P_GCRA_reconfigure__COUNT = 2
 };
-static const char *const GCRA_reconfigure_names[] = {"rate", "burst", NULL};
 static const prs_py_param GCRA_reconfigure_param_list[] = {
-    {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_gcra_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"burst", "burst", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_gcra_config, burst), 1, INT64_MAX, NULL, NULL, 0},
+    {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_gcra_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"burst", "burst", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_gcra_config, burst), 1, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params GCRA_reconfigure_params = {"reconfigure", 2, 0, 0, GCRA_reconfigure_param_list, GCRA_reconfigure_names};
+static const prs_py_params GCRA_reconfigure_params = {"reconfigure", 2, 0, 0, GCRA_reconfigure_param_list};
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef GCRA_methods[] = {
     {"reconfigure", (PyCFunction)(void (*)(void))limiter_reconfigure, METH_FASTCALL | METH_KEYWORDS,
@@ -380,15 +372,14 @@ enum {
     P_LeakyBucket_clock = 4,
     P_LeakyBucket__COUNT = 5
 };
-static const char *const LeakyBucket_names[] = {"capacity", "leak_rate", "shared", "name", "clock", NULL};
 static const prs_py_param LeakyBucket_param_list[] = {
-    {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE, offsetof(prs_leaky_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, 0},
-    {"leak_rate", "leak_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_leaky_bucket_config, leak_rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE, offsetof(prs_leaky_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"leak_rate", "leak_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_leaky_bucket_config, leak_rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params LeakyBucket_params = {"LeakyBucket", 5, 2, 2, LeakyBucket_param_list, LeakyBucket_names};
+static const prs_py_params LeakyBucket_params = {"LeakyBucket", 5, 2, 2, LeakyBucket_param_list};
 #define LeakyBucket_DOC \
     "LeakyBucket(capacity, leak_rate, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
@@ -406,12 +397,11 @@ enum {
     P_LeakyBucket_reconfigure_leak_rate = 1,
     P_LeakyBucket_reconfigure__COUNT = 2
 };
-static const char *const LeakyBucket_reconfigure_names[] = {"capacity", "leak_rate", NULL};
 static const prs_py_param LeakyBucket_reconfigure_param_list[] = {
-    {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE | PRS_PY_NONE_OK, offsetof(prs_leaky_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, 0},
-    {"leak_rate", "leak_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_leaky_bucket_config, leak_rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"capacity", "capacity", PRS_PK_COUNT, PRS_PY_DOUBLE | PRS_PY_NONE_OK, offsetof(prs_leaky_bucket_config, capacity), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"leak_rate", "leak_rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_leaky_bucket_config, leak_rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params LeakyBucket_reconfigure_params = {"reconfigure", 2, 0, 0, LeakyBucket_reconfigure_param_list, LeakyBucket_reconfigure_names};
+static const prs_py_params LeakyBucket_reconfigure_params = {"reconfigure", 2, 0, 0, LeakyBucket_reconfigure_param_list};
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef LeakyBucket_methods[] = {
     {"reconfigure", (PyCFunction)(void (*)(void))limiter_reconfigure, METH_FASTCALL | METH_KEYWORDS,
@@ -461,15 +451,14 @@ enum {
     P_FixedWindow_clock = 4,
     P_FixedWindow__COUNT = 5
 };
-static const char *const FixedWindow_names[] = {"limit", "window", "shared", "name", "clock", NULL};
 static const prs_py_param FixedWindow_param_list[] = {
-    {"limit", "limit", PRS_PK_COUNT, 0, offsetof(prs_fixed_window_config, limit), 1, INT64_MAX, NULL, NULL, 0},
-    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_fixed_window_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"limit", "limit", PRS_PK_COUNT, 0, offsetof(prs_fixed_window_config, limit), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_fixed_window_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params FixedWindow_params = {"FixedWindow", 5, 2, 2, FixedWindow_param_list, FixedWindow_names};
+static const prs_py_params FixedWindow_params = {"FixedWindow", 5, 2, 2, FixedWindow_param_list};
 #define FixedWindow_DOC \
     "FixedWindow(limit, window, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
@@ -487,12 +476,11 @@ enum {
     P_FixedWindow_reconfigure_window = 1,
     P_FixedWindow_reconfigure__COUNT = 2
 };
-static const char *const FixedWindow_reconfigure_names[] = {"limit", "window", NULL};
 static const prs_py_param FixedWindow_reconfigure_param_list[] = {
-    {"limit", "limit", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_fixed_window_config, limit), 1, INT64_MAX, NULL, NULL, 0},
-    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC | PRS_PY_NONE_OK, offsetof(prs_fixed_window_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"limit", "limit", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_fixed_window_config, limit), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC | PRS_PY_NONE_OK, offsetof(prs_fixed_window_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params FixedWindow_reconfigure_params = {"reconfigure", 2, 0, 0, FixedWindow_reconfigure_param_list, FixedWindow_reconfigure_names};
+static const prs_py_params FixedWindow_reconfigure_params = {"reconfigure", 2, 0, 0, FixedWindow_reconfigure_param_list};
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef FixedWindow_methods[] = {
     {"reconfigure", (PyCFunction)(void (*)(void))limiter_reconfigure, METH_FASTCALL | METH_KEYWORDS,
@@ -536,15 +524,14 @@ enum {
     P_SlidingWindowLog_clock = 4,
     P_SlidingWindowLog__COUNT = 5
 };
-static const char *const SlidingWindowLog_names[] = {"limit", "window", "shared", "name", "clock", NULL};
 static const prs_py_param SlidingWindowLog_param_list[] = {
-    {"limit", "limit", PRS_PK_COUNT, 0, offsetof(prs_sliding_log_config, limit), 1, INT64_MAX, NULL, NULL, 0},
-    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_sliding_log_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"limit", "limit", PRS_PK_COUNT, 0, offsetof(prs_sliding_log_config, limit), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_sliding_log_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SlidingWindowLog_params = {"SlidingWindowLog", 5, 2, 2, SlidingWindowLog_param_list, SlidingWindowLog_names};
+static const prs_py_params SlidingWindowLog_params = {"SlidingWindowLog", 5, 2, 2, SlidingWindowLog_param_list};
 #define SlidingWindowLog_DOC \
     "SlidingWindowLog(limit, window, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
@@ -563,12 +550,11 @@ enum {
     P_SlidingWindowLog_reconfigure_window = 1,
     P_SlidingWindowLog_reconfigure__COUNT = 2
 };
-static const char *const SlidingWindowLog_reconfigure_names[] = {"limit", "window", NULL};
 static const prs_py_param SlidingWindowLog_reconfigure_param_list[] = {
-    {"limit", "limit", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_sliding_log_config, limit), 1, INT64_MAX, NULL, NULL, 0},
-    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC | PRS_PY_NONE_OK, offsetof(prs_sliding_log_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"limit", "limit", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_sliding_log_config, limit), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC | PRS_PY_NONE_OK, offsetof(prs_sliding_log_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SlidingWindowLog_reconfigure_params = {"reconfigure", 2, 0, 0, SlidingWindowLog_reconfigure_param_list, SlidingWindowLog_reconfigure_names};
+static const prs_py_params SlidingWindowLog_reconfigure_params = {"reconfigure", 2, 0, 0, SlidingWindowLog_reconfigure_param_list};
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef SlidingWindowLog_methods[] = {
     {"reconfigure", (PyCFunction)(void (*)(void))limiter_reconfigure, METH_FASTCALL | METH_KEYWORDS,
@@ -612,15 +598,14 @@ enum {
     P_SlidingWindowCounter_clock = 4,
     P_SlidingWindowCounter__COUNT = 5
 };
-static const char *const SlidingWindowCounter_names[] = {"limit", "window", "shared", "name", "clock", NULL};
 static const prs_py_param SlidingWindowCounter_param_list[] = {
-    {"limit", "limit", PRS_PK_COUNT, 0, offsetof(prs_sliding_counter_config, limit), 1, INT64_MAX, NULL, NULL, 0},
-    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_sliding_counter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"limit", "limit", PRS_PK_COUNT, 0, offsetof(prs_sliding_counter_config, limit), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC, offsetof(prs_sliding_counter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"shared", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SlidingWindowCounter_params = {"SlidingWindowCounter", 5, 2, 2, SlidingWindowCounter_param_list, SlidingWindowCounter_names};
+static const prs_py_params SlidingWindowCounter_params = {"SlidingWindowCounter", 5, 2, 2, SlidingWindowCounter_param_list};
 #define SlidingWindowCounter_DOC \
     "SlidingWindowCounter(limit, window, *, shared=None, name=None, clock=None)\n" \
     "--\n" \
@@ -641,12 +626,11 @@ enum {
     P_SlidingWindowCounter_reconfigure_window = 1,
     P_SlidingWindowCounter_reconfigure__COUNT = 2
 };
-static const char *const SlidingWindowCounter_reconfigure_names[] = {"limit", "window", NULL};
 static const prs_py_param SlidingWindowCounter_reconfigure_param_list[] = {
-    {"limit", "limit", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_sliding_counter_config, limit), 1, INT64_MAX, NULL, NULL, 0},
-    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC | PRS_PY_NONE_OK, offsetof(prs_sliding_counter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"limit", "limit", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_sliding_counter_config, limit), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_TRUNC | PRS_PY_NONE_OK, offsetof(prs_sliding_counter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params SlidingWindowCounter_reconfigure_params = {"reconfigure", 2, 0, 0, SlidingWindowCounter_reconfigure_param_list, SlidingWindowCounter_reconfigure_names};
+static const prs_py_params SlidingWindowCounter_reconfigure_params = {"reconfigure", 2, 0, 0, SlidingWindowCounter_reconfigure_param_list};
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyMethodDef SlidingWindowCounter_methods[] = {
     {"reconfigure", (PyCFunction)(void (*)(void))limiter_reconfigure, METH_FASTCALL | METH_KEYWORDS,

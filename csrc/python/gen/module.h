@@ -47,6 +47,35 @@ enum prs_py_slot {
     PRS_SLOT_BackendError,
     PRS_SLOT__COUNT
 };
+/* The kinds of declared parameters and their flags (binding_decl.py KINDS, FLAGS). */
+enum prs_py_kind {
+    PRS_PK_COUNT, /* int64_t field: an int or an integral float in [lo, hi]; with no range
+       declared, beyond int64 saturates (the core checks it) */
+    PRS_PK_REAL, /* double field: prs_py_parse_real with flags (zero, neg, inf) */
+    PRS_PK_DURATION, /* int64_t field, ns, from float seconds (flags); +inf -> PRS_NEVER;
+       a positive value is at least 1 ns */
+    PRS_PK_TIMEOUT, /* int64_t field, ns: None or +inf -> PRS_NEVER (prs_py_parse_timeout) */
+    PRS_PK_BOOL, /* int field: the argument's truth value */
+    PRS_PK_INT, /* int64_t field: an int (not bool, no float) in [lo, hi] */
+    PRS_PK_ENUM, /* int field: the index of the str in choices */
+    PRS_PK_CLOCK, /* no field: the binding passes it to prs_py_clock_init */
+    PRS_PK_CALLABLE, /* no field: a callable */
+    PRS_PK_STR, /* a str; a field (const char *) gets its UTF-8, borrowed from the
+       argument (NUL refused) */
+    PRS_PK_OBJECT, /* no field: anything; the binding converts it */
+    PRS_PK_CONVERT, /* convert(arg, config) fills what it needs (like PyArg "O&") */
+    PRS_PK_N, /* int64_t field: a request weight (prs_py_parse_n); never None */
+    PRS_PK_BYTES, /* prs_py_bytes field: a bytes object's buffer and length (borrowed
+       for the call) */
+};
+#define PRS_PY_ZERO_OK 1u /* accept 0 */
+#define PRS_PY_NEG_OK 2u /* accept negatives */
+#define PRS_PY_INF_OK 4u /* accept +inf */
+#define PRS_PY_NONE_OK 8u /* None accepted: leaves the field at its default */
+#define PRS_PY_NONE_INF 16u /* None means +inf (REAL) or PRS_NEVER (DURATION) */
+#define PRS_PY_DOUBLE 32u /* COUNT: the field is a double */
+#define PRS_PY_TRUNC 64u /* DURATION: a positive value under 1 ns stays 0 (the core refuses it) */
+#define PRS_PY_SAT 128u /* INT: an int beyond int64 is hi (an attempt index, a wait in ns) */
 #define PRS_SLOT__ALGO_FIRST PRS_SLOT_TokenBucket
 /* The binding files, each registered by prs_py_register_<file>(m, st), in order. */
 #define PRS_PY_REGISTER_FILES(X) X(clock) X(decision) X(limiters) X(keyed) X(breaker) X(retry) X(wait) X(bulkhead) X(queue) X(redis) X(deadline) X(policy) X(shm) X(kv)

@@ -16,18 +16,17 @@ enum {
     P_PolicyStep_e = 7,
     P_PolicyStep__COUNT = 8
 };
-static const char *const PolicyStep_names[] = {"kind", "next", "a", "b", "c", "ns", "clock", "e", NULL};
 static const prs_py_param PolicyStep_param_list[] = {
-    {"kind", "kind", PRS_PK_INT, 0, offsetof(step_args, kind), 0, STEP__COUNT - 1, NULL, NULL, 0},
-    {"next", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"a", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"b", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"c", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"ns", "ns", PRS_PK_INT, 0, offsetof(step_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"e", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"kind", "kind", PRS_PK_INT, 0, offsetof(step_args, kind), 0, STEP__COUNT - 1, NULL, NULL, NULL, 0},
+    {"next", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"a", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"b", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"c", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"ns", "ns", PRS_PK_INT, 0, offsetof(step_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"e", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params PolicyStep_params = {"PolicyStep", 8, 8, 1, PolicyStep_param_list, PolicyStep_names};
+static const prs_py_params PolicyStep_params = {"PolicyStep", 8, 8, 1, PolicyStep_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for PolicyStep's tp_new. 0 or -1. */
 static int PolicyStep_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -83,7 +82,8 @@ static int step_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->c);
     Py_VISIT(o->o);
     Py_VISIT(o->dict);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int step_clear(PyObject *self) {
     step_obj *o = (step_obj *)self;

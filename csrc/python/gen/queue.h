@@ -16,19 +16,18 @@ enum {
     P_RingQueue_maxsize = 7,
     P_RingQueue__COUNT = 8
 };
-static const char *const RingQueue_names[] = {"max_size", "strategy", "block_timeout", "high_watermark", "low_watermark", "on_high_watermark", "on_low_watermark", "maxsize", NULL};
 static const char *const RingQueue_strategy_choices[] = {"block", "drop_oldest", "drop_newest", "error", NULL};
 static const prs_py_param RingQueue_param_list[] = {
-    {"max_size", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"strategy", "strategy", PRS_PK_ENUM, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, RingQueue_strategy_choices, NULL, 0},
-    {"block_timeout", "block_timeout_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(q_args, block_timeout_s), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"high_watermark", "high_watermark", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"low_watermark", "low_watermark", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"on_high_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"on_low_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"maxsize", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"max_size", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"strategy", "strategy", PRS_PK_ENUM, 0, offsetof(q_args, ring.strategy), INT64_MIN, INT64_MAX, RingQueue_strategy_choices, "'block', 'drop_oldest', 'drop_newest' or 'error'", NULL, 0},
+    {"block_timeout", "block_timeout_s", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(q_args, block_timeout_s), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"high_watermark", "high_watermark", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(q_args, ring.high_watermark), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"low_watermark", "low_watermark", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"on_high_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"on_low_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"maxsize", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RingQueue_params = {"RingQueue", 8, 7, 0, RingQueue_param_list, RingQueue_names};
+static const prs_py_params RingQueue_params = {"RingQueue", 8, 7, 0, RingQueue_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for RingQueue's tp_new; validated by q_args_check. 0 or -1. */
 static int RingQueue_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -53,35 +52,32 @@ enum {
     P_RingQueue_put_timeout = 2,
     P_RingQueue_put__COUNT = 3
 };
-static const char *const RingQueue_put_names[] = {"item", "block", "timeout", NULL};
 static const prs_py_param RingQueue_put_param_list[] = {
-    {"item", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"block", "block", PRS_PK_BOOL, 0, offsetof(q_wait_args, block), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, PRS_PY_NONE_OK, offsetof(q_wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"item", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"block", "block", PRS_PK_BOOL, 0, offsetof(q_wait_args, block), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, PRS_PY_NONE_OK, offsetof(q_wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RingQueue_put_params = {"put", 3, 3, 1, RingQueue_put_param_list, RingQueue_put_names};
+static const prs_py_params RingQueue_put_params = {"put", 3, 3, 1, RingQueue_put_param_list};
 enum {
     P_RingQueue_get_block = 0,
     P_RingQueue_get_timeout = 1,
     P_RingQueue_get__COUNT = 2
 };
-static const char *const RingQueue_get_names[] = {"block", "timeout", NULL};
 static const prs_py_param RingQueue_get_param_list[] = {
-    {"block", "block", PRS_PK_BOOL, 0, offsetof(q_wait_args, block), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(q_wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"block", "block", PRS_PK_BOOL, 0, offsetof(q_wait_args, block), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(q_wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RingQueue_get_params = {"get", 2, 2, 0, RingQueue_get_param_list, RingQueue_get_names};
+static const prs_py_params RingQueue_get_params = {"get", 2, 2, 0, RingQueue_get_param_list};
 enum {
     P_RingQueue__put_async_item = 0,
     P_RingQueue__put_async_get_running_loop = 1,
     P_RingQueue__put_async__COUNT = 2
 };
-static const char *const RingQueue__put_async_names[] = {"item", "get_running_loop", NULL};
 static const prs_py_param RingQueue__put_async_param_list[] = {
-    {"item", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"get_running_loop", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"item", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"get_running_loop", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RingQueue__put_async_params = {"_put_async", 2, 2, 2, RingQueue__put_async_param_list, RingQueue__put_async_names};
+static const prs_py_params RingQueue__put_async_params = {"_put_async", 2, 2, 2, RingQueue__put_async_param_list};
 static PyObject *q_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     q_obj *o = (q_obj *)self;
     q_wait_args a = {1, o->block_timeout_ns};

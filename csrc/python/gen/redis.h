@@ -12,15 +12,14 @@ enum {
     P_RedisBackend_max_connections = 3,
     P_RedisBackend__COUNT = 4
 };
-static const char *const RedisBackend_names[] = {"url", "connect_timeout", "timeout", "max_connections", NULL};
 static int backend_max_connections(PyObject *arg, void *config);
 static const prs_py_param RedisBackend_param_list[] = {
-    {"url", "url", PRS_PK_STR, 0, offsetof(prs_redis_config, url), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"connect_timeout", "connect_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, connect_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"max_connections", "max_connections", PRS_PK_CONVERT, 0, offsetof(prs_redis_config, max_connections), INT64_MIN, INT64_MAX, NULL, backend_max_connections, 0},
+    {"url", "url", PRS_PK_STR, 0, offsetof(prs_redis_config, url), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"connect_timeout", "connect_timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, connect_timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK, offsetof(prs_redis_config, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"max_connections", "max_connections", PRS_PK_CONVERT, 0, offsetof(prs_redis_config, max_connections), INT64_MIN, INT64_MAX, NULL, NULL, backend_max_connections, 0},
 };
-static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, RedisBackend_param_list, RedisBackend_names};
+static const prs_py_params RedisBackend_params = {"RedisBackend", 4, 1, 0, RedisBackend_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for RedisBackend's tp_new; validated by prs_redis_config_check. 0 or -1. */
 static int RedisBackend_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -50,52 +49,48 @@ enum {
     P_RedisBackend__endpoint_node = 0,
     P_RedisBackend__endpoint__COUNT = 1
 };
-static const char *const RedisBackend__endpoint_names[] = {"node", NULL};
 static const prs_py_param RedisBackend__endpoint_param_list[] = {
-    {"node", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"node", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisBackend__endpoint_params = {"_endpoint", 1, 1, 0, RedisBackend__endpoint_param_list, RedisBackend__endpoint_names};
+static const prs_py_params RedisBackend__endpoint_params = {"_endpoint", 1, 1, 0, RedisBackend__endpoint_param_list};
 enum {
     P_RedisBackend__clock_sent_us = 0,
     P_RedisBackend__clock_got_us = 1,
     P_RedisBackend__clock_server_us = 2,
     P_RedisBackend__clock__COUNT = 3
 };
-static const char *const RedisBackend__clock_names[] = {"sent_us", "got_us", "server_us", NULL};
 static const prs_py_param RedisBackend__clock_param_list[] = {
-    {"sent_us", "sent_us", PRS_PK_INT, 0, offsetof(clock_args, sent_us), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"got_us", "got_us", PRS_PK_INT, 0, offsetof(clock_args, got_us), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"server_us", "server_us", PRS_PK_INT, 0, offsetof(clock_args, server_us), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"sent_us", "sent_us", PRS_PK_INT, 0, offsetof(clock_args, sent_us), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"got_us", "got_us", PRS_PK_INT, 0, offsetof(clock_args, got_us), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"server_us", "server_us", PRS_PK_INT, 0, offsetof(clock_args, server_us), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisBackend__clock_params = {"_clock", 3, 3, 3, RedisBackend__clock_param_list, RedisBackend__clock_names};
+static const prs_py_params RedisBackend__clock_params = {"_clock", 3, 3, 3, RedisBackend__clock_param_list};
 enum {
     P_RedisBackend__outcome_admit = 0,
     P_RedisBackend__outcome_status = 1,
     P_RedisBackend__outcome_message = 2,
     P_RedisBackend__outcome__COUNT = 3
 };
-static const char *const RedisBackend__outcome_names[] = {"admit", "status", "message", NULL};
 static const char *const RedisBackend__outcome_status_choices[] = {"OK", "ECONN", "ETIMEDOUT", "EPROTO", "EBACKEND", "EBACKENDCLOSED", NULL};
 static const prs_py_param RedisBackend__outcome_param_list[] = {
-    {"admit", "admit", PRS_PK_INT, 0, offsetof(transport_args, admit), 0, 2, NULL, NULL, 0},
-    {"status", "status", PRS_PK_ENUM, 0, offsetof(transport_args, status), INT64_MIN, INT64_MAX, RedisBackend__outcome_status_choices, NULL, 0},
-    {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"admit", "admit", PRS_PK_INT, 0, offsetof(transport_args, admit), 0, 2, NULL, NULL, NULL, 0},
+    {"status", "status", PRS_PK_ENUM, 0, offsetof(transport_args, status), INT64_MIN, INT64_MAX, RedisBackend__outcome_status_choices, "'OK', 'ECONN', 'ETIMEDOUT', 'EPROTO', 'EBACKEND' or 'EBACKENDCLOSED'", NULL, 0},
+    {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisBackend__outcome_params = {"_outcome", 3, 3, 1, RedisBackend__outcome_param_list, RedisBackend__outcome_names};
+static const prs_py_params RedisBackend__outcome_params = {"_outcome", 3, 3, 1, RedisBackend__outcome_param_list};
 enum {
     P_RedisBackend__op_finish_op = 0,
     P_RedisBackend__op_finish_status = 1,
     P_RedisBackend__op_finish_message = 2,
     P_RedisBackend__op_finish__COUNT = 3
 };
-static const char *const RedisBackend__op_finish_names[] = {"op", "status", "message", NULL};
 static const char *const RedisBackend__op_finish_status_choices[] = {"OK", "ECONN", "ETIMEDOUT", "EPROTO", "EBACKEND", "EBACKENDCLOSED", NULL};
 static const prs_py_param RedisBackend__op_finish_param_list[] = {
-    {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"status", "status", PRS_PK_ENUM, 0, offsetof(transport_args, status), INT64_MIN, INT64_MAX, RedisBackend__op_finish_status_choices, NULL, 0},
-    {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"status", "status", PRS_PK_ENUM, 0, offsetof(transport_args, status), INT64_MIN, INT64_MAX, RedisBackend__op_finish_status_choices, "'OK', 'ECONN', 'ETIMEDOUT', 'EPROTO', 'EBACKEND' or 'EBACKENDCLOSED'", NULL, 0},
+    {"message", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisBackend__op_finish_params = {"_op_finish", 3, 3, 1, RedisBackend__op_finish_param_list, RedisBackend__op_finish_names};
+static const prs_py_params RedisBackend__op_finish_params = {"_op_finish", 3, 3, 1, RedisBackend__op_finish_param_list};
 static PyObject *backend_close(PyObject *self, PyObject *unused) {
     return backend_call(self, 0);
 }
@@ -310,23 +305,22 @@ enum {
     P_RedisRateLimiter_lease = 9,
     P_RedisRateLimiter__COUNT = 10
 };
-static const char *const RedisRateLimiter_names[] = {"backend", "algorithm", "limit", "window", "rate", "burst", "key_prefix", "on_backend_error", "local_share", "lease", NULL};
 static const char *const RedisRateLimiter_algorithm_choices[] = {"gcra", "token_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log", NULL};
 static int rl_policy(PyObject *arg, void *config);
 static int rl_lease(PyObject *arg, void *config);
 static const prs_py_param RedisRateLimiter_param_list[] = {
-    {"backend", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"algorithm", "algorithm", PRS_PK_ENUM, 0, offsetof(prs_redis_limiter_config, algorithm), INT64_MIN, INT64_MAX, RedisRateLimiter_algorithm_choices, NULL, 0},
-    {"limit", "limit", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, limit), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"burst", "burst", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, burst), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"key_prefix", "key_prefix", PRS_PK_STR, 0, offsetof(prs_redis_limiter_config, key_prefix), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"on_backend_error", "on_backend_error", PRS_PK_CONVERT, 0, offsetof(prs_redis_limiter_config, on_backend_error), INT64_MIN, INT64_MAX, NULL, rl_policy, 0},
-    {"local_share", "local_share", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, local_share), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"lease", NULL, PRS_PK_CONVERT, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, rl_lease, 0},
+    {"backend", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"algorithm", "algorithm", PRS_PK_ENUM, 0, offsetof(prs_redis_limiter_config, algorithm), INT64_MIN, INT64_MAX, RedisRateLimiter_algorithm_choices, "'gcra', 'token_bucket', 'fixed_window', 'sliding_window_counter' or 'sliding_window_log'", NULL, 0},
+    {"limit", "limit", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, limit), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"window", "window_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, window_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"burst", "burst", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, burst), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"key_prefix", "key_prefix", PRS_PK_STR, 0, offsetof(prs_redis_limiter_config, key_prefix), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"on_backend_error", "on_backend_error", PRS_PK_CONVERT, 0, offsetof(prs_redis_limiter_config, on_backend_error), INT64_MIN, INT64_MAX, NULL, NULL, rl_policy, 0},
+    {"local_share", "local_share", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, local_share), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"lease", NULL, PRS_PK_CONVERT, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, rl_lease, 0},
 };
-static const prs_py_params RedisRateLimiter_params = {"RedisRateLimiter", 10, 2, 1, RedisRateLimiter_param_list, RedisRateLimiter_names};
+static const prs_py_params RedisRateLimiter_params = {"RedisRateLimiter", 10, 2, 1, RedisRateLimiter_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for RedisRateLimiter's tp_new. 0 or -1. */
 static int RedisRateLimiter_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -350,65 +344,59 @@ enum {
     P_RedisRateLimiter_allow_n = 1,
     P_RedisRateLimiter_allow__COUNT = 2
 };
-static const char *const RedisRateLimiter_allow_names[] = {"key", "n", NULL};
 static const prs_py_param RedisRateLimiter_allow_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter_allow_params = {"allow", 2, 2, 1, RedisRateLimiter_allow_param_list, RedisRateLimiter_allow_names};
+static const prs_py_params RedisRateLimiter_allow_params = {"allow", 2, 2, 1, RedisRateLimiter_allow_param_list};
 enum {
     P_RedisRateLimiter_check_key = 0,
     P_RedisRateLimiter_check_n = 1,
     P_RedisRateLimiter_check__COUNT = 2
 };
-static const char *const RedisRateLimiter_check_names[] = {"key", "n", NULL};
 static const prs_py_param RedisRateLimiter_check_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter_check_params = {"check", 2, 2, 1, RedisRateLimiter_check_param_list, RedisRateLimiter_check_names};
+static const prs_py_params RedisRateLimiter_check_params = {"check", 2, 2, 1, RedisRateLimiter_check_param_list};
 enum {
     P_RedisRateLimiter_peek_key = 0,
     P_RedisRateLimiter_peek_n = 1,
     P_RedisRateLimiter_peek__COUNT = 2
 };
-static const char *const RedisRateLimiter_peek_names[] = {"key", "n", NULL};
 static const prs_py_param RedisRateLimiter_peek_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter_peek_params = {"peek", 2, 2, 1, RedisRateLimiter_peek_param_list, RedisRateLimiter_peek_names};
+static const prs_py_params RedisRateLimiter_peek_params = {"peek", 2, 2, 1, RedisRateLimiter_peek_param_list};
 enum {
     P_RedisRateLimiter_acquire_key = 0,
     P_RedisRateLimiter_acquire_n = 1,
     P_RedisRateLimiter_acquire_timeout = 2,
     P_RedisRateLimiter_acquire__COUNT = 3
 };
-static const char *const RedisRateLimiter_acquire_names[] = {"key", "n", "timeout", NULL};
 static const prs_py_param RedisRateLimiter_acquire_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter_acquire_params = {"acquire", 3, 3, 1, RedisRateLimiter_acquire_param_list, RedisRateLimiter_acquire_names};
+static const prs_py_params RedisRateLimiter_acquire_params = {"acquire", 3, 3, 1, RedisRateLimiter_acquire_param_list};
 enum {
     P_RedisRateLimiter_reset_key = 0,
     P_RedisRateLimiter_reset__COUNT = 1
 };
-static const char *const RedisRateLimiter_reset_names[] = {"key", NULL};
 static const prs_py_param RedisRateLimiter_reset_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter_reset_params = {"reset", 1, 1, 1, RedisRateLimiter_reset_param_list, RedisRateLimiter_reset_names};
+static const prs_py_params RedisRateLimiter_reset_params = {"reset", 1, 1, 1, RedisRateLimiter_reset_param_list};
 enum {
     P_RedisRateLimiter_check_many_requests = 0,
     P_RedisRateLimiter_check_many__COUNT = 1
 };
-static const char *const RedisRateLimiter_check_many_names[] = {"requests", NULL};
 static const prs_py_param RedisRateLimiter_check_many_param_list[] = {
-    {"requests", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"requests", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter_check_many_params = {"check_many", 1, 1, 1, RedisRateLimiter_check_many_param_list, RedisRateLimiter_check_many_names};
+static const prs_py_params RedisRateLimiter_check_many_params = {"check_many", 1, 1, 1, RedisRateLimiter_check_many_param_list};
 enum {
     P_RedisRateLimiter__op_kind = 0,
     P_RedisRateLimiter__op_key = 1,
@@ -416,50 +404,46 @@ enum {
     P_RedisRateLimiter__op_now = 3,
     P_RedisRateLimiter__op__COUNT = 4
 };
-static const char *const RedisRateLimiter__op_names[] = {"kind", "key", "n", "now", NULL};
 static const char *const RedisRateLimiter__op_kind_choices[] = {"check", "peek", "reset", NULL};
 static const prs_py_param RedisRateLimiter__op_param_list[] = {
-    {"kind", "kind", PRS_PK_ENUM, 0, offsetof(op_args, kind), INT64_MIN, INT64_MAX, RedisRateLimiter__op_kind_choices, NULL, 0},
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(op_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"kind", "kind", PRS_PK_ENUM, 0, offsetof(op_args, kind), INT64_MIN, INT64_MAX, RedisRateLimiter__op_kind_choices, "'check', 'peek' or 'reset'", NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(op_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter__op_params = {"_op", 4, 4, 2, RedisRateLimiter__op_param_list, RedisRateLimiter__op_names};
+static const prs_py_params RedisRateLimiter__op_params = {"_op", 4, 4, 2, RedisRateLimiter__op_param_list};
 enum {
     P_RedisRateLimiter__async_waiter_key = 0,
     P_RedisRateLimiter__async_waiter_n = 1,
     P_RedisRateLimiter__async_waiter_timeout = 2,
     P_RedisRateLimiter__async_waiter__COUNT = 3
 };
-static const char *const RedisRateLimiter__async_waiter_names[] = {"key", "n", "timeout", NULL};
 static const prs_py_param RedisRateLimiter__async_waiter_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(wait_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(prs_py_rate_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter__async_waiter_params = {"_async_waiter", 3, 3, 1, RedisRateLimiter__async_waiter_param_list, RedisRateLimiter__async_waiter_names};
+static const prs_py_params RedisRateLimiter__async_waiter_params = {"_async_waiter", 3, 3, 1, RedisRateLimiter__async_waiter_param_list};
 enum {
     P_RedisRateLimiter__op_many_requests = 0,
     P_RedisRateLimiter__op_many__COUNT = 1
 };
-static const char *const RedisRateLimiter__op_many_names[] = {"requests", NULL};
 static const prs_py_param RedisRateLimiter__op_many_param_list[] = {
-    {"requests", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"requests", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter__op_many_params = {"_op_many", 1, 1, 1, RedisRateLimiter__op_many_param_list, RedisRateLimiter__op_many_names};
+static const prs_py_params RedisRateLimiter__op_many_params = {"_op_many", 1, 1, 1, RedisRateLimiter__op_many_param_list};
 enum {
     P_RedisRateLimiter__check_at_key = 0,
     P_RedisRateLimiter__check_at_n = 1,
     P_RedisRateLimiter__check_at_now = 2,
     P_RedisRateLimiter__check_at__COUNT = 3
 };
-static const char *const RedisRateLimiter__check_at_names[] = {"key", "n", "now", NULL};
 static const prs_py_param RedisRateLimiter__check_at_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_N, 0, offsetof(op_args, n), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_N, 0, offsetof(op_args, n), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisRateLimiter__check_at_params = {"_check_at", 3, 3, 3, RedisRateLimiter__check_at_param_list, RedisRateLimiter__check_at_names};
+static const prs_py_params RedisRateLimiter__check_at_params = {"_check_at", 3, 3, 3, RedisRateLimiter__check_at_param_list};
 static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *rl_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     prs_py_rate_args a = {1, PRS_NEVER};
@@ -495,7 +479,7 @@ static PyObject *rl_peek(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     return prs_py_rate_method(self, PRS_PY_PEEK, rl_target, v[0], &a);
 }
 static PyObject *rl_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.n = 1;
     a.timeout_ns = PRS_NEVER;
     PyObject *v[3] = {NULL};
@@ -532,7 +516,7 @@ static PyObject *rl_op(PyObject *self, PyObject *const *args, Py_ssize_t nargs, 
     return rl_call(self, "cpr"[a.kind], v[1], a.n, is_none(v[3]) ? NULL : v[3], 1);
 }
 static PyObject *rl_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.n = 1;
     a.timeout_ns = PRS_NEVER;
     PyObject *v[3] = {NULL};
@@ -761,11 +745,10 @@ enum {
     P_RedisLimiterGroup_members = 0,
     P_RedisLimiterGroup__COUNT = 1
 };
-static const char *const RedisLimiterGroup_names[] = {"members", NULL};
 static const prs_py_param RedisLimiterGroup_param_list[] = {
-    {"members", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"members", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisLimiterGroup_params = {"RedisLimiterGroup", 1, 1, 1, RedisLimiterGroup_param_list, RedisLimiterGroup_names};
+static const prs_py_params RedisLimiterGroup_params = {"RedisLimiterGroup", 1, 1, 1, RedisLimiterGroup_param_list};
 #define RedisLimiterGroup_DOC \
     "RedisLimiterGroup(members)\n" \
     "--\n" \
@@ -780,29 +763,26 @@ enum {
     P_RedisLimiterGroup_acquire_timeout = 0,
     P_RedisLimiterGroup_acquire__COUNT = 1
 };
-static const char *const RedisLimiterGroup_acquire_names[] = {"timeout", NULL};
 static const prs_py_param RedisLimiterGroup_acquire_param_list[] = {
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisLimiterGroup_acquire_params = {"acquire", 1, 1, 0, RedisLimiterGroup_acquire_param_list, RedisLimiterGroup_acquire_names};
+static const prs_py_params RedisLimiterGroup_acquire_params = {"acquire", 1, 1, 0, RedisLimiterGroup_acquire_param_list};
 enum {
     P_RedisLimiterGroup__async_waiter_timeout = 0,
     P_RedisLimiterGroup__async_waiter__COUNT = 1
 };
-static const char *const RedisLimiterGroup__async_waiter_names[] = {"timeout", NULL};
 static const prs_py_param RedisLimiterGroup__async_waiter_param_list[] = {
-    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(wait_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"timeout", "timeout_ns", PRS_PK_TIMEOUT, 0, offsetof(prs_py_rate_args, timeout_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisLimiterGroup__async_waiter_params = {"_async_waiter", 1, 1, 0, RedisLimiterGroup__async_waiter_param_list, RedisLimiterGroup__async_waiter_names};
+static const prs_py_params RedisLimiterGroup__async_waiter_params = {"_async_waiter", 1, 1, 0, RedisLimiterGroup__async_waiter_param_list};
 enum {
     P_RedisLimiterGroup__op_now = 0,
     P_RedisLimiterGroup__op__COUNT = 1
 };
-static const char *const RedisLimiterGroup__op_names[] = {"now", NULL};
 static const prs_py_param RedisLimiterGroup__op_param_list[] = {
-    {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"now", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RedisLimiterGroup__op_params = {"_op", 1, 1, 0, RedisLimiterGroup__op_param_list, RedisLimiterGroup__op_names};
+static const prs_py_params RedisLimiterGroup__op_params = {"_op", 1, 1, 0, RedisLimiterGroup__op_param_list};
 static PyObject *group_check(PyObject *self, PyObject *unused) {
     return group_call(self, NULL, GROUP_CHECK);
 }
@@ -810,7 +790,7 @@ static PyObject *group_allow(PyObject *self, PyObject *unused) {
     return group_call(self, NULL, GROUP_ALLOW);
 }
 static PyObject *group_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.timeout_ns = PRS_NEVER;
     PyObject *v[1] = {NULL};
     if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup_acquire_params, args, nargs, kwnames, &a, v) < 0) return NULL;
@@ -820,7 +800,7 @@ static PyObject *group_check_at(PyObject *self, PyObject *arg) {
     return group_call(self, arg, GROUP_CHECK);
 }
 static PyObject *group_async_waiter(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    wait_args a = {0};
+    prs_py_rate_args a = {0};
     a.timeout_ns = PRS_NEVER;
     PyObject *v[1] = {NULL};
     if ((nargs || kwnames) && prs_py_parse_params(&RedisLimiterGroup__async_waiter_params, args, nargs, kwnames, &a, v) < 0) return NULL;
@@ -942,11 +922,10 @@ enum {
     P__RespReader_error = 0,
     P__RespReader__COUNT = 1
 };
-static const char *const _RespReader_names[] = {"error", NULL};
 static const prs_py_param _RespReader_param_list[] = {
-    {"error", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"error", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params _RespReader_params = {"_RespReader", 1, 1, 1, _RespReader_param_list, _RespReader_names};
+static const prs_py_params _RespReader_params = {"_RespReader", 1, 1, 1, _RespReader_param_list};
 #define _RespReader_DOC \
     "_RespReader(error)\n" \
     "--\n" \
@@ -958,12 +937,11 @@ enum {
     P__RespReader_put_send = 1,
     P__RespReader_put__COUNT = 2
 };
-static const char *const _RespReader_put_names[] = {"op", "send", NULL};
 static const prs_py_param _RespReader_put_param_list[] = {
-    {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"send", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"op", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"send", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params _RespReader_put_params = {"put", 2, 2, 2, _RespReader_put_param_list, _RespReader_put_names};
+static const prs_py_params _RespReader_put_params = {"put", 2, 2, 2, _RespReader_put_param_list};
 static PyObject *reader_feed(PyObject *self, PyObject *arg);
 static PyObject *reader_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
 static PyObject *reader_pop(PyObject *self, PyObject *arg);

@@ -15,19 +15,18 @@ enum {
     P_RetryPolicy_max_retry_after = 6,
     P_RetryPolicy__COUNT = 7
 };
-static const char *const RetryPolicy_names[] = {"max_attempts", "base_delay", "max_delay", "exponential_base", "jitter", "seed", "max_retry_after", NULL};
 static int policy_jitter(PyObject *arg, void *config);
 static int policy_seed(PyObject *arg, void *config);
 static const prs_py_param RetryPolicy_param_list[] = {
-    {"max_attempts", "max_attempts", PRS_PK_COUNT, 0, offsetof(prs_retry_config, max_attempts), 1, INT64_MAX, NULL, NULL, 0},
-    {"base_delay", "base_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, base_delay), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"max_delay", "max_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, max_delay), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"exponential_base", "exponential_base", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, exponential_base), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"jitter", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_jitter, 0},
-    {"seed", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_seed, 0},
-    {"max_retry_after", "max_retry_after", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(prs_retry_config, max_retry_after), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"max_attempts", "max_attempts", PRS_PK_COUNT, 0, offsetof(prs_retry_config, max_attempts), 1, INT64_MAX, NULL, NULL, NULL, 0},
+    {"base_delay", "base_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, base_delay), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"max_delay", "max_delay", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, max_delay), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"exponential_base", "exponential_base", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_config, exponential_base), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"jitter", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, policy_jitter, 0},
+    {"seed", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, policy_seed, 0},
+    {"max_retry_after", "max_retry_after", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_INF_OK | PRS_PY_NONE_INF, offsetof(prs_retry_config, max_retry_after), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RetryPolicy_params = {"RetryPolicy", 7, 6, 0, RetryPolicy_param_list, RetryPolicy_names};
+static const prs_py_params RetryPolicy_params = {"RetryPolicy", 7, 6, 0, RetryPolicy_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for RetryPolicy's tp_new; validated by prs_retry_config_check. 0 or -1. */
 static int RetryPolicy_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -55,34 +54,31 @@ enum {
     P_RetryPolicy_delay_previous = 1,
     P_RetryPolicy_delay__COUNT = 2
 };
-static const char *const RetryPolicy_delay_names[] = {"attempt", "previous", NULL};
 static const prs_py_param RetryPolicy_delay_param_list[] = {
-    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, 0},
-    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, NULL, 0},
+    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RetryPolicy_delay_params = {"delay", 2, 2, 1, RetryPolicy_delay_param_list, RetryPolicy_delay_names};
+static const prs_py_params RetryPolicy_delay_params = {"delay", 2, 2, 1, RetryPolicy_delay_param_list};
 enum {
     P_RetryPolicy_base_attempt = 0,
     P_RetryPolicy_base__COUNT = 1
 };
-static const char *const RetryPolicy_base_names[] = {"attempt", NULL};
 static const prs_py_param RetryPolicy_base_param_list[] = {
-    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, 0},
+    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RetryPolicy_base_params = {"base", 1, 1, 1, RetryPolicy_base_param_list, RetryPolicy_base_names};
+static const prs_py_params RetryPolicy_base_params = {"base", 1, 1, 1, RetryPolicy_base_param_list};
 enum {
     P_RetryPolicy_sample_attempt = 0,
     P_RetryPolicy_sample_n = 1,
     P_RetryPolicy_sample_previous = 2,
     P_RetryPolicy_sample__COUNT = 3
 };
-static const char *const RetryPolicy_sample_names[] = {"attempt", "n", "previous", NULL};
 static const prs_py_param RetryPolicy_sample_param_list[] = {
-    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, 0},
-    {"n", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, 100000000, NULL, NULL, 0},
-    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, 100000000, NULL, NULL, NULL, 0},
+    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RetryPolicy_sample_params = {"sample", 3, 3, 2, RetryPolicy_sample_param_list, RetryPolicy_sample_names};
+static const prs_py_params RetryPolicy_sample_params = {"sample", 3, 3, 2, RetryPolicy_sample_param_list};
 enum {
     P_RetryPolicy__next_attempt = 0,
     P_RetryPolicy__next_previous = 1,
@@ -90,24 +86,22 @@ enum {
     P_RetryPolicy__next_remaining_ns = 3,
     P_RetryPolicy__next__COUNT = 4
 };
-static const char *const RetryPolicy__next_names[] = {"attempt", "previous", "retry_after_ns", "remaining_ns", NULL};
 static const prs_py_param RetryPolicy__next_param_list[] = {
-    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, 0},
-    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"retry_after_ns", "retry_after_ns", PRS_PK_INT, 0, offsetof(retry_args, retry_after_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"remaining_ns", "remaining_ns", PRS_PK_INT, 0, offsetof(retry_args, remaining_ns), INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"attempt", "attempt", PRS_PK_INT, PRS_PY_SAT, offsetof(retry_args, attempt), 0, INT64_MAX, NULL, NULL, NULL, 0},
+    {"previous", "previous", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NONE_OK, offsetof(retry_args, previous), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"retry_after_ns", "retry_after_ns", PRS_PK_INT, 0, offsetof(retry_args, retry_after_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"remaining_ns", "remaining_ns", PRS_PK_INT, 0, offsetof(retry_args, remaining_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RetryPolicy__next_params = {"_next", 4, 4, 4, RetryPolicy__next_param_list, RetryPolicy__next_names};
+static const prs_py_params RetryPolicy__next_params = {"_next", 4, 4, 4, RetryPolicy__next_param_list};
 enum {
     P_RetryPolicy_reseed_seed = 0,
     P_RetryPolicy_reseed__COUNT = 1
 };
-static const char *const RetryPolicy_reseed_names[] = {"seed", NULL};
 static int policy_seed(PyObject *arg, void *config);
 static const prs_py_param RetryPolicy_reseed_param_list[] = {
-    {"seed", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, policy_seed, 0},
+    {"seed", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, policy_seed, 0},
 };
-static const prs_py_params RetryPolicy_reseed_params = {"reseed", 1, 1, 1, RetryPolicy_reseed_param_list, RetryPolicy_reseed_names};
+static const prs_py_params RetryPolicy_reseed_params = {"reseed", 1, 1, 1, RetryPolicy_reseed_param_list};
 static PyObject *policy_delay(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     policy_obj *o = (policy_obj *)self;
     retry_args a = {0};
@@ -289,14 +283,13 @@ enum {
     P_RetryBudget_clock = 3,
     P_RetryBudget__COUNT = 4
 };
-static const char *const RetryBudget_names[] = {"ratio", "min_retries_per_second", "window", "clock", NULL};
 static const prs_py_param RetryBudget_param_list[] = {
-    {"ratio", "ratio", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, ratio), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"min_retries_per_second", "min_retries_per_second", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, min_retries_per_second), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"window", "window", PRS_PK_REAL, 0, offsetof(prs_retry_budget_config, window), INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"ratio", "ratio", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, ratio), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"min_retries_per_second", "min_retries_per_second", PRS_PK_REAL, PRS_PY_ZERO_OK, offsetof(prs_retry_budget_config, min_retries_per_second), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"window", "window", PRS_PK_REAL, 0, offsetof(prs_retry_budget_config, window), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RetryBudget_params = {"RetryBudget", 4, 3, 0, RetryBudget_param_list, RetryBudget_names};
+static const prs_py_params RetryBudget_params = {"RetryBudget", 4, 3, 0, RetryBudget_param_list};
 /* The module state, the config (defaults, then the arguments) and the
  * argument objects for RetryBudget's tp_new; validated by prs_retry_budget_config_check. 0 or -1. */
 static int RetryBudget_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
@@ -414,7 +407,8 @@ static PyType_Spec RetryBudget_spec = {"pyresilience._core.RetryBudget", sizeof(
 static int budget_traverse(PyObject *self, visitproc visit, void *arg) {
     budget_obj *o = (budget_obj *)self;
     Py_VISIT(Py_TYPE(self));
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int budget_clear(PyObject *self) {
     budget_obj *o = (budget_obj *)self;
@@ -454,11 +448,10 @@ static PyObject *budget_repr(PyObject *self) {
 enum {
     P_RetryCounts__COUNT = 0
 };
-static const char *const RetryCounts_names[] = {NULL};
 static const prs_py_param RetryCounts_param_list[] = {
-    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, 0}, /* none: C wants an element */
+    {NULL, NULL, 0, 0, -1, 0, 0, NULL, NULL, NULL, 0}, /* none: C wants an element */
 };
-static const prs_py_params RetryCounts_params = {"RetryCounts", 0, 0, 0, RetryCounts_param_list, RetryCounts_names};
+static const prs_py_params RetryCounts_params = {"RetryCounts", 0, 0, 0, RetryCounts_param_list};
 #define RetryCounts_DOC \
     "RetryCounts()\n" \
     "--\n" \
@@ -471,12 +464,11 @@ enum {
     P_RetryCounts_add_n = 1,
     P_RetryCounts_add__COUNT = 2
 };
-static const char *const RetryCounts_add_names[] = {"i", "n", NULL};
 static const prs_py_param RetryCounts_add_param_list[] = {
-    {"i", "i", PRS_PK_INT, 0, offsetof(retry_args, i), 0, PRS_PY_RETRY_COUNTS - 1, NULL, NULL, 0},
-    {"n", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, INT64_MAX, NULL, NULL, 0},
+    {"i", "i", PRS_PK_INT, 0, offsetof(retry_args, i), 0, PRS_PY_RETRY_COUNTS - 1, NULL, NULL, NULL, 0},
+    {"n", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RetryCounts_add_params = {"add", 2, 2, 2, RetryCounts_add_param_list, RetryCounts_add_names};
+static const prs_py_params RetryCounts_add_params = {"add", 2, 2, 2, RetryCounts_add_param_list};
 static PyObject *counts_add(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     counts_obj *o = (counts_obj *)self;
     retry_args a = {0};
@@ -558,16 +550,15 @@ enum {
     P_RetryCall_retry_on_result = 5,
     P_RetryCall__COUNT = 6
 };
-static const char *const RetryCall_names[] = {"func", "handler", "budget", "clock", "counts", "retry_on_result", NULL};
 static const prs_py_param RetryCall_param_list[] = {
-    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"handler", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"budget", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"counts", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"retry_on_result", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
+    {"func", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"handler", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"budget", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"counts", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"retry_on_result", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params RetryCall_params = {"RetryCall", 6, 2, 2, RetryCall_param_list, RetryCall_names};
+static const prs_py_params RetryCall_params = {"RetryCall", 6, 2, 2, RetryCall_param_list};
 #define RetryCall_DOC \
     "RetryCall(func, handler, *, budget=None, clock=None, counts=None, retry_on_result=None)\n" \
     "--\n" \
@@ -620,7 +611,8 @@ static int call_traverse(PyObject *self, visitproc visit, void *arg) {
     Py_VISIT(o->budget);
     Py_VISIT(o->counts);
     Py_VISIT(o->dict);
-    return prs_py_clock_traverse(&o->clock, visit, arg);
+    Py_VISIT(o->clock.obj);
+    return 0;
 }
 static int call_clear(PyObject *self) {
     call_obj *o = (call_obj *)self;
@@ -679,12 +671,11 @@ enum {
     P_retry_retry_sleep_ns = 1,
     P_retry_retry_sleep__COUNT = 2
 };
-static const char *const retry_retry_sleep_names[] = {"clock", "ns", NULL};
 static const prs_py_param retry_retry_sleep_param_list[] = {
-    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, 0},
-    {"ns", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, INT64_MAX, NULL, NULL, 0},
+    {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"ns", "n", PRS_PK_INT, 0, offsetof(retry_args, n), 0, INT64_MAX, NULL, NULL, NULL, 0},
 };
-static const prs_py_params retry_retry_sleep_params = {"retry_sleep", 2, 2, 2, retry_retry_sleep_param_list, retry_retry_sleep_names};
+static const prs_py_params retry_retry_sleep_params = {"retry_sleep", 2, 2, 2, retry_retry_sleep_param_list};
 static PyObject *mod_retry_sleep(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     prs_py_state *st = PyModule_GetState(module);
     retry_args a = {0};
