@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextvars
 import enum
 import inspect
+import threading
 from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Tuple, Type, TypeVar,
                     Union, cast)
 
@@ -71,7 +72,31 @@ def _on_transition(breaker: Any, old: Any, new: Any) -> None:
     emit(breaker, "state_change", old_state=old, new_state=new)
 
 
-_core_listeners = _core.CircuitBreaker.listeners
+def _as_tuple(value: Any, param: str, ok: Callable[[Any], bool], what: str) -> Tuple[Any, ...]:
+    """One item or an iterable of them -> a tuple of items passing ok; else
+    TypeError naming param and what each item must be."""
+    if ok(value):
+        return (value,)
+    try:
+        items = tuple(value) if not isinstance(value, (str, bytes)) else None
+    except TypeError:
+        items = None
+    if items is None:
+        raise TypeError(f"{param} must be {what} or an iterable of them, not "
+                        f"{type(value).__name__}: {value!r}")
+    for item in items:
+        if not ok(item):
+            raise TypeError(f"{param}: every item must be {what}, found "
+                            f"{type(item).__name__}: {item!r}")
+    return items
+
+
+def _is_exc_class(obj: Any) -> bool:
+    return isinstance(obj, type) and issubclass(obj, BaseException)
+
+
+# add_listener / remove_listener: one change of a breaker's listener tuple at a time
+_listeners_lock = threading.Lock()
 
 
 class CircuitBreaker(_core.CircuitBreaker, EventSource):
@@ -138,6 +163,13 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
             if not issubclass(cls, RedisCircuitBreaker):
                 return RedisCircuitBreaker(*args, backend=backend, **kwargs)
             kwargs["backend"] = backend
+        # the C type takes tuples: one item or an iterable of them becomes one
+        for param in ("record_exceptions", "ignore_exceptions"):
+            if param in kwargs:
+                kwargs[param] = _as_tuple(kwargs[param], param, _is_exc_class, "an exception class")
+        if kwargs.get("on_state_change") is not None:
+            kwargs["on_state_change"] = _as_tuple(kwargs["on_state_change"], "on_state_change",
+                                                  callable, "a callable")
         return super().__new__(cls, *args, **kwargs)
 
     def __init__(
@@ -178,8 +210,27 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
     @property
     def listeners(self) -> Tuple[Listener, ...]:
         """The state-change listeners (``on_state_change``, ``add_listener``)."""
-        ls: Tuple[Listener, ...] = _core_listeners.__get__(self)
-        return tuple(f for f in ls if f is not _on_transition)
+        return tuple(f for f in self._listeners if f is not _on_transition)
+
+    def add_listener(self, listener: Callable[[Any, Any, Any], Any], /) -> None:
+        """Call listener(breaker, old_state, new_state) after every transition."""
+        if not callable(listener):
+            raise TypeError(f"listener must be a callable, not {type(listener).__name__}: "
+                            f"{listener!r}")
+        with _listeners_lock:
+            self._listeners += (listener,)
+
+    def remove_listener(self, listener: Callable[[Any, Any, Any], Any], /) -> None:
+        """Remove a listener (the last one equal to it; ValueError if absent)."""
+        while True:  # __eq__ may run any code: compared outside the lock
+            old = self._listeners
+            at = next((i for i in range(len(old) - 1, -1, -1) if old[i] == listener), None)
+            if at is None:
+                raise ValueError(f"{listener!r} is not a listener of this breaker")
+            with _listeners_lock:
+                if self._listeners is old:
+                    self._listeners = old[:at] + old[at + 1:]
+                    return
 
     if TYPE_CHECKING:  # the C getter returns a CircuitState member
         @property

@@ -8,6 +8,7 @@ as a decorator - through :class:`LimiterMixin`.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import math
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, List, Optional, Self, Tuple, TypeVar, Union, cast
@@ -113,8 +114,14 @@ class LimiterMixin(Named):
                               admitted, rejected)
 
     def _config(self) -> List[Tuple[str, Any]]:
-        """(name, value) of the constructor parameters, for repr()."""
-        return []
+        """(name, value) of the constructor parameters, for repr(): for a
+        limiter of the algorithm table, its C type's positional ones (not
+        shared=, name=, clock=); none for another host class."""
+        core = next((c for c in type(self).__mro__ if c.__module__ == _core.__name__), None)
+        if core is None or not issubclass(core, _core._Limiter):
+            return []
+        params = inspect.signature(core).parameters.values()
+        return [(p.name, getattr(self, p.name)) for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
 
     def __repr__(self) -> str:
         items = [f"{k}={v!r}" for k, v in self._config()]

@@ -1088,3 +1088,28 @@ def test_metrics_are_a_frozen_public_snapshot(clock):
     assert (m.state, m.failures, m.calls) == (CircuitState.OPEN, 1, 1)
     cb.reset()
     assert m.failures == 1  # a snapshot
+
+
+def test_core_type_takes_tuples_and_the_facade_converts():
+    """The facade turns an item or an iterable of them into the tuple the C
+    type takes; the C type itself refuses anything else (no half-checked state)."""
+    with pytest.raises(TypeError, match="record_exceptions must be a tuple, not type"):
+        pr._core.CircuitBreaker(record_exceptions=KeyError)
+    with pytest.raises(TypeError, match="on_state_change must be a tuple, not list"):
+        pr._core.CircuitBreaker(on_state_change=[print])
+    core = pr._core.CircuitBreaker(ignore_exceptions=(KeyError,), on_state_change=(print,))
+    assert core.ignore_exceptions == (KeyError,) and core._listeners == (print,)
+    with pytest.raises(TypeError, match="_listeners must be a tuple"):
+        core._listeners = [print]
+    assert CircuitBreaker(ignore_exceptions=[KeyError]).ignore_exceptions == (KeyError,)
+    assert CircuitBreaker(on_state_change=print).listeners == (print,)
+
+
+def test_remove_listener_removes_the_last_equal_one(clock):
+    seen = []
+    cb = CircuitBreaker(1, clock=clock, on_state_change=[print, seen.append, print])
+    cb.remove_listener(print)
+    assert cb.listeners == (print, seen.append)
+    cb.remove_listener(print)
+    with pytest.raises(ValueError, match="is not a listener of this breaker"):
+        cb.remove_listener(print)

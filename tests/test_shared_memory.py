@@ -314,3 +314,12 @@ def test_kill_loop_leaves_limiters_answering_and_exact(region_dir):
         assert 0 <= KILL_CAP - reported - left <= kills, (c, reported, left)
         assert reported > 0
     r.close()
+
+
+def test_bad_directories_are_named():
+    with pytest.raises(ValueError, match="directory must be a non-empty path, got ''"):
+        pr.SharedMemory("s", directory="")
+    with pytest.raises(ValueError, match="directory must not contain NUL characters"):
+        pr.SharedMemory("s", directory="a\0b")
+    with pytest.raises(TypeError, match="directory must be a str or None"):
+        pr.SharedMemory("s", directory=b"/tmp")

@@ -49,10 +49,11 @@ class P:
 
     def __init__(self, name, kind, type, default=None, field=None, lo=None, hi=None, flags=(),
                  choices=None, kw=False, posonly=False, doc="", convert=None, instance=None,
-                 nonempty=False):
+                 nonempty=False, is_tuple=False):
         assert kind in KINDS and set(flags) <= set(FLAGS), (name, kind, flags)
         self.name, self.kind, self.type, self.default = name, kind, type, default
-        self.instance, self.nonempty = instance, nonempty  # checked by a generated tp_new
+        # checked by a generated tp_new
+        self.instance, self.nonempty, self.is_tuple = instance, nonempty, is_tuple
         self.convert = convert
         self.field, self.lo, self.hi, self.flags = field, lo, hi, tuple(flags)
         self.choices, self.kw, self.posonly, self.doc = choices, kw, posonly, doc

@@ -27,10 +27,11 @@ PARAMS = [
       field="slow_call_rate_threshold", flags=("none",)),
     P("half_open_max_calls", "COUNT", "Optional[int]", "None", field="half_open_max_calls",
       lo=1, flags=("none",)),
-    P("record_exceptions", "OBJECT", "Any", "..."),
-    P("ignore_exceptions", "OBJECT", "Any", "()"),
+    # tuples: the facade turns an item or an iterable of them into one
+    P("record_exceptions", "OBJECT", EXC_TUPLE, "...", is_tuple=True),
+    P("ignore_exceptions", "OBJECT", EXC_TUPLE, "()", is_tuple=True),
     P("is_failure", "CALLABLE", "Optional[Callable[[Any], Any]]", "None", flags=("none",)),
-    P("on_state_change", "OBJECT", "Any", "None"),
+    P("on_state_change", "OBJECT", "Optional[tuple[%s, ...]]" % LISTENER, "None", is_tuple=True),
     P("clock", "CLOCK", "ClockArg", "None"),
     P("shared", "OBJECT", "Optional[SharedMemory]", "None", kw=True),
 ]
@@ -121,11 +122,6 @@ BREAKER = Type(
         M("force_open", expr="manual(self, prs_breaker_force_open)", doc="Open the circuit until reset() or another manual state call."),
         M("disable", expr="manual(self, prs_breaker_disable)", doc="Allow every call and never trip (outcomes are still counted) until\n"
                          "reset() or another manual state call."),
-        M("add_listener", params=[P("listener", "CALLABLE", LISTENER, posonly=True)],
-          expr="relisten(o, v[0], 1)",
-          doc="Call listener(breaker, old_state, new_state) after every transition."),
-        M("remove_listener", "listener: %s, /" % LISTENER, expr="relisten(o, arg, 0)",
-          doc="Remove a listener (ValueError if absent)."),
         M("_wrap", returns='"BreakerFunction"', expr="wrap(o, v[0])",
           params=[P("func", "CALLABLE", "Callable[..., Any]", posonly=True)],
           doc="Internal: a C callable running func through this breaker (the sync decorator)."),
@@ -133,7 +129,7 @@ BREAKER = Type(
           doc="Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."),
         M("_reap", returns="int", expr="PyLong_FromLong(prs_breaker_reap(o->core))",
           doc="Internal: free now the half-open trial slots of dead processes (shared): how many."),
-        M("_record", params=[P("token", "OBJECT", "Any"),
+        M("_record", expr="record(o, v[0], v[1], v[2])", params=[P("token", "OBJECT", "Any"),
                   P("exc", "OBJECT", "Optional[BaseException]", "None"),
                   P("result", "OBJECT", "Any", "None")],
           doc="Internal: record the outcome of a call admitted by _acquire()."),
@@ -176,8 +172,9 @@ BREAKER = Type(
         Prop("is_failure", "Optional[Callable[[Any], Any]]",
              "is_failure(result) -> bool marks returned values as failures (or None).",
              member="is_failure"),
-        Prop("listeners", "tuple[%s, ...]" % LISTENER, "The on_state_change listeners (a tuple).",
-             expr="listeners_of(o)"),
+        Prop("_listeners", "tuple[%s, ...]" % LISTENER,
+             "The listeners called after each transition (a tuple; the facade adds and removes).",
+             expr="listeners_of(o)", set="cb_set_listeners"),
         Prop("clock", CLOCK_OBJ, "The clock this breaker reads.", clock="clock"),
     ])
 

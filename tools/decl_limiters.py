@@ -233,9 +233,9 @@ RATE_WAIT = Type(
                    "then.")])
 
 LIMITER_BASE = Type(
-    "_Limiter", "limiters", "limiter", obj="prs_py_limiter", flags=LIMITER_FLAGS,
-    rate="limiter_target",
-    slots=dict(LIMITER_SLOTS, new="limiter_new"), offsets={"weaklist": "weakreflist"}, slot="LimiterBase",
+    "_Limiter", "limiters", "limiter", obj="prs_py_limiter",
+    flags=LIMITER_FLAGS + ("DISALLOW_INSTANTIATION",), rate="limiter_target",
+    slots=LIMITER_SLOTS, offsets={"weaklist": "weakreflist"}, slot="LimiterBase",
     refs=[], clock="clock", free="prs_limiter_free(o->core);",
     doc="The shared base of the in-process limiters (not instantiable).",
     methods=[
@@ -260,8 +260,6 @@ LIMITER_BASE = Type(
               "sleeping."),
         M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
         M("reset", call="prs_limiter_reset(o->core)", doc="Back to the initial (full) state."),
-        M("_config", returns="list[tuple[str, Any]]",
-          doc="The parameters as (name, value) pairs, for reprs."),
     ],
     props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
                 expr=COUNTS % ("limiter", "o->core", "limiter", "o->core")),
@@ -304,7 +302,7 @@ KEYED = Type(
               "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
               "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
               "ValueError when n exceeds the limit."),
-        M("reset", params=[P("key", "OBJECT", "Optional[KeyArg]", "None")],
+        M("reset", params=[P("key", "OBJECT", "Optional[KeyArg]", "None")], expr="reset_key(o, v[0])",
           doc="Forget `key` (back to a fresh limiter), or every key when None."),
         M("available", "key: KeyArg, /", "float",
           doc="Requests of weight 1 admissible for `key` now (float)."),
@@ -319,7 +317,7 @@ KEYED = Type(
               "as that limiter's reconfigure() keeps it, and a concurrent decision on any key sees\n"
               "the old parameters or the new ones, never a mix. The template limiter itself is\n"
               "not changed (the table keeps its own copy of the parameters)."),
-        M("__len__", returns="int", slot=True),
+        M("__len__", returns="int", slot=True, expr="prs_keyed_len(o->table)"),
         M("__contains__", "key: object, /", "bool", slot=True),
     ],
     props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
@@ -397,7 +395,7 @@ GROUP = Type(
               "ValueError when n exceeds what a member can ever admit."),
         M("_waiter", ACQ_SIG, "_RateWait", rate=True, doc=WAITER_DOC),
         M("reset", call="prs_group_reset(o->group)", doc="Reset every member (one after the other)."),
-        M("__len__", returns="int", slot=True),
+        M("__len__", returns="int", slot=True, expr="prs_group_size(o->group)"),
     ],
     props=[Prop("_counts", "tuple[int, int]", "(admitted, rejected): consuming decisions since creation, counted in the core.",
                 expr=COUNTS % ("group", "o->group", "group", "o->group")),

@@ -12,11 +12,11 @@ SHARED_MEMORY = Type(
     free="prs_shm_close(o->r);", keep={"name": "name", "directory": "directory"},
     build=["prs__spin_init(&o->lock);", "rc = shm_open_region(o, &cfg);"],
     params=[
-        P("name", "STR", "str", doc="The region's name: 1..63 bytes, no '/', '..' or NUL."),
+        P("name", "STR", "str", field="name", doc="The region's name: 1..63 bytes, no '/', '..' or NUL."),
         P("size", "COUNT", "Optional[int]", "None", field="size", lo=16384, hi=1 << 40,
           flags=("none",), kw=True,
           doc="Bytes, when this call creates it (default 1 MiB, about 250 limiters)."),
-        P("directory", "STR", "Optional[str]", "None", flags=("none",), kw=True,
+        P("directory", "STR", "Optional[str]", "None", field="directory", flags=("none",), kw=True,
           doc="A directory for the region's file (default: /dev/shm)."),
         P("mode", "INT", "int", "0o600", field="mode", lo=0, hi=0o777, kw=True,
           doc="Permission bits of a created region."),

@@ -373,7 +373,7 @@ def c_parse(t):
 def c_arg_checks(t):
     """The checks of argument objects a P declares (P.instance: an instance of
     that module type, or None when None is its default; P.nonempty: a str
-    that is not empty), in a generated tp_new."""
+    that is not empty; P.is_tuple: a tuple), in a generated tp_new."""
     L = []
     for p in t.params:
         arg = "v[P_%s_%s]" % (t.name, p.name)
@@ -384,6 +384,10 @@ def c_arg_checks(t):
                   '        return PyErr_Format(PyExc_TypeError, "%s must be a %s%s, not %%.200s: %%R",'
                   % (p.name, p.instance, " or None" if none else ""),
                   "                            Py_TYPE(%s)->tp_name, %s);" % (arg, arg)]
+        if getattr(p, "is_tuple", False):
+            L += ["    if (%s && !PyTuple_Check(%s))" % (arg, arg),
+                  '        return PyErr_Format(PyExc_TypeError, "%s must be a tuple, not %%.200s: %%R",'
+                  % p.name, "                            Py_TYPE(%s)->tp_name, %s);" % (arg, arg)]
         if getattr(p, "nonempty", False):
             L += ["    if (%s && PyUnicode_GET_LENGTH(%s) == 0)" % (arg, arg),
                   '        return PyErr_Format(PyExc_ValueError, "%s must be a non-empty str, '
@@ -460,7 +464,13 @@ def c_body(t, head, x):
         else:  # a call with just its required objects, as is: the parser would only hand them over
             plain = "nargs == %d%s" % (len(req), " && !kwnames" if "KEYWORDS" in fl else "")
             L.append("    PyObject *v[%d] = {NULL};" % len(x.params))
-            if req:
+            pos = [p for p in x.params if not p.kw]
+            if req and len(pos) > len(req) and all(p.kind == "OBJECT" for p in pos):
+                # optional objects given positionally too (None stays None, as the parser leaves it)
+                plain = plain.replace("nargs == %d" % len(req), "nargs >= %d && nargs <= %d" % (len(req), len(pos)))
+                L += ["    if (%s) {" % plain, "        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];",
+                      "    } else if (%s) {" % parse, "        return NULL;", "    }"]
+            elif req:
                 L += ["    if (%s) {" % plain] + ["        v[%d] = args[%d];" % (i, i) for i in range(len(req))]
                 L += ["    } else if (%s) {" % parse, "        return NULL;", "    }"]
             else:
@@ -723,6 +733,8 @@ def gen_stub(t):
             continue
         L.append("    @property")
         L.append("    def %s(self) -> %s: ..." % (p.name, p.type))
+        if p.set:
+            L += ["    @%s.setter" % p.name, "    def %s(self, value: %s) -> None: ..." % (p.name, p.type)]
     if t.stub_tail:
         L += ["    " + s for s in t.stub_tail]
     return L

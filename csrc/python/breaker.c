@@ -72,26 +72,18 @@ static PyObject *listeners_of(breaker_obj *self) {
     return ls;
 }
 
-/* add_listener(fn) (add) and remove_listener(fn): a new tuple with fn
- * appended, or without the last listener equal to fn (ValueError when none
- * is), replaces the old one under the object's lock. */
-static PyObject *relisten(breaker_obj *self, PyObject *fn, int add) {
-    int rc = add;
-    Py_BEGIN_CRITICAL_SECTION(self);
-    PyObject *old = Py_NewRef(self->listeners), *l = NULL; /* __eq__ may run code that replaces it */
-    Py_ssize_t at = PyTuple_GET_SIZE(old);
-    while (!add && at-- > 0 && (rc = PyObject_RichCompareBool(PyTuple_GET_ITEM(old, at), fn, Py_EQ)) == 0) {
+/* listeners = a tuple (set by the facade's add_listener/remove_listener,
+ * which serialise the changes), replaced under the object's lock. */
+static int cb_set_listeners(PyObject *self, PyObject *ls, void *c) {
+    if (!ls || !PyTuple_Check(ls)) {
+        PyErr_Format(PyExc_TypeError, "_listeners must be a tuple, not %.200s",
+                     ls ? Py_TYPE(ls)->tp_name : "deleted");
+        return -1;
     }
-    PyObject *t = NULL;
-    if (rc > 0 && (l = PySequence_List(old)) &&
-        (add ? PyList_Append(l, fn) : PySequence_DelItem(l, at)) == 0 && (t = PyList_AsTuple(l)))
-        Py_SETREF(self->listeners, t);
-    else if (rc > 0) rc = -1;
-    Py_XDECREF(l);
-    Py_DECREF(old);
+    Py_BEGIN_CRITICAL_SECTION(self);
+    Py_SETREF(SELF->listeners, Py_NewRef(ls));
     Py_END_CRITICAL_SECTION();
-    if (rc == 0) PyErr_Format(PyExc_ValueError, "%R is not a listener of this breaker", fn);
-    return rc > 0 ? Py_NewRef(Py_None) : NULL;
+    return 0;
 }
 
 /* Reports a listener's exception (the current one) as a RuntimeWarning; when
@@ -340,19 +332,9 @@ static PyObject *manual(PyObject *self, void (*fn)(prs_breaker *, int64_t, prs_b
     Py_RETURN_NONE;
 }
 
-#include "gen/breaker.h"
-
 /* _record(token, exc=None, result=None): the outcome of a call admitted by
  * _acquire() (token None: without a permit). */
-static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                           PyObject *kwnames) {
-    PyObject *v[3] = {NULL, NULL, NULL};
-    if (!kwnames && nargs >= 1 && nargs <= 3) { /* the facade's calls: positional */
-        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
-    } else if (prs_py_parse_params(&CircuitBreaker__record_params, args, nargs, kwnames, NULL, v) < 0) {
-        return NULL;
-    }
-    PyObject *token = v[0], *exc = v[1] == Py_None ? NULL : v[1];
+static PyObject *record(breaker_obj *self, PyObject *token, PyObject *exc, PyObject *result) {
     prs_breaker_permit permit = PRS_BREAKER_NO_PERMIT;
     long long start = INT64_MIN;
     if (token != Py_None) {
@@ -363,42 +345,17 @@ static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nar
         start = PyLong_AsLongLong(PyTuple_GET_ITEM(token, 1));
         if (PyErr_Occurred()) return NULL;
     }
+    if (exc == Py_None) exc = NULL;
     if (exc && !PyExceptionInstance_Check(exc))
         return PyErr_Format(PyExc_TypeError, "_record() exc must be an exception or None, got %R", exc);
     prs_breaker_outcome outcome;
-    int bad = outcome_of(SELF, exc ? (PyObject *)Py_TYPE(exc) : NULL, v[2] ? v[2] : Py_None, &outcome);
-    return finish(SELF, permit, (int64_t)start, outcome) < 0 || bad ? NULL : Py_NewRef(Py_None);
+    int bad = outcome_of(self, exc ? (PyObject *)Py_TYPE(exc) : NULL, result ? result : Py_None, &outcome);
+    return finish(self, permit, (int64_t)start, outcome) < 0 || bad ? NULL : Py_NewRef(Py_None);
 }
+
+#include "gen/breaker.h"
 
 /* ---- construction ------------------------------------------------------------------------ */
-
-/* An argument holding one item or an iterable of them -> a new tuple of items
- * passing `ok` (not given -> (); None too when none_ok). TypeError naming
- * `param` and `what` each item must be. */
-static PyObject *as_tuple(PyObject *o, const char *param, int (*ok)(PyObject *), const char *what,
-                          int none_ok) {
-    if (!o || (none_ok && o == Py_None)) return PyTuple_New(0);
-    if (ok(o)) return PyTuple_Pack(1, o);
-    PyObject *t = PyUnicode_Check(o) || PyBytes_Check(o) ? NULL : PySequence_Tuple(o);
-    if (!t) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "%s must be %s or an iterable of them, not %.200s: %R", param,
-                     what, Py_TYPE(o)->tp_name, o);
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(t); i++) {
-        PyObject *e = PyTuple_GET_ITEM(t, i);
-        if (!ok(e)) {
-            PyErr_Format(PyExc_TypeError, "%s: every item must be %s, found %.200s: %R", param, what,
-                         Py_TYPE(e)->tp_name, e);
-            Py_DECREF(t);
-            return NULL;
-        }
-    }
-    return t;
-}
-
-static int is_exc_class(PyObject *o) { return PyExceptionClass_Check(o); }
 
 /* The CircuitState members from pyresilience.breaker (pure Python), in the
  * order of prs_breaker_state (a new tuple). */
@@ -412,15 +369,12 @@ static PyObject *load_states(void) {
 }
 
 static int cb_objects(breaker_obj *self, PyObject **v) {
-    PyObject *rec = v[P_CircuitBreaker_record_exceptions], *name = self->name;
-    if (!(self->record_exc = rec ? as_tuple(rec, "record_exceptions", is_exc_class,
-                                            "an exception class", 0)
-                                 : PyTuple_Pack(1, PyExc_Exception)) ||
-        !(self->ignore_exc = as_tuple(v[P_CircuitBreaker_ignore_exceptions], "ignore_exceptions",
-                                      is_exc_class, "an exception class", 0)) ||
-        !(self->listeners = as_tuple(v[P_CircuitBreaker_on_state_change], "on_state_change",
-                                     PyCallable_Check, "a callable", 1)) ||
-        !(self->states = load_states()))
+    /* tuples (the facade converts an item or an iterable of them); not given: the defaults */
+    PyObject *rec = v[P_CircuitBreaker_record_exceptions], *ign = v[P_CircuitBreaker_ignore_exceptions],
+             *ls = v[P_CircuitBreaker_on_state_change], *name = self->name;
+    if (!(self->record_exc = rec ? Py_NewRef(rec) : PyTuple_Pack(1, PyExc_Exception)) ||
+        !(self->ignore_exc = ign ? Py_NewRef(ign) : PyTuple_New(0)) ||
+        !(self->listeners = ls ? Py_NewRef(ls) : PyTuple_New(0)) || !(self->states = load_states()))
         return -1;
     if (name != Py_None) {
         self->msg_open = PyUnicode_FromFormat("circuit breaker %R is open", name);

@@ -78,26 +78,6 @@ static PyObject *key_bytes(PyObject *key) {
 static const char algo_names[] = PRS_ALGORITHMS(PY_NAME);
 #undef PY_NAME
 
-/* The algorithm and params of an in-process limiter object. 0, or -1 with a
- * TypeError naming `what`. */
-static int limiter_algo(prs_py_state *st, PyObject *o, const char *what, const prs_algo **algo,
-                        const void **params) {
-    if (!PRS_PY_IS_LIMITER(st, o)) {
-        PyErr_Format(PyExc_TypeError, "%s must be an in-process limiter (%s), not %.200s: %R",
-                     what, algo_names + 2, Py_TYPE(o)->tp_name, o);
-        return -1;
-    }
-    prs_limiter *core = ((prs_py_limiter *)o)->core;
-    if (prs_limiter_shared(core)) { /* not yet (issue 14): it would be a process-local copy */
-        PyErr_Format(PyExc_NotImplementedError, "%s is a limiter in shared memory: not "
-                     "supported here yet", what);
-        return -1;
-    }
-    *algo = prs_limiter_algo(core);
-    *params = prs_limiter_params(core);
-    return 0;
-}
-
 static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
     if (a->kind != b->kind) return 0;
     if (a->kind == PRS_CLOCK_MONOTONIC) return 1;
@@ -105,17 +85,40 @@ static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
     return a->obj == b->obj;
 }
 
-/* The table of a new KeyedLimiter o: in process, or placed in the region
+/* The table of a new KeyedLimiter o, with the algorithm and params of its
+ * template (an in-process limiter): in process, or placed in the region
  * `shared` under `name`; -1 with an exception set, or a status. */
 static int keyed_build(prs_py_state *st, keyed_obj *o, prs_keyed_config *cfg, PyObject *shared,
                        PyObject *name) {
-    if (limiter_algo(st, o->tmpl, "limiter", &cfg->algo, &cfg->params) < 0) return -1;
+    if (!PRS_PY_IS_LIMITER(st, o->tmpl)) {
+        PyErr_Format(PyExc_TypeError, "limiter must be an in-process limiter (%s), not %.200s: %R",
+                     algo_names + 2, Py_TYPE(o->tmpl)->tp_name, o->tmpl);
+        return -1;
+    }
+    prs_limiter *core = ((prs_py_limiter *)o->tmpl)->core;
+    if (prs_limiter_shared(core)) { /* it would be a process-local copy */
+        PyErr_SetString(PyExc_NotImplementedError,
+                        "limiter is a limiter in shared memory: not supported here yet");
+        return -1;
+    }
+    cfg->algo = prs_limiter_algo(core);
+    cfg->params = prs_limiter_params(core);
     if (shared && shared != Py_None) return prs_py_shm_keyed_new(st, shared, name, cfg, &o->table);
     if (name && name != Py_None) {
         PyErr_Format(PyExc_ValueError, "name= is used with shared=, got name=%R", name);
         return -1;
     }
     return prs_keyed_new(cfg, &o->table);
+}
+
+/* reset(key=None): forget one key, or every key when None. */
+static PyObject *reset_key(keyed_obj *o, PyObject *key) {
+    const char *p;
+    Py_ssize_t len;
+    if (!key || key == Py_None) prs_keyed_reset_all(o->table);
+    else if (get_key(key, &p, &len) < 0) return NULL;
+    else prs_keyed_reset_key(o->table, p, (size_t)len);
+    Py_RETURN_NONE;
 }
 
 #include "gen/keyed.h"
@@ -143,31 +146,11 @@ static int keyed_target(PyObject *self, PyObject *keyo, prs_py_rate *r) {
     return 0;
 }
 
-static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                             PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&KeyedLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0)
-        return NULL;
-    if (!v[0] || v[0] == Py_None) {
-        prs_keyed_reset_all(KSELF->table);
-        Py_RETURN_NONE;
-    }
-    const char *key;
-    Py_ssize_t len;
-    if (get_key(v[0], &key, &len) < 0) return NULL;
-    prs_keyed_reset_key(KSELF->table, key, (size_t)len);
-    Py_RETURN_NONE;
-}
-
 static PyObject *keyed_available(PyObject *self, PyObject *key) {
     prs_py_rate r;
     int64_t now;
     if (keyed_target(self, key, &r) < 0 || prs_py_clock_now(r.clock, &now) < 0) return NULL;
     return PyFloat_FromDouble(prs_keyed_available(r.core, r.key, r.len, now));
-}
-
-static Py_ssize_t keyed_len(PyObject *self) {
-    return (Py_ssize_t)prs_keyed_len(KSELF->table);
 }
 
 static int keyed_contains(PyObject *self, PyObject *key) {
@@ -283,9 +266,6 @@ static int group_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     return 0;
 }
 
-static Py_ssize_t group_len(PyObject *self) {
-    return (Py_ssize_t)prs_group_size(GSELF->group);
-}
 int prs_py_register_keyed(PyObject *m, prs_py_state *st) {
     return keyed_add_types(m, st);
 }

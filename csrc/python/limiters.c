@@ -48,11 +48,14 @@ static const algo_binding algos[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(ROW)};
 PRS_ALGORITHMS(FITS)
 #undef FITS
 
-/* The table row of `type` (one of ours or a subclass), or -1. */
+/* The table row of `type`: one of ours or a subclass (the base _Limiter
+ * cannot be instantiated: DISALLOW_INSTANTIATION). */
 static int algo_of_type(prs_py_state *st, PyTypeObject *type) {
-    for (int i = 0; i < PRS_ALGO__COUNT; i++)
-        if (PyType_IsSubtype(type, (PyTypeObject *)st->slots[PRS_SLOT__ALGO_FIRST + i])) return i;
-    return -1;
+    int i = 0;
+    while (i < PRS_ALGO__COUNT - 1 &&
+           !PyType_IsSubtype(type, (PyTypeObject *)st->slots[PRS_SLOT__ALGO_FIRST + i]))
+        i++;
+    return i;
 }
 
 /* ---- the object -------------------------------------------------------------- */
@@ -61,11 +64,6 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     prs_py_state *st = prs_py_state_of_type(type);
     if (!st) return NULL;
     int id = algo_of_type(st, type);
-    if (id < 0) {
-        PyErr_Format(PyExc_TypeError, "cannot create '%.200s' instances: use one of the limiter "
-                     "types (TokenBucket, GCRA, ...)", type->tp_name);
-        return NULL;
-    }
     const prs_py_params *spec = algos[id].ctor;
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     PyObject *v[PRS_PY_LIMITER_MAX_PARAMS];
@@ -175,24 +173,6 @@ static PyObject *limiter_param_get(PyObject *self, void *closure) {
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     prs_limiter_config(SELF->core, config);
     return prs_py_param_get(&algos[SELF->algo].ctor->p[(intptr_t)closure], config);
-}
-
-/* _config(): [(name, value)] of the parameters (not their aliases, not the
- * clock), for reprs. */
-static PyObject *limiter_config(PyObject *self, PyObject *unused) {
-    const prs_py_params *spec = algos[SELF->algo].ctor;
-    alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
-    prs_limiter_config(SELF->core, config);
-    PyObject *list = PyList_New(0);
-    for (Py_ssize_t i = 0; list && i < spec->n; i++) {
-        const prs_py_param *p = &spec->p[i];
-        if (p->alias || p->kind == PRS_PK_CLOCK || p->kind == PRS_PK_OBJECT || p->kind == PRS_PK_STR)
-            continue; /* not a parameter of the algorithm (clock=, shared=, name=) */
-        PyObject *item = Py_BuildValue("(sN)", p->name, prs_py_param_get(p, config));
-        if (!item || PyList_Append(list, item) < 0) Py_CLEAR(list);
-        Py_XDECREF(item);
-    }
-    return list;
 }
 
 /* ---- registration ------------------------------------------------------------ */

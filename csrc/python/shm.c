@@ -26,11 +26,11 @@ typedef struct {
 typedef struct shm_args {
     int64_t size;
     int64_t mode;
+    const char *name, *directory; /* the arguments' UTF-8 (NUL refused by the parser) */
 } shm_args;
 
 static void shm_args_init(shm_args *a) {
-    a->size = (int64_t)PRS_SHM_DEFAULT_SIZE;
-    a->mode = 0600;
+    *a = (shm_args){.size = (int64_t)PRS_SHM_DEFAULT_SIZE, .mode = 0600};
 }
 
 /* fn's reading of the open region under the lock, 0 once closed (fn NULL:
@@ -63,20 +63,6 @@ static const char *checked_name(PyObject *name, const char *what) {
     return s;
 }
 
-/* The UTF-8 of region o's name and directory (NULL: the default), checked:
- * 0, or -1 with ValueError naming the argument. */
-static int names_of(shm_obj *o, const char **cname, const char **cdir) {
-    Py_ssize_t n = 0;
-    *cdir = NULL;
-    if (!(*cname = checked_name(o->name, "name"))) return -1;
-    if (o->directory == Py_None) return 0;
-    if (!(*cdir = PyUnicode_AsUTF8AndSize(o->directory, &n))) return -1;
-    if (n > 0 && (size_t)n == strlen(*cdir)) return 0;
-    PyErr_Format(PyExc_ValueError, "directory must be a non-empty path without NUL, got %R",
-                 o->directory);
-    return -1;
-}
-
 /* Raises the error of a failed open/unlink of region o (its file: in cdir). */
 static void region_error(shm_obj *o, int rc, int sys_errno, const char *cname, const char *cdir) {
     char path[4200] = "?";
@@ -101,22 +87,25 @@ static void region_error(shm_obj *o, int rc, int sys_errno, const char *cname, c
     }
 }
 
-/* Opens region `name` (in `directory`, None: the default) as built by tp_new
+/* Opens region `name` (in `directory`, NULL: the default) as built by tp_new
  * (generated: name and directory kept). 0, or -1 with an exception. */
 static int shm_open_region(shm_obj *o, const shm_args *a) {
-    const char *cname, *cdir;
-    if (names_of(o, &cname, &cdir) < 0) return -1;
+    if (!checked_name(o->name, "name")) return -1;
+    if (a->directory && !*a->directory) {
+        PyErr_SetString(PyExc_ValueError, "directory must be a non-empty path, got ''");
+        return -1;
+    }
     prs_shm_config cfg;
     prs_shm_config_init(&cfg);
     cfg.size = (size_t)a->size;
     cfg.mode = (unsigned)a->mode;
-    cfg.directory = cdir;
+    cfg.directory = a->directory;
     int err = 0, rc;
     Py_BEGIN_ALLOW_THREADS
-    rc = prs_shm_open(cname, &cfg, &o->r, &err);
+    rc = prs_shm_open(a->name, &cfg, &o->r, &err);
     Py_END_ALLOW_THREADS
     if (rc) {
-        region_error(o, rc, err, cname, cdir);
+        region_error(o, rc, err, a->name, a->directory);
         return -1;
     }
     return (o->path = PyUnicode_DecodeFSDefault(prs_shm_path(o->r))) ? 0 : -1;
@@ -155,8 +144,9 @@ static PyObject *shm_close(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *shm_unlink(PyObject *self, PyObject *unused) {
-    const char *cname, *cdir;
-    if (names_of(SELF, &cname, &cdir) < 0) return NULL;
+    const char *cname = PyUnicode_AsUTF8(SELF->name); /* both checked when opened */
+    const char *cdir = SELF->directory == Py_None ? NULL : PyUnicode_AsUTF8(SELF->directory);
+    if (!cname || (!cdir && SELF->directory != Py_None)) return NULL;
     int err = 0, rc = prs_shm_unlink(cname, cdir, &err);
     if (rc) {
         region_error(SELF, rc, err, cname, cdir);

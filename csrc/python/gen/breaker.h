@@ -191,14 +191,6 @@ static const prs_py_param CircuitBreaker_record_failure_param_list[] = {
 };
 static const prs_py_params CircuitBreaker_record_failure_params = {"record_failure", 1, 1, 0, CircuitBreaker_record_failure_param_list};
 enum {
-    P_CircuitBreaker_add_listener_listener = 0,
-    P_CircuitBreaker_add_listener__COUNT = 1
-};
-static const prs_py_param CircuitBreaker_add_listener_param_list[] = {
-    {"listener", NULL, PRS_PK_CALLABLE, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-};
-static const prs_py_params CircuitBreaker_add_listener_params = {"add_listener", 1, 1, 1, CircuitBreaker_add_listener_param_list};
-enum {
     P_CircuitBreaker__wrap_func = 0,
     P_CircuitBreaker__wrap__COUNT = 1
 };
@@ -253,16 +245,6 @@ static PyObject *cb_force_open(PyObject *self, PyObject *unused) {
 static PyObject *cb_disable(PyObject *self, PyObject *unused) {
     return manual(self, prs_breaker_disable);
 }
-static PyObject *cb_add_listener(PyObject *self, PyObject *arg) {
-    breaker_obj *o = (breaker_obj *)self;
-    PyObject *v[1];
-    if (prs_py_parse_params(&CircuitBreaker_add_listener_params, &arg, 1, NULL, NULL, v) < 0) return NULL;
-    return relisten(o, v[0], 1);
-}
-static PyObject *cb_remove_listener(PyObject *self, PyObject *arg) {
-    breaker_obj *o = (breaker_obj *)self;
-    return relisten(o, arg, 0);
-}
 static PyObject *cb_wrap(PyObject *self, PyObject *arg) {
     breaker_obj *o = (breaker_obj *)self;
     PyObject *v[1];
@@ -274,7 +256,16 @@ static PyObject *cb_reap(PyObject *self, PyObject *unused) {
     breaker_obj *o = (breaker_obj *)self;
     return PyLong_FromLong(prs_breaker_reap(o->core));
 }
-static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *cb_record(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    breaker_obj *o = (breaker_obj *)self;
+    PyObject *v[3] = {NULL};
+    if (nargs >= 1 && nargs <= 3 && !kwnames) {
+        for (Py_ssize_t i = 0; i < nargs; i++) v[i] = args[i];
+    } else if (prs_py_parse_params(&CircuitBreaker__record_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
+    return record(o, v[0], v[1], v[2]);
+}
 static PyMethodDef CircuitBreaker_methods[] = {
     {"call", (PyCFunction)(void (*)(void))cb_call, METH_FASTCALL | METH_KEYWORDS,
      "call($self, func, /, *args, **kwargs)\n"
@@ -342,16 +333,6 @@ static PyMethodDef CircuitBreaker_methods[] = {
      "\n"
      "Allow every call and never trip (outcomes are still counted) until\n"
      "reset() or another manual state call."},
-    {"add_listener", cb_add_listener, METH_O,
-     "add_listener($self, listener, /)\n"
-     "--\n"
-     "\n"
-     "Call listener(breaker, old_state, new_state) after every transition."},
-    {"remove_listener", cb_remove_listener, METH_O,
-     "remove_listener($self, listener, /)\n"
-     "--\n"
-     "\n"
-     "Remove a listener (ValueError if absent)."},
     {"_wrap", cb_wrap, METH_O,
      "_wrap($self, func, /)\n"
      "--\n"
@@ -388,7 +369,7 @@ static PyObject *cb_get_shared(PyObject *self, void *closure) {
     breaker_obj *o = (breaker_obj *)self;
     return PyBool_FromLong(prs_breaker_shared(o->core));
 }
-static PyObject *cb_get_listeners(PyObject *self, void *closure) {
+static PyObject *cb_get__listeners(PyObject *self, void *closure) {
     breaker_obj *o = (breaker_obj *)self;
     return listeners_of(o);
 }
@@ -407,7 +388,7 @@ static PyGetSetDef CircuitBreaker_getset[] = {
     {"slow_call_duration", cb_param_get, NULL, "Seconds from which a call is slow (None: never).", (void *)(intptr_t)9},
     {"window_type", cb_param_get, NULL, "'count' or 'time'.", (void *)(intptr_t)6},
     {"shared", cb_get_shared, NULL, "True when its state lives in a SharedMemory region.", NULL},
-    {"listeners", cb_get_listeners, NULL, "The on_state_change listeners (a tuple).", NULL},
+    {"_listeners", cb_get__listeners, cb_set_listeners, "The listeners called after each transition (a tuple; the facade adds and removes).", NULL},
     {"clock", prs_py_get_clock, NULL, "The clock this breaker reads.", (void *)offsetof(breaker_obj, clock)},
     {NULL, NULL, NULL, NULL, NULL},
 };
@@ -485,6 +466,15 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *v[P_CircuitBreaker__COUNT];
     prs_breaker_config cfg;
     if (CircuitBreaker_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    if (v[P_CircuitBreaker_record_exceptions] && !PyTuple_Check(v[P_CircuitBreaker_record_exceptions]))
+        return PyErr_Format(PyExc_TypeError, "record_exceptions must be a tuple, not %.200s: %R",
+                            Py_TYPE(v[P_CircuitBreaker_record_exceptions])->tp_name, v[P_CircuitBreaker_record_exceptions]);
+    if (v[P_CircuitBreaker_ignore_exceptions] && !PyTuple_Check(v[P_CircuitBreaker_ignore_exceptions]))
+        return PyErr_Format(PyExc_TypeError, "ignore_exceptions must be a tuple, not %.200s: %R",
+                            Py_TYPE(v[P_CircuitBreaker_ignore_exceptions])->tp_name, v[P_CircuitBreaker_ignore_exceptions]);
+    if (v[P_CircuitBreaker_on_state_change] && !PyTuple_Check(v[P_CircuitBreaker_on_state_change]))
+        return PyErr_Format(PyExc_TypeError, "on_state_change must be a tuple, not %.200s: %R",
+                            Py_TYPE(v[P_CircuitBreaker_on_state_change])->tp_name, v[P_CircuitBreaker_on_state_change]);
     breaker_obj *o = (breaker_obj *)type->tp_alloc(type, 0);
     if (!o) return NULL;
     int rc = 0;

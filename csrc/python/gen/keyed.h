@@ -152,7 +152,12 @@ static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t
     }
     return prs_py_rate_method(self, PRS_PY_ACQUIRE, keyed_target, v[0], &a);
 }
-static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    keyed_obj *o = (keyed_obj *)self;
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&KeyedLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    return reset_key(o, v[0]);
+}
 static PyObject *keyed_available(PyObject *self, PyObject *arg);
 static PyObject *keyed_prune(PyObject *self, PyObject *unused) {
     keyed_obj *o = (keyed_obj *)self;
@@ -296,6 +301,10 @@ static PyObject *keyed_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
+}
+static Py_ssize_t keyed_len(PyObject *self) {
+    keyed_obj *o = (keyed_obj *)self;
+    return (Py_ssize_t)(prs_keyed_len(o->table));
 }
 
 /* ---- KeyedLimiterView ---- */
@@ -779,6 +788,10 @@ static void group_dealloc(PyObject *self) {
     Py_CLEAR(o->members);
     tp->tp_free(self);
     Py_DECREF(tp);
+}
+static Py_ssize_t group_len(PyObject *self) {
+    group_obj *o = (group_obj *)self;
+    return (Py_ssize_t)(prs_group_size(o->group));
 }
 
 static int keyed_add_types(PyObject *m, prs_py_state *st) {

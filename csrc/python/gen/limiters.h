@@ -123,7 +123,6 @@ static PyObject *limiter_reset(PyObject *self, PyObject *unused) {
     prs_limiter_reset(o->core);
     Py_RETURN_NONE;
 }
-static PyObject *limiter_config(PyObject *self, PyObject *unused);
 static PyMethodDef _Limiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))limiter_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow($self, /, n=1, *, tokens_needed=None)\n"
@@ -164,11 +163,6 @@ static PyMethodDef _Limiter_methods[] = {
      "--\n"
      "\n"
      "Back to the initial (full) state."},
-    {"_config", limiter_config, METH_NOARGS,
-     "_config($self, /)\n"
-     "--\n"
-     "\n"
-     "The parameters as (name, value) pairs, for reprs."},
     {NULL, NULL, 0, NULL},
 };
 static PyObject *limiter_get__counts(PyObject *self, void *closure) {
@@ -194,19 +188,17 @@ static PyMemberDef _Limiter_members[] = {
 static void limiter_dealloc(PyObject *self);
 static int limiter_traverse(PyObject *self, visitproc visit, void *arg);
 static int limiter_clear(PyObject *self);
-static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
 static PyType_Slot _Limiter_slots[] = {
     {Py_tp_doc, (void *)_Limiter_DOC},
     {Py_tp_dealloc, limiter_dealloc},
     {Py_tp_traverse, limiter_traverse},
     {Py_tp_clear, limiter_clear},
-    {Py_tp_new, limiter_new},
     {Py_tp_methods, _Limiter_methods},
     {Py_tp_getset, _Limiter_getset},
     {Py_tp_members, _Limiter_members},
     {0, NULL},
 };
-static PyType_Spec _Limiter_spec = {"pyresilience._core._Limiter", sizeof(prs_py_limiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, _Limiter_slots};
+static PyType_Spec _Limiter_spec = {"pyresilience._core._Limiter", sizeof(prs_py_limiter), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _Limiter_slots};
 static int limiter_traverse(PyObject *self, visitproc visit, void *arg) {
     prs_py_limiter *o = (prs_py_limiter *)self;
     Py_VISIT(Py_TYPE(self));

@@ -13,9 +13,9 @@ enum {
     P_SharedMemory__COUNT = 4
 };
 static const prs_py_param SharedMemory_param_list[] = {
-    {"name", NULL, PRS_PK_STR, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"name", "name", PRS_PK_STR, 0, offsetof(shm_args, name), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
     {"size", "size", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(shm_args, size), 16384, 1099511627776, NULL, NULL, NULL, 0},
-    {"directory", NULL, PRS_PK_STR, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"directory", "directory", PRS_PK_STR, PRS_PY_NONE_OK, offsetof(shm_args, directory), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
     {"mode", "mode", PRS_PK_INT, 0, offsetof(shm_args, mode), 0, 511, NULL, NULL, NULL, 0},
 };
 static const prs_py_params SharedMemory_params = {"SharedMemory", 4, 1, 1, SharedMemory_param_list};
