@@ -134,7 +134,7 @@ static int wait_step(prs_py_state *st, rate_wait *w, int64_t *sleep_ns) {
 
 int prs_py_wait_admitted(prs_py_state *st, prs_py_clock *clock, prs_py_decide_fn fn, void *ctx,
                          const char *what, int64_t n, int64_t timeout_ns, int whole) {
-    rate_wait w = {clock, fn, ctx, what, n};
+    rate_wait w = {.clock = clock, .fn = fn, .ctx = ctx, .what = what, .n = n};
     if (wait_begin(st, &w, timeout_ns) < 0) return -1;
     for (;;) { /* nothing is taken unless admitted */
         int64_t ns = 0;
@@ -153,7 +153,7 @@ PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *
     rate_wait_obj *self = (rate_wait_obj *)tp->tp_alloc(tp, 0);
     if (!self) return NULL;
     self->owner = Py_NewRef(owner);
-    self->w = (rate_wait){clock, fn, ctx, what, n};
+    self->w = (rate_wait){.clock = clock, .fn = fn, .ctx = ctx, .what = what, .n = n};
     self->done = 0;
     if (wait_begin(st, &self->w, timeout_ns) < 0) {
         Py_DECREF(self);
