@@ -112,7 +112,13 @@ def test_group_allow_on_the_default_clock_counts_all_or_nothing():
     assert [g.allow() for _ in range(4)] == [True, True, False, False]
     assert (g.metrics.admitted, g.metrics.rejected) == (2, 2)
     assert g.check().denied_by == 1
+    assert g.metrics.rejected == 3
     assert [tb.allow(), tb.allow()] == [True, False]  # the refused calls took nothing from it
+    # check() with no argument on the monotonic clock: the core's check, counted
+    one = pr.TokenBucket(1, 0)
+    first, second = one.check(), one.check()
+    assert (first.allowed, first.remaining, second.allowed, second.denied_by) == (True, 0, False, None)
+    assert (one.metrics.admitted, one.metrics.rejected) == (1, 1)
 
 
 def test_waiting_acquire_counts_its_steps():

@@ -67,7 +67,7 @@ class M:
     methods (allow, check, peek, acquire, _waiter), whose C function the
     header defines over the type's `rate` target (prs_py_rate_method), its
     params those `sig` names (rate_params); with `fast`, the status
-    expression of allow's hot path (n=1 on the monotonic clock, nothing to
+    expression of allow's or check's hot path (n=1 on the monotonic clock, nothing to
     parse; over `o` and `d`, the decision, and - with the type's rate_key -
     `key`, `len`, the file's get_key() of the one argument). A
     method may be a C statement `call` (returning None) or expression `expr`

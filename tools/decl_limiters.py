@@ -244,6 +244,7 @@ LIMITER_BASE = Type(
           doc="Consume n if it is available now: True when admitted, False when not.\n"
               "tokens_needed= is an alias of n. n larger than the limit is never admitted."),
         M("check", N_SIG, "Decision", rate=True,
+          fast="prs_limiter_check(o->core, prs_monotonic_ns(), 1, &d)",
           doc="Like allow(), returning the Decision (allowed, limit, remaining, retry_after,\n"
               "reset_after). Consumes n only when allowed."),
         M("peek", N_SIG, "Decision", rate=True,
@@ -382,6 +383,7 @@ GROUP = Type(
           fast="prs_group_allow(o->group, prs_monotonic_ns(), 1)",
           doc="Consume n from every member if every member admits it now, else from none."),
         M("check", N_SIG, "Decision", rate=True,
+          fast="prs_group_check(o->group, prs_monotonic_ns(), 1, &d, &by)",
           doc="Like allow(), returning a Decision whose limit, remaining and reset_after are one\n"
               "member's, the most restrictive (least remaining; ties: longest reset_after), "
               "never a\nmix; retry_after is the longest any member asks; denied_by is the index "

@@ -500,9 +500,11 @@ def c_func(cfile, f, proto):
 def c_rate_method(t, m):
     """A rate method's C function: its declared arguments (the usual
     positional calls straight, as prs_py_parse_params would parse them), then
-    prs_py_rate_method over the type's target; first, with m.fast, allow's
-    hot path straight into the core (m.fast filling `d` and returning a
-    status, or, without `d`, returning 1 / 0 / a negative status)."""
+    prs_py_rate_method over the type's target; first, with m.fast, the hot
+    path of allow or check straight into the core (m.fast filling `d` and
+    returning a status, or, without `d`, returning 1 / 0 / a negative
+    status): allow's bool, check's Decision (its denied_by `by` when m.fast
+    fills it)."""
     L = [PROTO[meth_flags(m)].replace(";", " {") % m.cname(t.prefix)]
     if m.fast:
         fills = "&d" in m.fast
@@ -512,10 +514,16 @@ def c_rate_method(t, m):
         if t.rate_key:
             L += ["        const char *key;", "        Py_ssize_t len;",
                   "        if (get_key(args[0], &key, &len) < 0) return NULL;"]
+        assert fills or m.returns == "bool", (t.name, m.name)
+        by = "&by" in m.fast  # a group's first denying member
+        if by:
+            L.append("        int by = -1;")
+        ret = ("prs_py_decision_new_by(prs_py_state_of(self), &d, %s)" % ("by" if by else "-1")
+               if m.returns == "Decision" else "PyBool_FromLong(%s)" % ("d.allowed" if fills else "rc"))
         L += ["        int rc = %s;" % m.fast,
               "        if (rc%s) return prs_py_error(prs_py_state_of(self), rc, NULL);"
               % ("" if fills else " < 0"),
-              "        return PyBool_FromLong(%s);" % ("d.allowed" if fills else "rc"), "    }"]
+              "        return %s;" % ret, "    }"]
     k = 1 if t.rate_key else 0  # the usual calls, ([key][, n]), need no matching by name
     assert [p.name for p in m.params[k:k + 1]] == ["n"], (t.name, m.name)
     L += ["    prs_py_rate_args a = {1, PRS_NEVER};", "    PyObject *v[%d];" % len(m.params),

@@ -642,6 +642,14 @@ static PyObject *group_allow(PyObject *self, PyObject *const *args, Py_ssize_t n
     return prs_py_rate_method(self, PRS_PY_ALLOW, group_target, NULL, &a);
 }
 static PyObject *group_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    group_obj *o = (group_obj *)self;
+    if (nargs == 0 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
+        prs_decision d;
+        int by = -1;
+        int rc = prs_group_check(o->group, prs_monotonic_ns(), 1, &d, &by);
+        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return prs_py_decision_new_by(prs_py_state_of(self), &d, by);
+    }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
     if (!kwnames && nargs >= 0 && nargs <= 1) {

@@ -79,6 +79,13 @@ static PyObject *limiter_allow(PyObject *self, PyObject *const *args, Py_ssize_t
     return prs_py_rate_method(self, PRS_PY_ALLOW, limiter_target, NULL, &a);
 }
 static PyObject *limiter_check(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    prs_py_limiter *o = (prs_py_limiter *)self;
+    if (nargs == 0 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
+        prs_decision d;
+        int rc = prs_limiter_check(o->core, prs_monotonic_ns(), 1, &d);
+        if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
+        return prs_py_decision_new_by(prs_py_state_of(self), &d, -1);
+    }
     prs_py_rate_args a = {1, PRS_NEVER};
     PyObject *v[2];
     if (!kwnames && nargs >= 0 && nargs <= 1) {
