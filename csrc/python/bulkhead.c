@@ -139,11 +139,11 @@ static PyObject *bh_enter(PyObject *self, PyObject *unused) {
     return Py_NewRef(self);
 }
 
-/* _acquire_async(get_running_loop, wait): True (acquired now), False (no
+/* _acquire_async(new_waiter, wait): True (acquired now), False (no
  * permit and wait is false: counted as rejected), or a queued _AsyncWaiter. */
 static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) /* the facade's call: no table parse on this path */
-        return PyErr_Format(PyExc_TypeError, "_acquire_async(get_running_loop, wait)");
+        return PyErr_Format(PyExc_TypeError, "_acquire_async(new_waiter, wait)");
     int wait = args[1] == Py_None ? SELF->a.max_wait_ns != 0 : PyObject_IsTrue(args[1]);
     return wait < 0 ? NULL : BH_CALL(wait ? PRS_NEVER : 0, args[0]);
 }
