@@ -332,7 +332,7 @@ static int pick_reported(const prs_group *g, const prs_decision *dec, prs_decisi
 
 /* The group's decision from its members' (dec[i] of each first i). */
 static inline void report(const prs_group *g, const prs_decision *dec, int all, int first_denied,
-                   prs_decision *out, prs_group_info *info) {
+                          prs_decision *out, prs_group_info *info) {
     prs_decision agg;
     int64_t max_n;
     int reported = pick_reported(g, dec, &agg, &max_n);
