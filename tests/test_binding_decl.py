@@ -422,7 +422,7 @@ def test_messages_and_docs_list_the_algorithm_table():
 
 # ---- generated life cycle, getters, reprs and the one (key, n, timeout) parser ----
 
-LIFE_TYPES = ["CircuitBreaker", "BreakerFunction", "Decision", "Bulkhead", "KeyedLimiter",
+LIFE_TYPES = ["CircuitBreaker", "BreakerFunction", "Bulkhead", "KeyedLimiter",
               "KeyedLimiterView", "LimiterGroup", "_Limiter", "_RateWait", "RetryBudget",
               "PolicyStep"]
 

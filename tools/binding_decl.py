@@ -288,9 +288,10 @@ MONOTONIC_CLOCK = Type(
 
 DECISION = Type(
     "Decision", "decision", "decision", config="prs_decision", obj="prs_py_decision",
-    qualname="pyresilience.Decision", flags=("HAVE_GC", "IMMUTABLETYPE"),
+    qualname="pyresilience.Decision", flags=("IMMUTABLETYPE",),
     slots={"richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
-    repr=["allowed", "limit", "remaining", "retry_after", "reset_after", "denied_by?"], refs=["denied_by"], build="o->d = cfg;", keep={"denied_by": "denied_by"},
+    repr=["allowed", "limit", "remaining", "retry_after", "reset_after", "denied_by?"],
+    build="rc = decision_build(o, &cfg, v[P_Decision_denied_by]);",
     params=[
         P("allowed", "BOOL", "bool", field="allowed"),
         P("limit", "INT", "int", field="limit"),
@@ -323,7 +324,8 @@ DECISION = Type(
         Prop("reset_after", "float", "Seconds until the limiter is back to full.",
              expr="PyFloat_FromDouble(prs_py_ns_to_s(o->d.reset_after_ns))"),
         Prop("denied_by", "Optional[int]",
-             "For groups: the index of the member that denied, else None.", member="denied_by"),
+             "For groups: the index of the member that denied, else None.",
+             expr="o->denied_by < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(o->denied_by)"),
     ])
 
 TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION]  # retry.c's: tools/decl_retry.py
