@@ -162,7 +162,7 @@ def test_module_functions_parse_their_declared_params():
 def test_positional_only():
     """PolicyStep(kind, next=None, ..., /): declared, positional only."""
     sig = inspect.signature(_core.PolicyStep)
-    assert str(sig) == "(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, e=None, /)"
+    assert str(sig) == "(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, o=None, /)"
     assert _core.PolicyStep(_core.STEP_APPLY).kind == _core.STEP_APPLY
     with pytest.raises(TypeError, match="positional arguments only"):
         _core.PolicyStep(kind=_core.STEP_APPLY)

@@ -145,7 +145,9 @@ class Type:
     `offsets` ({"weaklist"|"dict"|"vectorcall": obj field}). With `init` and
     `check` (the core's prs_X_config_init and prs_X_config_check), the header
     has <Type>_parse(): defaults, arguments, the core's check and its error,
-    the whole configuration step of tp_new. A type that is not
+    the whole configuration step of tp_new (without `init`, the config starts
+    zeroed with the declared defaults of its whole-number params, as a
+    method's does). A type that is not
     BASETYPE is @final in the stub; one that is, with its own layout, is a
     @disjoint_base.
 
