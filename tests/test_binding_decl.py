@@ -115,7 +115,8 @@ def test_every_declared_type_has_a_stub_block():
 def test_signature_is_the_declared_one(name):
     t = DECLARED[name]
     sig = inspect.signature(_runtime(name))
-    params = [p for p in t.params if not _alias_of(p)]  # the text signature shows no alias
+    # the text signature shows no alias of a required parameter (RingQueue's maxsize=None shows)
+    params = [p for p in t.params if not (_alias_of(p) and p.default == "...")]
     assert [p.name for p in sig.parameters.values()] == [p.name for p in params]
     posonly = max((i + 1 for i, p in enumerate(params) if p.posonly), default=0)  # before a "/"
     for i, (p, q) in enumerate(zip(params, sig.parameters.values())):

@@ -583,8 +583,11 @@ def test_async_waiter_settles_once_through_its_owner():
         assert w.finish(True) is False  # given back
         assert (b.active_count, b.waiting_count) == (0, 0)
         assert w.finish() is False and b.available == 1
-        with pytest.raises(TypeError):
+        with pytest.raises(TypeError, match=r"^finish\(\) takes at most 1 positional argument \(2 given\)$"):
             w.finish(True, False)
+        # _acquire_async and finish are declared: the binding's parser words a bad call
+        with pytest.raises(TypeError, match=r"^_acquire_async\(\) missing required argument 'wait'$"):
+            b._acquire_async(new_waiter)
     run(main())
 
 

@@ -1278,11 +1278,12 @@ def test_typing_example_passes_mypy_strict():
 
 
 def test_ring_queue_constructor_checks_and_core_calls():
-    """RingQueue's declared tp_new keeps its own checks (q_build), and
-    task_done / close / _after_fork_child share one core-call helper (q_op)."""
+    """RingQueue's declared tp_new: maxsize is max_size's declared alias, and
+    q_build checks the watermark callbacks; task_done / close /
+    _after_fork_child share one core-call helper (q_op)."""
     from pyresilience import _core
 
-    with pytest.raises(TypeError, match="not both"):
+    with pytest.raises(TypeError, match=r"got both max_size and maxsize \(maxsize is an alias\)"):
         _core.RingQueue(2, maxsize=3)
     with pytest.raises(ValueError, match="need high_watermark"):
         _core.RingQueue(2, on_low_watermark=print)

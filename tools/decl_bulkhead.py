@@ -1,6 +1,6 @@
-"""Declared binding of the bulkhead and the asyncio waiters (csrc/python/bulkhead.c,
-wait.c; the ring queue's is tools/decl_queue.py): loaded by binding_decl.py beside
-the other areas."""
+"""Declared binding of the bulkhead, its _Ready awaitable and the asyncio waiters
+(csrc/python/bulkhead.c, wait.c; the ring queue's is tools/decl_queue.py): loaded
+by binding_decl.py beside the other areas."""
 from binding_decl import M, P, Prop, Type
 
 
@@ -57,14 +57,17 @@ BULKHEAD = Type(
         M("__enter__", returns="Self", c="bh_enter",
           doc="acquire() with max_wait_seconds; returns the bulkhead."),
         M("__exit__", EXIT, c="bh_exit", expr=RELEASED % "Py_NewRef(Py_False)", doc="release(); never suppresses the exception."),
-        M("__aenter__", returns=AWAITABLE_SELF, c="bh_aenter",
+        M("__aenter__", returns=AWAITABLE_SELF, c="bh_aenter",  # a slot free now: no coroutine
+          expr="prs_py_bulkhead_try_at(self, prs_monotonic_ns()) ? ready_new(o->ready, self) "
+               ": PyObject_CallMethod(self, \"_aenter_slow\", NULL)",
           doc="async with: take a slot (waiting up to max_wait_seconds without blocking the\n"
               "event loop; BulkheadFullError when none frees); the bulkhead is the value."),
         M("__aexit__", EXIT, "Awaitable[None]", c="bh_aexit",
-          expr=RELEASED % "prs_py_ready_new(o->ready, Py_None)",
+          expr=RELEASED % "ready_new(o->ready, Py_None)",
           doc="Release the slot; never suppresses the exception."),
-        M("_acquire_async", "new_waiter: Callable[[], Any], wait: Optional[bool], /",
-          "Union[bool, _AsyncWaiter]",
+        M("_acquire_async", returns="Union[bool, _AsyncWaiter]", expr="acquire_async(self, v[0], v[1])",
+          params=[P("new_waiter", "OBJECT", "Callable[[], Any]"),
+                  P("wait", "OBJECT", "Optional[bool]", posonly=True)],
           doc="Internal (asyncio form): True if a slot was taken, False if none and\n"
               "wait is false (None: max_wait_seconds is 0) - a rejection - else a\n"
               "queued waiter whose .future is woken when a slot is handed to it."),
@@ -101,7 +104,8 @@ ASYNC_WAITER = Type(
     flags=("HAVE_GC", "IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
     refs=["future", "wake"], kept=["owner"], free="waiter_free(o);",
     doc="A queued asyncio waiter of a Bulkhead or queue (internal; made by them).",
-    methods=[M("finish", "cancel: bool = False, /", "Any", flags="METH_FASTCALL",
+    methods=[M("finish", returns="Any", expr="finish(o, v[0])",
+               params=[P("cancel", "OBJECT", "bool", "False", posonly=True)],
                doc="Settle the waiter through its owner, once (a later call finds it settled):\n"
                    "cancel=False keeps what it was handed, cancel=True gives it back. The owner's\n"
                    "result: a Bulkhead's True if it holds a slot (False: timed out - a rejection -\n"
@@ -111,7 +115,7 @@ ASYNC_WAITER = Type(
                 member="future")])
 
 READY = Type(
-    "_Ready", "wait", "ready", obj="ready_obj",
+    "_Ready", "bulkhead", "ready", obj="ready_obj",
     flags=("IMMUTABLETYPE", "DISALLOW_INSTANTIATION"),
     slots={"am_await": "PyObject_SelfIter", "iter": "PyObject_SelfIter", "iternext": "ready_next"},
     refs=["value"],
@@ -121,3 +125,6 @@ READY = Type(
              M("__next__", returns="Any", slot=True)])
 
 TYPES = [BULKHEAD, ASYNC_WAITER, READY]
+
+# bulkhead.c registers through the generated prs_py_register_bulkhead (its types only).
+SETUP = {"bulkhead": None}

@@ -13,6 +13,7 @@ MARK = ("zero", "neg", "inf", "none")
 # queue.Queue's name of max_size (the same field; at most one of the two).
 MAXSIZE = at(P("maxsize", "COUNT", "Optional[int]", "None", field="capacity", flags=("none",),
                kw=True), "given")
+MAXSIZE.alias_of = "max_size"
 
 RING_QUEUE = Type(
     "RingQueue", "queue", "q", config="q_args", obj="q_obj",
@@ -21,7 +22,7 @@ RING_QUEUE = Type(
     slots={"len": None}, offsets={"weaklist": "weakreflist"}, refs=["on_high", "on_low"],
     free="prs_ring_free(o->core); /* no waiter is queued: each holds this object */",
     keep={"on_high": "on_high_watermark", "on_low": "on_low_watermark"},
-    build="rc = q_build(o, &cfg, v);",
+    build="rc = q_build(o, &cfg);",
     params=[
         at(P("max_size", "COUNT", "Optional[int]", "0", field="capacity", flags=("none",)),
            "given"),

@@ -1,11 +1,8 @@
 /*
- * bulkhead.c - _core.Bulkhead over prs_bulkhead.
- *
- * Every acquire, sync or asyncio, is one prs_py_cond_call() (wait.h) over
- * this file's bh_ops: a try without blocking, then a core waiter queued in
- * one FIFO for threads and asyncio tasks alike. An asyncio waiter (driven by
- * pyresilience/bulkhead.py) is woken when release() hands it the permit; its
- * finish() keeps it (ACCEPT) or gives it back (CANCEL: task cancelled).
+ * bulkhead.c - _core.Bulkhead over prs_bulkhead. Every acquire, sync or
+ * asyncio (driven by pyresilience/bulkhead.py), is one prs_py_cond_call()
+ * (wait.h) over this file's bh_ops; release() hands a permit to the oldest
+ * waiter, thread or asyncio task.
  */
 #include "wait.h"
 
@@ -37,6 +34,38 @@ static int bh_args_check(bh_args *a, prs_config_error *why) {
     return prs_bulkhead_config_check(&a->core, why);
 }
 
+/* _Ready: an awaitable already done, yielding `value` (async with's fast
+ * path; its type is the module's, cached in bh_obj.ready). It holds only its
+ * result, which it drops when awaited: no GC needed (a cycle through an
+ * un-awaited _Ready is freed with the object that made it). */
+typedef struct {
+    PyObject_HEAD
+    PyObject *value; /* the result; NULL once delivered */
+} ready_obj;
+
+static PyObject *ready_new(PyTypeObject *tp, PyObject *value) {
+    ready_obj *r = PyObject_New(ready_obj, tp);
+    if (!r) return NULL;
+    Py_INCREF(tp);
+    r->value = Py_NewRef(value);
+    return (PyObject *)r;
+}
+
+static PyObject *ready_next(PyObject *self) {
+    /* taken whole: two threads resuming one awaitable get it once */
+    PyObject *v = __atomic_exchange_n(&((ready_obj *)self)->value, NULL, __ATOMIC_ACQ_REL);
+    if (!v) return NULL; /* exhausted: StopIteration */
+    if (v == Py_None) { Py_DECREF(v); return NULL; }
+    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, v);
+    Py_DECREF(v);
+    if (!exc) return NULL;
+    PyErr_SetObject(PyExc_StopIteration, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
+static PyObject *ready_send(PyObject *self, PyObject *arg) { return ready_next(self); }
+
 /* A snapshot of the core's counters (a property reads one of them). */
 static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
     prs_bulkhead_stats s;
@@ -52,14 +81,12 @@ static prs_bulkhead_stats bh_stats_of(bh_obj *o) {
 static PyObject *bh_full_error(PyObject *self, PyObject *unused) {
     prs_py_state *st = prs_py_state_of(self);
     int64_t est = prs_bulkhead_estimate_wait_ns(SELF->core, prs_monotonic_ns());
-    PyObject *args[3] = {PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)", SELF->name,
-                                              (long long)prs_bulkhead_max_concurrent(SELF->core)),
-                         PyFloat_FromDouble(prs_py_ns_to_s(est)), SELF->name};
-    PyObject *exc = st && args[0] && args[1] ? PyObject_Vectorcall(PRS_PY_EXC(st, BulkheadFullError), args, 3, NULL)
-                                             : NULL;
-    Py_XDECREF(args[0]);
-    Py_XDECREF(args[1]);
-    return exc;
+    long long slots = prs_bulkhead_max_concurrent(SELF->core);
+    return st ? PyObject_CallFunction(PRS_PY_EXC(st, BulkheadFullError), "NdO", /* N: NULL fails the call */
+                                      PyUnicode_FromFormat("Bulkhead '%U' is full (%lld concurrent operations)",
+                                                           SELF->name, slots),
+                                      prs_py_ns_to_s(est), SELF->name)
+              : NULL;
 }
 
 /* Takes a permit: at once (waiter NULL; a refusal counted when final), or
@@ -115,8 +142,6 @@ int prs_py_bulkhead_release_at(PyObject *self, int64_t now) {
     return 0;
 }
 
-/* In a child process after fork (pyresilience.bulkhead's at-fork hook): a new
- * lock, the parent's threads out of the queue, permits handed to them back. */
 static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused) {
     prs_bulkhead_waiter *woken = NULL;
     int rc = prs_bulkhead_after_fork_child(SELF->core, &woken);
@@ -125,7 +150,6 @@ static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused) {
     Py_RETURN_NONE;
 }
 
-/* acquire(timeout=...): the default (...) waits max_wait_seconds. */
 static PyObject *acquire_for(PyObject *self, PyObject *timeout) {
     int64_t timeout_ns = SELF->a.max_wait_ns;
     if (timeout && timeout != Py_Ellipsis && prs_py_parse_timeout(timeout, "timeout", &timeout_ns) < 0) return NULL;
@@ -139,23 +163,11 @@ static PyObject *bh_enter(PyObject *self, PyObject *unused) {
     return Py_NewRef(self);
 }
 
-/* _acquire_async(new_waiter, wait): True (acquired now), False (no
- * permit and wait is false: counted as rejected), or a queued _AsyncWaiter. */
-static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 2) /* the facade's call: no table parse on this path */
-        return PyErr_Format(PyExc_TypeError, "_acquire_async(new_waiter, wait)");
-    int wait = args[1] == Py_None ? SELF->a.max_wait_ns != 0 : PyObject_IsTrue(args[1]);
-    return wait < 0 ? NULL : BH_CALL(wait ? PRS_NEVER : 0, args[0]);
+static PyObject *acquire_async(PyObject *self, PyObject *new_waiter, PyObject *wait_arg) {
+    int wait = wait_arg == Py_None ? SELF->a.max_wait_ns != 0 : PyObject_IsTrue(wait_arg);
+    return wait < 0 ? NULL : BH_CALL(wait ? PRS_NEVER : 0, new_waiter);
 }
 
-/* async with: a slot free now -> an already-done awaitable (no coroutine);
- * else the coroutine self._aenter_slow(). */
-static PyObject *bh_aenter(PyObject *self, PyObject *unused) {
-    if (prs_py_bulkhead_try_at(self, prs_monotonic_ns())) return prs_py_ready_new(SELF->ready, self);
-    return PyObject_CallMethod(self, "_aenter_slow", NULL);
-}
-
-/* BulkheadMetrics' fields after the name, in its order. */
 static PyObject *bh_stats(PyObject *self, PyObject *unused) {
     prs_bulkhead_stats s = bh_stats_of(SELF);
     PyObject *hold = s.avg_hold_ns < 0 ? Py_NewRef(Py_None) : PyFloat_FromDouble((double)s.avg_hold_ns / 1e9);
@@ -167,7 +179,3 @@ static PyObject *bh_stats(PyObject *self, PyObject *unused) {
 }
 
 #include "gen/bulkhead.h"
-
-int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {
-    return bulkhead_add_types(m, st);
-}

@@ -9,8 +9,7 @@
  * close - are released here, after the ring's lock is dropped.
  *
  * Every put, get and join, sync or asyncio, is one prs_py_cond_call() (wait.h)
- * over this file's q_ops: the core call, its settle, and what an outcome
- * returns.
+ * over this file's q_ops.
  *
  * Watermark callbacks run after the core call returned (no lock held), in the
  * thread whose call crossed the mark; an exception from one is reported
@@ -57,6 +56,19 @@ static int q_args_check(q_args *a, prs_config_error *why) {
     return prs_ring_config_check(r, why);
 }
 
+/* tp_new's last step, the arguments kept: the watermark callbacks only with
+ * a watermark; then the core. -1 (raised) or its status. */
+static int q_build(q_obj *o, q_args *a) {
+    if (!a->ring.watermarks && (o->on_high != Py_None || o->on_low != Py_None)) {
+        PyErr_SetString(PyExc_ValueError,
+                        "on_high_watermark/on_low_watermark need high_watermark and/or low_watermark");
+        return -1;
+    }
+    o->a = *a;
+    o->block_timeout_ns = isinf(a->block_timeout_s) ? PRS_NEVER : prs_seconds_to_ns(a->block_timeout_s);
+    return prs_ring_new(&a->ring, &o->core);
+}
+
 /* The arguments of put() and get(). */
 typedef struct {
     int block;
@@ -64,8 +76,6 @@ typedef struct {
 } q_wait_args;
 
 static int q_set_size(PyObject *self, PyObject *v, void *closure);
-static int q_build(q_obj *o, q_args *a, PyObject **v);
-static PyObject *q_op(PyObject *self, int (*op)(prs_ring *, prs_ring_result *), const char *refusal);
 
 /* The capacity as given (<= 0: unbounded); q_set_size may change it. */
 static int64_t q_given(q_obj *o) { return __atomic_load_n(&o->a.given, __ATOMIC_RELAXED); }
@@ -91,32 +101,7 @@ static int q_visit_items(q_obj *o, visitproc visit, void *arg) {
 
 static void decref_item(void *item, void *arg) { Py_DECREF((PyObject *)item); }
 
-/* Every put, get and join: the queue's cond ops (below) over its core. */
-static const prs_py_cond_ops q_ops;
-#define Q_CALL(kind, item, timeout_ns, new_waiter) \
-    prs_py_cond_call(&q_ops, self, ((q_obj *)self)->core, PRS_PY_WAITER_##kind, item, timeout_ns, new_waiter)
-
-#include "gen/queue.h"
-
 #define SELF ((q_obj *)self)
-
-/* tp_new's last step, the arguments kept: max_size or maxsize, the watermark
- * callbacks only with a watermark; then the core. -1 (raised) or its status. */
-static int q_build(q_obj *o, q_args *a, PyObject **v) {
-    if (v[P_RingQueue_max_size] && v[P_RingQueue_max_size] != Py_None && v[P_RingQueue_maxsize] &&
-        v[P_RingQueue_maxsize] != Py_None) {
-        PyErr_SetString(PyExc_TypeError, "give max_size or maxsize (its queue.Queue name), not both");
-        return -1;
-    }
-    if (!a->ring.watermarks && (o->on_high != Py_None || o->on_low != Py_None)) {
-        PyErr_SetString(PyExc_ValueError,
-                        "on_high_watermark/on_low_watermark need high_watermark and/or low_watermark");
-        return -1;
-    }
-    o->a = *a;
-    o->block_timeout_ns = isinf(a->block_timeout_s) ? PRS_NEVER : prs_seconds_to_ns(a->block_timeout_s);
-    return prs_ring_new(&a->ring, &o->core);
-}
 
 /* ---- after a core call: wake, call back, release (no lock held) --------- */
 
@@ -215,14 +200,14 @@ static inline PyObject *q_result(PyObject *self, int kind, unsigned flags, prs_p
 
 static const prs_py_cond_ops q_ops = {q_call, q_settle, q_result};
 
-/* ---- put, get, join: sync and asyncio (driven by pyresilience/queues.py) -- */
+/* Every put, get and join (declared), sync and asyncio (driven by pyresilience/queues.py). */
+#define Q_CALL(kind, item, timeout_ns, new_waiter) \
+    prs_py_cond_call(&q_ops, self, ((q_obj *)self)->core, PRS_PY_WAITER_##kind, item, timeout_ns, new_waiter)
 
 /* task_done, close, _after_fork_child: one core call over the ring, what it
  * left to do, then None or its refusal (PRS_EINVAL: ValueError(refusal)).
- * After fork (in the child, pyresilience.queues' at-fork hook): a new lock;
- * items handed to the parent's threads go back to the front, their queued
- * puts and gets leave. The item of a put left so is owned by that thread's
- * frame, which never runs in the child: its reference stays taken. */
+ * After fork, the item of a parent thread's put that left the queue is owned
+ * by that thread's frame, which never runs in the child: it stays taken. */
 static PyObject *q_op(PyObject *self, int (*op)(prs_ring *, prs_ring_result *), const char *refusal) {
     prs_ring_result res;
     int rc = op(SELF->core, &res);
@@ -231,6 +216,8 @@ static PyObject *q_op(PyObject *self, int (*op)(prs_ring *, prs_ring_result *), 
     if (rc) return raise_exc(self, rc, refusal); /* MemoryError: no new lock after fork */
     Py_RETURN_NONE;
 }
+
+#include "gen/queue.h"
 
 /* ---- the rest ------------------------------------------------------------ */
 

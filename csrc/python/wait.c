@@ -1,6 +1,6 @@
 /*
- * wait.c - the binding's two waits (wait.h), the _AsyncWaiter and _RateWait
- * types, and the _Ready awaitable.
+ * wait.c - the binding's two waits (wait.h) and their _AsyncWaiter and
+ * _RateWait types.
  *
  * An _AsyncWaiter's references:
  *   - the coroutine that got it holds one until it settles it (finish());
@@ -9,9 +9,8 @@
  *     thread that served it (prs_py_waiters_served, after waking its future),
  *     or finish() when the settle finds it still queued;
  *   - it holds its owner strongly, so the core outlives every queued waiter.
- * Its future and the wake of that future come from the facade's new_waiter()
- * (pyresilience/_wait.py), called when an asyncio form must wait; serving it
- * calls the wake, from whichever thread served it.
+ * Its future and that future's wake come from the facade's new_waiter()
+ * (pyresilience/_wait.py); the thread that serves it calls the wake.
  */
 #include "wait.h"
 
@@ -32,12 +31,12 @@ typedef struct prs_py_waiter {
     core_waiter u;                /* NOTIFY; data = this object */
 } prs_py_waiter;
 
-typedef struct {
-    PyObject_HEAD
-    PyObject *value; /* the result; NULL once delivered */
-} ready_obj;
-
-static void waiter_free(prs_py_waiter *w);
+/* ---- the rate wait: until a rate limiter admits ---------------------------- *
+ * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
+ * never); this only turns the step into a sleep, an advance of a ManualClock,
+ * or one of the exceptions wait.h lists. A finite timeout is also measured on
+ * CLOCK_MONOTONIC for clocks that are not a ManualClock, so a callable clock
+ * that stalls cannot stretch it. */
 
 /* A rate wait in progress: what decides, n, and its deadlines. */
 typedef struct rate_wait {
@@ -47,8 +46,7 @@ typedef struct rate_wait {
     const char *what;      /* static string */
     int64_t n;
     int64_t deadline;      /* on the limiter's clock; PRS_NEVER: no timeout */
-    int64_t real_deadline; /* CLOCK_MONOTONIC (clocks other than a ManualClock):
-                              a finite timeout holds even when the clock stalls */
+    int64_t real_deadline; /* on CLOCK_MONOTONIC; PRS_NEVER also on a ManualClock */
 } rate_wait;
 
 typedef struct {
@@ -57,15 +55,6 @@ typedef struct {
     rate_wait w;
     int done;
 } rate_wait_obj;
-
-#include "gen/wait.h"
-
-/* ---- the rate wait: until a rate limiter admits ---------------------------- *
- * The core decides each step (prs_wait_decide: admitted, sleep until, timeout,
- * never); this only turns the step into a sleep, an advance of a ManualClock,
- * or one of the exceptions wait.h lists. A finite timeout is also measured on
- * CLOCK_MONOTONIC for clocks that are not a ManualClock, so a callable clock
- * that stalls cannot stretch it. */
 
 /* Starts wait *w (what decides and n set) with timeout_ns (PRS_NEVER: none;
  * a policy's deadline caps it), reading the clock. 0 or -1. */
@@ -154,12 +143,9 @@ PyObject *prs_py_rate_wait_new(prs_py_state *st, PyObject *owner, prs_py_clock *
     if (!self) return NULL;
     self->owner = Py_NewRef(owner);
     self->w = (rate_wait){.clock = clock, .fn = fn, .ctx = ctx, .what = what, .n = n};
-    self->done = 0;
-    if (wait_begin(st, &self->w, timeout_ns) < 0) {
-        Py_DECREF(self);
-        return NULL;
-    }
-    return (PyObject *)self;
+    if (wait_begin(st, &self->w, timeout_ns) == 0) return (PyObject *)self;
+    Py_DECREF(self);
+    return NULL;
 }
 
 static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
@@ -181,8 +167,6 @@ static PyObject *rate_wait_step(PyObject *op, PyObject *unused) {
 
 /* ---- the condition wait ----------------------------------------------------- */
 
-#define SLICE_NS (50 * PRS_NS_PER_MS)
-
 /* Takes a one-shot flag: 0 for the one caller that set it, 1 for every other. */
 static int claim(int *flag) { return __atomic_exchange_n(flag, 1, __ATOMIC_ACQ_REL); }
 
@@ -196,63 +180,7 @@ static void core_waiter_destroy(core_waiter *u, int kind) {
     else prs_ring_waiter_destroy(&u->r);
 }
 
-/* ---- sync ---------------------------------------------------------------- */
-
-/* Waits until `u` (queued, BLOCKING, of `kind`) is served or timeout_ns has
- * passed, then settles it with ACCEPT into *out: 0. When a signal handler
- * raises, settles it with CANCEL instead: -1 with that exception. */
-static int cond_wait(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, core_waiter *u,
-                     int64_t timeout_ns, prs_py_settled *out) {
-    timeout_ns = prs_py_deadline_cap(prs_py_state_of(owner), timeout_ns);
-    int64_t now = prs_monotonic_ns();
-    int64_t deadline = timeout_ns == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, timeout_ns);
-    for (;;) {
-        int64_t slice_end = prs__min64(prs__sat_add(now, SLICE_NS), deadline);
-        int rc;
-        Py_BEGIN_ALLOW_THREADS
-        rc = kind == PRS_PY_WAITER_BULKHEAD ? prs_bulkhead_wait(core, &u->b, slice_end)
-                                            : prs_ring_wait(core, &u->r, slice_end); /* only the core */
-        Py_END_ALLOW_THREADS
-        /* Signals first, served or not: what was handed over in the slice in
-         * which a signal came would otherwise be kept while the handler's
-         * exception (KeyboardInterrupt) propagates. */
-        if (PyErr_CheckSignals() < 0) {
-            ops->settle(owner, u, 1, out);
-            return -1;
-        }
-        if (rc == PRS_OK) break;
-        now = prs_monotonic_ns();
-        if (now >= deadline) break;
-    }
-    ops->settle(owner, u, 0, out);
-    return 0;
-}
-
 /* ---- _AsyncWaiter -------------------------------------------------------- */
-
-/* A new waiter of `kind` for `owner`, with the future and wake that
- * new_waiter() returns (RuntimeError when no loop runs), its core waiter
- * initialised, and the queue's reference already taken (two references in
- * all). NULL with an exception. */
-static prs_py_waiter *waiter_new(PyObject *owner, int kind, PyObject *new_waiter, const prs_py_cond_ops *ops) {
-    prs_py_state *st = prs_py_state_of(owner);
-    PyObject *fut, *wake, *pair = st ? PyObject_CallNoArgs(new_waiter) : NULL;
-    if (!pair) return NULL;
-    prs_py_waiter *w = PyArg_ParseTuple(pair, "OO:new_waiter", &fut, &wake)
-                           ? PyObject_GC_New(prs_py_waiter, PRS_PY_TYPE(st, AsyncWaiter)) : NULL;
-    if (!w) { Py_DECREF(pair); return NULL; }
-    w->owner = Py_NewRef(owner);
-    w->future = Py_NewRef(fut);
-    w->wake = Py_NewRef(wake);
-    Py_DECREF(pair);
-    w->ops = ops;
-    w->kind = kind;
-    w->settled = 0;
-    core_waiter_init(&w->u, kind, 0, w);
-    PyObject_GC_Track(w);
-    Py_INCREF(w); /* the queue's reference */
-    return w;
-}
 
 /* Settles w with CANCEL (its coroutine will never settle it): what it was
  * handed goes back. */
@@ -295,22 +223,53 @@ static void waiter_free(prs_py_waiter *w) {
 
 PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *core, int kind, PyObject *arg,
                             int64_t timeout_ns, PyObject *new_waiter) {
+    prs_py_state *st = prs_py_state_of(owner);
     prs_py_settled out = {0, NULL};
     int rc;
-    if (new_waiter) {
-        prs_py_waiter *w = waiter_new(owner, kind, new_waiter, ops);
-        if (!w) return NULL;
+    if (!st) return NULL;
+    if (new_waiter) { /* asyncio: an _AsyncWaiter with new_waiter()'s future and wake */
+        PyObject *fut, *wake, *pair = PyObject_CallNoArgs(new_waiter); /* RuntimeError: no loop runs */
+        if (!pair) return NULL;
+        prs_py_waiter *w = PyArg_ParseTuple(pair, "OO:new_waiter", &fut, &wake)
+                               ? PyObject_GC_New(prs_py_waiter, PRS_PY_TYPE(st, AsyncWaiter)) : NULL;
+        if (!w) { Py_DECREF(pair); return NULL; }
+        w->owner = Py_NewRef(owner);
+        w->future = Py_NewRef(fut);
+        w->wake = Py_NewRef(wake);
+        Py_DECREF(pair);
+        w->ops = ops;
+        w->kind = kind;
+        w->settled = 0;
+        core_waiter_init(&w->u, kind, 0, w);
+        PyObject_GC_Track(w);
+        Py_INCREF(w); /* the queue's reference, taken before the core may serve it */
         rc = ops->call(owner, kind, &w->u, 0, arg, &out);
         if (rc == 1) return (PyObject *)w;
         w->settled = 1; /* not queued: drop the queue's reference and ours */
         Py_DECREF(w);
         Py_DECREF(w);
-    } else {
+    } else { /* a thread: a BLOCKING waiter, waited on until served or timeout_ns passed */
         core_waiter u;
+        int64_t now = prs_monotonic_ns(), left = prs_py_deadline_cap(st, timeout_ns);
+        int64_t deadline = left == PRS_NEVER ? PRS_NEVER : prs__sat_add(now, left);
         int err = core_waiter_init(&u, kind, 1, NULL);
-        if (err) return prs_py_error(prs_py_state_of(owner), err, NULL);
+        if (err) return prs_py_error(st, err, NULL);
         rc = ops->call(owner, kind, &u, 0, arg, &out);
-        if (rc == 1) rc = cond_wait(ops, owner, core, kind, &u, timeout_ns, &out);
+        while (rc == 1) {
+            int64_t slice_end = prs__min64(prs__sat_add(now, 50 * PRS_NS_PER_MS), deadline);
+            Py_BEGIN_ALLOW_THREADS
+            err = kind == PRS_PY_WAITER_BULKHEAD ? prs_bulkhead_wait(core, &u.b, slice_end)
+                                                 : prs_ring_wait(core, &u.r, slice_end); /* only the core */
+            Py_END_ALLOW_THREADS
+            /* Signals first, served or not: what was handed over in the slice in
+             * which a signal came would otherwise be kept while the handler's
+             * exception (KeyboardInterrupt) propagates. It settles with CANCEL. */
+            int cancel = PyErr_CheckSignals() < 0;
+            if (cancel || err == PRS_OK || (now = prs_monotonic_ns()) >= deadline) {
+                ops->settle(owner, &u, cancel, &out);
+                rc = cancel ? -1 : 0;
+            }
+        }
         core_waiter_destroy(&u, kind);
     }
     if (rc < 0) {
@@ -320,13 +279,10 @@ PyObject *prs_py_cond_queue(const prs_py_cond_ops *ops, PyObject *owner, void *c
     return ops->result(owner, kind, new_waiter ? PRS_PY_COND_ASYNC : 0, &out);
 }
 
-/* finish(cancel=False, /): settles the waiter once, whichever thread comes
- * first, and returns its owner's result of it (outcome 0 when it had been
- * settled already). */
-static PyObject *waiter_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    prs_py_waiter *w = (prs_py_waiter *)self;
-    if (nargs > 1) return PyErr_Format(PyExc_TypeError, "finish() takes at most 1 argument (%zd given)", nargs);
-    int cancel = nargs ? PyObject_IsTrue(args[0]) : 0;
+/* finish(): settles the waiter once, whichever thread comes first (outcome 0
+ * when it had been settled already). */
+static PyObject *finish(prs_py_waiter *w, PyObject *cancel_arg) {
+    int cancel = cancel_arg ? PyObject_IsTrue(cancel_arg) : 0;
     if (cancel < 0) return NULL;
     prs_py_settled out = {0, NULL};
     if (!claim(&w->settled) && w->ops->settle(w->owner, &w->u, cancel, &out))
@@ -334,29 +290,4 @@ static PyObject *waiter_finish(PyObject *self, PyObject *const *args, Py_ssize_t
     return w->ops->result(w->owner, w->kind, PRS_PY_COND_ASYNC | (cancel ? PRS_PY_COND_CANCEL : 0), &out);
 }
 
-/* ---- _Ready: an awaitable that is already done ----------------------------- */
-
-/* Holds only its result, which it drops when awaited: no GC needed (a cycle
- * through an un-awaited _Ready is freed with the object that made it). */
-PyObject *prs_py_ready_new(PyTypeObject *tp, PyObject *value) {
-    ready_obj *r = PyObject_New(ready_obj, tp);
-    if (!r) return NULL;
-    Py_INCREF(tp);
-    r->value = Py_NewRef(value);
-    return (PyObject *)r;
-}
-
-static PyObject *ready_next(PyObject *self) {
-    /* taken whole: two threads resuming one awaitable get it once */
-    PyObject *v = __atomic_exchange_n(&((ready_obj *)self)->value, NULL, __ATOMIC_ACQ_REL);
-    if (!v) return NULL; /* exhausted: StopIteration */
-    if (v == Py_None) { Py_DECREF(v); return NULL; }
-    PyObject *exc = PyObject_CallOneArg(PyExc_StopIteration, v);
-    Py_DECREF(v);
-    if (!exc) return NULL;
-    PyErr_SetObject(PyExc_StopIteration, exc);
-    Py_DECREF(exc);
-    return NULL;
-}
-
-static PyObject *ready_send(PyObject *self, PyObject *arg) { return ready_next(self); }
+#include "gen/wait.h" /* after what its tables name */

@@ -2,25 +2,15 @@
  * wait.h - the binding's two waits. The rate wait: until a rate limiter
  * (in-process, keyed, group, Redis) admits n, the core deciding each step;
  * with the rate methods every limiter-like type shares. The condition wait:
- * how a thread or an asyncio task waits on a FIFO of intrusive core waiters
- * (a prs_bulkhead or a prs_ring) until the core serves it; every blocking and
- * asyncio form of Bulkhead and RingQueue goes through prs_py_cond_call().
- *
- * The core decides everything (served, still queued, closed) and never calls
- * Python; this file only sleeps with the GIL released, checks signals, wakes
- * futures and settles. An owner type describes its core once, in a
- * prs_py_cond_ops: its core call (try, refuse, or queue a waiter), how a
- * waiter is settled (ACCEPT or CANCEL, then whatever the call left to do) and
- * what an outcome returns to Python; the waiters of both cores are wait.c's.
- *
- * Sync: the waiter is a BLOCKING core waiter on the caller's C stack, waited
- * on in slices of at most 50 ms with the GIL released; PyErr_CheckSignals()
- * runs after every slice - also the one in which the waiter was served - so
- * an interrupted wait settles with CANCEL and keeps nothing.
- *
- * Async: the waiter is an _AsyncWaiter, an entry of the same FIFO tied to an
- * asyncio future, returned to the facade; the core serving it wakes the
- * future, and its finish(cancel) method settles it through its owner's ops.
+ * every blocking and asyncio form of Bulkhead and RingQueue, one
+ * prs_py_cond_call() over the core's FIFO of intrusive waiters (a
+ * prs_bulkhead's or a prs_ring's), each owner describing its core once in a
+ * prs_py_cond_ops. The core decides everything and never calls Python; wait.c
+ * sleeps with the GIL released in slices of at most 50 ms, checks signals (an
+ * interrupted wait settles with CANCEL: it keeps nothing), wakes futures and
+ * settles. A thread waits on a BLOCKING core waiter on its C stack; an
+ * asyncio task on an _AsyncWaiter, an entry of the same FIFO whose future the
+ * core's serving wakes and whose finish(cancel) settles it.
  */
 #ifndef PRS_PY_WAIT_H
 #define PRS_PY_WAIT_H
@@ -137,9 +127,5 @@ static inline PyObject *prs_py_cond_call(const prs_py_cond_ops *ops, PyObject *o
  * loop is gone, reports that and settles it with CANCEL, which may serve the
  * next - and drops the queue's reference. Keeps a pending exception. */
 void prs_py_waiters_served(int kind, void *woken);
-
-/* An already-done awaitable yielding `value`, of `tp` (the module's _Ready
- * type, which owners cache: the async with fast path). */
-PyObject *prs_py_ready_new(PyTypeObject *tp, PyObject *value);
 
 #endif

@@ -47,6 +47,16 @@ static const prs_py_param Bulkhead_acquire_param_list[] = {
     {"timeout", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
 static const prs_py_params Bulkhead_acquire_params = {"acquire", 1, 1, 0, Bulkhead_acquire_param_list};
+enum {
+    P_Bulkhead__acquire_async_new_waiter = 0,
+    P_Bulkhead__acquire_async_wait = 1,
+    P_Bulkhead__acquire_async__COUNT = 2
+};
+static const prs_py_param Bulkhead__acquire_async_param_list[] = {
+    {"new_waiter", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"wait", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+};
+static const prs_py_params Bulkhead__acquire_async_params = {"_acquire_async", 2, 2, 2, Bulkhead__acquire_async_param_list};
 static PyObject *bh_acquire(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     PyObject *v[1] = {NULL};
     if ((nargs || kwnames) && prs_py_parse_params(&Bulkhead_acquire_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
@@ -62,12 +72,24 @@ static PyObject *bh_enter(PyObject *self, PyObject *unused);
 static PyObject *bh_exit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     return prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : Py_NewRef(Py_False);
 }
-static PyObject *bh_aenter(PyObject *self, PyObject *unused);
+static PyObject *bh_aenter(PyObject *self, PyObject *unused) {
+    bh_obj *o = (bh_obj *)self;
+    return prs_py_bulkhead_try_at(self, prs_monotonic_ns()) ? ready_new(o->ready, self) : PyObject_CallMethod(self, "_aenter_slow", NULL);
+}
 static PyObject *bh_aexit(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     bh_obj *o = (bh_obj *)self;
-    return prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : prs_py_ready_new(o->ready, Py_None);
+    return prs_py_bulkhead_release_at(self, prs_monotonic_ns()) < 0 ? NULL : ready_new(o->ready, Py_None);
 }
-static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+static PyObject *bh_acquire_async(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    PyObject *v[2] = {NULL};
+    if (nargs == 2) {
+        v[0] = args[0];
+        v[1] = args[1];
+    } else if (prs_py_parse_params(&Bulkhead__acquire_async_params, args, nargs, NULL, NULL, v) < 0) {
+        return NULL;
+    }
+    return acquire_async(self, v[0], v[1]);
+}
 static PyObject *bh_full_error(PyObject *self, PyObject *unused);
 static PyObject *bh_after_fork_child(PyObject *self, PyObject *unused);
 static PyObject *bh_stats(PyObject *self, PyObject *unused);
@@ -254,8 +276,41 @@ static PyObject *bh_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
-static int bulkhead_add_types(PyObject *m, prs_py_state *st) {
+/* ---- _Ready ---- */
+#define _Ready_DOC \
+    "An awaitable that is already done (internal)."
+static PyObject *ready_send(PyObject *self, PyObject *arg);
+static PyMethodDef _Ready_methods[] = {
+    {"send", ready_send, METH_O,
+     "send($self, value, /)\n"
+     "--\n"
+     "\n"
+     "Finish: raise StopIteration(result)."},
+    {NULL, NULL, 0, NULL},
+};
+static PyObject *ready_next(PyObject *self);
+static void ready_dealloc(PyObject *self);
+static PyType_Slot _Ready_slots[] = {
+    {Py_tp_doc, (void *)_Ready_DOC},
+    {Py_am_await, PyObject_SelfIter},
+    {Py_tp_iter, PyObject_SelfIter},
+    {Py_tp_iternext, ready_next},
+    {Py_tp_dealloc, ready_dealloc},
+    {Py_tp_methods, _Ready_methods},
+    {0, NULL},
+};
+static PyType_Spec _Ready_spec = {"pyresilience._core._Ready", sizeof(ready_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _Ready_slots};
+static void ready_dealloc(PyObject *self) {
+    ready_obj *o = (ready_obj *)self;
+    PyTypeObject *tp = Py_TYPE(self);
+    Py_CLEAR(o->value);
+    tp->tp_free(self);
+    Py_DECREF(tp);
+}
+
+int prs_py_register_bulkhead(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_Bulkhead, &Bulkhead_spec, NULL) < 0) return -1;
+    if (prs_py_add_type(m, st, PRS_SLOT_Ready, &_Ready_spec, NULL) < 0) return -1;
     return 0;
 }
 

@@ -25,7 +25,7 @@ static const prs_py_param RingQueue_param_list[] = {
     {"low_watermark", "low_watermark", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(q_args, ring.low_watermark), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
     {"on_high_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
     {"on_low_watermark", NULL, PRS_PK_CALLABLE, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"maxsize", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"maxsize", "capacity", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(q_args, given), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 1},
 };
 static const prs_py_params RingQueue_params = {"RingQueue", 8, 7, 0, RingQueue_param_list};
 /* The module state, the config (defaults, then the arguments) and the
@@ -351,7 +351,7 @@ static PyObject *q_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     int rc = 0;
     o->on_high = Py_NewRef(v[P_RingQueue_on_high_watermark] ? v[P_RingQueue_on_high_watermark] : Py_None);
     o->on_low = Py_NewRef(v[P_RingQueue_on_low_watermark] ? v[P_RingQueue_on_low_watermark] : Py_None);
-    if (!rc) rc = q_build(o, &cfg, v);
+    if (!rc) rc = q_build(o, &cfg);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);

@@ -7,7 +7,20 @@
 /* ---- _AsyncWaiter ---- */
 #define _AsyncWaiter_DOC \
     "A queued asyncio waiter of a Bulkhead or queue (internal; made by them)."
-static PyObject *waiter_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs);
+enum {
+    P__AsyncWaiter_finish_cancel = 0,
+    P__AsyncWaiter_finish__COUNT = 1
+};
+static const prs_py_param _AsyncWaiter_finish_param_list[] = {
+    {"cancel", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+};
+static const prs_py_params _AsyncWaiter_finish_params = {"finish", 1, 1, 0, _AsyncWaiter_finish_param_list};
+static PyObject *waiter_finish(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    prs_py_waiter *o = (prs_py_waiter *)self;
+    PyObject *v[1] = {NULL};
+    if ((nargs) && prs_py_parse_params(&_AsyncWaiter_finish_params, args, nargs, NULL, NULL, v) < 0) return NULL;
+    return finish(o, v[0]);
+}
 static PyMethodDef _AsyncWaiter_methods[] = {
     {"finish", (PyCFunction)(void (*)(void))waiter_finish, METH_FASTCALL,
      "finish($self, cancel=False, /)\n"
@@ -63,38 +76,6 @@ static void waiter_dealloc(PyObject *self) {
     Py_DECREF(tp);
 }
 
-/* ---- _Ready ---- */
-#define _Ready_DOC \
-    "An awaitable that is already done (internal)."
-static PyObject *ready_send(PyObject *self, PyObject *arg);
-static PyMethodDef _Ready_methods[] = {
-    {"send", ready_send, METH_O,
-     "send($self, value, /)\n"
-     "--\n"
-     "\n"
-     "Finish: raise StopIteration(result)."},
-    {NULL, NULL, 0, NULL},
-};
-static PyObject *ready_next(PyObject *self);
-static void ready_dealloc(PyObject *self);
-static PyType_Slot _Ready_slots[] = {
-    {Py_tp_doc, (void *)_Ready_DOC},
-    {Py_am_await, PyObject_SelfIter},
-    {Py_tp_iter, PyObject_SelfIter},
-    {Py_tp_iternext, ready_next},
-    {Py_tp_dealloc, ready_dealloc},
-    {Py_tp_methods, _Ready_methods},
-    {0, NULL},
-};
-static PyType_Spec _Ready_spec = {"pyresilience._core._Ready", sizeof(ready_obj), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE | Py_TPFLAGS_DISALLOW_INSTANTIATION, _Ready_slots};
-static void ready_dealloc(PyObject *self) {
-    ready_obj *o = (ready_obj *)self;
-    PyTypeObject *tp = Py_TYPE(self);
-    Py_CLEAR(o->value);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
-
 /* ---- _RateWait ---- */
 #define _RateWait_DOC \
     "An acquire in progress, for the async forms (made by _waiter())."
@@ -142,7 +123,6 @@ static void rate_wait_dealloc(PyObject *self) {
 
 int prs_py_register_wait(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_AsyncWaiter, &_AsyncWaiter_spec, NULL) < 0) return -1;
-    if (prs_py_add_type(m, st, PRS_SLOT_Ready, &_Ready_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_RateWait, &_RateWait_spec, NULL) < 0) return -1;
     return 0;
 }
