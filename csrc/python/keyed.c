@@ -54,18 +54,17 @@ typedef struct {
  * (its UTF-8: "a" and b"a" are one key) or bytes, borrowed from it. */
 static int key_arg(PyObject *o, void *out) {
     prs_py_bytes *k = out;
-    Py_ssize_t len;
-    if (PyUnicode_Check(o)) {
-        if (!(k->p = PyUnicode_AsUTF8AndSize(o, &len))) return -1;
-    } else if (PyBytes_Check(o)) {
-        k->p = PyBytes_AS_STRING(o);
-        len = PyBytes_GET_SIZE(o);
-    } else {
-        prs_py_type_error("key", "str or bytes", o);
-        return -1;
+    if (PyUnicode_Check(o)) { /* the length straight into n, read as its signed type */
+        k->p = PyUnicode_AsUTF8AndSize(o, (Py_ssize_t *)&k->n);
+        return k->p ? 0 : -1;
     }
-    k->n = (size_t)len;
-    return 0;
+    if (PyBytes_Check(o)) {
+        k->p = PyBytes_AS_STRING(o);
+        k->n = (size_t)PyBytes_GET_SIZE(o);
+        return 0;
+    }
+    prs_py_type_error("key", "str or bytes", o);
+    return -1;
 }
 
 /* A key as bytes (str keys UTF-8 encoded): a new reference, or NULL. */
