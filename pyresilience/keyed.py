@@ -61,8 +61,6 @@ class KeyedLimiter(_core.KeyedLimiter, Named):
             raise TypeError(f"limiter_class must be an in-process limiter class ({names}), "
                             f"not {type(limiter_class).__name__}: {limiter_class!r}")
         template = limiter_class(*args, **kwargs)  # in-process: its params are copied
-        if shared is None and name is None:
-            return super().__new__(cls, template, max_keys=max_keys, clock=clock)
         return super().__new__(cls, template, max_keys=max_keys, clock=clock, shared=shared,
                                name=name)
 

@@ -266,6 +266,19 @@ def test_bad_input(clock):
         grp.acquire(timeout=math.nan)
 
 
+def test_members_share_one_clock():
+    """One clock: every monotonic one (default or a MonotonicClock given) is
+    the same; a ManualClock or a callable only as the same object."""
+    m1, m2 = pr.ManualClock(), pr.ManualClock()
+    assert len(pr.LimiterGroup(pr.TokenBucket(1, 1), pr.GCRA(1, 1, clock=pr.MonotonicClock()))) == 2
+    assert len(pr.LimiterGroup(pr.TokenBucket(1, 1, clock=m1), pr.GCRA(1, 1, clock=m1))) == 2
+    now = lambda: 0.0  # noqa: E731
+    assert len(pr.LimiterGroup(pr.TokenBucket(1, 1, clock=now), pr.GCRA(1, 1, clock=now))) == 2
+    for a, b in ((m1, m2), (m1, None), (now, lambda: 0.0), (now, m1)):
+        with pytest.raises(ValueError, match="one clock; member 1 reads another"):
+            pr.LimiterGroup(pr.TokenBucket(1, 1, clock=a), pr.GCRA(1, 1, clock=b))
+
+
 def test_collectable_with_a_clock_cycle():
     class Holder:
         pass

@@ -51,6 +51,23 @@ def test_token_bucket_table(clock):
     assert k.prune() == 1 and len(k) == 0
 
 
+def test_key_argument_of_reset_and_available(clock):
+    """reset(key=None) and available(key, /) take a key as the rate methods do
+    (str or bytes, one key), None resetting every key."""
+    k = pr.KeyedLimiter(pr.TokenBucket, 2, 1, clock=clock)
+    assert k.allow("a", 2) and k.allow(b"b", 2)
+    assert k.available(b"a") == 0.0 and k.available("b") == 0.0
+    k.reset(key=b"a")
+    assert k.available("a") == 2.0 and k.available("b") == 0.0
+    k.reset(None)
+    assert k.available("b") == 2.0 and len(k) == 0
+    for call in (k.available, k.reset):
+        with pytest.raises(TypeError, match=r"^key must be str or bytes, not int: 1$"):
+            call(1)
+    with pytest.raises(TypeError):
+        k.available(key="a")  # positional only
+
+
 def test_for_key_view(clock):
     k = pr.KeyedLimiter(pr.GCRA, rate=1, burst=2, clock=clock)
     v = k.for_key("u1")

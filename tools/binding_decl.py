@@ -69,7 +69,7 @@ class M:
     params those `sig` names (rate_params); with `fast`, the status
     expression of allow's or check's hot path (n=1 on the monotonic clock, nothing to
     parse; over `o` and `d`, the decision, and - with the type's rate_key -
-    `key`, `len`, the file's get_key() of the one argument). A
+    `key`, the prs_py_bytes its file's key_arg() makes of the one argument). A
     method may be a C statement `call` (returning None) or expression `expr`
     over `o` (and `now`), as Prop's, and `a`, its declared params parsed into
     a `config` zeroed, or set by `init` (a C initializer over `o`): the header

@@ -291,7 +291,7 @@ KEYED = Type(
         "at creation), one state per key for every process.",
     methods=[
         M("allow", KEY_N_SIG, "bool", rate=True,
-          fast="prs_keyed_check(o->table, key, (size_t)len, prs_monotonic_ns(), 1, &d)",
+          fast="prs_keyed_check(o->table, key.p, key.n, prs_monotonic_ns(), 1, &d)",
           doc="Consume n for `key` (str or bytes) if available now: True when admitted."),
         M("check", KEY_N_SIG, "Decision", rate=True,
           doc="Like allow(), returning the Decision. When the table is full of limited keys a\n"
@@ -303,15 +303,21 @@ KEYED = Type(
               "interrupts, nothing consumed on failure). RateLimitExceeded at once when it\n"
               "cannot be admitted within timeout seconds or never can be (retry_after inf);\n"
               "ValueError when n exceeds the limit."),
-        M("reset", params=[P("key", "OBJECT", "Optional[KeyArg]", "None")], expr="reset_key(o, v[0])",
+        M("reset", params=[P("key", "CONVERT", "Optional[KeyArg]", "None", convert="key_arg",
+                             flags=("none",))], config="prs_py_bytes",
+          call="if (a.p) prs_keyed_reset_key(o->table, a.p, a.n); else prs_keyed_reset_all(o->table)",
           doc="Forget `key` (back to a fresh limiter), or every key when None."),
-        M("available", "key: KeyArg, /", "float",
+        M("available", params=[P("key", "CONVERT", "KeyArg", convert="key_arg", posonly=True)],
+          config="prs_py_bytes", returns="float", now="&o->clock",
+          expr="PyFloat_FromDouble(prs_keyed_available(o->table, a.p, a.n, now))",
           doc="Requests of weight 1 admissible for `key` now (float)."),
         M("prune", returns="int", expr="PyLong_FromLongLong(prs_keyed_prune(o->table, now))",
           now="&o->clock",
           doc="Evict every key whose state is fresh now; returns how many.\n"
               "(Fresh keys are also evicted on demand when room is needed.)"),
         M("reconfigure", "**params: Any",
+          expr="prs_py_limiter_reconfigure(o->tmpl, o->table, &o->reconfiguring, &o->clock, args, "
+               "nargs, kwnames)",
           doc="Change the parameters of every key at once, now: the keywords of the template\n"
               "limiter's reconfigure() (capacity=/refill_rate= for a TokenBucket, limit=/window=\n"
               "for the windows, ...); what is not given keeps its value. Each key's state is kept\n"
@@ -407,5 +413,6 @@ GROUP = Type(
            Prop("limiters", "tuple[Union[_Limiter, KeyedLimiterView], ...]",
                 "The members, in order (tuple).", member="members")])
 
+SETUP = {"keyed": None}
 TYPES = ([RATE_WAIT, LIMITER_BASE] + [algo_type(c, py) for c, py in ALGORITHMS]
          + [KEYED, VIEW, GROUP])

@@ -49,4 +49,5 @@ SHARED_MEMORY = Type(
            Prop("free_bytes", "int", "Bytes left for new objects.",
                 expr="PyLong_FromSize_t(shm_read(o, prs_shm_free_bytes))")])
 
+SETUP = {"shm": None}
 TYPES = [SHARED_MEMORY]

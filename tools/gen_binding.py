@@ -514,8 +514,7 @@ def c_rate_method(t, m):
               "    if (nargs == %d && !kwnames && o->%s.kind == PRS_CLOCK_MONOTONIC) {"
               % (1 if t.rate_key else 0, t.clock)] + (["        prs_decision d;"] if fills else [])
         if t.rate_key:
-            L += ["        const char *key;", "        Py_ssize_t len;",
-                  "        if (get_key(args[0], &key, &len) < 0) return NULL;"]
+            L += ["        prs_py_bytes key;", "        if (key_arg(args[0], &key) < 0) return NULL;"]
         assert fills or m.returns == "bool", (t.name, m.name)
         by = "&by" in m.fast  # a group's first denying member
         if by:

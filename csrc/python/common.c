@@ -82,27 +82,13 @@ int prs_py_parse_real(PyObject *o, const char *param, unsigned flags, double *ou
         PyErr_Format(PyExc_ValueError, "%s must be finite: %R", param, o);
         return -1;
     }
-    if (v < 0 && !(flags & PRS_PY_NEG_OK)) {
+    if ((v < 0 || (v == 0 && !(flags & PRS_PY_ZERO_OK))) && !(flags & PRS_PY_NEG_OK)) {
         PyErr_Format(PyExc_ValueError, "%s must be %s, got %R", param,
                      (flags & PRS_PY_ZERO_OK) ? ">= 0" : "> 0", o);
         return -1;
     }
-    if (v == 0 && !(flags & (PRS_PY_ZERO_OK | PRS_PY_NEG_OK))) {
-        PyErr_Format(PyExc_ValueError, "%s must be > 0, got %R", param, o);
-        return -1;
-    }
     *out = v;
     return 0;
-}
-
-/* ValueError: o (as the caller gave it) is outside [lo, hi]. -1. */
-static int range_error(PyObject *o, const char *param, int64_t lo, int64_t hi) {
-    if (hi == INT64_MAX)
-        PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %R", param, (long long)lo, o);
-    else
-        PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", param,
-                     (long long)lo, (long long)hi, o);
-    return -1;
 }
 
 #define WHOLE_FLOAT 1u /* an integral float is a whole number too (10.0 is 10, 10.5 is refused) */
@@ -135,7 +121,14 @@ static int parse_whole(PyObject *o, const char *param, int64_t lo, int64_t hi, u
     }
     if (v == -1 && PyErr_Occurred()) return -1;
     if (overflow && (how & WHOLE_SAT) && (overflow > 0 || lo == INT64_MIN)) v = overflow > 0 ? hi : lo;
-    else if (overflow || v < lo || v > hi) return range_error(o, param, lo, hi);
+    else if (overflow || v < lo || v > hi) {
+        if (hi == INT64_MAX)
+            PyErr_Format(PyExc_ValueError, "%s must be >= %lld, got %R", param, (long long)lo, o);
+        else
+            PyErr_Format(PyExc_ValueError, "%s must be between %lld and %lld, got %R", param,
+                         (long long)lo, (long long)hi, o);
+        return -1;
+    }
     *out = v;
     return 0;
 }
@@ -186,15 +179,6 @@ PyObject *prs_py_method_get(PyObject *self, PyObject *obj, PyObject *type) {
 
 /* ---- declared parameters ------------------------------------------------ */
 
-/* A str among p->choices: its index; TypeError/ValueError listing them. */
-static int parse_choice(PyObject *o, const prs_py_param *p, int *out) {
-    for (int i = 0; PyUnicode_Check(o) && p->choices[i]; i++)
-        if (PyUnicode_CompareWithASCIIString(o, p->choices[i]) == 0) { *out = i; return 0; }
-    if (!PyUnicode_Check(o)) return prs_py_type_error(p->name, p->listed, o);
-    PyErr_Format(PyExc_ValueError, "%s must be %s, got %R", p->name, p->listed, o);
-    return -1;
-}
-
 #define OR_NONE(p, what) (((p)->flags & PRS_PY_NONE_OK) ? what " or None" : what)
 
 /* Converts one given argument into its field (or checks its type). 0 or -1. */
@@ -236,8 +220,12 @@ static int convert_param(const prs_py_param *p, PyObject *o, char *config) {
         *(int *)field = b;
         return 0;
     }
-    case PRS_PK_ENUM:
-        return parse_choice(o, p, (int *)field);
+    case PRS_PK_ENUM: /* a str among p->choices: its index */
+        for (int i = 0; PyUnicode_Check(o) && p->choices[i]; i++)
+            if (!PyUnicode_CompareWithASCIIString(o, p->choices[i])) { *(int *)field = i; return 0; }
+        if (!PyUnicode_Check(o)) return prs_py_type_error(p->name, p->listed, o);
+        PyErr_Format(PyExc_ValueError, "%s must be %s, got %R", p->name, p->listed, o);
+        return -1;
     case PRS_PK_CALLABLE:
         if (PyCallable_Check(o)) return 0;
         return prs_py_type_error(p->name, OR_NONE(p, "a callable"), o);
@@ -311,22 +299,8 @@ static int merge_alias(const prs_py_params *spec, Py_ssize_t i, PyObject **vals)
     return 0;
 }
 
-/* The missing arguments first (as CPython's parsers do), then each given one converted. */
-static int convert_params(const prs_py_params *spec, void *config, PyObject **vals) {
-    for (Py_ssize_t i = 0; i < spec->required; i++)
-        if (!vals[i]) return missing(spec, i);
-    for (Py_ssize_t i = 0; i < spec->n; i++)
-        if (spec->p[i].alias && merge_alias(spec, i, vals) < 0) return -1;
-    for (Py_ssize_t i = 0; i < spec->n; i++)
-        if (vals[i] && convert_param(&spec->p[i], vals[i], config) < 0) return -1;
-    return 0;
-}
-
-/* The one parser: the positional args[0..nargs), then the keywords, as
- * kwnames with their values after the positional ones (fastcall) or as the
- * dict kwds, into vals by name; then each is converted. */
-static int parse(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
-                 PyObject *kwnames, PyObject *kwds, void *config, PyObject **vals) {
+int prs_py_parse_args(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames, PyObject *kwds, void *config, PyObject **vals) {
     if (nargs > spec->maxpos) {
         PyErr_Format(PyExc_TypeError, "%s() takes at most %zd positional argument%s (%zd given)",
                      spec->fname, spec->maxpos, spec->maxpos == 1 ? "" : "s", nargs);
@@ -339,18 +313,13 @@ static int parse(const prs_py_params *spec, PyObject *const *args, Py_ssize_t na
     PyObject *key, *value;
     while (kwds && PyDict_Next(kwds, &pos, &key, &value))
         if (put_keyword(spec, key, value, vals) < 0) return -1;
-    return convert_params(spec, config, vals);
-}
-
-int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
-                        PyObject *kwnames, void *config, PyObject **vals) {
-    return parse(spec, args, nargs, kwnames, NULL, config, vals);
-}
-
-int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
-                              void *config, PyObject **vals) {
-    return parse(spec, ((PyTupleObject *)args)->ob_item, PyTuple_GET_SIZE(args), NULL, kwds, config,
-                 vals);
+    for (Py_ssize_t i = 0; i < spec->required; i++)
+        if (!vals[i]) return missing(spec, i);
+    for (Py_ssize_t i = 0; i < spec->n; i++)
+        if (spec->p[i].alias && merge_alias(spec, i, vals) < 0) return -1;
+    for (Py_ssize_t i = 0; i < spec->n; i++)
+        if (vals[i] && convert_param(&spec->p[i], vals[i], config) < 0) return -1;
+    return 0;
 }
 
 /* The value a parameter has: the argument as given, else its field's default

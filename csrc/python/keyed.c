@@ -4,8 +4,7 @@
  *
  * KeyedLimiter takes a template limiter (any in-process limiter object) and
  * uses its algorithm and params for every key; it keeps a strong reference to
- * the template because the table reads the template's params. Keys are str
- * (encoded UTF-8: "a" and b"a" are the same key) or bytes.
+ * the template because the table reads the template's params.
  *
  * LimiterGroup borrows the cores of its members (plain limiters of any
  * in-process algorithm, or keyed views) and keeps them alive with a tuple of the member
@@ -51,25 +50,27 @@ typedef struct {
 
 /* ---- shared helpers ------------------------------------------------------- */
 
-static int get_key(PyObject *o, const char **p, Py_ssize_t *len) {
-    if (PyUnicode_Check(o)) {
-        *p = PyUnicode_AsUTF8AndSize(o, len);
-        return *p ? 0 : -1;
+/* A key argument into the prs_py_bytes `out` (a declared CONVERT): a str
+ * (its UTF-8: "a" and b"a" are one key) or bytes, borrowed from it. */
+static int key_arg(PyObject *o, void *out) {
+    prs_py_bytes *k = out;
+    if (PyUnicode_Check(o)) { /* the length straight into n, read as its signed type */
+        k->p = PyUnicode_AsUTF8AndSize(o, (Py_ssize_t *)&k->n);
+        return k->p ? 0 : -1;
     }
     if (PyBytes_Check(o)) {
-        *p = PyBytes_AS_STRING(o);
-        *len = PyBytes_GET_SIZE(o);
+        k->p = PyBytes_AS_STRING(o);
+        k->n = (size_t)PyBytes_GET_SIZE(o);
         return 0;
     }
-    PyErr_Format(PyExc_TypeError, "key must be str or bytes, not %.200s: %R", Py_TYPE(o)->tp_name, o);
+    prs_py_type_error("key", "str or bytes", o);
     return -1;
 }
 
 /* A key as bytes (str keys UTF-8 encoded): a new reference, or NULL. */
 static PyObject *key_bytes(PyObject *key) {
-    const char *p;
-    Py_ssize_t len;
-    return get_key(key, &p, &len) < 0 ? NULL : PyBytes_FromStringAndSize(p, len);
+    prs_py_bytes k;
+    return key_arg(key, &k) < 0 ? NULL : PyBytes_FromStringAndSize(k.p, (Py_ssize_t)k.n);
 }
 
 /* ", TokenBucket, GCRA, ...": the Python types of the algorithm table, for
@@ -77,13 +78,6 @@ static PyObject *key_bytes(PyObject *key) {
 #define PY_NAME(c, py, redis) ", " #py
 static const char algo_names[] = PRS_ALGORITHMS(PY_NAME);
 #undef PY_NAME
-
-static int same_clock(const prs_py_clock *a, const prs_py_clock *b) {
-    if (a->kind != b->kind) return 0;
-    if (a->kind == PRS_CLOCK_MONOTONIC) return 1;
-    if (a->kind == PRS_CLOCK_MANUAL) return a->manual_ns == b->manual_ns;
-    return a->obj == b->obj;
-}
 
 /* The table of a new KeyedLimiter o, with the algorithm and params of its
  * template (an in-process limiter): in process, or placed in the region
@@ -103,22 +97,8 @@ static int keyed_build(prs_py_state *st, keyed_obj *o, prs_keyed_config *cfg, Py
     }
     cfg->algo = prs_limiter_algo(core);
     cfg->params = prs_limiter_params(core);
-    if (shared && shared != Py_None) return prs_py_shm_keyed_new(st, shared, name, cfg, &o->table);
-    if (name && name != Py_None) {
-        PyErr_Format(PyExc_ValueError, "name= is used with shared=, got name=%R", name);
-        return -1;
-    }
-    return prs_keyed_new(cfg, &o->table);
-}
-
-/* reset(key=None): forget one key, or every key when None. */
-static PyObject *reset_key(keyed_obj *o, PyObject *key) {
-    const char *p;
-    Py_ssize_t len;
-    if (!key || key == Py_None) prs_keyed_reset_all(o->table);
-    else if (get_key(key, &p, &len) < 0) return NULL;
-    else prs_keyed_reset_key(o->table, p, (size_t)len);
-    Py_RETURN_NONE;
+    int rc = prs_py_shm_place(st, shared, name, PRS_PY_PLACE_KEYED, NULL, cfg, &o->table, NULL);
+    return rc == PRS_PY_IN_PROCESS ? prs_keyed_new(cfg, &o->table) : rc;
 }
 
 #include "gen/keyed.h"
@@ -139,41 +119,17 @@ static int keyed_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_d
 }
 
 static int keyed_target(PyObject *self, PyObject *keyo, prs_py_rate *r) {
-    Py_ssize_t len;
-    *r = (prs_py_rate){&KSELF->clock, keyed_decide_cb, r, "KeyedLimiter", KSELF->table, NULL, 0};
-    if (get_key(keyo, &r->key, &len) < 0) return -1;
-    r->len = (size_t)len;
+    prs_py_bytes k;
+    if (key_arg(keyo, &k) < 0) return -1;
+    *r = (prs_py_rate){&KSELF->clock, keyed_decide_cb, r, "KeyedLimiter", KSELF->table, k.p, k.n};
     return 0;
 }
 
-static PyObject *keyed_available(PyObject *self, PyObject *key) {
-    prs_py_rate r;
-    int64_t now;
-    if (keyed_target(self, key, &r) < 0 || prs_py_clock_now(r.clock, &now) < 0) return NULL;
-    return PyFloat_FromDouble(prs_keyed_available(r.core, r.key, r.len, now));
-}
-
 static int keyed_contains(PyObject *self, PyObject *key) {
-    prs_py_rate r;
+    prs_py_bytes k;
     int64_t now;
-    if (keyed_target(self, key, &r) < 0 || prs_py_clock_now(r.clock, &now) < 0) return -1;
-    return prs_keyed_contains(r.core, r.key, r.len, now);
-}
-
-static void read_keyed(const void *ctx, void *config) { /* unlocked: no other writer */
-    prs_keyed_algo(ctx)->config_from_params(prs_keyed_params(ctx), config);
-}
-static int apply_keyed(void *ctx, const void *config, int64_t now, prs_config_error *why) {
-    return prs_keyed_reconfigure_why(ctx, config, now, why);
-}
-
-/* reconfigure(**params): the template type's keywords, from the table's
- * current params; the core changes every key at once. */
-static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
-                                   PyObject *kwnames) {
-    static const prs_py_reconf ops = {read_keyed, apply_keyed};
-    return prs_py_limiter_reconfigure_with(KSELF->tmpl, &KSELF->reconfiguring, &KSELF->clock, &ops,
-                                           KSELF->table, args, nargs, kwnames);
+    if (key_arg(key, &k) < 0 || prs_py_clock_now(&KSELF->clock, &now) < 0) return -1;
+    return prs_keyed_contains(KSELF->table, k.p, k.n, now);
 }
 
 /* ---- KeyedLimiterView ----------------------------------------------------------- */
@@ -200,16 +156,13 @@ static int view_target(PyObject *self, PyObject *key, prs_py_rate *r) {
 static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     prs_py_state *st = prs_py_state_of_type(type);
     if (!st) return NULL;
-    if (kwds && PyDict_GET_SIZE(kwds)) {
-        PyErr_SetString(PyExc_TypeError, "LimiterGroup() takes limiters as positional arguments only");
-        return NULL;
-    }
+    if (kwds && PyDict_GET_SIZE(kwds))
+        return PyErr_Format(PyExc_TypeError,
+                            "LimiterGroup() takes limiters as positional arguments only");
     Py_ssize_t n = PyTuple_GET_SIZE(args);
-    if (n < 1 || n > PRS_GROUP_MAX_MEMBERS) {
-        PyErr_Format(PyExc_ValueError, "LimiterGroup takes 1 to %d limiters, got %zd",
-                     PRS_GROUP_MAX_MEMBERS, n);
-        return NULL;
-    }
+    if (n < 1 || n > PRS_GROUP_MAX_MEMBERS)
+        return PyErr_Format(PyExc_ValueError, "LimiterGroup takes 1 to %d limiters, got %zd",
+                            PRS_GROUP_MAX_MEMBERS, n);
     prs_group_member m[PRS_GROUP_MAX_MEMBERS];
     const prs_py_clock *clock0 = NULL;
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -229,21 +182,17 @@ static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
                                 algo_names + 2, i, Py_TYPE(o)->tp_name, o);
         }
         if (!clock0) clock0 = c;
-        else if (!same_clock(clock0, c)) {
-            PyErr_Format(PyExc_ValueError,
-                         "LimiterGroup members must share one clock; member %zd reads another", i);
-            return NULL;
-        }
+        else if (c->kind != clock0->kind || /* a ManualClock or a callable: the same object */
+                 (c->kind != PRS_CLOCK_MONOTONIC && c->obj != clock0->obj))
+            return PyErr_Format(PyExc_ValueError, "LimiterGroup members must share one clock; "
+                                "member %zd reads another", i);
     }
     group_obj *self = (group_obj *)type->tp_alloc(type, 0);
     if (!self) return NULL;
     self->members = Py_NewRef(args);
     int rc = prs_group_new(m, (size_t)n, NULL, &self->group);
-    if (rc) {
-        Py_DECREF(self);
-        return prs_py_error(st, rc, "invalid LimiterGroup");
-    }
-    if (prs_py_clock_init(st, clock0->obj, &self->clock) < 0) {
+    if (rc) prs_py_error(st, rc, "invalid LimiterGroup");
+    if (rc || prs_py_clock_init(st, clock0->obj, &self->clock) < 0) {
         Py_DECREF(self);
         return NULL;
     }
@@ -264,8 +213,4 @@ static int group_decide_cb(void *ctx, int64_t now, int64_t n, int consume, prs_d
 static int group_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     *r = (prs_py_rate){&GSELF->clock, group_decide_cb, GSELF->group, "LimiterGroup", NULL, NULL, 0};
     return 0;
-}
-
-int prs_py_register_keyed(PyObject *m, prs_py_state *st) {
-    return keyed_add_types(m, st);
 }

@@ -5,18 +5,14 @@
  * A prs_py_limiter is a core prs_limiter + a clock. Each Python type
  * (TokenBucket, GCRA, ...) is its table row + its declaration
  * (tools/decl_limiters.py -> gen/limiters.h): the constructor's and
- * reconfigure()'s parameters (prs_py_params), the docs with their text
- * signatures, the properties and the spec. The core validates and says which
- * field failed and why (prs_config_error), worded by prs_py_config_error().
- * The core object is built in tp_new: an instance is always usable, and
- * __init__ does nothing (a facade subclass never re-parses).
- *
- * Hot path: allow() with no arguments reads the clock once and calls the core;
- * no allocation, no Python call (unless the clock is a Python callable).
+ * reconfigure()'s parameters, the docs, the properties and the spec. The core
+ * object is built in tp_new (__init__ does nothing: a facade subclass never
+ * re-parses); the core validates, prs_py_config_error() words its refusal.
  *
  * The rate methods of every limiter-like type (plain, keyed, per-key view,
- * group, Redis) are prs_py_rate_method here; their waits are wait.c's rate
- * wait.
+ * group, Redis) are prs_py_rate_method here, their waits wait.c's rate wait;
+ * allow() and check() without arguments are the generated hot path straight
+ * into the core (no allocation, no Python call but a callable clock's).
  */
 #include "wait.h"
 
@@ -48,22 +44,15 @@ static const algo_binding algos[PRS_ALGO__COUNT] = {PRS_ALGORITHMS(ROW)};
 PRS_ALGORITHMS(FITS)
 #undef FITS
 
-/* The table row of `type`: one of ours or a subclass (the base _Limiter
- * cannot be instantiated: DISALLOW_INSTANTIATION). */
-static int algo_of_type(prs_py_state *st, PyTypeObject *type) {
-    int i = 0;
-    while (i < PRS_ALGO__COUNT - 1 &&
-           !PyType_IsSubtype(type, (PyTypeObject *)st->slots[PRS_SLOT__ALGO_FIRST + i]))
-        i++;
-    return i;
-}
-
 /* ---- the object -------------------------------------------------------------- */
 
 static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     prs_py_state *st = prs_py_state_of_type(type);
     if (!st) return NULL;
-    int id = algo_of_type(st, type);
+    int id = 0; /* the row of `type`, ours or a subclass (_Limiter: DISALLOW_INSTANTIATION) */
+    while (id < PRS_ALGO__COUNT - 1 &&
+           !PyType_IsSubtype(type, (PyTypeObject *)st->slots[PRS_SLOT__ALGO_FIRST + id]))
+        id++;
     const prs_py_params *spec = algos[id].ctor;
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG];
     PyObject *v[PRS_PY_LIMITER_MAX_PARAMS];
@@ -71,13 +60,10 @@ static PyObject *limiter_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     if (prs_py_parse_params_tuple(spec, args, kwds, config, v) < 0) return NULL;
     prs_config_error why = {NULL, NULL};
     prs_limiter *core;
-    PyObject *shared = v[spec->n - 3], *name = v[spec->n - 2]; /* shared=, name= (shm.c) */
-    int placed = shared && shared != Py_None;
-    if (!placed && name && name != Py_None)
-        return PyErr_Format(PyExc_ValueError, "name= is used with shared=, got name=%R", name);
-    int rc = placed ? prs_py_shm_limiter_new(st, shared, name, prs_algorithms[id].algo, config,
-                                             &core, &why)
-                    : prs_limiter_new(prs_algorithms[id].algo, config, NULL, &core, &why);
+    const prs_algo *algo = prs_algorithms[id].algo;
+    int rc = prs_py_shm_place(st, v[spec->n - 3], v[spec->n - 2], PRS_PY_PLACE_LIMITER, algo,
+                              config, &core, &why); /* shared=, name= */
+    if (rc == PRS_PY_IN_PROCESS) rc = prs_limiter_new(algo, config, NULL, &core, &why);
     if (rc && PyErr_Occurred()) return NULL;
     if (rc) return prs_py_config_error(st, rc, &why, spec, v, config);
     prs_py_limiter *self = (prs_py_limiter *)type->tp_alloc(type, 0);
@@ -131,16 +117,12 @@ static int limiter_target(PyObject *self, PyObject *key, prs_py_rate *r) {
 
 /* ---- reconfigure --------------------------------------------------------------- */
 
-static void read_limiter(const void *ctx, void *config) { prs_limiter_config(ctx, config); }
-static int apply_limiter(void *ctx, const void *config, int64_t now, prs_config_error *why) {
-    return prs_limiter_reconfigure(ctx, config, now, why);
-}
-
-PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, atomic_int *lock, prs_py_clock *clock,
-                                          const prs_py_reconf *ops, void *ctx, PyObject *const *args,
-                                          Py_ssize_t nargs, PyObject *kwnames) {
+PyObject *prs_py_limiter_reconfigure(PyObject *limiter, prs_keyed *table, atomic_int *lock,
+                                     prs_py_clock *clock, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames) {
     prs_py_state *st = prs_py_state_of(limiter);
     if (!st) return NULL;
+    prs_limiter *core = ((prs_py_limiter *)limiter)->core;
     const prs_py_params *spec = algos[((prs_py_limiter *)limiter)->algo].reconfigure;
     alignas(16) unsigned char config[PRS_ALGO_MAX_CONFIG]; /* what is not given keeps its value */
     PyObject *v[PRS_PY_LIMITER_MAX_PARAMS];
@@ -148,11 +130,15 @@ PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, atomic_int *lock, p
     int64_t now;
     int rc = -1;
     prs_py_op_lock(lock);
-    ops->read(ctx, config);
+    if (table) /* a table's params: unlocked, reconfigure (under *lock) is their only writer */
+        prs_keyed_algo(table)->config_from_params(prs_keyed_params(table), config);
+    else
+        prs_limiter_config(core, config);
     if (prs_py_parse_params(spec, args, nargs, kwnames, config, v) == 0 &&
         prs_py_clock_now(clock, &now) == 0) {
         Py_BEGIN_ALLOW_THREADS /* O(limit) for a sliding log's ring, O(keys) for a table */
-        rc = ops->apply(ctx, config, now, &why);
+        rc = table ? prs_keyed_reconfigure_why(table, config, now, &why)
+                   : prs_limiter_reconfigure(core, config, now, &why);
         Py_END_ALLOW_THREADS
         if (rc) prs_py_config_error(st, rc, &why, spec, v, config);
     }
@@ -163,9 +149,8 @@ PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, atomic_int *lock, p
 
 static PyObject *limiter_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                                      PyObject *kwnames) {
-    static const prs_py_reconf ops = {read_limiter, apply_limiter};
-    return prs_py_limiter_reconfigure_with(self, &SELF->reconfiguring, &SELF->clock, &ops, SELF->core,
-                                           args, nargs, kwnames);
+    return prs_py_limiter_reconfigure(self, NULL, &SELF->reconfiguring, &SELF->clock, args, nargs,
+                                      kwnames);
 }
 
 /* A parameter's property (closure: its index in the constructor's params). */

@@ -61,23 +61,24 @@ PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n);
 #define PRS_PY_REGISTER_DECL(file) int prs_py_register_##file(PyObject *m, prs_py_state *st);
 PRS_PY_REGISTER_FILES(PRS_PY_REGISTER_DECL)
 #undef PRS_PY_REGISTER_DECL
-/* shm.c: a reference to SharedMemory `shared`'s open region (prs__shm_unref
- * drops it), or NULL with an exception. */
-struct prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared);
+/* shm.c: a reference to the open region of SharedMemory `o` (prs__shm_unref
+ * drops it), or NULL with ValueError when closed; with `param` (o an
+ * argument), TypeError naming it when o is not a SharedMemory. */
+struct prs_shm *prs_py_shm_ref(prs_py_state *st, PyObject *o, const char *param);
+#define prs_py_shm_region(st, shared) prs_py_shm_ref((st), (shared), "region")
 /* shm.c: the core object of a constructor's shared=, name=: a limiter of
  * `algo` (LIMITER, cfg validated first), a keyed table, a breaker or a
  * bulkhead of config cfg, placed in the SharedMemory `shared` under `name`.
- * PRS_OK with *out (a prs_limiter **, ...); else -1 with an exception set
- * (not a region, a bad name, closed, another object or configuration there,
- * full, corrupt; without `why`, every refusal) or, only with `why`, the
- * core's status with none set, why filled, for prs_py_config_error(). */
+ * PRS_OK with *out (a prs_limiter **, ...); PRS_PY_IN_PROCESS when neither
+ * is given (None or NULL: the caller builds it in process); else -1 with an
+ * exception set (name= alone, not a region, a bad name, closed, another
+ * object or configuration there, full, corrupt; without `why`, every
+ * refusal) or, only with `why`, the core's status with none set, why
+ * filled, for prs_py_config_error(). */
 enum { PRS_PY_PLACE_LIMITER, PRS_PY_PLACE_KEYED, PRS_PY_PLACE_BREAKER, PRS_PY_PLACE_BULKHEAD };
+#define PRS_PY_IN_PROCESS 1
 int prs_py_shm_place(prs_py_state *st, PyObject *shared, PyObject *name, int kind,
                      const prs_algo *algo, const void *cfg, void *out, prs_config_error *why);
-#define prs_py_shm_limiter_new(st, shared, name, algo, cfg, out, why) \
-    prs_py_shm_place(st, shared, name, PRS_PY_PLACE_LIMITER, algo, cfg, out, why)
-#define prs_py_shm_keyed_new(st, shared, name, cfg, out) \
-    prs_py_shm_place(st, shared, name, PRS_PY_PLACE_KEYED, NULL, cfg, out, NULL)
 
 /* A wait's timeout (ns, PRS_NEVER: none) capped at what is left of the current
  * call's deadline (deadline.c); unchanged when none is set. Never fails. */
@@ -194,15 +195,12 @@ static inline double prs_py_ns_to_s(int64_t ns) {
 }
 
 /* ---- declared parameters ------------------------------------------------ *
- * A type's parameters are declared once, in tools/binding_decl.py; the build
- * generates csrc/python/gen/<file>.h from it (tools/gen_binding.py): one
- * prs_py_params table per constructor/method, its text signature, and the
- * _core.pyi stub. prs_py_parse_params() then converts every argument with a
- * config field straight into the core's config struct (offsetof), and hands
- * back the borrowed argument objects for what the binding keeps itself.
- * The kinds of parameters (enum prs_py_kind, PRS_PK_<kind>) and their flags
- * (PRS_PY_<flag>) are declared, with what each means, in tools/binding_decl.py
- * (KINDS, FLAGS) and generated into gen/module.h. */
+ * Declared once (tools/decl_*.py), generated into gen/<file>.h
+ * (tools/gen_binding.py). prs_py_parse_params() converts every argument with
+ * a config field straight into the core's config struct (offsetof) and hands
+ * back the borrowed argument objects for what the binding keeps itself. The
+ * kinds (PRS_PK_<kind>) and flags (PRS_PY_<flag>), with what each means:
+ * KINDS and FLAGS in tools/binding_decl.py, generated into gen/module.h. */
 
 /* A PRS_PK_BYTES field: the argument's bytes, valid while the call runs. */
 typedef struct prs_py_bytes {
@@ -233,16 +231,21 @@ typedef struct prs_py_params {
     const prs_py_param *p;
 } prs_py_params;
 
-/* Parses fastcall arguments by `spec`: vals[0..n) get the borrowed argument
- * objects (NULL: not given), and every given parameter with a field is
- * converted into `config` (which holds the defaults; may be NULL when no
- * parameter has a field). TypeError/ValueError naming the parameter and the
- * value. 0 or -1. */
-int prs_py_parse_params(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
-                        PyObject *kwnames, void *config, PyObject **vals);
+/* The one parser: by `spec`, the positional args[0..nargs) and the keywords,
+ * as kwnames with their values after the positional ones (fastcall) or as the
+ * dict kwds: vals[0..n) get the borrowed argument objects (NULL: not given),
+ * then every given parameter with a field is converted into `config` (which
+ * holds the defaults; may be NULL when no parameter has a field). TypeError
+ * (missing ones first, as CPython's parsers do) or ValueError naming the
+ * parameter and the value. 0 or -1. */
+int prs_py_parse_args(const prs_py_params *spec, PyObject *const *args, Py_ssize_t nargs,
+                      PyObject *kwnames, PyObject *kwds, void *config, PyObject **vals);
+#define prs_py_parse_params(spec, args, nargs, kwnames, config, vals) \
+    prs_py_parse_args((spec), (args), (nargs), (kwnames), NULL, (config), (vals))
 /* The same from a tp_new's (args, kwds). */
-int prs_py_parse_params_tuple(const prs_py_params *spec, PyObject *args, PyObject *kwds,
-                              void *config, PyObject **vals);
+#define prs_py_parse_params_tuple(spec, args, kwds, config, vals) \
+    prs_py_parse_args((spec), ((PyTupleObject *)(args))->ob_item, PyTuple_GET_SIZE(args), NULL, \
+                      (kwds), (config), (vals))
 /* The value of parameter p's field in `config` (COUNT/INT: int, unless a
  * DOUBLE count; REAL: float; DURATION/TIMEOUT: float seconds; ENUM: its str;
  * no field, or a NONE_OK field at 0 (its "not set"): None). New reference or
@@ -322,10 +325,7 @@ typedef struct prs_py_decision {
 PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by);
 #define prs_py_decision_new(st, d) prs_py_decision_new_by((st), (d), -1)
 
-/* ---- the in-process limiter types (limiters.c) ------------------------- *
- * One implementation for every algorithm of the table (PRS_ALGORITHMS); each
- * type is its row + its declaration (tools/decl_limiters.py -> gen/limiters.h:
- * the constructor's and reconfigure()'s prs_py_params, properties, docs). */
+/* ---- the in-process limiter types (limiters.c) ------------------------- */
 
 typedef struct prs_py_limiter {
     PyObject_HEAD
@@ -336,19 +336,15 @@ typedef struct prs_py_limiter {
     atomic_int reconfiguring; /* prs_py_op_lock: one reconfigure() at a time */
 } prs_py_limiter;
 
-/* reconfigure(**params) over any holder of a limiter's params (a limiter, a
- * key table: ctx), one call at a time (*lock): ops->read gives the config in
- * force, the arguments parsed by the reconfigure() description of `limiter`'s
- * algorithm change it (what is not given keeps its value), then ops->apply
- * runs with the GIL released; the core's refusal is worded by
+/* reconfigure(**params) of `limiter`, or with `table`, of the key table made
+ * from that limiter (its template), one call at a time (*lock): the config
+ * in force, changed by the arguments parsed by the reconfigure() description
+ * of `limiter`'s algorithm (what is not given keeps its value), is applied
+ * with the GIL released; the core's refusal is worded by
  * prs_py_config_error(). None, or NULL with an exception. */
-typedef struct prs_py_reconf {
-    void (*read)(const void *ctx, void *config);
-    int (*apply)(void *ctx, const void *config, int64_t now, prs_config_error *why);
-} prs_py_reconf;
-PyObject *prs_py_limiter_reconfigure_with(PyObject *limiter, atomic_int *lock, prs_py_clock *clock,
-                                          const prs_py_reconf *ops, void *ctx, PyObject *const *args,
-                                          Py_ssize_t nargs, PyObject *kwnames);
+PyObject *prs_py_limiter_reconfigure(PyObject *limiter, prs_keyed *table, atomic_int *lock,
+                                     prs_py_clock *clock, PyObject *const *args, Py_ssize_t nargs,
+                                     PyObject *kwnames);
 /* Whether `o` is an in-process limiter (of any algorithm). */
 #define PRS_PY_IS_LIMITER(st, o) PyObject_TypeCheck((o), PRS_PY_TYPE(st, LimiterBase))
 

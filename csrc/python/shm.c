@@ -43,12 +43,6 @@ static size_t shm_read(shm_obj *o, size_t (*fn)(const prs_shm *)) {
 }
 static size_t created_of(const prs_shm *r) { return (size_t)prs_shm_created(r); }
 
-static int shm_open_region(shm_obj *o, const shm_args *a);
-
-#include "gen/shm.h"
-
-#define SELF ((shm_obj *)self)
-
 /* The UTF-8 of a name argument, checked: NULL with ValueError naming it. */
 static const char *checked_name(PyObject *name, const char *what) {
     Py_ssize_t n;
@@ -111,13 +105,13 @@ static int shm_open_region(shm_obj *o, const shm_args *a) {
     return (o->path = PyUnicode_DecodeFSDefault(prs_shm_path(o->r))) ? 0 : -1;
 }
 
-/* A reference to the open region of `o` (to be dropped with prs__shm_unref),
- * or NULL with ValueError when closed; with `param` (o an argument),
- * TypeError naming it when o is not a SharedMemory. */
-static prs_shm *region_ref(prs_py_state *st, PyObject *o, const char *param) {
+#include "gen/shm.h"
+
+#define SELF ((shm_obj *)self)
+
+prs_shm *prs_py_shm_ref(prs_py_state *st, PyObject *o, const char *param) {
     if (param && !PyObject_TypeCheck(o, PRS_PY_TYPE(st, SharedMemory))) {
-        PyErr_Format(PyExc_TypeError, "%s must be a SharedMemory, not %.200s: %R", param,
-                     Py_TYPE(o)->tp_name, o);
+        prs_py_type_error(param, "a SharedMemory", o);
         return NULL;
     }
     shm_obj *s = (shm_obj *)o;
@@ -127,11 +121,6 @@ static prs_shm *region_ref(prs_py_state *st, PyObject *o, const char *param) {
     prs__spin_unlock(&s->lock);
     if (!r) PyErr_Format(PyExc_ValueError, "shared memory region %R is closed", s->name);
     return r;
-}
-
-/* For other binding files (kv.c): the region of the SharedMemory `shared`. */
-prs_shm *prs_py_shm_region(prs_py_state *st, PyObject *shared) {
-    return region_ref(st, shared, "region");
 }
 
 static PyObject *shm_close(PyObject *self, PyObject *unused) {
@@ -156,7 +145,7 @@ static PyObject *shm_unlink(PyObject *self, PyObject *unused) {
 }
 
 static PyObject *shm_enter(PyObject *self, PyObject *unused) {
-    prs_shm *r = region_ref(NULL, self, NULL);
+    prs_shm *r = prs_py_shm_ref(NULL, self, NULL);
     if (!r) return NULL;
     prs__shm_unref(r);
     return Py_NewRef(self);
@@ -168,7 +157,12 @@ static const char *const place_what[] = {"limiter", "KeyedLimiter", "circuit bre
 
 int prs_py_shm_place(prs_py_state *st, PyObject *shared, PyObject *name, int kind,
                      const prs_algo *algo, const void *cfg, void *out, prs_config_error *why) {
-    prs_shm *r = region_ref(st, shared, "shared");
+    if (!shared || shared == Py_None) {
+        if (!name || name == Py_None) return PRS_PY_IN_PROCESS;
+        PyErr_Format(PyExc_ValueError, "name= is used with shared=, got name=%R", name);
+        return -1;
+    }
+    prs_shm *r = prs_py_shm_ref(st, shared, "shared");
     if (!r) return -1;
     const char *cname = name && name != Py_None ? checked_name(name, "name") : NULL;
     if (!cname) {
@@ -223,5 +217,3 @@ int prs_py_shm_place(prs_py_state *st, PyObject *shared, PyObject *name, int kin
     prs__shm_unref(r);
     return -1;
 }
-
-int prs_py_register_shm(PyObject *m, prs_py_state *st) { return shm_add_types(m, st); }

@@ -93,19 +93,28 @@ enum {
     P_KeyedLimiter_reset_key = 0,
     P_KeyedLimiter_reset__COUNT = 1
 };
+static int key_arg(PyObject *arg, void *config);
 static const prs_py_param KeyedLimiter_reset_param_list[] = {
-    {"key", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"key", NULL, PRS_PK_CONVERT, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, key_arg, 0},
 };
 static const prs_py_params KeyedLimiter_reset_params = {"reset", 1, 1, 0, KeyedLimiter_reset_param_list};
+enum {
+    P_KeyedLimiter_available_key = 0,
+    P_KeyedLimiter_available__COUNT = 1
+};
+static int key_arg(PyObject *arg, void *config);
+static const prs_py_param KeyedLimiter_available_param_list[] = {
+    {"key", NULL, PRS_PK_CONVERT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, key_arg, 0},
+};
+static const prs_py_params KeyedLimiter_available_params = {"available", 1, 1, 1, KeyedLimiter_available_param_list};
 static int keyed_target(PyObject *self, PyObject *key, prs_py_rate *r);
 static PyObject *keyed_allow(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     keyed_obj *o = (keyed_obj *)self;
     if (nargs == 1 && !kwnames && o->clock.kind == PRS_CLOCK_MONOTONIC) {
         prs_decision d;
-        const char *key;
-        Py_ssize_t len;
-        if (get_key(args[0], &key, &len) < 0) return NULL;
-        int rc = prs_keyed_check(o->table, key, (size_t)len, prs_monotonic_ns(), 1, &d);
+        prs_py_bytes key;
+        if (key_arg(args[0], &key) < 0) return NULL;
+        int rc = prs_keyed_check(o->table, key.p, key.n, prs_monotonic_ns(), 1, &d);
         if (rc) return prs_py_error(prs_py_state_of(self), rc, NULL);
         return PyBool_FromLong(d.allowed);
     }
@@ -154,18 +163,31 @@ static PyObject *keyed_acquire(PyObject *self, PyObject *const *args, Py_ssize_t
 }
 static PyObject *keyed_reset(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     keyed_obj *o = (keyed_obj *)self;
+    prs_py_bytes a = {0};
     PyObject *v[1] = {NULL};
-    if ((nargs || kwnames) && prs_py_parse_params(&KeyedLimiter_reset_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    return reset_key(o, v[0]);
+    if ((nargs || kwnames) && prs_py_parse_params(&KeyedLimiter_reset_params, args, nargs, kwnames, &a, v) < 0) return NULL;
+    if (a.p) prs_keyed_reset_key(o->table, a.p, a.n); else prs_keyed_reset_all(o->table);
+    Py_RETURN_NONE;
 }
-static PyObject *keyed_available(PyObject *self, PyObject *arg);
+static PyObject *keyed_available(PyObject *self, PyObject *arg) {
+    keyed_obj *o = (keyed_obj *)self;
+    prs_py_bytes a = {0};
+    PyObject *v[1];
+    if (prs_py_parse_params(&KeyedLimiter_available_params, &arg, 1, NULL, &a, v) < 0) return NULL;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return PyFloat_FromDouble(prs_keyed_available(o->table, a.p, a.n, now));
+}
 static PyObject *keyed_prune(PyObject *self, PyObject *unused) {
     keyed_obj *o = (keyed_obj *)self;
     int64_t now;
     if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
     return PyLong_FromLongLong(prs_keyed_prune(o->table, now));
 }
-static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *keyed_reconfigure(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    keyed_obj *o = (keyed_obj *)self;
+    return prs_py_limiter_reconfigure(o->tmpl, o->table, &o->reconfiguring, &o->clock, args, nargs, kwnames);
+}
 static PyMethodDef KeyedLimiter_methods[] = {
     {"allow", (PyCFunction)(void (*)(void))keyed_allow, METH_FASTCALL | METH_KEYWORDS,
      "allow($self, /, key, n=1, *, tokens_needed=None)\n"
@@ -802,7 +824,7 @@ static Py_ssize_t group_len(PyObject *self) {
     return (Py_ssize_t)(prs_group_size(o->group));
 }
 
-static int keyed_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_keyed(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiter, &KeyedLimiter_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_KeyedLimiterView, &KeyedLimiterView_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_LimiterGroup, &LimiterGroup_spec, NULL) < 0) return -1;

@@ -165,7 +165,7 @@ static PyObject *shm_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
-static int shm_add_types(PyObject *m, prs_py_state *st) {
+int prs_py_register_shm(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_SharedMemory, &SharedMemory_spec, NULL) < 0) return -1;
     return 0;
 }
