@@ -7,8 +7,6 @@
 
 #include "gen/decision.h"
 
-#include <math.h>
-
 PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by) {
     PyTypeObject *tp = PRS_PY_TYPE(st, Decision);
     prs_py_decision *self = (prs_py_decision *)tp->tp_alloc(tp, 0);
@@ -42,10 +40,7 @@ static PyObject *decision_richcompare(PyObject *a, PyObject *b, int op) {
     const prs_decision *x = &D(a), *y = &D(b);
     int eq = x->allowed == y->allowed && x->limit == y->limit && x->remaining == y->remaining &&
              x->retry_after_ns == y->retry_after_ns && x->reset_after_ns == y->reset_after_ns;
-    if (eq) {
-        eq = PyObject_RichCompareBool(((prs_py_decision *)a)->denied_by,
-                                      ((prs_py_decision *)b)->denied_by, Py_EQ);
-        if (eq < 0) return NULL;
-    }
-    return PyBool_FromLong(op == Py_EQ ? eq : !eq);
+    if (eq) eq = PyObject_RichCompareBool(((prs_py_decision *)a)->denied_by,
+                                          ((prs_py_decision *)b)->denied_by, Py_EQ);
+    return eq < 0 ? NULL : PyBool_FromLong(op == Py_EQ ? eq : !eq);
 }
