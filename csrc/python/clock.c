@@ -30,7 +30,7 @@ int prs_py_clock_init(prs_py_state *st, PyObject *arg, prs_py_clock *c) {
     if (PyObject_TypeCheck(arg, PRS_PY_TYPE(st, ManualClock))) {
         c->kind = PRS_CLOCK_MANUAL;
         c->manual_ns = &((prs_py_manual_clock *)arg)->now_ns;
-    } else if (!PyObject_TypeCheck(arg, PRS_PY_TYPE(st, MonotonicClock))) { /* that one: monotonic */
+    } else if (!PyObject_TypeCheck(arg, PRS_PY_TYPE(st, MonotonicClock))) { /* a MonotonicClock: as None */
         if (!PyCallable_Check(arg) || PyType_Check(arg))
             return prs_py_type_error("clock", "None, a ManualClock, a MonotonicClock or a "
                                               "zero-argument callable returning seconds", arg);
