@@ -4,15 +4,23 @@
 
 PYTHON_A and PYTHON_B are interpreters (e.g. two venvs' bin/python) each with
 its own build of the package installed. Every round runs each build once, in
-its own process, alternating A, B, A, B, ... so that load on the machine hits
-both alike; a row's figure is its best ns per call over the rounds. Prints a
-Markdown table with the ratio B / A (above 1: B is slower).
+its own process, one after the other (which goes first alternates), so that
+load on the machine hits both alike, and both processes of a round share one
+PYTHONHASHSEED (a fresh one each round: the hash-dependent layout varies
+between rounds, never between the two sides of one). Prints a Markdown table:
+each row's best ns per call over all rounds, the ratio of those bests, and the
+median of the per-round ratios B / A with its 90% confidence interval (the
+order statistics of the binomial rule, distribution-free; above 1: B is
+slower). The median of paired rounds is the figure to read on a noisy
+machine: one round's load shows in both of its sides or in neither.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import random
 import subprocess
 import sys
 
@@ -54,10 +62,28 @@ print(json.dumps(out))
 """
 
 
-def run(python: str) -> dict[str, float]:
+def run(python: str, seed: int) -> dict[str, float]:
+    env = dict(os.environ, PYTHONHASHSEED=str(seed))
     res = subprocess.run([os.path.abspath(python), "-c", CHILD, json.dumps(ROWS)], capture_output=True, text=True,
-                         check=True, cwd="/")
+                         check=True, cwd="/", env=env)
     return json.loads(res.stdout)
+
+
+def median_ci(xs: list[float], level: float = 0.90) -> tuple[float, float, float]:
+    """The median of xs and a distribution-free confidence interval for it:
+    the order statistics xs[k] and xs[n - 1 - k] (sorted) with the largest k
+    whose coverage, 1 - 2 P(Bin(n, 1/2) <= k), is at least `level` (k = 0,
+    the whole range, when none is)."""
+    xs = sorted(xs)
+    n = len(xs)
+    med = (xs[(n - 1) // 2] + xs[n // 2]) / 2
+    k = 0
+    for j in range(n // 2):
+        tail = sum(math.comb(n, i) for i in range(j + 1)) / 2 ** n  # P(Bin(n, 1/2) <= j)
+        if 1 - 2 * tail < level:
+            break
+        k = j
+    return med, xs[k], xs[n - 1 - k]
 
 
 def main() -> int:
@@ -67,15 +93,23 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=5)
     args = ap.parse_args()
     best: dict[str, dict[str, float]] = {"a": {}, "b": {}}
-    for _ in range(args.rounds):
-        for side, py in (("a", args.a), ("b", args.b)):
-            for name, ns in run(py).items():
-                best[side][name] = min(ns, best[side].get(name, float("inf")))
-    print("| row | A ns | B ns | B / A |")
-    print("|---|---:|---:|---:|")
+    ratios: dict[str, list[float]] = {name: [] for name, _, _ in ROWS}
+    for r in range(args.rounds):
+        seed = random.randrange(1, 2**32 - 1)
+        sides = (("a", args.a), ("b", args.b)) if r % 2 == 0 else (("b", args.b), ("a", args.a))
+        got = {side: run(py, seed) for side, py in sides}
+        for name, _, _ in ROWS:
+            ratios[name].append(got["b"][name] / got["a"][name])
+            for side in "ab":
+                best[side][name] = min(got[side][name], best[side].get(name, float("inf")))
+    print(f"{args.rounds} rounds; median of the per-round B / A with its 90% confidence interval")
+    print()
+    print("| row | A ns | B ns | best B / best A | median B / A | 90% CI |")
+    print("|---|---:|---:|---:|---:|---|")
     for name, _, _ in ROWS:
         a, b = best["a"][name], best["b"][name]
-        print(f"| {name} | {a:.1f} | {b:.1f} | {b / a:.3f} |")
+        med, lo, hi = median_ci(ratios[name])
+        print(f"| {name} | {a:.1f} | {b:.1f} | {b / a:.3f} | {med:.3f} | {lo:.3f} to {hi:.3f} |")
     return 0
 
 

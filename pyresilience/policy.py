@@ -30,6 +30,8 @@ import math
 import threading
 import time
 import warnings
+from functools import partial
+from types import BuiltinMethodType
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Dict, List, Optional, Tuple, Type, TypeVar, Union, cast
 
 from . import _core
@@ -353,10 +355,11 @@ class Limit:
         else:
             allow_args = (key,) if n == 1 else (key, n)
             acquire_args = (key, n, wait)
+        acquire = partial(lim.acquire, *acquire_args)
         if wait == 0:  # allow() (the fast path); a refusal raises from acquire(..., 0)
-            return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.allow, allow_args,
-                                               (lim.acquire, *acquire_args), n))
-        return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, lim.acquire, acquire_args))
+            return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, partial(lim.allow, *allow_args), None,
+                                               acquire, n, None, _native(lim, _core._Limiter, "allow")))
+        return cast(Sync, _core.PolicyStep(_core.STEP_LIMIT, inner, acquire))
 
     def _async_layer(self, inner: Async) -> Async:
         lim: Any = self.limiter
@@ -565,6 +568,13 @@ def _one_async_layer(s: Any, inner: Async) -> Async:
     return cast(Async, s._async_layer(inner))
 
 
+def _native(obj: Any, core: type, *methods: str) -> Any:
+    """``obj`` when it is a ``core`` whose ``methods`` are its C type's own (a
+    PolicyStep then decides in C: its ``o``), else None."""
+    ok = isinstance(obj, core) and all(type(getattr(obj, m)) is BuiltinMethodType for m in methods)
+    return obj if ok else None
+
+
 def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_retry: bool = False,
                 inside_retry: Optional[Callable[[Sync], Sync]] = None) -> Sync:
     """The sync chain of ``strategies`` (outermost first) around ``end``: C
@@ -587,7 +597,8 @@ def _sync_chain(strategies: Tuple[Any, ...], end: Sync, offset: int, *, skip_ret
             nxt = _core.PolicyStep(_core.STEP_BREAKER, nxt, wrapped) if type(nxt) is _core.PolicyStep \
                 else wrapped
         elif isinstance(s, Bulkhead):
-            nxt = _core.PolicyStep(_core.STEP_BULKHEAD, nxt, s.acquire, s.release)
+            nxt = _core.PolicyStep(_core.STEP_BULKHEAD, nxt, s.acquire, s.release, None, -1, None,
+                                   _native(s, _core.Bulkhead, "acquire", "release"))
         else:
             nxt = s._step(nxt, offset)
     return nxt

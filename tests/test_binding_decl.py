@@ -162,7 +162,7 @@ def test_module_functions_parse_their_declared_params():
 def test_positional_only():
     """PolicyStep(kind, next=None, ..., /): declared, positional only."""
     sig = inspect.signature(_core.PolicyStep)
-    assert str(sig) == "(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, e=None, /)"
+    assert str(sig) == "(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, o=None, /)"
     assert _core.PolicyStep(_core.STEP_APPLY).kind == _core.STEP_APPLY
     with pytest.raises(TypeError, match="positional arguments only"):
         _core.PolicyStep(kind=_core.STEP_APPLY)
@@ -422,7 +422,7 @@ def test_messages_and_docs_list_the_algorithm_table():
 
 # ---- generated life cycle, getters, reprs and the one (key, n, timeout) parser ----
 
-LIFE_TYPES = ["CircuitBreaker", "BreakerFunction", "Decision", "Bulkhead", "KeyedLimiter",
+LIFE_TYPES = ["CircuitBreaker", "BreakerFunction", "Bulkhead", "KeyedLimiter",
               "KeyedLimiterView", "LimiterGroup", "_Limiter", "_RateWait", "RetryBudget",
               "PolicyStep"]
 

@@ -79,6 +79,7 @@ def test_the_areas_methods_name_a_wrong_argument(region):
     from pyresilience import _core
 
     kv = _core.SharedKV(region, "args", max_keys=4, max_value_bytes=16)
+    assert (kv.max_keys, kv.max_key_bytes, kv.max_value_bytes) == (4, 256, 16)  # the declared default
     with pytest.raises(TypeError, match=r"^fp must be bytes, not str: 'x'$"):
         kv.begin(b"k", "x", b"t", 1, 0)
     with pytest.raises(TypeError, match=r"^now_ns must be an int"):

@@ -294,6 +294,25 @@ def test_decision_object():
         pr.Decision(False, 1, 0, float("nan"), 0)
 
 
+def test_decision_holds_no_reference_and_is_not_a_gc_object():
+    # made on every check(): one small allocation, never counted toward a collection
+    import gc
+    assert not gc.is_tracked(pr.TokenBucket(10, 10).check())
+    g = pr.LimiterGroup(pr.TokenBucket(1, 1), pr.TokenBucket(1, 1))
+    g.check()
+    denied = g.check()
+    assert denied.denied_by == 0 and not gc.is_tracked(denied)
+    assert pr.Decision(False, 1, 0, 1, 1, denied_by=0) != pr.Decision(False, 1, 0, 1, 1)
+    assert "denied_by=3" in repr(pr.Decision(False, 1, 0, 1, 1, denied_by=3))
+    with pytest.raises(TypeError, match=r"denied_by must be an int or None, not str: 'x'"):
+        pr.Decision(False, 1, 0, 1, 1, denied_by="x")
+    with pytest.raises(TypeError, match="denied_by must be an int or None, not bool"):
+        pr.Decision(False, 1, 0, 1, 1, denied_by=True)
+    for bad in (-1, 2**31, 2**70):
+        with pytest.raises(ValueError, match=r"denied_by must be between 0 and 2147483647, got %d" % bad):
+            pr.Decision(False, 1, 0, 1, 1, denied_by=bad)
+
+
 # ---- acquire ---------------------------------------------------------------
 
 def test_acquire_advances_manual_clock(clock):

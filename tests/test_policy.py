@@ -12,6 +12,7 @@ import math
 import threading
 import time
 import warnings
+from functools import partial
 from typing import Any, List
 
 import pytest
@@ -470,11 +471,41 @@ def test_limit_of_n_on_an_in_process_limiter_is_decided_in_c_for_n() -> None:
     assert info.value.retry_after == pytest.approx(1.0)
     clock.advance(1)
     assert p.call(lambda: 3) == 3
-    step = _core.PolicyStep(_core.STEP_LIMIT, lambda: 4, tb.allow, (), (tb.acquire, 1, 0))  # no ns: n=1
+    step = _core.PolicyStep(_core.STEP_LIMIT, lambda: 4, tb.allow, None, partial(tb.acquire, 1, 0), -1, None,
+                            tb)  # ns < 1: n=1
     clock.advance(1)
     assert step() == 4
     with pytest.raises(pr.RateLimitExceeded):
         step()
+
+
+def test_overridden_allow_acquire_release_run_in_a_policy() -> None:
+    """The C step decides a limiter or bulkhead itself (the facade hands it
+    over as `o`) only when its methods are its C type's own: a subclass's
+    override runs."""
+    calls: List[str] = []
+
+    class Counted(pr.TokenBucket):
+        def allow(self, *args: Any) -> bool:
+            calls.append("allow")
+            return bool(super().allow(*args))
+
+    class Watched(pr.Bulkhead):
+        def acquire(self, *args: Any) -> Any:
+            calls.append("acquire")
+            return super().acquire(*args)
+
+        def release(self) -> None:
+            calls.append("release")
+            super().release()
+
+    tb = Counted(capacity=5, refill_rate=1, clock=pr.ManualClock())
+    assert pr.Policy(tb, Watched("w", 2)).call(lambda: 7) == 7
+    assert calls == ["allow", "acquire", "release"]
+    p = pr.Policy(pr.TokenBucket(capacity=1, refill_rate=1, clock=pr.ManualClock()), pr.Bulkhead("p", 1))
+    assert p.call(lambda: 8) == 8
+    with pytest.raises(pr.RateLimitExceeded):  # decided in C, refused by acquire(1, 0)
+        p.call(lambda: 9)
 
 
 def test_mypy_strict_passes_on_the_policy_example() -> None:

@@ -1016,10 +1016,12 @@ def test_core_policy_and_call_bad_input():
     p.__init__(max_attempts=9)  # object.__init__: the policy stays as built
     assert p.max_attempts == 4
     # the C layer of a Retry (a decorated function's wrapper): what would crash is refused
-    with pytest.raises(TypeError, match="wrong arguments for its kind"):
-        _core.PolicyStep(_core.STEP_RETRY, print, print, 5)  # a budget that is not a RetryBudget
-    with pytest.raises(TypeError, match="wrong arguments for its kind"):
-        _core.PolicyStep(_core.STEP_RETRY, print, print, None, None, -1, None, 5)  # counts
+    with pytest.raises(TypeError, match=r"^b must be a RetryBudget or None, not int: 5$"):
+        _core.PolicyStep(_core.STEP_RETRY, print, print, 5)
+    with pytest.raises(TypeError, match=r"^o must be pyresilience._core.RetryCounts, not int: 5$"):
+        _core.PolicyStep(_core.STEP_RETRY, print, print, None, None, -1, None, 5)  # its counts
+    with pytest.raises(TypeError, match=r"^o must be None for this kind, not int: 5$"):
+        _core.PolicyStep(_core.STEP_FALLBACK, print, print, None, None, -1, None, 5)
     with pytest.raises(TypeError, match="clock"):
         _core.PolicyStep(_core.STEP_RETRY, print, print, None, None, -1, 5)
     with pytest.raises(ValueError, match="ns"):

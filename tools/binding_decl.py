@@ -145,7 +145,9 @@ class Type:
     `offsets` ({"weaklist"|"dict"|"vectorcall": obj field}). With `init` and
     `check` (the core's prs_X_config_init and prs_X_config_check), the header
     has <Type>_parse(): defaults, arguments, the core's check and its error,
-    the whole configuration step of tp_new. A type that is not
+    the whole configuration step of tp_new (without `init`, the config starts
+    zeroed with the declared defaults of its whole-number params, as a
+    method's does). A type that is not
     BASETYPE is @final in the stub; one that is, with its own layout, is a
     @disjoint_base.
 
@@ -263,9 +265,10 @@ MONOTONIC_CLOCK = Type(
 
 DECISION = Type(
     "Decision", "decision", "decision", config="prs_decision", obj="prs_py_decision",
-    qualname="pyresilience.Decision", flags=("HAVE_GC", "IMMUTABLETYPE"),
+    qualname="pyresilience.Decision", flags=("IMMUTABLETYPE",),
     slots={"richcompare": None, "hash": "PyObject_HashNotImplemented", "bool": None},
-    repr=["allowed", "limit", "remaining", "retry_after", "reset_after", "denied_by?"], refs=["denied_by"], build="o->d = cfg;", keep={"denied_by": "denied_by"},
+    repr=["allowed", "limit", "remaining", "retry_after", "reset_after", "denied_by?"],
+    build="rc = decision_build(o, &cfg, v[P_Decision_denied_by]);",
     params=[
         P("allowed", "BOOL", "bool", field="allowed"),
         P("limit", "INT", "int", field="limit"),
@@ -298,7 +301,8 @@ DECISION = Type(
         Prop("reset_after", "float", "Seconds until the limiter is back to full.",
              expr="PyFloat_FromDouble(prs_py_ns_to_s(o->d.reset_after_ns))"),
         Prop("denied_by", "Optional[int]",
-             "For groups: the index of the member that denied, else None.", member="denied_by"),
+             "For groups: the index of the member that denied, else None.",
+             expr="o->denied_by < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(o->denied_by)"),
     ])
 
 TYPES = [MANUAL_CLOCK, MONOTONIC_CLOCK, DECISION]  # retry.c's: tools/decl_retry.py

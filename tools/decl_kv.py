@@ -18,7 +18,7 @@ KEY, TOKEN = B("key"), B("token")
 
 SHARED_KV = Type(
     "SharedKV", "kv", "kv", config="kv_args", obj="kv_obj",
-    init="kv_args_init", flags=("HAVE_GC", "IMMUTABLETYPE"), slots={"len": None},
+    flags=("HAVE_GC", "IMMUTABLETYPE"), slots={"len": None},
     refs=[], kept=["name"], keep={"name": "name"}, free="prs_shm_kv_free(o->kv);",
     build="rc = kv_build(st, o, &cfg, v[P_SharedKV_region]);",
     params=[

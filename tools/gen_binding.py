@@ -411,9 +411,11 @@ def c_new(t):
     if t.init:
         L += ["    %s cfg;" % t.config,
               "    if (%s_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;" % t.name]
-    else:
-        L += ["    %s cfg = {0};" % t.config if t.config else "    void *cfg = NULL;",
-              "    if (!(st = prs_py_state_of_type(type)) ||",
+    else:  # the declared defaults of whole-number fields, as a method's (c_body)
+        L += ["    %s cfg = {0};" % t.config if t.config else "    void *cfg = NULL;"]
+        L += ["    cfg.%s = %s;" % (p.field, p.default) for p in t.params
+              if p.field and p.kind in ("N", "COUNT", "INT") and p.default not in (None, "None")]
+        L += ["    if (!(st = prs_py_state_of_type(type)) ||",
               "        prs_py_parse_params_tuple(&%s_params, args, kwds, %s, v) < 0)"
               % (t.name, "&cfg" if t.config else "cfg"),
               "        return NULL;"]

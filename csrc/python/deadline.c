@@ -25,11 +25,8 @@
  *   thread started inside with a copied context). The package's own such
  *   copy, Timeout(thread=True), sets the variable before copying.
  *
- * Every wait of the binding (the rate wait of limiters, keyed views, groups and
- * Redis limiters; the condition wait of bulkheads and queues) caps its timeout
- * with prs_py_deadline_cap() when it begins. The cap is an absolute deadline,
- * so capping once at the start is exact. A wait that cannot be served before
- * the deadline then fails at once, as with a timeout of its own.
+ * Every wait of the binding (rate and condition waits) caps its timeout with
+ * prs_py_deadline_cap() when it begins: the cap is absolute, so once is exact.
  *
  * Cost when no deadline is set: one PyContextVar_Get that finds nothing and
  * one call to the core that finds no frame (a thread-local load).
@@ -121,20 +118,18 @@ static PyObject *timeout_enter_ns(prs_py_state *st, int64_t ns) {
     int64_t now = prs_monotonic_ns();
     deadline = prs_deadline_within(deadline, now, ns);
     if (deadline <= now) Py_RETURN_NONE;
-    PyObject *value = PyLong_FromLongLong(deadline);
-    if (!value) return NULL;
-    PyObject *token = PyContextVar_Set(var, value);
-    Py_DECREF(value);
-    if (!token) return NULL;
+    /* all made before the variable is set: nothing fails once it is */
+    PyObject *value = PyLong_FromLongLong(deadline), *out = PyTuple_New(2);
     PyObject *left = PyFloat_FromDouble((double)(deadline - now) / 1e9);
-    PyObject *out = left ? PyTuple_Pack(2, token, left) : NULL;
-    Py_XDECREF(left);
-    if (!out) {
-        PRS_PY_EXC_SAVE(saved);
-        if (PyContextVar_Reset(var, token) < 0) PyErr_Clear();
-        PRS_PY_EXC_RESTORE(saved);
+    PyObject *token = value && out && left ? PyContextVar_Set(var, value) : NULL;
+    Py_XDECREF(value);
+    if (!token) {
+        Py_XDECREF(out);
+        Py_XDECREF(left);
+        return NULL;
     }
-    Py_DECREF(token);
+    PyTuple_SET_ITEM(out, 0, token);
+    PyTuple_SET_ITEM(out, 1, left);
     return out;
 }
 
@@ -165,12 +160,8 @@ static int deadline_setup(PyObject *m, prs_py_state *st) {
     if (check_ctx_prev() < 0) return -1;
     PyObject *var = PyContextVar_New("pyresilience_deadline", NULL);
     if (!var) return -1;
-    if (PyModule_AddObjectRef(m, "DEADLINE", var) < 0) {
-        Py_DECREF(var);
-        return -1;
-    }
-    Py_XSETREF(st->slots[PRS_SLOT_DeadlineVar], var);
-    return 0;
+    st->slots[PRS_SLOT_DeadlineVar] = var; /* the state's reference */
+    return PyModule_AddObjectRef(m, "DEADLINE", var);
 }
 
 #include "gen/deadline.h"

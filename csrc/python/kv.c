@@ -15,17 +15,9 @@ typedef struct {
     PyObject *name;
 } kv_obj;
 
-typedef struct kv_args {
+typedef struct kv_args { /* the declared defaults: prs_shm_kv_config_init's */
     int64_t max_keys, max_key_bytes, max_value_bytes;
 } kv_args;
-
-static void kv_args_init(kv_args *a) {
-    prs_shm_kv_config c;
-    prs_shm_kv_config_init(&c);
-    a->max_keys = c.max_keys;
-    a->max_key_bytes = c.max_key_bytes;
-    a->max_value_bytes = c.max_value_bytes;
-}
 
 /* The arguments of the methods (declared in tools/decl_kv.py; bytes borrowed for the call). */
 typedef struct kv_call {
@@ -38,11 +30,7 @@ typedef struct kv_call {
 
 /* Raises OSError(ENOSPC, msg) (msg stolen; NULL: its error stays). NULL. */
 static PyObject *enospc(PyObject *msg) {
-    PyObject *exc = msg ? PyObject_CallFunction(PyExc_OSError, "iO", ENOSPC, msg) : NULL;
-    if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_XDECREF(exc);
-    Py_XDECREF(msg);
-    return NULL;
+    return prs_py_raise(PyObject_CallFunction(PyExc_OSError, "iN", ENOSPC, msg));
 }
 
 static int kv_build(prs_py_state *st, kv_obj *o, const kv_args *a, PyObject *region) {

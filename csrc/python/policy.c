@@ -3,22 +3,27 @@
  *
  * A sync Policy is a chain of callables, each calling the next with the same
  * arguments, built once by pyresilience/policy.py. Its layers are C objects,
- * so a call that succeeds runs no Python frame of the package:
+ * so a call that succeeds runs no Python frame of the package. What each kind
+ * runs, and its fields (strong references, set once in tp_new, immutable
+ * after; `next` is the next callable, NULL for APPLY):
  *
- *   Retry          -> PolicyStep RETRY:    the next; after a failure, the Retry's
- *                                          Python loop (handler) takes over (also
- *                                          the wrapper of a function it decorates)
- *   CircuitBreaker -> PolicyStep BREAKER:  the breaker's C wrapper (breaker.c)
- *                                          around the next
- *   limiter        -> PolicyStep LIMIT:    allow (or acquire), then the next
- *   Bulkhead       -> PolicyStep BULKHEAD: acquire, the next, release
- *   Timeout        -> PolicyStep TIMEOUT:  the deadline in a sync frame
- *                                          (deadline.c) around the next; late ->
- *                                          TimeoutExceeded
- *   Fallback       -> PolicyStep FALLBACK: the next; an exception of `on` ->
- *                                          value, or factory(exc)
- *   the call       -> PolicyStep APPLY:    args[0](*args[1:]) (policy.call's form);
- *                                          a decorated function is its own end
+ *   RETRY    (Retry)          the next; after a failure, the Retry's Python loop
+ *                             a (retry._resume) takes over; b the RetryBudget or
+ *                             None, c retry_on_result or None, o its RetryCounts,
+ *                             clock its clock (None: monotonic). Also the wrapper
+ *                             of a function it decorates.
+ *   BREAKER  (CircuitBreaker) a, the breaker's C wrapper (breaker.c) of next
+ *   LIMIT    (a limiter)      a() (allow, or acquire with a wait), then the next;
+ *                             c: None (a waits) or raising allow's refusal; o: an
+ *                             in-process limiter, decided here for ns (its n)
+ *   BULKHEAD (Bulkhead)       a() acquire, the next, b() release; o: a
+ *                             _core.Bulkhead, taken and released here
+ *   TIMEOUT  (Timeout)        the deadline (ns from now; -1: an outer one only) in a
+ *                             sync frame (deadline.c), or the context variable a,
+ *                             around the next; late -> b() (a TimeoutExceeded)
+ *   FALLBACK (Fallback)       the next; an exception of `on` (a) -> b(exc)
+ *   APPLY    (the call)       args[0](*args[1:]) (policy.call's form); a decorated
+ *                             function is its own end
  *
  * What only Python can do well (a key computed by a Python function, a
  * thread-run Timeout) stays a Python layer in the same chain.
@@ -37,21 +42,6 @@
  * can only hand over another reading of the same clock, never a pointer into
  * another stack; the reading is then older by the listeners' running time
  * (conservative: fewer tokens, an earlier deadline).
- *
- * Fields, by kind (all strong references, set once in tp_new, immutable after):
- *   next: the next callable (NULL for APPLY)
- *   a: RETRY the handler (retry._resume); BREAKER the breaker's wrapper of next;
- *      LIMIT allow (or acquire, with a wait); BULKHEAD acquire;
- *      TIMEOUT the DEADLINE context variable; FALLBACK `on`
- *   b: RETRY the RetryBudget or None; LIMIT a's arguments (a tuple);
- *      BULKHEAD release; TIMEOUT making its TimeoutExceeded (no arguments);
- *      FALLBACK exc -> the value replacing it
- *   c: RETRY retry_on_result or None; LIMIT None (a waits), or (acquire, *args)
- *      raising a refusal of allow
- *   ns: TIMEOUT the duration in ns (-1: no limit of its own); LIMIT n (allow's)
- *   o: LIMIT the in-process limiter (allow's fast path); BULKHEAD the _core.Bulkhead
- *      (NULL: call a and b); RETRY its RetryCounts (e)
- *   clock: RETRY the Retry's clock (None: monotonic)
  */
 #include "prs_py.h"
 #include "counter_internal.h"
@@ -83,7 +73,7 @@ typedef struct step_obj {
     int plain;             /* RETRY on the monotonic clock, no budget, no retry_on_result,
                               next not native: retry_vectorcall's own first try */
     int64_t ns;
-    PyObject *next, *a, *b, *c, *o;
+    PyObject *next, *a, *b, *c, *o; /* o: NULL when not given */
     prs_py_clock clock;    /* RETRY */
     prs_counters *counts;  /* RETRY: o's core (o keeps it), a first-try success counted (NULL: none) */
     PyObject *dict;        /* __name__, __doc__, __wrapped__ of a decorated function */
@@ -96,15 +86,6 @@ typedef struct step_obj {
 typedef struct step_args {
     int64_t kind, ns;
 } step_args;
-
-static void step_args_init(step_args *a) {
-    a->kind = 0;
-    a->ns = -1;
-}
-
-static int step_build(prs_py_state *st, step_obj *s, const step_args *cfg, PyObject *e);
-
-#include "gen/policy.h"
 
 /* The reading handed across a foreign C layer (the breaker's wrapper) to the
  * step it wraps; taken (cleared) by that step only. 16 bytes of static TLS. */
@@ -149,10 +130,7 @@ static PyObject *after_cleanup(PyObject *res, PyObject *saved, int rc) {
 
 static PyObject *step_apply(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "call() needs the function to call");
-        return NULL;
-    }
+    if (nargs < 1) return PyErr_Format(PyExc_TypeError, "call() needs the function to call");
     /* args[0] is ours to overwrite: the callee may use the slot before args+1 */
     PyObject *r = PyObject_Vectorcall(args[0], args + 1, (size_t)(nargs - 1) | PY_VECTORCALL_ARGUMENTS_OFFSET,
                                       kwnames);
@@ -246,38 +224,33 @@ static PyObject *step_breaker(step_obj *s, pcx *cx, PyObject *const *args, size_
 
 /* ---- limiter ----------------------------------------------------------------------- */
 
-/* Raises the refusal of allow() through acquire(*args, 0) (an acquire that
- * admits after all - time moved - admits). 0 admitted, -1 raised. */
-static int limit_refused(step_obj *s, pcx *cx) {
-    PyObject *r = PyObject_Vectorcall(PyTuple_GET_ITEM(s->c, 0), &PyTuple_GET_ITEM(s->c, 1),
-                                      PyTuple_GET_SIZE(s->c) - 1, NULL);
-    cx->now = NO_TIME;
-    if (!r) return -1;
-    Py_DECREF(r);
-    return 0;
-}
-
-/* a(*b): admitted unless it raises; with c (a tuple (acquire, *args)), a is
- * a non-blocking allow() whose False is turned into acquire's exception. An
- * in-process limiter (o) is decided here, at the frame's time. */
+/* a(): admitted unless it raises; with c, a is a non-blocking allow() whose
+ * False c() turns into the refusal (c is acquire(..., 0): one that admits
+ * after all - time moved - admits). An in-process limiter (o) is decided
+ * here, at the frame's time. */
 static PyObject *step_limit(step_obj *s, pcx *cx, PyObject *const *args, size_t nargsf, PyObject *kwnames) {
     CHECK_LIVE(s);
+    int refused;
     if (s->o) {
         prs_py_limiter *lim = (prs_py_limiter *)s->o;
         int64_t now;
         if (lim->clock.kind == PRS_CLOCK_MONOTONIC) now = cx_now(cx);
         else if (prs_py_clock_now(&lim->clock, &now) < 0) return NULL;
         prs_decision d;
-        int rc = prs_limiter_decide(lim->core, now, s->ns, 1, &d);
-        if ((rc || !d.allowed) && limit_refused(s, cx) < 0) return NULL;
-        return call_next(s, cx, args, nargsf, kwnames);
+        refused = prs_limiter_decide(lim->core, now, s->ns, 1, &d) || !d.allowed;
+    } else {
+        PyObject *r = PyObject_CallNoArgs(s->a);
+        cx->now = NO_TIME;
+        if (!r) return NULL;
+        refused = r == Py_False && s->c != Py_None;
+        Py_DECREF(r);
     }
-    PyObject *r = PyObject_Vectorcall(s->a, &PyTuple_GET_ITEM(s->b, 0), PyTuple_GET_SIZE(s->b), NULL);
-    cx->now = NO_TIME;
-    if (!r) return NULL;
-    int refused = r == Py_False && s->c != Py_None;
-    Py_DECREF(r);
-    if (refused && limit_refused(s, cx) < 0) return NULL;
+    if (refused) {
+        PyObject *r = PyObject_CallNoArgs(s->c);
+        cx->now = NO_TIME;
+        if (!r) return NULL;
+        Py_DECREF(r);
+    }
     return call_next(s, cx, args, nargsf, kwnames);
 }
 
@@ -307,14 +280,6 @@ static PyObject *step_bulkhead(step_obj *s, pcx *cx, PyObject *const *args, size
 
 /* ---- Timeout ----------------------------------------------------------------------- */
 
-/* Raises the Timeout's TimeoutExceeded (b() makes a fresh one each time). NULL. */
-static PyObject *timeout_exceeded(step_obj *s) {
-    PyObject *exc = PyObject_CallNoArgs(s->b);
-    if (exc) PyErr_SetObject((PyObject *)Py_TYPE(exc), exc);
-    Py_XDECREF(exc);
-    return NULL;
-}
-
 /* The next with the deadline in the context variable `a` (when the thread's
  * sync frames are all taken). */
 static PyObject *timeout_in_var(step_obj *s, pcx *cx, int64_t deadline, PyObject *const *args,
@@ -340,7 +305,7 @@ static PyObject *step_timeout(step_obj *s, pcx *cx, PyObject *const *args, size_
     int64_t now = cx_now(cx);
     deadline = prs_deadline_within(deadline, now, s->ns);
     if (deadline == PRS_NEVER) return call_next(s, cx, args, nargsf, kwnames);
-    if (now >= deadline) return timeout_exceeded(s);
+    if (now >= deadline) return prs_py_raise(PyObject_CallNoArgs(s->b)); /* a fresh TimeoutExceeded */
     PyObject *res;
     int frame = prs_py_deadline_push(deadline);
     if (frame >= 0) {
@@ -353,7 +318,7 @@ static PyObject *step_timeout(step_obj *s, pcx *cx, PyObject *const *args, size_
     }
     if (res && cx_now(cx) > deadline) {
         Py_DECREF(res);
-        return timeout_exceeded(s);
+        return prs_py_raise(PyObject_CallNoArgs(s->b));
     }
     return res;
 }
@@ -378,48 +343,29 @@ static const step_run step_runs[STEP__COUNT] = {
     step_apply, step_limit, step_bulkhead, step_timeout, step_fallback, step_retry, step_breaker,
 };
 
-/* The object a builtin method is bound to, when it is `name` of a C type. */
-static PyObject *method_self(PyObject *meth, const char *name) {
-    if (!PyCFunction_Check(meth)) return NULL;
-    PyObject *self = PyCFunction_GET_SELF(meth);
-    const char *mname = ((PyCFunctionObject *)meth)->m_ml->ml_name;
-    return self && strcmp(mname, name) == 0 ? self : NULL;
-}
-
-/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, e=None, /)
+/* PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, o=None, /)
  * after its arguments are kept (tp_new is generated): checked by the facade,
  * which alone builds steps; here only what would crash is refused (a callable
- * that is not one raises when called). Then the kind's run function and what
- * it decides in C (o). 0 or -1. */
-static int step_build(prs_py_state *st, step_obj *s, const step_args *cfg, PyObject *e) {
+ * that is not one raises when called). Then the kind's run function. 0 or -1. */
+static int step_build(prs_py_state *st, step_obj *s, const step_args *cfg, PyObject *o) {
     int kind = (int)cfg->kind;
-    PyObject *a = s->a, *b = s->b, *c = s->c, *o = NULL;
-    if (e == Py_None) e = NULL;
-    if ((kind == STEP_LIMIT &&
-         (!PyTuple_Check(b) || (c != Py_None && (!PyTuple_Check(c) || PyTuple_GET_SIZE(c) < 1)))) ||
-        (kind == STEP_RETRY && b != Py_None && !PyObject_TypeCheck(b, PRS_PY_TYPE(st, RetryBudget))) ||
-        (e && (kind != STEP_RETRY || !PyObject_TypeCheck(e, PRS_PY_TYPE(st, RetryCounts))))) {
-        PyErr_SetString(PyExc_TypeError, "PolicyStep: wrong arguments for its kind");
-        return -1;
-    }
-    if (kind == STEP_LIMIT && c != Py_None) { /* allow() or allow(n) of an in-process limiter: decided here */
-        o = method_self(a, "allow");
-        if (o && !PRS_PY_IS_LIMITER(st, o)) o = NULL;
-    } else if (kind == STEP_BULKHEAD) { /* a _core.Bulkhead's own acquire and release */
-        o = method_self(a, "acquire");
-        if (o && !(PyObject_TypeCheck(o, PRS_PY_TYPE(st, Bulkhead)) && method_self(b, "release") == o)) o = NULL;
-    } else if (kind == STEP_RETRY && e) { /* its RetryCounts */
-        o = e;
-        s->counts = prs_py_retry_counters(o);
-    }
+    PyTypeObject *own = kind == STEP_RETRY ? PRS_PY_TYPE(st, RetryCounts)
+                        : kind == STEP_LIMIT ? PRS_PY_TYPE(st, LimiterBase)
+                        : kind == STEP_BULKHEAD ? PRS_PY_TYPE(st, Bulkhead) : NULL; /* o's type */
+    if (o == Py_None) o = NULL;
+    if (o && !(own && PyObject_TypeCheck(o, own)))
+        return prs_py_type_error("o", own ? own->tp_name : "None for this kind", o);
+    if (kind == STEP_RETRY && s->b != Py_None && !PyObject_TypeCheck(s->b, PRS_PY_TYPE(st, RetryBudget)))
+        return prs_py_type_error("b", "a RetryBudget or None", s->b);
+    s->o = Py_XNewRef(o);
+    s->counts = kind == STEP_RETRY && o ? prs_py_retry_counters(o) : NULL;
     s->vectorcall = kind == STEP_RETRY ? retry_vectorcall : step_vectorcall;
     s->run = step_runs[kind];
     s->kind = kind;
     s->ns = kind == STEP_LIMIT && cfg->ns < 1 ? 1 : cfg->ns;
     s->native = kind != STEP_APPLY && Py_IS_TYPE(s->next, Py_TYPE(s));
-    s->plain = kind == STEP_RETRY && s->clock.kind == PRS_CLOCK_MONOTONIC && b == Py_None && c == Py_None &&
-               !s->native;
-    s->o = Py_XNewRef(o);
+    s->plain = kind == STEP_RETRY && s->clock.kind == PRS_CLOCK_MONOTONIC && s->b == Py_None &&
+               s->c == Py_None && !s->native;
     return 0;
 }
 
@@ -428,3 +374,5 @@ static PyObject *step_repr(PyObject *self) {
     if (STEP(self)->kind != STEP_RETRY || !STEP(self)->next) return PyBaseObject_Type.tp_repr(self);
     return PyUnicode_FromFormat("<retrying wrapper of %R>", STEP(self)->next);
 }
+
+#include "gen/policy.h"

@@ -302,10 +302,13 @@ int prs_py_clock_sleep(prs_py_clock *c, int64_t ns);
 
 /* ---- decisions --------------------------------------------------------- */
 
+/* A Decision holds no reference (denied_by is an index, -1 for None), so it
+ * is not a GC object: made on every check(), it costs one small allocation
+ * and never counts toward a collection. */
 typedef struct prs_py_decision {
     PyObject_HEAD
     prs_decision d;
-    PyObject *denied_by; /* None or an int (groups) */
+    int denied_by; /* a group member's index; -1: None */
 } prs_py_decision;
 
 /* A new Decision object (new reference) or NULL with an exception; its

@@ -751,7 +751,7 @@ static int fed_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decisi
     }
     prs_py_decision *pd = (prs_py_decision *)dec;
     *d = pd->d;
-    *by = PyLong_Check(pd->denied_by) ? (int)PyLong_AsLong(pd->denied_by) : -1;
+    *by = pd->denied_by;
     if (PyList_SetSlice(cell, 0, len, NULL) < 0) return PRS_ENOMEM;
     return never_admitted(owner, d, max_n);
 }

@@ -62,26 +62,23 @@ static PyObject *decision_get_reset_after(PyObject *self, void *closure) {
     prs_py_decision *o = (prs_py_decision *)self;
     return PyFloat_FromDouble(prs_py_ns_to_s(o->d.reset_after_ns));
 }
+static PyObject *decision_get_denied_by(PyObject *self, void *closure) {
+    prs_py_decision *o = (prs_py_decision *)self;
+    return o->denied_by < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(o->denied_by);
+}
 static PyGetSetDef Decision_getset[] = {
     {"allowed", decision_get_allowed, NULL, "True when the request was admitted.", NULL},
     {"limit", decision_get_limit, NULL, "The limiter's capacity / limit / burst.", NULL},
     {"remaining", decision_get_remaining, NULL, "Requests of weight 1 still admissible now.", NULL},
     {"retry_after", decision_get_retry_after, NULL, "Seconds until this request would be admitted: 0.0 when allowed, math.inf when never.", NULL},
     {"reset_after", decision_get_reset_after, NULL, "Seconds until the limiter is back to full.", NULL},
+    {"denied_by", decision_get_denied_by, NULL, "For groups: the index of the member that denied, else None.", NULL},
     {NULL, NULL, NULL, NULL, NULL},
-};
-static PyMemberDef Decision_members[] = {
-    {"denied_by", T_OBJECT, offsetof(prs_py_decision, denied_by), READONLY,
-     "For groups: the index of the member that denied, else None."},
-    {NULL, 0, 0, 0, NULL},
 };
 static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds);
 static PyObject *decision_richcompare(PyObject *self, PyObject *other, int op);
 static int decision_bool(PyObject *self);
 static PyObject *decision_repr(PyObject *self);
-static void decision_dealloc(PyObject *self);
-static int decision_traverse(PyObject *self, visitproc visit, void *arg);
-static int decision_clear(PyObject *self);
 static PyType_Slot Decision_slots[] = {
     {Py_tp_doc, (void *)Decision_DOC},
     {Py_tp_new, decision_new},
@@ -89,33 +86,11 @@ static PyType_Slot Decision_slots[] = {
     {Py_tp_hash, PyObject_HashNotImplemented},
     {Py_nb_bool, decision_bool},
     {Py_tp_repr, decision_repr},
-    {Py_tp_dealloc, decision_dealloc},
-    {Py_tp_traverse, decision_traverse},
-    {Py_tp_clear, decision_clear},
     {Py_tp_methods, Decision_methods},
     {Py_tp_getset, Decision_getset},
-    {Py_tp_members, Decision_members},
     {0, NULL},
 };
-static PyType_Spec Decision_spec = {"pyresilience.Decision", sizeof(prs_py_decision), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_IMMUTABLETYPE, Decision_slots};
-static int decision_traverse(PyObject *self, visitproc visit, void *arg) {
-    prs_py_decision *o = (prs_py_decision *)self;
-    Py_VISIT(Py_TYPE(self));
-    Py_VISIT(o->denied_by);
-    return 0;
-}
-static int decision_clear(PyObject *self) {
-    prs_py_decision *o = (prs_py_decision *)self;
-    Py_CLEAR(o->denied_by);
-    return 0;
-}
-static void decision_dealloc(PyObject *self) {
-    PyTypeObject *tp = Py_TYPE(self);
-    PyObject_GC_UnTrack(self);
-    decision_clear(self);
-    tp->tp_free(self);
-    Py_DECREF(tp);
-}
+static PyType_Spec Decision_spec = {"pyresilience.Decision", sizeof(prs_py_decision), 0, Py_TPFLAGS_DEFAULT | Py_TPFLAGS_IMMUTABLETYPE, Decision_slots};
 static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     prs_py_state *st;
     PyObject *v[P_Decision__COUNT];
@@ -126,8 +101,7 @@ static PyObject *decision_new(PyTypeObject *type, PyObject *args, PyObject *kwds
     prs_py_decision *o = (prs_py_decision *)type->tp_alloc(type, 0);
     if (!o) return NULL;
     int rc = 0;
-    o->denied_by = Py_NewRef(v[P_Decision_denied_by] ? v[P_Decision_denied_by] : Py_None);
-    if (!rc) o->d = cfg;
+    if (!rc) rc = decision_build(o, &cfg, v[P_Decision_denied_by]);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);

@@ -21,14 +21,6 @@ static const prs_py_param SharedKV_param_list[] = {
     {"max_value_bytes", "max_value_bytes", PRS_PK_COUNT, 0, offsetof(kv_args, max_value_bytes), 1, 67108864, NULL, NULL, NULL, 0},
 };
 static const prs_py_params SharedKV_params = {"SharedKV", 5, 2, 2, SharedKV_param_list};
-/* The module state, the config (defaults, then the arguments) and the
- * argument objects for SharedKV's tp_new. 0 or -1. */
-static int SharedKV_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
-    kv_args *cfg, PyObject **vals) {
-    if (!(*st = prs_py_state_of_type(type))) return -1;
-    kv_args_init(cfg);
-    return prs_py_parse_params_tuple(&SharedKV_params, args, kwds, cfg, vals);
-}
 #define SharedKV_DOC \
     "SharedKV(region, name, *, max_keys=1024, max_key_bytes=256, max_value_bytes=4096)\n" \
     "--\n" \
@@ -305,8 +297,13 @@ static void kv_dealloc(PyObject *self) {
 static PyObject *kv_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     prs_py_state *st;
     PyObject *v[P_SharedKV__COUNT];
-    kv_args cfg;
-    if (SharedKV_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    kv_args cfg = {0};
+    cfg.max_keys = 1024;
+    cfg.max_key_bytes = 256;
+    cfg.max_value_bytes = 4096;
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&SharedKV_params, args, kwds, &cfg, v) < 0)
+        return NULL;
     kv_obj *o = (kv_obj *)type->tp_alloc(type, 0);
     if (!o) return NULL;
     int rc = 0;

@@ -13,7 +13,7 @@ enum {
     P_PolicyStep_c = 4,
     P_PolicyStep_ns = 5,
     P_PolicyStep_clock = 6,
-    P_PolicyStep_e = 7,
+    P_PolicyStep_o = 7,
     P_PolicyStep__COUNT = 8
 };
 static const prs_py_param PolicyStep_param_list[] = {
@@ -24,19 +24,11 @@ static const prs_py_param PolicyStep_param_list[] = {
     {"c", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
     {"ns", "ns", PRS_PK_INT, 0, offsetof(step_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
     {"clock", NULL, PRS_PK_CLOCK, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"e", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"o", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
 static const prs_py_params PolicyStep_params = {"PolicyStep", 8, 8, 1, PolicyStep_param_list};
-/* The module state, the config (defaults, then the arguments) and the
- * argument objects for PolicyStep's tp_new. 0 or -1. */
-static int PolicyStep_parse(PyTypeObject *type, PyObject *args, PyObject *kwds, prs_py_state **st,
-    step_args *cfg, PyObject **vals) {
-    if (!(*st = prs_py_state_of_type(type))) return -1;
-    step_args_init(cfg);
-    return prs_py_parse_params_tuple(&PolicyStep_params, args, kwds, cfg, vals);
-}
 #define PolicyStep_DOC \
-    "PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, e=None, /)\n" \
+    "PolicyStep(kind, next=None, a=None, b=None, c=None, ns=-1, clock=None, o=None, /)\n" \
     "--\n" \
     "\n" \
     "One layer of a Policy's sync chain, run in C (built by pyresilience.policy)."
@@ -112,8 +104,11 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     PyObject *v[P_PolicyStep__COUNT];
     if (kwds && PyDict_GET_SIZE(kwds))
         return PyErr_Format(PyExc_TypeError, "PolicyStep() takes positional arguments only");
-    step_args cfg;
-    if (PolicyStep_parse(type, args, kwds, &st, &cfg, v) < 0) return NULL;
+    step_args cfg = {0};
+    cfg.ns = -1;
+    if (!(st = prs_py_state_of_type(type)) ||
+        prs_py_parse_params_tuple(&PolicyStep_params, args, kwds, &cfg, v) < 0)
+        return NULL;
     step_obj *o = (step_obj *)type->tp_alloc(type, 0);
     if (!o) return NULL;
     int rc = 0;
@@ -122,7 +117,7 @@ static PyObject *step_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     o->b = Py_NewRef(v[P_PolicyStep_b] ? v[P_PolicyStep_b] : Py_None);
     o->c = Py_NewRef(v[P_PolicyStep_c] ? v[P_PolicyStep_c] : Py_None);
     if (prs_py_clock_init(st, v[P_PolicyStep_clock], &o->clock) < 0) rc = -1;
-    if (!rc) rc = step_build(st, o, &cfg, v[P_PolicyStep_e]);
+    if (!rc) rc = step_build(st, o, &cfg, v[P_PolicyStep_o]);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
