@@ -17,8 +17,8 @@ import contextvars
 import enum
 import inspect
 import threading
-from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Iterable, Optional, Tuple, Type, TypeVar,
-                    Union, cast)
+from typing import (TYPE_CHECKING, Any, Awaitable, Callable, Iterable, NamedTuple, Optional, Tuple, Type,
+                    TypeVar, Union, cast)
 
 from . import _core, _registry
 from ._decorate import P, finish, inspect_target
@@ -27,9 +27,6 @@ from .events import EventSource, emit, on_class_change
 __all__ = ["CircuitBreaker", "CircuitState", "CircuitBreakerMetrics"]
 
 T = TypeVar("T")
-
-CircuitBreakerMetrics = _core.CircuitBreakerMetrics
-
 
 class CircuitState(str, enum.Enum):
     """The state of a circuit breaker. A ``str`` enum: ``state == "open"`` works."""
@@ -40,6 +37,27 @@ class CircuitState(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+class CircuitBreakerMetrics(NamedTuple):
+    """A snapshot of a CircuitBreaker's state and counters."""
+
+    state: CircuitState
+    consecutive_failures: int  # failures since the last success (CLOSED)
+    consecutive_successes: int  # since the last failure; trial successes in HALF_OPEN
+    calls: int  # successes + failures recorded (since creation or reset())
+    failures: int
+    slow_calls: int
+    rejected: int  # calls rejected
+    ignored: int  # outcomes that counted as neither
+    failure_rate: float  # failures / calls over the current window (0.0 when empty)
+    slow_call_rate: float  # slow calls / calls over the current window
+    retry_after: float  # seconds until a trial call is allowed when OPEN (inf when forced), else 0.0
+    window_calls: int  # outcomes in the current window
+    window_failures: int
+    window_slow_calls: int
+    half_open_in_flight: int  # trial calls running
+    mode: str  # 'normal', 'forced_open' or 'disabled'
 
 
 ExcTypes = Union[Type[BaseException], Tuple[Type[BaseException], ...]]
@@ -235,6 +253,11 @@ class CircuitBreaker(_core.CircuitBreaker, EventSource):
     if TYPE_CHECKING:  # the C getter returns a CircuitState member
         @property
         def state(self) -> CircuitState: ...
+
+    @property
+    def metrics(self) -> CircuitBreakerMetrics:
+        """A :class:`CircuitBreakerMetrics` snapshot taken now."""
+        return CircuitBreakerMetrics._make(self._metrics())
 
     # -- async ----------------------------------------------------------------
 

@@ -225,7 +225,7 @@ class RedisCircuitBreaker(CircuitBreaker):
             method(self)
         finally:
             self._syncing = False
-        m = _CB.metrics.__get__(self)
+        m = super().metrics
         self._base = (m.calls, m.failures, m.ignored)
 
     def _set_local(self, local: bool) -> None:
@@ -257,7 +257,7 @@ class RedisCircuitBreaker(CircuitBreaker):
         adopt the shared state (the background thread calls it every
         flush_interval seconds)."""
         with self._lock:
-            m = _CB.metrics.__get__(self)
+            m = super().metrics
             calls, fails, ign = m.calls - self._base[0], m.failures - self._base[1], m.ignored - self._base[2]
             if self._local and not self._fallback and calls >= 0 and fails >= 0:
                 had_success = calls - fails - ign > 0
@@ -334,7 +334,7 @@ class RedisCircuitBreaker(CircuitBreaker):
     @property
     def metrics(self) -> RedisCircuitBreakerMetrics:  # type: ignore[override]
         """The in-process counters with the shared state and ``fallback``."""
-        m = _CB.metrics.__get__(self)
+        m = super().metrics
         state = self.state
         retry = m.retry_after if self._local else max(0.0, self._open_until - time.monotonic())
         return RedisCircuitBreakerMetrics(

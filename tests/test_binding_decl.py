@@ -527,16 +527,6 @@ def test_breaker_config_properties_read_the_declared_parameters():
     assert cb.mode == "disabled"
 
 
-def test_breaker_metrics_struct_comes_from_its_declaration():
-    metrics = sys.modules["decl_breaker"].METRICS
-    m = _core.CircuitBreaker().metrics
-    assert type(m).__name__ == "CircuitBreakerMetrics"
-    assert type(m).__module__ == "pyresilience.breaker"
-    assert list(type(m).__match_args__) == [f.name for f in metrics.fields]
-    assert repr(m).startswith("CircuitBreakerMetrics(state=<CircuitState.CLOSED")
-    assert repr(m).endswith("half_open_in_flight=0, mode='normal')")
-
-
 def test_rate_methods_parse_n_as_declared_everywhere():
     """allow/check/peek/acquire/_waiter of every limiter-like type go through
     one declared parser: n is an int (None refused, unlike its alias

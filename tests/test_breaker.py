@@ -1090,6 +1090,22 @@ def test_metrics_are_a_frozen_public_snapshot(clock):
     assert m.failures == 1  # a snapshot
 
 
+def test_metrics_are_a_named_tuple_of_the_core_fields(clock):
+    """The C type gives the fields (_metrics(), a plain tuple, in order); the
+    facade's CircuitBreakerMetrics names them."""
+    cb = CircuitBreaker(2, 1, 5, clock=clock)
+    fail_n(cb, 2)
+    core = pr._core.CircuitBreaker()._metrics()
+    assert type(core) is tuple and len(core) == len(pr.CircuitBreakerMetrics._fields)
+    assert core[0] is CircuitState.CLOSED and core[-1] == "normal"
+    m = cb.metrics
+    assert tuple(m) == cb._metrics() and m._asdict()["failures"] == 2
+    assert m._replace(calls=7).calls == 7 and m.state is CircuitState.OPEN
+    r = repr(CircuitBreaker().metrics)
+    assert r.startswith("CircuitBreakerMetrics(state=<CircuitState.CLOSED")
+    assert r.endswith("half_open_in_flight=0, mode='normal')")
+
+
 def test_core_type_takes_tuples_and_the_facade_converts():
     """The facade turns an item or an iterable of them into the tuple the C
     type takes; the C type itself refuses anything else (no half-checked state)."""

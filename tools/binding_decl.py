@@ -208,31 +208,6 @@ class Type:
         return ["disjoint_base"] if self.obj != "PyObject" else []
 
 
-class Field:
-    """A field of a Struct: name, stub type, doc, and the C expression making
-    its value (a new reference) from the struct's source `m`; by default
-    PyLong_FromLongLong(m->name) for an int, PyFloat_FromDouble(m->name) for a
-    float."""
-    def __init__(self, name, type, doc, expr=None):
-        self.name, self.type, self.doc = name, type, doc
-        conv = {"int": "PyLong_FromLongLong", "float": "PyFloat_FromDouble"}
-        self.expr = expr or "%s(m->%s)" % (conv[type], name)
-class Struct(Type):
-    """A struct sequence type (a named tuple made in C) of Fields, made from a
-    C value (`src`: the parameters of the maker, "const X *m, ..."). The
-    header defines <Name>_desc, <Name>_repr (the class name alone, then
-    name=repr(value) per field), <Name>_new(prs_py_state *st, <src>) and adds
-    the type to the module in <cfile>_add_types."""
-    def __init__(self, name, cfile, doc, src, fields, qualname=None, slot=None):
-        super().__init__(name, cfile, name, doc, qualname=qualname, slot=slot, stub_head=[
-            "# a structseq (a named tuple made in C)", "n_fields: ClassVar[int]",
-            "n_sequence_fields: ClassVar[int]", "n_unnamed_fields: ClassVar[int]",
-            "__match_args__: ClassVar[tuple[str, ...]]"],
-            props=[Prop(f.name, f.type, f.doc) for f in fields],
-            # a structseq has copy.replace() from 3.13
-            stub_tail=["if sys.version_info >= (3, 13):",
-                       "    def __replace__(self, **changes: Any) -> Self: ...  # copy.replace()"])
-        self.src, self.fields = src, list(fields)
 CLOCK_OBJ = "Union[ManualClock, MonotonicClock, Callable[[], float]]"
 
 # ---- clocks ----------------------------------------------------------------------
@@ -244,8 +219,8 @@ SECONDS = P("seconds", "DURATION", "float", field="ns", flags=("zero", "trunc"),
 MANUAL_CLOCK = Type(
     "ManualClock", "clock", "manual", obj="prs_py_manual_clock", qualname="pyresilience.ManualClock",
     flags=("BASETYPE", "IMMUTABLETYPE"), slots={"call": None}, refs=[], repr=[("start", MANUAL_NOW)],
-    config="prs_py_manual_clock_args", build="atomic_store(&o->now_ns, cfg.start_ns);",
-    params=[P("start", "DURATION", "float", "0.0", field="start_ns", flags=("zero", "neg"),
+    config="prs_py_manual_clock_args", build="atomic_store(&o->now_ns, cfg.ns);",
+    params=[P("start", "DURATION", "float", "0.0", field="ns", flags=("zero", "neg"),
               doc="The initial time, seconds.")],
     doc="A clock that moves only when told to: for deterministic tests. Every primitive\n"
         "accepts clock=ManualClock(); waits of the library (acquire, retry sleeps, ...)\n"
@@ -367,7 +342,7 @@ STATE = ["DeadlineVar"]
 MODULE = ["clock", "decision", "limiters", "keyed", "breaker", "retry", "wait", "bulkhead",
           "queue", "redis", "deadline", "policy", "shm", "kv"]
 SETUP = {"clock": None, "decision": None, "wait": None}
-CONSTANTS = {}
+CONSTANTS = {"clock": [("NEVER_NS", "PRS_NEVER")]}  # "never", "no deadline" in ns
 
 # Module-level functions, by binding file (<cfile>_functions in gen/<cfile>.h).
 FUNCTIONS = {}

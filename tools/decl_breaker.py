@@ -1,10 +1,9 @@
 """The declared binding of the circuit breaker (csrc/python/breaker.c): the
-CircuitBreaker type, the function it decorates (BreakerFunction) and its
-metrics snapshot (CircuitBreakerMetrics, a struct sequence). The
+CircuitBreaker type and the function it decorates (BreakerFunction). The
 configuration properties read the core's config through the constructor's
 parameter table (one declaration for the argument and the property).
 """
-from binding_decl import CLOCK_OBJ, Field, M, P, Prop, Struct, Type
+from binding_decl import CLOCK_OBJ, M, P, Prop, Type
 
 EXC_TUPLE = "tuple[type[BaseException], ...]"
 LISTENER = "Callable[[Any, Any, Any], Any]"
@@ -41,37 +40,6 @@ def config_prop(name, type, doc):
     """A property reading parameter `name`'s field in the core's config."""
     return Prop(name, type, doc, "cb_param_get", closure=[p.name for p in PARAMS].index(name))
 
-
-METRICS = Struct(
-    "CircuitBreakerMetrics", "breaker",
-    "CircuitBreakerMetrics: a snapshot of a CircuitBreaker's state and counters.",
-    # public under pyresilience.breaker (which re-exports it), not the private
-    # _core: what pickle and introspection see
-    qualname="pyresilience.breaker.CircuitBreakerMetrics",
-    src="const prs_breaker_metrics *m, PyObject *states",
-    fields=[
-        Field("state", "Any", "the CircuitState", "Py_NewRef(PyTuple_GET_ITEM(states, m->state))"),
-        Field("consecutive_failures", "int", "failures since the last success (CLOSED)"),
-        Field("consecutive_successes", "int",
-              "successes since the last failure; trial successes in HALF_OPEN"),
-        Field("calls", "int", "successes + failures recorded (since creation or reset())"),
-        Field("failures", "int", "failures recorded"),
-        Field("slow_calls", "int", "slow calls recorded"),
-        Field("rejected", "int", "calls rejected"),
-        Field("ignored", "int", "outcomes that counted as neither"),
-        Field("failure_rate", "float",
-              "failures / calls over the current window (0.0 when empty)"),
-        Field("slow_call_rate", "float", "slow calls / calls over the current window"),
-        Field("retry_after", "float",
-              "seconds until a trial call is allowed when OPEN (inf when forced), else 0.0",
-              "PyFloat_FromDouble(prs_py_ns_to_s(m->retry_after_ns))"),
-        Field("window_calls", "int", "outcomes in the current window"),
-        Field("window_failures", "int", "failures in the current window"),
-        Field("window_slow_calls", "int", "slow calls in the current window"),
-        Field("half_open_in_flight", "int", "trial calls running"),
-        Field("mode", "str", "'normal', 'forced_open' or 'disabled'",
-              "PyUnicode_FromString(prs_breaker_mode_name(m->mode))"),
-    ])
 
 BREAKER = Type(
     "CircuitBreaker", "breaker", "cb", config="prs_breaker_config", obj="breaker_obj",
@@ -126,13 +94,19 @@ BREAKER = Type(
           params=[P("func", "CALLABLE", "Callable[..., Any]", posonly=True)],
           doc="Internal: a C callable running func through this breaker (the sync decorator)."),
         M("_acquire", returns="Any",
-          doc="Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."),
+          doc="Internal: (permit, start_ns) when admitted, else a fresh CircuitOpenError instance\n"
+              "(not raised: the facade returns fallback() or raises it)."),
+        M("_metrics", returns="tuple[Any, int, int, int, int, int, int, int, float, float, float, "
+                              "int, int, int, int, str]", expr="metrics_at(o, now)", now="&o->clock",
+          doc="Internal: the fields of a CircuitBreakerMetrics snapshot taken now (pyresilience.\n"
+              "CircuitBreaker.metrics gives them as one)."),
         M("_reap", returns="int", expr="PyLong_FromLong(prs_breaker_reap(o->core))",
           doc="Internal: free now the half-open trial slots of dead processes (shared): how many."),
         M("_record", expr="record(o, v[0], v[1], v[2])", params=[P("token", "OBJECT", "Any"),
                   P("exc", "OBJECT", "Optional[BaseException]", "None"),
                   P("result", "OBJECT", "Any", "None")],
-          doc="Internal: record the outcome of a call admitted by _acquire()."),
+          doc="Internal: record the outcome of a call admitted by _acquire() (token None: without\n"
+              "a permit)."),
     ],
     props=[
         Prop("state", "Any",
@@ -141,8 +115,6 @@ BREAKER = Type(
         Prop("mode", "str",
              "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).",
              expr="PyUnicode_FromString(prs_breaker_mode_name(prs_breaker_get_mode(o->core)))"),
-        Prop("metrics", "CircuitBreakerMetrics", "A CircuitBreakerMetrics snapshot taken now.",
-             "cb_get_metrics"),
         config_prop("failure_threshold", "int",
                     "Consecutive failures that open the circuit (consecutive mode)."),
         config_prop("success_threshold", "int", "Half-open successes that close the circuit."),
@@ -194,4 +166,5 @@ BREAKER_FUNCTION = Type(
            Prop("breaker", '"CircuitBreaker"', "The CircuitBreaker that protects this function.",
                 member="breaker")])
 
-TYPES = [METRICS, BREAKER_FUNCTION, BREAKER]
+TYPES = [BREAKER_FUNCTION, BREAKER]
+SETUP = {"breaker": None}  # the generated prs_py_register_breaker adds the types

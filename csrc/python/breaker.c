@@ -75,11 +75,8 @@ static PyObject *listeners_of(breaker_obj *self) {
 /* listeners = a tuple (set by the facade's add_listener/remove_listener,
  * which serialise the changes), replaced under the object's lock. */
 static int cb_set_listeners(PyObject *self, PyObject *ls, void *c) {
-    if (!ls || !PyTuple_Check(ls)) {
-        PyErr_Format(PyExc_TypeError, "_listeners must be a tuple, not %.200s",
-                     ls ? Py_TYPE(ls)->tp_name : "deleted");
-        return -1;
-    }
+    if (!ls || !PyTuple_Check(ls)) /* deleted: as if set to None */
+        return prs_py_type_error("_listeners", "a tuple", ls ? ls : Py_None);
     Py_BEGIN_CRITICAL_SECTION(self);
     Py_SETREF(SELF->listeners, Py_NewRef(ls));
     Py_END_CRITICAL_SECTION();
@@ -128,8 +125,7 @@ static void fire(breaker_obj *self, const prs_breaker_transition *tr) {
 /* A fresh CircuitOpenError instance (not raised), or NULL with an exception. */
 static PyObject *open_error(breaker_obj *self, const prs_breaker_decision *d) {
     prs_py_state *st = prs_py_state_of((PyObject *)self);
-    if (!st) return NULL;
-    PyObject *retry = PyFloat_FromDouble(prs_py_ns_to_s(d->retry_after_ns));
+    PyObject *retry = st ? PyFloat_FromDouble(prs_py_ns_to_s(d->retry_after_ns)) : NULL;
     if (!retry) return NULL;
     int half = prs_breaker_get_state(self->core) == PRS_BREAKER_HALF_OPEN;
     PyObject *args[3] = {half ? self->msg_half : self->msg_open, retry,
@@ -238,15 +234,10 @@ static PyObject *run_protected(breaker_obj *self, PyObject *func, PyObject *cons
 
 static PyObject *cb_call(PyObject *self, PyObject *const *args, Py_ssize_t nargs,
                          PyObject *kwnames) {
-    if (nargs < 1) {
-        PyErr_SetString(PyExc_TypeError, "call() missing required argument 'func' (pos 1)");
-        return NULL;
-    }
+    if (nargs < 1) return PyErr_Format(PyExc_TypeError, "call() missing required argument 'func' (pos 1)");
     return run_protected(SELF, args[0], args + 1, (size_t)(nargs - 1), kwnames);
 }
 
-/* _acquire() -> (permit, start_ns) when admitted, else a fresh CircuitOpenError
- * instance (not raised): the facade decides between fallback() and raise. */
 static PyObject *cb_acquire(PyObject *self, PyObject *unused) {
     prs_breaker_permit permit;
     prs_breaker_decision d;
@@ -278,7 +269,6 @@ static PyObject *wrapped_repr(PyObject *self) {
     return PyUnicode_FromFormat("<CircuitBreaker-protected %R>", WSELF->func);
 }
 
-/* _wrap(func) -> a BreakerFunction calling func through this breaker. */
 static PyObject *wrap(breaker_obj *self, PyObject *func) {
     prs_py_state *st = prs_py_state_of((PyObject *)self);
     /* an observed variant names the class it stands for (_prs_plain) */
@@ -332,8 +322,6 @@ static PyObject *manual(PyObject *self, void (*fn)(prs_breaker *, int64_t, prs_b
     Py_RETURN_NONE;
 }
 
-/* _record(token, exc=None, result=None): the outcome of a call admitted by
- * _acquire() (token None: without a permit). */
 static PyObject *record(breaker_obj *self, PyObject *token, PyObject *exc, PyObject *result) {
     prs_breaker_permit permit = PRS_BREAKER_NO_PERMIT;
     long long start = INT64_MIN;
@@ -351,6 +339,19 @@ static PyObject *record(breaker_obj *self, PyObject *token, PyObject *exc, PyObj
     prs_breaker_outcome outcome;
     int bad = outcome_of(self, exc ? (PyObject *)Py_TYPE(exc) : NULL, result ? result : Py_None, &outcome);
     return finish(self, permit, (int64_t)start, outcome) < 0 || bad ? NULL : Py_NewRef(Py_None);
+}
+
+/* _metrics(): the fields of the facade's CircuitBreakerMetrics, in order. */
+static PyObject *metrics_at(breaker_obj *self, int64_t now) {
+    prs_breaker_metrics m;
+    prs_breaker_get_metrics(self->core, now, &m);
+    return Py_BuildValue("(OLLLLLLLdddLLLLs)", PyTuple_GET_ITEM(self->states, m.state),
+                         (long long)m.consecutive_failures, (long long)m.consecutive_successes,
+                         (long long)m.calls, (long long)m.failures, (long long)m.slow_calls,
+                         (long long)m.rejected, (long long)m.ignored, m.failure_rate, m.slow_call_rate,
+                         prs_py_ns_to_s(m.retry_after_ns), (long long)m.window_calls,
+                         (long long)m.window_failures, (long long)m.window_slow_calls,
+                         (long long)m.half_open_in_flight, prs_breaker_mode_name(m.mode));
 }
 
 #include "gen/breaker.h"
@@ -376,28 +377,16 @@ static int cb_objects(breaker_obj *self, PyObject **v) {
         !(self->ignore_exc = ign ? Py_NewRef(ign) : PyTuple_New(0)) ||
         !(self->listeners = ls ? Py_NewRef(ls) : PyTuple_New(0)) || !(self->states = load_states()))
         return -1;
-    if (name != Py_None) {
-        self->msg_open = PyUnicode_FromFormat("circuit breaker %R is open", name);
-        self->msg_half = PyUnicode_FromFormat(
-            "circuit breaker %R is half-open and its trial calls are all taken", name);
-    } else {
-        self->msg_open = PyUnicode_FromString("circuit breaker is open");
-        self->msg_half = PyUnicode_FromString(
-            "circuit breaker is half-open and its trial calls are all taken");
-    }
+    PyObject *who = name != Py_None ? PyUnicode_FromFormat(" %R", name) : PyUnicode_FromString("");
+    if (!who) return -1;
+    self->msg_open = PyUnicode_FromFormat("circuit breaker%U is open", who);
+    self->msg_half = PyUnicode_FromFormat(
+        "circuit breaker%U is half-open and its trial calls are all taken", who);
+    Py_DECREF(who);
     return self->msg_open && self->msg_half ? 0 : -1;
 }
 
 /* ---- properties ------------------------------------------------------------------------------- */
-
-static PyObject *cb_get_metrics(PyObject *self, void *c) {
-    prs_py_state *st = prs_py_state_of(self);
-    int64_t now;
-    if (!st || prs_py_clock_now(&SELF->clock, &now) < 0) return NULL;
-    prs_breaker_metrics m;
-    prs_breaker_get_metrics(SELF->core, now, &m);
-    return CircuitBreakerMetrics_new(st, &m, SELF->states);
-}
 
 /* A configuration property: its parameter's field (closure: the index) in the
  * core's config (half_open_max_calls 0 reads as success_threshold, its use). */
@@ -406,8 +395,4 @@ static PyObject *cb_param_get(PyObject *self, void *i) {
     prs_breaker_get_config(SELF->core, &cfg);
     if (!cfg.half_open_max_calls) cfg.half_open_max_calls = cfg.success_threshold;
     return prs_py_param_get(&CircuitBreaker_param_list[(intptr_t)i], &cfg);
-}
-
-int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
-    return breaker_add_types(m, st);
 }

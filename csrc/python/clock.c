@@ -17,29 +17,24 @@ typedef struct prs_py_manual_clock {
     _Atomic int64_t now_ns;
 } prs_py_manual_clock;
 
-/* The parsed arguments of ManualClock() and of its methods. */
+/* The parsed arguments of ManualClock() (start) and of its methods (advance, set, ...). */
 typedef struct prs_py_manual_clock_args {
-    int64_t start_ns;
-    int64_t ns; /* advance, advance_ns, set */
+    int64_t ns;
 } prs_py_manual_clock_args;
 
 #include "gen/clock.h"
 
 int prs_py_clock_init(prs_py_state *st, PyObject *arg, prs_py_clock *c) {
-    c->kind = PRS_CLOCK_MONOTONIC;
-    c->obj = NULL;
-    c->manual_ns = NULL;
+    *c = (prs_py_clock){PRS_CLOCK_MONOTONIC, NULL, NULL};
     if (!arg || arg == Py_None) return 0;
     if (PyObject_TypeCheck(arg, PRS_PY_TYPE(st, ManualClock))) {
         c->kind = PRS_CLOCK_MANUAL;
         c->manual_ns = &((prs_py_manual_clock *)arg)->now_ns;
-    } else if (PyObject_TypeCheck(arg, PRS_PY_TYPE(st, MonotonicClock))) {
-        c->kind = PRS_CLOCK_MONOTONIC;
-    } else if (PyCallable_Check(arg) && !PyType_Check(arg)) {
+    } else if (!PyObject_TypeCheck(arg, PRS_PY_TYPE(st, MonotonicClock))) { /* a MonotonicClock: as None */
+        if (!PyCallable_Check(arg) || PyType_Check(arg))
+            return prs_py_type_error("clock", "None, a ManualClock, a MonotonicClock or a "
+                                              "zero-argument callable returning seconds", arg);
         c->kind = PRS_CLOCK_CALLABLE;
-    } else {
-        return prs_py_type_error("clock", "None, a ManualClock, a MonotonicClock or a "
-                                          "zero-argument callable returning seconds", arg);
     }
     c->obj = Py_NewRef(arg);
     return 0;
@@ -51,8 +46,6 @@ void prs_py_clock_clear(prs_py_clock *c) {
     Py_CLEAR(c->obj);
 }
 
-/* A getter: the prs_py_clock at offset `off` of the object, as given (a
- * MonotonicClock instance for the default). */
 PyObject *prs_py_get_clock(PyObject *self, void *off) {
     prs_py_clock *c = (prs_py_clock *)((char *)self + (intptr_t)off);
     prs_py_state *st = prs_py_state_of(self);
@@ -72,12 +65,10 @@ int prs_py_clock_now_callable(prs_py_clock *c, int64_t *now) {
 }
 
 int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake) {
+    int64_t ns = prs__min64(prs__sat_sub(wake, now), 50 * PRS_NS_PER_MS);
     if (c->kind == PRS_CLOCK_MANUAL) {
         prs__atomic_raise(c->manual_ns, wake);
-        return PyErr_CheckSignals();
-    }
-    int64_t ns = prs__min64(prs__sat_sub(wake, now), 50 * PRS_NS_PER_MS);
-    if (ns > 0) {
+    } else if (ns > 0) {
         Py_BEGIN_ALLOW_THREADS
         prs_sleep_ns(ns);
         Py_END_ALLOW_THREADS
@@ -87,17 +78,14 @@ int prs_py_clock_wait(prs_py_clock *c, int64_t now, int64_t wake) {
 
 int prs_py_clock_sleep(prs_py_clock *c, int64_t ns) {
     if (ns <= 0) return PyErr_CheckSignals();
-    int64_t now;
-    if (prs_py_clock_now(c, &now) < 0) return -1;
-    int64_t wake = prs__sat_add(now, ns);
     if (c->kind == PRS_CLOCK_MANUAL) {
         /* advance by exactly ns (concurrent sleepers each add their own wait), saturating */
         prs__atomic_sat_add(c->manual_ns, ns);
         return 0;
     }
-    for (;;) {
-        if (prs_py_clock_wait(c, now, wake) < 0) return -1;
-        if (prs_py_clock_now(c, &now) < 0) return -1;
-        if (now >= wake) return 0;
-    }
+    int64_t now;
+    if (prs_py_clock_now(c, &now) < 0) return -1;
+    for (int64_t wake = prs__sat_add(now, ns); now < wake;)
+        if (prs_py_clock_wait(c, now, wake) < 0 || prs_py_clock_now(c, &now) < 0) return -1;
+    return 0;
 }

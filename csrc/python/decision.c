@@ -10,7 +10,6 @@ static int decision_build(prs_py_decision *o, const prs_decision *d, PyObject *d
 #include "gen/decision.h"
 
 #include <limits.h>
-#include <math.h>
 
 PyObject *prs_py_decision_new_by(prs_py_state *st, const prs_decision *d, int denied_by) {
     PyTypeObject *tp = PRS_PY_TYPE(st, Decision);

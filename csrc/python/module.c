@@ -19,43 +19,18 @@ static const register_fn register_fns[] = {PRS_PY_REGISTER_FILES(REGISTER) NULL}
 static const struct { int slot; const char *name; } exception_slots[] = {PRS_PY_EXCEPTIONS(EXC)};
 #undef EXC
 
-/* Adds type `tp` (stolen) to the module under the name after the last dot of
- * `name`: "pyresilience._core.X" for the types the facade wraps,
- * "pyresilience.X" for those public as they are (their __module__ is then the
- * package, as users import them) - and keeps it in slot `slot`. */
-static int add(PyObject *m, prs_py_state *st, int slot, const char *name, PyObject *tp) {
-    if (!tp || PyModule_AddObjectRef(m, strrchr(name, '.') + 1, tp) < 0) {
+/* The module name of a type is what follows the last dot of its spec's name:
+ * "pyresilience._core.X" for the types the facade wraps, "pyresilience.X" for
+ * those public as they are (their __module__ is then the package, as users
+ * import them). */
+int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base) {
+    PyObject *tp = PyType_FromModuleAndSpec(m, spec, base);
+    if (!tp || PyModule_AddObjectRef(m, strrchr(spec->name, '.') + 1, tp) < 0) {
         Py_XDECREF(tp);
         return -1;
     }
     Py_XSETREF(st->slots[slot], tp);
     return 0;
-}
-
-int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base) {
-    return add(m, st, slot, spec->name, PyType_FromModuleAndSpec(m, spec, base));
-}
-
-int prs_py_add_struct(PyObject *m, prs_py_state *st, int slot, PyStructSequence_Desc *desc,
-                      reprfunc repr) {
-    PyTypeObject *tp = PyStructSequence_NewType(desc);
-    if (tp) {
-        tp->tp_repr = repr; /* a heap type of ours, before any instance exists */
-        PyType_Modified(tp);
-    }
-    return add(m, st, slot, desc->name, (PyObject *)tp);
-}
-
-PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n) {
-    PyObject *o = PyStructSequence_New(tp);
-    int bad = !o;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        if (!items[i]) bad = 1;
-        if (o) PyStructSequence_SetItem(o, i, items[i]); /* steals; NULL left as NULL */
-        else Py_XDECREF(items[i]);
-    }
-    if (bad) Py_XDECREF(o);
-    return bad ? NULL : o;
 }
 
 static int core_exec(PyObject *m) {
@@ -75,13 +50,11 @@ static int core_exec(PyObject *m) {
     Py_DECREF(errors);
     for (const register_fn *f = register_fns; *f; f++)
         if ((*f)(m, st) < 0) return -1;
-    if (PyModule_AddIntConstant(m, "NEVER_NS", (long long)PRS_NEVER) < 0) return -1;
 #ifdef PRS_HAVE_HIREDIS
-    if (PyModule_AddIntConstant(m, "HAVE_REDIS", 1) < 0) return -1;
+    return PyModule_AddIntConstant(m, "HAVE_REDIS", 1);
 #else
-    if (PyModule_AddIntConstant(m, "HAVE_REDIS", 0) < 0) return -1;
+    return PyModule_AddIntConstant(m, "HAVE_REDIS", 0);
 #endif
-    return 0;
 }
 
 static int core_traverse(PyObject *m, visitproc visit, void *arg) {

@@ -48,12 +48,6 @@ static inline prs_py_state *prs_py_state_of(PyObject *self) {
 /* Adds a heap type made from `spec` (base may be NULL) to the module and stores it
  * in slot `slot`. 0 or -1 with an exception. */
 int prs_py_add_type(PyObject *m, prs_py_state *st, int slot, PyType_Spec *spec, PyObject *base);
-/* The same for a struct sequence type, with its own repr. */
-int prs_py_add_struct(PyObject *m, prs_py_state *st, int slot, PyStructSequence_Desc *desc,
-                      reprfunc repr);
-/* A new struct sequence of type tp from n new references (stolen; NULL when
- * one is NULL, with its exception). */
-PyObject *prs_py_struct_new(PyTypeObject *tp, PyObject **items, Py_ssize_t n);
 
 /* Each binding file registers its types, constants and functions through
  * one function (generated for the declared files), called by module.c in

@@ -12,17 +12,11 @@
 #include "prs_py.h"
 #include "counter_internal.h"
 
-#include <math.h>
-#include <stddef.h>
-#include <structmember.h>
-
 typedef struct {
     PyObject_HEAD
     prs_retry *core;   /* built by tp_new */
     PyObject *seed;    /* None or the int given */
 } policy_obj;
-
-#define POLICY(o) ((policy_obj *)(o))
 
 typedef struct {
     PyObject_HEAD
@@ -31,8 +25,6 @@ typedef struct {
     PyObject *weakreflist;
 } budget_obj;
 
-#define BUDGET(o) ((budget_obj *)(o))
-
 /* A Retry's counters (pyresilience.retry's _COUNTERS: index 0 is the
  * first-try success, which the RETRY step adds here). */
 #define PRS_PY_RETRY_COUNTS 11
@@ -40,8 +32,6 @@ typedef struct {
     PyObject_HEAD
     prs_counters *core; /* built by tp_new */
 } counts_obj;
-
-#define COUNTS(o) ((counts_obj *)(o))
 
 /* The policy's configuration (a property reads one field). */
 static prs_retry_config policy_config(policy_obj *o) {
@@ -56,7 +46,6 @@ typedef struct {
     double previous; /* None: 0, no previous delay */
 } retry_args;
 
-/* _next(attempt, previous, retry_after_ns, remaining_ns) -> (verdict, delay_s, delay_ns) */
 static PyObject *next_step(policy_obj *o, const retry_args *a) {
     prs_retry_step s;
     int rc = prs_retry_next(o->core, a->attempt, a->previous, a->retry_after_ns, a->remaining_ns, &s);
@@ -74,15 +63,12 @@ static PyObject *counts_values(counts_obj *o) {
     return t;
 }
 
-/* withdraw(): True when one retry is allowed now (counted either way). */
 static PyObject *withdraw_at(budget_obj *o, int64_t now) {
     int ok = 0;
     prs_retry_budget_withdraw(o->core, now, &ok);
     return PyBool_FromLong(ok);
 }
 
-/* _metrics() -> (attempts, retries_allowed, retries_denied, window_attempts,
- * window_retries, available): the facade's RetryBudgetMetrics, in field order. */
 static PyObject *metrics_at(budget_obj *o, int64_t now) {
     prs_retry_budget_metrics m;
     prs_retry_budget_metrics_get(o->core, now, &m);
@@ -93,11 +79,9 @@ static PyObject *metrics_at(budget_obj *o, int64_t now) {
 
 /* ---- Clock helpers for the Python loop ----------------------------------------------- */
 
-/* retry_now_ns(clock) (ns < 0): the clock's time; retry_sleep(clock, ns): a
- * ManualClock is advanced by ns at once, any other clock sleeps ns of real
- * (monotonic) time, the one clock sleep of the binding (prs_py_clock_sleep:
- * the GIL released in slices of <= 50 ms, signal handlers run between
- * slices). */
+/* retry_now_ns(clock) (ns < 0) and retry_sleep(clock, ns), by the binding's one
+ * clock sleep (prs_py_clock_sleep): a clock other than a ManualClock sleeps ns
+ * of real (monotonic) time. */
 static PyObject *clock_use(prs_py_state *st, PyObject *clock, int64_t ns) {
     prs_py_clock c, mono = {PRS_CLOCK_MONOTONIC, NULL, NULL};
     int64_t now = 0;
@@ -127,36 +111,27 @@ static int policy_jitter(PyObject *o, void *config) {
                      "'decorrelated', 'proportional', got %R", o);
         return -1;
     }
-    PyErr_Format(PyExc_TypeError, "jitter must be a bool or a strategy name (str), not %.200s: %R",
-                 Py_TYPE(o)->tp_name, o);
-    return -1;
+    return prs_py_type_error("jitter", "a bool or a strategy name (str)", o);
 }
 
 /* seed=: None (random) or an int, whose low 64 bits seed the generator. */
 static int policy_seed(PyObject *o, void *config) {
     prs_retry_config *cfg = config;
-    cfg->has_seed = 0;
-    cfg->seed = 0;
-    if (o == Py_None) return 0;
-    if (PyBool_Check(o) || !PyLong_Check(o)) {
-        PyErr_Format(PyExc_TypeError, "seed must be an int or None, not %.200s: %R", Py_TYPE(o)->tp_name, o);
-        return -1;
-    }
-    unsigned long long v = PyLong_AsUnsignedLongLongMask(o); /* the low 64 bits */
-    if (v == (unsigned long long)-1 && PyErr_Occurred()) return -1;
-    cfg->has_seed = 1;
-    cfg->seed = v;
-    return 0;
+    if (o != Py_None && (PyBool_Check(o) || !PyLong_Check(o)))
+        return prs_py_type_error("seed", "an int or None", o);
+    cfg->has_seed = o != Py_None;
+    cfg->seed = cfg->has_seed ? PyLong_AsUnsignedLongLongMask(o) : 0; /* the low 64 bits */
+    return PyErr_Occurred() ? -1 : 0;
 }
 
 /* ---- RetryBudget and RetryCounts in the RETRY step (policy.c) ------------------------ */
 
 int prs_py_retry_deposit(PyObject *budget, int64_t mono_now) {
-    budget_obj *b = BUDGET(budget);
+    budget_obj *b = (budget_obj *)budget;
     int64_t now = mono_now;
     if (b->clock.kind != PRS_CLOCK_MONOTONIC && prs_py_clock_now(&b->clock, &now) < 0) return -1;
     prs_retry_budget_deposit(b->core, now);
     return 0;
 }
 
-prs_counters *prs_py_retry_counters(PyObject *counts) { return COUNTS(counts)->core; }
+prs_counters *prs_py_retry_counters(PyObject *counts) { return ((counts_obj *)counts)->core; }

@@ -4,56 +4,6 @@
 
 #include <stddef.h>
 
-/* ---- CircuitBreakerMetrics ---- */
-#define CircuitBreakerMetrics_DOC \
-    "CircuitBreakerMetrics: a snapshot of a CircuitBreaker's state and counters."
-static PyStructSequence_Field CircuitBreakerMetrics_fields[] = {
-    {"state", "the CircuitState"},
-    {"consecutive_failures", "failures since the last success (CLOSED)"},
-    {"consecutive_successes", "successes since the last failure; trial successes in HALF_OPEN"},
-    {"calls", "successes + failures recorded (since creation or reset())"},
-    {"failures", "failures recorded"},
-    {"slow_calls", "slow calls recorded"},
-    {"rejected", "calls rejected"},
-    {"ignored", "outcomes that counted as neither"},
-    {"failure_rate", "failures / calls over the current window (0.0 when empty)"},
-    {"slow_call_rate", "slow calls / calls over the current window"},
-    {"retry_after", "seconds until a trial call is allowed when OPEN (inf when forced), else 0.0"},
-    {"window_calls", "outcomes in the current window"},
-    {"window_failures", "failures in the current window"},
-    {"window_slow_calls", "slow calls in the current window"},
-    {"half_open_in_flight", "trial calls running"},
-    {"mode", "'normal', 'forced_open' or 'disabled'"},
-    {NULL, NULL},
-};
-static PyStructSequence_Desc CircuitBreakerMetrics_desc = {"pyresilience.breaker.CircuitBreakerMetrics", CircuitBreakerMetrics_DOC, CircuitBreakerMetrics_fields, 16};
-static PyObject *CircuitBreakerMetrics_repr(PyObject *self) {
-    static const char *const attrs[] = {"state", "consecutive_failures", "consecutive_successes", "calls", "failures", "slow_calls", "rejected", "ignored", "failure_rate", "slow_call_rate", "retry_after", "window_calls", "window_failures", "window_slow_calls", "half_open_in_flight", "mode", NULL};
-    return prs_py_repr_attrs(self, "CircuitBreakerMetrics", attrs, NULL);
-}
-/* A new CircuitBreakerMetrics (NULL with an exception). */
-static PyObject *CircuitBreakerMetrics_new(prs_py_state *st, const prs_breaker_metrics *m, PyObject *states) {
-    PyObject *items[16] = {
-        Py_NewRef(PyTuple_GET_ITEM(states, m->state)),
-        PyLong_FromLongLong(m->consecutive_failures),
-        PyLong_FromLongLong(m->consecutive_successes),
-        PyLong_FromLongLong(m->calls),
-        PyLong_FromLongLong(m->failures),
-        PyLong_FromLongLong(m->slow_calls),
-        PyLong_FromLongLong(m->rejected),
-        PyLong_FromLongLong(m->ignored),
-        PyFloat_FromDouble(m->failure_rate),
-        PyFloat_FromDouble(m->slow_call_rate),
-        PyFloat_FromDouble(prs_py_ns_to_s(m->retry_after_ns)),
-        PyLong_FromLongLong(m->window_calls),
-        PyLong_FromLongLong(m->window_failures),
-        PyLong_FromLongLong(m->window_slow_calls),
-        PyLong_FromLongLong(m->half_open_in_flight),
-        PyUnicode_FromString(prs_breaker_mode_name(m->mode)),
-    };
-    return prs_py_struct_new(PRS_PY_TYPE(st, CircuitBreakerMetrics), items, 16);
-}
-
 /* ---- BreakerFunction ---- */
 #define BreakerFunction_DOC \
     "A function protected by a CircuitBreaker (made by using the breaker as a decorator): each call goes through breaker.call(func, ...)."
@@ -252,6 +202,12 @@ static PyObject *cb_wrap(PyObject *self, PyObject *arg) {
     return wrap(o, v[0]);
 }
 static PyObject *cb_acquire(PyObject *self, PyObject *unused);
+static PyObject *cb_metrics(PyObject *self, PyObject *unused) {
+    breaker_obj *o = (breaker_obj *)self;
+    int64_t now;
+    if (prs_py_clock_now(&o->clock, &now) < 0) return NULL;
+    return metrics_at(o, now);
+}
 static PyObject *cb_reap(PyObject *self, PyObject *unused) {
     breaker_obj *o = (breaker_obj *)self;
     return PyLong_FromLong(prs_breaker_reap(o->core));
@@ -342,7 +298,14 @@ static PyMethodDef CircuitBreaker_methods[] = {
      "_acquire($self, /)\n"
      "--\n"
      "\n"
-     "Internal: (permit, start_ns) when admitted, else a CircuitOpenError instance."},
+     "Internal: (permit, start_ns) when admitted, else a fresh CircuitOpenError instance\n"
+     "(not raised: the facade returns fallback() or raises it)."},
+    {"_metrics", cb_metrics, METH_NOARGS,
+     "_metrics($self, /)\n"
+     "--\n"
+     "\n"
+     "Internal: the fields of a CircuitBreakerMetrics snapshot taken now (pyresilience.\n"
+     "CircuitBreaker.metrics gives them as one)."},
     {"_reap", cb_reap, METH_NOARGS,
      "_reap($self, /)\n"
      "--\n"
@@ -352,7 +315,8 @@ static PyMethodDef CircuitBreaker_methods[] = {
      "_record($self, /, token, exc=None, result=None)\n"
      "--\n"
      "\n"
-     "Internal: record the outcome of a call admitted by _acquire()."},
+     "Internal: record the outcome of a call admitted by _acquire() (token None: without\n"
+     "a permit)."},
     {NULL, NULL, 0, NULL},
 };
 static PyObject *cb_get_state(PyObject *self, void *closure) {
@@ -363,7 +327,6 @@ static PyObject *cb_get_mode(PyObject *self, void *closure) {
     breaker_obj *o = (breaker_obj *)self;
     return PyUnicode_FromString(prs_breaker_mode_name(prs_breaker_get_mode(o->core)));
 }
-static PyObject *cb_get_metrics(PyObject *self, void *closure);
 static PyObject *cb_param_get(PyObject *self, void *closure);
 static PyObject *cb_get_shared(PyObject *self, void *closure) {
     breaker_obj *o = (breaker_obj *)self;
@@ -376,7 +339,6 @@ static PyObject *cb_get__listeners(PyObject *self, void *closure) {
 static PyGetSetDef CircuitBreaker_getset[] = {
     {"state", cb_get_state, NULL, "The current CircuitState (OPEN stays OPEN past its timeout until the next call).", NULL},
     {"mode", cb_get_mode, NULL, "'normal', 'forced_open' (after force_open()) or 'disabled' (after disable()).", NULL},
-    {"metrics", cb_get_metrics, NULL, "A CircuitBreakerMetrics snapshot taken now.", NULL},
     {"failure_threshold", cb_param_get, NULL, "Consecutive failures that open the circuit (consecutive mode).", (void *)(intptr_t)0},
     {"success_threshold", cb_param_get, NULL, "Half-open successes that close the circuit.", (void *)(intptr_t)1},
     {"half_open_max_calls", cb_param_get, NULL, "Trial calls admitted at once while half-open.", (void *)(intptr_t)11},
@@ -492,8 +454,7 @@ static PyObject *cb_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
 }
 
-static int breaker_add_types(PyObject *m, prs_py_state *st) {
-    if (prs_py_add_struct(m, st, PRS_SLOT_CircuitBreakerMetrics, &CircuitBreakerMetrics_desc, CircuitBreakerMetrics_repr) < 0) return -1;
+int prs_py_register_breaker(PyObject *m, prs_py_state *st) {
     if (prs_py_add_type(m, st, PRS_SLOT_BreakerFunction, &BreakerFunction_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_CircuitBreaker, &CircuitBreaker_spec, NULL) < 0) return -1;
     return 0;

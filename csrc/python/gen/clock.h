@@ -10,7 +10,7 @@ enum {
     P_ManualClock__COUNT = 1
 };
 static const prs_py_param ManualClock_param_list[] = {
-    {"start", "start_ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK, offsetof(prs_py_manual_clock_args, start_ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
+    {"start", "ns", PRS_PK_DURATION, PRS_PY_ZERO_OK | PRS_PY_NEG_OK, offsetof(prs_py_manual_clock_args, ns), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
 };
 static const prs_py_params ManualClock_params = {"ManualClock", 1, 1, 0, ManualClock_param_list};
 #define ManualClock_DOC \
@@ -143,7 +143,7 @@ static PyObject *manual_new(PyTypeObject *type, PyObject *args, PyObject *kwds) 
     prs_py_manual_clock *o = (prs_py_manual_clock *)type->tp_alloc(type, 0);
     if (!o) return NULL;
     int rc = 0;
-    if (!rc) atomic_store(&o->now_ns, cfg.start_ns);
+    if (!rc) atomic_store(&o->now_ns, cfg.ns);
     if (!rc) return (PyObject *)o;
     Py_DECREF(o);
     return PyErr_Occurred() ? NULL : prs_py_error(st, rc, NULL);
@@ -236,6 +236,7 @@ static PyObject *mono_repr(PyObject *self) {
 }
 
 int prs_py_register_clock(PyObject *m, prs_py_state *st) {
+    if (PyModule_AddIntConstant(m, "NEVER_NS", PRS_NEVER) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_ManualClock, &ManualClock_spec, NULL) < 0) return -1;
     if (prs_py_add_type(m, st, PRS_SLOT_MonotonicClock, &MonotonicClock_spec, NULL) < 0) return -1;
     return 0;

@@ -6,7 +6,6 @@ enum prs_py_slot {
     PRS_SLOT_ManualClock,
     PRS_SLOT_MonotonicClock,
     PRS_SLOT_Decision,
-    PRS_SLOT_CircuitBreakerMetrics,
     PRS_SLOT_BreakerFunction,
     PRS_SLOT_CircuitBreaker,
     PRS_SLOT_Bulkhead,
