@@ -199,7 +199,6 @@ static PyObject *reply_to_py(prs_py_state *st, const redisReply *r, PyObject *er
     }
 }
 
-
 static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     prs_py_state *st = prs_py_state_of(self);
     const char *argv[64];
