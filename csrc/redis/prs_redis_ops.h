@@ -1,7 +1,8 @@
 /*
  * prs_redis_ops.h - sans-I/O forms of the Redis calls, for transports that
  * are not the backend's blocking pool (the asyncio connection of
- * pyresilience._redis_async). Not installed.
+ * pyresilience._redis_async), or run on that pool (prs_redis_op_run: one
+ * call, two transports). Not installed.
  *
  * An op is one call (a check, a peek, a reset, a check_many, a group check)
  * split at its network I/O: prs_redis_op_*_new builds exactly the commands
