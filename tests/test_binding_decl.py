@@ -186,10 +186,12 @@ BAD = {  # kind -> (a wrong type, a wrong value)
     "STR": (3, None),
     "CONVERT": (3.5, None),
 }
-BAD_PARAM = {  # (type, param) -> its own (wrong type or None, wrong value): converted counts
+BAD_PARAM = {  # (type, param) -> its own (wrong type or None, wrong value): converted counts,
+    # and a policy name whose every wrong value is the core's ValueError
     ("RedisBackend", "max_connections"): ("5", 2.5),
     ("RedisRateLimiter", "limit"): ("5", 2.5),
     ("RedisRateLimiter", "burst"): ("5", 2.5),
+    ("RedisRateLimiter", "on_backend_error"): (None, 3.5),
 }
 
 
