@@ -130,8 +130,8 @@ LIMITER = Type(
         P("rate", "REAL", "Optional[float]", "None", field="rate", flags=("zero", "neg", "inf", "none")),
         P("burst", "COUNT", "Optional[int]", "None", field="burst", flags=("none",)),
         P("key_prefix", "STR", "str", "'prs:'", field="key_prefix"),
-        P("on_backend_error", "ENUM", "str", "'raise'", field="on_backend_error",
-          choices=("raise", "allow", "deny", "local")),  # prs_redis_policy's order
+        P("on_backend_error", "CONVERT", "str", "'raise'", field="on_backend_error",
+          convert="rl_policy"),
         P("local_share", "REAL", "Optional[float]", "None", field="local_share", flags=("none",)),
         P("lease", "CONVERT", "Any", "None", flags=("none",), convert="rl_lease"),
     ],

@@ -227,6 +227,14 @@ static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize
 
 /* ---- RedisRateLimiter -------------------------------------------------------- */
 
+/* on_backend_error: a name; anything else is the core's refusal (-1). */
+static int rl_policy(PyObject *arg, void *config) {
+    const char *name = PyUnicode_Check(arg) ? PyUnicode_AsUTF8(arg) : NULL;
+    if (!name && PyErr_Occurred()) return -1;
+    ((prs_redis_limiter_config *)config)->on_backend_error = prs_redis_policy_from_name(name);
+    return 0;
+}
+
 /* lease=LeaseConfig(batch, max_hold): its two attributes into the config. */
 static int rl_lease(PyObject *lease, void *config) {
     prs_redis_limiter_config *cfg = config;

@@ -310,7 +310,7 @@ enum {
     P_RedisRateLimiter__COUNT = 10
 };
 static const char *const RedisRateLimiter_algorithm_choices[] = {"gcra", "token_bucket", "fixed_window", "sliding_window_counter", "sliding_window_log", NULL};
-static const char *const RedisRateLimiter_on_backend_error_choices[] = {"raise", "allow", "deny", "local", NULL};
+static int rl_policy(PyObject *arg, void *config);
 static int rl_lease(PyObject *arg, void *config);
 static const prs_py_param RedisRateLimiter_param_list[] = {
     {"backend", NULL, PRS_PK_OBJECT, 0, -1, INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
@@ -320,7 +320,7 @@ static const prs_py_param RedisRateLimiter_param_list[] = {
     {"rate", "rate", PRS_PK_REAL, PRS_PY_ZERO_OK | PRS_PY_NEG_OK | PRS_PY_INF_OK | PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, rate), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
     {"burst", "burst", PRS_PK_COUNT, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, burst), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
     {"key_prefix", "key_prefix", PRS_PK_STR, 0, offsetof(prs_redis_limiter_config, key_prefix), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
-    {"on_backend_error", "on_backend_error", PRS_PK_ENUM, 0, offsetof(prs_redis_limiter_config, on_backend_error), INT64_MIN, INT64_MAX, RedisRateLimiter_on_backend_error_choices, "'raise', 'allow', 'deny' or 'local'", NULL, 0},
+    {"on_backend_error", "on_backend_error", PRS_PK_CONVERT, 0, offsetof(prs_redis_limiter_config, on_backend_error), INT64_MIN, INT64_MAX, NULL, NULL, rl_policy, 0},
     {"local_share", "local_share", PRS_PK_REAL, PRS_PY_NONE_OK, offsetof(prs_redis_limiter_config, local_share), INT64_MIN, INT64_MAX, NULL, NULL, NULL, 0},
     {"lease", NULL, PRS_PK_CONVERT, PRS_PY_NONE_OK, -1, INT64_MIN, INT64_MAX, NULL, NULL, rl_lease, 0},
 };
