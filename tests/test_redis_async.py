@@ -451,6 +451,17 @@ def test_reader_parses_split_replies_and_refuses_garbage() -> None:
         r.feed("text")  # type: ignore[arg-type]
 
 
+def test_resp_reader_error_reply_not_utf8() -> None:
+    """An error reply's text that is not UTF-8 still gives its error (bytes
+    replaced, as BackendError's message from _command words it), not a
+    UnicodeDecodeError from pop()."""
+    from pyresilience._redis_async import RespError
+    r = _core._RespReader(RespError)
+    r.feed(b"-ERR caf\xe9\r\n")
+    got = r.pop(None)
+    assert isinstance(got, RespError) and str(got) == "ERR caf\ufffd"
+
+
 def test_op_steps_put_and_finish_without_a_server() -> None:
     """The sans-I/O op drives its transport: one send of its commands to node
     0, each reply put into the op in C, the decision from them; a reply

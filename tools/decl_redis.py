@@ -62,7 +62,7 @@ BACKEND = Type(
         M("ping", returns="bool", expr="backend_call(self, 1)",
           doc="PING the server: True, or BackendError when it cannot be reached\n"
               "within the timeout."),
-        M("_endpoint", params=declared("node: int = 0"),
+        M("_endpoint", params=declared("node: int = 0"), expr="backend_node_endpoint(self, v[0])",
           returns="Tuple[Optional[str], int, Optional[str], Optional[str], Optional[str], int]",
           doc="Internal (asyncio transport): (host, port, unix_path, user, password, db)\n"
               "of the parsed url, or of a Cluster's node (an index the ops name)."),
@@ -258,7 +258,7 @@ READER = Type(
         "(hiredis's reader) as the pool's are. An error reply is error(text).",
     methods=[
         M("feed", "data: bytes, /", doc="The bytes the connection read."),
-        M("put", params=declared("op: Any, send: int"), returns="int",
+        M("put", params=declared("op: Any, send: int"), returns="int", expr="reader_put_reply(self, v[0], v[1])",
           doc="Hand the next whole reply to op as a reply of its send `send`: 0 when no\n"
               "reply is whole yet, 1 when handed, 2 when it was the last the op's step awaited."),
         M("pop", "default: Any, /", "Any",

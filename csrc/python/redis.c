@@ -1,26 +1,21 @@
 /*
- * redis.c - the Redis types of pyresilience._core: RedisBackend,
- * RedisRateLimiter and RedisLimiterGroup, over csrc/redis (hiredis).
+ * redis.c - the Redis types of pyresilience._core over csrc/redis (hiredis):
+ * RedisBackend, RedisRateLimiter, RedisLimiterGroup, and the asyncio
+ * transport's _RespReader. Declared in tools/decl_redis.py (gen/redis.h).
  *
- * Declared in tools/decl_redis.py (parameters, docs, method and property
- * tables: gen/redis.h). The core (csrc/redis) validates (a refusal names
- * the config field and why; prs_py_config_error words it with the value
+ * The core validates (prs_py_config_error words a refusal with the value
  * given), decides, and applies each limiter's on_backend_error policy when
  * Redis fails - including the 'local' fallback. A status becomes an
- * exception through prs_py_error(), with the backend's message from
- * prs_redis_last_error() when it has one. allow/check/peek are the shared
- * rate methods (prs_py_rate_method over rl_target); acquire() is the
- * binding's rate wait (prs_py_wait_admitted) sleeping each step's whole delay,
- * a step being a round trip; acquire_async feeds it the Decisions its
- * asyncio checks got (_async_waiter).
- *
- * The asyncio transport (pyresilience._redis_async) gets the C ops as
- * capsules and a _RespReader per connection: the replies are parsed by
- * csrc/redis and handed straight to the op, never converted to Python.
+ * exception through prs_py_error(), with prs_redis_last_error()'s message
+ * when there is one. allow/check/peek are the shared rate methods
+ * (prs_py_rate_method over rl_target); acquire() is the binding's rate wait
+ * (prs_py_wait_admitted), a step being a round trip; acquire_async feeds it
+ * the Decisions its asyncio checks got (_async_waiter). Every other call is
+ * an op (see "the calls as ops").
  *
  * Every network call runs with the GIL released (the C backend never touches
- * Python objects; the key bytes it reads belong to argument objects kept
- * alive across the call). Objects are built whole in tp_new.
+ * Python objects; a rate method's key belongs to its argument, alive across
+ * the call; an op copies its keys). Objects are built whole in tp_new.
  *
  * Built without hiredis, this file registers nothing and the facade's
  * RedisBackend raises an error explaining how to install hiredis.
@@ -43,7 +38,6 @@ typedef struct {
     prs_redis_config cfg;
     PyObject *weakreflist;
 } backend_obj;
-static int backend_build(backend_obj *o, prs_redis_config *cfg, PyObject *url);
 
 typedef struct {
     PyObject_HEAD
@@ -64,7 +58,6 @@ typedef struct {
     Py_ssize_t count;
     PyObject *weakreflist;
 } group_obj;
-static int group_build(group_obj *o, prs_py_state *st, PyObject *members);
 
 typedef struct {
     PyObject_HEAD
@@ -73,24 +66,11 @@ typedef struct {
 } reader_obj;
 
 enum { GROUP_CHECK, GROUP_ALLOW, GROUP_OP };
-static PyObject *group_call(PyObject *self, PyObject *now, int how);
-static PyObject *rl_call(PyObject *self, int kind, PyObject *key, int64_t n, PyObject *now, int as_op);
-static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op);
-static PyObject *rl_release(PyObject *self, int as_op);
-static PyObject *op_result(prs_redis_op *op, PyObject *owner);
-static PyObject *backend_call(PyObject *self, int ping);
-static PyObject *op_finish(PyObject *self, PyObject *cap, int rc);
-static PyObject *acquired(PyObject *self, PyObject *key, int64_t n, int64_t timeout_ns);
-static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
-                             int64_t *max_n);
 
 typedef struct transport_args {
     int64_t admit;
     int status; /* index in the declared choices: OK, ECONN, ETIMEDOUT, EPROTO, EBACKEND, EBACKENDCLOSED */
 } transport_args;
-static int transport_failure(const transport_args *a, PyObject *message);
-
-static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_t timeout_ns);
 
 typedef struct op_args {
     int kind; /* check, peek, reset */
@@ -102,8 +82,6 @@ typedef struct clock_args {
 } clock_args;
 
 static int is_none(PyObject *o) { return !o || o == Py_None; }
-
-#include "gen/redis.h"
 
 /* The monotonic clock of the Redis waits (time itself is Redis's). */
 static prs_py_clock wait_clock = {PRS_CLOCK_MONOTONIC, NULL, NULL};
@@ -140,8 +118,7 @@ static int bytes_of(PyObject *o, const char *param, const char **p, Py_ssize_t *
         *p = PyUnicode_AsUTF8AndSize(o, n);
         return *p ? 0 : -1;
     }
-    PyErr_Format(PyExc_TypeError, "%s must be str or bytes, not %.200s: %R", param, Py_TYPE(o)->tp_name, o);
-    return -1;
+    return prs_py_type_error(param, "str or bytes", o);
 }
 
 /* now (seconds) of the _check_at test hooks, as Redis microseconds. */
@@ -200,16 +177,11 @@ static PyObject *reply_to_py(prs_py_state *st, const redisReply *r, PyObject *er
     case REDIS_REPLY_INTEGER: return PyLong_FromLongLong(r->integer);
     case REDIS_REPLY_NIL: Py_RETURN_NONE;
     case REDIS_REPLY_ERROR: {
-        PyObject *msg = error ? PyUnicode_FromString(r->str ? r->str : "error")
-                              : PyUnicode_FromFormat("redis: %.400s", r->str ? r->str : "error");
-        if (!msg || error) {
-            PyObject *exc = msg ? PyObject_CallOneArg(error, msg) : NULL;
-            Py_XDECREF(msg);
-            return exc;
-        }
-        PyErr_SetObject(PRS_PY_EXC(st, BackendError), msg);
-        Py_DECREF(msg);
-        return NULL;
+        PyObject *msg = PyUnicode_FromFormat(error ? "%s" : "redis: %.400s", r->str ? r->str : "error");
+        PyObject *exc = msg && error ? PyObject_CallOneArg(error, msg) : NULL;
+        if (msg && !error) PyErr_SetObject(PRS_PY_EXC(st, BackendError), msg);
+        Py_XDECREF(msg);
+        return exc;
     }
     case REDIS_REPLY_ARRAY: {
         PyObject *list = PyList_New((Py_ssize_t)r->elements);
@@ -226,7 +198,6 @@ static PyObject *reply_to_py(prs_py_state *st, const redisReply *r, PyObject *er
         Py_RETURN_NONE;
     }
 }
-
 
 static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
     prs_py_state *st = prs_py_state_of(self);
@@ -279,71 +250,28 @@ static int rl_lease(PyObject *lease, void *config) {
         }
     } else if (PyErr_ExceptionMatches(PyExc_AttributeError)) {
         PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "lease must be a LeaseConfig or None, not %.200s: %R",
-                     Py_TYPE(lease)->tp_name, lease);
+        prs_py_type_error("lease", "a LeaseConfig or None", lease);
     }
     Py_XDECREF(b[0]);
     Py_XDECREF(b[1]);
     return rc;
 }
 
-/* tp_new's last step (the declared one parses cfg and keeps the arguments
- * as given): the core's sizing rule (which sizing parameters were given: the
- * config has no "not given"), worded after the algorithm's name; the core's
- * check (a LeaseConfig's field named as lease.<attribute>); the limiter. */
-static int rl_build(limiter_obj *o, prs_py_state *st, prs_redis_limiter_config *cfg, PyObject **v) {
-    unsigned given = (is_none(v[P_RedisRateLimiter_rate]) ? 0 : PRS_REDIS_GIVEN_RATE) |
-                     (is_none(v[P_RedisRateLimiter_burst]) ? 0 : PRS_REDIS_GIVEN_BURST) |
-                     (is_none(v[P_RedisRateLimiter_limit]) ? 0 : PRS_REDIS_GIVEN_LIMIT) |
-                     (is_none(v[P_RedisRateLimiter_window]) ? 0 : PRS_REDIS_GIVEN_WINDOW);
-    prs_config_error why = {NULL, NULL};
-    if (prs_redis_limiter_sizing(cfg, given, &why) != PRS_OK) {
-        PyErr_Format(PyExc_ValueError, "%s %s", prs_redis_algorithm_name(cfg->algorithm), why.reason);
-        return -1;
-    }
-    int rc = prs_redis_limiter_config_check(cfg, &why);
-    const char *attr = !rc || !why.field ? NULL : !strcmp(why.field, "lease_batch") ? "batch"
-                     : !strcmp(why.field, "lease_max_hold_ns") ? "max_hold" : NULL;
-    PyObject *value = attr ? PyObject_GetAttrString(v[P_RedisRateLimiter_lease], attr) : NULL;
-    if (value) PyErr_Format(PyExc_ValueError, "lease.%s %s, got %R", attr, why.reason, value);
-    else if (rc && !attr) prs_py_config_error(st, rc, &why, &RedisRateLimiter_params, v, cfg);
-    Py_XDECREF(value);
-    if (rc) return -1;
-    if ((rc = prs_redis_limiter_new(((backend_obj *)o->backend)->b, cfg, &o->l))) {
-        redis_error(st, rc);
-        return -1;
-    }
-    o->policy = cfg->on_backend_error;
-    o->has_lease = cfg->lease_batch > 0;
-    o->algorithm = PyUnicode_FromString(prs_redis_algorithm_name(cfg->algorithm));
-    o->key_prefix = PyUnicode_FromString(cfg->key_prefix);
-    return o->algorithm && o->key_prefix ? 0 : -1;
-}
-
-/* One call for key (bytes borrowed from an argument object): 0 with *d,
- * or a status with an exception set. The core applies on_backend_error.
- * kind: an op's (check, peek, reset); now_us >= 0: the test time override.
- * A leased check served locally never releases the GIL. */
-static int rl_decide(limiter_obj *self, int kind, const char *k, size_t klen, int64_t n, int64_t now_us,
-                     prs_decision *d) {
-    int rc = PRS_EAGAIN;
-    if (kind == PRS_REDIS_OP_CHECK && self->has_lease && now_us < 0)
-        rc = prs_redis_limiter_check_local(self->l, k, klen, n, d);
-    if (rc == PRS_OK) return 0;
-    prs_redis_limiter *l = self->l;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_limiter_call(l, kind, k, klen, n, now_us, d);
-    Py_END_ALLOW_THREADS
-    if (rc) redis_error(prs_py_state_of((PyObject *)self), rc);
-    return rc;
-}
-
 /* The rate methods' decision (allow, check, peek, acquire: prs_py_rate_method);
- * ctx: the prs_py_rate. A request beyond the limit can never be admitted. */
+ * ctx: the prs_py_rate. The core applies on_backend_error; a leased check
+ * served locally never releases the GIL. A request beyond the limit can
+ * never be admitted. */
 static int rl_rate_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
                           int64_t *max_n) {
     const prs_py_rate *r = ctx;
-    int rc = rl_decide(r->core, consume ? PRS_REDIS_OP_CHECK : PRS_REDIS_OP_PEEK, r->key, r->len, n, -1, d);
+    limiter_obj *o = r->core;
+    int rc = consume && o->has_lease ? prs_redis_limiter_check_local(o->l, r->key, r->len, n, d) : PRS_EAGAIN;
+    if (rc != PRS_OK) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = prs_redis_limiter_call(o->l, consume ? PRS_REDIS_OP_CHECK : PRS_REDIS_OP_PEEK, r->key, r->len, n, -1, d);
+        Py_END_ALLOW_THREADS
+    }
+    if (rc) redis_error(prs_py_state_of(r->core), rc);
     return rc ? rc : never_admitted(r->core, d, max_n);
 }
 
@@ -353,6 +281,39 @@ static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
     if (bytes_of(key, "key", &r->key, &len) < 0) return -1;
     r->len = (size_t)len;
     return 0;
+}
+
+/* ---- the calls as ops (csrc/redis/prs_redis_ops.h) ----------------------------
+ * Every call but the rate methods' builds its op (no I/O) and either runs it
+ * on the backend's pool (prs_redis_op_run, the GIL released) or hands it to
+ * the asyncio transport as a capsule (_op, _op_many, _op_release, a group's
+ * _op), which steps it (_op_step), puts each reply its _RespReader parsed
+ * into it (put) and finishes it (_op_finish): both decide alike, failure
+ * policy included. The capsule's context holds a reference to the limiter
+ * or group, so the C objects outlive the op. */
+
+static const char OP_CAPSULE[] = "pyresilience._core.redis_op";
+
+static void op_capsule_free(PyObject *cap) {
+    prs_redis_op_free(PyCapsule_GetPointer(cap, OP_CAPSULE));
+    Py_XDECREF((PyObject *)PyCapsule_GetContext(cap));
+}
+
+/* The op as a capsule owning it (freed on error). */
+static PyObject *op_result(prs_redis_op *op, PyObject *owner) {
+    PyObject *cap = PyCapsule_New(op, OP_CAPSULE, op_capsule_free);
+    if (!cap) { prs_redis_op_free(op); return NULL; }
+    if (PyCapsule_SetContext(cap, Py_NewRef(owner)) < 0) { Py_DECREF(owner); Py_DECREF(cap); return NULL; }
+    return cap;
+}
+
+static prs_redis_op *op_of(PyObject *cap) {
+    prs_redis_op *op = PyCapsule_GetPointer(cap, OP_CAPSULE);
+    if (!op) {
+        PyErr_Clear();
+        prs_py_type_error("op", "a Redis op", cap);
+    }
+    return op;
 }
 
 /* What a call of an op's kind returns, from its decisions: a Decision (a
@@ -371,67 +332,74 @@ static PyObject *op_value(prs_py_state *st, int kind, const prs_decision *d, siz
     return list;
 }
 
-/* acquire() of a limiter's key (a group's: key NULL): the binding's rate
- * wait, each step a round trip, so it sleeps a step's whole delay before
- * deciding again. Nothing is taken unless admitted. */
-static PyObject *acquired(PyObject *self, PyObject *key, int64_t n, int64_t timeout_ns) {
-    prs_py_rate r = {&wait_clock, group_wait_decide, self, "Redis group", NULL, NULL, 0};
-    if ((key && rl_target(self, key, &r) < 0) ||
-        prs_py_wait_admitted(prs_py_state_of(self), &wait_clock, r.fn, r.ctx, r.what, n, timeout_ns, 1) < 0)
-        return NULL;
-    Py_RETURN_NONE;
+/* What the call made by op returns (op_value): op finished with the replies
+ * its transport put into it or that transport's failure rc; with rc RUN,
+ * run on the backend's pool first, the GIL released. */
+#define RUN INT_MIN
+static PyObject *op_returns(PyObject *self, prs_redis_op *op, int rc) {
+    size_t n = prs_redis_op_decisions(op); /* >= 1: room for n decisions and their statuses */
+    prs_decision *d = PyMem_Calloc(n, sizeof *d + sizeof(int));
+    int denied = -1;
+    if (!d) return PyErr_NoMemory();
+    if (rc == RUN) {
+        Py_BEGIN_ALLOW_THREADS
+        rc = prs_redis_op_run(op, d, (int *)(d + n), &denied);
+        Py_END_ALLOW_THREADS
+    } else {
+        rc = prs_redis_op_finish(op, rc, NULL, d, (int *)(d + n), &denied);
+    }
+    PyObject *result = rc ? redis_error(prs_py_state_of(self), rc)
+                          : op_value(prs_py_state_of(self), prs_redis_op_kind(op), d, n, denied);
+    PyMem_Free(d);
+    return result;
+}
+
+/* A call built as *op by a builder whose status is rc (the builder may be
+ * called in the arguments: *op is read here): the op itself (as_op, for the
+ * asyncio transport), or what running it on the pool returns. */
+static PyObject *op_call(PyObject *self, int rc, prs_redis_op **op, int as_op) {
+    if (rc) return redis_error(prs_py_state_of(self), rc);
+    if (as_op) return op_result(*op, self);
+    PyObject *result = op_returns(self, *op, RUN);
+    prs_redis_op_free(*op);
+    return result;
 }
 
 /* reset, _check_at (now: seconds, or NULL) and _op (as_op: the op, or the
  * Decision a lease gave): one call of an op's kind for key. */
 static PyObject *rl_call(PyObject *self, int kind, PyObject *key, int64_t n, PyObject *now, int as_op) {
-    limiter_obj *o = (limiter_obj *)self;
     int64_t now_us = -1;
     const char *k;
     Py_ssize_t klen;
-    prs_redis_op *op = NULL;
+    prs_redis_op *op;
     prs_decision d;
     if ((now && now_us_arg(now, &now_us) < 0) || bytes_of(key, "key", &k, &klen) < 0) return NULL;
-    if (as_op) {
-        int rc = prs_redis_op_limiter_new(o->l, kind, k, (size_t)klen, n, now_us, &op, &d);
-        if (rc) return redis_error(prs_py_state_of(self), rc);
-        if (op) return op_result(op, self);
-    } else if (rl_decide(o, kind, k, (size_t)klen, n, now_us, &d)) {
-        return NULL;
-    }
-    return op_value(prs_py_state_of(self), kind, &d, 1, -1);
-}
-
-/* Room for n decisions and their statuses, one block (PyMem_Free(d)). */
-static prs_decision *decisions_alloc(size_t n, int **status) {
-    prs_decision *d = PyMem_Calloc(n ? n : 1, sizeof *d + sizeof **status);
-    if (!d) PyErr_NoMemory();
-    *status = d ? (int *)(d + (n ? n : 1)) : NULL;
-    return d;
+    int rc = prs_redis_op_limiter_new(((limiter_obj *)self)->l, kind, k, (size_t)klen, n, now_us, &op, &d);
+    if (rc == PRS_OK && !op) return op_value(prs_py_state_of(self), kind, &d, 1, -1); /* a lease decided */
+    return op_call(self, rc, &op, as_op);
 }
 
 /* A group's members, (limiter, key[, n]) tuples (group), or check_many's
  * requests, (key, n) pairs or bare keys (n = 1), into m[count] (limiter
- * NULL for requests). The iterable is copied into a tuple and each item
- * into a tuple of its own (held in *keep; a group's become (limiter, key, n))
- * before anything is parsed, so every key stays alive whatever an n's
- * __index__ does to the caller's lists. 0, or -1 with an exception;
- * PyMem_Free(*m) and Py_DECREF(*keep) after. */
+ * NULL for requests). The iterable is copied into a tuple, and each item
+ * into a tuple held in *keep (a group's become (limiter, key, n)) before
+ * its n is parsed, so its key stays alive whatever an n's __index__ does to
+ * the caller's lists. 0, or -1 with an exception; PyMem_Free(*m) and
+ * Py_DECREF(*keep) after. */
 static int items_arg(prs_py_state *st, PyObject *obj, int group, PyObject **keep, prs_redis_member **m,
                      Py_ssize_t *count) {
-    const char *param = group ? "members" : "requests";
     PyObject *seq = PySequence_Tuple(obj);
+    *m = NULL;
+    *keep = NULL;
     if (!seq) {
         if (PyErr_ExceptionMatches(PyExc_TypeError)) {
             PyErr_Clear();
-            PyErr_Format(PyExc_TypeError, "%s must be %s", param,
-                         group ? "a list of (limiter, key, n) tuples" : "an iterable of (key, n) pairs");
+            PyErr_SetString(PyExc_TypeError, group ? "members must be a list of (limiter, key, n) tuples"
+                                                   : "requests must be an iterable of (key, n) pairs");
         }
         return -1;
     }
     *count = PyTuple_GET_SIZE(seq);
-    *m = NULL;
-    *keep = NULL;
     if (group && (*count < 1 || *count > PRS_REDIS_GROUP_MAX)) {
         PyErr_Format(PyExc_ValueError, "a group needs 1 to %d members, got %zd", PRS_REDIS_GROUP_MAX, *count);
         goto fail;
@@ -442,14 +410,11 @@ static int items_arg(prs_py_state *st, PyObject *obj, int group, PyObject **keep
         if (*keep) PyErr_NoMemory();
         goto fail;
     }
-    for (Py_ssize_t i = 0; i < *count; i++) { /* first hold every item: no user code runs here */
-        PyObject *item = PyTuple_GET_ITEM(seq, i);
-        item = PyTuple_Check(item) || PyList_Check(item) ? PySequence_Tuple(item) : Py_NewRef(item);
+    for (Py_ssize_t i = 0; i < *count; i++) {
+        PyObject *given = PyTuple_GET_ITEM(seq, i), *lim = NULL;
+        PyObject *item = PyTuple_Check(given) || PyList_Check(given) ? PySequence_Tuple(given) : Py_NewRef(given);
         if (!item) goto fail;
         PyTuple_SET_ITEM(*keep, i, item);
-    }
-    for (Py_ssize_t i = 0; i < *count; i++) {
-        PyObject *item = PyTuple_GET_ITEM(*keep, i), *given = PyTuple_GET_ITEM(seq, i), *lim = NULL;
         Py_ssize_t size = PyTuple_Check(item) ? PyTuple_GET_SIZE(item) : -1;
         if (group ? !PyTuple_Check(given) || (size != 2 && size != 3) : size != -1 && size != 2) {
             PyErr_Format(PyExc_TypeError, group ? "members[%zd] must be a (limiter, key, n) tuple, got %R"
@@ -488,31 +453,16 @@ fail:
 
 /* check_many (blocking) or its op (_op_many: [] for no requests). */
 static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op) {
-    prs_py_state *st = prs_py_state_of(self);
-    prs_redis_limiter *l = ((limiter_obj *)self)->l;
-    PyObject *keep, *result = NULL;
+    PyObject *keep, *result;
     prs_redis_member *m;
+    prs_redis_op *op = NULL;
     Py_ssize_t count;
-    if (items_arg(st, requests, 0, &keep, &m, &count) < 0) return NULL;
+    if (items_arg(prs_py_state_of(self), requests, 0, &keep, &m, &count) < 0) return NULL;
     prs_redis_request *reqs = PyMem_Calloc(count ? (size_t)count : 1, sizeof *reqs);
     for (Py_ssize_t i = 0; reqs && i < count; i++) reqs[i] = (prs_redis_request){m[i].key, m[i].keylen, m[i].n};
-    int *status, rc = PRS_OK;
-    prs_decision *ds = as_op || !reqs ? NULL : decisions_alloc((size_t)count, &status);
-    prs_redis_op *o;
-    if (!reqs) {
-        PyErr_NoMemory();
-    } else if (!count) {
-        result = PyList_New(0);
-    } else if (as_op) {
-        if ((rc = prs_redis_op_many_new(l, (size_t)count, reqs, &o)) == PRS_OK) result = op_result(o, self);
-    } else if (ds) {
-        Py_BEGIN_ALLOW_THREADS /* keep holds every key */
-        rc = prs_redis_limiter_check_many(l, (size_t)count, reqs, ds, status);
-        Py_END_ALLOW_THREADS
-        if (!rc) result = op_value(st, 'm', ds, (size_t)count, -1);
-    }
-    if (rc) redis_error(st, rc);
-    PyMem_Free(ds);
+    if (!reqs) result = PyErr_NoMemory();
+    else if (!count) result = PyList_New(0);
+    else result = op_call(self, prs_redis_op_many_new(((limiter_obj *)self)->l, (size_t)count, reqs, &op), &op, as_op);
     PyMem_Free(reqs);
     PyMem_Free(m);
     Py_DECREF(keep);
@@ -521,18 +471,9 @@ static PyObject *rl_many(PyObject *self, PyObject *requests, int as_op) {
 
 /* close() (blocking) or its op (_op_release: None when no lease holds a permit). */
 static PyObject *rl_release(PyObject *self, int as_op) {
-    prs_redis_limiter *l = ((limiter_obj *)self)->l;
-    prs_redis_op *o = NULL;
-    int rc;
-    if (as_op) {
-        rc = prs_redis_op_release_new(l, &o);
-    } else {
-        Py_BEGIN_ALLOW_THREADS
-        rc = prs_redis_limiter_release_leases(l);
-        Py_END_ALLOW_THREADS
-    }
-    if (rc) return redis_error(prs_py_state_of(self), rc);
-    return o ? op_result(o, self) : Py_NewRef(Py_None);
+    prs_redis_op *op;
+    int rc = prs_redis_op_release_new(((limiter_obj *)self)->l, &op);
+    return rc == PRS_OK && !op ? Py_NewRef(Py_None) : op_call(self, rc, &op, as_op);
 }
 
 static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
@@ -558,78 +499,52 @@ static int group_build(group_obj *o, prs_py_state *st, PyObject *members) {
     return -1;
 }
 
-/* The group's decision (the core applies the members' policies when Redis
- * fails): 0 with *d and *denied, or a status with an exception set. */
-static int group_decide(group_obj *self, int64_t now_us, prs_decision *d, int *denied) {
-    PyObject *members = Py_NewRef(self->members); /* keeps the keys alive */
-    int rc;
-    *denied = -1;
-    Py_BEGIN_ALLOW_THREADS
-    rc = prs_redis_group_check((size_t)self->count, self->m, now_us, d, denied);
-    Py_END_ALLOW_THREADS
-    Py_DECREF(members);
-    if (rc) redis_error(prs_py_state_of((PyObject *)self), rc);
-    return rc;
-}
-
 /* check (a Decision), allow (a bool), _check_at and _op (the op): now in
- * seconds, NULL for Redis's time. */
+ * seconds, NULL for Redis's time. The core applies the members' policies
+ * when Redis fails. */
 static PyObject *group_call(PyObject *self, PyObject *now, int how) {
     group_obj *o = (group_obj *)self;
     int64_t now_us = -1;
-    prs_decision d;
-    prs_redis_op *op;
-    int denied, rc;
+    prs_redis_op *op = NULL;
     if (now && now_us_arg(now, &now_us) < 0) return NULL;
-    if (how == GROUP_OP) {
-        if ((rc = prs_redis_op_group_new((size_t)o->count, o->m, now_us, &op))) return redis_error(prs_py_state_of(self), rc);
-        return op_result(op, self);
-    }
-    if (group_decide(o, now_us, &d, &denied)) return NULL;
-    if (how == GROUP_ALLOW) return PyBool_FromLong(d.allowed);
-    return op_value(prs_py_state_of(self), 'g', &d, 1, denied);
+    PyObject *result = op_call(self, prs_redis_op_group_new((size_t)o->count, o->m, now_us, &op), &op,
+                               how == GROUP_OP);
+    if (how != GROUP_ALLOW || !result) return result;
+    PyObject *allowed = PyBool_FromLong(((prs_py_decision *)result)->d.allowed);
+    Py_DECREF(result);
+    return allowed;
 }
 
-/* The wait's decide step; ctx: the group. */
+/* A Decision object's decision and denied_by (-1: none) into *d, *by. */
+static void decision_of(PyObject *dec, prs_decision *d, int *by) {
+    prs_py_decision *pd = (prs_py_decision *)dec;
+    *d = pd->d;
+    *by = pd->denied_by;
+}
+
+/* The wait's decide step; ctx: the group (a wait always takes: a group's
+ * decision consumes). */
 static int group_wait_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decision *d, int *by,
                              int64_t *max_n) {
-    (void)consume; /* a wait always takes (a group's decision consumes) */
-    int rc = group_decide(ctx, -1, d, by);
-    return rc ? rc : never_admitted(ctx, d, max_n);
+    PyObject *dec = group_call(ctx, NULL, GROUP_CHECK);
+    if (!dec) return PRS_EBACKEND; /* its exception says why */
+    decision_of(dec, d, by);
+    Py_DECREF(dec);
+    return never_admitted(ctx, d, max_n);
 }
 
-/* ---- the asyncio transport's ops (pyresilience._redis_async) --------------------
- * The ops of csrc/redis/prs_redis_ops.h as capsules: _op builds the commands
- * (no I/O); RedisBackend._op_step says what to send to which node; the
- * facade sends it on its asyncio connection to that node and hands each
- * reply from the connection's _RespReader to the op (put); _op_finish then
- * decides as the blocking call would (failure policy included). The
- * capsule's context holds a reference to the limiter or group, so the C
- * objects outlive the op. */
-
-static const char OP_CAPSULE[] = "pyresilience._core.redis_op";
-
-static void op_capsule_free(PyObject *cap) {
-    prs_redis_op_free(PyCapsule_GetPointer(cap, OP_CAPSULE));
-    Py_XDECREF((PyObject *)PyCapsule_GetContext(cap));
+/* acquire() of a limiter's key (a group's: key NULL): the binding's rate
+ * wait, each step a round trip, so it sleeps a step's whole delay before
+ * deciding again. Nothing is taken unless admitted. */
+static PyObject *acquired(PyObject *self, PyObject *key, int64_t n, int64_t timeout_ns) {
+    prs_py_rate r = {&wait_clock, group_wait_decide, self, "Redis group", NULL, NULL, 0};
+    if ((key && rl_target(self, key, &r) < 0) ||
+        prs_py_wait_admitted(prs_py_state_of(self), &wait_clock, r.fn, r.ctx, r.what, n, timeout_ns, 1) < 0)
+        return NULL;
+    Py_RETURN_NONE;
 }
 
-/* The op as a capsule owning it (freed on error). */
-static PyObject *op_result(prs_redis_op *op, PyObject *owner) {
-    PyObject *cap = PyCapsule_New(op, OP_CAPSULE, op_capsule_free);
-    if (!cap) { prs_redis_op_free(op); return NULL; }
-    if (PyCapsule_SetContext(cap, Py_NewRef(owner)) < 0) { Py_DECREF(owner); Py_DECREF(cap); return NULL; }
-    return cap;
-}
-
-static prs_redis_op *op_of(PyObject *cap) {
-    prs_redis_op *op = PyCapsule_GetPointer(cap, OP_CAPSULE);
-    if (!op) {
-        PyErr_Clear();
-        PyErr_Format(PyExc_TypeError, "op must be a Redis op, not %.200s", Py_TYPE(cap)->tp_name);
-    }
-    return op;
-}
+/* ---- the asyncio transport (pyresilience._redis_async) ------------------------- */
 
 /* The op's next step: a tuple of (node, bytes, replies) sends; () when done. */
 static PyObject *backend_op_step(PyObject *self, PyObject *cap) {
@@ -663,27 +578,18 @@ static int transport_failure(const transport_args *a, PyObject *message) {
  * transport's failure (rc), which the policy decides. */
 static PyObject *op_finish(PyObject *self, PyObject *cap, int rc) {
     prs_redis_op *op = op_of(cap);
-    size_t n = op ? prs_redis_op_decisions(op) : 1;
-    int *status, denied = -1;
-    prs_decision *d = op ? decisions_alloc(n, &status) : NULL;
-    PyObject *result = NULL;
-    if (!d) return NULL;
-    if ((rc = prs_redis_op_finish(op, rc, NULL, d, status, &denied))) redis_error(prs_py_state_of(self), rc);
-    else result = op_value(prs_py_state_of(self), prs_redis_op_kind(op), d, n, denied);
-    PyMem_Free(d);
-    return result;
+    return op ? op_returns(self, op, rc) : NULL;
 }
 
 static PyObject *opt_str(const char *s) { return s ? PyUnicode_FromString(s) : Py_NewRef(Py_None); }
 
-static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[1];
-    if (prs_py_parse_params(&RedisBackend__endpoint_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    int node = v[0] ? PyLong_AsLong(v[0]) : 0;
+/* _endpoint: the parsed url, or a Cluster's or Sentinel's node. */
+static PyObject *backend_node_endpoint(PyObject *self, PyObject *nodeo) {
+    int node = nodeo ? PyLong_AsLong(nodeo) : 0;
     const char *host;
     prs_redis_backend *b = ((backend_obj *)self)->b;
     if (node == -1 && PyErr_Occurred()) return NULL;
-    if (prs_redis_backend_node(b, node, &host, &node) == PRS_OK) /* a Cluster's or Sentinel's node */
+    if (prs_redis_backend_node(b, node, &host, &node) == PRS_OK)
         return Py_BuildValue("(siOOOi)", host, node, Py_None, Py_None, Py_None, 0);
     const prs_redis_url *u = prs_redis_backend_url(b);
     return Py_BuildValue("(NiNNNL)", opt_str(u->is_unix ? NULL : u->host), u->port, opt_str(u->path),
@@ -707,21 +613,14 @@ static PyObject *reader_feed(PyObject *self, PyObject *data) {
     Py_RETURN_NONE;
 }
 
-/* The next whole reply (NULL: none yet), or -1 with an exception. */
-static int reader_next(PyObject *self, redisReply **r) {
-    int rc = prs_redis_reader_next(((reader_obj *)self)->r, r);
-    if (rc) redis_error(prs_py_state_of(self), rc);
-    return rc ? -1 : 0;
-}
-
-static PyObject *reader_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
-    PyObject *v[2];
+/* put: the next whole reply handed to op as a reply of its send `send`. */
+static PyObject *reader_put_reply(PyObject *self, PyObject *opo, PyObject *sendo) {
     redisReply *r;
-    if (prs_py_parse_params(&_RespReader_put_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
-    prs_redis_op *op = op_of(v[0]);
-    Py_ssize_t send = op ? PyLong_AsSsize_t(v[1]) : -1;
-    if (!op || (send == -1 && PyErr_Occurred()) || reader_next(self, &r) < 0) return NULL;
-    if (!r) return PyLong_FromLong(0);
+    prs_redis_op *op = op_of(opo);
+    Py_ssize_t send = op ? PyLong_AsSsize_t(sendo) : -1;
+    if (!op || (send == -1 && PyErr_Occurred())) return NULL;
+    int rc = prs_redis_reader_next(((reader_obj *)self)->r, &r);
+    if (rc || !r) return rc ? redis_error(prs_py_state_of(self), rc) : PyLong_FromLong(0);
     int done = prs_redis_op_put(op, (size_t)send, r);
     if (done < 0) return PyErr_Format(PyExc_ValueError, "send %zd of this op expects no reply", send);
     return PyLong_FromLong(1 + done);
@@ -729,8 +628,8 @@ static PyObject *reader_put(PyObject *self, PyObject *const *args, Py_ssize_t na
 
 static PyObject *reader_pop(PyObject *self, PyObject *dflt) {
     redisReply *r;
-    if (reader_next(self, &r) < 0) return NULL;
-    if (!r) return Py_NewRef(dflt);
+    int rc = prs_redis_reader_next(((reader_obj *)self)->r, &r);
+    if (rc || !r) return rc ? redis_error(prs_py_state_of(self), rc) : Py_NewRef(dflt);
     PyObject *out = reply_to_py(prs_py_state_of(self), r, ((reader_obj *)self)->error);
     freeReplyObject(r);
     return out;
@@ -749,24 +648,56 @@ static int fed_decide(void *ctx, int64_t now, int64_t n, int consume, prs_decisi
         PyErr_SetString(PyExc_RuntimeError, "_async_waiter: step() needs a Decision in its cell");
         return PRS_EINVAL;
     }
-    prs_py_decision *pd = (prs_py_decision *)dec;
-    *d = pd->d;
-    *by = pd->denied_by;
+    decision_of(dec, d, by);
     if (PyList_SetSlice(cell, 0, len, NULL) < 0) return PRS_ENOMEM;
     return never_admitted(owner, d, max_n);
 }
 
 static PyObject *fed_waiter(PyObject *owner, const char *what, int64_t n, int64_t timeout_ns) {
     PyObject *cell = PyList_New(0), *ctx = cell ? PyTuple_Pack(2, owner, cell) : NULL, *out = NULL;
-    if (ctx) {
-        PyObject *w = prs_py_rate_wait_new(prs_py_state_of(owner), ctx, &wait_clock, fed_decide, ctx, what, n,
-                                           timeout_ns);
-        if (w) out = PyTuple_Pack(2, w, cell);
-        Py_XDECREF(w);
-    }
+    if (ctx) /* (the wait, cell); N: the wait's one reference */
+        out = Py_BuildValue("(NO)", prs_py_rate_wait_new(prs_py_state_of(owner), ctx, &wait_clock, fed_decide,
+                                                         ctx, what, n, timeout_ns), cell);
     Py_XDECREF(cell);
     Py_XDECREF(ctx);
     return out;
+}
+
+#include "gen/redis.h"
+
+/* ---- over the declared parameter tables (gen/redis.h) ---------------------- */
+
+/* tp_new's last step (the declared one parses cfg and keeps the arguments
+ * as given): the core's sizing rule (which sizing parameters were given: the
+ * config has no "not given"), worded after the algorithm's name; the core's
+ * check (a LeaseConfig's field named as lease.<attribute>); the limiter. */
+static int rl_build(limiter_obj *o, prs_py_state *st, prs_redis_limiter_config *cfg, PyObject **v) {
+    unsigned given = (is_none(v[P_RedisRateLimiter_rate]) ? 0 : PRS_REDIS_GIVEN_RATE) |
+                     (is_none(v[P_RedisRateLimiter_burst]) ? 0 : PRS_REDIS_GIVEN_BURST) |
+                     (is_none(v[P_RedisRateLimiter_limit]) ? 0 : PRS_REDIS_GIVEN_LIMIT) |
+                     (is_none(v[P_RedisRateLimiter_window]) ? 0 : PRS_REDIS_GIVEN_WINDOW);
+    prs_config_error why = {NULL, NULL};
+    if (prs_redis_limiter_sizing(cfg, given, &why) != PRS_OK) {
+        PyErr_Format(PyExc_ValueError, "%s %s", prs_redis_algorithm_name(cfg->algorithm), why.reason);
+        return -1;
+    }
+    int rc = prs_redis_limiter_config_check(cfg, &why);
+    const char *attr = !rc || !why.field ? NULL : !strcmp(why.field, "lease_batch") ? "batch"
+                     : !strcmp(why.field, "lease_max_hold_ns") ? "max_hold" : NULL;
+    PyObject *value = attr ? PyObject_GetAttrString(v[P_RedisRateLimiter_lease], attr) : NULL;
+    if (value) PyErr_Format(PyExc_ValueError, "lease.%s %s, got %R", attr, why.reason, value);
+    else if (rc && !attr) prs_py_config_error(st, rc, &why, &RedisRateLimiter_params, v, cfg);
+    Py_XDECREF(value);
+    if (rc) return -1;
+    if ((rc = prs_redis_limiter_new(((backend_obj *)o->backend)->b, cfg, &o->l))) {
+        redis_error(st, rc);
+        return -1;
+    }
+    o->policy = cfg->on_backend_error;
+    o->has_lease = cfg->lease_batch > 0;
+    o->algorithm = PyUnicode_FromString(prs_redis_algorithm_name(cfg->algorithm));
+    o->key_prefix = PyUnicode_FromString(cfg->key_prefix);
+    return o->algorithm && o->key_prefix ? 0 : -1;
 }
 
 int prs_py_register_redis(PyObject *m, prs_py_state *st) {

@@ -39,6 +39,10 @@ int prs_redis__check_script(int algorithm, double p1, int64_t p2, int64_t ttl_ms
  * Otherwise it is the quarter form: ARGV[3], when sent (2^50 <= now <
  * 2^51 us, n <= burst), is n * T in quarter microseconds, rounded. */
 int prs_redis__bucket_incr(double T, int64_t burst);
+/* A RESP command cmd[0..len), EVALSHA of script s, as EVAL with s's body:
+ * a new buffer (prs__malloc) in *out. PRS_OK or PRS_ENOMEM. */
+int prs_redis__resp_eval(const prs_allocator *a, const char *cmd, size_t len, const prs_redis__script *s,
+                         char **out, size_t *outlen);
 /* SHA1 of data as 40 lowercase hex digits + NUL. */
 void prs_redis__sha1_hex(const void *data, size_t len, char out[41]);
 
@@ -61,7 +65,7 @@ typedef struct prs_redis__cmd {
     int script;     /* -1 or the script slot (then argv[0..1] are EVALSHA, sha) */
     int slot;       /* Cluster: the hash slot of its keys (0 for a command without keys) */
     int nblock;     /* > 1: first of nblock commands sent together to one node (MULTI ... EXEC) */
-} prs_redis__cmd;
+} prs_redis__cmd; /* argc 0: argv[0] is the command in RESP already, argvlen[0] bytes (an op's) */
 
 int prs_redis__roundtrip(prs_redis_backend *b, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies);
 /* The same on a single-server backend, ending by `until` (monotonic ns) when

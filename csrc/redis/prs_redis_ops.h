@@ -1,7 +1,8 @@
 /*
  * prs_redis_ops.h - sans-I/O forms of the Redis calls, for transports that
  * are not the backend's blocking pool (the asyncio connection of
- * pyresilience._redis_async). Not installed.
+ * pyresilience._redis_async), or run on that pool (prs_redis_op_run: one
+ * call, two transports). Not installed.
  *
  * An op is one call (a check, a peek, a reset, a check_many, a group check)
  * split at its network I/O: prs_redis_op_*_new builds exactly the commands
@@ -83,6 +84,11 @@ int prs_redis_op_eval(prs_redis_op *op, size_t i, const char **buf, size_t *len)
 int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, prs_decision *d, int *status,
                         int *denied_by);
 void prs_redis_op_free(prs_redis_op *op);
+/* Runs op on its backend's pool, blocking, as the blocking calls run theirs
+ * (the timeout, the circuit, a stale connection, NOSCRIPT, a Cluster's
+ * routing and redirects), and finishes it (prs_redis_op_finish with the
+ * replies or the pool's failure). PRS_EINVAL for an op stepped or finished. */
+int prs_redis_op_run(prs_redis_op *op, prs_decision *d, int *status, int *denied_by);
 
 /* ---- an op driving its transport ------------------------------------------
  * The op runs in steps. prs_redis_op_step gives the next step's sends; each

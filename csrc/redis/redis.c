@@ -870,15 +870,41 @@ static int is_noscript(const redisReply *r) {
     return r && r->type == REDIS_REPLY_ERROR && r->len >= 8 && !memcmp(r->str, "NOSCRIPT", 8);
 }
 
+/* Appends cmd to c's output; with s, as EVAL with s's body instead of
+ * EVALSHA and its sha (after a NOSCRIPT reply). REDIS_OK or REDIS_ERR. */
+static int append_cmd(redisContext *c, const prs_allocator *a, prs_redis__cmd *cmd, const prs_redis__script *s) {
+    if (!cmd->argc && !s) return redisAppendFormattedCommand(c, cmd->argv[0], cmd->argvlen[0]);
+    if (!cmd->argc) {
+        char *e;
+        size_t len;
+        if (prs_redis__resp_eval(a, cmd->argv[0], cmd->argvlen[0], s, &e, &len)) return REDIS_ERR;
+        int ok = redisAppendFormattedCommand(c, e, len);
+        prs__free(a, e);
+        return ok;
+    }
+    if (!s) return redisAppendCommandArgv(c, cmd->argc, cmd->argv, cmd->argvlen);
+    const char *a0 = cmd->argv[0], *a1 = cmd->argv[1];
+    size_t l0 = cmd->argvlen[0], l1 = cmd->argvlen[1];
+    cmd->argv[0] = "EVAL";
+    cmd->argvlen[0] = 4;
+    cmd->argv[1] = s->body;
+    cmd->argvlen[1] = s->len;
+    int ok = redisAppendCommandArgv(c, cmd->argc, cmd->argv, cmd->argvlen);
+    cmd->argv[0] = a0; cmd->argvlen[0] = l0;
+    cmd->argv[1] = a1; cmd->argvlen[1] = l1;
+    return ok;
+}
+
 /* Sends cmds and reads the replies on c before the deadline. Returns PRS_OK,
  * or a failure (c is then broken) with *instant set when it failed without
  * waiting (EOF/reset: a stale pooled connection). */
-static int exchange(redisContext *c, size_t ncmds, prs_redis__cmd *cmds, redisReply **replies,
-                    const prs_redis__script *scripts, int64_t deadline, int64_t *sock_ns, int *instant) {
+static int exchange(redisContext *c, const prs_allocator *a, size_t ncmds, prs_redis__cmd *cmds,
+                    redisReply **replies, const prs_redis__script *scripts, int64_t deadline, int64_t *sock_ns,
+                    int *instant) {
     *instant = 0;
     reply_budget_reset(2 * ncmds); /* a NOSCRIPT retry reads a second reply */
     for (size_t i = 0; i < ncmds; i++) {
-        if (redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen) != REDIS_OK) {
+        if (append_cmd(c, a, &cmds[i], NULL) != REDIS_OK) {
             prs_redis__set_error("redis: cannot format a command: %s", c->errstr);
             return PRS_ENOMEM;
         }
@@ -897,16 +923,7 @@ static int exchange(redisContext *c, size_t ncmds, prs_redis__cmd *cmds, redisRe
         size_t nretry = 0;
         for (size_t i = 0; i < ncmds; i++) {
             if (cmds[i].script >= 0 && is_noscript(replies[i])) {
-                const char *a0 = cmds[i].argv[0], *a1 = cmds[i].argv[1];
-                size_t l0 = cmds[i].argvlen[0], l1 = cmds[i].argvlen[1];
-                cmds[i].argv[0] = "EVAL";
-                cmds[i].argvlen[0] = 4;
-                cmds[i].argv[1] = scripts[cmds[i].script].body;
-                cmds[i].argvlen[1] = scripts[cmds[i].script].len;
-                int ok = redisAppendCommandArgv(c, cmds[i].argc, cmds[i].argv, cmds[i].argvlen);
-                cmds[i].argv[0] = a0; cmds[i].argvlen[0] = l0;
-                cmds[i].argv[1] = a1; cmds[i].argvlen[1] = l1;
-                if (ok != REDIS_OK) { rc = PRS_ENOMEM; break; }
+                if (append_cmd(c, a, &cmds[i], &scripts[cmds[i].script]) != REDIS_OK) { rc = PRS_ENOMEM; break; }
                 nretry++;
             }
         }
@@ -995,7 +1012,7 @@ int prs_redis__roundtrip_until(prs_redis_backend *b, int64_t end_by, size_t ncmd
         int64_t sock_ns = b->timeout_ns;
         redisContext *c = checkout(b, deadline, &fresh, &sock_ns, &rc);
         if (!c) break;
-        rc = exchange(c, ncmds, cmds, replies, scripts, deadline, &sock_ns, &instant);
+        rc = exchange(c, &b->alloc, ncmds, cmds, replies, scripts, deadline, &sock_ns, &instant);
         int broken = rc != PRS_OK;
         int retry = broken && instant && !fresh && prs_monotonic_ns() < deadline;
         give_back(b, c, broken, sock_ns, retry);

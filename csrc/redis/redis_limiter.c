@@ -1824,18 +1824,16 @@ static const char *skip_bulk(const char *p) {
     return p + 2 + n + 2;
 }
 
-/* Command i as EVAL with its script's body, in a new buffer *out. */
-static int eval_of(prs_redis_op *op, size_t i, char **out, size_t *len) {
-    if (i >= op->ncmds || op->scripts[i] < 0) return PRS_EINVAL;
-    const prs_redis__script *s = &prs_redis__scripts()[op->scripts[i]];
-    const char *cmd = op->req + op->off[i], *end = op->req + op->off[i + 1];
-    const char *args = strchr(cmd, '\n') + 1;          /* after "*N\r\n" */
+int prs_redis__resp_eval(const prs_allocator *a, const char *cmd, size_t len, const prs_redis__script *s,
+                         char **out, size_t *outlen) {
+    const char *end = cmd + len;
+    const char *args = (const char *)memchr(cmd, '\n', len) + 1; /* after "*N\r\n" */
     const char *rest = skip_bulk(skip_bulk(args));     /* after EVALSHA and the sha */
     size_t head = (size_t)(args - cmd), tail = (size_t)(end - rest);
     char num[24];
     size_t nl = fmt_i64(num, (int64_t)s->len);
     size_t total = head + 10 + 1 + nl + 2 + s->len + 2 + tail;
-    char *e = prs__malloc(op->a, total);
+    char *e = prs__malloc(a, total);
     if (!e) return PRS_ENOMEM;
     char *p = e;
     memcpy(p, cmd, head); p += head;
@@ -1847,8 +1845,15 @@ static int eval_of(prs_redis_op *op, size_t i, char **out, size_t *len) {
     *p++ = '\r'; *p++ = '\n';
     memcpy(p, rest, tail);
     *out = e;
-    *len = total;
+    *outlen = total;
     return PRS_OK;
+}
+
+/* Command i as EVAL with its script's body, in a new buffer *out. */
+static int eval_of(prs_redis_op *op, size_t i, char **out, size_t *len) {
+    if (i >= op->ncmds || op->scripts[i] < 0) return PRS_EINVAL;
+    return prs_redis__resp_eval(op->a, op->req + op->off[i], op->off[i + 1] - op->off[i],
+                                &prs_redis__scripts()[op->scripts[i]], out, len);
 }
 
 int prs_redis_op_eval(prs_redis_op *op, size_t i, const char **buf, size_t *len) {
@@ -2073,6 +2078,27 @@ int prs_redis_op_finish(prs_redis_op *op, int rc, redisReply *const *replies, pr
         return apply_policy(l, rc, q->key, q->keylen, q->n, op->kind != 'p', d);
     }
     }
+}
+
+/* A command of the op's request, as the pool sends it (prs_redis__cmd, argc 0). */
+typedef struct resp_cmd {
+    const char *p;
+    size_t len;
+} resp_cmd;
+
+int prs_redis_op_run(prs_redis_op *op, prs_decision *d, int *status, int *denied_by) {
+    if (!op || op->finished || op->sends) return PRS_EINVAL; /* finished, or stepped */
+    size_t n = op->ncmds;
+    prs_redis__cmd small[4], *cmds = n <= 4 ? small : prs__calloc(op->a, n, sizeof *cmds + sizeof(resp_cmd));
+    resp_cmd small_raw[4], *raw = cmds == small ? small_raw : cmds ? (resp_cmd *)(cmds + n) : NULL;
+    int rc = cmds ? PRS_OK : PRS_ENOMEM;
+    for (size_t i = 0; rc == PRS_OK && i < n; i++) {
+        raw[i] = (resp_cmd){op->req + op->off[i], op->off[i + 1] - op->off[i]};
+        cmds[i] = (prs_redis__cmd){0, &raw[i].p, &raw[i].len, op->scripts[i], op->slot[i], op->nblock[i]};
+    }
+    if (rc == PRS_OK) rc = prs_redis__roundtrip(op->b, n, cmds, op->got);
+    if (cmds != small) prs__free(op->a, cmds);
+    return prs_redis_op_finish(op, rc, op->got, d, status, denied_by);
 }
 
 prs_redis_backend *prs_redis_limiter_backend(const prs_redis_limiter *l) { return l->b; }

@@ -1034,6 +1034,82 @@ TEST(redis_limiter_call_makes_the_blocking_call_of_a_kind) {
     prs_redis_backend_free(b);
 }
 
+/* prs_redis_op_run: an op run on the backend's own pool decides as the
+ * blocking call (NOSCRIPT reloaded, one round trip each); a failure gets
+ * the policy; an op runs once, and not after a step. */
+TEST(redis_op_run_decides_as_the_blocking_calls) {
+    server *s = server_start();
+    prs_redis_backend *b = backend_for(s->url, 500);
+    char out[64];
+    for (int algo = 0; algo < PRS_REDIS__ALGORITHM_COUNT; algo++) {
+        int rate = algo == PRS_REDIS_GCRA || algo == PRS_REDIS_TOKEN_BUCKET;
+        prs_redis_limiter *l = limiter_for(b, algo, rate ? 5 : 3, rate ? 3 : 2);
+        prs_redis_op *op;
+        prs_decision dc, dop, ds[3];
+        for (int i = 0; i < 6; i++) {
+            if (i == 3) cmd(b, out, sizeof out, 2, "SCRIPT", "FLUSH");
+            int64_t now_us = 5000000 + i * 150000, n = 1 + i % 2;
+            ASSERT_OK(prs_redis_limiter_check_at(l, "blocking", 8, n, now_us, &dc));
+            ASSERT_OK(prs_redis_op_limiter_new(l, PRS_REDIS_OP_CHECK, "op-run", 6, n, now_us, &op, &dop));
+            uint64_t trips = prs_redis_backend_round_trips(b);
+            ASSERT_OK(prs_redis_op_run(op, &dop, NULL, NULL));
+            ASSERT_EQ(prs_redis_backend_round_trips(b), trips + 1);
+            ASSERT(dop.allowed == dc.allowed && dop.remaining == dc.remaining);
+            ASSERT(dop.retry_after_ns == dc.retry_after_ns && dop.reset_after_ns == dc.reset_after_ns);
+            ASSERT_EQ(prs_redis_op_run(op, &dop, NULL, NULL), PRS_EINVAL); /* once only */
+            prs_redis_op_free(op);
+        }
+        ASSERT_OK(prs_redis_op_limiter_new(l, PRS_REDIS_OP_RESET, "op-run", 6, 0, -1, &op, &dop));
+        ASSERT_OK(prs_redis_op_run(op, &dop, NULL, NULL));
+        prs_redis_op_free(op);
+        ASSERT_OK(prs_redis_limiter_peek(l, "op-run", 6, 3, &dc));
+        ASSERT(dc.allowed && dc.remaining == 0); /* reset: the whole limit again */
+        prs_redis_request reqs[3] = {{"m", 1, 2}, {"m", 1, 1}, {"m", 1, 1}};
+        int st[3];
+        cmd(b, out, sizeof out, 2, "SCRIPT", "FLUSH");
+        ASSERT_OK(prs_redis_op_many_new(l, 3, reqs, &op)); /* fixed window: 12 commands, off the stack */
+        ASSERT_OK(prs_redis_op_run(op, ds, st, NULL));
+        prs_redis_op_free(op);
+        ASSERT(ds[0].allowed && ds[1].allowed && !ds[2].allowed && st[2] == PRS_OK);
+        prs_redis_member m[2] = {{l, "{g}a", 4, 1}, {l, "{g}b", 4, 3}};
+        int denied = 0;
+        for (int i = 0; i < 2; i++) {
+            ASSERT_OK(prs_redis_op_group_new(2, m, -1, &op));
+            ASSERT_OK(prs_redis_op_run(op, &dop, NULL, &denied));
+            prs_redis_op_free(op);
+            ASSERT(dop.allowed == !i && denied == (i ? 1 : -1));
+        }
+        prs_redis_limiter_free(l);
+    }
+    prs_redis_limiter *l = limiter_for(b, PRS_REDIS_GCRA, 5, 3);
+    prs_redis_op *op;
+    prs_decision d;
+    const prs_redis_send *sends;
+    size_t nsends;
+    ASSERT_OK(prs_redis_op_limiter_new(l, PRS_REDIS_OP_PEEK, "k", 1, 1, -1, &op, &d));
+    ASSERT_OK(prs_redis_op_step(op, &sends, &nsends)); /* a transport's now */
+    ASSERT_EQ(prs_redis_op_run(op, &d, NULL, NULL), PRS_EINVAL);
+    prs_redis_op_free(op);
+    prs_redis_limiter_free(l);
+    prs_redis_backend_free(b);
+    /* Redis down: the policy decides; 'raise' leaves the pool's failure */
+    b = backend_for("redis://127.0.0.1:1", 50);
+    prs_redis_limiter *deny = policy_limiter(b, PRS_REDIS_GCRA, PRS_REDIS_DENY, 3, 0, NULL);
+    prs_redis_limiter *raise = policy_limiter(b, PRS_REDIS_GCRA, PRS_REDIS_RAISE, 3, 0, NULL);
+    ASSERT_OK(prs_redis_op_limiter_new(deny, PRS_REDIS_OP_CHECK, "k", 1, 1, -1, &op, &d));
+    ASSERT_OK(prs_redis_op_run(op, &d, NULL, NULL));
+    prs_redis_op_free(op);
+    ASSERT(!d.allowed && d.retry_after_ns == PRS_REDIS_DENY_RETRY_NS);
+    ASSERT_OK(prs_redis_op_limiter_new(raise, PRS_REDIS_OP_CHECK, "k", 1, 1, -1, &op, &d));
+    int rc = prs_redis_op_run(op, &d, NULL, NULL);
+    prs_redis_op_free(op);
+    ASSERT(rc == PRS_ECONN || rc == PRS_EBACKEND);
+    ASSERT(strstr(prs_redis_last_error(), "redis") != NULL);
+    prs_redis_limiter_free(deny);
+    prs_redis_limiter_free(raise);
+    prs_redis_backend_free(b);
+}
+
 TEST(redis_group_all_or_nothing) {
     server *s = server_start();
     prs_redis_backend *b = backend_for(s->url, 500);

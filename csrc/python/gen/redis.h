@@ -97,7 +97,11 @@ static PyObject *backend_close(PyObject *self, PyObject *unused) {
 static PyObject *backend_ping(PyObject *self, PyObject *unused) {
     return backend_call(self, 1);
 }
-static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *backend_endpoint(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[1] = {NULL};
+    if ((nargs || kwnames) && prs_py_parse_params(&RedisBackend__endpoint_params, args, nargs, kwnames, NULL, v) < 0) return NULL;
+    return backend_node_endpoint(self, v[0]);
+}
 static PyObject *backend_admit(PyObject *self, PyObject *unused);
 static PyObject *backend_clock(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
     backend_obj *o = (backend_obj *)self;
@@ -943,7 +947,16 @@ static const prs_py_param _RespReader_put_param_list[] = {
 };
 static const prs_py_params _RespReader_put_params = {"put", 2, 2, 2, _RespReader_put_param_list};
 static PyObject *reader_feed(PyObject *self, PyObject *arg);
-static PyObject *reader_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames);
+static PyObject *reader_put(PyObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames) {
+    PyObject *v[2] = {NULL};
+    if (nargs == 2 && !kwnames) {
+        v[0] = args[0];
+        v[1] = args[1];
+    } else if (prs_py_parse_params(&_RespReader_put_params, args, nargs, kwnames, NULL, v) < 0) {
+        return NULL;
+    }
+    return reader_put_reply(self, v[0], v[1]);
+}
 static PyObject *reader_pop(PyObject *self, PyObject *arg);
 static PyMethodDef _RespReader_methods[] = {
     {"feed", reader_feed, METH_O,
