@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import sysconfig
 
@@ -19,6 +20,11 @@ def _gil_enabled() -> bool:
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    # The Ctrl-C tests send SIGINT to this process. A shell without job control
+    # starts background commands with SIGINT ignored, and Python then installs
+    # no KeyboardInterrupt handler: those waits would never be interrupted.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("PRS_FREE_THREADED") == "1" and not FREE_THREADED:
         raise pytest.UsageError("PRS_FREE_THREADED=1 but this interpreter is not free-threaded")
     if FREE_THREADED and _gil_enabled():
