@@ -50,21 +50,9 @@ typedef struct {
 
 /* ---- shared helpers ------------------------------------------------------- */
 
-/* A key argument into the prs_py_bytes `out` (a declared CONVERT): a str
- * (its UTF-8: "a" and b"a" are one key) or bytes, borrowed from it. */
+/* A key argument into the prs_py_bytes `out` (a declared CONVERT). */
 static int key_arg(PyObject *o, void *out) {
-    prs_py_bytes *k = out;
-    if (PyUnicode_Check(o)) { /* the length straight into n, read as its signed type */
-        k->p = PyUnicode_AsUTF8AndSize(o, (Py_ssize_t *)&k->n);
-        return k->p ? 0 : -1;
-    }
-    if (PyBytes_Check(o)) {
-        k->p = PyBytes_AS_STRING(o);
-        k->n = (size_t)PyBytes_GET_SIZE(o);
-        return 0;
-    }
-    prs_py_type_error("key", "str or bytes", o);
-    return -1;
+    return prs_py_str_or_bytes(o, "key", out);
 }
 
 /* A key as bytes (str keys UTF-8 encoded): a new reference, or NULL. */

@@ -202,6 +202,22 @@ typedef struct prs_py_bytes {
     size_t n;
 } prs_py_bytes;
 
+/* A str (its UTF-8: "a" and b"a" are one key) or bytes argument into *out,
+ * borrowed from o; TypeError naming `param` otherwise. 0 or -1. Inline: it
+ * reads every key of the keyed and Redis rate methods. */
+static inline int prs_py_str_or_bytes(PyObject *o, const char *param, prs_py_bytes *out) {
+    if (PyUnicode_Check(o)) { /* the length straight into n, read as its signed type */
+        out->p = PyUnicode_AsUTF8AndSize(o, (Py_ssize_t *)&out->n);
+        return out->p ? 0 : -1;
+    }
+    if (PyBytes_Check(o)) {
+        out->p = PyBytes_AS_STRING(o);
+        out->n = (size_t)PyBytes_GET_SIZE(o);
+        return 0;
+    }
+    return prs_py_type_error(param, "str or bytes", o);
+}
+
 typedef struct prs_py_param {
     const char *name;           /* the Python name */
     const char *field;          /* the core config field it fills (NULL: none) */

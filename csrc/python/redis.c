@@ -107,20 +107,6 @@ static int never_admitted(PyObject *owner, const prs_decision *d, int64_t *max_n
     return PRS_ENEVER;
 }
 
-/* Bytes of a str (UTF-8) or bytes argument: borrowed from `o`. */
-static int bytes_of(PyObject *o, const char *param, const char **p, Py_ssize_t *n) {
-    if (PyBytes_Check(o)) {
-        *p = PyBytes_AS_STRING(o);
-        *n = PyBytes_GET_SIZE(o);
-        return 0;
-    }
-    if (PyUnicode_Check(o)) {
-        *p = PyUnicode_AsUTF8AndSize(o, n);
-        return *p ? 0 : -1;
-    }
-    return prs_py_type_error(param, "str or bytes", o);
-}
-
 /* now (seconds) of the _check_at test hooks, as Redis microseconds. */
 static int now_us_arg(PyObject *o, int64_t *now_us) {
     double now;
@@ -206,11 +192,16 @@ static PyObject *backend_command(PyObject *self, PyObject *const *args, Py_ssize
     if (nargs < 1 || nargs > 64)
         return PyErr_Format(PyExc_TypeError, "_command() takes 1 to 64 str/bytes/int arguments");
     PyObject *keep = PyTuple_New(nargs), *result = NULL; /* the arguments, an int as its str */
-    for (Py_ssize_t i = 0, n; keep && i < nargs; i++) {
+    for (Py_ssize_t i = 0; keep && i < nargs; i++) {
         PyObject *a = PyLong_Check(args[i]) && !PyBool_Check(args[i]) ? PyObject_Str(args[i]) : Py_NewRef(args[i]);
+        prs_py_bytes b;
         if (a) PyTuple_SET_ITEM(keep, i, a);
-        if (!a || bytes_of(a, "argument", &argv[i], &n) < 0) Py_CLEAR(keep);
-        else lens[i] = (size_t)n;
+        if (!a || prs_py_str_or_bytes(a, "argument", &b) < 0) {
+            Py_CLEAR(keep);
+        } else {
+            argv[i] = b.p;
+            lens[i] = b.n;
+        }
     }
     if (!keep) return NULL;
     void *reply = NULL;
@@ -276,10 +267,9 @@ static int rl_rate_decide(void *ctx, int64_t now, int64_t n, int consume, prs_de
 }
 
 static int rl_target(PyObject *self, PyObject *key, prs_py_rate *r) {
-    Py_ssize_t len;
-    *r = (prs_py_rate){&wait_clock, rl_rate_decide, r, "Redis limiter", self, NULL, 0};
-    if (bytes_of(key, "key", &r->key, &len) < 0) return -1;
-    r->len = (size_t)len;
+    prs_py_bytes k;
+    if (prs_py_str_or_bytes(key, "key", &k) < 0) return -1;
+    *r = (prs_py_rate){&wait_clock, rl_rate_decide, r, "Redis limiter", self, k.p, k.n};
     return 0;
 }
 
@@ -369,12 +359,11 @@ static PyObject *op_call(PyObject *self, int rc, prs_redis_op **op, int as_op) {
  * Decision a lease gave): one call of an op's kind for key. */
 static PyObject *rl_call(PyObject *self, int kind, PyObject *key, int64_t n, PyObject *now, int as_op) {
     int64_t now_us = -1;
-    const char *k;
-    Py_ssize_t klen;
+    prs_py_bytes k;
     prs_redis_op *op;
     prs_decision d;
-    if ((now && now_us_arg(now, &now_us) < 0) || bytes_of(key, "key", &k, &klen) < 0) return NULL;
-    int rc = prs_redis_op_limiter_new(((limiter_obj *)self)->l, kind, k, (size_t)klen, n, now_us, &op, &d);
+    if ((now && now_us_arg(now, &now_us) < 0) || prs_py_str_or_bytes(key, "key", &k) < 0) return NULL;
+    int rc = prs_redis_op_limiter_new(((limiter_obj *)self)->l, kind, k.p, k.n, n, now_us, &op, &d);
     if (rc == PRS_OK && !op) return op_value(prs_py_state_of(self), kind, &d, 1, -1); /* a lease decided */
     return op_call(self, rc, &op, as_op);
 }
@@ -428,12 +417,11 @@ static int items_arg(prs_py_state *st, PyObject *obj, int group, PyObject **keep
         }
         PyObject *key = size < 0 ? item : PyTuple_GET_ITEM(item, group);
         int64_t n = 1;
-        const char *k;
-        Py_ssize_t klen;
+        prs_py_bytes k;
         if ((size == group + 2 && prs_py_parse_n(PyTuple_GET_ITEM(item, group + 1), "n", &n) < 0) ||
-            bytes_of(key, "key", &k, &klen) < 0)
+            prs_py_str_or_bytes(key, "key", &k) < 0)
             goto fail;
-        (*m)[i] = (prs_redis_member){lim ? ((limiter_obj *)lim)->l : NULL, k, (size_t)klen, n};
+        (*m)[i] = (prs_redis_member){lim ? ((limiter_obj *)lim)->l : NULL, k.p, k.n, n};
         if (group) { /* the member as a (limiter, key, n) tuple, which holds the key */
             PyObject *norm = Py_BuildValue("(OOL)", lim, key, (long long)n);
             if (!norm) goto fail;
@@ -478,13 +466,12 @@ static PyObject *rl_release(PyObject *self, int as_op) {
 
 static PyObject *rl_redis_key(PyObject *op, PyObject *key) {
     limiter_obj *self = (limiter_obj *)op;
-    const char *k;
-    Py_ssize_t klen;
-    if (bytes_of(key, "key", &k, &klen) < 0) return NULL;
-    size_t need = prs_redis_limiter_redis_key(self->l, k, (size_t)klen, NULL, 0);
+    prs_py_bytes k;
+    if (prs_py_str_or_bytes(key, "key", &k) < 0) return NULL;
+    size_t need = prs_redis_limiter_redis_key(self->l, k.p, k.n, NULL, 0);
     PyObject *out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)need);
     if (!out) return NULL;
-    prs_redis_limiter_redis_key(self->l, k, (size_t)klen, PyBytes_AS_STRING(out), need);
+    prs_redis_limiter_redis_key(self->l, k.p, k.n, PyBytes_AS_STRING(out), need);
     return out;
 }
 
